@@ -1,0 +1,49 @@
+/*
+ * core/util.h — small helpers every room uses: clocks (with a test clock
+ * offset), random identifiers, ISO 8601 times, checked integer parsing,
+ * base64 and hex. Base64 here is the standard alphabet with padding.
+ */
+#ifndef FGW_CORE_UTIL_H
+#define FGW_CORE_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Wall clock in ms since the epoch, plus the offset set for tests. */
+int64_t fgw_now_ms(void);
+/* Shifts fgw_now_ms() by offset_ms (an injectable clock for tests). */
+void fgw_clock_set_offset_ms(int64_t offset_ms);
+int64_t fgw_clock_offset_ms(void);
+/* Monotonic clock in ms, for timeouts and durations. */
+int64_t fgw_mono_ms(void);
+
+/* Writes prefix + 24 random base62 characters. Returns 0 or
+ * FGW_ERR_TOO_LARGE when out is too small (needs strlen(prefix) + 25). */
+int fgw_random_id(const char *prefix, char *out, size_t outlen);
+
+/* Formats ms since the epoch as "2024-01-01T12:15:00Z" (needs 21 bytes). */
+int fgw_iso8601(int64_t ms, char *out, size_t outlen);
+
+/* Parses a whole decimal string into [min, max]. 0 or FGW_ERR_INVALID. */
+int fgw_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
+
+/* Base64 (standard, padded). *out is malloc'ed and NUL-terminated. */
+int fgw_b64_encode(const void *in, size_t len, char **out);
+/* Decodes into malloc'ed *out; FGW_ERR_INVALID on bad input. */
+int fgw_b64_decode(const char *in, size_t inlen, unsigned char **out, size_t *outlen);
+
+/* Lower-case hex of len bytes into out (needs 2*len+1). */
+void fgw_hex(const unsigned char *in, size_t len, char *out);
+
+/* Reads a whole file (at most max bytes) into malloc'ed, NUL-terminated
+ * *out. FGW_ERR_NOT_FOUND, FGW_ERR_IO or FGW_ERR_TOO_LARGE. */
+int fgw_read_file(const char *path, size_t max, char **out, size_t *outlen);
+/* Writes data to path atomically (tmp + fsync + rename) with mode. */
+int fgw_write_file_atomic(const char *path, const void *data, size_t len, int mode);
+/* mkdir -p with mode for created directories. */
+int fgw_mkdirs(const char *path, int mode);
+
+/* Bounded copy; returns FGW_ERR_TOO_LARGE if src did not fit. */
+int fgw_strlcpy(char *dst, const char *src, size_t cap);
+
+#endif

@@ -1,0 +1,70 @@
+/*
+ * crypto/keys.h — the gateway's key ring: the only owner of key material.
+ *
+ * Hierarchy: a key-encrypting key (KEK, 32 bytes) wraps every other key
+ * with XChaCha20-Poly1305 (associated data = key id + purpose). The KEK
+ * comes from a file, an environment variable (base64), or two XOR shares
+ * (split knowledge); it is never stored in the key ring file or the
+ * database. The key ring file (keys_dir/keyring.json, mode 0600, written
+ * atomically) holds only wrapped keys and public keys:
+ *   - data keys "dk_…" that encrypt vault entries (exactly one active,
+ *     others retired: they decrypt but never encrypt);
+ *   - the fingerprint key (keyed BLAKE2b of PANs);
+ *   - gateway X25519 box key pairs "gk_…" for sealed input from the website
+ *     and for processor replies (one current, previous ones valid until
+ *     their grace period ends);
+ *   - the audit chain MAC key and the Ed25519 checkpoint signing key.
+ * A wrong KEK makes keyring_open fail with FGW_ERR_CRYPTO, never garbage.
+ * Thread safety: all functions may be called from any thread; rotation
+ * takes an internal lock.
+ */
+#ifndef FGW_CRYPTO_KEYS_H
+#define FGW_CRYPTO_KEYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct keyring;
+
+struct keyring_opts {
+	const char *dir;          /* keys directory, created 0700 if create */
+	const char *kek_file;     /* 32 raw bytes, or NULL */
+	const char *kek_env;      /* name of an env var holding base64 KEK, or NULL */
+	const char *kek_share1;   /* file with share 1 (32 raw bytes), or NULL */
+	const char *kek_share2;   /* file with share 2 */
+	int create;               /* 1: create KEK file (if kek_file names one
+	                             that does not exist) and key ring on first
+	                             start */
+	int64_t box_grace_ms;     /* how long a rotated box key stays valid */
+};
+
+/* Opens (or, with create, initialises) the key ring. On error *err_msg (if
+ * not NULL) points at a static human-readable reason. */
+int keyring_open(const struct keyring_opts *opts, struct keyring **out,
+                 const char **err_msg);
+void keyring_free(struct keyring *kr);
+
+/* Current gateway box key: id ("gk_…") and public key. */
+const char *keyring_box_key_id(const struct keyring *kr);
+/* Fills out with {"keyId","algorithm":"x25519-sealedbox","publicKey"} JSON
+ * text for GET /v1/keys/public. */
+int keyring_public_json(struct keyring *kr, char *out, size_t outlen);
+/* Raw 32-byte public key of the current box key. */
+void keyring_box_public(const struct keyring *kr, unsigned char pk[32]);
+
+/* Rotation and lifecycle (used by flairctl keys and tests). Each persists
+ * the key ring file before returning. */
+int keyring_rotate_data_key(struct keyring *kr, char *new_id, size_t idlen);
+int keyring_retire_data_key(struct keyring *kr, const char *id);
+int keyring_rotate_box_key(struct keyring *kr, char *new_id, size_t idlen);
+/* Active data key id (the one new entries are encrypted with). */
+int keyring_active_data_key(struct keyring *kr, char *id, size_t idlen);
+
+/* Audit chain: keyed BLAKE2b-256 MAC key use and Ed25519 signing. */
+int keyring_audit_mac(struct keyring *kr, const void *msg, size_t len,
+                      unsigned char mac[32]);
+int keyring_audit_sign(struct keyring *kr, const void *msg, size_t len,
+                       unsigned char sig[64]);
+void keyring_audit_public(const struct keyring *kr, unsigned char pk[32]);
+
+#endif

@@ -1,0 +1,1 @@
+PIPELINE_SRC := pipeline/txn.c pipeline/runner.c pipeline/stages.c

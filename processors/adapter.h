@@ -1,0 +1,98 @@
+/*
+ * processors/adapter.h — the processor adapter interface.
+ *
+ * An adapter TYPE (static const table, looked up by the name configuration
+ * uses) turns a processor-neutral proc_request into that processor's HTTP
+ * request, and maps the processor's answer to a proc_result with flairgw's
+ * outcome and error codes. An adapter INSTANCE (struct proc) is a type plus
+ * its configuration (base URL, credentials, the processor's public key).
+ *
+ * The pipeline owns the I/O: it asks the adapter to build, sends through
+ * httpc, and, on the way back, passes the body to the decrypt stage
+ * (which opens a sealed reply when the type says replies are sealed) and
+ * then to parse_reply.
+ */
+#ifndef FGW_PROCESSORS_ADAPTER_H
+#define FGW_PROCESSORS_ADAPTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crypto/sealed.h"
+
+enum proc_outcome {
+	PROC_SUCCEEDED = 0,     /* approved and (for purchase) captured */
+	PROC_DECLINED,          /* the issuer/processor said no: code set */
+	PROC_REQUIRES_ACTION,   /* 3-D Secure or similar: next_action set */
+	PROC_UNKNOWN,           /* may have been charged: reconcile (processing) */
+	PROC_FAILED             /* certainly not charged (rejected request) */
+};
+
+/* What the pipeline hands an adapter. Card fields are already sealed to
+ * the processor's key by the encrypt stage (sealed_card_b64); adapters
+ * that need clear fields get them through card_fields_json (guarded). */
+struct proc_request {
+	const char *operation;       /* "purchase" */
+	const char *txn_id;
+	const char *idempotency_key; /* stable across retries of one attempt */
+	int64_t amount;
+	const char *currency;
+	const char *sealed_card_b64; /* sealed to the processor's key */
+	const char *sealed_key_id;   /* the processor key id it was sealed to */
+	const char *reply_key_id;    /* gateway box key id for sealed replies */
+	const char *reply_public_b64;/* gateway box public key (base64) */
+	const char *description;
+	const char *customer_email;
+	const char *return_url;      /* for 3-D Secure redirects, may be NULL */
+};
+
+/* An HTTP request an adapter built. All owned; free with proc_http_clear. */
+struct proc_http {
+	char method[8];
+	char *url;
+	char *headers[8];            /* "Name: value", NULL-terminated */
+	char *body;
+	size_t body_len;
+};
+void proc_http_clear(struct proc_http *h);
+
+struct proc_result {
+	enum proc_outcome outcome;
+	char code[40];          /* flairgw error code when not succeeded:
+	                           PAYMENT_CARD_DECLINED, PAYMENT_INSUFFICIENT_FUNDS,
+	                           PAYMENT_PROCESSING_FAILED, ... */
+	char message[160];      /* safe to show, never card data */
+	char reference[96];     /* processor's id for the charge */
+	char *next_action_json; /* owned, or NULL */
+};
+void proc_result_clear(struct proc_result *r);
+
+struct proc_config {
+	char name[32];          /* instance name, e.g. "sandbox" */
+	char type[32];          /* adapter type name */
+	char base_url[256];
+	char secret[256];       /* credential (never logged) */
+	struct sealed_pubkey pubkey; /* processor's sealing key */
+	int has_pubkey;
+	long timeout_ms;        /* total per request */
+};
+
+struct proc_type {
+	const char *name;
+	int seals_reply;        /* 1: reply bodies are {"sealed": "..."} to our key */
+	/* Builds the purchase request. 0 or FGW_ERR_*. */
+	int (*build)(const struct proc_config *cfg, const struct proc_request *req,
+	             struct proc_http *out);
+	/* Maps an HTTP status and (opened) reply body to a result. A body that
+	 * does not parse, or a 5xx, is PROC_UNKNOWN or PROC_FAILED as the
+	 * protocol allows; never trusted blindly. */
+	int (*parse_reply)(const struct proc_config *cfg, long http_status,
+	                   const char *body, size_t len, struct proc_result *out);
+};
+
+/* Looks an adapter type up by name; NULL if unknown. */
+const struct proc_type *proc_type_find(const char *name);
+
+extern const struct proc_type proc_type_sandbox;
+
+#endif

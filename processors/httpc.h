@@ -1,0 +1,61 @@
+/*
+ * processors/httpc.h — asynchronous HTTP client: libcurl's multi interface
+ * driven by one libevent event_base (one httpc per reactor thread). No
+ * thread per request, no blocking call. Connections are reused (keep-alive
+ * pool per httpc, bounded by max_conns per host).
+ *
+ * A request completes exactly once: its done callback runs from a deferred
+ * libevent callback on the reactor thread (never from inside a libcurl
+ * callback), or never, if httpc_cancel() was called first. httpc_free()
+ * cancels everything outstanding (no callbacks).
+ */
+#ifndef FGW_PROCESSORS_HTTPC_H
+#define FGW_PROCESSORS_HTTPC_H
+
+#include <stddef.h>
+
+struct event_base;
+struct httpc;
+struct httpc_req;
+
+struct httpc_opts {
+	long connect_timeout_ms;  /* default 2000 */
+	long max_conns_per_host;  /* default 64 */
+	const char *ca_file;      /* NULL: system default */
+	int verify_tls;           /* 1 (default in production) */
+	const char *client_cert;  /* PEM file or NULL */
+	const char *client_key;   /* PEM file or NULL */
+};
+
+struct httpc_response {
+	int err;            /* 0: an HTTP status arrived; FGW_ERR_TIMEOUT,
+	                       FGW_ERR_IO, FGW_ERR_UNAVAILABLE (connect failed) */
+	int maybe_sent;     /* 1 if the request may have reached the server
+	                       (unknown outcome on error); 0 only when we know it
+	                       did not (connect failure) */
+	long status;        /* HTTP status, 0 on err */
+	const char *body;   /* NUL-terminated; valid during the callback only */
+	size_t body_len;
+	long elapsed_ms;
+};
+
+typedef void (*httpc_done_fn)(void *arg, const struct httpc_response *resp);
+
+int httpc_new(struct event_base *base, const struct httpc_opts *opts,
+              struct httpc **out);
+void httpc_free(struct httpc *c);
+
+/* Starts a request. method: "GET" or "POST" (body may be NULL for GET).
+ * headers: NULL-terminated array of "Name: value" lines (copied).
+ * total_timeout_ms bounds the whole exchange. Returns 0 and, if out is not
+ * NULL, a handle valid until done runs or httpc_cancel. */
+int httpc_request(struct httpc *c, const char *method, const char *url,
+                  const char *const *headers, const char *body, size_t len,
+                  long total_timeout_ms, httpc_done_fn done, void *arg,
+                  struct httpc_req **out);
+/* Cancels: done will not be called. */
+void httpc_cancel(struct httpc_req *r);
+/* Requests in flight (for graceful shutdown and metrics). */
+int httpc_inflight(const struct httpc *c);
+
+#endif

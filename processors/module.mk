@@ -1,0 +1,1 @@
+PROC_SRC := processors/httpc.c processors/adapter.c processors/sandbox.c

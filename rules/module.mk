@@ -1,0 +1,1 @@
+RULES_SRC := rules/rules.c

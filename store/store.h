@@ -1,0 +1,209 @@
+/*
+ * store/store.h — the only room that speaks SQL.
+ *
+ * One SQLite database in WAL mode. A single writer thread owns the write
+ * connection; reactors submit write jobs (store_txn_create, store_txn_finish,
+ * ...) which the writer commits in batches (group commit: one BEGIN..COMMIT
+ * for up to batch_max queued jobs, synchronous=FULL by default). After each
+ * COMMIT the writer hands every finished job back to the reactor that
+ * submitted it through that reactor's store_waker (event_active on the
+ * reactor's event_base); the done callback then runs ON THE REACTOR THREAD
+ * with rc = 0 (committed) or a negative FGW_ERR_* code (not committed).
+ * If one job in a batch fails, that job's statements are rolled back to a
+ * savepoint and the rest of the batch still commits.
+ *
+ * Reads use a per-thread read-only connection (struct store_reader), which
+ * WAL lets run concurrently with the writer.
+ *
+ * Every job may carry audit events; the writer appends them to the
+ * hash-chained audit table in commit order (see store/audit.c), so the
+ * chain order is the commit order.
+ *
+ * Transaction states move forward only (see store_status_may_move); an
+ * update that would move a state backwards, or touch a final state, is not
+ * applied and its job completes with FGW_ERR_STATE.
+ *
+ * All strings passed to submit functions are copied before they return.
+ */
+#ifndef FGW_STORE_STORE_H
+#define FGW_STORE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct keyring;
+struct store;
+struct store_waker;
+struct store_reader;
+
+struct store_opts {
+	const char *path;     /* database file, created if missing */
+	int sync_full;        /* 1: synchronous=FULL, 0: NORMAL */
+	int batch_max;        /* max jobs per COMMIT (>= 1) */
+	struct keyring *kr;   /* audit chain MAC key (must outlive the store) */
+};
+
+/* Opens/creates the database, applies migrations, starts the writer. */
+int store_open(const struct store_opts *opts, struct store **out);
+/* Commits everything queued, stops and joins the writer, closes. Jobs
+ * submitted after this began fail with FGW_ERR_SHUTDOWN. */
+void store_close(struct store *st);
+
+/* One per reactor thread; base must have been created after
+ * evthread_use_pthreads(). Free it on its own thread after the last job
+ * it carries has completed. */
+int store_waker_new(struct store *st, struct event_base *base,
+                    struct store_waker **out);
+void store_waker_free(struct store_waker *w);
+
+typedef void (*store_done_fn)(void *arg, int rc);
+
+/* ---- records ---------------------------------------------------------- */
+
+/* A masked audit event. details_json never holds a PAN or CVC. */
+struct store_audit {
+	const char *actor;        /* client id, JWT subject, "operator:NAME", "system" */
+	const char *source;       /* remote address, or "local" */
+	const char *event_type;   /* e.g. "txn.created", "txn.decided", "txn.outcome" */
+	const char *resource;     /* e.g. "txn_…" */
+	const char *outcome;      /* "success", "failure", "declined", ... */
+	const char *details_json; /* masked details, a JSON object, or NULL */
+};
+
+/* A transaction as recorded. Fixed buffers keep copies cheap and bounded. */
+struct store_txn_row {
+	char id[40];
+	char client_id[64];
+	char reservation_id[128];
+	int64_t amount;
+	char currency[4];
+	char status[24];          /* posting, processing, requires_action,
+	                             succeeded, declined, failed */
+	char error_code[40];      /* our error code when not succeeded */
+	char error_message[160];
+	char processor[32];
+	char processor_ref[96];
+	char processor_idem_key[96]; /* stable key sent on every retry */
+	char token[40];
+	char fingerprint[65];
+	char brand[16];
+	char bin[7];
+	char last4[5];
+	int exp_month;
+	int exp_year;
+	char customer_email[256];
+	char customer_name[128];
+	char customer_country[3];
+	char customer_ip[64];
+	char rule_decision[16];   /* allow, review, decline */
+	char rules_fired[256];    /* comma-separated rule ids */
+	char idempotency_key[256];/* the client's key, "" when none */
+	char description[256];
+	char *metadata_json;      /* JSON object text or NULL (owned: see _clear) */
+	char *next_action_json;   /* JSON object text or NULL (owned) */
+	int64_t created_at;       /* ms since epoch */
+	int64_t updated_at;
+};
+/* Frees the owned pointers of a row filled by a read. */
+void store_txn_row_clear(struct store_txn_row *row);
+
+/* A vault entry: ciphertext only, plus what may be displayed. */
+struct store_vault_entry {
+	char token[40];
+	char key_id[32];
+	const char *blob;         /* vault_encrypt() output */
+	char fingerprint[65];
+	char brand[16];
+	char bin[7];
+	char last4[5];
+	int exp_month;
+	int exp_year;
+	char customer_id[128];    /* owner for saved methods, "" for one-time */
+	int saved;                /* 0: one-time (purged after use), 1: saved */
+	int64_t expires_at;       /* ms since epoch, 0 = never */
+};
+
+/* A stored idempotent answer. */
+struct store_idem {
+	char client_id[64];
+	char key[256];
+	char request_hash[65];    /* hex SHA-256/BLAKE2b of method+path+body */
+	int status_code;
+	char *body;               /* response body (owned; see _clear) */
+	char txn_id[40];
+	int64_t created_at;
+	int64_t expires_at;
+};
+void store_idem_clear(struct store_idem *idem);
+
+/* The change a processor answer (or a webhook, or the reconciler) makes. */
+struct store_txn_update {
+	char id[40];
+	char status[24];
+	char error_code[40];
+	char error_message[160];
+	char processor_ref[96];
+	const char *next_action_json; /* or NULL */
+};
+
+/* True when a transaction may move from state `from` to state `to`. */
+bool store_status_may_move(const char *from, const char *to);
+
+/* ---- write jobs (any thread; done runs on the waker's reactor) -------- */
+
+/* Inserts the transaction row (any status), and in the same commit the
+ * vault entry (if not NULL), the idempotent answer (if not NULL) and the
+ * audit events (n_audit may be 0). FGW_ERR_EXISTS if the id exists. */
+int store_txn_create(struct store *st, struct store_waker *w,
+                     const struct store_txn_row *row,
+                     const struct store_vault_entry *vault,
+                     const struct store_idem *idem,
+                     const struct store_audit *audit, size_t n_audit,
+                     store_done_fn done, void *arg);
+
+/* Moves a transaction forward (FGW_ERR_STATE if the move is not allowed,
+ * FGW_ERR_NOT_FOUND if no such id), and in the same commit stores the
+ * idempotent answer and audit events. When purge_token is set, the one-time
+ * vault entry of that token (saved = 0) is deleted in the same commit. */
+int store_txn_finish(struct store *st, struct store_waker *w,
+                     const struct store_txn_update *upd,
+                     const struct store_idem *idem,
+                     const struct store_audit *audit, size_t n_audit,
+                     const char *purge_token,
+                     store_done_fn done, void *arg);
+
+/* Appends audit events alone (e.g. failed authentication). */
+int store_audit_append(struct store *st, struct store_waker *w,
+                       const struct store_audit *audit, size_t n_audit,
+                       store_done_fn done, void *arg);
+
+/* ---- reads (a reader belongs to one thread) --------------------------- */
+
+int store_reader_open(struct store *st, struct store_reader **out);
+void store_reader_close(struct store_reader *r);
+
+/* Transaction by id, scoped to client_id (NULL: any client).
+ * FGW_ERR_NOT_FOUND if missing or another client's. */
+int store_txn_get(struct store_reader *r, const char *client_id,
+                  const char *id, struct store_txn_row *out);
+/* Stored idempotent answer for (client_id, key) that has not expired.
+ * FGW_ERR_NOT_FOUND when none. */
+int store_idem_get(struct store_reader *r, const char *client_id,
+                   const char *key, struct store_idem *out);
+/* Vault entry by token (blob copied into *blob, malloc'ed). */
+int store_vault_get(struct store_reader *r, const char *token,
+                    struct store_vault_entry *out, char **blob);
+
+/* ---- statistics (for /metrics and the benchmark) ---------------------- */
+struct store_stats {
+	uint64_t commits;      /* COMMITs done by the writer */
+	uint64_t jobs;         /* jobs committed */
+	uint64_t failed_jobs;  /* jobs rolled back */
+	uint64_t queue_depth;  /* jobs waiting now */
+	uint64_t audit_events; /* audit rows appended */
+};
+void store_get_stats(struct store *st, struct store_stats *out);
+
+#endif

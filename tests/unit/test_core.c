@@ -1,0 +1,127 @@
+/* tests/unit/test_core.c — core/: card helpers, log scrubbing, utils. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/card.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "tt.h"
+
+static int
+test_luhn(void)
+{
+	TT_BEGIN;
+	CHECK(card_luhn_ok("4242424242424242", 16));
+	CHECK(card_luhn_ok("4000000000000002", 16));
+	CHECK(card_luhn_ok("4000002500003155", 16));
+	CHECK(card_luhn_ok("378282246310005", 15));
+	CHECK(!card_luhn_ok("4242424242424241", 16));
+	CHECK(!card_luhn_ok("42424242424a4242", 16));
+	CHECK(!card_luhn_ok("42", 2));
+	CHECK(!card_luhn_ok("42424242424242424242", 20));
+end:
+	TT_END;
+}
+
+static int
+test_brand(void)
+{
+	TT_BEGIN;
+	CHECK_STR(card_brand_name(card_brand_of("4242424242424242", 16)), "Visa");
+	CHECK_STR(card_brand_name(card_brand_of("5555555555554444", 16)), "Mastercard");
+	CHECK_STR(card_brand_name(card_brand_of("2223003122003222", 16)), "Mastercard");
+	CHECK_STR(card_brand_name(card_brand_of("378282246310005", 15)), "Amex");
+	CHECK_STR(card_brand_name(card_brand_of("6011111111111117", 16)), "Discover");
+	CHECK_STR(card_brand_name(card_brand_of("3566002020360505", 16)), "JCB");
+	CHECK_STR(card_brand_name(card_brand_of("30569309025904", 14)), "Diners");
+	CHECK_STR(card_brand_name(card_brand_of("6200000000000005", 16)), "UnionPay");
+	CHECK_STR(card_brand_name(card_brand_of("9999999999999995", 16)), "Unknown");
+end:
+	TT_END;
+}
+
+static int
+test_bin_last4_expiry(void)
+{
+	char bin[7], last4[5];
+	TT_BEGIN;
+	card_bin_last4("4000002500003155", 16, bin, last4);
+	CHECK_STR(bin, "400000");
+	CHECK_STR(last4, "3155");
+	/* 2026-11-22 */
+	long long now = 1795392000000LL;
+	CHECK(card_expiry_ok(11, 2026, now));
+	CHECK(card_expiry_ok(1, 2027, now));
+	CHECK(!card_expiry_ok(10, 2026, now));
+	CHECK(!card_expiry_ok(13, 2030, now));
+	CHECK(!card_expiry_ok(0, 2030, now));
+end:
+	TT_END;
+}
+
+static int
+test_scrub(void)
+{
+	char a[] = "card 4242424242424242 failed";
+	char b[] = "card 4242 4242 4242 4242 and 4242-4242-4242-4242";
+	char c[] = "amount 150000000 ok, id 1234567890123";
+	TT_BEGIN;
+	log_scrub_digits(a);
+	CHECK_STR(a, "card ################ failed");
+	log_scrub_digits(b);
+	CHECK(strstr(b, "4242") == NULL);
+	log_scrub_digits(c);
+	CHECK(strstr(c, "150000000") != NULL); /* 9 digits: kept */
+	CHECK(strstr(c, "1234567890123") == NULL);
+end:
+	TT_END;
+}
+
+static int
+test_util(void)
+{
+	char id[40], ts[32];
+	int64_t v;
+	char *b64 = NULL;
+	unsigned char *raw = NULL;
+	size_t rawlen = 0;
+	TT_BEGIN;
+	CHECK_EQ_INT(fgw_random_id("txn_", id, sizeof(id)), 0);
+	CHECK_EQ_INT(strlen(id), 28);
+	CHECK(strncmp(id, "txn_", 4) == 0);
+	CHECK_EQ_INT(fgw_random_id("txn_", id, 10), FGW_ERR_TOO_LARGE);
+	CHECK_EQ_INT(fgw_iso8601(1704111300000LL, ts, sizeof(ts)), 0);
+	CHECK_STR(ts, "2024-01-01T12:15:00Z");
+	CHECK_EQ_INT(fgw_parse_i64("42", 0, 100, &v), 0);
+	CHECK_EQ_INT(v, 42);
+	CHECK_EQ_INT(fgw_parse_i64("4x", 0, 100, &v), FGW_ERR_INVALID);
+	CHECK_EQ_INT(fgw_parse_i64("101", 0, 100, &v), FGW_ERR_INVALID);
+	CHECK_EQ_INT(fgw_parse_i64("", 0, 100, &v), FGW_ERR_INVALID);
+	CHECK_EQ_INT(fgw_b64_encode("hello", 5, &b64), 0);
+	CHECK_STR(b64, "aGVsbG8=");
+	CHECK_EQ_INT(fgw_b64_decode(b64, strlen(b64), &raw, &rawlen), 0);
+	CHECK_EQ_INT(rawlen, 5);
+	CHECK(memcmp(raw, "hello", 5) == 0);
+	free(raw);
+	raw = NULL;
+	CHECK_EQ_INT(fgw_b64_decode("a$==", 4, &raw, &rawlen), FGW_ERR_INVALID);
+	int64_t t0 = fgw_now_ms();
+	fgw_clock_set_offset_ms(3600000);
+	CHECK(fgw_now_ms() - t0 >= 3600000);
+	fgw_clock_set_offset_ms(0);
+end:
+	free(b64);
+	free(raw);
+	TT_END;
+}
+
+static const struct tt_case cases[] = {
+	{ "luhn", test_luhn },
+	{ "brand", test_brand },
+	{ "bin_last4_expiry", test_bin_last4_expiry },
+	{ "scrub", test_scrub },
+	{ "util", test_util },
+	{ NULL, NULL },
+};
+TT_MAIN(cases)

@@ -1,0 +1,24 @@
+#!/bin/sh
+# Makes sure the Debian packages the build needs are installed.
+# Usage: deps.sh DEB... -- PKGCONFIG_NAME...
+# As root it installs what is missing; otherwise it prints the apt command.
+debs=""
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do debs="$debs $1"; shift; done
+[ "$1" = "--" ] && shift
+missing=""
+if command -v pkg-config >/dev/null 2>&1; then
+    for p in "$@"; do pkg-config --exists "$p" || missing="$missing $p"; done
+else
+    missing="pkg-config"
+fi
+for c in sqlite3 python3; do command -v $c >/dev/null 2>&1 || missing="$missing $c"; done
+[ -z "$missing" ] && exit 0
+echo "flairgw: missing:$missing" >&2
+if [ "$(id -u)" = "0" ]; then
+    echo "flairgw: installing Debian packages:$debs" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2 && apt-get install -y -qq $debs >&2 || exit 1
+else
+    echo "flairgw: run as root:  apt-get install -y$debs" >&2
+    exit 1
+fi
