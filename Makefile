@@ -46,13 +46,14 @@ include tools/module.mk
 include tests/module.mk
 
 # Rooms in link order: a room may use only the rooms after it.
-ROOMS := gateway pipeline rules processors store crypto core
+ROOMS := gateway pipeline rules processors store cryptoauth crypto core
 SRC_gateway    := $(GATEWAY_SRC)
 SRC_pipeline   := $(PIPELINE_SRC)
 SRC_rules      := $(RULES_SRC)
 SRC_processors := $(PROC_SRC)
 SRC_store      := $(STORE_SRC)
 SRC_crypto     := $(CRYPTO_SRC)
+SRC_cryptoauth := $(CRYPTO_AUTH_SRC)
 SRC_core       := $(CORE_SRC)
 LIB_SRC  := $(foreach r,$(ROOMS),$(SRC_$(r)))
 roomlibs  = $(foreach r,$(1),$(BUILD)/lib$(r).a)

@@ -33,16 +33,21 @@
 #include <stdint.h>
 
 struct event_base;
-struct keyring;
 struct store;
 struct store_waker;
 struct store_reader;
 
+/* Keyed MAC for the audit chain (the gateway passes keyring_audit_mac,
+ * so key material stays in crypto/). Returns 0 or FGW_ERR_*. */
+typedef int (*store_mac_fn)(void *ctx, const void *msg, size_t len,
+                            unsigned char mac[32]);
+
 struct store_opts {
-	const char *path;     /* database file, created if missing */
-	int sync_full;        /* 1: synchronous=FULL, 0: NORMAL */
-	int batch_max;        /* max jobs per COMMIT (>= 1) */
-	struct keyring *kr;   /* audit chain MAC key (must outlive the store) */
+	const char *path;      /* database file, created if missing */
+	int sync_full;         /* 1: synchronous=FULL, 0: NORMAL */
+	int batch_max;         /* max jobs per COMMIT (>= 1) */
+	store_mac_fn audit_mac;/* required */
+	void *audit_mac_ctx;   /* must outlive the store */
 };
 
 /* Opens/creates the database, applies migrations, starts the writer. */

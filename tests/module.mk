@@ -1,13 +1,12 @@
-# Unit tests: one binary each, linked with the rooms listed (link order).
+# Unit tests: one binary each, linked with the archives listed (link order).
 UNIT_TESTS := tests/unit/test_core.c tests/unit/test_crypto.c \
               tests/unit/test_store.c tests/unit/test_httpc.c \
               tests/unit/test_rules.c tests/unit/test_mac.c \
-              tests/unit/test_pipeline.c tests/unit/test_config.c
+              tests/unit/test_pipeline.c
 ROOMS_test_core     := core
 ROOMS_test_crypto   := crypto core
-ROOMS_test_mac      := crypto core
-ROOMS_test_store    := store crypto core
-ROOMS_test_httpc    := processors crypto core
-ROOMS_test_rules    := rules crypto core
-ROOMS_test_pipeline := pipeline rules processors store crypto core
-ROOMS_test_config   := gateway pipeline rules processors store crypto core
+ROOMS_test_mac      := cryptoauth core
+ROOMS_test_store    := store core
+ROOMS_test_httpc    := processors core
+ROOMS_test_rules    := rules core
+ROOMS_test_pipeline := pipeline rules processors store cryptoauth crypto core
