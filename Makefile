@@ -129,3 +129,7 @@ clean:
 	rm -rf build
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# make -s print-VAR prints a variable (used by tests/fuzz/run.sh).
+print-%:
+	@echo $($*)

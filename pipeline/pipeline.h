@@ -1,0 +1,225 @@
+/*
+ * pipeline/pipeline.h — the transaction object, the stage interface and
+ * the runner.
+ *
+ * A transaction runs through two ordered lists of stages: the request
+ * pipeline (default token, decrypt, rule, encrypt, post) and the response
+ * pipeline (default decrypt, record, post). Orders come from configuration
+ * and are resolved once into a struct pipeline (pipeline_build).
+ *
+ * Stage return protocol — what the runner does with each:
+ *   STAGE_NEXT     run the next stage (after the last request stage, the
+ *                  first response stage; after the last response stage,
+ *                  the transaction is finished and on_done is called).
+ *   STAGE_SUSPEND  the stage started asynchronous work (store commit,
+ *                  processor call) and will call pipeline_resume() exactly
+ *                  once; the runner returns to the event loop.
+ *   STAGE_STOP     the request phase ended with a decision (validation
+ *                  error, rule decline): skip the remaining request stages
+ *                  and run the response pipeline, whose stages see that no
+ *                  processor reply exists.
+ *   STAGE_ERROR    internal failure: t->outcome holds INTERNAL_ERROR or a
+ *                  more precise code; continue like STAGE_STOP so a row
+ *                  written ahead is still finished.
+ * pipeline_resume() never re-enters the runner from inside a library
+ * callback: it schedules a deferred event on the reactor's base.
+ *
+ * Sensitive values (PAN, CVC) live only in struct secbuf (guarded memory)
+ * attached to the transaction's card, never in a JSON document that is
+ * logged or recorded; the encrypt stage wipes them once the processor
+ * payload is sealed, and txn_free wipes whatever is left on every path.
+ */
+#ifndef FGW_PIPELINE_PIPELINE_H
+#define FGW_PIPELINE_PIPELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "processors/adapter.h"
+#include "store/store.h"
+
+struct event;
+struct event_base;
+struct httpc;
+struct httpc_req;
+struct keyring;
+struct secbuf;
+struct txn;
+
+#define PIPELINE_MAX_STAGES 8
+
+enum stage_rc { STAGE_NEXT = 0, STAGE_SUSPEND, STAGE_STOP, STAGE_ERROR };
+enum stage_phase { PHASE_REQUEST = 0, PHASE_RESPONSE = 1 };
+
+struct stage_type {
+	const char *name;
+	enum stage_phase phase;
+	enum stage_rc (*run)(struct txn *t);
+};
+
+struct pipeline {
+	const struct stage_type *stages[2][PIPELINE_MAX_STAGES];
+	int n[2];
+};
+
+/* Resolves comma-separated stage names ("token,decrypt,rule,encrypt,post")
+ * for each phase. On error writes a reason into err. */
+int pipeline_build(const char *request_order, const char *response_order,
+                   struct pipeline *out, char *err, size_t errlen);
+
+/* ---- the parsed request ---------------------------------------------- */
+
+struct txn_card {
+	struct secbuf *pan;      /* digits only */
+	struct secbuf *cvc;      /* may be NULL */
+	int exp_month;
+	int exp_year;
+	char holder[128];
+};
+
+struct txn_request {
+	char reservation_id[128];
+	int64_t amount;
+	char currency[4];
+	int has_card;            /* card present (plain) */
+	int has_encrypted;       /* encryptedCard present */
+	struct txn_card card;    /* filled by parse (plain) or decrypt (sealed) */
+	char enc_key_id[64];
+	char *enc_data;          /* base64 sealed box (not sensitive) */
+	char email[256];
+	char customer_name[128];
+	char ip[64];
+	char country[3];
+	char description[256];
+	char *metadata_json;     /* compact JSON object text or NULL */
+};
+
+struct txn_parse_error {
+	char field[64];
+	char message[160];
+};
+
+/* Parses and validates the shape of a POST /v1/transactions body. Card
+ * fields go straight into guarded memory; the parse tree is wiped. Returns
+ * 0, or FGW_ERR_INVALID with err filled (never echoing card data). */
+int txn_request_parse(const char *body, size_t len, struct txn_request **out,
+                      struct txn_parse_error *err);
+void txn_request_free(struct txn_request *r);
+/* Parses card JSON {"number","expMonth","expYear","cvc","holderName"}
+ * (from a plain body field or an opened sealed box) into card. */
+int txn_card_parse_json(const char *json, size_t len, struct txn_card *card,
+                        struct txn_parse_error *err);
+void txn_card_clear(struct txn_card *card);
+
+/* ---- the environment a reactor gives its transactions ---------------- */
+
+struct pipeline_limits {
+	int64_t max_amount;          /* minor units */
+	const char *currencies;      /* comma-separated ISO 4217 codes */
+	long processor_timeout_ms;
+};
+
+struct pipeline_env {
+	struct event_base *base;
+	struct httpc *httpc;
+	struct store *store;
+	struct store_waker *waker;
+	struct keyring *kr;
+	const struct pipeline *pl;
+	const struct proc_config *proc;
+	const struct proc_type *proc_type;
+	struct pipeline_limits limits;
+	int64_t idem_ttl_ms;         /* how long idempotent answers are kept */
+};
+
+/* ---- the transaction -------------------------------------------------- */
+
+struct txn_outcome {
+	char status[24];        /* as recorded: succeeded, declined, ... */
+	char error_code[40];    /* "" on success */
+	char error_message[160];
+	int http_status;        /* answer to the website */
+	int record;             /* 1: this outcome is recorded */
+};
+
+struct txn {
+	char id[40];
+	char client_id[64];
+	char source[64];             /* remote address */
+	char idem_key[256];          /* client's Idempotency-Key or "" */
+	char request_hash[65];
+	struct txn_request *req;
+	const struct pipeline_env *env;
+
+	/* token */
+	char token[40];
+	char fingerprint[65];
+	char brand[16];
+	char bin[7];
+	char last4[5];
+	char *vault_blob;
+	char vault_key_id[32];
+	int vaulted;
+
+	/* rule */
+	char decision[16];           /* allow, review, decline */
+	char rules_fired[256];
+
+	/* encrypt */
+	char *sealed_card_b64;
+
+	/* post */
+	char proc_idem_key[96];
+	char reply_key_id[64];       /* gateway key the reply is sealed to */
+	struct httpc_req *http;
+	int row_created;
+	int reply_err;               /* httpc err of the processor call */
+	int reply_maybe_sent;
+	long reply_status;
+	char *reply_body;
+	size_t reply_len;
+	long reply_ms;
+	struct proc_result result;
+	int have_result;
+
+	/* outcome and answer */
+	struct txn_outcome out;
+	char *answer;                /* JSON body for the website */
+	int64_t created_at;
+	int64_t started_mono;
+
+	/* runner */
+	int phase;
+	int stage;
+	enum stage_rc resume_rc;
+	struct event *resume_ev;
+	int running;
+	void (*on_done)(struct txn *t, void *arg);
+	void *done_arg;
+};
+
+/* Creates a transaction for a parsed request (ownership of req moves to
+ * the transaction). */
+int txn_new(const struct pipeline_env *env, struct txn_request *req,
+            const char *client_id, const char *source, const char *idem_key,
+            const char *request_hash, struct txn **out);
+/* Wipes and frees; must not be called while a stage is suspended. */
+void txn_free(struct txn *t);
+
+/* Runs the pipeline from the start; on_done(t, arg) is called once, when
+ * t->answer and t->out are final (after the outcome is committed). */
+void pipeline_start(struct txn *t, void (*on_done)(struct txn *, void *),
+                    void *arg);
+/* Called by a suspended stage's completion, exactly once. */
+void pipeline_resume(struct txn *t, enum stage_rc rc);
+
+/* Sets the outcome fields (helper for stages). */
+void txn_set_outcome(struct txn *t, const char *status, const char *code,
+                     const char *message, int http_status, int record);
+
+/* JSON of a recorded transaction for GET /v1/transactions/{id} and for
+ * answers; *out is malloc'ed. */
+int txn_row_to_json(const struct store_txn_row *row, const char *proc_name,
+                    char **out);
+
+#endif

@@ -1,0 +1,473 @@
+/*
+ * pipeline/txn.c — the transaction object: parsing and validating the
+ * website's request body, creating and freeing transactions, and the JSON
+ * forms of a transaction (the answer, GET /v1/transactions/{id}).
+ *
+ * Parsing is strict: unknown fields, wrong types, out-of-range numbers and
+ * oversized strings are refused with the field named and no value echoed.
+ * Card number and CVC are copied straight into guarded memory and wiped
+ * from the parse tree.
+ */
+#define LOG_MODULE "pipeline"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <event2/event.h>
+#include <sodium.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "crypto/secmem.h"
+#include "pipeline/pipeline.h"
+#include "processors/httpc.h"
+
+#define MAX_AMOUNT_ABS 100000000000000LL /* 10^14 minor units */
+
+static int
+perr(struct txn_parse_error *err, const char *field, const char *msg)
+{
+	fgw_strlcpy(err->field, field, sizeof(err->field));
+	fgw_strlcpy(err->message, msg, sizeof(err->message));
+	return FGW_ERR_INVALID;
+}
+
+/* Copies an optional string field of at most cap-1 bytes. Returns 0 when
+ * absent or copied, FGW_ERR_INVALID (err filled) otherwise. */
+static int
+get_str(const cJSON *obj, const char *name, const char *path, char *dst,
+        size_t cap, int required, struct txn_parse_error *err)
+{
+	const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
+	char msg[96];
+	if (it == NULL || cJSON_IsNull(it)) {
+		if (required)
+			return perr(err, path, "is required");
+		return FGW_OK;
+	}
+	if (!cJSON_IsString(it))
+		return perr(err, path, "must be a string");
+	if (strlen(it->valuestring) >= cap) {
+		snprintf(msg, sizeof(msg), "must be at most %zu characters", cap - 1);
+		return perr(err, path, msg);
+	}
+	for (const char *p = it->valuestring; *p; p++)
+		if ((unsigned char)*p < 0x20)
+			return perr(err, path, "must not contain control characters");
+	if (required && it->valuestring[0] == '\0')
+		return perr(err, path, "must not be empty");
+	memcpy(dst, it->valuestring, strlen(it->valuestring) + 1);
+	return FGW_OK;
+}
+
+/* An integer field within [min, max]. */
+static int
+get_int(const cJSON *obj, const char *name, const char *path, int64_t min,
+        int64_t max, int required, int64_t *out, struct txn_parse_error *err)
+{
+	const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
+	if (it == NULL || cJSON_IsNull(it)) {
+		if (required)
+			return perr(err, path, "is required");
+		return FGW_OK;
+	}
+	if (!cJSON_IsNumber(it))
+		return perr(err, path, "must be an integer");
+	double d = it->valuedouble;
+	if (!isfinite(d) || d != floor(d) || d < (double)min || d > (double)max)
+		return perr(err, path, "is not an integer in the allowed range");
+	*out = (int64_t)d;
+	return FGW_OK;
+}
+
+/* Refuses members not named in allowed (NULL-terminated). */
+static int
+only_fields(const cJSON *obj, const char *const *allowed, const char *path,
+            struct txn_parse_error *err)
+{
+	const cJSON *it;
+	char field[64];
+	cJSON_ArrayForEach(it, obj) {
+		int ok = 0;
+		for (const char *const *a = allowed; *a; a++)
+			if (it->string && strcmp(it->string, *a) == 0)
+				ok = 1;
+		if (!ok) {
+			snprintf(field, sizeof(field), "%s%s%.40s", path,
+			         path[0] ? "." : "", it->string ? it->string : "?");
+			return perr(err, field, "is not a known field");
+		}
+	}
+	return FGW_OK;
+}
+
+static void
+wipe_string_item(cJSON *obj, const char *name)
+{
+	cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
+	if (it != NULL && cJSON_IsString(it) && it->valuestring != NULL)
+		sodium_memzero(it->valuestring, strlen(it->valuestring));
+}
+
+static int
+digits_only(const char *s, size_t min, size_t max)
+{
+	size_t n = strlen(s);
+	if (n < min || n > max)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!isdigit((unsigned char)s[i]))
+			return 0;
+	return 1;
+}
+
+void
+txn_card_clear(struct txn_card *card)
+{
+	secbuf_free(card->pan);
+	secbuf_free(card->cvc);
+	sodium_memzero(card, sizeof(*card));
+}
+
+/* Card object → guarded memory. Wipes the strings in the tree. */
+static int
+card_from_json(cJSON *c, const char *path, struct txn_card *card,
+               struct txn_parse_error *err)
+{
+	static const char *const fields[] = { "number", "expMonth", "expYear",
+		                                  "cvc", "holderName", NULL };
+	char fp[64];
+	int64_t v = 0;
+	int r;
+	const cJSON *num, *cvc;
+
+	if (!cJSON_IsObject(c))
+		return perr(err, path, "must be an object");
+	if ((r = only_fields(c, fields, path, err)) != 0)
+		goto out;
+	num = cJSON_GetObjectItemCaseSensitive(c, "number");
+	snprintf(fp, sizeof(fp), "%s.number", path);
+	if (num == NULL || !cJSON_IsString(num)) {
+		r = perr(err, fp, num ? "must be a string of digits" : "is required");
+		goto out;
+	}
+	if (!digits_only(num->valuestring, 12, 19)) {
+		r = perr(err, fp, "must be 12 to 19 digits");
+		goto out;
+	}
+	if ((r = secbuf_from(&card->pan, num->valuestring,
+	                     strlen(num->valuestring))) != 0)
+		goto out;
+	snprintf(fp, sizeof(fp), "%s.expMonth", path);
+	if ((r = get_int(c, "expMonth", fp, 1, 12, 1, &v, err)) != 0)
+		goto out;
+	card->exp_month = (int)v;
+	snprintf(fp, sizeof(fp), "%s.expYear", path);
+	if ((r = get_int(c, "expYear", fp, 2000, 2100, 1, &v, err)) != 0)
+		goto out;
+	card->exp_year = (int)v;
+	cvc = cJSON_GetObjectItemCaseSensitive(c, "cvc");
+	snprintf(fp, sizeof(fp), "%s.cvc", path);
+	if (cvc != NULL && !cJSON_IsNull(cvc)) {
+		if (!cJSON_IsString(cvc) || !digits_only(cvc->valuestring, 3, 4)) {
+			r = perr(err, fp, "must be a string of 3 or 4 digits");
+			goto out;
+		}
+		if ((r = secbuf_from(&card->cvc, cvc->valuestring,
+		                     strlen(cvc->valuestring))) != 0)
+			goto out;
+	}
+	snprintf(fp, sizeof(fp), "%s.holderName", path);
+	r = get_str(c, "holderName", fp, card->holder, sizeof(card->holder), 0, err);
+out:
+	wipe_string_item(c, "number");
+	wipe_string_item(c, "cvc");
+	if (r != 0)
+		txn_card_clear(card);
+	return r;
+}
+
+int
+txn_card_parse_json(const char *json, size_t len, struct txn_card *card,
+                    struct txn_parse_error *err)
+{
+	cJSON *c = cJSON_ParseWithLength(json, len);
+	int r;
+	if (c == NULL)
+		return perr(err, "encryptedCard", "does not hold card JSON");
+	r = card_from_json(c, "encryptedCard", card, err);
+	cJSON_Delete(c);
+	return r;
+}
+
+static int
+parse_customer(const cJSON *c, struct txn_request *rq, struct txn_parse_error *err)
+{
+	static const char *const fields[] = { "email", "name", "ip", "country", NULL };
+	unsigned char addr[16];
+	int r;
+	if (c == NULL || cJSON_IsNull(c))
+		return FGW_OK;
+	if (!cJSON_IsObject(c))
+		return perr(err, "customer", "must be an object");
+	if ((r = only_fields(c, fields, "customer", err)) != 0 ||
+	    (r = get_str(c, "email", "customer.email", rq->email, sizeof(rq->email), 0, err)) != 0 ||
+	    (r = get_str(c, "name", "customer.name", rq->customer_name, sizeof(rq->customer_name), 0, err)) != 0 ||
+	    (r = get_str(c, "ip", "customer.ip", rq->ip, sizeof(rq->ip), 0, err)) != 0 ||
+	    (r = get_str(c, "country", "customer.country", rq->country, sizeof(rq->country), 0, err)) != 0)
+		return r;
+	if (rq->email[0] != '\0') {
+		const char *at = strchr(rq->email, '@');
+		if (at == NULL || at == rq->email || strchr(at + 1, '.') == NULL ||
+		    strchr(rq->email, ' ') != NULL)
+			return perr(err, "customer.email", "is not an e-mail address");
+	}
+	if (rq->ip[0] != '\0' && inet_pton(AF_INET, rq->ip, addr) != 1 &&
+	    inet_pton(AF_INET6, rq->ip, addr) != 1)
+		return perr(err, "customer.ip", "is not an IP address");
+	if (rq->country[0] != '\0' &&
+	    (strlen(rq->country) != 2 || !isupper((unsigned char)rq->country[0]) ||
+	     !isupper((unsigned char)rq->country[1])))
+		return perr(err, "customer.country", "must be an ISO 3166 alpha-2 code");
+	return FGW_OK;
+}
+
+static int
+parse_metadata(const cJSON *m, struct txn_request *rq, struct txn_parse_error *err)
+{
+	const cJSON *it;
+	int n = 0;
+	if (m == NULL || cJSON_IsNull(m))
+		return FGW_OK;
+	if (!cJSON_IsObject(m))
+		return perr(err, "metadata", "must be an object");
+	cJSON_ArrayForEach(it, m) {
+		if (++n > 20)
+			return perr(err, "metadata", "must have at most 20 keys");
+		if (it->string == NULL || strlen(it->string) > 40)
+			return perr(err, "metadata", "keys must be at most 40 characters");
+		if (!cJSON_IsString(it) || strlen(it->valuestring) > 500)
+			return perr(err, "metadata", "values must be strings of at most 500 characters");
+	}
+	if ((rq->metadata_json = cJSON_PrintUnformatted(m)) == NULL)
+		return FGW_ERR_NOMEM;
+	return FGW_OK;
+}
+
+int
+txn_request_parse(const char *body, size_t len, struct txn_request **out,
+                  struct txn_parse_error *err)
+{
+	static const char *const fields[] = {
+		"reservationId", "amount", "currency", "card", "encryptedCard",
+		"customer", "description", "metadata", NULL
+	};
+	cJSON *root = NULL, *card, *enc;
+	struct txn_request *rq = NULL;
+	int r;
+
+	memset(err, 0, sizeof(*err));
+	if ((rq = calloc(1, sizeof(*rq))) == NULL)
+		return FGW_ERR_NOMEM;
+	root = cJSON_ParseWithLength(body, len);
+	if (root == NULL) {
+		r = perr(err, "body", "is not valid JSON");
+		goto out;
+	}
+	if (!cJSON_IsObject(root)) {
+		r = perr(err, "body", "must be a JSON object");
+		goto out;
+	}
+	card = cJSON_GetObjectItemCaseSensitive(root, "card");
+	enc = cJSON_GetObjectItemCaseSensitive(root, "encryptedCard");
+	if ((r = only_fields(root, fields, "", err)) != 0 ||
+	    (r = get_str(root, "reservationId", "reservationId", rq->reservation_id,
+	                 sizeof(rq->reservation_id), 1, err)) != 0 ||
+	    (r = get_int(root, "amount", "amount", 1, MAX_AMOUNT_ABS, 1, &rq->amount, err)) != 0 ||
+	    (r = get_str(root, "currency", "currency", rq->currency, sizeof(rq->currency), 1, err)) != 0 ||
+	    (r = get_str(root, "description", "description", rq->description,
+	                 sizeof(rq->description), 0, err)) != 0 ||
+	    (r = parse_customer(cJSON_GetObjectItemCaseSensitive(root, "customer"), rq, err)) != 0 ||
+	    (r = parse_metadata(cJSON_GetObjectItemCaseSensitive(root, "metadata"), rq, err)) != 0)
+		goto out;
+	if (strlen(rq->currency) != 3 || !isupper((unsigned char)rq->currency[0]) ||
+	    !isupper((unsigned char)rq->currency[1]) ||
+	    !isupper((unsigned char)rq->currency[2])) {
+		r = perr(err, "currency", "must be an ISO 4217 code such as USD");
+		goto out;
+	}
+	if ((card == NULL) == (enc == NULL)) {
+		r = perr(err, "card", "exactly one of card and encryptedCard is required");
+		goto out;
+	}
+	if (card != NULL) {
+		rq->has_card = 1;
+		if ((r = card_from_json(card, "card", &rq->card, err)) != 0)
+			goto out;
+	} else {
+		static const char *const efields[] = { "keyId", "data", NULL };
+		const cJSON *data;
+		rq->has_encrypted = 1;
+		if (!cJSON_IsObject(enc)) {
+			r = perr(err, "encryptedCard", "must be an object");
+			goto out;
+		}
+		if ((r = only_fields(enc, efields, "encryptedCard", err)) != 0 ||
+		    (r = get_str(enc, "keyId", "encryptedCard.keyId", rq->enc_key_id,
+		                 sizeof(rq->enc_key_id), 1, err)) != 0)
+			goto out;
+		data = cJSON_GetObjectItemCaseSensitive(enc, "data");
+		if (data == NULL || !cJSON_IsString(data) || data->valuestring[0] == '\0' ||
+		    strlen(data->valuestring) > 8192) {
+			r = perr(err, "encryptedCard.data", "must be a base64 string of at most 8192 characters");
+			goto out;
+		}
+		if ((rq->enc_data = strdup(data->valuestring)) == NULL) {
+			r = FGW_ERR_NOMEM;
+			goto out;
+		}
+	}
+	*out = rq;
+	rq = NULL;
+	r = FGW_OK;
+out:
+	if (root != NULL) {
+		if (card != NULL && cJSON_IsObject(card)) {
+			wipe_string_item(card, "number");
+			wipe_string_item(card, "cvc");
+		}
+		cJSON_Delete(root);
+	}
+	txn_request_free(rq);
+	return r;
+}
+
+void
+txn_request_free(struct txn_request *r)
+{
+	if (r == NULL)
+		return;
+	txn_card_clear(&r->card);
+	free(r->enc_data);
+	free(r->metadata_json);
+	sodium_memzero(r, sizeof(*r));
+	free(r);
+}
+
+int
+txn_new(const struct pipeline_env *env, struct txn_request *req,
+        const char *client_id, const char *source, const char *idem_key,
+        const char *request_hash, struct txn **out)
+{
+	struct txn *t = calloc(1, sizeof(*t));
+	if (t == NULL)
+		return FGW_ERR_NOMEM;
+	t->env = env;
+	t->req = req;
+	fgw_random_id("txn_", t->id, sizeof(t->id));
+	fgw_strlcpy(t->client_id, client_id ? client_id : "", sizeof(t->client_id));
+	fgw_strlcpy(t->source, source ? source : "", sizeof(t->source));
+	fgw_strlcpy(t->idem_key, idem_key ? idem_key : "", sizeof(t->idem_key));
+	fgw_strlcpy(t->request_hash, request_hash ? request_hash : "",
+	            sizeof(t->request_hash));
+	t->created_at = fgw_now_ms();
+	t->started_mono = fgw_mono_ms();
+	fgw_strlcpy(t->decision, "allow", sizeof(t->decision));
+	*out = t;
+	return FGW_OK;
+}
+
+void
+txn_free(struct txn *t)
+{
+	if (t == NULL)
+		return;
+	if (t->http != NULL)
+		httpc_cancel(t->http);
+	if (t->resume_ev != NULL)
+		event_free(t->resume_ev);
+	txn_request_free(t->req);
+	free(t->vault_blob);
+	free(t->sealed_card_b64);
+	free(t->reply_body);
+	free(t->answer);
+	proc_result_clear(&t->result);
+	sodium_memzero(t, sizeof(*t));
+	free(t);
+}
+
+void
+txn_set_outcome(struct txn *t, const char *status, const char *code,
+                const char *message, int http_status, int record)
+{
+	fgw_strlcpy(t->out.status, status, sizeof(t->out.status));
+	fgw_strlcpy(t->out.error_code, code ? code : "", sizeof(t->out.error_code));
+	fgw_strlcpy(t->out.error_message, message ? message : "",
+	            sizeof(t->out.error_message));
+	t->out.http_status = http_status;
+	t->out.record = record;
+}
+
+static int
+add_raw_json(cJSON *obj, const char *name, const char *json)
+{
+	cJSON *v;
+	if (json == NULL || json[0] == '\0')
+		return FGW_OK;
+	if ((v = cJSON_Parse(json)) == NULL)
+		return FGW_OK; /* recorded text we wrote ourselves; skip if odd */
+	cJSON_AddItemToObject(obj, name, v);
+	return FGW_OK;
+}
+
+int
+txn_row_to_json(const struct store_txn_row *row, const char *proc_name,
+                char **out)
+{
+	cJSON *o = cJSON_CreateObject(), *pm, *pr, *e;
+	char ts[32];
+	int r = FGW_ERR_NOMEM;
+	if (o == NULL)
+		return FGW_ERR_NOMEM;
+	cJSON_AddStringToObject(o, "transactionId", row->id);
+	cJSON_AddStringToObject(o, "status", row->status);
+	cJSON_AddNumberToObject(o, "amount", (double)row->amount);
+	cJSON_AddStringToObject(o, "currency", row->currency);
+	if (row->reservation_id[0])
+		cJSON_AddStringToObject(o, "reservationId", row->reservation_id);
+	if (row->token[0] && (pm = cJSON_AddObjectToObject(o, "paymentMethod"))) {
+		cJSON_AddStringToObject(pm, "token", row->token);
+		cJSON_AddStringToObject(pm, "brand", row->brand);
+		cJSON_AddStringToObject(pm, "last4", row->last4);
+		cJSON_AddNumberToObject(pm, "expMonth", row->exp_month);
+		cJSON_AddNumberToObject(pm, "expYear", row->exp_year);
+	}
+	if ((row->processor[0] || proc_name) &&
+	    (pr = cJSON_AddObjectToObject(o, "processor")) != NULL) {
+		cJSON_AddStringToObject(pr, "name", row->processor[0] ? row->processor : proc_name);
+		if (row->processor_ref[0])
+			cJSON_AddStringToObject(pr, "reference", row->processor_ref);
+	}
+	add_raw_json(o, "nextAction", row->next_action_json);
+	if (row->error_code[0] && (e = cJSON_AddObjectToObject(o, "error"))) {
+		cJSON_AddStringToObject(e, "code", row->error_code);
+		cJSON_AddStringToObject(e, "message", row->error_message);
+	}
+	if (row->rule_decision[0])
+		cJSON_AddStringToObject(o, "ruleDecision", row->rule_decision);
+	add_raw_json(o, "metadata", row->metadata_json);
+	if (fgw_iso8601(row->created_at, ts, sizeof(ts)) == 0)
+		cJSON_AddStringToObject(o, "createdAt", ts);
+	if (fgw_iso8601(row->updated_at, ts, sizeof(ts)) == 0)
+		cJSON_AddStringToObject(o, "updatedAt", ts);
+	if ((*out = cJSON_PrintUnformatted(o)) != NULL)
+		r = FGW_OK;
+	cJSON_Delete(o);
+	return r;
+}
