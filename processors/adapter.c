@@ -1,0 +1,50 @@
+/*
+ * processors/adapter.c — the table of adapter types and the two release
+ * functions of the adapter interface. Adding a processor means writing its
+ * type in its own file and listing it in proc_types below.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "processors/adapter.h"
+
+static const struct proc_type *const proc_types[] = {
+	&proc_type_sandbox,
+	NULL
+};
+
+const struct proc_type *
+proc_type_find(const char *name)
+{
+	if (name == NULL)
+		return NULL;
+	for (size_t i = 0; proc_types[i] != NULL; i++)
+		if (strcmp(proc_types[i]->name, name) == 0)
+			return proc_types[i];
+	return NULL;
+}
+
+void
+proc_http_clear(struct proc_http *h)
+{
+	if (h == NULL)
+		return;
+	free(h->url);
+	/* Headers may carry the processor credential: wipe before free. */
+	for (size_t i = 0; i < sizeof(h->headers) / sizeof(h->headers[0]); i++) {
+		if (h->headers[i] != NULL)
+			explicit_bzero(h->headers[i], strlen(h->headers[i]));
+		free(h->headers[i]);
+	}
+	free(h->body);
+	memset(h, 0, sizeof(*h));
+}
+
+void
+proc_result_clear(struct proc_result *r)
+{
+	if (r == NULL)
+		return;
+	free(r->next_action_json);
+	memset(r, 0, sizeof(*r));
+}
