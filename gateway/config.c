@@ -1,0 +1,373 @@
+/*
+ * gateway/config.c — the directive table and its parser.
+ *
+ * Each directive is {name, type, offset, size, min, max, default, help};
+ * parsing, range checks, overrides and --help all read the same table.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "core/err.h"
+#include "core/util.h"
+#include "gateway/config.h"
+
+enum cfg_type { CFG_INT, CFG_STR, CFG_ENUM, CFG_BOOL, CFG_APIKEY };
+
+struct cfg_directive {
+	const char *name;
+	enum cfg_type type;
+	size_t offset;
+	size_t size;          /* CFG_STR/ENUM buffer size */
+	long long min, max;   /* CFG_INT */
+	const char *def;
+	const char *choices;  /* CFG_ENUM: "a|b|c" */
+	const char *help;
+};
+
+#define OFF(f) offsetof(struct fgw_config, f)
+#define SZ(f) sizeof(((struct fgw_config *)0)->f)
+#define STR(f, def, help) { #f, CFG_STR, OFF(f), SZ(f), 0, 0, def, NULL, help }
+#define INT(f, lo, hi, def, help) { #f, CFG_INT, OFF(f), 0, lo, hi, def, NULL, help }
+#define ENUM(f, choices, def, help) { #f, CFG_ENUM, OFF(f), SZ(f), 0, 0, def, choices, help }
+#define BOOL(f, def, help) { #f, CFG_BOOL, OFF(f), 0, 0, 1, def, NULL, help }
+
+static const struct cfg_directive directives[] = {
+	STR(listen, "127.0.0.1:8080", "address:port the website API listens on ([::1]:port for IPv6)"),
+	INT(workers, 0, 64, "0", "reactor threads; 0 = one per core"),
+	ENUM(mode, "development|production", "production", "production refuses development shortcuts"),
+	STR(data_dir, "./var", "directory for the database and keys"),
+	STR(database, "", "SQLite file (default DATA_DIR/flairgw.db)"),
+	STR(keys_dir, "", "key ring directory (default DATA_DIR/keys)"),
+	STR(kek_file, "", "file with the 32-byte key-encrypting key (keep it outside DATA_DIR)"),
+	STR(kek_env, "", "environment variable holding the KEK in base64"),
+	STR(kek_share1, "", "first KEK share file (split knowledge)"),
+	STR(kek_share2, "", "second KEK share file"),
+	INT(box_key_grace_s, 0, 31536000, "604800", "seconds a rotated encryptedCard key stays valid"),
+	ENUM(log_level, "error|warn|info|debug", "info", "log verbosity"),
+	ENUM(log_format, "text|json", "text", "log line format"),
+	STR(log_file, "", "log file (default: standard error)"),
+	{ "api_key", CFG_APIKEY, 0, 0, 0, 0, NULL, NULL,
+	  "\"KEY CLIENT_ID\": a website API key and the client it authenticates (repeatable)" },
+	INT(max_body_bytes, 256, 16777216, "65536", "largest request body (413 above)"),
+	INT(max_header_bytes, 512, 1048576, "8192", "largest request header block"),
+	INT(read_timeout_ms, 100, 600000, "10000", "request read timeout"),
+	INT(write_timeout_ms, 100, 600000, "10000", "response write timeout"),
+	ENUM(store_sync, "full|normal", "full", "SQLite synchronous mode for commits"),
+	INT(store_batch_max, 1, 100000, "256", "most transactions in one group commit"),
+	INT(max_amount, 1, 100000000000000LL, "1000000", "largest amount per transaction, minor units"),
+	STR(currencies, "USD,EUR,GBP,CAD,AUD,JPY,CHF,SEK,NOK,DKK,NZD,MXN,BRL,INR,SGD,HKD",
+	    "accepted ISO 4217 currencies, comma-separated"),
+	STR(stages_request, "token,decrypt,rule,encrypt,post", "request pipeline order"),
+	STR(stages_response, "decrypt,record,post", "response pipeline order"),
+	STR(processor_name, "sandbox", "name of the processor instance"),
+	STR(processor_type, "sandbox", "adapter type"),
+	STR(processor_url, "http://127.0.0.1:8081", "processor base URL"),
+	STR(processor_public_key_file, "", "processor's sealing public key (JSON key file)"),
+	STR(processor_secret, "", "processor API credential (never logged)"),
+	STR(processor_ca_file, "", "CA bundle for the processor's TLS certificate"),
+	BOOL(processor_verify_tls, "1", "verify the processor's TLS certificate"),
+	INT(processor_timeout_ms, 100, 120000, "15000", "total time for one processor call"),
+	INT(processor_connect_timeout_ms, 50, 60000, "2000", "connect timeout to the processor"),
+	INT(processor_max_conns, 1, 10000, "64", "connections per reactor to the processor"),
+	INT(shutdown_timeout_ms, 0, 600000, "10000", "how long SIGTERM waits for in-flight transactions"),
+	INT(idempotency_ttl_s, 60, 2592000, "86400", "how long idempotent answers are replayed"),
+	STR(rules_file, "", "rules file (default: none; built-in validation and limits only)"),
+	{ NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL },
+};
+
+static const struct cfg_directive *
+find(const char *name)
+{
+	for (const struct cfg_directive *d = directives; d->name; d++)
+		if (strcmp(d->name, name) == 0)
+			return d;
+	return NULL;
+}
+
+static int
+fail(char *err, size_t errlen, const char *where, const char *fmt, const char *arg)
+{
+	char msg[384];
+	snprintf(msg, sizeof(msg), fmt, arg);
+	snprintf(err, errlen, "%s: %s", where, msg);
+	return FGW_ERR_INVALID;
+}
+
+static int
+set_api_key(struct fgw_config *cfg, const char *value, const char *where,
+            char *err, size_t errlen)
+{
+	const char *sp = strchr(value, ' ');
+	struct config_api_key *k;
+	size_t klen;
+	if (sp == NULL)
+		return fail(err, errlen, where, "api_key needs \"KEY CLIENT_ID\"%s", "");
+	klen = (size_t)(sp - value);
+	while (*sp == ' ')
+		sp++;
+	if (klen < 8 || klen > 256)
+		return fail(err, errlen, where, "api_key KEY must be 8 to 256 characters%s", "");
+	if (*sp == '\0' || strlen(sp) >= sizeof(k->client_id) || strchr(sp, ' '))
+		return fail(err, errlen, where, "api_key CLIENT_ID must be one word of at most 63 characters%s", "");
+	if (config_client_for_key(cfg, value, klen) != NULL)
+		return fail(err, errlen, where, "api_key given twice%s", "");
+	if (cfg->n_api_keys == CONFIG_MAX_API_KEYS)
+		return fail(err, errlen, where, "too many api_key lines%s", "");
+	k = &cfg->api_keys[cfg->n_api_keys++];
+	crypto_generichash(k->hash, sizeof(k->hash), (const unsigned char *)value, klen, NULL, 0);
+	fgw_strlcpy(k->client_id, sp, sizeof(k->client_id));
+	return FGW_OK;
+}
+
+int
+config_set(struct fgw_config *cfg, const char *name, const char *value,
+           const char *where, char *err, size_t errlen)
+{
+	const struct cfg_directive *d = find(name);
+	char *base = (char *)cfg;
+	int64_t v;
+
+	if (d == NULL)
+		return fail(err, errlen, where, "unknown directive '%.64s'", name);
+	switch (d->type) {
+	case CFG_APIKEY:
+		return set_api_key(cfg, value, where, err, errlen);
+	case CFG_STR:
+		if (strlen(value) >= d->size)
+			return fail(err, errlen, where, "value for %s is too long", d->name);
+		memcpy(base + d->offset, value, strlen(value) + 1);
+		return FGW_OK;
+	case CFG_ENUM: {
+		size_t n = strlen(value);
+		const char *c = d->choices;
+		while (c && *c) {
+			const char *bar = strchr(c, '|');
+			size_t len = bar ? (size_t)(bar - c) : strlen(c);
+			if (n > 0 && len == n && strncmp(c, value, n) == 0) {
+				memcpy(base + d->offset, value, n + 1);
+				return FGW_OK;
+			}
+			c = bar ? bar + 1 : NULL;
+		}
+		char msg[200];
+		snprintf(msg, sizeof(msg), "%s must be one of %s", d->name, d->choices);
+		return fail(err, errlen, where, "%s", msg);
+	}
+	case CFG_BOOL:
+		if (strcmp(value, "1") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "on") == 0 ||
+		    strcmp(value, "true") == 0)
+			v = 1;
+		else if (strcmp(value, "0") == 0 || strcmp(value, "no") == 0 ||
+		         strcmp(value, "off") == 0 || strcmp(value, "false") == 0)
+			v = 0;
+		else
+			return fail(err, errlen, where, "%s must be yes or no", d->name);
+		*(long long *)(void *)(base + d->offset) = v;
+		return FGW_OK;
+	case CFG_INT:
+		if (fgw_parse_i64(value, d->min, d->max, &v) != 0) {
+			char msg[200];
+			snprintf(msg, sizeof(msg), "%s must be an integer from %lld to %lld",
+			         d->name, d->min, d->max);
+			return fail(err, errlen, where, "%s", msg);
+		}
+		*(long long *)(void *)(base + d->offset) = v;
+		return FGW_OK;
+	}
+	return FGW_ERR_INTERNAL;
+}
+
+void
+config_defaults(struct fgw_config *cfg)
+{
+	char err[64];
+	memset(cfg, 0, sizeof(*cfg));
+	for (const struct cfg_directive *d = directives; d->name; d++)
+		if (d->def != NULL)
+			config_set(cfg, d->name, d->def, "default", err, sizeof(err));
+}
+
+static char *
+trim(char *s)
+{
+	char *e;
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+int
+config_load_file(struct fgw_config *cfg, const char *path, char *err, size_t errlen)
+{
+	char *text = NULL, *line, *save = NULL, where[600];
+	int lineno = 0, r;
+
+	if ((r = fgw_read_file(path, 1 << 20, &text, NULL)) != 0) {
+		snprintf(err, errlen, "%s: cannot read configuration: %s", path, fgw_strerror(r));
+		return r;
+	}
+	r = FGW_OK;
+	/* strtok_r would merge empty lines and shift line numbers: split by hand. */
+	for (line = text; line != NULL; line = save) {
+		char *nl = strchr(line, '\n'), *name, *value, *hash;
+		save = nl ? nl + 1 : NULL;
+		if (nl)
+			*nl = '\0';
+		lineno++;
+		snprintf(where, sizeof(where), "%s:%d", path, lineno);
+		if ((hash = strchr(line, '#')) != NULL) {
+			/* a '#' inside quotes is kept */
+			char *q = strchr(line, '"');
+			if (q == NULL || q > hash)
+				*hash = '\0';
+		}
+		name = trim(line);
+		if (*name == '\0')
+			continue;
+		value = name;
+		while (*value && !isspace((unsigned char)*value))
+			value++;
+		if (*value)
+			*value++ = '\0';
+		value = trim(value);
+		if (*value == '"') {
+			size_t n = strlen(value);
+			if (n < 2 || value[n - 1] != '"') {
+				r = fail(err, errlen, where, "unterminated quote%s", "");
+				break;
+			}
+			value[n - 1] = '\0';
+			value++;
+		} else if (*value == '\0' && find(name) != NULL) {
+			r = fail(err, errlen, where, "%s needs a value", name);
+			break;
+		}
+		if ((r = config_set(cfg, name, value, where, err, errlen)) != 0)
+			break;
+	}
+	free(text);
+	return r;
+}
+
+int
+config_from_args(struct fgw_config *cfg, int argc, char **argv, int *help,
+                 char *err, size_t errlen)
+{
+	int r;
+	*help = 0;
+	/* --config first, so the command line overrides the file. */
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			*help = 1;
+			return FGW_OK;
+		}
+		if (strcmp(argv[i], "--config") == 0 || strncmp(argv[i], "--config=", 9) == 0) {
+			const char *path = argv[i][8] == '=' ? argv[i] + 9 : (i + 1 < argc ? argv[++i] : NULL);
+			if (path == NULL)
+				return fail(err, errlen, "--config", "needs a file%s", "");
+			if ((r = config_load_file(cfg, path, err, errlen)) != 0)
+				return r;
+		}
+	}
+	for (int i = 1; i < argc; i++) {
+		char name[64], where[80];
+		const char *arg = argv[i], *eq, *value;
+		size_t n;
+		if (strcmp(arg, "--config") == 0) {
+			i++;
+			continue;
+		}
+		if (strncmp(arg, "--config=", 9) == 0)
+			continue;
+		if (strncmp(arg, "--", 2) != 0)
+			return fail(err, errlen, "command line", "unexpected argument '%.64s'", arg);
+		arg += 2;
+		eq = strchr(arg, '=');
+		n = eq ? (size_t)(eq - arg) : strlen(arg);
+		if (n == 0 || n >= sizeof(name))
+			return fail(err, errlen, "command line", "bad option '%.64s'", argv[i]);
+		for (size_t k = 0; k < n; k++)
+			name[k] = arg[k] == '-' ? '_' : arg[k];
+		name[n] = '\0';
+		if (eq)
+			value = eq + 1;
+		else if (i + 1 < argc)
+			value = argv[++i];
+		else
+			return fail(err, errlen, "command line", "--%s needs a value", name);
+		snprintf(where, sizeof(where), "--%s", name);
+		if ((r = config_set(cfg, name, value, where, err, errlen)) != 0)
+			return r;
+	}
+	return FGW_OK;
+}
+
+static int
+derive_path(char *dst, size_t cap, const char *dir, const char *leaf)
+{
+	int n = snprintf(dst, cap, "%s/%s", dir, leaf);
+	return (n < 0 || (size_t)n >= cap) ? FGW_ERR_TOO_LARGE : FGW_OK;
+}
+
+int
+config_finish(struct fgw_config *cfg, char *err, size_t errlen)
+{
+	if (cfg->database[0] == '\0' &&
+	    derive_path(cfg->database, sizeof(cfg->database), cfg->data_dir, "flairgw.db") != 0)
+		return fail(err, errlen, "config", "data_dir is too long%s", "");
+	if (cfg->keys_dir[0] == '\0' &&
+	    derive_path(cfg->keys_dir, sizeof(cfg->keys_dir), cfg->data_dir, "keys") != 0)
+		return fail(err, errlen, "config", "data_dir is too long%s", "");
+	if (cfg->kek_file[0] == '\0' && cfg->kek_env[0] == '\0' && cfg->kek_share1[0] == '\0')
+		return fail(err, errlen, "config", "no KEK source: set kek_file, kek_env or kek_share1/kek_share2%s", "");
+	if ((cfg->kek_share1[0] == '\0') != (cfg->kek_share2[0] == '\0'))
+		return fail(err, errlen, "config", "kek_share1 and kek_share2 go together%s", "");
+	if (cfg->n_api_keys == 0)
+		return fail(err, errlen, "config", "no api_key configured: the API would refuse everyone%s", "");
+	if (cfg->processor_public_key_file[0] == '\0')
+		return fail(err, errlen, "config", "processor_public_key_file is required%s", "");
+	if (strncmp(cfg->processor_url, "http://", 7) != 0 &&
+	    strncmp(cfg->processor_url, "https://", 8) != 0)
+		return fail(err, errlen, "config", "processor_url must be an http:// or https:// URL%s", "");
+	if (strcmp(cfg->mode, "production") == 0 && strncmp(cfg->processor_url, "https://", 8) != 0 &&
+	    strncmp(cfg->processor_url, "http://127.0.0.1", 16) != 0 &&
+	    strncmp(cfg->processor_url, "http://[::1]", 12) != 0)
+		return fail(err, errlen, "config", "production mode needs an https:// processor_url%s", "");
+	return FGW_OK;
+}
+
+void
+config_print_help(FILE *out)
+{
+	fprintf(out, "usage: flairgw [--config FILE] [--DIRECTIVE VALUE ...]\n\n"
+	             "Every directive can be set in the file (`name value`) or on the\n"
+	             "command line (`--name value`), which overrides the file.\n\n");
+	for (const struct cfg_directive *d = directives; d->name; d++) {
+		fprintf(out, "  --%-30s %s", d->name, d->help);
+		if (d->def != NULL && d->def[0] != '\0')
+			fprintf(out, " [%s]", d->def);
+		fputc('\n', out);
+	}
+}
+
+const char *
+config_client_for_key(const struct fgw_config *cfg, const char *key, size_t len)
+{
+	unsigned char h[32];
+	const char *found = NULL;
+	crypto_generichash(h, sizeof(h), (const unsigned char *)key, len, NULL, 0);
+	/* Compare against every entry (no early exit) in constant time. */
+	for (int i = 0; i < cfg->n_api_keys; i++)
+		if (sodium_memcmp(h, cfg->api_keys[i].hash, sizeof(h)) == 0)
+			found = cfg->api_keys[i].client_id;
+	return found;
+}

@@ -1,0 +1,86 @@
+/*
+ * gateway/config.h — flairgw's configuration: one table of directives
+ * drives file parsing, `--name value` overrides, validation and --help.
+ *
+ * File syntax: one directive per line, `name value`, `#` starts a comment,
+ * values may be double-quoted. Repeatable directives (api_key) add to a
+ * list. A bad line stops start-up with "FILE:LINE: reason".
+ */
+#ifndef FGW_GATEWAY_CONFIG_H
+#define FGW_GATEWAY_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#define CONFIG_MAX_API_KEYS 32
+
+struct config_api_key {
+	unsigned char hash[32];   /* BLAKE2b-256 of the key; the key is not kept */
+	char client_id[64];
+};
+
+struct fgw_config {
+	char listen[128];
+	long long workers;
+	char mode[16];            /* development | production */
+	char data_dir[512];
+	char database[512];
+	char keys_dir[512];
+	char kek_file[512];
+	char kek_env[64];
+	char kek_share1[512];
+	char kek_share2[512];
+	long long box_key_grace_s;
+	char log_level[16];
+	char log_format[8];
+	char log_file[512];
+	struct config_api_key api_keys[CONFIG_MAX_API_KEYS];
+	int n_api_keys;
+	long long max_body_bytes;
+	long long max_header_bytes;
+	long long read_timeout_ms;
+	long long write_timeout_ms;
+	char store_sync[8];
+	long long store_batch_max;
+	long long max_amount;
+	char currencies[512];
+	char stages_request[128];
+	char stages_response[128];
+	char processor_name[32];
+	char processor_type[32];
+	char processor_url[256];
+	char processor_public_key_file[512];
+	char processor_secret[256];
+	char processor_ca_file[512];
+	long long processor_verify_tls;
+	long long processor_timeout_ms;
+	long long processor_connect_timeout_ms;
+	long long processor_max_conns;
+	long long shutdown_timeout_ms;
+	long long idempotency_ttl_s;
+	char rules_file[512];
+};
+
+/* Fills defaults. */
+void config_defaults(struct fgw_config *cfg);
+/* Applies one directive; where names the source ("FILE:LINE" or "--x").
+ * On error writes "where: reason" into err. */
+int config_set(struct fgw_config *cfg, const char *name, const char *value,
+               const char *where, char *err, size_t errlen);
+/* Loads a file. Errors name file and line. */
+int config_load_file(struct fgw_config *cfg, const char *path, char *err,
+                     size_t errlen);
+/* Parses argv: --config FILE first, then every --name value / --name=value
+ * in order. Sets *help when --help was given. */
+int config_from_args(struct fgw_config *cfg, int argc, char **argv, int *help,
+                     char *err, size_t errlen);
+/* Derives defaults that depend on other values and checks cross-field
+ * rules (e.g. production needs an API key). */
+int config_finish(struct fgw_config *cfg, char *err, size_t errlen);
+/* Prints every directive with its default and help text. */
+void config_print_help(FILE *out);
+/* Client id for a presented API key, or NULL. Constant-time per entry. */
+const char *config_client_for_key(const struct fgw_config *cfg,
+                                  const char *key, size_t len);
+
+#endif

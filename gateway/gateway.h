@@ -1,0 +1,83 @@
+/*
+ * gateway/gateway.h — the daemon's shared state and its reactors
+ * (private to the gateway room).
+ *
+ * One struct gateway, read-only after start-up except for atomics and the
+ * idempotency table; N struct reactor, each owned by its thread: its own
+ * event_base, evhttp, SO_REUSEPORT listener, curl multi (httpc), store
+ * waker and read connection.
+ */
+#ifndef FGW_GATEWAY_GATEWAY_H
+#define FGW_GATEWAY_GATEWAY_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "gateway/config.h"
+#include "pipeline/pipeline.h"
+#include "processors/adapter.h"
+
+struct evhttp;
+struct evhttp_bound_socket;
+struct evhttp_request;
+struct idem_table;
+struct keyring;
+struct store;
+struct store_reader;
+
+struct gw_metrics {
+	atomic_ullong http_requests;
+	atomic_ullong http_4xx;
+	atomic_ullong http_5xx;
+	atomic_ullong txn_started;
+	atomic_ullong txn_by_status[8];   /* index: see metrics_status_index */
+	atomic_ullong txn_latency_ms_sum;
+	atomic_ullong txn_latency_bucket[10];
+	atomic_ullong idem_replays;
+	atomic_ullong auth_failures;
+};
+
+struct reactor {
+	int idx;
+	pthread_t thread;
+	struct gateway *gw;
+	struct event_base *base;
+	struct evhttp *http;
+	struct evhttp_bound_socket *bound;
+	struct httpc *httpc;
+	struct store_waker *waker;
+	struct store_reader *reader;
+	struct pipeline_env env;
+	struct event *stop_ev;
+	struct event *drain_ev;
+	int64_t drain_deadline;
+	int draining;
+	int inflight;                 /* transactions on this reactor */
+	int ready;                    /* 1 once listening, -1 on failure */
+};
+
+struct gateway {
+	struct fgw_config cfg;
+	struct keyring *kr;
+	struct store *store;
+	struct pipeline pl;
+	struct proc_config proc;
+	const struct proc_type *proc_type;
+	struct idem_table *idem;
+	struct reactor *rx;
+	int n_rx;
+	atomic_int stopping;
+	struct gw_metrics metrics;
+	int64_t started_at;
+};
+
+/* routes.c: the HTTP surface. */
+void routes_handle(struct evhttp_request *req, void *arg); /* arg: reactor */
+int metrics_status_index(const char *status);
+
+/* server.c: reactors. */
+int server_start(struct gateway *gw, char *err, size_t errlen);
+/* Asks every reactor to drain and stop; returns when all have stopped. */
+void server_stop(struct gateway *gw);
+
+#endif

@@ -1,0 +1,211 @@
+/*
+ * gateway/main.c — flairgw: configuration, keys, store, reactors, signals.
+ *
+ * Start-up order matters: allocator hooks and libevent threading come
+ * before any event_base; keys before the store (the audit chain is keyed);
+ * the store before the reactors (they hold wakers and readers). Shutdown
+ * runs the same list backwards, after the reactors have drained.
+ */
+#define LOG_MODULE "main"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <sodium.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "crypto/keys.h"
+#include "crypto/sealed.h"
+#include "crypto/secmem.h"
+#include "crypto/wipealloc.h"
+#include "gateway/gateway.h"
+#include "gateway/idem.h"
+#include "store/store.h"
+
+static struct gateway gw;
+
+static int
+audit_mac(void *ctx, const void *msg, size_t len, unsigned char mac[32])
+{
+	return keyring_audit_mac(ctx, msg, len, mac);
+}
+
+static void
+on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct event_base *base = arg;
+	(void)what;
+	if (sig == SIGHUP) {
+		log_info("SIGHUP: nothing to reload in this build's configuration");
+		return;
+	}
+	log_info("signal %d: stopping (waiting up to %lld ms for in-flight transactions)",
+	         (int)sig, gw.cfg.shutdown_timeout_ms);
+	event_base_loopbreak(base);
+}
+
+static int
+setup_logging(const struct fgw_config *cfg)
+{
+	int level = LOG_LVL_INFO, fd = 2;
+	log_level_parse(cfg->log_level, &level);
+	if (cfg->log_file[0] != '\0') {
+		fd = open(cfg->log_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			fprintf(stderr, "flairgw: cannot open log_file %s\n", cfg->log_file);
+			return FGW_ERR_IO;
+		}
+	}
+	log_setup(level, strcmp(cfg->log_format, "json") == 0, fd);
+	return FGW_OK;
+}
+
+static int
+setup_processor(struct gateway *g, char *err, size_t errlen)
+{
+	const struct fgw_config *cfg = &g->cfg;
+	struct proc_config *pc = &g->proc;
+	int r;
+	if ((g->proc_type = proc_type_find(cfg->processor_type)) == NULL) {
+		snprintf(err, errlen, "processor_type: unknown processor type '%s'", cfg->processor_type);
+		return FGW_ERR_INVALID;
+	}
+	fgw_strlcpy(pc->name, cfg->processor_name, sizeof(pc->name));
+	fgw_strlcpy(pc->type, cfg->processor_type, sizeof(pc->type));
+	fgw_strlcpy(pc->base_url, cfg->processor_url, sizeof(pc->base_url));
+	fgw_strlcpy(pc->secret, cfg->processor_secret, sizeof(pc->secret));
+	pc->timeout_ms = (long)cfg->processor_timeout_ms;
+	if ((r = sealed_load_pubkey(cfg->processor_public_key_file, &pc->pubkey)) != 0) {
+		snprintf(err, errlen, "processor_public_key_file: %s: %s",
+		         cfg->processor_public_key_file, fgw_strerror(r));
+		return r;
+	}
+	pc->has_pubkey = 1;
+	return FGW_OK;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct keyring_opts kopts;
+	struct store_opts sopts;
+	struct event_base *sigbase = NULL;
+	struct event *sigs[3] = { NULL, NULL, NULL };
+	const char *kerr = NULL;
+	char err[1024];
+	int help = 0, r, code = 1;
+
+	if (sodium_init() < 0) {
+		fprintf(stderr, "flairgw: libsodium failed to initialise\n");
+		return 1;
+	}
+	config_defaults(&gw.cfg);
+	if (config_from_args(&gw.cfg, argc, argv, &help, err, sizeof(err)) != 0) {
+		fprintf(stderr, "flairgw: %s\n", err);
+		return 2;
+	}
+	if (help) {
+		config_print_help(stdout);
+		return 0;
+	}
+	if (config_finish(&gw.cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "flairgw: %s\n", err);
+		return 2;
+	}
+	if (setup_logging(&gw.cfg) != 0)
+		return 2;
+
+	umask(077);
+	signal(SIGPIPE, SIG_IGN);
+	if (secmem_harden_process() != 0)
+		log_warn("could not disable core dumps");
+	wipealloc_install();
+	evthread_use_pthreads();
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	gw.started_at = fgw_now_ms();
+
+	if (fgw_mkdirs(gw.cfg.data_dir, 0700) != 0) {
+		log_error("cannot create data_dir %s", gw.cfg.data_dir);
+		goto out;
+	}
+	memset(&kopts, 0, sizeof(kopts));
+	kopts.dir = gw.cfg.keys_dir;
+	kopts.kek_file = gw.cfg.kek_file[0] ? gw.cfg.kek_file : NULL;
+	kopts.kek_env = gw.cfg.kek_env[0] ? gw.cfg.kek_env : NULL;
+	kopts.kek_share1 = gw.cfg.kek_share1[0] ? gw.cfg.kek_share1 : NULL;
+	kopts.kek_share2 = gw.cfg.kek_share2[0] ? gw.cfg.kek_share2 : NULL;
+	kopts.create = 1;
+	kopts.box_grace_ms = gw.cfg.box_key_grace_s * 1000;
+	if ((r = keyring_open(&kopts, &gw.kr, &kerr)) != 0) {
+		fprintf(stderr, "flairgw: key ring %s: %s\n", gw.cfg.keys_dir,
+		        kerr ? kerr : fgw_strerror(r));
+		log_error("key ring %s: %s", gw.cfg.keys_dir, kerr ? kerr : fgw_strerror(r));
+		goto out;
+	}
+	if (setup_processor(&gw, err, sizeof(err)) != 0 ||
+	    pipeline_build(gw.cfg.stages_request, gw.cfg.stages_response, &gw.pl,
+	                   err, sizeof(err)) != 0) {
+		fprintf(stderr, "flairgw: %s\n", err);
+		log_error("%s", err);
+		goto out;
+	}
+	memset(&sopts, 0, sizeof(sopts));
+	sopts.path = gw.cfg.database;
+	sopts.sync_full = strcmp(gw.cfg.store_sync, "full") == 0;
+	sopts.batch_max = (int)gw.cfg.store_batch_max;
+	sopts.audit_mac = audit_mac;
+	sopts.audit_mac_ctx = gw.kr;
+	if ((r = store_open(&sopts, &gw.store)) != 0) {
+		fprintf(stderr, "flairgw: database %s: %s\n", gw.cfg.database, fgw_strerror(r));
+		log_error("database %s: %s", gw.cfg.database, fgw_strerror(r));
+		goto out;
+	}
+	if (idem_table_new(&gw.idem) != 0)
+		goto out;
+	gw.n_rx = gw.cfg.workers > 0 ? (int)gw.cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (gw.n_rx < 1)
+		gw.n_rx = 1;
+
+	if ((sigbase = event_base_new()) == NULL)
+		goto out;
+	sigs[0] = evsignal_new(sigbase, SIGTERM, on_signal, sigbase);
+	sigs[1] = evsignal_new(sigbase, SIGINT, on_signal, sigbase);
+	sigs[2] = evsignal_new(sigbase, SIGHUP, on_signal, sigbase);
+	for (int i = 0; i < 3; i++)
+		if (sigs[i] == NULL || event_add(sigs[i], NULL) != 0)
+			goto out;
+	if (server_start(&gw, err, sizeof(err)) != 0) {
+		fprintf(stderr, "flairgw: %s\n", err);
+		log_error("%s", err);
+		goto out;
+	}
+	log_info("listening on %s with %d reactor%s, processor %s at %s, database %s",
+	         gw.cfg.listen, gw.n_rx, gw.n_rx == 1 ? "" : "s", gw.proc.name,
+	         gw.proc.base_url, gw.cfg.database);
+	event_base_dispatch(sigbase);
+	server_stop(&gw);
+	code = 0;
+	log_info("stopped");
+out:
+	for (int i = 0; i < 3; i++)
+		if (sigs[i] != NULL)
+			event_free(sigs[i]);
+	if (sigbase != NULL)
+		event_base_free(sigbase);
+	if (gw.store != NULL)
+		store_close(gw.store);
+	idem_table_free(gw.idem);
+	keyring_free(gw.kr);
+	curl_global_cleanup();
+	return code;
+}

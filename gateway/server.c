@@ -1,0 +1,263 @@
+/*
+ * gateway/server.c — reactor threads.
+ *
+ * Everything a reactor needs is built on the main thread (so start-up
+ * errors are reported before anything runs), then each reactor thread
+ * only runs its event loop. Every reactor has its own listening socket on
+ * the same address (SO_REUSEPORT: the kernel spreads connections).
+ * Stopping: the main thread activates each reactor's stop event; the
+ * reactor closes its listener, answers new requests on open connections
+ * with 503, and leaves its loop once its transactions are finished or the
+ * shutdown timeout has passed.
+ */
+#define LOG_MODULE "server"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "gateway/gateway.h"
+#include "processors/httpc.h"
+#include "store/store.h"
+
+static int
+split_listen(const char *listen, char *host, size_t hostlen, char *port, size_t portlen)
+{
+	const char *colon;
+	if (listen[0] == '[') {
+		const char *end = strchr(listen, ']');
+		if (end == NULL || end[1] != ':')
+			return FGW_ERR_INVALID;
+		if ((size_t)(end - listen - 1) >= hostlen)
+			return FGW_ERR_INVALID;
+		memcpy(host, listen + 1, (size_t)(end - listen - 1));
+		host[end - listen - 1] = '\0';
+		colon = end + 1;
+	} else {
+		colon = strrchr(listen, ':');
+		if (colon == NULL || (size_t)(colon - listen) >= hostlen)
+			return FGW_ERR_INVALID;
+		memcpy(host, listen, (size_t)(colon - listen));
+		host[colon - listen] = '\0';
+	}
+	return fgw_strlcpy(port, colon + 1, portlen) == 0 && port[0] ? FGW_OK : FGW_ERR_INVALID;
+}
+
+static int
+make_listener(const char *listen_addr, evutil_socket_t *out, char *err, size_t errlen)
+{
+	char host[128], port[16];
+	struct addrinfo hints, *ai = NULL;
+	int fd = -1, one = 1, r;
+
+	if (split_listen(listen_addr, host, sizeof(host), port, sizeof(port)) != 0) {
+		snprintf(err, errlen, "listen: '%s' is not HOST:PORT", listen_addr);
+		return FGW_ERR_INVALID;
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	if ((r = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai)) != 0) {
+		snprintf(err, errlen, "listen: %s: %s", listen_addr, gai_strerror(r));
+		return FGW_ERR_INVALID;
+	}
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
+		snprintf(err, errlen, "listen: %s: %s", listen_addr, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(ai);
+		return FGW_ERR_IO;
+	}
+	freeaddrinfo(ai);
+	*out = fd;
+	return FGW_OK;
+}
+
+static void
+drain_check(evutil_socket_t fd, short what, void *arg)
+{
+	struct reactor *rx = arg;
+	(void)fd;
+	(void)what;
+	if (rx->inflight == 0 && httpc_inflight(rx->httpc) == 0) {
+		event_base_loopexit(rx->base, NULL);
+		return;
+	}
+	if (fgw_mono_ms() >= rx->drain_deadline) {
+		log_warn("reactor %d: shutdown timeout with %d transactions in flight",
+		         rx->idx, rx->inflight);
+		event_base_loopexit(rx->base, NULL);
+	}
+}
+
+static void
+stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct reactor *rx = arg;
+	struct timeval tv = { 0, 20000 };
+	(void)fd;
+	(void)what;
+	if (rx->draining)
+		return;
+	rx->draining = 1;
+	if (rx->bound != NULL) {
+		evhttp_del_accept_socket(rx->http, rx->bound);
+		rx->bound = NULL;
+	}
+	rx->drain_deadline = fgw_mono_ms() + rx->gw->cfg.shutdown_timeout_ms;
+	rx->drain_ev = event_new(rx->base, -1, EV_PERSIST, drain_check, rx);
+	if (rx->drain_ev == NULL || event_add(rx->drain_ev, &tv) != 0)
+		event_base_loopexit(rx->base, NULL);
+	else
+		drain_check(-1, 0, rx);
+}
+
+static void *
+reactor_main(void *arg)
+{
+	struct reactor *rx = arg;
+	event_base_dispatch(rx->base);
+	return NULL;
+}
+
+static int
+reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
+{
+	const struct fgw_config *cfg = &gw->cfg;
+	struct httpc_opts hopts;
+	evutil_socket_t fd = -1;
+	struct timeval tv;
+	int r;
+
+	rx->gw = gw;
+	if ((rx->base = event_base_new()) == NULL || (rx->http = evhttp_new(rx->base)) == NULL) {
+		snprintf(err, errlen, "cannot create the event loop");
+		return FGW_ERR_NOMEM;
+	}
+	evhttp_set_max_body_size(rx->http, (ev_ssize_t)cfg->max_body_bytes);
+	evhttp_set_max_headers_size(rx->http, (ev_ssize_t)cfg->max_header_bytes);
+	tv.tv_sec = cfg->read_timeout_ms / 1000;
+	tv.tv_usec = (cfg->read_timeout_ms % 1000) * 1000;
+	evhttp_set_timeout_tv(rx->http, &tv);
+	evhttp_set_allowed_methods(rx->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
+	                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+	                                         EVHTTP_REQ_HEAD);
+	evhttp_set_default_content_type(rx->http, "application/json");
+	evhttp_set_gencb(rx->http, routes_handle, rx);
+	if ((r = make_listener(cfg->listen, &fd, err, errlen)) != 0)
+		return r;
+	if ((rx->bound = evhttp_accept_socket_with_handle(rx->http, fd)) == NULL) {
+		close(fd);
+		snprintf(err, errlen, "cannot accept on %s", cfg->listen);
+		return FGW_ERR_IO;
+	}
+	memset(&hopts, 0, sizeof(hopts));
+	hopts.connect_timeout_ms = cfg->processor_connect_timeout_ms;
+	hopts.max_conns_per_host = cfg->processor_max_conns;
+	hopts.ca_file = cfg->processor_ca_file[0] ? cfg->processor_ca_file : NULL;
+	hopts.verify_tls = (int)cfg->processor_verify_tls;
+	if ((r = httpc_new(rx->base, &hopts, &rx->httpc)) != 0 ||
+	    (r = store_waker_new(gw->store, rx->base, &rx->waker)) != 0 ||
+	    (r = store_reader_open(gw->store, &rx->reader)) != 0) {
+		snprintf(err, errlen, "reactor %d: %s", rx->idx, fgw_strerror(r));
+		return r;
+	}
+	if ((rx->stop_ev = event_new(rx->base, -1, 0, stop_cb, rx)) == NULL)
+		return FGW_ERR_NOMEM;
+	rx->env.base = rx->base;
+	rx->env.httpc = rx->httpc;
+	rx->env.store = gw->store;
+	rx->env.waker = rx->waker;
+	rx->env.kr = gw->kr;
+	rx->env.pl = &gw->pl;
+	rx->env.proc = &gw->proc;
+	rx->env.proc_type = gw->proc_type;
+	rx->env.limits.max_amount = cfg->max_amount;
+	rx->env.limits.currencies = cfg->currencies;
+	rx->env.limits.processor_timeout_ms = cfg->processor_timeout_ms;
+	rx->env.idem_ttl_ms = cfg->idempotency_ttl_s * 1000;
+	return FGW_OK;
+}
+
+static void
+reactor_cleanup(struct reactor *rx)
+{
+	if (rx->http != NULL)
+		evhttp_free(rx->http);
+	if (rx->httpc != NULL)
+		httpc_free(rx->httpc);
+	if (rx->reader != NULL)
+		store_reader_close(rx->reader);
+	if (rx->waker != NULL)
+		store_waker_free(rx->waker);
+	if (rx->stop_ev != NULL)
+		event_free(rx->stop_ev);
+	if (rx->drain_ev != NULL)
+		event_free(rx->drain_ev);
+	if (rx->base != NULL)
+		event_base_free(rx->base);
+	memset(rx, 0, sizeof(*rx));
+}
+
+int
+server_start(struct gateway *gw, char *err, size_t errlen)
+{
+	int r, started = 0;
+	if ((gw->rx = calloc((size_t)gw->n_rx, sizeof(*gw->rx))) == NULL)
+		return FGW_ERR_NOMEM;
+	for (int i = 0; i < gw->n_rx; i++) {
+		gw->rx[i].idx = i;
+		if ((r = reactor_init(gw, &gw->rx[i], err, errlen)) != 0)
+			goto fail;
+	}
+	for (int i = 0; i < gw->n_rx; i++) {
+		if (pthread_create(&gw->rx[i].thread, NULL, reactor_main, &gw->rx[i]) != 0) {
+			snprintf(err, errlen, "cannot start reactor thread");
+			r = FGW_ERR_INTERNAL;
+			goto fail;
+		}
+		started++;
+	}
+	return FGW_OK;
+fail:
+	for (int i = 0; i < started; i++)
+		event_active(gw->rx[i].stop_ev, EV_TIMEOUT, 0);
+	for (int i = 0; i < started; i++)
+		pthread_join(gw->rx[i].thread, NULL);
+	for (int i = 0; i < gw->n_rx; i++)
+		reactor_cleanup(&gw->rx[i]);
+	free(gw->rx);
+	gw->rx = NULL;
+	return r;
+}
+
+void
+server_stop(struct gateway *gw)
+{
+	if (gw->rx == NULL)
+		return;
+	atomic_store(&gw->stopping, 1);
+	for (int i = 0; i < gw->n_rx; i++)
+		event_active(gw->rx[i].stop_ev, EV_TIMEOUT, 0);
+	for (int i = 0; i < gw->n_rx; i++)
+		pthread_join(gw->rx[i].thread, NULL);
+	for (int i = 0; i < gw->n_rx; i++)
+		reactor_cleanup(&gw->rx[i]);
+	free(gw->rx);
+	gw->rx = NULL;
+}

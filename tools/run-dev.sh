@@ -1,0 +1,31 @@
+#!/bin/sh
+# make run: flair-sandbox on 127.0.0.1:8081 and flairgw on 127.0.0.1:8080 in
+# the foreground with the development configuration; Ctrl-C stops both.
+set -u
+BUILD=${BUILD:-build}
+mkdir -p var/sandbox secrets
+chmod 700 var secrets
+"$BUILD/flair-sandbox" --listen 127.0.0.1:8081 \
+    --key-file var/sandbox/sandbox.key --public-key-file var/sandbox/sandbox.pub &
+SANDBOX=$!
+GW=""
+stop() {
+    [ -n "$GW" ] && kill -TERM "$GW" 2>/dev/null
+    kill -TERM "$SANDBOX" 2>/dev/null
+    [ -n "$GW" ] && wait "$GW" 2>/dev/null
+    wait "$SANDBOX" 2>/dev/null
+    exit 0
+}
+trap stop INT TERM
+i=0
+while [ ! -s var/sandbox/sandbox.pub ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+if ! kill -0 "$SANDBOX" 2>/dev/null; then
+    echo "flair-sandbox did not start (is 127.0.0.1:8081 in use?)" >&2
+    exit 1
+fi
+"$BUILD/flairgw" --config etc/flairgw.conf "$@" &
+GW=$!
+echo "flairgw: http://127.0.0.1:8080 (sandbox processor on :8081); Ctrl-C stops both" >&2
+wait "$GW"
+kill -TERM "$SANDBOX" 2>/dev/null
+wait "$SANDBOX" 2>/dev/null
