@@ -1,0 +1,587 @@
+"""Integration harness: the real flairgw and flair-sandbox on loopback ports.
+
+Standard library only. A Stack is one sandbox + one gateway in a fresh
+temporary directory; tests talk HTTP to them and read the gateway's SQLite
+file read-only. Every wait has a deadline, every daemon is stopped with
+SIGTERM (SIGKILL only as a last resort, which counts as a failure), and a
+sanitizer report in a daemon's stderr fails the run.
+"""
+
+import atexit
+import base64
+import ctypes
+import ctypes.util
+import http.client as httpclient
+import itertools
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.path.join(ROOT, "build", "asan")  # run.py sets it from --build
+DEV_CONFIG = os.path.join(ROOT, "etc", "flairgw.conf")
+KEEP_FILES = bool(os.environ.get("FLAIRGW_KEEP"))  # keep temp dirs
+
+DEV_KEY, DEV_CLIENT = "flair_dev_key", "website"
+OTHER_KEY, OTHER_CLIENT = "it_partner_key", "partner"
+
+# Test cards (flair-sandbox outcomes).
+VISA = "4242424242424242"            # succeeded
+DECLINED = "4000000000000002"        # card_declined
+INSUFFICIENT = "4000000000009995"    # insufficient_funds
+THREE_DS = "4000002500003155"        # requires_action
+MASTERCARD = "5555555555554444"      # other valid card: succeeded
+AMEX = "378282246310005"             # other valid card: succeeded
+
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 20.0
+HTTP_TIMEOUT = 15.0
+SANITIZER_MARKS = (b"ERROR: AddressSanitizer", b"ERROR: LeakSanitizer",
+                   b"runtime error:")
+SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
+                 "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
+
+_live = []        # daemons started and not yet stopped
+_seq = itertools.count(1)
+
+
+def set_build(path):
+    global BUILD
+    BUILD = os.path.abspath(path)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout, what, interval=0.05):
+    """Poll predicate() until it returns a true value; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def tail(path, n=4000):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return ""
+    return data[-n:].decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------
+# HTTP
+
+class Response:
+    """status, headers (lower-case names), body (parsed JSON or text), raw.
+
+    Unpacks as (status, headers, body)."""
+
+    def __init__(self, status, headers, raw):
+        self.status, self.headers, self.raw = status, headers, raw
+        text = raw.decode("utf-8", "replace")
+        try:
+            self.body = json.loads(text)
+        except ValueError:
+            self.body = text
+
+    def __iter__(self):
+        return iter((self.status, self.headers, self.body))
+
+    def __repr__(self):
+        return f"<HTTP {self.status} {self.raw[:400]!r}>"
+
+    def get(self, key, default=None):
+        return self.body.get(key, default) if isinstance(self.body, dict) else default
+
+
+def http(port, method, path, body=None, headers=None, timeout=HTTP_TIMEOUT):
+    """One request on a fresh connection. body: dict/list (sent as JSON), str or bytes."""
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+    if isinstance(body, str):
+        body = body.encode()
+    conn = httpclient.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        raw = resp.read()
+        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, raw)
+    finally:
+        conn.close()
+
+
+def raw_request(port, data, timeout=10.0):
+    """Send raw bytes, stopping early if the server answers first.
+
+    Returns (status or None, raw response bytes). Tolerates the server closing
+    or resetting the connection while we are still sending."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.setblocking(False)
+    received, sent = b"", 0
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            want_write = [sock] if sent < len(data) else []
+            readable, writable, _ = select.select([sock], want_write, [], 0.2)
+            if readable:
+                try:
+                    chunk = sock.recv(65536)
+                except (ConnectionResetError, BlockingIOError):
+                    break
+                if not chunk:
+                    break
+                received += chunk
+                sent = len(data)  # answered: stop sending
+            elif writable:
+                try:
+                    sent += sock.send(data[sent:sent + 16384])
+                except (BrokenPipeError, ConnectionResetError, BlockingIOError):
+                    sent = len(data)
+    finally:
+        sock.close()
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", received)
+    return (int(m.group(1)) if m else None), received
+
+
+def assert_error(resp, status, code):
+    """The response is an error document {"error": code, "message": text}."""
+    assert resp.status == status, f"expected HTTP {status} {code}, got {resp!r}"
+    assert resp.get("error") == code, f"expected error {code}, got {resp!r}"
+    message = resp.get("message")
+    assert isinstance(message, str) and message, f"error without a message: {resp!r}"
+
+
+def find_keys(doc, names):
+    """All keys in a JSON document (recursively) whose name is in names."""
+    found = []
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            if k in names:
+                found.append(k)
+            found += find_keys(v, names)
+    elif isinstance(doc, list):
+        for v in doc:
+            found += find_keys(v, names)
+    return found
+
+
+# --------------------------------------------------------------------------
+# Request bodies and sealed cards
+
+def card(number=VISA, exp_month=12, exp_year=2030, cvc="123", holder="John Doe"):
+    return {"number": number, "expMonth": exp_month, "expYear": exp_year,
+            "cvc": cvc, "holderName": holder}
+
+
+def txn_body(number=VISA, amount=15000, currency="USD", **fields):
+    """A valid ReservationPaymentTransaction; fields override top-level keys."""
+    body = {"reservationId": f"res_it_{os.getpid()}_{next(_seq)}",
+            "amount": amount, "currency": currency, "card": card(number),
+            "customer": {"email": "john@example.com", "name": "John Doe",
+                         "ip": "203.0.113.9", "country": "US"},
+            "description": "integration test", "metadata": {"suite": "integration"}}
+    body.update(fields)
+    return body
+
+
+_sodium = None
+
+
+def _libsodium():
+    global _sodium
+    if _sodium is None:
+        name = ctypes.util.find_library("sodium")
+        assert name, "libsodium not found (apt-get install libsodium23)"
+        lib = ctypes.CDLL(name)
+        assert lib.sodium_init() >= 0, "sodium_init failed"
+        lib.crypto_box_seal.argtypes = [ctypes.c_char_p, ctypes.c_char_p,
+                                        ctypes.c_ulonglong, ctypes.c_char_p]
+        lib.crypto_box_seal.restype = ctypes.c_int
+        _sodium = lib
+    return _sodium
+
+
+CRYPTO_BOX_SEALBYTES = 48
+
+
+def seal(public_key_b64, plaintext):
+    """crypto_box_seal(plaintext) to an X25519 public key; standard base64."""
+    pk = base64.b64decode(public_key_b64)
+    assert len(pk) == 32, f"public key is {len(pk)} bytes, expected 32"
+    out = ctypes.create_string_buffer(len(plaintext) + CRYPTO_BOX_SEALBYTES)
+    assert _libsodium().crypto_box_seal(out, plaintext, len(plaintext), pk) == 0
+    return base64.b64encode(out.raw).decode()
+
+
+def seal_card(public_key_b64, card_dict):
+    return seal(public_key_b64, json.dumps(card_dict).encode())
+
+
+# --------------------------------------------------------------------------
+# Leak scans
+
+def files_under(root, skip=()):
+    """Every regular file below root (symlinks not followed), minus skipped dirs."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in skip]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                yield path
+
+
+def leaks_in(data, needles):
+    return [n for n in needles if n.encode() in data]
+
+
+def scan_files(root, needles, skip=()):
+    """[(path, needle)] for every needle found in any file below root, in binary."""
+    hits = []
+    for path in files_under(root, skip):
+        with open(path, "rb") as f:
+            data = f.read()
+        hits += [(os.path.relpath(path, root), n) for n in leaks_in(data, needles)]
+    return hits
+
+
+def assert_no_leaks(root, needles, skip=()):
+    hits = scan_files(root, needles, skip)
+    assert not hits, f"sensitive values found in files: {hits}"
+
+
+def assert_bodies_clean(responses, needles):
+    hits = [(r.status, n) for r in responses for n in leaks_in(r.raw, needles)]
+    assert not hits, f"sensitive values found in response bodies: {hits}"
+
+
+def token_pattern(value):
+    """A regex matching value as a whole token (not inside a longer word)."""
+    return re.compile(rb"(?<![0-9A-Za-z])" + re.escape(value.encode()) + rb"(?![0-9A-Za-z])")
+
+
+# --------------------------------------------------------------------------
+# Daemons
+
+class Daemon:
+    """A binary from the build dir, run in workdir with output captured there."""
+
+    binary = None
+    name = None
+
+    def __init__(self, workdir):
+        self.dir = workdir
+        self.proc = None
+        self.port = None
+        self.reaped = False
+        self.problems = []
+        self.stdout_path = os.path.join(workdir, f"{self.name}.stdout")
+        self.stderr_path = os.path.join(workdir, f"{self.name}.stderr")
+
+    def argv(self):
+        raise NotImplementedError
+
+    def ready(self):
+        raise NotImplementedError
+
+    def start(self):
+        path = os.path.join(BUILD, self.binary)
+        assert os.access(path, os.X_OK), f"{path} is missing: make SAN=1 test-build"
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        self.reaped = False
+        env = dict(os.environ, **SANITIZER_ENV)
+        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen([path] + self.argv(), cwd=self.dir, env=env,
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                         start_new_session=True)
+        _live.append(self)
+        try:
+            wait_until(self._ready_or_dead, READY_TIMEOUT, f"{self.name} to be ready")
+        except BaseException:
+            self.stop(signal.SIGKILL)
+            raise
+        return self
+
+    def _ready_or_dead(self):
+        if self.proc.poll() is not None:
+            self._forget()
+            raise AssertionError(f"{self.name} exited with {self.proc.returncode} "
+                                 f"during start-up:\n{tail(self.stderr_path)}")
+        return self.ready()
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def _forget(self):
+        if self in _live:
+            _live.remove(self)
+
+    def sanitizer_report(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                data = f.read()
+        except OSError:
+            return None
+        return next((m for m in SANITIZER_MARKS if m in data), None)
+
+    def stop(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
+        """Signal, wait, SIGKILL if needed; returns the exit code and records
+        problems (non-zero exit, kill needed, sanitizer report) in self.problems."""
+        if self.proc is None or self.reaped:
+            return self.proc and self.proc.returncode
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.problems.append(f"{self.name} still running {timeout:.0f} s after "
+                                     f"signal {sig}; killed")
+                self.proc.kill()
+                self.proc.wait(5)
+        self._forget()
+        self.reaped = True
+        code = self.proc.returncode
+        if code != 0 and sig != signal.SIGKILL:
+            self.problems.append(f"{self.name} exited with code {code}")
+        mark = self.sanitizer_report()
+        if mark:
+            self.problems.append(f"{self.name} stderr has {mark.decode()!r}")
+        if self.problems:
+            self.problems.append(f"{self.name} stderr tail:\n{tail(self.stderr_path)}")
+        return code
+
+
+class Sandbox(Daemon):
+    binary = "flair-sandbox"
+    name = "sandbox"
+
+    def __init__(self, workdir, *args):
+        super().__init__(workdir)
+        self.args = list(args)
+        self.key_file = os.path.join(workdir, "sandbox.key")
+        self.public_key_file = os.path.join(workdir, "sandbox.pub")
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def argv(self):
+        return ["--listen", f"127.0.0.1:{self.port}", "--key-file", self.key_file,
+                "--public-key-file", self.public_key_file, "--quiet"] + self.args
+
+    def ready(self):
+        written = os.path.exists(self.public_key_file) and os.path.getsize(self.public_key_file) > 0
+        return written and port_open(self.port)
+
+    def faults(self, latency_ms=0, fail_rate=0.0, fail_mode="500"):
+        resp = http(self.port, "POST", "/v1/admin/faults",
+                    {"latencyMs": latency_ms, "failRate": fail_rate, "failMode": fail_mode},
+                    {"Content-Type": "application/json"})
+        assert resp.status == 200, f"sandbox refused faults: {resp!r}"
+
+    def ledger(self):
+        resp = http(self.port, "GET", "/v1/ledger")
+        assert resp.status == 200 and isinstance(resp.body, dict), f"ledger: {resp!r}"
+        return resp.body
+
+
+class Gateway(Daemon):
+    binary = "flairgw"
+    name = "gateway"
+
+    def __init__(self, workdir, sandbox, api_keys=((OTHER_KEY, OTHER_CLIENT),), **overrides):
+        super().__init__(workdir)
+        self.sandbox = sandbox
+        self.api_keys = list(api_keys)
+        self.overrides = overrides
+        self.data_dir = os.path.join(workdir, "var")
+        self.db_path = os.path.join(self.data_dir, "flairgw.db")
+        self.kek_file = os.path.join(workdir, "kek", "kek.key")
+        self.log_file = os.path.join(workdir, "gateway.log")
+        self.responses = []  # every Response this gateway sent us
+
+    def argv(self):
+        opts = {"listen": f"127.0.0.1:{self.port}", "data_dir": self.data_dir,
+                "kek_file": self.kek_file, "processor_url": self.sandbox.url,
+                "processor_public_key_file": self.sandbox.public_key_file,
+                "log_file": self.log_file, "workers": 2, "processor_timeout_ms": 2000}
+        opts.update(self.overrides)
+        args = ["--config", DEV_CONFIG]
+        for name, value in opts.items():
+            args += [f"--{name}", str(value)]
+        for key, client in self.api_keys:
+            args += ["--api_key", f"{key} {client}"]
+        return args
+
+    def start(self):
+        os.makedirs(os.path.dirname(self.kek_file), mode=0o700, exist_ok=True)
+        return super().start()
+
+    def ready(self):
+        try:
+            return http(self.port, "GET", "/healthz", timeout=2).status == 200
+        except OSError:
+            return False
+
+    # HTTP ------------------------------------------------------------------
+
+    def http(self, method, path, body=None, headers=None, key=DEV_KEY, timeout=HTTP_TIMEOUT):
+        """A request with auth and JSON content type by default; a header
+        given as None is left out."""
+        merged = {}
+        if key is not None:
+            merged["Authorization"] = f"Bearer {key}"
+        if body is not None:
+            merged["Content-Type"] = "application/json"
+        merged.update(headers or {})
+        merged = {k: v for k, v in merged.items() if v is not None}
+        resp = http(self.port, method, path, body, merged, timeout)
+        self.responses.append(resp)
+        return resp
+
+    def pay(self, body, key=DEV_KEY, idem=None, **kw):
+        headers = dict(kw.pop("headers", {}) or {})
+        if idem is not None:
+            headers["Idempotency-Key"] = idem
+        return self.http("POST", "/v1/transactions", body, headers, key=key, **kw)
+
+    def get_txn(self, txn_id, key=DEV_KEY):
+        return self.http("GET", f"/v1/transactions/{txn_id}", key=key)
+
+    def public_key(self):
+        resp = self.http("GET", "/v1/keys/public", key=None)
+        assert resp.status == 200, f"GET /v1/keys/public: {resp!r}"
+        return resp.body
+
+    def assert_serving(self):
+        resp = self.http("GET", "/healthz", key=None)
+        assert resp.status == 200, f"gateway not serving: {resp!r}"
+
+    # Database --------------------------------------------------------------
+
+    def db(self):
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def query(self, sql, *args):
+        conn = self.db()
+        try:
+            return [dict(r) for r in conn.execute(sql, args)]
+        finally:
+            conn.close()
+
+    def counts(self):
+        tables = ("transactions", "vault_entries", "audit_events", "idempotency")
+        return {t: self.query(f"SELECT count(*) AS n FROM {t}")[0]["n"] for t in tables}
+
+    def txn_row(self, txn_id):
+        rows = self.query("SELECT * FROM transactions WHERE id = ?", txn_id)
+        assert len(rows) == 1, f"expected one transactions row for {txn_id}, found {len(rows)}"
+        return rows[0]
+
+    def vault_row(self, token):
+        rows = self.query("SELECT * FROM vault_entries WHERE token = ?", token)
+        assert len(rows) == 1, f"expected one vault_entries row for {token}, found {len(rows)}"
+        return rows[0]
+
+    def audit_for(self, txn_id):
+        like = f"%{txn_id}%"
+        return self.query("SELECT * FROM audit_events WHERE resource LIKE ? OR details_json "
+                          "LIKE ? ORDER BY seq", like, like)
+
+
+class Stack:
+    """One sandbox and one gateway in a fresh temporary directory.
+
+    Use as a context manager, or at module level with ensure() (started on
+    first use, restarted if a daemon died; run.py closes it after the module)."""
+
+    def __init__(self, sandbox_args=(), **gateway_kw):
+        self.sandbox_args = list(sandbox_args)
+        self.gateway_kw = gateway_kw
+        self.dir = self.sandbox = self.gw = None
+
+    def start(self):
+        self.dir = tempfile.mkdtemp(prefix="flairgw-it-")
+        self.sandbox = Sandbox(os.path.join(self.dir, "sandbox"), *self.sandbox_args)
+        self.gw = Gateway(self.dir, self.sandbox, **self.gateway_kw)
+        try:
+            self.sandbox.start()
+            self.gw.start()
+        except BaseException:
+            self.close(check=False)
+            raise
+        return self
+
+    def ensure(self):
+        if self.dir is None or not (self.sandbox.alive() and self.gw.alive()):
+            if self.dir is not None:
+                self.close(check=False)
+            self.start()
+        return self
+
+    def close(self, check=True):
+        """Stop both daemons; raise AssertionError listing any problems."""
+        if self.dir is None:
+            return
+        problems = []
+        for d in (self.gw, self.sandbox):
+            d.stop()
+            problems += d.problems
+        if KEEP_FILES or problems:
+            print(f"  (files kept in {self.dir})", flush=True)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+        if check and problems:
+            raise AssertionError("\n".join(problems))
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(check=exc_type is None)
+
+
+def check_live():
+    """Fail if a daemon we started died on its own (crash, sanitizer abort)."""
+    dead = [d for d in list(_live) if not d.alive()]
+    problems = []
+    for d in dead:
+        d.stop()
+        problems.append(f"{d.name} died unexpectedly")
+        problems += d.problems
+    assert not problems, "\n".join(problems)
+
+
+@atexit.register
+def _kill_leftovers():
+    for d in list(_live):
+        if d.alive():
+            d.proc.kill()

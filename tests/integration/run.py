@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Run the integration tests against the real daemons.
+
+    python3 tests/integration/run.py --build build/asan [NAME-SUBSTRING ...]
+
+Discovers tests/integration/test_*.py and runs each module's test_*
+functions in definition order, each under a hard time limit. A module's
+Stack objects (see harness.py) are closed after its tests; a daemon that
+crashed, leaked or reported a sanitizer error fails the run. Prints
+"ok module.test" / "FAIL module.test" lines and a final
+"N passed, M failed"; exits 1 on any failure.
+"""
+
+import argparse
+import glob
+import importlib
+import os
+import signal
+import sys
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import harness  # noqa: E402
+
+TEST_TIMEOUT = 60      # seconds, per test
+TEARDOWN_TIMEOUT = 60  # seconds, per module teardown
+
+
+class TestTimeout(Exception):
+    pass
+
+
+def _on_alarm(signum, frame):
+    raise TestTimeout("time limit exceeded")
+
+
+def bounded(fn, seconds):
+    """Run fn() with SIGALRM as a hard time limit."""
+    signal.alarm(seconds)
+    try:
+        fn()
+    finally:
+        signal.alarm(0)
+
+
+def _reraise(error):
+    def fail():
+        raise error
+    return fail
+
+
+def discover(filters):
+    """[(module, [(qualified name, function)])] in file and definition order."""
+    plan = []
+    for path in sorted(glob.glob(os.path.join(HERE, "test_*.py"))):
+        modname = os.path.splitext(os.path.basename(path))[0]
+        try:
+            module = importlib.import_module(modname)
+        except Exception as e:  # noqa: BLE001 — report it as a failed test
+            plan.append((None, [(f"{modname}.import", _reraise(e))]))
+            continue
+        tests = [(f"{modname}.{name}", fn) for name, fn in vars(module).items()
+                 if name.startswith("test_") and callable(fn)]
+        tests = [(q, fn) for q, fn in tests if not filters or any(f in q for f in filters)]
+        if tests:
+            plan.append((module, tests))
+    return plan
+
+
+def report(qualname, seconds, error=None):
+    """error: the formatted traceback of a failure, None on success."""
+    print(f"{'FAIL' if error else 'ok'} {qualname}", flush=True)
+    if error:
+        print("  " + error.rstrip().replace("\n", "\n  "), flush=True)
+        print(f"  ({seconds:.1f} s)", flush=True)
+        harness.KEEP_FILES = True
+
+
+def format_failure(exc):
+    """The traceback without this runner's own frames, last frames only."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if os.path.abspath(f.filename) != os.path.abspath(__file__)]
+    lines = traceback.format_list(frames[-6:])
+    return "".join(lines + traceback.format_exception_only(type(exc), exc))
+
+
+def run_test(qualname, fn):
+    start = time.monotonic()
+    error = None
+    try:
+        bounded(lambda: (fn(), harness.check_live()), TEST_TIMEOUT)
+    except Exception as e:  # noqa: BLE001 — any exception fails the test
+        error = format_failure(e)
+    report(qualname, time.monotonic() - start, error)
+    return error is None
+
+
+def close_stacks(module):
+    """Close the module's Stacks; returns False (and reports) on problems."""
+    if module is None:
+        return True
+    modname = module.__name__
+    start = time.monotonic()
+    try:
+        stacks = [v for v in vars(module).values() if isinstance(v, harness.Stack)]
+        bounded(lambda: [s.close() for s in stacks], TEARDOWN_TIMEOUT)
+        return True
+    except Exception as e:  # noqa: BLE001
+        report(f"{modname}.teardown", time.monotonic() - start, format_failure(e))
+        return False
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--build", default="build/asan", help="build directory")
+    parser.add_argument("filters", nargs="*", help="run tests whose name contains one of these")
+    args = parser.parse_args()
+    harness.set_build(args.build)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    missing = [b for b in ("flairgw", "flair-sandbox")
+               if not os.access(os.path.join(harness.BUILD, b), os.X_OK)]
+    if missing:
+        print(f"FAIL integration.binaries: {', '.join(missing)} missing in {harness.BUILD}")
+        print("0 passed, 1 failed", flush=True)
+        return 1
+
+    passed = failed = 0
+    for module, tests in discover(args.filters):
+        for qualname, fn in tests:
+            if run_test(qualname, fn):
+                passed += 1
+            else:
+                failed += 1
+        if not close_stacks(module):
+            failed += 1
+    print(f"{passed} passed, {failed} failed", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Idempotency-Key: same key, same effect; conflicts refused; scoped per client."""
+
+import threading
+import time
+import uuid
+
+import harness
+from harness import DECLINED, OTHER_KEY, VISA
+
+S = harness.Stack()
+
+
+def gw():
+    return S.ensure().gw
+
+
+def new_key():
+    return f"idem-{uuid.uuid4()}"
+
+
+def charges():
+    return S.ensure().sandbox.ledger()["charges"]
+
+
+def assert_one_processor_call(txn_id):
+    """The sandbox saw the transaction's processor key exactly once."""
+    row = gw().txn_row(txn_id)
+    key = row["processor_idem_key"]
+    assert key, f"no processor_idem_key on {txn_id}"
+    entry = S.ensure().sandbox.ledger()["byKey"].get(key)
+    assert entry and entry["count"] == 1, f"ledger for {key}: {entry}"
+    return row
+
+
+def assert_replayed(number, status):
+    key, body = new_key(), harness.txn_body(number)
+    before = charges()
+    first = gw().pay(body, idem=key)
+    second = gw().pay(body, idem=key)
+    assert first.status == status, first
+    assert (second.status, second.raw) == (first.status, first.raw), (first, second)
+    assert charges() - before == 1, "a replay reached the processor"
+    rows = gw().query("SELECT id FROM transactions WHERE idempotency_key = ?", key)
+    assert len(rows) == 1, rows
+    assert_one_processor_call(rows[0]["id"])
+
+
+def test_same_key_same_body_replays_success():
+    assert_replayed(VISA, 200)
+
+
+def test_same_key_same_body_replays_decline():
+    assert_replayed(DECLINED, 400)
+
+
+def test_same_key_different_body_conflicts():
+    key, body = new_key(), harness.txn_body()
+    assert gw().pay(body, idem=key).status == 200
+    before = gw().counts()
+    resp = gw().pay(dict(body, amount=body["amount"] + 1), idem=key)
+    harness.assert_error(resp, 422, "IDEMPOTENCY_CONFLICT")
+    after = gw().counts()
+    assert after["transactions"] == before["transactions"], (before, after)
+    assert after["vault_entries"] == before["vault_entries"], (before, after)
+
+
+def test_concurrent_repeat_while_in_flight_conflicts():
+    S.ensure().sandbox.faults(latency_ms=1500)
+    try:
+        key, body = new_key(), harness.txn_body()
+        first = {}
+        worker = threading.Thread(target=lambda: first.update(resp=gw().pay(body, idem=key)),
+                                  daemon=True)
+        worker.start()
+        time.sleep(0.5)
+        harness.assert_error(gw().pay(body, idem=key), 409, "IDEMPOTENCY_CONFLICT")
+        worker.join(15)
+        assert "resp" in first and first["resp"].status == 200, first
+    finally:
+        S.ensure().sandbox.faults()
+    again = gw().pay(body, idem=key)
+    assert (again.status, again.raw) == (200, first["resp"].raw), again
+    assert_one_processor_call(first["resp"].body["transactionId"])
+
+
+def test_keys_are_scoped_per_client():
+    key, body = new_key(), harness.txn_body()
+    before = charges()
+    mine = gw().pay(body, idem=key)
+    theirs = gw().pay(body, idem=key, key=OTHER_KEY)
+    assert mine.status == 200 and theirs.status == 200, (mine, theirs)
+    assert mine.body["transactionId"] != theirs.body["transactionId"], (mine, theirs)
+    assert charges() - before == 2
+    assert gw().txn_row(theirs.body["transactionId"])["client_id"] == harness.OTHER_CLIENT
+
+
+def test_validation_error_is_not_stored_under_the_key():
+    key, body = new_key(), harness.txn_body()
+    before = gw().counts()
+    bad = gw().pay(dict(body, amount=-1), idem=key)
+    harness.assert_error(bad, 400, "VALIDATION_ERROR")
+    assert gw().counts() == before
+    good = gw().pay(body, idem=key)
+    assert good.status == 200 and good.body["status"] == "succeeded", good
+
+
+def test_no_key_means_two_charges():
+    body = harness.txn_body()
+    before = charges()
+    first, second = gw().pay(body), gw().pay(body)
+    assert first.status == 200 and second.status == 200, (first, second)
+    assert first.body["transactionId"] != second.body["transactionId"]
+    assert charges() - before == 2
+
+
+def test_idempotency_row_recorded():
+    key = new_key()
+    resp = gw().pay(harness.txn_body(), idem=key)
+    assert resp.status == 200, resp
+    rows = gw().query("SELECT * FROM idempotency WHERE key = ?", key)
+    assert len(rows) == 1, rows
+    row = rows[0]
+    assert row["client_id"] == harness.DEV_CLIENT and row["status_code"] == 200, row
+    assert row["txn_id"] == resp.body["transactionId"], row

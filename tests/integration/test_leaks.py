@@ -1,0 +1,110 @@
+"""No PAN or CVC at rest or in output.
+
+Pushes known PANs through every path (success, declines, 3-D Secure,
+validation errors, malformed JSON, rule decline, processor faults,
+encryptedCard, idempotent replay, GET), then greps every file the gateway
+wrote (database, WAL, SHM, logs, key files) in binary, every response body,
+and the text outputs for a distinctive CVC.
+"""
+
+import json
+import os
+
+import harness
+from harness import AMEX, DECLINED, INSUFFICIENT, MASTERCARD, THREE_DS, VISA
+
+CVC = "8675"  # distinctive; searched as a whole token in text outputs
+PAN_FAULT_500 = "6011111111111117"
+PAN_FAULT_DROP = "4000056655665556"
+PAN_ENCRYPTED = "5105105105105100"
+PAN_MALFORMED = "4111111111111111"
+PAN_WRONG_TYPE = "3566002020360505"
+PAN_RULE = "6011000990139424"
+PAN_NOT_LUHN = "4242424242424241"
+PANS = [VISA, DECLINED, INSUFFICIENT, THREE_DS, MASTERCARD, AMEX, PAN_FAULT_500,
+        PAN_FAULT_DROP, PAN_ENCRYPTED, PAN_MALFORMED, PAN_WRONG_TYPE, PAN_RULE, PAN_NOT_LUHN]
+
+S = harness.Stack(log_level="debug")
+_done = []
+
+
+def body_for(number, **fields):
+    return harness.txn_body(number, card=harness.card(number, cvc=CVC), **fields)
+
+
+def expect(resp, status):
+    assert resp.status == status, resp
+
+
+def traffic():
+    """Run every path once per module; returns the stack."""
+    stack = S.ensure()
+    if stack.dir in _done:  # a restarted stack gets the traffic again
+        return stack
+    g, sb = stack.gw, stack.sandbox
+    replayed = body_for(VISA)
+    expect(g.pay(replayed, idem="leak-replay"), 200)
+    expect(g.pay(replayed, idem="leak-replay"), 200)
+    for number, status in ((DECLINED, 400), (INSUFFICIENT, 400), (THREE_DS, 200), (AMEX, 200)):
+        expect(g.pay(body_for(number)), status)
+    expect(g.pay(body_for(MASTERCARD, card=harness.card(MASTERCARD, exp_year=2020, cvc=CVC))), 400)
+    expect(g.pay(body_for(PAN_NOT_LUHN)), 400)
+    expect(g.pay(body_for(PAN_RULE, amount=5000000)), 400)
+    malformed = json.dumps(body_for(PAN_MALFORMED))[:-40]
+    expect(g.pay(malformed), 400)
+    wrong_type = json.dumps(body_for(PAN_WRONG_TYPE)).replace(f'"{PAN_WRONG_TYPE}"', PAN_WRONG_TYPE)
+    expect(g.pay(wrong_type), 400)
+    key = g.public_key()
+    sealed = body_for(PAN_ENCRYPTED)
+    sealed["encryptedCard"] = {"keyId": key["keyId"],
+                               "data": harness.seal_card(key["publicKey"], sealed.pop("card"))}
+    ok = g.pay(sealed)
+    expect(ok, 200)
+    expect(g.get_txn(ok.body["transactionId"]), 200)
+    for mode, number, status in (("500", PAN_FAULT_500, 502), ("drop", PAN_FAULT_DROP, 200)):
+        sb.faults(fail_rate=1.0, fail_mode=mode)
+        try:
+            expect(g.pay(body_for(number)), status)
+        finally:
+            sb.faults()
+    _done.append(stack.dir)
+    return stack
+
+
+def cvc_in_text_outputs(stack):
+    """Which of the gateway's log, stdout and stderr hold the CVC."""
+    g, cvc = stack.gw, harness.token_pattern(CVC)
+    paths = [p for p in (g.log_file, g.stdout_path, g.stderr_path) if os.path.exists(p)]
+    return [p for p in paths if cvc.search(open(p, "rb").read())]
+
+
+def test_no_pan_in_gateway_files_while_running():
+    stack = traffic()
+    assert os.path.getsize(stack.gw.db_path) > 0
+    assert os.path.exists(stack.gw.log_file), "gateway wrote no log file"
+    harness.assert_no_leaks(stack.dir, PANS, skip=[stack.sandbox.dir])
+
+
+def test_no_pan_or_cvc_in_responses():
+    stack = traffic()
+    harness.assert_bodies_clean(stack.gw.responses, PANS)
+    cvc = harness.token_pattern(CVC)
+    hits = [r for r in stack.gw.responses if cvc.search(r.raw)]
+    assert not hits, f"CVC in responses: {hits}"
+
+
+def test_no_cvc_in_text_outputs():
+    stack = traffic()
+    assert not cvc_in_text_outputs(stack), f"CVC {CVC} found in {cvc_in_text_outputs(stack)}"
+
+
+def test_sandbox_quiet_writes_no_pan():
+    stack = traffic()
+    harness.assert_no_leaks(stack.sandbox.dir, PANS)
+
+
+def test_no_pan_after_shutdown():
+    stack = traffic()
+    assert stack.gw.stop() == 0, stack.gw.problems
+    harness.assert_no_leaks(stack.dir, PANS, skip=[stack.sandbox.dir])
+    assert not cvc_in_text_outputs(stack), f"CVC {CVC} found in {cvc_in_text_outputs(stack)}"
