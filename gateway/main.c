@@ -34,12 +34,6 @@
 
 static struct gateway gw;
 
-static int
-audit_mac(void *ctx, const void *msg, size_t len, unsigned char mac[32])
-{
-	return keyring_audit_mac(ctx, msg, len, mac);
-}
-
 static void
 on_signal(evutil_socket_t sig, short what, void *arg)
 {
@@ -163,7 +157,7 @@ main(int argc, char **argv)
 	sopts.path = gw.cfg.database;
 	sopts.sync_full = strcmp(gw.cfg.store_sync, "full") == 0;
 	sopts.batch_max = (int)gw.cfg.store_batch_max;
-	sopts.audit_mac = audit_mac;
+	sopts.audit_mac = keyring_audit_mac_fn;
 	sopts.audit_mac_ctx = gw.kr;
 	if ((r = store_open(&sopts, &gw.store)) != 0) {
 		fprintf(stderr, "flairgw: database %s: %s\n", gw.cfg.database, fgw_strerror(r));

@@ -361,10 +361,9 @@ send_to_processor(struct txn *t)
 	int r;
 
 	memset(&http, 0, sizeof(http));
-	keyring_box_public(t->env->kr, pk);
-	if ((r = fgw_b64_encode(pk, sizeof(pk), &pk_b64)) != 0)
+	if ((r = keyring_box_current(t->env->kr, t->reply_key_id, sizeof(t->reply_key_id), pk)) != 0 ||
+	    (r = fgw_b64_encode(pk, sizeof(pk), &pk_b64)) != 0)
 		return r;
-	fgw_strlcpy(t->reply_key_id, keyring_box_key_id(t->env->kr), sizeof(t->reply_key_id));
 	memset(&preq, 0, sizeof(preq));
 	preq.operation = "purchase";
 	preq.txn_id = t->id;

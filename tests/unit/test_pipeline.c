@@ -1,0 +1,217 @@
+/*
+ * tests/unit/test_pipeline.c — the request parser (every field's good and
+ * bad shapes), card data going to guarded memory, and stage-order rules.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "crypto/secmem.h"
+#include "pipeline/pipeline.h"
+#include "tt.h"
+
+static const char *good =
+    "{\"reservationId\":\"res_123\",\"amount\":15000,\"currency\":\"USD\","
+    "\"card\":{\"number\":\"4242424242424242\",\"expMonth\":12,\"expYear\":2030,"
+    "\"cvc\":\"123\",\"holderName\":\"John \\\"JD\\\" Doe\"},"
+    "\"customer\":{\"email\":\"john@example.com\",\"name\":\"John Doe\","
+    "\"ip\":\"203.0.113.9\",\"country\":\"US\"},"
+    "\"description\":\"2 guests\",\"metadata\":{\"k\":\"v\"}}";
+
+static int
+parse(const char *body, struct txn_request **rq, struct txn_parse_error *err)
+{
+	return txn_request_parse(body, strlen(body), rq, err);
+}
+
+static int
+test_parse_good(void)
+{
+	struct txn_request *rq = NULL;
+	struct txn_parse_error err;
+	TT_BEGIN;
+	CHECK_EQ_INT(parse(good, &rq, &err), 0);
+	CHECK_STR(rq->reservation_id, "res_123");
+	CHECK_EQ_INT(rq->amount, 15000);
+	CHECK_STR(rq->currency, "USD");
+	CHECK(rq->has_card && !rq->has_encrypted);
+	CHECK(rq->card.pan != NULL && rq->card.pan->len == 16);
+	CHECK(memcmp(rq->card.pan->data, "4242424242424242", 16) == 0);
+	CHECK(rq->card.cvc != NULL && rq->card.cvc->len == 3);
+	CHECK_EQ_INT(rq->card.exp_month, 12);
+	CHECK_EQ_INT(rq->card.exp_year, 2030);
+	CHECK_STR(rq->card.holder, "John \"JD\" Doe");
+	CHECK_STR(rq->email, "john@example.com");
+	CHECK_STR(rq->ip, "203.0.113.9");
+	CHECK_STR(rq->country, "US");
+	CHECK_STR(rq->metadata_json, "{\"k\":\"v\"}");
+end:
+	txn_request_free(rq);
+	TT_END;
+}
+
+static int
+test_parse_sealed(void)
+{
+	struct txn_request *rq = NULL;
+	struct txn_parse_error err;
+	const char *b = "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"EUR\","
+	                "\"encryptedCard\":{\"keyId\":\"gk_1\",\"data\":\"QUJD\"}}";
+	TT_BEGIN;
+	CHECK_EQ_INT(parse(b, &rq, &err), 0);
+	CHECK(rq->has_encrypted && !rq->has_card);
+	CHECK_STR(rq->enc_key_id, "gk_1");
+	CHECK_STR(rq->enc_data, "QUJD");
+	CHECK(rq->card.pan == NULL);
+end:
+	txn_request_free(rq);
+	TT_END;
+}
+
+/* Each bad body must fail with FGW_ERR_INVALID naming the field, and the
+ * message must never contain the card number. */
+static int
+test_parse_bad(void)
+{
+	static const struct { const char *body, *field; } cases[] = {
+		{ "", "body" },
+		{ "not json", "body" },
+		{ "[1,2]", "body" },
+		{ "{\"amount\":1,\"currency\":\"USD\",\"card\":{}}", "reservationId" },
+		{ "{\"reservationId\":\"r\",\"amount\":\"15000\",\"currency\":\"USD\"}", "amount" },
+		{ "{\"reservationId\":\"r\",\"amount\":0,\"currency\":\"USD\"}", "amount" },
+		{ "{\"reservationId\":\"r\",\"amount\":-5,\"currency\":\"USD\"}", "amount" },
+		{ "{\"reservationId\":\"r\",\"amount\":1.5,\"currency\":\"USD\"}", "amount" },
+		{ "{\"reservationId\":\"r\",\"amount\":1e300,\"currency\":\"USD\"}", "amount" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"usd\",\"card\":{}}", "currency" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USDX\"}", "currency" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\"}", "card" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030},\"encryptedCard\":{}}", "card" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":4242424242424242,\"expMonth\":1,\"expYear\":2030}}", "card.number" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242 4242 4242 4242\",\"expMonth\":1,\"expYear\":2030}}", "card.number" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":13,\"expYear\":2030}}", "card.expMonth" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1}}", "card.expYear" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030,\"cvc\":\"12\"}}", "card.cvc" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030,\"pin\":\"1\"}}", "card.pin" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030},\"customer\":{\"ip\":\"999.1.1.1\"}}", "customer.ip" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030},\"customer\":{\"email\":\"nope\"}}", "customer.email" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030},\"customer\":{\"country\":\"usa\"}}", "customer.country" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030},\"metadata\":[1]}", "metadata" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030},\"surprise\":1}", "surprise" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"encryptedCard\":{\"keyId\":\"gk\"}}", "encryptedCard.data" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"encryptedCard\":\"x\"}", "encryptedCard" },
+		{ "{\"reservationId\":\"r\\u0001\",\"amount\":1,\"currency\":\"USD\"}", "reservationId" },
+	};
+	struct txn_request *rq = NULL;
+	struct txn_parse_error err;
+	TT_BEGIN;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		rq = NULL;
+		int r = parse(cases[i].body, &rq, &err);
+		if (r != FGW_ERR_INVALID || strcmp(err.field, cases[i].field) != 0) {
+			fprintf(stderr, "  case %zu: r=%d field=%s message=%s (expected %s)\n", i, r,
+			        err.field, err.message, cases[i].field);
+			txn_request_free(rq);
+			rq = NULL;
+		}
+		CHECK_EQ_INT(r, FGW_ERR_INVALID);
+		CHECK_STR(err.field, cases[i].field);
+		CHECK(strstr(err.message, "4242") == NULL);
+		CHECK(rq == NULL);
+	}
+end:
+	txn_request_free(rq);
+	TT_END;
+}
+
+static int
+test_nesting_and_size(void)
+{
+	struct txn_request *rq = NULL;
+	struct txn_parse_error err;
+	char *deep = malloc(20010);
+	TT_BEGIN;
+	CHECK(deep != NULL);
+	for (int i = 0; i < 10000; i++)
+		deep[i] = '[';
+	for (int i = 0; i < 10000; i++)
+		deep[10000 + i] = ']';
+	deep[20000] = '\0';
+	CHECK_EQ_INT(parse(deep, &rq, &err), FGW_ERR_INVALID);
+	/* Not NUL-terminated input: the parser reads only len bytes. */
+	CHECK_EQ_INT(txn_request_parse(good, 10, &rq, &err), FGW_ERR_INVALID);
+end:
+	free(deep);
+	txn_request_free(rq);
+	TT_END;
+}
+
+static int
+test_card_json(void)
+{
+	struct txn_card card;
+	struct txn_parse_error err;
+	const char *c = "{\"number\":\"378282246310005\",\"expMonth\":3,\"expYear\":2031,\"cvc\":\"7391\"}";
+	TT_BEGIN;
+	memset(&card, 0, sizeof(card));
+	memset(&err, 0, sizeof(err));
+	CHECK_EQ_INT(txn_card_parse_json(c, strlen(c), &card, &err), 0);
+	CHECK(card.pan->len == 15);
+	CHECK(card.cvc->len == 4);
+	txn_card_clear(&card);
+	CHECK(card.pan == NULL);
+	CHECK_EQ_INT(txn_card_parse_json("{}", 2, &card, &err), FGW_ERR_INVALID);
+	CHECK_EQ_INT(txn_card_parse_json("{x", 2, &card, &err), FGW_ERR_INVALID);
+end:
+	txn_card_clear(&card);
+	TT_END;
+}
+
+static int
+test_stage_orders(void)
+{
+	struct pipeline pl;
+	char err[128];
+	TT_BEGIN;
+	CHECK_EQ_INT(pipeline_build("token,decrypt,rule,encrypt,post", "decrypt,record,post",
+	                            &pl, err, sizeof(err)), 0);
+	CHECK_EQ_INT(pl.n[PHASE_REQUEST], 5);
+	CHECK_EQ_INT(pl.n[PHASE_RESPONSE], 3);
+	CHECK_STR(pl.stages[PHASE_REQUEST][0]->name, "token");
+	CHECK_STR(pl.stages[PHASE_RESPONSE][2]->name, "post");
+	CHECK(pl.stages[PHASE_REQUEST][4] != pl.stages[PHASE_RESPONSE][2]);
+	/* decrypt before token is allowed: the card is vaulted when opened. */
+	CHECK_EQ_INT(pipeline_build("decrypt, token, rule, encrypt, post", "decrypt,record,post",
+	                            &pl, err, sizeof(err)), 0);
+	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post,decrypt", "record,post", &pl, err,
+	                            sizeof(err)), FGW_ERR_INVALID);
+	CHECK(strstr(err, "post must be the last") != NULL);
+	CHECK_EQ_INT(pipeline_build("token,decrypt,encrypt,post", "record,post", &pl, err,
+	                            sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(pipeline_build("token,rule,post,encrypt", "record,post", &pl, err,
+	                            sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(pipeline_build("token,rule,tokenize,encrypt,post", "record,post", &pl, err,
+	                            sizeof(err)), FGW_ERR_INVALID);
+	CHECK(strstr(err, "unknown request stage 'tokenize'") != NULL);
+	CHECK_EQ_INT(pipeline_build("token,rule,rule,encrypt,post", "record,post", &pl, err,
+	                            sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post", "post,record", &pl, err,
+	                            sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post", "decrypt,post", &pl, err,
+	                            sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post", "record,post", &pl, err,
+	                            sizeof(err)), 0);
+end:
+	TT_END;
+}
+
+static const struct tt_case cases[] = {
+	{ "parse_good", test_parse_good },
+	{ "parse_sealed", test_parse_sealed },
+	{ "parse_bad", test_parse_bad },
+	{ "nesting_and_size", test_nesting_and_size },
+	{ "card_json", test_card_json },
+	{ "stage_orders", test_stage_orders },
+	{ NULL, NULL },
+};
+TT_MAIN(cases)

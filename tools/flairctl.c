@@ -1,0 +1,330 @@
+/*
+ * tools/flairctl.c — the operator and auditor CLI.
+ *
+ * `flairctl [--config FILE] [--DIRECTIVE VALUE ...] COMMAND [ARGS]`. It
+ * reads the same configuration as the daemon (so it finds the same
+ * database, key ring and KEK) and runs one command from the table below.
+ * Read-only commands open the database read-only and are safe while the
+ * daemon runs.
+ */
+#define LOG_MODULE "flairctl"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "crypto/keys.h"
+#include "crypto/sealed.h"
+#include "crypto/secmem.h"
+#include "gateway/config.h"
+#include "pipeline/pipeline.h"
+#include "store/store.h"
+
+struct ctl {
+	struct fgw_config cfg;
+	struct keyring *kr;
+	struct store *store;
+	struct store_reader *reader;
+};
+
+struct command {
+	const char *group;     /* "keys", or NULL for a top-level command */
+	const char *name;
+	const char *args;
+	const char *help;
+	int (*run)(struct ctl *c, int argc, char **argv);
+};
+
+static int
+open_keyring(struct ctl *c)
+{
+	struct keyring_opts o;
+	const char *why = NULL;
+	int r;
+	if (c->kr != NULL)
+		return FGW_OK;
+	memset(&o, 0, sizeof(o));
+	o.dir = c->cfg.keys_dir;
+	o.kek_file = c->cfg.kek_file[0] ? c->cfg.kek_file : NULL;
+	o.kek_env = c->cfg.kek_env[0] ? c->cfg.kek_env : NULL;
+	o.kek_share1 = c->cfg.kek_share1[0] ? c->cfg.kek_share1 : NULL;
+	o.kek_share2 = c->cfg.kek_share2[0] ? c->cfg.kek_share2 : NULL;
+	o.box_grace_ms = c->cfg.box_key_grace_s * 1000;
+	if ((r = keyring_open(&o, &c->kr, &why)) != 0)
+		fprintf(stderr, "flairctl: key ring %s: %s\n", c->cfg.keys_dir,
+		        why ? why : fgw_strerror(r));
+	return r;
+}
+
+/* Opens the store for reading (and the key ring, for the audit MAC). */
+static int
+open_store(struct ctl *c)
+{
+	struct store_opts so;
+	int r;
+	if (c->reader != NULL)
+		return FGW_OK;
+	if ((r = open_keyring(c)) != 0)
+		return r;
+	if (access(c->cfg.database, R_OK) != 0) {
+		fprintf(stderr, "flairctl: database %s: not found\n", c->cfg.database);
+		return FGW_ERR_NOT_FOUND;
+	}
+	memset(&so, 0, sizeof(so));
+	so.path = c->cfg.database;
+	so.sync_full = 1;
+	so.batch_max = 64;
+	so.audit_mac = keyring_audit_mac_fn;
+	so.audit_mac_ctx = c->kr;
+	if ((r = store_open(&so, &c->store)) != 0 ||
+	    (r = store_reader_open(c->store, &c->reader)) != 0)
+		fprintf(stderr, "flairctl: database %s: %s\n", c->cfg.database, fgw_strerror(r));
+	return r;
+}
+
+/* ---- keys -------------------------------------------------------------- */
+
+static int
+cmd_keys_status(struct ctl *c, int argc, char **argv)
+{
+	char *json = NULL;
+	int r;
+	(void)argc;
+	(void)argv;
+	if ((r = open_keyring(c)) != 0)
+		return r;
+	if ((r = keyring_status_json(c->kr, &json)) != 0)
+		return r;
+	printf("%s\n", json);
+	free(json);
+	return FGW_OK;
+}
+
+static int
+cmd_keys_rotate(struct ctl *c, int argc, char **argv)
+{
+	char id[KEYRING_ID_MAX];
+	int r, box = argc > 0 && strcmp(argv[0], "--box") == 0;
+	if ((r = open_keyring(c)) != 0)
+		return r;
+	r = box ? keyring_rotate_box_key(c->kr, id, sizeof(id))
+	        : keyring_rotate_data_key(c->kr, id, sizeof(id));
+	if (r != 0) {
+		fprintf(stderr, "flairctl: rotate: %s\n", fgw_strerror(r));
+		return r;
+	}
+	printf("%s key rotated: %s is now used for %s\n", box ? "box" : "data", id,
+	       box ? "encryptedCard and processor replies" : "new vault entries");
+	return FGW_OK;
+}
+
+static int
+cmd_keys_retire(struct ctl *c, int argc, char **argv)
+{
+	int r;
+	if (argc != 1) {
+		fprintf(stderr, "usage: flairctl keys retire DATA_KEY_ID\n");
+		return FGW_ERR_INVALID;
+	}
+	if ((r = open_keyring(c)) != 0)
+		return r;
+	if ((r = keyring_retire_data_key(c->kr, argv[0])) != 0) {
+		fprintf(stderr, "flairctl: retire %s: %s\n", argv[0], fgw_strerror(r));
+		return r;
+	}
+	printf("data key %s retired: it decrypts but never encrypts\n", argv[0]);
+	return FGW_OK;
+}
+
+/* ---- seal -------------------------------------------------------------- */
+
+/* Seals card JSON from stdin to a public key file and prints the
+ * encryptedCard object a website would send. */
+static int
+cmd_seal(struct ctl *c, int argc, char **argv)
+{
+	struct sealed_pubkey pk;
+	struct secbuf *in = NULL;
+	char *b64 = NULL;
+	size_t len = 0;
+	ssize_t n;
+	int r;
+	(void)c;
+	if (argc != 1) {
+		fprintf(stderr, "usage: flairctl seal PUBLIC_KEY_JSON_FILE < card.json\n");
+		return FGW_ERR_INVALID;
+	}
+	if ((r = sealed_load_pubkey(argv[0], &pk)) != 0) {
+		fprintf(stderr, "flairctl: %s: %s\n", argv[0], fgw_strerror(r));
+		return r;
+	}
+	if ((r = secbuf_alloc(&in, 4096)) != 0)
+		return r;
+	while (len < in->len && (n = read(0, in->data + len, in->len - len)) > 0)
+		len += (size_t)n;
+	while (len > 0 && (in->data[len - 1] == '\n' || in->data[len - 1] == ' '))
+		len--;
+	if (len == 0 || len == in->len) {
+		fprintf(stderr, "flairctl: seal: card JSON on stdin, at most 4095 bytes\n");
+		r = FGW_ERR_INVALID;
+	} else if ((r = sealed_seal_b64(pk.pk, in->data, len, &b64)) == 0) {
+		printf("{\"keyId\":\"%s\",\"data\":\"%s\"}\n", pk.key_id, b64);
+	}
+	secbuf_free(in);
+	free(b64);
+	return r;
+}
+
+/* ---- txn and audit ----------------------------------------------------- */
+
+static int
+cmd_txn_show(struct ctl *c, int argc, char **argv)
+{
+	struct store_txn_row row;
+	char *json = NULL;
+	int r;
+	if (argc != 1) {
+		fprintf(stderr, "usage: flairctl txn show TXN_ID\n");
+		return FGW_ERR_INVALID;
+	}
+	if ((r = open_store(c)) != 0)
+		return r;
+	memset(&row, 0, sizeof(row));
+	if ((r = store_txn_get(c->reader, NULL, argv[0], &row)) != 0) {
+		fprintf(stderr, "flairctl: %s: %s\n", argv[0], fgw_strerror(r));
+		return r;
+	}
+	if ((r = txn_row_to_json(&row, NULL, &json)) == 0)
+		printf("%s\n", json);
+	free(json);
+	store_txn_row_clear(&row);
+	return r;
+}
+
+static int
+cmd_audit_verify(struct ctl *c, int argc, char **argv)
+{
+	int64_t bad = 0;
+	int r;
+	(void)argc;
+	(void)argv;
+	if ((r = open_store(c)) != 0)
+		return r;
+	r = store_audit_verify(c->reader, &bad);
+	if (r == 0)
+		printf("audit chain intact\n");
+	else if (r == FGW_ERR_CRYPTO)
+		printf("audit chain BROKEN at event seq %lld\n", (long long)bad);
+	else
+		fprintf(stderr, "flairctl: audit verify: %s\n", fgw_strerror(r));
+	return r;
+}
+
+static int
+cmd_config_check(struct ctl *c, int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	printf("configuration OK: database %s, keys %s, %d API key(s), processor %s (%s)\n",
+	       c->cfg.database, c->cfg.keys_dir, c->cfg.n_api_keys, c->cfg.processor_name,
+	       c->cfg.processor_url);
+	return FGW_OK;
+}
+
+static const struct command commands[] = {
+	{ "keys", "status", "", "show key ids, statuses and how many entries each protects", cmd_keys_status },
+	{ "keys", "rotate", "[--box]", "make a new data key (or box key) the one used to encrypt", cmd_keys_rotate },
+	{ "keys", "retire", "DATA_KEY_ID", "retired keys decrypt but never encrypt", cmd_keys_retire },
+	{ NULL, "seal", "PUBLIC_KEY_FILE < card.json", "make an encryptedCard object for a public key", cmd_seal },
+	{ "txn", "show", "TXN_ID", "print a recorded transaction (masked)", cmd_txn_show },
+	{ "audit", "verify", "", "check the audit hash chain; names the first broken event", cmd_audit_verify },
+	{ "config", "check", "", "load and validate the configuration", cmd_config_check },
+	{ NULL, NULL, NULL, NULL, NULL },
+};
+
+static void
+usage(FILE *out)
+{
+	fprintf(out, "usage: flairctl [--config FILE] [--DIRECTIVE VALUE ...] COMMAND [ARGS]\n\n"
+	             "The configuration is the daemon's (see flairgw --help).\nCommands:\n");
+	for (const struct command *cmd = commands; cmd->name; cmd++) {
+		char name[64];
+		snprintf(name, sizeof(name), "%s%s%s %s", cmd->group ? cmd->group : "",
+		         cmd->group ? " " : "", cmd->name, cmd->args);
+		fprintf(out, "  %-36s %s\n", name, cmd->help);
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	struct ctl c;
+	char err[1024];
+	int first = 1, r, help = 0;
+
+	if (sodium_init() < 0)
+		return 1;
+	memset(&c, 0, sizeof(c));
+	secmem_harden_process();
+	log_setup(LOG_LVL_WARN, 0, 2);
+	config_defaults(&c.cfg);
+	/* Options run up to the first word that is not --name value. */
+	while (first < argc && strncmp(argv[first], "--", 2) == 0) {
+		if (strcmp(argv[first], "--help") == 0) {
+			usage(stdout);
+			return 0;
+		}
+		first += strchr(argv[first], '=') ? 1 : 2;
+	}
+	if (first > argc)
+		first = argc;
+	if (config_from_args(&c.cfg, first, argv, &help, err, sizeof(err)) != 0) {
+		fprintf(stderr, "flairctl: %s\n", err);
+		return 2;
+	}
+	if (first >= argc) {
+		usage(stderr);
+		return 2;
+	}
+	/* flairctl needs no api_key or processor key: only paths. */
+	if (c.cfg.n_api_keys == 0)
+		config_set(&c.cfg, "api_key", "flairctl-placeholder ctl", "flairctl", err, sizeof(err));
+	if (c.cfg.processor_public_key_file[0] == '\0')
+		config_set(&c.cfg, "processor_public_key_file", "-", "flairctl", err, sizeof(err));
+	if (config_finish(&c.cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "flairctl: %s\n", err);
+		return 2;
+	}
+	r = FGW_ERR_NOT_FOUND;
+	for (const struct command *cmd = commands; cmd->name; cmd++) {
+		int skip = cmd->group ? 1 : 0;
+		if (cmd->group && (first + 1 >= argc || strcmp(argv[first], cmd->group) != 0 ||
+		                   strcmp(argv[first + 1], cmd->name) != 0))
+			continue;
+		if (!cmd->group && strcmp(argv[first], cmd->name) != 0)
+			continue;
+		if (first + 1 + skip < argc && strcmp(argv[first + 1 + skip], "--help") == 0) {
+			printf("usage: flairctl %s%s%s %s\n  %s\n", cmd->group ? cmd->group : "",
+			       cmd->group ? " " : "", cmd->name, cmd->args, cmd->help);
+			return 0;
+		}
+		r = cmd->run(&c, argc - first - 1 - skip, argv + first + 1 + skip);
+		goto out;
+	}
+	fprintf(stderr, "flairctl: unknown command '%s'\n\n", argv[first]);
+	usage(stderr);
+	return 2;
+out:
+	if (c.reader)
+		store_reader_close(c.reader);
+	if (c.store)
+		store_close(c.store);
+	keyring_free(c.kr);
+	return r == 0 ? 0 : 1;
+}
