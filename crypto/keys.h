@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 struct keyring;
+struct secbuf;
 
 struct keyring_opts {
 	const char *dir;          /* keys directory, created 0700 if create */
@@ -66,5 +67,54 @@ int keyring_audit_mac(struct keyring *kr, const void *msg, size_t len,
 int keyring_audit_sign(struct keyring *kr, const void *msg, size_t len,
                        unsigned char sig[64]);
 void keyring_audit_public(const struct keyring *kr, unsigned char pk[32]);
+
+/* ---- ADDED ------------------------------------------------------------ */
+
+/* Key ids are a short prefix plus 24 base62 characters; buffers of this
+ * size always hold one with its NUL. */
+#define KEYRING_ID_MAX 32
+
+/* keyring_audit_mac in the shape of store_mac_fn (ctx is the key ring),
+ * so the gateway can hand it to store_open directly. */
+int keyring_audit_mac_fn(void *ctx, const void *msg, size_t len,
+                         unsigned char mac[32]);
+/* Current box key id and public key, read together (a rotation cannot
+ * fall between them). id needs KEYRING_ID_MAX. */
+int keyring_box_current(struct keyring *kr, char *id, size_t idlen,
+                        unsigned char pk[32]);
+/* Re-reads keyring.json (after flairctl rotated keys while this process
+ * ran). The file must pass the same KEK and integrity checks as at open
+ * and hold the same fingerprint and audit keys, else nothing changes.
+ * Pointers returned by keyring_box_key_id stay valid. */
+int keyring_reload(struct keyring *kr, const char **err_msg);
+/* Malloc'ed JSON for operators: ids, statuses, times, public keys. No
+ * secret or wrapped material. */
+int keyring_status_json(struct keyring *kr, char **out);
+
+/* Room-internal: used by crypto/vault.c and crypto/sealed.c so that raw
+ * key bytes never leave crypto/keys.c. */
+#define KEYRING_AEAD_NONCEBYTES 24 /* XChaCha20-Poly1305-IETF nonce */
+#define KEYRING_AEAD_ABYTES 16     /* Poly1305 tag */
+/* Encrypts m under the active data key: out = nonce || ciphertext || tag,
+ * needs mlen + 40 bytes (outcap). Writes the key id used (KEYRING_ID_MAX). */
+int keyring_data_seal(struct keyring *kr, const void *ad, size_t adlen,
+                      const void *m, size_t mlen, unsigned char *out,
+                      size_t outcap, size_t *outlen, char *key_id,
+                      size_t idlen);
+/* Opens nonce || ciphertext || tag under data key key_id (active or
+ * retired) into a guarded buffer. FGW_ERR_NOT_FOUND: unknown key id;
+ * FGW_ERR_CRYPTO: authentication failed. */
+int keyring_data_open(struct keyring *kr, const char *key_id, const void *ad,
+                      size_t adlen, const unsigned char *in, size_t inlen,
+                      struct secbuf **plain);
+/* Keyed BLAKE2b-256 of msg under the fingerprint key. */
+int keyring_fingerprint_mac(struct keyring *kr, const void *msg, size_t len,
+                            unsigned char out[32]);
+/* crypto_box_seal_open with box key key_id if it is current or still in
+ * grace. FGW_ERR_NOT_FOUND: unknown or expired; FGW_ERR_CRYPTO: does not
+ * open. */
+int keyring_box_open(struct keyring *kr, const char *key_id,
+                     const unsigned char *c, size_t clen,
+                     struct secbuf **plain);
 
 #endif

@@ -2,6 +2,8 @@
  * crypto/secmem.h — guarded buffers for sensitive values (PAN, CVC, keys,
  * opened sealed boxes). Allocated with sodium_malloc (guard pages, mlock),
  * always NUL-terminated one byte past len, wiped and freed by secbuf_free.
+ * Also the two ways secrets enter and leave files (KEK, shares, the
+ * sandbox's secret key), so that they never pass through ordinary heap.
  */
 #ifndef FGW_CRYPTO_SECMEM_H
 #define FGW_CRYPTO_SECMEM_H
@@ -22,5 +24,24 @@ void secbuf_free(struct secbuf *b);
 /* Process hygiene: disables core dumps (RLIMIT_CORE 0, PR_SET_DUMPABLE 0).
  * Returns 0 or FGW_ERR_IO. */
 int secmem_harden_process(void);
+
+/* ADDED. Why secbuf_read_secret_file refused a file (for error messages). */
+enum secfile_why {
+	SECFILE_OK = 0,
+	SECFILE_MISSING,     /* no such file (FGW_ERR_NOT_FOUND) */
+	SECFILE_NOT_REGULAR, /* a directory, FIFO, device... (FGW_ERR_INVALID) */
+	SECFILE_MODE,        /* (st_mode & 077) != 0 (FGW_ERR_INVALID) */
+	SECFILE_SIZE,        /* not exactly len bytes (FGW_ERR_INVALID) */
+	SECFILE_IO           /* open/read failed otherwise (FGW_ERR_IO) */
+};
+/* ADDED. Reads a file of exactly len raw bytes into a new guarded buffer.
+ * Refuses anything but a regular file whose mode gives group and others no
+ * access at all. Returns 0 or a negative FGW_ERR_* code; *why (if not NULL)
+ * says which check failed. */
+int secbuf_read_secret_file(const char *path, size_t len, struct secbuf **out,
+                            enum secfile_why *why);
+/* ADDED. Creates path exclusively (O_EXCL, mode 0600) holding b's bytes and
+ * fsyncs it: an existing secret is never overwritten (FGW_ERR_EXISTS). */
+int secbuf_write_secret_file(const char *path, const struct secbuf *b);
 
 #endif

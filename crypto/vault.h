@@ -31,7 +31,10 @@ int vault_rewrap(struct keyring *kr, const char *token, const char *blob,
 /* Key id of a blob into id (needs 32). */
 int vault_blob_key_id(const char *blob, char *id, size_t idlen);
 /* Keyed BLAKE2b-256 of the PAN digits as 64 hex chars + NUL. Same card,
- * same fingerprint; no brute force without the key. */
+ * same fingerprint; no brute force without the key. Spaces and dashes in
+ * pan are skipped; anything else, or fewer than 12 / more than 19 digits,
+ * is FGW_ERR_INVALID. The fingerprint key never rotates, so fingerprints
+ * stay comparable across data key rotations. */
 int vault_fingerprint(struct keyring *kr, const char *pan, size_t len,
                       char out[65]);
 

@@ -1,0 +1,185 @@
+/*
+ * crypto/secmem.c — guarded buffers (sodium_malloc: guard pages, mlock,
+ * wiped by sodium_free), secret files read and written straight into and
+ * out of those buffers, and the process hardening that keeps secrets out
+ * of core dumps.
+ *
+ * The struct itself is ordinary heap (a pointer and a length are not
+ * secret); only the bytes behind data live in guarded memory.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "core/err.h"
+#include "crypto/secmem.h"
+
+int
+secbuf_alloc(struct secbuf **out, size_t len)
+{
+	struct secbuf *b = NULL;
+	int r = FGW_ERR_NOMEM;
+
+	*out = NULL;
+	if (len == SIZE_MAX)
+		return FGW_ERR_TOO_LARGE;
+	if ((b = calloc(1, sizeof(*b))) == NULL)
+		goto out;
+	/* sodium_malloc fills with 0xdb; the contract is a zeroed buffer. */
+	if ((b->data = sodium_malloc(len + 1)) == NULL)
+		goto out;
+	sodium_memzero(b->data, len + 1);
+	b->len = len;
+	*out = b;
+	b = NULL; /* owned by the caller now */
+	r = FGW_OK;
+out:
+	free(b);
+	return r;
+}
+
+int
+secbuf_from(struct secbuf **out, const void *s, size_t n)
+{
+	int r;
+
+	if ((r = secbuf_alloc(out, n)) != FGW_OK)
+		return r;
+	if (n > 0)
+		memcpy((*out)->data, s, n);
+	return FGW_OK;
+}
+
+void
+secbuf_free(struct secbuf *b)
+{
+	if (b == NULL)
+		return;
+	/* sodium_free wipes the whole region before unmapping it. */
+	sodium_free(b->data);
+	b->data = NULL;
+	b->len = 0;
+	free(b);
+}
+
+int
+secmem_harden_process(void)
+{
+	struct rlimit rl = { 0, 0 };
+
+	if (setrlimit(RLIMIT_CORE, &rl) != 0)
+		return FGW_ERR_IO;
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		return FGW_ERR_IO;
+	return FGW_OK;
+}
+
+static void
+set_why(enum secfile_why *why, enum secfile_why v)
+{
+	if (why != NULL)
+		*why = v;
+}
+
+int
+secbuf_read_secret_file(const char *path, size_t len, struct secbuf **out,
+                        enum secfile_why *why)
+{
+	struct secbuf *b = NULL;
+	struct stat st;
+	size_t got = 0;
+	int fd = -1, r = FGW_ERR_IO;
+
+	*out = NULL;
+	set_why(why, SECFILE_IO);
+	/* O_NONBLOCK: a FIFO planted at the path must not hang start-up. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		if (errno == ENOENT) {
+			set_why(why, SECFILE_MISSING);
+			r = FGW_ERR_NOT_FOUND;
+		}
+		goto out;
+	}
+	/* Checks run on the opened descriptor, so the file cannot be swapped
+	 * between the check and the read. */
+	if (fstat(fd, &st) != 0)
+		goto out;
+	if (!S_ISREG(st.st_mode)) {
+		set_why(why, SECFILE_NOT_REGULAR);
+		r = FGW_ERR_INVALID;
+		goto out;
+	}
+	if ((st.st_mode & 077) != 0) {
+		set_why(why, SECFILE_MODE);
+		r = FGW_ERR_INVALID;
+		goto out;
+	}
+	if (st.st_size < 0 || (unsigned long long)st.st_size != len) {
+		set_why(why, SECFILE_SIZE);
+		r = FGW_ERR_INVALID;
+		goto out;
+	}
+	if ((r = secbuf_alloc(&b, len)) != FGW_OK)
+		goto out;
+	while (got < len) {
+		ssize_t n = read(fd, b->data + got, len - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			/* Shrunk under us: treat as the wrong size. */
+			set_why(why, n == 0 ? SECFILE_SIZE : SECFILE_IO);
+			r = n == 0 ? FGW_ERR_INVALID : FGW_ERR_IO;
+			goto out;
+		}
+		got += (size_t)n;
+	}
+	*out = b;
+	b = NULL; /* owned by the caller now */
+	set_why(why, SECFILE_OK);
+	r = FGW_OK;
+out:
+	if (fd >= 0)
+		close(fd);
+	secbuf_free(b);
+	return r;
+}
+
+int
+secbuf_write_secret_file(const char *path, const struct secbuf *b)
+{
+	const unsigned char *p = b->data;
+	size_t left = b->len;
+	int fd, r = FGW_ERR_IO;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+	          0600);
+	if (fd < 0)
+		return errno == EEXIST ? FGW_ERR_EXISTS : FGW_ERR_IO;
+	while (left > 0) {
+		ssize_t n = write(fd, p, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			goto out;
+		p += n;
+		left -= (size_t)n;
+	}
+	/* The umask may only have removed bits; make the mode exact. */
+	if (fchmod(fd, 0600) != 0 || fsync(fd) != 0)
+		goto out;
+	r = FGW_OK;
+out:
+	if (close(fd) != 0 && r == FGW_OK)
+		r = FGW_ERR_IO;
+	if (r != FGW_OK)
+		unlink(path);
+	return r;
+}
