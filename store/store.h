@@ -24,6 +24,14 @@
  * applied and its job completes with FGW_ERR_STATE.
  *
  * All strings passed to submit functions are copied before they return.
+ *
+ * Submit functions return 0 when the job is queued, and then done(arg, rc)
+ * runs exactly once later (unless the waker is freed first, see below);
+ * or they return a negative code (FGW_ERR_INVALID, FGW_ERR_NOMEM,
+ * FGW_ERR_SHUTDOWN) and done is never called. done may be NULL when the
+ * caller does not need to know. A NULL waker is allowed: done then runs on
+ * the writer thread right after the COMMIT — for tools and tests only; it
+ * must not block for long, and must not call store_close.
  */
 #ifndef FGW_STORE_STORE_H
 #define FGW_STORE_STORE_H
@@ -48,17 +56,27 @@ struct store_opts {
 	int batch_max;         /* max jobs per COMMIT (>= 1) */
 	store_mac_fn audit_mac;/* required */
 	void *audit_mac_ctx;   /* must outlive the store */
+	int busy_timeout_ms;   /* (added) wait for another process's lock;
+	                          0: 5000. A batch whose BEGIN cannot get the
+	                          lock in time fails whole with FGW_ERR_DB. */
 };
 
 /* Opens/creates the database, applies migrations, starts the writer. */
 int store_open(const struct store_opts *opts, struct store **out);
 /* Commits everything queued, stops and joins the writer, closes. Jobs
- * submitted after this began fail with FGW_ERR_SHUTDOWN. */
+ * submitted after this began fail with FGW_ERR_SHUTDOWN. Every queued job
+ * is committed (or fails) and handed to its waker before this returns.
+ * Wakers and readers may be freed before or after store_close, in either
+ * order (a waker does not point at the store; a reader has its own
+ * connection). Not to be called from a done callback. */
 void store_close(struct store *st);
 
 /* One per reactor thread; base must have been created after
  * evthread_use_pthreads(). Free it on its own thread after the last job
- * it carries has completed. */
+ * it carries has completed. If it is freed earlier (or its base loop has
+ * stopped), jobs that complete for it afterwards, or that completed but
+ * whose callback never ran, are dropped WITHOUT calling done. A done
+ * callback may free its own waker. */
 int store_waker_new(struct store *st, struct event_base *base,
                     struct store_waker **out);
 void store_waker_free(struct store_waker *w);
@@ -153,14 +171,21 @@ struct store_txn_update {
 	const char *next_action_json; /* or NULL */
 };
 
-/* True when a transaction may move from state `from` to state `to`. */
+/* True when a transaction may move from state `from` to state `to`. The
+ * moves are a table in store/store.c; a state with no move out is final. */
 bool store_status_may_move(const char *from, const char *to);
+/* True when status is one of the states above. (Added for validation:
+ * submit functions refuse unknown states with FGW_ERR_INVALID.) */
+bool store_status_known(const char *status);
 
 /* ---- write jobs (any thread; done runs on the waker's reactor) -------- */
 
 /* Inserts the transaction row (any status), and in the same commit the
  * vault entry (if not NULL), the idempotent answer (if not NULL) and the
- * audit events (n_audit may be 0). FGW_ERR_EXISTS if the id exists. */
+ * audit events (n_audit may be 0). FGW_ERR_EXISTS if the id (or the vault
+ * token) exists; FGW_ERR_CONFLICT if an unexpired idempotent answer for
+ * (idem->client_id, idem->key) exists (an expired one is replaced).
+ * created_at/updated_at of 0 mean "now"; so does idem->created_at. */
 int store_txn_create(struct store *st, struct store_waker *w,
                      const struct store_txn_row *row,
                      const struct store_vault_entry *vault,
@@ -171,7 +196,11 @@ int store_txn_create(struct store *st, struct store_waker *w,
 /* Moves a transaction forward (FGW_ERR_STATE if the move is not allowed,
  * FGW_ERR_NOT_FOUND if no such id), and in the same commit stores the
  * idempotent answer and audit events. When purge_token is set, the one-time
- * vault entry of that token (saved = 0) is deleted in the same commit. */
+ * vault entry of that token (saved = 0) is deleted in the same commit.
+ * The update sets status, error_code, error_message and next_action_json
+ * as given ("" / NULL clear them), keeps processor_ref when upd's is "",
+ * and sets updated_at. The idempotent answer replaces a stored one for the
+ * same (client_id, key), keeping its created_at. */
 int store_txn_finish(struct store *st, struct store_waker *w,
                      const struct store_txn_update *upd,
                      const struct store_idem *idem,
@@ -190,16 +219,26 @@ int store_reader_open(struct store *st, struct store_reader **out);
 void store_reader_close(struct store_reader *r);
 
 /* Transaction by id, scoped to client_id (NULL: any client).
- * FGW_ERR_NOT_FOUND if missing or another client's. */
+ * FGW_ERR_NOT_FOUND if missing or another client's. NULL text reads as "".
+ * On success call store_txn_row_clear(out) when done with it. */
 int store_txn_get(struct store_reader *r, const char *client_id,
                   const char *id, struct store_txn_row *out);
 /* Stored idempotent answer for (client_id, key) that has not expired.
  * FGW_ERR_NOT_FOUND when none. */
 int store_idem_get(struct store_reader *r, const char *client_id,
                    const char *key, struct store_idem *out);
-/* Vault entry by token (blob copied into *blob, malloc'ed). */
+/* Vault entry by token (blob copied into *blob, malloc'ed; out->blob
+ * points at it). Expired entries are returned too: check expires_at. */
 int store_vault_get(struct store_reader *r, const char *token,
                     struct store_vault_entry *out, char **blob);
+
+/* Recomputes the audit hash chain from seq 1 with the MAC of the store the
+ * reader came from (its ctx must still be alive). Returns 0 when intact;
+ * FGW_ERR_CRYPTO with *first_bad_seq set to the first seq at which the
+ * chain breaks (an edited row, a missing seq, reordered rows); FGW_ERR_DB.
+ * Removing rows at the end leaves an intact shorter chain: compare the
+ * head (max seq, hash) with a copy kept elsewhere to detect that. */
+int store_audit_verify(struct store_reader *r, int64_t *first_bad_seq);
 
 /* ---- statistics (for /metrics and the benchmark) ---------------------- */
 struct store_stats {

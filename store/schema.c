@@ -1,0 +1,256 @@
+/*
+ * store/schema.c — the SQL schema as an ordered list of migrations.
+ *
+ * migrations[i] moves PRAGMA user_version from i to i + 1. A migration is
+ * only ever appended, never edited once released: a database created by an
+ * older build reaches the current schema by running the newer steps. Each
+ * step runs in its own BEGIN IMMEDIATE .. COMMIT together with the
+ * user_version bump, so a crash leaves the database at a whole version.
+ *
+ * Conventions: times are INTEGER milliseconds since the epoch (UTC); empty
+ * optional text is stored as NULL; views for auditors start with v_ and
+ * render times as ISO 8601.
+ */
+#include <stdio.h>
+
+#define LOG_MODULE "store"
+#include "core/err.h"
+#include "core/log.h"
+#include "store/schema.h"
+
+/* ISO 8601 with milliseconds from an INTEGER ms column. */
+#define ISO_MS(col)                                                          \
+	"(strftime('%Y-%m-%dT%H:%M:%S', " col " / 1000, 'unixepoch') || "        \
+	"printf('.%03dZ', " col " % 1000))"
+
+static const char schema_v1[] =
+    /* One row per payment attempt; status moves forward only. */
+    "CREATE TABLE transactions ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " client_id TEXT NOT NULL,"
+    " reservation_id TEXT,"
+    " amount INTEGER NOT NULL CHECK (amount >= 0),"
+    " currency TEXT NOT NULL,"
+    " status TEXT NOT NULL,"
+    " error_code TEXT,"
+    " error_message TEXT,"
+    " processor TEXT,"
+    " processor_ref TEXT,"
+    " processor_idem_key TEXT,"
+    " token TEXT,"
+    " fingerprint TEXT,"
+    " brand TEXT,"
+    " bin TEXT,"
+    " last4 TEXT,"
+    " exp_month INTEGER,"
+    " exp_year INTEGER,"
+    " customer_email TEXT,"
+    " customer_name TEXT,"
+    " customer_country TEXT,"
+    " customer_ip TEXT,"
+    " rule_decision TEXT,"
+    " rules_fired TEXT,"
+    " idempotency_key TEXT,"
+    " description TEXT,"
+    " metadata_json TEXT,"
+    " next_action_json TEXT,"
+    " created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX transactions_client_created"
+    " ON transactions(client_id, created_at);"
+    /* Reconciliation: open states, oldest update first. */
+    "CREATE INDEX transactions_status_updated"
+    " ON transactions(status, updated_at);"
+    "CREATE INDEX transactions_fingerprint_created"
+    " ON transactions(fingerprint, created_at);"
+    "CREATE INDEX transactions_reservation"
+    " ON transactions(reservation_id);"
+    "CREATE INDEX transactions_email_created"
+    " ON transactions(customer_email, created_at);"
+    "CREATE INDEX transactions_ip_created"
+    " ON transactions(customer_ip, created_at);"
+
+    /* Encrypted cards. blob is vault_encrypt() output; no PAN, no CVC. */
+    "CREATE TABLE vault_entries ("
+    " token TEXT PRIMARY KEY NOT NULL,"
+    " key_id TEXT NOT NULL,"
+    " blob TEXT NOT NULL,"
+    " fingerprint TEXT,"
+    " brand TEXT,"
+    " bin TEXT,"
+    " last4 TEXT,"
+    " exp_month INTEGER,"
+    " exp_year INTEGER,"
+    " customer_id TEXT,"
+    " saved INTEGER NOT NULL DEFAULT 0 CHECK (saved IN (0, 1)),"
+    " created_at INTEGER NOT NULL,"
+    " expires_at INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE INDEX vault_entries_key_id ON vault_entries(key_id);"
+    "CREATE INDEX vault_entries_customer ON vault_entries(customer_id);"
+
+    /* Stored answers for Idempotency-Key requests. */
+    "CREATE TABLE idempotency ("
+    " client_id TEXT NOT NULL,"
+    " key TEXT NOT NULL,"
+    " request_hash TEXT NOT NULL,"
+    " status_code INTEGER NOT NULL,"
+    " body TEXT,"
+    " txn_id TEXT,"
+    " created_at INTEGER NOT NULL,"
+    " expires_at INTEGER NOT NULL,"
+    " PRIMARY KEY (client_id, key)"
+    ");"
+    "CREATE INDEX idempotency_expires ON idempotency(expires_at);"
+
+    /* Append-only, hash-chained audit log (store/audit.h). */
+    "CREATE TABLE audit_events ("
+    " seq INTEGER PRIMARY KEY,"
+    " ts INTEGER NOT NULL,"
+    " actor TEXT NOT NULL,"
+    " source TEXT NOT NULL,"
+    " event_type TEXT NOT NULL,"
+    " resource TEXT NOT NULL,"
+    " outcome TEXT NOT NULL,"
+    " details_json TEXT,"
+    " prev_hash TEXT NOT NULL,"
+    " hash TEXT NOT NULL"
+    ");"
+    "CREATE INDEX audit_events_resource ON audit_events(resource, seq);"
+    "CREATE INDEX audit_events_ts ON audit_events(ts);"
+    "CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events"
+    " BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;"
+    "CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events"
+    " BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;"
+    /* INSERT OR REPLACE would delete without firing the delete trigger:
+     * only the next seq may be inserted. */
+    "CREATE TRIGGER audit_events_next_seq BEFORE INSERT ON audit_events"
+    " WHEN NEW.seq IS NULL OR NEW.seq <>"
+    "  (SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_events)"
+    " BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;"
+
+    /* Read-only views for auditors. */
+    "CREATE VIEW v_audit AS SELECT"
+    " seq, " ISO_MS("ts") " AS time_utc, ts, actor, source, event_type,"
+    " resource, outcome, details_json, prev_hash, hash"
+    " FROM audit_events;"
+    "CREATE VIEW v_transactions AS SELECT"
+    " id, client_id, reservation_id, amount, currency, status, error_code,"
+    " error_message, processor, processor_ref, brand, bin, last4,"
+    " exp_month, exp_year, customer_email, customer_name, customer_country,"
+    " customer_ip, rule_decision, rules_fired, description,"
+    " " ISO_MS("created_at") " AS created_utc,"
+    " " ISO_MS("updated_at") " AS updated_utc,"
+    " created_at, updated_at"
+    " FROM transactions;"
+    "CREATE VIEW v_daily_totals AS SELECT"
+    " strftime('%Y-%m-%d', created_at / 1000, 'unixepoch') AS day,"
+    " status, currency, COUNT(*) AS txn_count, SUM(amount) AS total_amount"
+    " FROM transactions GROUP BY day, status, currency;";
+
+static const char *const migrations[] = {
+	schema_v1,
+};
+
+#define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+_Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION,
+               "STORE_SCHEMA_VERSION must count the migrations");
+
+int
+schema_version(sqlite3 *db, int *version)
+{
+	sqlite3_stmt *s = NULL;
+	int r;
+
+	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) !=
+	        SQLITE_OK ||
+	    sqlite3_step(s) != SQLITE_ROW) {
+		log_error("reading user_version failed: %s", sqlite3_errmsg(db));
+		r = FGW_ERR_DB;
+		goto out;
+	}
+	*version = sqlite3_column_int(s, 0);
+	r = 0;
+out:
+	sqlite3_finalize(s);
+	return r;
+}
+
+static int
+exec_sql(sqlite3 *db, const char *sql)
+{
+	char *msg = NULL;
+	int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+	if (rc != SQLITE_OK) {
+		log_error("schema: %s", msg != NULL ? msg : sqlite3_errstr(rc));
+		sqlite3_free(msg);
+		return FGW_ERR_DB;
+	}
+	return 0;
+}
+
+static void
+rollback(sqlite3 *db)
+{
+	if (!sqlite3_get_autocommit(db))
+		(void)sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* One step under the write lock. The version is read again inside the
+ * transaction, so two processes opening a new file at once do not both
+ * run the same step. *version is the version after the step. */
+static int
+migrate_step(sqlite3 *db, int *version)
+{
+	char bump[48];
+	int n, r, v = 0, stepped = 0;
+
+	if ((r = exec_sql(db, "BEGIN IMMEDIATE")) != 0)
+		goto out;
+	if ((r = schema_version(db, &v)) != 0)
+		goto out;
+	if (v > STORE_SCHEMA_VERSION || v < 0) {
+		log_error("database schema version %d is not one this build knows "
+		          "(up to %d)", v, STORE_SCHEMA_VERSION);
+		r = FGW_ERR_STATE;
+		goto out;
+	}
+	if (v < STORE_SCHEMA_VERSION) {
+		n = snprintf(bump, sizeof(bump), "PRAGMA user_version = %d", v + 1);
+		if (n < 0 || (size_t)n >= sizeof(bump)) {
+			r = FGW_ERR_INTERNAL;
+			goto out;
+		}
+		if ((r = exec_sql(db, migrations[v])) != 0 ||
+		    (r = exec_sql(db, bump)) != 0)
+			goto out;
+		v++;
+		stepped = 1;
+	}
+	if ((r = exec_sql(db, "COMMIT")) != 0)
+		goto out;
+	if (stepped)
+		log_info("schema migrated to version %d", v);
+	*version = v;
+	r = 0;
+out:
+	if (r != 0)
+		rollback(db);
+	return r;
+}
+
+int
+schema_migrate(sqlite3 *db)
+{
+	int version = 0, r;
+
+	do {
+		if ((r = migrate_step(db, &version)) != 0)
+			goto out;
+	} while (version < STORE_SCHEMA_VERSION);
+	r = 0;
+out:
+	return r;
+}

@@ -1,0 +1,1588 @@
+/*
+ * store/store.c — the writer thread, its job queue, completion delivery
+ * and the per-thread readers.
+ *
+ * Submit functions copy their arguments into a struct job and append it to
+ * a mutex+condvar queue. The writer thread takes up to batch_max jobs,
+ * runs them in one BEGIN IMMEDIATE .. COMMIT with a SAVEPOINT around each
+ * job (a failing job is rolled back alone), then hands every job back:
+ * onto its waker's list with one event_active per waker (the done callback
+ * then runs on that waker's reactor), or, for a NULL waker, by calling
+ * done right there on the writer thread.
+ *
+ * Waker lifetime: a waker is reference counted. Its owner holds one
+ * reference and every queued job that names it holds one until the writer
+ * has handed the job over, so store_waker_free and store_close may come in
+ * either order. A freed waker is marked dead: the writer drops jobs for it
+ * without calling done, and store_waker_free drops completions that its
+ * reactor never ran.
+ *
+ * Layout: states, column tables and SQL, jobs, waker, writer (run a job,
+ * run a batch, deliver, thread), open/close, submit functions, readers,
+ * statistics.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <sqlite3.h>
+
+#define LOG_MODULE "store"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "store/audit.h"
+#include "store/schema.h"
+#include "store/store.h"
+
+#define STORE_BUSY_TIMEOUT_MS 5000
+#define STORE_BATCH_LIMIT 100000
+
+/* ---- states ------------------------------------------------------------ */
+
+/* Every state a transaction may have. Add new states here and their moves
+ * below; states with no move out of them are final. */
+static const char *const status_names[] = {
+	"posting", "processing", "requires_action",
+	"succeeded", "declined", "failed",
+};
+
+static const struct status_move {
+	const char *from;
+	const char *to;
+} status_moves[] = {
+	{ "posting", "processing" },
+	{ "posting", "requires_action" },
+	{ "posting", "succeeded" },
+	{ "posting", "declined" },
+	{ "posting", "failed" },
+	{ "processing", "requires_action" },
+	{ "processing", "succeeded" },
+	{ "processing", "declined" },
+	{ "processing", "failed" },
+	{ "requires_action", "processing" },
+	{ "requires_action", "succeeded" },
+	{ "requires_action", "declined" },
+	{ "requires_action", "failed" },
+};
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+bool
+store_status_known(const char *status)
+{
+	if (status == NULL)
+		return false;
+	for (size_t i = 0; i < ARRAY_LEN(status_names); i++) {
+		if (strcmp(status, status_names[i]) == 0)
+			return true;
+	}
+	return false;
+}
+
+bool
+store_status_may_move(const char *from, const char *to)
+{
+	if (from == NULL || to == NULL)
+		return false;
+	for (size_t i = 0; i < ARRAY_LEN(status_moves); i++) {
+		if (strcmp(from, status_moves[i].from) == 0 &&
+		    strcmp(to, status_moves[i].to) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* A fixed char array holds a non-empty, NUL-terminated string. */
+#define FIELD_SET(f) ((f)[0] != '\0' && memchr((f), '\0', sizeof(f)) != NULL)
+
+/* ---- the transactions table, described once ---------------------------- */
+
+/* One table drives the INSERT, the SELECT, binding and reading, so the
+ * column list cannot drift between them. Empty optional text is NULL. */
+enum col_kind { COL_TEXT, COL_TEXT_REQ, COL_INT, COL_I64, COL_JSON };
+
+struct txn_col {
+	const char *name;
+	enum col_kind kind;
+	size_t off;
+	size_t cap;
+};
+
+#define TXN_COL(kind, f)                                                     \
+	{ #f, kind, offsetof(struct store_txn_row, f),                           \
+	  sizeof(((struct store_txn_row *)0)->f) }
+
+static const struct txn_col txn_cols[] = {
+	TXN_COL(COL_TEXT_REQ, id),
+	TXN_COL(COL_TEXT_REQ, client_id),
+	TXN_COL(COL_TEXT, reservation_id),
+	TXN_COL(COL_I64, amount),
+	TXN_COL(COL_TEXT_REQ, currency),
+	TXN_COL(COL_TEXT_REQ, status),
+	TXN_COL(COL_TEXT, error_code),
+	TXN_COL(COL_TEXT, error_message),
+	TXN_COL(COL_TEXT, processor),
+	TXN_COL(COL_TEXT, processor_ref),
+	TXN_COL(COL_TEXT, processor_idem_key),
+	TXN_COL(COL_TEXT, token),
+	TXN_COL(COL_TEXT, fingerprint),
+	TXN_COL(COL_TEXT, brand),
+	TXN_COL(COL_TEXT, bin),
+	TXN_COL(COL_TEXT, last4),
+	TXN_COL(COL_INT, exp_month),
+	TXN_COL(COL_INT, exp_year),
+	TXN_COL(COL_TEXT, customer_email),
+	TXN_COL(COL_TEXT, customer_name),
+	TXN_COL(COL_TEXT, customer_country),
+	TXN_COL(COL_TEXT, customer_ip),
+	TXN_COL(COL_TEXT, rule_decision),
+	TXN_COL(COL_TEXT, rules_fired),
+	TXN_COL(COL_TEXT, idempotency_key),
+	TXN_COL(COL_TEXT, description),
+	TXN_COL(COL_JSON, metadata_json),
+	TXN_COL(COL_JSON, next_action_json),
+	TXN_COL(COL_I64, created_at),
+	TXN_COL(COL_I64, updated_at),
+};
+
+static int sql_add(char *buf, size_t cap, size_t *pos, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int
+sql_add(char *buf, size_t cap, size_t *pos, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (*pos >= cap)
+		return FGW_ERR_TOO_LARGE;
+	va_start(ap, fmt);
+	n = vsnprintf(buf + *pos, cap - *pos, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= cap - *pos)
+		return FGW_ERR_TOO_LARGE;
+	*pos += (size_t)n;
+	return 0;
+}
+
+/* The INSERT (select = 0) or the scoped SELECT by id (select = 1). */
+static int
+txn_sql(int select, char *buf, size_t cap)
+{
+	size_t pos = 0;
+	int r;
+
+	if ((r = sql_add(buf, cap, &pos, "%s",
+	                 select ? "SELECT " : "INSERT INTO transactions (")) != 0)
+		return r;
+	for (size_t i = 0; i < ARRAY_LEN(txn_cols); i++) {
+		if ((r = sql_add(buf, cap, &pos, "%s%s", i ? ", " : "",
+		                 txn_cols[i].name)) != 0)
+			return r;
+	}
+	if (select)
+		return sql_add(buf, cap, &pos, " FROM transactions WHERE id = ?1 "
+		               "AND (?2 IS NULL OR client_id = ?2)");
+	if ((r = sql_add(buf, cap, &pos, ") VALUES (")) != 0)
+		return r;
+	for (size_t i = 0; i < ARRAY_LEN(txn_cols); i++) {
+		if ((r = sql_add(buf, cap, &pos, "%s?%zu", i ? ", " : "", i + 1)) != 0)
+			return r;
+	}
+	return sql_add(buf, cap, &pos, ")");
+}
+
+/* Binds a fixed buffer without reading past it; "" binds NULL if nullable.
+ * The buffer must stay put until the statement is reset. */
+static int
+bind_buf(sqlite3_stmt *s, int i, const char *buf, size_t cap, int nullable)
+{
+	size_t n = strnlen(buf, cap);
+	if (n == 0 && nullable)
+		return sqlite3_bind_null(s, i);
+	return sqlite3_bind_text(s, i, buf, (int)n, SQLITE_STATIC);
+}
+
+#define BIND_BUF(s, i, f, nullable) bind_buf((s), (i), (f), sizeof(f), (nullable))
+
+static int
+bind_str(sqlite3_stmt *s, int i, const char *p)
+{
+	if (p == NULL)
+		return sqlite3_bind_null(s, i);
+	return sqlite3_bind_text(s, i, p, -1, SQLITE_STATIC);
+}
+
+static int
+bind_txn_row(sqlite3_stmt *s, const struct store_txn_row *row)
+{
+	for (size_t i = 0; i < ARRAY_LEN(txn_cols); i++) {
+		const struct txn_col *c = &txn_cols[i];
+		const char *field = (const char *)row + c->off;
+		int idx = (int)i + 1, rc;
+		int iv;
+		int64_t lv;
+		const char *p;
+
+		switch (c->kind) {
+		case COL_TEXT:
+		case COL_TEXT_REQ:
+			rc = bind_buf(s, idx, field, c->cap, c->kind == COL_TEXT);
+			break;
+		case COL_INT:
+			memcpy(&iv, field, sizeof(iv));
+			rc = sqlite3_bind_int(s, idx, iv);
+			break;
+		case COL_I64:
+			memcpy(&lv, field, sizeof(lv));
+			rc = sqlite3_bind_int64(s, idx, lv);
+			break;
+		case COL_JSON:
+			memcpy(&p, field, sizeof(p));
+			rc = bind_str(s, idx, p);
+			break;
+		default:
+			rc = SQLITE_MISUSE;
+			break;
+		}
+		if (rc != SQLITE_OK)
+			return rc;
+	}
+	return SQLITE_OK;
+}
+
+/* Copies text column i into dst[cap]; NULL reads as "". */
+static int
+col_copy(sqlite3_stmt *s, int i, char *dst, size_t cap)
+{
+	const unsigned char *t;
+	int n;
+
+	if (sqlite3_column_type(s, i) == SQLITE_NULL) {
+		dst[0] = '\0';
+		return 0;
+	}
+	if ((t = sqlite3_column_text(s, i)) == NULL)
+		return FGW_ERR_NOMEM;
+	n = sqlite3_column_bytes(s, i);
+	if (n < 0 || (size_t)n >= cap)
+		return FGW_ERR_TOO_LARGE;
+	memcpy(dst, t, (size_t)n);
+	dst[n] = '\0';
+	return 0;
+}
+
+#define COL_COPY(s, i, f) col_copy((s), (i), (f), sizeof(f))
+
+/* Duplicates text column i into malloc'ed *out; NULL stays NULL. */
+static int
+col_dup(sqlite3_stmt *s, int i, char **out)
+{
+	const unsigned char *t;
+	int n;
+
+	*out = NULL;
+	if (sqlite3_column_type(s, i) == SQLITE_NULL)
+		return 0;
+	if ((t = sqlite3_column_text(s, i)) == NULL)
+		return FGW_ERR_NOMEM;
+	n = sqlite3_column_bytes(s, i);
+	if ((*out = malloc((size_t)n + 1)) == NULL)
+		return FGW_ERR_NOMEM;
+	memcpy(*out, t, (size_t)n);
+	(*out)[n] = '\0';
+	return 0;
+}
+
+static int
+read_txn_row(sqlite3_stmt *s, struct store_txn_row *row)
+{
+	int r = 0;
+
+	memset(row, 0, sizeof(*row));
+	for (size_t i = 0; i < ARRAY_LEN(txn_cols) && r == 0; i++) {
+		const struct txn_col *c = &txn_cols[i];
+		char *field = (char *)row + c->off;
+		int idx = (int)i;
+		int iv;
+		int64_t lv;
+		char *p = NULL;
+
+		switch (c->kind) {
+		case COL_TEXT:
+		case COL_TEXT_REQ:
+			r = col_copy(s, idx, field, c->cap);
+			break;
+		case COL_INT:
+			iv = sqlite3_column_int(s, idx);
+			memcpy(field, &iv, sizeof(iv));
+			break;
+		case COL_I64:
+			lv = sqlite3_column_int64(s, idx);
+			memcpy(field, &lv, sizeof(lv));
+			break;
+		case COL_JSON:
+			r = col_dup(s, idx, &p);
+			memcpy(field, &p, sizeof(p));
+			break;
+		default:
+			r = FGW_ERR_INTERNAL;
+			break;
+		}
+	}
+	if (r != 0)
+		store_txn_row_clear(row);
+	return r;
+}
+
+void
+store_txn_row_clear(struct store_txn_row *row)
+{
+	if (row == NULL)
+		return;
+	free(row->metadata_json);
+	free(row->next_action_json);
+	row->metadata_json = NULL;
+	row->next_action_json = NULL;
+}
+
+void
+store_idem_clear(struct store_idem *idem)
+{
+	if (idem == NULL)
+		return;
+	free(idem->body);
+	idem->body = NULL;
+}
+
+/* ---- writer statements ------------------------------------------------- */
+
+enum wstmt {
+	W_BEGIN,
+	W_COMMIT,
+	W_ROLLBACK,
+	W_SAVEPOINT,
+	W_RELEASE,
+	W_ROLLBACK_TO,
+	W_TXN_INSERT,
+	W_TXN_STATUS,
+	W_TXN_UPDATE,
+	W_VAULT_INSERT,
+	W_VAULT_PURGE,
+	W_IDEM_DROP_EXPIRED,
+	W_IDEM_INSERT,
+	W_IDEM_UPSERT,
+	W_COUNT
+};
+
+#define IDEM_INSERT_SQL                                                      \
+	"INSERT INTO idempotency (client_id, key, request_hash, status_code, "   \
+	"body, txn_id, created_at, expires_at) "                                 \
+	"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+
+/* W_TXN_INSERT is built from txn_cols at open. */
+static const char *const writer_sql[W_COUNT] = {
+	[W_BEGIN] = "BEGIN IMMEDIATE",
+	[W_COMMIT] = "COMMIT",
+	[W_ROLLBACK] = "ROLLBACK",
+	[W_SAVEPOINT] = "SAVEPOINT job",
+	[W_RELEASE] = "RELEASE job",
+	[W_ROLLBACK_TO] = "ROLLBACK TO job",
+	[W_TXN_STATUS] = "SELECT status FROM transactions WHERE id = ?1",
+	/* status = ?8 re-checks the state read in this same transaction. */
+	[W_TXN_UPDATE] =
+	    "UPDATE transactions SET status = ?2, error_code = ?3, "
+	    "error_message = ?4, processor_ref = COALESCE(?5, processor_ref), "
+	    "next_action_json = ?6, updated_at = ?7 "
+	    "WHERE id = ?1 AND status = ?8",
+	[W_VAULT_INSERT] =
+	    "INSERT INTO vault_entries (token, key_id, blob, fingerprint, brand, "
+	    "bin, last4, exp_month, exp_year, customer_id, saved, created_at, "
+	    "expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
+	    "?12, ?13)",
+	[W_VAULT_PURGE] = "DELETE FROM vault_entries WHERE token = ?1 AND saved = 0",
+	[W_IDEM_DROP_EXPIRED] =
+	    "DELETE FROM idempotency WHERE client_id = ?1 AND key = ?2 "
+	    "AND expires_at < ?3",
+	[W_IDEM_INSERT] = IDEM_INSERT_SQL,
+	[W_IDEM_UPSERT] =
+	    IDEM_INSERT_SQL " ON CONFLICT (client_id, key) DO UPDATE SET "
+	    "request_hash = excluded.request_hash, "
+	    "status_code = excluded.status_code, body = excluded.body, "
+	    "txn_id = excluded.txn_id, expires_at = excluded.expires_at",
+};
+
+/* ---- jobs -------------------------------------------------------------- */
+
+enum job_kind { JOB_CREATE, JOB_FINISH, JOB_AUDIT };
+
+/* An audit event with owned strings. */
+struct job_event {
+	char *actor;
+	char *source;
+	char *event_type;
+	char *resource;
+	char *outcome;
+	char *details_json;
+};
+
+struct job {
+	struct job *next;
+	enum job_kind kind;
+	struct store_waker *waker; /* holds a reference until handed over */
+	store_done_fn done;
+	void *arg;
+	int rc;
+
+	struct store_txn_row row;      /* create; JSON pointers owned */
+	int has_vault;
+	struct store_vault_entry vault;/* create; blob points at vault_blob */
+	char *vault_blob;
+	struct store_txn_update upd;   /* finish; next_action_json -> upd_next */
+	char *upd_next;
+	int has_idem;
+	struct store_idem idem;        /* body owned */
+	int has_purge;
+	char purge_token[40];
+	struct job_event *events;
+	size_t n_events;
+};
+
+static void
+job_free(struct job *j)
+{
+	if (j == NULL)
+		return;
+	free(j->row.metadata_json);
+	free(j->row.next_action_json);
+	free(j->vault_blob);
+	free(j->upd_next);
+	free(j->idem.body);
+	for (size_t i = 0; i < j->n_events; i++) {
+		struct job_event *e = &j->events[i];
+		free(e->actor);
+		free(e->source);
+		free(e->event_type);
+		free(e->resource);
+		free(e->outcome);
+		free(e->details_json);
+	}
+	free(j->events);
+	free(j);
+}
+
+static int
+job_new(enum job_kind kind, struct store_waker *w, store_done_fn done,
+        void *arg, struct job **out)
+{
+	struct job *j = calloc(1, sizeof(*j));
+	if (j == NULL)
+		return FGW_ERR_NOMEM;
+	j->kind = kind;
+	j->waker = w;
+	j->done = done;
+	j->arg = arg;
+	*out = j;
+	return 0;
+}
+
+static int
+dup_opt(const char *s, char **out)
+{
+	*out = NULL;
+	if (s == NULL)
+		return 0;
+	if ((*out = strdup(s)) == NULL)
+		return FGW_ERR_NOMEM;
+	return 0;
+}
+
+static int
+job_copy_events(struct job *j, const struct store_audit *a, size_t n)
+{
+	if (n == 0)
+		return 0;
+	if (a == NULL)
+		return FGW_ERR_INVALID;
+	for (size_t i = 0; i < n; i++) {
+		if (a[i].event_type == NULL || a[i].event_type[0] == '\0')
+			return FGW_ERR_INVALID;
+	}
+	if ((j->events = calloc(n, sizeof(*j->events))) == NULL)
+		return FGW_ERR_NOMEM;
+	for (size_t i = 0; i < n; i++) {
+		struct job_event *e = &j->events[i];
+		j->n_events = i + 1; /* job_free frees what was copied so far */
+		if ((e->actor = audit_dup_line(a[i].actor)) == NULL ||
+		    (e->source = audit_dup_line(a[i].source)) == NULL ||
+		    (e->event_type = audit_dup_line(a[i].event_type)) == NULL ||
+		    (e->resource = audit_dup_line(a[i].resource)) == NULL ||
+		    (e->outcome = audit_dup_line(a[i].outcome)) == NULL ||
+		    dup_opt(a[i].details_json, &e->details_json) != 0)
+			return FGW_ERR_NOMEM;
+	}
+	return 0;
+}
+
+static int
+job_copy_idem(struct job *j, const struct store_idem *idem)
+{
+	if (idem == NULL)
+		return 0;
+	if (!FIELD_SET(idem->client_id) || !FIELD_SET(idem->key))
+		return FGW_ERR_INVALID;
+	j->idem = *idem;
+	j->idem.body = NULL;
+	j->has_idem = 1;
+	return dup_opt(idem->body, &j->idem.body);
+}
+
+/* ---- the store and its wakers ------------------------------------------ */
+
+struct store {
+	char *path;
+	int batch_max;
+	int busy_ms;
+	store_mac_fn mac;
+	void *mac_ctx;
+
+	sqlite3 *db; /* write connection: the writer thread's after open */
+	sqlite3_stmt *stmt[W_COUNT];
+	struct audit_writer audit;
+	struct job **batch;
+
+	pthread_mutex_t mu; /* guards head, tail, closing */
+	pthread_cond_t cv;
+	struct job *head, *tail;
+	int closing;
+	int mu_ok, cv_ok;
+	pthread_t thread;
+	int thread_started;
+
+	_Atomic uint64_t commits;
+	_Atomic uint64_t jobs;
+	_Atomic uint64_t failed_jobs;
+	_Atomic uint64_t queue_depth;
+	_Atomic uint64_t audit_events;
+};
+
+struct store_waker {
+	pthread_mutex_t mu; /* guards ev, head, tail, armed, dead */
+	struct event *ev;
+	struct job *head, *tail; /* completed, not yet handed to done */
+	int armed;               /* ev activated and not yet run */
+	int dead;                /* store_waker_free was called */
+	atomic_int refs;
+};
+
+static void
+waker_unref(struct store_waker *w)
+{
+	if (atomic_fetch_sub(&w->refs, 1) == 1) {
+		pthread_mutex_destroy(&w->mu);
+		free(w);
+	}
+}
+
+/* Runs on the reactor thread that owns w's event_base. */
+static void
+waker_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct store_waker *w = arg;
+	struct job *list, *j;
+
+	(void)fd;
+	(void)what;
+	pthread_mutex_lock(&w->mu);
+	list = w->head;
+	w->head = w->tail = NULL;
+	w->armed = 0;
+	pthread_mutex_unlock(&w->mu);
+	/* w is not touched again: a done callback may free it. */
+	while ((j = list) != NULL) {
+		list = j->next;
+		j->done(j->arg, j->rc);
+		job_free(j);
+	}
+}
+
+int
+store_waker_new(struct store *st, struct event_base *base,
+                struct store_waker **out)
+{
+	struct store_waker *w = NULL;
+	int r, mu_ok = 0;
+
+	if (st == NULL || base == NULL || out == NULL) {
+		r = FGW_ERR_INVALID;
+		goto out;
+	}
+	if ((w = calloc(1, sizeof(*w))) == NULL) {
+		r = FGW_ERR_NOMEM;
+		goto out;
+	}
+	if (pthread_mutex_init(&w->mu, NULL) != 0) {
+		r = FGW_ERR_INTERNAL;
+		goto out;
+	}
+	mu_ok = 1;
+	if ((w->ev = event_new(base, -1, 0, waker_cb, w)) == NULL) {
+		r = FGW_ERR_NOMEM;
+		goto out;
+	}
+	atomic_init(&w->refs, 1);
+	*out = w;
+	w = NULL; /* owned by the caller now */
+	r = 0;
+out:
+	if (w != NULL) {
+		if (mu_ok)
+			pthread_mutex_destroy(&w->mu);
+		free(w);
+	}
+	return r;
+}
+
+void
+store_waker_free(struct store_waker *w)
+{
+	struct job *list, *j;
+	struct event *ev;
+
+	if (w == NULL)
+		return;
+	pthread_mutex_lock(&w->mu);
+	w->dead = 1;
+	list = w->head;
+	w->head = w->tail = NULL;
+	ev = w->ev;
+	w->ev = NULL;
+	pthread_mutex_unlock(&w->mu);
+	event_free(ev);
+	while ((j = list) != NULL) { /* completed but never run: no done */
+		list = j->next;
+		job_free(j);
+	}
+	waker_unref(w);
+}
+
+/* ---- writer: one job --------------------------------------------------- */
+
+/* Steps a write statement once, then resets it and clears its bindings.
+ * Returns the (extended) SQLite result of the step. */
+static int
+step_reset(sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return rc;
+}
+
+/* Maps a failed write step: unique/primary-key clashes to on_dup, other
+ * constraints to FGW_ERR_INVALID, anything else to FGW_ERR_DB. */
+static int
+map_write_error(int rc, int on_dup)
+{
+	if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
+		return on_dup;
+	if ((rc & 0xff) == SQLITE_CONSTRAINT)
+		return FGW_ERR_INVALID;
+	return FGW_ERR_DB;
+}
+
+static int
+run_events(struct store *st, struct job *j, int64_t now)
+{
+	for (size_t i = 0; i < j->n_events; i++) {
+		const struct job_event *e = &j->events[i];
+		struct store_audit ev = {
+			.actor = e->actor,
+			.source = e->source,
+			.event_type = e->event_type,
+			.resource = e->resource,
+			.outcome = e->outcome,
+			.details_json = e->details_json,
+		};
+		int r = audit_writer_append(&st->audit, &ev, now);
+		if (r != 0)
+			return r;
+	}
+	return 0;
+}
+
+static int
+run_idem(struct store *st, struct store_idem *idem, int upsert, int64_t now)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	if (idem->created_at == 0)
+		idem->created_at = now;
+	if (!upsert) {
+		/* An expired answer no longer reserves its key. */
+		s = st->stmt[W_IDEM_DROP_EXPIRED];
+		if (BIND_BUF(s, 1, idem->client_id, 0) ||
+		    BIND_BUF(s, 2, idem->key, 0) ||
+		    sqlite3_bind_int64(s, 3, now)) {
+			sqlite3_clear_bindings(s);
+			return FGW_ERR_DB;
+		}
+		if ((rc = step_reset(s)) != SQLITE_DONE)
+			return map_write_error(rc, FGW_ERR_DB);
+	}
+	s = st->stmt[upsert ? W_IDEM_UPSERT : W_IDEM_INSERT];
+	/* SQLITE_OK is 0: any failing bind stops the chain. */
+	if (BIND_BUF(s, 1, idem->client_id, 0) || BIND_BUF(s, 2, idem->key, 0) ||
+	    BIND_BUF(s, 3, idem->request_hash, 0) ||
+	    sqlite3_bind_int(s, 4, idem->status_code) ||
+	    bind_str(s, 5, idem->body) || BIND_BUF(s, 6, idem->txn_id, 1) ||
+	    sqlite3_bind_int64(s, 7, idem->created_at) ||
+	    sqlite3_bind_int64(s, 8, idem->expires_at)) {
+		sqlite3_clear_bindings(s);
+		return FGW_ERR_DB;
+	}
+	if ((rc = step_reset(s)) != SQLITE_DONE)
+		return map_write_error(rc, FGW_ERR_CONFLICT);
+	return 0;
+}
+
+static int
+run_vault(struct store *st, const struct store_vault_entry *v, int64_t now)
+{
+	sqlite3_stmt *s = st->stmt[W_VAULT_INSERT];
+	int rc;
+
+	if (BIND_BUF(s, 1, v->token, 0) || BIND_BUF(s, 2, v->key_id, 0) ||
+	    bind_str(s, 3, v->blob) || BIND_BUF(s, 4, v->fingerprint, 1) ||
+	    BIND_BUF(s, 5, v->brand, 1) || BIND_BUF(s, 6, v->bin, 1) ||
+	    BIND_BUF(s, 7, v->last4, 1) || sqlite3_bind_int(s, 8, v->exp_month) ||
+	    sqlite3_bind_int(s, 9, v->exp_year) ||
+	    BIND_BUF(s, 10, v->customer_id, 1) ||
+	    sqlite3_bind_int(s, 11, v->saved ? 1 : 0) ||
+	    sqlite3_bind_int64(s, 12, now) ||
+	    sqlite3_bind_int64(s, 13, v->expires_at)) {
+		sqlite3_clear_bindings(s);
+		return FGW_ERR_DB;
+	}
+	if ((rc = step_reset(s)) != SQLITE_DONE)
+		return map_write_error(rc, FGW_ERR_EXISTS);
+	return 0;
+}
+
+static int
+run_create(struct store *st, struct job *j, int64_t now)
+{
+	sqlite3_stmt *s = st->stmt[W_TXN_INSERT];
+	int rc, r;
+
+	if (j->row.created_at == 0)
+		j->row.created_at = now;
+	if (j->row.updated_at == 0)
+		j->row.updated_at = now;
+	if (bind_txn_row(s, &j->row) != SQLITE_OK) {
+		sqlite3_clear_bindings(s);
+		return FGW_ERR_DB;
+	}
+	if ((rc = step_reset(s)) != SQLITE_DONE)
+		return map_write_error(rc, FGW_ERR_EXISTS);
+	if (j->has_vault && (r = run_vault(st, &j->vault, now)) != 0)
+		return r;
+	if (j->has_idem && (r = run_idem(st, &j->idem, 0, now)) != 0)
+		return r;
+	return run_events(st, j, now);
+}
+
+static int
+run_finish(struct store *st, struct job *j, int64_t now)
+{
+	const struct store_txn_update *u = &j->upd;
+	char cur[sizeof(u->status)];
+	sqlite3_stmt *s = st->stmt[W_TXN_STATUS];
+	int rc, r;
+
+	if (BIND_BUF(s, 1, u->id, 0)) {
+		sqlite3_clear_bindings(s);
+		return FGW_ERR_DB;
+	}
+	rc = sqlite3_step(s);
+	r = rc == SQLITE_ROW ? COL_COPY(s, 0, cur)
+	                     : rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	if (r == FGW_ERR_TOO_LARGE)
+		r = FGW_ERR_STATE; /* not a state this build knows */
+	if (r != 0)
+		return r;
+	if (!store_status_may_move(cur, u->status))
+		return FGW_ERR_STATE;
+
+	s = st->stmt[W_TXN_UPDATE];
+	if (BIND_BUF(s, 1, u->id, 0) || BIND_BUF(s, 2, u->status, 0) ||
+	    BIND_BUF(s, 3, u->error_code, 1) ||
+	    BIND_BUF(s, 4, u->error_message, 1) ||
+	    BIND_BUF(s, 5, u->processor_ref, 1) ||
+	    bind_str(s, 6, u->next_action_json) ||
+	    sqlite3_bind_int64(s, 7, now) || BIND_BUF(s, 8, cur, 0)) {
+		sqlite3_clear_bindings(s);
+		return FGW_ERR_DB;
+	}
+	if ((rc = step_reset(s)) != SQLITE_DONE)
+		return map_write_error(rc, FGW_ERR_DB);
+	if (sqlite3_changes(st->db) != 1)
+		return FGW_ERR_STATE;
+
+	if (j->has_idem && (r = run_idem(st, &j->idem, 1, now)) != 0)
+		return r;
+	if (j->has_purge) {
+		s = st->stmt[W_VAULT_PURGE];
+		if (BIND_BUF(s, 1, j->purge_token, 0)) {
+			sqlite3_clear_bindings(s);
+			return FGW_ERR_DB;
+		}
+		if ((rc = step_reset(s)) != SQLITE_DONE)
+			return map_write_error(rc, FGW_ERR_DB);
+	}
+	return run_events(st, j, now);
+}
+
+static const char *
+job_id(const struct job *j)
+{
+	switch (j->kind) {
+	case JOB_CREATE: return j->row.id;
+	case JOB_FINISH: return j->upd.id;
+	default: return NULL;
+	}
+}
+
+static int
+run_job(struct store *st, struct job *j)
+{
+	int64_t now = fgw_now_ms();
+	switch (j->kind) {
+	case JOB_CREATE: return run_create(st, j, now);
+	case JOB_FINISH: return run_finish(st, j, now);
+	case JOB_AUDIT: return run_events(st, j, now);
+	default: return FGW_ERR_INTERNAL;
+	}
+}
+
+/* ---- writer: one batch ------------------------------------------------- */
+
+static int
+wexec(struct store *st, enum wstmt which)
+{
+	int rc = step_reset(st->stmt[which]);
+	if (rc != SQLITE_DONE) {
+		log_error("%s failed: %s", writer_sql[which], sqlite3_errstr(rc));
+		return FGW_ERR_DB;
+	}
+	return 0;
+}
+
+/* Runs jobs[0..n) in one transaction and sets each job's rc. */
+static void
+run_batch(struct store *st, struct job **jobs, size_t n)
+{
+	uint64_t events = 0, ok = 0;
+	size_t i;
+
+	if (wexec(st, W_BEGIN) != 0 || audit_writer_load_head(&st->audit) != 0)
+		goto abort;
+	for (i = 0; i < n; i++) {
+		struct job *j = jobs[i];
+		struct audit_chain job_head = st->audit.head;
+
+		if (wexec(st, W_SAVEPOINT) != 0)
+			goto abort;
+		j->rc = run_job(st, j);
+		/* An I/O error or a full disk may have ended the transaction. */
+		if (sqlite3_get_autocommit(st->db))
+			goto abort;
+		if (j->rc == 0) {
+			if (wexec(st, W_RELEASE) != 0)
+				goto abort;
+			events += j->n_events;
+			ok++;
+			continue;
+		}
+		if (wexec(st, W_ROLLBACK_TO) != 0 || wexec(st, W_RELEASE) != 0)
+			goto abort;
+		st->audit.head = job_head;
+		if (j->rc == FGW_ERR_EXISTS || j->rc == FGW_ERR_STATE ||
+		    j->rc == FGW_ERR_NOT_FOUND || j->rc == FGW_ERR_CONFLICT)
+			log_txn_debug(job_id(j), "job refused: %s",
+			              fgw_strerror(j->rc));
+		else
+			log_txn_warn(job_id(j), "job rolled back: %s (%s)",
+			             fgw_strerror(j->rc), sqlite3_errmsg(st->db));
+	}
+	if (wexec(st, W_COMMIT) != 0)
+		goto abort;
+	atomic_fetch_add(&st->commits, 1);
+	atomic_fetch_add(&st->jobs, ok);
+	atomic_fetch_add(&st->failed_jobs, (uint64_t)n - ok);
+	atomic_fetch_add(&st->audit_events, events);
+	return;
+
+abort:
+	if (!sqlite3_get_autocommit(st->db))
+		(void)wexec(st, W_ROLLBACK);
+	for (i = 0; i < n; i++)
+		jobs[i]->rc = FGW_ERR_DB;
+	atomic_fetch_add(&st->failed_jobs, (uint64_t)n);
+	log_error("batch of %zu jobs not committed", n);
+}
+
+/* Hands each job to its waker's reactor, or runs done here (NULL waker). */
+static void
+deliver(struct job **jobs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct job *j = jobs[i];
+		struct store_waker *w = j->waker;
+
+		jobs[i] = NULL;
+		j->next = NULL;
+		if (w == NULL) {
+			if (j->done != NULL)
+				j->done(j->arg, j->rc);
+			job_free(j);
+			continue;
+		}
+		pthread_mutex_lock(&w->mu);
+		if (w->dead || j->done == NULL) {
+			pthread_mutex_unlock(&w->mu);
+			job_free(j);
+		} else {
+			if (w->tail != NULL)
+				w->tail->next = j;
+			else
+				w->head = j;
+			w->tail = j;
+			if (!w->armed) { /* one wake-up covers the whole list */
+				w->armed = 1;
+				event_active(w->ev, EV_READ, 0);
+			}
+			pthread_mutex_unlock(&w->mu);
+		}
+		waker_unref(w);
+	}
+}
+
+static void *
+writer_main(void *arg)
+{
+	struct store *st = arg;
+
+	for (;;) {
+		size_t n = 0;
+
+		pthread_mutex_lock(&st->mu);
+		while (st->head == NULL && !st->closing)
+			pthread_cond_wait(&st->cv, &st->mu);
+		if (st->head == NULL) { /* closing, and everything is done */
+			pthread_mutex_unlock(&st->mu);
+			break;
+		}
+		while (st->head != NULL && n < (size_t)st->batch_max) {
+			struct job *j = st->head;
+			st->head = j->next;
+			j->next = NULL;
+			st->batch[n++] = j;
+		}
+		if (st->head == NULL)
+			st->tail = NULL;
+		atomic_fetch_sub(&st->queue_depth, (uint64_t)n);
+		pthread_mutex_unlock(&st->mu);
+
+		run_batch(st, st->batch, n);
+		deliver(st->batch, n);
+	}
+	return NULL;
+}
+
+/* ---- open / close ------------------------------------------------------ */
+
+static void
+store_destroy(struct store *st)
+{
+	if (st == NULL)
+		return;
+	audit_writer_fini(&st->audit);
+	for (int i = 0; i < W_COUNT; i++)
+		sqlite3_finalize(st->stmt[i]);
+	if (st->db != NULL && sqlite3_close(st->db) != SQLITE_OK)
+		log_error("closing the database failed: %s", sqlite3_errmsg(st->db));
+	if (st->cv_ok)
+		pthread_cond_destroy(&st->cv);
+	if (st->mu_ok)
+		pthread_mutex_destroy(&st->mu);
+	free(st->batch);
+	free(st->path);
+	free(st);
+}
+
+/* Runs a PRAGMA (or any statement) and, when want is set, checks that its
+ * first column reads want. */
+static int
+db_pragma(sqlite3 *db, const char *sql, const char *want)
+{
+	sqlite3_stmt *s = NULL;
+	int r, rc;
+
+	if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK) {
+		r = FGW_ERR_DB;
+		goto out;
+	}
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		r = FGW_ERR_DB;
+		goto out;
+	}
+	if (want != NULL) {
+		const unsigned char *t = rc == SQLITE_ROW ? sqlite3_column_text(s, 0)
+		                                          : NULL;
+		if (t == NULL || strcmp((const char *)t, want) != 0) {
+			r = FGW_ERR_DB;
+			goto out;
+		}
+	}
+	r = 0;
+out:
+	if (r != 0)
+		log_error("%s: %s", sql, sqlite3_errmsg(db));
+	sqlite3_finalize(s);
+	return r;
+}
+
+/* Creates the file owner-only if missing; SQLite gives the -wal and -shm
+ * files the same mode. */
+static int
+create_private(const char *path)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		log_error("cannot open database file: %s", strerror(errno));
+		return FGW_ERR_IO;
+	}
+	close(fd);
+	return 0;
+}
+
+static int
+open_writer_db(struct store *st, int sync_full)
+{
+	char insert_sql[1024];
+	int r;
+
+	if ((r = create_private(st->path)) != 0)
+		return r;
+	if (sqlite3_open_v2(st->path, &st->db,
+	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+	                        SQLITE_OPEN_NOMUTEX,
+	                    NULL) != SQLITE_OK) {
+		log_error("opening the database failed: %s",
+		          st->db ? sqlite3_errmsg(st->db) : "out of memory");
+		return FGW_ERR_DB;
+	}
+	sqlite3_extended_result_codes(st->db, 1);
+	sqlite3_busy_timeout(st->db, st->busy_ms);
+	if ((r = db_pragma(st->db, "PRAGMA journal_mode = WAL", "wal")) != 0 ||
+	    (r = db_pragma(st->db,
+	                   sync_full ? "PRAGMA synchronous = FULL"
+	                             : "PRAGMA synchronous = NORMAL",
+	                   NULL)) != 0 ||
+	    (r = db_pragma(st->db, "PRAGMA foreign_keys = ON", NULL)) != 0 ||
+	    (r = db_pragma(st->db, "PRAGMA foreign_keys", "1")) != 0)
+		return r;
+	if ((r = schema_migrate(st->db)) != 0)
+		return r;
+	if ((r = txn_sql(0, insert_sql, sizeof(insert_sql))) != 0)
+		return r;
+	for (int i = 0; i < W_COUNT; i++) {
+		const char *sql = i == W_TXN_INSERT ? insert_sql : writer_sql[i];
+		if (sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+		                       &st->stmt[i], NULL) != SQLITE_OK) {
+			log_error("prepare failed: %s", sqlite3_errmsg(st->db));
+			return FGW_ERR_DB;
+		}
+	}
+	return audit_writer_init(&st->audit, st->db, st->mac, st->mac_ctx);
+}
+
+int
+store_open(const struct store_opts *opts, struct store **out)
+{
+	struct store *st = NULL;
+	sigset_t all, old;
+	int r;
+
+	if (opts == NULL || out == NULL || opts->path == NULL ||
+	    opts->path[0] == '\0' || opts->audit_mac == NULL ||
+	    opts->batch_max < 1 || opts->batch_max > STORE_BATCH_LIMIT ||
+	    opts->busy_timeout_ms < 0) {
+		r = FGW_ERR_INVALID;
+		goto out;
+	}
+	if (!sqlite3_threadsafe()) {
+		log_error("SQLite was built without thread support");
+		r = FGW_ERR_STATE;
+		goto out;
+	}
+	if ((st = calloc(1, sizeof(*st))) == NULL ||
+	    (st->path = strdup(opts->path)) == NULL ||
+	    (st->batch = calloc((size_t)opts->batch_max, sizeof(*st->batch))) ==
+	        NULL) {
+		r = FGW_ERR_NOMEM;
+		goto out;
+	}
+	st->batch_max = opts->batch_max;
+	st->busy_ms = opts->busy_timeout_ms ? opts->busy_timeout_ms
+	                                    : STORE_BUSY_TIMEOUT_MS;
+	st->mac = opts->audit_mac;
+	st->mac_ctx = opts->audit_mac_ctx;
+	if (pthread_mutex_init(&st->mu, NULL) != 0) {
+		r = FGW_ERR_INTERNAL;
+		goto out;
+	}
+	st->mu_ok = 1;
+	if (pthread_cond_init(&st->cv, NULL) != 0) {
+		r = FGW_ERR_INTERNAL;
+		goto out;
+	}
+	st->cv_ok = 1;
+	if ((r = open_writer_db(st, opts->sync_full)) != 0)
+		goto out;
+
+	/* The writer takes no signals: they belong to the reactors. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = pthread_create(&st->thread, NULL, writer_main, st);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r != 0) {
+		log_error("cannot start the writer thread: %s", strerror(r));
+		r = FGW_ERR_INTERNAL;
+		goto out;
+	}
+	st->thread_started = 1;
+	log_info("store open, schema version %d, batch %d, synchronous %s",
+	         STORE_SCHEMA_VERSION, st->batch_max,
+	         opts->sync_full ? "FULL" : "NORMAL");
+	*out = st;
+	st = NULL; /* owned by the caller now */
+	r = 0;
+out:
+	store_destroy(st);
+	return r;
+}
+
+void
+store_close(struct store *st)
+{
+	if (st == NULL)
+		return;
+	pthread_mutex_lock(&st->mu);
+	st->closing = 1;
+	pthread_cond_broadcast(&st->cv);
+	pthread_mutex_unlock(&st->mu);
+	if (st->thread_started)
+		pthread_join(st->thread, NULL);
+	log_info("store closed after %" PRIu64 " commits, %" PRIu64 " jobs",
+	         atomic_load(&st->commits), atomic_load(&st->jobs));
+	store_destroy(st);
+}
+
+/* ---- submit ------------------------------------------------------------ */
+
+static int
+enqueue(struct store *st, struct job *j)
+{
+	pthread_mutex_lock(&st->mu);
+	if (st->closing) {
+		pthread_mutex_unlock(&st->mu);
+		return FGW_ERR_SHUTDOWN;
+	}
+	if (j->waker != NULL)
+		atomic_fetch_add(&j->waker->refs, 1);
+	if (st->tail != NULL)
+		st->tail->next = j;
+	else
+		st->head = j;
+	st->tail = j;
+	atomic_fetch_add(&st->queue_depth, 1);
+	pthread_cond_signal(&st->cv);
+	pthread_mutex_unlock(&st->mu);
+	return 0;
+}
+
+static int
+check_row(const struct store_txn_row *row)
+{
+	if (!FIELD_SET(row->id) || !FIELD_SET(row->client_id) ||
+	    !FIELD_SET(row->currency) || !FIELD_SET(row->status) ||
+	    !store_status_known(row->status) || row->amount < 0)
+		return FGW_ERR_INVALID;
+	return 0;
+}
+
+int
+store_txn_create(struct store *st, struct store_waker *w,
+                 const struct store_txn_row *row,
+                 const struct store_vault_entry *vault,
+                 const struct store_idem *idem,
+                 const struct store_audit *audit, size_t n_audit,
+                 store_done_fn done, void *arg)
+{
+	struct job *j = NULL;
+	int r;
+
+	if (st == NULL || row == NULL) {
+		r = FGW_ERR_INVALID;
+		goto out;
+	}
+	if ((r = check_row(row)) != 0)
+		goto out;
+	if (vault != NULL && (!FIELD_SET(vault->token) ||
+	                      !FIELD_SET(vault->key_id) || vault->blob == NULL)) {
+		r = FGW_ERR_INVALID;
+		goto out;
+	}
+	if ((r = job_new(JOB_CREATE, w, done, arg, &j)) != 0)
+		goto out;
+	j->row = *row;
+	j->row.metadata_json = NULL;
+	j->row.next_action_json = NULL;
+	if ((r = dup_opt(row->metadata_json, &j->row.metadata_json)) != 0 ||
+	    (r = dup_opt(row->next_action_json, &j->row.next_action_json)) != 0)
+		goto out;
+	if (vault != NULL) {
+		j->vault = *vault;
+		j->has_vault = 1;
+		if ((r = dup_opt(vault->blob, &j->vault_blob)) != 0)
+			goto out;
+		j->vault.blob = j->vault_blob;
+	}
+	if ((r = job_copy_idem(j, idem)) != 0 ||
+	    (r = job_copy_events(j, audit, n_audit)) != 0)
+		goto out;
+	if ((r = enqueue(st, j)) != 0)
+		goto out;
+	j = NULL; /* owned by the writer now */
+	r = 0;
+out:
+	job_free(j);
+	return r;
+}
+
+int
+store_txn_finish(struct store *st, struct store_waker *w,
+                 const struct store_txn_update *upd,
+                 const struct store_idem *idem,
+                 const struct store_audit *audit, size_t n_audit,
+                 const char *purge_token, store_done_fn done, void *arg)
+{
+	struct job *j = NULL;
+	int r;
+
+	if (st == NULL || upd == NULL || !FIELD_SET(upd->id) ||
+	    !FIELD_SET(upd->status) || !store_status_known(upd->status)) {
+		r = FGW_ERR_INVALID;
+		goto out;
+	}
+	if ((r = job_new(JOB_FINISH, w, done, arg, &j)) != 0)
+		goto out;
+	j->upd = *upd;
+	j->upd.next_action_json = NULL;
+	if ((r = dup_opt(upd->next_action_json, &j->upd_next)) != 0)
+		goto out;
+	j->upd.next_action_json = j->upd_next;
+	if (purge_token != NULL) {
+		if (purge_token[0] == '\0' ||
+		    fgw_strlcpy(j->purge_token, purge_token,
+		                sizeof(j->purge_token)) != 0) {
+			r = FGW_ERR_INVALID;
+			goto out;
+		}
+		j->has_purge = 1;
+	}
+	if ((r = job_copy_idem(j, idem)) != 0 ||
+	    (r = job_copy_events(j, audit, n_audit)) != 0)
+		goto out;
+	if ((r = enqueue(st, j)) != 0)
+		goto out;
+	j = NULL; /* owned by the writer now */
+	r = 0;
+out:
+	job_free(j);
+	return r;
+}
+
+int
+store_audit_append(struct store *st, struct store_waker *w,
+                   const struct store_audit *audit, size_t n_audit,
+                   store_done_fn done, void *arg)
+{
+	struct job *j = NULL;
+	int r;
+
+	if (st == NULL || audit == NULL || n_audit == 0) {
+		r = FGW_ERR_INVALID;
+		goto out;
+	}
+	if ((r = job_new(JOB_AUDIT, w, done, arg, &j)) != 0 ||
+	    (r = job_copy_events(j, audit, n_audit)) != 0)
+		goto out;
+	if ((r = enqueue(st, j)) != 0)
+		goto out;
+	j = NULL; /* owned by the writer now */
+	r = 0;
+out:
+	job_free(j);
+	return r;
+}
+
+/* ---- readers ----------------------------------------------------------- */
+
+enum rstmt { R_TXN_GET, R_IDEM_GET, R_VAULT_GET, R_COUNT };
+
+static const char *const reader_sql[R_COUNT] = {
+	[R_IDEM_GET] =
+	    "SELECT client_id, key, request_hash, status_code, body, txn_id, "
+	    "created_at, expires_at FROM idempotency "
+	    "WHERE client_id = ?1 AND key = ?2 AND expires_at >= ?3",
+	[R_VAULT_GET] =
+	    "SELECT token, key_id, blob, fingerprint, brand, bin, last4, "
+	    "exp_month, exp_year, customer_id, saved, expires_at "
+	    "FROM vault_entries WHERE token = ?1",
+};
+
+struct store_reader {
+	sqlite3 *db;
+	sqlite3_stmt *stmt[R_COUNT];
+	store_mac_fn mac;
+	void *mac_ctx;
+	int busy_ms;
+};
+
+int
+store_reader_open(struct store *st, struct store_reader **out)
+{
+	struct store_reader *r = NULL;
+	char txn_get[1024];
+	int rv;
+
+	if (st == NULL || out == NULL) {
+		rv = FGW_ERR_INVALID;
+		goto out;
+	}
+	if ((r = calloc(1, sizeof(*r))) == NULL) {
+		rv = FGW_ERR_NOMEM;
+		goto out;
+	}
+	r->mac = st->mac;
+	r->mac_ctx = st->mac_ctx;
+	r->busy_ms = st->busy_ms;
+	if ((rv = txn_sql(1, txn_get, sizeof(txn_get))) != 0)
+		goto out;
+	if (sqlite3_open_v2(st->path, &r->db,
+	                    SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+	                    NULL) != SQLITE_OK) {
+		log_error("opening a reader failed: %s",
+		          r->db ? sqlite3_errmsg(r->db) : "out of memory");
+		rv = FGW_ERR_DB;
+		goto out;
+	}
+	sqlite3_extended_result_codes(r->db, 1);
+	sqlite3_busy_timeout(r->db, r->busy_ms);
+	for (int i = 0; i < R_COUNT; i++) {
+		const char *sql = i == R_TXN_GET ? txn_get : reader_sql[i];
+		if (sqlite3_prepare_v3(r->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+		                       &r->stmt[i], NULL) != SQLITE_OK) {
+			log_error("reader prepare failed: %s", sqlite3_errmsg(r->db));
+			rv = FGW_ERR_DB;
+			goto out;
+		}
+	}
+	*out = r;
+	r = NULL; /* owned by the caller now */
+	rv = 0;
+out:
+	store_reader_close(r);
+	return rv;
+}
+
+void
+store_reader_close(struct store_reader *r)
+{
+	if (r == NULL)
+		return;
+	for (int i = 0; i < R_COUNT; i++)
+		sqlite3_finalize(r->stmt[i]);
+	if (r->db != NULL)
+		sqlite3_close(r->db);
+	free(r);
+}
+
+/* Steps a read statement to its first row. 0 on a row, FGW_ERR_NOT_FOUND
+ * when there is none, FGW_ERR_DB otherwise. */
+static int
+read_one(sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		return 0;
+	if (rc == SQLITE_DONE)
+		return FGW_ERR_NOT_FOUND;
+	log_error("read failed: %s", sqlite3_errstr(rc));
+	return FGW_ERR_DB;
+}
+
+int
+store_txn_get(struct store_reader *r, const char *client_id, const char *id,
+              struct store_txn_row *out)
+{
+	sqlite3_stmt *s = NULL;
+	int rv;
+
+	if (r == NULL || id == NULL || out == NULL) {
+		rv = FGW_ERR_INVALID;
+		goto out;
+	}
+	s = r->stmt[R_TXN_GET];
+	if (bind_str(s, 1, id) || bind_str(s, 2, client_id)) {
+		rv = FGW_ERR_DB;
+		goto out;
+	}
+	if ((rv = read_one(s)) != 0 || (rv = read_txn_row(s, out)) != 0)
+		goto out;
+	rv = 0;
+out:
+	if (s != NULL) {
+		sqlite3_reset(s); /* ends the read transaction */
+		sqlite3_clear_bindings(s);
+	}
+	return rv;
+}
+
+int
+store_idem_get(struct store_reader *r, const char *client_id, const char *key,
+               struct store_idem *out)
+{
+	sqlite3_stmt *s = NULL;
+	int rv;
+
+	if (r == NULL || client_id == NULL || key == NULL || out == NULL) {
+		rv = FGW_ERR_INVALID;
+		goto out;
+	}
+	memset(out, 0, sizeof(*out));
+	s = r->stmt[R_IDEM_GET];
+	if (bind_str(s, 1, client_id) || bind_str(s, 2, key) ||
+	    sqlite3_bind_int64(s, 3, fgw_now_ms())) {
+		rv = FGW_ERR_DB;
+		goto out;
+	}
+	if ((rv = read_one(s)) != 0 ||
+	    (rv = COL_COPY(s, 0, out->client_id)) != 0 ||
+	    (rv = COL_COPY(s, 1, out->key)) != 0 ||
+	    (rv = COL_COPY(s, 2, out->request_hash)) != 0 ||
+	    (rv = col_dup(s, 4, &out->body)) != 0 ||
+	    (rv = COL_COPY(s, 5, out->txn_id)) != 0)
+		goto out;
+	out->status_code = sqlite3_column_int(s, 3);
+	out->created_at = sqlite3_column_int64(s, 6);
+	out->expires_at = sqlite3_column_int64(s, 7);
+	rv = 0;
+out:
+	if (s != NULL) {
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+	}
+	if (rv != 0 && out != NULL)
+		store_idem_clear(out);
+	return rv;
+}
+
+int
+store_vault_get(struct store_reader *r, const char *token,
+                struct store_vault_entry *out, char **blob)
+{
+	sqlite3_stmt *s = NULL;
+	char *b = NULL;
+	int rv;
+
+	if (r == NULL || token == NULL || out == NULL || blob == NULL) {
+		rv = FGW_ERR_INVALID;
+		goto out;
+	}
+	memset(out, 0, sizeof(*out));
+	*blob = NULL;
+	s = r->stmt[R_VAULT_GET];
+	if (bind_str(s, 1, token)) {
+		rv = FGW_ERR_DB;
+		goto out;
+	}
+	if ((rv = read_one(s)) != 0 || (rv = COL_COPY(s, 0, out->token)) != 0 ||
+	    (rv = COL_COPY(s, 1, out->key_id)) != 0 ||
+	    (rv = col_dup(s, 2, &b)) != 0 ||
+	    (rv = COL_COPY(s, 3, out->fingerprint)) != 0 ||
+	    (rv = COL_COPY(s, 4, out->brand)) != 0 ||
+	    (rv = COL_COPY(s, 5, out->bin)) != 0 ||
+	    (rv = COL_COPY(s, 6, out->last4)) != 0 ||
+	    (rv = COL_COPY(s, 9, out->customer_id)) != 0)
+		goto out;
+	if (b == NULL) {
+		rv = FGW_ERR_DB; /* NOT NULL column read as NULL */
+		goto out;
+	}
+	out->exp_month = sqlite3_column_int(s, 7);
+	out->exp_year = sqlite3_column_int(s, 8);
+	out->saved = sqlite3_column_int(s, 10);
+	out->expires_at = sqlite3_column_int64(s, 11);
+	out->blob = b;
+	*blob = b;
+	b = NULL; /* owned by the caller now */
+	rv = 0;
+out:
+	if (s != NULL) {
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+	}
+	free(b);
+	return rv;
+}
+
+int
+store_audit_verify(struct store_reader *r, int64_t *first_bad_seq)
+{
+	if (r == NULL)
+		return FGW_ERR_INVALID;
+	return audit_verify(r->db, r->mac, r->mac_ctx, first_bad_seq);
+}
+
+/* ---- statistics -------------------------------------------------------- */
+
+void
+store_get_stats(struct store *st, struct store_stats *out)
+{
+	if (st == NULL || out == NULL)
+		return;
+	out->commits = atomic_load(&st->commits);
+	out->jobs = atomic_load(&st->jobs);
+	out->failed_jobs = atomic_load(&st->failed_jobs);
+	out->queue_depth = atomic_load(&st->queue_depth);
+	out->audit_events = atomic_load(&st->audit_events);
+}
