@@ -647,6 +647,7 @@ httpc_request(struct httpc *c, const char *method, const char *url,
 	SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_body);
 	SETOPT(CURLOPT_PROXY, c->proxy != NULL ? c->proxy : "");
 	SETOPT(CURLOPT_USERAGENT, "flairgw");
+	SETOPT(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
 	SETOPT(CURLOPT_SSL_VERIFYPEER, c->verify_tls ? 1L : 0L);
 	SETOPT(CURLOPT_SSL_VERIFYHOST, c->verify_tls ? 2L : 0L);
 	if (c->ca_file != NULL)

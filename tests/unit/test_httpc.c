@@ -20,7 +20,12 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/listener.h>
+#include <openssl/ec.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "core/err.h"
 #include "core/util.h"
@@ -35,14 +40,23 @@ struct srv {
 	int port;
 	int conns;    /* connections accepted (one bufferevent each) */
 	int requests;
+	SSL_CTX *tls; /* set: the server speaks HTTPS */
 };
 
 static struct bufferevent *
 srv_bevcb(struct event_base *base, void *arg)
 {
 	struct srv *s = arg;
+	SSL *ssl;
+
 	s->conns++;
-	return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (s->tls == NULL)
+		return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if ((ssl = SSL_new(s->tls)) == NULL)
+		return NULL;
+	return bufferevent_openssl_socket_new(base, -1, ssl,
+	                                      BUFFEREVENT_SSL_ACCEPTING,
+	                                      BEV_OPT_CLOSE_ON_FREE);
 }
 
 static long
@@ -111,6 +125,13 @@ srv_cb(struct evhttp_request *req, void *arg)
 			evbuffer_free(b);
 		}
 		evhttp_send_reply_end(req);
+	} else if (strcmp(path, "/method") == 0) {
+		enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+		evbuffer_add_printf(out, "%s", cmd == EVHTTP_REQ_PUT      ? "PUT"
+		                               : cmd == EVHTTP_REQ_DELETE ? "DELETE"
+		                                                          : "OTHER");
+		evbuffer_add_buffer(out, evhttp_request_get_input_buffer(req));
+		evhttp_send_reply(req, 200, "OK", NULL);
 	} else if (strcmp(path, "/redirect") == 0) {
 		evhttp_add_header(oh, "Location", "/echo");
 		evhttp_send_reply(req, 302, "Found", NULL);
@@ -131,6 +152,8 @@ srv_start(struct event_base *base, struct srv *s)
 		return -1;
 	evhttp_set_bevcb(s->http, srv_bevcb, s);
 	evhttp_set_gencb(s->http, srv_cb, s);
+	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
+	                                        EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
 	if ((bs = evhttp_bind_socket_with_handle(s->http, "127.0.0.1", 0)) ==
 	        NULL ||
 	    getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&sin,
@@ -875,6 +898,211 @@ end:
 	TT_END;
 }
 
+/* Requests beyond max_conns_per_host wait for a pooled connection. */
+static int
+test_conn_limit(void)
+{
+	enum { N = 12 };
+	struct fx f;
+	struct got g[N];
+	struct httpc_opts o = { .max_conns_per_host = 2, .verify_tls = 1 };
+	int total = 0;
+	TT_BEGIN;
+	memset(g, 0, sizeof(g));
+	CHECK(fx_setup(&f, &o) == 0);
+	for (int i = 0; i < N; i++) {
+		g[i].total = &total;
+		CHECK_EQ_INT(get(&f, "/echo", 5000, &g[i]), 0);
+	}
+	run_until(f.base, &total, N, 10000);
+	CHECK_EQ_INT(total, N);
+	for (int i = 0; i < N; i++)
+		CHECK_EQ_INT(g[i].status, 200);
+	CHECK(f.srv.conns >= 1 && f.srv.conns <= 2);
+end:
+	fx_teardown(&f);
+	TT_END;
+}
+
+static int
+test_custom_method(void)
+{
+	struct fx f;
+	struct got a = { 0 }, b = { 0 };
+	int total = 0;
+	char url[256];
+	const char *expect[] = { "Expect: 100-continue", NULL };
+	TT_BEGIN;
+	CHECK(fx_setup(&f, NULL) == 0);
+	a.total = b.total = &total;
+	snprintf(url, sizeof(url), "%s/method", f.url);
+	CHECK_EQ_INT(httpc_request(f.c, "PUT", url, expect, "body", 4, 0,
+	                           on_done, &a, NULL),
+	             0);
+	CHECK_EQ_INT(httpc_request(f.c, "DELETE", url, NULL, NULL, 0, -1,
+	                           on_done, &b, NULL),
+	             0);
+	run_until(f.base, &total, 2, 5000);
+	CHECK_EQ_INT(a.status, 200);
+	CHECK_STR(a.body, "PUTbody");
+	CHECK_EQ_INT(b.status, 200);
+	CHECK_STR(b.body, "DELETE");
+end:
+	fx_teardown(&f);
+	TT_END;
+}
+
+/* Cancelling the request whose callback is running does nothing. */
+struct selfcancel {
+	struct httpc_req *self;
+	int calls;
+};
+
+static void
+cancel_self(void *arg, const struct httpc_response *r)
+{
+	struct selfcancel *sc = arg;
+	(void)r;
+	sc->calls++;
+	httpc_cancel(sc->self);
+}
+
+static int
+test_cancel_self(void)
+{
+	struct fx f;
+	struct selfcancel sc = { NULL, 0 };
+	char url[256];
+	TT_BEGIN;
+	CHECK(fx_setup(&f, NULL) == 0);
+	snprintf(url, sizeof(url), "%s/echo", f.url);
+	CHECK_EQ_INT(httpc_request(f.c, "GET", url, NULL, NULL, 0, 2000,
+	                           cancel_self, &sc, &sc.self),
+	             0);
+	run_until(f.base, &sc.calls, 1, 3000);
+	CHECK_EQ_INT(sc.calls, 1);
+	CHECK_EQ_INT(httpc_inflight(f.c), 0);
+end:
+	fx_teardown(&f);
+	TT_END;
+}
+
+/* ---- TLS: a self-signed certificate for 127.0.0.1, made at run time ---- */
+
+static int
+make_cert(EVP_PKEY **key, X509 **cert)
+{
+	X509_NAME *name;
+	X509_EXTENSION *ext;
+	X509V3_CTX v3;
+
+	*cert = NULL;
+	if ((*key = EVP_EC_gen("P-256")) == NULL || (*cert = X509_new()) == NULL)
+		return -1;
+	X509_set_version(*cert, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(*cert), 1);
+	X509_gmtime_adj(X509_getm_notBefore(*cert), -60);
+	X509_gmtime_adj(X509_getm_notAfter(*cert), 3600);
+	X509_set_pubkey(*cert, *key);
+	name = X509_get_subject_name(*cert);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+	                           (const unsigned char *)"127.0.0.1", -1, -1, 0);
+	X509_set_issuer_name(*cert, name);
+	X509V3_set_ctx_nodb(&v3);
+	X509V3_set_ctx(&v3, *cert, *cert, NULL, NULL, 0);
+	ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, "IP:127.0.0.1");
+	if (ext == NULL)
+		return -1;
+	X509_add_ext(*cert, ext, -1);
+	X509_EXTENSION_free(ext);
+	ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, "CA:TRUE");
+	if (ext == NULL)
+		return -1;
+	X509_add_ext(*cert, ext, -1);
+	X509_EXTENSION_free(ext);
+	return X509_sign(*cert, *key, EVP_sha256()) > 0 ? 0 : -1;
+}
+
+static int
+test_tls(void)
+{
+	struct fx f1, f2, f3;
+	struct httpc_opts noverify = { .verify_tls = 0 };
+	struct httpc_opts withca = { .verify_tls = 1 };
+	struct got a = { 0 }, b = { 0 }, c = { 0 };
+	EVP_PKEY *key = NULL;
+	X509 *cert = NULL;
+	SSL_CTX *ctx = NULL;
+	char capath[] = "/tmp/test_httpc_ca_XXXXXX";
+	int fd = -1;
+	FILE *fp = NULL;
+	char url[128];
+	TT_BEGIN;
+	memset(&f1, 0, sizeof(f1));
+	memset(&f2, 0, sizeof(f2));
+	memset(&f3, 0, sizeof(f3));
+	CHECK(make_cert(&key, &cert) == 0);
+	CHECK((fd = mkstemp(capath)) >= 0);
+	CHECK((fp = fdopen(fd, "w")) != NULL);
+	fd = -1;
+	CHECK(PEM_write_X509(fp, cert) == 1);
+	CHECK(fclose(fp) == 0);
+	fp = NULL;
+	CHECK((ctx = SSL_CTX_new(TLS_server_method())) != NULL);
+	CHECK(SSL_CTX_use_certificate(ctx, cert) == 1);
+	CHECK(SSL_CTX_use_PrivateKey(ctx, key) == 1);
+	withca.ca_file = capath;
+
+	/* Verification on, the system CAs do not know us: refused in the
+	 * handshake, so the request provably never left. */
+	CHECK(fx_setup(&f1, NULL) == 0);
+	f1.srv.tls = ctx;
+	snprintf(url, sizeof(url), "https://127.0.0.1:%d/echo", f1.srv.port);
+	CHECK_EQ_INT(httpc_request(f1.c, "POST", url, NULL, "x", 1, 3000, on_done,
+	                           &a, NULL),
+	             0);
+	run_until(f1.base, &a.calls, 1, 4000);
+	CHECK_EQ_INT(a.calls, 1);
+	CHECK_EQ_INT(a.err, FGW_ERR_IO);
+	CHECK_EQ_INT(a.maybe_sent, 0);
+
+	/* Our certificate as the CA file: verified, IP SAN matches. */
+	CHECK(fx_setup(&f2, &withca) == 0);
+	f2.srv.tls = ctx;
+	snprintf(url, sizeof(url), "https://127.0.0.1:%d/echo", f2.srv.port);
+	CHECK_EQ_INT(httpc_request(f2.c, "POST", url, NULL, "tls", 3, 3000,
+	                           on_done, &b, NULL),
+	             0);
+	run_until(f2.base, &b.calls, 1, 4000);
+	CHECK_EQ_INT(b.err, 0);
+	CHECK_EQ_INT(b.status, 200);
+	CHECK_STR(b.body, "M=POST;X=;B=tls");
+
+	/* Verification off (tests only). */
+	CHECK(fx_setup(&f3, &noverify) == 0);
+	f3.srv.tls = ctx;
+	snprintf(url, sizeof(url), "https://127.0.0.1:%d/echo", f3.srv.port);
+	CHECK_EQ_INT(httpc_request(f3.c, "GET", url, NULL, NULL, 0, 3000, on_done,
+	                           &c, NULL),
+	             0);
+	run_until(f3.base, &c.calls, 1, 4000);
+	CHECK_EQ_INT(c.err, 0);
+	CHECK_EQ_INT(c.status, 200);
+end:
+	fx_teardown(&f1);
+	fx_teardown(&f2);
+	fx_teardown(&f3);
+	if (fp != NULL)
+		fclose(fp);
+	if (fd >= 0)
+		close(fd);
+	unlink(capath);
+	SSL_CTX_free(ctx);
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	TT_END;
+}
+
 /* ---- sandbox adapter ----------------------------------------------------- */
 
 static void
@@ -1175,6 +1403,10 @@ static const struct tt_case cases[] = {
 	{ "too_large", test_too_large },
 	{ "concurrent", test_concurrent },
 	{ "bad_args", test_bad_args },
+	{ "conn_limit", test_conn_limit },
+	{ "custom_method", test_custom_method },
+	{ "cancel_self", test_cancel_self },
+	{ "tls", test_tls },
 	{ "sandbox_type", test_sandbox_type },
 	{ "sandbox_build", test_sandbox_build },
 	{ "sandbox_parse", test_sandbox_parse },
