@@ -268,7 +268,7 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
 		"reservationId", "amount", "currency", "card", "encryptedCard",
 		"customer", "description", "metadata", NULL
 	};
-	cJSON *root = NULL, *card, *enc;
+	cJSON *root = NULL, *card = NULL, *enc = NULL;
 	struct txn_request *rq = NULL;
 	int r;
 
