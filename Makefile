@@ -22,7 +22,7 @@ CFLAGS += -std=c11 -fno-strict-aliasing -fstack-protector-strong $(WARN)
 LDLIBS += -lpthread -lm
 
 ifeq ($(SAN),1)
-BUILD := $(BUILD)/asan
+override BUILD := $(BUILD)/asan
 CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
           -fno-sanitize-recover=undefined $(filter-out -O2 -g,$(CFLAGS))
 LDFLAGS += -fsanitize=address,undefined

@@ -78,6 +78,12 @@ static const struct cfg_directive directives[] = {
 	INT(shutdown_timeout_ms, 0, 600000, "10000", "how long SIGTERM waits for in-flight transactions"),
 	INT(idempotency_ttl_s, 60, 2592000, "86400", "how long idempotent answers are replayed"),
 	STR(rules_file, "", "rules file (default: none; built-in validation and limits only)"),
+	STR(jwt_issuer, "", "customer JWTs: required iss (enables JWT authentication)"),
+	STR(jwt_audience, "", "customer JWTs: required aud or client_id"),
+	STR(jwt_token_use, "", "customer JWTs: required token_use (e.g. access), empty = not checked"),
+	STR(jwt_jwks_file, "", "customer JWTs: JWKS file with the RS256 keys (reloaded on SIGHUP)"),
+	STR(jwt_hs256_secret_file, "", "customer JWTs: file with the HS256 shared secret (>= 32 bytes)"),
+	INT(jwt_leeway_s, 0, 300, "30", "customer JWTs: allowed clock skew for exp/nbf"),
 	{ NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL },
 };
 
@@ -333,6 +339,10 @@ config_finish(struct fgw_config *cfg, char *err, size_t errlen)
 		return fail(err, errlen, "config", "kek_share1 and kek_share2 go together%s", "");
 	if (cfg->n_api_keys == 0)
 		return fail(err, errlen, "config", "no api_key configured: the API would refuse everyone%s", "");
+	if (cfg->jwt_issuer[0] != '\0' &&
+	    (cfg->jwt_audience[0] == '\0' ||
+	     (cfg->jwt_jwks_file[0] == '\0' && cfg->jwt_hs256_secret_file[0] == '\0')))
+		return fail(err, errlen, "config", "jwt_issuer needs jwt_audience and jwt_jwks_file or jwt_hs256_secret_file%s", "");
 	if (cfg->processor_public_key_file[0] == '\0')
 		return fail(err, errlen, "config", "processor_public_key_file is required%s", "");
 	if (strncmp(cfg->processor_url, "http://", 7) != 0 &&

@@ -59,6 +59,12 @@ struct fgw_config {
 	long long shutdown_timeout_ms;
 	long long idempotency_ttl_s;
 	char rules_file[512];
+	char jwt_issuer[256];
+	char jwt_audience[256];
+	char jwt_token_use[32];
+	char jwt_jwks_file[512];
+	char jwt_hs256_secret_file[512];
+	long long jwt_leeway_s;
 };
 
 /* Fills defaults. */

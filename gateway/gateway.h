@@ -21,6 +21,7 @@ struct evhttp;
 struct evhttp_bound_socket;
 struct evhttp_request;
 struct idem_table;
+struct jwt_verifier;
 struct keyring;
 struct store;
 struct store_reader;
@@ -64,6 +65,7 @@ struct gateway {
 	struct proc_config proc;
 	const struct proc_type *proc_type;
 	struct idem_table *idem;
+	struct jwt_verifier *jwt;      /* NULL: customer JWTs not accepted */
 	struct reactor *rx;
 	int n_rx;
 	atomic_int stopping;

@@ -24,6 +24,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "crypto/jwt.h"
 #include "crypto/keys.h"
 #include "crypto/sealed.h"
 #include "crypto/secmem.h"
@@ -34,13 +35,68 @@
 
 static struct gateway gw;
 
+/* SIGHUP: pick up keys rotated by flairctl and a changed JWKS file. A
+ * file that fails its checks is refused and the old set keeps running. */
+static void
+reload(void)
+{
+	const char *why = NULL;
+	char err[256];
+	int r;
+	if ((r = keyring_reload(gw.kr, &why)) != 0)
+		log_error("SIGHUP: key ring not reloaded: %s", why ? why : fgw_strerror(r));
+	else
+		log_info("SIGHUP: key ring reloaded");
+	if (gw.jwt != NULL && gw.cfg.jwt_jwks_file[0] != '\0') {
+		if (jwt_verifier_reload_jwks(gw.jwt, err, sizeof(err)) != 0)
+			log_error("SIGHUP: JWKS not reloaded: %s", err);
+		else
+			log_info("SIGHUP: JWKS reloaded");
+	}
+}
+
+static int
+setup_jwt(struct gateway *g, char *err, size_t errlen)
+{
+	const struct fgw_config *cfg = &g->cfg;
+	struct jwt_config jc;
+	char *secret = NULL;
+	size_t slen = 0;
+	int r;
+	if (cfg->jwt_issuer[0] == '\0')
+		return FGW_OK;
+	memset(&jc, 0, sizeof(jc));
+	jc.issuer = cfg->jwt_issuer;
+	jc.audience = cfg->jwt_audience;
+	jc.token_use = cfg->jwt_token_use;
+	jc.jwks_path = cfg->jwt_jwks_file[0] ? cfg->jwt_jwks_file : NULL;
+	jc.leeway_s = cfg->jwt_leeway_s;
+	if (cfg->jwt_hs256_secret_file[0] != '\0') {
+		if ((r = fgw_read_file(cfg->jwt_hs256_secret_file, 4096, &secret, &slen)) != 0) {
+			snprintf(err, errlen, "jwt_hs256_secret_file: %s: %s",
+			         cfg->jwt_hs256_secret_file, fgw_strerror(r));
+			return r;
+		}
+		while (slen > 0 && (secret[slen - 1] == '\n' || secret[slen - 1] == '\r'))
+			slen--;
+		jc.hs256_secret = (const unsigned char *)secret;
+		jc.hs256_secret_len = slen;
+	}
+	r = jwt_verifier_new(&jc, &g->jwt, err, errlen);
+	if (secret != NULL) {
+		sodium_memzero(secret, slen);
+		free(secret);
+	}
+	return r;
+}
+
 static void
 on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct event_base *base = arg;
 	(void)what;
 	if (sig == SIGHUP) {
-		log_info("SIGHUP: nothing to reload in this build's configuration");
+		reload();
 		return;
 	}
 	log_info("signal %d: stopping (waiting up to %lld ms for in-flight transactions)",
@@ -147,6 +203,7 @@ main(int argc, char **argv)
 		goto out;
 	}
 	if (setup_processor(&gw, err, sizeof(err)) != 0 ||
+	    setup_jwt(&gw, err, sizeof(err)) != 0 ||
 	    pipeline_build(gw.cfg.stages_request, gw.cfg.stages_response, &gw.pl,
 	                   err, sizeof(err)) != 0) {
 		fprintf(stderr, "flairgw: %s\n", err);
@@ -199,6 +256,7 @@ out:
 	if (gw.store != NULL)
 		store_close(gw.store);
 	idem_table_free(gw.idem);
+	jwt_verifier_free(gw.jwt);
 	keyring_free(gw.kr);
 	curl_global_cleanup();
 	return code;

@@ -17,6 +17,25 @@ extern const struct stage_type stage_reply_decrypt;
 extern const struct stage_type stage_record;
 extern const struct stage_type stage_relay;
 
+/* Shared by the stages (stage_util.c). */
+struct code_message {
+	const char *code;
+	const char *message;
+	int http_status;
+};
+/* A validation error: not recorded, 400 VALIDATION_ERROR. */
+enum stage_rc stage_invalid(struct txn *t, const char *message);
+/* The message and HTTP status for one of our error codes. */
+const struct code_message *stage_code_lookup(const char *code);
+/* Masked JSON details for an audit event (malloc'ed). */
+char *stage_audit_details(const struct txn *t);
+/* The transaction row as recorded with the given status. */
+void stage_fill_row(const struct txn *t, const char *status, struct store_txn_row *row);
+/* Vaults the card once its PAN is known (idempotent). */
+int stage_vault_card(struct txn *t);
+/* Builds t->answer from t->out (and the result). */
+int stage_build_answer(struct txn *t);
+
 /* NULL-terminated table of all stage types, looked up by (phase, name). */
 extern const struct stage_type *const stage_types[];
 

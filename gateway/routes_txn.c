@@ -1,0 +1,168 @@
+/*
+ * gateway/routes_txn.c — POST /v1/transactions and GET
+ * /v1/transactions/{id}: the website's payment API.
+ *
+ * A POST is authenticated, passed through the idempotency front door,
+ * parsed (card fields into guarded memory), and handed to the pipeline;
+ * the answer goes out from the relay stage once the outcome is committed.
+ */
+#define LOG_MODULE "http"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/http.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "gateway/http.h"
+#include "gateway/idem.h"
+#include "store/store.h"
+
+/* One website request waiting for its transaction. */
+struct req_ctx {
+	struct reactor *rx;
+	struct evhttp_request *req;   /* NULL once the client has gone */
+	struct evhttp_connection *evcon;
+	char client[64];
+	char key[256];
+};
+
+static void
+on_close(struct evhttp_connection *evcon, void *arg)
+{
+	struct req_ctx *ctx = arg;
+	(void)evcon;
+	/* The transaction goes on (it may already be charging); only the
+	 * answer has nobody to go to. */
+	ctx->req = NULL;
+}
+
+static void
+count_outcome(struct gw_metrics *m, const struct txn *t)
+{
+	static const int64_t bounds[] = { 1, 2, 5, 10, 25, 50, 100, 250, 1000 };
+	int64_t ms = fgw_mono_ms() - t->started_mono;
+	int b = 0;
+	atomic_fetch_add(&m->txn_by_status[metrics_status_index(t->out.status)], 1);
+	atomic_fetch_add(&m->txn_latency_ms_sum, (unsigned long long)ms);
+	while (b < 9 && ms > bounds[b])
+		b++;
+	atomic_fetch_add(&m->txn_latency_bucket[b], 1);
+}
+
+static void
+on_txn_done(struct txn *t, void *arg)
+{
+	struct req_ctx *ctx = arg;
+	struct reactor *rx = ctx->rx;
+
+	count_outcome(&rx->gw->metrics, t);
+	if (ctx->req != NULL) {
+		evhttp_connection_set_closecb(ctx->evcon, NULL, NULL);
+		http_send_json(rx, ctx->req, t->out.http_status,
+		               t->answer ? t->answer
+		                         : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"An unexpected error occurred\"}");
+	} else {
+		log_txn_info(t->id, "client went away before the answer");
+	}
+	if (ctx->key[0])
+		idem_end(rx->gw->idem, ctx->client, ctx->key);
+	rx->inflight--;
+	free(ctx);
+}
+
+static void
+h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	struct auth_ctx who;
+	struct txn_request *rq = NULL;
+	struct txn_parse_error perr;
+	struct req_ctx *ctx = NULL;
+	struct txn *t = NULL;
+	const char *body, *key;
+	char hash[65], msg[240];
+	size_t len;
+	int r;
+
+	if (http_authenticate(rx, req, path, AUTH_API_KEY, &who) != 0 ||
+	    http_json_body(rx, req, &body, &len) != 0 ||
+	    http_idempotency_key(rx, req, &key) != 0)
+		return;
+	http_request_hash("POST", path, body, len, hash);
+	if (key != NULL && http_idempotency_front(rx, req, who.client_id, key, hash) != 0)
+		return;
+
+	r = txn_request_parse(body, len, &rq, &perr);
+	if (r != 0) {
+		if (r == FGW_ERR_INVALID) {
+			snprintf(msg, sizeof(msg), "%s %s", perr.field, perr.message);
+			http_send_error(rx, req, 400, "VALIDATION_ERROR", msg);
+		} else {
+			http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		}
+		goto fail;
+	}
+	if ((ctx = calloc(1, sizeof(*ctx))) == NULL ||
+	    (r = txn_new(&rx->env, rq, who.client_id, who.source, key, hash, &t)) != 0) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		goto fail;
+	}
+	rq = NULL; /* owned by t now */
+	ctx->rx = rx;
+	ctx->req = req;
+	ctx->evcon = evhttp_request_get_connection(req);
+	fgw_strlcpy(ctx->client, who.client_id, sizeof(ctx->client));
+	if (key != NULL)
+		fgw_strlcpy(ctx->key, key, sizeof(ctx->key));
+	if (ctx->evcon != NULL)
+		evhttp_connection_set_closecb(ctx->evcon, on_close, ctx);
+	rx->inflight++;
+	atomic_fetch_add(&rx->gw->metrics.txn_started, 1);
+	pipeline_start(t, on_txn_done, ctx); /* t owned by the runner now */
+	return;
+fail:
+	txn_request_free(rq);
+	free(ctx);
+	if (key != NULL)
+		idem_end(rx->gw->idem, who.client_id, key);
+}
+
+static void
+h_txn_get(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	struct auth_ctx who;
+	struct store_txn_row row;
+	char id[40], *json = NULL;
+	int r;
+
+	if (http_authenticate(rx, req, path, AUTH_API_KEY, &who) != 0)
+		return;
+	memset(&row, 0, sizeof(row));
+	if (http_path_segment("/v1/transactions/*", path, 0, id, sizeof(id)) != 0 ||
+	    strncmp(id, "txn_", 4) != 0 ||
+	    strspn(id + 4, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") !=
+	        strlen(id) - 4) {
+		http_send_error(rx, req, 404, "NOT_FOUND", "Transaction not found");
+		return;
+	}
+	r = store_txn_get(rx->reader, who.client_id, id, &row);
+	if (r == FGW_ERR_NOT_FOUND) {
+		http_send_error(rx, req, 404, "NOT_FOUND", "Transaction not found");
+		return;
+	}
+	if (r != 0 || txn_row_to_json(&row, NULL, &json) != 0)
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+	else
+		http_send_json(rx, req, 200, json);
+	free(json);
+	store_txn_row_clear(&row);
+}
+
+const struct route txn_routes[] = {
+	{ "/v1/transactions", EVHTTP_REQ_POST, h_txn_create },
+	{ "/v1/transactions/*", EVHTTP_REQ_GET, h_txn_get },
+	{ NULL, 0, NULL },
+};

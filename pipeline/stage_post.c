@@ -1,0 +1,143 @@
+/*
+ * pipeline/stage_post.c — request stage "post": commits the transaction
+ * (state posting) with its vault entry, then calls the processor through
+ * the adapter asynchronously and resumes on its reply.
+ */
+#define LOG_MODULE "pipeline"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <sodium.h>
+
+#include "core/card.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "crypto/keys.h"
+#include "crypto/sealed.h"
+#include "crypto/secmem.h"
+#include "crypto/vault.h"
+#include "pipeline/pipeline.h"
+#include "pipeline/stages.h"
+#include "processors/httpc.h"
+
+static void
+post_replied(void *arg, const struct httpc_response *resp)
+{
+	struct txn *t = arg;
+	t->http = NULL;
+	t->reply_err = resp->err;
+	t->reply_maybe_sent = resp->maybe_sent;
+	t->reply_status = resp->status;
+	t->reply_ms = resp->elapsed_ms;
+	if (resp->err == 0 && resp->body != NULL) {
+		t->reply_body = malloc(resp->body_len + 1);
+		if (t->reply_body != NULL) {
+			memcpy(t->reply_body, resp->body, resp->body_len);
+			t->reply_body[resp->body_len] = '\0';
+			t->reply_len = resp->body_len;
+		}
+	}
+	pipeline_resume(t, STAGE_NEXT);
+}
+
+static int
+send_to_processor(struct txn *t)
+{
+	struct proc_request preq;
+	struct proc_http http;
+	unsigned char pk[32];
+	char *pk_b64 = NULL;
+	int r;
+
+	memset(&http, 0, sizeof(http));
+	if ((r = keyring_box_current(t->env->kr, t->reply_key_id, sizeof(t->reply_key_id), pk)) != 0 ||
+	    (r = fgw_b64_encode(pk, sizeof(pk), &pk_b64)) != 0)
+		return r;
+	memset(&preq, 0, sizeof(preq));
+	preq.operation = "purchase";
+	preq.txn_id = t->id;
+	preq.idempotency_key = t->proc_idem_key;
+	preq.amount = t->req->amount;
+	preq.currency = t->req->currency;
+	preq.sealed_card_b64 = t->sealed_card_b64;
+	preq.sealed_key_id = t->env->proc->pubkey.key_id;
+	preq.reply_key_id = t->reply_key_id;
+	preq.reply_public_b64 = pk_b64;
+	preq.description = t->req->description;
+	preq.customer_email = t->req->email;
+	if ((r = t->env->proc_type->build(t->env->proc, &preq, &http)) == 0)
+		r = httpc_request(t->env->httpc, http.method, http.url,
+		                  (const char *const *)http.headers, http.body,
+		                  http.body_len, t->env->proc->timeout_ms,
+		                  post_replied, t, &t->http);
+	proc_http_clear(&http);
+	free(pk_b64);
+	return r;
+}
+
+static void
+post_committed(void *arg, int rc)
+{
+	struct txn *t = arg;
+	int r;
+	if (rc != 0) {
+		log_txn_error(t->id, "write-ahead commit failed: %s", fgw_strerror(rc));
+		txn_set_outcome(t, "failed", "INTERNAL_ERROR",
+		                "An unexpected error occurred", 500, 0);
+		pipeline_resume(t, STAGE_ERROR);
+		return;
+	}
+	t->row_created = 1;
+	if ((r = send_to_processor(t)) != 0) {
+		/* Nothing left the gateway: certainly not charged. */
+		log_txn_error(t->id, "processor request not sent: %s", fgw_strerror(r));
+		t->reply_err = r;
+		t->reply_maybe_sent = 0;
+	}
+	if (r != 0)
+		pipeline_resume(t, STAGE_NEXT);
+}
+
+static enum stage_rc
+post_run(struct txn *t)
+{
+	struct store_txn_row row;
+	struct store_vault_entry ve;
+	struct store_audit audit;
+	char *details;
+	int r;
+
+	/* One attempt per transaction: the processor sees the same key on
+	 * every retry of it. */
+	fgw_strlcpy(t->proc_idem_key, t->id, sizeof(t->proc_idem_key));
+	stage_fill_row(t, "posting", &row);
+	memset(&ve, 0, sizeof(ve));
+	fgw_strlcpy(ve.token, t->token, sizeof(ve.token));
+	fgw_strlcpy(ve.key_id, t->vault_key_id, sizeof(ve.key_id));
+	ve.blob = t->vault_blob;
+	fgw_strlcpy(ve.fingerprint, t->fingerprint, sizeof(ve.fingerprint));
+	fgw_strlcpy(ve.brand, t->brand, sizeof(ve.brand));
+	fgw_strlcpy(ve.bin, t->bin, sizeof(ve.bin));
+	fgw_strlcpy(ve.last4, t->last4, sizeof(ve.last4));
+	ve.exp_month = t->req->card.exp_month;
+	ve.exp_year = t->req->card.exp_year;
+	details = stage_audit_details(t);
+	audit = (struct store_audit){ t->client_id, t->source, "txn.created",
+		                          t->id, "posting", details };
+	r = store_txn_create(t->env->store, t->env->waker, &row, &ve, NULL,
+	                     &audit, 1, post_committed, t);
+	free(details);
+	if (r != 0) {
+		log_txn_error(t->id, "store refused the write-ahead: %s", fgw_strerror(r));
+		txn_set_outcome(t, "failed", r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
+		                "The gateway could not accept the payment", r == FGW_ERR_SHUTDOWN ? 503 : 500, 0);
+		return STAGE_ERROR;
+	}
+	return STAGE_SUSPEND;
+}
+
+const struct stage_type stage_post = { "post", PHASE_REQUEST, post_run };

@@ -1,0 +1,133 @@
+/*
+ * pipeline/stage_record.c — response stage "record": commits the outcome,
+ * the idempotent answer and the audit event in one store job.
+ */
+#define LOG_MODULE "pipeline"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <sodium.h>
+
+#include "core/card.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "crypto/keys.h"
+#include "crypto/sealed.h"
+#include "crypto/secmem.h"
+#include "crypto/vault.h"
+#include "pipeline/pipeline.h"
+#include "pipeline/stages.h"
+#include "processors/httpc.h"
+
+static void
+outcome_from_result(struct txn *t)
+{
+	const struct proc_result *res = &t->result;
+	const struct code_message *m;
+	switch (res->outcome) {
+	case PROC_SUCCEEDED:
+		txn_set_outcome(t, "succeeded", "", "", 200, 1);
+		break;
+	case PROC_REQUIRES_ACTION:
+		txn_set_outcome(t, "requires_action", "", "", 200, 1);
+		break;
+	case PROC_DECLINED:
+		m = stage_code_lookup(res->code[0] ? res->code : "PAYMENT_CARD_DECLINED");
+		txn_set_outcome(t, "declined", m->code, m->message, m->http_status, 1);
+		break;
+	case PROC_UNKNOWN:
+		txn_set_outcome(t, "processing", "", "", 200, 1);
+		break;
+	case PROC_FAILED:
+	default:
+		m = stage_code_lookup("PAYMENT_PROCESSING_FAILED");
+		txn_set_outcome(t, "failed", m->code, m->message, m->http_status, 1);
+		break;
+	}
+}
+
+static void
+record_committed(void *arg, int rc)
+{
+	struct txn *t = arg;
+	if (rc == FGW_ERR_STATE) {
+		/* A webhook or the reconciler finished it first; states only
+		 * move forward, so theirs stands and ours was not applied. */
+		log_txn_warn(t->id, "outcome %s not applied: state already final", t->out.status);
+	} else if (rc != 0) {
+		log_txn_error(t->id, "outcome commit failed: %s", fgw_strerror(rc));
+		txn_set_outcome(t, t->out.status, "INTERNAL_ERROR",
+		                "The outcome could not be recorded; it will be reconciled", 500, 0);
+		stage_build_answer(t);
+	}
+	pipeline_resume(t, STAGE_NEXT);
+}
+
+static enum stage_rc
+record_run(struct txn *t)
+{
+	struct store_idem idem;
+	struct store_audit audit;
+	char *details = NULL;
+	int r;
+
+	if (t->row_created && t->have_result)
+		outcome_from_result(t);
+	if (stage_build_answer(t) != 0)
+		return STAGE_ERROR;
+	if (!t->out.record)
+		return STAGE_NEXT;
+
+	memset(&idem, 0, sizeof(idem));
+	if (t->idem_key[0]) {
+		fgw_strlcpy(idem.client_id, t->client_id, sizeof(idem.client_id));
+		fgw_strlcpy(idem.key, t->idem_key, sizeof(idem.key));
+		fgw_strlcpy(idem.request_hash, t->request_hash, sizeof(idem.request_hash));
+		idem.status_code = t->out.http_status;
+		idem.body = t->answer;
+		fgw_strlcpy(idem.txn_id, t->id, sizeof(idem.txn_id));
+		idem.created_at = fgw_now_ms();
+		idem.expires_at = idem.created_at + t->env->idem_ttl_ms;
+	}
+	details = stage_audit_details(t);
+	audit = (struct store_audit){ t->client_id, t->source,
+		                          t->row_created ? "txn.outcome" : "txn.decided",
+		                          t->id, t->out.status, details };
+	if (t->row_created) {
+		struct store_txn_update upd;
+		memset(&upd, 0, sizeof(upd));
+		fgw_strlcpy(upd.id, t->id, sizeof(upd.id));
+		fgw_strlcpy(upd.status, t->out.status, sizeof(upd.status));
+		fgw_strlcpy(upd.error_code, t->out.error_code, sizeof(upd.error_code));
+		fgw_strlcpy(upd.error_message, t->out.error_message, sizeof(upd.error_message));
+		fgw_strlcpy(upd.processor_ref, t->result.reference, sizeof(upd.processor_ref));
+		upd.next_action_json = t->result.next_action_json;
+		r = store_txn_finish(t->env->store, t->env->waker, &upd,
+		                     t->idem_key[0] ? &idem : NULL, &audit, 1, NULL,
+		                     record_committed, t);
+	} else {
+		/* Decided before the processor (a rule decline): recorded and
+		 * audited, but the card is not kept. */
+		struct store_txn_row row;
+		stage_fill_row(t, t->out.status, &row);
+		row.token[0] = '\0';
+		r = store_txn_create(t->env->store, t->env->waker, &row, NULL,
+		                     t->idem_key[0] ? &idem : NULL, &audit, 1,
+		                     record_committed, t);
+	}
+	free(details);
+	if (r != 0) {
+		log_txn_error(t->id, "store refused the outcome: %s", fgw_strerror(r));
+		txn_set_outcome(t, t->out.status, "INTERNAL_ERROR",
+		                "The outcome could not be recorded; it will be reconciled", 500, 0);
+		stage_build_answer(t);
+		return STAGE_NEXT;
+	}
+	return STAGE_SUSPEND;
+}
+
+const struct stage_type stage_record = { "record", PHASE_RESPONSE, record_run };

@@ -1,0 +1,179 @@
+/*
+ * pipeline/stage_util.c — helpers the stages share: outcomes and their
+ * messages, audit details, the recorded row, vaulting a card, the answer.
+ */
+#define LOG_MODULE "pipeline"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <sodium.h>
+
+#include "core/card.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "crypto/keys.h"
+#include "crypto/sealed.h"
+#include "crypto/secmem.h"
+#include "crypto/vault.h"
+#include "pipeline/pipeline.h"
+#include "pipeline/stages.h"
+#include "processors/httpc.h"
+
+enum stage_rc
+stage_invalid(struct txn *t, const char *message)
+{
+	txn_set_outcome(t, "rejected", "VALIDATION_ERROR", message, 400, 0);
+	return STAGE_STOP;
+}
+
+static const struct code_message decline_messages[] = {
+	{ "PAYMENT_CARD_DECLINED", "Your card was declined", 400 },
+	{ "PAYMENT_INSUFFICIENT_FUNDS", "Your card has insufficient funds", 400 },
+	{ "RULE_DECLINED", "The payment was declined by a risk rule", 400 },
+	{ "PAYMENT_PROCESSING_FAILED", "The payment processor could not process the payment", 502 },
+	{ NULL, NULL, 0 },
+};
+
+const struct code_message *
+stage_code_lookup(const char *code)
+{
+	for (const struct code_message *m = decline_messages; m->code; m++)
+		if (strcmp(m->code, code) == 0)
+			return m;
+	return &decline_messages[0];
+}
+
+char *
+stage_audit_details(const struct txn *t)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *s;
+	if (o == NULL)
+		return NULL;
+	cJSON_AddNumberToObject(o, "amount", (double)t->req->amount);
+	cJSON_AddStringToObject(o, "currency", t->req->currency);
+	if (t->brand[0])
+		cJSON_AddStringToObject(o, "brand", t->brand);
+	if (t->last4[0])
+		cJSON_AddStringToObject(o, "last4", t->last4);
+	cJSON_AddStringToObject(o, "decision", t->decision);
+	if (t->rules_fired[0])
+		cJSON_AddStringToObject(o, "rulesFired", t->rules_fired);
+	if (t->out.status[0])
+		cJSON_AddStringToObject(o, "status", t->out.status);
+	if (t->out.error_code[0])
+		cJSON_AddStringToObject(o, "code", t->out.error_code);
+	if (t->result.reference[0])
+		cJSON_AddStringToObject(o, "processorRef", t->result.reference);
+	if (t->req->reservation_id[0])
+		cJSON_AddStringToObject(o, "reservationId", t->req->reservation_id);
+	s = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return s;
+}
+
+void
+stage_fill_row(const struct txn *t, const char *status, struct store_txn_row *row)
+{
+	const struct txn_request *rq = t->req;
+	memset(row, 0, sizeof(*row));
+	fgw_strlcpy(row->id, t->id, sizeof(row->id));
+	fgw_strlcpy(row->client_id, t->client_id, sizeof(row->client_id));
+	fgw_strlcpy(row->reservation_id, rq->reservation_id, sizeof(row->reservation_id));
+	row->amount = rq->amount;
+	fgw_strlcpy(row->currency, rq->currency, sizeof(row->currency));
+	fgw_strlcpy(row->status, status, sizeof(row->status));
+	fgw_strlcpy(row->error_code, t->out.error_code, sizeof(row->error_code));
+	fgw_strlcpy(row->error_message, t->out.error_message, sizeof(row->error_message));
+	fgw_strlcpy(row->processor, t->env->proc->name, sizeof(row->processor));
+	fgw_strlcpy(row->processor_idem_key, t->proc_idem_key, sizeof(row->processor_idem_key));
+	fgw_strlcpy(row->token, t->token, sizeof(row->token));
+	fgw_strlcpy(row->fingerprint, t->fingerprint, sizeof(row->fingerprint));
+	fgw_strlcpy(row->brand, t->brand, sizeof(row->brand));
+	fgw_strlcpy(row->bin, t->bin, sizeof(row->bin));
+	fgw_strlcpy(row->last4, t->last4, sizeof(row->last4));
+	row->exp_month = rq->card.exp_month;
+	row->exp_year = rq->card.exp_year;
+	fgw_strlcpy(row->customer_email, rq->email, sizeof(row->customer_email));
+	fgw_strlcpy(row->customer_name, rq->customer_name, sizeof(row->customer_name));
+	fgw_strlcpy(row->customer_country, rq->country, sizeof(row->customer_country));
+	fgw_strlcpy(row->customer_ip, rq->ip, sizeof(row->customer_ip));
+	fgw_strlcpy(row->rule_decision, t->decision, sizeof(row->rule_decision));
+	fgw_strlcpy(row->rules_fired, t->rules_fired, sizeof(row->rules_fired));
+	fgw_strlcpy(row->idempotency_key, t->idem_key, sizeof(row->idempotency_key));
+	fgw_strlcpy(row->description, rq->description, sizeof(row->description));
+	row->metadata_json = rq->metadata_json;
+	row->created_at = t->created_at;
+	row->updated_at = fgw_now_ms();
+}
+
+/* Vaults the card once its PAN is known (by token for plain cards, by
+ * decrypt for sealed ones): display fields, fingerprint, ciphertext. */
+int
+stage_vault_card(struct txn *t)
+{
+	const struct secbuf *pan = t->req->card.pan;
+	int r;
+	if (t->vaulted || pan == NULL)
+		return FGW_OK;
+	if (t->token[0] == '\0' &&
+	    (r = vault_new_token(t->token, sizeof(t->token))) != 0)
+		return r;
+	card_bin_last4((const char *)pan->data, pan->len, t->bin, t->last4);
+	fgw_strlcpy(t->brand, card_brand_name(card_brand_of((const char *)pan->data, pan->len)),
+	            sizeof(t->brand));
+	if ((r = vault_fingerprint(t->env->kr, (const char *)pan->data, pan->len,
+	                           t->fingerprint)) != 0 ||
+	    (r = vault_encrypt(t->env->kr, t->token, pan, &t->vault_blob)) != 0 ||
+	    (r = vault_blob_key_id(t->vault_blob, t->vault_key_id,
+	                           sizeof(t->vault_key_id))) != 0)
+		return r;
+	t->vaulted = 1;
+	return FGW_OK;
+}
+
+
+/* The website's answer, built before the record commit so the idempotent
+ * copy and the live answer are the same bytes. */
+int
+stage_build_answer(struct txn *t)
+{
+	cJSON *o = cJSON_CreateObject(), *pm, *pr, *na;
+	int ok_status = t->out.http_status >= 200 && t->out.http_status < 300;
+	if (o == NULL)
+		return FGW_ERR_NOMEM;
+	if (ok_status) {
+		cJSON_AddStringToObject(o, "transactionId", t->id);
+		cJSON_AddStringToObject(o, "status", t->out.status);
+		cJSON_AddNumberToObject(o, "amount", (double)t->req->amount);
+		cJSON_AddStringToObject(o, "currency", t->req->currency);
+		if ((pm = cJSON_AddObjectToObject(o, "paymentMethod")) != NULL) {
+			cJSON_AddStringToObject(pm, "token", t->token);
+			cJSON_AddStringToObject(pm, "brand", t->brand);
+			cJSON_AddStringToObject(pm, "last4", t->last4);
+			cJSON_AddNumberToObject(pm, "expMonth", t->req->card.exp_month);
+			cJSON_AddNumberToObject(pm, "expYear", t->req->card.exp_year);
+		}
+		if ((pr = cJSON_AddObjectToObject(o, "processor")) != NULL) {
+			cJSON_AddStringToObject(pr, "name", t->env->proc->name);
+			if (t->result.reference[0])
+				cJSON_AddStringToObject(pr, "reference", t->result.reference);
+		}
+		if (t->result.next_action_json != NULL &&
+		    (na = cJSON_Parse(t->result.next_action_json)) != NULL)
+			cJSON_AddItemToObject(o, "nextAction", na);
+	} else {
+		cJSON_AddStringToObject(o, "error", t->out.error_code);
+		cJSON_AddStringToObject(o, "message", t->out.error_message);
+		if (t->row_created || t->out.record)
+			cJSON_AddStringToObject(o, "transactionId", t->id);
+	}
+	free(t->answer);
+	t->answer = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return t->answer ? FGW_OK : FGW_ERR_NOMEM;
+}
