@@ -126,6 +126,10 @@ http_json_body(struct reactor *rx, struct evhttp_request *req, const char **body
 		return FGW_ERR_INVALID;
 	}
 	*len = evbuffer_get_length(in);
+	if ((long long)*len > rx->gw->cfg.max_body_bytes) {
+		http_send_error(rx, req, 413, "PAYLOAD_TOO_LARGE", "The request body is too large");
+		return FGW_ERR_TOO_LARGE;
+	}
 	if (*len == 0) {
 		http_send_error(rx, req, 400, "VALIDATION_ERROR", "body is required");
 		return FGW_ERR_INVALID;

@@ -149,7 +149,10 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot create the event loop");
 		return FGW_ERR_NOMEM;
 	}
-	evhttp_set_max_body_size(rx->http, (ev_ssize_t)cfg->max_body_bytes);
+	/* libevent refuses bodies beyond this with its own (HTML) 413; up to
+	 * it we read the body and refuse anything over max_body_bytes with a
+	 * JSON error, so clients almost always get our error shape. */
+	evhttp_set_max_body_size(rx->http, (ev_ssize_t)cfg->max_body_bytes * 4);
 	evhttp_set_max_headers_size(rx->http, (ev_ssize_t)cfg->max_header_bytes);
 	tv.tv_sec = cfg->read_timeout_ms / 1000;
 	tv.tv_usec = (cfg->read_timeout_ms % 1000) * 1000;

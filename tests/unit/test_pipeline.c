@@ -101,6 +101,12 @@ test_parse_bad(void)
 		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"encryptedCard\":{\"keyId\":\"gk\"}}", "encryptedCard.data" },
 		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"encryptedCard\":\"x\"}", "encryptedCard" },
 		{ "{\"reservationId\":\"r\\u0001\",\"amount\":1,\"currency\":\"USD\"}", "reservationId" },
+		{ "{\"reservationId\":\"r\"} trailing", "body" },
+		{ "{\"reservationId\":\"r\xff\"}", "body" },
+		{ "{\"reservationId\":\"r\xc0\xaf\"}", "body" },
+		{ "{\"reservationId\":\"r\xed\xa0\x80\"}", "body" },
+		{ "{\"reservationId\":\"r\x01\"}", "body" },
+		{ "{\"reservationId\":\"\xe2\x82\"}", "body" },
 	};
 	struct txn_request *rq = NULL;
 	struct txn_parse_error err;
@@ -119,6 +125,23 @@ test_parse_bad(void)
 		CHECK(strstr(err.message, "4242") == NULL);
 		CHECK(rq == NULL);
 	}
+end:
+	txn_request_free(rq);
+	TT_END;
+}
+
+static int
+test_utf8_accepted(void)
+{
+	struct txn_request *rq = NULL;
+	struct txn_parse_error err;
+	/* 2-, 3- and 4-byte sequences and escaped text are all fine. */
+	const char *b = "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"EUR\","
+	                "\"description\":\"Caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x8e\x89 \\u00e9\",\r\n"
+	                "\"encryptedCard\":{\"keyId\":\"gk_1\",\"data\":\"QUJD\"}}\n ";
+	TT_BEGIN;
+	CHECK_EQ_INT(parse(b, &rq, &err), 0);
+	CHECK(strncmp(rq->description, "Caf\xc3\xa9", 5) == 0);
 end:
 	txn_request_free(rq);
 	TT_END;
@@ -209,6 +232,7 @@ static const struct tt_case cases[] = {
 	{ "parse_good", test_parse_good },
 	{ "parse_sealed", test_parse_sealed },
 	{ "parse_bad", test_parse_bad },
+	{ "utf8_accepted", test_utf8_accepted },
 	{ "nesting_and_size", test_nesting_and_size },
 	{ "card_json", test_card_json },
 	{ "stage_orders", test_stage_orders },
