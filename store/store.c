@@ -44,6 +44,7 @@
 #include "store/audit.h"
 #include "store/schema.h"
 #include "store/store.h"
+#include "store/store_int.h"
 
 #define STORE_BUSY_TIMEOUT_MS 5000
 #define STORE_BATCH_LIMIT 100000
@@ -425,7 +426,7 @@ static const char *const writer_sql[W_COUNT] = {
 
 /* ---- jobs -------------------------------------------------------------- */
 
-enum job_kind { JOB_CREATE, JOB_FINISH, JOB_AUDIT };
+enum job_kind { JOB_CREATE, JOB_FINISH, JOB_AUDIT, JOB_CUSTOM };
 
 /* An audit event with owned strings. */
 struct job_event {
@@ -457,6 +458,9 @@ struct job {
 	char purge_token[40];
 	struct job_event *events;
 	size_t n_events;
+	store_job_fn custom_run;       /* JOB_CUSTOM (store_int.h) */
+	void *custom_ctx;
+	void (*custom_free)(void *ctx);
 };
 
 static void
@@ -479,6 +483,8 @@ job_free(struct job *j)
 		free(e->details_json);
 	}
 	free(j->events);
+	if (j->custom_free != NULL)
+		j->custom_free(j->custom_ctx);
 	free(j);
 }
 
@@ -875,6 +881,14 @@ run_job(struct store *st, struct job *j)
 	case JOB_CREATE: return run_create(st, j, now);
 	case JOB_FINISH: return run_finish(st, j, now);
 	case JOB_AUDIT: return run_events(st, j, now);
+	case JOB_CUSTOM: {
+		int r = j->custom_run(st->db, j->custom_ctx);
+		if (r == 0 && j->has_idem)
+			r = run_idem(st, &j->idem, 1, now);
+		if (r == 0)
+			r = run_events(st, j, now);
+		return r;
+	}
 	default: return FGW_ERR_INTERNAL;
 	}
 }
@@ -1354,6 +1368,40 @@ out:
 	return r;
 }
 
+int
+store_submit_custom(struct store *st, struct store_waker *w, store_job_fn run,
+                    void *ctx, void (*ctx_free)(void *ctx),
+                    const struct store_idem *idem, const struct store_audit *audit,
+                    size_t n_audit, store_done_fn done, void *arg)
+{
+	struct job *j = NULL;
+	int r;
+
+	if (st == NULL || run == NULL) {
+		if (ctx_free != NULL)
+			ctx_free(ctx);
+		return FGW_ERR_INVALID;
+	}
+	if ((r = job_new(JOB_CUSTOM, w, done, arg, &j)) != 0) {
+		if (ctx_free != NULL)
+			ctx_free(ctx);
+		return r;
+	}
+	j->custom_run = run;
+	j->custom_ctx = ctx;
+	j->custom_free = ctx_free;
+	if ((n_audit > 0 && (r = job_copy_events(j, audit, n_audit)) != 0) ||
+	    (idem != NULL && (r = job_copy_idem(j, idem)) != 0))
+		goto out;
+	if ((r = enqueue(st, j)) != 0)
+		goto out;
+	j = NULL; /* owned by the writer now */
+	r = 0;
+out:
+	job_free(j);
+	return r;
+}
+
 /* ---- readers ----------------------------------------------------------- */
 
 enum rstmt { R_TXN_GET, R_IDEM_GET, R_VAULT_GET, R_COUNT };
@@ -1376,6 +1424,12 @@ struct store_reader {
 	void *mac_ctx;
 	int busy_ms;
 };
+
+sqlite3 *
+store_reader_db(struct store_reader *r)
+{
+	return r->db;
+}
 
 int
 store_reader_open(struct store *st, struct store_reader **out)

@@ -30,6 +30,7 @@
 #include "core/util.h"
 #include "store/schema.h"
 #include "store/store.h"
+#include "store/store_int.h"
 #include "tt.h"
 
 #define WAIT_MS 10000
@@ -1685,7 +1686,95 @@ end:
 	TT_END;
 }
 
+/* store_submit_custom: a feature's own statements commit with their audit
+ * events and idempotent answer, and a failing one rolls back alone. */
+struct custom_ctx {
+	int fail;
+	long long count;
+	int freed;
+};
+
+static int
+custom_run(sqlite3 *db, void *arg)
+{
+	struct custom_ctx *c = arg;
+	sqlite3_stmt *s = NULL;
+	int rc;
+	if (c->fail)
+		return FGW_ERR_CONFLICT;
+	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM audit_events", -1, &s, NULL) != SQLITE_OK)
+		return FGW_ERR_DB;
+	rc = sqlite3_step(s);
+	c->count = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 0 : FGW_ERR_DB;
+}
+
+static void
+custom_free(void *arg)
+{
+	struct custom_ctx *c = arg;
+	c->freed++;
+}
+
+static int
+test_custom_job(void)
+{
+	struct fix f;
+	struct one ok1, bad;
+	struct custom_ctx good = { 0, -1, 0 }, fails = { 1, -1, 0 };
+	struct store_audit ev = { "website", "127.0.0.1", "custom.test", "res_1", "success", "{}" };
+	struct store_idem idem;
+	struct store_idem got;
+	memset(&f, 0, sizeof(f));
+	TT_BEGIN;
+	memset(&ok1, 0, sizeof(ok1));
+	memset(&bad, 0, sizeof(bad));
+	memset(&idem, 0, sizeof(idem));
+	memset(&got, 0, sizeof(got));
+	CHECK_EQ_INT(fix_setup(&f, 64), 0);
+	fgw_strlcpy(idem.client_id, "website", sizeof(idem.client_id));
+	fgw_strlcpy(idem.key, "k-custom", sizeof(idem.key));
+	fgw_strlcpy(idem.request_hash, "ab", sizeof(idem.request_hash));
+	idem.status_code = 201;
+	idem.body = "{\"ok\":true}";
+	idem.expires_at = fgw_now_ms() + 60000;
+	CHECK_EQ_INT(store_submit_custom(f.st, f.w, custom_run, &good, custom_free, &idem, &ev, 1,
+	                                 one_done, &ok1), 0);
+	CHECK_EQ_INT(store_submit_custom(f.st, f.w, custom_run, &fails, custom_free, NULL, &ev, 1,
+	                                 one_done, &bad), 0);
+	CHECK_EQ_INT(pump(f.base, &ok1.done, 1), 0);
+	CHECK_EQ_INT(pump(f.base, &bad.done, 1), 0);
+	CHECK_EQ_INT(atomic_load(&ok1.rc), 0);
+	CHECK_EQ_INT(atomic_load(&bad.rc), FGW_ERR_CONFLICT);
+	CHECK_EQ_INT(good.count, 0);
+	CHECK_EQ_INT(good.freed, 1);
+	CHECK_EQ_INT(fails.freed, 1);
+	/* One audit event: the failing job's was rolled back with it. */
+	CHECK_EQ_INT(store_idem_get(f.rd, "website", "k-custom", &got), 0);
+	CHECK_EQ_INT(got.status_code, 201);
+	CHECK_STR(got.body, "{\"ok\":true}");
+	int64_t bad_seq = 0;
+	CHECK_EQ_INT(store_audit_verify(f.rd, &bad_seq), 0);
+	sqlite3_stmt *q = NULL;
+	CHECK(sqlite3_prepare_v2(store_reader_db(f.rd), "SELECT count(*) FROM audit_events", -1, &q,
+	                         NULL) == SQLITE_OK);
+	CHECK(sqlite3_step(q) == SQLITE_ROW);
+	CHECK_EQ_INT(sqlite3_column_int64(q, 0), 1);
+	sqlite3_finalize(q);
+	/* A refused submission still frees its context. */
+	struct custom_ctx lost = { 0, -1, 0 };
+	CHECK_EQ_INT(store_submit_custom(f.st, f.w, NULL, &lost, custom_free, NULL, NULL, 0, NULL, NULL),
+	             FGW_ERR_INVALID);
+	CHECK_EQ_INT(lost.freed, 1);
+end:
+	store_idem_clear(&got);
+	fix_teardown(&f);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
+	{ "custom_job", test_custom_job },
 	{ "schema", test_schema },
 	{ "status_moves", test_status_moves },
 	{ "roundtrip", test_roundtrip },

@@ -1,0 +1,42 @@
+/*
+ * store/store_int.h — for files inside store/ only: how a feature adds its
+ * own tables and queries without editing store.c.
+ *
+ * A feature (reservations, saved methods, webhooks outbox, ...) gets its
+ * own store/NAME.c with a public store/NAME.h of typed functions. Writes go
+ * through store_submit_custom: `run` executes on the writer thread, on the
+ * writer connection, inside the job's savepoint of a group-commit batch
+ * (return 0, or a negative FGW_ERR_* code to roll the job back alone). The
+ * optional idempotent answer and audit events commit with it. `ctx` is the
+ * job's private data: `run` may write results into it; `done(arg, rc)`
+ * runs on the submitting reactor after the COMMIT (pass ctx as arg to read
+ * results there); ctx_free(ctx) runs after done (also when submission
+ * fails). Reads use the per-thread reader connection.
+ *
+ * Tables: append a migration to the list in store/schema.c (never edit a
+ * released one) and bump STORE_SCHEMA_VERSION; document it in
+ * docs/schema.md.
+ *
+ * Statements: prepare with sqlite3_prepare_v3(..., SQLITE_PREPARE_PERSISTENT)
+ * and finalize in the same call, or cache them in the feature's own state;
+ * bind every value (no SQL built from input).
+ */
+#ifndef FGW_STORE_STORE_INT_H
+#define FGW_STORE_STORE_INT_H
+
+#include <sqlite3.h>
+
+#include "store/store.h"
+
+typedef int (*store_job_fn)(sqlite3 *db, void *ctx);
+
+int store_submit_custom(struct store *st, struct store_waker *w, store_job_fn run,
+                        void *ctx, void (*ctx_free)(void *ctx),
+                        const struct store_idem *idem,
+                        const struct store_audit *audit, size_t n_audit,
+                        store_done_fn done, void *arg);
+
+/* The reader's read-only connection (same thread as the reader). */
+sqlite3 *store_reader_db(struct store_reader *r);
+
+#endif
