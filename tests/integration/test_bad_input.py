@@ -20,13 +20,23 @@ def gw():
 
 
 def rejected(status, code, send):
-    """send(gw) gets status/code, changes no row, and the daemon still serves."""
+    """send(gw) gets status/code, changes no row, and the daemon still serves.
+
+    An authentication failure is the one exception: it appends exactly one
+    auth.failed audit event (failed access attempts must be logged)."""
     g = gw()
     before = g.counts()
     resp = send(g)
     harness.assert_error(resp, status, code)
     assert "transactionId" not in resp.body, resp
-    assert g.counts() == before, f"rows changed: {before} -> {g.counts()}"
+    expected = dict(before)
+    if status == 401:
+        expected["audit_events"] += 1
+        harness.wait_until(lambda: g.counts()["audit_events"] >= expected["audit_events"], 5,
+                           "the auth.failed audit event")
+        last = g.query("SELECT event_type, outcome FROM audit_events ORDER BY seq DESC LIMIT 1")
+        assert last == [{"event_type": "auth.failed", "outcome": "failure"}], last
+    assert g.counts() == expected, f"rows changed: {before} -> {g.counts()}"
     g.assert_serving()
     return resp
 
@@ -93,6 +103,8 @@ INVALID_FIELDS = {
     "card_exp_year_as_string": ("card.expYear", "2030"),
     "customer_as_string": ("customer", "john@example.com"),
     "metadata_as_string": ("metadata", "k=v"),
+    "unknown_top_level_field": ("cardNumber", VISA),
+    "unknown_card_field": ("card.pan", VISA),
 }
 define("invalid", INVALID_FIELDS, lambda path, value: invalid(lambda g: g.pay(with_field(path, value))))
 

@@ -55,6 +55,7 @@ def unknown_outcome(mode):
     assert_processing(resp, gw())
     assert elapsed < 10, f"answer took {elapsed:.1f} s with processor_timeout_ms 2000"
     assert_recovers(gw())
+    return resp
 
 
 def test_dropped_connection_is_processing():
@@ -66,7 +67,10 @@ def test_processor_hang_times_out_as_processing():
 
 
 def test_failure_after_charge_is_processing():
-    unknown_outcome("after")
+    resp = unknown_outcome("after")
+    key = gw().txn_row(resp.body["transactionId"])["processor_idem_key"]
+    charge = S.ensure().sandbox.ledger()["byKey"].get(key)
+    assert charge and charge["status"] == "succeeded", f"sandbox ledger for {key}: {charge}"
 
 
 def test_partial_failure_rate_rows_match_answers():
