@@ -57,53 +57,61 @@ lower_copy(char *dst, size_t cap, const char *src)
 	dst[i] = '\0';
 }
 
+/* Copies src after prefix into buf (cut to fit), lower-cased if lower. */
+static void
+key_copy(char *buf, size_t cap, const char *prefix, const char *src, int lower)
+{
+	size_t n = strlen(prefix);
+	memcpy(buf, prefix, n);
+	if (lower)
+		lower_copy(buf + n, cap - n, src);
+	else
+		fgw_strlcpy(buf + n, src, cap - n);
+}
+
 int
 rules_velocity_key(const struct rules_input *in, enum velocity_dim dim,
                    char *buf, size_t cap)
 {
 	const char *s;
 	struct ip128 ip;
-	int n;
 
+	if (cap < 16)
+		return -1;
 	switch (dim) {
 	case VELOCITY_CARD:
 		if ((s = nonempty(in->fingerprint)) == NULL)
 			return -1;
-		n = snprintf(buf, cap, "%s", s);
-		break;
+		key_copy(buf, cap, "", s, 0);
+		return 0;
 	case VELOCITY_CUSTOMER:
-		if ((s = nonempty(in->customer_id)) != NULL) {
-			n = snprintf(buf, cap, "id:%s", s);
-		} else if ((s = nonempty(in->email)) != NULL) {
-			n = snprintf(buf, cap, "email:");
-			if (n > 0 && (size_t)n < cap)
-				lower_copy(buf + n, cap - (size_t)n, s);
-		} else {
+		if ((s = nonempty(in->customer_id)) != NULL)
+			key_copy(buf, cap, "id:", s, 0);
+		else if ((s = nonempty(in->email)) != NULL)
+			key_copy(buf, cap, "email:", s, 1);
+		else
 			return -1;
-		}
-		break;
+		return 0;
 	case VELOCITY_IP:
 		if ((s = nonempty(in->ip)) == NULL || rules_parse_ip(s, &ip) != 0)
 			return -1;
 		if (ip.hi == 0 && (ip.lo >> 32) == 0xffff)
-			n = snprintf(buf, cap, "%u.%u.%u.%u", (unsigned)(ip.lo >> 24) & 255,
-			             (unsigned)(ip.lo >> 16) & 255, (unsigned)(ip.lo >> 8) & 255,
-			             (unsigned)ip.lo & 255);
+			snprintf(buf, cap, "%u.%u.%u.%u", (unsigned)(ip.lo >> 24) & 255,
+			         (unsigned)(ip.lo >> 16) & 255, (unsigned)(ip.lo >> 8) & 255,
+			         (unsigned)ip.lo & 255);
 		else /* one IPv6 subscriber usually holds a whole /64 */
-			n = snprintf(buf, cap, "%x:%x:%x:%x::/64", (unsigned)(ip.hi >> 48),
-			             (unsigned)(ip.hi >> 32) & 0xffff,
-			             (unsigned)(ip.hi >> 16) & 0xffff, (unsigned)ip.hi & 0xffff);
-		break;
+			snprintf(buf, cap, "%x:%x:%x:%x::/64", (unsigned)(ip.hi >> 48),
+			         (unsigned)(ip.hi >> 32) & 0xffff, (unsigned)(ip.hi >> 16) & 0xffff,
+			         (unsigned)ip.hi & 0xffff);
+		return 0;
 	case VELOCITY_EMAIL:
 		if ((s = nonempty(in->email)) == NULL)
 			return -1;
-		lower_copy(buf, cap, s);
-		n = 1;
-		break;
+		key_copy(buf, cap, "", s, 1);
+		return 0;
 	default:
 		return -1;
 	}
-	return n > 0 ? 0 : -1;
 }
 
 static void
@@ -201,17 +209,22 @@ vel_stats(struct ectx *c, const struct operand *o, struct velocity_stats *st)
 	const char *key;
 	if (c->v == NULL || (key = vel_key(c, o->dim)) == NULL)
 		return 0;
-	if (o->vslot < RULES_VSLOTS && (c->vc_have >> o->vslot) & 1) {
-		*st = c->vc[o->vslot];
-		return 1;
+	if (o->vslot >= RULES_VSLOTS)
+		return velocity_query(c->v, (enum velocity_dim)o->dim, key, c->now,
+		                      o->window_ms, st) == FGW_OK;
+	if (!((c->vc_have >> o->vslot) & 1)) {
+		/* first use of this dimension: every window of it in one pass */
+		const struct vgroup *g = &c->r->vgroups[o->dim];
+		struct velocity_stats res[RULES_VSLOTS];
+		if (velocity_query_windows(c->v, (enum velocity_dim)o->dim, key, c->now,
+		                           g->window_ms, g->n, res) != FGW_OK)
+			return 0;
+		for (uint32_t i = 0; i < g->n; i++) {
+			c->vc[g->slot[i]] = res[i];
+			c->vc_have |= 1ULL << g->slot[i];
+		}
 	}
-	if (velocity_query(c->v, (enum velocity_dim)o->dim, key, c->now, o->window_ms,
-	                   st) != FGW_OK)
-		return 0;
-	if (o->vslot < RULES_VSLOTS) {
-		c->vc[o->vslot] = *st;
-		c->vc_have |= 1ULL << o->vslot;
-	}
+	*st = c->vc[o->vslot];
 	return 1;
 }
 

@@ -1634,6 +1634,24 @@ check_duplicate_ids(struct parser *ps)
 	return rc;
 }
 
+/* Sorts the cached velocity slots into per-dimension groups. */
+static void
+group_windows(struct rules *r)
+{
+	for (size_t i = 0; i < r->nvslots && i < RULES_VSLOTS; i++) {
+		struct vgroup *g = &r->vgroups[r->vslots[i].dim];
+		uint32_t j = g->n++;
+		/* insertion by window; windows within a dimension are distinct */
+		while (j > 0 && g->window_ms[j - 1] > r->vslots[i].window_ms) {
+			g->window_ms[j] = g->window_ms[j - 1];
+			g->slot[j] = g->slot[j - 1];
+			j--;
+		}
+		g->window_ms[j] = r->vslots[i].window_ms;
+		g->slot[j] = (uint8_t)i;
+	}
+}
+
 int
 rules_compile(struct rules *r, const char *text, const char *name,
               const char *base_dir, const struct rules_load_opts *opts,
@@ -1675,7 +1693,9 @@ rules_compile(struct rules *r, const char *text, const char *name,
 		if (rc != FGW_OK)
 			goto out;
 	}
-	rc = check_duplicate_ids(ps);
+	if ((rc = check_duplicate_ids(ps)) != FGW_OK)
+		goto out;
+	group_windows(r);
 out:
 	for (size_t i = 0; i < ps->nlists; i++)
 		free(ps->lists[i].items);

@@ -119,6 +119,14 @@ struct vslot {
 	int64_t window_ms;
 };
 
+/* The cached velocity windows of one dimension, ascending, so one query
+ * per dimension fills every slot of it. */
+struct vgroup {
+	uint32_t n;
+	uint8_t slot[RULES_VSLOTS];
+	int64_t window_ms[RULES_VSLOTS];
+};
+
 struct arena_chunk;
 
 struct rules {
@@ -133,6 +141,7 @@ struct rules {
 	size_t nsets;
 	struct vslot *vslots;
 	size_t nvslots;
+	struct vgroup vgroups[VELOCITY_NDIMS];
 	struct bintable bins;
 	int64_t max_window_ms;
 	struct arena_chunk *arena;

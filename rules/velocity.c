@@ -492,37 +492,58 @@ velocity_mark_declined(struct velocity *v, enum velocity_dim dim,
 }
 
 int
-velocity_query(struct velocity *v, enum velocity_dim dim, const char *key,
-               int64_t now_ms, int64_t window_ms, struct velocity_stats *out)
+velocity_query_windows(struct velocity *v, enum velocity_dim dim,
+                       const char *key, int64_t now_ms,
+                       const int64_t *windows_ms, size_t n,
+                       struct velocity_stats *out)
 {
-	size_t klen;
+	struct velocity_stats run = { 0, 0, 0 };
+	size_t klen, j = 0;
 	uint64_t h;
 	struct vshard *sh;
 	struct vkey *k;
 
-	memset(out, 0, sizeof(*out));
-	if (v == NULL || key == NULL || (int)dim < 0 || dim >= VELOCITY_NDIMS ||
-	    window_ms < 0)
+	if (n)
+		memset(out, 0, n * sizeof(*out));
+	if (v == NULL || key == NULL || (int)dim < 0 || dim >= VELOCITY_NDIMS)
 		return FGW_ERR_INVALID;
+	for (size_t i = 0; i < n; i++)
+		if (windows_ms[i] < 0 || (i > 0 && windows_ms[i] < windows_ms[i - 1]))
+			return FGW_ERR_INVALID;
 	if ((klen = key_len(key)) == 0)
 		return FGW_ERR_INVALID;
 	h = siphash24(v->k0 ^ (uint64_t)dim, v->k1, (const unsigned char *)key, klen);
 	sh = shard_of(v, h);
 	pthread_mutex_lock(&sh->mu);
 	if ((k = key_find(sh, h, (int)dim, key, klen)) != NULL) {
-		for (uint32_t i = upper_bound(k, sat_sub(now_ms, window_ms)); i < k->n; i++) {
+		/* newest to oldest: an event of age a is in every window > a */
+		for (uint32_t i = k->n; i-- > 0 && j < n;) {
 			const struct vev *e = &EV(k, i);
+			int64_t age = sat_sub(now_ms, e->ts);
+			while (j < n && windows_ms[j] <= age)
+				out[j++] = run;
+			if (j == n)
+				break;
 			if (e->flags & VEV_ATTEMPT) {
-				out->count++;
-				if (__builtin_add_overflow(out->sum, e->amount, &out->sum))
-					out->sum = INT64_MAX;
+				run.count++;
+				if (__builtin_add_overflow(run.sum, e->amount, &run.sum))
+					run.sum = INT64_MAX;
 			}
 			if (e->flags & VEV_DECLINE)
-				out->declines++;
+				run.declines++;
 		}
 	}
 	pthread_mutex_unlock(&sh->mu);
+	while (j < n)
+		out[j++] = run;
 	return FGW_OK;
+}
+
+int
+velocity_query(struct velocity *v, enum velocity_dim dim, const char *key,
+               int64_t now_ms, int64_t window_ms, struct velocity_stats *out)
+{
+	return velocity_query_windows(v, dim, key, now_ms, &window_ms, 1, out);
 }
 
 void

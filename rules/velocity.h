@@ -69,6 +69,13 @@ int velocity_query(struct velocity *v, enum velocity_dim dim, const char *key,
                    int64_t now_ms, int64_t window_ms,
                    struct velocity_stats *out);
 
+/* The same for n windows at once (window_ms ascending), under one lock
+ * and in one pass over the key's events: out[i] is for windows_ms[i]. */
+int velocity_query_windows(struct velocity *v, enum velocity_dim dim,
+                           const char *key, int64_t now_ms,
+                           const int64_t *windows_ms, size_t n,
+                           struct velocity_stats *out);
+
 /* Raises the retention to at least ms (never lowers it). Call it with
  * rules_max_window_ms() before replaying history; rules_eval also does. */
 void velocity_ensure_retention(struct velocity *v, int64_t ms);

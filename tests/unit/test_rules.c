@@ -820,6 +820,25 @@ test_velocity_out_of_order(void)
 		CHECK_EQ_INT(sa.sum, sb.sum);
 		CHECK_EQ_INT(sa.declines, sb.declines);
 	}
+	/* several windows in one pass give what one query each gives */
+	{
+		int64_t ws[5] = { 0, 37000, 37001, 10 * MIN, 90 * DAY };
+		struct velocity_stats multi[5];
+		CHECK_EQ_INT(velocity_query_windows(b, VELOCITY_IP, "1.2.3.4", T0, ws, 5, multi), 0);
+		for (int i = 0; i < 5; i++) {
+			CHECK_EQ_INT(velocity_query(b, VELOCITY_IP, "1.2.3.4", T0, ws[i], &sb), 0);
+			CHECK_EQ_INT(multi[i].count, sb.count);
+			CHECK_EQ_INT(multi[i].sum, sb.sum);
+			CHECK_EQ_INT(multi[i].declines, sb.declines);
+		}
+		CHECK_EQ_INT(multi[0].count, 0);
+		CHECK_EQ_INT(multi[1].count, 1); /* only ts == T0 */
+		CHECK_EQ_INT(multi[2].count, 2);
+		CHECK_EQ_INT(multi[4].count, 64);
+		ws[0] = 40000;
+		CHECK_EQ_INT(velocity_query_windows(b, VELOCITY_IP, "1.2.3.4", T0, ws, 2, multi),
+		             FGW_ERR_INVALID); /* not ascending */
+	}
 	CHECK_EQ_INT(velocity_query(b, VELOCITY_IP, "1.2.3.4", T0, 10 * MIN, &sb), 0);
 	/* ts within 10 min: i*37s < 600s -> i <= 16: 17 events */
 	CHECK_EQ_INT(sb.count, 17);
