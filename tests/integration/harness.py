@@ -23,6 +23,7 @@ import socket
 import sqlite3
 import subprocess
 import tempfile
+import threading
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -168,12 +169,55 @@ def raw_request(port, data, timeout=10.0):
     return (int(m.group(1)) if m else None), received
 
 
+def request_bytes(body, headers=None, framing=None, path="/v1/transactions"):
+    """A raw POST with the dev key and JSON content type; framing defaults
+    to a Content-Length header for body."""
+    framing = framing if framing is not None else b"Content-Length: %d\r\n" % len(body)
+    extra = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in (headers or {}).items())
+    return (b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer " + DEV_KEY.encode() + b"\r\n"
+            b"Content-Type: application/json\r\n" + framing + extra + b"\r\n" + body)
+
+
+class Background(threading.Thread):
+    """fn() on a daemon thread; result() joins and returns its value or raises."""
+
+    def __init__(self, fn):
+        super().__init__(daemon=True)
+        self.fn, self.value, self.error = fn, None, None
+        self.start()
+
+    def run(self):
+        try:
+            self.value = self.fn()
+        except BaseException as e:  # noqa: BLE001 — handed to result()
+            self.error = e
+
+    def result(self, timeout=HTTP_TIMEOUT + 5):
+        self.join(timeout)
+        assert not self.is_alive(), f"background call still running after {timeout} s"
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 def assert_error(resp, status, code):
     """The response is an error document {"error": code, "message": text}."""
     assert resp.status == status, f"expected HTTP {status} {code}, got {resp!r}"
     assert resp.get("error") == code, f"expected error {code}, got {resp!r}"
+    assert_json_type(resp)
     message = resp.get("message")
     assert isinstance(message, str) and message, f"error without a message: {resp!r}"
+
+
+def assert_status(resp, status="succeeded"):
+    """A 200 answer whose transaction has this status."""
+    assert resp.status == 200 and resp.get("status") == status, f"expected 200 {status}, got {resp!r}"
+
+
+def assert_json_type(resp):
+    ctype = resp.headers.get("content-type", "")
+    assert ctype.startswith("application/json"), f"Content-Type {ctype!r} on {resp!r}"
 
 
 def find_keys(doc, names):
@@ -240,6 +284,15 @@ def seal(public_key_b64, plaintext):
 
 def seal_card(public_key_b64, card_dict):
     return seal(public_key_b64, json.dumps(card_dict).encode())
+
+
+def with_encrypted_card(body, key):
+    """body with its card replaced by an encryptedCard sealed to key (the
+    GET /v1/keys/public document)."""
+    body = dict(body)
+    body["encryptedCard"] = {"keyId": key["keyId"],
+                             "data": seal_card(key["publicKey"], body.pop("card"))}
+    return body
 
 
 # --------------------------------------------------------------------------
@@ -508,6 +561,13 @@ class Gateway(Daemon):
     def vault_row(self, token):
         rows = self.query("SELECT * FROM vault_entries WHERE token = ?", token)
         assert len(rows) == 1, f"expected one vault_entries row for {token}, found {len(rows)}"
+        return rows[0]
+
+    def wait_for_row(self, reservation_id, timeout=5.0):
+        """The transactions row for a reservation, once it exists."""
+        rows = wait_until(lambda: self.query("SELECT * FROM transactions WHERE reservation_id = ?",
+                                             reservation_id), timeout, f"a row for {reservation_id}")
+        assert len(rows) == 1, rows
         return rows[0]
 
     def audit_for(self, txn_id):

@@ -2,6 +2,7 @@
 transactions row, the vault row and the audit trail."""
 
 import base64
+import http.client
 import json
 
 import harness
@@ -17,6 +18,7 @@ def gw():
 def assert_approved(resp, body, number, status="succeeded"):
     """A 200 answer for the card, with a masked payment method."""
     assert resp.status == 200, f"expected 200, got {resp!r}"
+    harness.assert_json_type(resp)
     doc = resp.body
     assert doc["status"] == status, doc
     assert doc["transactionId"].startswith("txn_"), doc
@@ -109,11 +111,7 @@ def test_public_key_published_without_auth():
 
 
 def encrypted_body(number):
-    key = gw().public_key()
-    body = harness.txn_body(number)
-    sealed = harness.seal_card(key["publicKey"], body.pop("card"))
-    body["encryptedCard"] = {"keyId": key["keyId"], "data": sealed}
-    return body
+    return harness.with_encrypted_card(harness.txn_body(number), gw().public_key())
 
 
 def test_encrypted_card_succeeds():
@@ -170,3 +168,16 @@ def test_audit_chain_links():
 def test_all_responses_free_of_pans():
     harness.assert_bodies_clean(gw().responses, [VISA, DECLINED, INSUFFICIENT, THREE_DS,
                                                 MASTERCARD, AMEX])
+
+
+def test_keep_alive_connection_serves_several_requests():
+    conn = http.client.HTTPConnection("127.0.0.1", gw().port, timeout=harness.HTTP_TIMEOUT)
+    headers = {"Authorization": f"Bearer {harness.DEV_KEY}", "Content-Type": "application/json"}
+    try:
+        for _ in range(5):
+            conn.request("POST", "/v1/transactions", json.dumps(harness.txn_body()), headers)
+            resp = conn.getresponse()
+            doc = json.loads(resp.read())
+            assert resp.status == 200 and doc["status"] == "succeeded", doc
+    finally:
+        conn.close()

@@ -2,7 +2,8 @@
 crash or a hang — and the row says what happened."""
 
 import contextlib
-import threading
+import json
+import socket
 import time
 
 import harness
@@ -31,14 +32,14 @@ def assert_failed(resp, g):
 
 
 def assert_processing(resp, g):
-    assert resp.status == 200 and resp.body["status"] == "processing", resp
+    harness.assert_status(resp, "processing")
     assert g.txn_row(resp.body["transactionId"])["status"] == "processing"
 
 
 def assert_recovers(g):
     g.assert_serving()
     resp = g.pay(harness.txn_body())
-    assert resp.status == 200 and resp.body["status"] == "succeeded", resp
+    harness.assert_status(resp)
 
 
 def test_processor_http_500_fails():
@@ -92,18 +93,11 @@ def test_sandbox_down_fails_cleanly():
 
 
 def test_forty_concurrent_requests_on_two_workers():
-    answers = [None] * 40
-
-    def post(i):
-        answers[i] = gw().pay(harness.txn_body(amount=1000 + i))
-
     with faults(latency_ms=200):
-        threads = [threading.Thread(target=post, args=(i,), daemon=True) for i in range(40)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(45)
-    bad = [r for r in answers if r is None or r.status != 200 or r.body["status"] != "succeeded"]
+        calls = [harness.Background(lambda i=i: gw().pay(harness.txn_body(amount=1000 + i)))
+                 for i in range(40)]
+        answers = [c.result(45) for c in calls]
+    bad = [r for r in answers if r.status != 200 or r.body["status"] != "succeeded"]
     assert not bad, f"{len(bad)} of 40 not succeeded: {bad[:3]}"
     ids = {r.body["transactionId"] for r in answers}
     assert len(ids) == 40
@@ -111,3 +105,29 @@ def test_forty_concurrent_requests_on_two_workers():
                       % ",".join("?" * 40), *ids)
     assert sorted(r["amount"] for r in rows) == list(range(1000, 1040)), rows
     assert {r["status"] for r in rows} == {"succeeded"}, rows
+
+
+def test_row_committed_before_processor_call():
+    body = harness.txn_body()
+    with faults(latency_ms=1500):
+        call = harness.Background(lambda: gw().pay(body))
+        row = gw().wait_for_row(body["reservationId"], timeout=1.2)
+        assert row["status"] == "posting", f"row during the processor call: {row['status']}"
+        resp = call.result()
+    assert resp.status == 200 and resp.body["transactionId"] == row["id"], resp
+    assert gw().txn_row(row["id"])["status"] == "succeeded"
+
+
+def test_client_disconnect_mid_flight():
+    body = harness.txn_body()
+    with faults(latency_ms=1000):
+        sock = socket.create_connection(("127.0.0.1", gw().port), timeout=5)
+        try:
+            sock.sendall(harness.request_bytes(json.dumps(body).encode()))
+            row = gw().wait_for_row(body["reservationId"])
+        finally:
+            sock.close()
+        done = harness.wait_until(lambda: gw().txn_row(row["id"])["status"] != "posting", 10,
+                                  "the abandoned transaction to finish")
+    assert gw().txn_row(row["id"])["status"] == "succeeded", done
+    assert_recovers(gw())

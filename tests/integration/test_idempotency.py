@@ -1,6 +1,5 @@
 """Idempotency-Key: same key, same effect; conflicts refused; scoped per client."""
 
-import threading
 import time
 import uuid
 
@@ -68,19 +67,16 @@ def test_concurrent_repeat_while_in_flight_conflicts():
     S.ensure().sandbox.faults(latency_ms=1500)
     try:
         key, body = new_key(), harness.txn_body()
-        first = {}
-        worker = threading.Thread(target=lambda: first.update(resp=gw().pay(body, idem=key)),
-                                  daemon=True)
-        worker.start()
+        first = harness.Background(lambda: gw().pay(body, idem=key))
         time.sleep(0.5)
         harness.assert_error(gw().pay(body, idem=key), 409, "IDEMPOTENCY_CONFLICT")
-        worker.join(15)
-        assert "resp" in first and first["resp"].status == 200, first
+        answer = first.result()
+        assert answer.status == 200, answer
     finally:
         S.ensure().sandbox.faults()
     again = gw().pay(body, idem=key)
-    assert (again.status, again.raw) == (200, first["resp"].raw), again
-    assert_one_processor_call(first["resp"].body["transactionId"])
+    assert (again.status, again.raw) == (200, answer.raw), again
+    assert_one_processor_call(answer.body["transactionId"])
 
 
 def test_keys_are_scoped_per_client():
@@ -101,7 +97,7 @@ def test_validation_error_is_not_stored_under_the_key():
     harness.assert_error(bad, 400, "VALIDATION_ERROR")
     assert gw().counts() == before
     good = gw().pay(body, idem=key)
-    assert good.status == 200 and good.body["status"] == "succeeded", good
+    harness.assert_status(good)
 
 
 def test_no_key_means_two_charges():
@@ -122,3 +118,10 @@ def test_idempotency_row_recorded():
     row = rows[0]
     assert row["client_id"] == harness.DEV_CLIENT and row["status_code"] == 200, row
     assert row["txn_id"] == resp.body["transactionId"], row
+
+
+def test_malformed_key_refused():
+    for key in ("k" * 256, "has space", "tab\tkey"):
+        before = gw().counts()
+        harness.assert_error(gw().pay(harness.txn_body(), idem=key), 400, "VALIDATION_ERROR")
+        assert gw().counts() == before

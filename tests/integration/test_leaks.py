@@ -68,11 +68,7 @@ def send_everything(g, sb):
     wrong_type = json.dumps(body_for(PAN_WRONG_TYPE)).replace(f'"{PAN_WRONG_TYPE}"', PAN_WRONG_TYPE)
     expect(g.pay(wrong_type), 400)
     expect(g.pay(body_for(VISA, **{PAN_AS_FIELD_NAME: "x"})), 400)
-    key = g.public_key()
-    sealed = body_for(PAN_ENCRYPTED)
-    sealed["encryptedCard"] = {"keyId": key["keyId"],
-                               "data": harness.seal_card(key["publicKey"], sealed.pop("card"))}
-    ok = g.pay(sealed)
+    ok = g.pay(harness.with_encrypted_card(body_for(PAN_ENCRYPTED), g.public_key()))
     expect(ok, 200)
     expect(g.get_txn(ok.body["transactionId"]), 200)
     for mode, number, status in (("500", PAN_FAULT_500, 502), ("drop", PAN_FAULT_DROP, 200)):

@@ -6,7 +6,6 @@ import signal
 import stat
 import subprocess
 import tempfile
-import threading
 import time
 
 import harness
@@ -89,18 +88,27 @@ def test_bad_command_line_overrides():
 def test_sigterm_answers_request_in_flight():
     with harness.Stack() as stack:
         stack.sandbox.faults(latency_ms=1500)
-        result = {}
-        body = harness.txn_body()
-        worker = threading.Thread(target=lambda: result.update(resp=stack.gw.pay(body)), daemon=True)
-        worker.start()
+        call = harness.Background(lambda: stack.gw.pay(harness.txn_body()))
         time.sleep(0.5)
         code = stack.gw.stop(signal.SIGTERM)
-        worker.join(15)
+        resp = call.result()
         assert code == 0, stack.gw.problems
-        resp = result.get("resp")
-        assert resp is not None and resp.status == 200, resp
-        assert resp.body["status"] == "succeeded", resp
+        harness.assert_status(resp)
         assert stack.gw.txn_row(resp.body["transactionId"])["status"] == "succeeded"
+
+
+def test_crash_mid_flight_keeps_the_row():
+    with harness.Stack() as stack:
+        stack.sandbox.faults(latency_ms=3000)
+        body = harness.txn_body()
+        call = harness.Background(lambda: stack.gw.pay(body))
+        row = stack.gw.wait_for_row(body["reservationId"], timeout=2.5)
+        stack.gw.stop(signal.SIGKILL)
+        call.join(10)
+        stack.gw.start()
+        after = stack.gw.txn_row(row["id"])
+        assert after["status"] in ("posting", "processing", "succeeded"), after
+        stack.gw.assert_serving()
 
 
 def secret_files(gw):
@@ -114,17 +122,19 @@ def test_restart_keeps_data_and_keys():
     with harness.Stack() as stack:
         gw = stack.gw
         key = gw.public_key()
-        posted = gw.pay(harness.txn_body())
+        paid = harness.txn_body()
+        posted = gw.pay(paid, idem="restart-key")
         assert posted.status == 200, posted
+        charges = stack.sandbox.ledger()["charges"]
         assert gw.stop(signal.SIGINT) == 0, gw.problems
         gw.start()
         assert gw.public_key() == key, "public key changed across restart"
+        replay = gw.pay(paid, idem="restart-key")
+        assert (replay.status, replay.raw) == (200, posted.raw), replay
+        assert stack.sandbox.ledger()["charges"] == charges, "replay after restart charged again"
         again = gw.get_txn(posted.body["transactionId"])
-        assert again.status == 200 and again.body["status"] == "succeeded", again
-        body = harness.txn_body()
-        body["encryptedCard"] = {"keyId": key["keyId"],
-                                 "data": harness.seal_card(key["publicKey"], body.pop("card"))}
-        resp = gw.pay(body)
+        harness.assert_status(again)
+        resp = gw.pay(harness.with_encrypted_card(harness.txn_body(), key))
         assert resp.status == 200 and resp.body["paymentMethod"]["last4"] == VISA[-4:], resp
         loose = [p for p in secret_files(gw) if stat.S_IMODE(os.stat(p).st_mode) & 0o077]
         assert not loose, f"key files readable by group/others: {loose}"
