@@ -7,11 +7,12 @@ import base64
 import json
 import os
 import socket
+import time
 
 import harness
 from harness import OTHER_KEY, VISA
 
-S = harness.Stack()
+S = harness.Stack(read_timeout_ms=1000)
 OMIT = object()  # as a value: remove the field
 
 
@@ -82,11 +83,13 @@ INVALID_FIELDS = {
     "amount_null": ("amount", None),
     "amount_bool": ("amount", True),
     "amount_missing": ("amount", OMIT),
+    "amount_beyond_int64": ("amount", 10**20),
     "currency_lowercase": ("currency", "usd"),
     "currency_two_letters": ("currency", "US"),
     "currency_four_letters": ("currency", "USDD"),
     "currency_number": ("currency", 840),
     "currency_missing": ("currency", OMIT),
+    "currency_unknown": ("currency", "ZZZ"),
     "reservation_id_missing": ("reservationId", OMIT),
     "reservation_id_number": ("reservationId", 123),
     "card_missing": ("card", OMIT),
@@ -237,6 +240,22 @@ def test_huge_chunked_body():
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(16)) + b"0\r\n\r\n"
     status = rejected_raw(lambda: harness.request_bytes(chunks, framing=b"Transfer-Encoding: chunked\r\n"))
     assert status == 413, status
+
+
+def test_megabyte_body_refused():
+    status = rejected_raw(lambda: harness.request_bytes(b"x" * 1048576))
+    assert status == 413, status
+
+
+def test_idle_half_request_is_timed_out():
+    with socket.create_connection(("127.0.0.1", gw().port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/transactions HTTP/1.1\r\nHost: x\r\n")
+        start = time.monotonic()
+        data = sock.recv(4096)  # the server closes (or answers 408) after read_timeout_ms
+    waited = time.monotonic() - start
+    assert data == b"" or data.startswith(b"HTTP/1.1 408"), data[:200]
+    assert 0.5 < waited < 4, f"connection ended after {waited:.1f} s with read_timeout_ms 1000"
+    gw().assert_serving()
 
 
 def test_half_sent_requests_do_not_block_others():

@@ -111,6 +111,21 @@ def test_crash_mid_flight_keeps_the_row():
         stack.gw.assert_serving()
 
 
+def test_sigterm_with_hung_processor_is_bounded():
+    with harness.Stack(shutdown_timeout_ms=1000, processor_timeout_ms=30000) as stack:
+        stack.sandbox.faults(fail_rate=1.0, fail_mode="hang")
+        body = harness.txn_body()
+        call = harness.Background(lambda: stack.gw.pay(body))
+        row = stack.gw.wait_for_row(body["reservationId"])
+        start = time.monotonic()
+        code = stack.gw.stop(signal.SIGTERM, timeout=10)
+        took = time.monotonic() - start
+        call.join(5)
+        assert not call.is_alive(), "the client is still waiting after shutdown"
+        assert code == 0 and took < 5, f"exit {code} after {took:.1f} s: {stack.gw.problems}"
+        assert stack.gw.txn_row(row["id"])["status"] in ("posting", "processing"), row
+
+
 def secret_files(gw):
     keys_dir = os.path.join(gw.data_dir, "keys")
     files = list(harness.files_under(keys_dir)) + [gw.kek_file]
