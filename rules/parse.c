@@ -168,6 +168,8 @@ struct parser {
 	struct arena_chunk *scratch; /* list items; freed after the parse */
 	struct plist *lists;
 	size_t nlists, caplists;
+	uint32_t *lhash; /* open addressing: list index + 1, 0 is empty */
+	size_t lhcap;
 	size_t caprules, capnodes, capkids, capsets, capvslots;
 	int depth;
 	int have_bins;
@@ -632,21 +634,32 @@ new_set(struct parser *ps, int kind, size_t cap, uint32_t *idx)
 	return FGW_OK;
 }
 
-static uint16_t
-vslot_of(struct parser *ps, int dim, int64_t window)
+/* The result slot of (dim, window); at most RULES_MAX_WINDOWS distinct
+ * pairs per file. Returns 0 or an error (reported at line:col). */
+static int
+vslot_of(struct parser *ps, int dim, int64_t window, int line, int col,
+         uint16_t *slot)
 {
 	struct rules *r = ps->r;
 	size_t i;
+	int rc;
 	for (i = 0; i < r->nvslots; i++)
-		if (r->vslots[i].dim == dim && r->vslots[i].window_ms == window)
-			return (uint16_t)i;
-	if (i >= 0xffff ||
-	    grow(&r->vslots, &ps->capvslots, r->nvslots, sizeof(*r->vslots)) != FGW_OK)
-		return 0xffff; /* evaluated uncached */
+		if (r->vslots[i].dim == dim && r->vslots[i].window_ms == window) {
+			*slot = (uint16_t)i;
+			return FGW_OK;
+		}
+	if (i >= RULES_MAX_WINDOWS)
+		return perr(ps, line, col, "more than %d different velocity windows in "
+		            "one file", RULES_MAX_WINDOWS);
+	if ((rc = grow(&r->vslots, &ps->capvslots, r->nvslots, sizeof(*r->vslots))) != FGW_OK)
+		return rc;
 	r->vslots[i].dim = (uint8_t)dim;
 	r->vslots[i].window_ms = window;
 	r->nvslots++;
-	return (uint16_t)i;
+	*slot = (uint16_t)i;
+	if (window > r->max_window_ms)
+		r->max_window_ms = window;
+	return FGW_OK;
 }
 
 /* What the left side of a test is: its type and how its values look. */
@@ -949,13 +962,52 @@ parse_inline(struct parser *ps, struct litem **items, size_t *n)
 	return next(ps);
 }
 
+static size_t
+name_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return (size_t)h;
+}
+
 static struct plist *
 find_list(struct parser *ps, const char *name)
 {
-	for (size_t i = 0; i < ps->nlists; i++)
-		if (strcmp(ps->lists[i].name, name) == 0)
-			return &ps->lists[i];
-	return NULL;
+	if (ps->lhcap == 0)
+		return NULL;
+	for (size_t i = name_hash(name) & (ps->lhcap - 1);; i = (i + 1) & (ps->lhcap - 1)) {
+		uint32_t e = ps->lhash[i];
+		if (e == 0)
+			return NULL;
+		if (strcmp(ps->lists[e - 1].name, name) == 0)
+			return &ps->lists[e - 1];
+	}
+}
+
+/* Indexes lists[idx] by name; the table stays at most half full. */
+static int
+index_list(struct parser *ps, size_t idx)
+{
+	if ((idx + 1) * 2 > ps->lhcap) {
+		size_t ncap = ps->lhcap ? ps->lhcap * 2 : 64;
+		uint32_t *nh = calloc(ncap, sizeof(*nh));
+		if (nh == NULL)
+			return FGW_ERR_NOMEM;
+		free(ps->lhash);
+		ps->lhash = nh;
+		ps->lhcap = ncap;
+		for (size_t j = 0; j < idx; j++)
+			if (index_list(ps, j) != FGW_OK)
+				return FGW_ERR_INTERNAL;
+	}
+	for (size_t i = name_hash(ps->lists[idx].name) & (ps->lhcap - 1);;
+	     i = (i + 1) & (ps->lhcap - 1)) {
+		if (ps->lhash[i] == 0) {
+			ps->lhash[i] = (uint32_t)idx + 1;
+			return FGW_OK;
+		}
+	}
 }
 
 /* list NAME = file "path" | list NAME = [ ... ] */
@@ -986,6 +1038,8 @@ parse_list(struct parser *ps)
 	l->origin = ps->name;
 	for (int i = 0; i < LC_N; i++)
 		l->cache[i] = -1;
+	if ((rc = index_list(ps, ps->nlists - 1)) != FGW_OK)
+		return rc;
 	if ((rc = next(ps)) != FGW_OK || (rc = expect(ps, T_ASSIGN, "'='")) != FGW_OK)
 		return rc;
 	if (ps->tok.kind == T_LBRACK)
@@ -1066,10 +1120,8 @@ parse_fn_args(struct parser *ps, int fn, struct operand *o)
 	o->fn = (uint8_t)fn;
 	o->dim = (uint8_t)dim;
 	o->window_ms = ps->tok.num;
-	o->vslot = vslot_of(ps, dim, o->window_ms);
-	if (o->window_ms > ps->r->max_window_ms)
-		ps->r->max_window_ms = o->window_ms;
-	if ((rc = next(ps)) != FGW_OK)
+	if ((rc = vslot_of(ps, dim, o->window_ms, wline, wcol, &o->vslot)) != FGW_OK ||
+	    (rc = next(ps)) != FGW_OK)
 		return rc;
 	return expect(ps, T_RPAREN, "')'");
 }
@@ -1130,9 +1182,8 @@ parse_attr_or_fn(struct parser *ps, struct operand *o, struct side *sd)
 		o->fn = FN_DECLINES;
 		o->dim = VELOCITY_CARD;
 		o->window_ms = 24LL * 3600 * 1000;
-		o->vslot = vslot_of(ps, VELOCITY_CARD, o->window_ms);
-		if (o->window_ms > ps->r->max_window_ms)
-			ps->r->max_window_ms = o->window_ms;
+		if ((rc = vslot_of(ps, VELOCITY_CARD, o->window_ms, line, col, &o->vslot)) != FGW_OK)
+			return rc;
 		side_of_attr(sd, attr);
 		return FGW_OK;
 	}
@@ -1700,6 +1751,7 @@ out:
 	for (size_t i = 0; i < ps->nlists; i++)
 		free(ps->lists[i].items);
 	free(ps->lists);
+	free(ps->lhash);
 	rules_arena_free(ps->scratch);
 	free(ps);
 	return rc;

@@ -96,8 +96,10 @@ const char *rules_error_format(const struct rules_error *err, char *buf,
 struct rules *rules_ref(struct rules *r);
 void rules_unref(struct rules *r);
 
-/* Decides for in. v may be NULL (velocity values are then missing). Does
- * not allocate and does not record anything. 0 or FGW_ERR_INVALID. */
+/* Decides for in. v may be NULL (velocity values are then missing).
+ * count() and sum() include this transaction, declines() only earlier
+ * ones. Does not allocate and does not record anything; raises the
+ * store's retention to the set's longest window. 0 or FGW_ERR_INVALID. */
 int rules_eval(const struct rules *r, const struct rules_input *in,
                struct velocity *v, struct rules_decision *out);
 /* Records this attempt under every velocity dimension the input has a key
@@ -124,9 +126,10 @@ size_t rules_count(const struct rules *r);
 int64_t rules_max_window_ms(const struct rules *r);
 
 /* A place holding the current set, for reloads: get takes a reference
- * under a lock, set swaps atomically and drops the slot's old reference.
- * rules_slot_new takes over the caller's reference to initial (may be
- * NULL); rules_slot_set takes over r's. */
+ * under a lock (NULL when the slot is empty), set swaps atomically and
+ * drops the slot's old reference. rules_slot_new takes over the caller's
+ * reference to initial (may be NULL) when it succeeds; rules_slot_set
+ * takes over r's. */
 int rules_slot_new(struct rules *initial, struct rules_slot **out);
 struct rules *rules_slot_get(struct rules_slot *s);
 void rules_slot_set(struct rules_slot *s, struct rules *r);

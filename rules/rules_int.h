@@ -17,6 +17,7 @@
 
 #define RULES_MAX_DEPTH 64     /* nesting of parentheses and `not` */
 #define RULES_VSLOTS 64        /* velocity results cached per evaluation */
+#define RULES_MAX_WINDOWS 256  /* distinct (dimension, window) pairs */
 #define RULES_BIN_MAX 12       /* digits in a BIN prefix */
 #define RULES_STR_MAX 1024     /* a string literal or list entry */
 #define RULES_NAME_MAX 64      /* identifiers */

@@ -238,7 +238,7 @@ key_create(struct velocity *v, struct vshard *sh, uint64_t h, int dim,
 
 /* Makes room for one more event. */
 static int
-key_reserve(struct velocity *v, struct vkey *k)
+key_reserve(struct vkey *k)
 {
 	uint32_t ncap;
 	struct vev *nev;
@@ -253,7 +253,6 @@ key_reserve(struct velocity *v, struct vkey *k)
 	k->ev = nev;
 	k->cap = ncap;
 	k->head = 0;
-	(void)v;
 	return FGW_OK;
 }
 
@@ -322,7 +321,7 @@ key_insert(struct velocity *v, struct vshard *sh, struct vkey *k, int64_t ts,
 			return FGW_OK; /* older than everything a full key keeps */
 		key_drop_front(sh, k, 1);
 	}
-	if ((r = key_reserve(v, k)) != FGW_OK)
+	if ((r = key_reserve(k)) != FGW_OK)
 		return r;
 	p = upper_bound(k, ts);
 	for (uint32_t j = k->n; j > p; j--)

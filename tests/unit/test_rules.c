@@ -1298,6 +1298,62 @@ end:
 	TT_END;
 }
 
+/* Big files stay fast and bounded. */
+static int
+test_limits(void)
+{
+	size_t cap = 4 << 20, n = 0;
+	char *text = malloc(cap), prefix[64];
+	struct rules *r = NULL;
+	struct rules_error err;
+	struct rules_input in;
+	struct rules_decision d;
+	TT_BEGIN;
+	CHECK(text != NULL);
+	/* 20,000 lists, each used by a rule: names are found by hash */
+	for (int i = 0; i < 20000; i++)
+		n += (size_t)snprintf(text + n, cap - n,
+		                      "list l%d = [\"c%d\"]\nrule R%d: when email in l%d then review\n",
+		                      i, i, i, i);
+	CHECK_EQ_INT(load(text, &r, &err), 0);
+	CHECK_EQ_INT(rules_count(r), 20000);
+	base_input(&in);
+	in.email = "C19999";
+	CHECK_EQ_INT(rules_eval(r, &in, NULL, &d), 0);
+	CHECK_STR(d.rule_id, "R19999");
+	rules_unref(r);
+	r = NULL;
+	/* at most 256 different velocity windows */
+	n = 0;
+	for (int i = 0; i < 257; i++)
+		n += (size_t)snprintf(text + n, cap - n,
+		                      "rule R%d: when count(card, %ds) > 0 then review\n", i, i + 1);
+	snprintf(prefix, sizeof(prefix), "rule R256: when count(card, ");
+	CHECK(bad(text, "t.rules", 257, (int)strlen(prefix) + 1,
+	          "more than 256 different velocity windows"));
+	/* 100 windows load and evaluate (only 64 are cached) */
+	n = 0;
+	for (int i = 0; i < 100; i++)
+		n += (size_t)snprintf(text + n, cap - n,
+		                      "rule R%d: when count(card, %ds) > 1 then review\n", i, i + 1);
+	CHECK_EQ_INT(load(text, &r, &err), 0);
+	{
+		struct velocity *v = NULL;
+		CHECK_EQ_INT(velocity_new(NULL, &v), 0);
+		in.fingerprint = "fp";
+		velocity_record(v, VELOCITY_CARD, "fp", T0 - 50 * 1000, 1, 0);
+		rules_eval(r, &in, v, &d);
+		velocity_free(v);
+		/* windows of 51s and more hold the earlier attempt */
+		CHECK_EQ_INT(d.nfired, 50);
+		CHECK_STR(d.rule_id, "R50");
+	}
+end:
+	rules_unref(r);
+	free(text);
+	TT_END;
+}
+
 /* Odd inputs must be refused cleanly (ASan watches). */
 static int
 test_garbage(void)
@@ -1355,6 +1411,7 @@ static const struct tt_case cases[] = {
 	{ "default_rules", test_default_rules },
 	{ "default_rules_velocity", test_default_rules_velocity },
 	{ "refcount_slot", test_refcount_slot },
+	{ "limits", test_limits },
 	{ "garbage", test_garbage },
 	{ NULL, NULL },
 };
