@@ -51,6 +51,7 @@ SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
                  "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
 
 _live = []        # daemons started and not yet stopped
+_open_stacks = []  # Stacks started and not yet closed
 _seq = itertools.count(1)
 
 
@@ -586,9 +587,12 @@ class Stack:
         self.sandbox_args = list(sandbox_args)
         self.gateway_kw = gateway_kw
         self.dir = self.sandbox = self.gw = None
+        self.keep = False
 
     def start(self):
         self.dir = tempfile.mkdtemp(prefix="flairgw-it-")
+        self.keep = False
+        _open_stacks.append(self)
         self.sandbox = Sandbox(os.path.join(self.dir, "sandbox"), *self.sandbox_args)
         self.gw = Gateway(self.dir, self.sandbox, **self.gateway_kw)
         try:
@@ -614,10 +618,11 @@ class Stack:
         for d in (self.gw, self.sandbox):
             d.stop()
             problems += d.problems
-        if KEEP_FILES or problems:
+        if KEEP_FILES or self.keep or problems:
             print(f"  (files kept in {self.dir})", flush=True)
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
+        _open_stacks.remove(self)
         self.dir = None
         if check and problems:
             raise AssertionError("\n".join(problems))
@@ -627,6 +632,12 @@ class Stack:
 
     def __exit__(self, exc_type, exc, tb):
         self.close(check=exc_type is None)
+
+
+def keep_open_stacks():
+    """A test failed: keep the files of every Stack open now for a post-mortem."""
+    for stack in _open_stacks:
+        stack.keep = True
 
 
 def check_live():

@@ -76,7 +76,7 @@ def report(qualname, seconds, error=None):
     if error:
         print("  " + error.rstrip().replace("\n", "\n  "), flush=True)
         print(f"  ({seconds:.1f} s)", flush=True)
-        harness.KEEP_FILES = True
+        harness.keep_open_stacks()
 
 
 def format_failure(exc):
