@@ -56,8 +56,7 @@ static const struct cfg_directive directives[] = {
 	  "\"KEY CLIENT_ID\": a website API key and the client it authenticates (repeatable)" },
 	INT(max_body_bytes, 256, 16777216, "65536", "largest request body (413 above)"),
 	INT(max_header_bytes, 512, 1048576, "8192", "largest request header block"),
-	INT(read_timeout_ms, 100, 600000, "10000", "request read timeout"),
-	INT(write_timeout_ms, 100, 600000, "10000", "response write timeout"),
+	INT(read_timeout_ms, 100, 600000, "10000", "timeout for reading a request and for writing its answer"),
 	ENUM(store_sync, "full|normal", "full", "SQLite synchronous mode for commits"),
 	INT(store_batch_max, 1, 100000, "256", "most transactions in one group commit"),
 	INT(max_amount, 1, 100000000000000LL, "1000000", "largest amount per transaction, minor units"),
@@ -215,9 +214,10 @@ int
 config_load_file(struct fgw_config *cfg, const char *path, char *err, size_t errlen)
 {
 	char *text = NULL, *line, *save = NULL, where[600];
+	size_t text_len = 0;
 	int lineno = 0, r;
 
-	if ((r = fgw_read_file(path, 1 << 20, &text, NULL)) != 0) {
+	if ((r = fgw_read_file(path, 1 << 20, &text, &text_len)) != 0) {
 		snprintf(err, errlen, "%s: cannot read configuration: %s", path, fgw_strerror(r));
 		return r;
 	}
@@ -260,6 +260,8 @@ config_load_file(struct fgw_config *cfg, const char *path, char *err, size_t err
 		if ((r = config_set(cfg, name, value, where, err, errlen)) != 0)
 			break;
 	}
+	/* The text held API keys and the processor secret. */
+	sodium_memzero(text, text_len);
 	free(text);
 	return r;
 }
@@ -324,6 +326,20 @@ derive_path(char *dst, size_t cap, const char *dir, const char *leaf)
 	return (n < 0 || (size_t)n >= cap) ? FGW_ERR_TOO_LARGE : FGW_OK;
 }
 
+/* http://127.0.0.1[:port][/...] or http://[::1][:port][/...] exactly. */
+static int
+is_loopback_url(const char *url)
+{
+	static const char *const hosts[] = { "http://127.0.0.1", "http://[::1]", "http://localhost" };
+	for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
+		size_t n = strlen(hosts[i]);
+		if (strncmp(url, hosts[i], n) == 0 &&
+		    (url[n] == '\0' || url[n] == ':' || url[n] == '/'))
+			return 1;
+	}
+	return 0;
+}
+
 int
 config_finish(struct fgw_config *cfg, char *err, size_t errlen)
 {
@@ -349,8 +365,7 @@ config_finish(struct fgw_config *cfg, char *err, size_t errlen)
 	    strncmp(cfg->processor_url, "https://", 8) != 0)
 		return fail(err, errlen, "config", "processor_url must be an http:// or https:// URL%s", "");
 	if (strcmp(cfg->mode, "production") == 0 && strncmp(cfg->processor_url, "https://", 8) != 0 &&
-	    strncmp(cfg->processor_url, "http://127.0.0.1", 16) != 0 &&
-	    strncmp(cfg->processor_url, "http://[::1]", 12) != 0)
+	    !is_loopback_url(cfg->processor_url))
 		return fail(err, errlen, "config", "production mode needs an https:// processor_url%s", "");
 	return FGW_OK;
 }

@@ -39,7 +39,6 @@ struct fgw_config {
 	long long max_body_bytes;
 	long long max_header_bytes;
 	long long read_timeout_ms;
-	long long write_timeout_ms;
 	char store_sync[8];
 	long long store_batch_max;
 	long long max_amount;

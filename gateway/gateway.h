@@ -25,6 +25,7 @@ struct jwt_verifier;
 struct keyring;
 struct store;
 struct store_reader;
+struct req_ctx;
 
 struct gw_metrics {
 	atomic_ullong http_requests;
@@ -54,6 +55,7 @@ struct reactor {
 	int64_t drain_deadline;
 	int draining;
 	int inflight;                 /* transactions on this reactor */
+	struct req_ctx *pending;      /* their request contexts */
 	int ready;                    /* 1 once listening, -1 on failure */
 };
 
@@ -76,6 +78,8 @@ struct gateway {
 /* routes.c: the HTTP surface. */
 void routes_handle(struct evhttp_request *req, void *arg); /* arg: reactor */
 int metrics_status_index(const char *status);
+/* routes_txn.c: frees transactions still in flight after a forced stop. */
+void routes_txn_abandon(struct reactor *rx);
 
 /* server.c: reactors. */
 int server_start(struct gateway *gw, char *err, size_t errlen);

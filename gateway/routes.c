@@ -74,10 +74,13 @@ http_send_error(struct reactor *rx, struct evhttp_request *req, int status,
                 const char *code, const char *message)
 {
 	cJSON *o = cJSON_CreateObject();
-	char *s = NULL;
+	char *s = NULL, msg[256];
+	/* Last line of defence: no PAN-shaped digit run leaves in an error. */
+	fgw_strlcpy(msg, message, sizeof(msg));
+	log_scrub_digits(msg);
 	if (o != NULL) {
 		cJSON_AddStringToObject(o, "error", code);
-		cJSON_AddStringToObject(o, "message", message);
+		cJSON_AddStringToObject(o, "message", msg);
 		s = cJSON_PrintUnformatted(o);
 		cJSON_Delete(o);
 	}
@@ -210,6 +213,11 @@ http_idempotency_front(struct reactor *rx, struct evhttp_request *req,
 	if (sodium_memcmp(stored.request_hash, hash, 64) != 0) {
 		http_send_error(rx, req, 422, "IDEMPOTENCY_CONFLICT",
 		                "This Idempotency-Key was used with different parameters");
+	} else if (stored.status_code == 0) {
+		/* Claimed by a transaction whose outcome is not recorded yet
+		 * (e.g. interrupted by a restart): never run it twice. */
+		http_send_error(rx, req, 409, "IDEMPOTENCY_CONFLICT",
+		                "A request with this Idempotency-Key is still in progress");
 	} else {
 		atomic_fetch_add(&rx->gw->metrics.idem_replays, 1);
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Idempotent-Replayed",

@@ -23,12 +23,45 @@
 
 /* One website request waiting for its transaction. */
 struct req_ctx {
+	struct req_ctx *prev, *next;  /* the reactor's transactions in flight */
+	struct txn *t;
 	struct reactor *rx;
 	struct evhttp_request *req;   /* NULL once the client has gone */
 	struct evhttp_connection *evcon;
 	char client[64];
 	char key[256];
 };
+
+static void
+unlink_ctx(struct req_ctx *ctx)
+{
+	struct reactor *rx = ctx->rx;
+	if (ctx->prev != NULL)
+		ctx->prev->next = ctx->next;
+	else
+		rx->pending = ctx->next;
+	if (ctx->next != NULL)
+		ctx->next->prev = ctx->prev;
+}
+
+void
+routes_txn_abandon(struct reactor *rx)
+{
+	/* Only after the loop stopped past the shutdown deadline: the rows
+	 * stay posting/processing for the reconciler; the memory goes. */
+	while (rx->pending != NULL) {
+		struct req_ctx *ctx = rx->pending;
+		unlink_ctx(ctx);
+		log_txn_warn(ctx->t->id, "abandoned at shutdown; left for reconciliation");
+		if (ctx->req != NULL && ctx->evcon != NULL)
+			evhttp_connection_set_closecb(ctx->evcon, NULL, NULL);
+		if (ctx->key[0])
+			idem_end(rx->gw->idem, ctx->client, ctx->key);
+		txn_free(ctx->t);
+		free(ctx);
+	}
+	rx->inflight = 0;
+}
 
 static void
 on_close(struct evhttp_connection *evcon, void *arg)
@@ -71,6 +104,7 @@ on_txn_done(struct txn *t, void *arg)
 	if (ctx->key[0])
 		idem_end(rx->gw->idem, ctx->client, ctx->key);
 	rx->inflight--;
+	unlink_ctx(ctx);
 	free(ctx);
 }
 
@@ -111,7 +145,12 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 		goto fail;
 	}
 	rq = NULL; /* owned by t now */
+	ctx->t = t;
 	ctx->rx = rx;
+	ctx->next = rx->pending;
+	if (rx->pending != NULL)
+		rx->pending->prev = ctx;
+	rx->pending = ctx;
 	ctx->req = req;
 	ctx->evcon = evhttp_request_get_connection(req);
 	fgw_strlcpy(ctx->client, who.client_id, sizeof(ctx->client));

@@ -156,6 +156,8 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	evhttp_set_max_headers_size(rx->http, (ev_ssize_t)cfg->max_header_bytes);
 	tv.tv_sec = cfg->read_timeout_ms / 1000;
 	tv.tv_usec = (cfg->read_timeout_ms % 1000) * 1000;
+	/* libevent 2.1 has one timeout for reading a request and writing its
+	 * answer. */
 	evhttp_set_timeout_tv(rx->http, &tv);
 	evhttp_set_allowed_methods(rx->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
 	                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
@@ -200,6 +202,7 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 static void
 reactor_cleanup(struct reactor *rx)
 {
+	routes_txn_abandon(rx);
 	if (rx->http != NULL)
 		evhttp_free(rx->http);
 	if (rx->httpc != NULL)

@@ -108,6 +108,7 @@ post_run(struct txn *t)
 	struct store_txn_row row;
 	struct store_vault_entry ve;
 	struct store_audit audit;
+	struct store_idem claim;
 	char *details;
 	int r;
 
@@ -128,8 +129,22 @@ post_run(struct txn *t)
 	details = stage_audit_details(t);
 	audit = (struct store_audit){ t->client_id, t->source, "txn.created",
 		                          t->id, "posting", details };
-	r = store_txn_create(t->env->store, t->env->waker, &row, &ve, NULL,
-	                     &audit, 1, post_committed, t);
+	/* The client's key is claimed durably with the write-ahead (status 0:
+	 * in progress), so a retry after a crash cannot start a second
+	 * charge; the record stage (or the reconciler) replaces it with the
+	 * answer. */
+	memset(&claim, 0, sizeof(claim));
+	if (t->idem_key[0]) {
+		fgw_strlcpy(claim.client_id, t->client_id, sizeof(claim.client_id));
+		fgw_strlcpy(claim.key, t->idem_key, sizeof(claim.key));
+		fgw_strlcpy(claim.request_hash, t->request_hash, sizeof(claim.request_hash));
+		claim.status_code = 0;
+		fgw_strlcpy(claim.txn_id, t->id, sizeof(claim.txn_id));
+		claim.created_at = fgw_now_ms();
+		claim.expires_at = claim.created_at + t->env->idem_ttl_ms;
+	}
+	r = store_txn_create(t->env->store, t->env->waker, &row, &ve,
+	                     t->idem_key[0] ? &claim : NULL, &audit, 1, post_committed, t);
 	free(details);
 	if (r != 0) {
 		log_txn_error(t->id, "store refused the write-ahead: %s", fgw_strerror(r));

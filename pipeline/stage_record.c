@@ -20,6 +20,7 @@
 #include "crypto/secmem.h"
 #include "crypto/vault.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/events.h"
 #include "pipeline/stages.h"
 #include "processors/httpc.h"
 
@@ -63,6 +64,14 @@ record_committed(void *arg, int rc)
 		txn_set_outcome(t, t->out.status, "INTERNAL_ERROR",
 		                "The outcome could not be recorded; it will be reconciled", 500, 0);
 		stage_build_answer(t);
+	} else {
+		struct store_txn_row row;
+		stage_fill_row(t, t->out.status, &row);
+		if (!t->row_created)
+			row.token[0] = '\0';
+		fgw_strlcpy(row.processor_ref, t->result.reference, sizeof(row.processor_ref));
+		row.next_action_json = t->result.next_action_json;
+		txn_events_publish(t->env, &row);
 	}
 	pipeline_resume(t, STAGE_NEXT);
 }

@@ -99,8 +99,14 @@ only_fields(const cJSON *obj, const char *const *allowed, const char *path,
 			if (it->string && strcmp(it->string, *a) == 0)
 				ok = 1;
 		if (!ok) {
-			snprintf(field, sizeof(field), "%s%s%.40s", path,
-			         path[0] ? "." : "", it->string ? it->string : "?");
+			/* Echo the name only when it is a plain identifier: a
+			 * client could send card data as a member name. */
+			const char *name = it->string ? it->string : "";
+			size_t n = strlen(name);
+			int plain = n > 0 && n <= 40 && strspn(name,
+			    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_") == n;
+			snprintf(field, sizeof(field), "%s%s%s", path, path[0] ? "." : "",
+			         plain ? name : "(unnamed)");
 			return perr(err, field, "is not a known field");
 		}
 	}
@@ -368,7 +374,7 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
 		goto out;
 	}
 	if ((card == NULL) == (enc == NULL)) {
-		r = perr(err, "card", "exactly one of card and encryptedCard is required");
+		r = perr(err, "card", "or encryptedCard is required, but not both");
 		goto out;
 	}
 	if (card != NULL) {
