@@ -139,6 +139,12 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 		}
 		goto fail;
 	}
+	fgw_strlcpy(rq->customer_id, who.subject, sizeof(rq->customer_id));
+	if ((rq->payment_method_id[0] || rq->save_method) && rq->customer_id[0] == '\0') {
+		http_send_error(rx, req, 400, "VALIDATION_ERROR",
+		                "X-Customer-Id is required with paymentMethodId or savePaymentMethod");
+		goto fail;
+	}
 	if ((ctx = calloc(1, sizeof(*ctx))) == NULL ||
 	    (r = txn_new(&rx->env, rq, who.client_id, who.source, key, hash, &t)) != 0) {
 		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");

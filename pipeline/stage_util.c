@@ -157,6 +157,10 @@ stage_build_answer(struct txn *t)
 			cJSON_AddStringToObject(pm, "last4", t->last4);
 			cJSON_AddNumberToObject(pm, "expMonth", t->req->card.exp_month);
 			cJSON_AddNumberToObject(pm, "expYear", t->req->card.exp_year);
+			if (t->saved_method_id[0])
+				cJSON_AddStringToObject(pm, "paymentMethodId", t->saved_method_id);
+			else if (t->req->payment_method_id[0])
+				cJSON_AddStringToObject(pm, "paymentMethodId", t->req->payment_method_id);
 		}
 		if ((pr = cJSON_AddObjectToObject(o, "processor")) != NULL) {
 			cJSON_AddStringToObject(pr, "name", t->env->proc->name);
