@@ -364,6 +364,8 @@ config_finish(struct fgw_config *cfg, char *err, size_t errlen)
 	    (cfg->jwt_audience[0] == '\0' ||
 	     (cfg->jwt_jwks_file[0] == '\0' && cfg->jwt_hs256_secret_file[0] == '\0')))
 		return fail(err, errlen, "config", "jwt_issuer needs jwt_audience and jwt_jwks_file or jwt_hs256_secret_file%s", "");
+	if ((cfg->tls_cert_file[0] == '\0') != (cfg->tls_key_file[0] == '\0'))
+		return fail(err, errlen, "config", "tls_cert_file and tls_key_file go together%s", "");
 	/* Default: the file `flairctl keys processor-import NAME FILE` writes. */
 	if (cfg->processor_public_key_file[0] == '\0') {
 		char leaf[96];

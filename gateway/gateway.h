@@ -26,6 +26,7 @@ struct keyring;
 struct store;
 struct store_reader;
 struct req_ctx;
+struct ssl_ctx_st;
 
 struct gw_metrics {
 	atomic_ullong http_requests;
@@ -73,6 +74,7 @@ struct gateway {
 	atomic_int stopping;
 	struct gw_metrics metrics;
 	int64_t started_at;
+	struct ssl_ctx_st *tls;        /* website listener TLS; NULL: plain HTTP */
 };
 
 /* routes.c: the HTTP surface. */

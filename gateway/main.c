@@ -29,6 +29,7 @@
 #include "crypto/keys.h"
 #include "crypto/sealed.h"
 #include "crypto/secmem.h"
+#include "crypto/tls.h"
 #include "crypto/wipealloc.h"
 #include "gateway/gateway.h"
 #include "gateway/idem.h"
@@ -296,6 +297,13 @@ main(int argc, char **argv)
 	}
 	if (idem_table_new(&gw.idem) != 0)
 		goto out;
+	if (gw.cfg.tls_cert_file[0] != '\0' &&
+	    tls_server_ctx_new(gw.cfg.tls_cert_file, gw.cfg.tls_key_file, &gw.tls, err,
+	                       sizeof(err)) != 0) {
+		fprintf(stderr, "flairgw: %s\n", err);
+		log_error("%s", err);
+		goto out;
+	}
 	gw.n_rx = gw.cfg.workers > 0 ? (int)gw.cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (gw.n_rx < 1)
 		gw.n_rx = 1;
@@ -327,8 +335,8 @@ main(int argc, char **argv)
 		    event_add(timers[1], &tv) != 0)
 			log_warn("vault sweep timer not started");
 	}
-	log_info("listening on %s with %d reactor%s, processor %s at %s, database %s",
-	         gw.cfg.listen, gw.n_rx, gw.n_rx == 1 ? "" : "s", gw.proc.name,
+	log_info("listening on %s (%s) with %d reactor%s, processor %s at %s, database %s",
+	         gw.cfg.listen, gw.tls ? "TLS 1.2+" : "plain HTTP", gw.n_rx, gw.n_rx == 1 ? "" : "s", gw.proc.name,
 	         gw.proc.base_url, gw.cfg.database);
 	event_base_dispatch(sigbase);
 	server_stop(&gw);
@@ -348,6 +356,7 @@ out:
 	idem_table_free(gw.idem);
 	jwt_verifier_free(gw.jwt);
 	keyring_free(gw.kr);
+	tls_server_ctx_free(gw.tls);
 	curl_global_cleanup();
 	return code;
 }
