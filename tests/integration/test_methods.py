@@ -267,3 +267,17 @@ def test_one_time_cards_expire_and_the_sweep_purges_them():
         time.sleep(1.5)  # another sweep has run: the saved card stays
         assert [x["id"] for x in g.methods(customer=cust).body["data"]] == [saved["id"]]
         harness.assert_status(pay_with(g, cust, saved["id"]))
+
+
+def test_idempotency_key_replays_only_for_the_same_customer():
+    g, alice, bob = gw(), customer(), customer()
+    m = save_card(g, alice)
+    body = {"reservationId": f"res_idem_{next(_ids)}", "amount": 1100, "currency": "USD",
+            "paymentMethodId": m["id"]}
+    key = f"idem-pm-{os.getpid()}-{next(_ids)}"
+    first = g.pay(body, idem=key, headers={"X-Customer-Id": alice})
+    harness.assert_status(first)
+    again = g.pay(body, idem=key, headers={"X-Customer-Id": alice})
+    assert again.raw == first.raw, again
+    other = g.pay(body, idem=key, headers={"X-Customer-Id": bob})
+    harness.assert_error(other, 422, "IDEMPOTENCY_CONFLICT")
