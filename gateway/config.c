@@ -88,6 +88,7 @@ static const struct cfg_directive directives[] = {
 	INT(keyring_watch_ms, 0, 3600000, "1000", "how often keyring.json is checked for rotations by flairctl (0 = SIGHUP only)"),
 	STR(tls_cert_file, "", "website listener: PEM certificate chain (enables TLS 1.2+)"),
 	STR(tls_key_file, "", "website listener: PEM private key for tls_cert_file"),
+	STR(pid_file, "", "file holding the daemon's pid, locked while it runs (default DATA_DIR/flairgw.pid)"),
 	{ NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL },
 };
 
@@ -353,6 +354,9 @@ config_finish(struct fgw_config *cfg, char *err, size_t errlen)
 		return fail(err, errlen, "config", "data_dir is too long%s", "");
 	if (cfg->keys_dir[0] == '\0' &&
 	    derive_path(cfg->keys_dir, sizeof(cfg->keys_dir), cfg->data_dir, "keys") != 0)
+		return fail(err, errlen, "config", "data_dir is too long%s", "");
+	if (cfg->pid_file[0] == '\0' &&
+	    derive_path(cfg->pid_file, sizeof(cfg->pid_file), cfg->data_dir, "flairgw.pid") != 0)
 		return fail(err, errlen, "config", "data_dir is too long%s", "");
 	if (cfg->kek_file[0] == '\0' && cfg->kek_env[0] == '\0' && cfg->kek_share1[0] == '\0')
 		return fail(err, errlen, "config", "no KEK source: set kek_file, kek_env or kek_share1/kek_share2%s", "");

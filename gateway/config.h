@@ -69,6 +69,7 @@ struct fgw_config {
 	long long keyring_watch_ms;
 	char tls_cert_file[512];
 	char tls_key_file[512];
+	char pid_file[512];       /* written at start; flairctl signals it */
 };
 
 /* Fills defaults. */

@@ -221,6 +221,7 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	rx->env.idem_ttl_ms = cfg->idempotency_ttl_s * 1000;
 	rx->env.reader = rx->reader;
 	rx->env.vault_onetime_ttl_ms = cfg->vault_onetime_ttl_s * 1000;
+	rx->env.risk = gw->risk.up ? &gw->risk : NULL;
 	return FGW_OK;
 }
 

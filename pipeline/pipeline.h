@@ -43,6 +43,7 @@ struct event_base;
 struct httpc;
 struct httpc_req;
 struct keyring;
+struct risk;
 struct secbuf;
 struct txn;
 
@@ -151,6 +152,7 @@ struct pipeline_env {
 	int64_t idem_ttl_ms;         /* how long idempotent answers are kept */
 	struct store_reader *reader; /* this reactor's read connection */
 	int64_t vault_onetime_ttl_ms;/* lifetime of unsaved vault entries */
+	struct risk *risk;           /* rules and velocity; NULL: no rules_file */
 };
 
 /* ---- the transaction -------------------------------------------------- */
@@ -187,8 +189,10 @@ struct txn {
 	char saved_method_id[40];    /* "pm_…" when this payment saves the card */
 
 	/* rule */
-	char decision[16];           /* allow, review, decline */
+	char decision[16];           /* allow, review, require_3ds, decline */
 	char rules_fired[256];
+	char rule_code[40];          /* a rule's decline code, "" otherwise */
+	int require_3ds;             /* a rule asked for 3-D Secure */
 
 	/* encrypt */
 	char *sealed_card_b64;
