@@ -433,6 +433,8 @@ main(int argc, char **argv)
 	                       sizeof(err)) != 0) {
 		fprintf(stderr, "flairgw: %s\n", err);
 		log_error("%s", err);
+		goto out;
+	}
 	if ((r = replay_velocity(&gw)) != 0) {
 		log_error("velocity replay from %s failed: %s", gw.cfg.database, fgw_strerror(r));
 		goto out;
