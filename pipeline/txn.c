@@ -331,6 +331,44 @@ parse_metadata(const cJSON *m, struct txn_request *rq, struct txn_parse_error *e
 	return FGW_OK;
 }
 
+/* encryptedCard {"keyId","data"}: kept as sent, opened later. */
+static int
+parse_encrypted(const cJSON *enc, struct txn_request *rq, struct txn_parse_error *err)
+{
+	static const char *const efields[] = { "keyId", "data", NULL };
+	const cJSON *data;
+	int r;
+	rq->has_encrypted = 1;
+	if (!cJSON_IsObject(enc))
+		return perr(err, "encryptedCard", "must be an object");
+	if ((r = only_fields(enc, efields, "encryptedCard", err)) != 0 ||
+	    (r = get_str(enc, "keyId", "encryptedCard.keyId", rq->enc_key_id,
+	                 sizeof(rq->enc_key_id), 1, err)) != 0)
+		return r;
+	data = cJSON_GetObjectItemCaseSensitive(enc, "data");
+	if (data == NULL || !cJSON_IsString(data) || data->valuestring[0] == '\0' ||
+	    strlen(data->valuestring) > 8192)
+		return perr(err, "encryptedCard.data", "must be a base64 string of at most 8192 characters");
+	if ((rq->enc_data = strdup(data->valuestring)) == NULL)
+		return FGW_ERR_NOMEM;
+	return FGW_OK;
+}
+
+/* End of a body parse: card strings wiped before the tree is freed, and a
+ * request that was not handed out freed. */
+static void
+parse_done(cJSON *root, cJSON *card, struct txn_request *rq)
+{
+	if (root != NULL) {
+		if (card != NULL && cJSON_IsObject(card)) {
+			wipe_string_item(card, "number");
+			wipe_string_item(card, "cvc");
+		}
+		cJSON_Delete(root);
+	}
+	txn_request_free(rq);
+}
+
 int
 txn_request_parse(const char *body, size_t len, struct txn_request **out,
                   struct txn_parse_error *err)
@@ -400,41 +438,14 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
 		rq->has_card = 1;
 		if ((r = card_from_json(card, "card", &rq->card, err)) != 0)
 			goto out;
-	} else {
-		static const char *const efields[] = { "keyId", "data", NULL };
-		const cJSON *data;
-		rq->has_encrypted = 1;
-		if (!cJSON_IsObject(enc)) {
-			r = perr(err, "encryptedCard", "must be an object");
-			goto out;
-		}
-		if ((r = only_fields(enc, efields, "encryptedCard", err)) != 0 ||
-		    (r = get_str(enc, "keyId", "encryptedCard.keyId", rq->enc_key_id,
-		                 sizeof(rq->enc_key_id), 1, err)) != 0)
-			goto out;
-		data = cJSON_GetObjectItemCaseSensitive(enc, "data");
-		if (data == NULL || !cJSON_IsString(data) || data->valuestring[0] == '\0' ||
-		    strlen(data->valuestring) > 8192) {
-			r = perr(err, "encryptedCard.data", "must be a base64 string of at most 8192 characters");
-			goto out;
-		}
-		if ((rq->enc_data = strdup(data->valuestring)) == NULL) {
-			r = FGW_ERR_NOMEM;
-			goto out;
-		}
+	} else if ((r = parse_encrypted(enc, rq, err)) != 0) {
+		goto out;
 	}
 	*out = rq;
 	rq = NULL;
 	r = FGW_OK;
 out:
-	if (root != NULL) {
-		if (card != NULL && cJSON_IsObject(card)) {
-			wipe_string_item(card, "number");
-			wipe_string_item(card, "cvc");
-		}
-		cJSON_Delete(root);
-	}
-	txn_request_free(rq);
+	parse_done(root, card, rq);
 	return r;
 }
 
@@ -444,10 +455,8 @@ txn_method_body_parse(const char *body, size_t len, struct txn_request **out,
 {
 	static const char *const fields[] = { "paymentMethodId", "card", "encryptedCard",
 		                                  "nickname", NULL };
-	static const char *const efields[] = { "keyId", "data", NULL };
 	cJSON *root = NULL, *card = NULL, *enc = NULL;
 	struct txn_request *rq = NULL;
-	const cJSON *data;
 	int r;
 
 	memset(err, 0, sizeof(*err));
@@ -480,39 +489,14 @@ txn_method_body_parse(const char *body, size_t len, struct txn_request **out,
 		rq->has_card = 1;
 		if ((r = card_from_json(card, "card", &rq->card, err)) != 0)
 			goto out;
-	} else {
-		rq->has_encrypted = 1;
-		if (!cJSON_IsObject(enc)) {
-			r = perr(err, "encryptedCard", "must be an object");
-			goto out;
-		}
-		if ((r = only_fields(enc, efields, "encryptedCard", err)) != 0 ||
-		    (r = get_str(enc, "keyId", "encryptedCard.keyId", rq->enc_key_id,
-		                 sizeof(rq->enc_key_id), 1, err)) != 0)
-			goto out;
-		data = cJSON_GetObjectItemCaseSensitive(enc, "data");
-		if (data == NULL || !cJSON_IsString(data) || data->valuestring[0] == '\0' ||
-		    strlen(data->valuestring) > 8192) {
-			r = perr(err, "encryptedCard.data", "must be a base64 string of at most 8192 characters");
-			goto out;
-		}
-		if ((rq->enc_data = strdup(data->valuestring)) == NULL) {
-			r = FGW_ERR_NOMEM;
-			goto out;
-		}
+	} else if ((r = parse_encrypted(enc, rq, err)) != 0) {
+		goto out;
 	}
 	*out = rq;
 	rq = NULL;
 	r = FGW_OK;
 out:
-	if (root != NULL) {
-		if (card != NULL && cJSON_IsObject(card)) {
-			wipe_string_item(card, "number");
-			wipe_string_item(card, "cvc");
-		}
-		cJSON_Delete(root);
-	}
-	txn_request_free(rq);
+	parse_done(root, card, rq);
 	return r;
 }
 
