@@ -13,6 +13,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "crypto/keys.h"
 #include "crypto/sealed.h"
 #include "crypto/secmem.h"
 #include "crypto/vault.h"
@@ -71,7 +72,18 @@ stage_load_method(struct txn *t)
 	}
 	if (ve.saved && !t->method_saved)
 		t->method_saved = 1;
-	if ((r = vault_decrypt(t->env->kr, ve.token, blob, &pan)) != 0) {
+	r = vault_decrypt(t->env->kr, ve.token, blob, &pan);
+	if (r == FGW_ERR_NOT_FOUND) {
+		/* A key this process has not seen yet: flairctl rotated and
+		 * rewrapped before the key ring watch noticed. Re-read the ring
+		 * now (a small local file) rather than fail the payment. */
+		const char *why = NULL;
+		if (keyring_reload(t->env->kr, &why) == 0)
+			r = vault_decrypt(t->env->kr, ve.token, blob, &pan);
+		else
+			log_txn_warn(t->id, "key ring reload refused: %s", why ? why : "?");
+	}
+	if (r != 0) {
 		log_txn_error(t->id, "vault decrypt failed for key %s: %s", ve.key_id,
 		              fgw_strerror(r));
 		goto fail;

@@ -193,3 +193,19 @@ def test_keys_init_and_processor_import():
         g.overrides["processor_public_key_file"] = ""
         g.start()
         harness.assert_status(g.pay(harness.txn_body(VISA)))
+
+
+def test_rewrap_before_the_daemon_noticed_the_rotation_still_decrypts():
+    # No watch: only the decrypt path's reload on an unknown key id helps.
+    with harness.Stack(keyring_watch_ms=0) as stack:
+        g = stack.gw
+        methods = save_methods(g, ["cus_early_1", "cus_early_2"])
+        ctl_ok(g, "keys", "rotate")
+        out = ctl_ok(g, "keys", "rewrap")
+        assert "2 entries" in out and "0 failed" in out, out
+        for cust, pm in methods.items():
+            harness.assert_status(g.pay({"reservationId": f"res_early_{cust}", "amount": 800,
+                                         "currency": "USD", "paymentMethodId": pm},
+                                        headers={"X-Customer-Id": cust}))
+        with open(g.log_file, "rb") as f:
+            assert b"vault decrypt failed" not in f.read()
