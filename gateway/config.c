@@ -83,6 +83,9 @@ static const struct cfg_directive directives[] = {
 	STR(jwt_jwks_file, "", "customer JWTs: JWKS file with the RS256 keys (reloaded on SIGHUP)"),
 	STR(jwt_hs256_secret_file, "", "customer JWTs: file with the HS256 shared secret (>= 32 bytes)"),
 	INT(jwt_leeway_s, 0, 300, "30", "customer JWTs: allowed clock skew for exp/nbf"),
+	STR(slots_file, "", "reservations: experiences and time slots loaded at start (JSON, docs/reservations.md)"),
+	INT(hold_minutes, 1, 1440, "15", "reservations: how long a hold keeps its places"),
+	INT(hold_sweep_ms, 100, 600000, "1000", "reservations: how often expired holds are released and old idempotency keys pruned"),
 	{ NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL },
 };
 

@@ -57,6 +57,8 @@ struct reactor {
 	int inflight;                 /* transactions on this reactor */
 	struct req_ctx *pending;      /* their request contexts */
 	int ready;                    /* 1 once listening, -1 on failure */
+	struct event *resv_timer;     /* reservations: hold expiry (reactor 0) */
+	int resv_sweeping;            /* a sweep job is queued */
 };
 
 struct gateway {

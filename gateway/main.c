@@ -31,6 +31,7 @@
 #include "crypto/wipealloc.h"
 #include "gateway/gateway.h"
 #include "gateway/idem.h"
+#include "gateway/resv.h"
 #include "store/store.h"
 
 static struct gateway gw;
@@ -223,6 +224,11 @@ main(int argc, char **argv)
 	}
 	if (idem_table_new(&gw.idem) != 0)
 		goto out;
+	if (resv_setup(&gw, err, sizeof(err)) != 0) {
+		fprintf(stderr, "flairgw: %s\n", err);
+		log_error("%s", err);
+		goto out;
+	}
 	gw.n_rx = gw.cfg.workers > 0 ? (int)gw.cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (gw.n_rx < 1)
 		gw.n_rx = 1;

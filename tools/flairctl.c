@@ -25,6 +25,7 @@
 #include "gateway/config.h"
 #include "pipeline/pipeline.h"
 #include "store/store.h"
+#include "tools/flairctl_resv.h"
 
 struct ctl {
 	struct fgw_config cfg;
@@ -237,6 +238,50 @@ cmd_config_check(struct ctl *c, int argc, char **argv)
 	return FGW_OK;
 }
 
+/* ---- reservations and tokens (tools/flairctl_resv.c) ------------------- */
+
+static int
+cmd_slots_list(struct ctl *c, int argc, char **argv)
+{
+	int r = open_store(c);
+	return r != 0 ? r : ctl_slots_list(c->reader, argc, argv);
+}
+
+static int
+cmd_slots_add(struct ctl *c, int argc, char **argv)
+{
+	int r = open_store(c);
+	return r != 0 ? r : ctl_slots_add(c->store, argc, argv);
+}
+
+static int
+cmd_slots_load(struct ctl *c, int argc, char **argv)
+{
+	int r = open_store(c);
+	return r != 0 ? r : ctl_slots_load(c->store, argc, argv);
+}
+
+static int
+cmd_slots_set_capacity(struct ctl *c, int argc, char **argv)
+{
+	int r = open_store(c);
+	return r != 0 ? r : ctl_slots_set_capacity(c->store, argc, argv);
+}
+
+static int
+cmd_jwt_sign(struct ctl *c, int argc, char **argv)
+{
+	(void)c;
+	return ctl_jwt_sign(argc, argv);
+}
+
+static int
+cmd_jwt_jwks(struct ctl *c, int argc, char **argv)
+{
+	(void)c;
+	return ctl_jwt_jwks(argc, argv);
+}
+
 static const struct command commands[] = {
 	{ "keys", "status", "", "show key ids, statuses and how many entries each protects", cmd_keys_status },
 	{ "keys", "rotate", "[--box]", "make a new data key (or box key) the one used to encrypt", cmd_keys_rotate },
@@ -245,6 +290,12 @@ static const struct command commands[] = {
 	{ "txn", "show", "TXN_ID", "print a recorded transaction (masked)", cmd_txn_show },
 	{ "audit", "verify", "", "check the audit hash chain; names the first broken event", cmd_audit_verify },
 	{ "config", "check", "", "load and validate the configuration", cmd_config_check },
+	{ "slots", "list", "", "time slots with capacity, places taken and price", cmd_slots_list },
+	{ "slots", "add", "SLOT_ID EXPERIENCE_ID STARTS_AT_MS CAPACITY", "add or update a time slot", cmd_slots_add },
+	{ "slots", "load", "FILE.json", "load experiences and time slots (slots_file format)", cmd_slots_load },
+	{ "slots", "set-capacity", "SLOT_ID CAPACITY", "change capacity (never below places taken)", cmd_slots_set_capacity },
+	{ "jwt", "sign", "(--hs256 FILE | --rs256 PEM --kid KID) CLAIMS", "mint a test JWT", cmd_jwt_sign },
+	{ "jwt", "jwks", "PEM KID", "print a one-key JWKS for an RSA key", cmd_jwt_jwks },
 	{ NULL, NULL, NULL, NULL, NULL },
 };
 
