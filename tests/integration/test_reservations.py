@@ -386,3 +386,10 @@ def test_idempotency_keys_pruned_after_ttl():
     second = gw().http("POST", "/v1/reservations/hold", hold_body(guests=1), headers)
     assert second.status == 200, second
     assert second.body["reservation"]["id"] != first.body["reservation"]["id"]
+
+
+def test_admin_clock_refused_in_production():
+    with harness.Stack(mode="production") as stack:
+        resp = stack.gw.http("POST", "/v1/admin/clock", {"offsetMs": 1000})
+        harness.assert_error(resp, 403, "FORBIDDEN")
+        assert stack.gw.http("GET", "/healthz", key=None).status == 200
