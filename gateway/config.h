@@ -64,6 +64,7 @@ struct fgw_config {
 	char jwt_jwks_file[512];
 	char jwt_hs256_secret_file[512];
 	long long jwt_leeway_s;
+	char pid_file[512];       /* written at start; flairctl signals it */
 	/* reservations (issue 6) */
 	char slots_file[512];
 	long long hold_minutes;

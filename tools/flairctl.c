@@ -25,6 +25,7 @@
 #include "gateway/config.h"
 #include "pipeline/pipeline.h"
 #include "store/store.h"
+#include "tools/ctl_rules.h"
 #include "tools/flairctl_resv.h"
 
 struct ctl {
@@ -238,6 +239,24 @@ cmd_config_check(struct ctl *c, int argc, char **argv)
 	return FGW_OK;
 }
 
+/* ---- rules (tools/ctl_rules.c) ------------------------------------------ */
+
+static int
+cmd_rules_check(struct ctl *c, int argc, char **argv)
+{
+	return ctl_rules_check(&c->cfg, argc, argv);
+}
+
+static int
+cmd_rules_test(struct ctl *c, int argc, char **argv)
+{
+	return ctl_rules_test(&c->cfg, argc, argv);
+}
+
+static int
+cmd_rules_reload(struct ctl *c, int argc, char **argv)
+{
+	return ctl_rules_reload(&c->cfg, argc, argv);
 /* ---- reservations and tokens (tools/flairctl_resv.c) ------------------- */
 
 static int
@@ -290,6 +309,11 @@ static const struct command commands[] = {
 	{ "txn", "show", "TXN_ID", "print a recorded transaction (masked)", cmd_txn_show },
 	{ "audit", "verify", "", "check the audit hash chain; names the first broken event", cmd_audit_verify },
 	{ "config", "check", "", "load and validate the configuration", cmd_config_check },
+	{ "rules", "check", "[FILE]", "compile a rules file; errors as FILE:LINE:COL (exit 1)", cmd_rules_check },
+	{ "rules", "test", "FILE TXN.json [OPTIONS]",
+	  "decide a sample transaction body, no database (--mode M, --threeds T, --card-saved, "
+	  "--processor P, --customer-id ID, --previous N, --declined N)", cmd_rules_test },
+	{ "rules", "reload", "", "check rules_file, then SIGHUP the daemon in pid_file", cmd_rules_reload },
 	{ "slots", "list", "", "time slots with capacity, places taken and price", cmd_slots_list },
 	{ "slots", "add", "SLOT_ID EXPERIENCE_ID STARTS_AT_MS CAPACITY", "add or update a time slot", cmd_slots_add },
 	{ "slots", "load", "FILE.json", "load experiences and time slots (slots_file format)", cmd_slots_load },
@@ -348,7 +372,9 @@ main(int argc, char **argv)
 		config_set(&c.cfg, "api_key", "flairctl-placeholder ctl", "flairctl", err, sizeof(err));
 	if (c.cfg.processor_public_key_file[0] == '\0')
 		config_set(&c.cfg, "processor_public_key_file", "-", "flairctl", err, sizeof(err));
-	if (config_finish(&c.cfg, err, sizeof(err)) != 0) {
+	/* The rules commands need no KEK: only paths (a rules file, the pid
+	 * file, which config_finish derives before its other checks). */
+	if (config_finish(&c.cfg, err, sizeof(err)) != 0 && strcmp(argv[first], "rules") != 0) {
 		fprintf(stderr, "flairctl: %s\n", err);
 		return 2;
 	}
