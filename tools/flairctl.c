@@ -257,6 +257,8 @@ static int
 cmd_rules_reload(struct ctl *c, int argc, char **argv)
 {
 	return ctl_rules_reload(&c->cfg, argc, argv);
+}
+
 /* ---- reservations and tokens (tools/flairctl_resv.c) ------------------- */
 
 static int
