@@ -249,6 +249,19 @@ def test_three_d_secure_completes_through_polling():
     assert f.status == 200 and f.body["reservation"]["reservationReference"] == row["reference"]
 
 
+def test_convert_with_encrypted_card_and_no_pan_at_rest():
+    tok = keys().rs256(customer())
+    rid = hold(tok).body["reservation"]["id"]
+    body = harness.with_encrypted_card({"holdId": rid, "card": harness.card(VISA)},
+                                       gw().public_key())
+    c = call("POST", "/v1/reservations/hold/convert", tok, body, f"c-{uuid.uuid4()}")
+    assert c.status == 200 and c.body["reservation"]["status"] == "pending", c
+    row = gw().query("SELECT last4, status FROM transactions WHERE reservation_id = ?", rid)[0]
+    assert (row["last4"], row["status"]) == ("4242", "succeeded")
+    assert not harness.leaks_in(json.dumps(gw().query("SELECT * FROM reservations")).encode(),
+                                [VISA])
+
+
 # ---- errors, scoping ----------------------------------------------------------
 
 def test_error_codes():
