@@ -27,6 +27,7 @@ struct keyring;
 struct store;
 struct store_reader;
 struct req_ctx;
+struct rctx;
 
 struct gw_metrics {
 	atomic_ullong http_requests;
@@ -60,6 +61,7 @@ struct reactor {
 	int ready;                    /* 1 once listening, -1 on failure */
 	struct event *resv_timer;     /* reservations: hold expiry (reactor 0) */
 	int resv_sweeping;            /* a sweep job is queued */
+	struct rctx *resv_pending;    /* reservation requests in flight */
 };
 
 struct gateway {

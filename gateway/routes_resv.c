@@ -42,6 +42,7 @@ static const char ref_alphabet[] = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 /* ---- request contexts --------------------------------------------------- */
 
 struct rctx {
+	struct rctx *prev, *next;      /* the reactor's requests in flight */
 	struct reactor *rx;
 	struct evhttp_request *req;    /* NULL once the client has gone */
 	struct evhttp_connection *evcon;
@@ -53,6 +54,7 @@ struct rctx {
 	struct resv_row row;
 	enum resv_err err;
 	struct txn *t;                 /* convert: before pipeline_start */
+	struct txn *running;           /* convert: in the pipeline (not ours) */
 	char *answer;                  /* JSON to send */
 	int status;
 	struct httpc_req *http;        /* payment-status: processor check */
@@ -79,11 +81,36 @@ rctx_new(struct reactor *rx, struct evhttp_request *req, const struct auth_ctx *
 	c->evcon = evhttp_request_get_connection(req);
 	if (c->evcon != NULL)
 		evhttp_connection_set_closecb(c->evcon, on_close, c);
+	c->next = rx->resv_pending;
+	if (c->next != NULL)
+		c->next->prev = c;
+	rx->resv_pending = c;
 	rx->inflight++;
 	return c;
 }
 
 /* Sends (if the client is still there), releases the key, frees. */
+static void
+rctx_free(struct rctx *c)
+{
+	struct reactor *rx = c->rx;
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		rx->resv_pending = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	if (c->key[0])
+		idem_end(rx->gw->idem, c->scope, c->key);
+	rx->inflight--;
+	if (c->t != NULL)
+		txn_free(c->t);
+	httpc_cancel(c->http);
+	store_txn_row_clear(&c->txn);
+	free(c->answer);
+	free(c);
+}
+
 static void
 rctx_finish(struct rctx *c, int status, const char *body)
 {
@@ -92,15 +119,7 @@ rctx_finish(struct rctx *c, int status, const char *body)
 			evhttp_connection_set_closecb(c->evcon, NULL, NULL);
 		http_send_json(c->rx, c->req, status, body);
 	}
-	if (c->key[0])
-		idem_end(c->rx->gw->idem, c->scope, c->key);
-	c->rx->inflight--;
-	if (c->t != NULL)
-		txn_free(c->t);
-	httpc_cancel(c->http);
-	store_txn_row_clear(&c->txn);
-	free(c->answer);
-	free(c);
+	rctx_free(c);
 }
 
 static void
@@ -543,6 +562,7 @@ on_pay_done(struct txn *t, void *arg)
 	cJSON *o = NULL, *res;
 
 	c->t = NULL; /* the runner frees it after this returns */
+	c->running = NULL;
 	if (strcmp(st, "succeeded") == 0 || strcmp(st, "requires_action") == 0 ||
 	    strcmp(st, "processing") == 0) {
 		if (client_secret(c->rx, intent, t->id, secret, sizeof(secret)) != 0 ||
@@ -608,6 +628,7 @@ convert_begun(void *arg, int rc)
 		return;
 	}
 	c->t = NULL; /* owned by the runner now */
+	c->running = t;
 	atomic_fetch_add(&c->rx->gw->metrics.txn_started, 1);
 	pipeline_start(t, on_pay_done, c);
 }
@@ -1246,6 +1267,17 @@ resv_reactor_start(struct reactor *rx)
 void
 resv_reactor_stop(struct reactor *rx)
 {
+	/* Only after the loop stopped past the shutdown deadline: payments
+	 * stay posting for the reconciler; the memory goes (answers, store
+	 * jobs and processor checks will never complete for this reactor). */
+	while (rx->resv_pending != NULL) {
+		struct rctx *c = rx->resv_pending;
+		if (c->req != NULL && c->evcon != NULL)
+			evhttp_connection_set_closecb(c->evcon, NULL, NULL);
+		if (c->running != NULL)
+			txn_free(c->running);
+		rctx_free(c);
+	}
 	if (rx->resv_timer != NULL)
 		event_free(rx->resv_timer);
 	rx->resv_timer = NULL;

@@ -406,3 +406,30 @@ def test_admin_clock_refused_in_production():
         resp = stack.gw.http("POST", "/v1/admin/clock", {"offsetMs": 1000})
         harness.assert_error(resp, 403, "FORBIDDEN")
         assert stack.gw.http("GET", "/healthz", key=None).status == 200
+
+
+def test_sigterm_with_convert_in_flight_is_bounded_and_clean():
+    """A forced stop with a reservation payment hung at the processor: the
+    daemon exits within the deadline and frees everything (the sanitizer
+    would report a leak in stack.close)."""
+    opts = dict(keys().gateway_options(), slots_file=_catalogue(), shutdown_timeout_ms=1000,
+                processor_timeout_ms=30000)
+    with harness.Stack(**opts) as stack:
+        tok = keys().rs256(customer())
+        h = stack.gw.http("POST", "/v1/reservations/hold", hold_body(),
+                          dict(bearer(tok), **{"X-Idempotency-Key": f"h-{uuid.uuid4()}"}),
+                          key=None)
+        assert h.status == 200, h
+        rid = h.body["reservation"]["id"]
+        stack.sandbox.faults(fail_rate=1.0, fail_mode="hang")
+        body = {"holdId": rid, "card": harness.card(VISA)}
+        pending = harness.Background(lambda: stack.gw.http(
+            "POST", "/v1/reservations/hold/convert", body,
+            dict(bearer(tok), **{"X-Idempotency-Key": f"c-{uuid.uuid4()}"}), key=None))
+        stack.gw.wait_for_row(rid)
+        start = time.monotonic()
+        code = stack.gw.stop(harness.signal.SIGTERM, timeout=10)
+        took = time.monotonic() - start
+        pending.join(5)
+        assert not pending.is_alive(), "the client is still waiting after shutdown"
+        assert code == 0 and took < 5, f"exit {code} after {took:.1f} s: {stack.gw.problems}"
