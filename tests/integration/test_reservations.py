@@ -305,6 +305,8 @@ def test_capacity_never_oversold_across_reactors():
     results = [t.result() for t in threads]
     ok = [r for r in results if r.status == 200]
     refused = [r for r in results if r.status == 400]
+    print(f"  40 concurrent holds on capacity {capacity}: {len(ok)} held, "
+          f"{len(results) - len(ok)} refused", flush=True)
     assert len(ok) == capacity, [r.status for r in results]
     assert len(refused) == 40 - capacity
     assert all(r.body["error"] == "TIME_SLOT_NOT_AVAILABLE" for r in refused)
@@ -329,6 +331,8 @@ def test_hundred_concurrent_identical_requests_one_execution():
     ok = [r for r in results if r.status == 200]
     assert ok and all(r.status in (200, 409) for r in results), {r.status for r in results}
     assert len({r.raw for r in ok}) == 1, "different answers under one key"
+    print(f"  100 identical holds: {len(ok)} x 200 (1 execution + replays), "
+          f"{len(results) - len(ok)} x 409", flush=True)
     assert all(r.body["error"] == "IDEMPOTENCY_CONFLICT" for r in results if r.status == 409)
     assert slot_taken("slot_main") == before + 1
     rid = ok[0].body["reservation"]["id"]
