@@ -89,6 +89,9 @@ static const struct cfg_directive directives[] = {
 	STR(tls_cert_file, "", "website listener: PEM certificate chain (enables TLS 1.2+)"),
 	STR(tls_key_file, "", "website listener: PEM private key for tls_cert_file"),
 	STR(pid_file, "", "file holding the daemon's pid, locked while it runs (default DATA_DIR/flairgw.pid)"),
+	STR(slots_file, "", "reservations: experiences and time slots loaded at start (JSON, docs/reservations.md)"),
+	INT(hold_minutes, 1, 1440, "15", "reservations: how long a hold keeps its places"),
+	INT(hold_sweep_ms, 100, 600000, "1000", "reservations: how often expired holds are released and old idempotency keys pruned"),
 	{ NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL },
 };
 

@@ -70,6 +70,10 @@ struct fgw_config {
 	char tls_cert_file[512];
 	char tls_key_file[512];
 	char pid_file[512];       /* written at start; flairctl signals it */
+	/* reservations (issue 6) */
+	char slots_file[512];
+	long long hold_minutes;
+	long long hold_sweep_ms;
 };
 
 /* Fills defaults. */

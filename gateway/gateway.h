@@ -28,6 +28,7 @@ struct store;
 struct store_reader;
 struct req_ctx;
 struct ssl_ctx_st;
+struct rctx;
 
 struct gw_metrics {
 	atomic_ullong http_requests;
@@ -59,6 +60,9 @@ struct reactor {
 	int inflight;                 /* transactions on this reactor */
 	struct req_ctx *pending;      /* their request contexts */
 	int ready;                    /* 1 once listening, -1 on failure */
+	struct event *resv_timer;     /* reservations: hold expiry (reactor 0) */
+	int resv_sweeping;            /* a sweep job is queued */
+	struct rctx *resv_pending;    /* reservation requests in flight */
 };
 
 struct gateway {

@@ -36,6 +36,7 @@
 #include "gateway/gateway.h"
 #include "gateway/idem.h"
 #include "store/methods.h"
+#include "gateway/resv.h"
 #include "pipeline/events.h"
 #include "pipeline/risk.h"
 #include "store/store.h"
@@ -441,6 +442,11 @@ main(int argc, char **argv)
 	}
 	if (gw.risk.up && (r = txn_events_subscribe(risk_on_txn_event, &gw.risk)) != 0) {
 		log_error("rules: cannot hear processor declines: %s", fgw_strerror(r));
+		goto out;
+	}
+	if (resv_setup(&gw, err, sizeof(err)) != 0) {
+		fprintf(stderr, "flairgw: %s\n", err);
+		log_error("%s", err);
 		goto out;
 	}
 	gw.n_rx = gw.cfg.workers > 0 ? (int)gw.cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);

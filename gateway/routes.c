@@ -318,6 +318,7 @@ static const struct route *const route_tables[] = {
 	ops_routes,
 	txn_routes,
 	methods_routes,
+	resv_routes,
 	NULL,
 };
 

@@ -1,2 +1,2 @@
 STORE_SRC := store/store.c store/schema.c store/audit.c store/txn_recent.c \
-             store/methods.c
+             store/reservations.c store/methods.c

@@ -31,6 +31,7 @@
 #include "store/methods.h"
 #include "store/store.h"
 #include "tools/ctl_rules.h"
+#include "tools/flairctl_resv.h"
 
 struct ctl {
 	struct fgw_config cfg;
@@ -451,6 +452,50 @@ cmd_rules_reload(struct ctl *c, int argc, char **argv)
 	return ctl_rules_reload(&c->cfg, argc, argv);
 }
 
+/* ---- reservations and tokens (tools/flairctl_resv.c) ------------------- */
+
+static int
+cmd_slots_list(struct ctl *c, int argc, char **argv)
+{
+	int r = open_store(c);
+	return r != 0 ? r : ctl_slots_list(c->reader, argc, argv);
+}
+
+static int
+cmd_slots_add(struct ctl *c, int argc, char **argv)
+{
+	int r = open_store(c);
+	return r != 0 ? r : ctl_slots_add(c->store, argc, argv);
+}
+
+static int
+cmd_slots_load(struct ctl *c, int argc, char **argv)
+{
+	int r = open_store(c);
+	return r != 0 ? r : ctl_slots_load(c->store, argc, argv);
+}
+
+static int
+cmd_slots_set_capacity(struct ctl *c, int argc, char **argv)
+{
+	int r = open_store(c);
+	return r != 0 ? r : ctl_slots_set_capacity(c->store, argc, argv);
+}
+
+static int
+cmd_jwt_sign(struct ctl *c, int argc, char **argv)
+{
+	(void)c;
+	return ctl_jwt_sign(argc, argv);
+}
+
+static int
+cmd_jwt_jwks(struct ctl *c, int argc, char **argv)
+{
+	(void)c;
+	return ctl_jwt_jwks(argc, argv);
+}
+
 static const struct command commands[] = {
 	{ "keys", "init", "", "create the KEK file (if named) and the key ring", cmd_keys_init },
 	{ "keys", "status", "", "show key ids, statuses and how many entries each protects", cmd_keys_status },
@@ -467,6 +512,12 @@ static const struct command commands[] = {
 	  "decide a sample transaction body, no database (--mode M, --threeds T, --card-saved, "
 	  "--processor P, --customer-id ID, --previous N, --declined N)", cmd_rules_test },
 	{ "rules", "reload", "", "check rules_file, then SIGHUP the daemon in pid_file", cmd_rules_reload },
+	{ "slots", "list", "", "time slots with capacity, places taken and price", cmd_slots_list },
+	{ "slots", "add", "SLOT_ID EXPERIENCE_ID STARTS_AT_MS CAPACITY", "add or update a time slot", cmd_slots_add },
+	{ "slots", "load", "FILE.json", "load experiences and time slots (slots_file format)", cmd_slots_load },
+	{ "slots", "set-capacity", "SLOT_ID CAPACITY", "change capacity (never below places taken)", cmd_slots_set_capacity },
+	{ "jwt", "sign", "(--hs256 FILE | --rs256 PEM --kid KID) CLAIMS", "mint a test JWT", cmd_jwt_sign },
+	{ "jwt", "jwks", "PEM KID", "print a one-key JWKS for an RSA key", cmd_jwt_jwks },
 	{ NULL, NULL, NULL, NULL, NULL },
 };
 

@@ -3,11 +3,7 @@ PUT .../{id}/default) as the website's API document shows them, every
 error, and paying with paymentMethodId / savePaymentMethod. Customers are
 named by X-Customer-Id (API-key clients act for their customers)."""
 
-import base64
-import hashlib
-import hmac
 import itertools
-import json
 import os
 import tempfile
 import time
@@ -288,32 +284,12 @@ def test_idempotency_key_replays_only_for_the_same_customer():
     harness.assert_error(other, 422, "IDEMPOTENCY_CONFLICT")
 
 
-def hs256_jwt(secret, claims):
-    """A customer JWT signed with the gateway's HS256 test secret."""
-    def b64(data):
-        return base64.urlsafe_b64encode(data).rstrip(b"=")
-    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    body = b64(json.dumps(claims).encode())
-    sig = b64(hmac.new(secret, head + b"." + body, hashlib.sha256).digest())
-    return (head + b"." + body + b"." + sig).decode()
-
-
 def test_customer_jwt_sees_only_its_own_methods():
     with tempfile.TemporaryDirectory(prefix="flairgw-jwt-") as d:
-        secret = os.urandom(32).hex().encode()
-        path = os.path.join(d, "hs256.secret")
-        with open(path, "wb") as f:
-            f.write(secret)
-        os.chmod(path, 0o600)
-        with harness.Stack(jwt_issuer="https://issuer.test", jwt_audience="flair-web",
-                           jwt_hs256_secret_file=path) as stack:
+        keys = harness.JwtKeys(d)
+        with harness.Stack(**keys.gateway_options()) as stack:
             g = stack.gw
-            now = int(time.time())
-
-            def token(sub):
-                return hs256_jwt(secret, {"iss": "https://issuer.test", "aud": "flair-web",
-                                          "sub": sub, "exp": now + 600, "iat": now})
-            alice, bob = token("jwt-alice"), token("jwt-bob")
+            alice, bob = keys.rs256("jwt-alice"), keys.hs256("jwt-bob")
             resp = g.http("POST", "/v1/payments/methods", {"card": harness.card()}, key=alice)
             assert resp.status == 200, resp
             pm = resp.body["data"]["id"]
@@ -323,6 +299,5 @@ def test_customer_jwt_sees_only_its_own_methods():
                                  "PAYMENT_METHOD_NOT_FOUND")
             # The API-key back end pays for the same customer by the JWT subject.
             harness.assert_status(pay_with(g, "jwt-alice", pm))
-            expired = hs256_jwt(secret, {"iss": "https://issuer.test", "aud": "flair-web",
-                                         "sub": "jwt-alice", "exp": now - 600})
+            expired = keys.rs256("jwt-alice", exp=int(time.time()) - 600)
             harness.assert_error(g.http("GET", "/v1/payments/methods", key=expired), 401, "UNAUTHORIZED")
