@@ -25,6 +25,7 @@ struct jwt_verifier;
 struct keyring;
 struct store;
 struct store_reader;
+struct webhooks;
 struct req_ctx;
 
 struct gw_metrics {
@@ -72,6 +73,7 @@ struct gateway {
 	int n_rx;
 	atomic_int stopping;
 	struct gw_metrics metrics;
+	struct webhooks *wh;           /* webhook secrets and delivery */
 	int64_t started_at;
 };
 

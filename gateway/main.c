@@ -31,6 +31,7 @@
 #include "crypto/wipealloc.h"
 #include "gateway/gateway.h"
 #include "gateway/idem.h"
+#include "gateway/webhooks.h"
 #include "store/store.h"
 
 static struct gateway gw;
@@ -204,6 +205,7 @@ main(int argc, char **argv)
 	}
 	if (setup_processor(&gw, err, sizeof(err)) != 0 ||
 	    setup_jwt(&gw, err, sizeof(err)) != 0 ||
+	    webhooks_setup(&gw, &gw.wh, err, sizeof(err)) != 0 ||
 	    pipeline_build(gw.cfg.stages_request, gw.cfg.stages_response, &gw.pl,
 	                   err, sizeof(err)) != 0) {
 		fprintf(stderr, "flairgw: %s\n", err);
@@ -240,6 +242,7 @@ main(int argc, char **argv)
 		log_error("%s", err);
 		goto out;
 	}
+	webhooks_start(gw.wh);
 	log_info("listening on %s with %d reactor%s, processor %s at %s, database %s",
 	         gw.cfg.listen, gw.n_rx, gw.n_rx == 1 ? "" : "s", gw.proc.name,
 	         gw.proc.base_url, gw.cfg.database);
@@ -257,6 +260,7 @@ out:
 		store_close(gw.store);
 	idem_table_free(gw.idem);
 	jwt_verifier_free(gw.jwt);
+	webhooks_free(gw.wh);
 	keyring_free(gw.kr);
 	curl_global_cleanup();
 	return code;
