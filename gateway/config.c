@@ -174,6 +174,10 @@ set_webhook(struct fgw_config *cfg, int inbound, const char *value, const char *
 			            "SECRET_FILE\" (PROCESSOR: a-z 0-9 _ -)%s", "");
 		if (strcmp(w[1], "stripe") != 0 && strcmp(w[1], "sandbox") != 0)
 			return fail(err, errlen, where, "inbound_webhook SCHEME must be stripe or sandbox%s", "");
+		for (int i = 0; i < cfg->n_inbound_webhooks; i++)
+			if (strcmp(cfg->inbound_webhooks[i].processor, w[0]) == 0 &&
+			    strcmp(cfg->inbound_webhooks[i].scheme, w[1]) != 0)
+				return fail(err, errlen, where, "inbound_webhook: one processor, one SCHEME%s", "");
 		if (cfg->n_inbound_webhooks == CONFIG_MAX_INBOUND_WEBHOOKS)
 			return fail(err, errlen, where, "too many inbound_webhook lines%s", "");
 		e = &cfg->inbound_webhooks[cfg->n_inbound_webhooks++];

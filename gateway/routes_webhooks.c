@@ -84,6 +84,7 @@ static void
 refuse(struct reactor *rx, struct evhttp_request *req, const char *processor,
        const char *source, int status, const char *code, const char *message)
 {
+	log_info("webhook for %s from %s refused: %s", processor, source, code);
 	audit_only(rx, processor, source, "webhook.refused", "failure", "", code, NULL);
 	http_send_error(rx, req, status, code, message);
 }
@@ -252,7 +253,8 @@ apply(struct wh_ctx *ctx, const cJSON *obj)
 	struct store_txn_row row;
 	struct store_txn_update upd;
 	struct store_audit a;
-	char code[40], details[300], *next_action = NULL;
+	char code[40], *details = NULL, *next_action = NULL;
+	cJSON *d = NULL;
 	int r;
 
 	target_state(ctx->event_type, obj, ctx->target, sizeof(ctx->target), code, sizeof(code));
@@ -289,12 +291,19 @@ apply(struct wh_ctx *ctx, const cJSON *obj)
 			next_action = cJSON_PrintUnformatted(na);
 	}
 	upd.next_action_json = next_action;
-	snprintf(details, sizeof(details),
-	         "{\"processor\":\"%s\",\"eventId\":\"%.64s\",\"eventType\":\"%.48s\",\"to\":\"%s\"}",
-	         ctx->processor, ctx->event_id, ctx->event_type, ctx->target);
+	/* Event ids and types come from the processor: cJSON escapes them. */
+	if ((d = cJSON_CreateObject()) != NULL) {
+		cJSON_AddStringToObject(d, "processor", ctx->processor);
+		cJSON_AddStringToObject(d, "eventId", ctx->event_id);
+		cJSON_AddStringToObject(d, "eventType", ctx->event_type);
+		cJSON_AddStringToObject(d, "to", ctx->target);
+		details = cJSON_PrintUnformatted(d);
+		cJSON_Delete(d);
+	}
 	a = (struct store_audit){ ctx->processor, ctx->source, "txn.webhook", ctx->txn_id,
 		                      ctx->target, details };
 	r = store_txn_finish(rx->gw->store, rx->waker, &upd, NULL, &a, 1, NULL, on_moved, ctx);
+	free(details);
 	free(next_action);
 	if (r != 0)
 		on_moved(ctx, r);
@@ -303,7 +312,7 @@ apply(struct wh_ctx *ctx, const cJSON *obj)
 static void
 h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
-	const char *secrets[WEBHOOKS_MAX_SECRETS], *header_name, *sig, *reason = NULL;
+	const char *secrets[WEBHOOKS_MAX_SECRETS], *header_name, *sig;
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	struct wh_ctx *ctx = NULL;
 	cJSON *ev = NULL;
@@ -341,7 +350,7 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 	}
 	/* Over the raw bytes as received: nothing is parsed before this. */
 	r = mac_verify_stripe_signature(sig, body, len, secrets, n_secrets, fgw_now_ms() / 1000,
-	                                rx->gw->cfg.webhook_tolerance_s, NULL, &reason);
+	                                rx->gw->cfg.webhook_tolerance_s, NULL, NULL);
 	if (r == FGW_ERR_INVALID) {
 		refuse(rx, req, processor, source, 400, "SIGNATURE_INVALID",
 		       "The signature header is malformed");

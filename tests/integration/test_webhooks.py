@@ -86,8 +86,10 @@ def audit_types(event_type):
     return gw().query("SELECT * FROM audit_events WHERE event_type = ? ORDER BY seq", event_type)
 
 
-def assert_refused(resp, status, code, txn_id):
+def assert_refused(send, status, code, txn_id):
+    """send() is refused with status/code, audited, and changes nothing."""
     before = len(audit_types("webhook.refused"))
+    resp = send()
     harness.assert_error(resp, status, code)
     assert status_of(txn_id) == "requires_action", "a refused webhook changed the state"
     harness.wait_until(lambda: len(audit_types("webhook.refused")) > before, 5,
@@ -110,8 +112,8 @@ def test_valid_signature_moves_forward():
 
 def test_wrong_secret_refused():
     txn = three_ds_txn()
-    resp = post(event(txn["transactionId"]), secret="whsec_not_the_one_" + uuid.uuid4().hex)
-    assert_refused(resp, 401, "SIGNATURE_MISMATCH", txn["transactionId"])
+    assert_refused(lambda: post(event(txn["transactionId"]),
+                                secret="whsec_not_the_one_" + uuid.uuid4().hex), 401, "SIGNATURE_MISMATCH", txn["transactionId"])
 
 
 def test_tampered_body_refused():
@@ -120,15 +122,16 @@ def test_tampered_body_refused():
     sig = harness.webhook_signature(SANDBOX_SECRET, body)
     tampered = body.replace(b'"amount":100', b'"amount":999')
     assert tampered != body
-    assert_refused(post(tampered, signature=sig), 401, "SIGNATURE_MISMATCH", txn["transactionId"])
+    assert_refused(lambda: post(tampered, signature=sig), 401, "SIGNATURE_MISMATCH",
+                   txn["transactionId"])
 
 
 def test_stale_and_future_timestamps_refused():
     txn = three_ds_txn()
     now = int(time.time())
     for t in (now - 301, now + 301, now - 86400):
-        resp = post(event(txn["transactionId"]), t=t)
-        assert_refused(resp, 401, "SIGNATURE_EXPIRED", txn["transactionId"])
+        assert_refused(lambda: post(event(txn["transactionId"]), t=t), 401, "SIGNATURE_EXPIRED",
+                       txn["transactionId"])
     # Inside the tolerance both ways is accepted (an event type that only
     # records, so the transaction stays as it is).
     for t in (now - 250, now + 250):
@@ -139,13 +142,13 @@ def test_stale_and_future_timestamps_refused():
 def test_missing_and_malformed_header_refused():
     txn = three_ds_txn()
     body = event(txn["transactionId"])
-    assert_refused(post(body, header=None), 400, "SIGNATURE_MISSING", txn["transactionId"])
+    assert_refused(lambda: post(body, header=None), 400, "SIGNATURE_MISSING", txn["transactionId"])
     good = harness.webhook_signature(SANDBOX_SECRET, body)
     for bad in ("", "garbage", "t=abc,v1=00", good.split(",")[0], "v1=" + "0" * 64):
-        assert_refused(post(body, signature=bad), 400, "SIGNATURE_INVALID", txn["transactionId"])
+        assert_refused(lambda: post(body, signature=bad), 400, "SIGNATURE_INVALID", txn["transactionId"])
     # The sandbox's header is not Stripe's: a sandbox-signed event sent to
     # the stripe endpoint has no Stripe-Signature.
-    assert_refused(post(body, processor="stripe"), 400, "SIGNATURE_MISSING", txn["transactionId"])
+    assert_refused(lambda: post(body, processor="stripe"), 400, "SIGNATURE_MISSING", txn["transactionId"])
 
 
 def test_several_v1_values_and_rotated_secret():
@@ -350,3 +353,34 @@ def test_outbox_survives_a_restart():
                        "the restarted gateway to try the pending row again")
     tried = stack.gw.query("SELECT * FROM webhook_attempts WHERE outbox_id = ? ORDER BY seq", row_id)
     assert len(tried) == attempts + 1 and tried[-1]["http_status"] is None and tried[-1]["error"], tried
+
+
+# ---- configuration -----------------------------------------------------------
+
+def start_fails(extra, expect):
+    """A gateway with these extra directives refuses to start, saying expect."""
+    stack = harness.Stack(extra=extra)
+    try:
+        stack.start()
+    except AssertionError as e:
+        assert expect in str(e), str(e)
+    else:
+        stack.close(check=False)
+        raise AssertionError(f"started with {extra}")
+    finally:
+        if stack.dir is not None:
+            stack.close(check=False)
+
+
+def test_bad_webhook_configuration_stops_start_up():
+    good = harness.write_secret(SECRETS, "cfg-good", "whsec_" + uuid.uuid4().hex)
+    loose = harness.write_secret(SECRETS, "cfg-loose", "whsec_" + uuid.uuid4().hex)
+    os.chmod(loose, 0o644)
+    short = harness.write_secret(SECRETS, "cfg-short", "short")
+    start_fails([("inbound_webhook", f"sandbox paypal {good}")], "SCHEME must be stripe or sandbox")
+    start_fails([("inbound_webhook", f"sandbox sandbox {good}"),
+                 ("inbound_webhook", f"sandbox stripe {good}")], "one processor, one SCHEME")
+    start_fails([("webhook_endpoint", f"ftp://127.0.0.1/x {good}")], "webhook_endpoint needs")
+    start_fails([("webhook_endpoint", f"{RECEIVER.url} {loose}")], "mode 0600")
+    start_fails([("inbound_webhook", f"sandbox sandbox {short}")], "at least 16 bytes")
+    start_fails([("inbound_webhook", f"sandbox sandbox {SECRETS}/missing")], "webhook secret")
