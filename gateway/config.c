@@ -95,6 +95,7 @@ static const struct cfg_directive directives[] = {
 	INT(webhook_max_age_s, 1, 2592000, "259200", "outbound webhooks: give up this long after the event"),
 	INT(webhook_poll_ms, 10, 60000, "1000", "outbound webhooks: how often the outbox is checked"),
 	INT(webhook_timeout_ms, 100, 120000, "10000", "outbound webhooks: time for one delivery"),
+	STR(pid_file, "", "file holding the daemon's pid, locked while it runs (default DATA_DIR/flairgw.pid)"),
 	{ NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL },
 };
 
@@ -423,6 +424,9 @@ config_finish(struct fgw_config *cfg, char *err, size_t errlen)
 		return fail(err, errlen, "config", "data_dir is too long%s", "");
 	if (cfg->keys_dir[0] == '\0' &&
 	    derive_path(cfg->keys_dir, sizeof(cfg->keys_dir), cfg->data_dir, "keys") != 0)
+		return fail(err, errlen, "config", "data_dir is too long%s", "");
+	if (cfg->pid_file[0] == '\0' &&
+	    derive_path(cfg->pid_file, sizeof(cfg->pid_file), cfg->data_dir, "flairgw.pid") != 0)
 		return fail(err, errlen, "config", "data_dir is too long%s", "");
 	if (cfg->kek_file[0] == '\0' && cfg->kek_env[0] == '\0' && cfg->kek_share1[0] == '\0')
 		return fail(err, errlen, "config", "no KEK source: set kek_file, kek_env or kek_share1/kek_share2%s", "");

@@ -90,6 +90,7 @@ struct fgw_config {
 	long long webhook_max_age_s;
 	long long webhook_poll_ms;
 	long long webhook_timeout_ms;
+	char pid_file[512];       /* written at start; flairctl signals it */
 };
 
 /* Fills defaults. */

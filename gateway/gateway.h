@@ -15,6 +15,7 @@
 
 #include "gateway/config.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/risk.h"
 #include "processors/adapter.h"
 
 struct evhttp;
@@ -75,6 +76,8 @@ struct gateway {
 	struct gw_metrics metrics;
 	struct webhooks *wh;           /* webhook secrets and delivery */
 	int64_t started_at;
+	struct risk risk;              /* rules and velocity (risk.up: loaded) */
+	int pid_fd;                    /* pid_file, locked while we run */
 };
 
 /* routes.c: the HTTP surface. */

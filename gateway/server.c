@@ -196,6 +196,7 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	rx->env.limits.currencies = cfg->currencies;
 	rx->env.limits.processor_timeout_ms = cfg->processor_timeout_ms;
 	rx->env.idem_ttl_ms = cfg->idempotency_ttl_s * 1000;
+	rx->env.risk = gw->risk.up ? &gw->risk : NULL;
 	return FGW_OK;
 }
 

@@ -1,1 +1,2 @@
-STORE_SRC := store/store.c store/schema.c store/audit.c store/webhooks.c
+STORE_SRC := store/store.c store/schema.c store/audit.c store/txn_recent.c \
+             store/webhooks.c

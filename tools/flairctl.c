@@ -26,6 +26,7 @@
 #include "pipeline/pipeline.h"
 #include "store/store.h"
 #include "store/webhooks.h"
+#include "tools/ctl_rules.h"
 
 struct ctl {
 	struct fgw_config cfg;
@@ -328,6 +329,26 @@ cmd_webhooks_retry(struct ctl *c, int argc, char **argv)
 	return FGW_OK;
 }
 
+/* ---- rules (tools/ctl_rules.c) ------------------------------------------ */
+
+static int
+cmd_rules_check(struct ctl *c, int argc, char **argv)
+{
+	return ctl_rules_check(&c->cfg, argc, argv);
+}
+
+static int
+cmd_rules_test(struct ctl *c, int argc, char **argv)
+{
+	return ctl_rules_test(&c->cfg, argc, argv);
+}
+
+static int
+cmd_rules_reload(struct ctl *c, int argc, char **argv)
+{
+	return ctl_rules_reload(&c->cfg, argc, argv);
+}
+
 static const struct command commands[] = {
 	{ "keys", "status", "", "show key ids, statuses and how many entries each protects", cmd_keys_status },
 	{ "keys", "rotate", "[--box]", "make a new data key (or box key) the one used to encrypt", cmd_keys_rotate },
@@ -338,6 +359,11 @@ static const struct command commands[] = {
 	{ "webhooks", "list", "[--limit N]", "outbound webhook deliveries, newest first, with every attempt", cmd_webhooks_list },
 	{ "webhooks", "retry", "OUTBOX_ID", "make a delivery pending and due now (also a failed one)", cmd_webhooks_retry },
 	{ "config", "check", "", "load and validate the configuration", cmd_config_check },
+	{ "rules", "check", "[FILE]", "compile a rules file; errors as FILE:LINE:COL (exit 1)", cmd_rules_check },
+	{ "rules", "test", "FILE TXN.json [OPTIONS]",
+	  "decide a sample transaction body, no database (--mode M, --threeds T, --card-saved, "
+	  "--processor P, --customer-id ID, --previous N, --declined N)", cmd_rules_test },
+	{ "rules", "reload", "", "check rules_file, then SIGHUP the daemon in pid_file", cmd_rules_reload },
 	{ NULL, NULL, NULL, NULL, NULL },
 };
 
@@ -390,7 +416,9 @@ main(int argc, char **argv)
 		config_set(&c.cfg, "api_key", "flairctl-placeholder ctl", "flairctl", err, sizeof(err));
 	if (c.cfg.processor_public_key_file[0] == '\0')
 		config_set(&c.cfg, "processor_public_key_file", "-", "flairctl", err, sizeof(err));
-	if (config_finish(&c.cfg, err, sizeof(err)) != 0) {
+	/* The rules commands need no KEK: only paths (a rules file, the pid
+	 * file, which config_finish derives before its other checks). */
+	if (config_finish(&c.cfg, err, sizeof(err)) != 0 && strcmp(argv[first], "rules") != 0) {
 		fprintf(stderr, "flairctl: %s\n", err);
 		return 2;
 	}

@@ -32,6 +32,7 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(ROOT, "build", "asan")  # run.py sets it from --build
 DEV_CONFIG = os.path.join(ROOT, "etc", "flairgw.conf")
+RULES_FILE = os.path.join(ROOT, "etc", "rules.conf")  # the shipped rules
 KEEP_FILES = bool(os.environ.get("FLAIRGW_KEEP"))  # keep temp dirs
 
 DEV_KEY, DEV_CLIENT = "flair_dev_key", "website"
@@ -486,10 +487,15 @@ class Gateway(Daemon):
         self.responses = []  # every Response this gateway sent us
 
     def argv(self):
+        # No rules file unless a test passes rules_file=...: the core tests
+        # send many payments from one customer IP and card, which the
+        # shipped rules (5 attempts per IP a minute) would rightly refuse.
+        # tests/integration/test_rules.py runs etc/rules.conf itself.
         opts = {"listen": f"127.0.0.1:{self.port}", "data_dir": self.data_dir,
                 "kek_file": self.kek_file, "processor_url": self.sandbox.url,
                 "processor_public_key_file": self.sandbox.public_key_file,
-                "log_file": self.log_file, "workers": 2, "processor_timeout_ms": 2000}
+                "log_file": self.log_file, "workers": 2, "processor_timeout_ms": 2000,
+                "rules_file": ""}
         opts.update(self.overrides)
         args = ["--config", DEV_CONFIG]
         for name, value in opts.items():
@@ -539,6 +545,9 @@ class Gateway(Daemon):
         resp = self.http("GET", "/v1/keys/public", key=None)
         assert resp.status == 200, f"GET /v1/keys/public: {resp!r}"
         return resp.body
+
+    def log_text(self):
+        return tail(self.log_file, 1 << 20)
 
     def assert_serving(self):
         resp = self.http("GET", "/healthz", key=None)
