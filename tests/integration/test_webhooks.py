@@ -86,6 +86,13 @@ def audit_types(event_type):
     return gw().query("SELECT * FROM audit_events WHERE event_type = ? ORDER BY seq", event_type)
 
 
+def inbound_audits(txn_id):
+    """The transaction's audit events from inbound webhooks (outbound
+    deliveries keep adding their own meanwhile)."""
+    return [a for a in gw().audit_for(txn_id)
+            if a["event_type"] in ("txn.webhook", "webhook.accepted")]
+
+
 def assert_refused(send, status, code, txn_id):
     """send() is refused with status/code, audited, and changes nothing."""
     before = len(audit_types("webhook.refused"))
@@ -170,7 +177,7 @@ def test_replayed_event_id_is_a_no_op():
     first = post(event(txn["transactionId"], event_id=event_id))
     assert first.status == 200 and first.body["result"] == "applied", first
     updated = gw().txn_row(txn["transactionId"])["updated_at"]
-    audits = len(gw().audit_for(txn["transactionId"]))
+    audits = len(inbound_audits(txn["transactionId"]))
     # The same event again (freshly signed, as a processor retry is), and
     # the same id claiming a failure: both no-ops.
     for again in (event(txn["transactionId"], event_id=event_id),
@@ -179,7 +186,7 @@ def test_replayed_event_id_is_a_no_op():
         assert resp.status == 200 and resp.body.get("duplicate") is True, resp
     assert status_of(txn["transactionId"]) == "succeeded"
     assert gw().txn_row(txn["transactionId"])["updated_at"] == updated
-    assert len(gw().audit_for(txn["transactionId"])) == audits
+    assert len(inbound_audits(txn["transactionId"])) == audits
     rows = gw().query("SELECT * FROM webhook_inbound WHERE event_id = ?", event_id)
     assert len(rows) == 1, rows
     harness.wait_until(lambda: [a for a in audit_types("webhook.duplicate")
@@ -198,6 +205,29 @@ def test_backward_move_refused():
     results = [r["result"] for r in gw().query("SELECT result FROM webhook_inbound WHERE txn_id = ?",
                                                txn_id)]
     assert results == ["no_move", "no_move"], results
+
+
+def test_unknown_outcome_moves_through_requires_action_to_succeeded():
+    # The sandbox charges, then drops the connection: the outcome is
+    # unknown, so the transaction stays processing until an event says.
+    sandbox = S.ensure().sandbox
+    sandbox.faults(fail_rate=1.0, fail_mode="after")
+    try:
+        resp = gw().pay(harness.txn_body(VISA))
+    finally:
+        sandbox.faults()
+    assert resp.status == 200 and resp.body["status"] == "processing", resp
+    txn_id = resp.body["transactionId"]
+    action = {"type": "redirect_to_url", "redirect_to_url": {"url": "https://bank.example/3ds"}}
+    r = post(event(txn_id, "payment_intent.requires_action", next_action=action))
+    assert r.status == 200 and r.body["result"] == "applied", r
+    got = gw().get_txn(txn_id).body
+    assert got["status"] == "requires_action" and got["nextAction"] == action, got
+    r = post(event(txn_id))
+    assert r.status == 200 and r.body["result"] == "applied", r
+    assert status_of(txn_id) == "succeeded"
+    moves = [a["outcome"] for a in gw().audit_for(txn_id) if a["event_type"] == "txn.webhook"]
+    assert moves == ["requires_action", "succeeded"], moves
 
 
 def test_stripe_scheme_failure_found_by_processor_reference():
