@@ -270,6 +270,17 @@ apply(struct wh_ctx *ctx, const cJSON *obj)
 	}
 	memset(&row, 0, sizeof(row));
 	r = store_txn_get(rx->reader, NULL, ctx->txn_id, &row);
+	if (r == 0 && strcmp(row.status, "posting") == 0) {
+		/* Our own processor call has not been recorded yet: moving now
+		 * would make the pipeline's commit (and its idempotent answer)
+		 * fail. Not recorded, so the processor's retry applies it. */
+		store_txn_row_clear(&row);
+		audit_only(rx, ctx->processor, ctx->source, "webhook.deferred", "deferred",
+		           ctx->txn_id, "TRANSACTION_IN_FLIGHT", ctx->event_id);
+		finish(ctx, 409, "{\"error\":\"TRANSACTION_IN_FLIGHT\",\"message\":"
+		                 "\"The transaction is still being posted; send the event again later\"}");
+		return;
+	}
 	if (r == 0 && !store_status_may_move(row.status, ctx->target)) {
 		/* Forward only: a late or backward event changes nothing. */
 		store_txn_row_clear(&row);

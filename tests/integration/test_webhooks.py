@@ -230,6 +230,31 @@ def test_unknown_outcome_moves_through_requires_action_to_succeeded():
     assert moves == ["requires_action", "succeeded"], moves
 
 
+def test_event_during_our_own_processor_call_is_deferred():
+    # While the row is still posting (the processor is slow), an event
+    # for it is refused with 409 and not recorded, so the processor's
+    # retry applies it once our own outcome is committed.
+    sandbox = S.ensure().sandbox
+    body = harness.txn_body(VISA)
+    sandbox.faults(latency_ms=1500)
+    try:
+        pending = harness.Background(lambda: gw().pay(body))
+        row = gw().wait_for_row(body["reservationId"])
+        assert row["status"] == "posting", row
+        event_id = f"evt_{uuid.uuid4().hex}"
+        resp = post(event(row["id"], event_id=event_id))
+        harness.assert_error(resp, 409, "TRANSACTION_IN_FLIGHT")
+        answer = pending.result()
+    finally:
+        sandbox.faults()
+    assert answer.status == 200 and answer.body["status"] == "succeeded", answer
+    assert not gw().query("SELECT * FROM webhook_inbound WHERE event_id = ?", event_id)
+    resp = post(event(row["id"], event_id=event_id))
+    assert resp.status == 200 and resp.body["result"] == "no_move", resp
+    harness.wait_until(lambda: [a for a in audit_types("webhook.deferred")
+                                if a["resource"] == row["id"]], 5, "the deferral to be audited")
+
+
 def test_stripe_scheme_failure_found_by_processor_reference():
     txn = three_ds_txn()
     ref = gw().txn_row(txn["transactionId"])["processor_ref"]
