@@ -39,6 +39,8 @@ struct gw_metrics {
 	atomic_ullong txn_latency_bucket[10];
 	atomic_ullong idem_replays;
 	atomic_ullong auth_failures;
+	atomic_ullong webhooks_in[4];     /* accepted, refused, duplicate, deferred */
+	atomic_ullong webhooks_out[3];    /* delivered, retry, failed attempts */
 };
 
 struct reactor {

@@ -61,7 +61,6 @@ audit_only(struct reactor *rx, const char *processor, const char *source, const 
            const char *outcome, const char *resource, const char *reason, const char *event_id)
 {
 	struct store_audit a;
-	char details[384];
 	cJSON *o = cJSON_CreateObject();
 	char *s = NULL;
 	if (o != NULL) {
@@ -73,11 +72,11 @@ audit_only(struct reactor *rx, const char *processor, const char *source, const 
 		s = cJSON_PrintUnformatted(o);
 		cJSON_Delete(o);
 	}
-	fgw_strlcpy(details, s ? s : "{}", sizeof(details));
-	free(s);
-	a = (struct store_audit){ processor, source, type, resource, outcome, details };
+	/* Whole JSON or none: a truncated copy would not parse. */
+	a = (struct store_audit){ processor, source, type, resource, outcome, s };
 	if (store_audit_append(rx->gw->store, rx->waker, &a, 1, NULL, NULL) != 0)
 		log_error("webhook audit not queued (%s)", type);
+	free(s);
 }
 
 static void
@@ -85,6 +84,7 @@ refuse(struct reactor *rx, struct evhttp_request *req, const char *processor,
        const char *source, int status, const char *code, const char *message)
 {
 	log_info("webhook for %s from %s refused: %s", processor, source, code);
+	atomic_fetch_add(&rx->gw->metrics.webhooks_in[1], 1);
 	audit_only(rx, processor, source, "webhook.refused", "failure", "", code, NULL);
 	http_send_error(rx, req, status, code, message);
 }
@@ -113,6 +113,7 @@ on_recorded(void *arg, int rc)
 		finish(ctx, 500, "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be recorded\"}");
 		return;
 	}
+	atomic_fetch_add(&ctx->rx->gw->metrics.webhooks_in[rc == FGW_ERR_EXISTS ? 2 : 0], 1);
 	snprintf(body, sizeof(body), "{\"received\":true,\"result\":\"%s\"%s}", ctx->result,
 	         rc == FGW_ERR_EXISTS ? ",\"duplicate\":true" : "");
 	finish(ctx, 200, body);
@@ -122,7 +123,6 @@ static void
 record(struct wh_ctx *ctx)
 {
 	struct store_audit a;
-	char details[400];
 	cJSON *o = cJSON_CreateObject();
 	char *s = NULL;
 	int r;
@@ -136,12 +136,11 @@ record(struct wh_ctx *ctx)
 		s = cJSON_PrintUnformatted(o);
 		cJSON_Delete(o);
 	}
-	fgw_strlcpy(details, s ? s : "{}", sizeof(details));
-	free(s);
 	a = (struct store_audit){ ctx->processor, ctx->source, "webhook.accepted", ctx->txn_id,
-		                      ctx->result, details };
+		                      ctx->result, s };
 	r = store_webhook_record(ctx->rx->gw->store, ctx->rx->waker, ctx->processor, ctx->event_id,
 	                         ctx->event_type, ctx->txn_id, ctx->result, &a, 1, on_recorded, ctx);
+	free(s); /* copied by the submission */
 	if (r != 0)
 		on_recorded(ctx, r);
 }
@@ -275,6 +274,7 @@ apply(struct wh_ctx *ctx, const cJSON *obj)
 		 * would make the pipeline's commit (and its idempotent answer)
 		 * fail. Not recorded, so the processor's retry applies it. */
 		store_txn_row_clear(&row);
+		atomic_fetch_add(&rx->gw->metrics.webhooks_in[3], 1);
 		audit_only(rx, ctx->processor, ctx->source, "webhook.deferred", "deferred",
 		           ctx->txn_id, "TRANSACTION_IN_FLIGHT", ctx->event_id);
 		finish(ctx, 409, "{\"error\":\"TRANSACTION_IN_FLIGHT\",\"message\":"
@@ -335,6 +335,7 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 	http_peer_address(req, source, sizeof(source));
 	if (http_path_segment("/v1/webhooks/*", path, 0, processor, sizeof(processor)) != 0 ||
 	    webhooks_inbound(rx->gw->wh, processor, secrets, &n_secrets, &header_name) != 0) {
+		atomic_fetch_add(&rx->gw->metrics.webhooks_in[1], 1);
 		audit_only(rx, "unknown", source, "webhook.refused", "failure", "", "NOT_FOUND", NULL);
 		http_send_error(rx, req, 404, "NOT_FOUND", "No webhooks are configured for this processor");
 		return;
@@ -392,6 +393,7 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 	r = store_webhook_seen(rx->reader, processor, id->valuestring, seen);
 	if (r == 0) {
 		char answer[120];
+		atomic_fetch_add(&rx->gw->metrics.webhooks_in[2], 1);
 		audit_only(rx, processor, source, "webhook.duplicate", "duplicate", "", NULL,
 		           id->valuestring);
 		snprintf(answer, sizeof(answer), "{\"received\":true,\"result\":\"%s\",\"duplicate\":true}",

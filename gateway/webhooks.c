@@ -260,6 +260,10 @@ on_delivered(void *arg, const struct httpc_response *resp)
 	audit = (struct store_audit){ "system", "local", "webhook.delivery", d->row.txn_id,
 		                          strcmp(a.outcome, "delivered") == 0 ? "success" : "failure",
 		                          details };
+	atomic_fetch_add(&wh->gw->metrics.webhooks_out[strcmp(a.outcome, "delivered") == 0 ? 0
+	                                             : strcmp(a.outcome, "retry") == 0  ? 1
+	                                                                                : 2],
+	                 1);
 	if (strcmp(a.outcome, "delivered") != 0)
 		log_warn("outbox: %s to %s: %s (%s)", d->row.id, d->row.url, a.error, a.outcome);
 	r = store_outbox_attempt(wh->rx->env.store, wh->rx->waker, &a, &audit, 1, on_recorded, d);

@@ -389,6 +389,21 @@ def test_dead_endpoint_gives_up_and_flairctl_retries():
     assert len(ops) == 1 and ops[0]["actor"] == "operator:flairctl", ops
 
 
+def test_metrics_count_webhooks():
+    resp = gw().http("GET", "/metrics", key=None)
+    assert resp.status == 200, resp
+    text = resp.raw.decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("flairgw_webhook"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = int(value)
+    for result in ("accepted", "refused", "duplicate", "deferred"):
+        assert values.get(f'flairgw_webhooks_received_total{{result="{result}"}}', 0) > 0, values
+    for outcome in ("delivered", "retry", "failed"):
+        assert values.get(f'flairgw_webhook_attempts_total{{outcome="{outcome}"}}', 0) > 0, values
+
+
 def test_outbox_survives_a_restart():
     stack = S.ensure()
     stack.gw.stop(timeout=30)
