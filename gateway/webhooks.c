@@ -51,6 +51,7 @@ struct delivery {
 	struct webhooks *wh;
 	struct store_outbox_row row;
 	int64_t started;
+	int unconfigured;                    /* its endpoint left the config */
 };
 
 struct webhooks {
@@ -238,7 +239,9 @@ on_delivered(void *arg, const struct httpc_response *resp)
 	fgw_strlcpy(a.outbox_id, d->row.id, sizeof(a.outbox_id));
 	a.at = d->started;
 	a.elapsed_ms = resp->elapsed_ms;
-	if (resp->err == 0) {
+	if (d->unconfigured) {
+		fgw_strlcpy(a.error, "endpoint no longer configured", sizeof(a.error));
+	} else if (resp->err == 0) {
 		a.http_status = (int)resp->status;
 		if (resp->status < 200 || resp->status > 299)
 			snprintf(a.error, sizeof(a.error), "HTTP %ld", resp->status);
@@ -250,7 +253,8 @@ on_delivered(void *arg, const struct httpc_response *resp)
 		a.next_attempt_at = d->row.next_attempt_at;
 	} else {
 		a.next_attempt_at = now + backoff_ms(cfg->webhook_retry_base_ms, d->row.attempts + 1);
-		fgw_strlcpy(a.outcome, a.next_attempt_at > deadline ? "failed" : "retry",
+		fgw_strlcpy(a.outcome,
+		            a.next_attempt_at > deadline || d->unconfigured ? "failed" : "retry",
 		            sizeof(a.outcome));
 	}
 	snprintf(details, sizeof(details),
@@ -289,12 +293,6 @@ send_one(struct webhooks *wh, struct store_outbox_row *row)
 	for (int i = 0; i < cfg->n_webhook_endpoints; i++)
 		if (strcmp(cfg->webhook_endpoints[i].url, row->url) == 0)
 			secret = wh->out_secret[i];
-	if (secret == NULL) {
-		log_warn("outbox: %s: endpoint %s is no longer configured; left pending", row->id,
-		         row->url);
-		store_outbox_row_clear(row);
-		return;
-	}
 	if ((d = calloc(1, sizeof(*d))) == NULL) {
 		store_outbox_row_clear(row);
 		return;
@@ -303,6 +301,21 @@ send_one(struct webhooks *wh, struct store_outbox_row *row)
 	d->row = *row;
 	row->payload = NULL; /* owned by d now */
 	d->started = now;
+	wh->busy++;
+	d->next = wh->live;
+	if (wh->live != NULL)
+		wh->live->prev = d;
+	wh->live = d;
+	if (secret == NULL) {
+		/* Failed at once (not left due, where it would hold a batch
+		 * slot on every tick); `flairctl webhooks retry` after the
+		 * endpoint is configured again. */
+		struct httpc_response none;
+		memset(&none, 0, sizeof(none));
+		d->unconfigured = 1;
+		on_delivered(d, &none);
+		return;
+	}
 	if ((r = mac_sign_webhook((const char *)secret->data, now / 1000, d->row.payload,
 	                          strlen(d->row.payload), sig, sizeof(sig))) != 0)
 		goto fail;
@@ -313,11 +326,6 @@ send_one(struct webhooks *wh, struct store_outbox_row *row)
 	headers[2] = id_h;
 	headers[3] = "User-Agent: flairgw-webhooks/1";
 	headers[4] = NULL;
-	wh->busy++;
-	d->next = wh->live;
-	if (wh->live != NULL)
-		wh->live->prev = d;
-	wh->live = d;
 	r = httpc_request(wh->rx->httpc, "POST", d->row.url, headers, d->row.payload,
 	                  strlen(d->row.payload), (long)cfg->webhook_timeout_ms, on_delivered, d, NULL);
 	if (r != 0) {
@@ -330,8 +338,7 @@ send_one(struct webhooks *wh, struct store_outbox_row *row)
 	return;
 fail:
 	log_error("outbox: cannot sign %s: %s", d->row.id, fgw_strerror(r));
-	store_outbox_row_clear(&d->row);
-	free(d);
+	on_recorded(d, 0); /* unlinks and frees; the row stays pending */
 }
 
 static void

@@ -408,21 +408,34 @@ def test_outbox_survives_a_restart():
     stack = S.ensure()
     stack.gw.stop(timeout=30)
     assert not stack.gw.problems, stack.gw.problems
-    # Retry a failed dead-endpoint row while the gateway is down: the
-    # outbox is in the database, so the next start sends what is pending.
-    failed = stack.gw.query("SELECT id, attempts FROM webhook_outbox WHERE status = 'failed'"
-                            " LIMIT 1")
-    assert failed, "expected a failed row from the previous test"
-    row_id, attempts = failed[0]["id"], failed[0]["attempts"]
-    assert stack.gw.flairctl("webhooks", "retry", row_id).returncode == 0
-    assert stack.gw.query("SELECT status FROM webhook_outbox WHERE id = ?",
-                          row_id)[0]["status"] == "pending"
+    # While the gateway is down, an operator makes two rows pending again:
+    # the outbox is in the database, so the next start sends them.
+    live = stack.gw.query("SELECT id, event_id, attempts FROM webhook_outbox WHERE status ="
+                          " 'delivered' AND endpoint_url = ? LIMIT 1", RECEIVER.url)[0]
+    dead = stack.gw.query("SELECT id, attempts FROM webhook_outbox WHERE status = 'failed'"
+                          " AND endpoint_url = ? LIMIT 1", DEAD_URL)[0]
+    for row in (live, dead):
+        assert stack.gw.flairctl("webhooks", "retry", row["id"]).returncode == 0
+        assert stack.gw.query("SELECT status FROM webhook_outbox WHERE id = ?",
+                              row["id"])[0]["status"] == "pending"
+    # ...and the dead endpoint is removed from the configuration.
+    stack.gw.extra = [(k, v) for k, v in stack.gw.extra if DEAD_URL not in v]
     stack.gw.start()
-    harness.wait_until(lambda: stack.gw.query("SELECT attempts FROM webhook_outbox WHERE id = ?",
-                                              row_id)[0]["attempts"] > attempts, 20,
-                       "the restarted gateway to try the pending row again")
-    tried = stack.gw.query("SELECT * FROM webhook_attempts WHERE outbox_id = ? ORDER BY seq", row_id)
-    assert len(tried) == attempts + 1 and tried[-1]["http_status"] is None and tried[-1]["error"], tried
+
+    def outbox(row_id):
+        return stack.gw.query("SELECT * FROM webhook_outbox WHERE id = ?", row_id)[0]
+
+    harness.wait_until(lambda: outbox(live["id"])["attempts"] > live["attempts"] and
+                       outbox(live["id"])["status"] == "delivered", 20,
+                       "the restarted gateway to send the pending row")
+    resent = [b for h, b, _ in RECEIVER.received() if h.get("Flair-Event-Id") == live["event_id"]]
+    assert len(resent) == live["attempts"] + 1, resent
+    # A row whose endpoint is no longer configured fails at once (it would
+    # otherwise hold a batch slot on every tick).
+    harness.wait_until(lambda: outbox(dead["id"])["attempts"] > dead["attempts"], 20,
+                       "the unconfigured endpoint's row to be tried")
+    row = outbox(dead["id"])
+    assert row["status"] == "failed" and row["last_error"] == "endpoint no longer configured", row
 
 
 # ---- configuration -----------------------------------------------------------
