@@ -26,6 +26,7 @@ struct jwt_verifier;
 struct keyring;
 struct store;
 struct store_reader;
+struct webhooks;
 struct req_ctx;
 struct ssl_ctx_st;
 struct rctx;
@@ -40,6 +41,8 @@ struct gw_metrics {
 	atomic_ullong txn_latency_bucket[10];
 	atomic_ullong idem_replays;
 	atomic_ullong auth_failures;
+	atomic_ullong webhooks_in[4];     /* accepted, refused, duplicate, deferred */
+	atomic_ullong webhooks_out[3];    /* delivered, retry, failed attempts */
 };
 
 struct reactor {
@@ -78,6 +81,7 @@ struct gateway {
 	int n_rx;
 	atomic_int stopping;
 	struct gw_metrics metrics;
+	struct webhooks *wh;           /* webhook secrets and delivery */
 	int64_t started_at;
 	struct ssl_ctx_st *tls;        /* website listener TLS; NULL: plain HTTP */
 	struct risk risk;              /* rules and velocity (risk.up: loaded) */

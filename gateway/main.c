@@ -37,6 +37,7 @@
 #include "gateway/idem.h"
 #include "store/methods.h"
 #include "gateway/resv.h"
+#include "gateway/webhooks.h"
 #include "pipeline/events.h"
 #include "pipeline/risk.h"
 #include "store/store.h"
@@ -408,6 +409,7 @@ main(int argc, char **argv)
 	}
 	if (setup_processor(&gw, err, sizeof(err)) != 0 ||
 	    setup_jwt(&gw, err, sizeof(err)) != 0 ||
+	    webhooks_setup(&gw, &gw.wh, err, sizeof(err)) != 0 ||
 	    pipeline_build(gw.cfg.stages_request, gw.cfg.stages_response, &gw.pl,
 	                   err, sizeof(err)) != 0 ||
 	    setup_rules(&gw, err, sizeof(err)) != 0 ||
@@ -466,6 +468,7 @@ main(int argc, char **argv)
 		log_error("%s", err);
 		goto out;
 	}
+	webhooks_start(gw.wh);
 	keyring_stat(&keyring_seen);
 	if (gw.cfg.keyring_watch_ms > 0) {
 		struct timeval tv = { gw.cfg.keyring_watch_ms / 1000,
@@ -502,6 +505,7 @@ out:
 	risk_free(&gw.risk);
 	remove_pid_file(&gw);
 	jwt_verifier_free(gw.jwt);
+	webhooks_free(gw.wh);
 	keyring_free(gw.kr);
 	tls_server_ctx_free(gw.tls);
 	curl_global_cleanup();
