@@ -64,6 +64,10 @@ struct fgw_config {
 	char jwt_jwks_file[512];
 	char jwt_hs256_secret_file[512];
 	long long jwt_leeway_s;
+	long long reconcile_interval_ms;
+	long long reconcile_grace_ms;
+	long long reconcile_max_attempts;
+	long long reconcile_backoff_max_ms;
 };
 
 /* Fills defaults. */

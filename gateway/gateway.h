@@ -57,6 +57,7 @@ struct reactor {
 	int inflight;                 /* transactions on this reactor */
 	struct req_ctx *pending;      /* their request contexts */
 	int ready;                    /* 1 once listening, -1 on failure */
+	struct reconciler *recon;     /* reactor 0 only */
 };
 
 struct gateway {

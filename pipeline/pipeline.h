@@ -92,6 +92,7 @@ struct txn_request {
 	char country[3];
 	char description[256];
 	char *metadata_json;     /* compact JSON object text or NULL */
+	int capture;             /* 1: purchase; 0: authorize only */
 };
 
 struct txn_parse_error {
@@ -130,6 +131,8 @@ struct pipeline_env {
 	const struct proc_type *proc_type;
 	struct pipeline_limits limits;
 	int64_t idem_ttl_ms;         /* how long idempotent answers are kept */
+	struct store_reader *reader; /* the reactor's read connection (added
+	                                for the reconciler) */
 };
 
 /* ---- the transaction -------------------------------------------------- */

@@ -58,7 +58,7 @@ send_to_processor(struct txn *t)
 	    (r = fgw_b64_encode(pk, sizeof(pk), &pk_b64)) != 0)
 		return r;
 	memset(&preq, 0, sizeof(preq));
-	preq.operation = "purchase";
+	preq.operation = t->req->capture ? "purchase" : "authorize";
 	preq.txn_id = t->id;
 	preq.idempotency_key = t->proc_idem_key;
 	preq.amount = t->req->amount;

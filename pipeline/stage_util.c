@@ -137,43 +137,70 @@ stage_vault_card(struct txn *t)
 }
 
 
+/* The answer to POST /v1/transactions, from the fields it is made of: one
+ * builder for the live answer (stage_build_answer) and for the answer the
+ * reconciler stores for a transaction it resolved, so a client's retry
+ * gets a replay of the same shape. */
+int
+stage_answer_json(const struct stage_answer *a, char **out)
+{
+	cJSON *o = cJSON_CreateObject(), *pm, *pr, *na;
+	int ok_status = a->http_status >= 200 && a->http_status < 300;
+	*out = NULL;
+	if (o == NULL)
+		return FGW_ERR_NOMEM;
+	if (ok_status) {
+		cJSON_AddStringToObject(o, "transactionId", a->id);
+		cJSON_AddStringToObject(o, "status", a->status);
+		cJSON_AddNumberToObject(o, "amount", (double)a->amount);
+		cJSON_AddStringToObject(o, "currency", a->currency);
+		if ((pm = cJSON_AddObjectToObject(o, "paymentMethod")) != NULL) {
+			cJSON_AddStringToObject(pm, "token", a->token);
+			cJSON_AddStringToObject(pm, "brand", a->brand);
+			cJSON_AddStringToObject(pm, "last4", a->last4);
+			cJSON_AddNumberToObject(pm, "expMonth", a->exp_month);
+			cJSON_AddNumberToObject(pm, "expYear", a->exp_year);
+		}
+		if ((pr = cJSON_AddObjectToObject(o, "processor")) != NULL) {
+			cJSON_AddStringToObject(pr, "name", a->proc_name);
+			if (a->reference != NULL && a->reference[0])
+				cJSON_AddStringToObject(pr, "reference", a->reference);
+		}
+		if (a->next_action_json != NULL &&
+		    (na = cJSON_Parse(a->next_action_json)) != NULL)
+			cJSON_AddItemToObject(o, "nextAction", na);
+	} else {
+		cJSON_AddStringToObject(o, "error", a->error_code);
+		cJSON_AddStringToObject(o, "message", a->error_message);
+		if (a->with_txn_id)
+			cJSON_AddStringToObject(o, "transactionId", a->id);
+	}
+	*out = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return *out ? FGW_OK : FGW_ERR_NOMEM;
+}
+
 /* The website's answer, built before the record commit so the idempotent
  * copy and the live answer are the same bytes. */
 int
 stage_build_answer(struct txn *t)
 {
-	cJSON *o = cJSON_CreateObject(), *pm, *pr, *na;
-	int ok_status = t->out.http_status >= 200 && t->out.http_status < 300;
-	if (o == NULL)
-		return FGW_ERR_NOMEM;
-	if (ok_status) {
-		cJSON_AddStringToObject(o, "transactionId", t->id);
-		cJSON_AddStringToObject(o, "status", t->out.status);
-		cJSON_AddNumberToObject(o, "amount", (double)t->req->amount);
-		cJSON_AddStringToObject(o, "currency", t->req->currency);
-		if ((pm = cJSON_AddObjectToObject(o, "paymentMethod")) != NULL) {
-			cJSON_AddStringToObject(pm, "token", t->token);
-			cJSON_AddStringToObject(pm, "brand", t->brand);
-			cJSON_AddStringToObject(pm, "last4", t->last4);
-			cJSON_AddNumberToObject(pm, "expMonth", t->req->card.exp_month);
-			cJSON_AddNumberToObject(pm, "expYear", t->req->card.exp_year);
-		}
-		if ((pr = cJSON_AddObjectToObject(o, "processor")) != NULL) {
-			cJSON_AddStringToObject(pr, "name", t->env->proc->name);
-			if (t->result.reference[0])
-				cJSON_AddStringToObject(pr, "reference", t->result.reference);
-		}
-		if (t->result.next_action_json != NULL &&
-		    (na = cJSON_Parse(t->result.next_action_json)) != NULL)
-			cJSON_AddItemToObject(o, "nextAction", na);
-	} else {
-		cJSON_AddStringToObject(o, "error", t->out.error_code);
-		cJSON_AddStringToObject(o, "message", t->out.error_message);
-		if (t->row_created || t->out.record)
-			cJSON_AddStringToObject(o, "transactionId", t->id);
+	struct stage_answer a = {
+		.id = t->id, .status = t->out.status, .amount = t->req->amount,
+		.currency = t->req->currency, .token = t->token, .brand = t->brand,
+		.last4 = t->last4, .exp_month = t->req->card.exp_month,
+		.exp_year = t->req->card.exp_year, .proc_name = t->env->proc->name,
+		.reference = t->result.reference,
+		.next_action_json = t->result.next_action_json,
+		.http_status = t->out.http_status, .error_code = t->out.error_code,
+		.error_message = t->out.error_message,
+		.with_txn_id = t->row_created || t->out.record,
+	};
+	char *json = NULL;
+	int r = stage_answer_json(&a, &json);
+	if (r == FGW_OK) {
+		free(t->answer);
+		t->answer = json;
 	}
-	free(t->answer);
-	t->answer = cJSON_PrintUnformatted(o);
-	cJSON_Delete(o);
-	return t->answer ? FGW_OK : FGW_ERR_NOMEM;
+	return r;
 }

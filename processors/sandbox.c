@@ -44,6 +44,9 @@ static const struct {
 #define MSG_REJECTED "The payment processor rejected the request."
 #define MSG_PROC_ERROR "The payment processor reported an error."
 #define MSG_UNKNOWN "The payment outcome is not known yet."
+#define MSG_AUTHORIZED "The payment was authorized."
+#define MSG_CANCELED "The authorization was canceled."
+#define MSG_NOT_FOUND "The processor has no charge for this transaction."
 #define CODE_FAILED "PAYMENT_PROCESSING_FAILED"
 
 /* ---- build ------------------------------------------------------------- */
@@ -320,7 +323,7 @@ parse_ok_body(const char *body, size_t len, struct proc_result *out)
 {
 	cJSON *root = parse_exact(body, len);
 	const char *id, *status;
-	const cJSON *amount;
+	const cJSON *amount, *captured, *refunded;
 	int r = FGW_OK;
 
 	if (!cJSON_IsObject(root))
@@ -334,8 +337,17 @@ parse_ok_body(const char *body, size_t len, struct proc_result *out)
 		goto unknown;
 	fgw_strlcpy(out->reference, id, sizeof(out->reference));
 
-	if (strcmp(status, "succeeded") == 0) {
+	refunded = cJSON_GetObjectItemCaseSensitive(root, "amountRefunded");
+	if (cJSON_IsNumber(refunded) && refunded->valuedouble >= 0 &&
+	    refunded->valuedouble <= (double)SBX_MAX_AMOUNT)
+		out->amount_refunded = (int64_t)refunded->valuedouble;
+	captured = cJSON_GetObjectItemCaseSensitive(root, "captured");
+	if (strcmp(status, "succeeded") == 0 && cJSON_IsFalse(captured)) {
+		set_result(out, PROC_AUTHORIZED, "", MSG_AUTHORIZED);
+	} else if (strcmp(status, "succeeded") == 0) {
 		set_result(out, PROC_SUCCEEDED, "", MSG_SUCCEEDED);
+	} else if (strcmp(status, "canceled") == 0) {
+		set_result(out, PROC_CANCELED, "", MSG_CANCELED);
 	} else if (strcmp(status, "declined") == 0) {
 		const char *dc = str_member(root, "declineCode");
 		size_t i = 0;
@@ -388,9 +400,148 @@ sbx_parse_reply(const struct proc_config *cfg, long http_status,
 	return FGW_OK;
 }
 
+/* ---- operations -------------------------------------------------------- */
+
+/* The sandbox's error codes of operation answers -> ours. The last row is
+ * the default for any other 4xx. */
+static const struct {
+	const char *sbx_code;
+	const char *code;
+	const char *message;
+} op_error_table[] = {
+	{ "invalid_state", "INVALID_TRANSACTION_STATE",
+	  "The processor refused the operation in the charge's state." },
+	{ "refund_exceeds_captured", "REFUND_EXCEEDS_CAPTURED",
+	  "The refund is more than what is left to refund." },
+	{ "not_found", "PAYMENT_PROCESSING_FAILED",
+	  "The processor does not know the charge." },
+	{ NULL, "PAYMENT_PROCESSING_FAILED", MSG_REJECTED },
+};
+
+static int
+sbx_build_op(const struct proc_config *cfg, enum proc_op op,
+             const struct proc_op_request *req, struct proc_http *out)
+{
+	char *body = NULL;
+	size_t blen;
+	int r, h = 0;
+
+	if (cfg == NULL || req == NULL || out == NULL)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	if (!http_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) ||
+	    !token_ok(req->idempotency_key, 255) ||
+	    (cfg->secret[0] != '\0' && !token_ok(cfg->secret, sizeof(cfg->secret) - 1)))
+		return FGW_ERR_INVALID;
+	if (op != PROC_OP_STATUS &&
+	    !charge_id_ok(req->reference, 96))
+		return FGW_ERR_INVALID;
+	if (op == PROC_OP_REFUND && (req->amount <= 0 || req->amount > SBX_MAX_AMOUNT))
+		return FGW_ERR_INVALID;
+	blen = strlen(cfg->base_url);
+	while (blen > 0 && cfg->base_url[blen - 1] == '/')
+		blen--;
+	switch (op) {
+	case PROC_OP_STATUS:
+		/* By key, not by id: after a lost answer we never learned the
+		 * id. Keys with URL-query metacharacters are refused rather than
+		 * escaped (ours are transaction ids). */
+		if (strpbrk(req->idempotency_key, "&#%+?=") != NULL)
+			return FGW_ERR_INVALID;
+		memcpy(out->method, "GET", 4);
+		r = fmt_alloc(&out->url, "%.*s/v1/charges?idempotencyKey=%s",
+		              (int)blen, cfg->base_url, req->idempotency_key);
+		break;
+	case PROC_OP_CAPTURE:
+	case PROC_OP_CANCEL:
+		memcpy(out->method, "POST", 5);
+		r = fmt_alloc(&out->url, "%.*s/v1/charges/%s/%s", (int)blen,
+		              cfg->base_url, req->reference,
+		              op == PROC_OP_CAPTURE ? "capture" : "cancel");
+		if (r == 0)
+			r = fmt_alloc(&body, "{}");
+		break;
+	case PROC_OP_REFUND:
+		memcpy(out->method, "POST", 5);
+		r = fmt_alloc(&out->url, "%.*s/v1/charges/%s/refunds", (int)blen,
+		              cfg->base_url, req->reference);
+		if (r == 0)
+			r = fmt_alloc(&body, "{\"amount\":%lld}", (long long)req->amount);
+		break;
+	default:
+		return FGW_ERR_INVALID;
+	}
+	if (r != 0 ||
+	    (r = fmt_alloc(&out->headers[h++], "Accept: application/json")) != 0 ||
+	    (r = fmt_alloc(&out->headers[h++], "Idempotency-Key: %s",
+	                   req->idempotency_key)) != 0)
+		goto out;
+	if (body != NULL &&
+	    (r = fmt_alloc(&out->headers[h++], "Content-Type: application/json")) != 0)
+		goto out;
+	if (cfg->secret[0] != '\0' &&
+	    (r = fmt_alloc(&out->headers[h++], "Authorization: Bearer %s",
+	                   cfg->secret)) != 0)
+		goto out;
+	if (body != NULL) {
+		out->body = body;
+		out->body_len = strlen(body);
+		body = NULL;
+	}
+	r = FGW_OK;
+out:
+	free(body);
+	if (r != FGW_OK)
+		proc_http_clear(out);
+	return r;
+}
+
+static int
+sbx_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status,
+             const char *body, size_t len, struct proc_result *out)
+{
+	cJSON *root = NULL;
+	const cJSON *err;
+	const char *code = NULL;
+	size_t i = 0;
+
+	(void)cfg;
+	if (out == NULL)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	if (http_status == 200)
+		return parse_ok_body(body, len, out);
+	if (op == PROC_OP_STATUS && http_status == 404) {
+		set_result(out, PROC_NOT_FOUND, CODE_FAILED, MSG_NOT_FOUND);
+		return FGW_OK;
+	}
+	if (http_status < 400 || http_status > 499) {
+		/* 5xx on an operation: not done; the caller may try again with
+		 * the same key. Anything else: unknown. */
+		set_result(out, http_status >= 500 && http_status <= 599 ? PROC_FAILED
+		                                                         : PROC_UNKNOWN,
+		           CODE_FAILED, http_status >= 500 ? MSG_PROC_ERROR : MSG_UNKNOWN);
+		return FGW_OK;
+	}
+	/* Only the error code is read from a 4xx body, and only to pick a
+	 * row of the table: its text never goes further. */
+	root = parse_exact(body, len);
+	err = cJSON_GetObjectItemCaseSensitive(root, "error");
+	if (cJSON_IsObject(err))
+		code = str_member(err, "code");
+	while (op_error_table[i].sbx_code != NULL &&
+	       (code == NULL || strcmp(op_error_table[i].sbx_code, code) != 0))
+		i++;
+	set_result(out, PROC_FAILED, op_error_table[i].code, op_error_table[i].message);
+	cJSON_Delete(root);
+	return FGW_OK;
+}
+
 const struct proc_type proc_type_sandbox = {
 	.name = "sandbox",
 	.seals_reply = 1,
 	.build = sbx_build,
 	.parse_reply = sbx_parse_reply,
+	.build_op = sbx_build_op,
+	.parse_op = sbx_parse_op,
 };
