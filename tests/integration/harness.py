@@ -463,6 +463,29 @@ class Sandbox(Daemon):
         assert resp.status == 200 and isinstance(resp.body, dict), f"ledger: {resp!r}"
         return resp.body
 
+    def assert_matches(self, gateway):
+        """Every transaction row against the ledger: a charge for each row
+        that says charged, none for a row that says not, each key charged
+        once, and no charge without a row. Returns the rows."""
+        ledger = self.ledger()
+        by_key = ledger["byKey"]
+        rows = gateway.query("SELECT id, status, processor_idem_key, amount FROM transactions")
+        keys = {r["processor_idem_key"] for r in rows if r["processor_idem_key"]}
+        assert ledger["charges"] == len(by_key), ledger
+        stray = [k for k in by_key if k not in keys]
+        assert not stray, f"charges without a transaction row: {stray}"
+        for r in rows:
+            charge = by_key.get(r["processor_idem_key"])
+            assert r["status"] not in ("posting", "processing"), r
+            if r["status"] in ("succeeded", "authorized", "declined", "requires_action"):
+                assert charge is not None, f"{r} has no charge in the ledger"
+                assert charge["count"] >= 1 and charge["reference"] == r["id"], (r, charge)
+                want = "succeeded" if r["status"] == "authorized" else r["status"]
+                assert charge["status"] == want, (r, charge)
+            else:
+                assert r["status"] == "failed" and charge is None, (r, charge)
+        return rows
+
 
 class Gateway(Daemon):
     binary = "flairgw"
@@ -526,6 +549,22 @@ class Gateway(Daemon):
 
     def get_txn(self, txn_id, key=DEV_KEY):
         return self.http("GET", f"/v1/transactions/{txn_id}", key=key)
+
+    def txn_op(self, txn_id, op, body=None, idem=None, key=DEV_KEY):
+        """POST /v1/transactions/{id}/{op} (refund, capture, cancel)."""
+        headers = {"Idempotency-Key": idem} if idem is not None else {}
+        return self.http("POST", f"/v1/transactions/{txn_id}/{op}",
+                         body if body is not None else {}, headers, key=key)
+
+    def unresolved(self):
+        """Rows whose outcome is not known yet (posting or processing)."""
+        return self.query("SELECT id, status, manual_review FROM transactions "
+                          "WHERE status IN ('posting', 'processing')")
+
+    def wait_resolved(self, timeout):
+        """Waits until the reconciler has resolved every unknown outcome."""
+        wait_until(lambda: not self.unresolved(), timeout,
+                   "the reconciler to resolve every posting/processing row", interval=0.2)
 
     def public_key(self):
         resp = self.http("GET", "/v1/keys/public", key=None)
