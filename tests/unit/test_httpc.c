@@ -1389,6 +1389,86 @@ end:
 	TT_END;
 }
 
+/* The operations: requests (method, URL, key, body) and the mapping of
+ * answers, including the per-adapter error table. */
+static int
+test_sandbox_ops(void)
+{
+	struct proc_config cfg;
+	struct proc_http h;
+	struct proc_result res;
+	struct proc_op_request oreq = { "txn_1", "txn_1", "", 0 };
+	TT_BEGIN;
+	memset(&h, 0, sizeof(h));
+	memset(&res, 0, sizeof(res));
+	sbx_cfg(&cfg, "sk_test");
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_STATUS, &oreq, &h), 0);
+	CHECK_STR(h.method, "GET");
+	CHECK_STR(h.url, "http://127.0.0.1:8081/v1/charges?idempotencyKey=txn_1");
+	CHECK(h.body == NULL);
+	CHECK_STR(h.headers[1], "Idempotency-Key: txn_1");
+	CHECK_STR(h.headers[2], "Authorization: Bearer sk_test");
+	proc_http_clear(&h);
+	/* Keys that would change the query are refused, not escaped. */
+	oreq.idempotency_key = "a&b=c";
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_STATUS, &oreq, &h), FGW_ERR_INVALID);
+	/* Capture/cancel/refund need the charge id. */
+	oreq.idempotency_key = "txn_1-rf-00";
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_REFUND, &oreq, &h), FGW_ERR_INVALID);
+	oreq.reference = "ch_abc123";
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_REFUND, &oreq, &h), FGW_ERR_INVALID);
+	oreq.amount = 2500;
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_REFUND, &oreq, &h), 0);
+	CHECK_STR(h.method, "POST");
+	CHECK_STR(h.url, "http://127.0.0.1:8081/v1/charges/ch_abc123/refunds");
+	CHECK_STR(h.body, "{\"amount\":2500}");
+	proc_http_clear(&h);
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_CAPTURE, &oreq, &h), 0);
+	CHECK_STR(h.url, "http://127.0.0.1:8081/v1/charges/ch_abc123/capture");
+	proc_http_clear(&h);
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_CANCEL, &oreq, &h), 0);
+	CHECK_STR(h.url, "http://127.0.0.1:8081/v1/charges/ch_abc123/cancel");
+	proc_http_clear(&h);
+	oreq.reference = "ch_../x";
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_CAPTURE, &oreq, &h), FGW_ERR_INVALID);
+
+	/* Answers. */
+	static const char auth[] = OKBODY("\"status\":\"succeeded\",\"captured\":false");
+	static const char capd[] = OKBODY("\"status\":\"succeeded\",\"captured\":true,"
+	                                  "\"amountRefunded\":700");
+	static const char canc[] = OKBODY("\"status\":\"canceled\",\"captured\":false");
+	static const char over[] = "{\"error\":{\"code\":\"refund_exceeds_captured\","
+	                           "\"message\":\"card 4242424242424242\"}}";
+	static const char state[] = "{\"error\":{\"code\":\"invalid_state\"}}";
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_STATUS, 200, auth, strlen(auth), &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_AUTHORIZED);
+	CHECK_STR(res.reference, "ch_abc123");
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_REFUND, 200, capd, strlen(capd), &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_SUCCEEDED);
+	CHECK(res.amount_refunded == 700);
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_CANCEL, 200, canc, strlen(canc), &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_CANCELED);
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_STATUS, 404, "{}", 2, &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_NOT_FOUND);
+	/* 404 on an operation is a refusal, not "never charged". */
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_REFUND, 404, "{}", 2, &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_FAILED);
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_REFUND, 400, over, strlen(over), &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_FAILED);
+	CHECK_STR(res.code, "REFUND_EXCEEDS_CAPTURED");
+	CHECK(strstr(res.message, "4242") == NULL);
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_CAPTURE, 409, state, strlen(state), &res), 0);
+	CHECK_STR(res.code, "INVALID_TRANSACTION_STATE");
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_STATUS, 503, "", 0, &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_FAILED);
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_STATUS, 200, "nope", 4, &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_UNKNOWN);
+end:
+	proc_http_clear(&h);
+	proc_result_clear(&res);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
 	{ "roundtrip", test_roundtrip },
 	{ "keepalive", test_keepalive },
@@ -1410,6 +1490,7 @@ static const struct tt_case cases[] = {
 	{ "sandbox_type", test_sandbox_type },
 	{ "sandbox_build", test_sandbox_build },
 	{ "sandbox_parse", test_sandbox_parse },
+	{ "sandbox_ops", test_sandbox_ops },
 	{ NULL, NULL }
 };
 
