@@ -80,8 +80,13 @@ on_close(struct evhttp_connection *evcon, void *arg)
 static void
 reply_error(struct op_ctx *c, int status, const char *code, const char *msg)
 {
-	if (c->req != NULL)
+	if (c->req != NULL) {
+		/* Detach first: the reply may end the connection. */
+		if (c->evcon != NULL)
+			evhttp_connection_set_closecb(c->evcon, NULL, NULL);
 		http_send_error(c->rx, c->req, status, code, msg);
+		c->req = NULL;
+	}
 	ctx_free(c);
 }
 
