@@ -83,6 +83,7 @@ static const struct cfg_directive directives[] = {
 	STR(jwt_jwks_file, "", "customer JWTs: JWKS file with the RS256 keys (reloaded on SIGHUP)"),
 	STR(jwt_hs256_secret_file, "", "customer JWTs: file with the HS256 shared secret (>= 32 bytes)"),
 	INT(jwt_leeway_s, 0, 300, "30", "customer JWTs: allowed clock skew for exp/nbf"),
+	STR(processor_map_file, "", "mapping file of the generic adapter type (docs/adapters.md)"),
 	INT(reconcile_interval_ms, 50, 3600000, "30000", "how often unresolved transactions are looked at"),
 	INT(reconcile_grace_ms, 0, 3600000, "0", "age after which posting is reconciled (0: processor_timeout_ms + 5000)"),
 	INT(reconcile_max_attempts, 1, 1000, "30", "status requests before manual review"),

@@ -64,6 +64,7 @@ struct fgw_config {
 	char jwt_jwks_file[512];
 	char jwt_hs256_secret_file[512];
 	long long jwt_leeway_s;
+	char processor_map_file[512];
 	long long reconcile_interval_ms;
 	long long reconcile_grace_ms;
 	long long reconcile_max_attempts;

@@ -31,6 +31,7 @@
 #include "crypto/wipealloc.h"
 #include "gateway/gateway.h"
 #include "gateway/idem.h"
+#include "processors/generic.h"
 #include "store/store.h"
 
 static struct gateway gw;
@@ -141,6 +142,8 @@ setup_processor(struct gateway *g, char *err, size_t errlen)
 		return r;
 	}
 	pc->has_pubkey = 1;
+	if (strcmp(cfg->processor_type, "generic") == 0)
+		return generic_map_load(pc, cfg->processor_map_file, err, errlen);
 	return FGW_OK;
 }
 
@@ -257,6 +260,7 @@ out:
 		store_close(gw.store);
 	idem_table_free(gw.idem);
 	jwt_verifier_free(gw.jwt);
+	generic_map_free(&gw.proc);
 	keyring_free(gw.kr);
 	curl_global_cleanup();
 	return code;

@@ -55,7 +55,7 @@ reply_decrypt_run(struct txn *t)
 		             t->reply_maybe_sent ? "unknown" : "not charged");
 		return STAGE_NEXT;
 	}
-	if (pt->seals_reply && t->reply_status == 200) {
+	if ((pt->seals_reply || t->env->proc->seals_reply) && t->reply_status == 200) {
 		if ((r = open_reply(t, &plain)) != 0) {
 			/* We sent it and cannot read the answer: unknown. */
 			log_txn_error(t->id, "processor reply does not open: %s", fgw_strerror(r));

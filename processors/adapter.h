@@ -101,6 +101,10 @@ struct proc_config {
 	struct sealed_pubkey pubkey; /* processor's sealing key */
 	int has_pubkey;
 	long timeout_ms;        /* total per request */
+	/* Added for the generic type: its parsed mapping (read-only, owned
+	 * by the type's loader) and whether 2xx replies are sealed to us. */
+	const void *type_data;
+	int seals_reply;
 };
 
 struct proc_type {
@@ -131,5 +135,6 @@ struct proc_type {
 const struct proc_type *proc_type_find(const char *name);
 
 extern const struct proc_type proc_type_sandbox;
+extern const struct proc_type proc_type_generic;
 
 #endif
