@@ -30,6 +30,7 @@
 #include "core/err.h"
 #include "core/util.h"
 #include "processors/adapter.h"
+#include "processors/generic.h"
 #include "processors/httpc.h"
 #include "tt.h"
 
@@ -1469,6 +1470,104 @@ end:
 	TT_END;
 }
 
+/* Writes text to a fresh temporary file; path receives its name. */
+static int
+write_temp(const char *text, char path[64])
+{
+	int fd;
+	size_t n = strlen(text);
+	snprintf(path, 64, "/tmp/fgw-map-XXXXXX");
+	if ((fd = mkstemp(path)) < 0)
+		return -1;
+	if (write(fd, text, n) != (ssize_t)n) {
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+static int
+test_generic_map(void)
+{
+	static const char good[] =
+	    "{\"chargePath\":\"/v2/pay\",\"statusPath\":\"/v2/pay/by-key/{key}\","
+	    "\"request\":{\"order.ref\":\"$txn_id\",\"order.amount\":\"$amount\","
+	    "\"mode\":\"live\",\"card\":\"$card_sealed\",\"note\":\"$description\"},"
+	    "\"response\":{\"id\":\"payment.id\",\"status\":\"payment.state\","
+	    "\"declineCode\":\"payment.reason\"},"
+	    "\"statuses\":{\"OK\":\"succeeded\",\"NO\":\"declined\",\"WAIT\":\"unknown\"},"
+	    "\"declineCodes\":{\"nsf\":\"PAYMENT_INSUFFICIENT_FUNDS\"}}";
+	static const char *const bad[] = {
+		"[]",
+		"{\"chargePath\":\"v2\",\"request\":{\"a\":\"$txn_id\"},"
+		"\"response\":{\"id\":\"i\",\"status\":\"s\"},\"statuses\":{\"A\":\"succeeded\"}}",
+		"{\"chargePath\":\"/p\",\"request\":{\"a\":\"$pan\"},"
+		"\"response\":{\"id\":\"i\",\"status\":\"s\"},\"statuses\":{\"A\":\"succeeded\"}}",
+		"{\"chargePath\":\"/p\",\"request\":{\"a\":\"$txn_id\"},"
+		"\"response\":{\"id\":\"i\",\"status\":\"s\"},\"statuses\":{\"A\":\"paid\"}}",
+		"{\"chargePath\":\"/p\",\"request\":{\"a\":\"$txn_id\"},"
+		"\"response\":{\"id\":\"i\"},\"statuses\":{\"A\":\"succeeded\"}}",
+		NULL
+	};
+	struct proc_config cfg;
+	struct proc_request req = sbx_req();
+	struct proc_op_request oreq = { "txn_1", "txn_1", "", 0 };
+	struct proc_http h;
+	struct proc_result res;
+	char path[64], err[256];
+	const char *ok = "{\"payment\":{\"id\":\"pay_9\",\"state\":\"OK\"}}";
+	const char *nsf = "{\"payment\":{\"id\":\"pay_9\",\"state\":\"NO\",\"reason\":\"nsf\"}}";
+	const char *other = "{\"payment\":{\"id\":\"pay_9\",\"state\":\"NO\",\"reason\":\"x\"}}";
+	const char *wait = "{\"payment\":{\"id\":\"pay_9\",\"state\":\"WAIT\"}}";
+	TT_BEGIN;
+	memset(&h, 0, sizeof(h));
+	memset(&res, 0, sizeof(res));
+	path[0] = '\0';
+	sbx_cfg(&cfg, "");
+	for (size_t i = 0; bad[i] != NULL; i++) {
+		CHECK_EQ_INT(write_temp(bad[i], path), 0);
+		CHECK_EQ_INT(generic_map_load(&cfg, path, err, sizeof(err)), FGW_ERR_INVALID);
+		CHECK(cfg.type_data == NULL);
+		unlink(path);
+	}
+	CHECK_EQ_INT(write_temp(good, path), 0);
+	CHECK_EQ_INT(generic_map_load(&cfg, path, err, sizeof(err)), 0);
+	CHECK_EQ_INT(proc_type_generic.build(&cfg, &req, &h), 0);
+	CHECK_STR(h.url, "http://127.0.0.1:8081/v2/pay");
+	CHECK(strstr(h.body, "\"order\":{\"ref\":\"txn_0123456789abcdefghijklmn\",\"amount\":15000}") != NULL);
+	CHECK(strstr(h.body, "\"mode\":\"live\"") != NULL);
+	proc_http_clear(&h);
+	CHECK_EQ_INT(proc_type_generic.build_op(&cfg, PROC_OP_STATUS, &oreq, &h), 0);
+	CHECK_STR(h.url, "http://127.0.0.1:8081/v2/pay/by-key/txn_1");
+	proc_http_clear(&h);
+	CHECK_EQ_INT(proc_type_generic.build_op(&cfg, PROC_OP_REFUND, &oreq, &h), FGW_ERR_INVALID);
+	CHECK_EQ_INT(proc_type_generic.parse_reply(&cfg, 200, ok, strlen(ok), &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_SUCCEEDED);
+	CHECK_STR(res.reference, "pay_9");
+	CHECK_EQ_INT(proc_type_generic.parse_reply(&cfg, 200, nsf, strlen(nsf), &res), 0);
+	CHECK_STR(res.code, "PAYMENT_INSUFFICIENT_FUNDS");
+	CHECK_EQ_INT(proc_type_generic.parse_reply(&cfg, 200, other, strlen(other), &res), 0);
+	CHECK_STR(res.code, "PAYMENT_CARD_DECLINED");
+	CHECK_EQ_INT(proc_type_generic.parse_reply(&cfg, 200, wait, strlen(wait), &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_UNKNOWN);
+	/* 5xx is unknown unless the mapping promises "not charged". */
+	CHECK_EQ_INT(proc_type_generic.parse_reply(&cfg, 502, "", 0, &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_UNKNOWN);
+	CHECK_EQ_INT(proc_type_generic.parse_reply(&cfg, 404, "", 0, &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_FAILED);
+	CHECK_EQ_INT(proc_type_generic.parse_op(&cfg, PROC_OP_STATUS, 404, "", 0, &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_NOT_FOUND);
+end:
+	if (path[0])
+		unlink(path);
+	proc_http_clear(&h);
+	proc_result_clear(&res);
+	generic_map_free(&cfg);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
 	{ "roundtrip", test_roundtrip },
 	{ "keepalive", test_keepalive },
@@ -1491,6 +1590,7 @@ static const struct tt_case cases[] = {
 	{ "sandbox_build", test_sandbox_build },
 	{ "sandbox_parse", test_sandbox_parse },
 	{ "sandbox_ops", test_sandbox_ops },
+	{ "generic_map", test_generic_map },
 	{ NULL, NULL }
 };
 
