@@ -16,6 +16,7 @@
 #include "gateway/config.h"
 #include "pipeline/pipeline.h"
 #include "processors/adapter.h"
+#include "processors/breaker.h"
 
 struct evhttp;
 struct evhttp_bound_socket;
@@ -67,6 +68,9 @@ struct gateway {
 	struct pipeline pl;
 	struct proc_config proc;
 	const struct proc_type *proc_type;
+	struct proc_config proc2;       /* failover; proc2.name "" when none */
+	const struct proc_type *proc2_type;
+	struct proc_breaker breaker;
 	struct idem_table *idem;
 	struct jwt_verifier *jwt;      /* NULL: customer JWTs not accepted */
 	struct reactor *rx;

@@ -40,6 +40,8 @@ struct op_ctx {
 	struct evhttp_connection *evcon;
 	enum proc_op op;
 	struct store_txn_row row;
+	const struct proc_config *proc;   /* the row's processor */
+	const struct proc_type *type;
 	struct proc_result res;
 	char client[64];
 	char source[64];
@@ -98,7 +100,7 @@ build_answer(struct op_ctx *c)
 	cJSON *o = NULL, *rf;
 	int r;
 
-	if ((r = txn_row_to_json(&c->row, c->rx->gw->proc.name, &json)) != 0)
+	if ((r = txn_row_to_json(&c->row, c->proc->name, &json)) != 0)
 		return r;
 	r = FGW_ERR_NOMEM;
 	if ((o = cJSON_Parse(json)) == NULL)
@@ -214,11 +216,11 @@ static void
 replied(void *arg, const struct httpc_response *resp)
 {
 	struct op_ctx *c = arg;
-	const struct proc_type *pt = c->rx->gw->proc_type;
+	const struct proc_type *pt = c->type;
 	enum proc_outcome want;
 
 	if (resp->err != 0 ||
-	    pt->parse_op(&c->rx->gw->proc, c->op, resp->status, resp->body, resp->body_len,
+	    pt->parse_op(c->proc, c->op, resp->status, resp->body, resp->body_len,
 	                 &c->res) != 0) {
 		log_txn_warn(c->row.id, "%s: no answer from the processor (%s)", op_names[c->op],
 		             fgw_strerror(resp->err));
@@ -302,7 +304,7 @@ proc_key_for(struct op_ctx *c)
 static void
 h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc_op op)
 {
-	const struct proc_type *pt = rx->gw->proc_type;
+	const struct proc_type *pt;
 	struct auth_ctx who;
 	struct op_ctx *c = NULL;
 	struct proc_op_request oreq;
@@ -381,6 +383,13 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		fgw_strlcpy(c->new_status, op == PROC_OP_CAPTURE ? "succeeded" : "canceled",
 		            sizeof(c->new_status));
 	}
+	/* The operation goes to the processor that made the charge. */
+	if (pipeline_proc_by_name(&rx->env, c->row.processor, &c->proc, &c->type) != 0) {
+		reply_error(c, 502, "PAYMENT_PROCESSING_FAILED",
+		            "The transaction's processor is not configured");
+		return;
+	}
+	pt = c->type;
 	if (fgw_random_id("rf_", c->refund_id, sizeof(c->refund_id)) != 0 ||
 	    proc_key_for(c) != 0 || pt->build_op == NULL || pt->parse_op == NULL) {
 		reply_error(c, 500, "INTERNAL_ERROR", "An unexpected error occurred");
@@ -392,10 +401,10 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 	oreq.reference = c->row.processor_ref;
 	oreq.amount = c->amount;
 	c->evcon = evhttp_request_get_connection(req);
-	if ((r = pt->build_op(&rx->gw->proc, op, &oreq, &http)) == 0)
+	if ((r = pt->build_op(c->proc, op, &oreq, &http)) == 0)
 		r = httpc_request(rx->httpc, http.method, http.url,
 		                  (const char *const *)http.headers, http.body, http.body_len,
-		                  rx->gw->proc.timeout_ms, replied, c, NULL);
+		                  c->proc->timeout_ms, replied, c, NULL);
 	proc_http_clear(&http);
 	if (r != 0) {
 		log_txn_error(c->row.id, "%s not sent: %s", op_names[op], fgw_strerror(r));

@@ -198,6 +198,11 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	rx->env.limits.processor_timeout_ms = cfg->processor_timeout_ms;
 	rx->env.idem_ttl_ms = cfg->idempotency_ttl_s * 1000;
 	rx->env.reader = rx->reader;
+	if (gw->proc2.name[0] != '\0') {
+		rx->env.proc2 = &gw->proc2;
+		rx->env.proc2_type = gw->proc2_type;
+		rx->env.breaker = &gw->breaker;
+	}
 	if (rx->idx == 0) {
 		/* One reconciler is enough (it asks the processor, cheaply) and
 		 * keeps two reactors from asking about the same row. */

@@ -43,6 +43,8 @@ struct reconciler {
 struct recon_item {
 	struct recon_item *prev, *next;
 	struct reconciler *rc;
+	const struct proc_config *proc;   /* the row's processor */
+	const struct proc_type *type;
 	struct store_txn_row row;
 	struct store_unresolved u;
 	struct store_txn_update upd;
@@ -170,7 +172,7 @@ make_answer(struct recon_item *it, struct store_idem *idem)
 	a.last4 = row->last4;
 	a.exp_month = row->exp_month;
 	a.exp_year = row->exp_year;
-	a.proc_name = row->processor[0] ? row->processor : env->proc->name;
+	a.proc_name = it->proc->name;
 	a.reference = it->upd.processor_ref[0] ? it->upd.processor_ref : row->processor_ref;
 	a.next_action_json = it->res.next_action_json;
 	a.http_status = m != NULL ? m->http_status : 200;
@@ -231,14 +233,13 @@ static void
 status_replied(void *arg, const struct httpc_response *resp)
 {
 	struct recon_item *it = arg;
-	const struct pipeline_env *env = it->rc->env;
 	int64_t age = fgw_now_ms() - it->row.updated_at;
 
 	if (resp->err != 0) {
 		defer(it, fgw_strerror(resp->err));
 		return;
 	}
-	if (env->proc_type->parse_op(env->proc, PROC_OP_STATUS, resp->status, resp->body,
+	if (it->type->parse_op(it->proc, PROC_OP_STATUS, resp->status, resp->body,
 	                             resp->body_len, &it->res) != 0) {
 		defer(it, "status answer not understood");
 		return;
@@ -286,12 +287,14 @@ ask(struct recon_item *it)
 	                                                     : it->row.id;
 	oreq.reference = it->row.processor_ref;
 	memset(&http, 0, sizeof(http));
-	if (env->proc_type->build_op == NULL || env->proc_type->parse_op == NULL)
+	/* Ask the processor the row went to, never another one. */
+	if (pipeline_proc_by_name(env, it->row.processor, &it->proc, &it->type) != 0 ||
+	    it->type->build_op == NULL || it->type->parse_op == NULL)
 		return FGW_ERR_INVALID;
-	if ((r = env->proc_type->build_op(env->proc, PROC_OP_STATUS, &oreq, &http)) == 0)
+	if ((r = it->type->build_op(it->proc, PROC_OP_STATUS, &oreq, &http)) == 0)
 		r = httpc_request(env->httpc, http.method, http.url,
 		                  (const char *const *)http.headers, http.body, http.body_len,
-		                  env->proc->timeout_ms, status_replied, it, NULL);
+		                  it->proc->timeout_ms, status_replied, it, NULL);
 	proc_http_clear(&http);
 	return r;
 }

@@ -21,6 +21,7 @@
 #include "crypto/vault.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/stages.h"
+#include "processors/breaker.h"
 #include "processors/httpc.h"
 
 enum stage_rc
@@ -89,7 +90,7 @@ stage_fill_row(const struct txn *t, const char *status, struct store_txn_row *ro
 	fgw_strlcpy(row->status, status, sizeof(row->status));
 	fgw_strlcpy(row->error_code, t->out.error_code, sizeof(row->error_code));
 	fgw_strlcpy(row->error_message, t->out.error_message, sizeof(row->error_message));
-	fgw_strlcpy(row->processor, t->env->proc->name, sizeof(row->processor));
+	fgw_strlcpy(row->processor, txn_proc(t)->name, sizeof(row->processor));
 	fgw_strlcpy(row->processor_idem_key, t->proc_idem_key, sizeof(row->processor_idem_key));
 	fgw_strlcpy(row->token, t->token, sizeof(row->token));
 	fgw_strlcpy(row->fingerprint, t->fingerprint, sizeof(row->fingerprint));
@@ -189,7 +190,7 @@ stage_build_answer(struct txn *t)
 		.id = t->id, .status = t->out.status, .amount = t->req->amount,
 		.currency = t->req->currency, .token = t->token, .brand = t->brand,
 		.last4 = t->last4, .exp_month = t->req->card.exp_month,
-		.exp_year = t->req->card.exp_year, .proc_name = t->env->proc->name,
+		.exp_year = t->req->card.exp_year, .proc_name = txn_proc(t)->name,
 		.reference = t->result.reference,
 		.next_action_json = t->result.next_action_json,
 		.http_status = t->out.http_status, .error_code = t->out.error_code,
@@ -203,4 +204,67 @@ stage_build_answer(struct txn *t)
 		t->answer = json;
 	}
 	return r;
+}
+
+const struct proc_config *
+txn_proc(const struct txn *t)
+{
+	return t->proc != NULL ? t->proc : t->env->proc;
+}
+
+const struct proc_type *
+txn_proc_type(const struct txn *t)
+{
+	return t->proc_type != NULL ? t->proc_type : t->env->proc_type;
+}
+
+int
+pipeline_proc_by_name(const struct pipeline_env *env, const char *name,
+                      const struct proc_config **cfg, const struct proc_type **type)
+{
+	if (name == NULL || name[0] == '\0' || strcmp(name, env->proc->name) == 0) {
+		*cfg = env->proc;
+		*type = env->proc_type;
+		return 0;
+	}
+	if (env->proc2 != NULL && strcmp(name, env->proc2->name) == 0) {
+		*cfg = env->proc2;
+		*type = env->proc2_type;
+		return 0;
+	}
+	return -1;
+}
+
+/* Picks the processor of a new transaction: the primary unless its
+ * breaker is open and a secondary exists. Called once, before the card is
+ * sealed to the chosen processor's key. */
+void
+stage_choose_proc(struct txn *t)
+{
+	const struct pipeline_env *env = t->env;
+	if (t->proc != NULL)
+		return;
+	t->proc = env->proc;
+	t->proc_type = env->proc_type;
+	if (env->proc2 == NULL || env->breaker == NULL)
+		return;
+	if (!breaker_route(env->breaker, fgw_now_ms(), &t->breaker_probe)) {
+		t->proc = env->proc2;
+		t->proc_type = env->proc2_type;
+	}
+}
+
+/* Tells the breaker how the primary did on this attempt. "Up" is any
+ * answer below 500, whatever the card's outcome; timeouts, transport
+ * errors, 5xx and unreadable answers count against it. */
+void
+stage_breaker_feedback(const struct txn *t)
+{
+	const struct pipeline_env *env = t->env;
+	int ok;
+	if (env->breaker == NULL || env->proc2 == NULL || t->proc != env->proc)
+		return;
+	ok = t->reply_err == 0 && t->reply_status > 0 && t->reply_status < 500 &&
+	     t->result.outcome != PROC_UNKNOWN;
+	breaker_record(env->breaker, ok, t->breaker_probe, fgw_now_ms());
 }

@@ -49,6 +49,11 @@ struct stage_answer {
 /* *out is malloc'ed JSON text. */
 int stage_answer_json(const struct stage_answer *a, char **out);
 
+/* Failover: chooses t->proc through the breaker; reports the primary's
+ * health after its answer. */
+void stage_choose_proc(struct txn *t);
+void stage_breaker_feedback(const struct txn *t);
+
 /* NULL-terminated table of all stage types, looked up by (phase, name). */
 extern const struct stage_type *const stage_types[];
 

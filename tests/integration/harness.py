@@ -467,9 +467,15 @@ class Sandbox(Daemon):
         """Every transaction row against the ledger: a charge for each row
         that says charged, none for a row that says not, each key charged
         once, and no charge without a row. Returns the rows."""
+        return self.assert_matches_processor(gateway, None)
+
+    def assert_matches_processor(self, gateway, processor):
+        """assert_matches for the rows of one processor instance (None: all)."""
         ledger = self.ledger()
         by_key = ledger["byKey"]
-        rows = gateway.query("SELECT id, status, processor_idem_key, amount FROM transactions")
+        rows = [r for r in gateway.query("SELECT id, status, processor, processor_idem_key, "
+                                         "amount FROM transactions")
+                if processor is None or r["processor"] == processor]
         keys = {r["processor_idem_key"] for r in rows if r["processor_idem_key"]}
         assert ledger["charges"] == len(by_key), ledger
         stray = [k for k in by_key if k not in keys]
@@ -477,13 +483,14 @@ class Sandbox(Daemon):
         for r in rows:
             charge = by_key.get(r["processor_idem_key"])
             assert r["status"] not in ("posting", "processing"), r
-            if r["status"] in ("succeeded", "authorized", "declined", "requires_action"):
-                assert charge is not None, f"{r} has no charge in the ledger"
-                assert charge["count"] >= 1 and charge["reference"] == r["id"], (r, charge)
-                want = "succeeded" if r["status"] == "authorized" else r["status"]
-                assert charge["status"] == want, (r, charge)
-            else:
-                assert r["status"] == "failed" and charge is None, (r, charge)
+            if r["status"] == "failed":
+                assert charge is None, (r, charge)
+                continue
+            assert charge is not None, f"{r} has no charge in the ledger"
+            assert charge["count"] >= 1 and charge["reference"] == r["id"], (r, charge)
+            want = {"authorized": "succeeded", "refunded": "succeeded",
+                    "partially_refunded": "succeeded"}.get(r["status"], r["status"])
+            assert charge["status"] == want, (r, charge)
         return rows
 
 

@@ -30,6 +30,7 @@
 #include "core/err.h"
 #include "core/util.h"
 #include "processors/adapter.h"
+#include "processors/breaker.h"
 #include "processors/generic.h"
 #include "processors/httpc.h"
 #include "tt.h"
@@ -1568,6 +1569,47 @@ end:
 	TT_END;
 }
 
+/* Closed -> open after N failures -> one half-open probe -> closed or
+ * open again; successes reset the count. */
+static int
+test_breaker(void)
+{
+	struct proc_breaker b;
+	int probe = -1, p2 = -1;
+	TT_BEGIN;
+	breaker_init(&b, 3, 1000);
+	CHECK_EQ_INT(breaker_route(&b, 0, &probe), 1);
+	CHECK_EQ_INT(probe, 0);
+	breaker_record(&b, 0, 0, 10);
+	breaker_record(&b, 0, 0, 20);
+	breaker_record(&b, 1, 0, 30); /* a success in between resets */
+	breaker_record(&b, 0, 0, 40);
+	breaker_record(&b, 0, 0, 50);
+	CHECK_EQ_INT(breaker_route(&b, 60, &probe), 1);
+	breaker_record(&b, 0, 0, 60); /* third in a row: open until 1060 */
+	CHECK_EQ_INT(breaker_route(&b, 100, &probe), 0);
+	CHECK_EQ_INT(breaker_route(&b, 1059, &probe), 0);
+	/* Half-open: one probe, the others keep failing over. */
+	CHECK_EQ_INT(breaker_route(&b, 1060, &probe), 1);
+	CHECK_EQ_INT(probe, 1);
+	CHECK_EQ_INT(breaker_route(&b, 1061, &p2), 0);
+	CHECK_EQ_INT(p2, 0);
+	breaker_record(&b, 0, 1, 1100); /* probe failed: open until 2100 */
+	CHECK_EQ_INT(breaker_route(&b, 2000, &probe), 0);
+	CHECK_EQ_INT(breaker_route(&b, 2100, &probe), 1);
+	CHECK_EQ_INT(probe, 1);
+	/* A probe that never reports frees its slot after open_ms. */
+	CHECK_EQ_INT(breaker_route(&b, 2200, &p2), 0);
+	CHECK_EQ_INT(breaker_route(&b, 3100, &p2), 1);
+	CHECK_EQ_INT(p2, 1);
+	breaker_record(&b, 1, 1, 3150); /* probe succeeded: closed */
+	CHECK_EQ_INT(breaker_route(&b, 3200, &probe), 1);
+	CHECK_EQ_INT(probe, 0);
+	CHECK(atomic_load(&b.opened) == 2);
+end:
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
 	{ "roundtrip", test_roundtrip },
 	{ "keepalive", test_keepalive },
@@ -1591,6 +1633,7 @@ static const struct tt_case cases[] = {
 	{ "sandbox_parse", test_sandbox_parse },
 	{ "sandbox_ops", test_sandbox_ops },
 	{ "generic_map", test_generic_map },
+	{ "breaker", test_breaker },
 	{ NULL, NULL }
 };
 
