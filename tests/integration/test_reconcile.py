@@ -136,3 +136,18 @@ def test_kill9_mid_burst_every_transaction_matches_the_ledger():
         # And every key, answered or not, now replays its final state.
         assert_replays_final(stack.gw, answered)
         stack.gw.assert_serving()
+
+
+def test_latency_beyond_the_timeout_is_reconciled_to_the_charge():
+    # The sandbox records the charge on arrival and answers after 1.5 s;
+    # the gateway gives up after 1 s: unknown, then found by its key.
+    with harness.Stack(**FAST) as stack:
+        stack.sandbox.faults(latency_ms=1500)
+        answers = burst(stack.gw, 6, "rc-latency")
+        stack.sandbox.faults()
+        for _, _, resp in answers:
+            harness.assert_status(resp, "processing")
+        stack.gw.wait_resolved(30)
+        rows = stack.sandbox.assert_matches(stack.gw)
+        assert {r["status"] for r in rows} == {"succeeded"}, rows
+        assert_replays_final(stack.gw, answers)
