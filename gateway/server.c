@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "gateway/gateway.h"
+#include "gateway/resv.h"
 #include "pipeline/reconcile.h"
 #include "processors/httpc.h"
 #include "store/store.h"
@@ -183,7 +184,8 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 		snprintf(err, errlen, "reactor %d: %s", rx->idx, fgw_strerror(r));
 		return r;
 	}
-	if ((rx->stop_ev = event_new(rx->base, -1, 0, stop_cb, rx)) == NULL)
+	if ((rx->stop_ev = event_new(rx->base, -1, 0, stop_cb, rx)) == NULL ||
+	    resv_reactor_start(rx) != 0)
 		return FGW_ERR_NOMEM;
 	rx->env.base = rx->base;
 	rx->env.httpc = rx->httpc;
@@ -197,6 +199,7 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	rx->env.limits.currencies = cfg->currencies;
 	rx->env.limits.processor_timeout_ms = cfg->processor_timeout_ms;
 	rx->env.idem_ttl_ms = cfg->idempotency_ttl_s * 1000;
+	rx->env.risk = gw->risk.up ? &gw->risk : NULL;
 	rx->env.reader = rx->reader;
 	if (gw->proc2.name[0] != '\0') {
 		rx->env.proc2 = &gw->proc2;
@@ -225,6 +228,7 @@ static void
 reactor_cleanup(struct reactor *rx)
 {
 	routes_txn_abandon(rx);
+	resv_reactor_stop(rx);
 	if (rx->http != NULL)
 		evhttp_free(rx->http);
 	if (rx->httpc != NULL)
