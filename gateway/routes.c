@@ -333,6 +333,7 @@ static const struct route *const route_tables[] = {
 	methods_routes,
 	resv_routes,
 	webhook_routes,
+	txnops_routes,
 	NULL,
 };
 
