@@ -81,7 +81,7 @@ record_committed(void *arg, int rc)
 }
 
 /* savePaymentMethod: the card becomes a saved method of the customer once
- * the payment succeeded. Queued before the outcome, so it commits with or
+ * the payment succeeded (or was authorized: the issuer accepted the card). Queued before the outcome, so it commits with or
  * before it; a failure to save does not change the payment. */
 static void
 save_method_done(void *arg, int rc)
@@ -98,7 +98,8 @@ save_method(struct txn *t)
 	struct store_method *m;
 	int r;
 	if (!t->req->save_method || t->method_saved || t->req->customer_id[0] == '\0' ||
-	    strcmp(t->out.status, "succeeded") != 0 || !t->row_created)
+	    (strcmp(t->out.status, "succeeded") != 0 && strcmp(t->out.status, "authorized") != 0) ||
+	    !t->row_created)
 		return;
 	if ((m = calloc(1, sizeof(*m))) == NULL)
 		return;

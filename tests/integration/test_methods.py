@@ -301,3 +301,11 @@ def test_customer_jwt_sees_only_its_own_methods():
             harness.assert_status(pay_with(g, "jwt-alice", pm))
             expired = keys.rs256("jwt-alice", exp=int(time.time()) - 600)
             harness.assert_error(g.http("GET", "/v1/payments/methods", key=expired), 401, "UNAUTHORIZED")
+
+
+def test_authorized_payment_saves_the_card_too():
+    g, cust = gw(), customer()
+    resp = pay_card(g, cust, VISA, savePaymentMethod=True, capture=False)
+    harness.assert_status(resp, "authorized")
+    pm_id = resp.body["paymentMethod"]["paymentMethodId"]
+    assert [x["id"] for x in g.methods(customer=cust).body["data"]] == [pm_id]
