@@ -21,7 +21,8 @@
 #
 # Knobs (environment): BENCH_SECONDS (10) per measured run, BENCH_WARMUP (3),
 # BENCH_CONNS (50), BENCH_ROWS (1000000), BENCH_POOL (256 bodies),
-# BENCH_BIG_CONNS (1000), BUILD (build), BENCH_KEEP=1 keeps the temp dir.
+# BENCH_BIG_CONNS (1000), BUILD (build), BENCH_KEEP=1 keeps the temp dir,
+# BENCH_QUICK=1 stops after the saturation runs (A/B of one change).
 set -eu
 
 BUILD=${BUILD:-build}
@@ -298,6 +299,8 @@ start_gw "$T/main"
 run_sat "flairgw plain" "$GW_URL" "$CONNS" "$T/plain.jsonl" "$GW_PORT" "$GW_PID"
 run_sat "flairgw sealed" "$GW_URL" "$CONNS" "$T/sealed.jsonl" "$GW_PORT" "$GW_PID"
 
+QUICK=${BENCH_QUICK:-0}
+if [ "$QUICK" != 1 ]; then
 # ---- 4. fixed load at half of flairgw's plain capacity -------------------------
 
 CAP=$(grep '^flairgw plain|' "$T/results" | cut -d'|' -f4)
@@ -367,6 +370,9 @@ stop_pid "$GW_PID"
 start_gw "$T/big"
 run_sat "flairgw $ROWS rows" "$GW_URL" "$CONNS" "$T/plain.jsonl" "$GW_PORT" "$GW_PID"
 stop_pid "$GW_PID"
+else
+	stop_pid "$GW_PID"
+fi
 
 # ---- report -------------------------------------------------------------------
 
@@ -383,6 +389,10 @@ col() { grep "^$1|$2|" "$T/results" | head -n 1 | cut -d'|' -f"$3"; }
 		printf '%-22s %-16s %6s %9s %8s %8s %8s %6s %9s %9s %9s %8s\n' "$l" "$m" "$cn" "$r" "$a" "$b" "$c" "$e" "$cpu" "$u" "$cm" "$j"
 	done <"$T/results"
 	echo
+	if [ "$QUICK" = 1 ]; then
+		echo "quick run (BENCH_QUICK=1): saturation only"
+		exit 0
+	fi
 	ngx=$(col "nginx proxy" saturation 4)
 	gwp=$(col "flairgw plain" saturation 4)
 	gws=$(col "flairgw sealed" saturation 4)
