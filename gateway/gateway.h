@@ -15,7 +15,9 @@
 
 #include "gateway/config.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/risk.h"
 #include "processors/adapter.h"
+#include "processors/breaker.h"
 
 struct evhttp;
 struct evhttp_bound_socket;
@@ -25,7 +27,9 @@ struct jwt_verifier;
 struct keyring;
 struct store;
 struct store_reader;
+struct webhooks;
 struct req_ctx;
+struct rctx;
 
 struct gw_metrics {
 	atomic_ullong http_requests;
@@ -37,6 +41,8 @@ struct gw_metrics {
 	atomic_ullong txn_latency_bucket[10];
 	atomic_ullong idem_replays;
 	atomic_ullong auth_failures;
+	atomic_ullong webhooks_in[4];     /* accepted, refused, duplicate, deferred */
+	atomic_ullong webhooks_out[3];    /* delivered, retry, failed attempts */
 };
 
 struct reactor {
@@ -57,6 +63,10 @@ struct reactor {
 	int inflight;                 /* transactions on this reactor */
 	struct req_ctx *pending;      /* their request contexts */
 	int ready;                    /* 1 once listening, -1 on failure */
+	struct event *resv_timer;     /* reservations: hold expiry (reactor 0) */
+	int resv_sweeping;            /* a sweep job is queued */
+	struct rctx *resv_pending;    /* reservation requests in flight */
+	struct reconciler *recon;     /* reactor 0 only */
 };
 
 struct gateway {
@@ -66,13 +76,19 @@ struct gateway {
 	struct pipeline pl;
 	struct proc_config proc;
 	const struct proc_type *proc_type;
+	struct proc_config proc2;       /* failover; proc2.name "" when none */
+	const struct proc_type *proc2_type;
+	struct proc_breaker breaker;
 	struct idem_table *idem;
 	struct jwt_verifier *jwt;      /* NULL: customer JWTs not accepted */
 	struct reactor *rx;
 	int n_rx;
 	atomic_int stopping;
 	struct gw_metrics metrics;
+	struct webhooks *wh;           /* webhook secrets and delivery */
 	int64_t started_at;
+	struct risk risk;              /* rules and velocity (risk.up: loaded) */
+	int pid_fd;                    /* pid_file, locked while we run */
 };
 
 /* routes.c: the HTTP surface. */

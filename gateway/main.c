@@ -13,9 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -31,9 +33,50 @@
 #include "crypto/wipealloc.h"
 #include "gateway/gateway.h"
 #include "gateway/idem.h"
+#include "gateway/resv.h"
+#include "gateway/webhooks.h"
+#include "pipeline/events.h"
+#include "pipeline/risk.h"
+#include "processors/generic.h"
 #include "store/store.h"
+#include "store/txn_recent.h"
 
 static struct gateway gw;
+
+/* Rules and lists: compiled from scratch; a file with any error is
+ * refused whole and the old set keeps running. Audited either way. */
+static void
+reload_rules(void)
+{
+	struct rules_error rerr;
+	struct store_audit audit;
+	char msg[640];
+	char *details = NULL;
+	cJSON *o = NULL;
+	size_t n = 0;
+	int r;
+
+	if (!gw.risk.up)
+		return;
+	r = risk_reload(&gw.risk, &rerr, &n);
+	if (r != 0) {
+		rules_error_format(&rerr, msg, sizeof(msg));
+		log_error("SIGHUP: rules not reloaded, the old set keeps running: %s", msg);
+	} else {
+		snprintf(msg, sizeof(msg), "%zu rules", n);
+		log_info("SIGHUP: rules reloaded from %s: %s", gw.risk.rules_file, msg);
+	}
+	if ((o = cJSON_CreateObject()) != NULL &&
+	    cJSON_AddStringToObject(o, "what", "rules") != NULL &&
+	    cJSON_AddStringToObject(o, r != 0 ? "error" : "loaded", msg) != NULL)
+		details = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	audit = (struct store_audit){ "system", "SIGHUP", "config.reload", gw.risk.rules_file,
+		                          r != 0 ? "failure" : "success", details };
+	if ((r = store_audit_append(gw.store, NULL, &audit, 1, NULL, NULL)) != 0)
+		log_error("SIGHUP: reload not audited: %s", fgw_strerror(r));
+	free(details);
+}
 
 /* SIGHUP: pick up keys rotated by flairctl and a changed JWKS file. A
  * file that fails its checks is refused and the old set keeps running. */
@@ -53,6 +96,94 @@ reload(void)
 		else
 			log_info("SIGHUP: JWKS reloaded");
 	}
+	reload_rules();
+}
+
+static int
+setup_rules(struct gateway *g, char *err, size_t errlen)
+{
+	struct rules_error rerr;
+	char msg[640];
+	int r;
+	if (g->cfg.rules_file[0] == '\0') {
+		log_warn("no rules_file: only validation and max_amount apply, no fraud or velocity rules");
+		return FGW_OK;
+	}
+	if ((r = risk_init(&g->risk, g->cfg.rules_file, g->cfg.mode, &rerr)) != 0) {
+		snprintf(err, errlen, "rules_file: %s", rules_error_format(&rerr, msg, sizeof(msg)));
+		return r;
+	}
+	struct rules *cur = rules_slot_get(g->risk.slot);
+	log_info("rules: %zu rules from %s, mode %s", rules_count(cur), g->cfg.rules_file, g->cfg.mode);
+	rules_unref(cur);
+	return FGW_OK;
+}
+
+static int
+replay_row(void *ctx, const struct store_txn_row *row)
+{
+	/* A row that does not fit (a negative amount) is skipped, not fatal. */
+	(void)risk_replay_row(ctx, row);
+	return 0;
+}
+
+/* Velocity limits survive a restart: the counters are rebuilt from the
+ * transactions recorded within the longest window the store keeps. */
+static int
+replay_velocity(struct gateway *g)
+{
+	struct store_reader *rd = NULL;
+	int64_t since, n = 0;
+	int r;
+	if (!g->risk.up)
+		return FGW_OK;
+	since = fgw_now_ms() - velocity_retention_ms(g->risk.velocity);
+	if ((r = store_reader_open(g->store, &rd)) != 0)
+		return r;
+	r = store_txn_recent(rd, since, 0, replay_row, &g->risk, &n);
+	store_reader_close(rd);
+	if (r == 0)
+		log_info("velocity: %lld recent transactions replayed", (long long)n);
+	return r;
+}
+
+/* The pid file is locked for as long as we run, so flairctl can tell a
+ * live daemon from a stale file, and two daemons cannot share data_dir. */
+static int
+write_pid_file(struct gateway *g, char *err, size_t errlen)
+{
+	char buf[32];
+	int fd, n;
+	if ((fd = open(g->cfg.pid_file, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+		snprintf(err, errlen, "pid_file %s: cannot open", g->cfg.pid_file);
+		return FGW_ERR_IO;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		snprintf(err, errlen, "pid_file %s is locked: another flairgw is running with it",
+		         g->cfg.pid_file);
+		close(fd);
+		return FGW_ERR_EXISTS;
+	}
+	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) != 0 || n < 0 || write(fd, buf, (size_t)n) != n) {
+		snprintf(err, errlen, "pid_file %s: cannot write", g->cfg.pid_file);
+		close(fd);
+		return FGW_ERR_IO;
+	}
+	g->pid_fd = fd;
+	return FGW_OK;
+}
+
+static void
+remove_pid_file(struct gateway *g)
+{
+	if (g->pid_fd < 0)
+		return;
+	/* Unlinked while still locked, so flairctl never signals a
+	 * successor through our file. */
+	unlink(g->cfg.pid_file);
+	close(g->pid_fd);
+	g->pid_fd = -1;
 }
 
 static int
@@ -120,28 +251,60 @@ setup_logging(const struct fgw_config *cfg)
 	return FGW_OK;
 }
 
+/* One processor instance from its directives (the primary's or the
+ * failover secondary's). */
+static int
+setup_one(struct proc_config *pc, const struct proc_type **type, const char *name,
+          const char *type_name, const char *url, const char *secret, const char *key_file,
+          const char *map_file, long long timeout_ms, const char *prefix, char *err,
+          size_t errlen)
+{
+	int r;
+	if ((*type = proc_type_find(type_name)) == NULL) {
+		snprintf(err, errlen, "%s_type: unknown processor type '%s'", prefix, type_name);
+		return FGW_ERR_INVALID;
+	}
+	if (url[0] == '\0') {
+		snprintf(err, errlen, "%s_url: required", prefix);
+		return FGW_ERR_INVALID;
+	}
+	fgw_strlcpy(pc->name, name, sizeof(pc->name));
+	fgw_strlcpy(pc->type, type_name, sizeof(pc->type));
+	fgw_strlcpy(pc->base_url, url, sizeof(pc->base_url));
+	fgw_strlcpy(pc->secret, secret, sizeof(pc->secret));
+	pc->timeout_ms = (long)timeout_ms;
+	if ((r = sealed_load_pubkey(key_file, &pc->pubkey)) != 0) {
+		snprintf(err, errlen, "%s_public_key_file: %s: %s", prefix, key_file,
+		         fgw_strerror(r));
+		return r;
+	}
+	pc->has_pubkey = 1;
+	if (strcmp(type_name, "generic") == 0)
+		return generic_map_load(pc, map_file, err, errlen);
+	return FGW_OK;
+}
+
 static int
 setup_processor(struct gateway *g, char *err, size_t errlen)
 {
 	const struct fgw_config *cfg = &g->cfg;
-	struct proc_config *pc = &g->proc;
 	int r;
-	if ((g->proc_type = proc_type_find(cfg->processor_type)) == NULL) {
-		snprintf(err, errlen, "processor_type: unknown processor type '%s'", cfg->processor_type);
+	if ((r = setup_one(&g->proc, &g->proc_type, cfg->processor_name, cfg->processor_type,
+	                   cfg->processor_url, cfg->processor_secret,
+	                   cfg->processor_public_key_file, cfg->processor_map_file,
+	                   cfg->processor_timeout_ms, "processor", err, errlen)) != 0)
+		return r;
+	if (cfg->processor2_name[0] == '\0')
+		return FGW_OK;
+	if (strcmp(cfg->processor2_name, cfg->processor_name) == 0) {
+		snprintf(err, errlen, "processor2_name: must differ from processor_name");
 		return FGW_ERR_INVALID;
 	}
-	fgw_strlcpy(pc->name, cfg->processor_name, sizeof(pc->name));
-	fgw_strlcpy(pc->type, cfg->processor_type, sizeof(pc->type));
-	fgw_strlcpy(pc->base_url, cfg->processor_url, sizeof(pc->base_url));
-	fgw_strlcpy(pc->secret, cfg->processor_secret, sizeof(pc->secret));
-	pc->timeout_ms = (long)cfg->processor_timeout_ms;
-	if ((r = sealed_load_pubkey(cfg->processor_public_key_file, &pc->pubkey)) != 0) {
-		snprintf(err, errlen, "processor_public_key_file: %s: %s",
-		         cfg->processor_public_key_file, fgw_strerror(r));
-		return r;
-	}
-	pc->has_pubkey = 1;
-	return FGW_OK;
+	breaker_init(&g->breaker, (int)cfg->breaker_failures, cfg->breaker_open_ms);
+	return setup_one(&g->proc2, &g->proc2_type, cfg->processor2_name, cfg->processor2_type,
+	                 cfg->processor2_url, cfg->processor2_secret,
+	                 cfg->processor2_public_key_file, cfg->processor2_map_file,
+	                 cfg->processor_timeout_ms, "processor2", err, errlen);
 }
 
 int
@@ -155,6 +318,7 @@ main(int argc, char **argv)
 	char err[1024];
 	int help = 0, r, code = 1;
 
+	gw.pid_fd = -1;
 	if (sodium_init() < 0) {
 		fprintf(stderr, "flairgw: libsodium failed to initialise\n");
 		return 1;
@@ -204,8 +368,11 @@ main(int argc, char **argv)
 	}
 	if (setup_processor(&gw, err, sizeof(err)) != 0 ||
 	    setup_jwt(&gw, err, sizeof(err)) != 0 ||
+	    webhooks_setup(&gw, &gw.wh, err, sizeof(err)) != 0 ||
 	    pipeline_build(gw.cfg.stages_request, gw.cfg.stages_response, &gw.pl,
-	                   err, sizeof(err)) != 0) {
+	                   err, sizeof(err)) != 0 ||
+	    setup_rules(&gw, err, sizeof(err)) != 0 ||
+	    write_pid_file(&gw, err, sizeof(err)) != 0) {
 		fprintf(stderr, "flairgw: %s\n", err);
 		log_error("%s", err);
 		goto out;
@@ -223,6 +390,19 @@ main(int argc, char **argv)
 	}
 	if (idem_table_new(&gw.idem) != 0)
 		goto out;
+	if ((r = replay_velocity(&gw)) != 0) {
+		log_error("velocity replay from %s failed: %s", gw.cfg.database, fgw_strerror(r));
+		goto out;
+	}
+	if (gw.risk.up && (r = txn_events_subscribe(risk_on_txn_event, &gw.risk)) != 0) {
+		log_error("rules: cannot hear processor declines: %s", fgw_strerror(r));
+		goto out;
+	}
+	if (resv_setup(&gw, err, sizeof(err)) != 0) {
+		fprintf(stderr, "flairgw: %s\n", err);
+		log_error("%s", err);
+		goto out;
+	}
 	gw.n_rx = gw.cfg.workers > 0 ? (int)gw.cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (gw.n_rx < 1)
 		gw.n_rx = 1;
@@ -240,6 +420,7 @@ main(int argc, char **argv)
 		log_error("%s", err);
 		goto out;
 	}
+	webhooks_start(gw.wh);
 	log_info("listening on %s with %d reactor%s, processor %s at %s, database %s",
 	         gw.cfg.listen, gw.n_rx, gw.n_rx == 1 ? "" : "s", gw.proc.name,
 	         gw.proc.base_url, gw.cfg.database);
@@ -256,7 +437,12 @@ out:
 	if (gw.store != NULL)
 		store_close(gw.store);
 	idem_table_free(gw.idem);
+	risk_free(&gw.risk);
+	remove_pid_file(&gw);
 	jwt_verifier_free(gw.jwt);
+	webhooks_free(gw.wh);
+	generic_map_free(&gw.proc);
+	generic_map_free(&gw.proc2);
 	keyring_free(gw.kr);
 	curl_global_cleanup();
 	return code;

@@ -27,6 +27,8 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "gateway/gateway.h"
+#include "gateway/resv.h"
+#include "pipeline/reconcile.h"
 #include "processors/httpc.h"
 #include "store/store.h"
 
@@ -182,7 +184,8 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 		snprintf(err, errlen, "reactor %d: %s", rx->idx, fgw_strerror(r));
 		return r;
 	}
-	if ((rx->stop_ev = event_new(rx->base, -1, 0, stop_cb, rx)) == NULL)
+	if ((rx->stop_ev = event_new(rx->base, -1, 0, stop_cb, rx)) == NULL ||
+	    resv_reactor_start(rx) != 0)
 		return FGW_ERR_NOMEM;
 	rx->env.base = rx->base;
 	rx->env.httpc = rx->httpc;
@@ -196,6 +199,28 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	rx->env.limits.currencies = cfg->currencies;
 	rx->env.limits.processor_timeout_ms = cfg->processor_timeout_ms;
 	rx->env.idem_ttl_ms = cfg->idempotency_ttl_s * 1000;
+	rx->env.risk = gw->risk.up ? &gw->risk : NULL;
+	rx->env.reader = rx->reader;
+	if (gw->proc2.name[0] != '\0') {
+		rx->env.proc2 = &gw->proc2;
+		rx->env.proc2_type = gw->proc2_type;
+		rx->env.breaker = &gw->breaker;
+	}
+	if (rx->idx == 0) {
+		/* One reconciler is enough (it asks the processor, cheaply) and
+		 * keeps two reactors from asking about the same row. */
+		struct reconciler_opts ro = {
+			.interval_ms = cfg->reconcile_interval_ms,
+			.grace_ms = cfg->reconcile_grace_ms > 0 ? cfg->reconcile_grace_ms
+			                                        : cfg->processor_timeout_ms + 5000,
+			.max_attempts = (int)cfg->reconcile_max_attempts,
+			.backoff_max_ms = cfg->reconcile_backoff_max_ms,
+		};
+		if ((r = reconciler_start(&rx->env, &ro, &rx->recon)) != 0) {
+			snprintf(err, errlen, "reconciler: %s", fgw_strerror(r));
+			return r;
+		}
+	}
 	return FGW_OK;
 }
 
@@ -203,6 +228,7 @@ static void
 reactor_cleanup(struct reactor *rx)
 {
 	routes_txn_abandon(rx);
+	resv_reactor_stop(rx);
 	if (rx->http != NULL)
 		evhttp_free(rx->http);
 	if (rx->httpc != NULL)
@@ -211,6 +237,7 @@ reactor_cleanup(struct reactor *rx)
 		store_reader_close(rx->reader);
 	if (rx->waker != NULL)
 		store_waker_free(rx->waker);
+	reconciler_free(rx->recon);
 	if (rx->stop_ev != NULL)
 		event_free(rx->stop_ev);
 	if (rx->drain_ev != NULL)

@@ -149,8 +149,136 @@ static const char schema_v1[] =
     " status, currency, COUNT(*) AS txn_count, SUM(amount) AS total_amount"
     " FROM transactions GROUP BY day, status, currency;";
 
+/* Reservations (store/reservations.c): experiences with prices and
+ * discounts, time slots with capacity and the places taken, and the
+ * reservations themselves (a hold is a reservation in state held). */
+static const char schema_v2[] =
+    "CREATE TABLE experiences ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " name TEXT NOT NULL DEFAULT '',"
+    " price INTEGER NOT NULL CHECK (price >= 0),"
+    " currency TEXT NOT NULL,"
+    " group_min INTEGER NOT NULL DEFAULT 0,"
+    " group_pct INTEGER NOT NULL DEFAULT 0,"
+    " early_days INTEGER NOT NULL DEFAULT 0,"
+    " early_pct INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE TABLE time_slots ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " experience_id TEXT NOT NULL REFERENCES experiences(id),"
+    " starts_at INTEGER NOT NULL,"
+    " capacity INTEGER NOT NULL CHECK (capacity >= 0),"
+    " taken INTEGER NOT NULL DEFAULT 0 CHECK (taken >= 0 AND taken <= capacity),"
+    " status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed'))"
+    ");"
+    "CREATE TABLE reservations ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " client_id TEXT NOT NULL,"
+    " customer_id TEXT NOT NULL,"
+    " experience_id TEXT NOT NULL,"
+    " time_slot_id TEXT NOT NULL REFERENCES time_slots(id),"
+    " guests INTEGER NOT NULL CHECK (guests > 0),"
+    " guest_name TEXT,"
+    " guest_email TEXT,"
+    " guest_phone TEXT,"
+    " special_requests TEXT,"
+    " status TEXT NOT NULL,"
+    " payment_status TEXT NOT NULL,"
+    " total_price INTEGER NOT NULL,"
+    " original_price INTEGER NOT NULL,"
+    " group_discount INTEGER NOT NULL DEFAULT 0,"
+    " early_discount INTEGER NOT NULL DEFAULT 0,"
+    " currency TEXT NOT NULL,"
+    " hold_expires_at INTEGER NOT NULL,"
+    " txn_id TEXT,"
+    " payment_intent_id TEXT,"
+    " reference TEXT UNIQUE,"
+    " released INTEGER NOT NULL DEFAULT 0,"
+    " save_method INTEGER NOT NULL DEFAULT 0,"
+    " created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX reservations_customer ON reservations(customer_id, created_at);"
+    "CREATE INDEX reservations_expiry ON reservations(status, hold_expires_at);"
+    "CREATE VIEW v_reservations AS SELECT"
+    " id, customer_id, experience_id, time_slot_id, guests, status,"
+    " payment_status, total_price, currency, reference, txn_id,"
+    " " ISO_MS("hold_expires_at") " AS hold_expires_utc,"
+    " " ISO_MS("created_at") " AS created_utc"
+    " FROM reservations;";
+
+/* v3: webhooks. Inbound processor events deduplicated by (processor, event
+ * id); the outbound outbox to the website's endpoints, one row per event
+ * and endpoint, and every delivery attempt. Webhooks find transactions by
+ * the processor's reference. */
+static const char schema_v3[] =
+    "CREATE TABLE webhook_inbound ("
+    " processor TEXT NOT NULL,"
+    " event_id TEXT NOT NULL,"
+    " event_type TEXT NOT NULL,"
+    " txn_id TEXT,"
+    " result TEXT NOT NULL,"
+    " received_at INTEGER NOT NULL,"
+    " PRIMARY KEY (processor, event_id)"
+    ");"
+    "CREATE TABLE webhook_outbox ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " endpoint_url TEXT NOT NULL,"
+    " event_id TEXT NOT NULL,"
+    " event_type TEXT NOT NULL,"
+    " txn_id TEXT,"
+    " payload TEXT NOT NULL,"
+    " status TEXT NOT NULL CHECK (status IN ('pending','delivered','failed')),"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " next_attempt_at INTEGER NOT NULL,"
+    " last_http_status INTEGER,"
+    " last_error TEXT,"
+    " created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX webhook_outbox_due ON webhook_outbox(status, next_attempt_at);"
+    "CREATE TABLE webhook_attempts ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " outbox_id TEXT NOT NULL REFERENCES webhook_outbox(id),"
+    " attempt INTEGER NOT NULL,"
+    " at INTEGER NOT NULL,"
+    " http_status INTEGER,"
+    " error TEXT,"
+    " elapsed_ms INTEGER,"
+    " outcome TEXT NOT NULL"
+    ");"
+    "CREATE INDEX webhook_attempts_outbox ON webhook_attempts(outbox_id, seq);"
+    "CREATE INDEX transactions_processor_ref ON transactions(processor_ref);"
+    "CREATE VIEW v_webhook_attempts AS SELECT"
+    " a.seq, a.outbox_id, o.event_id, o.event_type, o.txn_id, o.endpoint_url,"
+    " a.attempt, " ISO_MS("a.at") " AS time_utc, a.http_status, a.error,"
+    " a.elapsed_ms, a.outcome"
+    " FROM webhook_attempts a JOIN webhook_outbox o ON o.id = a.outbox_id;";
+
+/* v4 (issue 5): reconciliation bookkeeping on each transaction (attempts,
+ * when to ask next, and the manual-review flag once it gives up), and the
+ * refunds of a transaction (their sum never exceeds what was captured). */
+static const char schema_v4_reconcile[] =
+    "ALTER TABLE transactions ADD COLUMN reconcile_attempts INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE transactions ADD COLUMN reconcile_next_at INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE transactions ADD COLUMN manual_review INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX transactions_unresolved ON transactions (reconcile_next_at)"
+    " WHERE status IN ('posting', 'processing') AND manual_review = 0;"
+    "CREATE TABLE refunds ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " txn_id TEXT NOT NULL REFERENCES transactions (id),"
+    " amount INTEGER NOT NULL CHECK (amount > 0),"
+    " idempotency_key TEXT NOT NULL,"
+    " processor_ref TEXT,"
+    " created_at INTEGER NOT NULL,"
+    " UNIQUE (txn_id, idempotency_key)"
+    ");";
+
 static const char *const migrations[] = {
 	schema_v1,
+	schema_v2,
+	schema_v3,
+	schema_v4_reconcile,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

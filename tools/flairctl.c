@@ -25,6 +25,9 @@
 #include "gateway/config.h"
 #include "pipeline/pipeline.h"
 #include "store/store.h"
+#include "store/webhooks.h"
+#include "tools/ctl_rules.h"
+#include "tools/flairctl_resv.h"
 
 struct ctl {
 	struct fgw_config cfg;
@@ -237,6 +240,160 @@ cmd_config_check(struct ctl *c, int argc, char **argv)
 	return FGW_OK;
 }
 
+/* ---- webhooks ---------------------------------------------------------- */
+
+static void
+iso_or_dash(int64_t ms, char *out, size_t cap)
+{
+	if (ms <= 0 || fgw_iso8601(ms, out, cap) != 0)
+		fgw_strlcpy(out, "-", cap);
+}
+
+static void
+print_outbox(void *arg, const struct store_outbox_row *o)
+{
+	char next[32], created[32];
+	(void)arg;
+	iso_or_dash(o->created_at, created, sizeof(created));
+	iso_or_dash(strcmp(o->status, "pending") == 0 ? o->next_attempt_at : 0, next, sizeof(next));
+	printf("%s %-9s attempts=%d last_http=%d next=%s created=%s event=%s type=%s txn=%s url=%s\n",
+	       o->id, o->status, o->attempts, o->last_http_status, next, created, o->event_id,
+	       o->event_type, o->txn_id[0] ? o->txn_id : "-", o->url);
+}
+
+static void
+print_attempt(void *arg, int attempt, int64_t at, int http_status, const char *error,
+              long elapsed_ms, const char *outcome)
+{
+	char when[32];
+	(void)arg;
+	iso_or_dash(at, when, sizeof(when));
+	printf("    attempt %d at=%s http=%d outcome=%s elapsed_ms=%ld%s%s\n", attempt, when,
+	       http_status, outcome, elapsed_ms, error[0] ? " error=" : "", error);
+}
+
+static int
+cmd_webhooks_list(struct ctl *c, int argc, char **argv)
+{
+	int64_t limit = 100;
+	int r;
+	if (argc == 2 && strcmp(argv[0], "--limit") == 0) {
+		if (fgw_parse_i64(argv[1], 1, 100000, &limit) != 0) {
+			fprintf(stderr, "flairctl: --limit must be 1 to 100000\n");
+			return FGW_ERR_INVALID;
+		}
+	} else if (argc != 0) {
+		fprintf(stderr, "usage: flairctl webhooks list [--limit N]\n");
+		return FGW_ERR_INVALID;
+	}
+	if ((r = open_store(c)) != 0)
+		return r;
+	if ((r = store_outbox_list(c->reader, (int)limit, print_outbox, print_attempt, NULL)) != 0)
+		fprintf(stderr, "flairctl: webhooks list: %s\n", fgw_strerror(r));
+	return r;
+}
+
+static void
+retry_done(void *arg, int rc)
+{
+	*(int *)arg = rc;
+}
+
+static int
+cmd_webhooks_retry(struct ctl *c, int argc, char **argv)
+{
+	struct store_audit audit;
+	char details[96];
+	int r, done_rc = FGW_ERR_INTERNAL;
+	if (argc != 1 || strncmp(argv[0], "whd_", 4) != 0) {
+		fprintf(stderr, "usage: flairctl webhooks retry OUTBOX_ID (whd_...)\n");
+		return FGW_ERR_INVALID;
+	}
+	if ((r = open_store(c)) != 0)
+		return r;
+	snprintf(details, sizeof(details), "{\"outboxId\":\"%.40s\"}", argv[0]);
+	audit = (struct store_audit){ "operator:flairctl", "local", "webhook.retry", argv[0],
+		                          "success", details };
+	/* No waker: done runs on the writer, and store_close waits for it. */
+	if ((r = store_outbox_retry(c->store, NULL, argv[0], fgw_now_ms(), &audit, 1, retry_done,
+	                            &done_rc)) != 0) {
+		fprintf(stderr, "flairctl: webhooks retry: %s\n", fgw_strerror(r));
+		return r;
+	}
+	store_close(c->store);
+	c->store = NULL;
+	if (done_rc != 0) {
+		fprintf(stderr, "flairctl: webhooks retry %s: %s\n", argv[0], fgw_strerror(done_rc));
+		return done_rc;
+	}
+	printf("%s is pending again and will be sent at the next delivery tick\n", argv[0]);
+	return FGW_OK;
+}
+
+/* ---- rules (tools/ctl_rules.c) ------------------------------------------ */
+
+static int
+cmd_rules_check(struct ctl *c, int argc, char **argv)
+{
+	return ctl_rules_check(&c->cfg, argc, argv);
+}
+
+static int
+cmd_rules_test(struct ctl *c, int argc, char **argv)
+{
+	return ctl_rules_test(&c->cfg, argc, argv);
+}
+
+static int
+cmd_rules_reload(struct ctl *c, int argc, char **argv)
+{
+	return ctl_rules_reload(&c->cfg, argc, argv);
+}
+
+/* ---- reservations and tokens (tools/flairctl_resv.c) ------------------- */
+
+static int
+cmd_slots_list(struct ctl *c, int argc, char **argv)
+{
+	int r = open_store(c);
+	return r != 0 ? r : ctl_slots_list(c->reader, argc, argv);
+}
+
+static int
+cmd_slots_add(struct ctl *c, int argc, char **argv)
+{
+	int r = open_store(c);
+	return r != 0 ? r : ctl_slots_add(c->store, argc, argv);
+}
+
+static int
+cmd_slots_load(struct ctl *c, int argc, char **argv)
+{
+	int r = open_store(c);
+	return r != 0 ? r : ctl_slots_load(c->store, argc, argv);
+}
+
+static int
+cmd_slots_set_capacity(struct ctl *c, int argc, char **argv)
+{
+	int r = open_store(c);
+	return r != 0 ? r : ctl_slots_set_capacity(c->store, argc, argv);
+}
+
+static int
+cmd_jwt_sign(struct ctl *c, int argc, char **argv)
+{
+	(void)c;
+	return ctl_jwt_sign(argc, argv);
+}
+
+static int
+cmd_jwt_jwks(struct ctl *c, int argc, char **argv)
+{
+	(void)c;
+	return ctl_jwt_jwks(argc, argv);
+}
+
 static const struct command commands[] = {
 	{ "keys", "status", "", "show key ids, statuses and how many entries each protects", cmd_keys_status },
 	{ "keys", "rotate", "[--box]", "make a new data key (or box key) the one used to encrypt", cmd_keys_rotate },
@@ -244,7 +401,20 @@ static const struct command commands[] = {
 	{ NULL, "seal", "PUBLIC_KEY_FILE < card.json", "make an encryptedCard object for a public key", cmd_seal },
 	{ "txn", "show", "TXN_ID", "print a recorded transaction (masked)", cmd_txn_show },
 	{ "audit", "verify", "", "check the audit hash chain; names the first broken event", cmd_audit_verify },
+	{ "webhooks", "list", "[--limit N]", "outbound webhook deliveries, newest first, with every attempt", cmd_webhooks_list },
+	{ "webhooks", "retry", "OUTBOX_ID", "make a delivery pending and due now (also a failed one)", cmd_webhooks_retry },
 	{ "config", "check", "", "load and validate the configuration", cmd_config_check },
+	{ "rules", "check", "[FILE]", "compile a rules file; errors as FILE:LINE:COL (exit 1)", cmd_rules_check },
+	{ "rules", "test", "FILE TXN.json [OPTIONS]",
+	  "decide a sample transaction body, no database (--mode M, --threeds T, --card-saved, "
+	  "--processor P, --customer-id ID, --previous N, --declined N)", cmd_rules_test },
+	{ "rules", "reload", "", "check rules_file, then SIGHUP the daemon in pid_file", cmd_rules_reload },
+	{ "slots", "list", "", "time slots with capacity, places taken and price", cmd_slots_list },
+	{ "slots", "add", "SLOT_ID EXPERIENCE_ID STARTS_AT_MS CAPACITY", "add or update a time slot", cmd_slots_add },
+	{ "slots", "load", "FILE.json", "load experiences and time slots (slots_file format)", cmd_slots_load },
+	{ "slots", "set-capacity", "SLOT_ID CAPACITY", "change capacity (never below places taken)", cmd_slots_set_capacity },
+	{ "jwt", "sign", "(--hs256 FILE | --rs256 PEM --kid KID) CLAIMS", "mint a test JWT", cmd_jwt_sign },
+	{ "jwt", "jwks", "PEM KID", "print a one-key JWKS for an RSA key", cmd_jwt_jwks },
 	{ NULL, NULL, NULL, NULL, NULL },
 };
 
@@ -297,7 +467,9 @@ main(int argc, char **argv)
 		config_set(&c.cfg, "api_key", "flairctl-placeholder ctl", "flairctl", err, sizeof(err));
 	if (c.cfg.processor_public_key_file[0] == '\0')
 		config_set(&c.cfg, "processor_public_key_file", "-", "flairctl", err, sizeof(err));
-	if (config_finish(&c.cfg, err, sizeof(err)) != 0) {
+	/* The rules commands need no KEK: only paths (a rules file, the pid
+	 * file, which config_finish derives before its other checks). */
+	if (config_finish(&c.cfg, err, sizeof(err)) != 0 && strcmp(argv[first], "rules") != 0) {
 		fprintf(stderr, "flairctl: %s\n", err);
 		return 2;
 	}

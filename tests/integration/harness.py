@@ -11,6 +11,9 @@ import atexit
 import base64
 import ctypes
 import ctypes.util
+import hashlib
+import hmac
+import http.server as httpserver
 import http.client as httpclient
 import itertools
 import json
@@ -29,6 +32,7 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(ROOT, "build", "asan")  # run.py sets it from --build
 DEV_CONFIG = os.path.join(ROOT, "etc", "flairgw.conf")
+RULES_FILE = os.path.join(ROOT, "etc", "rules.conf")  # the shipped rules
 KEEP_FILES = bool(os.environ.get("FLAIRGW_KEEP"))  # keep temp dirs
 
 DEV_KEY, DEV_CLIENT = "flair_dev_key", "website"
@@ -351,6 +355,7 @@ class Daemon:
         self.dir = workdir
         self.proc = None
         self.port = None
+        self.want_port = None  # a port chosen before start (peers need it)
         self.reaped = False
         self.problems = []
         self.stdout_path = os.path.join(workdir, f"{self.name}.stdout")
@@ -366,7 +371,7 @@ class Daemon:
         path = os.path.join(BUILD, self.binary)
         assert os.access(path, os.X_OK), f"{path} is missing: make SAN=1 test-build"
         os.makedirs(self.dir, exist_ok=True)
-        self.port = free_port()
+        self.port = self.want_port or free_port()
         self.reaped = False
         env = dict(os.environ, **SANITIZER_ENV)
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
@@ -463,15 +468,47 @@ class Sandbox(Daemon):
         assert resp.status == 200 and isinstance(resp.body, dict), f"ledger: {resp!r}"
         return resp.body
 
+    def assert_matches(self, gateway):
+        """Every transaction row against the ledger: a charge for each row
+        that says charged, none for a row that says not, each key charged
+        once, and no charge without a row. Returns the rows."""
+        return self.assert_matches_processor(gateway, None)
+
+    def assert_matches_processor(self, gateway, processor):
+        """assert_matches for the rows of one processor instance (None: all)."""
+        ledger = self.ledger()
+        by_key = ledger["byKey"]
+        rows = [r for r in gateway.query("SELECT id, status, processor, processor_idem_key, "
+                                         "amount FROM transactions")
+                if processor is None or r["processor"] == processor]
+        keys = {r["processor_idem_key"] for r in rows if r["processor_idem_key"]}
+        assert ledger["charges"] == len(by_key), ledger
+        stray = [k for k in by_key if k not in keys]
+        assert not stray, f"charges without a transaction row: {stray}"
+        for r in rows:
+            charge = by_key.get(r["processor_idem_key"])
+            assert r["status"] not in ("posting", "processing"), r
+            if r["status"] == "failed":
+                assert charge is None, (r, charge)
+                continue
+            assert charge is not None, f"{r} has no charge in the ledger"
+            assert charge["count"] >= 1 and charge["reference"] == r["id"], (r, charge)
+            want = {"authorized": "succeeded", "refunded": "succeeded",
+                    "partially_refunded": "succeeded"}.get(r["status"], r["status"])
+            assert charge["status"] == want, (r, charge)
+        return rows
+
 
 class Gateway(Daemon):
     binary = "flairgw"
     name = "gateway"
 
-    def __init__(self, workdir, sandbox, api_keys=((OTHER_KEY, OTHER_CLIENT),), **overrides):
+    def __init__(self, workdir, sandbox, api_keys=((OTHER_KEY, OTHER_CLIENT),), extra=(),
+                 **overrides):
         super().__init__(workdir)
         self.sandbox = sandbox
         self.api_keys = list(api_keys)
+        self.extra = list(extra)  # (name, value) pairs: repeatable directives
         self.overrides = overrides
         self.data_dir = os.path.join(workdir, "var")
         self.db_path = os.path.join(self.data_dir, "flairgw.db")
@@ -480,16 +517,23 @@ class Gateway(Daemon):
         self.responses = []  # every Response this gateway sent us
 
     def argv(self):
+        # No rules file unless a test passes rules_file=...: the core tests
+        # send many payments from one customer IP and card, which the
+        # shipped rules (5 attempts per IP a minute) would rightly refuse.
+        # tests/integration/test_rules.py runs etc/rules.conf itself.
         opts = {"listen": f"127.0.0.1:{self.port}", "data_dir": self.data_dir,
                 "kek_file": self.kek_file, "processor_url": self.sandbox.url,
                 "processor_public_key_file": self.sandbox.public_key_file,
-                "log_file": self.log_file, "workers": 2, "processor_timeout_ms": 2000}
+                "log_file": self.log_file, "workers": 2, "processor_timeout_ms": 2000,
+                "rules_file": ""}
         opts.update(self.overrides)
         args = ["--config", DEV_CONFIG]
         for name, value in opts.items():
             args += [f"--{name}", str(value)]
         for key, client in self.api_keys:
             args += ["--api_key", f"{key} {client}"]
+        for name, value in self.extra:
+            args += [f"--{name}", str(value)]
         return args
 
     def start(self):
@@ -527,10 +571,29 @@ class Gateway(Daemon):
     def get_txn(self, txn_id, key=DEV_KEY):
         return self.http("GET", f"/v1/transactions/{txn_id}", key=key)
 
+    def txn_op(self, txn_id, op, body=None, idem=None, key=DEV_KEY):
+        """POST /v1/transactions/{id}/{op} (refund, capture, cancel)."""
+        headers = {"Idempotency-Key": idem} if idem is not None else {}
+        return self.http("POST", f"/v1/transactions/{txn_id}/{op}",
+                         body if body is not None else {}, headers, key=key)
+
+    def unresolved(self):
+        """Rows whose outcome is not known yet (posting or processing)."""
+        return self.query("SELECT id, status, manual_review FROM transactions "
+                          "WHERE status IN ('posting', 'processing')")
+
+    def wait_resolved(self, timeout):
+        """Waits until the reconciler has resolved every unknown outcome."""
+        wait_until(lambda: not self.unresolved(), timeout,
+                   "the reconciler to resolve every posting/processing row", interval=0.2)
+
     def public_key(self):
         resp = self.http("GET", "/v1/keys/public", key=None)
         assert resp.status == 200, f"GET /v1/keys/public: {resp!r}"
         return resp.body
+
+    def log_text(self):
+        return tail(self.log_file, 1 << 20)
 
     def assert_serving(self):
         resp = self.http("GET", "/healthz", key=None)
@@ -571,6 +634,17 @@ class Gateway(Daemon):
         assert len(rows) == 1, rows
         return rows[0]
 
+    def flairctl(self, *args, timeout=30):
+        """Run flairctl on this gateway's configuration; CompletedProcess."""
+        argv = [os.path.join(BUILD, "flairctl"), "--config", DEV_CONFIG,
+                "--data_dir", self.data_dir, "--kek_file", self.kek_file, *args]
+        env = dict(os.environ, **SANITIZER_ENV)
+        done = subprocess.run(argv, cwd=self.dir, env=env, capture_output=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+        mark = next((m for m in SANITIZER_MARKS if m in done.stderr), None)
+        assert not mark, f"flairctl sanitizer report: {done.stderr[-3000:]!r}"
+        return done
+
     def audit_for(self, txn_id):
         like = f"%{txn_id}%"
         return self.query("SELECT * FROM audit_events WHERE resource LIKE ? OR details_json "
@@ -583,8 +657,9 @@ class Stack:
     Use as a context manager, or at module level with ensure() (started on
     first use, restarted if a daemon died; run.py closes it after the module)."""
 
-    def __init__(self, sandbox_args=(), **gateway_kw):
+    def __init__(self, sandbox_args=(), gateway_port=None, **gateway_kw):
         self.sandbox_args = list(sandbox_args)
+        self.gateway_port = gateway_port
         self.gateway_kw = gateway_kw
         self.dir = self.sandbox = self.gw = None
         self.keep = False
@@ -595,6 +670,7 @@ class Stack:
         _open_stacks.append(self)
         self.sandbox = Sandbox(os.path.join(self.dir, "sandbox"), *self.sandbox_args)
         self.gw = Gateway(self.dir, self.sandbox, **self.gateway_kw)
+        self.gw.want_port = self.gateway_port
         try:
             self.sandbox.start()
             self.gw.start()
@@ -634,6 +710,79 @@ class Stack:
         self.close(check=exc_type is None)
 
 
+# --------------------------------------------------------------------------
+# Webhooks
+
+def write_secret(directory, name, value):
+    """A secret file as flairgw wants it (mode 0600); returns its path."""
+    path = os.path.join(directory, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return path
+
+
+def webhook_signature(secret, body, t=None, extra_v1=()):
+    """"t=..,v1=.." over "t.body" (Stripe's scheme, also Flair-Signature)."""
+    t = int(time.time()) if t is None else t
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return ",".join([f"t={t}"] + [f"v1={v}" for v in (*extra_v1, mac)])
+
+
+def verify_webhook_signature(header, body, secret, tolerance=300):
+    """What a website does with Flair-Signature; True when authentic and fresh."""
+    items = dict(p.split("=", 1) for p in header.split(",") if p.startswith("t="))
+    sigs = [p.split("=", 1)[1] for p in header.split(",") if p.startswith("v1=")]
+    t = items.get("t", "")
+    if not t.isdigit() or abs(time.time() - int(t)) > tolerance:
+        return False
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return any(hmac.compare_digest(mac, s) for s in sigs)
+
+
+class Receiver:
+    """A website's webhook endpoint on 127.0.0.1 (http.server in a thread).
+
+    statuses: answers for the first requests in order (then 200). Every
+    request is kept as (headers dict, body bytes, time)."""
+
+    def __init__(self, statuses=()):
+        self.statuses = list(statuses)
+        self.requests = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(httpserver.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n) if 0 < n <= (1 << 20) else b""
+                with outer.lock:
+                    outer.requests.append((dict(self.headers.items()), body, time.time()))
+                    status = outer.statuses.pop(0) if outer.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = httpserver.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hooks/flair"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def received(self):
+        with self.lock:
+            return list(self.requests)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
 def keep_open_stacks():
     """A test failed: keep the files of every Stack open now for a post-mortem."""
     for stack in _open_stacks:
@@ -656,3 +805,70 @@ def _kill_leftovers():
     for d in list(_live):
         if d.alive():
             d.proc.kill()
+
+
+# ---- flairctl and customer JWTs (reservations) ------------------------------
+
+def flairctl(*args, check=True):
+    """Runs the built flairctl; returns (exit code, stdout). A KEK path is
+    given so that commands which need no key ring still find a valid config."""
+    path = os.path.join(BUILD, "flairctl")
+    proc = subprocess.run([path, "--kek_file", os.path.join(tempfile.gettempdir(), "unused.kek"),
+                           *args], capture_output=True, timeout=60,
+                          env=dict(os.environ, **SANITIZER_ENV))
+    if check:
+        assert proc.returncode == 0, f"flairctl {args[:2]}: {proc.stderr.decode()[-2000:]}"
+    return proc.returncode, proc.stdout.decode()
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class JwtKeys:
+    """An RSA key (JWKS file) and an HS256 secret in dir; mints tokens with
+    flairctl jwt sign (the openssl CLI makes the key; no Python packages)."""
+
+    ISSUER, AUDIENCE = "https://idp.test/pool", "flair-web"
+
+    def __init__(self, directory, kid="kid-1"):
+        os.makedirs(directory, exist_ok=True)
+        self.kid = kid
+        self.key = os.path.join(directory, "rsa.pem")
+        self.pub = os.path.join(directory, "rsa.pub.pem")
+        self.other_key = os.path.join(directory, "other.pem")
+        self.jwks = os.path.join(directory, "jwks.json")
+        self.hs = os.path.join(directory, "hs256.key")
+        for path in (self.key, self.other_key):
+            subprocess.run(["openssl", "genrsa", "-out", path, "2048"], check=True,
+                           capture_output=True, timeout=60)
+        subprocess.run(["openssl", "rsa", "-in", self.key, "-pubout", "-out", self.pub],
+                       check=True, capture_output=True, timeout=60)
+        with open(self.jwks, "w") as f:
+            f.write(flairctl("jwt", "jwks", self.key, kid)[1])
+        with open(self.hs, "w") as f:
+            f.write(base64.b64encode(os.urandom(48)).decode())
+
+    def gateway_options(self):
+        return {"jwt_issuer": self.ISSUER, "jwt_audience": self.AUDIENCE,
+                "jwt_jwks_file": self.jwks, "jwt_hs256_secret_file": self.hs}
+
+    def claims(self, sub, **over):
+        now = int(time.time())
+        c = {"iss": self.ISSUER, "aud": self.AUDIENCE, "sub": sub, "iat": now - 5,
+             "exp": now + 3600, "token_use": "access"}
+        c.update(over)
+        return {k: v for k, v in c.items() if v is not None}
+
+    def rs256(self, sub, key=None, kid=None, **over):
+        return flairctl("jwt", "sign", "--rs256", key or self.key, "--kid", kid or self.kid,
+                        json.dumps(self.claims(sub, **over)))[1].strip()
+
+    def hs256(self, sub, secret_file=None, **over):
+        return flairctl("jwt", "sign", "--hs256", secret_file or self.hs,
+                        json.dumps(self.claims(sub, **over)))[1].strip()
+
+    def unsigned(self, sub):
+        """alg none: header and claims, empty signature."""
+        head = b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+        return f"{head}.{b64url(json.dumps(self.claims(sub)).encode())}."
