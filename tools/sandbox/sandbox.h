@@ -62,6 +62,7 @@ struct ledger;
 
 struct sbx_held;
 struct sbx_webhook;
+struct stripe;
 
 struct sbx {
 	struct event_base *base;
@@ -76,6 +77,7 @@ struct sbx {
 	char *webhook_secret;
 	int bench;
 	int quiet;
+	struct stripe *stripe;     /* --stripe: Stripe-compatible routes */
 	LIST_HEAD(, sbx_held) held;
 	LIST_HEAD(, sbx_webhook) webhooks;
 };
@@ -131,5 +133,13 @@ void sbx_3ds_complete(struct sbx *s, struct evhttp_request *req,
                       const char *id);
 /* Cancels and frees pending webhook deliveries (shutdown). */
 void sbx_webhooks_free(struct sbx *s);
+
+/* ---- stripe.c: the Stripe-compatible mode ------------------------------ */
+
+int sbx_stripe_new(struct stripe **out);
+void sbx_stripe_free(struct stripe *st);
+/* Answers req when path is one of the Stripe routes: returns 1, else 0. */
+int sbx_stripe_route(struct sbx *s, struct evhttp_request *req,
+                     const char *path);
 
 #endif
