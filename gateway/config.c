@@ -16,6 +16,7 @@
 #include "core/err.h"
 #include "core/util.h"
 #include "gateway/config.h"
+#include "processors/adapter.h"
 
 enum cfg_type { CFG_INT, CFG_STR, CFG_ENUM, CFG_BOOL, CFG_APIKEY, CFG_WH_IN, CFG_WH_OUT };
 
@@ -99,6 +100,9 @@ static const struct cfg_directive directives[] = {
 	STR(slots_file, "", "reservations: experiences and time slots loaded at start (JSON, docs/reservations.md)"),
 	INT(hold_minutes, 1, 1440, "15", "reservations: how long a hold keeps its places"),
 	INT(hold_sweep_ms, 100, 600000, "1000", "reservations: how often expired holds are released and old idempotency keys pruned"),
+	STR(processor_secret_file, "", "file (mode 0600) holding the processor API credential"),
+	STR(processor_secret_env, "", "environment variable holding the processor API credential"),
+	STR(processor_api_version, "", "processor API version to pin (stripe: Stripe-Version, default 2024-06-20)"),
 	{ NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL },
 };
 
@@ -441,7 +445,10 @@ config_finish(struct fgw_config *cfg, char *err, size_t errlen)
 	    (cfg->jwt_audience[0] == '\0' ||
 	     (cfg->jwt_jwks_file[0] == '\0' && cfg->jwt_hs256_secret_file[0] == '\0')))
 		return fail(err, errlen, "config", "jwt_issuer needs jwt_audience and jwt_jwks_file or jwt_hs256_secret_file%s", "");
-	if (cfg->processor_public_key_file[0] == '\0')
+	/* Only types that seal the card need the processor's key. */
+	if (cfg->processor_public_key_file[0] == '\0' &&
+	    (proc_type_find(cfg->processor_type) == NULL ||
+	     !proc_type_find(cfg->processor_type)->needs_clear_card))
 		return fail(err, errlen, "config", "processor_public_key_file is required%s", "");
 	if (strncmp(cfg->processor_url, "http://", 7) != 0 &&
 	    strncmp(cfg->processor_url, "https://", 8) != 0)

@@ -95,6 +95,9 @@ struct fgw_config {
 	char slots_file[512];
 	long long hold_minutes;
 	long long hold_sweep_ms;
+	char processor_secret_file[512];
+	char processor_secret_env[64];
+	char processor_api_version[40];
 };
 
 /* Fills defaults. */

@@ -250,6 +250,59 @@ setup_logging(const struct fgw_config *cfg)
 	return FGW_OK;
 }
 
+/* The credential from processor_secret_file (a private file) or
+ * processor_secret_env; the value is never logged, only where it came from. */
+static int
+processor_secret(const struct fgw_config *cfg, struct proc_config *pc, char *err,
+                 size_t errlen)
+{
+	const char *v = NULL;
+	char *text = NULL;
+	size_t len = 0;
+	struct stat sb;
+	int r = FGW_ERR_INVALID;
+
+	if (cfg->processor_secret_file[0] != '\0') {
+		if (stat(cfg->processor_secret_file, &sb) != 0 || !S_ISREG(sb.st_mode) ||
+		    (sb.st_mode & 077) != 0) {
+			snprintf(err, errlen, "processor_secret_file %s: must be a regular file "
+			         "with mode 0600 or stricter", cfg->processor_secret_file);
+			return FGW_ERR_INVALID;
+		}
+		if ((r = fgw_read_file(cfg->processor_secret_file, sizeof(pc->secret), &text,
+		                       &len)) != 0) {
+			snprintf(err, errlen, "processor_secret_file %s: %s",
+			         cfg->processor_secret_file, fgw_strerror(r));
+			return r;
+		}
+		while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+			len--;
+		text[len] = '\0';
+		v = text;
+	} else if (cfg->processor_secret_env[0] != '\0') {
+		if ((v = getenv(cfg->processor_secret_env)) == NULL) {
+			snprintf(err, errlen, "processor_secret_env: %s is not set",
+			         cfg->processor_secret_env);
+			return FGW_ERR_INVALID;
+		}
+	} else {
+		return FGW_OK;
+	}
+	r = FGW_OK;
+	if (v[0] == '\0' || strlen(v) >= sizeof(pc->secret) || strpbrk(v, " \t\r\n") != NULL) {
+		snprintf(err, errlen, "processor credential from %s: empty, too long or has "
+		         "white space", text != NULL ? "processor_secret_file" : "processor_secret_env");
+		r = FGW_ERR_INVALID;
+	} else {
+		fgw_strlcpy(pc->secret, v, sizeof(pc->secret));
+	}
+	if (text != NULL) {
+		sodium_memzero(text, len);
+		free(text);
+	}
+	return r;
+}
+
 static int
 setup_processor(struct gateway *g, char *err, size_t errlen)
 {
@@ -265,6 +318,11 @@ setup_processor(struct gateway *g, char *err, size_t errlen)
 	fgw_strlcpy(pc->base_url, cfg->processor_url, sizeof(pc->base_url));
 	fgw_strlcpy(pc->secret, cfg->processor_secret, sizeof(pc->secret));
 	pc->timeout_ms = (long)cfg->processor_timeout_ms;
+	fgw_strlcpy(pc->api_version, cfg->processor_api_version, sizeof(pc->api_version));
+	if ((r = processor_secret(cfg, pc, err, errlen)) != 0)
+		return r;
+	if (cfg->processor_public_key_file[0] == '\0' && g->proc_type->needs_clear_card)
+		return FGW_OK;
 	if ((r = sealed_load_pubkey(cfg->processor_public_key_file, &pc->pubkey)) != 0) {
 		snprintf(err, errlen, "processor_public_key_file: %s: %s",
 		         cfg->processor_public_key_file, fgw_strerror(r));

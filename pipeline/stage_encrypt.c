@@ -47,6 +47,11 @@ encrypt_run(struct txn *t)
 	size_t cap, o;
 	int n, r = FGW_ERR_INTERNAL;
 
+	/* A processor that takes the card's clear fields over TLS gets them
+	 * from guarded memory when post builds its request (stage_post.c
+	 * wipes them once it is handed to the HTTP client). */
+	if (t->env->proc_type->needs_clear_card)
+		return c->pan != NULL ? STAGE_NEXT : stage_invalid(t, "card is required");
 	if (!pc->has_pubkey) {
 		log_txn_error(t->id, "processor %s has no public key configured", pc->name);
 		return STAGE_ERROR;

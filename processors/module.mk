@@ -1,1 +1,1 @@
-PROC_SRC := processors/httpc.c processors/adapter.c processors/sandbox.c
+PROC_SRC := processors/httpc.c processors/adapter.c processors/sandbox.c processors/stripe.c

@@ -1,0 +1,218 @@
+"""The stripe adapter through the real gateway against flair-sandbox
+--stripe (Stripe's wire format): its requests are accepted (Bearer auth,
+form encoding, known parameters, Idempotency-Key, Stripe-Version) and its
+answers (success, decline, insufficient funds, 3-D Secure) map to ours.
+The Stripe-compatible server is also checked on its own, so that a lax
+server cannot make the adapter look right."""
+
+import atexit
+import json
+import shutil
+import tempfile
+import time
+import urllib.parse
+import uuid
+
+import harness
+from harness import DECLINED, INSUFFICIENT, THREE_DS, VISA
+
+SECRETS = tempfile.mkdtemp(prefix="flairgw-it-stripe-")
+atexit.register(shutil.rmtree, SECRETS, True)
+API_KEY = "sk_test_" + uuid.uuid4().hex
+WEBHOOK_SECRET = "whsec_stripe_" + uuid.uuid4().hex
+VERSION = "2024-06-20"
+
+S = harness.Stack(
+    sandbox_args=["--stripe", "--secret", API_KEY],
+    processor_type="stripe", processor_name="stripe", processor_public_key_file="",
+    processor_secret_file=harness.write_secret(SECRETS, "stripe_key", API_KEY),
+    processor_api_version=VERSION,
+    extra=[("inbound_webhook",
+            "stripe stripe " + harness.write_secret(SECRETS, "whsec", WEBHOOK_SECRET))])
+
+
+def gw():
+    return S.ensure().gw
+
+
+def server():
+    return S.ensure().sandbox
+
+
+def ledger():
+    resp = harness.http(server().port, "GET", "/v1/stripe/ledger")
+    assert resp.status == 200 and isinstance(resp.body, dict), resp
+    return resp.body
+
+
+def stripe_post(path, fields, key=API_KEY, idem=None, content_type="application/x-www-form-urlencoded",
+                raw=None):
+    headers = {"Content-Type": content_type, "Stripe-Version": VERSION}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    if idem is not None:
+        headers["Idempotency-Key"] = idem
+    body = raw if raw is not None else urllib.parse.urlencode(fields)
+    return harness.http(server().port, "POST", path, body, headers)
+
+
+def card_fields(number=VISA, **extra):
+    fields = {"amount": "2500", "currency": "usd", "confirm": "true",
+              "payment_method_data[type]": "card",
+              "payment_method_data[card][number]": number,
+              "payment_method_data[card][exp_month]": "12",
+              "payment_method_data[card][exp_year]": "2030",
+              "payment_method_data[card][cvc]": "123"}
+    fields.update(extra)
+    return fields
+
+
+def pay(number):
+    rejected = ledger()["rejected"]
+    body = harness.txn_body(number)
+    resp = gw().pay(body)
+    txn_id = resp.get("transactionId")
+    assert txn_id and txn_id.startswith("txn_"), resp
+    entry = ledger()["byKey"].get(txn_id)
+    assert entry is not None, f"the Stripe server never saw {txn_id}"
+    # Accepted: one request, the server refused nothing of ours.
+    assert entry["count"] == 1 and ledger()["rejected"] == rejected, (entry, ledger())
+    assert entry["flairTxnId"] == txn_id and entry["last4"] == number[-4:], entry
+    assert entry["amount"] == body["amount"], entry
+    return resp, entry
+
+
+def test_success_maps_to_succeeded():
+    resp, entry = pay(VISA)
+    assert resp.status == 200 and resp.body["status"] == "succeeded", resp
+    assert resp.body["processor"]["name"] == "stripe", resp
+    ref = resp.body["processor"]["reference"]
+    assert ref.startswith("pi_") and ref == entry["id"], (resp, entry)
+    assert entry["status"] == "succeeded" and entry["amountReceived"] == entry["amount"], entry
+    row = gw().txn_row(resp.body["transactionId"])
+    assert row["status"] == "succeeded" and row["processor_ref"] == ref, row
+
+
+def test_card_declined_maps_to_card_declined():
+    resp, entry = pay(DECLINED)
+    harness.assert_error(resp, 400, "PAYMENT_CARD_DECLINED")
+    assert entry["code"] == 402 and entry["status"] == "requires_payment_method", entry
+    row = gw().txn_row(resp.body["transactionId"])
+    assert row["status"] == "declined" and row["processor_ref"] == entry["id"], row
+
+
+def test_insufficient_funds_maps_to_insufficient_funds():
+    resp, entry = pay(INSUFFICIENT)
+    harness.assert_error(resp, 400, "PAYMENT_INSUFFICIENT_FUNDS")
+    assert entry["code"] == 402, entry
+    assert gw().txn_row(resp.body["transactionId"])["status"] == "declined"
+
+
+def test_three_d_secure_requires_action_then_webhook_completes():
+    resp, entry = pay(THREE_DS)
+    assert resp.status == 200 and resp.body["status"] == "requires_action", resp
+    action = resp.body["nextAction"]
+    assert action["type"] == "redirect_to_url", action
+    assert action["url"] == f"{server().url}/stripe/3ds/{entry['id']}", action
+    # The customer passes the challenge at "Stripe"...
+    done = harness.http(server().port, "POST", f"/stripe/3ds/{entry['id']}/complete")
+    assert done.status == 200 and done.body["status"] == "succeeded", done
+    # ...and Stripe tells the gateway with a signed payment_intent.succeeded.
+    txn_id = resp.body["transactionId"]
+    event = json.dumps({"id": f"evt_{uuid.uuid4().hex}", "object": "event",
+                        "type": "payment_intent.succeeded", "created": int(time.time()),
+                        "data": {"object": done.body}}).encode()
+    sig = harness.webhook_signature(WEBHOOK_SECRET, event)
+    hook = gw().http("POST", "/v1/webhooks/stripe", event.decode(),
+                     {"Content-Type": "application/json", "Stripe-Signature": sig}, key=None)
+    assert hook.status == 200 and hook.body["result"] == "applied", hook
+    assert gw().get_txn(txn_id).body["status"] == "succeeded"
+
+
+def test_retry_of_the_same_key_is_replayed_not_charged_again():
+    fields = card_fields()
+    key = f"it-{uuid.uuid4().hex}"
+    first = stripe_post("/v1/payment_intents", fields, idem=key)
+    assert first.status == 200 and first.body["object"] == "payment_intent", first
+    again = stripe_post("/v1/payment_intents", fields, idem=key)
+    assert again.status == 200 and again.raw == first.raw, again
+    assert again.headers.get("idempotent-replayed") == "true", again.headers
+    entry = ledger()["byKey"][key]
+    assert entry["count"] == 2 and entry["id"] == first.body["id"], entry
+    other = stripe_post("/v1/payment_intents", card_fields(amount="2600"), idem=key)
+    assert other.status == 400 and other.body["error"]["type"] == "idempotency_error", other
+
+
+def test_server_refuses_what_stripe_refuses():
+    before = ledger()["objects"]
+    resp = stripe_post("/v1/payment_intents", card_fields(), key=None)
+    assert resp.status == 401 and resp.body["error"]["type"] == "authentication_error", resp
+    resp = stripe_post("/v1/payment_intents", card_fields(), key="sk_test_wrong")
+    assert resp.status == 401, resp
+    resp = stripe_post("/v1/payment_intents", None, raw=json.dumps(card_fields()),
+                       content_type="application/json")
+    assert resp.status == 400 and resp.body["error"]["type"] == "invalid_request_error", resp
+    for raw in ("amount=25%zz&currency=usd", "amount=1&&currency=usd", "amount",
+                "amount=1&amount=2", "amount=1&currency=usd&"):
+        resp = stripe_post("/v1/payment_intents", None, raw=raw)
+        assert resp.status == 400, (raw, resp)
+    resp = stripe_post("/v1/payment_intents", card_fields(colour="blue"))
+    assert resp.status == 400 and resp.body["error"]["code"] == "parameter_unknown", resp
+    assert resp.body["error"]["param"] == "colour", resp
+    resp = stripe_post("/v1/payment_intents", card_fields(currency="USD"))
+    assert resp.status == 400 and resp.body["error"]["param"] == "currency", resp
+    headers = {"Authorization": f"Bearer {API_KEY}", "Stripe-Version": "yesterday",
+               "Content-Type": "application/x-www-form-urlencoded"}
+    resp = harness.http(server().port, "POST", "/v1/payment_intents",
+                        urllib.parse.urlencode(card_fields()), headers)
+    assert resp.status == 400, resp
+    assert ledger()["objects"] == before, "a refused request created an object"
+
+
+def test_server_declines_with_stripe_error_object():
+    resp = stripe_post("/v1/payment_intents", card_fields(INSUFFICIENT))
+    assert resp.status == 402, resp
+    err = resp.body["error"]
+    assert (err["type"], err["code"], err["decline_code"]) == \
+        ("card_error", "card_declined", "insufficient_funds"), err
+    assert err["payment_intent"]["status"] == "requires_payment_method", err
+    assert err["payment_intent"]["last_payment_error"]["decline_code"] == "insufficient_funds"
+    resp = stripe_post("/v1/payment_intents", {"amount": "100", "currency": "eur", "confirm": "true",
+                                               "payment_method": "pm_card_chargeDeclined"})
+    assert resp.status == 402 and resp.body["error"]["decline_code"] == "generic_decline", resp
+
+
+def test_server_capture_cancel_refund_retrieve():
+    auth = stripe_post("/v1/payment_intents", card_fields(capture_method="manual"))
+    assert auth.status == 200 and auth.body["status"] == "requires_capture", auth
+    pid = auth.body["id"]
+    got = harness.http(server().port, "GET", f"/v1/payment_intents/{pid}",
+                       headers={"Authorization": f"Bearer {API_KEY}"})
+    assert got.status == 200 and got.body["amount_capturable"] == 2500, got
+    cap = stripe_post(f"/v1/payment_intents/{pid}/capture", {"amount_to_capture": "2000"})
+    assert cap.status == 200 and cap.body["status"] == "succeeded", cap
+    assert cap.body["amount_received"] == 2000, cap
+    resp = stripe_post(f"/v1/payment_intents/{pid}/cancel", {})
+    assert resp.status == 400 and resp.body["error"]["code"] == "payment_intent_unexpected_state"
+    ref = stripe_post("/v1/refunds", {"payment_intent": pid, "amount": "500"})
+    assert ref.status == 200 and ref.body["object"] == "refund" and ref.body["amount"] == 500, ref
+    over = stripe_post("/v1/refunds", {"payment_intent": pid, "amount": "1501"})
+    assert over.status == 400 and over.body["error"]["code"] == "amount_too_large", over
+    rest = stripe_post("/v1/refunds", {"payment_intent": pid})
+    assert rest.status == 200 and rest.body["amount"] == 1500, rest
+    again = stripe_post("/v1/refunds", {"payment_intent": pid})
+    assert again.status == 400 and again.body["error"]["code"] == "charge_already_refunded"
+    held = stripe_post("/v1/payment_intents", card_fields(capture_method="manual"))
+    gone = stripe_post(f"/v1/payment_intents/{held.body['id']}/cancel",
+                       {"cancellation_reason": "requested_by_customer"})
+    assert gone.status == 200 and gone.body["status"] == "canceled", gone
+    missing = harness.http(server().port, "GET", "/v1/payment_intents/pi_nothere",
+                           headers={"Authorization": f"Bearer {API_KEY}"})
+    assert missing.status == 404 and missing.body["error"]["code"] == "resource_missing"
+
+
+def test_no_card_data_leaves_guarded_memory_into_files():
+    pay(VISA)
+    g = gw()
+    harness.assert_bodies_clean(g.responses, [VISA, DECLINED, INSUFFICIENT, THREE_DS, API_KEY])
+    harness.assert_no_leaks(S.dir, [VISA, DECLINED, INSUFFICIENT, THREE_DS, API_KEY])
