@@ -448,10 +448,213 @@ stripe_parse_reply(const struct proc_config *cfg, long http_status,
 	return FGW_OK;
 }
 
+/* ---- operations after the first charge ------------------------------------ */
+
+/* A path segment we put in a URL: a Stripe id, nothing else. */
+static int
+path_id_ok(const char *s)
+{
+	return intent_id_ok(s, 96);
+}
+
+/* STATUS without a reference (the charge's answer was lost) searches by
+ * the metadata every create carries: metadata['flair_txn_id']:'txn_...'. */
+static int
+status_url(const char *base, size_t blen, const struct proc_op_request *req, char **url)
+{
+	struct form q = { NULL, 0, 0 };
+	char query[160];
+	int n;
+
+	if (req->reference != NULL && req->reference[0] != '\0') {
+		if (!path_id_ok(req->reference))
+			return FGW_ERR_INVALID;
+		n = snprintf(NULL, 0, "%.*s/v1/payment_intents/%s", (int)blen, base, req->reference);
+		if (n < 0 || (*url = malloc((size_t)n + 1)) == NULL)
+			return FGW_ERR_NOMEM;
+		snprintf(*url, (size_t)n + 1, "%.*s/v1/payment_intents/%s", (int)blen, base,
+		         req->reference);
+		return FGW_OK;
+	}
+	if (!header_value_ok(req->txn_id, 64) || strpbrk(req->txn_id, "'\\") != NULL)
+		return FGW_ERR_INVALID;
+	n = snprintf(query, sizeof(query), "metadata['flair_txn_id']:'%s'", req->txn_id);
+	if (n < 0 || (size_t)n >= sizeof(query))
+		return FGW_ERR_INVALID;
+	form_put(&q, "query", query); /* count */
+	n = (int)(blen + sizeof("/v1/payment_intents/search?") + q.len);
+	if ((*url = malloc((size_t)n)) == NULL)
+		return FGW_ERR_NOMEM;
+	snprintf(*url, (size_t)n, "%.*s/v1/payment_intents/search?", (int)blen, base);
+	q.buf = (unsigned char *)*url + strlen(*url);
+	q.cap = q.len;
+	q.len = 0;
+	form_put(&q, "query", query);
+	q.buf[q.len] = '\0';
+	return FGW_OK;
+}
+
+static int
+stripe_build_op(const struct proc_config *cfg, enum proc_op op,
+                const struct proc_op_request *req, struct proc_http *out)
+{
+	static const char *const suffix[] = { "", "/capture", "/cancel", "" };
+	const char *version;
+	struct form f = { NULL, 0, 0 };
+	size_t blen, h = 0;
+	char bearer[300];
+	int r = FGW_ERR_INVALID, n;
+
+	if (cfg == NULL || req == NULL || out == NULL || (int)op < 0 || op > PROC_OP_REFUND)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	version = cfg->api_version[0] ? cfg->api_version : STRIPE_DEFAULT_VERSION;
+	if (!base_url_ok(cfg->base_url) || !header_value_ok(cfg->secret, 255) ||
+	    !header_value_ok(version, 39) ||
+	    (op != PROC_OP_STATUS && (!header_value_ok(req->idempotency_key, 255) ||
+	                              !path_id_ok(req->reference))) ||
+	    (op == PROC_OP_REFUND && (req->amount <= 0 || req->amount > STRIPE_MAX_AMOUNT)))
+		return FGW_ERR_INVALID;
+	blen = strlen(cfg->base_url);
+	while (blen > 0 && cfg->base_url[blen - 1] == '/')
+		blen--;
+	if (snprintf(bearer, sizeof(bearer), "Bearer %s", cfg->secret) >= (int)sizeof(bearer))
+		goto out;
+	if (op == PROC_OP_STATUS) {
+		memcpy(out->method, "GET", 4);
+		if ((r = status_url(cfg->base_url, blen, req, &out->url)) != 0)
+			goto out;
+	} else {
+		memcpy(out->method, "POST", 5);
+		n = snprintf(NULL, 0, "%.*s/v1/%s%s%s", (int)blen, cfg->base_url,
+		             op == PROC_OP_REFUND ? "refunds" : "payment_intents/",
+		             op == PROC_OP_REFUND ? "" : req->reference, suffix[op]);
+		r = FGW_ERR_NOMEM;
+		if (n < 0 || (out->url = malloc((size_t)n + 1)) == NULL)
+			goto out;
+		snprintf(out->url, (size_t)n + 1, "%.*s/v1/%s%s%s", (int)blen, cfg->base_url,
+		         op == PROC_OP_REFUND ? "refunds" : "payment_intents/",
+		         op == PROC_OP_REFUND ? "" : req->reference, suffix[op]);
+	}
+	if ((r = add_header(out, &h, "Accept", "application/json")) != 0 ||
+	    (r = add_header(out, &h, "Authorization", bearer)) != 0 ||
+	    (r = add_header(out, &h, "Stripe-Version", version)) != 0)
+		goto out;
+	if (op != PROC_OP_STATUS &&
+	    ((r = add_header(out, &h, "Content-Type", "application/x-www-form-urlencoded")) != 0 ||
+	     (r = add_header(out, &h, "Idempotency-Key", req->idempotency_key)) != 0))
+		goto out;
+	if (op == PROC_OP_REFUND) {
+		for (int pass = 0; pass < 2; pass++) {
+			f.len = 0;
+			form_put(&f, "payment_intent", req->reference);
+			form_put_int(&f, "amount", (long long)req->amount);
+			if (pass == 0) {
+				r = FGW_ERR_NOMEM;
+				if ((out->body = malloc(f.len + 1)) == NULL)
+					goto out;
+				f.buf = (unsigned char *)out->body;
+				f.cap = f.len;
+			}
+		}
+		out->body[f.len] = '\0';
+		out->body_len = f.len;
+	} else if (op != PROC_OP_STATUS) {
+		/* An empty form: Stripe wants the POST, not parameters. */
+		r = FGW_ERR_NOMEM;
+		if ((out->body = strdup("")) == NULL)
+			goto out;
+	}
+	r = FGW_OK;
+out:
+	explicit_bzero(bearer, sizeof(bearer));
+	if (r != FGW_OK)
+		proc_http_clear(out);
+	return r;
+}
+
+/* The state of a PaymentIntent as a STATUS answer. */
+static void
+map_intent_status(const cJSON *pi, struct proc_result *out)
+{
+	const char *status = member_str(pi, "status");
+
+	map_intent(pi, out);
+	if (status == NULL || out->reference[0] == '\0')
+		return;
+	if (strcmp(status, "requires_capture") == 0)
+		set_result(out, PROC_AUTHORIZED, "", "The payment is authorized.");
+	else if (strcmp(status, "canceled") == 0)
+		set_result(out, PROC_CANCELED, "", "The authorization was released.");
+	else if (strcmp(status, "requires_confirmation") == 0)
+		/* Created, never confirmed: no charge will come of it. */
+		set_result(out, PROC_FAILED, C_FAILED, "The payment was not confirmed.");
+}
+
+static int
+stripe_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status,
+                const char *body, size_t len, struct proc_result *out)
+{
+	cJSON *root = NULL;
+	const cJSON *err, *data;
+	const char *obj, *st;
+
+	(void)cfg;
+	if (out == NULL)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	if (body != NULL && len > 0)
+		root = cJSON_ParseWithLength(body, len);
+	obj = member_str(root, "object");
+	if (http_status >= 500 || http_status == 409 || http_status < 200 ||
+	    (http_status >= 300 && http_status <= 399) ||
+	    (http_status == 404 && op == PROC_OP_STATUS)) {
+		/* A 404 for an id we were given is not "never charged": the
+		 * reference came from Stripe. Ask again later. */
+		set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
+	} else if (http_status >= 400) {
+		if ((err = cJSON_GetObjectItemCaseSensitive(root, "error")) != NULL)
+			map_error(err, out);
+		if (out->outcome != PROC_DECLINED || op != PROC_OP_STATUS)
+			set_result(out, PROC_FAILED,
+			           out->code[0] ? out->code : C_FAILED,
+			           out->message[0] ? out->message
+			                           : "The payment processor refused the operation.");
+	} else if (op == PROC_OP_STATUS && obj != NULL && strcmp(obj, "search_result") == 0) {
+		data = cJSON_GetObjectItemCaseSensitive(root, "data");
+		if (cJSON_IsArray(data) && cJSON_GetArraySize(data) == 0)
+			set_result(out, PROC_NOT_FOUND, C_FAILED, "The processor has no such payment.");
+		else if (cJSON_IsArray(data) && cJSON_GetArraySize(data) == 1)
+			map_intent_status(cJSON_GetArrayItem(data, 0), out);
+		else
+			set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
+	} else if (op == PROC_OP_REFUND) {
+		const cJSON *amt = cJSON_GetObjectItemCaseSensitive(root, "amount");
+		st = member_str(root, "status");
+		if (obj == NULL || strcmp(obj, "refund") != 0 || st == NULL || !cJSON_IsNumber(amt))
+			set_result(out, PROC_UNKNOWN, C_FAILED, "The refund outcome is not known yet.");
+		else if (strcmp(st, "succeeded") == 0)
+			set_result(out, PROC_SUCCEEDED, "", "The refund succeeded.");
+		else if (strcmp(st, "failed") == 0 || strcmp(st, "canceled") == 0)
+			set_result(out, PROC_FAILED, C_FAILED, "The refund failed.");
+		else
+			set_result(out, PROC_UNKNOWN, C_FAILED, "The refund outcome is not known yet.");
+		if (intent_id_ok(member_str(root, "payment_intent"), sizeof(out->reference)))
+			fgw_strlcpy(out->reference, member_str(root, "payment_intent"),
+			            sizeof(out->reference));
+	} else {
+		map_intent_status(root, out);
+	}
+	cJSON_Delete(root);
+	return FGW_OK;
+}
+
 const struct proc_type proc_type_stripe = {
 	.name = "stripe",
 	.seals_reply = 0,
 	.build = stripe_build,
 	.parse_reply = stripe_parse_reply,
+	.build_op = stripe_build_op,
+	.parse_op = stripe_parse_op,
 	.needs_clear_card = 1,
 };

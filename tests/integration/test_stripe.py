@@ -216,3 +216,20 @@ def test_no_card_data_leaves_guarded_memory_into_files():
     g = gw()
     harness.assert_bodies_clean(g.responses, [VISA, DECLINED, INSUFFICIENT, THREE_DS, API_KEY])
     harness.assert_no_leaks(S.dir, [VISA, DECLINED, INSUFFICIENT, THREE_DS, API_KEY])
+
+
+def test_server_search_by_flair_txn_id():
+    """What the adapter's status operation asks when a create answer was lost."""
+    resp, entry = pay(VISA)
+    txn_id = resp.body["transactionId"]
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    query = urllib.parse.urlencode({"query": f"metadata['flair_txn_id']:'{txn_id}'"})
+    found = harness.http(server().port, "GET", f"/v1/payment_intents/search?{query}", headers=headers)
+    assert found.status == 200 and found.body["object"] == "search_result", found
+    assert [pi["id"] for pi in found.body["data"]] == [entry["id"]], found
+    assert found.body["data"][0]["metadata"]["flair_txn_id"] == txn_id, found
+    query = urllib.parse.urlencode({"query": "metadata['flair_txn_id']:'txn_none'"})
+    empty = harness.http(server().port, "GET", f"/v1/payment_intents/search?{query}", headers=headers)
+    assert empty.status == 200 and empty.body["data"] == [], empty
+    bad = harness.http(server().port, "GET", "/v1/payment_intents/search?query=amount%3E1", headers=headers)
+    assert bad.status == 400, bad

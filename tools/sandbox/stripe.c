@@ -906,6 +906,58 @@ threeds_complete(struct sbx *s, struct evhttp_request *req, struct spi *p)
 	free(text);
 }
 
+/* GET /v1/payment_intents/search?query=metadata['flair_txn_id']:'<id>' —
+ * the one search query the adapter uses (an intent whose create answer
+ * was lost). Other queries are 400, as an unsupported query is at Stripe. */
+static void
+search(struct sbx *s, struct evhttp_request *req)
+{
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *qs = uri != NULL ? evhttp_uri_get_query(uri) : NULL, *q;
+	static const char prefix[] = "metadata['flair_txn_id']:'";
+	struct form f = { 0 };
+	cJSON *o = NULL, *data;
+	char want[80];
+	size_t n;
+
+	if (!sbx_auth_ok(s, req)) {
+		reply_error(s, req, 401, "authentication_error", NULL, NULL,
+		            "Invalid API Key provided.");
+		return;
+	}
+	if (qs == NULL || form_parse(qs, strlen(qs), &f) != FGW_OK ||
+	    (q = fget(&f, "query")) == NULL || strncmp(q, prefix, sizeof(prefix) - 1) != 0 ||
+	    (n = strlen(q + sizeof(prefix) - 1)) < 2 || n > sizeof(want) ||
+	    q[sizeof(prefix) - 1 + n - 1] != '\'') {
+		form_clear(&f);
+		reply_error(s, req, 400, "invalid_request_error", NULL, "query",
+		            "Unsupported search query.");
+		return;
+	}
+	memcpy(want, q + sizeof(prefix) - 1, n - 1);
+	want[n - 1] = '\0';
+	form_clear(&f);
+	if ((o = cJSON_CreateObject()) == NULL ||
+	    !cJSON_AddStringToObject(o, "object", "search_result") ||
+	    (data = cJSON_AddArrayToObject(o, "data")) == NULL) {
+		cJSON_Delete(o);
+		reply(s, req, 500, NULL);
+		return;
+	}
+	for (struct spi *p = s->stripe->intents; p != NULL; p = p->next) {
+		char *text;
+		if (strcmp(p->txn_ref, want) != 0 || (text = print_intent(s, p)) == NULL)
+			continue;
+		cJSON_AddItemToArray(data, cJSON_Parse(text));
+		free(text);
+	}
+	cJSON_AddBoolToObject(o, "has_more", 0);
+	cJSON_AddStringToObject(o, "url", "/v1/payment_intents/search");
+	char *text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	reply(s, req, text != NULL ? 200 : 500, text);
+}
+
 int
 sbx_stripe_route(struct sbx *s, struct evhttp_request *req, const char *path)
 {
@@ -922,6 +974,10 @@ sbx_stripe_route(struct sbx *s, struct evhttp_request *req, const char *path)
 	}
 	if (strcmp(path, "/v1/refunds") == 0 && is_post) {
 		post(s, req, path, NULL, "refund");
+		return 1;
+	}
+	if (strcmp(path, "/v1/payment_intents/search") == 0 && get) {
+		search(s, req);
 		return 1;
 	}
 	if (strcmp(path, "/v1/stripe/ledger") == 0 && get) {
