@@ -42,15 +42,17 @@ static enum stage_rc
 encrypt_run(struct txn *t)
 {
 	struct txn_card *c = &t->req->card;
-	const struct proc_config *pc = t->env->proc;
+	const struct proc_config *pc;
 	struct secbuf *buf = NULL;
 	size_t cap, o;
 	int n, r = FGW_ERR_INTERNAL;
 
+	stage_choose_proc(t);
+	pc = t->proc;
 	/* A processor that takes the card's clear fields over TLS gets them
 	 * from guarded memory when post builds its request (stage_post.c
 	 * wipes them once it is handed to the HTTP client). */
-	if (t->env->proc_type->needs_clear_card)
+	if (txn_proc_type(t)->needs_clear_card)
 		return c->pan != NULL ? STAGE_NEXT : stage_invalid(t, "card is required");
 	if (!pc->has_pubkey) {
 		log_txn_error(t->id, "processor %s has no public key configured", pc->name);

@@ -60,31 +60,31 @@ send_to_processor(struct txn *t)
 	    (r = fgw_b64_encode(pk, sizeof(pk), &pk_b64)) != 0)
 		return r;
 	memset(&preq, 0, sizeof(preq));
-	preq.operation = "purchase";
+	preq.operation = t->req->capture ? "purchase" : "authorize";
 	preq.txn_id = t->id;
 	preq.idempotency_key = t->proc_idem_key;
 	preq.amount = t->req->amount;
 	preq.currency = t->req->currency;
 	preq.sealed_card_b64 = t->sealed_card_b64;
-	preq.sealed_key_id = t->env->proc->pubkey.key_id;
+	preq.sealed_key_id = txn_proc(t)->pubkey.key_id;
 	preq.reply_key_id = t->reply_key_id;
 	preq.reply_public_b64 = pk_b64;
 	preq.description = t->req->description;
 	preq.customer_email = t->req->email;
 	preq.require_3ds = t->require_3ds;
-	if (t->env->proc_type->needs_clear_card) {
+	if (txn_proc_type(t)->needs_clear_card) {
 		clear = (struct proc_clear_card){ c->pan, c->cvc, c->exp_month,
 			                              c->exp_year, c->holder };
 		preq.clear_card = &clear;
 	}
-	if ((r = t->env->proc_type->build(t->env->proc, &preq, &http)) == 0)
+	if ((r = txn_proc_type(t)->build(txn_proc(t), &preq, &http)) == 0)
 		r = httpc_request(t->env->httpc, http.method, http.url,
 		                  (const char *const *)http.headers,
 		                  http.secure_body != NULL ? (const char *)http.secure_body->data
 		                                           : http.body,
 		                  http.secure_body != NULL ? http.secure_body->len
 		                                           : http.body_len,
-		                  t->env->proc->timeout_ms, post_replied, t, &t->http);
+		                  txn_proc(t)->timeout_ms, post_replied, t, &t->http);
 	proc_http_clear(&http);
 	/* The request (or its failure) is final: the clear card is no longer
 	 * needed anywhere. */

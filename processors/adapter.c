@@ -11,6 +11,7 @@
 
 static const struct proc_type *const proc_types[] = {
 	&proc_type_sandbox,
+	&proc_type_generic,
 	&proc_type_stripe,
 	NULL
 };

@@ -73,7 +73,7 @@ static const struct {
 	  "The payment outcome is not known yet." },
 };
 
-/* PaymentIntent status -> ours, for a purchase (capture_method automatic). */
+/* PaymentIntent status -> ours, for a create+confirm answer. */
 static const struct {
 	const char *status;
 	enum proc_outcome outcome;
@@ -88,7 +88,9 @@ static const struct {
 	{ "canceled", PROC_FAILED, C_FAILED, "The payment was canceled." },
 	{ "requires_confirmation", PROC_FAILED, C_FAILED,
 	  "The payment was not confirmed." },
-	/* processing, requires_capture (not asked for) and anything new. */
+	/* capture_method=manual (an authorize-only transaction). */
+	{ "requires_capture", PROC_AUTHORIZED, "", "The payment was authorized." },
+	/* processing and anything new. */
 	{ NULL, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet." },
 };
 
@@ -582,9 +584,7 @@ map_intent_status(const cJSON *pi, struct proc_result *out)
 	map_intent(pi, out);
 	if (status == NULL || out->reference[0] == '\0')
 		return;
-	if (strcmp(status, "requires_capture") == 0)
-		set_result(out, PROC_AUTHORIZED, "", "The payment is authorized.");
-	else if (strcmp(status, "canceled") == 0)
+	if (strcmp(status, "canceled") == 0)
 		set_result(out, PROC_CANCELED, "", "The authorization was released.");
 	else if (strcmp(status, "requires_confirmation") == 0)
 		/* Created, never confirmed: no charge will come of it. */
