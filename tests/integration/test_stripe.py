@@ -22,13 +22,15 @@ API_KEY = "sk_test_" + uuid.uuid4().hex
 WEBHOOK_SECRET = "whsec_stripe_" + uuid.uuid4().hex
 VERSION = "2024-06-20"
 
+STRIPE = dict(processor_type="stripe", processor_name="stripe", processor_public_key_file="",
+              processor_secret_file=harness.write_secret(SECRETS, "stripe_key", API_KEY),
+              processor_api_version=VERSION)
+
 S = harness.Stack(
     sandbox_args=["--stripe", "--secret", API_KEY],
-    processor_type="stripe", processor_name="stripe", processor_public_key_file="",
-    processor_secret_file=harness.write_secret(SECRETS, "stripe_key", API_KEY),
-    processor_api_version=VERSION,
     extra=[("inbound_webhook",
-            "stripe stripe " + harness.write_secret(SECRETS, "whsec", WEBHOOK_SECRET))])
+            "stripe stripe " + harness.write_secret(SECRETS, "whsec", WEBHOOK_SECRET))],
+    **STRIPE)
 
 
 def gw():
@@ -39,8 +41,8 @@ def server():
     return S.ensure().sandbox
 
 
-def ledger():
-    resp = harness.http(server().port, "GET", "/v1/stripe/ledger")
+def ledger(sandbox=None):
+    resp = harness.http((sandbox or server()).port, "GET", "/v1/stripe/ledger")
     assert resp.status == 200 and isinstance(resp.body, dict), resp
     return resp.body
 
@@ -67,9 +69,9 @@ def card_fields(number=VISA, **extra):
     return fields
 
 
-def pay(number):
+def pay(number, **fields):
     rejected = ledger()["rejected"]
-    body = harness.txn_body(number)
+    body = harness.txn_body(number, **fields)
     resp = gw().pay(body)
     txn_id = resp.get("transactionId")
     assert txn_id and txn_id.startswith("txn_"), resp
@@ -233,3 +235,52 @@ def test_server_search_by_flair_txn_id():
     assert empty.status == 200 and empty.body["data"] == [], empty
     bad = harness.http(server().port, "GET", "/v1/payment_intents/search?query=amount%3E1", headers=headers)
     assert bad.status == 400, bad
+
+
+def test_authorize_capture_refund_through_the_gateway():
+    resp, entry = pay(VISA, amount=4200, capture=False)
+    harness.assert_status(resp, "authorized")
+    assert entry["status"] == "requires_capture", entry
+    txn = resp.body["transactionId"]
+    harness.assert_status(gw().txn_op(txn, "capture", idem="st-cap-1"), "succeeded")
+    entry = ledger()["byKey"][txn]
+    assert entry["status"] == "succeeded" and entry["amountReceived"] == 4200, entry
+    harness.assert_status(gw().txn_op(txn, "refund", {"amount": 1200}, idem="st-rf-1"),
+                          "partially_refunded")
+    harness.assert_status(gw().txn_op(txn, "refund", idem="st-rf-2"), "refunded")
+    assert ledger()["byKey"][txn]["amountRefunded"] == 4200
+    # Every operation reached Stripe once, with its own key, and was accepted.
+    byKey = ledger()["byKey"]
+    capture = [e for k, e in byKey.items() if k != txn and e["id"] == entry["id"]]
+    refunds = [e for e in byKey.values() if e["id"].startswith("re_")]
+    assert len(capture) == 1 and len(refunds) == 2, (capture, refunds)
+    assert all(e["count"] == 1 and e["code"] == 200 for e in capture + refunds), byKey
+
+
+def test_authorize_then_cancel_through_the_gateway():
+    resp, entry = pay(VISA, amount=900, capture=False)
+    txn = resp.body["transactionId"]
+    harness.assert_status(gw().txn_op(txn, "cancel", idem="st-cancel-1"), "canceled")
+    assert ledger()["byKey"][txn]["status"] == "canceled"
+    harness.assert_error(gw().txn_op(txn, "capture"), 409, "INVALID_TRANSACTION_STATE")
+
+
+def test_lost_answers_are_reconciled_through_search():
+    """The Stripe server creates the intent and drops the answer: the
+    gateway leaves the rows in processing and the reconciler finds each
+    intent by metadata[flair_txn_id] (no pi_ id was ever seen)."""
+    fast = dict(reconcile_interval_ms=200, reconcile_grace_ms=2500, processor_timeout_ms=1000)
+    with harness.Stack(sandbox_args=["--stripe", "--secret", API_KEY], **STRIPE, **fast) as stack:
+        stack.sandbox.faults(fail_rate=1.0, fail_mode="after")
+        calls = [harness.Background(lambda i=i: stack.gw.pay(harness.txn_body(amount=1000 + i)))
+                 for i in range(6)]
+        answers = [c.result(30) for c in calls]
+        stack.sandbox.faults()
+        txns = [a.get("transactionId") for a in answers]
+        assert all(a.status == 200 and a.body["status"] == "processing" for a in answers), answers
+        stack.gw.wait_resolved(40)
+        byKey = ledger(stack.sandbox)["byKey"]
+        for txn in txns:
+            row = stack.gw.txn_row(txn)
+            assert row["status"] == "succeeded" and row["processor_ref"] == byKey[txn]["id"], row
+            assert byKey[txn]["count"] == 1 and byKey[txn]["status"] == "succeeded", byKey[txn]

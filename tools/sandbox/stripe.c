@@ -366,9 +366,18 @@ reply(struct sbx *s, struct evhttp_request *req, int code, char *body)
 		s->stripe->rejected++;
 	else
 		s->stripe->accepted++;
-	sbx_send(req, body != NULL ? code : 500, NULL, body,
-	         body != NULL ? strlen(body) : 0);
-	free(body);
+	/* After the configured latency, like /v1/charges. */
+	sbx_finish(s, req, ACT_ANSWER, code, body);
+}
+
+/* Whether this create faults (/v1/admin/faults, docs/sandbox.md). */
+static int
+fault_roll(const struct sbx *s)
+{
+	if (s->faults.mode == FAIL_NONE || !(s->faults.fail_rate > 0.0))
+		return 0;
+	return s->faults.fail_rate >= 1.0 ||
+	       randombytes_uniform(1000000) < (uint32_t)(s->faults.fail_rate * 1e6);
 }
 
 static void
@@ -764,7 +773,7 @@ post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
 	unsigned char hash[32];
 	char *raw = NULL, *body = NULL, object[STR_ID_LEN] = "";
 	size_t len = 0;
-	int code;
+	int code, fault;
 
 	if (!sbx_auth_ok(s, req)) {
 		reply_error(s, req, 401, "authentication_error", NULL, NULL,
@@ -810,6 +819,17 @@ post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
 		reply(s, req, k->code, strdup(k->body));
 		goto out;
 	}
+	fault = strcmp(op, "create") == 0 && fault_roll(s);
+	if (fault && s->faults.mode == FAIL_500) {
+		/* Not processed, not remembered: a retry runs. */
+		reply_error(s, req, 500, "api_error", NULL, NULL,
+		            "An error occurred with our connection to Stripe.");
+		goto out;
+	}
+	if (fault && s->faults.mode != FAIL_AFTER) {
+		sbx_finish(s, req, s->faults.mode == FAIL_DROP ? ACT_DROP : ACT_HANG, 0, NULL);
+		goto out;
+	}
 	if (strcmp(op, "create") == 0)
 		code = intent_create(s, &f, &body, object);
 	else if (strcmp(op, "capture") == 0)
@@ -827,8 +847,15 @@ post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
 	if (key != NULL && code < 500)
 		idem_store(s->stripe, key, hash, code, body, object[0] ? object : (p ? p->id : ""));
 	if (!s->quiet)
-		log_info("stripe %s %s -> %d", op,
-		         object[0] ? object : (p != NULL ? p->id : "-"), code);
+		log_info("stripe %s %s -> %d%s", op,
+		         object[0] ? object : (p != NULL ? p->id : "-"), code,
+		         fault ? " (answer dropped)" : "");
+	if (fault) {
+		/* FAIL_AFTER: created and remembered, then the answer is lost. */
+		free(body);
+		sbx_finish(s, req, ACT_DROP, 0, NULL);
+		goto out;
+	}
 	reply(s, req, code, body);
 out:
 	form_clear(&f);
