@@ -18,7 +18,7 @@
 #include "gateway/config.h"
 #include "processors/adapter.h"
 
-enum cfg_type { CFG_INT, CFG_STR, CFG_ENUM, CFG_BOOL, CFG_APIKEY, CFG_WH_IN, CFG_WH_OUT };
+enum cfg_type { CFG_INT, CFG_STR, CFG_ENUM, CFG_BOOL, CFG_APIKEY, CFG_WH_IN, CFG_WH_OUT, CFG_ROUTE };
 
 struct cfg_directive {
 	const char *name;
@@ -115,6 +115,8 @@ static const struct cfg_directive directives[] = {
 	INT(reconcile_backoff_max_ms, 50, 86400000, "3600000", "longest wait between two status requests"),
 	STR(processor_secret_file, "", "file (mode 0600) holding the processor API credential"),
 	STR(processor_secret_env, "", "environment variable holding the processor API credential"),
+	{ "route", CFG_ROUTE, 0, 0, 0, 0, NULL, NULL,
+	  "\"PROCESSOR [currency=..] [brand=..] [country=..] [amount_min=N] [amount_max=N] [weight=N]\": routing (repeatable, first match wins)" },
 	STR(processor_api_version, "", "processor API version to pin (stripe: Stripe-Version, default 2024-06-20)"),
 	{ NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL },
 };
@@ -182,6 +184,22 @@ split_words(const char *value, char words[][512], int n)
 	return FGW_OK;
 }
 
+/* route "PROCESSOR key=value...": parsed now, so a bad line stops
+ * start-up with its file and line; names are checked in config_finish. */
+static int
+set_route(struct fgw_config *cfg, const char *value, const char *where, char *err,
+          size_t errlen)
+{
+	char why[256];
+
+	if (cfg->routes.n == PROC_ROUTES_MAX)
+		return fail(err, errlen, where, "too many route lines%s", "");
+	if (proc_route_parse(value, &cfg->routes.r[cfg->routes.n], why, sizeof(why)) != 0)
+		return fail(err, errlen, where, "%s", why);
+	cfg->routes.n++;
+	return FGW_OK;
+}
+
 static int
 set_webhook(struct fgw_config *cfg, int inbound, const char *value, const char *where,
             char *err, size_t errlen)
@@ -236,6 +254,8 @@ config_set(struct fgw_config *cfg, const char *name, const char *value,
 	switch (d->type) {
 	case CFG_APIKEY:
 		return set_api_key(cfg, value, where, err, errlen);
+	case CFG_ROUTE:
+		return set_route(cfg, value, where, err, errlen);
 	case CFG_WH_IN:
 	case CFG_WH_OUT:
 		return set_webhook(cfg, d->type == CFG_WH_IN, value, where, err, errlen);
@@ -469,6 +489,12 @@ config_finish(struct fgw_config *cfg, char *err, size_t errlen)
 	if (strcmp(cfg->mode, "production") == 0 && strncmp(cfg->processor_url, "https://", 8) != 0 &&
 	    !is_loopback_url(cfg->processor_url))
 		return fail(err, errlen, "config", "production mode needs an https:// processor_url%s", "");
+	for (int i = 0; i < cfg->routes.n; i++)
+		if (strcmp(cfg->routes.r[i].processor, cfg->processor_name) != 0 &&
+		    (cfg->processor2_name[0] == '\0' ||
+		     strcmp(cfg->routes.r[i].processor, cfg->processor2_name) != 0))
+			return fail(err, errlen, "config", "route: %s is neither processor_name nor processor2_name",
+			            cfg->routes.r[i].processor);
 	for (int i = 0; i < cfg->n_webhook_endpoints; i++)
 		if (strcmp(cfg->mode, "production") == 0 &&
 		    strncmp(cfg->webhook_endpoints[i].url, "https://", 8) != 0 &&

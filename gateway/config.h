@@ -9,6 +9,7 @@
 #ifndef FGW_GATEWAY_CONFIG_H
 #define FGW_GATEWAY_CONFIG_H
 
+#include "processors/route.h"
 #include <stddef.h>
 #include <stdio.h>
 
@@ -111,6 +112,7 @@ struct fgw_config {
 	char processor_secret_file[512];
 	char processor_secret_env[64];
 	char processor_api_version[40];
+	struct proc_routes routes;       /* route lines, parsed (processors/route.h) */
 };
 
 /* Fills defaults. */

@@ -79,6 +79,7 @@ struct gateway {
 	struct proc_config proc2;       /* failover; proc2.name "" when none */
 	const struct proc_type *proc2_type;
 	struct proc_breaker breaker;
+	struct proc_breaker breaker2;   /* the secondary's, for routed traffic */
 	struct idem_table *idem;
 	struct jwt_verifier *jwt;      /* NULL: customer JWTs not accepted */
 	struct reactor *rx;

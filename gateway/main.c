@@ -359,6 +359,7 @@ setup_processor(struct gateway *g, char *err, size_t errlen)
 		return FGW_ERR_INVALID;
 	}
 	breaker_init(&g->breaker, (int)cfg->breaker_failures, cfg->breaker_open_ms);
+	breaker_init(&g->breaker2, (int)cfg->breaker_failures, cfg->breaker_open_ms);
 	return setup_one(&g->proc2, &g->proc2_type, cfg->processor2_name, cfg->processor2_type,
 	                 cfg->processor2_url, cfg->processor2_secret,
 	                 cfg->processor2_public_key_file, cfg->processor2_map_file,

@@ -205,7 +205,9 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 		rx->env.proc2 = &gw->proc2;
 		rx->env.proc2_type = gw->proc2_type;
 		rx->env.breaker = &gw->breaker;
+		rx->env.breaker2 = &gw->breaker2;
 	}
+	rx->env.routes = cfg->routes.n > 0 ? &cfg->routes : NULL;
 	if (rx->idx == 0) {
 		/* One reconciler is enough (it asks the processor, cheaply) and
 		 * keeps two reactors from asking about the same row. */

@@ -141,6 +141,12 @@ struct pipeline_env {
 	const struct proc_config *proc2;
 	const struct proc_type *proc2_type;
 	struct proc_breaker *breaker;
+	/* Routing (added): which of the two goes first, by currency, brand,
+	 * amount, country or weight; NULL: always the primary. breaker2 is
+	 * the secondary's own breaker, used when a route sends a transaction
+	 * to it first (the primary is then its fallback). */
+	const struct proc_routes *routes;
+	struct proc_breaker *breaker2;
 };
 
 /* The processor instance called `name` (as recorded in a row), or -1. */
