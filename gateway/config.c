@@ -117,6 +117,18 @@ static const struct cfg_directive directives[] = {
 	STR(processor_secret_env, "", "environment variable holding the processor API credential"),
 	{ "route", CFG_ROUTE, 0, 0, 0, 0, NULL, NULL,
 	  "\"PROCESSOR [currency=..] [brand=..] [country=..] [amount_min=N] [amount_max=N] [weight=N]\": routing (repeatable, first match wins)" },
+	STR(processor_client_cert, "", "client certificate (PEM) presented to the processor, with processor_client_key"),
+	STR(processor_client_key, "", "private key (PEM) of processor_client_cert"),
+	STR(processor2_secret_file, "", "failover: file (mode 0600) holding the secondary's credential"),
+	STR(processor2_secret_env, "", "failover: environment variable holding the secondary's credential"),
+	STR(processor2_api_version, "", "failover: the secondary's pinned API version"),
+	STR(processor2_ca_file, "", "failover: CA bundle for the secondary's TLS certificate"),
+	BOOL(processor2_verify_tls, "1", "failover: verify the secondary's TLS certificate"),
+	STR(processor2_client_cert, "", "failover: client certificate (PEM) for the secondary"),
+	STR(processor2_client_key, "", "failover: private key (PEM) of processor2_client_cert"),
+	INT(processor2_timeout_ms, 0, 120000, "0", "failover: total time for one call to the secondary (0: processor_timeout_ms)"),
+	INT(processor2_connect_timeout_ms, 0, 60000, "0", "failover: connect timeout to the secondary (0: processor_connect_timeout_ms)"),
+	INT(processor2_max_conns, 0, 10000, "0", "failover: connections per reactor to the secondary (0: processor_max_conns)"),
 	STR(processor_api_version, "", "processor API version to pin (stripe: Stripe-Version, default 2024-06-20)"),
 	{ NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL },
 };
@@ -489,6 +501,12 @@ config_finish(struct fgw_config *cfg, char *err, size_t errlen)
 	if (strcmp(cfg->mode, "production") == 0 && strncmp(cfg->processor_url, "https://", 8) != 0 &&
 	    !is_loopback_url(cfg->processor_url))
 		return fail(err, errlen, "config", "production mode needs an https:// processor_url%s", "");
+	if ((cfg->processor_client_cert[0] == '\0') != (cfg->processor_client_key[0] == '\0') ||
+	    (cfg->processor2_client_cert[0] == '\0') != (cfg->processor2_client_key[0] == '\0'))
+		return fail(err, errlen, "config", "a processor client certificate needs its key, and a key its certificate%s", "");
+	if (strcmp(cfg->mode, "production") == 0 && cfg->processor2_url[0] != '\0' &&
+	    strncmp(cfg->processor2_url, "https://", 8) != 0 && !is_loopback_url(cfg->processor2_url))
+		return fail(err, errlen, "config", "production mode needs an https:// processor2_url%s", "");
 	for (int i = 0; i < cfg->routes.n; i++)
 		if (strcmp(cfg->routes.r[i].processor, cfg->processor_name) != 0 &&
 		    (cfg->processor2_name[0] == '\0' ||

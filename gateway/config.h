@@ -113,6 +113,18 @@ struct fgw_config {
 	char processor_secret_env[64];
 	char processor_api_version[40];
 	struct proc_routes routes;       /* route lines, parsed (processors/route.h) */
+	char processor_client_cert[512];
+	char processor_client_key[512];
+	char processor2_secret_file[512];
+	char processor2_secret_env[64];
+	char processor2_api_version[40];
+	char processor2_ca_file[512];
+	long long processor2_verify_tls;
+	char processor2_client_cert[512];
+	char processor2_client_key[512];
+	long long processor2_timeout_ms;
+	long long processor2_connect_timeout_ms;
+	long long processor2_max_conns;
 };
 
 /* Fills defaults. */

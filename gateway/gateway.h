@@ -53,6 +53,8 @@ struct reactor {
 	struct evhttp *http;
 	struct evhttp_bound_socket *bound;
 	struct httpc *httpc;
+	struct httpc *httpc2;         /* the secondary's own client (TLS settings,
+	                                 connection pool), or NULL */
 	struct store_waker *waker;
 	struct store_reader *reader;
 	struct pipeline_env env;

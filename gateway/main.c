@@ -251,11 +251,12 @@ setup_logging(const struct fgw_config *cfg)
 	return FGW_OK;
 }
 
-/* The credential from processor_secret_file (a private file) or
- * processor_secret_env; the value is never logged, only where it came from. */
+/* A processor credential from a private file or an environment variable
+ * (prefix names the directives in errors); neither set: keep the plain
+ * directive's value. The value is never logged, only where it came from. */
 static int
-processor_secret(const struct fgw_config *cfg, struct proc_config *pc, char *err,
-                 size_t errlen)
+processor_secret(const char *file, const char *env, const char *prefix, struct proc_config *pc,
+                 char *err, size_t errlen)
 {
 	const char *v = NULL;
 	char *text = NULL;
@@ -263,27 +264,23 @@ processor_secret(const struct fgw_config *cfg, struct proc_config *pc, char *err
 	struct stat sb;
 	int r = FGW_ERR_INVALID;
 
-	if (cfg->processor_secret_file[0] != '\0') {
-		if (stat(cfg->processor_secret_file, &sb) != 0 || !S_ISREG(sb.st_mode) ||
-		    (sb.st_mode & 077) != 0) {
-			snprintf(err, errlen, "processor_secret_file %s: must be a regular file "
-			         "with mode 0600 or stricter", cfg->processor_secret_file);
+	if (file[0] != '\0') {
+		if (stat(file, &sb) != 0 || !S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
+			snprintf(err, errlen, "%s_secret_file %s: must be a regular file "
+			         "with mode 0600 or stricter", prefix, file);
 			return FGW_ERR_INVALID;
 		}
-		if ((r = fgw_read_file(cfg->processor_secret_file, sizeof(pc->secret), &text,
-		                       &len)) != 0) {
-			snprintf(err, errlen, "processor_secret_file %s: %s",
-			         cfg->processor_secret_file, fgw_strerror(r));
+		if ((r = fgw_read_file(file, sizeof(pc->secret), &text, &len)) != 0) {
+			snprintf(err, errlen, "%s_secret_file %s: %s", prefix, file, fgw_strerror(r));
 			return r;
 		}
 		while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
 			len--;
 		text[len] = '\0';
 		v = text;
-	} else if (cfg->processor_secret_env[0] != '\0') {
-		if ((v = getenv(cfg->processor_secret_env)) == NULL) {
-			snprintf(err, errlen, "processor_secret_env: %s is not set",
-			         cfg->processor_secret_env);
+	} else if (env[0] != '\0') {
+		if ((v = getenv(env)) == NULL) {
+			snprintf(err, errlen, "%s_secret_env: %s is not set", prefix, env);
 			return FGW_ERR_INVALID;
 		}
 	} else {
@@ -291,8 +288,8 @@ processor_secret(const struct fgw_config *cfg, struct proc_config *pc, char *err
 	}
 	r = FGW_OK;
 	if (v[0] == '\0' || strlen(v) >= sizeof(pc->secret) || strpbrk(v, " \t\r\n") != NULL) {
-		snprintf(err, errlen, "processor credential from %s: empty, too long or has "
-		         "white space", text != NULL ? "processor_secret_file" : "processor_secret_env");
+		snprintf(err, errlen, "%s credential from %s: empty, too long or has white space",
+		         prefix, text != NULL ? "its secret file" : "its environment variable");
 		r = FGW_ERR_INVALID;
 	} else {
 		fgw_strlcpy(pc->secret, v, sizeof(pc->secret));
@@ -349,7 +346,8 @@ setup_processor(struct gateway *g, char *err, size_t errlen)
 	                   cfg->processor_url, cfg->processor_secret,
 	                   cfg->processor_public_key_file, cfg->processor_map_file,
 	                   cfg->processor_timeout_ms, "processor", err, errlen)) != 0 ||
-	    (r = processor_secret(cfg, &g->proc, err, errlen)) != 0)
+	    (r = processor_secret(cfg->processor_secret_file, cfg->processor_secret_env, "processor",
+	                          &g->proc, err, errlen)) != 0)
 		return r;
 	fgw_strlcpy(g->proc.api_version, cfg->processor_api_version, sizeof(g->proc.api_version));
 	if (cfg->processor2_name[0] == '\0')
@@ -360,10 +358,17 @@ setup_processor(struct gateway *g, char *err, size_t errlen)
 	}
 	breaker_init(&g->breaker, (int)cfg->breaker_failures, cfg->breaker_open_ms);
 	breaker_init(&g->breaker2, (int)cfg->breaker_failures, cfg->breaker_open_ms);
-	return setup_one(&g->proc2, &g->proc2_type, cfg->processor2_name, cfg->processor2_type,
-	                 cfg->processor2_url, cfg->processor2_secret,
-	                 cfg->processor2_public_key_file, cfg->processor2_map_file,
-	                 cfg->processor_timeout_ms, "processor2", err, errlen);
+	if ((r = setup_one(&g->proc2, &g->proc2_type, cfg->processor2_name, cfg->processor2_type,
+	                   cfg->processor2_url, cfg->processor2_secret,
+	                   cfg->processor2_public_key_file, cfg->processor2_map_file,
+	                   cfg->processor2_timeout_ms > 0 ? cfg->processor2_timeout_ms
+	                                                  : cfg->processor_timeout_ms,
+	                   "processor2", err, errlen)) != 0 ||
+	    (r = processor_secret(cfg->processor2_secret_file, cfg->processor2_secret_env,
+	                          "processor2", &g->proc2, err, errlen)) != 0)
+		return r;
+	fgw_strlcpy(g->proc2.api_version, cfg->processor2_api_version, sizeof(g->proc2.api_version));
+	return FGW_OK;
 }
 
 int

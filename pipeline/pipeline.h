@@ -147,7 +147,12 @@ struct pipeline_env {
 	 * to it first (the primary is then its fallback). */
 	const struct proc_routes *routes;
 	struct proc_breaker *breaker2;
+	struct httpc *httpc2;        /* the secondary's client; NULL: httpc */
 };
+
+/* The HTTP client that talks to processor instance p (its own TLS
+ * settings, timeouts and connection limit). */
+struct httpc *pipeline_httpc_for(const struct pipeline_env *env, const struct proc_config *p);
 
 /* The processor instance called `name` (as recorded in a row), or -1. */
 int pipeline_proc_by_name(const struct pipeline_env *env, const char *name,

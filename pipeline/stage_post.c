@@ -78,7 +78,7 @@ send_to_processor(struct txn *t)
 		preq.clear_card = &clear;
 	}
 	if ((r = txn_proc_type(t)->build(txn_proc(t), &preq, &http)) == 0)
-		r = httpc_request(t->env->httpc, http.method, http.url,
+		r = httpc_request(pipeline_httpc_for(t->env, txn_proc(t)), http.method, http.url,
 		                  (const char *const *)http.headers,
 		                  http.secure_body != NULL ? (const char *)http.secure_body->data
 		                                           : http.body,

@@ -221,6 +221,12 @@ txn_proc_type(const struct txn *t)
 	return t->proc_type != NULL ? t->proc_type : t->env->proc_type;
 }
 
+struct httpc *
+pipeline_httpc_for(const struct pipeline_env *env, const struct proc_config *p)
+{
+	return p != NULL && p == env->proc2 && env->httpc2 != NULL ? env->httpc2 : env->httpc;
+}
+
 int
 pipeline_proc_by_name(const struct pipeline_env *env, const char *name,
                       const struct proc_config **cfg, const struct proc_type **type)

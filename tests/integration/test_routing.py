@@ -2,6 +2,10 @@
 customer country, by weights, and failover of routed traffic through the
 routed processor's own breaker (issue 5). Start-up refuses bad route lines."""
 
+import shutil
+import tempfile
+import uuid
+
 import harness
 from harness import AMEX, VISA
 from test_failover import processor_of, two_processors
@@ -77,3 +81,44 @@ def test_bad_routes_stop_start_up():
                         "amount_min is above amount_max")
     harness.start_fails([("route", "nobody currency=EUR")],
                         "nobody is neither processor_name nor processor2_name")
+    harness.start_fails([], "client certificate needs its key",
+                        processor_client_cert="/nonexistent/cert.pem")
+    harness.start_fails([], "processor_secret_env: FLAIRGW_IT_UNSET_VARIABLE is not set",
+                        processor_secret_env="FLAIRGW_IT_UNSET_VARIABLE")
+
+
+def test_each_processor_has_its_own_settings():
+    """A Stripe-protocol secondary with its credential from a file, its own
+    API version and its own (shorter) timeout, beside a sandbox primary."""
+    secrets = tempfile.mkdtemp(prefix="flairgw-it-routing-")
+    key = "sk_test_" + uuid.uuid4().hex
+    try:
+        with two_processors(backup_args=["--stripe", "--secret", key],
+                            extra=[("route", "backup currency=EUR")],
+                            processor2_type="stripe", processor2_public_key_file="",
+                            processor2_secret_file=harness.write_secret(secrets, "k", key),
+                            processor2_api_version="2024-06-20", processor2_timeout_ms=300,
+                            processor_timeout_ms=3000) as (stack, backup):
+            gw = stack.gw
+            eur = gw.pay(harness.txn_body(currency="EUR"))
+            harness.assert_status(eur)
+            assert eur.body["processor"]["name"] == "backup", eur
+            assert eur.body["processor"]["reference"].startswith("pi_"), eur
+            stripe = harness.http(backup.port, "GET", "/v1/stripe/ledger").body
+            assert stripe["rejected"] == 0 and stripe["byKey"][eur.body["transactionId"]]["count"] == 1
+            usd = gw.pay(harness.txn_body())
+            assert usd.body["processor"]["name"] == "sandbox", usd
+            # 1 s of latency: beyond the secondary's 300 ms, within the
+            # primary's 3 s. The secondary's answer is unknown (processing).
+            backup.faults(latency_ms=1000)
+            stack.sandbox.faults(latency_ms=1000)
+            slow = gw.pay(harness.txn_body(currency="EUR"))
+            harness.assert_status(slow, "processing")
+            harness.assert_status(gw.pay(harness.txn_body()))
+            backup.faults()
+            stack.sandbox.faults()
+            gw.wait_resolved(30)
+            assert gw.txn_row(slow.body["transactionId"])["status"] == "succeeded"
+            assert gw.log_text().count(key) == 0, "the credential reached the log"
+    finally:
+        shutil.rmtree(secrets, ignore_errors=True)
