@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <cjson/cJSON.h>
 
@@ -28,6 +27,7 @@
 #include "core/util.h"
 #include "crypto/secmem.h"
 #include "processors/adapter.h"
+#include "processors/proc_util.h"
 
 #define STRIPE_MAX_AMOUNT 99999999LL /* Stripe's limit for amount */
 #define STRIPE_DEFAULT_VERSION "2024-06-20"
@@ -183,20 +183,6 @@ intent_form(struct form *f, const struct proc_request *req, int capture)
 
 /* ---- build ---------------------------------------------------------------- */
 
-/* A header value: printable ASCII, no spaces, 1..max. */
-static int
-header_value_ok(const char *s, size_t max)
-{
-	size_t n = s != NULL ? strlen(s) : 0;
-
-	if (n == 0 || n > max)
-		return 0;
-	while (n-- > 0)
-		if ((unsigned char)s[n] <= 0x20 || (unsigned char)s[n] >= 0x7f)
-			return 0;
-	return 1;
-}
-
 static int
 add_header(struct proc_http *out, size_t *h, const char *name, const char *value)
 {
@@ -213,13 +199,6 @@ add_header(struct proc_http *out, size_t *h, const char *name, const char *value
 	}
 	out->headers[(*h)++] = line;
 	return FGW_OK;
-}
-
-static int
-base_url_ok(const char *s)
-{
-	return (strncasecmp(s, "https://", 8) == 0 || strncasecmp(s, "http://", 7) == 0) &&
-	       header_value_ok(s, 255);
 }
 
 static int
@@ -242,14 +221,14 @@ stripe_build(const struct proc_config *cfg, const struct proc_request *req,
 	else
 		return FGW_ERR_INVALID;
 	version = cfg->api_version[0] ? cfg->api_version : STRIPE_DEFAULT_VERSION;
-	if (!base_url_ok(cfg->base_url) || !header_value_ok(cfg->secret, 255) ||
-	    !header_value_ok(version, 39) || !header_value_ok(req->idempotency_key, 255) ||
-	    !header_value_ok(req->txn_id, 64) || req->currency == NULL ||
+	if (!proc_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) || !proc_token_ok(cfg->secret, 255) ||
+	    !proc_token_ok(version, 39) || !proc_token_ok(req->idempotency_key, 255) ||
+	    !proc_token_ok(req->txn_id, 64) || req->currency == NULL ||
 	    strlen(req->currency) != 3 ||
 	    strspn(req->currency, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 3 ||
 	    req->amount <= 0 || req->amount > STRIPE_MAX_AMOUNT ||
 	    req->clear_card == NULL || req->clear_card->pan == NULL ||
-	    (req->return_url != NULL && !base_url_ok(req->return_url)))
+	    (req->return_url != NULL && !proc_url_ok(req->return_url, 2048)))
 		return FGW_ERR_INVALID;
 
 	blen = strlen(cfg->base_url);
@@ -407,23 +386,14 @@ static int
 stripe_parse_reply(const struct proc_config *cfg, long http_status,
                    const char *body, size_t len, struct proc_result *out)
 {
-	const char *end = NULL;
-	cJSON *root = NULL;
+	cJSON *root;
 	const cJSON *err;
 
 	(void)cfg;
 	if (out == NULL)
 		return FGW_ERR_INVALID;
 	memset(out, 0, sizeof(*out));
-	if (body != NULL && len > 0) {
-		root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
-		while (root != NULL && end < body + len && strchr(" \t\r\n", *end) != NULL)
-			end++;
-		if (root != NULL && end != body + len) {
-			cJSON_Delete(root);
-			root = NULL;
-		}
-	}
+	root = proc_parse_exact(body, len);
 	if (http_status >= 200 && http_status <= 299) {
 		map_intent(root, out);
 	} else if (http_status >= 500 || http_status == 409 || http_status < 200 ||
@@ -478,7 +448,7 @@ status_url(const char *base, size_t blen, const struct proc_op_request *req, cha
 		         req->reference);
 		return FGW_OK;
 	}
-	if (!header_value_ok(req->txn_id, 64) || strpbrk(req->txn_id, "'\\") != NULL)
+	if (!proc_token_ok(req->txn_id, 64) || strpbrk(req->txn_id, "'\\") != NULL)
 		return FGW_ERR_INVALID;
 	n = snprintf(query, sizeof(query), "metadata['flair_txn_id']:'%s'", req->txn_id);
 	if (n < 0 || (size_t)n >= sizeof(query))
@@ -511,9 +481,9 @@ stripe_build_op(const struct proc_config *cfg, enum proc_op op,
 		return FGW_ERR_INVALID;
 	memset(out, 0, sizeof(*out));
 	version = cfg->api_version[0] ? cfg->api_version : STRIPE_DEFAULT_VERSION;
-	if (!base_url_ok(cfg->base_url) || !header_value_ok(cfg->secret, 255) ||
-	    !header_value_ok(version, 39) ||
-	    (op != PROC_OP_STATUS && (!header_value_ok(req->idempotency_key, 255) ||
+	if (!proc_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) || !proc_token_ok(cfg->secret, 255) ||
+	    !proc_token_ok(version, 39) ||
+	    (op != PROC_OP_STATUS && (!proc_token_ok(req->idempotency_key, 255) ||
 	                              !path_id_ok(req->reference))) ||
 	    (op == PROC_OP_REFUND && (req->amount <= 0 || req->amount > STRIPE_MAX_AMOUNT)))
 		return FGW_ERR_INVALID;
@@ -595,7 +565,7 @@ static int
 stripe_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status,
                 const char *body, size_t len, struct proc_result *out)
 {
-	cJSON *root = NULL;
+	cJSON *root;
 	const cJSON *err, *data;
 	const char *obj, *st;
 
@@ -603,8 +573,7 @@ stripe_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status
 	if (out == NULL)
 		return FGW_ERR_INVALID;
 	memset(out, 0, sizeof(*out));
-	if (body != NULL && len > 0)
-		root = cJSON_ParseWithLength(body, len);
+	root = proc_parse_exact(body, len);
 	obj = member_str(root, "object");
 	if (http_status >= 500 || http_status == 409 || http_status < 200 ||
 	    (http_status >= 300 && http_status <= 399) ||
