@@ -26,8 +26,12 @@ STRIPE = dict(processor_type="stripe", processor_name="stripe", processor_public
               processor_secret_file=harness.write_secret(SECRETS, "stripe_key", API_KEY),
               processor_api_version=VERSION)
 
+GATEWAY_PORT = harness.free_port()
 S = harness.Stack(
-    sandbox_args=["--stripe", "--secret", API_KEY],
+    sandbox_args=["--stripe", "--secret", API_KEY,
+                  "--webhook-url", f"http://127.0.0.1:{GATEWAY_PORT}/v1/webhooks/stripe",
+                  "--webhook-secret", WEBHOOK_SECRET],
+    gateway_port=GATEWAY_PORT,
     extra=[("inbound_webhook",
             "stripe stripe " + harness.write_secret(SECRETS, "whsec", WEBHOOK_SECRET))],
     **STRIPE)
@@ -116,19 +120,32 @@ def test_three_d_secure_requires_action_then_webhook_completes():
     action = resp.body["nextAction"]
     assert action["type"] == "redirect_to_url", action
     assert action["url"] == f"{server().url}/stripe/3ds/{entry['id']}", action
-    # The customer passes the challenge at "Stripe"...
+    # The customer passes the challenge at "Stripe", which tells the
+    # gateway with a payment_intent.succeeded event signed with
+    # Stripe-Signature; the gateway finds the transaction by
+    # metadata[flair_txn_id] and moves it forward.
     done = harness.http(server().port, "POST", f"/stripe/3ds/{entry['id']}/complete")
     assert done.status == 200 and done.body["status"] == "succeeded", done
-    # ...and Stripe tells the gateway with a signed payment_intent.succeeded.
     txn_id = resp.body["transactionId"]
+    harness.wait_until(lambda: gw().get_txn(txn_id).body["status"] == "succeeded", 10,
+                       "the Stripe webhook to complete the payment")
+    applied = gw().query("SELECT result FROM webhook_inbound WHERE processor = 'stripe'")
+    assert [r["result"] for r in applied] == ["applied"], applied
+
+
+def test_hand_signed_event_with_a_stale_timestamp_is_refused():
+    resp, entry = pay(THREE_DS)
     event = json.dumps({"id": f"evt_{uuid.uuid4().hex}", "object": "event",
                         "type": "payment_intent.succeeded", "created": int(time.time()),
-                        "data": {"object": done.body}}).encode()
-    sig = harness.webhook_signature(WEBHOOK_SECRET, event)
+                        "data": {"object": {"id": entry["id"], "object": "payment_intent",
+                                            "status": "succeeded",
+                                            "metadata": {"flair_txn_id": entry["flairTxnId"]}}}}
+                       ).encode()
+    sig = harness.webhook_signature(WEBHOOK_SECRET, event, t=int(time.time()) - 301)
     hook = gw().http("POST", "/v1/webhooks/stripe", event.decode(),
                      {"Content-Type": "application/json", "Stripe-Signature": sig}, key=None)
-    assert hook.status == 200 and hook.body["result"] == "applied", hook
-    assert gw().get_txn(txn_id).body["status"] == "succeeded"
+    assert hook.status == 401, hook
+    assert gw().get_txn(resp.body["transactionId"]).body["status"] == "requires_action"
 
 
 def test_retry_of_the_same_key_is_replayed_not_charged_again():

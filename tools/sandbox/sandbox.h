@@ -147,6 +147,13 @@ void sbx_charge_op(struct sbx *s, struct evhttp_request *req, const char *id,
 void sbx_3ds_page(struct sbx *s, struct evhttp_request *req, const char *id);
 void sbx_3ds_complete(struct sbx *s, struct evhttp_request *req,
                       const char *id);
+/* Queues a signed event for --webhook-url (nothing without one): body
+ * from make_body(obj, event id, unix time), signature header `header`
+ * ("t=<unix>,v1=<hex HMAC-SHA256 of t.body>"); what names it in logs. */
+void sbx_webhook_queue(struct sbx *s, const char *header, const char *what,
+                       int (*make_body)(const void *obj, const char *evt_id,
+                                        long long t, char **out),
+                       const void *obj);
 /* Cancels and frees pending webhook deliveries (shutdown). */
 void sbx_webhooks_free(struct sbx *s);
 

@@ -907,8 +907,43 @@ fail2:
 	sbx_send_error(req, 500, "internal", "out of memory");
 }
 
+/* Stripe's event for an intent: {"id","object":"event","type",
+ * "created","data":{"object":<the PaymentIntent>}}. obj: struct ev_src. */
+struct ev_src {
+	const struct sbx *s;
+	const struct spi *p;
+	const char *type;
+};
+
+static int
+intent_event_body(const void *obj, const char *evt_id, long long t, char **out)
+{
+	const struct ev_src *e = obj;
+	cJSON *o = cJSON_CreateObject(), *data;
+	char *pi = print_intent(e->s, e->p);
+	int r = FGW_ERR_NOMEM;
+
+	*out = NULL;
+	if (o == NULL || pi == NULL || !cJSON_AddStringToObject(o, "id", evt_id) ||
+	    !cJSON_AddStringToObject(o, "object", "event") ||
+	    !cJSON_AddStringToObject(o, "type", e->type) ||
+	    !cJSON_AddNumberToObject(o, "created", (double)t) ||
+	    !cJSON_AddBoolToObject(o, "livemode", 0) ||
+	    (data = cJSON_AddObjectToObject(o, "data")) == NULL ||
+	    !cJSON_AddItemToObject(data, "object", cJSON_Parse(pi)) ||
+	    (*out = cJSON_PrintUnformatted(o)) == NULL)
+		goto out;
+	r = FGW_OK;
+out:
+	free(pi);
+	cJSON_Delete(o);
+	return r;
+}
+
 /* The customer passed the challenge: requires_action -> succeeded (or
- * requires_capture for manual capture). */
+ * requires_capture for manual capture), and with --webhook-url Stripe's
+ * payment_intent.succeeded (amount_capturable_updated) event is sent,
+ * signed with Stripe-Signature. */
 static void
 threeds_complete(struct sbx *s, struct evhttp_request *req, struct spi *p)
 {
@@ -923,6 +958,10 @@ threeds_complete(struct sbx *s, struct evhttp_request *req, struct spi *p)
 			sbx_send_error(req, 500, "internal", "no randomness");
 			return;
 		}
+		struct ev_src e = { s, p, strcmp(p->status, "succeeded") == 0
+		                              ? "payment_intent.succeeded"
+		                              : "payment_intent.amount_capturable_updated" };
+		sbx_webhook_queue(s, "Stripe-Signature", p->id, intent_event_body, &e);
 	} else if (strcmp(p->status, "succeeded") != 0 &&
 	           strcmp(p->status, "requires_capture") != 0) {
 		sbx_send_error(req, 409, "invalid_state", "not awaiting 3-D Secure");
