@@ -94,6 +94,18 @@ struct httpc {
 
 /* ---- request memory ---------------------------------------------------- */
 
+/* Header lines carry the processor credential (Authorization): wiped
+ * before the list is freed, like the adapter's own copy. */
+static void
+hdrs_free(struct httpc_req *r)
+{
+	for (struct curl_slist *l = r->hdrs; l != NULL; l = l->next)
+		if (l->data != NULL)
+			explicit_bzero(l->data, strlen(l->data));
+	curl_slist_free_all(r->hdrs);
+	r->hdrs = NULL;
+}
+
 /* A request body may hold card fields (adapters with needs_clear_card):
  * our copy is wiped before it is freed. */
 static void
@@ -112,7 +124,7 @@ req_free(struct httpc_req *r)
 		return;
 	if (r->easy != NULL)
 		curl_easy_cleanup(r->easy);
-	curl_slist_free_all(r->hdrs);
+	hdrs_free(r);
 	req_body_free(r);
 	free(r->buf);
 	free(r);
@@ -128,8 +140,7 @@ req_detach(struct httpc_req *r)
 		curl_easy_cleanup(r->easy);
 		r->easy = NULL;
 	}
-	curl_slist_free_all(r->hdrs);
-	r->hdrs = NULL;
+	hdrs_free(r);
 	req_body_free(r);
 }
 

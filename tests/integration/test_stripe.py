@@ -301,3 +301,14 @@ def test_lost_answers_are_reconciled_through_search():
             row = stack.gw.txn_row(txn)
             assert row["status"] == "succeeded" and row["processor_ref"] == byKey[txn]["id"], row
             assert byKey[txn]["count"] == 1 and byKey[txn]["status"] == "succeeded", byKey[txn]
+        # A Stripe 500 may or may not have been processed: processing too,
+        # and the search finds nothing, so the reconciler fails it (not
+        # charged) without ever sending the create again.
+        stack.sandbox.faults(fail_rate=1.0, fail_mode="500")
+        lost = stack.gw.pay(harness.txn_body(amount=777))
+        stack.sandbox.faults()
+        harness.assert_status(lost, "processing")
+        stack.gw.wait_resolved(40)
+        row = stack.gw.txn_row(lost.body["transactionId"])
+        assert row["status"] == "failed" and not row["processor_ref"], row
+        assert lost.body["transactionId"] not in ledger(stack.sandbox)["byKey"]
