@@ -122,3 +122,37 @@ def test_each_processor_has_its_own_settings():
             assert gw.log_text().count(key) == 0, "the credential reached the log"
     finally:
         shutil.rmtree(secrets, ignore_errors=True)
+
+
+def test_connect_failures_open_the_breaker_and_a_probe_closes_it():
+    """The primary is not listening: each attempt certainly did not reach it
+    (not charged, 502), the breaker opens after breaker_failures of them and
+    new payments go to the backup; once a processor listens there again, the
+    half-open probe goes to it and closes the breaker."""
+    dead = harness.free_port()
+    with two_processors(processor_url=f"http://127.0.0.1:{dead}", breaker_failures=2,
+                        breaker_open_ms=800) as (stack, backup):
+        gw = stack.gw
+        for _ in range(2):
+            failed = gw.pay(harness.txn_body())
+            harness.assert_error(failed, 502, "PAYMENT_PROCESSING_FAILED")
+            assert gw.txn_row(failed.body["transactionId"])["status"] == "failed"
+        moved = gw.pay(harness.txn_body())
+        harness.assert_status(moved)
+        assert moved.body["processor"]["name"] == "backup", moved
+        # The primary comes back on its port, with the same key.
+        revived = harness.Sandbox(stack.sandbox.dir)
+        revived.want_port = dead
+        revived.start()
+        try:
+            def probed():
+                resp = gw.pay(harness.txn_body())
+                harness.assert_status(resp)
+                return resp.body["processor"]["name"] == "sandbox"
+            harness.wait_until(probed, 10, "a half-open probe to reach the primary")
+            after = [gw.pay(harness.txn_body()).body["processor"]["name"] for _ in range(3)]
+            assert after == ["sandbox"] * 3, after
+            assert len(revived.ledger()["byKey"]) == 4
+        finally:
+            revived.stop()
+            assert not revived.problems, revived.problems
