@@ -116,8 +116,8 @@ unit-%: deps
 	$(BUILD)/tests/$*
 
 bench: deps
-	@$(MAKE) --no-print-directory build-all
-	@sh tools/bench.sh
+	@$(MAKE) --no-print-directory build-all $(BUILD)/bench-rules
+	@BUILD=$(BUILD) sh tools/bench.sh
 
 fuzz: deps
 	@sh tests/fuzz/run.sh
