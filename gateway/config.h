@@ -112,6 +112,7 @@ struct fgw_config {
 	long long breaker_open_ms;
 	long long reconcile_interval_ms;
 	long long reconcile_grace_ms;
+	long long reconcile_not_found_settle_ms;
 	long long reconcile_max_attempts;
 	long long reconcile_backoff_max_ms;
 	char processor_secret_file[512];

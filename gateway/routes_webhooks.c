@@ -269,6 +269,14 @@ apply(struct wh_ctx *ctx, const cJSON *obj)
 	}
 	memset(&row, 0, sizeof(row));
 	r = store_txn_get(rx->reader, NULL, ctx->txn_id, &row);
+	if (r == 0 && strcmp(row.processor, ctx->processor) != 0) {
+		/* Signed by one processor's secret, about another processor's
+		 * transaction: it cannot speak for that payment. */
+		store_txn_row_clear(&row);
+		fgw_strlcpy(ctx->result, "unmatched", sizeof(ctx->result));
+		record(ctx);
+		return;
+	}
 	if (r == 0 && strcmp(row.status, "posting") == 0) {
 		/* Our own processor call has not been recorded yet: moving now
 		 * would make the pipeline's commit (and its idempotent answer)

@@ -260,10 +260,21 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	if (rx->idx == 0) {
 		/* One reconciler is enough (it asks the processor, cheaply) and
 		 * keeps two reactors from asking about the same row. */
+		/* A row may only be decided once no request of its attempt can
+		 * still be on its way, on either processor. */
+		long long longest_timeout = cfg->processor_timeout_ms;
+		if (gw->proc2_type != NULL && cfg->processor2_timeout_ms > longest_timeout)
+			longest_timeout = cfg->processor2_timeout_ms;
+		if (cfg->reconcile_grace_ms > 0 && cfg->reconcile_grace_ms <= longest_timeout) {
+			snprintf(err, errlen, "reconcile_grace_ms (%lld) must exceed the longest "
+			         "processor timeout (%lld ms)", cfg->reconcile_grace_ms, longest_timeout);
+			return FGW_ERR_INVALID;
+		}
 		struct reconciler_opts ro = {
 			.interval_ms = cfg->reconcile_interval_ms,
 			.grace_ms = cfg->reconcile_grace_ms > 0 ? cfg->reconcile_grace_ms
-			                                        : cfg->processor_timeout_ms + 5000,
+			                                        : longest_timeout + 5000,
+			.not_found_settle_ms = cfg->reconcile_not_found_settle_ms,
 			.max_attempts = (int)cfg->reconcile_max_attempts,
 			.backoff_max_ms = cfg->reconcile_backoff_max_ms,
 		};

@@ -261,7 +261,9 @@ status_replied(void *arg, const struct httpc_response *resp)
 		/* Never charged — but only once no request of the first attempt
 		 * can still be on its way: the grace period exceeds the
 		 * processor timeout. */
-		if (age >= it->rc->o.grace_ms)
+		if (age >= it->rc->o.grace_ms &&
+		    age >= (it->rc->o.not_found_settle_ms >= 0 ? it->rc->o.not_found_settle_ms
+		                                               : it->type->not_found_settle_ms))
 			resolve(it, "failed", "PAYMENT_PROCESSING_FAILED");
 		else
 			defer(it, "not found yet");

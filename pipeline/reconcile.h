@@ -23,6 +23,8 @@ struct reconciler_opts {
 	                            this long after the last attempt, is safe
 	                            to decide (must exceed the processor
 	                            timeout) */
+	int64_t not_found_settle_ms; /* >= 0: overrides the adapter type's
+	                            not_found_settle_ms (tests); -1: the type's */
 	int max_attempts;        /* then manual review */
 	int64_t backoff_max_ms;  /* cap of the per-row backoff */
 };

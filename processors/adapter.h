@@ -131,6 +131,11 @@ struct proc_config {
 struct proc_type {
 	const char *name;
 	int seals_reply;        /* 1: reply bodies are {"sealed": "..."} to our key */
+	/* A status answer "no such payment" (PROC_NOT_FOUND) is final only
+	 * this long after the attempt: a processor that finds payments
+	 * through a search index that lags behind writes (Stripe) must not
+	 * have a fresh charge declared never made. 0: the lookup is exact. */
+	long long not_found_settle_ms;
 	/* Builds the purchase request. 0 or FGW_ERR_*. */
 	int (*build)(const struct proc_config *cfg, const struct proc_request *req,
 	             struct proc_http *out);

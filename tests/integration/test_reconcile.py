@@ -156,3 +156,10 @@ def test_latency_beyond_the_timeout_is_reconciled_to_the_charge():
         rows = stack.sandbox.assert_matches(stack.gw)
         assert {r["status"] for r in rows} == {"succeeded"}, rows
         assert_replays_final(stack.gw, answers)
+
+
+def test_grace_shorter_than_a_processor_timeout_is_refused():
+    """Deciding a row while its request may still be on its way would let
+    the reconciler and the live answer disagree: start-up refuses it."""
+    harness.start_fails([], "must exceed the longest processor timeout",
+                        reconcile_grace_ms=1000, processor_timeout_ms=1000)

@@ -98,7 +98,7 @@ def test_each_processor_has_its_own_settings():
                             processor2_type="stripe", processor2_public_key_file="",
                             processor2_secret_file=harness.write_secret(secrets, "k", key),
                             processor2_api_version="2024-06-20", processor2_timeout_ms=300,
-                            processor_timeout_ms=3000) as (stack, backup):
+                            processor_timeout_ms=3000, reconcile_grace_ms=4000) as (stack, backup):
             gw = stack.gw
             eur = gw.pay(harness.txn_body(currency="EUR"))
             harness.assert_status(eur)

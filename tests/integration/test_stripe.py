@@ -286,7 +286,10 @@ def test_lost_answers_are_reconciled_through_search():
     """The Stripe server creates the intent and drops the answer: the
     gateway leaves the rows in processing and the reconciler finds each
     intent by metadata[flair_txn_id] (no pi_ id was ever seen)."""
-    fast = dict(reconcile_interval_ms=200, reconcile_grace_ms=2500, processor_timeout_ms=1000)
+    # An empty search is trusted at once here (settle 0); by default it is
+    # trusted only after an hour (test_empty_search_is_not_trusted_at_once).
+    fast = dict(reconcile_interval_ms=200, reconcile_grace_ms=2500, processor_timeout_ms=1000,
+                reconcile_not_found_settle_ms=0)
     with harness.Stack(sandbox_args=["--stripe", "--secret", API_KEY], **STRIPE, **fast) as stack:
         stack.sandbox.faults(fail_rate=1.0, fail_mode="after")
         calls = [harness.Background(lambda i=i: stack.gw.pay(harness.txn_body(amount=1000 + i)))
@@ -320,3 +323,20 @@ def test_lost_answers_are_reconciled_through_search():
         row = stack.gw.txn_row(lost.body["transactionId"])
         assert row["status"] == "failed" and not row["processor_ref"], row
         assert lost.body["transactionId"] not in ledger(stack.sandbox)["byKey"]
+
+
+def test_empty_search_is_not_trusted_at_once():
+    """Stripe's search lags behind writes: with the adapter's default
+    settle period an empty search keeps the row processing (asked again
+    with backoff) instead of declaring a possibly charged payment failed."""
+    fast = dict(reconcile_interval_ms=100, reconcile_grace_ms=1500, processor_timeout_ms=1000)
+    with harness.Stack(sandbox_args=["--stripe", "--secret", API_KEY], **STRIPE, **fast) as stack:
+        stack.sandbox.faults(fail_rate=1.0, fail_mode="500")
+        lost = stack.gw.pay(harness.txn_body(amount=778))
+        stack.sandbox.faults()
+        harness.assert_status(lost, "processing")
+        txn = lost.body["transactionId"]
+        harness.wait_until(lambda: stack.gw.txn_row(txn)["reconcile_attempts"] >= 2, 20,
+                           "the reconciler to have asked twice")
+        row = stack.gw.txn_row(txn)
+        assert row["status"] == "processing" and row["manual_review"] == 0, row
