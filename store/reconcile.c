@@ -165,7 +165,7 @@ refund_run(sqlite3 *db, void *ctx)
 	    "UPDATE transactions SET status = ?2, updated_at = ?3"
 	    " WHERE id = ?1 AND status = ?4";
 	static const char cur_sql[] = "SELECT status FROM transactions WHERE id = ?1";
-	const struct store_refund *rf = ctx;
+	struct store_refund *rf = ctx; /* the job's own copy */
 	sqlite3_stmt *s = NULL;
 	char cur[24];
 	int64_t sum, now = fgw_now_ms();
@@ -181,10 +181,6 @@ refund_run(sqlite3 *db, void *ctx)
 	sql_col_text(s, 0, cur, sizeof(cur));
 	sqlite3_finalize(s);
 	s = NULL;
-	if (!store_status_may_move(cur, rf->new_status)) {
-		r = FGW_ERR_STATE;
-		goto out;
-	}
 	if ((r = prepare(db, sum_sql, &s)) != 0)
 		goto out;
 	sqlite3_bind_text(s, 1, rf->txn_id, -1, SQLITE_STATIC);
@@ -197,6 +193,15 @@ refund_run(sqlite3 *db, void *ctx)
 	s = NULL;
 	if (rf->amount <= 0 || sum + rf->amount > rf->txn_amount) {
 		r = FGW_ERR_TOO_LARGE;
+		goto out;
+	}
+	/* Decided here, from the committed sum: two concurrent partial
+	 * refunds that together refund everything leave it refunded. */
+	fgw_strlcpy(rf->new_status, sum + rf->amount == rf->txn_amount ? "refunded"
+	                                                                : "partially_refunded",
+	            sizeof(rf->new_status));
+	if (!store_status_may_move(cur, rf->new_status)) {
+		r = FGW_ERR_STATE;
 		goto out;
 	}
 	if ((r = prepare(db, ins_sql, &s)) != 0)

@@ -44,13 +44,15 @@ struct store_refund {
 	char idempotency_key[256];  /* the processor key of this refund */
 	char processor_ref[96];
 	int64_t txn_amount;         /* what was captured: the cap */
-	char new_status[24];        /* refunded or partially_refunded */
+	char new_status[24];        /* set by the job from the committed sum:
+	                               refunded or partially_refunded */
 };
 
 /* In one job: checks that the refunds so far plus this one stay within
  * txn_amount (FGW_ERR_TOO_LARGE otherwise), inserts the refund (a repeat
  * of the same (txn_id, idempotency_key) is FGW_ERR_EXISTS), and moves the
- * transaction to new_status forward-only (FGW_ERR_STATE). The idempotent
+ * transaction forward-only (FGW_ERR_STATE) to refunded when the refunds now
+ * add up to txn_amount, else partially_refunded. The idempotent
  * answer and audit events commit with it. */
 int store_refund_record(struct store *st, struct store_waker *w,
                         const struct store_refund *rf,

@@ -118,3 +118,19 @@ def test_capture_of_purchase_is_refused_and_bad_capture_flag_is_invalid():
     harness.assert_error(gw().txn_op(txn, "cancel", {"amount": 1}), 400, "VALIDATION_ERROR")
     bad = gw().pay(harness.txn_body(capture="no"))
     harness.assert_error(bad, 400, "VALIDATION_ERROR")
+
+
+def test_concurrent_partial_refunds_that_add_up_leave_it_refunded():
+    """Two partial refunds racing on both reactors: the status follows the
+    committed sum, not what each request saw before calling the processor."""
+    txn, _ = paid(10000)
+    calls = [harness.Background(lambda i=i: gw().txn_op(txn, "refund", {"amount": 5000},
+                                                          idem=f"rf-race-{i}"))
+             for i in range(2)]
+    answers = [c.result(30) for c in calls]
+    assert all(a.status == 200 for a in answers), answers
+    rows = gw().query("SELECT SUM(amount) AS s FROM refunds WHERE txn_id = ?", txn)
+    assert rows[0]["s"] == 10000, rows
+    assert gw().txn_row(txn)["status"] == "refunded"
+    harness.assert_error(gw().txn_op(txn, "refund", {"amount": 1}, idem="rf-race-more"),
+                         409, "INVALID_TRANSACTION_STATE")
