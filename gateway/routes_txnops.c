@@ -324,6 +324,13 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		http_send_error(rx, req, 404, "NOT_FOUND", "Transaction not found");
 		return;
 	}
+	if (op == PROC_OP_REFUND && key == NULL) {
+		/* A retried refund without a key would reach the processor as
+		 * a new refund: the key is what makes a retry safe. */
+		http_send_error(rx, req, 400, "VALIDATION_ERROR",
+		                "Idempotency-Key is required for refunds");
+		return;
+	}
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
 		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		return;

@@ -17,6 +17,7 @@ import http.server as httpserver
 import http.client as httpclient
 import itertools
 import json
+import uuid
 import os
 import re
 import select
@@ -582,8 +583,11 @@ class Gateway(Daemon):
         return subprocess.run(argv, cwd=self.dir, capture_output=True, text=True,
                               timeout=timeout, env=dict(os.environ, **SANITIZER_ENV, **(env or {})))
 
-    def txn_op(self, txn_id, op, body=None, idem=None, key=DEV_KEY):
-        """POST /v1/transactions/{id}/{op} (refund, capture, cancel)."""
+    def txn_op(self, txn_id, op, body=None, idem=None, key=DEV_KEY, no_key=False):
+        """POST /v1/transactions/{id}/{op} (refund, capture, cancel). Refunds
+        require an Idempotency-Key: a fresh one unless idem or no_key."""
+        if idem is None and op == "refund" and not no_key:
+            idem = f"it-{uuid.uuid4().hex}"
         headers = {"Idempotency-Key": idem} if idem is not None else {}
         return self.http("POST", f"/v1/transactions/{txn_id}/{op}",
                          body if body is not None else {}, headers, key=key)

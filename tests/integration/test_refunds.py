@@ -134,3 +134,11 @@ def test_concurrent_partial_refunds_that_add_up_leave_it_refunded():
     assert gw().txn_row(txn)["status"] == "refunded"
     harness.assert_error(gw().txn_op(txn, "refund", {"amount": 1}, idem="rf-race-more"),
                          409, "INVALID_TRANSACTION_STATE")
+
+
+def test_refund_without_idempotency_key_is_refused():
+    txn, _ = paid(3000)
+    harness.assert_error(gw().txn_op(txn, "refund", {"amount": 100}, no_key=True), 400,
+                         "VALIDATION_ERROR")
+    assert gw().query("SELECT COUNT(*) AS n FROM refunds WHERE txn_id = ?", txn)[0]["n"] == 0
+    assert gw().txn_row(txn)["status"] == "succeeded"
