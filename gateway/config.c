@@ -247,10 +247,25 @@ set_webhook(struct fgw_config *cfg, int inbound, const char *value, const char *
 	    (strncmp(w[0], "http://", 7) != 0 && strncmp(w[0], "https://", 8) != 0) ||
 	    strspn(w[0], "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 	                 "-._~:/?#[]@!$&'()*+,;=%") != strlen(w[0]))
-		return fail(err, errlen, where, "webhook_endpoint needs \"URL SECRET_FILE\" "
+		return fail(err, errlen, where, "webhook_endpoint needs \"URL SECRET_FILE [CLIENT_ID]\" "
 		            "with an http:// or https:// URL%s", "");
 	if (cfg->n_webhook_endpoints == CONFIG_MAX_WEBHOOK_ENDPOINTS)
 		return fail(err, errlen, where, "too many webhook_endpoint lines%s", "");
+	{
+		/* An optional third word names the API client it serves. */
+		char *sp = strchr(w[1], ' ');
+		struct config_webhook_endpoint *ep = &cfg->webhook_endpoints[cfg->n_webhook_endpoints];
+		ep->client_id[0] = '\0';
+		if (sp != NULL) {
+			*sp++ = '\0';
+			while (*sp == ' ')
+				sp++;
+			if (*sp == '\0' || strchr(sp, ' ') != NULL ||
+			    fgw_strlcpy(ep->client_id, sp, sizeof(ep->client_id)) != 0)
+				return fail(err, errlen, where, "webhook_endpoint CLIENT_ID must be one "
+				            "word of at most 63 characters%s", "");
+		}
+	}
 	fgw_strlcpy(cfg->webhook_endpoints[cfg->n_webhook_endpoints].url, w[0],
 	            sizeof(cfg->webhook_endpoints[0].url));
 	fgw_strlcpy(cfg->webhook_endpoints[cfg->n_webhook_endpoints].secret_file, w[1],

@@ -31,10 +31,12 @@ struct config_inbound_webhook {
 	char secret_file[512];
 };
 
-/* webhook_endpoint "URL SECRET_FILE": where the website hears events. */
+/* webhook_endpoint "URL SECRET_FILE [CLIENT_ID]": where a website hears
+ * events; with CLIENT_ID only about that API client's transactions. */
 struct config_webhook_endpoint {
 	char url[512];
 	char secret_file[512];
+	char client_id[64];       /* "" = every client's events */
 };
 
 struct fgw_config {

@@ -157,13 +157,28 @@ on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_r
 	snprintf(type, sizeof(type), "transaction.%s", row->status);
 	if ((payload = event_payload(ev, type, row)) == NULL)
 		goto fail;
-	for (int i = 0; i < n; i++) {
-		fgw_random_id("whd_", rows[i].id, sizeof(rows[i].id));
-		fgw_strlcpy(rows[i].url, wh->gw->cfg.webhook_endpoints[i].url, sizeof(rows[i].url));
-		fgw_strlcpy(rows[i].event_id, ev, sizeof(rows[i].event_id));
-		fgw_strlcpy(rows[i].event_type, type, sizeof(rows[i].event_type));
-		fgw_strlcpy(rows[i].txn_id, row->id, sizeof(rows[i].txn_id));
-		rows[i].payload = payload;
+	{
+		/* Only the endpoints of the transaction's own client (or those
+		 * serving every client) hear about it. */
+		int k = 0;
+		for (int i = 0; i < n; i++) {
+			const struct config_webhook_endpoint *ep = &wh->gw->cfg.webhook_endpoints[i];
+			if (ep->client_id[0] != '\0' && strcmp(ep->client_id, row->client_id) != 0)
+				continue;
+			fgw_random_id("whd_", rows[k].id, sizeof(rows[k].id));
+			fgw_strlcpy(rows[k].url, ep->url, sizeof(rows[k].url));
+			fgw_strlcpy(rows[k].event_id, ev, sizeof(rows[k].event_id));
+			fgw_strlcpy(rows[k].event_type, type, sizeof(rows[k].event_type));
+			fgw_strlcpy(rows[k].txn_id, row->id, sizeof(rows[k].txn_id));
+			rows[k].payload = payload;
+			k++;
+		}
+		n = k;
+	}
+	if (n == 0) {
+		free(payload);
+		free(ev);
+		return;
 	}
 	snprintf(details, sizeof(details), "{\"eventId\":\"%s\",\"type\":\"%s\",\"endpoints\":%d}", ev,
 	         type, n);

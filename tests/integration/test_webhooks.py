@@ -25,6 +25,7 @@ RETRY_BASE_MS = 200
 RECEIVER = harness.Receiver()
 atexit.register(RECEIVER.close)
 DEAD_URL = f"http://127.0.0.1:{harness.free_port()}/nobody-listens"
+PARTNER_URL = f"http://127.0.0.1:{harness.free_port()}/partner-only"
 GATEWAY_PORT = harness.free_port()
 
 
@@ -35,6 +36,8 @@ def _stack():
         ("inbound_webhook", "stripe stripe " + harness.write_secret(SECRETS, "st", STRIPE_SECRET)),
         ("webhook_endpoint", f"{RECEIVER.url} " + harness.write_secret(SECRETS, "site", SITE_SECRET)),
         ("webhook_endpoint", f"{DEAD_URL} " + harness.write_secret(SECRETS, "dead", SITE_SECRET)),
+        ("webhook_endpoint", f"{PARTNER_URL} " + harness.write_secret(SECRETS, "partner", SITE_SECRET)
+         + f" {harness.OTHER_CLIENT}"),
     ]
     sandbox_args = ["--webhook-url", f"http://127.0.0.1:{GATEWAY_PORT}/v1/webhooks/sandbox",
                     "--webhook-secret", SANDBOX_SECRET]
@@ -458,3 +461,14 @@ def test_bad_webhook_configuration_stops_start_up():
     start_fails([("webhook_endpoint", f"{RECEIVER.url} {loose}")], "mode 0600")
     start_fails([("inbound_webhook", f"sandbox sandbox {short}")], "at least 16 bytes")
     start_fails([("inbound_webhook", f"sandbox sandbox {SECRETS}/missing")], "webhook secret")
+
+
+def test_endpoint_bound_to_a_client_hears_only_that_client():
+    """A webhook_endpoint with a CLIENT_ID gets events about that API
+    client's transactions only: one website never hears about another's."""
+    ours = gw().pay(harness.txn_body(VISA)).body["transactionId"]
+    theirs = gw().pay(harness.txn_body(VISA), key=harness.OTHER_KEY).body["transactionId"]
+    wait_delivered(ours)
+    assert deliveries_for(ours, PARTNER_URL) == []
+    assert len(deliveries_for(theirs, PARTNER_URL)) == 1
+    assert len(deliveries_for(theirs)) == 1  # endpoints for every client hear it too
