@@ -7,9 +7,11 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
+#include <curl/curl.h>
 #include <event2/event.h>
 #include <sodium.h>
 
+#include "core/err.h"
 #include "crypto/wipealloc.h"
 
 void *
@@ -53,4 +55,25 @@ wipealloc_install(void)
 	cJSON_InitHooks(&hooks);
 	event_set_mem_functions(wipealloc_malloc, wipealloc_realloc,
 	                        wipealloc_free);
+}
+
+void *
+wipealloc_calloc(size_t n, size_t size)
+{
+	return calloc(n, size);
+}
+
+char *
+wipealloc_strdup(const char *s)
+{
+	return strdup(s);
+}
+
+int
+wipealloc_curl_global_init(void)
+{
+	return curl_global_init_mem(CURL_GLOBAL_DEFAULT, wipealloc_malloc, wipealloc_free,
+	                            wipealloc_realloc, wipealloc_strdup, wipealloc_calloc) == CURLE_OK
+	           ? FGW_OK
+	           : FGW_ERR_INTERNAL;
 }

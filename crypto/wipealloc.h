@@ -15,7 +15,13 @@
 void *wipealloc_malloc(size_t n);
 void *wipealloc_realloc(void *p, size_t n);
 void wipealloc_free(void *p);
+void *wipealloc_calloc(size_t n, size_t size);
+char *wipealloc_strdup(const char *s);
 /* Installs the hooks into libevent and cJSON. */
 void wipealloc_install(void);
+/* curl_global_init with these allocators: libcurl's send buffers (a
+ * processor request may carry card fields over TLS) are wiped when freed.
+ * Returns 0 or FGW_ERR_INTERNAL. */
+int wipealloc_curl_global_init(void);
 
 #endif

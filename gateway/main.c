@@ -483,7 +483,10 @@ main(int argc, char **argv)
 		log_warn("could not disable core dumps");
 	wipealloc_install();
 	evthread_use_pthreads();
-	curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (wipealloc_curl_global_init() != 0) {
+		fprintf(stderr, "flairgw: libcurl failed to initialise\n");
+		return 1;
+	}
 	gw.started_at = fgw_now_ms();
 
 	if (fgw_mkdirs(gw.cfg.data_dir, 0700) != 0) {
