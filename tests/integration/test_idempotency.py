@@ -1,6 +1,5 @@
 """Idempotency-Key: same key, same effect; conflicts refused; scoped per client."""
 
-import time
 import uuid
 
 import harness
@@ -68,7 +67,8 @@ def test_concurrent_repeat_while_in_flight_conflicts():
     try:
         key, body = new_key(), harness.txn_body()
         first = harness.Background(lambda: gw().pay(body, idem=key))
-        time.sleep(0.5)
+        # In flight: its row is written ahead and the processor is slow.
+        gw().wait_for_row(body["reservationId"])
         harness.assert_error(gw().pay(body, idem=key), 409, "IDEMPOTENCY_CONFLICT")
         answer = first.result()
         assert answer.status == 200, answer
