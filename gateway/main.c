@@ -29,11 +29,14 @@
 #include "crypto/sealed.h"
 #include "crypto/secmem.h"
 #include "crypto/wipealloc.h"
+#include "gateway/backup.h"
 #include "gateway/gateway.h"
 #include "gateway/idem.h"
+#include "pipeline/audit_emit.h"
 #include "store/store.h"
 
 static struct gateway gw;
+static struct store_waker *main_waker; /* the main loop's, for audit events */
 
 /* SIGHUP: pick up keys rotated by flairctl and a changed JWKS file. A
  * file that fails its checks is refused and the old set keeps running. */
@@ -47,11 +50,18 @@ reload(void)
 		log_error("SIGHUP: key ring not reloaded: %s", why ? why : fgw_strerror(r));
 	else
 		log_info("SIGHUP: key ring reloaded");
+	audit_emit(gw.store, main_waker, "system", "local", "config.reload", gw.cfg.keys_dir,
+	           r == 0 ? "success" : "failure",
+	           r == 0 ? "{\"part\":\"keyring\"}" : "{\"part\":\"keyring\",\"error\":\"refused\"}");
 	if (gw.jwt != NULL && gw.cfg.jwt_jwks_file[0] != '\0') {
-		if (jwt_verifier_reload_jwks(gw.jwt, err, sizeof(err)) != 0)
+		r = jwt_verifier_reload_jwks(gw.jwt, err, sizeof(err));
+		if (r != 0)
 			log_error("SIGHUP: JWKS not reloaded: %s", err);
 		else
 			log_info("SIGHUP: JWKS reloaded");
+		audit_emit(gw.store, main_waker, "system", "local", "config.reload",
+		           gw.cfg.jwt_jwks_file, r == 0 ? "success" : "failure",
+		           r == 0 ? "{\"part\":\"jwks\"}" : "{\"part\":\"jwks\",\"error\":\"refused\"}");
 	}
 }
 
@@ -151,6 +161,8 @@ main(int argc, char **argv)
 	struct store_opts sopts;
 	struct event_base *sigbase = NULL;
 	struct event *sigs[3] = { NULL, NULL, NULL };
+	struct backup_sched *sched = NULL;
+	char details[1024];
 	const char *kerr = NULL;
 	char err[1024];
 	int help = 0, r, code = 1;
@@ -235,6 +247,9 @@ main(int argc, char **argv)
 	for (int i = 0; i < 3; i++)
 		if (sigs[i] == NULL || event_add(sigs[i], NULL) != 0)
 			goto out;
+	if (store_waker_new(gw.store, sigbase, &main_waker) != 0 ||
+	    backup_sched_start(&gw.cfg, gw.kr, gw.store, sigbase, main_waker, &sched) != 0)
+		goto out;
 	if (server_start(&gw, err, sizeof(err)) != 0) {
 		fprintf(stderr, "flairgw: %s\n", err);
 		log_error("%s", err);
@@ -243,11 +258,25 @@ main(int argc, char **argv)
 	log_info("listening on %s with %d reactor%s, processor %s at %s, database %s",
 	         gw.cfg.listen, gw.n_rx, gw.n_rx == 1 ? "" : "s", gw.proc.name,
 	         gw.proc.base_url, gw.cfg.database);
+	/* Start-up is an audited configuration event (PCI DSS 10.2.1.6/10.2.2). */
+	r = snprintf(details, sizeof(details),
+	             "{\"listen\":\"%s\",\"mode\":\"%s\",\"workers\":%d,\"processor\":\"%s\","
+	             "\"rulesFile\":\"%s\",\"backupIntervalS\":%lld,\"checkpointIntervalS\":%lld}",
+	             gw.cfg.listen, gw.cfg.mode, gw.n_rx, gw.proc.name, gw.cfg.rules_file,
+	             gw.cfg.backup_interval_s, gw.cfg.audit_checkpoint_interval_s);
+	audit_emit(gw.store, main_waker, "system", "local", "config.loaded", gw.cfg.database,
+	           "success", r > 0 && (size_t)r < sizeof(details) ? details : NULL);
 	event_base_dispatch(sigbase);
 	server_stop(&gw);
+	/* Before the last checkpoint, so the checkpoint covers it. */
+	audit_emit(gw.store, NULL, "system", "local", "service.stopped", gw.cfg.database,
+	           "success", NULL);
+	backup_sched_stop(sched);
+	sched = NULL;
 	code = 0;
 	log_info("stopped");
 out:
+	backup_sched_stop(sched);
 	for (int i = 0; i < 3; i++)
 		if (sigs[i] != NULL)
 			event_free(sigs[i]);
@@ -255,6 +284,7 @@ out:
 		event_base_free(sigbase);
 	if (gw.store != NULL)
 		store_close(gw.store);
+	store_waker_free(main_waker);
 	idem_table_free(gw.idem);
 	jwt_verifier_free(gw.jwt);
 	keyring_free(gw.kr);

@@ -571,6 +571,25 @@ class Gateway(Daemon):
         assert len(rows) == 1, rows
         return rows[0]
 
+    def flairctl(self, *args, check=True, timeout=60):
+        """Run flairctl with this gateway's configuration; CompletedProcess
+        with text output. check: fail unless it exits 0."""
+        opts = {"data_dir": self.data_dir, "kek_file": self.kek_file}
+        opts.update({k: v for k, v in self.overrides.items()
+                     if k not in ("listen", "log_file", "workers")})
+        argv = [os.path.join(BUILD, "flairctl"), "--config", DEV_CONFIG]
+        for name, value in opts.items():
+            argv += [f"--{name}", str(value)]
+        done = subprocess.run(argv + list(args), cwd=self.dir, capture_output=True, text=True,
+                              timeout=timeout, env=dict(os.environ, **SANITIZER_ENV),
+                              stdin=subprocess.DEVNULL)
+        for stream in (done.stdout, done.stderr):
+            mark = next((m.decode() for m in SANITIZER_MARKS if m.decode() in stream), None)
+            assert not mark, f"flairctl sanitizer report: {stream[-3000:]}"
+        if check:
+            assert done.returncode == 0, f"flairctl {args}: {done.returncode}\n{done.stdout}\n{done.stderr}"
+        return done
+
     def audit_for(self, txn_id):
         like = f"%{txn_id}%"
         return self.query("SELECT * FROM audit_events WHERE resource LIKE ? OR details_json "
