@@ -441,3 +441,31 @@ def test_service_stopped_is_checkpointed():
         last = g.query("SELECT max(seq) AS n FROM audit_checkpoints")[0]["n"]
         assert last == stopped[0]["seq"], (last, stopped)
         assert "intact" in g.flairctl("audit", "verify").stdout
+
+
+def test_auditor_commands_open_read_only():
+    """verify, query and report work on a file the user cannot write, and
+    leave it byte for byte as it was (no writer, no migration)."""
+    g = gw()
+    tmp = os.path.join(g.dir, "ro")
+    os.makedirs(tmp, exist_ok=True)
+    path = copy_db(g, tmp)
+    os.chmod(path, 0o444)
+    before = open(path, "rb").read()
+    assert "intact" in verify_file(g, path).stdout
+    out = g.flairctl("--database", path, "audit", "query", "--type", "txn", "--format", "jsonl").stdout
+    assert out.count("\n") >= 2, out
+    assert "transactions:" in g.flairctl("--database", path, "report").stdout
+    assert open(path, "rb").read() == before
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_backup_failure_is_audited():
+    g = gw()
+    blocker = os.path.join(g.dir, "not-a-dir")
+    with open(blocker, "w") as f:
+        f.write("x")
+    done = g.flairctl("--backup_dir", os.path.join(blocker, "sub"), "backup", "now", check=False)
+    assert done.returncode != 0, done.stdout
+    failed = wait_event(g, "backup.failed")
+    check_fields(failed, "operator:", "local", blocker, "failure")
