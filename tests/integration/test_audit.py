@@ -79,6 +79,11 @@ def test_transaction_events_have_fields():
     outcome = wait_event(g, "txn.outcome", resource=txn)
     check_fields(outcome, harness.DEV_CLIENT, "ip", "txn_", "succeeded")
     assert VISA not in (created["details_json"] or "") + (outcome["details_json"] or "")
+    d = json.loads(created["details_json"])
+    assert (d["amount"], d["currency"], d["last4"], d["reservationId"]) == \
+        (15000, "USD", VISA[-4:], "RES-AUD-1"), d
+    assert created["outcome"] == "posting", created
+    assert json.loads(outcome["details_json"])["processorRef"] == ok.body["processor"]["reference"]
     declined = g.pay(harness.txn_body(amount=1000001))
     decided = wait_event(g, "txn.decided", resource=declined.body["transactionId"])
     check_fields(decided, harness.DEV_CLIENT, "ip", "txn_", "declined")
@@ -90,6 +95,8 @@ def test_auth_failed_event_fields():
     assert resp.status == 401, resp
     e = wait_event(g, "auth.failed")
     check_fields(e, "anonymous", "ip", "/v1/transactions", "failure")
+    assert json.loads(e["details_json"])["reason"], e
+    assert "wrong-key-123" not in e["details_json"], e
 
 
 def test_config_loaded_and_reload_events():
