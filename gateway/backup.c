@@ -457,9 +457,37 @@ read_cred(const char *path, char *out, size_t cap)
 	return len > 0 ? 0 : FGW_ERR_INVALID;
 }
 
+/* libcurl progress callback: a non-zero return aborts the transfer, so a
+ * stopping daemon does not wait out a slow upload. */
+static int
+upload_progress(void *clientp, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                curl_off_t ulnow)
+{
+	atomic_int *stop = clientp;
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	return stop != NULL && atomic_load(stop) ? 1 : 0;
+}
+
+int
+backup_upload_details(const char *bucket, int attempts, const char *error, char **out)
+{
+	cJSON *o = cJSON_CreateObject();
+	int r = FGW_ERR_NOMEM;
+	if (o != NULL && cJSON_AddStringToObject(o, "bucket", bucket) &&
+	    cJSON_AddNumberToObject(o, "attempts", attempts) &&
+	    (error == NULL || cJSON_AddStringToObject(o, "error", error)) &&
+	    (*out = cJSON_PrintUnformatted(o)) != NULL)
+		r = 0;
+	cJSON_Delete(o);
+	return r;
+}
+
 int
 backup_upload_once(const struct fgw_config *cfg, const char *path, const char *name,
-                   char *err, size_t errlen)
+                   atomic_int *stop, char *err, size_t errlen)
 {
 	char url[1400], sigv4[128], userpwd[600], hashhdr[100];
 	char access[256], secret[256];
@@ -522,7 +550,15 @@ backup_upload_once(const struct fgw_config *cfg, const char *path, const char *n
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 300000L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-	if ((cc = curl_easy_perform(c)) != CURLE_OK) {
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, upload_progress);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, stop);
+	if ((cc = curl_easy_perform(c)) == CURLE_ABORTED_BY_CALLBACK) {
+		snprintf(err, errlen, "stopped");
+		r = FGW_ERR_SHUTDOWN;
+		goto out;
+	}
+	if (cc != CURLE_OK) {
 		snprintf(err, errlen, "%s", curl_easy_strerror(cc));
 		r = FGW_ERR_UNAVAILABLE;
 		goto out;
@@ -579,8 +615,10 @@ backup_upload(const struct fgw_config *cfg, const char *path, const char *name,
 		if (stop != NULL && atomic_load(stop))
 			return FGW_ERR_SHUTDOWN;
 		(*attempts)++;
-		if ((r = backup_upload_once(cfg, path, name, err, errlen)) == 0)
+		if ((r = backup_upload_once(cfg, path, name, stop, err, errlen)) == 0)
 			return 0;
+		if (r == FGW_ERR_SHUTDOWN)
+			return r;
 		log_warn("upload of %s failed (attempt %d of %lld): %s", name, *attempts,
 		         cfg->s3_retries + 1, err);
 		if (i == cfg->s3_retries)
@@ -638,7 +676,7 @@ static void
 upload_pending(struct backup_sched *s)
 {
 	const struct fgw_config *cfg = s->cfg;
-	char **names = NULL, path[1100], marker[1100], err[256], details[512];
+	char **names = NULL, path[1100], marker[1100], err[256], *details;
 	int n = 0, attempts = 0, r;
 
 	if (backup_list(cfg->backup_dir, &names, &n) != 0)
@@ -661,12 +699,13 @@ upload_pending(struct backup_sched *s)
 			log_error("backup %s not uploaded after %d attempts: %s (retried with the next backup)",
 			          names[i], attempts, err);
 		}
-		snprintf(details, sizeof(details), "{\"bucket\":\"%s\",\"attempts\":%d%s%s%s}",
-		         cfg->s3_bucket, attempts, r == 0 ? "" : ",\"error\":\"",
-		         r == 0 ? "" : "upload failed", r == 0 ? "" : "\"");
+		details = NULL;
+		if (backup_upload_details(cfg->s3_bucket, attempts, r == 0 ? NULL : err, &details) != 0)
+			details = NULL;
 		audit_emit(s->st, s->w, "system", "local",
 		           r == 0 ? "backup.uploaded" : "backup.upload_failed", names[i],
 		           r == 0 ? "success" : "failure", details);
+		free(details);
 	}
 	backup_names_free(names, n);
 }

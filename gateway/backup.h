@@ -64,9 +64,15 @@ int backup_prune(const char *dir, int keep_last, int keep_days, int64_t now_ms,
                  int *removed);
 
 /* One PUT of the file to the configured S3 bucket (AWS Signature V4);
- * FGW_ERR_UPSTREAM with err filled on any failure. */
+ * FGW_ERR_UNAVAILABLE with err filled on any failure. A transfer in
+ * progress is aborted (FGW_ERR_SHUTDOWN) once *stop is set (stop may be
+ * NULL). */
 int backup_upload_once(const struct fgw_config *cfg, const char *path,
-                       const char *name, char *err, size_t errlen);
+                       const char *name, atomic_int *stop, char *err,
+                       size_t errlen);
+/* {"bucket":…,"attempts":N[,"error":…]} for the upload events (malloc'ed). */
+int backup_upload_details(const char *bucket, int attempts, const char *error,
+                          char **out);
 /* Uploads with up to cfg->s3_retries retries, waiting s3_retry_base_ms,
  * doubled each time (at most 30 s), between them; returns early with
  * FGW_ERR_SHUTDOWN once *stop is set. *attempts counts the tries. */

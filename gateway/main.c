@@ -9,6 +9,7 @@
 #define LOG_MODULE "main"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -63,6 +65,56 @@ reload(void)
 		           gw.cfg.jwt_jwks_file, r == 0 ? "success" : "failure",
 		           r == 0 ? "{\"part\":\"jwks\"}" : "{\"part\":\"jwks\",\"error\":\"refused\"}");
 	}
+}
+
+static pthread_mutex_t started_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t started_cv = PTHREAD_COND_INITIALIZER;
+static int started_flag;
+
+/* Runs on the writer thread after the COMMIT (no waker). */
+static void
+started_done(void *arg, int rc)
+{
+	(void)arg;
+	if (rc != 0)
+		log_error("config.loaded audit event not recorded: %s", fgw_strerror(rc));
+	pthread_mutex_lock(&started_mu);
+	started_flag = 1;
+	pthread_cond_signal(&started_cv);
+	pthread_mutex_unlock(&started_mu);
+}
+
+/* config.loaded: what the daemon runs with (no secrets, no key paths). */
+static void
+config_event(struct gateway *g)
+{
+	struct store_audit a;
+	cJSON *o = cJSON_CreateObject();
+	char *details = NULL;
+	if (o != NULL && cJSON_AddStringToObject(o, "listen", g->cfg.listen) &&
+	    cJSON_AddStringToObject(o, "mode", g->cfg.mode) &&
+	    cJSON_AddNumberToObject(o, "workers", g->n_rx) &&
+	    cJSON_AddStringToObject(o, "processor", g->proc.name) &&
+	    cJSON_AddStringToObject(o, "rulesFile", g->cfg.rules_file) &&
+	    cJSON_AddNumberToObject(o, "apiClients", g->cfg.n_api_keys) &&
+	    cJSON_AddNumberToObject(o, "backupIntervalS", (double)g->cfg.backup_interval_s) &&
+	    cJSON_AddNumberToObject(o, "checkpointIntervalS",
+	                            (double)g->cfg.audit_checkpoint_interval_s))
+		details = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	a = (struct store_audit){ "system", "local", "config.loaded", g->cfg.database, "success",
+		                      details };
+	/* Committed before the first request is served, so the event comes
+	 * before anything the configuration decides. The main thread is not a
+	 * reactor: waiting here blocks no request. */
+	pthread_mutex_lock(&started_mu);
+	if (store_audit_append(g->store, NULL, &a, 1, started_done, NULL) == 0)
+		while (!started_flag)
+			pthread_cond_wait(&started_cv, &started_mu);
+	else
+		log_error("config.loaded audit event not queued");
+	pthread_mutex_unlock(&started_mu);
+	free(details);
 }
 
 static int
@@ -162,7 +214,6 @@ main(int argc, char **argv)
 	struct event_base *sigbase = NULL;
 	struct event *sigs[3] = { NULL, NULL, NULL };
 	struct backup_sched *sched = NULL;
-	char details[1024];
 	const char *kerr = NULL;
 	char err[1024];
 	int help = 0, r, code = 1;
@@ -250,6 +301,8 @@ main(int argc, char **argv)
 	if (store_waker_new(gw.store, sigbase, &main_waker) != 0 ||
 	    backup_sched_start(&gw.cfg, gw.kr, gw.store, sigbase, main_waker, &sched) != 0)
 		goto out;
+	/* Start-up is an audited configuration event (PCI DSS 10.2.1.6/10.2.2). */
+	config_event(&gw);
 	if (server_start(&gw, err, sizeof(err)) != 0) {
 		fprintf(stderr, "flairgw: %s\n", err);
 		log_error("%s", err);
@@ -258,14 +311,6 @@ main(int argc, char **argv)
 	log_info("listening on %s with %d reactor%s, processor %s at %s, database %s",
 	         gw.cfg.listen, gw.n_rx, gw.n_rx == 1 ? "" : "s", gw.proc.name,
 	         gw.proc.base_url, gw.cfg.database);
-	/* Start-up is an audited configuration event (PCI DSS 10.2.1.6/10.2.2). */
-	r = snprintf(details, sizeof(details),
-	             "{\"listen\":\"%s\",\"mode\":\"%s\",\"workers\":%d,\"processor\":\"%s\","
-	             "\"rulesFile\":\"%s\",\"backupIntervalS\":%lld,\"checkpointIntervalS\":%lld}",
-	             gw.cfg.listen, gw.cfg.mode, gw.n_rx, gw.proc.name, gw.cfg.rules_file,
-	             gw.cfg.backup_interval_s, gw.cfg.audit_checkpoint_interval_s);
-	audit_emit(gw.store, main_waker, "system", "local", "config.loaded", gw.cfg.database,
-	           "success", r > 0 && (size_t)r < sizeof(details) ? details : NULL);
 	event_base_dispatch(sigbase);
 	server_stop(&gw);
 	/* Before the last checkpoint, so the checkpoint covers it. */

@@ -11,6 +11,7 @@
 
 #include <inttypes.h>
 #include <pwd.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -348,6 +349,8 @@ cmd_audit_checkpoint(struct ctl *c, int argc, char **argv)
 	if ((r = open_writer(c)) != 0)
 		return r;
 	keyring_audit_public(c->kr, pk);
+	/* Queued first, so the checkpoint queued after it signs it too. */
+	audit_admin(c, "audit.checkpoint", c->cfg.database, 0, NULL);
 	if ((r = store_audit_checkpoint(c->store, NULL, keyring_audit_sign_fn, c->kr, pk, NULL,
 	                                NULL)) != 0) {
 		fprintf(stderr, "flairctl: checkpoint: %s\n", fgw_strerror(r));
@@ -597,10 +600,12 @@ cmd_backup_now(struct ctl *c, int argc, char **argv)
 	printf("%s\n  bytes %" PRId64 ", blake2b %s, %" PRId64 " transactions, audit seq %" PRId64 "\n",
 	       bi.path, bi.bytes, bi.blake2b, bi.transactions, bi.audit_seq);
 	if (c->cfg.s3_endpoint[0] != '\0') {
-		char d[160];
+		char *d = NULL;
 		r = backup_upload(&c->cfg, bi.path, bi.name, NULL, &attempts, err, sizeof(err));
-		snprintf(d, sizeof(d), "{\"bucket\":\"%s\",\"attempts\":%d}", c->cfg.s3_bucket, attempts);
+		if (backup_upload_details(c->cfg.s3_bucket, attempts, r == 0 ? NULL : err, &d) != 0)
+			d = NULL;
 		audit_admin(c, r == 0 ? "backup.uploaded" : "backup.upload_failed", bi.name, r, d);
+		free(d);
 		if (r != 0) {
 			fprintf(stderr, "flairctl: upload: %s\n", err);
 			return r;
@@ -723,6 +728,7 @@ main(int argc, char **argv)
 	if (sodium_init() < 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		return 1;
 	memset(&c, 0, sizeof(c));
+	umask(077); /* backups, snapshots and restored databases: owner only */
 	secmem_harden_process();
 	log_setup(LOG_LVL_WARN, 0, 2);
 	config_defaults(&c.cfg);

@@ -6,6 +6,7 @@ under load that restores and verifies, and upload to s3rver that is down
 and then comes back."""
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -13,6 +14,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -192,6 +194,10 @@ def test_tampering_is_detected():
     for _ in range(3):
         harness.assert_status(g.pay(harness.txn_body()))
     g.flairctl("audit", "checkpoint")
+    cp = wait_event(g, "audit.checkpoint")
+    check_fields(cp, "operator:", "local", g.db_path, "success")
+    signed = g.query("SELECT max(seq) AS n FROM audit_checkpoints")[0]["n"]
+    assert signed >= cp["seq"], (signed, cp)
     tmp = os.path.join(g.dir, "tamper")
     os.makedirs(tmp, exist_ok=True)
     n = g.query("SELECT max(seq) AS n FROM audit_events")[0]["n"]
@@ -321,7 +327,6 @@ def test_backup_under_load_restores_and_verifies():
     details = json.loads(event["details_json"])
     with open(name, "rb") as f:
         data = f.read()
-    import hashlib
     assert details["blake2b"] == hashlib.blake2b(data, digest_size=32).hexdigest(), details
     assert details["bytes"] == len(data)
     assert b"SQLite format" not in data and b"RES-LOAD" not in data, "backup is not encrypted"
@@ -386,7 +391,7 @@ class S3rver:
 
 
 def test_scheduled_backup_upload_down_then_up():
-    tmp = harness.tempfile.mkdtemp(prefix="flairgw-s3-")
+    tmp = tempfile.mkdtemp(prefix="flairgw-s3-")
     port = harness.free_port()
     s3 = S3rver(os.path.join(tmp, "s3"), port)
     for name, value in (("access", "S3RVER"), ("secret", "S3RVER")):
