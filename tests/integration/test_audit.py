@@ -317,6 +317,7 @@ def test_backup_under_load_restores_and_verifies():
     harness.wait_until(lambda: len(committed) >= 10, 30, "load to start")
     started = time.monotonic()
     done = g.flairctl("backup", "now")
+    took = time.monotonic() - started
     stop.set()
     for t in threads:
         t.join(30)
@@ -341,6 +342,11 @@ def test_backup_under_load_restores_and_verifies():
     before = [t for when, t in committed if when < started]
     missing = [t for t in before if t not in have]
     assert before and not missing, f"{len(missing)} of {len(before)} missing from the restore"
+    with lock:
+        during = sum(1 for when, _ in committed if started <= when < started + took)
+    print(f"  backup under load: {took:.2f} s (sanitizer build), {len(data)} bytes, "
+          f"{details['transactions']} transactions, {during} payments answered meanwhile",
+          flush=True)
     assert "audit chain intact" in g.flairctl("backup", "verify", name).stdout
     assert os.path.basename(name) in g.flairctl("backup", "list").stdout
     # An edited backup does not verify.
