@@ -128,6 +128,16 @@ bench: deps
 fuzz: deps
 	@sh tests/fuzz/run.sh
 
+# The rules engine benchmark: decisions/s for etc/rules.conf alone and with
+# 1,000 more rules (tools/bench.sh can run $(BUILD)/bench-rules itself).
+.PHONY: bench-rules
+$(BUILD)/bench-rules: $(BUILD)/obj/tests/bench_rules.o $(call roomlibs,rules core)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+bench-rules: deps
+	@$(MAKE) --no-print-directory $(BUILD)/bench-rules
+	$(BUILD)/bench-rules etc/rules.conf
+
 format:
 	clang-format -i $(LIB_SRC) gateway/main.c $(TOOLS_CTL_SRC) $(TOOLS_SANDBOX_SRC) $(UNIT_TESTS)
 

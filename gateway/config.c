@@ -83,6 +83,10 @@ static const struct cfg_directive directives[] = {
 	STR(jwt_jwks_file, "", "customer JWTs: JWKS file with the RS256 keys (reloaded on SIGHUP)"),
 	STR(jwt_hs256_secret_file, "", "customer JWTs: file with the HS256 shared secret (>= 32 bytes)"),
 	INT(jwt_leeway_s, 0, 300, "30", "customer JWTs: allowed clock skew for exp/nbf"),
+	STR(pid_file, "", "file holding the daemon's pid, locked while it runs (default DATA_DIR/flairgw.pid)"),
+	STR(slots_file, "", "reservations: experiences and time slots loaded at start (JSON, docs/reservations.md)"),
+	INT(hold_minutes, 1, 1440, "15", "reservations: how long a hold keeps its places"),
+	INT(hold_sweep_ms, 100, 600000, "1000", "reservations: how often expired holds are released and old idempotency keys pruned"),
 	INT(audit_checkpoint_interval_s, 0, 86400, "300", "seconds between signed audit checkpoints; 0 = only at shutdown"),
 	STR(backup_dir, "", "directory for encrypted backups (default DATA_DIR/backups)"),
 	INT(backup_interval_s, 0, 31536000, "0", "seconds between scheduled backups; 0 = none"),
@@ -361,6 +365,9 @@ config_finish(struct fgw_config *cfg, char *err, size_t errlen)
 		return fail(err, errlen, "config", "data_dir is too long%s", "");
 	if (cfg->keys_dir[0] == '\0' &&
 	    derive_path(cfg->keys_dir, sizeof(cfg->keys_dir), cfg->data_dir, "keys") != 0)
+		return fail(err, errlen, "config", "data_dir is too long%s", "");
+	if (cfg->pid_file[0] == '\0' &&
+	    derive_path(cfg->pid_file, sizeof(cfg->pid_file), cfg->data_dir, "flairgw.pid") != 0)
 		return fail(err, errlen, "config", "data_dir is too long%s", "");
 	if (cfg->backup_dir[0] == '\0' &&
 	    derive_path(cfg->backup_dir, sizeof(cfg->backup_dir), cfg->data_dir, "backups") != 0)

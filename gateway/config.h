@@ -64,6 +64,11 @@ struct fgw_config {
 	char jwt_jwks_file[512];
 	char jwt_hs256_secret_file[512];
 	long long jwt_leeway_s;
+	char pid_file[512];       /* written at start; flairctl signals it */
+	/* reservations (issue 6) */
+	char slots_file[512];
+	long long hold_minutes;
+	long long hold_sweep_ms;
 	/* audit checkpoints and backups (issue 7) */
 	long long audit_checkpoint_interval_s;
 	char backup_dir[512];

@@ -15,6 +15,7 @@
 
 #include "gateway/config.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/risk.h"
 #include "processors/adapter.h"
 
 struct evhttp;
@@ -26,6 +27,7 @@ struct keyring;
 struct store;
 struct store_reader;
 struct req_ctx;
+struct rctx;
 
 struct gw_metrics {
 	atomic_ullong http_requests;
@@ -57,6 +59,9 @@ struct reactor {
 	int inflight;                 /* transactions on this reactor */
 	struct req_ctx *pending;      /* their request contexts */
 	int ready;                    /* 1 once listening, -1 on failure */
+	struct event *resv_timer;     /* reservations: hold expiry (reactor 0) */
+	int resv_sweeping;            /* a sweep job is queued */
+	struct rctx *resv_pending;    /* reservation requests in flight */
 };
 
 struct gateway {
@@ -73,6 +78,8 @@ struct gateway {
 	atomic_int stopping;
 	struct gw_metrics metrics;
 	int64_t started_at;
+	struct risk risk;              /* rules and velocity (risk.up: loaded) */
+	int pid_fd;                    /* pid_file, locked while we run */
 };
 
 /* routes.c: the HTTP surface. */

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -34,11 +35,50 @@
 #include "gateway/backup.h"
 #include "gateway/gateway.h"
 #include "gateway/idem.h"
+#include "gateway/resv.h"
+#include "pipeline/events.h"
+#include "pipeline/risk.h"
 #include "pipeline/audit_emit.h"
 #include "store/store.h"
+#include "store/txn_recent.h"
 
 static struct gateway gw;
 static struct store_waker *main_waker; /* the main loop's, for audit events */
+
+/* Rules and lists: compiled from scratch; a file with any error is
+ * refused whole and the old set keeps running. Audited either way. */
+static void
+reload_rules(void)
+{
+	struct rules_error rerr;
+	struct store_audit audit;
+	char msg[640];
+	char *details = NULL;
+	cJSON *o = NULL;
+	size_t n = 0;
+	int r;
+
+	if (!gw.risk.up)
+		return;
+	r = risk_reload(&gw.risk, &rerr, &n);
+	if (r != 0) {
+		rules_error_format(&rerr, msg, sizeof(msg));
+		log_error("SIGHUP: rules not reloaded, the old set keeps running: %s", msg);
+	} else {
+		snprintf(msg, sizeof(msg), "%zu rules", n);
+		log_info("SIGHUP: rules reloaded from %s: %s", gw.risk.rules_file, msg);
+	}
+	if ((o = cJSON_CreateObject()) != NULL &&
+	    cJSON_AddStringToObject(o, "what", "rules") != NULL &&
+	    cJSON_AddStringToObject(o, r != 0 ? "error" : "loaded", msg) != NULL)
+		details = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	audit = (struct store_audit){ "system", "SIGHUP", "config.reload", gw.risk.rules_file,
+		                          r != 0 ? "failure" : "success", details };
+	if ((r = store_audit_append(gw.store, NULL, &audit, 1, NULL, NULL)) != 0)
+		log_error("SIGHUP: reload not audited: %s", fgw_strerror(r));
+	free(details);
+}
 
 /* SIGHUP: pick up keys rotated by flairctl and a changed JWKS file. A
  * file that fails its checks is refused and the old set keeps running. */
@@ -54,7 +94,7 @@ reload(void)
 		log_info("SIGHUP: key ring reloaded");
 	audit_emit(gw.store, main_waker, "system", "local", "config.reload", gw.cfg.keys_dir,
 	           r == 0 ? "success" : "failure",
-	           r == 0 ? "{\"part\":\"keyring\"}" : "{\"part\":\"keyring\",\"error\":\"refused\"}");
+	           r == 0 ? "{\"what\":\"keyring\"}" : "{\"what\":\"keyring\",\"error\":\"refused\"}");
 	if (gw.jwt != NULL && gw.cfg.jwt_jwks_file[0] != '\0') {
 		r = jwt_verifier_reload_jwks(gw.jwt, err, sizeof(err));
 		if (r != 0)
@@ -63,8 +103,96 @@ reload(void)
 			log_info("SIGHUP: JWKS reloaded");
 		audit_emit(gw.store, main_waker, "system", "local", "config.reload",
 		           gw.cfg.jwt_jwks_file, r == 0 ? "success" : "failure",
-		           r == 0 ? "{\"part\":\"jwks\"}" : "{\"part\":\"jwks\",\"error\":\"refused\"}");
+		           r == 0 ? "{\"what\":\"jwks\"}" : "{\"what\":\"jwks\",\"error\":\"refused\"}");
 	}
+	reload_rules();
+}
+
+static int
+setup_rules(struct gateway *g, char *err, size_t errlen)
+{
+	struct rules_error rerr;
+	char msg[640];
+	int r;
+	if (g->cfg.rules_file[0] == '\0') {
+		log_warn("no rules_file: only validation and max_amount apply, no fraud or velocity rules");
+		return FGW_OK;
+	}
+	if ((r = risk_init(&g->risk, g->cfg.rules_file, g->cfg.mode, &rerr)) != 0) {
+		snprintf(err, errlen, "rules_file: %s", rules_error_format(&rerr, msg, sizeof(msg)));
+		return r;
+	}
+	struct rules *cur = rules_slot_get(g->risk.slot);
+	log_info("rules: %zu rules from %s, mode %s", rules_count(cur), g->cfg.rules_file, g->cfg.mode);
+	rules_unref(cur);
+	return FGW_OK;
+}
+
+static int
+replay_row(void *ctx, const struct store_txn_row *row)
+{
+	/* A row that does not fit (a negative amount) is skipped, not fatal. */
+	(void)risk_replay_row(ctx, row);
+	return 0;
+}
+
+/* Velocity limits survive a restart: the counters are rebuilt from the
+ * transactions recorded within the longest window the store keeps. */
+static int
+replay_velocity(struct gateway *g)
+{
+	struct store_reader *rd = NULL;
+	int64_t since, n = 0;
+	int r;
+	if (!g->risk.up)
+		return FGW_OK;
+	since = fgw_now_ms() - velocity_retention_ms(g->risk.velocity);
+	if ((r = store_reader_open(g->store, &rd)) != 0)
+		return r;
+	r = store_txn_recent(rd, since, 0, replay_row, &g->risk, &n);
+	store_reader_close(rd);
+	if (r == 0)
+		log_info("velocity: %lld recent transactions replayed", (long long)n);
+	return r;
+}
+
+/* The pid file is locked for as long as we run, so flairctl can tell a
+ * live daemon from a stale file, and two daemons cannot share data_dir. */
+static int
+write_pid_file(struct gateway *g, char *err, size_t errlen)
+{
+	char buf[32];
+	int fd, n;
+	if ((fd = open(g->cfg.pid_file, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+		snprintf(err, errlen, "pid_file %s: cannot open", g->cfg.pid_file);
+		return FGW_ERR_IO;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		snprintf(err, errlen, "pid_file %s is locked: another flairgw is running with it",
+		         g->cfg.pid_file);
+		close(fd);
+		return FGW_ERR_EXISTS;
+	}
+	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) != 0 || n < 0 || write(fd, buf, (size_t)n) != n) {
+		snprintf(err, errlen, "pid_file %s: cannot write", g->cfg.pid_file);
+		close(fd);
+		return FGW_ERR_IO;
+	}
+	g->pid_fd = fd;
+	return FGW_OK;
+}
+
+static void
+remove_pid_file(struct gateway *g)
+{
+	if (g->pid_fd < 0)
+		return;
+	/* Unlinked while still locked, so flairctl never signals a
+	 * successor through our file. */
+	unlink(g->cfg.pid_file);
+	close(g->pid_fd);
+	g->pid_fd = -1;
 }
 
 static pthread_mutex_t started_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -218,6 +346,7 @@ main(int argc, char **argv)
 	char err[1024];
 	int help = 0, r, code = 1;
 
+	gw.pid_fd = -1;
 	if (sodium_init() < 0) {
 		fprintf(stderr, "flairgw: libsodium failed to initialise\n");
 		return 1;
@@ -268,7 +397,9 @@ main(int argc, char **argv)
 	if (setup_processor(&gw, err, sizeof(err)) != 0 ||
 	    setup_jwt(&gw, err, sizeof(err)) != 0 ||
 	    pipeline_build(gw.cfg.stages_request, gw.cfg.stages_response, &gw.pl,
-	                   err, sizeof(err)) != 0) {
+	                   err, sizeof(err)) != 0 ||
+	    setup_rules(&gw, err, sizeof(err)) != 0 ||
+	    write_pid_file(&gw, err, sizeof(err)) != 0) {
 		fprintf(stderr, "flairgw: %s\n", err);
 		log_error("%s", err);
 		goto out;
@@ -286,6 +417,19 @@ main(int argc, char **argv)
 	}
 	if (idem_table_new(&gw.idem) != 0)
 		goto out;
+	if ((r = replay_velocity(&gw)) != 0) {
+		log_error("velocity replay from %s failed: %s", gw.cfg.database, fgw_strerror(r));
+		goto out;
+	}
+	if (gw.risk.up && (r = txn_events_subscribe(risk_on_txn_event, &gw.risk)) != 0) {
+		log_error("rules: cannot hear processor declines: %s", fgw_strerror(r));
+		goto out;
+	}
+	if (resv_setup(&gw, err, sizeof(err)) != 0) {
+		fprintf(stderr, "flairgw: %s\n", err);
+		log_error("%s", err);
+		goto out;
+	}
 	gw.n_rx = gw.cfg.workers > 0 ? (int)gw.cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (gw.n_rx < 1)
 		gw.n_rx = 1;
@@ -331,6 +475,8 @@ out:
 		store_close(gw.store);
 	store_waker_free(main_waker);
 	idem_table_free(gw.idem);
+	risk_free(&gw.risk);
+	remove_pid_file(&gw);
 	jwt_verifier_free(gw.jwt);
 	keyring_free(gw.kr);
 	curl_global_cleanup();

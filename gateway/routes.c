@@ -317,6 +317,7 @@ static const struct route ops_routes[] = {
 static const struct route *const route_tables[] = {
 	ops_routes,
 	txn_routes,
+	resv_routes,
 	NULL,
 };
 

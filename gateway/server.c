@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "gateway/gateway.h"
+#include "gateway/resv.h"
 #include "processors/httpc.h"
 #include "store/store.h"
 
@@ -182,7 +183,8 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 		snprintf(err, errlen, "reactor %d: %s", rx->idx, fgw_strerror(r));
 		return r;
 	}
-	if ((rx->stop_ev = event_new(rx->base, -1, 0, stop_cb, rx)) == NULL)
+	if ((rx->stop_ev = event_new(rx->base, -1, 0, stop_cb, rx)) == NULL ||
+	    resv_reactor_start(rx) != 0)
 		return FGW_ERR_NOMEM;
 	rx->env.base = rx->base;
 	rx->env.httpc = rx->httpc;
@@ -196,6 +198,7 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	rx->env.limits.currencies = cfg->currencies;
 	rx->env.limits.processor_timeout_ms = cfg->processor_timeout_ms;
 	rx->env.idem_ttl_ms = cfg->idempotency_ttl_s * 1000;
+	rx->env.risk = gw->risk.up ? &gw->risk : NULL;
 	return FGW_OK;
 }
 
@@ -203,6 +206,7 @@ static void
 reactor_cleanup(struct reactor *rx)
 {
 	routes_txn_abandon(rx);
+	resv_reactor_stop(rx);
 	if (rx->http != NULL)
 		evhttp_free(rx->http);
 	if (rx->httpc != NULL)

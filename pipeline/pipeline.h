@@ -43,6 +43,7 @@ struct event_base;
 struct httpc;
 struct httpc_req;
 struct keyring;
+struct risk;
 struct secbuf;
 struct txn;
 
@@ -130,6 +131,7 @@ struct pipeline_env {
 	const struct proc_type *proc_type;
 	struct pipeline_limits limits;
 	int64_t idem_ttl_ms;         /* how long idempotent answers are kept */
+	struct risk *risk;           /* rules and velocity; NULL: no rules_file */
 };
 
 /* ---- the transaction -------------------------------------------------- */
@@ -162,8 +164,10 @@ struct txn {
 	int vaulted;
 
 	/* rule */
-	char decision[16];           /* allow, review, decline */
+	char decision[16];           /* allow, review, require_3ds, decline */
 	char rules_fired[256];
+	char rule_code[40];          /* a rule's decline code, "" otherwise */
+	int require_3ds;             /* a rule asked for 3-D Secure */
 
 	/* encrypt */
 	char *sealed_card_b64;

@@ -69,6 +69,7 @@ send_to_processor(struct txn *t)
 	preq.reply_public_b64 = pk_b64;
 	preq.description = t->req->description;
 	preq.customer_email = t->req->email;
+	preq.require_3ds = t->require_3ds;
 	if ((r = t->env->proc_type->build(t->env->proc, &preq, &http)) == 0)
 		r = httpc_request(t->env->httpc, http.method, http.url,
 		                  (const char *const *)http.headers, http.body,

@@ -63,6 +63,8 @@ stage_audit_details(const struct txn *t)
 	cJSON_AddStringToObject(o, "decision", t->decision);
 	if (t->rules_fired[0])
 		cJSON_AddStringToObject(o, "rulesFired", t->rules_fired);
+	if (t->rule_code[0])
+		cJSON_AddStringToObject(o, "ruleCode", t->rule_code);
 	if (t->out.status[0])
 		cJSON_AddStringToObject(o, "status", t->out.status);
 	if (t->out.error_code[0])

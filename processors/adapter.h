@@ -44,6 +44,7 @@ struct proc_request {
 	const char *description;
 	const char *customer_email;
 	const char *return_url;      /* for 3-D Secure redirects, may be NULL */
+	int require_3ds;             /* 1: a rule asks for 3-D Secure */
 };
 
 /* An HTTP request an adapter built. All owned; free with proc_http_clear. */

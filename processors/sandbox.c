@@ -155,7 +155,8 @@ build_body(const struct proc_request *req, const char *card_key_id,
 		    (r = add_str(cust, "email", req->customer_email)) != 0)
 			goto out;
 	}
-	if ((r = add_str(root, "returnUrl", req->return_url)) != 0)
+	if ((r = add_str(root, "returnUrl", req->return_url)) != 0 ||
+	    (req->require_3ds && (r = add_str(root, "threeDS", "required")) != 0))
 		goto out;
 	r = FGW_ERR_NOMEM;
 	if ((*out = cJSON_PrintUnformatted(root)) == NULL)

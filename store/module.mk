@@ -1,1 +1,2 @@
-STORE_SRC := store/store.c store/schema.c store/audit.c store/auditor.c store/backup.c
+STORE_SRC := store/store.c store/schema.c store/audit.c store/txn_recent.c \
+             store/reservations.c store/auditor.c store/backup.c

@@ -149,9 +149,67 @@ static const char schema_v1[] =
     " status, currency, COUNT(*) AS txn_count, SUM(amount) AS total_amount"
     " FROM transactions GROUP BY day, status, currency;";
 
-/* v2 (issue 7): signed checkpoints of the audit chain head, and a view of
- * the backups recorded in the audit trail. */
+/* Reservations (store/reservations.c): experiences with prices and
+ * discounts, time slots with capacity and the places taken, and the
+ * reservations themselves (a hold is a reservation in state held). */
 static const char schema_v2[] =
+    "CREATE TABLE experiences ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " name TEXT NOT NULL DEFAULT '',"
+    " price INTEGER NOT NULL CHECK (price >= 0),"
+    " currency TEXT NOT NULL,"
+    " group_min INTEGER NOT NULL DEFAULT 0,"
+    " group_pct INTEGER NOT NULL DEFAULT 0,"
+    " early_days INTEGER NOT NULL DEFAULT 0,"
+    " early_pct INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE TABLE time_slots ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " experience_id TEXT NOT NULL REFERENCES experiences(id),"
+    " starts_at INTEGER NOT NULL,"
+    " capacity INTEGER NOT NULL CHECK (capacity >= 0),"
+    " taken INTEGER NOT NULL DEFAULT 0 CHECK (taken >= 0 AND taken <= capacity),"
+    " status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed'))"
+    ");"
+    "CREATE TABLE reservations ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " client_id TEXT NOT NULL,"
+    " customer_id TEXT NOT NULL,"
+    " experience_id TEXT NOT NULL,"
+    " time_slot_id TEXT NOT NULL REFERENCES time_slots(id),"
+    " guests INTEGER NOT NULL CHECK (guests > 0),"
+    " guest_name TEXT,"
+    " guest_email TEXT,"
+    " guest_phone TEXT,"
+    " special_requests TEXT,"
+    " status TEXT NOT NULL,"
+    " payment_status TEXT NOT NULL,"
+    " total_price INTEGER NOT NULL,"
+    " original_price INTEGER NOT NULL,"
+    " group_discount INTEGER NOT NULL DEFAULT 0,"
+    " early_discount INTEGER NOT NULL DEFAULT 0,"
+    " currency TEXT NOT NULL,"
+    " hold_expires_at INTEGER NOT NULL,"
+    " txn_id TEXT,"
+    " payment_intent_id TEXT,"
+    " reference TEXT UNIQUE,"
+    " released INTEGER NOT NULL DEFAULT 0,"
+    " save_method INTEGER NOT NULL DEFAULT 0,"
+    " created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX reservations_customer ON reservations(customer_id, created_at);"
+    "CREATE INDEX reservations_expiry ON reservations(status, hold_expires_at);"
+    "CREATE VIEW v_reservations AS SELECT"
+    " id, customer_id, experience_id, time_slot_id, guests, status,"
+    " payment_status, total_price, currency, reference, txn_id,"
+    " " ISO_MS("hold_expires_at") " AS hold_expires_utc,"
+    " " ISO_MS("created_at") " AS created_utc"
+    " FROM reservations;";
+
+/* v3 (issue 7): signed checkpoints of the audit chain head, and a view of
+ * the backups recorded in the audit trail. */
+static const char schema_v3[] =
     "CREATE TABLE audit_checkpoints ("
     " seq INTEGER PRIMARY KEY,"      /* audit_events.seq of the signed head */
     " ts INTEGER NOT NULL,"
@@ -181,6 +239,7 @@ static const char schema_v2[] =
 static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
+	schema_v3,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

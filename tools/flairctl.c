@@ -35,6 +35,8 @@
 #include "pipeline/pipeline.h"
 #include "store/auditor.h"
 #include "store/store.h"
+#include "tools/ctl_rules.h"
+#include "tools/flairctl_resv.h"
 
 struct ctl {
 	struct fgw_config cfg;
@@ -687,6 +689,70 @@ cmd_config_check(struct ctl *c, int argc, char **argv)
 	return FGW_OK;
 }
 
+/* ---- rules (tools/ctl_rules.c) ------------------------------------------ */
+
+static int
+cmd_rules_check(struct ctl *c, int argc, char **argv)
+{
+	return ctl_rules_check(&c->cfg, argc, argv);
+}
+
+static int
+cmd_rules_test(struct ctl *c, int argc, char **argv)
+{
+	return ctl_rules_test(&c->cfg, argc, argv);
+}
+
+static int
+cmd_rules_reload(struct ctl *c, int argc, char **argv)
+{
+	return ctl_rules_reload(&c->cfg, argc, argv);
+}
+
+/* ---- reservations and tokens (tools/flairctl_resv.c) ------------------- */
+
+static int
+cmd_slots_list(struct ctl *c, int argc, char **argv)
+{
+	int r = open_store(c);
+	return r != 0 ? r : ctl_slots_list(c->reader, argc, argv);
+}
+
+static int
+cmd_slots_add(struct ctl *c, int argc, char **argv)
+{
+	int r = open_writer(c);
+	return r != 0 ? r : ctl_slots_add(c->store, argc, argv);
+}
+
+static int
+cmd_slots_load(struct ctl *c, int argc, char **argv)
+{
+	int r = open_writer(c);
+	return r != 0 ? r : ctl_slots_load(c->store, argc, argv);
+}
+
+static int
+cmd_slots_set_capacity(struct ctl *c, int argc, char **argv)
+{
+	int r = open_writer(c);
+	return r != 0 ? r : ctl_slots_set_capacity(c->store, argc, argv);
+}
+
+static int
+cmd_jwt_sign(struct ctl *c, int argc, char **argv)
+{
+	(void)c;
+	return ctl_jwt_sign(argc, argv);
+}
+
+static int
+cmd_jwt_jwks(struct ctl *c, int argc, char **argv)
+{
+	(void)c;
+	return ctl_jwt_jwks(argc, argv);
+}
+
 static const struct command commands[] = {
 	{ "keys", "status", "", "show key ids, statuses and how many entries each protects", cmd_keys_status },
 	{ "keys", "rotate", "[--box]", "make a new data key (or box key) the one used to encrypt", cmd_keys_rotate },
@@ -702,6 +768,17 @@ static const struct command commands[] = {
 	{ "backup", "verify", "FILE", "decrypt a backup and verify its audit trail", cmd_backup_verify },
 	{ "backup", "restore", "FILE NEW_DATABASE", "restore into a new database file and verify it", cmd_backup_restore },
 	{ "config", "check", "", "load and validate the configuration", cmd_config_check },
+	{ "rules", "check", "[FILE]", "compile a rules file; errors as FILE:LINE:COL (exit 1)", cmd_rules_check },
+	{ "rules", "test", "FILE TXN.json [OPTIONS]",
+	  "decide a sample transaction body, no database (--mode M, --threeds T, --card-saved, "
+	  "--processor P, --customer-id ID, --previous N, --declined N)", cmd_rules_test },
+	{ "rules", "reload", "", "check rules_file, then SIGHUP the daemon in pid_file", cmd_rules_reload },
+	{ "slots", "list", "", "time slots with capacity, places taken and price", cmd_slots_list },
+	{ "slots", "add", "SLOT_ID EXPERIENCE_ID STARTS_AT_MS CAPACITY", "add or update a time slot", cmd_slots_add },
+	{ "slots", "load", "FILE.json", "load experiences and time slots (slots_file format)", cmd_slots_load },
+	{ "slots", "set-capacity", "SLOT_ID CAPACITY", "change capacity (never below places taken)", cmd_slots_set_capacity },
+	{ "jwt", "sign", "(--hs256 FILE | --rs256 PEM --kid KID) CLAIMS", "mint a test JWT", cmd_jwt_sign },
+	{ "jwt", "jwks", "PEM KID", "print a one-key JWKS for an RSA key", cmd_jwt_jwks },
 	{ NULL, NULL, NULL, NULL, NULL },
 };
 
@@ -755,7 +832,9 @@ main(int argc, char **argv)
 		config_set(&c.cfg, "api_key", "flairctl-placeholder ctl", "flairctl", err, sizeof(err));
 	if (c.cfg.processor_public_key_file[0] == '\0')
 		config_set(&c.cfg, "processor_public_key_file", "-", "flairctl", err, sizeof(err));
-	if (config_finish(&c.cfg, err, sizeof(err)) != 0) {
+	/* The rules commands need no KEK: only paths (a rules file, the pid
+	 * file, which config_finish derives before its other checks). */
+	if (config_finish(&c.cfg, err, sizeof(err)) != 0 && strcmp(argv[first], "rules") != 0) {
 		fprintf(stderr, "flairctl: %s\n", err);
 		return 2;
 	}

@@ -29,6 +29,7 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(ROOT, "build", "asan")  # run.py sets it from --build
 DEV_CONFIG = os.path.join(ROOT, "etc", "flairgw.conf")
+RULES_FILE = os.path.join(ROOT, "etc", "rules.conf")  # the shipped rules
 KEEP_FILES = bool(os.environ.get("FLAIRGW_KEEP"))  # keep temp dirs
 
 DEV_KEY, DEV_CLIENT = "flair_dev_key", "website"
@@ -480,10 +481,15 @@ class Gateway(Daemon):
         self.responses = []  # every Response this gateway sent us
 
     def argv(self):
+        # No rules file unless a test passes rules_file=...: the core tests
+        # send many payments from one customer IP and card, which the
+        # shipped rules (5 attempts per IP a minute) would rightly refuse.
+        # tests/integration/test_rules.py runs etc/rules.conf itself.
         opts = {"listen": f"127.0.0.1:{self.port}", "data_dir": self.data_dir,
                 "kek_file": self.kek_file, "processor_url": self.sandbox.url,
                 "processor_public_key_file": self.sandbox.public_key_file,
-                "log_file": self.log_file, "workers": 2, "processor_timeout_ms": 2000}
+                "log_file": self.log_file, "workers": 2, "processor_timeout_ms": 2000,
+                "rules_file": ""}
         opts.update(self.overrides)
         args = ["--config", DEV_CONFIG]
         for name, value in opts.items():
@@ -531,6 +537,9 @@ class Gateway(Daemon):
         resp = self.http("GET", "/v1/keys/public", key=None)
         assert resp.status == 200, f"GET /v1/keys/public: {resp!r}"
         return resp.body
+
+    def log_text(self):
+        return tail(self.log_file, 1 << 20)
 
     def assert_serving(self):
         resp = self.http("GET", "/healthz", key=None)
@@ -675,3 +684,70 @@ def _kill_leftovers():
     for d in list(_live):
         if d.alive():
             d.proc.kill()
+
+
+# ---- flairctl and customer JWTs (reservations) ------------------------------
+
+def flairctl(*args, check=True):
+    """Runs the built flairctl; returns (exit code, stdout). A KEK path is
+    given so that commands which need no key ring still find a valid config."""
+    path = os.path.join(BUILD, "flairctl")
+    proc = subprocess.run([path, "--kek_file", os.path.join(tempfile.gettempdir(), "unused.kek"),
+                           *args], capture_output=True, timeout=60,
+                          env=dict(os.environ, **SANITIZER_ENV))
+    if check:
+        assert proc.returncode == 0, f"flairctl {args[:2]}: {proc.stderr.decode()[-2000:]}"
+    return proc.returncode, proc.stdout.decode()
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class JwtKeys:
+    """An RSA key (JWKS file) and an HS256 secret in dir; mints tokens with
+    flairctl jwt sign (the openssl CLI makes the key; no Python packages)."""
+
+    ISSUER, AUDIENCE = "https://idp.test/pool", "flair-web"
+
+    def __init__(self, directory, kid="kid-1"):
+        os.makedirs(directory, exist_ok=True)
+        self.kid = kid
+        self.key = os.path.join(directory, "rsa.pem")
+        self.pub = os.path.join(directory, "rsa.pub.pem")
+        self.other_key = os.path.join(directory, "other.pem")
+        self.jwks = os.path.join(directory, "jwks.json")
+        self.hs = os.path.join(directory, "hs256.key")
+        for path in (self.key, self.other_key):
+            subprocess.run(["openssl", "genrsa", "-out", path, "2048"], check=True,
+                           capture_output=True, timeout=60)
+        subprocess.run(["openssl", "rsa", "-in", self.key, "-pubout", "-out", self.pub],
+                       check=True, capture_output=True, timeout=60)
+        with open(self.jwks, "w") as f:
+            f.write(flairctl("jwt", "jwks", self.key, kid)[1])
+        with open(self.hs, "w") as f:
+            f.write(base64.b64encode(os.urandom(48)).decode())
+
+    def gateway_options(self):
+        return {"jwt_issuer": self.ISSUER, "jwt_audience": self.AUDIENCE,
+                "jwt_jwks_file": self.jwks, "jwt_hs256_secret_file": self.hs}
+
+    def claims(self, sub, **over):
+        now = int(time.time())
+        c = {"iss": self.ISSUER, "aud": self.AUDIENCE, "sub": sub, "iat": now - 5,
+             "exp": now + 3600, "token_use": "access"}
+        c.update(over)
+        return {k: v for k, v in c.items() if v is not None}
+
+    def rs256(self, sub, key=None, kid=None, **over):
+        return flairctl("jwt", "sign", "--rs256", key or self.key, "--kid", kid or self.kid,
+                        json.dumps(self.claims(sub, **over)))[1].strip()
+
+    def hs256(self, sub, secret_file=None, **over):
+        return flairctl("jwt", "sign", "--hs256", secret_file or self.hs,
+                        json.dumps(self.claims(sub, **over)))[1].strip()
+
+    def unsigned(self, sub):
+        """alg none: header and claims, empty signature."""
+        head = b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+        return f"{head}.{b64url(json.dumps(self.claims(sub)).encode())}."

@@ -107,9 +107,10 @@ def test_config_loaded_and_reload_events():
     check_fields(loaded, "system", "local", g.db_path, "success")
     assert json.loads(loaded["details_json"])["listen"].startswith("127.0.0.1:"), loaded
     g.proc.send_signal(signal.SIGHUP)
-    ok = wait_event(g, "config.reload", outcome="success")
-    check_fields(ok, "system", "local", "", "success")
-    assert json.loads(ok["details_json"])["part"] == "keyring"
+    keys_dir = os.path.join(g.data_dir, "keys")
+    ok = wait_event(g, "config.reload", outcome="success", resource=keys_dir)
+    check_fields(ok, "system", "local", keys_dir, "success")
+    assert json.loads(ok["details_json"])["what"] == "keyring"
     # A key ring file that fails its checks: refused, and audited as such.
     ring = os.path.join(g.data_dir, "keys", "keyring.json")
     saved = open(ring, "rb").read()
@@ -117,8 +118,9 @@ def test_config_loaded_and_reload_events():
         with open(ring, "wb") as f:
             f.write(b"{not json")
         g.proc.send_signal(signal.SIGHUP)
-        bad = wait_event(g, "config.reload", outcome="failure")
-        check_fields(bad, "system", "local", "", "failure")
+        bad = wait_event(g, "config.reload", outcome="failure", resource=keys_dir)
+        check_fields(bad, "system", "local", keys_dir, "failure")
+        assert json.loads(bad["details_json"])["error"], bad
     finally:
         with open(ring, "wb") as f:
             f.write(saved)

@@ -50,6 +50,7 @@ struct charge_req {
 	const char *return_url;
 	int64_t amount;
 	int capture;
+	int require_3ds; /* the gateway asks for 3-D Secure ("threeDS") */
 	unsigned char reply_pk[32];
 	/* outcome from the card */
 	char status[20];
@@ -221,7 +222,7 @@ static int
 parse_request(const struct sbx *s, cJSON *root, struct charge_req *cr,
               const char **why)
 {
-	const cJSON *card, *reply, *cust, *cap;
+	const cJSON *card, *reply, *cust, *cap, *tds;
 	const char *currency, *sealed, *key_id, *pk_b64, *desc, *email;
 	unsigned char *pk = NULL;
 	size_t pklen = 0;
@@ -266,6 +267,11 @@ parse_request(const struct sbx *s, cJSON *root, struct charge_req *cr,
 	if (cJSON_GetObjectItemCaseSensitive(root, "returnUrl") != NULL &&
 	    !url_ok(cr->return_url))
 		return FGW_ERR_INVALID;
+	*why = "threeDS must be \"required\" when present";
+	tds = cJSON_GetObjectItemCaseSensitive(root, "threeDS");
+	if (tds != NULL && (!cJSON_IsString(tds) || strcmp(tds->valuestring, "required") != 0))
+		return FGW_ERR_INVALID;
+	cr->require_3ds = tds != NULL;
 	*why = "replyKey must be {keyId, publicKey: base64 of 32 bytes}";
 	reply = cJSON_GetObjectItemCaseSensitive(root, "replyKey");
 	key_id = get_str(reply, "keyId");
@@ -362,6 +368,9 @@ new_charge(const struct charge_req *cr, struct sbx_charge **out)
 		return FGW_ERR_NOMEM;
 	}
 	fgw_strlcpy(c->status, cr->status, sizeof(c->status));
+	/* A card that would pass goes through the challenge instead. */
+	if (cr->require_3ds && strcmp(c->status, "succeeded") == 0)
+		fgw_strlcpy(c->status, "requires_action", sizeof(c->status));
 	fgw_strlcpy(c->decline_code, cr->decline_code, sizeof(c->decline_code));
 	fgw_strlcpy(c->currency, cr->currency, sizeof(c->currency));
 	fgw_strlcpy(c->last4, cr->last4, sizeof(c->last4));

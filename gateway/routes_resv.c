@@ -1,0 +1,1307 @@
+/*
+ * gateway/routes_resv.c — the two-phase booking API (docs/reservations.md):
+ * hold -> convert (payment through the pipeline) -> confirm, payment-status
+ * polling, the customer's list, and the development test clock.
+ *
+ * Every route is scoped to the customer: the JWT subject, or X-Customer-Id
+ * from an API-key client. Idempotency keys are scoped per client and
+ * customer. Capacity is decided inside store jobs (store/reservations.h).
+ *
+ * Layout: request contexts and answers; hold; convert; confirm;
+ * payment-status (with the asynchronous processor check); list; admin
+ * clock; events, timer and start-up.
+ */
+#define LOG_MODULE "resv"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <sodium.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "crypto/keys.h"
+#include "gateway/http.h"
+#include "gateway/idem.h"
+#include "gateway/resv.h"
+#include "pipeline/events.h"
+#include "processors/httpc.h"
+#include "store/reservations.h"
+
+#define ERR_INTERNAL "An unexpected error occurred"
+/* Unambiguous: no 0/O, no 1/I. */
+static const char ref_alphabet[] = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+
+/* ---- request contexts --------------------------------------------------- */
+
+struct rctx {
+	struct rctx *prev, *next;      /* the reactor's requests in flight */
+	struct reactor *rx;
+	struct evhttp_request *req;    /* NULL once the client has gone */
+	struct evhttp_connection *evcon;
+	struct auth_ctx who;
+	char scope[64];                /* idempotency scope: client + customer */
+	char key[256];                 /* claimed idempotency key or "" */
+	char hash[65];
+	char path[128];
+	struct resv_row row;
+	enum resv_err err;
+	struct txn *t;                 /* convert: before pipeline_start */
+	struct txn *running;           /* convert: in the pipeline (not ours) */
+	char *answer;                  /* JSON to send */
+	int status;
+	struct httpc_req *http;        /* payment-status: processor check */
+	struct store_txn_row txn;
+};
+
+static void
+on_close(struct evhttp_connection *evcon, void *arg)
+{
+	struct rctx *c = arg;
+	(void)evcon;
+	c->req = NULL;
+}
+
+static struct rctx *
+rctx_new(struct reactor *rx, struct evhttp_request *req, const struct auth_ctx *who)
+{
+	struct rctx *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return NULL;
+	c->rx = rx;
+	c->req = req;
+	c->who = *who;
+	c->evcon = evhttp_request_get_connection(req);
+	if (c->evcon != NULL)
+		evhttp_connection_set_closecb(c->evcon, on_close, c);
+	c->next = rx->resv_pending;
+	if (c->next != NULL)
+		c->next->prev = c;
+	rx->resv_pending = c;
+	rx->inflight++;
+	return c;
+}
+
+/* Sends (if the client is still there), releases the key, frees. */
+static void
+rctx_free(struct rctx *c)
+{
+	struct reactor *rx = c->rx;
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		rx->resv_pending = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	if (c->key[0])
+		idem_end(rx->gw->idem, c->scope, c->key);
+	rx->inflight--;
+	if (c->t != NULL)
+		txn_free(c->t);
+	httpc_cancel(c->http);
+	store_txn_row_clear(&c->txn);
+	free(c->answer);
+	free(c);
+}
+
+static void
+rctx_finish(struct rctx *c, int status, const char *body)
+{
+	if (c->req != NULL) {
+		if (c->evcon != NULL)
+			evhttp_connection_set_closecb(c->evcon, NULL, NULL);
+		http_send_json(c->rx, c->req, status, body);
+	}
+	rctx_free(c);
+}
+
+static void
+rctx_error(struct rctx *c, int status, const char *code, const char *message)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *s = NULL;
+	if (o != NULL && cJSON_AddStringToObject(o, "error", code) &&
+	    cJSON_AddStringToObject(o, "message", message))
+		s = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	rctx_finish(c, status, s ? s : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}");
+	cJSON_free(s);
+}
+
+static void
+resv_err_answer(struct rctx *c, enum resv_err e)
+{
+	switch (e) {
+	case RESV_SLOT_NOT_FOUND:
+		rctx_error(c, 404, "TIME_SLOT_NOT_FOUND", "The selected time slot does not exist");
+		break;
+	case RESV_SLOT_NOT_AVAILABLE:
+		rctx_error(c, 400, "TIME_SLOT_NOT_AVAILABLE", "This time slot is no longer available");
+		break;
+	case RESV_NOT_ENOUGH_CAPACITY:
+		rctx_error(c, 400, "NOT_ENOUGH_CAPACITY", "Not enough spots left for this group size");
+		break;
+	case RESV_NOT_FOUND:
+		rctx_error(c, 404, "RESERVATION_NOT_FOUND", "Reservation not found");
+		break;
+	case RESV_HOLD_EXPIRED:
+		rctx_error(c, 400, "HOLD_EXPIRED", "The hold on this reservation has expired");
+		break;
+	case RESV_INVALID_STATUS:
+		rctx_error(c, 400, "INVALID_HOLD_STATUS",
+		           "The hold was already converted, confirmed or cancelled");
+		break;
+	case RESV_NOT_PAID:
+		rctx_error(c, 400, "INVALID_HOLD_STATUS",
+		           "The payment for this reservation has not succeeded");
+		break;
+	case RESV_INTENT_MISMATCH:
+		rctx_error(c, 400, "VALIDATION_ERROR",
+		           "paymentIntentId does not belong to this reservation");
+		break;
+	default:
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		break;
+	}
+}
+
+/* Authenticates (JWT or API key) and requires a customer. */
+static int
+customer_auth(struct reactor *rx, struct evhttp_request *req, const char *path,
+              struct auth_ctx *who)
+{
+	if (http_authenticate(rx, req, path, AUTH_API_KEY | AUTH_JWT, who) != 0)
+		return FGW_ERR_AUTH;
+	if (who->subject[0] == '\0') {
+		http_send_error(rx, req, 400, "VALIDATION_ERROR",
+		                "X-Customer-Id is required for an API-key client");
+		return FGW_ERR_INVALID;
+	}
+	return 0;
+}
+
+/* Idempotency scope: per client and customer, fixed length. */
+static void
+idem_scope(const struct auth_ctx *who, char out[64])
+{
+	unsigned char h[16];
+	char hex[33];
+	crypto_generichash_state st;
+	crypto_generichash_init(&st, NULL, 0, sizeof(h));
+	crypto_generichash_update(&st, (const unsigned char *)who->client_id,
+	                          strlen(who->client_id) + 1);
+	crypto_generichash_update(&st, (const unsigned char *)who->subject,
+	                          strlen(who->subject));
+	crypto_generichash_final(&st, h, sizeof(h));
+	fgw_hex(h, sizeof(h), hex);
+	snprintf(out, 64, "cust_%s", hex);
+}
+
+/* Body, key (required or optional) and the front door. 0: go on. */
+static int
+front(struct reactor *rx, struct evhttp_request *req, const char *path,
+      const struct auth_ctx *who, int key_required, const char **body, size_t *len,
+      char scope[64], const char **key, char hash[65])
+{
+	if (http_json_body(rx, req, body, len) != 0 || http_idempotency_key(rx, req, key) != 0)
+		return FGW_ERR_INVALID;
+	if (*key == NULL && key_required) {
+		http_send_error(rx, req, 400, "VALIDATION_ERROR", "X-Idempotency-Key is required");
+		return FGW_ERR_INVALID;
+	}
+	idem_scope(who, scope);
+	http_request_hash("POST", path, *body, *len, hash);
+	if (*key != NULL && http_idempotency_front(rx, req, scope, *key, hash) != 0)
+		return FGW_ERR_EXISTS;
+	return 0;
+}
+
+static void
+fill_idem(const struct rctx *c, int status, const char *body, struct store_idem *idem)
+{
+	memset(idem, 0, sizeof(*idem));
+	fgw_strlcpy(idem->client_id, c->scope, sizeof(idem->client_id));
+	fgw_strlcpy(idem->key, c->key, sizeof(idem->key));
+	fgw_strlcpy(idem->request_hash, c->hash, sizeof(idem->request_hash));
+	idem->status_code = status;
+	idem->body = (char *)body;
+	idem->created_at = fgw_now_ms();
+	idem->expires_at = idem->created_at + c->rx->env.idem_ttl_ms;
+}
+
+/* Strict body helpers: unknown members are refused (like the core). */
+static int
+only_members(const cJSON *o, const char *const *names, char *bad, size_t cap)
+{
+	const cJSON *it;
+	cJSON_ArrayForEach(it, o) {
+		int ok = 0;
+		for (size_t i = 0; names[i]; i++)
+			if (it->string != NULL && strcmp(it->string, names[i]) == 0)
+				ok = 1;
+		if (!ok) {
+			/* never echo a member name: it could be anything */
+			fgw_strlcpy(bad, "body has an unknown field", cap);
+			return FGW_ERR_INVALID;
+		}
+	}
+	return 0;
+}
+
+static int
+get_string(const cJSON *o, const char *name, char *out, size_t cap, int required,
+           char *msg, size_t msgcap)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+	if (v == NULL || cJSON_IsNull(v)) {
+		out[0] = '\0';
+		if (!required)
+			return 0;
+		snprintf(msg, msgcap, "%s is required", name);
+		return FGW_ERR_INVALID;
+	}
+	if (!cJSON_IsString(v) || v->valuestring[0] == '\0' || strlen(v->valuestring) >= cap) {
+		snprintf(msg, msgcap, "%s must be a string of 1 to %zu characters", name, cap - 1);
+		return FGW_ERR_INVALID;
+	}
+	for (const char *p = v->valuestring; *p; p++)
+		if ((unsigned char)*p < 0x20) {
+			snprintf(msg, msgcap, "%s has control characters", name);
+			return FGW_ERR_INVALID;
+		}
+	fgw_strlcpy(out, v->valuestring, cap);
+	return 0;
+}
+
+static int
+id_ok(const char *id)
+{
+	size_t n = strlen(id);
+	return n > 0 && n < 64 &&
+	       strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == n;
+}
+
+static void
+new_reference(char out[16])
+{
+	for (int i = 0; i < 12; i++)
+		out[i] = ref_alphabet[randombytes_uniform(sizeof(ref_alphabet) - 1)];
+	out[12] = '\0';
+}
+
+static void
+add_iso(cJSON *o, const char *name, int64_t ms)
+{
+	char iso[32];
+	if (ms > 0 && fgw_iso8601(ms, iso, sizeof(iso)) == 0)
+		cJSON_AddStringToObject(o, name, iso);
+	else
+		cJSON_AddNullToObject(o, name);
+}
+
+static void
+add_str_or_null(cJSON *o, const char *name, const char *v)
+{
+	if (v != NULL && v[0])
+		cJSON_AddStringToObject(o, name, v);
+	else
+		cJSON_AddNullToObject(o, name);
+}
+
+/* ---- POST /v1/reservations/hold ---------------------------------------- */
+
+static void
+hold_done(void *arg, int rc)
+{
+	struct rctx *c = arg;
+	if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
+		resv_err_answer(c, c->err);
+		return;
+	}
+	if (rc != 0) {
+		log_error("hold %s not committed: %s", c->row.id, fgw_strerror(rc));
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		return;
+	}
+	{
+		char *a = c->answer;
+		c->answer = NULL;
+		rctx_finish(c, 200, a);
+		free(a);
+	}
+}
+
+static cJSON *
+discount_obj(int64_t amount, const char *type)
+{
+	cJSON *d;
+	if (amount <= 0)
+		return cJSON_CreateNull();
+	if ((d = cJSON_CreateObject()) != NULL) {
+		cJSON_AddNumberToObject(d, "amount", (double)amount);
+		cJSON_AddStringToObject(d, "type", type);
+	}
+	return d;
+}
+
+static char *
+hold_answer(const struct resv_row *r, int group_min, int hold_minutes)
+{
+	cJSON *o = cJSON_CreateObject(), *res, *ad;
+	char type[32], *s = NULL;
+	if (o == NULL)
+		return NULL;
+	snprintf(type, sizeof(type), "group_%d_plus", group_min);
+	if ((res = cJSON_AddObjectToObject(o, "reservation")) == NULL ||
+	    (ad = cJSON_AddObjectToObject(o, "appliedDiscounts")) == NULL)
+		goto out;
+	cJSON_AddStringToObject(res, "id", r->id);
+	cJSON_AddStringToObject(res, "status", "held");
+	add_iso(res, "holdExpiresAt", r->hold_expires_at);
+	cJSON_AddNumberToObject(res, "totalPrice", (double)r->total_price);
+	cJSON_AddNumberToObject(res, "originalPrice", (double)r->original_price);
+	cJSON_AddNumberToObject(res, "discountApplied",
+	                        (double)(r->group_discount + r->early_discount));
+	cJSON_AddItemToObject(ad, "groupDiscount", discount_obj(r->group_discount, type));
+	cJSON_AddItemToObject(ad, "earlyBirdDiscount", discount_obj(r->early_discount, "early_bird"));
+	cJSON_AddNumberToObject(ad, "totalDiscount", (double)(r->group_discount + r->early_discount));
+	cJSON_AddNumberToObject(o, "holdDurationMinutes", hold_minutes);
+	s = cJSON_PrintUnformatted(o);
+out:
+	cJSON_Delete(o);
+	return s;
+}
+
+/* Prices a hold: group and early-bird discounts, each a percentage of the
+ * original price (their sum is at most 100 %, checked when loaded). */
+static void
+price_hold(const struct resv_experience *e, const struct resv_slot *sl, int64_t now,
+           struct resv_row *r)
+{
+	r->original_price = e->price * r->guests;
+	r->group_discount = 0;
+	r->early_discount = 0;
+	if (e->group_min > 0 && r->guests >= e->group_min)
+		r->group_discount = r->original_price * e->group_pct / 100;
+	if (e->early_pct > 0 && sl->starts_at - now >= (int64_t)e->early_days * 86400000LL)
+		r->early_discount = r->original_price * e->early_pct / 100;
+	r->total_price = r->original_price - r->group_discount - r->early_discount;
+	fgw_strlcpy(r->currency, e->currency, sizeof(r->currency));
+}
+
+static void
+h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	static const char *const fields[] = { "experienceId", "timeSlotId", "numberOfGuests",
+		                                  "guestName", "guestEmail", "guestPhone",
+		                                  "specialRequests", NULL };
+	struct auth_ctx who;
+	struct resv_slot sl;
+	struct resv_experience e;
+	struct store_idem idem;
+	struct store_audit audit;
+	struct rctx *c = NULL;
+	cJSON *root = NULL;
+	const cJSON *g;
+	const char *body, *key;
+	char scope[64], hash[65], msg[160], details[160];
+	size_t len;
+	int64_t now;
+	int r;
+
+	if (customer_auth(rx, req, path, &who) != 0 ||
+	    front(rx, req, path, &who, 1, &body, &len, scope, &key, hash) != 0)
+		return;
+	if ((c = rctx_new(rx, req, &who)) == NULL) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		idem_end(rx->gw->idem, scope, key);
+		return;
+	}
+	fgw_strlcpy(c->scope, scope, sizeof(c->scope));
+	fgw_strlcpy(c->key, key, sizeof(c->key));
+	fgw_strlcpy(c->hash, hash, sizeof(c->hash));
+
+	root = cJSON_ParseWithLength(body, len);
+	msg[0] = '\0';
+	if (!cJSON_IsObject(root)) {
+		rctx_error(c, 400, "VALIDATION_ERROR", "body must be a JSON object");
+		goto out;
+	}
+	g = cJSON_GetObjectItemCaseSensitive(root, "numberOfGuests");
+	if (only_members(root, fields, msg, sizeof(msg)) != 0 ||
+	    get_string(root, "experienceId", c->row.experience_id, sizeof(c->row.experience_id), 1, msg, sizeof(msg)) != 0 ||
+	    get_string(root, "timeSlotId", c->row.time_slot_id, sizeof(c->row.time_slot_id), 1, msg, sizeof(msg)) != 0 ||
+	    get_string(root, "guestName", c->row.guest_name, sizeof(c->row.guest_name), 1, msg, sizeof(msg)) != 0 ||
+	    get_string(root, "guestEmail", c->row.guest_email, sizeof(c->row.guest_email), 1, msg, sizeof(msg)) != 0 ||
+	    get_string(root, "guestPhone", c->row.guest_phone, sizeof(c->row.guest_phone), 0, msg, sizeof(msg)) != 0 ||
+	    get_string(root, "specialRequests", c->row.special_requests, sizeof(c->row.special_requests), 0, msg, sizeof(msg)) != 0) {
+		rctx_error(c, 400, "VALIDATION_ERROR", msg);
+		goto out;
+	}
+	if (!cJSON_IsNumber(g) || g->valuedouble < 1 || g->valuedouble > 1000 ||
+	    g->valuedouble != (double)(int)g->valuedouble) {
+		rctx_error(c, 400, "VALIDATION_ERROR", "numberOfGuests must be an integer from 1 to 1000");
+		goto out;
+	}
+	c->row.guests = (int)g->valuedouble;
+	{
+		const char *at = strchr(c->row.guest_email, '@');
+		if (at == NULL || at == c->row.guest_email || strchr(at, '.') == NULL ||
+		    strpbrk(c->row.guest_email, " \t<>\"") != NULL) {
+			rctx_error(c, 400, "VALIDATION_ERROR", "guestEmail is not an e-mail address");
+			goto out;
+		}
+	}
+	if (c->row.guest_phone[0] &&
+	    strspn(c->row.guest_phone, "+0123456789 -()") != strlen(c->row.guest_phone)) {
+		rctx_error(c, 400, "VALIDATION_ERROR", "guestPhone is not a phone number");
+		goto out;
+	}
+	if (!id_ok(c->row.time_slot_id) || !id_ok(c->row.experience_id)) {
+		resv_err_answer(c, RESV_SLOT_NOT_FOUND);
+		goto out;
+	}
+	r = resv_slot_get(rx->reader, c->row.time_slot_id, &sl, &e);
+	if (r == FGW_ERR_NOT_FOUND || (r == 0 && strcmp(sl.experience_id, c->row.experience_id) != 0)) {
+		resv_err_answer(c, RESV_SLOT_NOT_FOUND);
+		goto out;
+	}
+	now = fgw_now_ms();
+	if (r == 0 && sl.starts_at <= now) {
+		resv_err_answer(c, RESV_SLOT_NOT_AVAILABLE);
+		goto out;
+	}
+	if (r != 0 || fgw_random_id("res_", c->row.id, sizeof(c->row.id)) != 0) {
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		goto out;
+	}
+	fgw_strlcpy(c->row.client_id, who.client_id, sizeof(c->row.client_id));
+	fgw_strlcpy(c->row.customer_id, who.subject, sizeof(c->row.customer_id));
+	c->row.created_at = now;
+	c->row.hold_expires_at = now + rx->gw->cfg.hold_minutes * 60000;
+	price_hold(&e, &sl, now, &c->row);
+	if ((c->answer = hold_answer(&c->row, e.group_min, (int)rx->gw->cfg.hold_minutes)) == NULL) {
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		goto out;
+	}
+	fill_idem(c, 200, c->answer, &idem);
+	snprintf(details, sizeof(details), "{\"timeSlotId\":\"%s\",\"guests\":%d}",
+	         c->row.time_slot_id, c->row.guests);
+	audit = (struct store_audit){ who.subject, who.source, "reservation.hold", c->row.id,
+		                          "success", details };
+	if ((r = resv_hold(rx->gw->store, rx->waker, &c->row, &idem, &audit, &c->err,
+	                   hold_done, c)) != 0) {
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		goto out;
+	}
+out:
+	cJSON_Delete(root);
+}
+
+/* ---- POST /v1/reservations/hold/convert ---------------------------------- */
+
+/* paymentClientSecret: "<paymentIntentId>_secret_<32 hex>", a keyed MAC of
+ * the transaction id under the gateway's fingerprint key with its own
+ * domain prefix: it proves the secret came from us for this payment and
+ * reveals nothing about any key. */
+static int
+client_secret(struct reactor *rx, const char *intent, const char *txn_id, char *out,
+              size_t cap)
+{
+	unsigned char mac[32];
+	char msg[96], hex[65];
+	int n = snprintf(msg, sizeof(msg), "payment-client-secret:%s", txn_id);
+	if (n < 0 || (size_t)n >= sizeof(msg) ||
+	    keyring_fingerprint_mac(rx->gw->kr, msg, (size_t)n, mac) != 0)
+		return FGW_ERR_INTERNAL;
+	fgw_hex(mac, 16, hex);
+	n = snprintf(out, cap, "%s_secret_%s", intent, hex);
+	sodium_memzero(mac, sizeof(mac));
+	return n < 0 || (size_t)n >= cap ? FGW_ERR_TOO_LARGE : 0;
+}
+
+static void
+convert_stored(void *arg, int rc)
+{
+	struct rctx *c = arg;
+	char *a = c->answer;
+	if (rc != 0)
+		log_warn("reservation %s: payment answer not stored: %s", c->row.id,
+		         fgw_strerror(rc));
+	c->answer = NULL;
+	rctx_finish(c, c->status, a);
+	free(a);
+}
+
+/* The transaction's status as the reservation hears it. */
+static const char *
+pay_status_of(const struct txn *t)
+{
+	const char *s = t->out.status;
+	if (strcmp(s, "succeeded") == 0 || strcmp(s, "requires_action") == 0 ||
+	    strcmp(s, "processing") == 0 || strcmp(s, "declined") == 0)
+		return s;
+	return "failed";
+}
+
+static void
+on_pay_done(struct txn *t, void *arg)
+{
+	struct rctx *c = arg;
+	struct store_idem idem;
+	const char *intent = t->result.reference[0] ? t->result.reference : t->id;
+	const char *st = t->out.status;
+	char secret[160], ref[16];
+	cJSON *o = NULL, *res;
+
+	c->t = NULL; /* the runner frees it after this returns */
+	c->running = NULL;
+	if (strcmp(st, "succeeded") == 0 || strcmp(st, "requires_action") == 0 ||
+	    strcmp(st, "processing") == 0) {
+		if (client_secret(c->rx, intent, t->id, secret, sizeof(secret)) != 0 ||
+		    (o = cJSON_CreateObject()) == NULL ||
+		    (res = cJSON_AddObjectToObject(o, "reservation")) == NULL) {
+			c->status = 500;
+		} else {
+			cJSON_AddStringToObject(res, "id", c->row.id);
+			cJSON_AddStringToObject(res, "status", "pending");
+			cJSON_AddStringToObject(res, "paymentIntentId", intent);
+			cJSON_AddStringToObject(o, "paymentClientSecret", secret);
+			cJSON_AddBoolToObject(o, "requiresAction", strcmp(st, "requires_action") == 0);
+			c->answer = cJSON_PrintUnformatted(o);
+			c->status = 200;
+		}
+	} else {
+		const char *code = t->out.error_code;
+		const char *msg = t->out.error_message[0] ? t->out.error_message : ERR_INTERNAL;
+		c->status = t->out.http_status >= 400 ? t->out.http_status : 400;
+		if (strcmp(st, "declined") == 0 && strcmp(code, "RULE_DECLINED") != 0) {
+			code = "PAYMENT_CARD_DECLINED";
+			c->status = 400;
+		} else if (strcmp(st, "failed") == 0 && strcmp(code, "INTERNAL_ERROR") != 0) {
+			code = "PAYMENT_PROCESSING_FAILED";
+			if (c->status < 500)
+				c->status = 502;
+		} else if (code[0] == '\0') {
+			code = "PAYMENT_PROCESSING_FAILED";
+		}
+		if ((o = cJSON_CreateObject()) != NULL) {
+			cJSON_AddStringToObject(o, "error", code);
+			cJSON_AddStringToObject(o, "message", msg);
+			c->answer = cJSON_PrintUnformatted(o);
+		}
+	}
+	cJSON_Delete(o);
+	if (c->answer == NULL) {
+		c->status = 500;
+		c->answer = strdup("{\"error\":\"INTERNAL_ERROR\",\"message\":\"An unexpected error occurred\"}");
+	}
+	new_reference(ref);
+	/* The reservation follows the payment; the answer is stored with it
+	 * (not a 500: that one may be retried with the same key). */
+	fill_idem(c, c->status, c->answer, &idem);
+	if (c->answer == NULL ||
+	    resv_payment_moved(c->rx->gw->store, c->rx->waker, c->row.id, t->id, pay_status_of(t),
+	                       intent, ref, c->status < 500 ? &idem : NULL,
+	                       convert_stored, c) != 0)
+		convert_stored(c, FGW_ERR_INTERNAL);
+}
+
+static void
+convert_begun(void *arg, int rc)
+{
+	struct rctx *c = arg;
+	struct txn *t = c->t;
+	if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
+		resv_err_answer(c, c->err);
+		return;
+	}
+	if (rc != 0) {
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		return;
+	}
+	c->t = NULL; /* owned by the runner now */
+	c->running = t;
+	atomic_fetch_add(&c->rx->gw->metrics.txn_started, 1);
+	pipeline_start(t, on_pay_done, c);
+}
+
+/* The payment request the pipeline parses: the customer's payment fields
+ * as sent (card / encryptedCard / paymentMethodId) plus what the hold
+ * fixes (amount, currency, guest). The text is wiped after parsing.
+ * savePaymentMethod is kept on the reservation (save_method) and set on
+ * the request by the saved-methods feature's fields when merged. */
+static int
+build_request(const cJSON *root, const struct resv_row *r, struct txn_request **rq,
+              struct txn_parse_error *perr)
+{
+	static const char *const pay_fields[] = { "card", "encryptedCard", "paymentMethodId" };
+	cJSON *o = cJSON_CreateObject(), *cust;
+	char *text = NULL, desc[96];
+	int rc = FGW_ERR_NOMEM;
+
+	if (o == NULL)
+		goto out;
+	cJSON_AddStringToObject(o, "reservationId", r->id);
+	cJSON_AddNumberToObject(o, "amount", (double)r->total_price);
+	cJSON_AddStringToObject(o, "currency", r->currency);
+	for (size_t i = 0; i < 3; i++) {
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, pay_fields[i]);
+		if (v != NULL)
+			cJSON_AddItemToObject(o, pay_fields[i], cJSON_Duplicate(v, 1));
+	}
+	if ((cust = cJSON_AddObjectToObject(o, "customer")) != NULL) {
+		cJSON_AddStringToObject(cust, "email", r->guest_email);
+		cJSON_AddStringToObject(cust, "name", r->guest_name);
+	}
+	snprintf(desc, sizeof(desc), "Reservation %s", r->id);
+	cJSON_AddStringToObject(o, "description", desc);
+	if ((text = cJSON_PrintUnformatted(o)) == NULL)
+		goto out;
+	rc = txn_request_parse(text, strlen(text), rq, perr);
+out:
+	if (text != NULL) {
+		sodium_memzero(text, strlen(text));
+		cJSON_free(text);
+	}
+	cJSON_Delete(o);
+	return rc;
+}
+
+static void
+h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	static const char *const fields[] = { "holdId", "card", "encryptedCard",
+		                                  "paymentMethodId", "savePaymentMethod", NULL };
+	struct auth_ctx who;
+	struct resv_row cur;
+	struct txn_request *rq = NULL;
+	struct txn_parse_error perr;
+	struct rctx *c = NULL;
+	cJSON *root = NULL;
+	const cJSON *save;
+	const char *body, *key;
+	char scope[64], hash[65], msg[256], hold_id[40];
+	size_t len;
+	int r, n;
+
+	if (customer_auth(rx, req, path, &who) != 0 ||
+	    front(rx, req, path, &who, 1, &body, &len, scope, &key, hash) != 0)
+		return;
+	if ((c = rctx_new(rx, req, &who)) == NULL) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		idem_end(rx->gw->idem, scope, key);
+		return;
+	}
+	fgw_strlcpy(c->scope, scope, sizeof(c->scope));
+	fgw_strlcpy(c->key, key, sizeof(c->key));
+	fgw_strlcpy(c->hash, hash, sizeof(c->hash));
+	root = cJSON_ParseWithLength(body, len);
+	msg[0] = '\0';
+	if (!cJSON_IsObject(root)) {
+		rctx_error(c, 400, "VALIDATION_ERROR", "body must be a JSON object");
+		goto out;
+	}
+	save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
+	n = (cJSON_GetObjectItemCaseSensitive(root, "card") != NULL) +
+	    (cJSON_GetObjectItemCaseSensitive(root, "encryptedCard") != NULL) +
+	    (cJSON_GetObjectItemCaseSensitive(root, "paymentMethodId") != NULL);
+	if (only_members(root, fields, msg, sizeof(msg)) != 0 ||
+	    get_string(root, "holdId", hold_id, sizeof(hold_id), 1, msg, sizeof(msg)) != 0) {
+		rctx_error(c, 400, "VALIDATION_ERROR", msg);
+		goto out;
+	}
+	if (save != NULL && !cJSON_IsBool(save)) {
+		rctx_error(c, 400, "VALIDATION_ERROR", "savePaymentMethod must be true or false");
+		goto out;
+	}
+	if (n != 1) {
+		rctx_error(c, 400, "VALIDATION_ERROR",
+		           "exactly one of card, encryptedCard or paymentMethodId is required");
+		goto out;
+	}
+	r = id_ok(hold_id) ? resv_get(rx->reader, who.subject, hold_id, &cur) : FGW_ERR_NOT_FOUND;
+	if (r != 0) {
+		resv_err_answer(c, r == FGW_ERR_NOT_FOUND ? RESV_NOT_FOUND : RESV_OK);
+		goto out;
+	}
+	r = build_request(root, &cur, &rq, &perr);
+	if (r == FGW_ERR_INVALID && strcmp(perr.field, "paymentMethodId") == 0) {
+		/* Without a saved method under this id (or without the saved
+		 * methods feature) there is nothing to pay with. */
+		rctx_error(c, 404, "PAYMENT_METHOD_NOT_FOUND", "Saved payment method not found");
+		goto out;
+	}
+	if (r != 0) {
+		if (r == FGW_ERR_INVALID) {
+			snprintf(msg, sizeof(msg), "%s %s", perr.field, perr.message);
+			rctx_error(c, 400, "VALIDATION_ERROR", msg);
+		} else {
+			rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		}
+		goto out;
+	}
+	/* No Idempotency-Key on the transaction itself: the reservation's
+	 * answer is the one stored under the customer's key. */
+	if ((r = txn_new(&rx->env, rq, who.client_id, who.source, NULL, hash, &c->t)) != 0) {
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		goto out;
+	}
+	rq = NULL; /* owned by c->t now */
+	c->row = cur;
+	if ((r = resv_convert_begin(rx->gw->store, rx->waker, hold_id, who.subject, c->t->id,
+	                            cJSON_IsTrue(save), fgw_now_ms(), &c->row, &c->err,
+	                            convert_begun, c)) != 0)
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+out:
+	txn_request_free(rq);
+	cJSON_Delete(root);
+}
+
+/* ---- POST /v1/reservations/confirm ---------------------------------------- */
+
+static char *
+confirm_answer(const struct resv_row *r)
+{
+	cJSON *o = cJSON_CreateObject(), *res, *pay;
+	char *s = NULL;
+	if (o == NULL || (res = cJSON_AddObjectToObject(o, "reservation")) == NULL ||
+	    (pay = cJSON_AddObjectToObject(o, "payment")) == NULL)
+		goto out;
+	cJSON_AddStringToObject(res, "id", r->id);
+	cJSON_AddStringToObject(res, "status", r->status);
+	cJSON_AddStringToObject(res, "paymentStatus", r->payment_status);
+	cJSON_AddStringToObject(res, "reservationReference", r->reference);
+	cJSON_AddStringToObject(pay, "paymentId", r->txn_id);
+	cJSON_AddStringToObject(pay, "status", "captured");
+	add_str_or_null(pay, "chargeId", r->payment_intent_id);
+	s = cJSON_PrintUnformatted(o);
+out:
+	cJSON_Delete(o);
+	return s;
+}
+
+static void
+confirm_stored(void *arg, int rc)
+{
+	struct rctx *c = arg;
+	char *a = c->answer;
+	(void)rc;
+	c->answer = NULL;
+	rctx_finish(c, 200, a);
+	free(a);
+}
+
+static void
+confirm_done(void *arg, int rc)
+{
+	struct rctx *c = arg;
+	struct store_idem idem;
+	if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
+		resv_err_answer(c, c->err);
+		return;
+	}
+	if (rc != 0 || (c->answer = confirm_answer(&c->row)) == NULL) {
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		return;
+	}
+	if (c->key[0] == '\0') {
+		confirm_stored(c, 0);
+		return;
+	}
+	fill_idem(c, 200, c->answer, &idem);
+	if (resv_idem_put(c->rx->gw->store, c->rx->waker, &idem, confirm_stored, c) != 0)
+		confirm_stored(c, FGW_ERR_INTERNAL);
+}
+
+static void
+h_confirm(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	static const char *const fields[] = { "reservationId", "paymentIntentId", NULL };
+	struct auth_ctx who;
+	struct rctx *c = NULL;
+	cJSON *root = NULL;
+	const char *body, *key;
+	char scope[64], hash[65], msg[160], id[40], intent[96], ref[16];
+	size_t len;
+
+	if (customer_auth(rx, req, path, &who) != 0 ||
+	    front(rx, req, path, &who, 0, &body, &len, scope, &key, hash) != 0)
+		return;
+	if ((c = rctx_new(rx, req, &who)) == NULL) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		if (key != NULL)
+			idem_end(rx->gw->idem, scope, key);
+		return;
+	}
+	fgw_strlcpy(c->scope, scope, sizeof(c->scope));
+	if (key != NULL)
+		fgw_strlcpy(c->key, key, sizeof(c->key));
+	fgw_strlcpy(c->hash, hash, sizeof(c->hash));
+	root = cJSON_ParseWithLength(body, len);
+	msg[0] = '\0';
+	if (!cJSON_IsObject(root) || only_members(root, fields, msg, sizeof(msg)) != 0 ||
+	    get_string(root, "reservationId", id, sizeof(id), 1, msg, sizeof(msg)) != 0 ||
+	    get_string(root, "paymentIntentId", intent, sizeof(intent), 0, msg, sizeof(msg)) != 0) {
+		rctx_error(c, 400, "VALIDATION_ERROR", msg[0] ? msg : "body must be a JSON object");
+		goto out;
+	}
+	if (!id_ok(id)) {
+		resv_err_answer(c, RESV_NOT_FOUND);
+		goto out;
+	}
+	new_reference(ref);
+	if (resv_confirm(rx->gw->store, rx->waker, id, who.subject, intent, ref, &c->row, &c->err,
+	                 confirm_done, c) != 0)
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+out:
+	cJSON_Delete(root);
+}
+
+/* ---- GET /v1/reservations/{id}/payment-status ------------------------------ */
+
+static const char *
+stripe_status(const char *txn_status)
+{
+	if (txn_status[0] == '\0')
+		return "requires_payment_method";
+	if (strcmp(txn_status, "succeeded") == 0 || strcmp(txn_status, "requires_action") == 0 ||
+	    strcmp(txn_status, "processing") == 0 || strcmp(txn_status, "refunded") == 0)
+		return txn_status;
+	if (strcmp(txn_status, "posting") == 0)
+		return "processing";
+	return "requires_payment_method";
+}
+
+static void
+status_answer(struct rctx *c)
+{
+	struct resv_row r;
+	struct store_txn_row t;
+	cJSON *o = cJSON_CreateObject(), *d, *na = NULL, *type;
+	char *s = NULL;
+	int ra;
+
+	memset(&t, 0, sizeof(t));
+	if (resv_get(c->rx->reader, c->who.subject, c->row.id, &r) != 0 ||
+	    (r.txn_id[0] && store_txn_get(c->rx->reader, NULL, r.txn_id, &t) != 0) || o == NULL ||
+	    !cJSON_AddTrueToObject(o, "success") ||
+	    (d = cJSON_AddObjectToObject(o, "data")) == NULL) {
+		cJSON_Delete(o);
+		store_txn_row_clear(&t);
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		return;
+	}
+	ra = strcmp(t.status, "requires_action") == 0;
+	cJSON_AddStringToObject(d, "reservationStatus", r.status);
+	add_str_or_null(d, "paymentIntentId", r.payment_intent_id);
+	cJSON_AddStringToObject(d, "stripeStatus", stripe_status(t.status));
+	cJSON_AddBoolToObject(d, "requiresAction", ra);
+	if (ra && t.next_action_json != NULL)
+		na = cJSON_Parse(t.next_action_json);
+	type = na ? cJSON_GetObjectItemCaseSensitive(na, "type") : NULL;
+	add_str_or_null(d, "actionType", cJSON_IsString(type) ? type->valuestring : (ra ? "redirect_to_url" : NULL));
+	cJSON_Delete(na);
+	s = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	store_txn_row_clear(&t);
+	rctx_finish(c, 200, s ? s : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}");
+	cJSON_free(s);
+}
+
+static void
+status_moved(void *arg, int rc)
+{
+	struct rctx *c = arg;
+	if (rc != 0)
+		log_warn("reservation %s: move after processor check: %s", c->row.id, fgw_strerror(rc));
+	status_answer(c);
+}
+
+static void
+status_txn_finished(void *arg, int rc)
+{
+	struct rctx *c = arg;
+	char ref[16];
+	if (rc != 0) {
+		/* Another path (webhook, reconciler) moved it first: fine. */
+		status_answer(c);
+		return;
+	}
+	txn_events_publish(&c->rx->env, &c->txn);
+	new_reference(ref);
+	/* The listener queued the same move; this one is only waited for, so
+	 * the answer reflects it. */
+	if (resv_payment_moved(c->rx->gw->store, c->rx->waker, c->row.id, c->txn.id,
+	                       c->txn.status, c->txn.processor_ref, ref, NULL, status_moved,
+	                       c) != 0)
+		status_answer(c);
+}
+
+/* The processor's word on a charge still waiting (3-D Secure): asked
+ * asynchronously; a final state is committed forward-only like any other
+ * move and published, so the reservation and other features hear it. */
+static void
+status_checked(void *arg, const struct httpc_response *resp)
+{
+	struct rctx *c = arg;
+	const struct pipeline_env *env = &c->rx->env;
+	struct proc_result res;
+	struct store_txn_update upd;
+	struct store_audit audit;
+	const char *to = NULL;
+
+	c->http = NULL;
+	memset(&res, 0, sizeof(res));
+	if (resp->err == 0 && resp->status == 200 &&
+	    env->proc_type->parse_reply(env->proc, resp->status, resp->body, resp->body_len,
+	                                &res) == 0) {
+		if (res.outcome == PROC_SUCCEEDED)
+			to = "succeeded";
+		else if (res.outcome == PROC_DECLINED)
+			to = "declined";
+	}
+	if (to == NULL || strcmp(to, c->txn.status) == 0) {
+		proc_result_clear(&res);
+		status_answer(c);
+		return;
+	}
+	memset(&upd, 0, sizeof(upd));
+	fgw_strlcpy(upd.id, c->txn.id, sizeof(upd.id));
+	fgw_strlcpy(upd.status, to, sizeof(upd.status));
+	if (res.outcome == PROC_DECLINED) {
+		fgw_strlcpy(upd.error_code, "PAYMENT_CARD_DECLINED", sizeof(upd.error_code));
+		fgw_strlcpy(upd.error_message, res.message, sizeof(upd.error_message));
+	}
+	proc_result_clear(&res);
+	fgw_strlcpy(c->txn.status, to, sizeof(c->txn.status));
+	fgw_strlcpy(c->txn.error_code, upd.error_code, sizeof(c->txn.error_code));
+	free(c->txn.next_action_json);
+	c->txn.next_action_json = NULL;
+	audit = (struct store_audit){ "system", "local", "txn.outcome", c->txn.id, to,
+		                          "{\"via\":\"payment-status poll\"}" };
+	if (store_txn_finish(env->store, env->waker, &upd, NULL, &audit, 1, NULL,
+	                     status_txn_finished, c) != 0)
+		status_answer(c);
+}
+
+static void
+h_payment_status(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	struct auth_ctx who;
+	struct rctx *c;
+	char id[40], url[512], auth[300];
+	const char *headers[2] = { NULL, NULL };
+	int r, n;
+
+	if (customer_auth(rx, req, path, &who) != 0)
+		return;
+	if (http_path_segment("/v1/reservations/*/payment-status", path, 0, id, sizeof(id)) != 0 ||
+	    !id_ok(id)) {
+		http_send_error(rx, req, 404, "RESERVATION_NOT_FOUND", "Reservation not found");
+		return;
+	}
+	if ((c = rctx_new(rx, req, &who)) == NULL) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		return;
+	}
+	r = resv_get(rx->reader, who.subject, id, &c->row);
+	if (r != 0) {
+		resv_err_answer(c, r == FGW_ERR_NOT_FOUND ? RESV_NOT_FOUND : RESV_OK);
+		return;
+	}
+	if (c->row.txn_id[0] == '\0' ||
+	    store_txn_get(rx->reader, NULL, c->row.txn_id, &c->txn) != 0 ||
+	    strcmp(c->txn.status, "requires_action") != 0 || c->txn.processor_ref[0] == '\0' ||
+	    strspn(c->txn.processor_ref, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+	        strlen(c->txn.processor_ref)) {
+		status_answer(c);
+		return;
+	}
+	n = snprintf(url, sizeof(url), "%s/v1/charges/%s", rx->env.proc->base_url,
+	             c->txn.processor_ref);
+	if (n < 0 || (size_t)n >= sizeof(url)) {
+		status_answer(c);
+		return;
+	}
+	if (rx->env.proc->secret[0]) {
+		n = snprintf(auth, sizeof(auth), "Authorization: Bearer %s", rx->env.proc->secret);
+		if (n > 0 && (size_t)n < sizeof(auth))
+			headers[0] = auth;
+	}
+	if (httpc_request(rx->httpc, "GET", url, headers, NULL, 0,
+	                  rx->env.limits.processor_timeout_ms, status_checked, c, &c->http) != 0)
+		status_answer(c);
+	sodium_memzero(auth, sizeof(auth));
+}
+
+/* ---- GET /v1/reservations ----------------------------------------------------- */
+
+static int
+query_int(struct evkeyvalq *q, const char *name, int64_t lo, int64_t hi, int64_t def,
+          int64_t *out)
+{
+	const char *v = evhttp_find_header(q, name);
+	if (v == NULL) {
+		*out = def;
+		return 0;
+	}
+	return fgw_parse_i64(v, lo, hi, out);
+}
+
+static void
+h_list(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	static const char *const statuses[] = { "held", "pending", "confirmed", "expired",
+		                                    "refunded", NULL };
+	struct auth_ctx who;
+	struct evkeyvalq q;
+	struct resv_row *rows = NULL;
+	const char *query, *status;
+	cJSON *o = NULL, *arr, *pg;
+	char *s = NULL;
+	int64_t limit, offset, total = 0;
+	int n = 0, ok = 0;
+
+	if (customer_auth(rx, req, path, &who) != 0)
+		return;
+	query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+	/* an absent query parses as an empty one */
+	if (evhttp_parse_query_str(query ? query : "", &q) != 0) {
+		http_send_error(rx, req, 400, "VALIDATION_ERROR", "malformed query string");
+		return;
+	}
+	status = evhttp_find_header(&q, "status");
+	if (status != NULL) {
+		for (int i = 0; statuses[i]; i++)
+			if (strcmp(status, statuses[i]) == 0)
+				ok = 1;
+		if (!ok) {
+			http_send_error(rx, req, 400, "VALIDATION_ERROR",
+			                "status must be held, pending, confirmed, expired or refunded");
+			goto out;
+		}
+	}
+	if (query_int(&q, "limit", 1, 100, 10, &limit) != 0 ||
+	    query_int(&q, "offset", 0, 1000000, 0, &offset) != 0) {
+		http_send_error(rx, req, 400, "VALIDATION_ERROR",
+		                "limit must be 1 to 100 and offset 0 to 1000000");
+		goto out;
+	}
+	if (resv_list(rx->reader, who.subject, status, (int)limit, (int)offset, &rows, &n,
+	              &total) != 0 ||
+	    (o = cJSON_CreateObject()) == NULL ||
+	    (arr = cJSON_AddArrayToObject(o, "reservations")) == NULL) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		const struct resv_row *r = &rows[i];
+		struct resv_slot sl;
+		struct resv_experience e;
+		cJSON *it = cJSON_CreateObject(), *x;
+		if (it == NULL)
+			continue;
+		cJSON_AddItemToArray(arr, it);
+		cJSON_AddStringToObject(it, "id", r->id);
+		cJSON_AddStringToObject(it, "experienceId", r->experience_id);
+		cJSON_AddStringToObject(it, "timeSlotId", r->time_slot_id);
+		cJSON_AddStringToObject(it, "status", r->status);
+		cJSON_AddStringToObject(it, "paymentStatus", r->payment_status);
+		cJSON_AddNumberToObject(it, "numberOfGuests", r->guests);
+		cJSON_AddNumberToObject(it, "totalPrice", (double)r->total_price);
+		cJSON_AddStringToObject(it, "currency", r->currency);
+		add_str_or_null(it, "reservationReference", r->reference);
+		add_iso(it, "holdExpiresAt", r->hold_expires_at);
+		add_iso(it, "createdAt", r->created_at);
+		if (resv_slot_get(rx->reader, r->time_slot_id, &sl, &e) == 0) {
+			if ((x = cJSON_AddObjectToObject(it, "experience")) != NULL) {
+				cJSON_AddStringToObject(x, "id", e.id);
+				cJSON_AddStringToObject(x, "name", e.name);
+				cJSON_AddNumberToObject(x, "price", (double)e.price);
+				cJSON_AddStringToObject(x, "currency", e.currency);
+			}
+			if ((x = cJSON_AddObjectToObject(it, "timeSlot")) != NULL) {
+				cJSON_AddStringToObject(x, "id", sl.id);
+				add_iso(x, "startsAt", sl.starts_at);
+				cJSON_AddNumberToObject(x, "capacity", sl.capacity);
+				cJSON_AddNumberToObject(x, "available", sl.capacity - sl.taken);
+			}
+		}
+	}
+	if ((pg = cJSON_AddObjectToObject(o, "pagination")) != NULL) {
+		cJSON_AddNumberToObject(pg, "total", (double)total);
+		cJSON_AddNumberToObject(pg, "limit", (double)limit);
+		cJSON_AddNumberToObject(pg, "offset", (double)offset);
+		cJSON_AddBoolToObject(pg, "hasMore", offset + n < total);
+	}
+	if ((s = cJSON_PrintUnformatted(o)) == NULL)
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+	else
+		http_send_json(rx, req, 200, s);
+out:
+	evhttp_clear_headers(&q);
+	cJSON_free(s);
+	cJSON_Delete(o);
+	free(rows);
+}
+
+/* ---- POST /v1/admin/clock (development only) ---------------------------------- */
+
+static void
+h_admin_clock(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	struct auth_ctx who;
+	struct store_audit audit;
+	cJSON *root = NULL;
+	const cJSON *v;
+	const char *body;
+	char out[160], details[80], iso[32];
+	size_t len;
+	int64_t off;
+
+	if (http_authenticate(rx, req, path, AUTH_API_KEY, &who) != 0)
+		return;
+	if (strcmp(rx->gw->cfg.mode, "development") != 0) {
+		http_send_error(rx, req, 403, "FORBIDDEN",
+		                "The test clock is only available in development mode");
+		return;
+	}
+	if (http_json_body(rx, req, &body, &len) != 0)
+		return;
+	root = cJSON_ParseWithLength(body, len);
+	v = cJSON_GetObjectItemCaseSensitive(root, "offsetMs");
+	if (!cJSON_IsObject(root) || cJSON_GetArraySize(root) != 1 || !cJSON_IsNumber(v) ||
+	    v->valuedouble < -31536000000.0 || v->valuedouble > 31536000000.0 ||
+	    v->valuedouble != (double)(int64_t)v->valuedouble) {
+		http_send_error(rx, req, 400, "VALIDATION_ERROR",
+		                "body must be {\"offsetMs\": integer within one year}");
+		goto out;
+	}
+	off = (int64_t)v->valuedouble;
+	fgw_clock_set_offset_ms(off);
+	snprintf(details, sizeof(details), "{\"offsetMs\":%lld}", (long long)off);
+	audit = (struct store_audit){ who.client_id, who.source, "clock.set", "clock", "success",
+		                          details };
+	(void)store_audit_append(rx->gw->store, rx->waker, &audit, 1, NULL, NULL);
+	log_warn("test clock offset set to %lld ms by %s", (long long)off, who.client_id);
+	if (fgw_iso8601(fgw_now_ms(), iso, sizeof(iso)) != 0)
+		iso[0] = '\0';
+	snprintf(out, sizeof(out), "{\"offsetMs\":%lld,\"now\":\"%s\"}", (long long)off, iso);
+	http_send_json(rx, req, 200, out);
+out:
+	cJSON_Delete(root);
+}
+
+const struct route resv_routes[] = {
+	{ "/v1/reservations/hold", EVHTTP_REQ_POST, h_hold },
+	{ "/v1/reservations/hold/convert", EVHTTP_REQ_POST, h_convert },
+	{ "/v1/reservations/confirm", EVHTTP_REQ_POST, h_confirm },
+	{ "/v1/reservations/*/payment-status", EVHTTP_REQ_GET, h_payment_status },
+	{ "/v1/reservations", EVHTTP_REQ_GET, h_list },
+	{ "/v1/admin/clock", EVHTTP_REQ_POST, h_admin_clock },
+	{ NULL, 0, NULL },
+};
+
+/* ---- events, timer, start-up ------------------------------------------------- */
+
+/* A payment of a reservation moved (its own pipeline, a webhook, the
+ * reconciler, a refund): the reservation follows. */
+static void
+on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_row *row)
+{
+	char ref[16];
+	(void)ctx;
+	if (strncmp(row->reservation_id, "res_", 4) != 0)
+		return;
+	new_reference(ref);
+	if (resv_payment_moved(env->store, env->waker, row->reservation_id, row->id, row->status,
+	                       row->processor_ref, ref, NULL, NULL, NULL) != 0)
+		log_warn("reservation %s: could not queue the payment move", row->reservation_id);
+}
+
+static void
+sweep_done(void *arg, int rc)
+{
+	struct reactor *rx = arg;
+	if (rc != 0)
+		log_warn("hold sweep failed: %s", fgw_strerror(rc));
+	rx->resv_sweeping = 0;
+}
+
+static void
+sweep_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct reactor *rx = arg;
+	(void)fd;
+	(void)what;
+	if (rx->resv_sweeping || rx->draining)
+		return;
+	if (resv_sweep(rx->gw->store, rx->waker, fgw_now_ms(), sweep_done, rx) == 0)
+		rx->resv_sweeping = 1;
+}
+
+int
+resv_reactor_start(struct reactor *rx)
+{
+	struct timeval tv;
+	long long ms = rx->gw->cfg.hold_sweep_ms;
+	/* One reactor sweeps: the job is global and the writer serializes it. */
+	if (rx->idx != 0)
+		return 0;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	if ((rx->resv_timer = event_new(rx->base, -1, EV_PERSIST, sweep_tick, rx)) == NULL ||
+	    event_add(rx->resv_timer, &tv) != 0)
+		return FGW_ERR_NOMEM;
+	return 0;
+}
+
+void
+resv_reactor_stop(struct reactor *rx)
+{
+	/* Only after the loop stopped past the shutdown deadline: payments
+	 * stay posting for the reconciler; the memory goes (answers, store
+	 * jobs and processor checks will never complete for this reactor). */
+	while (rx->resv_pending != NULL) {
+		struct rctx *c = rx->resv_pending;
+		if (c->req != NULL && c->evcon != NULL)
+			evhttp_connection_set_closecb(c->evcon, NULL, NULL);
+		if (c->running != NULL)
+			txn_free(c->running);
+		rctx_free(c);
+	}
+	if (rx->resv_timer != NULL)
+		event_free(rx->resv_timer);
+	rx->resv_timer = NULL;
+}
+
+int
+resv_setup(struct gateway *gw, char *err, size_t errlen)
+{
+	char *text = NULL, why[200];
+	size_t len = 0;
+	int r;
+
+	if ((r = txn_events_subscribe(on_txn_event, gw)) != 0) {
+		snprintf(err, errlen, "reservations: cannot subscribe to transaction events");
+		return r;
+	}
+	if (gw->cfg.slots_file[0] == '\0')
+		return 0;
+	if ((r = fgw_read_file(gw->cfg.slots_file, 4 << 20, &text, &len)) != 0) {
+		snprintf(err, errlen, "slots_file %s: %s", gw->cfg.slots_file, fgw_strerror(r));
+		return r;
+	}
+	if ((r = resv_load_catalogue(gw->store, text, len, why, sizeof(why))) != 0)
+		snprintf(err, errlen, "slots_file %s: %s", gw->cfg.slots_file, why);
+	free(text);
+	return r;
+}

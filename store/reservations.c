@@ -1,0 +1,884 @@
+/*
+ * store/reservations.c — SQL for experiences, time slots and reservations.
+ *
+ * Layout: small statement helpers; the write jobs (each a `run` executed on
+ * the writer thread inside its own savepoint, see store_int.h); the
+ * catalogue loader; the reads. Capacity checks live only inside jobs, where
+ * the writer thread serializes them (see reservations.h).
+ */
+#define LOG_MODULE "store"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "store/reservations.h"
+#include "store/store_int.h"
+
+/* ---- statement helpers ------------------------------------------------ */
+
+static int
+prep(sqlite3 *db, const char *sql, sqlite3_stmt **s)
+{
+	if (sqlite3_prepare_v3(db, sql, -1, 0, s, NULL) != SQLITE_OK) {
+		log_error("reservations: %s", sqlite3_errmsg(db));
+		return FGW_ERR_DB;
+	}
+	return 0;
+}
+
+static void
+bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+	if (v == NULL || v[0] == '\0')
+		sqlite3_bind_null(s, i);
+	else
+		sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
+}
+
+static void
+col_text(sqlite3_stmt *s, int i, char *out, size_t cap)
+{
+	const unsigned char *v = sqlite3_column_text(s, i);
+	fgw_strlcpy(out, v ? (const char *)v : "", cap);
+}
+
+/* Runs a statement that returns no rows; 0 or FGW_ERR_DB. */
+static int
+step_done(sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
+}
+
+#define RESV_COLS                                                            \
+	"id, client_id, customer_id, experience_id, time_slot_id, guests,"       \
+	" guest_name, guest_email, guest_phone, special_requests, status,"       \
+	" payment_status, total_price, original_price, group_discount,"          \
+	" early_discount, currency, hold_expires_at, txn_id, payment_intent_id," \
+	" reference, save_method, created_at, updated_at"
+
+static void
+read_row(sqlite3_stmt *s, struct resv_row *r)
+{
+	memset(r, 0, sizeof(*r));
+	col_text(s, 0, r->id, sizeof(r->id));
+	col_text(s, 1, r->client_id, sizeof(r->client_id));
+	col_text(s, 2, r->customer_id, sizeof(r->customer_id));
+	col_text(s, 3, r->experience_id, sizeof(r->experience_id));
+	col_text(s, 4, r->time_slot_id, sizeof(r->time_slot_id));
+	r->guests = sqlite3_column_int(s, 5);
+	col_text(s, 6, r->guest_name, sizeof(r->guest_name));
+	col_text(s, 7, r->guest_email, sizeof(r->guest_email));
+	col_text(s, 8, r->guest_phone, sizeof(r->guest_phone));
+	col_text(s, 9, r->special_requests, sizeof(r->special_requests));
+	col_text(s, 10, r->status, sizeof(r->status));
+	col_text(s, 11, r->payment_status, sizeof(r->payment_status));
+	r->total_price = sqlite3_column_int64(s, 12);
+	r->original_price = sqlite3_column_int64(s, 13);
+	r->group_discount = sqlite3_column_int64(s, 14);
+	r->early_discount = sqlite3_column_int64(s, 15);
+	col_text(s, 16, r->currency, sizeof(r->currency));
+	r->hold_expires_at = sqlite3_column_int64(s, 17);
+	col_text(s, 18, r->txn_id, sizeof(r->txn_id));
+	col_text(s, 19, r->payment_intent_id, sizeof(r->payment_intent_id));
+	col_text(s, 20, r->reference, sizeof(r->reference));
+	r->save_method = sqlite3_column_int(s, 21);
+	r->created_at = sqlite3_column_int64(s, 22);
+	r->updated_at = sqlite3_column_int64(s, 23);
+}
+
+/* Reservation by id (and customer when not NULL). */
+static int
+load_row(sqlite3 *db, const char *customer, const char *id, struct resv_row *out)
+{
+	sqlite3_stmt *s = NULL;
+	int r, rc;
+	if ((r = prep(db, "SELECT " RESV_COLS " FROM reservations WHERE id = ?1"
+	                  " AND (?2 IS NULL OR customer_id = ?2)", &s)) != 0)
+		return r;
+	bind_text(s, 1, id);
+	if (customer != NULL)
+		sqlite3_bind_text(s, 2, customer, -1, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_null(s, 2);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		read_row(s, out);
+		r = 0;
+	} else {
+		r = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+	}
+	sqlite3_finalize(s);
+	return r;
+}
+
+/* Gives a reservation's places back to its slot, once. */
+static int
+release_places(sqlite3 *db, const char *id)
+{
+	sqlite3_stmt *s = NULL;
+	int r;
+	if ((r = prep(db, "UPDATE time_slots SET taken = MAX(0, taken - (SELECT guests"
+	                  " FROM reservations WHERE id = ?1 AND released = 0))"
+	                  " WHERE id = (SELECT time_slot_id FROM reservations"
+	                  " WHERE id = ?1 AND released = 0)", &s)) != 0)
+		return r;
+	bind_text(s, 1, id);
+	if ((r = step_done(s)) != 0 ||
+	    (r = prep(db, "UPDATE reservations SET released = 1 WHERE id = ?1", &s)) != 0)
+		return r;
+	bind_text(s, 1, id);
+	return step_done(s);
+}
+
+/* ---- jobs --------------------------------------------------------------- */
+
+/* One job context for every kind; fields used depend on the job. */
+struct job {
+	struct resv_row row;          /* input (hold) or output */
+	struct resv_experience exp;
+	struct resv_slot slot;
+	char id[64];
+	char customer[128];
+	char txn_id[40];
+	char txn_status[24];
+	char intent_id[96];
+	char reference[16];
+	int capacity;
+	int save_method;
+	int64_t now;
+	struct resv_row *out;         /* caller's, written on the writer thread
+	                                 before done runs */
+	enum resv_err *err;
+};
+
+static int
+job_fail(struct job *j, enum resv_err e)
+{
+	if (j->err != NULL)
+		*j->err = e;
+	return FGW_ERR_STATE;
+}
+
+static int
+run_experience_put(sqlite3 *db, void *ctx)
+{
+	struct job *j = ctx;
+	sqlite3_stmt *s = NULL;
+	int r;
+	if ((r = prep(db, "INSERT INTO experiences (id, name, price, currency, group_min,"
+	                  " group_pct, early_days, early_pct) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"
+	                  " ON CONFLICT(id) DO UPDATE SET name = ?2, price = ?3, currency = ?4,"
+	                  " group_min = ?5, group_pct = ?6, early_days = ?7, early_pct = ?8",
+	              &s)) != 0)
+		return r;
+	bind_text(s, 1, j->exp.id);
+	sqlite3_bind_text(s, 2, j->exp.name, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(s, 3, j->exp.price);
+	bind_text(s, 4, j->exp.currency);
+	sqlite3_bind_int(s, 5, j->exp.group_min);
+	sqlite3_bind_int(s, 6, j->exp.group_pct);
+	sqlite3_bind_int(s, 7, j->exp.early_days);
+	sqlite3_bind_int(s, 8, j->exp.early_pct);
+	return step_done(s);
+}
+
+static int
+run_slot_put(sqlite3 *db, void *ctx)
+{
+	struct job *j = ctx;
+	sqlite3_stmt *s = NULL;
+	int r;
+	/* capacity below what is taken would oversell: keep at least taken. */
+	if ((r = prep(db, "INSERT INTO time_slots (id, experience_id, starts_at, capacity,"
+	                  " taken, status) VALUES (?1, ?2, ?3, ?4, 0, ?5)"
+	                  " ON CONFLICT(id) DO UPDATE SET experience_id = ?2, starts_at = ?3,"
+	                  " capacity = MAX(?4, taken), status = ?5", &s)) != 0)
+		return r;
+	bind_text(s, 1, j->slot.id);
+	bind_text(s, 2, j->slot.experience_id);
+	sqlite3_bind_int64(s, 3, j->slot.starts_at);
+	sqlite3_bind_int(s, 4, j->slot.capacity);
+	sqlite3_bind_text(s, 5, j->slot.status[0] ? j->slot.status : "open", -1, SQLITE_TRANSIENT);
+	return step_done(s);
+}
+
+static int
+run_slot_capacity(sqlite3 *db, void *ctx)
+{
+	struct job *j = ctx;
+	sqlite3_stmt *s = NULL;
+	int r;
+	if ((r = prep(db, "UPDATE time_slots SET capacity = ?2 WHERE id = ?1 AND taken <= ?2",
+	              &s)) != 0)
+		return r;
+	bind_text(s, 1, j->id);
+	sqlite3_bind_int(s, 2, j->capacity);
+	if ((r = step_done(s)) != 0)
+		return r;
+	return sqlite3_changes(db) == 1 ? 0 : FGW_ERR_STATE;
+}
+
+static int
+run_hold(sqlite3 *db, void *ctx)
+{
+	struct job *j = ctx;
+	const struct resv_row *v = &j->row;
+	sqlite3_stmt *s = NULL;
+	int r, rc, capacity, taken;
+	char status[12];
+
+	if ((r = prep(db, "SELECT capacity, taken, status FROM time_slots WHERE id = ?1"
+	                  " AND experience_id = ?2", &s)) != 0)
+		return r;
+	bind_text(s, 1, v->time_slot_id);
+	bind_text(s, 2, v->experience_id);
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		sqlite3_finalize(s);
+		return rc == SQLITE_DONE ? job_fail(j, RESV_SLOT_NOT_FOUND) : FGW_ERR_DB;
+	}
+	capacity = sqlite3_column_int(s, 0);
+	taken = sqlite3_column_int(s, 1);
+	col_text(s, 2, status, sizeof(status));
+	sqlite3_finalize(s);
+	if (strcmp(status, "open") != 0 || taken >= capacity)
+		return job_fail(j, RESV_SLOT_NOT_AVAILABLE);
+	if (capacity - taken < v->guests)
+		return job_fail(j, RESV_NOT_ENOUGH_CAPACITY);
+
+	if ((r = prep(db, "UPDATE time_slots SET taken = taken + ?2 WHERE id = ?1", &s)) != 0)
+		return r;
+	bind_text(s, 1, v->time_slot_id);
+	sqlite3_bind_int(s, 2, v->guests);
+	if ((r = step_done(s)) != 0)
+		return r;
+	if ((r = prep(db, "INSERT INTO reservations (id, client_id, customer_id, experience_id,"
+	                  " time_slot_id, guests, guest_name, guest_email, guest_phone,"
+	                  " special_requests, status, payment_status, total_price,"
+	                  " original_price, group_discount, early_discount, currency,"
+	                  " hold_expires_at, released, save_method, created_at, updated_at)"
+	                  " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,'held','unpaid',?11,?12,"
+	                  "?13,?14,?15,?16,0,0,?17,?17)", &s)) != 0)
+		return r;
+	bind_text(s, 1, v->id);
+	bind_text(s, 2, v->client_id);
+	bind_text(s, 3, v->customer_id);
+	bind_text(s, 4, v->experience_id);
+	bind_text(s, 5, v->time_slot_id);
+	sqlite3_bind_int(s, 6, v->guests);
+	bind_text(s, 7, v->guest_name);
+	bind_text(s, 8, v->guest_email);
+	bind_text(s, 9, v->guest_phone);
+	bind_text(s, 10, v->special_requests);
+	sqlite3_bind_int64(s, 11, v->total_price);
+	sqlite3_bind_int64(s, 12, v->original_price);
+	sqlite3_bind_int64(s, 13, v->group_discount);
+	sqlite3_bind_int64(s, 14, v->early_discount);
+	bind_text(s, 15, v->currency);
+	sqlite3_bind_int64(s, 16, v->hold_expires_at);
+	sqlite3_bind_int64(s, 17, v->created_at);
+	return step_done(s);
+}
+
+/* A hold has run out when its time is over and no payment succeeded or is
+ * still being decided (those keep the places until they settle). */
+static int
+hold_ran_out(const struct resv_row *r, int64_t now)
+{
+	if (strcmp(r->status, "expired") == 0)
+		return 1;
+	if (strcmp(r->status, "held") != 0 && strcmp(r->status, "pending") != 0)
+		return 0;
+	return (strcmp(r->payment_status, "unpaid") == 0 ||
+	        strcmp(r->payment_status, "failed") == 0) &&
+	       now >= r->hold_expires_at;
+}
+
+static int
+run_convert_begin(sqlite3 *db, void *ctx)
+{
+	struct job *j = ctx;
+	sqlite3_stmt *s = NULL;
+	int r;
+
+	if ((r = load_row(db, j->customer, j->id, j->out)) != 0)
+		return r == FGW_ERR_NOT_FOUND ? job_fail(j, RESV_NOT_FOUND) : r;
+	if (hold_ran_out(j->out, j->now))
+		return job_fail(j, RESV_HOLD_EXPIRED);
+	/* Retry is allowed after a failed payment, never while one is being
+	 * decided or after one succeeded: no double charge. */
+	if (!(strcmp(j->out->status, "held") == 0 ||
+	      (strcmp(j->out->status, "pending") == 0 &&
+	       strcmp(j->out->payment_status, "failed") == 0)))
+		return job_fail(j, RESV_INVALID_STATUS);
+	if ((r = prep(db, "UPDATE reservations SET status = 'pending', payment_status ="
+	                  " 'processing', txn_id = ?2, payment_intent_id = NULL,"
+	                  " save_method = ?3, updated_at = ?4 WHERE id = ?1", &s)) != 0)
+		return r;
+	bind_text(s, 1, j->id);
+	bind_text(s, 2, j->txn_id);
+	sqlite3_bind_int(s, 3, j->save_method);
+	sqlite3_bind_int64(s, 4, j->now);
+	if ((r = step_done(s)) != 0)
+		return r;
+	fgw_strlcpy(j->out->status, "pending", sizeof(j->out->status));
+	fgw_strlcpy(j->out->payment_status, "processing", sizeof(j->out->payment_status));
+	fgw_strlcpy(j->out->txn_id, j->txn_id, sizeof(j->out->txn_id));
+	return 0;
+}
+
+static int
+set_state(sqlite3 *db, const char *id, const char *status, const char *pay,
+          const char *intent, const char *reference, int64_t now)
+{
+	sqlite3_stmt *s = NULL;
+	int r;
+	if ((r = prep(db, "UPDATE reservations SET status = ?2, payment_status = COALESCE(?3, payment_status),"
+	                  " payment_intent_id = COALESCE(?4, payment_intent_id),"
+	                  " reference = COALESCE(reference, ?5), updated_at = ?6"
+	                  " WHERE id = ?1", &s)) != 0)
+		return r;
+	bind_text(s, 1, id);
+	bind_text(s, 2, status);
+	bind_text(s, 3, pay);
+	bind_text(s, 4, intent);
+	bind_text(s, 5, reference);
+	sqlite3_bind_int64(s, 6, now);
+	return step_done(s);
+}
+
+static int
+run_payment_moved(sqlite3 *db, void *ctx)
+{
+	struct job *j = ctx;
+	struct resv_row cur;
+	const char *st = j->txn_status, *status, *pay;
+	const char *ref = NULL;
+	int r;
+
+	if ((r = load_row(db, NULL, j->id, &cur)) != 0)
+		return r == FGW_ERR_NOT_FOUND ? 0 : r;
+	/* An older attempt's late news does not touch the current one. */
+	if (strcmp(cur.txn_id, j->txn_id) != 0)
+		return 0;
+	status = cur.status;
+	if (strcmp(st, "refunded") == 0) {
+		if ((r = release_places(db, cur.id)) != 0)
+			return r;
+		return set_state(db, cur.id, "refunded", "refunded", NULL, NULL, j->now);
+	}
+	if (strcmp(cur.status, "pending") != 0)
+		return 0; /* confirmed, expired, refunded: nothing to move */
+	if (strcmp(st, "succeeded") == 0) {
+		pay = "paid";
+		/* Settled later than the convert answer (3-D Secure, webhook):
+		 * the booking completes by itself, as the document says. */
+		if (strcmp(cur.payment_status, "processing") != 0) {
+			status = "confirmed";
+			ref = j->reference;
+		}
+	} else if (strcmp(st, "requires_action") == 0) {
+		pay = "requires_action";
+	} else if (strcmp(st, "declined") == 0 || strcmp(st, "failed") == 0) {
+		pay = "failed";
+	} else if (strcmp(st, "processing") == 0 || strcmp(st, "posting") == 0) {
+		pay = "processing";
+	} else {
+		return 0;
+	}
+	/* A paid reservation never goes back to unpaid. */
+	if (strcmp(cur.payment_status, "paid") == 0)
+		return 0;
+	return set_state(db, cur.id, status, pay, j->intent_id[0] ? j->intent_id : NULL, ref,
+	                 j->now);
+}
+
+static int
+run_confirm(sqlite3 *db, void *ctx)
+{
+	struct job *j = ctx;
+	int r;
+
+	if ((r = load_row(db, j->customer, j->id, j->out)) != 0)
+		return r == FGW_ERR_NOT_FOUND ? job_fail(j, RESV_NOT_FOUND) : r;
+	if (j->intent_id[0] && strcmp(j->intent_id, j->out->payment_intent_id) != 0)
+		return job_fail(j, RESV_INTENT_MISMATCH);
+	if (strcmp(j->out->status, "confirmed") == 0)
+		return 0; /* already: same answer again */
+	if (strcmp(j->out->status, "pending") != 0)
+		return job_fail(j, strcmp(j->out->status, "expired") == 0 ? RESV_HOLD_EXPIRED
+		                                                           : RESV_INVALID_STATUS);
+	if (strcmp(j->out->payment_status, "paid") != 0)
+		return job_fail(j, RESV_NOT_PAID);
+	if ((r = set_state(db, j->id, "confirmed", "paid", NULL, j->reference, j->now)) != 0)
+		return r;
+	fgw_strlcpy(j->out->status, "confirmed", sizeof(j->out->status));
+	fgw_strlcpy(j->out->reference, j->reference, sizeof(j->out->reference));
+	return 0;
+}
+
+static int
+run_sweep(sqlite3 *db, void *ctx)
+{
+	struct job *j = ctx;
+	sqlite3_stmt *s = NULL;
+	int r, rc;
+	char id[40];
+
+	/* Few rows per tick; each is expired and its places given back. */
+	if ((r = prep(db, "SELECT id FROM reservations WHERE status IN ('held', 'pending')"
+	                  " AND payment_status IN ('unpaid', 'failed')"
+	                  " AND hold_expires_at <= ?1 LIMIT 500", &s)) != 0)
+		return r;
+	sqlite3_bind_int64(s, 1, j->now);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		col_text(s, 0, id, sizeof(id));
+		if ((r = release_places(db, id)) != 0 ||
+		    (r = set_state(db, id, "expired", NULL, NULL, NULL, j->now)) != 0)
+			break;
+	}
+	sqlite3_finalize(s);
+	if (r != 0 || rc != SQLITE_DONE)
+		return r != 0 ? r : FGW_ERR_DB;
+	if ((r = prep(db, "DELETE FROM idempotency WHERE expires_at <= ?1", &s)) != 0)
+		return r;
+	sqlite3_bind_int64(s, 1, j->now);
+	return step_done(s);
+}
+
+static int
+run_noop(sqlite3 *db, void *ctx)
+{
+	(void)db;
+	(void)ctx;
+	return 0;
+}
+
+static int
+submit(struct store *st, struct store_waker *w, store_job_fn run, struct job *j,
+       const struct store_idem *idem, const struct store_audit *audit,
+       store_done_fn done, void *arg)
+{
+	return store_submit_custom(st, w, run, j, free, idem, audit, audit ? 1 : 0, done, arg);
+}
+
+static struct job *
+job_alloc(void)
+{
+	return calloc(1, sizeof(struct job));
+}
+
+int
+resv_experience_put(struct store *st, struct store_waker *w,
+                    const struct resv_experience *e, store_done_fn done, void *arg)
+{
+	struct job *j = job_alloc();
+	if (j == NULL)
+		return FGW_ERR_NOMEM;
+	j->exp = *e;
+	return submit(st, w, run_experience_put, j, NULL, NULL, done, arg);
+}
+
+int
+resv_slot_put(struct store *st, struct store_waker *w, const struct resv_slot *sl,
+              store_done_fn done, void *arg)
+{
+	struct job *j = job_alloc();
+	if (j == NULL)
+		return FGW_ERR_NOMEM;
+	j->slot = *sl;
+	return submit(st, w, run_slot_put, j, NULL, NULL, done, arg);
+}
+
+int
+resv_slot_set_capacity(struct store *st, struct store_waker *w, const char *slot_id,
+                       int capacity, store_done_fn done, void *arg)
+{
+	struct job *j = job_alloc();
+	if (j == NULL)
+		return FGW_ERR_NOMEM;
+	fgw_strlcpy(j->id, slot_id, sizeof(j->id));
+	j->capacity = capacity;
+	return submit(st, w, run_slot_capacity, j, NULL, NULL, done, arg);
+}
+
+int
+resv_hold(struct store *st, struct store_waker *w, const struct resv_row *row,
+          const struct store_idem *idem, const struct store_audit *audit,
+          enum resv_err *err, store_done_fn done, void *arg)
+{
+	struct job *j = job_alloc();
+	if (j == NULL)
+		return FGW_ERR_NOMEM;
+	j->row = *row;
+	j->err = err;
+	*err = RESV_OK;
+	return submit(st, w, run_hold, j, idem, audit, done, arg);
+}
+
+int
+resv_convert_begin(struct store *st, struct store_waker *w, const char *id,
+                   const char *customer, const char *txn_id, int save_method,
+                   int64_t now, struct resv_row *out, enum resv_err *err,
+                   store_done_fn done, void *arg)
+{
+	struct job *j = job_alloc();
+	if (j == NULL)
+		return FGW_ERR_NOMEM;
+	fgw_strlcpy(j->id, id, sizeof(j->id));
+	fgw_strlcpy(j->customer, customer, sizeof(j->customer));
+	fgw_strlcpy(j->txn_id, txn_id, sizeof(j->txn_id));
+	j->save_method = save_method;
+	j->now = now;
+	j->out = out;
+	j->err = err;
+	*err = RESV_OK;
+	return submit(st, w, run_convert_begin, j, NULL, NULL, done, arg);
+}
+
+int
+resv_payment_moved(struct store *st, struct store_waker *w, const char *reservation_id,
+                   const char *txn_id, const char *txn_status, const char *intent_id,
+                   const char *reference, const struct store_idem *idem,
+                   store_done_fn done, void *arg)
+{
+	struct job *j = job_alloc();
+	if (j == NULL)
+		return FGW_ERR_NOMEM;
+	fgw_strlcpy(j->id, reservation_id, sizeof(j->id));
+	fgw_strlcpy(j->txn_id, txn_id, sizeof(j->txn_id));
+	fgw_strlcpy(j->txn_status, txn_status, sizeof(j->txn_status));
+	fgw_strlcpy(j->intent_id, intent_id ? intent_id : "", sizeof(j->intent_id));
+	fgw_strlcpy(j->reference, reference ? reference : "", sizeof(j->reference));
+	j->now = fgw_now_ms();
+	return submit(st, w, run_payment_moved, j, idem, NULL, done, arg);
+}
+
+int
+resv_confirm(struct store *st, struct store_waker *w, const char *id, const char *customer,
+             const char *intent_id, const char *reference, struct resv_row *out,
+             enum resv_err *err, store_done_fn done, void *arg)
+{
+	struct job *j = job_alloc();
+	if (j == NULL)
+		return FGW_ERR_NOMEM;
+	fgw_strlcpy(j->id, id, sizeof(j->id));
+	fgw_strlcpy(j->customer, customer, sizeof(j->customer));
+	fgw_strlcpy(j->intent_id, intent_id ? intent_id : "", sizeof(j->intent_id));
+	fgw_strlcpy(j->reference, reference, sizeof(j->reference));
+	j->now = fgw_now_ms();
+	j->out = out;
+	j->err = err;
+	*err = RESV_OK;
+	return submit(st, w, run_confirm, j, NULL, NULL, done, arg);
+}
+
+int
+resv_sweep(struct store *st, struct store_waker *w, int64_t now, store_done_fn done,
+           void *arg)
+{
+	struct job *j = job_alloc();
+	if (j == NULL)
+		return FGW_ERR_NOMEM;
+	j->now = now;
+	return submit(st, w, run_sweep, j, NULL, NULL, done, arg);
+}
+
+int
+resv_idem_put(struct store *st, struct store_waker *w, const struct store_idem *idem,
+              store_done_fn done, void *arg)
+{
+	struct job *j = job_alloc();
+	if (j == NULL)
+		return FGW_ERR_NOMEM;
+	return submit(st, w, run_noop, j, idem, NULL, done, arg);
+}
+
+/* ---- waiting (tools and start-up only) ---------------------------------- */
+
+struct resv_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done;
+	int rc;
+};
+
+int
+resv_wait_new(struct resv_wait **out)
+{
+	struct resv_wait *w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		return FGW_ERR_NOMEM;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	*out = w;
+	return 0;
+}
+
+void
+resv_wait_done(void *arg, int rc)
+{
+	struct resv_wait *w = arg;
+	pthread_mutex_lock(&w->mu);
+	w->done = 1;
+	w->rc = rc;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+int
+resv_wait_end(struct resv_wait *w)
+{
+	int rc;
+	pthread_mutex_lock(&w->mu);
+	while (!w->done)
+		pthread_cond_wait(&w->cv, &w->mu);
+	rc = w->rc;
+	pthread_mutex_unlock(&w->mu);
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv);
+	free(w);
+	return rc;
+}
+
+/* ---- catalogue file ------------------------------------------------------ */
+
+static int
+json_int(const cJSON *o, const char *name, int64_t lo, int64_t hi, int64_t def,
+         int64_t *out)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+	if (v == NULL) {
+		*out = def;
+		return 0;
+	}
+	if (!cJSON_IsNumber(v) || v->valuedouble < (double)lo || v->valuedouble > (double)hi ||
+	    v->valuedouble != (double)(int64_t)v->valuedouble)
+		return FGW_ERR_INVALID;
+	*out = (int64_t)v->valuedouble;
+	return 0;
+}
+
+static int
+json_str(const cJSON *o, const char *name, char *out, size_t cap, int required)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+	if (v == NULL && !required) {
+		out[0] = '\0';
+		return 0;
+	}
+	if (!cJSON_IsString(v) || v->valuestring[0] == '\0' || strlen(v->valuestring) >= cap)
+		return FGW_ERR_INVALID;
+	fgw_strlcpy(out, v->valuestring, cap);
+	return 0;
+}
+
+static int
+wait_job(struct store *st, int is_slot, const void *item)
+{
+	struct resv_wait *w = NULL;
+	int r;
+	if ((r = resv_wait_new(&w)) != 0)
+		return r;
+	r = is_slot ? resv_slot_put(st, NULL, item, resv_wait_done, w)
+	            : resv_experience_put(st, NULL, item, resv_wait_done, w);
+	if (r != 0) {
+		resv_wait_done(w, r);
+		(void)resv_wait_end(w);
+		return r;
+	}
+	return resv_wait_end(w);
+}
+
+int
+resv_load_catalogue(struct store *st, const char *json, size_t len, char *err,
+                    size_t errlen)
+{
+	cJSON *root = cJSON_ParseWithLength(json, len);
+	const cJSON *arr, *it;
+	int r = FGW_ERR_INVALID, i = 0;
+	int64_t v[6];
+
+	if (!cJSON_IsObject(root)) {
+		snprintf(err, errlen, "not a JSON object");
+		goto out;
+	}
+	arr = cJSON_GetObjectItemCaseSensitive(root, "experiences");
+	cJSON_ArrayForEach(it, arr) {
+		struct resv_experience e;
+		memset(&e, 0, sizeof(e));
+		if (json_str(it, "id", e.id, sizeof(e.id), 1) != 0 ||
+		    json_str(it, "name", e.name, sizeof(e.name), 0) != 0 ||
+		    json_str(it, "currency", e.currency, sizeof(e.currency), 1) != 0 ||
+		    json_int(it, "price", 0, 100000000000LL, 0, &v[0]) != 0 ||
+		    json_int(it, "groupMinGuests", 0, 10000, 0, &v[1]) != 0 ||
+		    json_int(it, "groupDiscountPercent", 0, 100, 0, &v[2]) != 0 ||
+		    json_int(it, "earlyBirdDays", 0, 3650, 0, &v[3]) != 0 ||
+		    json_int(it, "earlyBirdPercent", 0, 100, 0, &v[4]) != 0 ||
+		    v[2] + v[4] > 100) {
+			snprintf(err, errlen, "experiences[%d]: bad or missing field", i);
+			goto out;
+		}
+		e.price = v[0];
+		e.group_min = (int)v[1];
+		e.group_pct = (int)v[2];
+		e.early_days = (int)v[3];
+		e.early_pct = (int)v[4];
+		if ((r = wait_job(st, 0, &e)) != 0) {
+			snprintf(err, errlen, "experiences[%d]: %s", i, fgw_strerror(r));
+			goto out;
+		}
+		r = FGW_ERR_INVALID;
+		i++;
+	}
+	i = 0;
+	arr = cJSON_GetObjectItemCaseSensitive(root, "timeSlots");
+	cJSON_ArrayForEach(it, arr) {
+		struct resv_slot sl;
+		memset(&sl, 0, sizeof(sl));
+		if (json_str(it, "id", sl.id, sizeof(sl.id), 1) != 0 ||
+		    json_str(it, "experienceId", sl.experience_id, sizeof(sl.experience_id), 1) != 0 ||
+		    json_str(it, "status", sl.status, sizeof(sl.status), 0) != 0 ||
+		    json_int(it, "startsAt", 0, 32503680000000LL, 0, &v[0]) != 0 ||
+		    json_int(it, "capacity", 0, 1000000, 0, &v[1]) != 0 ||
+		    (sl.status[0] && strcmp(sl.status, "open") != 0 && strcmp(sl.status, "closed") != 0)) {
+			snprintf(err, errlen, "timeSlots[%d]: bad or missing field", i);
+			goto out;
+		}
+		sl.starts_at = v[0];
+		sl.capacity = (int)v[1];
+		if ((r = wait_job(st, 1, &sl)) != 0) {
+			snprintf(err, errlen, "timeSlots[%d]: %s (unknown experienceId?)", i,
+			         fgw_strerror(r));
+			goto out;
+		}
+		r = FGW_ERR_INVALID;
+		i++;
+	}
+	r = 0;
+out:
+	cJSON_Delete(root);
+	return r;
+}
+
+/* ---- reads ---------------------------------------------------------------- */
+
+int
+resv_slot_get(struct store_reader *rd, const char *slot_id, struct resv_slot *sl,
+              struct resv_experience *e)
+{
+	sqlite3_stmt *s = NULL;
+	int r, rc;
+	if ((r = prep(store_reader_db(rd),
+	              "SELECT s.id, s.experience_id, s.starts_at, s.capacity, s.taken, s.status,"
+	              " e.name, e.price, e.currency, e.group_min, e.group_pct, e.early_days,"
+	              " e.early_pct FROM time_slots s JOIN experiences e ON e.id = s.experience_id"
+	              " WHERE s.id = ?1", &s)) != 0)
+		return r;
+	bind_text(s, 1, slot_id);
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		sqlite3_finalize(s);
+		return rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+	}
+	memset(sl, 0, sizeof(*sl));
+	memset(e, 0, sizeof(*e));
+	col_text(s, 0, sl->id, sizeof(sl->id));
+	col_text(s, 1, sl->experience_id, sizeof(sl->experience_id));
+	sl->starts_at = sqlite3_column_int64(s, 2);
+	sl->capacity = sqlite3_column_int(s, 3);
+	sl->taken = sqlite3_column_int(s, 4);
+	col_text(s, 5, sl->status, sizeof(sl->status));
+	col_text(s, 1, e->id, sizeof(e->id));
+	col_text(s, 6, e->name, sizeof(e->name));
+	e->price = sqlite3_column_int64(s, 7);
+	col_text(s, 8, e->currency, sizeof(e->currency));
+	e->group_min = sqlite3_column_int(s, 9);
+	e->group_pct = sqlite3_column_int(s, 10);
+	e->early_days = sqlite3_column_int(s, 11);
+	e->early_pct = sqlite3_column_int(s, 12);
+	sqlite3_finalize(s);
+	return 0;
+}
+
+int
+resv_get(struct store_reader *rd, const char *customer, const char *id, struct resv_row *out)
+{
+	return load_row(store_reader_db(rd), customer, id, out);
+}
+
+int
+resv_list(struct store_reader *rd, const char *customer, const char *status, int limit,
+          int offset, struct resv_row **rows, int *n, int64_t *total)
+{
+	sqlite3 *db = store_reader_db(rd);
+	sqlite3_stmt *s = NULL;
+	struct resv_row *out = NULL;
+	int r, rc, k = 0;
+
+	*rows = NULL;
+	*n = 0;
+	if ((r = prep(db, "SELECT COUNT(*) FROM reservations WHERE customer_id = ?1"
+	                  " AND (?2 IS NULL OR status = ?2)", &s)) != 0)
+		return r;
+	bind_text(s, 1, customer);
+	bind_text(s, 2, status);
+	if (sqlite3_step(s) != SQLITE_ROW) {
+		sqlite3_finalize(s);
+		return FGW_ERR_DB;
+	}
+	*total = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	if ((out = calloc((size_t)(limit > 0 ? limit : 1), sizeof(*out))) == NULL)
+		return FGW_ERR_NOMEM;
+	if ((r = prep(db, "SELECT " RESV_COLS " FROM reservations WHERE customer_id = ?1"
+	                  " AND (?2 IS NULL OR status = ?2) ORDER BY created_at DESC, id"
+	                  " LIMIT ?3 OFFSET ?4", &s)) != 0)
+		goto out;
+	bind_text(s, 1, customer);
+	bind_text(s, 2, status);
+	sqlite3_bind_int(s, 3, limit);
+	sqlite3_bind_int(s, 4, offset);
+	while (k < limit && (rc = sqlite3_step(s)) == SQLITE_ROW)
+		read_row(s, &out[k++]);
+	sqlite3_finalize(s);
+	*rows = out;
+	*n = k;
+	out = NULL;
+	r = 0;
+out:
+	free(out);
+	return r;
+}
+
+int
+resv_slots_each(struct store_reader *rd,
+                void (*fn)(void *arg, const struct resv_slot *s,
+                           const struct resv_experience *e),
+                void *arg)
+{
+	sqlite3_stmt *s = NULL;
+	struct resv_slot sl;
+	struct resv_experience e;
+	char id[64];
+	int r, rc;
+	if ((r = prep(store_reader_db(rd), "SELECT id FROM time_slots ORDER BY starts_at, id",
+	              &s)) != 0)
+		return r;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		col_text(s, 0, id, sizeof(id));
+		if (resv_slot_get(rd, id, &sl, &e) == 0)
+			fn(arg, &sl, &e);
+	}
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
+}
