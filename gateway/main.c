@@ -92,7 +92,7 @@ reload(void)
 		log_error("SIGHUP: key ring not reloaded: %s", why ? why : fgw_strerror(r));
 	else
 		log_info("SIGHUP: key ring reloaded");
-	audit_emit(gw.store, main_waker, "system", "local", "config.reload", gw.cfg.keys_dir,
+	audit_emit(gw.store, main_waker, "system", "local", "keyring.reload", gw.cfg.keys_dir,
 	           r == 0 ? "success" : "failure",
 	           r == 0 ? "{\"what\":\"keyring\"}" : "{\"what\":\"keyring\",\"error\":\"refused\"}");
 	if (gw.jwt != NULL && gw.cfg.jwt_jwks_file[0] != '\0') {
@@ -101,7 +101,7 @@ reload(void)
 			log_error("SIGHUP: JWKS not reloaded: %s", err);
 		else
 			log_info("SIGHUP: JWKS reloaded");
-		audit_emit(gw.store, main_waker, "system", "local", "config.reload",
+		audit_emit(gw.store, main_waker, "system", "local", "jwks.reload",
 		           gw.cfg.jwt_jwks_file, r == 0 ? "success" : "failure",
 		           r == 0 ? "{\"what\":\"jwks\"}" : "{\"what\":\"jwks\",\"error\":\"refused\"}");
 	}

@@ -206,6 +206,19 @@ store_audit_verify_full(struct store_reader *r, const unsigned char pk[32],
 	res->events = sqlite3_column_int64(s, 1);
 	sqlite3_finalize(s);
 	s = NULL;
+	/* A database (or backup) from before schema 3 has no checkpoints. */
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table'"
+	                           " AND name = 'audit_checkpoints'", -1, &s, NULL) != SQLITE_OK) {
+		rv = FGW_ERR_DB;
+		goto out;
+	}
+	rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	s = NULL;
+	if (rc == SQLITE_DONE) {
+		rv = res->first_bad_seq != 0 ? FGW_ERR_CRYPTO : 0;
+		goto out;
+	}
 	if (sqlite3_prepare_v2(db, "SELECT seq, ts, head_hash, signature FROM audit_checkpoints"
 	                           " ORDER BY seq", -1, &s, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db, "SELECT hash FROM audit_events WHERE seq = ?1", -1, &ev,

@@ -108,7 +108,7 @@ def test_config_loaded_and_reload_events():
     assert json.loads(loaded["details_json"])["listen"].startswith("127.0.0.1:"), loaded
     g.proc.send_signal(signal.SIGHUP)
     keys_dir = os.path.join(g.data_dir, "keys")
-    ok = wait_event(g, "config.reload", outcome="success", resource=keys_dir)
+    ok = wait_event(g, "keyring.reload", outcome="success", resource=keys_dir)
     check_fields(ok, "system", "local", keys_dir, "success")
     assert json.loads(ok["details_json"])["what"] == "keyring"
     # A key ring file that fails its checks: refused, and audited as such.
@@ -118,7 +118,7 @@ def test_config_loaded_and_reload_events():
         with open(ring, "wb") as f:
             f.write(b"{not json")
         g.proc.send_signal(signal.SIGHUP)
-        bad = wait_event(g, "config.reload", outcome="failure", resource=keys_dir)
+        bad = wait_event(g, "keyring.reload", outcome="failure", resource=keys_dir)
         check_fields(bad, "system", "local", keys_dir, "failure")
         assert json.loads(bad["details_json"])["error"], bad
     finally:
@@ -140,7 +140,7 @@ def test_key_operations_are_audited():
     check_fields(retired, "operator:", "local", "dk_", "success")
     assert "key\"" not in (retired["details_json"] or ""), "no key material in details"
     g.proc.send_signal(signal.SIGHUP)
-    harness.wait_until(lambda: len(events(g, "config.reload")) >= 1, 10, "reload")
+    harness.wait_until(lambda: len(events(g, "keyring.reload")) >= 1, 10, "reload")
 
 
 def test_verify_intact_and_checkpoints_signed():
@@ -489,3 +489,26 @@ def test_backup_failure_is_audited():
     assert done.returncode != 0, done.stdout
     failed = wait_event(g, "backup.failed")
     check_fields(failed, "operator:", "local", blocker, "failure")
+
+
+def test_jwks_reload_is_audited():
+    keys_dir = tempfile.mkdtemp(prefix="flairgw-jwks-")
+    try:
+        keys = harness.JwtKeys(keys_dir)
+        with harness.Stack(**keys.gateway_options()) as st:
+            g = st.gw
+            g.proc.send_signal(signal.SIGHUP)
+            ok = wait_event(g, "jwks.reload", outcome="success")
+            check_fields(ok, "system", "local", keys.jwks, "success")
+            assert json.loads(ok["details_json"])["what"] == "jwks", ok
+            saved = open(keys.jwks, "rb").read()
+            with open(keys.jwks, "wb") as f:
+                f.write(b"{\"keys\": 5}")
+            g.proc.send_signal(signal.SIGHUP)
+            bad = wait_event(g, "jwks.reload", outcome="failure")
+            check_fields(bad, "system", "local", keys.jwks, "failure")
+            with open(keys.jwks, "wb") as f:
+                f.write(saved)
+            g.assert_serving()
+    finally:
+        shutil.rmtree(keys_dir, ignore_errors=True)
