@@ -17,7 +17,7 @@
 #include "core/util.h"
 #include "gateway/config.h"
 
-enum cfg_type { CFG_INT, CFG_STR, CFG_ENUM, CFG_BOOL, CFG_APIKEY };
+enum cfg_type { CFG_INT, CFG_STR, CFG_ENUM, CFG_BOOL, CFG_APIKEY, CFG_WH_IN, CFG_WH_OUT };
 
 struct cfg_directive {
 	const char *name;
@@ -83,6 +83,18 @@ static const struct cfg_directive directives[] = {
 	STR(jwt_jwks_file, "", "customer JWTs: JWKS file with the RS256 keys (reloaded on SIGHUP)"),
 	STR(jwt_hs256_secret_file, "", "customer JWTs: file with the HS256 shared secret (>= 32 bytes)"),
 	INT(jwt_leeway_s, 0, 300, "30", "customer JWTs: allowed clock skew for exp/nbf"),
+	{ "inbound_webhook", CFG_WH_IN, 0, 0, 0, 0, NULL, NULL,
+	  "\"PROCESSOR SCHEME SECRET_FILE\": accept POST /v1/webhooks/PROCESSOR signed "
+	  "(SCHEME stripe: Stripe-Signature, sandbox: Flair-Sandbox-Signature) with the "
+	  "secret in the file (repeatable: several secrets during rotation)" },
+	{ "webhook_endpoint", CFG_WH_OUT, 0, 0, 0, 0, NULL, NULL,
+	  "\"URL SECRET_FILE\": send signed transaction events to URL (Flair-Signature "
+	  "with the secret in the file; repeatable)" },
+	INT(webhook_tolerance_s, 1, 3600, "300", "inbound webhooks: accepted clock difference of t="),
+	INT(webhook_retry_base_ms, 10, 3600000, "30000", "outbound webhooks: first retry delay, doubled per attempt"),
+	INT(webhook_max_age_s, 1, 2592000, "259200", "outbound webhooks: give up this long after the event"),
+	INT(webhook_poll_ms, 10, 60000, "1000", "outbound webhooks: how often the outbox is checked"),
+	INT(webhook_timeout_ms, 100, 120000, "10000", "outbound webhooks: time for one delivery"),
 	STR(pid_file, "", "file holding the daemon's pid, locked while it runs (default DATA_DIR/flairgw.pid)"),
 	STR(slots_file, "", "reservations: experiences and time slots loaded at start (JSON, docs/reservations.md)"),
 	INT(hold_minutes, 1, 1440, "15", "reservations: how long a hold keeps its places"),
@@ -147,6 +159,66 @@ set_api_key(struct fgw_config *cfg, const char *value, const char *where,
 	return FGW_OK;
 }
 
+/* Splits value into n space-separated words (the last takes the rest). */
+static int
+split_words(const char *value, char words[][512], int n)
+{
+	const char *p = value;
+	for (int i = 0; i < n; i++) {
+		size_t len;
+		while (*p == ' ')
+			p++;
+		len = i == n - 1 ? strlen(p) : strcspn(p, " ");
+		if (len == 0 || len >= 512)
+			return FGW_ERR_INVALID;
+		memcpy(words[i], p, len);
+		words[i][len] = '\0';
+		p += len;
+	}
+	return FGW_OK;
+}
+
+static int
+set_webhook(struct fgw_config *cfg, int inbound, const char *value, const char *where,
+            char *err, size_t errlen)
+{
+	char w[3][512];
+	if (inbound) {
+		struct config_inbound_webhook *e;
+		if (split_words(value, w, 3) != 0 || strlen(w[0]) >= sizeof(e->processor) ||
+		    strspn(w[0], "abcdefghijklmnopqrstuvwxyz0123456789_-") != strlen(w[0]))
+			return fail(err, errlen, where, "inbound_webhook needs \"PROCESSOR SCHEME "
+			            "SECRET_FILE\" (PROCESSOR: a-z 0-9 _ -)%s", "");
+		if (strcmp(w[1], "stripe") != 0 && strcmp(w[1], "sandbox") != 0)
+			return fail(err, errlen, where, "inbound_webhook SCHEME must be stripe or sandbox%s", "");
+		for (int i = 0; i < cfg->n_inbound_webhooks; i++)
+			if (strcmp(cfg->inbound_webhooks[i].processor, w[0]) == 0 &&
+			    strcmp(cfg->inbound_webhooks[i].scheme, w[1]) != 0)
+				return fail(err, errlen, where, "inbound_webhook: one processor, one SCHEME%s", "");
+		if (cfg->n_inbound_webhooks == CONFIG_MAX_INBOUND_WEBHOOKS)
+			return fail(err, errlen, where, "too many inbound_webhook lines%s", "");
+		e = &cfg->inbound_webhooks[cfg->n_inbound_webhooks++];
+		fgw_strlcpy(e->processor, w[0], sizeof(e->processor));
+		fgw_strlcpy(e->scheme, w[1], sizeof(e->scheme));
+		fgw_strlcpy(e->secret_file, w[2], sizeof(e->secret_file));
+		return FGW_OK;
+	}
+	if (split_words(value, w, 2) != 0 ||
+	    (strncmp(w[0], "http://", 7) != 0 && strncmp(w[0], "https://", 8) != 0) ||
+	    strspn(w[0], "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+	                 "-._~:/?#[]@!$&'()*+,;=%") != strlen(w[0]))
+		return fail(err, errlen, where, "webhook_endpoint needs \"URL SECRET_FILE\" "
+		            "with an http:// or https:// URL%s", "");
+	if (cfg->n_webhook_endpoints == CONFIG_MAX_WEBHOOK_ENDPOINTS)
+		return fail(err, errlen, where, "too many webhook_endpoint lines%s", "");
+	fgw_strlcpy(cfg->webhook_endpoints[cfg->n_webhook_endpoints].url, w[0],
+	            sizeof(cfg->webhook_endpoints[0].url));
+	fgw_strlcpy(cfg->webhook_endpoints[cfg->n_webhook_endpoints].secret_file, w[1],
+	            sizeof(cfg->webhook_endpoints[0].secret_file));
+	cfg->n_webhook_endpoints++;
+	return FGW_OK;
+}
+
 int
 config_set(struct fgw_config *cfg, const char *name, const char *value,
            const char *where, char *err, size_t errlen)
@@ -160,6 +232,9 @@ config_set(struct fgw_config *cfg, const char *name, const char *value,
 	switch (d->type) {
 	case CFG_APIKEY:
 		return set_api_key(cfg, value, where, err, errlen);
+	case CFG_WH_IN:
+	case CFG_WH_OUT:
+		return set_webhook(cfg, d->type == CFG_WH_IN, value, where, err, errlen);
 	case CFG_STR:
 		if (strlen(value) >= d->size)
 			return fail(err, errlen, where, "value for %s is too long", d->name);
@@ -395,6 +470,11 @@ config_finish(struct fgw_config *cfg, char *err, size_t errlen)
 	if (strcmp(cfg->mode, "production") == 0 && strncmp(cfg->processor_url, "https://", 8) != 0 &&
 	    !is_loopback_url(cfg->processor_url))
 		return fail(err, errlen, "config", "production mode needs an https:// processor_url%s", "");
+	for (int i = 0; i < cfg->n_webhook_endpoints; i++)
+		if (strcmp(cfg->mode, "production") == 0 &&
+		    strncmp(cfg->webhook_endpoints[i].url, "https://", 8) != 0 &&
+		    !is_loopback_url(cfg->webhook_endpoints[i].url))
+			return fail(err, errlen, "config", "production mode needs https:// webhook_endpoint URLs%s", "");
 	return FGW_OK;
 }
 

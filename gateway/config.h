@@ -19,6 +19,23 @@ struct config_api_key {
 	char client_id[64];
 };
 
+#define CONFIG_MAX_INBOUND_WEBHOOKS 16
+#define CONFIG_MAX_WEBHOOK_ENDPOINTS 8
+
+/* inbound_webhook "PROCESSOR SCHEME SECRET_FILE": one accepted secret of a
+ * processor's webhooks (several lines for one processor during rotation). */
+struct config_inbound_webhook {
+	char processor[32];
+	char scheme[16];          /* stripe | sandbox: which signature header */
+	char secret_file[512];
+};
+
+/* webhook_endpoint "URL SECRET_FILE": where the website hears events. */
+struct config_webhook_endpoint {
+	char url[512];
+	char secret_file[512];
+};
+
 struct fgw_config {
 	char listen[128];
 	long long workers;
@@ -64,6 +81,15 @@ struct fgw_config {
 	char jwt_jwks_file[512];
 	char jwt_hs256_secret_file[512];
 	long long jwt_leeway_s;
+	struct config_inbound_webhook inbound_webhooks[CONFIG_MAX_INBOUND_WEBHOOKS];
+	int n_inbound_webhooks;
+	struct config_webhook_endpoint webhook_endpoints[CONFIG_MAX_WEBHOOK_ENDPOINTS];
+	int n_webhook_endpoints;
+	long long webhook_tolerance_s;
+	long long webhook_retry_base_ms;
+	long long webhook_max_age_s;
+	long long webhook_poll_ms;
+	long long webhook_timeout_ms;
 	char pid_file[512];       /* written at start; flairctl signals it */
 	/* reservations (issue 6) */
 	char slots_file[512];

@@ -26,6 +26,7 @@ struct jwt_verifier;
 struct keyring;
 struct store;
 struct store_reader;
+struct webhooks;
 struct req_ctx;
 struct rctx;
 
@@ -39,6 +40,8 @@ struct gw_metrics {
 	atomic_ullong txn_latency_bucket[10];
 	atomic_ullong idem_replays;
 	atomic_ullong auth_failures;
+	atomic_ullong webhooks_in[4];     /* accepted, refused, duplicate, deferred */
+	atomic_ullong webhooks_out[3];    /* delivered, retry, failed attempts */
 };
 
 struct reactor {
@@ -77,6 +80,7 @@ struct gateway {
 	int n_rx;
 	atomic_int stopping;
 	struct gw_metrics metrics;
+	struct webhooks *wh;           /* webhook secrets and delivery */
 	int64_t started_at;
 	struct risk risk;              /* rules and velocity (risk.up: loaded) */
 	int pid_fd;                    /* pid_file, locked while we run */

@@ -36,6 +36,7 @@
 #include "gateway/gateway.h"
 #include "gateway/idem.h"
 #include "gateway/resv.h"
+#include "gateway/webhooks.h"
 #include "pipeline/events.h"
 #include "pipeline/risk.h"
 #include "pipeline/audit_emit.h"
@@ -396,6 +397,7 @@ main(int argc, char **argv)
 	}
 	if (setup_processor(&gw, err, sizeof(err)) != 0 ||
 	    setup_jwt(&gw, err, sizeof(err)) != 0 ||
+	    webhooks_setup(&gw, &gw.wh, err, sizeof(err)) != 0 ||
 	    pipeline_build(gw.cfg.stages_request, gw.cfg.stages_response, &gw.pl,
 	                   err, sizeof(err)) != 0 ||
 	    setup_rules(&gw, err, sizeof(err)) != 0 ||
@@ -452,6 +454,7 @@ main(int argc, char **argv)
 		log_error("%s", err);
 		goto out;
 	}
+	webhooks_start(gw.wh);
 	log_info("listening on %s with %d reactor%s, processor %s at %s, database %s",
 	         gw.cfg.listen, gw.n_rx, gw.n_rx == 1 ? "" : "s", gw.proc.name,
 	         gw.proc.base_url, gw.cfg.database);
@@ -478,6 +481,7 @@ out:
 	risk_free(&gw.risk);
 	remove_pid_file(&gw);
 	jwt_verifier_free(gw.jwt);
+	webhooks_free(gw.wh);
 	keyring_free(gw.kr);
 	curl_global_cleanup();
 	return code;

@@ -1,2 +1,3 @@
 GATEWAY_SRC := gateway/config.c gateway/server.c gateway/routes.c gateway/routes_txn.c \
-               gateway/auth.c gateway/idem.c gateway/routes_resv.c gateway/backup.c
+               gateway/auth.c gateway/idem.c gateway/routes_resv.c \
+               gateway/routes_webhooks.c gateway/webhooks.c gateway/backup.c

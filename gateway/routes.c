@@ -297,6 +297,19 @@ h_metrics(struct reactor *rx, struct evhttp_request *req, const char *path)
 	                    (unsigned long long)ss.failed_jobs,
 	                    (unsigned long long)ss.queue_depth,
 	                    (unsigned long long)ss.audit_events);
+	evbuffer_add_printf(b, "# TYPE flairgw_webhooks_received_total counter\n"
+	                       "flairgw_webhooks_received_total{result=\"accepted\"} %llu\n"
+	                       "flairgw_webhooks_received_total{result=\"refused\"} %llu\n"
+	                       "flairgw_webhooks_received_total{result=\"duplicate\"} %llu\n"
+	                       "flairgw_webhooks_received_total{result=\"deferred\"} %llu\n"
+	                       "# TYPE flairgw_webhook_attempts_total counter\n"
+	                       "flairgw_webhook_attempts_total{outcome=\"delivered\"} %llu\n"
+	                       "flairgw_webhook_attempts_total{outcome=\"retry\"} %llu\n"
+	                       "flairgw_webhook_attempts_total{outcome=\"failed\"} %llu\n",
+	                    atomic_load(&m->webhooks_in[0]), atomic_load(&m->webhooks_in[1]),
+	                    atomic_load(&m->webhooks_in[2]), atomic_load(&m->webhooks_in[3]),
+	                    atomic_load(&m->webhooks_out[0]), atomic_load(&m->webhooks_out[1]),
+	                    atomic_load(&m->webhooks_out[2]));
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	                  "text/plain; version=0.0.4");
 	atomic_fetch_add(&m->http_requests, 1);
@@ -318,6 +331,7 @@ static const struct route *const route_tables[] = {
 	ops_routes,
 	txn_routes,
 	resv_routes,
+	webhook_routes,
 	NULL,
 };
 

@@ -207,9 +207,57 @@ static const char schema_v2[] =
     " " ISO_MS("created_at") " AS created_utc"
     " FROM reservations;";
 
-/* v3 (issue 7): signed checkpoints of the audit chain head, and a view of
- * the backups recorded in the audit trail. */
+/* v3: webhooks. Inbound processor events deduplicated by (processor, event
+ * id); the outbound outbox to the website's endpoints, one row per event
+ * and endpoint, and every delivery attempt. Webhooks find transactions by
+ * the processor's reference. */
 static const char schema_v3[] =
+    "CREATE TABLE webhook_inbound ("
+    " processor TEXT NOT NULL,"
+    " event_id TEXT NOT NULL,"
+    " event_type TEXT NOT NULL,"
+    " txn_id TEXT,"
+    " result TEXT NOT NULL,"
+    " received_at INTEGER NOT NULL,"
+    " PRIMARY KEY (processor, event_id)"
+    ");"
+    "CREATE TABLE webhook_outbox ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " endpoint_url TEXT NOT NULL,"
+    " event_id TEXT NOT NULL,"
+    " event_type TEXT NOT NULL,"
+    " txn_id TEXT,"
+    " payload TEXT NOT NULL,"
+    " status TEXT NOT NULL CHECK (status IN ('pending','delivered','failed')),"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " next_attempt_at INTEGER NOT NULL,"
+    " last_http_status INTEGER,"
+    " last_error TEXT,"
+    " created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX webhook_outbox_due ON webhook_outbox(status, next_attempt_at);"
+    "CREATE TABLE webhook_attempts ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " outbox_id TEXT NOT NULL REFERENCES webhook_outbox(id),"
+    " attempt INTEGER NOT NULL,"
+    " at INTEGER NOT NULL,"
+    " http_status INTEGER,"
+    " error TEXT,"
+    " elapsed_ms INTEGER,"
+    " outcome TEXT NOT NULL"
+    ");"
+    "CREATE INDEX webhook_attempts_outbox ON webhook_attempts(outbox_id, seq);"
+    "CREATE INDEX transactions_processor_ref ON transactions(processor_ref);"
+    "CREATE VIEW v_webhook_attempts AS SELECT"
+    " a.seq, a.outbox_id, o.event_id, o.event_type, o.txn_id, o.endpoint_url,"
+    " a.attempt, " ISO_MS("a.at") " AS time_utc, a.http_status, a.error,"
+    " a.elapsed_ms, a.outcome"
+    " FROM webhook_attempts a JOIN webhook_outbox o ON o.id = a.outbox_id;";
+
+/* v4 (issue 7): signed checkpoints of the audit chain head, and a view of
+ * the backups recorded in the audit trail. */
+static const char schema_v4[] =
     "CREATE TABLE audit_checkpoints ("
     " seq INTEGER PRIMARY KEY,"      /* audit_events.seq of the signed head */
     " ts INTEGER NOT NULL,"
@@ -240,6 +288,7 @@ static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
 	schema_v3,
+	schema_v4,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -35,6 +35,7 @@
 #include "pipeline/pipeline.h"
 #include "store/auditor.h"
 #include "store/store.h"
+#include "store/webhooks.h"
 #include "tools/ctl_rules.h"
 #include "tools/flairctl_resv.h"
 
@@ -689,6 +690,96 @@ cmd_config_check(struct ctl *c, int argc, char **argv)
 	return FGW_OK;
 }
 
+/* ---- webhooks ---------------------------------------------------------- */
+
+static void
+iso_or_dash(int64_t ms, char *out, size_t cap)
+{
+	if (ms <= 0 || fgw_iso8601(ms, out, cap) != 0)
+		fgw_strlcpy(out, "-", cap);
+}
+
+static void
+print_outbox(void *arg, const struct store_outbox_row *o)
+{
+	char next[32], created[32];
+	(void)arg;
+	iso_or_dash(o->created_at, created, sizeof(created));
+	iso_or_dash(strcmp(o->status, "pending") == 0 ? o->next_attempt_at : 0, next, sizeof(next));
+	printf("%s %-9s attempts=%d last_http=%d next=%s created=%s event=%s type=%s txn=%s url=%s\n",
+	       o->id, o->status, o->attempts, o->last_http_status, next, created, o->event_id,
+	       o->event_type, o->txn_id[0] ? o->txn_id : "-", o->url);
+}
+
+static void
+print_attempt(void *arg, int attempt, int64_t at, int http_status, const char *error,
+              long elapsed_ms, const char *outcome)
+{
+	char when[32];
+	(void)arg;
+	iso_or_dash(at, when, sizeof(when));
+	printf("    attempt %d at=%s http=%d outcome=%s elapsed_ms=%ld%s%s\n", attempt, when,
+	       http_status, outcome, elapsed_ms, error[0] ? " error=" : "", error);
+}
+
+static int
+cmd_webhooks_list(struct ctl *c, int argc, char **argv)
+{
+	int64_t limit = 100;
+	int r;
+	if (argc == 2 && strcmp(argv[0], "--limit") == 0) {
+		if (fgw_parse_i64(argv[1], 1, 100000, &limit) != 0) {
+			fprintf(stderr, "flairctl: --limit must be 1 to 100000\n");
+			return FGW_ERR_INVALID;
+		}
+	} else if (argc != 0) {
+		fprintf(stderr, "usage: flairctl webhooks list [--limit N]\n");
+		return FGW_ERR_INVALID;
+	}
+	if ((r = open_store(c)) != 0)
+		return r;
+	if ((r = store_outbox_list(c->reader, (int)limit, print_outbox, print_attempt, NULL)) != 0)
+		fprintf(stderr, "flairctl: webhooks list: %s\n", fgw_strerror(r));
+	return r;
+}
+
+static void
+retry_done(void *arg, int rc)
+{
+	*(int *)arg = rc;
+}
+
+static int
+cmd_webhooks_retry(struct ctl *c, int argc, char **argv)
+{
+	struct store_audit audit;
+	char details[96];
+	int r, done_rc = FGW_ERR_INTERNAL;
+	if (argc != 1 || strncmp(argv[0], "whd_", 4) != 0) {
+		fprintf(stderr, "usage: flairctl webhooks retry OUTBOX_ID (whd_...)\n");
+		return FGW_ERR_INVALID;
+	}
+	if ((r = open_writer(c)) != 0)
+		return r;
+	snprintf(details, sizeof(details), "{\"outboxId\":\"%.40s\"}", argv[0]);
+	audit = (struct store_audit){ "operator:flairctl", "local", "webhook.retry", argv[0],
+		                          "success", details };
+	/* No waker: done runs on the writer, and store_close waits for it. */
+	if ((r = store_outbox_retry(c->store, NULL, argv[0], fgw_now_ms(), &audit, 1, retry_done,
+	                            &done_rc)) != 0) {
+		fprintf(stderr, "flairctl: webhooks retry: %s\n", fgw_strerror(r));
+		return r;
+	}
+	store_close(c->store);
+	c->store = NULL;
+	if (done_rc != 0) {
+		fprintf(stderr, "flairctl: webhooks retry %s: %s\n", argv[0], fgw_strerror(done_rc));
+		return done_rc;
+	}
+	printf("%s is pending again and will be sent at the next delivery tick\n", argv[0]);
+	return FGW_OK;
+}
+
 /* ---- rules (tools/ctl_rules.c) ------------------------------------------ */
 
 static int
@@ -767,6 +858,8 @@ static const struct command commands[] = {
 	{ "backup", "list", "", "list backups in backup_dir with their checksums", cmd_backup_list },
 	{ "backup", "verify", "FILE", "decrypt a backup and verify its audit trail", cmd_backup_verify },
 	{ "backup", "restore", "FILE NEW_DATABASE", "restore into a new database file and verify it", cmd_backup_restore },
+	{ "webhooks", "list", "[--limit N]", "outbound webhook deliveries, newest first, with every attempt", cmd_webhooks_list },
+	{ "webhooks", "retry", "OUTBOX_ID", "make a delivery pending and due now (also a failed one)", cmd_webhooks_retry },
 	{ "config", "check", "", "load and validate the configuration", cmd_config_check },
 	{ "rules", "check", "[FILE]", "compile a rules file; errors as FILE:LINE:COL (exit 1)", cmd_rules_check },
 	{ "rules", "test", "FILE TXN.json [OPTIONS]",

@@ -5,8 +5,16 @@ set -u
 BUILD=${BUILD:-build}
 mkdir -p var/sandbox secrets
 chmod 700 var secrets
+# The sandbox signs its 3-D Secure webhook with this secret, so a challenge
+# completed on http://127.0.0.1:8081/3ds/<ch id> completes the payment.
+if [ ! -s secrets/sandbox-webhook ]; then
+    (umask 077 && od -An -N24 -tx1 /dev/urandom | tr -d ' \n' | sed 's/^/whsec_/' \
+        >secrets/sandbox-webhook)
+fi
 "$BUILD/flair-sandbox" --listen 127.0.0.1:8081 \
-    --key-file var/sandbox/sandbox.key --public-key-file var/sandbox/sandbox.pub &
+    --key-file var/sandbox/sandbox.key --public-key-file var/sandbox/sandbox.pub \
+    --webhook-url http://127.0.0.1:8080/v1/webhooks/sandbox \
+    --webhook-secret "$(cat secrets/sandbox-webhook)" &
 SANDBOX=$!
 GW=""
 stop() {
@@ -23,7 +31,8 @@ if ! kill -0 "$SANDBOX" 2>/dev/null; then
     echo "flair-sandbox did not start (is 127.0.0.1:8081 in use?)" >&2
     exit 1
 fi
-"$BUILD/flairgw" --config etc/flairgw.conf "$@" &
+"$BUILD/flairgw" --config etc/flairgw.conf \
+    --inbound_webhook "sandbox sandbox secrets/sandbox-webhook" "$@" &
 GW=$!
 echo "flairgw: http://127.0.0.1:8080 (sandbox processor on :8081); Ctrl-C stops both" >&2
 wait "$GW"

@@ -11,6 +11,9 @@ import atexit
 import base64
 import ctypes
 import ctypes.util
+import hashlib
+import hmac
+import http.server as httpserver
 import http.client as httpclient
 import itertools
 import json
@@ -352,6 +355,7 @@ class Daemon:
         self.dir = workdir
         self.proc = None
         self.port = None
+        self.want_port = None  # a port chosen before start (peers need it)
         self.reaped = False
         self.problems = []
         self.stdout_path = os.path.join(workdir, f"{self.name}.stdout")
@@ -367,7 +371,7 @@ class Daemon:
         path = os.path.join(BUILD, self.binary)
         assert os.access(path, os.X_OK), f"{path} is missing: make SAN=1 test-build"
         os.makedirs(self.dir, exist_ok=True)
-        self.port = free_port()
+        self.port = self.want_port or free_port()
         self.reaped = False
         env = dict(os.environ, **SANITIZER_ENV)
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
@@ -469,10 +473,12 @@ class Gateway(Daemon):
     binary = "flairgw"
     name = "gateway"
 
-    def __init__(self, workdir, sandbox, api_keys=((OTHER_KEY, OTHER_CLIENT),), **overrides):
+    def __init__(self, workdir, sandbox, api_keys=((OTHER_KEY, OTHER_CLIENT),), extra=(),
+                 **overrides):
         super().__init__(workdir)
         self.sandbox = sandbox
         self.api_keys = list(api_keys)
+        self.extra = list(extra)  # (name, value) pairs: repeatable directives
         self.overrides = overrides
         self.data_dir = os.path.join(workdir, "var")
         self.db_path = os.path.join(self.data_dir, "flairgw.db")
@@ -496,6 +502,8 @@ class Gateway(Daemon):
             args += [f"--{name}", str(value)]
         for key, client in self.api_keys:
             args += ["--api_key", f"{key} {client}"]
+        for name, value in self.extra:
+            args += [f"--{name}", str(value)]
         return args
 
     def start(self):
@@ -580,23 +588,24 @@ class Gateway(Daemon):
         assert len(rows) == 1, rows
         return rows[0]
 
-    def flairctl(self, *args, check=True, timeout=60):
-        """Run flairctl with this gateway's configuration; CompletedProcess
-        with text output. check: fail unless it exits 0."""
+    def flairctl(self, *args, timeout=60, text=False):
+        """Run flairctl on this gateway's configuration (with its directive
+        overrides, so backup_dir, s3_* and the like match); CompletedProcess,
+        output as bytes, or str with text=True."""
         opts = {"data_dir": self.data_dir, "kek_file": self.kek_file}
         opts.update({k: v for k, v in self.overrides.items()
                      if k not in ("listen", "log_file", "workers")})
         argv = [os.path.join(BUILD, "flairctl"), "--config", DEV_CONFIG]
         for name, value in opts.items():
             argv += [f"--{name}", str(value)]
-        done = subprocess.run(argv + list(args), cwd=self.dir, capture_output=True, text=True,
-                              timeout=timeout, env=dict(os.environ, **SANITIZER_ENV),
-                              stdin=subprocess.DEVNULL)
-        for stream in (done.stdout, done.stderr):
-            mark = next((m.decode() for m in SANITIZER_MARKS if m.decode() in stream), None)
-            assert not mark, f"flairctl sanitizer report: {stream[-3000:]}"
-        if check:
-            assert done.returncode == 0, f"flairctl {args}: {done.returncode}\n{done.stdout}\n{done.stderr}"
+        env = dict(os.environ, **SANITIZER_ENV)
+        done = subprocess.run(argv + list(args), cwd=self.dir, env=env, capture_output=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+        mark = next((m for m in SANITIZER_MARKS if m in done.stdout + done.stderr), None)
+        assert not mark, f"flairctl sanitizer report: {done.stderr[-3000:]!r}"
+        if text:
+            done.stdout, done.stderr = (done.stdout.decode("utf-8", "replace"),
+                                        done.stderr.decode("utf-8", "replace"))
         return done
 
     def audit_for(self, txn_id):
@@ -611,8 +620,9 @@ class Stack:
     Use as a context manager, or at module level with ensure() (started on
     first use, restarted if a daemon died; run.py closes it after the module)."""
 
-    def __init__(self, sandbox_args=(), **gateway_kw):
+    def __init__(self, sandbox_args=(), gateway_port=None, **gateway_kw):
         self.sandbox_args = list(sandbox_args)
+        self.gateway_port = gateway_port
         self.gateway_kw = gateway_kw
         self.dir = self.sandbox = self.gw = None
         self.keep = False
@@ -623,6 +633,7 @@ class Stack:
         _open_stacks.append(self)
         self.sandbox = Sandbox(os.path.join(self.dir, "sandbox"), *self.sandbox_args)
         self.gw = Gateway(self.dir, self.sandbox, **self.gateway_kw)
+        self.gw.want_port = self.gateway_port
         try:
             self.sandbox.start()
             self.gw.start()
@@ -660,6 +671,79 @@ class Stack:
 
     def __exit__(self, exc_type, exc, tb):
         self.close(check=exc_type is None)
+
+
+# --------------------------------------------------------------------------
+# Webhooks
+
+def write_secret(directory, name, value):
+    """A secret file as flairgw wants it (mode 0600); returns its path."""
+    path = os.path.join(directory, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return path
+
+
+def webhook_signature(secret, body, t=None, extra_v1=()):
+    """"t=..,v1=.." over "t.body" (Stripe's scheme, also Flair-Signature)."""
+    t = int(time.time()) if t is None else t
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return ",".join([f"t={t}"] + [f"v1={v}" for v in (*extra_v1, mac)])
+
+
+def verify_webhook_signature(header, body, secret, tolerance=300):
+    """What a website does with Flair-Signature; True when authentic and fresh."""
+    items = dict(p.split("=", 1) for p in header.split(",") if p.startswith("t="))
+    sigs = [p.split("=", 1)[1] for p in header.split(",") if p.startswith("v1=")]
+    t = items.get("t", "")
+    if not t.isdigit() or abs(time.time() - int(t)) > tolerance:
+        return False
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return any(hmac.compare_digest(mac, s) for s in sigs)
+
+
+class Receiver:
+    """A website's webhook endpoint on 127.0.0.1 (http.server in a thread).
+
+    statuses: answers for the first requests in order (then 200). Every
+    request is kept as (headers dict, body bytes, time)."""
+
+    def __init__(self, statuses=()):
+        self.statuses = list(statuses)
+        self.requests = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(httpserver.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n) if 0 < n <= (1 << 20) else b""
+                with outer.lock:
+                    outer.requests.append((dict(self.headers.items()), body, time.time()))
+                    status = outer.statuses.pop(0) if outer.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = httpserver.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hooks/flair"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def received(self):
+        with self.lock:
+            return list(self.requests)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
 
 
 def keep_open_stacks():

@@ -29,6 +29,14 @@ def gw():
     return S.ensure().gw
 
 
+def ctl(g, *args, check=True):
+    """flairctl on g's configuration with text output; check: it must exit 0."""
+    done = g.flairctl(*args, text=True)
+    if check:
+        assert done.returncode == 0, f"flairctl {args}: {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done
+
+
 def events(g, event_type):
     return g.query("SELECT * FROM audit_events WHERE event_type = ? ORDER BY seq", event_type)
 
@@ -66,7 +74,7 @@ def copy_db(g, tmp):
 
 
 def verify_file(g, path):
-    return g.flairctl("--database", path, "audit", "verify", check=False)
+    return ctl(g, "--database", path, "audit", "verify", check=False)
 
 
 # --------------------------------------------------------------------------
@@ -129,13 +137,13 @@ def test_config_loaded_and_reload_events():
 
 def test_key_operations_are_audited():
     g = gw()
-    g.flairctl("keys", "rotate")
+    ctl(g, "keys", "rotate")
     rotated = wait_event(g, "key.rotated")
     check_fields(rotated, "operator:", "local", "dk_", "success")
-    status = json.loads(g.flairctl("keys", "status").stdout)
+    status = json.loads(ctl(g, "keys", "status").stdout)
     old = [k["keyId"] for k in status["dataKeys"] if k["keyId"] != rotated["resource"]]
     assert old, status
-    g.flairctl("keys", "retire", old[0])
+    ctl(g, "keys", "retire", old[0])
     retired = wait_event(g, "key.retired", resource=old[0])
     check_fields(retired, "operator:", "local", "dk_", "success")
     assert "key\"" not in (retired["details_json"] or ""), "no key material in details"
@@ -148,7 +156,7 @@ def test_verify_intact_and_checkpoints_signed():
     harness.assert_status(g.pay(harness.txn_body()))
     harness.wait_until(lambda: g.query("SELECT count(*) AS n FROM audit_checkpoints")[0]["n"] > 0,
                        15, "a signed checkpoint")
-    done = g.flairctl("audit", "verify")
+    done = ctl(g, "audit", "verify")
     assert "audit chain intact" in done.stdout and "signed checkpoints" in done.stdout, done.stdout
 
 
@@ -170,7 +178,7 @@ def test_update_and_delete_refused():
                 raise AssertionError(f"{sql} was allowed")
     finally:
         conn.close()
-    assert "intact" in g.flairctl("audit", "verify").stdout
+    assert "intact" in ctl(g, "audit", "verify").stdout
 
 
 def tampered(g, tmp, edit):
@@ -195,7 +203,7 @@ def test_tampering_is_detected():
     g = gw()
     for _ in range(3):
         harness.assert_status(g.pay(harness.txn_body()))
-    g.flairctl("audit", "checkpoint")
+    ctl(g, "audit", "checkpoint")
     cp = wait_event(g, "audit.checkpoint")
     check_fields(cp, "operator:", "local", g.db_path, "success")
     signed = g.query("SELECT max(seq) AS n FROM audit_checkpoints")[0]["n"]
@@ -254,7 +262,7 @@ def test_query_filters_and_formats():
     wait_event(g, "txn.outcome", resource=tb)
 
     def jsonl(*args):
-        out = g.flairctl("audit", "query", *args, "--format", "jsonl").stdout
+        out = ctl(g, "audit", "query", *args, "--format", "jsonl").stdout
         return [json.loads(line) for line in out.splitlines() if line]
 
     rows = jsonl("--txn", ta)
@@ -270,13 +278,13 @@ def test_query_filters_and_formats():
     assert all(r["type"] == "auth.failed" for r in jsonl("--type", "auth.failed"))
     assert jsonl("--until", "2000-01-01") == []
     assert {r["resource"] for r in jsonl("--since", "2000-01-01", "--txn", tb)} == {tb}
-    out = g.flairctl("audit", "query", "--txn", tb, "--format", "csv").stdout
+    out = ctl(g, "audit", "query", "--txn", tb, "--format", "csv").stdout
     table = list(csv.DictReader(io.StringIO(out)))
     assert [r["type"] for r in table] == ["txn.created", "txn.outcome"], table
     assert table[1]["outcome"] == "declined" and table[1]["amount"] == "5678", table
-    out = g.flairctl("audit", "query", "--txn", tb).stdout
+    out = ctl(g, "audit", "query", "--txn", tb).stdout
     assert "(2 events)" in out and tb in out, out
-    bad = g.flairctl("audit", "query", "--format", "xml", check=False)
+    bad = ctl(g, "audit", "query", "--format", "xml", check=False)
     assert bad.returncode != 0 and "usage" in bad.stderr, bad
 
 
@@ -286,16 +294,16 @@ def test_report_figures_on_known_data():
         for number in (VISA, VISA, DECLINED, THREE_DS):
             g.pay(harness.txn_body(number, amount=1000))
         day = time.strftime("%Y-%m-%d", time.gmtime())
-        out = g.flairctl("report", "--day", day).stdout
+        out = ctl(g, "report", "--day", day).stdout
         assert "transactions: 4" in out, out
         assert "succeeded: 2" in out and "declined: 1" in out, out
         assert "decline rate: 25.0%" in out and "success rate: 50.0%" in out, out
         assert "3-D Secure rate: 25.0%" in out, out
         assert "average time to outcome:" in out and "(over 3 final)" in out, out
         assert "succeeded        USD count 2      sum 2000" in out, out
-        empty = g.flairctl("report", "--day", "2001-01-01").stdout
+        empty = ctl(g, "report", "--day", "2001-01-01").stdout
         assert "transactions: 0" in empty, empty
-        assert g.flairctl("report", "--day", "2001-13-01", check=False).returncode != 0
+        assert ctl(g, "report", "--day", "2001-13-01", check=False).returncode != 0
 
 
 def test_backup_under_load_restores_and_verifies():
@@ -318,7 +326,7 @@ def test_backup_under_load_restores_and_verifies():
         t.start()
     harness.wait_until(lambda: len(committed) >= 10, 30, "load to start")
     started = time.monotonic()
-    done = g.flairctl("backup", "now")
+    done = ctl(g, "backup", "now")
     took = time.monotonic() - started
     stop.set()
     for t in threads:
@@ -334,7 +342,7 @@ def test_backup_under_load_restores_and_verifies():
     assert details["bytes"] == len(data)
     assert b"SQLite format" not in data and b"RES-LOAD" not in data, "backup is not encrypted"
     target = os.path.join(g.dir, "restored.db")
-    done = g.flairctl("backup", "restore", name, target)
+    done = ctl(g, "backup", "restore", name, target)
     assert "audit chain intact" in done.stdout, done.stdout
     restore_ev = wait_event(g, "backup.restored")
     check_fields(restore_ev, "operator:", "local", name, "success")
@@ -349,15 +357,15 @@ def test_backup_under_load_restores_and_verifies():
     print(f"  backup under load: {took:.2f} s (sanitizer build), {len(data)} bytes, "
           f"{details['transactions']} transactions, {during} payments answered meanwhile",
           flush=True)
-    assert "audit chain intact" in g.flairctl("backup", "verify", name).stdout
-    assert os.path.basename(name) in g.flairctl("backup", "list").stdout
+    assert "audit chain intact" in ctl(g, "backup", "verify", name).stdout
+    assert os.path.basename(name) in ctl(g, "backup", "list").stdout
     # An edited backup does not verify.
     bad = os.path.join(g.dir, "edited.fgwbk")
     with open(bad, "wb") as f:
         f.write(data[:100] + bytes([data[100] ^ 1]) + data[101:])
-    done = g.flairctl("audit", "verify", "--backup", bad, check=False)
+    done = ctl(g, "audit", "verify", "--backup", bad, check=False)
     assert done.returncode != 0 and "not an intact backup" in done.stdout, done.stdout
-    exists = g.flairctl("backup", "restore", name, target, check=False)
+    exists = ctl(g, "backup", "restore", name, target, check=False)
     assert exists.returncode != 0 and "exists" in exists.stderr, exists
 
 
@@ -440,7 +448,7 @@ def test_scheduled_backup_upload_down_then_up():
                            s3_secret_key_file=os.path.join(tmp, "secret"), s3_retries=1,
                            s3_retry_base_ms=10) as st:
             g = st.gw
-            done = g.flairctl("backup", "now", check=False)
+            done = ctl(g, "backup", "now", check=False)
             assert done.returncode != 0, done.stdout
             failed = wait_event(g, "backup.upload_failed")
             check_fields(failed, "operator:", "local", "flairgw-", "failure")
@@ -460,7 +468,7 @@ def test_service_stopped_is_checkpointed():
         check_fields(stopped[0], "system", "local", g.db_path, "success")
         last = g.query("SELECT max(seq) AS n FROM audit_checkpoints")[0]["n"]
         assert last == stopped[0]["seq"], (last, stopped)
-        assert "intact" in g.flairctl("audit", "verify").stdout
+        assert "intact" in ctl(g, "audit", "verify").stdout
 
 
 def test_auditor_commands_open_read_only():
@@ -473,9 +481,9 @@ def test_auditor_commands_open_read_only():
     os.chmod(path, 0o444)
     before = open(path, "rb").read()
     assert "intact" in verify_file(g, path).stdout
-    out = g.flairctl("--database", path, "audit", "query", "--type", "txn", "--format", "jsonl").stdout
+    out = ctl(g, "--database", path, "audit", "query", "--type", "txn", "--format", "jsonl").stdout
     assert out.count("\n") >= 2, out
-    assert "transactions:" in g.flairctl("--database", path, "report").stdout
+    assert "transactions:" in ctl(g, "--database", path, "report").stdout
     assert open(path, "rb").read() == before
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -485,7 +493,7 @@ def test_backup_failure_is_audited():
     blocker = os.path.join(g.dir, "not-a-dir")
     with open(blocker, "w") as f:
         f.write("x")
-    done = g.flairctl("--backup_dir", os.path.join(blocker, "sub"), "backup", "now", check=False)
+    done = ctl(g, "--backup_dir", os.path.join(blocker, "sub"), "backup", "now", check=False)
     assert done.returncode != 0, done.stdout
     failed = wait_event(g, "backup.failed")
     check_fields(failed, "operator:", "local", blocker, "failure")

@@ -1,0 +1,427 @@
+/*
+ * gateway/routes_webhooks.c — POST /v1/webhooks/{processor}: a processor
+ * tells us a payment's fate later (3-D Secure completed, a late failure,
+ * a refund).
+ *
+ * Order of checks, each refusal audited (webhook.refused): known processor
+ * (404), body size (413), signature header present (400) and valid over
+ * the RAW body (400 malformed, 401 wrong MAC or timestamp outside the
+ * tolerance), event JSON shape (400). Then the event id is deduplicated
+ * (a repeat is a 200 no-op, audited webhook.duplicate), the transaction
+ * found (by our reference, else the processor's), and moved forward with
+ * store_txn_finish — a move the state table refuses (late, duplicated or
+ * backward event) changes nothing. Every accepted event is recorded in
+ * webhook_inbound with its result and audited; the processor gets 200 once
+ * that is committed, so it retries until we hold the event durably.
+ */
+#define LOG_MODULE "http"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "crypto/mac.h"
+#include "gateway/http.h"
+#include "gateway/webhooks.h"
+#include "pipeline/events.h"
+#include "store/webhooks.h"
+
+/* One inbound event on its way through the store. */
+struct wh_ctx {
+	struct reactor *rx;
+	struct evhttp_request *req;   /* NULL once the processor hung up */
+	struct evhttp_connection *evcon;
+	char processor[32];
+	char source[64];
+	char event_id[128];
+	char event_type[64];
+	char txn_id[40];
+	char target[24];              /* state the event asks for */
+	char result[24];              /* applied, no_move, unmatched, ignored */
+};
+
+static void
+on_close(struct evhttp_connection *evcon, void *arg)
+{
+	struct wh_ctx *ctx = arg;
+	(void)evcon;
+	ctx->req = NULL;
+}
+
+static void
+audit_only(struct reactor *rx, const char *processor, const char *source, const char *type,
+           const char *outcome, const char *resource, const char *reason, const char *event_id)
+{
+	struct store_audit a;
+	cJSON *o = cJSON_CreateObject();
+	char *s = NULL;
+	if (o != NULL) {
+		cJSON_AddStringToObject(o, "processor", processor);
+		if (reason != NULL)
+			cJSON_AddStringToObject(o, "reason", reason);
+		if (event_id != NULL)
+			cJSON_AddStringToObject(o, "eventId", event_id);
+		s = cJSON_PrintUnformatted(o);
+		cJSON_Delete(o);
+	}
+	/* Whole JSON or none: a truncated copy would not parse. */
+	a = (struct store_audit){ processor, source, type, resource, outcome, s };
+	if (store_audit_append(rx->gw->store, rx->waker, &a, 1, NULL, NULL) != 0)
+		log_error("webhook audit not queued (%s)", type);
+	free(s);
+}
+
+static void
+refuse(struct reactor *rx, struct evhttp_request *req, const char *processor,
+       const char *source, int status, const char *code, const char *message)
+{
+	log_info("webhook for %s from %s refused: %s", processor, source, code);
+	atomic_fetch_add(&rx->gw->metrics.webhooks_in[1], 1);
+	audit_only(rx, processor, source, "webhook.refused", "failure", "", code, NULL);
+	http_send_error(rx, req, status, code, message);
+}
+
+static void
+finish(struct wh_ctx *ctx, int status, const char *body)
+{
+	struct reactor *rx = ctx->rx;
+	if (ctx->req != NULL) {
+		if (ctx->evcon != NULL)
+			evhttp_connection_set_closecb(ctx->evcon, NULL, NULL);
+		http_send_json(rx, ctx->req, status, body);
+	}
+	rx->inflight--;
+	free(ctx);
+}
+
+static void
+on_recorded(void *arg, int rc)
+{
+	struct wh_ctx *ctx = arg;
+	char body[200];
+	if (rc != 0 && rc != FGW_ERR_EXISTS) {
+		log_error("webhook %s not recorded: %s", ctx->event_id, fgw_strerror(rc));
+		/* Not held durably: a 500 makes the processor send it again. */
+		finish(ctx, 500, "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be recorded\"}");
+		return;
+	}
+	atomic_fetch_add(&ctx->rx->gw->metrics.webhooks_in[rc == FGW_ERR_EXISTS ? 2 : 0], 1);
+	snprintf(body, sizeof(body), "{\"received\":true,\"result\":\"%s\"%s}", ctx->result,
+	         rc == FGW_ERR_EXISTS ? ",\"duplicate\":true" : "");
+	finish(ctx, 200, body);
+}
+
+static void
+record(struct wh_ctx *ctx)
+{
+	struct store_audit a;
+	cJSON *o = cJSON_CreateObject();
+	char *s = NULL;
+	int r;
+	if (o != NULL) {
+		cJSON_AddStringToObject(o, "processor", ctx->processor);
+		cJSON_AddStringToObject(o, "eventId", ctx->event_id);
+		cJSON_AddStringToObject(o, "eventType", ctx->event_type);
+		cJSON_AddStringToObject(o, "result", ctx->result);
+		if (ctx->target[0])
+			cJSON_AddStringToObject(o, "target", ctx->target);
+		s = cJSON_PrintUnformatted(o);
+		cJSON_Delete(o);
+	}
+	a = (struct store_audit){ ctx->processor, ctx->source, "webhook.accepted", ctx->txn_id,
+		                      ctx->result, s };
+	r = store_webhook_record(ctx->rx->gw->store, ctx->rx->waker, ctx->processor, ctx->event_id,
+	                         ctx->event_type, ctx->txn_id, ctx->result, &a, 1, on_recorded, ctx);
+	free(s); /* copied by the submission */
+	if (r != 0)
+		on_recorded(ctx, r);
+}
+
+static void
+on_moved(void *arg, int rc)
+{
+	struct wh_ctx *ctx = arg;
+	struct store_txn_row row;
+	if (rc == FGW_ERR_STATE) {
+		/* Raced with the pipeline or another event: theirs stands. */
+		fgw_strlcpy(ctx->result, "no_move", sizeof(ctx->result));
+	} else if (rc != 0) {
+		log_error("webhook %s: move of %s failed: %s", ctx->event_id, ctx->txn_id,
+		          fgw_strerror(rc));
+		finish(ctx, 500, "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be applied\"}");
+		return;
+	} else {
+		fgw_strlcpy(ctx->result, "applied", sizeof(ctx->result));
+		memset(&row, 0, sizeof(row));
+		if (store_txn_get(ctx->rx->reader, NULL, ctx->txn_id, &row) == 0)
+			txn_events_publish(&ctx->rx->env, &row);
+		store_txn_row_clear(&row);
+	}
+	record(ctx);
+}
+
+/* The state an event asks for, or "" for events we only record. */
+static void
+target_state(const char *type, const cJSON *obj, char *target, size_t cap, char *code,
+             size_t code_cap)
+{
+	const cJSON *refunded = cJSON_GetObjectItemCaseSensitive(obj, "refunded");
+	target[0] = code[0] = '\0';
+	if (strcmp(type, "payment_intent.succeeded") == 0 || strcmp(type, "charge.succeeded") == 0) {
+		fgw_strlcpy(target, "succeeded", cap);
+	} else if (strcmp(type, "payment_intent.payment_failed") == 0 ||
+	           strcmp(type, "charge.failed") == 0) {
+		fgw_strlcpy(target, "declined", cap);
+		fgw_strlcpy(code, "PAYMENT_CARD_DECLINED", code_cap);
+	} else if (strcmp(type, "payment_intent.requires_action") == 0) {
+		fgw_strlcpy(target, "requires_action", cap);
+	} else if (strcmp(type, "charge.refunded") == 0 && cJSON_IsTrue(refunded)) {
+		/* Only when the store knows a refunded state (the refunds
+		 * feature adds it); until then the event is recorded only. */
+		if (store_status_known("refunded"))
+			fgw_strlcpy(target, "refunded", cap);
+	}
+}
+
+/* Our transaction id: the object's reference or metadata, else the
+ * transaction whose processor reference is the object's id (or, for a
+ * charge, its payment intent). */
+static int
+find_txn(struct reactor *rx, const cJSON *obj, char *id, size_t cap)
+{
+	static const char *const refs[] = { "reference", "client_reference_id" };
+	const cJSON *md = cJSON_GetObjectItemCaseSensitive(obj, "metadata"), *v;
+	const char *candidates[4] = { NULL, NULL, NULL, NULL };
+	int n = 0;
+	for (size_t i = 0; i < 2; i++) {
+		v = cJSON_GetObjectItemCaseSensitive(obj, refs[i]);
+		if (cJSON_IsString(v))
+			candidates[n++] = v->valuestring;
+	}
+	if (cJSON_IsObject(md)) {
+		v = cJSON_GetObjectItemCaseSensitive(md, "flair_txn_id");
+		if (cJSON_IsString(v))
+			candidates[n++] = v->valuestring;
+	}
+	for (int i = 0; i < n; i++) {
+		struct store_txn_row row;
+		const char *c = candidates[i];
+		if (strncmp(c, "txn_", 4) != 0 || strlen(c) >= cap)
+			continue;
+		memset(&row, 0, sizeof(row));
+		if (store_txn_get(rx->reader, NULL, c, &row) == 0) {
+			store_txn_row_clear(&row);
+			fgw_strlcpy(id, c, cap);
+			return FGW_OK;
+		}
+	}
+	v = cJSON_GetObjectItemCaseSensitive(obj, "id");
+	if (cJSON_IsString(v) && store_txn_id_by_ref(rx->reader, v->valuestring, id, cap) == 0)
+		return FGW_OK;
+	v = cJSON_GetObjectItemCaseSensitive(obj, "payment_intent");
+	if (cJSON_IsString(v) && store_txn_id_by_ref(rx->reader, v->valuestring, id, cap) == 0)
+		return FGW_OK;
+	return FGW_ERR_NOT_FOUND;
+}
+
+static int
+visible_ascii(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > max)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] < 0x21 || s[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
+/* Applies a verified event: ctx is owned by the store callbacks after. */
+static void
+apply(struct wh_ctx *ctx, const cJSON *obj)
+{
+	struct reactor *rx = ctx->rx;
+	struct store_txn_row row;
+	struct store_txn_update upd;
+	struct store_audit a;
+	char code[40], *details = NULL, *next_action = NULL;
+	cJSON *d = NULL;
+	int r;
+
+	target_state(ctx->event_type, obj, ctx->target, sizeof(ctx->target), code, sizeof(code));
+	if (ctx->target[0] == '\0') {
+		fgw_strlcpy(ctx->result, "ignored", sizeof(ctx->result));
+		record(ctx);
+		return;
+	}
+	if (find_txn(rx, obj, ctx->txn_id, sizeof(ctx->txn_id)) != 0) {
+		fgw_strlcpy(ctx->result, "unmatched", sizeof(ctx->result));
+		record(ctx);
+		return;
+	}
+	memset(&row, 0, sizeof(row));
+	r = store_txn_get(rx->reader, NULL, ctx->txn_id, &row);
+	if (r == 0 && strcmp(row.status, "posting") == 0) {
+		/* Our own processor call has not been recorded yet: moving now
+		 * would make the pipeline's commit (and its idempotent answer)
+		 * fail. Not recorded, so the processor's retry applies it. */
+		store_txn_row_clear(&row);
+		atomic_fetch_add(&rx->gw->metrics.webhooks_in[3], 1);
+		audit_only(rx, ctx->processor, ctx->source, "webhook.deferred", "deferred",
+		           ctx->txn_id, "TRANSACTION_IN_FLIGHT", ctx->event_id);
+		finish(ctx, 409, "{\"error\":\"TRANSACTION_IN_FLIGHT\",\"message\":"
+		                 "\"The transaction is still being posted; send the event again later\"}");
+		return;
+	}
+	if (r == 0 && !store_status_may_move(row.status, ctx->target)) {
+		/* Forward only: a late or backward event changes nothing. */
+		store_txn_row_clear(&row);
+		fgw_strlcpy(ctx->result, "no_move", sizeof(ctx->result));
+		record(ctx);
+		return;
+	}
+	store_txn_row_clear(&row);
+	memset(&upd, 0, sizeof(upd));
+	fgw_strlcpy(upd.id, ctx->txn_id, sizeof(upd.id));
+	fgw_strlcpy(upd.status, ctx->target, sizeof(upd.status));
+	if (code[0]) {
+		fgw_strlcpy(upd.error_code, code, sizeof(upd.error_code));
+		fgw_strlcpy(upd.error_message, "Your card was declined", sizeof(upd.error_message));
+	}
+	if (strcmp(ctx->target, "requires_action") == 0) {
+		const cJSON *na = cJSON_GetObjectItemCaseSensitive(obj, "next_action");
+		if (cJSON_IsObject(na))
+			next_action = cJSON_PrintUnformatted(na);
+	}
+	upd.next_action_json = next_action;
+	/* Event ids and types come from the processor: cJSON escapes them. */
+	if ((d = cJSON_CreateObject()) != NULL) {
+		cJSON_AddStringToObject(d, "processor", ctx->processor);
+		cJSON_AddStringToObject(d, "eventId", ctx->event_id);
+		cJSON_AddStringToObject(d, "eventType", ctx->event_type);
+		cJSON_AddStringToObject(d, "to", ctx->target);
+		details = cJSON_PrintUnformatted(d);
+		cJSON_Delete(d);
+	}
+	a = (struct store_audit){ ctx->processor, ctx->source, "txn.webhook", ctx->txn_id,
+		                      ctx->target, details };
+	r = store_txn_finish(rx->gw->store, rx->waker, &upd, NULL, &a, 1, NULL, on_moved, ctx);
+	free(details);
+	free(next_action);
+	if (r != 0)
+		on_moved(ctx, r);
+}
+
+static void
+h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	const char *secrets[WEBHOOKS_MAX_SECRETS], *header_name, *sig;
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	struct wh_ctx *ctx = NULL;
+	cJSON *ev = NULL;
+	const cJSON *id, *type, *data, *obj;
+	char processor[32], source[64], seen[24], *body;
+	size_t n_secrets = 0, len;
+	int r;
+
+	http_peer_address(req, source, sizeof(source));
+	if (http_path_segment("/v1/webhooks/*", path, 0, processor, sizeof(processor)) != 0 ||
+	    webhooks_inbound(rx->gw->wh, processor, secrets, &n_secrets, &header_name) != 0) {
+		atomic_fetch_add(&rx->gw->metrics.webhooks_in[1], 1);
+		audit_only(rx, "unknown", source, "webhook.refused", "failure", "", "NOT_FOUND", NULL);
+		http_send_error(rx, req, 404, "NOT_FOUND", "No webhooks are configured for this processor");
+		return;
+	}
+	len = evbuffer_get_length(in);
+	if ((long long)len > rx->gw->cfg.max_body_bytes) {
+		refuse(rx, req, processor, source, 413, "PAYLOAD_TOO_LARGE", "The request body is too large");
+		return;
+	}
+	if (len == 0) {
+		refuse(rx, req, processor, source, 400, "VALIDATION_ERROR", "body is required");
+		return;
+	}
+	if ((body = (char *)evbuffer_pullup(in, -1)) == NULL) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		return;
+	}
+	sig = evhttp_find_header(evhttp_request_get_input_headers(req), header_name);
+	if (sig == NULL) {
+		char msg[96];
+		snprintf(msg, sizeof(msg), "The %s header is required", header_name);
+		refuse(rx, req, processor, source, 400, "SIGNATURE_MISSING", msg);
+		return;
+	}
+	/* Over the raw bytes as received: nothing is parsed before this. */
+	r = mac_verify_stripe_signature(sig, body, len, secrets, n_secrets, fgw_now_ms() / 1000,
+	                                rx->gw->cfg.webhook_tolerance_s, NULL, NULL);
+	if (r == FGW_ERR_INVALID) {
+		refuse(rx, req, processor, source, 400, "SIGNATURE_INVALID",
+		       "The signature header is malformed");
+		return;
+	}
+	if (r == FGW_ERR_TIMEOUT) {
+		refuse(rx, req, processor, source, 401, "SIGNATURE_EXPIRED",
+		       "The signature timestamp is outside the tolerance");
+		return;
+	}
+	if (r != 0) {
+		refuse(rx, req, processor, source, 401, "SIGNATURE_MISMATCH",
+		       "No signature matches a configured secret for this body");
+		return;
+	}
+
+	ev = cJSON_ParseWithLength(body, len);
+	id = cJSON_GetObjectItemCaseSensitive(ev, "id");
+	type = cJSON_GetObjectItemCaseSensitive(ev, "type");
+	data = cJSON_GetObjectItemCaseSensitive(ev, "data");
+	obj = cJSON_GetObjectItemCaseSensitive(data, "object");
+	if (!cJSON_IsString(id) || !visible_ascii(id->valuestring, 127) || !cJSON_IsString(type) ||
+	    !visible_ascii(type->valuestring, 63) || !cJSON_IsObject(obj)) {
+		refuse(rx, req, processor, source, 400, "INVALID_EVENT",
+		       "The event needs a string id, a string type and a data.object");
+		goto out;
+	}
+	r = store_webhook_seen(rx->reader, processor, id->valuestring, seen);
+	if (r == 0) {
+		char answer[120];
+		atomic_fetch_add(&rx->gw->metrics.webhooks_in[2], 1);
+		audit_only(rx, processor, source, "webhook.duplicate", "duplicate", "", NULL,
+		           id->valuestring);
+		snprintf(answer, sizeof(answer), "{\"received\":true,\"result\":\"%s\",\"duplicate\":true}",
+		         seen);
+		http_send_json(rx, req, 200, answer);
+		goto out;
+	}
+	if (r != FGW_ERR_NOT_FOUND || (ctx = calloc(1, sizeof(*ctx))) == NULL) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		goto out;
+	}
+	ctx->rx = rx;
+	ctx->req = req;
+	ctx->evcon = evhttp_request_get_connection(req);
+	fgw_strlcpy(ctx->processor, processor, sizeof(ctx->processor));
+	fgw_strlcpy(ctx->source, source, sizeof(ctx->source));
+	fgw_strlcpy(ctx->event_id, id->valuestring, sizeof(ctx->event_id));
+	fgw_strlcpy(ctx->event_type, type->valuestring, sizeof(ctx->event_type));
+	if (ctx->evcon != NULL)
+		evhttp_connection_set_closecb(ctx->evcon, on_close, ctx);
+	/* Counted like a transaction so shutdown waits for its commit. */
+	rx->inflight++;
+	apply(ctx, obj); /* ctx owned by the store callbacks now */
+out:
+	cJSON_Delete(ev);
+}
+
+const struct route webhook_routes[] = {
+	{ "/v1/webhooks/*", EVHTTP_REQ_POST, h_webhook },
+	{ NULL, 0, NULL },
+};

@@ -1,0 +1,447 @@
+/*
+ * gateway/webhooks.c — webhook secrets, the outbox writer and the
+ * delivery loop for the website's endpoints.
+ *
+ * Durability: a transaction's state change is turned into one outbox row
+ * per endpoint by a store job (on the reactor that committed the change);
+ * only committed rows are ever sent, so a crash loses no event and a
+ * restart resends what was pending. Delivery: a timer on reactor 0 reads
+ * the due rows through that reactor's reader and POSTs them with its httpc
+ * (never blocking); one batch is in flight at a time, and each answer is
+ * recorded (attempt row, row's new status and next time, audit event) in
+ * one store job before the next batch is read, so a row is never sent
+ * twice at once. Retries back off exponentially from webhook_retry_base_ms
+ * until webhook_max_age_s after the event, then the row is failed
+ * (`flairctl webhooks retry ID` makes it pending again).
+ */
+#define LOG_MODULE "webhooks"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cjson/cJSON.h>
+#include <event2/event.h>
+#include <sodium.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "crypto/mac.h"
+#include "crypto/secmem.h"
+#include "gateway/gateway.h"
+#include "gateway/webhooks.h"
+#include "pipeline/events.h"
+#include "processors/httpc.h"
+#include "store/webhooks.h"
+
+#define DELIVERY_BATCH 16
+#define SECRET_MAX 1024
+
+struct wh_secret {
+	char processor[32];
+	const char *header;
+	struct secbuf *secret;
+};
+
+struct delivery {
+	struct delivery *prev, *next;        /* the webhooks' list */
+	struct webhooks *wh;
+	struct store_outbox_row row;
+	int64_t started;
+	int unconfigured;                    /* its endpoint left the config */
+};
+
+struct webhooks {
+	struct gateway *gw;
+	struct reactor *rx;                  /* reactor 0, once started */
+	struct wh_secret in[CONFIG_MAX_INBOUND_WEBHOOKS];
+	int n_in;
+	struct secbuf *out_secret[CONFIG_MAX_WEBHOOK_ENDPOINTS];
+	int n_out;
+	int busy;                            /* deliveries not yet recorded */
+	struct delivery *live;               /* the same, freed at shutdown if
+	                                        the loop stopped before */
+};
+
+/* A secret file: the whole file, less one trailing newline, not readable
+ * by group or others (like every other secret flairgw reads). */
+static int
+read_secret(const char *path, struct secbuf **out, char *err, size_t errlen)
+{
+	struct stat sb;
+	char *text = NULL;
+	size_t len = 0;
+	int r;
+
+	if (stat(path, &sb) != 0) {
+		snprintf(err, errlen, "webhook secret %s: %s", path, strerror(errno));
+		return FGW_ERR_NOT_FOUND;
+	}
+	if (!S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
+		snprintf(err, errlen, "webhook secret %s: must be a regular file with mode 0600 or stricter",
+		         path);
+		return FGW_ERR_INVALID;
+	}
+	if ((r = fgw_read_file(path, SECRET_MAX, &text, &len)) != 0) {
+		snprintf(err, errlen, "webhook secret %s: %s", path, fgw_strerror(r));
+		return r;
+	}
+	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+		len--;
+	if (len < 16 || memchr(text, '\0', len) != NULL) {
+		snprintf(err, errlen, "webhook secret %s: needs at least 16 bytes of text", path);
+		r = FGW_ERR_INVALID;
+	} else {
+		r = secbuf_from(out, text, len);
+	}
+	sodium_memzero(text, len);
+	free(text);
+	return r;
+}
+
+/* ---- outbox writer (any reactor) --------------------------------------- */
+
+static char *
+event_payload(const char *event_id, const char *type, const struct store_txn_row *row)
+{
+	cJSON *o = NULL, *data, *txn = NULL;
+	char *txn_json = NULL, *s = NULL;
+
+	if (txn_row_to_json(row, NULL, &txn_json) != 0 || (txn = cJSON_Parse(txn_json)) == NULL ||
+	    (o = cJSON_CreateObject()) == NULL)
+		goto out;
+	cJSON_AddStringToObject(o, "id", event_id);
+	cJSON_AddStringToObject(o, "type", type);
+	cJSON_AddNumberToObject(o, "created", (double)(fgw_now_ms() / 1000));
+	cJSON_AddStringToObject(o, "clientId", row->client_id);
+	if ((data = cJSON_AddObjectToObject(o, "data")) == NULL)
+		goto out;
+	cJSON_AddItemToObject(data, "object", txn);
+	txn = NULL; /* owned by o now */
+	s = cJSON_PrintUnformatted(o);
+out:
+	cJSON_Delete(txn);
+	cJSON_Delete(o);
+	free(txn_json);
+	return s;
+}
+
+static void
+on_enqueued(void *arg, int rc)
+{
+	char *event_id = arg;
+	if (rc != 0)
+		log_error("outbox: event %s not stored: %s", event_id, fgw_strerror(rc));
+	free(event_id);
+}
+
+/* Listener: one outbox row per endpoint for every state change. */
+static void
+on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_row *row)
+{
+	struct webhooks *wh = ctx;
+	struct store_outbox_row rows[CONFIG_MAX_WEBHOOK_ENDPOINTS];
+	struct store_audit audit;
+	char type[48], details[160], *payload = NULL, *ev = NULL;
+	int n = wh->gw->cfg.n_webhook_endpoints, r;
+
+	if (n == 0)
+		return;
+	memset(rows, 0, sizeof(rows));
+	if ((ev = malloc(40)) == NULL)
+		goto fail;
+	fgw_random_id("evt_", ev, 40);
+	snprintf(type, sizeof(type), "transaction.%s", row->status);
+	if ((payload = event_payload(ev, type, row)) == NULL)
+		goto fail;
+	for (int i = 0; i < n; i++) {
+		fgw_random_id("whd_", rows[i].id, sizeof(rows[i].id));
+		fgw_strlcpy(rows[i].url, wh->gw->cfg.webhook_endpoints[i].url, sizeof(rows[i].url));
+		fgw_strlcpy(rows[i].event_id, ev, sizeof(rows[i].event_id));
+		fgw_strlcpy(rows[i].event_type, type, sizeof(rows[i].event_type));
+		fgw_strlcpy(rows[i].txn_id, row->id, sizeof(rows[i].txn_id));
+		rows[i].payload = payload;
+	}
+	snprintf(details, sizeof(details), "{\"eventId\":\"%s\",\"type\":\"%s\",\"endpoints\":%d}", ev,
+	         type, n);
+	audit = (struct store_audit){ "system", "local", "webhook.enqueued", row->id, "success",
+		                          details };
+	r = store_outbox_enqueue(env->store, env->waker, rows, (size_t)n, &audit, 1, on_enqueued, ev);
+	free(payload);
+	if (r != 0) {
+		log_error("outbox: event for %s not queued: %s", row->id, fgw_strerror(r));
+		free(ev);
+	}
+	return;
+fail:
+	log_error("outbox: out of memory building the event for %s", row->id);
+	free(payload);
+	free(ev);
+}
+
+/* ---- delivery (reactor 0) ---------------------------------------------- */
+
+static void tick(evutil_socket_t fd, short what, void *arg);
+
+static void
+arm(struct webhooks *wh)
+{
+	long ms = (long)wh->gw->cfg.webhook_poll_ms;
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	/* A one-shot event: libevent frees it with the base at shutdown. */
+	if (event_base_once(wh->rx->base, -1, EV_TIMEOUT, tick, wh, &tv) != 0)
+		log_error("outbox: cannot arm the delivery timer");
+}
+
+static void
+on_recorded(void *arg, int rc)
+{
+	struct delivery *d = arg;
+	if (rc != 0 && rc != FGW_ERR_STATE)
+		log_error("outbox: attempt for %s not recorded: %s", d->row.id, fgw_strerror(rc));
+	d->wh->busy--;
+	if (d->prev != NULL)
+		d->prev->next = d->next;
+	else
+		d->wh->live = d->next;
+	if (d->next != NULL)
+		d->next->prev = d->prev;
+	store_outbox_row_clear(&d->row);
+	free(d);
+}
+
+/* Delay before attempt number `done + 1`: base * 2^(done - 1). */
+static int64_t
+backoff_ms(int64_t base, int done)
+{
+	int shift = done > 1 ? done - 1 : 0;
+	if (shift > 30)
+		shift = 30;
+	return base << shift;
+}
+
+static void
+on_delivered(void *arg, const struct httpc_response *resp)
+{
+	struct delivery *d = arg;
+	struct webhooks *wh = d->wh;
+	const struct fgw_config *cfg = &wh->gw->cfg;
+	struct store_outbox_attempt a;
+	struct store_audit audit;
+	char details[256];
+	int64_t now = fgw_now_ms(), deadline = d->row.created_at + cfg->webhook_max_age_s * 1000;
+	int r;
+
+	memset(&a, 0, sizeof(a));
+	fgw_strlcpy(a.outbox_id, d->row.id, sizeof(a.outbox_id));
+	a.at = d->started;
+	a.elapsed_ms = resp->elapsed_ms;
+	if (d->unconfigured) {
+		fgw_strlcpy(a.error, "endpoint no longer configured", sizeof(a.error));
+	} else if (resp->err == 0) {
+		a.http_status = (int)resp->status;
+		if (resp->status < 200 || resp->status > 299)
+			snprintf(a.error, sizeof(a.error), "HTTP %ld", resp->status);
+	} else {
+		fgw_strlcpy(a.error, fgw_strerror(resp->err), sizeof(a.error));
+	}
+	if (a.error[0] == '\0') {
+		fgw_strlcpy(a.outcome, "delivered", sizeof(a.outcome));
+		a.next_attempt_at = d->row.next_attempt_at;
+	} else {
+		a.next_attempt_at = now + backoff_ms(cfg->webhook_retry_base_ms, d->row.attempts + 1);
+		fgw_strlcpy(a.outcome,
+		            a.next_attempt_at > deadline || d->unconfigured ? "failed" : "retry",
+		            sizeof(a.outcome));
+	}
+	snprintf(details, sizeof(details),
+	         "{\"outboxId\":\"%s\",\"eventId\":\"%s\",\"attempt\":%d,\"httpStatus\":%d,"
+	         "\"outcome\":\"%s\"}",
+	         d->row.id, d->row.event_id, d->row.attempts + 1, a.http_status, a.outcome);
+	audit = (struct store_audit){ "system", "local", "webhook.delivery", d->row.txn_id,
+		                          strcmp(a.outcome, "delivered") == 0 ? "success" : "failure",
+		                          details };
+	atomic_fetch_add(&wh->gw->metrics.webhooks_out[strcmp(a.outcome, "delivered") == 0 ? 0
+	                                             : strcmp(a.outcome, "retry") == 0  ? 1
+	                                                                                : 2],
+	                 1);
+	if (strcmp(a.outcome, "delivered") != 0)
+		log_warn("outbox: %s to %s: %s (%s)", d->row.id, d->row.url, a.error, a.outcome);
+	r = store_outbox_attempt(wh->rx->env.store, wh->rx->waker, &a, &audit, 1, on_recorded, d);
+	if (r != 0) {
+		log_error("outbox: cannot record the attempt for %s: %s", d->row.id, fgw_strerror(r));
+		on_recorded(d, 0);
+	}
+}
+
+static void
+send_one(struct webhooks *wh, struct store_outbox_row *row)
+{
+	const struct fgw_config *cfg = &wh->gw->cfg;
+	struct delivery *d = NULL;
+	const struct secbuf *secret = NULL;
+	char sig[MAC_SIGN_HEADER_LEN], sig_h[MAC_SIGN_HEADER_LEN + 32], id_h[80];
+	const char *headers[5];
+	int64_t now = fgw_now_ms();
+	int r;
+
+	/* The row names its endpoint by URL: the secret is that endpoint's
+	 * now, so a rotated secret signs the retries too. */
+	for (int i = 0; i < cfg->n_webhook_endpoints; i++)
+		if (strcmp(cfg->webhook_endpoints[i].url, row->url) == 0)
+			secret = wh->out_secret[i];
+	if ((d = calloc(1, sizeof(*d))) == NULL) {
+		store_outbox_row_clear(row);
+		return;
+	}
+	d->wh = wh;
+	d->row = *row;
+	row->payload = NULL; /* owned by d now */
+	d->started = now;
+	wh->busy++;
+	d->next = wh->live;
+	if (wh->live != NULL)
+		wh->live->prev = d;
+	wh->live = d;
+	if (secret == NULL) {
+		/* Failed at once (not left due, where it would hold a batch
+		 * slot on every tick); `flairctl webhooks retry` after the
+		 * endpoint is configured again. */
+		struct httpc_response none;
+		memset(&none, 0, sizeof(none));
+		d->unconfigured = 1;
+		on_delivered(d, &none);
+		return;
+	}
+	if ((r = mac_sign_webhook((const char *)secret->data, now / 1000, d->row.payload,
+	                          strlen(d->row.payload), sig, sizeof(sig))) != 0)
+		goto fail;
+	snprintf(sig_h, sizeof(sig_h), "%s: %s", MAC_HEADER_FLAIR, sig);
+	snprintf(id_h, sizeof(id_h), "Flair-Event-Id: %s", d->row.event_id);
+	headers[0] = "Content-Type: application/json";
+	headers[1] = sig_h;
+	headers[2] = id_h;
+	headers[3] = "User-Agent: flairgw-webhooks/1";
+	headers[4] = NULL;
+	r = httpc_request(wh->rx->httpc, "POST", d->row.url, headers, d->row.payload,
+	                  strlen(d->row.payload), (long)cfg->webhook_timeout_ms, on_delivered, d, NULL);
+	if (r != 0) {
+		struct httpc_response resp;
+		memset(&resp, 0, sizeof(resp));
+		resp.err = r;
+		/* Recorded as a failed attempt, so a bad URL backs off too. */
+		on_delivered(d, &resp);
+	}
+	return;
+fail:
+	log_error("outbox: cannot sign %s: %s", d->row.id, fgw_strerror(r));
+	on_recorded(d, 0); /* unlinks and frees; the row stays pending */
+}
+
+static void
+tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct webhooks *wh = arg;
+	struct store_outbox_row rows[DELIVERY_BATCH];
+	int n = 0, r;
+	(void)fd;
+	(void)what;
+	if (wh->rx->draining)
+		return; /* rows stay pending for the next start */
+	if (wh->busy == 0) {
+		if ((r = store_outbox_due(wh->rx->reader, fgw_now_ms(), rows, DELIVERY_BATCH, &n)) != 0)
+			log_error("outbox: reading due rows: %s", fgw_strerror(r));
+		for (int i = 0; i < n; i++)
+			send_one(wh, &rows[i]);
+	}
+	arm(wh);
+}
+
+/* ---- set-up ------------------------------------------------------------ */
+
+int
+webhooks_setup(struct gateway *gw, struct webhooks **out, char *err, size_t errlen)
+{
+	const struct fgw_config *cfg = &gw->cfg;
+	struct webhooks *wh = NULL;
+	int r;
+
+	*out = NULL;
+	if ((wh = calloc(1, sizeof(*wh))) == NULL)
+		return FGW_ERR_NOMEM;
+	wh->gw = gw;
+	for (int i = 0; i < cfg->n_inbound_webhooks; i++) {
+		const struct config_inbound_webhook *c = &cfg->inbound_webhooks[i];
+		struct wh_secret *s = &wh->in[i];
+		if ((r = read_secret(c->secret_file, &s->secret, err, errlen)) != 0)
+			goto fail;
+		fgw_strlcpy(s->processor, c->processor, sizeof(s->processor));
+		s->header = strcmp(c->scheme, "stripe") == 0 ? MAC_HEADER_STRIPE : MAC_HEADER_SANDBOX;
+		wh->n_in = i + 1;
+	}
+	for (int i = 0; i < cfg->n_webhook_endpoints; i++) {
+		if ((r = read_secret(cfg->webhook_endpoints[i].secret_file, &wh->out_secret[i], err,
+		                     errlen)) != 0)
+			goto fail;
+		wh->n_out = i + 1;
+	}
+	if (wh->n_out > 0 && (r = txn_events_subscribe(on_txn_event, wh)) != 0) {
+		snprintf(err, errlen, "webhooks: cannot subscribe to transaction events");
+		goto fail;
+	}
+	*out = wh;
+	return FGW_OK;
+fail:
+	webhooks_free(wh);
+	return r;
+}
+
+int
+webhooks_start(struct webhooks *wh)
+{
+	if (wh == NULL || wh->n_out == 0)
+		return FGW_OK;
+	wh->rx = &wh->gw->rx[0];
+	arm(wh);
+	return FGW_OK;
+}
+
+void
+webhooks_free(struct webhooks *wh)
+{
+	if (wh == NULL)
+		return;
+	/* Only after the reactors stopped: deliveries whose answer or record
+	 * never came back stay pending in the outbox for the next start. */
+	while (wh->live != NULL) {
+		struct delivery *d = wh->live;
+		wh->live = d->next;
+		store_outbox_row_clear(&d->row);
+		free(d);
+	}
+	for (int i = 0; i < wh->n_in; i++)
+		secbuf_free(wh->in[i].secret);
+	for (int i = 0; i < wh->n_out; i++)
+		secbuf_free(wh->out_secret[i]);
+	free(wh);
+}
+
+int
+webhooks_inbound(const struct webhooks *wh, const char *processor,
+                 const char *secrets[WEBHOOKS_MAX_SECRETS], size_t *n, const char **header)
+{
+	*n = 0;
+	*header = NULL;
+	for (int i = 0; wh != NULL && i < wh->n_in; i++) {
+		if (strcmp(wh->in[i].processor, processor) != 0 || *n == WEBHOOKS_MAX_SECRETS)
+			continue;
+		/* The first line's scheme decides the header for the processor. */
+		if (*header == NULL)
+			*header = wh->in[i].header;
+		secrets[(*n)++] = (const char *)wh->in[i].secret->data;
+	}
+	return *n > 0 ? FGW_OK : FGW_ERR_NOT_FOUND;
+}

@@ -1,0 +1,459 @@
+/*
+ * store/webhooks.c — SQL for the webhook tables (schema v2): inbound event
+ * deduplication, the outbound outbox and its attempts.
+ *
+ * Writes run as custom store jobs on the writer thread; every job copies
+ * what it needs at submission, so callers' buffers may go right away.
+ * Reads prepare, step and finalize on the caller's reader connection.
+ */
+#define LOG_MODULE "store"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "store/store_int.h"
+#include "store/webhooks.h"
+
+static int
+prep(sqlite3 *db, const char *sql, sqlite3_stmt **s)
+{
+	if (sqlite3_prepare_v2(db, sql, -1, s, NULL) != SQLITE_OK) {
+		log_error("webhooks: prepare: %s", sqlite3_errmsg(db));
+		return FGW_ERR_DB;
+	}
+	return FGW_OK;
+}
+
+/* Binds text, or NULL for "" so optional columns stay NULL. */
+static int
+bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+	if (v == NULL || v[0] == '\0')
+		return sqlite3_bind_null(s, i) == SQLITE_OK ? 0 : FGW_ERR_DB;
+	return sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT) == SQLITE_OK ? 0 : FGW_ERR_DB;
+}
+
+static void
+col_copy(sqlite3_stmt *s, int i, char *dst, size_t cap)
+{
+	const unsigned char *t = sqlite3_column_text(s, i);
+	fgw_strlcpy(dst, t ? (const char *)t : "", cap);
+}
+
+/* ---- inbound ----------------------------------------------------------- */
+
+int
+store_webhook_seen(struct store_reader *r, const char *processor, const char *event_id,
+                   char result[24])
+{
+	sqlite3_stmt *s = NULL;
+	int rc;
+	if ((rc = prep(store_reader_db(r),
+	               "SELECT result FROM webhook_inbound WHERE processor = ? AND event_id = ?",
+	               &s)) != 0)
+		goto out;
+	if (bind_text(s, 1, processor) != 0 || bind_text(s, 2, event_id) != 0) {
+		rc = FGW_ERR_DB;
+		goto out;
+	}
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		col_copy(s, 0, result, 24);
+		rc = 0;
+	} else {
+		rc = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+	}
+out:
+	sqlite3_finalize(s);
+	return rc;
+}
+
+int
+store_txn_id_by_ref(struct store_reader *r, const char *ref, char *id, size_t idlen)
+{
+	sqlite3_stmt *s = NULL;
+	int rc;
+	if (ref == NULL || ref[0] == '\0')
+		return FGW_ERR_NOT_FOUND;
+	if ((rc = prep(store_reader_db(r),
+	               "SELECT id FROM transactions WHERE processor_ref = ?"
+	               " ORDER BY created_at DESC LIMIT 1", &s)) != 0)
+		goto out;
+	if (bind_text(s, 1, ref) != 0) {
+		rc = FGW_ERR_DB;
+		goto out;
+	}
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		col_copy(s, 0, id, idlen);
+		rc = 0;
+	} else {
+		rc = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+	}
+out:
+	sqlite3_finalize(s);
+	return rc;
+}
+
+struct inbound_job {
+	char processor[32];
+	char event_id[128];
+	char event_type[64];
+	char txn_id[40];
+	char result[24];
+};
+
+static int
+run_inbound(sqlite3 *db, void *arg)
+{
+	struct inbound_job *j = arg;
+	sqlite3_stmt *s = NULL;
+	int rc;
+	if ((rc = prep(db, "INSERT INTO webhook_inbound (processor, event_id, event_type,"
+	                   " txn_id, result, received_at) VALUES (?, ?, ?, ?, ?, ?)", &s)) != 0)
+		goto out;
+	if (bind_text(s, 1, j->processor) || bind_text(s, 2, j->event_id) ||
+	    bind_text(s, 3, j->event_type) || bind_text(s, 4, j->txn_id) ||
+	    bind_text(s, 5, j->result) || sqlite3_bind_int64(s, 6, fgw_now_ms()) != SQLITE_OK) {
+		rc = FGW_ERR_DB;
+		goto out;
+	}
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		rc = 0;
+	else
+		rc = sqlite3_extended_errcode(db) == SQLITE_CONSTRAINT_PRIMARYKEY ? FGW_ERR_EXISTS
+		                                                                   : FGW_ERR_DB;
+out:
+	sqlite3_finalize(s);
+	return rc;
+}
+
+int
+store_webhook_record(struct store *st, struct store_waker *w, const char *processor,
+                     const char *event_id, const char *event_type, const char *txn_id,
+                     const char *result, const struct store_audit *audit, size_t n_audit,
+                     store_done_fn done, void *arg)
+{
+	struct inbound_job *j = calloc(1, sizeof(*j));
+	if (j == NULL)
+		return FGW_ERR_NOMEM;
+	if (processor == NULL || event_id == NULL || event_type == NULL || result == NULL ||
+	    fgw_strlcpy(j->processor, processor, sizeof(j->processor)) != 0 ||
+	    fgw_strlcpy(j->event_id, event_id, sizeof(j->event_id)) != 0 ||
+	    fgw_strlcpy(j->event_type, event_type, sizeof(j->event_type)) != 0 ||
+	    fgw_strlcpy(j->txn_id, txn_id ? txn_id : "", sizeof(j->txn_id)) != 0 ||
+	    fgw_strlcpy(j->result, result, sizeof(j->result)) != 0) {
+		free(j);
+		return FGW_ERR_INVALID;
+	}
+	return store_submit_custom(st, w, run_inbound, j, free, NULL, audit, n_audit, done, arg);
+}
+
+/* ---- outbox ------------------------------------------------------------ */
+
+void
+store_outbox_row_clear(struct store_outbox_row *row)
+{
+	if (row == NULL)
+		return;
+	free(row->payload);
+	row->payload = NULL;
+}
+
+struct enqueue_job {
+	struct store_outbox_row *rows;
+	size_t n;
+};
+
+static void
+free_enqueue(void *arg)
+{
+	struct enqueue_job *j = arg;
+	if (j == NULL)
+		return;
+	for (size_t i = 0; i < j->n; i++)
+		store_outbox_row_clear(&j->rows[i]);
+	free(j->rows);
+	free(j);
+}
+
+static int
+run_enqueue(sqlite3 *db, void *arg)
+{
+	struct enqueue_job *j = arg;
+	sqlite3_stmt *s = NULL;
+	int64_t now = fgw_now_ms();
+	int rc;
+	if ((rc = prep(db, "INSERT INTO webhook_outbox (id, endpoint_url, event_id, event_type,"
+	                   " txn_id, payload, status, attempts, next_attempt_at, created_at,"
+	                   " updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)", &s)) != 0)
+		goto out;
+	for (size_t i = 0; i < j->n; i++) {
+		const struct store_outbox_row *o = &j->rows[i];
+		sqlite3_reset(s);
+		if (bind_text(s, 1, o->id) || bind_text(s, 2, o->url) || bind_text(s, 3, o->event_id) ||
+		    bind_text(s, 4, o->event_type) || bind_text(s, 5, o->txn_id) ||
+		    bind_text(s, 6, o->payload) ||
+		    sqlite3_bind_int64(s, 7, o->next_attempt_at ? o->next_attempt_at : now) != SQLITE_OK ||
+		    sqlite3_bind_int64(s, 8, now) != SQLITE_OK ||
+		    sqlite3_bind_int64(s, 9, now) != SQLITE_OK || sqlite3_step(s) != SQLITE_DONE) {
+			log_error("webhooks: outbox insert: %s", sqlite3_errmsg(db));
+			rc = FGW_ERR_DB;
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	sqlite3_finalize(s);
+	return rc;
+}
+
+int
+store_outbox_enqueue(struct store *st, struct store_waker *w,
+                     const struct store_outbox_row *rows, size_t n,
+                     const struct store_audit *audit, size_t n_audit, store_done_fn done,
+                     void *arg)
+{
+	struct enqueue_job *j = NULL;
+	if (rows == NULL || n == 0)
+		return FGW_ERR_INVALID;
+	if ((j = calloc(1, sizeof(*j))) == NULL || (j->rows = calloc(n, sizeof(*rows))) == NULL) {
+		free(j);
+		return FGW_ERR_NOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		j->rows[i] = rows[i];
+		j->rows[i].payload = NULL;
+		j->n = i + 1;
+		if (rows[i].payload == NULL || (j->rows[i].payload = strdup(rows[i].payload)) == NULL) {
+			free_enqueue(j);
+			return rows[i].payload == NULL ? FGW_ERR_INVALID : FGW_ERR_NOMEM;
+		}
+	}
+	return store_submit_custom(st, w, run_enqueue, j, free_enqueue, NULL, audit, n_audit,
+	                           done, arg);
+}
+
+static int
+run_attempt(sqlite3 *db, void *arg)
+{
+	struct store_outbox_attempt *a = arg;
+	sqlite3_stmt *s = NULL;
+	int attempt = 0, rc;
+
+	if ((rc = prep(db, "SELECT attempts FROM webhook_outbox WHERE id = ? AND status = 'pending'",
+	               &s)) != 0)
+		goto out;
+	if (bind_text(s, 1, a->outbox_id) != 0) {
+		rc = FGW_ERR_DB;
+		goto out;
+	}
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		/* An operator's retry or a duplicate tick moved it meanwhile. */
+		rc = rc == SQLITE_DONE ? FGW_ERR_STATE : FGW_ERR_DB;
+		goto out;
+	}
+	attempt = sqlite3_column_int(s, 0) + 1;
+	sqlite3_finalize(s);
+	s = NULL;
+	if ((rc = prep(db, "INSERT INTO webhook_attempts (outbox_id, attempt, at, http_status,"
+	                   " error, elapsed_ms, outcome) VALUES (?, ?, ?, ?, ?, ?, ?)", &s)) != 0)
+		goto out;
+	if (bind_text(s, 1, a->outbox_id) || sqlite3_bind_int(s, 2, attempt) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 3, a->at) != SQLITE_OK ||
+	    (a->http_status ? sqlite3_bind_int(s, 4, a->http_status) : sqlite3_bind_null(s, 4)) !=
+	        SQLITE_OK ||
+	    bind_text(s, 5, a->error) || sqlite3_bind_int64(s, 6, a->elapsed_ms) != SQLITE_OK ||
+	    bind_text(s, 7, a->outcome) || sqlite3_step(s) != SQLITE_DONE) {
+		rc = FGW_ERR_DB;
+		goto out;
+	}
+	sqlite3_finalize(s);
+	s = NULL;
+	if ((rc = prep(db, "UPDATE webhook_outbox SET attempts = ?, status = ?,"
+	                   " next_attempt_at = ?, last_http_status = ?, last_error = ?,"
+	                   " updated_at = ? WHERE id = ?", &s)) != 0)
+		goto out;
+	if (sqlite3_bind_int(s, 1, attempt) != SQLITE_OK ||
+	    bind_text(s, 2, strcmp(a->outcome, "retry") == 0 ? "pending" : a->outcome) ||
+	    sqlite3_bind_int64(s, 3, a->next_attempt_at) != SQLITE_OK ||
+	    (a->http_status ? sqlite3_bind_int(s, 4, a->http_status) : sqlite3_bind_null(s, 4)) !=
+	        SQLITE_OK ||
+	    bind_text(s, 5, a->error) || sqlite3_bind_int64(s, 6, fgw_now_ms()) != SQLITE_OK ||
+	    bind_text(s, 7, a->outbox_id) || sqlite3_step(s) != SQLITE_DONE) {
+		rc = FGW_ERR_DB;
+		goto out;
+	}
+	rc = 0;
+out:
+	sqlite3_finalize(s);
+	return rc;
+}
+
+int
+store_outbox_attempt(struct store *st, struct store_waker *w,
+                     const struct store_outbox_attempt *a, const struct store_audit *audit,
+                     size_t n_audit, store_done_fn done, void *arg)
+{
+	struct store_outbox_attempt *j;
+	if (a == NULL || a->outbox_id[0] == '\0' ||
+	    (strcmp(a->outcome, "delivered") != 0 && strcmp(a->outcome, "retry") != 0 &&
+	     strcmp(a->outcome, "failed") != 0))
+		return FGW_ERR_INVALID;
+	if ((j = malloc(sizeof(*j))) == NULL)
+		return FGW_ERR_NOMEM;
+	*j = *a;
+	return store_submit_custom(st, w, run_attempt, j, free, NULL, audit, n_audit, done, arg);
+}
+
+struct retry_job {
+	char id[40];
+	int64_t now;
+};
+
+static int
+run_retry(sqlite3 *db, void *arg)
+{
+	struct retry_job *j = arg;
+	sqlite3_stmt *s = NULL;
+	int rc;
+	if ((rc = prep(db, "UPDATE webhook_outbox SET status = 'pending', next_attempt_at = ?,"
+	                   " updated_at = ? WHERE id = ?", &s)) != 0)
+		goto out;
+	if (sqlite3_bind_int64(s, 1, j->now) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 2, j->now) != SQLITE_OK || bind_text(s, 3, j->id) ||
+	    sqlite3_step(s) != SQLITE_DONE) {
+		rc = FGW_ERR_DB;
+		goto out;
+	}
+	rc = sqlite3_changes(db) == 1 ? 0 : FGW_ERR_NOT_FOUND;
+out:
+	sqlite3_finalize(s);
+	return rc;
+}
+
+int
+store_outbox_retry(struct store *st, struct store_waker *w, const char *outbox_id,
+                   int64_t now_ms, const struct store_audit *audit, size_t n_audit,
+                   store_done_fn done, void *arg)
+{
+	struct retry_job *j;
+	if (outbox_id == NULL || outbox_id[0] == '\0')
+		return FGW_ERR_INVALID;
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		return FGW_ERR_NOMEM;
+	if (fgw_strlcpy(j->id, outbox_id, sizeof(j->id)) != 0) {
+		free(j);
+		return FGW_ERR_INVALID;
+	}
+	j->now = now_ms;
+	return store_submit_custom(st, w, run_retry, j, free, NULL, audit, n_audit, done, arg);
+}
+
+#define OUTBOX_COLS                                                            \
+	"id, endpoint_url, event_id, event_type, txn_id, status, attempts,"       \
+	" next_attempt_at, last_http_status, last_error, created_at, updated_at"
+
+static void
+read_outbox(sqlite3_stmt *s, struct store_outbox_row *o)
+{
+	memset(o, 0, sizeof(*o));
+	col_copy(s, 0, o->id, sizeof(o->id));
+	col_copy(s, 1, o->url, sizeof(o->url));
+	col_copy(s, 2, o->event_id, sizeof(o->event_id));
+	col_copy(s, 3, o->event_type, sizeof(o->event_type));
+	col_copy(s, 4, o->txn_id, sizeof(o->txn_id));
+	col_copy(s, 5, o->status, sizeof(o->status));
+	o->attempts = sqlite3_column_int(s, 6);
+	o->next_attempt_at = sqlite3_column_int64(s, 7);
+	o->last_http_status = sqlite3_column_int(s, 8);
+	col_copy(s, 9, o->last_error, sizeof(o->last_error));
+	o->created_at = sqlite3_column_int64(s, 10);
+	o->updated_at = sqlite3_column_int64(s, 11);
+}
+
+int
+store_outbox_due(struct store_reader *r, int64_t now_ms, struct store_outbox_row *out,
+                 int max, int *n)
+{
+	sqlite3_stmt *s = NULL;
+	int rc;
+	*n = 0;
+	if ((rc = prep(store_reader_db(r),
+	               "SELECT " OUTBOX_COLS ", payload FROM webhook_outbox"
+	               " WHERE status = 'pending' AND next_attempt_at <= ?"
+	               " ORDER BY next_attempt_at LIMIT ?", &s)) != 0)
+		goto out;
+	if (sqlite3_bind_int64(s, 1, now_ms) != SQLITE_OK || sqlite3_bind_int(s, 2, max) != SQLITE_OK) {
+		rc = FGW_ERR_DB;
+		goto out;
+	}
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW && *n < max) {
+		const unsigned char *p = sqlite3_column_text(s, 12);
+		read_outbox(s, &out[*n]);
+		if ((out[*n].payload = strdup(p ? (const char *)p : "")) == NULL) {
+			rc = FGW_ERR_NOMEM;
+			goto out;
+		}
+		(*n)++;
+	}
+	rc = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : FGW_ERR_DB;
+out:
+	sqlite3_finalize(s);
+	if (rc != 0) {
+		for (int i = 0; i < *n; i++)
+			store_outbox_row_clear(&out[i]);
+		*n = 0;
+	}
+	return rc;
+}
+
+int
+store_outbox_list(struct store_reader *r, int limit,
+                  void (*fn)(void *arg, const struct store_outbox_row *row),
+                  void (*attempt_fn)(void *arg, int attempt, int64_t at, int http_status,
+                                     const char *error, long elapsed_ms, const char *outcome),
+                  void *arg)
+{
+	sqlite3 *db = store_reader_db(r);
+	sqlite3_stmt *s = NULL, *a = NULL;
+	struct store_outbox_row row;
+	int rc;
+	if ((rc = prep(db, "SELECT " OUTBOX_COLS " FROM webhook_outbox"
+	                   " ORDER BY created_at DESC, id LIMIT ?", &s)) != 0 ||
+	    (rc = prep(db, "SELECT attempt, at, http_status, error, elapsed_ms, outcome"
+	                   " FROM webhook_attempts WHERE outbox_id = ? ORDER BY seq", &a)) != 0)
+		goto out;
+	if (sqlite3_bind_int(s, 1, limit) != SQLITE_OK) {
+		rc = FGW_ERR_DB;
+		goto out;
+	}
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		read_outbox(s, &row);
+		fn(arg, &row);
+		if (attempt_fn == NULL)
+			continue;
+		sqlite3_reset(a);
+		if (bind_text(a, 1, row.id) != 0) {
+			rc = FGW_ERR_DB;
+			goto out;
+		}
+		while (sqlite3_step(a) == SQLITE_ROW) {
+			const unsigned char *err = sqlite3_column_text(a, 3);
+			const unsigned char *oc = sqlite3_column_text(a, 5);
+			attempt_fn(arg, sqlite3_column_int(a, 0), sqlite3_column_int64(a, 1),
+			           sqlite3_column_int(a, 2), err ? (const char *)err : "",
+			           (long)sqlite3_column_int64(a, 4), oc ? (const char *)oc : "");
+		}
+	}
+	rc = rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
+out:
+	sqlite3_finalize(s);
+	sqlite3_finalize(a);
+	return rc;
+}
