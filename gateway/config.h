@@ -95,6 +95,19 @@ struct fgw_config {
 	char slots_file[512];
 	long long hold_minutes;
 	long long hold_sweep_ms;
+	char processor_map_file[512];
+	char processor2_name[32];
+	char processor2_type[32];
+	char processor2_url[256];
+	char processor2_public_key_file[512];
+	char processor2_secret[256];
+	char processor2_map_file[512];
+	long long breaker_failures;
+	long long breaker_open_ms;
+	long long reconcile_interval_ms;
+	long long reconcile_grace_ms;
+	long long reconcile_max_attempts;
+	long long reconcile_backoff_max_ms;
 	/* audit checkpoints and backups (issue 7) */
 	long long audit_checkpoint_interval_s;
 	char backup_dir[512];

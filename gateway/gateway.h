@@ -17,6 +17,7 @@
 #include "pipeline/pipeline.h"
 #include "pipeline/risk.h"
 #include "processors/adapter.h"
+#include "processors/breaker.h"
 
 struct evhttp;
 struct evhttp_bound_socket;
@@ -65,6 +66,7 @@ struct reactor {
 	struct event *resv_timer;     /* reservations: hold expiry (reactor 0) */
 	int resv_sweeping;            /* a sweep job is queued */
 	struct rctx *resv_pending;    /* reservation requests in flight */
+	struct reconciler *recon;     /* reactor 0 only */
 };
 
 struct gateway {
@@ -74,6 +76,9 @@ struct gateway {
 	struct pipeline pl;
 	struct proc_config proc;
 	const struct proc_type *proc_type;
+	struct proc_config proc2;       /* failover; proc2.name "" when none */
+	const struct proc_type *proc2_type;
+	struct proc_breaker breaker;
 	struct idem_table *idem;
 	struct jwt_verifier *jwt;      /* NULL: customer JWTs not accepted */
 	struct reactor *rx;

@@ -25,6 +25,7 @@ struct route {
 extern const struct route txn_routes[];
 extern const struct route resv_routes[];
 extern const struct route webhook_routes[];
+extern const struct route txnops_routes[];
 
 /* Answers with a JSON body (copied). */
 void http_send_json(struct reactor *rx, struct evhttp_request *req, int status,

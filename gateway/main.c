@@ -39,6 +39,7 @@
 #include "gateway/webhooks.h"
 #include "pipeline/events.h"
 #include "pipeline/risk.h"
+#include "processors/generic.h"
 #include "pipeline/audit_emit.h"
 #include "store/store.h"
 #include "store/txn_recent.h"
@@ -311,28 +312,60 @@ setup_logging(const struct fgw_config *cfg)
 	return FGW_OK;
 }
 
+/* One processor instance from its directives (the primary's or the
+ * failover secondary's). */
+static int
+setup_one(struct proc_config *pc, const struct proc_type **type, const char *name,
+          const char *type_name, const char *url, const char *secret, const char *key_file,
+          const char *map_file, long long timeout_ms, const char *prefix, char *err,
+          size_t errlen)
+{
+	int r;
+	if ((*type = proc_type_find(type_name)) == NULL) {
+		snprintf(err, errlen, "%s_type: unknown processor type '%s'", prefix, type_name);
+		return FGW_ERR_INVALID;
+	}
+	if (url[0] == '\0') {
+		snprintf(err, errlen, "%s_url: required", prefix);
+		return FGW_ERR_INVALID;
+	}
+	fgw_strlcpy(pc->name, name, sizeof(pc->name));
+	fgw_strlcpy(pc->type, type_name, sizeof(pc->type));
+	fgw_strlcpy(pc->base_url, url, sizeof(pc->base_url));
+	fgw_strlcpy(pc->secret, secret, sizeof(pc->secret));
+	pc->timeout_ms = (long)timeout_ms;
+	if ((r = sealed_load_pubkey(key_file, &pc->pubkey)) != 0) {
+		snprintf(err, errlen, "%s_public_key_file: %s: %s", prefix, key_file,
+		         fgw_strerror(r));
+		return r;
+	}
+	pc->has_pubkey = 1;
+	if (strcmp(type_name, "generic") == 0)
+		return generic_map_load(pc, map_file, err, errlen);
+	return FGW_OK;
+}
+
 static int
 setup_processor(struct gateway *g, char *err, size_t errlen)
 {
 	const struct fgw_config *cfg = &g->cfg;
-	struct proc_config *pc = &g->proc;
 	int r;
-	if ((g->proc_type = proc_type_find(cfg->processor_type)) == NULL) {
-		snprintf(err, errlen, "processor_type: unknown processor type '%s'", cfg->processor_type);
+	if ((r = setup_one(&g->proc, &g->proc_type, cfg->processor_name, cfg->processor_type,
+	                   cfg->processor_url, cfg->processor_secret,
+	                   cfg->processor_public_key_file, cfg->processor_map_file,
+	                   cfg->processor_timeout_ms, "processor", err, errlen)) != 0)
+		return r;
+	if (cfg->processor2_name[0] == '\0')
+		return FGW_OK;
+	if (strcmp(cfg->processor2_name, cfg->processor_name) == 0) {
+		snprintf(err, errlen, "processor2_name: must differ from processor_name");
 		return FGW_ERR_INVALID;
 	}
-	fgw_strlcpy(pc->name, cfg->processor_name, sizeof(pc->name));
-	fgw_strlcpy(pc->type, cfg->processor_type, sizeof(pc->type));
-	fgw_strlcpy(pc->base_url, cfg->processor_url, sizeof(pc->base_url));
-	fgw_strlcpy(pc->secret, cfg->processor_secret, sizeof(pc->secret));
-	pc->timeout_ms = (long)cfg->processor_timeout_ms;
-	if ((r = sealed_load_pubkey(cfg->processor_public_key_file, &pc->pubkey)) != 0) {
-		snprintf(err, errlen, "processor_public_key_file: %s: %s",
-		         cfg->processor_public_key_file, fgw_strerror(r));
-		return r;
-	}
-	pc->has_pubkey = 1;
-	return FGW_OK;
+	breaker_init(&g->breaker, (int)cfg->breaker_failures, cfg->breaker_open_ms);
+	return setup_one(&g->proc2, &g->proc2_type, cfg->processor2_name, cfg->processor2_type,
+	                 cfg->processor2_url, cfg->processor2_secret,
+	                 cfg->processor2_public_key_file, cfg->processor2_map_file,
+	                 cfg->processor_timeout_ms, "processor2", err, errlen);
 }
 
 int
@@ -482,6 +515,8 @@ out:
 	remove_pid_file(&gw);
 	jwt_verifier_free(gw.jwt);
 	webhooks_free(gw.wh);
+	generic_map_free(&gw.proc);
+	generic_map_free(&gw.proc2);
 	keyring_free(gw.kr);
 	curl_global_cleanup();
 	return code;

@@ -332,6 +332,7 @@ static const struct route *const route_tables[] = {
 	txn_routes,
 	resv_routes,
 	webhook_routes,
+	txnops_routes,
 	NULL,
 };
 

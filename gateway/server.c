@@ -28,6 +28,7 @@
 #include "core/util.h"
 #include "gateway/gateway.h"
 #include "gateway/resv.h"
+#include "pipeline/reconcile.h"
 #include "processors/httpc.h"
 #include "store/store.h"
 
@@ -199,6 +200,27 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	rx->env.limits.processor_timeout_ms = cfg->processor_timeout_ms;
 	rx->env.idem_ttl_ms = cfg->idempotency_ttl_s * 1000;
 	rx->env.risk = gw->risk.up ? &gw->risk : NULL;
+	rx->env.reader = rx->reader;
+	if (gw->proc2.name[0] != '\0') {
+		rx->env.proc2 = &gw->proc2;
+		rx->env.proc2_type = gw->proc2_type;
+		rx->env.breaker = &gw->breaker;
+	}
+	if (rx->idx == 0) {
+		/* One reconciler is enough (it asks the processor, cheaply) and
+		 * keeps two reactors from asking about the same row. */
+		struct reconciler_opts ro = {
+			.interval_ms = cfg->reconcile_interval_ms,
+			.grace_ms = cfg->reconcile_grace_ms > 0 ? cfg->reconcile_grace_ms
+			                                        : cfg->processor_timeout_ms + 5000,
+			.max_attempts = (int)cfg->reconcile_max_attempts,
+			.backoff_max_ms = cfg->reconcile_backoff_max_ms,
+		};
+		if ((r = reconciler_start(&rx->env, &ro, &rx->recon)) != 0) {
+			snprintf(err, errlen, "reconciler: %s", fgw_strerror(r));
+			return r;
+		}
+	}
 	return FGW_OK;
 }
 
@@ -215,6 +237,7 @@ reactor_cleanup(struct reactor *rx)
 		store_reader_close(rx->reader);
 	if (rx->waker != NULL)
 		store_waker_free(rx->waker);
+	reconciler_free(rx->recon);
 	if (rx->stop_ev != NULL)
 		event_free(rx->stop_ev);
 	if (rx->drain_ev != NULL)

@@ -93,6 +93,7 @@ struct txn_request {
 	char country[3];
 	char description[256];
 	char *metadata_json;     /* compact JSON object text or NULL */
+	int capture;             /* 1: purchase; 0: authorize only */
 };
 
 struct txn_parse_error {
@@ -132,7 +133,19 @@ struct pipeline_env {
 	struct pipeline_limits limits;
 	int64_t idem_ttl_ms;         /* how long idempotent answers are kept */
 	struct risk *risk;           /* rules and velocity; NULL: no rules_file */
+	struct store_reader *reader; /* the reactor's read connection (added
+	                                for the reconciler) */
+	/* Failover (added): a secondary processor, used for new
+	 * transactions while the breaker of the primary is open. NULL when
+	 * none is configured. */
+	const struct proc_config *proc2;
+	const struct proc_type *proc2_type;
+	struct proc_breaker *breaker;
 };
+
+/* The processor instance called `name` (as recorded in a row), or -1. */
+int pipeline_proc_by_name(const struct pipeline_env *env, const char *name,
+                          const struct proc_config **cfg, const struct proc_type **type);
 
 /* ---- the transaction -------------------------------------------------- */
 
@@ -172,7 +185,11 @@ struct txn {
 	/* encrypt */
 	char *sealed_card_b64;
 
-	/* post */
+	/* post: the processor chosen for this transaction (by the encrypt
+	 * stage, through the breaker), NULL until then: txn_proc() */
+	const struct proc_config *proc;
+	const struct proc_type *proc_type;
+	int breaker_probe;
 	char proc_idem_key[96];
 	char reply_key_id[64];       /* gateway key the reply is sealed to */
 	struct httpc_req *http;
@@ -216,6 +233,10 @@ void pipeline_start(struct txn *t, void (*on_done)(struct txn *, void *),
                     void *arg);
 /* Called by a suspended stage's completion, exactly once. */
 void pipeline_resume(struct txn *t, enum stage_rc rc);
+
+/* The transaction's processor (the primary until one is chosen). */
+const struct proc_config *txn_proc(const struct txn *t);
+const struct proc_type *txn_proc_type(const struct txn *t);
 
 /* Sets the outcome fields (helper for stages). */
 void txn_set_outcome(struct txn *t, const char *status, const char *code,

@@ -42,11 +42,13 @@ static enum stage_rc
 encrypt_run(struct txn *t)
 {
 	struct txn_card *c = &t->req->card;
-	const struct proc_config *pc = t->env->proc;
+	const struct proc_config *pc;
 	struct secbuf *buf = NULL;
 	size_t cap, o;
 	int n, r = FGW_ERR_INTERNAL;
 
+	stage_choose_proc(t);
+	pc = t->proc;
 	if (!pc->has_pubkey) {
 		log_txn_error(t->id, "processor %s has no public key configured", pc->name);
 		return STAGE_ERROR;

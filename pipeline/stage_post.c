@@ -58,22 +58,22 @@ send_to_processor(struct txn *t)
 	    (r = fgw_b64_encode(pk, sizeof(pk), &pk_b64)) != 0)
 		return r;
 	memset(&preq, 0, sizeof(preq));
-	preq.operation = "purchase";
+	preq.operation = t->req->capture ? "purchase" : "authorize";
 	preq.txn_id = t->id;
 	preq.idempotency_key = t->proc_idem_key;
 	preq.amount = t->req->amount;
 	preq.currency = t->req->currency;
 	preq.sealed_card_b64 = t->sealed_card_b64;
-	preq.sealed_key_id = t->env->proc->pubkey.key_id;
+	preq.sealed_key_id = txn_proc(t)->pubkey.key_id;
 	preq.reply_key_id = t->reply_key_id;
 	preq.reply_public_b64 = pk_b64;
 	preq.description = t->req->description;
 	preq.customer_email = t->req->email;
 	preq.require_3ds = t->require_3ds;
-	if ((r = t->env->proc_type->build(t->env->proc, &preq, &http)) == 0)
+	if ((r = txn_proc_type(t)->build(txn_proc(t), &preq, &http)) == 0)
 		r = httpc_request(t->env->httpc, http.method, http.url,
 		                  (const char *const *)http.headers, http.body,
-		                  http.body_len, t->env->proc->timeout_ms,
+		                  http.body_len, txn_proc(t)->timeout_ms,
 		                  post_replied, t, &t->http);
 	proc_http_clear(&http);
 	free(pk_b64);

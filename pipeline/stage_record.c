@@ -33,6 +33,9 @@ outcome_from_result(struct txn *t)
 	case PROC_SUCCEEDED:
 		txn_set_outcome(t, "succeeded", "", "", 200, 1);
 		break;
+	case PROC_AUTHORIZED:
+		txn_set_outcome(t, "authorized", "", "", 200, 1);
+		break;
 	case PROC_REQUIRES_ACTION:
 		txn_set_outcome(t, "requires_action", "", "", 200, 1);
 		break;

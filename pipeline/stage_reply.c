@@ -37,9 +37,9 @@ open_reply(struct txn *t, struct secbuf **plain)
 }
 
 static enum stage_rc
-reply_decrypt_run(struct txn *t)
+reply_decrypt_map(struct txn *t)
 {
-	const struct proc_type *pt = t->env->proc_type;
+	const struct proc_type *pt = txn_proc_type(t);
 	struct secbuf *plain = NULL;
 	int r;
 
@@ -55,7 +55,7 @@ reply_decrypt_run(struct txn *t)
 		             t->reply_maybe_sent ? "unknown" : "not charged");
 		return STAGE_NEXT;
 	}
-	if (pt->seals_reply && t->reply_status == 200) {
+	if ((pt->seals_reply || txn_proc(t)->seals_reply) && t->reply_status == 200) {
 		if ((r = open_reply(t, &plain)) != 0) {
 			/* We sent it and cannot read the answer: unknown. */
 			log_txn_error(t->id, "processor reply does not open: %s", fgw_strerror(r));
@@ -63,11 +63,11 @@ reply_decrypt_run(struct txn *t)
 			fgw_strlcpy(t->result.code, "PAYMENT_PROCESSING_FAILED", sizeof(t->result.code));
 			return STAGE_NEXT;
 		}
-		r = pt->parse_reply(t->env->proc, t->reply_status, (const char *)plain->data,
+		r = pt->parse_reply(txn_proc(t), t->reply_status, (const char *)plain->data,
 		                    plain->len, &t->result);
 		secbuf_free(plain);
 	} else {
-		r = pt->parse_reply(t->env->proc, t->reply_status, t->reply_body,
+		r = pt->parse_reply(txn_proc(t), t->reply_status, t->reply_body,
 		                    t->reply_len, &t->result);
 	}
 	if (r != 0) {
@@ -75,6 +75,16 @@ reply_decrypt_run(struct txn *t)
 		fgw_strlcpy(t->result.code, "PAYMENT_PROCESSING_FAILED", sizeof(t->result.code));
 	}
 	return STAGE_NEXT;
+}
+
+static enum stage_rc
+reply_decrypt_run(struct txn *t)
+{
+	int fresh = t->row_created && !t->have_result;
+	enum stage_rc rc = reply_decrypt_map(t);
+	if (fresh)
+		stage_breaker_feedback(t);
+	return rc;
 }
 
 const struct stage_type stage_reply_decrypt = { "decrypt", PHASE_RESPONSE, reply_decrypt_run };

@@ -21,6 +21,7 @@
 #include "crypto/vault.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/stages.h"
+#include "processors/breaker.h"
 #include "processors/httpc.h"
 
 enum stage_rc
@@ -91,7 +92,7 @@ stage_fill_row(const struct txn *t, const char *status, struct store_txn_row *ro
 	fgw_strlcpy(row->status, status, sizeof(row->status));
 	fgw_strlcpy(row->error_code, t->out.error_code, sizeof(row->error_code));
 	fgw_strlcpy(row->error_message, t->out.error_message, sizeof(row->error_message));
-	fgw_strlcpy(row->processor, t->env->proc->name, sizeof(row->processor));
+	fgw_strlcpy(row->processor, txn_proc(t)->name, sizeof(row->processor));
 	fgw_strlcpy(row->processor_idem_key, t->proc_idem_key, sizeof(row->processor_idem_key));
 	fgw_strlcpy(row->token, t->token, sizeof(row->token));
 	fgw_strlcpy(row->fingerprint, t->fingerprint, sizeof(row->fingerprint));
@@ -139,43 +140,133 @@ stage_vault_card(struct txn *t)
 }
 
 
+/* The answer to POST /v1/transactions, from the fields it is made of: one
+ * builder for the live answer (stage_build_answer) and for the answer the
+ * reconciler stores for a transaction it resolved, so a client's retry
+ * gets a replay of the same shape. */
+int
+stage_answer_json(const struct stage_answer *a, char **out)
+{
+	cJSON *o = cJSON_CreateObject(), *pm, *pr, *na;
+	int ok_status = a->http_status >= 200 && a->http_status < 300;
+	*out = NULL;
+	if (o == NULL)
+		return FGW_ERR_NOMEM;
+	if (ok_status) {
+		cJSON_AddStringToObject(o, "transactionId", a->id);
+		cJSON_AddStringToObject(o, "status", a->status);
+		cJSON_AddNumberToObject(o, "amount", (double)a->amount);
+		cJSON_AddStringToObject(o, "currency", a->currency);
+		if ((pm = cJSON_AddObjectToObject(o, "paymentMethod")) != NULL) {
+			cJSON_AddStringToObject(pm, "token", a->token);
+			cJSON_AddStringToObject(pm, "brand", a->brand);
+			cJSON_AddStringToObject(pm, "last4", a->last4);
+			cJSON_AddNumberToObject(pm, "expMonth", a->exp_month);
+			cJSON_AddNumberToObject(pm, "expYear", a->exp_year);
+		}
+		if ((pr = cJSON_AddObjectToObject(o, "processor")) != NULL) {
+			cJSON_AddStringToObject(pr, "name", a->proc_name);
+			if (a->reference != NULL && a->reference[0])
+				cJSON_AddStringToObject(pr, "reference", a->reference);
+		}
+		if (a->next_action_json != NULL &&
+		    (na = cJSON_Parse(a->next_action_json)) != NULL)
+			cJSON_AddItemToObject(o, "nextAction", na);
+	} else {
+		cJSON_AddStringToObject(o, "error", a->error_code);
+		cJSON_AddStringToObject(o, "message", a->error_message);
+		if (a->with_txn_id)
+			cJSON_AddStringToObject(o, "transactionId", a->id);
+	}
+	*out = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return *out ? FGW_OK : FGW_ERR_NOMEM;
+}
+
 /* The website's answer, built before the record commit so the idempotent
  * copy and the live answer are the same bytes. */
 int
 stage_build_answer(struct txn *t)
 {
-	cJSON *o = cJSON_CreateObject(), *pm, *pr, *na;
-	int ok_status = t->out.http_status >= 200 && t->out.http_status < 300;
-	if (o == NULL)
-		return FGW_ERR_NOMEM;
-	if (ok_status) {
-		cJSON_AddStringToObject(o, "transactionId", t->id);
-		cJSON_AddStringToObject(o, "status", t->out.status);
-		cJSON_AddNumberToObject(o, "amount", (double)t->req->amount);
-		cJSON_AddStringToObject(o, "currency", t->req->currency);
-		if ((pm = cJSON_AddObjectToObject(o, "paymentMethod")) != NULL) {
-			cJSON_AddStringToObject(pm, "token", t->token);
-			cJSON_AddStringToObject(pm, "brand", t->brand);
-			cJSON_AddStringToObject(pm, "last4", t->last4);
-			cJSON_AddNumberToObject(pm, "expMonth", t->req->card.exp_month);
-			cJSON_AddNumberToObject(pm, "expYear", t->req->card.exp_year);
-		}
-		if ((pr = cJSON_AddObjectToObject(o, "processor")) != NULL) {
-			cJSON_AddStringToObject(pr, "name", t->env->proc->name);
-			if (t->result.reference[0])
-				cJSON_AddStringToObject(pr, "reference", t->result.reference);
-		}
-		if (t->result.next_action_json != NULL &&
-		    (na = cJSON_Parse(t->result.next_action_json)) != NULL)
-			cJSON_AddItemToObject(o, "nextAction", na);
-	} else {
-		cJSON_AddStringToObject(o, "error", t->out.error_code);
-		cJSON_AddStringToObject(o, "message", t->out.error_message);
-		if (t->row_created || t->out.record)
-			cJSON_AddStringToObject(o, "transactionId", t->id);
+	struct stage_answer a = {
+		.id = t->id, .status = t->out.status, .amount = t->req->amount,
+		.currency = t->req->currency, .token = t->token, .brand = t->brand,
+		.last4 = t->last4, .exp_month = t->req->card.exp_month,
+		.exp_year = t->req->card.exp_year, .proc_name = txn_proc(t)->name,
+		.reference = t->result.reference,
+		.next_action_json = t->result.next_action_json,
+		.http_status = t->out.http_status, .error_code = t->out.error_code,
+		.error_message = t->out.error_message,
+		.with_txn_id = t->row_created || t->out.record,
+	};
+	char *json = NULL;
+	int r = stage_answer_json(&a, &json);
+	if (r == FGW_OK) {
+		free(t->answer);
+		t->answer = json;
 	}
-	free(t->answer);
-	t->answer = cJSON_PrintUnformatted(o);
-	cJSON_Delete(o);
-	return t->answer ? FGW_OK : FGW_ERR_NOMEM;
+	return r;
+}
+
+const struct proc_config *
+txn_proc(const struct txn *t)
+{
+	return t->proc != NULL ? t->proc : t->env->proc;
+}
+
+const struct proc_type *
+txn_proc_type(const struct txn *t)
+{
+	return t->proc_type != NULL ? t->proc_type : t->env->proc_type;
+}
+
+int
+pipeline_proc_by_name(const struct pipeline_env *env, const char *name,
+                      const struct proc_config **cfg, const struct proc_type **type)
+{
+	if (name == NULL || name[0] == '\0' || strcmp(name, env->proc->name) == 0) {
+		*cfg = env->proc;
+		*type = env->proc_type;
+		return 0;
+	}
+	if (env->proc2 != NULL && strcmp(name, env->proc2->name) == 0) {
+		*cfg = env->proc2;
+		*type = env->proc2_type;
+		return 0;
+	}
+	return -1;
+}
+
+/* Picks the processor of a new transaction: the primary unless its
+ * breaker is open and a secondary exists. Called once, before the card is
+ * sealed to the chosen processor's key. */
+void
+stage_choose_proc(struct txn *t)
+{
+	const struct pipeline_env *env = t->env;
+	if (t->proc != NULL)
+		return;
+	t->proc = env->proc;
+	t->proc_type = env->proc_type;
+	if (env->proc2 == NULL || env->breaker == NULL)
+		return;
+	if (!breaker_route(env->breaker, fgw_now_ms(), &t->breaker_probe)) {
+		t->proc = env->proc2;
+		t->proc_type = env->proc2_type;
+	}
+}
+
+/* Tells the breaker how the primary did on this attempt. "Up" is any
+ * answer below 500, whatever the card's outcome; timeouts, transport
+ * errors, 5xx and unreadable answers count against it. */
+void
+stage_breaker_feedback(const struct txn *t)
+{
+	const struct pipeline_env *env = t->env;
+	int ok;
+	if (env->breaker == NULL || env->proc2 == NULL || t->proc != env->proc)
+		return;
+	ok = t->reply_err == 0 && t->reply_status > 0 && t->reply_status < 500 &&
+	     t->result.outcome != PROC_UNKNOWN;
+	breaker_record(env->breaker, ok, t->breaker_probe, fgw_now_ms());
 }

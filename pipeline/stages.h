@@ -35,6 +35,24 @@ void stage_fill_row(const struct txn *t, const char *status, struct store_txn_ro
 int stage_vault_card(struct txn *t);
 /* Builds t->answer from t->out (and the result). */
 int stage_build_answer(struct txn *t);
+/* The fields of a POST /v1/transactions answer (shared by the live answer
+ * and the one the reconciler stores). */
+struct stage_answer {
+	const char *id, *status, *currency, *token, *brand, *last4;
+	int64_t amount;
+	int exp_month, exp_year;
+	const char *proc_name, *reference, *next_action_json;
+	int http_status;
+	const char *error_code, *error_message;
+	int with_txn_id;
+};
+/* *out is malloc'ed JSON text. */
+int stage_answer_json(const struct stage_answer *a, char **out);
+
+/* Failover: chooses t->proc through the breaker; reports the primary's
+ * health after its answer. */
+void stage_choose_proc(struct txn *t);
+void stage_breaker_feedback(const struct txn *t);
 
 /* NULL-terminated table of all stage types, looked up by (phase, name). */
 extern const struct stage_type *const stage_types[];

@@ -337,9 +337,9 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
 {
 	static const char *const fields[] = {
 		"reservationId", "amount", "currency", "card", "encryptedCard",
-		"customer", "description", "metadata", NULL
+		"customer", "description", "metadata", "capture", NULL
 	};
-	cJSON *root = NULL, *card = NULL, *enc = NULL;
+	cJSON *root = NULL, *card = NULL, *enc = NULL, *cap;
 	struct txn_request *rq = NULL;
 	int r;
 
@@ -367,6 +367,17 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
 	    (r = parse_customer(cJSON_GetObjectItemCaseSensitive(root, "customer"), rq, err)) != 0 ||
 	    (r = parse_metadata(cJSON_GetObjectItemCaseSensitive(root, "metadata"), rq, err)) != 0)
 		goto out;
+	/* "capture": false asks for an authorization only (captured or
+	 * canceled later); absent or true is a purchase. */
+	rq->capture = 1;
+	cap = cJSON_GetObjectItemCaseSensitive(root, "capture");
+	if (cap != NULL) {
+		if (!cJSON_IsBool(cap)) {
+			r = perr(err, "capture", "must be true or false");
+			goto out;
+		}
+		rq->capture = cJSON_IsTrue(cap) ? 1 : 0;
+	}
 	if (strlen(rq->currency) != 3 || !isupper((unsigned char)rq->currency[0]) ||
 	    !isupper((unsigned char)rq->currency[1]) ||
 	    !isupper((unsigned char)rq->currency[2])) {

@@ -10,6 +10,7 @@
 
 static const struct proc_type *const proc_types[] = {
 	&proc_type_sandbox,
+	&proc_type_generic,
 	NULL
 };
 

@@ -25,7 +25,32 @@ enum proc_outcome {
 	PROC_DECLINED,          /* the issuer/processor said no: code set */
 	PROC_REQUIRES_ACTION,   /* 3-D Secure or similar: next_action set */
 	PROC_UNKNOWN,           /* may have been charged: reconcile (processing) */
-	PROC_FAILED             /* certainly not charged (rejected request) */
+	PROC_FAILED,            /* certainly not charged (rejected request) */
+	/* Added with the operations below; only status and operation
+	 * answers produce them. */
+	PROC_AUTHORIZED,        /* approved, not captured (capture: false) */
+	PROC_CANCELED,          /* an authorization that was released */
+	PROC_NOT_FOUND          /* status: the processor never saw the key */
+};
+
+/* The operations beyond the first charge (see docs/adapters.md). The
+ * first charge (authorize or purchase) goes through build/parse_reply
+ * because its reply may be sealed; these go through build_op/parse_op. */
+enum proc_op {
+	PROC_OP_STATUS = 0,     /* what became of the charge with this key */
+	PROC_OP_CAPTURE,        /* capture an authorization in full */
+	PROC_OP_CANCEL,         /* release an authorization */
+	PROC_OP_REFUND          /* refund part or all of a captured charge */
+};
+
+struct proc_op_request {
+	const char *txn_id;
+	const char *idempotency_key; /* STATUS: the charge's key; others: the
+	                                operation's own key, stable across
+	                                retries of that operation */
+	const char *reference;       /* processor's charge id ("" for STATUS
+	                                when the charge's answer was lost) */
+	int64_t amount;              /* REFUND: minor units */
 };
 
 /* What the pipeline hands an adapter. Card fields are already sealed to
@@ -65,6 +90,7 @@ struct proc_result {
 	char message[160];      /* safe to show, never card data */
 	char reference[96];     /* processor's id for the charge */
 	char *next_action_json; /* owned, or NULL */
+	int64_t amount_refunded;/* status/refund answers: total refunded */
 };
 void proc_result_clear(struct proc_result *r);
 
@@ -76,6 +102,10 @@ struct proc_config {
 	struct sealed_pubkey pubkey; /* processor's sealing key */
 	int has_pubkey;
 	long timeout_ms;        /* total per request */
+	/* Added for the generic type: its parsed mapping (read-only, owned
+	 * by the type's loader) and whether 2xx replies are sealed to us. */
+	const void *type_data;
+	int seals_reply;
 };
 
 struct proc_type {
@@ -89,11 +119,23 @@ struct proc_type {
 	 * protocol allows; never trusted blindly. */
 	int (*parse_reply)(const struct proc_config *cfg, long http_status,
 	                   const char *body, size_t len, struct proc_result *out);
+	/* Builds one of the operations above; FGW_ERR_INVALID when the
+	 * processor has no such operation. */
+	int (*build_op)(const struct proc_config *cfg, enum proc_op op,
+	                const struct proc_op_request *req, struct proc_http *out);
+	/* Maps the (plain) answer of an operation. Outcomes: SUCCEEDED
+	 * (captured charge / operation done), AUTHORIZED, CANCELED, DECLINED,
+	 * REQUIRES_ACTION, NOT_FOUND (status only: never charged), FAILED
+	 * (operation refused, code says why), UNKNOWN (ask again later). */
+	int (*parse_op)(const struct proc_config *cfg, enum proc_op op,
+	                long http_status, const char *body, size_t len,
+	                struct proc_result *out);
 };
 
 /* Looks an adapter type up by name; NULL if unknown. */
 const struct proc_type *proc_type_find(const char *name);
 
 extern const struct proc_type proc_type_sandbox;
+extern const struct proc_type proc_type_generic;
 
 #endif

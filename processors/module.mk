@@ -1,1 +1,2 @@
-PROC_SRC := processors/httpc.c processors/adapter.c processors/sandbox.c
+PROC_SRC := processors/httpc.c processors/adapter.c processors/proc_util.c \
+            processors/sandbox.c processors/generic.c processors/breaker.c

@@ -20,6 +20,7 @@
 #include "core/err.h"
 #include "core/util.h"
 #include "processors/adapter.h"
+#include "processors/proc_util.h"
 
 #define SBX_MAX_AMOUNT 9007199254740991LL /* 2^53 - 1: exact in JSON */
 #define SBX_MAX_URL 2048
@@ -44,47 +45,12 @@ static const struct {
 #define MSG_REJECTED "The payment processor rejected the request."
 #define MSG_PROC_ERROR "The payment processor reported an error."
 #define MSG_UNKNOWN "The payment outcome is not known yet."
+#define MSG_AUTHORIZED "The payment was authorized."
+#define MSG_CANCELED "The authorization was canceled."
+#define MSG_NOT_FOUND "The processor has no charge for this transaction."
 #define CODE_FAILED "PAYMENT_PROCESSING_FAILED"
 
 /* ---- build ------------------------------------------------------------- */
-
-static int
-fmt_alloc(char **out, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int
-fmt_alloc(char **out, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	*out = NULL;
-	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return FGW_ERR_INTERNAL;
-	if ((*out = malloc((size_t)n + 1)) == NULL)
-		return FGW_ERR_NOMEM;
-	va_start(ap, fmt);
-	vsnprintf(*out, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	return FGW_OK;
-}
-
-/* Printable ASCII without spaces, 1..max: safe inside a header line. */
-static int
-token_ok(const char *s, size_t max)
-{
-	size_t n;
-
-	if (s == NULL || (n = strlen(s)) == 0 || n > max)
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (s[i] < 0x21 || s[i] > 0x7e)
-			return 0;
-	return 1;
-}
 
 static int
 currency_ok(const char *s)
@@ -93,21 +59,6 @@ currency_ok(const char *s)
 		return 0;
 	for (int i = 0; i < 3; i++)
 		if (s[i] < 'A' || s[i] > 'Z')
-			return 0;
-	return 1;
-}
-
-static int
-http_url_ok(const char *s, size_t max)
-{
-	size_t n;
-
-	if (s == NULL || (n = strlen(s)) == 0 || n > max)
-		return 0;
-	if (strncasecmp(s, "http://", 7) != 0 && strncasecmp(s, "https://", 8) != 0)
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
 			return 0;
 	return 1;
 }
@@ -188,32 +139,32 @@ sbx_build(const struct proc_config *cfg, const struct proc_request *req,
 		capture = 0;
 	else
 		return FGW_ERR_INVALID;
-	if (!http_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) ||
-	    !token_ok(req->idempotency_key, 255) ||
-	    !token_ok(req->txn_id, 64) || !currency_ok(req->currency) ||
+	if (!proc_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) ||
+	    !proc_token_ok(req->idempotency_key, 255) ||
+	    !proc_token_ok(req->txn_id, 64) || !currency_ok(req->currency) ||
 	    req->amount <= 0 || req->amount > SBX_MAX_AMOUNT ||
-	    !token_ok(key_id, 63) || req->sealed_card_b64 == NULL ||
-	    req->sealed_card_b64[0] == '\0' || !token_ok(req->reply_key_id, 63) ||
-	    !token_ok(req->reply_public_b64, 128) ||
-	    (req->return_url != NULL && !http_url_ok(req->return_url, SBX_MAX_URL)))
+	    !proc_token_ok(key_id, 63) || req->sealed_card_b64 == NULL ||
+	    req->sealed_card_b64[0] == '\0' || !proc_token_ok(req->reply_key_id, 63) ||
+	    !proc_token_ok(req->reply_public_b64, 128) ||
+	    (req->return_url != NULL && !proc_url_ok(req->return_url, SBX_MAX_URL)))
 		return FGW_ERR_INVALID;
-	if (cfg->secret[0] != '\0' && !token_ok(cfg->secret, sizeof(cfg->secret) - 1))
+	if (cfg->secret[0] != '\0' && !proc_token_ok(cfg->secret, sizeof(cfg->secret) - 1))
 		return FGW_ERR_INVALID;
 
 	blen = strlen(cfg->base_url);
 	while (blen > 0 && cfg->base_url[blen - 1] == '/')
 		blen--;
 	memcpy(out->method, "POST", 5);
-	if ((r = fmt_alloc(&out->url, "%.*s/v1/charges", (int)blen,
+	if ((r = proc_fmt_alloc(&out->url, "%.*s/v1/charges", (int)blen,
 	                   cfg->base_url)) != 0 ||
-	    (r = fmt_alloc(&out->headers[h++], "Content-Type: application/json")) !=
+	    (r = proc_fmt_alloc(&out->headers[h++], "Content-Type: application/json")) !=
 	        0 ||
-	    (r = fmt_alloc(&out->headers[h++], "Accept: application/json")) != 0 ||
-	    (r = fmt_alloc(&out->headers[h++], "Idempotency-Key: %s",
+	    (r = proc_fmt_alloc(&out->headers[h++], "Accept: application/json")) != 0 ||
+	    (r = proc_fmt_alloc(&out->headers[h++], "Idempotency-Key: %s",
 	                   req->idempotency_key)) != 0)
 		goto out;
 	if (cfg->secret[0] != '\0' &&
-	    (r = fmt_alloc(&out->headers[h++], "Authorization: Bearer %s",
+	    (r = proc_fmt_alloc(&out->headers[h++], "Authorization: Bearer %s",
 	                   cfg->secret)) != 0)
 		goto out;
 	if ((r = build_body(req, key_id, capture, &json)) != 0)
@@ -240,50 +191,11 @@ set_result(struct proc_result *out, enum proc_outcome o, const char *code,
 	fgw_strlcpy(out->message, message, sizeof(out->message));
 }
 
-/* Charge ids become our stored reference: a plain identifier or nothing. */
-static int
-charge_id_ok(const char *s, size_t cap)
-{
-	size_t n;
-
-	if (s == NULL || (n = strlen(s)) == 0 || n >= cap)
-		return 0;
-	for (size_t i = 0; i < n; i++) {
-		char ch = s[i];
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-		      (ch >= '0' && ch <= '9') || ch == '_' || ch == '-'))
-			return 0;
-	}
-	return 1;
-}
-
 static const char *
 str_member(const cJSON *obj, const char *name)
 {
 	const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
 	return cJSON_IsString(it) ? it->valuestring : NULL;
-}
-
-/* Parses the whole of body[0..len) as one JSON value, nothing after it. */
-static cJSON *
-parse_exact(const char *body, size_t len)
-{
-	const char *end = NULL;
-	cJSON *v;
-
-	if (body == NULL || len == 0)
-		return NULL;
-	v = cJSON_ParseWithLengthOpts(body, len, &end, 0);
-	if (v == NULL)
-		return NULL;
-	while (end != NULL && end < body + len &&
-	       (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
-		end++;
-	if (end == NULL || end != body + len) {
-		cJSON_Delete(v);
-		return NULL;
-	}
-	return v;
 }
 
 /* nextAction -> our own copy holding only the fields we understand. */
@@ -298,7 +210,7 @@ next_action_copy(const cJSON *na, char **out)
 
 	*out = NULL;
 	if (!cJSON_IsObject(na) || type == NULL ||
-	    strcmp(type, "redirect_to_url") != 0 || !http_url_ok(url, SBX_MAX_URL))
+	    strcmp(type, "redirect_to_url") != 0 || !proc_url_ok(url, SBX_MAX_URL))
 		return FGW_ERR_INVALID;
 	r = FGW_ERR_NOMEM;
 	if ((copy = cJSON_CreateObject()) == NULL ||
@@ -319,9 +231,9 @@ out:
 static int
 parse_ok_body(const char *body, size_t len, struct proc_result *out)
 {
-	cJSON *root = parse_exact(body, len);
+	cJSON *root = proc_parse_exact(body, len);
 	const char *id, *status;
-	const cJSON *amount;
+	const cJSON *amount, *captured, *refunded;
 	int r = FGW_OK;
 
 	if (!cJSON_IsObject(root))
@@ -329,14 +241,23 @@ parse_ok_body(const char *body, size_t len, struct proc_result *out)
 	id = str_member(root, "id");
 	status = str_member(root, "status");
 	amount = cJSON_GetObjectItemCaseSensitive(root, "amount");
-	if (!charge_id_ok(id, sizeof(out->reference)) || status == NULL ||
+	if (!proc_id_ok(id, sizeof(out->reference)) || status == NULL ||
 	    !cJSON_IsNumber(amount) || str_member(root, "currency") == NULL ||
 	    str_member(root, "reference") == NULL)
 		goto unknown;
 	fgw_strlcpy(out->reference, id, sizeof(out->reference));
 
-	if (strcmp(status, "succeeded") == 0) {
+	refunded = cJSON_GetObjectItemCaseSensitive(root, "amountRefunded");
+	if (cJSON_IsNumber(refunded) && refunded->valuedouble >= 0 &&
+	    refunded->valuedouble <= (double)SBX_MAX_AMOUNT)
+		out->amount_refunded = (int64_t)refunded->valuedouble;
+	captured = cJSON_GetObjectItemCaseSensitive(root, "captured");
+	if (strcmp(status, "succeeded") == 0 && cJSON_IsFalse(captured)) {
+		set_result(out, PROC_AUTHORIZED, "", MSG_AUTHORIZED);
+	} else if (strcmp(status, "succeeded") == 0) {
 		set_result(out, PROC_SUCCEEDED, "", MSG_SUCCEEDED);
+	} else if (strcmp(status, "canceled") == 0) {
+		set_result(out, PROC_CANCELED, "", MSG_CANCELED);
 	} else if (strcmp(status, "declined") == 0) {
 		const char *dc = str_member(root, "declineCode");
 		size_t i = 0;
@@ -389,9 +310,148 @@ sbx_parse_reply(const struct proc_config *cfg, long http_status,
 	return FGW_OK;
 }
 
+/* ---- operations -------------------------------------------------------- */
+
+/* The sandbox's error codes of operation answers -> ours. The last row is
+ * the default for any other 4xx. */
+static const struct {
+	const char *sbx_code;
+	const char *code;
+	const char *message;
+} op_error_table[] = {
+	{ "invalid_state", "INVALID_TRANSACTION_STATE",
+	  "The processor refused the operation in the charge's state." },
+	{ "refund_exceeds_captured", "REFUND_EXCEEDS_CAPTURED",
+	  "The refund is more than what is left to refund." },
+	{ "not_found", "PAYMENT_PROCESSING_FAILED",
+	  "The processor does not know the charge." },
+	{ NULL, "PAYMENT_PROCESSING_FAILED", MSG_REJECTED },
+};
+
+static int
+sbx_build_op(const struct proc_config *cfg, enum proc_op op,
+             const struct proc_op_request *req, struct proc_http *out)
+{
+	char *body = NULL;
+	size_t blen;
+	int r, h = 0;
+
+	if (cfg == NULL || req == NULL || out == NULL)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	if (!proc_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) ||
+	    !proc_token_ok(req->idempotency_key, 255) ||
+	    (cfg->secret[0] != '\0' && !proc_token_ok(cfg->secret, sizeof(cfg->secret) - 1)))
+		return FGW_ERR_INVALID;
+	if (op != PROC_OP_STATUS &&
+	    !proc_id_ok(req->reference, 96))
+		return FGW_ERR_INVALID;
+	if (op == PROC_OP_REFUND && (req->amount <= 0 || req->amount > SBX_MAX_AMOUNT))
+		return FGW_ERR_INVALID;
+	blen = strlen(cfg->base_url);
+	while (blen > 0 && cfg->base_url[blen - 1] == '/')
+		blen--;
+	switch (op) {
+	case PROC_OP_STATUS:
+		/* By key, not by id: after a lost answer we never learned the
+		 * id. Keys with URL-query metacharacters are refused rather than
+		 * escaped (ours are transaction ids). */
+		if (strpbrk(req->idempotency_key, "&#%+?=") != NULL)
+			return FGW_ERR_INVALID;
+		memcpy(out->method, "GET", 4);
+		r = proc_fmt_alloc(&out->url, "%.*s/v1/charges?idempotencyKey=%s",
+		              (int)blen, cfg->base_url, req->idempotency_key);
+		break;
+	case PROC_OP_CAPTURE:
+	case PROC_OP_CANCEL:
+		memcpy(out->method, "POST", 5);
+		r = proc_fmt_alloc(&out->url, "%.*s/v1/charges/%s/%s", (int)blen,
+		              cfg->base_url, req->reference,
+		              op == PROC_OP_CAPTURE ? "capture" : "cancel");
+		if (r == 0)
+			r = proc_fmt_alloc(&body, "{}");
+		break;
+	case PROC_OP_REFUND:
+		memcpy(out->method, "POST", 5);
+		r = proc_fmt_alloc(&out->url, "%.*s/v1/charges/%s/refunds", (int)blen,
+		              cfg->base_url, req->reference);
+		if (r == 0)
+			r = proc_fmt_alloc(&body, "{\"amount\":%lld}", (long long)req->amount);
+		break;
+	default:
+		return FGW_ERR_INVALID;
+	}
+	if (r != 0 ||
+	    (r = proc_fmt_alloc(&out->headers[h++], "Accept: application/json")) != 0 ||
+	    (r = proc_fmt_alloc(&out->headers[h++], "Idempotency-Key: %s",
+	                   req->idempotency_key)) != 0)
+		goto out;
+	if (body != NULL &&
+	    (r = proc_fmt_alloc(&out->headers[h++], "Content-Type: application/json")) != 0)
+		goto out;
+	if (cfg->secret[0] != '\0' &&
+	    (r = proc_fmt_alloc(&out->headers[h++], "Authorization: Bearer %s",
+	                   cfg->secret)) != 0)
+		goto out;
+	if (body != NULL) {
+		out->body = body;
+		out->body_len = strlen(body);
+		body = NULL;
+	}
+	r = FGW_OK;
+out:
+	free(body);
+	if (r != FGW_OK)
+		proc_http_clear(out);
+	return r;
+}
+
+static int
+sbx_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status,
+             const char *body, size_t len, struct proc_result *out)
+{
+	cJSON *root = NULL;
+	const cJSON *err;
+	const char *code = NULL;
+	size_t i = 0;
+
+	(void)cfg;
+	if (out == NULL)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	if (http_status == 200)
+		return parse_ok_body(body, len, out);
+	if (op == PROC_OP_STATUS && http_status == 404) {
+		set_result(out, PROC_NOT_FOUND, CODE_FAILED, MSG_NOT_FOUND);
+		return FGW_OK;
+	}
+	if (http_status < 400 || http_status > 499) {
+		/* 5xx on an operation: not done; the caller may try again with
+		 * the same key. Anything else: unknown. */
+		set_result(out, http_status >= 500 && http_status <= 599 ? PROC_FAILED
+		                                                         : PROC_UNKNOWN,
+		           CODE_FAILED, http_status >= 500 ? MSG_PROC_ERROR : MSG_UNKNOWN);
+		return FGW_OK;
+	}
+	/* Only the error code is read from a 4xx body, and only to pick a
+	 * row of the table: its text never goes further. */
+	root = proc_parse_exact(body, len);
+	err = cJSON_GetObjectItemCaseSensitive(root, "error");
+	if (cJSON_IsObject(err))
+		code = str_member(err, "code");
+	while (op_error_table[i].sbx_code != NULL &&
+	       (code == NULL || strcmp(op_error_table[i].sbx_code, code) != 0))
+		i++;
+	set_result(out, PROC_FAILED, op_error_table[i].code, op_error_table[i].message);
+	cJSON_Delete(root);
+	return FGW_OK;
+}
+
 const struct proc_type proc_type_sandbox = {
 	.name = "sandbox",
 	.seals_reply = 1,
 	.build = sbx_build,
 	.parse_reply = sbx_parse_reply,
+	.build_op = sbx_build_op,
+	.parse_op = sbx_parse_op,
 };

@@ -255,9 +255,28 @@ static const char schema_v3[] =
     " a.elapsed_ms, a.outcome"
     " FROM webhook_attempts a JOIN webhook_outbox o ON o.id = a.outbox_id;";
 
-/* v4 (issue 7): signed checkpoints of the audit chain head, and a view of
+/* v4 (issue 5): reconciliation bookkeeping on each transaction (attempts,
+ * when to ask next, and the manual-review flag once it gives up), and the
+ * refunds of a transaction (their sum never exceeds what was captured). */
+static const char schema_v4_reconcile[] =
+    "ALTER TABLE transactions ADD COLUMN reconcile_attempts INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE transactions ADD COLUMN reconcile_next_at INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE transactions ADD COLUMN manual_review INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX transactions_unresolved ON transactions (reconcile_next_at)"
+    " WHERE status IN ('posting', 'processing') AND manual_review = 0;"
+    "CREATE TABLE refunds ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " txn_id TEXT NOT NULL REFERENCES transactions (id),"
+    " amount INTEGER NOT NULL CHECK (amount > 0),"
+    " idempotency_key TEXT NOT NULL,"
+    " processor_ref TEXT,"
+    " created_at INTEGER NOT NULL,"
+    " UNIQUE (txn_id, idempotency_key)"
+    ");";
+
+/* v5 (issue 7): signed checkpoints of the audit chain head, and a view of
  * the backups recorded in the audit trail. */
-static const char schema_v4[] =
+static const char schema_v5[] =
     "CREATE TABLE audit_checkpoints ("
     " seq INTEGER PRIMARY KEY,"      /* audit_events.seq of the signed head */
     " ts INTEGER NOT NULL,"
@@ -288,7 +307,8 @@ static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
 	schema_v3,
-	schema_v4,
+	schema_v4_reconcile,
+	schema_v5,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

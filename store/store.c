@@ -56,6 +56,8 @@
 static const char *const status_names[] = {
 	"posting", "processing", "requires_action",
 	"succeeded", "declined", "failed",
+	/* issue 5: authorize-only charges, captures, cancels, refunds */
+	"authorized", "canceled", "partially_refunded", "refunded",
 };
 
 static const struct status_move {
@@ -75,6 +77,17 @@ static const struct status_move {
 	{ "requires_action", "succeeded" },
 	{ "requires_action", "declined" },
 	{ "requires_action", "failed" },
+	{ "posting", "authorized" },
+	{ "processing", "authorized" },
+	{ "requires_action", "authorized" },
+	{ "authorized", "succeeded" },          /* captured */
+	{ "authorized", "canceled" },
+	{ "succeeded", "partially_refunded" },
+	{ "succeeded", "refunded" },
+	{ "partially_refunded", "refunded" },
+	/* A second partial refund keeps the state; the refunds table holds
+	 * the amounts. */
+	{ "partially_refunded", "partially_refunded" },
 };
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

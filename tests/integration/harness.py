@@ -468,6 +468,36 @@ class Sandbox(Daemon):
         assert resp.status == 200 and isinstance(resp.body, dict), f"ledger: {resp!r}"
         return resp.body
 
+    def assert_matches(self, gateway):
+        """Every transaction row against the ledger: a charge for each row
+        that says charged, none for a row that says not, each key charged
+        once, and no charge without a row. Returns the rows."""
+        return self.assert_matches_processor(gateway, None)
+
+    def assert_matches_processor(self, gateway, processor):
+        """assert_matches for the rows of one processor instance (None: all)."""
+        ledger = self.ledger()
+        by_key = ledger["byKey"]
+        rows = [r for r in gateway.query("SELECT id, status, processor, processor_idem_key, "
+                                         "amount FROM transactions")
+                if processor is None or r["processor"] == processor]
+        keys = {r["processor_idem_key"] for r in rows if r["processor_idem_key"]}
+        assert ledger["charges"] == len(by_key), ledger
+        stray = [k for k in by_key if k not in keys]
+        assert not stray, f"charges without a transaction row: {stray}"
+        for r in rows:
+            charge = by_key.get(r["processor_idem_key"])
+            assert r["status"] not in ("posting", "processing"), r
+            if r["status"] == "failed":
+                assert charge is None, (r, charge)
+                continue
+            assert charge is not None, f"{r} has no charge in the ledger"
+            assert charge["count"] >= 1 and charge["reference"] == r["id"], (r, charge)
+            want = {"authorized": "succeeded", "refunded": "succeeded",
+                    "partially_refunded": "succeeded"}.get(r["status"], r["status"])
+            assert charge["status"] == want, (r, charge)
+        return rows
+
 
 class Gateway(Daemon):
     binary = "flairgw"
@@ -540,6 +570,22 @@ class Gateway(Daemon):
 
     def get_txn(self, txn_id, key=DEV_KEY):
         return self.http("GET", f"/v1/transactions/{txn_id}", key=key)
+
+    def txn_op(self, txn_id, op, body=None, idem=None, key=DEV_KEY):
+        """POST /v1/transactions/{id}/{op} (refund, capture, cancel)."""
+        headers = {"Idempotency-Key": idem} if idem is not None else {}
+        return self.http("POST", f"/v1/transactions/{txn_id}/{op}",
+                         body if body is not None else {}, headers, key=key)
+
+    def unresolved(self):
+        """Rows whose outcome is not known yet (posting or processing)."""
+        return self.query("SELECT id, status, manual_review FROM transactions "
+                          "WHERE status IN ('posting', 'processing')")
+
+    def wait_resolved(self, timeout):
+        """Waits until the reconciler has resolved every unknown outcome."""
+        wait_until(lambda: not self.unresolved(), timeout,
+                   "the reconciler to resolve every posting/processing row", interval=0.2)
 
     def public_key(self):
         resp = self.http("GET", "/v1/keys/public", key=None)

@@ -30,6 +30,8 @@
 #include "core/err.h"
 #include "core/util.h"
 #include "processors/adapter.h"
+#include "processors/breaker.h"
+#include "processors/generic.h"
 #include "processors/httpc.h"
 #include "tt.h"
 
@@ -1389,6 +1391,225 @@ end:
 	TT_END;
 }
 
+/* The operations: requests (method, URL, key, body) and the mapping of
+ * answers, including the per-adapter error table. */
+static int
+test_sandbox_ops(void)
+{
+	struct proc_config cfg;
+	struct proc_http h;
+	struct proc_result res;
+	struct proc_op_request oreq = { "txn_1", "txn_1", "", 0 };
+	TT_BEGIN;
+	memset(&h, 0, sizeof(h));
+	memset(&res, 0, sizeof(res));
+	sbx_cfg(&cfg, "sk_test");
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_STATUS, &oreq, &h), 0);
+	CHECK_STR(h.method, "GET");
+	CHECK_STR(h.url, "http://127.0.0.1:8081/v1/charges?idempotencyKey=txn_1");
+	CHECK(h.body == NULL);
+	CHECK_STR(h.headers[1], "Idempotency-Key: txn_1");
+	CHECK_STR(h.headers[2], "Authorization: Bearer sk_test");
+	proc_http_clear(&h);
+	/* Keys that would change the query are refused, not escaped. */
+	oreq.idempotency_key = "a&b=c";
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_STATUS, &oreq, &h), FGW_ERR_INVALID);
+	/* Capture/cancel/refund need the charge id. */
+	oreq.idempotency_key = "txn_1-rf-00";
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_REFUND, &oreq, &h), FGW_ERR_INVALID);
+	oreq.reference = "ch_abc123";
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_REFUND, &oreq, &h), FGW_ERR_INVALID);
+	oreq.amount = 2500;
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_REFUND, &oreq, &h), 0);
+	CHECK_STR(h.method, "POST");
+	CHECK_STR(h.url, "http://127.0.0.1:8081/v1/charges/ch_abc123/refunds");
+	CHECK_STR(h.body, "{\"amount\":2500}");
+	proc_http_clear(&h);
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_CAPTURE, &oreq, &h), 0);
+	CHECK_STR(h.url, "http://127.0.0.1:8081/v1/charges/ch_abc123/capture");
+	proc_http_clear(&h);
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_CANCEL, &oreq, &h), 0);
+	CHECK_STR(h.url, "http://127.0.0.1:8081/v1/charges/ch_abc123/cancel");
+	proc_http_clear(&h);
+	oreq.reference = "ch_../x";
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_CAPTURE, &oreq, &h), FGW_ERR_INVALID);
+
+	/* Answers. */
+	static const char auth[] = OKBODY("\"status\":\"succeeded\",\"captured\":false");
+	static const char capd[] = OKBODY("\"status\":\"succeeded\",\"captured\":true,"
+	                                  "\"amountRefunded\":700");
+	static const char canc[] = OKBODY("\"status\":\"canceled\",\"captured\":false");
+	static const char over[] = "{\"error\":{\"code\":\"refund_exceeds_captured\","
+	                           "\"message\":\"card 4242424242424242\"}}";
+	static const char state[] = "{\"error\":{\"code\":\"invalid_state\"}}";
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_STATUS, 200, auth, strlen(auth), &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_AUTHORIZED);
+	CHECK_STR(res.reference, "ch_abc123");
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_REFUND, 200, capd, strlen(capd), &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_SUCCEEDED);
+	CHECK(res.amount_refunded == 700);
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_CANCEL, 200, canc, strlen(canc), &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_CANCELED);
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_STATUS, 404, "{}", 2, &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_NOT_FOUND);
+	/* 404 on an operation is a refusal, not "never charged". */
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_REFUND, 404, "{}", 2, &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_FAILED);
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_REFUND, 400, over, strlen(over), &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_FAILED);
+	CHECK_STR(res.code, "REFUND_EXCEEDS_CAPTURED");
+	CHECK(strstr(res.message, "4242") == NULL);
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_CAPTURE, 409, state, strlen(state), &res), 0);
+	CHECK_STR(res.code, "INVALID_TRANSACTION_STATE");
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_STATUS, 503, "", 0, &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_FAILED);
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_STATUS, 200, "nope", 4, &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_UNKNOWN);
+end:
+	proc_http_clear(&h);
+	proc_result_clear(&res);
+	TT_END;
+}
+
+/* Writes text to a fresh temporary file; path receives its name. */
+static int
+write_temp(const char *text, char path[64])
+{
+	int fd;
+	size_t n = strlen(text);
+	snprintf(path, 64, "/tmp/fgw-map-XXXXXX");
+	if ((fd = mkstemp(path)) < 0)
+		return -1;
+	if (write(fd, text, n) != (ssize_t)n) {
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+static int
+test_generic_map(void)
+{
+	static const char good[] =
+	    "{\"chargePath\":\"/v2/pay\",\"statusPath\":\"/v2/pay/by-key/{key}\","
+	    "\"request\":{\"order.ref\":\"$txn_id\",\"order.amount\":\"$amount\","
+	    "\"mode\":\"live\",\"card\":\"$card_sealed\",\"note\":\"$description\"},"
+	    "\"response\":{\"id\":\"payment.id\",\"status\":\"payment.state\","
+	    "\"declineCode\":\"payment.reason\"},"
+	    "\"statuses\":{\"OK\":\"succeeded\",\"NO\":\"declined\",\"WAIT\":\"unknown\"},"
+	    "\"declineCodes\":{\"nsf\":\"PAYMENT_INSUFFICIENT_FUNDS\"}}";
+	static const char *const bad[] = {
+		"[]",
+		"{\"chargePath\":\"v2\",\"request\":{\"a\":\"$txn_id\"},"
+		"\"response\":{\"id\":\"i\",\"status\":\"s\"},\"statuses\":{\"A\":\"succeeded\"}}",
+		"{\"chargePath\":\"/p\",\"request\":{\"a\":\"$pan\"},"
+		"\"response\":{\"id\":\"i\",\"status\":\"s\"},\"statuses\":{\"A\":\"succeeded\"}}",
+		"{\"chargePath\":\"/p\",\"request\":{\"a\":\"$txn_id\"},"
+		"\"response\":{\"id\":\"i\",\"status\":\"s\"},\"statuses\":{\"A\":\"paid\"}}",
+		"{\"chargePath\":\"/p\",\"request\":{\"a\":\"$txn_id\"},"
+		"\"response\":{\"id\":\"i\"},\"statuses\":{\"A\":\"succeeded\"}}",
+		NULL
+	};
+	struct proc_config cfg;
+	struct proc_request req = sbx_req();
+	struct proc_op_request oreq = { "txn_1", "txn_1", "", 0 };
+	struct proc_http h;
+	struct proc_result res;
+	char path[64], err[256];
+	const char *ok = "{\"payment\":{\"id\":\"pay_9\",\"state\":\"OK\"}}";
+	const char *nsf = "{\"payment\":{\"id\":\"pay_9\",\"state\":\"NO\",\"reason\":\"nsf\"}}";
+	const char *other = "{\"payment\":{\"id\":\"pay_9\",\"state\":\"NO\",\"reason\":\"x\"}}";
+	const char *wait = "{\"payment\":{\"id\":\"pay_9\",\"state\":\"WAIT\"}}";
+	TT_BEGIN;
+	memset(&h, 0, sizeof(h));
+	memset(&res, 0, sizeof(res));
+	path[0] = '\0';
+	sbx_cfg(&cfg, "");
+	for (size_t i = 0; bad[i] != NULL; i++) {
+		CHECK_EQ_INT(write_temp(bad[i], path), 0);
+		CHECK_EQ_INT(generic_map_load(&cfg, path, err, sizeof(err)), FGW_ERR_INVALID);
+		CHECK(cfg.type_data == NULL);
+		unlink(path);
+	}
+	CHECK_EQ_INT(write_temp(good, path), 0);
+	CHECK_EQ_INT(generic_map_load(&cfg, path, err, sizeof(err)), 0);
+	CHECK_EQ_INT(proc_type_generic.build(&cfg, &req, &h), 0);
+	CHECK_STR(h.url, "http://127.0.0.1:8081/v2/pay");
+	CHECK(strstr(h.body, "\"order\":{\"ref\":\"txn_0123456789abcdefghijklmn\",\"amount\":15000}") != NULL);
+	CHECK(strstr(h.body, "\"mode\":\"live\"") != NULL);
+	proc_http_clear(&h);
+	CHECK_EQ_INT(proc_type_generic.build_op(&cfg, PROC_OP_STATUS, &oreq, &h), 0);
+	CHECK_STR(h.url, "http://127.0.0.1:8081/v2/pay/by-key/txn_1");
+	proc_http_clear(&h);
+	CHECK_EQ_INT(proc_type_generic.build_op(&cfg, PROC_OP_REFUND, &oreq, &h), FGW_ERR_INVALID);
+	CHECK_EQ_INT(proc_type_generic.parse_reply(&cfg, 200, ok, strlen(ok), &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_SUCCEEDED);
+	CHECK_STR(res.reference, "pay_9");
+	CHECK_EQ_INT(proc_type_generic.parse_reply(&cfg, 200, nsf, strlen(nsf), &res), 0);
+	CHECK_STR(res.code, "PAYMENT_INSUFFICIENT_FUNDS");
+	CHECK_EQ_INT(proc_type_generic.parse_reply(&cfg, 200, other, strlen(other), &res), 0);
+	CHECK_STR(res.code, "PAYMENT_CARD_DECLINED");
+	CHECK_EQ_INT(proc_type_generic.parse_reply(&cfg, 200, wait, strlen(wait), &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_UNKNOWN);
+	/* 5xx is unknown unless the mapping promises "not charged". */
+	CHECK_EQ_INT(proc_type_generic.parse_reply(&cfg, 502, "", 0, &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_UNKNOWN);
+	CHECK_EQ_INT(proc_type_generic.parse_reply(&cfg, 404, "", 0, &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_FAILED);
+	CHECK_EQ_INT(proc_type_generic.parse_op(&cfg, PROC_OP_STATUS, 404, "", 0, &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_NOT_FOUND);
+end:
+	if (path[0])
+		unlink(path);
+	proc_http_clear(&h);
+	proc_result_clear(&res);
+	generic_map_free(&cfg);
+	TT_END;
+}
+
+/* Closed -> open after N failures -> one half-open probe -> closed or
+ * open again; successes reset the count. */
+static int
+test_breaker(void)
+{
+	struct proc_breaker b;
+	int probe = -1, p2 = -1;
+	TT_BEGIN;
+	breaker_init(&b, 3, 1000);
+	CHECK_EQ_INT(breaker_route(&b, 0, &probe), 1);
+	CHECK_EQ_INT(probe, 0);
+	breaker_record(&b, 0, 0, 10);
+	breaker_record(&b, 0, 0, 20);
+	breaker_record(&b, 1, 0, 30); /* a success in between resets */
+	breaker_record(&b, 0, 0, 40);
+	breaker_record(&b, 0, 0, 50);
+	CHECK_EQ_INT(breaker_route(&b, 60, &probe), 1);
+	breaker_record(&b, 0, 0, 60); /* third in a row: open until 1060 */
+	CHECK_EQ_INT(breaker_route(&b, 100, &probe), 0);
+	CHECK_EQ_INT(breaker_route(&b, 1059, &probe), 0);
+	/* Half-open: one probe, the others keep failing over. */
+	CHECK_EQ_INT(breaker_route(&b, 1060, &probe), 1);
+	CHECK_EQ_INT(probe, 1);
+	CHECK_EQ_INT(breaker_route(&b, 1061, &p2), 0);
+	CHECK_EQ_INT(p2, 0);
+	breaker_record(&b, 0, 1, 1100); /* probe failed: open until 2100 */
+	CHECK_EQ_INT(breaker_route(&b, 2000, &probe), 0);
+	CHECK_EQ_INT(breaker_route(&b, 2100, &probe), 1);
+	CHECK_EQ_INT(probe, 1);
+	/* A probe that never reports frees its slot after open_ms. */
+	CHECK_EQ_INT(breaker_route(&b, 2200, &p2), 0);
+	CHECK_EQ_INT(breaker_route(&b, 3100, &p2), 1);
+	CHECK_EQ_INT(p2, 1);
+	breaker_record(&b, 1, 1, 3150); /* probe succeeded: closed */
+	CHECK_EQ_INT(breaker_route(&b, 3200, &probe), 1);
+	CHECK_EQ_INT(probe, 0);
+	CHECK(atomic_load(&b.opened) == 2);
+end:
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
 	{ "roundtrip", test_roundtrip },
 	{ "keepalive", test_keepalive },
@@ -1410,6 +1631,9 @@ static const struct tt_case cases[] = {
 	{ "sandbox_type", test_sandbox_type },
 	{ "sandbox_build", test_sandbox_build },
 	{ "sandbox_parse", test_sandbox_parse },
+	{ "sandbox_ops", test_sandbox_ops },
+	{ "generic_map", test_generic_map },
+	{ "breaker", test_breaker },
 	{ NULL, NULL }
 };
 

@@ -30,6 +30,7 @@
 #include "core/util.h"
 #include "store/schema.h"
 #include "store/store.h"
+#include "store/reconcile.h"
 #include "store/store_int.h"
 #include "tt.h"
 
@@ -486,7 +487,7 @@ test_schema(void)
 	             9);
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM pragma_table_info("
 	                     "'transactions')"),
-	             30);
+	             33); /* 30 + reconcile_attempts, reconcile_next_at, manual_review */
 	/* Reopening an up-to-date database changes nothing. */
 	store_reader_close(f.rd);
 	f.rd = NULL;
@@ -522,10 +523,12 @@ end:
 static int
 test_status_moves(void)
 {
-	static const char *const final[] = { "succeeded", "declined", "failed" };
+	static const char *const final[] = { "declined", "failed", "canceled", "refunded" };
 	static const char *const all[] = { "posting", "processing",
 		                               "requires_action", "succeeded",
-		                               "declined", "failed" };
+		                               "declined", "failed", "authorized",
+		                               "canceled", "partially_refunded",
+		                               "refunded" };
 	TT_BEGIN;
 	CHECK(store_status_may_move("posting", "processing"));
 	CHECK(store_status_may_move("posting", "requires_action"));
@@ -541,12 +544,25 @@ test_status_moves(void)
 	CHECK(!store_status_may_move("posting", "posting"));
 	CHECK(!store_status_may_move("posting", "refunded"));
 	CHECK(!store_status_may_move(NULL, "failed"));
-	for (size_t i = 0; i < 3; i++)
-		for (size_t k = 0; k < 6; k++)
+	/* Issue 5: authorizations, captures, cancels and refunds. */
+	CHECK(store_status_may_move("posting", "authorized"));
+	CHECK(store_status_may_move("processing", "authorized"));
+	CHECK(store_status_may_move("authorized", "succeeded"));
+	CHECK(store_status_may_move("authorized", "canceled"));
+	CHECK(store_status_may_move("succeeded", "partially_refunded"));
+	CHECK(store_status_may_move("succeeded", "refunded"));
+	CHECK(store_status_may_move("partially_refunded", "refunded"));
+	CHECK(!store_status_may_move("succeeded", "authorized"));
+	CHECK(!store_status_may_move("succeeded", "processing"));
+	CHECK(!store_status_may_move("succeeded", "failed"));
+	CHECK(!store_status_may_move("partially_refunded", "succeeded"));
+	CHECK(!store_status_may_move("authorized", "refunded"));
+	for (size_t i = 0; i < 4; i++)
+		for (size_t k = 0; k < 10; k++)
 			CHECK(!store_status_may_move(final[i], all[k]));
-	for (size_t k = 0; k < 6; k++)
+	for (size_t k = 0; k < 10; k++)
 		CHECK(store_status_known(all[k]));
-	CHECK(!store_status_known("refunded"));
+	CHECK(!store_status_known("charged_back"));
 	CHECK(!store_status_known(""));
 	CHECK(!store_status_known(NULL));
 end:
@@ -655,7 +671,7 @@ test_roundtrip(void)
 	CHECK_EQ_INT(store_txn_create(f.st, f.w, &other, NULL, NULL, NULL, 0,
 	                              NULL, NULL), FGW_ERR_INVALID);
 	other.amount = 1;
-	(void)fgw_strlcpy(other.status, "refunded", sizeof(other.status));
+	(void)fgw_strlcpy(other.status, "charged_back", sizeof(other.status));
 	CHECK_EQ_INT(store_txn_create(f.st, f.w, &other, NULL, NULL, NULL, 0,
 	                              NULL, NULL), FGW_ERR_INVALID);
 	(void)fgw_strlcpy(other.status, "posting", sizeof(other.status));
@@ -884,7 +900,7 @@ test_forward_only(void)
 
 	fill_update(&u, "txn_missing", "succeeded");
 	CHECK_EQ_INT(finish_sync(&f, &u, NULL, NULL), FGW_ERR_NOT_FOUND);
-	fill_update(&u, "txn_proc", "refunded");
+	fill_update(&u, "txn_proc", "charged_back");
 	CHECK_EQ_INT(store_txn_finish(f.st, f.w, &u, NULL, NULL, 0, NULL, NULL,
 	                              NULL), FGW_ERR_INVALID);
 	/* Refused moves leave no audit event behind. */
@@ -1773,8 +1789,117 @@ end:
 	TT_END;
 }
 
+/* The reconciler's queries and the refunds job (store/reconcile.h). */
+static int
+test_reconcile_and_refunds(void)
+{
+	struct fix f;
+	struct store_txn_row row;
+	struct store_unresolved due[8];
+	struct store_refund rf;
+	struct one o = { 0 };
+	int64_t sum = -1, now = fgw_now_ms();
+	int n = -1, flag = -1;
+	memset(&f, 0, sizeof(f));
+	TT_BEGIN;
+	CHECK_EQ_INT(fix_setup(&f, 64), 0);
+	fill_row(&row, "txn_proc", "processing");
+	CHECK_EQ_INT(create_sync(&f, &row, NULL, NULL, NULL, 0), 0);
+	fill_row(&row, "txn_post", "posting");
+	CHECK_EQ_INT(create_sync(&f, &row, NULL, NULL, NULL, 0), 0);
+	fill_row(&row, "txn_done", "succeeded");
+	row.amount = 1000;
+	CHECK_EQ_INT(create_sync(&f, &row, NULL, NULL, NULL, 0), 0);
+	/* A fresh posting row is still in flight: only processing is due. */
+	CHECK_EQ_INT(store_unresolved_list(f.rd, now, now - 60000, due, 8, &n), 0);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(due[0].id, "txn_proc");
+	CHECK_EQ_INT(store_unresolved_list(f.rd, now, now + 60000, due, 8, &n), 0);
+	CHECK_EQ_INT(n, 2);
+	/* Backoff hides a row until its time; give-up hides it for good. */
+	CHECK_EQ_INT(store_reconcile_defer(f.st, f.w, "txn_proc", 1, now + 60000, 0, NULL, 0,
+	                                   one_done, &o), 0);
+	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
+	CHECK_EQ_INT(atomic_load(&o.rc), 0);
+	CHECK_EQ_INT(store_unresolved_list(f.rd, now, now - 60000, due, 8, &n), 0);
+	CHECK_EQ_INT(n, 0);
+	CHECK_EQ_INT(store_unresolved_list(f.rd, now + 60000, now - 60000, due, 8, &n), 0);
+	CHECK_EQ_INT(n, 1);
+	CHECK_EQ_INT(due[0].attempts, 1);
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(store_reconcile_defer(f.st, f.w, "txn_proc", 2, now, 1, NULL, 0,
+	                                   one_done, &o), 0);
+	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
+	CHECK_EQ_INT(store_manual_review_get(f.rd, "txn_proc", &flag), 0);
+	CHECK_EQ_INT(flag, 1);
+	CHECK_EQ_INT(store_unresolved_list(f.rd, now + 60000, now - 60000, due, 8, &n), 0);
+	CHECK_EQ_INT(n, 0);
+	/* Deferring a resolved row changes nothing. */
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(store_reconcile_defer(f.st, f.w, "txn_done", 1, now, 0, NULL, 0,
+	                                   one_done, &o), 0);
+	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
+	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_STATE);
+
+	/* Refunds: the sum never passes the captured amount. */
+	memset(&rf, 0, sizeof(rf));
+	fgw_strlcpy(rf.id, "rf_1", sizeof(rf.id));
+	fgw_strlcpy(rf.txn_id, "txn_done", sizeof(rf.txn_id));
+	fgw_strlcpy(rf.idempotency_key, "k1", sizeof(rf.idempotency_key));
+	fgw_strlcpy(rf.new_status, "partially_refunded", sizeof(rf.new_status));
+	rf.amount = 600;
+	rf.txn_amount = 1000;
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(store_refund_record(f.st, f.w, &rf, NULL, NULL, 0, one_done, &o), 0);
+	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
+	CHECK_EQ_INT(atomic_load(&o.rc), 0);
+	fgw_strlcpy(rf.id, "rf_2", sizeof(rf.id));
+	fgw_strlcpy(rf.idempotency_key, "k2", sizeof(rf.idempotency_key));
+	fgw_strlcpy(rf.new_status, "refunded", sizeof(rf.new_status));
+	rf.amount = 401;
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(store_refund_record(f.st, f.w, &rf, NULL, NULL, 0, one_done, &o), 0);
+	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
+	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_TOO_LARGE);
+	rf.amount = 400;
+	fgw_strlcpy(rf.idempotency_key, "k1", sizeof(rf.idempotency_key));
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(store_refund_record(f.st, f.w, &rf, NULL, NULL, 0, one_done, &o), 0);
+	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
+	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_EXISTS);
+	fgw_strlcpy(rf.idempotency_key, "k2", sizeof(rf.idempotency_key));
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(store_refund_record(f.st, f.w, &rf, NULL, NULL, 0, one_done, &o), 0);
+	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
+	CHECK_EQ_INT(atomic_load(&o.rc), 0);
+	CHECK_EQ_INT(store_refund_sum(f.rd, "txn_done", &sum), 0);
+	CHECK(sum == 1000);
+	CHECK_EQ_INT(store_txn_get(f.rd, NULL, "txn_done", &row), 0);
+	CHECK_STR(row.status, "refunded");
+	store_txn_row_clear(&row);
+	/* refunded is final. */
+	fgw_strlcpy(rf.id, "rf_3", sizeof(rf.id));
+	fgw_strlcpy(rf.idempotency_key, "k3", sizeof(rf.idempotency_key));
+	rf.amount = 1;
+	rf.txn_amount = 100000;
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(store_refund_record(f.st, f.w, &rf, NULL, NULL, 0, one_done, &o), 0);
+	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
+	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_STATE);
+	/* A processing row cannot be refunded. */
+	fgw_strlcpy(rf.txn_id, "txn_post", sizeof(rf.txn_id));
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(store_refund_record(f.st, f.w, &rf, NULL, NULL, 0, one_done, &o), 0);
+	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
+	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_STATE);
+end:
+	fix_teardown(&f);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
 	{ "custom_job", test_custom_job },
+	{ "reconcile_and_refunds", test_reconcile_and_refunds },
 	{ "schema", test_schema },
 	{ "status_moves", test_status_moves },
 	{ "roundtrip", test_roundtrip },

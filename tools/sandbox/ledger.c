@@ -70,6 +70,12 @@ sbx_charge_free(struct sbx_charge *c)
 	free(c->idem_key);
 	free(c->reference);
 	free(c->return_url);
+	while (c->refunds != NULL) {
+		struct sbx_refund *f = c->refunds;
+		c->refunds = f->next;
+		free(f->idem_key);
+		free(f);
+	}
 	free(c);
 }
 
@@ -199,12 +205,13 @@ charge_result_json(const struct sbx *s, const struct sbx_charge *c,
 	*out = NULL;
 	if ((o = cJSON_CreateObject()) == NULL ||
 	    !cJSON_AddStringToObject(o, "id", c->id) ||
-	    !cJSON_AddStringToObject(o, "status", c->status) ||
 	    !cJSON_AddNumberToObject(o, "amount", (double)c->amount) ||
 	    !cJSON_AddStringToObject(o, "currency", c->currency) ||
 	    !cJSON_AddStringToObject(o, "reference", c->reference) ||
+	    !cJSON_AddStringToObject(o, "status", c->canceled ? "canceled" : c->status) ||
 	    !cJSON_AddBoolToObject(o, "captured",
-	                           c->capture && strcmp(c->status, "succeeded") == 0))
+	                           c->capture && strcmp(c->status, "succeeded") == 0) ||
+	    !cJSON_AddNumberToObject(o, "amountRefunded", (double)c->refunded))
 		goto out;
 	if (c->decline_code[0] != '\0' &&
 	    !cJSON_AddStringToObject(o, "declineCode", c->decline_code))
@@ -245,7 +252,10 @@ ledger_json(const struct ledger *l, char **out, size_t *len)
 	for (const struct sbx_charge *c = l->first; c != NULL; c = c->next_all) {
 		if ((e = cJSON_AddObjectToObject(by, c->idem_key)) == NULL ||
 		    !cJSON_AddStringToObject(e, "id", c->id) ||
-		    !cJSON_AddStringToObject(e, "status", c->status) ||
+		    !cJSON_AddStringToObject(e, "status", c->canceled ? "canceled" : c->status) ||
+		    !cJSON_AddBoolToObject(e, "captured",
+		                           c->capture && strcmp(c->status, "succeeded") == 0) ||
+		    !cJSON_AddNumberToObject(e, "refunded", (double)c->refunded) ||
 		    !cJSON_AddNumberToObject(e, "amount", (double)c->amount) ||
 		    !cJSON_AddStringToObject(e, "reference", c->reference) ||
 		    !cJSON_AddNumberToObject(e, "count", (double)c->count))

@@ -383,6 +383,18 @@ route(struct evhttp_request *req, void *arg)
 			sbx_send_error(req, 405, "method_not_allowed", "GET or POST");
 		return;
 	}
+	if (strncmp(path, "/v1/charges/", 12) == 0 && post) {
+		const char *p = path + 12, *slash = strchr(p, '/');
+		size_t n = slash != NULL ? (size_t)(slash - p) : 0;
+		if (slash == NULL || !id_ok(p, n)) {
+			sbx_send_error(req, 404, "not_found", "no such charge");
+			return;
+		}
+		memcpy(id, p, n);
+		id[n] = '\0';
+		sbx_charge_op(s, req, id, slash + 1);
+		return;
+	}
 	if (strncmp(path, "/v1/charges/", 12) == 0 && get) {
 		const char *p = path + 12;
 		if (!id_ok(p, strlen(p))) {

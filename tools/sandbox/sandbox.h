@@ -55,7 +55,17 @@ struct sbx_charge {
 	int64_t amount;
 	int64_t created;          /* unix seconds */
 	long count;               /* requests seen with this key */
+	int canceled;             /* an authorization released by /cancel */
+	int64_t refunded;         /* sum of its refunds */
+	struct sbx_refund *refunds;
 	struct sbx_charge *next_key, *next_id, *next_all;
+};
+
+/* One refund of a charge, found again by its idempotency key. */
+struct sbx_refund {
+	char *idem_key;
+	int64_t amount;
+	struct sbx_refund *next;
 };
 
 struct ledger;
@@ -123,6 +133,12 @@ void sbx_charges_get(struct sbx *s, struct evhttp_request *req,
                      const char *id);
 /* True when the request carries the right bearer secret (or none is set). */
 int sbx_auth_ok(const struct sbx *s, struct evhttp_request *req);
+
+/* ---- ops.c: capture, cancel, refunds ------------------------------------ */
+
+/* POST /v1/charges/<id>/capture | cancel | refunds (op is the last part). */
+void sbx_charge_op(struct sbx *s, struct evhttp_request *req, const char *id,
+                   const char *op);
 
 /* ---- threeds.c ---------------------------------------------------------- */
 

@@ -1,0 +1,442 @@
+/*
+ * gateway/routes_txnops.c — POST /v1/transactions/{id}/refund, /capture
+ * and /cancel: operations on a recorded transaction (issue 5).
+ *
+ * Each is authenticated (API key, scoped to the key's client), passed
+ * through the idempotency front door, checked against the row's state,
+ * sent to the processor through the adapter's build_op/parse_op, and only
+ * then recorded: the state move (forward-only), the idempotent answer and
+ * the audit event in one commit, followed by txn_events_publish.
+ *
+ * The processor idempotency key of an operation is stable across the
+ * client's retries: derived from the client's Idempotency-Key when there
+ * is one (so a retry after an unknown outcome never refunds twice), else a
+ * fresh refund id; capture and cancel happen at most once per transaction,
+ * so theirs is derived from the transaction id.
+ */
+#define LOG_MODULE "http"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <event2/http.h>
+#include <sodium.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "gateway/http.h"
+#include "gateway/idem.h"
+#include "pipeline/events.h"
+#include "processors/httpc.h"
+#include "store/reconcile.h"
+#include "store/store.h"
+
+struct op_ctx {
+	struct reactor *rx;
+	struct evhttp_request *req;   /* NULL once the client has gone */
+	struct evhttp_connection *evcon;
+	enum proc_op op;
+	struct store_txn_row row;
+	const struct proc_config *proc;   /* the row's processor */
+	const struct proc_type *type;
+	struct proc_result res;
+	char client[64];
+	char source[64];
+	char key[256];                /* client's Idempotency-Key or "" */
+	char hash[65];
+	char proc_key[96];
+	char refund_id[40];
+	int64_t amount;               /* refund amount */
+	int64_t refunded;             /* refunds before this one */
+	char new_status[24];
+	char *answer;
+};
+
+static const char *const op_names[] = { "status", "capture", "cancel", "refund" };
+
+static void
+ctx_free(struct op_ctx *c)
+{
+	if (c->req != NULL && c->evcon != NULL)
+		evhttp_connection_set_closecb(c->evcon, NULL, NULL);
+	if (c->key[0])
+		idem_end(c->rx->gw->idem, c->client, c->key);
+	c->rx->inflight--;
+	store_txn_row_clear(&c->row);
+	proc_result_clear(&c->res);
+	free(c->answer);
+	free(c);
+}
+
+static void
+on_close(struct evhttp_connection *evcon, void *arg)
+{
+	struct op_ctx *c = arg;
+	(void)evcon;
+	c->req = NULL; /* the operation goes on; its answer is kept */
+}
+
+static void
+reply_error(struct op_ctx *c, int status, const char *code, const char *msg)
+{
+	if (c->req != NULL) {
+		/* Detach first: the reply may end the connection. */
+		if (c->evcon != NULL)
+			evhttp_connection_set_closecb(c->evcon, NULL, NULL);
+		http_send_error(c->rx, c->req, status, code, msg);
+		c->req = NULL;
+	}
+	ctx_free(c);
+}
+
+/* The row as GET shows it, plus what a refund needs to say. */
+static int
+build_answer(struct op_ctx *c)
+{
+	char *json = NULL;
+	cJSON *o = NULL, *rf;
+	int r;
+
+	if ((r = txn_row_to_json(&c->row, c->proc->name, &json)) != 0)
+		return r;
+	r = FGW_ERR_NOMEM;
+	if ((o = cJSON_Parse(json)) == NULL)
+		goto out;
+	if (c->op == PROC_OP_REFUND) {
+		if (!cJSON_AddNumberToObject(o, "amountRefunded",
+		                             (double)(c->refunded + c->amount)) ||
+		    (rf = cJSON_AddObjectToObject(o, "refund")) == NULL ||
+		    !cJSON_AddStringToObject(rf, "id", c->refund_id) ||
+		    !cJSON_AddNumberToObject(rf, "amount", (double)c->amount))
+			goto out;
+	}
+	if ((c->answer = cJSON_PrintUnformatted(o)) == NULL)
+		goto out;
+	r = FGW_OK;
+out:
+	cJSON_Delete(o);
+	free(json);
+	return r;
+}
+
+static void
+committed(void *arg, int rc)
+{
+	struct op_ctx *c = arg;
+	if (rc == FGW_ERR_STATE) {
+		reply_error(c, 409, "INVALID_TRANSACTION_STATE",
+		            "The transaction's state changed; the operation was not recorded");
+		return;
+	}
+	if (rc == FGW_ERR_TOO_LARGE) {
+		reply_error(c, 400, "REFUND_EXCEEDS_CAPTURED",
+		            "The refund is more than what is left to refund");
+		return;
+	}
+	if (rc != 0) {
+		log_txn_error(c->row.id, "%s not recorded: %s", op_names[c->op], fgw_strerror(rc));
+		reply_error(c, 500, "INTERNAL_ERROR",
+		            "The operation could not be recorded; retry with the same Idempotency-Key");
+		return;
+	}
+	txn_events_publish(&c->rx->env, &c->row);
+	if (c->req != NULL) {
+		evhttp_connection_set_closecb(c->evcon, NULL, NULL);
+		http_send_json(c->rx, c->req, 200, c->answer);
+		c->req = NULL;
+	}
+	ctx_free(c);
+}
+
+static void
+record(struct op_ctx *c)
+{
+	struct store_idem idem;
+	struct store_audit audit;
+	char details[200], event[32];
+	int r, n;
+
+	fgw_strlcpy(c->row.status, c->new_status, sizeof(c->row.status));
+	c->row.updated_at = fgw_now_ms();
+	if (build_answer(c) != 0) {
+		reply_error(c, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		return;
+	}
+	memset(&idem, 0, sizeof(idem));
+	if (c->key[0]) {
+		fgw_strlcpy(idem.client_id, c->client, sizeof(idem.client_id));
+		fgw_strlcpy(idem.key, c->key, sizeof(idem.key));
+		fgw_strlcpy(idem.request_hash, c->hash, sizeof(idem.request_hash));
+		idem.status_code = 200;
+		idem.body = c->answer;
+		fgw_strlcpy(idem.txn_id, c->row.id, sizeof(idem.txn_id));
+		idem.created_at = fgw_now_ms();
+		idem.expires_at = idem.created_at + c->rx->env.idem_ttl_ms;
+	}
+	n = snprintf(details, sizeof(details), "{\"amount\":%lld,\"processorKey\":\"%s\"}",
+	             (long long)(c->op == PROC_OP_REFUND ? c->amount : c->row.amount),
+	             c->proc_key);
+	if (n < 0 || (size_t)n >= sizeof(details))
+		details[0] = '\0';
+	snprintf(event, sizeof(event), "txn.%s", c->op == PROC_OP_REFUND   ? "refunded"
+	                                         : c->op == PROC_OP_CAPTURE ? "captured"
+	                                                                    : "canceled");
+	audit = (struct store_audit){ c->client, c->source, event, c->row.id, c->new_status,
+		                          details[0] ? details : NULL };
+	if (c->op == PROC_OP_REFUND) {
+		struct store_refund rf;
+		memset(&rf, 0, sizeof(rf));
+		fgw_strlcpy(rf.id, c->refund_id, sizeof(rf.id));
+		fgw_strlcpy(rf.txn_id, c->row.id, sizeof(rf.txn_id));
+		rf.amount = c->amount;
+		fgw_strlcpy(rf.idempotency_key, c->proc_key, sizeof(rf.idempotency_key));
+		rf.txn_amount = c->row.amount;
+		fgw_strlcpy(rf.new_status, c->new_status, sizeof(rf.new_status));
+		r = store_refund_record(c->rx->gw->store, c->rx->waker, &rf,
+		                        c->key[0] ? &idem : NULL, &audit, 1, committed, c);
+	} else {
+		struct store_txn_update upd;
+		memset(&upd, 0, sizeof(upd));
+		fgw_strlcpy(upd.id, c->row.id, sizeof(upd.id));
+		fgw_strlcpy(upd.status, c->new_status, sizeof(upd.status));
+		upd.next_action_json = NULL;
+		r = store_txn_finish(c->rx->gw->store, c->rx->waker, &upd,
+		                     c->key[0] ? &idem : NULL, &audit, 1, NULL, committed, c);
+	}
+	if (r != 0)
+		reply_error(c, r == FGW_ERR_SHUTDOWN ? 503 : 500,
+		            r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
+		            "The operation could not be recorded");
+}
+
+static void
+replied(void *arg, const struct httpc_response *resp)
+{
+	struct op_ctx *c = arg;
+	const struct proc_type *pt = c->type;
+	enum proc_outcome want;
+
+	if (resp->err != 0 ||
+	    pt->parse_op(c->proc, c->op, resp->status, resp->body, resp->body_len,
+	                 &c->res) != 0) {
+		log_txn_warn(c->row.id, "%s: no answer from the processor (%s)", op_names[c->op],
+		             fgw_strerror(resp->err));
+		reply_error(c, 502, "PAYMENT_PROCESSING_FAILED",
+		            "The processor did not answer; retry with the same Idempotency-Key");
+		return;
+	}
+	want = c->op == PROC_OP_CANCEL ? PROC_CANCELED : PROC_SUCCEEDED;
+	if (c->res.outcome == PROC_FAILED && strcmp(c->res.code, "PAYMENT_PROCESSING_FAILED") != 0) {
+		/* The processor refused: its mapped code (state, amount). */
+		reply_error(c, strcmp(c->res.code, "INVALID_TRANSACTION_STATE") == 0 ? 409 : 400,
+		            c->res.code, c->res.message);
+		return;
+	}
+	if (c->res.outcome != want) {
+		log_txn_warn(c->row.id, "%s: processor outcome %d", op_names[c->op], (int)c->res.outcome);
+		reply_error(c, 502, "PAYMENT_PROCESSING_FAILED",
+		            "The processor did not confirm the operation; retry with the same "
+		            "Idempotency-Key");
+		return;
+	}
+	record(c);
+}
+
+/* Parses {"amount": N} (refund) or {} (capture, cancel). */
+static int
+parse_body(const char *body, size_t len, enum proc_op op, int64_t *amount, const char **why)
+{
+	cJSON *o = cJSON_ParseWithLength(body, len), *it;
+	int r = FGW_ERR_INVALID;
+
+	*amount = 0;
+	if (!cJSON_IsObject(o)) {
+		*why = "body must be a JSON object";
+		goto out;
+	}
+	cJSON_ArrayForEach(it, o) {
+		if (op != PROC_OP_REFUND || strcmp(it->string, "amount") != 0) {
+			*why = op == PROC_OP_REFUND ? "only \"amount\" is allowed"
+			                            : "the body must be {}";
+			goto out;
+		}
+	}
+	it = cJSON_GetObjectItemCaseSensitive(o, "amount");
+	if (it != NULL) {
+		if (!cJSON_IsNumber(it) || it->valuedouble < 1 ||
+		    it->valuedouble > 9007199254740991.0 ||
+		    it->valuedouble != (double)(int64_t)it->valuedouble) {
+			*why = "amount must be a positive whole number of minor units";
+			goto out;
+		}
+		*amount = (int64_t)it->valuedouble;
+	}
+	r = FGW_OK;
+out:
+	cJSON_Delete(o);
+	return r;
+}
+
+/* Processor key for this operation, stable across the client's retries. */
+static int
+proc_key_for(struct op_ctx *c)
+{
+	unsigned char h[12];
+	char hex[25];
+	int n;
+
+	if (c->op != PROC_OP_REFUND) {
+		n = snprintf(c->proc_key, sizeof(c->proc_key), "%s-%s", c->row.id, op_names[c->op]);
+		return n < 0 || (size_t)n >= sizeof(c->proc_key) ? FGW_ERR_TOO_LARGE : FGW_OK;
+	}
+	if (c->key[0] == '\0')
+		return fgw_strlcpy(c->proc_key, c->refund_id, sizeof(c->proc_key)), FGW_OK;
+	crypto_generichash(h, sizeof(h), (const unsigned char *)c->key, strlen(c->key),
+	                   (const unsigned char *)c->client, strlen(c->client));
+	sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
+	n = snprintf(c->proc_key, sizeof(c->proc_key), "%s-rf-%s", c->row.id, hex);
+	return n < 0 || (size_t)n >= sizeof(c->proc_key) ? FGW_ERR_TOO_LARGE : FGW_OK;
+}
+
+static void
+h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc_op op)
+{
+	const struct proc_type *pt;
+	struct auth_ctx who;
+	struct op_ctx *c = NULL;
+	struct proc_op_request oreq;
+	struct proc_http http;
+	const char *body, *key, *why = "invalid body";
+	char id[40];
+	size_t len;
+	int r;
+
+	memset(&http, 0, sizeof(http));
+	if (http_authenticate(rx, req, path, AUTH_API_KEY, &who) != 0 ||
+	    http_json_body(rx, req, &body, &len) != 0 ||
+	    http_idempotency_key(rx, req, &key) != 0)
+		return;
+	if (http_path_segment("/v1/transactions/*/*", path, 0, id, sizeof(id)) != 0 ||
+	    strncmp(id, "txn_", 4) != 0) {
+		http_send_error(rx, req, 404, "NOT_FOUND", "Transaction not found");
+		return;
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		return;
+	}
+	c->rx = rx;
+	c->op = op;
+	c->req = req;
+	rx->inflight++;
+	fgw_strlcpy(c->client, who.client_id, sizeof(c->client));
+	fgw_strlcpy(c->source, who.source, sizeof(c->source));
+	http_request_hash("POST", path, body, len, c->hash);
+	if (key != NULL) {
+		if (http_idempotency_front(rx, req, who.client_id, key, c->hash) != 0) {
+			c->req = NULL;
+			ctx_free(c);
+			return;
+		}
+		fgw_strlcpy(c->key, key, sizeof(c->key));
+	}
+	if (parse_body(body, len, op, &c->amount, &why) != 0) {
+		reply_error(c, 400, "VALIDATION_ERROR", why);
+		return;
+	}
+	r = store_txn_get(rx->reader, who.client_id, id, &c->row);
+	if (r == FGW_ERR_NOT_FOUND) {
+		reply_error(c, 404, "NOT_FOUND", "Transaction not found");
+		return;
+	}
+	if (r != 0 || (r = store_refund_sum(rx->reader, id, &c->refunded)) != 0) {
+		reply_error(c, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		return;
+	}
+	/* Forward-only: each operation has the states it may start from. */
+	if (op == PROC_OP_REFUND) {
+		if (strcmp(c->row.status, "succeeded") != 0 &&
+		    strcmp(c->row.status, "partially_refunded") != 0) {
+			reply_error(c, 409, "INVALID_TRANSACTION_STATE",
+			            "Only a captured (succeeded) transaction can be refunded");
+			return;
+		}
+		if (c->amount == 0)
+			c->amount = c->row.amount - c->refunded;
+		if (c->amount <= 0 || c->amount > c->row.amount - c->refunded) {
+			reply_error(c, 400, "REFUND_EXCEEDS_CAPTURED",
+			            "The refund is more than what is left to refund");
+			return;
+		}
+		fgw_strlcpy(c->new_status,
+		            c->refunded + c->amount == c->row.amount ? "refunded" : "partially_refunded",
+		            sizeof(c->new_status));
+	} else if (strcmp(c->row.status, "authorized") != 0) {
+		reply_error(c, 409, "INVALID_TRANSACTION_STATE",
+		            op == PROC_OP_CAPTURE ? "Only an authorized transaction can be captured"
+		                                  : "Only an authorized transaction can be canceled");
+		return;
+	} else {
+		fgw_strlcpy(c->new_status, op == PROC_OP_CAPTURE ? "succeeded" : "canceled",
+		            sizeof(c->new_status));
+	}
+	/* The operation goes to the processor that made the charge. */
+	if (pipeline_proc_by_name(&rx->env, c->row.processor, &c->proc, &c->type) != 0) {
+		reply_error(c, 502, "PAYMENT_PROCESSING_FAILED",
+		            "The transaction's processor is not configured");
+		return;
+	}
+	pt = c->type;
+	if (fgw_random_id("rf_", c->refund_id, sizeof(c->refund_id)) != 0 ||
+	    proc_key_for(c) != 0 || pt->build_op == NULL || pt->parse_op == NULL) {
+		reply_error(c, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		return;
+	}
+	memset(&oreq, 0, sizeof(oreq));
+	oreq.txn_id = c->row.id;
+	oreq.idempotency_key = c->proc_key;
+	oreq.reference = c->row.processor_ref;
+	oreq.amount = c->amount;
+	c->evcon = evhttp_request_get_connection(req);
+	if ((r = pt->build_op(c->proc, op, &oreq, &http)) == 0)
+		r = httpc_request(rx->httpc, http.method, http.url,
+		                  (const char *const *)http.headers, http.body, http.body_len,
+		                  c->proc->timeout_ms, replied, c, NULL);
+	proc_http_clear(&http);
+	if (r != 0) {
+		log_txn_error(c->row.id, "%s not sent: %s", op_names[op], fgw_strerror(r));
+		reply_error(c, 502, "PAYMENT_PROCESSING_FAILED",
+		            "The operation could not be sent to the processor");
+		return;
+	}
+	if (c->evcon != NULL)
+		evhttp_connection_set_closecb(c->evcon, on_close, c);
+}
+
+static void
+h_refund(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	h_op(rx, req, path, PROC_OP_REFUND);
+}
+
+static void
+h_capture(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	h_op(rx, req, path, PROC_OP_CAPTURE);
+}
+
+static void
+h_cancel(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	h_op(rx, req, path, PROC_OP_CANCEL);
+}
+
+const struct route txnops_routes[] = {
+	{ "/v1/transactions/*/refund", EVHTTP_REQ_POST, h_refund },
+	{ "/v1/transactions/*/capture", EVHTTP_REQ_POST, h_capture },
+	{ "/v1/transactions/*/cancel", EVHTTP_REQ_POST, h_cancel },
+	{ NULL, 0, NULL },
+};

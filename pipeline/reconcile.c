@@ -1,0 +1,385 @@
+/*
+ * pipeline/reconcile.c — the reconciler (pipeline/reconcile.h).
+ *
+ * One scan: list the due unresolved rows (at most RECON_BATCH), and for
+ * each ask the processor for the charge made with the row's processor
+ * idempotency key — the same key the first attempt used, so asking can
+ * never create a second charge. A definite answer moves the row forward
+ * (store_txn_finish, with the idempotent answer rebuilt from the row so a
+ * client's retry gets a replay instead of "in progress"), then
+ * txn_events_publish. No answer, or an unclear one, pushes the row's next
+ * attempt back (doubling up to backoff_max_ms); after max_attempts the row
+ * is flagged for manual review and left alone. The next scan starts only
+ * when every row of the last one is done.
+ */
+#define LOG_MODULE "reconcile"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "pipeline/events.h"
+#include "pipeline/pipeline.h"
+#include "pipeline/reconcile.h"
+#include "pipeline/stages.h"
+#include "processors/httpc.h"
+#include "store/reconcile.h"
+
+#define RECON_BATCH 32
+
+struct reconciler {
+	const struct pipeline_env *env;
+	struct reconciler_opts o;
+	struct event *timer;
+	int outstanding;           /* rows of the current scan not done */
+	struct recon_item *items;  /* those rows, freed by reconciler_free if
+	                              their callbacks never come */
+};
+
+struct recon_item {
+	struct recon_item *prev, *next;
+	struct reconciler *rc;
+	const struct proc_config *proc;   /* the row's processor */
+	const struct proc_type *type;
+	struct store_txn_row row;
+	struct store_unresolved u;
+	struct store_txn_update upd;
+	struct proc_result res;
+};
+
+static void schedule(struct reconciler *rc, int64_t ms);
+
+static void
+item_free(struct recon_item *it)
+{
+	struct reconciler *rc = it->rc;
+	if (it->prev != NULL)
+		it->prev->next = it->next;
+	else
+		rc->items = it->next;
+	if (it->next != NULL)
+		it->next->prev = it->prev;
+	store_txn_row_clear(&it->row);
+	proc_result_clear(&it->res);
+	free(it);
+}
+
+static void
+item_done(struct recon_item *it)
+{
+	struct reconciler *rc = it->rc;
+	item_free(it);
+	if (--rc->outstanding == 0)
+		schedule(rc, rc->o.interval_ms);
+}
+
+static void
+deferred(void *arg, int rc)
+{
+	struct recon_item *it = arg;
+	if (rc != 0 && rc != FGW_ERR_STATE)
+		log_txn_error(it->row.id, "reconcile backoff not recorded: %s", fgw_strerror(rc));
+	item_done(it);
+}
+
+/* Not resolved this time: back off, or give up to manual review. */
+static void
+defer(struct recon_item *it, const char *why)
+{
+	struct reconciler *rc = it->rc;
+	int attempts = it->u.attempts + 1, give_up = attempts >= rc->o.max_attempts;
+	int64_t wait = rc->o.interval_ms;
+	struct store_audit audit = { "system", "local", "txn.manual_review",
+		                         it->row.id, it->row.status, NULL };
+	for (int i = 1; i < attempts && wait < rc->o.backoff_max_ms; i++)
+		wait *= 2;
+	if (wait > rc->o.backoff_max_ms)
+		wait = rc->o.backoff_max_ms;
+	if (give_up)
+		log_txn_error(it->row.id, "unresolved after %d attempts (%s): flagged for manual review",
+		              attempts, why);
+	else
+		log_txn_warn(it->row.id, "still unresolved (%s), attempt %d, next in %lld ms",
+		             why, attempts, (long long)wait);
+	if (store_reconcile_defer(rc->env->store, rc->env->waker, it->row.id, attempts,
+	                          fgw_now_ms() + wait, give_up, &audit, give_up ? 1 : 0,
+	                          deferred, it) != 0)
+		item_done(it);
+}
+
+static void
+finished(void *arg, int rc)
+{
+	struct recon_item *it = arg;
+	if (rc == 0) {
+		fgw_strlcpy(it->row.status, it->upd.status, sizeof(it->row.status));
+		fgw_strlcpy(it->row.error_code, it->upd.error_code, sizeof(it->row.error_code));
+		fgw_strlcpy(it->row.error_message, it->upd.error_message,
+		            sizeof(it->row.error_message));
+		if (it->upd.processor_ref[0])
+			fgw_strlcpy(it->row.processor_ref, it->upd.processor_ref,
+			            sizeof(it->row.processor_ref));
+		free(it->row.next_action_json);
+		it->row.next_action_json = it->res.next_action_json;
+		it->res.next_action_json = NULL;
+		it->row.updated_at = fgw_now_ms();
+		log_txn_info(it->row.id, "reconciled: %s", it->row.status);
+		txn_events_publish(it->rc->env, &it->row);
+	} else if (rc != FGW_ERR_STATE) {
+		log_txn_error(it->row.id, "reconciled outcome not recorded: %s", fgw_strerror(rc));
+	}
+	item_done(it);
+}
+
+/* The stored answer for the client's key, as the live answer would have
+ * been. 0 with idem->key[0] == '\0' when there is nothing to replace. */
+static int
+make_answer(struct recon_item *it, struct store_idem *idem)
+{
+	const struct pipeline_env *env = it->rc->env;
+	const struct store_txn_row *row = &it->row;
+	const struct code_message *m = NULL;
+	struct store_idem stored;
+	struct stage_answer a;
+	int r;
+
+	memset(idem, 0, sizeof(*idem));
+	if (row->idempotency_key[0] == '\0')
+		return FGW_OK;
+	memset(&stored, 0, sizeof(stored));
+	r = store_idem_get(env->reader, row->client_id, row->idempotency_key, &stored);
+	if (r == FGW_ERR_NOT_FOUND)
+		return FGW_OK;
+	if (r != 0)
+		return r;
+	if (strcmp(stored.txn_id, row->id) != 0) {
+		store_idem_clear(&stored);
+		return FGW_OK;
+	}
+	if (it->upd.error_code[0])
+		m = stage_code_lookup(it->upd.error_code);
+	memset(&a, 0, sizeof(a));
+	a.id = row->id;
+	a.status = it->upd.status;
+	a.amount = row->amount;
+	a.currency = row->currency;
+	a.token = row->token;
+	a.brand = row->brand;
+	a.last4 = row->last4;
+	a.exp_month = row->exp_month;
+	a.exp_year = row->exp_year;
+	a.proc_name = it->proc->name;
+	a.reference = it->upd.processor_ref[0] ? it->upd.processor_ref : row->processor_ref;
+	a.next_action_json = it->res.next_action_json;
+	a.http_status = m != NULL ? m->http_status : 200;
+	a.error_code = m != NULL ? m->code : "";
+	a.error_message = m != NULL ? m->message : "";
+	a.with_txn_id = 1;
+	fgw_strlcpy(idem->client_id, row->client_id, sizeof(idem->client_id));
+	fgw_strlcpy(idem->key, row->idempotency_key, sizeof(idem->key));
+	fgw_strlcpy(idem->request_hash, stored.request_hash, sizeof(idem->request_hash));
+	fgw_strlcpy(idem->txn_id, row->id, sizeof(idem->txn_id));
+	idem->status_code = a.http_status;
+	idem->created_at = fgw_now_ms();
+	idem->expires_at = stored.expires_at;
+	store_idem_clear(&stored);
+	return stage_answer_json(&a, &idem->body);
+}
+
+static void
+resolve(struct recon_item *it, const char *status, const char *code)
+{
+	const struct pipeline_env *env = it->rc->env;
+	const struct code_message *m = code != NULL ? stage_code_lookup(code) : NULL;
+	struct store_idem idem;
+	struct store_audit audit;
+	char details[160];
+	int r, n;
+
+	memset(&it->upd, 0, sizeof(it->upd));
+	fgw_strlcpy(it->upd.id, it->row.id, sizeof(it->upd.id));
+	fgw_strlcpy(it->upd.status, status, sizeof(it->upd.status));
+	if (m != NULL) {
+		fgw_strlcpy(it->upd.error_code, m->code, sizeof(it->upd.error_code));
+		fgw_strlcpy(it->upd.error_message, m->message, sizeof(it->upd.error_message));
+	}
+	fgw_strlcpy(it->upd.processor_ref, it->res.reference, sizeof(it->upd.processor_ref));
+	it->upd.next_action_json = it->res.next_action_json;
+	n = snprintf(details, sizeof(details), "{\"from\":\"%s\",\"attempt\":%d}",
+	             it->row.status, it->u.attempts + 1);
+	if (n < 0 || (size_t)n >= sizeof(details))
+		details[0] = '\0';
+	audit = (struct store_audit){ "system", "local", "txn.reconciled", it->row.id,
+		                          status, details[0] ? details : NULL };
+	if ((r = make_answer(it, &idem)) != 0) {
+		store_idem_clear(&idem);
+		defer(it, "answer not built");
+		return;
+	}
+	r = store_txn_finish(env->store, env->waker, &it->upd,
+	                     idem.key[0] ? &idem : NULL, &audit, 1, NULL, finished, it);
+	store_idem_clear(&idem);
+	if (r != 0) {
+		log_txn_error(it->row.id, "reconciled outcome refused: %s", fgw_strerror(r));
+		item_done(it);
+	}
+}
+
+static void
+status_replied(void *arg, const struct httpc_response *resp)
+{
+	struct recon_item *it = arg;
+	int64_t age = fgw_now_ms() - it->row.updated_at;
+
+	if (resp->err != 0) {
+		defer(it, fgw_strerror(resp->err));
+		return;
+	}
+	if (it->type->parse_op(it->proc, PROC_OP_STATUS, resp->status, resp->body,
+	                             resp->body_len, &it->res) != 0) {
+		defer(it, "status answer not understood");
+		return;
+	}
+	switch (it->res.outcome) {
+	case PROC_SUCCEEDED:
+		resolve(it, "succeeded", NULL);
+		break;
+	case PROC_AUTHORIZED:
+		resolve(it, "authorized", NULL);
+		break;
+	case PROC_REQUIRES_ACTION:
+		resolve(it, "requires_action", NULL);
+		break;
+	case PROC_DECLINED:
+		resolve(it, "declined", it->res.code[0] ? it->res.code : "PAYMENT_CARD_DECLINED");
+		break;
+	case PROC_NOT_FOUND:
+		/* Never charged — but only once no request of the first attempt
+		 * can still be on its way: the grace period exceeds the
+		 * processor timeout. */
+		if (age >= it->rc->o.grace_ms)
+			resolve(it, "failed", "PAYMENT_PROCESSING_FAILED");
+		else
+			defer(it, "not found yet");
+		break;
+	default:
+		defer(it, "processor gave no definite status");
+		break;
+	}
+}
+
+static int
+ask(struct recon_item *it)
+{
+	const struct pipeline_env *env = it->rc->env;
+	struct proc_op_request oreq;
+	struct proc_http http;
+	int r;
+
+	memset(&oreq, 0, sizeof(oreq));
+	oreq.txn_id = it->row.id;
+	/* The key the first attempt sent: asking never charges. */
+	oreq.idempotency_key = it->row.processor_idem_key[0] ? it->row.processor_idem_key
+	                                                     : it->row.id;
+	oreq.reference = it->row.processor_ref;
+	memset(&http, 0, sizeof(http));
+	/* Ask the processor the row went to, never another one. */
+	if (pipeline_proc_by_name(env, it->row.processor, &it->proc, &it->type) != 0 ||
+	    it->type->build_op == NULL || it->type->parse_op == NULL)
+		return FGW_ERR_INVALID;
+	if ((r = it->type->build_op(it->proc, PROC_OP_STATUS, &oreq, &http)) == 0)
+		r = httpc_request(env->httpc, http.method, http.url,
+		                  (const char *const *)http.headers, http.body, http.body_len,
+		                  it->proc->timeout_ms, status_replied, it, NULL);
+	proc_http_clear(&http);
+	return r;
+}
+
+static void
+scan(evutil_socket_t fd, short what, void *arg)
+{
+	struct reconciler *rc = arg;
+	struct store_unresolved due[RECON_BATCH];
+	int64_t now = fgw_now_ms();
+	int n = 0, r;
+
+	(void)fd;
+	(void)what;
+	if ((r = store_unresolved_list(rc->env->reader, now, now - rc->o.grace_ms, due,
+	                               RECON_BATCH, &n)) != 0) {
+		log_error("reconcile scan failed: %s", fgw_strerror(r));
+		n = 0;
+	}
+	rc->outstanding = 1; /* held while starting, so no item reschedules */
+	for (int i = 0; i < n; i++) {
+		struct recon_item *it = calloc(1, sizeof(*it));
+		if (it == NULL)
+			break;
+		it->rc = rc;
+		it->u = due[i];
+		it->next = rc->items;
+		if (rc->items != NULL)
+			rc->items->prev = it;
+		rc->items = it;
+		rc->outstanding++;
+		if ((r = store_txn_get(rc->env->reader, NULL, due[i].id, &it->row)) != 0) {
+			log_txn_error(due[i].id, "reconcile: row not read: %s", fgw_strerror(r));
+			item_done(it);
+			continue;
+		}
+		if ((r = ask(it)) != 0)
+			defer(it, fgw_strerror(r));
+	}
+	if (--rc->outstanding == 0)
+		schedule(rc, rc->o.interval_ms);
+}
+
+static void
+schedule(struct reconciler *rc, int64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+	event_add(rc->timer, &tv);
+}
+
+int
+reconciler_start(const struct pipeline_env *env, const struct reconciler_opts *opts,
+                 struct reconciler **out)
+{
+	struct reconciler *rc;
+
+	*out = NULL;
+	if (env == NULL || opts == NULL || env->reader == NULL || opts->interval_ms <= 0 ||
+	    opts->max_attempts <= 0)
+		return FGW_ERR_INVALID;
+	if ((rc = calloc(1, sizeof(*rc))) == NULL)
+		return FGW_ERR_NOMEM;
+	rc->env = env;
+	rc->o = *opts;
+	if (rc->o.backoff_max_ms < rc->o.interval_ms)
+		rc->o.backoff_max_ms = rc->o.interval_ms;
+	if ((rc->timer = evtimer_new(env->base, scan, rc)) == NULL) {
+		free(rc);
+		return FGW_ERR_NOMEM;
+	}
+	schedule(rc, 0); /* start-up: every unresolved row left by a crash */
+	*out = rc;
+	return FGW_OK;
+}
+
+void
+reconciler_free(struct reconciler *rc)
+{
+	if (rc == NULL)
+		return;
+	/* Rows still out wait for callbacks that will never run (the httpc
+	 * and waker were freed first); they stay unresolved in the store for
+	 * the next start. */
+	while (rc->items != NULL)
+		item_free(rc->items);
+	event_free(rc->timer);
+	free(rc);
+}

@@ -1,0 +1,38 @@
+/*
+ * pipeline/reconcile.h — the reconciler: resolves transactions whose
+ * outcome is unknown (state processing, or posting left by a crash) by
+ * asking the processor for the charge with the same idempotency key.
+ *
+ * It runs on one reactor (its env: base, httpc, store waker, reader) as a
+ * timer; nothing blocks: the status request goes through httpc and the
+ * outcome through store_txn_finish. Each row gets exponential backoff
+ * (reconcile_attempts, reconcile_next_at) and, after max_attempts, the
+ * manual_review flag. See docs/operations.md.
+ */
+#ifndef FGW_PIPELINE_RECONCILE_H
+#define FGW_PIPELINE_RECONCILE_H
+
+#include <stdint.h>
+
+struct pipeline_env;
+struct reconciler;
+
+struct reconciler_opts {
+	int64_t interval_ms;     /* between scans; also the first backoff step */
+	int64_t grace_ms;        /* a posting row this old, or a "not found"
+	                            this long after the last attempt, is safe
+	                            to decide (must exceed the processor
+	                            timeout) */
+	int max_attempts;        /* then manual review */
+	int64_t backoff_max_ms;  /* cap of the per-row backoff */
+};
+
+/* Starts the timer; the first scan runs at once (start-up recovery). env
+ * must outlive the reconciler and env->reader must be set. */
+int reconciler_start(const struct pipeline_env *env,
+                     const struct reconciler_opts *opts, struct reconciler **out);
+/* Frees it. Call after the env's httpc and store waker are freed (they
+ * drop outstanding work without callbacks) and before its event_base. */
+void reconciler_free(struct reconciler *rc);
+
+#endif

@@ -1,0 +1,103 @@
+/*
+ * processors/proc_util.c — checks and helpers every adapter type needs
+ * (processors/proc_util.h).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+
+#include "core/err.h"
+#include "processors/proc_util.h"
+
+int
+proc_fmt_alloc(char **out, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	*out = NULL;
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return FGW_ERR_INTERNAL;
+	if ((*out = malloc((size_t)n + 1)) == NULL)
+		return FGW_ERR_NOMEM;
+	va_start(ap, fmt);
+	vsnprintf(*out, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	return FGW_OK;
+}
+
+/* Printable ASCII without spaces, 1..max: safe inside a header line. */
+int
+proc_token_ok(const char *s, size_t max)
+{
+	size_t n;
+
+	if (s == NULL || (n = strlen(s)) == 0 || n > max)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] < 0x21 || s[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
+int
+proc_url_ok(const char *s, size_t max)
+{
+	size_t n;
+
+	if (s == NULL || (n = strlen(s)) == 0 || n > max)
+		return 0;
+	if (strncasecmp(s, "http://", 7) != 0 && strncasecmp(s, "https://", 8) != 0)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
+/* Charge ids become our stored reference: a plain identifier or nothing. */
+int
+proc_id_ok(const char *s, size_t cap)
+{
+	size_t n;
+
+	if (s == NULL || (n = strlen(s)) == 0 || n >= cap)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char ch = s[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '_' || ch == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+/* Parses the whole of body[0..len) as one JSON value, nothing after it. */
+cJSON *
+proc_parse_exact(const char *body, size_t len)
+{
+	const char *end = NULL;
+	cJSON *v;
+
+	if (body == NULL || len == 0)
+		return NULL;
+	v = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+	if (v == NULL)
+		return NULL;
+	while (end != NULL && end < body + len &&
+	       (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
+		end++;
+	if (end == NULL || end != body + len) {
+		cJSON_Delete(v);
+		return NULL;
+	}
+	return v;
+}
+

@@ -1,0 +1,25 @@
+/*
+ * processors/proc_util.h — helpers shared by the adapter types: building
+ * strings, checking what goes into a URL or a header, and parsing a body
+ * strictly.
+ */
+#ifndef FGW_PROCESSORS_PROC_UTIL_H
+#define FGW_PROCESSORS_PROC_UTIL_H
+
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+/* *out = malloc'ed printf result; FGW_ERR_NOMEM / FGW_ERR_INTERNAL. */
+int proc_fmt_alloc(char **out, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Printable ASCII without spaces, 1..max: safe inside a header line. */
+int proc_token_ok(const char *s, size_t max);
+/* http:// or https://, 1..max, no spaces or controls. */
+int proc_url_ok(const char *s, size_t max);
+/* A plain identifier [A-Za-z0-9_-], shorter than cap. */
+int proc_id_ok(const char *s, size_t cap);
+/* The whole of body[0..len) as one JSON value, nothing after it. */
+cJSON *proc_parse_exact(const char *body, size_t len);
+
+#endif
