@@ -323,6 +323,43 @@ out:
 
 /* ---- report ------------------------------------------------------------ */
 
+/* Webhook delivery (the dashboard's "Webhook Delivery"): outbox rows
+ * created that day by status. A database without webhooks has none. */
+static int
+report_webhooks(sqlite3 *db, int64_t from, int64_t to, struct store_report *out)
+{
+	static const char sql[] =
+	    "SELECT SUM(status = 'delivered'), SUM(status = 'failed'), SUM(status = 'pending')"
+	    " FROM webhook_outbox WHERE created_at >= ?1 AND created_at < ?2";
+	sqlite3_stmt *s = NULL;
+	int r, rc;
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table'"
+	                           " AND name = 'webhook_outbox'", -1, &s, NULL) != SQLITE_OK) {
+		r = FGW_ERR_DB;
+		goto out;
+	}
+	rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	s = NULL;
+	if (rc != SQLITE_ROW) {
+		r = rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
+		goto out;
+	}
+	if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 1, from) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 2, to) != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW) {
+		r = FGW_ERR_DB;
+		goto out;
+	}
+	out->wh_delivered = sqlite3_column_int64(s, 0);
+	out->wh_failed = sqlite3_column_int64(s, 1);
+	out->wh_pending = sqlite3_column_int64(s, 2);
+	r = 0;
+out:
+	sqlite3_finalize(s);
+	return r;
+}
+
 int
 store_report_day(struct store_reader *r, const char *day, struct store_report *out)
 {
@@ -408,6 +445,10 @@ store_report_day(struct store_reader *r, const char *day, struct store_report *o
 		rv = FGW_ERR_DB;
 		goto out;
 	}
+	sqlite3_finalize(s);
+	s = NULL;
+	if ((rv = report_webhooks(db, from, to, out)) != 0)
+		goto out;
 	rv = 0;
 out:
 	sqlite3_finalize(s);

@@ -95,6 +95,8 @@ struct store_report {
 		int64_t sum;
 	} by[STORE_REPORT_MAX];  /* counts and sums by status and currency */
 	int n_by;
+	/* Outbound webhooks for events of that day (0 without the table). */
+	int64_t wh_delivered, wh_failed, wh_pending;
 };
 
 /* day is "YYYY-MM-DD" (UTC). */

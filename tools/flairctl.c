@@ -569,10 +569,17 @@ cmd_report(struct ctl *c, int argc, char **argv)
 	printf("3-D Secure rate: %.1f%%\n", pct(rep.three_ds, rep.total));
 	printf("average time to outcome: %.0f ms (over %" PRId64 " final)\n", rep.avg_outcome_ms,
 	       rep.final_count);
-	printf("by outcome:\n");
+	if (rep.wh_delivered + rep.wh_failed > 0)
+		printf("webhook delivery: %.1f%% (%" PRId64 " delivered, %" PRId64 " failed, %" PRId64
+		       " pending)\n", pct(rep.wh_delivered, rep.wh_delivered + rep.wh_failed),
+		       rep.wh_delivered, rep.wh_failed, rep.wh_pending);
+	else
+		printf("webhook delivery: none settled (%" PRId64 " pending)\n", rep.wh_pending);
+	printf("by outcome (amounts in minor units):\n");
 	for (int i = 0; i < rep.n_by; i++)
-		printf("  %-16s %-3s count %-6" PRId64 " sum %" PRId64 "\n", rep.by[i].status,
-		       rep.by[i].currency, rep.by[i].count, rep.by[i].sum);
+		printf("  %-16s %-3s count %-6" PRId64 " sum %-12" PRId64 " average %" PRId64 "\n",
+		       rep.by[i].status, rep.by[i].currency, rep.by[i].count, rep.by[i].sum,
+		       rep.by[i].count > 0 ? rep.by[i].sum / rep.by[i].count : 0);
 	return FGW_OK;
 }
 

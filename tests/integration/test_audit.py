@@ -300,7 +300,8 @@ def test_report_figures_on_known_data():
         assert "decline rate: 25.0%" in out and "success rate: 50.0%" in out, out
         assert "3-D Secure rate: 25.0%" in out, out
         assert "average time to outcome:" in out and "(over 3 final)" in out, out
-        assert "succeeded        USD count 2      sum 2000" in out, out
+        assert "succeeded        USD count 2      sum 2000         average 1000" in out, out
+        assert "webhook delivery: none settled (0 pending)" in out, out
         empty = ctl(g, "report", "--day", "2001-01-01").stdout
         assert "transactions: 0" in empty, empty
         assert ctl(g, "report", "--day", "2001-13-01", check=False).returncode != 0

@@ -203,6 +203,22 @@ test_report_bad_day(void)
 	CHECK_EQ_INT(store_report_day(rd, "20260101", &rep), FGW_ERR_INVALID);
 	CHECK_EQ_INT(store_report_day(rd, "2026-01-01", &rep), 0);
 	CHECK_EQ_INT((int)rep.total, 0);
+	store_reader_close(rd);
+	rd = NULL;
+	/* Webhook delivery counts the day's outbox rows by status. 1767225600000
+	 * is 2026-01-01T00:00:00Z. */
+	CHECK_EQ_INT(sql(f.db, "INSERT INTO webhook_outbox(id, endpoint_url, event_id, event_type,"
+	                       " payload, status, next_attempt_at, created_at, updated_at) VALUES"
+	                       " ('a','u','e1','t','{}','delivered',0,1767225600000,0),"
+	                       " ('b','u','e2','t','{}','delivered',0,1767225600001,0),"
+	                       " ('c','u','e3','t','{}','failed',0,1767225600002,0),"
+	                       " ('d','u','e4','t','{}','pending',0,1767225600003,0),"
+	                       " ('e','u','e5','t','{}','failed',0,1767225599999,0)"), SQLITE_OK);
+	CHECK_EQ_INT(store_reader_open_file(f.db, t_mac, NULL, 0, &rd), 0);
+	CHECK_EQ_INT(store_report_day(rd, "2026-01-01", &rep), 0);
+	CHECK_EQ_INT((int)rep.wh_delivered, 2);
+	CHECK_EQ_INT((int)rep.wh_failed, 1);
+	CHECK_EQ_INT((int)rep.wh_pending, 1);
 end:
 	store_reader_close(rd);
 	fx_teardown(&f);
