@@ -83,6 +83,11 @@ static const struct cfg_directive directives[] = {
 	STR(jwt_jwks_file, "", "customer JWTs: JWKS file with the RS256 keys (reloaded on SIGHUP)"),
 	STR(jwt_hs256_secret_file, "", "customer JWTs: file with the HS256 shared secret (>= 32 bytes)"),
 	INT(jwt_leeway_s, 0, 300, "30", "customer JWTs: allowed clock skew for exp/nbf"),
+	INT(vault_onetime_ttl_s, 0, 2592000, "900", "lifetime of an unsaved (one-time) card in the vault; 0 = until the sweep after a final failure"),
+	INT(vault_sweep_interval_s, 1, 86400, "60", "how often expired one-time cards are purged"),
+	INT(keyring_watch_ms, 0, 3600000, "1000", "how often keyring.json is checked for rotations by flairctl (0 = SIGHUP only)"),
+	STR(tls_cert_file, "", "website listener: PEM certificate chain (enables TLS 1.2+)"),
+	STR(tls_key_file, "", "website listener: PEM private key for tls_cert_file"),
 	{ "inbound_webhook", CFG_WH_IN, 0, 0, 0, 0, NULL, NULL,
 	  "\"PROCESSOR SCHEME SECRET_FILE\": accept POST /v1/webhooks/PROCESSOR signed "
 	  "(SCHEME stripe: Stripe-Signature, sandbox: Flair-Sandbox-Signature) with the "
@@ -475,8 +480,17 @@ config_finish(struct fgw_config *cfg, char *err, size_t errlen)
 	    (cfg->jwt_audience[0] == '\0' ||
 	     (cfg->jwt_jwks_file[0] == '\0' && cfg->jwt_hs256_secret_file[0] == '\0')))
 		return fail(err, errlen, "config", "jwt_issuer needs jwt_audience and jwt_jwks_file or jwt_hs256_secret_file%s", "");
-	if (cfg->processor_public_key_file[0] == '\0')
-		return fail(err, errlen, "config", "processor_public_key_file is required%s", "");
+	if ((cfg->tls_cert_file[0] == '\0') != (cfg->tls_key_file[0] == '\0'))
+		return fail(err, errlen, "config", "tls_cert_file and tls_key_file go together%s", "");
+	/* Default: the file `flairctl keys processor-import NAME FILE` writes. */
+	if (cfg->processor_public_key_file[0] == '\0') {
+		char leaf[96];
+		int n = snprintf(leaf, sizeof(leaf), "processor-%s.json", cfg->processor_name);
+		if (n < 0 || (size_t)n >= sizeof(leaf) ||
+		    derive_path(cfg->processor_public_key_file, sizeof(cfg->processor_public_key_file),
+		                cfg->keys_dir, leaf) != 0)
+			return fail(err, errlen, "config", "keys_dir or processor_name is too long%s", "");
+	}
 	if (strncmp(cfg->processor_url, "http://", 7) != 0 &&
 	    strncmp(cfg->processor_url, "https://", 8) != 0)
 		return fail(err, errlen, "config", "processor_url must be an http:// or https:// URL%s", "");

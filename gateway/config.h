@@ -81,6 +81,11 @@ struct fgw_config {
 	char jwt_jwks_file[512];
 	char jwt_hs256_secret_file[512];
 	long long jwt_leeway_s;
+	long long vault_onetime_ttl_s;
+	long long vault_sweep_interval_s;
+	long long keyring_watch_ms;
+	char tls_cert_file[512];
+	char tls_key_file[512];
 	struct config_inbound_webhook inbound_webhooks[CONFIG_MAX_INBOUND_WEBHOOKS];
 	int n_inbound_webhooks;
 	struct config_webhook_endpoint webhook_endpoints[CONFIG_MAX_WEBHOOK_ENDPOINTS];

@@ -29,6 +29,7 @@ struct store;
 struct store_reader;
 struct webhooks;
 struct req_ctx;
+struct ssl_ctx_st;
 struct rctx;
 
 struct gw_metrics {
@@ -87,6 +88,7 @@ struct gateway {
 	struct gw_metrics metrics;
 	struct webhooks *wh;           /* webhook secrets and delivery */
 	int64_t started_at;
+	struct ssl_ctx_st *tls;        /* website listener TLS; NULL: plain HTTP */
 	struct risk risk;              /* rules and velocity (risk.up: loaded) */
 	int pid_fd;                    /* pid_file, locked while we run */
 };

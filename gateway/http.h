@@ -23,6 +23,7 @@ struct route {
 
 /* Route tables, each ended by { NULL }. */
 extern const struct route txn_routes[];
+extern const struct route methods_routes[];
 extern const struct route resv_routes[];
 extern const struct route webhook_routes[];
 extern const struct route txnops_routes[];

@@ -9,6 +9,7 @@
 #define LOG_MODULE "main"
 
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -31,10 +32,12 @@
 #include "crypto/keys.h"
 #include "crypto/sealed.h"
 #include "crypto/secmem.h"
+#include "crypto/tls.h"
 #include "crypto/wipealloc.h"
 #include "gateway/backup.h"
 #include "gateway/gateway.h"
 #include "gateway/idem.h"
+#include "store/methods.h"
 #include "gateway/resv.h"
 #include "gateway/webhooks.h"
 #include "pipeline/events.h"
@@ -195,6 +198,80 @@ remove_pid_file(struct gateway *g)
 	unlink(g->cfg.pid_file);
 	close(g->pid_fd);
 	g->pid_fd = -1;
+}
+
+/* flairctl rotates keys by rewriting keyring.json atomically (a new
+ * inode); the daemon notices on a timer so rotation and rewrap need no
+ * signal. The check is a stat() on the main thread, never a reactor. */
+static struct stat keyring_seen;
+
+static void
+keyring_stat(struct stat *st)
+{
+	char path[600];
+	memset(st, 0, sizeof(*st));
+	if (snprintf(path, sizeof(path), "%s/keyring.json", gw.cfg.keys_dir) < (int)sizeof(path))
+		(void)stat(path, st);
+}
+
+static void
+keyring_watch(evutil_socket_t fd, short what, void *arg)
+{
+	struct stat now;
+	const char *why = NULL;
+	int r;
+	(void)fd;
+	(void)what;
+	(void)arg;
+	keyring_stat(&now);
+	if (now.st_ino == keyring_seen.st_ino && now.st_size == keyring_seen.st_size &&
+	    now.st_mtim.tv_sec == keyring_seen.st_mtim.tv_sec &&
+	    now.st_mtim.tv_nsec == keyring_seen.st_mtim.tv_nsec)
+		return;
+	if ((r = keyring_reload(gw.kr, &why)) != 0) {
+		log_error("key ring changed on disk but not reloaded: %s",
+		          why ? why : fgw_strerror(r));
+	} else {
+		log_info("key ring changed on disk: reloaded");
+	}
+	audit_emit(gw.store, main_waker, "system", "local", "keyring.reload", gw.cfg.keys_dir,
+	           r == 0 ? "success" : "failure",
+	           r == 0 ? "{\"what\":\"keyring\",\"trigger\":\"watch\"}"
+	                  : "{\"what\":\"keyring\",\"trigger\":\"watch\",\"error\":\"refused\"}");
+	/* Remember it either way: a bad file is reported once, not every tick. */
+	keyring_seen = now;
+}
+
+static atomic_int sweep_busy;
+
+static void
+sweep_done(void *arg, int rc)
+{
+	int64_t *purged = arg;
+	if (rc != 0)
+		log_error("vault sweep failed: %s", fgw_strerror(rc));
+	else if (*purged > 0)
+		log_info("vault sweep: %lld expired one-time card(s) purged", (long long)*purged);
+	free(purged);
+	atomic_store(&sweep_busy, 0);
+}
+
+/* Expired one-time cards go through a store job (the writer thread does
+ * the DELETE); done runs on the writer thread (no waker), so it only logs. */
+static void
+vault_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	int64_t *purged;
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (atomic_exchange(&sweep_busy, 1))
+		return;
+	if ((purged = calloc(1, sizeof(*purged))) == NULL ||
+	    store_vault_sweep(gw.store, NULL, fgw_now_ms(), purged, sweep_done, purged) != 0) {
+		free(purged);
+		atomic_store(&sweep_busy, 0);
+	}
 }
 
 static pthread_mutex_t started_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -375,6 +452,7 @@ main(int argc, char **argv)
 	struct store_opts sopts;
 	struct event_base *sigbase = NULL;
 	struct event *sigs[3] = { NULL, NULL, NULL };
+	struct event *timers[2] = { NULL, NULL };
 	struct backup_sched *sched = NULL;
 	const char *kerr = NULL;
 	char err[1024];
@@ -452,6 +530,13 @@ main(int argc, char **argv)
 	}
 	if (idem_table_new(&gw.idem) != 0)
 		goto out;
+	if (gw.cfg.tls_cert_file[0] != '\0' &&
+	    tls_server_ctx_new(gw.cfg.tls_cert_file, gw.cfg.tls_key_file, &gw.tls, err,
+	                       sizeof(err)) != 0) {
+		fprintf(stderr, "flairgw: %s\n", err);
+		log_error("%s", err);
+		goto out;
+	}
 	if ((r = replay_velocity(&gw)) != 0) {
 		log_error("velocity replay from %s failed: %s", gw.cfg.database, fgw_strerror(r));
 		goto out;
@@ -488,8 +573,22 @@ main(int argc, char **argv)
 		goto out;
 	}
 	webhooks_start(gw.wh);
-	log_info("listening on %s with %d reactor%s, processor %s at %s, database %s",
-	         gw.cfg.listen, gw.n_rx, gw.n_rx == 1 ? "" : "s", gw.proc.name,
+	keyring_stat(&keyring_seen);
+	if (gw.cfg.keyring_watch_ms > 0) {
+		struct timeval tv = { gw.cfg.keyring_watch_ms / 1000,
+			                  (gw.cfg.keyring_watch_ms % 1000) * 1000 };
+		if ((timers[0] = event_new(sigbase, -1, EV_PERSIST, keyring_watch, NULL)) == NULL ||
+		    event_add(timers[0], &tv) != 0)
+			log_warn("key ring watch not started: rotations need SIGHUP");
+	}
+	{
+		struct timeval tv = { gw.cfg.vault_sweep_interval_s, 0 };
+		if ((timers[1] = event_new(sigbase, -1, EV_PERSIST, vault_sweep, NULL)) == NULL ||
+		    event_add(timers[1], &tv) != 0)
+			log_warn("vault sweep timer not started");
+	}
+	log_info("listening on %s (%s) with %d reactor%s, processor %s at %s, database %s",
+	         gw.cfg.listen, gw.tls ? "TLS 1.2+" : "plain HTTP", gw.n_rx, gw.n_rx == 1 ? "" : "s", gw.proc.name,
 	         gw.proc.base_url, gw.cfg.database);
 	event_base_dispatch(sigbase);
 	server_stop(&gw);
@@ -505,6 +604,9 @@ out:
 	for (int i = 0; i < 3; i++)
 		if (sigs[i] != NULL)
 			event_free(sigs[i]);
+	for (int i = 0; i < 2; i++)
+		if (timers[i] != NULL)
+			event_free(timers[i]);
 	if (sigbase != NULL)
 		event_base_free(sigbase);
 	if (gw.store != NULL)
@@ -518,6 +620,7 @@ out:
 	generic_map_free(&gw.proc);
 	generic_map_free(&gw.proc2);
 	keyring_free(gw.kr);
+	tls_server_ctx_free(gw.tls);
 	curl_global_cleanup();
 	return code;
 }

@@ -330,6 +330,7 @@ static const struct route ops_routes[] = {
 static const struct route *const route_tables[] = {
 	ops_routes,
 	txn_routes,
+	methods_routes,
 	resv_routes,
 	webhook_routes,
 	txnops_routes,

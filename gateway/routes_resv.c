@@ -636,8 +636,8 @@ convert_begun(void *arg, int rc)
 /* The payment request the pipeline parses: the customer's payment fields
  * as sent (card / encryptedCard / paymentMethodId) plus what the hold
  * fixes (amount, currency, guest). The text is wiped after parsing.
- * savePaymentMethod is kept on the reservation (save_method) and set on
- * the request by the saved-methods feature's fields when merged. */
+ * savePaymentMethod is kept on the reservation (save_method); the caller
+ * sets the request's customer and save flag. */
 static int
 build_request(const cJSON *root, const struct resv_row *r, struct txn_request **rq,
               struct txn_parse_error *perr)
@@ -748,6 +748,10 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 		}
 		goto out;
 	}
+	/* The saved-methods feature: a paymentMethodId is looked up for this
+	 * customer, and savePaymentMethod saves the card for them. */
+	fgw_strlcpy(rq->customer_id, who.subject, sizeof(rq->customer_id));
+	rq->save_method = cJSON_IsTrue(save);
 	/* No Idempotency-Key on the transaction itself: the reservation's
 	 * answer is the one stored under the customer's key. */
 	if ((r = txn_new(&rx->env, rq, who.client_id, who.source, NULL, hash, &c->t)) != 0) {

@@ -125,7 +125,19 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 	    http_json_body(rx, req, &body, &len) != 0 ||
 	    http_idempotency_key(rx, req, &key) != 0)
 		return;
-	http_request_hash("POST", path, body, len, hash);
+	/* The customer is part of "the same request": a saved method id
+	 * replayed for another customer must not return the first's answer. */
+	if (who.subject[0] != '\0') {
+		char scoped[200];
+		int n = snprintf(scoped, sizeof(scoped), "%s\ncustomer=%s", path, who.subject);
+		if (n < 0 || (size_t)n >= sizeof(scoped)) {
+			http_send_error(rx, req, 400, "VALIDATION_ERROR", "X-Customer-Id is too long");
+			return;
+		}
+		http_request_hash("POST", scoped, body, len, hash);
+	} else {
+		http_request_hash("POST", path, body, len, hash);
+	}
 	if (key != NULL && http_idempotency_front(rx, req, who.client_id, key, hash) != 0)
 		return;
 
@@ -137,6 +149,12 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 		} else {
 			http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		}
+		goto fail;
+	}
+	fgw_strlcpy(rq->customer_id, who.subject, sizeof(rq->customer_id));
+	if ((rq->payment_method_id[0] || rq->save_method) && rq->customer_id[0] == '\0') {
+		http_send_error(rx, req, 400, "VALIDATION_ERROR",
+		                "X-Customer-Id is required with paymentMethodId or savePaymentMethod");
 		goto fail;
 	}
 	if ((ctx = calloc(1, sizeof(*ctx))) == NULL ||

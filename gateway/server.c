@@ -20,12 +20,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <openssl/ssl.h>
 
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "crypto/tls.h"
 #include "gateway/gateway.h"
 #include "gateway/resv.h"
 #include "pipeline/reconcile.h"
@@ -137,6 +141,23 @@ reactor_main(void *arg)
 	return NULL;
 }
 
+/* Each accepted connection of a TLS listener gets its own SSL on the
+ * reactor's base; evhttp then speaks HTTP over it. */
+static struct bufferevent *
+tls_bevcb(struct event_base *base, void *arg)
+{
+	struct gateway *gw = arg;
+	SSL *ssl = tls_server_conn_new(gw->tls);
+	struct bufferevent *bev;
+	if (ssl == NULL)
+		return NULL;
+	bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+	                                     BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL)
+		SSL_free(ssl);
+	return bev;
+}
+
 static int
 reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 {
@@ -166,6 +187,8 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	                                         EVHTTP_REQ_HEAD);
 	evhttp_set_default_content_type(rx->http, "application/json");
 	evhttp_set_gencb(rx->http, routes_handle, rx);
+	if (gw->tls != NULL)
+		evhttp_set_bevcb(rx->http, tls_bevcb, gw);
 	if ((r = make_listener(cfg->listen, &fd, err, errlen)) != 0)
 		return r;
 	if ((rx->bound = evhttp_accept_socket_with_handle(rx->http, fd)) == NULL) {
@@ -199,6 +222,8 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	rx->env.limits.currencies = cfg->currencies;
 	rx->env.limits.processor_timeout_ms = cfg->processor_timeout_ms;
 	rx->env.idem_ttl_ms = cfg->idempotency_ttl_s * 1000;
+	rx->env.reader = rx->reader;
+	rx->env.vault_onetime_ttl_ms = cfg->vault_onetime_ttl_s * 1000;
 	rx->env.risk = gw->risk.up ? &gw->risk : NULL;
 	rx->env.reader = rx->reader;
 	if (gw->proc2.name[0] != '\0') {

@@ -93,6 +93,13 @@ struct txn_request {
 	char country[3];
 	char description[256];
 	char *metadata_json;     /* compact JSON object text or NULL */
+	/* Pay with a stored card instead of card/encryptedCard: a saved
+	 * method "pm_…" or a vault token "tok_…" of customer_id. */
+	char payment_method_id[64];
+	int save_method;         /* savePaymentMethod: keep the card for
+	                            customer_id once the payment succeeds */
+	char customer_id[128];   /* who.subject (X-Customer-Id or JWT sub);
+	                            set by the route, "" when none */
 	int capture;             /* 1: purchase; 0: authorize only */
 };
 
@@ -107,6 +114,18 @@ struct txn_parse_error {
 int txn_request_parse(const char *body, size_t len, struct txn_request **out,
                       struct txn_parse_error *err);
 void txn_request_free(struct txn_request *r);
+/* Parses a POST /v1/payments/methods body ({"paymentMethodId": "tok_…"} |
+ * {"card": {…}} | {"encryptedCard": {…}}, optional "nickname") into the
+ * card fields of a txn_request; nickname gets the nickname or "". */
+int txn_method_body_parse(const char *body, size_t len, struct txn_request **out,
+                          char *nickname, size_t nickcap, struct txn_parse_error *err);
+/* Opens (encryptedCard) and validates (Luhn, expiry) the request's card and
+ * encrypts it for the vault under a new token: ve display fields,
+ * fingerprint and key id filled, *blob malloc'ed (ve->blob points at it).
+ * The CVC is dropped. FGW_ERR_INVALID with err filled for bad cards. */
+int txn_card_to_vault(struct keyring *kr, struct txn_request *rq,
+                      struct store_vault_entry *ve, char **blob,
+                      struct txn_parse_error *err);
 /* Parses card JSON {"number","expMonth","expYear","cvc","holderName"}
  * (from a plain body field or an opened sealed box) into card. */
 int txn_card_parse_json(const char *json, size_t len, struct txn_card *card,
@@ -132,6 +151,7 @@ struct pipeline_env {
 	const struct proc_type *proc_type;
 	struct pipeline_limits limits;
 	int64_t idem_ttl_ms;         /* how long idempotent answers are kept */
+	int64_t vault_onetime_ttl_ms;/* lifetime of unsaved vault entries */
 	struct risk *risk;           /* rules and velocity; NULL: no rules_file */
 	struct store_reader *reader; /* the reactor's read connection (added
 	                                for the reconciler) */
@@ -175,6 +195,10 @@ struct txn {
 	char *vault_blob;
 	char vault_key_id[32];
 	int vaulted;
+	int vault_reused;            /* card read from an existing vault entry
+	                                (paymentMethodId): nothing to insert */
+	int method_saved;            /* that entry is a saved method already */
+	char saved_method_id[40];    /* "pm_…" when this payment saves the card */
 
 	/* rule */
 	char decision[16];           /* allow, review, require_3ds, decline */

@@ -1,7 +1,8 @@
 /*
  * pipeline/stage_decrypt.c — request stage "decrypt": opens an
  * encryptedCard sealed to the gateway's key, then vaults it as token would
- * have. A plain card passes through.
+ * have; or, for paymentMethodId, decrypts the stored card from the vault
+ * (stage_method.c). A plain card passes through.
  */
 #define LOG_MODULE "pipeline"
 
@@ -30,8 +31,13 @@ decrypt_run(struct txn *t)
 	struct txn_request *rq = t->req;
 	struct secbuf *plain = NULL;
 	struct txn_parse_error perr;
+	enum stage_rc rc;
 	int r;
 
+	if (rq->payment_method_id[0] != '\0') {
+		if ((rc = stage_load_method(t)) != STAGE_NEXT)
+			return rc;
+	}
 	if (!rq->has_encrypted || rq->card.pan != NULL)
 		return STAGE_NEXT;
 	r = sealed_open_b64(t->env->kr, rq->enc_key_id, rq->enc_data,

@@ -127,6 +127,11 @@ post_run(struct txn *t)
 	fgw_strlcpy(ve.last4, t->last4, sizeof(ve.last4));
 	ve.exp_month = t->req->card.exp_month;
 	ve.exp_year = t->req->card.exp_year;
+	/* The owner is recorded so the customer (and nobody else) can save
+	 * or reuse this one-time card until it expires. */
+	fgw_strlcpy(ve.customer_id, t->req->customer_id, sizeof(ve.customer_id));
+	if (t->env->vault_onetime_ttl_ms > 0)
+		ve.expires_at = fgw_now_ms() + t->env->vault_onetime_ttl_ms;
 	details = stage_audit_details(t);
 	audit = (struct store_audit){ t->client_id, t->source, "txn.created",
 		                          t->id, "posting", details };
@@ -144,7 +149,7 @@ post_run(struct txn *t)
 		claim.created_at = fgw_now_ms();
 		claim.expires_at = claim.created_at + t->env->idem_ttl_ms;
 	}
-	r = store_txn_create(t->env->store, t->env->waker, &row, &ve,
+	r = store_txn_create(t->env->store, t->env->waker, &row, t->vault_reused ? NULL : &ve,
 	                     t->idem_key[0] ? &claim : NULL, &audit, 1, post_committed, t);
 	free(details);
 	if (r != 0) {

@@ -23,6 +23,7 @@
 #include "pipeline/events.h"
 #include "pipeline/stages.h"
 #include "processors/httpc.h"
+#include "store/methods.h"
 
 static void
 outcome_from_result(struct txn *t)
@@ -79,6 +80,54 @@ record_committed(void *arg, int rc)
 	pipeline_resume(t, STAGE_NEXT);
 }
 
+/* savePaymentMethod: the card becomes a saved method of the customer once
+ * the payment succeeded (or was authorized: the issuer accepted the card). Queued before the outcome, so it commits with or
+ * before it; a failure to save does not change the payment. */
+static void
+save_method_done(void *arg, int rc)
+{
+	struct store_method *m = arg;
+	if (rc != 0)
+		log_warn("saving payment method %s failed: %s", m->id, fgw_strerror(rc));
+	free(m);
+}
+
+static void
+save_method(struct txn *t)
+{
+	struct store_method *m;
+	int r;
+	if (!t->req->save_method || t->method_saved || t->req->customer_id[0] == '\0' ||
+	    (strcmp(t->out.status, "succeeded") != 0 && strcmp(t->out.status, "authorized") != 0) ||
+	    !t->row_created)
+		return;
+	if ((m = calloc(1, sizeof(*m))) == NULL)
+		return;
+	fgw_random_id("pm_", m->id, sizeof(m->id));
+	fgw_strlcpy(m->customer_id, t->req->customer_id, sizeof(m->customer_id));
+	fgw_strlcpy(m->token, t->token, sizeof(m->token));
+	fgw_strlcpy(t->saved_method_id, m->id, sizeof(t->saved_method_id));
+	if ((r = store_method_save(t->env->store, t->env->waker, m, NULL, NULL,
+	                           save_method_done, m)) != 0) {
+		log_txn_warn(t->id, "saving payment method refused: %s", fgw_strerror(r));
+		t->saved_method_id[0] = '\0';
+		free(m);
+	}
+}
+
+/* A one-time card is not needed after a final failure. A succeeded one
+ * lives until its TTL so the customer may still save it; the sweep
+ * removes it then. Saved entries are never purged (saved = 1). */
+static const char *
+purge_token_for(const struct txn *t)
+{
+	if (t->vault_reused || !t->row_created || t->token[0] == '\0')
+		return NULL;
+	if (strcmp(t->out.status, "declined") == 0 || strcmp(t->out.status, "failed") == 0)
+		return t->token;
+	return NULL;
+}
+
 static enum stage_rc
 record_run(struct txn *t)
 {
@@ -89,6 +138,8 @@ record_run(struct txn *t)
 
 	if (t->row_created && t->have_result)
 		outcome_from_result(t);
+	if (t->out.record)
+		save_method(t);
 	if (stage_build_answer(t) != 0)
 		return STAGE_ERROR;
 	if (!t->out.record)
@@ -119,8 +170,8 @@ record_run(struct txn *t)
 		fgw_strlcpy(upd.processor_ref, t->result.reference, sizeof(upd.processor_ref));
 		upd.next_action_json = t->result.next_action_json;
 		r = store_txn_finish(t->env->store, t->env->waker, &upd,
-		                     t->idem_key[0] ? &idem : NULL, &audit, 1, NULL,
-		                     record_committed, t);
+		                     t->idem_key[0] ? &idem : NULL, &audit, 1,
+		                     purge_token_for(t), record_committed, t);
 	} else {
 		/* Decided before the processor (a rule decline): recorded and
 		 * audited, but the card is not kept. */

@@ -163,6 +163,8 @@ stage_answer_json(const struct stage_answer *a, char **out)
 			cJSON_AddStringToObject(pm, "last4", a->last4);
 			cJSON_AddNumberToObject(pm, "expMonth", a->exp_month);
 			cJSON_AddNumberToObject(pm, "expYear", a->exp_year);
+			if (a->method_id != NULL && a->method_id[0])
+				cJSON_AddStringToObject(pm, "paymentMethodId", a->method_id);
 		}
 		if ((pr = cJSON_AddObjectToObject(o, "processor")) != NULL) {
 			cJSON_AddStringToObject(pr, "name", a->proc_name);
@@ -198,6 +200,7 @@ stage_build_answer(struct txn *t)
 		.http_status = t->out.http_status, .error_code = t->out.error_code,
 		.error_message = t->out.error_message,
 		.with_txn_id = t->row_created || t->out.record,
+		.method_id = t->saved_method_id[0] ? t->saved_method_id : t->req->payment_method_id,
 	};
 	char *json = NULL;
 	int r = stage_answer_json(&a, &json);

@@ -33,6 +33,10 @@ char *stage_audit_details(const struct txn *t);
 void stage_fill_row(const struct txn *t, const char *status, struct store_txn_row *row);
 /* Vaults the card once its PAN is known (idempotent). */
 int stage_vault_card(struct txn *t);
+/* paymentMethodId: the customer's stored card decrypted into the
+ * request's card (stage_method.c). STAGE_STOP with 404
+ * PAYMENT_METHOD_NOT_FOUND when it is not the customer's. */
+enum stage_rc stage_load_method(struct txn *t);
 /* Builds t->answer from t->out (and the result). */
 int stage_build_answer(struct txn *t);
 /* The fields of a POST /v1/transactions answer (shared by the live answer
@@ -45,6 +49,7 @@ struct stage_answer {
 	int http_status;
 	const char *error_code, *error_message;
 	int with_txn_id;
+	const char *method_id;   /* saved method paid with or saved, or NULL */
 };
 /* *out is malloc'ed JSON text. */
 int stage_answer_json(const struct stage_answer *a, char **out);

@@ -331,15 +331,55 @@ parse_metadata(const cJSON *m, struct txn_request *rq, struct txn_parse_error *e
 	return FGW_OK;
 }
 
+/* encryptedCard {"keyId","data"}: kept as sent, opened later. */
+static int
+parse_encrypted(const cJSON *enc, struct txn_request *rq, struct txn_parse_error *err)
+{
+	static const char *const efields[] = { "keyId", "data", NULL };
+	const cJSON *data;
+	int r;
+	rq->has_encrypted = 1;
+	if (!cJSON_IsObject(enc))
+		return perr(err, "encryptedCard", "must be an object");
+	if ((r = only_fields(enc, efields, "encryptedCard", err)) != 0 ||
+	    (r = get_str(enc, "keyId", "encryptedCard.keyId", rq->enc_key_id,
+	                 sizeof(rq->enc_key_id), 1, err)) != 0)
+		return r;
+	data = cJSON_GetObjectItemCaseSensitive(enc, "data");
+	if (data == NULL || !cJSON_IsString(data) || data->valuestring[0] == '\0' ||
+	    strlen(data->valuestring) > 8192)
+		return perr(err, "encryptedCard.data", "must be a base64 string of at most 8192 characters");
+	if ((rq->enc_data = strdup(data->valuestring)) == NULL)
+		return FGW_ERR_NOMEM;
+	return FGW_OK;
+}
+
+/* End of a body parse: card strings wiped before the tree is freed, and a
+ * request that was not handed out freed. */
+static void
+parse_done(cJSON *root, cJSON *card, struct txn_request *rq)
+{
+	if (root != NULL) {
+		if (card != NULL && cJSON_IsObject(card)) {
+			wipe_string_item(card, "number");
+			wipe_string_item(card, "cvc");
+		}
+		cJSON_Delete(root);
+	}
+	txn_request_free(rq);
+}
+
 int
 txn_request_parse(const char *body, size_t len, struct txn_request **out,
                   struct txn_parse_error *err)
 {
 	static const char *const fields[] = {
 		"reservationId", "amount", "currency", "card", "encryptedCard",
-		"customer", "description", "metadata", "capture", NULL
+		"customer", "description", "metadata", "paymentMethodId",
+		"savePaymentMethod", "capture", NULL
 	};
 	cJSON *root = NULL, *card = NULL, *enc = NULL, *cap;
+	const cJSON *save;
 	struct txn_request *rq = NULL;
 	int r;
 
@@ -384,49 +424,90 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
 		r = perr(err, "currency", "must be an ISO 4217 code such as USD");
 		goto out;
 	}
-	if ((card == NULL) == (enc == NULL)) {
-		r = perr(err, "card", "or encryptedCard is required, but not both");
+	if ((r = get_str(root, "paymentMethodId", "paymentMethodId", rq->payment_method_id,
+	                 sizeof(rq->payment_method_id), 0, err)) != 0)
+		goto out;
+	save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
+	if (save != NULL && !cJSON_IsNull(save) && !cJSON_IsBool(save)) {
+		r = perr(err, "savePaymentMethod", "must be true or false");
 		goto out;
 	}
-	if (card != NULL) {
+	rq->save_method = save != NULL && cJSON_IsTrue(save);
+	if ((card != NULL) + (enc != NULL) + (rq->payment_method_id[0] != '\0') != 1) {
+		r = perr(err, "card", "or encryptedCard or paymentMethodId is required, exactly one");
+		goto out;
+	}
+	if (rq->payment_method_id[0] != '\0') {
+		if ((strncmp(rq->payment_method_id, "pm_", 3) != 0 &&
+		     strncmp(rq->payment_method_id, "tok_", 4) != 0) ||
+		    strspn(rq->payment_method_id, "abcdefghijklmnopqrstuvwxyz"
+		           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != strlen(rq->payment_method_id)) {
+			r = perr(err, "paymentMethodId", "must be a saved method id (pm_...) or a token (tok_...)");
+			goto out;
+		}
+	} else if (card != NULL) {
 		rq->has_card = 1;
 		if ((r = card_from_json(card, "card", &rq->card, err)) != 0)
 			goto out;
-	} else {
-		static const char *const efields[] = { "keyId", "data", NULL };
-		const cJSON *data;
-		rq->has_encrypted = 1;
-		if (!cJSON_IsObject(enc)) {
-			r = perr(err, "encryptedCard", "must be an object");
-			goto out;
-		}
-		if ((r = only_fields(enc, efields, "encryptedCard", err)) != 0 ||
-		    (r = get_str(enc, "keyId", "encryptedCard.keyId", rq->enc_key_id,
-		                 sizeof(rq->enc_key_id), 1, err)) != 0)
-			goto out;
-		data = cJSON_GetObjectItemCaseSensitive(enc, "data");
-		if (data == NULL || !cJSON_IsString(data) || data->valuestring[0] == '\0' ||
-		    strlen(data->valuestring) > 8192) {
-			r = perr(err, "encryptedCard.data", "must be a base64 string of at most 8192 characters");
-			goto out;
-		}
-		if ((rq->enc_data = strdup(data->valuestring)) == NULL) {
-			r = FGW_ERR_NOMEM;
-			goto out;
-		}
+	} else if ((r = parse_encrypted(enc, rq, err)) != 0) {
+		goto out;
 	}
 	*out = rq;
 	rq = NULL;
 	r = FGW_OK;
 out:
-	if (root != NULL) {
-		if (card != NULL && cJSON_IsObject(card)) {
-			wipe_string_item(card, "number");
-			wipe_string_item(card, "cvc");
-		}
-		cJSON_Delete(root);
+	parse_done(root, card, rq);
+	return r;
+}
+
+int
+txn_method_body_parse(const char *body, size_t len, struct txn_request **out,
+                      char *nickname, size_t nickcap, struct txn_parse_error *err)
+{
+	static const char *const fields[] = { "paymentMethodId", "card", "encryptedCard",
+		                                  "nickname", NULL };
+	cJSON *root = NULL, *card = NULL, *enc = NULL;
+	struct txn_request *rq = NULL;
+	int r;
+
+	memset(err, 0, sizeof(*err));
+	nickname[0] = '\0';
+	if ((rq = calloc(1, sizeof(*rq))) == NULL)
+		return FGW_ERR_NOMEM;
+	if ((root = parse_strict(body, len)) == NULL || !cJSON_IsObject(root)) {
+		r = perr(err, "body", "must be a JSON object in valid UTF-8");
+		goto out;
 	}
-	txn_request_free(rq);
+	card = cJSON_GetObjectItemCaseSensitive(root, "card");
+	enc = cJSON_GetObjectItemCaseSensitive(root, "encryptedCard");
+	if ((r = only_fields(root, fields, "", err)) != 0 ||
+	    (r = get_str(root, "nickname", "nickname", nickname, nickcap, 0, err)) != 0 ||
+	    (r = get_str(root, "paymentMethodId", "paymentMethodId", rq->payment_method_id,
+	                 sizeof(rq->payment_method_id), 0, err)) != 0)
+		goto out;
+	if ((card != NULL) + (enc != NULL) + (rq->payment_method_id[0] != '\0') != 1) {
+		r = perr(err, "paymentMethodId", "or card or encryptedCard is required, exactly one");
+		goto out;
+	}
+	if (rq->payment_method_id[0] != '\0') {
+		if (strncmp(rq->payment_method_id, "tok_", 4) != 0 ||
+		    strspn(rq->payment_method_id + 4, "abcdefghijklmnopqrstuvwxyz"
+		           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != strlen(rq->payment_method_id) - 4) {
+			r = perr(err, "paymentMethodId", "must be a card token (tok_...) from a payment");
+			goto out;
+		}
+	} else if (card != NULL) {
+		rq->has_card = 1;
+		if ((r = card_from_json(card, "card", &rq->card, err)) != 0)
+			goto out;
+	} else if ((r = parse_encrypted(enc, rq, err)) != 0) {
+		goto out;
+	}
+	*out = rq;
+	rq = NULL;
+	r = FGW_OK;
+out:
+	parse_done(root, card, rq);
 	return r;
 }
 

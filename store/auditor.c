@@ -206,7 +206,7 @@ store_audit_verify_full(struct store_reader *r, const unsigned char pk[32],
 	res->events = sqlite3_column_int64(s, 1);
 	sqlite3_finalize(s);
 	s = NULL;
-	/* A database (or backup) from before schema 5 has no checkpoints. */
+	/* A database (or backup) from before schema 6 has no checkpoints. */
 	if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table'"
 	                           " AND name = 'audit_checkpoints'", -1, &s, NULL) != SQLITE_OK) {
 		rv = FGW_ERR_DB;

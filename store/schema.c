@@ -274,9 +274,26 @@ static const char schema_v4_reconcile[] =
     " UNIQUE (txn_id, idempotency_key)"
     ");";
 
-/* v5 (issue 7): signed checkpoints of the audit chain head, and a view of
- * the backups recorded in the audit trail. */
+/* v5: saved payment methods. Each points at a vault entry (saved = 1,
+ * customer_id = owner); display fields come from that entry. One-time
+ * entries are found by the sweep through (saved, expires_at). */
 static const char schema_v5[] =
+    "CREATE TABLE payment_methods ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " customer_id TEXT NOT NULL,"
+    " token TEXT NOT NULL REFERENCES vault_entries(token),"
+    " nickname TEXT,"
+    " is_default INTEGER NOT NULL DEFAULT 0 CHECK (is_default IN (0, 1)),"
+    " created_at INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX payment_methods_customer"
+    " ON payment_methods(customer_id, created_at);"
+    "CREATE UNIQUE INDEX payment_methods_token ON payment_methods(token);"
+    "CREATE INDEX vault_entries_onetime ON vault_entries(saved, expires_at);";
+
+/* v6 (issue 7): signed checkpoints of the audit chain head, and a view of
+ * the backups recorded in the audit trail. */
+static const char schema_v6[] =
     "CREATE TABLE audit_checkpoints ("
     " seq INTEGER PRIMARY KEY,"      /* audit_events.seq of the signed head */
     " ts INTEGER NOT NULL,"
@@ -309,6 +326,7 @@ static const char *const migrations[] = {
 	schema_v3,
 	schema_v4_reconcile,
 	schema_v5,
+	schema_v6,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

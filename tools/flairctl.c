@@ -17,6 +17,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <semaphore.h>
+
+#include <cjson/cJSON.h>
 
 #include <curl/curl.h>
 
@@ -29,10 +32,12 @@
 #include "crypto/keys.h"
 #include "crypto/sealed.h"
 #include "crypto/secmem.h"
+#include "crypto/vault.h"
 #include "gateway/backup.h"
 #include "gateway/config.h"
 #include "pipeline/audit_emit.h"
 #include "pipeline/pipeline.h"
+#include "store/methods.h"
 #include "store/auditor.h"
 #include "store/store.h"
 #include "store/webhooks.h"
@@ -143,18 +148,213 @@ audit_admin(struct ctl *c, const char *type, const char *resource, int rc, const
 /* ---- keys -------------------------------------------------------------- */
 
 static int
+cmd_keys_init(struct ctl *c, int argc, char **argv)
+{
+	struct keyring_opts o;
+	const char *why = NULL;
+	char path[600], id[KEYRING_ID_MAX];
+	int r;
+	(void)argc;
+	(void)argv;
+	if (snprintf(path, sizeof(path), "%s/keyring.json", c->cfg.keys_dir) >= (int)sizeof(path))
+		return FGW_ERR_TOO_LARGE;
+	if (access(path, F_OK) == 0) {
+		fprintf(stderr, "flairctl: %s exists: the key ring is already initialised\n", path);
+		return FGW_ERR_EXISTS;
+	}
+	memset(&o, 0, sizeof(o));
+	o.dir = c->cfg.keys_dir;
+	o.kek_file = c->cfg.kek_file[0] ? c->cfg.kek_file : NULL;
+	o.kek_env = c->cfg.kek_env[0] ? c->cfg.kek_env : NULL;
+	o.kek_share1 = c->cfg.kek_share1[0] ? c->cfg.kek_share1 : NULL;
+	o.kek_share2 = c->cfg.kek_share2[0] ? c->cfg.kek_share2 : NULL;
+	o.box_grace_ms = c->cfg.box_key_grace_s * 1000;
+	o.create = 1;
+	if ((r = keyring_open(&o, &c->kr, &why)) != 0) {
+		fprintf(stderr, "flairctl: key ring %s: %s\n", c->cfg.keys_dir, why ? why : fgw_strerror(r));
+		return r;
+	}
+	if ((r = keyring_active_data_key(c->kr, id, sizeof(id))) == 0)
+		printf("key ring initialised in %s: data key %s, box key %s\n", c->cfg.keys_dir, id,
+		       keyring_box_key_id(c->kr));
+	return r;
+}
+
+static void
+add_count(void *arg, const char *key_id, int64_t count)
+{
+	cJSON *counts = arg;
+	if (key_id != NULL)
+		cJSON_AddNumberToObject(counts, key_id, (double)count);
+}
+
+/* Key ring status with, per data key, how many vault entries it protects
+ * (read from the database when there is one). */
+static int
 cmd_keys_status(struct ctl *c, int argc, char **argv)
 {
+	cJSON *root = NULL, *counts = NULL, *dk, *it;
 	char *json = NULL;
 	int r;
 	(void)argc;
 	(void)argv;
-	if ((r = open_keyring(c)) != 0)
-		return r;
-	if ((r = keyring_status_json(c->kr, &json)) != 0)
-		return r;
-	printf("%s\n", json);
+	if ((r = open_keyring(c)) != 0 || (r = keyring_status_json(c->kr, &json)) != 0)
+		goto out;
+	r = FGW_ERR_NOMEM;
+	if ((root = cJSON_Parse(json)) == NULL || (counts = cJSON_CreateObject()) == NULL)
+		goto out;
+	if (access(c->cfg.database, R_OK) == 0) {
+		if ((r = open_store(c)) != 0 || (r = store_vault_key_counts(c->reader, add_count, counts)) != 0)
+			goto out;
+	}
+	dk = cJSON_GetObjectItemCaseSensitive(root, "dataKeys");
+	cJSON_ArrayForEach(it, dk) {
+		const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "keyId");
+		const cJSON *n = cJSON_IsString(id) ? cJSON_GetObjectItemCaseSensitive(counts, id->valuestring) : NULL;
+		cJSON_AddNumberToObject(it, "vaultEntries", n ? n->valuedouble : 0);
+	}
+	cJSON_AddItemToObject(root, "vaultEntriesByKey", counts);
+	counts = NULL;
 	free(json);
+	if ((json = cJSON_Print(root)) == NULL)
+		goto out;
+	printf("%s\n", json);
+	r = FGW_OK;
+out:
+	free(json);
+	cJSON_Delete(root);
+	cJSON_Delete(counts);
+	return r;
+}
+
+/* flairctl waits for each rewrap batch to commit (done runs on the writer
+ * thread: no waker in a tool). */
+struct batch_wait {
+	sem_t sem;
+	int rc;
+};
+
+static void
+batch_done(void *arg, int rc)
+{
+	struct batch_wait *w = arg;
+	w->rc = rc;
+	sem_post(&w->sem);
+}
+
+/* Re-encrypts every vault entry that is not under the active data key, in
+ * batches of --batch N (default 200). Each batch is one store job that
+ * updates an entry only if it is still under the key it was read with,
+ * so it is safe while the daemon runs (the daemon decrypts old and new
+ * blobs alike: retired keys still decrypt). */
+static int
+cmd_keys_rewrap(struct ctl *c, int argc, char **argv)
+{
+	struct store_rewrap_item *items = NULL;
+	struct batch_wait bw;
+	char active[KEYRING_ID_MAX], after[40] = "";
+	int64_t batch = 200, updated, total = 0, failed = 0, batches = 0;
+	size_t n = 0;
+	int r;
+
+	if (argc == 2 && strcmp(argv[0], "--batch") == 0) {
+		if (fgw_parse_i64(argv[1], 1, 10000, &batch) != 0) {
+			fprintf(stderr, "flairctl: --batch must be 1..10000\n");
+			return FGW_ERR_INVALID;
+		}
+	} else if (argc != 0) {
+		fprintf(stderr, "usage: flairctl keys rewrap [--batch N]\n");
+		return FGW_ERR_INVALID;
+	}
+	if ((r = open_store(c)) != 0 || (r = open_writer(c)) != 0 ||
+	    (r = keyring_active_data_key(c->kr, active, sizeof(active))) != 0)
+		return r;
+	if ((items = calloc((size_t)batch, sizeof(*items))) == NULL)
+		return FGW_ERR_NOMEM;
+	sem_init(&bw.sem, 0, 0);
+	for (;;) {
+		if ((r = store_vault_batch_other_keys(c->reader, active, after, items, (size_t)batch, &n)) != 0)
+			goto out;
+		if (n == 0)
+			break;
+		for (size_t i = 0; i < n; i++) {
+			if (vault_rewrap(c->kr, items[i].token, items[i].blob, &items[i].new_blob) != 0 ||
+			    vault_blob_key_id(items[i].new_blob, items[i].new_key_id,
+			                      sizeof(items[i].new_key_id)) != 0) {
+				fprintf(stderr, "flairctl: rewrap: entry %s under %s does not decrypt\n",
+				        items[i].token, items[i].key_id);
+				free(items[i].new_blob);
+				items[i].new_blob = NULL;
+				failed++;
+			}
+		}
+		fgw_strlcpy(after, items[n - 1].token, sizeof(after));
+		updated = 0;
+		bw.rc = 0;
+		if ((r = store_vault_rewrap_commit(c->store, NULL, items, n, &updated, batch_done, &bw)) != 0)
+			goto out;
+		sem_wait(&bw.sem);
+		if ((r = bw.rc) != 0)
+			goto out;
+		total += updated;
+		batches++;
+		store_rewrap_items_clear(items, n);
+		n = 0;
+	}
+	printf("rewrap: %lld entr%s re-encrypted under %s in %lld batch%s, %lld failed\n",
+	       (long long)total, total == 1 ? "y" : "ies", active, (long long)batches,
+	       batches == 1 ? "" : "es", (long long)failed);
+	r = failed ? FGW_ERR_CRYPTO : FGW_OK;
+out:
+	if (r != 0 && r != FGW_ERR_CRYPTO)
+		fprintf(stderr, "flairctl: rewrap: %s\n", fgw_strerror(r));
+	{
+		char d[160];
+		snprintf(d, sizeof(d), "{\"rewrapped\":%lld,\"failed\":%lld,\"batches\":%lld}",
+		         (long long)total, (long long)failed, (long long)batches);
+		audit_admin(c, "key.rewrapped", active, r, d);
+	}
+	store_rewrap_items_clear(items, n);
+	free(items);
+	sem_destroy(&bw.sem);
+	return r;
+}
+
+/* Installs a processor's sealing public key as keys_dir/processor-NAME.json,
+ * the file the daemon reads for processor NAME (unless
+ * processor_public_key_file says otherwise). Read at start-up. */
+static int
+cmd_keys_processor_import(struct ctl *c, int argc, char **argv)
+{
+	struct sealed_pubkey pk;
+	char path[600], *text = NULL;
+	size_t len = 0;
+	int r;
+	if (argc != 2) {
+		fprintf(stderr, "usage: flairctl keys processor-import NAME PUBLIC_KEY_FILE\n");
+		return FGW_ERR_INVALID;
+	}
+	if (argv[0][0] == '\0' || strlen(argv[0]) > 32 ||
+	    strspn(argv[0], "abcdefghijklmnopqrstuvwxyz0123456789_-") != strlen(argv[0])) {
+		fprintf(stderr, "flairctl: processor name must be 1-32 of a-z 0-9 _ -\n");
+		return FGW_ERR_INVALID;
+	}
+	if ((r = sealed_load_pubkey(argv[1], &pk)) != 0) {
+		fprintf(stderr, "flairctl: %s: not a public key file (%s)\n", argv[1], fgw_strerror(r));
+		return r;
+	}
+	if (snprintf(path, sizeof(path), "%s/processor-%s.json", c->cfg.keys_dir, argv[0]) >=
+	        (int)sizeof(path) ||
+	    (r = fgw_read_file(argv[1], 65536, &text, &len)) != 0 ||
+	    (r = fgw_mkdirs(c->cfg.keys_dir, 0700)) != 0 ||
+	    (r = fgw_write_file_atomic(path, text, len, 0644)) != 0) {
+		fprintf(stderr, "flairctl: processor-import: %s\n", fgw_strerror(r ? r : FGW_ERR_TOO_LARGE));
+		free(text);
+		return r ? r : FGW_ERR_TOO_LARGE;
+	}
+	free(text);
+	printf("processor %s: key %s installed as %s (restart flairgw to use it)\n", argv[0],
+	       pk.key_id, path);
 	return FGW_OK;
 }
 
@@ -852,7 +1052,10 @@ cmd_jwt_jwks(struct ctl *c, int argc, char **argv)
 }
 
 static const struct command commands[] = {
+	{ "keys", "init", "", "create the KEK file (if named) and the key ring", cmd_keys_init },
 	{ "keys", "status", "", "show key ids, statuses and how many entries each protects", cmd_keys_status },
+	{ "keys", "rewrap", "[--batch N]", "re-encrypt vault entries of non-active keys (daemon may run)", cmd_keys_rewrap },
+	{ "keys", "processor-import", "NAME FILE", "install a processor's sealing public key", cmd_keys_processor_import },
 	{ "keys", "rotate", "[--box]", "make a new data key (or box key) the one used to encrypt", cmd_keys_rotate },
 	{ "keys", "retire", "DATA_KEY_ID", "retired keys decrypt but never encrypt", cmd_keys_retire },
 	{ NULL, "seal", "PUBLIC_KEY_FILE < card.json", "make an encryptedCard object for a public key", cmd_seal },

@@ -571,6 +571,17 @@ class Gateway(Daemon):
     def get_txn(self, txn_id, key=DEV_KEY):
         return self.http("GET", f"/v1/transactions/{txn_id}", key=key)
 
+    def methods(self, method="GET", path="", body=None, customer=None, key=DEV_KEY):
+        """A /v1/payments/methods call for a customer (X-Customer-Id)."""
+        return self.http(method, "/v1/payments/methods" + path, body,
+                         {"X-Customer-Id": customer}, key=key)
+
+    def ctl(self, *args, env=None, timeout=120):
+        """flairctl with this gateway's configuration; a CompletedProcess."""
+        argv = [os.path.join(BUILD, "flairctl")] + self.argv() + list(args)
+        return subprocess.run(argv, cwd=self.dir, capture_output=True, text=True,
+                              timeout=timeout, env=dict(os.environ, **SANITIZER_ENV, **(env or {})))
+
     def txn_op(self, txn_id, op, body=None, idem=None, key=DEV_KEY):
         """POST /v1/transactions/{id}/{op} (refund, capture, cancel)."""
         headers = {"Idempotency-Key": idem} if idem is not None else {}

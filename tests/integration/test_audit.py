@@ -144,6 +144,10 @@ def test_key_operations_are_audited():
     old = [k["keyId"] for k in status["dataKeys"] if k["keyId"] != rotated["resource"]]
     assert old, status
     ctl(g, "keys", "retire", old[0])
+    ctl(g, "keys", "rewrap")
+    rewrapped = wait_event(g, "key.rewrapped")
+    check_fields(rewrapped, "operator:", "local", rotated["resource"], "success")
+    assert json.loads(rewrapped["details_json"])["failed"] == 0, rewrapped
     retired = wait_event(g, "key.retired", resource=old[0])
     check_fields(retired, "operator:", "local", "dk_", "success")
     assert "key\"" not in (retired["details_json"] or ""), "no key material in details"

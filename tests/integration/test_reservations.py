@@ -262,6 +262,29 @@ def test_convert_with_encrypted_card_and_no_pan_at_rest():
                                 [VISA])
 
 
+def test_convert_saves_the_card_then_pays_with_the_saved_method():
+    cust = customer()
+    tok = keys().rs256(cust)
+    rid = hold(tok).body["reservation"]["id"]
+    body = {"holdId": rid, "card": harness.card(VISA), "savePaymentMethod": True}
+    c = call("POST", "/v1/reservations/hold/convert", tok, body, f"c-{uuid.uuid4()}")
+    assert c.status == 200 and c.body["reservation"]["status"] == "pending", c
+    methods = call("GET", "/v1/payments/methods", tok).body["data"]
+    assert len(methods) == 1 and methods[0]["last4"] == "4242" and methods[0]["isDefault"], methods
+    rid2 = hold(tok).body["reservation"]["id"]
+    c2 = call("POST", "/v1/reservations/hold/convert", tok,
+              {"holdId": rid2, "paymentMethodId": methods[0]["id"]}, f"c-{uuid.uuid4()}")
+    assert c2.status == 200 and c2.body["reservation"]["status"] == "pending", c2
+    row = gw().query("SELECT status, token FROM transactions WHERE reservation_id = ?", rid2)[0]
+    assert row["status"] == "succeeded", row
+    # Another customer cannot pay with it.
+    stranger = keys().rs256(customer())
+    rid3 = hold(stranger).body["reservation"]["id"]
+    c3 = call("POST", "/v1/reservations/hold/convert", stranger,
+              {"holdId": rid3, "paymentMethodId": methods[0]["id"]}, f"c-{uuid.uuid4()}")
+    harness.assert_error(c3, 404, "PAYMENT_METHOD_NOT_FOUND")
+
+
 # ---- errors, scoping ----------------------------------------------------------
 
 def test_error_codes():

@@ -28,6 +28,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "store/methods.h"
 #include "store/schema.h"
 #include "store/store.h"
 #include "store/reconcile.h"
@@ -1789,6 +1790,169 @@ end:
 	TT_END;
 }
 
+/* Runs one write job to completion on the fixture's reactor; its rc. */
+static int
+run_job(struct fix *f, int submitted, struct one *o)
+{
+	if (submitted != 0)
+		return submitted;
+	if (pump(f->base, &o->done, 1) != 0)
+		return FGW_ERR_TIMEOUT;
+	return atomic_load(&o->rc);
+}
+
+static void
+method_vault(struct store_vault_entry *v, const char *token, const char *key_id,
+           const char *blob, int saved, int64_t expires_at, const char *cust)
+{
+	memset(v, 0, sizeof(*v));
+	fgw_strlcpy(v->token, token, sizeof(v->token));
+	fgw_strlcpy(v->key_id, key_id, sizeof(v->key_id));
+	v->blob = blob;
+	fgw_strlcpy(v->brand, "Visa", sizeof(v->brand));
+	fgw_strlcpy(v->last4, "4242", sizeof(v->last4));
+	v->exp_month = 7;
+	v->exp_year = 2031;
+	v->saved = saved;
+	v->expires_at = expires_at;
+	fgw_strlcpy(v->customer_id, cust, sizeof(v->customer_id));
+}
+
+static void
+count_cb(void *arg, const char *key_id, int64_t n)
+{
+	int64_t *counts = arg;
+	if (strcmp(key_id, "dk_old") == 0)
+		counts[0] = n;
+	else if (strcmp(key_id, "dk_new") == 0)
+		counts[1] = n;
+}
+
+/* Saved methods: scoping by customer, defaults, tokens of one-time cards,
+ * deletion with the entry, the sweep, per-key counts and rewrap. */
+static int
+test_methods(void)
+{
+	struct fix f;
+	struct one o;
+	struct store_method a, b, c, got, list[8];
+	struct store_vault_entry v;
+	struct store_txn_row row;
+	struct store_rewrap_item items[4];
+	int64_t counts[2] = { 0, 0 }, purged = -1, updated = -1, now = fgw_now_ms();
+	size_t n = 0;
+	memset(&f, 0, sizeof(f));
+	memset(items, 0, sizeof(items));
+	TT_BEGIN;
+	CHECK_EQ_INT(fix_setup(&f, 64), 0);
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	memset(&c, 0, sizeof(c));
+	fgw_strlcpy(a.id, "pm_a", sizeof(a.id));
+	fgw_strlcpy(a.customer_id, "alice", sizeof(a.customer_id));
+	fgw_strlcpy(a.nickname, "Work", sizeof(a.nickname));
+	method_vault(&v, "tok_a", "dk_old", "v1:dk_old:AAAA", 1, 0, "alice");
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(run_job(&f, store_method_save(f.st, f.w, &a, &v, NULL, one_done, &o), &o), 0);
+	CHECK_EQ_INT(a.is_default, 1);
+	CHECK_STR(a.last4, "4242");
+	/* A one-time entry of alice (as a payment leaves it) becomes saved;
+	 * bob cannot take it, and an expired one cannot be saved. */
+	memset(&row, 0, sizeof(row));
+	fgw_strlcpy(row.id, "txn_m1", sizeof(row.id));
+	fgw_strlcpy(row.client_id, "website", sizeof(row.client_id));
+	fgw_strlcpy(row.currency, "USD", sizeof(row.currency));
+	fgw_strlcpy(row.status, "succeeded", sizeof(row.status));
+	row.amount = 100;
+	method_vault(&v, "tok_b", "dk_old", "v1:dk_old:BBBB", 0, now + 60000, "alice");
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(run_job(&f, store_txn_create(f.st, f.w, &row, &v, NULL, NULL, 0, one_done, &o), &o), 0);
+	fgw_strlcpy(b.id, "pm_b", sizeof(b.id));
+	fgw_strlcpy(b.customer_id, "bob", sizeof(b.customer_id));
+	fgw_strlcpy(b.token, "tok_b", sizeof(b.token));
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(run_job(&f, store_method_save(f.st, f.w, &b, NULL, NULL, one_done, &o), &o),
+	             FGW_ERR_NOT_FOUND);
+	fgw_strlcpy(b.customer_id, "alice", sizeof(b.customer_id));
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(run_job(&f, store_method_save(f.st, f.w, &b, NULL, NULL, one_done, &o), &o), 0);
+	CHECK_EQ_INT(b.is_default, 0);
+	fgw_strlcpy(c.id, "pm_c", sizeof(c.id));
+	fgw_strlcpy(c.customer_id, "alice", sizeof(c.customer_id));
+	fgw_strlcpy(c.token, "tok_b", sizeof(c.token));
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(run_job(&f, store_method_save(f.st, f.w, &c, NULL, NULL, one_done, &o), &o),
+	             FGW_ERR_EXISTS);
+	CHECK_EQ_INT(store_methods_list(f.rd, "alice", list, 8, &n), 0);
+	CHECK_EQ_INT((int)n, 2);
+	CHECK_STR(list[0].id, "pm_a");
+	CHECK_EQ_INT(store_methods_list(f.rd, "bob", list, 8, &n), 0);
+	CHECK_EQ_INT((int)n, 0);
+	CHECK_EQ_INT(store_method_get(f.rd, "bob", "pm_a", &got), FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(store_method_get(f.rd, "alice", "pm_b", &got), 0);
+	CHECK_STR(got.token, "tok_b");
+	/* Default moves; another customer's id is not found. */
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(run_job(&f, store_method_set_default(f.st, f.w, "bob", "pm_b", NULL, one_done, &o), &o),
+	             FGW_ERR_NOT_FOUND);
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(run_job(&f, store_method_set_default(f.st, f.w, "alice", "pm_b", NULL, one_done, &o), &o), 0);
+	CHECK_EQ_INT(store_method_get(f.rd, "alice", "pm_a", &got), 0);
+	CHECK_EQ_INT(got.is_default, 0);
+	/* Key counts and one rewrap batch (the store does not care what the
+	 * blobs hold; only that an entry moved under another key is skipped). */
+	CHECK_EQ_INT(store_vault_key_counts(f.rd, count_cb, counts), 0);
+	CHECK_EQ_INT((int)counts[0], 2);
+	CHECK_EQ_INT(store_vault_batch_other_keys(f.rd, "dk_new", "", items, 4, &n), 0);
+	CHECK_EQ_INT((int)n, 2);
+	CHECK_STR(items[0].token, "tok_a");
+	CHECK((items[0].new_blob = strdup("v1:dk_new:CCCC")) != NULL);
+	fgw_strlcpy(items[0].new_key_id, "dk_new", sizeof(items[0].new_key_id));
+	fgw_strlcpy(items[1].key_id, "dk_other", sizeof(items[1].key_id));
+	CHECK((items[1].new_blob = strdup("v1:dk_new:DDDD")) != NULL);
+	fgw_strlcpy(items[1].new_key_id, "dk_new", sizeof(items[1].new_key_id));
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(run_job(&f, store_vault_rewrap_commit(f.st, f.w, items, n, &updated, one_done, &o), &o), 0);
+	CHECK_EQ_INT((int)updated, 1);
+	store_rewrap_items_clear(items, n);
+	CHECK_EQ_INT(store_vault_batch_other_keys(f.rd, "dk_new", "tok_a", items, 4, &n), 0);
+	CHECK_EQ_INT((int)n, 1);
+	CHECK_STR(items[0].token, "tok_b");
+	store_rewrap_items_clear(items, n);
+	counts[0] = counts[1] = 0;
+	CHECK_EQ_INT(store_vault_key_counts(f.rd, count_cb, counts), 0);
+	CHECK_EQ_INT((int)counts[0], 1);
+	CHECK_EQ_INT((int)counts[1], 1);
+	/* Deleting the default promotes the other and drops the entry. */
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(run_job(&f, store_method_delete(f.st, f.w, "bob", "pm_b", NULL, one_done, &o), &o),
+	             FGW_ERR_NOT_FOUND);
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(run_job(&f, store_method_delete(f.st, f.w, "alice", "pm_b", NULL, one_done, &o), &o), 0);
+	CHECK_EQ_INT(store_method_get(f.rd, "alice", "pm_a", &got), 0);
+	CHECK_EQ_INT(got.is_default, 1);
+	{
+		char *blob = NULL;
+		struct store_vault_entry ve;
+		CHECK_EQ_INT(store_vault_get(f.rd, "tok_b", &ve, &blob), FGW_ERR_NOT_FOUND);
+		free(blob);
+	}
+	/* The sweep removes expired one-time entries only. */
+	fgw_strlcpy(row.id, "txn_m2", sizeof(row.id));
+	method_vault(&v, "tok_old", "dk_new", "v1:dk_new:EEEE", 0, now - 1, "");
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(run_job(&f, store_txn_create(f.st, f.w, &row, &v, NULL, NULL, 0, one_done, &o), &o), 0);
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(run_job(&f, store_vault_sweep(f.st, f.w, now, &purged, one_done, &o), &o), 0);
+	CHECK_EQ_INT((int)purged, 1);
+	CHECK_EQ_INT(store_methods_list(f.rd, "alice", list, 8, &n), 0);
+	CHECK_EQ_INT((int)n, 1);
+end:
+	store_rewrap_items_clear(items, 4);
+	fix_teardown(&f);
+	TT_END;
+}
+
 /* The reconciler's queries and the refunds job (store/reconcile.h). */
 static int
 test_reconcile_and_refunds(void)
@@ -1898,6 +2062,7 @@ end:
 }
 
 static const struct tt_case cases[] = {
+	{ "methods", test_methods },
 	{ "custom_job", test_custom_job },
 	{ "reconcile_and_refunds", test_reconcile_and_refunds },
 	{ "schema", test_schema },

@@ -1,0 +1,24 @@
+/*
+ * crypto/tls.h — the TLS server context for the website listener.
+ *
+ * One SSL_CTX per daemon, shared by every reactor (SSL_new on a shared
+ * context is thread-safe). TLS 1.2 is the minimum; the certificate chain
+ * and private key are PEM files from configuration and must match.
+ */
+#ifndef FGW_CRYPTO_TLS_H
+#define FGW_CRYPTO_TLS_H
+
+#include <stddef.h>
+
+struct ssl_ctx_st;
+struct ssl_st;
+
+/* Loads cert_file (chain) and key_file. On error writes a reason naming
+ * the file into err and returns FGW_ERR_INVALID / FGW_ERR_CRYPTO. */
+int tls_server_ctx_new(const char *cert_file, const char *key_file,
+                       struct ssl_ctx_st **out, char *err, size_t errlen);
+void tls_server_ctx_free(struct ssl_ctx_st *ctx);
+/* A new server-side connection object, or NULL. */
+struct ssl_st *tls_server_conn_new(struct ssl_ctx_st *ctx);
+
+#endif

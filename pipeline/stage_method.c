@@ -1,0 +1,181 @@
+/*
+ * pipeline/stage_method.c — paying with a stored card (paymentMethodId):
+ * finds the customer's saved method or one-time token, and decrypts its
+ * vault entry into guarded memory for the rest of the request pipeline.
+ * A stored card has no CVC (it was never kept).
+ */
+#define LOG_MODULE "pipeline"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/card.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "crypto/keys.h"
+#include "crypto/sealed.h"
+#include "crypto/secmem.h"
+#include "crypto/vault.h"
+#include "pipeline/pipeline.h"
+#include "pipeline/stages.h"
+#include "store/methods.h"
+
+static enum stage_rc
+not_found(struct txn *t)
+{
+	txn_set_outcome(t, "rejected", "PAYMENT_METHOD_NOT_FOUND",
+	                "Payment method not found", 404, 0);
+	return STAGE_STOP;
+}
+
+enum stage_rc
+stage_load_method(struct txn *t)
+{
+	struct txn_request *rq = t->req;
+	struct store_vault_entry ve;
+	struct store_method m;
+	struct secbuf *pan = NULL;
+	const char *token = rq->payment_method_id;
+	char *blob = NULL;
+	enum stage_rc rc;
+	int r;
+
+	if (rq->payment_method_id[0] == '\0' || rq->card.pan != NULL || t->vaulted)
+		return STAGE_NEXT;
+	if (rq->customer_id[0] == '\0' || t->env->reader == NULL)
+		return not_found(t);
+	if (strncmp(token, "pm_", 3) == 0) {
+		r = store_method_get(t->env->reader, rq->customer_id, token, &m);
+		if (r == FGW_ERR_NOT_FOUND) {
+			rc = not_found(t);
+			goto out;
+		}
+		if (r != 0)
+			goto fail;
+		token = m.token;
+		t->method_saved = 1;
+	}
+	r = store_vault_get(t->env->reader, token, &ve, &blob);
+	if (r == FGW_ERR_NOT_FOUND) {
+		rc = not_found(t);
+		goto out;
+	}
+	if (r != 0)
+		goto fail;
+	/* Scoping: only the customer's own entry, and a one-time one only
+	 * while it lives. */
+	if (strcmp(ve.customer_id, rq->customer_id) != 0 ||
+	    (!ve.saved && ve.expires_at != 0 && ve.expires_at <= fgw_now_ms())) {
+		rc = not_found(t);
+		goto out;
+	}
+	if (ve.saved && !t->method_saved)
+		t->method_saved = 1;
+	r = vault_decrypt(t->env->kr, ve.token, blob, &pan);
+	if (r == FGW_ERR_NOT_FOUND) {
+		/* A key this process has not seen yet: flairctl rotated and
+		 * rewrapped before the key ring watch noticed. Re-read the ring
+		 * now (a small local file) rather than fail the payment. */
+		const char *why = NULL;
+		if (keyring_reload(t->env->kr, &why) == 0)
+			r = vault_decrypt(t->env->kr, ve.token, blob, &pan);
+		else
+			log_txn_warn(t->id, "key ring reload refused: %s", why ? why : "?");
+	}
+	if (r != 0) {
+		log_txn_error(t->id, "vault decrypt failed for key %s: %s", ve.key_id,
+		              fgw_strerror(r));
+		goto fail;
+	}
+	rq->card.pan = pan;
+	pan = NULL; /* owned by the card now */
+	rq->card.exp_month = ve.exp_month;
+	rq->card.exp_year = ve.exp_year;
+	fgw_strlcpy(t->token, ve.token, sizeof(t->token));
+	fgw_strlcpy(t->fingerprint, ve.fingerprint, sizeof(t->fingerprint));
+	fgw_strlcpy(t->brand, ve.brand, sizeof(t->brand));
+	fgw_strlcpy(t->bin, ve.bin, sizeof(t->bin));
+	fgw_strlcpy(t->last4, ve.last4, sizeof(t->last4));
+	fgw_strlcpy(t->vault_key_id, ve.key_id, sizeof(t->vault_key_id));
+	t->vaulted = 1;
+	t->vault_reused = 1;
+	rc = STAGE_NEXT;
+	goto out;
+fail:
+	txn_set_outcome(t, "failed", "INTERNAL_ERROR", "The stored card could not be read", 500, 0);
+	rc = STAGE_ERROR;
+out:
+	secbuf_free(pan);
+	free(blob);
+	return rc;
+}
+
+static int
+card_err(struct txn_parse_error *err, const char *field, const char *msg)
+{
+	fgw_strlcpy(err->field, field, sizeof(err->field));
+	fgw_strlcpy(err->message, msg, sizeof(err->message));
+	return FGW_ERR_INVALID;
+}
+
+int
+txn_card_to_vault(struct keyring *kr, struct txn_request *rq,
+                  struct store_vault_entry *ve, char **blob,
+                  struct txn_parse_error *err)
+{
+	struct secbuf *plain = NULL;
+	const struct secbuf *pan;
+	int r;
+
+	memset(ve, 0, sizeof(*ve));
+	*blob = NULL;
+	if (rq->has_encrypted && rq->card.pan == NULL) {
+		r = sealed_open_b64(kr, rq->enc_key_id, rq->enc_data, strlen(rq->enc_data), &plain);
+		if (r == FGW_ERR_NOT_FOUND) {
+			r = card_err(err, "encryptedCard.keyId", "is not a current gateway key");
+			goto out;
+		}
+		if (r != 0) {
+			r = card_err(err, "encryptedCard.data", "does not open with that key");
+			goto out;
+		}
+		if ((r = txn_card_parse_json((const char *)plain->data, plain->len, &rq->card, err)) != 0)
+			goto out;
+	}
+	/* A saved card is charged later without its CVC: drop it now. */
+	secbuf_free(rq->card.cvc);
+	rq->card.cvc = NULL;
+	if ((pan = rq->card.pan) == NULL) {
+		r = card_err(err, "card", "is required");
+		goto out;
+	}
+	if (!card_luhn_ok((const char *)pan->data, pan->len)) {
+		r = card_err(err, "card.number", "is not a valid card number");
+		goto out;
+	}
+	if (!card_expiry_ok(rq->card.exp_month, rq->card.exp_year, fgw_now_ms())) {
+		r = card_err(err, "card", "has expired");
+		goto out;
+	}
+	card_bin_last4((const char *)pan->data, pan->len, ve->bin, ve->last4);
+	fgw_strlcpy(ve->brand, card_brand_name(card_brand_of((const char *)pan->data, pan->len)),
+	            sizeof(ve->brand));
+	ve->exp_month = rq->card.exp_month;
+	ve->exp_year = rq->card.exp_year;
+	ve->saved = 1;
+	if ((r = vault_new_token(ve->token, sizeof(ve->token))) != 0 ||
+	    (r = vault_fingerprint(kr, (const char *)pan->data, pan->len, ve->fingerprint)) != 0 ||
+	    (r = vault_encrypt(kr, ve->token, pan, blob)) != 0 ||
+	    (r = vault_blob_key_id(*blob, ve->key_id, sizeof(ve->key_id))) != 0)
+		goto out;
+	ve->blob = *blob;
+	r = FGW_OK;
+out:
+	secbuf_free(plain);
+	if (r != 0) {
+		free(*blob);
+		*blob = NULL;
+	}
+	return r;
+}

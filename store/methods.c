@@ -1,0 +1,576 @@
+/*
+ * store/methods.c — saved payment methods (payment_methods table) and the
+ * vault maintenance queries: per-key counts, the one-time sweep, rewrap
+ * batches.
+ *
+ * Reads run on the caller's reader connection; writes are custom jobs on
+ * the writer thread. Statements are prepared per call and finalized before
+ * returning (they are few and cheap next to the commit).
+ */
+#define LOG_MODULE "store"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "store/methods.h"
+#include "store/store_int.h"
+
+static int
+prep(sqlite3 *db, const char *sql, sqlite3_stmt **s)
+{
+	if (sqlite3_prepare_v3(db, sql, -1, 0, s, NULL) != SQLITE_OK) {
+		log_error("prepare failed: %s", sqlite3_errmsg(db));
+		return FGW_ERR_DB;
+	}
+	return FGW_OK;
+}
+
+static int
+text_bind(sqlite3_stmt *s, int i, const char *p)
+{
+	return sqlite3_bind_text(s, i, p, -1, SQLITE_TRANSIENT) == SQLITE_OK ? 0 : FGW_ERR_DB;
+}
+
+static int
+col_text(sqlite3_stmt *s, int i, char *dst, size_t cap)
+{
+	const unsigned char *t = sqlite3_column_text(s, i);
+	if (t == NULL) {
+		dst[0] = '\0';
+		return FGW_OK;
+	}
+	return fgw_strlcpy(dst, (const char *)t, cap) == 0 ? FGW_OK : FGW_ERR_TOO_LARGE;
+}
+
+/* ---- reads ------------------------------------------------------------- */
+
+#define METHOD_SELECT                                                         \
+	"SELECT m.id, m.customer_id, m.token, m.nickname, m.is_default, "        \
+	"m.created_at, v.brand, v.last4, v.exp_month, v.exp_year "               \
+	"FROM payment_methods m JOIN vault_entries v ON v.token = m.token "
+
+static int
+read_method(sqlite3_stmt *s, struct store_method *m)
+{
+	int r;
+	memset(m, 0, sizeof(*m));
+	if ((r = col_text(s, 0, m->id, sizeof(m->id))) != 0 ||
+	    (r = col_text(s, 1, m->customer_id, sizeof(m->customer_id))) != 0 ||
+	    (r = col_text(s, 2, m->token, sizeof(m->token))) != 0 ||
+	    (r = col_text(s, 3, m->nickname, sizeof(m->nickname))) != 0 ||
+	    (r = col_text(s, 6, m->brand, sizeof(m->brand))) != 0 ||
+	    (r = col_text(s, 7, m->last4, sizeof(m->last4))) != 0)
+		return r;
+	m->is_default = sqlite3_column_int(s, 4);
+	m->created_at = sqlite3_column_int64(s, 5);
+	m->exp_month = sqlite3_column_int(s, 8);
+	m->exp_year = sqlite3_column_int(s, 9);
+	return FGW_OK;
+}
+
+int
+store_methods_list(struct store_reader *rd, const char *customer,
+                   struct store_method *out, size_t cap, size_t *n)
+{
+	sqlite3_stmt *s = NULL;
+	int r, rc;
+
+	*n = 0;
+	if ((r = prep(store_reader_db(rd), METHOD_SELECT
+	              "WHERE m.customer_id = ?1 "
+	              "ORDER BY m.is_default DESC, m.created_at DESC, m.id", &s)) != 0 ||
+	    (r = text_bind(s, 1, customer)) != 0)
+		goto out;
+	while (*n < cap && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if ((r = read_method(s, &out[*n])) != 0)
+			goto out;
+		(*n)++;
+	}
+	r = FGW_OK;
+out:
+	sqlite3_finalize(s);
+	return r;
+}
+
+int
+store_method_get(struct store_reader *rd, const char *customer, const char *id,
+                 struct store_method *out)
+{
+	sqlite3_stmt *s = NULL;
+	int r, rc;
+
+	if ((r = prep(store_reader_db(rd), METHOD_SELECT
+	              "WHERE m.customer_id = ?1 AND m.id = ?2", &s)) != 0 ||
+	    (r = text_bind(s, 1, customer)) != 0 || (r = text_bind(s, 2, id)) != 0)
+		goto out;
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		r = read_method(s, out);
+	else
+		r = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+out:
+	sqlite3_finalize(s);
+	return r;
+}
+
+int
+store_vault_key_counts(struct store_reader *rd,
+                       void (*fn)(void *arg, const char *key_id, int64_t count),
+                       void *arg)
+{
+	sqlite3_stmt *s = NULL;
+	int r, rc;
+
+	if ((r = prep(store_reader_db(rd), "SELECT key_id, COUNT(*) FROM vault_entries "
+	              "GROUP BY key_id ORDER BY key_id", &s)) != 0)
+		goto out;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		fn(arg, (const char *)sqlite3_column_text(s, 0), sqlite3_column_int64(s, 1));
+	r = rc == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
+out:
+	sqlite3_finalize(s);
+	return r;
+}
+
+void
+store_rewrap_items_clear(struct store_rewrap_item *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(items[i].blob);
+		free(items[i].new_blob);
+		memset(&items[i], 0, sizeof(items[i]));
+	}
+}
+
+int
+store_vault_batch_other_keys(struct store_reader *rd, const char *active_key_id,
+                             const char *after, struct store_rewrap_item *out,
+                             size_t cap, size_t *n)
+{
+	sqlite3_stmt *s = NULL;
+	int r, rc = SQLITE_DONE;
+
+	*n = 0;
+	if ((r = prep(store_reader_db(rd), "SELECT token, key_id, blob FROM vault_entries "
+	              "WHERE key_id <> ?1 AND token > ?3 ORDER BY token LIMIT ?2", &s)) != 0 ||
+	    (r = text_bind(s, 1, active_key_id)) != 0 || (r = text_bind(s, 3, after)) != 0 ||
+	    sqlite3_bind_int64(s, 2, (sqlite3_int64)cap) != SQLITE_OK)
+		goto out;
+	while (*n < cap && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct store_rewrap_item *it = &out[*n];
+		const unsigned char *b = sqlite3_column_text(s, 2);
+		memset(it, 0, sizeof(*it));
+		if ((r = col_text(s, 0, it->token, sizeof(it->token))) != 0 ||
+		    (r = col_text(s, 1, it->key_id, sizeof(it->key_id))) != 0)
+			goto out;
+		if (b == NULL || (it->blob = strdup((const char *)b)) == NULL) {
+			r = b == NULL ? FGW_ERR_DB : FGW_ERR_NOMEM;
+			goto out;
+		}
+		(*n)++;
+	}
+	r = (rc == SQLITE_DONE || rc == SQLITE_ROW) ? FGW_OK : FGW_ERR_DB;
+out:
+	if (r != 0) {
+		store_rewrap_items_clear(out, *n);
+		*n = 0;
+	}
+	sqlite3_finalize(s);
+	return r;
+}
+
+/* ---- writes ------------------------------------------------------------ */
+
+/* Runs one statement with the binds already made; FGW_OK when done. */
+static int
+step_done(sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		return FGW_OK;
+	if (rc == SQLITE_CONSTRAINT)
+		return FGW_ERR_EXISTS;
+	return FGW_ERR_DB;
+}
+
+struct save_job {
+	struct store_method *m;   /* caller's; filled */
+	struct store_vault_entry ve;
+	char *blob;
+	int has_vault;
+};
+
+static void
+save_job_free(void *p)
+{
+	struct save_job *j = p;
+	if (j == NULL)
+		return;
+	free(j->blob);
+	free(j);
+}
+
+static int
+count_methods(sqlite3 *db, const char *customer, int64_t *n)
+{
+	sqlite3_stmt *s = NULL;
+	int r;
+	if ((r = prep(db, "SELECT COUNT(*) FROM payment_methods WHERE customer_id = ?1", &s)) != 0 ||
+	    (r = text_bind(s, 1, customer)) != 0)
+		goto out;
+	if (sqlite3_step(s) != SQLITE_ROW) {
+		r = FGW_ERR_DB;
+		goto out;
+	}
+	*n = sqlite3_column_int64(s, 0);
+	r = FGW_OK;
+out:
+	sqlite3_finalize(s);
+	return r;
+}
+
+static int
+run_save(sqlite3 *db, void *ctx)
+{
+	struct save_job *j = ctx;
+	struct store_method *m = j->m;
+	const struct store_vault_entry *v = &j->ve;
+	sqlite3_stmt *s = NULL;
+	int64_t now = fgw_now_ms(), have = 0;
+	int r;
+
+	if ((r = count_methods(db, m->customer_id, &have)) != 0)
+		goto out;
+	if (have >= STORE_METHODS_MAX) {
+		r = FGW_ERR_TOO_LARGE;
+		goto out;
+	}
+	if (j->has_vault) {
+		if ((r = prep(db, "INSERT INTO vault_entries (token, key_id, blob, fingerprint, "
+		              "brand, bin, last4, exp_month, exp_year, customer_id, saved, "
+		              "created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
+		              "?9, ?10, 1, ?11, 0)", &s)) != 0 ||
+		    (r = text_bind(s, 1, v->token)) != 0 || (r = text_bind(s, 2, v->key_id)) != 0 ||
+		    (r = text_bind(s, 3, j->blob)) != 0 || (r = text_bind(s, 4, v->fingerprint)) != 0 ||
+		    (r = text_bind(s, 5, v->brand)) != 0 || (r = text_bind(s, 6, v->bin)) != 0 ||
+		    (r = text_bind(s, 7, v->last4)) != 0 ||
+		    sqlite3_bind_int(s, 8, v->exp_month) != SQLITE_OK ||
+		    sqlite3_bind_int(s, 9, v->exp_year) != SQLITE_OK ||
+		    (r = text_bind(s, 10, m->customer_id)) != 0 ||
+		    sqlite3_bind_int64(s, 11, now) != SQLITE_OK) {
+			r = r ? r : FGW_ERR_DB;
+			goto out;
+		}
+		if ((r = step_done(s)) != 0)
+			goto out;
+	} else {
+		/* Only this customer's own entry, and a one-time one only
+		 * while it has not expired. */
+		if ((r = prep(db, "UPDATE vault_entries SET saved = 1, expires_at = 0 "
+		              "WHERE token = ?1 AND customer_id = ?2 "
+		              "AND (saved = 1 OR expires_at = 0 OR expires_at > ?3)", &s)) != 0 ||
+		    (r = text_bind(s, 1, m->token)) != 0 ||
+		    (r = text_bind(s, 2, m->customer_id)) != 0 ||
+		    sqlite3_bind_int64(s, 3, now) != SQLITE_OK) {
+			r = r ? r : FGW_ERR_DB;
+			goto out;
+		}
+		if ((r = step_done(s)) != 0)
+			goto out;
+		if (sqlite3_changes(db) == 0) {
+			r = FGW_ERR_NOT_FOUND;
+			goto out;
+		}
+		sqlite3_finalize(s);
+		s = NULL;
+		if ((r = prep(db, "SELECT 1 FROM payment_methods WHERE token = ?1", &s)) != 0 ||
+		    (r = text_bind(s, 1, m->token)) != 0)
+			goto out;
+		if (sqlite3_step(s) == SQLITE_ROW) {
+			r = FGW_ERR_EXISTS;
+			goto out;
+		}
+	}
+	sqlite3_finalize(s);
+	s = NULL;
+	m->is_default = have == 0;
+	m->created_at = now;
+	if ((r = prep(db, "INSERT INTO payment_methods (id, customer_id, token, nickname, "
+	              "is_default, created_at) VALUES (?1, ?2, ?3, NULLIF(?4, ''), ?5, ?6)", &s)) != 0 ||
+	    (r = text_bind(s, 1, m->id)) != 0 || (r = text_bind(s, 2, m->customer_id)) != 0 ||
+	    (r = text_bind(s, 3, m->token)) != 0 || (r = text_bind(s, 4, m->nickname)) != 0 ||
+	    sqlite3_bind_int(s, 5, m->is_default) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 6, now) != SQLITE_OK) {
+		r = r ? r : FGW_ERR_DB;
+		goto out;
+	}
+	if ((r = step_done(s)) != 0)
+		goto out;
+	sqlite3_finalize(s);
+	s = NULL;
+	if ((r = prep(db, "SELECT brand, last4, exp_month, exp_year FROM vault_entries "
+	              "WHERE token = ?1", &s)) != 0 ||
+	    (r = text_bind(s, 1, m->token)) != 0)
+		goto out;
+	if (sqlite3_step(s) != SQLITE_ROW) {
+		r = FGW_ERR_DB;
+		goto out;
+	}
+	if ((r = col_text(s, 0, m->brand, sizeof(m->brand))) != 0 ||
+	    (r = col_text(s, 1, m->last4, sizeof(m->last4))) != 0)
+		goto out;
+	m->exp_month = sqlite3_column_int(s, 2);
+	m->exp_year = sqlite3_column_int(s, 3);
+	r = FGW_OK;
+out:
+	sqlite3_finalize(s);
+	return r;
+}
+
+int
+store_method_save(struct store *st, struct store_waker *w, struct store_method *m,
+                  const struct store_vault_entry *vault,
+                  const struct store_audit *audit, store_done_fn done, void *arg)
+{
+	struct save_job *j;
+	if (m == NULL || m->id[0] == '\0' || m->customer_id[0] == '\0' ||
+	    (vault == NULL && m->token[0] == '\0') || (vault != NULL && vault->blob == NULL))
+		return FGW_ERR_INVALID;
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		return FGW_ERR_NOMEM;
+	j->m = m;
+	if (vault != NULL) {
+		j->ve = *vault;
+		j->has_vault = 1;
+		if ((j->blob = strdup(vault->blob)) == NULL) {
+			save_job_free(j);
+			return FGW_ERR_NOMEM;
+		}
+		j->ve.blob = j->blob;
+		fgw_strlcpy(m->token, vault->token, sizeof(m->token));
+	}
+	return store_submit_custom(st, w, run_save, j, save_job_free, NULL, audit,
+	                           audit ? 1 : 0, done, arg);
+}
+
+struct id_job {
+	char customer[128];
+	char id[40];
+};
+
+/* The newest method of the customer becomes the default when none is. */
+static int
+ensure_default(sqlite3 *db, const char *customer)
+{
+	sqlite3_stmt *s = NULL;
+	int r;
+	if ((r = prep(db, "UPDATE payment_methods SET is_default = 1 WHERE id = "
+	              "(SELECT id FROM payment_methods WHERE customer_id = ?1 "
+	              " ORDER BY created_at DESC, id LIMIT 1) "
+	              "AND NOT EXISTS (SELECT 1 FROM payment_methods "
+	              " WHERE customer_id = ?1 AND is_default = 1)", &s)) == 0 &&
+	    (r = text_bind(s, 1, customer)) == 0)
+		r = step_done(s);
+	sqlite3_finalize(s);
+	return r;
+}
+
+static int
+run_delete(sqlite3 *db, void *ctx)
+{
+	struct id_job *j = ctx;
+	sqlite3_stmt *s = NULL;
+	char token[40];
+	int r;
+
+	if ((r = prep(db, "DELETE FROM payment_methods WHERE id = ?1 AND customer_id = ?2 "
+	              "RETURNING token", &s)) != 0 ||
+	    (r = text_bind(s, 1, j->id)) != 0 || (r = text_bind(s, 2, j->customer)) != 0)
+		goto out;
+	if (sqlite3_step(s) != SQLITE_ROW) {
+		r = FGW_ERR_NOT_FOUND;
+		goto out;
+	}
+	if ((r = col_text(s, 0, token, sizeof(token))) != 0 ||
+	    (r = sqlite3_step(s) == SQLITE_DONE ? 0 : FGW_ERR_DB) != 0)
+		goto out;
+	sqlite3_finalize(s);
+	s = NULL;
+	/* The card is no longer needed: its ciphertext goes too. */
+	if ((r = prep(db, "DELETE FROM vault_entries WHERE token = ?1 AND NOT EXISTS "
+	              "(SELECT 1 FROM payment_methods WHERE token = ?1)", &s)) != 0 ||
+	    (r = text_bind(s, 1, token)) != 0 || (r = step_done(s)) != 0)
+		goto out;
+	r = ensure_default(db, j->customer);
+out:
+	sqlite3_finalize(s);
+	return r;
+}
+
+static int
+run_set_default(sqlite3 *db, void *ctx)
+{
+	struct id_job *j = ctx;
+	sqlite3_stmt *s = NULL;
+	int r;
+
+	if ((r = prep(db, "UPDATE payment_methods SET is_default = (id = ?1) "
+	              "WHERE customer_id = ?2 AND EXISTS (SELECT 1 FROM payment_methods "
+	              "WHERE id = ?1 AND customer_id = ?2)", &s)) != 0 ||
+	    (r = text_bind(s, 1, j->id)) != 0 || (r = text_bind(s, 2, j->customer)) != 0 ||
+	    (r = step_done(s)) != 0)
+		goto out;
+	r = sqlite3_changes(db) > 0 ? FGW_OK : FGW_ERR_NOT_FOUND;
+out:
+	sqlite3_finalize(s);
+	return r;
+}
+
+static int
+submit_id_job(struct store *st, struct store_waker *w, store_job_fn run,
+              const char *customer, const char *id, const struct store_audit *audit,
+              store_done_fn done, void *arg)
+{
+	struct id_job *j;
+	if (customer == NULL || id == NULL || customer[0] == '\0' || id[0] == '\0')
+		return FGW_ERR_INVALID;
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		return FGW_ERR_NOMEM;
+	if (fgw_strlcpy(j->customer, customer, sizeof(j->customer)) != 0 ||
+	    fgw_strlcpy(j->id, id, sizeof(j->id)) != 0) {
+		free(j);
+		return FGW_ERR_INVALID;
+	}
+	return store_submit_custom(st, w, run, j, free, NULL, audit, audit ? 1 : 0,
+	                           done, arg);
+}
+
+int
+store_method_delete(struct store *st, struct store_waker *w, const char *customer,
+                    const char *id, const struct store_audit *audit,
+                    store_done_fn done, void *arg)
+{
+	return submit_id_job(st, w, run_delete, customer, id, audit, done, arg);
+}
+
+int
+store_method_set_default(struct store *st, struct store_waker *w, const char *customer,
+                         const char *id, const struct store_audit *audit,
+                         store_done_fn done, void *arg)
+{
+	return submit_id_job(st, w, run_set_default, customer, id, audit, done, arg);
+}
+
+struct sweep_job {
+	int64_t now;
+	int64_t *purged;
+};
+
+static int
+run_sweep(sqlite3 *db, void *ctx)
+{
+	struct sweep_job *j = ctx;
+	sqlite3_stmt *s = NULL;
+	int r;
+	if ((r = prep(db, "DELETE FROM vault_entries WHERE saved = 0 AND expires_at > 0 "
+	              "AND expires_at <= ?1", &s)) == 0 &&
+	    (r = sqlite3_bind_int64(s, 1, j->now) == SQLITE_OK ? 0 : FGW_ERR_DB) == 0 &&
+	    (r = step_done(s)) == 0 && j->purged != NULL)
+		*j->purged = sqlite3_changes(db);
+	sqlite3_finalize(s);
+	return r;
+}
+
+int
+store_vault_sweep(struct store *st, struct store_waker *w, int64_t now,
+                  int64_t *purged, store_done_fn done, void *arg)
+{
+	struct sweep_job *j = calloc(1, sizeof(*j));
+	if (j == NULL)
+		return FGW_ERR_NOMEM;
+	j->now = now;
+	j->purged = purged;
+	return store_submit_custom(st, w, run_sweep, j, free, NULL, NULL, 0, done, arg);
+}
+
+struct rewrap_job {
+	struct store_rewrap_item *items;
+	size_t n;
+	int64_t *updated;
+};
+
+static void
+rewrap_job_free(void *p)
+{
+	struct rewrap_job *j = p;
+	if (j == NULL)
+		return;
+	store_rewrap_items_clear(j->items, j->n);
+	free(j->items);
+	free(j);
+}
+
+static int
+run_rewrap(sqlite3 *db, void *ctx)
+{
+	struct rewrap_job *j = ctx;
+	sqlite3_stmt *s = NULL;
+	int64_t done = 0;
+	int r;
+
+	if ((r = prep(db, "UPDATE vault_entries SET blob = ?1, key_id = ?2 "
+	              "WHERE token = ?3 AND key_id = ?4", &s)) != 0)
+		goto out;
+	for (size_t i = 0; i < j->n; i++) {
+		const struct store_rewrap_item *it = &j->items[i];
+		if (it->new_blob == NULL)
+			continue;
+		if ((r = text_bind(s, 1, it->new_blob)) != 0 ||
+		    (r = text_bind(s, 2, it->new_key_id)) != 0 ||
+		    (r = text_bind(s, 3, it->token)) != 0 ||
+		    (r = text_bind(s, 4, it->key_id)) != 0 || (r = step_done(s)) != 0)
+			goto out;
+		done += sqlite3_changes(db);
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+	}
+	if (j->updated != NULL)
+		*j->updated = done;
+	r = FGW_OK;
+out:
+	sqlite3_finalize(s);
+	return r;
+}
+
+int
+store_vault_rewrap_commit(struct store *st, struct store_waker *w,
+                          const struct store_rewrap_item *items, size_t n,
+                          int64_t *updated, store_done_fn done, void *arg)
+{
+	struct rewrap_job *j = calloc(1, sizeof(*j));
+	int r = FGW_ERR_NOMEM;
+	if (j == NULL)
+		return FGW_ERR_NOMEM;
+	j->updated = updated;
+	if (n > 0 && (j->items = calloc(n, sizeof(*j->items))) == NULL)
+		goto fail;
+	for (size_t i = 0; i < n; i++) {
+		struct store_rewrap_item *c = &j->items[i];
+		*c = items[i];
+		c->blob = NULL;
+		c->new_blob = NULL;
+		j->n = i + 1;
+		if (items[i].new_blob != NULL && (c->new_blob = strdup(items[i].new_blob)) == NULL)
+			goto fail;
+	}
+	return store_submit_custom(st, w, run_rewrap, j, rewrap_job_free, NULL, NULL, 0,
+	                           done, arg);
+fail:
+	rewrap_job_free(j);
+	return r;
+}
