@@ -9,7 +9,7 @@
 # them when run as root), then re-enter make so pkg-config sees them.
 
 PKGS  := libevent libevent_pthreads libevent_openssl libsodium openssl libcurl sqlite3 libcjson
-DEBS  := pkg-config libevent-dev libsodium-dev libssl-dev libcurl4-openssl-dev libsqlite3-dev libcjson-dev sqlite3 python3
+DEBS  := pkg-config libevent-dev libsodium-dev libssl-dev libcurl4-openssl-dev libsqlite3-dev libcjson-dev sqlite3 python3 openssl
 BUILD ?= build
 SAN   ?= 0
 
@@ -122,8 +122,8 @@ unit-%: deps
 	$(BUILD)/tests/$*
 
 bench: deps
-	@$(MAKE) --no-print-directory build-all
-	@sh tools/bench.sh
+	@$(MAKE) --no-print-directory build-all $(BUILD)/bench-rules
+	@BUILD=$(BUILD) sh tools/bench.sh
 
 fuzz: deps
 	@sh tests/fuzz/run.sh

@@ -16,8 +16,9 @@
 #include "core/err.h"
 #include "core/util.h"
 #include "gateway/config.h"
+#include "processors/adapter.h"
 
-enum cfg_type { CFG_INT, CFG_STR, CFG_ENUM, CFG_BOOL, CFG_APIKEY, CFG_WH_IN, CFG_WH_OUT };
+enum cfg_type { CFG_INT, CFG_STR, CFG_ENUM, CFG_BOOL, CFG_APIKEY, CFG_WH_IN, CFG_WH_OUT, CFG_ROUTE };
 
 struct cfg_directive {
 	const char *name;
@@ -117,6 +118,23 @@ static const struct cfg_directive directives[] = {
 	INT(reconcile_grace_ms, 0, 3600000, "0", "age after which posting is reconciled (0: processor_timeout_ms + 5000)"),
 	INT(reconcile_max_attempts, 1, 1000, "30", "status requests before manual review"),
 	INT(reconcile_backoff_max_ms, 50, 86400000, "3600000", "longest wait between two status requests"),
+	STR(processor_secret_file, "", "file (mode 0600) holding the processor API credential"),
+	STR(processor_secret_env, "", "environment variable holding the processor API credential"),
+	{ "route", CFG_ROUTE, 0, 0, 0, 0, NULL, NULL,
+	  "\"PROCESSOR [currency=..] [brand=..] [country=..] [amount_min=N] [amount_max=N] [weight=N]\": routing (repeatable, first match wins)" },
+	STR(processor_client_cert, "", "client certificate (PEM) presented to the processor, with processor_client_key"),
+	STR(processor_client_key, "", "private key (PEM) of processor_client_cert"),
+	STR(processor2_secret_file, "", "failover: file (mode 0600) holding the secondary's credential"),
+	STR(processor2_secret_env, "", "failover: environment variable holding the secondary's credential"),
+	STR(processor2_api_version, "", "failover: the secondary's pinned API version"),
+	STR(processor2_ca_file, "", "failover: CA bundle for the secondary's TLS certificate"),
+	BOOL(processor2_verify_tls, "1", "failover: verify the secondary's TLS certificate"),
+	STR(processor2_client_cert, "", "failover: client certificate (PEM) for the secondary"),
+	STR(processor2_client_key, "", "failover: private key (PEM) of processor2_client_cert"),
+	INT(processor2_timeout_ms, 0, 120000, "0", "failover: total time for one call to the secondary (0: processor_timeout_ms)"),
+	INT(processor2_connect_timeout_ms, 0, 60000, "0", "failover: connect timeout to the secondary (0: processor_connect_timeout_ms)"),
+	INT(processor2_max_conns, 0, 10000, "0", "failover: connections per reactor to the secondary (0: processor_max_conns)"),
+	STR(processor_api_version, "", "processor API version to pin (stripe: Stripe-Version, default 2024-06-20)"),
 	INT(audit_checkpoint_interval_s, 0, 86400, "300", "seconds between signed audit checkpoints; 0 = only at shutdown"),
 	STR(backup_dir, "", "directory for encrypted backups (default DATA_DIR/backups)"),
 	INT(backup_interval_s, 0, 31536000, "0", "seconds between scheduled backups; 0 = none"),
@@ -196,6 +214,22 @@ split_words(const char *value, char words[][512], int n)
 	return FGW_OK;
 }
 
+/* route "PROCESSOR key=value...": parsed now, so a bad line stops
+ * start-up with its file and line; names are checked in config_finish. */
+static int
+set_route(struct fgw_config *cfg, const char *value, const char *where, char *err,
+          size_t errlen)
+{
+	char why[256];
+
+	if (cfg->routes.n == PROC_ROUTES_MAX)
+		return fail(err, errlen, where, "too many route lines%s", "");
+	if (proc_route_parse(value, &cfg->routes.r[cfg->routes.n], why, sizeof(why)) != 0)
+		return fail(err, errlen, where, "%s", why);
+	cfg->routes.n++;
+	return FGW_OK;
+}
+
 static int
 set_webhook(struct fgw_config *cfg, int inbound, const char *value, const char *where,
             char *err, size_t errlen)
@@ -250,6 +284,8 @@ config_set(struct fgw_config *cfg, const char *name, const char *value,
 	switch (d->type) {
 	case CFG_APIKEY:
 		return set_api_key(cfg, value, where, err, errlen);
+	case CFG_ROUTE:
+		return set_route(cfg, value, where, err, errlen);
 	case CFG_WH_IN:
 	case CFG_WH_OUT:
 		return set_webhook(cfg, d->type == CFG_WH_IN, value, where, err, errlen);
@@ -482,8 +518,11 @@ config_finish(struct fgw_config *cfg, char *err, size_t errlen)
 		return fail(err, errlen, "config", "jwt_issuer needs jwt_audience and jwt_jwks_file or jwt_hs256_secret_file%s", "");
 	if ((cfg->tls_cert_file[0] == '\0') != (cfg->tls_key_file[0] == '\0'))
 		return fail(err, errlen, "config", "tls_cert_file and tls_key_file go together%s", "");
-	/* Default: the file `flairctl keys processor-import NAME FILE` writes. */
-	if (cfg->processor_public_key_file[0] == '\0') {
+	/* Default: the file `flairctl keys processor-import NAME FILE` writes.
+	 * Types that take the clear card (stripe) have no sealing key. */
+	if (cfg->processor_public_key_file[0] == '\0' &&
+	    (proc_type_find(cfg->processor_type) == NULL ||
+	     !proc_type_find(cfg->processor_type)->needs_clear_card)) {
 		char leaf[96];
 		int n = snprintf(leaf, sizeof(leaf), "processor-%s.json", cfg->processor_name);
 		if (n < 0 || (size_t)n >= sizeof(leaf) ||
@@ -497,6 +536,18 @@ config_finish(struct fgw_config *cfg, char *err, size_t errlen)
 	if (strcmp(cfg->mode, "production") == 0 && strncmp(cfg->processor_url, "https://", 8) != 0 &&
 	    !is_loopback_url(cfg->processor_url))
 		return fail(err, errlen, "config", "production mode needs an https:// processor_url%s", "");
+	if ((cfg->processor_client_cert[0] == '\0') != (cfg->processor_client_key[0] == '\0') ||
+	    (cfg->processor2_client_cert[0] == '\0') != (cfg->processor2_client_key[0] == '\0'))
+		return fail(err, errlen, "config", "a processor client certificate needs its key, and a key its certificate%s", "");
+	if (strcmp(cfg->mode, "production") == 0 && cfg->processor2_url[0] != '\0' &&
+	    strncmp(cfg->processor2_url, "https://", 8) != 0 && !is_loopback_url(cfg->processor2_url))
+		return fail(err, errlen, "config", "production mode needs an https:// processor2_url%s", "");
+	for (int i = 0; i < cfg->routes.n; i++)
+		if (strcmp(cfg->routes.r[i].processor, cfg->processor_name) != 0 &&
+		    (cfg->processor2_name[0] == '\0' ||
+		     strcmp(cfg->routes.r[i].processor, cfg->processor2_name) != 0))
+			return fail(err, errlen, "config", "route: %s is neither processor_name nor processor2_name",
+			            cfg->routes.r[i].processor);
 	for (int i = 0; i < cfg->n_webhook_endpoints; i++)
 		if (strcmp(cfg->mode, "production") == 0 &&
 		    strncmp(cfg->webhook_endpoints[i].url, "https://", 8) != 0 &&

@@ -9,6 +9,7 @@
 #ifndef FGW_GATEWAY_CONFIG_H
 #define FGW_GATEWAY_CONFIG_H
 
+#include "processors/route.h"
 #include <stddef.h>
 #include <stdio.h>
 
@@ -113,6 +114,22 @@ struct fgw_config {
 	long long reconcile_grace_ms;
 	long long reconcile_max_attempts;
 	long long reconcile_backoff_max_ms;
+	char processor_secret_file[512];
+	char processor_secret_env[64];
+	char processor_api_version[40];
+	struct proc_routes routes;       /* route lines, parsed (processors/route.h) */
+	char processor_client_cert[512];
+	char processor_client_key[512];
+	char processor2_secret_file[512];
+	char processor2_secret_env[64];
+	char processor2_api_version[40];
+	char processor2_ca_file[512];
+	long long processor2_verify_tls;
+	char processor2_client_cert[512];
+	char processor2_client_key[512];
+	long long processor2_timeout_ms;
+	long long processor2_connect_timeout_ms;
+	long long processor2_max_conns;
 	/* audit checkpoints and backups (issue 7) */
 	long long audit_checkpoint_interval_s;
 	char backup_dir[512];

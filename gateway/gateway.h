@@ -54,6 +54,8 @@ struct reactor {
 	struct evhttp *http;
 	struct evhttp_bound_socket *bound;
 	struct httpc *httpc;
+	struct httpc *httpc2;         /* the secondary's own client (TLS settings,
+	                                 connection pool), or NULL */
 	struct store_waker *waker;
 	struct store_reader *reader;
 	struct pipeline_env env;
@@ -80,6 +82,7 @@ struct gateway {
 	struct proc_config proc2;       /* failover; proc2.name "" when none */
 	const struct proc_type *proc2_type;
 	struct proc_breaker breaker;
+	struct proc_breaker breaker2;   /* the secondary's, for routed traffic */
 	struct idem_table *idem;
 	struct jwt_verifier *jwt;      /* NULL: customer JWTs not accepted */
 	struct reactor *rx;

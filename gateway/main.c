@@ -389,8 +389,59 @@ setup_logging(const struct fgw_config *cfg)
 	return FGW_OK;
 }
 
+/* A processor credential from a private file or an environment variable
+ * (prefix names the directives in errors); neither set: keep the plain
+ * directive's value. The value is never logged, only where it came from. */
+static int
+processor_secret(const char *file, const char *env, const char *prefix, struct proc_config *pc,
+                 char *err, size_t errlen)
+{
+	const char *v = NULL;
+	char *text = NULL;
+	size_t len = 0;
+	struct stat sb;
+	int r = FGW_ERR_INVALID;
+
+	if (file[0] != '\0') {
+		if (stat(file, &sb) != 0 || !S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
+			snprintf(err, errlen, "%s_secret_file %s: must be a regular file "
+			         "with mode 0600 or stricter", prefix, file);
+			return FGW_ERR_INVALID;
+		}
+		if ((r = fgw_read_file(file, sizeof(pc->secret), &text, &len)) != 0) {
+			snprintf(err, errlen, "%s_secret_file %s: %s", prefix, file, fgw_strerror(r));
+			return r;
+		}
+		while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+			len--;
+		text[len] = '\0';
+		v = text;
+	} else if (env[0] != '\0') {
+		if ((v = getenv(env)) == NULL) {
+			snprintf(err, errlen, "%s_secret_env: %s is not set", prefix, env);
+			return FGW_ERR_INVALID;
+		}
+	} else {
+		return FGW_OK;
+	}
+	r = FGW_OK;
+	if (v[0] == '\0' || strlen(v) >= sizeof(pc->secret) || strpbrk(v, " \t\r\n") != NULL) {
+		snprintf(err, errlen, "%s credential from %s: empty, too long or has white space",
+		         prefix, text != NULL ? "its secret file" : "its environment variable");
+		r = FGW_ERR_INVALID;
+	} else {
+		fgw_strlcpy(pc->secret, v, sizeof(pc->secret));
+	}
+	if (text != NULL) {
+		sodium_memzero(text, len);
+		free(text);
+	}
+	return r;
+}
+
 /* One processor instance from its directives (the primary's or the
- * failover secondary's). */
+ * failover secondary's). A type that takes the clear card (stripe) needs
+ * no sealing key. */
 static int
 setup_one(struct proc_config *pc, const struct proc_type **type, const char *name,
           const char *type_name, const char *url, const char *secret, const char *key_file,
@@ -411,12 +462,14 @@ setup_one(struct proc_config *pc, const struct proc_type **type, const char *nam
 	fgw_strlcpy(pc->base_url, url, sizeof(pc->base_url));
 	fgw_strlcpy(pc->secret, secret, sizeof(pc->secret));
 	pc->timeout_ms = (long)timeout_ms;
-	if ((r = sealed_load_pubkey(key_file, &pc->pubkey)) != 0) {
-		snprintf(err, errlen, "%s_public_key_file: %s: %s", prefix, key_file,
-		         fgw_strerror(r));
-		return r;
+	if (!(key_file[0] == '\0' && (*type)->needs_clear_card)) {
+		if ((r = sealed_load_pubkey(key_file, &pc->pubkey)) != 0) {
+			snprintf(err, errlen, "%s_public_key_file: %s: %s", prefix, key_file,
+			         fgw_strerror(r));
+			return r;
+		}
+		pc->has_pubkey = 1;
 	}
-	pc->has_pubkey = 1;
 	if (strcmp(type_name, "generic") == 0)
 		return generic_map_load(pc, map_file, err, errlen);
 	return FGW_OK;
@@ -430,8 +483,11 @@ setup_processor(struct gateway *g, char *err, size_t errlen)
 	if ((r = setup_one(&g->proc, &g->proc_type, cfg->processor_name, cfg->processor_type,
 	                   cfg->processor_url, cfg->processor_secret,
 	                   cfg->processor_public_key_file, cfg->processor_map_file,
-	                   cfg->processor_timeout_ms, "processor", err, errlen)) != 0)
+	                   cfg->processor_timeout_ms, "processor", err, errlen)) != 0 ||
+	    (r = processor_secret(cfg->processor_secret_file, cfg->processor_secret_env, "processor",
+	                          &g->proc, err, errlen)) != 0)
 		return r;
+	fgw_strlcpy(g->proc.api_version, cfg->processor_api_version, sizeof(g->proc.api_version));
 	if (cfg->processor2_name[0] == '\0')
 		return FGW_OK;
 	if (strcmp(cfg->processor2_name, cfg->processor_name) == 0) {
@@ -439,10 +495,18 @@ setup_processor(struct gateway *g, char *err, size_t errlen)
 		return FGW_ERR_INVALID;
 	}
 	breaker_init(&g->breaker, (int)cfg->breaker_failures, cfg->breaker_open_ms);
-	return setup_one(&g->proc2, &g->proc2_type, cfg->processor2_name, cfg->processor2_type,
-	                 cfg->processor2_url, cfg->processor2_secret,
-	                 cfg->processor2_public_key_file, cfg->processor2_map_file,
-	                 cfg->processor_timeout_ms, "processor2", err, errlen);
+	breaker_init(&g->breaker2, (int)cfg->breaker_failures, cfg->breaker_open_ms);
+	if ((r = setup_one(&g->proc2, &g->proc2_type, cfg->processor2_name, cfg->processor2_type,
+	                   cfg->processor2_url, cfg->processor2_secret,
+	                   cfg->processor2_public_key_file, cfg->processor2_map_file,
+	                   cfg->processor2_timeout_ms > 0 ? cfg->processor2_timeout_ms
+	                                                  : cfg->processor_timeout_ms,
+	                   "processor2", err, errlen)) != 0 ||
+	    (r = processor_secret(cfg->processor2_secret_file, cfg->processor2_secret_env,
+	                          "processor2", &g->proc2, err, errlen)) != 0)
+		return r;
+	fgw_strlcpy(g->proc2.api_version, cfg->processor2_api_version, sizeof(g->proc2.api_version));
+	return FGW_OK;
 }
 
 int

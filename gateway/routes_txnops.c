@@ -402,7 +402,7 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 	oreq.amount = c->amount;
 	c->evcon = evhttp_request_get_connection(req);
 	if ((r = pt->build_op(c->proc, op, &oreq, &http)) == 0)
-		r = httpc_request(rx->httpc, http.method, http.url,
+		r = httpc_request(pipeline_httpc_for(&rx->env, c->proc), http.method, http.url,
 		                  (const char *const *)http.headers, http.body, http.body_len,
 		                  c->proc->timeout_ms, replied, c, NULL);
 	proc_http_clear(&http);

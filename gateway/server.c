@@ -100,7 +100,8 @@ drain_check(evutil_socket_t fd, short what, void *arg)
 	struct reactor *rx = arg;
 	(void)fd;
 	(void)what;
-	if (rx->inflight == 0 && httpc_inflight(rx->httpc) == 0) {
+	if (rx->inflight == 0 && httpc_inflight(rx->httpc) == 0 &&
+	    (rx->httpc2 == NULL || httpc_inflight(rx->httpc2) == 0)) {
 		event_base_loopexit(rx->base, NULL);
 		return;
 	}
@@ -139,6 +140,25 @@ reactor_main(void *arg)
 	struct reactor *rx = arg;
 	event_base_dispatch(rx->base);
 	return NULL;
+}
+
+/* The secondary processor's own client: its TLS settings, timeouts and
+ * connection limit (0 in a directive: the primary's value). */
+static int
+secondary_httpc(const struct fgw_config *cfg, struct reactor *rx)
+{
+	struct httpc_opts o;
+
+	memset(&o, 0, sizeof(o));
+	o.connect_timeout_ms = cfg->processor2_connect_timeout_ms > 0 ? cfg->processor2_connect_timeout_ms
+	                                                              : cfg->processor_connect_timeout_ms;
+	o.max_conns_per_host = cfg->processor2_max_conns > 0 ? cfg->processor2_max_conns
+	                                                     : cfg->processor_max_conns;
+	o.ca_file = cfg->processor2_ca_file[0] ? cfg->processor2_ca_file : NULL;
+	o.verify_tls = (int)cfg->processor2_verify_tls;
+	o.client_cert = cfg->processor2_client_cert[0] ? cfg->processor2_client_cert : NULL;
+	o.client_key = cfg->processor2_client_key[0] ? cfg->processor2_client_key : NULL;
+	return httpc_new(rx->base, &o, &rx->httpc2);
 }
 
 /* Each accepted connection of a TLS listener gets its own SSL on the
@@ -201,7 +221,10 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	hopts.max_conns_per_host = cfg->processor_max_conns;
 	hopts.ca_file = cfg->processor_ca_file[0] ? cfg->processor_ca_file : NULL;
 	hopts.verify_tls = (int)cfg->processor_verify_tls;
+	hopts.client_cert = cfg->processor_client_cert[0] ? cfg->processor_client_cert : NULL;
+	hopts.client_key = cfg->processor_client_key[0] ? cfg->processor_client_key : NULL;
 	if ((r = httpc_new(rx->base, &hopts, &rx->httpc)) != 0 ||
+	    (gw->proc2.name[0] != '\0' && (r = secondary_httpc(cfg, rx)) != 0) ||
 	    (r = store_waker_new(gw->store, rx->base, &rx->waker)) != 0 ||
 	    (r = store_reader_open(gw->store, &rx->reader)) != 0) {
 		snprintf(err, errlen, "reactor %d: %s", rx->idx, fgw_strerror(r));
@@ -212,6 +235,7 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 		return FGW_ERR_NOMEM;
 	rx->env.base = rx->base;
 	rx->env.httpc = rx->httpc;
+	rx->env.httpc2 = rx->httpc2;
 	rx->env.store = gw->store;
 	rx->env.waker = rx->waker;
 	rx->env.kr = gw->kr;
@@ -230,7 +254,9 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 		rx->env.proc2 = &gw->proc2;
 		rx->env.proc2_type = gw->proc2_type;
 		rx->env.breaker = &gw->breaker;
+		rx->env.breaker2 = &gw->breaker2;
 	}
+	rx->env.routes = cfg->routes.n > 0 ? &cfg->routes : NULL;
 	if (rx->idx == 0) {
 		/* One reconciler is enough (it asks the processor, cheaply) and
 		 * keeps two reactors from asking about the same row. */
@@ -258,6 +284,8 @@ reactor_cleanup(struct reactor *rx)
 		evhttp_free(rx->http);
 	if (rx->httpc != NULL)
 		httpc_free(rx->httpc);
+	if (rx->httpc2 != NULL)
+		httpc_free(rx->httpc2);
 	if (rx->reader != NULL)
 		store_reader_close(rx->reader);
 	if (rx->waker != NULL)

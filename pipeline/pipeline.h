@@ -161,7 +161,18 @@ struct pipeline_env {
 	const struct proc_config *proc2;
 	const struct proc_type *proc2_type;
 	struct proc_breaker *breaker;
+	/* Routing (added): which of the two goes first, by currency, brand,
+	 * amount, country or weight; NULL: always the primary. breaker2 is
+	 * the secondary's own breaker, used when a route sends a transaction
+	 * to it first (the primary is then its fallback). */
+	const struct proc_routes *routes;
+	struct proc_breaker *breaker2;
+	struct httpc *httpc2;        /* the secondary's client; NULL: httpc */
 };
+
+/* The HTTP client that talks to processor instance p (its own TLS
+ * settings, timeouts and connection limit). */
+struct httpc *pipeline_httpc_for(const struct pipeline_env *env, const struct proc_config *p);
 
 /* The processor instance called `name` (as recorded in a row), or -1. */
 int pipeline_proc_by_name(const struct pipeline_env *env, const char *name,

@@ -292,7 +292,7 @@ ask(struct recon_item *it)
 	    it->type->build_op == NULL || it->type->parse_op == NULL)
 		return FGW_ERR_INVALID;
 	if ((r = it->type->build_op(it->proc, PROC_OP_STATUS, &oreq, &http)) == 0)
-		r = httpc_request(env->httpc, http.method, http.url,
+		r = httpc_request(pipeline_httpc_for(env, it->proc), http.method, http.url,
 		                  (const char *const *)http.headers, http.body, http.body_len,
 		                  it->proc->timeout_ms, status_replied, it, NULL);
 	proc_http_clear(&http);

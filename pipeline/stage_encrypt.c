@@ -49,6 +49,11 @@ encrypt_run(struct txn *t)
 
 	stage_choose_proc(t);
 	pc = t->proc;
+	/* A processor that takes the card's clear fields over TLS gets them
+	 * from guarded memory when post builds its request (stage_post.c
+	 * wipes them once it is handed to the HTTP client). */
+	if (txn_proc_type(t)->needs_clear_card)
+		return c->pan != NULL ? STAGE_NEXT : stage_invalid(t, "card is required");
 	if (!pc->has_pubkey) {
 		log_txn_error(t->id, "processor %s has no public key configured", pc->name);
 		return STAGE_ERROR;

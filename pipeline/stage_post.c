@@ -48,6 +48,8 @@ static int
 send_to_processor(struct txn *t)
 {
 	struct proc_request preq;
+	struct proc_clear_card clear;
+	struct txn_card *c = &t->req->card;
 	struct proc_http http;
 	unsigned char pk[32];
 	char *pk_b64 = NULL;
@@ -70,12 +72,26 @@ send_to_processor(struct txn *t)
 	preq.description = t->req->description;
 	preq.customer_email = t->req->email;
 	preq.require_3ds = t->require_3ds;
+	if (txn_proc_type(t)->needs_clear_card) {
+		clear = (struct proc_clear_card){ c->pan, c->cvc, c->exp_month,
+			                              c->exp_year, c->holder };
+		preq.clear_card = &clear;
+	}
 	if ((r = txn_proc_type(t)->build(txn_proc(t), &preq, &http)) == 0)
-		r = httpc_request(t->env->httpc, http.method, http.url,
-		                  (const char *const *)http.headers, http.body,
-		                  http.body_len, txn_proc(t)->timeout_ms,
-		                  post_replied, t, &t->http);
+		r = httpc_request(pipeline_httpc_for(t->env, txn_proc(t)), http.method, http.url,
+		                  (const char *const *)http.headers,
+		                  http.secure_body != NULL ? (const char *)http.secure_body->data
+		                                           : http.body,
+		                  http.secure_body != NULL ? http.secure_body->len
+		                                           : http.body_len,
+		                  txn_proc(t)->timeout_ms, post_replied, t, &t->http);
 	proc_http_clear(&http);
+	/* The request (or its failure) is final: the clear card is no longer
+	 * needed anywhere. */
+	secbuf_free(c->pan);
+	secbuf_free(c->cvc);
+	c->pan = NULL;
+	c->cvc = NULL;
 	free(pk_b64);
 	return r;
 }

@@ -59,7 +59,8 @@ rule_input(const struct txn *t, struct rules_input *in)
 	in->customer_id = NULL; /* not carried by a transaction yet */
 	in->threeds = "none";   /* decided before the processor is asked */
 	in->mode = t->env->risk->mode;
-	in->card_saved = 0;     /* every card is typed in (or sealed) */
+	/* Paid with a customer's saved method (paymentMethodId pm_…). */
+	in->card_saved = t->method_saved;
 	/* The row's created_at: replay and processor declines find the
 	 * same attempt by it. */
 	in->now_ms = t->created_at;

@@ -22,6 +22,7 @@
 #include "pipeline/pipeline.h"
 #include "pipeline/stages.h"
 #include "processors/breaker.h"
+#include "processors/route.h"
 #include "processors/httpc.h"
 
 enum stage_rc
@@ -223,6 +224,12 @@ txn_proc_type(const struct txn *t)
 	return t->proc_type != NULL ? t->proc_type : t->env->proc_type;
 }
 
+struct httpc *
+pipeline_httpc_for(const struct pipeline_env *env, const struct proc_config *p)
+{
+	return p != NULL && p == env->proc2 && env->httpc2 != NULL ? env->httpc2 : env->httpc;
+}
+
 int
 pipeline_proc_by_name(const struct pipeline_env *env, const char *name,
                       const struct proc_config **cfg, const struct proc_type **type)
@@ -240,22 +247,35 @@ pipeline_proc_by_name(const struct pipeline_env *env, const char *name,
 	return -1;
 }
 
-/* Picks the processor of a new transaction: the primary unless its
- * breaker is open and a secondary exists. Called once, before the card is
- * sealed to the chosen processor's key. */
+/* Picks the processor of a new transaction: the routing table's choice
+ * (the primary when there is none or nothing matches), unless that one's
+ * breaker is open and the other exists. Called once, before the card is
+ * sealed to the chosen processor's key; never again for this transaction,
+ * so an attempt whose outcome is unknown is never moved. */
 void
 stage_choose_proc(struct txn *t)
 {
 	const struct pipeline_env *env = t->env;
+	const struct proc_route *route;
+	struct proc_breaker *b = env->breaker;
+	int second = 0;
+
 	if (t->proc != NULL)
 		return;
-	t->proc = env->proc;
-	t->proc_type = env->proc_type;
-	if (env->proc2 == NULL || env->breaker == NULL)
+	if (env->routes != NULL && env->proc2 != NULL) {
+		route = proc_routes_pick(env->routes, t->req->currency, t->brand, t->req->country,
+		                         t->req->amount, randombytes_uniform(1000000));
+		second = route != NULL && strcmp(route->processor, env->proc2->name) == 0;
+	}
+	t->proc = second ? env->proc2 : env->proc;
+	t->proc_type = second ? env->proc2_type : env->proc_type;
+	if (second)
+		b = env->breaker2;
+	if (env->proc2 == NULL || b == NULL)
 		return;
-	if (!breaker_route(env->breaker, fgw_now_ms(), &t->breaker_probe)) {
-		t->proc = env->proc2;
-		t->proc_type = env->proc2_type;
+	if (!breaker_route(b, fgw_now_ms(), &t->breaker_probe)) {
+		t->proc = second ? env->proc : env->proc2;
+		t->proc_type = second ? env->proc_type : env->proc2_type;
 	}
 }
 
@@ -267,9 +287,10 @@ stage_breaker_feedback(const struct txn *t)
 {
 	const struct pipeline_env *env = t->env;
 	int ok;
-	if (env->breaker == NULL || env->proc2 == NULL || t->proc != env->proc)
+	struct proc_breaker *b = t->proc == env->proc ? env->breaker : env->breaker2;
+	if (b == NULL || env->proc2 == NULL)
 		return;
 	ok = t->reply_err == 0 && t->reply_status > 0 && t->reply_status < 500 &&
 	     t->result.outcome != PROC_UNKNOWN;
-	breaker_record(env->breaker, ok, t->breaker_probe, fgw_now_ms());
+	breaker_record(b, ok, t->breaker_probe, fgw_now_ms());
 }

@@ -6,11 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crypto/secmem.h"
 #include "processors/adapter.h"
 
 static const struct proc_type *const proc_types[] = {
 	&proc_type_sandbox,
 	&proc_type_generic,
+	&proc_type_stripe,
 	NULL
 };
 
@@ -38,6 +40,7 @@ proc_http_clear(struct proc_http *h)
 		free(h->headers[i]);
 	}
 	free(h->body);
+	secbuf_free(h->secure_body);
 	memset(h, 0, sizeof(*h));
 }
 

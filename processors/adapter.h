@@ -20,6 +20,20 @@
 
 #include "crypto/sealed.h"
 
+struct secbuf;
+
+/* The card in clear, for adapter types that declare needs_clear_card
+ * (processors that take raw card fields over TLS, like Stripe). Every
+ * pointer is into guarded memory owned by the transaction; the adapter
+ * copies the values only into proc_http.secure_body. */
+struct proc_clear_card {
+	const struct secbuf *pan;
+	const struct secbuf *cvc;    /* NULL when none was given */
+	int exp_month;
+	int exp_year;
+	const char *holder;          /* "" when none */
+};
+
 enum proc_outcome {
 	PROC_SUCCEEDED = 0,     /* approved and (for purchase) captured */
 	PROC_DECLINED,          /* the issuer/processor said no: code set */
@@ -70,6 +84,8 @@ struct proc_request {
 	const char *customer_email;
 	const char *return_url;      /* for 3-D Secure redirects, may be NULL */
 	int require_3ds;             /* 1: a rule asks for 3-D Secure */
+	/* Added for needs_clear_card types; NULL for the others. */
+	const struct proc_clear_card *clear_card;
 };
 
 /* An HTTP request an adapter built. All owned; free with proc_http_clear. */
@@ -79,6 +95,9 @@ struct proc_http {
 	char *headers[8];            /* "Name: value", NULL-terminated */
 	char *body;
 	size_t body_len;
+	/* Added: a body holding card data is built in guarded memory here
+	 * instead of body (then NULL); proc_http_clear wipes it. */
+	struct secbuf *secure_body;
 };
 void proc_http_clear(struct proc_http *h);
 
@@ -106,6 +125,7 @@ struct proc_config {
 	 * by the type's loader) and whether 2xx replies are sealed to us. */
 	const void *type_data;
 	int seals_reply;
+	char api_version[40];   /* pinned processor API version (Stripe-Version) */
 };
 
 struct proc_type {
@@ -130,6 +150,10 @@ struct proc_type {
 	int (*parse_op)(const struct proc_config *cfg, enum proc_op op,
 	                long http_status, const char *body, size_t len,
 	                struct proc_result *out);
+	/* 1: the processor takes the card's clear fields (over TLS): the
+	 * encrypt stage does not seal, it keeps PAN and CVC in guarded memory
+	 * until post has built the request (proc_request.clear_card). */
+	int needs_clear_card;
 };
 
 /* Looks an adapter type up by name; NULL if unknown. */
@@ -137,5 +161,6 @@ const struct proc_type *proc_type_find(const char *name);
 
 extern const struct proc_type proc_type_sandbox;
 extern const struct proc_type proc_type_generic;
+extern const struct proc_type proc_type_stripe;
 
 #endif

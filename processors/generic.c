@@ -100,6 +100,9 @@ bad(char *err, size_t errlen, const char *what)
 	return FGW_ERR_INVALID;
 }
 
+/* The operations a mapping may describe, indexed by enum proc_op. */
+static const char *const op_paths[] = { "capturePath", "cancelPath", "refundPath", NULL };
+
 static int
 check_map(const cJSON *m, char *err, size_t errlen)
 {
@@ -150,6 +153,17 @@ check_map(const cJSON *m, char *err, size_t errlen)
 				return bad(err, errlen, "declineCodes values are PAYMENT_CARD_DECLINED "
 				                        "or PAYMENT_INSUFFICIENT_FUNDS");
 	}
+	for (size_t i = 0; op_paths[i] != NULL; i++) {
+		const char *op = str_at(m, op_paths[i]);
+		it = cJSON_GetObjectItemCaseSensitive(m, op_paths[i]);
+		if (it != NULL && (op == NULL || op[0] != '/' || !proc_token_ok(op, 200) ||
+		                   strstr(op, "{reference}") == NULL))
+			return bad(err, errlen, "capturePath, cancelPath and refundPath must be paths "
+			                        "with {reference} in it");
+	}
+	it = cJSON_GetObjectItemCaseSensitive(m, "refundAmountField");
+	if (it != NULL && (!cJSON_IsString(it) || !proc_token_ok(it->valuestring, 63)))
+		return bad(err, errlen, "refundAmountField must be a dotted field name");
 	it = cJSON_GetObjectItemCaseSensitive(m, "serverErrors");
 	if (it != NULL && (!cJSON_IsString(it) || (strcmp(it->valuestring, "failed") != 0 &&
 	                                            strcmp(it->valuestring, "unknown") != 0)))
@@ -343,6 +357,54 @@ out:
 	return r;
 }
 
+/* Capture, cancel and refund: POST {base}{path with {reference}} with a
+ * JSON body ({} or, for a refund, the amount at refundAmountField) and the
+ * operation's own idempotency key. FGW_ERR_INVALID when the mapping does
+ * not describe the operation. */
+static int
+build_change(const struct proc_config *cfg, const cJSON *m, enum proc_op op,
+             const struct proc_op_request *req, struct proc_http *out)
+{
+	const char *path = str_at(m, op_paths[op - PROC_OP_CAPTURE]), *at;
+	const char *field = str_at(m, "refundAmountField");
+	cJSON *body = NULL;
+	char *text = NULL;
+	int r = FGW_ERR_INVALID, h = 0;
+
+	if (path == NULL || !proc_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) ||
+	    !proc_token_ok(req->idempotency_key, 255) || !proc_id_ok(req->reference, 96) ||
+	    (op == PROC_OP_REFUND && (req->amount <= 0 || req->amount > GEN_MAX_AMOUNT)) ||
+	    (cfg->secret[0] != '\0' && !proc_token_ok(cfg->secret, sizeof(cfg->secret) - 1)))
+		return FGW_ERR_INVALID;
+	at = strstr(path, "{reference}");
+	r = FGW_ERR_NOMEM;
+	if ((body = cJSON_CreateObject()) == NULL)
+		goto out;
+	if (op == PROC_OP_REFUND) {
+		cJSON *n = cJSON_CreateNumber((double)req->amount);
+		if (n == NULL || (r = put_path(body, field != NULL ? field : "amount", n)) != 0)
+			goto out;
+		r = FGW_ERR_NOMEM;
+	}
+	if ((text = cJSON_PrintUnformatted(body)) == NULL)
+		goto out;
+	memcpy(out->method, "POST", 5);
+	if ((r = proc_fmt_alloc(&out->url, "%.*s%.*s%s%s", (int)base_len(cfg), cfg->base_url,
+	                        (int)(at - path), path, req->reference, at + 11)) != 0 ||
+	    (r = proc_fmt_alloc(&out->headers[h++], "Content-Type: application/json")) != 0 ||
+	    (r = common_headers(cfg, req->idempotency_key, out, &h)) != 0 ||
+	    (r = proc_fmt_alloc(&out->body, "%s", text)) != 0)
+		goto out;
+	out->body_len = strlen(out->body);
+	r = FGW_OK;
+out:
+	cJSON_free(text);
+	cJSON_Delete(body);
+	if (r != FGW_OK)
+		proc_http_clear(out);
+	return r;
+}
+
 static int
 gen_build_op(const struct proc_config *cfg, enum proc_op op, const struct proc_op_request *req,
              struct proc_http *out)
@@ -354,8 +416,9 @@ gen_build_op(const struct proc_config *cfg, enum proc_op op, const struct proc_o
 	if (cfg == NULL || req == NULL || out == NULL || (m = cfg->type_data) == NULL)
 		return FGW_ERR_INVALID;
 	memset(out, 0, sizeof(*out));
-	/* Only status is described by a mapping. */
-	if (op != PROC_OP_STATUS || (spath = str_at(m, "statusPath")) == NULL ||
+	if (op != PROC_OP_STATUS)
+		return build_change(cfg, m, op, req, out);
+	if ((spath = str_at(m, "statusPath")) == NULL ||
 	    !proc_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) ||
 	    !proc_token_ok(req->idempotency_key, 255) ||
 	    strpbrk(req->idempotency_key, "&#%+?=/") != NULL ||
@@ -501,7 +564,18 @@ static int
 gen_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status,
              const char *body, size_t len, struct proc_result *out)
 {
-	return gen_parse(cfg, op == PROC_OP_STATUS, http_status, body, len, out);
+	if (op == PROC_OP_STATUS || cfg == NULL || out == NULL || !(http_status >= 200 &&
+	                                                           http_status <= 299))
+		return gen_parse(cfg, op == PROC_OP_STATUS, http_status, body, len, out);
+	/* A mapping describes operations by their endpoint only: a 2xx answer
+	 * means the processor did it (docs/adapters.md). */
+	memset(out, 0, sizeof(*out));
+	if (op == PROC_OP_CANCEL)
+		set(out, PROC_CANCELED, "", "The authorization was released.");
+	else
+		set(out, PROC_SUCCEEDED, "", op == PROC_OP_REFUND ? "The refund succeeded."
+		                                                  : "The payment was captured.");
+	return FGW_OK;
 }
 
 const struct proc_type proc_type_generic = {

@@ -51,6 +51,7 @@ struct httpc_req {
 	CURL *easy;
 	struct curl_slist *hdrs;
 	char *req_body;
+	size_t req_body_len;
 	int https;
 	char *buf; /* response body, NUL-terminated when not NULL */
 	size_t len, cap;
@@ -93,6 +94,29 @@ struct httpc {
 
 /* ---- request memory ---------------------------------------------------- */
 
+/* Header lines carry the processor credential (Authorization): wiped
+ * before the list is freed, like the adapter's own copy. */
+static void
+hdrs_free(struct httpc_req *r)
+{
+	for (struct curl_slist *l = r->hdrs; l != NULL; l = l->next)
+		if (l->data != NULL)
+			explicit_bzero(l->data, strlen(l->data));
+	curl_slist_free_all(r->hdrs);
+	r->hdrs = NULL;
+}
+
+/* A request body may hold card fields (adapters with needs_clear_card):
+ * our copy is wiped before it is freed. */
+static void
+req_body_free(struct httpc_req *r)
+{
+	if (r->req_body != NULL)
+		explicit_bzero(r->req_body, r->req_body_len + 1);
+	free(r->req_body);
+	r->req_body = NULL;
+}
+
 static void
 req_free(struct httpc_req *r)
 {
@@ -100,8 +124,8 @@ req_free(struct httpc_req *r)
 		return;
 	if (r->easy != NULL)
 		curl_easy_cleanup(r->easy);
-	curl_slist_free_all(r->hdrs);
-	free(r->req_body);
+	hdrs_free(r);
+	req_body_free(r);
 	free(r->buf);
 	free(r);
 }
@@ -116,10 +140,8 @@ req_detach(struct httpc_req *r)
 		curl_easy_cleanup(r->easy);
 		r->easy = NULL;
 	}
-	curl_slist_free_all(r->hdrs);
-	r->hdrs = NULL;
-	free(r->req_body);
-	r->req_body = NULL;
+	hdrs_free(r);
+	req_body_free(r);
 }
 
 static size_t
@@ -671,6 +693,7 @@ httpc_request(struct httpc *c, const char *method, const char *url,
 			}
 			if (len > 0)
 				memcpy(r->req_body, body, len);
+			r->req_body_len = len;
 			r->req_body[len] = '\0';
 			SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
 			SETOPT(CURLOPT_POSTFIELDS, r->req_body);

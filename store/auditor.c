@@ -17,6 +17,7 @@
 #include "core/util.h"
 #include "store/audit.h"
 #include "store/auditor.h"
+#include "store/sqlutil.h"
 #include "store/store_int.h"
 
 #define CP_PREFIX "flairgw-audit-checkpoint-v1\n"
@@ -252,13 +253,6 @@ txt(sqlite3_stmt *s, int i)
 	return t != NULL ? (const char *)t : "";
 }
 
-static int
-bind_opt(sqlite3_stmt *s, int i, const char *v)
-{
-	return v != NULL ? sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT)
-	                 : sqlite3_bind_null(s, i);
-}
-
 int
 store_audit_query(struct store_reader *r, const struct store_audit_filter *f,
                   int (*row)(void *arg, const struct store_audit_view *v), void *arg)
@@ -290,9 +284,9 @@ store_audit_query(struct store_reader *r, const struct store_audit_filter *f,
 	}
 	if ((f->since_ms ? sqlite3_bind_int64(s, 1, f->since_ms) : sqlite3_bind_null(s, 1)) ||
 	    (f->until_ms ? sqlite3_bind_int64(s, 2, f->until_ms) : sqlite3_bind_null(s, 2)) ||
-	    bind_opt(s, 3, f->txn) || bind_opt(s, 4, f->reservation) ||
-	    bind_opt(s, 5, f->customer) || bind_opt(s, 6, f->outcome) ||
-	    bind_opt(s, 7, f->type) ||
+	    sql_bind_text_or_null(s, 3, f->txn) || sql_bind_text_or_null(s, 4, f->reservation) ||
+	    sql_bind_text_or_null(s, 5, f->customer) || sql_bind_text_or_null(s, 6, f->outcome) ||
+	    sql_bind_text_or_null(s, 7, f->type) ||
 	    (f->has_min ? sqlite3_bind_int64(s, 8, f->min_amount) : sqlite3_bind_null(s, 8)) ||
 	    (f->has_max ? sqlite3_bind_int64(s, 9, f->max_amount) : sqlite3_bind_null(s, 9))) {
 		rv = FGW_ERR_DB;

@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "store/methods.h"
+#include "store/sqlutil.h"
 #include "store/store_int.h"
 
 static int
@@ -36,17 +37,6 @@ text_bind(sqlite3_stmt *s, int i, const char *p)
 	return sqlite3_bind_text(s, i, p, -1, SQLITE_TRANSIENT) == SQLITE_OK ? 0 : FGW_ERR_DB;
 }
 
-static int
-col_text(sqlite3_stmt *s, int i, char *dst, size_t cap)
-{
-	const unsigned char *t = sqlite3_column_text(s, i);
-	if (t == NULL) {
-		dst[0] = '\0';
-		return FGW_OK;
-	}
-	return fgw_strlcpy(dst, (const char *)t, cap) == 0 ? FGW_OK : FGW_ERR_TOO_LARGE;
-}
-
 /* ---- reads ------------------------------------------------------------- */
 
 #define METHOD_SELECT                                                         \
@@ -59,12 +49,12 @@ read_method(sqlite3_stmt *s, struct store_method *m)
 {
 	int r;
 	memset(m, 0, sizeof(*m));
-	if ((r = col_text(s, 0, m->id, sizeof(m->id))) != 0 ||
-	    (r = col_text(s, 1, m->customer_id, sizeof(m->customer_id))) != 0 ||
-	    (r = col_text(s, 2, m->token, sizeof(m->token))) != 0 ||
-	    (r = col_text(s, 3, m->nickname, sizeof(m->nickname))) != 0 ||
-	    (r = col_text(s, 6, m->brand, sizeof(m->brand))) != 0 ||
-	    (r = col_text(s, 7, m->last4, sizeof(m->last4))) != 0)
+	if ((r = sql_col_text(s, 0, m->id, sizeof(m->id))) != 0 ||
+	    (r = sql_col_text(s, 1, m->customer_id, sizeof(m->customer_id))) != 0 ||
+	    (r = sql_col_text(s, 2, m->token, sizeof(m->token))) != 0 ||
+	    (r = sql_col_text(s, 3, m->nickname, sizeof(m->nickname))) != 0 ||
+	    (r = sql_col_text(s, 6, m->brand, sizeof(m->brand))) != 0 ||
+	    (r = sql_col_text(s, 7, m->last4, sizeof(m->last4))) != 0)
 		return r;
 	m->is_default = sqlite3_column_int(s, 4);
 	m->created_at = sqlite3_column_int64(s, 5);
@@ -165,8 +155,8 @@ store_vault_batch_other_keys(struct store_reader *rd, const char *active_key_id,
 		struct store_rewrap_item *it = &out[*n];
 		const unsigned char *b = sqlite3_column_text(s, 2);
 		memset(it, 0, sizeof(*it));
-		if ((r = col_text(s, 0, it->token, sizeof(it->token))) != 0 ||
-		    (r = col_text(s, 1, it->key_id, sizeof(it->key_id))) != 0)
+		if ((r = sql_col_text(s, 0, it->token, sizeof(it->token))) != 0 ||
+		    (r = sql_col_text(s, 1, it->key_id, sizeof(it->key_id))) != 0)
 			goto out;
 		if (b == NULL || (it->blob = strdup((const char *)b)) == NULL) {
 			r = b == NULL ? FGW_ERR_DB : FGW_ERR_NOMEM;
@@ -321,8 +311,8 @@ run_save(sqlite3 *db, void *ctx)
 		r = FGW_ERR_DB;
 		goto out;
 	}
-	if ((r = col_text(s, 0, m->brand, sizeof(m->brand))) != 0 ||
-	    (r = col_text(s, 1, m->last4, sizeof(m->last4))) != 0)
+	if ((r = sql_col_text(s, 0, m->brand, sizeof(m->brand))) != 0 ||
+	    (r = sql_col_text(s, 1, m->last4, sizeof(m->last4))) != 0)
 		goto out;
 	m->exp_month = sqlite3_column_int(s, 2);
 	m->exp_year = sqlite3_column_int(s, 3);
@@ -396,7 +386,7 @@ run_delete(sqlite3 *db, void *ctx)
 		r = FGW_ERR_NOT_FOUND;
 		goto out;
 	}
-	if ((r = col_text(s, 0, token, sizeof(token))) != 0 ||
+	if ((r = sql_col_text(s, 0, token, sizeof(token))) != 0 ||
 	    (r = sqlite3_step(s) == SQLITE_DONE ? 0 : FGW_ERR_DB) != 0)
 		goto out;
 	sqlite3_finalize(s);

@@ -9,19 +9,13 @@
 #include "core/err.h"
 #include "core/util.h"
 #include "store/reconcile.h"
+#include "store/sqlutil.h"
 #include "store/store_int.h"
 
 static int
 prepare(sqlite3 *db, const char *sql, sqlite3_stmt **s)
 {
 	return sqlite3_prepare_v2(db, sql, -1, s, NULL) == SQLITE_OK ? FGW_OK : FGW_ERR_DB;
-}
-
-static void
-col_text(sqlite3_stmt *s, int i, char *buf, size_t cap)
-{
-	const unsigned char *t = sqlite3_column_text(s, i);
-	fgw_strlcpy(buf, t != NULL ? (const char *)t : "", cap);
 }
 
 int
@@ -47,8 +41,8 @@ store_unresolved_list(struct store_reader *rd, int64_t now, int64_t posting_befo
 	sqlite3_bind_int(s, 3, max);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW && *n < max) {
 		struct store_unresolved *u = &out[*n];
-		col_text(s, 0, u->id, sizeof(u->id));
-		col_text(s, 1, u->status, sizeof(u->status));
+		sql_col_text(s, 0, u->id, sizeof(u->id));
+		sql_col_text(s, 1, u->status, sizeof(u->status));
 		u->attempts = sqlite3_column_int(s, 2);
 		(*n)++;
 	}
@@ -184,7 +178,7 @@ refund_run(sqlite3 *db, void *ctx)
 		r = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 		goto out;
 	}
-	col_text(s, 0, cur, sizeof(cur));
+	sql_col_text(s, 0, cur, sizeof(cur));
 	sqlite3_finalize(s);
 	s = NULL;
 	if (!store_status_may_move(cur, rf->new_status)) {

@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "store/reservations.h"
+#include "store/sqlutil.h"
 #include "store/store_int.h"
 
 /* ---- statement helpers ------------------------------------------------ */
@@ -31,22 +32,6 @@ prep(sqlite3 *db, const char *sql, sqlite3_stmt **s)
 		return FGW_ERR_DB;
 	}
 	return 0;
-}
-
-static void
-bind_text(sqlite3_stmt *s, int i, const char *v)
-{
-	if (v == NULL || v[0] == '\0')
-		sqlite3_bind_null(s, i);
-	else
-		sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
-}
-
-static void
-col_text(sqlite3_stmt *s, int i, char *out, size_t cap)
-{
-	const unsigned char *v = sqlite3_column_text(s, i);
-	fgw_strlcpy(out, v ? (const char *)v : "", cap);
 }
 
 /* Runs a statement that returns no rows; 0 or FGW_ERR_DB. */
@@ -69,27 +54,27 @@ static void
 read_row(sqlite3_stmt *s, struct resv_row *r)
 {
 	memset(r, 0, sizeof(*r));
-	col_text(s, 0, r->id, sizeof(r->id));
-	col_text(s, 1, r->client_id, sizeof(r->client_id));
-	col_text(s, 2, r->customer_id, sizeof(r->customer_id));
-	col_text(s, 3, r->experience_id, sizeof(r->experience_id));
-	col_text(s, 4, r->time_slot_id, sizeof(r->time_slot_id));
+	sql_col_text(s, 0, r->id, sizeof(r->id));
+	sql_col_text(s, 1, r->client_id, sizeof(r->client_id));
+	sql_col_text(s, 2, r->customer_id, sizeof(r->customer_id));
+	sql_col_text(s, 3, r->experience_id, sizeof(r->experience_id));
+	sql_col_text(s, 4, r->time_slot_id, sizeof(r->time_slot_id));
 	r->guests = sqlite3_column_int(s, 5);
-	col_text(s, 6, r->guest_name, sizeof(r->guest_name));
-	col_text(s, 7, r->guest_email, sizeof(r->guest_email));
-	col_text(s, 8, r->guest_phone, sizeof(r->guest_phone));
-	col_text(s, 9, r->special_requests, sizeof(r->special_requests));
-	col_text(s, 10, r->status, sizeof(r->status));
-	col_text(s, 11, r->payment_status, sizeof(r->payment_status));
+	sql_col_text(s, 6, r->guest_name, sizeof(r->guest_name));
+	sql_col_text(s, 7, r->guest_email, sizeof(r->guest_email));
+	sql_col_text(s, 8, r->guest_phone, sizeof(r->guest_phone));
+	sql_col_text(s, 9, r->special_requests, sizeof(r->special_requests));
+	sql_col_text(s, 10, r->status, sizeof(r->status));
+	sql_col_text(s, 11, r->payment_status, sizeof(r->payment_status));
 	r->total_price = sqlite3_column_int64(s, 12);
 	r->original_price = sqlite3_column_int64(s, 13);
 	r->group_discount = sqlite3_column_int64(s, 14);
 	r->early_discount = sqlite3_column_int64(s, 15);
-	col_text(s, 16, r->currency, sizeof(r->currency));
+	sql_col_text(s, 16, r->currency, sizeof(r->currency));
 	r->hold_expires_at = sqlite3_column_int64(s, 17);
-	col_text(s, 18, r->txn_id, sizeof(r->txn_id));
-	col_text(s, 19, r->payment_intent_id, sizeof(r->payment_intent_id));
-	col_text(s, 20, r->reference, sizeof(r->reference));
+	sql_col_text(s, 18, r->txn_id, sizeof(r->txn_id));
+	sql_col_text(s, 19, r->payment_intent_id, sizeof(r->payment_intent_id));
+	sql_col_text(s, 20, r->reference, sizeof(r->reference));
 	r->save_method = sqlite3_column_int(s, 21);
 	r->created_at = sqlite3_column_int64(s, 22);
 	r->updated_at = sqlite3_column_int64(s, 23);
@@ -104,7 +89,7 @@ load_row(sqlite3 *db, const char *customer, const char *id, struct resv_row *out
 	if ((r = prep(db, "SELECT " RESV_COLS " FROM reservations WHERE id = ?1"
 	                  " AND (?2 IS NULL OR customer_id = ?2)", &s)) != 0)
 		return r;
-	bind_text(s, 1, id);
+	sql_bind_text_or_null(s, 1, id);
 	if (customer != NULL)
 		sqlite3_bind_text(s, 2, customer, -1, SQLITE_TRANSIENT);
 	else
@@ -131,11 +116,11 @@ release_places(sqlite3 *db, const char *id)
 	                  " WHERE id = (SELECT time_slot_id FROM reservations"
 	                  " WHERE id = ?1 AND released = 0)", &s)) != 0)
 		return r;
-	bind_text(s, 1, id);
+	sql_bind_text_or_null(s, 1, id);
 	if ((r = step_done(s)) != 0 ||
 	    (r = prep(db, "UPDATE reservations SET released = 1 WHERE id = ?1", &s)) != 0)
 		return r;
-	bind_text(s, 1, id);
+	sql_bind_text_or_null(s, 1, id);
 	return step_done(s);
 }
 
@@ -180,10 +165,10 @@ run_experience_put(sqlite3 *db, void *ctx)
 	                  " group_min = ?5, group_pct = ?6, early_days = ?7, early_pct = ?8",
 	              &s)) != 0)
 		return r;
-	bind_text(s, 1, j->exp.id);
+	sql_bind_text_or_null(s, 1, j->exp.id);
 	sqlite3_bind_text(s, 2, j->exp.name, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_int64(s, 3, j->exp.price);
-	bind_text(s, 4, j->exp.currency);
+	sql_bind_text_or_null(s, 4, j->exp.currency);
 	sqlite3_bind_int(s, 5, j->exp.group_min);
 	sqlite3_bind_int(s, 6, j->exp.group_pct);
 	sqlite3_bind_int(s, 7, j->exp.early_days);
@@ -203,8 +188,8 @@ run_slot_put(sqlite3 *db, void *ctx)
 	                  " ON CONFLICT(id) DO UPDATE SET experience_id = ?2, starts_at = ?3,"
 	                  " capacity = MAX(?4, taken), status = ?5", &s)) != 0)
 		return r;
-	bind_text(s, 1, j->slot.id);
-	bind_text(s, 2, j->slot.experience_id);
+	sql_bind_text_or_null(s, 1, j->slot.id);
+	sql_bind_text_or_null(s, 2, j->slot.experience_id);
 	sqlite3_bind_int64(s, 3, j->slot.starts_at);
 	sqlite3_bind_int(s, 4, j->slot.capacity);
 	sqlite3_bind_text(s, 5, j->slot.status[0] ? j->slot.status : "open", -1, SQLITE_TRANSIENT);
@@ -220,7 +205,7 @@ run_slot_capacity(sqlite3 *db, void *ctx)
 	if ((r = prep(db, "UPDATE time_slots SET capacity = ?2 WHERE id = ?1 AND taken <= ?2",
 	              &s)) != 0)
 		return r;
-	bind_text(s, 1, j->id);
+	sql_bind_text_or_null(s, 1, j->id);
 	sqlite3_bind_int(s, 2, j->capacity);
 	if ((r = step_done(s)) != 0)
 		return r;
@@ -239,8 +224,8 @@ run_hold(sqlite3 *db, void *ctx)
 	if ((r = prep(db, "SELECT capacity, taken, status FROM time_slots WHERE id = ?1"
 	                  " AND experience_id = ?2", &s)) != 0)
 		return r;
-	bind_text(s, 1, v->time_slot_id);
-	bind_text(s, 2, v->experience_id);
+	sql_bind_text_or_null(s, 1, v->time_slot_id);
+	sql_bind_text_or_null(s, 2, v->experience_id);
 	rc = sqlite3_step(s);
 	if (rc != SQLITE_ROW) {
 		sqlite3_finalize(s);
@@ -248,7 +233,7 @@ run_hold(sqlite3 *db, void *ctx)
 	}
 	capacity = sqlite3_column_int(s, 0);
 	taken = sqlite3_column_int(s, 1);
-	col_text(s, 2, status, sizeof(status));
+	sql_col_text(s, 2, status, sizeof(status));
 	sqlite3_finalize(s);
 	if (strcmp(status, "open") != 0 || taken >= capacity)
 		return job_fail(j, RESV_SLOT_NOT_AVAILABLE);
@@ -257,7 +242,7 @@ run_hold(sqlite3 *db, void *ctx)
 
 	if ((r = prep(db, "UPDATE time_slots SET taken = taken + ?2 WHERE id = ?1", &s)) != 0)
 		return r;
-	bind_text(s, 1, v->time_slot_id);
+	sql_bind_text_or_null(s, 1, v->time_slot_id);
 	sqlite3_bind_int(s, 2, v->guests);
 	if ((r = step_done(s)) != 0)
 		return r;
@@ -269,21 +254,21 @@ run_hold(sqlite3 *db, void *ctx)
 	                  " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,'held','unpaid',?11,?12,"
 	                  "?13,?14,?15,?16,0,0,?17,?17)", &s)) != 0)
 		return r;
-	bind_text(s, 1, v->id);
-	bind_text(s, 2, v->client_id);
-	bind_text(s, 3, v->customer_id);
-	bind_text(s, 4, v->experience_id);
-	bind_text(s, 5, v->time_slot_id);
+	sql_bind_text_or_null(s, 1, v->id);
+	sql_bind_text_or_null(s, 2, v->client_id);
+	sql_bind_text_or_null(s, 3, v->customer_id);
+	sql_bind_text_or_null(s, 4, v->experience_id);
+	sql_bind_text_or_null(s, 5, v->time_slot_id);
 	sqlite3_bind_int(s, 6, v->guests);
-	bind_text(s, 7, v->guest_name);
-	bind_text(s, 8, v->guest_email);
-	bind_text(s, 9, v->guest_phone);
-	bind_text(s, 10, v->special_requests);
+	sql_bind_text_or_null(s, 7, v->guest_name);
+	sql_bind_text_or_null(s, 8, v->guest_email);
+	sql_bind_text_or_null(s, 9, v->guest_phone);
+	sql_bind_text_or_null(s, 10, v->special_requests);
 	sqlite3_bind_int64(s, 11, v->total_price);
 	sqlite3_bind_int64(s, 12, v->original_price);
 	sqlite3_bind_int64(s, 13, v->group_discount);
 	sqlite3_bind_int64(s, 14, v->early_discount);
-	bind_text(s, 15, v->currency);
+	sql_bind_text_or_null(s, 15, v->currency);
 	sqlite3_bind_int64(s, 16, v->hold_expires_at);
 	sqlite3_bind_int64(s, 17, v->created_at);
 	return step_done(s);
@@ -324,8 +309,8 @@ run_convert_begin(sqlite3 *db, void *ctx)
 	                  " 'processing', txn_id = ?2, payment_intent_id = NULL,"
 	                  " save_method = ?3, updated_at = ?4 WHERE id = ?1", &s)) != 0)
 		return r;
-	bind_text(s, 1, j->id);
-	bind_text(s, 2, j->txn_id);
+	sql_bind_text_or_null(s, 1, j->id);
+	sql_bind_text_or_null(s, 2, j->txn_id);
 	sqlite3_bind_int(s, 3, j->save_method);
 	sqlite3_bind_int64(s, 4, j->now);
 	if ((r = step_done(s)) != 0)
@@ -347,11 +332,11 @@ set_state(sqlite3 *db, const char *id, const char *status, const char *pay,
 	                  " reference = COALESCE(reference, ?5), updated_at = ?6"
 	                  " WHERE id = ?1", &s)) != 0)
 		return r;
-	bind_text(s, 1, id);
-	bind_text(s, 2, status);
-	bind_text(s, 3, pay);
-	bind_text(s, 4, intent);
-	bind_text(s, 5, reference);
+	sql_bind_text_or_null(s, 1, id);
+	sql_bind_text_or_null(s, 2, status);
+	sql_bind_text_or_null(s, 3, pay);
+	sql_bind_text_or_null(s, 4, intent);
+	sql_bind_text_or_null(s, 5, reference);
 	sqlite3_bind_int64(s, 6, now);
 	return step_done(s);
 }
@@ -441,7 +426,7 @@ run_sweep(sqlite3 *db, void *ctx)
 		return r;
 	sqlite3_bind_int64(s, 1, j->now);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		col_text(s, 0, id, sizeof(id));
+		sql_col_text(s, 0, id, sizeof(id));
 		if ((r = release_places(db, id)) != 0 ||
 		    (r = set_state(db, id, "expired", NULL, NULL, NULL, j->now)) != 0)
 			break;
@@ -784,7 +769,7 @@ resv_slot_get(struct store_reader *rd, const char *slot_id, struct resv_slot *sl
 	              " e.early_pct FROM time_slots s JOIN experiences e ON e.id = s.experience_id"
 	              " WHERE s.id = ?1", &s)) != 0)
 		return r;
-	bind_text(s, 1, slot_id);
+	sql_bind_text_or_null(s, 1, slot_id);
 	rc = sqlite3_step(s);
 	if (rc != SQLITE_ROW) {
 		sqlite3_finalize(s);
@@ -792,16 +777,16 @@ resv_slot_get(struct store_reader *rd, const char *slot_id, struct resv_slot *sl
 	}
 	memset(sl, 0, sizeof(*sl));
 	memset(e, 0, sizeof(*e));
-	col_text(s, 0, sl->id, sizeof(sl->id));
-	col_text(s, 1, sl->experience_id, sizeof(sl->experience_id));
+	sql_col_text(s, 0, sl->id, sizeof(sl->id));
+	sql_col_text(s, 1, sl->experience_id, sizeof(sl->experience_id));
 	sl->starts_at = sqlite3_column_int64(s, 2);
 	sl->capacity = sqlite3_column_int(s, 3);
 	sl->taken = sqlite3_column_int(s, 4);
-	col_text(s, 5, sl->status, sizeof(sl->status));
-	col_text(s, 1, e->id, sizeof(e->id));
-	col_text(s, 6, e->name, sizeof(e->name));
+	sql_col_text(s, 5, sl->status, sizeof(sl->status));
+	sql_col_text(s, 1, e->id, sizeof(e->id));
+	sql_col_text(s, 6, e->name, sizeof(e->name));
 	e->price = sqlite3_column_int64(s, 7);
-	col_text(s, 8, e->currency, sizeof(e->currency));
+	sql_col_text(s, 8, e->currency, sizeof(e->currency));
 	e->group_min = sqlite3_column_int(s, 9);
 	e->group_pct = sqlite3_column_int(s, 10);
 	e->early_days = sqlite3_column_int(s, 11);
@@ -830,8 +815,8 @@ resv_list(struct store_reader *rd, const char *customer, const char *status, int
 	if ((r = prep(db, "SELECT COUNT(*) FROM reservations WHERE customer_id = ?1"
 	                  " AND (?2 IS NULL OR status = ?2)", &s)) != 0)
 		return r;
-	bind_text(s, 1, customer);
-	bind_text(s, 2, status);
+	sql_bind_text_or_null(s, 1, customer);
+	sql_bind_text_or_null(s, 2, status);
 	if (sqlite3_step(s) != SQLITE_ROW) {
 		sqlite3_finalize(s);
 		return FGW_ERR_DB;
@@ -844,8 +829,8 @@ resv_list(struct store_reader *rd, const char *customer, const char *status, int
 	                  " AND (?2 IS NULL OR status = ?2) ORDER BY created_at DESC, id"
 	                  " LIMIT ?3 OFFSET ?4", &s)) != 0)
 		goto out;
-	bind_text(s, 1, customer);
-	bind_text(s, 2, status);
+	sql_bind_text_or_null(s, 1, customer);
+	sql_bind_text_or_null(s, 2, status);
 	sqlite3_bind_int(s, 3, limit);
 	sqlite3_bind_int(s, 4, offset);
 	while (k < limit && (rc = sqlite3_step(s)) == SQLITE_ROW)
@@ -875,7 +860,7 @@ resv_slots_each(struct store_reader *rd,
 	              &s)) != 0)
 		return r;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		col_text(s, 0, id, sizeof(id));
+		sql_col_text(s, 0, id, sizeof(id));
 		if (resv_slot_get(rd, id, &sl, &e) == 0)
 			fn(arg, &sl, &e);
 	}

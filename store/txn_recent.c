@@ -8,15 +8,9 @@
 
 #include "core/err.h"
 #include "core/util.h"
+#include "store/sqlutil.h"
 #include "store/store_int.h"
 #include "store/txn_recent.h"
-
-static void
-col_copy(sqlite3_stmt *s, int i, char *dst, size_t cap)
-{
-	const unsigned char *t = sqlite3_column_text(s, i);
-	fgw_strlcpy(dst, t ? (const char *)t : "", cap);
-}
 
 int
 store_txn_recent(struct store_reader *r, int64_t since_ms, int64_t max_rows,
@@ -46,18 +40,18 @@ store_txn_recent(struct store_reader *r, int64_t since_ms, int64_t max_rows,
 		if (max_rows > 0 && count >= max_rows)
 			break;
 		memset(&row, 0, sizeof(row));
-		col_copy(s, 0, row.id, sizeof(row.id));
+		sql_col_text(s, 0, row.id, sizeof(row.id));
 		row.amount = sqlite3_column_int64(s, 1);
-		col_copy(s, 2, row.currency, sizeof(row.currency));
-		col_copy(s, 3, row.status, sizeof(row.status));
-		col_copy(s, 4, row.processor, sizeof(row.processor));
-		col_copy(s, 5, row.fingerprint, sizeof(row.fingerprint));
-		col_copy(s, 6, row.brand, sizeof(row.brand));
-		col_copy(s, 7, row.bin, sizeof(row.bin));
-		col_copy(s, 8, row.customer_email, sizeof(row.customer_email));
-		col_copy(s, 9, row.customer_country, sizeof(row.customer_country));
-		col_copy(s, 10, row.customer_ip, sizeof(row.customer_ip));
-		col_copy(s, 11, row.rule_decision, sizeof(row.rule_decision));
+		sql_col_text(s, 2, row.currency, sizeof(row.currency));
+		sql_col_text(s, 3, row.status, sizeof(row.status));
+		sql_col_text(s, 4, row.processor, sizeof(row.processor));
+		sql_col_text(s, 5, row.fingerprint, sizeof(row.fingerprint));
+		sql_col_text(s, 6, row.brand, sizeof(row.brand));
+		sql_col_text(s, 7, row.bin, sizeof(row.bin));
+		sql_col_text(s, 8, row.customer_email, sizeof(row.customer_email));
+		sql_col_text(s, 9, row.customer_country, sizeof(row.customer_country));
+		sql_col_text(s, 10, row.customer_ip, sizeof(row.customer_ip));
+		sql_col_text(s, 11, row.rule_decision, sizeof(row.rule_decision));
 		row.created_at = sqlite3_column_int64(s, 12);
 		count++;
 		if ((rc = fn(ctx, &row)) != 0)

@@ -14,6 +14,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "store/sqlutil.h"
 #include "store/store_int.h"
 #include "store/webhooks.h"
 
@@ -25,22 +26,6 @@ prep(sqlite3 *db, const char *sql, sqlite3_stmt **s)
 		return FGW_ERR_DB;
 	}
 	return FGW_OK;
-}
-
-/* Binds text, or NULL for "" so optional columns stay NULL. */
-static int
-bind_text(sqlite3_stmt *s, int i, const char *v)
-{
-	if (v == NULL || v[0] == '\0')
-		return sqlite3_bind_null(s, i) == SQLITE_OK ? 0 : FGW_ERR_DB;
-	return sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT) == SQLITE_OK ? 0 : FGW_ERR_DB;
-}
-
-static void
-col_copy(sqlite3_stmt *s, int i, char *dst, size_t cap)
-{
-	const unsigned char *t = sqlite3_column_text(s, i);
-	fgw_strlcpy(dst, t ? (const char *)t : "", cap);
 }
 
 /* ---- inbound ----------------------------------------------------------- */
@@ -55,13 +40,13 @@ store_webhook_seen(struct store_reader *r, const char *processor, const char *ev
 	               "SELECT result FROM webhook_inbound WHERE processor = ? AND event_id = ?",
 	               &s)) != 0)
 		goto out;
-	if (bind_text(s, 1, processor) != 0 || bind_text(s, 2, event_id) != 0) {
+	if (sql_bind_text_or_null(s, 1, processor) != 0 || sql_bind_text_or_null(s, 2, event_id) != 0) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
-		col_copy(s, 0, result, 24);
+		sql_col_text(s, 0, result, 24);
 		rc = 0;
 	} else {
 		rc = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
@@ -82,13 +67,13 @@ store_txn_id_by_ref(struct store_reader *r, const char *ref, char *id, size_t id
 	               "SELECT id FROM transactions WHERE processor_ref = ?"
 	               " ORDER BY created_at DESC LIMIT 1", &s)) != 0)
 		goto out;
-	if (bind_text(s, 1, ref) != 0) {
+	if (sql_bind_text_or_null(s, 1, ref) != 0) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
-		col_copy(s, 0, id, idlen);
+		sql_col_text(s, 0, id, idlen);
 		rc = 0;
 	} else {
 		rc = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
@@ -115,9 +100,9 @@ run_inbound(sqlite3 *db, void *arg)
 	if ((rc = prep(db, "INSERT INTO webhook_inbound (processor, event_id, event_type,"
 	                   " txn_id, result, received_at) VALUES (?, ?, ?, ?, ?, ?)", &s)) != 0)
 		goto out;
-	if (bind_text(s, 1, j->processor) || bind_text(s, 2, j->event_id) ||
-	    bind_text(s, 3, j->event_type) || bind_text(s, 4, j->txn_id) ||
-	    bind_text(s, 5, j->result) || sqlite3_bind_int64(s, 6, fgw_now_ms()) != SQLITE_OK) {
+	if (sql_bind_text_or_null(s, 1, j->processor) || sql_bind_text_or_null(s, 2, j->event_id) ||
+	    sql_bind_text_or_null(s, 3, j->event_type) || sql_bind_text_or_null(s, 4, j->txn_id) ||
+	    sql_bind_text_or_null(s, 5, j->result) || sqlite3_bind_int64(s, 6, fgw_now_ms()) != SQLITE_OK) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
@@ -195,9 +180,9 @@ run_enqueue(sqlite3 *db, void *arg)
 	for (size_t i = 0; i < j->n; i++) {
 		const struct store_outbox_row *o = &j->rows[i];
 		sqlite3_reset(s);
-		if (bind_text(s, 1, o->id) || bind_text(s, 2, o->url) || bind_text(s, 3, o->event_id) ||
-		    bind_text(s, 4, o->event_type) || bind_text(s, 5, o->txn_id) ||
-		    bind_text(s, 6, o->payload) ||
+		if (sql_bind_text_or_null(s, 1, o->id) || sql_bind_text_or_null(s, 2, o->url) || sql_bind_text_or_null(s, 3, o->event_id) ||
+		    sql_bind_text_or_null(s, 4, o->event_type) || sql_bind_text_or_null(s, 5, o->txn_id) ||
+		    sql_bind_text_or_null(s, 6, o->payload) ||
 		    sqlite3_bind_int64(s, 7, o->next_attempt_at ? o->next_attempt_at : now) != SQLITE_OK ||
 		    sqlite3_bind_int64(s, 8, now) != SQLITE_OK ||
 		    sqlite3_bind_int64(s, 9, now) != SQLITE_OK || sqlite3_step(s) != SQLITE_DONE) {
@@ -248,7 +233,7 @@ run_attempt(sqlite3 *db, void *arg)
 	if ((rc = prep(db, "SELECT attempts FROM webhook_outbox WHERE id = ? AND status = 'pending'",
 	               &s)) != 0)
 		goto out;
-	if (bind_text(s, 1, a->outbox_id) != 0) {
+	if (sql_bind_text_or_null(s, 1, a->outbox_id) != 0) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
@@ -264,12 +249,12 @@ run_attempt(sqlite3 *db, void *arg)
 	if ((rc = prep(db, "INSERT INTO webhook_attempts (outbox_id, attempt, at, http_status,"
 	                   " error, elapsed_ms, outcome) VALUES (?, ?, ?, ?, ?, ?, ?)", &s)) != 0)
 		goto out;
-	if (bind_text(s, 1, a->outbox_id) || sqlite3_bind_int(s, 2, attempt) != SQLITE_OK ||
+	if (sql_bind_text_or_null(s, 1, a->outbox_id) || sqlite3_bind_int(s, 2, attempt) != SQLITE_OK ||
 	    sqlite3_bind_int64(s, 3, a->at) != SQLITE_OK ||
 	    (a->http_status ? sqlite3_bind_int(s, 4, a->http_status) : sqlite3_bind_null(s, 4)) !=
 	        SQLITE_OK ||
-	    bind_text(s, 5, a->error) || sqlite3_bind_int64(s, 6, a->elapsed_ms) != SQLITE_OK ||
-	    bind_text(s, 7, a->outcome) || sqlite3_step(s) != SQLITE_DONE) {
+	    sql_bind_text_or_null(s, 5, a->error) || sqlite3_bind_int64(s, 6, a->elapsed_ms) != SQLITE_OK ||
+	    sql_bind_text_or_null(s, 7, a->outcome) || sqlite3_step(s) != SQLITE_DONE) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
@@ -280,12 +265,12 @@ run_attempt(sqlite3 *db, void *arg)
 	                   " updated_at = ? WHERE id = ?", &s)) != 0)
 		goto out;
 	if (sqlite3_bind_int(s, 1, attempt) != SQLITE_OK ||
-	    bind_text(s, 2, strcmp(a->outcome, "retry") == 0 ? "pending" : a->outcome) ||
+	    sql_bind_text_or_null(s, 2, strcmp(a->outcome, "retry") == 0 ? "pending" : a->outcome) ||
 	    sqlite3_bind_int64(s, 3, a->next_attempt_at) != SQLITE_OK ||
 	    (a->http_status ? sqlite3_bind_int(s, 4, a->http_status) : sqlite3_bind_null(s, 4)) !=
 	        SQLITE_OK ||
-	    bind_text(s, 5, a->error) || sqlite3_bind_int64(s, 6, fgw_now_ms()) != SQLITE_OK ||
-	    bind_text(s, 7, a->outbox_id) || sqlite3_step(s) != SQLITE_DONE) {
+	    sql_bind_text_or_null(s, 5, a->error) || sqlite3_bind_int64(s, 6, fgw_now_ms()) != SQLITE_OK ||
+	    sql_bind_text_or_null(s, 7, a->outbox_id) || sqlite3_step(s) != SQLITE_DONE) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
@@ -326,7 +311,7 @@ run_retry(sqlite3 *db, void *arg)
 	                   " updated_at = ? WHERE id = ?", &s)) != 0)
 		goto out;
 	if (sqlite3_bind_int64(s, 1, j->now) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 2, j->now) != SQLITE_OK || bind_text(s, 3, j->id) ||
+	    sqlite3_bind_int64(s, 2, j->now) != SQLITE_OK || sql_bind_text_or_null(s, 3, j->id) ||
 	    sqlite3_step(s) != SQLITE_DONE) {
 		rc = FGW_ERR_DB;
 		goto out;
@@ -363,16 +348,16 @@ static void
 read_outbox(sqlite3_stmt *s, struct store_outbox_row *o)
 {
 	memset(o, 0, sizeof(*o));
-	col_copy(s, 0, o->id, sizeof(o->id));
-	col_copy(s, 1, o->url, sizeof(o->url));
-	col_copy(s, 2, o->event_id, sizeof(o->event_id));
-	col_copy(s, 3, o->event_type, sizeof(o->event_type));
-	col_copy(s, 4, o->txn_id, sizeof(o->txn_id));
-	col_copy(s, 5, o->status, sizeof(o->status));
+	sql_col_text(s, 0, o->id, sizeof(o->id));
+	sql_col_text(s, 1, o->url, sizeof(o->url));
+	sql_col_text(s, 2, o->event_id, sizeof(o->event_id));
+	sql_col_text(s, 3, o->event_type, sizeof(o->event_type));
+	sql_col_text(s, 4, o->txn_id, sizeof(o->txn_id));
+	sql_col_text(s, 5, o->status, sizeof(o->status));
 	o->attempts = sqlite3_column_int(s, 6);
 	o->next_attempt_at = sqlite3_column_int64(s, 7);
 	o->last_http_status = sqlite3_column_int(s, 8);
-	col_copy(s, 9, o->last_error, sizeof(o->last_error));
+	sql_col_text(s, 9, o->last_error, sizeof(o->last_error));
 	o->created_at = sqlite3_column_int64(s, 10);
 	o->updated_at = sqlite3_column_int64(s, 11);
 }
@@ -439,7 +424,7 @@ store_outbox_list(struct store_reader *r, int limit,
 		if (attempt_fn == NULL)
 			continue;
 		sqlite3_reset(a);
-		if (bind_text(a, 1, row.id) != 0) {
+		if (sql_bind_text_or_null(a, 1, row.id) != 0) {
 			rc = FGW_ERR_DB;
 			goto out;
 		}

@@ -11,7 +11,7 @@ if command -v pkg-config >/dev/null 2>&1; then
 else
     missing="pkg-config"
 fi
-for c in sqlite3 python3; do command -v $c >/dev/null 2>&1 || missing="$missing $c"; done
+for c in sqlite3 python3 openssl; do command -v $c >/dev/null 2>&1 || missing="$missing $c"; done
 [ -z "$missing" ] && exit 0
 echo "flairgw: missing:$missing" >&2
 if [ "$(id -u)" = "0" ]; then

@@ -730,6 +730,22 @@ class Stack:
         self.close(check=exc_type is None)
 
 
+def start_fails(extra, expect, **kw):
+    """A gateway with these extra directives (and overrides) refuses to
+    start, saying expect."""
+    stack = Stack(extra=extra, **kw)
+    try:
+        stack.start()
+    except AssertionError as e:
+        assert expect in str(e), str(e)
+    else:
+        stack.close(check=False)
+        raise AssertionError(f"started with {extra} {kw}")
+    finally:
+        if stack.dir is not None:
+            stack.close(check=False)
+
+
 # --------------------------------------------------------------------------
 # Webhooks
 

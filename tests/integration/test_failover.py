@@ -12,11 +12,11 @@ import harness
 
 
 @contextlib.contextmanager
-def two_processors(**kw):
+def two_processors(backup_args=(), **kw):
     """A Stack whose gateway has the Stack's sandbox as primary and a
-    second sandbox ("backup") as failover."""
+    second sandbox ("backup", started with backup_args) as failover."""
     backup_dir = tempfile.mkdtemp(prefix="flairgw-it-backup-")
-    backup = harness.Sandbox(backup_dir)
+    backup = harness.Sandbox(backup_dir, *backup_args)
     backup.start()
     try:
         opts = dict(processor2_name="backup", processor2_url=backup.url,

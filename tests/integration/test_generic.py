@@ -37,6 +37,23 @@ def test_three_ds_and_authorize_only():
     harness.assert_status(gw().pay(harness.txn_body(capture=False)), "authorized")
 
 
+def test_capture_cancel_refund_through_the_mapping():
+    resp = gw().pay(harness.txn_body(amount=5000, capture=False))
+    harness.assert_status(resp, "authorized")
+    txn = resp.body["transactionId"]
+    key = gw().txn_row(txn)["processor_idem_key"]
+    harness.assert_status(gw().txn_op(txn, "capture", idem="gen-cap"), "succeeded")
+    assert S.ensure().sandbox.ledger()["byKey"][key]["captured"] is True
+    harness.assert_status(gw().txn_op(txn, "refund", {"amount": 2000}, idem="gen-rf-1"),
+                          "partially_refunded")
+    harness.assert_status(gw().txn_op(txn, "refund", idem="gen-rf-2"), "refunded")
+    assert S.ensure().sandbox.ledger()["byKey"][key]["refunded"] == 5000
+    held = gw().pay(harness.txn_body(amount=700, capture=False)).body["transactionId"]
+    harness.assert_status(gw().txn_op(held, "cancel", idem="gen-cancel"), "canceled")
+    held_key = gw().txn_row(held)["processor_idem_key"]
+    assert S.ensure().sandbox.ledger()["byKey"][held_key]["status"] == "canceled"
+
+
 def test_server_errors_mean_failed_as_configured():
     S.ensure().sandbox.faults(fail_rate=1.0, fail_mode="500")
     try:

@@ -43,8 +43,13 @@ def fault_run(mode):
         assert len(rows) == 16, rows
         statuses = {r["status"] for r in rows}
         assert_replays_final(stack.gw, answers)
+        # assert_matches proved one charge per key. A key may reach the
+        # processor more than once: libcurl resends once, with the same
+        # Idempotency-Key, when a reused keep-alive connection was dead
+        # (the "after" fault). The reconciler only asks (GET), never
+        # resends. So at most twice, always with the same key.
         ledger = stack.sandbox.ledger()["byKey"]
-        assert all(c["count"] == 1 for c in ledger.values()), ledger
+        assert all(1 <= c["count"] <= 2 for c in ledger.values()), ledger
         return statuses
 
 

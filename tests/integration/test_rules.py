@@ -268,3 +268,24 @@ def test_flairctl_rules_test():
         out = done.stdout.decode()
         assert "code: VELOCITY_LIMIT" in out and "rule: R110" in out, out
         assert VISA.encode() not in done.stdout + done.stderr, "card number printed"
+
+
+def test_card_saved_reaches_the_rules():
+    """card.saved is true for a payment with a customer's saved method and
+    false for a typed card: the rule reviews only the former."""
+    with tempfile.TemporaryDirectory() as d:
+        rules = write_rules(os.path.join(d, "rules.conf"),
+                            'rule S1 "saved cards are reviewed": when card.saved then review\n')
+        with harness.Stack(rules_file=rules) as stack:
+            g, cust = stack.gw, "cus_rules_saved"
+            saved = g.methods("POST", body={"card": harness.card(VISA)}, customer=cust)
+            assert saved.status == 200, saved
+            typed = g.pay(harness.txn_body(VISA), headers={"X-Customer-Id": cust})
+            harness.assert_status(typed)
+            assert g.txn_row(typed.body["transactionId"])["rule_decision"] == "allow"
+            body = {"reservationId": "res_saved_1", "amount": 1500, "currency": "USD",
+                    "paymentMethodId": saved.body["data"]["id"]}
+            paid = g.pay(body, headers={"X-Customer-Id": cust})
+            harness.assert_status(paid)
+            row = g.txn_row(paid.body["transactionId"])
+            assert row["rule_decision"] == "review" and row["rules_fired"] == "S1", row

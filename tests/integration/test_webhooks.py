@@ -441,18 +441,7 @@ def test_outbox_survives_a_restart():
 # ---- configuration -----------------------------------------------------------
 
 def start_fails(extra, expect):
-    """A gateway with these extra directives refuses to start, saying expect."""
-    stack = harness.Stack(extra=extra)
-    try:
-        stack.start()
-    except AssertionError as e:
-        assert expect in str(e), str(e)
-    else:
-        stack.close(check=False)
-        raise AssertionError(f"started with {extra}")
-    finally:
-        if stack.dir is not None:
-            stack.close(check=False)
+    harness.start_fails(extra, expect)
 
 
 def test_bad_webhook_configuration_stops_start_up():

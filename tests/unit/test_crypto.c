@@ -223,6 +223,35 @@ end:
 	TT_END;
 }
 
+/* A released buffer is recycled (crypto/secmem.c): whatever it held must
+ * be gone when the next caller gets it, whatever size that caller asks for,
+ * and buffers larger than the size classes still work. */
+static int
+test_secmem_recycled(void)
+{
+	struct secbuf *a = NULL, *b = NULL, *c = NULL;
+	TT_BEGIN;
+	CHECK_EQ_INT(secbuf_from(&a, "4242424242424242", 16), 0);
+	secbuf_free(a);
+	a = NULL;
+	CHECK_EQ_INT(secbuf_alloc(&b, 16), 0);
+	CHECK(sodium_is_zero(b->data, 17));
+	CHECK_EQ_INT(secbuf_alloc(&a, 5), 0);
+	CHECK(sodium_is_zero(a->data, 6));
+	memset(a->data, 'x', 5);
+	secbuf_free(a);
+	a = NULL;
+	CHECK_EQ_INT(secbuf_alloc(&a, 31), 0);
+	CHECK(sodium_is_zero(a->data, 32));
+	CHECK_EQ_INT(secbuf_alloc(&c, 100000), 0);
+	CHECK(sodium_is_zero(c->data, 100001));
+end:
+	secbuf_free(a);
+	secbuf_free(b);
+	secbuf_free(c);
+	TT_END;
+}
+
 static int
 test_harden(void)
 {
@@ -1310,6 +1339,7 @@ end:
 
 static const struct tt_case cases[] = {
 	{ "secmem", test_secmem },
+	{ "secmem_recycled", test_secmem_recycled },
 	{ "harden", test_harden },
 	{ "secret_files", test_secret_files },
 	{ "create_reopen", test_create_reopen },

@@ -1510,6 +1510,11 @@ test_generic_map(void)
 		"\"response\":{\"id\":\"i\",\"status\":\"s\"},\"statuses\":{\"A\":\"paid\"}}",
 		"{\"chargePath\":\"/p\",\"request\":{\"a\":\"$txn_id\"},"
 		"\"response\":{\"id\":\"i\"},\"statuses\":{\"A\":\"succeeded\"}}",
+		"{\"chargePath\":\"/p\",\"capturePath\":\"/p/capture\",\"request\":{\"a\":\"$txn_id\"},"
+		"\"response\":{\"id\":\"i\",\"status\":\"s\"},\"statuses\":{\"A\":\"succeeded\"}}",
+		"{\"chargePath\":\"/p\",\"refundPath\":\"/p/{reference}\",\"refundAmountField\":7,"
+		"\"request\":{\"a\":\"$txn_id\"},"
+		"\"response\":{\"id\":\"i\",\"status\":\"s\"},\"statuses\":{\"A\":\"succeeded\"}}",
 		NULL
 	};
 	struct proc_config cfg;

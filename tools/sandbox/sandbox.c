@@ -374,6 +374,8 @@ route(struct evhttp_request *req, void *arg)
 		sbx_send_error(req, 400, "invalid_request", "bad request line");
 		return;
 	}
+	if (s->stripe != NULL && sbx_stripe_route(s, req, path))
+		return;
 	if (strcmp(path, "/v1/charges") == 0) {
 		if (post)
 			sbx_charges_post(s, req);
@@ -468,6 +470,7 @@ struct options {
 	long max_charges;
 	int bench;
 	int quiet;
+	int stripe;
 };
 
 static void
@@ -496,6 +499,8 @@ usage(FILE *f)
 	    " 500)\n"
 	    "  --max-charges N            ledger cap (default 1000000)\n"
 	    "  --bench                    answer any other POST with a fixed 200\n"
+	    "  --stripe                   also serve Stripe-compatible\n"
+	    "                             /v1/payment_intents and /v1/refunds\n"
 	    "  --quiet                    log warnings and errors only\n"
 	    "  --help\n",
 	    f);
@@ -553,6 +558,10 @@ parse_options(int argc, char **argv, struct options *o)
 		}
 		if (strcmp(name, "--bench") == 0 && v == NULL) {
 			o->bench = 1;
+			continue;
+		}
+		if (strcmp(name, "--stripe") == 0 && v == NULL) {
+			o->stripe = 1;
 			continue;
 		}
 		if (strcmp(name, "--quiet") == 0 && v == NULL) {
@@ -733,7 +742,8 @@ main(int argc, char **argv)
 		log_error("key file %s: %s", o.key_file, fgw_strerror(r));
 		goto out;
 	}
-	if ((r = ledger_new(o.max_charges, &s.ledger)) != FGW_OK)
+	if ((r = ledger_new(o.max_charges, &s.ledger)) != FGW_OK ||
+	    (o.stripe && (r = sbx_stripe_new(&s.stripe)) != FGW_OK))
 		goto out;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		log_error("curl_global_init failed");
@@ -821,6 +831,7 @@ out:
 	if (s.base != NULL)
 		event_base_free(s.base);
 	ledger_free(s.ledger);
+	sbx_stripe_free(s.stripe);
 	sealed_keypair_clear(&s.kp);
 	free_secret(s.secret);
 	free_secret(s.webhook_secret);

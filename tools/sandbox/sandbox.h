@@ -72,6 +72,7 @@ struct ledger;
 
 struct sbx_held;
 struct sbx_webhook;
+struct stripe;
 
 struct sbx {
 	struct event_base *base;
@@ -86,6 +87,7 @@ struct sbx {
 	char *webhook_secret;
 	int bench;
 	int quiet;
+	struct stripe *stripe;     /* --stripe: Stripe-compatible routes */
 	LIST_HEAD(, sbx_held) held;
 	LIST_HEAD(, sbx_webhook) webhooks;
 };
@@ -145,7 +147,22 @@ void sbx_charge_op(struct sbx *s, struct evhttp_request *req, const char *id,
 void sbx_3ds_page(struct sbx *s, struct evhttp_request *req, const char *id);
 void sbx_3ds_complete(struct sbx *s, struct evhttp_request *req,
                       const char *id);
+/* Queues a signed event for --webhook-url (nothing without one): body
+ * from make_body(obj, event id, unix time), signature header `header`
+ * ("t=<unix>,v1=<hex HMAC-SHA256 of t.body>"); what names it in logs. */
+void sbx_webhook_queue(struct sbx *s, const char *header, const char *what,
+                       int (*make_body)(const void *obj, const char *evt_id,
+                                        long long t, char **out),
+                       const void *obj);
 /* Cancels and frees pending webhook deliveries (shutdown). */
 void sbx_webhooks_free(struct sbx *s);
+
+/* ---- stripe.c: the Stripe-compatible mode ------------------------------ */
+
+int sbx_stripe_new(struct stripe **out);
+void sbx_stripe_free(struct stripe *st);
+/* Answers req when path is one of the Stripe routes: returns 1, else 0. */
+int sbx_stripe_route(struct sbx *s, struct evhttp_request *req,
+                     const char *path);
 
 #endif

@@ -190,8 +190,15 @@ out:
 	return r;
 }
 
-static void
-webhook_queue(struct sbx *s, const struct sbx_charge *c)
+/* Signs and sends one event (with retries). make_body builds the event
+ * JSON for the given event id and time; header names the signature
+ * header ("Flair-Sandbox-Signature", or "Stripe-Signature" in --stripe
+ * mode: the same t=,v1= scheme). */
+void
+sbx_webhook_queue(struct sbx *s, const char *header, const char *what,
+                  int (*make_body)(const void *obj, const char *evt_id, long long t,
+                                   char **out),
+                  const void *obj)
 {
 	struct sbx_webhook *w;
 	long long t = (long long)(fgw_now_ms() / 1000);
@@ -205,14 +212,13 @@ webhook_queue(struct sbx *s, const struct sbx_charge *c)
 	w->s = s;
 	LIST_INSERT_HEAD(&s->webhooks, w, link);
 	if (fgw_random_id("evt_", w->event_id, sizeof(w->event_id)) != FGW_OK ||
-	    event_body(c, w->event_id, t, &w->body) != FGW_OK ||
+	    make_body(obj, w->event_id, t, &w->body) != FGW_OK ||
 	    (w->timer = evtimer_new(s->base, webhook_retry_cb, w)) == NULL) {
 		webhook_free(w);
 		goto nomem;
 	}
 	sign(s->webhook_secret, t, w->body, hex);
-	n = snprintf(w->sig_header, sizeof(w->sig_header),
-	             "Flair-Sandbox-Signature: t=%lld,v1=%s", t, hex);
+	n = snprintf(w->sig_header, sizeof(w->sig_header), "%s: t=%lld,v1=%s", header, t, hex);
 	if (n < 0 || (size_t)n >= sizeof(w->sig_header)) {
 		webhook_free(w);
 		goto nomem;
@@ -220,7 +226,13 @@ webhook_queue(struct sbx *s, const struct sbx_charge *c)
 	webhook_send(w);
 	return;
 nomem:
-	log_error("webhook for %s not queued: out of memory", c->id);
+	log_error("webhook for %s not queued: out of memory", what);
+}
+
+static int
+charge_event_body(const void *obj, const char *evt_id, long long t, char **out)
+{
+	return event_body(obj, evt_id, t, out);
 }
 
 /* ---- completion ------------------------------------------------------------ */
@@ -247,7 +259,7 @@ sbx_3ds_complete(struct sbx *s, struct evhttp_request *req, const char *id)
 	if (strcmp(c->status, "requires_action") == 0) {
 		fgw_strlcpy(c->status, "succeeded", sizeof(c->status));
 		log_info("3-D Secure completed for %s (key %s)", c->id, c->idem_key);
-		webhook_queue(s, c);
+		sbx_webhook_queue(s, "Flair-Sandbox-Signature", c->id, charge_event_body, c);
 	} else if (strcmp(c->status, "succeeded") != 0) {
 		sbx_send_error(req, 409, "invalid_state",
 		               "the charge does not await authentication");

@@ -1,0 +1,629 @@
+/*
+ * processors/stripe.c — the adapter type "stripe": Stripe's PaymentIntents
+ * API in its real wire format (docs/adapters.md, docs/sandbox.md for the
+ * Stripe-compatible test server).
+ *
+ * build() creates and confirms a PaymentIntent in one call:
+ * POST {base_url}/v1/payment_intents, application/x-www-form-urlencoded,
+ * Authorization: Bearer <secret>, Idempotency-Key: <our stable processor
+ * key>, Stripe-Version: <pinned>. Stripe takes the card's clear fields
+ * (over TLS), so the type declares needs_clear_card: the whole form body
+ * is built in guarded memory (proc_http.secure_body) from the guarded PAN
+ * and CVC, and nowhere else.
+ *
+ * parse_reply() maps a PaymentIntent (2xx) through status_table and a
+ * Stripe error object ({"error":{type, code, decline_code, ...}}) through
+ * error_table to our outcome and error code. Messages are our fixed
+ * strings; Stripe's text is never passed on.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "core/err.h"
+#include "core/util.h"
+#include "crypto/secmem.h"
+#include "processors/adapter.h"
+#include "processors/proc_util.h"
+
+#define STRIPE_MAX_AMOUNT 99999999LL /* Stripe's limit for amount */
+#define STRIPE_DEFAULT_VERSION "2024-06-20"
+
+#define C_DECLINED "PAYMENT_CARD_DECLINED"
+#define C_FUNDS "PAYMENT_INSUFFICIENT_FUNDS"
+#define C_FAILED "PAYMENT_PROCESSING_FAILED"
+
+/* Stripe error object -> ours. First matching row wins; NULL matches
+ * anything. */
+static const struct {
+	const char *type, *code, *decline_code;
+	enum proc_outcome outcome;
+	const char *our_code, *message;
+} error_table[] = {
+	{ "card_error", NULL, "insufficient_funds", PROC_DECLINED, C_FUNDS,
+	  "The card has insufficient funds." },
+	{ "card_error", "expired_card", NULL, PROC_DECLINED, C_DECLINED,
+	  "The card has expired." },
+	{ "card_error", "incorrect_number", NULL, PROC_DECLINED, C_DECLINED,
+	  "The card number is incorrect." },
+	{ "card_error", "invalid_number", NULL, PROC_DECLINED, C_DECLINED,
+	  "The card number is incorrect." },
+	{ "card_error", "incorrect_cvc", NULL, PROC_DECLINED, C_DECLINED,
+	  "The card's security code is incorrect." },
+	{ "card_error", "processing_error", NULL, PROC_FAILED, C_FAILED,
+	  "The processor could not process the card." },
+	{ "card_error", NULL, NULL, PROC_DECLINED, C_DECLINED,
+	  "The card was declined." },
+	/* The key was used with other parameters: the first request's
+	 * effect exists and is not ours to guess. */
+	{ "idempotency_error", NULL, NULL, PROC_UNKNOWN, C_FAILED,
+	  "The payment outcome is not known yet." },
+	{ "invalid_request_error", NULL, NULL, PROC_FAILED, C_FAILED,
+	  "The payment processor rejected the request." },
+	{ "authentication_error", NULL, NULL, PROC_FAILED, C_FAILED,
+	  "The payment processor refused the gateway's credentials." },
+	{ "permission_error", NULL, NULL, PROC_FAILED, C_FAILED,
+	  "The payment processor refused the gateway's credentials." },
+	{ "rate_limit_error", NULL, NULL, PROC_FAILED, C_FAILED,
+	  "The payment processor is busy." },
+	{ NULL, NULL, NULL, PROC_UNKNOWN, C_FAILED,
+	  "The payment outcome is not known yet." },
+};
+
+/* PaymentIntent status -> ours, for a create+confirm answer. */
+static const struct {
+	const char *status;
+	enum proc_outcome outcome;
+	const char *our_code, *message;
+} status_table[] = {
+	{ "succeeded", PROC_SUCCEEDED, "", "The payment succeeded." },
+	{ "requires_action", PROC_REQUIRES_ACTION, "",
+	  "The payment requires customer authentication." },
+	/* Declined on confirmation: last_payment_error says why (error_table). */
+	{ "requires_payment_method", PROC_DECLINED, C_DECLINED,
+	  "The card was declined." },
+	{ "canceled", PROC_FAILED, C_FAILED, "The payment was canceled." },
+	{ "requires_confirmation", PROC_FAILED, C_FAILED,
+	  "The payment was not confirmed." },
+	/* capture_method=manual (an authorize-only transaction). */
+	{ "requires_capture", PROC_AUTHORIZED, "", "The payment was authorized." },
+	/* processing and anything new. */
+	{ NULL, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet." },
+};
+
+/* ---- form body in guarded memory ----------------------------------------- */
+
+/* Two passes over the same calls: with buf NULL only len is counted, then
+ * the bytes are written into a guarded buffer of exactly that size. */
+struct form {
+	unsigned char *buf;
+	size_t len, cap;
+};
+
+static void
+form_raw(struct form *f, const char *s, size_t n)
+{
+	if (f->buf != NULL && f->len + n <= f->cap)
+		memcpy(f->buf + f->len, s, n);
+	f->len += n;
+}
+
+/* application/x-www-form-urlencoded: unreserved bytes as they are, the
+ * rest as %XX (brackets in keys too, as Stripe's libraries send them). */
+static void
+form_enc(struct form *f, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' ||
+		    c == '~') {
+			form_raw(f, s, 1);
+		} else {
+			char e[3] = { '%', hex[c >> 4], hex[c & 15] };
+			form_raw(f, e, 3);
+		}
+	}
+}
+
+static void
+form_put(struct form *f, const char *key, const char *value)
+{
+	if (value == NULL)
+		return;
+	if (f->len > 0)
+		form_raw(f, "&", 1);
+	form_enc(f, key);
+	form_raw(f, "=", 1);
+	form_enc(f, value);
+}
+
+static void
+form_put_int(struct form *f, const char *key, long long v)
+{
+	char num[24];
+	if (snprintf(num, sizeof(num), "%lld", v) < (int)sizeof(num))
+		form_put(f, key, num);
+}
+
+static void
+intent_form(struct form *f, const struct proc_request *req, int capture)
+{
+	const struct proc_clear_card *c = req->clear_card;
+	char cur[4];
+
+	for (int i = 0; i < 3; i++)
+		cur[i] = (char)(req->currency[i] - 'A' + 'a');
+	cur[3] = '\0';
+	form_put_int(f, "amount", (long long)req->amount);
+	form_put(f, "currency", cur);
+	form_put(f, "confirm", "true");
+	form_put(f, "capture_method", capture ? "automatic" : "manual");
+	form_put(f, "payment_method_types[0]", "card");
+	form_put(f, "payment_method_data[type]", "card");
+	form_put(f, "payment_method_data[card][number]", (const char *)c->pan->data);
+	form_put_int(f, "payment_method_data[card][exp_month]", c->exp_month);
+	form_put_int(f, "payment_method_data[card][exp_year]", c->exp_year);
+	if (c->cvc != NULL)
+		form_put(f, "payment_method_data[card][cvc]", (const char *)c->cvc->data);
+	if (c->holder != NULL && c->holder[0] != '\0')
+		form_put(f, "payment_method_data[billing_details][name]", c->holder);
+	form_put(f, "metadata[flair_txn_id]", req->txn_id);
+	form_put(f, "description", req->description);
+	form_put(f, "receipt_email", req->customer_email);
+	form_put(f, "return_url", req->return_url);
+	if (req->require_3ds)
+		form_put(f, "payment_method_options[card][request_three_d_secure]", "any");
+}
+
+/* ---- build ---------------------------------------------------------------- */
+
+static int
+add_header(struct proc_http *out, size_t *h, const char *name, const char *value)
+{
+	size_t n = strlen(name) + strlen(value) + 3;
+	char *line;
+
+	if (*h + 1 >= sizeof(out->headers) / sizeof(out->headers[0]))
+		return FGW_ERR_INTERNAL;
+	if ((line = malloc(n)) == NULL)
+		return FGW_ERR_NOMEM;
+	if (snprintf(line, n, "%s: %s", name, value) != (int)n - 1) {
+		free(line);
+		return FGW_ERR_INTERNAL;
+	}
+	out->headers[(*h)++] = line;
+	return FGW_OK;
+}
+
+static int
+stripe_build(const struct proc_config *cfg, const struct proc_request *req,
+             struct proc_http *out)
+{
+	struct form f = { NULL, 0, 0 };
+	const char *version;
+	size_t blen, h = 0;
+	int capture, r = FGW_ERR_INVALID;
+	char bearer[300];
+
+	if (cfg == NULL || req == NULL || out == NULL)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	if (req->operation == NULL || strcmp(req->operation, "purchase") == 0)
+		capture = 1;
+	else if (strcmp(req->operation, "authorize") == 0)
+		capture = 0;
+	else
+		return FGW_ERR_INVALID;
+	version = cfg->api_version[0] ? cfg->api_version : STRIPE_DEFAULT_VERSION;
+	if (!proc_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) || !proc_token_ok(cfg->secret, 255) ||
+	    !proc_token_ok(version, 39) || !proc_token_ok(req->idempotency_key, 255) ||
+	    !proc_token_ok(req->txn_id, 64) || req->currency == NULL ||
+	    strlen(req->currency) != 3 ||
+	    strspn(req->currency, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 3 ||
+	    req->amount <= 0 || req->amount > STRIPE_MAX_AMOUNT ||
+	    req->clear_card == NULL || req->clear_card->pan == NULL ||
+	    (req->return_url != NULL && !proc_url_ok(req->return_url, 2048)))
+		return FGW_ERR_INVALID;
+
+	blen = strlen(cfg->base_url);
+	while (blen > 0 && cfg->base_url[blen - 1] == '/')
+		blen--;
+	memcpy(out->method, "POST", 5);
+	r = FGW_ERR_NOMEM;
+	if ((out->url = malloc(blen + sizeof("/v1/payment_intents"))) == NULL)
+		goto out;
+	memcpy(out->url, cfg->base_url, blen);
+	memcpy(out->url + blen, "/v1/payment_intents", sizeof("/v1/payment_intents"));
+	if (snprintf(bearer, sizeof(bearer), "Bearer %s", cfg->secret) >= (int)sizeof(bearer)) {
+		r = FGW_ERR_INVALID;
+		goto out;
+	}
+	if ((r = add_header(out, &h, "Content-Type",
+	                    "application/x-www-form-urlencoded")) != 0 ||
+	    (r = add_header(out, &h, "Accept", "application/json")) != 0 ||
+	    (r = add_header(out, &h, "Authorization", bearer)) != 0 ||
+	    (r = add_header(out, &h, "Idempotency-Key", req->idempotency_key)) != 0 ||
+	    (r = add_header(out, &h, "Stripe-Version", version)) != 0)
+		goto out;
+
+	intent_form(&f, req, capture);
+	if ((r = secbuf_alloc(&out->secure_body, f.len)) != 0)
+		goto out;
+	f.cap = f.len;
+	f.len = 0;
+	f.buf = out->secure_body->data;
+	intent_form(&f, req, capture);
+	if (f.len != f.cap) {
+		r = FGW_ERR_INTERNAL;
+		goto out;
+	}
+	r = FGW_OK;
+out:
+	explicit_bzero(bearer, sizeof(bearer));
+	if (r != FGW_OK)
+		proc_http_clear(out);
+	return r;
+}
+
+/* ---- parse_reply ------------------------------------------------------------ */
+
+static void
+set_result(struct proc_result *out, enum proc_outcome o, const char *code,
+           const char *message)
+{
+	out->outcome = o;
+	fgw_strlcpy(out->code, code, sizeof(out->code));
+	fgw_strlcpy(out->message, message, sizeof(out->message));
+}
+
+static const char *
+member_str(const cJSON *o, const char *name)
+{
+	const cJSON *it = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, name)
+	                                    : NULL;
+	return cJSON_IsString(it) ? it->valuestring : NULL;
+}
+
+static int
+same(const char *want, const char *have)
+{
+	return want == NULL || (have != NULL && strcmp(want, have) == 0);
+}
+
+static void
+map_error(const cJSON *err, struct proc_result *out)
+{
+	const char *type = member_str(err, "type"), *code = member_str(err, "code");
+	const char *dc = member_str(err, "decline_code");
+	size_t i = 0;
+
+	while (error_table[i].type != NULL &&
+	       !(same(error_table[i].type, type) && same(error_table[i].code, code) &&
+	         same(error_table[i].decline_code, dc)))
+		i++;
+	set_result(out, error_table[i].outcome, error_table[i].our_code,
+	           error_table[i].message);
+}
+
+/* "pi_" + [A-Za-z0-9_]: the only thing we keep of Stripe's text. */
+static int
+intent_id_ok(const char *s, size_t cap)
+{
+	size_t n = s != NULL ? strlen(s) : 0;
+
+	if (n < 4 || n >= cap || strncmp(s, "pi_", 3) != 0)
+		return 0;
+	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                 "0123456789_") == n;
+}
+
+/* next_action {type: redirect_to_url, redirect_to_url: {url}} -> our
+ * {"type":"redirect_to_url","url":...}, the shape every adapter relays. */
+static int
+next_action(const cJSON *pi, char **out)
+{
+	const cJSON *na = cJSON_GetObjectItemCaseSensitive(pi, "next_action");
+	const char *type = member_str(na, "type"), *url;
+	cJSON *copy = NULL;
+	char *text = NULL;
+	int r = FGW_ERR_INVALID;
+
+	url = member_str(cJSON_GetObjectItemCaseSensitive(na, "redirect_to_url"), "url");
+	if (type == NULL || strcmp(type, "redirect_to_url") != 0 || url == NULL ||
+	    strlen(url) > 2048 || !(strncmp(url, "https://", 8) == 0 ||
+	                            strncmp(url, "http://", 7) == 0) ||
+	    strpbrk(url, " \t\r\n\"<>") != NULL)
+		return FGW_ERR_INVALID;
+	r = FGW_ERR_NOMEM;
+	if ((copy = cJSON_CreateObject()) != NULL &&
+	    cJSON_AddStringToObject(copy, "type", "redirect_to_url") != NULL &&
+	    cJSON_AddStringToObject(copy, "url", url) != NULL &&
+	    (text = cJSON_PrintUnformatted(copy)) != NULL &&
+	    (*out = strdup(text)) != NULL)
+		r = FGW_OK;
+	cJSON_free(text);
+	cJSON_Delete(copy);
+	return r;
+}
+
+static void
+map_intent(const cJSON *pi, struct proc_result *out)
+{
+	const char *status = member_str(pi, "status"), *obj = member_str(pi, "object");
+	const char *id = member_str(pi, "id");
+	size_t i = 0;
+
+	if (obj == NULL || strcmp(obj, "payment_intent") != 0 ||
+	    !intent_id_ok(id, sizeof(out->reference)) || status == NULL) {
+		set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
+		return;
+	}
+	fgw_strlcpy(out->reference, id, sizeof(out->reference));
+	while (status_table[i].status != NULL && strcmp(status_table[i].status, status) != 0)
+		i++;
+	set_result(out, status_table[i].outcome, status_table[i].our_code,
+	           status_table[i].message);
+	if (status_table[i].outcome == PROC_DECLINED) {
+		const cJSON *lpe = cJSON_GetObjectItemCaseSensitive(pi, "last_payment_error");
+		if (cJSON_IsObject(lpe))
+			map_error(lpe, out);
+		if (out->outcome != PROC_DECLINED)
+			set_result(out, PROC_DECLINED, C_DECLINED, "The card was declined.");
+	} else if (status_table[i].outcome == PROC_REQUIRES_ACTION &&
+	           next_action(pi, &out->next_action_json) != FGW_OK) {
+		/* We cannot send the customer anywhere: ask again later. */
+		set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
+	}
+}
+
+static int
+stripe_parse_reply(const struct proc_config *cfg, long http_status,
+                   const char *body, size_t len, struct proc_result *out)
+{
+	cJSON *root;
+	const cJSON *err;
+
+	(void)cfg;
+	if (out == NULL)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	root = proc_parse_exact(body, len);
+	if (http_status >= 200 && http_status <= 299) {
+		map_intent(root, out);
+	} else if (http_status >= 500 || http_status == 409 || http_status < 200 ||
+	           (http_status >= 300 && http_status <= 399)) {
+		/* Stripe: a 5xx may have been processed; 409: the same key is
+		 * still in flight. Either way, reconcile with the same key. */
+		set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
+	} else if ((err = cJSON_GetObjectItemCaseSensitive(root, "error")) != NULL &&
+	           cJSON_IsObject(err)) {
+		const cJSON *pi = cJSON_GetObjectItemCaseSensitive(err, "payment_intent");
+		map_error(err, out);
+		if (intent_id_ok(member_str(pi, "id"), sizeof(out->reference)))
+			fgw_strlcpy(out->reference, member_str(pi, "id"), sizeof(out->reference));
+		/* A 4xx is never a charge: keep only outcomes that say so. */
+		if (out->outcome == PROC_UNKNOWN && http_status != 400)
+			set_result(out, PROC_FAILED, C_FAILED,
+			           "The payment processor rejected the request.");
+	} else {
+		/* A 4xx without Stripe's error object: refused, not charged. */
+		set_result(out, PROC_FAILED, C_FAILED,
+		           "The payment processor rejected the request.");
+	}
+	cJSON_Delete(root);
+	return FGW_OK;
+}
+
+/* ---- operations after the first charge ------------------------------------ */
+
+/* A path segment we put in a URL: a Stripe id, nothing else. */
+static int
+path_id_ok(const char *s)
+{
+	return intent_id_ok(s, 96);
+}
+
+/* STATUS without a reference (the charge's answer was lost) searches by
+ * the metadata every create carries: metadata['flair_txn_id']:'txn_...'. */
+static int
+status_url(const char *base, size_t blen, const struct proc_op_request *req, char **url)
+{
+	struct form q = { NULL, 0, 0 };
+	char query[160];
+	int n;
+
+	if (req->reference != NULL && req->reference[0] != '\0') {
+		if (!path_id_ok(req->reference))
+			return FGW_ERR_INVALID;
+		n = snprintf(NULL, 0, "%.*s/v1/payment_intents/%s", (int)blen, base, req->reference);
+		if (n < 0 || (*url = malloc((size_t)n + 1)) == NULL)
+			return FGW_ERR_NOMEM;
+		snprintf(*url, (size_t)n + 1, "%.*s/v1/payment_intents/%s", (int)blen, base,
+		         req->reference);
+		return FGW_OK;
+	}
+	if (!proc_token_ok(req->txn_id, 64) || strpbrk(req->txn_id, "'\\") != NULL)
+		return FGW_ERR_INVALID;
+	n = snprintf(query, sizeof(query), "metadata['flair_txn_id']:'%s'", req->txn_id);
+	if (n < 0 || (size_t)n >= sizeof(query))
+		return FGW_ERR_INVALID;
+	form_put(&q, "query", query); /* count */
+	n = (int)(blen + sizeof("/v1/payment_intents/search?") + q.len);
+	if ((*url = malloc((size_t)n)) == NULL)
+		return FGW_ERR_NOMEM;
+	snprintf(*url, (size_t)n, "%.*s/v1/payment_intents/search?", (int)blen, base);
+	q.buf = (unsigned char *)*url + strlen(*url);
+	q.cap = q.len;
+	q.len = 0;
+	form_put(&q, "query", query);
+	q.buf[q.len] = '\0';
+	return FGW_OK;
+}
+
+static int
+stripe_build_op(const struct proc_config *cfg, enum proc_op op,
+                const struct proc_op_request *req, struct proc_http *out)
+{
+	static const char *const suffix[] = { "", "/capture", "/cancel", "" };
+	const char *version;
+	struct form f = { NULL, 0, 0 };
+	size_t blen, h = 0;
+	char bearer[300];
+	int r = FGW_ERR_INVALID, n;
+
+	if (cfg == NULL || req == NULL || out == NULL || (int)op < 0 || op > PROC_OP_REFUND)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	version = cfg->api_version[0] ? cfg->api_version : STRIPE_DEFAULT_VERSION;
+	if (!proc_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) || !proc_token_ok(cfg->secret, 255) ||
+	    !proc_token_ok(version, 39) ||
+	    (op != PROC_OP_STATUS && (!proc_token_ok(req->idempotency_key, 255) ||
+	                              !path_id_ok(req->reference))) ||
+	    (op == PROC_OP_REFUND && (req->amount <= 0 || req->amount > STRIPE_MAX_AMOUNT)))
+		return FGW_ERR_INVALID;
+	blen = strlen(cfg->base_url);
+	while (blen > 0 && cfg->base_url[blen - 1] == '/')
+		blen--;
+	if (snprintf(bearer, sizeof(bearer), "Bearer %s", cfg->secret) >= (int)sizeof(bearer))
+		goto out;
+	if (op == PROC_OP_STATUS) {
+		memcpy(out->method, "GET", 4);
+		if ((r = status_url(cfg->base_url, blen, req, &out->url)) != 0)
+			goto out;
+	} else {
+		memcpy(out->method, "POST", 5);
+		n = snprintf(NULL, 0, "%.*s/v1/%s%s%s", (int)blen, cfg->base_url,
+		             op == PROC_OP_REFUND ? "refunds" : "payment_intents/",
+		             op == PROC_OP_REFUND ? "" : req->reference, suffix[op]);
+		r = FGW_ERR_NOMEM;
+		if (n < 0 || (out->url = malloc((size_t)n + 1)) == NULL)
+			goto out;
+		snprintf(out->url, (size_t)n + 1, "%.*s/v1/%s%s%s", (int)blen, cfg->base_url,
+		         op == PROC_OP_REFUND ? "refunds" : "payment_intents/",
+		         op == PROC_OP_REFUND ? "" : req->reference, suffix[op]);
+	}
+	if ((r = add_header(out, &h, "Accept", "application/json")) != 0 ||
+	    (r = add_header(out, &h, "Authorization", bearer)) != 0 ||
+	    (r = add_header(out, &h, "Stripe-Version", version)) != 0)
+		goto out;
+	if (op != PROC_OP_STATUS &&
+	    ((r = add_header(out, &h, "Content-Type", "application/x-www-form-urlencoded")) != 0 ||
+	     (r = add_header(out, &h, "Idempotency-Key", req->idempotency_key)) != 0))
+		goto out;
+	if (op == PROC_OP_REFUND) {
+		for (int pass = 0; pass < 2; pass++) {
+			f.len = 0;
+			form_put(&f, "payment_intent", req->reference);
+			form_put_int(&f, "amount", (long long)req->amount);
+			if (pass == 0) {
+				r = FGW_ERR_NOMEM;
+				if ((out->body = malloc(f.len + 1)) == NULL)
+					goto out;
+				f.buf = (unsigned char *)out->body;
+				f.cap = f.len;
+			}
+		}
+		out->body[f.len] = '\0';
+		out->body_len = f.len;
+	} else if (op != PROC_OP_STATUS) {
+		/* An empty form: Stripe wants the POST, not parameters. */
+		r = FGW_ERR_NOMEM;
+		if ((out->body = strdup("")) == NULL)
+			goto out;
+	}
+	r = FGW_OK;
+out:
+	explicit_bzero(bearer, sizeof(bearer));
+	if (r != FGW_OK)
+		proc_http_clear(out);
+	return r;
+}
+
+/* The state of a PaymentIntent as a STATUS answer. */
+static void
+map_intent_status(const cJSON *pi, struct proc_result *out)
+{
+	const char *status = member_str(pi, "status");
+
+	map_intent(pi, out);
+	if (status == NULL || out->reference[0] == '\0')
+		return;
+	if (strcmp(status, "canceled") == 0)
+		set_result(out, PROC_CANCELED, "", "The authorization was released.");
+	else if (strcmp(status, "requires_confirmation") == 0)
+		/* Created, never confirmed: no charge will come of it. */
+		set_result(out, PROC_FAILED, C_FAILED, "The payment was not confirmed.");
+}
+
+static int
+stripe_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status,
+                const char *body, size_t len, struct proc_result *out)
+{
+	cJSON *root;
+	const cJSON *err, *data;
+	const char *obj, *st;
+
+	(void)cfg;
+	if (out == NULL)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	root = proc_parse_exact(body, len);
+	obj = member_str(root, "object");
+	if (http_status >= 500 || http_status == 409 || http_status < 200 ||
+	    (http_status >= 300 && http_status <= 399) ||
+	    (http_status == 404 && op == PROC_OP_STATUS)) {
+		/* A 404 for an id we were given is not "never charged": the
+		 * reference came from Stripe. Ask again later. */
+		set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
+	} else if (http_status >= 400) {
+		if ((err = cJSON_GetObjectItemCaseSensitive(root, "error")) != NULL)
+			map_error(err, out);
+		if (out->outcome != PROC_DECLINED || op != PROC_OP_STATUS)
+			set_result(out, PROC_FAILED,
+			           out->code[0] ? out->code : C_FAILED,
+			           out->message[0] ? out->message
+			                           : "The payment processor refused the operation.");
+	} else if (op == PROC_OP_STATUS && obj != NULL && strcmp(obj, "search_result") == 0) {
+		data = cJSON_GetObjectItemCaseSensitive(root, "data");
+		if (cJSON_IsArray(data) && cJSON_GetArraySize(data) == 0)
+			set_result(out, PROC_NOT_FOUND, C_FAILED, "The processor has no such payment.");
+		else if (cJSON_IsArray(data) && cJSON_GetArraySize(data) == 1)
+			map_intent_status(cJSON_GetArrayItem(data, 0), out);
+		else
+			set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
+	} else if (op == PROC_OP_REFUND) {
+		const cJSON *amt = cJSON_GetObjectItemCaseSensitive(root, "amount");
+		st = member_str(root, "status");
+		if (obj == NULL || strcmp(obj, "refund") != 0 || st == NULL || !cJSON_IsNumber(amt))
+			set_result(out, PROC_UNKNOWN, C_FAILED, "The refund outcome is not known yet.");
+		else if (strcmp(st, "succeeded") == 0)
+			set_result(out, PROC_SUCCEEDED, "", "The refund succeeded.");
+		else if (strcmp(st, "failed") == 0 || strcmp(st, "canceled") == 0)
+			set_result(out, PROC_FAILED, C_FAILED, "The refund failed.");
+		else
+			set_result(out, PROC_UNKNOWN, C_FAILED, "The refund outcome is not known yet.");
+		if (intent_id_ok(member_str(root, "payment_intent"), sizeof(out->reference)))
+			fgw_strlcpy(out->reference, member_str(root, "payment_intent"),
+			            sizeof(out->reference));
+	} else {
+		map_intent_status(root, out);
+	}
+	cJSON_Delete(root);
+	return FGW_OK;
+}
+
+const struct proc_type proc_type_stripe = {
+	.name = "stripe",
+	.seals_reply = 0,
+	.build = stripe_build,
+	.parse_reply = stripe_parse_reply,
+	.build_op = stripe_build_op,
+	.parse_op = stripe_parse_op,
+	.needs_clear_card = 1,
+};

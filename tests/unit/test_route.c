@@ -1,0 +1,108 @@
+/*
+ * tests/unit/test_route.c — the routing table: parsing route lines
+ * (normalisation and refusals) and picking (first match, weights, bounds,
+ * unknown brand or country).
+ */
+#include <string.h>
+
+#include "core/err.h"
+#include "processors/route.h"
+#include "tests/unit/tt.h"
+
+static int
+test_parse(void)
+{
+	struct proc_route r;
+	char err[256];
+	static const char *const bad[] = {
+		"", "currency=EUR", "p currency=EURO", "p currency=EUR,", "p currency=E1R",
+		"p country=DEU", "p brand=v", "p brand=vi sa=1", "p amount_min=0",
+		"p amount_min=-5", "p amount_min=9 amount_max=3", "p weight=0",
+		"p weight=1000001", "p colour=red", "p currency", "p currency=",
+		"p currency=EUR currency=GBP", "p weight=1 weight=2", NULL
+	};
+	TT_BEGIN;
+
+	CHECK_EQ_INT(proc_route_parse("backup  currency=eur,Gbp brand=AMEX,visa country=de "
+	                              "amount_min=100 amount_max=900 weight=3", &r, err, sizeof(err)), 0);
+	CHECK_STR(r.processor, "backup");
+	CHECK_STR(r.currencies, "EUR,GBP");
+	CHECK_STR(r.brands, "amex,visa");
+	CHECK_STR(r.countries, "DE");
+	CHECK_EQ_INT(r.amount_min, 100);
+	CHECK_EQ_INT(r.amount_max, 900);
+	CHECK_EQ_INT(r.weight, 3);
+	CHECK_EQ_INT(proc_route_parse("sandbox", &r, err, sizeof(err)), 0);
+	CHECK(r.currencies[0] == '\0' && r.weight == 0 && r.amount_max == 0);
+	for (size_t i = 0; bad[i] != NULL; i++) {
+		err[0] = '\0';
+		if (proc_route_parse(bad[i], &r, err, sizeof(err)) != FGW_ERR_INVALID) {
+			fprintf(stderr, "  accepted: \"%s\"\n", bad[i]);
+			CHECK(0);
+		}
+		CHECK(strncmp(err, "route: ", 7) == 0);
+	}
+end:
+	TT_END;
+}
+
+static int
+add(struct proc_routes *rs, const char *line)
+{
+	char err[256];
+	return proc_route_parse(line, &rs->r[rs->n++], err, sizeof(err));
+}
+
+static int
+test_pick(void)
+{
+	struct proc_routes rs;
+	const struct proc_route *p;
+	int a = 0, b = 0;
+	TT_BEGIN;
+
+	memset(&rs, 0, sizeof(rs));
+	CHECK_EQ_INT(add(&rs, "backup currency=EUR"), 0);
+	CHECK_EQ_INT(add(&rs, "backup brand=amex amount_min=10000"), 0);
+	CHECK_EQ_INT(add(&rs, "other country=DE"), 0);
+	CHECK_EQ_INT(add(&rs, "sandbox amount_max=500"), 0);
+	CHECK(proc_routes_pick(&rs, "USD", "Visa", "US", 1000, 0) == NULL);
+	CHECK_STR(proc_routes_pick(&rs, "EUR", "Visa", "DE", 1, 0)->processor, "backup");
+	CHECK_STR(proc_routes_pick(&rs, "USD", "Amex", "US", 10000, 0)->processor, "backup");
+	CHECK(proc_routes_pick(&rs, "USD", "Amex", "US", 9999, 0) == NULL);
+	CHECK_STR(proc_routes_pick(&rs, "USD", "Visa", "DE", 9999, 0)->processor, "other");
+	/* Unknown brand or country never matches a route that names them. */
+	CHECK_STR(proc_routes_pick(&rs, "USD", "", "", 400, 0)->processor, "sandbox");
+	CHECK(proc_routes_pick(&rs, "USD", NULL, NULL, 20000, 0) == NULL);
+	CHECK(proc_routes_pick(NULL, "USD", "Visa", "US", 1, 0) == NULL);
+
+	/* Weights: 1:3 over the whole draw range, in table order. */
+	memset(&rs, 0, sizeof(rs));
+	CHECK_EQ_INT(add(&rs, "sandbox currency=JPY"), 0);
+	CHECK_EQ_INT(add(&rs, "a weight=1"), 0);
+	CHECK_EQ_INT(add(&rs, "b weight=3"), 0);
+	CHECK_STR(proc_routes_pick(&rs, "JPY", "Visa", "US", 1, 999999)->processor, "sandbox");
+	CHECK_STR(proc_routes_pick(&rs, "USD", "Visa", "US", 1, 0)->processor, "a");
+	CHECK_STR(proc_routes_pick(&rs, "USD", "Visa", "US", 1, 249999)->processor, "a");
+	CHECK_STR(proc_routes_pick(&rs, "USD", "Visa", "US", 1, 250000)->processor, "b");
+	CHECK_STR(proc_routes_pick(&rs, "USD", "Visa", "US", 1, 999999)->processor, "b");
+	for (uint32_t x = 0; x < 1000000; x += 1000) {
+		p = proc_routes_pick(&rs, "USD", "Visa", "US", 1, x);
+		CHECK(p != NULL);
+		if (strcmp(p->processor, "a") == 0)
+			a++;
+		else
+			b++;
+	}
+	CHECK_EQ_INT(a, 250);
+	CHECK_EQ_INT(b, 750);
+end:
+	TT_END;
+}
+
+static const struct tt_case cases[] = {
+	{ "parse", test_parse },
+	{ "pick", test_pick },
+	{ NULL, NULL },
+};
+TT_MAIN(cases)

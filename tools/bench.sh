@@ -1,0 +1,436 @@
+#!/bin/sh
+# tools/bench.sh — `make bench`: flairgw measured against the limit of this
+# machine, on loopback only, in one bounded run (about 3 minutes with the
+# defaults; docs/performance.md explains every figure).
+#
+#   1. the fixed-answer upstream (flair-sandbox --bench) measured directly;
+#   2. nginx-light as a pure keep-alive proxy to that upstream;
+#   3. flairgw's full pipeline (durable commit, synchronous=FULL) against the
+#      same sandbox, with plain cards and with encryptedCard;
+#   4. the same at a fixed offered load (half of flairgw's plain capacity),
+#      1,000 keep-alive connections (peak RSS), and a database holding
+#      BENCH_ROWS rows (default 1,000,000) against an empty one.
+#
+# Fairness: one body file, one connection count, one duration for every run;
+# a warm-up run precedes every measured run and is thrown away; the system
+# under test (SUT: sandbox + nginx or flairgw) is pinned to the first cores,
+# the load generator to the last, so they never share a core. Saturation is
+# measured with wrk (closed loop), fixed load with wrk and a Lua-paced random
+# think time per connection (wrk2 is not in Debian; h2load --rps sends in
+# aligned bursts, see tools/bench/post.lua).
+#
+# Knobs (environment): BENCH_SECONDS (10) per measured run, BENCH_WARMUP (3),
+# BENCH_CONNS (50), BENCH_ROWS (1000000), BENCH_POOL (256 bodies),
+# BENCH_BIG_CONNS (1000), BUILD (build), BENCH_KEEP=1 keeps the temp dir,
+# BENCH_QUICK=1 stops after the saturation runs (A/B of one change).
+set -eu
+
+BUILD=${BUILD:-build}
+SECS=${BENCH_SECONDS:-10}
+WARM=${BENCH_WARMUP:-3}
+CONNS=${BENCH_CONNS:-50}
+ROWS=${BENCH_ROWS:-1000000}
+POOL=${BENCH_POOL:-256}
+BIG_CONNS=${BENCH_BIG_CONNS:-1000}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+cd "$ROOT"
+
+# ---- tools ------------------------------------------------------------------
+
+missing=""
+command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
+command -v sqlite3 >/dev/null 2>&1 || missing="$missing sqlite3"
+command -v taskset >/dev/null 2>&1 || missing="$missing util-linux"
+command -v curl >/dev/null 2>&1 || missing="$missing curl"
+if [ -n "$missing" ]; then
+	if [ "$(id -u)" = 0 ]; then
+		echo "bench: installing$missing" >&2
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing >&2
+	else
+		echo "bench: missing tools; as root run: apt-get install -y$missing" >&2
+		exit 1
+	fi
+fi
+NGINX=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
+for b in flairgw flairctl flair-sandbox; do
+	[ -x "$BUILD/$b" ] || { echo "bench: $BUILD/$b missing (make build-all)" >&2; exit 1; }
+done
+
+# ---- cores ------------------------------------------------------------------
+
+NCPU=$(nproc)
+if [ "$NCPU" -ge 2 ]; then
+	LOAD_CPU=$((NCPU - 1))
+	SUT_CPUS="0-$((NCPU - 2))"
+	SUT_N=$((NCPU - 1))
+else
+	LOAD_CPU=0
+	SUT_CPUS=0
+	SUT_N=1
+	echo "bench: one core: load generator and SUT share it; figures are pessimistic" >&2
+fi
+SUT="taskset -c $SUT_CPUS"
+LOAD="taskset -c $LOAD_CPU"
+HZ=$(getconf CLK_TCK)
+
+# ---- temp dir and processes ---------------------------------------------------
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/flairgw-bench.XXXXXX")
+PIDS=""
+cleanup() {
+	for p in $PIDS; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in $PIDS; do
+		i=0
+		while kill -0 "$p" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+		kill -KILL "$p" 2>/dev/null || true
+	done
+	if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench: kept $T" >&2; else rm -rf "$T"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_http() { # URL what
+	i=0
+	until curl -s -o /dev/null "$1"; do
+		i=$((i + 1))
+		[ $i -lt 300 ] || { echo "bench: $2 did not start" >&2; exit 1; }
+		sleep 0.1
+	done
+}
+
+stop_pid() { # PID
+	kill -TERM "$1" 2>/dev/null || true
+	i=0
+	while kill -0 "$1" 2>/dev/null && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
+	kill -KILL "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+	PIDS=$(echo "$PIDS" | tr ' ' '\n' | grep -vx "$1" | tr '\n' ' ')
+}
+
+cpu_ticks() { # PID... -> user+system clock ticks of all their threads
+	t=0
+	for p in "$@"; do
+		v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+		t=$((t + v))
+	done
+	echo "$t"
+}
+
+hwm_kib() { # PID -> peak resident set (VmHWM) in KiB
+	awk '/^VmHWM:/ {print $2}' "/proc/$1/status"
+}
+
+metric() { # PORT NAME
+	curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n {print $2}'
+}
+
+SBX_PORT=$(free_port)
+$SUT "$BUILD/flair-sandbox" --listen "127.0.0.1:$SBX_PORT" --bench --quiet \
+	--key-file "$T/sandbox.key" --public-key-file "$T/sandbox.pub" \
+	--max-charges 100000000 >"$T/sandbox.log" 2>&1 &
+SBX_PID=$!
+PIDS="$PIDS $SBX_PID"
+i=0
+while [ ! -s "$T/sandbox.pub" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+wait_http "http://127.0.0.1:$SBX_PORT/v1/ledger" flair-sandbox
+
+# The shipped rules (etc/rules.conf, with its lists and BIN table) minus the
+# two velocity rules that synthetic load from one IP and one e-mail address
+# trips by design (R110: > 5 per IP a minute, R310: > 2,000.00 per e-mail a
+# day): every other rule is evaluated and every velocity counter updated.
+mkdir -p "$T/rules"
+cp etc/bins.csv "$T/rules/"
+cp -R etc/lists "$T/rules/"
+awk '/^rule R(110|310) / {skip = 1} skip && /^$/ {skip = 0; next} !skip' etc/rules.conf \
+	>"$T/rules/rules.conf"
+
+GW_PORT=$(free_port)
+GW_PID=""
+start_gw() { # DIR [extra flairgw options...]
+	d=$1
+	shift
+	mkdir -p "$d/kek" "$d/var"
+	chmod 700 "$d/kek"
+	$SUT "$BUILD/flairgw" --config etc/flairgw.conf --listen "127.0.0.1:$GW_PORT" \
+		--data_dir "$d/var" --kek_file "$d/kek/kek.key" \
+		--processor_url "http://127.0.0.1:$SBX_PORT" \
+		--processor_public_key_file "$T/sandbox.pub" \
+		--rules_file "$T/rules/rules.conf" \
+		--workers "$SUT_N" --log_level warn --log_file "$d/gw.log" "$@" \
+		>>"$d/gw.stderr" 2>&1 &
+	GW_PID=$!
+	PIDS="$PIDS $GW_PID"
+	wait_http "http://127.0.0.1:$GW_PORT/healthz" flairgw
+}
+
+# ---- bodies -----------------------------------------------------------------
+
+# One realistic ReservationPaymentTransaction per line. The sandbox's test
+# card 4242… succeeds; reservation ids differ so rows look like real traffic.
+card_json='{"number":"4242424242424242","expMonth":12,"expYear":2030,"cvc":"123","holderName":"John Doe"}'
+rest_json='"amount":15000,"currency":"USD","customer":{"email":"john@example.com","name":"John Doe","ip":"203.0.113.9","country":"US"},"description":"Hotel Flair, 2 nights, double room","metadata":{"channel":"web","bench":"1"}'
+i=0
+: >"$T/plain.jsonl"
+while [ $i -lt "$POOL" ]; do
+	printf '{"reservationId":"res_bench_%06d",%s,"card":%s}\n' $i "$rest_json" "$card_json" >>"$T/plain.jsonl"
+	i=$((i + 1))
+done
+head -n 1 "$T/plain.jsonl" | tr -d '\n' >"$T/plain.json"
+
+# A pristine gateway data dir (keys, empty schema) that every run copies.
+start_gw "$T/pristine"
+curl -s "http://127.0.0.1:$GW_PORT/v1/keys/public" >"$T/gateway.pub"
+probe=$(curl -s -H 'Authorization: Bearer flair_dev_key' -H 'Content-Type: application/json' \
+	--data-binary @"$T/plain.json" "http://127.0.0.1:$GW_PORT/v1/transactions")
+case "$probe" in
+*'"succeeded"'*) ;;
+*) echo "bench: flairgw probe did not succeed: $probe" >&2; exit 1 ;;
+esac
+stop_pid "$GW_PID"
+# The probe's row stays: every copy starts from the same one-row database.
+
+# encryptedCard bodies, sealed ahead of time with flairctl (pool of POOL, so
+# no two requests in a row carry the same ciphertext).
+i=0
+: >"$T/sealed.jsonl"
+while [ $i -lt "$POOL" ]; do
+	enc=$(printf '%s' "$card_json" | "$BUILD/flairctl" --config etc/flairgw.conf \
+		--kek_file "$T/pristine/kek/kek.key" --data_dir "$T/pristine/var" seal "$T/gateway.pub")
+	printf '{"reservationId":"res_bench_%06d",%s,"encryptedCard":%s}\n' $i "$rest_json" "$enc" >>"$T/sealed.jsonl"
+	i=$((i + 1))
+done
+head -n 1 "$T/sealed.jsonl" | tr -d '\n' >"$T/sealed.json"
+
+# ---- one measured run -------------------------------------------------------
+
+# Results: one line per run in $T/results, fields separated by '|':
+# label|mode|conns|rps|p50|p99|p999|errors|cpu_us_per_txn|upstream_cpu_us|commits_s|jobs_per_commit
+: >"$T/results"
+
+snap_before() { # MPORT PIDS...
+	mport=$1
+	shift
+	c0=$(cpu_ticks "$@")
+	u0=$(cpu_ticks "$SBX_PID")
+	if [ -n "$mport" ]; then
+		m_c0=$(metric "$mport" flairgw_store_commits_total)
+		m_j0=$(metric "$mport" flairgw_store_jobs_total)
+	fi
+}
+
+snap_after() { # LABEL MODE CONNS REQS SECONDS P50 P99 P999 ERRS MPORT PIDS...
+	lab=$1 mode=$2 cn=$3 reqs=$4 secs=$5 p50=$6 p99=$7 p999=$8 errs=$9
+	shift 9
+	mport=$1
+	shift
+	c1=$(cpu_ticks "$@")
+	u1=$(cpu_ticks "$SBX_PID")
+	commits="-" jpc="-"
+	if [ -n "$mport" ]; then
+		m_c1=$(metric "$mport" flairgw_store_commits_total)
+		m_j1=$(metric "$mport" flairgw_store_jobs_total)
+		commits=$(awk -v a="$m_c0" -v b="$m_c1" -v s="$secs" 'BEGIN {printf "%.0f", (b - a) / s}')
+		jpc=$(awk -v a="$m_c0" -v b="$m_c1" -v x="$m_j0" -v y="$m_j1" \
+			'BEGIN {printf "%.1f", (b > a) ? (y - x) / (b - a) : 0}')
+	fi
+	awk -v l="$lab" -v m="$mode" -v cn="$cn" -v r="$reqs" -v s="$secs" -v p50="$p50" \
+		-v p99="$p99" -v p999="$p999" -v e="$errs" -v c="$((c1 - c0))" -v u="$((u1 - u0))" \
+		-v hz="$HZ" -v cm="$commits" -v j="$jpc" 'BEGIN {
+		printf "%s|%s|%s|%.0f|%s|%s|%s|%s|%.0f|%.0f|%s|%s\n", l, m, cn, r / s, p50, p99, p999, e,
+		    (r > 0 ? c * 1e6 / hz / r : 0), (r > 0 ? u * 1e6 / hz / r : 0), cm, j }' >>"$T/results"
+}
+
+# wrk at saturation: LABEL URL CONNS BODIES MPORT PIDS...
+run_sat() {
+	lab=$1 url=$2 cn=$3 bodies=$4 mp=$5
+	shift 5
+	BENCH_BODIES=$bodies $LOAD wrk -t1 -c"$cn" -d"${WARM}s" -s "$HERE/bench/post.lua" "$url" >/dev/null 2>&1 || true
+	snap_before "$mp" "$@"
+	out=$(BENCH_BODIES=$bodies $LOAD wrk -t1 -c"$cn" -d"${SECS}s" --timeout 10s -s "$HERE/bench/post.lua" "$url" 2>&1) || true
+	line=$(echo "$out" | grep '^BENCH ' || true)
+	[ -n "$line" ] || { echo "bench: wrk failed for $lab: $out" >&2; exit 1; }
+	eval "$(echo "$line" | sed 's/^BENCH //')"
+	# shellcheck disable=SC2154 # set by the eval above
+	snap_after "$lab" saturation "$cn" "$requests" "$seconds" "$p50" "$p99" "$p999" \
+		"$((non2xx + sockerr))" "$mp" "$@"
+	echo "  $lab: $(tail -n 1 "$T/results" | cut -d'|' -f4) req/s" >&2
+}
+
+# wrk at a fixed offered rate (lua-paced think time, tools/bench/post.lua):
+# LABEL URL CONNS RATE BODIES MPORT PIDS...
+run_fixed() {
+	lab=$1 url=$2 cn=$3 rate=$4 bodies=$5 mp=$6
+	shift 6
+	think=$(awk -v c="$cn" -v r="$rate" 'BEGIN {printf "%.3f", c * 1000 / r}')
+	BENCH_BODIES=$bodies $LOAD wrk -t1 -c"$cn" -d"${WARM}s" -s "$HERE/bench/post.lua" "$url" >/dev/null 2>&1 || true
+	snap_before "$mp" "$@"
+	out=$(BENCH_THINK_MS=$think BENCH_BODIES=$bodies $LOAD wrk -t1 -c"$cn" -d"${SECS}s" --timeout 10s \
+		-s "$HERE/bench/post.lua" "$url" 2>&1) || true
+	line=$(echo "$out" | grep '^BENCH ' || true)
+	[ -n "$line" ] || { echo "bench: wrk failed for $lab: $out" >&2; exit 1; }
+	eval "$(echo "$line" | sed 's/^BENCH //')"
+	snap_after "$lab" "fixed $rate/s" "$cn" "$requests" "$seconds" "$p50" "$p99" "$p999" \
+		"$((non2xx + sockerr))" "$mp" "$@"
+	echo "  $lab: $(tail -n 1 "$T/results" | cut -d'|' -f4) req/s offered $rate" >&2
+}
+
+# ---- 1. the upstream alone ----------------------------------------------------
+
+echo "bench: $SECS s per run after $WARM s warm-up, $CONNS connections, SUT on cpu $SUT_CPUS, load on cpu $LOAD_CPU" >&2
+SBX_URL="http://127.0.0.1:$SBX_PORT/v1/transactions"
+run_sat "sandbox direct" "$SBX_URL" "$CONNS" "$T/plain.jsonl" "" "$SBX_PID"
+
+# ---- 2. nginx ---------------------------------------------------------------
+
+NGX_PORT=$(free_port)
+mkdir -p "$T/nginx"
+sed -e "s|@DIR@|$T/nginx|g" -e "s|@LISTEN@|127.0.0.1:$NGX_PORT|g" \
+	-e "s|@UPSTREAM@|127.0.0.1:$SBX_PORT|g" -e "s|@WORKERS@|$SUT_N|g" \
+	"$HERE/bench/nginx.conf.in" >"$T/nginx/nginx.conf"
+$SUT "$NGINX" -e "$T/nginx/nginx-error.log" -p "$T/nginx" -c "$T/nginx/nginx.conf" >"$T/nginx/stderr" 2>&1 &
+NGX_PID=$!
+PIDS="$PIDS $NGX_PID"
+NGX_URL="http://127.0.0.1:$NGX_PORT/v1/transactions"
+wait_http "$NGX_URL" nginx
+ngx_workers() { pgrep -P "$NGX_PID" | tr '\n' ' '; }
+# shellcheck disable=SC2046 # pids
+run_sat "nginx proxy" "$NGX_URL" "$CONNS" "$T/plain.jsonl" "" $(ngx_workers)
+
+# ---- 3. flairgw, full pipeline ------------------------------------------------
+
+GW_URL="http://127.0.0.1:$GW_PORT/v1/transactions"
+cp -a "$T/pristine" "$T/main"
+start_gw "$T/main"
+run_sat "flairgw plain" "$GW_URL" "$CONNS" "$T/plain.jsonl" "$GW_PORT" "$GW_PID"
+run_sat "flairgw sealed" "$GW_URL" "$CONNS" "$T/sealed.jsonl" "$GW_PORT" "$GW_PID"
+
+QUICK=${BENCH_QUICK:-0}
+if [ "$QUICK" != 1 ]; then
+# ---- 4. fixed load at half of flairgw's plain capacity -------------------------
+
+CAP=$(grep '^flairgw plain|' "$T/results" | cut -d'|' -f4)
+HALF=$((CAP / 2))
+[ "$HALF" -ge "$CONNS" ] || HALF=$CONNS
+# shellcheck disable=SC2046 # pids
+run_fixed "nginx proxy" "$NGX_URL" "$CONNS" "$HALF" "$T/plain.jsonl" "" $(ngx_workers)
+run_fixed "flairgw plain" "$GW_URL" "$CONNS" "$HALF" "$T/plain.jsonl" "$GW_PORT" "$GW_PID"
+run_fixed "flairgw sealed" "$GW_URL" "$CONNS" "$HALF" "$T/sealed.jsonl" "$GW_PORT" "$GW_PID"
+RSS_MAIN=$(hwm_kib "$GW_PID")
+NGX_RSS=0
+for p in $NGX_PID $(ngx_workers); do NGX_RSS=$((NGX_RSS + $(hwm_kib "$p"))); done
+stop_pid "$GW_PID"
+stop_pid "$NGX_PID"
+
+# ---- 5. 1,000 keep-alive connections ---------------------------------------------
+
+cp -a "$T/pristine" "$T/conns"
+start_gw "$T/conns"
+run_sat "flairgw $BIG_CONNS conns" "$GW_URL" "$BIG_CONNS" "$T/plain.jsonl" "$GW_PORT" "$GW_PID"
+RSS_BIG=$(hwm_kib "$GW_PID")
+stop_pid "$GW_PID"
+
+# ---- 6. empty database against BENCH_ROWS rows -------------------------------------
+
+# Rows go straight into a copy with sqlite3 (one transaction, no fsync):
+# transactions, their vault entries and their audit events, shaped like the
+# gateway's own (distinct ids, tokens, reservation ids, e-mails and IPs).
+cp -a "$T/pristine" "$T/big"
+NOW_MS=$(($(date +%s) * 1000))
+gen0=$(date +%s)
+$LOAD sqlite3 "$T/big/var/flairgw.db" >/dev/null <<EOF
+PRAGMA synchronous=OFF;
+BEGIN;
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $ROWS)
+INSERT INTO transactions (id, client_id, reservation_id, amount, currency, status,
+  processor, processor_ref, processor_idem_key, token, fingerprint, brand, bin, last4,
+  exp_month, exp_year, customer_email, customer_name, customer_country, customer_ip,
+  rule_decision, description, created_at, updated_at)
+SELECT printf('txn_fill%016x', i), 'website', printf('res_fill_%d', i), 1000 + i % 90000,
+  'USD', CASE WHEN i % 10 = 0 THEN 'declined' ELSE 'succeeded' END, 'sandbox',
+  printf('ch_fill%d', i), printf('pi_fill%d', i), printf('tok_fill%016x', i),
+  printf('%064x', i % 200000), 'visa', '424242', printf('%04d', i % 10000), 1 + i % 12,
+  2030, printf('guest%d@example.com', i % 300000), 'Guest', 'US',
+  printf('198.51.%d.%d', (i / 250) % 250, i % 250), 'allow', 'filler',
+  $NOW_MS - ($ROWS - i) * 30, $NOW_MS - ($ROWS - i) * 30 + 200
+FROM n;
+INSERT INTO vault_entries (token, key_id, blob, fingerprint, brand, bin, last4, exp_month,
+  exp_year, customer_id, created_at, expires_at)
+SELECT token, 'fill', 'filler', fingerprint, brand, bin, last4, exp_month, exp_year, NULL,
+  created_at, 0 FROM transactions WHERE id LIKE 'txn_fill%';
+INSERT INTO audit_events (seq, ts, actor, source, event_type, resource, outcome,
+  details_json, prev_hash, hash)
+SELECT (SELECT COALESCE(MAX(seq), 0) FROM audit_events) + ROW_NUMBER() OVER (ORDER BY rowid),
+  created_at, 'website', 'api', 'txn.outcome', id, status, '{}', printf('%064x', rowid - 1),
+  printf('%064x', rowid)
+FROM transactions WHERE id LIKE 'txn_fill%';
+COMMIT;
+PRAGMA wal_checkpoint(TRUNCATE);
+EOF
+gen1=$(date +%s)
+echo "  filled $ROWS rows in $((gen1 - gen0)) s" >&2
+cp -a "$T/pristine" "$T/empty"
+start_gw "$T/empty"
+run_sat "flairgw empty db" "$GW_URL" "$CONNS" "$T/plain.jsonl" "$GW_PORT" "$GW_PID"
+stop_pid "$GW_PID"
+start_gw "$T/big"
+run_sat "flairgw $ROWS rows" "$GW_URL" "$CONNS" "$T/plain.jsonl" "$GW_PORT" "$GW_PID"
+stop_pid "$GW_PID"
+else
+	stop_pid "$GW_PID"
+fi
+
+# ---- report -------------------------------------------------------------------
+
+col() { grep "^$1|$2|" "$T/results" | head -n 1 | cut -d'|' -f"$3"; }
+{
+	echo "flairgw bench $(date -u +%Y-%m-%dT%H:%MZ) — $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')"
+	echo "machine: $NCPU cpu ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "pinning: SUT (sandbox + nginx/flairgw, $SUT_N worker(s)) on cpu $SUT_CPUS, load generator on cpu $LOAD_CPU"
+	echo "runs: $SECS s each after a $WARM s warm-up, $CONNS keep-alive connections, POST /v1/transactions, $(wc -c <"$T/plain.json") B plain / $(wc -c <"$T/sealed.json") B sealed body"
+	echo "saturation: wrk -t1 (closed loop); fixed load: wrk -t1 + Lua-paced exponential think time; flairgw: store_sync full, store_batch_max 256, etc/rules.conf minus R110/R310"
+	echo
+	printf '%-22s %-16s %6s %9s %8s %8s %8s %6s %9s %9s %9s %8s\n' run load conns req/s p50_us p99_us p999_us errors cpu_us/tx ups_us/tx commits/s rows/cmt
+	while IFS='|' read -r l m cn r a b c e cpu u cm j; do
+		printf '%-22s %-16s %6s %9s %8s %8s %8s %6s %9s %9s %9s %8s\n' "$l" "$m" "$cn" "$r" "$a" "$b" "$c" "$e" "$cpu" "$u" "$cm" "$j"
+	done <"$T/results"
+	echo
+	if [ "$QUICK" = 1 ]; then
+		echo "quick run (BENCH_QUICK=1): saturation only"
+		exit 0
+	fi
+	ngx=$(col "nginx proxy" saturation 4)
+	gwp=$(col "flairgw plain" saturation 4)
+	gws=$(col "flairgw sealed" saturation 4)
+	ngx99=$(col "nginx proxy" "fixed $HALF/s" 6)
+	gw99=$(col "flairgw plain" "fixed $HALF/s" 6)
+	empty=$(col "flairgw empty db" saturation 4)
+	big=$(col "flairgw $ROWS rows" saturation 4)
+	awk -v n="$ngx" -v p="$gwp" -v s="$gws" -v n99="$ngx99" -v g99="$gw99" -v e="$empty" \
+		-v b="$big" -v rows="$ROWS" -v half="$HALF" -v rm="$RSS_MAIN" -v rb="$RSS_BIG" \
+		-v bc="$BIG_CONNS" -v nr="$NGX_RSS" 'BEGIN {
+		printf "ratio flairgw/nginx throughput: plain %.2f, sealed %.2f (target >= 0.50: %s)\n",
+		    p / n, s / n, (p / n >= 0.5 ? "met" : "not met")
+		printf "added p99 over nginx at %d req/s (half of flairgw plain): %.2f ms (target <= 1 ms: %s)\n",
+		    half, (g99 - n99) / 1000, ((g99 - n99) <= 1000 ? "met" : "not met")
+		printf "peak RSS (VmHWM): flairgw %.1f MiB after the runs above, %.1f MiB with %d connections (target <= 64 MiB: %s); nginx %.1f MiB (master + workers)\n",
+		    rm / 1024, rb / 1024, bc, (rb <= 65536 ? "met" : "not met"), nr / 1024
+		printf "%d rows against an empty database: %.0f vs %.0f req/s, change %+.1f%% (target < 10%%: %s)\n",
+		    rows, b, e, (b - e) * 100 / e, ((b - e) * 100 / e > -10 && (b - e) * 100 / e < 10 ? "met" : "not met")
+	}'
+	if [ -x "$BUILD/bench-rules" ]; then
+		echo
+		echo "rules engine ($BUILD/bench-rules):"
+		$SUT "$BUILD/bench-rules" etc/rules.conf 2>&1 | sed 's/^/  /'
+	else
+		echo "rules engine: skipped ($BUILD/bench-rules is not built on this branch)"
+	fi
+} | tee "$T/report"
+mkdir -p "$BUILD"
+cp "$T/report" "$BUILD/bench-report.txt"
+echo "bench: report saved to $BUILD/bench-report.txt" >&2
