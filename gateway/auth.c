@@ -70,9 +70,18 @@ http_authenticate(struct reactor *rx, struct evhttp_request *req,
 		const char *cust = evhttp_find_header(in, "X-Customer-Id");
 		out->kind = AUTH_API_KEY;
 		fgw_strlcpy(out->client_id, client, sizeof(out->client_id));
-		/* A website back end acts for its customers: it names them. */
-		if (cust != NULL && strlen(cust) < sizeof(out->subject))
-			fgw_strlcpy(out->subject, cust, sizeof(out->subject));
+		/* A website back end acts for its customers: it names them, in
+		 * its own namespace ("CLIENT/CUSTOMER"), so two websites that
+		 * use the same customer id never share cards or bookings. */
+		if (cust != NULL && cust[0] != '\0') {
+			int n = snprintf(out->subject, sizeof(out->subject), "%s/%s", client, cust);
+			if (strlen(cust) > 63 || strchr(cust, '/') != NULL || n < 0 ||
+			    (size_t)n >= sizeof(out->subject)) {
+				http_send_error(rx, req, 400, "VALIDATION_ERROR",
+				                "X-Customer-Id must be at most 63 characters without '/'");
+				return FGW_ERR_INVALID;
+			}
+		}
 		return FGW_OK;
 	}
 	if ((accept & AUTH_JWT) && rx->gw->jwt != NULL && looks_like_jwt(cred)) {

@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include "core/err.h"
+#include "core/util.h"
 #include "processors/proc_util.h"
 
 int
@@ -101,3 +102,19 @@ proc_parse_exact(const char *body, size_t len)
 	return v;
 }
 
+
+void
+proc_set_result(struct proc_result *out, enum proc_outcome o, const char *code,
+                const char *message)
+{
+	out->outcome = o;
+	fgw_strlcpy(out->code, code, sizeof(out->code));
+	fgw_strlcpy(out->message, message, sizeof(out->message));
+}
+
+const char *
+proc_json_str(const cJSON *obj, const char *name)
+{
+	const cJSON *it = cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
+	return cJSON_IsString(it) ? it->valuestring : NULL;
+}

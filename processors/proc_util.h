@@ -10,6 +10,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "processors/adapter.h"
+
 /* *out = malloc'ed printf result; FGW_ERR_NOMEM / FGW_ERR_INTERNAL. */
 int proc_fmt_alloc(char **out, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -21,5 +23,10 @@ int proc_url_ok(const char *s, size_t max);
 int proc_id_ok(const char *s, size_t cap);
 /* The whole of body[0..len) as one JSON value, nothing after it. */
 cJSON *proc_parse_exact(const char *body, size_t len);
+/* Sets a result's outcome, our error code and a safe message. */
+void proc_set_result(struct proc_result *out, enum proc_outcome o, const char *code,
+                     const char *message);
+/* The string member name of obj, or NULL (also when obj is no object). */
+const char *proc_json_str(const cJSON *obj, const char *name);
 
 #endif

@@ -182,28 +182,12 @@ out:
 
 /* ---- parse_reply ------------------------------------------------------- */
 
-static void
-set_result(struct proc_result *out, enum proc_outcome o, const char *code,
-           const char *message)
-{
-	out->outcome = o;
-	fgw_strlcpy(out->code, code, sizeof(out->code));
-	fgw_strlcpy(out->message, message, sizeof(out->message));
-}
-
-static const char *
-str_member(const cJSON *obj, const char *name)
-{
-	const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
-	return cJSON_IsString(it) ? it->valuestring : NULL;
-}
-
 /* nextAction -> our own copy holding only the fields we understand. */
 static int
 next_action_copy(const cJSON *na, char **out)
 {
-	const char *type = str_member(na, "type");
-	const char *url = str_member(na, "url");
+	const char *type = proc_json_str(na, "type");
+	const char *url = proc_json_str(na, "url");
 	cJSON *copy = NULL;
 	char *text = NULL;
 	int r = FGW_ERR_INVALID;
@@ -238,12 +222,12 @@ parse_ok_body(const char *body, size_t len, struct proc_result *out)
 
 	if (!cJSON_IsObject(root))
 		goto unknown;
-	id = str_member(root, "id");
-	status = str_member(root, "status");
+	id = proc_json_str(root, "id");
+	status = proc_json_str(root, "status");
 	amount = cJSON_GetObjectItemCaseSensitive(root, "amount");
 	if (!proc_id_ok(id, sizeof(out->reference)) || status == NULL ||
-	    !cJSON_IsNumber(amount) || str_member(root, "currency") == NULL ||
-	    str_member(root, "reference") == NULL)
+	    !cJSON_IsNumber(amount) || proc_json_str(root, "currency") == NULL ||
+	    proc_json_str(root, "reference") == NULL)
 		goto unknown;
 	fgw_strlcpy(out->reference, id, sizeof(out->reference));
 
@@ -253,18 +237,18 @@ parse_ok_body(const char *body, size_t len, struct proc_result *out)
 		out->amount_refunded = (int64_t)refunded->valuedouble;
 	captured = cJSON_GetObjectItemCaseSensitive(root, "captured");
 	if (strcmp(status, "succeeded") == 0 && cJSON_IsFalse(captured)) {
-		set_result(out, PROC_AUTHORIZED, "", MSG_AUTHORIZED);
+		proc_set_result(out, PROC_AUTHORIZED, "", MSG_AUTHORIZED);
 	} else if (strcmp(status, "succeeded") == 0) {
-		set_result(out, PROC_SUCCEEDED, "", MSG_SUCCEEDED);
+		proc_set_result(out, PROC_SUCCEEDED, "", MSG_SUCCEEDED);
 	} else if (strcmp(status, "canceled") == 0) {
-		set_result(out, PROC_CANCELED, "", MSG_CANCELED);
+		proc_set_result(out, PROC_CANCELED, "", MSG_CANCELED);
 	} else if (strcmp(status, "declined") == 0) {
-		const char *dc = str_member(root, "declineCode");
+		const char *dc = proc_json_str(root, "declineCode");
 		size_t i = 0;
 		while (decline_table[i].decline_code != NULL &&
 		       (dc == NULL || strcmp(decline_table[i].decline_code, dc) != 0))
 			i++;
-		set_result(out, PROC_DECLINED, decline_table[i].code,
+		proc_set_result(out, PROC_DECLINED, decline_table[i].code,
 		           decline_table[i].message);
 	} else if (strcmp(status, "requires_action") == 0) {
 		r = next_action_copy(cJSON_GetObjectItemCaseSensitive(root,
@@ -276,7 +260,7 @@ parse_ok_body(const char *body, size_t len, struct proc_result *out)
 		}
 		if (r != FGW_OK)
 			goto unknown;
-		set_result(out, PROC_REQUIRES_ACTION, "", MSG_ACTION);
+		proc_set_result(out, PROC_REQUIRES_ACTION, "", MSG_ACTION);
 	} else {
 		goto unknown;
 	}
@@ -286,7 +270,7 @@ unknown:
 	cJSON_Delete(root);
 	free(out->next_action_json);
 	out->next_action_json = NULL;
-	set_result(out, PROC_UNKNOWN, CODE_FAILED, MSG_UNKNOWN);
+	proc_set_result(out, PROC_UNKNOWN, CODE_FAILED, MSG_UNKNOWN);
 	return r;
 }
 
@@ -301,12 +285,12 @@ sbx_parse_reply(const struct proc_config *cfg, long http_status,
 	if (http_status == 200)
 		return parse_ok_body(body, len, out);
 	if (http_status >= 400 && http_status <= 499)
-		set_result(out, PROC_FAILED, CODE_FAILED, MSG_REJECTED);
+		proc_set_result(out, PROC_FAILED, CODE_FAILED, MSG_REJECTED);
 	else if (http_status >= 500 && http_status <= 599)
 		/* The sandbox documents 5xx as "not charged". */
-		set_result(out, PROC_FAILED, CODE_FAILED, MSG_PROC_ERROR);
+		proc_set_result(out, PROC_FAILED, CODE_FAILED, MSG_PROC_ERROR);
 	else
-		set_result(out, PROC_UNKNOWN, CODE_FAILED, MSG_UNKNOWN);
+		proc_set_result(out, PROC_UNKNOWN, CODE_FAILED, MSG_UNKNOWN);
 	return FGW_OK;
 }
 
@@ -422,13 +406,13 @@ sbx_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status,
 	if (http_status == 200)
 		return parse_ok_body(body, len, out);
 	if (op == PROC_OP_STATUS && http_status == 404) {
-		set_result(out, PROC_NOT_FOUND, CODE_FAILED, MSG_NOT_FOUND);
+		proc_set_result(out, PROC_NOT_FOUND, CODE_FAILED, MSG_NOT_FOUND);
 		return FGW_OK;
 	}
 	if (http_status < 400 || http_status > 499) {
 		/* 5xx on an operation: not done; the caller may try again with
 		 * the same key. Anything else: unknown. */
-		set_result(out, http_status >= 500 && http_status <= 599 ? PROC_FAILED
+		proc_set_result(out, http_status >= 500 && http_status <= 599 ? PROC_FAILED
 		                                                         : PROC_UNKNOWN,
 		           CODE_FAILED, http_status >= 500 ? MSG_PROC_ERROR : MSG_UNKNOWN);
 		return FGW_OK;
@@ -438,11 +422,11 @@ sbx_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status,
 	root = proc_parse_exact(body, len);
 	err = cJSON_GetObjectItemCaseSensitive(root, "error");
 	if (cJSON_IsObject(err))
-		code = str_member(err, "code");
+		code = proc_json_str(err, "code");
 	while (op_error_table[i].sbx_code != NULL &&
 	       (code == NULL || strcmp(op_error_table[i].sbx_code, code) != 0))
 		i++;
-	set_result(out, PROC_FAILED, op_error_table[i].code, op_error_table[i].message);
+	proc_set_result(out, PROC_FAILED, op_error_table[i].code, op_error_table[i].message);
 	cJSON_Delete(root);
 	return FGW_OK;
 }

@@ -273,23 +273,6 @@ out:
 
 /* ---- parse_reply ------------------------------------------------------------ */
 
-static void
-set_result(struct proc_result *out, enum proc_outcome o, const char *code,
-           const char *message)
-{
-	out->outcome = o;
-	fgw_strlcpy(out->code, code, sizeof(out->code));
-	fgw_strlcpy(out->message, message, sizeof(out->message));
-}
-
-static const char *
-member_str(const cJSON *o, const char *name)
-{
-	const cJSON *it = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, name)
-	                                    : NULL;
-	return cJSON_IsString(it) ? it->valuestring : NULL;
-}
-
 static int
 same(const char *want, const char *have)
 {
@@ -299,15 +282,15 @@ same(const char *want, const char *have)
 static void
 map_error(const cJSON *err, struct proc_result *out)
 {
-	const char *type = member_str(err, "type"), *code = member_str(err, "code");
-	const char *dc = member_str(err, "decline_code");
+	const char *type = proc_json_str(err, "type"), *code = proc_json_str(err, "code");
+	const char *dc = proc_json_str(err, "decline_code");
 	size_t i = 0;
 
 	while (error_table[i].type != NULL &&
 	       !(same(error_table[i].type, type) && same(error_table[i].code, code) &&
 	         same(error_table[i].decline_code, dc)))
 		i++;
-	set_result(out, error_table[i].outcome, error_table[i].our_code,
+	proc_set_result(out, error_table[i].outcome, error_table[i].our_code,
 	           error_table[i].message);
 }
 
@@ -329,12 +312,12 @@ static int
 next_action(const cJSON *pi, char **out)
 {
 	const cJSON *na = cJSON_GetObjectItemCaseSensitive(pi, "next_action");
-	const char *type = member_str(na, "type"), *url;
+	const char *type = proc_json_str(na, "type"), *url;
 	cJSON *copy = NULL;
 	char *text = NULL;
 	int r = FGW_ERR_INVALID;
 
-	url = member_str(cJSON_GetObjectItemCaseSensitive(na, "redirect_to_url"), "url");
+	url = proc_json_str(cJSON_GetObjectItemCaseSensitive(na, "redirect_to_url"), "url");
 	if (type == NULL || strcmp(type, "redirect_to_url") != 0 || url == NULL ||
 	    strlen(url) > 2048 || !(strncmp(url, "https://", 8) == 0 ||
 	                            strncmp(url, "http://", 7) == 0) ||
@@ -355,30 +338,30 @@ next_action(const cJSON *pi, char **out)
 static void
 map_intent(const cJSON *pi, struct proc_result *out)
 {
-	const char *status = member_str(pi, "status"), *obj = member_str(pi, "object");
-	const char *id = member_str(pi, "id");
+	const char *status = proc_json_str(pi, "status"), *obj = proc_json_str(pi, "object");
+	const char *id = proc_json_str(pi, "id");
 	size_t i = 0;
 
 	if (obj == NULL || strcmp(obj, "payment_intent") != 0 ||
 	    !intent_id_ok(id, sizeof(out->reference)) || status == NULL) {
-		set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
+		proc_set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
 		return;
 	}
 	fgw_strlcpy(out->reference, id, sizeof(out->reference));
 	while (status_table[i].status != NULL && strcmp(status_table[i].status, status) != 0)
 		i++;
-	set_result(out, status_table[i].outcome, status_table[i].our_code,
+	proc_set_result(out, status_table[i].outcome, status_table[i].our_code,
 	           status_table[i].message);
 	if (status_table[i].outcome == PROC_DECLINED) {
 		const cJSON *lpe = cJSON_GetObjectItemCaseSensitive(pi, "last_payment_error");
 		if (cJSON_IsObject(lpe))
 			map_error(lpe, out);
 		if (out->outcome != PROC_DECLINED)
-			set_result(out, PROC_DECLINED, C_DECLINED, "The card was declined.");
+			proc_set_result(out, PROC_DECLINED, C_DECLINED, "The card was declined.");
 	} else if (status_table[i].outcome == PROC_REQUIRES_ACTION &&
 	           next_action(pi, &out->next_action_json) != FGW_OK) {
 		/* We cannot send the customer anywhere: ask again later. */
-		set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
+		proc_set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
 	}
 }
 
@@ -400,20 +383,20 @@ stripe_parse_reply(const struct proc_config *cfg, long http_status,
 	           (http_status >= 300 && http_status <= 399)) {
 		/* Stripe: a 5xx may have been processed; 409: the same key is
 		 * still in flight. Either way, reconcile with the same key. */
-		set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
+		proc_set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
 	} else if ((err = cJSON_GetObjectItemCaseSensitive(root, "error")) != NULL &&
 	           cJSON_IsObject(err)) {
 		const cJSON *pi = cJSON_GetObjectItemCaseSensitive(err, "payment_intent");
 		map_error(err, out);
-		if (intent_id_ok(member_str(pi, "id"), sizeof(out->reference)))
-			fgw_strlcpy(out->reference, member_str(pi, "id"), sizeof(out->reference));
+		if (intent_id_ok(proc_json_str(pi, "id"), sizeof(out->reference)))
+			fgw_strlcpy(out->reference, proc_json_str(pi, "id"), sizeof(out->reference));
 		/* A 4xx is never a charge: keep only outcomes that say so. */
 		if (out->outcome == PROC_UNKNOWN && http_status != 400)
-			set_result(out, PROC_FAILED, C_FAILED,
+			proc_set_result(out, PROC_FAILED, C_FAILED,
 			           "The payment processor rejected the request.");
 	} else {
 		/* A 4xx without Stripe's error object: refused, not charged. */
-		set_result(out, PROC_FAILED, C_FAILED,
+		proc_set_result(out, PROC_FAILED, C_FAILED,
 		           "The payment processor rejected the request.");
 	}
 	cJSON_Delete(root);
@@ -549,16 +532,16 @@ out:
 static void
 map_intent_status(const cJSON *pi, struct proc_result *out)
 {
-	const char *status = member_str(pi, "status");
+	const char *status = proc_json_str(pi, "status");
 
 	map_intent(pi, out);
 	if (status == NULL || out->reference[0] == '\0')
 		return;
 	if (strcmp(status, "canceled") == 0)
-		set_result(out, PROC_CANCELED, "", "The authorization was released.");
+		proc_set_result(out, PROC_CANCELED, "", "The authorization was released.");
 	else if (strcmp(status, "requires_confirmation") == 0)
 		/* Created, never confirmed: no charge will come of it. */
-		set_result(out, PROC_FAILED, C_FAILED, "The payment was not confirmed.");
+		proc_set_result(out, PROC_FAILED, C_FAILED, "The payment was not confirmed.");
 }
 
 static int
@@ -574,42 +557,42 @@ stripe_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status
 		return FGW_ERR_INVALID;
 	memset(out, 0, sizeof(*out));
 	root = proc_parse_exact(body, len);
-	obj = member_str(root, "object");
+	obj = proc_json_str(root, "object");
 	if (http_status >= 500 || http_status == 409 || http_status < 200 ||
 	    (http_status >= 300 && http_status <= 399) ||
 	    (http_status == 404 && op == PROC_OP_STATUS)) {
 		/* A 404 for an id we were given is not "never charged": the
 		 * reference came from Stripe. Ask again later. */
-		set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
+		proc_set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
 	} else if (http_status >= 400) {
 		if ((err = cJSON_GetObjectItemCaseSensitive(root, "error")) != NULL)
 			map_error(err, out);
 		if (out->outcome != PROC_DECLINED || op != PROC_OP_STATUS)
-			set_result(out, PROC_FAILED,
+			proc_set_result(out, PROC_FAILED,
 			           out->code[0] ? out->code : C_FAILED,
 			           out->message[0] ? out->message
 			                           : "The payment processor refused the operation.");
 	} else if (op == PROC_OP_STATUS && obj != NULL && strcmp(obj, "search_result") == 0) {
 		data = cJSON_GetObjectItemCaseSensitive(root, "data");
 		if (cJSON_IsArray(data) && cJSON_GetArraySize(data) == 0)
-			set_result(out, PROC_NOT_FOUND, C_FAILED, "The processor has no such payment.");
+			proc_set_result(out, PROC_NOT_FOUND, C_FAILED, "The processor has no such payment.");
 		else if (cJSON_IsArray(data) && cJSON_GetArraySize(data) == 1)
 			map_intent_status(cJSON_GetArrayItem(data, 0), out);
 		else
-			set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
+			proc_set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
 	} else if (op == PROC_OP_REFUND) {
 		const cJSON *amt = cJSON_GetObjectItemCaseSensitive(root, "amount");
-		st = member_str(root, "status");
+		st = proc_json_str(root, "status");
 		if (obj == NULL || strcmp(obj, "refund") != 0 || st == NULL || !cJSON_IsNumber(amt))
-			set_result(out, PROC_UNKNOWN, C_FAILED, "The refund outcome is not known yet.");
+			proc_set_result(out, PROC_UNKNOWN, C_FAILED, "The refund outcome is not known yet.");
 		else if (strcmp(st, "succeeded") == 0)
-			set_result(out, PROC_SUCCEEDED, "", "The refund succeeded.");
+			proc_set_result(out, PROC_SUCCEEDED, "", "The refund succeeded.");
 		else if (strcmp(st, "failed") == 0 || strcmp(st, "canceled") == 0)
-			set_result(out, PROC_FAILED, C_FAILED, "The refund failed.");
+			proc_set_result(out, PROC_FAILED, C_FAILED, "The refund failed.");
 		else
-			set_result(out, PROC_UNKNOWN, C_FAILED, "The refund outcome is not known yet.");
-		if (intent_id_ok(member_str(root, "payment_intent"), sizeof(out->reference)))
-			fgw_strlcpy(out->reference, member_str(root, "payment_intent"),
+			proc_set_result(out, PROC_UNKNOWN, C_FAILED, "The refund outcome is not known yet.");
+		if (intent_id_ok(proc_json_str(root, "payment_intent"), sizeof(out->reference)))
+			fgw_strlcpy(out->reference, proc_json_str(root, "payment_intent"),
 			            sizeof(out->reference));
 	} else {
 		map_intent_status(root, out);

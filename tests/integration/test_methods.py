@@ -71,7 +71,7 @@ def test_save_card_answers_as_documented():
         assert_method_shape(x)
     vault = g.query("SELECT v.saved, v.customer_id, v.expires_at FROM vault_entries v JOIN payment_methods p "
                     "ON p.token = v.token WHERE p.id = ?", m["id"])
-    assert vault == [{"saved": 1, "customer_id": cust, "expires_at": 0}], vault
+    assert vault == [{"saved": 1, "customer_id": f"website/{cust}", "expires_at": 0}], vault
 
 
 def test_save_encrypted_card():
@@ -167,7 +167,7 @@ def test_save_a_one_time_token_of_the_same_customer():
     assert paid.status == 200, paid
     token = paid.body["paymentMethod"]["token"]
     row = g.vault_row(token)
-    assert row["saved"] == 0 and row["customer_id"] == alice and row["expires_at"] > 0, row
+    assert row["saved"] == 0 and row["customer_id"] == f"website/{alice}" and row["expires_at"] > 0, row
     harness.assert_error(g.methods("POST", body={"paymentMethodId": token}, customer=bob), 404,
                          "PAYMENT_METHOD_NOT_FOUND")
     harness.assert_error(g.methods("POST", body={"paymentMethodId": "tok_" + "A" * 24}, customer=alice),
@@ -297,8 +297,9 @@ def test_customer_jwt_sees_only_its_own_methods():
             assert g.http("GET", "/v1/payments/methods", key=bob).body["data"] == []
             harness.assert_error(g.http("DELETE", f"/v1/payments/methods/{pm}", key=bob), 404,
                                  "PAYMENT_METHOD_NOT_FOUND")
-            # The API-key back end pays for the same customer by the JWT subject.
-            harness.assert_status(pay_with(g, "jwt-alice", pm))
+            # An API-key client names customers in its own namespace: it
+            # cannot reach a JWT customer's cards by naming the subject.
+            harness.assert_error(pay_with(g, "jwt-alice", pm), 404, "PAYMENT_METHOD_NOT_FOUND")
             expired = keys.rs256("jwt-alice", exp=int(time.time()) - 600)
             harness.assert_error(g.http("GET", "/v1/payments/methods", key=expired), 401, "UNAUTHORIZED")
 
@@ -309,3 +310,20 @@ def test_authorized_payment_saves_the_card_too():
     harness.assert_status(resp, "authorized")
     pm_id = resp.body["paymentMethod"]["paymentMethodId"]
     assert [x["id"] for x in g.methods(customer=cust).body["data"]] == [pm_id]
+
+
+def test_another_client_cannot_use_a_customer_id_of_this_client():
+    """Customer ids sent by API-key clients are namespaced by the client:
+    another website naming the same customer sees and charges nothing."""
+    g, cust = gw(), customer()
+    m = save_card(g, cust)
+    partner = g.methods(customer=cust, key=harness.OTHER_KEY)
+    assert partner.status == 200 and partner.body["data"] == [], partner
+    resp = g.pay({"reservationId": "res_cross", "amount": 1500, "currency": "USD",
+                  "paymentMethodId": m["id"]},
+                 headers={"X-Customer-Id": cust}, key=harness.OTHER_KEY)
+    harness.assert_error(resp, 404, "PAYMENT_METHOD_NOT_FOUND")
+    harness.assert_error(g.methods("DELETE", f"/{m['id']}", customer=cust, key=harness.OTHER_KEY),
+                         404, "PAYMENT_METHOD_NOT_FOUND")
+    assert [x["id"] for x in g.methods(customer=cust).body["data"]] == [m["id"]]
+    harness.assert_error(g.methods(customer="a/b"), 400, "VALIDATION_ERROR")
