@@ -106,7 +106,13 @@ run: deps
 	@$(MAKE) --no-print-directory build-all
 	@sh tools/run-dev.sh
 
-test: deps
+# s3rver (a local S3-compatible server) for the backup upload test,
+# installed project-locally with npm when missing.
+S3RVER := build/npm/node_modules/.bin/s3rver
+$(S3RVER):
+	npm install --no-audit --no-fund --prefix build/npm s3rver@3.7.1
+
+test: deps $(S3RVER)
 	@$(MAKE) --no-print-directory SAN=1 test-build
 	@sh tests/run.sh $(BUILD)/asan
 

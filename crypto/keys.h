@@ -23,6 +23,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 struct keyring;
 struct secbuf;
@@ -116,5 +117,20 @@ int keyring_fingerprint_mac(struct keyring *kr, const void *msg, size_t len,
 int keyring_box_open(struct keyring *kr, const char *key_id,
                      const unsigned char *c, size_t clen,
                      struct secbuf **plain);
+
+/* ---- ADDED (issue 7: checkpoints and backups) ------------------------- */
+
+/* keyring_audit_sign in the shape the store's checkpoint job takes. */
+int keyring_audit_sign_fn(void *ctx, const void *msg, size_t len,
+                          unsigned char sig[64]);
+/* Encrypts the stream in to out with libsodium secretstream
+ * (XChaCha20-Poly1305) under the backup key, a BLAKE2b subkey of the
+ * audit MAC key (which never rotates, so every backup stays readable with
+ * the key ring that wrote it). out = "FGWBK1\n" || header || chunks; the
+ * last chunk carries TAG_FINAL. Returns 0, FGW_ERR_IO or FGW_ERR_CRYPTO. */
+int keyring_backup_encrypt(struct keyring *kr, FILE *in, FILE *out);
+/* The reverse. FGW_ERR_CRYPTO for a wrong key, an edited byte, a missing
+ * final chunk (truncation) or trailing data; out may then hold a prefix. */
+int keyring_backup_decrypt(struct keyring *kr, FILE *in, FILE *out);
 
 #endif

@@ -136,6 +136,19 @@ static const struct cfg_directive directives[] = {
 	INT(processor2_connect_timeout_ms, 0, 60000, "0", "failover: connect timeout to the secondary (0: processor_connect_timeout_ms)"),
 	INT(processor2_max_conns, 0, 10000, "0", "failover: connections per reactor to the secondary (0: processor_max_conns)"),
 	STR(processor_api_version, "", "processor API version to pin (stripe: Stripe-Version, default 2024-06-20)"),
+	INT(audit_checkpoint_interval_s, 0, 86400, "300", "seconds between signed audit checkpoints; 0 = only at shutdown"),
+	STR(backup_dir, "", "directory for encrypted backups (default DATA_DIR/backups)"),
+	INT(backup_interval_s, 0, 31536000, "0", "seconds between scheduled backups; 0 = none"),
+	INT(backup_keep_last, 1, 100000, "7", "backups kept regardless of age"),
+	INT(backup_keep_days, 0, 36500, "30", "also keep the newest backup of each of this many days"),
+	STR(s3_endpoint, "", "S3-compatible endpoint URL for backup upload (empty = no upload)"),
+	STR(s3_bucket, "", "bucket for backup upload"),
+	STR(s3_region, "us-east-1", "region for AWS Signature V4"),
+	STR(s3_prefix, "", "key prefix for uploaded backups"),
+	STR(s3_access_key_file, "", "file holding the S3 access key id"),
+	STR(s3_secret_key_file, "", "file holding the S3 secret access key"),
+	INT(s3_retries, 0, 1000, "5", "upload retries after a failure"),
+	INT(s3_retry_base_ms, 10, 600000, "1000", "first wait before an upload retry (doubles, at most 30 s)"),
 	{ NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL },
 };
 
@@ -501,6 +514,14 @@ config_finish(struct fgw_config *cfg, char *err, size_t errlen)
 	if (cfg->pid_file[0] == '\0' &&
 	    derive_path(cfg->pid_file, sizeof(cfg->pid_file), cfg->data_dir, "flairgw.pid") != 0)
 		return fail(err, errlen, "config", "data_dir is too long%s", "");
+	if (cfg->backup_dir[0] == '\0' &&
+	    derive_path(cfg->backup_dir, sizeof(cfg->backup_dir), cfg->data_dir, "backups") != 0)
+		return fail(err, errlen, "config", "data_dir is too long%s", "");
+	if (cfg->s3_endpoint[0] != '\0' &&
+	    (cfg->s3_bucket[0] == '\0' || cfg->s3_access_key_file[0] == '\0' ||
+	     cfg->s3_secret_key_file[0] == '\0' ||
+	     (strncmp(cfg->s3_endpoint, "https://", 8) != 0 && !is_loopback_url(cfg->s3_endpoint))))
+		return fail(err, errlen, "config", "s3_endpoint needs s3_bucket, s3_access_key_file, s3_secret_key_file and an https:// (or loopback) URL%s", "");
 	if (cfg->kek_file[0] == '\0' && cfg->kek_env[0] == '\0' && cfg->kek_share1[0] == '\0')
 		return fail(err, errlen, "config", "no KEK source: set kek_file, kek_env or kek_share1/kek_share2%s", "");
 	if ((cfg->kek_share1[0] == '\0') != (cfg->kek_share2[0] == '\0'))

@@ -133,6 +133,20 @@ struct fgw_config {
 	long long processor2_timeout_ms;
 	long long processor2_connect_timeout_ms;
 	long long processor2_max_conns;
+	/* audit checkpoints and backups (issue 7) */
+	long long audit_checkpoint_interval_s;
+	char backup_dir[512];
+	long long backup_interval_s;
+	long long backup_keep_last;
+	long long backup_keep_days;
+	char s3_endpoint[256];
+	char s3_bucket[64];
+	char s3_region[32];
+	char s3_prefix[128];
+	char s3_access_key_file[512];
+	char s3_secret_key_file[512];
+	long long s3_retries;
+	long long s3_retry_base_ms;
 };
 
 /* Fills defaults. */

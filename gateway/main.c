@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,7 @@
 #include "crypto/secmem.h"
 #include "crypto/tls.h"
 #include "crypto/wipealloc.h"
+#include "gateway/backup.h"
 #include "gateway/gateway.h"
 #include "gateway/idem.h"
 #include "store/methods.h"
@@ -41,10 +43,12 @@
 #include "pipeline/events.h"
 #include "pipeline/risk.h"
 #include "processors/generic.h"
+#include "pipeline/audit_emit.h"
 #include "store/store.h"
 #include "store/txn_recent.h"
 
 static struct gateway gw;
+static struct store_waker *main_waker; /* the main loop's, for audit events */
 
 /* Rules and lists: compiled from scratch; a file with any error is
  * refused whole and the old set keeps running. Audited either way. */
@@ -93,11 +97,18 @@ reload(void)
 		log_error("SIGHUP: key ring not reloaded: %s", why ? why : fgw_strerror(r));
 	else
 		log_info("SIGHUP: key ring reloaded");
+	audit_emit(gw.store, main_waker, "system", "local", "keyring.reload", gw.cfg.keys_dir,
+	           r == 0 ? "success" : "failure",
+	           r == 0 ? "{\"what\":\"keyring\"}" : "{\"what\":\"keyring\",\"error\":\"refused\"}");
 	if (gw.jwt != NULL && gw.cfg.jwt_jwks_file[0] != '\0') {
-		if (jwt_verifier_reload_jwks(gw.jwt, err, sizeof(err)) != 0)
+		r = jwt_verifier_reload_jwks(gw.jwt, err, sizeof(err));
+		if (r != 0)
 			log_error("SIGHUP: JWKS not reloaded: %s", err);
 		else
 			log_info("SIGHUP: JWKS reloaded");
+		audit_emit(gw.store, main_waker, "system", "local", "jwks.reload",
+		           gw.cfg.jwt_jwks_file, r == 0 ? "success" : "failure",
+		           r == 0 ? "{\"what\":\"jwks\"}" : "{\"what\":\"jwks\",\"error\":\"refused\"}");
 	}
 	reload_rules();
 }
@@ -223,6 +234,10 @@ keyring_watch(evutil_socket_t fd, short what, void *arg)
 	} else {
 		log_info("key ring changed on disk: reloaded");
 	}
+	audit_emit(gw.store, main_waker, "system", "local", "keyring.reload", gw.cfg.keys_dir,
+	           r == 0 ? "success" : "failure",
+	           r == 0 ? "{\"what\":\"keyring\",\"trigger\":\"watch\"}"
+	                  : "{\"what\":\"keyring\",\"trigger\":\"watch\",\"error\":\"refused\"}");
 	/* Remember it either way: a bad file is reported once, not every tick. */
 	keyring_seen = now;
 }
@@ -257,6 +272,56 @@ vault_sweep(evutil_socket_t fd, short what, void *arg)
 		free(purged);
 		atomic_store(&sweep_busy, 0);
 	}
+}
+
+static pthread_mutex_t started_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t started_cv = PTHREAD_COND_INITIALIZER;
+static int started_flag;
+
+/* Runs on the writer thread after the COMMIT (no waker). */
+static void
+started_done(void *arg, int rc)
+{
+	(void)arg;
+	if (rc != 0)
+		log_error("config.loaded audit event not recorded: %s", fgw_strerror(rc));
+	pthread_mutex_lock(&started_mu);
+	started_flag = 1;
+	pthread_cond_signal(&started_cv);
+	pthread_mutex_unlock(&started_mu);
+}
+
+/* config.loaded: what the daemon runs with (no secrets, no key paths). */
+static void
+config_event(struct gateway *g)
+{
+	struct store_audit a;
+	cJSON *o = cJSON_CreateObject();
+	char *details = NULL;
+	if (o != NULL && cJSON_AddStringToObject(o, "listen", g->cfg.listen) &&
+	    cJSON_AddStringToObject(o, "mode", g->cfg.mode) &&
+	    cJSON_AddNumberToObject(o, "workers", g->n_rx) &&
+	    cJSON_AddStringToObject(o, "processor", g->proc.name) &&
+	    cJSON_AddStringToObject(o, "rulesFile", g->cfg.rules_file) &&
+	    cJSON_AddNumberToObject(o, "apiClients", g->cfg.n_api_keys) &&
+	    cJSON_AddNumberToObject(o, "backupIntervalS", (double)g->cfg.backup_interval_s) &&
+	    cJSON_AddNumberToObject(o, "checkpointIntervalS",
+	                            (double)g->cfg.audit_checkpoint_interval_s))
+		details = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	a = (struct store_audit){ "system", "local", "config.loaded", g->cfg.database, "success",
+		                      details };
+	/* Committed before the first request is served, so the event comes
+	 * before anything the configuration decides. The main thread is not a
+	 * reactor: waiting here blocks no request. */
+	pthread_mutex_lock(&started_mu);
+	if (store_audit_append(g->store, NULL, &a, 1, started_done, NULL) == 0)
+		while (!started_flag)
+			pthread_cond_wait(&started_cv, &started_mu);
+	else
+		log_error("config.loaded audit event not queued");
+	pthread_mutex_unlock(&started_mu);
+	free(details);
 }
 
 static int
@@ -452,6 +517,7 @@ main(int argc, char **argv)
 	struct event_base *sigbase = NULL;
 	struct event *sigs[3] = { NULL, NULL, NULL };
 	struct event *timers[2] = { NULL, NULL };
+	struct backup_sched *sched = NULL;
 	const char *kerr = NULL;
 	char err[1024];
 	int help = 0, r, code = 1;
@@ -563,6 +629,11 @@ main(int argc, char **argv)
 	for (int i = 0; i < 3; i++)
 		if (sigs[i] == NULL || event_add(sigs[i], NULL) != 0)
 			goto out;
+	if (store_waker_new(gw.store, sigbase, &main_waker) != 0 ||
+	    backup_sched_start(&gw.cfg, gw.kr, gw.store, sigbase, main_waker, &sched) != 0)
+		goto out;
+	/* Start-up is an audited configuration event (PCI DSS 10.2.1.6/10.2.2). */
+	config_event(&gw);
 	if (server_start(&gw, err, sizeof(err)) != 0) {
 		fprintf(stderr, "flairgw: %s\n", err);
 		log_error("%s", err);
@@ -588,9 +659,15 @@ main(int argc, char **argv)
 	         gw.proc.base_url, gw.cfg.database);
 	event_base_dispatch(sigbase);
 	server_stop(&gw);
+	/* Before the last checkpoint, so the checkpoint covers it. */
+	audit_emit(gw.store, NULL, "system", "local", "service.stopped", gw.cfg.database,
+	           "success", NULL);
+	backup_sched_stop(sched);
+	sched = NULL;
 	code = 0;
 	log_info("stopped");
 out:
+	backup_sched_stop(sched);
 	for (int i = 0; i < 3; i++)
 		if (sigs[i] != NULL)
 			event_free(sigs[i]);
@@ -601,6 +678,7 @@ out:
 		event_base_free(sigbase);
 	if (gw.store != NULL)
 		store_close(gw.store);
+	store_waker_free(main_waker);
 	idem_table_free(gw.idem);
 	risk_free(&gw.risk);
 	remove_pid_file(&gw);

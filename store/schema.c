@@ -291,12 +291,42 @@ static const char schema_v5[] =
     "CREATE UNIQUE INDEX payment_methods_token ON payment_methods(token);"
     "CREATE INDEX vault_entries_onetime ON vault_entries(saved, expires_at);";
 
+/* v6 (issue 7): signed checkpoints of the audit chain head, and a view of
+ * the backups recorded in the audit trail. */
+static const char schema_v6[] =
+    "CREATE TABLE audit_checkpoints ("
+    " seq INTEGER PRIMARY KEY,"      /* audit_events.seq of the signed head */
+    " ts INTEGER NOT NULL,"
+    " head_hash TEXT NOT NULL,"      /* audit_events.hash at seq */
+    " public_key TEXT NOT NULL,"     /* hex Ed25519 key that signed */
+    " signature TEXT NOT NULL"       /* hex Ed25519 over the canonical form */
+    ");"
+    "CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints"
+    " BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;"
+    "CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints"
+    " BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;"
+    "CREATE TRIGGER audit_checkpoints_forward BEFORE INSERT ON audit_checkpoints"
+    " WHEN NEW.seq <= (SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints)"
+    " BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;"
+    "CREATE VIEW v_audit_checkpoints AS SELECT"
+    " seq, " ISO_MS("ts") " AS time_utc, ts, head_hash, public_key, signature"
+    " FROM audit_checkpoints;"
+    "CREATE VIEW v_backups AS SELECT"
+    " seq, " ISO_MS("ts") " AS time_utc, actor, event_type, outcome,"
+    " resource AS file,"
+    " json_extract(details_json, '$.bytes') AS bytes,"
+    " json_extract(details_json, '$.blake2b') AS blake2b,"
+    " json_extract(details_json, '$.auditSeq') AS audit_seq,"
+    " json_extract(details_json, '$.transactions') AS transactions"
+    " FROM audit_events WHERE event_type LIKE 'backup.%';";
+
 static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
 	schema_v3,
 	schema_v4_reconcile,
 	schema_v5,
+	schema_v6,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

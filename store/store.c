@@ -1452,11 +1452,21 @@ store_reader_db(struct store_reader *r)
 int
 store_reader_open(struct store *st, struct store_reader **out)
 {
+	if (st == NULL || out == NULL)
+		return FGW_ERR_INVALID;
+	return store_reader_open_file(st->path, st->mac, st->mac_ctx, st->busy_ms,
+	                              out);
+}
+
+int
+store_reader_open_file(const char *path, store_mac_fn mac, void *mac_ctx,
+                       int busy_ms, struct store_reader **out)
+{
 	struct store_reader *r = NULL;
 	char txn_get[1024];
 	int rv;
 
-	if (st == NULL || out == NULL) {
+	if (path == NULL || out == NULL) {
 		rv = FGW_ERR_INVALID;
 		goto out;
 	}
@@ -1464,12 +1474,12 @@ store_reader_open(struct store *st, struct store_reader **out)
 		rv = FGW_ERR_NOMEM;
 		goto out;
 	}
-	r->mac = st->mac;
-	r->mac_ctx = st->mac_ctx;
-	r->busy_ms = st->busy_ms;
+	r->mac = mac;
+	r->mac_ctx = mac_ctx;
+	r->busy_ms = busy_ms > 0 ? busy_ms : 5000;
 	if ((rv = txn_sql(1, txn_get, sizeof(txn_get))) != 0)
 		goto out;
-	if (sqlite3_open_v2(st->path, &r->db,
+	if (sqlite3_open_v2(path, &r->db,
 	                    SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
 	                    NULL) != SQLITE_OK) {
 		log_error("opening a reader failed: %s",
@@ -1643,6 +1653,13 @@ store_audit_verify(struct store_reader *r, int64_t *first_bad_seq)
 	if (r == NULL)
 		return FGW_ERR_INVALID;
 	return audit_verify(r->db, r->mac, r->mac_ctx, first_bad_seq);
+}
+
+store_mac_fn
+store_reader_mac(struct store_reader *r, void **mac_ctx)
+{
+	*mac_ctx = r->mac_ctx;
+	return r->mac;
 }
 
 /* ---- statistics -------------------------------------------------------- */

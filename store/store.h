@@ -217,6 +217,13 @@ int store_audit_append(struct store *st, struct store_waker *w,
 
 int store_reader_open(struct store *st, struct store_reader **out);
 void store_reader_close(struct store_reader *r);
+/* (Added, issue 7.) A reader on a database file with no store and no
+ * writer thread: SQLITE_OPEN_READONLY, never migrates, never writes — for
+ * flairctl's auditor commands while the daemon runs, and for restored
+ * backups. mac/mac_ctx are the audit MAC (may be NULL if the caller never
+ * verifies); busy_ms <= 0 means 5000. */
+int store_reader_open_file(const char *path, store_mac_fn mac, void *mac_ctx,
+                           int busy_ms, struct store_reader **out);
 
 /* Transaction by id, scoped to client_id (NULL: any client).
  * FGW_ERR_NOT_FOUND if missing or another client's. NULL text reads as "".

@@ -38,5 +38,7 @@ int store_submit_custom(struct store *st, struct store_waker *w, store_job_fn ru
 
 /* The reader's read-only connection (same thread as the reader). */
 sqlite3 *store_reader_db(struct store_reader *r);
+/* The audit MAC the reader verifies with (and its ctx). */
+store_mac_fn store_reader_mac(struct store_reader *r, void **mac_ctx);
 
 #endif

@@ -9,26 +9,36 @@
  */
 #define LOG_MODULE "flairctl"
 
+#include <inttypes.h>
+#include <pwd.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <semaphore.h>
 
 #include <cjson/cJSON.h>
+
+#include <curl/curl.h>
 
 #include <sodium.h>
 
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include <cjson/cJSON.h>
 #include "crypto/keys.h"
 #include "crypto/sealed.h"
 #include "crypto/secmem.h"
 #include "crypto/vault.h"
+#include "gateway/backup.h"
 #include "gateway/config.h"
+#include "pipeline/audit_emit.h"
 #include "pipeline/pipeline.h"
 #include "store/methods.h"
+#include "store/auditor.h"
 #include "store/store.h"
 #include "store/webhooks.h"
 #include "tools/ctl_rules.h"
@@ -70,11 +80,12 @@ open_keyring(struct ctl *c)
 	return r;
 }
 
-/* Opens the store for reading (and the key ring, for the audit MAC). */
+/* Opens the database read-only: a reader with no store and no writer
+ * thread (SQLITE_OPEN_READONLY), so auditor commands cannot change it and
+ * are safe while the daemon runs. */
 static int
 open_store(struct ctl *c)
 {
-	struct store_opts so;
 	int r;
 	if (c->reader != NULL)
 		return FGW_OK;
@@ -84,16 +95,54 @@ open_store(struct ctl *c)
 		fprintf(stderr, "flairctl: database %s: not found\n", c->cfg.database);
 		return FGW_ERR_NOT_FOUND;
 	}
+	if ((r = store_reader_open_file(c->cfg.database, keyring_audit_mac_fn, c->kr, 5000,
+	                                &c->reader)) != 0)
+		fprintf(stderr, "flairctl: database %s: %s\n", c->cfg.database, fgw_strerror(r));
+	return r;
+}
+
+/* Opens the store for writing (admin actions record audit events). */
+static int
+open_writer(struct ctl *c)
+{
+	struct store_opts so;
+	int r;
+	if (c->store != NULL)
+		return FGW_OK;
+	if ((r = open_keyring(c)) != 0)
+		return r;
 	memset(&so, 0, sizeof(so));
 	so.path = c->cfg.database;
 	so.sync_full = 1;
 	so.batch_max = 64;
 	so.audit_mac = keyring_audit_mac_fn;
 	so.audit_mac_ctx = c->kr;
-	if ((r = store_open(&so, &c->store)) != 0 ||
-	    (r = store_reader_open(c->store, &c->reader)) != 0)
+	if ((r = store_open(&so, &c->store)) != 0)
 		fprintf(stderr, "flairctl: database %s: %s\n", c->cfg.database, fgw_strerror(r));
 	return r;
+}
+
+/* "operator:NAME" for the audit trail: who ran the command. */
+static void
+operator_name(char *out, size_t cap)
+{
+	struct passwd *pw = getpwuid(getuid());
+	int n = snprintf(out, cap, "operator:%s", pw != NULL && pw->pw_name ? pw->pw_name : "unknown");
+	if (n < 0 || (size_t)n >= cap)
+		fgw_strlcpy(out, "operator:unknown", cap);
+}
+
+/* Records an admin action. The store commits it before flairctl exits
+ * (store_close drains the queue). */
+static void
+audit_admin(struct ctl *c, const char *type, const char *resource, int rc, const char *details)
+{
+	char who[96];
+	if (open_writer(c) != 0)
+		return;
+	operator_name(who, sizeof(who));
+	audit_emit(c->store, NULL, who, "local", type, resource, rc == 0 ? "success" : "failure",
+	           details);
 }
 
 /* ---- keys -------------------------------------------------------------- */
@@ -217,7 +266,8 @@ cmd_keys_rewrap(struct ctl *c, int argc, char **argv)
 		fprintf(stderr, "usage: flairctl keys rewrap [--batch N]\n");
 		return FGW_ERR_INVALID;
 	}
-	if ((r = open_store(c)) != 0 || (r = keyring_active_data_key(c->kr, active, sizeof(active))) != 0)
+	if ((r = open_store(c)) != 0 || (r = open_writer(c)) != 0 ||
+	    (r = keyring_active_data_key(c->kr, active, sizeof(active))) != 0)
 		return r;
 	if ((items = calloc((size_t)batch, sizeof(*items))) == NULL)
 		return FGW_ERR_NOMEM;
@@ -258,6 +308,12 @@ cmd_keys_rewrap(struct ctl *c, int argc, char **argv)
 out:
 	if (r != 0 && r != FGW_ERR_CRYPTO)
 		fprintf(stderr, "flairctl: rewrap: %s\n", fgw_strerror(r));
+	{
+		char d[160];
+		snprintf(d, sizeof(d), "{\"rewrapped\":%lld,\"failed\":%lld,\"batches\":%lld}",
+		         (long long)total, (long long)failed, (long long)batches);
+		audit_admin(c, "key.rewrapped", active, r, d);
+	}
 	store_rewrap_items_clear(items, n);
 	free(items);
 	sem_destroy(&bw.sem);
@@ -311,6 +367,8 @@ cmd_keys_rotate(struct ctl *c, int argc, char **argv)
 		return r;
 	r = box ? keyring_rotate_box_key(c->kr, id, sizeof(id))
 	        : keyring_rotate_data_key(c->kr, id, sizeof(id));
+	audit_admin(c, "key.rotated", r == 0 ? id : (box ? "box" : "data"), r,
+	            box ? "{\"kind\":\"box\"}" : "{\"kind\":\"data\"}");
 	if (r != 0) {
 		fprintf(stderr, "flairctl: rotate: %s\n", fgw_strerror(r));
 		return r;
@@ -330,7 +388,9 @@ cmd_keys_retire(struct ctl *c, int argc, char **argv)
 	}
 	if ((r = open_keyring(c)) != 0)
 		return r;
-	if ((r = keyring_retire_data_key(c->kr, argv[0])) != 0) {
+	r = keyring_retire_data_key(c->kr, argv[0]);
+	audit_admin(c, "key.retired", argv[0], r, "{\"kind\":\"data\"}");
+	if (r != 0) {
 		fprintf(stderr, "flairctl: retire %s: %s\n", argv[0], fgw_strerror(r));
 		return r;
 	}
@@ -403,22 +463,426 @@ cmd_txn_show(struct ctl *c, int argc, char **argv)
 	return r;
 }
 
+/* Verifies the database the reader is on: chain and checkpoints. */
+static int
+verify_reader(struct ctl *c, struct store_reader *rd, const char *what)
+{
+	struct store_verify_result res;
+	unsigned char pk[32];
+	int r;
+	keyring_audit_public(c->kr, pk);
+	r = store_audit_verify_full(rd, pk, &res);
+	if (r == 0)
+		printf("%s: audit chain intact: %" PRId64 " events, %" PRId64
+		       " signed checkpoints (last at seq %" PRId64 ")\n",
+		       what, res.events, res.checkpoints, res.last_checkpoint);
+	else if (r == FGW_ERR_CRYPTO)
+		printf("%s: audit chain BROKEN at event seq %" PRId64 ": %s\n", what,
+		       res.first_bad_seq, res.reason);
+	else
+		fprintf(stderr, "flairctl: audit verify: %s\n", fgw_strerror(r));
+	return r;
+}
+
+/* A fresh private directory for restored files. */
+static int
+make_tmpdir(char *dir, size_t cap)
+{
+	const char *base = getenv("TMPDIR");
+	int n = snprintf(dir, cap, "%s/flairctl-XXXXXX", base && *base ? base : "/tmp");
+	if (n < 0 || (size_t)n >= cap || mkdtemp(dir) == NULL)
+		return FGW_ERR_IO;
+	return 0;
+}
+
+/* Decrypts a backup into dir/restored.db and verifies it. */
+static int
+verify_backup_file(struct ctl *c, const char *file, const char *db_out)
+{
+	struct store_reader *rd = NULL;
+	int r;
+	if ((r = backup_open(c->kr, file, db_out, NULL)) != 0) {
+		printf("%s: not an intact backup of this key ring: %s\n", file, fgw_strerror(r));
+		return r;
+	}
+	if ((r = store_reader_open_file(db_out, keyring_audit_mac_fn, c->kr, 5000, &rd)) != 0) {
+		fprintf(stderr, "flairctl: %s: %s\n", db_out, fgw_strerror(r));
+		return r;
+	}
+	r = verify_reader(c, rd, file);
+	store_reader_close(rd);
+	return r;
+}
+
 static int
 cmd_audit_verify(struct ctl *c, int argc, char **argv)
 {
-	int64_t bad = 0;
+	char dir[512], db[600];
 	int r;
-	(void)argc;
-	(void)argv;
+	if (argc == 2 && strcmp(argv[0], "--backup") == 0) {
+		if ((r = open_keyring(c)) != 0)
+			return r;
+		if ((r = make_tmpdir(dir, sizeof(dir))) != 0 ||
+		    snprintf(db, sizeof(db), "%s/restored.db", dir) >= (int)sizeof(db))
+			return FGW_ERR_IO;
+		r = verify_backup_file(c, argv[1], db);
+		unlink(db);
+		rmdir(dir);
+		return r;
+	}
+	if (argc != 0) {
+		fprintf(stderr, "usage: flairctl audit verify [--backup FILE]\n");
+		return FGW_ERR_INVALID;
+	}
 	if ((r = open_store(c)) != 0)
 		return r;
-	r = store_audit_verify(c->reader, &bad);
-	if (r == 0)
-		printf("audit chain intact\n");
-	else if (r == FGW_ERR_CRYPTO)
-		printf("audit chain BROKEN at event seq %lld\n", (long long)bad);
+	return verify_reader(c, c->reader, c->cfg.database);
+}
+
+static int
+cmd_audit_checkpoint(struct ctl *c, int argc, char **argv)
+{
+	unsigned char pk[32];
+	int r;
+	(void)argv;
+	if (argc != 0) {
+		fprintf(stderr, "usage: flairctl audit checkpoint\n");
+		return FGW_ERR_INVALID;
+	}
+	if ((r = open_writer(c)) != 0)
+		return r;
+	keyring_audit_public(c->kr, pk);
+	/* Queued first, so the checkpoint queued after it signs it too. */
+	audit_admin(c, "audit.checkpoint", c->cfg.database, 0, NULL);
+	if ((r = store_audit_checkpoint(c->store, NULL, keyring_audit_sign_fn, c->kr, pk, NULL,
+	                                NULL)) != 0) {
+		fprintf(stderr, "flairctl: checkpoint: %s\n", fgw_strerror(r));
+		return r;
+	}
+	printf("checkpoint of the audit chain head queued and committed on exit\n");
+	return FGW_OK;
+}
+
+/* "YYYY-MM-DD", "YYYY-MM-DDTHH:MM:SS[Z]" (UTC) or milliseconds. */
+static int
+parse_time(const char *s, int64_t *ms)
+{
+	struct tm tm;
+	const char *end;
+	memset(&tm, 0, sizeof(tm));
+	if (fgw_parse_i64(s, 0, INT64_MAX / 2, ms) == 0)
+		return 0;
+	if ((end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm)) == NULL) {
+		memset(&tm, 0, sizeof(tm));
+		end = strptime(s, "%Y-%m-%d", &tm);
+	}
+	if (end == NULL || (*end != '\0' && strcmp(end, "Z") != 0))
+		return FGW_ERR_INVALID;
+	*ms = (int64_t)timegm(&tm) * 1000;
+	return 0;
+}
+
+enum out_fmt { FMT_TABLE, FMT_JSONL, FMT_CSV };
+
+struct query_out {
+	enum out_fmt fmt;
+	long rows;
+};
+
+static void
+csv_field(const char *v, int last)
+{
+	putchar('"');
+	for (const char *p = v; *p; p++) {
+		if (*p == '"')
+			putchar('"');
+		putchar(*p);
+	}
+	putchar('"');
+	putchar(last ? '\n' : ',');
+}
+
+static int
+print_row(void *arg, const struct store_audit_view *v)
+{
+	struct query_out *q = arg;
+	char when[40], amount[32] = "";
+	if (fgw_iso8601(v->ts, when, sizeof(when)) != 0)
+		when[0] = '\0';
+	if (v->has_amount)
+		snprintf(amount, sizeof(amount), "%" PRId64, v->amount);
+	q->rows++;
+	if (q->fmt == FMT_JSONL) {
+		cJSON *o = cJSON_CreateObject(), *d = cJSON_Parse(v->details);
+		char *text;
+		if (o == NULL) {
+			cJSON_Delete(d);
+			return FGW_ERR_NOMEM;
+		}
+		cJSON_AddNumberToObject(o, "seq", (double)v->seq);
+		cJSON_AddStringToObject(o, "time", when);
+		cJSON_AddStringToObject(o, "actor", v->actor);
+		cJSON_AddStringToObject(o, "source", v->source);
+		cJSON_AddStringToObject(o, "type", v->event_type);
+		cJSON_AddStringToObject(o, "resource", v->resource);
+		cJSON_AddStringToObject(o, "outcome", v->outcome);
+		if (d != NULL)
+			cJSON_AddItemToObject(o, "details", d);
+		else
+			cJSON_AddNullToObject(o, "details");
+		if (v->has_amount) {
+			cJSON_AddNumberToObject(o, "amount", (double)v->amount);
+			cJSON_AddStringToObject(o, "currency", v->currency);
+			cJSON_AddStringToObject(o, "reservation", v->reservation);
+			cJSON_AddStringToObject(o, "customer", v->customer);
+		}
+		text = cJSON_PrintUnformatted(o);
+		cJSON_Delete(o);
+		if (text == NULL)
+			return FGW_ERR_NOMEM;
+		printf("%s\n", text);
+		free(text);
+	} else if (q->fmt == FMT_CSV) {
+		char seq[24];
+		snprintf(seq, sizeof(seq), "%" PRId64, v->seq);
+		csv_field(seq, 0);
+		csv_field(when, 0);
+		csv_field(v->actor, 0);
+		csv_field(v->source, 0);
+		csv_field(v->event_type, 0);
+		csv_field(v->resource, 0);
+		csv_field(v->outcome, 0);
+		csv_field(amount, 0);
+		csv_field(v->currency, 0);
+		csv_field(v->reservation, 0);
+		csv_field(v->details, 1);
+	} else {
+		printf("%-6" PRId64 " %-24s %-20.20s %-15.15s %-20.20s %-28.28s %-15.15s %10s %s\n",
+		       v->seq, when, v->actor, v->source, v->event_type, v->resource, v->outcome,
+		       amount, v->currency);
+	}
+	return 0;
+}
+
+static int
+cmd_audit_query(struct ctl *c, int argc, char **argv)
+{
+	struct store_audit_filter f;
+	struct query_out q = { FMT_TABLE, 0 };
+	int r;
+	memset(&f, 0, sizeof(f));
+	for (int i = 0; i < argc; i++) {
+		const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (v == NULL)
+			goto usage;
+		i++;
+		if (strcmp(o, "--since") == 0 || strcmp(o, "--until") == 0) {
+			if (parse_time(v, o[2] == 's' ? &f.since_ms : &f.until_ms) != 0)
+				goto usage;
+		} else if (strcmp(o, "--txn") == 0) {
+			f.txn = v;
+		} else if (strcmp(o, "--reservation") == 0) {
+			f.reservation = v;
+		} else if (strcmp(o, "--customer") == 0) {
+			f.customer = v;
+		} else if (strcmp(o, "--outcome") == 0) {
+			f.outcome = v;
+		} else if (strcmp(o, "--type") == 0) {
+			f.type = v;
+		} else if (strcmp(o, "--min-amount") == 0) {
+			if (fgw_parse_i64(v, 0, INT64_MAX, &f.min_amount) != 0)
+				goto usage;
+			f.has_min = 1;
+		} else if (strcmp(o, "--max-amount") == 0) {
+			if (fgw_parse_i64(v, 0, INT64_MAX, &f.max_amount) != 0)
+				goto usage;
+			f.has_max = 1;
+		} else if (strcmp(o, "--format") == 0) {
+			if (strcmp(v, "table") == 0)
+				q.fmt = FMT_TABLE;
+			else if (strcmp(v, "jsonl") == 0)
+				q.fmt = FMT_JSONL;
+			else if (strcmp(v, "csv") == 0)
+				q.fmt = FMT_CSV;
+			else
+				goto usage;
+		} else {
+			goto usage;
+		}
+	}
+	if ((r = open_store(c)) != 0)
+		return r;
+	if (q.fmt == FMT_CSV)
+		printf("seq,time,actor,source,type,resource,outcome,amount,currency,reservation,details\n");
+	else if (q.fmt == FMT_TABLE)
+		printf("%-6s %-24s %-20s %-15s %-20s %-28s %-15s %10s %s\n", "SEQ", "TIME", "ACTOR",
+		       "SOURCE", "TYPE", "RESOURCE", "OUTCOME", "AMOUNT", "CUR");
+	r = store_audit_query(c->reader, &f, print_row, &q);
+	if (r != 0)
+		fprintf(stderr, "flairctl: audit query: %s\n", fgw_strerror(r));
+	else if (q.fmt == FMT_TABLE)
+		printf("(%ld events)\n", q.rows);
+	return r;
+usage:
+	fprintf(stderr, "usage: flairctl audit query [--since T] [--until T] [--txn ID] "
+	                "[--reservation ID] [--customer ID] [--outcome O] [--type T] "
+	                "[--min-amount N] [--max-amount N] [--format table|jsonl|csv]\n"
+	                "  T: YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ (UTC) or milliseconds\n");
+	return FGW_ERR_INVALID;
+}
+
+static double
+pct(int64_t part, int64_t whole)
+{
+	return whole > 0 ? 100.0 * (double)part / (double)whole : 0.0;
+}
+
+static int
+cmd_report(struct ctl *c, int argc, char **argv)
+{
+	struct store_report rep;
+	char day[16];
+	time_t now = time(NULL);
+	struct tm tm;
+	int r;
+	if (argc == 2 && strcmp(argv[0], "--day") == 0) {
+		if (fgw_strlcpy(day, argv[1], sizeof(day)) != 0)
+			return FGW_ERR_INVALID;
+	} else if (argc == 0 && gmtime_r(&now, &tm) != NULL) {
+		strftime(day, sizeof(day), "%Y-%m-%d", &tm);
+	} else {
+		fprintf(stderr, "usage: flairctl report [--day YYYY-MM-DD]\n");
+		return FGW_ERR_INVALID;
+	}
+	if ((r = open_store(c)) != 0)
+		return r;
+	if ((r = store_report_day(c->reader, day, &rep)) != 0) {
+		fprintf(stderr, "flairctl: report %s: %s\n", day, fgw_strerror(r));
+		return r;
+	}
+	printf("report for %s (UTC)\n", rep.day);
+	printf("transactions: %" PRId64 "\n", rep.total);
+	printf("succeeded: %" PRId64 "\ndeclined: %" PRId64 "\nfailed: %" PRId64 "\nopen: %" PRId64 "\n",
+	       rep.succeeded, rep.declined, rep.failed, rep.open);
+	printf("success rate: %.1f%%\n", pct(rep.succeeded, rep.total));
+	printf("decline rate: %.1f%%\n", pct(rep.declined, rep.total));
+	printf("3-D Secure rate: %.1f%%\n", pct(rep.three_ds, rep.total));
+	printf("average time to outcome: %.0f ms (over %" PRId64 " final)\n", rep.avg_outcome_ms,
+	       rep.final_count);
+	if (rep.wh_delivered + rep.wh_failed > 0)
+		printf("webhook delivery: %.1f%% (%" PRId64 " delivered, %" PRId64 " failed, %" PRId64
+		       " pending)\n", pct(rep.wh_delivered, rep.wh_delivered + rep.wh_failed),
+		       rep.wh_delivered, rep.wh_failed, rep.wh_pending);
 	else
-		fprintf(stderr, "flairctl: audit verify: %s\n", fgw_strerror(r));
+		printf("webhook delivery: none settled (%" PRId64 " pending)\n", rep.wh_pending);
+	printf("by outcome (amounts in minor units):\n");
+	for (int i = 0; i < rep.n_by; i++)
+		printf("  %-16s %-3s count %-6" PRId64 " sum %-12" PRId64 " average %" PRId64 "\n",
+		       rep.by[i].status, rep.by[i].currency, rep.by[i].count, rep.by[i].sum,
+		       rep.by[i].count > 0 ? rep.by[i].sum / rep.by[i].count : 0);
+	return FGW_OK;
+}
+
+/* ---- backup ------------------------------------------------------------ */
+
+static int
+cmd_backup_now(struct ctl *c, int argc, char **argv)
+{
+	struct backup_info bi;
+	char *details = NULL, err[256];
+	int r, attempts = 0;
+	(void)argv;
+	if (argc != 0) {
+		fprintf(stderr, "usage: flairctl backup now\n");
+		return FGW_ERR_INVALID;
+	}
+	if ((r = open_keyring(c)) != 0)
+		return r;
+	if ((r = backup_make(&c->cfg, c->kr, &bi)) != 0) {
+		fprintf(stderr, "flairctl: backup: %s\n", fgw_strerror(r));
+		audit_admin(c, "backup.failed", c->cfg.backup_dir, r, NULL);
+		return r;
+	}
+	if ((r = backup_details_json(&bi, &details)) != 0)
+		return r;
+	audit_admin(c, "backup.created", bi.name, 0, details);
+	free(details);
+	printf("%s\n  bytes %" PRId64 ", blake2b %s, %" PRId64 " transactions, audit seq %" PRId64 "\n",
+	       bi.path, bi.bytes, bi.blake2b, bi.transactions, bi.audit_seq);
+	if (c->cfg.s3_endpoint[0] != '\0') {
+		char *d = NULL;
+		r = backup_upload(&c->cfg, bi.path, bi.name, NULL, &attempts, err, sizeof(err));
+		if (backup_upload_details(c->cfg.s3_bucket, attempts, r == 0 ? NULL : err, &d) != 0)
+			d = NULL;
+		audit_admin(c, r == 0 ? "backup.uploaded" : "backup.upload_failed", bi.name, r, d);
+		free(d);
+		if (r != 0) {
+			fprintf(stderr, "flairctl: upload: %s\n", err);
+			return r;
+		}
+		printf("  uploaded to %s/%s\n", c->cfg.s3_endpoint, c->cfg.s3_bucket);
+	}
+	return FGW_OK;
+}
+
+static int
+cmd_backup_list(struct ctl *c, int argc, char **argv)
+{
+	char **names = NULL, path[1100], sum[65];
+	int n = 0, r;
+	(void)argc;
+	(void)argv;
+	if ((r = backup_list(c->cfg.backup_dir, &names, &n)) != 0) {
+		fprintf(stderr, "flairctl: %s: %s\n", c->cfg.backup_dir, fgw_strerror(r));
+		return r;
+	}
+	for (int i = 0; i < n; i++) {
+		snprintf(path, sizeof(path), "%s/%s", c->cfg.backup_dir, names[i]);
+		if (backup_checksum(path, sum) != 0)
+			fgw_strlcpy(sum, "unreadable", sizeof(sum));
+		printf("%s  blake2b %s\n", names[i], sum);
+	}
+	backup_names_free(names, n);
+	return FGW_OK;
+}
+
+static int
+cmd_backup_verify(struct ctl *c, int argc, char **argv)
+{
+	char *vargv[2];
+	if (argc != 1) {
+		fprintf(stderr, "usage: flairctl backup verify FILE\n");
+		return FGW_ERR_INVALID;
+	}
+	vargv[0] = "--backup";
+	vargv[1] = argv[0];
+	return cmd_audit_verify(c, 2, vargv);
+}
+
+static int
+cmd_backup_restore(struct ctl *c, int argc, char **argv)
+{
+	char details[1300];
+	int r;
+	if (argc != 2) {
+		fprintf(stderr, "usage: flairctl backup restore FILE NEW_DATABASE\n"
+		                "  (restores into a new file; point `database` at it to use it)\n");
+		return FGW_ERR_INVALID;
+	}
+	if (access(argv[1], F_OK) == 0) {
+		fprintf(stderr, "flairctl: %s exists: restore writes a new file only\n", argv[1]);
+		return FGW_ERR_EXISTS;
+	}
+	if ((r = open_keyring(c)) != 0)
+		return r;
+	r = verify_backup_file(c, argv[0], argv[1]);
+	if (r == FGW_ERR_CRYPTO && access(argv[1], F_OK) == 0)
+		printf("restored to %s, but its audit trail does NOT verify\n", argv[1]);
+	else if (r == 0)
+		printf("restored to %s\n", argv[1]);
+	snprintf(details, sizeof(details), "{\"target\":\"%.1200s\"}", argv[1]);
+	if (access(c->cfg.database, F_OK) == 0)
+		audit_admin(c, "backup.restored", argv[0], r, details);
 	return r;
 }
 
@@ -502,7 +966,7 @@ cmd_webhooks_retry(struct ctl *c, int argc, char **argv)
 		fprintf(stderr, "usage: flairctl webhooks retry OUTBOX_ID (whd_...)\n");
 		return FGW_ERR_INVALID;
 	}
-	if ((r = open_store(c)) != 0)
+	if ((r = open_writer(c)) != 0)
 		return r;
 	snprintf(details, sizeof(details), "{\"outboxId\":\"%.40s\"}", argv[0]);
 	audit = (struct store_audit){ "operator:flairctl", "local", "webhook.retry", argv[0],
@@ -555,21 +1019,21 @@ cmd_slots_list(struct ctl *c, int argc, char **argv)
 static int
 cmd_slots_add(struct ctl *c, int argc, char **argv)
 {
-	int r = open_store(c);
+	int r = open_writer(c);
 	return r != 0 ? r : ctl_slots_add(c->store, argc, argv);
 }
 
 static int
 cmd_slots_load(struct ctl *c, int argc, char **argv)
 {
-	int r = open_store(c);
+	int r = open_writer(c);
 	return r != 0 ? r : ctl_slots_load(c->store, argc, argv);
 }
 
 static int
 cmd_slots_set_capacity(struct ctl *c, int argc, char **argv)
 {
-	int r = open_store(c);
+	int r = open_writer(c);
 	return r != 0 ? r : ctl_slots_set_capacity(c->store, argc, argv);
 }
 
@@ -596,7 +1060,14 @@ static const struct command commands[] = {
 	{ "keys", "retire", "DATA_KEY_ID", "retired keys decrypt but never encrypt", cmd_keys_retire },
 	{ NULL, "seal", "PUBLIC_KEY_FILE < card.json", "make an encryptedCard object for a public key", cmd_seal },
 	{ "txn", "show", "TXN_ID", "print a recorded transaction (masked)", cmd_txn_show },
-	{ "audit", "verify", "", "check the audit hash chain; names the first broken event", cmd_audit_verify },
+	{ "audit", "verify", "[--backup FILE]", "check the audit chain and signed checkpoints; names the first broken event", cmd_audit_verify },
+	{ "audit", "checkpoint", "", "sign the current audit chain head now", cmd_audit_checkpoint },
+	{ "audit", "query", "[FILTERS] [--format table|jsonl|csv]", "read the audit trail (read-only; --help lists filters)", cmd_audit_query },
+	{ NULL, "report", "[--day YYYY-MM-DD]", "daily counts, sums, decline and 3-D Secure rates, time to outcome", cmd_report },
+	{ "backup", "now", "", "take an encrypted backup (and upload it if s3_endpoint is set)", cmd_backup_now },
+	{ "backup", "list", "", "list backups in backup_dir with their checksums", cmd_backup_list },
+	{ "backup", "verify", "FILE", "decrypt a backup and verify its audit trail", cmd_backup_verify },
+	{ "backup", "restore", "FILE NEW_DATABASE", "restore into a new database file and verify it", cmd_backup_restore },
 	{ "webhooks", "list", "[--limit N]", "outbound webhook deliveries, newest first, with every attempt", cmd_webhooks_list },
 	{ "webhooks", "retry", "OUTBOX_ID", "make a delivery pending and due now (also a failed one)", cmd_webhooks_retry },
 	{ "config", "check", "", "load and validate the configuration", cmd_config_check },
@@ -634,9 +1105,10 @@ main(int argc, char **argv)
 	char err[1024];
 	int first = 1, r, help = 0;
 
-	if (sodium_init() < 0)
+	if (sodium_init() < 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		return 1;
 	memset(&c, 0, sizeof(c));
+	umask(077); /* backups, snapshots and restored databases: owner only */
 	secmem_harden_process();
 	log_setup(LOG_LVL_WARN, 0, 2);
 	config_defaults(&c.cfg);
@@ -694,5 +1166,6 @@ out:
 	if (c.store)
 		store_close(c.store);
 	keyring_free(c.kr);
+	curl_global_cleanup();
 	return r == 0 ? 0 : 1;
 }

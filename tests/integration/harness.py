@@ -649,15 +649,24 @@ class Gateway(Daemon):
         assert len(rows) == 1, rows
         return rows[0]
 
-    def flairctl(self, *args, timeout=30):
-        """Run flairctl on this gateway's configuration; CompletedProcess."""
-        argv = [os.path.join(BUILD, "flairctl"), "--config", DEV_CONFIG,
-                "--data_dir", self.data_dir, "--kek_file", self.kek_file, *args]
+    def flairctl(self, *args, timeout=60, text=False):
+        """Run flairctl on this gateway's configuration (with its directive
+        overrides, so backup_dir, s3_* and the like match); CompletedProcess,
+        output as bytes, or str with text=True."""
+        opts = {"data_dir": self.data_dir, "kek_file": self.kek_file}
+        opts.update({k: v for k, v in self.overrides.items()
+                     if k not in ("listen", "log_file", "workers")})
+        argv = [os.path.join(BUILD, "flairctl"), "--config", DEV_CONFIG]
+        for name, value in opts.items():
+            argv += [f"--{name}", str(value)]
         env = dict(os.environ, **SANITIZER_ENV)
-        done = subprocess.run(argv, cwd=self.dir, env=env, capture_output=True,
+        done = subprocess.run(argv + list(args), cwd=self.dir, env=env, capture_output=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
-        mark = next((m for m in SANITIZER_MARKS if m in done.stderr), None)
+        mark = next((m for m in SANITIZER_MARKS if m in done.stdout + done.stderr), None)
         assert not mark, f"flairctl sanitizer report: {done.stderr[-3000:]!r}"
+        if text:
+            done.stdout, done.stderr = (done.stdout.decode("utf-8", "replace"),
+                                        done.stderr.decode("utf-8", "replace"))
         return done
 
     def audit_for(self, txn_id):
