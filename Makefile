@@ -110,6 +110,7 @@ run: deps
 # installed project-locally with npm when missing.
 S3RVER := build/npm/node_modules/.bin/s3rver
 $(S3RVER):
+	@sh tools/deps.sh nodejs npm -- -- npm
 	npm install --no-audit --no-fund --prefix build/npm s3rver@3.7.1
 
 test: deps $(S3RVER)

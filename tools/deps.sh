@@ -1,17 +1,24 @@
 #!/bin/sh
 # Makes sure the Debian packages the build needs are installed.
-# Usage: deps.sh DEB... -- PKGCONFIG_NAME...
+# Usage: deps.sh DEB... -- PKGCONFIG_NAME... [-- COMMAND...]
+# (commands default to: sqlite3 python3 openssl)
 # As root it installs what is missing; otherwise it prints the apt command.
 debs=""
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do debs="$debs $1"; shift; done
 [ "$1" = "--" ] && shift
+pkgs=""
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do pkgs="$pkgs $1"; shift; done
+cmds="sqlite3 python3 openssl"
+if [ "$1" = "--" ]; then shift; cmds="$*"; fi
 missing=""
-if command -v pkg-config >/dev/null 2>&1; then
-    for p in "$@"; do pkg-config --exists "$p" || missing="$missing $p"; done
-else
-    missing="pkg-config"
+if [ -n "$pkgs" ]; then
+    if command -v pkg-config >/dev/null 2>&1; then
+        for p in $pkgs; do pkg-config --exists "$p" || missing="$missing $p"; done
+    else
+        missing="pkg-config"
+    fi
 fi
-for c in sqlite3 python3 openssl; do command -v $c >/dev/null 2>&1 || missing="$missing $c"; done
+for c in $cmds; do command -v "$c" >/dev/null 2>&1 || missing="$missing $c"; done
 [ -z "$missing" ] && exit 0
 echo "flairgw: missing:$missing" >&2
 if [ "$(id -u)" = "0" ]; then
