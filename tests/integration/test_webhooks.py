@@ -470,5 +470,8 @@ def test_endpoint_bound_to_a_client_hears_only_that_client():
     theirs = gw().pay(harness.txn_body(VISA), key=harness.OTHER_KEY).body["transactionId"]
     wait_delivered(ours)
     assert deliveries_for(ours, PARTNER_URL) == []
+    # Rows are queued after the commit: wait for them, then count.
+    harness.wait_until(lambda: deliveries_for(theirs, PARTNER_URL) and deliveries_for(theirs),
+                       20, "the partner transaction's outbox rows")
     assert len(deliveries_for(theirs, PARTNER_URL)) == 1
     assert len(deliveries_for(theirs)) == 1  # endpoints for every client hear it too
