@@ -172,8 +172,8 @@ start_gw() { # DIR [extra flairgw options...]
 # ---- bodies -----------------------------------------------------------------
 
 # One realistic ReservationPaymentTransaction per line. The sandbox's test
-# card 4242… succeeds; reservation ids differ so rows look like real traffic.
-card_json='{"number":"4242424242424242","expMonth":12,"expYear":2030,"cvc":"123","holderName":"John Doe"}'
+# card 4111… is Luhn-valid, so it succeeds; reservation ids differ so rows look like real traffic.
+card_json='{"number":"4111111111111111","expMonth":12,"expYear":2030,"cvc":"123","holderName":"John Doe"}'
 rest_json='"amount":15000,"currency":"USD","customer":{"email":"john@example.com","name":"John Doe","ip":"203.0.113.9","country":"US"},"description":"Hotel Flair, 2 nights, double room","metadata":{"channel":"web","bench":"1"}'
 i=0
 : >"$T/plain.jsonl"
