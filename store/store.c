@@ -1260,6 +1260,23 @@ enqueue(struct store *st, struct job *j)
 	return 0;
 }
 
+/* The common end of every submit function: copies the idempotent answer
+ * and audit events into the job and queues it. Takes ownership of j (it
+ * is freed here on failure). */
+static int
+job_submit(struct store *st, struct job *j, const struct store_idem *idem,
+           const struct store_audit *audit, size_t n_audit)
+{
+	int r;
+	if ((r = job_copy_idem(j, idem)) != 0 ||
+	    (r = job_copy_events(j, audit, n_audit)) != 0 ||
+	    (r = enqueue(st, j)) != 0) {
+		job_free(j);
+		return r;
+	}
+	return FGW_OK;
+}
+
 static int
 check_row(const struct store_txn_row *row)
 {
@@ -1307,13 +1324,8 @@ store_txn_create(struct store *st, struct store_waker *w,
 			goto out;
 		j->vault.blob = j->vault_blob;
 	}
-	if ((r = job_copy_idem(j, idem)) != 0 ||
-	    (r = job_copy_events(j, audit, n_audit)) != 0)
-		goto out;
-	if ((r = enqueue(st, j)) != 0)
-		goto out;
-	j = NULL; /* owned by the writer now */
-	r = 0;
+	r = job_submit(st, j, idem, audit, n_audit);
+	j = NULL; /* owned by job_submit now */
 out:
 	job_free(j);
 	return r;
@@ -1350,13 +1362,8 @@ store_txn_finish(struct store *st, struct store_waker *w,
 		}
 		j->has_purge = 1;
 	}
-	if ((r = job_copy_idem(j, idem)) != 0 ||
-	    (r = job_copy_events(j, audit, n_audit)) != 0)
-		goto out;
-	if ((r = enqueue(st, j)) != 0)
-		goto out;
-	j = NULL; /* owned by the writer now */
-	r = 0;
+	r = job_submit(st, j, idem, audit, n_audit);
+	j = NULL; /* owned by job_submit now */
 out:
 	job_free(j);
 	return r;
@@ -1374,13 +1381,10 @@ store_audit_append(struct store *st, struct store_waker *w,
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
-	if ((r = job_new(JOB_AUDIT, w, done, arg, &j)) != 0 ||
-	    (r = job_copy_events(j, audit, n_audit)) != 0)
+	if ((r = job_new(JOB_AUDIT, w, done, arg, &j)) != 0)
 		goto out;
-	if ((r = enqueue(st, j)) != 0)
-		goto out;
-	j = NULL; /* owned by the writer now */
-	r = 0;
+	r = job_submit(st, j, NULL, audit, n_audit);
+	j = NULL; /* owned by job_submit now */
 out:
 	job_free(j);
 	return r;
@@ -1408,16 +1412,7 @@ store_submit_custom(struct store *st, struct store_waker *w, store_job_fn run,
 	j->custom_run = run;
 	j->custom_ctx = ctx;
 	j->custom_free = ctx_free;
-	if ((n_audit > 0 && (r = job_copy_events(j, audit, n_audit)) != 0) ||
-	    (idem != NULL && (r = job_copy_idem(j, idem)) != 0))
-		goto out;
-	if ((r = enqueue(st, j)) != 0)
-		goto out;
-	j = NULL; /* owned by the writer now */
-	r = 0;
-out:
-	job_free(j);
-	return r;
+	return job_submit(st, j, idem, audit, n_audit);
 }
 
 /* ---- readers ----------------------------------------------------------- */
