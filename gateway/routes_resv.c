@@ -25,6 +25,7 @@
 #include <sodium.h>
 
 #include "core/err.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "crypto/keys.h"
@@ -428,7 +429,7 @@ h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
 	fgw_strlcpy(c->key, key, sizeof(c->key));
 	fgw_strlcpy(c->hash, hash, sizeof(c->hash));
 
-	root = cJSON_ParseWithLength(body, len);
+	root = fgw_json_parse_strict(body, len);
 	msg[0] = '\0';
 	if (!cJSON_IsObject(root)) {
 		rctx_error(c, 400, "VALIDATION_ERROR", "body must be a JSON object");
@@ -703,7 +704,7 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 	fgw_strlcpy(c->scope, scope, sizeof(c->scope));
 	fgw_strlcpy(c->key, key, sizeof(c->key));
 	fgw_strlcpy(c->hash, hash, sizeof(c->hash));
-	root = cJSON_ParseWithLength(body, len);
+	root = fgw_json_parse_strict(body, len);
 	msg[0] = '\0';
 	if (!cJSON_IsObject(root)) {
 		rctx_error(c, 400, "VALIDATION_ERROR", "body must be a JSON object");
@@ -849,7 +850,7 @@ h_confirm(struct reactor *rx, struct evhttp_request *req, const char *path)
 	if (key != NULL)
 		fgw_strlcpy(c->key, key, sizeof(c->key));
 	fgw_strlcpy(c->hash, hash, sizeof(c->hash));
-	root = cJSON_ParseWithLength(body, len);
+	root = fgw_json_parse_strict(body, len);
 	msg[0] = '\0';
 	if (!cJSON_IsObject(root) || only_members(root, fields, msg, sizeof(msg)) != 0 ||
 	    get_string(root, "reservationId", id, sizeof(id), 1, msg, sizeof(msg)) != 0 ||
@@ -1180,7 +1181,7 @@ h_admin_clock(struct reactor *rx, struct evhttp_request *req, const char *path)
 	}
 	if (http_json_body(rx, req, &body, &len) != 0)
 		return;
-	root = cJSON_ParseWithLength(body, len);
+	root = fgw_json_parse_strict(body, len);
 	v = cJSON_GetObjectItemCaseSensitive(root, "offsetMs");
 	if (!cJSON_IsObject(root) || cJSON_GetArraySize(root) != 1 || !cJSON_IsNumber(v) ||
 	    v->valuedouble < -31536000000.0 || v->valuedouble > 31536000000.0 ||

@@ -25,6 +25,7 @@
 #include <sodium.h>
 
 #include "core/err.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "gateway/http.h"
@@ -249,7 +250,7 @@ replied(void *arg, const struct httpc_response *resp)
 static int
 parse_body(const char *body, size_t len, enum proc_op op, int64_t *amount, const char **why)
 {
-	cJSON *o = cJSON_ParseWithLength(body, len), *it;
+	cJSON *o = fgw_json_parse_strict(body, len), *it;
 	int r = FGW_ERR_INVALID;
 
 	*amount = 0;

@@ -26,6 +26,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "core/err.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "crypto/mac.h"
@@ -387,7 +388,7 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 		return;
 	}
 
-	ev = cJSON_ParseWithLength(body, len);
+	ev = fgw_json_parse_strict(body, len);
 	id = cJSON_GetObjectItemCaseSensitive(ev, "id");
 	type = cJSON_GetObjectItemCaseSensitive(ev, "type");
 	data = cJSON_GetObjectItemCaseSensitive(ev, "data");

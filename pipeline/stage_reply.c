@@ -13,6 +13,7 @@
 
 #include "core/card.h"
 #include "core/err.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "crypto/keys.h"
@@ -26,7 +27,7 @@
 static int
 open_reply(struct txn *t, struct secbuf **plain)
 {
-	cJSON *o = cJSON_ParseWithLength(t->reply_body, t->reply_len);
+	cJSON *o = fgw_json_parse_strict(t->reply_body, t->reply_len);
 	const cJSON *s = o ? cJSON_GetObjectItemCaseSensitive(o, "sealed") : NULL;
 	int r = FGW_ERR_INVALID;
 	if (s != NULL && cJSON_IsString(s))

@@ -23,6 +23,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/json.h"
 #include "core/util.h"
 #include "crypto/secmem.h"
 #include "pipeline/pipeline.h"
@@ -111,71 +112,6 @@ only_fields(const cJSON *obj, const char *const *allowed, const char *path,
 		}
 	}
 	return FGW_OK;
-}
-
-/* JSON text must be UTF-8 (RFC 8259) with no raw control characters
- * except whitespace between tokens; cJSON checks neither. */
-static int
-json_text_ok(const unsigned char *p, size_t len)
-{
-	size_t i = 0;
-	while (i < len) {
-		unsigned char c = p[i];
-		size_t n;
-		unsigned int cp;
-		if (c < 0x80) {
-			if (c < 0x20 && c != '\t' && c != '\n' && c != '\r')
-				return 0;
-			i++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			n = 1;
-			cp = c & 0x1f;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			n = 2;
-			cp = c & 0x0f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			n = 3;
-			cp = c & 0x07;
-		} else {
-			return 0;
-		}
-		if (i + n >= len)
-			return 0;
-		for (size_t k = 1; k <= n; k++) {
-			if (i + k >= len || (p[i + k] & 0xc0) != 0x80)
-				return 0;
-			cp = (cp << 6) | (p[i + k] & 0x3f);
-		}
-		/* overlong, surrogates, beyond U+10FFFF */
-		if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
-		    (cp >= 0xd800 && cp <= 0xdfff))
-			return 0;
-		i += n + 1;
-	}
-	return 1;
-}
-
-/* Parses exactly len bytes as one JSON value: nothing but whitespace may
- * follow it. */
-static cJSON *
-parse_strict(const char *text, size_t len)
-{
-	const char *end = NULL;
-	cJSON *v;
-	if (!json_text_ok((const unsigned char *)text, len))
-		return NULL;
-	v = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-	if (v == NULL)
-		return NULL;
-	while (end < text + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
-		end++;
-	if (end != text + len) {
-		cJSON_Delete(v);
-		return NULL;
-	}
-	return v;
 }
 
 static void
@@ -268,7 +204,7 @@ int
 txn_card_parse_json(const char *json, size_t len, struct txn_card *card,
                     struct txn_parse_error *err)
 {
-	cJSON *c = parse_strict(json, len);
+	cJSON *c = fgw_json_parse_strict(json, len);
 	int r;
 	if (c == NULL)
 		return perr(err, "encryptedCard", "does not hold card JSON");
@@ -386,7 +322,7 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
 	memset(err, 0, sizeof(*err));
 	if ((rq = calloc(1, sizeof(*rq))) == NULL)
 		return FGW_ERR_NOMEM;
-	root = parse_strict(body, len);
+	root = fgw_json_parse_strict(body, len);
 	if (root == NULL) {
 		r = perr(err, "body", "is not valid UTF-8 JSON");
 		goto out;
@@ -474,7 +410,7 @@ txn_method_body_parse(const char *body, size_t len, struct txn_request **out,
 	nickname[0] = '\0';
 	if ((rq = calloc(1, sizeof(*rq))) == NULL)
 		return FGW_ERR_NOMEM;
-	if ((root = parse_strict(body, len)) == NULL || !cJSON_IsObject(root)) {
+	if ((root = fgw_json_parse_strict(body, len)) == NULL || !cJSON_IsObject(root)) {
 		r = perr(err, "body", "must be a JSON object in valid UTF-8");
 		goto out;
 	}

@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 
 #include "core/err.h"
+#include "core/json.h"
 #include "core/util.h"
 #include "processors/generic.h"
 #include "processors/proc_util.h"
@@ -185,7 +186,7 @@ generic_map_load(struct proc_config *cfg, const char *path, char *err, size_t er
 		snprintf(err, errlen, "processor_map_file: %s: %s", path, fgw_strerror(r));
 		return r;
 	}
-	m = proc_parse_exact(text, len);
+	m = fgw_json_parse_strict(text, len);
 	free(text);
 	if (m == NULL)
 		return bad(err, errlen, "not valid JSON");
@@ -451,7 +452,7 @@ parse_body(const cJSON *m, const char *body, size_t len, struct proc_result *out
 	const cJSON *dc = cJSON_GetObjectItemCaseSensitive(m, "declineCodes");
 	const cJSON *id, *status, *mapped, *code, *url;
 	const char *na_path;
-	cJSON *root = proc_parse_exact(body, len), *na = NULL;
+	cJSON *root = fgw_json_parse_strict(body, len), *na = NULL;
 	size_t i = 0;
 	int r = FGW_OK;
 

@@ -80,29 +80,6 @@ proc_id_ok(const char *s, size_t cap)
 	return 1;
 }
 
-/* Parses the whole of body[0..len) as one JSON value, nothing after it. */
-cJSON *
-proc_parse_exact(const char *body, size_t len)
-{
-	const char *end = NULL;
-	cJSON *v;
-
-	if (body == NULL || len == 0)
-		return NULL;
-	v = cJSON_ParseWithLengthOpts(body, len, &end, 0);
-	if (v == NULL)
-		return NULL;
-	while (end != NULL && end < body + len &&
-	       (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
-		end++;
-	if (end == NULL || end != body + len) {
-		cJSON_Delete(v);
-		return NULL;
-	}
-	return v;
-}
-
-
 void
 proc_set_result(struct proc_result *out, enum proc_outcome o, const char *code,
                 const char *message)

@@ -21,8 +21,6 @@ int proc_token_ok(const char *s, size_t max);
 int proc_url_ok(const char *s, size_t max);
 /* A plain identifier [A-Za-z0-9_-], shorter than cap. */
 int proc_id_ok(const char *s, size_t cap);
-/* The whole of body[0..len) as one JSON value, nothing after it. */
-cJSON *proc_parse_exact(const char *body, size_t len);
 /* Sets a result's outcome, our error code and a safe message. */
 void proc_set_result(struct proc_result *out, enum proc_outcome o, const char *code,
                      const char *message);

@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 
 #include "core/err.h"
+#include "core/json.h"
 #include "core/util.h"
 #include "processors/adapter.h"
 #include "processors/proc_util.h"
@@ -215,7 +216,7 @@ out:
 static int
 parse_ok_body(const char *body, size_t len, struct proc_result *out)
 {
-	cJSON *root = proc_parse_exact(body, len);
+	cJSON *root = fgw_json_parse_strict(body, len);
 	const char *id, *status;
 	const cJSON *amount, *captured, *refunded;
 	int r = FGW_OK;
@@ -419,7 +420,7 @@ sbx_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status,
 	}
 	/* Only the error code is read from a 4xx body, and only to pick a
 	 * row of the table: its text never goes further. */
-	root = proc_parse_exact(body, len);
+	root = fgw_json_parse_strict(body, len);
 	err = cJSON_GetObjectItemCaseSensitive(root, "error");
 	if (cJSON_IsObject(err))
 		code = proc_json_str(err, "code");

@@ -24,6 +24,7 @@
 #include <cjson/cJSON.h>
 
 #include "core/err.h"
+#include "core/json.h"
 #include "core/util.h"
 #include "crypto/secmem.h"
 #include "processors/adapter.h"
@@ -376,7 +377,7 @@ stripe_parse_reply(const struct proc_config *cfg, long http_status,
 	if (out == NULL)
 		return FGW_ERR_INVALID;
 	memset(out, 0, sizeof(*out));
-	root = proc_parse_exact(body, len);
+	root = fgw_json_parse_strict(body, len);
 	if (http_status >= 200 && http_status <= 299) {
 		map_intent(root, out);
 	} else if (http_status >= 500 || http_status == 409 || http_status < 200 ||
@@ -556,7 +557,7 @@ stripe_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status
 	if (out == NULL)
 		return FGW_ERR_INVALID;
 	memset(out, 0, sizeof(*out));
-	root = proc_parse_exact(body, len);
+	root = fgw_json_parse_strict(body, len);
 	obj = proc_json_str(root, "object");
 	if (http_status >= 500 || http_status == 409 || http_status < 200 ||
 	    (http_status >= 300 && http_status <= 399) ||

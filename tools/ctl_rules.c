@@ -23,6 +23,7 @@
 
 #include "core/card.h"
 #include "core/err.h"
+#include "core/json.h"
 #include "core/util.h"
 #include "rules/rules.h"
 #include "tools/ctl_rules.h"
@@ -139,7 +140,7 @@ ctl_rules_test(const struct fgw_config *cfg, int argc, char **argv)
 		fprintf(stderr, "flairctl: %s: %s\n", argv[1], fgw_strerror(rc));
 		goto out;
 	}
-	root = cJSON_ParseWithLength(text, len);
+	root = fgw_json_parse_strict(text, len);
 	amount = cJSON_GetObjectItemCaseSensitive(root, "amount");
 	if (!cJSON_IsObject(root) || !cJSON_IsNumber(amount) || amount->valuedouble < 0 ||
 	    amount->valuedouble > 9007199254740991.0) {

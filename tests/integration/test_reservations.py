@@ -460,3 +460,14 @@ def test_sigterm_with_convert_in_flight_is_bounded_and_clean():
         pending.join(5)
         assert not pending.is_alive(), "the client is still waiting after shutdown"
         assert code == 0 and took < 5, f"exit {code} after {took:.1f} s: {stack.gw.problems}"
+
+
+def test_malformed_json_is_refused_and_holds_nothing():
+    """Reservation bodies go through the same strict JSON parser as
+    payments: trailing garbage and invalid UTF-8 are refused, nothing held."""
+    tok, before = keys().rs256(customer()), slot_taken("slot_main")
+    good = json.dumps(hold_body()).encode()
+    for bad in (good + b" trailing", good[:-1] + b',"guestName":"\xff"}', good + good):
+        resp = call("POST", "/v1/reservations/hold", tok, bad, f"h-{uuid.uuid4()}")
+        harness.assert_error(resp, 400, "VALIDATION_ERROR")
+    assert slot_taken("slot_main") == before

@@ -4,6 +4,7 @@
 
 #include "core/card.h"
 #include "core/err.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "tt.h"
@@ -116,7 +117,39 @@ end:
 	TT_END;
 }
 
+static int
+test_json_strict(void)
+{
+	static const struct { const char *text; size_t len; int ok; } cases[] = {
+		{ "{\"a\":1}", 7, 1 },
+		{ " {\"a\":\"caf\xc3\xa9 \xf0\x9f\x8e\x89\"}\r\n", 21, 1 },
+		{ "{\"a\":1} x", 10, 0 },          /* trailing garbage */
+		{ "{\"a\":1}{}", 9, 0 },           /* two values */
+		{ "{\"a\":\"\xff\"}", 9, 0 },   /* invalid byte */
+		{ "{\"a\":\"\xc0\xaf\"}", 10, 0 },/* overlong */
+		{ "{\"a\":\"\xed\xa0\x80\"}", 11, 0 }, /* surrogate */
+		{ "{\"a\":\"\x01\"}", 9, 0 },   /* raw control character */
+		{ "{\"a\":\"x\0\"}", 10, 0 },    /* raw NUL inside the length */
+		{ "{\"a\":1}", 5, 0 },             /* only part of the text */
+		{ "", 0, 0 },
+	};
+	cJSON *v = NULL;
+	TT_BEGIN;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		v = fgw_json_parse_strict(cases[i].text, cases[i].len);
+		if ((v != NULL) != cases[i].ok)
+			fprintf(stderr, "  case %zu\n", i);
+		CHECK((v != NULL) == cases[i].ok);
+		cJSON_Delete(v);
+		v = NULL;
+	}
+end:
+	cJSON_Delete(v);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
+	{ "json_strict", test_json_strict },
 	{ "luhn", test_luhn },
 	{ "brand", test_brand },
 	{ "bin_last4_expiry", test_bin_last4_expiry },
