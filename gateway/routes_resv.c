@@ -224,6 +224,42 @@ front(struct reactor *rx, struct evhttp_request *req, const char *path,
 	return 0;
 }
 
+/* What every reservation POST starts with: the customer, the idempotency
+ * front door, a request context, and the body as a JSON object. Returns
+ * the context with *root set, or NULL when it already answered. */
+static struct rctx *
+begin_post(struct reactor *rx, struct evhttp_request *req, const char *path, int key_required,
+           struct auth_ctx *who, cJSON **root)
+{
+	struct rctx *c;
+	const char *body, *key;
+	char scope[64], hash[65];
+	size_t len;
+
+	*root = NULL;
+	if (customer_auth(rx, req, path, who) != 0 ||
+	    front(rx, req, path, who, key_required, &body, &len, scope, &key, hash) != 0)
+		return NULL;
+	if ((c = rctx_new(rx, req, who)) == NULL) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		if (key != NULL)
+			idem_end(rx->gw->idem, scope, key);
+		return NULL;
+	}
+	fgw_strlcpy(c->scope, scope, sizeof(c->scope));
+	if (key != NULL)
+		fgw_strlcpy(c->key, key, sizeof(c->key));
+	fgw_strlcpy(c->hash, hash, sizeof(c->hash));
+	*root = fgw_json_parse_strict(body, len);
+	if (!cJSON_IsObject(*root)) {
+		rctx_error(c, 400, "VALIDATION_ERROR", "body must be a JSON object");
+		cJSON_Delete(*root);
+		*root = NULL;
+		return NULL;
+	}
+	return c;
+}
+
 static void
 fill_idem(const struct rctx *c, int status, const char *body, struct store_idem *idem)
 {
@@ -411,30 +447,13 @@ h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
 	struct rctx *c = NULL;
 	cJSON *root = NULL;
 	const cJSON *g;
-	const char *body, *key;
-	char scope[64], hash[65], msg[160], details[160];
-	size_t len;
+	char msg[160], details[160];
 	int64_t now;
 	int r;
 
-	if (customer_auth(rx, req, path, &who) != 0 ||
-	    front(rx, req, path, &who, 1, &body, &len, scope, &key, hash) != 0)
+	if ((c = begin_post(rx, req, path, 1, &who, &root)) == NULL)
 		return;
-	if ((c = rctx_new(rx, req, &who)) == NULL) {
-		http_send_error(rx, req, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		idem_end(rx->gw->idem, scope, key);
-		return;
-	}
-	fgw_strlcpy(c->scope, scope, sizeof(c->scope));
-	fgw_strlcpy(c->key, key, sizeof(c->key));
-	fgw_strlcpy(c->hash, hash, sizeof(c->hash));
-
-	root = fgw_json_parse_strict(body, len);
 	msg[0] = '\0';
-	if (!cJSON_IsObject(root)) {
-		rctx_error(c, 400, "VALIDATION_ERROR", "body must be a JSON object");
-		goto out;
-	}
 	g = cJSON_GetObjectItemCaseSensitive(root, "numberOfGuests");
 	if (only_members(root, fields, msg, sizeof(msg)) != 0 ||
 	    get_string(root, "experienceId", c->row.experience_id, sizeof(c->row.experience_id), 1, msg, sizeof(msg)) != 0 ||
@@ -688,28 +707,12 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 	struct rctx *c = NULL;
 	cJSON *root = NULL;
 	const cJSON *save;
-	const char *body, *key;
-	char scope[64], hash[65], msg[256], hold_id[40];
-	size_t len;
+	char msg[256], hold_id[40];
 	int r, n;
 
-	if (customer_auth(rx, req, path, &who) != 0 ||
-	    front(rx, req, path, &who, 1, &body, &len, scope, &key, hash) != 0)
+	if ((c = begin_post(rx, req, path, 1, &who, &root)) == NULL)
 		return;
-	if ((c = rctx_new(rx, req, &who)) == NULL) {
-		http_send_error(rx, req, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		idem_end(rx->gw->idem, scope, key);
-		return;
-	}
-	fgw_strlcpy(c->scope, scope, sizeof(c->scope));
-	fgw_strlcpy(c->key, key, sizeof(c->key));
-	fgw_strlcpy(c->hash, hash, sizeof(c->hash));
-	root = fgw_json_parse_strict(body, len);
 	msg[0] = '\0';
-	if (!cJSON_IsObject(root)) {
-		rctx_error(c, 400, "VALIDATION_ERROR", "body must be a JSON object");
-		goto out;
-	}
 	save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
 	n = (cJSON_GetObjectItemCaseSensitive(root, "card") != NULL) +
 	    (cJSON_GetObjectItemCaseSensitive(root, "encryptedCard") != NULL) +
@@ -755,7 +758,7 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 	rq->save_method = cJSON_IsTrue(save);
 	/* No Idempotency-Key on the transaction itself: the reservation's
 	 * answer is the one stored under the customer's key. */
-	if ((r = txn_new(&rx->env, rq, who.client_id, who.source, NULL, hash, &c->t)) != 0) {
+	if ((r = txn_new(&rx->env, rq, who.client_id, who.source, NULL, c->hash, &c->t)) != 0) {
 		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		goto out;
 	}
@@ -833,26 +836,12 @@ h_confirm(struct reactor *rx, struct evhttp_request *req, const char *path)
 	struct auth_ctx who;
 	struct rctx *c = NULL;
 	cJSON *root = NULL;
-	const char *body, *key;
-	char scope[64], hash[65], msg[160], id[40], intent[96], ref[16];
-	size_t len;
+	char msg[160], id[40], intent[96], ref[16];
 
-	if (customer_auth(rx, req, path, &who) != 0 ||
-	    front(rx, req, path, &who, 0, &body, &len, scope, &key, hash) != 0)
+	if ((c = begin_post(rx, req, path, 0, &who, &root)) == NULL)
 		return;
-	if ((c = rctx_new(rx, req, &who)) == NULL) {
-		http_send_error(rx, req, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		if (key != NULL)
-			idem_end(rx->gw->idem, scope, key);
-		return;
-	}
-	fgw_strlcpy(c->scope, scope, sizeof(c->scope));
-	if (key != NULL)
-		fgw_strlcpy(c->key, key, sizeof(c->key));
-	fgw_strlcpy(c->hash, hash, sizeof(c->hash));
-	root = fgw_json_parse_strict(body, len);
 	msg[0] = '\0';
-	if (!cJSON_IsObject(root) || only_members(root, fields, msg, sizeof(msg)) != 0 ||
+	if (only_members(root, fields, msg, sizeof(msg)) != 0 ||
 	    get_string(root, "reservationId", id, sizeof(id), 1, msg, sizeof(msg)) != 0 ||
 	    get_string(root, "paymentIntentId", intent, sizeof(intent), 0, msg, sizeof(msg)) != 0) {
 		rctx_error(c, 400, "VALIDATION_ERROR", msg[0] ? msg : "body must be a JSON object");
