@@ -320,6 +320,22 @@ static const char schema_v6[] =
     " json_extract(details_json, '$.transactions') AS transactions"
     " FROM audit_events WHERE event_type LIKE 'backup.%';";
 
+/* v7 (issue 8): every index costs a b-tree page per insert or move in the
+ * writer's commit, so only the ones a query reads stay. Velocity counts in
+ * memory (rules/), reconciliation reads transactions_unresolved, and no
+ * query filters transactions by client, card, e-mail, IP or reservation,
+ * nor vault entries by customer. Start-up replay (store/txn_recent.c) and
+ * the auditor's reports read transactions by created_at. */
+static const char schema_v7[] =
+    "DROP INDEX IF EXISTS transactions_client_created;"
+    "DROP INDEX IF EXISTS transactions_status_updated;"
+    "DROP INDEX IF EXISTS transactions_fingerprint_created;"
+    "DROP INDEX IF EXISTS transactions_reservation;"
+    "DROP INDEX IF EXISTS transactions_email_created;"
+    "DROP INDEX IF EXISTS transactions_ip_created;"
+    "DROP INDEX IF EXISTS vault_entries_customer;"
+    "CREATE INDEX transactions_created ON transactions(created_at);";
+
 static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
@@ -327,6 +343,7 @@ static const char *const migrations[] = {
 	schema_v4_reconcile,
 	schema_v5,
 	schema_v6,
+	schema_v7,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

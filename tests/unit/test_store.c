@@ -454,6 +454,62 @@ sql_text(const char *path, const char *sql, char *out, size_t outlen)
 
 /* ---- cases ------------------------------------------------------------- */
 
+/* Indexes of schema version 7 (docs/schema.md says which query reads
+ * each), and the ones version 7 dropped because none did. */
+#define KEPT_INDEXES                                                         \
+	"'transactions_created', 'transactions_unresolved', "                    \
+	"'transactions_processor_ref', 'vault_entries_key_id', "                 \
+	"'vault_entries_onetime', 'idempotency_expires', "                       \
+	"'audit_events_resource', 'audit_events_ts', 'payment_methods_customer'"
+#define DROPPED_INDEXES                                                      \
+	"'transactions_client_created', 'transactions_status_updated', "         \
+	"'transactions_fingerprint_created', 'transactions_reservation', "       \
+	"'transactions_email_created', 'transactions_ip_created', "              \
+	"'vault_entries_customer'"
+/* Start-up replay (store/txn_recent.c) and the reconciler's list
+ * (store/reconcile.c), as they are written there. */
+#define RECENT_SQL                                                           \
+	"SELECT id FROM transactions WHERE created_at >= 1 ORDER BY created_at, id"
+#define UNRESOLVED_SQL                                                       \
+	"SELECT id, status, reconcile_attempts FROM transactions"                \
+	" WHERE status IN ('posting', 'processing') AND manual_review = 0"       \
+	" AND reconcile_next_at <= 1 AND (status = 'processing' OR updated_at < 2)" \
+	" ORDER BY reconcile_next_at, created_at LIMIT 3"
+
+static long long
+index_count(const char *path, const char *names)
+{
+	char sql[768];
+	int n = snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM sqlite_master WHERE "
+	                 "type = 'index' AND name IN (%s)", names);
+	return n < 0 || (size_t)n >= sizeof(sql) ? -1 : sql_int(path, sql);
+}
+
+/* Whether SQLite's plan for sql reads the index named idx. */
+static int
+query_uses(const char *path, const char *sql, const char *idx)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *s = NULL;
+	char q[768];
+	int n = snprintf(q, sizeof(q), "EXPLAIN QUERY PLAN %s", sql), found = 0;
+
+	if (n < 0 || (size_t)n >= sizeof(q))
+		return 0;
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, q, -1, &s, NULL) == SQLITE_OK) {
+		while (sqlite3_step(s) == SQLITE_ROW) {
+			const unsigned char *d = sqlite3_column_text(s, 3);
+			if (d != NULL && strstr((const char *)d, idx) != NULL)
+				found = 1;
+		}
+	}
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+	return found;
+}
+
+
 static int
 test_schema(void)
 {
@@ -475,17 +531,15 @@ test_schema(void)
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM sqlite_master WHERE "
 	                     "type = 'trigger' AND tbl_name = 'audit_events'"),
 	             3);
-	/* The indexes velocity rules and reconciliation rely on. */
-	CHECK_EQ_INT(sql_int(f.path,
-	                     "SELECT COUNT(*) FROM sqlite_master WHERE type = "
-	                     "'index' AND name IN ('transactions_client_created', "
-	                     "'transactions_status_updated', "
-	                     "'transactions_fingerprint_created', "
-	                     "'transactions_reservation', "
-	                     "'transactions_email_created', "
-	                     "'transactions_ip_created', 'vault_entries_key_id', "
-	                     "'vault_entries_customer', 'idempotency_expires')"),
-	             9);
+	/* The indexes queries read (docs/schema.md), and none other. */
+	CHECK_EQ_INT(index_count(f.path, KEPT_INDEXES), 9);
+	CHECK_EQ_INT(index_count(f.path, DROPPED_INDEXES), 0);
+	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM sqlite_master WHERE type = "
+	                     "'index' AND sql IS NOT NULL AND tbl_name IN "
+	                     "('transactions', 'vault_entries')"),
+	             5);
+	CHECK(query_uses(f.path, RECENT_SQL, "transactions_created"));
+	CHECK(query_uses(f.path, UNRESOLVED_SQL, "transactions_unresolved"));
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM pragma_table_info("
 	                     "'transactions')"),
 	             33); /* 30 + reconcile_attempts, reconcile_next_at, manual_review */
@@ -516,6 +570,75 @@ test_schema(void)
 		CHECK_EQ_INT(store_open(&bad, &st), FGW_ERR_INVALID);
 		CHECK(st == NULL);
 	}
+end:
+	fix_teardown(&f);
+	TT_END;
+}
+
+/* A version 6 database (the indexes version 7 drops, without the one it
+ * adds) keeps its rows when it is opened by this build. */
+static int
+test_schema_v7_upgrade(void)
+{
+	struct fix f;
+	struct store_txn_row row;
+	struct store_vault_entry v;
+	char id[40], tok[40], email[64];
+	TT_BEGIN;
+	CHECK(fix_setup(&f, 16) == 0);
+	for (int i = 0; i < 20; i++) {
+		CHECK_EQ_INT(fgw_random_id("txn_", id, sizeof(id)), 0);
+		CHECK_EQ_INT(fgw_random_id("tok_", tok, sizeof(tok)), 0);
+		fill_row(&row, id, i % 2 ? "posting" : "succeeded");
+		fill_vault(&v, tok, i % 4 == 0);
+		CHECK_EQ_INT(create_sync(&f, &row, &v, NULL, NULL, 0), 0);
+	}
+	store_reader_close(f.rd);
+	f.rd = NULL;
+	store_waker_free(f.w);
+	f.w = NULL;
+	store_close(f.st);
+	f.st = NULL;
+	/* Back to version 6, as schema.c's v1 created the indexes. */
+	CHECK_EQ_INT(sql_exec(f.path,
+	                      "BEGIN;"
+	                      "DROP INDEX transactions_created;"
+	                      "CREATE INDEX transactions_client_created"
+	                      " ON transactions(client_id, created_at);"
+	                      "CREATE INDEX transactions_status_updated"
+	                      " ON transactions(status, updated_at);"
+	                      "CREATE INDEX transactions_fingerprint_created"
+	                      " ON transactions(fingerprint, created_at);"
+	                      "CREATE INDEX transactions_reservation"
+	                      " ON transactions(reservation_id);"
+	                      "CREATE INDEX transactions_email_created"
+	                      " ON transactions(customer_email, created_at);"
+	                      "CREATE INDEX transactions_ip_created"
+	                      " ON transactions(customer_ip, created_at);"
+	                      "CREATE INDEX vault_entries_customer"
+	                      " ON vault_entries(customer_id);"
+	                      "PRAGMA user_version = 6;"
+	                      "COMMIT;", NULL, 0),
+	             SQLITE_OK);
+	CHECK_EQ_INT(index_count(f.path, DROPPED_INDEXES), 7);
+	CHECK(!query_uses(f.path, RECENT_SQL, "transactions_created"));
+	CHECK_EQ_INT(fix_open_store(&f, 16, 0), 0);
+	CHECK_EQ_INT(sql_int(f.path, "PRAGMA user_version"), 7);
+	CHECK_EQ_INT(index_count(f.path, DROPPED_INDEXES), 0);
+	CHECK_EQ_INT(index_count(f.path, KEPT_INDEXES), 9);
+	CHECK(query_uses(f.path, RECENT_SQL, "transactions_created"));
+	CHECK(query_uses(f.path, UNRESOLVED_SQL, "transactions_unresolved"));
+	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM transactions"), 20);
+	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM transactions WHERE status = 'posting'"),
+	             10);
+	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM vault_entries"), 20);
+	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM vault_entries WHERE saved = 1"), 5);
+	sql_text(f.path, "SELECT customer_email FROM transactions ORDER BY id LIMIT 1",
+	         email, sizeof(email));
+	CHECK_STR(email, "ana@example.org");
+	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM pragma_integrity_check"
+	                     " WHERE integrity_check = 'ok'"),
+	             1);
 end:
 	fix_teardown(&f);
 	TT_END;
@@ -2066,6 +2189,7 @@ static const struct tt_case cases[] = {
 	{ "custom_job", test_custom_job },
 	{ "reconcile_and_refunds", test_reconcile_and_refunds },
 	{ "schema", test_schema },
+	{ "schema_v7_upgrade", test_schema_v7_upgrade },
 	{ "status_moves", test_status_moves },
 	{ "roundtrip", test_roundtrip },
 	{ "reactor_thread", test_reactor_thread },
