@@ -48,33 +48,66 @@ fgw_mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int
-fgw_random_id(const char *prefix, char *out, size_t outlen)
+static const char base62[] =
+    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/* n uniformly random base62 characters. One getrandom for the whole run,
+ * not one per character: the profile showed randombytes_uniform's syscall
+ * per character as a quarter of a reactor's CPU. Bytes >= 248 (4 * 62)
+ * are rejected so every character stays uniform; twice n bytes leave n to
+ * spare, and a refill covers the (vanishingly rare) run of rejects. */
+static void
+random_base62(char *out, size_t n)
 {
-	static const char alphabet[] =
-	    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-	/* One getrandom for the whole id, not one per character: the profile
-	 * showed randombytes_uniform's syscall per character as a quarter of a
-	 * reactor's CPU. Bytes >= 248 (4 * 62) are rejected so every character
-	 * stays uniform; 48 bytes leave 24 to spare, and a refill covers the
-	 * (vanishingly rare) run of rejects. */
-	unsigned char rnd[48];
-	size_t plen = strlen(prefix), i = 0, k = sizeof(rnd);
-	if (outlen < plen + 25)
-		return FGW_ERR_TOO_LARGE;
-	memcpy(out, prefix, plen);
-	while (i < 24) {
+	unsigned char rnd[2 * FGW_ID_RANDOM_CHARS];
+	size_t i = 0, k = sizeof(rnd);
+	while (i < n) {
 		if (k == sizeof(rnd)) {
 			randombytes_buf(rnd, sizeof(rnd));
 			k = 0;
 		}
 		unsigned char b = rnd[k++];
 		if (b < 248)
-			out[plen + i++] = alphabet[b % 62];
+			out[i++] = base62[b % 62];
 	}
-	out[plen + 24] = '\0';
 	sodium_memzero(rnd, sizeof(rnd));
+}
+
+int
+fgw_random_id(const char *prefix, char *out, size_t outlen)
+{
+	size_t plen = strlen(prefix);
+	int64_t t = fgw_now_ms();
+	if (outlen < plen + FGW_ID_CHARS + 1)
+		return FGW_ERR_TOO_LARGE;
+	memcpy(out, prefix, plen);
+	/* Fixed-width time, most significant digit first: the alphabet is in
+	 * ASCII order, so ids sort by creation time and a new row's primary
+	 * key lands next to the last one's instead of on a random page. */
+	if (t < 0)
+		t = 0;
+	if (t > FGW_ID_TIME_MAX)
+		t = FGW_ID_TIME_MAX;
+	for (int i = FGW_ID_TIME_CHARS - 1; i >= 0; i--) {
+		out[plen + (size_t)i] = base62[t % 62];
+		t /= 62;
+	}
+	random_base62(out + plen + FGW_ID_TIME_CHARS, FGW_ID_RANDOM_CHARS);
+	out[plen + FGW_ID_CHARS] = '\0';
 	return FGW_OK;
+}
+
+int64_t
+fgw_id_time_ms(const char *chars)
+{
+	int64_t t = 0;
+	for (int i = 0; i < FGW_ID_TIME_CHARS; i++) {
+		const char *p = chars[i] ? strchr(base62, chars[i]) : NULL;
+		if (p == NULL)
+			return -1;
+		t = t * 62 + (p - base62);
+	}
+	return t;
 }
 
 int

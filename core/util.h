@@ -17,9 +17,19 @@ int64_t fgw_clock_offset_ms(void);
 /* Monotonic clock in ms, for timeouts and durations. */
 int64_t fgw_mono_ms(void);
 
-/* Writes prefix + 24 random base62 characters. Returns 0 or
- * FGW_ERR_TOO_LARGE when out is too small (needs strlen(prefix) + 25). */
+/* Ids are prefix + 24 base62 characters (0-9A-Za-z): 8 for the creation
+ * time in ms (most significant first, so ids sort by time; good until the
+ * year 8888) and 16 random ones (95 bits). */
+#define FGW_ID_CHARS 24
+#define FGW_ID_TIME_CHARS 8
+#define FGW_ID_RANDOM_CHARS 16
+#define FGW_ID_TIME_MAX 218340105584895LL /* 62^8 - 1 */
+/* Writes prefix + a new id (see above). Returns 0 or FGW_ERR_TOO_LARGE
+ * when out is too small (needs strlen(prefix) + 25). */
 int fgw_random_id(const char *prefix, char *out, size_t outlen);
+/* The creation time (ms) encoded by an id's characters after its prefix,
+ * or -1 when they are not base62. */
+int64_t fgw_id_time_ms(const char *chars);
 
 /* Formats ms since the epoch as "2024-01-01T12:15:00Z" (needs 21 bytes). */
 int fgw_iso8601(int64_t ms, char *out, size_t outlen);

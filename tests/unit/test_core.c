@@ -79,6 +79,61 @@ end:
 	TT_END;
 }
 
+/* Ids: prefix, 8 time characters, 16 random ones, all base62; they sort
+ * by creation time (the store's primary keys stay append-mostly). */
+static int
+test_ids(void)
+{
+	static const char b62[] =
+	    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+	char id[40], prev[40], ids[64][40];
+	int64_t t0, t1;
+	int distinct_first = 0;
+	TT_BEGIN;
+	t0 = fgw_now_ms();
+	CHECK_EQ_INT(fgw_random_id("tok_", id, sizeof(id)), 0);
+	t1 = fgw_now_ms();
+	CHECK_EQ_INT(strlen(id), 4 + FGW_ID_CHARS);
+	CHECK(strncmp(id, "tok_", 4) == 0);
+	CHECK_EQ_INT(strspn(id + 4, b62), FGW_ID_CHARS);
+	CHECK(fgw_id_time_ms(id + 4) >= t0 && fgw_id_time_ms(id + 4) <= t1);
+	CHECK_EQ_INT(fgw_id_time_ms("0000000!"), -1);
+	CHECK_EQ_INT(fgw_id_time_ms("0000001z"), 62 + 61);
+	/* The exact size fits; one less does not. */
+	CHECK_EQ_INT(fgw_random_id("tok_", id, 4 + FGW_ID_CHARS + 1), 0);
+	CHECK_EQ_INT(fgw_random_id("tok_", id, 4 + FGW_ID_CHARS), FGW_ERR_TOO_LARGE);
+	/* Later ids sort after earlier ones, byte by byte (strcmp, SQLite's
+	 * BINARY collation), across digit and letter boundaries. */
+	prev[0] = '\0';
+	for (int i = 0; i < 64; i++) {
+		fgw_clock_set_offset_ms((int64_t)i * 997 * 61);
+		CHECK_EQ_INT(fgw_random_id("txn_", id, sizeof(id)), 0);
+		CHECK(strcmp(prev, id) < 0);
+		memcpy(prev, id, sizeof(prev));
+	}
+	/* Ids of one millisecond differ in their random part. */
+	fgw_clock_set_offset_ms(0);
+	for (int i = 0; i < 64; i++) {
+		CHECK_EQ_INT(fgw_random_id("txn_", ids[i], sizeof(ids[i])), 0);
+		for (int k = 0; k < i; k++)
+			CHECK(strcmp(ids[i] + 4 + FGW_ID_TIME_CHARS,
+			             ids[k] + 4 + FGW_ID_TIME_CHARS) != 0);
+		distinct_first += ids[i][4 + FGW_ID_TIME_CHARS] != ids[0][4 + FGW_ID_TIME_CHARS];
+	}
+	CHECK(distinct_first > 32); /* 1 in 62 odds each of being equal */
+	/* The time is clamped into its 8 characters. */
+	fgw_clock_set_offset_ms(-fgw_now_ms() - 1000);
+	CHECK_EQ_INT(fgw_random_id("pm_", id, sizeof(id)), 0);
+	CHECK(strncmp(id, "pm_00000000", 11) == 0);
+	fgw_clock_set_offset_ms(FGW_ID_TIME_MAX);
+	CHECK_EQ_INT(fgw_random_id("pm_", id, sizeof(id)), 0);
+	CHECK(strncmp(id, "pm_zzzzzzzz", 11) == 0);
+	CHECK_EQ_INT(fgw_id_time_ms(id + 3), FGW_ID_TIME_MAX);
+end:
+	fgw_clock_set_offset_ms(0);
+	TT_END;
+}
+
 static int
 test_util(void)
 {
@@ -155,6 +210,7 @@ static const struct tt_case cases[] = {
 	{ "bin_last4_expiry", test_bin_last4_expiry },
 	{ "scrub", test_scrub },
 	{ "util", test_util },
+	{ "ids", test_ids },
 	{ NULL, NULL },
 };
 TT_MAIN(cases)
