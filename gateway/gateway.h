@@ -44,6 +44,7 @@ struct gw_metrics {
 	atomic_ullong auth_failures;
 	atomic_ullong webhooks_in[4];     /* accepted, refused, duplicate, deferred */
 	atomic_ullong webhooks_out[3];    /* delivered, retry, failed attempts */
+	atomic_ullong resv_moves[2];      /* reservation listener: queued, skipped */
 };
 
 struct reactor {

@@ -305,11 +305,15 @@ h_metrics(struct reactor *rx, struct evhttp_request *req, const char *path)
 	                       "# TYPE flairgw_webhook_attempts_total counter\n"
 	                       "flairgw_webhook_attempts_total{outcome=\"delivered\"} %llu\n"
 	                       "flairgw_webhook_attempts_total{outcome=\"retry\"} %llu\n"
-	                       "flairgw_webhook_attempts_total{outcome=\"failed\"} %llu\n",
+	                       "flairgw_webhook_attempts_total{outcome=\"failed\"} %llu\n"
+	                       "# TYPE flairgw_reservation_payment_moves_total counter\n"
+	                       "flairgw_reservation_payment_moves_total{result=\"queued\"} %llu\n"
+	                       "flairgw_reservation_payment_moves_total{result=\"skipped\"} %llu\n",
 	                    atomic_load(&m->webhooks_in[0]), atomic_load(&m->webhooks_in[1]),
 	                    atomic_load(&m->webhooks_in[2]), atomic_load(&m->webhooks_in[3]),
 	                    atomic_load(&m->webhooks_out[0]), atomic_load(&m->webhooks_out[1]),
-	                    atomic_load(&m->webhooks_out[2]));
+	                    atomic_load(&m->webhooks_out[2]), atomic_load(&m->resv_moves[0]),
+	                    atomic_load(&m->resv_moves[1]));
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	                  "text/plain; version=0.0.4");
 	atomic_fetch_add(&m->http_requests, 1);

@@ -802,6 +802,22 @@ resv_get(struct store_reader *rd, const char *customer, const char *id, struct r
 }
 
 int
+resv_links_txn(struct store_reader *rd, const char *id, const char *txn_id)
+{
+	sqlite3_stmt *s = NULL;
+	int r, rc;
+	if ((r = prep(store_reader_db(rd), "SELECT 1 FROM reservations WHERE id = ?1"
+	                                  " AND txn_id = ?2", &s)) != 0)
+		return r;
+	sql_bind_text_or_null(s, 1, id);
+	sql_bind_text_or_null(s, 2, txn_id);
+	rc = sqlite3_step(s);
+	r = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
+	sqlite3_finalize(s);
+	return r;
+}
+
+int
 resv_list(struct store_reader *rd, const char *customer, const char *status, int limit,
           int offset, struct resv_row **rows, int *n, int64_t *total)
 {

@@ -157,6 +157,61 @@ def test_happy_path_hold_convert_confirm():
     assert listing.body["pagination"] == {"total": 1, "limit": 10, "offset": 0, "hasMore": False}
 
 
+def _payment_moves():
+    """The reservation listener's counters from /metrics."""
+    resp = gw().http("GET", "/metrics", key=None)
+    assert resp.status == 200, resp
+    values = {}
+    for line in resp.raw.decode().splitlines():
+        if line.startswith("flairgw_reservation_payment_moves_total{"):
+            name, value = line.rsplit(" ", 1)
+            values[name.split('"')[1]] = int(value)
+    return values
+
+
+def test_payment_moves_reach_only_linked_holds():
+    """A payment under the website's own res_ id (no hold behind it) queues
+    no reservation job; a converted hold's payment still moves its
+    reservation, through to a refund that gives the places back."""
+    before = _payment_moves()
+    paid = gw().pay(harness.txn_body(reservationId=f"res_site_{uuid.uuid4().hex[:16]}"))
+    assert paid.status == 200 and paid.body["status"] == "succeeded", paid
+    after = _payment_moves()
+    assert after["skipped"] == before["skipped"] + 1, (before, after)
+    assert after["queued"] == before["queued"], (before, after)
+
+    cust = customer()
+    headers = {"X-Customer-Id": cust}
+    taken = slot_taken("slot_soon")
+    h = gw().http("POST", "/v1/reservations/hold", hold_body("slot_soon", 3),
+                  dict(headers, **{"X-Idempotency-Key": f"h-{uuid.uuid4()}"}))
+    assert h.status == 200, h
+    rid = h.body["reservation"]["id"]
+    assert slot_taken("slot_soon") == taken + 3
+    c = gw().http("POST", "/v1/reservations/hold/convert",
+                  {"holdId": rid, "card": harness.card(VISA)},
+                  dict(headers, **{"X-Idempotency-Key": f"c-{uuid.uuid4()}"}))
+    assert c.status == 200 and c.body["reservation"]["status"] == "pending", c
+    moved = _payment_moves()
+    assert moved["queued"] == after["queued"] + 1 and moved["skipped"] == after["skipped"], moved
+    txn_id = gw().query("SELECT txn_id FROM reservations WHERE id = ?", rid)[0]["txn_id"]
+    assert txn_id.startswith("txn_"), txn_id
+
+    # Only the listener follows a refund: the reservation and its places.
+    refund = gw().txn_op(txn_id, "refund")
+    assert refund.status == 200, refund
+    row = None
+    for _ in range(100):
+        row = gw().query("SELECT status, payment_status FROM reservations WHERE id = ?", rid)[0]
+        if row["status"] == "refunded":
+            break
+        time.sleep(0.05)
+    assert (row["status"], row["payment_status"]) == ("refunded", "refunded"), row
+    assert slot_taken("slot_soon") == taken
+    final = _payment_moves()
+    assert final["queued"] == moved["queued"] + 1 and final["skipped"] == moved["skipped"], final
+
+
 def test_expired_hold_is_refused_and_releases_capacity():
     tok = keys().hs256(customer())
     before = slot_taken("slot_soon")
