@@ -4,8 +4,8 @@
  * batches.
  *
  * Reads run on the caller's reader connection; writes are custom jobs on
- * the writer thread. Statements are prepared per call and finalized before
- * returning (they are few and cheap next to the commit).
+ * the writer thread. Statements come from the connection's cache
+ * (sql_prepare) and go back to it before returning (sql_release).
  */
 #define LOG_MODULE "store"
 
@@ -20,16 +20,6 @@
 #include "store/methods.h"
 #include "store/sqlutil.h"
 #include "store/store_int.h"
-
-static int
-prep(sqlite3 *db, const char *sql, sqlite3_stmt **s)
-{
-	if (sqlite3_prepare_v3(db, sql, -1, 0, s, NULL) != SQLITE_OK) {
-		log_error("prepare failed: %s", sqlite3_errmsg(db));
-		return FGW_ERR_DB;
-	}
-	return FGW_OK;
-}
 
 static int
 text_bind(sqlite3_stmt *s, int i, const char *p)
@@ -71,7 +61,7 @@ store_methods_list(struct store_reader *rd, const char *customer,
 	int r, rc;
 
 	*n = 0;
-	if ((r = prep(store_reader_db(rd), METHOD_SELECT
+	if ((r = sql_prepare(store_reader_db(rd), METHOD_SELECT
 	              "WHERE m.customer_id = ?1 "
 	              "ORDER BY m.is_default DESC, m.created_at DESC, m.id", &s)) != 0 ||
 	    (r = text_bind(s, 1, customer)) != 0)
@@ -83,7 +73,7 @@ store_methods_list(struct store_reader *rd, const char *customer,
 	}
 	r = FGW_OK;
 out:
-	sqlite3_finalize(s);
+	sql_release(s);
 	return r;
 }
 
@@ -94,7 +84,7 @@ store_method_get(struct store_reader *rd, const char *customer, const char *id,
 	sqlite3_stmt *s = NULL;
 	int r, rc;
 
-	if ((r = prep(store_reader_db(rd), METHOD_SELECT
+	if ((r = sql_prepare(store_reader_db(rd), METHOD_SELECT
 	              "WHERE m.customer_id = ?1 AND m.id = ?2", &s)) != 0 ||
 	    (r = text_bind(s, 1, customer)) != 0 || (r = text_bind(s, 2, id)) != 0)
 		goto out;
@@ -104,7 +94,7 @@ store_method_get(struct store_reader *rd, const char *customer, const char *id,
 	else
 		r = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 out:
-	sqlite3_finalize(s);
+	sql_release(s);
 	return r;
 }
 
@@ -116,14 +106,14 @@ store_vault_key_counts(struct store_reader *rd,
 	sqlite3_stmt *s = NULL;
 	int r, rc;
 
-	if ((r = prep(store_reader_db(rd), "SELECT key_id, COUNT(*) FROM vault_entries "
+	if ((r = sql_prepare(store_reader_db(rd), "SELECT key_id, COUNT(*) FROM vault_entries "
 	              "GROUP BY key_id ORDER BY key_id", &s)) != 0)
 		goto out;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
 		fn(arg, (const char *)sqlite3_column_text(s, 0), sqlite3_column_int64(s, 1));
 	r = rc == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
 out:
-	sqlite3_finalize(s);
+	sql_release(s);
 	return r;
 }
 
@@ -146,7 +136,7 @@ store_vault_batch_other_keys(struct store_reader *rd, const char *active_key_id,
 	int r, rc = SQLITE_DONE;
 
 	*n = 0;
-	if ((r = prep(store_reader_db(rd), "SELECT token, key_id, blob FROM vault_entries "
+	if ((r = sql_prepare(store_reader_db(rd), "SELECT token, key_id, blob FROM vault_entries "
 	              "WHERE key_id <> ?1 AND token > ?3 ORDER BY token LIMIT ?2", &s)) != 0 ||
 	    (r = text_bind(s, 1, active_key_id)) != 0 || (r = text_bind(s, 3, after)) != 0 ||
 	    sqlite3_bind_int64(s, 2, (sqlite3_int64)cap) != SQLITE_OK)
@@ -170,7 +160,7 @@ out:
 		store_rewrap_items_clear(out, *n);
 		*n = 0;
 	}
-	sqlite3_finalize(s);
+	sql_release(s);
 	return r;
 }
 
@@ -210,7 +200,7 @@ count_methods(sqlite3 *db, const char *customer, int64_t *n)
 {
 	sqlite3_stmt *s = NULL;
 	int r;
-	if ((r = prep(db, "SELECT COUNT(*) FROM payment_methods WHERE customer_id = ?1", &s)) != 0 ||
+	if ((r = sql_prepare(db, "SELECT COUNT(*) FROM payment_methods WHERE customer_id = ?1", &s)) != 0 ||
 	    (r = text_bind(s, 1, customer)) != 0)
 		goto out;
 	if (sqlite3_step(s) != SQLITE_ROW) {
@@ -220,7 +210,7 @@ count_methods(sqlite3 *db, const char *customer, int64_t *n)
 	*n = sqlite3_column_int64(s, 0);
 	r = FGW_OK;
 out:
-	sqlite3_finalize(s);
+	sql_release(s);
 	return r;
 }
 
@@ -241,7 +231,7 @@ run_save(sqlite3 *db, void *ctx)
 		goto out;
 	}
 	if (j->has_vault) {
-		if ((r = prep(db, "INSERT INTO vault_entries (token, key_id, blob, fingerprint, "
+		if ((r = sql_prepare(db, "INSERT INTO vault_entries (token, key_id, blob, fingerprint, "
 		              "brand, bin, last4, exp_month, exp_year, customer_id, saved, "
 		              "created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
 		              "?9, ?10, 1, ?11, 0)", &s)) != 0 ||
@@ -261,7 +251,7 @@ run_save(sqlite3 *db, void *ctx)
 	} else {
 		/* Only this customer's own entry, and a one-time one only
 		 * while it has not expired. */
-		if ((r = prep(db, "UPDATE vault_entries SET saved = 1, expires_at = 0 "
+		if ((r = sql_prepare(db, "UPDATE vault_entries SET saved = 1, expires_at = 0 "
 		              "WHERE token = ?1 AND customer_id = ?2 "
 		              "AND (saved = 1 OR expires_at = 0 OR expires_at > ?3)", &s)) != 0 ||
 		    (r = text_bind(s, 1, m->token)) != 0 ||
@@ -276,9 +266,9 @@ run_save(sqlite3 *db, void *ctx)
 			r = FGW_ERR_NOT_FOUND;
 			goto out;
 		}
-		sqlite3_finalize(s);
+		sql_release(s);
 		s = NULL;
-		if ((r = prep(db, "SELECT 1 FROM payment_methods WHERE token = ?1", &s)) != 0 ||
+		if ((r = sql_prepare(db, "SELECT 1 FROM payment_methods WHERE token = ?1", &s)) != 0 ||
 		    (r = text_bind(s, 1, m->token)) != 0)
 			goto out;
 		if (sqlite3_step(s) == SQLITE_ROW) {
@@ -286,11 +276,11 @@ run_save(sqlite3 *db, void *ctx)
 			goto out;
 		}
 	}
-	sqlite3_finalize(s);
+	sql_release(s);
 	s = NULL;
 	m->is_default = have == 0;
 	m->created_at = now;
-	if ((r = prep(db, "INSERT INTO payment_methods (id, customer_id, token, nickname, "
+	if ((r = sql_prepare(db, "INSERT INTO payment_methods (id, customer_id, token, nickname, "
 	              "is_default, created_at) VALUES (?1, ?2, ?3, NULLIF(?4, ''), ?5, ?6)", &s)) != 0 ||
 	    (r = text_bind(s, 1, m->id)) != 0 || (r = text_bind(s, 2, m->customer_id)) != 0 ||
 	    (r = text_bind(s, 3, m->token)) != 0 || (r = text_bind(s, 4, m->nickname)) != 0 ||
@@ -301,9 +291,9 @@ run_save(sqlite3 *db, void *ctx)
 	}
 	if ((r = step_done(s)) != 0)
 		goto out;
-	sqlite3_finalize(s);
+	sql_release(s);
 	s = NULL;
-	if ((r = prep(db, "SELECT brand, last4, exp_month, exp_year FROM vault_entries "
+	if ((r = sql_prepare(db, "SELECT brand, last4, exp_month, exp_year FROM vault_entries "
 	              "WHERE token = ?1", &s)) != 0 ||
 	    (r = text_bind(s, 1, m->token)) != 0)
 		goto out;
@@ -318,7 +308,7 @@ run_save(sqlite3 *db, void *ctx)
 	m->exp_year = sqlite3_column_int(s, 3);
 	r = FGW_OK;
 out:
-	sqlite3_finalize(s);
+	sql_release(s);
 	return r;
 }
 
@@ -359,14 +349,14 @@ ensure_default(sqlite3 *db, const char *customer)
 {
 	sqlite3_stmt *s = NULL;
 	int r;
-	if ((r = prep(db, "UPDATE payment_methods SET is_default = 1 WHERE id = "
+	if ((r = sql_prepare(db, "UPDATE payment_methods SET is_default = 1 WHERE id = "
 	              "(SELECT id FROM payment_methods WHERE customer_id = ?1 "
 	              " ORDER BY created_at DESC, id LIMIT 1) "
 	              "AND NOT EXISTS (SELECT 1 FROM payment_methods "
 	              " WHERE customer_id = ?1 AND is_default = 1)", &s)) == 0 &&
 	    (r = text_bind(s, 1, customer)) == 0)
 		r = step_done(s);
-	sqlite3_finalize(s);
+	sql_release(s);
 	return r;
 }
 
@@ -378,7 +368,7 @@ run_delete(sqlite3 *db, void *ctx)
 	char token[40];
 	int r;
 
-	if ((r = prep(db, "DELETE FROM payment_methods WHERE id = ?1 AND customer_id = ?2 "
+	if ((r = sql_prepare(db, "DELETE FROM payment_methods WHERE id = ?1 AND customer_id = ?2 "
 	              "RETURNING token", &s)) != 0 ||
 	    (r = text_bind(s, 1, j->id)) != 0 || (r = text_bind(s, 2, j->customer)) != 0)
 		goto out;
@@ -389,16 +379,16 @@ run_delete(sqlite3 *db, void *ctx)
 	if ((r = sql_col_text(s, 0, token, sizeof(token))) != 0 ||
 	    (r = sqlite3_step(s) == SQLITE_DONE ? 0 : FGW_ERR_DB) != 0)
 		goto out;
-	sqlite3_finalize(s);
+	sql_release(s);
 	s = NULL;
 	/* The card is no longer needed: its ciphertext goes too. */
-	if ((r = prep(db, "DELETE FROM vault_entries WHERE token = ?1 AND NOT EXISTS "
+	if ((r = sql_prepare(db, "DELETE FROM vault_entries WHERE token = ?1 AND NOT EXISTS "
 	              "(SELECT 1 FROM payment_methods WHERE token = ?1)", &s)) != 0 ||
 	    (r = text_bind(s, 1, token)) != 0 || (r = step_done(s)) != 0)
 		goto out;
 	r = ensure_default(db, j->customer);
 out:
-	sqlite3_finalize(s);
+	sql_release(s);
 	return r;
 }
 
@@ -409,7 +399,7 @@ run_set_default(sqlite3 *db, void *ctx)
 	sqlite3_stmt *s = NULL;
 	int r;
 
-	if ((r = prep(db, "UPDATE payment_methods SET is_default = (id = ?1) "
+	if ((r = sql_prepare(db, "UPDATE payment_methods SET is_default = (id = ?1) "
 	              "WHERE customer_id = ?2 AND EXISTS (SELECT 1 FROM payment_methods "
 	              "WHERE id = ?1 AND customer_id = ?2)", &s)) != 0 ||
 	    (r = text_bind(s, 1, j->id)) != 0 || (r = text_bind(s, 2, j->customer)) != 0 ||
@@ -417,7 +407,7 @@ run_set_default(sqlite3 *db, void *ctx)
 		goto out;
 	r = sqlite3_changes(db) > 0 ? FGW_OK : FGW_ERR_NOT_FOUND;
 out:
-	sqlite3_finalize(s);
+	sql_release(s);
 	return r;
 }
 
@@ -467,12 +457,12 @@ run_sweep(sqlite3 *db, void *ctx)
 	struct sweep_job *j = ctx;
 	sqlite3_stmt *s = NULL;
 	int r;
-	if ((r = prep(db, "DELETE FROM vault_entries WHERE saved = 0 AND expires_at > 0 "
+	if ((r = sql_prepare(db, "DELETE FROM vault_entries WHERE saved = 0 AND expires_at > 0 "
 	              "AND expires_at <= ?1", &s)) == 0 &&
 	    (r = sqlite3_bind_int64(s, 1, j->now) == SQLITE_OK ? 0 : FGW_ERR_DB) == 0 &&
 	    (r = step_done(s)) == 0 && j->purged != NULL)
 		*j->purged = sqlite3_changes(db);
-	sqlite3_finalize(s);
+	sql_release(s);
 	return r;
 }
 
@@ -513,7 +503,7 @@ run_rewrap(sqlite3 *db, void *ctx)
 	int64_t done = 0;
 	int r;
 
-	if ((r = prep(db, "UPDATE vault_entries SET blob = ?1, key_id = ?2 "
+	if ((r = sql_prepare(db, "UPDATE vault_entries SET blob = ?1, key_id = ?2 "
 	              "WHERE token = ?3 AND key_id = ?4", &s)) != 0)
 		goto out;
 	for (size_t i = 0; i < j->n; i++) {
@@ -533,7 +523,7 @@ run_rewrap(sqlite3 *db, void *ctx)
 		*j->updated = done;
 	r = FGW_OK;
 out:
-	sqlite3_finalize(s);
+	sql_release(s);
 	return r;
 }
 

@@ -12,12 +12,6 @@
 #include "store/sqlutil.h"
 #include "store/store_int.h"
 
-static int
-prepare(sqlite3 *db, const char *sql, sqlite3_stmt **s)
-{
-	return sqlite3_prepare_v2(db, sql, -1, s, NULL) == SQLITE_OK ? FGW_OK : FGW_ERR_DB;
-}
-
 int
 store_unresolved_list(struct store_reader *rd, int64_t now, int64_t posting_before,
                       struct store_unresolved *out, int max, int *n)
@@ -34,7 +28,7 @@ store_unresolved_list(struct store_reader *rd, int64_t now, int64_t posting_befo
 	*n = 0;
 	if (rd == NULL || out == NULL || max <= 0)
 		return FGW_ERR_INVALID;
-	if ((r = prepare(store_reader_db(rd), sql, &s)) != 0)
+	if ((r = sql_prepare(store_reader_db(rd), sql, &s)) != 0)
 		goto out;
 	sqlite3_bind_int64(s, 1, now);
 	sqlite3_bind_int64(s, 2, posting_before);
@@ -48,7 +42,7 @@ store_unresolved_list(struct store_reader *rd, int64_t now, int64_t posting_befo
 	}
 	r = rc == SQLITE_ROW || rc == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
 out:
-	sqlite3_finalize(s);
+	sql_release(s);
 	return r;
 }
 
@@ -59,7 +53,7 @@ store_manual_review_get(struct store_reader *rd, const char *id, int *flag)
 	sqlite3_stmt *s = NULL;
 	int rc, r;
 
-	if ((r = prepare(store_reader_db(rd), sql, &s)) != 0)
+	if ((r = sql_prepare(store_reader_db(rd), sql, &s)) != 0)
 		goto out;
 	sqlite3_bind_text(s, 1, id, -1, SQLITE_TRANSIENT);
 	rc = sqlite3_step(s);
@@ -70,7 +64,7 @@ store_manual_review_get(struct store_reader *rd, const char *id, int *flag)
 		r = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 	}
 out:
-	sqlite3_finalize(s);
+	sql_release(s);
 	return r;
 }
 
@@ -83,7 +77,7 @@ store_refund_sum(struct store_reader *rd, const char *txn_id, int64_t *sum)
 	int r;
 
 	*sum = 0;
-	if ((r = prepare(store_reader_db(rd), sql, &s)) != 0)
+	if ((r = sql_prepare(store_reader_db(rd), sql, &s)) != 0)
 		goto out;
 	sqlite3_bind_text(s, 1, txn_id, -1, SQLITE_TRANSIENT);
 	if (sqlite3_step(s) != SQLITE_ROW) {
@@ -92,7 +86,7 @@ store_refund_sum(struct store_reader *rd, const char *txn_id, int64_t *sum)
 	}
 	*sum = sqlite3_column_int64(s, 0);
 out:
-	sqlite3_finalize(s);
+	sql_release(s);
 	return r;
 }
 
@@ -116,7 +110,7 @@ defer_run(sqlite3 *db, void *ctx)
 	sqlite3_stmt *s = NULL;
 	int r;
 
-	if ((r = prepare(db, sql, &s)) != 0)
+	if ((r = sql_prepare(db, sql, &s)) != 0)
 		return r;
 	sqlite3_bind_text(s, 1, j->id, -1, SQLITE_STATIC);
 	sqlite3_bind_int(s, 2, j->attempts);
@@ -125,7 +119,7 @@ defer_run(sqlite3 *db, void *ctx)
 	r = sqlite3_step(s) == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
 	if (r == FGW_OK && sqlite3_changes(db) != 1)
 		r = FGW_ERR_STATE; /* resolved meanwhile (webhook, live answer) */
-	sqlite3_finalize(s);
+	sql_release(s);
 	return r;
 }
 
@@ -171,7 +165,7 @@ refund_run(sqlite3 *db, void *ctx)
 	int64_t sum, now = fgw_now_ms();
 	int rc, r;
 
-	if ((r = prepare(db, cur_sql, &s)) != 0)
+	if ((r = sql_prepare(db, cur_sql, &s)) != 0)
 		goto out;
 	sqlite3_bind_text(s, 1, rf->txn_id, -1, SQLITE_STATIC);
 	if ((rc = sqlite3_step(s)) != SQLITE_ROW) {
@@ -179,9 +173,9 @@ refund_run(sqlite3 *db, void *ctx)
 		goto out;
 	}
 	sql_col_text(s, 0, cur, sizeof(cur));
-	sqlite3_finalize(s);
+	sql_release(s);
 	s = NULL;
-	if ((r = prepare(db, sum_sql, &s)) != 0)
+	if ((r = sql_prepare(db, sum_sql, &s)) != 0)
 		goto out;
 	sqlite3_bind_text(s, 1, rf->txn_id, -1, SQLITE_STATIC);
 	if (sqlite3_step(s) != SQLITE_ROW) {
@@ -189,7 +183,7 @@ refund_run(sqlite3 *db, void *ctx)
 		goto out;
 	}
 	sum = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	sql_release(s);
 	s = NULL;
 	if (rf->amount <= 0 || sum + rf->amount > rf->txn_amount) {
 		r = FGW_ERR_TOO_LARGE;
@@ -204,7 +198,7 @@ refund_run(sqlite3 *db, void *ctx)
 		r = FGW_ERR_STATE;
 		goto out;
 	}
-	if ((r = prepare(db, ins_sql, &s)) != 0)
+	if ((r = sql_prepare(db, ins_sql, &s)) != 0)
 		goto out;
 	sqlite3_bind_text(s, 1, rf->id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, rf->txn_id, -1, SQLITE_STATIC);
@@ -217,9 +211,9 @@ refund_run(sqlite3 *db, void *ctx)
 		r = (rc & 0xff) == SQLITE_CONSTRAINT ? FGW_ERR_EXISTS : FGW_ERR_DB;
 		goto out;
 	}
-	sqlite3_finalize(s);
+	sql_release(s);
 	s = NULL;
-	if ((r = prepare(db, upd_sql, &s)) != 0)
+	if ((r = sql_prepare(db, upd_sql, &s)) != 0)
 		goto out;
 	sqlite3_bind_text(s, 1, rf->txn_id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, rf->new_status, -1, SQLITE_STATIC);
@@ -228,7 +222,7 @@ refund_run(sqlite3 *db, void *ctx)
 	r = sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(db) == 1 ? FGW_OK
 	                                                                : FGW_ERR_STATE;
 out:
-	sqlite3_finalize(s);
+	sql_release(s);
 	return r;
 }
 

@@ -24,22 +24,12 @@
 
 /* ---- statement helpers ------------------------------------------------ */
 
-static int
-prep(sqlite3 *db, const char *sql, sqlite3_stmt **s)
-{
-	if (sqlite3_prepare_v3(db, sql, -1, 0, s, NULL) != SQLITE_OK) {
-		log_error("reservations: %s", sqlite3_errmsg(db));
-		return FGW_ERR_DB;
-	}
-	return 0;
-}
-
 /* Runs a statement that returns no rows; 0 or FGW_ERR_DB. */
 static int
 step_done(sqlite3_stmt *s)
 {
 	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
+	sql_release(s);
 	return rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
 }
 
@@ -86,7 +76,7 @@ load_row(sqlite3 *db, const char *customer, const char *id, struct resv_row *out
 {
 	sqlite3_stmt *s = NULL;
 	int r, rc;
-	if ((r = prep(db, "SELECT " RESV_COLS " FROM reservations WHERE id = ?1"
+	if ((r = sql_prepare(db, "SELECT " RESV_COLS " FROM reservations WHERE id = ?1"
 	                  " AND (?2 IS NULL OR customer_id = ?2)", &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, id);
@@ -101,7 +91,7 @@ load_row(sqlite3 *db, const char *customer, const char *id, struct resv_row *out
 	} else {
 		r = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 	}
-	sqlite3_finalize(s);
+	sql_release(s);
 	return r;
 }
 
@@ -111,14 +101,14 @@ release_places(sqlite3 *db, const char *id)
 {
 	sqlite3_stmt *s = NULL;
 	int r;
-	if ((r = prep(db, "UPDATE time_slots SET taken = MAX(0, taken - (SELECT guests"
+	if ((r = sql_prepare(db, "UPDATE time_slots SET taken = MAX(0, taken - (SELECT guests"
 	                  " FROM reservations WHERE id = ?1 AND released = 0))"
 	                  " WHERE id = (SELECT time_slot_id FROM reservations"
 	                  " WHERE id = ?1 AND released = 0)", &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, id);
 	if ((r = step_done(s)) != 0 ||
-	    (r = prep(db, "UPDATE reservations SET released = 1 WHERE id = ?1", &s)) != 0)
+	    (r = sql_prepare(db, "UPDATE reservations SET released = 1 WHERE id = ?1", &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, id);
 	return step_done(s);
@@ -159,7 +149,7 @@ run_experience_put(sqlite3 *db, void *ctx)
 	struct job *j = ctx;
 	sqlite3_stmt *s = NULL;
 	int r;
-	if ((r = prep(db, "INSERT INTO experiences (id, name, price, currency, group_min,"
+	if ((r = sql_prepare(db, "INSERT INTO experiences (id, name, price, currency, group_min,"
 	                  " group_pct, early_days, early_pct) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"
 	                  " ON CONFLICT(id) DO UPDATE SET name = ?2, price = ?3, currency = ?4,"
 	                  " group_min = ?5, group_pct = ?6, early_days = ?7, early_pct = ?8",
@@ -183,7 +173,7 @@ run_slot_put(sqlite3 *db, void *ctx)
 	sqlite3_stmt *s = NULL;
 	int r;
 	/* capacity below what is taken would oversell: keep at least taken. */
-	if ((r = prep(db, "INSERT INTO time_slots (id, experience_id, starts_at, capacity,"
+	if ((r = sql_prepare(db, "INSERT INTO time_slots (id, experience_id, starts_at, capacity,"
 	                  " taken, status) VALUES (?1, ?2, ?3, ?4, 0, ?5)"
 	                  " ON CONFLICT(id) DO UPDATE SET experience_id = ?2, starts_at = ?3,"
 	                  " capacity = MAX(?4, taken), status = ?5", &s)) != 0)
@@ -202,7 +192,7 @@ run_slot_capacity(sqlite3 *db, void *ctx)
 	struct job *j = ctx;
 	sqlite3_stmt *s = NULL;
 	int r;
-	if ((r = prep(db, "UPDATE time_slots SET capacity = ?2 WHERE id = ?1 AND taken <= ?2",
+	if ((r = sql_prepare(db, "UPDATE time_slots SET capacity = ?2 WHERE id = ?1 AND taken <= ?2",
 	              &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, j->id);
@@ -221,32 +211,32 @@ run_hold(sqlite3 *db, void *ctx)
 	int r, rc, capacity, taken;
 	char status[12];
 
-	if ((r = prep(db, "SELECT capacity, taken, status FROM time_slots WHERE id = ?1"
+	if ((r = sql_prepare(db, "SELECT capacity, taken, status FROM time_slots WHERE id = ?1"
 	                  " AND experience_id = ?2", &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, v->time_slot_id);
 	sql_bind_text_or_null(s, 2, v->experience_id);
 	rc = sqlite3_step(s);
 	if (rc != SQLITE_ROW) {
-		sqlite3_finalize(s);
+		sql_release(s);
 		return rc == SQLITE_DONE ? job_fail(j, RESV_SLOT_NOT_FOUND) : FGW_ERR_DB;
 	}
 	capacity = sqlite3_column_int(s, 0);
 	taken = sqlite3_column_int(s, 1);
 	sql_col_text(s, 2, status, sizeof(status));
-	sqlite3_finalize(s);
+	sql_release(s);
 	if (strcmp(status, "open") != 0 || taken >= capacity)
 		return job_fail(j, RESV_SLOT_NOT_AVAILABLE);
 	if (capacity - taken < v->guests)
 		return job_fail(j, RESV_NOT_ENOUGH_CAPACITY);
 
-	if ((r = prep(db, "UPDATE time_slots SET taken = taken + ?2 WHERE id = ?1", &s)) != 0)
+	if ((r = sql_prepare(db, "UPDATE time_slots SET taken = taken + ?2 WHERE id = ?1", &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, v->time_slot_id);
 	sqlite3_bind_int(s, 2, v->guests);
 	if ((r = step_done(s)) != 0)
 		return r;
-	if ((r = prep(db, "INSERT INTO reservations (id, client_id, customer_id, experience_id,"
+	if ((r = sql_prepare(db, "INSERT INTO reservations (id, client_id, customer_id, experience_id,"
 	                  " time_slot_id, guests, guest_name, guest_email, guest_phone,"
 	                  " special_requests, status, payment_status, total_price,"
 	                  " original_price, group_discount, early_discount, currency,"
@@ -305,7 +295,7 @@ run_convert_begin(sqlite3 *db, void *ctx)
 	      (strcmp(j->out->status, "pending") == 0 &&
 	       strcmp(j->out->payment_status, "failed") == 0)))
 		return job_fail(j, RESV_INVALID_STATUS);
-	if ((r = prep(db, "UPDATE reservations SET status = 'pending', payment_status ="
+	if ((r = sql_prepare(db, "UPDATE reservations SET status = 'pending', payment_status ="
 	                  " 'processing', txn_id = ?2, payment_intent_id = NULL,"
 	                  " save_method = ?3, updated_at = ?4 WHERE id = ?1", &s)) != 0)
 		return r;
@@ -327,7 +317,7 @@ set_state(sqlite3 *db, const char *id, const char *status, const char *pay,
 {
 	sqlite3_stmt *s = NULL;
 	int r;
-	if ((r = prep(db, "UPDATE reservations SET status = ?2, payment_status = COALESCE(?3, payment_status),"
+	if ((r = sql_prepare(db, "UPDATE reservations SET status = ?2, payment_status = COALESCE(?3, payment_status),"
 	                  " payment_intent_id = COALESCE(?4, payment_intent_id),"
 	                  " reference = COALESCE(reference, ?5), updated_at = ?6"
 	                  " WHERE id = ?1", &s)) != 0)
@@ -420,7 +410,7 @@ run_sweep(sqlite3 *db, void *ctx)
 	char id[40];
 
 	/* Few rows per tick; each is expired and its places given back. */
-	if ((r = prep(db, "SELECT id FROM reservations WHERE status IN ('held', 'pending')"
+	if ((r = sql_prepare(db, "SELECT id FROM reservations WHERE status IN ('held', 'pending')"
 	                  " AND payment_status IN ('unpaid', 'failed')"
 	                  " AND hold_expires_at <= ?1 LIMIT 500", &s)) != 0)
 		return r;
@@ -431,10 +421,10 @@ run_sweep(sqlite3 *db, void *ctx)
 		    (r = set_state(db, id, "expired", NULL, NULL, NULL, j->now)) != 0)
 			break;
 	}
-	sqlite3_finalize(s);
+	sql_release(s);
 	if (r != 0 || rc != SQLITE_DONE)
 		return r != 0 ? r : FGW_ERR_DB;
-	if ((r = prep(db, "DELETE FROM idempotency WHERE expires_at <= ?1", &s)) != 0)
+	if ((r = sql_prepare(db, "DELETE FROM idempotency WHERE expires_at <= ?1", &s)) != 0)
 		return r;
 	sqlite3_bind_int64(s, 1, j->now);
 	return step_done(s);
@@ -763,7 +753,7 @@ resv_slot_get(struct store_reader *rd, const char *slot_id, struct resv_slot *sl
 {
 	sqlite3_stmt *s = NULL;
 	int r, rc;
-	if ((r = prep(store_reader_db(rd),
+	if ((r = sql_prepare(store_reader_db(rd),
 	              "SELECT s.id, s.experience_id, s.starts_at, s.capacity, s.taken, s.status,"
 	              " e.name, e.price, e.currency, e.group_min, e.group_pct, e.early_days,"
 	              " e.early_pct FROM time_slots s JOIN experiences e ON e.id = s.experience_id"
@@ -772,7 +762,7 @@ resv_slot_get(struct store_reader *rd, const char *slot_id, struct resv_slot *sl
 	sql_bind_text_or_null(s, 1, slot_id);
 	rc = sqlite3_step(s);
 	if (rc != SQLITE_ROW) {
-		sqlite3_finalize(s);
+		sql_release(s);
 		return rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 	}
 	memset(sl, 0, sizeof(*sl));
@@ -791,7 +781,7 @@ resv_slot_get(struct store_reader *rd, const char *slot_id, struct resv_slot *sl
 	e->group_pct = sqlite3_column_int(s, 10);
 	e->early_days = sqlite3_column_int(s, 11);
 	e->early_pct = sqlite3_column_int(s, 12);
-	sqlite3_finalize(s);
+	sql_release(s);
 	return 0;
 }
 
@@ -806,14 +796,14 @@ resv_links_txn(struct store_reader *rd, const char *id, const char *txn_id)
 {
 	sqlite3_stmt *s = NULL;
 	int r, rc;
-	if ((r = prep(store_reader_db(rd), "SELECT 1 FROM reservations WHERE id = ?1"
+	if ((r = sql_prepare(store_reader_db(rd), "SELECT 1 FROM reservations WHERE id = ?1"
 	                                  " AND txn_id = ?2", &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, id);
 	sql_bind_text_or_null(s, 2, txn_id);
 	rc = sqlite3_step(s);
 	r = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
-	sqlite3_finalize(s);
+	sql_release(s);
 	return r;
 }
 
@@ -828,20 +818,20 @@ resv_list(struct store_reader *rd, const char *customer, const char *status, int
 
 	*rows = NULL;
 	*n = 0;
-	if ((r = prep(db, "SELECT COUNT(*) FROM reservations WHERE customer_id = ?1"
+	if ((r = sql_prepare(db, "SELECT COUNT(*) FROM reservations WHERE customer_id = ?1"
 	                  " AND (?2 IS NULL OR status = ?2)", &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, customer);
 	sql_bind_text_or_null(s, 2, status);
 	if (sqlite3_step(s) != SQLITE_ROW) {
-		sqlite3_finalize(s);
+		sql_release(s);
 		return FGW_ERR_DB;
 	}
 	*total = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	sql_release(s);
 	if ((out = calloc((size_t)(limit > 0 ? limit : 1), sizeof(*out))) == NULL)
 		return FGW_ERR_NOMEM;
-	if ((r = prep(db, "SELECT " RESV_COLS " FROM reservations WHERE customer_id = ?1"
+	if ((r = sql_prepare(db, "SELECT " RESV_COLS " FROM reservations WHERE customer_id = ?1"
 	                  " AND (?2 IS NULL OR status = ?2) ORDER BY created_at DESC, id"
 	                  " LIMIT ?3 OFFSET ?4", &s)) != 0)
 		goto out;
@@ -851,7 +841,7 @@ resv_list(struct store_reader *rd, const char *customer, const char *status, int
 	sqlite3_bind_int(s, 4, offset);
 	while (k < limit && (rc = sqlite3_step(s)) == SQLITE_ROW)
 		read_row(s, &out[k++]);
-	sqlite3_finalize(s);
+	sql_release(s);
 	*rows = out;
 	*n = k;
 	out = NULL;
@@ -872,7 +862,7 @@ resv_slots_each(struct store_reader *rd,
 	struct resv_experience e;
 	char id[64];
 	int r, rc;
-	if ((r = prep(store_reader_db(rd), "SELECT id FROM time_slots ORDER BY starts_at, id",
+	if ((r = sql_prepare(store_reader_db(rd), "SELECT id FROM time_slots ORDER BY starts_at, id",
 	              &s)) != 0)
 		return r;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -880,6 +870,6 @@ resv_slots_each(struct store_reader *rd,
 		if (resv_slot_get(rd, id, &sl, &e) == 0)
 			fn(arg, &sl, &e);
 	}
-	sqlite3_finalize(s);
+	sql_release(s);
 	return rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
 }

@@ -43,6 +43,7 @@
 #include "core/util.h"
 #include "store/audit.h"
 #include "store/schema.h"
+#include "store/sqlutil.h"
 #include "store/store.h"
 #include "store/store_int.h"
 
@@ -1049,6 +1050,7 @@ store_destroy(struct store *st)
 	if (st == NULL)
 		return;
 	audit_writer_fini(&st->audit);
+	sql_cache_detach(st->db);
 	for (int i = 0; i < W_COUNT; i++)
 		sqlite3_finalize(st->stmt[i]);
 	if (st->db != NULL && sqlite3_close(st->db) != SQLITE_OK)
@@ -1127,6 +1129,8 @@ open_writer_db(struct store *st, int sync_full)
 	}
 	sqlite3_extended_result_codes(st->db, 1);
 	sqlite3_busy_timeout(st->db, st->busy_ms);
+	if ((r = sql_cache_attach(st->db)) != 0)
+		return r;
 	if ((r = db_pragma(st->db, "PRAGMA journal_mode = WAL", "wal")) != 0 ||
 	    (r = db_pragma(st->db,
 	                   sync_full ? "PRAGMA synchronous = FULL"
@@ -1484,6 +1488,8 @@ store_reader_open_file(const char *path, store_mac_fn mac, void *mac_ctx,
 	}
 	sqlite3_extended_result_codes(r->db, 1);
 	sqlite3_busy_timeout(r->db, r->busy_ms);
+	if ((rv = sql_cache_attach(r->db)) != 0)
+		goto out;
 	for (int i = 0; i < R_COUNT; i++) {
 		const char *sql = i == R_TXN_GET ? txn_get : reader_sql[i];
 		if (sqlite3_prepare_v3(r->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
@@ -1506,6 +1512,7 @@ store_reader_close(struct store_reader *r)
 {
 	if (r == NULL)
 		return;
+	sql_cache_detach(r->db);
 	for (int i = 0; i < R_COUNT; i++)
 		sqlite3_finalize(r->stmt[i]);
 	if (r->db != NULL)

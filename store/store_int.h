@@ -17,9 +17,12 @@
  * released one) and bump STORE_SCHEMA_VERSION; document it in
  * docs/schema.md.
  *
- * Statements: prepare with sqlite3_prepare_v3(..., SQLITE_PREPARE_PERSISTENT)
- * and finalize in the same call, or cache them in the feature's own state;
- * bind every value (no SQL built from input).
+ * Statements: sql_prepare(db, "literal SQL", &s) ... sql_release(s)
+ * (store/sqlutil.h): the writer's and every reader's connection keep
+ * their statements prepared, found again by the literal's address, so a
+ * job parses its SQL once per connection, not once per call. Release
+ * before returning, on every path; bind every value (no SQL built from
+ * input).
  */
 #ifndef FGW_STORE_STORE_INT_H
 #define FGW_STORE_STORE_INT_H

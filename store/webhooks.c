@@ -4,7 +4,8 @@
  *
  * Writes run as custom store jobs on the writer thread; every job copies
  * what it needs at submission, so callers' buffers may go right away.
- * Reads prepare, step and finalize on the caller's reader connection.
+ * Reads step a cached statement (sql_prepare / sql_release) on the
+ * caller's reader connection.
  */
 #define LOG_MODULE "store"
 
@@ -18,16 +19,6 @@
 #include "store/store_int.h"
 #include "store/webhooks.h"
 
-static int
-prep(sqlite3 *db, const char *sql, sqlite3_stmt **s)
-{
-	if (sqlite3_prepare_v2(db, sql, -1, s, NULL) != SQLITE_OK) {
-		log_error("webhooks: prepare: %s", sqlite3_errmsg(db));
-		return FGW_ERR_DB;
-	}
-	return FGW_OK;
-}
-
 /* ---- inbound ----------------------------------------------------------- */
 
 int
@@ -36,7 +27,7 @@ store_webhook_seen(struct store_reader *r, const char *processor, const char *ev
 {
 	sqlite3_stmt *s = NULL;
 	int rc;
-	if ((rc = prep(store_reader_db(r),
+	if ((rc = sql_prepare(store_reader_db(r),
 	               "SELECT result FROM webhook_inbound WHERE processor = ? AND event_id = ?",
 	               &s)) != 0)
 		goto out;
@@ -52,7 +43,7 @@ store_webhook_seen(struct store_reader *r, const char *processor, const char *ev
 		rc = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 	}
 out:
-	sqlite3_finalize(s);
+	sql_release(s);
 	return rc;
 }
 
@@ -63,7 +54,7 @@ store_txn_id_by_ref(struct store_reader *r, const char *ref, char *id, size_t id
 	int rc;
 	if (ref == NULL || ref[0] == '\0')
 		return FGW_ERR_NOT_FOUND;
-	if ((rc = prep(store_reader_db(r),
+	if ((rc = sql_prepare(store_reader_db(r),
 	               "SELECT id FROM transactions WHERE processor_ref = ?"
 	               " ORDER BY created_at DESC LIMIT 1", &s)) != 0)
 		goto out;
@@ -79,7 +70,7 @@ store_txn_id_by_ref(struct store_reader *r, const char *ref, char *id, size_t id
 		rc = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 	}
 out:
-	sqlite3_finalize(s);
+	sql_release(s);
 	return rc;
 }
 
@@ -97,7 +88,7 @@ run_inbound(sqlite3 *db, void *arg)
 	struct inbound_job *j = arg;
 	sqlite3_stmt *s = NULL;
 	int rc;
-	if ((rc = prep(db, "INSERT INTO webhook_inbound (processor, event_id, event_type,"
+	if ((rc = sql_prepare(db, "INSERT INTO webhook_inbound (processor, event_id, event_type,"
 	                   " txn_id, result, received_at) VALUES (?, ?, ?, ?, ?, ?)", &s)) != 0)
 		goto out;
 	if (sql_bind_text_or_null(s, 1, j->processor) || sql_bind_text_or_null(s, 2, j->event_id) ||
@@ -113,7 +104,7 @@ run_inbound(sqlite3 *db, void *arg)
 		rc = sqlite3_extended_errcode(db) == SQLITE_CONSTRAINT_PRIMARYKEY ? FGW_ERR_EXISTS
 		                                                                   : FGW_ERR_DB;
 out:
-	sqlite3_finalize(s);
+	sql_release(s);
 	return rc;
 }
 
@@ -173,7 +164,7 @@ run_enqueue(sqlite3 *db, void *arg)
 	sqlite3_stmt *s = NULL;
 	int64_t now = fgw_now_ms();
 	int rc;
-	if ((rc = prep(db, "INSERT INTO webhook_outbox (id, endpoint_url, event_id, event_type,"
+	if ((rc = sql_prepare(db, "INSERT INTO webhook_outbox (id, endpoint_url, event_id, event_type,"
 	                   " txn_id, payload, status, attempts, next_attempt_at, created_at,"
 	                   " updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)", &s)) != 0)
 		goto out;
@@ -193,7 +184,7 @@ run_enqueue(sqlite3 *db, void *arg)
 	}
 	rc = 0;
 out:
-	sqlite3_finalize(s);
+	sql_release(s);
 	return rc;
 }
 
@@ -230,7 +221,7 @@ run_attempt(sqlite3 *db, void *arg)
 	sqlite3_stmt *s = NULL;
 	int attempt = 0, rc;
 
-	if ((rc = prep(db, "SELECT attempts FROM webhook_outbox WHERE id = ? AND status = 'pending'",
+	if ((rc = sql_prepare(db, "SELECT attempts FROM webhook_outbox WHERE id = ? AND status = 'pending'",
 	               &s)) != 0)
 		goto out;
 	if (sql_bind_text_or_null(s, 1, a->outbox_id) != 0) {
@@ -244,9 +235,9 @@ run_attempt(sqlite3 *db, void *arg)
 		goto out;
 	}
 	attempt = sqlite3_column_int(s, 0) + 1;
-	sqlite3_finalize(s);
+	sql_release(s);
 	s = NULL;
-	if ((rc = prep(db, "INSERT INTO webhook_attempts (outbox_id, attempt, at, http_status,"
+	if ((rc = sql_prepare(db, "INSERT INTO webhook_attempts (outbox_id, attempt, at, http_status,"
 	                   " error, elapsed_ms, outcome) VALUES (?, ?, ?, ?, ?, ?, ?)", &s)) != 0)
 		goto out;
 	if (sql_bind_text_or_null(s, 1, a->outbox_id) || sqlite3_bind_int(s, 2, attempt) != SQLITE_OK ||
@@ -258,9 +249,9 @@ run_attempt(sqlite3 *db, void *arg)
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	sqlite3_finalize(s);
+	sql_release(s);
 	s = NULL;
-	if ((rc = prep(db, "UPDATE webhook_outbox SET attempts = ?, status = ?,"
+	if ((rc = sql_prepare(db, "UPDATE webhook_outbox SET attempts = ?, status = ?,"
 	                   " next_attempt_at = ?, last_http_status = ?, last_error = ?,"
 	                   " updated_at = ? WHERE id = ?", &s)) != 0)
 		goto out;
@@ -276,7 +267,7 @@ run_attempt(sqlite3 *db, void *arg)
 	}
 	rc = 0;
 out:
-	sqlite3_finalize(s);
+	sql_release(s);
 	return rc;
 }
 
@@ -307,7 +298,7 @@ run_retry(sqlite3 *db, void *arg)
 	struct retry_job *j = arg;
 	sqlite3_stmt *s = NULL;
 	int rc;
-	if ((rc = prep(db, "UPDATE webhook_outbox SET status = 'pending', next_attempt_at = ?,"
+	if ((rc = sql_prepare(db, "UPDATE webhook_outbox SET status = 'pending', next_attempt_at = ?,"
 	                   " updated_at = ? WHERE id = ?", &s)) != 0)
 		goto out;
 	if (sqlite3_bind_int64(s, 1, j->now) != SQLITE_OK ||
@@ -318,7 +309,7 @@ run_retry(sqlite3 *db, void *arg)
 	}
 	rc = sqlite3_changes(db) == 1 ? 0 : FGW_ERR_NOT_FOUND;
 out:
-	sqlite3_finalize(s);
+	sql_release(s);
 	return rc;
 }
 
@@ -369,7 +360,7 @@ store_outbox_due(struct store_reader *r, int64_t now_ms, struct store_outbox_row
 	sqlite3_stmt *s = NULL;
 	int rc;
 	*n = 0;
-	if ((rc = prep(store_reader_db(r),
+	if ((rc = sql_prepare(store_reader_db(r),
 	               "SELECT " OUTBOX_COLS ", payload FROM webhook_outbox"
 	               " WHERE status = 'pending' AND next_attempt_at <= ?"
 	               " ORDER BY next_attempt_at LIMIT ?", &s)) != 0)
@@ -389,7 +380,7 @@ store_outbox_due(struct store_reader *r, int64_t now_ms, struct store_outbox_row
 	}
 	rc = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : FGW_ERR_DB;
 out:
-	sqlite3_finalize(s);
+	sql_release(s);
 	if (rc != 0) {
 		for (int i = 0; i < *n; i++)
 			store_outbox_row_clear(&out[i]);
@@ -409,9 +400,9 @@ store_outbox_list(struct store_reader *r, int limit,
 	sqlite3_stmt *s = NULL, *a = NULL;
 	struct store_outbox_row row;
 	int rc;
-	if ((rc = prep(db, "SELECT " OUTBOX_COLS " FROM webhook_outbox"
+	if ((rc = sql_prepare(db, "SELECT " OUTBOX_COLS " FROM webhook_outbox"
 	                   " ORDER BY created_at DESC, id LIMIT ?", &s)) != 0 ||
-	    (rc = prep(db, "SELECT attempt, at, http_status, error, elapsed_ms, outcome"
+	    (rc = sql_prepare(db, "SELECT attempt, at, http_status, error, elapsed_ms, outcome"
 	                   " FROM webhook_attempts WHERE outbox_id = ? ORDER BY seq", &a)) != 0)
 		goto out;
 	if (sqlite3_bind_int(s, 1, limit) != SQLITE_OK) {
@@ -438,7 +429,7 @@ store_outbox_list(struct store_reader *r, int limit,
 	}
 	rc = rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
 out:
-	sqlite3_finalize(s);
-	sqlite3_finalize(a);
+	sql_release(s);
+	sql_release(a);
 	return rc;
 }

@@ -30,6 +30,7 @@
 #include "core/util.h"
 #include "store/methods.h"
 #include "store/schema.h"
+#include "store/sqlutil.h"
 #include "store/store.h"
 #include "store/reconcile.h"
 #include "store/store_int.h"
@@ -641,6 +642,58 @@ test_schema_v7_upgrade(void)
 	             1);
 end:
 	fix_teardown(&f);
+	TT_END;
+}
+
+/* The statement cache: one prepared statement per SQL literal and
+ * connection, reset on release, refused while in use, finalized on
+ * detach; a connection without a cache prepares and finalizes. */
+static int
+test_statement_cache(void)
+{
+	static const char q1[] = "SELECT ?1 + 1";
+	static const char q2[] = "SELECT 2";
+	sqlite3 *db = NULL, *plain = NULL;
+	sqlite3_stmt *a = NULL, *b = NULL, *c = NULL;
+	TT_BEGIN;
+	CHECK_EQ_INT(sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	CHECK_EQ_INT(sqlite3_open_v2(":memory:", &plain, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	CHECK_EQ_INT(sql_cache_attach(db), 0);
+	CHECK_EQ_INT(sql_prepare(db, q1, &a), 0);
+	CHECK_EQ_INT(sqlite3_bind_int(a, 1, 41), SQLITE_OK);
+	CHECK_EQ_INT(sqlite3_step(a), SQLITE_ROW);
+	CHECK_EQ_INT(sqlite3_column_int(a, 0), 42);
+	/* In use (stepped, not released): refused, not shared. */
+	CHECK_EQ_INT(sql_prepare(db, q1, &b), FGW_ERR_INTERNAL);
+	CHECK(b == NULL);
+	CHECK_EQ_INT(sql_prepare(db, q2, &c), 0);
+	CHECK(c != a);
+	sql_release(c);
+	sql_release(a);
+	/* Released: the same statement again, reset and unbound. */
+	CHECK_EQ_INT(sql_prepare(db, q1, &b), 0);
+	CHECK(b == a);
+	CHECK_EQ_INT(sqlite3_step(b), SQLITE_ROW);
+	CHECK_EQ_INT(sqlite3_column_type(b, 0), SQLITE_NULL); /* NULL + 1 */
+	sql_release(b);
+	CHECK(sqlite3_next_stmt(db, NULL) != NULL);
+	/* Bad SQL is refused and not cached. */
+	CHECK_EQ_INT(sql_prepare(db, "SELEKT", &c), FGW_ERR_DB);
+	CHECK(c == NULL);
+	sql_cache_detach(db);
+	CHECK(sqlite3_next_stmt(db, NULL) == NULL);
+	/* Without a cache: a new statement each time, finalized on release. */
+	CHECK_EQ_INT(sql_prepare(plain, q1, &a), 0);
+	sql_release(a);
+	CHECK(sqlite3_next_stmt(plain, NULL) == NULL);
+	a = NULL;
+	sql_cache_detach(plain); /* never attached: nothing to do */
+	CHECK_EQ_INT(sqlite3_close(db), SQLITE_OK); /* nothing left open */
+	db = NULL;
+end:
+	sql_cache_detach(db);
+	sqlite3_close(db);
+	sqlite3_close(plain);
 	TT_END;
 }
 
@@ -2190,6 +2243,7 @@ static const struct tt_case cases[] = {
 	{ "reconcile_and_refunds", test_reconcile_and_refunds },
 	{ "schema", test_schema },
 	{ "schema_v7_upgrade", test_schema_v7_upgrade },
+	{ "statement_cache", test_statement_cache },
 	{ "status_moves", test_status_moves },
 	{ "roundtrip", test_roundtrip },
 	{ "reactor_thread", test_reactor_thread },
