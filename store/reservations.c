@@ -794,10 +794,18 @@ resv_get(struct store_reader *rd, const char *customer, const char *id, struct r
 int
 resv_links_txn(struct store_reader *rd, const char *id, const char *txn_id)
 {
+	sqlite3 *db = store_reader_db(rd);
 	sqlite3_stmt *s = NULL;
 	int r, rc;
-	if ((r = sql_prepare(store_reader_db(rd), "SELECT 1 FROM reservations WHERE id = ?1"
-	                                  " AND txn_id = ?2", &s)) != 0)
+	/* The answer must come from a fresh snapshot. A statement left
+	 * mid-step on this connection would keep an older one open: then
+	 * say "unknown" and let the caller queue the job. */
+	for (s = sqlite3_next_stmt(db, NULL); s != NULL; s = sqlite3_next_stmt(db, s)) {
+		if (sqlite3_stmt_busy(s))
+			return FGW_ERR_STATE;
+	}
+	if ((r = sql_prepare(db, "SELECT 1 FROM reservations WHERE id = ?1 AND txn_id = ?2",
+	                     &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, id);
 	sql_bind_text_or_null(s, 2, txn_id);

@@ -152,8 +152,9 @@ int resv_get(struct store_reader *rd, const char *customer, const char *id,
              struct resv_row *out);
 /* 1 when reservation id's current payment attempt is txn_id (a convert
  * linked it), 0 when not (no such reservation, or another attempt), or a
- * negative FGW_ERR_* code when the read failed. The cheap test before a
- * resv_payment_moved that would change nothing. */
+ * negative FGW_ERR_* code when the read failed or could not be from a
+ * fresh snapshot (another statement of rd still mid-step). The cheap test
+ * before a resv_payment_moved that would change nothing. */
 int resv_links_txn(struct store_reader *rd, const char *id, const char *txn_id);
 /* Page of a customer's reservations, newest first; status NULL = all.
  * *rows malloc'ed (n of them), *total the count over all pages. */

@@ -10,11 +10,13 @@
 #include <unistd.h>
 
 #include <sodium.h>
+#include <sqlite3.h>
 
 #include "core/err.h"
 #include "core/util.h"
 #include "store/reservations.h"
 #include "store/store.h"
+#include "store/store_int.h"
 #include "tt.h"
 
 #define DAY 86400000LL
@@ -221,6 +223,40 @@ end:
 	TT_END;
 }
 
+/* The listener's cheap test: only a hold's current attempt is linked, and
+ * a reader with an older snapshot open answers "unknown". */
+static int
+test_links_txn(void)
+{
+	struct fix f;
+	enum resv_err e = RESV_OK;
+	sqlite3_stmt *open_read = NULL;
+	int64_t later = fgw_now_ms() + 60000;
+	TT_BEGIN;
+	CHECK(fix_setup(&f) == 0);
+	CHECK(hold(&f, "r1", "s1", 2, later, &e) == 0);
+	CHECK_EQ_INT(resv_links_txn(f.rd, "r1", "txn_a"), 0); /* not converted yet */
+	CHECK(convert(&f, "r1", "txn_a", f.now, &e) == 0);
+	CHECK_EQ_INT(resv_links_txn(f.rd, "r1", "txn_a"), 1);
+	CHECK_EQ_INT(resv_links_txn(f.rd, "r1", "txn_b"), 0);
+	CHECK_EQ_INT(resv_links_txn(f.rd, "res_website_own", "txn_a"), 0);
+	CHECK(moved(&f, "r1", "txn_a", "declined") == 0);
+	CHECK(convert(&f, "r1", "txn_c", f.now, &e) == 0);
+	CHECK_EQ_INT(resv_links_txn(f.rd, "r1", "txn_a"), 0); /* superseded */
+	CHECK_EQ_INT(resv_links_txn(f.rd, "r1", "txn_c"), 1);
+	CHECK_EQ_INT(sqlite3_prepare_v2(store_reader_db(f.rd), "SELECT id FROM time_slots", -1,
+	                                &open_read, NULL), SQLITE_OK);
+	CHECK_EQ_INT(sqlite3_step(open_read), SQLITE_ROW);
+	CHECK_EQ_INT(resv_links_txn(f.rd, "r1", "txn_c"), FGW_ERR_STATE);
+	sqlite3_finalize(open_read);
+	open_read = NULL;
+	CHECK_EQ_INT(resv_links_txn(f.rd, "r1", "txn_c"), 1);
+end:
+	sqlite3_finalize(open_read);
+	fix_teardown(&f);
+	TT_END;
+}
+
 static int
 test_expiry_and_refund_release_once(void)
 {
@@ -322,6 +358,7 @@ end:
 static const struct tt_case cases[] = {
 	{ "capacity", test_capacity },
 	{ "convert_rules_and_retry", test_convert_rules_and_retry },
+	{ "links_txn", test_links_txn },
 	{ "expiry_and_refund_release_once", test_expiry_and_refund_release_once },
 	{ "confirm_and_capacity_changes", test_confirm_and_capacity_changes },
 	{ "catalogue_refuses_bad_input", test_catalogue_refuses_bad_input },
