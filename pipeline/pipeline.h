@@ -229,7 +229,7 @@ struct txn {
 	int breaker_probe;
 	char proc_idem_key[96];
 	char reply_key_id[64];       /* gateway key the reply is sealed to */
-	unsigned char reply_pk[32];  /* and its public key ("" id: not read) */
+	unsigned char reply_pk[32];  /* and its public key (set with the id) */
 	struct httpc_req *http;
 	int row_created;
 	int reply_err;               /* httpc err of the processor call */
