@@ -32,6 +32,12 @@
  * Box key entries are allocated one by one and freed only by keyring_free
  * (expired ones are wiped and kept in a "grave"), so the id pointer that
  * keyring_box_key_id returns stays valid for the life of the ring.
+ *
+ * Each usable box key also caches the crypto_box shared keys it has with
+ * processor keys (crypto/box.h): computed on first use under the read
+ * lock, appended under peers_lock, wiped only with the key's secret (under
+ * the write lock: expiry, reload, free), so a reader holding the read lock
+ * may use a cached key without further locking.
  */
 #define LOG_MODULE "crypto"
 
@@ -53,6 +59,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "crypto/box.h"
 #include "crypto/keys.h"
 #include "crypto/secmem.h"
 
@@ -92,6 +99,14 @@ struct dkey {                   /* a vault data key */
 	struct secbuf *key;         /* 32 bytes */
 };
 
+#define BOX_PEERS_MAX 8          /* processor keys per box key (primary,
+                                   failover: a few); more are not cached */
+
+struct bpeer {                  /* a cached crypto_box_beforenm result */
+	unsigned char pk[crypto_box_PUBLICKEYBYTES];
+	struct secbuf *k;
+};
+
 struct bkey {                   /* a gateway X25519 box key pair */
 	char id[KEYRING_ID_MAX];    /* "gk_…" */
 	int64_t created_ms;
@@ -99,6 +114,8 @@ struct bkey {                   /* a gateway X25519 box key pair */
 	unsigned char pk[crypto_box_PUBLICKEYBYTES];
 	char *wrapped;              /* the secret key, wrapped */
 	struct secbuf *sk;          /* NULL once expired and wiped */
+	struct bpeer peers[BOX_PEERS_MAX];
+	size_t npeers;              /* read and appended under peers_lock */
 };
 
 struct skey {                   /* fingerprint, audit MAC, audit signing */
@@ -124,6 +141,7 @@ struct ring_state {             /* what keyring.json holds */
 struct keyring {
 	pthread_rwlock_t *lock;     /* a pointer so const functions can lock */
 	int lock_ready;
+	pthread_mutex_t peers_lock; /* appends to bkey.peers (see top) */
 	char dir[PATH_MAX];
 	char path[PATH_MAX];
 	char lock_path[PATH_MAX];
@@ -152,13 +170,26 @@ dkey_clear(struct dkey *k)
 	memset(k, 0, sizeof(*k));
 }
 
+/* Wipes a box key's secret and the shared keys made with it. */
+static void
+bkey_wipe(struct bkey *k)
+{
+	secbuf_free(k->sk);
+	k->sk = NULL;
+	free(k->wrapped);
+	k->wrapped = NULL;
+	for (size_t i = 0; i < k->npeers; i++)
+		secbuf_free(k->peers[i].k);
+	memset(k->peers, 0, sizeof(k->peers));
+	k->npeers = 0;
+}
+
 static void
 bkey_free(struct bkey *k)
 {
 	if (k == NULL)
 		return;
-	secbuf_free(k->sk);
-	free(k->wrapped);
+	bkey_wipe(k);
 	free(k);
 }
 
@@ -187,10 +218,7 @@ grave_add(struct keyring *kr, struct bkey *k)
 	if (g == NULL)
 		return FGW_ERR_NOMEM;
 	kr->grave = g;
-	secbuf_free(k->sk);
-	k->sk = NULL;
-	free(k->wrapped);
-	k->wrapped = NULL;
+	bkey_wipe(k);
 	kr->grave[kr->ngrave++] = k;
 	return FGW_OK;
 }
@@ -205,6 +233,21 @@ static int
 bkey_expired(const struct bkey *k, int64_t now)
 {
 	return k->expires_ms != 0 && now >= k->expires_ms;
+}
+
+/* The usable box key key_id; call with the read lock held. */
+static struct bkey *
+bkey_find_usable(struct keyring *kr, const char *key_id)
+{
+	int64_t now = fgw_now_ms();
+
+	if (key_id == NULL)
+		return NULL;
+	for (size_t i = 0; i < kr->st.nbk; i++)
+		if (strcmp(kr->st.bk[i]->id, key_id) == 0 &&
+		    bkey_usable(kr->st.bk[i], now))
+			return kr->st.bk[i];
+	return NULL;
 }
 
 /* Key ids: prefix + 1..(KEYRING_ID_MAX-1-prefix) base62 characters. */
@@ -1384,6 +1427,10 @@ lock_init(struct keyring *kr)
 	pthread_rwlockattr_destroy(&attr);
 	if (rc != 0)
 		return FGW_ERR_INTERNAL;
+	if (pthread_mutex_init(&kr->peers_lock, NULL) != 0) {
+		pthread_rwlock_destroy(kr->lock);
+		return FGW_ERR_INTERNAL;
+	}
 	kr->lock_ready = 1;
 	return FGW_OK;
 }
@@ -1512,8 +1559,10 @@ keyring_free(struct keyring *kr)
 	secbuf_free(kr->wrap_key);
 	secbuf_free(kr->check_key);
 	secbuf_free(kr->ring_key);
-	if (kr->lock_ready)
+	if (kr->lock_ready) {
 		pthread_rwlock_destroy(kr->lock);
+		pthread_mutex_destroy(&kr->peers_lock);
+	}
 	free(kr->lock);
 	free(kr);
 }
@@ -1719,12 +1768,8 @@ keyring_reload(struct keyring *kr, const char **err_msg)
 	kr->grave = g;
 	old = kr->st;
 	for (i = 0; i < old.nbk; i++) {
-		struct bkey *k = old.bk[i];
-		secbuf_free(k->sk);
-		k->sk = NULL;
-		free(k->wrapped);
-		k->wrapped = NULL;
-		kr->grave[kr->ngrave++] = k;
+		bkey_wipe(old.bk[i]);
+		kr->grave[kr->ngrave++] = old.bk[i];
 	}
 	old.nbk = 0;
 	/* The fingerprint and audit keys are the same; keep ours, because
@@ -1896,18 +1941,13 @@ keyring_box_open(struct keyring *kr, const char *key_id,
 {
 	const struct bkey *k = NULL;
 	struct secbuf *p = NULL;
-	int64_t now = fgw_now_ms();
 	int r;
 
 	*plain = NULL;
 	if (key_id == NULL)
 		return FGW_ERR_NOT_FOUND;
 	rdlock(kr);
-	for (size_t i = 0; i < kr->st.nbk; i++)
-		if (strcmp(kr->st.bk[i]->id, key_id) == 0 &&
-		    bkey_usable(kr->st.bk[i], now))
-			k = kr->st.bk[i];
-	if (k == NULL) {
+	if ((k = bkey_find_usable(kr, key_id)) == NULL) {
 		r = FGW_ERR_NOT_FOUND;
 		goto out;
 	}
@@ -2075,5 +2115,107 @@ out:
 	}
 	free(cbuf);
 	secbuf_free(key);
+	return r;
+}
+
+/* ---- authenticated boxes with processors (crypto/box.h) -------------- */
+
+/* The cached shared key with peer, or NULL; call with peers_lock held. */
+static struct secbuf *
+peer_find(const struct bkey *k, const unsigned char *peer)
+{
+	for (size_t i = 0; i < k->npeers; i++)
+		if (memcmp(k->peers[i].pk, peer, crypto_box_PUBLICKEYBYTES) == 0)
+			return k->peers[i].k;
+	return NULL;
+}
+
+/* The shared key of box key key_id and peer: *k points at the cached one,
+ * or at *tmp (the caller frees it) when the cache is full. Call with the
+ * read lock held; *k stays valid while it is. */
+static int
+box_shared(struct keyring *kr, const char *key_id, const unsigned char *peer,
+           const unsigned char **k, struct secbuf **tmp)
+{
+	struct bkey *bk;
+	struct secbuf *nk = NULL, *have;
+	int r;
+
+	*tmp = NULL;
+	if ((bk = bkey_find_usable(kr, key_id)) == NULL)
+		return FGW_ERR_NOT_FOUND;
+	pthread_mutex_lock(&kr->peers_lock);
+	have = peer_find(bk, peer);
+	pthread_mutex_unlock(&kr->peers_lock);
+	if (have != NULL) {
+		*k = have->data;
+		return FGW_OK;
+	}
+	/* The X25519 runs outside peers_lock; two threads may both compute
+	 * the same key, the second then drops its copy. */
+	if ((r = secbuf_alloc(&nk, crypto_box_BEFORENMBYTES)) != FGW_OK)
+		return r;
+	if (crypto_box_beforenm(nk->data, peer, bk->sk->data) != 0) {
+		secbuf_free(nk);
+		return FGW_ERR_CRYPTO; /* a low-order peer key */
+	}
+	pthread_mutex_lock(&kr->peers_lock);
+	if ((have = peer_find(bk, peer)) == NULL && bk->npeers < BOX_PEERS_MAX) {
+		memcpy(bk->peers[bk->npeers].pk, peer, crypto_box_PUBLICKEYBYTES);
+		bk->peers[bk->npeers++].k = have = nk;
+		nk = NULL; /* owned by the cache now */
+	}
+	pthread_mutex_unlock(&kr->peers_lock);
+	if (have != NULL) {
+		secbuf_free(nk);
+		*k = have->data;
+	} else {
+		*k = nk->data;
+		*tmp = nk;
+	}
+	return FGW_OK;
+}
+
+int
+keyring_box_seal_to(struct keyring *kr, const char *key_id,
+                    const unsigned char peer[32], const void *m, size_t mlen,
+                    unsigned char *out)
+{
+	const unsigned char *k = NULL;
+	struct secbuf *tmp = NULL;
+	int r;
+
+	rdlock(kr);
+	if ((r = box_shared(kr, key_id, peer, &k, &tmp)) == FGW_OK)
+		box_seal_afternm(k, BOX_DIR_RING, m, mlen, out);
+	unlock(kr);
+	secbuf_free(tmp);
+	return r;
+}
+
+int
+keyring_box_open_from(struct keyring *kr, const char *key_id,
+                      const unsigned char peer[32], const unsigned char *c,
+                      size_t clen, struct secbuf **plain)
+{
+	const unsigned char *k = NULL;
+	struct secbuf *tmp = NULL, *p = NULL;
+	int r;
+
+	*plain = NULL;
+	if (clen < BOX_OVERHEAD)
+		return FGW_ERR_CRYPTO;
+	rdlock(kr);
+	if ((r = box_shared(kr, key_id, peer, &k, &tmp)) != FGW_OK ||
+	    (r = secbuf_alloc(&p, clen - BOX_OVERHEAD)) != FGW_OK ||
+	    (r = box_open_afternm(k, BOX_DIR_STANDALONE, c, clen, p->data)) !=
+	        FGW_OK)
+		goto out;
+	*plain = p;
+	p = NULL; /* owned by the caller now */
+out:
+	unlock(kr);
+	secbuf_free(tmp);
+	secbuf_free(p);
 	return r;
 }

@@ -118,6 +118,19 @@ int keyring_box_open(struct keyring *kr, const char *key_id,
                      const unsigned char *c, size_t clen,
                      struct secbuf **plain);
 
+/* Room-internal, for crypto/box.c: a box between box key key_id (current
+ * or in grace) and a processor's public key, with their shared key
+ * computed once and cached with the box key (wiped when it expires or the
+ * ring is reloaded). seal_to writes mlen + BOX_OVERHEAD bytes to out;
+ * open_from opens a box the processor made. FGW_ERR_NOT_FOUND: unknown or
+ * expired key id; FGW_ERR_CRYPTO: unusable peer key or does not open. */
+int keyring_box_seal_to(struct keyring *kr, const char *key_id,
+                        const unsigned char peer[32], const void *m,
+                        size_t mlen, unsigned char *out);
+int keyring_box_open_from(struct keyring *kr, const char *key_id,
+                          const unsigned char peer[32], const unsigned char *c,
+                          size_t clen, struct secbuf **plain);
+
 /* ---- ADDED (issue 7: checkpoints and backups) ------------------------- */
 
 /* keyring_audit_sign in the shape the store's checkpoint job takes. */

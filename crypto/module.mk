@@ -1,5 +1,6 @@
 # Key ring, vault, sealed boxes, secure memory.
 CRYPTO_SRC := crypto/secmem.c crypto/keys.c crypto/vault.c crypto/sealed.c \
+              crypto/box.c \
               crypto/wipealloc.c crypto/tls.c
 # HMAC signatures (webhooks) and JWT verification: a separate archive so it
 # builds on its own; same room.

@@ -5,7 +5,7 @@
  * Opening with the gateway's key goes through the key ring (the secret
  * never leaves crypto/keys.c); opening with a standalone key pair (the
  * sandbox) uses the pair's own guarded secret. Public key files are JSON
- * {"keyId","algorithm":"x25519-sealedbox","publicKey"}.
+ * {"keyId","algorithm":"x25519-sealedbox" or "x25519-box","publicKey"}.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,29 +16,37 @@
 
 #include "core/err.h"
 #include "core/util.h"
+#include "crypto/box.h"
 #include "crypto/keys.h"
 #include "crypto/sealed.h"
 #include "crypto/secmem.h"
 
-#define ALGORITHM "x25519-sealedbox"
+static const char *const alg_names[] = {
+	[SEALED_ALG_SEALEDBOX] = "x25519-sealedbox",
+	[SEALED_ALG_BOX] = "x25519-box",
+};
 #define PUBKEY_FILE_MAX 4096
+
+struct open_ctx {
+	struct keyring *kr;
+	const char *key_id;
+};
+
+static int
+ring_opener(void *arg, const unsigned char *c, size_t clen,
+            struct secbuf **plain)
+{
+	const struct open_ctx *x = arg;
+	return keyring_box_open(x->kr, x->key_id, c, clen, plain);
+}
 
 int
 sealed_open_b64(struct keyring *kr, const char *key_id, const char *b64,
                 size_t b64len, struct secbuf **plain)
 {
-	unsigned char *c = NULL;
-	size_t clen = 0;
-	int r;
+	struct open_ctx x = { kr, key_id };
 
-	*plain = NULL;
-	if (b64 == NULL)
-		return FGW_ERR_INVALID;
-	if ((r = fgw_b64_decode(b64, b64len, &c, &clen)) != FGW_OK)
-		return r;
-	r = keyring_box_open(kr, key_id, c, clen, plain);
-	free(c);
-	return r;
+	return box_b64_open(ring_opener, &x, b64, b64len, plain);
 }
 
 int
@@ -81,8 +89,13 @@ pubkey_parse(const char *text, size_t len, struct sealed_pubkey *out)
 	pk = cJSON_GetObjectItemCaseSensitive(root, "publicKey");
 	if (!cJSON_IsString(id) || !cJSON_IsString(alg) || !cJSON_IsString(pk))
 		goto out;
-	if (strcmp(alg->valuestring, ALGORITHM) != 0 ||
-	    id->valuestring[0] == '\0' ||
+	if (strcmp(alg->valuestring, alg_names[SEALED_ALG_SEALEDBOX]) == 0)
+		out->alg = SEALED_ALG_SEALEDBOX;
+	else if (strcmp(alg->valuestring, alg_names[SEALED_ALG_BOX]) == 0)
+		out->alg = SEALED_ALG_BOX;
+	else
+		goto out;
+	if (id->valuestring[0] == '\0' ||
 	    fgw_strlcpy(out->key_id, id->valuestring, sizeof(out->key_id)) !=
 	        FGW_OK)
 		goto out;
@@ -137,7 +150,8 @@ keypair_id(const char *prefix, const unsigned char pk[32], char *out,
 }
 
 static int
-pubkey_write(const char *path, const char *key_id, const unsigned char pk[32])
+pubkey_write(const char *path, const char *key_id, const unsigned char pk[32],
+             enum sealed_alg alg)
 {
 	char *b64 = NULL, *text = NULL;
 	size_t cap;
@@ -145,15 +159,15 @@ pubkey_write(const char *path, const char *key_id, const unsigned char pk[32])
 
 	if ((r = fgw_b64_encode(pk, 32, &b64)) != FGW_OK)
 		return r;
-	cap = strlen(key_id) + strlen(b64) + 96;
+	cap = strlen(key_id) + strlen(b64) + strlen(alg_names[alg]) + 96;
 	if ((text = malloc(cap)) == NULL) {
 		r = FGW_ERR_NOMEM;
 		goto out;
 	}
 	n = snprintf(text, cap,
-	             "{\"keyId\":\"%s\",\"algorithm\":\"" ALGORITHM "\","
+	             "{\"keyId\":\"%s\",\"algorithm\":\"%s\","
 	             "\"publicKey\":\"%s\"}\n",
-	             key_id, b64);
+	             key_id, alg_names[alg], b64);
 	if (n < 0 || (size_t)n >= cap) {
 		r = FGW_ERR_INTERNAL;
 		goto out;
@@ -167,7 +181,7 @@ out:
 
 int
 sealed_keypair_load_or_create(const char *sk_path, const char *pub_path,
-                              const char *id_prefix,
+                              const char *id_prefix, enum sealed_alg alg,
                               struct sealed_keypair *out)
 {
 	struct sealed_pubkey onfile;
@@ -177,7 +191,8 @@ sealed_keypair_load_or_create(const char *sk_path, const char *pub_path,
 	memset(out, 0, sizeof(*out));
 	if (sodium_init() < 0)
 		return FGW_ERR_INTERNAL;
-	if (sk_path == NULL || id_prefix == NULL)
+	if (sk_path == NULL || id_prefix == NULL ||
+	    (alg != SEALED_ALG_SEALEDBOX && alg != SEALED_ALG_BOX))
 		return FGW_ERR_INVALID;
 	r = secbuf_read_secret_file(sk_path, crypto_box_SECRETKEYBYTES, &sk,
 	                            NULL);
@@ -200,9 +215,9 @@ sealed_keypair_load_or_create(const char *sk_path, const char *pub_path,
 	 * is missing or does not describe this key. */
 	if (pub_path != NULL &&
 	    (sealed_load_pubkey(pub_path, &onfile) != FGW_OK ||
-	     strcmp(onfile.key_id, out->key_id) != 0 ||
+	     strcmp(onfile.key_id, out->key_id) != 0 || onfile.alg != alg ||
 	     sodium_memcmp(onfile.pk, out->pk, sizeof(out->pk)) != 0) &&
-	    (r = pubkey_write(pub_path, out->key_id, out->pk)) != FGW_OK)
+	    (r = pubkey_write(pub_path, out->key_id, out->pk, alg)) != FGW_OK)
 		goto out;
 	out->sk = sk;
 	sk = NULL; /* owned by the key pair now */
@@ -220,40 +235,36 @@ sealed_keypair_clear(struct sealed_keypair *kp)
 	if (kp == NULL)
 		return;
 	secbuf_free(kp->sk);
+	box_peers_free(kp->peers);
 	memset(kp, 0, sizeof(*kp));
+}
+
+static int
+keypair_opener(void *arg, const unsigned char *c, size_t clen,
+               struct secbuf **plain)
+{
+	const struct sealed_keypair *kp = arg;
+	struct secbuf *p = NULL;
+	int r;
+
+	if (clen < crypto_box_SEALBYTES)
+		return FGW_ERR_CRYPTO;
+	if ((r = secbuf_alloc(&p, clen - crypto_box_SEALBYTES)) != FGW_OK)
+		return r;
+	if (crypto_box_seal_open(p->data, c, clen, kp->pk, kp->sk->data) != 0) {
+		secbuf_free(p);
+		return FGW_ERR_CRYPTO;
+	}
+	*plain = p;
+	return FGW_OK;
 }
 
 int
 sealed_open_with(const struct sealed_keypair *kp, const char *b64,
                  size_t b64len, struct secbuf **plain)
 {
-	struct secbuf *p = NULL;
-	unsigned char *c = NULL;
-	size_t clen = 0;
-	int r;
-
 	*plain = NULL;
 	if (kp == NULL || kp->sk == NULL)
 		return FGW_ERR_INVALID;
-	if (b64 == NULL)
-		return FGW_ERR_INVALID;
-	if ((r = fgw_b64_decode(b64, b64len, &c, &clen)) != FGW_OK)
-		return r;
-	if (clen < crypto_box_SEALBYTES) {
-		r = FGW_ERR_CRYPTO;
-		goto out;
-	}
-	if ((r = secbuf_alloc(&p, clen - crypto_box_SEALBYTES)) != FGW_OK)
-		goto out;
-	if (crypto_box_seal_open(p->data, c, clen, kp->pk, kp->sk->data) != 0) {
-		r = FGW_ERR_CRYPTO;
-		goto out;
-	}
-	*plain = p;
-	p = NULL; /* owned by the caller now */
-	r = FGW_OK;
-out:
-	free(c);
-	secbuf_free(p);
-	return r;
+	return box_b64_open(keypair_opener, (void *)kp, b64, b64len, plain);
 }

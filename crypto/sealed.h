@@ -5,7 +5,8 @@
  * (encryptedCard); the encrypt stage seals card fields to a processor's
  * public key; a processor seals its reply to the gateway's key. Public key
  * files are JSON {"keyId": "...", "algorithm": "x25519-sealedbox",
- * "publicKey": "<base64>"}.
+ * "publicKey": "<base64>"}; "x25519-box" says the key's holder also takes
+ * authenticated boxes (crypto/box.h) and answers in kind.
  */
 #ifndef FGW_CRYPTO_SEALED_H
 #define FGW_CRYPTO_SEALED_H
@@ -15,9 +16,12 @@
 struct keyring;
 struct secbuf;
 
+enum sealed_alg { SEALED_ALG_SEALEDBOX = 0, SEALED_ALG_BOX = 1 };
+
 struct sealed_pubkey {
 	char key_id[64];
 	unsigned char pk[32];
+	enum sealed_alg alg; /* what the public key file says */
 };
 
 /* Opens base64 sealed data addressed to the gateway key key_id (current or
@@ -33,14 +37,16 @@ int sealed_load_pubkey(const char *path, struct sealed_pubkey *out);
 
 /* A standalone key pair for a peer that has no key ring (the sandbox). The
  * secret key file holds 32 raw bytes (0600); the public key file is written
- * in the JSON form above. Creates both if the secret file is missing. */
+ * in the JSON form above, naming alg. Creates both if the secret file is
+ * missing. */
 struct sealed_keypair {
 	char key_id[64];
 	unsigned char pk[32];
 	struct secbuf *sk;
+	struct box_peers *peers; /* shared keys cached by crypto/box.c */
 };
 int sealed_keypair_load_or_create(const char *sk_path, const char *pub_path,
-                                  const char *id_prefix,
+                                  const char *id_prefix, enum sealed_alg alg,
                                   struct sealed_keypair *out);
 void sealed_keypair_clear(struct sealed_keypair *kp);
 /* Opens sealed base64 with a standalone key pair. */

@@ -218,7 +218,9 @@ struct txn {
 	int require_3ds;             /* a rule asked for 3-D Secure */
 
 	/* encrypt */
-	char *sealed_card_b64;
+	char *sealed_card_b64;       /* sealed, or boxed when card_boxed */
+	int card_boxed;              /* an x25519-box to the processor: its
+	                                reply must be boxed too */
 
 	/* post: the processor chosen for this transaction (by the encrypt
 	 * stage, through the breaker), NULL until then: txn_proc() */
@@ -227,6 +229,7 @@ struct txn {
 	int breaker_probe;
 	char proc_idem_key[96];
 	char reply_key_id[64];       /* gateway key the reply is sealed to */
+	unsigned char reply_pk[32];  /* and its public key (set with the id) */
 	struct httpc_req *http;
 	int row_created;
 	int reply_err;               /* httpc err of the processor call */

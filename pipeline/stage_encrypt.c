@@ -1,6 +1,9 @@
 /*
  * pipeline/stage_encrypt.c — request stage "encrypt": seals the card fields
- * the processor needs to the processor's key, then wipes PAN and CVC.
+ * the processor needs to the processor's key, then wipes PAN and CVC. A
+ * processor whose key says x25519-box (and whose adapter type speaks it)
+ * gets an authenticated box from the current gateway box key instead: no
+ * X25519 per message, and the reply box proves the processor wrote it.
  */
 #define LOG_MODULE "pipeline"
 
@@ -15,6 +18,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "crypto/box.h"
 #include "crypto/keys.h"
 #include "crypto/sealed.h"
 #include "crypto/secmem.h"
@@ -89,7 +93,16 @@ encrypt_run(struct txn *t)
 		goto out;
 	buf->data[o++] = '}';
 	buf->data[o] = '\0';
-	r = sealed_seal_b64(pc->pubkey.pk, buf->data, o, &t->sealed_card_b64);
+	if (pc->pubkey.alg == SEALED_ALG_BOX && txn_proc_type(t)->speaks_box) {
+		/* The reply key named in the request is the one boxed from. */
+		if ((r = keyring_box_current(t->env->kr, t->reply_key_id,
+		                             sizeof(t->reply_key_id), t->reply_pk)) == 0 &&
+		    (r = box_seal_b64(t->env->kr, t->reply_key_id, pc->pubkey.pk, buf->data, o,
+		                      &t->sealed_card_b64)) == 0)
+			t->card_boxed = 1;
+	} else {
+		r = sealed_seal_b64(pc->pubkey.pk, buf->data, o, &t->sealed_card_b64);
+	}
 out:
 	secbuf_free(buf);
 	/* The processor payload is sealed: the clear PAN and CVC are no

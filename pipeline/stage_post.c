@@ -51,13 +51,15 @@ send_to_processor(struct txn *t)
 	struct proc_clear_card clear;
 	struct txn_card *c = &t->req->card;
 	struct proc_http http;
-	unsigned char pk[32];
 	char *pk_b64 = NULL;
 	int r;
 
 	memset(&http, 0, sizeof(http));
-	if ((r = keyring_box_current(t->env->kr, t->reply_key_id, sizeof(t->reply_key_id), pk)) != 0 ||
-	    (r = fgw_b64_encode(pk, sizeof(pk), &pk_b64)) != 0)
+	/* A boxed card already named its reply key (encrypt stage). */
+	if ((t->reply_key_id[0] == '\0' &&
+	     (r = keyring_box_current(t->env->kr, t->reply_key_id, sizeof(t->reply_key_id),
+	                              t->reply_pk)) != 0) ||
+	    (r = fgw_b64_encode(t->reply_pk, sizeof(t->reply_pk), &pk_b64)) != 0)
 		return r;
 	memset(&preq, 0, sizeof(preq));
 	preq.operation = t->req->capture ? "purchase" : "authorize";
@@ -66,6 +68,7 @@ send_to_processor(struct txn *t)
 	preq.amount = t->req->amount;
 	preq.currency = t->req->currency;
 	preq.sealed_card_b64 = t->sealed_card_b64;
+	preq.card_boxed = t->card_boxed;
 	preq.sealed_key_id = txn_proc(t)->pubkey.key_id;
 	preq.reply_key_id = t->reply_key_id;
 	preq.reply_public_b64 = pk_b64;

@@ -1,6 +1,9 @@
 /*
  * pipeline/stage_reply.c — response stage "decrypt": opens the processor's
- * sealed reply and maps it (or the transport failure) to a result.
+ * sealed or boxed reply and maps it (or the transport failure) to a
+ * result. A request that went out boxed takes only a boxed reply: a
+ * sealed one (anyone can seal to our public key) is one that does not
+ * open.
  */
 #define LOG_MODULE "pipeline"
 
@@ -16,6 +19,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "crypto/box.h"
 #include "crypto/keys.h"
 #include "crypto/sealed.h"
 #include "crypto/secmem.h"
@@ -28,9 +32,13 @@ static int
 open_reply(struct txn *t, struct secbuf **plain)
 {
 	cJSON *o = fgw_json_parse_strict(t->reply_body, t->reply_len);
-	const cJSON *s = o ? cJSON_GetObjectItemCaseSensitive(o, "sealed") : NULL;
+	const char *name = t->card_boxed ? "boxed" : "sealed";
+	const cJSON *s = o ? cJSON_GetObjectItemCaseSensitive(o, name) : NULL;
 	int r = FGW_ERR_INVALID;
-	if (s != NULL && cJSON_IsString(s))
+	if (s != NULL && cJSON_IsString(s) && t->card_boxed)
+		r = box_open_b64(t->env->kr, t->reply_key_id, txn_proc(t)->pubkey.pk,
+		                 s->valuestring, strlen(s->valuestring), plain);
+	else if (s != NULL && cJSON_IsString(s))
 		r = sealed_open_b64(t->env->kr, t->reply_key_id, s->valuestring,
 		                    strlen(s->valuestring), plain);
 	cJSON_Delete(o);
@@ -67,6 +75,13 @@ reply_decrypt_map(struct txn *t)
 		r = pt->parse_reply(txn_proc(t), t->reply_status, (const char *)plain->data,
 		                    plain->len, &t->result);
 		secbuf_free(plain);
+		/* An answer the processor really wrote, but for another
+		 * transaction (a replayed reply), says nothing about this one. */
+		if (r == 0 && t->result.txn_ref[0] != '\0' && strcmp(t->result.txn_ref, t->id) != 0) {
+			log_txn_error(t->id, "processor reply is for another transaction");
+			proc_result_clear(&t->result);
+			r = FGW_ERR_CRYPTO;
+		}
 	} else {
 		r = pt->parse_reply(txn_proc(t), t->reply_status, t->reply_body,
 		                    t->reply_len, &t->result);

@@ -76,7 +76,9 @@ struct proc_request {
 	const char *idempotency_key; /* stable across retries of one attempt */
 	int64_t amount;
 	const char *currency;
-	const char *sealed_card_b64; /* sealed to the processor's key */
+	const char *sealed_card_b64; /* sealed to the processor's key, or
+	                                boxed (card_boxed, speaks_box types) */
+	int card_boxed;
 	const char *sealed_key_id;   /* the processor key id it was sealed to */
 	const char *reply_key_id;    /* gateway box key id for sealed replies */
 	const char *reply_public_b64;/* gateway box public key (base64) */
@@ -110,6 +112,8 @@ struct proc_result {
 	char reference[96];     /* processor's id for the charge */
 	char *next_action_json; /* owned, or NULL */
 	int64_t amount_refunded;/* status/refund answers: total refunded */
+	char txn_ref[72];       /* the transaction id the reply says it answers
+	                           ("" when the protocol carries none) */
 };
 void proc_result_clear(struct proc_result *r);
 
@@ -131,6 +135,9 @@ struct proc_config {
 struct proc_type {
 	const char *name;
 	int seals_reply;        /* 1: reply bodies are {"sealed": "..."} to our key */
+	/* 1: with a processor key of algorithm x25519-box the card goes out
+	 * boxed (crypto/box.h) and the reply must come back {"boxed": "..."}. */
+	int speaks_box;
 	/* A status answer "no such payment" (PROC_NOT_FOUND) is final only
 	 * this long after the attempt: a processor that finds payments
 	 * through a search index that lags behind writes (Stripe) must not

@@ -93,7 +93,8 @@ build_body(const struct proc_request *req, const char *card_key_id,
 	if (!cJSON_AddBoolToObject(root, "capture", capture) ||
 	    (card = cJSON_AddObjectToObject(root, "card")) == NULL ||
 	    (r = add_str(card, "keyId", card_key_id)) != 0 ||
-	    (r = add_str(card, "sealed", req->sealed_card_b64)) != 0)
+	    (r = add_str(card, req->card_boxed ? "boxed" : "sealed",
+	                 req->sealed_card_b64)) != 0)
 		goto out;
 	r = FGW_ERR_NOMEM;
 	if ((reply = cJSON_AddObjectToObject(root, "replyKey")) == NULL ||
@@ -231,6 +232,10 @@ parse_ok_body(const char *body, size_t len, struct proc_result *out)
 	    proc_json_str(root, "reference") == NULL)
 		goto unknown;
 	fgw_strlcpy(out->reference, id, sizeof(out->reference));
+	/* Too long to be one of ours: it then matches no transaction. */
+	if (fgw_strlcpy(out->txn_ref, proc_json_str(root, "reference"),
+	                sizeof(out->txn_ref)) != FGW_OK)
+		fgw_strlcpy(out->txn_ref, "?", sizeof(out->txn_ref));
 
 	refunded = cJSON_GetObjectItemCaseSensitive(root, "amountRefunded");
 	if (cJSON_IsNumber(refunded) && refunded->valuedouble >= 0 &&
@@ -435,6 +440,7 @@ sbx_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status,
 const struct proc_type proc_type_sandbox = {
 	.name = "sandbox",
 	.seals_reply = 1,
+	.speaks_box = 1,
 	.build = sbx_build,
 	.parse_reply = sbx_parse_reply,
 	.build_op = sbx_build_op,

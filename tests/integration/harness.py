@@ -272,6 +272,11 @@ def _libsodium():
         lib.crypto_box_seal.argtypes = [ctypes.c_char_p, ctypes.c_char_p,
                                         ctypes.c_ulonglong, ctypes.c_char_p]
         lib.crypto_box_seal.restype = ctypes.c_int
+        buf, ull = ctypes.c_char_p, ctypes.c_ulonglong
+        lib.crypto_box_easy_afternm.argtypes = [buf, buf, ull, buf, buf]
+        lib.crypto_box_open_easy_afternm.argtypes = [buf, buf, ull, buf, buf]
+        lib.crypto_box_beforenm.argtypes = [buf, buf, buf]
+        lib.crypto_box_keypair.argtypes = [buf, buf]
         _sodium = lib
     return _sodium
 
@@ -286,6 +291,47 @@ def seal(public_key_b64, plaintext):
     out = ctypes.create_string_buffer(len(plaintext) + CRYPTO_BOX_SEALBYTES)
     assert _libsodium().crypto_box_seal(out, plaintext, len(plaintext), pk) == 0
     return base64.b64encode(out.raw).decode()
+
+
+BOX_NONCEBYTES = 24
+BOX_MACBYTES = 16
+
+
+def box_keypair():
+    """A fresh X25519 key pair (public, secret) as bytes."""
+    pk, sk = ctypes.create_string_buffer(32), ctypes.create_string_buffer(32)
+    assert _libsodium().crypto_box_keypair(pk, sk) == 0
+    return pk.raw, sk.raw
+
+
+def box_shared(peer_pk, own_sk):
+    """crypto_box_beforenm: the shared key of an x25519-box pair."""
+    k = ctypes.create_string_buffer(32)
+    assert _libsodium().crypto_box_beforenm(k, peer_pk, own_sk) == 0
+    return k.raw
+
+
+def box_seal(k, plaintext, direction):
+    """An x25519-box (docs/keys.md): base64 of nonce || crypto_box_easy_afternm,
+    the nonce's lowest bit = direction (0 gateway-made, 1 processor-made)."""
+    nonce = bytearray(os.urandom(BOX_NONCEBYTES))
+    nonce[0] = (nonce[0] & 0xFE) | direction
+    nonce = bytes(nonce)
+    out = ctypes.create_string_buffer(len(plaintext) + BOX_MACBYTES)
+    assert _libsodium().crypto_box_easy_afternm(out, plaintext, len(plaintext), nonce, k) == 0
+    return base64.b64encode(nonce + out.raw).decode()
+
+
+def box_open(k, b64, direction):
+    """Opens an x25519-box made in direction; None when it does not open."""
+    data = base64.b64decode(b64)
+    if len(data) < BOX_NONCEBYTES + BOX_MACBYTES or data[0] & 1 != direction:
+        return None
+    c = data[BOX_NONCEBYTES:]
+    out = ctypes.create_string_buffer(len(c) - BOX_MACBYTES)
+    if _libsodium().crypto_box_open_easy_afternm(out, c, len(c), data[:BOX_NONCEBYTES], k) != 0:
+        return None
+    return out.raw
 
 
 def seal_card(public_key_b64, card_dict):
@@ -784,9 +830,10 @@ class Receiver:
     """A website's webhook endpoint on 127.0.0.1 (http.server in a thread).
 
     statuses: answers for the first requests in order (then 200). Every
-    request is kept as (headers dict, body bytes, time)."""
+    request is kept as (headers dict, body bytes, time). respond, if
+    given, makes each answer instead: body bytes -> (status, JSON dict)."""
 
-    def __init__(self, statuses=()):
+    def __init__(self, statuses=(), respond=None):
         self.statuses = list(statuses)
         self.requests = []
         self.lock = threading.Lock()
@@ -799,10 +846,14 @@ class Receiver:
                 with outer.lock:
                     outer.requests.append((dict(self.headers.items()), body, time.time()))
                     status = outer.statuses.pop(0) if outer.statuses else 200
+                data = b"{}"
+                if respond is not None:
+                    status, doc = respond(body)
+                    data = json.dumps(doc).encode()
                 self.send_response(status)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(b"{}")
+                self.wfile.write(data)
 
             def log_message(self, *args):
                 pass

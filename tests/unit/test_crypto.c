@@ -1,7 +1,7 @@
 /*
  * tests/unit/test_crypto.c — crypto/: secure memory, the key ring (KEK
  * sources, file format, integrity, rotation, concurrency), vault blobs,
- * fingerprints and sealed boxes.
+ * fingerprints, sealed boxes and authenticated boxes.
  *
  * Every case works in its own mkdtemp directory under /tmp and removes it.
  * Cases that move the clock put it back before they return.
@@ -25,6 +25,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "crypto/box.h"
 #include "crypto/keys.h"
 #include "crypto/sealed.h"
 #include "crypto/secmem.h"
@@ -1124,7 +1125,7 @@ test_sealed_keypair(void)
 	snprintf(skp, sizeof(skp), "%s/sandbox.key", t.dir);
 	snprintf(pubp, sizeof(pubp), "%s/sandbox.pub.json", t.dir);
 	CHECK_EQ_INT(sealed_load_pubkey(pubp, &pub), FGW_ERR_NOT_FOUND);
-	CHECK_EQ_INT(sealed_keypair_load_or_create(skp, pubp, "sbx_", &a), 0);
+	CHECK_EQ_INT(sealed_keypair_load_or_create(skp, pubp, "sbx_", SEALED_ALG_SEALEDBOX, &a), 0);
 	CHECK(strncmp(a.key_id, "sbx_", 4) == 0);
 	CHECK_EQ_INT(strlen(a.key_id), 4 + 16);
 	CHECK_EQ_INT(mode_of(skp), 0600);
@@ -1134,7 +1135,7 @@ test_sealed_keypair(void)
 	CHECK(memcmp(pub.pk, a.pk, 32) == 0);
 	/* Reload: same id, same key; a lost public file is rewritten. */
 	CHECK(unlink(pubp) == 0);
-	CHECK_EQ_INT(sealed_keypair_load_or_create(skp, pubp, "sbx_", &b), 0);
+	CHECK_EQ_INT(sealed_keypair_load_or_create(skp, pubp, "sbx_", SEALED_ALG_SEALEDBOX, &b), 0);
 	CHECK_STR(b.key_id, a.key_id);
 	CHECK(memcmp(b.pk, a.pk, 32) == 0);
 	CHECK_EQ_INT(sealed_load_pubkey(pubp, &pub), 0);
@@ -1152,7 +1153,7 @@ test_sealed_keypair(void)
 	CHECK(b.sk == NULL);
 	/* A secret key file readable by others is refused. */
 	CHECK(chmod(skp, 0644) == 0);
-	CHECK_EQ_INT(sealed_keypair_load_or_create(skp, pubp, "sbx_", &b),
+	CHECK_EQ_INT(sealed_keypair_load_or_create(skp, pubp, "sbx_", SEALED_ALG_SEALEDBOX, &b),
 	             FGW_ERR_INVALID);
 	/* Bad public key files. */
 	{
@@ -1185,6 +1186,255 @@ end:
 	secbuf_free(p);
 	sealed_keypair_clear(&a);
 	sealed_keypair_clear(&b);
+	tdir_free(&t);
+	TT_END;
+}
+
+/* ---- authenticated boxes (crypto/box.h) ------------------------------ */
+
+/* A ring-made box to peer, checked with plain crypto_box_open_easy and
+ * the peer's secret: the wire form is nonce || crypto_box_easy output. */
+static int
+ring_box_check(struct keyring *kr, const char *key_id,
+               const unsigned char gw_pk[32], const unsigned char peer_pk[32],
+               const unsigned char peer_sk[32], const char *msg)
+{
+	char *b64 = NULL;
+	unsigned char *c = NULL, m[256];
+	size_t clen = 0, len = strlen(msg);
+	int r = box_seal_b64(kr, key_id, peer_pk, msg, len, &b64);
+	if (r == FGW_OK)
+		r = fgw_b64_decode(b64, strlen(b64), &c, &clen);
+	if (r == FGW_OK &&
+	    (clen != len + BOX_OVERHEAD || (c[0] & 1) != 0 ||
+	     crypto_box_open_easy(m, c + 24, clen - 24, c, gw_pk, peer_sk) != 0 ||
+	     memcmp(m, msg, len) != 0))
+		r = -100;
+	free(b64);
+	free(c);
+	return r;
+}
+
+/* Request (ring -> kp) and reply (kp -> ring) round trips. */
+static int
+box_both_ways(struct keyring *kr, const char *key_id,
+              const unsigned char gw_pk[32], struct sealed_keypair *kp)
+{
+	char *b64 = NULL;
+	struct secbuf *p = NULL;
+	int r = box_seal_b64(kr, key_id, kp->pk, "card", 4, &b64);
+	if (r == FGW_OK)
+		r = box_open_with(kp, gw_pk, b64, strlen(b64), &p);
+	if (r == FGW_OK && (p->len != 4 || memcmp(p->data, "card", 4) != 0))
+		r = -100;
+	secbuf_free(p);
+	p = NULL;
+	free(b64);
+	b64 = NULL;
+	if (r == FGW_OK)
+		r = box_seal_with(kp, gw_pk, "reply", 5, &b64);
+	if (r == FGW_OK)
+		r = box_open_b64(kr, key_id, kp->pk, b64, strlen(b64), &p);
+	if (r == FGW_OK && (p->len != 5 || memcmp(p->data, "reply", 5) != 0))
+		r = -101;
+	secbuf_free(p);
+	free(b64);
+	return r;
+}
+
+/* b64 with byte i of its decoding flipped by mask (malloc'ed). */
+static char *
+flipped(const char *b64, size_t i, unsigned char mask)
+{
+	unsigned char *c = NULL;
+	size_t clen = 0;
+	char *out = NULL;
+	if (fgw_b64_decode(b64, strlen(b64), &c, &clen) == FGW_OK && i < clen) {
+		c[i] ^= mask;
+		if (fgw_b64_encode(c, clen, &out) != FGW_OK)
+			out = NULL;
+	}
+	free(c);
+	return out;
+}
+
+static int
+test_box(void)
+{
+	struct tdir t;
+	struct keyring *kr = NULL;
+	struct keyring_opts o;
+	struct sealed_keypair kp, other;
+	struct sealed_pubkey pub;
+	unsigned char gw_pk[32], zero[32], many_pk[10][32], many_sk[10][32];
+	char id[KEYRING_ID_MAX], skp[160], pubp[160], skp2[160];
+	char *req = NULL, *rep = NULL, *bad = NULL, *sealed = NULL;
+	struct secbuf *p = NULL;
+	TT_BEGIN;
+	memset(&kp, 0, sizeof(kp));
+	memset(&other, 0, sizeof(other));
+	memset(zero, 0, sizeof(zero));
+	CHECK(tdir_new(&t) == 0);
+	o = file_opts(&t, 1);
+	CHECK_EQ_INT(keyring_open(&o, &kr, NULL), 0);
+	CHECK_EQ_INT(keyring_box_current(kr, id, sizeof(id), gw_pk), 0);
+	snprintf(skp, sizeof(skp), "%s/p.key", t.dir);
+	snprintf(skp2, sizeof(skp2), "%s/q.key", t.dir);
+	snprintf(pubp, sizeof(pubp), "%s/p.pub.json", t.dir);
+	CHECK_EQ_INT(sealed_keypair_load_or_create(skp, pubp, "sbx_", SEALED_ALG_BOX, &kp), 0);
+	CHECK_EQ_INT(sealed_load_pubkey(pubp, &pub), 0);
+	CHECK_EQ_INT(pub.alg, SEALED_ALG_BOX);
+	CHECK(memcmp(pub.pk, kp.pk, 32) == 0);
+	CHECK_EQ_INT(sealed_keypair_load_or_create(skp2, NULL, "sbx_", SEALED_ALG_BOX, &other), 0);
+
+	/* Round trips, twice (the second from the caches). */
+	CHECK_EQ_INT(box_both_ways(kr, id, gw_pk, &kp), 0);
+	CHECK_EQ_INT(box_both_ways(kr, id, gw_pk, &kp), 0);
+	CHECK_EQ_INT(box_both_ways(kr, id, gw_pk, &other), 0);
+	CHECK_EQ_INT(box_seal_b64(kr, id, kp.pk, "{\"number\":\"4242\"}", 17, &req), 0);
+	CHECK_EQ_INT(box_seal_with(&kp, gw_pk, "reply", 5, &rep), 0);
+
+	/* The wrong key does not open. */
+	CHECK_EQ_INT(box_open_with(&other, gw_pk, req, strlen(req), &p), FGW_ERR_CRYPTO);
+	CHECK_EQ_INT(box_open_b64(kr, id, other.pk, rep, strlen(rep), &p), FGW_ERR_CRYPTO);
+	CHECK_EQ_INT(box_open_with(&kp, other.pk, req, strlen(req), &p), FGW_ERR_CRYPTO);
+	/* A box does not open in the direction it was not made for (no
+	 * reflection), nor does a sealed box where a box is expected. */
+	CHECK_EQ_INT(box_open_b64(kr, id, kp.pk, req, strlen(req), &p), FGW_ERR_CRYPTO);
+	CHECK_EQ_INT(box_open_with(&kp, gw_pk, rep, strlen(rep), &p), FGW_ERR_CRYPTO);
+	CHECK_EQ_INT(sealed_seal_b64(gw_pk, "succeeded", 9, &sealed), 0);
+	CHECK_EQ_INT(box_open_b64(kr, id, kp.pk, sealed, strlen(sealed), &p), FGW_ERR_CRYPTO);
+	/* Tampered: nonce (not only the direction bit), MAC, ciphertext. */
+	static const size_t at[] = { 0, 5, 23, 24, 39, 40, 44 };
+	static const unsigned char masks[] = { 0x02, 0x01, 0x80, 0x01, 0x10, 0x01, 0x20 };
+	for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+		CHECK((bad = flipped(rep, at[i], masks[i])) != NULL);
+		CHECK_EQ_INT(box_open_b64(kr, id, kp.pk, bad, strlen(bad), &p), FGW_ERR_CRYPTO);
+		free(bad);
+		CHECK((bad = flipped(req, at[i], masks[i])) != NULL);
+		CHECK_EQ_INT(box_open_with(&kp, gw_pk, bad, strlen(bad), &p), FGW_ERR_CRYPTO);
+		free(bad);
+		bad = NULL;
+	}
+	/* Bad input. */
+	CHECK_EQ_INT(box_open_b64(kr, id, kp.pk, "@@@", 3, &p), FGW_ERR_INVALID);
+	CHECK_EQ_INT(box_open_b64(kr, id, kp.pk, "AAAA", 4, &p), FGW_ERR_CRYPTO);
+	CHECK_EQ_INT(box_open_with(&kp, gw_pk, "AAAA", 4, &p), FGW_ERR_CRYPTO);
+	CHECK_EQ_INT(box_open_b64(kr, "gk_unknown", kp.pk, rep, strlen(rep), &p),
+	             FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(box_seal_b64(kr, "gk_unknown", kp.pk, "x", 1, &bad), FGW_ERR_NOT_FOUND);
+	CHECK(bad == NULL);
+	/* A low-order peer key makes no shared key, on either side. */
+	CHECK_EQ_INT(box_seal_b64(kr, id, zero, "x", 1, &bad), FGW_ERR_CRYPTO);
+	CHECK_EQ_INT(box_seal_with(&kp, zero, "x", 1, &bad), FGW_ERR_CRYPTO);
+	CHECK(bad == NULL && p == NULL);
+	/* More peers than either cache holds: every box still right (the
+	 * key ring computes uncached ones each time, the key pair replaces
+	 * its oldest). */
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 10; i++) {
+			if (round == 0)
+				crypto_box_keypair(many_pk[i], many_sk[i]);
+			CHECK_EQ_INT(ring_box_check(kr, id, gw_pk, many_pk[i], many_sk[i], "m"), 0);
+		}
+	}
+	for (int i = 0; i < 40; i++) {
+		unsigned char peer_pk[32], peer_sk[32], *c = NULL, m[8];
+		size_t clen = 0;
+		int ok;
+		/* Every 8th time the gateway again: its entry was replaced
+		 * meanwhile and is made again. */
+		if (i % 8 == 0) {
+			CHECK_EQ_INT(box_both_ways(kr, id, gw_pk, &kp), 0);
+			continue;
+		}
+		crypto_box_keypair(peer_pk, peer_sk);
+		CHECK_EQ_INT(box_seal_with(&kp, peer_pk, "r", 1, &bad), 0);
+		CHECK_EQ_INT(fgw_b64_decode(bad, strlen(bad), &c, &clen), 0);
+		ok = (c[0] & 1) == 1 &&
+		     crypto_box_open_easy(m, c + 24, clen - 24, c, kp.pk, peer_sk) == 0 &&
+		     m[0] == 'r';
+		free(c);
+		free(bad);
+		bad = NULL;
+		CHECK(ok);
+	}
+end:
+	free(req);
+	free(rep);
+	free(bad);
+	free(sealed);
+	secbuf_free(p);
+	sealed_keypair_clear(&kp);
+	sealed_keypair_clear(&other);
+	keyring_free(kr);
+	tdir_free(&t);
+	TT_END;
+}
+
+/* The shared keys live with their box key: a rotation keeps the previous
+ * key boxing and opening through its grace period, expiry ends it (the
+ * cache does not outlive the key), and a reload wipes and recomputes. */
+static int
+test_box_rotation_cache(void)
+{
+	struct tdir t;
+	struct keyring *kr = NULL, *ctl = NULL;
+	struct keyring_opts o;
+	struct sealed_keypair kp;
+	unsigned char old_pk[32], new_pk[32];
+	char old_id[KEYRING_ID_MAX], new_id[KEYRING_ID_MAX], skp[160];
+	char *old_rep = NULL;
+	struct secbuf *p = NULL;
+	const char *msg = NULL;
+	TT_BEGIN;
+	memset(&kp, 0, sizeof(kp));
+	CHECK(tdir_new(&t) == 0);
+	o = file_opts(&t, 1);
+	o.box_grace_ms = 60000;
+	CHECK_EQ_INT(keyring_open(&o, &kr, NULL), 0);
+	snprintf(skp, sizeof(skp), "%s/p.key", t.dir);
+	CHECK_EQ_INT(sealed_keypair_load_or_create(skp, NULL, "sbx_", SEALED_ALG_BOX, &kp), 0);
+	CHECK_EQ_INT(keyring_box_current(kr, old_id, sizeof(old_id), old_pk), 0);
+	CHECK_EQ_INT(box_both_ways(kr, old_id, old_pk, &kp), 0);
+	/* A reply the processor boxed for the old key, in flight. */
+	CHECK_EQ_INT(box_seal_with(&kp, old_pk, "late", 4, &old_rep), 0);
+	CHECK_EQ_INT(keyring_rotate_box_key(kr, new_id, sizeof(new_id)), 0);
+	CHECK_EQ_INT(keyring_box_current(kr, new_id, sizeof(new_id), new_pk), 0);
+	CHECK_EQ_INT(box_both_ways(kr, new_id, new_pk, &kp), 0);
+	CHECK_EQ_INT(box_both_ways(kr, old_id, old_pk, &kp), 0);
+	CHECK_EQ_INT(box_open_b64(kr, old_id, kp.pk, old_rep, strlen(old_rep), &p), 0);
+	secbuf_free(p);
+	p = NULL;
+	/* The old key's box is not the new key's. */
+	CHECK_EQ_INT(box_open_b64(kr, new_id, kp.pk, old_rep, strlen(old_rep), &p),
+	             FGW_ERR_CRYPTO);
+	/* Another process rotates; the reload wipes every cached key and the
+	 * ring computes them again. */
+	CHECK_EQ_INT(keyring_open(&o, &ctl, NULL), 0);
+	CHECK_EQ_INT(keyring_rotate_data_key(ctl, NULL, 0), 0);
+	CHECK_EQ_INT(keyring_reload(kr, &msg), 0);
+	CHECK_EQ_INT(box_both_ways(kr, new_id, new_pk, &kp), 0);
+	CHECK_EQ_INT(box_open_b64(kr, old_id, kp.pk, old_rep, strlen(old_rep), &p), 0);
+	secbuf_free(p);
+	p = NULL;
+	/* Grace over: the cached key is not used any more. */
+	fgw_clock_set_offset_ms(60001);
+	CHECK_EQ_INT(box_open_b64(kr, old_id, kp.pk, old_rep, strlen(old_rep), &p),
+	             FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(box_both_ways(kr, old_id, old_pk, &kp), FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(box_both_ways(kr, new_id, new_pk, &kp), 0);
+	/* The next write wipes the expired key and its shared keys. */
+	CHECK_EQ_INT(keyring_rotate_box_key(kr, NULL, 0), 0);
+	CHECK_EQ_INT(box_open_b64(kr, old_id, kp.pk, old_rep, strlen(old_rep), &p),
+	             FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(box_both_ways(kr, new_id, new_pk, &kp), 0);
+end:
+	free(old_rep);
+	secbuf_free(p);
+	sealed_keypair_clear(&kp);
+	keyring_free(ctl);
+	keyring_free(kr);
 	tdir_free(&t);
 	TT_END;
 }
@@ -1278,6 +1528,7 @@ end:
 
 struct worker {
 	struct keyring *kr;
+	unsigned char peer_pk[32], peer_sk[32]; /* a processor's key pair */
 	int failures;
 };
 
@@ -1295,7 +1546,8 @@ worker_run(void *arg)
 		free(blob);
 		blob = NULL;
 		if (keyring_box_current(w->kr, id, sizeof(id), pk) != 0 ||
-		    box_roundtrip(w->kr, id, pk, "card") != 0)
+		    box_roundtrip(w->kr, id, pk, "card") != 0 ||
+		    ring_box_check(w->kr, id, pk, w->peer_pk, w->peer_sk, "card") != 0)
 			w->failures++;
 	}
 	return NULL;
@@ -1317,6 +1569,7 @@ test_threads(void)
 	for (; started < 4; started++) {
 		w[started].kr = kr;
 		w[started].failures = 0;
+		crypto_box_keypair(w[started].peer_pk, w[started].peer_sk);
 		CHECK(pthread_create(&th[started], NULL, worker_run,
 		                     &w[started]) == 0);
 	}
@@ -1358,6 +1611,8 @@ static const struct tt_case cases[] = {
 	{ "sealed_keyring", test_sealed_keyring },
 	{ "box_rotation", test_box_rotation },
 	{ "sealed_keypair", test_sealed_keypair },
+	{ "box", test_box },
+	{ "box_rotation_cache", test_box_rotation_cache },
 	{ "audit", test_audit },
 	{ "two_handles", test_two_handles },
 	{ "threads", test_threads },

@@ -2,12 +2,15 @@
  * tools/sandbox/charge.c — POST /v1/charges and the GET views of charges.
  *
  * A charge request is checked completely (auth, Idempotency-Key, JSON
- * shape, reply key, then the sealed card is opened and read) before the
+ * shape, reply key, then the sealed or boxed card is opened and read)
+ * before the
  * fault roll and the ledger see it, so a bad request is always a plain
  * 400/401 and never changes the ledger. The opened card lives in guarded
  * memory; its number is read into a stack buffer, used for the outcome and
  * last four, and wiped; the parsed card JSON is wiped before it is freed.
- * Only the last four digits are ever logged.
+ * Only the last four digits are ever logged. A card that came boxed
+ * (crypto/box.h, with the shared key of our key and replyKey) is answered
+ * boxed with the same key; a sealed one, sealed to replyKey.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +27,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "crypto/box.h"
 #include "crypto/sealed.h"
 #include "crypto/secmem.h"
 #include "tools/sandbox/sandbox.h"
@@ -52,6 +56,7 @@ struct charge_req {
 	int capture;
 	int require_3ds; /* the gateway asks for 3-D Secure ("threeDS") */
 	unsigned char reply_pk[32];
+	int boxed;       /* the card came {"boxed"}: so goes the answer */
 	/* outcome from the card */
 	char status[20];
 	char decline_code[24];
@@ -124,10 +129,10 @@ json_wipe_delete(cJSON *o)
 	cJSON_Delete(o);
 }
 
-/* Opens the sealed card and decides the outcome. 0, or an error text for
- * a 400 in *why. */
+/* Opens the sealed or boxed card and decides the outcome. 0, or an error
+ * text for a 400 in *why. */
 static int
-read_card(const struct sbx *s, const char *sealed, struct charge_req *cr,
+read_card(struct sbx *s, const char *enc, struct charge_req *cr,
           const char **why)
 {
 	struct secbuf *plain = NULL;
@@ -139,11 +144,15 @@ read_card(const struct sbx *s, const char *sealed, struct charge_req *cr,
 	int r = FGW_ERR_INVALID;
 
 	memset(pan, 0, sizeof(pan));
-	if (sealed_open_with(&s->kp, sealed, strlen(sealed), &plain) != FGW_OK) {
-		*why = "card.sealed does not open with the sandbox key";
+	if (cr->boxed
+	        ? box_open_with(&s->kp, cr->reply_pk, enc, strlen(enc), &plain) != FGW_OK
+	        : sealed_open_with(&s->kp, enc, strlen(enc), &plain) != FGW_OK) {
+		*why = cr->boxed ? "card.boxed does not open with the sandbox key and "
+		                   "replyKey"
+		                 : "card.sealed does not open with the sandbox key";
 		goto out;
 	}
-	*why = "the sealed card is not valid card JSON";
+	*why = "the card is not valid card JSON";
 	card = cJSON_ParseWithLength((const char *)plain->data, plain->len);
 	if (!cJSON_IsObject(card))
 		goto out;
@@ -219,11 +228,11 @@ sbx_auth_ok(const struct sbx *s, struct evhttp_request *req)
 /* Validates the JSON body; 0, or a reason for a 400 in *why. The strings
  * in cr point into root. */
 static int
-parse_request(const struct sbx *s, cJSON *root, struct charge_req *cr,
+parse_request(struct sbx *s, cJSON *root, struct charge_req *cr,
               const char **why)
 {
 	const cJSON *card, *reply, *cust, *cap, *tds;
-	const char *currency, *sealed, *key_id, *pk_b64, *desc, *email;
+	const char *currency, *sealed, *boxed, *key_id, *pk_b64, *desc, *email;
 	unsigned char *pk = NULL;
 	size_t pklen = 0;
 
@@ -286,28 +295,33 @@ parse_request(const struct sbx *s, cJSON *root, struct charge_req *cr,
 	}
 	memcpy(cr->reply_pk, pk, sizeof(cr->reply_pk));
 	free(pk);
-	/* A key that cannot be sealed to (a low-order point) is refused now,
-	 * before anything is charged. */
-	unsigned char probe[crypto_box_SEALBYTES];
-	if (crypto_box_seal(probe, (const unsigned char *)"", 0, cr->reply_pk) !=
-	    0)
-		return FGW_ERR_INVALID;
-	*why = "card must be {keyId, sealed}";
+	*why = "card must be {keyId, sealed} or {keyId, boxed}";
 	card = cJSON_GetObjectItemCaseSensitive(root, "card");
 	key_id = get_str(card, "keyId");
 	sealed = get_str(card, "sealed");
-	if (!cJSON_IsObject(card) || key_id == NULL || sealed == NULL)
+	boxed = get_str(card, "boxed");
+	if (!cJSON_IsObject(card) || key_id == NULL ||
+	    (sealed == NULL) == (boxed == NULL))
+		return FGW_ERR_INVALID;
+	cr->boxed = boxed != NULL;
+	/* A key that cannot be sealed to (a low-order point) is refused now,
+	 * before anything is charged. (A boxed card does not open with one:
+	 * the shared key cannot be made.) */
+	*why = "replyKey must be {keyId, publicKey: base64 of 32 bytes}";
+	unsigned char probe[crypto_box_SEALBYTES];
+	if (!cr->boxed &&
+	    crypto_box_seal(probe, (const unsigned char *)"", 0, cr->reply_pk) != 0)
 		return FGW_ERR_INVALID;
 	*why = "unknown card.keyId";
 	if (strcmp(key_id, s->kp.key_id) != 0)
 		return FGW_ERR_INVALID;
-	return read_card(s, sealed, cr, why);
+	return read_card(s, cr->boxed ? boxed : sealed, cr, why);
 }
 
-/* The 200 answer: the result JSON sealed to the reply key. */
+/* The 200 answer: the result JSON sealed to the reply key, or boxed. */
 static int
-sealed_answer(const struct sbx *s, const struct sbx_charge *c,
-              const unsigned char pk[32], char **out)
+sealed_answer(struct sbx *s, const struct sbx_charge *c,
+              const struct charge_req *cr, char **out)
 {
 	char *result = NULL, *b64 = NULL;
 	cJSON *o = NULL;
@@ -315,11 +329,14 @@ sealed_answer(const struct sbx *s, const struct sbx_charge *c,
 
 	*out = NULL;
 	if ((r = charge_result_json(s, c, &result)) != FGW_OK ||
-	    (r = sealed_seal_b64(pk, result, strlen(result), &b64)) != FGW_OK)
+	    (r = cr->boxed ? box_seal_with(&s->kp, cr->reply_pk, result,
+	                                   strlen(result), &b64)
+	                   : sealed_seal_b64(cr->reply_pk, result, strlen(result),
+	                                     &b64)) != FGW_OK)
 		goto out;
 	r = FGW_ERR_NOMEM;
 	if ((o = cJSON_CreateObject()) == NULL ||
-	    !cJSON_AddStringToObject(o, "sealed", b64) ||
+	    !cJSON_AddStringToObject(o, cr->boxed ? "boxed" : "sealed", b64) ||
 	    (*out = cJSON_PrintUnformatted(o)) == NULL)
 		goto out;
 	r = FGW_OK;
@@ -482,7 +499,7 @@ sbx_charges_post(struct sbx *s, struct evhttp_request *req)
 		sbx_finish(s, req, ACT_DROP, 0, NULL);
 		goto out;
 	}
-	if ((r = sealed_answer(s, c, cr.reply_pk, &answer)) != FGW_OK) {
+	if ((r = sealed_answer(s, c, &cr, &answer)) != FGW_OK) {
 		/* Charged but no answer can be made: say nothing rather than
 		 * something false; the client reconciles. */
 		log_error("charge key=%s: answer not sealed: %s", cr.idem_key,

@@ -459,6 +459,7 @@ struct options {
 	const char *listen;
 	const char *key_file;
 	const char *pub_file;
+	enum sealed_alg key_alg;   /* what the public key file announces */
 	const char *public_url;
 	const char *secret;
 	const char *secret_file;
@@ -484,6 +485,8 @@ usage(FILE *f)
 	    "                             (default flair-sandbox.key)\n"
 	    "  --public-key-file PATH     public key JSON to write\n"
 	    "                             (default flair-sandbox.pub.json)\n"
+	    "  --key-algorithm A          x25519-box (default) or x25519-sealedbox:\n"
+	    "                             what the public key file announces\n"
 	    "  --public-url URL           base of 3-D Secure links (default: the"
 	    " listen address)\n"
 	    "  --secret S                 require Authorization: Bearer S\n"
@@ -535,6 +538,7 @@ parse_options(int argc, char **argv, struct options *o)
 	o->listen = "127.0.0.1:8081";
 	o->key_file = "flair-sandbox.key";
 	o->pub_file = "flair-sandbox.pub.json";
+	o->key_alg = SEALED_ALG_BOX;
 	o->fail_mode = FAIL_500;
 	o->max_charges = SBX_DEFAULT_MAX_CHARGES;
 	for (int i = 1; i < argc; i++) {
@@ -581,6 +585,14 @@ parse_options(int argc, char **argv, struct options *o)
 			o->pub_file = v;
 		else if (strcmp(name, "--public-url") == 0)
 			o->public_url = v;
+		else if (strcmp(name, "--key-algorithm") == 0) {
+			if (strcmp(v, "x25519-box") == 0)
+				o->key_alg = SEALED_ALG_BOX;
+			else if (strcmp(v, "x25519-sealedbox") == 0)
+				o->key_alg = SEALED_ALG_SEALEDBOX;
+			else
+				goto badval;
+		}
 		else if (strcmp(name, "--secret") == 0)
 			o->secret = v;
 		else if (strcmp(name, "--secret-file") == 0)
@@ -737,7 +749,7 @@ main(int argc, char **argv)
 	    ((s.webhook_url = strdup(o.webhook_url)) == NULL ||
 	     (s.webhook_secret = strdup(o.webhook_secret)) == NULL))
 		goto out;
-	if ((r = sealed_keypair_load_or_create(o.key_file, o.pub_file, "sbx_",
+	if ((r = sealed_keypair_load_or_create(o.key_file, o.pub_file, "sbx_", o.key_alg,
 	                                       &s.kp)) != FGW_OK) {
 		log_error("key file %s: %s", o.key_file, fgw_strerror(r));
 		goto out;
