@@ -15,8 +15,9 @@
 struct keyring;
 struct secbuf;
 
-/* Writes "tok_" + 24 random base62 characters (needs 29 bytes). Tokens are
- * random, never derived from the PAN. */
+/* Writes "tok_" + 8 base62 characters of the creation time (ms) + 16
+ * random ones (needs 29 bytes; core/util.h fgw_random_id). Tokens are
+ * never derived from the PAN. */
 int vault_new_token(char *out, size_t outlen);
 /* Encrypts pan under the active data key; *blob is malloc'ed text. */
 int vault_encrypt(struct keyring *kr, const char *token,
