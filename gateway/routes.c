@@ -291,13 +291,11 @@ h_metrics(struct reactor *rx, struct evhttp_request *req, const char *path)
 	                       "flairgw_store_jobs_total %llu\n"
 	                       "flairgw_store_failed_jobs_total %llu\n"
 	                       "flairgw_store_queue_depth %llu\n"
-	                       "flairgw_store_checkpoints_total %llu\n"
 	                       "flairgw_audit_events_total %llu\n",
 	                    atomic_load(&m->txn_latency_ms_sum), cum,
 	                    (unsigned long long)ss.commits, (unsigned long long)ss.jobs,
 	                    (unsigned long long)ss.failed_jobs,
 	                    (unsigned long long)ss.queue_depth,
-	                    (unsigned long long)ss.checkpoints,
 	                    (unsigned long long)ss.audit_events);
 	evbuffer_add_printf(b, "# TYPE flairgw_webhooks_received_total counter\n"
 	                       "flairgw_webhooks_received_total{result=\"accepted\"} %llu\n"

@@ -17,13 +17,9 @@
  * without calling done, and store_waker_free drops completions that its
  * reactor never ran.
  *
- * A checkpointer thread with its own connection copies the WAL back into
- * the database when the writer's commit hook asks, so no commit waits for
- * a checkpoint.
- *
  * Layout: states, column tables and SQL, jobs, waker, writer (run a job,
- * run a batch, deliver, checkpointer, thread), open/close, submit
- * functions, readers, statistics.
+ * run a batch, deliver, thread), open/close, submit functions, readers,
+ * statistics.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -53,9 +49,6 @@
 
 #define STORE_BUSY_TIMEOUT_MS 5000
 #define STORE_BATCH_LIMIT 100000
-/* The checkpointer copies the WAL back every this many frames (SQLite's
- * own default threshold). */
-#define STORE_CKPT_FRAMES 1000
 
 /* ---- states ------------------------------------------------------------ */
 
@@ -597,18 +590,7 @@ struct store {
 	pthread_t thread;
 	int thread_started;
 
-	/* The checkpointer: its own connection and thread (see ckpt_main). */
-	sqlite3 *ckdb;
-	pthread_mutex_t ck_mu; /* guards ck_want, ck_stop */
-	pthread_cond_t ck_cv;
-	int ck_want, ck_stop;
-	int ck_ok;
-	pthread_t ck_thread;
-	int ck_started;
-	int ck_next; /* writer thread only: WAL frames at which to ask next */
-
 	_Atomic uint64_t commits;
-	_Atomic uint64_t checkpoints;
 	_Atomic uint64_t jobs;
 	_Atomic uint64_t failed_jobs;
 	_Atomic uint64_t queue_depth;
@@ -1028,60 +1010,6 @@ deliver(struct job **jobs, size_t n)
 	}
 }
 
-/* SQLite's auto-checkpoint ran inside the COMMIT that crossed its
- * threshold, on the writer thread: that batch's answers and every job
- * queued behind it waited for the copy and the database fsync. This hook
- * (the writer's, called after each commit) replaces it and hands the work
- * to the checkpointer thread, which copies on its own connection while
- * the writer goes on appending to the WAL. */
-static int
-wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
-{
-	struct store *st = arg;
-	(void)db;
-	(void)name;
-	if (frames < st->ck_next - STORE_CKPT_FRAMES)
-		st->ck_next = STORE_CKPT_FRAMES; /* the WAL started over */
-	if (frames < st->ck_next)
-		return SQLITE_OK;
-	st->ck_next = frames + STORE_CKPT_FRAMES;
-	pthread_mutex_lock(&st->ck_mu);
-	st->ck_want = 1;
-	pthread_cond_signal(&st->ck_cv);
-	pthread_mutex_unlock(&st->ck_mu);
-	return SQLITE_OK;
-}
-
-/* PASSIVE: never waits for the writer or a reader; whatever a reader
- * still needs is copied next time. Once every frame is back, the writer's
- * next transaction starts the WAL over. Durability stays the commit's
- * (WAL fsync under synchronous FULL); the checkpoint syncs the database
- * file before it counts frames as copied. */
-static void *
-ckpt_main(void *arg)
-{
-	struct store *st = arg;
-	int rc, logged, copied;
-
-	for (;;) {
-		pthread_mutex_lock(&st->ck_mu);
-		while (!st->ck_want && !st->ck_stop)
-			pthread_cond_wait(&st->ck_cv, &st->ck_mu);
-		if (st->ck_stop) {
-			pthread_mutex_unlock(&st->ck_mu);
-			break;
-		}
-		st->ck_want = 0;
-		pthread_mutex_unlock(&st->ck_mu);
-		rc = sqlite3_wal_checkpoint_v2(st->ckdb, NULL, SQLITE_CHECKPOINT_PASSIVE, &logged,
-		                               &copied);
-		if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-			log_warn("WAL checkpoint failed: %s", sqlite3_errmsg(st->ckdb));
-		atomic_fetch_add(&st->checkpoints, 1);
-	}
-	return NULL;
-}
-
 static void *
 writer_main(void *arg)
 {
@@ -1116,36 +1044,11 @@ writer_main(void *arg)
 
 /* ---- open / close ------------------------------------------------------ */
 
-/* Stops and joins the checkpointer (after the writer: no more asks). */
-static void
-ckpt_stop(struct store *st)
-{
-	if (st->ck_started) {
-		pthread_mutex_lock(&st->ck_mu);
-		st->ck_stop = 1;
-		pthread_cond_signal(&st->ck_cv);
-		pthread_mutex_unlock(&st->ck_mu);
-		pthread_join(st->ck_thread, NULL);
-		st->ck_started = 0;
-	}
-	/* Before the writer's connection: the last one to close checkpoints
-	 * what is left and removes the WAL. */
-	if (st->ckdb != NULL && sqlite3_close(st->ckdb) != SQLITE_OK)
-		log_error("closing the checkpoint connection failed: %s", sqlite3_errmsg(st->ckdb));
-	st->ckdb = NULL;
-	if (st->ck_ok) {
-		pthread_cond_destroy(&st->ck_cv);
-		pthread_mutex_destroy(&st->ck_mu);
-		st->ck_ok = 0;
-	}
-}
-
 static void
 store_destroy(struct store *st)
 {
 	if (st == NULL)
 		return;
-	ckpt_stop(st);
 	audit_writer_fini(&st->audit);
 	sql_cache_detach(st->db);
 	for (int i = 0; i < W_COUNT; i++)
@@ -1243,8 +1146,6 @@ open_writer_db(struct store *st, int sync_full)
 		return r;
 	if ((r = schema_migrate(st->db)) != 0)
 		return r;
-	/* After the migration (its commits checkpoint as SQLite would). */
-	sqlite3_wal_hook(st->db, wal_hook, st);
 	if ((r = txn_sql(0, insert_sql, sizeof(insert_sql))) != 0)
 		return r;
 	for (int i = 0; i < W_COUNT; i++) {
@@ -1256,40 +1157,6 @@ open_writer_db(struct store *st, int sync_full)
 		}
 	}
 	return audit_writer_init(&st->audit, st->db, st->mac, st->mac_ctx);
-}
-
-/* The checkpointer's connection (same synchronous setting as the writer:
- * a checkpoint syncs by it) and thread. */
-static int
-ckpt_start(struct store *st, int sync_full)
-{
-	int r;
-
-	if (pthread_mutex_init(&st->ck_mu, NULL) != 0)
-		return FGW_ERR_INTERNAL;
-	if (pthread_cond_init(&st->ck_cv, NULL) != 0) {
-		pthread_mutex_destroy(&st->ck_mu);
-		return FGW_ERR_INTERNAL;
-	}
-	st->ck_ok = 1;
-	st->ck_next = STORE_CKPT_FRAMES;
-	if (sqlite3_open_v2(st->path, &st->ckdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
-	                    NULL) != SQLITE_OK) {
-		log_error("opening the checkpoint connection failed: %s",
-		          st->ckdb ? sqlite3_errmsg(st->ckdb) : "out of memory");
-		return FGW_ERR_DB;
-	}
-	sqlite3_busy_timeout(st->ckdb, st->busy_ms);
-	if ((r = db_pragma(st->ckdb,
-	                   sync_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
-	                   NULL)) != 0)
-		return r;
-	if ((r = pthread_create(&st->ck_thread, NULL, ckpt_main, st)) != 0) {
-		log_error("cannot start the checkpoint thread: %s", strerror(r));
-		return FGW_ERR_INTERNAL;
-	}
-	st->ck_started = 1;
-	return 0;
 }
 
 int
@@ -1336,14 +1203,9 @@ store_open(const struct store_opts *opts, struct store **out)
 	if ((r = open_writer_db(st, opts->sync_full)) != 0)
 		goto out;
 
-	/* The writer and the checkpointer take no signals: they belong to
-	 * the reactors. */
+	/* The writer takes no signals: they belong to the reactors. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	if ((r = ckpt_start(st, opts->sync_full)) != 0) {
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		goto out;
-	}
 	r = pthread_create(&st->thread, NULL, writer_main, st);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (r != 0) {
@@ -1814,5 +1676,4 @@ store_get_stats(struct store *st, struct store_stats *out)
 	out->failed_jobs = atomic_load(&st->failed_jobs);
 	out->queue_depth = atomic_load(&st->queue_depth);
 	out->audit_events = atomic_load(&st->audit_events);
-	out->checkpoints = atomic_load(&st->checkpoints);
 }

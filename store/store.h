@@ -254,7 +254,6 @@ struct store_stats {
 	uint64_t failed_jobs;  /* jobs rolled back */
 	uint64_t queue_depth;  /* jobs waiting now */
 	uint64_t audit_events; /* audit rows appended */
-	uint64_t checkpoints;  /* WAL checkpoints the writer ran */
 };
 void store_get_stats(struct store *st, struct store_stats *out);
 

@@ -692,43 +692,6 @@ end:
 	TT_END;
 }
 
-/* The checkpointer thread copies the WAL back once it passes 1,000
- * frames (SQLite's auto-checkpoint inside the writer's COMMIT is off). */
-static int
-test_writer_checkpoints(void)
-{
-	struct fix f;
-	struct store_txn_row row;
-	struct store_vault_entry v;
-	struct store_stats st;
-	char id[40], tok[40];
-	TT_BEGIN;
-	CHECK(fix_setup(&f, 16) == 0);
-	store_get_stats(f.st, &st);
-	CHECK_EQ_INT(st.checkpoints, 0);
-	/* Several WAL frames per commit: well past 1,000 in all. */
-	for (int i = 0; i < 300; i++) {
-		CHECK_EQ_INT(fgw_random_id("txn_", id, sizeof(id)), 0);
-		CHECK_EQ_INT(fgw_random_id("tok_", tok, sizeof(tok)), 0);
-		fill_row(&row, id, "posting");
-		fill_vault(&v, tok, 0);
-		CHECK_EQ_INT(create_sync(&f, &row, &v, NULL, NULL, 0), 0);
-	}
-	/* Asked by the writer's commit hook; it runs on its own thread. */
-	for (int i = 0; i < 500; i++) {
-		store_get_stats(f.st, &st);
-		if (st.checkpoints > 0)
-			break;
-		usleep(10000);
-	}
-	CHECK(st.checkpoints > 0);
-	CHECK_EQ_INT(st.failed_jobs, 0);
-	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM transactions"), 300);
-end:
-	fix_teardown(&f);
-	TT_END;
-}
-
 static int
 test_status_moves(void)
 {
@@ -2276,7 +2239,6 @@ static const struct tt_case cases[] = {
 	{ "schema", test_schema },
 	{ "schema_v7_upgrade", test_schema_v7_upgrade },
 	{ "statement_cache", test_statement_cache },
-	{ "writer_checkpoints", test_writer_checkpoints },
 	{ "status_moves", test_status_moves },
 	{ "roundtrip", test_roundtrip },
 	{ "reactor_thread", test_reactor_thread },
