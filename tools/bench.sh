@@ -280,6 +280,30 @@ run_fixed() {
 	echo "  $lab: $(tail -n 1 "$T/results" | cut -d'|' -f4) req/s offered $rate" >&2
 }
 
+# ---- 0. the disk -----------------------------------------------------------------
+
+# The floor under any durable answer: fdatasync after a 4 KiB append, as a WAL
+# commit does, on the file system that holds the data directory. flairgw's
+# answer waits for two of them in sequence (write-ahead row, outcome).
+DISK=$(python3 - "$T/fsync.probe" <<'PY'
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+page, lat = b"\x5a" * 4096, []
+for i in range(400):
+    os.pwrite(fd, page, i * 4096)
+    t0 = time.perf_counter()
+    os.fdatasync(fd)
+    lat.append((time.perf_counter() - t0) * 1e6)
+os.close(fd)
+os.unlink(sys.argv[1])
+lat.sort()
+print("%.0f %.0f %.0f" % (lat[len(lat) // 2], lat[int(len(lat) * 0.99)], lat[-1]))
+PY
+)
+set -- $DISK
+FSYNC_P50=$1 FSYNC_P99=$2 FSYNC_MAX=$3
+echo "bench: fdatasync of a 4 KiB append: p50 $FSYNC_P50 us, p99 $FSYNC_P99 us" >&2
+
 # ---- 1. the upstream alone ----------------------------------------------------
 
 echo "bench: $SECS s per run after $WARM s warm-up, $CONNS connections, SUT on cpu $SUT_CPUS, load on cpu $LOAD_CPU" >&2
@@ -321,6 +345,12 @@ HALF=$((CAP / 2))
 run_fixed "nginx proxy" "$NGX_URL" "$CONNS" "$HALF" "$T/plain.jsonl" "" $(ngx_workers)
 run_fixed "flairgw plain" "$GW_URL" "$CONNS" "$HALF" "$T/plain.jsonl" "$GW_PORT" "$GW_PID"
 run_fixed "flairgw sealed" "$GW_URL" "$CONNS" "$HALF" "$T/sealed.jsonl" "$GW_PORT" "$GW_PID"
+# A quarter of capacity too: how the added latency falls with the queue.
+QUARTER=$((HALF / 2))
+[ "$QUARTER" -ge "$CONNS" ] || QUARTER=$CONNS
+# shellcheck disable=SC2046 # pids
+run_fixed "nginx proxy" "$NGX_URL" "$CONNS" "$QUARTER" "$T/plain.jsonl" "" $(ngx_workers)
+run_fixed "flairgw plain" "$GW_URL" "$CONNS" "$QUARTER" "$T/plain.jsonl" "$GW_PORT" "$GW_PID"
 RSS_MAIN=$(hwm_kib "$GW_PID")
 NGX_RSS=0
 for p in $NGX_PID $(ngx_workers); do NGX_RSS=$((NGX_RSS + $(hwm_kib "$p"))); done
@@ -393,6 +423,7 @@ col() { grep "^$1|$2|" "$T/results" | head -n 1 | cut -d'|' -f"$3"; }
 	echo "machine: $NCPU cpu ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "pinning: SUT (sandbox + nginx/flairgw, $SUT_N worker(s)) on cpu $SUT_CPUS, load generator on cpu $LOAD_CPU"
 	echo "runs: $SECS s each after a $WARM s warm-up, $CONNS keep-alive connections, POST /v1/transactions, $(wc -c <"$T/plain.json") B plain / $(wc -c <"$T/sealed.json") B sealed body"
+	echo "disk: fdatasync after a 4 KiB append in the data directory's file system: p50 $FSYNC_P50 us, p99 $FSYNC_P99 us, max $FSYNC_MAX us (400 samples)"
 	echo "saturation: wrk -t1 (closed loop); fixed load: wrk -t1 + Lua-paced exponential think time; flairgw: store_sync full, store_batch_max 256, etc/rules.conf minus R110/R310"
 	echo
 	printf '%-22s %-16s %6s %9s %8s %8s %8s %6s %9s %9s %9s %8s\n' run load conns req/s p50_us p99_us p999_us errors cpu_us/tx ups_us/tx commits/s rows/cmt
@@ -409,15 +440,21 @@ col() { grep "^$1|$2|" "$T/results" | head -n 1 | cut -d'|' -f"$3"; }
 	gws=$(col "flairgw sealed" saturation 4)
 	ngx99=$(col "nginx proxy" "fixed $HALF/s" 6)
 	gw99=$(col "flairgw plain" "fixed $HALF/s" 6)
+	ngx99q=$(col "nginx proxy" "fixed $QUARTER/s" 6)
+	gw99q=$(col "flairgw plain" "fixed $QUARTER/s" 6)
+	gw50=$(col "flairgw plain" "fixed $HALF/s" 5)
 	empty=$(col "flairgw empty db" saturation 4)
 	big=$(col "flairgw $ROWS rows" saturation 4)
 	awk -v n="$ngx" -v p="$gwp" -v s="$gws" -v n99="$ngx99" -v g99="$gw99" -v e="$empty" \
 		-v b="$big" -v rows="$ROWS" -v half="$HALF" -v rm="$RSS_MAIN" -v rb="$RSS_BIG" \
-		-v bc="$BIG_CONNS" -v nr="$NGX_RSS" 'BEGIN {
+		-v bc="$BIG_CONNS" -v nr="$NGX_RSS" -v q="$QUARTER" -v n99q="$ngx99q" -v g99q="$gw99q" \
+		-v g50="$gw50" -v f50="$FSYNC_P50" -v f99="$FSYNC_P99" 'BEGIN {
 		printf "ratio flairgw/nginx throughput: plain %.2f, sealed %.2f (target >= 0.50: %s)\n",
 		    p / n, s / n, (p / n >= 0.5 ? "met" : "not met")
 		printf "added p99 over nginx at %d req/s (half of flairgw plain): %.2f ms (target <= 1 ms: %s)\n",
 		    half, (g99 - n99) / 1000, ((g99 - n99) <= 1000 ? "met" : "not met")
+		printf "  at %d req/s (a quarter): %.2f ms; floor: two fdatasyncs in sequence, %.2f ms at p50 and %.2f ms at p99 of the disk alone (flairgw p50 at half load %.2f ms)\n",
+		    q, (g99q - n99q) / 1000, 2 * f50 / 1000, 2 * f99 / 1000, g50 / 1000
 		printf "peak RSS (VmHWM): flairgw %.1f MiB after the runs above, %.1f MiB with %d connections (target <= 64 MiB: %s); nginx %.1f MiB (master + workers)\n",
 		    rm / 1024, rb / 1024, bc, (rb <= 65536 ? "met" : "not met"), nr / 1024
 		printf "%d rows against an empty database: %.0f vs %.0f req/s, change %+.1f%% (target < 10%%: %s)\n",
