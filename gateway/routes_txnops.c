@@ -4,9 +4,16 @@
  *
  * Each is authenticated (API key, scoped to the key's client), passed
  * through the idempotency front door, checked against the row's state,
- * sent to the processor through the adapter's build_op/parse_op, and only
- * then recorded: the state move (forward-only), the idempotent answer and
- * the audit event in one commit, followed by txn_events_publish.
+ * sent to the processor through the adapter's build_op/parse_op, and
+ * recorded: the state move (forward-only), the idempotent answer and the
+ * audit event in one commit, followed by txn_events_publish.
+ *
+ * A refund is written ahead: its row is committed `pending` with its
+ * processor key before the processor is asked (store/refunds.h), so a
+ * crash at any point leaves a row the reconciler re-sends with the same
+ * key. A definite refusal moves it to `failed`; no answer leaves it
+ * pending for the reconciler, or for the client's retry with the same
+ * Idempotency-Key, which adopts the row and re-sends it.
  *
  * The processor idempotency key of an operation is stable across the
  * client's retries: derived from the client's Idempotency-Key when there
@@ -31,8 +38,9 @@
 #include "gateway/http.h"
 #include "gateway/idem.h"
 #include "pipeline/events.h"
+#include "pipeline/reconcile.h"
 #include "processors/httpc.h"
-#include "store/reconcile.h"
+#include "store/refunds.h"
 #include "store/store.h"
 
 struct op_ctx {
@@ -51,7 +59,9 @@ struct op_ctx {
 	char proc_key[96];
 	char refund_id[40];
 	int64_t amount;               /* refund amount */
-	int64_t refunded;             /* refunds before this one */
+	int amount_given;             /* the client named the amount */
+	int64_t refunded;             /* succeeded refunds before this one */
+	struct store_refund rf;       /* the refund row (store jobs' output) */
 	char new_status[24];
 	char *answer;
 };
@@ -123,26 +133,34 @@ out:
 	return r;
 }
 
+/* Answers a store job's failure (1), or 0 when rc is 0. */
+static int
+store_failed(struct op_ctx *c, int rc, const char *state_msg)
+{
+	if (rc == 0)
+		return 0;
+	if (rc == FGW_ERR_STATE) {
+		reply_error(c, 409, "INVALID_TRANSACTION_STATE", state_msg);
+	} else if (rc == FGW_ERR_TOO_LARGE) {
+		reply_error(c, 400, "REFUND_EXCEEDS_CAPTURED",
+		            "The refund is more than what is left to refund");
+	} else {
+		log_txn_error(c->row.id, "%s not recorded: %s", op_names[c->op], fgw_strerror(rc));
+		reply_error(c, 500, "INTERNAL_ERROR",
+		            "The operation could not be recorded; retry with the same Idempotency-Key");
+	}
+	return 1;
+}
+
 static void
 committed(void *arg, int rc)
 {
 	struct op_ctx *c = arg;
-	if (rc == FGW_ERR_STATE) {
-		reply_error(c, 409, "INVALID_TRANSACTION_STATE",
-		            "The transaction's state changed; the operation was not recorded");
+	if (store_failed(c, rc,
+	                 "The transaction's state changed; the operation was not recorded"))
 		return;
-	}
-	if (rc == FGW_ERR_TOO_LARGE) {
-		reply_error(c, 400, "REFUND_EXCEEDS_CAPTURED",
-		            "The refund is more than what is left to refund");
-		return;
-	}
-	if (rc != 0) {
-		log_txn_error(c->row.id, "%s not recorded: %s", op_names[c->op], fgw_strerror(rc));
-		reply_error(c, 500, "INTERNAL_ERROR",
-		            "The operation could not be recorded; retry with the same Idempotency-Key");
-		return;
-	}
+	if (c->op == PROC_OP_REFUND && c->rf.new_status[0])
+		fgw_strlcpy(c->row.status, c->rf.new_status, sizeof(c->row.status));
 	txn_events_publish(&c->rx->env, &c->row);
 	if (c->req != NULL) {
 		evhttp_connection_set_closecb(c->evcon, NULL, NULL);
@@ -188,15 +206,7 @@ record(struct op_ctx *c)
 	audit = (struct store_audit){ c->client, c->source, event, c->row.id, c->new_status,
 		                          details[0] ? details : NULL };
 	if (c->op == PROC_OP_REFUND) {
-		struct store_refund rf;
-		memset(&rf, 0, sizeof(rf));
-		fgw_strlcpy(rf.id, c->refund_id, sizeof(rf.id));
-		fgw_strlcpy(rf.txn_id, c->row.id, sizeof(rf.txn_id));
-		rf.amount = c->amount;
-		fgw_strlcpy(rf.idempotency_key, c->proc_key, sizeof(rf.idempotency_key));
-		rf.txn_amount = c->row.amount;
-		fgw_strlcpy(rf.new_status, c->new_status, sizeof(rf.new_status));
-		r = store_refund_record(c->rx->gw->store, c->rx->waker, &rf,
+		r = store_refund_finish(c->rx->gw->store, c->rx->waker, &c->rf, 1, &c->rf,
 		                        c->key[0] ? &idem : NULL, &audit, 1, committed, c);
 	} else {
 		struct store_txn_update upd;
@@ -213,12 +223,46 @@ record(struct op_ctx *c)
 		            "The operation could not be recorded");
 }
 
+static int
+refusal_status(const struct proc_result *res)
+{
+	return strcmp(res->code, "INVALID_TRANSACTION_STATE") == 0 ? 409 : 400;
+}
+
+static void
+refund_failed_recorded(void *arg, int rc)
+{
+	struct op_ctx *c = arg;
+	if (rc != 0)
+		log_txn_error(c->row.id, "refund %s failure not recorded: %s", c->rf.id,
+		              fgw_strerror(rc));
+	reply_error(c, refusal_status(&c->res), c->res.code, c->res.message);
+}
+
+/* The processor certainly made no refund: the row moves to failed (its
+ * amount is refundable again), then the refusal is answered. */
+static void
+refund_refused(struct op_ctx *c)
+{
+	struct store_audit audit = { c->client, c->source, "txn.refund_failed", c->row.id,
+		                         "failure", NULL };
+	char details[160];
+	int n = snprintf(details, sizeof(details), "{\"refund\":\"%s\",\"code\":\"%s\"}",
+	                 c->rf.id, c->res.code);
+
+	if (n > 0 && (size_t)n < sizeof(details))
+		audit.details_json = details;
+	if (store_refund_finish(c->rx->gw->store, c->rx->waker, &c->rf, 0, NULL, NULL, &audit,
+	                        1, refund_failed_recorded, c) != 0)
+		refund_failed_recorded(c, FGW_ERR_SHUTDOWN);
+}
+
 static void
 replied(void *arg, const struct httpc_response *resp)
 {
 	struct op_ctx *c = arg;
 	const struct proc_type *pt = c->type;
-	enum proc_outcome want;
+	enum op_verdict v;
 
 	if (resp->err != 0 ||
 	    pt->parse_op(c->proc, c->op, resp->status, resp->body, resp->body_len,
@@ -229,14 +273,16 @@ replied(void *arg, const struct httpc_response *resp)
 		            "The processor did not answer; retry with the same Idempotency-Key");
 		return;
 	}
-	want = c->op == PROC_OP_CANCEL ? PROC_CANCELED : PROC_SUCCEEDED;
-	if (c->res.outcome == PROC_FAILED && strcmp(c->res.code, "PAYMENT_PROCESSING_FAILED") != 0) {
+	if ((v = proc_op_verdict(c->op, &c->res)) == OP_REFUSED) {
 		/* The processor refused: its mapped code (state, amount). */
-		reply_error(c, strcmp(c->res.code, "INVALID_TRANSACTION_STATE") == 0 ? 409 : 400,
-		            c->res.code, c->res.message);
+		if (c->op == PROC_OP_REFUND)
+			refund_refused(c);
+		else
+			reply_error(c, refusal_status(&c->res), c->res.code, c->res.message);
 		return;
 	}
-	if (c->res.outcome != want) {
+	if (v != OP_DONE) {
+		/* A refund stays pending: the reconciler or a retry ends it. */
 		log_txn_warn(c->row.id, "%s: processor outcome %d", op_names[c->op], (int)c->res.outcome);
 		reply_error(c, 502, "PAYMENT_PROCESSING_FAILED",
 		            "The processor did not confirm the operation; retry with the same "
@@ -244,6 +290,93 @@ replied(void *arg, const struct httpc_response *resp)
 		return;
 	}
 	record(c);
+}
+
+/* Asks the processor for the operation (resumed in replied). */
+static void
+send_op(struct op_ctx *c)
+{
+	const struct proc_type *pt = c->type;
+	struct proc_op_request oreq;
+	struct proc_http http;
+	int r;
+
+	memset(&http, 0, sizeof(http));
+	memset(&oreq, 0, sizeof(oreq));
+	oreq.txn_id = c->row.id;
+	oreq.idempotency_key = c->proc_key;
+	oreq.reference = c->row.processor_ref;
+	oreq.amount = c->amount;
+	if ((r = pt->build_op(c->proc, c->op, &oreq, &http)) == 0)
+		r = httpc_request(pipeline_httpc_for(&c->rx->env, c->proc), http.method, http.url,
+		                  (const char *const *)http.headers, http.body, http.body_len,
+		                  c->proc->timeout_ms, replied, c, NULL);
+	proc_http_clear(&http);
+	if (r != 0) {
+		log_txn_error(c->row.id, "%s not sent: %s", op_names[c->op], fgw_strerror(r));
+		reply_error(c, 502, "PAYMENT_PROCESSING_FAILED",
+		            "The operation could not be sent to the processor");
+	}
+}
+
+/* The refund row is committed (or found, for a retry): go on from its state. */
+static void
+refund_begun(void *arg, int rc)
+{
+	struct op_ctx *c = arg;
+
+	if (store_failed(c, rc, "Only a captured (succeeded) transaction can be refunded"))
+		return;
+	if (c->rf.adopted) {
+		/* A retry of a refund we already hold: the same one or none. */
+		if (c->amount_given && c->amount != c->rf.amount) {
+			reply_error(c, 422, "IDEMPOTENCY_CONFLICT",
+			            "Idempotency-Key reused with a different refund amount");
+			return;
+		}
+		c->amount = c->rf.amount;
+		fgw_strlcpy(c->refund_id, c->rf.id, sizeof(c->refund_id));
+		if (strcmp(c->rf.status, "succeeded") == 0) {
+			c->refunded -= c->amount; /* counted in the sum already */
+			fgw_strlcpy(c->new_status, c->row.status, sizeof(c->new_status));
+			record(c);
+			return;
+		}
+		if (strcmp(c->rf.status, "failed") == 0) {
+			reply_error(c, 409, "INVALID_TRANSACTION_STATE",
+			            "This refund was refused by the processor; "
+			            "use a new Idempotency-Key");
+			return;
+		}
+	}
+	send_op(c);
+}
+
+static void
+begin_refund(struct op_ctx *c)
+{
+	struct store_audit audit = { c->client, c->source, "txn.refund_pending", c->row.id,
+		                         "pending", NULL };
+	char details[200];
+	int r, n;
+
+	memset(&c->rf, 0, sizeof(c->rf));
+	fgw_strlcpy(c->rf.id, c->refund_id, sizeof(c->rf.id));
+	fgw_strlcpy(c->rf.txn_id, c->row.id, sizeof(c->rf.txn_id));
+	c->rf.amount = c->amount;
+	fgw_strlcpy(c->rf.idempotency_key, c->proc_key, sizeof(c->rf.idempotency_key));
+	c->rf.txn_amount = c->row.amount;
+	n = snprintf(details, sizeof(details),
+	             "{\"refund\":\"%s\",\"amount\":%lld,\"processorKey\":\"%s\"}",
+	             c->refund_id, (long long)c->amount, c->proc_key);
+	if (n > 0 && (size_t)n < sizeof(details))
+		audit.details_json = details;
+	r = store_refund_begin(c->rx->gw->store, c->rx->waker, &c->rf, &c->rf, &audit, 1,
+	                       refund_begun, c);
+	if (r != 0)
+		reply_error(c, r == FGW_ERR_SHUTDOWN ? 503 : 500,
+		            r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
+		            "The refund could not be recorded");
 }
 
 /* Parses {"amount": N} (refund) or {} (capture, cancel). */
@@ -308,14 +441,11 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 	const struct proc_type *pt;
 	struct auth_ctx who;
 	struct op_ctx *c = NULL;
-	struct proc_op_request oreq;
-	struct proc_http http;
 	const char *body, *key, *why = "invalid body";
 	char id[40];
 	size_t len;
 	int r;
 
-	memset(&http, 0, sizeof(http));
 	if (http_authenticate(rx, req, path, AUTH_API_KEY, &who) != 0 ||
 	    http_json_body(rx, req, &body, &len) != 0 ||
 	    http_idempotency_key(rx, req, &key) != 0)
@@ -365,13 +495,19 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		return;
 	}
 	/* Forward-only: each operation has the states it may start from. */
-	if (op == PROC_OP_REFUND) {
+	if (op == PROC_OP_REFUND && strcmp(c->row.status, "refunded") == 0) {
+		/* Final, but a retry of a refund it holds still gets its
+		 * answer: the write-ahead job decides (refund_begun). */
+		c->amount_given = c->amount > 0;
+		fgw_strlcpy(c->new_status, "refunded", sizeof(c->new_status));
+	} else if (op == PROC_OP_REFUND) {
 		if (strcmp(c->row.status, "succeeded") != 0 &&
 		    strcmp(c->row.status, "partially_refunded") != 0) {
 			reply_error(c, 409, "INVALID_TRANSACTION_STATE",
 			            "Only a captured (succeeded) transaction can be refunded");
 			return;
 		}
+		c->amount_given = c->amount > 0;
 		if (c->amount == 0)
 			c->amount = c->row.amount - c->refunded;
 		if (c->amount <= 0 || c->amount > c->row.amount - c->refunded) {
@@ -403,25 +539,13 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		reply_error(c, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		return;
 	}
-	memset(&oreq, 0, sizeof(oreq));
-	oreq.txn_id = c->row.id;
-	oreq.idempotency_key = c->proc_key;
-	oreq.reference = c->row.processor_ref;
-	oreq.amount = c->amount;
 	c->evcon = evhttp_request_get_connection(req);
-	if ((r = pt->build_op(c->proc, op, &oreq, &http)) == 0)
-		r = httpc_request(pipeline_httpc_for(&rx->env, c->proc), http.method, http.url,
-		                  (const char *const *)http.headers, http.body, http.body_len,
-		                  c->proc->timeout_ms, replied, c, NULL);
-	proc_http_clear(&http);
-	if (r != 0) {
-		log_txn_error(c->row.id, "%s not sent: %s", op_names[op], fgw_strerror(r));
-		reply_error(c, 502, "PAYMENT_PROCESSING_FAILED",
-		            "The operation could not be sent to the processor");
-		return;
-	}
 	if (c->evcon != NULL)
 		evhttp_connection_set_closecb(c->evcon, on_close, c);
+	if (op == PROC_OP_REFUND)
+		begin_refund(c);
+	else
+		send_op(c);
 }
 
 static void

@@ -11,6 +11,11 @@
  * attempt back (doubling up to backoff_max_ms); after max_attempts the row
  * is flagged for manual review and left alone. The next scan starts only
  * when every row of the last one is done.
+ *
+ * The same scan finishes refunds a crash left pending: the refund is sent
+ * again with its own processor key (the processor answers a repeat with
+ * the refund it made, and makes it if it never did), and the answer moves
+ * the refund row to succeeded or failed; no answer backs off like a row.
  */
 #define LOG_MODULE "reconcile"
 
@@ -49,6 +54,8 @@ struct recon_item {
 	struct store_unresolved u;
 	struct store_txn_update upd;
 	struct proc_result res;
+	int is_refund;                    /* rf is the item, row its transaction */
+	struct store_refund rf;
 };
 
 static void schedule(struct reconciler *rc, int64_t ms);
@@ -95,6 +102,16 @@ defer(struct recon_item *it, const char *why)
 	int64_t wait = rc->o.interval_ms;
 	struct store_audit audit = { "system", "local", "txn.manual_review",
 		                         it->row.id, it->row.status, NULL };
+	char details[64];
+	int r, n;
+
+	if (it->is_refund) {
+		/* The transaction is the resource; which refund, in details. */
+		n = snprintf(details, sizeof(details), "{\"refund\":\"%s\"}", it->rf.id);
+		audit.event_type = "txn.refund_manual_review";
+		audit.outcome = "pending";
+		audit.details_json = n > 0 && (size_t)n < sizeof(details) ? details : NULL;
+	}
 	for (int i = 1; i < attempts && wait < rc->o.backoff_max_ms; i++)
 		wait *= 2;
 	if (wait > rc->o.backoff_max_ms)
@@ -105,9 +122,15 @@ defer(struct recon_item *it, const char *why)
 	else
 		log_txn_warn(it->row.id, "still unresolved (%s), attempt %d, next in %lld ms",
 		             why, attempts, (long long)wait);
-	if (store_reconcile_defer(rc->env->store, rc->env->waker, it->row.id, attempts,
-	                          fgw_now_ms() + wait, give_up, &audit, give_up ? 1 : 0,
-	                          deferred, it) != 0)
+	if (it->is_refund)
+		r = store_refund_defer(rc->env->store, rc->env->waker, it->rf.id, attempts,
+		                       fgw_now_ms() + wait, give_up, &audit, give_up ? 1 : 0,
+		                       deferred, it);
+	else
+		r = store_reconcile_defer(rc->env->store, rc->env->waker, it->row.id, attempts,
+		                          fgw_now_ms() + wait, give_up, &audit, give_up ? 1 : 0,
+		                          deferred, it);
+	if (r != 0)
 		item_done(it);
 }
 
@@ -274,13 +297,117 @@ status_replied(void *arg, const struct httpc_response *resp)
 	}
 }
 
+enum op_verdict
+proc_op_verdict(enum proc_op op, const struct proc_result *res)
+{
+	enum proc_outcome want = op == PROC_OP_CANCEL ? PROC_CANCELED : PROC_SUCCEEDED;
+
+	if (res->outcome == want)
+		return OP_DONE;
+	/* A mapped code is a refusal; PAYMENT_PROCESSING_FAILED (a 5xx, an
+	 * answer we do not understand) says nothing certain. */
+	if (res->outcome == PROC_FAILED && res->code[0] &&
+	    strcmp(res->code, "PAYMENT_PROCESSING_FAILED") != 0)
+		return OP_REFUSED;
+	return OP_UNKNOWN;
+}
+
+static void
+refund_finished(void *arg, int rc)
+{
+	struct recon_item *it = arg;
+	if (rc == 0) {
+		log_txn_info(it->row.id, "refund %s reconciled", it->rf.id);
+		if (it->rf.new_status[0]) {
+			fgw_strlcpy(it->row.status, it->rf.new_status, sizeof(it->row.status));
+			it->row.updated_at = fgw_now_ms();
+			txn_events_publish(it->rc->env, &it->row);
+		}
+	} else if (rc != FGW_ERR_STATE) {
+		log_txn_error(it->row.id, "reconciled refund %s not recorded: %s", it->rf.id,
+		              fgw_strerror(rc));
+	}
+	item_done(it);
+}
+
+static void
+refund_replied(void *arg, const struct httpc_response *resp)
+{
+	struct recon_item *it = arg;
+	const struct pipeline_env *env = it->rc->env;
+	struct store_audit audit = { "system", "local", "txn.refund_reconciled", it->row.id,
+		                         NULL, NULL };
+	enum op_verdict v;
+	char details[160];
+	int n, r;
+
+	if (resp->err != 0) {
+		defer(it, fgw_strerror(resp->err));
+		return;
+	}
+	if (it->type->parse_op(it->proc, PROC_OP_REFUND, resp->status, resp->body,
+	                       resp->body_len, &it->res) != 0) {
+		defer(it, "refund answer not understood");
+		return;
+	}
+	if ((v = proc_op_verdict(PROC_OP_REFUND, &it->res)) == OP_UNKNOWN) {
+		defer(it, "processor gave no definite refund answer");
+		return;
+	}
+	audit.outcome = v == OP_DONE ? "succeeded" : "failed";
+	n = snprintf(details, sizeof(details),
+	             "{\"refund\":\"%s\",\"amount\":%lld,\"attempt\":%d}", it->rf.id,
+	             (long long)it->rf.amount, it->u.attempts + 1);
+	if (n > 0 && (size_t)n < sizeof(details))
+		audit.details_json = details;
+	r = store_refund_finish(env->store, env->waker, &it->rf, v == OP_DONE, &it->rf, NULL,
+	                        &audit, 1, refund_finished, it);
+	if (r != 0) {
+		log_txn_error(it->row.id, "reconciled refund refused: %s", fgw_strerror(r));
+		item_done(it);
+	}
+}
+
+/* Sends op to the processor the row went to, never another one; the
+ * answer comes to cb. */
+static int
+send_to_processor(struct recon_item *it, enum proc_op op, const struct proc_op_request *oreq,
+                  httpc_done_fn cb)
+{
+	const struct pipeline_env *env = it->rc->env;
+	struct proc_http http;
+	int r;
+
+	memset(&http, 0, sizeof(http));
+	if (pipeline_proc_by_name(env, it->row.processor, &it->proc, &it->type) != 0 ||
+	    it->type->build_op == NULL || it->type->parse_op == NULL)
+		return FGW_ERR_INVALID;
+	if ((r = it->type->build_op(it->proc, op, oreq, &http)) == 0)
+		r = httpc_request(pipeline_httpc_for(env, it->proc), http.method, http.url,
+		                  (const char *const *)http.headers, http.body, http.body_len,
+		                  it->proc->timeout_ms, cb, it, NULL);
+	proc_http_clear(&http);
+	return r;
+}
+
+/* Sends the pending refund again, with its own processor key. */
+static int
+resend_refund(struct recon_item *it)
+{
+	struct proc_op_request oreq;
+
+	memset(&oreq, 0, sizeof(oreq));
+	oreq.txn_id = it->row.id;
+	oreq.idempotency_key = it->rf.idempotency_key;
+	oreq.reference = it->row.processor_ref;
+	oreq.amount = it->rf.amount;
+	return send_to_processor(it, PROC_OP_REFUND, &oreq, refund_replied);
+}
+
 static int
 ask(struct recon_item *it)
 {
-	const struct pipeline_env *env = it->rc->env;
 	struct proc_op_request oreq;
-	struct proc_http http;
-	int r;
 
 	memset(&oreq, 0, sizeof(oreq));
 	oreq.txn_id = it->row.id;
@@ -288,17 +415,59 @@ ask(struct recon_item *it)
 	oreq.idempotency_key = it->row.processor_idem_key[0] ? it->row.processor_idem_key
 	                                                     : it->row.id;
 	oreq.reference = it->row.processor_ref;
-	memset(&http, 0, sizeof(http));
-	/* Ask the processor the row went to, never another one. */
-	if (pipeline_proc_by_name(env, it->row.processor, &it->proc, &it->type) != 0 ||
-	    it->type->build_op == NULL || it->type->parse_op == NULL)
-		return FGW_ERR_INVALID;
-	if ((r = it->type->build_op(it->proc, PROC_OP_STATUS, &oreq, &http)) == 0)
-		r = httpc_request(pipeline_httpc_for(env, it->proc), http.method, http.url,
-		                  (const char *const *)http.headers, http.body, http.body_len,
-		                  it->proc->timeout_ms, status_replied, it, NULL);
-	proc_http_clear(&http);
-	return r;
+	return send_to_processor(it, PROC_OP_STATUS, &oreq, status_replied);
+}
+
+/* A new item of the current scan for the transaction txn_id, its row
+ * read; NULL when out of memory or the row is not read (then done). */
+static struct recon_item *
+item_new(struct reconciler *rc, const char *txn_id)
+{
+	struct recon_item *it = calloc(1, sizeof(*it));
+	int r;
+
+	if (it == NULL)
+		return NULL;
+	it->rc = rc;
+	it->next = rc->items;
+	if (rc->items != NULL)
+		rc->items->prev = it;
+	rc->items = it;
+	rc->outstanding++;
+	if ((r = store_txn_get(rc->env->reader, NULL, txn_id, &it->row)) != 0) {
+		log_txn_error(txn_id, "reconcile: row not read: %s", fgw_strerror(r));
+		item_done(it);
+		return NULL;
+	}
+	return it;
+}
+
+static void
+scan_refunds(struct reconciler *rc, int64_t now)
+{
+	struct store_refund_due due[RECON_BATCH];
+	int n = 0, r;
+
+	if ((r = store_refund_pending_list(rc->env->reader, now, now - rc->o.grace_ms, due,
+	                                   RECON_BATCH, &n)) != 0) {
+		log_error("reconcile refund scan failed: %s", fgw_strerror(r));
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		struct recon_item *it = item_new(rc, due[i].txn_id);
+		if (it == NULL)
+			continue;
+		it->is_refund = 1;
+		it->u.attempts = due[i].attempts;
+		fgw_strlcpy(it->rf.id, due[i].id, sizeof(it->rf.id));
+		fgw_strlcpy(it->rf.txn_id, due[i].txn_id, sizeof(it->rf.txn_id));
+		fgw_strlcpy(it->rf.idempotency_key, due[i].idempotency_key,
+		            sizeof(it->rf.idempotency_key));
+		it->rf.amount = due[i].amount;
+		it->rf.txn_amount = it->row.amount;
+		if ((r = resend_refund(it)) != 0)
+			defer(it, fgw_strerror(r));
+	}
 }
 
 static void
@@ -318,24 +487,14 @@ scan(evutil_socket_t fd, short what, void *arg)
 	}
 	rc->outstanding = 1; /* held while starting, so no item reschedules */
 	for (int i = 0; i < n; i++) {
-		struct recon_item *it = calloc(1, sizeof(*it));
+		struct recon_item *it = item_new(rc, due[i].id);
 		if (it == NULL)
 			break;
-		it->rc = rc;
 		it->u = due[i];
-		it->next = rc->items;
-		if (rc->items != NULL)
-			rc->items->prev = it;
-		rc->items = it;
-		rc->outstanding++;
-		if ((r = store_txn_get(rc->env->reader, NULL, due[i].id, &it->row)) != 0) {
-			log_txn_error(due[i].id, "reconcile: row not read: %s", fgw_strerror(r));
-			item_done(it);
-			continue;
-		}
 		if ((r = ask(it)) != 0)
 			defer(it, fgw_strerror(r));
 	}
+	scan_refunds(rc, now);
 	if (--rc->outstanding == 0)
 		schedule(rc, rc->o.interval_ms);
 }

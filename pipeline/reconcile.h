@@ -7,15 +7,28 @@
  * timer; nothing blocks: the status request goes through httpc and the
  * outcome through store_txn_finish. Each row gets exponential backoff
  * (reconcile_attempts, reconcile_next_at) and, after max_attempts, the
- * manual_review flag. See docs/operations.md.
+ * manual_review flag. Refunds left `pending` by a crash (store/refunds.h)
+ * are finished the same way: re-sent with the same processor key (the
+ * processor dedupes), with the same backoff and manual review. See
+ * docs/operations.md.
  */
 #ifndef FGW_PIPELINE_RECONCILE_H
 #define FGW_PIPELINE_RECONCILE_H
 
 #include <stdint.h>
 
+#include "processors/adapter.h"
+
 struct pipeline_env;
 struct reconciler;
+
+/* What an operation's parsed answer (parse_op) means for its record. */
+enum op_verdict {
+	OP_DONE,       /* the processor did it */
+	OP_REFUSED,    /* it certainly did not (a mapped refusal) */
+	OP_UNKNOWN     /* no definite answer: ask again with the same key */
+};
+enum op_verdict proc_op_verdict(enum proc_op op, const struct proc_result *res);
 
 struct reconciler_opts {
 	int64_t interval_ms;     /* between scans; also the first backoff step */

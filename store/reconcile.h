@@ -1,7 +1,7 @@
 /*
  * store/reconcile.h — what the reconciler and the refund route need from
  * the store beyond store_txn_finish: the transactions whose outcome is
- * unknown, their backoff bookkeeping, and the refunds table.
+ * unknown and their backoff bookkeeping.
  */
 #ifndef FGW_STORE_RECONCILE_H
 #define FGW_STORE_RECONCILE_H
@@ -34,30 +34,6 @@ int store_reconcile_defer(struct store *st, struct store_waker *w,
 /* Whether a row is flagged for manual review (FGW_ERR_NOT_FOUND if none). */
 int store_manual_review_get(struct store_reader *r, const char *id, int *flag);
 
-/* Sum of the refunds of a transaction (0 when none). */
-int store_refund_sum(struct store_reader *r, const char *txn_id, int64_t *sum);
-
-struct store_refund {
-	char id[40];                /* "rf_..." */
-	char txn_id[40];
-	int64_t amount;
-	char idempotency_key[256];  /* the processor key of this refund */
-	char processor_ref[96];
-	int64_t txn_amount;         /* what was captured: the cap */
-	char new_status[24];        /* set by the job from the committed sum:
-	                               refunded or partially_refunded */
-};
-
-/* In one job: checks that the refunds so far plus this one stay within
- * txn_amount (FGW_ERR_TOO_LARGE otherwise), inserts the refund (a repeat
- * of the same (txn_id, idempotency_key) is FGW_ERR_EXISTS), and moves the
- * transaction forward-only (FGW_ERR_STATE) to refunded when the refunds now
- * add up to txn_amount, else partially_refunded. The idempotent
- * answer and audit events commit with it. */
-int store_refund_record(struct store *st, struct store_waker *w,
-                        const struct store_refund *rf,
-                        const struct store_idem *idem,
-                        const struct store_audit *audit, size_t n_audit,
-                        store_done_fn done, void *arg);
+#include "store/refunds.h" /* the refunds the reconciler finishes */
 
 #endif

@@ -336,6 +336,22 @@ static const char schema_v7[] =
     "DROP INDEX IF EXISTS vault_entries_customer;"
     "CREATE INDEX transactions_created ON transactions(created_at);";
 
+/* v8: refunds are written ahead. A refund row is committed `pending`
+ * with its processor key before the processor is asked, then moves once
+ * to `succeeded` or `failed`; rows a crash left pending are re-sent by the
+ * reconciler with the same key (its bookkeeping as for transactions).
+ * Refunds recorded before v8 were all made: `succeeded`. */
+static const char schema_v8[] =
+    "ALTER TABLE refunds ADD COLUMN status TEXT NOT NULL DEFAULT 'succeeded'"
+    " CHECK (status IN ('pending', 'succeeded', 'failed'));"
+    "ALTER TABLE refunds ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE refunds ADD COLUMN reconcile_attempts INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE refunds ADD COLUMN reconcile_next_at INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE refunds ADD COLUMN manual_review INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE refunds SET updated_at = created_at;"
+    "CREATE INDEX refunds_pending ON refunds (reconcile_next_at)"
+    " WHERE status = 'pending' AND manual_review = 0;";
+
 static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
@@ -344,6 +360,7 @@ static const char *const migrations[] = {
 	schema_v5,
 	schema_v6,
 	schema_v7,
+	schema_v8,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -39,6 +39,13 @@ int store_submit_custom(struct store *st, struct store_waker *w, store_job_fn ru
                         const struct store_audit *audit, size_t n_audit,
                         store_done_fn done, void *arg);
 
+/* Rows due for the reconciler: runs sql (?1 now, ?2 not updated since,
+ * ?3 max) on the reader and calls row(s, out, i) for each; *n the count
+ * (store/reconcile.c). */
+int store_due_rows(struct store_reader *rd, const char *sql, int64_t now, int64_t before,
+                   int max, void (*row)(sqlite3_stmt *s, void *out, int i), void *out,
+                   int *n);
+
 /* The reader's read-only connection (same thread as the reader). */
 sqlite3 *store_reader_db(struct store_reader *r);
 /* The audit MAC the reader verifies with (and its ctx). */

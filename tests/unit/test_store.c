@@ -484,6 +484,15 @@ sql_text(const char *path, const char *sql, char *out, size_t outlen)
 	" AND reconcile_next_at <= 1 AND (status = 'processing' OR updated_at < 2)" \
 	" ORDER BY reconcile_next_at, created_at LIMIT 3"
 
+/* What migration 8 added, taken away again. */
+#define V8_UNDO                                                              \
+	"DROP INDEX refunds_pending;"                                        \
+	"ALTER TABLE refunds DROP COLUMN status;"                            \
+	"ALTER TABLE refunds DROP COLUMN updated_at;"                        \
+	"ALTER TABLE refunds DROP COLUMN reconcile_attempts;"                \
+	"ALTER TABLE refunds DROP COLUMN reconcile_next_at;"                 \
+	"ALTER TABLE refunds DROP COLUMN manual_review;"
+
 static long long
 index_count(const char *path, const char *names)
 {
@@ -615,11 +624,13 @@ test_schema_v7_upgrade(void)
 		CHECK(n > 0 && (size_t)n < sizeof(sql));
 		CHECK_EQ_INT(sql_exec(f.path, sql, NULL, 0), SQLITE_OK);
 	}
+	/* ... and before v8's refund columns. */
+	CHECK_EQ_INT(sql_exec(f.path, V8_UNDO, NULL, 0), SQLITE_OK);
 	CHECK_EQ_INT(sql_exec(f.path, "PRAGMA user_version = 6", NULL, 0), SQLITE_OK);
 	CHECK_EQ_INT(index_count(f.path, DROPPED_INDEXES), 7);
 	CHECK(!query_uses(f.path, RECENT_SQL, "transactions_created"));
 	CHECK_EQ_INT(fix_open_store(&f, 16, 0), 0);
-	CHECK_EQ_INT(sql_int(f.path, "PRAGMA user_version"), 7);
+	CHECK_EQ_INT(sql_int(f.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
 	CHECK_EQ_INT(index_count(f.path, DROPPED_INDEXES), 0);
 	CHECK_EQ_INT(index_count(f.path, KEPT_INDEXES), 9);
 	CHECK(query_uses(f.path, RECENT_SQL, "transactions_created"));
@@ -2124,16 +2135,122 @@ end:
 	TT_END;
 }
 
-/* The reconciler's queries and the refunds job (store/reconcile.h). */
+static int
+begin_sync(struct fix *f, const char *id, const char *key, int64_t amount,
+           struct store_refund *out)
+{
+	struct store_refund rf;
+	struct one o = { 0 };
+	memset(&rf, 0, sizeof(rf));
+	fgw_strlcpy(rf.id, id, sizeof(rf.id));
+	fgw_strlcpy(rf.txn_id, "txn_done", sizeof(rf.txn_id));
+	fgw_strlcpy(rf.idempotency_key, key, sizeof(rf.idempotency_key));
+	rf.amount = amount;
+	rf.txn_amount = 1000;
+	if (store_refund_begin(f->st, f->w, &rf, out, NULL, 0, one_done, &o) != 0 ||
+	    pump(f->base, &o.done, 1) != 0)
+		return FGW_ERR_INTERNAL;
+	return atomic_load(&o.rc);
+}
+
+static int
+rf_finish_sync(struct fix *f, const struct store_refund *rf, int succeeded,
+               struct store_refund *out)
+{
+	struct one o = { 0 };
+	if (store_refund_finish(f->st, f->w, rf, succeeded, out, NULL, NULL, 0, one_done, &o) != 0 ||
+	    pump(f->base, &o.done, 1) != 0)
+		return FGW_ERR_INTERNAL;
+	return atomic_load(&o.rc);
+}
+
+/* Refunds written ahead (store/refunds.h) on txn_done (1000, succeeded):
+ * pending ones hold their amount, failed ones give it back, outcomes move
+ * forward once, the transaction follows the succeeded sum. */
+static int
+test_refunds_ahead(struct fix *f)
+{
+	struct store_refund a, b, c;
+	struct store_refund_due due[4];
+	struct store_txn_row row;
+	struct one o = { 0 };
+	int64_t sum = -1, now = fgw_now_ms();
+	int n = -1;
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	memset(&c, 0, sizeof(c));
+	CHECK_EQ_INT(begin_sync(f, "rf_1", "k1", 600, &a), 0);
+	CHECK_STR(a.status, "pending");
+	CHECK(!a.adopted);
+	/* The pending 600 counts: 401 more is too much. */
+	CHECK_EQ_INT(begin_sync(f, "rf_2", "k2", 401, &b), FGW_ERR_TOO_LARGE);
+	CHECK_EQ_INT(begin_sync(f, "rf_2", "k2", 400, &b), 0);
+	CHECK_EQ_INT(store_refund_sum(f->rd, "txn_done", &sum), 0);
+	CHECK(sum == 0);
+	/* The same key again adopts the row, whatever the new id. */
+	CHECK_EQ_INT(begin_sync(f, "rf_x", "k1", 5, &c), 0);
+	CHECK(c.adopted && c.amount == 600);
+	CHECK_STR(c.id, "rf_1");
+	CHECK_STR(c.status, "pending");
+	/* Pending rows are due for the reconciler once old enough. */
+	CHECK_EQ_INT(store_refund_pending_list(f->rd, now + 1, now - 60000, due, 4, &n), 0);
+	CHECK_EQ_INT(n, 0);
+	CHECK_EQ_INT(store_refund_pending_list(f->rd, now + 60000, now + 60000, due, 4, &n), 0);
+	CHECK_EQ_INT(n, 2);
+	CHECK_EQ_INT(store_refund_defer(f->st, f->w, "rf_2", 1, now + 60000, 1, NULL, 0,
+	                                one_done, &o), 0);
+	CHECK_EQ_INT(pump(f->base, &o.done, 1), 0);
+	CHECK_EQ_INT(atomic_load(&o.rc), 0);
+	CHECK_EQ_INT(store_refund_pending_list(f->rd, now + 120000, now + 120000, due, 4, &n), 0);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(due[0].id, "rf_1");
+	CHECK_STR(due[0].idempotency_key, "k1");
+	/* rf_2 fails: its 400 is refundable again. */
+	CHECK_EQ_INT(rf_finish_sync(f, &b, 0, NULL), 0);
+	CHECK_EQ_INT(rf_finish_sync(f, &b, 1, NULL), FGW_ERR_STATE);
+	/* rf_1 succeeds: partially refunded; finishing again is no change. */
+	CHECK_EQ_INT(rf_finish_sync(f, &a, 1, &c), 0);
+	CHECK_STR(c.new_status, "partially_refunded");
+	CHECK(c.refunded == 600);
+	CHECK_EQ_INT(rf_finish_sync(f, &a, 1, NULL), 0);
+	CHECK_EQ_INT(rf_finish_sync(f, &a, 0, NULL), FGW_ERR_STATE);
+	CHECK_EQ_INT(begin_sync(f, "rf_3", "k3", 400, &b), 0);
+	CHECK_EQ_INT(rf_finish_sync(f, &b, 1, &c), 0);
+	CHECK_STR(c.new_status, "refunded");
+	CHECK_EQ_INT(store_refund_sum(f->rd, "txn_done", &sum), 0);
+	CHECK(sum == 1000);
+	CHECK_EQ_INT(store_txn_get(f->rd, NULL, "txn_done", &row), 0);
+	CHECK_STR(row.status, "refunded");
+	store_txn_row_clear(&row);
+	/* refunded is final for new refunds; a retry still finds its row. */
+	CHECK_EQ_INT(begin_sync(f, "rf_4", "k4", 1, &c), FGW_ERR_STATE);
+	CHECK_EQ_INT(begin_sync(f, "rf_4", "k3", 0, &c), 0);
+	CHECK(c.adopted);
+	CHECK_STR(c.status, "succeeded");
+	/* A processing row cannot be refunded. */
+	memset(&b, 0, sizeof(b));
+	fgw_strlcpy(b.id, "rf_5", sizeof(b.id));
+	fgw_strlcpy(b.txn_id, "txn_post", sizeof(b.txn_id));
+	fgw_strlcpy(b.idempotency_key, "k5", sizeof(b.idempotency_key));
+	b.amount = 1;
+	b.txn_amount = 1000;
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(store_refund_begin(f->st, f->w, &b, NULL, NULL, 0, one_done, &o), 0);
+	CHECK_EQ_INT(pump(f->base, &o.done, 1), 0);
+	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_STATE);
+end:
+	TT_END;
+}
+
+/* The reconciler's queries (store/reconcile.h) and refunds. */
 static int
 test_reconcile_and_refunds(void)
 {
 	struct fix f;
 	struct store_txn_row row;
 	struct store_unresolved due[8];
-	struct store_refund rf;
 	struct one o = { 0 };
-	int64_t sum = -1, now = fgw_now_ms();
+	int64_t now = fgw_now_ms();
 	int n = -1, flag = -1;
 	memset(&f, 0, sizeof(f));
 	TT_BEGIN;
@@ -2176,57 +2293,7 @@ test_reconcile_and_refunds(void)
 	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_STATE);
 
-	/* Refunds: the sum never passes the captured amount. */
-	memset(&rf, 0, sizeof(rf));
-	fgw_strlcpy(rf.id, "rf_1", sizeof(rf.id));
-	fgw_strlcpy(rf.txn_id, "txn_done", sizeof(rf.txn_id));
-	fgw_strlcpy(rf.idempotency_key, "k1", sizeof(rf.idempotency_key));
-	fgw_strlcpy(rf.new_status, "partially_refunded", sizeof(rf.new_status));
-	rf.amount = 600;
-	rf.txn_amount = 1000;
-	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(store_refund_record(f.st, f.w, &rf, NULL, NULL, 0, one_done, &o), 0);
-	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
-	CHECK_EQ_INT(atomic_load(&o.rc), 0);
-	fgw_strlcpy(rf.id, "rf_2", sizeof(rf.id));
-	fgw_strlcpy(rf.idempotency_key, "k2", sizeof(rf.idempotency_key));
-	fgw_strlcpy(rf.new_status, "refunded", sizeof(rf.new_status));
-	rf.amount = 401;
-	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(store_refund_record(f.st, f.w, &rf, NULL, NULL, 0, one_done, &o), 0);
-	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
-	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_TOO_LARGE);
-	rf.amount = 400;
-	fgw_strlcpy(rf.idempotency_key, "k1", sizeof(rf.idempotency_key));
-	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(store_refund_record(f.st, f.w, &rf, NULL, NULL, 0, one_done, &o), 0);
-	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
-	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_EXISTS);
-	fgw_strlcpy(rf.idempotency_key, "k2", sizeof(rf.idempotency_key));
-	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(store_refund_record(f.st, f.w, &rf, NULL, NULL, 0, one_done, &o), 0);
-	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
-	CHECK_EQ_INT(atomic_load(&o.rc), 0);
-	CHECK_EQ_INT(store_refund_sum(f.rd, "txn_done", &sum), 0);
-	CHECK(sum == 1000);
-	CHECK_EQ_INT(store_txn_get(f.rd, NULL, "txn_done", &row), 0);
-	CHECK_STR(row.status, "refunded");
-	store_txn_row_clear(&row);
-	/* refunded is final. */
-	fgw_strlcpy(rf.id, "rf_3", sizeof(rf.id));
-	fgw_strlcpy(rf.idempotency_key, "k3", sizeof(rf.idempotency_key));
-	rf.amount = 1;
-	rf.txn_amount = 100000;
-	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(store_refund_record(f.st, f.w, &rf, NULL, NULL, 0, one_done, &o), 0);
-	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
-	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_STATE);
-	/* A processing row cannot be refunded. */
-	fgw_strlcpy(rf.txn_id, "txn_post", sizeof(rf.txn_id));
-	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(store_refund_record(f.st, f.w, &rf, NULL, NULL, 0, one_done, &o), 0);
-	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
-	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_STATE);
+	CHECK_EQ_INT(test_refunds_ahead(&f), 0);
 end:
 	fix_teardown(&f);
 	TT_END;

@@ -1,0 +1,318 @@
+/*
+ * store/refunds.c — refunds written ahead (store/refunds.h). Table:
+ * refunds (migration 4, status and reconcile columns migration 8).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/util.h"
+#include "store/refunds.h"
+#include "store/sqlutil.h"
+#include "store/store_int.h"
+
+/* The job's copy and where the reactor wants the result. */
+struct refund_job {
+	struct store_refund rf;
+	struct store_refund *out;
+	int succeeded;              /* finish: the target; defer: give up */
+	int attempts;               /* defer */
+	int64_t next_at;            /* defer */
+	store_done_fn done;
+	void *arg;
+};
+
+static void
+job_done(void *arg, int rc)
+{
+	struct refund_job *j = arg;
+	if (j->out != NULL)
+		*j->out = j->rf;
+	if (j->done != NULL)
+		j->done(j->arg, rc);
+}
+
+/* Submits a copy of tmpl (with done and arg set) as the job. */
+static int
+submit(struct store *st, struct store_waker *w, store_job_fn run,
+       const struct refund_job *tmpl, const struct store_idem *idem,
+       const struct store_audit *audit, size_t n_audit)
+{
+	struct refund_job *j;
+
+	if (st == NULL || tmpl->rf.id[0] == '\0')
+		return FGW_ERR_INVALID;
+	if ((j = malloc(sizeof(*j))) == NULL)
+		return FGW_ERR_NOMEM;
+	*j = *tmpl;
+	return store_submit_custom(st, w, run, j, free, idem, audit, n_audit, job_done, j);
+}
+
+static int
+one_text(sqlite3 *db, const char *sql, const char *a, char *out, size_t cap)
+{
+	sqlite3_stmt *s = NULL;
+	int rc, r;
+
+	if ((r = sql_prepare(db, sql, &s)) != 0)
+		return r;
+	sqlite3_bind_text(s, 1, a, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		sql_col_text(s, 0, out, cap);
+	r = rc == SQLITE_ROW ? FGW_OK : rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+	sql_release(s);
+	return r;
+}
+
+static int
+sum_of(sqlite3 *db, const char *sql, const char *txn_id, int64_t *sum)
+{
+	sqlite3_stmt *s = NULL;
+	int r;
+
+	*sum = 0;
+	if ((r = sql_prepare(db, sql, &s)) != 0)
+		return r;
+	sqlite3_bind_text(s, 1, txn_id, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		*sum = sqlite3_column_int64(s, 0);
+	else
+		r = FGW_ERR_DB;
+	sql_release(s);
+	return r;
+}
+
+static const char succeeded_sum_sql[] =
+    "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE txn_id = ?1"
+    " AND status = 'succeeded'";
+
+static int
+begin_run(sqlite3 *db, void *ctx)
+{
+	static const char cur_sql[] = "SELECT status FROM transactions WHERE id = ?1";
+	static const char same_sql[] =
+	    "SELECT id, amount, status FROM refunds WHERE txn_id = ?1 AND idempotency_key = ?2";
+	static const char held_sql[] =
+	    "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE txn_id = ?1"
+	    " AND status <> 'failed'";
+	static const char ins_sql[] =
+	    "INSERT INTO refunds (id, txn_id, amount, idempotency_key, created_at,"
+	    " status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?5)";
+	struct refund_job *j = ctx;
+	struct store_refund *rf = &j->rf;
+	sqlite3_stmt *s = NULL;
+	char cur[24];
+	int64_t held;
+	int rc, r;
+
+	if ((r = one_text(db, cur_sql, rf->txn_id, cur, sizeof(cur))) != 0)
+		goto out;
+	if (strcmp(cur, "succeeded") != 0 && strcmp(cur, "partially_refunded") != 0 &&
+	    strcmp(cur, "refunded") != 0) {
+		r = FGW_ERR_STATE;
+		goto out;
+	}
+	if ((r = sql_prepare(db, same_sql, &s)) != 0)
+		goto out;
+	sqlite3_bind_text(s, 1, rf->txn_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, rf->idempotency_key, -1, SQLITE_STATIC);
+	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		/* The same refund again (a retry): finish that one. */
+		rf->adopted = 1;
+		sql_col_text(s, 0, rf->id, sizeof(rf->id));
+		rf->amount = sqlite3_column_int64(s, 1);
+		sql_col_text(s, 2, rf->status, sizeof(rf->status));
+		goto out;
+	}
+	if (rc != SQLITE_DONE) {
+		r = FGW_ERR_DB;
+		goto out;
+	}
+	sql_release(s);
+	s = NULL;
+	if (strcmp(cur, "refunded") == 0) {
+		r = FGW_ERR_STATE; /* final, unless this is a retry (above) */
+		goto out;
+	}
+	if ((r = sum_of(db, held_sql, rf->txn_id, &held)) != 0)
+		goto out;
+	/* Pending refunds count: the processor may have made them. */
+	if (rf->amount <= 0 || held + rf->amount > rf->txn_amount) {
+		r = FGW_ERR_TOO_LARGE;
+		goto out;
+	}
+	if ((r = sql_prepare(db, ins_sql, &s)) != 0)
+		goto out;
+	sqlite3_bind_text(s, 1, rf->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, rf->txn_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, rf->amount);
+	sqlite3_bind_text(s, 4, rf->idempotency_key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 5, fgw_now_ms());
+	rc = sqlite3_step(s);
+	r = rc == SQLITE_DONE ? FGW_OK
+	    : (rc & 0xff) == SQLITE_CONSTRAINT ? FGW_ERR_EXISTS : FGW_ERR_DB;
+	if (r == FGW_OK)
+		fgw_strlcpy(rf->status, "pending", sizeof(rf->status));
+out:
+	sql_release(s);
+	return r;
+}
+
+int
+store_refund_begin(struct store *st, struct store_waker *w, const struct store_refund *rf,
+                   struct store_refund *out, const struct store_audit *audit,
+                   size_t n_audit, store_done_fn done, void *arg)
+{
+	struct refund_job t = { .out = out, .done = done, .arg = arg };
+
+	if (rf == NULL || rf->idempotency_key[0] == '\0' || rf->txn_id[0] == '\0')
+		return FGW_ERR_INVALID;
+	t.rf = *rf;
+	return submit(st, w, begin_run, &t, NULL, audit, n_audit);
+}
+
+static int
+finish_run(sqlite3 *db, void *ctx)
+{
+	static const char st_sql[] = "SELECT status FROM refunds WHERE id = ?1";
+	static const char set_sql[] =
+	    "UPDATE refunds SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status = 'pending'";
+	static const char cur_sql[] = "SELECT status FROM transactions WHERE id = ?1";
+	static const char upd_sql[] =
+	    "UPDATE transactions SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status = ?4";
+	struct refund_job *j = ctx;
+	struct store_refund *rf = &j->rf;
+	const char *target = j->succeeded ? "succeeded" : "failed";
+	sqlite3_stmt *s = NULL;
+	char now_st[16], cur[24];
+	int64_t now = fgw_now_ms();
+	int r;
+
+	if ((r = one_text(db, st_sql, rf->id, now_st, sizeof(now_st))) != 0)
+		goto out;
+	if (strcmp(now_st, "pending") != 0) {
+		/* Finished already (a retry and the reconciler raced). */
+		r = strcmp(now_st, target) == 0 ? FGW_OK : FGW_ERR_STATE;
+		if (r == FGW_OK && j->succeeded)
+			goto txn_state;
+		goto out;
+	}
+	if ((r = sql_prepare(db, set_sql, &s)) != 0)
+		goto out;
+	sqlite3_bind_text(s, 1, rf->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, target, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, now);
+	r = sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(db) == 1 ? FGW_OK : FGW_ERR_DB;
+	sql_release(s);
+	s = NULL;
+	if (r != FGW_OK || !j->succeeded)
+		goto out;
+txn_state:
+	if ((r = one_text(db, cur_sql, rf->txn_id, cur, sizeof(cur))) != 0 ||
+	    (r = sum_of(db, succeeded_sum_sql, rf->txn_id, &rf->refunded)) != 0)
+		goto out;
+	/* Decided here, from the committed sum: two concurrent partial
+	 * refunds that together refund everything leave it refunded. */
+	fgw_strlcpy(rf->new_status, rf->refunded >= rf->txn_amount ? "refunded"
+	                                                           : "partially_refunded",
+	            sizeof(rf->new_status));
+	if (strcmp(cur, rf->new_status) == 0)
+		goto out;
+	if (!store_status_may_move(cur, rf->new_status)) {
+		r = FGW_ERR_STATE;
+		goto out;
+	}
+	if ((r = sql_prepare(db, upd_sql, &s)) != 0)
+		goto out;
+	sqlite3_bind_text(s, 1, rf->txn_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, rf->new_status, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, now);
+	sqlite3_bind_text(s, 4, cur, -1, SQLITE_STATIC);
+	r = sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(db) == 1 ? FGW_OK
+	                                                                : FGW_ERR_STATE;
+out:
+	sql_release(s);
+	return r;
+}
+
+int
+store_refund_finish(struct store *st, struct store_waker *w, const struct store_refund *rf,
+                    int succeeded, struct store_refund *out, const struct store_idem *idem,
+                    const struct store_audit *audit, size_t n_audit, store_done_fn done,
+                    void *arg)
+{
+	struct refund_job t = { .out = out, .succeeded = succeeded, .done = done, .arg = arg };
+
+	if (rf == NULL || rf->txn_id[0] == '\0' || (succeeded && rf->txn_amount <= 0))
+		return FGW_ERR_INVALID;
+	t.rf = *rf;
+	return submit(st, w, finish_run, &t, idem, audit, n_audit);
+}
+
+static void
+due_row(sqlite3_stmt *s, void *out, int i)
+{
+	struct store_refund_due *d = (struct store_refund_due *)out + i;
+	sql_col_text(s, 0, d->id, sizeof(d->id));
+	sql_col_text(s, 1, d->txn_id, sizeof(d->txn_id));
+	d->amount = sqlite3_column_int64(s, 2);
+	sql_col_text(s, 3, d->idempotency_key, sizeof(d->idempotency_key));
+	d->attempts = sqlite3_column_int(s, 4);
+}
+
+int
+store_refund_pending_list(struct store_reader *rd, int64_t now, int64_t before,
+                          struct store_refund_due *out, int max, int *n)
+{
+	static const char sql[] =
+	    "SELECT id, txn_id, amount, idempotency_key, reconcile_attempts FROM refunds"
+	    " WHERE status = 'pending' AND manual_review = 0 AND reconcile_next_at <= ?1"
+	    " AND updated_at < ?2 ORDER BY reconcile_next_at, created_at LIMIT ?3";
+	return store_due_rows(rd, sql, now, before, max, due_row, out, n);
+}
+
+static int
+defer_run(sqlite3 *db, void *ctx)
+{
+	static const char sql[] =
+	    "UPDATE refunds SET reconcile_attempts = ?2, reconcile_next_at = ?3,"
+	    " manual_review = ?4 WHERE id = ?1 AND status = 'pending'";
+	struct refund_job *j = ctx;
+	sqlite3_stmt *s = NULL;
+	int r;
+
+	if ((r = sql_prepare(db, sql, &s)) != 0)
+		return r;
+	sqlite3_bind_text(s, 1, j->rf.id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 2, j->attempts);
+	sqlite3_bind_int64(s, 3, j->next_at);
+	sqlite3_bind_int(s, 4, j->succeeded);
+	r = sqlite3_step(s) == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
+	if (r == FGW_OK && sqlite3_changes(db) != 1)
+		r = FGW_ERR_STATE; /* finished meanwhile */
+	sql_release(s);
+	return r;
+}
+
+int
+store_refund_defer(struct store *st, struct store_waker *w, const char *id, int attempts,
+                   int64_t next_at, int give_up, const struct store_audit *audit,
+                   size_t n_audit, store_done_fn done, void *arg)
+{
+	struct refund_job t = { .succeeded = give_up ? 1 : 0, .attempts = attempts,
+		                    .next_at = next_at, .done = done, .arg = arg };
+
+	if (id == NULL || strlen(id) >= sizeof(t.rf.id) || attempts < 0)
+		return FGW_ERR_INVALID;
+	fgw_strlcpy(t.rf.id, id, sizeof(t.rf.id));
+	return submit(st, w, defer_run, &t, NULL, audit, n_audit);
+}
+
+int
+store_refund_sum(struct store_reader *rd, const char *txn_id, int64_t *sum)
+{
+	if (rd == NULL || txn_id == NULL)
+		return FGW_ERR_INVALID;
+	return sum_of(store_reader_db(rd), succeeded_sum_sql, txn_id, sum);
+}
