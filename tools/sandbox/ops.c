@@ -4,7 +4,8 @@
  * refunds of a captured charge, never more than was captured. Answers are
  * the charge's plain result JSON (docs/sandbox.md). Operations are not
  * faulted: the fault modes exercise the first charge, where a lost answer
- * can double a charge.
+ * can double a charge. Latency applies: the ledger changes at once and the
+ * answer waits, so a gateway can be killed after the refund was made.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,8 +27,7 @@ send_charge(struct sbx *s, struct evhttp_request *req, const struct sbx_charge *
 		sbx_send_error(req, 500, "internal", "out of memory");
 		return;
 	}
-	sbx_send(req, 200, NULL, text, strlen(text));
-	free(text);
+	sbx_finish(s, req, ACT_ANSWER, 200, text); /* frees text */
 }
 
 static int

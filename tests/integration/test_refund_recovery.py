@@ -1,0 +1,121 @@
+"""Refunds are written ahead: a refund row is committed `pending` before the
+processor is asked, so a crash or a lost answer leaves a row the reconciler
+finishes with the same processor key — exactly once at the processor."""
+
+import signal
+
+import harness
+
+# The grace period exceeds the processor timeout, as in production.
+CFG = dict(reconcile_interval_ms=200, reconcile_grace_ms=3000, processor_timeout_ms=2500)
+
+
+def refunds(stack, txn):
+    return stack.gw.query("SELECT id, amount, status, manual_review FROM refunds"
+                          " WHERE txn_id = ? ORDER BY created_at", txn)
+
+
+def charge(stack, txn):
+    key = stack.gw.txn_row(txn)["processor_idem_key"]
+    return stack.sandbox.ledger()["byKey"][key]
+
+
+def paid(stack, amount=10000):
+    resp = stack.gw.pay(harness.txn_body(amount=amount))
+    harness.assert_status(resp)
+    return resp.body["transactionId"]
+
+
+def events(stack, txn):
+    return [e["event_type"] for e in stack.gw.audit_for(txn)]
+
+
+def test_refund_killed_after_the_processor_answered_is_finished_once():
+    with harness.Stack(**CFG) as stack:
+        txn = paid(stack)
+        # The sandbox makes the refund at once and answers 2 s later.
+        stack.sandbox.faults(latency_ms=2000)
+        call = harness.Background(lambda: stack.gw.txn_op(txn, "refund", {"amount": 3000},
+                                                          idem="rf-k9"))
+        harness.wait_until(lambda: charge(stack, txn)["refunded"] == 3000, 10,
+                           "the sandbox to make the refund")
+        # Written ahead: the row was there before the processor was asked.
+        rows = refunds(stack, txn)
+        assert [(r["amount"], r["status"]) for r in rows] == [(3000, "pending")], rows
+        stack.gw.stop(signal.SIGKILL)
+        call.join(15)
+        assert not call.is_alive() and call.error is not None, (call.value, call.error)
+        stack.sandbox.faults()
+        stack.gw.start()
+        harness.wait_until(lambda: refunds(stack, txn)[0]["status"] == "succeeded", 20,
+                           "the reconciler to finish the refund")
+        assert charge(stack, txn)["refunded"] == 3000
+        assert stack.gw.txn_row(txn)["status"] == "partially_refunded"
+        seen = events(stack, txn)
+        assert "txn.refund_pending" in seen and "txn.refund_reconciled" in seen, seen
+        # The client's retry gets that refund, not a second one.
+        again = stack.gw.txn_op(txn, "refund", {"amount": 3000}, idem="rf-k9")
+        harness.assert_status(again, "partially_refunded")
+        assert again.body["refund"]["id"] == rows[0]["id"], again
+        assert again.body["amountRefunded"] == 3000, again
+        assert charge(stack, txn)["refunded"] == 3000
+        assert len(refunds(stack, txn)) == 1
+        harness.assert_error(stack.gw.txn_op(txn, "refund", {"amount": 2999}, idem="rf-k9"),
+                             422, "IDEMPOTENCY_CONFLICT")
+
+
+def test_refund_without_an_answer_holds_its_amount_until_reconciled():
+    with harness.Stack(**CFG) as stack:
+        txn = paid(stack)
+        stack.sandbox.faults(latency_ms=4000)  # beyond the processor timeout
+        resp = stack.gw.txn_op(txn, "refund", {"amount": 6000}, idem="rf-slow")
+        harness.assert_error(resp, 502, "PAYMENT_PROCESSING_FAILED")
+        assert [r["status"] for r in refunds(stack, txn)] == ["pending"]
+        # The pending 6000 may have been made: 4001 more would over-refund.
+        harness.assert_error(stack.gw.txn_op(txn, "refund", {"amount": 4001}, idem="rf-over"),
+                             400, "REFUND_EXCEEDS_CAPTURED")
+        stack.sandbox.faults()
+        harness.wait_until(lambda: refunds(stack, txn)[0]["status"] == "succeeded", 20,
+                           "the reconciler to finish the refund")
+        assert charge(stack, txn)["refunded"] == 6000
+        assert stack.gw.txn_row(txn)["status"] == "partially_refunded"
+        assert len(refunds(stack, txn)) == 1
+
+
+def test_refund_refused_by_the_processor_fails_and_gives_its_amount_back():
+    with harness.Stack(**CFG) as stack:
+        txn = paid(stack)
+        # 8000 refunded at the processor behind flairgw's back.
+        outside = harness.http(stack.sandbox.port, "POST",
+                               f"/v1/charges/{charge(stack, txn)['id']}/refunds",
+                               {"amount": 8000}, {"Idempotency-Key": "outside",
+                                                  "Content-Type": "application/json"})
+        assert outside.status == 200, outside
+        resp = stack.gw.txn_op(txn, "refund", {"amount": 5000}, idem="rf-refused")
+        harness.assert_error(resp, 400, "REFUND_EXCEEDS_CAPTURED")
+        rows = refunds(stack, txn)
+        assert [(r["amount"], r["status"]) for r in rows] == [(5000, "failed")], rows
+        assert stack.gw.txn_row(txn)["status"] == "succeeded"
+        assert "txn.refund_failed" in events(stack, txn)
+        # A failed refund holds nothing; its key stays spent.
+        harness.assert_error(stack.gw.txn_op(txn, "refund", {"amount": 5000}, idem="rf-refused"),
+                             409, "INVALID_TRANSACTION_STATE")
+        ok = stack.gw.txn_op(txn, "refund", {"amount": 2000}, idem="rf-after")
+        harness.assert_status(ok, "partially_refunded")
+        assert ok.body["amountRefunded"] == 2000, ok
+        assert charge(stack, txn)["refunded"] == 10000
+
+
+def test_pending_refund_the_processor_never_answers_goes_to_manual_review():
+    with harness.Stack(reconcile_interval_ms=100, reconcile_grace_ms=2500,
+                       processor_timeout_ms=1000, reconcile_max_attempts=3,
+                       reconcile_backoff_max_ms=200) as stack:
+        txn = paid(stack)
+        stack.sandbox.faults(latency_ms=60000)
+        harness.assert_error(stack.gw.txn_op(txn, "refund", {"amount": 100}, idem="rf-mr"),
+                             502, "PAYMENT_PROCESSING_FAILED")
+        harness.wait_until(lambda: refunds(stack, txn)[0]["manual_review"] == 1, 30,
+                           "the refund to be flagged for manual review")
+        assert refunds(stack, txn)[0]["status"] == "pending"
+        assert events(stack, txn).count("txn.refund_manual_review") == 1
+        stack.sandbox.faults()
