@@ -8,12 +8,12 @@
  * recorded: the state move (forward-only), the idempotent answer and the
  * audit event in one commit, followed by txn_events_publish.
  *
- * A refund is written ahead: its row is committed `pending` with its
- * processor key before the processor is asked (store/refunds.h), so a
- * crash at any point leaves a row the reconciler re-sends with the same
- * key. A definite refusal moves it to `failed`; no answer leaves it
- * pending for the reconciler, or for the client's retry with the same
- * Idempotency-Key, which adopts the row and re-sends it.
+ * Each is written ahead: its row (a refund, store/refunds.h, or a capture
+ * or cancel, store/txnops.h) is committed `pending` with its processor key
+ * before the processor is asked, so a crash at any point leaves a row the
+ * reconciler re-sends with the same key. A definite refusal moves it to
+ * `failed`; no answer leaves it pending for the reconciler, or for the
+ * client's retry, which adopts the row and re-sends it.
  *
  * The processor idempotency key of an operation is stable across the
  * client's retries: derived from the client's Idempotency-Key when there
@@ -42,6 +42,7 @@
 #include "processors/httpc.h"
 #include "store/refunds.h"
 #include "store/store.h"
+#include "store/txnops.h"
 
 struct op_ctx {
 	struct reactor *rx;
@@ -62,6 +63,7 @@ struct op_ctx {
 	int amount_given;             /* the client named the amount */
 	int64_t refunded;             /* succeeded refunds before this one */
 	struct store_refund rf;       /* the refund row (store jobs' output) */
+	struct store_txnop top;       /* the capture/cancel row (likewise) */
 	char new_status[24];
 	char *answer;
 };
@@ -131,6 +133,15 @@ out:
 	cJSON_Delete(o);
 	free(json);
 	return r;
+}
+
+/* A store job that could not even be queued. */
+static void
+not_submitted(struct op_ctx *c, int r)
+{
+	reply_error(c, r == FGW_ERR_SHUTDOWN ? 503 : 500,
+	            r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
+	            "The operation could not be recorded");
 }
 
 /* Answers a store job's failure (1), or 0 when rc is 0. */
@@ -209,18 +220,11 @@ record(struct op_ctx *c)
 		r = store_refund_finish(c->rx->gw->store, c->rx->waker, &c->rf, 1, &c->rf,
 		                        c->key[0] ? &idem : NULL, &audit, 1, committed, c);
 	} else {
-		struct store_txn_update upd;
-		memset(&upd, 0, sizeof(upd));
-		fgw_strlcpy(upd.id, c->row.id, sizeof(upd.id));
-		fgw_strlcpy(upd.status, c->new_status, sizeof(upd.status));
-		upd.next_action_json = NULL;
-		r = store_txn_finish(c->rx->gw->store, c->rx->waker, &upd,
-		                     c->key[0] ? &idem : NULL, &audit, 1, NULL, committed, c);
+		r = store_txnop_finish(c->rx->gw->store, c->rx->waker, &c->top, 1,
+		                       c->key[0] ? &idem : NULL, &audit, 1, committed, c);
 	}
 	if (r != 0)
-		reply_error(c, r == FGW_ERR_SHUTDOWN ? 503 : 500,
-		            r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
-		            "The operation could not be recorded");
+		not_submitted(c, r);
 }
 
 static int
@@ -230,31 +234,42 @@ refusal_status(const struct proc_result *res)
 }
 
 static void
-refund_failed_recorded(void *arg, int rc)
+refusal_recorded(void *arg, int rc)
 {
 	struct op_ctx *c = arg;
 	if (rc != 0)
-		log_txn_error(c->row.id, "refund %s failure not recorded: %s", c->rf.id,
+		log_txn_error(c->row.id, "%s failure not recorded: %s", op_names[c->op],
 		              fgw_strerror(rc));
 	reply_error(c, refusal_status(&c->res), c->res.code, c->res.message);
 }
 
-/* The processor certainly made no refund: the row moves to failed (its
- * amount is refundable again), then the refusal is answered. */
+/* The processor certainly did not do it: the row moves to failed (a
+ * refund's amount is refundable again), then the refusal is answered. */
 static void
-refund_refused(struct op_ctx *c)
+op_refused(struct op_ctx *c)
 {
-	struct store_audit audit = { c->client, c->source, "txn.refund_failed", c->row.id,
-		                         "failure", NULL };
-	char details[160];
-	int n = snprintf(details, sizeof(details), "{\"refund\":\"%s\",\"code\":\"%s\"}",
-	                 c->rf.id, c->res.code);
+	struct store_audit audit = { c->client, c->source, NULL, c->row.id, "failure", NULL };
+	struct store *st = c->rx->gw->store;
+	char details[160], event[32];
+	int n, r;
 
+	snprintf(event, sizeof(event), "txn.%s_failed", op_names[c->op]);
+	audit.event_type = event;
+	if (c->op == PROC_OP_REFUND)
+		n = snprintf(details, sizeof(details), "{\"refund\":\"%s\",\"code\":\"%s\"}",
+		             c->rf.id, c->res.code);
+	else
+		n = snprintf(details, sizeof(details), "{\"code\":\"%s\"}", c->res.code);
 	if (n > 0 && (size_t)n < sizeof(details))
 		audit.details_json = details;
-	if (store_refund_finish(c->rx->gw->store, c->rx->waker, &c->rf, 0, NULL, NULL, &audit,
-	                        1, refund_failed_recorded, c) != 0)
-		refund_failed_recorded(c, FGW_ERR_SHUTDOWN);
+	if (c->op == PROC_OP_REFUND)
+		r = store_refund_finish(st, c->rx->waker, &c->rf, 0, NULL, NULL, &audit, 1,
+		                        refusal_recorded, c);
+	else
+		r = store_txnop_finish(st, c->rx->waker, &c->top, 0, NULL, &audit, 1,
+		                       refusal_recorded, c);
+	if (r != 0)
+		refusal_recorded(c, FGW_ERR_SHUTDOWN);
 }
 
 static void
@@ -275,10 +290,7 @@ replied(void *arg, const struct httpc_response *resp)
 	}
 	if ((v = proc_op_verdict(c->op, &c->res)) == OP_REFUSED) {
 		/* The processor refused: its mapped code (state, amount). */
-		if (c->op == PROC_OP_REFUND)
-			refund_refused(c);
-		else
-			reply_error(c, refusal_status(&c->res), c->res.code, c->res.message);
+		op_refused(c);
 		return;
 	}
 	if (v != OP_DONE) {
@@ -352,6 +364,51 @@ refund_begun(void *arg, int rc)
 	send_op(c);
 }
 
+/* The capture/cancel row is committed (or found, for a retry). */
+static void
+txnop_begun(void *arg, int rc)
+{
+	struct op_ctx *c = arg;
+
+	if (store_failed(c, rc, c->op == PROC_OP_CAPTURE
+	                            ? "Only an authorized transaction can be captured"
+	                            : "Only an authorized transaction can be canceled"))
+		return;
+	if (c->top.adopted && strcmp(c->top.status, "succeeded") == 0) {
+		record(c);
+		return;
+	}
+	if (c->top.adopted && strcmp(c->top.status, "failed") == 0) {
+		reply_error(c, 409, "INVALID_TRANSACTION_STATE",
+		            "The processor refused this operation before");
+		return;
+	}
+	send_op(c);
+}
+
+static void
+begin_txnop(struct op_ctx *c)
+{
+	struct store_audit audit = { c->client, c->source, NULL, c->row.id, "pending", NULL };
+	char details[160], event[32];
+	int r, n;
+
+	memset(&c->top, 0, sizeof(c->top));
+	fgw_strlcpy(c->top.txn_id, c->row.id, sizeof(c->top.txn_id));
+	fgw_strlcpy(c->top.op, op_names[c->op], sizeof(c->top.op));
+	fgw_strlcpy(c->top.idempotency_key, c->proc_key, sizeof(c->top.idempotency_key));
+	snprintf(event, sizeof(event), "txn.%s_pending", op_names[c->op]);
+	audit.event_type = event;
+	n = snprintf(details, sizeof(details), "{\"amount\":%lld,\"processorKey\":\"%s\"}",
+	             (long long)c->row.amount, c->proc_key);
+	if (n > 0 && (size_t)n < sizeof(details))
+		audit.details_json = details;
+	r = store_txnop_begin(c->rx->gw->store, c->rx->waker, &c->top, &c->top, &audit, 1,
+	                      txnop_begun, c);
+	if (r != 0)
+		not_submitted(c, r);
+}
+
 static void
 begin_refund(struct op_ctx *c)
 {
@@ -374,9 +431,7 @@ begin_refund(struct op_ctx *c)
 	r = store_refund_begin(c->rx->gw->store, c->rx->waker, &c->rf, &c->rf, &audit, 1,
 	                       refund_begun, c);
 	if (r != 0)
-		reply_error(c, r == FGW_ERR_SHUTDOWN ? 503 : 500,
-		            r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
-		            "The refund could not be recorded");
+		not_submitted(c, r);
 }
 
 /* Parses {"amount": N} (refund) or {} (capture, cancel). */
@@ -545,7 +600,7 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 	if (op == PROC_OP_REFUND)
 		begin_refund(c);
 	else
-		send_op(c);
+		begin_txnop(c);
 }
 
 static void

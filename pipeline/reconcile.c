@@ -12,10 +12,11 @@
  * is flagged for manual review and left alone. The next scan starts only
  * when every row of the last one is done.
  *
- * The same scan finishes refunds a crash left pending: the refund is sent
- * again with its own processor key (the processor answers a repeat with
- * the refund it made, and makes it if it never did), and the answer moves
- * the refund row to succeeded or failed; no answer backs off like a row.
+ * The same scan finishes refunds, captures and cancels a crash left
+ * pending: the operation is sent again with its own processor key (the
+ * processor answers a repeat with what it did, and does it if it never
+ * did), and the answer moves the operation's row to succeeded or failed;
+ * no answer backs off like a row.
  */
 #define LOG_MODULE "reconcile"
 
@@ -33,6 +34,7 @@
 #include "pipeline/stages.h"
 #include "processors/httpc.h"
 #include "store/reconcile.h"
+#include "store/txnops.h"
 
 #define RECON_BATCH 32
 
@@ -54,11 +56,19 @@ struct recon_item {
 	struct store_unresolved u;
 	struct store_txn_update upd;
 	struct proc_result res;
-	int is_refund;                    /* rf is the item, row its transaction */
+	enum proc_op op;                  /* STATUS: the row; REFUND: rf; CAPTURE,
+	                                     CANCEL: top (row: their transaction) */
 	struct store_refund rf;
+	struct store_txnop top;
 };
 
 static void schedule(struct reconciler *rc, int64_t ms);
+
+static const char *
+op_name(enum proc_op op)
+{
+	return op == PROC_OP_REFUND ? "refund" : op == PROC_OP_CAPTURE ? "capture" : "cancel";
+}
 
 static void
 item_free(struct recon_item *it)
@@ -102,15 +112,17 @@ defer(struct recon_item *it, const char *why)
 	int64_t wait = rc->o.interval_ms;
 	struct store_audit audit = { "system", "local", "txn.manual_review",
 		                         it->row.id, it->row.status, NULL };
-	char details[64];
+	char details[64], event[40];
 	int r, n;
 
-	if (it->is_refund) {
+	if (it->op != PROC_OP_STATUS) {
 		/* The transaction is the resource; which refund, in details. */
 		n = snprintf(details, sizeof(details), "{\"refund\":\"%s\"}", it->rf.id);
-		audit.event_type = "txn.refund_manual_review";
+		snprintf(event, sizeof(event), "txn.%s_manual_review", op_name(it->op));
+		audit.event_type = event;
 		audit.outcome = "pending";
-		audit.details_json = n > 0 && (size_t)n < sizeof(details) ? details : NULL;
+		if (it->op == PROC_OP_REFUND && n > 0 && (size_t)n < sizeof(details))
+			audit.details_json = details;
 	}
 	for (int i = 1; i < attempts && wait < rc->o.backoff_max_ms; i++)
 		wait *= 2;
@@ -122,10 +134,14 @@ defer(struct recon_item *it, const char *why)
 	else
 		log_txn_warn(it->row.id, "still unresolved (%s), attempt %d, next in %lld ms",
 		             why, attempts, (long long)wait);
-	if (it->is_refund)
-		r = store_refund_defer(rc->env->store, rc->env->waker, it->rf.id, attempts,
-		                       fgw_now_ms() + wait, give_up, &audit, give_up ? 1 : 0,
-		                       deferred, it);
+	if (it->op == PROC_OP_REFUND)
+		r = store_refund_defer(rc->env->store, rc->env->waker, it->rf.id, it->rf.txn_id,
+		                       attempts, fgw_now_ms() + wait, give_up, &audit,
+		                       give_up ? 1 : 0, deferred, it);
+	else if (it->op != PROC_OP_STATUS)
+		r = store_txnop_defer(rc->env->store, rc->env->waker, it->top.txn_id, it->top.op,
+		                      attempts, fgw_now_ms() + wait, give_up, &audit,
+		                      give_up ? 1 : 0, deferred, it);
 	else
 		r = store_reconcile_defer(rc->env->store, rc->env->waker, it->row.id, attempts,
 		                          fgw_now_ms() + wait, give_up, &audit, give_up ? 1 : 0,
@@ -313,57 +329,68 @@ proc_op_verdict(enum proc_op op, const struct proc_result *res)
 }
 
 static void
-refund_finished(void *arg, int rc)
+op_finished(void *arg, int rc)
 {
 	struct recon_item *it = arg;
+	const char *to = it->op == PROC_OP_REFUND    ? it->rf.new_status
+	                 : it->op == PROC_OP_CAPTURE ? "succeeded"
+	                                             : "canceled";
 	if (rc == 0) {
-		log_txn_info(it->row.id, "refund %s reconciled", it->rf.id);
-		if (it->rf.new_status[0]) {
-			fgw_strlcpy(it->row.status, it->rf.new_status, sizeof(it->row.status));
+		log_txn_info(it->row.id, "%s reconciled", op_name(it->op));
+		/* to is empty for a failed refund; a failed capture/cancel
+		 * left the transaction authorized (status unchanged). */
+		if (to[0] && (it->op == PROC_OP_REFUND || it->res.outcome != PROC_FAILED)) {
+			fgw_strlcpy(it->row.status, to, sizeof(it->row.status));
 			it->row.updated_at = fgw_now_ms();
 			txn_events_publish(it->rc->env, &it->row);
 		}
 	} else if (rc != FGW_ERR_STATE) {
-		log_txn_error(it->row.id, "reconciled refund %s not recorded: %s", it->rf.id,
+		log_txn_error(it->row.id, "reconciled %s not recorded: %s", op_name(it->op),
 		              fgw_strerror(rc));
 	}
 	item_done(it);
 }
 
 static void
-refund_replied(void *arg, const struct httpc_response *resp)
+op_replied(void *arg, const struct httpc_response *resp)
 {
 	struct recon_item *it = arg;
 	const struct pipeline_env *env = it->rc->env;
-	struct store_audit audit = { "system", "local", "txn.refund_reconciled", it->row.id,
-		                         NULL, NULL };
+	struct store_audit audit = { "system", "local", NULL, it->row.id, NULL, NULL };
 	enum op_verdict v;
-	char details[160];
+	char details[160], event[40];
 	int n, r;
 
 	if (resp->err != 0) {
 		defer(it, fgw_strerror(resp->err));
 		return;
 	}
-	if (it->type->parse_op(it->proc, PROC_OP_REFUND, resp->status, resp->body,
-	                       resp->body_len, &it->res) != 0) {
-		defer(it, "refund answer not understood");
+	if (it->type->parse_op(it->proc, it->op, resp->status, resp->body, resp->body_len,
+	                       &it->res) != 0) {
+		defer(it, "operation answer not understood");
 		return;
 	}
-	if ((v = proc_op_verdict(PROC_OP_REFUND, &it->res)) == OP_UNKNOWN) {
-		defer(it, "processor gave no definite refund answer");
+	if ((v = proc_op_verdict(it->op, &it->res)) == OP_UNKNOWN) {
+		defer(it, "processor gave no definite answer to the operation");
 		return;
 	}
+	snprintf(event, sizeof(event), "txn.%s_reconciled", op_name(it->op));
+	audit.event_type = event;
 	audit.outcome = v == OP_DONE ? "succeeded" : "failed";
 	n = snprintf(details, sizeof(details),
 	             "{\"refund\":\"%s\",\"amount\":%lld,\"attempt\":%d}", it->rf.id,
 	             (long long)it->rf.amount, it->u.attempts + 1);
 	if (n > 0 && (size_t)n < sizeof(details))
 		audit.details_json = details;
-	r = store_refund_finish(env->store, env->waker, &it->rf, v == OP_DONE, &it->rf, NULL,
-	                        &audit, 1, refund_finished, it);
+	if (it->op == PROC_OP_REFUND)
+		r = store_refund_finish(env->store, env->waker, &it->rf, v == OP_DONE, &it->rf,
+		                        NULL, &audit, 1, op_finished, it);
+	else
+		r = store_txnop_finish(env->store, env->waker, &it->top, v == OP_DONE, NULL,
+		                       &audit, 1, op_finished, it);
 	if (r != 0) {
-		log_txn_error(it->row.id, "reconciled refund refused: %s", fgw_strerror(r));
+		log_txn_error(it->row.id, "reconciled %s refused: %s", op_name(it->op),
+		              fgw_strerror(r));
 		item_done(it);
 	}
 }
@@ -390,18 +417,19 @@ send_to_processor(struct recon_item *it, enum proc_op op, const struct proc_op_r
 	return r;
 }
 
-/* Sends the pending refund again, with its own processor key. */
+/* Sends the pending operation again, with its own processor key. */
 static int
-resend_refund(struct recon_item *it)
+resend_op(struct recon_item *it)
 {
 	struct proc_op_request oreq;
 
 	memset(&oreq, 0, sizeof(oreq));
 	oreq.txn_id = it->row.id;
-	oreq.idempotency_key = it->rf.idempotency_key;
+	oreq.idempotency_key = it->op == PROC_OP_REFUND ? it->rf.idempotency_key
+	                                                : it->top.idempotency_key;
 	oreq.reference = it->row.processor_ref;
-	oreq.amount = it->rf.amount;
-	return send_to_processor(it, PROC_OP_REFUND, &oreq, refund_replied);
+	oreq.amount = it->op == PROC_OP_REFUND ? it->rf.amount : 0;
+	return send_to_processor(it, it->op, &oreq, op_replied);
 }
 
 static int
@@ -457,7 +485,7 @@ scan_refunds(struct reconciler *rc, int64_t now)
 		struct recon_item *it = item_new(rc, due[i].txn_id);
 		if (it == NULL)
 			continue;
-		it->is_refund = 1;
+		it->op = PROC_OP_REFUND;
 		it->u.attempts = due[i].attempts;
 		fgw_strlcpy(it->rf.id, due[i].id, sizeof(it->rf.id));
 		fgw_strlcpy(it->rf.txn_id, due[i].txn_id, sizeof(it->rf.txn_id));
@@ -465,7 +493,33 @@ scan_refunds(struct reconciler *rc, int64_t now)
 		            sizeof(it->rf.idempotency_key));
 		it->rf.amount = due[i].amount;
 		it->rf.txn_amount = it->row.amount;
-		if ((r = resend_refund(it)) != 0)
+		if ((r = resend_op(it)) != 0)
+			defer(it, fgw_strerror(r));
+	}
+}
+
+static void
+scan_txnops(struct reconciler *rc, int64_t now)
+{
+	struct store_txnop_due due[RECON_BATCH];
+	int n = 0, r;
+
+	if ((r = store_txnop_pending_list(rc->env->reader, now, now - rc->o.grace_ms, due,
+	                                  RECON_BATCH, &n)) != 0) {
+		log_error("reconcile capture/cancel scan failed: %s", fgw_strerror(r));
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		struct recon_item *it = item_new(rc, due[i].txn_id);
+		if (it == NULL)
+			continue;
+		it->op = strcmp(due[i].op, "capture") == 0 ? PROC_OP_CAPTURE : PROC_OP_CANCEL;
+		it->u.attempts = due[i].attempts;
+		fgw_strlcpy(it->top.txn_id, due[i].txn_id, sizeof(it->top.txn_id));
+		fgw_strlcpy(it->top.op, due[i].op, sizeof(it->top.op));
+		fgw_strlcpy(it->top.idempotency_key, due[i].idempotency_key,
+		            sizeof(it->top.idempotency_key));
+		if ((r = resend_op(it)) != 0)
 			defer(it, fgw_strerror(r));
 	}
 }
@@ -495,6 +549,7 @@ scan(evutil_socket_t fd, short what, void *arg)
 			defer(it, fgw_strerror(r));
 	}
 	scan_refunds(rc, now);
+	scan_txnops(rc, now);
 	if (--rc->outstanding == 0)
 		schedule(rc, rc->o.interval_ms);
 }

@@ -35,6 +35,27 @@ out:
 	return r;
 }
 
+int
+store_defer_row(sqlite3 *db, const char *sql, const char *k1, const char *k2, int attempts,
+                int64_t next_at, int give_up)
+{
+	sqlite3_stmt *s = NULL;
+	int r;
+
+	if ((r = sql_prepare(db, sql, &s)) != 0)
+		return r;
+	sqlite3_bind_text(s, 1, k1, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, k2, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 3, attempts);
+	sqlite3_bind_int64(s, 4, next_at);
+	sqlite3_bind_int(s, 5, give_up ? 1 : 0);
+	r = sqlite3_step(s) == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
+	if (r == FGW_OK && sqlite3_changes(db) != 1)
+		r = FGW_ERR_STATE; /* finished meanwhile */
+	sql_release(s);
+	return r;
+}
+
 static void
 unresolved_row(sqlite3_stmt *s, void *out, int i)
 {

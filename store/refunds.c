@@ -48,8 +48,8 @@ submit(struct store *st, struct store_waker *w, store_job_fn run,
 	return store_submit_custom(st, w, run, j, free, idem, audit, n_audit, job_done, j);
 }
 
-static int
-one_text(sqlite3 *db, const char *sql, const char *a, char *out, size_t cap)
+int
+store_sql_text(sqlite3 *db, const char *sql, const char *a, char *out, size_t cap)
 {
 	sqlite3_stmt *s = NULL;
 	int rc, r;
@@ -106,7 +106,7 @@ begin_run(sqlite3 *db, void *ctx)
 	int64_t held;
 	int rc, r;
 
-	if ((r = one_text(db, cur_sql, rf->txn_id, cur, sizeof(cur))) != 0)
+	if ((r = store_sql_text(db, cur_sql, rf->txn_id, cur, sizeof(cur))) != 0)
 		goto out;
 	if (strcmp(cur, "succeeded") != 0 && strcmp(cur, "partially_refunded") != 0 &&
 	    strcmp(cur, "refunded") != 0) {
@@ -189,7 +189,7 @@ finish_run(sqlite3 *db, void *ctx)
 	int64_t now = fgw_now_ms();
 	int r;
 
-	if ((r = one_text(db, st_sql, rf->id, now_st, sizeof(now_st))) != 0)
+	if ((r = store_sql_text(db, st_sql, rf->id, now_st, sizeof(now_st))) != 0)
 		goto out;
 	if (strcmp(now_st, "pending") != 0) {
 		/* Finished already (a retry and the reconciler raced). */
@@ -209,7 +209,7 @@ finish_run(sqlite3 *db, void *ctx)
 	if (r != FGW_OK || !j->succeeded)
 		goto out;
 txn_state:
-	if ((r = one_text(db, cur_sql, rf->txn_id, cur, sizeof(cur))) != 0 ||
+	if ((r = store_sql_text(db, cur_sql, rf->txn_id, cur, sizeof(cur))) != 0 ||
 	    (r = sum_of(db, succeeded_sum_sql, rf->txn_id, &rf->refunded)) != 0)
 		goto out;
 	/* Decided here, from the committed sum: two concurrent partial
@@ -276,36 +276,27 @@ static int
 defer_run(sqlite3 *db, void *ctx)
 {
 	static const char sql[] =
-	    "UPDATE refunds SET reconcile_attempts = ?2, reconcile_next_at = ?3,"
-	    " manual_review = ?4 WHERE id = ?1 AND status = 'pending'";
-	struct refund_job *j = ctx;
-	sqlite3_stmt *s = NULL;
-	int r;
-
-	if ((r = sql_prepare(db, sql, &s)) != 0)
-		return r;
-	sqlite3_bind_text(s, 1, j->rf.id, -1, SQLITE_STATIC);
-	sqlite3_bind_int(s, 2, j->attempts);
-	sqlite3_bind_int64(s, 3, j->next_at);
-	sqlite3_bind_int(s, 4, j->succeeded);
-	r = sqlite3_step(s) == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
-	if (r == FGW_OK && sqlite3_changes(db) != 1)
-		r = FGW_ERR_STATE; /* finished meanwhile */
-	sql_release(s);
-	return r;
+	    "UPDATE refunds SET reconcile_attempts = ?3, reconcile_next_at = ?4,"
+	    " manual_review = ?5 WHERE id = ?1 AND txn_id = ?2 AND status = 'pending'";
+	const struct refund_job *j = ctx;
+	return store_defer_row(db, sql, j->rf.id, j->rf.txn_id, j->attempts, j->next_at,
+	                       j->succeeded);
 }
 
 int
-store_refund_defer(struct store *st, struct store_waker *w, const char *id, int attempts,
-                   int64_t next_at, int give_up, const struct store_audit *audit,
-                   size_t n_audit, store_done_fn done, void *arg)
+store_refund_defer(struct store *st, struct store_waker *w, const char *id,
+                   const char *txn_id, int attempts, int64_t next_at, int give_up,
+                   const struct store_audit *audit, size_t n_audit, store_done_fn done,
+                   void *arg)
 {
 	struct refund_job t = { .succeeded = give_up ? 1 : 0, .attempts = attempts,
 		                    .next_at = next_at, .done = done, .arg = arg };
 
-	if (id == NULL || strlen(id) >= sizeof(t.rf.id) || attempts < 0)
+	if (id == NULL || txn_id == NULL || strlen(id) >= sizeof(t.rf.id) ||
+	    strlen(txn_id) >= sizeof(t.rf.txn_id) || attempts < 0)
 		return FGW_ERR_INVALID;
 	fgw_strlcpy(t.rf.id, id, sizeof(t.rf.id));
+	fgw_strlcpy(t.rf.txn_id, txn_id, sizeof(t.rf.txn_id));
 	return submit(st, w, defer_run, &t, NULL, audit, n_audit);
 }
 

@@ -70,7 +70,7 @@ int store_refund_pending_list(struct store_reader *r, int64_t now, int64_t befor
 /* One more unresolved attempt of a pending refund: attempts, next time,
  * and (give_up) the manual-review flag; FGW_ERR_STATE once it is final. */
 int store_refund_defer(struct store *st, struct store_waker *w, const char *id,
-                       int attempts, int64_t next_at, int give_up,
+                       const char *txn_id, int attempts, int64_t next_at, int give_up,
                        const struct store_audit *audit, size_t n_audit,
                        store_done_fn done, void *arg);
 

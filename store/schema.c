@@ -336,9 +336,10 @@ static const char schema_v7[] =
     "DROP INDEX IF EXISTS vault_entries_customer;"
     "CREATE INDEX transactions_created ON transactions(created_at);";
 
-/* v8: refunds are written ahead. A refund row is committed `pending`
- * with its processor key before the processor is asked, then moves once
- * to `succeeded` or `failed`; rows a crash left pending are re-sent by the
+/* v8: refunds, captures and cancels are written ahead. The refund row, or
+ * the capture/cancel row of txn_operations, is committed `pending` with
+ * its processor key before the processor is asked, then moves once to
+ * `succeeded` or `failed`; rows a crash left pending are re-sent by the
  * reconciler with the same key (its bookkeeping as for transactions).
  * Refunds recorded before v8 were all made: `succeeded`. */
 static const char schema_v8[] =
@@ -350,6 +351,20 @@ static const char schema_v8[] =
     "ALTER TABLE refunds ADD COLUMN manual_review INTEGER NOT NULL DEFAULT 0;"
     "UPDATE refunds SET updated_at = created_at;"
     "CREATE INDEX refunds_pending ON refunds (reconcile_next_at)"
+    " WHERE status = 'pending' AND manual_review = 0;"
+    "CREATE TABLE txn_operations ("
+    " txn_id TEXT NOT NULL REFERENCES transactions (id),"
+    " op TEXT NOT NULL CHECK (op IN ('capture', 'cancel')),"
+    " idempotency_key TEXT NOT NULL,"
+    " status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),"
+    " created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL,"
+    " reconcile_attempts INTEGER NOT NULL DEFAULT 0,"
+    " reconcile_next_at INTEGER NOT NULL DEFAULT 0,"
+    " manual_review INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (txn_id, op)"
+    ");"
+    "CREATE INDEX txn_operations_pending ON txn_operations (reconcile_next_at)"
     " WHERE status = 'pending' AND manual_review = 0;";
 
 static const char *const migrations[] = {

@@ -46,6 +46,16 @@ int store_due_rows(struct store_reader *rd, const char *sql, int64_t now, int64_
                    int max, void (*row)(sqlite3_stmt *s, void *out, int i), void *out,
                    int *n);
 
+/* Backoff of a pending row: runs the UPDATE sql with ?1 k1, ?2 k2 (the
+ * row's key), ?3 attempts, ?4 next_at, ?5 give_up; FGW_ERR_STATE when it
+ * changed no row (finished meanwhile). */
+int store_defer_row(sqlite3 *db, const char *sql, const char *k1, const char *k2,
+                    int attempts, int64_t next_at, int give_up);
+
+/* The first column of the first row of sql with ?1 = a, as text into out:
+ * FGW_ERR_NOT_FOUND when there is no row (store/refunds.c). */
+int store_sql_text(sqlite3 *db, const char *sql, const char *a, char *out, size_t cap);
+
 /* The reader's read-only connection (same thread as the reader). */
 sqlite3 *store_reader_db(struct store_reader *r);
 /* The audit MAC the reader verifies with (and its ctx). */

@@ -119,3 +119,55 @@ def test_pending_refund_the_processor_never_answers_goes_to_manual_review():
         assert refunds(stack, txn)[0]["status"] == "pending"
         assert events(stack, txn).count("txn.refund_manual_review") == 1
         stack.sandbox.faults()
+
+
+def operation(stack, txn):
+    return stack.gw.query("SELECT op, status, manual_review FROM txn_operations"
+                          " WHERE txn_id = ?", txn)
+
+
+def test_capture_killed_after_the_processor_answered_is_finished():
+    with harness.Stack(**CFG) as stack:
+        resp = stack.gw.pay(harness.txn_body(amount=4200, capture=False))
+        harness.assert_status(resp, "authorized")
+        txn = resp.body["transactionId"]
+        stack.sandbox.faults(latency_ms=2000)
+        call = harness.Background(lambda: stack.gw.txn_op(txn, "capture", idem="cap-k9"))
+        harness.wait_until(lambda: charge(stack, txn)["captured"], 10,
+                           "the sandbox to capture")
+        assert operation(stack, txn) == [{"op": "capture", "status": "pending",
+                                          "manual_review": 0}]
+        # Capture is under way: a cancel must wait for its outcome.
+        harness.assert_error(stack.gw.txn_op(txn, "cancel"), 409,
+                             "INVALID_TRANSACTION_STATE")
+        stack.gw.stop(signal.SIGKILL)
+        call.join(15)
+        assert not call.is_alive() and call.error is not None, (call.value, call.error)
+        stack.sandbox.faults()
+        stack.gw.start()
+        harness.wait_until(lambda: stack.gw.txn_row(txn)["status"] == "succeeded", 20,
+                           "the reconciler to finish the capture")
+        assert operation(stack, txn)[0]["status"] == "succeeded"
+        assert charge(stack, txn)["captured"] is True and charge(stack, txn)["count"] == 1
+        seen = events(stack, txn)
+        assert "txn.capture_pending" in seen and "txn.capture_reconciled" in seen, seen
+        harness.assert_error(stack.gw.txn_op(txn, "cancel"), 409, "INVALID_TRANSACTION_STATE")
+
+
+def test_cancel_refused_by_the_processor_fails_and_leaves_it_authorized():
+    with harness.Stack(**CFG) as stack:
+        resp = stack.gw.pay(harness.txn_body(amount=900, capture=False))
+        txn = resp.body["transactionId"]
+        # Captured at the processor behind flairgw's back: a cancel is refused.
+        outside = harness.http(stack.sandbox.port, "POST",
+                               f"/v1/charges/{charge(stack, txn)['id']}/capture", {},
+                               {"Content-Type": "application/json"})
+        assert outside.status == 200, outside
+        harness.assert_error(stack.gw.txn_op(txn, "cancel", idem="cn-refused"), 409,
+                             "INVALID_TRANSACTION_STATE")
+        assert operation(stack, txn) == [{"op": "cancel", "status": "failed",
+                                          "manual_review": 0}]
+        assert stack.gw.txn_row(txn)["status"] == "authorized"
+        assert "txn.cancel_failed" in events(stack, txn)
+        # A refused cancel does not block the capture that settles it.
+        harness.assert_status(stack.gw.txn_op(txn, "capture", idem="cap-after"), "succeeded")

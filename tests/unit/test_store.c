@@ -33,6 +33,7 @@
 #include "store/sqlutil.h"
 #include "store/store.h"
 #include "store/reconcile.h"
+#include "store/txnops.h"
 #include "store/store_int.h"
 #include "tt.h"
 
@@ -491,7 +492,8 @@ sql_text(const char *path, const char *sql, char *out, size_t outlen)
 	"ALTER TABLE refunds DROP COLUMN updated_at;"                        \
 	"ALTER TABLE refunds DROP COLUMN reconcile_attempts;"                \
 	"ALTER TABLE refunds DROP COLUMN reconcile_next_at;"                 \
-	"ALTER TABLE refunds DROP COLUMN manual_review;"
+	"ALTER TABLE refunds DROP COLUMN manual_review;"                     \
+	"DROP TABLE txn_operations;"
 
 static long long
 index_count(const char *path, const char *names)
@@ -2197,8 +2199,8 @@ test_refunds_ahead(struct fix *f)
 	CHECK_EQ_INT(n, 0);
 	CHECK_EQ_INT(store_refund_pending_list(f->rd, now + 60000, now + 60000, due, 4, &n), 0);
 	CHECK_EQ_INT(n, 2);
-	CHECK_EQ_INT(store_refund_defer(f->st, f->w, "rf_2", 1, now + 60000, 1, NULL, 0,
-	                                one_done, &o), 0);
+	CHECK_EQ_INT(store_refund_defer(f->st, f->w, "rf_2", "txn_done", 1, now + 60000, 1,
+	                                NULL, 0, one_done, &o), 0);
 	CHECK_EQ_INT(pump(f->base, &o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), 0);
 	CHECK_EQ_INT(store_refund_pending_list(f->rd, now + 120000, now + 120000, due, 4, &n), 0);
@@ -2299,10 +2301,84 @@ end:
 	TT_END;
 }
 
+static int
+txnop_sync(struct fix *f, const char *txn, const char *op, int finish, int succeeded,
+           struct store_txnop *out)
+{
+	struct store_txnop t;
+	struct one o = { 0 };
+	int r;
+	memset(&t, 0, sizeof(t));
+	fgw_strlcpy(t.txn_id, txn, sizeof(t.txn_id));
+	fgw_strlcpy(t.op, op, sizeof(t.op));
+	fgw_strlcpy(t.idempotency_key, "pk", sizeof(t.idempotency_key));
+	r = finish ? store_txnop_finish(f->st, f->w, &t, succeeded, NULL, NULL, 0, one_done, &o)
+	           : store_txnop_begin(f->st, f->w, &t, out, NULL, 0, one_done, &o);
+	if (r != 0 || pump(f->base, &o.done, 1) != 0)
+		return FGW_ERR_INTERNAL;
+	return atomic_load(&o.rc);
+}
+
+/* Captures and cancels written ahead (store/txnops.h): one of them per
+ * authorization, forward only, the transaction moving with success. */
+static int
+test_txnops_ahead(void)
+{
+	struct fix f;
+	struct store_txn_row row;
+	struct store_txnop t;
+	struct store_txnop_due due[4];
+	struct one o = { 0 };
+	int64_t now = fgw_now_ms();
+	int n = -1;
+	memset(&f, 0, sizeof(f));
+	TT_BEGIN;
+	CHECK_EQ_INT(fix_setup(&f, 64), 0);
+	fill_row(&row, "txn_auth", "authorized");
+	CHECK_EQ_INT(create_sync(&f, &row, NULL, NULL, NULL, 0), 0);
+	fill_row(&row, "txn_paid", "succeeded");
+	CHECK_EQ_INT(create_sync(&f, &row, NULL, NULL, NULL, 0), 0);
+	CHECK_EQ_INT(txnop_sync(&f, "txn_paid", "capture", 0, 0, &t), FGW_ERR_STATE);
+	memset(&t, 0, sizeof(t));
+	CHECK_EQ_INT(txnop_sync(&f, "txn_auth", "capture", 0, 0, &t), 0);
+	CHECK_STR(t.status, "pending");
+	CHECK(!t.adopted);
+	/* While the capture is pending, no cancel; the capture is adopted. */
+	CHECK_EQ_INT(txnop_sync(&f, "txn_auth", "cancel", 0, 0, &t), FGW_ERR_STATE);
+	CHECK_EQ_INT(txnop_sync(&f, "txn_auth", "capture", 0, 0, &t), 0);
+	CHECK(t.adopted);
+	CHECK_EQ_INT(store_txnop_pending_list(f.rd, now + 60000, now + 60000, due, 4, &n), 0);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(due[0].op, "capture");
+	CHECK_STR(due[0].idempotency_key, "pk");
+	CHECK_EQ_INT(store_txnop_defer(f.st, f.w, "txn_auth", "capture", 1, now + 60000, 1, NULL,
+	                               0, one_done, &o), 0);
+	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
+	CHECK_EQ_INT(atomic_load(&o.rc), 0);
+	CHECK_EQ_INT(store_txnop_pending_list(f.rd, now + 120000, now + 120000, due, 4, &n), 0);
+	CHECK_EQ_INT(n, 0);
+	CHECK_EQ_INT(txnop_sync(&f, "txn_auth", "capture", 1, 1, NULL), 0);
+	CHECK_EQ_INT(txnop_sync(&f, "txn_auth", "capture", 1, 1, NULL), 0);
+	CHECK_EQ_INT(txnop_sync(&f, "txn_auth", "capture", 1, 0, NULL), FGW_ERR_STATE);
+	CHECK_EQ_INT(store_txn_get(f.rd, NULL, "txn_auth", &row), 0);
+	CHECK_STR(row.status, "succeeded");
+	store_txn_row_clear(&row);
+	CHECK_EQ_INT(txnop_sync(&f, "txn_auth", "cancel", 0, 0, &t), FGW_ERR_STATE);
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(store_txnop_defer(f.st, f.w, "txn_auth", "capture", 2, now, 0, NULL, 0,
+	                               one_done, &o), 0);
+	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
+	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_STATE);
+end:
+	fix_teardown(&f);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
 	{ "methods", test_methods },
 	{ "custom_job", test_custom_job },
 	{ "reconcile_and_refunds", test_reconcile_and_refunds },
+	{ "txnops_ahead", test_txnops_ahead },
 	{ "schema", test_schema },
 	{ "schema_v7_upgrade", test_schema_v7_upgrade },
 	{ "statement_cache", test_statement_cache },
