@@ -59,6 +59,8 @@ struct rctx {
 	char *answer;                  /* JSON to send */
 	int status;
 	struct httpc_req *http;        /* payment-status: processor check */
+	const struct proc_config *proc; /* ... of the processor the row went to */
+	const struct proc_type *ptype;
 	struct store_txn_row txn;
 };
 
@@ -954,11 +956,13 @@ status_checked(void *arg, const struct httpc_response *resp)
 
 	c->http = NULL;
 	memset(&res, 0, sizeof(res));
-	if (resp->err == 0 && resp->status == 200 &&
-	    env->proc_type->parse_reply(env->proc, resp->status, resp->body, resp->body_len,
-	                                &res) == 0) {
+	if (resp->err == 0 &&
+	    c->ptype->parse_op(c->proc, PROC_OP_STATUS, resp->status, resp->body, resp->body_len,
+	                       &res) == 0) {
 		if (res.outcome == PROC_SUCCEEDED)
 			to = "succeeded";
+		else if (res.outcome == PROC_AUTHORIZED)
+			to = "authorized";
 		else if (res.outcome == PROC_DECLINED)
 			to = "declined";
 	}
@@ -991,9 +995,10 @@ h_payment_status(struct reactor *rx, struct evhttp_request *req, const char *pat
 {
 	struct auth_ctx who;
 	struct rctx *c;
-	char id[40], url[512], auth[300];
-	const char *headers[2] = { NULL, NULL };
-	int r, n;
+	struct proc_op_request oreq;
+	struct proc_http http;
+	char id[40];
+	int r;
 
 	if (customer_auth(rx, req, path, &who) != 0)
 		return;
@@ -1019,21 +1024,21 @@ h_payment_status(struct reactor *rx, struct evhttp_request *req, const char *pat
 		status_answer(c);
 		return;
 	}
-	n = snprintf(url, sizeof(url), "%s/v1/charges/%s", rx->env.proc->base_url,
-	             c->txn.processor_ref);
-	if (n < 0 || (size_t)n >= sizeof(url)) {
+	/* Asked like the reconciler asks: the processor the row went to, in
+	 * that processor's own status operation (never a charge). */
+	memset(&oreq, 0, sizeof(oreq));
+	oreq.txn_id = c->txn.id;
+	oreq.idempotency_key = c->txn.processor_idem_key[0] ? c->txn.processor_idem_key : c->txn.id;
+	oreq.reference = c->txn.processor_ref;
+	memset(&http, 0, sizeof(http));
+	if (pipeline_proc_by_name(&rx->env, c->txn.processor, &c->proc, &c->ptype) != 0 ||
+	    c->ptype->build_op == NULL || c->ptype->parse_op == NULL ||
+	    c->ptype->build_op(c->proc, PROC_OP_STATUS, &oreq, &http) != 0 ||
+	    httpc_request(pipeline_httpc_for(&rx->env, c->proc), http.method, http.url,
+	                  (const char *const *)http.headers, http.body, http.body_len,
+	                  c->proc->timeout_ms, status_checked, c, &c->http) != 0)
 		status_answer(c);
-		return;
-	}
-	if (rx->env.proc->secret[0]) {
-		n = snprintf(auth, sizeof(auth), "Authorization: Bearer %s", rx->env.proc->secret);
-		if (n > 0 && (size_t)n < sizeof(auth))
-			headers[0] = auth;
-	}
-	if (httpc_request(rx->httpc, "GET", url, headers, NULL, 0,
-	                  rx->env.limits.processor_timeout_ms, status_checked, c, &c->http) != 0)
-		status_answer(c);
-	sodium_memzero(auth, sizeof(auth));
+	proc_http_clear(&http);
 }
 
 /* ---- GET /v1/reservations ----------------------------------------------------- */

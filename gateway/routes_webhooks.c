@@ -33,6 +33,7 @@
 #include "gateway/http.h"
 #include "gateway/webhooks.h"
 #include "pipeline/events.h"
+#include "processors/proc_util.h"
 #include "store/webhooks.h"
 
 /* One inbound event on its way through the store. */
@@ -305,11 +306,13 @@ apply(struct wh_ctx *ctx, const cJSON *obj)
 		fgw_strlcpy(upd.error_code, code, sizeof(upd.error_code));
 		fgw_strlcpy(upd.error_message, "Your card was declined", sizeof(upd.error_message));
 	}
-	if (strcmp(ctx->target, "requires_action") == 0) {
-		const cJSON *na = cJSON_GetObjectItemCaseSensitive(obj, "next_action");
-		if (cJSON_IsObject(na))
-			next_action = cJSON_PrintUnformatted(na);
-	}
+	/* Only the shape every adapter relays, with a checked URL: the
+	 * website sends its customer there. Anything else is not stored. */
+	if (strcmp(ctx->target, "requires_action") == 0 &&
+	    proc_next_action(cJSON_GetObjectItemCaseSensitive(obj, "next_action"),
+	                     &next_action) != 0)
+		log_warn("webhook %s: next_action dropped (not a redirect_to_url with a valid URL)",
+		         ctx->event_id);
 	upd.next_action_json = next_action;
 	/* Event ids and types come from the processor: cJSON escapes them. */
 	if ((d = cJSON_CreateObject()) != NULL) {

@@ -49,7 +49,9 @@ struct txn;
 
 #define PIPELINE_MAX_STAGES 8
 
-enum stage_rc { STAGE_NEXT = 0, STAGE_SUSPEND, STAGE_STOP, STAGE_ERROR };
+/* STAGE_AGAIN: only through pipeline_resume — run the same stage once more
+ * (a stage that waited for a store job before it can go on). */
+enum stage_rc { STAGE_NEXT = 0, STAGE_SUSPEND, STAGE_STOP, STAGE_ERROR, STAGE_AGAIN };
 enum stage_phase { PHASE_REQUEST = 0, PHASE_RESPONSE = 1 };
 
 struct stage_type {
@@ -210,6 +212,7 @@ struct txn {
 	                                (paymentMethodId): nothing to insert */
 	int method_saved;            /* that entry is a saved method already */
 	char saved_method_id[40];    /* "pm_…" when this payment saves the card */
+	int save_checked;            /* record: the save was tried (or not needed) */
 
 	/* rule */
 	char decision[16];           /* allow, review, require_3ds, decline */

@@ -136,6 +136,8 @@ advance(struct txn *t, enum stage_rc rc)
 		return 1;
 	case STAGE_SUSPEND:
 		return 0;
+	case STAGE_AGAIN:
+		return 1;
 	case STAGE_ERROR:
 		if (t->out.status[0] == '\0')
 			txn_set_outcome(t, "failed", "INTERNAL_ERROR",

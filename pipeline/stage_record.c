@@ -81,38 +81,56 @@ record_committed(void *arg, int rc)
 }
 
 /* savePaymentMethod: the card becomes a saved method of the customer once
- * the payment succeeded (or was authorized: the issuer accepted the card). Queued before the outcome, so it commits with or
- * before it; a failure to save does not change the payment. */
+ * the payment succeeded (or was authorized: the issuer accepted the card).
+ * The save commits before the outcome, and the answer is built only after
+ * it: the answer (and its idempotent replay) names the method only when it
+ * exists. A failure to save (e.g. the customer's limit) does not change
+ * the payment. */
+struct save_ctx {
+	struct store_method m;
+	struct txn *t;
+};
+
 static void
 save_method_done(void *arg, int rc)
 {
-	struct store_method *m = arg;
-	if (rc != 0)
-		log_warn("saving payment method %s failed: %s", m->id, fgw_strerror(rc));
-	free(m);
+	struct save_ctx *c = arg;
+	struct txn *t = c->t;
+	if (rc != 0) {
+		log_txn_warn(t->id, "saving payment method %s failed: %s", c->m.id, fgw_strerror(rc));
+		t->saved_method_id[0] = '\0';
+	}
+	free(c);
+	pipeline_resume(t, STAGE_AGAIN);
 }
 
-static void
+/* Returns 1 when a save was queued (save_method_done resumes the stage). */
+static int
 save_method(struct txn *t)
 {
-	struct store_method *m;
+	struct save_ctx *c;
 	int r;
 	if (!t->req->save_method || t->method_saved || t->req->customer_id[0] == '\0' ||
 	    (strcmp(t->out.status, "succeeded") != 0 && strcmp(t->out.status, "authorized") != 0) ||
 	    !t->row_created)
-		return;
-	if ((m = calloc(1, sizeof(*m))) == NULL)
-		return;
-	fgw_random_id("pm_", m->id, sizeof(m->id));
-	fgw_strlcpy(m->customer_id, t->req->customer_id, sizeof(m->customer_id));
-	fgw_strlcpy(m->token, t->token, sizeof(m->token));
-	fgw_strlcpy(t->saved_method_id, m->id, sizeof(t->saved_method_id));
-	if ((r = store_method_save(t->env->store, t->env->waker, m, NULL, NULL,
-	                           save_method_done, m)) != 0) {
+		return 0;
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		log_txn_warn(t->id, "saving payment method: out of memory");
+		return 0;
+	}
+	c->t = t;
+	fgw_random_id("pm_", c->m.id, sizeof(c->m.id));
+	fgw_strlcpy(c->m.customer_id, t->req->customer_id, sizeof(c->m.customer_id));
+	fgw_strlcpy(c->m.token, t->token, sizeof(c->m.token));
+	fgw_strlcpy(t->saved_method_id, c->m.id, sizeof(t->saved_method_id));
+	if ((r = store_method_save(t->env->store, t->env->waker, &c->m, NULL, NULL,
+	                           save_method_done, c)) != 0) {
 		log_txn_warn(t->id, "saving payment method refused: %s", fgw_strerror(r));
 		t->saved_method_id[0] = '\0';
-		free(m);
+		free(c);
+		return 0;
 	}
+	return 1;
 }
 
 /* A one-time card is not needed after a final failure. A succeeded one
@@ -136,10 +154,13 @@ record_run(struct txn *t)
 	char *details = NULL;
 	int r;
 
-	if (t->row_created && t->have_result)
-		outcome_from_result(t);
-	if (t->out.record)
-		save_method(t);
+	if (!t->save_checked) { /* first entry; the second follows the save */
+		t->save_checked = 1;
+		if (t->row_created && t->have_result)
+			outcome_from_result(t);
+		if (t->out.record && save_method(t))
+			return STAGE_SUSPEND;
+	}
 	if (stage_build_answer(t) != 0)
 		return STAGE_ERROR;
 	if (!t->out.record)

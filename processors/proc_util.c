@@ -63,6 +63,37 @@ proc_url_ok(const char *s, size_t max)
 	return 1;
 }
 
+int
+proc_next_action(const cJSON *na, char **out)
+{
+	const char *type = proc_json_str(na, "type");
+	const char *url = proc_json_str(na, "url");
+	cJSON *copy = NULL;
+	char *text = NULL;
+	int r = FGW_ERR_INVALID;
+
+	*out = NULL;
+	if (url == NULL)
+		url = proc_json_str(cJSON_GetObjectItemCaseSensitive(na, "redirect_to_url"), "url");
+	if (type == NULL || strcmp(type, "redirect_to_url") != 0 || !proc_url_ok(url, 2048) ||
+	    strpbrk(url, "\"<>") != NULL)
+		return FGW_ERR_INVALID;
+	r = FGW_ERR_NOMEM;
+	if ((copy = cJSON_CreateObject()) == NULL ||
+	    !cJSON_AddStringToObject(copy, "type", "redirect_to_url") ||
+	    !cJSON_AddStringToObject(copy, "url", url) ||
+	    (text = cJSON_PrintUnformatted(copy)) == NULL)
+		goto out;
+	/* cJSON's allocator may be hooked; proc_result_clear uses free(). */
+	if ((*out = strdup(text)) == NULL)
+		goto out;
+	r = FGW_OK;
+out:
+	cJSON_free(text);
+	cJSON_Delete(copy);
+	return r;
+}
+
 /* Charge ids become our stored reference: a plain identifier or nothing. */
 int
 proc_id_ok(const char *s, size_t cap)

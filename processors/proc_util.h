@@ -24,6 +24,12 @@ int proc_id_ok(const char *s, size_t cap);
 /* Sets a result's outcome, our error code and a safe message. */
 void proc_set_result(struct proc_result *out, enum proc_outcome o, const char *code,
                      const char *message);
+/* A processor's next action (3-D Secure) -> the one shape flairgw relays
+ * and stores, {"type":"redirect_to_url","url":"..."}: accepts the flat
+ * form {type, url} and Stripe's {type, redirect_to_url: {url}}; the url
+ * must pass proc_url_ok (2048) and hold no '"', '<' or '>'. *out is
+ * malloc'ed. FGW_ERR_INVALID for anything else, FGW_ERR_NOMEM. */
+int proc_next_action(const cJSON *na, char **out);
 /* The string member name of obj, or NULL (also when obj is no object). */
 const char *proc_json_str(const cJSON *obj, const char *name);
 

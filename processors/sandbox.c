@@ -184,36 +184,6 @@ out:
 
 /* ---- parse_reply ------------------------------------------------------- */
 
-/* nextAction -> our own copy holding only the fields we understand. */
-static int
-next_action_copy(const cJSON *na, char **out)
-{
-	const char *type = proc_json_str(na, "type");
-	const char *url = proc_json_str(na, "url");
-	cJSON *copy = NULL;
-	char *text = NULL;
-	int r = FGW_ERR_INVALID;
-
-	*out = NULL;
-	if (!cJSON_IsObject(na) || type == NULL ||
-	    strcmp(type, "redirect_to_url") != 0 || !proc_url_ok(url, SBX_MAX_URL))
-		return FGW_ERR_INVALID;
-	r = FGW_ERR_NOMEM;
-	if ((copy = cJSON_CreateObject()) == NULL ||
-	    !cJSON_AddStringToObject(copy, "type", type) ||
-	    !cJSON_AddStringToObject(copy, "url", url) ||
-	    (text = cJSON_PrintUnformatted(copy)) == NULL)
-		goto out;
-	/* cJSON's allocator may be hooked; proc_result_clear uses free(). */
-	if ((*out = strdup(text)) == NULL)
-		goto out;
-	r = FGW_OK;
-out:
-	cJSON_free(text);
-	cJSON_Delete(copy);
-	return r;
-}
-
 static int
 parse_ok_body(const char *body, size_t len, struct proc_result *out)
 {
@@ -257,7 +227,7 @@ parse_ok_body(const char *body, size_t len, struct proc_result *out)
 		proc_set_result(out, PROC_DECLINED, decline_table[i].code,
 		           decline_table[i].message);
 	} else if (strcmp(status, "requires_action") == 0) {
-		r = next_action_copy(cJSON_GetObjectItemCaseSensitive(root,
+		r = proc_next_action(cJSON_GetObjectItemCaseSensitive(root,
 		                                                      "nextAction"),
 		                     &out->next_action_json);
 		if (r == FGW_ERR_INVALID) {

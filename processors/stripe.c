@@ -307,35 +307,6 @@ intent_id_ok(const char *s, size_t cap)
 	                 "0123456789_") == n;
 }
 
-/* next_action {type: redirect_to_url, redirect_to_url: {url}} -> our
- * {"type":"redirect_to_url","url":...}, the shape every adapter relays. */
-static int
-next_action(const cJSON *pi, char **out)
-{
-	const cJSON *na = cJSON_GetObjectItemCaseSensitive(pi, "next_action");
-	const char *type = proc_json_str(na, "type"), *url;
-	cJSON *copy = NULL;
-	char *text = NULL;
-	int r = FGW_ERR_INVALID;
-
-	url = proc_json_str(cJSON_GetObjectItemCaseSensitive(na, "redirect_to_url"), "url");
-	if (type == NULL || strcmp(type, "redirect_to_url") != 0 || url == NULL ||
-	    strlen(url) > 2048 || !(strncmp(url, "https://", 8) == 0 ||
-	                            strncmp(url, "http://", 7) == 0) ||
-	    strpbrk(url, " \t\r\n\"<>") != NULL)
-		return FGW_ERR_INVALID;
-	r = FGW_ERR_NOMEM;
-	if ((copy = cJSON_CreateObject()) != NULL &&
-	    cJSON_AddStringToObject(copy, "type", "redirect_to_url") != NULL &&
-	    cJSON_AddStringToObject(copy, "url", url) != NULL &&
-	    (text = cJSON_PrintUnformatted(copy)) != NULL &&
-	    (*out = strdup(text)) != NULL)
-		r = FGW_OK;
-	cJSON_free(text);
-	cJSON_Delete(copy);
-	return r;
-}
-
 static void
 map_intent(const cJSON *pi, struct proc_result *out)
 {
@@ -360,7 +331,7 @@ map_intent(const cJSON *pi, struct proc_result *out)
 		if (out->outcome != PROC_DECLINED)
 			proc_set_result(out, PROC_DECLINED, C_DECLINED, "The card was declined.");
 	} else if (status_table[i].outcome == PROC_REQUIRES_ACTION &&
-	           next_action(pi, &out->next_action_json) != FGW_OK) {
+	           proc_next_action(cJSON_GetObjectItemCaseSensitive(pi, "next_action"), &out->next_action_json) != FGW_OK) {
 		/* We cannot send the customer anywhere: ask again later. */
 		proc_set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
 	}

@@ -327,3 +327,21 @@ def test_another_client_cannot_use_a_customer_id_of_this_client():
                          404, "PAYMENT_METHOD_NOT_FOUND")
     assert [x["id"] for x in g.methods(customer=cust).body["data"]] == [m["id"]]
     harness.assert_error(g.methods(customer="a/b"), 400, "VALIDATION_ERROR")
+
+
+def test_answer_names_a_saved_method_only_when_it_was_saved():
+    # At the limit the save fails: the payment still succeeds, and neither
+    # the answer nor its idempotent replay names a method that does not exist.
+    g, cust = gw(), customer()
+    for _ in range(50):
+        save_card(g, cust)
+    key = f"idem_save_{next(_ids)}"
+    body = harness.txn_body(MASTERCARD, savePaymentMethod=True)
+    headers = {"X-Customer-Id": cust, "Idempotency-Key": key}
+    resp = g.pay(body, headers=headers)
+    harness.assert_status(resp)
+    assert "paymentMethodId" not in resp.body["paymentMethod"], resp.body
+    again = g.pay(body, headers=headers)
+    assert again.status == resp.status and again.body == resp.body, (again, resp)
+    listed = g.methods(customer=cust).body["data"]
+    assert len(listed) == 50 and all(m["last4"] != "4444" for m in listed), listed
