@@ -386,6 +386,16 @@ txnop_begun(void *arg, int rc)
 	send_op(c);
 }
 
+/* The client's Idempotency-Key hashed with its client id (24 hex). */
+static void
+client_key_hash(const struct op_ctx *c, char hex[25])
+{
+	unsigned char h[12];
+	crypto_generichash(h, sizeof(h), (const unsigned char *)c->key, strlen(c->key),
+	                   (const unsigned char *)c->client, strlen(c->client));
+	sodium_bin2hex(hex, 25, h, sizeof(h));
+}
+
 static void
 begin_txnop(struct op_ctx *c)
 {
@@ -397,6 +407,8 @@ begin_txnop(struct op_ctx *c)
 	fgw_strlcpy(c->top.txn_id, c->row.id, sizeof(c->top.txn_id));
 	fgw_strlcpy(c->top.op, op_names[c->op], sizeof(c->top.op));
 	fgw_strlcpy(c->top.idempotency_key, c->proc_key, sizeof(c->top.idempotency_key));
+	if (c->key[0])
+		client_key_hash(c, c->top.request_key);
 	snprintf(event, sizeof(event), "txn.%s_pending", op_names[c->op]);
 	audit.event_type = event;
 	n = snprintf(details, sizeof(details), "{\"amount\":%lld,\"processorKey\":\"%s\"}",
@@ -473,7 +485,6 @@ out:
 static int
 proc_key_for(struct op_ctx *c)
 {
-	unsigned char h[12];
 	char hex[25];
 	int n;
 
@@ -483,9 +494,7 @@ proc_key_for(struct op_ctx *c)
 	}
 	if (c->key[0] == '\0')
 		return fgw_strlcpy(c->proc_key, c->refund_id, sizeof(c->proc_key)), FGW_OK;
-	crypto_generichash(h, sizeof(h), (const unsigned char *)c->key, strlen(c->key),
-	                   (const unsigned char *)c->client, strlen(c->client));
-	sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
+	client_key_hash(c, hex);
 	n = snprintf(c->proc_key, sizeof(c->proc_key), "%s-rf-%s", c->row.id, hex);
 	return n < 0 || (size_t)n >= sizeof(c->proc_key) ? FGW_ERR_TOO_LARGE : FGW_OK;
 }
@@ -573,7 +582,13 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		fgw_strlcpy(c->new_status,
 		            c->refunded + c->amount == c->row.amount ? "refunded" : "partially_refunded",
 		            sizeof(c->new_status));
-	} else if (strcmp(c->row.status, "authorized") != 0) {
+	} else if (strcmp(c->row.status, "authorized") != 0 &&
+	           (c->key[0] == '\0' ||
+	            strcmp(c->row.status, op == PROC_OP_CAPTURE ? "succeeded" : "canceled") != 0)) {
+		/* Already in the operation's own end state, a keyed request
+		 * goes on: if it is the retry of that operation (the reconciler
+		 * may have finished it), the write-ahead job adopts it and the
+		 * answer follows; any other is refused there (txnop_begun). */
 		reply_error(c, 409, "INVALID_TRANSACTION_STATE",
 		            op == PROC_OP_CAPTURE ? "Only an authorized transaction can be captured"
 		                                  : "Only an authorized transaction can be canceled");

@@ -356,6 +356,7 @@ static const char schema_v8[] =
     " txn_id TEXT NOT NULL REFERENCES transactions (id),"
     " op TEXT NOT NULL CHECK (op IN ('capture', 'cancel')),"
     " idempotency_key TEXT NOT NULL,"
+    " request_key TEXT,"   /* the client's key, hashed; NULL without one */
     " status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),"
     " created_at INTEGER NOT NULL,"
     " updated_at INTEGER NOT NULL,"

@@ -52,14 +52,14 @@ begin_run(sqlite3 *db, void *ctx)
 {
 	static const char cur_sql[] = "SELECT status FROM transactions WHERE id = ?1";
 	static const char ops_sql[] =
-	    "SELECT op, status FROM txn_operations WHERE txn_id = ?1";
+	    "SELECT op, status, request_key FROM txn_operations WHERE txn_id = ?1";
 	static const char ins_sql[] =
-	    "INSERT INTO txn_operations (txn_id, op, idempotency_key, status, created_at,"
-	    " updated_at) VALUES (?1, ?2, ?3, 'pending', ?4, ?4)";
+	    "INSERT INTO txn_operations (txn_id, op, idempotency_key, request_key, status,"
+	    " created_at, updated_at) VALUES (?1, ?2, ?3, ?5, 'pending', ?4, ?4)";
 	struct op_job *j = ctx;
 	struct store_txnop *op = &j->op;
 	sqlite3_stmt *s = NULL;
-	char cur[24], o[8], st[16];
+	char cur[24], o[8], st[16], rk[32];
 	int rc, r;
 
 	if ((r = store_sql_text(db, cur_sql, op->txn_id, cur, sizeof(cur))) != 0)
@@ -70,7 +70,15 @@ begin_run(sqlite3 *db, void *ctx)
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		sql_col_text(s, 0, o, sizeof(o));
 		sql_col_text(s, 1, st, sizeof(st));
-		if (strcmp(o, op->op) == 0) {
+		if (sqlite3_column_type(s, 2) == SQLITE_NULL)
+			rk[0] = '\0';
+		else
+			sql_col_text(s, 2, rk, sizeof(rk));
+		/* Only the client's retry (same key) of the same operation goes
+		 * on from it: a new request is refused below like any other
+		 * operation on a transaction no longer authorized. */
+		if (strcmp(o, op->op) == 0 && op->request_key[0] != '\0' &&
+		    strcmp(rk, op->request_key) == 0) {
 			/* The same operation again (a retry): go on from it. */
 			op->adopted = 1;
 			fgw_strlcpy(op->status, st, sizeof(op->status));
@@ -97,6 +105,10 @@ begin_run(sqlite3 *db, void *ctx)
 	sqlite3_bind_text(s, 2, op->op, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 3, op->idempotency_key, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 4, fgw_now_ms());
+	if (op->request_key[0] != '\0')
+		sqlite3_bind_text(s, 5, op->request_key, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(s, 5);
 	r = sqlite3_step(s) == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
 	if (r == FGW_OK)
 		fgw_strlcpy(op->status, "pending", sizeof(op->status));

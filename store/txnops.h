@@ -18,14 +18,17 @@ struct store_txnop {
 	char txn_id[40];
 	char op[8];                 /* capture or cancel */
 	char idempotency_key[96];   /* the processor key of the operation */
+	char request_key[32];       /* the client's Idempotency-Key, hashed with
+	                               its client id; "" without one */
 	char status[16];            /* set by begin: pending, succeeded, failed */
 	int adopted;                /* begin found this operation already */
 };
 
-/* The write-ahead step. In one job: the transaction must be authorized
- * and have no other capture/cancel pending or done (FGW_ERR_STATE); the
- * same operation already recorded is adopted (out->adopted, status); else
- * it is inserted pending. *out is written before done runs. */
+/* The write-ahead step. In one job: the same operation already recorded
+ * under the same request_key (a client's retry) is adopted (out->adopted,
+ * status); otherwise the transaction must be authorized and have no other
+ * capture/cancel pending or done (FGW_ERR_STATE), and the operation is
+ * inserted pending. *out is written before done runs. */
 int store_txnop_begin(struct store *st, struct store_waker *w,
                       const struct store_txnop *op, struct store_txnop *out,
                       const struct store_audit *audit, size_t n_audit,

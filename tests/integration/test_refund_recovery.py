@@ -152,6 +152,12 @@ def test_capture_killed_after_the_processor_answered_is_finished():
         seen = events(stack, txn)
         assert "txn.capture_pending" in seen and "txn.capture_reconciled" in seen, seen
         harness.assert_error(stack.gw.txn_op(txn, "cancel"), 409, "INVALID_TRANSACTION_STATE")
+        # The client's retry with its key gets the capture's answer; a
+        # capture under another key is another request, refused.
+        harness.assert_status(stack.gw.txn_op(txn, "capture", idem="cap-k9"), "succeeded")
+        harness.assert_error(stack.gw.txn_op(txn, "capture", idem="cap-other"), 409,
+                             "INVALID_TRANSACTION_STATE")
+        assert charge(stack, txn)["count"] == 1
 
 
 def test_cancel_refused_by_the_processor_fails_and_leaves_it_authorized():

@@ -2302,8 +2302,8 @@ end:
 }
 
 static int
-txnop_sync(struct fix *f, const char *txn, const char *op, int finish, int succeeded,
-           struct store_txnop *out)
+txnop_sync_as(struct fix *f, const char *rk, const char *txn, const char *op, int finish,
+              int succeeded, struct store_txnop *out)
 {
 	struct store_txnop t;
 	struct one o = { 0 };
@@ -2312,11 +2312,20 @@ txnop_sync(struct fix *f, const char *txn, const char *op, int finish, int succe
 	fgw_strlcpy(t.txn_id, txn, sizeof(t.txn_id));
 	fgw_strlcpy(t.op, op, sizeof(t.op));
 	fgw_strlcpy(t.idempotency_key, "pk", sizeof(t.idempotency_key));
+	fgw_strlcpy(t.request_key, rk, sizeof(t.request_key));
 	r = finish ? store_txnop_finish(f->st, f->w, &t, succeeded, NULL, NULL, 0, one_done, &o)
 	           : store_txnop_begin(f->st, f->w, &t, out, NULL, 0, one_done, &o);
 	if (r != 0 || pump(f->base, &o.done, 1) != 0)
 		return FGW_ERR_INTERNAL;
 	return atomic_load(&o.rc);
+}
+
+/* The same client request (one request key) unless said otherwise. */
+static int
+txnop_sync(struct fix *f, const char *txn, const char *op, int finish, int succeeded,
+           struct store_txnop *out)
+{
+	return txnop_sync_as(f, "rk", txn, op, finish, succeeded, out);
 }
 
 /* Captures and cancels written ahead (store/txnops.h): one of them per
@@ -2347,6 +2356,9 @@ test_txnops_ahead(void)
 	CHECK_EQ_INT(txnop_sync(&f, "txn_auth", "cancel", 0, 0, &t), FGW_ERR_STATE);
 	CHECK_EQ_INT(txnop_sync(&f, "txn_auth", "capture", 0, 0, &t), 0);
 	CHECK(t.adopted);
+	/* Another client request (or none) is not the retry. */
+	CHECK_EQ_INT(txnop_sync_as(&f, "rk2", "txn_auth", "capture", 0, 0, &t), FGW_ERR_STATE);
+	CHECK_EQ_INT(txnop_sync_as(&f, "", "txn_auth", "capture", 0, 0, &t), FGW_ERR_STATE);
 	CHECK_EQ_INT(store_txnop_pending_list(f.rd, now + 60000, now + 60000, due, 4, &n), 0);
 	CHECK_EQ_INT(n, 1);
 	CHECK_STR(due[0].op, "capture");
