@@ -59,6 +59,8 @@ struct recon_item {
 	enum proc_op op;                  /* STATUS: the row; REFUND: rf; CAPTURE,
 	                                     CANCEL: top (row: their transaction) */
 	struct store_refund rf;
+	int64_t rf_created_at;
+	int give_up_now;                  /* to manual review, whatever the count */
 	struct store_txnop top;
 };
 
@@ -108,7 +110,8 @@ static void
 defer(struct recon_item *it, const char *why)
 {
 	struct reconciler *rc = it->rc;
-	int attempts = it->u.attempts + 1, give_up = attempts >= rc->o.max_attempts;
+	int attempts = it->u.attempts + 1;
+	int give_up = attempts >= rc->o.max_attempts || it->give_up_now;
 	int64_t wait = rc->o.interval_ms;
 	struct store_audit audit = { "system", "local", "txn.manual_review",
 		                         it->row.id, it->row.status, NULL };
@@ -423,6 +426,15 @@ resend_op(struct recon_item *it)
 {
 	struct proc_op_request oreq;
 
+	/* A key the processor may have forgotten would make the re-sent
+	 * refund a second one: a person decides (an hour of margin). */
+	if (it->op == PROC_OP_REFUND &&
+	    pipeline_proc_by_name(it->rc->env, it->row.processor, &it->proc, &it->type) == 0 &&
+	    it->type->op_key_ttl_ms > 0 &&
+	    fgw_now_ms() - it->rf_created_at > it->type->op_key_ttl_ms - 3600000) {
+		it->give_up_now = 1;
+		return FGW_ERR_STATE;
+	}
 	memset(&oreq, 0, sizeof(oreq));
 	oreq.txn_id = it->row.id;
 	oreq.idempotency_key = it->op == PROC_OP_REFUND ? it->rf.idempotency_key
@@ -493,8 +505,10 @@ scan_refunds(struct reconciler *rc, int64_t now)
 		            sizeof(it->rf.idempotency_key));
 		it->rf.amount = due[i].amount;
 		it->rf.txn_amount = it->row.amount;
+		it->rf_created_at = due[i].created_at;
 		if ((r = resend_op(it)) != 0)
-			defer(it, fgw_strerror(r));
+			defer(it, it->give_up_now ? "its processor key may have expired: not re-sent"
+			                          : fgw_strerror(r));
 	}
 }
 

@@ -143,6 +143,11 @@ struct proc_type {
 	 * through a search index that lags behind writes (Stripe) must not
 	 * have a fresh charge declared never made. 0: the lookup is exact. */
 	long long not_found_settle_ms;
+	/* How long the processor honours an idempotency key (Stripe: 24 h).
+	 * The reconciler never re-sends a pending refund that may be older
+	 * than that (a second refund); it goes to manual review instead.
+	 * 0: keys are kept for good (the sandbox). */
+	long long op_key_ttl_ms;
 	/* Builds the purchase request. 0 or FGW_ERR_*. */
 	int (*build)(const struct proc_config *cfg, const struct proc_request *req,
 	             struct proc_http *out);

@@ -584,4 +584,5 @@ const struct proc_type proc_type_stripe = {
 	/* The metadata search can lag (Stripe documents it as not for
 	 * read-after-write): an empty result is trusted after an hour. */
 	.not_found_settle_ms = 3600000,
+	.op_key_ttl_ms = 24LL * 3600000,
 };

@@ -259,6 +259,7 @@ due_row(sqlite3_stmt *s, void *out, int i)
 	d->amount = sqlite3_column_int64(s, 2);
 	sql_col_text(s, 3, d->idempotency_key, sizeof(d->idempotency_key));
 	d->attempts = sqlite3_column_int(s, 4);
+	d->created_at = sqlite3_column_int64(s, 5);
 }
 
 int
@@ -266,7 +267,7 @@ store_refund_pending_list(struct store_reader *rd, int64_t now, int64_t before,
                           struct store_refund_due *out, int max, int *n)
 {
 	static const char sql[] =
-	    "SELECT id, txn_id, amount, idempotency_key, reconcile_attempts FROM refunds"
+	    "SELECT id, txn_id, amount, idempotency_key, reconcile_attempts, created_at FROM refunds"
 	    " WHERE status = 'pending' AND manual_review = 0 AND reconcile_next_at <= ?1"
 	    " AND updated_at < ?2 ORDER BY reconcile_next_at, created_at LIMIT ?3";
 	return store_due_rows(rd, sql, now, before, max, due_row, out, n);

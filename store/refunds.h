@@ -60,6 +60,7 @@ struct store_refund_due {
 	int64_t amount;
 	char idempotency_key[256];
 	int attempts;
+	int64_t created_at;          /* ms: when it was first written ahead */
 };
 
 /* Up to max pending refunds not updated since before (ms), not flagged

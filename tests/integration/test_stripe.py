@@ -340,3 +340,32 @@ def test_empty_search_is_not_trusted_at_once():
                            "the reconciler to have asked twice")
         row = stack.gw.txn_row(txn)
         assert row["status"] == "processing" and row["manual_review"] == 0, row
+
+
+def test_pending_refund_is_not_resent_once_stripe_may_have_forgotten_its_key():
+    """Stripe keeps idempotency keys for 24 hours: a pending refund that may
+    be older than that is not re-sent (it could refund twice); it goes to
+    manual review."""
+    fast = dict(reconcile_interval_ms=200, reconcile_grace_ms=2500, processor_timeout_ms=1000,
+                reconcile_max_attempts=1000, reconcile_backoff_max_ms=200)
+    with harness.Stack(sandbox_args=["--stripe", "--secret", API_KEY], **STRIPE, **fast) as stack:
+        resp = stack.gw.pay(harness.txn_body(VISA, amount=5000))
+        harness.assert_status(resp)
+        txn = resp.body["transactionId"]
+        stack.sandbox.faults(latency_ms=60000)
+        harness.assert_error(stack.gw.txn_op(txn, "refund", {"amount": 700}, idem="st-rf-old"),
+                             502, "PAYMENT_PROCESSING_FAILED")
+        # A day later, as far as the gateway's clock knows.
+        clock = stack.gw.http("POST", "/v1/admin/clock", {"offsetMs": 24 * 3600 * 1000})
+        assert clock.status == 200, clock
+        harness.wait_until(
+            lambda: stack.gw.query("SELECT manual_review FROM refunds WHERE txn_id = ?",
+                                   txn)[0]["manual_review"] == 1, 20,
+            "the old refund to go to manual review")
+        row = stack.gw.query("SELECT status, reconcile_attempts FROM refunds WHERE txn_id = ?", txn)[0]
+        assert row["status"] == "pending" and row["reconcile_attempts"] == 1, row
+        events = [e["event_type"] for e in stack.gw.audit_for(txn)]
+        assert events.count("txn.refund_manual_review") == 1, events
+        stack.sandbox.faults()
+        refunds = [e for e in ledger(stack.sandbox)["byKey"].values() if e["id"].startswith("re_")]
+        assert len(refunds) == 1 and refunds[0]["count"] == 1, refunds
