@@ -210,9 +210,9 @@ def test_backward_move_refused():
     assert results == ["no_move", "no_move"], results
 
 
-def test_unknown_outcome_moves_through_requires_action_to_succeeded():
-    # The sandbox charges, then drops the connection: the outcome is
-    # unknown, so the transaction stays processing until an event says.
+def processing_txn():
+    """A payment the sandbox charged before it dropped the connection: its
+    outcome is unknown, so it stays processing until an event says."""
     sandbox = S.ensure().sandbox
     sandbox.faults(fail_rate=1.0, fail_mode="after")
     try:
@@ -220,7 +220,11 @@ def test_unknown_outcome_moves_through_requires_action_to_succeeded():
     finally:
         sandbox.faults()
     assert resp.status == 200 and resp.body["status"] == "processing", resp
-    txn_id = resp.body["transactionId"]
+    return resp.body["transactionId"]
+
+
+def test_unknown_outcome_moves_through_requires_action_to_succeeded():
+    txn_id = processing_txn()
     action = {"type": "redirect_to_url", "redirect_to_url": {"url": "https://bank.example/3ds"}}
     r = post(event(txn_id, "payment_intent.requires_action", next_action=action))
     assert r.status == 200 and r.body["result"] == "applied", r
@@ -480,14 +484,7 @@ def test_endpoint_bound_to_a_client_hears_only_that_client():
 
 
 def test_a_next_action_that_is_not_a_checked_redirect_is_not_relayed():
-    sandbox = S.ensure().sandbox
-    sandbox.faults(fail_rate=1.0, fail_mode="after")
-    try:
-        resp = gw().pay(harness.txn_body(VISA))
-    finally:
-        sandbox.faults()
-    assert resp.status == 200 and resp.body["status"] == "processing", resp
-    txn_id = resp.body["transactionId"]
+    txn_id = processing_txn()
     action = {"type": "redirect_to_url", "redirect_to_url": {"url": "javascript:alert(1)"},
               "extra": "x" * 5000}
     r = post(event(txn_id, "payment_intent.requires_action", next_action=action))
