@@ -196,25 +196,6 @@ save_job_free(void *p)
 }
 
 static int
-count_methods(sqlite3 *db, const char *customer, int64_t *n)
-{
-	sqlite3_stmt *s = NULL;
-	int r;
-	if ((r = sql_prepare(db, "SELECT COUNT(*) FROM payment_methods WHERE customer_id = ?1", &s)) != 0 ||
-	    (r = text_bind(s, 1, customer)) != 0)
-		goto out;
-	if (sqlite3_step(s) != SQLITE_ROW) {
-		r = FGW_ERR_DB;
-		goto out;
-	}
-	*n = sqlite3_column_int64(s, 0);
-	r = FGW_OK;
-out:
-	sql_release(s);
-	return r;
-}
-
-static int
 run_save(sqlite3 *db, void *ctx)
 {
 	struct save_job *j = ctx;
@@ -224,7 +205,8 @@ run_save(sqlite3 *db, void *ctx)
 	int64_t now = fgw_now_ms(), have = 0;
 	int r;
 
-	if ((r = count_methods(db, m->customer_id, &have)) != 0)
+	if ((r = sql_int64_of(db, "SELECT COUNT(*) FROM payment_methods WHERE customer_id = ?1",
+	                      m->customer_id, &have)) != 0)
 		goto out;
 	if (have >= STORE_METHODS_MAX) {
 		r = FGW_ERR_TOO_LARGE;

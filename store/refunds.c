@@ -48,41 +48,6 @@ submit(struct store *st, struct store_waker *w, store_job_fn run,
 	return store_submit_custom(st, w, run, j, free, idem, audit, n_audit, job_done, j);
 }
 
-int
-store_sql_text(sqlite3 *db, const char *sql, const char *a, char *out, size_t cap)
-{
-	sqlite3_stmt *s = NULL;
-	int rc, r;
-
-	if ((r = sql_prepare(db, sql, &s)) != 0)
-		return r;
-	sqlite3_bind_text(s, 1, a, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
-		sql_col_text(s, 0, out, cap);
-	r = rc == SQLITE_ROW ? FGW_OK : rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
-	sql_release(s);
-	return r;
-}
-
-static int
-sum_of(sqlite3 *db, const char *sql, const char *txn_id, int64_t *sum)
-{
-	sqlite3_stmt *s = NULL;
-	int r;
-
-	*sum = 0;
-	if ((r = sql_prepare(db, sql, &s)) != 0)
-		return r;
-	sqlite3_bind_text(s, 1, txn_id, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW)
-		*sum = sqlite3_column_int64(s, 0);
-	else
-		r = FGW_ERR_DB;
-	sql_release(s);
-	return r;
-}
-
 static const char succeeded_sum_sql[] =
     "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE txn_id = ?1"
     " AND status = 'succeeded'";
@@ -106,7 +71,7 @@ begin_run(sqlite3 *db, void *ctx)
 	int64_t held;
 	int rc, r;
 
-	if ((r = store_sql_text(db, cur_sql, rf->txn_id, cur, sizeof(cur))) != 0)
+	if ((r = sql_text_of(db, cur_sql, rf->txn_id, cur, sizeof(cur))) != 0)
 		goto out;
 	if (strcmp(cur, "succeeded") != 0 && strcmp(cur, "partially_refunded") != 0 &&
 	    strcmp(cur, "refunded") != 0) {
@@ -135,7 +100,7 @@ begin_run(sqlite3 *db, void *ctx)
 		r = FGW_ERR_STATE; /* final, unless this is a retry (above) */
 		goto out;
 	}
-	if ((r = sum_of(db, held_sql, rf->txn_id, &held)) != 0)
+	if ((r = sql_int64_of(db, held_sql, rf->txn_id, &held)) != 0)
 		goto out;
 	/* Pending refunds count: the processor may have made them. */
 	if (rf->amount <= 0 || held + rf->amount > rf->txn_amount) {
@@ -189,7 +154,7 @@ finish_run(sqlite3 *db, void *ctx)
 	int64_t now = fgw_now_ms();
 	int r;
 
-	if ((r = store_sql_text(db, st_sql, rf->id, now_st, sizeof(now_st))) != 0)
+	if ((r = sql_text_of(db, st_sql, rf->id, now_st, sizeof(now_st))) != 0)
 		goto out;
 	if (strcmp(now_st, "pending") != 0) {
 		/* Finished already (a retry and the reconciler raced). */
@@ -209,8 +174,8 @@ finish_run(sqlite3 *db, void *ctx)
 	if (r != FGW_OK || !j->succeeded)
 		goto out;
 txn_state:
-	if ((r = store_sql_text(db, cur_sql, rf->txn_id, cur, sizeof(cur))) != 0 ||
-	    (r = sum_of(db, succeeded_sum_sql, rf->txn_id, &rf->refunded)) != 0)
+	if ((r = sql_text_of(db, cur_sql, rf->txn_id, cur, sizeof(cur))) != 0 ||
+	    (r = sql_int64_of(db, succeeded_sum_sql, rf->txn_id, &rf->refunded)) != 0)
 		goto out;
 	/* Decided here, from the committed sum: two concurrent partial
 	 * refunds that together refund everything leave it refunded. */
@@ -306,5 +271,5 @@ store_refund_sum(struct store_reader *rd, const char *txn_id, int64_t *sum)
 {
 	if (rd == NULL || txn_id == NULL)
 		return FGW_ERR_INVALID;
-	return sum_of(store_reader_db(rd), succeeded_sum_sql, txn_id, sum);
+	return sql_int64_of(store_reader_db(rd), succeeded_sum_sql, txn_id, sum);
 }

@@ -30,6 +30,40 @@ sql_col_text(sqlite3_stmt *s, int i, char *dst, size_t cap)
 	                                                                   : FGW_ERR_TOO_LARGE;
 }
 
+/* Prepares sql, binds ?1 = a and steps once: SQLITE_ROW, DONE or an error
+ * code; the caller reads the row and releases *s. */
+static int
+step_one(sqlite3 *db, const char *sql, const char *a, sqlite3_stmt **s)
+{
+	int r;
+	if ((r = sql_prepare(db, sql, s)) != 0)
+		return r;
+	sqlite3_bind_text(*s, 1, a, -1, SQLITE_STATIC);
+	r = sqlite3_step(*s);
+	return r == SQLITE_ROW ? FGW_OK : r == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+}
+
+int
+sql_text_of(sqlite3 *db, const char *sql, const char *a, char *out, size_t cap)
+{
+	sqlite3_stmt *s = NULL;
+	int r = step_one(db, sql, a, &s);
+	if (r == FGW_OK)
+		r = sql_col_text(s, 0, out, cap);
+	sql_release(s);
+	return r;
+}
+
+int
+sql_int64_of(sqlite3 *db, const char *sql, const char *a, int64_t *v)
+{
+	sqlite3_stmt *s = NULL;
+	int r = step_one(db, sql, a, &s);
+	*v = r == FGW_OK ? sqlite3_column_int64(s, 0) : 0;
+	sql_release(s);
+	return r;
+}
+
 int
 sql_bind_text_or_null(sqlite3_stmt *s, int i, const char *v)
 {

@@ -6,6 +6,7 @@
 #define FGW_STORE_SQLUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <sqlite3.h>
 
@@ -16,6 +17,10 @@ int sql_col_text(sqlite3_stmt *s, int i, char *dst, size_t cap);
 /* Binds v as text, or NULL when v is NULL or "" (optional columns stay
  * NULL). 0 or FGW_ERR_DB. */
 int sql_bind_text_or_null(sqlite3_stmt *s, int i, const char *v);
+/* One value: the first column of the first row of sql with ?1 = a (text
+ * into out, or an integer). FGW_ERR_NOT_FOUND when there is no row. */
+int sql_text_of(sqlite3 *db, const char *sql, const char *a, char *out, size_t cap);
+int sql_int64_of(sqlite3 *db, const char *sql, const char *a, int64_t *v);
 
 /* Statement cache. A connection with a cache keeps every statement
  * sql_prepare made for it, prepared once (SQLITE_PREPARE_PERSISTENT) and

@@ -52,10 +52,6 @@ int store_due_rows(struct store_reader *rd, const char *sql, int64_t now, int64_
 int store_defer_row(sqlite3 *db, const char *sql, const char *k1, const char *k2,
                     int attempts, int64_t next_at, int give_up);
 
-/* The first column of the first row of sql with ?1 = a, as text into out:
- * FGW_ERR_NOT_FOUND when there is no row (store/refunds.c). */
-int store_sql_text(sqlite3 *db, const char *sql, const char *a, char *out, size_t cap);
-
 /* The reader's read-only connection (same thread as the reader). */
 sqlite3 *store_reader_db(struct store_reader *r);
 /* The audit MAC the reader verifies with (and its ctx). */

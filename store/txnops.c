@@ -62,7 +62,7 @@ begin_run(sqlite3 *db, void *ctx)
 	char cur[24], o[8], st[16], rk[32];
 	int rc, r;
 
-	if ((r = store_sql_text(db, cur_sql, op->txn_id, cur, sizeof(cur))) != 0)
+	if ((r = sql_text_of(db, cur_sql, op->txn_id, cur, sizeof(cur))) != 0)
 		goto out;
 	if ((r = sql_prepare(db, ops_sql, &s)) != 0)
 		goto out;
