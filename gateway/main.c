@@ -341,13 +341,11 @@ setup_jwt(struct gateway *g, char *err, size_t errlen)
 	jc.jwks_path = cfg->jwt_jwks_file[0] ? cfg->jwt_jwks_file : NULL;
 	jc.leeway_s = cfg->jwt_leeway_s;
 	if (cfg->jwt_hs256_secret_file[0] != '\0') {
-		if ((r = fgw_read_file(cfg->jwt_hs256_secret_file, 4096, &secret, &slen)) != 0) {
+		if ((r = fgw_read_secret_file(cfg->jwt_hs256_secret_file, 4096, &secret, &slen)) != 0) {
 			snprintf(err, errlen, "jwt_hs256_secret_file: %s: %s",
 			         cfg->jwt_hs256_secret_file, fgw_strerror(r));
 			return r;
 		}
-		while (slen > 0 && (secret[slen - 1] == '\n' || secret[slen - 1] == '\r'))
-			slen--;
 		jc.hs256_secret = (const unsigned char *)secret;
 		jc.hs256_secret_len = slen;
 	}
@@ -408,13 +406,10 @@ processor_secret(const char *file, const char *env, const char *prefix, struct p
 			         "with mode 0600 or stricter", prefix, file);
 			return FGW_ERR_INVALID;
 		}
-		if ((r = fgw_read_file(file, sizeof(pc->secret), &text, &len)) != 0) {
+		if ((r = fgw_read_secret_file(file, sizeof(pc->secret), &text, &len)) != 0) {
 			snprintf(err, errlen, "%s_secret_file %s: %s", prefix, file, fgw_strerror(r));
 			return r;
 		}
-		while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
-			len--;
-		text[len] = '\0';
 		v = text;
 	} else if (env[0] != '\0') {
 		if ((v = getenv(env)) == NULL) {
