@@ -12,6 +12,8 @@ PKGS  := libevent libevent_pthreads libevent_openssl libsodium openssl libcurl s
 DEBS  := pkg-config libevent-dev libsodium-dev libssl-dev libcurl4-openssl-dev libsqlite3-dev libcjson-dev sqlite3 python3 openssl
 BUILD ?= build
 SAN   ?= 0
+# What --version prints (flairgw, flairctl).
+VERSION := 0.3.0
 
 CC ?= cc
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -72,6 +74,8 @@ deps:
 	@sh tools/deps.sh $(DEBS) -- $(PKGS)
 
 build-all: $(BINS)
+
+$(BUILD)/obj/gateway/main.o $(BUILD)/obj/tools/flairctl.o: CPPFLAGS += -DFGW_VERSION='"$(VERSION)"'
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
