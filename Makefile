@@ -106,9 +106,12 @@ UNIT_BINS := $(UNIT_TESTS:tests/unit/%.c=$(BUILD)/tests/%)
 
 test-build: $(BINS) $(UNIT_BINS)
 
+# make run [PORT=8080] [SANDBOX_PORT=8081]
+PORT ?= 8080
+SANDBOX_PORT ?= 8081
 run: deps
 	@$(MAKE) --no-print-directory build-all
-	@sh tools/run-dev.sh
+	@PORT=$(PORT) SANDBOX_PORT=$(SANDBOX_PORT) sh tools/run-dev.sh
 
 # s3rver (a local S3-compatible server) for the backup upload test,
 # installed project-locally with npm when missing.
