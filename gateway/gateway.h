@@ -95,6 +95,7 @@ struct gateway {
 	struct ssl_ctx_st *tls;        /* website listener TLS; NULL: plain HTTP */
 	struct risk risk;              /* rules and velocity (risk.up: loaded) */
 	int pid_fd;                    /* pid_file, locked while we run */
+	int log_fd;                    /* log_file, reopened on SIGUSR1; -1: standard error */
 };
 
 /* routes.c: the HTTP surface. */

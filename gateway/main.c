@@ -357,6 +357,35 @@ setup_jwt(struct gateway *g, char *err, size_t errlen)
 	return r;
 }
 
+static int
+open_log_file(const char *path)
+{
+	return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+}
+
+/* SIGUSR1 (logrotate's postrotate): log_file is opened again under its
+ * name and put in place of the old descriptor with dup3, which is atomic,
+ * so a reactor thread writing a line at that moment writes it whole to
+ * one file or the other. The old file is kept when the new one cannot be
+ * opened. */
+static void
+reopen_log(void)
+{
+	int fd;
+	if (gw.cfg.log_file[0] == '\0' || gw.log_fd < 0)
+		return;
+	if ((fd = open_log_file(gw.cfg.log_file)) < 0) {
+		log_error("SIGUSR1: cannot reopen log_file %s; logging on to the old file",
+		          gw.cfg.log_file);
+		return;
+	}
+	if (dup3(fd, gw.log_fd, O_CLOEXEC) < 0)
+		log_error("SIGUSR1: cannot reopen log_file %s; logging on to the old file",
+		          gw.cfg.log_file);
+	close(fd);
+	log_info("SIGUSR1: log_file reopened");
+}
+
 static void
 on_signal(evutil_socket_t sig, short what, void *arg)
 {
@@ -364,6 +393,10 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	if (sig == SIGHUP) {
 		reload();
+		return;
+	}
+	if (sig == SIGUSR1) {
+		reopen_log();
 		return;
 	}
 	log_info("signal %d: stopping (waiting up to %lld ms for in-flight transactions)",
@@ -376,8 +409,9 @@ setup_logging(const struct fgw_config *cfg)
 {
 	int level = LOG_LVL_INFO, fd = 2;
 	log_level_parse(cfg->log_level, &level);
+	gw.log_fd = -1;
 	if (cfg->log_file[0] != '\0') {
-		fd = open(cfg->log_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		fd = gw.log_fd = open_log_file(cfg->log_file);
 		if (fd < 0) {
 			fprintf(stderr, "flairgw: cannot open log_file %s\n", cfg->log_file);
 			return FGW_ERR_IO;
@@ -510,7 +544,7 @@ main(int argc, char **argv)
 	struct keyring_opts kopts;
 	struct store_opts sopts;
 	struct event_base *sigbase = NULL;
-	struct event *sigs[3] = { NULL, NULL, NULL };
+	struct event *sigs[4] = { NULL, NULL, NULL, NULL };
 	struct event *timers[2] = { NULL, NULL };
 	struct backup_sched *sched = NULL;
 	const char *kerr = NULL;
@@ -626,7 +660,8 @@ main(int argc, char **argv)
 	sigs[0] = evsignal_new(sigbase, SIGTERM, on_signal, sigbase);
 	sigs[1] = evsignal_new(sigbase, SIGINT, on_signal, sigbase);
 	sigs[2] = evsignal_new(sigbase, SIGHUP, on_signal, sigbase);
-	for (int i = 0; i < 3; i++)
+	sigs[3] = evsignal_new(sigbase, SIGUSR1, on_signal, sigbase);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
 		if (sigs[i] == NULL || event_add(sigs[i], NULL) != 0)
 			goto out;
 	if (store_waker_new(gw.store, sigbase, &main_waker) != 0 ||
@@ -668,7 +703,7 @@ main(int argc, char **argv)
 	log_info("stopped");
 out:
 	backup_sched_stop(sched);
-	for (int i = 0; i < 3; i++)
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
 		if (sigs[i] != NULL)
 			event_free(sigs[i]);
 	for (int i = 0; i < 2; i++)

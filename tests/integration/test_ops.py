@@ -5,6 +5,7 @@ daemon drops it, and flairctl must mint tokens over the same bytes."""
 
 import os
 import re
+import signal
 import subprocess
 import tempfile
 
@@ -94,3 +95,28 @@ def test_flairctl_finds_its_configuration():
                           "keys", "status", cwd=d,
                           env_extra={"FLAIRGW_CONFIG": os.path.join(d, "env.conf")})
         assert rc == 2 and "missing.conf" in err, (rc, err)
+
+
+def test_sigusr1_reopens_the_log_file_after_rotation():
+    """logrotate renames log_file and sends SIGUSR1: the next lines go to a
+    new file under the old name, and no line is lost or split."""
+    with harness.Stack() as stack:
+        g = stack.gw
+        log = g.log_file
+        harness.assert_status(g.pay(harness.txn_body()))
+        rotated = log + ".1"
+        os.rename(log, rotated)
+        g.proc.send_signal(signal.SIGUSR1)
+        harness.wait_until(lambda: os.path.exists(log) and "log_file reopened" in open(log).read(),
+                           10, "the reopened log file")
+        assert os.stat(log).st_mode & 0o777 == 0o600
+        g.proc.send_signal(signal.SIGHUP)
+        harness.wait_until(lambda: "SIGHUP: key ring reloaded" in open(log).read(), 10,
+                           "a line after the rotation in the new file")
+        harness.assert_status(g.pay(harness.txn_body()))
+        assert g.alive(), "SIGUSR1 stopped the gateway"
+        with open(rotated) as f:
+            old = f.read()
+        assert "log_file reopened" not in old and "SIGHUP" not in old
+        for text in (old, open(log).read()):
+            assert all(line.startswith("20") for line in text.splitlines() if line), text[-500:]
