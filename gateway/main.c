@@ -552,11 +552,17 @@ main(int argc, char **argv)
 	int help = 0, r, code = 1;
 
 	gw.pid_fd = -1;
-	for (int i = 1; i < argc; i++)
+	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-v") == 0) {
 			printf("flairgw %s\n", FGW_VERSION);
 			return 0;
 		}
+		/* make install builds flairgw.conf(5) from the directive table */
+		if (strcmp(argv[i], "--directives-mdoc") == 0) {
+			config_print_mdoc(stdout);
+			return 0;
+		}
+	}
 	if (sodium_init() < 0) {
 		fprintf(stderr, "flairgw: libsodium failed to initialise\n");
 		return 1;

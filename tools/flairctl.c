@@ -1111,6 +1111,21 @@ list_commands(FILE *out, const char *group)
 	}
 }
 
+/* The command table as an mdoc list, for flairctl(8) (make install). */
+static void
+list_commands_mdoc(FILE *out)
+{
+	fputs(".Bl -tag -width Ds\n", out);
+	for (const struct command *cmd = commands; cmd->name; cmd++) {
+		fprintf(out, ".It Xo\n.Cm %s%s%s\n", cmd->group ? cmd->group : "",
+		        cmd->group ? " " : "", cmd->name);
+		if (cmd->args[0] != '\0')
+			fprintf(out, ".Li \"%s\"\n", cmd->args);
+		fprintf(out, ".Xc\n%s.\n", cmd->help);
+	}
+	fputs(".El\n", out);
+}
+
 static void
 usage(FILE *out)
 {
@@ -1171,6 +1186,10 @@ main(int argc, char **argv)
 		}
 		if (strcmp(argv[first], "--version") == 0) {
 			printf("flairctl %s\n", FGW_VERSION);
+			return 0;
+		}
+		if (strcmp(argv[first], "--commands-mdoc") == 0) {
+			list_commands_mdoc(stdout);
 			return 0;
 		}
 		first += strchr(argv[first], '=') ? 1 : 2;

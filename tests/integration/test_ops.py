@@ -120,3 +120,47 @@ def test_sigusr1_reopens_the_log_file_after_rotation():
         assert "log_file reopened" not in old and "SIGHUP" not in old
         for text in (old, open(log).read()):
             assert all(line.startswith("20") for line in text.splitlines() if line), text[-500:]
+
+
+def test_make_install_with_destdir_and_lint_clean_man_pages():
+    """make install PREFIX=/usr DESTDIR=...: binaries, man pages that
+    mandoc -T lint passes and that list every directive and command, the
+    unit pointing at the installed binary, templates and docs."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # The binaries under test, not a second build: build/asan is BUILD=build SAN=1.
+    build, san = harness.BUILD.rstrip("/"), "0"
+    if build.endswith("/asan"):
+        build, san = os.path.dirname(build), "1"
+    with tempfile.TemporaryDirectory(prefix="flairgw-install-") as dest:
+        done = subprocess.run(["make", "--no-print-directory", "-s", "install", f"BUILD={build}",
+                               f"SAN={san}", "PREFIX=/usr", f"DESTDIR={dest}"], cwd=root,
+                              capture_output=True, timeout=600)
+        assert done.returncode == 0, done.stderr.decode()[-3000:]
+        for path in ("usr/bin/flairgw", "usr/bin/flairctl"):
+            assert os.access(os.path.join(dest, path), os.X_OK), path
+        man = {p: os.path.join(dest, "usr/share/man", p) for p in
+               ("man8/flairgw.8", "man8/flairctl.8", "man5/flairgw.conf.5")}
+        lint = subprocess.run(["mandoc", "-T", "lint", "-W", "warning", *man.values()],
+                              capture_output=True, timeout=60)
+        assert lint.returncode == 0, (lint.stdout + lint.stderr).decode()
+        conf5 = open(man["man5/flairgw.conf.5"]).read()
+        directives = re.findall(r"^  --([a-z_0-9]+)", _run(_bin("flairgw"), "--help")[1], re.M)
+        assert len(directives) > 50
+        missing = [d for d in directives if f".It Ic {d}\n" not in conf5]
+        assert not missing, missing
+        ctl8 = open(man["man8/flairctl.8"]).read()
+        commands = re.findall(r"^  ([a-z][a-z-]*(?: [a-z][a-z-]*)?)(?= )",
+                              _run(_bin("flairctl"), "--help")[1], re.M)
+        missing = [c for c in commands if f".Cm {c}\n" not in ctl8]
+        assert not missing, missing
+        unit = open(os.path.join(dest, "usr/lib/systemd/system/flairgw.service")).read()
+        assert "ExecStart=/usr/bin/flairgw --config /etc/flairgw/flairgw.conf" in unit, unit
+        conf = os.path.join(dest, "etc/flairgw/flairgw.conf.example")
+        assert os.stat(conf).st_mode & 0o777 == 0o600
+        for path in ("etc/flairgw/rules.conf", "etc/flairgw/lists/test_bins.txt",
+                     "usr/share/doc/flairgw/openapi.yaml", "usr/share/doc/flairgw/flairgw.logrotate"):
+            assert os.path.isfile(os.path.join(dest, path)), path
+        # The installed rules compile where they were put.
+        rc, _, err = _run(os.path.join(dest, "usr/bin/flairctl"), "rules", "check",
+                          os.path.join(dest, "etc/flairgw/rules.conf"))
+        assert rc == 0, err
