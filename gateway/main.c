@@ -39,6 +39,7 @@
 #include "gateway/idem.h"
 #include "store/methods.h"
 #include "gateway/resv.h"
+#include "gateway/sdnotify.h"
 #include "gateway/webhooks.h"
 #include "pipeline/events.h"
 #include "pipeline/risk.h"
@@ -357,6 +358,90 @@ setup_jwt(struct gateway *g, char *err, size_t errlen)
 	return r;
 }
 
+/* The systemd watchdog. Every half interval the main loop asks each
+ * reactor to answer (an event made active on its base) and tells systemd
+ * WATCHDOG=1 only if every reactor answered the previous ask: a reactor
+ * stuck in a loop or a lock gets the service restarted, not kept alive
+ * by a main thread that only waits for signals. */
+static struct {
+	struct event *tick;
+	struct event **ask;        /* one per reactor, on that reactor's base */
+	atomic_int *answered;      /* set by the reactor, cleared by the tick */
+	int n;
+	int64_t last_warn_ms;
+} wd;
+
+static void
+wd_answer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	atomic_store((atomic_int *)arg, 1);
+}
+
+static void
+wd_tick(evutil_socket_t fd, short what, void *arg)
+{
+	int all = 1;
+	(void)fd;
+	(void)what;
+	(void)arg;
+	for (int i = 0; i < wd.n; i++)
+		all &= atomic_exchange(&wd.answered[i], 0);
+	if (all) {
+		(void)sdnotify("WATCHDOG=1");
+	} else if (fgw_now_ms() - wd.last_warn_ms > 60000) {
+		wd.last_warn_ms = fgw_now_ms();
+		log_error("watchdog: a reactor did not answer within half the watchdog interval; "
+		          "not telling systemd we are alive");
+	}
+	for (int i = 0; i < wd.n; i++)
+		event_active(wd.ask[i], EV_TIMEOUT, 0);
+}
+
+static void
+wd_stop(void)
+{
+	if (wd.tick != NULL)
+		event_free(wd.tick);
+	for (int i = 0; wd.ask != NULL && i < wd.n; i++)
+		if (wd.ask[i] != NULL)
+			event_free(wd.ask[i]);
+	free(wd.ask);
+	free(wd.answered);
+	memset(&wd, 0, sizeof(wd));
+}
+
+/* Starts the watchdog when systemd asks for one (WatchdogSec=). */
+static int
+wd_start(struct event_base *base)
+{
+	uint64_t usec = sdnotify_watchdog_usec();
+	struct timeval tv;
+	if (usec == 0)
+		return FGW_OK;
+	wd.n = gw.n_rx;
+	if ((wd.ask = calloc((size_t)wd.n, sizeof(*wd.ask))) == NULL ||
+	    (wd.answered = calloc((size_t)wd.n, sizeof(*wd.answered))) == NULL)
+		goto fail;
+	for (int i = 0; i < wd.n; i++) {
+		atomic_init(&wd.answered[i], 1); /* the first tick needs no answer */
+		if ((wd.ask[i] = event_new(gw.rx[i].base, -1, 0, wd_answer, &wd.answered[i])) == NULL)
+			goto fail;
+	}
+	usec /= 2;
+	tv.tv_sec = (time_t)(usec / 1000000);
+	tv.tv_usec = (suseconds_t)(usec % 1000000);
+	if ((wd.tick = event_new(base, -1, EV_PERSIST, wd_tick, NULL)) == NULL ||
+	    event_add(wd.tick, &tv) != 0)
+		goto fail;
+	log_info("systemd watchdog: telling it every %llu ms", (unsigned long long)(usec / 1000));
+	return FGW_OK;
+fail:
+	wd_stop();
+	return FGW_ERR_NOMEM;
+}
+
 static int
 open_log_file(const char *path)
 {
@@ -401,6 +486,7 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 	log_info("signal %d: stopping (waiting up to %lld ms for in-flight transactions)",
 	         (int)sig, gw.cfg.shutdown_timeout_ms);
+	(void)sdnotify("STOPPING=1\nSTATUS=draining in-flight transactions");
 	event_base_loopbreak(base);
 }
 
@@ -698,7 +784,12 @@ main(int argc, char **argv)
 	log_info("listening on %s (%s) with %d reactor%s, processor %s at %s, database %s",
 	         gw.cfg.listen, gw.tls ? "TLS 1.2+" : "plain HTTP", gw.n_rx, gw.n_rx == 1 ? "" : "s", gw.proc.name,
 	         gw.proc.base_url, gw.cfg.database);
+	if (wd_start(sigbase) != 0)
+		log_warn("systemd watchdog not started");
+	if (sdnotify("READY=1\nSTATUS=serving") < 0)
+		log_warn("NOTIFY_SOCKET is set but the service manager could not be told we are ready");
 	event_base_dispatch(sigbase);
+	wd_stop();
 	server_stop(&gw);
 	/* Before the last checkpoint, so the checkpoint covers it. */
 	audit_emit(gw.store, NULL, "system", "local", "service.stopped", gw.cfg.database,
@@ -708,6 +799,7 @@ main(int argc, char **argv)
 	code = 0;
 	log_info("stopped");
 out:
+	wd_stop();
 	backup_sched_stop(sched);
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
 		if (sigs[i] != NULL)

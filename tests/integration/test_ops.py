@@ -6,8 +6,10 @@ daemon drops it, and flairctl must mint tokens over the same bytes."""
 import os
 import re
 import signal
+import socket
 import subprocess
 import tempfile
+import time
 
 import harness
 
@@ -164,3 +166,52 @@ def test_make_install_with_destdir_and_lint_clean_man_pages():
         rc, _, err = _run(os.path.join(dest, "usr/bin/flairctl"), "rules", "check",
                           os.path.join(dest, "etc/flairgw/rules.conf"))
         assert rc == 0, err
+
+
+def _notify_messages(sock, until, timeout):
+    """Datagrams from the fake service manager's socket until one holds
+    `until` (or timeout); each split into its KEY=VALUE lines."""
+    got, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            data = sock.recv(4096)
+        except socket.timeout:
+            break
+        got.append(data.decode().split("\n"))
+        if until in got[-1]:
+            break
+    return got
+
+
+def test_systemd_notify_ready_watchdog_and_stopping():
+    """Type=notify: READY=1 once serving, WATCHDOG=1 at half of
+    WATCHDOG_USEC while every reactor answers, STOPPING=1 on SIGTERM; over
+    a path socket and an abstract one, as systemd may give either."""
+    for abstract in (False, True):
+        with tempfile.TemporaryDirectory(prefix="flairgw-notify-") as d:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            name = f"@flairgw-test-{os.getpid()}" if abstract else os.path.join(d, "notify")
+            sock.bind("\0" + name[1:] if abstract else name)
+            saved = {k: os.environ.get(k) for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+            os.environ.update(NOTIFY_SOCKET=name, WATCHDOG_USEC="400000")
+            try:
+                stack = harness.Stack().start()
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+            try:
+                got = _notify_messages(sock, "READY=1", 10)
+                assert got and "READY=1" in got[-1], got
+                harness.assert_status(stack.gw.pay(harness.txn_body()))
+                pings = [m for m in _notify_messages(sock, "never", 2.5) if "WATCHDOG=1" in m]
+                assert len(pings) >= 3, pings
+                stack.gw.proc.send_signal(signal.SIGTERM)
+                got = _notify_messages(sock, "STOPPING=1", 10)
+                assert got and "STOPPING=1" in got[-1], got
+            finally:
+                stack.close()
+                sock.close()
