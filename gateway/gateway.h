@@ -96,6 +96,7 @@ struct gateway {
 	struct risk risk;              /* rules and velocity (risk.up: loaded) */
 	int pid_fd;                    /* pid_file, locked while we run */
 	int log_fd;                    /* log_file, reopened on SIGUSR1; -1: standard error */
+	int data_dir_lock;             /* DATA_DIR/flairgw.lock, locked while we run */
 };
 
 /* routes.c: the HTTP surface. */

@@ -189,6 +189,33 @@ write_pid_file(struct gateway *g, char *err, size_t errlen)
 	return FGW_OK;
 }
 
+/* Two daemons on one data_dir would each run a store writer, an
+ * idempotency table and velocity counters of their own over one database:
+ * a lock held for the life of the process, whatever pid_file says. The
+ * file is never removed (removing a lock file lets a third process lock a
+ * new inode while the second still holds the old one). */
+static int
+lock_data_dir(struct gateway *g, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	int fd, n = snprintf(path, sizeof(path), "%s/flairgw.lock", g->cfg.data_dir);
+	if (n < 0 || (size_t)n >= sizeof(path)) {
+		snprintf(err, errlen, "data_dir %s: path too long", g->cfg.data_dir);
+		return FGW_ERR_INVALID;
+	}
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+		snprintf(err, errlen, "data_dir %s: cannot open its lock file", g->cfg.data_dir);
+		return FGW_ERR_IO;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		snprintf(err, errlen, "data_dir %s is in use by another flairgw", g->cfg.data_dir);
+		close(fd);
+		return FGW_ERR_EXISTS;
+	}
+	g->data_dir_lock = fd; /* held until exit */
+	return FGW_OK;
+}
+
 static void
 remove_pid_file(struct gateway *g)
 {
@@ -683,6 +710,11 @@ main(int argc, char **argv)
 
 	if (fgw_mkdirs(gw.cfg.data_dir, 0700) != 0) {
 		log_error("cannot create data_dir %s", gw.cfg.data_dir);
+		goto out;
+	}
+	if (lock_data_dir(&gw, err, sizeof(err)) != 0) {
+		fprintf(stderr, "flairgw: %s\n", err);
+		log_error("%s", err);
 		goto out;
 	}
 	memset(&kopts, 0, sizeof(kopts));

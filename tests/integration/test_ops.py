@@ -215,3 +215,45 @@ def test_systemd_notify_ready_watchdog_and_stopping():
             finally:
                 stack.close()
                 sock.close()
+
+
+def _start_fails(gateway, expect):
+    """gateway exits during start-up saying expect. Its readiness probe may
+    be answered by the first gateway on a shared port, so wait for the
+    exit itself."""
+    try:
+        gateway.start()
+    except AssertionError as e:
+        assert expect in str(e), str(e)
+        return
+    try:
+        code = gateway.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        gateway.stop()
+        raise AssertionError(f"a second gateway started: expected '{expect}'")
+    gateway.stop()
+    gateway.problems.clear()  # its non-zero exit is what this test wants
+    assert code != 0, code
+    with open(gateway.stderr_path) as f:
+        err = f.read()
+    assert expect in err, err[-2000:]
+
+
+def test_a_second_gateway_can_share_neither_the_address_nor_the_data_dir():
+    with harness.Stack() as stack:
+        first = stack.gw
+        before = first.query("SELECT count(*) AS n FROM transactions")[0]["n"]
+        # Another data_dir on the same address: SO_REUSEPORT would have let
+        # it take a share of the traffic.
+        other = harness.Gateway(os.path.join(stack.dir, "second"), stack.sandbox)
+        other.want_port = first.port
+        _start_fails(other, "is another process serving it?")
+        # The same data_dir on another address, with its own pid_file.
+        third = harness.Gateway(os.path.join(stack.dir, "third"), stack.sandbox,
+                                data_dir=first.data_dir, kek_file=first.kek_file,
+                                pid_file=os.path.join(stack.dir, "third.pid"))
+        _start_fails(third, f"data_dir {first.data_dir} is in use by another flairgw")
+        # The first one is untouched and still serves every request.
+        for _ in range(6):
+            harness.assert_status(first.pay(harness.txn_body()))
+        assert first.query("SELECT count(*) AS n FROM transactions")[0]["n"] == before + 6
