@@ -120,9 +120,10 @@ $(S3RVER):
 	@sh tools/deps.sh nodejs npm -- -- npm
 	npm install --no-audit --no-fund --prefix build/npm s3rver@3.7.1
 
-# Test-only Debian tools (the man page lint).
+# Test-only Debian tools: the man page lint, promtool for /metrics and
+# the alert rules.
 test-deps:
-	@sh tools/deps.sh mandoc -- -- mandoc
+	@sh tools/deps.sh mandoc prometheus -- -- mandoc promtool
 
 test: deps test-deps $(S3RVER)
 	@$(MAKE) --no-print-directory SAN=1 test-build

@@ -3,6 +3,7 @@
 A secret file as an editor or `echo` writes it ends in a newline; the
 daemon drops it, and flairctl must mint tokens over the same bytes."""
 
+import json
 import os
 import re
 import signal
@@ -257,3 +258,58 @@ def test_a_second_gateway_can_share_neither_the_address_nor_the_data_dir():
         for _ in range(6):
             harness.assert_status(first.pay(harness.txn_body()))
         assert first.query("SELECT count(*) AS n FROM transactions")[0]["n"] == before + 6
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ALERTS = os.path.join(ROOT, "etc", "prometheus", "flairgw-alerts.yml")
+DASHBOARD = os.path.join(ROOT, "etc", "grafana", "flairgw-dashboard.json")
+
+
+def _families(text):
+    """{family: type} from # TYPE lines."""
+    return dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+
+
+def test_metrics_pass_promtool_and_feed_the_alerts_and_dashboard():
+    with harness.Stack() as stack:
+        g = stack.gw
+        harness.assert_status(g.pay(harness.txn_body()))
+        harness.assert_error(g.pay(harness.txn_body(harness.DECLINED)), 400, "PAYMENT_CARD_DECLINED")
+        assert g.http("GET", "/v1/no-such-route").status == 404
+        assert g.http("GET", "/v1/transactions/txn_x", key="wrong-key").status == 401
+        resp = harness.http(g.port, "GET", "/metrics")
+        assert resp.status == 200
+        text = resp.raw.decode() if isinstance(resp.raw, bytes) else resp.raw
+    check = subprocess.run(["promtool", "check", "metrics"], input=text.encode(),
+                           capture_output=True, timeout=60)
+    assert check.returncode == 0 and not check.stdout.strip(), (check.stdout + check.stderr).decode()
+    families = _families(text)
+    helps = set(re.findall(r"^# HELP (\S+) ", text, re.M))
+    samples = {re.split(r"[{ ]", line, 1)[0] for line in text.splitlines()
+               if line and not line.startswith("#")}
+    for s in samples:
+        base = re.sub(r"_(bucket|sum|count)$", "", s) if s not in families else s
+        assert base in families and base in helps, f"{s}: no TYPE or HELP"
+    assert families["flairgw_transaction_duration_seconds"] == "histogram"
+    assert 'flairgw_transaction_duration_seconds_bucket{le="30"}' in text
+    assert 'flairgw_http_responses_total{code="404"} 1' in text
+    assert 'flairgw_http_route_requests_total{method="POST",route="/v1/transactions"} 2' in text
+    assert 'flairgw_transactions_total{status="declined"} 1' in text
+    for gauge in ("flairgw_reconcile_backlog", "flairgw_manual_review_backlog",
+                  "flairgw_webhook_outbox_backlog", "flairgw_store_queue_depth",
+                  "flairgw_backup_last_success_timestamp_seconds"):
+        assert families.get(gauge) == "gauge", gauge
+    rules = subprocess.run(["promtool", "check", "rules", ALERTS], capture_output=True,
+                           timeout=60)
+    assert rules.returncode == 0, (rules.stdout + rules.stderr).decode()
+    # Every flairgw metric the alerts and the dashboard use is one we export.
+    with open(ALERTS) as f:
+        used = set(re.findall(r"\bflairgw_[a-z0-9_]+", f.read()))
+    with open(DASHBOARD) as f:
+        dash = json.load(f)
+    for panel in dash["panels"]:
+        assert panel["targets"], panel["title"]
+        for t in panel["targets"]:
+            used |= set(re.findall(r"\bflairgw_[a-z0-9_]+", t["expr"]))
+    unknown = [m for m in used if m not in samples and m not in families]
+    assert not unknown, unknown
