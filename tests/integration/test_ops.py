@@ -313,3 +313,40 @@ def test_metrics_pass_promtool_and_feed_the_alerts_and_dashboard():
             used |= set(re.findall(r"\bflairgw_[a-z0-9_]+", t["expr"]))
     unknown = [m for m in used if m not in samples and m not in families]
     assert not unknown, unknown
+
+
+def test_backup_export_writes_the_json_export_without_card_data():
+    with harness.Stack() as stack:
+        g = stack.gw
+        paid = g.pay(harness.txn_body(reservationId="RES-EXPORT-1"))
+        harness.assert_status(paid)
+        done = g.flairctl("backup", "now", text=True)
+        assert done.returncode == 0, done.stderr
+        backup = done.stdout.split()[0]
+        out = os.path.join(g.dir, "export.json")
+        done = g.flairctl("backup", "export", backup, out, text=True)
+        assert done.returncode == 0 and "exported to" in done.stdout, done.stderr
+        assert os.stat(out).st_mode & 0o077 == 0, oct(os.stat(out).st_mode)
+        with open(out, "rb") as f:
+            raw = f.read()
+        doc = json.loads(raw)
+        assert doc["format"] == "flairgw-export-v1"
+        txn = [t for t in doc["transactions"] if t["id"] == paid.body["transactionId"]]
+        assert txn and txn[0]["reservation_id"] == "RES-EXPORT-1", doc["transactions"]
+        assert doc["audit_events"], "no audit trail in the export"
+        assert harness.VISA.encode() not in raw and b"vault" not in raw
+        # A second export to the same file is refused and leaves it as it was.
+        done = g.flairctl("backup", "export", backup, out, text=True)
+        assert done.returncode != 0 and "exists" in done.stderr, done.stderr
+        assert open(out, "rb").read() == raw
+        # A damaged backup is refused, and nothing is written.
+        bad, bad_out = os.path.join(g.dir, "bad.fgwbk"), os.path.join(g.dir, "bad.json")
+        data = bytearray(open(backup, "rb").read())
+        data[len(data) // 2] ^= 1
+        open(bad, "wb").write(bytes(data))
+        done = g.flairctl("backup", "export", bad, bad_out, text=True)
+        assert done.returncode != 0 and "not an intact backup" in done.stderr, done.stderr
+        assert not os.path.exists(bad_out)
+        exported = g.query("SELECT outcome FROM audit_events WHERE event_type = 'backup.exported'"
+                           " ORDER BY seq")
+        assert [e["outcome"] for e in exported][:1] == ["success"], exported
