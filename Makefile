@@ -12,6 +12,8 @@ PKGS  := libevent libevent_pthreads libevent_openssl libsodium openssl libcurl s
 DEBS  := pkg-config libevent-dev libsodium-dev libssl-dev libcurl4-openssl-dev libsqlite3-dev libcjson-dev sqlite3 python3 openssl
 BUILD ?= build
 SAN   ?= 0
+# What --version prints (flairgw, flairctl).
+VERSION := 0.3.0
 
 CC ?= cc
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -62,7 +64,7 @@ ALL_LIBS := $(call roomlibs,$(ROOMS))
 
 BINS := $(BUILD)/flairgw $(BUILD)/flairctl $(BUILD)/flair-sandbox
 
-.PHONY: all deps build-all run test test-build bench fuzz clean format
+.PHONY: all deps build-all run test test-build bench fuzz clean format man install test-deps
 .DEFAULT_GOAL := all
 
 all: deps
@@ -72,6 +74,8 @@ deps:
 	@sh tools/deps.sh $(DEBS) -- $(PKGS)
 
 build-all: $(BINS)
+
+$(BUILD)/obj/gateway/main.o $(BUILD)/obj/tools/flairctl.o: CPPFLAGS += -DFGW_VERSION='"$(VERSION)"'
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -102,9 +106,12 @@ UNIT_BINS := $(UNIT_TESTS:tests/unit/%.c=$(BUILD)/tests/%)
 
 test-build: $(BINS) $(UNIT_BINS)
 
+# make run [PORT=8080] [SANDBOX_PORT=8081]
+PORT ?= 8080
+SANDBOX_PORT ?= 8081
 run: deps
 	@$(MAKE) --no-print-directory build-all
-	@sh tools/run-dev.sh
+	@PORT=$(PORT) SANDBOX_PORT=$(SANDBOX_PORT) sh tools/run-dev.sh
 
 # s3rver (a local S3-compatible server) for the backup upload test,
 # installed project-locally with npm when missing.
@@ -113,7 +120,12 @@ $(S3RVER):
 	@sh tools/deps.sh nodejs npm -- -- npm
 	npm install --no-audit --no-fund --prefix build/npm s3rver@3.7.1
 
-test: deps $(S3RVER)
+# Test-only Debian tools: the man page lint, promtool for /metrics and
+# the alert rules.
+test-deps:
+	@sh tools/deps.sh mandoc prometheus -- -- mandoc promtool
+
+test: deps test-deps $(S3RVER)
 	@$(MAKE) --no-print-directory SAN=1 test-build
 	@sh tests/run.sh $(BUILD)/asan
 
@@ -138,6 +150,54 @@ $(BUILD)/bench-rules: $(BUILD)/obj/tests/bench_rules.o $(call roomlibs,rules cor
 bench-rules: deps
 	@$(MAKE) --no-print-directory $(BUILD)/bench-rules
 	$(BUILD)/bench-rules etc/rules.conf
+
+# make install [PREFIX=/usr/local] [DESTDIR=] [SYSCONFDIR=/etc]: binaries,
+# man pages (the directive and command lists come from the binaries' own
+# tables), the systemd unit pointing at them, configuration templates
+# (never over an existing flairgw.conf) and the docs.
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+BINDIR     := $(PREFIX)/bin
+MANDIR     := $(PREFIX)/share/man
+DOCDIR     := $(PREFIX)/share/doc/flairgw
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+MANPAGES   := $(BUILD)/man/flairgw.8 $(BUILD)/man/flairctl.8 $(BUILD)/man/flairgw.conf.5
+
+man: $(MANPAGES)
+
+$(BUILD)/man/flairgw.conf.5: docs/man/flairgw.conf.5.in $(BUILD)/flairgw
+	@mkdir -p $(dir $@)
+	$(BUILD)/flairgw --directives-mdoc >$@.list
+	sed -e '/^@DIRECTIVES@$$/{r $@.list' -e 'd}' -e 's|@DOCDIR@|$(DOCDIR)|g' $< >$@
+	@rm -f $@.list
+
+$(BUILD)/man/flairctl.8: docs/man/flairctl.8.in $(BUILD)/flairctl
+	@mkdir -p $(dir $@)
+	$(BUILD)/flairctl --commands-mdoc >$@.list
+	sed -e '/^@COMMANDS@$$/{r $@.list' -e 'd}' -e 's|@DOCDIR@|$(DOCDIR)|g' $< >$@
+	@rm -f $@.list
+
+$(BUILD)/man/flairgw.8: docs/man/flairgw.8.in
+	@mkdir -p $(dir $@)
+	sed -e 's|@DOCDIR@|$(DOCDIR)|g' $< >$@
+
+install: all
+	@$(MAKE) --no-print-directory man
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+	    $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/flairgw/lists
+	install -m 0755 $(BINS) $(DESTDIR)$(BINDIR)/
+	install -m 0644 $(BUILD)/man/flairgw.conf.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 $(BUILD)/man/flairgw.8 $(BUILD)/man/flairctl.8 $(DESTDIR)$(MANDIR)/man8/
+	sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/etc/flairgw/|$(SYSCONFDIR)/flairgw/|g' \
+	    etc/flairgw.service >$(DESTDIR)$(UNITDIR)/flairgw.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/flairgw.service
+	install -m 0644 README.md docs/*.md docs/openapi.yaml etc/flairgw.production.conf \
+	    etc/flairgw.logrotate $(DESTDIR)$(DOCDIR)/
+	install -m 0600 etc/flairgw.production.conf $(DESTDIR)$(SYSCONFDIR)/flairgw/flairgw.conf.example
+	for f in rules.conf bins.csv $(patsubst etc/%,%,$(wildcard etc/lists/*.txt)); do \
+	    [ -e $(DESTDIR)$(SYSCONFDIR)/flairgw/$$f ] || \
+	        install -m 0644 etc/$$f $(DESTDIR)$(SYSCONFDIR)/flairgw/$$f || exit 1; \
+	done
 
 format:
 	clang-format -i $(LIB_SRC) gateway/main.c $(TOOLS_CTL_SRC) $(TOOLS_SANDBOX_SRC) $(UNIT_TESTS)

@@ -234,6 +234,20 @@ out:
 }
 
 int
+fgw_read_secret_file(const char *path, size_t max, char **out, size_t *outlen)
+{
+	size_t len = 0;
+	int r = fgw_read_file(path, max, out, &len);
+	if (r != FGW_OK)
+		return r;
+	while (len > 0 && ((*out)[len - 1] == '\n' || (*out)[len - 1] == '\r'))
+		(*out)[--len] = '\0';
+	if (outlen)
+		*outlen = len;
+	return FGW_OK;
+}
+
+int
 fgw_write_file_atomic(const char *path, const void *data, size_t len, int mode)
 {
 	char tmp[PATH_MAX];

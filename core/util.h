@@ -48,6 +48,10 @@ void fgw_hex(const unsigned char *in, size_t len, char *out);
 /* Reads a whole file (at most max bytes) into malloc'ed, NUL-terminated
  * *out. FGW_ERR_NOT_FOUND, FGW_ERR_IO or FGW_ERR_TOO_LARGE. */
 int fgw_read_file(const char *path, size_t max, char **out, size_t *outlen);
+/* fgw_read_file for a secret: trailing CR and LF are not part of it (the
+ * newline an editor or `echo` leaves), so every reader of a secret file
+ * (daemon, flairctl, sandbox) sees the same bytes. */
+int fgw_read_secret_file(const char *path, size_t max, char **out, size_t *outlen);
 /* Writes data to path atomically (tmp + fsync + rename) with mode. */
 int fgw_write_file_atomic(const char *path, const void *data, size_t len, int mode);
 /* mkdir -p with mode for created directories. */

@@ -259,7 +259,7 @@ backup_open(struct keyring *kr, const char *path, const char *db_out, const char
 	FILE *in = NULL, *pf = NULL, *out = NULL;
 	char magic[PLAIN_MAGIC_LEN];
 	uint64_t len = 0;
-	int r, db_made = 0;
+	int r, db_made = 0, json_made = 0;
 
 	if ((in = fopen(path, "rb")) == NULL) {
 		r = FGW_ERR_NOT_FOUND;
@@ -278,26 +278,34 @@ backup_open(struct keyring *kr, const char *path, const char *db_out, const char
 		r = FGW_ERR_CRYPTO;
 		goto out;
 	}
-	if ((out = fopen(db_out, "wbx")) == NULL) {
-		r = errno == EEXIST ? FGW_ERR_EXISTS : FGW_ERR_IO;
-		goto out;
-	}
-	db_made = 1;
-	if ((r = copy_bytes(pf, out, (int64_t)len, NULL)) != 0)
-		goto out;
-	if (fclose(out) != 0) {
+	if (db_out == NULL) {
+		if (fseeko(pf, (off_t)len, SEEK_CUR) != 0) {
+			r = FGW_ERR_CRYPTO;
+			goto out;
+		}
+	} else {
+		if ((out = fopen(db_out, "wbx")) == NULL) {
+			r = errno == EEXIST ? FGW_ERR_EXISTS : FGW_ERR_IO;
+			goto out;
+		}
+		db_made = 1;
+		if ((r = copy_bytes(pf, out, (int64_t)len, NULL)) != 0)
+			goto out;
+		if (fclose(out) != 0) {
+			out = NULL;
+			r = FGW_ERR_IO;
+			goto out;
+		}
 		out = NULL;
-		r = FGW_ERR_IO;
-		goto out;
 	}
-	out = NULL;
 	if ((r = get_u64(pf, &len)) != 0 || len > INT64_MAX)
 		goto out;
 	if (json_out != NULL) {
 		if ((out = fopen(json_out, "wbx")) == NULL) {
-			r = FGW_ERR_IO;
+			r = errno == EEXIST ? FGW_ERR_EXISTS : FGW_ERR_IO;
 			goto out;
 		}
+		json_made = 1;
 	}
 	if ((r = copy_bytes(pf, out, (int64_t)len, NULL)) != 0)
 		goto out;
@@ -311,6 +319,8 @@ out:
 		fclose(in);
 	if (r != 0 && db_made)
 		unlink(db_out);
+	if (r != 0 && json_made)
+		unlink(json_out);
 	return r;
 }
 

@@ -43,9 +43,10 @@ struct backup_info {
 /* Takes a backup of cfg->database into cfg->backup_dir. */
 int backup_make(const struct fgw_config *cfg, struct keyring *kr,
                 struct backup_info *out);
-/* Decrypts a backup; writes the database to db_out (must not exist) and,
- * if json_out is not NULL, the JSON export there. FGW_ERR_CRYPTO for a
- * file that is not an intact backup of this key ring. */
+/* Decrypts a backup; writes the database to db_out and the JSON export
+ * to json_out, each unless NULL; neither may exist (FGW_ERR_EXISTS), and
+ * neither is left behind on failure. FGW_ERR_CRYPTO for a file that is
+ * not an intact backup of this key ring. */
 int backup_open(struct keyring *kr, const char *path, const char *db_out,
                 const char *json_out);
 /* Hex BLAKE2b-256 of a file. */

@@ -586,6 +586,45 @@ config_print_help(FILE *out)
 	}
 }
 
+/* text for an mdoc line: a backslash is \e, and a leading dot or quote
+ * would start a request. */
+static void
+mdoc_text(FILE *out, const char *s)
+{
+	if (*s == '.' || *s == '\'')
+		fputs("\\&", out);
+	for (; *s; s++) {
+		if (*s == '\\')
+			fputs("\\e", out);
+		else
+			fputc(*s, out);
+	}
+}
+
+void
+config_print_mdoc(FILE *out)
+{
+	fputs(".Bl -tag -width Ds\n", out);
+	for (const struct cfg_directive *d = directives; d->name; d++) {
+		fprintf(out, ".It Ic %s\n", d->name);
+		mdoc_text(out, d->help);
+		fputc('\n', out);
+		if (d->choices != NULL) {
+			fputs("One of: ", out);
+			mdoc_text(out, d->choices);
+			fputs(".\n", out);
+		}
+		if (d->type == CFG_INT)
+			fprintf(out, "From %lld to %lld.\n", d->min, d->max);
+		if (d->def != NULL && d->def[0] != '\0') {
+			fputs("Default: ", out);
+			mdoc_text(out, d->def);
+			fputs(".\n", out);
+		}
+	}
+	fputs(".El\n", out);
+}
+
 const char *
 config_client_for_key(const struct fgw_config *cfg, const char *key, size_t len)
 {

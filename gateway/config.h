@@ -167,6 +167,8 @@ int config_from_args(struct fgw_config *cfg, int argc, char **argv, int *help,
 int config_finish(struct fgw_config *cfg, char *err, size_t errlen);
 /* Prints every directive with its default and help text. */
 void config_print_help(FILE *out);
+/* The directive table as an mdoc list, for flairgw.conf(5). */
+void config_print_mdoc(FILE *out);
 /* Client id for a presented API key, or NULL. Constant-time per entry. */
 const char *config_client_for_key(const struct fgw_config *cfg,
                                   const char *key, size_t len);

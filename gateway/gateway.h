@@ -32,14 +32,19 @@ struct req_ctx;
 struct ssl_ctx_st;
 struct rctx;
 
+/* Counters for /metrics (gateway/metrics.c renders them). */
+#define METRICS_LATENCY_BUCKETS 13      /* 5 ms … 30 s, then +Inf */
+#define METRICS_ROUTES_MAX 64           /* routes with their own counter */
 struct gw_metrics {
 	atomic_ullong http_requests;
 	atomic_ullong http_4xx;
 	atomic_ullong http_5xx;
+	atomic_ullong http_status[600];   /* answers by status code */
+	atomic_ullong route_requests[METRICS_ROUTES_MAX + 1]; /* last: no route */
 	atomic_ullong txn_started;
 	atomic_ullong txn_by_status[8];   /* index: see metrics_status_index */
 	atomic_ullong txn_latency_ms_sum;
-	atomic_ullong txn_latency_bucket[10];
+	atomic_ullong txn_latency_bucket[METRICS_LATENCY_BUCKETS];
 	atomic_ullong idem_replays;
 	atomic_ullong auth_failures;
 	atomic_ullong webhooks_in[4];     /* accepted, refused, duplicate, deferred */
@@ -95,11 +100,20 @@ struct gateway {
 	struct ssl_ctx_st *tls;        /* website listener TLS; NULL: plain HTTP */
 	struct risk risk;              /* rules and velocity (risk.up: loaded) */
 	int pid_fd;                    /* pid_file, locked while we run */
+	int log_fd;                    /* log_file, reopened on SIGUSR1; -1: standard error */
+	int data_dir_lock;             /* DATA_DIR/flairgw.lock, locked while we run */
 };
 
 /* routes.c: the HTTP surface. */
 void routes_handle(struct evhttp_request *req, void *arg); /* arg: reactor */
+/* metrics.c: counting, and the text exposition of /metrics. */
 int metrics_status_index(const char *status);
+/* An answer with this status code (counted once per response). */
+void metrics_http_answer(struct gw_metrics *m, int status);
+/* A finished transaction: its status and the time it took. */
+void metrics_txn_done(struct gw_metrics *m, const char *status, int64_t ms);
+struct evbuffer;
+void metrics_render(struct reactor *rx, struct evbuffer *b);
 /* routes_txn.c: frees transactions still in flight after a forced stop. */
 void routes_txn_abandon(struct reactor *rx);
 

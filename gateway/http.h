@@ -28,6 +28,12 @@ extern const struct route resv_routes[];
 extern const struct route webhook_routes[];
 extern const struct route txnops_routes[];
 
+/* Every route in one flat numbering (per-route metrics): how many, route
+ * i (NULL past the end), and a method's name. */
+int http_routes_count(void);
+const struct route *http_route(int i);
+const char *http_method_name(enum evhttp_cmd_type m);
+
 /* Answers with a JSON body (copied). */
 void http_send_json(struct reactor *rx, struct evhttp_request *req, int status,
                     const char *body);

@@ -39,6 +39,7 @@
 #include "gateway/idem.h"
 #include "store/methods.h"
 #include "gateway/resv.h"
+#include "gateway/sdnotify.h"
 #include "gateway/webhooks.h"
 #include "pipeline/events.h"
 #include "pipeline/risk.h"
@@ -185,6 +186,33 @@ write_pid_file(struct gateway *g, char *err, size_t errlen)
 		return FGW_ERR_IO;
 	}
 	g->pid_fd = fd;
+	return FGW_OK;
+}
+
+/* Two daemons on one data_dir would each run a store writer, an
+ * idempotency table and velocity counters of their own over one database:
+ * a lock held for the life of the process, whatever pid_file says. The
+ * file is never removed (removing a lock file lets a third process lock a
+ * new inode while the second still holds the old one). */
+static int
+lock_data_dir(struct gateway *g, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	int fd, n = snprintf(path, sizeof(path), "%s/flairgw.lock", g->cfg.data_dir);
+	if (n < 0 || (size_t)n >= sizeof(path)) {
+		snprintf(err, errlen, "data_dir %s: path too long", g->cfg.data_dir);
+		return FGW_ERR_INVALID;
+	}
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+		snprintf(err, errlen, "data_dir %s: cannot open its lock file", g->cfg.data_dir);
+		return FGW_ERR_IO;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		snprintf(err, errlen, "data_dir %s is in use by another flairgw", g->cfg.data_dir);
+		close(fd);
+		return FGW_ERR_EXISTS;
+	}
+	g->data_dir_lock = fd; /* held until exit */
 	return FGW_OK;
 }
 
@@ -341,13 +369,11 @@ setup_jwt(struct gateway *g, char *err, size_t errlen)
 	jc.jwks_path = cfg->jwt_jwks_file[0] ? cfg->jwt_jwks_file : NULL;
 	jc.leeway_s = cfg->jwt_leeway_s;
 	if (cfg->jwt_hs256_secret_file[0] != '\0') {
-		if ((r = fgw_read_file(cfg->jwt_hs256_secret_file, 4096, &secret, &slen)) != 0) {
+		if ((r = fgw_read_secret_file(cfg->jwt_hs256_secret_file, 4096, &secret, &slen)) != 0) {
 			snprintf(err, errlen, "jwt_hs256_secret_file: %s: %s",
 			         cfg->jwt_hs256_secret_file, fgw_strerror(r));
 			return r;
 		}
-		while (slen > 0 && (secret[slen - 1] == '\n' || secret[slen - 1] == '\r'))
-			slen--;
 		jc.hs256_secret = (const unsigned char *)secret;
 		jc.hs256_secret_len = slen;
 	}
@@ -359,6 +385,119 @@ setup_jwt(struct gateway *g, char *err, size_t errlen)
 	return r;
 }
 
+/* The systemd watchdog. Every half interval the main loop asks each
+ * reactor to answer (an event made active on its base) and tells systemd
+ * WATCHDOG=1 only if every reactor answered the previous ask: a reactor
+ * stuck in a loop or a lock gets the service restarted, not kept alive
+ * by a main thread that only waits for signals. */
+static struct {
+	struct event *tick;
+	struct event **ask;        /* one per reactor, on that reactor's base */
+	atomic_int *answered;      /* set by the reactor, cleared by the tick */
+	int n;
+	int64_t last_warn_ms;
+} wd;
+
+static void
+wd_answer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	atomic_store((atomic_int *)arg, 1);
+}
+
+static void
+wd_tick(evutil_socket_t fd, short what, void *arg)
+{
+	int all = 1;
+	(void)fd;
+	(void)what;
+	(void)arg;
+	for (int i = 0; i < wd.n; i++)
+		all &= atomic_exchange(&wd.answered[i], 0);
+	if (all) {
+		(void)sdnotify("WATCHDOG=1");
+	} else if (fgw_now_ms() - wd.last_warn_ms > 60000) {
+		wd.last_warn_ms = fgw_now_ms();
+		log_error("watchdog: a reactor did not answer within half the watchdog interval; "
+		          "not telling systemd we are alive");
+	}
+	for (int i = 0; i < wd.n; i++)
+		event_active(wd.ask[i], EV_TIMEOUT, 0);
+}
+
+static void
+wd_stop(void)
+{
+	if (wd.tick != NULL)
+		event_free(wd.tick);
+	for (int i = 0; wd.ask != NULL && i < wd.n; i++)
+		if (wd.ask[i] != NULL)
+			event_free(wd.ask[i]);
+	free(wd.ask);
+	free(wd.answered);
+	memset(&wd, 0, sizeof(wd));
+}
+
+/* Starts the watchdog when systemd asks for one (WatchdogSec=). */
+static int
+wd_start(struct event_base *base)
+{
+	uint64_t usec = sdnotify_watchdog_usec();
+	struct timeval tv;
+	if (usec == 0)
+		return FGW_OK;
+	wd.n = gw.n_rx;
+	if ((wd.ask = calloc((size_t)wd.n, sizeof(*wd.ask))) == NULL ||
+	    (wd.answered = calloc((size_t)wd.n, sizeof(*wd.answered))) == NULL)
+		goto fail;
+	for (int i = 0; i < wd.n; i++) {
+		atomic_init(&wd.answered[i], 1); /* the first tick needs no answer */
+		if ((wd.ask[i] = event_new(gw.rx[i].base, -1, 0, wd_answer, &wd.answered[i])) == NULL)
+			goto fail;
+	}
+	usec /= 2;
+	tv.tv_sec = (time_t)(usec / 1000000);
+	tv.tv_usec = (suseconds_t)(usec % 1000000);
+	if ((wd.tick = event_new(base, -1, EV_PERSIST, wd_tick, NULL)) == NULL ||
+	    event_add(wd.tick, &tv) != 0)
+		goto fail;
+	log_info("systemd watchdog: telling it every %llu ms", (unsigned long long)(usec / 1000));
+	return FGW_OK;
+fail:
+	wd_stop();
+	return FGW_ERR_NOMEM;
+}
+
+static int
+open_log_file(const char *path)
+{
+	return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+}
+
+/* SIGUSR1 (logrotate's postrotate): log_file is opened again under its
+ * name and put in place of the old descriptor with dup3, which is atomic,
+ * so a reactor thread writing a line at that moment writes it whole to
+ * one file or the other. The old file is kept when the new one cannot be
+ * opened. */
+static void
+reopen_log(void)
+{
+	int fd;
+	if (gw.cfg.log_file[0] == '\0' || gw.log_fd < 0)
+		return;
+	if ((fd = open_log_file(gw.cfg.log_file)) < 0) {
+		log_error("SIGUSR1: cannot reopen log_file %s; logging on to the old file",
+		          gw.cfg.log_file);
+		return;
+	}
+	if (dup3(fd, gw.log_fd, O_CLOEXEC) < 0)
+		log_error("SIGUSR1: cannot reopen log_file %s; logging on to the old file",
+		          gw.cfg.log_file);
+	close(fd);
+	log_info("SIGUSR1: log_file reopened");
+}
+
 static void
 on_signal(evutil_socket_t sig, short what, void *arg)
 {
@@ -368,8 +507,13 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 		reload();
 		return;
 	}
+	if (sig == SIGUSR1) {
+		reopen_log();
+		return;
+	}
 	log_info("signal %d: stopping (waiting up to %lld ms for in-flight transactions)",
 	         (int)sig, gw.cfg.shutdown_timeout_ms);
+	(void)sdnotify("STOPPING=1\nSTATUS=draining in-flight transactions");
 	event_base_loopbreak(base);
 }
 
@@ -378,8 +522,9 @@ setup_logging(const struct fgw_config *cfg)
 {
 	int level = LOG_LVL_INFO, fd = 2;
 	log_level_parse(cfg->log_level, &level);
+	gw.log_fd = -1;
 	if (cfg->log_file[0] != '\0') {
-		fd = open(cfg->log_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		fd = gw.log_fd = open_log_file(cfg->log_file);
 		if (fd < 0) {
 			fprintf(stderr, "flairgw: cannot open log_file %s\n", cfg->log_file);
 			return FGW_ERR_IO;
@@ -408,13 +553,10 @@ processor_secret(const char *file, const char *env, const char *prefix, struct p
 			         "with mode 0600 or stricter", prefix, file);
 			return FGW_ERR_INVALID;
 		}
-		if ((r = fgw_read_file(file, sizeof(pc->secret), &text, &len)) != 0) {
+		if ((r = fgw_read_secret_file(file, sizeof(pc->secret), &text, &len)) != 0) {
 			snprintf(err, errlen, "%s_secret_file %s: %s", prefix, file, fgw_strerror(r));
 			return r;
 		}
-		while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
-			len--;
-		text[len] = '\0';
 		v = text;
 	} else if (env[0] != '\0') {
 		if ((v = getenv(env)) == NULL) {
@@ -515,7 +657,7 @@ main(int argc, char **argv)
 	struct keyring_opts kopts;
 	struct store_opts sopts;
 	struct event_base *sigbase = NULL;
-	struct event *sigs[3] = { NULL, NULL, NULL };
+	struct event *sigs[4] = { NULL, NULL, NULL, NULL };
 	struct event *timers[2] = { NULL, NULL };
 	struct backup_sched *sched = NULL;
 	const char *kerr = NULL;
@@ -523,6 +665,17 @@ main(int argc, char **argv)
 	int help = 0, r, code = 1;
 
 	gw.pid_fd = -1;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-v") == 0) {
+			printf("flairgw %s\n", FGW_VERSION);
+			return 0;
+		}
+		/* make install builds flairgw.conf(5) from the directive table */
+		if (strcmp(argv[i], "--directives-mdoc") == 0) {
+			config_print_mdoc(stdout);
+			return 0;
+		}
+	}
 	if (sodium_init() < 0) {
 		fprintf(stderr, "flairgw: libsodium failed to initialise\n");
 		return 1;
@@ -557,6 +710,11 @@ main(int argc, char **argv)
 
 	if (fgw_mkdirs(gw.cfg.data_dir, 0700) != 0) {
 		log_error("cannot create data_dir %s", gw.cfg.data_dir);
+		goto out;
+	}
+	if (lock_data_dir(&gw, err, sizeof(err)) != 0) {
+		fprintf(stderr, "flairgw: %s\n", err);
+		log_error("%s", err);
 		goto out;
 	}
 	memset(&kopts, 0, sizeof(kopts));
@@ -626,7 +784,8 @@ main(int argc, char **argv)
 	sigs[0] = evsignal_new(sigbase, SIGTERM, on_signal, sigbase);
 	sigs[1] = evsignal_new(sigbase, SIGINT, on_signal, sigbase);
 	sigs[2] = evsignal_new(sigbase, SIGHUP, on_signal, sigbase);
-	for (int i = 0; i < 3; i++)
+	sigs[3] = evsignal_new(sigbase, SIGUSR1, on_signal, sigbase);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
 		if (sigs[i] == NULL || event_add(sigs[i], NULL) != 0)
 			goto out;
 	if (store_waker_new(gw.store, sigbase, &main_waker) != 0 ||
@@ -657,7 +816,12 @@ main(int argc, char **argv)
 	log_info("listening on %s (%s) with %d reactor%s, processor %s at %s, database %s",
 	         gw.cfg.listen, gw.tls ? "TLS 1.2+" : "plain HTTP", gw.n_rx, gw.n_rx == 1 ? "" : "s", gw.proc.name,
 	         gw.proc.base_url, gw.cfg.database);
+	if (wd_start(sigbase) != 0)
+		log_warn("systemd watchdog not started");
+	if (sdnotify("READY=1\nSTATUS=serving") < 0)
+		log_warn("NOTIFY_SOCKET is set but the service manager could not be told we are ready");
 	event_base_dispatch(sigbase);
+	wd_stop();
 	server_stop(&gw);
 	/* Before the last checkpoint, so the checkpoint covers it. */
 	audit_emit(gw.store, NULL, "system", "local", "service.stopped", gw.cfg.database,
@@ -667,8 +831,9 @@ main(int argc, char **argv)
 	code = 0;
 	log_info("stopped");
 out:
+	wd_stop();
 	backup_sched_stop(sched);
-	for (int i = 0; i < 3; i++)
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
 		if (sigs[i] != NULL)
 			event_free(sigs[i]);
 	for (int i = 0; i < 2; i++)

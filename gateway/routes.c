@@ -28,20 +28,6 @@
 #include "gateway/idem.h"
 #include "store/store.h"
 
-static const char *const status_names[] = {
-	"succeeded", "requires_action", "processing", "declined", "failed",
-	"rejected", "posting", "other",
-};
-
-int
-metrics_status_index(const char *status)
-{
-	for (int i = 0; i < 7; i++)
-		if (strcmp(status, status_names[i]) == 0)
-			return i;
-	return 7;
-}
-
 /* ---- answers ----------------------------------------------------------- */
 
 void
@@ -50,11 +36,7 @@ http_send_json(struct reactor *rx, struct evhttp_request *req, int status,
 {
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
 	struct evbuffer *buf = evbuffer_new();
-	atomic_fetch_add(&rx->gw->metrics.http_requests, 1);
-	if (status >= 500)
-		atomic_fetch_add(&rx->gw->metrics.http_5xx, 1);
-	else if (status >= 400)
-		atomic_fetch_add(&rx->gw->metrics.http_4xx, 1);
+	metrics_http_answer(&rx->gw->metrics, status);
 	evhttp_add_header(h, "Content-Type", "application/json");
 	evhttp_add_header(h, "Cache-Control", "no-store");
 	evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
@@ -256,67 +238,16 @@ h_health(struct reactor *rx, struct evhttp_request *req, const char *path)
 static void
 h_metrics(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
-	struct gw_metrics *m = &rx->gw->metrics;
-	struct store_stats ss;
-	static const char *const le[] = { "1", "2", "5", "10", "25", "50", "100", "250", "1000", "+Inf" };
 	struct evbuffer *b = evbuffer_new();
-	unsigned long long cum = 0;
 	(void)path;
 	if (b == NULL) {
 		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		return;
 	}
-	store_get_stats(rx->gw->store, &ss);
-	evbuffer_add_printf(b, "# TYPE flairgw_http_requests_total counter\n"
-	                       "flairgw_http_requests_total %llu\n"
-	                       "flairgw_http_responses_4xx_total %llu\n"
-	                       "flairgw_http_responses_5xx_total %llu\n"
-	                       "flairgw_auth_failures_total %llu\n"
-	                       "flairgw_idempotent_replays_total %llu\n"
-	                       "flairgw_transactions_started_total %llu\n",
-	                    atomic_load(&m->http_requests), atomic_load(&m->http_4xx),
-	                    atomic_load(&m->http_5xx), atomic_load(&m->auth_failures),
-	                    atomic_load(&m->idem_replays), atomic_load(&m->txn_started));
-	for (int i = 0; i < 8; i++)
-		evbuffer_add_printf(b, "flairgw_transactions_total{status=\"%s\"} %llu\n",
-		                    status_names[i], atomic_load(&m->txn_by_status[i]));
-	evbuffer_add_printf(b, "# TYPE flairgw_transaction_duration_ms histogram\n");
-	for (int i = 0; i < 10; i++) {
-		cum += atomic_load(&m->txn_latency_bucket[i]);
-		evbuffer_add_printf(b, "flairgw_transaction_duration_ms_bucket{le=\"%s\"} %llu\n", le[i], cum);
-	}
-	evbuffer_add_printf(b, "flairgw_transaction_duration_ms_sum %llu\n"
-	                       "flairgw_transaction_duration_ms_count %llu\n"
-	                       "flairgw_store_commits_total %llu\n"
-	                       "flairgw_store_jobs_total %llu\n"
-	                       "flairgw_store_failed_jobs_total %llu\n"
-	                       "flairgw_store_queue_depth %llu\n"
-	                       "flairgw_audit_events_total %llu\n",
-	                    atomic_load(&m->txn_latency_ms_sum), cum,
-	                    (unsigned long long)ss.commits, (unsigned long long)ss.jobs,
-	                    (unsigned long long)ss.failed_jobs,
-	                    (unsigned long long)ss.queue_depth,
-	                    (unsigned long long)ss.audit_events);
-	evbuffer_add_printf(b, "# TYPE flairgw_webhooks_received_total counter\n"
-	                       "flairgw_webhooks_received_total{result=\"accepted\"} %llu\n"
-	                       "flairgw_webhooks_received_total{result=\"refused\"} %llu\n"
-	                       "flairgw_webhooks_received_total{result=\"duplicate\"} %llu\n"
-	                       "flairgw_webhooks_received_total{result=\"deferred\"} %llu\n"
-	                       "# TYPE flairgw_webhook_attempts_total counter\n"
-	                       "flairgw_webhook_attempts_total{outcome=\"delivered\"} %llu\n"
-	                       "flairgw_webhook_attempts_total{outcome=\"retry\"} %llu\n"
-	                       "flairgw_webhook_attempts_total{outcome=\"failed\"} %llu\n"
-	                       "# TYPE flairgw_reservation_payment_moves_total counter\n"
-	                       "flairgw_reservation_payment_moves_total{result=\"queued\"} %llu\n"
-	                       "flairgw_reservation_payment_moves_total{result=\"skipped\"} %llu\n",
-	                    atomic_load(&m->webhooks_in[0]), atomic_load(&m->webhooks_in[1]),
-	                    atomic_load(&m->webhooks_in[2]), atomic_load(&m->webhooks_in[3]),
-	                    atomic_load(&m->webhooks_out[0]), atomic_load(&m->webhooks_out[1]),
-	                    atomic_load(&m->webhooks_out[2]), atomic_load(&m->resv_moves[0]),
-	                    atomic_load(&m->resv_moves[1]));
+	metrics_render(rx, b);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	                  "text/plain; version=0.0.4");
-	atomic_fetch_add(&m->http_requests, 1);
+	metrics_http_answer(&rx->gw->metrics, 200);
 	evhttp_send_reply(req, 200, "OK", b);
 	evbuffer_free(b);
 }
@@ -340,6 +271,41 @@ static const struct route *const route_tables[] = {
 	txnops_routes,
 	NULL,
 };
+
+int
+http_routes_count(void)
+{
+	int n = 0;
+	for (const struct route *const *tbl = route_tables; *tbl; tbl++)
+		for (const struct route *rt = *tbl; rt->path; rt++)
+			n++;
+	return n;
+}
+
+const struct route *
+http_route(int i)
+{
+	for (const struct route *const *tbl = route_tables; *tbl; tbl++)
+		for (const struct route *rt = *tbl; rt->path; rt++)
+			if (i-- == 0)
+				return rt;
+	return NULL;
+}
+
+const char *
+http_method_name(enum evhttp_cmd_type m)
+{
+	switch (m) {
+	case EVHTTP_REQ_GET: return "GET";
+	case EVHTTP_REQ_POST: return "POST";
+	case EVHTTP_REQ_PUT: return "PUT";
+	case EVHTTP_REQ_DELETE: return "DELETE";
+	case EVHTTP_REQ_PATCH: return "PATCH";
+	case EVHTTP_REQ_HEAD: return "HEAD";
+	case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+	default: return "OTHER";
+	}
+}
 
 /* Matches path against pattern, where each '*' segment matches one
  * non-empty path segment. */
@@ -394,7 +360,7 @@ routes_handle(struct evhttp_request *req, void *arg)
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
-	int path_known = 0;
+	int path_known = 0, idx = 0;
 
 	if (path == NULL || path[0] == '\0')
 		path = "/";
@@ -403,16 +369,19 @@ routes_handle(struct evhttp_request *req, void *arg)
 		return;
 	}
 	for (const struct route *const *tbl = route_tables; *tbl; tbl++) {
-		for (const struct route *rt = *tbl; rt->path; rt++) {
+		for (const struct route *rt = *tbl; rt->path; rt++, idx++) {
 			if (!path_matches(rt->path, path))
 				continue;
 			path_known = 1;
 			if (rt->method == method) {
+				atomic_fetch_add(&rx->gw->metrics.route_requests[
+				                     idx < METRICS_ROUTES_MAX ? idx : METRICS_ROUTES_MAX], 1);
 				rt->handler(rx, req, path);
 				return;
 			}
 		}
 	}
+	atomic_fetch_add(&rx->gw->metrics.route_requests[METRICS_ROUTES_MAX], 1);
 	if (path_known) {
 		http_send_error(rx, req, 405, "METHOD_NOT_ALLOWED", "Method not allowed on this path");
 		return;

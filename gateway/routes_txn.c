@@ -73,18 +73,6 @@ on_close(struct evhttp_connection *evcon, void *arg)
 	ctx->req = NULL;
 }
 
-static void
-count_outcome(struct gw_metrics *m, const struct txn *t)
-{
-	static const int64_t bounds[] = { 1, 2, 5, 10, 25, 50, 100, 250, 1000 };
-	int64_t ms = fgw_mono_ms() - t->started_mono;
-	int b = 0;
-	atomic_fetch_add(&m->txn_by_status[metrics_status_index(t->out.status)], 1);
-	atomic_fetch_add(&m->txn_latency_ms_sum, (unsigned long long)ms);
-	while (b < 9 && ms > bounds[b])
-		b++;
-	atomic_fetch_add(&m->txn_latency_bucket[b], 1);
-}
 
 static void
 on_txn_done(struct txn *t, void *arg)
@@ -92,7 +80,7 @@ on_txn_done(struct txn *t, void *arg)
 	struct req_ctx *ctx = arg;
 	struct reactor *rx = ctx->rx;
 
-	count_outcome(&rx->gw->metrics, t);
+	metrics_txn_done(&rx->gw->metrics, t->out.status, fgw_mono_ms() - t->started_mono);
 	if (ctx->req != NULL) {
 		evhttp_connection_set_closecb(ctx->evcon, NULL, NULL);
 		http_send_json(rx, ctx->req, t->out.http_status,

@@ -59,8 +59,11 @@ split_listen(const char *listen, char *host, size_t hostlen, char *port, size_t 
 	return fgw_strlcpy(port, colon + 1, portlen) == 0 && port[0] ? FGW_OK : FGW_ERR_INVALID;
 }
 
+/* A listening socket on listen_addr; with share, one that other sockets
+ * of this process may bind too (SO_REUSEPORT: one per reactor). */
 static int
-make_listener(const char *listen_addr, evutil_socket_t *out, char *err, size_t errlen)
+make_listener(const char *listen_addr, int share, evutil_socket_t *out, char *err,
+              size_t errlen)
 {
 	char host[128], port[16];
 	struct addrinfo hints, *ai = NULL;
@@ -81,7 +84,7 @@ make_listener(const char *listen_addr, evutil_socket_t *out, char *err, size_t e
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+	    (share && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
 	    bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
 		snprintf(err, errlen, "listen: %s: %s", listen_addr, strerror(errno));
 		if (fd >= 0)
@@ -209,7 +212,7 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	evhttp_set_gencb(rx->http, routes_handle, rx);
 	if (gw->tls != NULL)
 		evhttp_set_bevcb(rx->http, tls_bevcb, gw);
-	if ((r = make_listener(cfg->listen, &fd, err, errlen)) != 0)
+	if ((r = make_listener(cfg->listen, 1, &fd, err, errlen)) != 0)
 		return r;
 	if ((rx->bound = evhttp_accept_socket_with_handle(rx->http, fd)) == NULL) {
 		close(fd);
@@ -314,7 +317,17 @@ reactor_cleanup(struct reactor *rx)
 int
 server_start(struct gateway *gw, char *err, size_t errlen)
 {
+	evutil_socket_t probe;
 	int r, started = 0;
+	/* Through SO_REUSEPORT another flairgw of the same user listening on
+	 * this address would silently share its traffic with us. A socket
+	 * without it binds only where nobody listens: refuse if it cannot. */
+	if ((r = make_listener(gw->cfg.listen, 0, &probe, err, errlen)) != 0) {
+		size_t n = strlen(err);
+		snprintf(err + n, errlen - n, " (is another process serving it?)");
+		return r;
+	}
+	evutil_closesocket(probe);
 	if ((gw->rx = calloc((size_t)gw->n_rx, sizeof(*gw->rx))) == NULL)
 		return FGW_ERR_NOMEM;
 	for (int i = 0; i < gw->n_rx; i++) {

@@ -85,12 +85,10 @@ read_secret(const char *path, struct secbuf **out, char *err, size_t errlen)
 		         path);
 		return FGW_ERR_INVALID;
 	}
-	if ((r = fgw_read_file(path, SECRET_MAX, &text, &len)) != 0) {
+	if ((r = fgw_read_secret_file(path, SECRET_MAX, &text, &len)) != 0) {
 		snprintf(err, errlen, "webhook secret %s: %s", path, fgw_strerror(r));
 		return r;
 	}
-	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
-		len--;
 	if (len < 16 || memchr(text, '\0', len) != NULL) {
 		snprintf(err, errlen, "webhook secret %s: needs at least 16 bytes of text", path);
 		r = FGW_ERR_INVALID;

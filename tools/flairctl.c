@@ -11,6 +11,7 @@
 
 #include <inttypes.h>
 #include <pwd.h>
+#include <stdbool.h>
 #include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +58,7 @@ struct command {
 	const char *args;
 	const char *help;
 	int (*run)(struct ctl *c, int argc, char **argv);
+	const char *more;      /* printed by --help after the usage line, or NULL */
 };
 
 static int
@@ -664,6 +666,18 @@ print_row(void *arg, const struct store_audit_view *v)
 	return 0;
 }
 
+#define AUDIT_QUERY_FILTERS                                                          \
+	"Filters (all optional, combined with AND):\n"                               \
+	"  --since T / --until T   events at or after / before T: YYYY-MM-DD,\n"      \
+	"                          YYYY-MM-DDTHH:MM:SSZ (UTC) or epoch milliseconds\n" \
+	"  --txn ID                one transaction (txn_...)\n"                       \
+	"  --reservation ID        one reservation\n"                                 \
+	"  --customer ID           one customer\n"                                    \
+	"  --outcome O             an outcome, e.g. succeeded, declined, failed\n"   \
+	"  --type T                an event type, e.g. txn.decided, txn.outcome\n"  \
+	"  --min-amount N          amount in minor units at least N\n"                \
+	"  --max-amount N          amount in minor units at most N\n"
+
 static int
 cmd_audit_query(struct ctl *c, int argc, char **argv)
 {
@@ -724,10 +738,8 @@ cmd_audit_query(struct ctl *c, int argc, char **argv)
 		printf("(%ld events)\n", q.rows);
 	return r;
 usage:
-	fprintf(stderr, "usage: flairctl audit query [--since T] [--until T] [--txn ID] "
-	                "[--reservation ID] [--customer ID] [--outcome O] [--type T] "
-	                "[--min-amount N] [--max-amount N] [--format table|jsonl|csv]\n"
-	                "  T: YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ (UTC) or milliseconds\n");
+	fprintf(stderr, "usage: flairctl audit query [FILTERS] [--format table|jsonl|csv]\n%s",
+	        AUDIT_QUERY_FILTERS);
 	return FGW_ERR_INVALID;
 }
 
@@ -859,10 +871,23 @@ cmd_backup_verify(struct ctl *c, int argc, char **argv)
 	return cmd_audit_verify(c, 2, vargv);
 }
 
+/* {"target": path} for an audit event, escaped as JSON (a path may hold
+ * quotes); malloc'ed, NULL when out of memory. */
+static char *
+target_details(const char *path)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *s = NULL;
+	if (o != NULL && cJSON_AddStringToObject(o, "target", path) != NULL)
+		s = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return s;
+}
+
 static int
 cmd_backup_restore(struct ctl *c, int argc, char **argv)
 {
-	char details[1300];
+	char *details;
 	int r;
 	if (argc != 2) {
 		fprintf(stderr, "usage: flairctl backup restore FILE NEW_DATABASE\n"
@@ -880,9 +905,39 @@ cmd_backup_restore(struct ctl *c, int argc, char **argv)
 		printf("restored to %s, but its audit trail does NOT verify\n", argv[1]);
 	else if (r == 0)
 		printf("restored to %s\n", argv[1]);
-	snprintf(details, sizeof(details), "{\"target\":\"%.1200s\"}", argv[1]);
+	details = target_details(argv[1]);
 	if (access(c->cfg.database, F_OK) == 0)
 		audit_admin(c, "backup.restored", argv[0], r, details);
+	free(details);
+	return r;
+}
+
+/* The backup's JSON export (audit trail and transactions, masked; the
+ * vault is not in it) as a plain file, for auditors and other tools. */
+static int
+cmd_backup_export(struct ctl *c, int argc, char **argv)
+{
+	char *details;
+	int r;
+	if (argc != 2) {
+		fprintf(stderr, "usage: flairctl backup export FILE OUT.json\n");
+		return FGW_ERR_INVALID;
+	}
+	if ((r = open_keyring(c)) != 0)
+		return r;
+	r = backup_open(c->kr, argv[0], NULL, argv[1]);
+	if (r == FGW_ERR_EXISTS)
+		fprintf(stderr, "flairctl: %s exists: export writes a new file only\n", argv[1]);
+	else if (r == FGW_ERR_CRYPTO)
+		fprintf(stderr, "flairctl: %s is not an intact backup of this key ring\n", argv[0]);
+	else if (r != 0)
+		fprintf(stderr, "flairctl: backup export: %s\n", fgw_strerror(r));
+	else
+		printf("exported to %s\n", argv[1]);
+	details = target_details(argv[1]);
+	if (access(c->cfg.database, F_OK) == 0)
+		audit_admin(c, "backup.exported", argv[0], r, details);
+	free(details);
 	return r;
 }
 
@@ -1052,50 +1107,105 @@ cmd_jwt_jwks(struct ctl *c, int argc, char **argv)
 }
 
 static const struct command commands[] = {
-	{ "keys", "init", "", "create the KEK file (if named) and the key ring", cmd_keys_init },
-	{ "keys", "status", "", "show key ids, statuses and how many entries each protects", cmd_keys_status },
-	{ "keys", "rewrap", "[--batch N]", "re-encrypt vault entries of non-active keys (daemon may run)", cmd_keys_rewrap },
-	{ "keys", "processor-import", "NAME FILE", "install a processor's sealing public key", cmd_keys_processor_import },
-	{ "keys", "rotate", "[--box]", "make a new data key (or box key) the one used to encrypt", cmd_keys_rotate },
-	{ "keys", "retire", "DATA_KEY_ID", "retired keys decrypt but never encrypt", cmd_keys_retire },
-	{ NULL, "seal", "PUBLIC_KEY_FILE < card.json", "make an encryptedCard object for a public key", cmd_seal },
-	{ "txn", "show", "TXN_ID", "print a recorded transaction (masked)", cmd_txn_show },
-	{ "audit", "verify", "[--backup FILE]", "check the audit chain and signed checkpoints; names the first broken event", cmd_audit_verify },
-	{ "audit", "checkpoint", "", "sign the current audit chain head now", cmd_audit_checkpoint },
-	{ "audit", "query", "[FILTERS] [--format table|jsonl|csv]", "read the audit trail (read-only; --help lists filters)", cmd_audit_query },
-	{ NULL, "report", "[--day YYYY-MM-DD]", "daily counts, sums, decline and 3-D Secure rates, time to outcome", cmd_report },
-	{ "backup", "now", "", "take an encrypted backup (and upload it if s3_endpoint is set)", cmd_backup_now },
-	{ "backup", "list", "", "list backups in backup_dir with their checksums", cmd_backup_list },
-	{ "backup", "verify", "FILE", "decrypt a backup and verify its audit trail", cmd_backup_verify },
-	{ "backup", "restore", "FILE NEW_DATABASE", "restore into a new database file and verify it", cmd_backup_restore },
-	{ "webhooks", "list", "[--limit N]", "outbound webhook deliveries, newest first, with every attempt", cmd_webhooks_list },
-	{ "webhooks", "retry", "OUTBOX_ID", "make a delivery pending and due now (also a failed one)", cmd_webhooks_retry },
-	{ "config", "check", "", "load and validate the configuration", cmd_config_check },
-	{ "rules", "check", "[FILE]", "compile a rules file; errors as FILE:LINE:COL (exit 1)", cmd_rules_check },
+	{ "keys", "init", "", "create the KEK file (if named) and the key ring", cmd_keys_init, NULL },
+	{ "keys", "status", "", "show key ids, statuses and how many entries each protects", cmd_keys_status, NULL },
+	{ "keys", "rewrap", "[--batch N]", "re-encrypt vault entries of non-active keys (daemon may run)", cmd_keys_rewrap, NULL },
+	{ "keys", "processor-import", "NAME FILE", "install a processor's sealing public key", cmd_keys_processor_import, NULL },
+	{ "keys", "rotate", "[--box]", "make a new data key (or box key) the one used to encrypt", cmd_keys_rotate, NULL },
+	{ "keys", "retire", "DATA_KEY_ID", "retired keys decrypt but never encrypt", cmd_keys_retire, NULL },
+	{ NULL, "seal", "PUBLIC_KEY_FILE < card.json", "make an encryptedCard object for a public key", cmd_seal, NULL },
+	{ "txn", "show", "TXN_ID", "print a recorded transaction (masked)", cmd_txn_show, NULL },
+	{ "audit", "verify", "[--backup FILE]", "check the audit chain and signed checkpoints; names the first broken event", cmd_audit_verify, NULL },
+	{ "audit", "checkpoint", "", "sign the current audit chain head now", cmd_audit_checkpoint, NULL },
+	{ "audit", "query", "[FILTERS] [--format table|jsonl|csv]", "read the audit trail (read-only; --help lists filters)", cmd_audit_query, AUDIT_QUERY_FILTERS },
+	{ NULL, "report", "[--day YYYY-MM-DD]", "daily counts, sums, decline and 3-D Secure rates, time to outcome", cmd_report, NULL },
+	{ "backup", "now", "", "take an encrypted backup (and upload it if s3_endpoint is set)", cmd_backup_now, NULL },
+	{ "backup", "list", "", "list backups in backup_dir with their checksums", cmd_backup_list, NULL },
+	{ "backup", "verify", "FILE", "decrypt a backup and verify its audit trail", cmd_backup_verify, NULL },
+	{ "backup", "restore", "FILE NEW_DATABASE", "restore into a new database file and verify it", cmd_backup_restore, NULL },
+	{ "backup", "export", "FILE OUT.json", "write a backup's JSON export (audit trail, transactions; no card data)", cmd_backup_export, NULL },
+	{ "webhooks", "list", "[--limit N]", "outbound webhook deliveries, newest first, with every attempt", cmd_webhooks_list, NULL },
+	{ "webhooks", "retry", "OUTBOX_ID", "make a delivery pending and due now (also a failed one)", cmd_webhooks_retry, NULL },
+	{ "config", "check", "", "load and validate the configuration", cmd_config_check, NULL },
+	{ "rules", "check", "[FILE]", "compile a rules file; errors as FILE:LINE:COL (exit 1)", cmd_rules_check, NULL },
 	{ "rules", "test", "FILE TXN.json [OPTIONS]",
 	  "decide a sample transaction body, no database (--mode M, --threeds T, --card-saved, "
-	  "--processor P, --customer-id ID, --previous N, --declined N)", cmd_rules_test },
-	{ "rules", "reload", "", "check rules_file, then SIGHUP the daemon in pid_file", cmd_rules_reload },
-	{ "slots", "list", "", "time slots with capacity, places taken and price", cmd_slots_list },
-	{ "slots", "add", "SLOT_ID EXPERIENCE_ID STARTS_AT_MS CAPACITY", "add or update a time slot", cmd_slots_add },
-	{ "slots", "load", "FILE.json", "load experiences and time slots (slots_file format)", cmd_slots_load },
-	{ "slots", "set-capacity", "SLOT_ID CAPACITY", "change capacity (never below places taken)", cmd_slots_set_capacity },
-	{ "jwt", "sign", "(--hs256 FILE | --rs256 PEM --kid KID) CLAIMS", "mint a test JWT", cmd_jwt_sign },
-	{ "jwt", "jwks", "PEM KID", "print a one-key JWKS for an RSA key", cmd_jwt_jwks },
-	{ NULL, NULL, NULL, NULL, NULL },
+	  "--processor P, --customer-id ID, --previous N, --declined N)", cmd_rules_test, NULL },
+	{ "rules", "reload", "", "check rules_file, then SIGHUP the daemon in pid_file", cmd_rules_reload, NULL },
+	{ "slots", "list", "", "time slots with capacity, places taken and price", cmd_slots_list, NULL },
+	{ "slots", "add", "SLOT_ID EXPERIENCE_ID STARTS_AT_MS CAPACITY", "add or update a time slot", cmd_slots_add, NULL },
+	{ "slots", "load", "FILE.json", "load experiences and time slots (slots_file format)", cmd_slots_load, NULL },
+	{ "slots", "set-capacity", "SLOT_ID CAPACITY", "change capacity (never below places taken)", cmd_slots_set_capacity, NULL },
+	{ "jwt", "sign", "(--hs256 FILE | --rs256 PEM --kid KID) CLAIMS", "mint a test JWT", cmd_jwt_sign, NULL },
+	{ "jwt", "jwks", "PEM KID", "print a one-key JWKS for an RSA key", cmd_jwt_jwks, NULL },
+	{ NULL, NULL, NULL, NULL, NULL, NULL },
 };
+
+/* The commands of group (all of them when group is NULL), one a line. */
+static void
+list_commands(FILE *out, const char *group)
+{
+	for (const struct command *cmd = commands; cmd->name; cmd++) {
+		char name[64];
+		if (group != NULL && (cmd->group == NULL || strcmp(cmd->group, group) != 0))
+			continue;
+		snprintf(name, sizeof(name), "%s%s%s %s", cmd->group ? cmd->group : "",
+		         cmd->group ? " " : "", cmd->name, cmd->args);
+		fprintf(out, "  %-36s %s\n", name, cmd->help);
+	}
+}
+
+/* The command table as an mdoc list, for flairctl(8) (make install). */
+static void
+list_commands_mdoc(FILE *out)
+{
+	fputs(".Bl -tag -width Ds\n", out);
+	for (const struct command *cmd = commands; cmd->name; cmd++) {
+		fprintf(out, ".It Xo\n.Cm %s%s%s\n", cmd->group ? cmd->group : "",
+		        cmd->group ? " " : "", cmd->name);
+		if (cmd->args[0] != '\0')
+			fprintf(out, ".Li \"%s\"\n", cmd->args);
+		fprintf(out, ".Xc\n%s.\n", cmd->help);
+	}
+	fputs(".El\n", out);
+}
 
 static void
 usage(FILE *out)
 {
 	fprintf(out, "usage: flairctl [--config FILE] [--DIRECTIVE VALUE ...] COMMAND [ARGS]\n\n"
-	             "The configuration is the daemon's (see flairgw --help).\nCommands:\n");
-	for (const struct command *cmd = commands; cmd->name; cmd++) {
-		char name[64];
-		snprintf(name, sizeof(name), "%s%s%s %s", cmd->group ? cmd->group : "",
-		         cmd->group ? " " : "", cmd->name, cmd->args);
-		fprintf(out, "  %-36s %s\n", name, cmd->help);
-	}
+	             "The configuration is the daemon's (see flairgw --help). Without\n"
+	             "--config: $FLAIRGW_CONFIG, else ./etc/flairgw.conf, else\n"
+	             "/etc/flairgw/flairgw.conf, the first that is set or exists.\n"
+	             "Every command takes --help.\nCommands:\n");
+	list_commands(out, NULL);
+}
+
+static bool
+is_group(const char *word)
+{
+	for (const struct command *cmd = commands; cmd->name; cmd++)
+		if (cmd->group != NULL && strcmp(cmd->group, word) == 0)
+			return true;
+	return false;
+}
+
+/* The configuration file when the command line names none: the
+ * environment, then a checkout's, then the installed one. NULL: none. */
+static const char *
+default_config(int argc, char **argv)
+{
+	const char *env = getenv("FLAIRGW_CONFIG");
+	for (int i = 1; i < argc && strncmp(argv[i], "--", 2) == 0; i++)
+		if (strcmp(argv[i], "--config") == 0 || strncmp(argv[i], "--config=", 9) == 0)
+			return NULL;
+	if (env != NULL && env[0] != '\0')
+		return env;
+	if (access("etc/flairgw.conf", R_OK) == 0)
+		return "etc/flairgw.conf";
+	if (access("/etc/flairgw/flairgw.conf", R_OK) == 0)
+		return "/etc/flairgw/flairgw.conf";
+	return NULL;
 }
 
 int
@@ -1118,16 +1228,40 @@ main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		}
+		if (strcmp(argv[first], "--version") == 0) {
+			printf("flairctl %s\n", FGW_VERSION);
+			return 0;
+		}
+		if (strcmp(argv[first], "--commands-mdoc") == 0) {
+			list_commands_mdoc(stdout);
+			return 0;
+		}
 		first += strchr(argv[first], '=') ? 1 : 2;
 	}
 	if (first > argc)
 		first = argc;
-	if (config_from_args(&c.cfg, first, argv, &help, err, sizeof(err)) != 0) {
-		fprintf(stderr, "flairctl: %s\n", err);
-		return 2;
-	}
 	if (first >= argc) {
 		usage(stderr);
+		return 2;
+	}
+	/* A group alone, or with --help: its commands (before any file is
+	 * read, so help works without a configuration). */
+	if (is_group(argv[first]) &&
+	    (first + 1 >= argc || strcmp(argv[first + 1], "--help") == 0)) {
+		FILE *out = first + 1 < argc ? stdout : stderr;
+		fprintf(out, "usage: flairctl %s COMMAND [ARGS]\nCommands:\n", argv[first]);
+		list_commands(out, argv[first]);
+		return first + 1 < argc ? 0 : 2;
+	}
+	{
+		const char *path = default_config(first, argv);
+		if (path != NULL && config_load_file(&c.cfg, path, err, sizeof(err)) != 0) {
+			fprintf(stderr, "flairctl: %s\n", err);
+			return 2;
+		}
+	}
+	if (config_from_args(&c.cfg, first, argv, &help, err, sizeof(err)) != 0) {
+		fprintf(stderr, "flairctl: %s\n", err);
 		return 2;
 	}
 	/* flairctl needs no api_key or processor key: only paths. */
@@ -1150,8 +1284,9 @@ main(int argc, char **argv)
 		if (!cmd->group && strcmp(argv[first], cmd->name) != 0)
 			continue;
 		if (first + 1 + skip < argc && strcmp(argv[first + 1 + skip], "--help") == 0) {
-			printf("usage: flairctl %s%s%s %s\n  %s\n", cmd->group ? cmd->group : "",
-			       cmd->group ? " " : "", cmd->name, cmd->args, cmd->help);
+			printf("usage: flairctl %s%s%s %s\n  %s\n%s", cmd->group ? cmd->group : "",
+			       cmd->group ? " " : "", cmd->name, cmd->args, cmd->help,
+			       cmd->more ? cmd->more : "");
 			return 0;
 		}
 		r = cmd->run(&c, argc - first - 1 - skip, argv + first + 1 + skip);

@@ -124,9 +124,11 @@ ctl_jwt_sign(int argc, char **argv)
 	size_t slen = 0;
 	int r;
 	if (argc == 3 && strcmp(argv[0], "--hs256") == 0) {
-		/* The secret is a file's bytes as they are (a test may pass a
-		 * public key PEM: the algorithm-confusion attack). */
-		if ((r = fgw_read_file(argv[1], 1 << 16, &secret, &slen)) == 0)
+		/* The secret file is read as the daemon reads
+		 * jwt_hs256_secret_file, so a token minted here verifies there
+		 * (a test may pass a public key PEM: the algorithm-confusion
+		 * attack). */
+		if ((r = fgw_read_secret_file(argv[1], 1 << 16, &secret, &slen)) == 0)
 			r = jwt_sign_hs256((const unsigned char *)secret, slen, argv[2], NULL, &token);
 		if (secret != NULL) {
 			sodium_memzero(secret, slen);

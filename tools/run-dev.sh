@@ -1,19 +1,27 @@
 #!/bin/sh
-# make run: flair-sandbox on 127.0.0.1:8081 and flairgw on 127.0.0.1:8080 in
-# the foreground with the development configuration; Ctrl-C stops both.
+# make run: flair-sandbox on 127.0.0.1:$SANDBOX_PORT (8081) and flairgw on
+# 127.0.0.1:$PORT (8080) in the foreground with the development
+# configuration; Ctrl-C stops both. `make run PORT=9080 SANDBOX_PORT=9081`.
 set -u
 BUILD=${BUILD:-build}
+PORT=${PORT:-8080}
+SANDBOX_PORT=${SANDBOX_PORT:-8081}
+for p in "$PORT" "$SANDBOX_PORT"; do
+    case $p in
+    '' | *[!0-9]*) echo "make run: PORT and SANDBOX_PORT must be port numbers" >&2; exit 2 ;;
+    esac
+done
 mkdir -p var/sandbox secrets
 chmod 700 var secrets
 # The sandbox signs its 3-D Secure webhook with this secret, so a challenge
-# completed on http://127.0.0.1:8081/3ds/<ch id> completes the payment.
+# completed on http://127.0.0.1:$SANDBOX_PORT/3ds/<ch id> completes the payment.
 if [ ! -s secrets/sandbox-webhook ]; then
     (umask 077 && od -An -N24 -tx1 /dev/urandom | tr -d ' \n' | sed 's/^/whsec_/' \
         >secrets/sandbox-webhook)
 fi
-"$BUILD/flair-sandbox" --listen 127.0.0.1:8081 \
+"$BUILD/flair-sandbox" --listen "127.0.0.1:$SANDBOX_PORT" \
     --key-file var/sandbox/sandbox.key --public-key-file var/sandbox/sandbox.pub \
-    --webhook-url http://127.0.0.1:8080/v1/webhooks/sandbox \
+    --webhook-url "http://127.0.0.1:$PORT/v1/webhooks/sandbox" \
     --webhook-secret "$(cat secrets/sandbox-webhook)" &
 SANDBOX=$!
 GW=""
@@ -28,13 +36,14 @@ trap stop INT TERM
 i=0
 while [ ! -s var/sandbox/sandbox.pub ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 if ! kill -0 "$SANDBOX" 2>/dev/null; then
-    echo "flair-sandbox did not start (is 127.0.0.1:8081 in use?)" >&2
+    echo "flair-sandbox did not start (is 127.0.0.1:$SANDBOX_PORT in use? make run SANDBOX_PORT=...)" >&2
     exit 1
 fi
-"$BUILD/flairgw" --config etc/flairgw.conf \
+"$BUILD/flairgw" --config etc/flairgw.conf --listen "127.0.0.1:$PORT" \
+    --processor_url "http://127.0.0.1:$SANDBOX_PORT" \
     --inbound_webhook "sandbox sandbox secrets/sandbox-webhook" "$@" &
 GW=$!
-echo "flairgw: http://127.0.0.1:8080 (sandbox processor on :8081); Ctrl-C stops both" >&2
+echo "flairgw: http://127.0.0.1:$PORT (sandbox processor on :$SANDBOX_PORT); Ctrl-C stops both" >&2
 wait "$GW"
 kill -TERM "$SANDBOX" 2>/dev/null
 wait "$SANDBOX" 2>/dev/null

@@ -671,11 +671,9 @@ read_secret_file(const char *path, char **out)
 {
 	char *text = NULL;
 	size_t len = 0;
-	int r = fgw_read_file(path, 4096, &text, &len);
+	int r = fgw_read_secret_file(path, 4096, &text, &len);
 	if (r != FGW_OK)
 		return r;
-	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
-		text[--len] = '\0';
 	if (len == 0 || strlen(text) != len) {
 		sodium_memzero(text, len);
 		free(text);

@@ -1,0 +1,215 @@
+/*
+ * gateway/metrics.c — the counters of /metrics and their text exposition
+ * (Prometheus format 0.0.4): every family with # HELP and # TYPE.
+ *
+ * Counters are atomics bumped on the reactors; the backlogs are counted
+ * from the database at scrape time on the scraping reactor's read-only
+ * connection, each from an index (store/stats.c), and the age of the last
+ * backup from the newest file name in backup_dir, so a scrape costs a few
+ * index lookups and one readdir.
+ */
+#define LOG_MODULE "metrics"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+
+#include "core/util.h"
+#include "gateway/backup.h"
+#include "gateway/gateway.h"
+#include "gateway/http.h"
+#include "store/stats.h"
+#include "store/store.h"
+
+static const char *const status_names[] = {
+	"succeeded", "requires_action", "processing", "declined", "failed",
+	"rejected", "posting", "other",
+};
+
+/* Upper bounds of the latency buckets in ms (the +Inf bucket follows):
+ * the seeds aim for an average under 3 s, so the buckets reach 30 s. */
+static const int64_t latency_le_ms[METRICS_LATENCY_BUCKETS - 1] = {
+	5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
+};
+
+int
+metrics_status_index(const char *status)
+{
+	for (int i = 0; i < 7; i++)
+		if (strcmp(status, status_names[i]) == 0)
+			return i;
+	return 7;
+}
+
+void
+metrics_http_answer(struct gw_metrics *m, int status)
+{
+	atomic_fetch_add(&m->http_requests, 1);
+	if (status >= 500)
+		atomic_fetch_add(&m->http_5xx, 1);
+	else if (status >= 400)
+		atomic_fetch_add(&m->http_4xx, 1);
+	if (status >= 100 && status < 600)
+		atomic_fetch_add(&m->http_status[status], 1);
+}
+
+void
+metrics_txn_done(struct gw_metrics *m, const char *status, int64_t ms)
+{
+	int b = 0;
+	atomic_fetch_add(&m->txn_by_status[metrics_status_index(status)], 1);
+	atomic_fetch_add(&m->txn_latency_ms_sum, (unsigned long long)(ms > 0 ? ms : 0));
+	while (b < METRICS_LATENCY_BUCKETS - 1 && ms > latency_le_ms[b])
+		b++;
+	atomic_fetch_add(&m->txn_latency_bucket[b], 1);
+}
+
+static void
+family(struct evbuffer *b, const char *name, const char *type, const char *help)
+{
+	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void
+counter(struct evbuffer *b, const char *name, const char *help, unsigned long long v)
+{
+	family(b, name, "counter", help);
+	evbuffer_add_printf(b, "%s %llu\n", name, v);
+}
+
+static void
+gauge(struct evbuffer *b, const char *name, const char *help, long long v)
+{
+	family(b, name, "gauge", help);
+	evbuffer_add_printf(b, "%s %lld\n", name, v);
+}
+
+/* A labelled counter family from an array: labels[i] names values[i]. */
+static void
+counter_vec(struct evbuffer *b, const char *name, const char *help, const char *label,
+            const char *const *labels, atomic_ullong *values, int n)
+{
+	family(b, name, "counter", help);
+	for (int i = 0; i < n; i++)
+		evbuffer_add_printf(b, "%s{%s=\"%s\"} %llu\n", name, label, labels[i],
+		                    atomic_load(&values[i]));
+}
+
+/* The time of the newest backup in dir from its name
+ * (flairgw-YYYYMMDDTHHMMSS.mmmZ.fgwbk), in ms; 0 when there is none. */
+static int64_t
+newest_backup_ms(const char *dir)
+{
+	char **names = NULL;
+	struct tm tm;
+	int n = 0, ms = 0;
+	int64_t at = 0;
+	if (dir[0] == '\0' || backup_list(dir, &names, &n) != 0)
+		return 0;
+	memset(&tm, 0, sizeof(tm));
+	if (n > 0 && sscanf(names[n - 1], "flairgw-%4d%2d%2dT%2d%2d%2d.%3dZ", &tm.tm_year,
+	                    &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec,
+	                    &ms) == 7) {
+		tm.tm_year -= 1900;
+		tm.tm_mon -= 1;
+		at = (int64_t)timegm(&tm) * 1000 + ms;
+	}
+	backup_names_free(names, n);
+	return at;
+}
+
+void
+metrics_render(struct reactor *rx, struct evbuffer *b)
+{
+	struct gw_metrics *m = &rx->gw->metrics;
+	static const char *const in_labels[] = { "accepted", "refused", "duplicate", "deferred" };
+	static const char *const out_labels[] = { "delivered", "retry", "failed" };
+	static const char *const moves[] = { "queued", "skipped" };
+	struct store_stats ss;
+	struct store_backlogs bl;
+	unsigned long long cum = 0;
+	int64_t backup_ms, n_routes = http_routes_count();
+
+	store_get_stats(rx->gw->store, &ss);
+	counter(b, "flairgw_http_requests_total", "HTTP requests answered",
+	        atomic_load(&m->http_requests));
+	counter(b, "flairgw_http_responses_4xx_total", "answers with a 4xx status",
+	        atomic_load(&m->http_4xx));
+	counter(b, "flairgw_http_responses_5xx_total", "answers with a 5xx status",
+	        atomic_load(&m->http_5xx));
+	family(b, "flairgw_http_responses_total", "counter", "answers by HTTP status code");
+	for (int code = 100; code < 600; code++) {
+		unsigned long long v = atomic_load(&m->http_status[code]);
+		if (v != 0)
+			evbuffer_add_printf(b, "flairgw_http_responses_total{code=\"%d\"} %llu\n", code, v);
+	}
+	family(b, "flairgw_http_route_requests_total", "counter",
+	       "requests by route pattern and method (route=\"none\": no route matched)");
+	for (int i = 0; i < n_routes && i < METRICS_ROUTES_MAX; i++) {
+		const struct route *rt = http_route(i);
+		evbuffer_add_printf(b, "flairgw_http_route_requests_total{method=\"%s\",route=\"%s\"} %llu\n",
+		                    http_method_name(rt->method), rt->path,
+		                    atomic_load(&m->route_requests[i]));
+	}
+	evbuffer_add_printf(b, "flairgw_http_route_requests_total{method=\"\",route=\"none\"} %llu\n",
+	                    atomic_load(&m->route_requests[METRICS_ROUTES_MAX]));
+	counter(b, "flairgw_auth_failures_total", "requests refused for their credentials",
+	        atomic_load(&m->auth_failures));
+	counter(b, "flairgw_idempotent_replays_total", "stored answers replayed for a repeated key",
+	        atomic_load(&m->idem_replays));
+	counter(b, "flairgw_transactions_started_total", "payments that entered the pipeline",
+	        atomic_load(&m->txn_started));
+	counter_vec(b, "flairgw_transactions_total",
+	            "payments answered, by outcome (requires_action: 3-D Secure asked)", "status",
+	            status_names, m->txn_by_status, 8);
+	family(b, "flairgw_transaction_duration_seconds", "histogram",
+	       "time from a payment's request to its committed answer");
+	for (int i = 0; i < METRICS_LATENCY_BUCKETS; i++) {
+		cum += atomic_load(&m->txn_latency_bucket[i]);
+		if (i < METRICS_LATENCY_BUCKETS - 1)
+			evbuffer_add_printf(b, "flairgw_transaction_duration_seconds_bucket{le=\"%g\"} %llu\n",
+			                    (double)latency_le_ms[i] / 1000.0, cum);
+		else
+			evbuffer_add_printf(b, "flairgw_transaction_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+			                    cum);
+	}
+	evbuffer_add_printf(b, "flairgw_transaction_duration_seconds_sum %.3f\n"
+	                       "flairgw_transaction_duration_seconds_count %llu\n",
+	                    (double)atomic_load(&m->txn_latency_ms_sum) / 1000.0, cum);
+	counter(b, "flairgw_store_commits_total", "store writer COMMITs (one per group)",
+	        (unsigned long long)ss.commits);
+	counter(b, "flairgw_store_jobs_total", "store jobs committed",
+	        (unsigned long long)ss.jobs);
+	counter(b, "flairgw_store_failed_jobs_total", "store jobs rolled back",
+	        (unsigned long long)ss.failed_jobs);
+	gauge(b, "flairgw_store_queue_depth", "store jobs waiting for the writer",
+	      (long long)ss.queue_depth);
+	counter(b, "flairgw_audit_events_total", "audit rows appended",
+	        (unsigned long long)ss.audit_events);
+	counter_vec(b, "flairgw_webhooks_received_total", "processor webhooks received, by result",
+	            "result", in_labels, m->webhooks_in, 4);
+	counter_vec(b, "flairgw_webhook_attempts_total",
+	            "delivery attempts of outbound webhooks, by outcome", "outcome", out_labels,
+	            m->webhooks_out, 3);
+	counter_vec(b, "flairgw_reservation_payment_moves_total",
+	            "payment state changes the reservation listener saw", "result", moves,
+	            m->resv_moves, 2);
+	if (rx->reader != NULL && store_backlogs(rx->reader, &bl) == 0) {
+		gauge(b, "flairgw_reconcile_backlog", "payments with an unknown outcome the reconciler "
+		      "still has to resolve", (long long)bl.unresolved_txns);
+		gauge(b, "flairgw_manual_review_backlog", "payments the reconciler gave up on: an "
+		      "operator must resolve them", (long long)bl.manual_review);
+		gauge(b, "flairgw_operations_pending", "refunds, captures and cancels without an answer "
+		      "yet", (long long)bl.pending_ops);
+		gauge(b, "flairgw_webhook_outbox_backlog", "outbound webhooks not yet delivered",
+		      (long long)bl.webhooks_pending);
+	}
+	backup_ms = newest_backup_ms(rx->gw->cfg.backup_dir);
+	gauge(b, "flairgw_backup_last_success_timestamp_seconds",
+	      "time of the newest backup in backup_dir (0: none)", (long long)(backup_ms / 1000));
+	gauge(b, "flairgw_uptime_seconds", "seconds since the gateway started",
+	      (long long)((fgw_now_ms() - rx->gw->started_at) / 1000));
+}
