@@ -18,8 +18,9 @@
  * The processor idempotency key of an operation is stable across the
  * client's retries: derived from the client's Idempotency-Key when there
  * is one (so a retry after an unknown outcome never refunds twice), else a
- * fresh refund id; capture and cancel happen at most once per transaction,
- * so theirs is derived from the transaction id.
+ * fresh refund id; capture and cancel succeed at most once per
+ * transaction, so theirs is derived from the transaction id (with the
+ * attempt number after a refused attempt, store/txnops.h).
  */
 #define LOG_MODULE "http"
 
@@ -406,9 +407,12 @@ txnop_begun(void *arg, int rc)
 	}
 	if (c->top.adopted && strcmp(c->top.status, "failed") == 0) {
 		reply_error(c, 409, "INVALID_TRANSACTION_STATE",
-		            "The processor refused this operation before");
+		            "The processor refused this operation before; "
+		            "use a new Idempotency-Key to try again");
 		return;
 	}
+	/* The key of this attempt: a new one after a refused attempt. */
+	fgw_strlcpy(c->proc_key, c->top.idempotency_key, sizeof(c->proc_key));
 	send_op(c);
 }
 

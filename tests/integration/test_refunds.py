@@ -183,3 +183,25 @@ def test_concurrent_refunds_answer_the_committed_total():
     got = sorted((a.body["amountRefunded"], a.body["status"]) for a in answers)
     assert got == [(2500, "partially_refunded"), (5000, "refunded")], answers
     assert gw().txn_row(txn)["status"] == "refunded"
+
+
+def test_a_refused_cancel_or_capture_does_not_block_the_next_attempt():
+    txn, resp = paid(900, capture=False)
+    harness.assert_status(resp, "authorized")
+    # Captured at the processor behind flairgw's back: it refuses cancels.
+    outside = harness.http(S.ensure().sandbox.port, "POST",
+                           f"/v1/charges/{charge_of(txn)['id']}/capture", {},
+                           {"Content-Type": "application/json"})
+    assert outside.status == 200, outside
+    for i in range(3):
+        # Each new request is a new attempt the processor answers.
+        harness.assert_error(gw().txn_op(txn, "cancel", idem=f"cn-{uuid.uuid4().hex}"), 409,
+                             "INVALID_TRANSACTION_STATE")
+    rows = gw().query("SELECT op, status, idempotency_key FROM txn_operations WHERE txn_id = ?"
+                      " ORDER BY created_at", txn)
+    assert [(r["op"], r["status"]) for r in rows] == [("cancel", "failed")] * 3, rows
+    assert len({r["idempotency_key"] for r in rows}) == 3, rows
+    assert gw().txn_row(txn)["status"] == "authorized"
+    harness.assert_status(gw().txn_op(txn, "capture", idem="cap-after-refusals"), "succeeded")
+    harness.assert_error(gw().txn_op(txn, "cancel", idem="cn-after-capture"), 409,
+                         "INVALID_TRANSACTION_STATE")
