@@ -572,3 +572,26 @@ def test_sandbox_webhook_for_an_authorize_only_three_ds_payment():
     assert status_of(txn_id) == "authorized"
     harness.assert_status(gw().txn_op(txn_id, "capture", idem=f"cap-{uuid.uuid4().hex}"),
                           "succeeded")
+
+
+def test_capture_event_arriving_before_our_capture_is_recorded():
+    """The processor's event proving the capture can beat its answer to
+    our capture request: the capture still answers succeeded."""
+    txn_id = authorized_txn()
+    sandbox = S.ensure().sandbox
+    sandbox.faults(latency_ms=1500)
+    try:
+        capture = harness.Background(lambda: gw().txn_op(txn_id, "capture",
+                                                         idem=f"cap-{uuid.uuid4().hex}"))
+        harness.wait_until(lambda: gw().query("SELECT * FROM txn_operations WHERE txn_id = ?"
+                                              " AND status = 'pending'", txn_id), 10,
+                           "the capture to be written ahead")
+        r = post(event(txn_id, "charge.succeeded", captured=True))
+        assert r.status == 200 and r.body["result"] == "applied", r
+        answer = capture.result(30)
+    finally:
+        sandbox.faults()
+    harness.assert_status(answer, "succeeded")
+    rows = gw().query("SELECT status FROM txn_operations WHERE txn_id = ?", txn_id)
+    assert [r["status"] for r in rows] == ["succeeded"], rows
+    assert status_of(txn_id) == "succeeded"
