@@ -34,12 +34,19 @@ job_done(void *arg, int rc)
 		j->done(j->arg, rc);
 }
 
-/* The answer from what finish_run committed (j->rf is up to date). */
+/* The answer, and the audit event's outcome (the transaction's state),
+ * from what finish_run committed (j->rf is up to date). */
 static int
-job_answer(void *ctx, char **body)
+job_answer(void *ctx, char **body, char **outcome)
 {
 	struct refund_job *j = ctx;
-	return j->answer(j->answer_arg, &j->rf, body);
+	int r;
+
+	if ((r = j->answer(j->answer_arg, &j->rf, body)) != 0)
+		return r;
+	if (j->rf.new_status[0] != '\0' && (*outcome = strdup(j->rf.new_status)) == NULL)
+		return FGW_ERR_NOMEM;
+	return FGW_OK;
 }
 
 /* Submits a copy of tmpl (with done and arg set) as the job. */

@@ -62,7 +62,8 @@ typedef int (*store_refund_answer_fn)(void *arg, const struct store_refund *rf,
 
 /* store_refund_finish to `succeeded` whose idempotent answer is built by
  * answer(answer_arg, ...) in the same commit (it replaces idem's body), so
- * the answer carries the committed total, not one computed before. */
+ * the answer carries the committed total, not one computed before; the
+ * first audit event's outcome becomes the committed state (new_status). */
 int store_refund_finish_answered(struct store *st, struct store_waker *w,
                                  const struct store_refund *rf, struct store_refund *out,
                                  const struct store_idem *idem,

@@ -898,12 +898,22 @@ run_job(struct store *st, struct job *j)
 	case JOB_AUDIT: return run_events(st, j, now);
 	case JOB_CUSTOM: {
 		int r = j->custom_run(st->db, j->custom_ctx);
-		char *body = NULL;
-		if (r == 0 && j->has_idem && j->custom_answer != NULL &&
-		    (r = j->custom_answer(j->custom_ctx, &body)) == 0 && body != NULL) {
-			free(j->idem.body);
-			j->idem.body = body;
+		char *body = NULL, *outcome = NULL;
+		if (r == 0 && j->custom_answer != NULL &&
+		    (r = j->custom_answer(j->custom_ctx, &body, &outcome)) == 0) {
+			if (body != NULL && j->has_idem) {
+				free(j->idem.body);
+				j->idem.body = body;
+				body = NULL;
+			}
+			if (outcome != NULL && j->n_events > 0) {
+				free(j->events[0].outcome);
+				j->events[0].outcome = outcome;
+				outcome = NULL;
+			}
 		}
+		free(body);
+		free(outcome);
 		if (r == 0 && j->has_idem)
 			r = run_idem(st, &j->idem, 1, now);
 		if (r == 0)

@@ -39,11 +39,13 @@ int store_submit_custom(struct store *st, struct store_waker *w, store_job_fn ru
                         const struct store_audit *audit, size_t n_audit,
                         store_done_fn done, void *arg);
 
-/* For a job whose idempotent answer depends on what run decided: after
- * run succeeds, answer(ctx, &body) runs in the same savepoint and sets
- * *body (malloc'ed; it replaces the answer's body, NULL keeps it), or
- * returns a negative code that rolls the job back. */
-typedef int (*store_answer_fn)(void *ctx, char **body);
+/* For a job whose idempotent answer and audit outcome depend on what run
+ * decided: after run succeeds, answer(ctx, &body, &outcome) runs in the
+ * same savepoint and sets *body (it replaces the idempotent answer's
+ * body) and *outcome (it replaces the first audit event's outcome), each
+ * malloc'ed or left NULL to keep what was submitted; or it returns a
+ * negative code that rolls the job back. */
+typedef int (*store_answer_fn)(void *ctx, char **body, char **outcome);
 
 int store_submit_custom_answer(struct store *st, struct store_waker *w, store_job_fn run,
                                store_answer_fn answer, void *ctx,

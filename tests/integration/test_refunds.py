@@ -183,6 +183,9 @@ def test_concurrent_refunds_answer_the_committed_total():
     got = sorted((a.body["amountRefunded"], a.body["status"]) for a in answers)
     assert got == [(2500, "partially_refunded"), (5000, "refunded")], answers
     assert gw().txn_row(txn)["status"] == "refunded"
+    # The audit trail says the state each refund committed, too.
+    moves = sorted(e["outcome"] for e in gw().audit_for(txn) if e["event_type"] == "txn.refunded")
+    assert moves == ["partially_refunded", "refunded"], moves
 
 
 def test_a_refused_cancel_or_capture_does_not_block_the_next_attempt():
