@@ -308,11 +308,13 @@ def test_three_ds_completes_through_the_sandbox_webhook():
     resp = harness.http(sandbox.port, "POST", f"/3ds/{charge}/complete", None,
                         {"Content-Type": "application/json"})
     assert resp.status == 200, resp
-    harness.wait_until(lambda: status_of(txn["transactionId"]) == "succeeded", 15,
-                       "the sandbox's webhook to complete the 3-D Secure payment")
-    rows = gw().query("SELECT * FROM webhook_inbound WHERE processor = 'sandbox' AND txn_id = ?",
-                      txn["transactionId"])
+    # The move commits first, the event's record right after it.
+    rows = harness.wait_until(
+        lambda: gw().query("SELECT * FROM webhook_inbound WHERE processor = 'sandbox'"
+                           " AND txn_id = ?", txn["transactionId"]), 15,
+        "the sandbox's webhook to complete the 3-D Secure payment")
     assert [r["result"] for r in rows] == ["applied"], rows
+    assert status_of(txn["transactionId"]) == "succeeded"
 
 
 # ---- outbound ----------------------------------------------------------------
