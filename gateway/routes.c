@@ -163,36 +163,23 @@ http_request_hash(const char *method, const char *path, const void *body, size_t
 	fgw_hex(h, sizeof(h), out);
 }
 
-int
-http_idempotency_front(struct reactor *rx, struct evhttp_request *req,
-                       const char *client, const char *key, const char *hash)
+/* Answers from the stored row of a key (1), or 0 when there is none. A
+ * finished key replays its answer byte for byte; a stored claim with no
+ * answer yet (interrupted by a restart) is still in progress. */
+static int
+idem_stored_answer(struct reactor *rx, struct evhttp_request *req, const char *client,
+                   const char *key, const char *hash)
 {
 	struct store_idem stored;
-	int r = idem_begin(rx->gw->idem, client, key, hash);
-	if (r == FGW_ERR_CONFLICT) {
-		http_send_error(rx, req, 409, "IDEMPOTENCY_CONFLICT",
-		                "A request with this Idempotency-Key is still in progress");
-		return 1;
-	}
-	if (r == FGW_ERR_EXISTS) {
-		http_send_error(rx, req, 422, "IDEMPOTENCY_CONFLICT",
-		                "This Idempotency-Key was used with different parameters");
-		return 1;
-	}
-	if (r != 0) {
-		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
-		return 1;
-	}
+	int r;
+
 	memset(&stored, 0, sizeof(stored));
 	r = store_idem_get(rx->reader, client, key, &stored);
 	if (r == FGW_ERR_NOT_FOUND)
 		return 0;
-	idem_end(rx->gw->idem, client, key);
 	if (r != 0) {
 		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
-		return 1;
-	}
-	if (sodium_memcmp(stored.request_hash, hash, 64) != 0) {
+	} else if (sodium_memcmp(stored.request_hash, hash, 64) != 0) {
 		http_send_error(rx, req, 422, "IDEMPOTENCY_CONFLICT",
 		                "This Idempotency-Key was used with different parameters");
 	} else if (stored.status_code == 0) {
@@ -208,6 +195,44 @@ http_idempotency_front(struct reactor *rx, struct evhttp_request *req,
 	}
 	store_idem_clear(&stored);
 	return 1;
+}
+
+int
+http_idempotency_front(struct reactor *rx, struct evhttp_request *req,
+                       const char *client, const char *key, const char *hash)
+{
+	int r;
+
+	/* A finished key replays without claiming it: a replay that held
+	 * the claim would make concurrent replays of it look in progress. */
+	if (idem_stored_answer(rx, req, client, key, hash))
+		return 1;
+	r = idem_begin(rx->gw->idem, client, key, hash);
+	if (r == FGW_ERR_CONFLICT || r == FGW_ERR_EXISTS) {
+		/* Claimed: in flight, or finished and committed but not yet
+		 * released (the claim ends after the answer is sent). The
+		 * stored answer, once there, is what the key answers. */
+		if (idem_stored_answer(rx, req, client, key, hash))
+			return 1;
+		if (r == FGW_ERR_CONFLICT)
+			http_send_error(rx, req, 409, "IDEMPOTENCY_CONFLICT",
+			                "A request with this Idempotency-Key is still in progress");
+		else
+			http_send_error(rx, req, 422, "IDEMPOTENCY_CONFLICT",
+			                "This Idempotency-Key was used with different parameters");
+		return 1;
+	}
+	if (r != 0) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		return 1;
+	}
+	/* The request that held the claim may have committed and released
+	 * it since the first look: look again now that we hold it. */
+	if (idem_stored_answer(rx, req, client, key, hash)) {
+		idem_end(rx->gw->idem, client, key);
+		return 1;
+	}
+	return 0;
 }
 
 /* ---- operational routes ------------------------------------------------ */

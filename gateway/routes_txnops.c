@@ -18,8 +18,9 @@
  * The processor idempotency key of an operation is stable across the
  * client's retries: derived from the client's Idempotency-Key when there
  * is one (so a retry after an unknown outcome never refunds twice), else a
- * fresh refund id; capture and cancel happen at most once per transaction,
- * so theirs is derived from the transaction id.
+ * fresh refund id; capture and cancel succeed at most once per
+ * transaction, so theirs is derived from the transaction id (with the
+ * attempt number after a refused attempt, store/txnops.h).
  */
 #define LOG_MODULE "http"
 
@@ -105,34 +106,56 @@ reply_error(struct op_ctx *c, int status, const char *code, const char *msg)
 	ctx_free(c);
 }
 
-/* The row as GET shows it, plus what a refund needs to say. */
+/* The row as GET shows it (with status), plus what a refund needs to
+ * say: refunded is the total refunded with this refund committed. */
 static int
-build_answer(struct op_ctx *c)
+build_answer(const struct op_ctx *c, const char *status, int64_t refunded, char **out)
 {
+	struct store_txn_row row = c->row; /* shallow: read only */
 	char *json = NULL;
 	cJSON *o = NULL, *rf;
 	int r;
 
-	if ((r = txn_row_to_json(&c->row, c->proc->name, &json)) != 0)
+	*out = NULL;
+	fgw_strlcpy(row.status, status, sizeof(row.status));
+	if ((r = txn_row_to_json(&row, c->proc->name, &json)) != 0)
 		return r;
 	r = FGW_ERR_NOMEM;
 	if ((o = cJSON_Parse(json)) == NULL)
 		goto out;
 	if (c->op == PROC_OP_REFUND) {
-		if (!cJSON_AddNumberToObject(o, "amountRefunded",
-		                             (double)(c->refunded + c->amount)) ||
+		if (!cJSON_AddNumberToObject(o, "amountRefunded", (double)refunded) ||
 		    (rf = cJSON_AddObjectToObject(o, "refund")) == NULL ||
 		    !cJSON_AddStringToObject(rf, "id", c->refund_id) ||
 		    !cJSON_AddNumberToObject(rf, "amount", (double)c->amount))
 			goto out;
 	}
-	if ((c->answer = cJSON_PrintUnformatted(o)) == NULL)
+	if ((*out = cJSON_PrintUnformatted(o)) == NULL)
 		goto out;
 	r = FGW_OK;
 out:
 	cJSON_Delete(o);
 	free(json);
 	return r;
+}
+
+/* A refund's answer, built inside the commit that decided its total and
+ * state (store/refunds.h): concurrent refunds each answer their own
+ * committed total. Runs on the store's writer thread while the reactor
+ * waits for committed(), which reads c->answer after it. */
+static int
+refund_answer(void *arg, const struct store_refund *rf, char **body)
+{
+	struct op_ctx *c = arg;
+	int r;
+
+	free(c->answer);
+	c->answer = NULL;
+	if ((r = build_answer(c, rf->new_status, rf->refunded, &c->answer)) != 0)
+		return r;
+	if ((*body = strdup(c->answer)) == NULL)
+		return FGW_ERR_NOMEM;
+	return FGW_OK;
 }
 
 /* A store job that could not even be queued. */
@@ -191,7 +214,8 @@ record(struct op_ctx *c)
 
 	fgw_strlcpy(c->row.status, c->new_status, sizeof(c->row.status));
 	c->row.updated_at = fgw_now_ms();
-	if (build_answer(c) != 0) {
+	/* A refund's final answer is built in its commit (refund_answer). */
+	if (build_answer(c, c->new_status, c->refunded + c->amount, &c->answer) != 0) {
 		reply_error(c, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		return;
 	}
@@ -217,8 +241,11 @@ record(struct op_ctx *c)
 	audit = (struct store_audit){ c->client, c->source, event, c->row.id, c->new_status,
 		                          details[0] ? details : NULL };
 	if (c->op == PROC_OP_REFUND) {
-		r = store_refund_finish(c->rx->gw->store, c->rx->waker, &c->rf, 1, &c->rf,
-		                        c->key[0] ? &idem : NULL, &audit, 1, committed, c);
+		r = c->key[0] ? store_refund_finish_answered(c->rx->gw->store, c->rx->waker, &c->rf,
+		                                             &c->rf, &idem, refund_answer, c,
+		                                             &audit, 1, committed, c)
+		              : store_refund_finish(c->rx->gw->store, c->rx->waker, &c->rf, 1,
+		                                    &c->rf, NULL, &audit, 1, committed, c);
 	} else {
 		r = store_txnop_finish(c->rx->gw->store, c->rx->waker, &c->top, 1,
 		                       c->key[0] ? &idem : NULL, &audit, 1, committed, c);
@@ -380,9 +407,12 @@ txnop_begun(void *arg, int rc)
 	}
 	if (c->top.adopted && strcmp(c->top.status, "failed") == 0) {
 		reply_error(c, 409, "INVALID_TRANSACTION_STATE",
-		            "The processor refused this operation before");
+		            "The processor refused this operation before; "
+		            "use a new Idempotency-Key to try again");
 		return;
 	}
+	/* The key of this attempt: a new one after a refused attempt. */
+	fgw_strlcpy(c->proc_key, c->top.idempotency_key, sizeof(c->proc_key));
 	send_op(c);
 }
 

@@ -170,22 +170,71 @@ on_moved(void *arg, int rc)
 	record(ctx);
 }
 
-/* The state an event asks for, or "" for events we only record. */
+/* What a success event's object says about the capture: 1 when it
+ * affirms it (captured true, or money received) and nothing denies it
+ * (captured false, nothing received, or still awaiting capture); else 0.
+ * A succeeded payment is more than an authorized one, so an event that
+ * does not prove the capture moves a payment only to authorized. */
+static int
+capture_proven(const cJSON *obj)
+{
+	const cJSON *captured = cJSON_GetObjectItemCaseSensitive(obj, "captured");
+	const cJSON *received = cJSON_GetObjectItemCaseSensitive(obj, "amount_received");
+	const cJSON *status = cJSON_GetObjectItemCaseSensitive(obj, "status");
+
+	if (captured != NULL && !cJSON_IsTrue(captured))
+		return 0;
+	if (received != NULL && (!cJSON_IsNumber(received) || !(received->valuedouble > 0)))
+		return 0;
+	if (status != NULL &&
+	    (!cJSON_IsString(status) || strcmp(status->valuestring, "succeeded") != 0))
+		return 0;
+	return captured != NULL || received != NULL;
+}
+
+/* A refund event proves the whole payment refunded only when it says so
+ * (refunded true) and the amounts it carries do not say otherwise. */
+static int
+full_refund_proven(const cJSON *obj)
+{
+	const cJSON *refunded = cJSON_GetObjectItemCaseSensitive(obj, "refunded");
+	const cJSON *amount = cJSON_GetObjectItemCaseSensitive(obj, "amount");
+	const cJSON *done = cJSON_GetObjectItemCaseSensitive(obj, "amount_refunded");
+
+	if (!cJSON_IsTrue(refunded))
+		return 0;
+	if (done != NULL && !cJSON_IsNumber(done))
+		return 0;
+	if (amount != NULL && (!cJSON_IsNumber(amount) ||
+	                       (done != NULL && done->valuedouble < amount->valuedouble)))
+		return 0;
+	return 1;
+}
+
+/* The state an event asks for, or "" for events we only record: no
+ * further than what its object proves. */
 static void
 target_state(const char *type, const cJSON *obj, char *target, size_t cap, char *code,
              size_t code_cap)
 {
-	const cJSON *refunded = cJSON_GetObjectItemCaseSensitive(obj, "refunded");
 	target[0] = code[0] = '\0';
 	if (strcmp(type, "payment_intent.succeeded") == 0 || strcmp(type, "charge.succeeded") == 0) {
-		fgw_strlcpy(target, "succeeded", cap);
+		fgw_strlcpy(target, capture_proven(obj) ? "succeeded" : "authorized", cap);
+	} else if (strcmp(type, "payment_intent.amount_capturable_updated") == 0) {
+		const cJSON *n = cJSON_GetObjectItemCaseSensitive(obj, "amount_capturable");
+		/* Money held for capture: an authorization, never a capture. */
+		if (cJSON_IsNumber(n) && n->valuedouble > 0)
+			fgw_strlcpy(target, "authorized", cap);
+	} else if (strcmp(type, "charge.captured") == 0) {
+		if (capture_proven(obj))
+			fgw_strlcpy(target, "succeeded", cap);
 	} else if (strcmp(type, "payment_intent.payment_failed") == 0 ||
 	           strcmp(type, "charge.failed") == 0) {
 		fgw_strlcpy(target, "declined", cap);
 		fgw_strlcpy(code, "PAYMENT_CARD_DECLINED", code_cap);
 	} else if (strcmp(type, "payment_intent.requires_action") == 0) {
 		fgw_strlcpy(target, "requires_action", cap);
-	} else if (strcmp(type, "charge.refunded") == 0 && cJSON_IsTrue(refunded)) {
+	} else if (strcmp(type, "charge.refunded") == 0 && full_refund_proven(obj)) {
 		/* Only when the store knows a refunded state (the refunds
 		 * feature adds it); until then the event is recorded only. */
 		if (store_status_known("refunded"))
@@ -289,6 +338,16 @@ apply(struct wh_ctx *ctx, const cJSON *obj)
 		           ctx->txn_id, "TRANSACTION_IN_FLIGHT", ctx->event_id);
 		finish(ctx, 409, "{\"error\":\"TRANSACTION_IN_FLIGHT\",\"message\":"
 		                 "\"The transaction is still being posted; send the event again later\"}");
+		return;
+	}
+	if (r == 0 && strcmp(ctx->target, "refunded") == 0 &&
+	    cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(obj, "amount_refunded")) &&
+	    cJSON_GetObjectItemCaseSensitive(obj, "amount_refunded")->valuedouble <
+	        (double)row.amount) {
+		/* Less than this payment's amount: not all of it. */
+		store_txn_row_clear(&row);
+		fgw_strlcpy(ctx->result, "no_move", sizeof(ctx->result));
+		record(ctx);
 		return;
 	}
 	if (r == 0 && !store_status_may_move(row.status, ctx->target)) {

@@ -18,6 +18,8 @@ struct refund_job {
 	int succeeded;              /* finish: the target; defer: give up */
 	int attempts;               /* defer */
 	int64_t next_at;            /* defer */
+	store_refund_answer_fn answer; /* finish: or NULL */
+	void *answer_arg;
 	store_done_fn done;
 	void *arg;
 };
@@ -30,6 +32,21 @@ job_done(void *arg, int rc)
 		*j->out = j->rf;
 	if (j->done != NULL)
 		j->done(j->arg, rc);
+}
+
+/* The answer, and the audit event's outcome (the transaction's state),
+ * from what finish_run committed (j->rf is up to date). */
+static int
+job_answer(void *ctx, char **body, char **outcome)
+{
+	struct refund_job *j = ctx;
+	int r;
+
+	if ((r = j->answer(j->answer_arg, &j->rf, body)) != 0)
+		return r;
+	if (j->rf.new_status[0] != '\0' && (*outcome = strdup(j->rf.new_status)) == NULL)
+		return FGW_ERR_NOMEM;
+	return FGW_OK;
 }
 
 /* Submits a copy of tmpl (with done and arg set) as the job. */
@@ -45,7 +62,8 @@ submit(struct store *st, struct store_waker *w, store_job_fn run,
 	if ((j = malloc(sizeof(*j))) == NULL)
 		return FGW_ERR_NOMEM;
 	*j = *tmpl;
-	return store_submit_custom(st, w, run, j, free, idem, audit, n_audit, job_done, j);
+	return store_submit_custom_answer(st, w, run, tmpl->answer != NULL ? job_answer : NULL,
+	                                  j, free, idem, audit, n_audit, job_done, j);
 }
 
 static const char succeeded_sum_sql[] =
@@ -182,6 +200,8 @@ txn_state:
 	fgw_strlcpy(rf->new_status, rf->refunded >= rf->txn_amount ? "refunded"
 	                                                           : "partially_refunded",
 	            sizeof(rf->new_status));
+	if (strcmp(cur, "refunded") == 0)
+		fgw_strlcpy(rf->new_status, cur, sizeof(rf->new_status)); /* a webhook said all */
 	if (strcmp(cur, rf->new_status) == 0)
 		goto out;
 	if (!store_status_may_move(cur, rf->new_status)) {
@@ -210,6 +230,23 @@ store_refund_finish(struct store *st, struct store_waker *w, const struct store_
 	struct refund_job t = { .out = out, .succeeded = succeeded, .done = done, .arg = arg };
 
 	if (rf == NULL || rf->txn_id[0] == '\0' || (succeeded && rf->txn_amount <= 0))
+		return FGW_ERR_INVALID;
+	t.rf = *rf;
+	return submit(st, w, finish_run, &t, idem, audit, n_audit);
+}
+
+int
+store_refund_finish_answered(struct store *st, struct store_waker *w,
+                             const struct store_refund *rf, struct store_refund *out,
+                             const struct store_idem *idem, store_refund_answer_fn answer,
+                             void *answer_arg, const struct store_audit *audit,
+                             size_t n_audit, store_done_fn done, void *arg)
+{
+	struct refund_job t = { .out = out, .succeeded = 1, .answer = answer,
+		                    .answer_arg = answer_arg, .done = done, .arg = arg };
+
+	if (rf == NULL || rf->txn_id[0] == '\0' || rf->txn_amount <= 0 || answer == NULL ||
+	    idem == NULL)
 		return FGW_ERR_INVALID;
 	t.rf = *rf;
 	return submit(st, w, finish_run, &t, idem, audit, n_audit);

@@ -54,6 +54,23 @@ int store_refund_finish(struct store *st, struct store_waker *w,
                         const struct store_audit *audit, size_t n_audit,
                         store_done_fn done, void *arg);
 
+/* Builds a refund's idempotent answer from what its commit decided
+ * (rf->new_status, rf->refunded): runs on the store's writer thread,
+ * inside that commit, before done; *body malloc'ed. */
+typedef int (*store_refund_answer_fn)(void *arg, const struct store_refund *rf,
+                                      char **body);
+
+/* store_refund_finish to `succeeded` whose idempotent answer is built by
+ * answer(answer_arg, ...) in the same commit (it replaces idem's body), so
+ * the answer carries the committed total, not one computed before; the
+ * first audit event's outcome becomes the committed state (new_status). */
+int store_refund_finish_answered(struct store *st, struct store_waker *w,
+                                 const struct store_refund *rf, struct store_refund *out,
+                                 const struct store_idem *idem,
+                                 store_refund_answer_fn answer, void *answer_arg,
+                                 const struct store_audit *audit, size_t n_audit,
+                                 store_done_fn done, void *arg);
+
 struct store_refund_due {
 	char id[40];
 	char txn_id[40];

@@ -368,6 +368,38 @@ static const char schema_v8[] =
     "CREATE INDEX txn_operations_pending ON txn_operations (reconcile_next_at)"
     " WHERE status = 'pending' AND manual_review = 0;";
 
+/* v9 (txn_operations attempts): a capture or cancel the processor refused
+ * no longer blocks a later one. Each request after a refusal is a new
+ * attempt, numbered per (txn_id, op), with its own processor key; at most
+ * one attempt of either operation is pending or succeeded at a time
+ * (txn_operations_live). SQLite cannot change a primary key in place, so
+ * the table is copied; v8's rows are attempt 1. */
+static const char schema_v9_txnop_attempts[] =
+    "CREATE TABLE txn_operations_v9 ("
+    " txn_id TEXT NOT NULL REFERENCES transactions (id),"
+    " op TEXT NOT NULL CHECK (op IN ('capture', 'cancel')),"
+    " attempt INTEGER NOT NULL CHECK (attempt >= 1),"
+    " idempotency_key TEXT NOT NULL,"
+    " request_key TEXT,"
+    " status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),"
+    " created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL,"
+    " reconcile_attempts INTEGER NOT NULL DEFAULT 0,"
+    " reconcile_next_at INTEGER NOT NULL DEFAULT 0,"
+    " manual_review INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (txn_id, op, attempt)"
+    ");"
+    "INSERT INTO txn_operations_v9 (txn_id, op, attempt, idempotency_key, request_key,"
+    " status, created_at, updated_at, reconcile_attempts, reconcile_next_at, manual_review)"
+    " SELECT txn_id, op, 1, idempotency_key, request_key, status, created_at, updated_at,"
+    " reconcile_attempts, reconcile_next_at, manual_review FROM txn_operations;"
+    "DROP TABLE txn_operations;"
+    "ALTER TABLE txn_operations_v9 RENAME TO txn_operations;"
+    "CREATE INDEX txn_operations_pending ON txn_operations (reconcile_next_at)"
+    " WHERE status = 'pending' AND manual_review = 0;"
+    "CREATE UNIQUE INDEX txn_operations_live ON txn_operations (txn_id)"
+    " WHERE status <> 'failed';";
+
 static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
@@ -377,6 +409,7 @@ static const char *const migrations[] = {
 	schema_v6,
 	schema_v7,
 	schema_v8,
+	schema_v9_txnop_attempts,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

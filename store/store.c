@@ -473,6 +473,7 @@ struct job {
 	struct job_event *events;
 	size_t n_events;
 	store_job_fn custom_run;       /* JOB_CUSTOM (store_int.h) */
+	store_answer_fn custom_answer; /* or NULL */
 	void *custom_ctx;
 	void (*custom_free)(void *ctx);
 };
@@ -897,6 +898,22 @@ run_job(struct store *st, struct job *j)
 	case JOB_AUDIT: return run_events(st, j, now);
 	case JOB_CUSTOM: {
 		int r = j->custom_run(st->db, j->custom_ctx);
+		char *body = NULL, *outcome = NULL;
+		if (r == 0 && j->custom_answer != NULL &&
+		    (r = j->custom_answer(j->custom_ctx, &body, &outcome)) == 0) {
+			if (body != NULL && j->has_idem) {
+				free(j->idem.body);
+				j->idem.body = body;
+				body = NULL;
+			}
+			if (outcome != NULL && j->n_events > 0) {
+				free(j->events[0].outcome);
+				j->events[0].outcome = outcome;
+				outcome = NULL;
+			}
+		}
+		free(body);
+		free(outcome);
 		if (r == 0 && j->has_idem)
 			r = run_idem(st, &j->idem, 1, now);
 		if (r == 0)
@@ -1400,6 +1417,16 @@ store_submit_custom(struct store *st, struct store_waker *w, store_job_fn run,
                     const struct store_idem *idem, const struct store_audit *audit,
                     size_t n_audit, store_done_fn done, void *arg)
 {
+	return store_submit_custom_answer(st, w, run, NULL, ctx, ctx_free, idem, audit,
+	                                  n_audit, done, arg);
+}
+
+int
+store_submit_custom_answer(struct store *st, struct store_waker *w, store_job_fn run,
+                           store_answer_fn answer, void *ctx, void (*ctx_free)(void *ctx),
+                           const struct store_idem *idem, const struct store_audit *audit,
+                           size_t n_audit, store_done_fn done, void *arg)
+{
 	struct job *j = NULL;
 	int r;
 
@@ -1414,6 +1441,7 @@ store_submit_custom(struct store *st, struct store_waker *w, store_job_fn run,
 		return r;
 	}
 	j->custom_run = run;
+	j->custom_answer = answer;
 	j->custom_ctx = ctx;
 	j->custom_free = ctx_free;
 	return job_submit(st, j, idem, audit, n_audit);

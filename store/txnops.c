@@ -1,7 +1,8 @@
 /*
  * store/txnops.c — captures and cancels written ahead (store/txnops.h).
- * Table: txn_operations (migration 8).
+ * Table: txn_operations (migration 8, attempts migration 9).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,15 +53,17 @@ begin_run(sqlite3 *db, void *ctx)
 {
 	static const char cur_sql[] = "SELECT status FROM transactions WHERE id = ?1";
 	static const char ops_sql[] =
-	    "SELECT op, status, request_key FROM txn_operations WHERE txn_id = ?1";
+	    "SELECT op, status, request_key, attempt, idempotency_key FROM txn_operations"
+	    " WHERE txn_id = ?1 ORDER BY attempt";
 	static const char ins_sql[] =
-	    "INSERT INTO txn_operations (txn_id, op, idempotency_key, request_key, status,"
-	    " created_at, updated_at) VALUES (?1, ?2, ?3, ?5, 'pending', ?4, ?4)";
+	    "INSERT INTO txn_operations (txn_id, op, attempt, idempotency_key, request_key,"
+	    " status, created_at, updated_at) VALUES (?1, ?2, ?6, ?3, ?5, 'pending', ?4, ?4)";
 	struct op_job *j = ctx;
 	struct store_txnop *op = &j->op;
 	sqlite3_stmt *s = NULL;
-	char cur[24], o[8], st[16], rk[32];
-	int rc, r;
+	char cur[24], o[8], st[16], rk[32], key[sizeof(op->idempotency_key)];
+	int64_t attempt = 0;
+	int rc, r, n;
 
 	if ((r = sql_text_of(db, cur_sql, op->txn_id, cur, sizeof(cur))) != 0)
 		goto out;
@@ -74,14 +77,18 @@ begin_run(sqlite3 *db, void *ctx)
 			rk[0] = '\0';
 		else
 			sql_col_text(s, 2, rk, sizeof(rk));
+		if (strcmp(o, op->op) == 0 && sqlite3_column_int64(s, 3) > attempt)
+			attempt = sqlite3_column_int64(s, 3);
 		/* Only the client's retry (same key) of the same operation goes
 		 * on from it: a new request is refused below like any other
 		 * operation on a transaction no longer authorized. */
 		if (strcmp(o, op->op) == 0 && op->request_key[0] != '\0' &&
 		    strcmp(rk, op->request_key) == 0) {
-			/* The same operation again (a retry): go on from it. */
+			/* The same operation again (a retry): go on from it,
+			 * with the processor key that attempt was sent with. */
 			op->adopted = 1;
 			fgw_strlcpy(op->status, st, sizeof(op->status));
+			sql_col_text(s, 4, op->idempotency_key, sizeof(op->idempotency_key));
 			goto out;
 		}
 		if (strcmp(st, "failed") != 0) {
@@ -99,6 +106,17 @@ begin_run(sqlite3 *db, void *ctx)
 		r = FGW_ERR_STATE;
 		goto out;
 	}
+	/* After refused attempts, a new one: the processor may have kept
+	 * the refusal under the old key, so this one gets a key of its own. */
+	attempt++;
+	if (attempt > 1) {
+		n = snprintf(key, sizeof(key), "%s-%lld", op->idempotency_key, (long long)attempt);
+		if (n < 0 || (size_t)n >= sizeof(key)) {
+			r = FGW_ERR_TOO_LARGE;
+			goto out;
+		}
+		fgw_strlcpy(op->idempotency_key, key, sizeof(op->idempotency_key));
+	}
 	if ((r = sql_prepare(db, ins_sql, &s)) != 0)
 		goto out;
 	sqlite3_bind_text(s, 1, op->txn_id, -1, SQLITE_STATIC);
@@ -109,6 +127,7 @@ begin_run(sqlite3 *db, void *ctx)
 		sqlite3_bind_text(s, 5, op->request_key, -1, SQLITE_STATIC);
 	else
 		sqlite3_bind_null(s, 5);
+	sqlite3_bind_int64(s, 6, attempt);
 	r = sqlite3_step(s) == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
 	if (r == FGW_OK)
 		fgw_strlcpy(op->status, "pending", sizeof(op->status));
@@ -133,31 +152,37 @@ store_txnop_begin(struct store *st, struct store_waker *w, const struct store_tx
 static int
 finish_run(sqlite3 *db, void *ctx)
 {
+	/* The attempt sent with this processor key (the latest one when the
+	 * caller has no key). */
 	static const char st_sql[] =
-	    "SELECT status FROM txn_operations WHERE txn_id = ?1 AND op = ?2";
+	    "SELECT status, attempt FROM txn_operations WHERE txn_id = ?1 AND op = ?2"
+	    " AND (?3 = '' OR idempotency_key = ?3) ORDER BY attempt DESC LIMIT 1";
 	static const char set_sql[] =
 	    "UPDATE txn_operations SET status = ?3, updated_at = ?4"
-	    " WHERE txn_id = ?1 AND op = ?2 AND status = 'pending'";
+	    " WHERE txn_id = ?1 AND op = ?2 AND attempt = ?5 AND status = 'pending'";
 	static const char upd_sql[] =
 	    "UPDATE transactions SET status = ?2, updated_at = ?3"
 	    " WHERE id = ?1 AND status = 'authorized'";
+	static const char cur_sql[] = "SELECT status FROM transactions WHERE id = ?1";
 	struct op_job *j = ctx;
 	const char *target = j->succeeded ? "succeeded" : "failed";
 	const char *txn_to = strcmp(j->op.op, "capture") == 0 ? "succeeded" : "canceled";
 	sqlite3_stmt *s = NULL;
-	char now_st[16];
-	int64_t now = fgw_now_ms();
+	char now_st[16], cur[24];
+	int64_t now = fgw_now_ms(), attempt;
 	int rc, r;
 
 	if ((r = sql_prepare(db, st_sql, &s)) != 0)
 		goto out;
 	sqlite3_bind_text(s, 1, j->op.txn_id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, j->op.op, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, j->op.idempotency_key, -1, SQLITE_STATIC);
 	if ((rc = sqlite3_step(s)) != SQLITE_ROW) {
 		r = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 		goto out;
 	}
 	sql_col_text(s, 0, now_st, sizeof(now_st));
+	attempt = sqlite3_column_int64(s, 1);
 	sql_release(s);
 	s = NULL;
 	if (strcmp(now_st, "pending") != 0) {
@@ -171,6 +196,7 @@ finish_run(sqlite3 *db, void *ctx)
 	sqlite3_bind_text(s, 2, j->op.op, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 3, target, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 4, now);
+	sqlite3_bind_int64(s, 5, attempt);
 	r = sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(db) == 1 ? FGW_OK : FGW_ERR_DB;
 	sql_release(s);
 	s = NULL;
@@ -181,8 +207,19 @@ finish_run(sqlite3 *db, void *ctx)
 	sqlite3_bind_text(s, 1, j->op.txn_id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, txn_to, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, now);
-	r = sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(db) == 1 ? FGW_OK
-	                                                                : FGW_ERR_STATE;
+	if ((rc = sqlite3_step(s)) != SQLITE_DONE) {
+		r = FGW_ERR_DB;
+		goto out;
+	}
+	if (sqlite3_changes(db) == 1)
+		goto out;
+	sql_release(s);
+	s = NULL;
+	/* A processor event (a webhook proving the capture) may have moved
+	 * it there first: the operation stands. Anything else is a conflict. */
+	if ((r = sql_text_of(db, cur_sql, j->op.txn_id, cur, sizeof(cur))) == 0 &&
+	    strcmp(cur, txn_to) != 0)
+		r = FGW_ERR_STATE;
 out:
 	sql_release(s);
 	return r;

@@ -4,8 +4,10 @@
  * idempotency key, before the processor is asked, and moved once to
  * `succeeded` (the transaction moves with it, authorized -> succeeded or
  * canceled) or `failed`. One capture or cancel per transaction: a pending
- * or succeeded one keeps the other out. Pending rows left by a crash are
- * listed for the reconciler, which re-sends them with the same key.
+ * or succeeded one keeps the other out. A refused (failed) one does not:
+ * the next request is a new attempt (migration 9) with a processor key of
+ * its own. Pending rows left by a crash are listed for the reconciler,
+ * which re-sends them with the same key.
  */
 #ifndef FGW_STORE_TXNOPS_H
 #define FGW_STORE_TXNOPS_H
@@ -26,17 +28,22 @@ struct store_txnop {
 
 /* The write-ahead step. In one job: the same operation already recorded
  * under the same request_key (a client's retry) is adopted (out->adopted,
- * status); otherwise the transaction must be authorized and have no other
- * capture/cancel pending or done (FGW_ERR_STATE), and the operation is
- * inserted pending. *out is written before done runs. */
+ * status, and the idempotency_key it was sent with); otherwise the
+ * transaction must be authorized and have no capture/cancel pending or
+ * done (FGW_ERR_STATE), and the operation is inserted pending as the next
+ * attempt: after N refused attempts of this operation, idempotency_key
+ * gets "-<N+1>" appended (out->idempotency_key is the key to send). *out
+ * is written before done runs. */
 int store_txnop_begin(struct store *st, struct store_waker *w,
                       const struct store_txnop *op, struct store_txnop *out,
                       const struct store_audit *audit, size_t n_audit,
                       store_done_fn done, void *arg);
 
-/* The outcome, forward-only: pending to succeeded (and the transaction
- * from authorized to succeeded for a capture, canceled for a cancel) or to
- * failed. Already in the target state: FGW_OK; in the other: FGW_ERR_STATE.
+/* The outcome of the attempt sent with op->idempotency_key (the latest
+ * when ""), forward-only: pending to succeeded (and the transaction from
+ * authorized to succeeded for a capture, canceled for a cancel; already
+ * there, moved by a processor event, is fine) or to failed. Already in
+ * the target state: FGW_OK; in the other: FGW_ERR_STATE.
  * The idempotent answer and audit events commit with it. */
 int store_txnop_finish(struct store *st, struct store_waker *w,
                        const struct store_txnop *op, int succeeded,

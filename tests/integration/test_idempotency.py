@@ -1,5 +1,6 @@
 """Idempotency-Key: same key, same effect; conflicts refused; scoped per client."""
 
+import threading
 import uuid
 
 import harness
@@ -125,3 +126,30 @@ def test_malformed_key_refused():
         before = gw().counts()
         harness.assert_error(gw().pay(harness.txn_body(), idem=key), 400, "VALIDATION_ERROR")
         assert gw().counts() == before
+
+
+def test_concurrent_replays_of_a_finished_key_all_replay():
+    """A finished key replays its stored answer byte for byte, however many
+    replays of it run at once: none sees it as still in progress."""
+    key, body = new_key(), harness.txn_body()
+    first = gw().pay(body, idem=key)
+    assert first.status == 200, first
+    before = charges()
+    threads, rounds = 8, 400
+    results = [[] for _ in range(threads)]
+    gate = threading.Barrier(threads, timeout=30)
+
+    def replay(out):
+        for _ in range(rounds):
+            gate.wait()
+            out.append(gw().pay(body, idem=key))
+
+    calls = [harness.Background(lambda out=out: replay(out)) for out in results]
+    for c in calls:
+        c.result(120)
+    answers = [a for out in results for a in out]
+    assert len(answers) == threads * rounds
+    bad = [a for a in answers
+           if (a.status, a.raw) != (200, first.raw) or a.headers.get("idempotent-replayed") != "true"]
+    assert not bad, f"{len(bad)} of {len(answers)} replays differ, e.g. {bad[0]!r}"
+    assert charges() == before, "a replay reached the processor"

@@ -1,6 +1,8 @@
 """Refunds, captures and cancels: forward-only, never more than captured,
 idempotent, audited (issue 5)."""
 
+import uuid
+
 import harness
 
 S = harness.Stack()
@@ -142,3 +144,67 @@ def test_refund_without_idempotency_key_is_refused():
                          "VALIDATION_ERROR")
     assert gw().query("SELECT COUNT(*) AS n FROM refunds WHERE txn_id = ?", txn)[0]["n"] == 0
     assert gw().txn_row(txn)["status"] == "succeeded"
+
+
+def concurrent_refunds(total, amounts, tag):
+    """Refunds racing on both reactors while the processor is slow, so
+    each one reads the refunds before any of the others commits."""
+    sandbox = S.ensure().sandbox
+    txn, _ = paid(total)
+    keys = [f"rf-{tag}-{uuid.uuid4().hex}" for _ in amounts]
+    sandbox.faults(latency_ms=400)
+    try:
+        calls = [harness.Background(lambda k=k, a=a: gw().txn_op(txn, "refund", {"amount": a},
+                                                                  idem=k))
+                 for k, a in zip(keys, amounts)]
+        answers = [c.result(30) for c in calls]
+    finally:
+        sandbox.faults()
+    return txn, keys, answers
+
+
+def test_concurrent_refunds_answer_the_committed_total():
+    txn, keys, answers = concurrent_refunds(5000, [2000, 2000, 2000], "total")
+    ok = [(k, a) for k, a in zip(keys, answers) if a.status == 200]
+    assert len(ok) == 2, answers
+    for a in answers:
+        if a.status != 200:
+            harness.assert_error(a, 400, "REFUND_EXCEEDS_CAPTURED")
+    # Each answer carries the total committed with it, not its own guess.
+    assert sorted(a.body["amountRefunded"] for _, a in ok) == [2000, 4000], answers
+    assert all(a.body["status"] == "partially_refunded" for _, a in ok), answers
+    for k, a in ok:
+        again = gw().txn_op(txn, "refund", {"amount": 2000}, idem=k)
+        assert (again.status, again.raw) == (200, a.raw), (a, again)
+    assert gw().get_txn(txn).body["status"] == "partially_refunded"
+
+    txn, keys, answers = concurrent_refunds(5000, [2500, 2500], "half")
+    assert all(a.status == 200 for a in answers), answers
+    got = sorted((a.body["amountRefunded"], a.body["status"]) for a in answers)
+    assert got == [(2500, "partially_refunded"), (5000, "refunded")], answers
+    assert gw().txn_row(txn)["status"] == "refunded"
+    # The audit trail says the state each refund committed, too.
+    moves = sorted(e["outcome"] for e in gw().audit_for(txn) if e["event_type"] == "txn.refunded")
+    assert moves == ["partially_refunded", "refunded"], moves
+
+
+def test_a_refused_cancel_or_capture_does_not_block_the_next_attempt():
+    txn, resp = paid(900, capture=False)
+    harness.assert_status(resp, "authorized")
+    # Captured at the processor behind flairgw's back: it refuses cancels.
+    outside = harness.http(S.ensure().sandbox.port, "POST",
+                           f"/v1/charges/{charge_of(txn)['id']}/capture", {},
+                           {"Content-Type": "application/json"})
+    assert outside.status == 200, outside
+    for i in range(3):
+        # Each new request is a new attempt the processor answers.
+        harness.assert_error(gw().txn_op(txn, "cancel", idem=f"cn-{uuid.uuid4().hex}"), 409,
+                             "INVALID_TRANSACTION_STATE")
+    rows = gw().query("SELECT op, status, idempotency_key FROM txn_operations WHERE txn_id = ?"
+                      " ORDER BY created_at", txn)
+    assert [(r["op"], r["status"]) for r in rows] == [("cancel", "failed")] * 3, rows
+    assert len({r["idempotency_key"] for r in rows}) == 3, rows
+    assert gw().txn_row(txn)["status"] == "authorized"
+    harness.assert_status(gw().txn_op(txn, "capture", idem="cap-after-refusals"), "succeeded")
+    harness.assert_error(gw().txn_op(txn, "cancel", idem="cn-after-capture"), 409,
+                         "INVALID_TRANSACTION_STATE")

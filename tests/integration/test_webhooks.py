@@ -62,6 +62,10 @@ def three_ds_txn():
 
 
 def event(txn_id, etype="payment_intent.succeeded", event_id=None, **obj):
+    if etype in ("payment_intent.succeeded", "charge.succeeded") and \
+            not {"captured", "amount_received", "amount_capturable"} & obj.keys():
+        # What the sandbox sends: a success says whether it was captured.
+        obj.setdefault("captured", True)
     body = {"id": event_id or f"evt_{uuid.uuid4().hex}", "type": etype,
             "created": int(time.time()),
             "data": {"object": dict({"id": f"ch_{uuid.uuid4().hex[:12]}", "reference": txn_id,
@@ -304,11 +308,13 @@ def test_three_ds_completes_through_the_sandbox_webhook():
     resp = harness.http(sandbox.port, "POST", f"/3ds/{charge}/complete", None,
                         {"Content-Type": "application/json"})
     assert resp.status == 200, resp
-    harness.wait_until(lambda: status_of(txn["transactionId"]) == "succeeded", 15,
-                       "the sandbox's webhook to complete the 3-D Secure payment")
-    rows = gw().query("SELECT * FROM webhook_inbound WHERE processor = 'sandbox' AND txn_id = ?",
-                      txn["transactionId"])
+    # The move commits first, the event's record right after it.
+    rows = harness.wait_until(
+        lambda: gw().query("SELECT * FROM webhook_inbound WHERE processor = 'sandbox'"
+                           " AND txn_id = ?", txn["transactionId"]), 15,
+        "the sandbox's webhook to complete the 3-D Secure payment")
     assert [r["result"] for r in rows] == ["applied"], rows
+    assert status_of(txn["transactionId"]) == "succeeded"
 
 
 # ---- outbound ----------------------------------------------------------------
@@ -492,3 +498,102 @@ def test_a_next_action_that_is_not_a_checked_redirect_is_not_relayed():
     got = gw().get_txn(txn_id).body
     assert got["status"] == "requires_action" and "nextAction" not in got, got
     assert gw().txn_row(txn_id)["next_action_json"] is None
+
+
+# ---- events move a payment only as far as their payload proves ----------------
+
+def authorized_txn(number=VISA):
+    resp = gw().pay(harness.txn_body(number, capture=False))
+    assert resp.status == 200 and resp.body["status"] == "authorized", resp
+    return resp.body["transactionId"]
+
+
+def test_charge_succeeded_not_captured_leaves_an_authorization_capturable():
+    txn_id = authorized_txn()
+    for etype, obj in (("charge.succeeded", {"captured": False, "paid": True}),
+                       ("payment_intent.succeeded", {"status": "requires_capture",
+                                                     "amount_received": 0,
+                                                     "amount_capturable": 15000}),
+                       ("payment_intent.succeeded", {"amount_received": 0}),
+                       ("payment_intent.amount_capturable_updated",
+                        {"status": "requires_capture", "amount_capturable": 15000})):
+        r = post(event(txn_id, etype, **obj))
+        assert r.status == 200 and r.body["result"] == "no_move", (etype, obj, r)
+        assert status_of(txn_id) == "authorized", (etype, obj)
+    # The authorization is still there to capture.
+    harness.assert_status(gw().txn_op(txn_id, "capture", idem=f"cap-{uuid.uuid4().hex}"),
+                          "succeeded")
+
+
+def test_charge_succeeded_captured_moves_an_authorization_to_succeeded():
+    txn_id = authorized_txn()
+    r = post(event(txn_id, "charge.succeeded", captured=True, paid=True))
+    assert r.status == 200 and r.body["result"] == "applied", r
+    assert status_of(txn_id) == "succeeded"
+
+
+def test_unproven_capture_moves_an_open_payment_only_to_authorized():
+    for etype, obj in (("charge.succeeded", {"captured": False}),
+                       ("payment_intent.succeeded", {"status": "requires_capture",
+                                                     "amount_received": 0}),
+                       ("payment_intent.amount_capturable_updated",
+                        {"status": "requires_capture", "amount_capturable": 15000})):
+        txn = three_ds_txn()
+        r = post(event(txn["transactionId"], etype, **obj))
+        assert r.status == 200 and r.body["result"] == "applied", (etype, r)
+        assert status_of(txn["transactionId"]) == "authorized", (etype, obj)
+        # A capture event afterwards proves the capture.
+        r = post(event(txn["transactionId"], "charge.succeeded", captured=True))
+        assert r.status == 200 and r.body["result"] == "applied", (etype, r)
+        assert status_of(txn["transactionId"]) == "succeeded"
+
+
+def test_refunded_event_must_say_all_of_it_was_refunded():
+    resp = gw().pay(harness.txn_body(VISA, amount=5000))
+    txn_id = resp.body["transactionId"]
+    r = post(event(txn_id, "charge.refunded", refunded=False, amount=5000, amount_refunded=2000))
+    assert r.status == 200 and r.body["result"] == "ignored", r
+    r = post(event(txn_id, "charge.refunded", refunded=True, amount=5000, amount_refunded=2000))
+    assert r.status == 200 and r.body["result"] != "applied", r
+    assert status_of(txn_id) == "succeeded"
+    r = post(event(txn_id, "charge.refunded", refunded=True, amount=5000, amount_refunded=5000))
+    assert r.status == 200 and r.body["result"] == "applied", r
+    assert status_of(txn_id) == "refunded"
+
+
+def test_sandbox_webhook_for_an_authorize_only_three_ds_payment():
+    resp = gw().pay(harness.txn_body(THREE_DS, capture=False))
+    assert resp.status == 200 and resp.body["status"] == "requires_action", resp
+    txn_id = resp.body["transactionId"]
+    charge = resp.body["nextAction"]["url"].rstrip("/").rsplit("/", 1)[1]
+    done = harness.http(S.ensure().sandbox.port, "POST", f"/3ds/{charge}/complete", None,
+                        {"Content-Type": "application/json"})
+    assert done.status == 200, done
+    harness.wait_until(lambda: gw().query("SELECT * FROM webhook_inbound WHERE txn_id = ?",
+                                          txn_id), 15, "the sandbox's webhook")
+    assert status_of(txn_id) == "authorized"
+    harness.assert_status(gw().txn_op(txn_id, "capture", idem=f"cap-{uuid.uuid4().hex}"),
+                          "succeeded")
+
+
+def test_capture_event_arriving_before_our_capture_is_recorded():
+    """The processor's event proving the capture can beat its answer to
+    our capture request: the capture still answers succeeded."""
+    txn_id = authorized_txn()
+    sandbox = S.ensure().sandbox
+    sandbox.faults(latency_ms=1500)
+    try:
+        capture = harness.Background(lambda: gw().txn_op(txn_id, "capture",
+                                                         idem=f"cap-{uuid.uuid4().hex}"))
+        harness.wait_until(lambda: gw().query("SELECT * FROM txn_operations WHERE txn_id = ?"
+                                              " AND status = 'pending'", txn_id), 10,
+                           "the capture to be written ahead")
+        r = post(event(txn_id, "charge.succeeded", captured=True))
+        assert r.status == 200 and r.body["result"] == "applied", r
+        answer = capture.result(30)
+    finally:
+        sandbox.faults()
+    harness.assert_status(answer, "succeeded")
+    rows = gw().query("SELECT status FROM txn_operations WHERE txn_id = ?", txn_id)
+    assert [r["status"] for r in rows] == ["succeeded"], rows
+    assert status_of(txn_id) == "succeeded"

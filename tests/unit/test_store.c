@@ -2320,6 +2320,24 @@ txnop_sync_as(struct fix *f, const char *rk, const char *txn, const char *op, in
 	return atomic_load(&o.rc);
 }
 
+/* Finishes the operation whose processor key is pk. */
+static int
+txnop_sync_key(struct fix *f, const char *rk, const char *pk, const char *op, int succeeded)
+{
+	struct store_txnop t;
+	struct one o = { 0 };
+	int r;
+	memset(&t, 0, sizeof(t));
+	fgw_strlcpy(t.txn_id, "txn_auth", sizeof(t.txn_id));
+	fgw_strlcpy(t.op, op, sizeof(t.op));
+	fgw_strlcpy(t.idempotency_key, pk, sizeof(t.idempotency_key));
+	fgw_strlcpy(t.request_key, rk, sizeof(t.request_key));
+	r = store_txnop_finish(f->st, f->w, &t, succeeded, NULL, NULL, 0, one_done, &o);
+	if (r != 0 || pump(f->base, &o.done, 1) != 0)
+		return FGW_ERR_INTERNAL;
+	return atomic_load(&o.rc);
+}
+
 /* The same client request (one request key) unless said otherwise. */
 static int
 txnop_sync(struct fix *f, const char *txn, const char *op, int finish, int succeeded,
@@ -2386,13 +2404,118 @@ end:
 	TT_END;
 }
 
+/* A capture or cancel the processor refused is final for that attempt
+ * only: a later request starts a new attempt, with its own processor key,
+ * and may still succeed; a retry of the refused request stays refused. */
+static int
+test_txnops_after_refusal(void)
+{
+	struct fix f;
+	struct store_txn_row row;
+	struct store_txnop t;
+	TT_BEGIN;
+	memset(&f, 0, sizeof(f));
+	CHECK_EQ_INT(fix_setup(&f, 64), 0);
+	fill_row(&row, "txn_auth", "authorized");
+	CHECK_EQ_INT(create_sync(&f, &row, NULL, NULL, NULL, 0), 0);
+	for (int i = 0; i < 2; i++) {
+		const char *op = i == 0 ? "cancel" : "capture";
+		memset(&t, 0, sizeof(t));
+		CHECK_EQ_INT(txnop_sync_as(&f, "rk1", "txn_auth", op, 0, 0, &t), 0);
+		CHECK_STR(t.status, "pending");
+		CHECK_EQ_INT(txnop_sync_as(&f, "rk1", "txn_auth", op, 1, 0, NULL), 0);
+		/* The refused request again: its refusal. */
+		memset(&t, 0, sizeof(t));
+		CHECK_EQ_INT(txnop_sync_as(&f, "rk1", "txn_auth", op, 0, 0, &t), 0);
+		CHECK(t.adopted);
+		CHECK_STR(t.status, "failed");
+		/* A new request: a new attempt, with a key of its own. */
+		memset(&t, 0, sizeof(t));
+		CHECK_EQ_INT(txnop_sync_as(&f, "rk2", "txn_auth", op, 0, 0, &t), 0);
+		CHECK(!t.adopted);
+		CHECK_STR(t.status, "pending");
+		CHECK_STR(t.idempotency_key, "pk-2");
+		/* Its retry adopts it, with that key. */
+		memset(&t, 0, sizeof(t));
+		CHECK_EQ_INT(txnop_sync_as(&f, "rk2", "txn_auth", op, 0, 0, &t), 0);
+		CHECK(t.adopted);
+		CHECK_STR(t.idempotency_key, "pk-2");
+		/* One under way keeps every other one out. */
+		CHECK_EQ_INT(txnop_sync_as(&f, "rk3", "txn_auth", "capture", 0, 0, &t),
+		             FGW_ERR_STATE);
+		CHECK_EQ_INT(txnop_sync_as(&f, "rk3", "txn_auth", "cancel", 0, 0, &t),
+		             FGW_ERR_STATE);
+		if (i == 0) {
+			/* Refused too: the capture below is the third attempt. */
+			CHECK_EQ_INT(txnop_sync_key(&f, "rk2", "pk-2", op, 0), 0);
+		}
+	}
+	CHECK_EQ_INT(txnop_sync_key(&f, "rk2", "pk-2", "capture", 1), 0);
+	CHECK_EQ_INT(store_txn_get(f.rd, NULL, "txn_auth", &row), 0);
+	CHECK_STR(row.status, "succeeded");
+	store_txn_row_clear(&row);
+	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM txn_operations WHERE status = 'failed'"),
+	             3);
+	CHECK_EQ_INT(txnop_sync_as(&f, "rk4", "txn_auth", "cancel", 0, 0, &t), FGW_ERR_STATE);
+end:
+	fix_teardown(&f);
+	TT_END;
+}
+
+/* Migration 9 keeps v8's capture/cancel rows as their first attempt. */
+static int
+test_schema_v9_txnop_attempts(void)
+{
+	static const char v8_table[] =
+	    "DROP TABLE txn_operations;"
+	    "CREATE TABLE txn_operations ("
+	    " txn_id TEXT NOT NULL REFERENCES transactions (id),"
+	    " op TEXT NOT NULL CHECK (op IN ('capture', 'cancel')),"
+	    " idempotency_key TEXT NOT NULL, request_key TEXT,"
+	    " status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),"
+	    " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+	    " reconcile_attempts INTEGER NOT NULL DEFAULT 0,"
+	    " reconcile_next_at INTEGER NOT NULL DEFAULT 0,"
+	    " manual_review INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (txn_id, op));"
+	    "CREATE INDEX txn_operations_pending ON txn_operations (reconcile_next_at)"
+	    " WHERE status = 'pending' AND manual_review = 0;"
+	    "INSERT INTO txn_operations (txn_id, op, idempotency_key, request_key, status,"
+	    " created_at, updated_at) VALUES ('txn_auth', 'cancel', 'txn_auth-cancel', 'rk',"
+	    " 'failed', 1, 2);"
+	    "PRAGMA user_version = 8;";
+	struct fix f;
+	struct store_txn_row row;
+	struct store_txnop t;
+	memset(&f, 0, sizeof(f));
+	TT_BEGIN;
+	CHECK_EQ_INT(fix_setup(&f, 16), 0);
+	fill_row(&row, "txn_auth", "authorized");
+	CHECK_EQ_INT(create_sync(&f, &row, NULL, NULL, NULL, 0), 0);
+	fix_close_store(&f);
+	CHECK_EQ_INT(sql_exec(f.path, v8_table, NULL, 0), SQLITE_OK);
+	CHECK_EQ_INT(fix_open_store(&f, 16, 0), 0);
+	CHECK_EQ_INT(sql_int(f.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+	CHECK_EQ_INT(sql_int(f.path, "SELECT attempt FROM txn_operations WHERE op = 'cancel'"
+	                     " AND status = 'failed' AND idempotency_key = 'txn_auth-cancel'"),
+	             1);
+	CHECK_EQ_INT(index_count(f.path, "'txn_operations_pending', 'txn_operations_live'"), 2);
+	memset(&t, 0, sizeof(t));
+	CHECK_EQ_INT(txnop_sync_as(&f, "rk2", "txn_auth", "cancel", 0, 0, &t), 0);
+	CHECK_STR(t.idempotency_key, "pk-2");
+end:
+	fix_teardown(&f);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
 	{ "methods", test_methods },
 	{ "custom_job", test_custom_job },
 	{ "reconcile_and_refunds", test_reconcile_and_refunds },
 	{ "txnops_ahead", test_txnops_ahead },
+	{ "txnops_after_refusal", test_txnops_after_refusal },
 	{ "schema", test_schema },
 	{ "schema_v7_upgrade", test_schema_v7_upgrade },
+	{ "schema_v9_txnop_attempts", test_schema_v9_txnop_attempts },
 	{ "statement_cache", test_statement_cache },
 	{ "status_moves", test_status_moves },
 	{ "roundtrip", test_roundtrip },

@@ -180,6 +180,9 @@ event_body(const struct sbx_charge *c, const char *evt_id, long long t,
 	    !cJSON_AddStringToObject(obj, "id", c->id) ||
 	    !cJSON_AddStringToObject(obj, "reference", c->reference) ||
 	    !cJSON_AddStringToObject(obj, "status", c->status) ||
+	    /* As the charge answer says it: an authorization is not captured. */
+	    !cJSON_AddBoolToObject(obj, "captured",
+	                           c->capture && strcmp(c->status, "succeeded") == 0) ||
 	    !cJSON_AddNumberToObject(obj, "amount", (double)c->amount) ||
 	    !cJSON_AddStringToObject(obj, "currency", c->currency) ||
 	    (*out = cJSON_PrintUnformatted(o)) == NULL)
