@@ -1196,7 +1196,7 @@ static const char *
 default_config(int argc, char **argv)
 {
 	const char *env = getenv("FLAIRGW_CONFIG");
-	for (int i = 1; i < argc && strncmp(argv[i], "--", 2) == 0; i++)
+	for (int i = 1; i < argc; i++) /* argv[1..argc): the options only */
 		if (strcmp(argv[i], "--config") == 0 || strncmp(argv[i], "--config=", 9) == 0)
 			return NULL;
 	if (env != NULL && env[0] != '\0')
