@@ -363,6 +363,24 @@ def test_error_codes():
     harness.assert_error(call("GET", "/v1/reservations?limit=0", tok), 400, "VALIDATION_ERROR")
 
 
+def test_hold_guests_and_clock_offset_must_be_integer_tokens():
+    """numberOfGuests 2.0 / 2e0 and offsetMs 1.0 are refused, not rounded."""
+    tok = keys().rs256(customer())
+    before = slot_taken("slot_main")
+    for guests in ("2.0", "2e0", "1.9999999999999999"):
+        raw = json.dumps(hold_body()).replace('"numberOfGuests": 2', f'"numberOfGuests": {guests}')
+        resp = call("POST", "/v1/reservations/hold", tok, raw.encode(), f"h-{uuid.uuid4()}")
+        harness.assert_error(resp, 400, "VALIDATION_ERROR")
+        assert "numberOfGuests" in resp.get("message"), resp
+    raw = json.dumps(hold_body()).replace('"guestName"', '"guestName": "x", "guestName"')
+    resp = call("POST", "/v1/reservations/hold", tok, raw.encode(), f"h-{uuid.uuid4()}")
+    harness.assert_error(resp, 400, "VALIDATION_ERROR")
+    assert "duplicate object key" in resp.get("message"), resp
+    assert slot_taken("slot_main") == before
+    harness.assert_error(gw().http("POST", "/v1/admin/clock", b'{"offsetMs": 1.0}'), 400,
+                         "VALIDATION_ERROR")
+
+
 def test_api_key_client_with_customer_header():
     cust = customer()
     resp = gw().http("POST", "/v1/reservations/hold", hold_body(),
