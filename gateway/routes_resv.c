@@ -658,6 +658,23 @@ convert_begun(void *arg, int rc)
 	pipeline_start(t, on_pay_done, c);
 }
 
+/* A number under v that was not written as an integer token, or NULL.
+ * build_request prints the request and parses it again, and printing
+ * writes 12.0 as 12: the token form must be checked before that. The
+ * depth is bounded by the parser's. */
+static const cJSON *
+non_integer_number(const cJSON *v)
+{
+	const cJSON *c, *bad;
+	int64_t x;
+	if (cJSON_IsNumber(v))
+		return fgw_json_int(v, INT64_MIN, INT64_MAX, &x) == 0 ? NULL : v;
+	for (c = v->child; c != NULL; c = c->next)
+		if ((bad = non_integer_number(c)) != NULL)
+			return bad;
+	return NULL;
+}
+
 /* The payment request the pipeline parses: the customer's payment fields
  * as sent (card / encryptedCard / paymentMethodId) plus what the hold
  * fixes (amount, currency, guest). The text is wiped after parsing.
@@ -678,7 +695,21 @@ build_request(const cJSON *root, const struct resv_row *r, struct txn_request **
 	cJSON_AddNumberToObject(o, "amount", (double)r->total_price);
 	cJSON_AddStringToObject(o, "currency", r->currency);
 	for (size_t i = 0; i < 3; i++) {
-		const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, pay_fields[i]);
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, pay_fields[i]), *bad;
+		if (v != NULL && (bad = non_integer_number(v)) != NULL) {
+			/* a member name is echoed only when it is a plain word:
+			 * a client could send card data as a name */
+			const char *name = bad->string != NULL ? bad->string : "";
+			size_t n = strlen(name);
+			int plain = n > 0 && n <= 40 && strspn(name,
+			    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") == n;
+			snprintf(perr->field, sizeof(perr->field), "%s%s%s", pay_fields[i],
+			         bad != v ? "." : "", bad == v ? "" : plain ? name : "(unnamed)");
+			snprintf(perr->message, sizeof(perr->message),
+			         "must be an integer (no fraction or exponent)");
+			rc = FGW_ERR_INVALID;
+			goto out;
+		}
 		if (v != NULL)
 			cJSON_AddItemToObject(o, pay_fields[i], cJSON_Duplicate(v, 1));
 	}
