@@ -57,6 +57,7 @@
 #include <sodium.h>
 
 #include "core/err.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "crypto/box.h"
@@ -954,6 +955,7 @@ disk_generation(const char *path, uint64_t *gen)
 	size_t len = 0;
 	cJSON *root = NULL;
 	const cJSON *g;
+	int64_t whole;
 	int r;
 
 	*gen = 0;
@@ -963,13 +965,12 @@ disk_generation(const char *path, uint64_t *gen)
 	if (r != FGW_OK)
 		return r;
 	r = FGW_ERR_INVALID;
-	if ((root = cJSON_ParseWithLength(text, len)) == NULL)
+	if ((root = fgw_json_parse_strict(text, len)) == NULL)
 		goto out;
 	g = cJSON_GetObjectItemCaseSensitive(root, "generation");
-	if (!cJSON_IsNumber(g) || g->valuedouble < 0 ||
-	    g->valuedouble > (double)MAX_JSON_MS)
+	if (fgw_json_int(g, 0, MAX_JSON_MS, &whole) != 0)
 		goto out;
-	*gen = (uint64_t)g->valuedouble;
+	*gen = (uint64_t)whole;
 	r = FGW_OK;
 out:
 	cJSON_Delete(root);
@@ -1048,12 +1049,7 @@ p_ms(const cJSON *o, const char *name, int64_t *out)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
 
-	if (!cJSON_IsNumber(v) || v->valuedouble < 0 ||
-	    v->valuedouble > (double)MAX_JSON_MS ||
-	    v->valuedouble != (double)(int64_t)v->valuedouble)
-		return FGW_ERR_INVALID;
-	*out = (int64_t)v->valuedouble;
-	return FGW_OK;
+	return fgw_json_int(v, 0, MAX_JSON_MS, out);
 }
 
 static int
@@ -1181,7 +1177,7 @@ ring_parse(const char *text, size_t len, struct ring_state *st)
 	int64_t v;
 	int r = FGW_ERR_INVALID;
 
-	if ((root = cJSON_ParseWithLength(text, len)) == NULL ||
+	if ((root = fgw_json_parse_strict(text, len)) == NULL ||
 	    !cJSON_IsObject(root))
 		goto out;
 	if ((fmt = p_str(root, "format")) == NULL ||
@@ -1214,7 +1210,7 @@ static int
 ring_stored_mac(const char *text, size_t len,
                 unsigned char mac[crypto_generichash_BYTES])
 {
-	cJSON *root = cJSON_ParseWithLength(text, len);
+	cJSON *root = fgw_json_parse_strict(text, len);
 	int r = FGW_ERR_INVALID;
 
 	if (root != NULL)

@@ -234,6 +234,7 @@ begin_post(struct reactor *rx, struct evhttp_request *req, const char *path, int
            struct auth_ctx *who, cJSON **root)
 {
 	struct rctx *c;
+	struct fgw_json_error jerr;
 	const char *body, *key;
 	char scope[64], hash[65];
 	size_t len;
@@ -252,9 +253,12 @@ begin_post(struct reactor *rx, struct evhttp_request *req, const char *path, int
 	if (key != NULL)
 		fgw_strlcpy(c->key, key, sizeof(c->key));
 	fgw_strlcpy(c->hash, hash, sizeof(c->hash));
-	*root = fgw_json_parse_strict(body, len);
+	*root = fgw_json_parse(body, len, &jerr);
 	if (!cJSON_IsObject(*root)) {
-		rctx_error(c, 400, "VALIDATION_ERROR", "body must be a JSON object");
+		char msg[96] = "body must be a JSON object";
+		if (*root == NULL)
+			fgw_json_error_str(&jerr, msg, sizeof(msg));
+		rctx_error(c, 400, "VALIDATION_ERROR", msg);
 		cJSON_Delete(*root);
 		*root = NULL;
 		return NULL;
@@ -450,7 +454,7 @@ h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
 	cJSON *root = NULL;
 	const cJSON *g;
 	char msg[160], details[160];
-	int64_t now;
+	int64_t now, guests;
 	int r;
 
 	if ((c = begin_post(rx, req, path, 1, &who, &root)) == NULL)
@@ -467,12 +471,11 @@ h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
 		rctx_error(c, 400, "VALIDATION_ERROR", msg);
 		goto out;
 	}
-	if (!cJSON_IsNumber(g) || g->valuedouble < 1 || g->valuedouble > 1000 ||
-	    g->valuedouble != (double)(int)g->valuedouble) {
+	if (fgw_json_int(g, 1, 1000, &guests) != 0) {
 		rctx_error(c, 400, "VALIDATION_ERROR", "numberOfGuests must be an integer from 1 to 1000");
 		goto out;
 	}
-	c->row.guests = (int)g->valuedouble;
+	c->row.guests = (int)guests;
 	{
 		const char *at = strchr(c->row.guest_email, '@');
 		if (at == NULL || at == c->row.guest_email || strchr(at, '.') == NULL ||
@@ -655,6 +658,23 @@ convert_begun(void *arg, int rc)
 	pipeline_start(t, on_pay_done, c);
 }
 
+/* A number under v that was not written as an integer token, or NULL.
+ * build_request prints the request and parses it again, and printing
+ * writes 12.0 as 12: the token form must be checked before that. The
+ * depth is bounded by the parser's. */
+static const cJSON *
+non_integer_number(const cJSON *v)
+{
+	const cJSON *c, *bad;
+	int64_t x;
+	if (cJSON_IsNumber(v))
+		return fgw_json_int(v, INT64_MIN, INT64_MAX, &x) == 0 ? NULL : v;
+	for (c = v->child; c != NULL; c = c->next)
+		if ((bad = non_integer_number(c)) != NULL)
+			return bad;
+	return NULL;
+}
+
 /* The payment request the pipeline parses: the customer's payment fields
  * as sent (card / encryptedCard / paymentMethodId) plus what the hold
  * fixes (amount, currency, guest). The text is wiped after parsing.
@@ -675,7 +695,21 @@ build_request(const cJSON *root, const struct resv_row *r, struct txn_request **
 	cJSON_AddNumberToObject(o, "amount", (double)r->total_price);
 	cJSON_AddStringToObject(o, "currency", r->currency);
 	for (size_t i = 0; i < 3; i++) {
-		const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, pay_fields[i]);
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, pay_fields[i]), *bad;
+		if (v != NULL && (bad = non_integer_number(v)) != NULL) {
+			/* a member name is echoed only when it is a plain word:
+			 * a client could send card data as a name */
+			const char *name = bad->string != NULL ? bad->string : "";
+			size_t n = strlen(name);
+			int plain = n > 0 && n <= 40 && strspn(name,
+			    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") == n;
+			snprintf(perr->field, sizeof(perr->field), "%s%s%s", pay_fields[i],
+			         bad != v ? "." : "", bad == v ? "" : plain ? name : "(unnamed)");
+			snprintf(perr->message, sizeof(perr->message),
+			         "must be an integer (no fraction or exponent)");
+			rc = FGW_ERR_INVALID;
+			goto out;
+		}
 		if (v != NULL)
 			cJSON_AddItemToObject(o, pay_fields[i], cJSON_Duplicate(v, 1));
 	}
@@ -1177,14 +1211,12 @@ h_admin_clock(struct reactor *rx, struct evhttp_request *req, const char *path)
 		return;
 	root = fgw_json_parse_strict(body, len);
 	v = cJSON_GetObjectItemCaseSensitive(root, "offsetMs");
-	if (!cJSON_IsObject(root) || cJSON_GetArraySize(root) != 1 || !cJSON_IsNumber(v) ||
-	    v->valuedouble < -31536000000.0 || v->valuedouble > 31536000000.0 ||
-	    v->valuedouble != (double)(int64_t)v->valuedouble) {
+	if (!cJSON_IsObject(root) || cJSON_GetArraySize(root) != 1 ||
+	    fgw_json_int(v, -31536000000LL, 31536000000LL, &off) != 0) {
 		http_send_error(rx, req, 400, "VALIDATION_ERROR",
 		                "body must be {\"offsetMs\": integer within one year}");
 		goto out;
 	}
-	off = (int64_t)v->valuedouble;
 	fgw_clock_set_offset_ms(off);
 	snprintf(details, sizeof(details), "{\"offsetMs\":%lld}", (long long)off);
 	audit = (struct store_audit){ who.client_id, who.source, "clock.set", "clock", "success",

@@ -476,34 +476,37 @@ begin_refund(struct op_ctx *c)
 		not_submitted(c, r);
 }
 
-/* Parses {"amount": N} (refund) or {} (capture, cancel). */
+/* Parses {"amount": N} (refund) or {} (capture, cancel); why gets the
+ * reason for a 400. */
 static int
-parse_body(const char *body, size_t len, enum proc_op op, int64_t *amount, const char **why)
+parse_body(const char *body, size_t len, enum proc_op op, int64_t *amount, char *why,
+           size_t whycap)
 {
-	cJSON *o = fgw_json_parse_strict(body, len), *it;
+	struct fgw_json_error jerr;
+	cJSON *o = fgw_json_parse(body, len, &jerr), *it;
 	int r = FGW_ERR_INVALID;
 
 	*amount = 0;
+	if (o == NULL) {
+		fgw_json_error_str(&jerr, why, whycap);
+		goto out;
+	}
 	if (!cJSON_IsObject(o)) {
-		*why = "body must be a JSON object";
+		fgw_strlcpy(why, "body must be a JSON object", whycap);
 		goto out;
 	}
 	cJSON_ArrayForEach(it, o) {
 		if (op != PROC_OP_REFUND || strcmp(it->string, "amount") != 0) {
-			*why = op == PROC_OP_REFUND ? "only \"amount\" is allowed"
-			                            : "the body must be {}";
+			fgw_strlcpy(why, op == PROC_OP_REFUND ? "only \"amount\" is allowed"
+			                                      : "the body must be {}", whycap);
 			goto out;
 		}
 	}
 	it = cJSON_GetObjectItemCaseSensitive(o, "amount");
-	if (it != NULL) {
-		if (!cJSON_IsNumber(it) || it->valuedouble < 1 ||
-		    it->valuedouble > 9007199254740991.0 ||
-		    it->valuedouble != (double)(int64_t)it->valuedouble) {
-			*why = "amount must be a positive whole number of minor units";
-			goto out;
-		}
-		*amount = (int64_t)it->valuedouble;
+	if (it != NULL && fgw_json_int(it, 1, 9007199254740991LL, amount) != 0) {
+		fgw_strlcpy(why, "amount must be a positive integer of minor units "
+		            "(no fraction or exponent)", whycap);
+		goto out;
 	}
 	r = FGW_OK;
 out:
@@ -535,8 +538,8 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 	const struct proc_type *pt;
 	struct auth_ctx who;
 	struct op_ctx *c = NULL;
-	const char *body, *key, *why = "invalid body";
-	char id[40];
+	const char *body, *key;
+	char id[40], why[96];
 	size_t len;
 	int r;
 
@@ -575,7 +578,7 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		}
 		fgw_strlcpy(c->key, key, sizeof(c->key));
 	}
-	if (parse_body(body, len, op, &c->amount, &why) != 0) {
+	if (parse_body(body, len, op, &c->amount, why, sizeof(why)) != 0) {
 		reply_error(c, 400, "VALIDATION_ERROR", why);
 		return;
 	}

@@ -398,6 +398,7 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	struct wh_ctx *ctx = NULL;
 	cJSON *ev = NULL;
+	struct fgw_json_error jerr;
 	const cJSON *id, *type, *data, *obj;
 	char processor[32], source[64], seen[24], *body;
 	size_t n_secrets = 0, len;
@@ -450,7 +451,12 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 		return;
 	}
 
-	ev = fgw_json_parse_strict(body, len);
+	if ((ev = fgw_json_parse(body, len, &jerr)) == NULL) {
+		char msg[96];
+		fgw_json_error_str(&jerr, msg, sizeof(msg));
+		refuse(rx, req, processor, source, 400, "INVALID_EVENT", msg);
+		goto out;
+	}
 	id = cJSON_GetObjectItemCaseSensitive(ev, "id");
 	type = cJSON_GetObjectItemCaseSensitive(ev, "type");
 	data = cJSON_GetObjectItemCaseSensitive(ev, "data");

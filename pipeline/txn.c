@@ -12,7 +12,6 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,12 +77,11 @@ get_int(const cJSON *obj, const char *name, const char *path, int64_t min,
 			return perr(err, path, "is required");
 		return FGW_OK;
 	}
-	if (!cJSON_IsNumber(it))
-		return perr(err, path, "must be an integer");
-	double d = it->valuedouble;
-	if (!isfinite(d) || d != floor(d) || d < (double)min || d > (double)max)
+	/* 1.0, 1e3 and 0.99999999999999999 are refused, not rounded */
+	if (fgw_json_int(it, INT64_MIN, INT64_MAX, out) != 0)
+		return perr(err, path, "must be an integer (no fraction or exponent)");
+	if (fgw_json_int(it, min, max, out) != 0)
 		return perr(err, path, "is not an integer in the allowed range");
-	*out = (int64_t)d;
 	return FGW_OK;
 }
 
@@ -317,14 +315,17 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
 	cJSON *root = NULL, *card = NULL, *enc = NULL, *cap;
 	const cJSON *save;
 	struct txn_request *rq = NULL;
+	struct fgw_json_error jerr;
 	int r;
 
 	memset(err, 0, sizeof(*err));
 	if ((rq = calloc(1, sizeof(*rq))) == NULL)
 		return FGW_ERR_NOMEM;
-	root = fgw_json_parse_strict(body, len);
+	root = fgw_json_parse(body, len, &jerr);
 	if (root == NULL) {
-		r = perr(err, "body", "is not valid UTF-8 JSON");
+		char msg[sizeof(err->message)];
+		fgw_json_error_str(&jerr, msg, sizeof(msg));
+		r = perr(err, "body", msg);
 		goto out;
 	}
 	if (!cJSON_IsObject(root)) {
@@ -404,14 +405,21 @@ txn_method_body_parse(const char *body, size_t len, struct txn_request **out,
 		                                  "nickname", NULL };
 	cJSON *root = NULL, *card = NULL, *enc = NULL;
 	struct txn_request *rq = NULL;
+	struct fgw_json_error jerr;
 	int r;
 
 	memset(err, 0, sizeof(*err));
 	nickname[0] = '\0';
 	if ((rq = calloc(1, sizeof(*rq))) == NULL)
 		return FGW_ERR_NOMEM;
-	if ((root = fgw_json_parse_strict(body, len)) == NULL || !cJSON_IsObject(root)) {
-		r = perr(err, "body", "must be a JSON object in valid UTF-8");
+	if ((root = fgw_json_parse(body, len, &jerr)) == NULL) {
+		char msg[sizeof(err->message)];
+		fgw_json_error_str(&jerr, msg, sizeof(msg));
+		r = perr(err, "body", msg);
+		goto out;
+	}
+	if (!cJSON_IsObject(root)) {
+		r = perr(err, "body", "must be a JSON object");
 		goto out;
 	}
 	card = cJSON_GetObjectItemCaseSensitive(root, "card");

@@ -190,6 +190,7 @@ parse_ok_body(const char *body, size_t len, struct proc_result *out)
 	cJSON *root = fgw_json_parse_strict(body, len);
 	const char *id, *status;
 	const cJSON *amount, *captured, *refunded;
+	int64_t whole;
 	int r = FGW_OK;
 
 	if (!cJSON_IsObject(root))
@@ -198,7 +199,8 @@ parse_ok_body(const char *body, size_t len, struct proc_result *out)
 	status = proc_json_str(root, "status");
 	amount = cJSON_GetObjectItemCaseSensitive(root, "amount");
 	if (!proc_id_ok(id, sizeof(out->reference)) || status == NULL ||
-	    !cJSON_IsNumber(amount) || proc_json_str(root, "currency") == NULL ||
+	    fgw_json_int(amount, 0, SBX_MAX_AMOUNT, &whole) != 0 ||
+	    proc_json_str(root, "currency") == NULL ||
 	    proc_json_str(root, "reference") == NULL)
 		goto unknown;
 	fgw_strlcpy(out->reference, id, sizeof(out->reference));
@@ -208,9 +210,12 @@ parse_ok_body(const char *body, size_t len, struct proc_result *out)
 		fgw_strlcpy(out->txn_ref, "?", sizeof(out->txn_ref));
 
 	refunded = cJSON_GetObjectItemCaseSensitive(root, "amountRefunded");
-	if (cJSON_IsNumber(refunded) && refunded->valuedouble >= 0 &&
-	    refunded->valuedouble <= (double)SBX_MAX_AMOUNT)
-		out->amount_refunded = (int64_t)refunded->valuedouble;
+	if (refunded != NULL) {
+		/* an amount that is not a whole number of minor units is not ours */
+		if (fgw_json_int(refunded, 0, SBX_MAX_AMOUNT, &whole) != 0)
+			goto unknown;
+		out->amount_refunded = whole;
+	}
 	captured = cJSON_GetObjectItemCaseSensitive(root, "captured");
 	if (strcmp(status, "succeeded") == 0 && cJSON_IsFalse(captured)) {
 		proc_set_result(out, PROC_AUTHORIZED, "", MSG_AUTHORIZED);

@@ -554,8 +554,10 @@ stripe_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status
 			proc_set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
 	} else if (op == PROC_OP_REFUND) {
 		const cJSON *amt = cJSON_GetObjectItemCaseSensitive(root, "amount");
+		int64_t whole;
 		st = proc_json_str(root, "status");
-		if (obj == NULL || strcmp(obj, "refund") != 0 || st == NULL || !cJSON_IsNumber(amt))
+		if (obj == NULL || strcmp(obj, "refund") != 0 || st == NULL ||
+		    fgw_json_int(amt, 1, STRIPE_MAX_AMOUNT, &whole) != 0)
 			proc_set_result(out, PROC_UNKNOWN, C_FAILED, "The refund outcome is not known yet.");
 		else if (strcmp(st, "succeeded") == 0)
 			proc_set_result(out, PROC_SUCCEEDED, "", "The refund succeeded.");

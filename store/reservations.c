@@ -16,6 +16,7 @@
 #include <cjson/cJSON.h>
 
 #include "core/err.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "store/reservations.h"
@@ -636,11 +637,7 @@ json_int(const cJSON *o, const char *name, int64_t lo, int64_t hi, int64_t def,
 		*out = def;
 		return 0;
 	}
-	if (!cJSON_IsNumber(v) || v->valuedouble < (double)lo || v->valuedouble > (double)hi ||
-	    v->valuedouble != (double)(int64_t)v->valuedouble)
-		return FGW_ERR_INVALID;
-	*out = (int64_t)v->valuedouble;
-	return 0;
+	return fgw_json_int(v, lo, hi, out);
 }
 
 static int
@@ -678,11 +675,16 @@ int
 resv_load_catalogue(struct store *st, const char *json, size_t len, char *err,
                     size_t errlen)
 {
-	cJSON *root = cJSON_ParseWithLength(json, len);
+	struct fgw_json_error jerr;
+	cJSON *root = fgw_json_parse(json, len, &jerr);
 	const cJSON *arr, *it;
 	int r = FGW_ERR_INVALID, i = 0;
 	int64_t v[6];
 
+	if (root == NULL) {
+		fgw_json_error_str(&jerr, err, errlen);
+		goto out;
+	}
 	if (!cJSON_IsObject(root)) {
 		snprintf(err, errlen, "not a JSON object");
 		goto out;

@@ -142,15 +142,14 @@ ctl_rules_test(const struct fgw_config *cfg, int argc, char **argv)
 	}
 	root = fgw_json_parse_strict(text, len);
 	amount = cJSON_GetObjectItemCaseSensitive(root, "amount");
-	if (!cJSON_IsObject(root) || !cJSON_IsNumber(amount) || amount->valuedouble < 0 ||
-	    amount->valuedouble > 9007199254740991.0) {
+	memset(&in, 0, sizeof(in));
+	if (!cJSON_IsObject(root) ||
+	    fgw_json_int(amount, 0, 9007199254740991LL, &in.amount) != 0) {
 		fprintf(stderr, "flairctl: %s: not a transaction body (a JSON object with a whole "
 		                "\"amount\" in minor units)\n", argv[1]);
 		rc = FGW_ERR_INVALID;
 		goto out;
 	}
-	memset(&in, 0, sizeof(in));
-	in.amount = (int64_t)amount->valuedouble;
 	in.currency = str_at(root, "currency", NULL);
 	if ((pan = str_at(root, "card", "number")) != NULL && strlen(pan) >= 6) {
 		/* BIN, brand and a local stand-in for the fingerprint (the

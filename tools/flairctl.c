@@ -27,6 +27,7 @@
 #include <sodium.h>
 
 #include "core/err.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/util.h"
 #include <cjson/cJSON.h>
@@ -203,7 +204,8 @@ cmd_keys_status(struct ctl *c, int argc, char **argv)
 	if ((r = open_keyring(c)) != 0 || (r = keyring_status_json(c->kr, &json)) != 0)
 		goto out;
 	r = FGW_ERR_NOMEM;
-	if ((root = cJSON_Parse(json)) == NULL || (counts = cJSON_CreateObject()) == NULL)
+	if ((root = fgw_json_parse_strict(json, strlen(json))) == NULL ||
+	    (counts = cJSON_CreateObject()) == NULL)
 		goto out;
 	if (access(c->cfg.database, R_OK) == 0) {
 		if ((r = open_store(c)) != 0 || (r = store_vault_key_counts(c->reader, add_count, counts)) != 0)
@@ -615,8 +617,10 @@ print_row(void *arg, const struct store_audit_view *v)
 		snprintf(amount, sizeof(amount), "%" PRId64, v->amount);
 	q->rows++;
 	if (q->fmt == FMT_JSONL) {
-		cJSON *o = cJSON_CreateObject(), *d = cJSON_Parse(v->details);
+		cJSON *o = cJSON_CreateObject(), *d = NULL;
 		char *text;
+		if (v->details != NULL)
+			d = fgw_json_parse_strict(v->details, strlen(v->details));
 		if (o == NULL) {
 			cJSON_Delete(d);
 			return FGW_ERR_NOMEM;

@@ -128,6 +128,53 @@ INVALID_RAW = {
 define("invalid", INVALID_RAW, lambda data: invalid(post_raw(data)))
 
 
+# --- strict JSON (RFC 8259) -----------------------------------------------
+# Each case edits the bytes of a valid body: (old, new, what the message must
+# hold). A parse failure names its byte offset: where `new` starts plus mark.
+
+def edited(old, new):
+    raw = json.dumps(harness.txn_body()).encode()
+    assert raw.count(old) == 1, old
+    return raw.replace(old, new), raw.index(old)
+
+
+def strict(old, new, expect):
+    def test():
+        data, at = edited(old, new)
+        resp = rejected(400, "VALIDATION_ERROR", post_raw(data))
+        message = resp.get("message")
+        want = f"at byte {at + expect}" if isinstance(expect, int) else expect
+        assert want in message, (want, resp)
+        assert b"4242" not in resp.raw, resp
+    return test
+
+
+NUMBER = b'"number": "4242424242424242"'
+STRICT_JSON = {
+    "amount_leading_zero": (b'"amount": 15000', b'"amount": -01', len('"amount": -0')),
+    "amount_dot_no_digit": (b'"amount": 15000', b'"amount": 2.', len('"amount": 2.')),
+    "amount_dot_exponent": (b'"amount": 15000', b'"amount": 0.e1', len('"amount": 0.')),
+    "amount_plus": (b'"amount": 15000', b'"amount": +1', len('"amount": ')),
+    "reservation_id_bad_escape": (b'"reservationId": "', b'"reservationId": "\\uqqqq',
+                                  len('"reservationId": "')),
+    "reservation_id_lone_surrogate": (b'"reservationId": "', b'"reservationId": "\\ud800',
+                                      len('"reservationId": "')),
+    "raw_newline_in_string": (b'"integration test"', b'"integration\ntest"', len('"integration')),
+    "raw_tab_in_string": (b'"integration test"', b'"integration\ttest"', len('"integration')),
+    "card_number_escaped_nul": (NUMBER, NUMBER[:-1] + b'\\u0000junk"', len(NUMBER) - 1),
+    "escaped_nul_in_key": (b'"suite"', b'"sui\\u0000te"', len('"sui')),
+    "duplicate_amount": (b'"amount": 15000', b'"amount": 1, "amount": 15000', len('"amount": 1, ')),
+    "amount_nearly_one": (b'"amount": 15000', b'"amount": 0.99999999999999999', "amount"),
+    "amount_exponent": (b'"amount": 15000', b'"amount": 1e3', "amount"),
+    "amount_one_point_zero": (b'"amount": 15000', b'"amount": 1.0', "amount"),
+    "amount_fraction_of_valid": (b'"amount": 15000', b'"amount": 15000.0', "amount"),
+    "amount_beyond_2_53": (b'"amount": 15000', b'"amount": 9007199254740993', "amount"),
+    "exp_month_fraction": (b'"expMonth": 12', b'"expMonth": 12.0', "card.expMonth"),
+    "exp_year_exponent": (b'"expYear": 2030', b'"expYear": 2.03e3', "card.expYear"),
+}
+define("strict_json", STRICT_JSON, strict)
+
+
 # --- encryptedCard --------------------------------------------------------
 
 def with_encrypted(key_id=None, data=None, keep_card=False):

@@ -208,3 +208,21 @@ def test_a_refused_cancel_or_capture_does_not_block_the_next_attempt():
     harness.assert_status(gw().txn_op(txn, "capture", idem="cap-after-refusals"), "succeeded")
     harness.assert_error(gw().txn_op(txn, "cancel", idem="cn-after-capture"), 409,
                          "INVALID_TRANSACTION_STATE")
+
+
+def test_refund_amount_must_be_an_integer_token():
+    """1.0, 1e3 and 0.99999999999999999 are not integers: 400, nothing refunded."""
+    txn, _ = paid(5000)
+    for raw in (b'{"amount": 1.0}', b'{"amount": 1e3}', b'{"amount": 0.99999999999999999}',
+                b'{"amount": 1000.0}'):
+        resp = gw().http("POST", f"/v1/transactions/{txn}/refund", raw,
+                         {"Idempotency-Key": f"rf-int-{raw.hex()}"})
+        harness.assert_error(resp, 400, "VALIDATION_ERROR")
+        assert "amount" in resp.get("message"), resp
+    bad = gw().http("POST", f"/v1/transactions/{txn}/refund", b'{"amount": 01}',
+                    {"Idempotency-Key": "rf-int-lz"})
+    harness.assert_error(bad, 400, "VALIDATION_ERROR")
+    assert "at byte 12" in bad.get("message"), bad
+    assert gw().query("SELECT count(*) AS n FROM refunds WHERE txn_id = ?", txn)[0]["n"] == 0
+    assert charge_of(txn)["refunded"] == 0
+    assert gw().txn_row(txn)["status"] == "succeeded"

@@ -363,6 +363,41 @@ def test_error_codes():
     harness.assert_error(call("GET", "/v1/reservations?limit=0", tok), 400, "VALIDATION_ERROR")
 
 
+def test_hold_guests_and_clock_offset_must_be_integer_tokens():
+    """numberOfGuests 2.0 / 2e0 and offsetMs 1.0 are refused, not rounded."""
+    tok = keys().rs256(customer())
+    before = slot_taken("slot_main")
+    for guests in ("2.0", "2e0", "1.9999999999999999"):
+        raw = json.dumps(hold_body()).replace('"numberOfGuests": 2', f'"numberOfGuests": {guests}')
+        resp = call("POST", "/v1/reservations/hold", tok, raw.encode(), f"h-{uuid.uuid4()}")
+        harness.assert_error(resp, 400, "VALIDATION_ERROR")
+        assert "numberOfGuests" in resp.get("message"), resp
+    raw = json.dumps(hold_body()).replace('"guestName"', '"guestName": "x", "guestName"')
+    resp = call("POST", "/v1/reservations/hold", tok, raw.encode(), f"h-{uuid.uuid4()}")
+    harness.assert_error(resp, 400, "VALIDATION_ERROR")
+    assert "duplicate object key" in resp.get("message"), resp
+    assert slot_taken("slot_main") == before
+    harness.assert_error(gw().http("POST", "/v1/admin/clock", b'{"offsetMs": 1.0}'), 400,
+                         "VALIDATION_ERROR")
+
+
+def test_convert_card_numbers_must_be_integer_tokens():
+    """The convert body is re-printed for the payment parser, which turned
+    expMonth 12.0 into 12: the token form must be checked before that."""
+    tok = keys().rs256(customer())
+    rid = hold(tok).body["reservation"]["id"]
+    for field, token in (("expMonth", "12.0"), ("expYear", "2.03e3"), ("expMonth", "11.99999999999999999")):
+        body = json.dumps({"holdId": rid, "card": harness.card(), "savePaymentMethod": False})
+        raw = body.replace(f'"{field}": {harness.card()[field]}', f'"{field}": {token}')
+        assert raw != body
+        resp = call("POST", "/v1/reservations/hold/convert", tok, raw.encode(), f"c-{uuid.uuid4()}")
+        harness.assert_error(resp, 400, "VALIDATION_ERROR")
+        assert f"card.{field}" in resp.get("message"), resp
+    assert gw().query("SELECT count(*) AS n FROM transactions WHERE reservation_id = ?", rid)[0]["n"] == 0
+    row = gw().query("SELECT status, txn_id FROM reservations WHERE id = ?", rid)[0]
+    assert row["status"] == "held" and not row["txn_id"], row
+
+
 def test_api_key_client_with_customer_header():
     cust = customer()
     resp = gw().http("POST", "/v1/reservations/hold", hold_body(),

@@ -203,8 +203,301 @@ end:
 	TT_END;
 }
 
+
+/*
+ * RFC 8259 accept/reject table, JSONTestSuite-style: y_ must parse, n_ must
+ * be refused (at byte `at` when at >= 0), i_ are the grammar's
+ * implementation-defined corners and say what this parser does with them.
+ */
+#define J(s) s, sizeof(s) - 1
+static const struct json_case {
+	const char *name;
+	const char *text;
+	size_t len;
+	int ok;
+	long at;
+} json_cases[] = {
+	{ "y_object_empty", J("{}"), 1, -1 },
+	{ "y_array_empty", J("[]"), 1, -1 },
+	{ "y_scalar_zero", J("0"), 1, -1 },
+	{ "y_scalar_minus_zero", J("-0"), 1, -1 },
+	{ "y_int", J("123"), 1, -1 },
+	{ "y_int_negative", J("-123"), 1, -1 },
+	{ "y_fraction", J("1.5"), 1, -1 },
+	{ "y_zero_fraction", J("0.0"), 1, -1 },
+	{ "y_exp", J("1e2"), 1, -1 },
+	{ "y_exp_capital_plus", J("1E+2"), 1, -1 },
+	{ "y_exp_minus", J("-1.5e-10"), 1, -1 },
+	{ "y_zero_exp", J("0e0"), 1, -1 },
+	{ "y_exp_leading_zeros", J("1e007"), 1, -1 },
+	{ "y_true", J("true"), 1, -1 },
+	{ "y_false", J("false"), 1, -1 },
+	{ "y_null", J("null"), 1, -1 },
+	{ "y_string_empty", J("\"\""), 1, -1 },
+	{ "y_string_escapes", J("\"\\\"\\\\\\/\\b\\f\\n\\r\\t\""), 1, -1 },
+	{ "y_string_u_escape", J("\"\\u00e9\\u20AC\""), 1, -1 },
+	{ "y_string_u_escaped_control", J("\"\\u001f\""), 1, -1 },
+	{ "y_string_surrogate_pair", J("\"\\uD83D\\uDE00\""), 1, -1 },
+	{ "y_string_noncharacter", J("\"\\uFFFF\""), 1, -1 },
+	{ "y_string_utf8", J("\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x8e\x89\""), 1, -1 },
+	{ "y_string_utf8_max", J("\"\xf4\x8f\xbf\xbf\""), 1, -1 },
+	{ "y_string_del", J("\"\x7f\""), 1, -1 },
+	{ "y_object", J("{\"a\":[{\"b\":null}],\"c\":\"d\",\"\":1}"), 1, -1 },
+	{ "y_array", J("[1,\"2\",true,false,null,{},[]]"), 1, -1 },
+	{ "y_whitespace", J(" \t\r\n{ \"a\" : [ 1 , 2 ] } \t\r\n"), 1, -1 },
+	{ "y_same_key_in_sibling_objects", J("[{\"a\":1},{\"a\":2}]"), 1, -1 },
+	{ "y_keys_differ_in_case", J("{\"a\":1,\"A\":2}"), 1, -1 },
+	{ "n_number_leading_zero", J("01"), 0, 1 },
+	{ "n_number_minus_leading_zero", J("-01"), 0, 2 },
+	{ "n_number_double_zero", J("00"), 0, 1 },
+	{ "n_number_dot_no_digit", J("2."), 0, 2 },
+	{ "n_number_dot_first", J(".5"), 0, 0 },
+	{ "n_number_dot_then_exp", J("0.e1"), 0, 2 },
+	{ "n_number_plus", J("+1"), 0, 0 },
+	{ "n_number_minus_alone", J("-"), 0, 1 },
+	{ "n_number_minus_minus", J("--1"), 0, 1 },
+	{ "n_number_minus_space", J("- 1"), 0, 1 },
+	{ "n_number_exp_no_digit", J("1e"), 0, 2 },
+	{ "n_number_exp_sign_no_digit", J("1e+"), 0, 3 },
+	{ "n_number_hex", J("0x10"), 0, 1 },
+	{ "n_number_nan", J("NaN"), 0, 0 },
+	{ "n_number_infinity", J("Infinity"), 0, 0 },
+	{ "n_number_minus_infinity", J("-Infinity"), 0, 1 },
+	{ "n_number_in_object_leading_zero", J("{\"amount\":-01}"), 0, 12 },
+	{ "n_number_in_array_dot", J("[2.]"), 0, 3 },
+	{ "n_string_escape_uqqqq", J("\"\\uqqqq\""), 0, 1 },
+	{ "n_string_escape_u_short", J("\"\\u12\""), 0, 1 },
+	{ "n_string_escape_x", J("\"\\x41\""), 0, 1 },
+	{ "n_string_escape_a", J("\"\\a\""), 0, 1 },
+	{ "n_string_escape_quote", J("\"\\'\""), 0, 1 },
+	{ "n_string_escape_upper_u", J("\"\\U0041\""), 0, 1 },
+	{ "n_string_lone_high_surrogate", J("\"\\ud800\""), 0, 1 },
+	{ "n_string_high_surrogate_then_text", J("\"\\ud800x\""), 0, 1 },
+	{ "n_string_lone_low_surrogate", J("\"\\udc00\""), 0, 1 },
+	{ "n_string_high_then_bmp", J("\"\\ud800\\u0041\""), 0, 1 },
+	{ "n_string_two_high_surrogates", J("\"\\ud800\\ud800\""), 0, 1 },
+	{ "n_string_escaped_nul", J("\"a\\u0000b\""), 0, 2 },
+	{ "n_key_escaped_nul", J("{\"a\\u0000\":1}"), 0, 3 },
+	{ "n_string_raw_newline", J("\"a\nb\""), 0, 2 },
+	{ "n_string_raw_tab", J("\"a\tb\""), 0, 2 },
+	{ "n_string_raw_cr", J("\"a\rb\""), 0, 2 },
+	{ "n_string_raw_nul", J("\"a\0b\""), 0, 2 },
+	{ "n_string_unterminated", J("\"abc"), 0, 4 },
+	{ "n_string_backslash_at_end", J("\"abc\\"), 0, 4 },
+	{ "n_string_single_quotes", J("'a'"), 0, 0 },
+	{ "n_utf8_invalid_byte", J("{\"a\":\"\xff\"}"), 0, 6 },
+	{ "n_utf8_lone_continuation", J("\"\x80\""), 0, 1 },
+	{ "n_utf8_overlong", J("\"\xc0\xaf\""), 0, 1 },
+	{ "n_utf8_overlong_3", J("\"\xe0\x80\xaf\""), 0, 1 },
+	{ "n_utf8_surrogate", J("\"\xed\xa0\x80\""), 0, 1 },
+	{ "n_utf8_beyond_10ffff", J("\"\xf4\x90\x80\x80\""), 0, 1 },
+	{ "n_utf8_truncated", J("\"\xe2\x82\""), 0, 1 },
+	{ "n_utf8_truncated_at_end", J("\"\xe2\x82"), 0, 1 },
+	{ "n_utf8_outside_string", J("[\xc3\xa9]"), 0, 1 },
+	{ "n_object_duplicate_key", J("{\"a\":1,\"a\":2}"), 0, 7 },
+	{ "n_object_duplicate_key_escaped", J("{\"ab\":1,\"a\\u0062\":2}"), 0, 8 },
+	{ "n_object_duplicate_key_later", J("{\"a\":1,\"b\":2,\"c\":3,\"b\":4}"), 0, 19 },
+	{ "n_object_trailing_comma", J("{\"a\":1,}"), 0, 7 },
+	{ "n_object_empty_member", J("{,}"), 0, 1 },
+	{ "n_object_key_only", J("{\"a\"}"), 0, 4 },
+	{ "n_object_no_value", J("{\"a\":}"), 0, 5 },
+	{ "n_object_number_key", J("{1:2}"), 0, 1 },
+	{ "n_object_missing_comma", J("{\"a\":1 \"b\":2}"), 0, 7 },
+	{ "n_object_unclosed", J("{\"a\":1"), 0, 6 },
+	{ "n_object_single_quoted_key", J("{'a':1}"), 0, 1 },
+	{ "n_array_trailing_comma", J("[1,]"), 0, 3 },
+	{ "n_array_leading_comma", J("[,1]"), 0, 1 },
+	{ "n_array_missing_comma", J("[1 2]"), 0, 3 },
+	{ "n_array_unclosed", J("[1"), 0, 2 },
+	{ "n_array_close_only", J("]"), 0, 0 },
+	{ "n_literal_truncated", J("tru"), 0, 0 },
+	{ "n_literal_capital", J("True"), 0, 0 },
+	{ "n_literal_trailing_letter", J("nullx"), 0, 4 },
+	{ "n_two_values", J("1 2"), 0, 2 },
+	{ "n_trailing_garbage", J("{\"a\":1} x"), 0, 8 },
+	{ "n_trailing_nul", J("{}\0"), 0, 2 },
+	{ "n_comment", J("/**/{}"), 0, 0 },
+	{ "n_bom", J("\xef\xbb\xbf{}"), 0, 0 },
+	{ "n_whitespace_vertical_tab", J("[\x0b]"), 0, 1 },
+	{ "n_whitespace_formfeed", J("[\f]"), 0, 1 },
+	{ "n_whitespace_nbsp", J("[\xc2\xa0]"), 0, 1 },
+	{ "n_empty", J(""), 0, 0 },
+	{ "n_only_whitespace", J(" \n"), 0, 2 },
+	{ "i_number_huge_exponent", J("1e400"), 0, 0 },
+	{ "i_number_huge_negative", J("-1e400"), 0, 0 },
+	{ "i_number_tiny_is_zero", J("1e-400"), 1, -1 },
+	{ "i_number_big_int", J("123456789012345678901234567890"), 1, -1 },
+};
+#undef J
+
+static int
+test_json_rfc8259(void)
+{
+	cJSON *v = NULL;
+	int bad = 0;
+	TT_BEGIN;
+	for (size_t i = 0; i < sizeof(json_cases) / sizeof(json_cases[0]); i++) {
+		const struct json_case *c = &json_cases[i];
+		struct fgw_json_error e = { 0, NULL };
+		v = fgw_json_parse(c->text, c->len, &e);
+		if ((v != NULL) != c->ok) {
+			fprintf(stderr, "  %s: %s\n", c->name, v ? "accepted" : "refused");
+			bad++;
+		} else if (v == NULL && (e.reason == NULL ||
+		           (c->at >= 0 && e.offset != (size_t)c->at))) {
+			fprintf(stderr, "  %s: refused at byte %zu (%s), expected %ld\n",
+			        c->name, e.offset, e.reason ? e.reason : "no reason", c->at);
+			bad++;
+		}
+		cJSON_Delete(v);
+		v = NULL;
+	}
+	CHECK_EQ_INT(bad, 0);
+end:
+	cJSON_Delete(v);
+	TT_END;
+}
+
+
+/* Nesting: FGW_JSON_MAX_DEPTH levels parse, one more is refused where it
+ * starts; a very deep text is refused without exhausting the stack. */
+static int
+test_json_depth(void)
+{
+	char *deep = NULL;
+	size_t n = 100000;
+	struct fgw_json_error e = { 0, NULL };
+	cJSON *v = NULL;
+	TT_BEGIN;
+	CHECK((deep = malloc(2 * n)) != NULL);
+	memset(deep, '[', n);
+	memset(deep + n, ']', n);
+	v = fgw_json_parse(deep + n - FGW_JSON_MAX_DEPTH, 2 * FGW_JSON_MAX_DEPTH, &e);
+	CHECK(v != NULL);
+	cJSON_Delete(v);
+	v = fgw_json_parse(deep + n - FGW_JSON_MAX_DEPTH - 1, 2 * FGW_JSON_MAX_DEPTH + 2, &e);
+	CHECK(v == NULL);
+	CHECK_EQ_INT(e.offset, FGW_JSON_MAX_DEPTH);
+	v = fgw_json_parse(deep, 2 * n, &e);
+	CHECK(v == NULL);
+	CHECK_EQ_INT(e.offset, FGW_JSON_MAX_DEPTH);
+end:
+	cJSON_Delete(v);
+	free(deep);
+	TT_END;
+}
+
+/* Strings come out decoded, with escapes and pairs turned into UTF-8, and
+ * the error text names the byte. */
+static int
+test_json_values(void)
+{
+	static const char text[] =
+		"{\"s\":\"a\\u00e9\\uD83D\\uDE00\\n\\/\",\"n\":-1.5e2,\"t\":true,"
+		"\"z\":null,\"a\":[1,2,3]}";
+	struct fgw_json_error e = { 0, NULL };
+	char msg[96];
+	cJSON *v = NULL;
+	TT_BEGIN;
+	CHECK((v = fgw_json_parse(text, sizeof(text) - 1, &e)) != NULL);
+	CHECK_STR(cJSON_GetObjectItemCaseSensitive(v, "s")->valuestring,
+	          "a\xc3\xa9\xf0\x9f\x98\x80\n/");
+	CHECK(cJSON_GetObjectItemCaseSensitive(v, "n")->valuedouble == -150.0);
+	CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(v, "t")));
+	CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(v, "z")));
+	CHECK_EQ_INT(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(v, "a")), 3);
+	cJSON_Delete(v);
+	v = NULL;
+	CHECK(fgw_json_parse("{\"a\":-01}", 9, &e) == NULL);
+	fgw_json_error_str(&e, msg, sizeof(msg));
+	CHECK_STR(msg, "invalid JSON at byte 7: leading zero in number");
+	CHECK(fgw_json_parse(NULL, 0, &e) == NULL);
+	CHECK_EQ_INT(e.offset, 0);
+end:
+	cJSON_Delete(v);
+	TT_END;
+}
+
+/* fgw_json_int takes integer tokens only, exactly, within the range. */
+static int
+test_json_int(void)
+{
+	static const struct { const char *text; int64_t min, max; int ok; int64_t want; } cases[] = {
+		{ "1", 1, 100, 1, 1 },
+		{ "0", 0, 0, 1, 0 },
+		{ "-0", 0, 0, 1, 0 },
+		{ "-42", -100, 100, 1, -42 },
+		{ "100", 1, 100, 1, 100 },
+		{ "101", 1, 100, 0, 0 },
+		{ "0", 1, 100, 0, 0 },
+		{ "9007199254740991", 0, INT64_MAX, 1, 9007199254740991LL },
+		{ "-9007199254740991", INT64_MIN, 0, 1, -9007199254740991LL },
+		{ "9007199254740992", 0, INT64_MAX, 0, 0 },
+		{ "9007199254740993", 0, INT64_MAX, 0, 0 },
+		{ "100000000000000000000", 0, INT64_MAX, 0, 0 },
+		{ "1.0", 0, 100, 0, 0 },
+		{ "1e3", 0, 10000, 0, 0 },
+		{ "1E0", 0, 10000, 0, 0 },
+		{ "0.99999999999999999", 0, 100, 0, 0 },
+		{ "1.5", 0, 100, 0, 0 },
+		{ "\"1\"", 0, 100, 0, 0 },
+		{ "true", 0, 100, 0, 0 },
+		{ "null", 0, 100, 0, 0 },
+		{ "[1]", 0, 100, 0, 0 },
+	};
+	cJSON *v = NULL;
+	int64_t got;
+	TT_BEGIN;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int r;
+		CHECK((v = fgw_json_parse(cases[i].text, strlen(cases[i].text), NULL)) != NULL);
+		got = -7;
+		r = fgw_json_int(v, cases[i].min, cases[i].max, &got);
+		if ((r == 0) != cases[i].ok || (r == 0 && got != cases[i].want) ||
+		    (r != 0 && (r != FGW_ERR_INVALID || got != -7)))
+			fprintf(stderr, "  case %s\n", cases[i].text);
+		CHECK((r == 0) == cases[i].ok);
+		if (r == 0)
+			CHECK_EQ_INT(got, cases[i].want);
+		else
+			CHECK(r == FGW_ERR_INVALID && got == -7);
+		cJSON_Delete(v);
+		v = NULL;
+	}
+	/* a number the program built is not an integer token */
+	CHECK((v = cJSON_CreateNumber(5)) != NULL);
+	CHECK_EQ_INT(fgw_json_int(v, 0, 10, &got), FGW_ERR_INVALID);
+	cJSON_Delete(v);
+	v = NULL;
+	/* a parsed integer whose value is later changed is checked again */
+	CHECK((v = fgw_json_parse("5", 1, NULL)) != NULL);
+	cJSON_SetNumberValue(v, 5.5);
+	CHECK_EQ_INT(fgw_json_int(v, 0, 10, &got), FGW_ERR_INVALID);
+	/* the private flag survives cJSON_Duplicate and does not upset print */
+	cJSON_Delete(v);
+	CHECK((v = fgw_json_parse("{\"a\":[7]}", 9, NULL)) != NULL);
+	{
+		cJSON *d = cJSON_Duplicate(v, 1);
+		char *p = cJSON_PrintUnformatted(d);
+		int ok = d != NULL && p != NULL && strcmp(p, "{\"a\":[7]}") == 0 &&
+		         fgw_json_int(cJSON_GetArrayItem(cJSON_GetObjectItem(d, "a"), 0), 0, 9, &got) == 0 &&
+		         got == 7;
+		free(p);
+		cJSON_Delete(d);
+		CHECK(ok);
+	}
+	CHECK(fgw_json_int(NULL, 0, 1, &got) == FGW_ERR_INVALID);
+end:
+	cJSON_Delete(v);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
 	{ "json_strict", test_json_strict },
+	{ "json_rfc8259", test_json_rfc8259 },
+	{ "json_depth", test_json_depth },
+	{ "json_values", test_json_values },
+	{ "json_int", test_json_int },
 	{ "luhn", test_luhn },
 	{ "brand", test_brand },
 	{ "bin_last4_expiry", test_bin_last4_expiry },

@@ -715,8 +715,10 @@ tamper(const struct tdir *t, const char *orig, int which)
 		break;
 	case 2: /* extend a previous box key's life */
 		a = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "boxKeys"), 0);
+		/* 2100-01-01: cJSON prints 9007199254740000 as 9.00719925474e+15,
+		 * which is no integer token and would be refused before the MAC */
 		cJSON_ReplaceItemInObject(a, "expires",
-		                          cJSON_CreateNumber(9007199254740000.0));
+		                          cJSON_CreateNumber(4102444800000.0));
 		break;
 	default: /* drop a data key */
 		cJSON_DeleteItemFromArray(dks, 0);

@@ -1370,6 +1370,22 @@ test_sandbox_parse(void)
 	/* NULL body is a garbage body. */
 	CHECK_EQ_INT(proc_type_sandbox.parse_reply(&cfg, 200, NULL, 0, &res), 0);
 	CHECK_EQ_INT(res.outcome, PROC_UNKNOWN);
+	/* Amounts that are no integer tokens are not a reply we understand. */
+	{
+		static const char *const odd[] = {
+			"{\"id\":\"ch_abc123\",\"amount\":15000.0,\"currency\":\"USD\","
+			"\"reference\":\"txn_1\",\"status\":\"succeeded\"}",
+			OKBODY("\"status\":\"succeeded\",\"amountRefunded\":0.99999999999999999"),
+			OKBODY("\"status\":\"succeeded\",\"amountRefunded\":1e3"),
+		};
+		for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+			CHECK_EQ_INT(proc_type_sandbox.parse_reply(&cfg, 200, odd[i],
+			                                           strlen(odd[i]), &res), 0);
+			CHECK_EQ_INT(res.outcome, PROC_UNKNOWN);
+			CHECK_EQ_INT(res.amount_refunded, 0);
+			proc_result_clear(&res);
+		}
+	}
 	/* Processor text never becomes our message. */
 	const char *leaky = "{\"error\":{\"code\":\"invalid_request\",\"message\":"
 	                    "\"card 4242424242424242 bad\"}}";

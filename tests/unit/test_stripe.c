@@ -221,6 +221,15 @@ test_operations(void)
 	     "\"payment_intent\":\"pi_9\"}";
 	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_REFUND, 200, sr, strlen(sr), &r), 0);
 	CHECK_EQ_INT(r.outcome, PROC_SUCCEEDED);
+	/* a refund amount that is no whole number is not a reply we understand */
+	sr = "{\"id\":\"re_1\",\"object\":\"refund\",\"amount\":500.0,\"status\":\"succeeded\","
+	     "\"payment_intent\":\"pi_9\"}";
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_REFUND, 200, sr, strlen(sr), &r), 0);
+	CHECK_EQ_INT(r.outcome, PROC_UNKNOWN);
+	sr = "{\"id\":\"re_1\",\"object\":\"refund\",\"amount\":500,\"amount\":1,"
+	     "\"status\":\"succeeded\",\"payment_intent\":\"pi_9\"}";
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_REFUND, 200, sr, strlen(sr), &r), 0);
+	CHECK_EQ_INT(r.outcome, PROC_UNKNOWN);
 	sr = "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"charge_already_refunded\"}}";
 	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_REFUND, 400, sr, strlen(sr), &r), 0);
 	CHECK_EQ_INT(r.outcome, PROC_FAILED);

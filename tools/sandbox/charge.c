@@ -25,6 +25,7 @@
 #define LOG_MODULE "sandbox"
 #include "core/card.h"
 #include "core/err.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "crypto/box.h"
@@ -32,7 +33,7 @@
 #include "crypto/secmem.h"
 #include "tools/sandbox/sandbox.h"
 
-#define MAX_AMOUNT 9007199254740991.0 /* 2^53 - 1 */
+#define MAX_AMOUNT 9007199254740991LL /* 2^53 - 1 */
 
 /* The test cards and what they do (docs/sandbox.md). */
 static const struct {
@@ -96,18 +97,11 @@ get_str(const cJSON *o, const char *name)
 	return cJSON_IsString(it) ? it->valuestring : NULL;
 }
 
-/* A JSON number that is a whole number within [min, max]. */
+/* A JSON integer token within [min, max]: 1 when read. */
 static int
-get_int(const cJSON *o, const char *name, double min, double max, int64_t *out)
+get_int(const cJSON *o, const char *name, int64_t min, int64_t max, int64_t *out)
 {
-	const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
-	if (!cJSON_IsNumber(it))
-		return 0;
-	double d = it->valuedouble;
-	if (!(d >= min && d <= max) || d != (double)(int64_t)d)
-		return 0;
-	*out = (int64_t)d;
-	return 1;
+	return fgw_json_int(cJSON_GetObjectItemCaseSensitive(o, name), min, max, out) == 0;
 }
 
 /* Wipes every string value of a parsed tree (depth is bounded by cJSON's
@@ -153,7 +147,7 @@ read_card(struct sbx *s, const char *enc, struct charge_req *cr,
 		goto out;
 	}
 	*why = "the card is not valid card JSON";
-	card = cJSON_ParseWithLength((const char *)plain->data, plain->len);
+	card = fgw_json_parse_strict((const char *)plain->data, plain->len);
 	if (!cJSON_IsObject(card))
 		goto out;
 	num = get_str(card, "number");
@@ -436,7 +430,7 @@ sbx_charges_post(struct sbx *s, struct evhttp_request *req)
 		goto out;
 	}
 	body = sbx_body(req, &len);
-	root = body != NULL ? cJSON_ParseWithLength(body, len) : NULL;
+	root = body != NULL ? fgw_json_parse_strict(body, len) : NULL;
 	if (root == NULL) {
 		finish_error(s, req, 400, "invalid_request", "the body is not JSON");
 		goto out;

@@ -15,6 +15,7 @@
 #include <event2/http.h>
 
 #include "core/err.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "tools/sandbox/sandbox.h"
@@ -42,13 +43,11 @@ body_amount(struct evhttp_request *req)
 {
 	size_t len = 0;
 	char *body = sbx_body(req, &len);
-	cJSON *root = body != NULL ? cJSON_ParseWithLength(body, len) : NULL;
+	cJSON *root = body != NULL ? fgw_json_parse_strict(body, len) : NULL;
 	const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "amount");
 	int64_t v = 0;
-	if (cJSON_IsNumber(a) && a->valuedouble >= 1 &&
-	    a->valuedouble <= 9007199254740991.0 &&
-	    a->valuedouble == (double)(int64_t)a->valuedouble)
-		v = (int64_t)a->valuedouble;
+	if (fgw_json_int(a, 1, 9007199254740991LL, &v) != 0)
+		v = 0;
 	cJSON_Delete(root);
 	free(body);
 	return v;

@@ -34,6 +34,7 @@
 
 #define LOG_MODULE "sandbox"
 #include "core/err.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "crypto/sealed.h"
@@ -294,6 +295,7 @@ admin_faults(struct sbx *s, struct evhttp_request *req)
 	struct sbx_faults f = s->faults;
 	const cJSON *it;
 	cJSON *root = NULL;
+	int64_t whole;
 	char *body;
 	size_t len;
 
@@ -306,16 +308,14 @@ admin_faults(struct sbx *s, struct evhttp_request *req)
 		return;
 	}
 	body = sbx_body(req, &len);
-	root = body != NULL ? cJSON_ParseWithLength(body, len) : NULL;
+	root = body != NULL ? fgw_json_parse_strict(body, len) : NULL;
 	free(body);
 	if (!cJSON_IsObject(root))
 		goto bad;
 	if ((it = cJSON_GetObjectItemCaseSensitive(root, "latencyMs")) != NULL) {
-		if (!cJSON_IsNumber(it) || it->valuedouble < 0 ||
-		    it->valuedouble > MAX_LATENCY_MS ||
-		    it->valuedouble != floor(it->valuedouble))
+		if (fgw_json_int(it, 0, MAX_LATENCY_MS, &whole) != 0)
 			goto bad;
-		f.latency_ms = (long)it->valuedouble;
+		f.latency_ms = (long)whole;
 	}
 	if ((it = cJSON_GetObjectItemCaseSensitive(root, "failRate")) != NULL) {
 		if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0.0) ||
@@ -324,7 +324,7 @@ admin_faults(struct sbx *s, struct evhttp_request *req)
 		f.fail_rate = it->valuedouble;
 	}
 	if ((it = cJSON_GetObjectItemCaseSensitive(root, "failMode")) != NULL) {
-		if (cJSON_IsNumber(it) && it->valuedouble == 500.0)
+		if (fgw_json_int(it, 500, 500, &whole) == 0)
 			f.mode = FAIL_500;
 		else if (!cJSON_IsString(it) ||
 		         fail_mode_parse(it->valuestring, &f.mode) != FGW_OK)
