@@ -16,11 +16,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 #include <event2/event.h>
 #include <sodium.h>
 
+#include "core/card.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/json.h"
@@ -305,6 +307,52 @@ parse_done(cJSON *root, cJSON *card, struct txn_request *rq)
 	txn_request_free(rq);
 }
 
+/* A returnUrl we pass on: http(s), visible ASCII without quotes or angle
+ * brackets, and no run of digits that is a card number (it would be
+ * stored and sent). */
+static int
+return_url_ok(const char *u)
+{
+	size_t n = strlen(u);
+
+	if (strncasecmp(u, "https://", 8) != 0 && strncasecmp(u, "http://", 7) != 0)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (u[i] <= 0x20 || u[i] >= 0x7f || strchr("\"'<>\\`", u[i]) != NULL)
+			return 0;
+	for (size_t i = 0; i < n;) {
+		size_t d = strspn(u + i, "0123456789");
+		if (d >= 12 && d <= 19 && card_luhn_ok(u + i, d))
+			return 0;
+		i += d > 0 ? d : 1;
+	}
+	return 1;
+}
+
+int
+txn_return_url_allowed(const struct txn_request *rq, const char *origins)
+{
+	const char *u = rq->return_url, *host, *p = origins;
+	size_t olen;
+
+	if (u[0] == '\0')
+		return 1;
+	if ((host = strstr(u, "://")) == NULL)
+		return 0;
+	host += 3;
+	/* scheme://host[:port], up to the path, query or fragment. */
+	olen = (size_t)(host - u) + strcspn(host, "/?#");
+	while (*p != '\0') {
+		size_t n;
+		p += strspn(p, ", \t");
+		n = strcspn(p, ", \t");
+		if (n > 0 && n == olen && strncasecmp(p, u, n) == 0)
+			return 1;
+		p += n;
+	}
+	return 0;
+}
+
 int
 txn_request_parse(const char *body, size_t len, struct txn_request **out,
                   struct txn_parse_error *err)
@@ -312,7 +360,7 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
 	static const char *const fields[] = {
 		"reservationId", "amount", "currency", "card", "encryptedCard",
 		"customer", "description", "metadata", "paymentMethodId",
-		"savePaymentMethod", "capture", NULL
+		"savePaymentMethod", "capture", "returnUrl", NULL
 	};
 	cJSON *root = NULL, *card = NULL, *enc = NULL, *cap;
 	const cJSON *save;
@@ -361,8 +409,14 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
 		goto out;
 	}
 	if ((r = get_str(root, "paymentMethodId", "paymentMethodId", rq->payment_method_id,
-	                 sizeof(rq->payment_method_id), 0, err)) != 0)
+	                 sizeof(rq->payment_method_id), 0, err)) != 0 ||
+	    (r = get_str(root, "returnUrl", "returnUrl", rq->return_url, sizeof(rq->return_url), 0,
+	                 err)) != 0)
 		goto out;
+	if (rq->return_url[0] != '\0' && !return_url_ok(rq->return_url)) {
+		r = perr(err, "returnUrl", "must be an http(s) URL of visible ASCII without a card number");
+		goto out;
+	}
 	save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
 	if (save != NULL && !cJSON_IsNull(save) && !cJSON_IsBool(save)) {
 		r = perr(err, "savePaymentMethod", "must be true or false");

@@ -22,9 +22,10 @@ API_KEY = "sk_test_" + uuid.uuid4().hex
 WEBHOOK_SECRET = "whsec_stripe_" + uuid.uuid4().hex
 VERSION = "2024-06-20"
 
+SHOP = "https://shop.example"
 STRIPE = dict(processor_type="stripe", processor_name="stripe", processor_public_key_file="",
               processor_secret_file=harness.write_secret(SECRETS, "stripe_key", API_KEY),
-              processor_api_version=VERSION)
+              processor_api_version=VERSION, return_url_origins=f"{SHOP} https://m.shop.example:8443")
 
 GATEWAY_PORT = harness.free_port()
 S = harness.Stack(
@@ -141,6 +142,33 @@ def test_three_d_secure_requires_action_then_webhook_completes():
                        "the Stripe webhook to complete the payment")
     applied = gw().query("SELECT result FROM webhook_inbound WHERE processor = 'stripe'")
     assert [r["result"] for r in applied] == ["applied"], applied
+
+
+def test_three_d_secure_redirect_comes_back_to_the_return_url():
+    """The website's returnUrl becomes the PaymentIntent's return_url, so
+    Stripe sends the customer back there after the challenge."""
+    back = f"{SHOP}/booking/42/done?step=3ds&lang=fr"
+    resp, entry = pay(THREE_DS, returnUrl=back)
+    assert resp.status == 200 and resp.body["status"] == "requires_action", resp
+    pi = harness.http(server().port, "GET", f"/v1/payment_intents/{entry['id']}",
+                      headers={"Authorization": f"Bearer {API_KEY}"})
+    assert pi.status == 200, pi
+    assert pi.body["next_action"]["redirect_to_url"]["return_url"] == back, pi.body
+    assert resp.body["nextAction"]["url"] == pi.body["next_action"]["redirect_to_url"]["url"]
+    ok, _ = pay(VISA, returnUrl="HTTPS://M.shop.example:8443/x")
+    assert ok.status == 200 and ok.body["status"] == "succeeded", ok
+
+
+def test_return_url_outside_the_allowed_origins_is_refused():
+    before = ledger()["objects"]
+    for url in ["https://evil.example/back", "https://shop.example.evil.example/", "http://shop.example/",
+                "https://shop.example:444/", "https://m.shop.example/", "javascript:alert(1)",
+                "https://shop.example/4242424242424242", "https://shop.example/a b", 17, "x" * 3000]:
+        resp = gw().pay(harness.txn_body(THREE_DS, returnUrl=url))
+        harness.assert_error(resp, 400, "VALIDATION_ERROR")
+        assert "returnUrl" in resp.body["message"], resp
+        assert "4242424242424242" not in resp.raw.decode(), resp
+    assert ledger()["objects"] == before, "a refused transaction reached Stripe"
 
 
 def test_hand_signed_event_with_a_stale_timestamp_is_refused():
