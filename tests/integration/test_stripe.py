@@ -8,6 +8,7 @@ server cannot make the adapter look right."""
 import atexit
 import json
 import shutil
+import signal
 import tempfile
 import time
 import urllib.parse
@@ -386,6 +387,39 @@ def test_lost_answers_are_reconciled_through_search():
         row = stack.gw.txn_row(lost.body["transactionId"])
         assert row["status"] == "failed" and not row["processor_ref"], row
         assert lost.body["transactionId"] + "-pi" not in ledger(stack.sandbox)["byKey"]
+
+
+def test_crash_between_the_two_calls_is_finished_by_the_reconciler():
+    """Write-ahead across the PaymentMethod and the PaymentIntent: the
+    gateway dies once the card is at Stripe and before the charge is
+    asked for. After the restart the reconciler finds no PaymentIntent
+    for the transaction (search by metadata[flair_txn_id]) and fails it:
+    never charged, never charged twice, nothing left in posting."""
+    fast = dict(reconcile_interval_ms=200, reconcile_grace_ms=8500, processor_timeout_ms=8000,
+                reconcile_not_found_settle_ms=0)
+    with harness.Stack(sandbox_args=["--stripe", "--secret", API_KEY], **STRIPE, **fast) as stack:
+        stack.sandbox.faults(latency_ms=60000)
+        body = harness.txn_body(VISA, amount=4321)
+        call = harness.Background(lambda: stack.gw.pay(body, idem="st-crash-1", timeout=30))
+        harness.wait_until(lambda: any(k.endswith("-pm") for k in ledger(stack.sandbox)["byKey"]),
+                           15, "the PaymentMethod to be created")
+        stack.gw.stop(signal.SIGKILL)
+        call.join(15)
+        assert not call.is_alive(), "the client is still waiting after kill -9"
+        txn = [k for k in ledger(stack.sandbox)["byKey"] if k.endswith("-pm")][0][:-3]
+        assert stack.gw.txn_row(txn)["status"] == "posting"
+        stack.sandbox.faults()
+        stack.gw.start()
+        stack.gw.wait_resolved(40)
+        row = stack.gw.txn_row(txn)
+        assert row["status"] == "failed" and not row["processor_ref"], row
+        byKey = ledger(stack.sandbox)["byKey"]
+        assert txn + "-pi" not in byKey, byKey
+        assert not any(e["id"].startswith("pi_") for e in byKey.values()), byKey
+        # The website's retry gets the final answer, not a second attempt.
+        again = stack.gw.pay(body, idem="st-crash-1")
+        assert again.body.get("transactionId") == txn, again
+        assert txn + "-pi" not in ledger(stack.sandbox)["byKey"]
 
 
 def test_empty_search_is_not_trusted_at_once():
