@@ -106,6 +106,9 @@ struct txn_request {
 	/* returnUrl: where the customer comes back after 3-D Secure ("" when
 	 * none); its origin is checked by the route (return_url_origins). */
 	char return_url[2049];
+	/* stripePaymentMethod: a PaymentMethod the customer's browser created
+	 * at Stripe (Stripe.js), "pm_…"; "" when none. No card reaches us. */
+	char processor_method[64];
 };
 
 struct txn_parse_error {

@@ -171,7 +171,10 @@ send_to_processor(struct txn *t)
 	int r;
 
 	memset(&http, 0, sizeof(http));
-	if (pt->needs_clear_card && pt->build_card != NULL && pt->parse_card != NULL) {
+	if (t->req->processor_method[0] != '\0') {
+		/* The processor already holds the card (Stripe.js). */
+		r = send_charge(t, t->req->processor_method);
+	} else if (pt->needs_clear_card && pt->build_card != NULL && pt->parse_card != NULL) {
 		/* Two calls: the card goes to the processor alone, the
 		 * charge names the processor's id for it. */
 		if ((r = fill_request(t, &preq, &pk_b64)) != 0)
@@ -265,7 +268,8 @@ post_run(struct txn *t)
 		claim.created_at = fgw_now_ms();
 		claim.expires_at = claim.created_at + t->env->idem_ttl_ms;
 	}
-	r = store_txn_create(t->env->store, t->env->waker, &row, t->vault_reused ? NULL : &ve,
+	r = store_txn_create(t->env->store, t->env->waker, &row,
+	                     t->vault_reused || !t->vaulted ? NULL : &ve,
 	                     t->idem_key[0] ? &claim : NULL, &audit, 1, post_committed, t);
 	free(details);
 	if (r != 0) {

@@ -360,7 +360,7 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
 	static const char *const fields[] = {
 		"reservationId", "amount", "currency", "card", "encryptedCard",
 		"customer", "description", "metadata", "paymentMethodId",
-		"savePaymentMethod", "capture", "returnUrl", NULL
+		"savePaymentMethod", "capture", "returnUrl", "stripePaymentMethod", NULL
 	};
 	cJSON *root = NULL, *card = NULL, *enc = NULL, *cap;
 	const cJSON *save;
@@ -411,7 +411,9 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
 	if ((r = get_str(root, "paymentMethodId", "paymentMethodId", rq->payment_method_id,
 	                 sizeof(rq->payment_method_id), 0, err)) != 0 ||
 	    (r = get_str(root, "returnUrl", "returnUrl", rq->return_url, sizeof(rq->return_url), 0,
-	                 err)) != 0)
+	                 err)) != 0 ||
+	    (r = get_str(root, "stripePaymentMethod", "stripePaymentMethod", rq->processor_method,
+	                 sizeof(rq->processor_method), 0, err)) != 0)
 		goto out;
 	if (rq->return_url[0] != '\0' && !return_url_ok(rq->return_url)) {
 		r = perr(err, "returnUrl", "must be an http(s) URL of visible ASCII without a card number");
@@ -423,11 +425,25 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
 		goto out;
 	}
 	rq->save_method = save != NULL && cJSON_IsTrue(save);
-	if ((card != NULL) + (enc != NULL) + (rq->payment_method_id[0] != '\0') != 1) {
-		r = perr(err, "card", "or encryptedCard or paymentMethodId is required, exactly one");
+	if ((card != NULL) + (enc != NULL) + (rq->payment_method_id[0] != '\0') +
+	        (rq->processor_method[0] != '\0') != 1) {
+		r = perr(err, "card",
+		         "or encryptedCard or paymentMethodId or stripePaymentMethod is required, exactly one");
 		goto out;
 	}
-	if (rq->payment_method_id[0] != '\0') {
+	if (rq->processor_method[0] != '\0') {
+		if (strncmp(rq->processor_method, "pm_", 3) != 0 || rq->processor_method[3] == '\0' ||
+		    strspn(rq->processor_method, "abcdefghijklmnopqrstuvwxyz"
+		           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != strlen(rq->processor_method)) {
+			r = perr(err, "stripePaymentMethod", "must be a Stripe PaymentMethod id (pm_...)");
+			goto out;
+		}
+		/* flairgw never sees the card: there is nothing to save. */
+		if (rq->save_method) {
+			r = perr(err, "savePaymentMethod", "cannot be used with stripePaymentMethod");
+			goto out;
+		}
+	} else if (rq->payment_method_id[0] != '\0') {
 		if ((strncmp(rq->payment_method_id, "pm_", 3) != 0 &&
 		     strncmp(rq->payment_method_id, "tok_", 4) != 0) ||
 		    strspn(rq->payment_method_id, "abcdefghijklmnopqrstuvwxyz"

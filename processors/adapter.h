@@ -184,6 +184,10 @@ struct proc_type {
 	 * encrypt stage does not seal, it keeps PAN and CVC in guarded memory
 	 * until post has built the request (proc_request.clear_card). */
 	int needs_clear_card;
+	/* 1: a transaction may name a card the processor already holds for
+	 * the customer (proc_request.payment_method, e.g. a Stripe
+	 * PaymentMethod made by Stripe.js) instead of giving one. */
+	int takes_processor_method;
 };
 
 /* Looks an adapter type up by name; NULL if unknown. */

@@ -700,6 +700,7 @@ const struct proc_type proc_type_stripe = {
 	.build_op = stripe_build_op,
 	.parse_op = stripe_parse_op,
 	.needs_clear_card = 1,
+	.takes_processor_method = 1,
 	/* The metadata search can lag (Stripe documents it as not for
 	 * read-after-write): an empty result is trusted after an hour. */
 	.not_found_settle_ms = 3600000,

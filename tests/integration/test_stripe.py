@@ -172,6 +172,53 @@ def test_return_url_outside_the_allowed_origins_is_refused():
     assert ledger()["objects"] == before, "a refused transaction reached Stripe"
 
 
+def test_stripe_payment_method_from_stripe_js_is_charged_without_a_card():
+    """The website's Stripe.js created the PaymentMethod: flairgw gets only
+    its pm_ id and charges it with one call; no card, no vault entry."""
+    pm = payment_method(VISA)  # as Stripe.js would, in the customer's browser
+    before = ledger()["rejected"]
+    body = harness.txn_body(VISA, amount=3100, stripePaymentMethod=pm)
+    del body["card"]
+    resp = gw().pay(body)
+    assert resp.status == 200 and resp.body["status"] == "succeeded", resp
+    txn = resp.body["transactionId"]
+    byKey = ledger()["byKey"]
+    assert txn + "-pm" not in byKey, "a PaymentMethod was created for a given pm_"
+    entry = byKey[txn + "-pi"]
+    assert entry["count"] == 1 and entry["status"] == "succeeded" and entry["amount"] == 3100, entry
+    assert ledger()["rejected"] == before
+    row = gw().txn_row(txn)
+    assert row["processor_ref"] == entry["id"] and not row["last4"] and not row["token"], row
+    # Stripe's test PaymentMethods decline as their cards do.
+    body = harness.txn_body(amount=3200, stripePaymentMethod="pm_card_chargeDeclined")
+    del body["card"]
+    harness.assert_error(gw().pay(body), 400, "PAYMENT_CARD_DECLINED")
+
+
+def test_stripe_payment_method_is_refused_where_it_cannot_be_used():
+    objects = ledger()["objects"]
+    bad = [dict(stripePaymentMethod="pm_x"),                       # beside a card
+           dict(stripePaymentMethod="tok_abc", card=None),
+           dict(stripePaymentMethod="pm_", card=None),
+           dict(stripePaymentMethod="pm_a/b", card=None),
+           dict(stripePaymentMethod=7, card=None),
+           dict(stripePaymentMethod="pm_card_visa", card=None, savePaymentMethod=True)]
+    for fields in bad:
+        body = harness.txn_body(**fields)
+        if body.get("card") is None:
+            del body["card"]
+        harness.assert_error(gw().pay(body), 400, "VALIDATION_ERROR")
+    assert ledger()["objects"] == objects
+    # Another processor type has no use for a Stripe id: a clear 400.
+    with harness.Stack() as stack:
+        body = harness.txn_body(stripePaymentMethod="pm_card_visa")
+        del body["card"]
+        resp = stack.gw.pay(body)
+        harness.assert_error(resp, 400, "VALIDATION_ERROR")
+        assert "stripe" in resp.body["message"], resp
+        assert stack.sandbox.ledger()["byKey"] == {}
+
+
 def test_hand_signed_event_with_a_stale_timestamp_is_refused():
     resp, entry = pay(THREE_DS)
     event = json.dumps({"id": f"evt_{uuid.uuid4().hex}", "object": "event",
