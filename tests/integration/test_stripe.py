@@ -7,6 +7,7 @@ server cannot make the adapter look right."""
 
 import atexit
 import json
+import os
 import shutil
 import signal
 import tempfile
@@ -513,3 +514,49 @@ def test_pending_refund_is_not_resent_once_stripe_may_have_forgotten_its_key():
         stack.sandbox.faults()
         refunds = [e for e in ledger(stack.sandbox)["byKey"].values() if e["id"].startswith("re_")]
         assert len(refunds) == 1 and refunds[0]["count"] == 1, refunds
+
+
+def test_reservation_convert_takes_a_stripe_payment_method_and_a_return_url():
+    """The reservation flow (docs/reservations.md) with Stripe.js: the
+    convert names the PaymentMethod and where the customer comes back
+    after 3-D Secure."""
+    keys = harness.JwtKeys(tempfile.mkdtemp(prefix="flairgw-it-stripe-jwt-", dir=SECRETS))
+    slots = os.path.join(SECRETS, "slots.json")
+    with open(slots, "w") as f:
+        json.dump({"experiences": [{"id": "exp_s", "name": "Tour", "price": 4000, "currency": "USD"}],
+                   "timeSlots": [{"id": "slot_s", "experienceId": "exp_s",
+                                  "startsAt": int(time.time() * 1000) + 30 * 86400000,
+                                  "capacity": 10}]}, f)
+    with harness.Stack(sandbox_args=["--stripe", "--secret", API_KEY], **STRIPE,
+                       **keys.gateway_options(), slots_file=slots) as stack:
+        token = keys.rs256(f"cust-{uuid.uuid4()}")
+
+        def call(path, body):
+            return stack.gw.http("POST", path, body, {"Authorization": f"Bearer {token}",
+                                                      "X-Idempotency-Key": uuid.uuid4().hex},
+                                 key=None)
+
+        def held():
+            h = call("/v1/reservations/hold", {
+                "experienceId": "exp_s", "timeSlotId": "slot_s", "numberOfGuests": 1,
+                "guestName": "Jo", "guestEmail": "jo@example.com", "guestPhone": "+1234567890"})
+            assert h.status in (200, 201), h
+            return h.body["reservation"]["id"]
+
+        back = f"{SHOP}/reservations/done"
+        bad = call("/v1/reservations/hold/convert", {"holdId": held(), "returnUrl": "https://x.example/",
+                                                      "stripePaymentMethod": "pm_card_visa"})
+        harness.assert_error(bad, 400, "VALIDATION_ERROR")
+        bad = call("/v1/reservations/hold/convert", {"holdId": held(), "savePaymentMethod": True,
+                                                      "stripePaymentMethod": "pm_card_visa"})
+        harness.assert_error(bad, 400, "VALIDATION_ERROR")
+        assert ledger(stack.sandbox)["objects"] == 0
+        c = call("/v1/reservations/hold/convert", {"holdId": held(), "returnUrl": back,
+                                                    "stripePaymentMethod": "pm_card_authenticationRequired"})
+        assert c.status == 200 and c.body["requiresAction"] is True, c
+        pi = c.body["reservation"]["paymentIntentId"]
+        assert pi.startswith("pi_"), c
+        got = harness.http(stack.sandbox.port, "GET", f"/v1/payment_intents/{pi}",
+                           headers={"Authorization": f"Bearer {API_KEY}"})
+        assert got.body["next_action"]["redirect_to_url"]["return_url"] == back, got
+        assert not any(k.endswith("-pm") for k in ledger(stack.sandbox)["byKey"])
