@@ -256,6 +256,57 @@ end:
 	TT_END;
 }
 
+/* The PaymentMethod's answer: only a pm_ object goes on to the charge;
+ * everything else is final and never "unknown" (nothing was charged). */
+static int
+test_parse_card(void)
+{
+	static const struct {
+		long status;
+		const char *body;
+		enum proc_outcome outcome;
+		const char *code, *ref;
+	} t[] = {
+		{ 200, "{\"id\":\"pm_1Q\",\"object\":\"payment_method\",\"type\":\"card\"}",
+		  PROC_SUCCEEDED, "", "pm_1Q" },
+		{ 200, "{\"id\":\"pi_1\",\"object\":\"payment_intent\"}", PROC_FAILED,
+		  "PAYMENT_PROCESSING_FAILED", "" },
+		{ 200, "{\"id\":\"pm_../x\",\"object\":\"payment_method\"}", PROC_FAILED,
+		  "PAYMENT_PROCESSING_FAILED", "" },
+		{ 200, "not json", PROC_FAILED, "PAYMENT_PROCESSING_FAILED", "" },
+		{ 402, "{\"error\":{\"type\":\"card_error\",\"code\":\"incorrect_number\"}}",
+		  PROC_DECLINED, "PAYMENT_CARD_DECLINED", "" },
+		{ 402, "{\"error\":{\"type\":\"card_error\",\"code\":\"invalid_expiry_year\"}}",
+		  PROC_DECLINED, "PAYMENT_CARD_DECLINED", "" },
+		{ 400, "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"parameter_unknown\"}}",
+		  PROC_FAILED, "PAYMENT_PROCESSING_FAILED", "" },
+		{ 400, "{\"error\":{\"type\":\"idempotency_error\"}}", PROC_FAILED,
+		  "PAYMENT_PROCESSING_FAILED", "" },
+		{ 402, "{\"error\":{\"type\":\"card_error\",\"code\":\"processing_error\"}}",
+		  PROC_FAILED, "PAYMENT_PROCESSING_FAILED", "" },
+		{ 500, "{\"error\":{\"type\":\"api_error\"}}", PROC_FAILED,
+		  "PAYMENT_PROCESSING_FAILED", "" },
+		{ 409, "", PROC_FAILED, "PAYMENT_PROCESSING_FAILED", "" },
+	};
+	struct proc_result r;
+	TT_BEGIN;
+
+	memset(&r, 0, sizeof(r));
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		proc_result_clear(&r);
+		CHECK_EQ_INT(proc_type_stripe.parse_card(NULL, t[i].status, t[i].body,
+		                                         strlen(t[i].body), &r), 0);
+		if (r.outcome != t[i].outcome)
+			fprintf(stderr, "  case %zu\n", i);
+		CHECK_EQ_INT(r.outcome, t[i].outcome);
+		CHECK_STR(r.code, t[i].code);
+		CHECK_STR(r.reference, t[i].ref);
+	}
+end:
+	proc_result_clear(&r);
+	TT_END;
+}
+
 /* ---- contract: every request against Stripe's published description -- */
 
 struct kv {
@@ -489,6 +540,7 @@ static const struct tt_case cases[] = {
 	{ "build_form", test_build_form },
 	{ "parse_reply_tables", test_parse_reply_tables },
 	{ "operations", test_operations },
+	{ "parse_card", test_parse_card },
 	{ "contract_adapter_requests", test_contract_adapter_requests },
 	{ "contract_refusals", test_contract_refusals },
 	{ NULL, NULL },
