@@ -156,6 +156,12 @@ card_replied(void *arg, const struct httpc_response *resp)
 	             resp->err != 0 ? fgw_strerror(resp->err) : res.code);
 	t->result = res; /* owned by the txn now */
 	t->have_result = 1;
+	/* The reply stage sees a result already: the breaker learns of a
+	 * processor that fails the first call here (5xx, transport). */
+	t->reply_err = resp->err;
+	t->reply_status = resp->status;
+	t->reply_ms = resp->elapsed_ms;
+	stage_breaker_feedback(t);
 	pipeline_resume(t, STAGE_NEXT);
 }
 

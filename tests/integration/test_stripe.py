@@ -560,3 +560,20 @@ def test_reservation_convert_takes_a_stripe_payment_method_and_a_return_url():
                            headers={"Authorization": f"Bearer {API_KEY}"})
         assert got.body["next_action"]["redirect_to_url"]["return_url"] == back, got
         assert not any(k.endswith("-pm") for k in ledger(stack.sandbox)["byKey"])
+
+
+def test_stripe_down_on_the_first_call_opens_the_breaker():
+    """Stripe not reachable: the PaymentMethod call fails (not charged,
+    502) and counts against the breaker like a failed charge, so after
+    breaker_failures payments go to the secondary."""
+    from test_failover import two_processors
+    dead = harness.free_port()
+    primary = dict(STRIPE, processor_url=f"http://127.0.0.1:{dead}")
+    with two_processors(breaker_failures=2, breaker_open_ms=60000, **primary) as (stack, backup):
+        for _ in range(2):
+            failed = stack.gw.pay(harness.txn_body())
+            harness.assert_error(failed, 502, "PAYMENT_PROCESSING_FAILED")
+            assert stack.gw.txn_row(failed.body["transactionId"])["status"] == "failed"
+        moved = stack.gw.pay(harness.txn_body())
+        harness.assert_status(moved)
+        assert moved.body["processor"]["name"] == "backup", moved
