@@ -60,6 +60,13 @@ static const struct {
 	  "The card number is incorrect." },
 	{ "card_error", "incorrect_cvc", NULL, PROC_DECLINED, C_DECLINED,
 	  "The card's security code is incorrect." },
+	/* Refusals of the PaymentMethod itself (POST /v1/payment_methods). */
+	{ "card_error", "invalid_expiry_month", NULL, PROC_DECLINED, C_DECLINED,
+	  "The card's expiry date is invalid." },
+	{ "card_error", "invalid_expiry_year", NULL, PROC_DECLINED, C_DECLINED,
+	  "The card's expiry date is invalid." },
+	{ "card_error", "invalid_cvc", NULL, PROC_DECLINED, C_DECLINED,
+	  "The card's security code is invalid." },
 	{ "card_error", "processing_error", NULL, PROC_FAILED, C_FAILED,
 	  "The processor could not process the card." },
 	{ "card_error", NULL, NULL, PROC_DECLINED, C_DECLINED,

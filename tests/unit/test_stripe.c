@@ -302,6 +302,8 @@ test_parse_card(void)
 		CHECK_STR(r.code, t[i].code);
 		CHECK_STR(r.reference, t[i].ref);
 	}
+	CHECK_EQ_INT(proc_type_stripe.parse_card(NULL, 402, t[5].body, strlen(t[5].body), &r), 0);
+	CHECK_STR(r.message, "The card's expiry date is invalid.");
 end:
 	proc_result_clear(&r);
 	TT_END;
