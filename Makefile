@@ -104,7 +104,12 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $$(call roomlibs,$$(ROOMS_$$*))
 
 UNIT_BINS := $(UNIT_TESTS:tests/unit/%.c=$(BUILD)/tests/%)
 
-test-build: $(BINS) $(UNIT_BINS)
+# flairgw's Stripe-Signature verdicts, for the comparison with Stripe's
+# own library (tests/integration/test_stripe_signatures.py).
+$(BUILD)/stripe-sigcheck: $(BUILD)/obj/tests/stripe_sigcheck.o $(call roomlibs,cryptoauth core)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+test-build: $(BINS) $(UNIT_BINS) $(BUILD)/stripe-sigcheck
 
 # make run [PORT=8080] [SANDBOX_PORT=8081]
 PORT ?= 8080
@@ -113,19 +118,22 @@ run: deps
 	@$(MAKE) --no-print-directory build-all
 	@PORT=$(PORT) SANDBOX_PORT=$(SANDBOX_PORT) sh tools/run-dev.sh
 
-# s3rver (a local S3-compatible server) for the backup upload test,
-# installed project-locally with npm when missing.
+# s3rver (a local S3-compatible server) for the backup upload test, and
+# Stripe's Node library, the reference flairgw's webhook signature check is
+# compared with; installed project-locally with npm when missing, in one
+# command (npm prunes what a later install does not name).
 S3RVER := build/npm/node_modules/.bin/s3rver
-$(S3RVER):
+STRIPE_NODE := build/npm/node_modules/stripe/package.json
+$(S3RVER) $(STRIPE_NODE) &:
 	@sh tools/deps.sh nodejs npm -- -- npm
-	npm install --no-audit --no-fund --prefix build/npm s3rver@3.7.1
+	npm install --no-audit --no-fund --prefix build/npm s3rver@3.7.1 stripe@23.2.0
 
 # Test-only Debian tools: the man page lint, promtool for /metrics and
 # the alert rules.
 test-deps:
 	@sh tools/deps.sh mandoc prometheus -- -- mandoc promtool
 
-test: deps test-deps $(S3RVER)
+test: deps test-deps $(S3RVER) $(STRIPE_NODE)
 	@$(MAKE) --no-print-directory SAN=1 test-build
 	@sh tests/run.sh $(BUILD)/asan
 

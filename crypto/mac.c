@@ -2,11 +2,13 @@
  * crypto/mac.c — HMAC-SHA256 (libsodium) and the timestamped webhook
  * signature scheme described in mac.h.
  *
- * Layout: the HMAC helpers; a strict parser that turns a signature header
- * into {t, v1[]} (raw bytes, decoded once); the verifier, which computes
- * one MAC per secret and compares it with every v1 in constant time; the
- * signer, which shares the MAC computation with the verifier so the two
- * can never disagree on the signed payload.
+ * Layout: the HMAC helpers; a parser that splits a signature header the
+ * way Stripe's libraries do (items at ',', key and value at the first
+ * '='), keeping t and counting the v1 candidates; the verifier, which
+ * computes one MAC per secret as lower-case hex and compares it with
+ * every v1 value as a string, in constant time; the signer, which shares
+ * the MAC computation with the verifier so the two can never disagree on
+ * the signed payload.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -66,39 +68,11 @@ mac_ts_body(const char *key, size_t keylen, const char *tstr, size_t tlen,
 }
 
 struct sig_header {
-	const char *tstr; /* the digits of t, as signed */
-	size_t tlen;
+	const char *h;    /* the header, for the second pass over its v1 */
+	size_t hlen;
 	int64_t ts;
 	size_t n_v1;
-	unsigned char v1[MAC_SIG_MAX_V1][MAC_SHA256_LEN];
 };
-
-static int
-hex_nibble(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Exactly 2*n hex digits into n bytes. 0 or -1. */
-static int
-hex_decode_exact(const char *s, size_t slen, unsigned char *out, size_t n)
-{
-	if (slen != 2 * n)
-		return -1;
-	for (size_t i = 0; i < n; i++) {
-		int hi = hex_nibble(s[2 * i]), lo = hex_nibble(s[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			return -1;
-		out[i] = (unsigned char)(hi << 4 | lo);
-	}
-	return 0;
-}
 
 /* Whole non-empty run of digits into a non-negative int64. 0 or -1. */
 static int
@@ -119,67 +93,75 @@ parse_ts(const char *s, size_t len, int64_t *out)
 	return 0;
 }
 
+/* The next item of h[*pos..hlen) split at ',': its key and value (at the
+ * first '='), as Stripe's libraries split them: no trimming, so " v1" is
+ * an unknown key. Returns 0 past the end; *klen is SIZE_MAX for an item
+ * without '=' (ignored, as an unknown item). */
 static int
-is_ows(char c)
+next_item(const char *h, size_t hlen, size_t *pos, const char **key, size_t *klen,
+          const char **val, size_t *vlen)
 {
-	return c == ' ' || c == '\t';
+	const char *s, *e, *eq;
+
+	if (*pos > hlen)
+		return 0;
+	s = h + *pos;
+	e = memchr(s, ',', hlen - *pos);
+	if (e == NULL)
+		e = h + hlen;
+	*pos = (size_t)(e - h) + 1;
+	*key = s;
+	if ((eq = memchr(s, '=', (size_t)(e - s))) == NULL) {
+		*klen = SIZE_MAX;
+		return 1;
+	}
+	*klen = (size_t)(eq - s);
+	*val = eq + 1;
+	*vlen = (size_t)(e - eq - 1);
+	return 1;
+}
+
+static int
+key_is(const char *key, size_t klen, const char *want)
+{
+	return klen == strlen(want) && memcmp(key, want, klen) == 0;
 }
 
 static int
 parse_sig_header(const char *h, size_t hlen, struct sig_header *sh,
                  const char **reason)
 {
-	const char *p = h, *end = h + hlen;
+	const char *key, *val = NULL;
+	size_t pos = 0, klen, vlen = 0;
 	int have_t = 0;
 
 	memset(sh, 0, sizeof(*sh));
-	for (;;) {
-		const char *comma = memchr(p, ',', (size_t)(end - p));
-		const char *ks = p, *ve = comma ? comma : end, *eq;
-		size_t klen, vlen;
-
-		while (ks < ve && is_ows(*ks))
-			ks++;
-		while (ve > ks && is_ows(ve[-1]))
-			ve--;
-		if (ks == ve) {
-			*reason = "empty item in signature header";
-			return FGW_ERR_INVALID;
-		}
-		if ((eq = memchr(ks, '=', (size_t)(ve - ks))) == NULL || eq == ks) {
-			*reason = "signature header item is not key=value";
-			return FGW_ERR_INVALID;
-		}
-		klen = (size_t)(eq - ks);
-		vlen = (size_t)(ve - eq - 1);
-		if (klen == 1 && ks[0] == 't') {
+	sh->h = h;
+	sh->hlen = hlen;
+	while (next_item(h, hlen, &pos, &key, &klen, &val, &vlen)) {
+		if (key_is(key, klen, "t")) {
+			/* Stricter than Stripe's libraries (last t wins, parsed
+			 * leniently): one t, decimal digits only. */
 			if (have_t) {
 				*reason = "duplicate t in signature header";
 				return FGW_ERR_INVALID;
 			}
-			if (parse_ts(eq + 1, vlen, &sh->ts) != 0) {
+			if (parse_ts(val, vlen, &sh->ts) != 0) {
 				*reason = "malformed t in signature header";
 				return FGW_ERR_INVALID;
 			}
-			sh->tstr = eq + 1;
-			sh->tlen = vlen;
 			have_t = 1;
-		} else if (klen == 2 && ks[0] == 'v' && ks[1] == '1') {
-			if (sh->n_v1 == MAC_SIG_MAX_V1) {
-				*reason = "too many v1 signatures";
-				return FGW_ERR_INVALID;
-			}
-			if (hex_decode_exact(eq + 1, vlen, sh->v1[sh->n_v1],
-			                     MAC_SHA256_LEN) != 0) {
-				*reason = "malformed v1 signature";
+		} else if (key_is(key, klen, "v1")) {
+			/* Any other v1 value is a candidate that does not
+			 * match; an empty one makes Stripe's Node library
+			 * throw, so it is refused too. */
+			if (vlen == 0) {
+				*reason = "empty v1 signature";
 				return FGW_ERR_INVALID;
 			}
 			sh->n_v1++;
 		}
-		/* Other keys (v0, later schemes) are ignored by design. */
-		if (comma == NULL)
-			break;
-		p = comma + 1;
+		/* Other items (v0, later schemes, no '=') are ignored. */
 	}
 	if (!have_t) {
 		*reason = "no t in signature header";
@@ -192,6 +174,23 @@ parse_sig_header(const char *h, size_t hlen, struct sig_header *sh,
 	return FGW_OK;
 }
 
+/* Whether some v1 value of the header is exactly hex (64 lower-case
+ * digits: Stripe compares the strings, so upper case never matches).
+ * Every candidate is compared, in constant time each. */
+static int
+some_v1_is(const struct sig_header *sh, const char hex[MAC_SHA256_HEX_LEN])
+{
+	const char *key, *val = NULL;
+	size_t pos = 0, klen, vlen = 0;
+	int match = 0;
+
+	while (next_item(sh->h, sh->hlen, &pos, &key, &klen, &val, &vlen))
+		if (key_is(key, klen, "v1") && vlen == MAC_SHA256_HEX_LEN - 1 &&
+		    sodium_memcmp(val, hex, vlen) == 0)
+			match = 1;
+	return match;
+}
+
 int
 mac_verify_stripe_signature(const char *header, const char *body,
                             size_t body_len, const char *const *secrets,
@@ -201,9 +200,10 @@ mac_verify_stripe_signature(const char *header, const char *body,
 {
 	struct sig_header sh;
 	unsigned char mac[MAC_SHA256_LEN];
+	char hex[MAC_SHA256_HEX_LEN], tstr[24];
 	const char *why = NULL;
 	size_t hlen, used = 0;
-	int r, match = 0;
+	int r, match = 0, tlen;
 
 	if ((body == NULL && body_len > 0) || (secrets == NULL && n_secrets > 0) ||
 	    now_s < 0 || tolerance_s < 0) {
@@ -225,21 +225,25 @@ mac_verify_stripe_signature(const char *header, const char *body,
 		goto out;
 	if (ts_out != NULL)
 		*ts_out = sh.ts;
-
+	/* Stripe signs the timestamp it parsed, written in decimal: "t=0123"
+	 * is checked as "123.body". */
+	tlen = snprintf(tstr, sizeof(tstr), "%" PRId64, sh.ts);
+	if (tlen < 0 || (size_t)tlen >= sizeof(tstr)) {
+		why = "bad arguments to signature verification";
+		r = FGW_ERR_INTERNAL;
+		goto out;
+	}
 	for (size_t i = 0; i < n_secrets && !match; i++) {
 		const char *s = secrets[i];
 		if (s == NULL || s[0] == '\0')
 			continue;
 		used++;
-		mac_ts_body(s, strlen(s), sh.tstr, sh.tlen, body, body_len, mac);
-		for (size_t j = 0; j < sh.n_v1; j++) {
-			if (sodium_memcmp(mac, sh.v1[j], MAC_SHA256_LEN) == 0) {
-				match = 1;
-				break;
-			}
-		}
+		mac_ts_body(s, strlen(s), tstr, (size_t)tlen, body, body_len, mac);
+		sodium_bin2hex(hex, sizeof(hex), mac, sizeof(mac));
+		match = some_v1_is(&sh, hex);
 	}
 	sodium_memzero(mac, sizeof(mac));
+	sodium_memzero(hex, sizeof(hex));
 	if (used == 0) {
 		why = "no webhook secret configured";
 		r = FGW_ERR_INTERNAL;
@@ -250,7 +254,10 @@ mac_verify_stripe_signature(const char *header, const char *body,
 		r = FGW_ERR_AUTH;
 		goto out;
 	}
-	/* Both values are non-negative int64, so the differences fit. */
+	/* Both values are non-negative int64, so the differences fit.
+	 * Stripe's libraries accept any timestamp from the future; flairgw
+	 * bounds it as it bounds the past, since a far-future t would make
+	 * a captured request replayable for as long. */
 	if (sh.ts > now_s && sh.ts - now_s > tolerance_s) {
 		why = "signature timestamp in the future";
 		r = FGW_ERR_TIMEOUT;

@@ -8,7 +8,7 @@
  *   Flair-Signature          outbound, flairgw's webhooks to the website
  * The header value is "t=<unix seconds>,v1=<hex>[,v1=<hex>...]" where each
  * v1 is lower-case hex of HMAC-SHA256(secret, "<t>.<raw body>"), <t> being
- * the exact digits of the t field. The receiver recomputes the MAC over the
+ * the t field as a decimal number. The receiver recomputes the MAC over the
  * raw request body (before any JSON parsing), compares it in constant time
  * with every v1 value under every configured secret (several v1 values and
  * several secrets exist during secret rotation), and refuses a timestamp
@@ -38,8 +38,6 @@
 #define MAC_DEFAULT_TOLERANCE_S 300
 /* Longest signature header accepted (longer is FGW_ERR_INVALID). */
 #define MAC_SIG_HEADER_MAX 4096
-/* Most v1 values accepted in one header (more is FGW_ERR_INVALID). */
-#define MAC_SIG_MAX_V1 8
 /* Room mac_sign_webhook needs: "t=" 19 digits ",v1=" 64 hex, NUL. */
 #define MAC_SIGN_HEADER_LEN 96
 
@@ -59,13 +57,19 @@ int mac_hmac_sha256_hex(const void *key, size_t keylen, const void *msg,
  * MAC_DEFAULT_TOLERANCE_S); |now_s - t| <= tolerance_s passes, so both
  * edges are inclusive.
  *
- * Parsing is strict: items are "key=value" separated by ',' (spaces or
- * tabs around an item are allowed); exactly one t (decimal digits, no
- * sign, within int64); 1..MAC_SIG_MAX_V1 v1 values, each exactly 64 hex
- * digits; other keys (v0, future schemes) are ignored; empty items, items
- * without '=' and headers over MAC_SIG_HEADER_MAX bytes are refused. The MAC is checked
- * before the timestamp, so FGW_ERR_TIMEOUT means "authentic but stale or
- * from the future" (a replay), never a forgery.
+ * Parsing follows Stripe's libraries (checked against the stripe npm
+ * package by tests/integration/test_stripe_signatures.py): items are split
+ * at ',', key and value at the first '=', nothing is trimmed; items
+ * without '=' and unknown keys (v0, " v1", future schemes) are ignored;
+ * every v1 value is a candidate and one equal to the lower-case hex MAC is
+ * enough (upper case, wrong length or non-hex values never match). The
+ * MAC is over the decimal timestamp Stripe parsed ("t=0123" signs
+ * "123.body"). Stricter than Stripe on purpose: exactly one t, decimal
+ * digits only (no sign, no spaces, within int64); an empty v1 value (it
+ * makes Stripe's Node library throw); a header over MAC_SIG_HEADER_MAX
+ * bytes; a timestamp more than the tolerance in the future. The MAC is
+ * checked before the timestamp, so FGW_ERR_TIMEOUT means "authentic but
+ * stale or from the future" (a replay), never a forgery.
  *
  * Returns 0 on success, or
  *   FGW_ERR_INVALID  header missing, empty or malformed

@@ -135,6 +135,9 @@ static const struct cfg_directive directives[] = {
 	INT(processor2_timeout_ms, 0, 120000, "0", "failover: total time for one call to the secondary (0: processor_timeout_ms)"),
 	INT(processor2_connect_timeout_ms, 0, 60000, "0", "failover: connect timeout to the secondary (0: processor_connect_timeout_ms)"),
 	INT(processor2_max_conns, 0, 10000, "0", "failover: connections per reactor to the secondary (0: processor_max_conns)"),
+	STR(return_url_origins, "",
+	    "origins a transaction's returnUrl (3-D Secure) may point to, comma- or space-separated "
+	    "(https://shop.example); empty: returnUrl is refused"),
 	STR(processor_api_version, "", "processor API version to pin (stripe: Stripe-Version, default 2024-06-20)"),
 	INT(audit_checkpoint_interval_s, 0, 86400, "300", "seconds between signed audit checkpoints; 0 = only at shutdown"),
 	STR(backup_dir, "", "directory for encrypted backups (default DATA_DIR/backups)"),

@@ -120,6 +120,7 @@ struct fgw_config {
 	char processor_secret_file[512];
 	char processor_secret_env[64];
 	char processor_api_version[40];
+	char return_url_origins[1024];
 	struct proc_routes routes;       /* route lines, parsed (processors/route.h) */
 	char processor_client_cert[512];
 	char processor_client_key[512];

@@ -684,7 +684,8 @@ static int
 build_request(const cJSON *root, const struct resv_row *r, struct txn_request **rq,
               struct txn_parse_error *perr)
 {
-	static const char *const pay_fields[] = { "card", "encryptedCard", "paymentMethodId" };
+	static const char *const pay_fields[] = { "card", "encryptedCard", "paymentMethodId",
+		                                      "stripePaymentMethod", "returnUrl" };
 	cJSON *o = cJSON_CreateObject(), *cust;
 	char *text = NULL, desc[96];
 	int rc = FGW_ERR_NOMEM;
@@ -694,7 +695,7 @@ build_request(const cJSON *root, const struct resv_row *r, struct txn_request **
 	cJSON_AddStringToObject(o, "reservationId", r->id);
 	cJSON_AddNumberToObject(o, "amount", (double)r->total_price);
 	cJSON_AddStringToObject(o, "currency", r->currency);
-	for (size_t i = 0; i < 3; i++) {
+	for (size_t i = 0; i < sizeof(pay_fields) / sizeof(pay_fields[0]); i++) {
 		const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, pay_fields[i]), *bad;
 		if (v != NULL && (bad = non_integer_number(v)) != NULL) {
 			/* a member name is echoed only when it is a plain word:
@@ -735,7 +736,8 @@ static void
 h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
 	static const char *const fields[] = { "holdId", "card", "encryptedCard",
-		                                  "paymentMethodId", "savePaymentMethod", NULL };
+		                                  "paymentMethodId", "savePaymentMethod",
+		                                  "stripePaymentMethod", "returnUrl", NULL };
 	struct auth_ctx who;
 	struct resv_row cur;
 	struct txn_request *rq = NULL;
@@ -752,7 +754,8 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 	save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
 	n = (cJSON_GetObjectItemCaseSensitive(root, "card") != NULL) +
 	    (cJSON_GetObjectItemCaseSensitive(root, "encryptedCard") != NULL) +
-	    (cJSON_GetObjectItemCaseSensitive(root, "paymentMethodId") != NULL);
+	    (cJSON_GetObjectItemCaseSensitive(root, "paymentMethodId") != NULL) +
+	    (cJSON_GetObjectItemCaseSensitive(root, "stripePaymentMethod") != NULL);
 	if (only_members(root, fields, msg, sizeof(msg)) != 0 ||
 	    get_string(root, "holdId", hold_id, sizeof(hold_id), 1, msg, sizeof(msg)) != 0) {
 		rctx_error(c, 400, "VALIDATION_ERROR", msg);
@@ -764,7 +767,8 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 	}
 	if (n != 1) {
 		rctx_error(c, 400, "VALIDATION_ERROR",
-		           "exactly one of card, encryptedCard or paymentMethodId is required");
+		           "exactly one of card, encryptedCard, paymentMethodId or stripePaymentMethod "
+		           "is required");
 		goto out;
 	}
 	r = id_ok(hold_id) ? resv_get(rx->reader, who.subject, hold_id, &cur) : FGW_ERR_NOT_FOUND;
@@ -786,6 +790,16 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 		} else {
 			rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		}
+		goto out;
+	}
+	if (!txn_return_url_allowed(rq, rx->gw->cfg.return_url_origins)) {
+		rctx_error(c, 400, "VALIDATION_ERROR",
+		           "returnUrl must point to an origin listed in return_url_origins");
+		goto out;
+	}
+	if (rq->processor_method[0] != '\0' && cJSON_IsTrue(save)) {
+		rctx_error(c, 400, "VALIDATION_ERROR",
+		           "savePaymentMethod cannot be used with stripePaymentMethod");
 		goto out;
 	}
 	/* The saved-methods feature: a paymentMethodId is looked up for this

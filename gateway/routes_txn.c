@@ -139,6 +139,11 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 		}
 		goto fail;
 	}
+	if (!txn_return_url_allowed(rq, rx->gw->cfg.return_url_origins)) {
+		http_send_error(rx, req, 400, "VALIDATION_ERROR",
+		                "returnUrl must point to an origin listed in return_url_origins");
+		goto fail;
+	}
 	fgw_strlcpy(rq->customer_id, who.subject, sizeof(rq->customer_id));
 	if ((rq->payment_method_id[0] || rq->save_method) && rq->customer_id[0] == '\0') {
 		http_send_error(rx, req, 400, "VALIDATION_ERROR",

@@ -103,6 +103,12 @@ struct txn_request {
 	char customer_id[128];   /* who.subject (X-Customer-Id or JWT sub);
 	                            set by the route, "" when none */
 	int capture;             /* 1: purchase; 0: authorize only */
+	/* returnUrl: where the customer comes back after 3-D Secure ("" when
+	 * none); its origin is checked by the route (return_url_origins). */
+	char return_url[2049];
+	/* stripePaymentMethod: a PaymentMethod the customer's browser created
+	 * at Stripe (Stripe.js), "pm_…"; "" when none. No card reaches us. */
+	char processor_method[64];
 };
 
 struct txn_parse_error {
@@ -116,6 +122,9 @@ struct txn_parse_error {
 int txn_request_parse(const char *body, size_t len, struct txn_request **out,
                       struct txn_parse_error *err);
 void txn_request_free(struct txn_request *r);
+/* 1 when rq has no returnUrl or its origin (scheme://host[:port], case
+ * insensitive) is one of origins (comma- or space-separated). */
+int txn_return_url_allowed(const struct txn_request *rq, const char *origins);
 /* Parses a POST /v1/payments/methods body ({"paymentMethodId": "tok_…"} |
  * {"card": {…}} | {"encryptedCard": {…}}, optional "nickname") into the
  * card fields of a txn_request; nickname gets the nickname or "". */

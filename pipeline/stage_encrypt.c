@@ -53,6 +53,11 @@ encrypt_run(struct txn *t)
 
 	stage_choose_proc(t);
 	pc = t->proc;
+	if (t->req->processor_method[0] != '\0')
+		return txn_proc_type(t)->takes_processor_method
+		           ? STAGE_NEXT
+		           : stage_invalid(t, "stripePaymentMethod needs a stripe processor, and this "
+		                              "payment goes to another");
 	/* A processor that takes the card's clear fields over TLS gets them
 	 * from guarded memory when post builds its request (stage_post.c
 	 * wipes them once it is handed to the HTTP client). */

@@ -44,8 +44,54 @@ post_replied(void *arg, const struct httpc_response *resp)
 	pipeline_resume(t, STAGE_NEXT);
 }
 
+/* The request fields every call of one attempt shares. *pk_b64 is owned
+ * by the caller. */
 static int
-send_to_processor(struct txn *t)
+fill_request(struct txn *t, struct proc_request *preq, char **pk_b64)
+{
+	int r;
+
+	*pk_b64 = NULL;
+	/* A boxed card already named its reply key (encrypt stage). */
+	if ((t->reply_key_id[0] == '\0' &&
+	     (r = keyring_box_current(t->env->kr, t->reply_key_id, sizeof(t->reply_key_id),
+	                              t->reply_pk)) != 0) ||
+	    (r = fgw_b64_encode(t->reply_pk, sizeof(t->reply_pk), pk_b64)) != 0)
+		return r;
+	memset(preq, 0, sizeof(*preq));
+	preq->operation = t->req->capture ? "purchase" : "authorize";
+	preq->txn_id = t->id;
+	preq->idempotency_key = t->proc_idem_key;
+	preq->amount = t->req->amount;
+	preq->currency = t->req->currency;
+	preq->sealed_card_b64 = t->sealed_card_b64;
+	preq->card_boxed = t->card_boxed;
+	preq->sealed_key_id = txn_proc(t)->pubkey.key_id;
+	preq->reply_key_id = t->reply_key_id;
+	preq->reply_public_b64 = *pk_b64;
+	preq->description = t->req->description;
+	preq->customer_email = t->req->email;
+	preq->require_3ds = t->require_3ds;
+	preq->return_url = t->req->return_url[0] != '\0' ? t->req->return_url : NULL;
+	return FGW_OK;
+}
+
+static int
+send_http(struct txn *t, struct proc_http *http, httpc_done_fn done)
+{
+	return httpc_request(pipeline_httpc_for(t->env, txn_proc(t)), http->method, http->url,
+	                     (const char *const *)http->headers,
+	                     http->secure_body != NULL ? (const char *)http->secure_body->data
+	                                               : http->body,
+	                     http->secure_body != NULL ? http->secure_body->len
+	                                               : http->body_len,
+	                     txn_proc(t)->timeout_ms, done, t, &t->http);
+}
+
+/* The charge itself; payment_method: the processor's id for the card from
+ * the type's first call, or NULL. */
+static int
+send_charge(struct txn *t, const char *payment_method)
 {
 	struct proc_request preq;
 	struct proc_clear_card clear;
@@ -55,42 +101,102 @@ send_to_processor(struct txn *t)
 	int r;
 
 	memset(&http, 0, sizeof(http));
-	/* A boxed card already named its reply key (encrypt stage). */
-	if ((t->reply_key_id[0] == '\0' &&
-	     (r = keyring_box_current(t->env->kr, t->reply_key_id, sizeof(t->reply_key_id),
-	                              t->reply_pk)) != 0) ||
-	    (r = fgw_b64_encode(t->reply_pk, sizeof(t->reply_pk), &pk_b64)) != 0)
-		return r;
-	memset(&preq, 0, sizeof(preq));
-	preq.operation = t->req->capture ? "purchase" : "authorize";
-	preq.txn_id = t->id;
-	preq.idempotency_key = t->proc_idem_key;
-	preq.amount = t->req->amount;
-	preq.currency = t->req->currency;
-	preq.sealed_card_b64 = t->sealed_card_b64;
-	preq.card_boxed = t->card_boxed;
-	preq.sealed_key_id = txn_proc(t)->pubkey.key_id;
-	preq.reply_key_id = t->reply_key_id;
-	preq.reply_public_b64 = pk_b64;
-	preq.description = t->req->description;
-	preq.customer_email = t->req->email;
-	preq.require_3ds = t->require_3ds;
-	if (txn_proc_type(t)->needs_clear_card) {
+	if ((r = fill_request(t, &preq, &pk_b64)) != 0)
+		goto out;
+	preq.payment_method = payment_method;
+	if (txn_proc_type(t)->needs_clear_card && c->pan != NULL) {
 		clear = (struct proc_clear_card){ c->pan, c->cvc, c->exp_month,
 			                              c->exp_year, c->holder };
 		preq.clear_card = &clear;
 	}
 	if ((r = txn_proc_type(t)->build(txn_proc(t), &preq, &http)) == 0)
-		r = httpc_request(pipeline_httpc_for(t->env, txn_proc(t)), http.method, http.url,
-		                  (const char *const *)http.headers,
-		                  http.secure_body != NULL ? (const char *)http.secure_body->data
-		                                           : http.body,
-		                  http.secure_body != NULL ? http.secure_body->len
-		                                           : http.body_len,
-		                  txn_proc(t)->timeout_ms, post_replied, t, &t->http);
+		r = send_http(t, &http, post_replied);
+out:
 	proc_http_clear(&http);
-	/* The request (or its failure) is final: the clear card is no longer
-	 * needed anywhere. */
+	free(pk_b64);
+	return r;
+}
+
+/* The answer to the type's first call (build_card). It charged nothing:
+ * anything but the card's id ends the attempt here, as declined or as
+ * certainly not charged. */
+static void
+card_replied(void *arg, const struct httpc_response *resp)
+{
+	struct txn *t = arg;
+	const struct proc_type *pt = txn_proc_type(t);
+	struct proc_result res;
+	int r;
+
+	t->http = NULL;
+	memset(&res, 0, sizeof(res));
+	if (resp->err != 0 || resp->body == NULL ||
+	    pt->parse_card(txn_proc(t), resp->status, resp->body, resp->body_len, &res) != 0)
+		res.outcome = PROC_FAILED;
+	if (res.outcome == PROC_SUCCEEDED && (r = send_charge(t, res.reference)) == 0) {
+		proc_result_clear(&res);
+		return; /* post_replied resumes the pipeline */
+	}
+	if (res.outcome == PROC_SUCCEEDED) {
+		log_txn_error(t->id, "processor request not sent: %s", fgw_strerror(r));
+		proc_result_clear(&res);
+		t->reply_err = r;
+		t->reply_maybe_sent = 0;
+		pipeline_resume(t, STAGE_NEXT);
+		return;
+	}
+	if (res.outcome != PROC_DECLINED) {
+		proc_result_clear(&res);
+		res.outcome = PROC_FAILED;
+		fgw_strlcpy(res.code, "PAYMENT_PROCESSING_FAILED", sizeof(res.code));
+		fgw_strlcpy(res.message, "The payment processor did not take the card.",
+		            sizeof(res.message));
+	}
+	log_txn_warn(t->id, "processor refused the card (%s), not charged",
+	             resp->err != 0 ? fgw_strerror(resp->err) : res.code);
+	t->result = res; /* owned by the txn now */
+	t->have_result = 1;
+	/* The reply stage sees a result already: the breaker learns of a
+	 * processor that fails the first call here (5xx, transport). */
+	t->reply_err = resp->err;
+	t->reply_status = resp->status;
+	t->reply_ms = resp->elapsed_ms;
+	stage_breaker_feedback(t);
+	pipeline_resume(t, STAGE_NEXT);
+}
+
+static int
+send_to_processor(struct txn *t)
+{
+	const struct proc_type *pt = txn_proc_type(t);
+	struct proc_request preq;
+	struct proc_clear_card clear;
+	struct txn_card *c = &t->req->card;
+	struct proc_http http;
+	char *pk_b64 = NULL;
+	int r;
+
+	memset(&http, 0, sizeof(http));
+	if (t->req->processor_method[0] != '\0') {
+		/* The processor already holds the card (Stripe.js). */
+		r = send_charge(t, t->req->processor_method);
+	} else if (pt->needs_clear_card && pt->build_card != NULL && pt->parse_card != NULL) {
+		/* Two calls: the card goes to the processor alone, the
+		 * charge names the processor's id for it. */
+		if ((r = fill_request(t, &preq, &pk_b64)) != 0)
+			goto out;
+		clear = (struct proc_clear_card){ c->pan, c->cvc, c->exp_month,
+			                              c->exp_year, c->holder };
+		preq.clear_card = &clear;
+		if ((r = pt->build_card(txn_proc(t), &preq, &http)) == 0)
+			r = send_http(t, &http, card_replied);
+	} else {
+		r = send_charge(t, NULL);
+	}
+out:
+	proc_http_clear(&http);
+	/* The card went out in the first request (or never will): the clear
+	 * card is no longer needed anywhere. */
 	secbuf_free(c->pan);
 	secbuf_free(c->cvc);
 	c->pan = NULL;
@@ -168,7 +274,8 @@ post_run(struct txn *t)
 		claim.created_at = fgw_now_ms();
 		claim.expires_at = claim.created_at + t->env->idem_ttl_ms;
 	}
-	r = store_txn_create(t->env->store, t->env->waker, &row, t->vault_reused ? NULL : &ve,
+	r = store_txn_create(t->env->store, t->env->waker, &row,
+	                     t->vault_reused || !t->vaulted ? NULL : &ve,
 	                     t->idem_key[0] ? &claim : NULL, &audit, 1, post_committed, t);
 	free(details);
 	if (r != 0) {

@@ -115,11 +115,14 @@ rule_run(struct txn *t)
 	const struct txn_request *rq = t->req;
 	const struct secbuf *pan = rq->card.pan;
 
-	if (pan == NULL)
+	/* A card the processor holds was checked there (Stripe validates a
+	 * PaymentMethod when it is created); amount, currency and the rules
+	 * still apply, without the card fields. */
+	if (pan == NULL && rq->processor_method[0] == '\0')
 		return stage_invalid(t, "card is required");
-	if (!card_luhn_ok((const char *)pan->data, pan->len))
+	if (pan != NULL && !card_luhn_ok((const char *)pan->data, pan->len))
 		return stage_invalid(t, "card.number is not a valid card number");
-	if (!card_expiry_ok(rq->card.exp_month, rq->card.exp_year, fgw_now_ms()))
+	if (pan != NULL && !card_expiry_ok(rq->card.exp_month, rq->card.exp_year, fgw_now_ms()))
 		return stage_invalid(t, "card has expired");
 	if (!currency_allowed(t->env->limits.currencies, rq->currency))
 		return stage_invalid(t, "currency is not supported");

@@ -28,6 +28,9 @@ static enum stage_rc
 token_run(struct txn *t)
 {
 	int r;
+	/* A card the processor holds (stripePaymentMethod): nothing to vault. */
+	if (t->req->processor_method[0] != '\0')
+		return STAGE_NEXT;
 	if (t->token[0] == '\0' &&
 	    (r = vault_new_token(t->token, sizeof(t->token))) != 0)
 		return STAGE_ERROR;

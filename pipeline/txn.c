@@ -15,11 +15,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 #include <event2/event.h>
 #include <sodium.h>
 
+#include "core/card.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/json.h"
@@ -303,6 +305,52 @@ parse_done(cJSON *root, cJSON *card, struct txn_request *rq)
 	txn_request_free(rq);
 }
 
+/* A returnUrl we pass on: http(s), visible ASCII without quotes or angle
+ * brackets, and no run of digits that is a card number (it would be
+ * stored and sent). */
+static int
+return_url_ok(const char *u)
+{
+	size_t n = strlen(u);
+
+	if (strncasecmp(u, "https://", 8) != 0 && strncasecmp(u, "http://", 7) != 0)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (u[i] <= 0x20 || u[i] >= 0x7f || strchr("\"'<>\\`", u[i]) != NULL)
+			return 0;
+	for (size_t i = 0; i < n;) {
+		size_t d = strspn(u + i, "0123456789");
+		if (d >= 12 && d <= 19 && card_luhn_ok(u + i, d))
+			return 0;
+		i += d > 0 ? d : 1;
+	}
+	return 1;
+}
+
+int
+txn_return_url_allowed(const struct txn_request *rq, const char *origins)
+{
+	const char *u = rq->return_url, *host, *p = origins;
+	size_t olen;
+
+	if (u[0] == '\0')
+		return 1;
+	if ((host = strstr(u, "://")) == NULL)
+		return 0;
+	host += 3;
+	/* scheme://host[:port], up to the path, query or fragment. */
+	olen = (size_t)(host - u) + strcspn(host, "/?#");
+	while (*p != '\0') {
+		size_t n;
+		p += strspn(p, ", \t");
+		n = strcspn(p, ", \t");
+		if (n > 0 && n == olen && strncasecmp(p, u, n) == 0)
+			return 1;
+		p += n;
+	}
+	return 0;
+}
+
 int
 txn_request_parse(const char *body, size_t len, struct txn_request **out,
                   struct txn_parse_error *err)
@@ -310,7 +358,7 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
 	static const char *const fields[] = {
 		"reservationId", "amount", "currency", "card", "encryptedCard",
 		"customer", "description", "metadata", "paymentMethodId",
-		"savePaymentMethod", "capture", NULL
+		"savePaymentMethod", "capture", "returnUrl", "stripePaymentMethod", NULL
 	};
 	cJSON *root = NULL, *card = NULL, *enc = NULL, *cap;
 	const cJSON *save;
@@ -362,19 +410,41 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
 		goto out;
 	}
 	if ((r = get_str(root, "paymentMethodId", "paymentMethodId", rq->payment_method_id,
-	                 sizeof(rq->payment_method_id), 0, err)) != 0)
+	                 sizeof(rq->payment_method_id), 0, err)) != 0 ||
+	    (r = get_str(root, "returnUrl", "returnUrl", rq->return_url, sizeof(rq->return_url), 0,
+	                 err)) != 0 ||
+	    (r = get_str(root, "stripePaymentMethod", "stripePaymentMethod", rq->processor_method,
+	                 sizeof(rq->processor_method), 0, err)) != 0)
 		goto out;
+	if (rq->return_url[0] != '\0' && !return_url_ok(rq->return_url)) {
+		r = perr(err, "returnUrl", "must be an http(s) URL of visible ASCII without a card number");
+		goto out;
+	}
 	save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
 	if (save != NULL && !cJSON_IsNull(save) && !cJSON_IsBool(save)) {
 		r = perr(err, "savePaymentMethod", "must be true or false");
 		goto out;
 	}
 	rq->save_method = save != NULL && cJSON_IsTrue(save);
-	if ((card != NULL) + (enc != NULL) + (rq->payment_method_id[0] != '\0') != 1) {
-		r = perr(err, "card", "or encryptedCard or paymentMethodId is required, exactly one");
+	if ((card != NULL) + (enc != NULL) + (rq->payment_method_id[0] != '\0') +
+	        (rq->processor_method[0] != '\0') != 1) {
+		r = perr(err, "card",
+		         "or encryptedCard or paymentMethodId or stripePaymentMethod is required, exactly one");
 		goto out;
 	}
-	if (rq->payment_method_id[0] != '\0') {
+	if (rq->processor_method[0] != '\0') {
+		if (strncmp(rq->processor_method, "pm_", 3) != 0 || rq->processor_method[3] == '\0' ||
+		    strspn(rq->processor_method, "abcdefghijklmnopqrstuvwxyz"
+		           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != strlen(rq->processor_method)) {
+			r = perr(err, "stripePaymentMethod", "must be a Stripe PaymentMethod id (pm_...)");
+			goto out;
+		}
+		/* flairgw never sees the card: there is nothing to save. */
+		if (rq->save_method) {
+			r = perr(err, "savePaymentMethod", "cannot be used with stripePaymentMethod");
+			goto out;
+		}
+	} else if (rq->payment_method_id[0] != '\0') {
 		if ((strncmp(rq->payment_method_id, "pm_", 3) != 0 &&
 		     strncmp(rq->payment_method_id, "tok_", 4) != 0) ||
 		    strspn(rq->payment_method_id, "abcdefghijklmnopqrstuvwxyz"

@@ -88,6 +88,9 @@ struct proc_request {
 	int require_3ds;             /* 1: a rule asks for 3-D Secure */
 	/* Added for needs_clear_card types; NULL for the others. */
 	const struct proc_clear_card *clear_card;
+	/* The processor's own id for the card (Stripe "pm_..."): from the
+	 * type's build_card call, or given by the website. NULL: none. */
+	const char *payment_method;
 };
 
 /* An HTTP request an adapter built. All owned; free with proc_http_clear. */
@@ -148,6 +151,16 @@ struct proc_type {
 	 * than that (a second refund); it goes to manual review instead.
 	 * 0: keys are kept for good (the sandbox). */
 	long long op_key_ttl_ms;
+	/* Optional first call for a clear card (Stripe: create the
+	 * PaymentMethod); NULL when build() takes the card itself. Its
+	 * answer, through parse_card, is PROC_SUCCEEDED with the card's
+	 * processor id in reference (then build() runs with it in
+	 * proc_request.payment_method), or a final DECLINED / FAILED: the
+	 * first call never charges. 0 or FGW_ERR_*. */
+	int (*build_card)(const struct proc_config *cfg, const struct proc_request *req,
+	                  struct proc_http *out);
+	int (*parse_card)(const struct proc_config *cfg, long http_status,
+	                  const char *body, size_t len, struct proc_result *out);
 	/* Builds the purchase request. 0 or FGW_ERR_*. */
 	int (*build)(const struct proc_config *cfg, const struct proc_request *req,
 	             struct proc_http *out);
@@ -171,6 +184,10 @@ struct proc_type {
 	 * encrypt stage does not seal, it keeps PAN and CVC in guarded memory
 	 * until post has built the request (proc_request.clear_card). */
 	int needs_clear_card;
+	/* 1: a transaction may name a card the processor already holds for
+	 * the customer (proc_request.payment_method, e.g. a Stripe
+	 * PaymentMethod made by Stripe.js) instead of giving one. */
+	int takes_processor_method;
 };
 
 /* Looks an adapter type up by name; NULL if unknown. */

@@ -3,13 +3,19 @@
  * API in its real wire format (docs/adapters.md, docs/sandbox.md for the
  * Stripe-compatible test server).
  *
- * build() creates and confirms a PaymentIntent in one call:
- * POST {base_url}/v1/payment_intents, application/x-www-form-urlencoded,
- * Authorization: Bearer <secret>, Idempotency-Key: <our stable processor
- * key>, Stripe-Version: <pinned>. Stripe takes the card's clear fields
- * (over TLS), so the type declares needs_clear_card: the whole form body
- * is built in guarded memory (proc_http.secure_body) from the guarded PAN
- * and CVC, and nowhere else.
+ * A raw card takes two calls, each with its own Idempotency-Key derived
+ * from the attempt's key: build_card() creates a PaymentMethod
+ * (POST /v1/payment_methods, type=card and card[...], key "<key>-pm"),
+ * the only request that carries PAN and CVC, built in guarded memory
+ * (proc_http.secure_body); build() then creates and confirms a
+ * PaymentIntent for that pm_... (POST /v1/payment_intents, key
+ * "<key>-pi"). A PaymentMethod charges nothing, so a lost answer to the
+ * first call is a certain "not charged"; the second is the charge, and a
+ * lost answer to it is reconciled by searching metadata[flair_txn_id].
+ * Every request is application/x-www-form-urlencoded with Authorization:
+ * Bearer <secret> and Stripe-Version: <pinned>; the parameters are the
+ * ones Stripe's OpenAPI description defines
+ * (tests/fixtures/stripe-openapi-subset.json, checked in tests).
  *
  * parse_reply() maps a PaymentIntent (2xx) through status_table and a
  * Stripe error object ({"error":{type, code, decline_code, ...}}) through
@@ -54,6 +60,13 @@ static const struct {
 	  "The card number is incorrect." },
 	{ "card_error", "incorrect_cvc", NULL, PROC_DECLINED, C_DECLINED,
 	  "The card's security code is incorrect." },
+	/* Refusals of the PaymentMethod itself (POST /v1/payment_methods). */
+	{ "card_error", "invalid_expiry_month", NULL, PROC_DECLINED, C_DECLINED,
+	  "The card's expiry date is invalid." },
+	{ "card_error", "invalid_expiry_year", NULL, PROC_DECLINED, C_DECLINED,
+	  "The card's expiry date is invalid." },
+	{ "card_error", "invalid_cvc", NULL, PROC_DECLINED, C_DECLINED,
+	  "The card's security code is invalid." },
 	{ "card_error", "processing_error", NULL, PROC_FAILED, C_FAILED,
 	  "The processor could not process the card." },
 	{ "card_error", NULL, NULL, PROC_DECLINED, C_DECLINED,
@@ -152,10 +165,11 @@ form_put_int(struct form *f, const char *key, long long v)
 		form_put(f, key, num);
 }
 
+/* The PaymentIntent that charges a PaymentMethod Stripe already holds:
+ * no card data, so it is an ordinary body. */
 static void
 intent_form(struct form *f, const struct proc_request *req, int capture)
 {
-	const struct proc_clear_card *c = req->clear_card;
 	char cur[4];
 
 	for (int i = 0; i < 3; i++)
@@ -165,21 +179,34 @@ intent_form(struct form *f, const struct proc_request *req, int capture)
 	form_put(f, "currency", cur);
 	form_put(f, "confirm", "true");
 	form_put(f, "capture_method", capture ? "automatic" : "manual");
+	form_put(f, "payment_method", req->payment_method);
+	/* Without it an account with automatic payment methods would also
+	 * offer redirect-based methods and ask for a return_url. */
 	form_put(f, "payment_method_types[0]", "card");
-	form_put(f, "payment_method_data[type]", "card");
-	form_put(f, "payment_method_data[card][number]", (const char *)c->pan->data);
-	form_put_int(f, "payment_method_data[card][exp_month]", c->exp_month);
-	form_put_int(f, "payment_method_data[card][exp_year]", c->exp_year);
-	if (c->cvc != NULL)
-		form_put(f, "payment_method_data[card][cvc]", (const char *)c->cvc->data);
-	if (c->holder != NULL && c->holder[0] != '\0')
-		form_put(f, "payment_method_data[billing_details][name]", c->holder);
 	form_put(f, "metadata[flair_txn_id]", req->txn_id);
 	form_put(f, "description", req->description);
 	form_put(f, "receipt_email", req->customer_email);
 	form_put(f, "return_url", req->return_url);
 	if (req->require_3ds)
 		form_put(f, "payment_method_options[card][request_three_d_secure]", "any");
+}
+
+/* POST /v1/payment_methods: the only place raw card fields go to Stripe
+ * (a PaymentIntent's payment_method_data has no type "card"). */
+static void
+card_form(struct form *f, const struct proc_request *req)
+{
+	const struct proc_clear_card *c = req->clear_card;
+
+	form_put(f, "type", "card");
+	form_put(f, "card[number]", (const char *)c->pan->data);
+	form_put_int(f, "card[exp_month]", c->exp_month);
+	form_put_int(f, "card[exp_year]", c->exp_year);
+	if (c->cvc != NULL)
+		form_put(f, "card[cvc]", (const char *)c->cvc->data);
+	if (c->holder != NULL && c->holder[0] != '\0')
+		form_put(f, "billing_details[name]", c->holder);
+	form_put(f, "metadata[flair_txn_id]", req->txn_id);
 }
 
 /* ---- build ---------------------------------------------------------------- */
@@ -202,15 +229,111 @@ add_header(struct proc_http *out, size_t *h, const char *name, const char *value
 	return FGW_OK;
 }
 
+/* A Stripe object id we send or keep: prefix + [A-Za-z0-9_]. */
+static int
+stripe_id_ok(const char *s, const char *prefix, size_t cap)
+{
+	size_t n = s != NULL ? strlen(s) : 0, p = strlen(prefix);
+
+	if (n <= p || n >= cap || strncmp(s, prefix, p) != 0)
+		return 0;
+	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                 "0123456789_") == n;
+}
+
+/* POST base/v1/<what> with the headers every Stripe write carries; the
+ * Idempotency-Key is the attempt's key plus a suffix per call, so the
+ * PaymentMethod and the PaymentIntent of one attempt each replay on a
+ * retry and never collide with each other. */
+static int
+post_start(const struct proc_config *cfg, const char *what, const char *key,
+           const char *suffix, struct proc_http *out)
+{
+	const char *version = cfg->api_version[0] ? cfg->api_version : STRIPE_DEFAULT_VERSION;
+	char bearer[300], idem[300];
+	size_t blen, h = 0;
+	int r = FGW_ERR_INVALID;
+
+	if (!proc_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) ||
+	    !proc_token_ok(cfg->secret, 255) || !proc_token_ok(version, 39) ||
+	    !proc_token_ok(key, 255 - strlen(suffix)))
+		return FGW_ERR_INVALID;
+	blen = strlen(cfg->base_url);
+	while (blen > 0 && cfg->base_url[blen - 1] == '/')
+		blen--;
+	memcpy(out->method, "POST", 5);
+	if (snprintf(bearer, sizeof(bearer), "Bearer %s", cfg->secret) >= (int)sizeof(bearer) ||
+	    snprintf(idem, sizeof(idem), "%s%s", key, suffix) >= (int)sizeof(idem))
+		goto out;
+	r = FGW_ERR_NOMEM;
+	if ((out->url = malloc(blen + strlen(what) + 5)) == NULL)
+		goto out;
+	snprintf(out->url, blen + strlen(what) + 5, "%.*s/v1/%s", (int)blen, cfg->base_url, what);
+	if ((r = add_header(out, &h, "Content-Type",
+	                    "application/x-www-form-urlencoded")) != 0 ||
+	    (r = add_header(out, &h, "Accept", "application/json")) != 0 ||
+	    (r = add_header(out, &h, "Authorization", bearer)) != 0 ||
+	    (r = add_header(out, &h, "Idempotency-Key", idem)) != 0 ||
+	    (r = add_header(out, &h, "Stripe-Version", version)) != 0)
+		goto out;
+	r = FGW_OK;
+out:
+	explicit_bzero(bearer, sizeof(bearer));
+	return r;
+}
+
+static int
+request_ok(const struct proc_request *req)
+{
+	return proc_token_ok(req->txn_id, 64) && req->currency != NULL &&
+	       strlen(req->currency) == 3 &&
+	       strspn(req->currency, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 3 &&
+	       req->amount > 0 && req->amount <= STRIPE_MAX_AMOUNT &&
+	       (req->return_url == NULL || proc_url_ok(req->return_url, 2048));
+}
+
+/* First call of a raw card payment: the PaymentMethod, built in guarded
+ * memory because it carries PAN and CVC. */
+static int
+stripe_build_card(const struct proc_config *cfg, const struct proc_request *req,
+                  struct proc_http *out)
+{
+	struct form f = { NULL, 0, 0 };
+	const struct proc_clear_card *c;
+	int r;
+
+	if (cfg == NULL || req == NULL || out == NULL)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	c = req->clear_card;
+	if (!request_ok(req) || c == NULL || c->pan == NULL || c->exp_month < 1 ||
+	    c->exp_month > 12 || c->exp_year < 1000 || c->exp_year > 9999)
+		return FGW_ERR_INVALID;
+	if ((r = post_start(cfg, "payment_methods", req->idempotency_key, "-pm", out)) != 0)
+		goto out;
+	card_form(&f, req);
+	if ((r = secbuf_alloc(&out->secure_body, f.len)) != 0)
+		goto out;
+	f.cap = f.len;
+	f.len = 0;
+	f.buf = out->secure_body->data;
+	card_form(&f, req);
+	r = f.len == f.cap ? FGW_OK : FGW_ERR_INTERNAL;
+out:
+	if (r != FGW_OK)
+		proc_http_clear(out);
+	return r;
+}
+
+/* The PaymentIntent, created and confirmed in one call, for the
+ * PaymentMethod req->payment_method (from build_card's answer, or from
+ * Stripe.js in the customer's browser). */
 static int
 stripe_build(const struct proc_config *cfg, const struct proc_request *req,
              struct proc_http *out)
 {
 	struct form f = { NULL, 0, 0 };
-	const char *version;
-	size_t blen, h = 0;
-	int capture, r = FGW_ERR_INVALID;
-	char bearer[300];
+	int capture, r;
 
 	if (cfg == NULL || req == NULL || out == NULL)
 		return FGW_ERR_INVALID;
@@ -221,52 +344,22 @@ stripe_build(const struct proc_config *cfg, const struct proc_request *req,
 		capture = 0;
 	else
 		return FGW_ERR_INVALID;
-	version = cfg->api_version[0] ? cfg->api_version : STRIPE_DEFAULT_VERSION;
-	if (!proc_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) || !proc_token_ok(cfg->secret, 255) ||
-	    !proc_token_ok(version, 39) || !proc_token_ok(req->idempotency_key, 255) ||
-	    !proc_token_ok(req->txn_id, 64) || req->currency == NULL ||
-	    strlen(req->currency) != 3 ||
-	    strspn(req->currency, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 3 ||
-	    req->amount <= 0 || req->amount > STRIPE_MAX_AMOUNT ||
-	    req->clear_card == NULL || req->clear_card->pan == NULL ||
-	    (req->return_url != NULL && !proc_url_ok(req->return_url, 2048)))
+	if (!request_ok(req) || !stripe_id_ok(req->payment_method, "pm_", 256))
 		return FGW_ERR_INVALID;
-
-	blen = strlen(cfg->base_url);
-	while (blen > 0 && cfg->base_url[blen - 1] == '/')
-		blen--;
-	memcpy(out->method, "POST", 5);
-	r = FGW_ERR_NOMEM;
-	if ((out->url = malloc(blen + sizeof("/v1/payment_intents"))) == NULL)
+	if ((r = post_start(cfg, "payment_intents", req->idempotency_key, "-pi", out)) != 0)
 		goto out;
-	memcpy(out->url, cfg->base_url, blen);
-	memcpy(out->url + blen, "/v1/payment_intents", sizeof("/v1/payment_intents"));
-	if (snprintf(bearer, sizeof(bearer), "Bearer %s", cfg->secret) >= (int)sizeof(bearer)) {
-		r = FGW_ERR_INVALID;
-		goto out;
-	}
-	if ((r = add_header(out, &h, "Content-Type",
-	                    "application/x-www-form-urlencoded")) != 0 ||
-	    (r = add_header(out, &h, "Accept", "application/json")) != 0 ||
-	    (r = add_header(out, &h, "Authorization", bearer)) != 0 ||
-	    (r = add_header(out, &h, "Idempotency-Key", req->idempotency_key)) != 0 ||
-	    (r = add_header(out, &h, "Stripe-Version", version)) != 0)
-		goto out;
-
 	intent_form(&f, req, capture);
-	if ((r = secbuf_alloc(&out->secure_body, f.len)) != 0)
+	r = FGW_ERR_NOMEM;
+	if ((out->body = malloc(f.len + 1)) == NULL)
 		goto out;
 	f.cap = f.len;
 	f.len = 0;
-	f.buf = out->secure_body->data;
+	f.buf = (unsigned char *)out->body;
 	intent_form(&f, req, capture);
-	if (f.len != f.cap) {
-		r = FGW_ERR_INTERNAL;
-		goto out;
-	}
-	r = FGW_OK;
+	out->body[f.len] = '\0';
+	out->body_len = f.len;
+	r = f.len == f.cap ? FGW_OK : FGW_ERR_INTERNAL;
 out:
-	explicit_bzero(bearer, sizeof(bearer));
 	if (r != FGW_OK)
 		proc_http_clear(out);
 	return r;
@@ -299,12 +392,7 @@ map_error(const cJSON *err, struct proc_result *out)
 static int
 intent_id_ok(const char *s, size_t cap)
 {
-	size_t n = s != NULL ? strlen(s) : 0;
-
-	if (n < 4 || n >= cap || strncmp(s, "pi_", 3) != 0)
-		return 0;
-	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	                 "0123456789_") == n;
+	return stripe_id_ok(s, "pi_", cap);
 }
 
 static void
@@ -370,6 +458,42 @@ stripe_parse_reply(const struct proc_config *cfg, long http_status,
 		/* A 4xx without Stripe's error object: refused, not charged. */
 		proc_set_result(out, PROC_FAILED, C_FAILED,
 		           "The payment processor rejected the request.");
+	}
+	cJSON_Delete(root);
+	return FGW_OK;
+}
+
+/* The PaymentMethod's answer. Only its id is kept. Nothing is charged
+ * by this call, so every answer that is not a PaymentMethod is final
+ * without a reconciler: declined when Stripe says the card is bad,
+ * failed otherwise (a lost answer included). */
+static int
+stripe_parse_card(const struct proc_config *cfg, long http_status, const char *body,
+                  size_t len, struct proc_result *out)
+{
+	cJSON *root;
+	const cJSON *err;
+
+	(void)cfg;
+	if (out == NULL)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	root = fgw_json_parse_strict(body, len);
+	if (http_status >= 200 && http_status <= 299 &&
+	    same("payment_method", proc_json_str(root, "object")) &&
+	    stripe_id_ok(proc_json_str(root, "id"), "pm_", sizeof(out->reference))) {
+		fgw_strlcpy(out->reference, proc_json_str(root, "id"), sizeof(out->reference));
+		proc_set_result(out, PROC_SUCCEEDED, "", "The card was registered.");
+	} else if (http_status >= 400 && http_status <= 499 &&
+	           (err = cJSON_GetObjectItemCaseSensitive(root, "error")) != NULL &&
+	           cJSON_IsObject(err)) {
+		map_error(err, out);
+		if (out->outcome != PROC_DECLINED)
+			proc_set_result(out, PROC_FAILED, C_FAILED,
+			                "The payment processor did not take the card.");
+	} else {
+		proc_set_result(out, PROC_FAILED, C_FAILED,
+		                "The payment processor did not take the card.");
 	}
 	cJSON_Delete(root);
 	return FGW_OK;
@@ -580,9 +704,12 @@ const struct proc_type proc_type_stripe = {
 	.seals_reply = 0,
 	.build = stripe_build,
 	.parse_reply = stripe_parse_reply,
+	.build_card = stripe_build_card,
+	.parse_card = stripe_parse_card,
 	.build_op = stripe_build_op,
 	.parse_op = stripe_parse_op,
 	.needs_clear_card = 1,
+	.takes_processor_method = 1,
 	/* The metadata search can lag (Stripe documents it as not for
 	 * read-after-write): an empty result is trusted after an hour. */
 	.not_found_settle_ms = 3600000,

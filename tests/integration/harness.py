@@ -34,6 +34,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(ROOT, "build", "asan")  # run.py sets it from --build
 DEV_CONFIG = os.path.join(ROOT, "etc", "flairgw.conf")
 RULES_FILE = os.path.join(ROOT, "etc", "rules.conf")  # the shipped rules
+# What flair-sandbox --stripe accepts: Stripe's published API description.
+STRIPE_FIXTURE = os.path.join(ROOT, "tests", "fixtures", "stripe-openapi-subset.json")
 KEEP_FILES = bool(os.environ.get("FLAIRGW_KEEP"))  # keep temp dirs
 
 DEV_KEY, DEV_CLIENT = "flair_dev_key", "website"
@@ -498,7 +500,9 @@ class Sandbox(Daemon):
 
     def argv(self):
         return ["--listen", f"127.0.0.1:{self.port}", "--key-file", self.key_file,
-                "--public-key-file", self.public_key_file, "--quiet"] + self.args
+                "--public-key-file", self.public_key_file, "--quiet"] + self.args + (
+                    ["--stripe-fixture", STRIPE_FIXTURE]
+                    if "--stripe" in self.args and "--stripe-fixture" not in self.args else [])
 
     def ready(self):
         written = os.path.exists(self.public_key_file) and os.path.getsize(self.public_key_file) > 0

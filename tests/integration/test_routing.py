@@ -105,20 +105,24 @@ def test_each_processor_has_its_own_settings():
             assert eur.body["processor"]["name"] == "backup", eur
             assert eur.body["processor"]["reference"].startswith("pi_"), eur
             stripe = harness.http(backup.port, "GET", "/v1/stripe/ledger").body
-            assert stripe["rejected"] == 0 and stripe["byKey"][eur.body["transactionId"]]["count"] == 1
+            assert stripe["rejected"] == 0 and stripe["byKey"][eur.body["transactionId"] + "-pi"]["count"] == 1
             usd = gw.pay(harness.txn_body())
             assert usd.body["processor"]["name"] == "sandbox", usd
             # 1 s of latency: beyond the secondary's 300 ms, within the
-            # primary's 3 s. The secondary's answer is unknown (processing).
+            # primary's 3 s. The secondary (stripe) times out on its first
+            # call, the PaymentMethod, which charges nothing: failed, and
+            # no PaymentIntent was ever asked for.
             backup.faults(latency_ms=1000)
             stack.sandbox.faults(latency_ms=1000)
             slow = gw.pay(harness.txn_body(currency="EUR"))
-            harness.assert_status(slow, "processing")
+            harness.assert_error(slow, 502, "PAYMENT_PROCESSING_FAILED")
             harness.assert_status(gw.pay(harness.txn_body()))
             backup.faults()
             stack.sandbox.faults()
-            gw.wait_resolved(30)
-            assert gw.txn_row(slow.body["transactionId"])["status"] == "succeeded"
+            assert gw.txn_row(slow.body["transactionId"])["status"] == "failed"
+            stripe = harness.http(backup.port, "GET", "/v1/stripe/ledger").body
+            assert slow.body["transactionId"] + "-pm" in stripe["byKey"], stripe
+            assert slow.body["transactionId"] + "-pi" not in stripe["byKey"], stripe
             assert gw.log_text().count(key) == 0, "the credential reached the log"
     finally:
         shutil.rmtree(secrets, ignore_errors=True)

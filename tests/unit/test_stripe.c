@@ -10,6 +10,11 @@
 #include "crypto/secmem.h"
 #include "processors/adapter.h"
 #include "tests/unit/tt.h"
+/* The contract checker flair-sandbox --stripe uses, on the same fixture. */
+#include "tools/sandbox/stripe_contract.c"
+
+#define FIXTURE "tests/fixtures/stripe-openapi-subset.json"
+#define BASE "http://127.0.0.1:9"
 
 static void
 cfg_init(struct proc_config *cfg)
@@ -54,46 +59,65 @@ test_build_form(void)
 	req.currency = "EUR";
 	req.description = "Room 4, 2 nights";
 	req.clear_card = &card;
-	CHECK_EQ_INT(proc_type_stripe.build(&cfg, &req, &h), 0);
+	/* First call: the PaymentMethod, the only request with card data. */
+	CHECK_EQ_INT(proc_type_stripe.build_card(&cfg, &req, &h), 0);
 	CHECK_STR(h.method, "POST");
-	CHECK_STR(h.url, "http://127.0.0.1:9/v1/payment_intents");
+	CHECK_STR(h.url, "http://127.0.0.1:9/v1/payment_methods");
 	CHECK(header_is(&h, "Authorization: Bearer sk_test_abc"));
-	CHECK(header_is(&h, "Idempotency-Key: txn_1"));
+	CHECK(header_is(&h, "Idempotency-Key: txn_1-pm"));
 	CHECK(header_is(&h, "Stripe-Version: 2024-06-20"));
 	CHECK(header_is(&h, "Content-Type: application/x-www-form-urlencoded"));
 	/* The card is only in the guarded body. */
 	CHECK(h.body == NULL && h.secure_body != NULL);
 	b = (const char *)h.secure_body->data;
-	CHECK(strncmp(b, "amount=15000&currency=eur&confirm=true&capture_method=automatic&", 64) == 0);
-	CHECK(strstr(b, "&payment_method_data%5Bcard%5D%5Bnumber%5D=4242424242424242&") != NULL);
-	CHECK(strstr(b, "&payment_method_data%5Bcard%5D%5Bcvc%5D=123&") != NULL);
-	CHECK(strstr(b, "%5Bname%5D=Zo%C3%AB%20O%27Brien%20%26%20co&") != NULL);
-	CHECK(strstr(b, "&metadata%5Bflair_txn_id%5D=txn_1&") != NULL);
-	CHECK(strstr(b, "&description=Room%204%2C%202%20nights") != NULL);
-	CHECK(strstr(b, "three_d_secure") == NULL);
+	CHECK_STR(b, "type=card&card%5Bnumber%5D=4242424242424242&card%5Bexp_month%5D=12&"
+	             "card%5Bexp_year%5D=2030&card%5Bcvc%5D=123&"
+	             "billing_details%5Bname%5D=Zo%C3%AB%20O%27Brien%20%26%20co&"
+	             "metadata%5Bflair_txn_id%5D=txn_1");
 	CHECK_EQ_INT(strlen(b), h.secure_body->len);
+	proc_http_clear(&h);
+
+	/* Second call: the PaymentIntent for it, no card data. */
+	CHECK_EQ_INT(proc_type_stripe.build(&cfg, &req, &h), FGW_ERR_INVALID);
+	req.payment_method = "pm_1Abc";
+	CHECK_EQ_INT(proc_type_stripe.build(&cfg, &req, &h), 0);
+	CHECK_STR(h.url, "http://127.0.0.1:9/v1/payment_intents");
+	CHECK(header_is(&h, "Idempotency-Key: txn_1-pi"));
+	CHECK(h.secure_body == NULL && h.body != NULL);
+	CHECK_STR(h.body, "amount=15000&currency=eur&confirm=true&capture_method=automatic&"
+	                  "payment_method=pm_1Abc&payment_method_types%5B0%5D=card&"
+	                  "metadata%5Bflair_txn_id%5D=txn_1&description=Room%204%2C%202%20nights");
+	CHECK(strstr(h.body, "4242") == NULL);
 	proc_http_clear(&h);
 
 	req.require_3ds = 1;
 	req.operation = "authorize";
+	req.return_url = "https://shop.example/back?x=1";
 	CHECK_EQ_INT(proc_type_stripe.build(&cfg, &req, &h), 0);
-	b = (const char *)h.secure_body->data;
+	b = h.body;
 	CHECK(strstr(b, "capture_method=manual") != NULL);
 	CHECK(strstr(b, "request_three_d_secure%5D=any") != NULL);
+	CHECK(strstr(b, "&return_url=https%3A%2F%2Fshop.example%2Fback%3Fx%3D1") != NULL);
 	proc_http_clear(&h);
 
 	/* Refused before anything is built. */
+	req.payment_method = "pm_1/../x";
+	CHECK_EQ_INT(proc_type_stripe.build(&cfg, &req, &h), FGW_ERR_INVALID);
+	req.payment_method = "pm_1Abc";
 	req.currency = "eur";
 	CHECK_EQ_INT(proc_type_stripe.build(&cfg, &req, &h), FGW_ERR_INVALID);
+	CHECK_EQ_INT(proc_type_stripe.build_card(&cfg, &req, &h), FGW_ERR_INVALID);
 	req.currency = "EUR";
 	req.idempotency_key = "two words";
 	CHECK_EQ_INT(proc_type_stripe.build(&cfg, &req, &h), FGW_ERR_INVALID);
+	CHECK_EQ_INT(proc_type_stripe.build_card(&cfg, &req, &h), FGW_ERR_INVALID);
 	req.idempotency_key = "txn_1";
 	req.clear_card = NULL;
-	CHECK_EQ_INT(proc_type_stripe.build(&cfg, &req, &h), FGW_ERR_INVALID);
+	CHECK_EQ_INT(proc_type_stripe.build_card(&cfg, &req, &h), FGW_ERR_INVALID);
 	req.clear_card = &card;
 	cfg.secret[0] = '\0';
 	CHECK_EQ_INT(proc_type_stripe.build(&cfg, &req, &h), FGW_ERR_INVALID);
+	CHECK_EQ_INT(proc_type_stripe.build_card(&cfg, &req, &h), FGW_ERR_INVALID);
 	CHECK(h.url == NULL && h.secure_body == NULL);
 end:
 	proc_http_clear(&h);
@@ -241,10 +265,295 @@ end:
 	TT_END;
 }
 
+/* The PaymentMethod's answer: only a pm_ object goes on to the charge;
+ * everything else is final and never "unknown" (nothing was charged). */
+static int
+test_parse_card(void)
+{
+	static const struct {
+		long status;
+		const char *body;
+		enum proc_outcome outcome;
+		const char *code, *ref;
+	} t[] = {
+		{ 200, "{\"id\":\"pm_1Q\",\"object\":\"payment_method\",\"type\":\"card\"}",
+		  PROC_SUCCEEDED, "", "pm_1Q" },
+		{ 200, "{\"id\":\"pi_1\",\"object\":\"payment_intent\"}", PROC_FAILED,
+		  "PAYMENT_PROCESSING_FAILED", "" },
+		{ 200, "{\"id\":\"pm_../x\",\"object\":\"payment_method\"}", PROC_FAILED,
+		  "PAYMENT_PROCESSING_FAILED", "" },
+		{ 200, "not json", PROC_FAILED, "PAYMENT_PROCESSING_FAILED", "" },
+		{ 402, "{\"error\":{\"type\":\"card_error\",\"code\":\"incorrect_number\"}}",
+		  PROC_DECLINED, "PAYMENT_CARD_DECLINED", "" },
+		{ 402, "{\"error\":{\"type\":\"card_error\",\"code\":\"invalid_expiry_year\"}}",
+		  PROC_DECLINED, "PAYMENT_CARD_DECLINED", "" },
+		{ 400, "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"parameter_unknown\"}}",
+		  PROC_FAILED, "PAYMENT_PROCESSING_FAILED", "" },
+		{ 400, "{\"error\":{\"type\":\"idempotency_error\"}}", PROC_FAILED,
+		  "PAYMENT_PROCESSING_FAILED", "" },
+		{ 402, "{\"error\":{\"type\":\"card_error\",\"code\":\"processing_error\"}}",
+		  PROC_FAILED, "PAYMENT_PROCESSING_FAILED", "" },
+		{ 500, "{\"error\":{\"type\":\"api_error\"}}", PROC_FAILED,
+		  "PAYMENT_PROCESSING_FAILED", "" },
+		{ 409, "", PROC_FAILED, "PAYMENT_PROCESSING_FAILED", "" },
+	};
+	struct proc_result r;
+	TT_BEGIN;
+
+	memset(&r, 0, sizeof(r));
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		proc_result_clear(&r);
+		CHECK_EQ_INT(proc_type_stripe.parse_card(NULL, t[i].status, t[i].body,
+		                                         strlen(t[i].body), &r), 0);
+		if (r.outcome != t[i].outcome)
+			fprintf(stderr, "  case %zu\n", i);
+		CHECK_EQ_INT(r.outcome, t[i].outcome);
+		CHECK_STR(r.code, t[i].code);
+		CHECK_STR(r.reference, t[i].ref);
+	}
+	CHECK_EQ_INT(proc_type_stripe.parse_card(NULL, 402, t[5].body, strlen(t[5].body), &r), 0);
+	CHECK_STR(r.message, "The card's expiry date is invalid.");
+end:
+	proc_result_clear(&r);
+	TT_END;
+}
+
+/* ---- contract: every request against Stripe's published description -- */
+
+struct kv {
+	size_t n;
+	char *k[32], *v[32];
+};
+
+static void
+kv_clear(struct kv *f)
+{
+	for (size_t i = 0; i < f->n; i++) {
+		sodium_memzero(f->v[i], strlen(f->v[i]));
+		free(f->k[i]);
+		free(f->v[i]);
+	}
+	f->n = 0;
+}
+
+static char *
+pct_dup(const char *s, size_t n)
+{
+	char *o = malloc(n + 1);
+	size_t j = 0;
+	unsigned int c;
+
+	if (o == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '%' && i + 2 < n + 1 && sscanf(s + i + 1, "%2x", &c) == 1) {
+			o[j++] = (char)c;
+			i += 2;
+		} else {
+			o[j++] = s[i] == '+' ? ' ' : s[i];
+		}
+	}
+	o[j] = '\0';
+	return o;
+}
+
+static int
+kv_parse(const char *s, size_t len, struct kv *f)
+{
+	size_t i = 0;
+
+	f->n = 0;
+	while (i < len) {
+		size_t end = i, eq;
+		while (end < len && s[end] != '&')
+			end++;
+		for (eq = i; eq < end && s[eq] != '='; eq++)
+			;
+		if (eq == end || f->n == 32)
+			return -1;
+		f->k[f->n] = pct_dup(s + i, eq - i);
+		f->v[f->n] = pct_dup(s + eq + 1, end - eq - 1);
+		f->n++;
+		i = end + 1;
+	}
+	return 0;
+}
+
+/* 0 when Stripe's description allows the request the adapter built. */
+static int
+contract_ok(const struct stripe_contract *c, const struct proc_http *h, const char *what)
+{
+	const char *path = h->url + strlen(BASE), *q = strchr(path, '?');
+	const char *code = NULL, *param = NULL;
+	char p[256];
+	struct kv f = { 0 };
+	int r;
+
+	snprintf(p, sizeof(p), "%.*s", q != NULL ? (int)(q - path) : (int)strlen(path), path);
+	if (q != NULL)
+		r = kv_parse(q + 1, strlen(q + 1), &f);
+	else if (h->secure_body != NULL)
+		r = kv_parse((const char *)h->secure_body->data, h->secure_body->len, &f);
+	else
+		r = kv_parse(h->body != NULL ? h->body : "", h->body_len, &f);
+	if (r == 0)
+		r = stripe_contract_check(c, h->method, p, f.n, f.k, f.v, &code, &param);
+	if (r != 0)
+		fprintf(stderr, "  %s: %s %s refused by %s: %s %s\n", what, h->method, p,
+		        stripe_contract_version(c), code ? code : "?", param ? param : "");
+	kv_clear(&f);
+	return r;
+}
+
+static int
+test_contract_adapter_requests(void)
+{
+	struct stripe_contract *c = NULL;
+	struct proc_config cfg;
+	struct proc_request req;
+	struct proc_clear_card card;
+	struct proc_op_request op = { "txn_1", "txn_1.refund.1", "pi_9", 500 };
+	struct proc_http h;
+	struct secbuf *pan = NULL, *cvc = NULL;
+	TT_BEGIN;
+
+	memset(&h, 0, sizeof(h));
+	CHECK_EQ_INT(stripe_contract_load(FIXTURE, &c), 0);
+	cfg_init(&cfg);
+	CHECK(secbuf_from(&pan, "4242424242424242", 16) == 0);
+	CHECK(secbuf_from(&cvc, "123", 3) == 0);
+	card = (struct proc_clear_card){ pan, cvc, 12, 2030, "Zoë" };
+	memset(&req, 0, sizeof(req));
+	req.operation = "purchase";
+	req.txn_id = "txn_1";
+	req.idempotency_key = "txn_1";
+	req.amount = 15000;
+	req.currency = "EUR";
+	req.description = "Room 4";
+	req.customer_email = "a@example.com";
+	req.clear_card = &card;
+
+	/* PaymentMethod create, with and without the optional fields. */
+	CHECK_EQ_INT(proc_type_stripe.build_card(&cfg, &req, &h), 0);
+	CHECK_EQ_INT(contract_ok(c, &h, "payment method"), 0);
+	proc_http_clear(&h);
+	card.cvc = NULL;
+	card.holder = "";
+	CHECK_EQ_INT(proc_type_stripe.build_card(&cfg, &req, &h), 0);
+	CHECK_EQ_INT(contract_ok(c, &h, "payment method, no cvc"), 0);
+	proc_http_clear(&h);
+
+	/* Purchase, authorize-only, 3-D Secure with a return URL. */
+	req.payment_method = "pm_1Abc";
+	CHECK_EQ_INT(proc_type_stripe.build(&cfg, &req, &h), 0);
+	CHECK_EQ_INT(contract_ok(c, &h, "purchase"), 0);
+	proc_http_clear(&h);
+	req.operation = "authorize";
+	CHECK_EQ_INT(proc_type_stripe.build(&cfg, &req, &h), 0);
+	CHECK_EQ_INT(contract_ok(c, &h, "authorize"), 0);
+	proc_http_clear(&h);
+	req.require_3ds = 1;
+	req.return_url = "https://shop.example/back";
+	CHECK_EQ_INT(proc_type_stripe.build(&cfg, &req, &h), 0);
+	CHECK_EQ_INT(contract_ok(c, &h, "3-D Secure"), 0);
+	proc_http_clear(&h);
+
+	/* Capture, cancel, partial refund, retrieve, search. */
+	CHECK_EQ_INT(proc_type_stripe.build_op(&cfg, PROC_OP_CAPTURE, &op, &h), 0);
+	CHECK_EQ_INT(contract_ok(c, &h, "capture"), 0);
+	proc_http_clear(&h);
+	CHECK_EQ_INT(proc_type_stripe.build_op(&cfg, PROC_OP_CANCEL, &op, &h), 0);
+	CHECK_EQ_INT(contract_ok(c, &h, "cancel"), 0);
+	proc_http_clear(&h);
+	CHECK_EQ_INT(proc_type_stripe.build_op(&cfg, PROC_OP_REFUND, &op, &h), 0);
+	CHECK_EQ_INT(contract_ok(c, &h, "refund"), 0);
+	proc_http_clear(&h);
+	CHECK_EQ_INT(proc_type_stripe.build_op(&cfg, PROC_OP_STATUS, &op, &h), 0);
+	CHECK_EQ_INT(contract_ok(c, &h, "retrieve"), 0);
+	proc_http_clear(&h);
+	op.reference = "";
+	CHECK_EQ_INT(proc_type_stripe.build_op(&cfg, PROC_OP_STATUS, &op, &h), 0);
+	CHECK_EQ_INT(contract_ok(c, &h, "search"), 0);
+end:
+	proc_http_clear(&h);
+	secbuf_free(pan);
+	secbuf_free(cvc);
+	stripe_contract_free(c);
+	TT_END;
+}
+
+/* The checker refuses what Stripe's description refuses (so a passing
+ * adapter means something). */
+static int
+test_contract_refusals(void)
+{
+	static const struct {
+		const char *method, *path, *form, *code, *param;
+	} t[] = {
+		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&confirm=true", NULL, NULL },
+		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&payment_method_types[0]=card&"
+		  "metadata[anything]=x", NULL, NULL },
+		/* What the adapter used to send. */
+		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&payment_method_data[type]=card",
+		  "parameter_invalid_string", "payment_method_data[type]" },
+		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&payment_method_data[card][number]=4242",
+		  "parameter_unknown", "payment_method_data[card][number]" },
+		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&colour=red", "parameter_unknown",
+		  "colour" },
+		{ "POST", "/v1/payment_intents", "amount=1.5&currency=usd", "parameter_invalid_integer",
+		  "amount" },
+		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&confirm=yes",
+		  "parameter_invalid_boolean", "confirm" },
+		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&capture_method=later",
+		  "parameter_invalid_string", "capture_method" },
+		{ "POST", "/v1/payment_intents", "amount=100", "parameter_missing", "currency" },
+		{ "POST", "/v1/payment_methods", "type=card&card[number]=4242424242424242&card[exp_month]=1",
+		  "parameter_missing", "card[exp_year]" },
+		{ "POST", "/v1/payment_methods", "type=cash", "parameter_invalid_string", "type" },
+		{ "POST", "/v1/payment_intents/pi_1/capture", "amount_to_capture=5", "parameter_unknown",
+		  "amount_to_capture" },
+		{ "POST", "/v1/payment_intents/pi_1/cancel", "", NULL, NULL },
+		{ "GET", "/v1/payment_intents/search", "", "parameter_missing", "query" },
+		{ "GET", "/v1/payment_intents/search", "query=x", NULL, NULL },
+		{ "POST", "/v1/refunds", "payment_intent=pi_1&amount=-", "parameter_invalid_integer",
+		  "amount" },
+	};
+	struct stripe_contract *c = NULL;
+	struct kv f = { 0 };
+	const char *code, *param;
+	TT_BEGIN;
+
+	CHECK_EQ_INT(stripe_contract_load(FIXTURE, &c), 0);
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		int r;
+		CHECK_EQ_INT(kv_parse(t[i].form, strlen(t[i].form), &f), 0);
+		r = stripe_contract_check(c, t[i].method, t[i].path, f.n, f.k, f.v, &code, &param);
+		if (t[i].code == NULL) {
+			if (r != 0)
+				fprintf(stderr, "  case %zu: %s %s\n", i, code, param);
+			CHECK_EQ_INT(r, 0);
+		} else {
+			CHECK_EQ_INT(r, FGW_ERR_INVALID);
+			CHECK_STR(code, t[i].code);
+			CHECK_STR(param, t[i].param);
+		}
+		kv_clear(&f);
+	}
+	CHECK_EQ_INT(stripe_contract_check(c, "DELETE", "/v1/refunds", 0, NULL, NULL, &code, &param),
+	             FGW_ERR_NOT_FOUND);
+end:
+	kv_clear(&f);
+	stripe_contract_free(c);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
 	{ "build_form", test_build_form },
 	{ "parse_reply_tables", test_parse_reply_tables },
 	{ "operations", test_operations },
+	{ "parse_card", test_parse_card },
+	{ "contract_adapter_requests", test_contract_adapter_requests },
+	{ "contract_refusals", test_contract_refusals },
 	{ NULL, NULL },
 };
 TT_MAIN(cases)

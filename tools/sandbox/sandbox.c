@@ -472,6 +472,7 @@ struct options {
 	int bench;
 	int quiet;
 	int stripe;
+	const char *stripe_fixture;
 };
 
 static void
@@ -503,7 +504,11 @@ usage(FILE *f)
 	    "  --max-charges N            ledger cap (default 1000000)\n"
 	    "  --bench                    answer any other POST with a fixed 200\n"
 	    "  --stripe                   also serve Stripe-compatible\n"
-	    "                             /v1/payment_intents and /v1/refunds\n"
+	    "                             /v1/payment_methods, /v1/payment_intents\n"
+	    "                             and /v1/refunds\n"
+	    "  --stripe-fixture FILE      the subset of Stripe's API description\n"
+	    "                             the Stripe routes accept (default\n"
+	    "                             tests/fixtures/stripe-openapi-subset.json)\n"
 	    "  --quiet                    log warnings and errors only\n"
 	    "  --help\n",
 	    f);
@@ -597,6 +602,8 @@ parse_options(int argc, char **argv, struct options *o)
 			o->secret = v;
 		else if (strcmp(name, "--secret-file") == 0)
 			o->secret_file = v;
+		else if (strcmp(name, "--stripe-fixture") == 0)
+			o->stripe_fixture = v;
 		else if (strcmp(name, "--webhook-url") == 0)
 			o->webhook_url = v;
 		else if (strcmp(name, "--webhook-secret") == 0)
@@ -753,7 +760,9 @@ main(int argc, char **argv)
 		goto out;
 	}
 	if ((r = ledger_new(o.max_charges, &s.ledger)) != FGW_OK ||
-	    (o.stripe && (r = sbx_stripe_new(&s.stripe)) != FGW_OK))
+	    (o.stripe && (r = sbx_stripe_new(o.stripe_fixture != NULL ? o.stripe_fixture
+	                                              : "tests/fixtures/stripe-openapi-subset.json",
+	                                  &s.stripe)) != FGW_OK))
 		goto out;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		log_error("curl_global_init failed");

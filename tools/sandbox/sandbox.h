@@ -159,7 +159,9 @@ void sbx_webhooks_free(struct sbx *s);
 
 /* ---- stripe.c: the Stripe-compatible mode ------------------------------ */
 
-int sbx_stripe_new(struct stripe **out);
+/* fixture: tests/fixtures/stripe-openapi-subset.json, what the Stripe
+ * routes accept (tools/sandbox/stripe_contract.h). */
+int sbx_stripe_new(const char *fixture, struct stripe **out);
 void sbx_stripe_free(struct stripe *st);
 /* Answers req when path is one of the Stripe routes: returns 1, else 0. */
 int sbx_stripe_route(struct sbx *s, struct evhttp_request *req,

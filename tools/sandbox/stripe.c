@@ -36,6 +36,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "tools/sandbox/sandbox.h"
+#include "tools/sandbox/stripe_contract.h"
 
 #define STR_MAX_FIELDS 64
 #define STR_MAX_OBJECTS 200000L
@@ -69,7 +70,19 @@ struct sidem {
 	struct sidem *next;
 };
 
+/* A PaymentMethod: what the card will do when a PaymentIntent confirms
+ * it. Only the last four digits are kept. */
+struct spm {
+	char id[STR_ID_LEN];        /* pm_... */
+	char last4[5];
+	int card;                   /* index in cards[], -1: any other card */
+	int exp_month, exp_year;
+	struct spm *next;
+};
+
 struct stripe {
+	struct stripe_contract *contract; /* what Stripe's API description allows */
+	struct spm *methods;
 	struct spi *intents;
 	struct sidem *keys;
 	long n_objects;
@@ -207,25 +220,6 @@ fget(const struct form *f, const char *k)
 	for (size_t i = 0; i < f->n; i++)
 		if (strcmp(f->k[i], k) == 0)
 			return f->v[i];
-	return NULL;
-}
-
-/* Returns the first key that is not in allowed (NULL: all known). Keys
- * starting with metadata[ are free-form as in Stripe. */
-static const char *
-form_unknown(const struct form *f, const char *const *allowed)
-{
-	for (size_t i = 0; i < f->n; i++) {
-		size_t a;
-		if (strncmp(f->k[i], "metadata[", 9) == 0 &&
-		    f->k[i][strlen(f->k[i]) - 1] == ']')
-			continue;
-		for (a = 0; allowed[a] != NULL; a++)
-			if (strcmp(allowed[a], f->k[i]) == 0)
-				break;
-		if (allowed[a] == NULL)
-			return f->k[i];
-	}
 	return NULL;
 }
 
@@ -433,90 +427,125 @@ idem_store(struct stripe *st, const char *key, const unsigned char hash[32],
 
 /* ---- operations ---------------------------------------------------------- */
 
-static const char *const create_params[] = {
-	"amount", "currency", "confirm", "capture_method", "payment_method",
-	"payment_method_types[]", "payment_method_types[0]",
-	"payment_method_data[type]", "payment_method_data[card][number]",
-	"payment_method_data[card][exp_month]",
-	"payment_method_data[card][exp_year]", "payment_method_data[card][cvc]",
-	"payment_method_data[billing_details][name]",
-	"payment_method_data[billing_details][email]",
-	"payment_method_options[card][request_three_d_secure]", "description",
-	"receipt_email", "return_url", NULL
-};
+static struct spm *
+method_find(const struct stripe *st, const char *id)
+{
+	for (struct spm *m = st->methods; m != NULL; m = m->next)
+		if (strcmp(m->id, id) == 0)
+			return m;
+	return NULL;
+}
 
-/* Decides what the card does; 0, or a 400 reason in *param and *why. */
+static void
+card_apply(struct spi *p, int i, const char **outcome)
+{
+	*outcome = cards[i].outcome;
+	fgw_strlcpy(p->err_code, cards[i].code, sizeof(p->err_code));
+	fgw_strlcpy(p->err_decline, cards[i].decline_code, sizeof(p->err_decline));
+}
+
+/* Decides what the PaymentMethod does on confirmation; 0, or a 400
+ * reason in *param and *why. */
 static int
-card_outcome(const struct form *f, struct spi *p, const char **outcome,
-             const char **param, const char **why)
+card_outcome(const struct stripe *st, const struct form *f, struct spi *p,
+             const char **outcome, const char **param, const char **why)
 {
 	const char *pm = fget(f, "payment_method");
-	const char *type = fget(f, "payment_method_data[type]");
-	const char *num = fget(f, "payment_method_data[card][number]");
-	int64_t m, y;
-	size_t n;
+	const struct spm *m;
 
 	*outcome = "succeeded";
-	if (pm != NULL) {
-		if (type != NULL) {
-			*param = "payment_method_data";
-			*why = "You may only specify one of payment_method and "
-			       "payment_method_data.";
-			return FGW_ERR_INVALID;
+	if (pm == NULL) {
+		*param = "payment_method";
+		*why = "You must provide a payment_method to confirm a PaymentIntent.";
+		return FGW_ERR_INVALID;
+	}
+	for (size_t i = 0; i < sizeof(cards) / sizeof(cards[0]); i++)
+		if (strcmp(cards[i].token, pm) == 0) {
+			card_apply(p, (int)i, outcome);
+			fgw_strlcpy(p->last4, cards[i].number + 12, sizeof(p->last4));
+			fgw_strlcpy(p->pm, pm, sizeof(p->pm));
+			return FGW_OK;
 		}
-		for (size_t i = 0; i < sizeof(cards) / sizeof(cards[0]); i++)
-			if (strcmp(cards[i].token, pm) == 0) {
-				*outcome = cards[i].outcome;
-				fgw_strlcpy(p->err_code, cards[i].code, sizeof(p->err_code));
-				fgw_strlcpy(p->err_decline, cards[i].decline_code,
-				            sizeof(p->err_decline));
-				fgw_strlcpy(p->last4, cards[i].number + 12, sizeof(p->last4));
-				fgw_strlcpy(p->pm, pm, sizeof(p->pm));
-				return FGW_OK;
-			}
+	if ((m = method_find(st, pm)) == NULL) {
 		*param = "payment_method";
 		*why = "No such PaymentMethod.";
 		return FGW_ERR_INVALID;
 	}
+	if (m->card >= 0)
+		card_apply(p, m->card, outcome);
+	fgw_strlcpy(p->last4, m->last4, sizeof(p->last4));
+	fgw_strlcpy(p->pm, m->id, sizeof(p->pm));
+	return FGW_OK;
+}
+
+/* POST /v1/payment_methods with type=card: the card is checked the way
+ * Stripe checks it when the PaymentMethod is created (number, expiry);
+ * what the issuer says comes on confirmation. */
+static int
+method_create(struct sbx *s, const struct form *f, char **body, char *object)
+{
+	struct stripe *st = s->stripe;
+	const char *type = fget(f, "type"), *num = fget(f, "card[number]");
+	struct spm *m;
+	cJSON *o, *card;
+	int64_t mo, yr;
+	size_t n;
+
 	if (type == NULL || strcmp(type, "card") != 0 || num == NULL) {
-		*param = type == NULL ? "payment_method" : "payment_method_data[type]";
-		*why = "A payment method is required: payment_method or "
-		       "payment_method_data[type]=card with card details.";
-		return FGW_ERR_INVALID;
+		*body = error_json(s, "invalid_request_error", "parameter_missing", NULL,
+		                   "card", "Only card PaymentMethods with card details.", NULL);
+		return 400;
 	}
 	n = strlen(num);
-	if (n < 12 || n > 19 || strspn(num, "0123456789") != n) {
-		*param = "payment_method_data[card][number]";
-		*why = "Invalid card number.";
-		return FGW_ERR_INVALID;
+	if (n < 12 || n > 19 || strspn(num, "0123456789") != n || !card_luhn_ok(num, n)) {
+		*body = error_json(s, "card_error", "incorrect_number", NULL, "number",
+		                   "Your card number is incorrect.", NULL);
+		return 402;
 	}
-	if (!int_param(fget(f, "payment_method_data[card][exp_month]"), 1, 12, &m) ||
-	    !int_param(fget(f, "payment_method_data[card][exp_year]"), 2000, 2200, &y)) {
-		*param = "payment_method_data[card][exp_month]";
-		*why = "Missing or invalid card expiry.";
-		return FGW_ERR_INVALID;
+	if (!int_param(fget(f, "card[exp_month]"), 1, 12, &mo) ||
+	    !int_param(fget(f, "card[exp_year]"), 0, 9999, &yr) ||
+	    !card_expiry_ok((int)mo, (int)yr, fgw_now_ms())) {
+		*body = error_json(s, "card_error", "invalid_expiry_year", NULL, "exp_year",
+		                   "Your card's expiration year is invalid.", NULL);
+		return 402;
 	}
-	fgw_strlcpy(p->last4, num + n - 4, sizeof(p->last4));
-	if (fgw_random_id("pm_", p->pm, sizeof(p->pm)) != FGW_OK)
-		return FGW_ERR_INTERNAL;
-	if (!card_luhn_ok(num, n)) {
-		*outcome = "decline";
-		fgw_strlcpy(p->err_code, "incorrect_number", sizeof(p->err_code));
-		return FGW_OK;
+	if (st->n_objects >= STR_MAX_OBJECTS) {
+		*body = error_json(s, "api_error", NULL, NULL, NULL,
+		                   "The sandbox ledger is full.", NULL);
+		return 503;
 	}
-	if (!card_expiry_ok((int)m, (int)y, fgw_now_ms())) {
-		*outcome = "decline";
-		fgw_strlcpy(p->err_code, "expired_card", sizeof(p->err_code));
-		return FGW_OK;
+	if ((m = calloc(1, sizeof(*m))) == NULL)
+		return 500;
+	if (fgw_random_id("pm_", m->id, sizeof(m->id)) != FGW_OK) {
+		free(m);
+		return 500;
 	}
+	fgw_strlcpy(m->last4, num + n - 4, sizeof(m->last4));
+	m->card = -1;
 	for (size_t i = 0; i < sizeof(cards) / sizeof(cards[0]); i++)
-		if (strcmp(cards[i].number, num) == 0) {
-			*outcome = cards[i].outcome;
-			fgw_strlcpy(p->err_code, cards[i].code, sizeof(p->err_code));
-			fgw_strlcpy(p->err_decline, cards[i].decline_code,
-			            sizeof(p->err_decline));
-		}
-	return FGW_OK;
+		if (strcmp(cards[i].number, num) == 0)
+			m->card = (int)i;
+	m->exp_month = (int)mo;
+	m->exp_year = (int)yr;
+	m->next = st->methods;
+	st->methods = m;
+	st->n_objects++;
+	fgw_strlcpy(object, m->id, STR_ID_LEN);
+	if ((o = cJSON_CreateObject()) == NULL)
+		return 500;
+	cJSON_AddStringToObject(o, "id", m->id);
+	cJSON_AddStringToObject(o, "object", "payment_method");
+	cJSON_AddStringToObject(o, "type", "card");
+	if ((card = cJSON_AddObjectToObject(o, "card")) != NULL) {
+		cJSON_AddStringToObject(card, "last4", m->last4);
+		cJSON_AddNumberToObject(card, "exp_month", m->exp_month);
+		cJSON_AddNumberToObject(card, "exp_year", m->exp_year);
+	}
+	cJSON_AddNumberToObject(o, "created", (double)time(NULL));
+	cJSON_AddBoolToObject(o, "livemode", 0);
+	*body = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return 200;
 }
 
 /* POST /v1/payment_intents. Returns the HTTP code and body in *body. */
@@ -526,16 +555,11 @@ intent_create(struct sbx *s, const struct form *f, char **body, char *object)
 	struct stripe *st = s->stripe;
 	struct spi *p = NULL;
 	const char *cur = fget(f, "currency"), *cm = fget(f, "capture_method");
-	const char *confirm = fget(f, "confirm"), *bad, *outcome = NULL;
+	const char *confirm = fget(f, "confirm"), *outcome = NULL;
 	const char *param = NULL, *why = NULL, *v;
 	int64_t amount;
 	int code;
 
-	if ((bad = form_unknown(f, create_params)) != NULL) {
-		*body = error_json(s, "invalid_request_error", "parameter_unknown",
-		                   NULL, bad, "Received unknown parameter.", NULL);
-		return 400;
-	}
 	if (!int_param(fget(f, "amount"), 1, 99999999, &amount)) {
 		*body = error_json(s, "invalid_request_error",
 		                   fget(f, "amount") ? "parameter_invalid_integer"
@@ -565,7 +589,7 @@ intent_create(struct sbx *s, const struct form *f, char **body, char *object)
 	}
 	if ((p = calloc(1, sizeof(*p))) == NULL)
 		return 500;
-	if ((code = card_outcome(f, p, &outcome, &param, &why)) != FGW_OK) {
+	if ((code = card_outcome(st, f, p, &outcome, &param, &why)) != FGW_OK) {
 		free(p);
 		if (code != FGW_ERR_INVALID)
 			return 500;
@@ -633,15 +657,8 @@ intent_create(struct sbx *s, const struct form *f, char **body, char *object)
 static int
 intent_capture(struct sbx *s, struct spi *p, const struct form *f, char **body)
 {
-	static const char *const params[] = { "amount_to_capture", NULL };
 	int64_t amt = p->amount;
-	const char *bad;
 
-	if ((bad = form_unknown(f, params)) != NULL) {
-		*body = error_json(s, "invalid_request_error", "parameter_unknown",
-		                   NULL, bad, "Received unknown parameter.", NULL);
-		return 400;
-	}
 	if (fget(f, "amount_to_capture") != NULL &&
 	    !int_param(fget(f, "amount_to_capture"), 1, p->amount, &amt)) {
 		*body = error_json(s, "invalid_request_error", "parameter_invalid_integer",
@@ -666,14 +683,7 @@ intent_capture(struct sbx *s, struct spi *p, const struct form *f, char **body)
 static int
 intent_cancel(struct sbx *s, struct spi *p, const struct form *f, char **body)
 {
-	static const char *const params[] = { "cancellation_reason", NULL };
-	const char *bad;
-
-	if ((bad = form_unknown(f, params)) != NULL) {
-		*body = error_json(s, "invalid_request_error", "parameter_unknown",
-		                   NULL, bad, "Received unknown parameter.", NULL);
-		return 400;
-	}
+	(void)f;
 	if (strcmp(p->status, "succeeded") == 0 || strcmp(p->status, "canceled") == 0 ||
 	    strcmp(p->status, "processing") == 0) {
 		*body = error_json(s, "invalid_request_error",
@@ -691,19 +701,12 @@ intent_cancel(struct sbx *s, struct spi *p, const struct form *f, char **body)
 static int
 refund_create(struct sbx *s, const struct form *f, char **body, char *object)
 {
-	static const char *const params[] = { "payment_intent", "amount", "reason",
-		                                  NULL };
-	const char *bad, *pid = fget(f, "payment_intent");
+	const char *pid = fget(f, "payment_intent");
 	struct spi *p;
 	int64_t amt;
 	cJSON *o;
 	char id[STR_ID_LEN];
 
-	if ((bad = form_unknown(f, params)) != NULL) {
-		*body = error_json(s, "invalid_request_error", "parameter_unknown",
-		                   NULL, bad, "Received unknown parameter.", NULL);
-		return 400;
-	}
 	if (pid == NULL || (p = intent_find(s->stripe, pid)) == NULL) {
 		*body = error_json(s, "invalid_request_error", "resource_missing", NULL,
 		                   "payment_intent", "No such payment_intent.", NULL);
@@ -745,6 +748,32 @@ refund_create(struct sbx *s, const struct form *f, char **body, char *object)
 }
 
 /* ---- the POST front: auth, form, idempotency ----------------------------- */
+
+/* Stripe's API description (the fixture) refuses the request: answered
+ * 400 as Stripe does, before idempotency (Stripe keeps no answer for a
+ * request that failed validation). */
+static int
+contract_refuses(struct sbx *s, struct evhttp_request *req, const char *method,
+                 const char *path, const struct form *f)
+{
+	const char *code = NULL, *param = NULL;
+	char msg[300];
+	int r;
+
+	r = stripe_contract_check(s->stripe->contract, method, path, f->n, f->k, f->v, &code,
+	                          &param);
+	if (r == FGW_OK)
+		return 0;
+	if (r == FGW_ERR_NOT_FOUND) {
+		reply_error(s, req, 404, "invalid_request_error", NULL, NULL,
+		            "Unrecognized request URL.");
+		return 1;
+	}
+	snprintf(msg, sizeof(msg), "Refused by Stripe's API description (%s): %s %s.",
+	         stripe_contract_version(s->stripe->contract), code, param);
+	reply_error(s, req, 400, "invalid_request_error", code, param, msg);
+	return 1;
+}
 
 static int
 version_ok(const char *v)
@@ -797,6 +826,8 @@ post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
 		            "The request body is not valid form encoding.");
 		goto out;
 	}
+	if (contract_refuses(s, req, "POST", path, &f))
+		goto out;
 	if (key != NULL && (strlen(key) == 0 || strlen(key) > 255)) {
 		reply_error(s, req, 400, "invalid_request_error", NULL, NULL,
 		            "Idempotency-Key must be 1..255 characters.");
@@ -832,6 +863,8 @@ post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
 	}
 	if (strcmp(op, "create") == 0)
 		code = intent_create(s, &f, &body, object);
+	else if (strcmp(op, "payment_method") == 0)
+		code = method_create(s, &f, &body, object);
 	else if (strcmp(op, "capture") == 0)
 		code = intent_capture(s, p, &f, &body);
 	else if (strcmp(op, "cancel") == 0)
@@ -851,9 +884,12 @@ post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
 		         object[0] ? object : (p != NULL ? p->id : "-"), code,
 		         fault ? " (answer dropped)" : "");
 	if (fault) {
-		/* FAIL_AFTER: created and remembered, then the answer is lost. */
+		/* FAIL_AFTER: created and remembered, then the answer is lost.
+		 * It never comes (the client times out): a connection closed at
+		 * once would let the client resend on a fresh one and get the
+		 * replay, and the lost answer would go unseen. */
 		free(body);
-		sbx_finish(s, req, ACT_DROP, 0, NULL);
+		sbx_finish(s, req, ACT_HANG, 0, NULL);
 		goto out;
 	}
 	reply(s, req, code, body);
@@ -991,7 +1027,12 @@ search(struct sbx *s, struct evhttp_request *req)
 		            "Invalid API Key provided.");
 		return;
 	}
-	if (qs == NULL || form_parse(qs, strlen(qs), &f) != FGW_OK ||
+	if (qs != NULL && form_parse(qs, strlen(qs), &f) == FGW_OK &&
+	    contract_refuses(s, req, "GET", "/v1/payment_intents/search", &f)) {
+		form_clear(&f);
+		return;
+	}
+	if (qs == NULL || f.n == 0 ||
 	    (q = fget(&f, "query")) == NULL || strncmp(q, prefix, sizeof(prefix) - 1) != 0 ||
 	    (n = strlen(q + sizeof(prefix) - 1)) < 2 || n > sizeof(want) ||
 	    q[sizeof(prefix) - 1 + n - 1] != '\'') {
@@ -1038,6 +1079,10 @@ sbx_stripe_route(struct sbx *s, struct evhttp_request *req, const char *path)
 		post(s, req, path, NULL, "create");
 		return 1;
 	}
+	if (strcmp(path, "/v1/payment_methods") == 0 && is_post) {
+		post(s, req, path, NULL, "payment_method");
+		return 1;
+	}
 	if (strcmp(path, "/v1/refunds") == 0 && is_post) {
 		post(s, req, path, NULL, "refund");
 		return 1;
@@ -1080,7 +1125,21 @@ sbx_stripe_route(struct sbx *s, struct evhttp_request *req, const char *path)
 		return 1;
 	}
 	if (slash == NULL && get) {
-		char *text = print_intent(s, p);
+		const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+		const char *qs = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
+		struct form f = { 0 };
+		char *text;
+		if (qs != NULL && form_parse(qs, strlen(qs), &f) != FGW_OK) {
+			reply_error(s, req, 400, "invalid_request_error", NULL, NULL,
+			            "The query string is not valid form encoding.");
+			return 1;
+		}
+		if (contract_refuses(s, req, "GET", path, &f)) {
+			form_clear(&f);
+			return 1;
+		}
+		form_clear(&f);
+		text = print_intent(s, p);
 		reply(s, req, text != NULL ? 200 : 500, text);
 	} else if (slash != NULL && strcmp(slash, "/capture") == 0 && is_post) {
 		post(s, req, path, p, "capture");
@@ -1094,9 +1153,20 @@ sbx_stripe_route(struct sbx *s, struct evhttp_request *req, const char *path)
 }
 
 int
-sbx_stripe_new(struct stripe **out)
+sbx_stripe_new(const char *fixture, struct stripe **out)
 {
-	return (*out = calloc(1, sizeof(**out))) != NULL ? FGW_OK : FGW_ERR_NOMEM;
+	struct stripe *st;
+	int r;
+
+	if ((st = calloc(1, sizeof(*st))) == NULL)
+		return FGW_ERR_NOMEM;
+	if ((r = stripe_contract_load(fixture, &st->contract)) != FGW_OK) {
+		log_error("Stripe API description %s: %s", fixture, fgw_strerror(r));
+		free(st);
+		return r;
+	}
+	*out = st;
+	return FGW_OK;
 }
 
 void
@@ -1104,6 +1174,12 @@ sbx_stripe_free(struct stripe *st)
 {
 	if (st == NULL)
 		return;
+	stripe_contract_free(st->contract);
+	while (st->methods != NULL) {
+		struct spm *m = st->methods;
+		st->methods = m->next;
+		free(m);
+	}
 	while (st->intents != NULL) {
 		struct spi *p = st->intents;
 		st->intents = p->next;
