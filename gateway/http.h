@@ -69,11 +69,15 @@ int http_json_body(struct reactor *rx, struct evhttp_request *req,
  * answers 400 and returns FGW_ERR_INVALID when malformed. */
 int http_idempotency_key(struct reactor *rx, struct evhttp_request *req,
                          const char **key);
-/* BLAKE2b-256 hex of method, path and body: what "same request" means. */
-void http_request_hash(const char *method, const char *path, const void *body,
-                       size_t len, char out[65]);
+/* Keyed MAC hex (keyring_request_mac) of method, path and body: what
+ * "same request" means. Never a plain hash: the body may carry a card.
+ * Returns 0 or a negative FGW_ERR_* code (answer 500). */
+int http_request_hash(struct reactor *rx, const char *method, const char *path,
+                      const void *body, size_t len, char out[65]);
 /* Claims (client, key) or answers: 409 in flight, 422 different request,
- * the stored answer byte for byte (Idempotent-Replayed: true). Returns 0
+ * the stored answer byte for byte (Idempotent-Replayed: true), 422 with
+ * the transactionId for a key stored before hashes were keyed (its hash
+ * was wiped: STORE_IDEM_HASH_REMOVED). Returns 0
  * when the request should run (the key is then claimed: release it with
  * idem_end after the answer is committed), 1 when it answered. */
 int http_idempotency_front(struct reactor *rx, struct evhttp_request *req,

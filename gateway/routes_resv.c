@@ -220,7 +220,10 @@ front(struct reactor *rx, struct evhttp_request *req, const char *path,
 		return FGW_ERR_INVALID;
 	}
 	idem_scope(who, scope);
-	http_request_hash("POST", path, *body, *len, hash);
+	if (http_request_hash(rx, "POST", path, *body, *len, hash) != 0) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		return FGW_ERR_INTERNAL;
+	}
 	if (*key != NULL && http_idempotency_front(rx, req, scope, *key, hash) != 0)
 		return FGW_ERR_EXISTS;
 	return 0;

@@ -134,9 +134,13 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 			http_send_error(rx, req, 400, "VALIDATION_ERROR", "X-Customer-Id is too long");
 			return;
 		}
-		http_request_hash("POST", scoped, body, len, hash);
+		r = http_request_hash(rx, "POST", scoped, body, len, hash);
 	} else {
-		http_request_hash("POST", path, body, len, hash);
+		r = http_request_hash(rx, "POST", path, body, len, hash);
+	}
+	if (r != 0) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		return;
 	}
 	if (key != NULL && http_idempotency_front(rx, req, who.client_id, key, hash) != 0)
 		return;

@@ -536,7 +536,10 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 	rx->inflight++;
 	fgw_strlcpy(c->client, who.client_id, sizeof(c->client));
 	fgw_strlcpy(c->source, who.source, sizeof(c->source));
-	http_request_hash("POST", path, body, len, c->hash);
+	if (http_request_hash(rx, "POST", path, body, len, c->hash) != 0) {
+		reply_error(c, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		return;
+	}
 	if (key != NULL) {
 		if (http_idempotency_front(rx, req, who.client_id, key, c->hash) != 0) {
 			c->req = NULL;

@@ -17,6 +17,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "store/schema.h"
+#include "store/store.h"
 
 /* ISO 8601 with milliseconds from an INTEGER ms column. */
 #define ISO_MS(col)                                                          \
@@ -368,6 +369,17 @@ static const char schema_v8[] =
     "CREATE INDEX txn_operations_pending ON txn_operations (reconcile_next_at)"
     " WHERE status = 'pending' AND manual_review = 0;";
 
+/* v9: request hashes are keyed (gateway http_request_hash). The hashes
+ * stored before were a plain BLAKE2b of a body that may have carried a
+ * card, beside its BIN, last four, expiry and amount: computable back to
+ * the hidden digits and the CVC. They are overwritten with a marker (see
+ * STORE_IDEM_HASH_REMOVED: the key is refused, never replayed unchecked),
+ * with secure_delete so the freed cell space is zeroed too; schema_migrate
+ * then truncates the WAL. */
+static const char schema_v9_idem_keyed[] =
+    "PRAGMA secure_delete = ON;"
+    "UPDATE idempotency SET request_hash = '" STORE_IDEM_HASH_REMOVED "';";
+
 static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
@@ -377,6 +389,7 @@ static const char *const migrations[] = {
 	schema_v6,
 	schema_v7,
 	schema_v8,
+	schema_v9_idem_keyed,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -470,12 +483,22 @@ out:
 int
 schema_migrate(sqlite3 *db)
 {
-	int version = 0, r;
+	int version = 0, start = -1, r;
 
+	if ((r = schema_version(db, &start)) != 0)
+		goto out;
 	do {
 		if ((r = migrate_step(db, &version)) != 0)
 			goto out;
 	} while (version < STORE_SCHEMA_VERSION);
+	/* A migration may have rewritten what must not stay on disk (v9: the
+	 * unkeyed request hashes): copy the WAL into the file and empty it,
+	 * so no old frame outlives the step. Busy (another connection
+	 * reading) only delays this to the next checkpoint. */
+	if (start > 0 && start < STORE_SCHEMA_VERSION &&
+	    sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL) !=
+	        SQLITE_OK)
+		log_warn("checkpoint after migration: %s", sqlite3_errmsg(db));
 	r = 0;
 out:
 	return r;
