@@ -20,6 +20,7 @@
 #include <event2/keyvalq_struct.h>
 #include <sodium.h>
 
+#include "core/card.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -149,7 +150,7 @@ http_idempotency_key(struct reactor *rx, struct evhttp_request *req, const char 
 {
 	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
 	const char *k = evhttp_find_header(in, "Idempotency-Key");
-	size_t n;
+	size_t n, ps, pe;
 	if (k == NULL)
 		k = evhttp_find_header(in, "X-Idempotency-Key");
 	*key = k;
@@ -162,6 +163,12 @@ http_idempotency_key(struct reactor *rx, struct evhttp_request *req, const char 
 	if (n == 0 || n > 255) {
 		http_send_error(rx, req, 400, "VALIDATION_ERROR",
 		                "Idempotency-Key must be 1 to 255 visible ASCII characters");
+		return FGW_ERR_INVALID;
+	}
+	/* Stored in clear with the answer: no card number in it. */
+	if (card_find_pan(k, n, &ps, &pe)) {
+		http_send_error(rx, req, 400, "VALIDATION_ERROR",
+		                "Idempotency-Key must not contain a card number");
 		return FGW_ERR_INVALID;
 	}
 	return FGW_OK;

@@ -512,7 +512,8 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 
 	if (http_authenticate(rx, req, path, AUTH_API_KEY, &who) != 0 ||
 	    http_json_body(rx, req, &body, &len) != 0 ||
-	    http_idempotency_key(rx, req, &key) != 0)
+	    http_idempotency_key(rx, req, &key) != 0 ||
+	    http_refuse_card_text(rx, req, &who, body, len) != 0)
 		return;
 	if (http_path_segment("/v1/transactions/*/*", path, 0, id, sizeof(id)) != 0 ||
 	    strncmp(id, "txn_", 4) != 0) {
