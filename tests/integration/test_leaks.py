@@ -160,6 +160,9 @@ def send_everything(g, sb):
     refund = keyed(g, "POST", f"/v1/transactions/{paid.body['transactionId']}/refund",
                    {"amount": 500}, "leak-refund")
     expect(refund, 200)
+    refused("refund Idempotency-Key", "Idempotency-Key",
+            keyed(g, "POST", f"/v1/transactions/{paid.body['transactionId']}/refund",
+                  {"amount": 100}, typed("dashed")))
     tds = g.pay(body_for(THREE_DS))
     expect(tds, 200)
     refused("webhook data.object.description", "data.object.description",
