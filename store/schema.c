@@ -375,10 +375,18 @@ static const char schema_v8[] =
  * the hidden digits and the CVC. They are overwritten with a marker (see
  * STORE_IDEM_HASH_REMOVED: the key is refused, never replayed unchecked),
  * with secure_delete so the freed cell space is zeroed too; schema_migrate
- * then truncates the WAL. */
+ * then truncates the WAL. Stored BINs of short card numbers are cut so
+ * that 6 digits stay hidden. */
 static const char schema_v9_idem_keyed[] =
     "PRAGMA secure_delete = ON;"
-    "UPDATE idempotency SET request_hash = '" STORE_IDEM_HASH_REMOVED "';";
+    "UPDATE idempotency SET request_hash = '" STORE_IDEM_HASH_REMOVED "';"
+    /* BINs were 6 digits at every length: a 15-digit Amex or a 14-digit
+     * Diners showed 10 of its digits. The length is not stored, so each
+     * brand's shortest number decides (core/card.c card_bin_last4). */
+    "UPDATE transactions SET bin = substr(bin, 1, 5) WHERE brand = 'Amex';"
+    "UPDATE transactions SET bin = substr(bin, 1, 4) WHERE brand = 'Diners';"
+    "UPDATE vault_entries SET bin = substr(bin, 1, 5) WHERE brand = 'Amex';"
+    "UPDATE vault_entries SET bin = substr(bin, 1, 4) WHERE brand = 'Diners';";
 
 static const char *const migrations[] = {
 	schema_v1,

@@ -694,7 +694,7 @@ test_schema_idem_hash_wiped(void)
 	    "5f1d0c6a0b8e4e2f9a3c7d1e6b2a4c8e0f9d3b7a1c5e2d4f6a8b0c3e5d7f9a1b";
 	struct fix f;
 	struct store_idem got;
-	char sql[512], wal[128], marker[64];
+	char sql[1024], wal[128], marker[64];
 	int n;
 	TT_BEGIN;
 	memset(&got, 0, sizeof(got));
@@ -704,6 +704,10 @@ test_schema_idem_hash_wiped(void)
 	             "INSERT INTO idempotency (client_id, key, request_hash, status_code, body,"
 	             " txn_id, created_at, expires_at) VALUES ('website', 'k-old', '%s', 200,"
 	             " '{}', 'txn_old', 1, 9000000000000);"
+	             "INSERT INTO transactions (id, client_id, amount, currency, status, brand,"
+	             " bin, last4, created_at, updated_at) VALUES"
+	             " ('txn_amex', 'w', 1, 'USD', 'succeeded', 'Amex', '378282', '0005', 1, 1),"
+	             " ('txn_visa', 'w', 1, 'USD', 'succeeded', 'Visa', '424242', '4242', 1, 1);"
 	             "PRAGMA user_version = %d;", old_hash, STORE_SCHEMA_VERSION - 1);
 	CHECK(n > 0 && (size_t)n < sizeof(sql));
 	CHECK_EQ_INT(sql_exec(f.path, sql, NULL, 0), SQLITE_OK);
@@ -713,6 +717,13 @@ test_schema_idem_hash_wiped(void)
 	sql_text(f.path, "SELECT request_hash FROM idempotency WHERE key = 'k-old'", marker,
 	         sizeof(marker));
 	CHECK_STR(marker, STORE_IDEM_HASH_REMOVED);
+	/* A 15-digit Amex keeps 6 digits hidden: BIN of 5. */
+	sql_text(f.path, "SELECT bin FROM transactions WHERE id = 'txn_amex'", marker,
+	         sizeof(marker));
+	CHECK_STR(marker, "37828");
+	sql_text(f.path, "SELECT bin FROM transactions WHERE id = 'txn_visa'", marker,
+	         sizeof(marker));
+	CHECK_STR(marker, "424242");
 	CHECK_EQ_INT(store_reader_open(f.st, &f.rd), 0);
 	CHECK_EQ_INT(store_idem_get(f.rd, "website", "k-old", &got), 0);
 	CHECK_STR(got.request_hash, STORE_IDEM_HASH_REMOVED);
