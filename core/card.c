@@ -196,6 +196,56 @@ span_luhn_ok(const char *text, size_t from, size_t to, size_t ndigits)
 	return n == ndigits && card_luhn_ok(d, n);
 }
 
+static bool
+is_alnum(char c)
+{
+	return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static bool
+is_hex(char c)
+{
+	return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* The end of a UUID (8-4-4-4-12 hex digits) or of a long hex token (20 or
+ * more hex digits with a letter among them: a digest, a random id) that
+ * starts at text[i]; i when there is none. Their digit groups are not
+ * typed card numbers, and without this about 1 in 300 random UUIDs (the
+ * usual Idempotency-Key) holds a Luhn-valid span of 13..19 digits. */
+static size_t
+hexish_end(const char *text, size_t len, size_t i)
+{
+	static const size_t uuid_groups[5] = { 8, 4, 4, 4, 12 };
+	size_t j = i;
+	bool letter = false;
+
+	if (i > 0 && is_alnum(text[i - 1]))
+		return i;
+	for (int g = 0; g < 5; g++) {
+		size_t k = 0;
+		while (k < uuid_groups[g] && j < len && is_hex(text[j])) {
+			j++;
+			k++;
+		}
+		if (k != uuid_groups[g])
+			break;
+		if (g == 4) {
+			if (j >= len || !is_alnum(text[j]))
+				return j;
+			break;
+		}
+		if (j >= len || text[j] != '-')
+			break;
+		j++;
+	}
+	for (j = i; j < len && is_hex(text[j]); j++)
+		letter = letter || !is_digit(text[j]);
+	if (j - i >= 20 && letter && (j >= len || !is_alnum(text[j])))
+		return j;
+	return i;
+}
+
 bool
 card_find_pan(const char *text, size_t len, size_t *start, size_t *end)
 {
@@ -203,9 +253,20 @@ card_find_pan(const char *text, size_t len, size_t *start, size_t *end)
 	size_t gs[64], ge[64], gn[64];
 	size_t i = 0, rs, re, rn;
 
-	while (card_digit_run(text, len, i, &rs, &re, &rn)) {
-		size_t ng = 0, k = rs, total = 0;
+	while (i < len) {
+		size_t ng = 0, k, total = 0, h = hexish_end(text, len, i);
+		if (h > i) {
+			i = h;
+			continue;
+		}
+		if (!is_digit(text[i])) {
+			i++;
+			continue;
+		}
+		if (!card_digit_run(text, len, i, &rs, &re, &rn))
+			break;
 		i = re;
+		k = rs;
 		if (rn < 13)
 			continue;
 		/* Split the run into its groups (bounded: a longer run is

@@ -28,7 +28,8 @@ bool card_pan_ok(const char *pan, size_t len);
  * that pass the Luhn check, alone or spread over groups separated by
  * spaces or dashes (ASCII, tab, no-break space, Unicode dashes; up to
  * three between two groups). Any Luhn-valid span of whole groups counts,
- * so "4242 4242 4242 4242 12/30" is found. Returns true and the byte span
+ * so "4242 4242 4242 4242 12/30" is found. Digits inside a UUID or a long
+ * hex token (a digest) are not looked at. Returns true and the byte span
  * [*start, *end) of the digits and separators, else false. */
 bool card_find_pan(const char *text, size_t len, size_t *start, size_t *end);
 /* The next digit run at or after text[i]: its span [*start, *end) and its

@@ -89,6 +89,8 @@ test_find_pan(void)
 		"4222222222222",                    /* Visa 13 */
 		"3056 9309 0259 04",                /* Diners 14 */
 		"5555 5555 5555 4444 and more text",
+		"card4242424242424242.",            /* glued to a word */
+		"4242 4242 4242 4242 h-0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d",
 		NULL
 	};
 	static const char *const clean[] = {
@@ -102,6 +104,11 @@ test_find_pan(void)
 		"4242    4242 4242 4242",           /* gap of four */
 		"4242.4242.4242.4242x",             /* dots are not separators */
 		"amount 15000 USD",
+		/* UUIDs and digests whose digit groups would pass: their
+		 * digits are not a typed card (1 in 300 random UUIDs). */
+		"h-42424242-4242-4242-abcd-0123456789ab",
+		"42424242-4242-4242-4242-4242abcdef01",
+		"sha ab4242424242424242cd0123456789abcdef0123",
 		NULL
 	};
 	size_t s = 0, e = 0;
