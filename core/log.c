@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <ctype.h>
 
+#include "core/card.h"
 #include "core/err.h"
 #include "core/log.h"
 
@@ -42,31 +43,15 @@ log_level_parse(const char *name, int *level)
 void
 log_scrub_digits(char *buf)
 {
-	size_t i = 0;
-	while (buf[i] != '\0') {
-		if (!isdigit((unsigned char)buf[i])) {
-			i++;
-			continue;
-		}
-		/* Measure a run of digits that may contain single separators. */
-		size_t j = i, digits = 0;
-		while (buf[j] != '\0') {
-			if (isdigit((unsigned char)buf[j])) {
-				digits++;
-				j++;
-			} else if ((buf[j] == ' ' || buf[j] == '-') &&
-			           isdigit((unsigned char)buf[j + 1])) {
-				j++;
-			} else {
-				break;
-			}
-		}
-		if (digits >= 13) {
-			for (size_t k = i; k < j; k++)
+	size_t len = strlen(buf), i = 0, rs, re, n;
+	/* The same runs card_find_pan looks at, masked whether or not they
+	 * pass Luhn: a log line can afford to lose a long number. */
+	while (card_digit_run(buf, len, i, &rs, &re, &n)) {
+		if (n >= 13)
+			for (size_t k = rs; k < re; k++)
 				if (isdigit((unsigned char)buf[k]))
 					buf[k] = '#';
-		}
-		i = j;
+		i = re;
 	}
 }
 

@@ -5,7 +5,8 @@
  * log_*() skip formatting entirely below the configured level. Lines are
  * plain text or one JSON object per line (log_setup(..., json=1, ...)).
  * As a last line of defence every line is scrubbed: any run of 13 or more
- * digits (a possible PAN) is replaced before it is written.
+ * digits (a possible PAN), also split by spaces or dashes as
+ * card_digit_run defines, is replaced before it is written.
  */
 #ifndef FGW_CORE_LOG_H
 #define FGW_CORE_LOG_H
@@ -41,8 +42,9 @@ void log_emit(int level, const char *module, const char *txn_id,
 #define log_txn_info(t, ...) LOG_AT(LOG_LVL_INFO, (t), __VA_ARGS__)
 #define log_txn_debug(t, ...) LOG_AT(LOG_LVL_DEBUG, (t), __VA_ARGS__)
 
-/* Replaces runs of >= 13 digits (spaces/dashes between digits allowed) in
- * buf with '#'. Exposed for tests and for error bodies. */
+/* Replaces the digits of every run of >= 13 digits (card_digit_run: spaces
+ * and dashes between digits allowed) in buf with '#'. Exposed for tests
+ * and for error bodies. */
 void log_scrub_digits(char *buf);
 
 #endif

@@ -1931,6 +1931,48 @@ keyring_fingerprint_mac(struct keyring *kr, const void *msg, size_t len,
 	return FGW_OK;
 }
 
+/* The idempotency MAC key: a KDF subkey of the fingerprint key (which is
+ * fixed for the life of a key ring, so answers stored under it stay
+ * checkable after a rotation), under its own context so no MAC made with
+ * it can be taken for a card fingerprint or a client secret. */
+#define REQUEST_MAC_CTX "fgwidem1"
+#define REQUEST_MAC_SUBKEY 1
+
+int
+keyring_request_mac(struct keyring *kr, const void *const *parts,
+                    const size_t *lens, size_t n, unsigned char out[32])
+{
+	crypto_generichash_state st;
+	unsigned char sub[KEY_LEN], len8[8];
+	int r = FGW_ERR_INTERNAL;
+
+	for (size_t i = 0; i < n; i++)
+		if (parts[i] == NULL && lens[i] > 0)
+			return FGW_ERR_INVALID;
+	rdlock(kr);
+	if (crypto_kdf_derive_from_key(sub, sizeof(sub), REQUEST_MAC_SUBKEY,
+	                               REQUEST_MAC_CTX, kr->st.fp.key->data) != 0 ||
+	    crypto_generichash_init(&st, sub, sizeof(sub), 32) != 0)
+		goto out;
+	/* Each part is length-prefixed, so no two part lists give one input. */
+	for (size_t i = 0; i < n; i++) {
+		uint64_t l = (uint64_t)lens[i];
+		for (int b = 0; b < 8; b++)
+			len8[b] = (unsigned char)(l >> (8 * b));
+		if (crypto_generichash_update(&st, len8, sizeof(len8)) != 0 ||
+		    (lens[i] > 0 && crypto_generichash_update(&st, parts[i], lens[i]) != 0))
+			goto out;
+	}
+	if (crypto_generichash_final(&st, out, 32) != 0)
+		goto out;
+	r = FGW_OK;
+out:
+	unlock(kr);
+	sodium_memzero(sub, sizeof(sub));
+	sodium_memzero(&st, sizeof(st));
+	return r;
+}
+
 int
 keyring_box_open(struct keyring *kr, const char *key_id,
                  const unsigned char *c, size_t clen, struct secbuf **plain)

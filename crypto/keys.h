@@ -111,6 +111,12 @@ int keyring_data_open(struct keyring *kr, const char *key_id, const void *ad,
 /* Keyed BLAKE2b-256 of msg under the fingerprint key. */
 int keyring_fingerprint_mac(struct keyring *kr, const void *msg, size_t len,
                             unsigned char out[32]);
+/* Keyed BLAKE2b-256 over n length-prefixed parts under the idempotency
+ * subkey (a KDF subkey of the fingerprint key, context "fgwidem1"): what
+ * "the same request" means for an Idempotency-Key. A request body may
+ * carry a card, so what is stored must not be computable without a key. */
+int keyring_request_mac(struct keyring *kr, const void *const *parts,
+                        const size_t *lens, size_t n, unsigned char out[32]);
 /* crypto_box_seal_open with box key key_id if it is current or still in
  * grace. FGW_ERR_NOT_FOUND: unknown or expired; FGW_ERR_CRYPTO: does not
  * open. */

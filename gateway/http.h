@@ -75,11 +75,27 @@ int http_json_body(struct reactor *rx, struct evhttp_request *req,
  * answers 400 and returns FGW_ERR_INVALID when malformed. */
 int http_idempotency_key(struct reactor *rx, struct evhttp_request *req,
                          const char **key);
-/* BLAKE2b-256 hex of method, path and body: what "same request" means. */
-void http_request_hash(const char *method, const char *path, const void *body,
-                       size_t len, char out[65]);
+/* Keyed MAC hex (keyring_request_mac) of method, path and body: what
+ * "same request" means. Never a plain hash: the body may carry a card.
+ * Returns 0 or a negative FGW_ERR_* code (answer 500). */
+int http_request_hash(struct reactor *rx, const char *method, const char *path,
+                      const void *body, size_t len, char out[65]);
+/* Card numbers where none belongs (cardtext.c). Every string value and
+ * member name of a JSON body, at any depth, except card.number: 0 when none
+ * holds a card number (card_find_pan), else FGW_ERR_INVALID and why names
+ * the field by its JSON path. A body that is not JSON passes (its route's
+ * parser refuses it). */
+int http_card_text_check(const char *body, size_t len, char *why, size_t whycap);
+/* http_card_text_check plus the customer (X-Customer-Id or the token's
+ * subject); answers 400 VALIDATION_ERROR naming the field and returns
+ * FGW_ERR_INVALID. Call once per request, before anything is written. */
+int http_refuse_card_text(struct reactor *rx, struct evhttp_request *req,
+                          const struct auth_ctx *who, const char *body,
+                          size_t len);
 /* Claims (client, key) or answers: 409 in flight, 422 different request,
- * the stored answer byte for byte (Idempotent-Replayed: true). Returns 0
+ * the stored answer byte for byte (Idempotent-Replayed: true), 422 with
+ * the transactionId for a key stored before hashes were keyed (its hash
+ * was wiped: STORE_IDEM_HASH_REMOVED). Returns 0
  * when the request should run (the key is then claimed: release it with
  * idem_end after the answer is committed), 1 when it answered. */
 int http_idempotency_front(struct reactor *rx, struct evhttp_request *req,

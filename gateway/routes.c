@@ -20,6 +20,7 @@
 #include <event2/keyvalq_struct.h>
 #include <sodium.h>
 
+#include "core/card.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -131,7 +132,7 @@ http_idempotency_key(struct reactor *rx, struct evhttp_request *req, const char 
 {
 	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
 	const char *k = evhttp_find_header(in, "Idempotency-Key");
-	size_t n;
+	size_t n, ps, pe;
 	if (k == NULL)
 		k = evhttp_find_header(in, "X-Idempotency-Key");
 	*key = k;
@@ -146,21 +147,51 @@ http_idempotency_key(struct reactor *rx, struct evhttp_request *req, const char 
 		                "Idempotency-Key must be 1 to 255 visible ASCII characters");
 		return FGW_ERR_INVALID;
 	}
+	/* Stored in clear with the answer: no card number in it. */
+	if (card_find_pan(k, n, &ps, &pe)) {
+		http_send_error(rx, req, 400, "VALIDATION_ERROR",
+		                "Idempotency-Key must not contain a card number");
+		return FGW_ERR_INVALID;
+	}
 	return FGW_OK;
 }
 
-void
-http_request_hash(const char *method, const char *path, const void *body, size_t len,
-                  char out[65])
+int
+http_request_hash(struct reactor *rx, const char *method, const char *path,
+                  const void *body, size_t len, char out[65])
 {
+	const void *parts[3] = { method, path, body };
+	size_t lens[3] = { strlen(method), strlen(path), len };
 	unsigned char h[32];
-	crypto_generichash_state st;
-	crypto_generichash_init(&st, NULL, 0, sizeof(h));
-	crypto_generichash_update(&st, (const unsigned char *)method, strlen(method) + 1);
-	crypto_generichash_update(&st, (const unsigned char *)path, strlen(path) + 1);
-	crypto_generichash_update(&st, body, len);
-	crypto_generichash_final(&st, h, sizeof(h));
+	int r;
+	/* Keyed: the row beside this value holds BIN, last four, expiry and
+	 * amount, so a plain hash of a body that carried a card gives the
+	 * hidden digits and the CVC back to anyone who can read the row. */
+	if ((r = keyring_request_mac(rx->gw->kr, parts, lens, 3, h)) != 0)
+		return r;
 	fgw_hex(h, sizeof(h), out);
+	sodium_memzero(h, sizeof(h));
+	return FGW_OK;
+}
+
+static void
+legacy_key_answer(struct reactor *rx, struct evhttp_request *req,
+                  const struct store_idem *stored)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *s = NULL;
+	if (o != NULL && cJSON_AddStringToObject(o, "error", "IDEMPOTENCY_CONFLICT") &&
+	    cJSON_AddStringToObject(o, "message",
+	                            "This Idempotency-Key was used before an upgrade and its "
+	                            "parameters cannot be checked; look the transaction up "
+	                            "or use a new key") &&
+	    (stored->txn_id[0] == '\0' ||
+	     cJSON_AddStringToObject(o, "transactionId", stored->txn_id)))
+		s = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	http_send_json(rx, req, 422,
+	               s ? s : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}");
+	cJSON_free(s);
 }
 
 /* Answers from the stored row of a key (1), or 0 when there is none. A
@@ -179,6 +210,13 @@ idem_stored_answer(struct reactor *rx, struct evhttp_request *req, const char *c
 		return 0;
 	if (r != 0) {
 		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+	} else if (strcmp(stored.request_hash, STORE_IDEM_HASH_REMOVED) == 0) {
+		/* Stored before request hashes were keyed: the old hash was
+		 * wiped, so whether this is the same request cannot be told.
+		 * Replaying could hand a different payment's answer to it;
+		 * running it could charge twice. The transaction id lets the
+		 * client look the first outcome up instead. */
+		legacy_key_answer(rx, req, &stored);
 	} else if (sodium_memcmp(stored.request_hash, hash, 64) != 0) {
 		http_send_error(rx, req, 422, "IDEMPOTENCY_CONFLICT",
 		                "This Idempotency-Key was used with different parameters");

@@ -239,7 +239,8 @@ h_methods_add(struct reactor *rx, struct evhttp_request *req, const char *path)
 	size_t len;
 	int r;
 
-	if (customer_of(rx, req, path, &who) != 0 || http_json_body(rx, req, &body, &len) != 0)
+	if (customer_of(rx, req, path, &who) != 0 || http_json_body(rx, req, &body, &len) != 0 ||
+	    http_refuse_card_text(rx, req, &who, body, len) != 0)
 		return;
 	r = txn_method_body_parse(body, len, &rq, nickname, sizeof(nickname), &perr);
 	if (r == 0 && rq->payment_method_id[0] == '\0')

@@ -213,14 +213,18 @@ front(struct reactor *rx, struct evhttp_request *req, const char *path,
       const struct auth_ctx *who, int key_required, const char **body, size_t *len,
       char scope[64], const char **key, char hash[65])
 {
-	if (http_json_body(rx, req, body, len) != 0 || http_idempotency_key(rx, req, key) != 0)
+	if (http_json_body(rx, req, body, len) != 0 || http_idempotency_key(rx, req, key) != 0 ||
+	    http_refuse_card_text(rx, req, who, *body, *len) != 0)
 		return FGW_ERR_INVALID;
 	if (*key == NULL && key_required) {
 		http_send_error(rx, req, 400, "VALIDATION_ERROR", "X-Idempotency-Key is required");
 		return FGW_ERR_INVALID;
 	}
 	idem_scope(who, scope);
-	http_request_hash("POST", path, *body, *len, hash);
+	if (http_request_hash(rx, "POST", path, *body, *len, hash) != 0) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		return FGW_ERR_INTERNAL;
+	}
 	if (*key != NULL && http_idempotency_front(rx, req, scope, *key, hash) != 0)
 		return FGW_ERR_EXISTS;
 	return 0;

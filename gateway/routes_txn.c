@@ -111,7 +111,8 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 
 	if (http_authenticate(rx, req, path, AUTH_API_KEY, &who) != 0 ||
 	    http_json_body(rx, req, &body, &len) != 0 ||
-	    http_idempotency_key(rx, req, &key) != 0)
+	    http_idempotency_key(rx, req, &key) != 0 ||
+	    http_refuse_card_text(rx, req, &who, body, len) != 0)
 		return;
 	/* The customer is part of "the same request": a saved method id
 	 * replayed for another customer must not return the first's answer. */
@@ -122,9 +123,13 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 			http_send_error(rx, req, 400, "VALIDATION_ERROR", "X-Customer-Id is too long");
 			return;
 		}
-		http_request_hash("POST", scoped, body, len, hash);
+		r = http_request_hash(rx, "POST", scoped, body, len, hash);
 	} else {
-		http_request_hash("POST", path, body, len, hash);
+		r = http_request_hash(rx, "POST", path, body, len, hash);
+	}
+	if (r != 0) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		return;
 	}
 	if (key != NULL && http_idempotency_front(rx, req, who.client_id, key, hash) != 0)
 		return;

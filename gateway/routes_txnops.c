@@ -545,7 +545,8 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 
 	if (http_authenticate(rx, req, path, AUTH_API_KEY, &who) != 0 ||
 	    http_json_body(rx, req, &body, &len) != 0 ||
-	    http_idempotency_key(rx, req, &key) != 0)
+	    http_idempotency_key(rx, req, &key) != 0 ||
+	    http_refuse_card_text(rx, req, &who, body, len) != 0)
 		return;
 	if (http_path_segment("/v1/transactions/*/*", path, 0, id, sizeof(id)) != 0 ||
 	    strncmp(id, "txn_", 4) != 0) {
@@ -569,7 +570,10 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 	rx->inflight++;
 	fgw_strlcpy(c->client, who.client_id, sizeof(c->client));
 	fgw_strlcpy(c->source, who.source, sizeof(c->source));
-	http_request_hash("POST", path, body, len, c->hash);
+	if (http_request_hash(rx, "POST", path, body, len, c->hash) != 0) {
+		reply_error(c, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		return;
+	}
 	if (key != NULL) {
 		if (http_idempotency_front(rx, req, who.client_id, key, c->hash) != 0) {
 			c->req = NULL;

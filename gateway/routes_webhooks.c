@@ -451,6 +451,15 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 		return;
 	}
 
+	/* What is kept of an event (its id, type, a next action, the audit
+	 * trail) must not carry a card number, whoever sent it. */
+	{
+		char why[320];
+		if (http_card_text_check(body, len, why, sizeof(why)) != 0) {
+			refuse(rx, req, processor, source, 400, "VALIDATION_ERROR", why);
+			return;
+		}
+	}
 	if ((ev = fgw_json_parse(body, len, &jerr)) == NULL) {
 		char msg[96];
 		fgw_json_error_str(&jerr, msg, sizeof(msg));

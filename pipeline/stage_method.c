@@ -150,7 +150,7 @@ txn_card_to_vault(struct keyring *kr, struct txn_request *rq,
 		r = card_err(err, "card", "is required");
 		goto out;
 	}
-	if (!card_luhn_ok((const char *)pan->data, pan->len)) {
+	if (!card_pan_ok((const char *)pan->data, pan->len)) {
 		r = card_err(err, "card.number", "is not a valid card number");
 		goto out;
 	}

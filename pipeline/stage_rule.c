@@ -41,16 +41,24 @@ currency_allowed(const char *list, const char *cur)
 	return 0;
 }
 
-/* What the rules see of this transaction. No PAN: the BIN only. */
+/* What the rules see of this transaction. No PAN: the BIN only, all 6
+ * digits in bin (7 bytes) even when the stored one is shorter (a 13..15
+ * digit card keeps 6 digits hidden at rest, card_bin_last4). */
 static void
-rule_input(const struct txn *t, struct rules_input *in)
+rule_input(const struct txn *t, struct rules_input *in, char *bin)
 {
 	const struct txn_request *rq = t->req;
+	const struct secbuf *pan = rq->card.pan;
 	memset(in, 0, sizeof(*in));
+	fgw_strlcpy(bin, t->bin, 7);
+	if (pan != NULL && pan->len >= 13) {
+		memcpy(bin, pan->data, 6);
+		bin[6] = '\0';
+	}
 	in->amount = rq->amount;
 	in->currency = rq->currency;
 	in->brand = t->brand;
-	in->bin = t->bin;
+	in->bin = bin;
 	in->customer_country = rq->country;
 	in->ip = rq->ip;
 	in->email = rq->email;
@@ -84,9 +92,10 @@ rules_run(struct txn *t)
 {
 	struct rules_input in;
 	struct rules_decision d;
+	char bin[7];
 	int r;
 
-	rule_input(t, &in);
+	rule_input(t, &in, bin);
 	if ((r = risk_decide(t->env->risk, &in, &d)) != 0) {
 		log_txn_error(t->id, "rules evaluation failed: %s", fgw_strerror(r));
 		txn_set_outcome(t, "failed", "INTERNAL_ERROR", "An unexpected error occurred", 500, 0);
@@ -120,7 +129,7 @@ rule_run(struct txn *t)
 	 * still apply, without the card fields. */
 	if (pan == NULL && rq->processor_method[0] == '\0')
 		return stage_invalid(t, "card is required");
-	if (pan != NULL && !card_luhn_ok((const char *)pan->data, pan->len))
+	if (pan != NULL && !card_pan_ok((const char *)pan->data, pan->len))
 		return stage_invalid(t, "card.number is not a valid card number");
 	if (pan != NULL && !card_expiry_ok(rq->card.exp_month, rq->card.exp_year, fgw_now_ms()))
 		return stage_invalid(t, "card has expired");
@@ -129,7 +138,8 @@ rule_run(struct txn *t)
 	if (t->env->limits.max_amount > 0 && rq->amount > t->env->limits.max_amount) {
 		if (t->env->risk != NULL) {
 			struct rules_input in;
-			rule_input(t, &in);
+			char bin[7];
+			rule_input(t, &in, bin);
 			(void)risk_record(t->env->risk, &in, 1);
 		}
 		fgw_strlcpy(t->decision, "decline", sizeof(t->decision));

@@ -164,8 +164,8 @@ card_from_json(cJSON *c, const char *path, struct txn_card *card,
 		r = perr(err, fp, num ? "must be a string of digits" : "is required");
 		goto out;
 	}
-	if (!digits_only(num->valuestring, 12, 19)) {
-		r = perr(err, fp, "must be 12 to 19 digits");
+	if (!digits_only(num->valuestring, 13, 19)) {
+		r = perr(err, fp, "must be 13 to 19 digits");
 		goto out;
 	}
 	if ((r = secbuf_from(&card->pan, num->valuestring,

@@ -17,6 +17,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "store/schema.h"
+#include "store/store.h"
 
 /* ISO 8601 with milliseconds from an INTEGER ms column. */
 #define ISO_MS(col)                                                          \
@@ -400,6 +401,25 @@ static const char schema_v9_txnop_attempts[] =
     "CREATE UNIQUE INDEX txn_operations_live ON txn_operations (txn_id)"
     " WHERE status <> 'failed';";
 
+/* v10: request hashes are keyed (gateway http_request_hash). The hashes
+ * stored before were a plain BLAKE2b of a body that may have carried a
+ * card, beside its BIN, last four, expiry and amount: computable back to
+ * the hidden digits and the CVC. They are overwritten with a marker (see
+ * STORE_IDEM_HASH_REMOVED: the key is refused, never replayed unchecked),
+ * with secure_delete so the freed cell space is zeroed too; schema_migrate
+ * then truncates the WAL. Stored BINs of short card numbers are cut so
+ * that 6 digits stay hidden. */
+static const char schema_v10_idem_keyed[] =
+    "PRAGMA secure_delete = ON;"
+    "UPDATE idempotency SET request_hash = '" STORE_IDEM_HASH_REMOVED "';"
+    /* BINs were 6 digits at every length: a 15-digit Amex or a 14-digit
+     * Diners showed 10 of its digits. The length is not stored, so each
+     * brand's shortest number decides (core/card.c card_bin_last4). */
+    "UPDATE transactions SET bin = substr(bin, 1, 5) WHERE brand = 'Amex';"
+    "UPDATE transactions SET bin = substr(bin, 1, 4) WHERE brand = 'Diners';"
+    "UPDATE vault_entries SET bin = substr(bin, 1, 5) WHERE brand = 'Amex';"
+    "UPDATE vault_entries SET bin = substr(bin, 1, 4) WHERE brand = 'Diners';";
+
 static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
@@ -410,6 +430,7 @@ static const char *const migrations[] = {
 	schema_v7,
 	schema_v8,
 	schema_v9_txnop_attempts,
+	schema_v10_idem_keyed,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -503,12 +524,22 @@ out:
 int
 schema_migrate(sqlite3 *db)
 {
-	int version = 0, r;
+	int version = 0, start = -1, r;
 
+	if ((r = schema_version(db, &start)) != 0)
+		goto out;
 	do {
 		if ((r = migrate_step(db, &version)) != 0)
 			goto out;
 	} while (version < STORE_SCHEMA_VERSION);
+	/* A migration may have rewritten what must not stay on disk (v10: the
+	 * unkeyed request hashes): copy the WAL into the file and empty it,
+	 * so no old frame outlives the step. Busy (another connection
+	 * reading) only delays this to the next checkpoint. */
+	if (start > 0 && start < STORE_SCHEMA_VERSION &&
+	    sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL) !=
+	        SQLITE_OK)
+		log_warn("checkpoint after migration: %s", sqlite3_errmsg(db));
 	r = 0;
 out:
 	return r;

@@ -148,11 +148,17 @@ struct store_vault_entry {
 	int64_t expires_at;       /* ms since epoch, 0 = never */
 };
 
+/* request_hash of an answer stored before the hash was keyed: the
+ * migration that wiped the old, computable hashes wrote this instead. */
+#define STORE_IDEM_HASH_REMOVED "removed-unkeyed-hash"
+
 /* A stored idempotent answer. */
 struct store_idem {
 	char client_id[64];
 	char key[256];
-	char request_hash[65];    /* hex SHA-256/BLAKE2b of method+path+body */
+	char request_hash[65];    /* hex keyed MAC of method+path+body
+	                             (http_request_hash), or
+	                             STORE_IDEM_HASH_REMOVED */
 	int status_code;
 	char *body;               /* response body (owned; see _clear) */
 	char txn_id[40];

@@ -152,11 +152,17 @@ ctl_rules_test(const struct fgw_config *cfg, int argc, char **argv)
 	}
 	in.currency = str_at(root, "currency", NULL);
 	if ((pan = str_at(root, "card", "number")) != NULL && strlen(pan) >= 6) {
-		/* BIN, brand and a local stand-in for the fingerprint (the
-		 * daemon's is keyed); the number itself is never printed. */
+		/* BIN, brand and a local stand-in for the fingerprint, keyed
+		 * like the daemon's (with a key of this run only, so nothing
+		 * printed from it can be computed back to the card); the
+		 * number itself is never printed. */
+		unsigned char fpkey[crypto_generichash_KEYBYTES];
 		card_bin_last4(pan, strlen(pan), bin, last4);
 		in.brand = card_brand_name(card_brand_of(pan, strlen(pan)));
-		crypto_generichash(h, sizeof(h), (const unsigned char *)pan, strlen(pan), NULL, 0);
+		randombytes_buf(fpkey, sizeof(fpkey));
+		crypto_generichash(h, sizeof(h), (const unsigned char *)pan, strlen(pan), fpkey,
+		                   sizeof(fpkey));
+		sodium_memzero(fpkey, sizeof(fpkey));
 		fgw_hex(h, sizeof(h), fp);
 		in.fingerprint = fp;
 	}

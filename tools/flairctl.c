@@ -499,13 +499,14 @@ make_tmpdir(char *dir, size_t cap)
 	return 0;
 }
 
-/* Decrypts a backup into dir/restored.db and verifies it. */
+/* Decrypts a backup into db_out (and its JSON export into json_out unless
+ * NULL) and verifies it. */
 static int
-verify_backup_file(struct ctl *c, const char *file, const char *db_out)
+verify_backup_file(struct ctl *c, const char *file, const char *db_out, const char *json_out)
 {
 	struct store_reader *rd = NULL;
 	int r;
-	if ((r = backup_open(c->kr, file, db_out, NULL)) != 0) {
+	if ((r = backup_open(c->kr, file, db_out, json_out)) != 0) {
 		printf("%s: not an intact backup of this key ring: %s\n", file, fgw_strerror(r));
 		return r;
 	}
@@ -529,7 +530,7 @@ cmd_audit_verify(struct ctl *c, int argc, char **argv)
 		if ((r = make_tmpdir(dir, sizeof(dir))) != 0 ||
 		    snprintf(db, sizeof(db), "%s/restored.db", dir) >= (int)sizeof(db))
 			return FGW_ERR_IO;
-		r = verify_backup_file(c, argv[1], db);
+		r = verify_backup_file(c, argv[1], db, NULL);
 		unlink(db);
 		rmdir(dir);
 		return r;
@@ -893,18 +894,22 @@ cmd_backup_restore(struct ctl *c, int argc, char **argv)
 {
 	char *details;
 	int r;
-	if (argc != 2) {
-		fprintf(stderr, "usage: flairctl backup restore FILE NEW_DATABASE\n"
-		                "  (restores into a new file; point `database` at it to use it)\n");
+	if (argc != 2 && argc != 3) {
+		fprintf(stderr, "usage: flairctl backup restore FILE NEW_DATABASE [NEW_EXPORT_JSON]\n"
+		                "  (restores into a new file; point `database` at it to use it;\n"
+		                "  NEW_EXPORT_JSON also gets the backup's JSON export)\n");
 		return FGW_ERR_INVALID;
 	}
-	if (access(argv[1], F_OK) == 0) {
-		fprintf(stderr, "flairctl: %s exists: restore writes a new file only\n", argv[1]);
-		return FGW_ERR_EXISTS;
+	for (int i = 1; i < argc; i++) {
+		if (access(argv[i], F_OK) == 0) {
+			fprintf(stderr, "flairctl: %s exists: restore writes a new file only\n",
+			        argv[i]);
+			return FGW_ERR_EXISTS;
+		}
 	}
 	if ((r = open_keyring(c)) != 0)
 		return r;
-	r = verify_backup_file(c, argv[0], argv[1]);
+	r = verify_backup_file(c, argv[0], argv[1], argc == 3 ? argv[2] : NULL);
 	if (r == FGW_ERR_CRYPTO && access(argv[1], F_OK) == 0)
 		printf("restored to %s, but its audit trail does NOT verify\n", argv[1]);
 	else if (r == 0)
@@ -1126,7 +1131,7 @@ static const struct command commands[] = {
 	{ "backup", "now", "", "take an encrypted backup (and upload it if s3_endpoint is set)", cmd_backup_now, NULL },
 	{ "backup", "list", "", "list backups in backup_dir with their checksums", cmd_backup_list, NULL },
 	{ "backup", "verify", "FILE", "decrypt a backup and verify its audit trail", cmd_backup_verify, NULL },
-	{ "backup", "restore", "FILE NEW_DATABASE", "restore into a new database file and verify it", cmd_backup_restore, NULL },
+	{ "backup", "restore", "FILE NEW_DATABASE [NEW_EXPORT_JSON]", "restore into a new database file (and the JSON export) and verify it", cmd_backup_restore, NULL },
 	{ "backup", "export", "FILE OUT.json", "write a backup's JSON export (audit trail, transactions; no card data)", cmd_backup_export, NULL },
 	{ "webhooks", "list", "[--limit N]", "outbound webhook deliveries, newest first, with every attempt", cmd_webhooks_list, NULL },
 	{ "webhooks", "retry", "OUTBOX_ID", "make a delivery pending and due now (also a failed one)", cmd_webhooks_retry, NULL },

@@ -21,6 +21,10 @@ test_luhn(void)
 	CHECK(!card_luhn_ok("42424242424a4242", 16));
 	CHECK(!card_luhn_ok("42", 2));
 	CHECK(!card_luhn_ok("42424242424242424242", 20));
+	/* 12 digits: no brand issues them (was accepted, and then stored as
+	 * 6 + 4 with only 2 digits hidden). */
+	CHECK(!card_luhn_ok("424242424242", 12));
+	CHECK(card_luhn_ok("4222222222222", 13));
 end:
 	TT_END;
 }
@@ -42,6 +46,106 @@ end:
 	TT_END;
 }
 
+/* Only the lengths each brand issues are cards. */
+static int
+test_brand_lengths(void)
+{
+	TT_BEGIN;
+	CHECK(card_pan_ok("4242424242424242", 16));
+	CHECK(card_pan_ok("4222222222222", 13));           /* Visa 13 */
+	CHECK(card_pan_ok("4111111111111111110", 19));     /* Visa 19 */
+	CHECK(card_pan_ok("378282246310005", 15));         /* Amex 15 */
+	CHECK(card_pan_ok("30569309025904", 14));          /* Diners 14 */
+	CHECK(card_pan_ok("6011111111111117", 16));
+	CHECK(!card_pan_ok("424242424242", 12));           /* too short */
+	CHECK(!card_pan_ok("42424242424242426", 17));      /* Visa 17 */
+	CHECK(!card_pan_ok("3782822463100052", 16));       /* Amex 16 */
+	CHECK(!card_pan_ok("555555555555444", 15));        /* Mastercard 15 */
+	CHECK(!card_pan_ok("601111111111110", 15));        /* Discover 15 */
+	CHECK(!card_length_ok(CARD_BRAND_UNKNOWN, 15));
+	CHECK(!card_length_ok(CARD_BRAND_VISA, 14));
+end:
+	TT_END;
+}
+
+/* Card numbers typed into free text: found with or without separators,
+ * only when Luhn-valid and 13..19 digits. */
+static int
+test_find_pan(void)
+{
+	static const char *const found[] = {
+		"4242424242424242",
+		"card 4242424242424242 please",
+		"4242 4242 4242 4242",
+		"4242-4242-4242-4242",
+		"x4242424242424242y",
+		"4242 4242 4242 4242 12/30",        /* expiry right after */
+		"4242424242424242 123",             /* CVC right after */
+		"ref 12345 4242 4242 4242 4242",    /* digits right before */
+		"4242\t4242  4242 - 4242",
+		"4242\xc2\xa0" "4242\xc2\xa0" "4242\xc2\xa0" "4242",  /* no-break spaces */
+		"4242\xe2\x80\x93" "4242\xe2\x80\x93" "4242\xe2\x80\x93" "4242", /* en dash */
+		"378282246310005",                  /* Amex 15 */
+		"4222222222222",                    /* Visa 13 */
+		"3056 9309 0259 04",                /* Diners 14 */
+		"5555 5555 5555 4444 and more text",
+		"card4242424242424242.",            /* glued to a word */
+		"4242 4242 4242 4242 h-0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d",
+		NULL
+	};
+	static const char *const clean[] = {
+		"",
+		"no digits at all",
+		"4242424242424241",                 /* not Luhn */
+		"424242424242",                     /* 12 digits */
+		"phone +1 415-555-0100",
+		"2026-12-04 10:30",
+		"42424242424242424242",             /* 20 digits, one group */
+		"4242    4242 4242 4242",           /* gap of four */
+		"4242.4242.4242.4242x",             /* dots are not separators */
+		"amount 15000 USD",
+		/* UUIDs and digests whose digit groups would pass: their
+		 * digits are not a typed card (1 in 300 random UUIDs). */
+		"h-42424242-4242-4242-abcd-0123456789ab",
+		"42424242-4242-4242-4242-4242abcdef01",
+		"sha ab4242424242424242cd0123456789abcdef0123",
+		NULL
+	};
+	size_t s = 0, e = 0;
+	TT_BEGIN;
+	for (int i = 0; found[i]; i++) {
+		if (!card_find_pan(found[i], strlen(found[i]), &s, &e))
+			fprintf(stderr, "  not found in \"%s\"\n", found[i]);
+		CHECK(card_find_pan(found[i], strlen(found[i]), &s, &e));
+		CHECK(e > s && e <= strlen(found[i]));
+	}
+	CHECK(card_find_pan("ab 4242-4242-4242-4242 cd", 25, &s, &e));
+	CHECK_EQ_INT(s, 3);
+	CHECK_EQ_INT(e, 22);
+	for (int i = 0; clean[i]; i++) {
+		if (card_find_pan(clean[i], strlen(clean[i]), &s, &e))
+			fprintf(stderr, "  found in \"%s\"\n", clean[i]);
+		CHECK(!card_find_pan(clean[i], strlen(clean[i]), &s, &e));
+	}
+	/* Bounded by len, not by a NUL. */
+	CHECK(!card_find_pan("4242424242424242", 12, &s, &e));
+	/* A long run of single digits is looked at in overlapping chunks. */
+	{
+		char buf[400];
+		size_t o = 0;
+		for (int i = 0; i < 150; i++) {
+			buf[o++] = '1';
+			buf[o++] = ' ';
+		}
+		memcpy(buf + o, "4242 4242 4242 4242", 19);
+		o += 19;
+		CHECK(card_find_pan(buf, o, &s, &e));
+		CHECK(!card_find_pan(buf, 300, &s, &e));
+	}
+end:
+	TT_END;
+}
+
 static int
 test_bin_last4_expiry(void)
 {
@@ -50,6 +154,20 @@ test_bin_last4_expiry(void)
 	card_bin_last4("4000002500003155", 16, bin, last4);
 	CHECK_STR(bin, "400000");
 	CHECK_STR(last4, "3155");
+	/* Short numbers keep 6 digits hidden: shown BIN shrinks. */
+	card_bin_last4("378282246310005", 15, bin, last4);
+	CHECK_STR(bin, "37828");
+	CHECK_STR(last4, "0005");
+	card_bin_last4("30569309025904", 14, bin, last4);
+	CHECK_STR(bin, "3056");
+	card_bin_last4("4222222222222", 13, bin, last4);
+	CHECK_STR(bin, "422");
+	CHECK_STR(last4, "2222");
+	card_bin_last4("424242424242", 12, bin, last4);
+	CHECK_STR(bin, "42");
+	card_bin_last4("4111111111111111110", 19, bin, last4);
+	CHECK_STR(bin, "411111");
+	CHECK_STR(last4, "1110");
 	/* 2026-11-22 */
 	long long now = 1795392000000LL;
 	CHECK(card_expiry_ok(11, 2026, now));
@@ -75,6 +193,18 @@ test_scrub(void)
 	log_scrub_digits(c);
 	CHECK(strstr(c, "150000000") != NULL); /* 9 digits: kept */
 	CHECK(strstr(c, "1234567890123") == NULL);
+	/* The shapes card_find_pan finds are masked too. */
+	{
+		char d[] = "n 4242\t4242  4242 - 4242 x";
+		char e[] = "n 4242\xc2\xa0" "4242\xc2\xa0" "4242\xc2\xa0" "4242 x";
+		char f[] = "n 4242\xe2\x80\x93" "4242\xe2\x80\x93" "4242\xe2\x80\x93" "4242 x";
+		log_scrub_digits(d);
+		log_scrub_digits(e);
+		log_scrub_digits(f);
+		CHECK(strstr(d, "4242") == NULL);
+		CHECK(strstr(e, "4242") == NULL);
+		CHECK(strstr(f, "4242") == NULL);
+	}
 end:
 	TT_END;
 }
@@ -500,6 +630,8 @@ static const struct tt_case cases[] = {
 	{ "json_int", test_json_int },
 	{ "luhn", test_luhn },
 	{ "brand", test_brand },
+	{ "brand_lengths", test_brand_lengths },
+	{ "find_pan", test_find_pan },
 	{ "bin_last4_expiry", test_bin_last4_expiry },
 	{ "scrub", test_scrub },
 	{ "util", test_util },

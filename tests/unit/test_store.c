@@ -653,6 +653,93 @@ end:
 	TT_END;
 }
 
+/* True when the file at path (missing: false) holds needle. */
+static int
+file_holds(const char *path, const char *needle)
+{
+	FILE *fp = fopen(path, "rb");
+	char *buf = NULL;
+	size_t n = 0, cap = 0, k = strlen(needle);
+	int found = 0;
+	if (fp == NULL)
+		return 0;
+	for (;;) {
+		if (n == cap) {
+			char *nb = realloc(buf, cap ? cap * 2 : 65536);
+			if (nb == NULL)
+				break;
+			buf = nb;
+			cap = cap ? cap * 2 : 65536;
+		}
+		size_t got = fread(buf + n, 1, cap - n, fp);
+		if (got == 0)
+			break;
+		n += got;
+	}
+	fclose(fp);
+	for (size_t i = 0; i + k <= n && !found; i++)
+		found = memcmp(buf + i, needle, k) == 0;
+	free(buf);
+	return found;
+}
+
+/* The migration that keyed request hashes wipes the old unkeyed ones (a
+ * BLAKE2b of a body with a card, beside its BIN, last four and expiry, gives
+ * the hidden digits back) from the table and from the file's free space
+ * and WAL, and marks the rows so their keys are refused, not replayed. */
+static int
+test_schema_idem_hash_wiped(void)
+{
+	static const char old_hash[] =
+	    "5f1d0c6a0b8e4e2f9a3c7d1e6b2a4c8e0f9d3b7a1c5e2d4f6a8b0c3e5d7f9a1b";
+	struct fix f;
+	struct store_idem got;
+	char sql[1024], wal[128], marker[64];
+	int n;
+	TT_BEGIN;
+	memset(&got, 0, sizeof(got));
+	CHECK(fix_setup(&f, 16) == 0);
+	fix_close_store(&f);
+	n = snprintf(sql, sizeof(sql),
+	             "INSERT INTO idempotency (client_id, key, request_hash, status_code, body,"
+	             " txn_id, created_at, expires_at) VALUES ('website', 'k-old', '%s', 200,"
+	             " '{}', 'txn_old', 1, 9000000000000);"
+	             "INSERT INTO transactions (id, client_id, amount, currency, status, brand,"
+	             " bin, last4, created_at, updated_at) VALUES"
+	             " ('txn_amex', 'w', 1, 'USD', 'succeeded', 'Amex', '378282', '0005', 1, 1),"
+	             " ('txn_visa', 'w', 1, 'USD', 'succeeded', 'Visa', '424242', '4242', 1, 1);"
+	             "PRAGMA user_version = %d;", old_hash, STORE_SCHEMA_VERSION - 1);
+	CHECK(n > 0 && (size_t)n < sizeof(sql));
+	CHECK_EQ_INT(sql_exec(f.path, sql, NULL, 0), SQLITE_OK);
+	CHECK(file_holds(f.path, old_hash));
+	CHECK_EQ_INT(fix_open_store(&f, 16, 0), 0);
+	CHECK_EQ_INT(sql_int(f.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+	sql_text(f.path, "SELECT request_hash FROM idempotency WHERE key = 'k-old'", marker,
+	         sizeof(marker));
+	CHECK_STR(marker, STORE_IDEM_HASH_REMOVED);
+	/* A 15-digit Amex keeps 6 digits hidden: BIN of 5. */
+	sql_text(f.path, "SELECT bin FROM transactions WHERE id = 'txn_amex'", marker,
+	         sizeof(marker));
+	CHECK_STR(marker, "37828");
+	sql_text(f.path, "SELECT bin FROM transactions WHERE id = 'txn_visa'", marker,
+	         sizeof(marker));
+	CHECK_STR(marker, "424242");
+	CHECK_EQ_INT(store_reader_open(f.st, &f.rd), 0);
+	CHECK_EQ_INT(store_idem_get(f.rd, "website", "k-old", &got), 0);
+	CHECK_STR(got.request_hash, STORE_IDEM_HASH_REMOVED);
+	CHECK_STR(got.txn_id, "txn_old");
+	CHECK_EQ_INT(got.status_code, 200);
+	/* Gone from every byte of the live database, WAL included. */
+	n = snprintf(wal, sizeof(wal), "%s-wal", f.path);
+	CHECK(n > 0 && (size_t)n < sizeof(wal));
+	CHECK(!file_holds(f.path, old_hash));
+	CHECK(!file_holds(wal, old_hash));
+end:
+	store_idem_clear(&got);
+	fix_teardown(&f);
+	TT_END;
+}
+
 /* The statement cache: one prepared statement per SQL literal and
  * connection, reset on release, refused while in use, finalized on
  * detach; a connection without a cache prepares and finalizes. */
@@ -2516,6 +2603,7 @@ static const struct tt_case cases[] = {
 	{ "schema", test_schema },
 	{ "schema_v7_upgrade", test_schema_v7_upgrade },
 	{ "schema_v9_txnop_attempts", test_schema_v9_txnop_attempts },
+	{ "schema_idem_hash_wiped", test_schema_idem_hash_wiped },
 	{ "statement_cache", test_statement_cache },
 	{ "status_moves", test_status_moves },
 	{ "roundtrip", test_roundtrip },
