@@ -277,17 +277,13 @@ scan_byte(struct edge_scan *s, unsigned char c)
 		return 0;
 	case ST_VERSION: {
 		static const char v[] = "HTTP/1.";
-		if (s->n < 7) {
-			if (c != (unsigned char)v[s->n])
-				return reject(s, 400, "malformed request line");
-		} else if (s->n == 7) {
-			if (c != '0' && c != '1')
-				return reject(s, 505, "HTTP version not supported");
-		} else if (c != '\r') {
+		int digit = c >= '0' && c <= '9';
+		if ((s->n == 5 || s->n == 7) && digit && c != '1' && !(s->n == 7 && c == '0'))
+			return reject(s, 505, "HTTP version not supported");
+		if (s->n < 7 ? c != (unsigned char)v[s->n] : s->n == 7 ? !digit : c != '\r')
 			return reject(s, 400, "malformed request line");
-		} else {
+		if (s->n > 7)
 			s->st = ST_RL_LF;
-		}
 		s->n++;
 		return 0;
 	}
