@@ -503,13 +503,14 @@ conn_reject(struct edge_conn *c, struct evbuffer *in)
 	uint64_t cut;
 	int n, m;
 
-	log_info("request refused with %d: %s", s->status, s->reason);
+	log_debug("request refused with %d: %s", s->status, s->reason);
 	m = snprintf(marker, sizeof(marker), EDGE_REJECT_HEADER ": %d %s\r\nConnection: close\r\n",
 	             s->status, s->reason);
 	if (m < 0 || (size_t)m >= sizeof(marker))
 		goto fail;
-	if (s->phase == EDGE_REQLINE || (s->phase == EDGE_HEAD && c->base <= s->req_start)) {
-		/* evhttp has seen nothing of it: a whole request instead */
+	if (s->phase == EDGE_REQLINE || c->base <= s->req_start) {
+		/* evhttp has read nothing of it (earlier requests may still
+		 * wait in the buffer): a whole request instead */
 		cut = s->req_start;
 		n = snprintf(inj, sizeof(inj), "GET / HTTP/1.1\r\n%s\r\n", marker);
 	} else if (s->phase == EDGE_HEAD) {

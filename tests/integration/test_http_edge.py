@@ -10,6 +10,7 @@ import os
 import re
 import resource
 import socket
+import sqlite3
 import time
 
 import harness
@@ -155,6 +156,37 @@ def test_framing_error_after_pipelined_request_is_answered_in_order():
     responses, closed = exchange(HEALTH + head(lines=[b"Content-Length: +2"]) + b"{}" + HEALTH)
     assert [r[0] for r in responses] == [200, 400], responses
     assert closed
+
+
+def test_broken_chunked_body_after_pipelined_request():
+    """The 400 belongs to the chunked request, not to the GET before it,
+    and the chunked request never reaches its handler."""
+    before = gw().counts()
+    responses, closed = exchange(HEALTH + head(lines=[b"Transfer-Encoding: chunked"]) +
+                                 b"2\r\n{}\r\nzz\r\n")
+    assert [r[0] for r in responses] == [200, 400], responses
+    assert json.loads(responses[1][2])["error"] == "BAD_REQUEST", responses
+    assert closed
+    assert gw().counts() == before
+
+
+def test_broken_chunk_size_in_a_later_read():
+    """evhttp has already read the head and a chunk when the bad size
+    arrives: the request must still get the 400, not its handler."""
+    before = gw().counts()
+    sock = connect(gw().port)
+    try:
+        sock.sendall(head(lines=[b"Transfer-Encoding: chunked"]) + b"2\r\n{}\r\n")
+        time.sleep(0.3)
+        sock.sendall(b"0x1\r\n}\r\n0\r\n\r\n" + HEALTH)
+        raw, closed = read_until_closed(sock)
+    finally:
+        sock.close()
+    responses = split_responses(raw)
+    assert [r[0] for r in responses] == [400], responses
+    assert json.loads(responses[0][2])["error"] == "BAD_REQUEST", responses
+    assert closed
+    assert gw().counts() == before
 
 
 def test_valid_chunked_payment_is_served():
@@ -313,3 +345,27 @@ def test_healthz_reports_a_store_that_cannot_commit():
         assert resp.status == 503, resp
         assert resp.body["status"] == "unavailable", resp
         assert resp.body["store"]["commitFailed"] is True, resp
+
+
+def test_healthz_reports_a_stuck_store_writer():
+    """Another process holds the database's write lock: the writer waits
+    in BEGIN IMMEDIATE (busy timeout 5 s) and the payment behind it with
+    it. Once a job has waited store_stall_ms, /healthz answers 503; when
+    the lock goes, the payment completes and /healthz is 200 again."""
+    with harness.Stack(store_stall_ms=500) as st:
+        g = st.gw
+        locker = sqlite3.connect(g.db_path, timeout=5, isolation_level=None)
+        try:
+            locker.execute("BEGIN IMMEDIATE")
+            pay = harness.Background(lambda: g.pay(harness.txn_body()))
+            resp = harness.wait_until(
+                lambda: (lambda r: r if r.status == 503 else None)(
+                    g.http("GET", "/healthz", key=None)),
+                3.5, "/healthz to report the stuck writer", interval=0.1)
+            assert resp.body["reason"] == "store_writer_stalled", resp
+            assert resp.body["store"]["oldestJobWaitMs"] >= 500, resp
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        assert pay.result().status in (200, 201), "the payment did not complete after the lock"
+        assert g.http("GET", "/healthz", key=None).status == 200
