@@ -467,7 +467,10 @@ struct edge_conn {
 	uint64_t keep_end;               /* when dead: stream offset kept */
 };
 
-#define SWEEP_MS 250
+/* The sweep also releases connections evhttp has freed: their
+ * descriptors stay open until then (after evhttp's shutdown), so the
+ * period bounds how many a busy server holds extra. */
+#define SWEEP_MS 100
 
 /* Drops the buffer's bytes from stream offset `end` on. */
 static int
@@ -569,6 +572,16 @@ fail:
 	(void)cut_tail(c, in, c->base);
 }
 
+/* evhttp frees a connection's bufferevent with bufferevent_free, which
+ * clears its callbacks; our reference keeps the object readable. */
+static int
+evhttp_released(struct edge_conn *c)
+{
+	bufferevent_event_cb ecb = NULL;
+	bufferevent_getcb(c->bev, NULL, NULL, &ecb, NULL);
+	return ecb == NULL;
+}
+
 static void
 in_cb(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
 {
@@ -580,6 +593,11 @@ in_cb(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
 
 	if (c->guard)
 		return;
+	if (evhttp_released(c)) {
+		/* closed by evhttp, not yet swept: read nothing more */
+		bufferevent_disable(c->bev, EV_READ);
+		return;
+	}
 	c->base += info->n_deleted; /* evhttp reads from the front only */
 	if (info->n_added == 0)
 		return;
@@ -658,16 +676,6 @@ conn_release(struct edge_conn *c)
 	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 	bufferevent_decref(c->bev);
 	free(c);
-}
-
-/* evhttp frees a connection's bufferevent with bufferevent_free, which
- * clears its callbacks; our reference keeps the object readable. */
-static int
-evhttp_released(struct edge_conn *c)
-{
-	bufferevent_event_cb ecb = NULL;
-	bufferevent_getcb(c->bev, NULL, NULL, &ecb, NULL);
-	return ecb == NULL;
 }
 
 static void
