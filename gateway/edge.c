@@ -125,6 +125,12 @@ header_line(struct edge_scan *s)
 		return 0;
 	if (strcasecmp(s->name, EDGE_REJECT_HEADER) == 0)
 		return reject(s, 400, "reserved header field");
+	if (strcasecmp(s->name, "host") == 0) {
+		/* RFC 7230 section 5.4: more than one Host is a 400 */
+		if (s->seen_host++ || trailer)
+			return reject(s, 400, "Host repeated");
+		return 0;
+	}
 	if (strcasecmp(s->name, "content-length") != 0 &&
 	    strcasecmp(s->name, "transfer-encoding") != 0)
 		return 0;
@@ -179,6 +185,9 @@ static int
 head_end(struct edge_scan *s)
 {
 	s->head_done = 1;
+	if (s->minor == 1 && !s->seen_host)
+		/* section 5.4: an HTTP/1.1 request without Host is a 400 */
+		return reject(s, 400, "Host missing");
 	if (s->seen_cl && s->seen_te)
 		/* Section 3.3.3 item 3: "ought to be handled as an error". */
 		return reject(s, 400, "both Content-Length and Transfer-Encoding");
@@ -212,7 +221,8 @@ request_done(struct edge_scan *s)
 	s->phase = EDGE_REQLINE;
 	s->in_request = 0;
 	s->head_done = 0;
-	s->seen_cl = s->seen_te = 0;
+	s->seen_cl = s->seen_te = s->seen_host = 0;
+	s->minor = 0;
 	s->cl = 0;
 	s->head_bytes = s->body_total = 0;
 	s->mlen = 0;
@@ -282,6 +292,8 @@ scan_byte(struct edge_scan *s, unsigned char c)
 			return reject(s, 505, "HTTP version not supported");
 		if (s->n < 7 ? c != (unsigned char)v[s->n] : s->n == 7 ? !digit : c != '\r')
 			return reject(s, 400, "malformed request line");
+		if (s->n == 7)
+			s->minor = c - '0';
 		if (s->n > 7)
 			s->st = ST_RL_LF;
 		s->n++;

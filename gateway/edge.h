@@ -46,6 +46,8 @@ struct edge_scan {
 	int head_done;         /* the current request's head is complete */
 	int has_body;          /* method whose body evhttp reads */
 	int seen_cl, seen_te;  /* among the accepted header lines */
+	int seen_host;
+	int minor;             /* HTTP/1.minor */
 	uint64_t cl;
 
 	/* private */

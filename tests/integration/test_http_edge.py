@@ -115,6 +115,8 @@ FRAMING = [
     ("space_before_colon", head(lines=[b"Content-Length : 2"]) + b"{}" + HEALTH),
     ("bare_lf_header", head(lines=[b"X-Note: a\nContent-Length: 2"]) + b"{}" + HEALTH),
     ("body_on_head", head(method="HEAD", path="/healthz", lines=[b"Content-Length: 5"]) + HEALTH),
+    ("two_hosts", b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" + HEALTH),
+    ("no_host", b"GET /healthz HTTP/1.1\r\n\r\n" + HEALTH),
 ]
 
 
