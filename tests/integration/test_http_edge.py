@@ -154,6 +154,24 @@ def test_framing_error_after_split_head():
     assert closed
 
 
+def test_content_length_after_chunked_in_a_later_read():
+    """evhttp already read Transfer-Encoding: chunked when Content-Length
+    arrives; the refusal must still end the request cleanly."""
+    before = gw().counts()
+    sock = connect(gw().port)
+    try:
+        sock.sendall(head(lines=[b"Transfer-Encoding: chunked"])[:-2])
+        time.sleep(0.3)
+        sock.sendall(b"Content-Length: 5\r\n\r\n0\r\n\r\n" + HEALTH)
+        raw, closed = read_until_closed(sock)
+    finally:
+        sock.close()
+    responses = split_responses(raw)
+    assert [r[0] for r in responses] == [400], responses
+    assert closed
+    assert gw().counts() == before
+
+
 def test_framing_error_after_pipelined_request_is_answered_in_order():
     responses, closed = exchange(HEALTH + head(lines=[b"Content-Length: +2"]) + b"{}" + HEALTH)
     assert [r[0] for r in responses] == [200, 400], responses
