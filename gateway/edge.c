@@ -619,7 +619,10 @@ in_cb(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
 		void *evcon = NULL;
 		/* evhttp's callbacks carry its connection. With this flag an
 		 * EOF while requests are still buffered (a client that
-		 * pipelines and half-closes) does not drop them. */
+		 * pipelines and half-closes) does not drop them. (On a write
+		 * error the flag makes evhttp try to read a response from the
+		 * client; the scanner never passes a response line, so that
+		 * ends in evhttp's own 400 and a close.) */
 		bufferevent_getcb(c->bev, NULL, NULL, &ecb, &evcon);
 		if (ecb != NULL && evcon != NULL)
 			evhttp_connection_set_flags(evcon, EVHTTP_CON_READ_ON_WRITE_ERROR);
@@ -635,11 +638,18 @@ in_cb(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
 		int nvec, r = EDGE_NEED_MORE;
 		size_t off = (size_t)(c->scan.pos - c->base);
 
-		if (evbuffer_ptr_set(in, &ptr, off, EVBUFFER_PTR_SET) != 0)
-			break;
-		nvec = evbuffer_peek(in, (ev_ssize_t)(end - c->scan.pos), &ptr, vec, 8);
-		if (nvec <= 0)
-			break;
+		if (c->scan.pos < c->base ||
+		    evbuffer_ptr_set(in, &ptr, off, EVBUFFER_PTR_SET) != 0 ||
+		    (nvec = evbuffer_peek(in, (ev_ssize_t)(end - c->scan.pos), &ptr, vec, 8)) <= 0) {
+			/* Cannot scan: evhttp must not parse what we did not see. */
+			c->dead = 1;
+			c->close_now = 1;
+			c->keep_end = c->base;
+			c->guard = 1;
+			evbuffer_drain(in, len);
+			c->guard = 0;
+			return;
+		}
 		for (int i = 0; i < nvec && i < 8 && r == EDGE_NEED_MORE; i++) {
 			size_t want = vec[i].iov_len;
 			if (want > end - c->scan.pos)
