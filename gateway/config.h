@@ -59,8 +59,12 @@ struct fgw_config {
 	long long max_body_bytes;
 	long long max_header_bytes;
 	long long read_timeout_ms;
+	long long header_timeout_ms;
+	long long keepalive_timeout_ms;
 	char store_sync[8];
 	long long store_batch_max;
+	long long store_max_pages;
+	long long store_stall_ms;
 	long long max_amount;
 	char currencies[512];
 	char stages_request[128];

@@ -31,6 +31,7 @@ struct webhooks;
 struct req_ctx;
 struct ssl_ctx_st;
 struct rctx;
+struct edge_conn;
 
 /* Counters for /metrics (gateway/metrics.c renders them). */
 #define METRICS_LATENCY_BUCKETS 13      /* 5 ms … 30 s, then +Inf */
@@ -76,6 +77,12 @@ struct reactor {
 	int resv_sweeping;            /* a sweep job is queued */
 	struct rctx *resv_pending;    /* reservation requests in flight */
 	struct reconciler *recon;     /* reactor 0 only */
+	struct edge_conn *edge_conns; /* edge.c: every open connection */
+	struct event *edge_timer;     /* edge.c: deadlines and releases */
+	int edge_rejects;             /* edge.c: connections flagged reject_next */
+	struct event *accept_ev;      /* re-enables accepting after EMFILE */
+	unsigned long accept_errors;  /* accept failures not yet logged */
+	int64_t accept_logged;        /* when accept failures were last logged */
 };
 
 struct gateway {

@@ -746,6 +746,7 @@ main(int argc, char **argv)
 	sopts.path = gw.cfg.database;
 	sopts.sync_full = strcmp(gw.cfg.store_sync, "full") == 0;
 	sopts.batch_max = (int)gw.cfg.store_batch_max;
+	sopts.max_pages = gw.cfg.store_max_pages;
 	sopts.audit_mac = keyring_audit_mac_fn;
 	sopts.audit_mac_ctx = gw.kr;
 	if ((r = store_open(&sopts, &gw.store)) != 0) {

@@ -25,6 +25,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "crypto/keys.h"
+#include "gateway/edge.h"
 #include "gateway/http.h"
 #include "gateway/idem.h"
 #include "store/store.h"
@@ -287,15 +288,38 @@ h_public_key(struct reactor *rx, struct evhttp_request *req, const char *path)
 	http_send_json(rx, req, 200, json);
 }
 
+/* A load balancer moves traffic away on 503: while stopping, and while the
+ * store cannot commit (disk full, I/O error) or its writer is stuck, since
+ * every payment would then fail after its processor call. A failure is
+ * reported for store_stall_ms unless a clean commit comes first, so that
+ * traffic is tried again once the balancer has moved it all away. */
 static void
 h_health(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
-	char body[160];
+	struct store_health sh;
+	const char *status = "ok", *reason = NULL;
+	char body[320];
+	int failed;
 	(void)path;
-	snprintf(body, sizeof(body), "{\"status\":\"%s\",\"workers\":%d,\"uptimeSeconds\":%lld}",
-	         rx->draining ? "stopping" : "ok", rx->gw->n_rx,
-	         (long long)((fgw_now_ms() - rx->gw->started_at) / 1000));
-	http_send_json(rx, req, rx->draining ? 503 : 200, body);
+	store_get_health(rx->gw->store, &sh);
+	failed = sh.failed_at != 0 && fgw_mono_ms() - sh.failed_at < rx->gw->cfg.store_stall_ms;
+	if (rx->draining) {
+		status = "stopping";
+	} else if (failed) {
+		status = "unavailable";
+		reason = "store_commit_failed";
+	} else if (sh.oldest_wait_ms > rx->gw->cfg.store_stall_ms) {
+		status = "unavailable";
+		reason = "store_writer_stalled";
+	}
+	snprintf(body, sizeof(body),
+	         "{\"status\":\"%s\"%s%s%s,\"workers\":%d,\"uptimeSeconds\":%lld,"
+	         "\"store\":{\"commitFailed\":%s,\"oldestJobWaitMs\":%lld}}",
+	         status, reason ? ",\"reason\":\"" : "", reason ? reason : "",
+	         reason ? "\"" : "", rx->gw->n_rx,
+	         (long long)((fgw_now_ms() - rx->gw->started_at) / 1000),
+	         failed ? "true" : "false", (long long)sh.oldest_wait_ms);
+	http_send_json(rx, req, strcmp(status, "ok") == 0 ? 200 : 503, body);
 }
 
 static void
@@ -416,6 +440,25 @@ http_path_segment(const char *pattern, const char *path, int n, char *out, size_
 	return FGW_ERR_NOT_FOUND;
 }
 
+/* A request the edge scanner refused (see edge.h). */
+static int
+edge_reject_answer(struct reactor *rx, struct evhttp_request *req)
+{
+	const char *reason = NULL;
+	int status = edge_take_reject(rx, req, &reason);
+
+	if (status == 0)
+		return 0;
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+	http_send_error(rx, req, status,
+	                status == 413 ? "PAYLOAD_TOO_LARGE" :
+	                status == 431 ? "HEADERS_TOO_LARGE" :
+	                status == 501 ? "NOT_IMPLEMENTED" :
+	                status == 505 ? "HTTP_VERSION_NOT_SUPPORTED" : "BAD_REQUEST",
+	                reason);
+	return 1;
+}
+
 void
 routes_handle(struct evhttp_request *req, void *arg)
 {
@@ -427,6 +470,8 @@ routes_handle(struct evhttp_request *req, void *arg)
 
 	if (path == NULL || path[0] == '\0')
 		path = "/";
+	if (edge_reject_answer(rx, req))
+		return;
 	if (rx->draining && strcmp(path, "/healthz") != 0) {
 		http_send_error(rx, req, 503, "SERVICE_UNAVAILABLE", "The gateway is shutting down");
 		return;

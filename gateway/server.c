@@ -24,17 +24,20 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
-#include <openssl/ssl.h>
+#include <event2/listener.h>
 
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
-#include "crypto/tls.h"
+#include "gateway/edge.h"
 #include "gateway/gateway.h"
 #include "gateway/resv.h"
 #include "pipeline/reconcile.h"
 #include "processors/httpc.h"
 #include "store/store.h"
+
+/* The reactor whose thread this is (accept errors arrive without it). */
+static _Thread_local struct reactor *this_rx;
 
 static int
 split_listen(const char *listen, char *host, size_t hostlen, char *port, size_t portlen)
@@ -141,6 +144,7 @@ static void *
 reactor_main(void *arg)
 {
 	struct reactor *rx = arg;
+	this_rx = rx;
 	event_base_dispatch(rx->base);
 	return NULL;
 }
@@ -164,21 +168,44 @@ secondary_httpc(const struct fgw_config *cfg, struct reactor *rx)
 	return httpc_new(rx->base, &o, &rx->httpc2);
 }
 
-/* Each accepted connection of a TLS listener gets its own SSL on the
- * reactor's base; evhttp then speaks HTTP over it. */
-static struct bufferevent *
-tls_bevcb(struct event_base *base, void *arg)
+#define ACCEPT_PAUSE_MS 200      /* listener off after EMFILE and the like */
+#define ACCEPT_LOG_MS 5000       /* at most one log line per interval */
+
+static void
+accept_resume(evutil_socket_t fd, short what, void *arg)
 {
-	struct gateway *gw = arg;
-	SSL *ssl = tls_server_conn_new(gw->tls);
-	struct bufferevent *bev;
-	if (ssl == NULL)
-		return NULL;
-	bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-	                                     BEV_OPT_CLOSE_ON_FREE);
-	if (bev == NULL)
-		SSL_free(ssl);
-	return bev;
+	struct reactor *rx = arg;
+	(void)fd;
+	(void)what;
+	if (rx->bound != NULL && !rx->draining)
+		evconnlistener_enable(evhttp_bound_socket_get_listener(rx->bound));
+}
+
+/* accept() failed (out of descriptors, buffers or memory). libevent
+ * would log and retry at once, forever, spinning the loop; instead stop
+ * accepting for a moment while open connections are served, and log
+ * the failures once per interval. */
+static void
+accept_error(struct evconnlistener *lev, void *arg)
+{
+	struct reactor *rx = this_rx;
+	int err = EVUTIL_SOCKET_ERROR();
+	struct timeval tv = { 0, ACCEPT_PAUSE_MS * 1000 };
+	int64_t now = fgw_mono_ms();
+	(void)arg;
+
+	evconnlistener_disable(lev);
+	if (rx == NULL)
+		return;
+	rx->accept_errors++;
+	if (rx->accept_logged == 0 || now - rx->accept_logged >= ACCEPT_LOG_MS) {
+		log_warn("reactor %d: accept: %s (%lu failures); pausing new connections",
+		         rx->idx, evutil_socket_error_to_string(err), rx->accept_errors);
+		rx->accept_errors = 0;
+		rx->accept_logged = now;
+	}
+	if (rx->accept_ev == NULL || event_add(rx->accept_ev, &tv) != 0)
+		evconnlistener_enable(lev);
 }
 
 static int
@@ -210,8 +237,13 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	                                         EVHTTP_REQ_HEAD);
 	evhttp_set_default_content_type(rx->http, "application/json");
 	evhttp_set_gencb(rx->http, routes_handle, rx);
-	if (gw->tls != NULL)
-		evhttp_set_bevcb(rx->http, tls_bevcb, gw);
+	/* Every connection goes through the edge scanner (TLS or not). */
+	evhttp_set_bevcb(rx->http, edge_bevcb, rx);
+	if (edge_reactor_start(rx) != 0 ||
+	    (rx->accept_ev = evtimer_new(rx->base, accept_resume, rx)) == NULL) {
+		snprintf(err, errlen, "cannot create the event loop");
+		return FGW_ERR_NOMEM;
+	}
 	if ((r = make_listener(cfg->listen, 1, &fd, err, errlen)) != 0)
 		return r;
 	if ((rx->bound = evhttp_accept_socket_with_handle(rx->http, fd)) == NULL) {
@@ -219,6 +251,7 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot accept on %s", cfg->listen);
 		return FGW_ERR_IO;
 	}
+	evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(rx->bound), accept_error);
 	memset(&hopts, 0, sizeof(hopts));
 	hopts.connect_timeout_ms = cfg->processor_connect_timeout_ms;
 	hopts.max_conns_per_host = cfg->processor_max_conns;
@@ -296,6 +329,9 @@ reactor_cleanup(struct reactor *rx)
 	resv_reactor_stop(rx);
 	if (rx->http != NULL)
 		evhttp_free(rx->http);
+	edge_reactor_stop(rx);
+	if (rx->accept_ev != NULL)
+		event_free(rx->accept_ev);
 	if (rx->httpc != NULL)
 		httpc_free(rx->httpc);
 	if (rx->httpc2 != NULL)

@@ -476,6 +476,7 @@ struct job {
 	store_answer_fn custom_answer; /* or NULL */
 	void *custom_ctx;
 	void (*custom_free)(void *ctx);
+	int64_t queued_ms;             /* fgw_mono_ms() at enqueue */
 };
 
 static void
@@ -596,6 +597,12 @@ struct store {
 	_Atomic uint64_t failed_jobs;
 	_Atomic uint64_t queue_depth;
 	_Atomic uint64_t audit_events;
+	_Atomic int64_t running_since; /* oldest queued_ms of the batch being
+	                                  run; 0 when the writer is idle */
+	_Atomic int64_t failed_at;     /* fgw_mono_ms() of the last storage
+	                                  failure not yet followed by a clean
+	                                  batch; 0: none */
+	_Atomic int last_rc;           /* its SQLite result code */
 };
 
 struct store_waker {
@@ -931,10 +938,30 @@ wexec(struct store *st, enum wstmt which)
 {
 	int rc = step_reset(st->stmt[which]);
 	if (rc != SQLITE_DONE) {
+		atomic_store(&st->last_rc, rc);
 		log_error("%s failed: %s", writer_sql[which], sqlite3_errstr(rc));
 		return FGW_ERR_DB;
 	}
 	return 0;
+}
+
+/* Whether SQLite's last error on db says the storage itself failed (a
+ * full disk, an I/O error...) rather than that one job was refused. */
+static int
+storage_failure(sqlite3 *db)
+{
+	switch (sqlite3_errcode(db)) {
+	case SQLITE_FULL:
+	case SQLITE_IOERR:
+	case SQLITE_CANTOPEN:
+	case SQLITE_NOMEM:
+	case SQLITE_READONLY:
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		return 1;
+	default:
+		return 0;
+	}
 }
 
 /* Runs jobs[0..n) in one transaction and sets each job's rc. */
@@ -942,6 +969,7 @@ static void
 run_batch(struct store *st, struct job **jobs, size_t n)
 {
 	uint64_t events = 0, ok = 0;
+	int storage_failed = 0;
 	size_t i;
 
 	if (wexec(st, W_BEGIN) != 0 || audit_writer_load_head(&st->audit) != 0)
@@ -963,6 +991,10 @@ run_batch(struct store *st, struct job **jobs, size_t n)
 			ok++;
 			continue;
 		}
+		if (j->rc == FGW_ERR_DB && storage_failure(st->db)) {
+			storage_failed = 1;
+			atomic_store(&st->last_rc, sqlite3_extended_errcode(st->db));
+		}
 		if (wexec(st, W_ROLLBACK_TO) != 0 || wexec(st, W_RELEASE) != 0)
 			goto abort;
 		st->audit.head = job_head;
@@ -977,12 +1009,19 @@ run_batch(struct store *st, struct job **jobs, size_t n)
 	if (wexec(st, W_COMMIT) != 0)
 		goto abort;
 	atomic_fetch_add(&st->commits, 1);
+	/* A batch that committed with no job failing for the storage
+	 * itself clears the health flag. */
+	atomic_store(&st->failed_at, storage_failed ? fgw_mono_ms() : 0);
 	atomic_fetch_add(&st->jobs, ok);
 	atomic_fetch_add(&st->failed_jobs, (uint64_t)n - ok);
 	atomic_fetch_add(&st->audit_events, events);
 	return;
 
 abort:
+	/* Seen by /healthz until a batch commits again. */
+	if (atomic_load(&st->last_rc) == 0)
+		atomic_store(&st->last_rc, sqlite3_extended_errcode(st->db));
+	atomic_store(&st->failed_at, fgw_mono_ms());
 	if (!sqlite3_get_autocommit(st->db))
 		(void)wexec(st, W_ROLLBACK);
 	for (i = 0; i < n; i++)
@@ -1048,12 +1087,16 @@ writer_main(void *arg)
 			j->next = NULL;
 			st->batch[n++] = j;
 		}
+		/* Jobs are queued in order: the first is the oldest. */
+		atomic_store(&st->running_since, st->batch[0]->queued_ms);
 		if (st->head == NULL)
 			st->tail = NULL;
 		atomic_fetch_sub(&st->queue_depth, (uint64_t)n);
 		pthread_mutex_unlock(&st->mu);
 
+		atomic_store(&st->last_rc, 0);
 		run_batch(st, st->batch, n);
+		atomic_store(&st->running_since, 0);
 		deliver(st->batch, n);
 	}
 	return NULL;
@@ -1129,7 +1172,7 @@ create_private(const char *path)
 }
 
 static int
-open_writer_db(struct store *st, int sync_full)
+open_writer_db(struct store *st, int sync_full, long long max_pages)
 {
 	char insert_sql[1024];
 	int r;
@@ -1163,6 +1206,12 @@ open_writer_db(struct store *st, int sync_full)
 		return r;
 	if ((r = schema_migrate(st->db)) != 0)
 		return r;
+	if (max_pages > 0) {
+		char sql[64];
+		snprintf(sql, sizeof(sql), "PRAGMA max_page_count = %lld", max_pages);
+		if ((r = db_pragma(st->db, sql, NULL)) != 0)
+			return r;
+	}
 	if ((r = txn_sql(0, insert_sql, sizeof(insert_sql))) != 0)
 		return r;
 	for (int i = 0; i < W_COUNT; i++) {
@@ -1217,7 +1266,7 @@ store_open(const struct store_opts *opts, struct store **out)
 		goto out;
 	}
 	st->cv_ok = 1;
-	if ((r = open_writer_db(st, opts->sync_full)) != 0)
+	if ((r = open_writer_db(st, opts->sync_full, opts->max_pages)) != 0)
 		goto out;
 
 	/* The writer takes no signals: they belong to the reactors. */
@@ -1270,6 +1319,7 @@ enqueue(struct store *st, struct job *j)
 	}
 	if (j->waker != NULL)
 		atomic_fetch_add(&j->waker->refs, 1);
+	j->queued_ms = fgw_mono_ms();
 	if (st->tail != NULL)
 		st->tail->next = j;
 	else
@@ -1704,4 +1754,23 @@ store_get_stats(struct store *st, struct store_stats *out)
 	out->failed_jobs = atomic_load(&st->failed_jobs);
 	out->queue_depth = atomic_load(&st->queue_depth);
 	out->audit_events = atomic_load(&st->audit_events);
+}
+
+void
+store_get_health(struct store *st, struct store_health *out)
+{
+	int64_t now = fgw_mono_ms(), oldest;
+
+	if (st == NULL || out == NULL)
+		return;
+	memset(out, 0, sizeof(*out));
+	out->failed_at = atomic_load(&st->failed_at);
+	out->last_rc = out->failed_at != 0 ? atomic_load(&st->last_rc) : 0;
+	oldest = atomic_load(&st->running_since);
+	pthread_mutex_lock(&st->mu);
+	if (oldest == 0 && st->head != NULL)
+		oldest = st->head->queued_ms;
+	pthread_mutex_unlock(&st->mu);
+	if (oldest > 0 && now > oldest)
+		out->oldest_wait_ms = now - oldest;
 }

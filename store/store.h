@@ -59,6 +59,9 @@ struct store_opts {
 	int busy_timeout_ms;   /* (added) wait for another process's lock;
 	                          0: 5000. A batch whose BEGIN cannot get the
 	                          lock in time fails whole with FGW_ERR_DB. */
+	long long max_pages;   /* PRAGMA max_page_count after migrations; 0:
+	                          SQLite's default. A value below the size at
+	                          open caps the file at that size. */
 };
 
 /* Opens/creates the database, applies migrations, starts the writer. */
@@ -262,5 +265,18 @@ struct store_stats {
 	uint64_t audit_events; /* audit rows appended */
 };
 void store_get_stats(struct store *st, struct store_stats *out);
+
+/* Whether the writer can commit: what a load balancer's health check
+ * needs. failed_at: fgw_mono_ms() when a batch last failed to commit or a
+ * job failed for the storage itself (disk full, I/O error), 0 once a
+ * later batch committed cleanly; oldest_wait_ms: how long the oldest job
+ * not yet committed has been waiting (queued or in the batch being run),
+ * 0 when there is none. */
+struct store_health {
+	int64_t failed_at;
+	int last_rc;            /* SQLite (extended) result code of that failure */
+	int64_t oldest_wait_ms;
+};
+void store_get_health(struct store *st, struct store_health *out);
 
 #endif
