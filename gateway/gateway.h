@@ -22,6 +22,7 @@
 struct evhttp;
 struct evhttp_bound_socket;
 struct evhttp_request;
+struct refusals;
 struct idem_table;
 struct jwt_verifier;
 struct keyring;
@@ -95,6 +96,9 @@ struct gateway {
 	struct ssl_ctx_st *tls;        /* website listener TLS; NULL: plain HTTP */
 	struct risk risk;              /* rules and velocity (risk.up: loaded) */
 	int pid_fd;                    /* pid_file, locked while we run */
+	struct refusals *refusals;     /* bounds audit rows of refused requests */
+	unsigned char admin_token_hash[32]; /* BLAKE2b-256 of admin_token_file */
+	int has_admin_token;
 };
 
 /* routes.c: the HTTP surface. */

@@ -26,6 +26,7 @@
 #include "crypto/keys.h"
 #include "gateway/http.h"
 #include "gateway/idem.h"
+#include "gateway/refusals.h"
 #include "store/store.h"
 
 static const char *const status_names[] = {
@@ -297,6 +298,9 @@ h_metrics(struct reactor *rx, struct evhttp_request *req, const char *path)
 	                    (unsigned long long)ss.failed_jobs,
 	                    (unsigned long long)ss.queue_depth,
 	                    (unsigned long long)ss.audit_events);
+	evbuffer_add_printf(b, "# TYPE flairgw_audit_refusals_suppressed_total counter\n"
+	                       "flairgw_audit_refusals_suppressed_total %llu\n",
+	                    (unsigned long long)refusals_suppressed_total(rx->gw->refusals));
 	evbuffer_add_printf(b, "# TYPE flairgw_webhooks_received_total counter\n"
 	                       "flairgw_webhooks_received_total{result=\"accepted\"} %llu\n"
 	                       "flairgw_webhooks_received_total{result=\"refused\"} %llu\n"

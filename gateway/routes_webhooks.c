@@ -31,6 +31,7 @@
 #include "core/util.h"
 #include "crypto/mac.h"
 #include "gateway/http.h"
+#include "gateway/refusals.h"
 #include "gateway/webhooks.h"
 #include "pipeline/events.h"
 #include "processors/proc_util.h"
@@ -87,7 +88,8 @@ refuse(struct reactor *rx, struct evhttp_request *req, const char *processor,
 {
 	log_info("webhook for %s from %s refused: %s", processor, source, code);
 	atomic_fetch_add(&rx->gw->metrics.webhooks_in[1], 1);
-	audit_only(rx, processor, source, "webhook.refused", "failure", "", code, NULL);
+	if (refusals_admit(rx->gw->refusals, "webhook.refused", source, fgw_mono_ms()))
+		audit_only(rx, processor, source, "webhook.refused", "failure", "", code, NULL);
 	http_send_error(rx, req, status, code, message);
 }
 
@@ -348,7 +350,9 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 	if (http_path_segment("/v1/webhooks/*", path, 0, processor, sizeof(processor)) != 0 ||
 	    webhooks_inbound(rx->gw->wh, processor, secrets, &n_secrets, &header_name) != 0) {
 		atomic_fetch_add(&rx->gw->metrics.webhooks_in[1], 1);
-		audit_only(rx, "unknown", source, "webhook.refused", "failure", "", "NOT_FOUND", NULL);
+		if (refusals_admit(rx->gw->refusals, "webhook.refused", source, fgw_mono_ms()))
+			audit_only(rx, "unknown", source, "webhook.refused", "failure", "", "NOT_FOUND",
+			           NULL);
 		http_send_error(rx, req, 404, "NOT_FOUND", "No webhooks are configured for this processor");
 		return;
 	}

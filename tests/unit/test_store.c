@@ -653,6 +653,36 @@ end:
 	TT_END;
 }
 
+/* A version 8 database: API-key customers ("CLIENT/ID") and JWT subjects
+ * (bare) were stored alike; v9 puts them in namespaces that cannot meet. */
+static int
+test_schema_v9_customer_namespaces(void)
+{
+	struct fix f;
+	char got[200];
+	TT_BEGIN;
+	CHECK(fix_setup(&f, 16) == 0);
+	fix_close_store(&f);
+	CHECK_EQ_INT(sql_exec(f.path,
+	                      "INSERT INTO payment_methods (id, customer_id, token, nickname, "
+	                      "is_default, created_at) VALUES "
+	                      "('pm_a', 'website/cus_42', 'tok_a', NULL, 1, 1),"
+	                      "('pm_b', 'sub-7', 'tok_b', NULL, 1, 1);"
+	                      "PRAGMA user_version = 8", NULL, 0),
+	             SQLITE_OK);
+	CHECK_EQ_INT(fix_open_store(&f, 16, 0), 0);
+	CHECK_EQ_INT(sql_int(f.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+	sql_text(f.path, "SELECT customer_id FROM payment_methods WHERE id = 'pm_a'", got,
+	         sizeof(got));
+	CHECK_STR(got, "key:website/cus_42");
+	sql_text(f.path, "SELECT customer_id FROM payment_methods WHERE id = 'pm_b'", got,
+	         sizeof(got));
+	CHECK_STR(got, "jwt:idp/sub-7");
+end:
+	fix_teardown(&f);
+	TT_END;
+}
+
 /* The statement cache: one prepared statement per SQL literal and
  * connection, reset on release, refused while in use, finalized on
  * detach; a connection without a cache prepares and finalizes. */
@@ -2393,6 +2423,7 @@ static const struct tt_case cases[] = {
 	{ "txnops_ahead", test_txnops_ahead },
 	{ "schema", test_schema },
 	{ "schema_v7_upgrade", test_schema_v7_upgrade },
+	{ "schema_v9_customer_namespaces", test_schema_v9_customer_namespaces },
 	{ "statement_cache", test_statement_cache },
 	{ "status_moves", test_status_moves },
 	{ "roundtrip", test_roundtrip },
