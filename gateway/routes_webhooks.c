@@ -287,8 +287,9 @@ apply(struct wh_ctx *ctx, const cJSON *obj)
 		 * fail. Not recorded, so the processor's retry applies it. */
 		store_txn_row_clear(&row);
 		atomic_fetch_add(&rx->gw->metrics.webhooks_in[3], 1);
-		audit_only(rx, ctx->processor, ctx->source, "webhook.deferred", "deferred",
-		           ctx->txn_id, "TRANSACTION_IN_FLIGHT", ctx->event_id);
+		if (refusals_admit(rx->gw->refusals, "webhook.deferred", ctx->source, fgw_mono_ms()))
+			audit_only(rx, ctx->processor, ctx->source, "webhook.deferred", "deferred",
+			           ctx->txn_id, "TRANSACTION_IN_FLIGHT", ctx->event_id);
 		finish(ctx, 409, "{\"error\":\"TRANSACTION_IN_FLIGHT\",\"message\":"
 		                 "\"The transaction is still being posted; send the event again later\"}");
 		return;
@@ -410,8 +411,11 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 	if (r == 0) {
 		char answer[120];
 		atomic_fetch_add(&rx->gw->metrics.webhooks_in[2], 1);
-		audit_only(rx, processor, source, "webhook.duplicate", "duplicate", "", NULL,
-		           id->valuestring);
+		/* A captured signed event can be replayed until its timestamp
+		 * goes stale: bounded like a refusal. */
+		if (refusals_admit(rx->gw->refusals, "webhook.duplicate", source, fgw_mono_ms()))
+			audit_only(rx, processor, source, "webhook.duplicate", "duplicate", "", NULL,
+			           id->valuestring);
 		snprintf(answer, sizeof(answer), "{\"received\":true,\"result\":\"%s\",\"duplicate\":true}",
 		         seen);
 		http_send_json(rx, req, 200, answer);

@@ -24,6 +24,7 @@ ISSUER, AUDIENCE = "https://idp.test/auth", "website"
 ADMIN_TOKEN = "op_" + uuid.uuid4().hex + uuid.uuid4().hex
 WINDOW_S = 2       # refusal audit window in this module's gateway
 BURST = 5          # refusals audited one by one per window and source
+WEBHOOK_SECRET = "whsec_auth_" + uuid.uuid4().hex
 
 
 def _secret_files():
@@ -48,6 +49,8 @@ class LazyStack(harness.Stack):
                            "admin_token_file": os.path.join(DIR, "admin.token"),
                            "audit_refusal_window_s": WINDOW_S,
                            "audit_refusal_burst": BURST}
+        self.gateway_kw["extra"] = [("inbound_webhook", "sandbox sandbox " + harness.write_secret(
+            DIR, "wh.secret", WEBHOOK_SECRET))]
         return super().start()
 
 
@@ -172,11 +175,11 @@ def _pipelined(n, path, extra_headers=b"", body=b"{}"):
         sock.close()
 
 
-def _refusal_flood(event_type, n, path, headers):
+def _refusal_flood(event_type, n, path, headers, body=b"{}"):
     g = gw()
     before = len(_audit_rows(event_type))
     seq_before = g.query("SELECT coalesce(max(seq), 0) AS s FROM audit_events")[0]["s"]
-    answers = _pipelined(n, path, headers)
+    answers = _pipelined(n, path, headers, body)
     assert answers == n, f"{answers} answers to {n} pipelined requests"
     # The window closes; its summary row carries the count of the rest.
     harness.wait_until(lambda: any(json.loads(r["details_json"] or "{}").get("suppressed")
@@ -207,6 +210,22 @@ def test_pipelined_bad_keys_grow_the_audit_table_by_a_bounded_number_of_rows():
 
 def test_pipelined_refused_webhooks_grow_the_audit_table_by_a_bounded_number_of_rows():
     _refusal_flood("webhook.refused", 2000, b"/v1/webhooks/nobody", b"")
+
+
+def test_replayed_signed_webhook_grows_the_audit_table_by_a_bounded_number_of_rows():
+    """A captured, validly signed webhook replayed within the signature
+    tolerance: each replay is a duplicate, counted rather than audited."""
+    body = json.dumps({"id": f"evt_{uuid.uuid4().hex}", "type": "payment_intent.succeeded",
+                       "created": int(time.time()),
+                       "data": {"object": {"id": "ch_x", "reference": "txn_nothere",
+                                           "status": "succeeded"}}},
+                      separators=(",", ":")).encode()
+    sig = harness.webhook_signature(WEBHOOK_SECRET, body)
+    first = gw().http("POST", "/v1/webhooks/sandbox", body.decode(),
+                      {"Flair-Sandbox-Signature": sig}, key=None)
+    assert first.status == 200, first
+    _refusal_flood("webhook.duplicate", 2000, b"/v1/webhooks/sandbox",
+                   b"Flair-Sandbox-Signature: " + sig.encode() + b"\r\n", body)
 
 
 def test_single_refusal_still_audited_at_once():
