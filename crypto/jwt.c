@@ -698,6 +698,13 @@ check_claims(const struct jwt_verifier *v, const cJSON *p, int64_t now_s,
 		*why = "wrong audience";
 		return FGW_ERR_AUTH;
 	}
+	/* The issuer promised the audience; a client_id naming someone else
+	 * is a claim it did not make about us, and the token is refused
+	 * rather than acting in that client's scope. */
+	if (c->client_id[0] != '\0' && strcmp(c->client_id, v->audience) != 0) {
+		*why = "client_id contradicts the audience";
+		return FGW_ERR_AUTH;
+	}
 	if (v->token_use != NULL && strcmp(c->token_use, v->token_use) != 0) {
 		*why = "wrong token_use";
 		return FGW_ERR_AUTH;

@@ -14,7 +14,10 @@
  * Claims: exp is required; nbf and iat are checked when present; iss must
  * equal the configured issuer; the configured audience must appear in aud
  * (string or array) or equal client_id (Cognito access tokens carry
- * client_id, ID tokens aud); token_use must match when configured; sub is
+ * client_id, ID tokens aud), and a client_id that is present must equal
+ * the configured audience (a token never names the client it acts for:
+ * the caller takes that from its configuration); token_use must match
+ * when configured; sub is
  * required (it is the customer). Time checks allow cfg->leeway_s of clock
  * skew: rejected when now >= exp + leeway, now < nbf - leeway, or
  * iat > now + leeway. The payload is parsed only after the signature

@@ -88,6 +88,14 @@ static const struct cfg_directive directives[] = {
 	STR(jwt_jwks_file, "", "customer JWTs: JWKS file with the RS256 keys (reloaded on SIGHUP)"),
 	STR(jwt_hs256_secret_file, "", "customer JWTs: file with the HS256 shared secret (>= 32 bytes)"),
 	INT(jwt_leeway_s, 0, 300, "30", "customer JWTs: allowed clock skew for exp/nbf"),
+	STR(jwt_client, "", "customer JWTs: the API client they act for (default: jwt_audience); a token's client_id claim never chooses it"),
+	STR(jwt_namespace, "idp", "customer JWTs: their customers are stored as jwt:NAMESPACE/SUB; change it when jwt_issuer moves to another identity provider"),
+	STR(admin_token_file, "", "file with the operator token for /v1/admin/* (development mode only; >= 32 characters)"),
+	INT(audit_refusal_window_s, 1, 3600, "60", "refused requests (bad credentials, webhooks): audit window"),
+	INT(audit_refusal_burst, 0, 1000, "20", "refusals audited one by one per window and source network; the rest are counted in one summary row"),
+	INT(encrypted_card_max_age_s, 10, 86400, "900", "oldest encryptedCard accepted (its sealed iat)"),
+	INT(encrypted_card_max_skew_s, 0, 600, "60", "how far in the future an encryptedCard iat may be"),
+	BOOL(encrypted_card_require_iat, "1", "refuse encryptedCard blobs without iat (0 only while browsers are upgraded)"),
 	INT(vault_onetime_ttl_s, 0, 2592000, "900", "lifetime of an unsaved (one-time) card in the vault; 0 = until the sweep after a final failure"),
 	INT(vault_sweep_interval_s, 1, 86400, "60", "how often expired one-time cards are purged"),
 	INT(keyring_watch_ms, 0, 3600000, "1000", "how often keyring.json is checked for rotations by flairctl (0 = SIGHUP only)"),
@@ -539,6 +547,13 @@ config_finish(struct fgw_config *cfg, char *err, size_t errlen)
 	    (cfg->jwt_audience[0] == '\0' ||
 	     (cfg->jwt_jwks_file[0] == '\0' && cfg->jwt_hs256_secret_file[0] == '\0')))
 		return fail(err, errlen, "config", "jwt_issuer needs jwt_audience and jwt_jwks_file or jwt_hs256_secret_file%s", "");
+	if (cfg->jwt_client[0] == '\0' &&
+	    fgw_strlcpy(cfg->jwt_client, cfg->jwt_audience, sizeof(cfg->jwt_client)) != 0)
+		return fail(err, errlen, "config", "jwt_audience is longer than a client id: set jwt_client%s", "");
+	if (cfg->jwt_namespace[0] == '\0' ||
+	    strspn(cfg->jwt_namespace, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") !=
+	        strlen(cfg->jwt_namespace))
+		return fail(err, errlen, "config", "jwt_namespace must be letters, digits, '.', '_' or '-'%s", "");
 	if ((cfg->tls_cert_file[0] == '\0') != (cfg->tls_key_file[0] == '\0'))
 		return fail(err, errlen, "config", "tls_cert_file and tls_key_file go together%s", "");
 	/* Default: the file `flairctl keys processor-import NAME FILE` writes.

@@ -152,6 +152,15 @@ struct fgw_config {
 	char s3_secret_key_file[512];
 	long long s3_retries;
 	long long s3_retry_base_ms;
+	/* authentication and abuse */
+	char jwt_client[64];      /* API client JWT customers act for ("" = jwt_audience) */
+	char jwt_namespace[32];   /* customers it authenticates: "jwt:NAMESPACE/SUB" */
+	char admin_token_file[512];
+	long long audit_refusal_window_s;
+	long long audit_refusal_burst;
+	long long encrypted_card_max_age_s;
+	long long encrypted_card_max_skew_s;
+	long long encrypted_card_require_iat;
 };
 
 /* Fills defaults. */

@@ -22,6 +22,7 @@
 struct evhttp;
 struct evhttp_bound_socket;
 struct evhttp_request;
+struct refusals;
 struct idem_table;
 struct jwt_verifier;
 struct keyring;
@@ -109,6 +110,9 @@ struct gateway {
 	int pid_fd;                    /* pid_file, locked while we run */
 	int log_fd;                    /* log_file, reopened on SIGUSR1; -1: standard error */
 	int data_dir_lock;             /* DATA_DIR/flairgw.lock, locked while we run */
+	struct refusals *refusals;     /* bounds audit rows of refused requests */
+	unsigned char admin_token_hash[32]; /* BLAKE2b-256 of admin_token_file */
+	int has_admin_token;
 };
 
 /* routes.c: the HTTP surface. */

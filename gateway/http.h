@@ -53,17 +53,27 @@ enum auth_kind { AUTH_API_KEY = 1, AUTH_JWT = 2 };
 
 struct auth_ctx {
 	enum auth_kind kind;
-	char client_id[64];      /* API key's client, or the JWT's client_id/aud */
-	char subject[128];       /* the customer: JWT sub, or X-Customer-Id sent
-	                            by an API-key client ("" when none) */
+	char client_id[64];      /* API key's client, or jwt_client (configuration) */
+	/* The customer, "" when none. Two namespaces that cannot meet:
+	 * "key:CLIENT/ID" for the X-Customer-Id of an API-key client (ID has
+	 * no '/'), "jwt:NAMESPACE/SUB" for a JWT subject (jwt_namespace). */
+	char subject[192];
 	char source[64];         /* remote address */
 };
 
 /* Authenticates the Bearer credential against the kinds in `accept`
  * (AUTH_API_KEY | AUTH_JWT). On failure answers 401 UNAUTHORIZED, audits
- * auth.failed, and returns FGW_ERR_AUTH. */
+ * auth.failed (rate limited, gateway/refusals.h), and returns
+ * FGW_ERR_AUTH. */
 int http_authenticate(struct reactor *rx, struct evhttp_request *req,
                       const char *path, int accept, struct auth_ctx *out);
+/* The operator credential for /v1/admin routes (admin_token_file; never a
+ * website key). 403 FORBIDDEN unless in development mode with a token
+ * configured; 401 UNAUTHORIZED (audited like any refusal) for anything
+ * but that token. 0 when the caller may go on; out->client_id is
+ * "operator". */
+int http_authenticate_admin(struct reactor *rx, struct evhttp_request *req,
+                            const char *path, struct auth_ctx *out);
 
 /* ---- request bodies and idempotency ----------------------------------- */
 

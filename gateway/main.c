@@ -37,6 +37,7 @@
 #include "gateway/backup.h"
 #include "gateway/gateway.h"
 #include "gateway/idem.h"
+#include "gateway/refusals.h"
 #include "store/methods.h"
 #include "gateway/resv.h"
 #include "gateway/sdnotify.h"
@@ -300,6 +301,70 @@ vault_sweep(evutil_socket_t fd, short what, void *arg)
 		free(purged);
 		atomic_store(&sweep_busy, 0);
 	}
+}
+
+/* Summaries of refusals that were counted instead of audited one by one
+ * (gateway/refusals.h): one audit row per event type and source network
+ * per window that had any. force: at shutdown, the running window too. */
+static void
+refusals_flush(int force)
+{
+	struct refusal_summary sum[16];
+	char details[256];
+	size_t n;
+
+	do {
+		n = refusals_drain(gw.refusals, fgw_mono_ms(), force, sum, 16);
+		for (size_t i = 0; i < n; i++) {
+			snprintf(details, sizeof(details),
+			         "{\"reason\":\"rate limited\",\"source\":\"%s\",\"suppressed\":%llu,"
+			         "\"windowMs\":%lld}", sum[i].bucket, (unsigned long long)sum[i].suppressed,
+			         (long long)sum[i].window_ms);
+			audit_emit(gw.store, main_waker, "anonymous", sum[i].bucket, sum[i].event_type, "",
+			           "failure", details);
+		}
+	} while (n == 16);
+}
+
+static void
+refusals_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	refusals_flush(0);
+}
+
+/* The operator token of the admin routes is kept only as its hash. */
+static int
+setup_admin_token(struct gateway *g, char *err, size_t errlen)
+{
+	char *tok = NULL;
+	size_t len = 0;
+	int r;
+
+	if (g->cfg.admin_token_file[0] == '\0')
+		return FGW_OK;
+	if ((r = fgw_read_file(g->cfg.admin_token_file, 4096, &tok, &len)) != 0) {
+		snprintf(err, errlen, "admin_token_file: %s: %s", g->cfg.admin_token_file,
+		         fgw_strerror(r));
+		return r;
+	}
+	while (len > 0 && (tok[len - 1] == '\n' || tok[len - 1] == '\r'))
+		len--;
+	if (len < 32 || len > 1024 || memchr(tok, '\0', len) != NULL) {
+		snprintf(err, errlen, "admin_token_file: %s: the token must be 32 to 1024 characters",
+		         g->cfg.admin_token_file);
+		r = FGW_ERR_INVALID;
+	} else {
+		crypto_generichash(g->admin_token_hash, sizeof(g->admin_token_hash),
+		                   (const unsigned char *)tok, len, NULL, 0);
+		g->has_admin_token = 1;
+		r = FGW_OK;
+	}
+	sodium_memzero(tok, len);
+	free(tok);
+	return r;
 }
 
 static pthread_mutex_t started_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -658,7 +723,7 @@ main(int argc, char **argv)
 	struct store_opts sopts;
 	struct event_base *sigbase = NULL;
 	struct event *sigs[4] = { NULL, NULL, NULL, NULL };
-	struct event *timers[2] = { NULL, NULL };
+	struct event *timers[3] = { NULL, NULL, NULL };
 	struct backup_sched *sched = NULL;
 	const char *kerr = NULL;
 	char err[1024];
@@ -733,6 +798,9 @@ main(int argc, char **argv)
 	}
 	if (setup_processor(&gw, err, sizeof(err)) != 0 ||
 	    setup_jwt(&gw, err, sizeof(err)) != 0 ||
+	    setup_admin_token(&gw, err, sizeof(err)) != 0 ||
+	    refusals_new(gw.cfg.audit_refusal_window_s * 1000, (unsigned)gw.cfg.audit_refusal_burst,
+	                 &gw.refusals) != 0 ||
 	    webhooks_setup(&gw, &gw.wh, err, sizeof(err)) != 0 ||
 	    pipeline_build(gw.cfg.stages_request, gw.cfg.stages_response, &gw.pl,
 	                   err, sizeof(err)) != 0 ||
@@ -814,6 +882,12 @@ main(int argc, char **argv)
 		    event_add(timers[1], &tv) != 0)
 			log_warn("vault sweep timer not started");
 	}
+	{
+		struct timeval tv = { 0, 250000 };
+		if ((timers[2] = event_new(sigbase, -1, EV_PERSIST, refusals_tick, NULL)) == NULL ||
+		    event_add(timers[2], &tv) != 0)
+			log_warn("refusal summaries are written at shutdown only");
+	}
 	log_info("listening on %s (%s) with %d reactor%s, processor %s at %s, database %s",
 	         gw.cfg.listen, gw.tls ? "TLS 1.2+" : "plain HTTP", gw.n_rx, gw.n_rx == 1 ? "" : "s", gw.proc.name,
 	         gw.proc.base_url, gw.cfg.database);
@@ -824,6 +898,7 @@ main(int argc, char **argv)
 	event_base_dispatch(sigbase);
 	wd_stop();
 	server_stop(&gw);
+	refusals_flush(1);
 	/* Before the last checkpoint, so the checkpoint covers it. */
 	audit_emit(gw.store, NULL, "system", "local", "service.stopped", gw.cfg.database,
 	           "success", NULL);
@@ -837,7 +912,7 @@ out:
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
 		if (sigs[i] != NULL)
 			event_free(sigs[i]);
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < 3; i++)
 		if (timers[i] != NULL)
 			event_free(timers[i]);
 	if (sigbase != NULL)
@@ -849,6 +924,7 @@ out:
 	risk_free(&gw.risk);
 	remove_pid_file(&gw);
 	jwt_verifier_free(gw.jwt);
+	refusals_free(gw.refusals);
 	webhooks_free(gw.wh);
 	generic_map_free(&gw.proc);
 	generic_map_free(&gw.proc2);

@@ -21,6 +21,7 @@
 #include "gateway/backup.h"
 #include "gateway/gateway.h"
 #include "gateway/http.h"
+#include "gateway/refusals.h"
 #include "store/stats.h"
 #include "store/store.h"
 
@@ -189,6 +190,9 @@ metrics_render(struct reactor *rx, struct evbuffer *b)
 	      (long long)ss.queue_depth);
 	counter(b, "flairgw_audit_events_total", "audit rows appended",
 	        (unsigned long long)ss.audit_events);
+	counter(b, "flairgw_audit_refusals_suppressed_total",
+	        "refused requests over the audit burst: counted, written as summary rows",
+	        (unsigned long long)refusals_suppressed_total(rx->gw->refusals));
 	counter_vec(b, "flairgw_webhooks_received_total", "processor webhooks received, by result",
 	            "result", in_labels, m->webhooks_in, 4);
 	counter_vec(b, "flairgw_webhook_attempts_total",

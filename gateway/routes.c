@@ -28,6 +28,7 @@
 #include "gateway/edge.h"
 #include "gateway/http.h"
 #include "gateway/idem.h"
+#include "gateway/refusals.h"
 #include "store/store.h"
 
 /* ---- answers ----------------------------------------------------------- */

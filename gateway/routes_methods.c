@@ -244,11 +244,13 @@ h_methods_add(struct reactor *rx, struct evhttp_request *req, const char *path)
 		return;
 	r = txn_method_body_parse(body, len, &rq, nickname, sizeof(nickname), &perr);
 	if (r == 0 && rq->payment_method_id[0] == '\0')
-		r = txn_card_to_vault(rx->gw->kr, rq, &ve, &blob, &perr);
+		r = txn_card_to_vault(rx->gw->kr, &rx->env.limits.sealed, rq, &ve, &blob, &perr);
 	if (r != 0) {
 		snprintf(msg, sizeof(msg), "%s %s", perr.field, perr.message);
 		if (r == FGW_ERR_INVALID)
 			http_send_error(rx, req, 400, "VALIDATION_ERROR", msg);
+		else if (r == FGW_ERR_TIMEOUT)
+			http_send_error(rx, req, 400, "ENCRYPTED_CARD_EXPIRED", msg);
 		else
 			http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		goto out;

@@ -31,6 +31,7 @@
 #include "core/util.h"
 #include "crypto/mac.h"
 #include "gateway/http.h"
+#include "gateway/refusals.h"
 #include "gateway/webhooks.h"
 #include "pipeline/events.h"
 #include "processors/proc_util.h"
@@ -87,7 +88,8 @@ refuse(struct reactor *rx, struct evhttp_request *req, const char *processor,
 {
 	log_info("webhook for %s from %s refused: %s", processor, source, code);
 	atomic_fetch_add(&rx->gw->metrics.webhooks_in[1], 1);
-	audit_only(rx, processor, source, "webhook.refused", "failure", "", code, NULL);
+	if (refusals_admit(rx->gw->refusals, "webhook.refused", source, fgw_mono_ms()))
+		audit_only(rx, processor, source, "webhook.refused", "failure", "", code, NULL);
 	http_send_error(rx, req, status, code, message);
 }
 
@@ -334,8 +336,9 @@ apply(struct wh_ctx *ctx, const cJSON *obj)
 		 * fail. Not recorded, so the processor's retry applies it. */
 		store_txn_row_clear(&row);
 		atomic_fetch_add(&rx->gw->metrics.webhooks_in[3], 1);
-		audit_only(rx, ctx->processor, ctx->source, "webhook.deferred", "deferred",
-		           ctx->txn_id, "TRANSACTION_IN_FLIGHT", ctx->event_id);
+		if (refusals_admit(rx->gw->refusals, "webhook.deferred", ctx->source, fgw_mono_ms()))
+			audit_only(rx, ctx->processor, ctx->source, "webhook.deferred", "deferred",
+			           ctx->txn_id, "TRANSACTION_IN_FLIGHT", ctx->event_id);
 		finish(ctx, 409, "{\"error\":\"TRANSACTION_IN_FLIGHT\",\"message\":"
 		                 "\"The transaction is still being posted; send the event again later\"}");
 		return;
@@ -408,7 +411,9 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 	if (http_path_segment("/v1/webhooks/*", path, 0, processor, sizeof(processor)) != 0 ||
 	    webhooks_inbound(rx->gw->wh, processor, secrets, &n_secrets, &header_name) != 0) {
 		atomic_fetch_add(&rx->gw->metrics.webhooks_in[1], 1);
-		audit_only(rx, "unknown", source, "webhook.refused", "failure", "", "NOT_FOUND", NULL);
+		if (refusals_admit(rx->gw->refusals, "webhook.refused", source, fgw_mono_ms()))
+			audit_only(rx, "unknown", source, "webhook.refused", "failure", "", "NOT_FOUND",
+			           NULL);
 		http_send_error(rx, req, 404, "NOT_FOUND", "No webhooks are configured for this processor");
 		return;
 	}
@@ -480,8 +485,11 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 	if (r == 0) {
 		char answer[120];
 		atomic_fetch_add(&rx->gw->metrics.webhooks_in[2], 1);
-		audit_only(rx, processor, source, "webhook.duplicate", "duplicate", "", NULL,
-		           id->valuestring);
+		/* A captured signed event can be replayed until its timestamp
+		 * goes stale: bounded like a refusal. */
+		if (refusals_admit(rx->gw->refusals, "webhook.duplicate", source, fgw_mono_ms()))
+			audit_only(rx, processor, source, "webhook.duplicate", "duplicate", "", NULL,
+			           id->valuestring);
 		snprintf(answer, sizeof(answer), "{\"received\":true,\"result\":\"%s\",\"duplicate\":true}",
 		         seen);
 		http_send_json(rx, req, 200, answer);

@@ -281,6 +281,9 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	rx->env.limits.max_amount = cfg->max_amount;
 	rx->env.limits.currencies = cfg->currencies;
 	rx->env.limits.processor_timeout_ms = cfg->processor_timeout_ms;
+	rx->env.limits.sealed.max_age_ms = cfg->encrypted_card_max_age_s * 1000;
+	rx->env.limits.sealed.max_skew_ms = cfg->encrypted_card_max_skew_s * 1000;
+	rx->env.limits.sealed.require_iat = cfg->encrypted_card_require_iat != 0;
 	rx->env.idem_ttl_ms = cfg->idempotency_ttl_s * 1000;
 	rx->env.reader = rx->reader;
 	rx->env.vault_onetime_ttl_ms = cfg->vault_onetime_ttl_s * 1000;

@@ -100,7 +100,7 @@ struct txn_request {
 	char payment_method_id[64];
 	int save_method;         /* savePaymentMethod: keep the card for
 	                            customer_id once the payment succeeds */
-	char customer_id[128];   /* who.subject (X-Customer-Id or JWT sub);
+	char customer_id[192];   /* who.subject (X-Customer-Id or JWT sub);
 	                            set by the route, "" when none */
 	int capture;             /* 1: purchase; 0: authorize only */
 	/* returnUrl: where the customer comes back after 3-D Secure ("" when
@@ -130,17 +130,33 @@ int txn_return_url_allowed(const struct txn_request *rq, const char *origins);
  * card fields of a txn_request; nickname gets the nickname or "". */
 int txn_method_body_parse(const char *body, size_t len, struct txn_request **out,
                           char *nickname, size_t nickcap, struct txn_parse_error *err);
+/* How fresh an encryptedCard must be. Its sealed JSON carries "iat", the
+ * unix time in seconds when it was sealed, so a captured blob is worth
+ * something only until max_age_ms has passed. */
+struct sealed_card_policy {
+	int64_t max_age_ms;      /* older blobs are refused */
+	int64_t max_skew_ms;     /* iat further in the future is refused */
+	int require_iat;         /* 0: blobs without iat pass (migration only) */
+};
+
 /* Opens (encryptedCard) and validates (Luhn, expiry) the request's card and
  * encrypts it for the vault under a new token: ve display fields,
  * fingerprint and key id filled, *blob malloc'ed (ve->blob points at it).
  * The CVC is dropped. FGW_ERR_INVALID with err filled for bad cards. */
-int txn_card_to_vault(struct keyring *kr, struct txn_request *rq,
-                      struct store_vault_entry *ve, char **blob,
+int txn_card_to_vault(struct keyring *kr, const struct sealed_card_policy *pol,
+                      struct txn_request *rq, struct store_vault_entry *ve, char **blob,
                       struct txn_parse_error *err);
 /* Parses card JSON {"number","expMonth","expYear","cvc","holderName"}
  * (from a plain body field or an opened sealed box) into card. */
 int txn_card_parse_json(const char *json, size_t len, struct txn_card *card,
                         struct txn_parse_error *err);
+
+/* Parses an opened encryptedCard: the card JSON of txn_card_parse_json
+ * plus "iat", checked against pol at now_ms. FGW_ERR_TIMEOUT (err filled)
+ * when iat is missing (and required), too old or too far ahead;
+ * FGW_ERR_INVALID for a bad card or an iat that is not an integer. */
+int txn_card_parse_sealed(const char *json, size_t len, const struct sealed_card_policy *pol,
+                          int64_t now_ms, struct txn_card *card, struct txn_parse_error *err);
 void txn_card_clear(struct txn_card *card);
 
 /* ---- the environment a reactor gives its transactions ---------------- */
@@ -149,6 +165,7 @@ struct pipeline_limits {
 	int64_t max_amount;          /* minor units */
 	const char *currencies;      /* comma-separated ISO 4217 codes */
 	long processor_timeout_ms;
+	struct sealed_card_policy sealed; /* encryptedCard freshness */
 };
 
 struct pipeline_env {

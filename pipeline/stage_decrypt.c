@@ -47,11 +47,16 @@ decrypt_run(struct txn *t)
 	if (r != 0)
 		return stage_invalid(t, "encryptedCard.data does not open with that key");
 	memset(&perr, 0, sizeof(perr));
-	r = txn_card_parse_json((const char *)plain->data, plain->len, &rq->card, &perr);
+	r = txn_card_parse_sealed((const char *)plain->data, plain->len, &t->env->limits.sealed,
+	                          fgw_now_ms(), &rq->card, &perr);
 	secbuf_free(plain);
 	if (r != 0) {
 		char msg[240];
 		snprintf(msg, sizeof(msg), "%s %s", perr.field, perr.message);
+		if (r == FGW_ERR_TIMEOUT) {
+			txn_set_outcome(t, "rejected", "ENCRYPTED_CARD_EXPIRED", msg, 400, 0);
+			return STAGE_STOP;
+		}
 		return r == FGW_ERR_INVALID ? stage_invalid(t, msg) : STAGE_ERROR;
 	}
 	if ((r = stage_vault_card(t)) != 0) {

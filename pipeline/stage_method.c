@@ -120,8 +120,8 @@ card_err(struct txn_parse_error *err, const char *field, const char *msg)
 }
 
 int
-txn_card_to_vault(struct keyring *kr, struct txn_request *rq,
-                  struct store_vault_entry *ve, char **blob,
+txn_card_to_vault(struct keyring *kr, const struct sealed_card_policy *pol,
+                  struct txn_request *rq, struct store_vault_entry *ve, char **blob,
                   struct txn_parse_error *err)
 {
 	struct secbuf *plain = NULL;
@@ -140,7 +140,8 @@ txn_card_to_vault(struct keyring *kr, struct txn_request *rq,
 			r = card_err(err, "encryptedCard.data", "does not open with that key");
 			goto out;
 		}
-		if ((r = txn_card_parse_json((const char *)plain->data, plain->len, &rq->card, err)) != 0)
+		if ((r = txn_card_parse_sealed((const char *)plain->data, plain->len, pol,
+		                               fgw_now_ms(), &rq->card, err)) != 0)
 			goto out;
 	}
 	/* A saved card is charged later without its CVC: drop it now. */

@@ -24,7 +24,7 @@
 
 struct store_method {
 	char id[40];              /* "pm_…" */
-	char customer_id[128];
+	char customer_id[192];
 	char token[40];           /* the vault entry */
 	char nickname[128];       /* "" when none */
 	int is_default;

@@ -60,7 +60,7 @@ struct resv_slot {
 struct resv_row {
 	char id[40];
 	char client_id[64];
-	char customer_id[128];
+	char customer_id[192];
 	char experience_id[64];
 	char time_slot_id[64];
 	int guests;

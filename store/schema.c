@@ -420,6 +420,24 @@ static const char schema_v10_idem_keyed[] =
     "UPDATE vault_entries SET bin = substr(bin, 1, 5) WHERE brand = 'Amex';"
     "UPDATE vault_entries SET bin = substr(bin, 1, 4) WHERE brand = 'Diners';";
 
+/* v11 customer namespaces: API-key customers ("CLIENT/ID", ID without '/')
+ * and JWT subjects (the bare sub) were stored alike, so a JWT whose sub
+ * was "website/cus_42" owned the website's customer cus_42. Now they are
+ * "key:CLIENT/ID" and "jwt:NAMESPACE/SUB" (gateway/auth.c). A stored value
+ * with a '/' had the API-key form, the only one the gateway documented
+ * with '/', and becomes key:; the rest were JWT subjects of the one
+ * configured issuer, under the default jwt_namespace "idp". */
+static const char schema_v11_customer_namespaces[] =
+    "UPDATE vault_entries SET customer_id = CASE WHEN instr(customer_id, '/') > 0"
+    " THEN 'key:' || customer_id ELSE 'jwt:idp/' || customer_id END"
+    " WHERE customer_id IS NOT NULL AND customer_id <> '';"
+    "UPDATE payment_methods SET customer_id = CASE WHEN instr(customer_id, '/') > 0"
+    " THEN 'key:' || customer_id ELSE 'jwt:idp/' || customer_id END"
+    " WHERE customer_id <> '';"
+    "UPDATE reservations SET customer_id = CASE WHEN instr(customer_id, '/') > 0"
+    " THEN 'key:' || customer_id ELSE 'jwt:idp/' || customer_id END"
+    " WHERE customer_id <> '';";
+
 static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
@@ -431,6 +449,7 @@ static const char *const migrations[] = {
 	schema_v8,
 	schema_v9_txnop_attempts,
 	schema_v10_idem_keyed,
+	schema_v11_customer_namespaces,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

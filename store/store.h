@@ -146,7 +146,7 @@ struct store_vault_entry {
 	char last4[5];
 	int exp_month;
 	int exp_year;
-	char customer_id[128];    /* owner for saved methods, "" for one-time */
+	char customer_id[192];    /* owner for saved methods, "" for one-time */
 	int saved;                /* 0: one-time (purged after use), 1: saved */
 	int64_t expires_at;       /* ms since epoch, 0 = never */
 };

@@ -405,16 +405,18 @@ cmd_keys_retire(struct ctl *c, int argc, char **argv)
 /* ---- seal -------------------------------------------------------------- */
 
 /* Seals card JSON from stdin to a public key file and prints the
- * encryptedCard object a website would send. */
+ * encryptedCard object a website would send. The sealed JSON gets "iat",
+ * the time of sealing: the gateway refuses it after
+ * encrypted_card_max_age_s. The card is only ever in guarded memory. */
 static int
 cmd_seal(struct ctl *c, int argc, char **argv)
 {
 	struct sealed_pubkey pk;
 	struct secbuf *in = NULL;
-	char *b64 = NULL;
-	size_t len = 0;
+	char *b64 = NULL, iat[40];
+	size_t len = 0, body;
 	ssize_t n;
-	int r;
+	int r, k;
 	(void)c;
 	if (argc != 1) {
 		fprintf(stderr, "usage: flairctl seal PUBLIC_KEY_JSON_FILE < card.json\n");
@@ -424,18 +426,39 @@ cmd_seal(struct ctl *c, int argc, char **argv)
 		fprintf(stderr, "flairctl: %s: %s\n", argv[0], fgw_strerror(r));
 		return r;
 	}
-	if ((r = secbuf_alloc(&in, 4096)) != 0)
+	if ((r = secbuf_alloc(&in, 4096 + sizeof(iat))) != 0)
 		return r;
-	while (len < in->len && (n = read(0, in->data + len, in->len - len)) > 0)
+	while (len < 4096 && (n = read(0, in->data + len, 4096 - len)) > 0)
 		len += (size_t)n;
-	while (len > 0 && (in->data[len - 1] == '\n' || in->data[len - 1] == ' '))
+	while (len > 0 && (in->data[len - 1] == '\n' || in->data[len - 1] == ' ' ||
+	                   in->data[len - 1] == '\r' || in->data[len - 1] == '\t'))
 		len--;
-	if (len == 0 || len == in->len) {
-		fprintf(stderr, "flairctl: seal: card JSON on stdin, at most 4095 bytes\n");
+	/* The object's last '}' gives way to the iat member. */
+	body = len > 0 ? len - 1 : 0;
+	while (body > 0 && (in->data[body - 1] == ' ' || in->data[body - 1] == '\n' ||
+	                    in->data[body - 1] == '\r' || in->data[body - 1] == '\t'))
+		body--;
+	if (len < 2 || len == 4096 || in->data[0] != '{' || in->data[len - 1] != '}') {
+		fprintf(stderr, "flairctl: seal: card JSON object on stdin, at most 4095 bytes\n");
 		r = FGW_ERR_INVALID;
-	} else if ((r = sealed_seal_b64(pk.pk, in->data, len, &b64)) == 0) {
-		printf("{\"keyId\":\"%s\",\"data\":\"%s\"}\n", pk.key_id, b64);
+		goto out;
 	}
+	if (memmem(in->data, len, "\"iat\"", 5) != NULL) {
+		fprintf(stderr, "flairctl: seal: the card JSON must not carry iat: seal sets it\n");
+		r = FGW_ERR_INVALID;
+		goto out;
+	}
+	k = snprintf(iat, sizeof(iat), "%s\"iat\":%lld}", in->data[body - 1] == '{' ? "" : ",",
+	             (long long)time(NULL));
+	if (k < 0 || (size_t)k >= sizeof(iat)) {
+		r = FGW_ERR_INTERNAL;
+		goto out;
+	}
+	memcpy(in->data + body, iat, (size_t)k);
+	len = body + (size_t)k;
+	if ((r = sealed_seal_b64(pk.pk, in->data, len, &b64)) == 0)
+		printf("{\"keyId\":\"%s\",\"data\":\"%s\"}\n", pk.key_id, b64);
+out:
 	secbuf_free(in);
 	free(b64);
 	return r;

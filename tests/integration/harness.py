@@ -39,6 +39,8 @@ STRIPE_FIXTURE = os.path.join(ROOT, "tests", "fixtures", "stripe-openapi-subset.
 KEEP_FILES = bool(os.environ.get("FLAIRGW_KEEP"))  # keep temp dirs
 
 DEV_KEY, DEV_CLIENT = "flair_dev_key", "website"
+# The operator token of /v1/admin routes (admin_token_file), never a website key.
+ADMIN_TOKEN = "it_operator_" + "0123456789abcdef" * 2
 OTHER_KEY, OTHER_CLIENT = "it_partner_key", "partner"
 
 # Test cards (flair-sandbox outcomes).
@@ -337,7 +339,8 @@ def box_open(k, b64, direction):
 
 
 def seal_card(public_key_b64, card_dict):
-    return seal(public_key_b64, json.dumps(card_dict).encode())
+    """Seals card JSON as a browser does, with its creation time (iat)."""
+    return seal(public_key_b64, json.dumps(dict(card_dict, iat=int(time.time()))).encode())
 
 
 def with_encrypted_card(body, key):
@@ -565,6 +568,7 @@ class Gateway(Daemon):
         self.db_path = os.path.join(self.data_dir, "flairgw.db")
         self.kek_file = os.path.join(workdir, "kek", "kek.key")
         self.log_file = os.path.join(workdir, "gateway.log")
+        self.admin_token_file = os.path.join(workdir, "admin.token")
         self.responses = []  # every Response this gateway sent us
 
     def argv(self):
@@ -576,7 +580,7 @@ class Gateway(Daemon):
                 "kek_file": self.kek_file, "processor_url": self.sandbox.url,
                 "processor_public_key_file": self.sandbox.public_key_file,
                 "log_file": self.log_file, "workers": 2, "processor_timeout_ms": 2000,
-                "rules_file": ""}
+                "rules_file": "", "admin_token_file": self.admin_token_file}
         opts.update(self.overrides)
         args = ["--config", DEV_CONFIG]
         for name, value in opts.items():
@@ -589,6 +593,8 @@ class Gateway(Daemon):
 
     def start(self):
         os.makedirs(os.path.dirname(self.kek_file), mode=0o700, exist_ok=True)
+        with open(self.admin_token_file, "w") as f:
+            f.write(ADMIN_TOKEN + "\n")
         return super().start()
 
     def ready(self):

@@ -199,8 +199,10 @@ INVALID_ENCRYPTED = {
     "data_random_bytes": with_encrypted(data=lambda key: base64.b64encode(os.urandom(120)).decode()),
     "data_empty": with_encrypted(data=lambda key: ""),
     "sealed_not_json": with_encrypted(data=sealed(b"this is not json")),
-    "sealed_luhn_failure": with_encrypted(data=sealed(json.dumps(harness.card("4242424242424241")).encode())),
-    "sealed_expired_card": with_encrypted(data=sealed(json.dumps(harness.card(exp_year=2020)).encode())),
+    "sealed_luhn_failure": with_encrypted(data=lambda key: harness.seal_card(
+        key["publicKey"], harness.card("4242424242424241"))),
+    "sealed_expired_card": with_encrypted(data=lambda key: harness.seal_card(
+        key["publicKey"], harness.card(exp_year=2020))),
     "both_card_and_encrypted": with_encrypted(keep_card=True),
 }
 define("invalid_encrypted", INVALID_ENCRYPTED, invalid)

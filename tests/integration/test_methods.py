@@ -71,7 +71,7 @@ def test_save_card_answers_as_documented():
         assert_method_shape(x)
     vault = g.query("SELECT v.saved, v.customer_id, v.expires_at FROM vault_entries v JOIN payment_methods p "
                     "ON p.token = v.token WHERE p.id = ?", m["id"])
-    assert vault == [{"saved": 1, "customer_id": f"website/{cust}", "expires_at": 0}], vault
+    assert vault == [{"saved": 1, "customer_id": f"key:website/{cust}", "expires_at": 0}], vault
 
 
 def test_save_encrypted_card():
@@ -167,7 +167,7 @@ def test_save_a_one_time_token_of_the_same_customer():
     assert paid.status == 200, paid
     token = paid.body["paymentMethod"]["token"]
     row = g.vault_row(token)
-    assert row["saved"] == 0 and row["customer_id"] == f"website/{alice}" and row["expires_at"] > 0, row
+    assert row["saved"] == 0 and row["customer_id"] == f"key:website/{alice}" and row["expires_at"] > 0, row
     harness.assert_error(g.methods("POST", body={"paymentMethodId": token}, customer=bob), 404,
                          "PAYMENT_METHOD_NOT_FOUND")
     harness.assert_error(g.methods("POST", body={"paymentMethodId": "tok_" + "A" * 24}, customer=alice),

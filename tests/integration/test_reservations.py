@@ -98,7 +98,7 @@ def payment_status(token, rid):
 
 
 def set_clock(offset_ms):
-    resp = gw().http("POST", "/v1/admin/clock", {"offsetMs": offset_ms})
+    resp = gw().http("POST", "/v1/admin/clock", {"offsetMs": offset_ms}, key=harness.ADMIN_TOKEN)
     assert resp.status == 200, resp
 
 
@@ -486,16 +486,18 @@ def test_jwt_refusals():
         assert resp.body["error"] == "UNAUTHORIZED", f"{name}: {resp!r}"
 
 
-def test_admin_clock_needs_api_key_and_is_audited():
+def test_admin_clock_needs_operator_token_and_is_audited():
     tok = keys().rs256(customer())
     resp = gw().http("POST", "/v1/admin/clock", {"offsetMs": 1}, bearer(tok), key=None)
     assert resp.status == 401, resp
+    harness.assert_error(gw().http("POST", "/v1/admin/clock", {"offsetMs": 1}), 401,
+                         "UNAUTHORIZED")
     count = "SELECT count(*) AS n FROM audit_events WHERE event_type = 'clock.set'"
     before = gw().query(count)[0]["n"]
     set_clock(0)
     harness.wait_until(lambda: gw().query(count)[0]["n"] == before + 1, 5, "the audit event")
-    harness.assert_error(gw().http("POST", "/v1/admin/clock", {"offsetMs": "x"}), 400,
-                         "VALIDATION_ERROR")
+    harness.assert_error(gw().http("POST", "/v1/admin/clock", {"offsetMs": "x"},
+                                   key=harness.ADMIN_TOKEN), 400, "VALIDATION_ERROR")
 
 
 def test_idempotency_keys_pruned_after_ttl():
@@ -520,7 +522,8 @@ def test_idempotency_keys_pruned_after_ttl():
 
 def test_admin_clock_refused_in_production():
     with harness.Stack(mode="production") as stack:
-        resp = stack.gw.http("POST", "/v1/admin/clock", {"offsetMs": 1000})
+        resp = stack.gw.http("POST", "/v1/admin/clock", {"offsetMs": 1000},
+                             key=harness.ADMIN_TOKEN)
         harness.assert_error(resp, 403, "FORBIDDEN")
         assert stack.gw.http("GET", "/healthz", key=None).status == 200
 

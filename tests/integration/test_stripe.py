@@ -501,7 +501,8 @@ def test_pending_refund_is_not_resent_once_stripe_may_have_forgotten_its_key():
         harness.assert_error(stack.gw.txn_op(txn, "refund", {"amount": 700}, idem="st-rf-old"),
                              502, "PAYMENT_PROCESSING_FAILED")
         # A day later, as far as the gateway's clock knows.
-        clock = stack.gw.http("POST", "/v1/admin/clock", {"offsetMs": 24 * 3600 * 1000})
+        clock = stack.gw.http("POST", "/v1/admin/clock", {"offsetMs": 24 * 3600 * 1000},
+                             key=harness.ADMIN_TOKEN)
         assert clock.status == 200, clock
         harness.wait_until(
             lambda: stack.gw.query("SELECT manual_review FROM refunds WHERE txn_id = ?",

@@ -604,7 +604,7 @@ test_jwt_valid_rs256(void)
 	struct jwt_verifier *v = NULL;
 	struct jwt_claims c;
 	char cl[512];
-	char *tok = NULL, *tok2 = NULL, *tok3 = NULL;
+	char *tok = NULL, *tok2 = NULL, *tok3 = NULL, *tok4 = NULL;
 	const char *why = "unset";
 	TT_BEGIN;
 	CHECK(fixture() == 0);
@@ -627,19 +627,29 @@ test_jwt_valid_rs256(void)
 	/* Built independently of jwt_sign_rs256. */
 	CHECK((tok2 = tok_rs(RS_HDR, cl, fx.k1)) != NULL);
 	CHECK_EQ_INT(vtok(v, tok2, NULL), 0);
-	/* ID-token shape: aud array holds the audience, other client_id. */
+	/* aud holds the audience but client_id names another client: the
+	 * issuer did not promise that client, so the token is refused. */
 	snprintf(cl, sizeof(cl),
 	         "{\"sub\":\"u\",\"iss\":\"" ISS "\",\"aud\":[\"x\",\"" AUD "\"],"
 	         "\"client_id\":\"nope\",\"token_use\":\"access\",\"exp\":%lld,"
 	         "\"nbf\":%lld}", NOW + 60, NOW - 60);
 	CHECK((tok3 = tok_rs("{\"kid\":\"k1\",\"alg\":\"RS256\"}", cl, fx.k1)) != NULL);
-	CHECK_EQ_INT(jwt_verify(v, tok3, strlen(tok3), NOW, &c, NULL), 0);
+	CHECK_EQ_INT(jwt_verify(v, tok3, strlen(tok3), NOW, &c, &why), FGW_ERR_AUTH);
+	CHECK_STR(why, "client_id contradicts the audience");
+	/* ID-token shape: aud array holds the audience, no client_id. */
+	snprintf(cl, sizeof(cl),
+	         "{\"sub\":\"u\",\"iss\":\"" ISS "\",\"aud\":[\"x\",\"" AUD "\"],"
+	         "\"token_use\":\"access\",\"exp\":%lld,"
+	         "\"nbf\":%lld}", NOW + 60, NOW - 60);
+	CHECK((tok4 = tok_rs("{\"kid\":\"k1\",\"alg\":\"RS256\"}", cl, fx.k1)) != NULL);
+	CHECK_EQ_INT(jwt_verify(v, tok4, strlen(tok4), NOW, &c, NULL), 0);
 	CHECK_EQ_INT(c.nbf, NOW - 60);
 	CHECK_STR(c.scope, "");
 end:
 	free(tok);
 	free(tok2);
 	free(tok3);
+	free(tok4);
 	jwt_verifier_free(v);
 	TT_END;
 }

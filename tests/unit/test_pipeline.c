@@ -190,6 +190,52 @@ end:
 	TT_END;
 }
 
+/* encryptedCard freshness: iat within max age and skew, required unless
+ * the migration switch is off, an integer; the card is dropped on refusal. */
+static int
+test_card_sealed_iat(void)
+{
+	struct sealed_card_policy pol = { 900000, 60000, 1 };
+	struct txn_card card;
+	struct txn_parse_error err;
+	const int64_t now = 1800000000000LL;
+	char c[200];
+	TT_BEGIN;
+	memset(&card, 0, sizeof(card));
+	memset(&err, 0, sizeof(err));
+#define CARD(iat) snprintf(c, sizeof(c), "{\"number\":\"4242424242424242\",\"expMonth\":3," \
+	                    "\"expYear\":2031%s}", iat)
+	CARD(",\"iat\":1800000000");
+	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err), 0);
+	CHECK(card.pan != NULL && card.pan->len == 16);
+	txn_card_clear(&card);
+	CARD(",\"iat\":1799999099"); /* 901 s old */
+	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err), FGW_ERR_TIMEOUT);
+	CHECK(card.pan == NULL);
+	CARD(",\"iat\":1799999100"); /* exactly max age */
+	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err), 0);
+	txn_card_clear(&card);
+	CARD(",\"iat\":1800000061");
+	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err), FGW_ERR_TIMEOUT);
+	CARD(",\"iat\":\"1800000000\"");
+	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err), FGW_ERR_INVALID);
+	CARD(",\"iat\":1800000000.5");
+	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err), FGW_ERR_INVALID);
+	CARD("");
+	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err), FGW_ERR_TIMEOUT);
+	CHECK(card.pan == NULL);
+	pol.require_iat = 0;
+	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err), 0);
+	txn_card_clear(&card);
+	CARD(",\"iat\":1,\"iat\":1800000000"); /* repeated member */
+	CHECK(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err) != 0);
+	CHECK(card.pan == NULL);
+#undef CARD
+end:
+	txn_card_clear(&card);
+	TT_END;
+}
+
 static int
 test_stage_orders(void)
 {
@@ -235,6 +281,7 @@ static const struct tt_case cases[] = {
 	{ "utf8_accepted", test_utf8_accepted },
 	{ "nesting_and_size", test_nesting_and_size },
 	{ "card_json", test_card_json },
+	{ "card_sealed_iat", test_card_sealed_iat },
 	{ "stage_orders", test_stage_orders },
 	{ NULL, NULL },
 };

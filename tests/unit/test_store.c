@@ -708,7 +708,7 @@ test_schema_idem_hash_wiped(void)
 	             " bin, last4, created_at, updated_at) VALUES"
 	             " ('txn_amex', 'w', 1, 'USD', 'succeeded', 'Amex', '378282', '0005', 1, 1),"
 	             " ('txn_visa', 'w', 1, 'USD', 'succeeded', 'Visa', '424242', '4242', 1, 1);"
-	             "PRAGMA user_version = %d;", old_hash, STORE_SCHEMA_VERSION - 1);
+	             "PRAGMA user_version = %d;", old_hash, 9); /* before v10 keyed them */
 	CHECK(n > 0 && (size_t)n < sizeof(sql));
 	CHECK_EQ_INT(sql_exec(f.path, sql, NULL, 0), SQLITE_OK);
 	CHECK(file_holds(f.path, old_hash));
@@ -736,6 +736,34 @@ test_schema_idem_hash_wiped(void)
 	CHECK(!file_holds(wal, old_hash));
 end:
 	store_idem_clear(&got);
+
+
+/* A version 8 database: API-key customers ("CLIENT/ID") and JWT subjects
+ * (bare) were stored alike; v9 puts them in namespaces that cannot meet. */
+static int
+test_schema_v11_customer_namespaces(void)
+{
+	struct fix f;
+	char got[200];
+	TT_BEGIN;
+	CHECK(fix_setup(&f, 16) == 0);
+	fix_close_store(&f);
+	CHECK_EQ_INT(sql_exec(f.path,
+	                      "INSERT INTO payment_methods (id, customer_id, token, nickname, "
+	                      "is_default, created_at) VALUES "
+	                      "('pm_a', 'website/cus_42', 'tok_a', NULL, 1, 1),"
+	                      "('pm_b', 'sub-7', 'tok_b', NULL, 1, 1);"
+	                      "PRAGMA user_version = 8", NULL, 0),
+	             SQLITE_OK);
+	CHECK_EQ_INT(fix_open_store(&f, 16, 0), 0);
+	CHECK_EQ_INT(sql_int(f.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+	sql_text(f.path, "SELECT customer_id FROM payment_methods WHERE id = 'pm_a'", got,
+	         sizeof(got));
+	CHECK_STR(got, "key:website/cus_42");
+	sql_text(f.path, "SELECT customer_id FROM payment_methods WHERE id = 'pm_b'", got,
+	         sizeof(got));
+	CHECK_STR(got, "jwt:idp/sub-7");
+end:
 	fix_teardown(&f);
 	TT_END;
 }
@@ -2604,6 +2632,9 @@ static const struct tt_case cases[] = {
 	{ "schema_v7_upgrade", test_schema_v7_upgrade },
 	{ "schema_v9_txnop_attempts", test_schema_v9_txnop_attempts },
 	{ "schema_idem_hash_wiped", test_schema_idem_hash_wiped },
+
+
+	{ "schema_v11_customer_namespaces", test_schema_v11_customer_namespaces },
 	{ "statement_cache", test_statement_cache },
 	{ "status_moves", test_status_moves },
 	{ "roundtrip", test_roundtrip },
