@@ -286,6 +286,13 @@ status_replied(void *arg, const struct httpc_response *resp)
 		defer(it, "status answer not understood");
 		return;
 	}
+	if (!proc_result_is_for(&it->res, it->row.id)) {
+		/* A hit for another transaction (a search by our metadata
+		 * can return one): ours was not found. */
+		log_txn_warn(it->row.id, "processor's status answer is for another transaction");
+		proc_result_clear(&it->res);
+		it->res.outcome = PROC_NOT_FOUND;
+	}
 	switch (it->res.outcome) {
 	case PROC_SUCCEEDED:
 		resolve(it, "succeeded", NULL);
