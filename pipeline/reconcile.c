@@ -13,7 +13,8 @@
  * client's retry gets a replay instead of "in progress"), then
  * txn_events_publish. No answer, or an unclear one, pushes the row's next
  * attempt back (doubling up to backoff_max_ms); after max_attempts the row
- * is flagged for manual review and left alone. The next scan starts only
+ * is flagged for manual review (audited once) and from then on asked only
+ * every backoff_max_ms, so it still ends when the processor answers. The next scan starts only
  * when every row of the last one is done.
  *
  * The same scan finishes refunds, captures and cancels a crash left
@@ -152,6 +153,9 @@ defer(struct recon_item *it, const char *why)
 	int attempts = it->u.attempts + 1;
 	/* A payment waiting for 3-D Secure ends by its window, not here. */
 	int give_up = !it->action && (attempts >= rc->o.max_attempts || it->give_up_now);
+	/* Flagged before: still asked at the longest backoff (so it ends once
+	 * the processor answers), flagged and audited once. */
+	int flagged = it->op == PROC_OP_STATUS && it->u.manual_review;
 	int64_t wait = rc->o.interval_ms;
 	int64_t now = fgw_now_ms();
 	struct store_audit audit = { "system", "local", "txn.manual_review",
@@ -179,6 +183,9 @@ defer(struct recon_item *it, const char *why)
 	if (it->action && !it->expired)
 		log_txn_debug(it->row.id, "waiting for 3-D Secure, next poll in %lld ms",
 		              (long long)wait);
+	else if (give_up && flagged)
+		log_txn_warn(it->row.id, "still unresolved (%s), in manual review, next in %lld ms",
+		             why, (long long)wait);
 	else if (give_up)
 		log_txn_error(it->row.id, "unresolved after %d attempts (%s): flagged for manual review",
 		              attempts, why);
@@ -195,8 +202,8 @@ defer(struct recon_item *it, const char *why)
 		                      give_up ? 1 : 0, deferred, it);
 	else
 		r = store_reconcile_defer(rc->env->store, rc->env->waker, it->row.id, attempts,
-		                          now + wait, give_up, &audit, give_up ? 1 : 0,
-		                          deferred, it);
+		                          now + wait, give_up || flagged, &audit,
+		                          give_up && !flagged ? 1 : 0, deferred, it);
 	if (r != 0)
 		item_done(it);
 }

@@ -64,6 +64,7 @@ unresolved_row(sqlite3_stmt *s, void *out, int i)
 	sql_col_text(s, 1, u->status, sizeof(u->status));
 	u->attempts = sqlite3_column_int(s, 2);
 	u->created_at = sqlite3_column_int64(s, 3);
+	u->manual_review = sqlite3_column_int(s, 4);
 }
 
 int
@@ -71,8 +72,8 @@ store_unresolved_list(struct store_reader *rd, int64_t now, int64_t posting_befo
                       struct store_unresolved *out, int max, int *n)
 {
 	static const char sql[] =
-	    "SELECT id, status, reconcile_attempts, created_at FROM transactions"
-	    " WHERE status IN ('posting', 'processing') AND manual_review = 0"
+	    "SELECT id, status, reconcile_attempts, created_at, manual_review"
+	    " FROM transactions WHERE status IN ('posting', 'processing')"
 	    " AND reconcile_next_at <= ?1"
 	    " AND (status = 'processing' OR updated_at < ?2)"
 	    " ORDER BY reconcile_next_at, created_at LIMIT ?3";
@@ -85,8 +86,8 @@ store_awaiting_action_list(struct store_reader *rd, int64_t now, struct store_un
 {
 	/* ?2 (bound by store_due_rows) is not used: no grace period. */
 	static const char sql[] =
-	    "SELECT id, status, reconcile_attempts, created_at FROM transactions"
-	    " WHERE status = 'requires_action' AND reconcile_next_at <= ?1"
+	    "SELECT id, status, reconcile_attempts, created_at, manual_review"
+	    " FROM transactions WHERE status = 'requires_action' AND reconcile_next_at <= ?1"
 	    " ORDER BY reconcile_next_at LIMIT ?3";
 	return store_due_rows(rd, sql, now, 0, max, unresolved_row, out, n);
 }

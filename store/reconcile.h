@@ -15,11 +15,13 @@ struct store_unresolved {
 	char status[24];            /* posting, processing or requires_action */
 	int attempts;               /* reconcile attempts so far */
 	int64_t created_at;         /* ms */
+	int manual_review;          /* flagged already: asked only at the
+	                               longest backoff */
 };
 
 /* Up to max rows in `processing`, or in `posting` and not updated since
- * posting_before (ms), not flagged for manual review, whose next attempt
- * is due (reconcile_next_at <= now). *n is set to the count. */
+ * posting_before (ms), whose next attempt is due (reconcile_next_at <=
+ * now), flagged for manual review or not. *n is set to the count. */
 int store_unresolved_list(struct store_reader *r, int64_t now,
                           int64_t posting_before, struct store_unresolved *out,
                           int max, int *n);

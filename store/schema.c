@@ -368,13 +368,18 @@ static const char schema_v8[] =
     "CREATE INDEX txn_operations_pending ON txn_operations (reconcile_next_at)"
     " WHERE status = 'pending' AND manual_review = 0;";
 
-/* v9: a payment waiting for 3-D Secure (requires_action) is polled by the
- * reconciler and expired after a window; this index finds the due ones
- * the way transactions_unresolved finds unknown outcomes. Self-contained:
- * it may be renumbered on merge. */
+/* v9: nothing waits forever. A payment waiting for 3-D Secure
+ * (requires_action) is polled by the reconciler and expired after a
+ * window: transactions_awaiting_action finds the due ones. A row flagged
+ * for manual review is still asked about now and then, so
+ * transactions_unresolved no longer leaves flagged rows out. Self-
+ * contained: it may be renumbered on merge. */
 static const char schema_v9_awaiting_action[] =
     "CREATE INDEX transactions_awaiting_action ON transactions (reconcile_next_at)"
-    " WHERE status = 'requires_action';";
+    " WHERE status = 'requires_action';"
+    "DROP INDEX transactions_unresolved;"
+    "CREATE INDEX transactions_unresolved ON transactions (reconcile_next_at)"
+    " WHERE status IN ('posting', 'processing');";
 
 static const char *const migrations[] = {
 	schema_v1,
