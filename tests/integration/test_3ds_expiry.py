@@ -5,6 +5,8 @@ and its reservation's places come back."""
 
 import json
 import os
+import shutil
+import tempfile
 import time
 import uuid
 
@@ -32,11 +34,16 @@ def catalogue(directory):
 
 class Stack3ds(harness.Stack):
     def start(self):
-        import tempfile
-        self.gateway_kw = dict(slots_file=catalogue(tempfile.mkdtemp(prefix="flairgw-3ds-")),
-                               hold_sweep_ms=100, reconcile_interval_ms=200,
-                               reconcile_backoff_max_ms=400)
+        self.slots_dir = tempfile.mkdtemp(prefix="flairgw-3ds-")
+        self.gateway_kw = dict(slots_file=catalogue(self.slots_dir), hold_sweep_ms=100,
+                               reconcile_interval_ms=200, reconcile_backoff_max_ms=400)
         return super().start()
+
+    def close(self, check=True):
+        try:
+            super().close(check)
+        finally:
+            shutil.rmtree(getattr(self, "slots_dir", ""), ignore_errors=True)
 
 
 S = Stack3ds()
