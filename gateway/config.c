@@ -131,6 +131,8 @@ static const struct cfg_directive directives[] = {
 	INT(reconcile_not_found_settle_ms, -1, 86400000, "-1", "trust a processor's \"no such payment\" only this long after the attempt (-1: the adapter's own; stripe 1 h)"),
 	INT(reconcile_max_attempts, 1, 1000, "30", "status requests before manual review"),
 	INT(reconcile_backoff_max_ms, 50, 86400000, "3600000", "longest wait between two status requests"),
+	INT(reconcile_concurrency, 1, 1024, "16", "processor requests the reconciler has out at once (a backlog is cleared at this pace)"),
+	INT(reconcile_3ds_expiry_ms, 1000, 2592000000LL, "3600000", "a payment still waiting for 3-D Secure this long is cancelled at the processor and failed (its reservation's places come back)"),
 	STR(processor_secret_file, "", "file (mode 0600) holding the processor API credential"),
 	STR(processor_secret_env, "", "environment variable holding the processor API credential"),
 	{ "route", CFG_ROUTE, 0, 0, 0, 0, NULL, NULL,

@@ -121,6 +121,8 @@ struct fgw_config {
 	long long reconcile_not_found_settle_ms;
 	long long reconcile_max_attempts;
 	long long reconcile_backoff_max_ms;
+	long long reconcile_concurrency;
+	long long reconcile_3ds_expiry_ms;
 	char processor_secret_file[512];
 	char processor_secret_env[64];
 	char processor_api_version[40];

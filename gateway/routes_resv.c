@@ -1010,7 +1010,7 @@ status_checked(void *arg, const struct httpc_response *resp)
 	memset(&res, 0, sizeof(res));
 	if (resp->err == 0 &&
 	    c->ptype->parse_op(c->proc, PROC_OP_STATUS, resp->status, resp->body, resp->body_len,
-	                       &res) == 0) {
+	                       &res) == 0 && proc_result_is_for(&res, c->txn.id)) {
 		if (res.outcome == PROC_SUCCEEDED)
 			to = "succeeded";
 		else if (res.outcome == PROC_AUTHORIZED)

@@ -316,6 +316,8 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 			.not_found_settle_ms = cfg->reconcile_not_found_settle_ms,
 			.max_attempts = (int)cfg->reconcile_max_attempts,
 			.backoff_max_ms = cfg->reconcile_backoff_max_ms,
+			.concurrency = (int)cfg->reconcile_concurrency,
+			.action_expiry_ms = cfg->reconcile_3ds_expiry_ms,
 		};
 		if ((r = reconciler_start(&rx->env, &ro, &rx->recon)) != 0) {
 			snprintf(err, errlen, "reconciler: %s", fgw_strerror(r));

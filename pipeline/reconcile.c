@@ -1,15 +1,20 @@
 /*
  * pipeline/reconcile.c — the reconciler (pipeline/reconcile.h).
  *
- * One scan: list the due unresolved rows (at most RECON_BATCH), and for
- * each ask the processor for the charge made with the row's processor
- * idempotency key — the same key the first attempt used, so asking can
- * never create a second charge. A definite answer moves the row forward
+ * One scan: list the due unresolved rows (at most RECON_BATCH of each
+ * kind), and for each ask the processor for the charge made with the row's
+ * processor idempotency key — the same key the first attempt used, so
+ * asking can never create a second charge. At most `concurrency` rows are
+ * out at the processor at once; the others wait in the scan's queue and
+ * start as earlier ones finish. A scan that filled a batch is followed at
+ * once by the next one (a backlog clears at the processor's pace, not one
+ * batch per interval). A definite answer moves the row forward
  * (store_txn_finish, with the idempotent answer rebuilt from the row so a
  * client's retry gets a replay instead of "in progress"), then
  * txn_events_publish. No answer, or an unclear one, pushes the row's next
  * attempt back (doubling up to backoff_max_ms); after max_attempts the row
- * is flagged for manual review and left alone. The next scan starts only
+ * is flagged for manual review (audited once) and from then on asked only
+ * every backoff_max_ms, so it still ends when the processor answers. The next scan starts only
  * when every row of the last one is done.
  *
  * The same scan finishes refunds, captures and cancels a crash left
@@ -17,6 +22,13 @@
  * processor answers a repeat with what it did, and does it if it never
  * did), and the answer moves the operation's row to succeeded or failed;
  * no answer backs off like a row.
+ *
+ * Payments waiting for 3-D Secure (requires_action) are polled the same
+ * way, never flagged for manual review: a completed challenge moves them
+ * on (an authorization becomes capturable); once action_expiry_ms has
+ * passed since the payment began, a payment still waiting is cancelled at
+ * the processor and recorded failed (PAYMENT_AUTHENTICATION_EXPIRED), and
+ * the listeners (reservations) give its places back.
  */
 #define LOG_MODULE "reconcile"
 
@@ -36,15 +48,24 @@
 #include "store/reconcile.h"
 #include "store/txnops.h"
 
-#define RECON_BATCH 32
+#define RECON_BATCH 256
+#define RECON_DEFAULT_CONCURRENCY 16
+#define RECON_DEFAULT_ACTION_EXPIRY_MS 3600000LL
 
 struct reconciler {
 	const struct pipeline_env *env;
 	struct reconciler_opts o;
 	struct event *timer;
 	int outstanding;           /* rows of the current scan not done */
+	int active;                /* of those, started (at the processor or
+	                              being recorded): <= o.concurrency */
+	int pumping;               /* pump() is starting items */
+	int full;                  /* the scan filled a batch: more are due */
+	int progress;              /* items whose outcome or backoff was
+	                              recorded in this scan */
 	struct recon_item *items;  /* those rows, freed by reconciler_free if
 	                              their callbacks never come */
+	struct recon_item *queue, *queue_tail; /* not started yet */
 };
 
 struct recon_item {
@@ -62,9 +83,15 @@ struct recon_item {
 	int64_t rf_created_at;
 	int give_up_now;                  /* to manual review, whatever the count */
 	struct store_txnop top;
+	struct recon_item *qnext;         /* in rc->queue */
+	int started;                      /* counted in rc->active */
+	int action;                       /* a requires_action row (3-D Secure) */
+	int expired;                      /* its window has run out */
 };
 
 static void schedule(struct reconciler *rc, int64_t ms);
+static void pump(struct reconciler *rc);
+static void scan_done(struct reconciler *rc);
 
 static const char *
 op_name(enum proc_op op)
@@ -91,15 +118,28 @@ static void
 item_done(struct recon_item *it)
 {
 	struct reconciler *rc = it->rc;
+	if (it->started)
+		rc->active--;
 	item_free(it);
+	pump(rc);
 	if (--rc->outstanding == 0)
-		schedule(rc, rc->o.interval_ms);
+		scan_done(rc);
+}
+
+/* A record of this scan was written (or the row had moved on anyway):
+ * the rows it listed are no longer due. */
+static void
+progressed(struct recon_item *it, int rc)
+{
+	if (rc == 0 || rc == FGW_ERR_STATE)
+		it->rc->progress++;
 }
 
 static void
 deferred(void *arg, int rc)
 {
 	struct recon_item *it = arg;
+	progressed(it, rc);
 	if (rc != 0 && rc != FGW_ERR_STATE)
 		log_txn_error(it->row.id, "reconcile backoff not recorded: %s", fgw_strerror(rc));
 	item_done(it);
@@ -111,8 +151,13 @@ defer(struct recon_item *it, const char *why)
 {
 	struct reconciler *rc = it->rc;
 	int attempts = it->u.attempts + 1;
-	int give_up = attempts >= rc->o.max_attempts || it->give_up_now;
+	/* A payment waiting for 3-D Secure ends by its window, not here. */
+	int give_up = !it->action && (attempts >= rc->o.max_attempts || it->give_up_now);
+	/* Flagged before: still asked at the longest backoff (so it ends once
+	 * the processor answers), flagged and audited once. */
+	int flagged = it->op == PROC_OP_STATUS && it->u.manual_review;
 	int64_t wait = rc->o.interval_ms;
+	int64_t now = fgw_now_ms();
 	struct store_audit audit = { "system", "local", "txn.manual_review",
 		                         it->row.id, it->row.status, NULL };
 	char details[64], event[40];
@@ -131,7 +176,17 @@ defer(struct recon_item *it, const char *why)
 		wait *= 2;
 	if (wait > rc->o.backoff_max_ms)
 		wait = rc->o.backoff_max_ms;
-	if (give_up)
+	/* Asked again no later than when its 3-D Secure window ends. */
+	if (it->action && !it->expired && it->u.created_at + rc->o.action_expiry_ms > now &&
+	    now + wait > it->u.created_at + rc->o.action_expiry_ms)
+		wait = it->u.created_at + rc->o.action_expiry_ms - now;
+	if (it->action && !it->expired)
+		log_txn_debug(it->row.id, "waiting for 3-D Secure, next poll in %lld ms",
+		              (long long)wait);
+	else if (give_up && flagged)
+		log_txn_warn(it->row.id, "still unresolved (%s), in manual review, next in %lld ms",
+		             why, (long long)wait);
+	else if (give_up)
 		log_txn_error(it->row.id, "unresolved after %d attempts (%s): flagged for manual review",
 		              attempts, why);
 	else
@@ -139,16 +194,16 @@ defer(struct recon_item *it, const char *why)
 		             why, attempts, (long long)wait);
 	if (it->op == PROC_OP_REFUND)
 		r = store_refund_defer(rc->env->store, rc->env->waker, it->rf.id, it->rf.txn_id,
-		                       attempts, fgw_now_ms() + wait, give_up, &audit,
+		                       attempts, now + wait, give_up, &audit,
 		                       give_up ? 1 : 0, deferred, it);
 	else if (it->op != PROC_OP_STATUS)
 		r = store_txnop_defer(rc->env->store, rc->env->waker, it->top.txn_id, it->top.op,
-		                      attempts, fgw_now_ms() + wait, give_up, &audit,
+		                      attempts, now + wait, give_up, &audit,
 		                      give_up ? 1 : 0, deferred, it);
 	else
 		r = store_reconcile_defer(rc->env->store, rc->env->waker, it->row.id, attempts,
-		                          fgw_now_ms() + wait, give_up, &audit, give_up ? 1 : 0,
-		                          deferred, it);
+		                          now + wait, give_up || flagged, &audit,
+		                          give_up && !flagged ? 1 : 0, deferred, it);
 	if (r != 0)
 		item_done(it);
 }
@@ -157,6 +212,7 @@ static void
 finished(void *arg, int rc)
 {
 	struct recon_item *it = arg;
+	progressed(it, rc);
 	if (rc == 0) {
 		fgw_strlcpy(it->row.status, it->upd.status, sizeof(it->row.status));
 		fgw_strlcpy(it->row.error_code, it->upd.error_code, sizeof(it->row.error_code));
@@ -271,6 +327,93 @@ resolve(struct recon_item *it, const char *status, const char *code)
 	}
 }
 
+static int send_to_processor(struct recon_item *it, enum proc_op op,
+                             const struct proc_op_request *oreq, httpc_done_fn cb);
+
+/* The answer to the cancel of a payment whose 3-D Secure window ran out. */
+static void
+action_cancel_replied(void *arg, const struct httpc_response *resp)
+{
+	struct recon_item *it = arg;
+
+	if (resp->err != 0) {
+		defer(it, fgw_strerror(resp->err));
+		return;
+	}
+	proc_result_clear(&it->res);
+	if (it->type->parse_op(it->proc, PROC_OP_CANCEL, resp->status, resp->body, resp->body_len,
+	                       &it->res) != 0) {
+		defer(it, "cancel answer not understood");
+		return;
+	}
+	if (proc_op_verdict(PROC_OP_CANCEL, &it->res) != OP_DONE) {
+		/* Refused (the customer may just have finished the challenge)
+		 * or unclear: the next poll tells. */
+		defer(it, "cancel of the expired 3-D Secure payment not confirmed");
+		return;
+	}
+	log_txn_info(it->row.id, "3-D Secure not completed in time: cancelled at the processor");
+	resolve(it, "failed", "PAYMENT_AUTHENTICATION_EXPIRED");
+}
+
+/* Cancels, at the processor, a payment still waiting for its challenge
+ * after the window: with a key of its own, so a repeat is harmless. */
+static void
+cancel_action(struct recon_item *it)
+{
+	struct proc_op_request oreq;
+	char key[64], ref[sizeof(it->res.reference)];
+	int r;
+
+	fgw_strlcpy(ref, it->res.reference[0] ? it->res.reference : it->row.processor_ref,
+	            sizeof(ref));
+	if (snprintf(key, sizeof(key), "%s-3ds-expiry", it->row.id) >= (int)sizeof(key) ||
+	    ref[0] == '\0') {
+		defer(it, "no processor reference to cancel");
+		return;
+	}
+	memset(&oreq, 0, sizeof(oreq));
+	oreq.txn_id = it->row.id;
+	oreq.idempotency_key = key;
+	oreq.reference = ref;
+	if ((r = send_to_processor(it, PROC_OP_CANCEL, &oreq, action_cancel_replied)) != 0)
+		defer(it, fgw_strerror(r));
+}
+
+/* A status answer for a payment waiting for 3-D Secure. */
+static void
+action_replied(struct recon_item *it)
+{
+	switch (it->res.outcome) {
+	case PROC_SUCCEEDED:
+		resolve(it, "succeeded", NULL);
+		break;
+	case PROC_AUTHORIZED:
+		resolve(it, "authorized", NULL);
+		break;
+	case PROC_DECLINED:
+		resolve(it, "declined", it->res.code[0] ? it->res.code : "PAYMENT_CARD_DECLINED");
+		break;
+	case PROC_CANCELED:
+		/* Cancelled already (an earlier expiry whose record was lost,
+		 * or at the processor's side): never charged. */
+		resolve(it, "failed", it->expired ? "PAYMENT_AUTHENTICATION_EXPIRED"
+		                                  : "PAYMENT_PROCESSING_FAILED");
+		break;
+	case PROC_REQUIRES_ACTION:
+		if (it->expired)
+			cancel_action(it);
+		else
+			defer(it, "waiting for 3-D Secure");
+		break;
+	default:
+		/* Not found, failed, unknown: the processor handed us this
+		 * challenge, so it is not a "never charged". Ask again. */
+		defer(it, "processor gave no definite status");
+		break;
+	}
+}
+
 static void
 status_replied(void *arg, const struct httpc_response *resp)
 {
@@ -284,6 +427,17 @@ status_replied(void *arg, const struct httpc_response *resp)
 	if (it->type->parse_op(it->proc, PROC_OP_STATUS, resp->status, resp->body,
 	                             resp->body_len, &it->res) != 0) {
 		defer(it, "status answer not understood");
+		return;
+	}
+	if (!proc_result_is_for(&it->res, it->row.id)) {
+		/* A hit for another transaction (a search by our metadata
+		 * can return one): ours was not found. */
+		log_txn_warn(it->row.id, "processor's status answer is for another transaction");
+		proc_result_clear(&it->res);
+		it->res.outcome = PROC_NOT_FOUND;
+	}
+	if (it->action) {
+		action_replied(it);
 		return;
 	}
 	switch (it->res.outcome) {
@@ -338,6 +492,7 @@ op_finished(void *arg, int rc)
 	const char *to = it->op == PROC_OP_REFUND    ? it->rf.new_status
 	                 : it->op == PROC_OP_CAPTURE ? "succeeded"
 	                                             : "canceled";
+	progressed(it, rc);
 	if (rc == 0) {
 		log_txn_info(it->row.id, "%s reconciled", op_name(it->op));
 		/* to is empty for a failed refund; a failed capture/cancel
@@ -459,7 +614,8 @@ ask(struct recon_item *it)
 }
 
 /* A new item of the current scan for the transaction txn_id, its row
- * read; NULL when out of memory or the row is not read (then done). */
+ * read; NULL when out of memory or the row is not read (then done). It
+ * starts when enqueue()d and a place is free (pump). */
 static struct recon_item *
 item_new(struct reconciler *rc, const char *txn_id)
 {
@@ -483,16 +639,77 @@ item_new(struct reconciler *rc, const char *txn_id)
 }
 
 static void
+enqueue(struct recon_item *it)
+{
+	struct reconciler *rc = it->rc;
+	if (rc->queue_tail != NULL)
+		rc->queue_tail->qnext = it;
+	else
+		rc->queue = it;
+	rc->queue_tail = it;
+}
+
+static void
+item_start(struct recon_item *it)
+{
+	int r;
+
+	if (it->op == PROC_OP_STATUS) {
+		if ((r = ask(it)) != 0)
+			defer(it, fgw_strerror(r));
+	} else if ((r = resend_op(it)) != 0) {
+		defer(it, it->give_up_now ? "its processor key may have expired: not re-sent"
+		                          : fgw_strerror(r));
+	}
+}
+
+/* Starts queued items while fewer than o.concurrency are out. An item
+ * that ends at once calls item_done -> pump, which then returns (the
+ * loop here goes on). */
+static void
+pump(struct reconciler *rc)
+{
+	struct recon_item *it;
+
+	if (rc->pumping)
+		return;
+	rc->pumping = 1;
+	while (rc->active < rc->o.concurrency && (it = rc->queue) != NULL) {
+		if ((rc->queue = it->qnext) == NULL)
+			rc->queue_tail = NULL;
+		it->qnext = NULL;
+		it->started = 1;
+		rc->active++;
+		item_start(it);
+	}
+	rc->pumping = 0;
+}
+
+/* The scan's last item is done. A full batch means more rows are due now:
+ * the next scan runs at once — unless nothing of this one could be
+ * recorded, which would only list the same rows again. */
+static void
+scan_done(struct reconciler *rc)
+{
+	schedule(rc, rc->full && rc->progress > 0 ? 0 : rc->o.interval_ms);
+}
+
+static void
 scan_refunds(struct reconciler *rc, int64_t now)
 {
-	struct store_refund_due due[RECON_BATCH];
+	struct store_refund_due *due = calloc(RECON_BATCH, sizeof(*due));
 	int n = 0, r;
 
-	if ((r = store_refund_pending_list(rc->env->reader, now, now - rc->o.grace_ms, due,
+	if (due == NULL ||
+	    (r = store_refund_pending_list(rc->env->reader, now, now - rc->o.grace_ms, due,
 	                                   RECON_BATCH, &n)) != 0) {
-		log_error("reconcile refund scan failed: %s", fgw_strerror(r));
+		log_error("reconcile refund scan failed: %s",
+		          fgw_strerror(due == NULL ? FGW_ERR_NOMEM : r));
+		free(due);
 		return;
 	}
+	if (n == RECON_BATCH)
+		rc->full = 1;
 	for (int i = 0; i < n; i++) {
 		struct recon_item *it = item_new(rc, due[i].txn_id);
 		if (it == NULL)
@@ -506,23 +723,27 @@ scan_refunds(struct reconciler *rc, int64_t now)
 		it->rf.amount = due[i].amount;
 		it->rf.txn_amount = it->row.amount;
 		it->rf_created_at = due[i].created_at;
-		if ((r = resend_op(it)) != 0)
-			defer(it, it->give_up_now ? "its processor key may have expired: not re-sent"
-			                          : fgw_strerror(r));
+		enqueue(it);
 	}
+	free(due);
 }
 
 static void
 scan_txnops(struct reconciler *rc, int64_t now)
 {
-	struct store_txnop_due due[RECON_BATCH];
+	struct store_txnop_due *due = calloc(RECON_BATCH, sizeof(*due));
 	int n = 0, r;
 
-	if ((r = store_txnop_pending_list(rc->env->reader, now, now - rc->o.grace_ms, due,
+	if (due == NULL ||
+	    (r = store_txnop_pending_list(rc->env->reader, now, now - rc->o.grace_ms, due,
 	                                  RECON_BATCH, &n)) != 0) {
-		log_error("reconcile capture/cancel scan failed: %s", fgw_strerror(r));
+		log_error("reconcile capture/cancel scan failed: %s",
+		          fgw_strerror(due == NULL ? FGW_ERR_NOMEM : r));
+		free(due);
 		return;
 	}
+	if (n == RECON_BATCH)
+		rc->full = 1;
 	for (int i = 0; i < n; i++) {
 		struct recon_item *it = item_new(rc, due[i].txn_id);
 		if (it == NULL)
@@ -533,39 +754,59 @@ scan_txnops(struct reconciler *rc, int64_t now)
 		fgw_strlcpy(it->top.op, due[i].op, sizeof(it->top.op));
 		fgw_strlcpy(it->top.idempotency_key, due[i].idempotency_key,
 		            sizeof(it->top.idempotency_key));
-		if ((r = resend_op(it)) != 0)
-			defer(it, fgw_strerror(r));
+		enqueue(it);
 	}
+	free(due);
+}
+
+/* Unknown outcomes (action 0) or payments waiting for 3-D Secure (1). */
+static void
+scan_rows(struct reconciler *rc, int64_t now, int action)
+{
+	struct store_unresolved *due = calloc(RECON_BATCH, sizeof(*due));
+	int n = 0, r = FGW_ERR_NOMEM;
+
+	if (due != NULL)
+		r = action ? store_awaiting_action_list(rc->env->reader, now, due, RECON_BATCH, &n)
+		           : store_unresolved_list(rc->env->reader, now, now - rc->o.grace_ms, due,
+		                                   RECON_BATCH, &n);
+	if (r != 0) {
+		log_error("reconcile scan failed: %s", fgw_strerror(r));
+		free(due);
+		return;
+	}
+	if (n == RECON_BATCH)
+		rc->full = 1;
+	for (int i = 0; i < n; i++) {
+		struct recon_item *it = item_new(rc, due[i].id);
+		if (it == NULL)
+			continue;
+		it->u = due[i];
+		it->action = action;
+		it->expired = action && now - due[i].created_at >= rc->o.action_expiry_ms;
+		enqueue(it);
+	}
+	free(due);
 }
 
 static void
 scan(evutil_socket_t fd, short what, void *arg)
 {
 	struct reconciler *rc = arg;
-	struct store_unresolved due[RECON_BATCH];
 	int64_t now = fgw_now_ms();
-	int n = 0, r;
 
 	(void)fd;
 	(void)what;
-	if ((r = store_unresolved_list(rc->env->reader, now, now - rc->o.grace_ms, due,
-	                               RECON_BATCH, &n)) != 0) {
-		log_error("reconcile scan failed: %s", fgw_strerror(r));
-		n = 0;
-	}
-	rc->outstanding = 1; /* held while starting, so no item reschedules */
-	for (int i = 0; i < n; i++) {
-		struct recon_item *it = item_new(rc, due[i].id);
-		if (it == NULL)
-			break;
-		it->u = due[i];
-		if ((r = ask(it)) != 0)
-			defer(it, fgw_strerror(r));
-	}
+	rc->full = 0;
+	rc->progress = 0;
+	rc->outstanding = 1; /* held while listing, so no item ends the scan */
+	scan_rows(rc, now, 0);
+	scan_rows(rc, now, 1);
 	scan_refunds(rc, now);
 	scan_txnops(rc, now);
+	pump(rc);
 	if (--rc->outstanding == 0)
-		schedule(rc, rc->o.interval_ms);
+		scan_done(rc);
 }
 
 static void
@@ -583,7 +824,7 @@ reconciler_start(const struct pipeline_env *env, const struct reconciler_opts *o
 
 	*out = NULL;
 	if (env == NULL || opts == NULL || env->reader == NULL || opts->interval_ms <= 0 ||
-	    opts->max_attempts <= 0)
+	    opts->max_attempts <= 0 || opts->concurrency < 0 || opts->action_expiry_ms < 0)
 		return FGW_ERR_INVALID;
 	if ((rc = calloc(1, sizeof(*rc))) == NULL)
 		return FGW_ERR_NOMEM;
@@ -591,6 +832,10 @@ reconciler_start(const struct pipeline_env *env, const struct reconciler_opts *o
 	rc->o = *opts;
 	if (rc->o.backoff_max_ms < rc->o.interval_ms)
 		rc->o.backoff_max_ms = rc->o.interval_ms;
+	if (rc->o.concurrency == 0)
+		rc->o.concurrency = RECON_DEFAULT_CONCURRENCY;
+	if (rc->o.action_expiry_ms == 0)
+		rc->o.action_expiry_ms = RECON_DEFAULT_ACTION_EXPIRY_MS;
 	if ((rc->timer = evtimer_new(env->base, scan, rc)) == NULL) {
 		free(rc);
 		return FGW_ERR_NOMEM;
@@ -607,7 +852,8 @@ reconciler_free(struct reconciler *rc)
 		return;
 	/* Rows still out wait for callbacks that will never run (the httpc
 	 * and waker were freed first); they stay unresolved in the store for
-	 * the next start. */
+	 * the next start. Queued ones never started. */
+	rc->queue = rc->queue_tail = NULL;
 	while (rc->items != NULL)
 		item_free(rc->items);
 	event_free(rc->timer);

@@ -3,6 +3,9 @@
  * outcome is unknown (state processing, or posting left by a crash) by
  * asking the processor for the charge with the same idempotency key.
  *
+ * Payments waiting for 3-D Secure (requires_action) are polled too and,
+ * past action_expiry_ms, cancelled at the processor and failed.
+ *
  * It runs on one reactor (its env: base, httpc, store waker, reader) as a
  * timer; nothing blocks: the status request goes through httpc and the
  * outcome through store_txn_finish. Each row gets exponential backoff
@@ -40,6 +43,10 @@ struct reconciler_opts {
 	                            not_found_settle_ms (tests); -1: the type's */
 	int max_attempts;        /* then manual review */
 	int64_t backoff_max_ms;  /* cap of the per-row backoff */
+	int concurrency;         /* rows out at the processor at once; 0: 16 */
+	int64_t action_expiry_ms;/* a payment still waiting for 3-D Secure this
+	                            long after it began is cancelled at the
+	                            processor and failed; 0: one hour */
 };
 
 /* Starts the timer; the first scan runs at once (start-up recovery). env

@@ -37,6 +37,8 @@ static const struct code_message decline_messages[] = {
 	{ "PAYMENT_INSUFFICIENT_FUNDS", "Your card has insufficient funds", 400 },
 	{ "RULE_DECLINED", "The payment was declined by a risk rule", 400 },
 	{ "PAYMENT_PROCESSING_FAILED", "The payment processor could not process the payment", 502 },
+	{ "PAYMENT_AUTHENTICATION_EXPIRED",
+	  "The card holder did not complete 3-D Secure authentication in time", 400 },
 	{ NULL, NULL, 0 },
 };
 

@@ -52,3 +52,9 @@ proc_result_clear(struct proc_result *r)
 	free(r->next_action_json);
 	memset(r, 0, sizeof(*r));
 }
+
+int
+proc_result_is_for(const struct proc_result *res, const char *txn_id)
+{
+	return res->txn_ref[0] == '\0' || (txn_id != NULL && strcmp(res->txn_ref, txn_id) == 0);
+}

@@ -119,6 +119,10 @@ struct proc_result {
 	                           ("" when the protocol carries none) */
 };
 void proc_result_clear(struct proc_result *r);
+/* 1 when res may be about transaction txn_id: it names no transaction
+ * (txn_ref "") or names that one. An answer about another transaction
+ * says nothing about this one (for a status: not found). */
+int proc_result_is_for(const struct proc_result *res, const char *txn_id);
 
 struct proc_config {
 	char name[32];          /* instance name, e.g. "sandbox" */

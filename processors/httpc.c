@@ -8,7 +8,8 @@
  * curl_multi_assign) and when to wake it (timer_cb: one evtimer). Both
  * event callbacks call curl_multi_socket_action and then drain
  * curl_multi_info_read. A finished transfer is classified (result code ->
- * err/maybe_sent), detached from the multi handle and put on the done
+ * err; maybe_sent from whether libcurl ever began to write the request,
+ * prereq_cb), detached from the multi handle and put on the done
  * queue; a separate internal event, made active with event_active, runs
  * the user callbacks. So user code never runs inside a libcurl callback
  * and may freely start, cancel or free from its done callback.
@@ -60,10 +61,14 @@ struct httpc_req {
 	struct curl_slist *hdrs;
 	char *req_body;
 	size_t req_body_len;
-	int https;
 	char *buf; /* response body, NUL-terminated when not NULL */
 	size_t len, cap;
 	int too_large, nomem;
+	int attempts;      /* times libcurl was about to write the request on
+	                      a connection (CURLOPT_PREREQFUNCTION) */
+	int may_repeat;    /* GET: libcurl may send it again on a fresh
+	                      connection after a reused one died */
+	int refused_resend;/* a repeat was stopped (prereq_cb) */
 	httpc_done_fn done;
 	void *arg;
 	int64_t started_ms;
@@ -208,26 +213,33 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 
 /* ---- result classification --------------------------------------------- */
 
-/* True only when the request provably never left us: no request byte was
- * written and the connection (TCP, and TLS for https) was never set up. */
+/* CURLOPT_PREREQFUNCTION: libcurl calls it on the connection it chose
+ * (new or reused, TLS done) right before it writes the request, and again
+ * for each attempt when it re-sends the request on a fresh connection
+ * because a reused one died. So a request with no call never left us, and
+ * one with a call may have reached the server whatever the final result
+ * code says (a re-send's connect failure proves nothing about the first
+ * attempt).
+ *
+ * A request that changes something (anything but GET) is never sent a
+ * second time behind the caller's back: its repeat is aborted here, before
+ * a byte goes out, and the caller sees an unknown outcome and asks the
+ * processor (the reconciler). */
 static int
-provably_not_sent(struct httpc_req *r)
+prereq_cb(void *clientp, char *primary_ip, char *local_ip, int primary_port,
+          int local_port)
 {
-	long reqsize = 0;
-	curl_off_t connect_us = 0, appconnect_us = 0;
+	struct httpc_req *r = clientp;
 
-	if (curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &reqsize) !=
-	        CURLE_OK ||
-	    curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &connect_us) !=
-	        CURLE_OK ||
-	    curl_easy_getinfo(r->easy, CURLINFO_APPCONNECT_TIME_T,
-	                      &appconnect_us) != CURLE_OK)
-		return 0;
-	if (reqsize != 0)
-		return 0;
-	if (connect_us == 0)
-		return 1;
-	return r->https && appconnect_us == 0;
+	(void)primary_ip;
+	(void)local_ip;
+	(void)primary_port;
+	(void)local_port;
+	if (r->attempts++ > 0 && !r->may_repeat) {
+		r->refused_resend = 1;
+		return CURL_PREREQFUNC_ABORT;
+	}
+	return CURL_PREREQFUNC_OK;
 }
 
 static void
@@ -236,7 +248,9 @@ classify(struct httpc_req *r, CURLcode code)
 	struct httpc_response *resp = &r->resp;
 
 	resp->status = 0;
-	resp->maybe_sent = 1;
+	/* Only a request that libcurl never began to write on any connection
+	 * provably did not leave. */
+	resp->maybe_sent = r->attempts > 0;
 	switch (code) {
 	case CURLE_OK: {
 		long status = 0;
@@ -249,34 +263,35 @@ classify(struct httpc_req *r, CURLcode code)
 	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_COULDNT_RESOLVE_PROXY:
 		resp->err = FGW_ERR_UNAVAILABLE;
-		resp->maybe_sent = 0;
 		break;
 	case CURLE_OPERATION_TIMEDOUT:
 		resp->err = FGW_ERR_TIMEOUT;
-		resp->maybe_sent = !provably_not_sent(r);
 		break;
 	case CURLE_FILESIZE_EXCEEDED:
 		resp->err = FGW_ERR_TOO_LARGE;
+		resp->maybe_sent = 1;
 		break;
 	case CURLE_WRITE_ERROR:
 		resp->err = r->too_large ? FGW_ERR_TOO_LARGE
 		          : r->nomem     ? FGW_ERR_NOMEM
 		                         : FGW_ERR_IO;
+		resp->maybe_sent = 1; /* an answer was arriving */
 		break;
 	case CURLE_OUT_OF_MEMORY:
 		resp->err = FGW_ERR_NOMEM;
-		resp->maybe_sent = !provably_not_sent(r);
 		break;
 	default:
-		/* GOT_NOTHING, RECV_ERROR, SEND_ERROR, TLS failures, ... */
+		/* GOT_NOTHING, RECV_ERROR, SEND_ERROR, TLS failures, a repeat
+		 * stopped by prereq_cb, ... */
 		resp->err = FGW_ERR_IO;
-		resp->maybe_sent = !provably_not_sent(r);
 		break;
 	}
 	if (resp->err != FGW_OK) {
-		log_debug("request failed: %s (curl %d: %s), maybe_sent %d",
+		log_debug("request failed: %s (curl %d: %s), attempts %d%s, maybe_sent %d",
 		          fgw_strerror(resp->err), (int)code,
-		          curl_easy_strerror(code), resp->maybe_sent);
+		          curl_easy_strerror(code), r->attempts,
+		          r->refused_resend ? " (repeat not sent)" : "",
+		          resp->maybe_sent);
 		/* A partial body is no answer. */
 		r->len = 0;
 		if (r->buf != NULL)
@@ -678,7 +693,7 @@ httpc_request(struct httpc *c, const char *method, const char *url,
 	r->c = c;
 	r->done = done;
 	r->arg = arg;
-	r->https = strncasecmp(url, "https://", 8) == 0;
+	r->may_repeat = is_get;
 	if ((ret = build_headers(r, headers)) != 0)
 		goto out;
 	ret = FGW_ERR_NOMEM;
@@ -689,6 +704,8 @@ httpc_request(struct httpc *c, const char *method, const char *url,
 	SETOPT(CURLOPT_PRIVATE, (char *)(void *)r);
 	SETOPT(CURLOPT_WRITEFUNCTION, write_cb);
 	SETOPT(CURLOPT_WRITEDATA, r);
+	SETOPT(CURLOPT_PREREQFUNCTION, prereq_cb);
+	SETOPT(CURLOPT_PREREQDATA, r);
 	SETOPT(CURLOPT_NOSIGNAL, 1L);
 	SETOPT(CURLOPT_TCP_NODELAY, 1L);
 	SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);

@@ -43,8 +43,10 @@ struct httpc_response {
 	                       FGW_ERR_TOO_LARGE (body over the cap),
 	                       FGW_ERR_NOMEM */
 	int maybe_sent;     /* 1 if the request may have reached the server
-	                       (unknown outcome on error); 0 only when we know it
-	                       did not (connect failure) */
+	                       (unknown outcome on error); 0 only when libcurl
+	                       never began to write it on any connection (the
+	                       connect or TLS set-up failed, or the time ran
+	                       out before), whatever the final error */
 	long status;        /* HTTP status, 0 on err */
 	const char *body;   /* NUL-terminated; valid during the callback only */
 	size_t body_len;
@@ -60,7 +62,10 @@ int httpc_new(struct event_base *base, const struct httpc_opts *opts,
 void httpc_free(struct httpc *c);
 
 /* Starts a request. method: "GET" or "POST" (body may be NULL for GET;
- * other upper-case methods are sent as custom requests).
+ * other upper-case methods are sent as custom requests). Only a GET is
+ * sent again by itself (on a fresh connection, when a reused one died
+ * before any answer); any other request goes out at most once and such a
+ * loss ends it with FGW_ERR_IO, maybe_sent 1.
  * url must be http:// or https://; redirects are never followed. A
  * total_timeout_ms <= 0 means 30 s. FGW_ERR_INVALID for a bad method, URL
  * or a header line with CR/LF; FGW_ERR_SHUTDOWN after httpc_free began.

@@ -624,13 +624,30 @@ out:
 	return r;
 }
 
+/* Which transaction an intent says it belongs to: its
+ * metadata['flair_txn_id'], which every create carries. A search hit
+ * without it (or with one too long to be ours) is not ours: "?" matches
+ * no transaction. An intent retrieved by the id Stripe gave us names
+ * none when it has no such metadata. */
+static void
+intent_txn_ref(const cJSON *pi, int from_search, struct proc_result *out)
+{
+	const char *t = proc_json_str(cJSON_GetObjectItemCaseSensitive(pi, "metadata"),
+	                              "flair_txn_id");
+
+	if (t != NULL && fgw_strlcpy(out->txn_ref, t, sizeof(out->txn_ref)) == FGW_OK)
+		return;
+	fgw_strlcpy(out->txn_ref, t != NULL || from_search ? "?" : "", sizeof(out->txn_ref));
+}
+
 /* The state of a PaymentIntent as a STATUS answer. */
 static void
-map_intent_status(const cJSON *pi, struct proc_result *out)
+map_intent_status(const cJSON *pi, int from_search, struct proc_result *out)
 {
 	const char *status = proc_json_str(pi, "status");
 
 	map_intent(pi, out);
+	intent_txn_ref(pi, from_search, out);
 	if (status == NULL || out->reference[0] == '\0')
 		return;
 	if (strcmp(status, "canceled") == 0)
@@ -673,7 +690,7 @@ stripe_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status
 		if (cJSON_IsArray(data) && cJSON_GetArraySize(data) == 0)
 			proc_set_result(out, PROC_NOT_FOUND, C_FAILED, "The processor has no such payment.");
 		else if (cJSON_IsArray(data) && cJSON_GetArraySize(data) == 1)
-			map_intent_status(cJSON_GetArrayItem(data, 0), out);
+			map_intent_status(cJSON_GetArrayItem(data, 0), 1, out);
 		else
 			proc_set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
 	} else if (op == PROC_OP_REFUND) {
@@ -693,7 +710,7 @@ stripe_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status
 			fgw_strlcpy(out->reference, proc_json_str(root, "payment_intent"),
 			            sizeof(out->reference));
 	} else {
-		map_intent_status(root, out);
+		map_intent_status(root, 0, out);
 	}
 	cJSON_Delete(root);
 	return FGW_OK;

@@ -63,6 +63,8 @@ unresolved_row(sqlite3_stmt *s, void *out, int i)
 	sql_col_text(s, 0, u->id, sizeof(u->id));
 	sql_col_text(s, 1, u->status, sizeof(u->status));
 	u->attempts = sqlite3_column_int(s, 2);
+	u->created_at = sqlite3_column_int64(s, 3);
+	u->manual_review = sqlite3_column_int(s, 4);
 }
 
 int
@@ -70,12 +72,24 @@ store_unresolved_list(struct store_reader *rd, int64_t now, int64_t posting_befo
                       struct store_unresolved *out, int max, int *n)
 {
 	static const char sql[] =
-	    "SELECT id, status, reconcile_attempts FROM transactions"
-	    " WHERE status IN ('posting', 'processing') AND manual_review = 0"
+	    "SELECT id, status, reconcile_attempts, created_at, manual_review"
+	    " FROM transactions WHERE status IN ('posting', 'processing')"
 	    " AND reconcile_next_at <= ?1"
 	    " AND (status = 'processing' OR updated_at < ?2)"
 	    " ORDER BY reconcile_next_at, created_at LIMIT ?3";
 	return store_due_rows(rd, sql, now, posting_before, max, unresolved_row, out, n);
+}
+
+int
+store_awaiting_action_list(struct store_reader *rd, int64_t now, struct store_unresolved *out,
+                           int max, int *n)
+{
+	/* ?2 (bound by store_due_rows) is not used: no grace period. */
+	static const char sql[] =
+	    "SELECT id, status, reconcile_attempts, created_at, manual_review"
+	    " FROM transactions WHERE status = 'requires_action' AND reconcile_next_at <= ?1"
+	    " ORDER BY reconcile_next_at LIMIT ?3";
+	return store_due_rows(rd, sql, now, 0, max, unresolved_row, out, n);
 }
 
 int
@@ -115,7 +129,7 @@ defer_run(sqlite3 *db, void *ctx)
 	static const char sql[] =
 	    "UPDATE transactions SET reconcile_attempts = ?2,"
 	    " reconcile_next_at = ?3, manual_review = ?4"
-	    " WHERE id = ?1 AND status IN ('posting', 'processing')";
+	    " WHERE id = ?1 AND status IN ('posting', 'processing', 'requires_action')";
 	const struct defer_job *j = ctx;
 	sqlite3_stmt *s = NULL;
 	int r;

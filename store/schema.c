@@ -438,6 +438,18 @@ static const char schema_v11_customer_namespaces[] =
     " THEN 'key:' || customer_id ELSE 'jwt:idp/' || customer_id END"
     " WHERE customer_id <> '';";
 
+/* v12: nothing waits forever. A payment waiting for 3-D Secure
+ * (requires_action) is polled by the reconciler and expired after a
+ * window: transactions_awaiting_action finds the due ones. A row flagged
+ * for manual review is still asked about now and then, so
+ * transactions_unresolved no longer leaves flagged rows out. */
+static const char schema_v12_awaiting_action[] =
+    "CREATE INDEX transactions_awaiting_action ON transactions (reconcile_next_at)"
+    " WHERE status = 'requires_action';"
+    "DROP INDEX transactions_unresolved;"
+    "CREATE INDEX transactions_unresolved ON transactions (reconcile_next_at)"
+    " WHERE status IN ('posting', 'processing');";
+
 static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
@@ -450,6 +462,7 @@ static const char *const migrations[] = {
 	schema_v9_txnop_attempts,
 	schema_v10_idem_keyed,
 	schema_v11_customer_namespaces,
+	schema_v12_awaiting_action,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -175,7 +175,10 @@ srv_stop(struct srv *s)
 
 /* ---- a raw TCP peer: hangs, or closes after reading the request --------- */
 
-enum raw_mode { RAW_HANG, RAW_CLOSE };
+/* RAW_ONE_THEN_CLOSE: answers the first request of each connection (keep-
+ * alive), reads the next one whole and closes without an answer — a
+ * processor that dies while a reused connection carries a request. */
+enum raw_mode { RAW_HANG, RAW_CLOSE, RAW_ONE_THEN_CLOSE };
 
 #define RAW_MAX 64
 struct raw {
@@ -183,7 +186,10 @@ struct raw {
 	int port;
 	enum raw_mode mode;
 	int accepted;
+	int requests;   /* whole requests read (head and body) */
+	int closed;     /* a request was read and its connection closed */
 	struct bufferevent *bev[RAW_MAX];
+	int served[RAW_MAX];
 };
 
 static void
@@ -195,6 +201,31 @@ raw_drop(struct raw *r, struct bufferevent *bev)
 	bufferevent_free(bev);
 }
 
+/* Counts a whole request at the front of in (every request of these
+ * tests carries Content-Length) and drains it; 0 while incomplete. */
+static int
+raw_take_request(struct raw *r, struct evbuffer *in)
+{
+	struct evbuffer_ptr p = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+	size_t head, body = 0;
+	char *h, *cl;
+
+	if (p.pos < 0)
+		return 0;
+	head = (size_t)p.pos + 4;
+	if ((h = calloc(1, head + 1)) == NULL)
+		return 0;
+	evbuffer_copyout(in, h, head);
+	if ((cl = strcasestr(h, "Content-Length:")) != NULL)
+		body = strtoul(cl + 15, NULL, 10);
+	free(h);
+	if (evbuffer_get_length(in) < head + body)
+		return 0;
+	evbuffer_drain(in, head + body);
+	r->requests++;
+	return 1;
+}
+
 static void
 raw_read(struct bufferevent *bev, void *arg)
 {
@@ -202,6 +233,22 @@ raw_read(struct bufferevent *bev, void *arg)
 	struct evbuffer *in = bufferevent_get_input(bev);
 	struct evbuffer_ptr p = evbuffer_search(in, "\r\n\r\n", 4, NULL);
 
+	if (r->mode == RAW_ONE_THEN_CLOSE) {
+		static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+		int i;
+		for (i = 0; i < RAW_MAX && r->bev[i] != bev; i++)
+			;
+		while (i < RAW_MAX && raw_take_request(r, in)) {
+			if (r->served[i]++ == 0) {
+				bufferevent_write(bev, ok, sizeof(ok) - 1);
+				continue;
+			}
+			r->closed++;
+			raw_drop(r, bev);
+			return;
+		}
+		return;
+	}
 	if (r->mode == RAW_CLOSE && p.pos >= 0) {
 		evbuffer_drain(in, evbuffer_get_length(in));
 		raw_drop(r, bev);
@@ -237,6 +284,7 @@ raw_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	for (int i = 0; i < RAW_MAX; i++) {
 		if (r->bev[i] == NULL) {
 			r->bev[i] = bev;
+			r->served[i] = 0;
 			bufferevent_setcb(bev, raw_read, NULL, raw_event, r);
 			bufferevent_enable(bev, EV_READ);
 			return;
@@ -1631,6 +1679,112 @@ end:
 	TT_END;
 }
 
+/* Warms one keep-alive connection to a RAW_ONE_THEN_CLOSE peer with a
+ * first request; 0 when it was answered. */
+static int
+warm_one(struct fx *f, struct raw *r)
+{
+	struct got g = { 0 };
+	char url[128];
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/warm", r->port);
+	if (httpc_request(f->c, "POST", url, NULL, "{}", 2, 2000, on_done, &g, NULL) != 0)
+		return -1;
+	run_until(f->base, &g.calls, 1, 3000);
+	return g.calls == 1 && g.err == 0 && g.status == 200 ? 0 : -1;
+}
+
+/* The peer read the POST on a reused connection and died (its port now
+ * refuses). libcurl's own retry on a fresh connection then fails to
+ * connect — which proves nothing about the first attempt: unknown. */
+static int
+test_dead_reused_then_refused(void)
+{
+	struct fx f;
+	struct raw r;
+	struct got g = { 0 };
+	char url[128];
+	TT_BEGIN;
+	memset(&r, 0, sizeof(r));
+	CHECK(fx_setup(&f, NULL) == 0);
+	CHECK(raw_start(f.base, &r, RAW_ONE_THEN_CLOSE) == 0);
+	CHECK(warm_one(&f, &r) == 0);
+	evconnlistener_free(r.l); /* the port refuses from here on */
+	r.l = NULL;
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/charges", r.port);
+	CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "{\"amount\":1}", 12, 2000,
+	                           on_done, &g, NULL),
+	             0);
+	run_until(f.base, &g.calls, 1, 3000);
+	CHECK_EQ_INT(g.calls, 1);
+	CHECK_EQ_INT(r.closed, 1); /* the charge request did reach the peer */
+	CHECK(g.err != 0);
+	CHECK_EQ_INT(g.maybe_sent, 1);
+	CHECK_EQ_INT(r.accepted, 1);
+end:
+	raw_stop(&r);
+	fx_teardown(&f);
+	TT_END;
+}
+
+/* A POST whose reused connection died after it was written is not sent
+ * again behind our back on a fresh connection: the peer sees it once and
+ * the outcome is unknown (the reconciler asks). */
+static int
+test_post_not_resent(void)
+{
+	struct fx f;
+	struct raw r;
+	struct got g = { 0 };
+	char url[128];
+	TT_BEGIN;
+	memset(&r, 0, sizeof(r));
+	CHECK(fx_setup(&f, NULL) == 0);
+	CHECK(raw_start(f.base, &r, RAW_ONE_THEN_CLOSE) == 0);
+	CHECK(warm_one(&f, &r) == 0);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/charges", r.port);
+	CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "{\"amount\":1}", 12, 2000,
+	                           on_done, &g, NULL),
+	             0);
+	run_until(f.base, &g.calls, 1, 3000);
+	CHECK_EQ_INT(g.calls, 1);
+	CHECK_EQ_INT(r.requests, 2); /* the warm-up and the charge, once */
+	CHECK(g.err != 0);
+	CHECK_EQ_INT(g.maybe_sent, 1);
+end:
+	raw_stop(&r);
+	fx_teardown(&f);
+	TT_END;
+}
+
+/* A GET (a status query, safe to repeat) may still be retried on a fresh
+ * connection: it is answered there. */
+static int
+test_get_retried(void)
+{
+	struct fx f;
+	struct raw r;
+	struct got g = { 0 };
+	char url[128];
+	TT_BEGIN;
+	memset(&r, 0, sizeof(r));
+	CHECK(fx_setup(&f, NULL) == 0);
+	CHECK(raw_start(f.base, &r, RAW_ONE_THEN_CLOSE) == 0);
+	CHECK(warm_one(&f, &r) == 0);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/charges/x", r.port);
+	CHECK_EQ_INT(httpc_request(f.c, "GET", url, NULL, NULL, 0, 2000, on_done, &g, NULL),
+	             0);
+	run_until(f.base, &g.calls, 1, 3000);
+	CHECK_EQ_INT(g.calls, 1);
+	CHECK_EQ_INT(g.err, 0);
+	CHECK_EQ_INT(g.status, 200);
+	CHECK_EQ_INT(r.accepted, 2);
+end:
+	raw_stop(&r);
+	fx_teardown(&f);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
 	{ "roundtrip", test_roundtrip },
 	{ "keepalive", test_keepalive },
@@ -1638,6 +1792,9 @@ static const struct tt_case cases[] = {
 	{ "timeout_after_send", test_timeout_after_send },
 	{ "connect_timeout", test_connect_timeout },
 	{ "closed_after_read", test_closed_after_read },
+	{ "dead_reused_then_refused", test_dead_reused_then_refused },
+	{ "post_not_resent", test_post_not_resent },
+	{ "get_retried", test_get_retried },
 	{ "cancel", test_cancel },
 	{ "cancel_from_callback", test_cancel_from_callback },
 	{ "free_inflight", test_free_inflight },

@@ -469,7 +469,8 @@ sql_text(const char *path, const char *sql, char *out, size_t outlen)
 	"'transactions_created', 'transactions_unresolved', "                    \
 	"'transactions_processor_ref', 'vault_entries_key_id', "                 \
 	"'vault_entries_onetime', 'idempotency_expires', "                       \
-	"'audit_events_resource', 'audit_events_ts', 'payment_methods_customer'"
+	"'audit_events_resource', 'audit_events_ts', 'payment_methods_customer', " \
+	"'transactions_awaiting_action'"
 #define DROPPED_INDEXES                                                      \
 	"'transactions_client_created', 'transactions_status_updated', "         \
 	"'transactions_fingerprint_created', 'transactions_reservation', "       \
@@ -480,13 +481,19 @@ sql_text(const char *path, const char *sql, char *out, size_t outlen)
 #define RECENT_SQL                                                           \
 	"SELECT id FROM transactions WHERE created_at >= 1 ORDER BY created_at, id"
 #define UNRESOLVED_SQL                                                       \
-	"SELECT id, status, reconcile_attempts FROM transactions"                \
-	" WHERE status IN ('posting', 'processing') AND manual_review = 0"       \
+	"SELECT id, status, reconcile_attempts, created_at, manual_review"        \
+	" FROM transactions WHERE status IN ('posting', 'processing')"           \
 	" AND reconcile_next_at <= 1 AND (status = 'processing' OR updated_at < 2)" \
 	" ORDER BY reconcile_next_at, created_at LIMIT 3"
+/* The reconciler's list of payments waiting for 3-D Secure (v9). */
+#define AWAITING_SQL                                                         \
+	"SELECT id, status, reconcile_attempts, created_at, manual_review"        \
+	" FROM transactions WHERE status = 'requires_action' AND reconcile_next_at <= 1" \
+	" ORDER BY reconcile_next_at LIMIT 3"
 
 /* What migration 8 added, taken away again. */
 #define V8_UNDO                                                              \
+	"DROP INDEX transactions_awaiting_action;"                           \
 	"DROP INDEX refunds_pending;"                                        \
 	"ALTER TABLE refunds DROP COLUMN status;"                            \
 	"ALTER TABLE refunds DROP COLUMN updated_at;"                        \
@@ -551,12 +558,13 @@ test_schema(void)
 	                     "type = 'trigger' AND tbl_name = 'audit_events'"),
 	             3);
 	/* The indexes queries read (docs/schema.md), and none other. */
-	CHECK_EQ_INT(index_count(f.path, KEPT_INDEXES), 9);
+	CHECK_EQ_INT(index_count(f.path, KEPT_INDEXES), 10);
 	CHECK_EQ_INT(index_count(f.path, DROPPED_INDEXES), 0);
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM sqlite_master WHERE type = "
 	                     "'index' AND sql IS NOT NULL AND tbl_name IN "
 	                     "('transactions', 'vault_entries')"),
-	             5);
+	             6);
+	CHECK(query_uses(f.path, AWAITING_SQL, "transactions_awaiting_action"));
 	CHECK(query_uses(f.path, RECENT_SQL, "transactions_created"));
 	CHECK(query_uses(f.path, UNRESOLVED_SQL, "transactions_unresolved"));
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM pragma_table_info("
@@ -634,7 +642,7 @@ test_schema_v7_upgrade(void)
 	CHECK_EQ_INT(fix_open_store(&f, 16, 0), 0);
 	CHECK_EQ_INT(sql_int(f.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
 	CHECK_EQ_INT(index_count(f.path, DROPPED_INDEXES), 0);
-	CHECK_EQ_INT(index_count(f.path, KEPT_INDEXES), 9);
+	CHECK_EQ_INT(index_count(f.path, KEPT_INDEXES), 10);
 	CHECK(query_uses(f.path, RECENT_SQL, "transactions_created"));
 	CHECK(query_uses(f.path, UNRESOLVED_SQL, "transactions_unresolved"));
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM transactions"), 20);
@@ -2385,7 +2393,8 @@ test_reconcile_and_refunds(void)
 	CHECK_STR(due[0].id, "txn_proc");
 	CHECK_EQ_INT(store_unresolved_list(f.rd, now, now + 60000, due, 8, &n), 0);
 	CHECK_EQ_INT(n, 2);
-	/* Backoff hides a row until its time; give-up hides it for good. */
+	/* Backoff hides a row until its time; give-up flags it, and it is
+	 * still listed (at its own, later, time) so it can end. */
 	CHECK_EQ_INT(store_reconcile_defer(f.st, f.w, "txn_proc", 1, now + 60000, 0, NULL, 0,
 	                                   one_done, &o), 0);
 	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
@@ -2402,7 +2411,9 @@ test_reconcile_and_refunds(void)
 	CHECK_EQ_INT(store_manual_review_get(f.rd, "txn_proc", &flag), 0);
 	CHECK_EQ_INT(flag, 1);
 	CHECK_EQ_INT(store_unresolved_list(f.rd, now + 60000, now - 60000, due, 8, &n), 0);
-	CHECK_EQ_INT(n, 0);
+	CHECK_EQ_INT(n, 1);
+	CHECK_EQ_INT(due[0].manual_review, 1);
+	CHECK_EQ_INT(due[0].attempts, 2);
 	/* Deferring a resolved row changes nothing. */
 	memset(&o, 0, sizeof(o));
 	CHECK_EQ_INT(store_reconcile_defer(f.st, f.w, "txn_done", 1, now, 0, NULL, 0,

@@ -313,6 +313,48 @@ test_parse_card(void)
 	}
 	CHECK_EQ_INT(proc_type_stripe.parse_card(NULL, 402, t[5].body, strlen(t[5].body), &r), 0);
 	CHECK_STR(r.message, "The card's expiry date is invalid.");
+
+
+/* A search by metadata['flair_txn_id'] answers with intents; a hit is
+ * this transaction's only when its own metadata says so — otherwise the
+ * search found nothing of ours (a lagging index, another account's
+ * object, a forged answer). */
+static int
+test_search_hit_is_checked(void)
+{
+	struct proc_config cfg;
+	struct proc_result r;
+	const char *sr;
+	TT_BEGIN;
+
+	memset(&r, 0, sizeof(r));
+	cfg_init(&cfg);
+	sr = "{\"object\":\"search_result\",\"data\":[{\"id\":\"pi_9\",\"object\":\"payment_intent\","
+	     "\"status\":\"succeeded\",\"metadata\":{\"flair_txn_id\":\"txn_other\"}}]}";
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r), 0);
+	CHECK_STR(r.txn_ref, "txn_other");
+	CHECK_EQ_INT(proc_result_is_for(&r, "txn_1"), 0);
+	proc_result_clear(&r);
+	/* No metadata at all: not ours either. */
+	sr = "{\"object\":\"search_result\",\"data\":[{\"id\":\"pi_9\",\"object\":\"payment_intent\","
+	     "\"status\":\"succeeded\"}]}";
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r), 0);
+	CHECK_EQ_INT(proc_result_is_for(&r, "txn_1"), 0);
+	proc_result_clear(&r);
+	/* Ours. */
+	sr = "{\"object\":\"search_result\",\"data\":[{\"id\":\"pi_9\",\"object\":\"payment_intent\","
+	     "\"status\":\"succeeded\",\"metadata\":{\"flair_txn_id\":\"txn_1\"}}]}";
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r), 0);
+	CHECK_EQ_INT(r.outcome, PROC_SUCCEEDED);
+	CHECK_EQ_INT(proc_result_is_for(&r, "txn_1"), 1);
+	proc_result_clear(&r);
+	/* Retrieved by the id Stripe gave us: metadata, when there, must
+	 * agree too. */
+	sr = "{\"id\":\"pi_9\",\"object\":\"payment_intent\",\"status\":\"succeeded\","
+	     "\"metadata\":{\"flair_txn_id\":\"txn_2\"}}";
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r), 0);
+	CHECK_EQ_INT(proc_result_is_for(&r, "txn_1"), 0);
+	CHECK_EQ_INT(proc_result_is_for(&r, "txn_2"), 1);
 end:
 	proc_result_clear(&r);
 	TT_END;
@@ -554,6 +596,7 @@ static const struct tt_case cases[] = {
 	{ "parse_card", test_parse_card },
 	{ "contract_adapter_requests", test_contract_adapter_requests },
 	{ "contract_refusals", test_contract_refusals },
+	{ "search_hit_is_checked", test_search_hit_is_checked },
 	{ NULL, NULL },
 };
 TT_MAIN(cases)

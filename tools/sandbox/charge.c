@@ -476,6 +476,8 @@ sbx_charges_post(struct sbx *s, struct evhttp_request *req)
 		fresh = NULL; /* owned by the ledger now */
 	}
 	c->count++;
+	if (ledger_journal(s->ledger, c) != FGW_OK)
+		log_warn("charge key=%s: ledger file not written", cr.idem_key);
 	if (replay && !s->quiet)
 		log_info("charge key=%s replay #%ld -> %s %s", cr.idem_key, c->count,
 		         c->id, c->status);

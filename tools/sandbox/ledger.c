@@ -6,10 +6,20 @@
  * flood one bucket, doubling when the load passes 1. An insertion-ordered
  * list gives GET /v1/ledger a stable order. The ledger refuses new charges
  * past its cap (FGW_ERR_TOO_LARGE -> HTTP 503).
+ *
+ * With --ledger-file the ledger outlives the process: every change of a
+ * charge appends the whole charge as one JSON line (write(2) with
+ * O_APPEND, so a kill -9 right after the answer keeps it), and a start
+ * replays the file, the last line of a key winning. That is how a test
+ * kills the processor mid-payment and still knows afterwards what it
+ * charged. A small local write; the sandbox is a test tool.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <sodium.h>
@@ -25,6 +35,7 @@ struct ledger {
 	long max;
 	struct sbx_charge *first, *last;
 	unsigned char hkey[crypto_shorthash_KEYBYTES];
+	int journal_fd;             /* -1: in memory only */
 };
 
 static size_t
@@ -51,6 +62,7 @@ ledger_new(long max, struct ledger **out)
 		return FGW_ERR_NOMEM;
 	l->nbuckets = 1024;
 	l->max = max;
+	l->journal_fd = -1;
 	randombytes_buf(l->hkey, sizeof(l->hkey));
 	l->by_key = calloc(l->nbuckets, sizeof(*l->by_key));
 	l->by_id = calloc(l->nbuckets, sizeof(*l->by_id));
@@ -92,6 +104,8 @@ ledger_free(struct ledger *l)
 	}
 	free(l->by_key);
 	free(l->by_id);
+	if (l->journal_fd >= 0)
+		close(l->journal_fd);
 	free(l);
 }
 
@@ -267,5 +281,195 @@ ledger_json(const struct ledger *l, char **out, size_t *len)
 	r = FGW_OK;
 out:
 	cJSON_Delete(o);
+	return r;
+}
+
+/* ---- the journal (--ledger-file) ---------------------------------------- */
+
+static cJSON *
+charge_line(const struct sbx_charge *c)
+{
+	cJSON *o = cJSON_CreateObject(), *a, *e;
+
+	if (o == NULL ||
+	    !cJSON_AddStringToObject(o, "id", c->id) ||
+	    !cJSON_AddStringToObject(o, "key", c->idem_key) ||
+	    !cJSON_AddStringToObject(o, "reference", c->reference) ||
+	    (c->return_url != NULL && !cJSON_AddStringToObject(o, "returnUrl", c->return_url)) ||
+	    !cJSON_AddStringToObject(o, "status", c->status) ||
+	    !cJSON_AddStringToObject(o, "declineCode", c->decline_code) ||
+	    !cJSON_AddStringToObject(o, "currency", c->currency) ||
+	    !cJSON_AddStringToObject(o, "last4", c->last4) ||
+	    !cJSON_AddBoolToObject(o, "capture", c->capture) ||
+	    !cJSON_AddNumberToObject(o, "amount", (double)c->amount) ||
+	    !cJSON_AddNumberToObject(o, "created", (double)c->created) ||
+	    !cJSON_AddNumberToObject(o, "count", (double)c->count) ||
+	    !cJSON_AddBoolToObject(o, "canceled", c->canceled) ||
+	    !cJSON_AddNumberToObject(o, "refunded", (double)c->refunded) ||
+	    (a = cJSON_AddArrayToObject(o, "refunds")) == NULL)
+		goto fail;
+	for (const struct sbx_refund *f = c->refunds; f != NULL; f = f->next) {
+		if ((e = cJSON_CreateObject()) == NULL)
+			goto fail;
+		cJSON_AddItemToArray(a, e);
+		if (!cJSON_AddStringToObject(e, "key", f->idem_key) ||
+		    !cJSON_AddNumberToObject(e, "amount", (double)f->amount))
+			goto fail;
+	}
+	return o;
+fail:
+	cJSON_Delete(o);
+	return NULL;
+}
+
+int
+ledger_journal(struct ledger *l, const struct sbx_charge *c)
+{
+	cJSON *o;
+	char *text = NULL;
+	size_t len, off = 0;
+	int r = FGW_ERR_NOMEM;
+
+	if (l->journal_fd < 0)
+		return FGW_OK;
+	if ((o = charge_line(c)) == NULL || (text = cJSON_PrintUnformatted(o)) == NULL)
+		goto out;
+	len = strlen(text);
+	text[len++] = '\n'; /* replaces the NUL: written by length */
+	while (off < len) {
+		ssize_t n = write(l->journal_fd, text + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = FGW_ERR_IO;
+			goto out;
+		}
+		off += (size_t)n;
+	}
+	r = FGW_OK;
+out:
+	cJSON_Delete(o);
+	free(text);
+	return r;
+}
+
+static const char *
+str_of(const cJSON *o, const char *name)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int64_t
+num_of(const cJSON *o, const char *name)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+	return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
+}
+
+/* One journal line into a new charge object. */
+static int
+charge_from_line(const cJSON *o, struct sbx_charge **out)
+{
+	const char *id = str_of(o, "id"), *key = str_of(o, "key"), *ref = str_of(o, "reference");
+	const char *ru = str_of(o, "returnUrl");
+	const cJSON *refunds = cJSON_GetObjectItemCaseSensitive(o, "refunds"), *e;
+	struct sbx_charge *c;
+
+	*out = NULL;
+	if (id == NULL || key == NULL || ref == NULL || strlen(id) >= SBX_ID_LEN)
+		return FGW_ERR_INVALID;
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return FGW_ERR_NOMEM;
+	snprintf(c->id, sizeof(c->id), "%s", id);
+	snprintf(c->status, sizeof(c->status), "%s", str_of(o, "status") ? str_of(o, "status") : "");
+	snprintf(c->decline_code, sizeof(c->decline_code), "%s",
+	         str_of(o, "declineCode") ? str_of(o, "declineCode") : "");
+	snprintf(c->currency, sizeof(c->currency), "%s",
+	         str_of(o, "currency") ? str_of(o, "currency") : "");
+	snprintf(c->last4, sizeof(c->last4), "%s", str_of(o, "last4") ? str_of(o, "last4") : "");
+	c->capture = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "capture"));
+	c->canceled = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "canceled"));
+	c->amount = num_of(o, "amount");
+	c->created = num_of(o, "created");
+	c->count = (long)num_of(o, "count");
+	c->refunded = num_of(o, "refunded");
+	if ((c->idem_key = strdup(key)) == NULL || (c->reference = strdup(ref)) == NULL ||
+	    (ru != NULL && (c->return_url = strdup(ru)) == NULL))
+		goto nomem;
+	cJSON_ArrayForEach(e, refunds) {
+		const char *fk = str_of(e, "key");
+		struct sbx_refund *f;
+		if (fk == NULL)
+			continue;
+		if ((f = calloc(1, sizeof(*f))) == NULL || (f->idem_key = strdup(fk)) == NULL) {
+			free(f);
+			goto nomem;
+		}
+		f->amount = num_of(e, "amount");
+		f->next = c->refunds;
+		c->refunds = f;
+	}
+	*out = c;
+	return FGW_OK;
+nomem:
+	sbx_charge_free(c);
+	return FGW_ERR_NOMEM;
+}
+
+/* A later line of a key replaces what the object says (links kept). */
+static void
+charge_replace(struct sbx_charge *dst, struct sbx_charge *src)
+{
+	struct sbx_charge *nk = dst->next_key, *ni = dst->next_id, *na = dst->next_all;
+	struct sbx_charge tmp = *dst;
+
+	*dst = *src;
+	dst->next_key = nk;
+	dst->next_id = ni;
+	dst->next_all = na;
+	*src = tmp;
+	src->next_key = src->next_id = src->next_all = NULL;
+	sbx_charge_free(src);
+}
+
+int
+ledger_open_journal(struct ledger *l, const char *path)
+{
+	FILE *f = NULL;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	long lines = 0;
+	int r = FGW_OK;
+
+	if ((f = fopen(path, "r")) == NULL && errno != ENOENT)
+		return FGW_ERR_IO;
+	while (f != NULL && (n = getline(&line, &cap, f)) > 0) {
+		cJSON *o = cJSON_ParseWithLength(line, (size_t)n);
+		struct sbx_charge *c = NULL, *have;
+		lines++;
+		if (o == NULL || (r = charge_from_line(o, &c)) != FGW_OK) {
+			/* A torn last line (killed mid-write) is skipped. */
+			cJSON_Delete(o);
+			if (r == FGW_ERR_NOMEM)
+				goto out;
+			r = FGW_OK;
+			continue;
+		}
+		cJSON_Delete(o);
+		if ((have = ledger_by_key(l, c->idem_key)) != NULL)
+			charge_replace(have, c);
+		else if ((r = ledger_add(l, c)) != FGW_OK) {
+			sbx_charge_free(c);
+			goto out;
+		}
+	}
+	if ((l->journal_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) < 0)
+		r = FGW_ERR_IO;
+out:
+	free(line);
+	if (f != NULL)
+		fclose(f);
 	return r;
 }

@@ -98,6 +98,8 @@ refund(struct sbx *s, struct evhttp_request *req, struct sbx_charge *c)
 	f->next = c->refunds;
 	c->refunds = f;
 	c->refunded += amount;
+	if (ledger_journal(s->ledger, c) != FGW_OK)
+		log_warn("refund %s: ledger file not written", c->id);
 	if (!s->quiet)
 		log_info("refund %s key=%s amount=%lld (refunded %lld of %lld)",
 		         c->id, key, (long long)amount, (long long)c->refunded,
@@ -135,9 +137,13 @@ sbx_charge_op(struct sbx *s, struct evhttp_request *req, const char *id,
 		}
 		c->capture = 1;
 	} else if (strcmp(op, "cancel") == 0) {
-		if (!is_authorization(c) && !c->canceled) {
+		/* A charge still waiting for its 3-D Secure challenge can be
+		 * abandoned too (the gateway expires it). */
+		if (!is_authorization(c) && !c->canceled &&
+		    strcmp(c->status, "requires_action") != 0) {
 			sbx_send_error(req, 409, "invalid_state",
-			               "only an authorization can be canceled");
+			               "only an authorization or a charge awaiting "
+			               "authentication can be canceled");
 			return;
 		}
 		c->canceled = 1;
@@ -145,6 +151,8 @@ sbx_charge_op(struct sbx *s, struct evhttp_request *req, const char *id,
 		sbx_send_error(req, 404, "not_found", "no such operation");
 		return;
 	}
+	if (ledger_journal(s->ledger, c) != FGW_OK)
+		log_warn("%s %s: ledger file not written", op, c->id);
 	if (!s->quiet)
 		log_info("%s %s -> %s", op, c->id, c->canceled ? "canceled" : "captured");
 	send_charge(s, req, c);

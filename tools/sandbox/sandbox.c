@@ -469,6 +469,7 @@ struct options {
 	double fail_rate;
 	enum sbx_fail_mode fail_mode;
 	long max_charges;
+	const char *ledger_file;
 	int bench;
 	int quiet;
 	int stripe;
@@ -502,6 +503,7 @@ usage(FILE *f)
 	    "  --fail-mode M              500 | drop | hang | after (default"
 	    " 500)\n"
 	    "  --max-charges N            ledger cap (default 1000000)\n"
+	    "  --ledger-file PATH         keep the ledger in PATH across restarts\n"
 	    "  --bench                    answer any other POST with a fixed 200\n"
 	    "  --stripe                   also serve Stripe-compatible\n"
 	    "                             /v1/payment_methods, /v1/payment_intents\n"
@@ -620,7 +622,9 @@ parse_options(int argc, char **argv, struct options *o)
 		} else if (strcmp(name, "--max-charges") == 0) {
 			if (parse_long(v, 1, 100000000, &o->max_charges) != FGW_OK)
 				goto badval;
-		} else
+		} else if (strcmp(name, "--ledger-file") == 0 && v != NULL && v[0] != '\0')
+			o->ledger_file = v;
+		else
 			goto bad;
 		continue;
 	badval:
@@ -759,10 +763,15 @@ main(int argc, char **argv)
 		log_error("key file %s: %s", o.key_file, fgw_strerror(r));
 		goto out;
 	}
-	if ((r = ledger_new(o.max_charges, &s.ledger)) != FGW_OK ||
-	    (o.stripe && (r = sbx_stripe_new(o.stripe_fixture != NULL ? o.stripe_fixture
+	if ((r = ledger_new(o.max_charges, &s.ledger)) != FGW_OK)
+		goto out;
+	if (o.ledger_file != NULL && (r = ledger_open_journal(s.ledger, o.ledger_file)) != FGW_OK) {
+		log_error("ledger file %s: %s", o.ledger_file, fgw_strerror(r));
+		goto out;
+	}
+	if (o.stripe && (r = sbx_stripe_new(o.stripe_fixture != NULL ? o.stripe_fixture
 	                                              : "tests/fixtures/stripe-openapi-subset.json",
-	                                  &s.stripe)) != FGW_OK))
+	                                  &s.stripe)) != FGW_OK)
 		goto out;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		log_error("curl_global_init failed");

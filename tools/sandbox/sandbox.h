@@ -124,6 +124,11 @@ void sbx_charge_free(struct sbx_charge *c);
 /* The result JSON of a charge (malloc'ed text). */
 int charge_result_json(const struct sbx *s, const struct sbx_charge *c,
                        char **out);
+/* --ledger-file: replays the file into l (the last line of a key wins)
+ * and appends to it from then on. */
+int ledger_open_journal(struct ledger *l, const char *path);
+/* Appends c as it is now (nothing without a ledger file). */
+int ledger_journal(struct ledger *l, const struct sbx_charge *c);
 /* GET /v1/ledger body (malloc'ed text). */
 int ledger_json(const struct ledger *l, char **out, size_t *len);
 

@@ -261,6 +261,8 @@ sbx_3ds_complete(struct sbx *s, struct evhttp_request *req, const char *id)
 	}
 	if (strcmp(c->status, "requires_action") == 0) {
 		fgw_strlcpy(c->status, "succeeded", sizeof(c->status));
+		if (ledger_journal(s->ledger, c) != FGW_OK)
+			log_warn("%s: ledger file not written", c->id);
 		log_info("3-D Secure completed for %s (key %s)", c->id, c->idem_key);
 		sbx_webhook_queue(s, "Flair-Sandbox-Signature", c->id, charge_event_body, c);
 	} else if (strcmp(c->status, "succeeded") != 0) {
