@@ -444,9 +444,9 @@ static const char schema_v11_customer_namespaces[] =
  * for manual review is still asked about now and then, so
  * transactions_unresolved no longer leaves flagged rows out. */
 static const char schema_v12_awaiting_action[] =
-    "CREATE INDEX transactions_awaiting_action ON transactions (reconcile_next_at)"
+    "CREATE INDEX IF NOT EXISTS transactions_awaiting_action ON transactions (reconcile_next_at)"
     " WHERE status = 'requires_action';"
-    "DROP INDEX transactions_unresolved;"
+    "DROP INDEX IF EXISTS transactions_unresolved;"
     "CREATE INDEX transactions_unresolved ON transactions (reconcile_next_at)"
     " WHERE status IN ('posting', 'processing');";
 

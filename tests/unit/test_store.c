@@ -744,10 +744,12 @@ test_schema_idem_hash_wiped(void)
 	CHECK(!file_holds(wal, old_hash));
 end:
 	store_idem_clear(&got);
-
+	fix_teardown(&f);
+	TT_END;
+}
 
 /* A version 8 database: API-key customers ("CLIENT/ID") and JWT subjects
- * (bare) were stored alike; v9 puts them in namespaces that cannot meet. */
+ * (bare) were stored alike; v11 puts them in namespaces that cannot meet. */
 static int
 test_schema_v11_customer_namespaces(void)
 {

@@ -313,7 +313,10 @@ test_parse_card(void)
 	}
 	CHECK_EQ_INT(proc_type_stripe.parse_card(NULL, 402, t[5].body, strlen(t[5].body), &r), 0);
 	CHECK_STR(r.message, "The card's expiry date is invalid.");
-
+end:
+	proc_result_clear(&r);
+	TT_END;
+}
 
 /* A search by metadata['flair_txn_id'] answers with intents; a hit is
  * this transaction's only when its own metadata says so — otherwise the
