@@ -65,7 +65,7 @@ def hold(cust, guests):
 
 
 def set_clock(offset_ms):
-    resp = gw().http("POST", "/v1/admin/clock", {"offsetMs": offset_ms})
+    resp = gw().http("POST", "/v1/admin/clock", {"offsetMs": offset_ms}, key=harness.ADMIN_TOKEN)
     assert resp.status == 200, resp
 
 

@@ -377,8 +377,8 @@ def test_hold_guests_and_clock_offset_must_be_integer_tokens():
     harness.assert_error(resp, 400, "VALIDATION_ERROR")
     assert "duplicate object key" in resp.get("message"), resp
     assert slot_taken("slot_main") == before
-    harness.assert_error(gw().http("POST", "/v1/admin/clock", b'{"offsetMs": 1.0}'), 400,
-                         "VALIDATION_ERROR")
+    harness.assert_error(gw().http("POST", "/v1/admin/clock", b'{"offsetMs": 1.0}',
+                                   key=harness.ADMIN_TOKEN), 400, "VALIDATION_ERROR")
 
 
 def test_convert_card_numbers_must_be_integer_tokens():
