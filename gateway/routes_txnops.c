@@ -446,9 +446,8 @@ begin_refund(struct op_ctx *c)
 		not_submitted(c, r);
 }
 
-/* Parses {"amount": N} (refund) or {} (capture, cancel). */
-static int
-parse_body(const char *body, size_t len, enum proc_op op, int64_t *amount, const char **why)
+int
+txnop_body_parse(const char *body, size_t len, enum proc_op op, int64_t *amount, const char **why)
 {
 	cJSON *o = fgw_json_parse_strict(body, len), *it;
 	int r = FGW_ERR_INVALID;
@@ -545,7 +544,7 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		}
 		fgw_strlcpy(c->key, key, sizeof(c->key));
 	}
-	if (parse_body(body, len, op, &c->amount, &why) != 0) {
+	if (txnop_body_parse(body, len, op, &c->amount, &why) != 0) {
 		reply_error(c, 400, "VALIDATION_ERROR", why);
 		return;
 	}

@@ -43,7 +43,13 @@ if ! command -v "$CC" >/dev/null 2>&1 || ! libfuzzer_works; then
 	fi
 fi
 
-TARGETS=$(ls tests/fuzz/fuzz_*.c 2>/dev/null)
+# FUZZ_TARGETS="fuzz_a fuzz_b" runs only those (default: every target).
+if [ -n "${FUZZ_TARGETS:-}" ]; then
+	TARGETS=""
+	for t in $FUZZ_TARGETS; do TARGETS="$TARGETS tests/fuzz/$t.c"; done
+else
+	TARGETS=$(ls tests/fuzz/fuzz_*.c 2>/dev/null)
+fi
 if [ -z "$TARGETS" ]; then
 	echo "fuzz: no tests/fuzz/fuzz_*.c targets"
 	exit 1
