@@ -9,6 +9,9 @@
  *   2  txn_card_parse_json    the card JSON inside an opened encryptedCard
  *   3  txnop_body_parse       POST /v1/transactions/{id}/refund, capture
  *                             and cancel (next byte: which operation)
+ *   4  resv_hold_body_parse   POST /v1/reservations/hold
+ *   5  resv_convert_body_parse  POST /v1/reservations/hold/convert (the
+ *                             payment fields then go through mode 0)
  *
  * Oracle: any bytes give 0 or FGW_ERR_INVALID; a parsed request holds
  * exactly what the stages rely on (one way to pay, a well-formed card when
@@ -24,7 +27,10 @@
 
 #include "core/err.h"
 #include "crypto/secmem.h"
+#include "core/json.h"
 #include "gateway/http.h"
+#include "gateway/resv.h"
+#include "store/reservations.h"
 #include "pipeline/pipeline.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -192,6 +198,77 @@ fuzz_op(unsigned char which, const char *body, size_t len)
 		check(amount == 0);
 }
 
+/* No control characters: these strings go into logs, audit details and
+ * answers. */
+static void
+check_text(const char *s, size_t cap)
+{
+	check(memchr(s, '\0', cap) != NULL);
+	for (; *s; s++)
+		check((unsigned char)*s >= 0x20);
+}
+
+static void
+fuzz_hold(const char *body, size_t len)
+{
+	cJSON *root = fgw_json_parse_strict(body, len);
+	struct resv_row row;
+	char msg[160];
+	const char *at;
+
+	if (!cJSON_IsObject(root)) {
+		cJSON_Delete(root);
+		return;
+	}
+	memset(&row, 0, sizeof(row));
+	if (resv_hold_body_parse(root, &row, msg, sizeof(msg)) != 0) {
+		check(msg[0] != '\0' && memchr(msg, '\0', sizeof(msg)) != NULL && !has_pan_run(msg));
+		cJSON_Delete(root);
+		return;
+	}
+	check(row.guests >= 1 && row.guests <= 1000);
+	check(row.experience_id[0] && row.time_slot_id[0] && row.guest_name[0] &&
+	      row.guest_email[0]);
+	check_text(row.experience_id, sizeof(row.experience_id));
+	check_text(row.time_slot_id, sizeof(row.time_slot_id));
+	check_text(row.guest_name, sizeof(row.guest_name));
+	check_text(row.guest_email, sizeof(row.guest_email));
+	check_text(row.guest_phone, sizeof(row.guest_phone));
+	check_text(row.special_requests, sizeof(row.special_requests));
+	at = strchr(row.guest_email, '@');
+	check(at != NULL && at != row.guest_email && strchr(at, '.') != NULL);
+	check(strspn(row.guest_phone, "+0123456789 -()") == strlen(row.guest_phone));
+	cJSON_Delete(root);
+}
+
+static void
+fuzz_convert(const char *body, size_t len)
+{
+	cJSON *root = fgw_json_parse_strict(body, len);
+	const cJSON *save;
+	char hold_id[40], msg[256];
+	int ways;
+
+	if (!cJSON_IsObject(root)) {
+		cJSON_Delete(root);
+		return;
+	}
+	if (resv_convert_body_parse(root, hold_id, sizeof(hold_id), msg, sizeof(msg)) != 0) {
+		check(msg[0] != '\0' && memchr(msg, '\0', sizeof(msg)) != NULL && !has_pan_run(msg));
+		cJSON_Delete(root);
+		return;
+	}
+	check(hold_id[0] != '\0');
+	check_text(hold_id, sizeof(hold_id));
+	save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
+	check(save == NULL || cJSON_IsBool(save));
+	ways = (cJSON_GetObjectItemCaseSensitive(root, "card") != NULL) +
+	       (cJSON_GetObjectItemCaseSensitive(root, "encryptedCard") != NULL) +
+	       (cJSON_GetObjectItemCaseSensitive(root, "paymentMethodId") != NULL);
+	check(ways == 1);
+	cJSON_Delete(root);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -213,7 +290,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(copy, data + 1, len);
 	body = copy;
-	switch (data[0] % 4) {
+	switch (data[0] % 6) {
 	case 0:
 		fuzz_txn(body, len);
 		break;
@@ -223,9 +300,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case 2:
 		fuzz_card(body, len);
 		break;
-	default:
+	case 3:
 		if (len >= 1)
 			fuzz_op((unsigned char)body[0], body + 1, len - 1);
+		break;
+	case 4:
+		fuzz_hold(body, len);
+		break;
+	default:
+		fuzz_convert(body, len);
 		break;
 	}
 	free(copy);
