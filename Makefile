@@ -146,6 +146,8 @@ bench: deps
 	@$(MAKE) --no-print-directory build-all $(BUILD)/bench-rules
 	@BUILD=$(BUILD) sh tools/bench.sh
 
+# Long fuzzing runs: every target FUZZ_SECONDS (default 60) each; `make test`
+# runs the same targets for 20 s each.
 fuzz: deps
 	@sh tests/fuzz/run.sh
 

@@ -112,4 +112,10 @@ int http_idempotency_front(struct reactor *rx, struct evhttp_request *req,
                            const char *client, const char *key,
                            const char *hash);
 
+/* Parses the body of POST /v1/transactions/{id}/refund ({"amount": N},
+ * amount optional: *amount 0 then), capture and cancel ({}). Returns 0, or
+ * FGW_ERR_INVALID with the reason for a 400 in why. */
+int txnop_body_parse(const char *body, size_t len, enum proc_op op, int64_t *amount,
+                     char *why, size_t whycap);
+
 #endif

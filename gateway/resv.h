@@ -7,7 +7,11 @@
 
 #include <stddef.h>
 
+#include <cjson/cJSON.h>
+
 #include "gateway/gateway.h"
+
+struct resv_row;
 
 /* Start-up, before the reactors run: subscribes to transaction events and
  * loads slots_file (blocking is fine here). */
@@ -15,5 +19,16 @@ int resv_setup(struct gateway *gw, char *err, size_t errlen);
 /* On each reactor: the hold-expiry / idempotency-pruning timer. */
 int resv_reactor_start(struct reactor *rx);
 void resv_reactor_stop(struct reactor *rx);
+
+/* POST /v1/reservations/hold: checks the body object (members, strings,
+ * numberOfGuests, e-mail and phone shapes) into row's experience, slot,
+ * guest and guests fields. 0, or FGW_ERR_INVALID with the client's
+ * message in msg. */
+int resv_hold_body_parse(const cJSON *root, struct resv_row *row, char *msg, size_t msgcap);
+/* POST /v1/reservations/hold/convert: members, holdId into hold_id,
+ * savePaymentMethod a boolean, exactly one way to pay (whose fields
+ * txn_request_parse checks). 0, or FGW_ERR_INVALID with msg. */
+int resv_convert_body_parse(const cJSON *root, char *hold_id, size_t idcap, char *msg,
+                            size_t msgcap);
 
 #endif

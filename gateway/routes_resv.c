@@ -443,12 +443,47 @@ price_hold(const struct resv_experience *e, const struct resv_slot *sl, int64_t 
 	fgw_strlcpy(r->currency, e->currency, sizeof(r->currency));
 }
 
-static void
-h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
+int
+resv_hold_body_parse(const cJSON *root, struct resv_row *row, char *msg, size_t msgcap)
 {
 	static const char *const fields[] = { "experienceId", "timeSlotId", "numberOfGuests",
 		                                  "guestName", "guestEmail", "guestPhone",
 		                                  "specialRequests", NULL };
+	const cJSON *g = cJSON_GetObjectItemCaseSensitive(root, "numberOfGuests");
+	const char *at;
+	int64_t guests;
+
+	msg[0] = '\0';
+	if (only_members(root, fields, msg, msgcap) != 0 ||
+	    get_string(root, "experienceId", row->experience_id, sizeof(row->experience_id), 1, msg, msgcap) != 0 ||
+	    get_string(root, "timeSlotId", row->time_slot_id, sizeof(row->time_slot_id), 1, msg, msgcap) != 0 ||
+	    get_string(root, "guestName", row->guest_name, sizeof(row->guest_name), 1, msg, msgcap) != 0 ||
+	    get_string(root, "guestEmail", row->guest_email, sizeof(row->guest_email), 1, msg, msgcap) != 0 ||
+	    get_string(root, "guestPhone", row->guest_phone, sizeof(row->guest_phone), 0, msg, msgcap) != 0 ||
+	    get_string(root, "specialRequests", row->special_requests, sizeof(row->special_requests), 0, msg, msgcap) != 0)
+		return FGW_ERR_INVALID;
+	if (fgw_json_int(g, 1, 1000, &guests) != 0) {
+		fgw_strlcpy(msg, "numberOfGuests must be an integer from 1 to 1000", msgcap);
+		return FGW_ERR_INVALID;
+	}
+	row->guests = (int)guests;
+	at = strchr(row->guest_email, '@');
+	if (at == NULL || at == row->guest_email || strchr(at, '.') == NULL ||
+	    strpbrk(row->guest_email, " \t<>\"") != NULL) {
+		fgw_strlcpy(msg, "guestEmail is not an e-mail address", msgcap);
+		return FGW_ERR_INVALID;
+	}
+	if (row->guest_phone[0] &&
+	    strspn(row->guest_phone, "+0123456789 -()") != strlen(row->guest_phone)) {
+		fgw_strlcpy(msg, "guestPhone is not a phone number", msgcap);
+		return FGW_ERR_INVALID;
+	}
+	return FGW_OK;
+}
+
+static void
+h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
 	struct auth_ctx who;
 	struct resv_slot sl;
 	struct resv_experience e;
@@ -456,41 +491,14 @@ h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
 	struct store_audit audit;
 	struct rctx *c = NULL;
 	cJSON *root = NULL;
-	const cJSON *g;
 	char msg[160], details[160];
-	int64_t now, guests;
+	int64_t now;
 	int r;
 
 	if ((c = begin_post(rx, req, path, 1, &who, &root)) == NULL)
 		return;
-	msg[0] = '\0';
-	g = cJSON_GetObjectItemCaseSensitive(root, "numberOfGuests");
-	if (only_members(root, fields, msg, sizeof(msg)) != 0 ||
-	    get_string(root, "experienceId", c->row.experience_id, sizeof(c->row.experience_id), 1, msg, sizeof(msg)) != 0 ||
-	    get_string(root, "timeSlotId", c->row.time_slot_id, sizeof(c->row.time_slot_id), 1, msg, sizeof(msg)) != 0 ||
-	    get_string(root, "guestName", c->row.guest_name, sizeof(c->row.guest_name), 1, msg, sizeof(msg)) != 0 ||
-	    get_string(root, "guestEmail", c->row.guest_email, sizeof(c->row.guest_email), 1, msg, sizeof(msg)) != 0 ||
-	    get_string(root, "guestPhone", c->row.guest_phone, sizeof(c->row.guest_phone), 0, msg, sizeof(msg)) != 0 ||
-	    get_string(root, "specialRequests", c->row.special_requests, sizeof(c->row.special_requests), 0, msg, sizeof(msg)) != 0) {
+	if (resv_hold_body_parse(root, &c->row, msg, sizeof(msg)) != 0) {
 		rctx_error(c, 400, "VALIDATION_ERROR", msg);
-		goto out;
-	}
-	if (fgw_json_int(g, 1, 1000, &guests) != 0) {
-		rctx_error(c, 400, "VALIDATION_ERROR", "numberOfGuests must be an integer from 1 to 1000");
-		goto out;
-	}
-	c->row.guests = (int)guests;
-	{
-		const char *at = strchr(c->row.guest_email, '@');
-		if (at == NULL || at == c->row.guest_email || strchr(at, '.') == NULL ||
-		    strpbrk(c->row.guest_email, " \t<>\"") != NULL) {
-			rctx_error(c, 400, "VALIDATION_ERROR", "guestEmail is not an e-mail address");
-			goto out;
-		}
-	}
-	if (c->row.guest_phone[0] &&
-	    strspn(c->row.guest_phone, "+0123456789 -()") != strlen(c->row.guest_phone)) {
-		rctx_error(c, 400, "VALIDATION_ERROR", "guestPhone is not a phone number");
 		goto out;
 	}
 	if (!id_ok(c->row.time_slot_id) || !id_ok(c->row.experience_id)) {
@@ -736,12 +744,38 @@ out:
 	return rc;
 }
 
-static void
-h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
+int
+resv_convert_body_parse(const cJSON *root, char *hold_id, size_t idcap, char *msg,
+                        size_t msgcap)
 {
 	static const char *const fields[] = { "holdId", "card", "encryptedCard",
 		                                  "paymentMethodId", "savePaymentMethod",
 		                                  "stripePaymentMethod", "returnUrl", NULL };
+	const cJSON *save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
+	int n = (cJSON_GetObjectItemCaseSensitive(root, "card") != NULL) +
+	        (cJSON_GetObjectItemCaseSensitive(root, "encryptedCard") != NULL) +
+	        (cJSON_GetObjectItemCaseSensitive(root, "paymentMethodId") != NULL) +
+	        (cJSON_GetObjectItemCaseSensitive(root, "stripePaymentMethod") != NULL);
+
+	msg[0] = '\0';
+	if (only_members(root, fields, msg, msgcap) != 0 ||
+	    get_string(root, "holdId", hold_id, idcap, 1, msg, msgcap) != 0)
+		return FGW_ERR_INVALID;
+	if (save != NULL && !cJSON_IsBool(save)) {
+		fgw_strlcpy(msg, "savePaymentMethod must be true or false", msgcap);
+		return FGW_ERR_INVALID;
+	}
+	if (n != 1) {
+		fgw_strlcpy(msg, "exactly one of card, encryptedCard, paymentMethodId or "
+		            "stripePaymentMethod is required", msgcap);
+		return FGW_ERR_INVALID;
+	}
+	return FGW_OK;
+}
+
+static void
+h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
 	struct auth_ctx who;
 	struct resv_row cur;
 	struct txn_request *rq = NULL;
@@ -750,29 +784,13 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 	cJSON *root = NULL;
 	const cJSON *save;
 	char msg[256], hold_id[40];
-	int r, n;
+	int r;
 
 	if ((c = begin_post(rx, req, path, 1, &who, &root)) == NULL)
 		return;
-	msg[0] = '\0';
 	save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
-	n = (cJSON_GetObjectItemCaseSensitive(root, "card") != NULL) +
-	    (cJSON_GetObjectItemCaseSensitive(root, "encryptedCard") != NULL) +
-	    (cJSON_GetObjectItemCaseSensitive(root, "paymentMethodId") != NULL) +
-	    (cJSON_GetObjectItemCaseSensitive(root, "stripePaymentMethod") != NULL);
-	if (only_members(root, fields, msg, sizeof(msg)) != 0 ||
-	    get_string(root, "holdId", hold_id, sizeof(hold_id), 1, msg, sizeof(msg)) != 0) {
+	if (resv_convert_body_parse(root, hold_id, sizeof(hold_id), msg, sizeof(msg)) != 0) {
 		rctx_error(c, 400, "VALIDATION_ERROR", msg);
-		goto out;
-	}
-	if (save != NULL && !cJSON_IsBool(save)) {
-		rctx_error(c, 400, "VALIDATION_ERROR", "savePaymentMethod must be true or false");
-		goto out;
-	}
-	if (n != 1) {
-		rctx_error(c, 400, "VALIDATION_ERROR",
-		           "exactly one of card, encryptedCard, paymentMethodId or stripePaymentMethod "
-		           "is required");
 		goto out;
 	}
 	r = id_ok(hold_id) ? resv_get(rx->reader, who.subject, hold_id, &cur) : FGW_ERR_NOT_FOUND;

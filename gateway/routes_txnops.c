@@ -476,11 +476,9 @@ begin_refund(struct op_ctx *c)
 		not_submitted(c, r);
 }
 
-/* Parses {"amount": N} (refund) or {} (capture, cancel); why gets the
- * reason for a 400. */
-static int
-parse_body(const char *body, size_t len, enum proc_op op, int64_t *amount, char *why,
-           size_t whycap)
+int
+txnop_body_parse(const char *body, size_t len, enum proc_op op, int64_t *amount, char *why,
+                 size_t whycap)
 {
 	struct fgw_json_error jerr;
 	cJSON *o = fgw_json_parse(body, len, &jerr), *it;
@@ -582,7 +580,7 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		}
 		fgw_strlcpy(c->key, key, sizeof(c->key));
 	}
-	if (parse_body(body, len, op, &c->amount, why, sizeof(why)) != 0) {
+	if (txnop_body_parse(body, len, op, &c->amount, why, sizeof(why)) != 0) {
 		reply_error(c, 400, "VALIDATION_ERROR", why);
 		return;
 	}

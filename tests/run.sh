@@ -1,6 +1,8 @@
 #!/bin/sh
 # tests/run.sh BUILD_DIR — run every unit test binary in BUILD_DIR/tests/,
-# then the integration suite, and end with one line "N passed, M failed".
+# the integration suite, then every libFuzzer target for FUZZ_SECONDS each
+# (default 20; tests/fuzz/run.sh, ASan + UBSan, seeds first), and end with
+# one line "N passed, M failed" (each fuzz target counts as one test).
 # Exits non-zero on any failure; a binary that exits non-zero without
 # reporting a failure (crash, sanitizer abort, leak at exit) counts as one
 # failed test.
@@ -53,6 +55,9 @@ done
 
 echo "== integration"
 run integration "$PY" tests/integration/run.py --build "$BUILD"
+
+echo "== fuzz"
+run fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" sh tests/fuzz/run.sh
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -288,7 +288,11 @@ def scan_all(root, skip=()):
 def cvc_in_text_outputs(stack):
     """Which of the gateway's log, stdout and stderr hold the CVC."""
     g, cvc = stack.gw, harness.token_pattern(CVC)
-    paths = [p for p in (g.log_file, g.stdout_path, g.stderr_path) if os.path.exists(p)]
+    paths = (g.log_file, g.stdout_path, g.stderr_path)
+    # A missing file would make the scan find nothing for the wrong reason.
+    missing = [p for p in paths if not os.path.isfile(p)]
+    assert not missing, f"gateway outputs to scan are missing: {missing}"
+    assert os.path.getsize(g.log_file) > 0, "the gateway log is empty"
     return [p for p in paths if cvc.search(open(p, "rb").read())]
 
 
@@ -301,6 +305,7 @@ def test_no_pan_in_gateway_files_while_running():
 
 def test_no_pan_or_cvc_in_responses():
     stack = traffic()
+    assert stack.gw.responses, "no responses recorded to scan"
     harness.assert_bodies_clean(stack.gw.responses, PANS)
     cvc = harness.token_pattern(CVC)
     hits = [r for r in stack.gw.responses if cvc.search(r.raw)]

@@ -1,6 +1,13 @@
 """TLS on the website listener: a certificate made here with the openssl
 CLI, a client that trusts only that CA, TLS 1.2+ only, plain HTTP refused
-on the TLS port, and a bad certificate/key stops start-up clearly."""
+on the TLS port, and a bad certificate/key stops start-up clearly.
+
+Old protocol versions are offered with `openssl s_client -tls1_1` at
+@SECLEVEL=0, a client that really speaks them (Python's ssl module refuses
+TLS 1.1 on its own side, so it cannot tell whether the server would have
+accepted); the same client first completes a TLS 1.1 handshake with an
+`openssl s_server` that allows it, so the check is known to be able to
+fail."""
 
 import http.client
 import json
@@ -27,6 +34,36 @@ def make_cert(d):
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
         "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
     return [os.path.join(d, n) for n in ("ca.pem", "server.pem", "server.key")]
+
+
+OLD_CIPHERS = "DEFAULT:@SECLEVEL=0"
+
+
+def s_client(port, version_flag, ca):
+    """One handshake by `openssl s_client VERSION_FLAG` at @SECLEVEL=0.
+    Returns (completed, negotiated protocol or "", output)."""
+    p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", version_flag,
+                        "-cipher", OLD_CIPHERS, "-CAfile", ca, "-servername", "127.0.0.1"],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    out = p.stdout + p.stderr
+    protocol = ""
+    for line in out.splitlines():
+        if line.strip().startswith("Protocol  :"):
+            protocol = line.split(":", 1)[1].strip()
+    completed = p.returncode == 0 and "Cipher is (NONE)" not in out and "Cipher is " in out
+    return completed, protocol, out
+
+
+def s_server_allowing_tls11(cert, key):
+    """An openssl s_server on a free loopback port that accepts TLS 1.1
+    (and nothing newer) at @SECLEVEL=0; the caller kills it."""
+    port = harness.free_port()
+    proc = subprocess.Popen(["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", cert,
+                             "-key", key, "-tls1_1", "-cipher", OLD_CIPHERS, "-www"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    harness.wait_until(lambda: harness.port_open(port), 10, "openssl s_server listening")
+    return port, proc
 
 
 class TlsGateway(harness.Gateway):
@@ -73,14 +110,13 @@ def test_tls_listener_serves_payments_to_a_client_trusting_the_ca():
                                      {"Authorization": f"Bearer {DEV_KEY}",
                                       "Content-Type": "application/json"})
             assert status == 200 and json.loads(body)["status"] == "succeeded", body
-            # TLS 1.1 and older are refused.
-            old = g.context(minimum_version=ssl.TLSVersion.TLSv1, maximum_version=ssl.TLSVersion.TLSv1_1)
-            try:
-                g.request("GET", "/healthz", ctx=old)
-                refused = False
-            except (ssl.SSLError, OSError):
-                refused = True
-            assert refused, "a TLS 1.1 handshake was accepted"
+            # TLS 1.1 and older are refused, by the server: the client
+            # offers them for real (see the module docstring).
+            for flag in ("-tls1_1", "-tls1"):
+                completed, protocol, out = s_client(g.port, flag, ca)
+                assert not completed, f"a {flag} handshake was accepted ({protocol}):\n{out}"
+            completed, protocol, out = s_client(g.port, "-tls1_2", ca)
+            assert completed and protocol == "TLSv1.2", out
             tls12 = g.context(maximum_version=ssl.TLSVersion.TLSv1_2)
             assert g.request("GET", "/healthz", ctx=tls12)[0] == 200
             # Plain HTTP on the TLS port gets no HTTP answer.
@@ -99,6 +135,20 @@ def test_tls_listener_serves_payments_to_a_client_trusting_the_ca():
         finally:
             g.stop()
             sb.stop()
+
+
+def test_the_old_protocol_client_can_complete_a_tls11_handshake():
+    """The control for the refusal above: s_client -tls1_1 does complete a
+    TLS 1.1 handshake with a server that allows it."""
+    with tempfile.TemporaryDirectory(prefix="flairgw-tls-") as d:
+        ca, cert, key = make_cert(d)
+        port, proc = s_server_allowing_tls11(cert, key)
+        try:
+            completed, protocol, out = s_client(port, "-tls1_1", ca)
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
+        assert completed and protocol == "TLSv1.1", out
 
 
 def test_mismatched_key_stops_start_up():

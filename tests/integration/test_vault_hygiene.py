@@ -71,7 +71,10 @@ def send_everything(stack):
 
 def cvc_hits(paths):
     pat = harness.token_pattern(CVC)
-    return [p for p in paths if os.path.exists(p) and pat.search(open(p, "rb").read())]
+    # A missing file would make the scan find nothing for the wrong reason.
+    missing = [p for p in paths if not os.path.isfile(p)]
+    assert not missing, f"outputs to scan are missing: {missing}"
+    return [p for p in paths if pat.search(open(p, "rb").read())]
 
 
 def test_marked_pans_and_cvc_leave_no_trace():
@@ -80,6 +83,7 @@ def test_marked_pans_and_cvc_leave_no_trace():
         harness.assert_status(pay(g, PAN_SAVED))  # the restarted gateway serves
         assert os.path.getsize(g.db_path) > 0
         harness.assert_no_leaks(stack.dir, PANS, skip=[stack.sandbox.dir])
+        assert g.responses, "no responses recorded to scan"
         harness.assert_bodies_clean(g.responses, PANS)
         pat = harness.token_pattern(CVC)
         assert not [r for r in g.responses if pat.search(r.raw)], "CVC in a response"

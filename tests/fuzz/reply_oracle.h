@@ -1,0 +1,141 @@
+/*
+ * tests/fuzz/reply_oracle.h — the body of the fuzz_reply_* targets: one
+ * adapter type's reply parsers (parse_reply for the first charge,
+ * parse_op for status, capture, cancel and refund answers).
+ *
+ * A target defines ADAPTER (the type name) and, optionally,
+ * reply_setup(struct proc_config *) for the type's configuration, then
+ * includes this file.
+ *
+ * Input: byte 0 picks the parser (0 parse_reply, 1..4 parse_op with
+ * STATUS, CAPTURE, CANCEL, REFUND), bytes 1-2 the HTTP status (mostly one
+ * a processor sends, sometimes any 100..599), the rest is the body.
+ *
+ * Oracle (what the pipeline and the reconciler rely on, docs/adapters.md):
+ * results are 0 or FGW_ERR_NOMEM; the outcome is one of the enum; only a
+ * 2xx answer says a charge was made (SUCCEEDED, AUTHORIZED); NOT_FOUND
+ * only answers a status question; a first-charge success carries the
+ * processor's reference; a reference is "" or a plain identifier (it goes
+ * into operation URLs); next_action_json is present exactly for
+ * REQUIRES_ACTION and is the one redirect shape; code and message are
+ * NUL-terminated and the message never holds a 12+ digit run.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <sodium.h>
+
+#include "core/err.h"
+#include "processors/adapter.h"
+#include "processors/proc_util.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define check(cond)                                                            \
+	do {                                                                   \
+		if (!(cond))                                                   \
+			__builtin_trap();                                      \
+	} while (0)
+
+static int
+has_pan_run(const char *s)
+{
+	size_t run = 0;
+	for (; *s; s++) {
+		run = (*s >= '0' && *s <= '9') ? run + 1 : 0;
+		if (run >= 12)
+			return 1;
+	}
+	return 0;
+}
+
+static void
+check_result(int r, int first_charge, enum proc_op op, long status,
+             const struct proc_result *res)
+{
+	int two = status >= 200 && status <= 299;
+
+	check(r == 0 || r == FGW_ERR_NOMEM);
+	if (r != 0)
+		return;
+	check(res->outcome >= PROC_SUCCEEDED && res->outcome <= PROC_NOT_FOUND);
+	if (res->outcome == PROC_SUCCEEDED || res->outcome == PROC_AUTHORIZED)
+		check(two);
+	if (res->outcome == PROC_NOT_FOUND)
+		check(!first_charge && op == PROC_OP_STATUS);
+	if (first_charge && (res->outcome == PROC_SUCCEEDED || res->outcome == PROC_AUTHORIZED))
+		check(res->reference[0] != '\0');
+	check(memchr(res->code, '\0', sizeof(res->code)) != NULL);
+	check(memchr(res->message, '\0', sizeof(res->message)) != NULL);
+	check(memchr(res->reference, '\0', sizeof(res->reference)) != NULL);
+	check(memchr(res->txn_ref, '\0', sizeof(res->txn_ref)) != NULL);
+	check(res->reference[0] == '\0' || proc_id_ok(res->reference, sizeof(res->reference)));
+	check(!has_pan_run(res->message));
+	check(res->amount_refunded >= 0);
+	if (res->outcome == PROC_REQUIRES_ACTION) {
+		cJSON *o = cJSON_Parse(res->next_action_json ? res->next_action_json : "");
+		const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "type");
+		const cJSON *url = cJSON_GetObjectItemCaseSensitive(o, "url");
+		check(o != NULL);
+		check(cJSON_IsString(type) && strcmp(type->valuestring, "redirect_to_url") == 0);
+		check(cJSON_IsString(url) && proc_url_ok(url->valuestring, 2048));
+		cJSON_Delete(o);
+	} else {
+		check(res->next_action_json == NULL);
+	}
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static const long common[] = { 200, 201, 202, 204, 301, 302, 400, 401, 402,
+		                           403, 404, 409, 422, 429, 500, 502, 503, 504 };
+	static const struct proc_type *pt;
+	static struct proc_config cfg;
+	struct proc_result res;
+	enum proc_op op = PROC_OP_STATUS;
+	unsigned sel;
+	long status;
+	char *body;
+	size_t len;
+	int r;
+
+	if (pt == NULL) {
+		if (sodium_init() < 0 || (pt = proc_type_find(ADAPTER)) == NULL)
+			abort();
+		memset(&cfg, 0, sizeof(cfg));
+		snprintf(cfg.name, sizeof(cfg.name), "%s", ADAPTER);
+		snprintf(cfg.type, sizeof(cfg.type), "%s", ADAPTER);
+		snprintf(cfg.base_url, sizeof(cfg.base_url), "http://127.0.0.1:9");
+		cfg.timeout_ms = 1000;
+#ifdef REPLY_SETUP
+		reply_setup(&cfg);
+#endif
+	}
+	if (size < 3 || size > 1 << 16)
+		return 0;
+	sel = ((unsigned)data[1] << 8) | data[2];
+	status = (sel & 0x8000) ? 100 + (long)(sel % 500)
+	                        : common[sel % (sizeof(common) / sizeof(common[0]))];
+	len = size - 3;
+	/* exactly the body bytes, so ASan sees a read past them */
+	if ((body = malloc(len ? len : 1)) == NULL)
+		return 0;
+	memcpy(body, data + 3, len);
+	memset(&res, 0, sizeof(res));
+	if (data[0] % 5 == 0) {
+		r = pt->parse_reply(&cfg, status, body, len, &res);
+		check_result(r, 1, op, status, &res);
+	} else {
+		op = (enum proc_op)(data[0] % 5 - 1);
+		r = pt->parse_op(&cfg, op, status, body, len, &res);
+		check_result(r, 0, op, status, &res);
+	}
+	proc_result_clear(&res);
+	free(body);
+	return 0;
+}
