@@ -188,6 +188,21 @@ metrics_render(struct reactor *rx, struct evbuffer *b)
 	        (unsigned long long)ss.failed_jobs);
 	gauge(b, "flairgw_store_queue_depth", "store jobs waiting for the writer",
 	      (long long)ss.queue_depth);
+	family(b, "flairgw_store_commit_duration_seconds", "histogram",
+	       "time of the store writer's COMMIT (WAL append and fsync), per group commit");
+	cum = 0;
+	for (int i = 0; i < STORE_COMMIT_BUCKETS; i++) {
+		cum += ss.commit_bucket[i];
+		if (i < STORE_COMMIT_BUCKETS - 1)
+			evbuffer_add_printf(b, "flairgw_store_commit_duration_seconds_bucket{le=\"%g\"} %llu\n",
+			                    (double)store_commit_le_us[i] / 1e6, cum);
+		else
+			evbuffer_add_printf(b, "flairgw_store_commit_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+			                    cum);
+	}
+	evbuffer_add_printf(b, "flairgw_store_commit_duration_seconds_sum %.6f\n"
+	                       "flairgw_store_commit_duration_seconds_count %llu\n",
+	                    (double)ss.commit_us_sum / 1e6, cum);
 	counter(b, "flairgw_audit_events_total", "audit rows appended",
 	        (unsigned long long)ss.audit_events);
 	counter(b, "flairgw_audit_refusals_suppressed_total",

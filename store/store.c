@@ -593,6 +593,8 @@ struct store {
 	int thread_started;
 
 	_Atomic uint64_t commits;
+	_Atomic uint64_t commit_us_sum;
+	_Atomic uint64_t commit_bucket[STORE_COMMIT_BUCKETS];
 	_Atomic uint64_t jobs;
 	_Atomic uint64_t failed_jobs;
 	_Atomic uint64_t queue_depth;
@@ -964,10 +966,13 @@ storage_failure(sqlite3 *db)
 	}
 }
 
+static void count_commit(struct store *st, uint64_t us);
+
 /* Runs jobs[0..n) in one transaction and sets each job's rc. */
 static void
 run_batch(struct store *st, struct job **jobs, size_t n)
 {
+	struct timespec t0, t1;
 	uint64_t events = 0, ok = 0;
 	int storage_failed = 0;
 	size_t i;
@@ -1006,8 +1011,12 @@ run_batch(struct store *st, struct job **jobs, size_t n)
 			log_txn_warn(job_id(j), "job rolled back: %s (%s)",
 			             fgw_strerror(j->rc), sqlite3_errmsg(st->db));
 	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (wexec(st, W_COMMIT) != 0)
 		goto abort;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	count_commit(st, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 +
+	                            (t1.tv_nsec - t0.tv_nsec) / 1000));
 	atomic_fetch_add(&st->commits, 1);
 	/* A batch that committed with no job failing for the storage
 	 * itself clears the health flag. */
@@ -1744,6 +1753,20 @@ store_reader_mac(struct store_reader *r, void **mac_ctx)
 
 /* ---- statistics -------------------------------------------------------- */
 
+const uint64_t store_commit_le_us[STORE_COMMIT_BUCKETS - 1] = {
+	100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000, 1000000,
+};
+
+static void
+count_commit(struct store *st, uint64_t us)
+{
+	int b = 0;
+	while (b < STORE_COMMIT_BUCKETS - 1 && us > store_commit_le_us[b])
+		b++;
+	atomic_fetch_add(&st->commit_bucket[b], 1);
+	atomic_fetch_add(&st->commit_us_sum, us);
+}
+
 void
 store_get_stats(struct store *st, struct store_stats *out)
 {
@@ -1754,6 +1777,9 @@ store_get_stats(struct store *st, struct store_stats *out)
 	out->failed_jobs = atomic_load(&st->failed_jobs);
 	out->queue_depth = atomic_load(&st->queue_depth);
 	out->audit_events = atomic_load(&st->audit_events);
+	out->commit_us_sum = atomic_load(&st->commit_us_sum);
+	for (int i = 0; i < STORE_COMMIT_BUCKETS; i++)
+		out->commit_bucket[i] = atomic_load(&st->commit_bucket[i]);
 }
 
 void

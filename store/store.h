@@ -257,12 +257,18 @@ int store_vault_get(struct store_reader *r, const char *token,
 int store_audit_verify(struct store_reader *r, int64_t *first_bad_seq);
 
 /* ---- statistics (for /metrics and the benchmark) ---------------------- */
+/* Upper bounds (µs) of the commit latency buckets; one more, +Inf, follows. */
+#define STORE_COMMIT_BUCKETS 11
+extern const uint64_t store_commit_le_us[STORE_COMMIT_BUCKETS - 1];
 struct store_stats {
 	uint64_t commits;      /* COMMITs done by the writer */
 	uint64_t jobs;         /* jobs committed */
 	uint64_t failed_jobs;  /* jobs rolled back */
 	uint64_t queue_depth;  /* jobs waiting now */
 	uint64_t audit_events; /* audit rows appended */
+	/* time the COMMIT itself took (the WAL append and its fsync) */
+	uint64_t commit_us_sum;
+	uint64_t commit_bucket[STORE_COMMIT_BUCKETS]; /* per bucket, not cumulative */
 };
 void store_get_stats(struct store *st, struct store_stats *out);
 

@@ -294,6 +294,9 @@ def test_metrics_pass_promtool_and_feed_the_alerts_and_dashboard():
         base = re.sub(r"_(bucket|sum|count)$", "", s) if s not in families else s
         assert base in families and base in helps, f"{s}: no TYPE or HELP"
     assert families["flairgw_transaction_duration_seconds"] == "histogram"
+    assert families["flairgw_store_commit_duration_seconds"] == "histogram"
+    commits = re.search(r"^flairgw_store_commit_duration_seconds_count (\d+)$", text, re.M)
+    assert commits and int(commits.group(1)) >= 2, "the payments' commits were not timed"
     assert 'flairgw_transaction_duration_seconds_bucket{le="30"}' in text
     assert 'flairgw_http_responses_total{code="404"} 1' in text
     assert 'flairgw_http_route_requests_total{method="POST",route="/v1/transactions"} 2' in text
