@@ -104,7 +104,7 @@ handle(struct evhttp_request *req, void *arg)
 	struct evkeyvalq *hdr = evhttp_request_get_input_headers(req);
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	struct evkeyvalq q;
-	char seg[40], hash[65];
+	char seg[40];
 	const char *query;
 	size_t len;
 
@@ -138,8 +138,7 @@ handle(struct evhttp_request *req, void *arg)
 	    evhttp_parse_query_str(query, &q) == 0)
 		evhttp_clear_headers(&q);
 	len = evbuffer_get_length(in);
-	http_request_hash("POST", path, evbuffer_pullup(in, -1), len, hash);
-	check(strlen(hash) == 64);
+	check(len == 0 || evbuffer_pullup(in, -1) != NULL);
 	evhttp_send_reply(req, 200, "OK", NULL);
 }
 
