@@ -1175,7 +1175,7 @@ static const struct command commands[] = {
 	{ "backup", "export", "FILE OUT.json", "write a backup's JSON export (audit trail, transactions; no card data)", cmd_backup_export, NULL },
 	{ "webhooks", "list", "[--limit N]", "outbound webhook deliveries, newest first, with every attempt", cmd_webhooks_list, NULL },
 	{ "webhooks", "retry", "OUTBOX_ID", "make a delivery pending and due now (also a failed one)", cmd_webhooks_retry, NULL },
-	{ "config", "check", "", "load and validate the configuration", cmd_config_check, NULL },
+	{ "config", "check", "", "every start-up check of the daemon, changing nothing (as flairgw --check)", cmd_config_check, NULL },
 	{ "rules", "check", "[FILE]", "compile a rules file; errors as FILE:LINE:COL (exit 1)", cmd_rules_check, NULL },
 	{ "rules", "test", "FILE TXN.json [OPTIONS]",
 	  "decide a sample transaction body, no database (--mode M, --threeds T, --card-saved, "

@@ -164,8 +164,14 @@ def test_each_broken_configuration_is_refused_by_check_ctl_and_start():
         work = os.path.join(stack.dir, "broken")
         os.makedirs(work)
 
-        # A good configuration passes both, the daemon not running.
+        # A good configuration passes both, the daemon not running, and
+        # leaves data_dir as it was (no -wal or -shm next to the database).
+        before = _listing(gw.data_dir)
+        db = _read(gw.db_path)
         _passes(_gateway(stack))
+        after = _listing(gw.data_dir)
+        assert after == before, sorted(set(after.items()) ^ set(before.items()))
+        assert _read(gw.db_path) == db
 
         # A rules file with a syntax error, and one naming a missing list.
         rules = _write(os.path.join(work, "rules.conf"),
