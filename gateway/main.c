@@ -144,33 +144,6 @@ replay_velocity(struct gateway *g)
 	return r;
 }
 
-/* The pid file is locked for as long as we run, so flairctl can tell a
- * live daemon from a stale file, and two daemons cannot share data_dir. */
-static int
-write_pid_file(struct gateway *g, char *err, size_t errlen)
-{
-	char buf[32];
-	int fd, n;
-	if ((fd = open(g->cfg.pid_file, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
-		snprintf(err, errlen, "pid_file %s: cannot open", g->cfg.pid_file);
-		return FGW_ERR_IO;
-	}
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		snprintf(err, errlen, "pid_file %s is locked: another flairgw is running with it",
-		         g->cfg.pid_file);
-		close(fd);
-		return FGW_ERR_EXISTS;
-	}
-	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
-	if (ftruncate(fd, 0) != 0 || n < 0 || write(fd, buf, (size_t)n) != n) {
-		snprintf(err, errlen, "pid_file %s: cannot write", g->cfg.pid_file);
-		close(fd);
-		return FGW_ERR_IO;
-	}
-	g->pid_fd = fd;
-	return FGW_OK;
-}
-
 static void
 remove_pid_file(struct gateway *g)
 {
@@ -611,11 +584,8 @@ main(int argc, char **argv)
 	    startup_pipeline(&gw, &rep) != 0 ||
 	    startup_rules(&gw, &rep) != 0)
 		goto out;
-	if (write_pid_file(&gw, err, sizeof(err)) != 0) {
-		check_problem(&rep, "%s", err);
-		goto out;
-	}
-	if (startup_database(&gw, STARTUP_RUN, &rep) != 0)
+	if (startup_pid_file(&gw, STARTUP_RUN, &rep) != 0 ||
+	    startup_database(&gw, STARTUP_RUN, &rep) != 0)
 		goto out;
 	if (idem_table_new(&gw.idem) != 0)
 		goto out;

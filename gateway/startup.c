@@ -418,7 +418,7 @@ startup_jwt(struct gateway *g, struct check_report *rep)
 		jc.hs256_secret_len = slen;
 	}
 	if ((r = jwt_verifier_new(&jc, &g->jwt, err, sizeof(err))) != 0)
-		check_problem(rep, "%s", err);
+		check_problem(rep, "customer JWTs (jwt_*): %s", err);
 	if (secret != NULL) {
 		sodium_memzero(secret, slen);
 		free(secret);
@@ -508,6 +508,49 @@ startup_tls(struct gateway *g, struct check_report *rep)
 	                            sizeof(err))) != 0)
 		check_problem(rep, "%s", err);
 	return r;
+}
+
+/* ---- pid file ------------------------------------------------------------- */
+
+/* The pid file is locked for as long as we run, so flairctl can tell a
+ * live daemon from a stale file, and two daemons cannot share data_dir.
+ * CHECK takes no lock (a daemon starting at that moment would find it
+ * taken): the file's directory must exist or be data_dir. */
+int
+startup_pid_file(struct gateway *g, enum startup_mode m, struct check_report *rep)
+{
+	const char *why = NULL;
+	char buf[32], dir[PATH_MAX];
+	int fd, n, exists = 0, r;
+
+	if (m == STARTUP_CHECK) {
+		dir_of(g->cfg.pid_file, dir, sizeof(dir));
+		if (strcmp(dir, g->cfg.data_dir) != 0 &&
+		    ((r = dir_usable(dir, &exists, &why)) != 0 || !exists)) {
+			check_problem(rep, "pid_file %s: cannot be created: directory %s %s",
+			              g->cfg.pid_file, dir, r != 0 ? why : "does not exist");
+			return r != 0 ? r : FGW_ERR_NOT_FOUND;
+		}
+		return FGW_OK;
+	}
+	if ((fd = open(g->cfg.pid_file, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+		check_problem(rep, "pid_file %s: cannot open", g->cfg.pid_file);
+		return FGW_ERR_IO;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		check_problem(rep, "pid_file %s is locked: another flairgw is running with it",
+		              g->cfg.pid_file);
+		close(fd);
+		return FGW_ERR_EXISTS;
+	}
+	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) != 0 || n < 0 || write(fd, buf, (size_t)n) != n) {
+		check_problem(rep, "pid_file %s: cannot write", g->cfg.pid_file);
+		close(fd);
+		return FGW_ERR_IO;
+	}
+	g->pid_fd = fd;
+	return FGW_OK;
 }
 
 /* ---- database and catalogue ------------------------------------------------ */
@@ -639,6 +682,7 @@ gateway_check(const struct fgw_config *cfg, struct check_report *rep)
 	(void)startup_webhooks(g, STARTUP_CHECK, rep);
 	(void)startup_pipeline(g, rep);
 	(void)startup_rules(g, rep);
+	(void)startup_pid_file(g, STARTUP_CHECK, rep);
 	(void)startup_database(g, STARTUP_CHECK, rep);
 	(void)startup_tls(g, rep);
 	(void)startup_slots(g, STARTUP_CHECK, rep);

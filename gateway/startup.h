@@ -62,6 +62,8 @@ int startup_pipeline(struct gateway *g, struct check_report *rep);
 int startup_rules(struct gateway *g, struct check_report *rep);
 /* tls_cert_file and tls_key_file into g->tls. */
 int startup_tls(struct gateway *g, struct check_report *rep);
+/* pid_file: RUN writes and locks it; CHECK checks its directory. */
+int startup_pid_file(struct gateway *g, enum startup_mode m, struct check_report *rep);
 /* The database: its schema version must be one this build migrates.
  * RUN then opens (creates, migrates) it into g->store; CHECK never opens
  * it for writing. Needs g->kr in RUN. */
