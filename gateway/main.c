@@ -4,7 +4,8 @@
  * Start-up order matters: allocator hooks and libevent threading come
  * before any event_base; keys before the store (the audit chain is keyed);
  * the store before the reactors (they hold wakers and readers). Shutdown
- * runs the same list backwards, after the reactors have drained.
+ * runs the same list backwards, after the reactors have drained. The
+ * start-up steps are in gateway/startup.c, which `--check` runs too.
  */
 #define LOG_MODULE "main"
 
