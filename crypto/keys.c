@@ -1543,6 +1543,93 @@ out:
 	return r;
 }
 
+/* Whether kek_load on a first start would generate the KEK: the source it
+ * would read is a file (or two share files) that does not exist yet. */
+static int
+kek_would_generate(const struct keyring_opts *o)
+{
+	struct stat sb;
+
+	if (o->kek_share1 != NULL && o->kek_share2 != NULL)
+		return stat(o->kek_share1, &sb) != 0 && errno == ENOENT &&
+		       stat(o->kek_share2, &sb) != 0 && errno == ENOENT;
+	if (o->kek_share1 != NULL || o->kek_share2 != NULL)
+		return 0;
+	if (o->kek_env != NULL && secure_getenv(o->kek_env) != NULL)
+		return 0;
+	return o->kek_file != NULL && stat(o->kek_file, &sb) != 0 && errno == ENOENT;
+}
+
+int
+keyring_check(const struct keyring_opts *opts, const char **note, const char **err_msg)
+{
+	struct keyring_opts ro;
+	struct keyring *kr = NULL;
+	struct secbuf *kek = NULL;
+	const char *msg = NULL;
+	char ring[PATH_MAX];
+	struct stat sb;
+	int r;
+
+	*note = NULL;
+	if (opts == NULL || opts->dir == NULL || opts->dir[0] == '\0') {
+		msg = "no keys directory configured";
+		r = FGW_ERR_INVALID;
+		goto out;
+	}
+	if ((r = path_join(ring, sizeof(ring), opts->dir, RING_FILE)) != FGW_OK) {
+		msg = "keys directory path is too long";
+		goto out;
+	}
+	if (stat(ring, &sb) == 0) {
+		/* The ring exists: open it as the daemon would, minus create. */
+		ro = *opts;
+		ro.create = 0;
+		r = keyring_open(&ro, &kr, &msg);
+		keyring_free(kr);
+		goto out;
+	}
+	if (errno != ENOENT) {
+		msg = "cannot read the key ring file";
+		r = FGW_ERR_IO;
+		goto out;
+	}
+	if (stat(opts->dir, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+		msg = "the keys directory is not a directory";
+		r = FGW_ERR_INVALID;
+		goto out;
+	}
+	if (kek_would_generate(opts)) {
+		/* Written where it is named: that directory must take it. */
+		const char *file = opts->kek_share1 != NULL ? opts->kek_share1 : opts->kek_file;
+		const char *slash = strrchr(file, '/');
+		char dir[PATH_MAX];
+		if (slash == NULL)
+			fgw_strlcpy(dir, ".", sizeof(dir));
+		else if (slash == file)
+			fgw_strlcpy(dir, "/", sizeof(dir));
+		else
+			snprintf(dir, sizeof(dir), "%.*s", (int)(slash - file), file);
+		if (access(dir, W_OK | X_OK) != 0) {
+			msg = "the KEK file does not exist and its directory cannot take a new one";
+			r = FGW_ERR_NOT_FOUND;
+			goto out;
+		}
+		*note = "no key ring and no KEK yet: both are created on first start";
+		r = FGW_OK;
+		goto out;
+	}
+	if ((r = kek_load(opts, 0, &kek, &msg)) != FGW_OK)
+		goto out;
+	*note = "no key ring yet: it is created on first start";
+	r = FGW_OK;
+out:
+	secbuf_free(kek);
+	if (r != FGW_OK && err_msg != NULL)
+		*err_msg = msg != NULL ? msg : fgw_strerror(r);
+	return r;
+}
+
 void
 keyring_free(struct keyring *kr)
 {

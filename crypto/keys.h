@@ -45,6 +45,12 @@ struct keyring_opts {
 int keyring_open(const struct keyring_opts *opts, struct keyring **out,
                  const char **err_msg);
 void keyring_free(struct keyring *kr);
+/* What keyring_open(create) would say, changing nothing on disk: an
+ * existing ring is opened without create and freed; for a ring not made
+ * yet the KEK source is read, and *note says what the first start will
+ * create. 0, or a negative code with *err_msg as keyring_open. */
+int keyring_check(const struct keyring_opts *opts, const char **note,
+                  const char **err_msg);
 
 /* Current gateway box key: id ("gk_…") and public key. */
 const char *keyring_box_key_id(const struct keyring *kr);

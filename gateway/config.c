@@ -519,45 +519,70 @@ is_loopback_url(const char *url)
 	return 0;
 }
 
-int
-config_finish(struct fgw_config *cfg, char *err, size_t errlen)
+/* Where finish sends each problem: the first into err, every one to the
+ * callback. */
+struct finish_ctx {
+	char *err;
+	size_t errlen;
+	int n;
+	void (*problem)(void *arg, const char *msg);
+	void *arg;
+};
+
+static int
+bad(struct finish_ctx *f, const char *where, const char *fmt, const char *arg)
+{
+	char msg[448];
+	fail(msg, sizeof(msg), where, fmt, arg);
+	if (f->n++ == 0 && f->err != NULL)
+		fgw_strlcpy(f->err, msg, f->errlen);
+	if (f->problem != NULL)
+		f->problem(f->arg, msg);
+	return FGW_ERR_INVALID;
+}
+
+/* Every cross-field rule is checked even after one failed, so an operator
+ * sees all of them at once; only a path that cannot be derived stops it
+ * (the rules after it would read an empty path). */
+static int
+finish(struct fgw_config *cfg, struct finish_ctx *f)
 {
 	if (cfg->database[0] == '\0' &&
 	    derive_path(cfg->database, sizeof(cfg->database), cfg->data_dir, "flairgw.db") != 0)
-		return fail(err, errlen, "config", "data_dir is too long%s", "");
+		return bad(f, "config", "data_dir is too long%s", "");
 	if (cfg->keys_dir[0] == '\0' &&
 	    derive_path(cfg->keys_dir, sizeof(cfg->keys_dir), cfg->data_dir, "keys") != 0)
-		return fail(err, errlen, "config", "data_dir is too long%s", "");
+		return bad(f, "config", "data_dir is too long%s", "");
 	if (cfg->pid_file[0] == '\0' &&
 	    derive_path(cfg->pid_file, sizeof(cfg->pid_file), cfg->data_dir, "flairgw.pid") != 0)
-		return fail(err, errlen, "config", "data_dir is too long%s", "");
+		return bad(f, "config", "data_dir is too long%s", "");
 	if (cfg->backup_dir[0] == '\0' &&
 	    derive_path(cfg->backup_dir, sizeof(cfg->backup_dir), cfg->data_dir, "backups") != 0)
-		return fail(err, errlen, "config", "data_dir is too long%s", "");
+		return bad(f, "config", "data_dir is too long%s", "");
 	if (cfg->s3_endpoint[0] != '\0' &&
 	    (cfg->s3_bucket[0] == '\0' || cfg->s3_access_key_file[0] == '\0' ||
 	     cfg->s3_secret_key_file[0] == '\0' ||
 	     (strncmp(cfg->s3_endpoint, "https://", 8) != 0 && !is_loopback_url(cfg->s3_endpoint))))
-		return fail(err, errlen, "config", "s3_endpoint needs s3_bucket, s3_access_key_file, s3_secret_key_file and an https:// (or loopback) URL%s", "");
+		bad(f, "config", "s3_endpoint needs s3_bucket, s3_access_key_file, s3_secret_key_file and an https:// (or loopback) URL%s", "");
 	if (cfg->kek_file[0] == '\0' && cfg->kek_env[0] == '\0' && cfg->kek_share1[0] == '\0')
-		return fail(err, errlen, "config", "no KEK source: set kek_file, kek_env or kek_share1/kek_share2%s", "");
+		bad(f, "config", "no KEK source: set kek_file, kek_env or kek_share1/kek_share2%s", "");
 	if ((cfg->kek_share1[0] == '\0') != (cfg->kek_share2[0] == '\0'))
-		return fail(err, errlen, "config", "kek_share1 and kek_share2 go together%s", "");
+		bad(f, "config", "kek_share1 and kek_share2 go together%s", "");
 	if (cfg->n_api_keys == 0)
-		return fail(err, errlen, "config", "no api_key configured: the API would refuse everyone%s", "");
+		bad(f, "config", "no api_key configured: the API would refuse everyone%s", "");
 	if (cfg->jwt_issuer[0] != '\0' &&
 	    (cfg->jwt_audience[0] == '\0' ||
 	     (cfg->jwt_jwks_file[0] == '\0' && cfg->jwt_hs256_secret_file[0] == '\0')))
-		return fail(err, errlen, "config", "jwt_issuer needs jwt_audience and jwt_jwks_file or jwt_hs256_secret_file%s", "");
+		bad(f, "config", "jwt_issuer needs jwt_audience and jwt_jwks_file or jwt_hs256_secret_file%s", "");
 	if (cfg->jwt_client[0] == '\0' &&
 	    fgw_strlcpy(cfg->jwt_client, cfg->jwt_audience, sizeof(cfg->jwt_client)) != 0)
-		return fail(err, errlen, "config", "jwt_audience is longer than a client id: set jwt_client%s", "");
+		bad(f, "config", "jwt_audience is longer than a client id: set jwt_client%s", "");
 	if (cfg->jwt_namespace[0] == '\0' ||
 	    strspn(cfg->jwt_namespace, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") !=
 	        strlen(cfg->jwt_namespace))
-		return fail(err, errlen, "config", "jwt_namespace must be letters, digits, '.', '_' or '-'%s", "");
+		bad(f, "config", "jwt_namespace must be letters, digits, '.', '_' or '-'%s", "");
 	if ((cfg->tls_cert_file[0] == '\0') != (cfg->tls_key_file[0] == '\0'))
-		return fail(err, errlen, "config", "tls_cert_file and tls_key_file go together%s", "");
+		bad(f, "config", "tls_cert_file and tls_key_file go together%s", "");
 	/* Default: the file `flairctl keys processor-import NAME FILE` writes.
 	 * Types that take the clear card (stripe) have no sealing key. */
 	if (cfg->processor_public_key_file[0] == '\0' &&
@@ -568,32 +593,49 @@ config_finish(struct fgw_config *cfg, char *err, size_t errlen)
 		if (n < 0 || (size_t)n >= sizeof(leaf) ||
 		    derive_path(cfg->processor_public_key_file, sizeof(cfg->processor_public_key_file),
 		                cfg->keys_dir, leaf) != 0)
-			return fail(err, errlen, "config", "keys_dir or processor_name is too long%s", "");
+			return bad(f, "config", "keys_dir or processor_name is too long%s", "");
 	}
 	if (strncmp(cfg->processor_url, "http://", 7) != 0 &&
 	    strncmp(cfg->processor_url, "https://", 8) != 0)
-		return fail(err, errlen, "config", "processor_url must be an http:// or https:// URL%s", "");
+		bad(f, "config", "processor_url must be an http:// or https:// URL%s", "");
 	if (strcmp(cfg->mode, "production") == 0 && strncmp(cfg->processor_url, "https://", 8) != 0 &&
 	    !is_loopback_url(cfg->processor_url))
-		return fail(err, errlen, "config", "production mode needs an https:// processor_url%s", "");
+		bad(f, "config", "production mode needs an https:// processor_url%s", "");
 	if ((cfg->processor_client_cert[0] == '\0') != (cfg->processor_client_key[0] == '\0') ||
 	    (cfg->processor2_client_cert[0] == '\0') != (cfg->processor2_client_key[0] == '\0'))
-		return fail(err, errlen, "config", "a processor client certificate needs its key, and a key its certificate%s", "");
+		bad(f, "config", "a processor client certificate needs its key, and a key its certificate%s", "");
 	if (strcmp(cfg->mode, "production") == 0 && cfg->processor2_url[0] != '\0' &&
 	    strncmp(cfg->processor2_url, "https://", 8) != 0 && !is_loopback_url(cfg->processor2_url))
-		return fail(err, errlen, "config", "production mode needs an https:// processor2_url%s", "");
+		bad(f, "config", "production mode needs an https:// processor2_url%s", "");
 	for (int i = 0; i < cfg->routes.n; i++)
 		if (strcmp(cfg->routes.r[i].processor, cfg->processor_name) != 0 &&
 		    (cfg->processor2_name[0] == '\0' ||
 		     strcmp(cfg->routes.r[i].processor, cfg->processor2_name) != 0))
-			return fail(err, errlen, "config", "route: %s is neither processor_name nor processor2_name",
-			            cfg->routes.r[i].processor);
+			bad(f, "config", "route: %s is neither processor_name nor processor2_name",
+			    cfg->routes.r[i].processor);
 	for (int i = 0; i < cfg->n_webhook_endpoints; i++)
 		if (strcmp(cfg->mode, "production") == 0 &&
 		    strncmp(cfg->webhook_endpoints[i].url, "https://", 8) != 0 &&
-		    !is_loopback_url(cfg->webhook_endpoints[i].url))
-			return fail(err, errlen, "config", "production mode needs https:// webhook_endpoint URLs%s", "");
-	return FGW_OK;
+		    !is_loopback_url(cfg->webhook_endpoints[i].url)) {
+			bad(f, "config", "production mode needs https:// webhook_endpoint URLs%s", "");
+			break; /* one line is enough; the URL may hold a token */
+		}
+	return f->n > 0 ? FGW_ERR_INVALID : FGW_OK;
+}
+
+int
+config_finish(struct fgw_config *cfg, char *err, size_t errlen)
+{
+	struct finish_ctx f = { err, errlen, 0, NULL, NULL };
+	return finish(cfg, &f);
+}
+
+int
+config_finish_each(struct fgw_config *cfg, void (*problem)(void *arg, const char *msg),
+                   void *arg)
+{
+	struct finish_ctx f = { NULL, 0, 0, problem, arg };
+	return finish(cfg, &f);
 }
 
 void

@@ -181,6 +181,10 @@ int config_from_args(struct fgw_config *cfg, int argc, char **argv, int *help,
 /* Derives defaults that depend on other values and checks cross-field
  * rules (e.g. production needs an API key). */
 int config_finish(struct fgw_config *cfg, char *err, size_t errlen);
+/* config_finish that goes on after a failed rule: problem(arg, message)
+ * for each one. 0, or FGW_ERR_INVALID when there was any. */
+int config_finish_each(struct fgw_config *cfg, void (*problem)(void *arg, const char *msg),
+                       void *arg);
 /* Prints every directive with its default and help text. */
 void config_print_help(FILE *out);
 /* The directive table as an mdoc list, for flairgw.conf(5). */

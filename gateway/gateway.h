@@ -129,6 +129,9 @@ void metrics_render(struct reactor *rx, struct evbuffer *b);
 void routes_txn_abandon(struct reactor *rx);
 
 /* server.c: reactors. */
+/* listen is HOST:PORT and resolves (nothing is bound): 0, or an error
+ * with err naming it. */
+int server_listen_check(const char *listen_addr, char *err, size_t errlen);
 int server_start(struct gateway *gw, char *err, size_t errlen);
 /* Asks every reactor to drain and stop; returns when all have stopped. */
 void server_stop(struct gateway *gw);

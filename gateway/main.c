@@ -4,7 +4,8 @@
  * Start-up order matters: allocator hooks and libevent threading come
  * before any event_base; keys before the store (the audit chain is keyed);
  * the store before the reactors (they hold wakers and readers). Shutdown
- * runs the same list backwards, after the reactors have drained.
+ * runs the same list backwards, after the reactors have drained. The
+ * start-up steps are in gateway/startup.c, which `--check` runs too.
  */
 #define LOG_MODULE "main"
 
@@ -41,6 +42,7 @@
 #include "store/methods.h"
 #include "gateway/resv.h"
 #include "gateway/sdnotify.h"
+#include "gateway/startup.h"
 #include "gateway/webhooks.h"
 #include "pipeline/events.h"
 #include "pipeline/risk.h"
@@ -116,26 +118,6 @@ reload(void)
 }
 
 static int
-setup_rules(struct gateway *g, char *err, size_t errlen)
-{
-	struct rules_error rerr;
-	char msg[640];
-	int r;
-	if (g->cfg.rules_file[0] == '\0') {
-		log_warn("no rules_file: only validation and max_amount apply, no fraud or velocity rules");
-		return FGW_OK;
-	}
-	if ((r = risk_init(&g->risk, g->cfg.rules_file, g->cfg.mode, &rerr)) != 0) {
-		snprintf(err, errlen, "rules_file: %s", rules_error_format(&rerr, msg, sizeof(msg)));
-		return r;
-	}
-	struct rules *cur = rules_slot_get(g->risk.slot);
-	log_info("rules: %zu rules from %s, mode %s", rules_count(cur), g->cfg.rules_file, g->cfg.mode);
-	rules_unref(cur);
-	return FGW_OK;
-}
-
-static int
 replay_row(void *ctx, const struct store_txn_row *row)
 {
 	/* A row that does not fit (a negative amount) is skipped, not fatal. */
@@ -161,60 +143,6 @@ replay_velocity(struct gateway *g)
 	if (r == 0)
 		log_info("velocity: %lld recent transactions replayed", (long long)n);
 	return r;
-}
-
-/* The pid file is locked for as long as we run, so flairctl can tell a
- * live daemon from a stale file, and two daemons cannot share data_dir. */
-static int
-write_pid_file(struct gateway *g, char *err, size_t errlen)
-{
-	char buf[32];
-	int fd, n;
-	if ((fd = open(g->cfg.pid_file, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
-		snprintf(err, errlen, "pid_file %s: cannot open", g->cfg.pid_file);
-		return FGW_ERR_IO;
-	}
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		snprintf(err, errlen, "pid_file %s is locked: another flairgw is running with it",
-		         g->cfg.pid_file);
-		close(fd);
-		return FGW_ERR_EXISTS;
-	}
-	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
-	if (ftruncate(fd, 0) != 0 || n < 0 || write(fd, buf, (size_t)n) != n) {
-		snprintf(err, errlen, "pid_file %s: cannot write", g->cfg.pid_file);
-		close(fd);
-		return FGW_ERR_IO;
-	}
-	g->pid_fd = fd;
-	return FGW_OK;
-}
-
-/* Two daemons on one data_dir would each run a store writer, an
- * idempotency table and velocity counters of their own over one database:
- * a lock held for the life of the process, whatever pid_file says. The
- * file is never removed (removing a lock file lets a third process lock a
- * new inode while the second still holds the old one). */
-static int
-lock_data_dir(struct gateway *g, char *err, size_t errlen)
-{
-	char path[PATH_MAX];
-	int fd, n = snprintf(path, sizeof(path), "%s/flairgw.lock", g->cfg.data_dir);
-	if (n < 0 || (size_t)n >= sizeof(path)) {
-		snprintf(err, errlen, "data_dir %s: path too long", g->cfg.data_dir);
-		return FGW_ERR_INVALID;
-	}
-	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
-		snprintf(err, errlen, "data_dir %s: cannot open its lock file", g->cfg.data_dir);
-		return FGW_ERR_IO;
-	}
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		snprintf(err, errlen, "data_dir %s is in use by another flairgw", g->cfg.data_dir);
-		close(fd);
-		return FGW_ERR_EXISTS;
-	}
-	g->data_dir_lock = fd; /* held until exit */
-	return FGW_OK;
 }
 
 static void
@@ -335,38 +263,6 @@ refusals_tick(evutil_socket_t fd, short what, void *arg)
 	refusals_flush(0);
 }
 
-/* The operator token of the admin routes is kept only as its hash. */
-static int
-setup_admin_token(struct gateway *g, char *err, size_t errlen)
-{
-	char *tok = NULL;
-	size_t len = 0;
-	int r;
-
-	if (g->cfg.admin_token_file[0] == '\0')
-		return FGW_OK;
-	if ((r = fgw_read_file(g->cfg.admin_token_file, 4096, &tok, &len)) != 0) {
-		snprintf(err, errlen, "admin_token_file: %s: %s", g->cfg.admin_token_file,
-		         fgw_strerror(r));
-		return r;
-	}
-	while (len > 0 && (tok[len - 1] == '\n' || tok[len - 1] == '\r'))
-		len--;
-	if (len < 32 || len > 1024 || memchr(tok, '\0', len) != NULL) {
-		snprintf(err, errlen, "admin_token_file: %s: the token must be 32 to 1024 characters",
-		         g->cfg.admin_token_file);
-		r = FGW_ERR_INVALID;
-	} else {
-		crypto_generichash(g->admin_token_hash, sizeof(g->admin_token_hash),
-		                   (const unsigned char *)tok, len, NULL, 0);
-		g->has_admin_token = 1;
-		r = FGW_OK;
-	}
-	sodium_memzero(tok, len);
-	free(tok);
-	return r;
-}
-
 static pthread_mutex_t started_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t started_cv = PTHREAD_COND_INITIALIZER;
 static int started_flag;
@@ -415,39 +311,6 @@ config_event(struct gateway *g)
 		log_error("config.loaded audit event not queued");
 	pthread_mutex_unlock(&started_mu);
 	free(details);
-}
-
-static int
-setup_jwt(struct gateway *g, char *err, size_t errlen)
-{
-	const struct fgw_config *cfg = &g->cfg;
-	struct jwt_config jc;
-	char *secret = NULL;
-	size_t slen = 0;
-	int r;
-	if (cfg->jwt_issuer[0] == '\0')
-		return FGW_OK;
-	memset(&jc, 0, sizeof(jc));
-	jc.issuer = cfg->jwt_issuer;
-	jc.audience = cfg->jwt_audience;
-	jc.token_use = cfg->jwt_token_use;
-	jc.jwks_path = cfg->jwt_jwks_file[0] ? cfg->jwt_jwks_file : NULL;
-	jc.leeway_s = cfg->jwt_leeway_s;
-	if (cfg->jwt_hs256_secret_file[0] != '\0') {
-		if ((r = fgw_read_secret_file(cfg->jwt_hs256_secret_file, 4096, &secret, &slen)) != 0) {
-			snprintf(err, errlen, "jwt_hs256_secret_file: %s: %s",
-			         cfg->jwt_hs256_secret_file, fgw_strerror(r));
-			return r;
-		}
-		jc.hs256_secret = (const unsigned char *)secret;
-		jc.hs256_secret_len = slen;
-	}
-	r = jwt_verifier_new(&jc, &g->jwt, err, errlen);
-	if (secret != NULL) {
-		sodium_memzero(secret, slen);
-		free(secret);
-	}
-	return r;
 }
 
 /* The systemd watchdog. Every half interval the main loop asks each
@@ -599,137 +462,59 @@ setup_logging(const struct fgw_config *cfg)
 	return FGW_OK;
 }
 
-/* A processor credential from a private file or an environment variable
- * (prefix names the directives in errors); neither set: keep the plain
- * directive's value. The value is never logged, only where it came from. */
-static int
-processor_secret(const char *file, const char *env, const char *prefix, struct proc_config *pc,
-                 char *err, size_t errlen)
-{
-	const char *v = NULL;
-	char *text = NULL;
-	size_t len = 0;
-	struct stat sb;
-	int r = FGW_ERR_INVALID;
+/* Start-up problems: on standard error, and in the log once it is open. */
+static int logging_up;
 
-	if (file[0] != '\0') {
-		if (stat(file, &sb) != 0 || !S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
-			snprintf(err, errlen, "%s_secret_file %s: must be a regular file "
-			         "with mode 0600 or stricter", prefix, file);
-			return FGW_ERR_INVALID;
-		}
-		if ((r = fgw_read_secret_file(file, sizeof(pc->secret), &text, &len)) != 0) {
-			snprintf(err, errlen, "%s_secret_file %s: %s", prefix, file, fgw_strerror(r));
-			return r;
-		}
-		v = text;
-	} else if (env[0] != '\0') {
-		if ((v = getenv(env)) == NULL) {
-			snprintf(err, errlen, "%s_secret_env: %s is not set", prefix, env);
-			return FGW_ERR_INVALID;
-		}
-	} else {
-		return FGW_OK;
+static void
+start_report(void *arg, int is_problem, const char *msg)
+{
+	(void)arg;
+	if (!is_problem) {
+		if (logging_up)
+			log_info("%s", msg);
+		return;
 	}
-	r = FGW_OK;
-	if (v[0] == '\0' || strlen(v) >= sizeof(pc->secret) || strpbrk(v, " \t\r\n") != NULL) {
-		snprintf(err, errlen, "%s credential from %s: empty, too long or has white space",
-		         prefix, text != NULL ? "its secret file" : "its environment variable");
-		r = FGW_ERR_INVALID;
-	} else {
-		fgw_strlcpy(pc->secret, v, sizeof(pc->secret));
-	}
-	if (text != NULL) {
-		sodium_memzero(text, len);
-		free(text);
-	}
-	return r;
+	fprintf(stderr, "flairgw: %s\n", msg);
+	if (logging_up)
+		log_error("%s", msg);
 }
 
-/* One processor instance from its directives (the primary's or the
- * failover secondary's). A type that takes the clear card (stripe) needs
- * no sealing key. */
-static int
-setup_one(struct proc_config *pc, const struct proc_type **type, const char *name,
-          const char *type_name, const char *url, const char *secret, const char *key_file,
-          const char *map_file, long long timeout_ms, const char *prefix, char *err,
-          size_t errlen)
+/* --check: every problem on standard error, notes too, and a verdict. */
+static void
+check_report_print(void *arg, int is_problem, const char *msg)
 {
-	int r;
-	if ((*type = proc_type_find(type_name)) == NULL) {
-		snprintf(err, errlen, "%s_type: unknown processor type '%s'", prefix, type_name);
-		return FGW_ERR_INVALID;
-	}
-	if (url[0] == '\0') {
-		snprintf(err, errlen, "%s_url: required", prefix);
-		return FGW_ERR_INVALID;
-	}
-	fgw_strlcpy(pc->name, name, sizeof(pc->name));
-	fgw_strlcpy(pc->type, type_name, sizeof(pc->type));
-	fgw_strlcpy(pc->base_url, url, sizeof(pc->base_url));
-	fgw_strlcpy(pc->secret, secret, sizeof(pc->secret));
-	pc->timeout_ms = (long)timeout_ms;
-	if (!(key_file[0] == '\0' && (*type)->needs_clear_card)) {
-		if ((r = sealed_load_pubkey(key_file, &pc->pubkey)) != 0) {
-			snprintf(err, errlen, "%s_public_key_file: %s: %s", prefix, key_file,
-			         fgw_strerror(r));
-			return r;
-		}
-		pc->has_pubkey = 1;
-	}
-	if (strcmp(type_name, "generic") == 0)
-		return generic_map_load(pc, map_file, err, errlen);
-	return FGW_OK;
+	(void)arg;
+	fprintf(stderr, "flairgw: %s%s\n", is_problem ? "" : "note: ", msg);
 }
 
 static int
-setup_processor(struct gateway *g, char *err, size_t errlen)
+run_check(const struct fgw_config *cfg)
 {
-	const struct fgw_config *cfg = &g->cfg;
-	int r;
-	if ((r = setup_one(&g->proc, &g->proc_type, cfg->processor_name, cfg->processor_type,
-	                   cfg->processor_url, cfg->processor_secret,
-	                   cfg->processor_public_key_file, cfg->processor_map_file,
-	                   cfg->processor_timeout_ms, "processor", err, errlen)) != 0 ||
-	    (r = processor_secret(cfg->processor_secret_file, cfg->processor_secret_env, "processor",
-	                          &g->proc, err, errlen)) != 0)
-		return r;
-	fgw_strlcpy(g->proc.api_version, cfg->processor_api_version, sizeof(g->proc.api_version));
-	if (cfg->processor2_name[0] == '\0')
-		return FGW_OK;
-	if (strcmp(cfg->processor2_name, cfg->processor_name) == 0) {
-		snprintf(err, errlen, "processor2_name: must differ from processor_name");
-		return FGW_ERR_INVALID;
+	struct check_report rep = { 0, 0, check_report_print, NULL };
+	/* Warnings of the steps on standard error; nothing is opened. */
+	log_setup(LOG_LVL_WARN, 0, 2);
+	if (gateway_check(cfg, &rep) != 0) {
+		fprintf(stderr, "flairgw: configuration check failed: %d problem%s\n", rep.problems,
+		        rep.problems == 1 ? "" : "s");
+		return 1;
 	}
-	breaker_init(&g->breaker, (int)cfg->breaker_failures, cfg->breaker_open_ms);
-	breaker_init(&g->breaker2, (int)cfg->breaker_failures, cfg->breaker_open_ms);
-	if ((r = setup_one(&g->proc2, &g->proc2_type, cfg->processor2_name, cfg->processor2_type,
-	                   cfg->processor2_url, cfg->processor2_secret,
-	                   cfg->processor2_public_key_file, cfg->processor2_map_file,
-	                   cfg->processor2_timeout_ms > 0 ? cfg->processor2_timeout_ms
-	                                                  : cfg->processor_timeout_ms,
-	                   "processor2", err, errlen)) != 0 ||
-	    (r = processor_secret(cfg->processor2_secret_file, cfg->processor2_secret_env,
-	                          "processor2", &g->proc2, err, errlen)) != 0)
-		return r;
-	fgw_strlcpy(g->proc2.api_version, cfg->processor2_api_version, sizeof(g->proc2.api_version));
-	return FGW_OK;
+	printf("flairgw: configuration OK\n");
+	return 0;
 }
 
 int
 main(int argc, char **argv)
 {
-	struct keyring_opts kopts;
-	struct store_opts sopts;
+	struct check_report rep = { 0, 0, start_report, NULL };
 	struct event_base *sigbase = NULL;
 	struct event *sigs[4] = { NULL, NULL, NULL, NULL };
 	struct event *timers[3] = { NULL, NULL, NULL };
 	struct backup_sched *sched = NULL;
-	const char *kerr = NULL;
 	char err[1024];
-	int help = 0, r, code = 1;
+	int help = 0, check = 0, r, code = 1;
 
 	gw.pid_fd = -1;
+	gw.data_dir_lock = -1;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-v") == 0) {
 			printf("flairgw %s\n", FGW_VERSION);
@@ -739,6 +524,14 @@ main(int argc, char **argv)
 		if (strcmp(argv[i], "--directives-mdoc") == 0) {
 			config_print_mdoc(stdout);
 			return 0;
+		}
+		/* --check (-t, as nginx): taken out, the rest are directives. A
+		 * directive's value is never "--check" (they do not start with --). */
+		if (strcmp(argv[i], "--check") == 0 || strcmp(argv[i], "-t") == 0) {
+			check = 1;
+			memmove(&argv[i], &argv[i + 1], (size_t)(argc - i) * sizeof(*argv));
+			argc--;
+			i--;
 		}
 	}
 	if (sodium_init() < 0) {
@@ -754,12 +547,13 @@ main(int argc, char **argv)
 		config_print_help(stdout);
 		return 0;
 	}
-	if (config_finish(&gw.cfg, err, sizeof(err)) != 0) {
-		fprintf(stderr, "flairgw: %s\n", err);
+	if (check)
+		return run_check(&gw.cfg);
+	if (startup_config(&gw.cfg, &rep) != 0)
 		return 2;
-	}
 	if (setup_logging(&gw.cfg) != 0)
 		return 2;
+	logging_up = 1;
 
 	umask(077);
 	signal(SIGPIPE, SIG_IGN);
@@ -773,64 +567,31 @@ main(int argc, char **argv)
 	}
 	gw.started_at = fgw_now_ms();
 
-	if (fgw_mkdirs(gw.cfg.data_dir, 0700) != 0) {
-		log_error("cannot create data_dir %s", gw.cfg.data_dir);
+	/* The steps gateway_check runs (gateway/startup.c), here for real:
+	 * the first problem stops the start. */
+	if (startup_data_dir(&gw, STARTUP_RUN, &rep) != 0 ||
+	    startup_keyring(&gw, STARTUP_RUN, &rep) != 0 ||
+	    startup_processors(&gw, &rep) != 0 ||
+	    startup_timing(&gw, &rep) != 0 ||
+	    startup_jwt(&gw, &rep) != 0 ||
+	    startup_admin_token(&gw, &rep) != 0)
+		goto out;
+	if (refusals_new(gw.cfg.audit_refusal_window_s * 1000, (unsigned)gw.cfg.audit_refusal_burst,
+	                 &gw.refusals) != 0) {
+		check_problem(&rep, "out of memory");
 		goto out;
 	}
-	if (lock_data_dir(&gw, err, sizeof(err)) != 0) {
-		fprintf(stderr, "flairgw: %s\n", err);
-		log_error("%s", err);
+	if (startup_webhooks(&gw, STARTUP_RUN, &rep) != 0 ||
+	    startup_pipeline(&gw, &rep) != 0 ||
+	    startup_rules(&gw, &rep) != 0)
 		goto out;
-	}
-	memset(&kopts, 0, sizeof(kopts));
-	kopts.dir = gw.cfg.keys_dir;
-	kopts.kek_file = gw.cfg.kek_file[0] ? gw.cfg.kek_file : NULL;
-	kopts.kek_env = gw.cfg.kek_env[0] ? gw.cfg.kek_env : NULL;
-	kopts.kek_share1 = gw.cfg.kek_share1[0] ? gw.cfg.kek_share1 : NULL;
-	kopts.kek_share2 = gw.cfg.kek_share2[0] ? gw.cfg.kek_share2 : NULL;
-	kopts.create = 1;
-	kopts.box_grace_ms = gw.cfg.box_key_grace_s * 1000;
-	if ((r = keyring_open(&kopts, &gw.kr, &kerr)) != 0) {
-		fprintf(stderr, "flairgw: key ring %s: %s\n", gw.cfg.keys_dir,
-		        kerr ? kerr : fgw_strerror(r));
-		log_error("key ring %s: %s", gw.cfg.keys_dir, kerr ? kerr : fgw_strerror(r));
+	if (startup_pid_file(&gw, STARTUP_RUN, &rep) != 0 ||
+	    startup_database(&gw, STARTUP_RUN, &rep) != 0)
 		goto out;
-	}
-	if (setup_processor(&gw, err, sizeof(err)) != 0 ||
-	    setup_jwt(&gw, err, sizeof(err)) != 0 ||
-	    setup_admin_token(&gw, err, sizeof(err)) != 0 ||
-	    refusals_new(gw.cfg.audit_refusal_window_s * 1000, (unsigned)gw.cfg.audit_refusal_burst,
-	                 &gw.refusals) != 0 ||
-	    webhooks_setup(&gw, &gw.wh, err, sizeof(err)) != 0 ||
-	    pipeline_build(gw.cfg.stages_request, gw.cfg.stages_response, &gw.pl,
-	                   err, sizeof(err)) != 0 ||
-	    setup_rules(&gw, err, sizeof(err)) != 0 ||
-	    write_pid_file(&gw, err, sizeof(err)) != 0) {
-		fprintf(stderr, "flairgw: %s\n", err);
-		log_error("%s", err);
-		goto out;
-	}
-	memset(&sopts, 0, sizeof(sopts));
-	sopts.path = gw.cfg.database;
-	sopts.sync_full = strcmp(gw.cfg.store_sync, "full") == 0;
-	sopts.batch_max = (int)gw.cfg.store_batch_max;
-	sopts.max_pages = gw.cfg.store_max_pages;
-	sopts.audit_mac = keyring_audit_mac_fn;
-	sopts.audit_mac_ctx = gw.kr;
-	if ((r = store_open(&sopts, &gw.store)) != 0) {
-		fprintf(stderr, "flairgw: database %s: %s\n", gw.cfg.database, fgw_strerror(r));
-		log_error("database %s: %s", gw.cfg.database, fgw_strerror(r));
-		goto out;
-	}
 	if (idem_table_new(&gw.idem) != 0)
 		goto out;
-	if (gw.cfg.tls_cert_file[0] != '\0' &&
-	    tls_server_ctx_new(gw.cfg.tls_cert_file, gw.cfg.tls_key_file, &gw.tls, err,
-	                       sizeof(err)) != 0) {
-		fprintf(stderr, "flairgw: %s\n", err);
-		log_error("%s", err);
+	if (startup_tls(&gw, &rep) != 0)
 		goto out;
-	}
 	if ((r = replay_velocity(&gw)) != 0) {
 		log_error("velocity replay from %s failed: %s", gw.cfg.database, fgw_strerror(r));
 		goto out;
@@ -839,11 +600,8 @@ main(int argc, char **argv)
 		log_error("rules: cannot hear processor declines: %s", fgw_strerror(r));
 		goto out;
 	}
-	if (resv_setup(&gw, err, sizeof(err)) != 0) {
-		fprintf(stderr, "flairgw: %s\n", err);
-		log_error("%s", err);
+	if (startup_slots(&gw, STARTUP_RUN, &rep) != 0)
 		goto out;
-	}
 	gw.n_rx = gw.cfg.workers > 0 ? (int)gw.cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (gw.n_rx < 1)
 		gw.n_rx = 1;
@@ -921,15 +679,9 @@ out:
 		store_close(gw.store);
 	store_waker_free(main_waker);
 	idem_table_free(gw.idem);
-	risk_free(&gw.risk);
 	remove_pid_file(&gw);
-	jwt_verifier_free(gw.jwt);
 	refusals_free(gw.refusals);
-	webhooks_free(gw.wh);
-	generic_map_free(&gw.proc);
-	generic_map_free(&gw.proc2);
-	keyring_free(gw.kr);
-	tls_server_ctx_free(gw.tls);
+	startup_release(&gw); /* rules, JWT, webhooks, processors, keys, TLS */
 	curl_global_cleanup();
 	return code;
 }

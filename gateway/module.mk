@@ -1,4 +1,4 @@
-GATEWAY_SRC := gateway/config.c gateway/server.c gateway/routes.c gateway/routes_txn.c \
+GATEWAY_SRC := gateway/config.c gateway/startup.c gateway/server.c gateway/routes.c gateway/routes_txn.c \
                gateway/auth.c gateway/idem.c gateway/routes_resv.c \
                gateway/routes_webhooks.c gateway/webhooks.c gateway/routes_txnops.c \
                gateway/routes_methods.c gateway/backup.c gateway/sdnotify.c \

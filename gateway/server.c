@@ -64,14 +64,15 @@ split_listen(const char *listen, char *host, size_t hostlen, char *port, size_t 
 
 /* A listening socket on listen_addr; with share, one that other sockets
  * of this process may bind too (SO_REUSEPORT: one per reactor). */
+/* listen_addr as an address to bind (*ai: freeaddrinfo it). */
 static int
-make_listener(const char *listen_addr, int share, evutil_socket_t *out, char *err,
-              size_t errlen)
+resolve_listen(const char *listen_addr, struct addrinfo **ai, char *err, size_t errlen)
 {
 	char host[128], port[16];
-	struct addrinfo hints, *ai = NULL;
-	int fd = -1, one = 1, r;
+	struct addrinfo hints;
+	int r;
 
+	*ai = NULL;
 	if (split_listen(listen_addr, host, sizeof(host), port, sizeof(port)) != 0) {
 		snprintf(err, errlen, "listen: '%s' is not HOST:PORT", listen_addr);
 		return FGW_ERR_INVALID;
@@ -80,10 +81,33 @@ make_listener(const char *listen_addr, int share, evutil_socket_t *out, char *er
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	if ((r = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai)) != 0) {
+	if ((r = getaddrinfo(host[0] ? host : NULL, port, &hints, ai)) != 0) {
 		snprintf(err, errlen, "listen: %s: %s", listen_addr, gai_strerror(r));
+		*ai = NULL;
 		return FGW_ERR_INVALID;
 	}
+	return FGW_OK;
+}
+
+int
+server_listen_check(const char *listen_addr, char *err, size_t errlen)
+{
+	struct addrinfo *ai = NULL;
+	int r = resolve_listen(listen_addr, &ai, err, errlen);
+	if (ai != NULL)
+		freeaddrinfo(ai);
+	return r;
+}
+
+static int
+make_listener(const char *listen_addr, int share, evutil_socket_t *out, char *err,
+              size_t errlen)
+{
+	struct addrinfo *ai = NULL;
+	int fd = -1, one = 1, r;
+
+	if ((r = resolve_listen(listen_addr, &ai, err, errlen)) != 0)
+		return r;
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
@@ -301,14 +325,10 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 		 * keeps two reactors from asking about the same row. */
 		/* A row may only be decided once no request of its attempt can
 		 * still be on its way, on either processor. */
+		/* startup_timing refused a grace that is not longer. */
 		long long longest_timeout = cfg->processor_timeout_ms;
 		if (gw->proc2_type != NULL && cfg->processor2_timeout_ms > longest_timeout)
 			longest_timeout = cfg->processor2_timeout_ms;
-		if (cfg->reconcile_grace_ms > 0 && cfg->reconcile_grace_ms <= longest_timeout) {
-			snprintf(err, errlen, "reconcile_grace_ms (%lld) must exceed the longest "
-			         "processor timeout (%lld ms)", cfg->reconcile_grace_ms, longest_timeout);
-			return FGW_ERR_INVALID;
-		}
 		struct reconciler_opts ro = {
 			.interval_ms = cfg->reconcile_interval_ms,
 			.grace_ms = cfg->reconcile_grace_ms > 0 ? cfg->reconcile_grace_ms

@@ -32,6 +32,7 @@
 #include "crypto/mac.h"
 #include "crypto/secmem.h"
 #include "gateway/gateway.h"
+#include "gateway/startup.h"
 #include "gateway/webhooks.h"
 #include "pipeline/events.h"
 #include "processors/httpc.h"
@@ -376,33 +377,44 @@ tick(evutil_socket_t fd, short what, void *arg)
 /* ---- set-up ------------------------------------------------------------ */
 
 int
-webhooks_setup(struct gateway *gw, struct webhooks **out, char *err, size_t errlen)
+webhooks_setup(struct gateway *gw, int subscribe, struct check_report *rep,
+               struct webhooks **out)
 {
 	const struct fgw_config *cfg = &gw->cfg;
 	struct webhooks *wh = NULL;
-	int r;
+	char err[768];
+	int r, first = FGW_OK;
 
 	*out = NULL;
 	if ((wh = calloc(1, sizeof(*wh))) == NULL)
 		return FGW_ERR_NOMEM;
 	wh->gw = gw;
+	/* Every file is read even after one failed: all bad ones are named. */
 	for (int i = 0; i < cfg->n_inbound_webhooks; i++) {
 		const struct config_inbound_webhook *c = &cfg->inbound_webhooks[i];
-		struct wh_secret *s = &wh->in[i];
-		if ((r = read_secret(c->secret_file, &s->secret, err, errlen)) != 0)
-			goto fail;
+		struct wh_secret *s = &wh->in[wh->n_in];
+		if ((r = read_secret(c->secret_file, &s->secret, err, sizeof(err))) != 0) {
+			check_problem(rep, "%s", err);
+			first = first != FGW_OK ? first : r;
+			continue;
+		}
 		fgw_strlcpy(s->processor, c->processor, sizeof(s->processor));
 		s->header = strcmp(c->scheme, "stripe") == 0 ? MAC_HEADER_STRIPE : MAC_HEADER_SANDBOX;
-		wh->n_in = i + 1;
+		wh->n_in++;
 	}
 	for (int i = 0; i < cfg->n_webhook_endpoints; i++) {
 		if ((r = read_secret(cfg->webhook_endpoints[i].secret_file, &wh->out_secret[i], err,
-		                     errlen)) != 0)
-			goto fail;
+		                     sizeof(err))) != 0) {
+			check_problem(rep, "%s", err);
+			first = first != FGW_OK ? first : r;
+			continue;
+		}
 		wh->n_out = i + 1;
 	}
-	if (wh->n_out > 0 && (r = txn_events_subscribe(on_txn_event, wh)) != 0) {
-		snprintf(err, errlen, "webhooks: cannot subscribe to transaction events");
+	if ((r = first) != FGW_OK)
+		goto fail;
+	if (subscribe && wh->n_out > 0 && (r = txn_events_subscribe(on_txn_event, wh)) != 0) {
+		check_problem(rep, "webhooks: cannot subscribe to transaction events");
 		goto fail;
 	}
 	*out = wh;

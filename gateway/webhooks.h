@@ -13,14 +13,18 @@
 
 #include <stddef.h>
 
+struct check_report;
 struct gateway;
 struct webhooks;
 
 #define WEBHOOKS_MAX_SECRETS 16
 
-/* Loads the secrets named by the configuration and subscribes the outbox
- * listener; *out is NULL-safe for webhooks_free. Errors name the file. */
-int webhooks_setup(struct gateway *gw, struct webhooks **out, char *err, size_t errlen);
+/* Loads the secrets named by the configuration and, with subscribe, hooks
+ * the outbox listener to transaction events; *out is NULL-safe for
+ * webhooks_free. Each unusable secret file is reported to rep by name;
+ * returns 0 or the first error. */
+int webhooks_setup(struct gateway *gw, int subscribe, struct check_report *rep,
+                   struct webhooks **out);
 /* Arms outbound delivery on reactor 0 (after server_start). */
 int webhooks_start(struct webhooks *wh);
 /* Wipes the secrets and frees (after server_stop). NULL is fine. */

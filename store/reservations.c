@@ -710,7 +710,7 @@ resv_load_catalogue(struct store *st, const char *json, size_t len, char *err,
 		e.group_pct = (int)v[2];
 		e.early_days = (int)v[3];
 		e.early_pct = (int)v[4];
-		if ((r = wait_job(st, 0, &e)) != 0) {
+		if (st != NULL && (r = wait_job(st, 0, &e)) != 0) {
 			snprintf(err, errlen, "experiences[%d]: %s", i, fgw_strerror(r));
 			goto out;
 		}
@@ -733,7 +733,7 @@ resv_load_catalogue(struct store *st, const char *json, size_t len, char *err,
 		}
 		sl.starts_at = v[0];
 		sl.capacity = (int)v[1];
-		if ((r = wait_job(st, 1, &sl)) != 0) {
+		if (st != NULL && (r = wait_job(st, 1, &sl)) != 0) {
 			snprintf(err, errlen, "timeSlots[%d]: %s (unknown experienceId?)", i,
 			         fgw_strerror(r));
 			goto out;

@@ -96,7 +96,8 @@ int resv_slot_set_capacity(struct store *st, struct store_waker *w,
                            const char *slot_id, int capacity,
                            store_done_fn done, void *arg);
 /* Loads {"experiences":[...],"timeSlots":[...]} (docs/reservations.md)
- * and waits for the commit: for start-up and tools only (blocks). */
+ * and waits for the commit: for start-up and tools only (blocks). With a
+ * NULL st it only checks the document (flairgw --check). */
 int resv_load_catalogue(struct store *st, const char *json, size_t len,
                         char *err, size_t errlen);
 /* Waits for a job submitted with a NULL waker (tools, start-up). */

@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1542,6 +1543,67 @@ store_reader_open(struct store *st, struct store_reader **out)
 		return FGW_ERR_INVALID;
 	return store_reader_open_file(st->path, st->mac, st->mac_ctx, st->busy_ms,
 	                              out);
+}
+
+/* A file: URI for path, every byte outside [A-Za-z0-9/._-] percent-encoded
+ * (SQLite decodes them; '?', '#' and '%' would otherwise end the path). */
+static int
+file_uri(const char *path, const char *query, char *out, size_t cap)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = 0;
+	int k;
+
+	if (cap < 6)
+		return FGW_ERR_TOO_LARGE;
+	memcpy(out, "file:", 5);
+	n = 5;
+	for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+		if (n + 4 >= cap)
+			return FGW_ERR_TOO_LARGE;
+		if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+		    (*p >= '0' && *p <= '9') || strchr("/._-", *p) != NULL) {
+			out[n++] = (char)*p;
+		} else {
+			out[n++] = '%';
+			out[n++] = hex[*p >> 4];
+			out[n++] = hex[*p & 15];
+		}
+	}
+	k = snprintf(out + n, cap - n, "?%s", query);
+	return k < 0 || (size_t)k >= cap - n ? FGW_ERR_TOO_LARGE : FGW_OK;
+}
+
+int
+store_file_schema(const char *path, int *version, int *latest)
+{
+	sqlite3 *db = NULL;
+	char uri[PATH_MAX * 3 + 32];
+	int r;
+
+	*version = 0;
+	*latest = STORE_SCHEMA_VERSION;
+	if (access(path, F_OK) != 0) {
+		r = FGW_ERR_NOT_FOUND;
+		goto out;
+	}
+	/* immutable: no lock, no -wal or -shm created or written, so this is
+	 * safe next to a running daemon and changes nothing on disk. It reads
+	 * the main file only; every migration ends in a TRUNCATE checkpoint,
+	 * so the file's header carries the version. */
+	if ((r = file_uri(path, "mode=ro&immutable=1", uri, sizeof(uri))) != 0)
+		goto out;
+	if (sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI |
+	                                  SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
+	    schema_version(db, version) != 0) {
+		r = FGW_ERR_DB;
+		goto out;
+	}
+	r = *version < 0 || *version > STORE_SCHEMA_VERSION ? FGW_ERR_STATE : FGW_OK;
+out:
+	if (db != NULL)
+		sqlite3_close(db);
+	return r;
 }
 
 int

@@ -66,6 +66,12 @@ struct store_opts {
 
 /* Opens/creates the database, applies migrations, starts the writer. */
 int store_open(const struct store_opts *opts, struct store **out);
+/* The schema version of the database file at path (*version) and the
+ * newest this build migrates to (*latest), read without changing anything
+ * on disk (safe while the daemon runs). 0; FGW_ERR_STATE when the file is
+ * newer than this build; FGW_ERR_NOT_FOUND when there is no file;
+ * FGW_ERR_DB when it is not a database. */
+int store_file_schema(const char *path, int *version, int *latest);
 /* Commits everything queued, stops and joins the writer, closes. Jobs
  * submitted after this began fail with FGW_ERR_SHUTDOWN. Every queued job
  * is committed (or fails) and handed to its waker before this returns.

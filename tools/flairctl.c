@@ -37,6 +37,7 @@
 #include "crypto/vault.h"
 #include "gateway/backup.h"
 #include "gateway/config.h"
+#include "gateway/startup.h"
 #include "pipeline/audit_emit.h"
 #include "pipeline/pipeline.h"
 #include "store/methods.h"
@@ -48,6 +49,7 @@
 
 struct ctl {
 	struct fgw_config cfg;
+	struct fgw_config *raw;  /* as given, before placeholders and derived paths */
 	struct keyring *kr;
 	struct store *store;
 	struct store_reader *reader;
@@ -973,11 +975,26 @@ cmd_backup_export(struct ctl *c, int argc, char **argv)
 	return r;
 }
 
+static void
+config_check_print(void *arg, int is_problem, const char *msg)
+{
+	(void)arg;
+	fprintf(stderr, "flairctl: %s%s\n", is_problem ? "" : "note: ", msg);
+}
+
+/* The daemon's own start-up checks (gateway_check, as flairgw --check) on
+ * the configuration as given, without flairctl's placeholders. */
 static int
 cmd_config_check(struct ctl *c, int argc, char **argv)
 {
+	struct check_report rep = { 0, 0, config_check_print, NULL };
 	(void)argc;
 	(void)argv;
+	if (gateway_check(c->raw, &rep) != 0) {
+		fprintf(stderr, "flairctl: configuration check failed: %d problem%s\n",
+		        rep.problems, rep.problems == 1 ? "" : "s");
+		return FGW_ERR_INVALID;
+	}
 	printf("configuration OK: database %s, keys %s, %d API key(s), processor %s (%s)\n",
 	       c->cfg.database, c->cfg.keys_dir, c->cfg.n_api_keys, c->cfg.processor_name,
 	       c->cfg.processor_url);
@@ -1158,7 +1175,7 @@ static const struct command commands[] = {
 	{ "backup", "export", "FILE OUT.json", "write a backup's JSON export (audit trail, transactions; no card data)", cmd_backup_export, NULL },
 	{ "webhooks", "list", "[--limit N]", "outbound webhook deliveries, newest first, with every attempt", cmd_webhooks_list, NULL },
 	{ "webhooks", "retry", "OUTBOX_ID", "make a delivery pending and due now (also a failed one)", cmd_webhooks_retry, NULL },
-	{ "config", "check", "", "load and validate the configuration", cmd_config_check, NULL },
+	{ "config", "check", "", "every start-up check of the daemon, changing nothing (as flairgw --check)", cmd_config_check, NULL },
 	{ "rules", "check", "[FILE]", "compile a rules file; errors as FILE:LINE:COL (exit 1)", cmd_rules_check, NULL },
 	{ "rules", "test", "FILE TXN.json [OPTIONS]",
 	  "decide a sample transaction body, no database (--mode M, --threeds T, --card-saved, "
@@ -1243,6 +1260,7 @@ default_config(int argc, char **argv)
 int
 main(int argc, char **argv)
 {
+	static struct fgw_config raw; /* too big for the stack with c */
 	struct ctl c;
 	char err[1024];
 	int first = 1, r, help = 0;
@@ -1296,6 +1314,8 @@ main(int argc, char **argv)
 		fprintf(stderr, "flairctl: %s\n", err);
 		return 2;
 	}
+	raw = c.cfg;
+	c.raw = &raw;
 	/* flairctl needs no api_key or processor key: only paths. */
 	if (c.cfg.n_api_keys == 0)
 		config_set(&c.cfg, "api_key", "flairctl-placeholder ctl", "flairctl", err, sizeof(err));
@@ -1303,7 +1323,9 @@ main(int argc, char **argv)
 		config_set(&c.cfg, "processor_public_key_file", "-", "flairctl", err, sizeof(err));
 	/* The rules commands need no KEK: only paths (a rules file, the pid
 	 * file, which config_finish derives before its other checks). */
-	if (config_finish(&c.cfg, err, sizeof(err)) != 0 && strcmp(argv[first], "rules") != 0) {
+	/* config check reports this itself, with every other problem. */
+	if (config_finish(&c.cfg, err, sizeof(err)) != 0 && strcmp(argv[first], "rules") != 0 &&
+	    strcmp(argv[first], "config") != 0) {
 		fprintf(stderr, "flairctl: %s\n", err);
 		return 2;
 	}
@@ -1333,6 +1355,7 @@ out:
 	if (c.store)
 		store_close(c.store);
 	keyring_free(c.kr);
+	sodium_memzero(&raw, sizeof(raw)); /* API key hashes */
 	curl_global_cleanup();
 	return r == 0 ? 0 : 1;
 }

@@ -378,6 +378,53 @@ end:
 	TT_END;
 }
 
+/* keyring_check: what keyring_open(create) would do, without doing it. */
+static int
+test_check_changes_nothing(void)
+{
+	struct tdir t;
+	struct keyring *kr = NULL;
+	struct keyring_opts o;
+	const char *msg = NULL, *note = NULL;
+	unsigned char other[32];
+	char ring[160];
+	TT_BEGIN;
+	CHECK(tdir_new(&t) == 0);
+	o = file_opts(&t, 1);
+	/* First start: nothing exists; the note says so, nothing is made. */
+	CHECK_EQ_INT(keyring_check(&o, &note, &msg), 0);
+	CHECK(note != NULL && strstr(note, "created on first start") != NULL);
+	CHECK(access(t.keys, F_OK) != 0);
+	CHECK(access(t.kek, F_OK) != 0);
+	/* A KEK file that would be made where no directory takes it. */
+	o.kek_file = "/nonexistent-fgw-dir/kek";
+	CHECK_EQ_INT(keyring_check(&o, &note, &msg), FGW_ERR_NOT_FOUND);
+	CHECK(strstr(msg, "KEK") != NULL);
+	o.kek_file = t.kek;
+	/* The ring exists: opened, checked, and left as it was. */
+	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), 0);
+	keyring_free(kr);
+	kr = NULL;
+	CHECK_EQ_INT(keyring_check(&o, &note, &msg), 0);
+	CHECK(note == NULL);
+	/* A KEK others may read, and a wrong KEK, are what the start says. */
+	CHECK(chmod(t.kek, 0644) == 0);
+	CHECK_EQ_INT(keyring_check(&o, &note, &msg), FGW_ERR_INVALID);
+	CHECK(strstr(msg, "group or others") != NULL);
+	randombytes_buf(other, sizeof(other));
+	CHECK(write_bytes(t.kek, other, sizeof(other), 0600) == 0);
+	CHECK_EQ_INT(keyring_check(&o, &note, &msg), FGW_ERR_CRYPTO);
+	/* Without a KEK file the ring cannot be opened: never a new KEK. */
+	CHECK(unlink(t.kek) == 0);
+	CHECK_EQ_INT(keyring_check(&o, &note, &msg), FGW_ERR_NOT_FOUND);
+	CHECK(access(t.kek, F_OK) != 0);
+	CHECK(access(ring_path(&t, ring, sizeof(ring)), F_OK) == 0);
+end:
+	keyring_free(kr);
+	tdir_free(&t);
+	TT_END;
+}
+
 static int
 test_ring_file(void)
 {
@@ -1728,6 +1775,7 @@ static const struct tt_case cases[] = {
 	{ "no_kek_source", test_no_kek_source },
 	{ "kek_env", test_kek_env },
 	{ "kek_shares", test_kek_shares },
+	{ "check_changes_nothing", test_check_changes_nothing },
 	{ "kek_file_checks", test_kek_file_checks },
 	{ "ring_tamper", test_ring_tamper },
 	{ "vault_roundtrip", test_vault_roundtrip },

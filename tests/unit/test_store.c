@@ -536,6 +536,43 @@ query_uses(const char *path, const char *sql, const char *idx)
 }
 
 
+/* store_file_schema reads the version without creating -wal or -shm, and
+ * refuses a file newer than this build (flairgw --check). */
+static int
+test_file_schema(void)
+{
+	struct fix f;
+	char wal[160], shm[160], odd[160], junk[160];
+	int version = -1, latest = -1;
+	TT_BEGIN;
+	CHECK(fix_setup(&f, 8) == 0);
+	fix_close_store(&f);
+	snprintf(wal, sizeof(wal), "%s-wal", f.path);
+	snprintf(shm, sizeof(shm), "%s-shm", f.path);
+	CHECK(access(wal, F_OK) != 0 && access(shm, F_OK) != 0);
+	CHECK_EQ_INT(store_file_schema(f.path, &version, &latest), 0);
+	CHECK_EQ_INT(version, STORE_SCHEMA_VERSION);
+	CHECK_EQ_INT(latest, STORE_SCHEMA_VERSION);
+	CHECK(access(wal, F_OK) != 0 && access(shm, F_OK) != 0);
+	CHECK_EQ_INT(sql_exec(f.path, "PRAGMA user_version = 99", NULL, 0), SQLITE_OK);
+	CHECK_EQ_INT(store_file_schema(f.path, &version, &latest), FGW_ERR_STATE);
+	CHECK_EQ_INT(version, 99);
+	/* A name SQLite's URI syntax would cut short. */
+	snprintf(odd, sizeof(odd), "%s/a?b#c%%d e.db", f.dir);
+	CHECK(rename(f.path, odd) == 0);
+	CHECK_EQ_INT(store_file_schema(odd, &version, &latest), FGW_ERR_STATE);
+	CHECK_EQ_INT(version, 99);
+	CHECK(rename(odd, f.path) == 0);
+	CHECK_EQ_INT(store_file_schema(odd, &version, &latest), FGW_ERR_NOT_FOUND);
+	snprintf(junk, sizeof(junk), "%s/junk.db", f.dir);
+	CHECK_EQ_INT(fgw_write_file_atomic(junk, "not a database, not at all, no", 31, 0600), 0);
+	CHECK_EQ_INT(store_file_schema(junk, &version, &latest), FGW_ERR_DB);
+	CHECK(unlink(junk) == 0);
+end:
+	fix_teardown(&f);
+	TT_END;
+}
+
 static int
 test_schema(void)
 {
@@ -2642,6 +2679,7 @@ static const struct tt_case cases[] = {
 	{ "txnops_ahead", test_txnops_ahead },
 	{ "txnops_after_refusal", test_txnops_after_refusal },
 	{ "schema", test_schema },
+	{ "file_schema", test_file_schema },
 	{ "schema_v7_upgrade", test_schema_v7_upgrade },
 	{ "schema_v9_txnop_attempts", test_schema_v9_txnop_attempts },
 	{ "schema_idem_hash_wiped", test_schema_idem_hash_wiped },

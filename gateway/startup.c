@@ -1,0 +1,695 @@
+/*
+ * gateway/startup.c — the daemon's start-up steps, one function each, run
+ * by flairgw's start (STARTUP_RUN, stopping at the first problem) and by
+ * gateway_check (`flairgw --check`, `flairctl config check`: STARTUP_CHECK,
+ * every step, every problem). Keeping one function per step for both is
+ * what keeps the check honest: a rule added to the start is checked too.
+ *
+ * Layout: the report, then the steps in the order main.c runs them, then
+ * gateway_check.
+ */
+#define LOG_MODULE "startup"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "crypto/jwt.h"
+#include "crypto/keys.h"
+#include "crypto/sealed.h"
+#include "crypto/tls.h"
+#include "gateway/gateway.h"
+#include "gateway/resv.h"
+#include "gateway/startup.h"
+#include "gateway/webhooks.h"
+#include "processors/generic.h"
+#include "store/store.h"
+
+/* ---- the report ---------------------------------------------------------- */
+
+static void
+report(struct check_report *rep, int is_problem, const char *fmt, va_list ap)
+{
+	char msg[1024];
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (is_problem)
+		rep->problems++;
+	else
+		rep->notes++;
+	if (rep->emit != NULL)
+		rep->emit(rep->arg, is_problem, msg);
+}
+
+void
+check_problem(struct check_report *rep, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	report(rep, 1, fmt, ap);
+	va_end(ap);
+}
+
+void
+check_note(struct check_report *rep, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	report(rep, 0, fmt, ap);
+	va_end(ap);
+}
+
+/* ---- helpers -------------------------------------------------------------- */
+
+/* The directory part of path ("." when it has none). */
+static void
+dir_of(const char *path, char *dir, size_t cap)
+{
+	const char *slash = strrchr(path, '/');
+	if (slash == NULL)
+		fgw_strlcpy(dir, ".", cap);
+	else if (slash == path)
+		fgw_strlcpy(dir, "/", cap);
+	else
+		snprintf(dir, cap, "%.*s", (int)(slash - path), path);
+}
+
+/* A directory the daemon would create with fgw_mkdirs: fine when it exists
+ * and we may write there, or when its nearest existing ancestor is a
+ * directory we may write to. *exists says which. 0, or FGW_ERR_* with why
+ * pointing at a static reason. */
+static int
+dir_usable(const char *path, int *exists, const char **why)
+{
+	char cur[PATH_MAX];
+	struct stat sb;
+
+	*exists = 0;
+	if (fgw_strlcpy(cur, path, sizeof(cur)) != 0) {
+		*why = "path too long";
+		return FGW_ERR_TOO_LARGE;
+	}
+	for (;;) {
+		if (stat(cur, &sb) == 0) {
+			if (!S_ISDIR(sb.st_mode)) {
+				*why = "it, or a directory above it, is not a directory";
+				return FGW_ERR_INVALID;
+			}
+			if (access(cur, W_OK | X_OK) != 0) {
+				*why = "not writable by this user";
+				return FGW_ERR_INVALID;
+			}
+			*exists = strcmp(cur, path) == 0;
+			return FGW_OK;
+		}
+		if (errno != ENOENT) {
+			*why = strerror(errno);
+			return FGW_ERR_IO;
+		}
+		char *slash = strrchr(cur, '/');
+		if (slash == NULL) {
+			fgw_strlcpy(cur, ".", sizeof(cur));
+		} else if (slash == cur) {
+			cur[1] = '\0';
+		} else {
+			*slash = '\0';
+		}
+	}
+}
+
+/* ---- configuration, data_dir, log_file, listen ----------------------------- */
+
+static void
+config_problem(void *arg, const char *msg)
+{
+	check_problem(arg, "%s", msg);
+}
+
+int
+startup_config(struct fgw_config *cfg, struct check_report *rep)
+{
+	return config_finish_each(cfg, config_problem, rep);
+}
+
+/* Two daemons on one data_dir would each run a store writer, an
+ * idempotency table and velocity counters of their own over one database:
+ * a lock held for the life of the process, whatever pid_file says. The
+ * file is never removed (removing a lock file lets a third process lock a
+ * new inode while the second still holds the old one). */
+static int
+lock_data_dir(struct gateway *g, struct check_report *rep)
+{
+	char path[PATH_MAX];
+	int fd, n = snprintf(path, sizeof(path), "%s/flairgw.lock", g->cfg.data_dir);
+	if (n < 0 || (size_t)n >= sizeof(path)) {
+		check_problem(rep, "data_dir %s: path too long", g->cfg.data_dir);
+		return FGW_ERR_INVALID;
+	}
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+		check_problem(rep, "data_dir %s: cannot open its lock file", g->cfg.data_dir);
+		return FGW_ERR_IO;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		check_problem(rep, "data_dir %s is in use by another flairgw", g->cfg.data_dir);
+		close(fd);
+		return FGW_ERR_EXISTS;
+	}
+	g->data_dir_lock = fd; /* held until exit */
+	return FGW_OK;
+}
+
+int
+startup_data_dir(struct gateway *g, enum startup_mode m, struct check_report *rep)
+{
+	const char *why = NULL;
+	struct stat sb;
+	int exists = 0, r;
+
+	if (m == STARTUP_RUN) {
+		if (fgw_mkdirs(g->cfg.data_dir, 0700) != 0) {
+			check_problem(rep, "cannot create data_dir %s", g->cfg.data_dir);
+			return FGW_ERR_IO;
+		}
+		return lock_data_dir(g, rep);
+	}
+	if ((r = dir_usable(g->cfg.data_dir, &exists, &why)) != 0) {
+		check_problem(rep, "data_dir %s: %s", g->cfg.data_dir, why);
+		return r;
+	}
+	if (!exists)
+		check_note(rep, "data_dir %s does not exist yet: it is created on first start",
+		           g->cfg.data_dir);
+	else if (stat(g->cfg.data_dir, &sb) == 0 && (sb.st_mode & 077) != 0)
+		check_note(rep, "data_dir %s is open to group or others (mode %03o): "
+		           "chmod 700 it", g->cfg.data_dir, (unsigned)(sb.st_mode & 0777));
+	return FGW_OK;
+}
+
+int
+startup_log_file(const struct fgw_config *cfg, struct check_report *rep)
+{
+	char dir[PATH_MAX];
+	const char *why = NULL;
+	struct stat sb;
+	int exists = 0, r;
+
+	if (cfg->log_file[0] == '\0')
+		return FGW_OK;
+	if (stat(cfg->log_file, &sb) == 0) {
+		/* Opened for appending only by the daemon: the check must not
+		 * create or touch it, so access() it. */
+		if (!S_ISREG(sb.st_mode) && !S_ISCHR(sb.st_mode) && !S_ISFIFO(sb.st_mode)) {
+			check_problem(rep, "log_file %s: not a file", cfg->log_file);
+			return FGW_ERR_INVALID;
+		}
+		if (access(cfg->log_file, W_OK) != 0) {
+			check_problem(rep, "log_file %s: not writable by this user", cfg->log_file);
+			return FGW_ERR_INVALID;
+		}
+		return FGW_OK;
+	}
+	/* The daemon creates the file, not its directory. */
+	dir_of(cfg->log_file, dir, sizeof(dir));
+	if ((r = dir_usable(dir, &exists, &why)) != 0 || !exists) {
+		check_problem(rep, "log_file %s: cannot be created: directory %s %s", cfg->log_file,
+		              dir, r != 0 ? why : "does not exist");
+		return r != 0 ? r : FGW_ERR_NOT_FOUND;
+	}
+	return FGW_OK;
+}
+
+int
+startup_listen(const struct fgw_config *cfg, struct check_report *rep)
+{
+	char err[512];
+	int r;
+	if ((r = server_listen_check(cfg->listen, err, sizeof(err))) != 0)
+		check_problem(rep, "%s", err);
+	return r;
+}
+
+/* ---- keys ---------------------------------------------------------------- */
+
+int
+startup_keyring(struct gateway *g, enum startup_mode m, struct check_report *rep)
+{
+	const struct fgw_config *cfg = &g->cfg;
+	struct keyring_opts kopts;
+	const char *why = NULL, *note = NULL;
+	int r;
+
+	memset(&kopts, 0, sizeof(kopts));
+	kopts.dir = cfg->keys_dir;
+	kopts.kek_file = cfg->kek_file[0] ? cfg->kek_file : NULL;
+	kopts.kek_env = cfg->kek_env[0] ? cfg->kek_env : NULL;
+	kopts.kek_share1 = cfg->kek_share1[0] ? cfg->kek_share1 : NULL;
+	kopts.kek_share2 = cfg->kek_share2[0] ? cfg->kek_share2 : NULL;
+	kopts.create = 1;
+	kopts.box_grace_ms = cfg->box_key_grace_s * 1000;
+	if (m == STARTUP_RUN)
+		r = keyring_open(&kopts, &g->kr, &why);
+	else if ((r = keyring_check(&kopts, &note, &why)) == 0 && note != NULL)
+		check_note(rep, "key ring %s: %s", cfg->keys_dir, note);
+	if (r != 0)
+		check_problem(rep, "key ring %s: %s", cfg->keys_dir, why ? why : fgw_strerror(r));
+	return r;
+}
+
+/* ---- processors ------------------------------------------------------------ */
+
+/* A processor credential from a private file or an environment variable
+ * (prefix names the directives in errors); neither set: keep the plain
+ * directive's value. The value is never logged, only where it came from. */
+static int
+processor_secret(const char *file, const char *env, const char *prefix, struct proc_config *pc,
+                 char *err, size_t errlen)
+{
+	const char *v = NULL;
+	char *text = NULL;
+	size_t len = 0;
+	struct stat sb;
+	int r = FGW_ERR_INVALID;
+
+	if (file[0] != '\0') {
+		if (stat(file, &sb) != 0 || !S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
+			snprintf(err, errlen, "%s_secret_file %s: must be a regular file "
+			         "with mode 0600 or stricter", prefix, file);
+			return FGW_ERR_INVALID;
+		}
+		if ((r = fgw_read_secret_file(file, sizeof(pc->secret), &text, &len)) != 0) {
+			snprintf(err, errlen, "%s_secret_file %s: %s", prefix, file, fgw_strerror(r));
+			return r;
+		}
+		v = text;
+	} else if (env[0] != '\0') {
+		if ((v = getenv(env)) == NULL) {
+			snprintf(err, errlen, "%s_secret_env: %s is not set", prefix, env);
+			return FGW_ERR_INVALID;
+		}
+	} else {
+		return FGW_OK;
+	}
+	r = FGW_OK;
+	if (v[0] == '\0' || strlen(v) >= sizeof(pc->secret) || strpbrk(v, " \t\r\n") != NULL) {
+		snprintf(err, errlen, "%s credential from %s: empty, too long or has white space",
+		         prefix, text != NULL ? "its secret file" : "its environment variable");
+		r = FGW_ERR_INVALID;
+	} else {
+		fgw_strlcpy(pc->secret, v, sizeof(pc->secret));
+	}
+	if (text != NULL) {
+		sodium_memzero(text, len);
+		free(text);
+	}
+	return r;
+}
+
+/* One processor instance from its directives (the primary's or the
+ * failover secondary's). A type that takes the clear card (stripe) needs
+ * no sealing key. */
+static int
+setup_one(struct proc_config *pc, const struct proc_type **type, const char *name,
+          const char *type_name, const char *url, const char *secret, const char *key_file,
+          const char *map_file, long long timeout_ms, const char *prefix, char *err,
+          size_t errlen)
+{
+	int r;
+	if ((*type = proc_type_find(type_name)) == NULL) {
+		snprintf(err, errlen, "%s_type: unknown processor type '%s'", prefix, type_name);
+		return FGW_ERR_INVALID;
+	}
+	if (url[0] == '\0') {
+		snprintf(err, errlen, "%s_url: required", prefix);
+		return FGW_ERR_INVALID;
+	}
+	fgw_strlcpy(pc->name, name, sizeof(pc->name));
+	fgw_strlcpy(pc->type, type_name, sizeof(pc->type));
+	fgw_strlcpy(pc->base_url, url, sizeof(pc->base_url));
+	fgw_strlcpy(pc->secret, secret, sizeof(pc->secret));
+	pc->timeout_ms = (long)timeout_ms;
+	if (!(key_file[0] == '\0' && (*type)->needs_clear_card)) {
+		if ((r = sealed_load_pubkey(key_file, &pc->pubkey)) != 0) {
+			snprintf(err, errlen, "%s_public_key_file: %s: %s", prefix, key_file,
+			         fgw_strerror(r));
+			return r;
+		}
+		pc->has_pubkey = 1;
+	}
+	if (strcmp(type_name, "generic") == 0)
+		return generic_map_load(pc, map_file, err, errlen);
+	return FGW_OK;
+}
+
+/* The primary and the secondary are checked apart: a problem with one
+ * does not hide the other's. */
+int
+startup_processors(struct gateway *g, struct check_report *rep)
+{
+	const struct fgw_config *cfg = &g->cfg;
+	char err[1024];
+	int r, first;
+
+	if ((r = setup_one(&g->proc, &g->proc_type, cfg->processor_name, cfg->processor_type,
+	                   cfg->processor_url, cfg->processor_secret,
+	                   cfg->processor_public_key_file, cfg->processor_map_file,
+	                   cfg->processor_timeout_ms, "processor", err, sizeof(err))) != 0 ||
+	    (r = processor_secret(cfg->processor_secret_file, cfg->processor_secret_env, "processor",
+	                          &g->proc, err, sizeof(err))) != 0)
+		check_problem(rep, "%s", err);
+	fgw_strlcpy(g->proc.api_version, cfg->processor_api_version, sizeof(g->proc.api_version));
+	first = r;
+	if (cfg->processor2_name[0] == '\0')
+		return first;
+	if (strcmp(cfg->processor2_name, cfg->processor_name) == 0) {
+		check_problem(rep, "processor2_name: must differ from processor_name");
+		return first != 0 ? first : FGW_ERR_INVALID;
+	}
+	breaker_init(&g->breaker, (int)cfg->breaker_failures, cfg->breaker_open_ms);
+	breaker_init(&g->breaker2, (int)cfg->breaker_failures, cfg->breaker_open_ms);
+	if ((r = setup_one(&g->proc2, &g->proc2_type, cfg->processor2_name, cfg->processor2_type,
+	                   cfg->processor2_url, cfg->processor2_secret,
+	                   cfg->processor2_public_key_file, cfg->processor2_map_file,
+	                   cfg->processor2_timeout_ms > 0 ? cfg->processor2_timeout_ms
+	                                                  : cfg->processor_timeout_ms,
+	                   "processor2", err, sizeof(err))) != 0 ||
+	    (r = processor_secret(cfg->processor2_secret_file, cfg->processor2_secret_env,
+	                          "processor2", &g->proc2, err, sizeof(err))) != 0)
+		check_problem(rep, "%s", err);
+	fgw_strlcpy(g->proc2.api_version, cfg->processor2_api_version, sizeof(g->proc2.api_version));
+	return first != 0 ? first : r;
+}
+
+/* ---- authentication ------------------------------------------------------- */
+
+int
+startup_jwt(struct gateway *g, struct check_report *rep)
+{
+	const struct fgw_config *cfg = &g->cfg;
+	struct jwt_config jc;
+	char *secret = NULL, err[512];
+	size_t slen = 0;
+	int r;
+	if (cfg->jwt_issuer[0] == '\0')
+		return FGW_OK;
+	memset(&jc, 0, sizeof(jc));
+	jc.issuer = cfg->jwt_issuer;
+	jc.audience = cfg->jwt_audience;
+	jc.token_use = cfg->jwt_token_use;
+	jc.jwks_path = cfg->jwt_jwks_file[0] ? cfg->jwt_jwks_file : NULL;
+	jc.leeway_s = cfg->jwt_leeway_s;
+	if (cfg->jwt_hs256_secret_file[0] != '\0') {
+		if ((r = fgw_read_secret_file(cfg->jwt_hs256_secret_file, 4096, &secret, &slen)) != 0) {
+			check_problem(rep, "jwt_hs256_secret_file: %s: %s", cfg->jwt_hs256_secret_file,
+			              fgw_strerror(r));
+			return r;
+		}
+		jc.hs256_secret = (const unsigned char *)secret;
+		jc.hs256_secret_len = slen;
+	}
+	if ((r = jwt_verifier_new(&jc, &g->jwt, err, sizeof(err))) != 0)
+		check_problem(rep, "customer JWTs (jwt_*): %s", err);
+	if (secret != NULL) {
+		sodium_memzero(secret, slen);
+		free(secret);
+	}
+	return r;
+}
+
+/* The operator token of the admin routes is kept only as its hash. */
+int
+startup_admin_token(struct gateway *g, struct check_report *rep)
+{
+	char *tok = NULL;
+	size_t len = 0;
+	int r;
+
+	if (g->cfg.admin_token_file[0] == '\0')
+		return FGW_OK;
+	if ((r = fgw_read_file(g->cfg.admin_token_file, 4096, &tok, &len)) != 0) {
+		check_problem(rep, "admin_token_file: %s: %s", g->cfg.admin_token_file,
+		              fgw_strerror(r));
+		return r;
+	}
+	while (len > 0 && (tok[len - 1] == '\n' || tok[len - 1] == '\r'))
+		len--;
+	if (len < 32 || len > 1024 || memchr(tok, '\0', len) != NULL) {
+		check_problem(rep, "admin_token_file: %s: the token must be 32 to 1024 characters",
+		              g->cfg.admin_token_file);
+		r = FGW_ERR_INVALID;
+	} else {
+		crypto_generichash(g->admin_token_hash, sizeof(g->admin_token_hash),
+		                   (const unsigned char *)tok, len, NULL, 0);
+		g->has_admin_token = 1;
+		r = FGW_OK;
+	}
+	sodium_memzero(tok, len);
+	free(tok);
+	return r;
+}
+
+int
+startup_webhooks(struct gateway *g, enum startup_mode m, struct check_report *rep)
+{
+	return webhooks_setup(g, m == STARTUP_RUN, rep, &g->wh);
+}
+
+/* ---- pipeline, rules, TLS ------------------------------------------------- */
+
+int
+startup_pipeline(struct gateway *g, struct check_report *rep)
+{
+	char err[512];
+	int r;
+	if ((r = pipeline_build(g->cfg.stages_request, g->cfg.stages_response, &g->pl, err,
+	                        sizeof(err))) != 0)
+		check_problem(rep, "stages_request / stages_response: %s", err);
+	return r;
+}
+
+int
+startup_rules(struct gateway *g, struct check_report *rep)
+{
+	struct rules_error rerr;
+	char msg[640];
+	int r;
+	if (g->cfg.rules_file[0] == '\0') {
+		log_warn("no rules_file: only validation and max_amount apply, no fraud or velocity rules");
+		return FGW_OK;
+	}
+	if ((r = risk_init(&g->risk, g->cfg.rules_file, g->cfg.mode, &rerr)) != 0) {
+		check_problem(rep, "rules_file: %s", rules_error_format(&rerr, msg, sizeof(msg)));
+		return r;
+	}
+	struct rules *cur = rules_slot_get(g->risk.slot);
+	log_info("rules: %zu rules from %s, mode %s", rules_count(cur), g->cfg.rules_file, g->cfg.mode);
+	rules_unref(cur);
+	return FGW_OK;
+}
+
+int
+startup_tls(struct gateway *g, struct check_report *rep)
+{
+	char err[512];
+	int r;
+	if (g->cfg.tls_cert_file[0] == '\0')
+		return FGW_OK;
+	if ((r = tls_server_ctx_new(g->cfg.tls_cert_file, g->cfg.tls_key_file, &g->tls, err,
+	                            sizeof(err))) != 0)
+		check_problem(rep, "%s", err);
+	return r;
+}
+
+/* ---- pid file ------------------------------------------------------------- */
+
+/* The pid file is locked for as long as we run, so flairctl can tell a
+ * live daemon from a stale file, and two daemons cannot share data_dir.
+ * CHECK takes no lock (a daemon starting at that moment would find it
+ * taken): the file's directory must exist or be data_dir. */
+int
+startup_pid_file(struct gateway *g, enum startup_mode m, struct check_report *rep)
+{
+	const char *why = NULL;
+	char buf[32], dir[PATH_MAX];
+	int fd, n, exists = 0, r;
+
+	if (m == STARTUP_CHECK) {
+		dir_of(g->cfg.pid_file, dir, sizeof(dir));
+		if (strcmp(dir, g->cfg.data_dir) != 0 &&
+		    ((r = dir_usable(dir, &exists, &why)) != 0 || !exists)) {
+			check_problem(rep, "pid_file %s: cannot be created: directory %s %s",
+			              g->cfg.pid_file, dir, r != 0 ? why : "does not exist");
+			return r != 0 ? r : FGW_ERR_NOT_FOUND;
+		}
+		return FGW_OK;
+	}
+	if ((fd = open(g->cfg.pid_file, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+		check_problem(rep, "pid_file %s: cannot open", g->cfg.pid_file);
+		return FGW_ERR_IO;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		check_problem(rep, "pid_file %s is locked: another flairgw is running with it",
+		              g->cfg.pid_file);
+		close(fd);
+		return FGW_ERR_EXISTS;
+	}
+	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) != 0 || n < 0 || write(fd, buf, (size_t)n) != n) {
+		check_problem(rep, "pid_file %s: cannot write", g->cfg.pid_file);
+		close(fd);
+		return FGW_ERR_IO;
+	}
+	g->pid_fd = fd;
+	return FGW_OK;
+}
+
+/* ---- database and catalogue ------------------------------------------------ */
+
+int
+startup_database(struct gateway *g, enum startup_mode m, struct check_report *rep)
+{
+	const struct fgw_config *cfg = &g->cfg;
+	struct store_opts sopts;
+	char dir[PATH_MAX];
+	const char *why = NULL;
+	int version = 0, latest = 0, exists = 0, r;
+
+	r = store_file_schema(cfg->database, &version, &latest);
+	if (r == FGW_ERR_STATE) {
+		check_problem(rep, "database %s: schema version %d is newer than this build "
+		              "knows (%d): run the flairgw that wrote it, or restore a backup",
+		              cfg->database, version, latest);
+		return r;
+	}
+	if (r == FGW_ERR_DB) {
+		check_problem(rep, "database %s: not a flairgw database (cannot read its schema "
+		              "version)", cfg->database);
+		return r;
+	}
+	if (r == FGW_ERR_NOT_FOUND) {
+		/* Created by the first start, in a directory that must exist by
+		 * then: data_dir is made by the daemon, others are not. */
+		dir_of(cfg->database, dir, sizeof(dir));
+		if (strcmp(dir, cfg->data_dir) != 0 &&
+		    ((r = dir_usable(dir, &exists, &why)) != 0 || !exists)) {
+			check_problem(rep, "database %s: cannot be created: directory %s %s",
+			              cfg->database, dir, r != 0 ? why : "does not exist");
+			return r != 0 ? r : FGW_ERR_NOT_FOUND;
+		}
+		if (m == STARTUP_CHECK)
+			check_note(rep, "database %s does not exist yet: it is created on first start",
+			           cfg->database);
+	} else if (r != 0) {
+		check_problem(rep, "database %s: %s", cfg->database, fgw_strerror(r));
+		return r;
+	} else if (m == STARTUP_CHECK && version < latest) {
+		check_note(rep, "database %s: schema version %d, migrated to %d on the next start",
+		           cfg->database, version, latest);
+	}
+	if (m == STARTUP_CHECK)
+		return FGW_OK;
+	memset(&sopts, 0, sizeof(sopts));
+	sopts.path = cfg->database;
+	sopts.sync_full = strcmp(cfg->store_sync, "full") == 0;
+	sopts.batch_max = (int)cfg->store_batch_max;
+	sopts.max_pages = cfg->store_max_pages;
+	sopts.audit_mac = keyring_audit_mac_fn;
+	sopts.audit_mac_ctx = g->kr;
+	if ((r = store_open(&sopts, &g->store)) != 0)
+		check_problem(rep, "database %s: %s", cfg->database, fgw_strerror(r));
+	return r;
+}
+
+int
+startup_slots(struct gateway *g, enum startup_mode m, struct check_report *rep)
+{
+	char err[512];
+	int r;
+	if ((r = resv_setup(g, m == STARTUP_CHECK, err, sizeof(err))) != 0)
+		check_problem(rep, "%s", err);
+	return r;
+}
+
+/* A row may only be decided once no request of its attempt can still be on
+ * its way, on either processor: the reconciler's grace must outlast the
+ * longest processor timeout. */
+int
+startup_timing(struct gateway *g, struct check_report *rep)
+{
+	const struct fgw_config *cfg = &g->cfg;
+	long long longest = cfg->processor_timeout_ms;
+	if (g->proc2_type != NULL && cfg->processor2_timeout_ms > longest)
+		longest = cfg->processor2_timeout_ms;
+	if (cfg->reconcile_grace_ms > 0 && cfg->reconcile_grace_ms <= longest) {
+		check_problem(rep, "reconcile_grace_ms (%lld) must exceed the longest processor "
+		              "timeout (%lld ms)", cfg->reconcile_grace_ms, longest);
+		return FGW_ERR_INVALID;
+	}
+	return FGW_OK;
+}
+
+void
+startup_release(struct gateway *g)
+{
+	risk_free(&g->risk);
+	jwt_verifier_free(g->jwt);
+	g->jwt = NULL;
+	webhooks_free(g->wh);
+	g->wh = NULL;
+	generic_map_free(&g->proc);
+	generic_map_free(&g->proc2);
+	keyring_free(g->kr);
+	g->kr = NULL;
+	tls_server_ctx_free(g->tls);
+	g->tls = NULL;
+	sodium_memzero(g->proc.secret, sizeof(g->proc.secret));
+	sodium_memzero(g->proc2.secret, sizeof(g->proc2.secret));
+	sodium_memzero(g->admin_token_hash, sizeof(g->admin_token_hash));
+}
+
+/* ---- the check -------------------------------------------------------------- */
+
+int
+gateway_check(const struct fgw_config *cfg, struct check_report *rep)
+{
+	struct gateway *g;
+
+	if ((g = calloc(1, sizeof(*g))) == NULL) {
+		check_problem(rep, "out of memory");
+		return FGW_ERR_NOMEM;
+	}
+	g->cfg = *cfg;
+	g->pid_fd = g->log_fd = g->data_dir_lock = -1;
+	/* Each step runs even when one before it failed: the operator sees
+	 * every problem in one run. The order is main.c's. */
+	(void)startup_config(&g->cfg, rep);
+	(void)startup_data_dir(g, STARTUP_CHECK, rep);
+	(void)startup_log_file(&g->cfg, rep);
+	(void)startup_keyring(g, STARTUP_CHECK, rep);
+	(void)startup_processors(g, rep);
+	(void)startup_jwt(g, rep);
+	(void)startup_admin_token(g, rep);
+	(void)startup_webhooks(g, STARTUP_CHECK, rep);
+	(void)startup_pipeline(g, rep);
+	(void)startup_rules(g, rep);
+	(void)startup_pid_file(g, STARTUP_CHECK, rep);
+	(void)startup_database(g, STARTUP_CHECK, rep);
+	(void)startup_tls(g, rep);
+	(void)startup_slots(g, STARTUP_CHECK, rep);
+	(void)startup_timing(g, rep);
+	(void)startup_listen(&g->cfg, rep);
+	startup_release(g);
+	sodium_memzero(g, sizeof(*g)); /* the configuration held API key hashes */
+	free(g);
+	return rep->problems > 0 ? FGW_ERR_INVALID : FGW_OK;
+}
