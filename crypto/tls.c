@@ -61,6 +61,47 @@ out:
 	return r;
 }
 
+int
+tls_client_files_check(const char *prefix, const char *ca_file, const char *cert_file,
+                       const char *key_file, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = NULL;
+	char what[64];
+	int r;
+
+	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
+		r = fail(err, errlen, "TLS", "context", FGW_ERR_NOMEM);
+		goto out;
+	}
+	if (ca_file != NULL && ca_file[0] != '\0' &&
+	    SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+		snprintf(what, sizeof(what), "%s_ca_file", prefix);
+		r = fail(err, errlen, what, ca_file, FGW_ERR_INVALID);
+		goto out;
+	}
+	if (cert_file != NULL && cert_file[0] != '\0') {
+		if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
+			snprintf(what, sizeof(what), "%s_client_cert", prefix);
+			r = fail(err, errlen, what, cert_file, FGW_ERR_INVALID);
+			goto out;
+		}
+		if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
+			snprintf(what, sizeof(what), "%s_client_key", prefix);
+			r = fail(err, errlen, what, key_file, FGW_ERR_INVALID);
+			goto out;
+		}
+		if (SSL_CTX_check_private_key(ctx) != 1) {
+			snprintf(what, sizeof(what), "%s_client_key does not match", prefix);
+			r = fail(err, errlen, what, cert_file, FGW_ERR_INVALID);
+			goto out;
+		}
+	}
+	r = FGW_OK;
+out:
+	SSL_CTX_free(ctx);
+	return r;
+}
+
 void
 tls_server_ctx_free(SSL_CTX *ctx)
 {

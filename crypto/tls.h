@@ -18,6 +18,12 @@ struct ssl_st;
 int tls_server_ctx_new(const char *cert_file, const char *key_file,
                        struct ssl_ctx_st **out, char *err, size_t errlen);
 void tls_server_ctx_free(struct ssl_ctx_st *ctx);
+/* Loads a processor's TLS client files as each request will (CA bundle,
+ * client certificate chain and its key, each optional; key_file given
+ * when cert_file is), so a missing or broken one stops start-up instead
+ * of failing every payment. prefix names the directives in err. */
+int tls_client_files_check(const char *prefix, const char *ca_file, const char *cert_file,
+                           const char *key_file, char *err, size_t errlen);
 /* A new server-side connection object, or NULL. */
 struct ssl_st *tls_server_conn_new(struct ssl_ctx_st *ctx);
 

@@ -369,6 +369,13 @@ startup_processors(struct gateway *g, struct check_report *rep)
 		check_problem(rep, "%s", err);
 	fgw_strlcpy(g->proc.api_version, cfg->processor_api_version, sizeof(g->proc.api_version));
 	first = r;
+	if ((r = tls_client_files_check("processor", cfg->processor_ca_file,
+	                                cfg->processor_client_cert, cfg->processor_client_key,
+	                                err, sizeof(err))) != 0) {
+		check_problem(rep, "%s", err);
+		if (first == 0)
+			first = r;
+	}
 	if (cfg->processor2_name[0] == '\0')
 		return first;
 	if (strcmp(cfg->processor2_name, cfg->processor_name) == 0) {
@@ -387,6 +394,11 @@ startup_processors(struct gateway *g, struct check_report *rep)
 	                          "processor2", &g->proc2, err, sizeof(err))) != 0)
 		check_problem(rep, "%s", err);
 	fgw_strlcpy(g->proc2.api_version, cfg->processor2_api_version, sizeof(g->proc2.api_version));
+	if (r == 0 && (r = tls_client_files_check("processor2", cfg->processor2_ca_file,
+	                                          cfg->processor2_client_cert,
+	                                          cfg->processor2_client_key, err,
+	                                          sizeof(err))) != 0)
+		check_problem(rep, "%s", err);
 	return first != 0 ? first : r;
 }
 

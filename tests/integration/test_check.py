@@ -205,6 +205,13 @@ def test_each_broken_configuration_is_refused_by_check_ctl_and_start():
         key = _write(os.path.join(work, "key.pem"), "not a key\n")
         _refused_everywhere(_gateway(stack, tls_cert_file=cert, tls_key_file=key), cert)
 
+        # The processor's TLS client files: read per request by libcurl,
+        # so a missing or broken one would otherwise fail every payment.
+        _refused_everywhere(_gateway(stack, processor_ca_file=os.path.join(work, "no-ca.pem")),
+                            "processor_ca_file")
+        _refused_everywhere(_gateway(stack, processor_client_cert=cert, processor_client_key=key),
+                            "processor_client_cert")
+
         # A database a newer flairgw migrated.
         newer = os.path.join(work, "newer.db")
         shutil.copyfile(gw.db_path, newer)
