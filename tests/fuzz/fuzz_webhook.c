@@ -70,8 +70,10 @@ ref_mac(const char *key, const char *t, size_t tlen, const char *body, size_t le
 	free(msg);
 }
 
-/* 1 when the header's items hold key=value (value compared without case;
- * value NULL: the first key=..., its value in *vout). */
+/* 1 when the header's items hold key=value, split as Stripe's libraries
+ * split them (items at ',', key and value at the first '=', no trimming,
+ * values compared exactly: upper-case hex is not a signature); value
+ * NULL: the first key=..., its value in *vout. */
 static int
 has_item(const char *header, const char *key, const char *value, const char **vout,
          size_t *vlen)
@@ -82,10 +84,6 @@ has_item(const char *header, const char *key, const char *value, const char **vo
 	while (*p) {
 		const char *end = strchr(p, ',');
 		const char *s = p, *e = end ? end : p + strlen(p);
-		while (s < e && (*s == ' ' || *s == '\t'))
-			s++;
-		while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-			e--;
 		if ((size_t)(e - s) > klen && strncmp(s, key, klen) == 0 && s[klen] == '=') {
 			s += klen + 1;
 			if (value == NULL) {
@@ -93,7 +91,7 @@ has_item(const char *header, const char *key, const char *value, const char **vo
 				*vlen = (size_t)(e - s);
 				return 1;
 			}
-			if ((size_t)(e - s) == strlen(value) && strncasecmp(s, value, (size_t)(e - s)) == 0)
+			if ((size_t)(e - s) == strlen(value) && strncmp(s, value, (size_t)(e - s)) == 0)
 				return 1;
 		}
 		if (end == NULL)
@@ -154,12 +152,17 @@ mode_raw(const char *in, size_t n)
 	check(r == 0 || r == FGW_ERR_INVALID || r == FGW_ERR_AUTH || r == FGW_ERR_TIMEOUT);
 	check((r == 0) == (reason == NULL));
 	if (r == 0 || r == FGW_ERR_TIMEOUT) {
-		/* Authentic: some secret's MAC over the t digits as sent is one
-		 * of the v1 items. */
+		/* Authentic: some secret's MAC over the timestamp is one of the
+		 * v1 items. Stripe's libraries sign the timestamp as the
+		 * number it parses to ("0170" signs as "170"), not as sent. */
+		char tnum[24];
+		int tn;
 		check(strlen(header) <= MAC_SIG_HEADER_MAX);
 		check(has_item(header, "t", NULL, &t, &tlen) && tlen > 0);
+		tn = snprintf(tnum, sizeof(tnum), "%lld", (long long)ts);
+		check(tn > 0 && (size_t)tn < sizeof(tnum));
 		for (size_t i = 0; i < 2 && !ok; i++) {
-			ref_mac(secrets[i], t, tlen, body, blen, hex);
+			ref_mac(secrets[i], tnum, (size_t)tn, body, blen, hex);
 			ok = has_item(header, "v1", hex, NULL, NULL);
 		}
 		check(ok);
