@@ -118,6 +118,8 @@ struct proc_result {
 	int64_t amount_refunded;/* status/refund answers: total refunded */
 	char txn_ref[72];       /* the transaction id the reply says it answers
 	                           ("" when the protocol carries none) */
+	char op_ref[96];        /* REFUND: the processor's id for the refund
+	                           (Stripe re_...), "" when it gives none */
 };
 void proc_result_clear(struct proc_result *r);
 /* 1 when res may be about transaction txn_id: it names no transaction

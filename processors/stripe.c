@@ -709,6 +709,10 @@ stripe_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status
 		if (intent_id_ok(proc_json_str(root, "payment_intent"), sizeof(out->reference)))
 			fgw_strlcpy(out->reference, proc_json_str(root, "payment_intent"),
 			            sizeof(out->reference));
+		/* Its refund.updated events name it by this id. */
+		if (proc_id_ok(proc_json_str(root, "id"), sizeof(out->op_ref)) &&
+		    strncmp(proc_json_str(root, "id"), "re_", 3) == 0)
+			fgw_strlcpy(out->op_ref, proc_json_str(root, "id"), sizeof(out->op_ref));
 	} else {
 		map_intent_status(root, 0, out);
 	}

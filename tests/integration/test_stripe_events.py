@@ -41,12 +41,14 @@ def gw():
     return S.ensure().gw
 
 
-def fixture(name, txn_id, event_id=None):
-    """The fixture as Stripe would send it about this transaction."""
+def fixture(name, txn_id, event_id=None, **obj):
+    """The fixture as Stripe would send it about this transaction (obj:
+    data.object fields to set)."""
     with open(os.path.join(FIXTURES, name + ".json")) as f:
         text = f.read()
     pi = gw().txn_row(txn_id)["processor_ref"] or "pi_none"
     doc = json.loads(text.replace("pi_FLAIRGW", pi).replace("txn_FLAIRGW", txn_id))
+    doc["data"]["object"].update(obj)
     doc["id"] = event_id or f"evt_{uuid.uuid4().hex[:24]}"
     doc["created"] = int(time.time())
     return json.dumps(doc, separators=(",", ":")).encode()
@@ -58,8 +60,8 @@ def post(body):
     return gw().http("POST", "/v1/webhooks/stripe", body.decode(), headers, key=None)
 
 
-def send(name, txn_id, result, event_id=None):
-    resp = post(fixture(name, txn_id, event_id))
+def send(name, txn_id, result, event_id=None, **obj):
+    resp = post(fixture(name, txn_id, event_id, **obj))
     assert resp.status == 200 and resp.body.get("result") == result, (name, resp)
     return resp
 
@@ -211,6 +213,24 @@ def test_failed_refund_gives_its_amount_back():
     # no outcome.
     send("refund.updated.failed", txn_id, "no_move")
     assert refunded_sum(txn_id) == 15000
+
+
+def test_a_refund_flairgw_made_that_fails_later_gives_its_amount_back():
+    txn_id = pay()
+    harness.assert_status(gw().txn_op(txn_id, "refund", {"amount": 5000}), "partially_refunded")
+    (row,) = refunds_of(txn_id)
+    # Stripe's id for it is kept, so its later events find it.
+    assert row["status"] == "succeeded" and (row["processor_ref"] or "").startswith("re_"), row
+    harness.assert_error(gw().txn_op(txn_id, "refund", {"amount": 10001}), 400,
+                         "REFUND_EXCEEDS_CAPTURED")
+    send("refund.updated.failed", txn_id, "applied", id=row["processor_ref"])
+    assert [r["status"] for r in refunds_of(txn_id)] == ["failed"], refunds_of(txn_id)
+    assert refunded_sum(txn_id) == 0
+    # Given back: flairgw's cap now lets 100.01 go to the processor (the
+    # sandbox, which cannot fail a refund, still holds the 50.00 as
+    # refunded and refuses it; Stripe would not).
+    gw().txn_op(txn_id, "refund", {"amount": 10001})
+    assert [r["amount"] for r in refunds_of(txn_id)] == [5000, 10001], refunds_of(txn_id)
 
 
 def test_refund_events_about_an_uncaptured_payment_change_nothing():
