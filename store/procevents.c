@@ -105,6 +105,8 @@ refund_outcome(sqlite3 *db, const struct store_refund_event *ev, int *changed)
 	    "SELECT id, amount FROM refunds WHERE txn_id = ?1 AND status = 'succeeded'"
 	    " AND processor_ref IS NULL AND idempotency_key LIKE 'event:%'"
 	    " ORDER BY created_at DESC LIMIT 1";
+	static const char pending_sql[] =
+	    "SELECT COUNT(*) FROM refunds WHERE txn_id = ?1 AND status = 'pending'";
 	static const char shrink_sql[] =
 	    "UPDATE refunds SET amount = amount - ?4, updated_at = ?5 WHERE id = ?1 AND amount > ?4";
 	static const char fail_ext_sql[] =
@@ -144,6 +146,13 @@ refund_outcome(sqlite3 *db, const struct store_refund_event *ev, int *changed)
 	/* Unknown and succeeded: the charge's refunded total (charge.refunded)
 	 * records it; counting it here as well would count it twice. */
 	if (!ev->refund_failed)
+		return FGW_OK;
+	/* A refund of ours still waiting for its answer may be this one
+	 * (its id is kept only with its outcome): that answer, or the
+	 * reconciler, settles it; a Dashboard refund must not pay for it. */
+	if ((r = sql_int64_of(db, pending_sql, ev->txn_id, &amount)) != 0)
+		return r;
+	if (amount > 0)
 		return FGW_OK;
 	if ((r = sql_prepare(db, ext_sql, &s)) != 0)
 		return r;

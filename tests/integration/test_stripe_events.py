@@ -233,6 +233,27 @@ def test_a_refund_flairgw_made_that_fails_later_gives_its_amount_back():
     assert [r["amount"] for r in refunds_of(txn_id)] == [5000, 10001], refunds_of(txn_id)
 
 
+def test_unknown_failed_refund_beside_one_of_ours_in_flight_takes_nothing():
+    """A failed refund Stripe names by an id flairgw does not know yet may
+    be flairgw's own refund still waiting for its answer: a Dashboard
+    refund recorded earlier must not pay for it."""
+    txn_id = pay()
+    send("charge.refunded.partial", txn_id, "applied")      # 50.00 in the Dashboard
+    sandbox = S.ensure().sandbox
+    sandbox.faults(latency_ms=1500)
+    try:
+        ours = harness.Background(lambda: gw().txn_op(txn_id, "refund", {"amount": 2000}))
+        harness.wait_until(lambda: [r for r in refunds_of(txn_id) if r["status"] == "pending"],
+                           10, "our refund to be written ahead")
+        send("refund.updated.failed", txn_id, "no_move", id="re_" + uuid.uuid4().hex[:24])
+        answer = ours.result(30)
+    finally:
+        sandbox.faults()
+    harness.assert_status(answer, "partially_refunded")
+    assert sorted((r["amount"], r["status"]) for r in refunds_of(txn_id)) == \
+        [(2000, "succeeded"), (5000, "succeeded")], refunds_of(txn_id)
+
+
 def test_refund_events_about_an_uncaptured_payment_change_nothing():
     txn_id = pay(capture=False, want="authorized")
     send("charge.refunded.partial", txn_id, "no_move")
