@@ -7,10 +7,13 @@
  * (404), body size (413), signature header present (400) and valid over
  * the RAW body (400 malformed, 401 wrong MAC or timestamp outside the
  * tolerance), event JSON shape (400). Then the event id is deduplicated
- * (a repeat is a 200 no-op, audited webhook.duplicate), the transaction
- * found (by our reference, else the processor's), and moved forward with
+ * (a repeat is a 200 no-op, audited webhook.duplicate) and the event read
+ * by the adapter type the inbound_webhook scheme names (map_event: only
+ * processors/ knows a processor's event names); the transaction is found
+ * (by our reference, else the processor's) and moved forward with
  * store_txn_finish — a move the state table refuses (late, duplicated or
- * backward event) changes nothing. Every accepted event is recorded in
+ * backward event) changes nothing — or its refunds or a dispute recorded
+ * (store/procevents.h). Every accepted event is recorded in
  * webhook_inbound with its result and audited; the processor gets 200 once
  * that is committed, so it retries until we hold the event durably.
  */

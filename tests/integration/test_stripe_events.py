@@ -61,8 +61,21 @@ def post(body):
 
 
 def send(name, txn_id, result, event_id=None, **obj):
-    resp = post(fixture(name, txn_id, event_id, **obj))
+    """Posts the fixture; checks the answer and the event's audit row (and,
+    when it moved the payment, the move's own audit row)."""
+    body = fixture(name, txn_id, event_id, **obj)
+    resp = post(body)
     assert resp.status == 200 and resp.body.get("result") == result, (name, resp)
+    eid = json.loads(body)["id"]
+    rows = [json.loads(a["details_json"]) for a in
+            gw().query("SELECT * FROM audit_events WHERE event_type = 'webhook.accepted'"
+                       " AND details_json LIKE ?", f'%"{eid}"%')]
+    assert len(rows) == 1 and rows[0]["result"] == result and rows[0]["processor"] == "stripe" \
+        and rows[0]["eventType"] == json.loads(body)["type"], (name, rows)
+    if result == "applied":
+        moves = [a for a in gw().audit_for(txn_id)
+                 if a["event_type"] in ("txn.webhook", "txn.disputed") and eid in a["details_json"]]
+        assert len(moves) == 1, (name, moves)
     return resp
 
 
