@@ -241,6 +241,7 @@ record(struct op_ctx *c)
 	audit = (struct store_audit){ c->client, c->source, event, c->row.id, c->new_status,
 		                          details[0] ? details : NULL };
 	if (c->op == PROC_OP_REFUND) {
+		fgw_strlcpy(c->rf.processor_ref, c->res.op_ref, sizeof(c->rf.processor_ref));
 		r = c->key[0] ? store_refund_finish_answered(c->rx->gw->store, c->rx->waker, &c->rf,
 		                                             &c->rf, &idem, refund_answer, c,
 		                                             &audit, 1, committed, c)
@@ -289,6 +290,8 @@ op_refused(struct op_ctx *c)
 		n = snprintf(details, sizeof(details), "{\"code\":\"%s\"}", c->res.code);
 	if (n > 0 && (size_t)n < sizeof(details))
 		audit.details_json = details;
+	if (c->op == PROC_OP_REFUND)
+		fgw_strlcpy(c->rf.processor_ref, c->res.op_ref, sizeof(c->rf.processor_ref));
 	if (c->op == PROC_OP_REFUND)
 		r = store_refund_finish(st, c->rx->waker, &c->rf, 0, NULL, NULL, &audit, 1,
 		                        refusal_recorded, c);

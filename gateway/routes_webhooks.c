@@ -7,10 +7,13 @@
  * (404), body size (413), signature header present (400) and valid over
  * the RAW body (400 malformed, 401 wrong MAC or timestamp outside the
  * tolerance), event JSON shape (400). Then the event id is deduplicated
- * (a repeat is a 200 no-op, audited webhook.duplicate), the transaction
- * found (by our reference, else the processor's), and moved forward with
+ * (a repeat is a 200 no-op, audited webhook.duplicate) and the event read
+ * by the adapter type the inbound_webhook scheme names (map_event: only
+ * processors/ knows a processor's event names); the transaction is found
+ * (by our reference, else the processor's) and moved forward with
  * store_txn_finish — a move the state table refuses (late, duplicated or
- * backward event) changes nothing. Every accepted event is recorded in
+ * backward event) changes nothing — or its refunds or a dispute recorded
+ * (store/procevents.h). Every accepted event is recorded in
  * webhook_inbound with its result and audited; the processor gets 200 once
  * that is committed, so it retries until we hold the event durably.
  */
@@ -34,7 +37,9 @@
 #include "gateway/refusals.h"
 #include "gateway/webhooks.h"
 #include "pipeline/events.h"
+#include "processors/adapter.h"
 #include "processors/proc_util.h"
+#include "store/procevents.h"
 #include "store/webhooks.h"
 
 /* One inbound event on its way through the store. */
@@ -49,6 +54,8 @@ struct wh_ctx {
 	char txn_id[40];
 	char target[24];              /* state the event asks for */
 	char result[24];              /* applied, no_move, unmatched, ignored */
+	char old_status[24];          /* the transaction's, before the event */
+	struct store_refund_event refunds; /* what a refund event committed */
 };
 
 static void
@@ -172,102 +179,15 @@ on_moved(void *arg, int rc)
 	record(ctx);
 }
 
-/* What a success event's object says about the capture: 1 when it
- * affirms it (captured true, or money received) and nothing denies it
- * (captured false, nothing received, or still awaiting capture); else 0.
- * A succeeded payment is more than an authorized one, so an event that
- * does not prove the capture moves a payment only to authorized. */
+/* Our transaction: the one the event names by our id, else the one whose
+ * processor reference the event gives. */
 static int
-capture_proven(const cJSON *obj)
+find_txn(struct reactor *rx, const struct proc_event *pe, char *id, size_t cap)
 {
-	const cJSON *captured = cJSON_GetObjectItemCaseSensitive(obj, "captured");
-	const cJSON *received = cJSON_GetObjectItemCaseSensitive(obj, "amount_received");
-	const cJSON *status = cJSON_GetObjectItemCaseSensitive(obj, "status");
-
-	if (captured != NULL && !cJSON_IsTrue(captured))
-		return 0;
-	if (received != NULL && (!cJSON_IsNumber(received) || !(received->valuedouble > 0)))
-		return 0;
-	if (status != NULL &&
-	    (!cJSON_IsString(status) || strcmp(status->valuestring, "succeeded") != 0))
-		return 0;
-	return captured != NULL || received != NULL;
-}
-
-/* A refund event proves the whole payment refunded only when it says so
- * (refunded true) and the amounts it carries do not say otherwise. */
-static int
-full_refund_proven(const cJSON *obj)
-{
-	const cJSON *refunded = cJSON_GetObjectItemCaseSensitive(obj, "refunded");
-	const cJSON *amount = cJSON_GetObjectItemCaseSensitive(obj, "amount");
-	const cJSON *done = cJSON_GetObjectItemCaseSensitive(obj, "amount_refunded");
-
-	if (!cJSON_IsTrue(refunded))
-		return 0;
-	if (done != NULL && !cJSON_IsNumber(done))
-		return 0;
-	if (amount != NULL && (!cJSON_IsNumber(amount) ||
-	                       (done != NULL && done->valuedouble < amount->valuedouble)))
-		return 0;
-	return 1;
-}
-
-/* The state an event asks for, or "" for events we only record: no
- * further than what its object proves. */
-static void
-target_state(const char *type, const cJSON *obj, char *target, size_t cap, char *code,
-             size_t code_cap)
-{
-	target[0] = code[0] = '\0';
-	if (strcmp(type, "payment_intent.succeeded") == 0 || strcmp(type, "charge.succeeded") == 0) {
-		fgw_strlcpy(target, capture_proven(obj) ? "succeeded" : "authorized", cap);
-	} else if (strcmp(type, "payment_intent.amount_capturable_updated") == 0) {
-		const cJSON *n = cJSON_GetObjectItemCaseSensitive(obj, "amount_capturable");
-		/* Money held for capture: an authorization, never a capture. */
-		if (cJSON_IsNumber(n) && n->valuedouble > 0)
-			fgw_strlcpy(target, "authorized", cap);
-	} else if (strcmp(type, "charge.captured") == 0) {
-		if (capture_proven(obj))
-			fgw_strlcpy(target, "succeeded", cap);
-	} else if (strcmp(type, "payment_intent.payment_failed") == 0 ||
-	           strcmp(type, "charge.failed") == 0) {
-		fgw_strlcpy(target, "declined", cap);
-		fgw_strlcpy(code, "PAYMENT_CARD_DECLINED", code_cap);
-	} else if (strcmp(type, "payment_intent.requires_action") == 0) {
-		fgw_strlcpy(target, "requires_action", cap);
-	} else if (strcmp(type, "charge.refunded") == 0 && full_refund_proven(obj)) {
-		/* Only when the store knows a refunded state (the refunds
-		 * feature adds it); until then the event is recorded only. */
-		if (store_status_known("refunded"))
-			fgw_strlcpy(target, "refunded", cap);
-	}
-}
-
-/* Our transaction id: the object's reference or metadata, else the
- * transaction whose processor reference is the object's id (or, for a
- * charge, its payment intent). */
-static int
-find_txn(struct reactor *rx, const cJSON *obj, char *id, size_t cap)
-{
-	static const char *const refs[] = { "reference", "client_reference_id" };
-	const cJSON *md = cJSON_GetObjectItemCaseSensitive(obj, "metadata"), *v;
-	const char *candidates[4] = { NULL, NULL, NULL, NULL };
-	int n = 0;
-	for (size_t i = 0; i < 2; i++) {
-		v = cJSON_GetObjectItemCaseSensitive(obj, refs[i]);
-		if (cJSON_IsString(v))
-			candidates[n++] = v->valuestring;
-	}
-	if (cJSON_IsObject(md)) {
-		v = cJSON_GetObjectItemCaseSensitive(md, "flair_txn_id");
-		if (cJSON_IsString(v))
-			candidates[n++] = v->valuestring;
-	}
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < PROC_EVENT_REFS; i++) {
 		struct store_txn_row row;
-		const char *c = candidates[i];
-		if (strncmp(c, "txn_", 4) != 0 || strlen(c) >= cap)
+		const char *c = pe->txn_ids[i];
+		if (c == NULL || strncmp(c, "txn_", 4) != 0 || strlen(c) >= cap)
 			continue;
 		memset(&row, 0, sizeof(row));
 		if (store_txn_get(rx->reader, NULL, c, &row) == 0) {
@@ -276,13 +196,101 @@ find_txn(struct reactor *rx, const cJSON *obj, char *id, size_t cap)
 			return FGW_OK;
 		}
 	}
-	v = cJSON_GetObjectItemCaseSensitive(obj, "id");
-	if (cJSON_IsString(v) && store_txn_id_by_ref(rx->reader, v->valuestring, id, cap) == 0)
-		return FGW_OK;
-	v = cJSON_GetObjectItemCaseSensitive(obj, "payment_intent");
-	if (cJSON_IsString(v) && store_txn_id_by_ref(rx->reader, v->valuestring, id, cap) == 0)
-		return FGW_OK;
+	for (int i = 0; i < PROC_EVENT_REFS; i++)
+		if (pe->processor_refs[i] != NULL &&
+		    store_txn_id_by_ref(rx->reader, pe->processor_refs[i], id, cap) == 0)
+			return FGW_OK;
 	return FGW_ERR_NOT_FOUND;
+}
+
+/* The transaction as it now stands goes to the other features (and the
+ * website hears of it) after a move committed. */
+static void
+publish(struct wh_ctx *ctx, const char *notify)
+{
+	struct store_txn_row row;
+
+	memset(&row, 0, sizeof(row));
+	if (store_txn_get(ctx->rx->reader, NULL, ctx->txn_id, &row) == 0) {
+		if (notify != NULL)
+			webhooks_notify(ctx->rx->gw->wh, &ctx->rx->env, &row, notify);
+		else
+			txn_events_publish(&ctx->rx->env, &row);
+	}
+	store_txn_row_clear(&row);
+}
+
+static void
+on_refunds(void *arg, int rc)
+{
+	struct wh_ctx *ctx = arg;
+
+	if (rc == FGW_ERR_STATE) {
+		/* Nothing captured, or the refunds already say so. */
+		fgw_strlcpy(ctx->result, "no_move", sizeof(ctx->result));
+	} else if (rc != 0) {
+		log_error("webhook %s: refunds of %s not recorded: %s", ctx->event_id, ctx->txn_id,
+		          fgw_strerror(rc));
+		finish(ctx, 500, "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be applied\"}");
+		return;
+	} else {
+		fgw_strlcpy(ctx->result, "applied", sizeof(ctx->result));
+		fgw_strlcpy(ctx->target, ctx->refunds.new_status, sizeof(ctx->target));
+		if (strcmp(ctx->refunds.new_status, ctx->old_status) != 0)
+			publish(ctx, NULL);
+	}
+	record(ctx);
+}
+
+static void
+on_disputed(void *arg, int rc)
+{
+	struct wh_ctx *ctx = arg;
+
+	if (rc == FGW_ERR_EXISTS) {
+		fgw_strlcpy(ctx->result, "no_move", sizeof(ctx->result));
+	} else if (rc != 0) {
+		log_error("webhook %s: dispute of %s not recorded: %s", ctx->event_id, ctx->txn_id,
+		          fgw_strerror(rc));
+		finish(ctx, 500, "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be applied\"}");
+		return;
+	} else {
+		fgw_strlcpy(ctx->result, "applied", sizeof(ctx->result));
+		publish(ctx, "disputed");
+	}
+	record(ctx);
+}
+
+/* The audit details of an event that is applied: who sent which event,
+ * and what it asks; cJSON escapes what the processor wrote. */
+static char *
+event_details(const struct wh_ctx *ctx, const struct proc_event *pe)
+{
+	cJSON *d = cJSON_CreateObject();
+	char *s = NULL;
+
+	if (d == NULL)
+		return NULL;
+	cJSON_AddStringToObject(d, "processor", ctx->processor);
+	cJSON_AddStringToObject(d, "eventId", ctx->event_id);
+	cJSON_AddStringToObject(d, "eventType", ctx->event_type);
+	if (pe->kind == PROC_EVENT_MOVE)
+		cJSON_AddStringToObject(d, "to", ctx->target);
+	if (pe->refunded_total >= 0 && pe->kind == PROC_EVENT_REFUNDED)
+		cJSON_AddNumberToObject(d, "refundedTotal", (double)pe->refunded_total);
+	if (pe->kind == PROC_EVENT_REFUND || pe->kind == PROC_EVENT_DISPUTE) {
+		cJSON_AddStringToObject(d, pe->kind == PROC_EVENT_REFUND ? "refund" : "dispute",
+		                        pe->object_ref);
+		if (pe->object_amount >= 0)
+			cJSON_AddNumberToObject(d, "amount", (double)pe->object_amount);
+	}
+	if (pe->kind == PROC_EVENT_REFUND)
+		cJSON_AddStringToObject(d, "refundStatus", pe->refund_status);
+	if (pe->kind == PROC_EVENT_DISPUTE && pe->reason[0] != '\0')
+		cJSON_AddStringToObject(d, "reason", pe->reason);
+	s = cJSON_PrintUnformatted(d);
+	cJSON_Delete(d);
+	return s;
 }
 
 static int
@@ -297,25 +305,70 @@ visible_ascii(const char *s, size_t max)
 	return 1;
 }
 
-/* Applies a verified event: ctx is owned by the store callbacks after. */
+/* Refunds and disputes: store jobs of their own. */
 static void
-apply(struct wh_ctx *ctx, const cJSON *obj)
+apply_other(struct wh_ctx *ctx, const struct proc_event *pe)
+{
+	struct reactor *rx = ctx->rx;
+	struct store_refund_event rf;
+	struct store_audit a;
+	char *details = event_details(ctx, pe);
+	int r;
+
+	if (pe->kind == PROC_EVENT_DISPUTE) {
+		a = (struct store_audit){ ctx->processor, ctx->source, "txn.disputed", ctx->txn_id,
+			                      "disputed", details };
+		r = store_dispute_record(rx->gw->store, rx->waker, ctx->txn_id, ctx->processor,
+		                         pe->object_ref, pe->object_amount, pe->reason, ctx->event_id,
+		                         &a, 1, on_disputed, ctx);
+		free(details);
+		if (r != 0)
+			on_disputed(ctx, r);
+		return;
+	}
+	memset(&rf, 0, sizeof(rf));
+	fgw_strlcpy(rf.txn_id, ctx->txn_id, sizeof(rf.txn_id));
+	fgw_strlcpy(rf.event_id, ctx->event_id, sizeof(rf.event_id));
+	rf.refunded_total = pe->kind == PROC_EVENT_REFUNDED ? pe->refunded_total : -1;
+	if (pe->kind == PROC_EVENT_REFUND) {
+		fgw_strlcpy(rf.refund_ref, pe->object_ref, sizeof(rf.refund_ref));
+		rf.refund_amount = pe->object_amount;
+		rf.refund_failed = strcmp(pe->refund_status, "failed") == 0;
+	}
+	a = (struct store_audit){ ctx->processor, ctx->source, "txn.webhook", ctx->txn_id,
+		                      pe->kind == PROC_EVENT_REFUND ? pe->refund_status : "refunded",
+		                      details };
+	r = store_refund_event(rx->gw->store, rx->waker, &rf, &ctx->refunds, &a, 1, on_refunds, ctx);
+	free(details);
+	if (r != 0)
+		on_refunds(ctx, r);
+}
+
+/* Applies a verified event as the processor's adapter reads it (pt, from
+ * the inbound_webhook scheme): ctx is owned by the store callbacks after. */
+static void
+apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 {
 	struct reactor *rx = ctx->rx;
 	struct store_txn_row row;
 	struct store_txn_update upd;
 	struct store_audit a;
-	char code[40], *details = NULL, *next_action = NULL;
-	cJSON *d = NULL;
+	struct proc_event pe;
+	char *details = NULL, *next_action = NULL;
 	int r;
 
-	target_state(ctx->event_type, obj, ctx->target, sizeof(ctx->target), code, sizeof(code));
-	if (ctx->target[0] == '\0') {
+	proc_event_init(&pe);
+	if (pt == NULL || pt->map_event == NULL || pt->map_event(ev, &pe) != 0 ||
+	    pe.kind == PROC_EVENT_IGNORE ||
+	    (pe.kind == PROC_EVENT_REFUND && strcmp(pe.refund_status, "pending") == 0)) {
+		/* Unknown to the adapter, or not an outcome yet: acknowledged. */
 		fgw_strlcpy(ctx->result, "ignored", sizeof(ctx->result));
 		record(ctx);
 		return;
 	}
-	if (find_txn(rx, obj, ctx->txn_id, sizeof(ctx->txn_id)) != 0) {
+	if (pe.kind == PROC_EVENT_MOVE)
+		fgw_strlcpy(ctx->target, pe.target, sizeof(ctx->target));
+	if (find_txn(rx, &pe, ctx->txn_id, sizeof(ctx->txn_id)) != 0) {
 		fgw_strlcpy(ctx->result, "unmatched", sizeof(ctx->result));
 		record(ctx);
 		return;
@@ -343,16 +396,24 @@ apply(struct wh_ctx *ctx, const cJSON *obj)
 		                 "\"The transaction is still being posted; send the event again later\"}");
 		return;
 	}
-	if (r == 0 && strcmp(ctx->target, "refunded") == 0 &&
-	    cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(obj, "amount_refunded")) &&
-	    cJSON_GetObjectItemCaseSensitive(obj, "amount_refunded")->valuedouble <
-	        (double)row.amount) {
+	if (r == 0)
+		fgw_strlcpy(ctx->old_status, row.status, sizeof(ctx->old_status));
+	if (pe.kind != PROC_EVENT_MOVE) {
+		store_txn_row_clear(&row);
+		apply_other(ctx, &pe);
+		return;
+	}
+	if (r == 0 && strcmp(ctx->target, "refunded") == 0 && pe.refunded_total >= 0 &&
+	    pe.refunded_total < row.amount) {
 		/* Less than this payment's amount: not all of it. */
 		store_txn_row_clear(&row);
 		fgw_strlcpy(ctx->result, "no_move", sizeof(ctx->result));
 		record(ctx);
 		return;
 	}
+	if (r == 0 && !store_status_may_move(row.status, ctx->target) && pe.fallback[0] != '\0' &&
+	    store_status_may_move(row.status, pe.fallback))
+		fgw_strlcpy(ctx->target, pe.fallback, sizeof(ctx->target));
 	if (r == 0 && !store_status_may_move(row.status, ctx->target)) {
 		/* Forward only: a late or backward event changes nothing. */
 		store_txn_row_clear(&row);
@@ -364,27 +425,19 @@ apply(struct wh_ctx *ctx, const cJSON *obj)
 	memset(&upd, 0, sizeof(upd));
 	fgw_strlcpy(upd.id, ctx->txn_id, sizeof(upd.id));
 	fgw_strlcpy(upd.status, ctx->target, sizeof(upd.status));
-	if (code[0]) {
-		fgw_strlcpy(upd.error_code, code, sizeof(upd.error_code));
-		fgw_strlcpy(upd.error_message, "Your card was declined", sizeof(upd.error_message));
+	if (pe.code[0] != '\0' &&
+	    (strcmp(ctx->target, "declined") == 0 || strcmp(ctx->target, "failed") == 0)) {
+		fgw_strlcpy(upd.error_code, pe.code, sizeof(upd.error_code));
+		fgw_strlcpy(upd.error_message, pe.message, sizeof(upd.error_message));
 	}
 	/* Only the shape every adapter relays, with a checked URL: the
 	 * website sends its customer there. Anything else is not stored. */
 	if (strcmp(ctx->target, "requires_action") == 0 &&
-	    proc_next_action(cJSON_GetObjectItemCaseSensitive(obj, "next_action"),
-	                     &next_action) != 0)
+	    proc_next_action(pe.next_action, &next_action) != 0)
 		log_warn("webhook %s: next_action dropped (not a redirect_to_url with a valid URL)",
 		         ctx->event_id);
 	upd.next_action_json = next_action;
-	/* Event ids and types come from the processor: cJSON escapes them. */
-	if ((d = cJSON_CreateObject()) != NULL) {
-		cJSON_AddStringToObject(d, "processor", ctx->processor);
-		cJSON_AddStringToObject(d, "eventId", ctx->event_id);
-		cJSON_AddStringToObject(d, "eventType", ctx->event_type);
-		cJSON_AddStringToObject(d, "to", ctx->target);
-		details = cJSON_PrintUnformatted(d);
-		cJSON_Delete(d);
-	}
+	details = event_details(ctx, &pe);
 	a = (struct store_audit){ ctx->processor, ctx->source, "txn.webhook", ctx->txn_id,
 		                      ctx->target, details };
 	r = store_txn_finish(rx->gw->store, rx->waker, &upd, NULL, &a, 1, NULL, on_moved, ctx);
@@ -397,7 +450,7 @@ apply(struct wh_ctx *ctx, const cJSON *obj)
 static void
 h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
-	const char *secrets[WEBHOOKS_MAX_SECRETS], *header_name, *sig;
+	const char *secrets[WEBHOOKS_MAX_SECRETS], *header_name, *scheme, *sig;
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	struct wh_ctx *ctx = NULL;
 	cJSON *ev = NULL;
@@ -409,7 +462,8 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 
 	http_peer_address(req, source, sizeof(source));
 	if (http_path_segment("/v1/webhooks/*", path, 0, processor, sizeof(processor)) != 0 ||
-	    webhooks_inbound(rx->gw->wh, processor, secrets, &n_secrets, &header_name) != 0) {
+	    webhooks_inbound(rx->gw->wh, processor, secrets, &n_secrets, &header_name,
+	                     &scheme) != 0) {
 		atomic_fetch_add(&rx->gw->metrics.webhooks_in[1], 1);
 		if (refusals_admit(rx->gw->refusals, "webhook.refused", source, fgw_mono_ms()))
 			audit_only(rx, "unknown", source, "webhook.refused", "failure", "", "NOT_FOUND",
@@ -510,7 +564,7 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 		evhttp_connection_set_closecb(ctx->evcon, on_close, ctx);
 	/* Counted like a transaction so shutdown waits for its commit. */
 	rx->inflight++;
-	apply(ctx, obj); /* ctx owned by the store callbacks now */
+	apply(ctx, ev, proc_type_find(scheme)); /* ctx owned by the store callbacks now */
 out:
 	cJSON_Delete(ev);
 }

@@ -43,6 +43,7 @@
 
 struct wh_secret {
 	char processor[32];
+	char scheme[16];
 	const char *header;
 	struct secbuf *secret;
 };
@@ -137,14 +138,15 @@ on_enqueued(void *arg, int rc)
 	free(event_id);
 }
 
-/* Listener: one outbox row per endpoint for every state change. */
+/* One outbox row per endpoint of the transaction's client: the event
+ * type with the transaction as it now stands. */
 static void
-on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_row *row)
+enqueue_event(struct webhooks *wh, const struct pipeline_env *env,
+              const struct store_txn_row *row, const char *type)
 {
-	struct webhooks *wh = ctx;
 	struct store_outbox_row rows[CONFIG_MAX_WEBHOOK_ENDPOINTS];
 	struct store_audit audit;
-	char type[48], details[160], *payload = NULL, *ev = NULL;
+	char details[160], *payload = NULL, *ev = NULL;
 	int n = wh->gw->cfg.n_webhook_endpoints, r;
 
 	if (n == 0)
@@ -153,7 +155,6 @@ on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_r
 	if ((ev = malloc(40)) == NULL)
 		goto fail;
 	fgw_random_id("evt_", ev, 40);
-	snprintf(type, sizeof(type), "transaction.%s", row->status);
 	if ((payload = event_payload(ev, type, row)) == NULL)
 		goto fail;
 	{
@@ -194,6 +195,28 @@ fail:
 	log_error("outbox: out of memory building the event for %s", row->id);
 	free(payload);
 	free(ev);
+}
+
+/* Listener: one event for every state change. */
+static void
+on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_row *row)
+{
+	char type[48];
+
+	snprintf(type, sizeof(type), "transaction.%s", row->status);
+	enqueue_event(ctx, env, row, type);
+}
+
+void
+webhooks_notify(struct webhooks *wh, const struct pipeline_env *env,
+                const struct store_txn_row *row, const char *what)
+{
+	char type[48];
+
+	if (wh == NULL)
+		return;
+	snprintf(type, sizeof(type), "transaction.%s", what);
+	enqueue_event(wh, env, row, type);
 }
 
 /* ---- delivery (reactor 0) ---------------------------------------------- */
@@ -399,6 +422,7 @@ webhooks_setup(struct gateway *gw, int subscribe, struct check_report *rep,
 			continue;
 		}
 		fgw_strlcpy(s->processor, c->processor, sizeof(s->processor));
+		fgw_strlcpy(s->scheme, c->scheme, sizeof(s->scheme));
 		s->header = strcmp(c->scheme, "stripe") == 0 ? MAC_HEADER_STRIPE : MAC_HEADER_SANDBOX;
 		wh->n_in++;
 	}
@@ -456,16 +480,20 @@ webhooks_free(struct webhooks *wh)
 
 int
 webhooks_inbound(const struct webhooks *wh, const char *processor,
-                 const char *secrets[WEBHOOKS_MAX_SECRETS], size_t *n, const char **header)
+                 const char *secrets[WEBHOOKS_MAX_SECRETS], size_t *n, const char **header,
+                 const char **scheme)
 {
 	*n = 0;
 	*header = NULL;
+	*scheme = NULL;
 	for (int i = 0; wh != NULL && i < wh->n_in; i++) {
 		if (strcmp(wh->in[i].processor, processor) != 0 || *n == WEBHOOKS_MAX_SECRETS)
 			continue;
 		/* The first line's scheme decides the header for the processor. */
-		if (*header == NULL)
+		if (*header == NULL) {
 			*header = wh->in[i].header;
+			*scheme = wh->in[i].scheme;
+		}
 		secrets[(*n)++] = (const char *)wh->in[i].secret->data;
 	}
 	return *n > 0 ? FGW_OK : FGW_ERR_NOT_FOUND;

@@ -30,11 +30,19 @@ int webhooks_start(struct webhooks *wh);
 /* Wipes the secrets and frees (after server_stop). NULL is fine. */
 void webhooks_free(struct webhooks *wh);
 
-/* The secrets accepted for processor (up to WEBHOOKS_MAX_SECRETS) and the
- * signature header its scheme uses; FGW_ERR_NOT_FOUND when no
- * inbound_webhook names it. Pointers live as long as wh. */
+/* The secrets accepted for processor (up to WEBHOOKS_MAX_SECRETS), the
+ * signature header its scheme uses and the scheme (the adapter type whose
+ * map_event reads its events); FGW_ERR_NOT_FOUND when no inbound_webhook
+ * names it. Pointers live as long as wh. */
 int webhooks_inbound(const struct webhooks *wh, const char *processor,
                      const char *secrets[WEBHOOKS_MAX_SECRETS], size_t *n,
-                     const char **header);
+                     const char **header, const char **scheme);
+
+/* Tells the website something about a transaction that is not a state
+ * move ("disputed": type transaction.disputed), through the outbox. */
+struct pipeline_env;
+struct store_txn_row;
+void webhooks_notify(struct webhooks *wh, const struct pipeline_env *env,
+                     const struct store_txn_row *row, const char *what);
 
 #endif

@@ -541,6 +541,8 @@ op_replied(void *arg, const struct httpc_response *resp)
 	if (n > 0 && (size_t)n < sizeof(details))
 		audit.details_json = details;
 	if (it->op == PROC_OP_REFUND)
+		fgw_strlcpy(it->rf.processor_ref, it->res.op_ref, sizeof(it->rf.processor_ref));
+	if (it->op == PROC_OP_REFUND)
 		r = store_refund_finish(env->store, env->waker, &it->rf, v == OP_DONE, &it->rf,
 		                        NULL, &audit, 1, op_finished, it);
 	else

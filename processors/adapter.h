@@ -21,6 +21,7 @@
 #include "crypto/sealed.h"
 
 struct secbuf;
+struct cJSON;
 
 /* The card in clear, for adapter types that declare needs_clear_card
  * (processors that take raw card fields over TLS, like Stripe). Every
@@ -117,12 +118,58 @@ struct proc_result {
 	int64_t amount_refunded;/* status/refund answers: total refunded */
 	char txn_ref[72];       /* the transaction id the reply says it answers
 	                           ("" when the protocol carries none) */
+	char op_ref[96];        /* REFUND: the processor's id for the refund
+	                           (Stripe re_...), "" when it gives none */
 };
 void proc_result_clear(struct proc_result *r);
 /* 1 when res may be about transaction txn_id: it names no transaction
  * (txn_ref "") or names that one. An answer about another transaction
  * says nothing about this one (for a status: not found). */
 int proc_result_is_for(const struct proc_result *res, const char *txn_id);
+
+/* What a processor's webhook event asks of flairgw, decided by the
+ * processor's own adapter from the event's type and payload (map_event):
+ * only processors/ knows a processor's event names. */
+enum proc_event_kind {
+	PROC_EVENT_IGNORE = 0,  /* nothing to do: acknowledged, recorded "ignored" */
+	PROC_EVENT_MOVE,        /* move the transaction to target */
+	PROC_EVENT_REFUNDED,    /* the charge says refunded_total in all was refunded */
+	PROC_EVENT_REFUND,      /* one refund (refund_ref) ended as refund_status */
+	PROC_EVENT_DISPUTE      /* the cardholder disputed the payment */
+};
+
+#define PROC_EVENT_REFS 3
+
+struct proc_event {
+	enum proc_event_kind kind;
+	/* Our transaction id as the event names it ("" each when absent). */
+	const char *txn_ids[PROC_EVENT_REFS];
+	/* The processor's own ids that may be a transaction's processor_ref
+	 * (NULL each when absent). */
+	const char *processor_refs[PROC_EVENT_REFS];
+	/* MOVE: the state the payload proves; fallback, when not "", is the
+	 * move to make instead when target is no forward move from the
+	 * transaction's state (a canceled intent that was never authorized
+	 * is failed: nothing was charged). code: error code for a decline. */
+	char target[24];
+	char fallback[24];
+	char code[40];
+	char message[80];
+	/* MOVE to requires_action: the object's next action, or NULL. */
+	const struct cJSON *next_action;
+	/* The amount the object says the payment was (-1: not given); MOVE
+	 * to refunded is applied only when refunded_total reaches the
+	 * transaction's amount. */
+	int64_t amount;
+	int64_t refunded_total; /* REFUNDED (and MOVE to refunded); -1: not given */
+	/* REFUND: the processor's refund id, its amount and its state
+	 * (succeeded, failed, pending). DISPUTE: the dispute id, its amount
+	 * and the processor's reason. */
+	char object_ref[96];
+	int64_t object_amount;
+	char refund_status[16];
+	char reason[48];
+};
 
 struct proc_config {
 	char name[32];          /* instance name, e.g. "sandbox" */
@@ -192,6 +239,11 @@ struct proc_type {
 	 * the customer (proc_request.payment_method, e.g. a Stripe
 	 * PaymentMethod made by Stripe.js) instead of giving one. */
 	int takes_processor_method;
+	/* Maps a verified webhook event (the whole JSON body, with a string
+	 * id and type and an object data.object) to what it asks; pointers
+	 * in out point into event. 0, or FGW_ERR_INVALID when the payload
+	 * contradicts itself. NULL: the type sends no webhooks. */
+	int (*map_event)(const struct cJSON *event, struct proc_event *out);
 };
 
 /* Looks an adapter type up by name; NULL if unknown. */

@@ -126,3 +126,66 @@ proc_json_str(const cJSON *obj, const char *name)
 	const cJSON *it = cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
 	return cJSON_IsString(it) ? it->valuestring : NULL;
 }
+
+/* An amount in minor units: a JSON number that is a whole, non-negative
+ * value within int64 range; -1 when absent or anything else. */
+int64_t
+proc_json_amount(const cJSON *obj, const char *name)
+{
+	const cJSON *it = cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
+	double v;
+
+	if (!cJSON_IsNumber(it))
+		return -1;
+	v = it->valuedouble;
+	if (!(v >= 0) || v > 9007199254740991.0 || v != (double)(int64_t)v)
+		return -1;
+	return (int64_t)v;
+}
+
+int
+proc_capture_proven(const cJSON *obj)
+{
+	const cJSON *captured = cJSON_GetObjectItemCaseSensitive(obj, "captured");
+	const cJSON *received = cJSON_GetObjectItemCaseSensitive(obj, "amount_received");
+	const cJSON *status = cJSON_GetObjectItemCaseSensitive(obj, "status");
+
+	if (captured != NULL && !cJSON_IsTrue(captured))
+		return 0;
+	if (received != NULL && (!cJSON_IsNumber(received) || !(received->valuedouble > 0)))
+		return 0;
+	if (status != NULL &&
+	    (!cJSON_IsString(status) || strcmp(status->valuestring, "succeeded") != 0))
+		return 0;
+	return captured != NULL || received != NULL;
+}
+
+void
+proc_event_refs(const cJSON *obj, struct proc_event *ev, int own_refs)
+{
+	static const char *const ours[] = { "reference", "client_reference_id" };
+	static const char *const theirs[] = { "id", "payment_intent" };
+	int n = 0;
+
+	if (own_refs) {
+		for (size_t i = 0; i < sizeof(ours) / sizeof(ours[0]); i++)
+			if (proc_json_str(obj, ours[i]) != NULL && n < PROC_EVENT_REFS)
+				ev->txn_ids[n++] = proc_json_str(obj, ours[i]);
+	}
+	if (proc_json_str(cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "flair_txn_id") != NULL &&
+	    n < PROC_EVENT_REFS)
+		ev->txn_ids[n++] = proc_json_str(cJSON_GetObjectItemCaseSensitive(obj, "metadata"),
+		                                 "flair_txn_id");
+	n = 0;
+	for (size_t i = 0; i < sizeof(theirs) / sizeof(theirs[0]); i++)
+		if (proc_json_str(obj, theirs[i]) != NULL && n < PROC_EVENT_REFS)
+			ev->processor_refs[n++] = proc_json_str(obj, theirs[i]);
+}
+
+void
+proc_event_init(struct proc_event *ev)
+{
+	memset(ev, 0, sizeof(*ev));
+	ev->kind = PROC_EVENT_IGNORE;
+	ev->amount = ev->refunded_total = ev->object_amount = -1;
+}

@@ -7,6 +7,7 @@
 #define FGW_PROCESSORS_PROC_UTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <cjson/cJSON.h>
 
@@ -32,5 +33,22 @@ void proc_set_result(struct proc_result *out, enum proc_outcome o, const char *c
 int proc_next_action(const cJSON *na, char **out);
 /* The string member name of obj, or NULL (also when obj is no object). */
 const char *proc_json_str(const cJSON *obj, const char *name);
+
+/* ---- webhook events (map_event) ---- */
+/* A whole, non-negative amount member of obj, or -1. */
+int64_t proc_json_amount(const cJSON *obj, const char *name);
+/* What a success event's object says about the capture: 1 when it
+ * affirms it (captured true, or money received) and nothing denies it
+ * (captured false, nothing received, a status other than succeeded);
+ * else 0. A succeeded payment is more than an authorized one, so an
+ * event that does not prove the capture moves a payment only to
+ * authorized. */
+int proc_capture_proven(const cJSON *obj);
+/* Empties ev: IGNORE, amounts -1. */
+void proc_event_init(struct proc_event *ev);
+/* Where the object names a transaction: metadata.flair_txn_id (and with
+ * own_refs the flair-sandbox fields reference, client_reference_id) as
+ * our id; id and payment_intent as the processor's. */
+void proc_event_refs(const cJSON *obj, struct proc_event *ev, int own_refs);
 
 #endif

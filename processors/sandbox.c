@@ -412,6 +412,56 @@ sbx_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status,
 	return FGW_OK;
 }
 
+/* flair-sandbox's webhook events (docs/sandbox.md): it names them as
+ * Stripe does and says in the object how far the payment went. Each moves
+ * a payment no further than its object proves. */
+static int
+sbx_map_event(const cJSON *event, struct proc_event *out)
+{
+	const char *type = proc_json_str(event, "type");
+	const cJSON *obj = cJSON_GetObjectItemCaseSensitive(
+	    cJSON_GetObjectItemCaseSensitive(event, "data"), "object");
+
+	proc_event_init(out);
+	if (type == NULL || !cJSON_IsObject(obj))
+		return FGW_ERR_INVALID;
+	proc_event_refs(obj, out, 1);
+	out->kind = PROC_EVENT_MOVE;
+	if (strcmp(type, "payment_intent.succeeded") == 0 || strcmp(type, "charge.succeeded") == 0) {
+		fgw_strlcpy(out->target, proc_capture_proven(obj) ? "succeeded" : "authorized",
+		            sizeof(out->target));
+	} else if (strcmp(type, "payment_intent.amount_capturable_updated") == 0) {
+		/* Money held for capture: an authorization, never a capture. */
+		if (proc_json_amount(obj, "amount_capturable") > 0)
+			fgw_strlcpy(out->target, "authorized", sizeof(out->target));
+	} else if (strcmp(type, "charge.captured") == 0) {
+		if (proc_capture_proven(obj))
+			fgw_strlcpy(out->target, "succeeded", sizeof(out->target));
+	} else if (strcmp(type, "payment_intent.payment_failed") == 0 ||
+	           strcmp(type, "charge.failed") == 0) {
+		fgw_strlcpy(out->target, "declined", sizeof(out->target));
+		fgw_strlcpy(out->code, "PAYMENT_CARD_DECLINED", sizeof(out->code));
+		fgw_strlcpy(out->message, "Your card was declined", sizeof(out->message));
+	} else if (strcmp(type, "payment_intent.requires_action") == 0) {
+		fgw_strlcpy(out->target, "requires_action", sizeof(out->target));
+		out->next_action = cJSON_GetObjectItemCaseSensitive(obj, "next_action");
+	} else if (strcmp(type, "charge.refunded") == 0 &&
+	           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(obj, "refunded"))) {
+		const cJSON *done = cJSON_GetObjectItemCaseSensitive(obj, "amount_refunded");
+		const cJSON *amount = cJSON_GetObjectItemCaseSensitive(obj, "amount");
+		/* The whole payment, and no amount it carries says otherwise. */
+		out->amount = proc_json_amount(obj, "amount");
+		out->refunded_total = proc_json_amount(obj, "amount_refunded");
+		if ((done == NULL || out->refunded_total >= 0) &&
+		    (amount == NULL || (out->amount >= 0 && (done == NULL ||
+		                                             out->refunded_total >= out->amount))))
+			fgw_strlcpy(out->target, "refunded", sizeof(out->target));
+	}
+	if (out->target[0] == '\0')
+		out->kind = PROC_EVENT_IGNORE;
+	return FGW_OK;
+}
+
 const struct proc_type proc_type_sandbox = {
 	.name = "sandbox",
 	.seals_reply = 1,
@@ -420,4 +470,5 @@ const struct proc_type proc_type_sandbox = {
 	.parse_reply = sbx_parse_reply,
 	.build_op = sbx_build_op,
 	.parse_op = sbx_parse_op,
+	.map_event = sbx_map_event,
 };

@@ -709,10 +709,153 @@ stripe_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status
 		if (intent_id_ok(proc_json_str(root, "payment_intent"), sizeof(out->reference)))
 			fgw_strlcpy(out->reference, proc_json_str(root, "payment_intent"),
 			            sizeof(out->reference));
+		/* Its refund.updated events name it by this id. */
+		if (proc_id_ok(proc_json_str(root, "id"), sizeof(out->op_ref)) &&
+		    strncmp(proc_json_str(root, "id"), "re_", 3) == 0)
+			fgw_strlcpy(out->op_ref, proc_json_str(root, "id"), sizeof(out->op_ref));
 	} else {
 		map_intent_status(root, 0, out);
 	}
 	cJSON_Delete(root);
+	return FGW_OK;
+}
+
+/* ---- webhook events --------------------------------------------------- */
+
+/* The decline an event's error object gives (a PaymentIntent's
+ * last_payment_error, or a Charge's failure_code), through error_table. */
+static void
+event_decline(const char *type, const char *code, const char *decline_code,
+              struct proc_event *out)
+{
+	size_t i = 0;
+
+	while (error_table[i].type != NULL &&
+	       !(same(error_table[i].type, type) && same(error_table[i].code, code) &&
+	         same(error_table[i].decline_code, decline_code)))
+		i++;
+	/* A payment_failed event is a decline whatever the error says: a
+	 * processing error on a PaymentIntent that Stripe gave up on did
+	 * not charge either. */
+	fgw_strlcpy(out->code, error_table[i].type != NULL &&
+	                       error_table[i].outcome == PROC_DECLINED ? error_table[i].our_code
+	                                                               : C_DECLINED,
+	            sizeof(out->code));
+	fgw_strlcpy(out->message, error_table[i].type != NULL &&
+	                          error_table[i].outcome == PROC_DECLINED ? error_table[i].message
+	                                                                  : "The card was declined.",
+	            sizeof(out->message));
+}
+
+/* 1 when the object has no status or the one the event type implies. */
+static int
+status_is(const cJSON *obj, const char *want)
+{
+	const cJSON *st = cJSON_GetObjectItemCaseSensitive(obj, "status");
+	return st == NULL || (cJSON_IsString(st) && strcmp(st->valuestring, want) == 0);
+}
+
+/* Stripe's events (API reference, "Types of events"), each mapped no
+ * further than its object proves. The transaction is named by the
+ * PaymentIntent's metadata[flair_txn_id] (set on every intent flairgw
+ * creates) or found by the intent id (the object's id, or for a Charge,
+ * Refund or Dispute its payment_intent). */
+static int
+stripe_map_event(const cJSON *event, struct proc_event *out)
+{
+	const char *type = proc_json_str(event, "type");
+	const cJSON *obj = cJSON_GetObjectItemCaseSensitive(
+	    cJSON_GetObjectItemCaseSensitive(event, "data"), "object");
+	const char *t;
+
+	proc_event_init(out);
+	if (type == NULL || !cJSON_IsObject(obj))
+		return FGW_ERR_INVALID;
+	proc_event_refs(obj, out, 0);
+	out->amount = proc_json_amount(obj, "amount");
+	out->kind = PROC_EVENT_MOVE;
+	if (strcmp(type, "payment_intent.succeeded") == 0 || strcmp(type, "charge.succeeded") == 0) {
+		/* With capture_method=manual Stripe's charge.succeeded says
+		 * captured: false: the money is held, not taken. */
+		fgw_strlcpy(out->target, proc_capture_proven(obj) ? "succeeded" : "authorized",
+		            sizeof(out->target));
+	} else if (strcmp(type, "charge.captured") == 0) {
+		if (proc_capture_proven(obj))
+			fgw_strlcpy(out->target, "succeeded", sizeof(out->target));
+	} else if (strcmp(type, "payment_intent.amount_capturable_updated") == 0) {
+		if (proc_json_amount(obj, "amount_capturable") > 0 && status_is(obj, "requires_capture"))
+			fgw_strlcpy(out->target, "authorized", sizeof(out->target));
+	} else if (strcmp(type, "payment_intent.payment_failed") == 0) {
+		const cJSON *e = cJSON_GetObjectItemCaseSensitive(obj, "last_payment_error");
+		/* Stripe leaves a failed intent in requires_payment_method. */
+		if (status_is(obj, "requires_payment_method")) {
+			fgw_strlcpy(out->target, "declined", sizeof(out->target));
+			event_decline(proc_json_str(e, "type"), proc_json_str(e, "code"),
+			              proc_json_str(e, "decline_code"), out);
+		}
+	} else if (strcmp(type, "charge.failed") == 0) {
+		if (status_is(obj, "failed")) {
+			fgw_strlcpy(out->target, "declined", sizeof(out->target));
+			event_decline("card_error", proc_json_str(obj, "failure_code"),
+			              proc_json_str(cJSON_GetObjectItemCaseSensitive(obj, "outcome"),
+			                            "reason"),
+			              out);
+		}
+	} else if (strcmp(type, "payment_intent.requires_action") == 0) {
+		if (status_is(obj, "requires_action")) {
+			fgw_strlcpy(out->target, "requires_action", sizeof(out->target));
+			out->next_action = cJSON_GetObjectItemCaseSensitive(obj, "next_action");
+		}
+	} else if (strcmp(type, "payment_intent.canceled") == 0) {
+		/* An authorization released; an intent canceled before it was
+		 * authorized charged nothing: failed. */
+		if (status_is(obj, "canceled")) {
+			fgw_strlcpy(out->target, "canceled", sizeof(out->target));
+			fgw_strlcpy(out->fallback, "failed", sizeof(out->fallback));
+			fgw_strlcpy(out->code, C_FAILED, sizeof(out->code));
+			fgw_strlcpy(out->message, "The payment was canceled.", sizeof(out->message));
+		}
+	} else if (strcmp(type, "charge.refunded") == 0) {
+		/* amount_refunded is the Charge's running total of refunds,
+		 * made by flairgw or not (the Dashboard, the API). */
+		out->kind = PROC_EVENT_REFUNDED;
+		out->refunded_total = proc_json_amount(obj, "amount_refunded");
+		if (out->refunded_total <= 0 ||
+		    (out->amount >= 0 && out->refunded_total > out->amount))
+			out->kind = PROC_EVENT_IGNORE;
+	} else if (strcmp(type, "refund.updated") == 0 || strcmp(type, "refund.created") == 0 ||
+	           strcmp(type, "charge.refund.updated") == 0) {
+		out->kind = PROC_EVENT_REFUND;
+		t = proc_json_str(obj, "status");
+		out->object_amount = proc_json_amount(obj, "amount");
+		if (!proc_id_ok(proc_json_str(obj, "id"), sizeof(out->object_ref)) || t == NULL ||
+		    out->object_amount <= 0) {
+			out->kind = PROC_EVENT_IGNORE;
+		} else {
+			fgw_strlcpy(out->object_ref, proc_json_str(obj, "id"), sizeof(out->object_ref));
+			/* requires_action and pending are not an outcome yet. */
+			fgw_strlcpy(out->refund_status,
+			            strcmp(t, "succeeded") == 0 ? "succeeded"
+			            : strcmp(t, "failed") == 0 || strcmp(t, "canceled") == 0 ? "failed"
+			                                                                    : "pending",
+			            sizeof(out->refund_status));
+		}
+	} else if (strcmp(type, "charge.dispute.created") == 0) {
+		out->kind = PROC_EVENT_DISPUTE;
+		out->object_amount = proc_json_amount(obj, "amount");
+		if (!proc_id_ok(proc_json_str(obj, "id"), sizeof(out->object_ref))) {
+			out->kind = PROC_EVENT_IGNORE;
+		} else {
+			fgw_strlcpy(out->object_ref, proc_json_str(obj, "id"), sizeof(out->object_ref));
+			t = proc_json_str(obj, "reason");
+			fgw_strlcpy(out->reason, t != NULL && proc_id_ok(t, sizeof(out->reason)) ? t : "",
+			            sizeof(out->reason));
+		}
+	} else {
+		out->kind = PROC_EVENT_IGNORE;
+	}
+	if (out->kind == PROC_EVENT_MOVE && out->target[0] == '\0')
+		out->kind = PROC_EVENT_IGNORE;
 	return FGW_OK;
 }
 
@@ -731,4 +874,5 @@ const struct proc_type proc_type_stripe = {
 	 * read-after-write): an empty result is trusted after an hour. */
 	.not_found_settle_ms = 3600000,
 	.op_key_ttl_ms = 24LL * 3600000,
+	.map_event = stripe_map_event,
 };

@@ -159,6 +159,8 @@ static int
 finish_run(sqlite3 *db, void *ctx)
 {
 	static const char st_sql[] = "SELECT status FROM refunds WHERE id = ?1";
+	static const char ref_sql[] =
+	    "UPDATE refunds SET processor_ref = ?2 WHERE id = ?1 AND processor_ref IS NULL";
 	static const char set_sql[] =
 	    "UPDATE refunds SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status = 'pending'";
 	static const char cur_sql[] = "SELECT status FROM transactions WHERE id = ?1";
@@ -174,6 +176,17 @@ finish_run(sqlite3 *db, void *ctx)
 
 	if ((r = sql_text_of(db, st_sql, rf->id, now_st, sizeof(now_st))) != 0)
 		goto out;
+	if (rf->processor_ref[0] != '\0') {
+		if ((r = sql_prepare(db, ref_sql, &s)) != 0)
+			goto out;
+		sqlite3_bind_text(s, 1, rf->id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, rf->processor_ref, -1, SQLITE_STATIC);
+		r = sqlite3_step(s) == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
+		sql_release(s);
+		s = NULL;
+		if (r != FGW_OK)
+			goto out;
+	}
 	if (strcmp(now_st, "pending") != 0) {
 		/* Finished already (a retry and the reconciler raced). */
 		r = strcmp(now_st, target) == 0 ? FGW_OK : FGW_ERR_STATE;

@@ -28,6 +28,9 @@ struct store_refund {
 	 * from the committed sum, and that sum. */
 	char new_status[24];
 	int64_t refunded;
+	/* For store_refund_finish: the processor's id for the refund, kept
+	 * (once) so its later events find it; "" when none. */
+	char processor_ref[96];
 };
 
 /* The write-ahead step. In one job: the transaction must be succeeded or

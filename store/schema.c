@@ -450,6 +450,24 @@ static const char schema_v12_awaiting_action[] =
     "CREATE INDEX transactions_unresolved ON transactions (reconcile_next_at)"
     " WHERE status IN ('posting', 'processing');";
 
+/* v13: what a processor's events say beyond a state move. A dispute
+ * flags its transaction (one row per processor dispute id). Refunds the
+ * gateway did not start (the processor's dashboard) are rows of refunds
+ * like its own, found again by the processor's refund id. Re-runnable. */
+static const char schema_v13_disputes[] =
+    "CREATE TABLE IF NOT EXISTS transaction_disputes ("
+    " id TEXT PRIMARY KEY NOT NULL,"        /* the processor's dispute id */
+    " txn_id TEXT NOT NULL REFERENCES transactions (id),"
+    " processor TEXT NOT NULL,"
+    " amount INTEGER,"
+    " reason TEXT,"
+    " event_id TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX IF NOT EXISTS transaction_disputes_txn ON transaction_disputes (txn_id);"
+    "CREATE INDEX IF NOT EXISTS refunds_processor_ref ON refunds (processor_ref)"
+    " WHERE processor_ref IS NOT NULL;";
+
 static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
@@ -463,6 +481,7 @@ static const char *const migrations[] = {
 	schema_v10_idem_keyed,
 	schema_v11_customer_namespaces,
 	schema_v12_awaiting_action,
+	schema_v13_disputes,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/util.h"
 #include "crypto/secmem.h"
 #include "processors/adapter.h"
 #include "tests/unit/tt.h"
@@ -592,6 +593,94 @@ end:
 	TT_END;
 }
 
+/* Each fixture event (Stripe's own shapes) as stripe_map_event reads it:
+ * the kind and the move its payload proves, and where it finds the
+ * transaction. Bodies that contradict their type prove nothing. */
+static int
+test_map_events(void)
+{
+	static const struct {
+		const char *file;
+		enum proc_event_kind kind;
+		const char *target, *fallback, *code;
+		long long amount, refunded_total;
+	} t[] = {
+		{ "payment_intent.succeeded", PROC_EVENT_MOVE, "succeeded", "", "", 15000, -1 },
+		{ "payment_intent.amount_capturable_updated", PROC_EVENT_MOVE, "authorized", "", "",
+		  15000, -1 },
+		{ "payment_intent.payment_failed", PROC_EVENT_MOVE, "declined", "",
+		  "PAYMENT_INSUFFICIENT_FUNDS", 15000, -1 },
+		{ "payment_intent.canceled", PROC_EVENT_MOVE, "canceled", "failed",
+		  "PAYMENT_PROCESSING_FAILED", 15000, -1 },
+		{ "payment_intent.requires_action", PROC_EVENT_MOVE, "requires_action", "", "", 15000, -1 },
+		{ "charge.succeeded.captured", PROC_EVENT_MOVE, "succeeded", "", "", 15000, -1 },
+		{ "charge.succeeded.uncaptured", PROC_EVENT_MOVE, "authorized", "", "", 15000, -1 },
+		{ "charge.refunded.partial", PROC_EVENT_REFUNDED, "", "", "", 15000, 5000 },
+		{ "charge.refunded.full", PROC_EVENT_REFUNDED, "", "", "", 15000, 15000 },
+		{ "refund.updated.failed", PROC_EVENT_REFUND, "", "", "", 5000, -1 },
+		{ "refund.updated.succeeded", PROC_EVENT_REFUND, "", "", "", 5000, -1 },
+		{ "charge.dispute.created", PROC_EVENT_DISPUTE, "", "", "", 15000, -1 },
+		{ "unknown.plan.created", PROC_EVENT_IGNORE, "", "", "", -1, -1 },
+	};
+	struct proc_event pe;
+	cJSON *ev = NULL;
+	char path[160], *text = NULL;
+	size_t len;
+	TT_BEGIN;
+
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		snprintf(path, sizeof(path), "tests/fixtures/stripe-events/%s.json", t[i].file);
+		CHECK_EQ_INT(fgw_read_file(path, 1 << 20, &text, &len), 0);
+		CHECK((ev = cJSON_ParseWithLength(text, len)) != NULL);
+		CHECK_EQ_INT(proc_type_stripe.map_event(ev, &pe), 0);
+		if ((int)pe.kind != (int)t[i].kind)
+			fprintf(stderr, "  %s: kind %d\n", t[i].file, (int)pe.kind);
+		CHECK_EQ_INT((int)pe.kind, (int)t[i].kind);
+		if (pe.kind == PROC_EVENT_MOVE) {
+			CHECK_STR(pe.target, t[i].target);
+			CHECK_STR(pe.fallback, t[i].fallback);
+			CHECK_STR(pe.code, t[i].code);
+		}
+		if (pe.kind == PROC_EVENT_REFUND || pe.kind == PROC_EVENT_DISPUTE) {
+			CHECK_EQ_INT((int)pe.object_amount, (int)t[i].amount);
+			CHECK(strncmp(pe.object_ref, pe.kind == PROC_EVENT_REFUND ? "re_" : "dp_", 3) == 0);
+		} else if (pe.kind != PROC_EVENT_IGNORE) {
+			CHECK_EQ_INT((int)pe.amount, (int)t[i].amount);
+		}
+		CHECK_EQ_INT((int)pe.refunded_total, (int)t[i].refunded_total);
+		if (pe.kind != PROC_EVENT_IGNORE) {
+			/* PaymentIntents name our transaction; the others their intent. */
+			if (strncmp(t[i].file, "payment_intent.", 15) == 0)
+				CHECK(pe.txn_ids[0] != NULL && strcmp(pe.txn_ids[0], "txn_FLAIRGW") == 0);
+			CHECK(pe.processor_refs[0] != NULL);
+			CHECK(strcmp(pe.processor_refs[0], "pi_FLAIRGW") == 0 ||
+			      (pe.processor_refs[1] != NULL &&
+			       strcmp(pe.processor_refs[1], "pi_FLAIRGW") == 0));
+		}
+		cJSON_Delete(ev);
+		ev = NULL;
+		free(text);
+		text = NULL;
+	}
+	/* A status that contradicts the type proves nothing. */
+	CHECK((ev = cJSON_Parse("{\"id\":\"evt_1\",\"type\":\"payment_intent.canceled\","
+	                        "\"data\":{\"object\":{\"id\":\"pi_1\",\"status\":\"succeeded\"}}}")) != NULL);
+	CHECK_EQ_INT(proc_type_stripe.map_event(ev, &pe), 0);
+	CHECK_EQ_INT((int)pe.kind, (int)PROC_EVENT_IGNORE);
+	cJSON_Delete(ev);
+	ev = NULL;
+	/* Refunded more than the charge: not believed. */
+	CHECK((ev = cJSON_Parse("{\"id\":\"evt_1\",\"type\":\"charge.refunded\","
+	                        "\"data\":{\"object\":{\"id\":\"ch_1\",\"amount\":100,"
+	                        "\"amount_refunded\":101}}}")) != NULL);
+	CHECK_EQ_INT(proc_type_stripe.map_event(ev, &pe), 0);
+	CHECK_EQ_INT((int)pe.kind, (int)PROC_EVENT_IGNORE);
+end:
+	cJSON_Delete(ev);
+	free(text);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
 	{ "build_form", test_build_form },
 	{ "parse_reply_tables", test_parse_reply_tables },
@@ -600,6 +689,7 @@ static const struct tt_case cases[] = {
 	{ "contract_adapter_requests", test_contract_adapter_requests },
 	{ "contract_refusals", test_contract_refusals },
 	{ "search_hit_is_checked", test_search_hit_is_checked },
+	{ "map_events", test_map_events },
 	{ NULL, NULL },
 };
 TT_MAIN(cases)

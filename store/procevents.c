@@ -1,0 +1,313 @@
+/*
+ * store/procevents.c — refunds and disputes from processor events
+ * (store/procevents.h). Tables: refunds (migration 4, 8),
+ * transaction_disputes (migration 13).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/util.h"
+#include "store/procevents.h"
+#include "store/sqlutil.h"
+#include "store/store_int.h"
+
+struct ev_job {
+	struct store_refund_event ev;
+	struct store_refund_event *out;
+	/* disputes */
+	char processor[32];
+	char reason[48];
+	int64_t amount;
+	store_done_fn done;
+	void *arg;
+};
+
+static void
+ev_done(void *arg, int rc)
+{
+	struct ev_job *j = arg;
+	if (j->out != NULL)
+		*j->out = j->ev;
+	if (j->done != NULL)
+		j->done(j->arg, rc);
+}
+
+/* Runs one statement with up to three text and two integer bindings
+ * (?1..?3 text, ?4..?5 integers); FGW_OK when it changed exactly one row. */
+static int
+exec_one(sqlite3 *db, const char *sql, const char *a, const char *b, const char *c,
+         int64_t x, int64_t y)
+{
+	sqlite3_stmt *s = NULL;
+	int r;
+
+	if ((r = sql_prepare(db, sql, &s)) != 0)
+		return r;
+	sql_bind_text_or_null(s, 1, a);
+	sql_bind_text_or_null(s, 2, b);
+	sql_bind_text_or_null(s, 3, c);
+	sqlite3_bind_int64(s, 4, x);
+	sqlite3_bind_int64(s, 5, y);
+	r = sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(db) == 1 ? FGW_OK : FGW_ERR_DB;
+	sql_release(s);
+	return r;
+}
+
+/* A refund made outside the gateway, already done at the processor. */
+static int
+insert_external(sqlite3 *db, const char *txn_id, int64_t amount, const char *key)
+{
+	static const char sql[] =
+	    "INSERT INTO refunds (id, txn_id, idempotency_key, amount, created_at, status,"
+	    " updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'succeeded', ?5)";
+	sqlite3_stmt *s = NULL;
+	char id[40];
+	int r;
+
+	if ((r = fgw_random_id("rf_", id, sizeof(id))) != 0 || (r = sql_prepare(db, sql, &s)) != 0)
+		return r;
+	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, txn_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 4, amount);
+	sqlite3_bind_int64(s, 5, fgw_now_ms());
+	r = sqlite3_step(s) == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
+	sql_release(s);
+	return r;
+}
+
+/* The refunds not failed (pending ones count: the processor may have
+ * made them), or only the succeeded ones. */
+static int
+refund_sum(sqlite3 *db, const char *txn_id, int succeeded_only, int64_t *sum)
+{
+	static const char held[] =
+	    "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE txn_id = ?1 AND status <> 'failed'";
+	static const char done[] =
+	    "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE txn_id = ?1 AND status = 'succeeded'";
+	return sql_int64_of(db, succeeded_only ? done : held, txn_id, sum);
+}
+
+/* One refund's outcome as the processor reports it; *changed set when a
+ * row moved. */
+static int
+refund_outcome(sqlite3 *db, const struct store_refund_event *ev, int *changed)
+{
+	static const char by_ref[] =
+	    "SELECT id, status FROM refunds WHERE txn_id = ?1 AND processor_ref = ?2";
+	static const char set_sql[] =
+	    "UPDATE refunds SET status = ?2, updated_at = ?4 WHERE id = ?1 AND status <> ?2";
+	/* A refund recorded from a charge's total carries no processor id:
+	 * the newest such row gives the failed amount back. */
+	static const char ext_sql[] =
+	    "SELECT id, amount FROM refunds WHERE txn_id = ?1 AND status = 'succeeded'"
+	    " AND processor_ref IS NULL AND idempotency_key LIKE 'event:%'"
+	    " ORDER BY created_at DESC LIMIT 1";
+	static const char pending_sql[] =
+	    "SELECT COUNT(*) FROM refunds WHERE txn_id = ?1 AND status = 'pending'";
+	static const char shrink_sql[] =
+	    "UPDATE refunds SET amount = amount - ?4, updated_at = ?5 WHERE id = ?1 AND amount > ?4";
+	static const char fail_ext_sql[] =
+	    "UPDATE refunds SET status = 'failed', processor_ref = ?2, updated_at = ?4"
+	    " WHERE id = ?1 AND status = 'succeeded'";
+	sqlite3_stmt *s = NULL;
+	char id[40] = "", st[16] = "";
+	int64_t amount = 0;
+	int rc, r;
+
+	if ((r = sql_prepare(db, by_ref, &s)) != 0)
+		return r;
+	sqlite3_bind_text(s, 1, ev->txn_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, ev->refund_ref, -1, SQLITE_STATIC);
+	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		sql_col_text(s, 0, id, sizeof(id));
+		sql_col_text(s, 1, st, sizeof(st));
+	}
+	sql_release(s);
+	s = NULL;
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return FGW_ERR_DB;
+	if (id[0] != '\0') {
+		/* Known: a pending refund ends either way; a succeeded one can
+		 * still fail (Stripe: the card's account closed). */
+		if (ev->refund_failed && strcmp(st, "failed") != 0) {
+			if ((r = exec_one(db, set_sql, id, "failed", NULL, fgw_now_ms(), 0)) != 0)
+				return r;
+			*changed = 1;
+		} else if (!ev->refund_failed && strcmp(st, "pending") == 0) {
+			if ((r = exec_one(db, set_sql, id, "succeeded", NULL, fgw_now_ms(), 0)) != 0)
+				return r;
+			*changed = 1;
+		}
+		return FGW_OK;
+	}
+	/* Unknown and succeeded: the charge's refunded total (charge.refunded)
+	 * records it; counting it here as well would count it twice. */
+	if (!ev->refund_failed)
+		return FGW_OK;
+	/* A refund of ours still waiting for its answer may be this one
+	 * (its id is kept only with its outcome): that answer, or the
+	 * reconciler, settles it; a Dashboard refund must not pay for it. */
+	if ((r = sql_int64_of(db, pending_sql, ev->txn_id, &amount)) != 0)
+		return r;
+	if (amount > 0)
+		return FGW_OK;
+	if ((r = sql_prepare(db, ext_sql, &s)) != 0)
+		return r;
+	sqlite3_bind_text(s, 1, ev->txn_id, -1, SQLITE_STATIC);
+	id[0] = '\0';
+	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		sql_col_text(s, 0, id, sizeof(id));
+		amount = sqlite3_column_int64(s, 1);
+	}
+	sql_release(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return FGW_ERR_DB;
+	if (id[0] == '\0')
+		return FGW_OK; /* never counted: nothing to give back */
+	if (amount > ev->refund_amount)
+		r = exec_one(db, shrink_sql, id, NULL, NULL, ev->refund_amount, fgw_now_ms());
+	else
+		r = exec_one(db, fail_ext_sql, id, ev->refund_ref, NULL, fgw_now_ms(), 0);
+	if (r == FGW_OK)
+		*changed = 1;
+	return r;
+}
+
+static int
+refund_event_run(sqlite3 *db, void *ctx)
+{
+	static const char txn_sql[] = "SELECT status, amount FROM transactions WHERE id = ?1";
+	static const char upd_sql[] =
+	    "UPDATE transactions SET status = ?2, updated_at = ?4 WHERE id = ?1 AND status = ?3";
+	struct ev_job *j = ctx;
+	struct store_refund_event *ev = &j->ev;
+	sqlite3_stmt *s = NULL;
+	char cur[24] = "", key[160];
+	int64_t amount = 0, held, done;
+	int changed = 0, rc, r;
+
+	if ((r = sql_prepare(db, txn_sql, &s)) != 0)
+		return r;
+	sqlite3_bind_text(s, 1, ev->txn_id, -1, SQLITE_STATIC);
+	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		sql_col_text(s, 0, cur, sizeof(cur));
+		amount = sqlite3_column_int64(s, 1);
+	}
+	sql_release(s);
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+	fgw_strlcpy(ev->new_status, cur, sizeof(ev->new_status));
+	if (strcmp(cur, "succeeded") != 0 && strcmp(cur, "partially_refunded") != 0 &&
+	    strcmp(cur, "refunded") != 0)
+		return FGW_ERR_STATE; /* nothing captured, nothing to refund */
+	if (ev->refunded_total >= 0) {
+		if ((r = refund_sum(db, ev->txn_id, 0, &held)) != 0)
+			return r;
+		/* Never more than the payment: the rest is not ours. */
+		int64_t total = ev->refunded_total < amount ? ev->refunded_total : amount;
+		if (total > held) {
+			snprintf(key, sizeof(key), "event:%s", ev->event_id);
+			if ((r = insert_external(db, ev->txn_id, total - held, key)) != 0)
+				return r;
+			changed = 1;
+		}
+	}
+	if (ev->refund_ref[0] != '\0' && (r = refund_outcome(db, ev, &changed)) != 0)
+		return r;
+	if ((r = refund_sum(db, ev->txn_id, 1, &done)) != 0)
+		return r;
+	/* Forward only: a refund that failed after the payment was fully
+	 * refunded gives its amount back in the sums, not the state. */
+	if (done > 0) {
+		const char *to = done >= amount ? "refunded" : "partially_refunded";
+		if (strcmp(to, cur) != 0 && store_status_may_move(cur, to)) {
+			if ((r = exec_one(db, upd_sql, ev->txn_id, to, cur, fgw_now_ms(), 0)) != 0)
+				return r;
+			fgw_strlcpy(ev->new_status, to, sizeof(ev->new_status));
+			changed = 1;
+		}
+	}
+	return changed ? FGW_OK : FGW_ERR_STATE;
+}
+
+int
+store_refund_event(struct store *st, struct store_waker *w, const struct store_refund_event *ev,
+                   struct store_refund_event *out, const struct store_audit *audit,
+                   size_t n_audit, store_done_fn done, void *arg)
+{
+	struct ev_job *j;
+
+	if (st == NULL || ev == NULL || ev->txn_id[0] == '\0' || ev->event_id[0] == '\0' ||
+	    (ev->refunded_total < 0 && ev->refund_ref[0] == '\0'))
+		return FGW_ERR_INVALID;
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		return FGW_ERR_NOMEM;
+	j->ev = *ev;
+	j->out = out;
+	j->done = done;
+	j->arg = arg;
+	return store_submit_custom(st, w, refund_event_run, j, free, NULL, audit, n_audit, ev_done,
+	                           j);
+}
+
+static int
+dispute_run(sqlite3 *db, void *ctx)
+{
+	static const char sql[] =
+	    "INSERT OR IGNORE INTO transaction_disputes (id, txn_id, processor, amount, reason,"
+	    " event_id, created_at) VALUES (?1, ?2, ?3, NULLIF(?4, -1), NULLIF(?5, ''), ?6, ?7)";
+	struct ev_job *j = ctx;
+	sqlite3_stmt *s = NULL;
+	int r;
+
+	if ((r = sql_prepare(db, sql, &s)) != 0)
+		return r;
+	sqlite3_bind_text(s, 1, j->ev.refund_ref, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, j->ev.txn_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, j->processor, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 4, j->amount);
+	sqlite3_bind_text(s, 5, j->reason, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 6, j->ev.event_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 7, fgw_now_ms());
+	r = sqlite3_step(s) != SQLITE_DONE ? FGW_ERR_DB
+	    : sqlite3_changes(db) == 1    ? FGW_OK
+	                                  : FGW_ERR_EXISTS;
+	sql_release(s);
+	return r;
+}
+
+int
+store_dispute_record(struct store *st, struct store_waker *w, const char *txn_id,
+                     const char *processor, const char *dispute_id, int64_t amount,
+                     const char *reason, const char *event_id, const struct store_audit *audit,
+                     size_t n_audit, store_done_fn done, void *arg)
+{
+	struct ev_job *j;
+
+	if (st == NULL || txn_id == NULL || processor == NULL || dispute_id == NULL ||
+	    event_id == NULL || dispute_id[0] == '\0' || txn_id[0] == '\0')
+		return FGW_ERR_INVALID;
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		return FGW_ERR_NOMEM;
+	fgw_strlcpy(j->ev.txn_id, txn_id, sizeof(j->ev.txn_id));
+	fgw_strlcpy(j->ev.refund_ref, dispute_id, sizeof(j->ev.refund_ref));
+	fgw_strlcpy(j->ev.event_id, event_id, sizeof(j->ev.event_id));
+	fgw_strlcpy(j->processor, processor, sizeof(j->processor));
+	fgw_strlcpy(j->reason, reason != NULL ? reason : "", sizeof(j->reason));
+	j->amount = amount;
+	j->done = done;
+	j->arg = arg;
+	return store_submit_custom(st, w, dispute_run, j, free, NULL, audit, n_audit, ev_done, j);
+}
+
+int
+store_dispute_count(struct store_reader *rd, const char *txn_id, int64_t *n)
+{
+	static const char sql[] = "SELECT COUNT(*) FROM transaction_disputes WHERE txn_id = ?1";
+	if (rd == NULL || txn_id == NULL)
+		return FGW_ERR_INVALID;
+	return sql_int64_of(store_reader_db(rd), sql, txn_id, n);
+}
