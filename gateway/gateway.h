@@ -25,6 +25,7 @@ struct evhttp_request;
 struct refusals;
 struct idem_table;
 struct jwt_verifier;
+struct ratelimit;
 struct keyring;
 struct store;
 struct store_reader;
@@ -49,6 +50,7 @@ struct gw_metrics {
 	atomic_ullong txn_latency_bucket[METRICS_LATENCY_BUCKETS];
 	atomic_ullong idem_replays;
 	atomic_ullong auth_failures;
+	atomic_ullong rate_limited;      /* answered 429 by the request limit */
 	atomic_ullong webhooks_in[4];     /* accepted, refused, duplicate, deferred */
 	atomic_ullong webhooks_out[3];    /* delivered, retry, failed attempts */
 	atomic_ullong resv_moves[2];      /* reservation listener: queued, skipped */
@@ -113,6 +115,7 @@ struct gateway {
 	struct refusals *refusals;     /* bounds audit rows of refused requests */
 	unsigned char admin_token_hash[32]; /* BLAKE2b-256 of admin_token_file */
 	int has_admin_token;
+	struct ratelimit *rl;          /* request limit buckets (gateway/browser.h) */
 };
 
 /* routes.c: the HTTP surface. */

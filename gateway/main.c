@@ -35,6 +35,7 @@
 #include "crypto/tls.h"
 #include "crypto/wipealloc.h"
 #include "gateway/backup.h"
+#include "gateway/browser.h"
 #include "gateway/gateway.h"
 #include "gateway/idem.h"
 #include "gateway/refusals.h"
@@ -801,6 +802,7 @@ main(int argc, char **argv)
 	    setup_admin_token(&gw, err, sizeof(err)) != 0 ||
 	    refusals_new(gw.cfg.audit_refusal_window_s * 1000, (unsigned)gw.cfg.audit_refusal_burst,
 	                 &gw.refusals) != 0 ||
+	    ratelimit_new((size_t)gw.cfg.rate_table_size, &gw.rl) != 0 ||
 	    webhooks_setup(&gw, &gw.wh, err, sizeof(err)) != 0 ||
 	    pipeline_build(gw.cfg.stages_request, gw.cfg.stages_response, &gw.pl,
 	                   err, sizeof(err)) != 0 ||
@@ -925,6 +927,7 @@ out:
 	remove_pid_file(&gw);
 	jwt_verifier_free(gw.jwt);
 	refusals_free(gw.refusals);
+	ratelimit_free(gw.rl);
 	webhooks_free(gw.wh);
 	generic_map_free(&gw.proc);
 	generic_map_free(&gw.proc2);
