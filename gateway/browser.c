@@ -108,6 +108,19 @@ cors_origin_allowed(const struct fgw_config *cfg, const char *origin, size_t len
 	return 0;
 }
 
+int
+browser_return_url_allowed(const struct fgw_config *cfg, const char *url)
+{
+	const char *host;
+	if (url[0] == '\0')
+		return 1;
+	if ((strncasecmp(url, "https://", 8) != 0 && strncasecmp(url, "http://", 7) != 0) ||
+	    (host = strstr(url, "://")) == NULL)
+		return 0;
+	host += 3;
+	return cors_origin_allowed(cfg, url, (size_t)(host - url) + strcspn(host, "/?#"));
+}
+
 /* The request's Origin when it is allowed, else NULL. */
 static const char *
 allowed_origin(struct reactor *rx, struct evhttp_request *req)

@@ -41,6 +41,11 @@ void cors_answer_headers(struct reactor *rx, struct evhttp_request *req,
 void cors_preflight(struct reactor *rx, struct evhttp_request *req, const char *path,
                     int path_known, unsigned methods);
 
+/* 1 when url is "" or its origin (scheme://host[:port]) is one a browser
+ * may call from (cors_origin_allowed): where 3-D Secure may bring the
+ * customer back after a browser confirm. */
+int browser_return_url_allowed(const struct fgw_config *cfg, const char *url);
+
 /* ---- request limit ----------------------------------------------------- */
 
 struct ratelimit;

@@ -78,6 +78,7 @@ struct reactor {
 	int ready;                    /* 1 once listening, -1 on failure */
 	struct event *resv_timer;     /* reservations: hold expiry (reactor 0) */
 	int resv_sweeping;            /* a sweep job is queued */
+	int resv_publishing;          /* reservation events being queued */
 	struct rctx *resv_pending;    /* reservation requests in flight */
 	struct reconciler *recon;     /* reactor 0 only */
 	struct edge_conn *edge_conns; /* edge.c: every open connection */

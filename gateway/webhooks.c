@@ -136,23 +136,20 @@ on_enqueued(void *arg, int rc)
 	free(event_id);
 }
 
-/* Listener: one outbox row per endpoint for every state change. */
+/* One event of type about row: one outbox row per endpoint. */
 static void
-on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_row *row)
+enqueue_event(struct webhooks *wh, const struct pipeline_env *env,
+              const struct store_txn_row *row, const char *type)
 {
-	struct webhooks *wh = ctx;
 	struct store_outbox_row rows[CONFIG_MAX_WEBHOOK_ENDPOINTS];
 	struct store_audit audit;
-	char type[48], details[160], *payload = NULL, *ev = NULL;
+	char details[160], *payload = NULL, *ev = NULL;
 	int n = wh->gw->cfg.n_webhook_endpoints, r;
 
-	if (n == 0)
-		return;
 	memset(rows, 0, sizeof(rows));
 	if ((ev = malloc(40)) == NULL)
 		goto fail;
 	fgw_random_id("evt_", ev, 40);
-	snprintf(type, sizeof(type), "transaction.%s", row->status);
 	if ((payload = event_payload(ev, type, row)) == NULL)
 		goto fail;
 	{
@@ -193,6 +190,22 @@ fail:
 	log_error("outbox: out of memory building the event for %s", row->id);
 	free(payload);
 	free(ev);
+}
+
+/* Listener: transaction.<status> for every state change, and
+ * refund.succeeded for a refund that went through (full or partial). */
+static void
+on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_row *row)
+{
+	struct webhooks *wh = ctx;
+	char type[48];
+
+	if (wh->gw->cfg.n_webhook_endpoints == 0)
+		return;
+	snprintf(type, sizeof(type), "transaction.%s", row->status);
+	enqueue_event(wh, env, row, type);
+	if (strcmp(row->status, "refunded") == 0 || strcmp(row->status, "partially_refunded") == 0)
+		enqueue_event(wh, env, row, "refund.succeeded");
 }
 
 /* ---- delivery (reactor 0) ---------------------------------------------- */
