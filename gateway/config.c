@@ -178,6 +178,7 @@ static const struct cfg_directive directives[] = {
 	INT(rate_api_key_per_min, 0, 10000000, "6000",
 	    "requests per website API key a minute; 0 = no limit"),
 	INT(rate_table_size, 64, 4194304, "65536", "request-limit buckets kept in memory"),
+	STR(web_dir, "", "directory with flair.js and the development demo (make builds build/web); empty: not served"),
 	{ NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL },
 };
 

@@ -170,6 +170,7 @@ struct fgw_config {
 	long long rate_browser_per_min;
 	long long rate_api_key_per_min;
 	long long rate_table_size;
+	char web_dir[512];
 };
 
 /* Fills defaults. */

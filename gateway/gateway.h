@@ -26,6 +26,7 @@ struct refusals;
 struct idem_table;
 struct jwt_verifier;
 struct ratelimit;
+struct web;
 struct keyring;
 struct store;
 struct store_reader;
@@ -117,6 +118,7 @@ struct gateway {
 	unsigned char admin_token_hash[32]; /* BLAKE2b-256 of admin_token_file */
 	int has_admin_token;
 	struct ratelimit *rl;          /* request limit buckets (gateway/browser.h) */
+	struct web *web;               /* flair.js and the demo (gateway/web.h) */
 };
 
 /* routes.c: the HTTP surface. */

@@ -42,6 +42,7 @@
 #include "store/methods.h"
 #include "gateway/resv.h"
 #include "gateway/sdnotify.h"
+#include "gateway/web.h"
 #include "gateway/webhooks.h"
 #include "pipeline/events.h"
 #include "pipeline/risk.h"
@@ -803,6 +804,7 @@ main(int argc, char **argv)
 	    refusals_new(gw.cfg.audit_refusal_window_s * 1000, (unsigned)gw.cfg.audit_refusal_burst,
 	                 &gw.refusals) != 0 ||
 	    ratelimit_new((size_t)gw.cfg.rate_table_size, &gw.rl) != 0 ||
+	    web_setup(&gw, err, sizeof(err)) != 0 ||
 	    webhooks_setup(&gw, &gw.wh, err, sizeof(err)) != 0 ||
 	    pipeline_build(gw.cfg.stages_request, gw.cfg.stages_response, &gw.pl,
 	                   err, sizeof(err)) != 0 ||
@@ -928,6 +930,7 @@ out:
 	jwt_verifier_free(gw.jwt);
 	refusals_free(gw.refusals);
 	ratelimit_free(gw.rl);
+	web_free(&gw);
 	webhooks_free(gw.wh);
 	generic_map_free(&gw.proc);
 	generic_map_free(&gw.proc2);

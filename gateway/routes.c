@@ -358,6 +358,7 @@ static const struct route *const route_tables[] = {
 	resv_routes,
 	webhook_routes,
 	txnops_routes,
+	web_routes,
 	NULL,
 };
 
