@@ -1381,7 +1381,7 @@ static void
 h_list(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
 	static const char *const statuses[] = { "held", "pending", "confirmed", "expired",
-		                                    "refunded", NULL };
+		                                    "refunded", "cancelled", NULL };
 	struct auth_ctx who;
 	struct evkeyvalq q;
 	struct resv_row *rows = NULL;
@@ -1406,7 +1406,8 @@ h_list(struct reactor *rx, struct evhttp_request *req, const char *path)
 				ok = 1;
 		if (!ok) {
 			http_send_error(rx, req, 400, "VALIDATION_ERROR",
-			                "status must be held, pending, confirmed, expired or refunded");
+			                "status must be held, pending, confirmed, expired, refunded or "
+			                "cancelled");
 			goto out;
 		}
 	}

@@ -212,6 +212,8 @@ def test_cancel_releases_places_once_and_refuses_converted_holds():
     again = call("POST", "/v1/reservations/hold/cancel", tok, {"holdId": rid}, key)
     assert (again.status, again.raw) == (r.status, r.raw)
     assert again.headers.get("idempotent-replayed") == "true"
+    lst = call("GET", "/v1/reservations?status=cancelled", tok)
+    assert lst.status == 200 and [x["id"] for x in lst.body["reservations"]] == [rid], lst
     harness.assert_error(call("POST", "/v1/reservations/hold/cancel", tok, {"holdId": rid}),
                          400, "INVALID_HOLD_STATUS")
     assert taken() == before
