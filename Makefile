@@ -64,7 +64,7 @@ ALL_LIBS := $(call roomlibs,$(ROOMS))
 
 BINS := $(BUILD)/flairgw $(BUILD)/flairctl $(BUILD)/flair-sandbox
 
-.PHONY: all deps build-all run test test-build bench fuzz clean format man install test-deps
+.PHONY: all deps build-all run test test-build bench fuzz clean format man install test-deps web
 .DEFAULT_GOAL := all
 
 all: deps
@@ -114,26 +114,48 @@ test-build: $(BINS) $(UNIT_BINS) $(BUILD)/stripe-sigcheck
 # make run [PORT=8080] [SANDBOX_PORT=8081]
 PORT ?= 8080
 SANDBOX_PORT ?= 8081
-run: deps
+run: deps web
 	@$(MAKE) --no-print-directory build-all
 	@PORT=$(PORT) SANDBOX_PORT=$(SANDBOX_PORT) sh tools/run-dev.sh
 
-# s3rver (a local S3-compatible server) for the backup upload test, and
+# s3rver (a local S3-compatible server) for the backup upload test,
 # Stripe's Node library, the reference flairgw's webhook signature check is
-# compared with; installed project-locally with npm when missing, in one
-# command (npm prunes what a later install does not name).
+# compared with, libsodium-wrappers (bundled into flair.js) and
+# puppeteer-core (drives Debian's chromium in the browser tests);
+# installed project-locally with npm when missing, in one command (npm
+# prunes what a later install does not name).
 S3RVER := build/npm/node_modules/.bin/s3rver
 STRIPE_NODE := build/npm/node_modules/stripe/package.json
-$(S3RVER) $(STRIPE_NODE) &:
+SODIUM_NODE := build/npm/node_modules/libsodium-wrappers/package.json
+PUPPETEER := build/npm/node_modules/puppeteer-core/package.json
+$(S3RVER) $(STRIPE_NODE) $(SODIUM_NODE) $(PUPPETEER) &:
 	@sh tools/deps.sh nodejs npm -- -- npm
-	npm install --no-audit --no-fund --prefix build/npm s3rver@3.7.1 stripe@23.2.0
+	npm install --no-audit --no-fund --prefix build/npm s3rver@3.7.1 stripe@23.2.0 \
+	    libsodium-wrappers@0.8.4 puppeteer-core@24.10.0
+
+# build/web: flair.js with libsodium's JavaScript build (ISC licence, its
+# text at the top) in front of web/flair.js, and the development demo.
+# Generated, never committed: 1 MB of someone else's compiled code.
+SODIUM_DIST := build/npm/node_modules/libsodium/dist/modules/libsodium.js \
+               build/npm/node_modules/libsodium-wrappers/dist/modules/libsodium-wrappers.js
+WEB_DEMO := build/web/demo/index.html build/web/demo/demo.js build/web/demo/demo.css
+build/web/flair.js: web/flair.js $(SODIUM_NODE)
+	@mkdir -p $(dir $@)
+	{ printf '/*! flair.js bundles libsodium.js and libsodium-wrappers %s (npm), ISC licence:\n' \
+	      "$$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' $(SODIUM_NODE))"; \
+	  sed 's|\*/|* /|g' build/npm/node_modules/libsodium-wrappers/LICENSE; printf '*/\n'; \
+	  cat $(SODIUM_DIST); printf '\n'; cat web/flair.js; } >$@.tmp && mv $@.tmp $@
+build/web/demo/%: web/demo/%
+	@mkdir -p $(dir $@)
+	cp $< $@
+web: build/web/flair.js $(WEB_DEMO)
 
 # Test-only Debian tools: the man page lint, promtool for /metrics and
-# the alert rules.
+# the alert rules, chromium for the browser tests.
 test-deps:
-	@sh tools/deps.sh mandoc prometheus -- -- mandoc promtool
+	@sh tools/deps.sh mandoc prometheus chromium -- -- mandoc promtool chromium
 
-test: deps test-deps $(S3RVER) $(STRIPE_NODE)
+test: deps test-deps $(S3RVER) $(STRIPE_NODE) $(PUPPETEER) web
 	@$(MAKE) --no-print-directory SAN=1 test-build
 	@sh tests/run.sh $(BUILD)/asan
 

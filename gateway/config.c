@@ -166,6 +166,19 @@ static const struct cfg_directive directives[] = {
 	STR(s3_secret_key_file, "", "file holding the S3 secret access key"),
 	INT(s3_retries, 0, 1000, "5", "upload retries after a failure"),
 	INT(s3_retry_base_ms, 10, 600000, "1000", "first wait before an upload retry (doubles, at most 30 s)"),
+	STR(cors_origins, "",
+	    "origins whose browsers may call the customer routes (CORS), comma- or space-separated; "
+	    "empty: none in production, the gateway's own http://LISTEN origin in development"),
+	STR(trusted_proxies, "",
+	    "peer addresses whose X-Forwarded-For names the client (comma- or space-separated)"),
+	INT(rate_payment_per_min, 0, 1000000, "5",
+	    "payment attempts (convert, browser confirm) per client IP a minute; 0 = no limit"),
+	INT(rate_browser_per_min, 0, 1000000, "120",
+	    "other customer-route requests per client IP a minute; 0 = no limit"),
+	INT(rate_api_key_per_min, 0, 10000000, "6000",
+	    "requests per website API key a minute; 0 = no limit"),
+	INT(rate_table_size, 64, 4194304, "65536", "request-limit buckets kept in memory"),
+	STR(web_dir, "", "directory with flair.js and the development demo (make builds build/web); empty: not served"),
 	{ NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL },
 };
 

@@ -163,6 +163,14 @@ struct fgw_config {
 	long long encrypted_card_max_age_s;
 	long long encrypted_card_max_skew_s;
 	long long encrypted_card_require_iat;
+	/* the customer's browser: CORS and request limits at the edge */
+	char cors_origins[1024];
+	char trusted_proxies[512];
+	long long rate_payment_per_min;
+	long long rate_browser_per_min;
+	long long rate_api_key_per_min;
+	long long rate_table_size;
+	char web_dir[512];
 };
 
 /* Fills defaults. */

@@ -25,6 +25,8 @@ struct evhttp_request;
 struct refusals;
 struct idem_table;
 struct jwt_verifier;
+struct ratelimit;
+struct web;
 struct keyring;
 struct store;
 struct store_reader;
@@ -49,6 +51,7 @@ struct gw_metrics {
 	atomic_ullong txn_latency_bucket[METRICS_LATENCY_BUCKETS];
 	atomic_ullong idem_replays;
 	atomic_ullong auth_failures;
+	atomic_ullong rate_limited;      /* answered 429 by the request limit */
 	atomic_ullong webhooks_in[4];     /* accepted, refused, duplicate, deferred */
 	atomic_ullong webhooks_out[3];    /* delivered, retry, failed attempts */
 	atomic_ullong resv_moves[2];      /* reservation listener: queued, skipped */
@@ -76,6 +79,7 @@ struct reactor {
 	int ready;                    /* 1 once listening, -1 on failure */
 	struct event *resv_timer;     /* reservations: hold expiry (reactor 0) */
 	int resv_sweeping;            /* a sweep job is queued */
+	int resv_publishing;          /* reservation events being queued */
 	struct rctx *resv_pending;    /* reservation requests in flight */
 	struct reconciler *recon;     /* reactor 0 only */
 	struct edge_conn *edge_conns; /* edge.c: every open connection */
@@ -113,6 +117,8 @@ struct gateway {
 	struct refusals *refusals;     /* bounds audit rows of refused requests */
 	unsigned char admin_token_hash[32]; /* BLAKE2b-256 of admin_token_file */
 	int has_admin_token;
+	struct ratelimit *rl;          /* request limit buckets (gateway/browser.h) */
+	struct web *web;               /* flair.js and the demo (gateway/web.h) */
 };
 
 /* routes.c: the HTTP surface. */

@@ -27,6 +27,7 @@ extern const struct route methods_routes[];
 extern const struct route resv_routes[];
 extern const struct route webhook_routes[];
 extern const struct route txnops_routes[];
+extern const struct route web_routes[];
 
 /* Every route in one flat numbering (per-route metrics): how many, route
  * i (NULL past the end), and a method's name. */

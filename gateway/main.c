@@ -36,6 +36,7 @@
 #include "crypto/tls.h"
 #include "crypto/wipealloc.h"
 #include "gateway/backup.h"
+#include "gateway/browser.h"
 #include "gateway/gateway.h"
 #include "gateway/idem.h"
 #include "gateway/refusals.h"
@@ -43,6 +44,7 @@
 #include "gateway/resv.h"
 #include "gateway/sdnotify.h"
 #include "gateway/startup.h"
+#include "gateway/web.h"
 #include "gateway/webhooks.h"
 #include "pipeline/events.h"
 #include "pipeline/risk.h"
@@ -577,8 +579,13 @@ main(int argc, char **argv)
 	    startup_admin_token(&gw, &rep) != 0)
 		goto out;
 	if (refusals_new(gw.cfg.audit_refusal_window_s * 1000, (unsigned)gw.cfg.audit_refusal_burst,
-	                 &gw.refusals) != 0) {
+	                 &gw.refusals) != 0 ||
+	    ratelimit_new((size_t)gw.cfg.rate_table_size, &gw.rl) != 0) {
 		check_problem(&rep, "out of memory");
+		goto out;
+	}
+	if (web_setup(&gw, err, sizeof(err)) != 0) {
+		check_problem(&rep, "%s", err);
 		goto out;
 	}
 	if (startup_webhooks(&gw, STARTUP_RUN, &rep) != 0 ||
@@ -682,6 +689,8 @@ out:
 	remove_pid_file(&gw);
 	refusals_free(gw.refusals);
 	startup_release(&gw); /* rules, JWT, webhooks, processors, keys, TLS */
+	ratelimit_free(gw.rl);
+	web_free(&gw);
 	curl_global_cleanup();
 	return code;
 }

@@ -159,6 +159,8 @@ metrics_render(struct reactor *rx, struct evbuffer *b)
 	                    atomic_load(&m->route_requests[METRICS_ROUTES_MAX]));
 	counter(b, "flairgw_auth_failures_total", "requests refused for their credentials",
 	        atomic_load(&m->auth_failures));
+	counter(b, "flairgw_rate_limited_total", "requests refused by the request limit (429)",
+	        atomic_load(&m->rate_limited));
 	counter(b, "flairgw_idempotent_replays_total", "stored answers replayed for a repeated key",
 	        atomic_load(&m->idem_replays));
 	counter(b, "flairgw_transactions_started_total", "payments that entered the pipeline",

@@ -27,9 +27,11 @@ void resv_reactor_stop(struct reactor *rx);
  * message in msg. */
 int resv_hold_body_parse(const cJSON *root, struct resv_row *row, char *msg, size_t msgcap);
 /* POST /v1/reservations/hold/convert: members, holdId into hold_id,
- * savePaymentMethod a boolean, exactly one way to pay (whose fields
- * txn_request_parse checks). 0, or FGW_ERR_INVALID with msg. */
-int resv_convert_body_parse(const cJSON *root, char *hold_id, size_t idcap, char *msg,
-                            size_t msgcap);
+ * savePaymentMethod a boolean, at most one payment source (whose fields
+ * txn_request_parse checks) counted in *ways: 0 is seed 003's convert
+ * without a card (then no returnUrl either). 0, or FGW_ERR_INVALID with
+ * msg. */
+int resv_convert_body_parse(const cJSON *root, char *hold_id, size_t idcap, int *ways,
+                            char *msg, size_t msgcap);
 
 #endif

@@ -25,6 +25,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "crypto/keys.h"
+#include "gateway/browser.h"
 #include "gateway/edge.h"
 #include "gateway/http.h"
 #include "gateway/idem.h"
@@ -357,6 +358,7 @@ static const struct route *const route_tables[] = {
 	resv_routes,
 	webhook_routes,
 	txnops_routes,
+	web_routes,
 	NULL,
 };
 
@@ -467,6 +469,8 @@ routes_handle(struct evhttp_request *req, void *arg)
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
+	enum route_class rc;
+	unsigned methods = 0;
 	int path_known = 0, idx = 0;
 
 	if (path == NULL || path[0] == '\0')
@@ -477,20 +481,31 @@ routes_handle(struct evhttp_request *req, void *arg)
 		http_send_error(rx, req, 503, "SERVICE_UNAVAILABLE", "The gateway is shutting down");
 		return;
 	}
+	/* CORS and the request limit come before any handler (browser.h). */
+	rc = route_class_of(path, method);
+	if (method != EVHTTP_REQ_OPTIONS)
+		cors_answer_headers(rx, req, rc);
 	for (const struct route *const *tbl = route_tables; *tbl; tbl++) {
 		for (const struct route *rt = *tbl; rt->path; rt++, idx++) {
 			if (!path_matches(rt->path, path))
 				continue;
 			path_known = 1;
+			methods |= (unsigned)rt->method;
 			if (rt->method == method) {
 				atomic_fetch_add(&rx->gw->metrics.route_requests[
 				                     idx < METRICS_ROUTES_MAX ? idx : METRICS_ROUTES_MAX], 1);
+				if (browser_rate_limit(rx, req, rc))
+					return;
 				rt->handler(rx, req, path);
 				return;
 			}
 		}
 	}
 	atomic_fetch_add(&rx->gw->metrics.route_requests[METRICS_ROUTES_MAX], 1);
+	if (method == EVHTTP_REQ_OPTIONS) {
+		cors_preflight(rx, req, path, path_known, methods);
+		return;
+	}
 	if (path_known) {
 		http_send_error(rx, req, 405, "METHOD_NOT_ALLOWED", "Method not allowed on this path");
 		return;

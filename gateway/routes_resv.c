@@ -29,12 +29,14 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "crypto/keys.h"
+#include "gateway/browser.h"
 #include "gateway/http.h"
 #include "gateway/idem.h"
 #include "gateway/resv.h"
 #include "pipeline/events.h"
 #include "processors/httpc.h"
 #include "store/reservations.h"
+#include "store/webhooks.h"
 
 #define ERR_INTERNAL "An unexpected error occurred"
 /* Unambiguous: no 0/O, no 1/I. */
@@ -234,8 +236,8 @@ front(struct reactor *rx, struct evhttp_request *req, const char *path,
  * front door, a request context, and the body as a JSON object. Returns
  * the context with *root set, or NULL when it already answered. */
 static struct rctx *
-begin_post(struct reactor *rx, struct evhttp_request *req, const char *path, int key_required,
-           struct auth_ctx *who, cJSON **root)
+begin_post_as(struct reactor *rx, struct evhttp_request *req, const char *path,
+              int key_required, int jwt_only, struct auth_ctx *who, cJSON **root)
 {
 	struct rctx *c;
 	struct fgw_json_error jerr;
@@ -244,7 +246,10 @@ begin_post(struct reactor *rx, struct evhttp_request *req, const char *path, int
 	size_t len;
 
 	*root = NULL;
-	if (customer_auth(rx, req, path, who) != 0 ||
+	if (jwt_only ? http_authenticate(rx, req, path, AUTH_JWT, who) != 0
+	             : customer_auth(rx, req, path, who) != 0)
+		return NULL;
+	if (
 	    front(rx, req, path, who, key_required, &body, &len, scope, &key, hash) != 0)
 		return NULL;
 	if ((c = rctx_new(rx, req, who)) == NULL) {
@@ -268,6 +273,13 @@ begin_post(struct reactor *rx, struct evhttp_request *req, const char *path, int
 		return NULL;
 	}
 	return c;
+}
+
+static struct rctx *
+begin_post(struct reactor *rx, struct evhttp_request *req, const char *path, int key_required,
+           struct auth_ctx *who, cJSON **root)
+{
+	return begin_post_as(rx, req, path, key_required, 0, who, root);
 }
 
 static void
@@ -612,6 +624,12 @@ on_pay_done(struct txn *t, void *arg)
 			cJSON_AddStringToObject(res, "paymentIntentId", intent);
 			cJSON_AddStringToObject(o, "paymentClientSecret", secret);
 			cJSON_AddBoolToObject(o, "requiresAction", strcmp(st, "requires_action") == 0);
+			/* The customer's browser follows it to 3-D Secure. */
+			if (strcmp(st, "requires_action") == 0 && t->result.next_action_json != NULL) {
+				cJSON *na = cJSON_Parse(t->result.next_action_json);
+				if (na != NULL)
+					cJSON_AddItemToObject(o, "nextAction", na);
+			}
 			c->answer = cJSON_PrintUnformatted(o);
 			c->status = 200;
 		}
@@ -744,55 +762,20 @@ out:
 	return rc;
 }
 
-int
-resv_convert_body_parse(const cJSON *root, char *hold_id, size_t idcap, char *msg,
-                        size_t msgcap)
-{
-	static const char *const fields[] = { "holdId", "card", "encryptedCard",
-		                                  "paymentMethodId", "savePaymentMethod",
-		                                  "stripePaymentMethod", "returnUrl", NULL };
-	const cJSON *save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
-	int n = (cJSON_GetObjectItemCaseSensitive(root, "card") != NULL) +
-	        (cJSON_GetObjectItemCaseSensitive(root, "encryptedCard") != NULL) +
-	        (cJSON_GetObjectItemCaseSensitive(root, "paymentMethodId") != NULL) +
-	        (cJSON_GetObjectItemCaseSensitive(root, "stripePaymentMethod") != NULL);
-
-	msg[0] = '\0';
-	if (only_members(root, fields, msg, msgcap) != 0 ||
-	    get_string(root, "holdId", hold_id, idcap, 1, msg, msgcap) != 0)
-		return FGW_ERR_INVALID;
-	if (save != NULL && !cJSON_IsBool(save)) {
-		fgw_strlcpy(msg, "savePaymentMethod must be true or false", msgcap);
-		return FGW_ERR_INVALID;
-	}
-	if (n != 1) {
-		fgw_strlcpy(msg, "exactly one of card, encryptedCard, paymentMethodId or "
-		            "stripePaymentMethod is required", msgcap);
-		return FGW_ERR_INVALID;
-	}
-	return FGW_OK;
-}
-
+/* Starts the payment of hold_id with the payment source in root (card,
+ * encryptedCard, paymentMethodId or stripePaymentMethod, and returnUrl):
+ * from a convert, or from the browser's confirm. Answers through c. */
 static void
-h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
+convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
+              const cJSON *root, const char *hold_id, int save, int browser)
 {
-	struct auth_ctx who;
+	struct auth_ctx who = *who_in;
 	struct resv_row cur;
 	struct txn_request *rq = NULL;
 	struct txn_parse_error perr;
-	struct rctx *c = NULL;
-	cJSON *root = NULL;
-	const cJSON *save;
-	char msg[256], hold_id[40];
+	char msg[256];
 	int r;
 
-	if ((c = begin_post(rx, req, path, 1, &who, &root)) == NULL)
-		return;
-	save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
-	if (resv_convert_body_parse(root, hold_id, sizeof(hold_id), msg, sizeof(msg)) != 0) {
-		rctx_error(c, 400, "VALIDATION_ERROR", msg);
-		goto out;
-	}
 	r = id_ok(hold_id) ? resv_get(rx->reader, who.subject, hold_id, &cur) : FGW_ERR_NOT_FOUND;
 	if (r != 0) {
 		resv_err_answer(c, r == FGW_ERR_NOT_FOUND ? RESV_NOT_FOUND : RESV_OK);
@@ -814,12 +797,15 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 		}
 		goto out;
 	}
-	if (!txn_return_url_allowed(rq, rx->gw->cfg.return_url_origins)) {
+	/* From a browser, the page's own (CORS) origins are where 3-D Secure
+	 * may bring the customer back too. */
+	if (!txn_return_url_allowed(rq, rx->gw->cfg.return_url_origins) &&
+	    !(browser && browser_return_url_allowed(&rx->gw->cfg, rq->return_url))) {
 		rctx_error(c, 400, "VALIDATION_ERROR",
 		           "returnUrl must point to an origin listed in return_url_origins");
 		goto out;
 	}
-	if (rq->processor_method[0] != '\0' && cJSON_IsTrue(save)) {
+	if (rq->processor_method[0] != '\0' && save) {
 		rctx_error(c, 400, "VALIDATION_ERROR",
 		           "savePaymentMethod cannot be used with stripePaymentMethod");
 		goto out;
@@ -827,7 +813,7 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 	/* The saved-methods feature: a paymentMethodId is looked up for this
 	 * customer, and savePaymentMethod saves the card for them. */
 	fgw_strlcpy(rq->customer_id, who.subject, sizeof(rq->customer_id));
-	rq->save_method = cJSON_IsTrue(save);
+	rq->save_method = save;
 	/* No Idempotency-Key on the transaction itself: the reservation's
 	 * answer is the one stored under the customer's key. */
 	if ((r = txn_new(&rx->env, rq, who.client_id, who.source, NULL, c->hash, &c->t)) != 0) {
@@ -837,11 +823,294 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 	rq = NULL; /* owned by c->t now */
 	c->row = cur;
 	if ((r = resv_convert_begin(rx->gw->store, rx->waker, hold_id, who.subject, c->t->id,
-	                            cJSON_IsTrue(save), fgw_now_ms(), &c->row, &c->err,
+	                            save, fgw_now_ms(), &c->row, &c->err,
 	                            convert_begun, c)) != 0)
 		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 out:
 	txn_request_free(rq);
+}
+
+/* ---- convert without a card: the browser pays -------------------------------- */
+
+/* The keyed MAC under which a browser payment's client secret is kept:
+ * bound to the payment and the customer, so neither a database reader
+ * nor another customer can use it. */
+static int
+secret_mac(struct reactor *rx, const char *payment_id, const char *customer,
+           const char *secret, char out[65])
+{
+	unsigned char mac[32];
+	char msg[512];
+	int n = snprintf(msg, sizeof(msg), "browser-client-secret:%s|%s|%s", payment_id, customer,
+	                 secret);
+	int r = FGW_ERR_INTERNAL;
+	if (n > 0 && (size_t)n < sizeof(msg) &&
+	    keyring_fingerprint_mac(rx->gw->kr, msg, (size_t)n, mac) == 0) {
+		fgw_hex(mac, sizeof(mac), out);
+		r = 0;
+	}
+	sodium_memzero(msg, sizeof(msg));
+	sodium_memzero(mac, sizeof(mac));
+	return r;
+}
+
+static void
+await_card_done(void *arg, int rc)
+{
+	struct rctx *c = arg;
+	char *a = c->answer;
+	if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
+		resv_err_answer(c, c->err);
+		return;
+	}
+	if (rc != 0 || a == NULL) {
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		return;
+	}
+	c->answer = NULL;
+	rctx_finish(c, 200, a);
+	sodium_memzero(a, strlen(a));
+	free(a);
+}
+
+/* Convert with only holdId: the payment waits for the browser, which
+ * confirms it with the card sealed to the gateway's key. The answer holds
+ * the only copy of the secret; it is not stored under the idempotency key
+ * (a repeat issues a new secret, and the older one stops working). */
+static void
+convert_await_card(struct reactor *rx, struct rctx *c, const char *hold_id, int save)
+{
+	unsigned char raw[24];
+	char pid[40], secret[128], hex[49], mac[65];
+	cJSON *o = NULL, *res;
+
+	fgw_random_id("pay_", pid, sizeof(pid));
+	randombytes_buf(raw, sizeof(raw));
+	fgw_hex(raw, sizeof(raw), hex);
+	sodium_memzero(raw, sizeof(raw));
+	snprintf(secret, sizeof(secret), "%s_secret_%s", pid, hex);
+	if (secret_mac(rx, pid, c->who.subject, secret, mac) != 0 ||
+	    (o = cJSON_CreateObject()) == NULL ||
+	    (res = cJSON_AddObjectToObject(o, "reservation")) == NULL) {
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		goto out;
+	}
+	cJSON_AddStringToObject(res, "id", hold_id);
+	cJSON_AddStringToObject(res, "status", "pending");
+	cJSON_AddStringToObject(res, "paymentIntentId", pid);
+	cJSON_AddStringToObject(o, "paymentClientSecret", secret);
+	cJSON_AddBoolToObject(o, "requiresAction", 0);
+	c->answer = cJSON_PrintUnformatted(o);
+	if (c->answer == NULL ||
+	    resv_await_card(rx->gw->store, rx->waker, hold_id, c->who.subject, pid, mac, save,
+	                    fgw_now_ms(), NULL, &c->row, &c->err, await_card_done, c) != 0)
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+out:
+	sodium_memzero(secret, sizeof(secret));
+	sodium_memzero(hex, sizeof(hex));
+	cJSON_Delete(o);
+}
+
+int
+resv_convert_body_parse(const cJSON *root, char *hold_id, size_t idcap, int *ways, char *msg,
+                        size_t msgcap)
+{
+	static const char *const fields[] = { "holdId", "card", "encryptedCard",
+		                                  "paymentMethodId", "savePaymentMethod",
+		                                  "stripePaymentMethod", "returnUrl", NULL };
+	const cJSON *save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
+	int n = (cJSON_GetObjectItemCaseSensitive(root, "card") != NULL) +
+	        (cJSON_GetObjectItemCaseSensitive(root, "encryptedCard") != NULL) +
+	        (cJSON_GetObjectItemCaseSensitive(root, "paymentMethodId") != NULL) +
+	        (cJSON_GetObjectItemCaseSensitive(root, "stripePaymentMethod") != NULL);
+
+	msg[0] = '\0';
+	if (only_members(root, fields, msg, msgcap) != 0 ||
+	    get_string(root, "holdId", hold_id, idcap, 1, msg, msgcap) != 0)
+		return FGW_ERR_INVALID;
+	if (save != NULL && !cJSON_IsBool(save)) {
+		fgw_strlcpy(msg, "savePaymentMethod must be true or false", msgcap);
+		return FGW_ERR_INVALID;
+	}
+	if (n > 1) {
+		fgw_strlcpy(msg, "at most one of card, encryptedCard, paymentMethodId or "
+		            "stripePaymentMethod is allowed", msgcap);
+		return FGW_ERR_INVALID;
+	}
+	if (n == 0 && cJSON_GetObjectItemCaseSensitive(root, "returnUrl") != NULL) {
+		fgw_strlcpy(msg, "returnUrl goes with the payment source (or the browser's confirm)",
+		            msgcap);
+		return FGW_ERR_INVALID;
+	}
+	*ways = n;
+	return FGW_OK;
+}
+
+static void
+h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	struct auth_ctx who;
+	struct rctx *c = NULL;
+	cJSON *root = NULL;
+	const cJSON *save;
+	char msg[256], hold_id[40];
+	int n;
+
+	if ((c = begin_post(rx, req, path, 1, &who, &root)) == NULL)
+		return;
+	save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
+	if (resv_convert_body_parse(root, hold_id, sizeof(hold_id), &n, msg, sizeof(msg)) != 0) {
+		rctx_error(c, 400, "VALIDATION_ERROR", msg);
+		goto out;
+	}
+	if (n == 0) {
+		if (c->key[0]) {
+			/* Nothing is stored under the key (see above): let a
+			 * repeat run again once this one is done. */
+			idem_end(rx->gw->idem, c->scope, c->key);
+			c->key[0] = '\0';
+		}
+		convert_await_card(rx, c, hold_id, cJSON_IsTrue(save));
+		goto out;
+	}
+	convert_start(rx, c, &who, root, hold_id, cJSON_IsTrue(save), 0);
+out:
+	cJSON_Delete(root);
+}
+
+/* POST /v1/payments/{paymentId}/confirm: the customer's browser pays a
+ * payment a convert left waiting, with the card sealed to the gateway's
+ * key (or a saved method). Needs the customer's JWT and the payment's
+ * client secret; the card never passes through the website. */
+static void
+h_browser_confirm(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	static const char *const fields[] = { "clientSecret", "encryptedCard", "paymentMethodId",
+		                                  "returnUrl", NULL };
+	struct auth_ctx who;
+	struct rctx *c = NULL;
+	struct resv_secret sec;
+	struct resv_row cur;
+	cJSON *root = NULL, *pay = NULL;
+	const cJSON *v;
+	char msg[256], pid[40], mac[65], given[128];
+	int n, r;
+
+	if ((c = begin_post_as(rx, req, path, 0, 1, &who, &root)) == NULL)
+		return;
+	msg[0] = '\0';
+	if (cJSON_GetObjectItemCaseSensitive(root, "card") != NULL) {
+		rctx_error(c, 400, "VALIDATION_ERROR",
+		           "card must be sealed to the gateway's key: send encryptedCard");
+		goto out;
+	}
+	n = (cJSON_GetObjectItemCaseSensitive(root, "encryptedCard") != NULL) +
+	    (cJSON_GetObjectItemCaseSensitive(root, "paymentMethodId") != NULL);
+	if (only_members(root, fields, msg, sizeof(msg)) != 0 ||
+	    get_string(root, "clientSecret", given, sizeof(given), 1, msg, sizeof(msg)) != 0) {
+		rctx_error(c, 400, "VALIDATION_ERROR", msg);
+		goto out;
+	}
+	if (n != 1) {
+		rctx_error(c, 400, "VALIDATION_ERROR",
+		           "exactly one of encryptedCard or paymentMethodId is required");
+		goto out;
+	}
+	/* One answer for an unknown payment, another customer's, and a
+	 * wrong secret: none tells which. */
+	r = http_path_segment("/v1/payments/*/confirm", path, 0, pid, sizeof(pid));
+	if (r != 0 || strncmp(pid, "pay_", 4) != 0 || !id_ok(pid) ||
+	    resv_secret_get(rx->reader, pid, &sec) != 0 ||
+	    strcmp(sec.customer_id, who.subject) != 0 ||
+	    secret_mac(rx, pid, who.subject, given, mac) != 0 ||
+	    sodium_memcmp(mac, sec.secret_mac, 64) != 0) {
+		sodium_memzero(given, sizeof(given));
+		rctx_error(c, 404, "PAYMENT_NOT_FOUND",
+		           "No payment waits under this id and client secret");
+		goto out;
+	}
+	sodium_memzero(given, sizeof(given));
+	if (resv_get(rx->reader, who.subject, sec.reservation_id, &cur) != 0) {
+		resv_err_answer(c, RESV_NOT_FOUND);
+		goto out;
+	}
+	/* The payment source as a convert would carry it. */
+	if ((pay = cJSON_CreateObject()) == NULL) {
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		goto out;
+	}
+	if ((v = cJSON_GetObjectItemCaseSensitive(root, "encryptedCard")) != NULL)
+		cJSON_AddItemToObject(pay, "encryptedCard", cJSON_Duplicate(v, 1));
+	if ((v = cJSON_GetObjectItemCaseSensitive(root, "paymentMethodId")) != NULL)
+		cJSON_AddItemToObject(pay, "paymentMethodId", cJSON_Duplicate(v, 1));
+	if ((v = cJSON_GetObjectItemCaseSensitive(root, "returnUrl")) != NULL)
+		cJSON_AddItemToObject(pay, "returnUrl", cJSON_Duplicate(v, 1));
+	convert_start(rx, c, &who, pay, sec.reservation_id, cur.save_method, 1);
+out:
+	cJSON_Delete(pay);
+	cJSON_Delete(root);
+}
+
+/* ---- POST /v1/reservations/hold/cancel ------------------------------------- */
+
+static void
+cancel_done(void *arg, int rc)
+{
+	struct rctx *c = arg;
+	char *a = c->answer;
+	if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
+		resv_err_answer(c, c->err);
+		return;
+	}
+	if (rc != 0) {
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		return;
+	}
+	c->answer = NULL;
+	rctx_finish(c, 200, a);
+	free(a);
+}
+
+/* The customer lets a hold go: its places come back at once. A repeat
+ * with the same key replays the answer; a new cancel of a cancelled hold
+ * is INVALID_HOLD_STATUS. */
+static void
+h_cancel(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	static const char *const fields[] = { "holdId", NULL };
+	struct auth_ctx who;
+	struct store_idem idem;
+	struct rctx *c;
+	cJSON *root = NULL, *o = NULL, *res;
+	char msg[256], hold_id[40];
+
+	if ((c = begin_post(rx, req, path, 0, &who, &root)) == NULL)
+		return;
+	msg[0] = '\0';
+	if (only_members(root, fields, msg, sizeof(msg)) != 0 ||
+	    get_string(root, "holdId", hold_id, sizeof(hold_id), 1, msg, sizeof(msg)) != 0) {
+		rctx_error(c, 400, "VALIDATION_ERROR", msg);
+		goto out;
+	}
+	if (!id_ok(hold_id)) {
+		resv_err_answer(c, RESV_NOT_FOUND);
+		goto out;
+	}
+	if ((o = cJSON_CreateObject()) == NULL ||
+	    (res = cJSON_AddObjectToObject(o, "reservation")) == NULL ||
+	    !cJSON_AddStringToObject(res, "id", hold_id) ||
+	    !cJSON_AddStringToObject(res, "status", "cancelled") ||
+	    !cJSON_AddTrueToObject(o, "success") ||
+	    (c->answer = cJSON_PrintUnformatted(o)) == NULL) {
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		goto out;
+	}
+	fill_idem(c, 200, c->answer, &idem);
+	if (resv_cancel(rx->gw->store, rx->waker, hold_id, who.subject, fgw_now_ms(),
+	                c->key[0] ? &idem : NULL, &c->row, &c->err, cancel_done, c) != 0)
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+out:
+	cJSON_Delete(o);
 	cJSON_Delete(root);
 }
 
@@ -974,7 +1243,9 @@ status_answer(struct rctx *c)
 		na = cJSON_Parse(t.next_action_json);
 	type = na ? cJSON_GetObjectItemCaseSensitive(na, "type") : NULL;
 	add_str_or_null(d, "actionType", cJSON_IsString(type) ? type->valuestring : (ra ? "redirect_to_url" : NULL));
-	cJSON_Delete(na);
+	/* The customer's browser needs where to go, not just that it must. */
+	if (na != NULL)
+		cJSON_AddItemToObject(d, "nextAction", na);
 	s = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
 	store_txn_row_clear(&t);
@@ -1129,7 +1400,7 @@ static void
 h_list(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
 	static const char *const statuses[] = { "held", "pending", "confirmed", "expired",
-		                                    "refunded", NULL };
+		                                    "refunded", "cancelled", NULL };
 	struct auth_ctx who;
 	struct evkeyvalq q;
 	struct resv_row *rows = NULL;
@@ -1154,7 +1425,8 @@ h_list(struct reactor *rx, struct evhttp_request *req, const char *path)
 				ok = 1;
 		if (!ok) {
 			http_send_error(rx, req, 400, "VALIDATION_ERROR",
-			                "status must be held, pending, confirmed, expired or refunded");
+			                "status must be held, pending, confirmed, expired, refunded or "
+			                "cancelled");
 			goto out;
 		}
 	}
@@ -1267,6 +1539,8 @@ out:
 const struct route resv_routes[] = {
 	{ "/v1/reservations/hold", EVHTTP_REQ_POST, h_hold },
 	{ "/v1/reservations/hold/convert", EVHTTP_REQ_POST, h_convert },
+	{ "/v1/reservations/hold/cancel", EVHTTP_REQ_POST, h_cancel },
+	{ "/v1/payments/*/confirm", EVHTTP_REQ_POST, h_browser_confirm },
 	{ "/v1/reservations/confirm", EVHTTP_REQ_POST, h_confirm },
 	{ "/v1/reservations/*/payment-status", EVHTTP_REQ_GET, h_payment_status },
 	{ "/v1/reservations", EVHTTP_REQ_GET, h_list },
@@ -1314,13 +1588,143 @@ sweep_done(void *arg, int rc)
 	rx->resv_sweeping = 0;
 }
 
+/* ---- reservation events to the website's webhook endpoints --------------------- */
+
+struct publish {
+	struct reactor *rx;
+	int64_t ids[RESV_EVENTS_MAX];
+	size_t n;
+};
+
+static void
+published_done(void *arg, int rc)
+{
+	struct publish *p = arg;
+	if (rc != 0)
+		log_warn("reservation events not marked published: %s", fgw_strerror(rc));
+	p->rx->resv_publishing = 0;
+	free(p);
+}
+
+static void
+publish_enqueued(void *arg, int rc)
+{
+	struct publish *p = arg;
+	/* Not queued: left unpublished for the next tick. */
+	if (rc != 0 || resv_events_published(p->rx->gw->store, p->rx->waker, p->ids, p->n,
+	                                      published_done, p) != 0) {
+		if (rc != 0)
+			log_warn("reservation events not queued: %s", fgw_strerror(rc));
+		p->rx->resv_publishing = 0;
+		free(p);
+	}
+}
+
+/* The event's body, in the shape of the transaction events
+ * (docs/webhooks.md); the reservation without the guest's contact data. */
+static char *
+resv_event_payload(const char *event_id, const struct resv_event *e)
+{
+	cJSON *o = cJSON_CreateObject(), *data, *r;
+	char *s = NULL;
+	if (o == NULL || (data = cJSON_AddObjectToObject(o, "data")) == NULL ||
+	    (r = cJSON_AddObjectToObject(data, "object")) == NULL)
+		goto out;
+	cJSON_AddStringToObject(o, "id", event_id);
+	cJSON_AddStringToObject(o, "type", e->type);
+	cJSON_AddNumberToObject(o, "created", (double)(e->created_at / 1000));
+	cJSON_AddStringToObject(o, "clientId", e->row.client_id);
+	cJSON_AddStringToObject(r, "id", e->row.id);
+	cJSON_AddStringToObject(r, "status", e->row.status);
+	cJSON_AddStringToObject(r, "paymentStatus", e->row.payment_status);
+	add_str_or_null(r, "reservationReference", e->row.reference);
+	cJSON_AddStringToObject(r, "experienceId", e->row.experience_id);
+	cJSON_AddStringToObject(r, "timeSlotId", e->row.time_slot_id);
+	cJSON_AddNumberToObject(r, "numberOfGuests", e->row.guests);
+	cJSON_AddNumberToObject(r, "totalPrice", (double)e->row.total_price);
+	cJSON_AddStringToObject(r, "currency", e->row.currency);
+	add_str_or_null(r, "paymentIntentId", e->row.payment_intent_id);
+	add_str_or_null(r, "transactionId", e->row.txn_id);
+	add_iso(r, "holdExpiresAt", e->row.hold_expires_at);
+	s = cJSON_PrintUnformatted(o);
+out:
+	cJSON_Delete(o);
+	return s;
+}
+
+/* Reads the unpublished reservation events and queues one outbox row per
+ * event and endpoint of the reservation's client. The event id comes
+ * from the event's row, so a repeat after a crash between the two
+ * commits carries the same id (receivers drop duplicates by id). */
+static void
+publish_events(struct reactor *rx)
+{
+	const struct fgw_config *cfg = &rx->gw->cfg;
+	struct resv_event *ev = NULL;
+	struct store_outbox_row *rows = NULL;
+	char *payloads[RESV_EVENTS_MAX];
+	struct publish *p = NULL;
+	size_t n = 0, k = 0;
+
+	memset(payloads, 0, sizeof(payloads));
+	if ((ev = calloc(RESV_EVENTS_MAX, sizeof(*ev))) == NULL ||
+	    resv_events_pending(rx->reader, ev, RESV_EVENTS_MAX, &n) != 0 || n == 0 ||
+	    (p = calloc(1, sizeof(*p))) == NULL ||
+	    (rows = calloc(n * (size_t)(cfg->n_webhook_endpoints + 1), sizeof(*rows))) == NULL)
+		goto out;
+	p->rx = rx;
+	for (size_t i = 0; i < n; i++) {
+		char evt[40];
+		p->ids[p->n++] = ev[i].id;
+		snprintf(evt, sizeof(evt), "evt_resv_%lld", (long long)ev[i].id);
+		for (int e = 0; e < cfg->n_webhook_endpoints; e++) {
+			const struct config_webhook_endpoint *ep = &cfg->webhook_endpoints[e];
+			if (ep->client_id[0] != '\0' && strcmp(ep->client_id, ev[i].row.client_id) != 0)
+				continue;
+			if (payloads[i] == NULL && (payloads[i] = resv_event_payload(evt, &ev[i])) == NULL)
+				goto out;
+			fgw_random_id("whd_", rows[k].id, sizeof(rows[k].id));
+			fgw_strlcpy(rows[k].url, ep->url, sizeof(rows[k].url));
+			fgw_strlcpy(rows[k].event_id, evt, sizeof(rows[k].event_id));
+			fgw_strlcpy(rows[k].event_type, ev[i].type, sizeof(rows[k].event_type));
+			fgw_strlcpy(rows[k].txn_id, ev[i].row.txn_id, sizeof(rows[k].txn_id));
+			rows[k].payload = payloads[i];
+			k++;
+		}
+	}
+	rx->resv_publishing = 1;
+	if (k == 0) {
+		/* No endpoint hears these: nothing to deliver. */
+		if (resv_events_published(rx->gw->store, rx->waker, p->ids, p->n, published_done,
+		                          p) == 0)
+			p = NULL;
+		else
+			rx->resv_publishing = 0;
+	} else if (store_outbox_enqueue(rx->gw->store, rx->waker, rows, k, NULL, 0,
+	                                publish_enqueued, p) == 0) {
+		p = NULL;
+	} else {
+		rx->resv_publishing = 0;
+	}
+out:
+	for (size_t i = 0; i < RESV_EVENTS_MAX; i++)
+		free(payloads[i]);
+	free(rows);
+	free(ev);
+	free(p);
+}
+
 static void
 sweep_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct reactor *rx = arg;
 	(void)fd;
 	(void)what;
-	if (rx->resv_sweeping || rx->draining)
+	if (rx->draining)
+		return;
+	if (!rx->resv_publishing)
+		publish_events(rx);
+	if (rx->resv_sweeping)
 		return;
 	if (resv_sweep(rx->gw->store, rx->waker, fgw_now_ms(), sweep_done, rx) == 0)
 		rx->resv_sweeping = 1;

@@ -258,7 +258,7 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	evhttp_set_timeout_tv(rx->http, &tv);
 	evhttp_set_allowed_methods(rx->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
 	                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-	                                         EVHTTP_REQ_HEAD);
+	                                         EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
 	evhttp_set_default_content_type(rx->http, "application/json");
 	evhttp_set_gencb(rx->http, routes_handle, rx);
 	/* Every connection goes through the edge scanner (TLS or not). */

@@ -138,8 +138,7 @@ on_enqueued(void *arg, int rc)
 	free(event_id);
 }
 
-/* One outbox row per endpoint of the transaction's client: the event
- * type with the transaction as it now stands. */
+/* One event of type about row: one outbox row per endpoint. */
 static void
 enqueue_event(struct webhooks *wh, const struct pipeline_env *env,
               const struct store_txn_row *row, const char *type)
@@ -149,8 +148,6 @@ enqueue_event(struct webhooks *wh, const struct pipeline_env *env,
 	char details[160], *payload = NULL, *ev = NULL;
 	int n = wh->gw->cfg.n_webhook_endpoints, r;
 
-	if (n == 0)
-		return;
 	memset(rows, 0, sizeof(rows));
 	if ((ev = malloc(40)) == NULL)
 		goto fail;
@@ -197,14 +194,20 @@ fail:
 	free(ev);
 }
 
-/* Listener: one event for every state change. */
+/* Listener: transaction.<status> for every state change, and
+ * refund.succeeded for a refund that went through (full or partial). */
 static void
 on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_row *row)
 {
+	struct webhooks *wh = ctx;
 	char type[48];
 
+	if (wh->gw->cfg.n_webhook_endpoints == 0)
+		return;
 	snprintf(type, sizeof(type), "transaction.%s", row->status);
-	enqueue_event(ctx, env, row, type);
+	enqueue_event(wh, env, row, type);
+	if (strcmp(row->status, "refunded") == 0 || strcmp(row->status, "partially_refunded") == 0)
+		enqueue_event(wh, env, row, "refund.succeeded");
 }
 
 void

@@ -41,34 +41,47 @@ step_done(sqlite3_stmt *s)
 	" early_discount, currency, hold_expires_at, txn_id, payment_intent_id," \
 	" reference, save_method, created_at, updated_at"
 
+#define RESV_COLS_R                                                                    \
+	"r.id, r.client_id, r.customer_id, r.experience_id, r.time_slot_id, r.guests,"    \
+	" r.guest_name, r.guest_email, r.guest_phone, r.special_requests, r.status,"      \
+	" r.payment_status, r.total_price, r.original_price, r.group_discount,"           \
+	" r.early_discount, r.currency, r.hold_expires_at, r.txn_id, r.payment_intent_id," \
+	" r.reference, r.save_method, r.created_at, r.updated_at"
+
+static void
+read_row_at(sqlite3_stmt *s, int o, struct resv_row *r)
+{
+	memset(r, 0, sizeof(*r));
+	sql_col_text(s, o + 0, r->id, sizeof(r->id));
+	sql_col_text(s, o + 1, r->client_id, sizeof(r->client_id));
+	sql_col_text(s, o + 2, r->customer_id, sizeof(r->customer_id));
+	sql_col_text(s, o + 3, r->experience_id, sizeof(r->experience_id));
+	sql_col_text(s, o + 4, r->time_slot_id, sizeof(r->time_slot_id));
+	r->guests = sqlite3_column_int(s, o + 5);
+	sql_col_text(s, o + 6, r->guest_name, sizeof(r->guest_name));
+	sql_col_text(s, o + 7, r->guest_email, sizeof(r->guest_email));
+	sql_col_text(s, o + 8, r->guest_phone, sizeof(r->guest_phone));
+	sql_col_text(s, o + 9, r->special_requests, sizeof(r->special_requests));
+	sql_col_text(s, o + 10, r->status, sizeof(r->status));
+	sql_col_text(s, o + 11, r->payment_status, sizeof(r->payment_status));
+	r->total_price = sqlite3_column_int64(s, o + 12);
+	r->original_price = sqlite3_column_int64(s, o + 13);
+	r->group_discount = sqlite3_column_int64(s, o + 14);
+	r->early_discount = sqlite3_column_int64(s, o + 15);
+	sql_col_text(s, o + 16, r->currency, sizeof(r->currency));
+	r->hold_expires_at = sqlite3_column_int64(s, o + 17);
+	sql_col_text(s, o + 18, r->txn_id, sizeof(r->txn_id));
+	sql_col_text(s, o + 19, r->payment_intent_id, sizeof(r->payment_intent_id));
+	sql_col_text(s, o + 20, r->reference, sizeof(r->reference));
+	r->save_method = sqlite3_column_int(s, o + 21);
+	r->created_at = sqlite3_column_int64(s, o + 22);
+	r->updated_at = sqlite3_column_int64(s, o + 23);
+}
+
 static void
 read_row(sqlite3_stmt *s, struct resv_row *r)
 {
-	memset(r, 0, sizeof(*r));
-	sql_col_text(s, 0, r->id, sizeof(r->id));
-	sql_col_text(s, 1, r->client_id, sizeof(r->client_id));
-	sql_col_text(s, 2, r->customer_id, sizeof(r->customer_id));
-	sql_col_text(s, 3, r->experience_id, sizeof(r->experience_id));
-	sql_col_text(s, 4, r->time_slot_id, sizeof(r->time_slot_id));
-	r->guests = sqlite3_column_int(s, 5);
-	sql_col_text(s, 6, r->guest_name, sizeof(r->guest_name));
-	sql_col_text(s, 7, r->guest_email, sizeof(r->guest_email));
-	sql_col_text(s, 8, r->guest_phone, sizeof(r->guest_phone));
-	sql_col_text(s, 9, r->special_requests, sizeof(r->special_requests));
-	sql_col_text(s, 10, r->status, sizeof(r->status));
-	sql_col_text(s, 11, r->payment_status, sizeof(r->payment_status));
-	r->total_price = sqlite3_column_int64(s, 12);
-	r->original_price = sqlite3_column_int64(s, 13);
-	r->group_discount = sqlite3_column_int64(s, 14);
-	r->early_discount = sqlite3_column_int64(s, 15);
-	sql_col_text(s, 16, r->currency, sizeof(r->currency));
-	r->hold_expires_at = sqlite3_column_int64(s, 17);
-	sql_col_text(s, 18, r->txn_id, sizeof(r->txn_id));
-	sql_col_text(s, 19, r->payment_intent_id, sizeof(r->payment_intent_id));
-	sql_col_text(s, 20, r->reference, sizeof(r->reference));
-	r->save_method = sqlite3_column_int(s, 21);
-	r->created_at = sqlite3_column_int64(s, 22);
-	r->updated_at = sqlite3_column_int64(s, 23);
+	read_row_at(s, 0, r);
 }
 
 /* Reservation by id (and customer when not NULL). */
@@ -115,6 +128,34 @@ release_places(sqlite3 *db, const char *id)
 	return step_done(s);
 }
 
+/* A move the website hears about, in the same commit as the move. */
+static int
+add_event(sqlite3 *db, const char *id, const char *type, int64_t now)
+{
+	sqlite3_stmt *s = NULL;
+	int r;
+	if ((r = sql_prepare(db, "INSERT INTO reservation_events (reservation_id, event_type,"
+	                  " created_at) VALUES (?1, ?2, ?3)", &s)) != 0)
+		return r;
+	sql_bind_text_or_null(s, 1, id);
+	sql_bind_text_or_null(s, 2, type);
+	sqlite3_bind_int64(s, 3, now);
+	return step_done(s);
+}
+
+/* Forgets every browser client secret of a reservation. */
+static int
+drop_secrets(sqlite3 *db, const char *id)
+{
+	sqlite3_stmt *s = NULL;
+	int r;
+	if ((r = sql_prepare(db, "DELETE FROM reservation_client_secrets WHERE reservation_id = ?1",
+	                  &s)) != 0)
+		return r;
+	sql_bind_text_or_null(s, 1, id);
+	return step_done(s);
+}
+
 /* ---- jobs --------------------------------------------------------------- */
 
 /* One job context for every kind; fields used depend on the job. */
@@ -128,6 +169,10 @@ struct job {
 	char txn_status[24];
 	char intent_id[96];
 	char reference[16];
+	char payment_id[40];
+	char secret_mac[65];
+	int64_t event_ids[RESV_EVENTS_MAX];
+	size_t n_events;
 	int capacity;
 	int save_method;
 	int64_t now;
@@ -279,6 +324,17 @@ hold_ran_out(const struct resv_row *r, int64_t now)
 	       now >= r->hold_expires_at;
 }
 
+/* A payment may start: on a hold, after a failed attempt, or when a
+ * convert without a card left one waiting for the browser (unpaid). Never
+ * while one is being decided or after one succeeded: no double charge. */
+static int
+payable(const struct resv_row *r)
+{
+	return strcmp(r->status, "held") == 0 ||
+	       (strcmp(r->status, "pending") == 0 && (strcmp(r->payment_status, "failed") == 0 ||
+	                                               strcmp(r->payment_status, "unpaid") == 0));
+}
+
 static int
 run_convert_begin(sqlite3 *db, void *ctx)
 {
@@ -290,11 +346,7 @@ run_convert_begin(sqlite3 *db, void *ctx)
 		return r == FGW_ERR_NOT_FOUND ? job_fail(j, RESV_NOT_FOUND) : r;
 	if (hold_ran_out(j->out, j->now))
 		return job_fail(j, RESV_HOLD_EXPIRED);
-	/* Retry is allowed after a failed payment, never while one is being
-	 * decided or after one succeeded: no double charge. */
-	if (!(strcmp(j->out->status, "held") == 0 ||
-	      (strcmp(j->out->status, "pending") == 0 &&
-	       strcmp(j->out->payment_status, "failed") == 0)))
+	if (!payable(j->out))
 		return job_fail(j, RESV_INVALID_STATUS);
 	if ((r = sql_prepare(db, "UPDATE reservations SET status = 'pending', payment_status ="
 	                  " 'processing', txn_id = ?2, payment_intent_id = NULL,"
@@ -374,6 +426,8 @@ run_payment_moved(sqlite3 *db, void *ctx)
 	/* A paid reservation never goes back to unpaid. */
 	if (strcmp(cur.payment_status, "paid") == 0)
 		return 0;
+	if (ref != NULL && (r = add_event(db, cur.id, "reservation.confirmed", j->now)) != 0)
+		return r;
 	return set_state(db, cur.id, status, pay, j->intent_id[0] ? j->intent_id : NULL, ref,
 	                 j->now);
 }
@@ -395,7 +449,8 @@ run_confirm(sqlite3 *db, void *ctx)
 		                                                           : RESV_INVALID_STATUS);
 	if (strcmp(j->out->payment_status, "paid") != 0)
 		return job_fail(j, RESV_NOT_PAID);
-	if ((r = set_state(db, j->id, "confirmed", "paid", NULL, j->reference, j->now)) != 0)
+	if ((r = set_state(db, j->id, "confirmed", "paid", NULL, j->reference, j->now)) != 0 ||
+	    (r = add_event(db, j->id, "reservation.confirmed", j->now)) != 0)
 		return r;
 	fgw_strlcpy(j->out->status, "confirmed", sizeof(j->out->status));
 	fgw_strlcpy(j->out->reference, j->reference, sizeof(j->out->reference));
@@ -419,7 +474,9 @@ run_sweep(sqlite3 *db, void *ctx)
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		sql_col_text(s, 0, id, sizeof(id));
 		if ((r = release_places(db, id)) != 0 ||
-		    (r = set_state(db, id, "expired", NULL, NULL, NULL, j->now)) != 0)
+		    (r = set_state(db, id, "expired", NULL, NULL, NULL, j->now)) != 0 ||
+		    (r = drop_secrets(db, id)) != 0 ||
+		    (r = add_event(db, id, "reservation.expired", j->now)) != 0)
 			break;
 	}
 	sql_release(s);
@@ -429,6 +486,95 @@ run_sweep(sqlite3 *db, void *ctx)
 		return r;
 	sqlite3_bind_int64(s, 1, j->now);
 	return step_done(s);
+}
+
+static int
+run_await_card(sqlite3 *db, void *ctx)
+{
+	struct job *j = ctx;
+	sqlite3_stmt *s = NULL;
+	int r;
+
+	if ((r = load_row(db, j->customer, j->id, j->out)) != 0)
+		return r == FGW_ERR_NOT_FOUND ? job_fail(j, RESV_NOT_FOUND) : r;
+	if (hold_ran_out(j->out, j->now))
+		return job_fail(j, RESV_HOLD_EXPIRED);
+	if (!payable(j->out))
+		return job_fail(j, RESV_INVALID_STATUS);
+	/* No attempt is current until the browser confirms: late news of
+	 * an older one must not move this reservation. */
+	if ((r = sql_prepare(db, "UPDATE reservations SET status = 'pending', payment_status ="
+	                  " 'unpaid', txn_id = NULL, payment_intent_id = NULL, save_method = ?2,"
+	                  " updated_at = ?3 WHERE id = ?1", &s)) != 0)
+		return r;
+	sql_bind_text_or_null(s, 1, j->id);
+	sqlite3_bind_int(s, 2, j->save_method);
+	sqlite3_bind_int64(s, 3, j->now);
+	if ((r = step_done(s)) != 0 || (r = drop_secrets(db, j->id)) != 0)
+		return r;
+	if ((r = sql_prepare(db, "INSERT INTO reservation_client_secrets (payment_id,"
+	                  " reservation_id, customer_id, secret_mac, created_at)"
+	                  " VALUES (?1, ?2, ?3, ?4, ?5)", &s)) != 0)
+		return r;
+	sql_bind_text_or_null(s, 1, j->payment_id);
+	sql_bind_text_or_null(s, 2, j->id);
+	sql_bind_text_or_null(s, 3, j->customer);
+	sql_bind_text_or_null(s, 4, j->secret_mac);
+	sqlite3_bind_int64(s, 5, j->now);
+	if ((r = step_done(s)) != 0)
+		return r;
+	fgw_strlcpy(j->out->status, "pending", sizeof(j->out->status));
+	fgw_strlcpy(j->out->payment_status, "unpaid", sizeof(j->out->payment_status));
+	j->out->txn_id[0] = '\0';
+	j->out->payment_intent_id[0] = '\0';
+	return 0;
+}
+
+static int
+run_cancel(sqlite3 *db, void *ctx)
+{
+	struct job *j = ctx;
+	int r;
+
+	if ((r = load_row(db, j->customer, j->id, j->out)) != 0)
+		return r == FGW_ERR_NOT_FOUND ? job_fail(j, RESV_NOT_FOUND) : r;
+	if (hold_ran_out(j->out, j->now))
+		return job_fail(j, RESV_HOLD_EXPIRED);
+	/* A payment being decided or done is not the customer's to drop:
+	 * it settles (or is refunded) first. */
+	if (!(strcmp(j->out->status, "held") == 0 ||
+	      (strcmp(j->out->status, "pending") == 0 &&
+	       (strcmp(j->out->payment_status, "unpaid") == 0 ||
+	        strcmp(j->out->payment_status, "failed") == 0))))
+		return job_fail(j, RESV_INVALID_STATUS);
+	if ((r = release_places(db, j->id)) != 0 ||
+	    (r = set_state(db, j->id, "cancelled", NULL, NULL, NULL, j->now)) != 0 ||
+	    (r = drop_secrets(db, j->id)) != 0 ||
+	    (r = add_event(db, j->id, "reservation.cancelled", j->now)) != 0)
+		return r;
+	fgw_strlcpy(j->out->status, "cancelled", sizeof(j->out->status));
+	return 0;
+}
+
+static int
+run_events_published(sqlite3 *db, void *ctx)
+{
+	struct job *j = ctx;
+	sqlite3_stmt *s = NULL;
+	int r;
+	if ((r = sql_prepare(db, "UPDATE reservation_events SET published = 1 WHERE id = ?1",
+	                  &s)) != 0)
+		return r;
+	for (size_t i = 0; i < j->n_events; i++) {
+		sqlite3_reset(s);
+		sqlite3_bind_int64(s, 1, j->event_ids[i]);
+		if (sqlite3_step(s) != SQLITE_DONE) {
+			sql_release(s);
+			return FGW_ERR_DB;
+		}
+	}
+	sql_release(s);
+	return 0;
 }
 
 static int
@@ -556,6 +702,58 @@ resv_confirm(struct store *st, struct store_waker *w, const char *id, const char
 	j->err = err;
 	*err = RESV_OK;
 	return submit(st, w, run_confirm, j, NULL, NULL, done, arg);
+}
+
+int
+resv_await_card(struct store *st, struct store_waker *w, const char *id, const char *customer,
+                const char *payment_id, const char *secret_mac, int save_method, int64_t now,
+                const struct store_idem *idem, struct resv_row *out, enum resv_err *err,
+                store_done_fn done, void *arg)
+{
+	struct job *j = job_alloc();
+	if (j == NULL)
+		return FGW_ERR_NOMEM;
+	fgw_strlcpy(j->id, id, sizeof(j->id));
+	fgw_strlcpy(j->customer, customer, sizeof(j->customer));
+	fgw_strlcpy(j->payment_id, payment_id, sizeof(j->payment_id));
+	fgw_strlcpy(j->secret_mac, secret_mac, sizeof(j->secret_mac));
+	j->save_method = save_method;
+	j->now = now;
+	j->out = out;
+	j->err = err;
+	*err = RESV_OK;
+	return submit(st, w, run_await_card, j, idem, NULL, done, arg);
+}
+
+int
+resv_cancel(struct store *st, struct store_waker *w, const char *id, const char *customer,
+            int64_t now, const struct store_idem *idem, struct resv_row *out,
+            enum resv_err *err, store_done_fn done, void *arg)
+{
+	struct job *j = job_alloc();
+	if (j == NULL)
+		return FGW_ERR_NOMEM;
+	fgw_strlcpy(j->id, id, sizeof(j->id));
+	fgw_strlcpy(j->customer, customer, sizeof(j->customer));
+	j->now = now;
+	j->out = out;
+	j->err = err;
+	*err = RESV_OK;
+	return submit(st, w, run_cancel, j, idem, NULL, done, arg);
+}
+
+int
+resv_events_published(struct store *st, struct store_waker *w, const int64_t *ids, size_t n,
+                      store_done_fn done, void *arg)
+{
+	struct job *j;
+	if (n == 0 || n > RESV_EVENTS_MAX)
+		return FGW_ERR_INVALID;
+	if ((j = job_alloc()) == NULL)
+		return FGW_ERR_NOMEM;
+	memcpy(j->event_ids, ids, n * sizeof(*ids));
+	j->n_events = n;
+	return submit(st, w, run_events_published, j, NULL, NULL, done, arg);
 }
 
 int
@@ -791,6 +989,54 @@ int
 resv_get(struct store_reader *rd, const char *customer, const char *id, struct resv_row *out)
 {
 	return load_row(store_reader_db(rd), customer, id, out);
+}
+
+int
+resv_secret_get(struct store_reader *rd, const char *payment_id, struct resv_secret *out)
+{
+	sqlite3_stmt *s = NULL;
+	int r, rc;
+	if ((r = sql_prepare(store_reader_db(rd), "SELECT reservation_id, customer_id, secret_mac"
+	                     " FROM reservation_client_secrets WHERE payment_id = ?1", &s)) != 0)
+		return r;
+	sql_bind_text_or_null(s, 1, payment_id);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		memset(out, 0, sizeof(*out));
+		sql_col_text(s, 0, out->reservation_id, sizeof(out->reservation_id));
+		sql_col_text(s, 1, out->customer_id, sizeof(out->customer_id));
+		sql_col_text(s, 2, out->secret_mac, sizeof(out->secret_mac));
+		r = 0;
+	} else {
+		r = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+	}
+	sql_release(s);
+	return r;
+}
+
+int
+resv_events_pending(struct store_reader *rd, struct resv_event *ev, size_t cap, size_t *n)
+{
+	sqlite3_stmt *s = NULL;
+	int r, rc = SQLITE_DONE;
+	*n = 0;
+	if ((r = sql_prepare(store_reader_db(rd), "SELECT e.id, e.event_type, e.created_at, "
+	                     RESV_COLS_R " FROM reservation_events e JOIN reservations r"
+	                     " ON r.id = e.reservation_id WHERE e.published = 0"
+	                     " ORDER BY e.id LIMIT ?1", &s)) != 0)
+		return r;
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)cap);
+	while (*n < cap && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct resv_event *e = &ev[*n];
+		memset(e, 0, sizeof(*e));
+		e->id = sqlite3_column_int64(s, 0);
+		sql_col_text(s, 1, e->type, sizeof(e->type));
+		e->created_at = sqlite3_column_int64(s, 2);
+		read_row_at(s, 3, &e->row);
+		(*n)++;
+	}
+	sql_release(s);
+	return *n == cap || rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
 }
 
 int

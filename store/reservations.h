@@ -145,6 +145,52 @@ int resv_sweep(struct store *st, struct store_waker *w, int64_t now,
 int resv_idem_put(struct store *st, struct store_waker *w,
                   const struct store_idem *idem, store_done_fn done, void *arg);
 
+/* ---- the customer's browser ------------------------------------------- */
+
+/* A convert without a card: the reservation (id, customer) moves to
+ * pending with payment unpaid and no current attempt, and waits for the
+ * browser's confirm of payment_id, whose client secret is kept only as
+ * secret_mac (older secrets of the reservation are dropped). The same
+ * refusals as resv_convert_begin; idem stored in the same commit. */
+int resv_await_card(struct store *st, struct store_waker *w, const char *id,
+                    const char *customer, const char *payment_id,
+                    const char *secret_mac, int save_method, int64_t now,
+                    const struct store_idem *idem, struct resv_row *out,
+                    enum resv_err *err, store_done_fn done, void *arg);
+/* The customer cancels a hold: held, or pending with no payment being
+ * decided (unpaid, failed), becomes cancelled and its places come back
+ * (once). INVALID_STATUS when converted, confirmed, refunded, cancelled
+ * or while a payment is in flight; HOLD_EXPIRED when its time ran out. */
+int resv_cancel(struct store *st, struct store_waker *w, const char *id,
+                const char *customer, int64_t now, const struct store_idem *idem,
+                struct resv_row *out, enum resv_err *err, store_done_fn done,
+                void *arg);
+
+struct resv_secret {
+	char reservation_id[40];
+	char customer_id[192];
+	char secret_mac[65];
+};
+/* The waiting payment payment_id; FGW_ERR_NOT_FOUND. */
+int resv_secret_get(struct store_reader *rd, const char *payment_id,
+                    struct resv_secret *out);
+
+/* Reservation events (reservation.confirmed, .cancelled, .expired) are
+ * written by the jobs that make the move, in the same commit; a publisher
+ * reads them, queues them for the webhook endpoints, and marks them. */
+#define RESV_EVENTS_MAX 32
+struct resv_event {
+	int64_t id;
+	char type[32];
+	int64_t created_at;
+	struct resv_row row;      /* the reservation as it is now */
+};
+int resv_events_pending(struct store_reader *rd, struct resv_event *ev,
+                        size_t cap, size_t *n);
+int resv_events_published(struct store *st, struct store_waker *w,
+                          const int64_t *ids, size_t n, store_done_fn done,
+                          void *arg);
+
 /* ---- reads ------------------------------------------------------------ */
 int resv_slot_get(struct store_reader *rd, const char *slot_id,
                   struct resv_slot *slot, struct resv_experience *exp);

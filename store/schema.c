@@ -468,6 +468,30 @@ static const char schema_v13_disputes[] =
     "CREATE INDEX IF NOT EXISTS refunds_processor_ref ON refunds (processor_ref)"
     " WHERE processor_ref IS NOT NULL;";
 
+/* v14: the customer's browser. A convert without a card leaves a
+ * payment waiting for the browser's confirm: its client secret is kept
+ * only as a keyed MAC (reservation_client_secrets). Reservation moves the
+ * website hears about (confirmed, cancelled, expired) are written in the
+ * same commit as the move (reservation_events) and published to the
+ * webhook outbox from there. Both are new tables: re-running is harmless. */
+static const char schema_v14_browser_payments[] =
+    "CREATE TABLE IF NOT EXISTS reservation_client_secrets ("
+    " payment_id TEXT PRIMARY KEY NOT NULL,"
+    " reservation_id TEXT NOT NULL,"
+    " customer_id TEXT NOT NULL,"
+    " secret_mac TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS reservation_client_secrets_resv"
+    " ON reservation_client_secrets (reservation_id);"
+    "CREATE TABLE IF NOT EXISTS reservation_events ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " reservation_id TEXT NOT NULL,"
+    " event_type TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL,"
+    " published INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX IF NOT EXISTS reservation_events_unpublished"
+    " ON reservation_events (id) WHERE published = 0;";
+
 static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
@@ -482,6 +506,7 @@ static const char *const migrations[] = {
 	schema_v11_customer_namespaces,
 	schema_v12_awaiting_action,
 	schema_v13_disputes,
+	schema_v14_browser_payments,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

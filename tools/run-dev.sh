@@ -39,11 +39,19 @@ if ! kill -0 "$SANDBOX" 2>/dev/null; then
     echo "flair-sandbox did not start (is 127.0.0.1:$SANDBOX_PORT in use? make run SANDBOX_PORT=...)" >&2
     exit 1
 fi
+# The demo checkout (http://127.0.0.1:$PORT/demo/) signs its customers'
+# JWTs with this secret; development mode only.
+if [ ! -s secrets/demo-jwt ]; then
+    (umask 077 && od -An -N48 -tx1 /dev/urandom | tr -d ' \n' >secrets/demo-jwt)
+fi
 "$BUILD/flairgw" --config etc/flairgw.conf --listen "127.0.0.1:$PORT" \
     --processor_url "http://127.0.0.1:$SANDBOX_PORT" \
-    --inbound_webhook "sandbox sandbox secrets/sandbox-webhook" "$@" &
+    --inbound_webhook "sandbox sandbox secrets/sandbox-webhook" \
+    --web_dir build/web --slots_file etc/slots.json \
+    --jwt_hs256_secret_file secrets/demo-jwt --jwt_issuer flairgw-demo \
+    --jwt_audience flair-demo --jwt_client website "$@" &
 GW=$!
-echo "flairgw: http://127.0.0.1:$PORT (sandbox processor on :$SANDBOX_PORT); Ctrl-C stops both" >&2
+echo "flairgw: http://127.0.0.1:$PORT (demo checkout: http://127.0.0.1:$PORT/demo/; sandbox processor on :$SANDBOX_PORT); Ctrl-C stops both" >&2
 wait "$GW"
 kill -TERM "$SANDBOX" 2>/dev/null
 wait "$SANDBOX" 2>/dev/null

@@ -90,7 +90,8 @@ check_refusal(const struct txn_parse_error *err)
 static void
 check_payment(const struct txn_request *rq, int method_body)
 {
-	int ways = rq->has_card + rq->has_encrypted + (rq->payment_method_id[0] != '\0');
+	int ways = rq->has_card + rq->has_encrypted + (rq->payment_method_id[0] != '\0') +
+	           (rq->processor_method[0] != '\0');
 
 	check(ways == 1);
 	if (rq->has_card)
@@ -247,13 +248,14 @@ fuzz_convert(const char *body, size_t len)
 	cJSON *root = fgw_json_parse_strict(body, len);
 	const cJSON *save;
 	char hold_id[40], msg[256];
-	int ways;
+	int ways, parsed = -1;
 
 	if (!cJSON_IsObject(root)) {
 		cJSON_Delete(root);
 		return;
 	}
-	if (resv_convert_body_parse(root, hold_id, sizeof(hold_id), msg, sizeof(msg)) != 0) {
+	if (resv_convert_body_parse(root, hold_id, sizeof(hold_id), &parsed, msg, sizeof(msg)) !=
+	    0) {
 		check(msg[0] != '\0' && memchr(msg, '\0', sizeof(msg)) != NULL && !has_pan_run(msg));
 		cJSON_Delete(root);
 		return;
@@ -264,8 +266,12 @@ fuzz_convert(const char *body, size_t len)
 	check(save == NULL || cJSON_IsBool(save));
 	ways = (cJSON_GetObjectItemCaseSensitive(root, "card") != NULL) +
 	       (cJSON_GetObjectItemCaseSensitive(root, "encryptedCard") != NULL) +
-	       (cJSON_GetObjectItemCaseSensitive(root, "paymentMethodId") != NULL);
-	check(ways == 1);
+	       (cJSON_GetObjectItemCaseSensitive(root, "paymentMethodId") != NULL) +
+	       (cJSON_GetObjectItemCaseSensitive(root, "stripePaymentMethod") != NULL);
+	/* One source, or none (the browser confirms with the card later;
+	 * then nothing says where to return either). */
+	check(ways == parsed && ways <= 1);
+	check(ways == 1 || cJSON_GetObjectItemCaseSensitive(root, "returnUrl") == NULL);
 	cJSON_Delete(root);
 }
 

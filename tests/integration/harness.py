@@ -580,7 +580,12 @@ class Gateway(Daemon):
                 "kek_file": self.kek_file, "processor_url": self.sandbox.url,
                 "processor_public_key_file": self.sandbox.public_key_file,
                 "log_file": self.log_file, "workers": 2, "processor_timeout_ms": 2000,
-                "rules_file": "", "admin_token_file": self.admin_token_file}
+                "rules_file": "", "admin_token_file": self.admin_token_file,
+                # The same reasoning for the request limit at the edge (5
+                # payment attempts a minute per IP by default): off unless a
+                # test sets it (test_browser_edge.py).
+                "rate_payment_per_min": 0, "rate_browser_per_min": 0,
+                "rate_api_key_per_min": 0}
         opts.update(self.overrides)
         args = ["--config", DEV_CONFIG]
         for name, value in opts.items():

@@ -438,6 +438,10 @@ route(struct evhttp_request *req, void *arg)
 			sbx_3ds_complete(s, req, id);
 			return;
 		}
+		if (slash != NULL && strcmp(slash, "/fail") == 0 && post) {
+			sbx_3ds_fail(s, req, id);
+			return;
+		}
 		sbx_send_error(req, 404, "not_found", "no such page");
 		return;
 	}

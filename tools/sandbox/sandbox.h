@@ -150,6 +150,7 @@ void sbx_charge_op(struct sbx *s, struct evhttp_request *req, const char *id,
 /* ---- threeds.c ---------------------------------------------------------- */
 
 void sbx_3ds_page(struct sbx *s, struct evhttp_request *req, const char *id);
+void sbx_3ds_fail(struct sbx *s, struct evhttp_request *req, const char *id);
 void sbx_3ds_complete(struct sbx *s, struct evhttp_request *req,
                       const char *id);
 /* Queues a signed event for --webhook-url (nothing without one): body

@@ -1,8 +1,10 @@
 /*
  * tools/sandbox/threeds.c — the 3-D Secure challenge and its webhook.
  *
- * GET /3ds/<id> serves a one-button page; POST /3ds/<id>/complete moves a
- * requires_action charge to succeeded and, when a webhook is configured,
+ * GET /3ds/<id> serves a two-button page; POST /3ds/<id>/complete moves a
+ * requires_action charge to succeeded, POST /3ds/<id>/fail to declined
+ * (authentication_failed: the gateway learns it by asking for the charge),
+ * and, on success, when a webhook is configured,
  * queues a signed payment_intent.succeeded event. Delivery goes through
  * the sandbox's own async client (httpc) on the same loop: up to three
  * attempts, 1 s then 2 s apart, on a transport error or a non-2xx answer.
@@ -45,7 +47,7 @@ void
 sbx_3ds_page(struct sbx *s, struct evhttp_request *req, const char *id)
 {
 	struct sbx_charge *c = ledger_by_id(s->ledger, id);
-	char page[1200];
+	char page[1600];
 	int n;
 
 	if (c == NULL) {
@@ -61,9 +63,12 @@ sbx_3ds_page(struct sbx *s, struct evhttp_request *req, const char *id)
 	             "<p>flair-sandbox asks you to authenticate charge %s of %lld"
 	             " (minor units) %s. Status: %s.</p>\n"
 	             "<form method=\"post\" action=\"/3ds/%s/complete\">\n"
-	             "<button type=\"submit\">Complete authentication</button>\n"
+	             "<button type=\"submit\" id=\"complete\">Complete authentication</button>\n"
+	             "</form>\n"
+	             "<form method=\"post\" action=\"/3ds/%s/fail\">\n"
+	             "<button type=\"submit\" id=\"fail\">Fail authentication</button>\n"
 	             "</form>\n</body></html>\n",
-	             c->id, (long long)c->amount, c->currency, c->status, c->id);
+	             c->id, (long long)c->amount, c->currency, c->status, c->id, c->id);
 	if (n < 0 || (size_t)n >= sizeof(page)) {
 		sbx_send_error(req, 500, "internal", "page too long");
 		return;
@@ -249,11 +254,61 @@ is_form_post(struct evhttp_request *req)
 	       strncmp(ct, "application/x-www-form-urlencoded", 33) == 0;
 }
 
+/* Where a browser goes after the challenge, or the charge as JSON. */
+static void
+after_challenge(struct sbx *s, struct evhttp_request *req, const struct sbx_charge *c)
+{
+	char *text = NULL;
+	if (is_form_post(req)) {
+		if (c->return_url != NULL) {
+			evhttp_add_header(evhttp_request_get_output_headers(req),
+			                  "Location", c->return_url);
+			sbx_send(req, 303, "text/plain", "See Other\n", 10);
+		} else {
+			static const char done[] =
+			    "<!doctype html>\n<html><body><p>Authentication finished."
+			    "</p></body></html>\n";
+			sbx_send(req, 200, "text/html; charset=utf-8", done,
+			         sizeof(done) - 1);
+		}
+		return;
+	}
+	if (charge_result_json(s, c, &text) != FGW_OK) {
+		sbx_send_error(req, 500, "internal", "out of memory");
+		return;
+	}
+	sbx_send(req, 200, NULL, text, strlen(text));
+	free(text);
+}
+
+/* The card holder failed the challenge: the charge is declined. */
+void
+sbx_3ds_fail(struct sbx *s, struct evhttp_request *req, const char *id)
+{
+	struct sbx_charge *c = ledger_by_id(s->ledger, id);
+
+	if (c == NULL) {
+		sbx_send_error(req, 404, "not_found", "no such charge");
+		return;
+	}
+	if (strcmp(c->status, "requires_action") == 0) {
+		fgw_strlcpy(c->status, "declined", sizeof(c->status));
+		fgw_strlcpy(c->decline_code, "authentication_failed", sizeof(c->decline_code));
+		if (ledger_journal(s->ledger, c) != FGW_OK)
+			log_warn("%s: ledger file not written", c->id);
+		log_info("3-D Secure failed for %s (key %s)", c->id, c->idem_key);
+	} else if (strcmp(c->status, "declined") != 0) {
+		sbx_send_error(req, 409, "invalid_state",
+		               "the charge does not await authentication");
+		return;
+	}
+	after_challenge(s, req, c);
+}
+
 void
 sbx_3ds_complete(struct sbx *s, struct evhttp_request *req, const char *id)
 {
 	struct sbx_charge *c = ledger_by_id(s->ledger, id);
-	char *text = NULL;
 
 	if (c == NULL) {
 		sbx_send_error(req, 404, "not_found", "no such charge");
@@ -272,24 +327,5 @@ sbx_3ds_complete(struct sbx *s, struct evhttp_request *req, const char *id)
 	}
 	/* A browser (form post) goes back to the merchant; anything else gets
 	 * the charge as JSON. */
-	if (is_form_post(req)) {
-		if (c->return_url != NULL) {
-			evhttp_add_header(evhttp_request_get_output_headers(req),
-			                  "Location", c->return_url);
-			sbx_send(req, 303, "text/plain", "See Other\n", 10);
-		} else {
-			static const char done[] =
-			    "<!doctype html>\n<html><body><p>Authentication complete."
-			    "</p></body></html>\n";
-			sbx_send(req, 200, "text/html; charset=utf-8", done,
-			         sizeof(done) - 1);
-		}
-		return;
-	}
-	if (charge_result_json(s, c, &text) != FGW_OK) {
-		sbx_send_error(req, 500, "internal", "out of memory");
-		return;
-	}
-	sbx_send(req, 200, NULL, text, strlen(text));
-	free(text);
+	after_challenge(s, req, c);
 }
