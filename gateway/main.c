@@ -40,6 +40,7 @@
 #include "gateway/refusals.h"
 #include "store/methods.h"
 #include "gateway/resv.h"
+#include "gateway/mail.h"
 #include "gateway/sdnotify.h"
 #include "gateway/webhooks.h"
 #include "pipeline/events.h"
@@ -802,6 +803,7 @@ main(int argc, char **argv)
 	    refusals_new(gw.cfg.audit_refusal_window_s * 1000, (unsigned)gw.cfg.audit_refusal_burst,
 	                 &gw.refusals) != 0 ||
 	    webhooks_setup(&gw, &gw.wh, err, sizeof(err)) != 0 ||
+	    mail_setup(&gw, &gw.mail, err, sizeof(err)) != 0 ||
 	    pipeline_build(gw.cfg.stages_request, gw.cfg.stages_response, &gw.pl,
 	                   err, sizeof(err)) != 0 ||
 	    setup_rules(&gw, err, sizeof(err)) != 0 ||
@@ -868,6 +870,8 @@ main(int argc, char **argv)
 		goto out;
 	}
 	webhooks_start(gw.wh);
+	if (mail_start(gw.mail) != 0)
+		goto out;
 	keyring_stat(&keyring_seen);
 	if (gw.cfg.keyring_watch_ms > 0) {
 		struct timeval tv = { gw.cfg.keyring_watch_ms / 1000,
@@ -898,6 +902,9 @@ main(int argc, char **argv)
 	event_base_dispatch(sigbase);
 	wd_stop();
 	server_stop(&gw);
+	/* Its attempt records are store jobs: before the store closes. */
+	mail_free(gw.mail);
+	gw.mail = NULL;
 	refusals_flush(1);
 	/* Before the last checkpoint, so the checkpoint covers it. */
 	audit_emit(gw.store, NULL, "system", "local", "service.stopped", gw.cfg.database,
@@ -917,6 +924,7 @@ out:
 			event_free(timers[i]);
 	if (sigbase != NULL)
 		event_base_free(sigbase);
+	mail_free(gw.mail);
 	if (gw.store != NULL)
 		store_close(gw.store);
 	store_waker_free(main_waker);

@@ -450,6 +450,31 @@ static const char schema_v12_awaiting_action[] =
     "CREATE INDEX transactions_unresolved ON transactions (reconcile_next_at)"
     " WHERE status IN ('posting', 'processing');";
 
+/* v13: the e-mail outbox. A notification is rendered into its complete
+ * RFC 5322 message when it is queued, so what is delivered (and retried)
+ * is exactly what was committed; audience tells customer mail (counted in
+ * the backlog metric) from operators' alerts. IF NOT EXISTS everywhere:
+ * re-running the step is harmless. */
+static const char schema_v13_mail_outbox[] =
+    "CREATE TABLE IF NOT EXISTS mail_outbox ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " kind TEXT NOT NULL,"
+    " audience TEXT NOT NULL CHECK (audience IN ('customer','admin')),"
+    " client_id TEXT,"
+    " txn_id TEXT,"
+    " mail_from TEXT NOT NULL,"
+    " rcpt_to TEXT NOT NULL,"
+    " subject TEXT NOT NULL,"
+    " message TEXT NOT NULL,"
+    " status TEXT NOT NULL CHECK (status IN ('pending','sent','failed')),"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " next_attempt_at INTEGER NOT NULL,"
+    " last_error TEXT,"
+    " created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX IF NOT EXISTS mail_outbox_due ON mail_outbox (status, next_attempt_at);";
+
 static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
@@ -463,6 +488,7 @@ static const char *const migrations[] = {
 	schema_v10_idem_keyed,
 	schema_v11_customer_namespaces,
 	schema_v12_awaiting_action,
+	schema_v13_mail_outbox,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
