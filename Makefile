@@ -129,9 +129,9 @@ $(S3RVER) $(STRIPE_NODE) &:
 	npm install --no-audit --no-fund --prefix build/npm s3rver@3.7.1 stripe@23.2.0
 
 # Test-only Debian tools: the man page lint, promtool for /metrics and
-# the alert rules.
+# the alert rules, aiosmtpd (a real SMTP server) for the e-mail tests.
 test-deps:
-	@sh tools/deps.sh mandoc prometheus -- -- mandoc promtool
+	@sh tools/deps.sh mandoc prometheus python3-aiosmtpd -- -- mandoc promtool aiosmtpd
 
 test: deps test-deps $(S3RVER) $(STRIPE_NODE)
 	@$(MAKE) --no-print-directory SAN=1 test-build

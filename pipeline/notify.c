@@ -415,8 +415,8 @@ subject_header(struct sbuf *b, const char *s)
 	while (i < n) {
 		size_t take = 0;
 		char *enc = NULL;
-		/* 45 bytes make 60 base64 characters: with "=?UTF-8?B?" and
-		 * "?=" a line stays under 76. */
+		/* 39 bytes make 52 base64 characters: with "Subject: ",
+		 * "=?UTF-8?B?" and "?=" a line stays under 76. */
 		while (i + take < n) {
 			size_t cl = 1;
 			unsigned char c = (unsigned char)s[i + take];
@@ -426,13 +426,13 @@ subject_header(struct sbuf *b, const char *s)
 				cl = 3;
 			else if (c >= 0xC0)
 				cl = 2;
-			if (take + cl > 45 || i + take + cl > n)
+			if (take + cl > 39 || i + take + cl > n)
 				break;
 			take += cl;
 		}
 		if (take == 0 || fgw_b64_encode(s + i, take, &enc) != 0)
 			return FGW_ERR_INVALID;
-		sb_fmt(b, "%s=?UTF-8?B?%s?=\r\n", i == 0 ? " " : " ", enc);
+		sb_fmt(b, " =?UTF-8?B?%s?=\r\n", enc);
 		free(enc);
 		i += take;
 	}
@@ -480,7 +480,7 @@ notify_render(const char *kind, const char *from, const char *to, const struct n
 		goto out;
 	sb_str(&msg, "MIME-Version: 1.0\r\n");
 	sb_str(&msg, "Auto-Submitted: auto-generated\r\n");
-	sb_fmt(&msg, "Content-Type: multipart/alternative; boundary=\"%s\"\r\n\r\n", boundary);
+	sb_fmt(&msg, "Content-Type: multipart/alternative;\r\n boundary=\"%s\"\r\n\r\n", boundary);
 	sb_fmt(&msg, "--%s\r\n", boundary);
 	sb_str(&msg, "Content-Type: text/plain; charset=UTF-8\r\n"
 	             "Content-Transfer-Encoding: quoted-printable\r\n\r\n");
