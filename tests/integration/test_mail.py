@@ -284,3 +284,43 @@ def test_starttls_and_auth():
             assert password not in st.gw.log_text()
     finally:
         sink.stop()
+
+
+# ---- the other operators' alerts: manual review, webhook, backup -----------------
+
+def test_admin_alerts_manual_review_webhook_abandoned_backup_failed():
+    night = "night.ops@example.com"
+    blocker = os.path.join(WORK, "not-a-dir")
+    with open(blocker, "w") as f:
+        f.write("a file where the backup directory's parent should be\n")
+    dead = f"http://127.0.0.1:{harness.free_port()}/nobody"
+    secret = harness.write_secret(WORK, "site.secret", "whsec_site_" + os.urandom(12).hex())
+    with harness.Stack(sandbox_args=("--ledger-file", "ledger.jsonl"),
+                       extra=[("webhook_endpoint", f"{dead} {secret}")],
+                       mail_url=SINK.url, mail_from=SENDER, mail_admin=night,
+                       mail_templates_dir=TEMPLATES, mail_poll_ms=50,
+                       reconcile_interval_ms=100, reconcile_grace_ms=2500,
+                       processor_timeout_ms=1000, reconcile_max_attempts=2,
+                       reconcile_backoff_max_ms=200, webhook_retry_base_ms=100,
+                       webhook_poll_ms=50, webhook_max_age_s=1, webhook_timeout_ms=500,
+                       backup_interval_s=1, backup_dir=os.path.join(blocker, "backups")) as st:
+        st.sandbox.faults(fail_rate=1.0, fail_mode="after")
+        resp = st.gw.pay(harness.txn_body())
+        harness.assert_status(resp, "processing")
+        txn = resp.body["transactionId"]
+        st.sandbox.stop()
+
+        def subjects():
+            return [str(email.message_from_bytes(m["raw"], policy=email.policy.default)["Subject"])
+                    for m in mails_to(night)]
+
+        def has_all():
+            s = subjects()
+            return (any(f"manual review needed: {txn}" in x for x in s)
+                    and any("webhook delivery abandoned" in x for x in s)
+                    and any("backup failed" in x for x in s))
+        harness.wait_until(has_all, 30, "the three alerts", interval=0.1)
+        assert sum(f"manual review needed: {txn}" in x for x in subjects()) == 1, subjects()
+        for m in mails_to(night):
+            assert m["from"] == SENDER
+            assert_no_card(m["raw"])
