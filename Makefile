@@ -111,12 +111,13 @@ $(BUILD)/stripe-sigcheck: $(BUILD)/obj/tests/stripe_sigcheck.o $(call roomlibs,c
 
 test-build: $(BINS) $(UNIT_BINS) $(BUILD)/stripe-sigcheck
 
-# make run [PORT=8080] [SANDBOX_PORT=8081]
+# make run [PORT=8080] [SANDBOX_PORT=8081] [MAIL_PORT=8025]
 PORT ?= 8080
 SANDBOX_PORT ?= 8081
+MAIL_PORT ?= 8025
 run: deps
 	@$(MAKE) --no-print-directory build-all
-	@PORT=$(PORT) SANDBOX_PORT=$(SANDBOX_PORT) sh tools/run-dev.sh
+	@PORT=$(PORT) SANDBOX_PORT=$(SANDBOX_PORT) MAIL_PORT=$(MAIL_PORT) sh tools/run-dev.sh
 
 # s3rver (a local S3-compatible server) for the backup upload test, and
 # Stripe's Node library, the reference flairgw's webhook signature check is

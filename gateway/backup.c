@@ -687,7 +687,7 @@ static void
 notify_backup_failed(struct backup_sched *s, const char *where, const char *error)
 {
 	struct notify_var v[] = { { "dir", where }, { "error", error }, { "client", "" } };
-	(void)notify_mail(s->st, s->w, "admin_backup_failed", NULL, NULL, "", v,
+	(void)notify_mail(s->st, s->w, "admin_backup_failed", NULL, NULL, "", NULL, v,
 	                  sizeof(v) / sizeof(v[0]));
 }
 

@@ -135,39 +135,23 @@ format_time(int64_t ms, char *out, size_t cap)
 		fgw_strlcpy(out, "", cap);
 }
 
-/* A receipt or a refund to the customer who paid. */
+/* A receipt or a refund to the customer who paid (once per payment). */
 static void
-customer_mail(struct mail *m, const struct pipeline_env *env, const struct store_txn_row *row,
-              const char *kind)
+customer_mail(const struct pipeline_env *env, const struct store_txn_row *row, const char *kind)
 {
 	struct resv_row res;
-	struct resv_slot slot;
-	struct resv_experience exp;
-	char amount[48], when[64];
+	char amount[48], once[64];
 	const char *to = row->customer_email, *name = row->customer_name;
-	const char *reference = row->id, *experience = "", *client = row->client_id;
+	const char *reference = row->reservation_id[0] ? row->reservation_id : row->id;
 	int r;
 
-	(void)m;
-	memset(&res, 0, sizeof(res));
-	memset(&exp, 0, sizeof(exp));
-	when[0] = '\0';
-	/* A reservation's payment: the booking's details, and the guest's
-	 * address when the payment carried none. */
-	if (row->reservation_id[0] != '\0' && env->reader != NULL &&
-	    resv_get(env->reader, NULL, row->reservation_id, &res) == 0) {
-		if (to[0] == '\0')
-			to = res.guest_email;
+	/* A reservation's payment may carry no address: the guest's then. */
+	if (to[0] == '\0' && row->reservation_id[0] != '\0' && env->reader != NULL &&
+	    resv_get(env->reader, NULL, row->reservation_id, &res) == 0 &&
+	    strcmp(res.client_id, row->client_id) == 0) {
+		to = res.guest_email;
 		if (name[0] == '\0')
 			name = res.guest_name;
-		if (res.reference[0] != '\0')
-			reference = res.reference;
-		if (resv_slot_get(env->reader, res.time_slot_id, &slot, &exp) == 0) {
-			experience = exp.name;
-			format_time(slot.starts_at, when, sizeof(when));
-		}
-	} else if (row->reservation_id[0] != '\0') {
-		reference = row->reservation_id;
 	}
 	if (to[0] == '\0')
 		return; /* nobody to tell */
@@ -176,23 +160,74 @@ customer_mail(struct mail *m, const struct pipeline_env *env, const struct store
 		return;
 	}
 	format_amount(row->amount, row->currency, amount, sizeof(amount));
+	snprintf(once, sizeof(once), "%s:%s", kind, row->id);
 	{
 		struct notify_var v[] = {
 			{ "name", name[0] ? name : "customer" },
 			{ "reference", reference },
-			{ "experience", experience },
-			{ "time", when },
+			{ "description", row->description },
 			{ "amount", amount },
 			{ "last4", row->last4 },
 			{ "brand", row->brand[0] ? row->brand : "card" },
 			{ "txn_id", row->id },
 			{ "reservation_id", row->reservation_id },
-			{ "client", client },
+			{ "client", row->client_id },
 		};
-		if ((r = notify_mail(env->store, env->waker, kind, row->client_id, to, row->id, v,
+		if ((r = notify_mail(env->store, env->waker, kind, row->client_id, to, row->id, once, v,
 		                     sizeof(v) / sizeof(v[0]))) != 0 && r != FGW_ERR_NOT_FOUND)
 			log_txn_warn(row->id, "%s mail not queued: %s", kind, fgw_strerror(r));
 	}
+}
+
+void
+mail_booking_confirmed(const struct pipeline_env *env, const char *reservation_id)
+{
+	struct resv_row res;
+	struct resv_slot slot;
+	struct resv_experience exp;
+	struct store_txn_row txn;
+	char amount[48], when[64], guests[16], once[64];
+	int have_txn = 0, r;
+
+	if (!notify_enabled() || env->reader == NULL ||
+	    resv_get(env->reader, NULL, reservation_id, &res) != 0 ||
+	    strcmp(res.status, "confirmed") != 0 || res.reference[0] == '\0')
+		return;
+	memset(&exp, 0, sizeof(exp));
+	memset(&txn, 0, sizeof(txn));
+	when[0] = '\0';
+	if (resv_slot_get(env->reader, res.time_slot_id, &slot, &exp) == 0)
+		format_time(slot.starts_at, when, sizeof(when));
+	if (res.txn_id[0] != '\0' && store_txn_get(env->reader, res.client_id, res.txn_id, &txn) == 0)
+		have_txn = 1;
+	if (res.guest_email[0] == '\0' || !notify_addr_ok(res.guest_email)) {
+		log_warn("reservation %s: no confirmation mail, no usable guest address", res.id);
+		goto out;
+	}
+	format_amount(res.total_price, res.currency, amount, sizeof(amount));
+	snprintf(guests, sizeof(guests), "%d", res.guests);
+	snprintf(once, sizeof(once), "booking_confirmed:%s", res.id);
+	{
+		struct notify_var v[] = {
+			{ "name", res.guest_name[0] ? res.guest_name : "customer" },
+			{ "reference", res.reference },
+			{ "experience", exp.name[0] ? exp.name : res.experience_id },
+			{ "time", when },
+			{ "guests", guests },
+			{ "amount", amount },
+			{ "last4", have_txn ? txn.last4 : "" },
+			{ "brand", have_txn && txn.brand[0] ? txn.brand : "card" },
+			{ "reservation_id", res.id },
+			{ "client", res.client_id },
+		};
+		if ((r = notify_mail(env->store, env->waker, "booking_confirmed", res.client_id,
+		                     res.guest_email, res.txn_id, once, v, sizeof(v) / sizeof(v[0]))) != 0 &&
+		    r != FGW_ERR_NOT_FOUND)
+			log_warn("reservation %s: confirmation mail not queued: %s", res.id, fgw_strerror(r));
+	}
+out:
+	if (have_txn)
+		store_txn_row_clear(&txn);
 }
 
 /* Counts a final payment outcome; the alert goes out when the window is
@@ -252,7 +287,7 @@ rate_count(struct mail *m, const struct pipeline_env *env, const struct store_tx
 		log_warn("payment failure rate of %s is %lld%% over the last %lld payments", row->client_id,
 		         pct, window);
 		(void)notify_mail(env->store, env->waker, "admin_failure_rate", row->client_id, NULL, "",
-		                  v, sizeof(v) / sizeof(v[0]));
+		                  NULL, v, sizeof(v) / sizeof(v[0]));
 	}
 }
 
@@ -261,10 +296,10 @@ on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_r
 {
 	struct mail *m = ctx;
 	if (strcmp(row->status, "succeeded") == 0) {
-		customer_mail(m, env, row, "receipt");
+		customer_mail(env, row, "receipt");
 		rate_count(m, env, row, 0);
 	} else if (strcmp(row->status, "refunded") == 0) {
-		customer_mail(m, env, row, "refund");
+		customer_mail(env, row, "refund");
 	} else if (strcmp(row->status, "declined") == 0 || strcmp(row->status, "failed") == 0) {
 		rate_count(m, env, row, 1);
 	}
@@ -316,6 +351,10 @@ send_setup(struct mail *m, struct send *s)
 	curl_easy_setopt(e, CURLOPT_PRIVATE, s);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	/* One connection per mail: a server left in a half-finished
+	 * transaction by a failure never sees the next one. */
+	curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+	curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->mail_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
 	                 (long)(cfg->mail_timeout_ms < 10000 ? cfg->mail_timeout_ms : 10000));

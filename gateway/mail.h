@@ -24,4 +24,11 @@ int mail_start(struct mail *m);
 /* Stops delivery, waits for the sender, wipes the password. NULL is fine. */
 void mail_free(struct mail *m);
 
+struct pipeline_env;
+/* After a reservation's move to confirmed was committed (on that
+ * reactor): queues its confirmation to the guest, once per reservation,
+ * with reference, experience, time, amount and the card's last four.
+ * Reads the reservation through env's reader; no-op without e-mail. */
+void mail_booking_confirmed(const struct pipeline_env *env, const char *reservation_id);
+
 #endif

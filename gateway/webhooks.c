@@ -256,8 +256,10 @@ notify_abandoned(struct webhooks *wh, const struct delivery *d, const struct sto
 			{ "event_type", d->row.event_type }, { "txn_id", d->row.txn_id },
 			{ "error", a->error }, { "attempts", n }, { "client", client ? client : "" },
 		};
+		char once[64];
+		snprintf(once, sizeof(once), "webhook_abandoned:%s", d->row.id);
 		(void)notify_mail(wh->rx->env.store, wh->rx->waker, "admin_webhook_abandoned", client,
-		                  NULL, d->row.txn_id, v, sizeof(v) / sizeof(v[0]));
+		                  NULL, d->row.txn_id, once, v, sizeof(v) / sizeof(v[0]));
 	}
 }
 

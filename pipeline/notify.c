@@ -36,8 +36,9 @@ struct kind {
 
 /* Every kind offers {{client}} too. */
 static const struct kind kinds[] = {
-	{ "receipt", "customer",
-	  "name reference experience time amount last4 brand txn_id reservation_id" },
+	{ "receipt", "customer", "name reference description amount last4 brand txn_id" },
+	{ "booking_confirmed", "customer",
+	  "name reference experience time guests amount last4 brand reservation_id" },
 	{ "refund", "customer", "name reference amount last4 brand txn_id reservation_id" },
 	{ "admin_failure_rate", "admin", "failed window pct threshold" },
 	{ "admin_manual_review", "admin", "txn_id operation reason attempts" },
@@ -522,14 +523,17 @@ static void
 on_queued(void *arg, int rc)
 {
 	char *id = arg;
-	if (rc != 0)
+	if (rc == FGW_ERR_EXISTS)
+		log_debug("mail %s not queued: its occasion had its mail already", id);
+	else if (rc != 0)
 		log_error("mail %s not queued: %s", id, fgw_strerror(rc));
 	free(id);
 }
 
 int
 notify_mail(struct store *st, struct store_waker *w, const char *kind, const char *client_id,
-            const char *to, const char *txn_id, const struct notify_var *vars, size_t n)
+            const char *to, const char *txn_id, const char *dedupe, const struct notify_var *vars,
+            size_t n)
 {
 	struct store_mail_row row;
 	struct store_audit audit;
@@ -562,6 +566,8 @@ notify_mail(struct store *st, struct store_waker *w, const char *kind, const cha
 	fgw_strlcpy(row.txn_id, txn_id ? txn_id : "", sizeof(row.txn_id));
 	fgw_strlcpy(row.mail_from, from, sizeof(row.mail_from));
 	fgw_strlcpy(row.rcpt_to, to, sizeof(row.rcpt_to));
+	if (dedupe != NULL && fgw_strlcpy(row.dedupe_key, dedupe, sizeof(row.dedupe_key)) != 0)
+		return FGW_ERR_INVALID;
 	if ((r = notify_render(kind, from, to, vars, n, (long long)fgw_now_ms(), &row.message,
 	                       row.subject, sizeof(row.subject))) != 0)
 		return r;

@@ -55,13 +55,15 @@ int notify_enabled(void);
 int notify_addr_ok(const char *addr);
 
 /* Renders kind for to (a customer) or, with to NULL, for the client's
- * operators, and queues it with an audit event. 0 when queued;
+ * operators, and queues it with an audit event. dedupe (NULL: none) names
+ * the mail's occasion: a second mail with the same one is dropped by the
+ * outbox (an event heard twice sends one mail). 0 when queued;
  * FGW_ERR_NOT_FOUND when nobody is to hear it (no admin address, mail not
  * configured); FGW_ERR_INVALID for a bad address, an unknown kind or a
  * value with a control character. Never blocks. */
 int notify_mail(struct store *st, struct store_waker *w, const char *kind,
                 const char *client_id, const char *to, const char *txn_id,
-                const struct notify_var *vars, size_t n);
+                const char *dedupe, const struct notify_var *vars, size_t n);
 
 /* The message notify_mail would queue, into *out (caller frees), and its
  * subject; for tests. now_ms sets the Date header. */

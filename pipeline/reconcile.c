@@ -152,15 +152,18 @@ static void
 notify_manual_review(struct reconciler *rc, const struct recon_item *it, int attempts,
                      const char *why)
 {
-	char n[16];
+	char n[16], once[96];
 	const char *op = it->op == PROC_OP_STATUS ? "the payment" : op_name(it->op);
 	struct notify_var v[] = {
 		{ "txn_id", it->row.id }, { "operation", op }, { "reason", why },
 		{ "attempts", n }, { "client", it->row.client_id },
 	};
 	snprintf(n, sizeof(n), "%d", attempts);
+	snprintf(once, sizeof(once), "manual_review:%s:%s",
+	         it->op == PROC_OP_STATUS ? "payment" : op_name(it->op),
+	         it->op == PROC_OP_REFUND ? it->rf.id : it->row.id);
 	(void)notify_mail(rc->env->store, rc->env->waker, "admin_manual_review", it->row.client_id,
-	                  NULL, it->row.id, v, sizeof(v) / sizeof(v[0]));
+	                  NULL, it->row.id, once, v, sizeof(v) / sizeof(v[0]));
 }
 
 /* Not resolved this time: back off, or give up to manual review. */

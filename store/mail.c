@@ -43,8 +43,9 @@ run_enqueue(sqlite3 *db, void *arg)
 	int rc;
 	if ((rc = sql_prepare(db, "INSERT INTO mail_outbox (id, kind, audience, client_id, txn_id,"
 	                   " mail_from, rcpt_to, subject, message, status, attempts, next_attempt_at,"
-	                   " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0,"
-	                   " ?, ?, ?)", &s)) != 0)
+	                   " created_at, updated_at, dedupe_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
+	                   " 'pending', 0, ?, ?, ?, ?) ON CONFLICT (dedupe_key)"
+	                   " WHERE dedupe_key IS NOT NULL DO NOTHING", &s)) != 0)
 		goto out;
 	if (sql_bind_text_or_null(s, 1, o->id) || sql_bind_text_or_null(s, 2, o->kind) ||
 	    sql_bind_text_or_null(s, 3, o->audience) || sql_bind_text_or_null(s, 4, o->client_id) ||
@@ -52,12 +53,15 @@ run_enqueue(sqlite3 *db, void *arg)
 	    sql_bind_text_or_null(s, 7, o->rcpt_to) || sql_bind_text_or_null(s, 8, o->subject) ||
 	    sql_bind_text_or_null(s, 9, o->message) || sqlite3_bind_int64(s, 10, now) != SQLITE_OK ||
 	    sqlite3_bind_int64(s, 11, now) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 12, now) != SQLITE_OK || sqlite3_step(s) != SQLITE_DONE) {
+	    sqlite3_bind_int64(s, 12, now) != SQLITE_OK ||
+	    sql_bind_text_or_null(s, 13, o->dedupe_key[0] ? o->dedupe_key : NULL) ||
+	    sqlite3_step(s) != SQLITE_DONE) {
 		log_error("mail: outbox insert: %s", sqlite3_errmsg(db));
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	rc = 0;
+	/* Queued before: the job (and its audit event) rolls back. */
+	rc = sqlite3_changes(db) == 1 ? 0 : FGW_ERR_EXISTS;
 out:
 	sql_release(s);
 	return rc;

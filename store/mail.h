@@ -27,13 +27,15 @@ struct store_mail_row {
 	int attempts;
 	int64_t next_attempt_at;  /* ms */
 	char last_error[160];
+	char dedupe_key[96];      /* "" or e.g. "receipt:txn_..": queued once */
 	int64_t created_at;
 	int64_t updated_at;
 };
 void store_mail_row_clear(struct store_mail_row *row);
 
 /* Inserts row as pending, due now (message copied), with the audit events
- * in one commit. */
+ * in one commit. The job fails with FGW_ERR_EXISTS (nothing written) when
+ * a row with the same non-empty dedupe_key is there already. */
 int store_mail_enqueue(struct store *st, struct store_waker *w,
                        const struct store_mail_row *row,
                        const struct store_audit *audit, size_t n_audit,

@@ -453,7 +453,9 @@ static const char schema_v12_awaiting_action[] =
 /* v13: the e-mail outbox. A notification is rendered into its complete
  * RFC 5322 message when it is queued, so what is delivered (and retried)
  * is exactly what was committed; audience tells customer mail (counted in
- * the backlog metric) from operators' alerts. IF NOT EXISTS everywhere:
+ * the backlog metric) from operators' alerts; dedupe_key makes "one
+ * receipt per payment" hold however often its event is heard. IF NOT
+ * EXISTS everywhere:
  * re-running the step is harmless. */
 static const char schema_v13_mail_outbox[] =
     "CREATE TABLE IF NOT EXISTS mail_outbox ("
@@ -470,10 +472,13 @@ static const char schema_v13_mail_outbox[] =
     " attempts INTEGER NOT NULL DEFAULT 0,"
     " next_attempt_at INTEGER NOT NULL,"
     " last_error TEXT,"
+    " dedupe_key TEXT,"
     " created_at INTEGER NOT NULL,"
     " updated_at INTEGER NOT NULL"
     ");"
-    "CREATE INDEX IF NOT EXISTS mail_outbox_due ON mail_outbox (status, next_attempt_at);";
+    "CREATE INDEX IF NOT EXISTS mail_outbox_due ON mail_outbox (status, next_attempt_at);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS mail_outbox_once ON mail_outbox (dedupe_key)"
+    " WHERE dedupe_key IS NOT NULL;";
 
 static const char *const migrations[] = {
 	schema_v1,

@@ -15,7 +15,9 @@ header.
 import atexit
 import email
 import email.policy
+import json
 import os
+import uuid
 import re
 import shutil
 import tempfile
@@ -44,8 +46,25 @@ atexit.register(SINK.stop)
 SINK.start()
 
 
+JWT = harness.JwtKeys(WORK)
+EXP = "exp_mail"
+
+
+def _catalogue():
+    now = int(time.time() * 1000)
+    doc = {"experiences": [{"id": EXP, "name": "Harbour cruise", "price": 4000,
+                            "currency": "EUR"}],
+           "timeSlots": [{"id": "slot_mail", "experienceId": EXP,
+                          "startsAt": now + 30 * 86400000, "capacity": 50}]}
+    path = os.path.join(WORK, "slots.json")
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    return path
+
+
 def _stack():
     return harness.Stack(
+        slots_file=_catalogue(), **JWT.gateway_options(),
         extra=[("mail_client", f"{harness.OTHER_CLIENT} {PARTNER_SENDER} {PARTNER_ADMIN}")],
         mail_url=SINK.url, mail_from=SENDER, mail_admin=ADMIN, mail_templates_dir=TEMPLATES,
         mail_retry_base_ms=150, mail_poll_ms=50, mail_max_age_s=3, mail_timeout_ms=3000,
@@ -123,6 +142,7 @@ def test_receipt_headers_parts_and_content():
     text, html = parts[0].get_content(), parts[1].get_content()
     for body in (text, html):
         assert ref in body and "150.00 USD" in body and "4242" in body, body
+    assert "integration test" in body, body  # the payment's description
     assert f"Hello {name}," in text
     # HTML part: values escaped, the markup of the template kept.
     assert "Zoë &lt;Ångström&gt; &amp; Co" in html and "<Ångström>" not in html, html
@@ -163,6 +183,46 @@ def test_header_injection_refused():
     for m in SINK.messages[before:]:
         assert "evil@example.com" not in m["to"], m
         assert b"\r\nBcc:" not in m["raw"].split(b"\r\n\r\n", 1)[0], m["raw"][:400]
+
+
+# ---- the booking confirmation ----------------------------------------------------
+
+def test_booking_confirmation_once_with_reference_experience_time():
+    tok = JWT.rs256(f"cust-{uuid.uuid4()}")
+    auth = {"Authorization": f"Bearer {tok}"}
+    guest = "guest.booking@example.com"
+    hold = gw().http("POST", "/v1/reservations/hold",
+                     {"experienceId": EXP, "timeSlotId": "slot_mail", "numberOfGuests": 3,
+                      "guestName": "Søren Kierkegaard", "guestEmail": guest},
+                     dict(auth, **{"X-Idempotency-Key": f"h-{uuid.uuid4()}"}), key=None)
+    assert hold.status == 200, hold
+    rid = hold.body["reservation"]["id"]
+    card = harness.card(VISA)
+    card["cvc"] = CVC
+    conv = gw().http("POST", "/v1/reservations/hold/convert", {"holdId": rid, "card": card},
+                     dict(auth, **{"X-Idempotency-Key": f"c-{uuid.uuid4()}"}), key=None)
+    assert conv.status == 200, conv
+    for _ in range(2):  # a repeated confirm sends no second mail
+        conf = gw().http("POST", "/v1/reservations/confirm", {"reservationId": rid}, auth,
+                         key=None)
+        assert conf.status == 200, conf
+    ref = conf.body["reservation"]["reservationReference"]
+
+    def bookings():
+        return [m for m in mails_to(guest) if b"Booking confirmed" in m["raw"]]
+    harness.wait_until(lambda: bookings(), 20, "the booking confirmation")
+    time.sleep(0.5)  # a second one would be queued by now
+    assert len(bookings()) == 1, [m["raw"][:300] for m in mails_to(guest)]
+    m = bookings()[0]
+    msg = email.message_from_bytes(m["raw"], policy=email.policy.default)
+    assert str(msg["Subject"]) == f"Booking confirmed: Harbour cruise ({ref})", msg["Subject"]
+    text = msg.get_body(("plain",)).get_content()
+    for want in (ref, "Harbour cruise", "Guests:             3", "UTC", "4242",
+                 "Hello Søren Kierkegaard"):
+        assert want in text, (want, text)
+    assert re.search(r"Paid: +\d+\.\d\d EUR", text), text
+    assert_no_card(m["raw"])
+    assert len(outbox("dedupe_key = ?", f"booking_confirmed:{rid}")) == 1
 
 
 # ---- delivery: refusals, drops, giving up ------------------------------------------
