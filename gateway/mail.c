@@ -456,6 +456,50 @@ finish(struct mail *m, struct send *s, CURLcode res)
 	}
 }
 
+/* A hold that ended without a booking: its guest hears once. Runs on the
+ * sender thread; the mail is a store job like any other (no waker: its
+ * done only logs). */
+struct ended_ctx {
+	struct mail *m;
+	struct store_reader *rd;
+};
+
+static void
+hold_ended(void *arg, const char *id, const char *status)
+{
+	struct ended_ctx *c = arg;
+	struct resv_row res;
+	struct resv_slot slot;
+	struct resv_experience exp;
+	char when[64], guests[16], once[64], kind[32];
+	int r;
+
+	if (resv_get(c->rd, NULL, id, &res) != 0)
+		return;
+	snprintf(kind, sizeof(kind), "hold_%s", status);
+	snprintf(once, sizeof(once), "hold_%s:%s", status, id);
+	if (res.guest_email[0] == '\0' || !notify_addr_ok(res.guest_email))
+		return; /* looked at again next round: cheap, bounded by since */
+	memset(&exp, 0, sizeof(exp));
+	when[0] = '\0';
+	if (resv_slot_get(c->rd, res.time_slot_id, &slot, &exp) == 0)
+		format_time(slot.starts_at, when, sizeof(when));
+	snprintf(guests, sizeof(guests), "%d", res.guests);
+	{
+		struct notify_var v[] = {
+			{ "name", res.guest_name[0] ? res.guest_name : "customer" },
+			{ "reference", res.id },
+			{ "experience", exp.name[0] ? exp.name : res.experience_id },
+			{ "time", when },
+			{ "guests", guests },
+			{ "client", res.client_id },
+		};
+		if ((r = notify_mail(c->m->gw->store, NULL, kind, res.client_id, res.guest_email, "",
+		                     once, v, sizeof(v) / sizeof(v[0]))) != 0 && r != FGW_ERR_NOT_FOUND)
+			log_warn("reservation %s: %s mail not queued: %s", id, kind, fgw_strerror(r));
+	}
+}
+
 /* Sends one batch; returns how many rows it read. */
 static int
 send_batch(struct mail *m, struct store_reader *rd, CURLM *multi)
@@ -536,7 +580,14 @@ sender(void *arg)
 	}
 	for (;;) {
 		struct timespec until;
-		int n = send_batch(m, rd, multi), stop;
+		struct ended_ctx ec = { m, rd };
+		int n, stop;
+		/* Holds that ran out (or were cancelled) while the mail is worth
+		 * sending; the outbox's dedupe_key says which had theirs. */
+		if ((r = store_mail_holds_ended(rd, fgw_now_ms() - m->gw->cfg.mail_max_age_s * 1000,
+		                                hold_ended, &ec)) != 0)
+			log_error("reading ended holds: %s", fgw_strerror(r));
+		n = send_batch(m, rd, multi);
 		long long ms = m->gw->cfg.mail_poll_ms;
 		pthread_mutex_lock(&m->mu);
 		if (!m->stop && n < (int)m->gw->cfg.mail_concurrency) {

@@ -40,6 +40,8 @@ static const struct kind kinds[] = {
 	{ "booking_confirmed", "customer",
 	  "name reference experience time guests amount last4 brand reservation_id" },
 	{ "refund", "customer", "name reference amount last4 brand txn_id reservation_id" },
+	{ "hold_expired", "customer", "name reference experience time guests" },
+	{ "hold_cancelled", "customer", "name reference experience time guests" },
 	{ "admin_failure_rate", "admin", "failed window pct threshold" },
 	{ "admin_manual_review", "admin", "txn_id operation reason attempts" },
 	{ "admin_webhook_abandoned", "admin", "outbox_id url event_type txn_id error attempts" },

@@ -289,3 +289,31 @@ out:
 	sql_release(s);
 	return rc;
 }
+
+int
+store_mail_holds_ended(struct store_reader *r, int64_t since_ms,
+                       void (*fn)(void *arg, const char *id, const char *status), void *arg)
+{
+	sqlite3_stmt *s = NULL;
+	char id[40], status[16];
+	int rc;
+	if ((rc = sql_prepare(store_reader_db(r),
+	               "SELECT id, status FROM reservations r WHERE status IN ('expired', 'cancelled')"
+	               " AND updated_at >= ? AND NOT EXISTS (SELECT 1 FROM mail_outbox m"
+	               " WHERE m.dedupe_key = 'hold_' || r.status || ':' || r.id)"
+	               " ORDER BY updated_at LIMIT 100", &s)) != 0)
+		goto out;
+	if (sqlite3_bind_int64(s, 1, since_ms) != SQLITE_OK) {
+		rc = FGW_ERR_DB;
+		goto out;
+	}
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		sql_col_text(s, 0, id, sizeof(id));
+		sql_col_text(s, 1, status, sizeof(status));
+		fn(arg, id, status);
+	}
+	rc = rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
+out:
+	sql_release(s);
+	return rc;
+}

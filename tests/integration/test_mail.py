@@ -225,6 +225,30 @@ def test_booking_confirmation_once_with_reference_experience_time():
     assert len(outbox("dedupe_key = ?", f"booking_confirmed:{rid}")) == 1
 
 
+def test_hold_expired_mail():
+    tok = JWT.rs256(f"cust-{uuid.uuid4()}")
+    guest = "guest.expired@example.com"
+    hold = gw().http("POST", "/v1/reservations/hold",
+                     {"experienceId": EXP, "timeSlotId": "slot_mail", "numberOfGuests": 2,
+                      "guestName": "Ann Expired", "guestEmail": guest},
+                     {"Authorization": f"Bearer {tok}", "X-Idempotency-Key": f"h-{uuid.uuid4()}"},
+                     key=None)
+    assert hold.status == 200, hold
+    rid = hold.body["reservation"]["id"]
+    clock = gw().http("POST", "/v1/admin/clock", {"offsetMs": 16 * 60000}, key=harness.ADMIN_TOKEN)
+    assert clock.status == 200, clock
+    try:
+        harness.wait_until(lambda: mails_to(guest), 20, "the hold-expired mail")
+    finally:
+        gw().http("POST", "/v1/admin/clock", {"offsetMs": 0}, key=harness.ADMIN_TOKEN)
+    time.sleep(0.5)  # the sender looks again every round: still one mail
+    assert len(mails_to(guest)) == 1
+    msg = email.message_from_bytes(mails_to(guest)[0]["raw"], policy=email.policy.default)
+    assert str(msg["Subject"]) == "Your hold for Harbour cruise has expired", msg["Subject"]
+    text = msg.get_body(("plain",)).get_content()
+    assert rid in text and "2 for Harbour cruise" in text and "Hello Ann Expired" in text, text
+
+
 # ---- delivery: refusals, drops, giving up ------------------------------------------
 
 def test_retried_after_4xx_5xx_and_dropped_connection():
