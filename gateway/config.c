@@ -131,6 +131,7 @@ static const struct cfg_directive directives[] = {
 	INT(mail_concurrency, 1, 16, "2", "e-mail: deliveries in flight at once"),
 	INT(mail_failure_rate_pct, 1, 100, "50", "e-mail: alert when this % of the last payments failed or were declined"),
 	INT(mail_failure_rate_window, 5, 10000, "20", "e-mail: how many recent payments the failure rate covers"),
+	INT(mail_reconcile_stuck_s, 1, 604800, "3600", "e-mail: alert when a payment's outcome is still unknown this long after it began (at most once per period)"),
 	STR(pid_file, "", "file holding the daemon's pid, locked while it runs (default DATA_DIR/flairgw.pid)"),
 	STR(slots_file, "", "reservations: experiences and time slots loaded at start (JSON, docs/reservations.md)"),
 	INT(hold_minutes, 1, 1440, "15", "reservations: how long a hold keeps its places"),

@@ -192,6 +192,7 @@ struct fgw_config {
 	long long mail_concurrency;
 	long long mail_failure_rate_pct;
 	long long mail_failure_rate_window;
+	long long mail_reconcile_stuck_s;
 };
 
 /* Fills defaults. */

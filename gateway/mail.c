@@ -500,6 +500,26 @@ hold_ended(void *arg, const char *id, const char *status)
 	}
 }
 
+/* Payments the reconciler has not settled after mail_reconcile_stuck_s:
+ * the operators hear at most once per such period. */
+static void
+check_stuck(struct mail *m, struct store_reader *rd)
+{
+	int64_t period = m->gw->cfg.mail_reconcile_stuck_s * 1000, now = fgw_now_ms(), n = 0;
+	char oldest[40], count[24], minutes[24], once[48];
+	if (store_mail_stuck_txns(rd, now - period, &n, oldest) != 0 || n == 0)
+		return;
+	snprintf(count, sizeof(count), "%lld", (long long)n);
+	snprintf(minutes, sizeof(minutes), "%lld", (long long)(period / 60000));
+	snprintf(once, sizeof(once), "reconcile_stuck:%lld", (long long)(now / period));
+	{
+		struct notify_var v[] = { { "count", count }, { "oldest_txn", oldest },
+			                      { "minutes", minutes }, { "client", "" } };
+		(void)notify_mail(m->gw->store, NULL, "admin_reconcile_stuck", NULL, NULL, oldest, once,
+		                  v, sizeof(v) / sizeof(v[0]));
+	}
+}
+
 /* Sends one batch; returns how many rows it read. */
 static int
 send_batch(struct mail *m, struct store_reader *rd, CURLM *multi)
@@ -587,6 +607,7 @@ sender(void *arg)
 		if ((r = store_mail_holds_ended(rd, fgw_now_ms() - m->gw->cfg.mail_max_age_s * 1000,
 		                                hold_ended, &ec)) != 0)
 			log_error("reading ended holds: %s", fgw_strerror(r));
+		check_stuck(m, rd);
 		n = send_batch(m, rd, multi);
 		long long ms = m->gw->cfg.mail_poll_ms;
 		pthread_mutex_lock(&m->mu);

@@ -46,6 +46,7 @@ static const struct kind kinds[] = {
 	{ "admin_manual_review", "admin", "txn_id operation reason attempts" },
 	{ "admin_webhook_abandoned", "admin", "outbox_id url event_type txn_id error attempts" },
 	{ "admin_backup_failed", "admin", "dir error" },
+	{ "admin_reconcile_stuck", "admin", "count oldest_txn minutes" },
 };
 #define N_KINDS (sizeof(kinds) / sizeof(kinds[0]))
 

@@ -317,3 +317,32 @@ out:
 	sql_release(s);
 	return rc;
 }
+
+int
+store_mail_stuck_txns(struct store_reader *r, int64_t before_ms, int64_t *count, char oldest[40])
+{
+	sqlite3_stmt *s = NULL;
+	int rc;
+	*count = 0;
+	oldest[0] = '\0';
+	if ((rc = sql_prepare(store_reader_db(r),
+	               "SELECT count(*), (SELECT id FROM transactions WHERE status IN"
+	               " ('posting', 'processing') AND created_at < ?1 ORDER BY created_at LIMIT 1)"
+	               " FROM transactions WHERE status IN ('posting', 'processing')"
+	               " AND created_at < ?1", &s)) != 0)
+		goto out;
+	if (sqlite3_bind_int64(s, 1, before_ms) != SQLITE_OK) {
+		rc = FGW_ERR_DB;
+		goto out;
+	}
+	if ((rc = sqlite3_step(s)) != SQLITE_ROW) {
+		rc = FGW_ERR_DB;
+		goto out;
+	}
+	*count = sqlite3_column_int64(s, 0);
+	sql_col_text(s, 1, oldest, 40);
+	rc = 0;
+out:
+	sql_release(s);
+	return rc;
+}

@@ -67,6 +67,10 @@ int store_mail_list(struct store_reader *r, int limit,
 int store_mail_holds_ended(struct store_reader *r, int64_t since_ms,
                            void (*fn)(void *arg, const char *id, const char *status),
                            void *arg);
+/* Payments whose outcome is still unknown (posting, processing) although
+ * created before before_ms: how many, and the oldest one's id. */
+int store_mail_stuck_txns(struct store_reader *r, int64_t before_ms, int64_t *count,
+                          char oldest[40]);
 /* Customer mails not yet sent (pending) and given up (failed). */
 int store_mail_backlog(struct store_reader *r, int64_t *pending,
                        int64_t *failed);

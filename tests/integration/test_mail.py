@@ -370,9 +370,9 @@ def test_starttls_and_auth():
         sink.stop()
 
 
-# ---- the other operators' alerts: manual review, webhook, backup -----------------
+# ---- the other operators' alerts: manual review, webhook, backup, reconciler -----
 
-def test_admin_alerts_manual_review_webhook_abandoned_backup_failed():
+def test_admin_alerts_manual_review_webhook_abandoned_backup_failed_reconcile_stuck():
     night = "night.ops@example.com"
     blocker = os.path.join(WORK, "not-a-dir")
     with open(blocker, "w") as f:
@@ -387,7 +387,8 @@ def test_admin_alerts_manual_review_webhook_abandoned_backup_failed():
                        processor_timeout_ms=1000, reconcile_max_attempts=2,
                        reconcile_backoff_max_ms=200, webhook_retry_base_ms=100,
                        webhook_poll_ms=50, webhook_max_age_s=1, webhook_timeout_ms=500,
-                       backup_interval_s=1, backup_dir=os.path.join(blocker, "backups")) as st:
+                       backup_interval_s=1, backup_dir=os.path.join(blocker, "backups"),
+                       mail_reconcile_stuck_s=2) as st:
         st.sandbox.faults(fail_rate=1.0, fail_mode="after")
         resp = st.gw.pay(harness.txn_body())
         harness.assert_status(resp, "processing")
@@ -402,8 +403,9 @@ def test_admin_alerts_manual_review_webhook_abandoned_backup_failed():
             s = subjects()
             return (any(f"manual review needed: {txn}" in x for x in s)
                     and any("webhook delivery abandoned" in x for x in s)
-                    and any("backup failed" in x for x in s))
-        harness.wait_until(has_all, 30, "the three alerts", interval=0.1)
+                    and any("backup failed" in x for x in s)
+                    and any("reconciliation stuck: 1 payment" in x for x in s))
+        harness.wait_until(has_all, 30, "the four alerts", interval=0.1)
         assert sum(f"manual review needed: {txn}" in x for x in subjects()) == 1, subjects()
         for m in mails_to(night):
             assert m["from"] == SENDER
