@@ -203,7 +203,9 @@ install: all
 	install -m 0644 README.md docs/*.md docs/openapi.yaml etc/flairgw.production.conf \
 	    etc/flairgw.logrotate $(DESTDIR)$(DOCDIR)/
 	install -m 0600 etc/flairgw.production.conf $(DESTDIR)$(SYSCONFDIR)/flairgw/flairgw.conf.example
-	for f in rules.conf bins.csv $(patsubst etc/%,%,$(wildcard etc/lists/*.txt)); do \
+	install -d $(DESTDIR)$(SYSCONFDIR)/flairgw/mail
+	for f in rules.conf bins.csv $(patsubst etc/%,%,$(wildcard etc/lists/*.txt)) \
+	    $(patsubst etc/%,%,$(wildcard etc/mail/*.txt etc/mail/*.html)); do \
 	    [ -e $(DESTDIR)$(SYSCONFDIR)/flairgw/$$f ] || \
 	        install -m 0644 etc/$$f $(DESTDIR)$(SYSCONFDIR)/flairgw/$$f || exit 1; \
 	done
