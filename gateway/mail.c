@@ -686,6 +686,7 @@ mail_setup(struct gateway *gw, struct mail **out, char *err, size_t errlen)
 	*out = m;
 	return FGW_OK;
 fail:
+	notify_reset();
 	mail_free(m);
 	return r;
 }
@@ -715,7 +716,6 @@ mail_free(struct mail *m)
 		pthread_mutex_unlock(&m->mu);
 		pthread_join(m->thread, NULL);
 	}
-	notify_reset();
 	for (int i = 0; i < m->n_rates; i++)
 		free(m->rates[i].ring);
 	secbuf_free(m->password);

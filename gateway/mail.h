@@ -21,7 +21,9 @@ struct mail;
 int mail_setup(struct gateway *gw, struct mail **out, char *err, size_t errlen);
 /* Starts delivery (after the store is open). NULL is fine. */
 int mail_start(struct mail *m);
-/* Stops delivery, waits for the sender, wipes the password. NULL is fine. */
+/* Stops delivery, waits for the sender, wipes the password. NULL is fine.
+ * The templates stay (other threads may still queue mail): notify_reset
+ * once they have all stopped. */
 void mail_free(struct mail *m);
 
 struct pipeline_env;

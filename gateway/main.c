@@ -41,6 +41,7 @@
 #include "store/methods.h"
 #include "gateway/resv.h"
 #include "gateway/mail.h"
+#include "pipeline/notify.h"
 #include "gateway/sdnotify.h"
 #include "gateway/webhooks.h"
 #include "pipeline/events.h"
@@ -916,6 +917,8 @@ main(int argc, char **argv)
 out:
 	wd_stop();
 	backup_sched_stop(sched);
+	/* Every thread that may queue mail has stopped. */
+	notify_reset();
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
 		if (sigs[i] != NULL)
 			event_free(sigs[i]);

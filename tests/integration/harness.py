@@ -1044,7 +1044,8 @@ class MailSink:
                     sink.messages.append({
                         "from": envelope.mail_from, "to": list(envelope.rcpt_tos),
                         "raw": bytes(envelope.original_content or envelope.content),
-                        "tls": session.ssl is not None,
+                        "tls": (session.ssl is not None or server.transport
+                                .get_extra_info("ssl_object") is not None),
                         "authenticated": session.authenticated})
                 with open(os.path.join(sink.dir, f"{n:03d}.eml"), "wb") as f:
                     f.write(sink.messages[-1]["raw"])

@@ -119,6 +119,7 @@ def test_receipt_headers_parts_and_content():
     m = wait_mail_to(addr)[0]
     raw = m["raw"]
     assert m["from"] == SENDER and m["to"] == [addr], m
+    assert m["tls"] is False  # the plain sink: the TLS tests' check can tell
     # Every line ends in CRLF and none is longer than RFC 5322's 78.
     assert b"\n" not in raw.replace(b"\r\n", b""), "a bare LF"
     long_lines = [l for l in raw.split(b"\r\n") if len(l) > 78]
@@ -410,3 +411,37 @@ def test_admin_alerts_manual_review_webhook_abandoned_backup_failed_reconcile_st
         for m in mails_to(night):
             assert m["from"] == SENDER
             assert_no_card(m["raw"])
+
+
+def test_smtps_and_a_refused_login():
+    pem, crt = harness.self_signed_pem(WORK, "smtps")
+    tls_sink = harness.MailSink(os.path.join(WORK, "smtps-sink"), cert=pem, implicit_tls=True)
+    tls_sink.start()
+    auth_sink = harness.MailSink(os.path.join(WORK, "auth-sink"), cert=pem,
+                                 auth=("gwuser", "the-right-one"))
+    auth_sink.start()
+    try:
+        with harness.Stack(mail_url=tls_sink.url, mail_ca_file=crt, mail_from=SENDER,
+                           mail_templates_dir=TEMPLATES, mail_poll_ms=50) as st:
+            assert tls_sink.url.startswith("smtps://")
+            body = harness.txn_body(VISA)
+            body["customer"]["email"] = "smtps.customer@example.com"
+            assert st.gw.pay(body).body["status"] == "succeeded"
+            assert tls_sink.wait(1)[0]["tls"]
+        wrong = harness.write_secret(WORK, "wrong.password", "not-the-password")
+        with harness.Stack(mail_url=auth_sink.url, mail_starttls=1, mail_username="gwuser",
+                           mail_password_file=wrong, mail_ca_file=crt, mail_from=SENDER,
+                           mail_templates_dir=TEMPLATES, mail_poll_ms=50,
+                           mail_retry_base_ms=100000) as st:
+            body = harness.txn_body(VISA)
+            body["customer"]["email"] = "login.refused@example.com"
+            assert st.gw.pay(body).body["status"] == "succeeded"
+            harness.wait_until(lambda: st.gw.query(
+                "SELECT 1 FROM mail_outbox WHERE attempts = 1"), 20, "the refused attempt")
+            row = st.gw.query("SELECT * FROM mail_outbox")[0]
+            assert row["status"] == "pending" and row["last_error"], row
+            assert "not-the-password" not in row["last_error"] + st.gw.log_text()
+            assert not auth_sink.messages
+    finally:
+        tls_sink.stop()
+        auth_sink.stop()
