@@ -42,6 +42,7 @@
 #include "store/methods.h"
 #include "store/auditor.h"
 #include "store/store.h"
+#include "pipeline/notify.h"
 #include "store/mail.h"
 #include "store/webhooks.h"
 #include "tools/ctl_rules.h"
@@ -979,6 +980,27 @@ cmd_config_check(struct ctl *c, int argc, char **argv)
 {
 	(void)argc;
 	(void)argv;
+	if (c->cfg.mail_url[0] != '\0') {
+		/* The same checks flairgw makes at start-up, so an edited
+		 * template is refused before a restart needs it. */
+		struct notify_client clients[CONFIG_MAX_MAIL_CLIENTS];
+		struct notify_opts o;
+		char err[512];
+		int r;
+		for (int i = 0; i < c->cfg.n_mail_clients; i++)
+			clients[i] = (struct notify_client){ c->cfg.mail_clients[i].client_id,
+				                                 c->cfg.mail_clients[i].from,
+				                                 c->cfg.mail_clients[i].admin };
+		o = (struct notify_opts){ c->cfg.mail_templates_dir, c->cfg.mail_from, c->cfg.mail_admin,
+			                      clients, (size_t)c->cfg.n_mail_clients };
+		r = notify_init(&o, err, sizeof(err));
+		notify_reset();
+		if (r != 0) {
+			fprintf(stderr, "flairctl: config check: %s\n", err);
+			return r;
+		}
+		printf("e-mail templates OK: %s\n", c->cfg.mail_templates_dir);
+	}
 	printf("configuration OK: database %s, keys %s, %d API key(s), processor %s (%s)\n",
 	       c->cfg.database, c->cfg.keys_dir, c->cfg.n_api_keys, c->cfg.processor_name,
 	       c->cfg.processor_url);

@@ -342,6 +342,13 @@ def test_unknown_placeholder_refused_at_startup():
         f.write("<p>{{card_number}}</p>\n")
     harness.start_fails([], "refund.html:", mail_url=SINK.url, mail_from=SENDER,
                         mail_templates_dir=bad)
+    # flairctl config check says so before a restart needs it.
+    g = gw()
+    ok = g.ctl("config", "check")
+    assert ok.returncode == 0 and "e-mail templates OK" in ok.stdout, ok.stdout + ok.stderr
+    refused = g.ctl("--mail_templates_dir", bad, "config", "check")
+    assert refused.returncode != 0 and "refund.html:9: unknown placeholder {{card_number}}" in \
+        refused.stderr, refused.stderr
     harness.start_fails([], "mail_from", mail_url=SINK.url, mail_from="bad address@x",
                         mail_templates_dir=TEMPLATES)
 
