@@ -207,7 +207,7 @@ metrics_render(struct reactor *rx, struct evbuffer *b)
 	counter_vec(b, "flairgw_mail_attempts_total",
 	            "SMTP delivery attempts of e-mail notifications, by outcome (failed: given up)",
 	            "outcome", mail_labels, m->mail_attempts, 3);
-	if (rx->gw->mail != NULL && rx->reader != NULL &&
+	if (rx->reader != NULL &&
 	    store_mail_backlog(rx->reader, &mail_pending, &mail_failed) == 0) {
 		gauge(b, "flairgw_mail_outbox_backlog", "customer e-mails not yet sent (pending)",
 		      (long long)mail_pending);
