@@ -292,14 +292,17 @@ out:
 
 int
 store_mail_holds_ended(struct store_reader *r, int64_t since_ms,
-                       void (*fn)(void *arg, const char *id, const char *status), void *arg)
+                       void (*fn)(void *arg, const char *id, const char *status,
+                                  int64_t updated_at),
+                       void *arg)
 {
 	sqlite3_stmt *s = NULL;
 	char id[40], status[16];
 	int rc;
 	if ((rc = sql_prepare(store_reader_db(r),
-	               "SELECT id, status FROM reservations r WHERE status IN ('expired', 'cancelled')"
-	               " AND updated_at >= ? AND NOT EXISTS (SELECT 1 FROM mail_outbox m"
+	               "SELECT id, status, updated_at FROM reservations r"
+	               " WHERE status IN ('expired', 'cancelled') AND updated_at >= ?"
+	               " AND guest_email IS NOT NULL AND guest_email <> '' AND NOT EXISTS (SELECT 1 FROM mail_outbox m"
 	               " WHERE m.dedupe_key = 'hold_' || r.status || ':' || r.id)"
 	               " ORDER BY updated_at LIMIT 100", &s)) != 0)
 		goto out;
@@ -310,7 +313,7 @@ store_mail_holds_ended(struct store_reader *r, int64_t since_ms,
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		sql_col_text(s, 0, id, sizeof(id));
 		sql_col_text(s, 1, status, sizeof(status));
-		fn(arg, id, status);
+		fn(arg, id, status, sqlite3_column_int64(s, 2));
 	}
 	rc = rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
 out:

@@ -61,11 +61,12 @@ int store_mail_due(struct store_reader *r, int64_t now_ms,
 int store_mail_list(struct store_reader *r, int limit,
                     void (*fn)(void *arg, const struct store_mail_row *row),
                     void *arg);
-/* Calls fn for reservations (at most 100) that ended without a booking
- * (status expired or cancelled) at or after since_ms and have no mail
- * with dedupe_key "hold_STATUS:ID" yet. */
+/* Calls fn for reservations with a guest address (at most 100, oldest
+ * first) that ended without a booking (status expired or cancelled) at or
+ * after since_ms and have no mail with dedupe_key "hold_STATUS:ID" yet. */
 int store_mail_holds_ended(struct store_reader *r, int64_t since_ms,
-                           void (*fn)(void *arg, const char *id, const char *status),
+                           void (*fn)(void *arg, const char *id, const char *status,
+                                      int64_t updated_at),
                            void *arg);
 /* Payments whose outcome is still unknown (posting, processing) although
  * created before before_ms: how many, and the oldest one's id. */

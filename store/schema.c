@@ -478,7 +478,10 @@ static const char schema_v13_mail_outbox[] =
     ");"
     "CREATE INDEX IF NOT EXISTS mail_outbox_due ON mail_outbox (status, next_attempt_at);"
     "CREATE UNIQUE INDEX IF NOT EXISTS mail_outbox_once ON mail_outbox (dedupe_key)"
-    " WHERE dedupe_key IS NOT NULL;";
+    " WHERE dedupe_key IS NOT NULL;"
+    /* The mail sender's look for holds that ended (store_mail_holds_ended). */
+    "CREATE INDEX IF NOT EXISTS reservations_ended ON reservations (updated_at)"
+    " WHERE status IN ('expired', 'cancelled');";
 
 static const char *const migrations[] = {
 	schema_v1,
