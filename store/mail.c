@@ -50,7 +50,9 @@ run_enqueue(sqlite3 *db, void *arg)
 	if (sql_bind_text_or_null(s, 1, o->id) || sql_bind_text_or_null(s, 2, o->kind) ||
 	    sql_bind_text_or_null(s, 3, o->audience) || sql_bind_text_or_null(s, 4, o->client_id) ||
 	    sql_bind_text_or_null(s, 5, o->txn_id) || sql_bind_text_or_null(s, 6, o->mail_from) ||
-	    sql_bind_text_or_null(s, 7, o->rcpt_to) || sql_bind_text_or_null(s, 8, o->subject) ||
+	    sql_bind_text_or_null(s, 7, o->rcpt_to) ||
+	    /* A template may render an empty subject: "" is a subject. */
+	    sqlite3_bind_text(s, 8, o->subject, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
 	    sql_bind_text_or_null(s, 9, o->message) || sqlite3_bind_int64(s, 10, now) != SQLITE_OK ||
 	    sqlite3_bind_int64(s, 11, now) != SQLITE_OK ||
 	    sqlite3_bind_int64(s, 12, now) != SQLITE_OK ||
