@@ -111,12 +111,13 @@ $(BUILD)/stripe-sigcheck: $(BUILD)/obj/tests/stripe_sigcheck.o $(call roomlibs,c
 
 test-build: $(BINS) $(UNIT_BINS) $(BUILD)/stripe-sigcheck
 
-# make run [PORT=8080] [SANDBOX_PORT=8081]
+# make run [PORT=8080] [SANDBOX_PORT=8081] [MAIL_PORT=8025]
 PORT ?= 8080
 SANDBOX_PORT ?= 8081
+MAIL_PORT ?= 8025
 run: deps web
 	@$(MAKE) --no-print-directory build-all
-	@PORT=$(PORT) SANDBOX_PORT=$(SANDBOX_PORT) sh tools/run-dev.sh
+	@PORT=$(PORT) SANDBOX_PORT=$(SANDBOX_PORT) MAIL_PORT=$(MAIL_PORT) sh tools/run-dev.sh
 
 # s3rver (a local S3-compatible server) for the backup upload test,
 # Stripe's Node library, the reference flairgw's webhook signature check is
@@ -151,9 +152,10 @@ build/web/demo/%: web/demo/%
 web: build/web/flair.js $(WEB_DEMO)
 
 # Test-only Debian tools: the man page lint, promtool for /metrics and
-# the alert rules, chromium for the browser tests.
+# the alert rules, chromium for the browser tests, aiosmtpd (a real SMTP
+# server) for the e-mail tests.
 test-deps:
-	@sh tools/deps.sh mandoc prometheus chromium -- -- mandoc promtool chromium
+	@sh tools/deps.sh mandoc prometheus chromium python3-aiosmtpd -- -- mandoc promtool chromium aiosmtpd
 
 test: deps test-deps $(S3RVER) $(STRIPE_NODE) $(PUPPETEER) web
 	@$(MAKE) --no-print-directory SAN=1 test-build
@@ -226,7 +228,9 @@ install: all
 	install -m 0644 README.md docs/*.md docs/openapi.yaml etc/flairgw.production.conf \
 	    etc/flairgw.logrotate $(DESTDIR)$(DOCDIR)/
 	install -m 0600 etc/flairgw.production.conf $(DESTDIR)$(SYSCONFDIR)/flairgw/flairgw.conf.example
-	for f in rules.conf bins.csv $(patsubst etc/%,%,$(wildcard etc/lists/*.txt)); do \
+	install -d $(DESTDIR)$(SYSCONFDIR)/flairgw/mail
+	for f in rules.conf bins.csv $(patsubst etc/%,%,$(wildcard etc/lists/*.txt)) \
+	    $(patsubst etc/%,%,$(wildcard etc/mail/*.txt etc/mail/*.html)); do \
 	    [ -e $(DESTDIR)$(SYSCONFDIR)/flairgw/$$f ] || \
 	        install -m 0644 etc/$$f $(DESTDIR)$(SYSCONFDIR)/flairgw/$$f || exit 1; \
 	done

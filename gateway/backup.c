@@ -32,6 +32,7 @@
 #include "crypto/keys.h"
 #include "gateway/backup.h"
 #include "pipeline/audit_emit.h"
+#include "pipeline/notify.h"
 #include "store/auditor.h"
 #include "store/store.h"
 
@@ -680,6 +681,16 @@ s3_configured(const struct fgw_config *cfg)
 	return cfg->s3_endpoint[0] && cfg->s3_bucket[0] ? cfg->s3_endpoint : NULL;
 }
 
+/* Tells the operators (pipeline/notify.h); the mail is queued, never
+ * sent from this thread. */
+static void
+notify_backup_failed(struct backup_sched *s, const char *where, const char *error)
+{
+	struct notify_var v[] = { { "dir", where }, { "error", error }, { "client", "" } };
+	(void)notify_mail(s->st, s->w, "admin_backup_failed", NULL, NULL, "", NULL, v,
+	                  sizeof(v) / sizeof(v[0]));
+}
+
 /* Uploads every backup without a NAME.uploaded marker, oldest first, so a
  * backup whose upload failed before is retried with the next one. */
 static void
@@ -708,6 +719,7 @@ upload_pending(struct backup_sched *s)
 		} else {
 			log_error("backup %s not uploaded after %d attempts: %s (retried with the next backup)",
 			          names[i], attempts, err);
+			notify_backup_failed(s, cfg->s3_endpoint, err);
 		}
 		details = NULL;
 		if (backup_upload_details(cfg->s3_bucket, attempts, r == 0 ? NULL : err, &details) != 0)
@@ -739,6 +751,7 @@ backup_thread(void *arg)
 		snprintf(pd, sizeof(pd), "{\"error\":\"%s\"}", fgw_strerror(r != 0 ? r : FGW_ERR_NOMEM));
 		audit_emit(s->st, s->w, "system", "local", "backup.failed", cfg->backup_dir,
 		           "failure", pd);
+		notify_backup_failed(s, cfg->backup_dir, fgw_strerror(r != 0 ? r : FGW_ERR_NOMEM));
 	}
 	free(details);
 	if (backup_prune(cfg->backup_dir, (int)cfg->backup_keep_last, (int)cfg->backup_keep_days,

@@ -18,7 +18,7 @@
 #include "gateway/config.h"
 #include "processors/adapter.h"
 
-enum cfg_type { CFG_INT, CFG_STR, CFG_ENUM, CFG_BOOL, CFG_APIKEY, CFG_WH_IN, CFG_WH_OUT, CFG_ROUTE };
+enum cfg_type { CFG_INT, CFG_STR, CFG_ENUM, CFG_BOOL, CFG_APIKEY, CFG_WH_IN, CFG_WH_OUT, CFG_ROUTE, CFG_MAIL_CLIENT };
 
 struct cfg_directive {
 	const char *name;
@@ -113,6 +113,25 @@ static const struct cfg_directive directives[] = {
 	INT(webhook_max_age_s, 1, 2592000, "259200", "outbound webhooks: give up this long after the event"),
 	INT(webhook_poll_ms, 10, 60000, "1000", "outbound webhooks: how often the outbox is checked"),
 	INT(webhook_timeout_ms, 100, 120000, "10000", "outbound webhooks: time for one delivery"),
+	STR(mail_url, "", "e-mail: smtp://HOST:PORT or smtps://HOST:PORT of the mail server (\"\": no e-mail)"),
+	BOOL(mail_starttls, "0", "e-mail: require STARTTLS on smtp:// (refuse to send in clear)"),
+	STR(mail_username, "", "e-mail: SMTP AUTH user name (needs mail_password_file)"),
+	STR(mail_password_file, "", "e-mail: file holding the SMTP AUTH password (mode 0600)"),
+	STR(mail_ca_file, "", "e-mail: PEM CA bundle the mail server's certificate must chain to"),
+	BOOL(mail_verify_tls, "1", "e-mail: verify the mail server's certificate and name"),
+	STR(mail_from, "", "e-mail: default sender address (needed with mail_url)"),
+	STR(mail_admin, "", "e-mail: default address of operators' alerts (\"\": none)"),
+	{ "mail_client", CFG_MAIL_CLIENT, 0, 0, 0, 0, NULL, NULL,
+	  "\"CLIENT_ID FROM ADMIN\": sender and alert address for one API client's mail (repeatable)" },
+	STR(mail_templates_dir, "./etc/mail", "e-mail: directory of KIND.txt and KIND.html templates"),
+	INT(mail_retry_base_ms, 10, 3600000, "30000", "e-mail: first retry delay, doubled per attempt"),
+	INT(mail_max_age_s, 1, 2592000, "172800", "e-mail: give up this long after the mail was queued"),
+	INT(mail_poll_ms, 10, 60000, "1000", "e-mail: how often the outbox is checked"),
+	INT(mail_timeout_ms, 100, 300000, "30000", "e-mail: time for one SMTP delivery"),
+	INT(mail_concurrency, 1, 16, "2", "e-mail: deliveries in flight at once"),
+	INT(mail_failure_rate_pct, 1, 100, "50", "e-mail: alert when this % of the last payments failed or were declined"),
+	INT(mail_failure_rate_window, 5, 10000, "20", "e-mail: how many recent payments the failure rate covers"),
+	INT(mail_reconcile_stuck_s, 1, 604800, "3600", "e-mail: alert when a payment's outcome is still unknown this long after it began (at most once per period)"),
 	STR(pid_file, "", "file holding the daemon's pid, locked while it runs (default DATA_DIR/flairgw.pid)"),
 	STR(slots_file, "", "reservations: experiences and time slots loaded at start (JSON, docs/reservations.md)"),
 	INT(hold_minutes, 1, 1440, "15", "reservations: how long a hold keeps its places"),
@@ -262,6 +281,26 @@ set_route(struct fgw_config *cfg, const char *value, const char *where, char *er
 }
 
 static int
+set_mail_client(struct fgw_config *cfg, const char *value, const char *where, char *err,
+                size_t errlen)
+{
+	struct config_mail_client *mc;
+	char w[3][512];
+	if (split_words(value, w, 3) != 0 || strchr(w[2], ' ') != NULL)
+		return fail(err, errlen, where, "mail_client needs \"CLIENT_ID FROM ADMIN\"%s", "");
+	if (cfg->n_mail_clients == CONFIG_MAX_MAIL_CLIENTS)
+		return fail(err, errlen, where, "too many mail_client lines%s", "");
+	mc = &cfg->mail_clients[cfg->n_mail_clients];
+	if (fgw_strlcpy(mc->client_id, w[0], sizeof(mc->client_id)) != 0 ||
+	    fgw_strlcpy(mc->from, w[1], sizeof(mc->from)) != 0 ||
+	    fgw_strlcpy(mc->admin, w[2], sizeof(mc->admin)) != 0)
+		return fail(err, errlen, where, "mail_client: a word is too long%s", "");
+	/* Addresses are checked strictly when the mail module starts. */
+	cfg->n_mail_clients++;
+	return FGW_OK;
+}
+
+static int
 set_webhook(struct fgw_config *cfg, int inbound, const char *value, const char *where,
             char *err, size_t errlen)
 {
@@ -332,6 +371,8 @@ config_set(struct fgw_config *cfg, const char *name, const char *value,
 		return set_api_key(cfg, value, where, err, errlen);
 	case CFG_ROUTE:
 		return set_route(cfg, value, where, err, errlen);
+	case CFG_MAIL_CLIENT:
+		return set_mail_client(cfg, value, where, err, errlen);
 	case CFG_WH_IN:
 	case CFG_WH_OUT:
 		return set_webhook(cfg, d->type == CFG_WH_IN, value, where, err, errlen);

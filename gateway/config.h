@@ -39,6 +39,16 @@ struct config_webhook_endpoint {
 	char client_id[64];       /* "" = every client's events */
 };
 
+#define CONFIG_MAX_MAIL_CLIENTS 16
+
+/* mail_client "CLIENT_ID FROM ADMIN": one API client's sender address and
+ * the address its operators' alerts go to. */
+struct config_mail_client {
+	char client_id[64];
+	char from[256];
+	char admin[256];
+};
+
 struct fgw_config {
 	char listen[128];
 	long long workers;
@@ -171,6 +181,26 @@ struct fgw_config {
 	long long rate_api_key_per_min;
 	long long rate_table_size;
 	char web_dir[512];
+	/* e-mail notifications (gateway/mail.c) */
+	char mail_url[512];
+	long long mail_starttls;
+	char mail_username[128];
+	char mail_password_file[512];
+	char mail_ca_file[512];
+	long long mail_verify_tls;
+	char mail_from[256];
+	char mail_admin[256];
+	struct config_mail_client mail_clients[CONFIG_MAX_MAIL_CLIENTS];
+	int n_mail_clients;
+	char mail_templates_dir[512];
+	long long mail_retry_base_ms;
+	long long mail_max_age_s;
+	long long mail_poll_ms;
+	long long mail_timeout_ms;
+	long long mail_concurrency;
+	long long mail_failure_rate_pct;
+	long long mail_failure_rate_window;
+	long long mail_reconcile_stuck_s;
 };
 
 /* Fills defaults. */

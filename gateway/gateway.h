@@ -31,6 +31,7 @@ struct keyring;
 struct store;
 struct store_reader;
 struct webhooks;
+struct mail;
 struct req_ctx;
 struct ssl_ctx_st;
 struct rctx;
@@ -55,6 +56,7 @@ struct gw_metrics {
 	atomic_ullong webhooks_in[4];     /* accepted, refused, duplicate, deferred */
 	atomic_ullong webhooks_out[3];    /* delivered, retry, failed attempts */
 	atomic_ullong resv_moves[2];      /* reservation listener: queued, skipped */
+	atomic_ullong mail_attempts[3];   /* sent, retry, failed (given up) */
 };
 
 struct reactor {
@@ -108,6 +110,7 @@ struct gateway {
 	atomic_int stopping;
 	struct gw_metrics metrics;
 	struct webhooks *wh;           /* webhook secrets and delivery */
+	struct mail *mail;             /* e-mail notifications; NULL: none */
 	int64_t started_at;
 	struct ssl_ctx_st *tls;        /* website listener TLS; NULL: plain HTTP */
 	struct risk risk;              /* rules and velocity (risk.up: loaded) */

@@ -42,6 +42,8 @@
 #include "gateway/refusals.h"
 #include "store/methods.h"
 #include "gateway/resv.h"
+#include "gateway/mail.h"
+#include "pipeline/notify.h"
 #include "gateway/sdnotify.h"
 #include "gateway/startup.h"
 #include "gateway/web.h"
@@ -588,8 +590,13 @@ main(int argc, char **argv)
 		check_problem(&rep, "%s", err);
 		goto out;
 	}
-	if (startup_webhooks(&gw, STARTUP_RUN, &rep) != 0 ||
-	    startup_pipeline(&gw, &rep) != 0 ||
+	if (startup_webhooks(&gw, STARTUP_RUN, &rep) != 0)
+		goto out;
+	if (mail_setup(&gw, &gw.mail, err, sizeof(err)) != 0) {
+		check_problem(&rep, "%s", err);
+		goto out;
+	}
+	if (startup_pipeline(&gw, &rep) != 0 ||
 	    startup_rules(&gw, &rep) != 0)
 		goto out;
 	if (startup_pid_file(&gw, STARTUP_RUN, &rep) != 0 ||
@@ -633,6 +640,8 @@ main(int argc, char **argv)
 		goto out;
 	}
 	webhooks_start(gw.wh);
+	if (mail_start(gw.mail) != 0)
+		goto out;
 	keyring_stat(&keyring_seen);
 	if (gw.cfg.keyring_watch_ms > 0) {
 		struct timeval tv = { gw.cfg.keyring_watch_ms / 1000,
@@ -663,6 +672,9 @@ main(int argc, char **argv)
 	event_base_dispatch(sigbase);
 	wd_stop();
 	server_stop(&gw);
+	/* Its attempt records are store jobs: before the store closes. */
+	mail_free(gw.mail);
+	gw.mail = NULL;
 	refusals_flush(1);
 	/* Before the last checkpoint, so the checkpoint covers it. */
 	audit_emit(gw.store, NULL, "system", "local", "service.stopped", gw.cfg.database,
@@ -674,6 +686,8 @@ main(int argc, char **argv)
 out:
 	wd_stop();
 	backup_sched_stop(sched);
+	/* Every thread that may queue mail has stopped. */
+	notify_reset();
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
 		if (sigs[i] != NULL)
 			event_free(sigs[i]);
@@ -682,6 +696,7 @@ out:
 			event_free(timers[i]);
 	if (sigbase != NULL)
 		event_base_free(sigbase);
+	mail_free(gw.mail);
 	if (gw.store != NULL)
 		store_close(gw.store);
 	store_waker_free(main_waker);

@@ -22,6 +22,7 @@
 #include "gateway/gateway.h"
 #include "gateway/http.h"
 #include "gateway/refusals.h"
+#include "store/mail.h"
 #include "store/stats.h"
 #include "store/store.h"
 
@@ -129,6 +130,8 @@ metrics_render(struct reactor *rx, struct evbuffer *b)
 	static const char *const in_labels[] = { "accepted", "refused", "duplicate", "deferred" };
 	static const char *const out_labels[] = { "delivered", "retry", "failed" };
 	static const char *const moves[] = { "queued", "skipped" };
+	static const char *const mail_labels[] = { "sent", "retry", "failed" };
+	int64_t mail_pending = 0, mail_failed = 0;
 	struct store_stats ss;
 	struct store_backlogs bl;
 	unsigned long long cum = 0;
@@ -218,6 +221,16 @@ metrics_render(struct reactor *rx, struct evbuffer *b)
 	counter_vec(b, "flairgw_reservation_payment_moves_total",
 	            "payment state changes the reservation listener saw", "result", moves,
 	            m->resv_moves, 2);
+	counter_vec(b, "flairgw_mail_attempts_total",
+	            "SMTP delivery attempts of e-mail notifications, by outcome (failed: given up)",
+	            "outcome", mail_labels, m->mail_attempts, 3);
+	if (rx->reader != NULL &&
+	    store_mail_backlog(rx->reader, &mail_pending, &mail_failed) == 0) {
+		gauge(b, "flairgw_mail_outbox_backlog", "customer e-mails not yet sent (pending)",
+		      (long long)mail_pending);
+		gauge(b, "flairgw_mail_outbox_failed", "customer e-mails given up on (flairctl mail retry)",
+		      (long long)mail_failed);
+	}
 	if (rx->reader != NULL && store_backlogs(rx->reader, &bl) == 0) {
 		gauge(b, "flairgw_reconcile_backlog", "payments with an unknown outcome the reconciler "
 		      "still has to resolve", (long long)bl.unresolved_txns);

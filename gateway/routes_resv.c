@@ -32,6 +32,7 @@
 #include "gateway/browser.h"
 #include "gateway/http.h"
 #include "gateway/idem.h"
+#include "gateway/mail.h"
 #include "gateway/resv.h"
 #include "pipeline/events.h"
 #include "processors/httpc.h"
@@ -1161,6 +1162,7 @@ confirm_done(void *arg, int rc)
 		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		return;
 	}
+	mail_booking_confirmed(&c->rx->env, c->row.id);
 	if (c->key[0] == '\0') {
 		confirm_stored(c, 0);
 		return;
@@ -1550,12 +1552,29 @@ const struct route resv_routes[] = {
 
 /* ---- events, timer, start-up ------------------------------------------------- */
 
+/* A reservation confirmed by its payment's news (3-D Secure, webhook)
+ * hears about it once that move is committed. */
+struct moved_mail {
+	const struct pipeline_env *env;
+	char id[128];
+};
+
+static void
+moved_done(void *arg, int rc)
+{
+	struct moved_mail *mm = arg;
+	if (rc == 0)
+		mail_booking_confirmed(mm->env, mm->id);
+	free(mm);
+}
+
 /* A payment of a reservation moved (its own pipeline, a webhook, the
  * reconciler, a refund): the reservation follows. */
 static void
 on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_row *row)
 {
 	struct gateway *gw = ctx;
+	struct moved_mail *mm = NULL;
 	char ref[16];
 	if (strncmp(row->reservation_id, "res_", 4) != 0)
 		return;
@@ -1574,9 +1593,17 @@ on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_r
 	}
 	atomic_fetch_add(&gw->metrics.resv_moves[0], 1);
 	new_reference(ref);
+	if (gw->mail != NULL && strcmp(row->status, "succeeded") == 0 &&
+	    (mm = calloc(1, sizeof(*mm))) != NULL) {
+		mm->env = env;
+		fgw_strlcpy(mm->id, row->reservation_id, sizeof(mm->id));
+	}
 	if (resv_payment_moved(env->store, env->waker, row->reservation_id, row->id, row->status,
-	                       row->processor_ref, ref, NULL, NULL, NULL) != 0)
+	                       row->processor_ref, ref, NULL, mm != NULL ? moved_done : NULL,
+	                       mm) != 0) {
 		log_warn("reservation %s: could not queue the payment move", row->reservation_id);
+		free(mm);
+	}
 }
 
 static void

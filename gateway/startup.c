@@ -34,6 +34,7 @@
 #include "gateway/resv.h"
 #include "gateway/startup.h"
 #include "gateway/webhooks.h"
+#include "pipeline/notify.h"
 #include "processors/generic.h"
 #include "store/store.h"
 
@@ -671,6 +672,28 @@ startup_release(struct gateway *g)
 
 /* ---- the check -------------------------------------------------------------- */
 
+/* The e-mail templates, as mail_setup loads them: a template that names
+ * an unknown placeholder is refused before a restart needs it. */
+static void
+check_mail_templates(const struct fgw_config *cfg, struct check_report *rep)
+{
+	struct notify_client clients[CONFIG_MAX_MAIL_CLIENTS];
+	struct notify_opts o;
+	char err[512];
+
+	if (cfg->mail_url[0] == '\0')
+		return;
+	for (int i = 0; i < cfg->n_mail_clients; i++)
+		clients[i] = (struct notify_client){ cfg->mail_clients[i].client_id,
+			                                 cfg->mail_clients[i].from,
+			                                 cfg->mail_clients[i].admin };
+	o = (struct notify_opts){ cfg->mail_templates_dir, cfg->mail_from, cfg->mail_admin,
+		                      clients, (size_t)cfg->n_mail_clients };
+	if (notify_init(&o, err, sizeof(err)) != 0)
+		check_problem(rep, "%s", err);
+	notify_reset();
+}
+
 int
 gateway_check(const struct fgw_config *cfg, struct check_report *rep)
 {
@@ -692,6 +715,7 @@ gateway_check(const struct fgw_config *cfg, struct check_report *rep)
 	(void)startup_jwt(g, rep);
 	(void)startup_admin_token(g, rep);
 	(void)startup_webhooks(g, STARTUP_CHECK, rep);
+	check_mail_templates(&g->cfg, rep);
 	(void)startup_pipeline(g, rep);
 	(void)startup_rules(g, rep);
 	(void)startup_pid_file(g, STARTUP_CHECK, rep);

@@ -35,6 +35,7 @@
 #include "gateway/startup.h"
 #include "gateway/webhooks.h"
 #include "pipeline/events.h"
+#include "pipeline/notify.h"
 #include "processors/httpc.h"
 #include "store/webhooks.h"
 
@@ -263,6 +264,32 @@ backoff_ms(int64_t base, int done)
 	return base << shift;
 }
 
+/* The endpoint's client's operators (or the default ones) hear that an
+ * event was given up. */
+static void
+notify_abandoned(struct webhooks *wh, const struct delivery *d, const struct store_outbox_attempt *a)
+{
+	const struct fgw_config *cfg = &wh->gw->cfg;
+	const char *client = NULL;
+	char n[16];
+	for (int i = 0; i < cfg->n_webhook_endpoints; i++)
+		if (strcmp(cfg->webhook_endpoints[i].url, d->row.url) == 0 &&
+		    cfg->webhook_endpoints[i].client_id[0] != '\0')
+			client = cfg->webhook_endpoints[i].client_id;
+	snprintf(n, sizeof(n), "%d", d->row.attempts + 1);
+	{
+		struct notify_var v[] = {
+			{ "outbox_id", d->row.id }, { "url", d->row.url },
+			{ "event_type", d->row.event_type }, { "txn_id", d->row.txn_id },
+			{ "error", a->error }, { "attempts", n }, { "client", client ? client : "" },
+		};
+		char once[64];
+		snprintf(once, sizeof(once), "webhook_abandoned:%s", d->row.id);
+		(void)notify_mail(wh->rx->env.store, wh->rx->waker, "admin_webhook_abandoned", client,
+		                  NULL, d->row.txn_id, once, v, sizeof(v) / sizeof(v[0]));
+	}
+}
+
 static void
 on_delivered(void *arg, const struct httpc_response *resp)
 {
@@ -310,6 +337,8 @@ on_delivered(void *arg, const struct httpc_response *resp)
 	                 1);
 	if (strcmp(a.outcome, "delivered") != 0)
 		log_warn("outbox: %s to %s: %s (%s)", d->row.id, d->row.url, a.error, a.outcome);
+	if (strcmp(a.outcome, "failed") == 0)
+		notify_abandoned(wh, d, &a);
 	r = store_outbox_attempt(wh->rx->env.store, wh->rx->waker, &a, &audit, 1, on_recorded, d);
 	if (r != 0) {
 		log_error("outbox: cannot record the attempt for %s: %s", d->row.id, fgw_strerror(r));

@@ -42,6 +42,7 @@
 #include "core/util.h"
 #include "pipeline/events.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/notify.h"
 #include "pipeline/reconcile.h"
 #include "pipeline/stages.h"
 #include "processors/httpc.h"
@@ -145,6 +146,26 @@ deferred(void *arg, int rc)
 	item_done(it);
 }
 
+/* The operators hear once that a row needs a person (the mail is an
+ * outbox row of its own: a dead mail server never holds the reconciler). */
+static void
+notify_manual_review(struct reconciler *rc, const struct recon_item *it, int attempts,
+                     const char *why)
+{
+	char n[16], once[96];
+	const char *op = it->op == PROC_OP_STATUS ? "the payment" : op_name(it->op);
+	struct notify_var v[] = {
+		{ "txn_id", it->row.id }, { "operation", op }, { "reason", why },
+		{ "attempts", n }, { "client", it->row.client_id },
+	};
+	snprintf(n, sizeof(n), "%d", attempts);
+	snprintf(once, sizeof(once), "manual_review:%s:%s",
+	         it->op == PROC_OP_STATUS ? "payment" : op_name(it->op),
+	         it->op == PROC_OP_REFUND ? it->rf.id : it->row.id);
+	(void)notify_mail(rc->env->store, rc->env->waker, "admin_manual_review", it->row.client_id,
+	                  NULL, it->row.id, once, v, sizeof(v) / sizeof(v[0]));
+}
+
 /* Not resolved this time: back off, or give up to manual review. */
 static void
 defer(struct recon_item *it, const char *why)
@@ -189,6 +210,8 @@ defer(struct recon_item *it, const char *why)
 	else if (give_up)
 		log_txn_error(it->row.id, "unresolved after %d attempts (%s): flagged for manual review",
 		              attempts, why);
+	if (give_up && !flagged && !(it->action && !it->expired))
+		notify_manual_review(rc, it, attempts, why);
 	else
 		log_txn_warn(it->row.id, "still unresolved (%s), attempt %d, next in %lld ms",
 		             why, attempts, (long long)wait);

@@ -492,6 +492,39 @@ static const char schema_v14_browser_payments[] =
     "CREATE INDEX IF NOT EXISTS reservation_events_unpublished"
     " ON reservation_events (id) WHERE published = 0;";
 
+/* v15: the e-mail outbox. A notification is rendered into its complete
+ * RFC 5322 message when it is queued, so what is delivered (and retried)
+ * is exactly what was committed; audience tells customer mail (counted in
+ * the backlog metric) from operators' alerts; dedupe_key makes "one
+ * receipt per payment" hold however often its event is heard. IF NOT
+ * EXISTS everywhere:
+ * re-running the step is harmless. */
+static const char schema_v15_mail_outbox[] =
+    "CREATE TABLE IF NOT EXISTS mail_outbox ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " kind TEXT NOT NULL,"
+    " audience TEXT NOT NULL CHECK (audience IN ('customer','admin')),"
+    " client_id TEXT,"
+    " txn_id TEXT,"
+    " mail_from TEXT NOT NULL,"
+    " rcpt_to TEXT NOT NULL,"
+    " subject TEXT NOT NULL,"
+    " message TEXT NOT NULL,"
+    " status TEXT NOT NULL CHECK (status IN ('pending','sent','failed')),"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " next_attempt_at INTEGER NOT NULL,"
+    " last_error TEXT,"
+    " dedupe_key TEXT,"
+    " created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX IF NOT EXISTS mail_outbox_due ON mail_outbox (status, next_attempt_at);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS mail_outbox_once ON mail_outbox (dedupe_key)"
+    " WHERE dedupe_key IS NOT NULL;"
+    /* The mail sender's look for holds that ended (store_mail_holds_ended). */
+    "CREATE INDEX IF NOT EXISTS reservations_ended ON reservations (updated_at)"
+    " WHERE status IN ('expired', 'cancelled');";
+
 static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
@@ -507,6 +540,7 @@ static const char *const migrations[] = {
 	schema_v12_awaiting_action,
 	schema_v13_disputes,
 	schema_v14_browser_payments,
+	schema_v15_mail_outbox,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -43,6 +43,8 @@
 #include "store/methods.h"
 #include "store/auditor.h"
 #include "store/store.h"
+#include "pipeline/notify.h"
+#include "store/mail.h"
 #include "store/webhooks.h"
 #include "tools/ctl_rules.h"
 #include "tools/flairctl_resv.h"
@@ -998,6 +1000,8 @@ cmd_config_check(struct ctl *c, int argc, char **argv)
 	printf("configuration OK: database %s, keys %s, %d API key(s), processor %s (%s)\n",
 	       c->cfg.database, c->cfg.keys_dir, c->cfg.n_api_keys, c->cfg.processor_name,
 	       c->cfg.processor_url);
+	if (c->cfg.mail_url[0] != '\0')
+		printf("e-mail templates OK: %s\n", c->cfg.mail_templates_dir);
 	return FGW_OK;
 }
 
@@ -1091,6 +1095,72 @@ cmd_webhooks_retry(struct ctl *c, int argc, char **argv)
 	return FGW_OK;
 }
 
+/* ---- mail ------------------------------------------------------------- */
+
+static void
+print_mail(void *arg, const struct store_mail_row *o)
+{
+	char next[32], created[32];
+	(void)arg;
+	iso_or_dash(o->created_at, created, sizeof(created));
+	iso_or_dash(strcmp(o->status, "pending") == 0 ? o->next_attempt_at : 0, next, sizeof(next));
+	printf("%s %-7s attempts=%d next=%s created=%s kind=%s to=%s txn=%s%s%s\n", o->id, o->status,
+	       o->attempts, next, created, o->kind, o->rcpt_to, o->txn_id[0] ? o->txn_id : "-",
+	       o->last_error[0] ? " last_error=" : "", o->last_error);
+}
+
+static int
+cmd_mail_list(struct ctl *c, int argc, char **argv)
+{
+	int64_t limit = 100;
+	int r;
+	if (argc == 2 && strcmp(argv[0], "--limit") == 0) {
+		if (fgw_parse_i64(argv[1], 1, 100000, &limit) != 0) {
+			fprintf(stderr, "flairctl: --limit must be 1 to 100000\n");
+			return FGW_ERR_INVALID;
+		}
+	} else if (argc != 0) {
+		fprintf(stderr, "usage: flairctl mail list [--limit N]\n");
+		return FGW_ERR_INVALID;
+	}
+	if ((r = open_store(c)) != 0)
+		return r;
+	if ((r = store_mail_list(c->reader, (int)limit, print_mail, NULL)) != 0)
+		fprintf(stderr, "flairctl: mail list: %s\n", fgw_strerror(r));
+	return r;
+}
+
+static int
+cmd_mail_retry(struct ctl *c, int argc, char **argv)
+{
+	struct store_audit audit;
+	char details[96];
+	int r, done_rc = FGW_ERR_INTERNAL;
+	if (argc != 1 || strncmp(argv[0], "mail_", 5) != 0) {
+		fprintf(stderr, "usage: flairctl mail retry MAIL_ID (mail_...)\n");
+		return FGW_ERR_INVALID;
+	}
+	if ((r = open_writer(c)) != 0)
+		return r;
+	snprintf(details, sizeof(details), "{\"mailId\":\"%.40s\"}", argv[0]);
+	audit = (struct store_audit){ "operator:flairctl", "local", "mail.retry", argv[0], "success",
+		                          details };
+	/* No waker: done runs on the writer, and store_close waits for it. */
+	if ((r = store_mail_retry(c->store, NULL, argv[0], fgw_now_ms(), &audit, 1, retry_done,
+	                          &done_rc)) != 0) {
+		fprintf(stderr, "flairctl: mail retry: %s\n", fgw_strerror(r));
+		return r;
+	}
+	store_close(c->store);
+	c->store = NULL;
+	if (done_rc != 0) {
+		fprintf(stderr, "flairctl: mail retry %s: %s\n", argv[0], fgw_strerror(done_rc));
+		return done_rc;
+	}
+	printf("%s is pending again and will be sent at the next delivery round\n", argv[0]);
+	return FGW_OK;
+}
+
 /* ---- rules (tools/ctl_rules.c) ------------------------------------------ */
 
 static int
@@ -1175,6 +1245,8 @@ static const struct command commands[] = {
 	{ "backup", "export", "FILE OUT.json", "write a backup's JSON export (audit trail, transactions; no card data)", cmd_backup_export, NULL },
 	{ "webhooks", "list", "[--limit N]", "outbound webhook deliveries, newest first, with every attempt", cmd_webhooks_list, NULL },
 	{ "webhooks", "retry", "OUTBOX_ID", "make a delivery pending and due now (also a failed one)", cmd_webhooks_retry, NULL },
+	{ "mail", "list", "[--limit N]", "e-mail notifications, newest first, with status and last error", cmd_mail_list, NULL },
+	{ "mail", "retry", "MAIL_ID", "make a mail pending and due now (also a failed one)", cmd_mail_retry, NULL },
 	{ "config", "check", "", "every start-up check of the daemon, changing nothing (as flairgw --check)", cmd_config_check, NULL },
 	{ "rules", "check", "[FILE]", "compile a rules file; errors as FILE:LINE:COL (exit 1)", cmd_rules_check, NULL },
 	{ "rules", "test", "FILE TXN.json [OPTIONS]",

@@ -978,3 +978,125 @@ class JwtKeys:
         """alg none: header and claims, empty signature."""
         head = b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
         return f"{head}.{b64url(json.dumps(self.claims(sub)).encode())}."
+
+
+# --------------------------------------------------------------------------
+# E-mail
+
+def _import_debian(module):
+    """Imports a module installed as a Debian package (tools/deps.sh) also
+    when python3 is not Debian's own (a pyenv or venv interpreter)."""
+    import importlib
+    import sys
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        sys.path.append("/usr/lib/python3/dist-packages")
+        importlib.import_module(module)
+
+
+class MailSink:
+    """A real SMTP server (Debian's python3-aiosmtpd) on 127.0.0.1.
+
+    Keeps every accepted message: raw bytes (as received, after SMTP
+    dot-unstuffing) in self.messages and in DIR/NNN.eml for file scans.
+    script: actions for the next DATA commands, consumed in order: an SMTP
+    reply such as "451 4.3.0 try later" refuses, "drop" closes the
+    connection; once empty, messages are accepted. cert: a PEM file with
+    certificate and key: STARTTLS required (or implicit TLS with
+    implicit_tls); auth: (user, password) required after TLS."""
+
+    def __init__(self, directory, cert=None, implicit_tls=False, auth=None, port=None):
+        self.dir = directory
+        os.makedirs(directory, exist_ok=True)
+        self.cert, self.implicit_tls, self.auth = cert, implicit_tls, auth
+        self.port = port or free_port()
+        self.messages = []
+        self.script = []
+        self.refused = 0
+        self.controller = None
+        self._lock = threading.Lock()
+
+    @property
+    def url(self):
+        return f"{'smtps' if self.implicit_tls else 'smtp'}://127.0.0.1:{self.port}"
+
+    def _next_action(self):
+        with self._lock:
+            return self.script.pop(0) if self.script else None
+
+    def start(self):
+        import ssl
+        _import_debian("aiosmtpd")
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                action = sink._next_action()
+                if action == "drop":
+                    server.transport.close()
+                    with sink._lock:
+                        sink.refused += 1
+                    return "421 4.3.0 closing"
+                if action:
+                    with sink._lock:
+                        sink.refused += 1
+                    return action
+                with sink._lock:
+                    n = len(sink.messages) + 1
+                    sink.messages.append({
+                        "from": envelope.mail_from, "to": list(envelope.rcpt_tos),
+                        "raw": bytes(envelope.original_content or envelope.content),
+                        "tls": (session.ssl is not None or server.transport
+                                .get_extra_info("ssl_object") is not None),
+                        "authenticated": session.authenticated})
+                with open(os.path.join(sink.dir, f"{n:03d}.eml"), "wb") as f:
+                    f.write(sink.messages[-1]["raw"])
+                return "250 2.0.0 OK"
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            user, password = sink.auth
+            ok = (auth_data.login == user.encode() and auth_data.password == password.encode())
+            return AuthResult(success=ok)
+
+        kw = {}
+        ctx = None
+        if self.cert is not None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(self.cert)
+        if self.implicit_tls:
+            kw["ssl_context"] = ctx
+        elif ctx is not None:
+            kw.update(tls_context=ctx, require_starttls=True)
+        if self.auth is not None:
+            kw.update(authenticator=authenticator, auth_required=True,
+                      auth_require_tls=self.cert is not None)
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **kw)
+        self.controller.start()
+        return self
+
+    def stop(self):
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    def wait(self, n, timeout=20, what="mail"):
+        wait_until(lambda: len(self.messages) >= n, timeout, f"{n} {what} at the SMTP sink",
+                   interval=0.05)
+        return self.messages
+
+
+def self_signed_pem(directory, name="smtp"):
+    """A certificate for 127.0.0.1 and localhost made by the openssl CLI;
+    returns (pem with cert and key, cert only)."""
+    key, crt = os.path.join(directory, name + ".key"), os.path.join(directory, name + ".crt")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", crt, "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True, timeout=60)
+    pem = os.path.join(directory, name + ".pem")
+    with open(pem, "w") as out, open(crt) as c, open(key) as k:
+        out.write(c.read() + k.read())
+    return pem, crt

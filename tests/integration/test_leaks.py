@@ -83,7 +83,16 @@ def _catalogue():
     return path
 
 
+# Every receipt and alert goes to a real SMTP server whose files are
+# scanned like the gateway's own (test_no_card_data_in_mails).
+MAIL_SINK = harness.MailSink(os.path.join(SECRETS, "mail"))
+atexit.register(MAIL_SINK.stop)
+MAIL_SINK.start()
+
 S = harness.Stack(log_level="debug", slots_file=_catalogue(), webhook_poll_ms=50,
+                  mail_url=MAIL_SINK.url, mail_from="receipts@flair.example",
+                  mail_admin="ops@flair.example", mail_poll_ms=50,
+                  mail_templates_dir=os.path.join(harness.ROOT, "etc", "mail"),
                   extra=[("inbound_webhook", "sandbox sandbox "
                           + harness.write_secret(SECRETS, "sb", SANDBOX_SECRET)),
                          ("webhook_endpoint", f"{RECEIVER.url} "
@@ -346,6 +355,23 @@ def test_no_card_data_in_outbound_webhooks():
     hits += ["cvc" for b in bodies if CVC_IN_CONTEXT.search(b)]
     assert not hits, f"card data in outbound webhooks: {hits}"
     assert stack.gw.alive()
+
+
+def test_no_card_data_in_mails():
+    """Every mail file, raw and with its quoted-printable parts decoded (a
+    soft line break could split a number)."""
+    import quopri
+    traffic()
+    harness.wait_until(lambda: len(MAIL_SINK.messages) >= 3, 20, "receipts at the SMTP sink")
+    cvc = harness.token_pattern(CVC)
+    hits = []
+    for path in harness.files_under(MAIL_SINK.dir):
+        with open(path, "rb") as f:
+            raw = f.read()
+        for form in (raw, quopri.decodestring(raw)):
+            hits += [(path, n) for n in harness.leaks_in(form, PANS + TEXT_NEEDLES)]
+            hits += [(path, "cvc") for _ in cvc.finditer(form)]
+    assert not hits, f"card data in mails: {hits}"
 
 
 def test_no_card_data_in_backup_or_its_export():

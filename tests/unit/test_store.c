@@ -31,6 +31,7 @@
 #include "store/methods.h"
 #include "store/schema.h"
 #include "store/sqlutil.h"
+#include "store/mail.h"
 #include "store/store.h"
 #include "store/reconcile.h"
 #include "store/txnops.h"
@@ -1847,6 +1848,74 @@ end:
 	TT_END;
 }
 
+/* The e-mail outbox (v13): one mail per dedupe key, attempts move the
+ * row, and the step runs again harmlessly over its own tables. */
+static int
+mail_enqueue_sync(struct fix *f, const char *id, const char *dedupe)
+{
+	struct one o = { 0 };
+	struct store_mail_row row;
+	int r;
+	memset(&row, 0, sizeof(row));
+	fgw_strlcpy(row.id, id, sizeof(row.id));
+	fgw_strlcpy(row.kind, "receipt", sizeof(row.kind));
+	fgw_strlcpy(row.audience, "customer", sizeof(row.audience));
+	fgw_strlcpy(row.mail_from, "shop@example.com", sizeof(row.mail_from));
+	fgw_strlcpy(row.rcpt_to, "ann@example.com", sizeof(row.rcpt_to));
+	fgw_strlcpy(row.dedupe_key, dedupe, sizeof(row.dedupe_key));
+	row.message = "Subject: \r\n\r\nbody\r\n"; /* an empty subject is one */
+	if ((r = store_mail_enqueue(f->st, f->w, &row, NULL, 0, one_done, &o)) != 0)
+		return r;
+	if (pump(f->base, &o.done, 1) != 0)
+		return FGW_ERR_TIMEOUT;
+	return atomic_load(&o.rc);
+}
+
+static int
+test_mail_outbox(void)
+{
+	struct fix f;
+	struct store_mail_row due[4];
+	struct one o = { 0 };
+	int n = 0;
+	int64_t pending = 0, failed = 0;
+	TT_BEGIN;
+	CHECK(fix_setup(&f, 16) == 0);
+	CHECK_EQ_INT(mail_enqueue_sync(&f, "mail_1", "receipt:txn_1"), 0);
+	CHECK_EQ_INT(mail_enqueue_sync(&f, "mail_2", "receipt:txn_1"), FGW_ERR_EXISTS);
+	CHECK_EQ_INT(mail_enqueue_sync(&f, "mail_3", ""), 0);
+	CHECK_EQ_INT(mail_enqueue_sync(&f, "mail_4", ""), 0); /* no key: no dedupe */
+	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM mail_outbox"), 3);
+	CHECK_EQ_INT(store_mail_backlog(f.rd, &pending, &failed), 0);
+	CHECK_EQ_INT(pending, 3);
+	CHECK_EQ_INT(store_mail_due(f.rd, fgw_now_ms(), due, 4, &n), 0);
+	CHECK_EQ_INT(n, 3);
+	CHECK(strstr(due[0].message, "body") != NULL);
+	for (int i = 0; i < n; i++)
+		store_mail_row_clear(&due[i]);
+	CHECK_EQ_INT(store_mail_attempt(f.st, f.w, "mail_1", "failed", 0, "SMTP 550: no", NULL, 0,
+	                                one_done, &o), 0);
+	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
+	CHECK_EQ_INT(atomic_load(&o.rc), 0);
+	/* No longer pending: a second record is refused. */
+	CHECK_EQ_INT(store_mail_attempt(f.st, f.w, "mail_1", "sent", 0, "", NULL, 0, one_done, &o),
+	             0);
+	CHECK_EQ_INT(pump(f.base, &o.done, 2), 0);
+	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_STATE);
+	CHECK_EQ_INT(store_mail_backlog(f.rd, &pending, &failed), 0);
+	CHECK_EQ_INT(pending, 2);
+	CHECK_EQ_INT(failed, 1);
+	/* Back to v12 with v13's tables in place: the step runs again. */
+	fix_close_store(&f);
+	CHECK_EQ_INT(sql_exec(f.path, "PRAGMA user_version = 12", NULL, 0), SQLITE_OK);
+	CHECK_EQ_INT(fix_open_store(&f, 16, 0), 0);
+	CHECK_EQ_INT(sql_int(f.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM mail_outbox"), 3);
+end:
+	fix_teardown(&f);
+	TT_END;
+}
+
 static int
 test_batch_lock_failure(void)
 {
@@ -2706,6 +2775,7 @@ static const struct tt_case cases[] = {
 	{ "waker_lifetimes", test_waker_lifetimes },
 	{ "waker_free_in_done", test_waker_free_in_done },
 	{ "reader_sees_commits", test_reader_sees_commits },
+	{ "mail_outbox", test_mail_outbox },
 	{ "invalid_input", test_invalid_input },
 	{ NULL, NULL },
 };
