@@ -1037,20 +1037,30 @@ print_attempt(void *arg, int attempt, int64_t at, int http_status, const char *e
 	       http_status, outcome, elapsed_ms, error[0] ? " error=" : "", error);
 }
 
+/* The [--limit N] of a list command (default 100). */
 static int
-cmd_webhooks_list(struct ctl *c, int argc, char **argv)
+parse_limit(int argc, char **argv, const char *cmd, int64_t *limit)
 {
-	int64_t limit = 100;
-	int r;
+	*limit = 100;
 	if (argc == 2 && strcmp(argv[0], "--limit") == 0) {
-		if (fgw_parse_i64(argv[1], 1, 100000, &limit) != 0) {
+		if (fgw_parse_i64(argv[1], 1, 100000, limit) != 0) {
 			fprintf(stderr, "flairctl: --limit must be 1 to 100000\n");
 			return FGW_ERR_INVALID;
 		}
 	} else if (argc != 0) {
-		fprintf(stderr, "usage: flairctl webhooks list [--limit N]\n");
+		fprintf(stderr, "usage: flairctl %s [--limit N]\n", cmd);
 		return FGW_ERR_INVALID;
 	}
+	return FGW_OK;
+}
+
+static int
+cmd_webhooks_list(struct ctl *c, int argc, char **argv)
+{
+	int64_t limit;
+	int r;
+	if ((r = parse_limit(argc, argv, "webhooks list", &limit)) != 0)
+		return r;
 	if ((r = open_store(c)) != 0)
 		return r;
 	if ((r = store_outbox_list(c->reader, (int)limit, print_outbox, print_attempt, NULL)) != 0)
@@ -1112,17 +1122,10 @@ print_mail(void *arg, const struct store_mail_row *o)
 static int
 cmd_mail_list(struct ctl *c, int argc, char **argv)
 {
-	int64_t limit = 100;
+	int64_t limit;
 	int r;
-	if (argc == 2 && strcmp(argv[0], "--limit") == 0) {
-		if (fgw_parse_i64(argv[1], 1, 100000, &limit) != 0) {
-			fprintf(stderr, "flairctl: --limit must be 1 to 100000\n");
-			return FGW_ERR_INVALID;
-		}
-	} else if (argc != 0) {
-		fprintf(stderr, "usage: flairctl mail list [--limit N]\n");
-		return FGW_ERR_INVALID;
-	}
+	if ((r = parse_limit(argc, argv, "mail list", &limit)) != 0)
+		return r;
 	if ((r = open_store(c)) != 0)
 		return r;
 	if ((r = store_mail_list(c->reader, (int)limit, print_mail, NULL)) != 0)
