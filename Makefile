@@ -118,22 +118,27 @@ run: deps
 	@$(MAKE) --no-print-directory build-all
 	@PORT=$(PORT) SANDBOX_PORT=$(SANDBOX_PORT) sh tools/run-dev.sh
 
-# s3rver (a local S3-compatible server) for the backup upload test, and
+# s3rver (a local S3-compatible server) for the backup upload test,
 # Stripe's Node library, the reference flairgw's webhook signature check is
-# compared with; installed project-locally with npm when missing, in one
-# command (npm prunes what a later install does not name).
+# compared with, and an OpenAPI 3 validator for docs/openapi.yaml;
+# installed project-locally with npm when missing, in one command (npm
+# prunes what a later install does not name).
 S3RVER := build/npm/node_modules/.bin/s3rver
 STRIPE_NODE := build/npm/node_modules/stripe/package.json
-$(S3RVER) $(STRIPE_NODE) &:
+SWAGGER_PARSER := build/npm/node_modules/@apidevtools/swagger-parser/package.json
+$(S3RVER) $(STRIPE_NODE) $(SWAGGER_PARSER) &:
 	@sh tools/deps.sh nodejs npm -- -- npm
-	npm install --no-audit --no-fund --prefix build/npm s3rver@3.7.1 stripe@23.2.0
+	npm install --no-audit --no-fund --prefix build/npm s3rver@3.7.1 stripe@23.2.0 \
+	    @apidevtools/swagger-parser@10.1.0
 
 # Test-only Debian tools: the man page lint, promtool for /metrics and
-# the alert rules.
+# the alert rules, and the JSON Schema validator that checks the answers
+# of the integration tests against docs/openapi.yaml.
 test-deps:
-	@sh tools/deps.sh mandoc prometheus -- -- mandoc promtool
+	@sh tools/deps.sh mandoc prometheus python3-jsonschema python3-yaml -- -- \
+	    mandoc promtool py:jsonschema py:yaml
 
-test: deps test-deps $(S3RVER) $(STRIPE_NODE)
+test: deps test-deps $(S3RVER) $(STRIPE_NODE) $(SWAGGER_PARSER)
 	@$(MAKE) --no-print-directory SAN=1 test-build
 	@sh tests/run.sh $(BUILD)/asan
 

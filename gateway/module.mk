@@ -2,4 +2,4 @@ GATEWAY_SRC := gateway/config.c gateway/server.c gateway/routes.c gateway/routes
                gateway/auth.c gateway/idem.c gateway/routes_resv.c \
                gateway/routes_webhooks.c gateway/webhooks.c gateway/routes_txnops.c \
                gateway/routes_methods.c gateway/backup.c gateway/sdnotify.c \
-               gateway/metrics.c gateway/cardtext.c gateway/edge.c gateway/refusals.c
+               gateway/metrics.c gateway/cardtext.c gateway/edge.c gateway/refusals.c gateway/reqlog.c

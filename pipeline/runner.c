@@ -184,8 +184,11 @@ resume_cb(evutil_socket_t fd, short what, void *arg)
 	struct txn *t = arg;
 	(void)fd;
 	(void)what;
+	/* Everything logged for the transaction from here names its request. */
+	log_request_set(t->request_id);
 	if (advance(t, t->resume_rc))
 		run(t);
+	log_request_set(NULL);
 }
 
 void

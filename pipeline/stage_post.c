@@ -127,6 +127,7 @@ card_replied(void *arg, const struct httpc_response *resp)
 	const struct proc_type *pt = txn_proc_type(t);
 	struct proc_result res;
 	int r;
+	log_request_set(t->request_id); /* a callback of its own */
 
 	t->http = NULL;
 	memset(&res, 0, sizeof(res));
@@ -210,6 +211,7 @@ post_committed(void *arg, int rc)
 {
 	struct txn *t = arg;
 	int r;
+	log_request_set(t->request_id); /* a callback of its own */
 	if (rc != 0) {
 		log_txn_error(t->id, "write-ahead commit failed: %s", fgw_strerror(rc));
 		txn_set_outcome(t, "failed", "INTERNAL_ERROR",
