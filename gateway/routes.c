@@ -98,7 +98,11 @@ http_send_json(struct reactor *rx, struct evhttp_request *req, int status,
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
 	struct evbuffer *buf = evbuffer_new();
 	char *with_id = status >= 400 ? error_with_request_id(rx, req, body) : NULL;
+	char prev[LOG_REQUEST_ID_MAX];
 
+	/* Lines logged while answering name the request; afterwards the
+	 * thread works for whoever it did before. */
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
 	if (with_id != NULL)
 		body = with_id;
 	metrics_http_answer(&rx->gw->metrics, status);
@@ -117,6 +121,7 @@ http_send_json(struct reactor *rx, struct evhttp_request *req, int status,
 	if (buf != NULL)
 		evbuffer_free(buf);
 	cJSON_free(with_id);
+	log_request_set(prev);
 }
 
 void

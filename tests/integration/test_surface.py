@@ -140,10 +140,20 @@ def test_access_log_off_and_to_a_file():
         s.gw.extra.append(("access_log", path))
         s.gw.start()
         rid = f"file-{uuid.uuid4()}"
-        s.gw.http("GET", "/nowhere", headers={"X-Request-Id": rid})
-        harness.wait_until(lambda: os.path.exists(path) and rid in open(path).read(), 5,
-                           "the access file line")
-        text = open(path).read()
+        resp = s.gw.http("GET", "/nowhere", headers={"X-Request-Id": rid})
+        harness.assert_error(resp, 404, "NOT_FOUND")
+
+        def text():
+            try:
+                with open(path) as f:
+                    return f.read()
+            except OSError:
+                return ""
+        try:
+            harness.wait_until(lambda: rid in text(), 5, "the access file line")
+        except AssertionError:
+            raise AssertionError(f"no line for {rid} in {text()!r}; log: {s.gw.log_text()[-1500:]}")
+        text = text()
         assert re.search(rf"req={re.escape(rid)} 127\.0\.0\.1 GET - 404 \d+ \d+ms", text), text
 
 
