@@ -53,12 +53,9 @@ log_fd_get(void)
 }
 
 void
-log_write_line(int fd, char *line, size_t len)
+log_write_line(int fd, const char *line, size_t len)
 {
-	ssize_t w;
-	line[len] = '\0';
-	log_scrub_digits(line);
-	w = write(fd, line, len);
+	ssize_t w = write(fd, line, len);
 	(void)w;
 }
 

@@ -131,6 +131,18 @@ header_line(struct edge_scan *s)
 			return reject(s, 400, "Host repeated");
 		return 0;
 	}
+	if (strcasecmp(s->name, "expect") == 0) {
+		/* evhttp answers any expectation but 100-continue with its own
+		 * HTML 417 before the request reaches a route: refuse it here,
+		 * where the answer is JSON (RFC 7231 section 5.1.1). */
+		while (n > 0 && (v[0] == ' ' || v[0] == '\t'))
+			v++, n--;
+		while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+			n--;
+		if (s->vlong || n != 12 || strncasecmp(v, "100-continue", 12) != 0)
+			return reject(s, 417, "only the 100-continue expectation is supported");
+		return 0;
+	}
 	if (strcasecmp(s->name, "content-length") != 0 &&
 	    strcasecmp(s->name, "transfer-encoding") != 0)
 		return 0;

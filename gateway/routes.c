@@ -542,6 +542,7 @@ edge_reject_answer(struct reactor *rx, struct evhttp_request *req)
 	http_send_error(rx, req, status,
 	                status == 413 ? "PAYLOAD_TOO_LARGE" :
 	                status == 431 ? "HEADERS_TOO_LARGE" :
+	                status == 417 ? "EXPECTATION_FAILED" :
 	                status == 501 ? "NOT_IMPLEMENTED" :
 	                status == 505 ? "HTTP_VERSION_NOT_SUPPORTED" : "BAD_REQUEST",
 	                reason);

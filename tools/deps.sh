@@ -18,9 +18,11 @@ if [ -n "$pkgs" ]; then
         missing="pkg-config"
     fi
 fi
+# The interpreter tests/run.sh uses: Debian's, when there is one.
+if [ -x /usr/bin/python3 ]; then py=/usr/bin/python3; else py=python3; fi
 for c in $cmds; do
     case "$c" in
-    py:*) python3 -c "import ${c#py:}" >/dev/null 2>&1 || missing="$missing $c" ;;
+    py:*) "$py" -c "import ${c#py:}" >/dev/null 2>&1 || missing="$missing $c" ;;
     *) command -v "$c" >/dev/null 2>&1 || missing="$missing $c" ;;
     esac
 done

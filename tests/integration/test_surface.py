@@ -73,6 +73,12 @@ def test_generated_request_id_when_absent_or_unacceptable():
     longest = "a" * 128
     resp = g.http("GET", "/v1/transactions/txn_nope", headers={"X-Request-Id": longest})
     assert resp.get("requestId") == longest, resp
+    # A long digit run that is no card number (fails Luhn) is kept whole,
+    # in the answer and on the access line.
+    digits = "rq-1234567812345678"
+    resp = g.http("GET", "/v1/transactions/txn_nope", headers={"X-Request-Id": digits})
+    assert resp.get("requestId") == digits, resp
+    assert wait_access(g, digits)[0]["status"] == 404
 
 
 def test_every_error_carries_the_request_id():
@@ -227,6 +233,25 @@ def test_options_and_unknown_methods_answer_json_with_allow():
         status, raw = harness.raw_request(g.port, line + b"\r\nHost: x\r\n\r\n")
         assert status is not None and status >= 400, raw
         assert b"<HTML" not in raw.upper() and b"application/json" in raw, raw
+
+
+def test_no_html_answer_from_the_http_layer():
+    """Requests evhttp used to answer itself, with an HTML page."""
+    g = gw()
+    heads = [
+        # an expectation other than 100-continue: evhttp's HTML 417
+        b"POST /v1/transactions HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        b"GET /v1/keys/public HTTP/1.1\r\nHost: x\r\nExpect: 100-continue, x\r\n\r\n",
+    ]
+    for head in heads:
+        status, raw = harness.raw_request(g.port, head)
+        assert status == 417, raw
+        assert b"<HTML" not in raw.upper() and b"EXPECTATION_FAILED" in raw, raw
+    status, raw = harness.raw_request(
+        g.port, b"POST /v1/transactions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+    assert status == 401 and b"UNAUTHORIZED" in raw, raw
 
 
 # ---- one code per meaning ---------------------------------------------------------
