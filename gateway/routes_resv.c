@@ -820,6 +820,7 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		goto out;
 	}
+	fgw_strlcpy(c->t->request_id, log_request_get(), sizeof(c->t->request_id));
 	rq = NULL; /* owned by c->t now */
 	c->row = cur;
 	if ((r = resv_convert_begin(rx->gw->store, rx->waker, hold_id, who.subject, c->t->id,

@@ -57,6 +57,23 @@ def test_client_request_id_is_answered_and_on_every_log_line_to_the_processor():
     assert any(l.get("txn") == resp.get("transactionId") for l in mine), mine
 
 
+def test_refund_processor_lines_carry_the_request_id():
+    """A refund's processor reply arrives in a callback of its own: its
+    lines still name the request."""
+    g = gw()
+    paid = g.pay(harness.txn_body())
+    assert paid.status == 200, paid
+    txn = paid.get("transactionId")
+    rid = f"rf-{uuid.uuid4()}"
+    resp = g.http("POST", f"/v1/transactions/{txn}/refund", {},
+                  {"Idempotency-Key": f"k-{uuid.uuid4()}", "X-Request-Id": rid})
+    assert resp.status == 200, resp
+    wait_access(g, rid)
+    mine = [l["msg"] for l in log_lines(g) if l.get("req") == rid and l.get("txn") == txn]
+    assert any("processor answered" in m for m in mine), \
+        [l for l in log_lines(g) if l.get("txn") == txn]
+
+
 def test_generated_request_id_when_absent_or_unacceptable():
     g = gw()
     plain = g.http("GET", "/v1/transactions/txn_nope")
