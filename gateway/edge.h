@@ -60,6 +60,9 @@ struct edge_scan {
 	size_t nlen;
 	char val[40];
 	size_t vlen;
+	char target[512];      /* an absolute-form request target, to parse */
+	size_t tlen;
+	int tlong;
 	int vlong, nlong;
 };
 

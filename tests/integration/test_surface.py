@@ -265,6 +265,15 @@ def test_no_html_answer_from_the_http_layer():
         status, raw = harness.raw_request(g.port, head)
         assert status == 417, raw
         assert b"<HTML" not in raw.upper() and b"EXPECTATION_FAILED" in raw, raw
+    # a request target libevent cannot parse: its HTML 400
+    for target in (b"http://[", b"http://h:port/", b"http://" + b"a" * 600 + b"/"):
+        status, raw = harness.raw_request(g.port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 400, raw
+        assert b"<HTML" not in raw.upper() and b"BAD_REQUEST" in raw, raw
+    # absolute-form that parses is served (RFC 7230 section 5.3.2)
+    status, raw = harness.raw_request(
+        g.port, b"GET http://127.0.0.1/v1/keys/public HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 200, raw
     status, raw = harness.raw_request(
         g.port, b"POST /v1/transactions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                 b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
