@@ -105,9 +105,15 @@ def problems(responses):
         op, known = operation(method, path)
         route = path.split("?", 1)[0]
         if op is None:
-            if known and r.status == 405:
-                continue  # the shared 405 below covers it
-            if not known and r.status == 404:
+            # A method a documented path does not take (405, or 501 for
+            # one HTTP does not define), or a path no route has (404): the
+            # document promises the Error object (info.description).
+            if (known and r.status in (405, 501)) or (not known and r.status in (404, 501)):
+                schema = _resolve(document(), {"$ref": "#/components/schemas/Error"})
+                try:
+                    jsonschema.Draft4Validator(schema).validate(r.body)
+                except jsonschema.ValidationError as e:
+                    out.append(f"{method} {route} -> {r.status}: {e.message[:300]}")
                 continue
             out.append(f"{method} {route} -> {r.status}: not in the document")
             continue

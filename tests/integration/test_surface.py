@@ -339,5 +339,8 @@ def test_contract_check_catches_a_wrong_answer():
     bad = harness.Response(400, {}, json.dumps({"error": "NO_SUCH_CODE"}).encode())
     bad.method, bad.path = "POST", "/v1/transactions"
     assert contract.problems([good]) == []
+    html = harness.Response(405, {}, b"<HTML>405</HTML>")
+    html.method, html.path = "OPTIONS", "/v1/transactions"
+    assert contract.problems([html]), "a 405 that is not an Error object passed"
     found = contract.problems([bad])
     assert any("NO_SUCH_CODE" in p for p in found) and any("message" in p for p in found), found
