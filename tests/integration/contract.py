@@ -104,6 +104,8 @@ def problems(responses):
             continue
         op, known = operation(method, path)
         route = path.split("?", 1)[0]
+        if not r.headers.get("x-request-id"):
+            out.append(f"{method} {route} -> {r.status}: no X-Request-Id header")
         if op is None:
             # A method a documented path does not take (405, or 501 for
             # one HTTP does not define), or a path no route has (404): the

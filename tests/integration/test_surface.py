@@ -336,10 +336,13 @@ def test_contract_check_catches_a_wrong_answer():
     good = harness.Response(400, {}, json.dumps(
         {"error": "VALIDATION_ERROR", "message": "m", "requestId": "r"}).encode())
     good.method, good.path = "POST", "/v1/transactions"
-    bad = harness.Response(400, {}, json.dumps({"error": "NO_SUCH_CODE"}).encode())
+    bad = harness.Response(400, {"x-request-id": "r"},
+                           json.dumps({"error": "NO_SUCH_CODE"}).encode())
     bad.method, bad.path = "POST", "/v1/transactions"
+    assert any("X-Request-Id" in p for p in contract.problems([good]))
+    good.headers["x-request-id"] = "r"
     assert contract.problems([good]) == []
-    html = harness.Response(405, {}, b"<HTML>405</HTML>")
+    html = harness.Response(405, {"x-request-id": "r"}, b"<HTML>405</HTML>")
     html.method, html.path = "OPTIONS", "/v1/transactions"
     assert contract.problems([html]), "a 405 that is not an Error object passed"
     found = contract.problems([bad])
