@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -178,6 +179,16 @@ def test_access_log_off_and_to_a_file():
             raise AssertionError(f"no line for {rid} in {text()!r}; log: {s.gw.log_text()[-1500:]}")
         text = text()
         assert re.search(rf"req={re.escape(rid)} 127\.0\.0\.1 GET - 404 \d+ \d+ms", text), text
+        # logrotate: rename, SIGUSR1, the next line goes to a new file.
+        os.rename(path, path + ".1")
+        s.gw.proc.send_signal(signal.SIGUSR1)
+        rid2 = f"rot-{uuid.uuid4()}"
+
+        def rotated():
+            s.gw.http("GET", "/nowhere", headers={"X-Request-Id": rid2})
+            return os.path.exists(path) and rid2 in open(path).read()
+        harness.wait_until(rotated, 5, "the access line in the reopened file")
+        assert rid in open(path + ".1").read()
 
 
 def test_vanished_client_is_logged_once():
