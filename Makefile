@@ -121,18 +121,20 @@ run: deps web
 
 # s3rver (a local S3-compatible server) for the backup upload test,
 # Stripe's Node library, the reference flairgw's webhook signature check is
-# compared with, libsodium-wrappers (bundled into flair.js) and
-# puppeteer-core (drives Debian's chromium in the browser tests);
+# compared with, libsodium-wrappers (bundled into flair.js), puppeteer-core
+# (drives Debian's chromium in the browser tests) and an OpenAPI 3
+# validator for docs/openapi.yaml;
 # installed project-locally with npm when missing, in one command (npm
 # prunes what a later install does not name).
 S3RVER := build/npm/node_modules/.bin/s3rver
 STRIPE_NODE := build/npm/node_modules/stripe/package.json
 SODIUM_NODE := build/npm/node_modules/libsodium-wrappers/package.json
 PUPPETEER := build/npm/node_modules/puppeteer-core/package.json
-$(S3RVER) $(STRIPE_NODE) $(SODIUM_NODE) $(PUPPETEER) &:
+SWAGGER_PARSER := build/npm/node_modules/@apidevtools/swagger-parser/package.json
+$(S3RVER) $(STRIPE_NODE) $(SODIUM_NODE) $(PUPPETEER) $(SWAGGER_PARSER) &:
 	@sh tools/deps.sh nodejs npm -- -- npm
 	npm install --no-audit --no-fund --prefix build/npm s3rver@3.7.1 stripe@23.2.0 \
-	    libsodium-wrappers@0.8.4 puppeteer-core@24.10.0
+	    libsodium-wrappers@0.8.4 puppeteer-core@24.10.0 @apidevtools/swagger-parser@10.1.0
 
 # build/web: flair.js with libsodium's JavaScript build (ISC licence, its
 # text at the top) in front of web/flair.js, and the development demo.
@@ -153,11 +155,13 @@ web: build/web/flair.js $(WEB_DEMO)
 
 # Test-only Debian tools: the man page lint, promtool for /metrics and
 # the alert rules, chromium for the browser tests, aiosmtpd (a real SMTP
-# server) for the e-mail tests.
+# server) for the e-mail tests, and the JSON Schema validator that checks
+# the answers of the integration tests against docs/openapi.yaml.
 test-deps:
-	@sh tools/deps.sh mandoc prometheus chromium python3-aiosmtpd -- -- mandoc promtool chromium aiosmtpd
+	@sh tools/deps.sh mandoc prometheus chromium python3-aiosmtpd python3-jsonschema \
+	    python3-yaml -- -- mandoc promtool chromium aiosmtpd py:jsonschema py:yaml
 
-test: deps test-deps $(S3RVER) $(STRIPE_NODE) $(PUPPETEER) web
+test: deps test-deps $(S3RVER) $(STRIPE_NODE) $(PUPPETEER) $(SWAGGER_PARSER) web
 	@$(MAKE) --no-print-directory SAN=1 test-build
 	@sh tests/run.sh $(BUILD)/asan
 

@@ -18,6 +18,8 @@ int log_current_level = LOG_LVL_INFO;
 static int log_json;
 static int log_fd = 2;
 
+static _Thread_local char log_req[LOG_REQUEST_ID_MAX];
+
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
 void
@@ -26,6 +28,35 @@ log_setup(int level, int json, int fd)
 	log_current_level = level;
 	log_json = json;
 	log_fd = fd;
+}
+
+void
+log_request_set(const char *id)
+{
+	size_t n = id != NULL ? strlen(id) : 0;
+	if (n >= sizeof(log_req))
+		n = sizeof(log_req) - 1;
+	memcpy(log_req, id != NULL ? id : "", n);
+	log_req[n] = '\0';
+}
+
+const char *
+log_request_get(void)
+{
+	return log_req;
+}
+
+int
+log_fd_get(void)
+{
+	return log_fd;
+}
+
+void
+log_write_line(int fd, const char *line, size_t len)
+{
+	ssize_t w = write(fd, line, len);
+	(void)w;
 }
 
 int
@@ -78,7 +109,7 @@ json_escape(char *dst, size_t cap, const char *src)
 void
 log_emit(int level, const char *module, const char *txn_id, const char *fmt, ...)
 {
-	char msg[2048], line[4608], ts[96];
+	char msg[2048], line[4608], ts[96], rq[320], rqesc[300];
 	struct timespec now;
 	struct tm tm;
 	va_list ap;
@@ -97,17 +128,24 @@ log_emit(int level, const char *module, const char *txn_id, const char *fmt, ...
 	if (level < 0 || level > 3)
 		level = LOG_LVL_ERROR;
 
+	rq[0] = '\0';
 	if (log_json) {
 		char esc[4200];
 		json_escape(esc, sizeof(esc), msg);
+		if (log_req[0] != '\0') {
+			json_escape(rqesc, sizeof(rqesc), log_req);
+			snprintf(rq, sizeof(rq), ",\"req\":\"%s\"", rqesc);
+		}
 		n = snprintf(line, sizeof(line),
-		             "{\"ts\":\"%s\",\"level\":\"%s\",\"module\":\"%s\"%s%s%s,\"msg\":\"%s\"}\n",
-		             ts, level_names[level], module,
+		             "{\"ts\":\"%s\",\"level\":\"%s\",\"module\":\"%s\"%s%s%s%s,\"msg\":\"%s\"}\n",
+		             ts, level_names[level], module, rq,
 		             txn_id ? ",\"txn\":\"" : "", txn_id ? txn_id : "",
 		             txn_id ? "\"" : "", esc);
 	} else {
-		n = snprintf(line, sizeof(line), "%s %-5s [%s]%s%s %s\n", ts,
-		             level_names[level], module, txn_id ? " " : "",
+		if (log_req[0] != '\0')
+			snprintf(rq, sizeof(rq), " req=%s", log_req);
+		n = snprintf(line, sizeof(line), "%s %-5s [%s]%s%s%s %s\n", ts,
+		             level_names[level], module, rq, txn_id ? " " : "",
 		             txn_id ? txn_id : "", msg);
 	}
 	if (n < 0)

@@ -11,6 +11,8 @@
 #ifndef FGW_CORE_LOG_H
 #define FGW_CORE_LOG_H
 
+#include <stddef.h>
+
 #ifndef LOG_MODULE
 #define LOG_MODULE "fgw"
 #endif
@@ -23,6 +25,22 @@ extern int log_current_level;
 void log_setup(int level, int json, int fd);
 /* Returns 0 and sets *level, or FGW_ERR_INVALID. */
 int log_level_parse(const char *name, int *level);
+
+/* The request (its X-Request-Id) the calling thread works for: every line
+ * it logs carries it, until cleared. Set by the HTTP dispatcher around a
+ * handler and by every point that resumes a request's work later (the
+ * pipeline runner, from the id its transaction carries). NULL or "" clears. */
+#define LOG_REQUEST_ID_MAX 129   /* 128 characters and the NUL */
+void log_request_set(const char *id);
+/* "" when none. */
+const char *log_request_get(void);
+/* Where lines go now (access log lines share it). */
+int log_fd_get(void);
+/* Writes one whole line (ending in '\n') with one write(2). Not scrubbed:
+ * only for lines made of values the caller produced or checked (the
+ * access log: a request id is checked with card_find_pan, and masking
+ * digit runs in it would make it unfindable). */
+void log_write_line(int fd, const char *line, size_t len);
 
 void log_emit(int level, const char *module, const char *txn_id,
               const char *fmt, ...) __attribute__((format(printf, 4, 5)));

@@ -23,6 +23,7 @@
 #include "core/err.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/util.h"
 #include "gateway/http.h"
 
 #define WALK_MAX_DEPTH 32
@@ -86,9 +87,9 @@ walk(const cJSON *v, int depth, char *path, size_t cap, char *why, size_t whycap
 		}
 		path_push(path, cap, cJSON_IsObject(v) ? it->string : NULL, i++);
 		r = walk(it, depth + 1, path, cap, why, whycap);
-		path[mark] = '\0';
 		if (r != 0)
-			return r;
+			return r; /* path names the offending field */
+		path[mark] = '\0';
 	}
 	return 0;
 }
@@ -106,8 +107,10 @@ wipe_strings(cJSON *v, int depth)
 		wipe_strings(it, depth + 1);
 }
 
-int
-http_card_text_check(const char *body, size_t len, char *why, size_t whycap)
+/* param (when not NULL): the JSON path of the offending field. */
+static int
+card_text_find(const char *body, size_t len, char *why, size_t whycap, char *param,
+               size_t paramcap)
 {
 	cJSON *root;
 	char path[256];
@@ -120,26 +123,35 @@ http_card_text_check(const char *body, size_t len, char *why, size_t whycap)
 		return 0;
 	path[0] = '\0';
 	r = walk(root, 0, path, sizeof(path), why, whycap);
+	if (r != 0 && param != NULL)
+		fgw_strlcpy(param, path, paramcap);
 	wipe_strings(root, 0);
 	cJSON_Delete(root);
 	return r;
 }
 
 int
+http_card_text_check(const char *body, size_t len, char *why, size_t whycap)
+{
+	return card_text_find(body, len, why, whycap, NULL, 0);
+}
+
+int
 http_refuse_card_text(struct reactor *rx, struct evhttp_request *req,
                       const struct auth_ctx *who, const char *body, size_t len)
 {
-	char why[320];
+	char why[320], param[256] = "";
 
 	if (who != NULL && holds_pan(who->subject)) {
-		http_send_error(rx, req, 400, "VALIDATION_ERROR",
-		                who->kind == AUTH_JWT
-		                    ? "the token's subject must not contain a card number"
-		                    : "X-Customer-Id must not contain a card number");
+		http_send_error_param(rx, req, 400, "VALIDATION_ERROR",
+		                      who->kind == AUTH_JWT
+		                          ? "the token's subject must not contain a card number"
+		                          : "X-Customer-Id must not contain a card number",
+		                      who->kind == AUTH_JWT ? "Authorization" : "X-Customer-Id");
 		return FGW_ERR_INVALID;
 	}
-	if (http_card_text_check(body, len, why, sizeof(why)) != 0) {
-		http_send_error(rx, req, 400, "VALIDATION_ERROR", why);
+	if (card_text_find(body, len, why, sizeof(why), param, sizeof(param)) != 0) {
+		http_send_error_param(rx, req, 400, "VALIDATION_ERROR", why, param);
 		return FGW_ERR_INVALID;
 	}
 	return 0;

@@ -53,6 +53,7 @@ static const struct cfg_directive directives[] = {
 	ENUM(log_level, "error|warn|info|debug", "info", "log verbosity"),
 	ENUM(log_format, "text|json", "text", "log line format"),
 	STR(log_file, "", "log file (default: standard error)"),
+	STR(access_log, "on", "one line per request: on (the log), off, or a file path"),
 	{ "api_key", CFG_APIKEY, 0, 0, 0, 0, NULL, NULL,
 	  "\"KEY CLIENT_ID\": a website API key and the client it authenticates (repeatable)" },
 	INT(max_body_bytes, 256, 16777216, "65536", "largest request body (413 above)"),

@@ -64,6 +64,7 @@ struct fgw_config {
 	char log_level[16];
 	char log_format[8];
 	char log_file[512];
+	char access_log[512];
 	struct config_api_key api_keys[CONFIG_MAX_API_KEYS];
 	int n_api_keys;
 	long long max_body_bytes;

@@ -131,6 +131,18 @@ header_line(struct edge_scan *s)
 			return reject(s, 400, "Host repeated");
 		return 0;
 	}
+	if (strcasecmp(s->name, "expect") == 0) {
+		/* evhttp answers any expectation but 100-continue with its own
+		 * HTML 417 before the request reaches a route: refuse it here,
+		 * where the answer is JSON (RFC 7231 section 5.1.1). */
+		while (n > 0 && (v[0] == ' ' || v[0] == '\t'))
+			v++, n--;
+		while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+			n--;
+		if (s->vlong || n != 12 || strncasecmp(v, "100-continue", 12) != 0)
+			return reject(s, 417, "only the 100-continue expectation is supported");
+		return 0;
+	}
 	if (strcasecmp(s->name, "content-length") != 0 &&
 	    strcasecmp(s->name, "transfer-encoding") != 0)
 		return 0;
@@ -238,6 +250,25 @@ line_begin(struct edge_scan *s)
 	s->nlong = s->vlong = 0;
 }
 
+/* A path (or "*") evhttp always parses. Anything else is absolute-form,
+ * whose authority evhttp parses strictly and answers with its own HTML
+ * 400 when it cannot: parse it here first, where the refusal is JSON. */
+static int
+target_done(struct edge_scan *s)
+{
+	struct evhttp_uri *u;
+
+	if (s->tlen > 0 && (s->target[0] == '/' || (s->tlen == 1 && s->target[0] == '*')))
+		return 0;
+	if (s->tlong)
+		return reject(s, 400, "absolute-form request target too long");
+	s->target[s->tlen] = '\0';
+	if ((u = evhttp_uri_parse_with_flags(s->target, EVHTTP_URI_NONCONFORMANT)) == NULL)
+		return reject(s, 400, "malformed request target");
+	evhttp_uri_free(u);
+	return 0;
+}
+
 /* One byte; returns 0 to go on, 1 when the byte ended a request, -1 on a
  * violation (status and reason set). */
 static int
@@ -279,10 +310,16 @@ scan_byte(struct edge_scan *s, unsigned char c)
 		if (c == ' ' && s->st == ST_TARGET) {
 			s->st = ST_VERSION;
 			s->n = 0;
-			return 0;
+			return target_done(s);
 		}
 		if (c <= 0x20 || c >= 0x7f)
 			return reject(s, 400, "malformed request line");
+		if (s->st == ST_TARGET0)
+			s->tlen = s->tlong = 0;
+		if (s->tlen + 1 < sizeof(s->target))
+			s->target[s->tlen++] = (char)c;
+		else
+			s->tlong = 1;
 		s->st = ST_TARGET;
 		return 0;
 	case ST_VERSION: {

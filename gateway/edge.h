@@ -35,7 +35,7 @@ struct edge_scan {
 	uint64_t max_body;     /* bytes in a body (Content-Length or chunk total) */
 
 	/* results */
-	int status;            /* when rejected: 400, 413, 431 or 501 */
+	int status;            /* when rejected: 400, 413, 417, 431 or 501 */
 	const char *reason;    /* when rejected: a constant phrase */
 	uint64_t requests;     /* complete requests scanned */
 	uint64_t pos;          /* stream offset of the next byte */
@@ -60,6 +60,9 @@ struct edge_scan {
 	size_t nlen;
 	char val[40];
 	size_t vlen;
+	char target[512];      /* an absolute-form request target, to parse */
+	size_t tlen;
+	int tlong;
 	int vlong, nlong;
 };
 
@@ -84,7 +87,7 @@ struct bufferevent;
 struct event_base;
 struct evhttp_request;
 
-/* The status (400, 413, 431, 501 or 505) a request refused by the scanner
+/* The status (400, 413, 417, 431, 501 or 505) a request refused by the scanner
  * must be answered with, and *reason; 0 for any other request. */
 int edge_take_reject(struct reactor *rx, struct evhttp_request *req, const char **reason);
 

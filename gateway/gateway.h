@@ -36,6 +36,7 @@ struct req_ctx;
 struct ssl_ctx_st;
 struct rctx;
 struct edge_conn;
+struct http_req;
 
 /* Counters for /metrics (gateway/metrics.c renders them). */
 #define METRICS_LATENCY_BUCKETS 13      /* 5 ms … 30 s, then +Inf */
@@ -90,7 +91,11 @@ struct reactor {
 	struct event *accept_ev;      /* re-enables accepting after EMFILE */
 	unsigned long accept_errors;  /* accept failures not yet logged */
 	int64_t accept_logged;        /* when accept failures were last logged */
+	struct http_req *reqs;        /* reqlog.c: requests not logged yet */
+	struct event *reqlog_timer;   /* reqlog.c: finds vanished clients */
 };
+
+enum access_log_mode { ACCESS_LOG_MAIN = 0, ACCESS_LOG_OFF, ACCESS_LOG_FILE };
 
 struct gateway {
 	struct fgw_config cfg;
@@ -122,7 +127,11 @@ struct gateway {
 	int has_admin_token;
 	struct ratelimit *rl;          /* request limit buckets (gateway/browser.h) */
 	struct web *web;               /* flair.js and the demo (gateway/web.h) */
+	enum access_log_mode access_mode; /* access_log: the main log, off, a file */
+	int access_fd;                 /* ACCESS_LOG_FILE: the file, reopened on SIGUSR1 */
 };
+/* server.c: opens access_log again (SIGUSR1). */
+void server_reopen_access_log(struct gateway *gw);
 
 /* routes.c: the HTTP surface. */
 void routes_handle(struct evhttp_request *req, void *arg); /* arg: reactor */

@@ -38,15 +38,39 @@ const char *http_method_name(enum evhttp_cmd_type m);
 /* Answers with a JSON body (copied). */
 void http_send_json(struct reactor *rx, struct evhttp_request *req, int status,
                     const char *body);
-/* Answers {"error": code, "message": message}. */
+/* Answers {"error": code, "message": message, "requestId": id}. */
 void http_send_error(struct reactor *rx, struct evhttp_request *req, int status,
                      const char *code, const char *message);
+/* The same with "param": the JSON path of the offending field (a header
+ * by its name), or no param when param is NULL or "". */
+void http_send_error_param(struct reactor *rx, struct evhttp_request *req, int status,
+                           const char *code, const char *message, const char *param);
 /* Remote address of the request's connection ("" if unknown). */
 void http_peer_address(struct evhttp_request *req, char *out, size_t outlen);
 /* The n-th ('*') segment of path matched by pattern into out; 0 or
  * FGW_ERR_NOT_FOUND / FGW_ERR_TOO_LARGE. */
 int http_path_segment(const char *pattern, const char *path, int n, char *out,
                       size_t outlen);
+
+/* ---- request ids and the access log (reqlog.c) ------------------------ */
+
+#define HTTP_REQUEST_ID_MAX 128
+/* A client's X-Request-Id is used when it is 1 to 128 visible ASCII
+ * characters other than '"' and '\\' and holds no card number. */
+int http_request_id_valid(const char *id);
+/* Starts the record of a dispatched request (route: its pattern, "-"
+ * when none matched): takes or makes its id, answers it as X-Request-Id,
+ * and sets it as the thread's log request id. */
+void http_req_begin(struct reactor *rx, struct evhttp_request *req, const char *route);
+/* The id of a request not answered yet, or NULL. */
+const char *http_req_id(struct reactor *rx, struct evhttp_request *req);
+/* Just before evhttp_send_reply: the answer's status, body size and body
+ * (its transactionId goes on the access log line). */
+void http_req_answer(struct reactor *rx, struct evhttp_request *req, int status, size_t bytes,
+                     const char *body);
+int reqlog_reactor_start(struct reactor *rx);
+/* After evhttp_free: writes the lines of requests that never completed. */
+void reqlog_reactor_stop(struct reactor *rx);
 
 /* ---- authentication (auth.c) ------------------------------------------ */
 

@@ -441,6 +441,7 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 	if (sig == SIGUSR1) {
 		reopen_log();
+		server_reopen_access_log(&gw);
 		return;
 	}
 	log_info("signal %d: stopping (waiting up to %lld ms for in-flight transactions)",

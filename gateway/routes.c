@@ -34,45 +34,130 @@
 
 /* ---- answers ----------------------------------------------------------- */
 
+/* The field a VALIDATION_ERROR message names: messages are "<field>
+ * <problem>" (docs/openapi.yaml), the field a JSON path or a header name.
+ * 0 when the first word is not a field ("body is required", "invalid
+ * JSON at byte 3"). */
+static int
+message_field(const char *msg, char *out, size_t cap)
+{
+	static const char *const not_fields[] = { "body", "invalid", "malformed", "a", "an",
+		                                      "the", "unknown", "duplicate", "request",
+		                                      "only", "no", NULL };
+	size_t n = strspn(msg, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	                       "0123456789_.[]-");
+	if (n == 0 || n >= cap || msg[n] != ' ' || !((msg[0] | 0x20) >= 'a' && (msg[0] | 0x20) <= 'z'))
+		return 0;
+	for (int i = 0; not_fields[i]; i++)
+		if (strlen(not_fields[i]) == n && strncmp(msg, not_fields[i], n) == 0)
+			return 0;
+	memcpy(out, msg, n);
+	out[n] = '\0';
+	return 1;
+}
+
+/* Every error body carries the request's id, and a validation error the
+ * field it is about, whoever built it (a route, the pipeline, a stored
+ * answer replayed): one place adds them. */
+static char *
+error_with_request_id(struct reactor *rx, struct evhttp_request *req, const char *body)
+{
+	const char *id = http_req_id(rx, req);
+	cJSON *o, *code, *msg;
+	char *s = NULL, field[128];
+	int changed = 0;
+
+	if ((o = cJSON_Parse(body)) == NULL)
+		return NULL;
+	code = cJSON_GetObjectItemCaseSensitive(o, "error");
+	msg = cJSON_GetObjectItemCaseSensitive(o, "message");
+	if (!cJSON_IsObject(o) || !cJSON_IsString(code))
+		goto out;
+	if (strcmp(code->valuestring, "VALIDATION_ERROR") == 0 && cJSON_IsString(msg) &&
+	    cJSON_GetObjectItemCaseSensitive(o, "param") == NULL &&
+	    message_field(msg->valuestring, field, sizeof(field))) {
+		if (cJSON_AddStringToObject(o, "param", field) == NULL)
+			goto out;
+		changed = 1;
+	}
+	if (id != NULL && cJSON_GetObjectItemCaseSensitive(o, "requestId") == NULL) {
+		if (cJSON_AddStringToObject(o, "requestId", id) == NULL)
+			goto out;
+		changed = 1;
+	}
+	if (changed)
+		s = cJSON_PrintUnformatted(o);
+out:
+	cJSON_Delete(o);
+	return s;
+}
+
 void
 http_send_json(struct reactor *rx, struct evhttp_request *req, int status,
                const char *body)
 {
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
 	struct evbuffer *buf = evbuffer_new();
+	char *with_id = status >= 400 ? error_with_request_id(rx, req, body) : NULL;
+	char prev[LOG_REQUEST_ID_MAX];
+
+	/* Lines logged while answering name the request; afterwards the
+	 * thread works for whoever it did before. */
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	if (with_id != NULL)
+		body = with_id;
 	metrics_http_answer(&rx->gw->metrics, status);
 	evhttp_add_header(h, "Content-Type", "application/json");
 	evhttp_add_header(h, "Cache-Control", "no-store");
 	evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
 	if (rx->draining)
 		evhttp_add_header(h, "Connection", "close");
-	if (buf == NULL) {
+	if (buf == NULL || evbuffer_add(buf, body, strlen(body)) != 0) {
+		http_req_answer(rx, req, 500, 0, NULL);
 		evhttp_send_reply(req, 500, "Internal Server Error", NULL);
-		return;
+	} else {
+		http_req_answer(rx, req, status, strlen(body), body);
+		evhttp_send_reply(req, status, NULL, buf);
 	}
-	evbuffer_add(buf, body, strlen(body));
-	evhttp_send_reply(req, status, NULL, buf);
-	evbuffer_free(buf);
+	if (buf != NULL)
+		evbuffer_free(buf);
+	cJSON_free(with_id);
+	log_request_set(prev);
+}
+
+void
+http_send_error_param(struct reactor *rx, struct evhttp_request *req, int status,
+                      const char *code, const char *message, const char *param)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *s = NULL, msg[256];
+	const char *id = http_req_id(rx, req);
+	/* Last line of defence: no PAN-shaped digit run leaves in an error. */
+	fgw_strlcpy(msg, message, sizeof(msg));
+	log_scrub_digits(msg);
+	if (o != NULL && cJSON_AddStringToObject(o, "error", code) &&
+	    cJSON_AddStringToObject(o, "message", msg) &&
+	    (param == NULL || param[0] == '\0' || cJSON_AddStringToObject(o, "param", param)) &&
+	    (id == NULL || cJSON_AddStringToObject(o, "requestId", id)))
+		s = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	/* Refusals are worth a line: the request id ties it to the access
+	 * log and to the client's report. */
+	if (status >= 500)
+		log_warn("answered %d %s", status, code);
+	else
+		log_info("answered %d %s%s%s", status, code, param && param[0] ? " param=" : "",
+		         param && param[0] ? param : "");
+	http_send_json(rx, req, status,
+	               s ? s : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}");
+	cJSON_free(s);
 }
 
 void
 http_send_error(struct reactor *rx, struct evhttp_request *req, int status,
                 const char *code, const char *message)
 {
-	cJSON *o = cJSON_CreateObject();
-	char *s = NULL, msg[256];
-	/* Last line of defence: no PAN-shaped digit run leaves in an error. */
-	fgw_strlcpy(msg, message, sizeof(msg));
-	log_scrub_digits(msg);
-	if (o != NULL) {
-		cJSON_AddStringToObject(o, "error", code);
-		cJSON_AddStringToObject(o, "message", msg);
-		s = cJSON_PrintUnformatted(o);
-		cJSON_Delete(o);
-	}
-	http_send_json(rx, req, status,
-	               s ? s : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}");
-	free(s);
+	http_send_error_param(rx, req, status, code, message, NULL);
 }
 
 void
@@ -337,6 +422,7 @@ h_metrics(struct reactor *rx, struct evhttp_request *req, const char *path)
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	                  "text/plain; version=0.0.4");
 	metrics_http_answer(&rx->gw->metrics, 200);
+	http_req_answer(rx, req, 200, evbuffer_get_length(b), NULL);
 	evhttp_send_reply(req, 200, "OK", b);
 	evbuffer_free(b);
 }
@@ -393,6 +479,8 @@ http_method_name(enum evhttp_cmd_type m)
 	case EVHTTP_REQ_PATCH: return "PATCH";
 	case EVHTTP_REQ_HEAD: return "HEAD";
 	case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+	case EVHTTP_REQ_TRACE: return "TRACE";
+	case EVHTTP_REQ_CONNECT: return "CONNECT";
 	default: return "OTHER";
 	}
 }
@@ -456,25 +544,55 @@ edge_reject_answer(struct reactor *rx, struct evhttp_request *req)
 	http_send_error(rx, req, status,
 	                status == 413 ? "PAYLOAD_TOO_LARGE" :
 	                status == 431 ? "HEADERS_TOO_LARGE" :
+	                status == 417 ? "EXPECTATION_FAILED" :
 	                status == 501 ? "NOT_IMPLEMENTED" :
 	                status == 505 ? "HTTP_VERSION_NOT_SUPPORTED" : "BAD_REQUEST",
 	                reason);
 	return 1;
 }
 
-void
-routes_handle(struct evhttp_request *req, void *arg)
+/* The Allow header of a path: the methods its routes take. */
+static void
+allow_header(struct evhttp_request *req, const char *path)
 {
-	struct reactor *rx = arg;
+	char allow[96] = "";
+	size_t n = 0;
+	for (const struct route *const *tbl = route_tables; *tbl; tbl++) {
+		for (const struct route *rt = *tbl; rt->path; rt++) {
+			const char *m = http_method_name(rt->method);
+			if (!path_matches(rt->path, path) || strstr(allow, m) != NULL)
+				continue;
+			n += (size_t)snprintf(allow + n, n < sizeof(allow) ? sizeof(allow) - n : 0,
+			                      "%s%s", n ? ", " : "", m);
+			if (n >= sizeof(allow))
+				return;
+		}
+	}
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+}
+
+static void
+dispatch(struct reactor *rx, struct evhttp_request *req)
+{
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
 	enum route_class rc;
 	unsigned methods = 0;
-	int path_known = 0, idx = 0;
+	const char *known = NULL;
+	int idx = 0;
 
 	if (path == NULL || path[0] == '\0')
 		path = "/";
+	/* The route pattern, not the path, names the request in the access
+	 * log: ids in a path stay out, and a path may hold anything. */
+	for (const struct route *const *tbl = route_tables; *tbl && known == NULL; tbl++)
+		for (const struct route *rt = *tbl; rt->path; rt++)
+			if (path_matches(rt->path, path)) {
+				known = rt->path;
+				break;
+			}
+	http_req_begin(rx, req, known != NULL ? known : "-");
 	if (edge_reject_answer(rx, req))
 		return;
 	if (rx->draining && strcmp(path, "/healthz") != 0) {
@@ -489,26 +607,39 @@ routes_handle(struct evhttp_request *req, void *arg)
 		for (const struct route *rt = *tbl; rt->path; rt++, idx++) {
 			if (!path_matches(rt->path, path))
 				continue;
-			path_known = 1;
 			methods |= (unsigned)rt->method;
-			if (rt->method == method) {
-				atomic_fetch_add(&rx->gw->metrics.route_requests[
-				                     idx < METRICS_ROUTES_MAX ? idx : METRICS_ROUTES_MAX], 1);
-				if (browser_rate_limit(rx, req, rc))
-					return;
-				rt->handler(rx, req, path);
+			if (rt->method != method)
+				continue;
+			atomic_fetch_add(&rx->gw->metrics.route_requests[
+			                     idx < METRICS_ROUTES_MAX ? idx : METRICS_ROUTES_MAX], 1);
+			if (browser_rate_limit(rx, req, rc))
 				return;
-			}
+			rt->handler(rx, req, path);
+			return;
 		}
 	}
 	atomic_fetch_add(&rx->gw->metrics.route_requests[METRICS_ROUTES_MAX], 1);
 	if (method == EVHTTP_REQ_OPTIONS) {
-		cors_preflight(rx, req, path, path_known, methods);
+		cors_preflight(rx, req, path, known != NULL, methods);
 		return;
 	}
-	if (path_known) {
+	if (strcmp(http_method_name(method), "OTHER") == 0) {
+		http_send_error(rx, req, 501, "NOT_IMPLEMENTED", "Unknown method");
+		return;
+	}
+	if (known != NULL) {
+		allow_header(req, path);
 		http_send_error(rx, req, 405, "METHOD_NOT_ALLOWED", "Method not allowed on this path");
 		return;
 	}
 	http_send_error(rx, req, 404, "NOT_FOUND", "No such route");
+}
+
+void
+routes_handle(struct evhttp_request *req, void *arg)
+{
+	dispatch(arg, req);
+	/* Work that resumes later sets the id again (its transaction or
+	 * context carries it). */
+	log_request_set(NULL);
 }

@@ -48,9 +48,9 @@ customer_of(struct reactor *rx, struct evhttp_request *req, const char *path,
 		}
 	}
 	if (who->subject[0] == '\0') {
-		http_send_error(rx, req, 400, "CUSTOMER_REQUIRED",
-		                "Saved payment methods belong to a customer: send a customer JWT, "
-		                "or X-Customer-Id with an API key");
+		http_send_error_param(rx, req, 400, "CUSTOMER_REQUIRED",
+		                      "Saved payment methods belong to a customer: send a customer JWT, "
+		                      "or X-Customer-Id with an API key", "X-Customer-Id");
 		return FGW_ERR_INVALID;
 	}
 	return FGW_OK;

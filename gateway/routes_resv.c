@@ -186,8 +186,9 @@ customer_auth(struct reactor *rx, struct evhttp_request *req, const char *path,
 	if (http_authenticate(rx, req, path, AUTH_API_KEY | AUTH_JWT, who) != 0)
 		return FGW_ERR_AUTH;
 	if (who->subject[0] == '\0') {
-		http_send_error(rx, req, 400, "VALIDATION_ERROR",
-		                "X-Customer-Id is required for an API-key client");
+		http_send_error_param(rx, req, 400, "CUSTOMER_REQUIRED",
+		                      "X-Customer-Id is required for an API-key client",
+		                      "X-Customer-Id");
 		return FGW_ERR_INVALID;
 	}
 	return 0;
@@ -638,7 +639,10 @@ on_pay_done(struct txn *t, void *arg)
 		const char *code = t->out.error_code;
 		const char *msg = t->out.error_message[0] ? t->out.error_message : ERR_INTERNAL;
 		c->status = t->out.http_status >= 400 ? t->out.http_status : 400;
-		if (strcmp(st, "declined") == 0 && strcmp(code, "RULE_DECLINED") != 0) {
+		if (strcmp(st, "declined") == 0 && strcmp(code, "RULE_DECLINED") != 0 &&
+		    strcmp(code, "PAYMENT_INSUFFICIENT_FUNDS") != 0) {
+			/* One code per meaning: insufficient funds answers as on
+			 * POST /v1/transactions. */
 			code = "PAYMENT_CARD_DECLINED";
 			c->status = 400;
 		} else if (strcmp(st, "failed") == 0 && strcmp(code, "INTERNAL_ERROR") != 0) {
@@ -821,6 +825,7 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		goto out;
 	}
+	fgw_strlcpy(c->t->request_id, log_request_get(), sizeof(c->t->request_id));
 	rq = NULL; /* owned by c->t now */
 	c->row = cur;
 	if ((r = resv_convert_begin(rx->gw->store, rx->waker, hold_id, who.subject, c->t->id,

@@ -138,21 +138,23 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 	if (r != 0) {
 		if (r == FGW_ERR_INVALID) {
 			snprintf(msg, sizeof(msg), "%s %s", perr.field, perr.message);
-			http_send_error(rx, req, 400, "VALIDATION_ERROR", msg);
+			http_send_error_param(rx, req, 400, "VALIDATION_ERROR", msg, perr.field);
 		} else {
 			http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		}
 		goto fail;
 	}
 	if (!txn_return_url_allowed(rq, rx->gw->cfg.return_url_origins)) {
-		http_send_error(rx, req, 400, "VALIDATION_ERROR",
-		                "returnUrl must point to an origin listed in return_url_origins");
+		http_send_error_param(rx, req, 400, "VALIDATION_ERROR",
+		                      "returnUrl must point to an origin listed in return_url_origins",
+		                      "returnUrl");
 		goto fail;
 	}
 	fgw_strlcpy(rq->customer_id, who.subject, sizeof(rq->customer_id));
 	if ((rq->payment_method_id[0] || rq->save_method) && rq->customer_id[0] == '\0') {
-		http_send_error(rx, req, 400, "VALIDATION_ERROR",
-		                "X-Customer-Id is required with paymentMethodId or savePaymentMethod");
+		http_send_error_param(rx, req, 400, "CUSTOMER_REQUIRED",
+		                      "X-Customer-Id is required with paymentMethodId or savePaymentMethod",
+		                      "X-Customer-Id");
 		goto fail;
 	}
 	if ((ctx = calloc(1, sizeof(*ctx))) == NULL ||
@@ -161,6 +163,7 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 		goto fail;
 	}
 	rq = NULL; /* owned by t now */
+	fgw_strlcpy(t->request_id, log_request_get(), sizeof(t->request_id));
 	ctx->t = t;
 	ctx->rx = rx;
 	ctx->next = rx->pending;

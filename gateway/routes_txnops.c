@@ -47,6 +47,7 @@
 
 struct op_ctx {
 	struct reactor *rx;
+	char request_id[LOG_REQUEST_ID_MAX]; /* on every line its callbacks log */
 	struct evhttp_request *req;   /* NULL once the client has gone */
 	struct evhttp_connection *evcon;
 	enum proc_op op;
@@ -70,6 +71,14 @@ struct op_ctx {
 };
 
 static const char *const op_names[] = { "status", "capture", "cancel", "refund" };
+
+/* Store and processor callbacks: each names the request on the lines it
+ * logs, and restores what the thread worked for before. */
+static void committed(void *arg, int rc);
+static void refusal_recorded(void *arg, int rc);
+static void replied(void *arg, const struct httpc_response *resp);
+static void refund_begun(void *arg, int rc);
+static void txnop_begun(void *arg, int rc);
 
 static void
 ctx_free(struct op_ctx *c)
@@ -187,7 +196,7 @@ store_failed(struct op_ctx *c, int rc, const char *state_msg)
 }
 
 static void
-committed(void *arg, int rc)
+committed_run(void *arg, int rc)
 {
 	struct op_ctx *c = arg;
 	if (store_failed(c, rc,
@@ -262,7 +271,7 @@ refusal_status(const struct proc_result *res)
 }
 
 static void
-refusal_recorded(void *arg, int rc)
+refusal_recorded_run(void *arg, int rc)
 {
 	struct op_ctx *c = arg;
 	if (rc != 0)
@@ -303,12 +312,15 @@ op_refused(struct op_ctx *c)
 }
 
 static void
-replied(void *arg, const struct httpc_response *resp)
+replied_run(void *arg, const struct httpc_response *resp)
 {
 	struct op_ctx *c = arg;
 	const struct proc_type *pt = c->type;
 	enum op_verdict v;
 
+	/* The processor call, as the pipeline logs a payment's. */
+	log_txn_info(c->row.id, "%s: processor answered HTTP %ld in %lld ms", op_names[c->op],
+	             (long)resp->status, (long long)resp->elapsed_ms);
 	if (resp->err != 0 ||
 	    pt->parse_op(c->proc, c->op, resp->status, resp->body, resp->body_len,
 	                 &c->res) != 0) {
@@ -363,7 +375,7 @@ send_op(struct op_ctx *c)
 
 /* The refund row is committed (or found, for a retry): go on from its state. */
 static void
-refund_begun(void *arg, int rc)
+refund_begun_run(void *arg, int rc)
 {
 	struct op_ctx *c = arg;
 
@@ -396,7 +408,7 @@ refund_begun(void *arg, int rc)
 
 /* The capture/cancel row is committed (or found, for a retry). */
 static void
-txnop_begun(void *arg, int rc)
+txnop_begun_run(void *arg, int rc)
 {
 	struct op_ctx *c = arg;
 
@@ -420,6 +432,56 @@ txnop_begun(void *arg, int rc)
 }
 
 /* The client's Idempotency-Key hashed with its client id (24 hex). */
+static void
+committed(void *arg, int rc)
+{
+	char prev[LOG_REQUEST_ID_MAX];
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	log_request_set(((struct op_ctx *)arg)->request_id);
+	committed_run(arg, rc);
+	log_request_set(prev);
+}
+
+static void
+refusal_recorded(void *arg, int rc)
+{
+	char prev[LOG_REQUEST_ID_MAX];
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	log_request_set(((struct op_ctx *)arg)->request_id);
+	refusal_recorded_run(arg, rc);
+	log_request_set(prev);
+}
+
+static void
+replied(void *arg, const struct httpc_response *resp)
+{
+	char prev[LOG_REQUEST_ID_MAX];
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	log_request_set(((struct op_ctx *)arg)->request_id);
+	replied_run(arg, resp);
+	log_request_set(prev);
+}
+
+static void
+refund_begun(void *arg, int rc)
+{
+	char prev[LOG_REQUEST_ID_MAX];
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	log_request_set(((struct op_ctx *)arg)->request_id);
+	refund_begun_run(arg, rc);
+	log_request_set(prev);
+}
+
+static void
+txnop_begun(void *arg, int rc)
+{
+	char prev[LOG_REQUEST_ID_MAX];
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	log_request_set(((struct op_ctx *)arg)->request_id);
+	txnop_begun_run(arg, rc);
+	log_request_set(prev);
+}
+
 static void
 client_key_hash(const struct op_ctx *c, char hex[25])
 {
@@ -566,6 +628,7 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		return;
 	}
 	c->rx = rx;
+	fgw_strlcpy(c->request_id, log_request_get(), sizeof(c->request_id));
 	c->op = op;
 	c->req = req;
 	rx->inflight++;

@@ -13,6 +13,7 @@
 #define LOG_MODULE "server"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 #include "core/util.h"
 #include "gateway/edge.h"
 #include "gateway/gateway.h"
+#include "gateway/http.h"
 #include "gateway/resv.h"
 #include "pipeline/reconcile.h"
 #include "processors/httpc.h"
@@ -256,14 +258,21 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	/* libevent 2.1 has one timeout for reading a request and writing its
 	 * answer. */
 	evhttp_set_timeout_tv(rx->http, &tv);
+	/* Every method reaches routes_handle, which answers the ones a
+	 * route does not take with a JSON 405 and an Allow header, and
+	 * methods it does not know with a JSON 501: evhttp's own refusal is
+	 * an HTML 501. libevent 2.1 gives a method it does not know the
+	 * type 1 << 15 (EVHTTP_REQ_UNKNOWN_, not in its public header). */
 	evhttp_set_allowed_methods(rx->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
 	                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-	                                         EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
+	                                         EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS |
+	                                         EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT |
+	                                         EVHTTP_REQ_PATCH | (1 << 15));
 	evhttp_set_default_content_type(rx->http, "application/json");
 	evhttp_set_gencb(rx->http, routes_handle, rx);
 	/* Every connection goes through the edge scanner (TLS or not). */
 	evhttp_set_bevcb(rx->http, edge_bevcb, rx);
-	if (edge_reactor_start(rx) != 0 ||
+	if (edge_reactor_start(rx) != 0 || reqlog_reactor_start(rx) != 0 ||
 	    (rx->accept_ev = evtimer_new(rx->base, accept_resume, rx)) == NULL) {
 		snprintf(err, errlen, "cannot create the event loop");
 		return FGW_ERR_NOMEM;
@@ -355,6 +364,7 @@ reactor_cleanup(struct reactor *rx)
 	if (rx->http != NULL)
 		evhttp_free(rx->http);
 	edge_reactor_stop(rx);
+	reqlog_reactor_stop(rx);
 	if (rx->accept_ev != NULL)
 		event_free(rx->accept_ev);
 	if (rx->httpc != NULL)
@@ -375,11 +385,55 @@ reactor_cleanup(struct reactor *rx)
 	memset(rx, 0, sizeof(*rx));
 }
 
+static int
+open_access_log(const char *path)
+{
+	return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+}
+
+/* Put in place of the old descriptor with dup3 (atomic), like log_file:
+ * a line being written goes whole to one file or the other. */
+void
+server_reopen_access_log(struct gateway *gw)
+{
+	int fd;
+	if (gw->access_mode != ACCESS_LOG_FILE || gw->access_fd < 0)
+		return;
+	if ((fd = open_access_log(gw->cfg.access_log)) < 0 ||
+	    dup3(fd, gw->access_fd, O_CLOEXEC) < 0)
+		log_error("SIGUSR1: cannot reopen access_log %s; logging on to the old file",
+		          gw->cfg.access_log);
+	if (fd >= 0)
+		close(fd);
+}
+
+static int
+setup_access_log(struct gateway *gw, char *err, size_t errlen)
+{
+	const char *a = gw->cfg.access_log;
+	gw->access_fd = -1;
+	if (strcmp(a, "on") == 0 || a[0] == '\0') {
+		gw->access_mode = ACCESS_LOG_MAIN;
+	} else if (strcmp(a, "off") == 0) {
+		gw->access_mode = ACCESS_LOG_OFF;
+	} else {
+		gw->access_mode = ACCESS_LOG_FILE;
+		if ((gw->access_fd = open_access_log(a)) < 0) {
+			snprintf(err, errlen, "access_log: %s: %s", a, strerror(errno));
+			return FGW_ERR_IO;
+		}
+	}
+	return FGW_OK;
+}
+
 int
 server_start(struct gateway *gw, char *err, size_t errlen)
 {
 	evutil_socket_t probe;
 	int r, started = 0;
+
+	if ((r = setup_access_log(gw, err, errlen)) != 0)
+		return r;
 	/* Through SO_REUSEPORT another flairgw of the same user listening on
 	 * this address would silently share its traffic with us. A socket
 	 * without it binds only where nobody listens: refuse if it cannot. */
@@ -414,6 +468,9 @@ fail:
 		reactor_cleanup(&gw->rx[i]);
 	free(gw->rx);
 	gw->rx = NULL;
+	if (gw->access_fd >= 0)
+		close(gw->access_fd);
+	gw->access_fd = -1;
 	return r;
 }
 
@@ -431,4 +488,7 @@ server_stop(struct gateway *gw)
 		reactor_cleanup(&gw->rx[i]);
 	free(gw->rx);
 	gw->rx = NULL;
+	if (gw->access_fd >= 0)
+		close(gw->access_fd);
+	gw->access_fd = -1;
 }

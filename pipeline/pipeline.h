@@ -218,6 +218,8 @@ struct txn_outcome {
 
 struct txn {
 	char id[40];
+	char request_id[129];        /* the website request's X-Request-Id: on
+	                                its log lines and its error answer */
 	char client_id[64];
 	char source[64];             /* remote address */
 	char idem_key[256];          /* client's Idempotency-Key or "" */

@@ -182,10 +182,16 @@ static void
 resume_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct txn *t = arg;
+	char prev[LOG_REQUEST_ID_MAX];
 	(void)fd;
 	(void)what;
+	/* Everything logged for the transaction from here names its request
+	 * (run may free t: the id is restored from a copy). */
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	log_request_set(t->request_id);
 	if (advance(t, t->resume_rc))
 		run(t);
+	log_request_set(prev);
 }
 
 void

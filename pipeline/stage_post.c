@@ -121,13 +121,12 @@ out:
  * anything but the card's id ends the attempt here, as declined or as
  * certainly not charged. */
 static void
-card_replied(void *arg, const struct httpc_response *resp)
+card_replied_run(void *arg, const struct httpc_response *resp)
 {
 	struct txn *t = arg;
 	const struct proc_type *pt = txn_proc_type(t);
 	struct proc_result res;
 	int r;
-
 	t->http = NULL;
 	memset(&res, 0, sizeof(res));
 	if (resp->err != 0 || resp->body == NULL ||
@@ -163,6 +162,18 @@ card_replied(void *arg, const struct httpc_response *resp)
 	t->reply_ms = resp->elapsed_ms;
 	stage_breaker_feedback(t);
 	pipeline_resume(t, STAGE_NEXT);
+}
+
+/* Callbacks of their own (not resumed through the runner): their lines
+ * name the transaction's request too, and only theirs. */
+static void
+card_replied(void *arg, const struct httpc_response *resp)
+{
+	char prev[LOG_REQUEST_ID_MAX];
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	log_request_set(((struct txn *)arg)->request_id);
+	card_replied_run(arg, resp);
+	log_request_set(prev);
 }
 
 static int
@@ -206,7 +217,7 @@ out:
 }
 
 static void
-post_committed(void *arg, int rc)
+post_committed_run(void *arg, int rc)
 {
 	struct txn *t = arg;
 	int r;
@@ -226,6 +237,16 @@ post_committed(void *arg, int rc)
 	}
 	if (r != 0)
 		pipeline_resume(t, STAGE_NEXT);
+}
+
+static void
+post_committed(void *arg, int rc)
+{
+	char prev[LOG_REQUEST_ID_MAX];
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	log_request_set(((struct txn *)arg)->request_id);
+	post_committed_run(arg, rc);
+	log_request_set(prev);
 }
 
 static enum stage_rc

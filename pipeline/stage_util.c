@@ -162,7 +162,9 @@ stage_answer_json(const struct stage_answer *a, char **out)
 		cJSON_AddStringToObject(o, "currency", a->currency);
 		if ((pm = cJSON_AddObjectToObject(o, "paymentMethod")) != NULL) {
 			cJSON_AddStringToObject(pm, "token", a->token);
-			cJSON_AddStringToObject(pm, "brand", a->brand);
+			/* A card the gateway never saw (a processor's own
+			 * payment method) has no brand we know. */
+			cJSON_AddStringToObject(pm, "brand", a->brand[0] ? a->brand : "Unknown");
 			cJSON_AddStringToObject(pm, "last4", a->last4);
 			cJSON_AddNumberToObject(pm, "expMonth", a->exp_month);
 			cJSON_AddNumberToObject(pm, "expYear", a->exp_year);
@@ -182,6 +184,9 @@ stage_answer_json(const struct stage_answer *a, char **out)
 		cJSON_AddStringToObject(o, "message", a->error_message);
 		if (a->with_txn_id)
 			cJSON_AddStringToObject(o, "transactionId", a->id);
+		/* In the stored copy too: a replay answers the first request's id. */
+		if (a->request_id != NULL && a->request_id[0])
+			cJSON_AddStringToObject(o, "requestId", a->request_id);
 	}
 	*out = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
@@ -204,6 +209,7 @@ stage_build_answer(struct txn *t)
 		.error_message = t->out.error_message,
 		.with_txn_id = t->row_created || t->out.record,
 		.method_id = t->saved_method_id[0] ? t->saved_method_id : t->req->payment_method_id,
+		.request_id = t->request_id,
 	};
 	char *json = NULL;
 	int r = stage_answer_json(&a, &json);

@@ -665,7 +665,7 @@ txn_row_to_json(const struct store_txn_row *row, const char *proc_name,
 		cJSON_AddStringToObject(o, "reservationId", row->reservation_id);
 	if (row->token[0] && (pm = cJSON_AddObjectToObject(o, "paymentMethod"))) {
 		cJSON_AddStringToObject(pm, "token", row->token);
-		cJSON_AddStringToObject(pm, "brand", row->brand);
+		cJSON_AddStringToObject(pm, "brand", row->brand[0] ? row->brand : "Unknown");
 		cJSON_AddStringToObject(pm, "last4", row->last4);
 		cJSON_AddNumberToObject(pm, "expMonth", row->exp_month);
 		cJSON_AddNumberToObject(pm, "expYear", row->exp_year);

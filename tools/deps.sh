@@ -1,7 +1,7 @@
 #!/bin/sh
 # Makes sure the Debian packages the build needs are installed.
 # Usage: deps.sh DEB... -- PKGCONFIG_NAME... [-- COMMAND...]
-# (commands default to: sqlite3 python3 openssl)
+# (commands default to: sqlite3 python3 openssl; py:MODULE is a Python module)
 # As root it installs what is missing; otherwise it prints the apt command.
 debs=""
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do debs="$debs $1"; shift; done
@@ -18,7 +18,14 @@ if [ -n "$pkgs" ]; then
         missing="pkg-config"
     fi
 fi
-for c in $cmds; do command -v "$c" >/dev/null 2>&1 || missing="$missing $c"; done
+# The interpreter tests/run.sh uses: Debian's, when there is one.
+if [ -x /usr/bin/python3 ]; then py=/usr/bin/python3; else py=python3; fi
+for c in $cmds; do
+    case "$c" in
+    py:*) "$py" -c "import ${c#py:}" >/dev/null 2>&1 || missing="$missing $c" ;;
+    *) command -v "$c" >/dev/null 2>&1 || missing="$missing $c" ;;
+    esac
+done
 [ -z "$missing" ] && exit 0
 echo "flairgw: missing:$missing" >&2
 if [ "$(id -u)" = "0" ]; then

@@ -30,6 +30,8 @@ import tempfile
 import threading
 import time
 
+import contract  # noqa: E402 — tests/integration/contract.py
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(ROOT, "build", "asan")  # run.py sets it from --build
 DEV_CONFIG = os.path.join(ROOT, "etc", "flairgw.conf")
@@ -218,6 +220,12 @@ def assert_error(resp, status, code):
     assert_json_type(resp)
     message = resp.get("message")
     assert isinstance(message, str) and message, f"error without a message: {resp!r}"
+    # Every error names its request, as the X-Request-Id header does (a
+    # replayed answer keeps the first request's).
+    rid = resp.get("requestId")
+    assert isinstance(rid, str) and rid, f"error without a requestId: {resp!r}"
+    assert resp.headers.get("x-request-id") == rid or \
+        resp.headers.get("idempotent-replayed") == "true", f"requestId is not X-Request-Id: {resp!r}"
 
 
 def assert_status(resp, status="succeeded"):
@@ -621,6 +629,7 @@ class Gateway(Daemon):
         merged.update(headers or {})
         merged = {k: v for k, v in merged.items() if v is not None}
         resp = http(self.port, method, path, body, merged, timeout)
+        resp.method, resp.path = method, path  # for the contract check
         self.responses.append(resp)
         return resp
 
@@ -779,6 +788,9 @@ class Stack:
         for d in (self.gw, self.sandbox):
             d.stop()
             problems += d.problems
+        # Every answer the tests received must be what docs/openapi.yaml
+        # promises (tests/integration/contract.py).
+        problems += [f"openapi: {p}" for p in contract.problems(self.gw.responses)]
         if KEEP_FILES or self.keep or problems:
             print(f"  (files kept in {self.dir})", flush=True)
         else:

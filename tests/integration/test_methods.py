@@ -217,13 +217,13 @@ def test_pay_with_a_declining_saved_card_keeps_it():
 def test_pay_with_method_errors():
     g, cust = gw(), customer()
     m = save_card(g, cust)
-    harness.assert_error(pay_with(g, None, m["id"]), 400, "VALIDATION_ERROR")
+    harness.assert_error(pay_with(g, None, m["id"]), 400, "CUSTOMER_REQUIRED")
     harness.assert_error(pay_with(g, cust, "pm_" + "Z" * 24), 404, "PAYMENT_METHOD_NOT_FOUND")
     harness.assert_error(pay_with(g, cust, "card_123"), 400, "VALIDATION_ERROR")
     harness.assert_error(pay_with(g, cust, m["id"], card=harness.card()), 400, "VALIDATION_ERROR")
     harness.assert_error(pay_with(g, cust, m["id"], savePaymentMethod="yes"), 400, "VALIDATION_ERROR")
     resp = g.pay(harness.txn_body(savePaymentMethod=True))
-    harness.assert_error(resp, 400, "VALIDATION_ERROR")
+    harness.assert_error(resp, 400, "CUSTOMER_REQUIRED")
 
 
 def test_save_payment_method_on_a_payment():

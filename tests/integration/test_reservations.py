@@ -256,6 +256,14 @@ def test_payment_retry_after_decline_on_same_hold():
     assert f.status == 200 and f.body["reservation"]["status"] == "confirmed", f
 
 
+def test_insufficient_funds_on_convert_is_the_transactions_code():
+    tok = keys().rs256(customer())
+    rid = hold(tok).get("reservation", {}).get("id")
+    assert rid, "hold failed"
+    resp = convert(tok, rid, harness.INSUFFICIENT)
+    harness.assert_error(resp, 400, "PAYMENT_INSUFFICIENT_FUNDS")
+
+
 def test_duplicate_requests_replay_byte_for_byte():
     tok = keys().rs256(customer())
     key = f"dup-{uuid.uuid4()}"
@@ -405,7 +413,9 @@ def test_api_key_client_with_customer_header():
     assert resp.status == 200, resp
     missing = gw().http("POST", "/v1/reservations/hold", hold_body(),
                         {"X-Idempotency-Key": f"k-{uuid.uuid4()}"})
-    harness.assert_error(missing, 400, "VALIDATION_ERROR")
+    # The code saved methods and payments answer too: one code per meaning.
+    harness.assert_error(missing, 400, "CUSTOMER_REQUIRED")
+    assert missing.get("param") == "X-Customer-Id", missing
 
 
 # ---- capacity and concurrency ---------------------------------------------------

@@ -159,6 +159,10 @@ def test_review_and_require_3ds_are_recorded():
         harness.assert_status(resp)
         row = gw.txn_row(resp.body["transactionId"])
         assert row["rule_decision"] == "review" and row["rules_fired"] == "R300", row
+        # The website sees the decision too (checked against docs/openapi.yaml
+        # when the stack closes).
+        got = gw.get_txn(resp.body["transactionId"])
+        assert got.status == 200 and got.body["ruleDecision"] == "review", got
         # R210: over 1,000.00 on a card typed in: the processor is asked for
         # 3-D Secure, and the sandbox answers with a challenge.
         resp = gw.pay(body_from(ip_for(2), amount=150000))
@@ -166,6 +170,8 @@ def test_review_and_require_3ds_are_recorded():
         assert resp.body.get("nextAction", {}).get("url"), resp
         row = gw.txn_row(resp.body["transactionId"])
         assert row["rule_decision"] == "require_3ds" and row["rules_fired"] == "R210", row
+        got = gw.get_txn(resp.body["transactionId"])
+        assert got.status == 200 and got.body["ruleDecision"] == "require_3ds", got
         # The sandbox test cards pass the development defaults.
         harness.assert_status(gw.pay(body_from(ip_for(3))))
         harness.assert_status(gw.pay(body_from(ip_for(4), harness.THREE_DS)), "requires_action")

@@ -1,6 +1,7 @@
 /* tests/unit/test_core.c — core/: card helpers, log scrubbing, utils. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/card.h"
 #include "core/err.h"
@@ -622,7 +623,42 @@ end:
 	TT_END;
 }
 
+/* Lines name the request the thread works for, and only while it does. */
+static int
+test_log_request_id(void)
+{
+	int fds[2] = { -1, -1 };
+	char buf[4096];
+	ssize_t n;
+	TT_BEGIN;
+	CHECK(pipe(fds) == 0);
+	log_setup(LOG_LVL_INFO, 1, fds[1]);
+	log_request_set("rq-1");
+	log_info("one");
+	log_request_set(NULL);
+	log_info("two");
+	log_setup(LOG_LVL_INFO, 0, fds[1]);
+	log_request_set("rq-2");
+	log_txn_info("txn_x", "three");
+	log_request_set("");
+	n = read(fds[0], buf, sizeof(buf) - 1);
+	CHECK(n > 0);
+	buf[n] = '\0';
+	CHECK(strstr(buf, "\"req\":\"rq-1\",\"msg\":\"one\"") != NULL);
+	CHECK(strstr(buf, "\"module\":\"fgw\",\"msg\":\"two\"") != NULL);
+	CHECK(strstr(buf, "[fgw] req=rq-2 txn_x three") != NULL);
+	CHECK_STR(log_request_get(), "");
+end:
+	log_setup(LOG_LVL_ERROR, 0, 2);
+	if (fds[0] >= 0)
+		close(fds[0]);
+	if (fds[1] >= 0)
+		close(fds[1]);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
+	{ "log_request_id", test_log_request_id },
 	{ "json_strict", test_json_strict },
 	{ "json_rfc8259", test_json_rfc8259 },
 	{ "json_depth", test_json_depth },
