@@ -60,7 +60,7 @@ is_browser_confirm(const char *path)
 	return n > 0 && strcmp(id + n, "/confirm") == 0;
 }
 
-static int
+int
 is_browser_path(const char *path)
 {
 	return strcmp(path, "/v1/keys/public") == 0 || strcmp(path, "/flair.js") == 0 ||
@@ -160,13 +160,9 @@ cors_preflight(struct reactor *rx, struct evhttp_request *req, const char *path,
 	const char *o;
 	size_t used = 0;
 
+	(void)path; /* the caller answers OPTIONS elsewhere (405, Allow) */
 	if (!path_known) {
 		http_send_error(rx, req, 404, "NOT_FOUND", "No such route");
-		return;
-	}
-	if (!is_browser_path(path)) {
-		/* Server to server: no browser may call it, so no CORS. */
-		http_send_error(rx, req, 405, "METHOD_NOT_ALLOWED", "Method not allowed on this path");
 		return;
 	}
 	evhttp_add_header(h, "Vary", "Origin, Access-Control-Request-Method, "

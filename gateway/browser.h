@@ -34,6 +34,8 @@ int cors_origin_allowed(const struct fgw_config *cfg, const char *origin, size_t
 void cors_answer_headers(struct reactor *rx, struct evhttp_request *req,
                          enum route_class rc);
 
+/* Whether a browser may call path at all (CORS, per-IP limits). */
+int is_browser_path(const char *path);
 /* Answers an OPTIONS request to path: 204 with the methods in
  * `methods` (EVHTTP_REQ_* bits of the routes on that path) and the
  * allowed headers for an allowed origin on a browser route; otherwise a

@@ -619,8 +619,10 @@ dispatch(struct reactor *rx, struct evhttp_request *req)
 		}
 	}
 	atomic_fetch_add(&rx->gw->metrics.route_requests[METRICS_ROUTES_MAX], 1);
-	if (method == EVHTTP_REQ_OPTIONS) {
-		cors_preflight(rx, req, path, known != NULL, methods);
+	/* A preflight is for the routes a browser calls; elsewhere OPTIONS
+	 * is a method the route does not take (405 with Allow, below). */
+	if (method == EVHTTP_REQ_OPTIONS && known != NULL && is_browser_path(path)) {
+		cors_preflight(rx, req, path, 1, methods);
 		return;
 	}
 	if (strcmp(http_method_name(method), "OTHER") == 0) {

@@ -62,8 +62,8 @@ run(const uint8_t *p, size_t n, unsigned seed, int pieces, struct verdict *v)
 	v->requests = s.requests;
 	v->status = v->rc == EDGE_REJECT ? s.status : 0;
 	if (v->rc == EDGE_REJECT) {
-		check(s.status == 400 || s.status == 413 || s.status == 431 || s.status == 501 ||
-		      s.status == 505);
+		check(s.status == 400 || s.status == 413 || s.status == 417 || s.status == 431 ||
+		      s.status == 501 || s.status == 505);
 		check(s.reason != NULL && s.reason[0] != '\0');
 		check(edge_scan_feed(&s, (const unsigned char *)"G", 1, &used) == EDGE_REJECT &&
 		      used == 0);
