@@ -577,6 +577,8 @@ struct store {
 	char *path;
 	int batch_max;
 	int busy_ms;
+	void (*after_commit)(sqlite3 *db, void *ctx);
+	void *after_commit_ctx;
 	store_mac_fn mac;
 	void *mac_ctx;
 
@@ -1019,6 +1021,8 @@ run_batch(struct store *st, struct job **jobs, size_t n)
 	count_commit(st, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 +
 	                            (t1.tv_nsec - t0.tv_nsec) / 1000));
 	atomic_fetch_add(&st->commits, 1);
+	if (st->after_commit != NULL)
+		st->after_commit(st->db, st->after_commit_ctx);
 	/* A batch that committed with no job failing for the storage
 	 * itself clears the health flag. */
 	atomic_store(&st->failed_at, storage_failed ? fgw_mono_ms() : 0);
@@ -1262,6 +1266,8 @@ store_open(const struct store_opts *opts, struct store **out)
 		goto out;
 	}
 	st->batch_max = opts->batch_max;
+	st->after_commit = opts->after_commit;
+	st->after_commit_ctx = opts->after_commit_ctx;
 	st->busy_ms = opts->busy_timeout_ms ? opts->busy_timeout_ms
 	                                    : STORE_BUSY_TIMEOUT_MS;
 	st->mac = opts->audit_mac;

@@ -44,6 +44,7 @@ struct event_base;
 struct store;
 struct store_waker;
 struct store_reader;
+typedef struct sqlite3 sqlite3;
 
 /* Keyed MAC for the audit chain (the gateway passes keyring_audit_mac,
  * so key material stays in crypto/). Returns 0 or FGW_ERR_*. */
@@ -62,6 +63,12 @@ struct store_opts {
 	long long max_pages;   /* PRAGMA max_page_count after migrations; 0:
 	                          SQLite's default. A value below the size at
 	                          open caps the file at that size. */
+	/* Called on the writer thread, on the writer connection, right after
+	 * each batch's COMMIT (NULL: none). For fault tests: a hook may read
+	 * what was just committed and end the process there, the way a crash
+	 * between two commits would. Must not write. */
+	void (*after_commit)(sqlite3 *db, void *ctx);
+	void *after_commit_ctx;
 };
 
 /* Opens/creates the database, applies migrations, starts the writer. */
