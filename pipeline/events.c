@@ -40,16 +40,21 @@ txn_events_reset(void)
 void
 txn_events_publish(const struct pipeline_env *env, const struct store_txn_row *row)
 {
-	int r;
+	int grouped = env != NULL && env->store != NULL && env->waker != NULL, r;
 
+	/* The listeners' jobs (outbox rows, mails, the reservation's move)
+	 * and the deletion of the state's txn_moves row commit together: a
+	 * crash leaves either all of them undone, and the row replayed
+	 * (pipeline/reconcile.c), or all done. */
+	if (grouped)
+		store_group_begin(env->waker);
 	for (int i = 0; i < n_listeners; i++)
 		listeners[i].fn(listeners[i].ctx, env, row);
-	/* After the listeners' own jobs, so it commits no earlier than they
-	 * do: until then the state's txn_moves row stays and a restart
-	 * replays it (pipeline/reconcile.c). */
 	if (env != NULL && env->store != NULL &&
 	    (r = store_txn_moves_done(env->store, env->waker, row->id, row->status, NULL,
 	                              NULL)) != 0)
 		log_error("txn %s: state %s not marked announced: %s", row->id, row->status,
 		          fgw_strerror(r));
+	if (grouped)
+		store_group_end(env->store, env->waker);
 }

@@ -823,9 +823,9 @@ scan_rows(struct reconciler *rc, int64_t now, int action)
  * between the state's commit and theirs): told now, with the row as it
  * stands but in the state it took then. The first scan takes every row
  * older than this process; later ones only rows a live publish should
- * long have deleted (a publish that failed to queue its jobs). Webhook
- * events are at least once (a crash between the listeners' commit and the
- * row's deletion sends one again); e-mails are once by their dedupe key. */
+ * long have deleted (a publish that failed to queue its jobs). The
+ * listeners' jobs and the row's deletion commit together, so a replay
+ * never repeats what a publish already queued. */
 static void
 replay_moves(struct reconciler *rc, int64_t now)
 {

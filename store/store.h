@@ -96,6 +96,13 @@ void store_close(struct store *st);
 int store_waker_new(struct store *st, struct event_base *base,
                     struct store_waker **out);
 void store_waker_free(struct store_waker *w);
+/* Jobs submitted on w by this thread between begin and end commit in one
+ * batch (each still in its own savepoint): a side effect queued by one job
+ * and the mark that it was queued, written by another, cannot be split by
+ * a crash. Groups do not nest; end queues them (or, when the store is
+ * closing, runs their done with FGW_ERR_SHUTDOWN at once). */
+void store_group_begin(struct store_waker *w);
+void store_group_end(struct store *st, struct store_waker *w);
 
 typedef void (*store_done_fn)(void *arg, int rc);
 
