@@ -134,6 +134,7 @@ struct fgw_config {
 	long long reconcile_backoff_max_ms;
 	long long reconcile_concurrency;
 	long long reconcile_3ds_expiry_ms;
+	char test_exit_after_status[24];
 	char processor_secret_file[512];
 	char processor_secret_env[64];
 	char processor_api_version[40];

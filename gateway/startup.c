@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <sodium.h>
+#include <sqlite3.h>
 
 #include "core/err.h"
 #include "core/log.h"
@@ -568,6 +569,27 @@ startup_pid_file(struct gateway *g, enum startup_mode m, struct check_report *re
 
 /* ---- database and catalogue ------------------------------------------------ */
 
+/* test_exit_after_status: ends the process as a crash would, right after
+ * the commit that left a transaction in the status, before any reactor
+ * sees the commit's answer. */
+static void
+exit_after_status(sqlite3 *db, void *ctx)
+{
+	sqlite3_stmt *s = NULL;
+	int hit = 0;
+
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM transactions WHERE status = ?1 LIMIT 1", -1, &s,
+	                       NULL) != SQLITE_OK)
+		return;
+	sqlite3_bind_text(s, 1, ctx, -1, SQLITE_STATIC);
+	hit = sqlite3_step(s) == SQLITE_ROW;
+	sqlite3_finalize(s);
+	if (hit) {
+		log_warn("test_exit_after_status: a transaction is %s: exiting now", (const char *)ctx);
+		_exit(70);
+	}
+}
+
 int
 startup_database(struct gateway *g, enum startup_mode m, struct check_report *rep)
 {
@@ -618,6 +640,10 @@ startup_database(struct gateway *g, enum startup_mode m, struct check_report *re
 	sopts.max_pages = cfg->store_max_pages;
 	sopts.audit_mac = keyring_audit_mac_fn;
 	sopts.audit_mac_ctx = g->kr;
+	if (cfg->test_exit_after_status[0] != '\0') {
+		sopts.after_commit = exit_after_status;
+		sopts.after_commit_ctx = (void *)cfg->test_exit_after_status;
+	}
 	if ((r = store_open(&sopts, &g->store)) != 0)
 		check_problem(rep, "database %s: %s", cfg->database, fgw_strerror(r));
 	return r;

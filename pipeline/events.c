@@ -1,11 +1,16 @@
 /*
  * pipeline/events.c — a fixed table of state-change listeners, filled at
- * start-up and read without locks afterwards.
+ * start-up and read without locks afterwards. Each state a transaction
+ * takes is also a txn_moves row committed with it (store/txnmoves.h);
+ * publishing deletes it once the listeners have queued their jobs.
  */
 #include <stddef.h>
 
 #include "core/err.h"
+#include "core/log.h"
 #include "pipeline/events.h"
+#include "pipeline/pipeline.h"
+#include "store/txnmoves.h"
 
 static struct {
 	txn_event_fn fn;
@@ -35,6 +40,21 @@ txn_events_reset(void)
 void
 txn_events_publish(const struct pipeline_env *env, const struct store_txn_row *row)
 {
+	int grouped = env != NULL && env->store != NULL && env->waker != NULL, r;
+
+	/* The listeners' jobs (outbox rows, mails, the reservation's move)
+	 * and the deletion of the state's txn_moves row commit together: a
+	 * crash leaves either all of them undone, and the row replayed
+	 * (pipeline/reconcile.c), or all done. */
+	if (grouped)
+		store_group_begin(env->waker);
 	for (int i = 0; i < n_listeners; i++)
 		listeners[i].fn(listeners[i].ctx, env, row);
+	if (env != NULL && env->store != NULL &&
+	    (r = store_txn_moves_done(env->store, env->waker, row->id, row->status, NULL,
+	                              NULL)) != 0)
+		log_error("txn %s: state %s not marked announced: %s", row->id, row->status,
+		          fgw_strerror(r));
+	if (grouped)
+		store_group_end(env->store, env->waker);
 }

@@ -6,7 +6,11 @@
  * Listeners subscribe at start-up (before reactors run) and are called on
  * the reactor thread that committed the move, after the commit, with the
  * row as it now stands. A listener must not block; to write it submits its
- * own store jobs. Reservations, outbound webhooks and notifications hang
+ * own store jobs, on env's store and waker, synchronously: they commit
+ * together with the deletion of the move's txn_moves row (store job
+ * group), and a move no listener heard of because the process ended is
+ * published again after a restart (pipeline/reconcile.c). A listener
+ * therefore hears a move at least once: its jobs keep their dedupe keys. Reservations, outbound webhooks and notifications hang
  * off this without the pipeline knowing about them.
  */
 #ifndef FGW_PIPELINE_EVENTS_H

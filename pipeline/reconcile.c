@@ -47,11 +47,14 @@
 #include "pipeline/stages.h"
 #include "processors/httpc.h"
 #include "store/reconcile.h"
+#include "store/txnmoves.h"
 #include "store/txnops.h"
 
 #define RECON_BATCH 256
 #define RECON_DEFAULT_CONCURRENCY 16
 #define RECON_DEFAULT_ACTION_EXPIRY_MS 3600000LL
+/* A live publish deletes its move within milliseconds of the commit. */
+#define MOVE_LINGER_MS 30000LL
 
 struct reconciler {
 	const struct pipeline_env *env;
@@ -67,6 +70,8 @@ struct reconciler {
 	struct recon_item *items;  /* those rows, freed by reconciler_free if
 	                              their callbacks never come */
 	struct recon_item *queue, *queue_tail; /* not started yet */
+	int64_t started_at;        /* fgw_now_ms() at reconciler_start */
+	int replayed;              /* the first scan replayed every old move */
 };
 
 struct recon_item {
@@ -814,6 +819,51 @@ scan_rows(struct reconciler *rc, int64_t now, int action)
 	free(due);
 }
 
+/* States committed whose listeners were never told (the process ended
+ * between the state's commit and theirs): told now, with the row as it
+ * stands but in the state it took then. The first scan takes every row
+ * older than this process; later ones only rows a live publish should
+ * long have deleted (a publish that failed to queue its jobs). The
+ * listeners' jobs and the row's deletion commit together, so a replay
+ * never repeats what a publish already queued. */
+static void
+replay_moves(struct reconciler *rc, int64_t now)
+{
+	struct store_txn_move *moves = NULL;
+	int64_t before = rc->replayed ? now - MOVE_LINGER_MS : rc->started_at;
+	int n = 0, r;
+
+	if ((moves = calloc(RECON_BATCH, sizeof(*moves))) == NULL)
+		return;
+	if ((r = store_txn_moves_due(rc->env->reader, before, moves, RECON_BATCH, &n)) != 0) {
+		log_error("reading unannounced states: %s", fgw_strerror(r));
+		goto out;
+	}
+	rc->replayed = 1;
+	for (int i = 0; i < n; i++) {
+		struct store_txn_row row;
+		memset(&row, 0, sizeof(row));
+		if ((r = store_txn_get(rc->env->reader, NULL, moves[i].txn_id, &row)) != 0) {
+			log_error("txn %s: state %s not announced: %s", moves[i].txn_id,
+			          moves[i].status, fgw_strerror(r));
+			/* Gone (never, but a row nobody can announce must
+			 * not be read again on every scan). */
+			if (r == FGW_ERR_NOT_FOUND)
+				(void)store_txn_moves_done(rc->env->store, rc->env->waker,
+				                           moves[i].txn_id, moves[i].status, NULL, NULL);
+			continue;
+		}
+		log_info("txn %s: announcing state %s left unannounced", moves[i].txn_id,
+		         moves[i].status);
+		fgw_strlcpy(row.status, moves[i].status, sizeof(row.status));
+		row.updated_at = moves[i].at;
+		txn_events_publish(rc->env, &row);
+		store_txn_row_clear(&row);
+	}
+out:
+	free(moves);
+}
+
 static void
 scan(evutil_socket_t fd, short what, void *arg)
 {
@@ -825,6 +875,7 @@ scan(evutil_socket_t fd, short what, void *arg)
 	rc->full = 0;
 	rc->progress = 0;
 	rc->outstanding = 1; /* held while listing, so no item ends the scan */
+	replay_moves(rc, now);
 	scan_rows(rc, now, 0);
 	scan_rows(rc, now, 1);
 	scan_refunds(rc, now);
@@ -855,6 +906,7 @@ reconciler_start(const struct pipeline_env *env, const struct reconciler_opts *o
 		return FGW_ERR_NOMEM;
 	rc->env = env;
 	rc->o = *opts;
+	rc->started_at = fgw_now_ms();
 	if (rc->o.backoff_max_ms < rc->o.interval_ms)
 		rc->o.backoff_max_ms = rc->o.interval_ms;
 	if (rc->o.concurrency == 0)

@@ -525,6 +525,30 @@ static const char schema_v15_mail_outbox[] =
     "CREATE INDEX IF NOT EXISTS reservations_ended ON reservations (updated_at)"
     " WHERE status IN ('expired', 'cancelled');";
 
+/* v16: every state a transaction takes leaves a row in txn_moves, written
+ * by the database itself in the same commit as the state, whichever job
+ * wrote it. The listeners' side effects (outbound webhooks, e-mails,
+ * reservations) are derived from it after the commit and the row deleted
+ * (pipeline/events.c); a row still there after a crash is replayed
+ * (pipeline/reconcile.c), so no side effect is lost between two commits.
+ * 'posting' is the claim before the processor call, never announced. */
+static const char schema_v16_txn_moves[] =
+    "CREATE TABLE IF NOT EXISTS txn_moves ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " txn_id TEXT NOT NULL,"
+    " status TEXT NOT NULL,"
+    " at INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX IF NOT EXISTS txn_moves_txn ON txn_moves (txn_id, status);"
+    "CREATE TRIGGER IF NOT EXISTS txn_moves_insert AFTER INSERT ON transactions"
+    " WHEN NEW.status <> 'posting' BEGIN"
+    " INSERT INTO txn_moves (txn_id, status, at) VALUES (NEW.id, NEW.status, NEW.updated_at);"
+    " END;"
+    "CREATE TRIGGER IF NOT EXISTS txn_moves_update AFTER UPDATE OF status ON transactions"
+    " WHEN OLD.status IS NOT NEW.status BEGIN"
+    " INSERT INTO txn_moves (txn_id, status, at) VALUES (NEW.id, NEW.status, NEW.updated_at);"
+    " END;";
+
 static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
@@ -541,6 +565,7 @@ static const char *const migrations[] = {
 	schema_v13_disputes,
 	schema_v14_browser_payments,
 	schema_v15_mail_outbox,
+	schema_v16_txn_moves,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

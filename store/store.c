@@ -50,6 +50,7 @@
 
 #define STORE_BUSY_TIMEOUT_MS 5000
 #define STORE_BATCH_LIMIT 100000
+#define STORE_GROUP_MAX 32
 
 /* ---- states ------------------------------------------------------------ */
 
@@ -478,6 +479,7 @@ struct job {
 	void *custom_ctx;
 	void (*custom_free)(void *ctx);
 	int64_t queued_ms;             /* fgw_mono_ms() at enqueue */
+	size_t group_len;              /* first job of a group: its size */
 };
 
 static void
@@ -577,6 +579,8 @@ struct store {
 	char *path;
 	int batch_max;
 	int busy_ms;
+	void (*after_commit)(sqlite3 *db, void *ctx);
+	void *after_commit_ctx;
 	store_mac_fn mac;
 	void *mac_ctx;
 
@@ -615,6 +619,12 @@ struct store_waker {
 	int armed;               /* ev activated and not yet run */
 	int dead;                /* store_waker_free was called */
 	atomic_int refs;
+	/* store_group_begin..end, on the owning reactor's thread only: jobs
+	 * submitted meanwhile wait here and then go into one batch. */
+	int grouping;
+	pthread_t group_thread;
+	struct job *ghead, *gtail;
+	size_t gn;
 };
 
 static void
@@ -1019,6 +1029,8 @@ run_batch(struct store *st, struct job **jobs, size_t n)
 	count_commit(st, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 +
 	                            (t1.tv_nsec - t0.tv_nsec) / 1000));
 	atomic_fetch_add(&st->commits, 1);
+	if (st->after_commit != NULL)
+		st->after_commit(st->db, st->after_commit_ctx);
 	/* A batch that committed with no job failing for the storage
 	 * itself clears the health flag. */
 	atomic_store(&st->failed_at, storage_failed ? fgw_mono_ms() : 0);
@@ -1091,11 +1103,18 @@ writer_main(void *arg)
 			pthread_mutex_unlock(&st->mu);
 			break;
 		}
-		while (st->head != NULL && n < (size_t)st->batch_max) {
-			struct job *j = st->head;
-			st->head = j->next;
-			j->next = NULL;
-			st->batch[n++] = j;
+		/* A group (store_group_end) is never split across two
+		 * commits; st->batch has room for one past batch_max. */
+		while (st->head != NULL) {
+			size_t g = st->head->group_len > 0 ? st->head->group_len : 1;
+			if (n > 0 && n + g > (size_t)st->batch_max)
+				break;
+			for (size_t k = 0; k < g && st->head != NULL; k++) {
+				struct job *j = st->head;
+				st->head = j->next;
+				j->next = NULL;
+				st->batch[n++] = j;
+			}
 		}
 		/* Jobs are queued in order: the first is the oldest. */
 		atomic_store(&st->running_since, st->batch[0]->queued_ms);
@@ -1256,12 +1275,15 @@ store_open(const struct store_opts *opts, struct store **out)
 	}
 	if ((st = calloc(1, sizeof(*st))) == NULL ||
 	    (st->path = strdup(opts->path)) == NULL ||
-	    (st->batch = calloc((size_t)opts->batch_max, sizeof(*st->batch))) ==
+	    (st->batch = calloc((size_t)opts->batch_max + STORE_GROUP_MAX,
+	                        sizeof(*st->batch))) ==
 	        NULL) {
 		r = FGW_ERR_NOMEM;
 		goto out;
 	}
 	st->batch_max = opts->batch_max;
+	st->after_commit = opts->after_commit;
+	st->after_commit_ctx = opts->after_commit_ctx;
 	st->busy_ms = opts->busy_timeout_ms ? opts->busy_timeout_ms
 	                                    : STORE_BUSY_TIMEOUT_MS;
 	st->mac = opts->audit_mac;
@@ -1322,6 +1344,20 @@ store_close(struct store *st)
 static int
 enqueue(struct store *st, struct job *j)
 {
+	struct store_waker *w = j->waker;
+
+	if (w != NULL && w->grouping && w->gn < STORE_GROUP_MAX &&
+	    pthread_equal(w->group_thread, pthread_self())) {
+		atomic_fetch_add(&w->refs, 1);
+		j->queued_ms = fgw_mono_ms();
+		if (w->gtail != NULL)
+			w->gtail->next = j;
+		else
+			w->ghead = j;
+		w->gtail = j;
+		w->gn++;
+		return 0;
+	}
 	pthread_mutex_lock(&st->mu);
 	if (st->closing) {
 		pthread_mutex_unlock(&st->mu);
@@ -1339,6 +1375,57 @@ enqueue(struct store *st, struct job *j)
 	pthread_cond_signal(&st->cv);
 	pthread_mutex_unlock(&st->mu);
 	return 0;
+}
+
+void
+store_group_begin(struct store_waker *w)
+{
+	if (w == NULL || w->grouping)
+		return;
+	w->grouping = 1;
+	w->group_thread = pthread_self();
+}
+
+void
+store_group_end(struct store *st, struct store_waker *w)
+{
+	struct job *j, *next;
+
+	if (w == NULL || !w->grouping)
+		return;
+	w->grouping = 0;
+	if ((j = w->ghead) == NULL)
+		return;
+	w->ghead = w->gtail = NULL;
+	j->group_len = w->gn;
+	pthread_mutex_lock(&st->mu);
+	if (!st->closing) {
+		if (st->tail != NULL)
+			st->tail->next = j;
+		else
+			st->head = j;
+		while (j->next != NULL)
+			j = j->next;
+		st->tail = j;
+		atomic_fetch_add(&st->queue_depth, (uint64_t)w->gn);
+		w->gn = 0;
+		pthread_cond_signal(&st->cv);
+		pthread_mutex_unlock(&st->mu);
+		return;
+	}
+	pthread_mutex_unlock(&st->mu);
+	/* Closing: the writer may be gone; the jobs were accepted, so each
+	 * still hears that it was not committed. */
+	w->gn = 0;
+	for (; j != NULL; j = next) {
+		next = j->next;
+		j->next = NULL;
+		if (j->done != NULL)
+			j->done(j->arg, FGW_ERR_SHUTDOWN);
+		j->waker = NULL;
+		waker_unref(w);
+		job_free(j);
+	}
 }
 
 /* The common end of every submit function: copies the idempotent answer

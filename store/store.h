@@ -44,6 +44,7 @@ struct event_base;
 struct store;
 struct store_waker;
 struct store_reader;
+typedef struct sqlite3 sqlite3;
 
 /* Keyed MAC for the audit chain (the gateway passes keyring_audit_mac,
  * so key material stays in crypto/). Returns 0 or FGW_ERR_*. */
@@ -62,6 +63,12 @@ struct store_opts {
 	long long max_pages;   /* PRAGMA max_page_count after migrations; 0:
 	                          SQLite's default. A value below the size at
 	                          open caps the file at that size. */
+	/* Called on the writer thread, on the writer connection, right after
+	 * each batch's COMMIT (NULL: none). For fault tests: a hook may read
+	 * what was just committed and end the process there, the way a crash
+	 * between two commits would. Must not write. */
+	void (*after_commit)(sqlite3 *db, void *ctx);
+	void *after_commit_ctx;
 };
 
 /* Opens/creates the database, applies migrations, starts the writer. */
@@ -89,6 +96,13 @@ void store_close(struct store *st);
 int store_waker_new(struct store *st, struct event_base *base,
                     struct store_waker **out);
 void store_waker_free(struct store_waker *w);
+/* Jobs submitted on w by this thread between begin and end commit in one
+ * batch (each still in its own savepoint): a side effect queued by one job
+ * and the mark that it was queued, written by another, cannot be split by
+ * a crash. Groups do not nest; end queues them (or, when the store is
+ * closing, runs their done with FGW_ERR_SHUTDOWN at once). */
+void store_group_begin(struct store_waker *w);
+void store_group_end(struct store *st, struct store_waker *w);
 
 typedef void (*store_done_fn)(void *arg, int rc);
 

@@ -33,6 +33,7 @@
 #include "store/sqlutil.h"
 #include "store/mail.h"
 #include "store/store.h"
+#include "store/txnmoves.h"
 #include "store/reconcile.h"
 #include "store/txnops.h"
 #include "store/store_int.h"
@@ -1181,6 +1182,56 @@ end:
 		sem_post(&g.release);
 	fix_teardown(&f);
 	gate_destroy(&g);
+	TT_END;
+}
+
+/* Jobs of a group commit in one batch even when batch_max is 1; every
+ * state but the pre-call claim leaves a txn_moves row in its own commit,
+ * whichever statement wrote it, and a refused move leaves none. */
+static int
+test_group_and_moves(void)
+{
+	struct fix f;
+	struct store_txn_row row;
+	struct store_txn_update u;
+	struct one a = { 0 }, b = { 0 }, c = { 0 };
+	struct store_stats s0, s1;
+	TT_BEGIN;
+	CHECK(fix_setup(&f, 1) == 0);
+	store_get_stats(f.st, &s0);
+	store_group_begin(f.w);
+	fill_row(&row, "txn_GA", "declined");
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL, NULL, NULL, 0, one_done, &a), 0);
+	fill_row(&row, "txn_GB", "posting");
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL, NULL, NULL, 0, one_done, &b), 0);
+	fill_row(&row, "txn_GC", "posting");
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL, NULL, NULL, 0, one_done, &c), 0);
+	store_group_end(f.st, f.w);
+	CHECK_EQ_INT(pump(f.base, &a.done, 1), 0);
+	CHECK_EQ_INT(pump(f.base, &b.done, 1), 0);
+	CHECK_EQ_INT(pump(f.base, &c.done, 1), 0);
+	CHECK_EQ_INT(atomic_load(&a.rc), 0);
+	CHECK_EQ_INT(atomic_load(&b.rc), 0);
+	CHECK_EQ_INT(atomic_load(&c.rc), 0);
+	store_get_stats(f.st, &s1);
+	CHECK_EQ_INT(s1.commits - s0.commits, 1);
+	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM txn_moves"), 1);
+	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM txn_moves WHERE txn_id = 'txn_GA'"
+	                     " AND status = 'declined'"), 1);
+	fill_update(&u, "txn_GB", "succeeded");
+	CHECK_EQ_INT(finish_sync(&f, &u, NULL, NULL), 0);
+	fill_update(&u, "txn_GB", "failed");
+	CHECK_EQ_INT(finish_sync(&f, &u, NULL, NULL), FGW_ERR_STATE);
+	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM txn_moves WHERE txn_id = 'txn_GB'"), 1);
+	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM txn_moves WHERE txn_id = 'txn_GB'"
+	                     " AND status = 'succeeded'"), 1);
+	/* Once announced, the row goes. */
+	atomic_store(&a.done, 0);
+	CHECK_EQ_INT(store_txn_moves_done(f.st, f.w, "txn_GB", "succeeded", one_done, &a), 0);
+	CHECK_EQ_INT(pump(f.base, &a.done, 1), 0);
+	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM txn_moves WHERE txn_id = 'txn_GB'"), 0);
+end:
+	fix_teardown(&f);
 	TT_END;
 }
 
@@ -2775,6 +2826,7 @@ static const struct tt_case cases[] = {
 	{ "waker_lifetimes", test_waker_lifetimes },
 	{ "waker_free_in_done", test_waker_free_in_done },
 	{ "reader_sees_commits", test_reader_sees_commits },
+	{ "group_and_moves", test_group_and_moves },
 	{ "mail_outbox", test_mail_outbox },
 	{ "invalid_input", test_invalid_input },
 	{ NULL, NULL },

@@ -1,0 +1,79 @@
+/*
+ * store/txnmoves.c — unannounced transaction states (store/txnmoves.h).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/util.h"
+#include "store/sqlutil.h"
+#include "store/store_int.h"
+#include "store/txnmoves.h"
+
+struct done_job {
+	char txn_id[40];
+	char status[24];
+};
+
+static int
+done_run(sqlite3 *db, void *ctx)
+{
+	struct done_job *j = ctx;
+	sqlite3_stmt *s = NULL;
+	int r;
+
+	if ((r = sql_prepare(db, "DELETE FROM txn_moves WHERE txn_id = ?1 AND status = ?2",
+	                     &s)) != 0)
+		return r;
+	sqlite3_bind_text(s, 1, j->txn_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, j->status, -1, SQLITE_STATIC);
+	r = sqlite3_step(s) == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
+	sql_release(s);
+	return r;
+}
+
+int
+store_txn_moves_done(struct store *st, struct store_waker *w, const char *txn_id,
+                     const char *status, store_done_fn done, void *arg)
+{
+	struct done_job *j;
+
+	if (txn_id == NULL || status == NULL || txn_id[0] == '\0')
+		return FGW_ERR_INVALID;
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		return FGW_ERR_NOMEM;
+	if (fgw_strlcpy(j->txn_id, txn_id, sizeof(j->txn_id)) != 0 ||
+	    fgw_strlcpy(j->status, status, sizeof(j->status)) != 0) {
+		free(j);
+		return FGW_ERR_INVALID;
+	}
+	return store_submit_custom(st, w, done_run, j, free, NULL, NULL, 0, done, arg);
+}
+
+int
+store_txn_moves_due(struct store_reader *rd, int64_t before, struct store_txn_move *out,
+                    int max, int *n)
+{
+	sqlite3 *db = store_reader_db(rd);
+	sqlite3_stmt *s = NULL;
+	int rc, r;
+
+	*n = 0;
+	if ((r = sql_prepare(db, "SELECT seq, txn_id, status, at FROM txn_moves WHERE at < ?1"
+	                         " ORDER BY seq LIMIT ?2", &s)) != 0)
+		return r;
+	sqlite3_bind_int64(s, 1, before);
+	sqlite3_bind_int(s, 2, max);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct store_txn_move *m = &out[*n];
+		memset(m, 0, sizeof(*m));
+		m->seq = sqlite3_column_int64(s, 0);
+		sql_col_text(s, 1, m->txn_id, sizeof(m->txn_id));
+		sql_col_text(s, 2, m->status, sizeof(m->status));
+		m->at = sqlite3_column_int64(s, 3);
+		(*n)++;
+	}
+	r = rc == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
+	sql_release(s);
+	return r;
+}
