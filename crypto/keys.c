@@ -2095,7 +2095,7 @@ out:
 	return r;
 }
 
-/* ---- backups (ADDED, issue 7) ------------------------------------------ */
+/* ---- backups ----------------------------------------------------------- */
 
 #define BACKUP_MAGIC "FGWBK1\n"
 #define BACKUP_MAGIC_LEN 7

@@ -75,7 +75,7 @@ int keyring_audit_sign(struct keyring *kr, const void *msg, size_t len,
                        unsigned char sig[64]);
 void keyring_audit_public(const struct keyring *kr, unsigned char pk[32]);
 
-/* ---- ADDED ------------------------------------------------------------ */
+/* ---- the ring in use: MACs, data keys, box keys, reload, status ------- */
 
 /* Key ids are a short prefix plus 24 base62 characters; buffers of this
  * size always hold one with its NUL. */
@@ -143,7 +143,7 @@ int keyring_box_open_from(struct keyring *kr, const char *key_id,
                           const unsigned char peer[32], const unsigned char *c,
                           size_t clen, struct secbuf **plain);
 
-/* ---- ADDED (issue 7: checkpoints and backups) ------------------------- */
+/* ---- checkpoints and backups ------------------------------------------ */
 
 /* keyring_audit_sign in the shape the store's checkpoint job takes. */
 int keyring_audit_sign_fn(void *ctx, const void *msg, size_t len,

@@ -25,7 +25,7 @@ void secbuf_free(struct secbuf *b);
  * Returns 0 or FGW_ERR_IO. */
 int secmem_harden_process(void);
 
-/* ADDED. Why secbuf_read_secret_file refused a file (for error messages). */
+/* Why secbuf_read_secret_file refused a file (for error messages). */
 enum secfile_why {
 	SECFILE_OK = 0,
 	SECFILE_MISSING,     /* no such file (FGW_ERR_NOT_FOUND) */
@@ -34,13 +34,13 @@ enum secfile_why {
 	SECFILE_SIZE,        /* not exactly len bytes (FGW_ERR_INVALID) */
 	SECFILE_IO           /* open/read failed otherwise (FGW_ERR_IO) */
 };
-/* ADDED. Reads a file of exactly len raw bytes into a new guarded buffer.
+/* Reads a file of exactly len raw bytes into a new guarded buffer.
  * Refuses anything but a regular file whose mode gives group and others no
  * access at all. Returns 0 or a negative FGW_ERR_* code; *why (if not NULL)
  * says which check failed. */
 int secbuf_read_secret_file(const char *path, size_t len, struct secbuf **out,
                             enum secfile_why *why);
-/* ADDED. Creates path exclusively (O_EXCL, mode 0600) holding b's bytes and
+/* Creates path exclusively (O_EXCL, mode 0600) holding b's bytes and
  * fsyncs it: an existing secret is never overwritten (FGW_ERR_EXISTS). */
 int secbuf_write_secret_file(const char *path, const struct secbuf *b);
 

@@ -114,7 +114,7 @@ struct fgw_config {
 	long long webhook_poll_ms;
 	long long webhook_timeout_ms;
 	char pid_file[512];       /* written at start; flairctl signals it */
-	/* reservations (issue 6) */
+	/* reservations */
 	char slots_file[512];
 	long long hold_minutes;
 	long long hold_sweep_ms;
@@ -152,7 +152,7 @@ struct fgw_config {
 	long long processor2_timeout_ms;
 	long long processor2_connect_timeout_ms;
 	long long processor2_max_conns;
-	/* audit checkpoints and backups (issue 7) */
+	/* audit checkpoints and backups */
 	long long audit_checkpoint_interval_s;
 	char backup_dir[512];
 	long long backup_interval_s;

@@ -1,6 +1,6 @@
 /*
  * gateway/routes_txnops.c — POST /v1/transactions/{id}/refund, /capture
- * and /cancel: operations on a recorded transaction (issue 5).
+ * and /cancel: operations on a recorded transaction.
  *
  * Each is authenticated (API key, scoped to the key's client), passed
  * through the idempotency front door, checked against the row's state,

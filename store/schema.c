@@ -256,7 +256,7 @@ static const char schema_v3[] =
     " a.elapsed_ms, a.outcome"
     " FROM webhook_attempts a JOIN webhook_outbox o ON o.id = a.outbox_id;";
 
-/* v4 (issue 5): reconciliation bookkeeping on each transaction (attempts,
+/* v4: reconciliation bookkeeping on each transaction (attempts,
  * when to ask next, and the manual-review flag once it gives up), and the
  * refunds of a transaction (their sum never exceeds what was captured). */
 static const char schema_v4_reconcile[] =
@@ -292,7 +292,7 @@ static const char schema_v5[] =
     "CREATE UNIQUE INDEX payment_methods_token ON payment_methods(token);"
     "CREATE INDEX vault_entries_onetime ON vault_entries(saved, expires_at);";
 
-/* v6 (issue 7): signed checkpoints of the audit chain head, and a view of
+/* v6: signed checkpoints of the audit chain head, and a view of
  * the backups recorded in the audit trail. */
 static const char schema_v6[] =
     "CREATE TABLE audit_checkpoints ("
@@ -321,7 +321,7 @@ static const char schema_v6[] =
     " json_extract(details_json, '$.transactions') AS transactions"
     " FROM audit_events WHERE event_type LIKE 'backup.%';";
 
-/* v7 (issue 8): every index costs a b-tree page per insert or move in the
+/* v7: every index costs a b-tree page per insert or move in the
  * writer's commit, so only the ones a query reads stay. Velocity counts in
  * memory (rules/), reconciliation reads transactions_unresolved, and no
  * query filters transactions by client, card, e-mail, IP or reservation,

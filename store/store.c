@@ -59,7 +59,7 @@
 static const char *const status_names[] = {
 	"posting", "processing", "requires_action",
 	"succeeded", "declined", "failed",
-	/* issue 5: authorize-only charges, captures, cancels, refunds */
+	/* authorize-only charges, captures, cancels, refunds */
 	"authorized", "canceled", "partially_refunded", "refunded",
 };
 

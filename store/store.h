@@ -246,7 +246,7 @@ int store_audit_append(struct store *st, struct store_waker *w,
 
 int store_reader_open(struct store *st, struct store_reader **out);
 void store_reader_close(struct store_reader *r);
-/* (Added, issue 7.) A reader on a database file with no store and no
+/* A reader on a database file with no store and no
  * writer thread: SQLITE_OPEN_READONLY, never migrates, never writes — for
  * flairctl's auditor commands while the daemon runs, and for restored
  * backups. mac/mac_ctx are the audit MAC (may be NULL if the caller never

@@ -1,4 +1,4 @@
-"""Audit trail, tamper evidence, auditor tools and backups (issue 7):
+"""Audit trail, tamper evidence, auditor tools and backups:
 every event type with its fields, `flairctl audit verify` catching an
 edited byte, a deleted row, swapped rows and a cut tail, triggers refusing
 UPDATE and DELETE, query filters and formats, report figures, a backup

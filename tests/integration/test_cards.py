@@ -45,7 +45,7 @@ def assert_recorded(txn_id, body, number, status):
     assert len(row["bin"]) == min(6, len(number) - 10), row
     assert row["fingerprint"], row
     if status == "declined":
-        # A one-time card is purged with a final failure (issue 3).
+        # A one-time card is purged with a final failure.
         assert not g.query("SELECT 1 FROM vault_entries WHERE token = ?", row["token"]), row
     else:
         vault = g.vault_row(row["token"])

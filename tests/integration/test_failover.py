@@ -1,7 +1,7 @@
 """Circuit breaker and failover to a second processor: new transactions go
 to the secondary while the primary is down, a half-open probe brings the
 primary back, and a transaction whose outcome on the primary is unknown is
-never sent to the secondary (issue 5)."""
+never sent to the secondary."""
 
 import contextlib
 import shutil

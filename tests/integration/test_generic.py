@@ -1,6 +1,6 @@
 """The generic JSON adapter, configured by etc/processors/sandbox-generic.json
 to speak the flair-sandbox protocol: payments, declines, 3-D Secure,
-authorizations and reconciliation go through the mapping (issue 5)."""
+authorizations and reconciliation go through the mapping."""
 
 import os
 

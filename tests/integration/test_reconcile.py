@@ -1,5 +1,5 @@
 """Unknown outcomes are resolved by the reconciler: zero lost transactions,
-zero double charges, even across kill -9 (issue 5)."""
+zero double charges, even across kill -9."""
 
 import http.client as httpclient
 import signal

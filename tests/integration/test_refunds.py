@@ -1,5 +1,5 @@
 """Refunds, captures and cancels: forward-only, never more than captured,
-idempotent, audited (issue 5)."""
+idempotent, audited."""
 
 import uuid
 

@@ -1,6 +1,6 @@
 """Routing between two processors: by currency, card brand, amount and
 customer country, by weights, and failover of routed traffic through the
-routed processor's own breaker (issue 5). Start-up refuses bad route lines."""
+routed processor's own breaker. Start-up refuses bad route lines."""
 
 import shutil
 import tempfile

@@ -893,7 +893,7 @@ test_status_moves(void)
 	CHECK(!store_status_may_move("posting", "posting"));
 	CHECK(!store_status_may_move("posting", "refunded"));
 	CHECK(!store_status_may_move(NULL, "failed"));
-	/* Issue 5: authorizations, captures, cancels and refunds. */
+	/* Authorizations, captures, cancels and refunds. */
 	CHECK(store_status_may_move("posting", "authorized"));
 	CHECK(store_status_may_move("processing", "authorized"));
 	CHECK(store_status_may_move("authorized", "succeeded"));
