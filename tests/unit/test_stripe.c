@@ -563,6 +563,12 @@ test_contract_refusals(void)
 		{ "GET", "/v1/payment_intents/search", "query=x", NULL, NULL },
 		{ "POST", "/v1/refunds", "payment_intent=pi_1&amount=-", "parameter_invalid_integer",
 		  "amount" },
+		/* Saving a Stripe.js PaymentMethod: a Customer, then the attachment. */
+		{ "POST", "/v1/customers", "metadata[flair_customer]=c1", NULL, NULL },
+		{ "POST", "/v1/customers", "email=a@example.com", "parameter_unknown", "email" },
+		{ "POST", "/v1/payment_methods/pm_1/attach", "customer=cus_1", NULL, NULL },
+		{ "POST", "/v1/payment_methods/pm_1/attach", "", "parameter_missing", "customer" },
+		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&customer=cus_1", NULL, NULL },
 	};
 	struct stripe_contract *c = NULL;
 	struct kv f = { 0 };
