@@ -9,6 +9,16 @@
  * shape {"success": true, "data": ...}. Writes are store jobs: the answer
  * goes out from their completion on this reactor; a client that has gone
  * by then gets nothing, the change stands.
+ *
+ * {"stripePaymentMethod": "pm_…"} (a card Stripe.js gave to Stripe) is
+ * saved at the gateway's stripe processor by a chain of calls, each with
+ * an Idempotency-Key derived from what it makes, never random: the
+ * customer's Stripe Customer (found in processor_customers, or created
+ * with key "cus-<keyed hash of the processor and customer id>" and then
+ * recorded), the attachment (key "att-<keyed hash of card and Customer>"),
+ * then the row. A gateway that dies anywhere in the chain leaves what it
+ * made at Stripe behind a key a retry uses again: the retry replays the
+ * same Customer and attachment, and the row is saved once per card.
  */
 #define LOG_MODULE "http"
 
@@ -22,7 +32,10 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "crypto/keys.h"
+#include "gateway/gateway.h"
 #include "gateway/http.h"
+#include "processors/httpc.h"
 #include "store/methods.h"
 
 /* One write waiting for its commit. */
@@ -32,6 +45,12 @@ struct method_op {
 	struct evhttp_connection *evcon;
 	struct store_method m;        /* filled by a save job */
 	const char *ok_message;       /* delete / default answers */
+	/* Saving a processor's card (stripePaymentMethod). */
+	const struct proc_config *cfg;
+	const struct proc_type *pt;
+	char ref[33];                 /* keyed hash naming the customer at the processor */
+	char cus_have[96];            /* the recorded Customer (store job) */
+	char source[64];              /* who.source, for the audit event */
 };
 
 static int
@@ -89,6 +108,9 @@ method_json(const struct store_method *m)
 	snprintf(buf, sizeof(buf), "%04d", m->exp_year);
 	cJSON_AddStringToObject(o, "expYear", buf);
 	cJSON_AddBoolToObject(o, "isDefault", m->is_default != 0);
+	/* A card the processor holds is charged there only. */
+	if (m->processor[0])
+		cJSON_AddStringToObject(o, "processor", m->processor);
 	if (m->nickname[0])
 		cJSON_AddStringToObject(o, "nickname", m->nickname);
 	else
@@ -225,6 +247,198 @@ changed_done(void *arg, int rc)
 	op_end(op);
 }
 
+/* ---- saving a card the processor holds -------------------------------- */
+
+static void chain_attach(struct method_op *op);
+
+/* 32 hex digits of a keyed hash of parts: stable for the same parts,
+ * not computable back to them without the gateway's key. */
+static int
+keyed_ref(struct keyring *kr, const char *a, const char *b, const char *c, char out[33])
+{
+	const void *parts[3] = { a, b, c };
+	size_t lens[3] = { strlen(a), strlen(b), strlen(c) };
+	unsigned char mac[32];
+	static const char hex[] = "0123456789abcdef";
+
+	if (keyring_request_mac(kr, parts, lens, 3, mac) != 0)
+		return FGW_ERR_CRYPTO;
+	for (size_t i = 0; i < 16; i++) {
+		out[2 * i] = hex[mac[i] >> 4];
+		out[2 * i + 1] = hex[mac[i] & 15];
+	}
+	out[32] = '\0';
+	return FGW_OK;
+}
+
+/* The chain ends with an error answer (if the client is still there). */
+static void
+chain_fail(struct method_op *op, int status, const char *code, const char *msg)
+{
+	if (op->req != NULL)
+		http_send_error(op->rx, op->req, status, code, msg);
+	op_end(op);
+}
+
+static void
+chain_lost(struct method_op *op)
+{
+	/* Whatever was made is behind its key: the same request replays it. */
+	chain_fail(op, 503, "PROCESSOR_UNAVAILABLE",
+	           "The payment processor did not answer; send the same request again");
+}
+
+static int
+chain_send(struct method_op *op, struct proc_http *http, httpc_done_fn done)
+{
+	return httpc_request(pipeline_httpc_for(&op->rx->env, op->cfg), http->method, http->url,
+	                     (const char *const *)http->headers, http->body, http->body_len,
+	                     op->cfg->timeout_ms, done, op, NULL);
+}
+
+static void
+attach_replied(void *arg, const struct httpc_response *resp)
+{
+	struct method_op *op = arg;
+	struct reactor *rx = op->rx;
+	struct proc_saved_card card;
+	struct proc_result res;
+	struct store_audit audit;
+	int r;
+
+	memset(&res, 0, sizeof(res));
+	if (resp->err != 0 ||
+	    op->pt->parse_attach(op->cfg, resp->status, resp->body, resp->body_len,
+	                         op->m.processor_customer, &card, &res) != 0)
+		res.outcome = PROC_UNKNOWN;
+	if (res.outcome == PROC_FAILED) {
+		log_warn("processor %s refused to attach a card (%s)", op->cfg->name, res.code);
+		chain_fail(op, res.code[0] && strcmp(res.code, "PAYMENT_METHOD_NOT_FOUND") == 0 ? 404 : 400,
+		           res.code[0] ? res.code : "PAYMENT_METHOD_REFUSED", res.message);
+		goto out;
+	}
+	if (res.outcome != PROC_SUCCEEDED) {
+		chain_lost(op);
+		goto out;
+	}
+	fgw_strlcpy(op->m.processor_method, card.id, sizeof(op->m.processor_method));
+	fgw_strlcpy(op->m.brand, card.brand, sizeof(op->m.brand));
+	fgw_strlcpy(op->m.last4, card.last4, sizeof(op->m.last4));
+	op->m.exp_month = card.exp_month;
+	op->m.exp_year = card.exp_year;
+	audit = (struct store_audit){ op->m.customer_id, op->source, "method.saved", op->m.id,
+		                          "success", "{\"from\":\"stripePaymentMethod\"}" };
+	if ((r = store_method_save(rx->gw->store, rx->waker, &op->m, NULL, &audit, saved_done,
+	                           op)) != 0)
+		chain_fail(op, r == FGW_ERR_SHUTDOWN ? 503 : 500,
+		           r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
+		           "The payment method could not be saved");
+out:
+	proc_result_clear(&res);
+}
+
+static void
+chain_attach(struct method_op *op)
+{
+	struct proc_http http;
+	char ref[33], key[40];
+
+	memset(&http, 0, sizeof(http));
+	if (keyed_ref(op->rx->gw->kr, "attach", op->m.processor_method, op->m.processor_customer,
+	              ref) != 0 ||
+	    snprintf(key, sizeof(key), "att-%s", ref) >= (int)sizeof(key) ||
+	    op->pt->build_attach(op->cfg, key, op->m.processor_method, op->m.processor_customer,
+	                         &http) != 0 ||
+	    chain_send(op, &http, attach_replied) != 0)
+		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+	proc_http_clear(&http);
+}
+
+static void
+customer_stored(void *arg, int rc)
+{
+	struct method_op *op = arg;
+
+	if (rc != 0) {
+		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		return;
+	}
+	fgw_strlcpy(op->m.processor_customer, op->cus_have, sizeof(op->m.processor_customer));
+	chain_attach(op);
+}
+
+static void
+customer_replied(void *arg, const struct httpc_response *resp)
+{
+	struct method_op *op = arg;
+	struct proc_result res;
+	int r;
+
+	memset(&res, 0, sizeof(res));
+	if (resp->err != 0 ||
+	    op->pt->parse_customer(op->cfg, resp->status, resp->body, resp->body_len, &res) != 0)
+		res.outcome = PROC_UNKNOWN;
+	if (res.outcome == PROC_FAILED) {
+		log_warn("processor %s refused to create a customer (%s)", op->cfg->name, res.code);
+		chain_fail(op, 502, "PROCESSOR_ERROR",
+		           "The payment processor refused the request; nothing was saved");
+	} else if (res.outcome != PROC_SUCCEEDED) {
+		chain_lost(op);
+	} else if ((r = store_proc_customer_put(op->rx->gw->store, op->rx->waker, op->cfg->name,
+	                                        op->m.customer_id, res.reference, op->cus_have,
+	                                        sizeof(op->cus_have), customer_stored, op)) != 0) {
+		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+	}
+	proc_result_clear(&res);
+}
+
+/* POST /v1/payments/methods with stripePaymentMethod. */
+static void
+save_processor_method(struct reactor *rx, struct evhttp_request *req, const struct auth_ctx *who,
+                      const char *pm, const char *nickname)
+{
+	struct method_op *op = NULL;
+	struct proc_http http;
+	char key[40];
+	int r;
+
+	memset(&http, 0, sizeof(http));
+	/* Saved where the gateway's payments go first: its primary processor. */
+	if (!rx->env.proc_type->takes_processor_method || rx->env.proc_type->build_customer == NULL ||
+	    rx->env.proc_type->build_attach == NULL) {
+		char msg[160];
+		snprintf(msg, sizeof(msg), "stripePaymentMethod needs a stripe processor; this "
+		         "gateway's processor is of type %s", rx->env.proc_type->name);
+		http_send_error(rx, req, 400, "PROCESSOR_NOT_SUPPORTED", msg);
+		return;
+	}
+	if ((op = op_new(rx, req)) == NULL) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		return;
+	}
+	op->cfg = rx->env.proc;
+	op->pt = rx->env.proc_type;
+	fgw_strlcpy(op->source, who->source, sizeof(op->source));
+	fgw_random_id("pm_", op->m.id, sizeof(op->m.id));
+	fgw_strlcpy(op->m.customer_id, who->subject, sizeof(op->m.customer_id));
+	fgw_strlcpy(op->m.nickname, nickname, sizeof(op->m.nickname));
+	fgw_strlcpy(op->m.processor, op->cfg->name, sizeof(op->m.processor));
+	fgw_strlcpy(op->m.processor_method, pm, sizeof(op->m.processor_method));
+	r = store_proc_customer_get(rx->reader, op->cfg->name, who->subject,
+	                            op->m.processor_customer, sizeof(op->m.processor_customer));
+	if (r == FGW_OK) {
+		chain_attach(op);
+		return;
+	}
+	if (r != FGW_ERR_NOT_FOUND ||
+	    keyed_ref(rx->gw->kr, "customer", op->cfg->name, who->subject, op->ref) != 0 ||
+	    snprintf(key, sizeof(key), "cus-%s", op->ref) >= (int)sizeof(key) ||
+	    op->pt->build_customer(op->cfg, key, op->ref, &http) != 0 ||
+	    chain_send(op, &http, customer_replied) != 0)
+		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+	proc_http_clear(&http);
+}
+
 static void
 h_methods_add(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
@@ -243,6 +457,10 @@ h_methods_add(struct reactor *rx, struct evhttp_request *req, const char *path)
 	    http_refuse_card_text(rx, req, &who, body, len) != 0)
 		return;
 	r = txn_method_body_parse(body, len, &rq, nickname, sizeof(nickname), &perr);
+	if (r == 0 && rq->processor_method[0] != '\0') {
+		save_processor_method(rx, req, &who, rq->processor_method, nickname);
+		goto out;
+	}
 	if (r == 0 && rq->payment_method_id[0] == '\0')
 		r = txn_card_to_vault(rx->gw->kr, &rx->env.limits.sealed, rq, &ve, &blob, &perr);
 	if (r != 0) {

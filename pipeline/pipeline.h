@@ -109,6 +109,11 @@ struct txn_request {
 	/* stripePaymentMethod: a PaymentMethod the customer's browser created
 	 * at Stripe (Stripe.js), "pm_…"; "" when none. No card reaches us. */
 	char processor_method[64];
+	/* A saved method the processor holds (paymentMethodId of such a
+	 * method, filled by the method stage): the processor instance that
+	 * holds it and its customer there; "" each otherwise. */
+	char method_processor[32];
+	char processor_customer[96];
 };
 
 struct txn_parse_error {
@@ -126,7 +131,8 @@ void txn_request_free(struct txn_request *r);
  * insensitive) is one of origins (comma- or space-separated). */
 int txn_return_url_allowed(const struct txn_request *rq, const char *origins);
 /* Parses a POST /v1/payments/methods body ({"paymentMethodId": "tok_…"} |
- * {"card": {…}} | {"encryptedCard": {…}}, optional "nickname") into the
+ * {"card": {…}} | {"encryptedCard": {…}} | {"stripePaymentMethod": "pm_…"},
+ * optional "nickname") into the
  * card fields of a txn_request; nickname gets the nickname or "". */
 int txn_method_body_parse(const char *body, size_t len, struct txn_request **out,
                           char *nickname, size_t nickcap, struct txn_parse_error *err);

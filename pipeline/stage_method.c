@@ -55,6 +55,25 @@ stage_load_method(struct txn *t)
 			goto fail;
 		token = m.token;
 		t->method_saved = 1;
+		if (m.processor_method[0] != '\0') {
+			/* The processor holds the card: nothing to decrypt; the
+			 * charge names its card and customer there. */
+			if (fgw_strlcpy(rq->processor_method, m.processor_method,
+			                sizeof(rq->processor_method)) != 0 ||
+			    fgw_strlcpy(rq->processor_customer, m.processor_customer,
+			                sizeof(rq->processor_customer)) != 0 ||
+			    fgw_strlcpy(rq->method_processor, m.processor,
+			                sizeof(rq->method_processor)) != 0)
+				goto fail;
+			/* No vault entry: the token stage's fresh token names nothing. */
+			t->token[0] = '\0';
+			fgw_strlcpy(t->brand, m.brand, sizeof(t->brand));
+			fgw_strlcpy(t->last4, m.last4, sizeof(t->last4));
+			rq->card.exp_month = m.exp_month;
+			rq->card.exp_year = m.exp_year;
+			rc = STAGE_NEXT;
+			goto out;
+		}
 	}
 	r = store_vault_get(t->env->reader, token, &ve, &blob);
 	if (r == FGW_ERR_NOT_FOUND) {

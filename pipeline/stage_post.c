@@ -104,6 +104,8 @@ send_charge(struct txn *t, const char *payment_method)
 	if ((r = fill_request(t, &preq, &pk_b64)) != 0)
 		goto out;
 	preq.payment_method = payment_method;
+	if (t->req->processor_customer[0] != '\0')
+		preq.customer = t->req->processor_customer;
 	if (txn_proc_type(t)->needs_clear_card && c->pan != NULL) {
 		clear = (struct proc_clear_card){ c->pan, c->cvc, c->exp_month,
 			                              c->exp_year, c->holder };

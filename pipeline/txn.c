@@ -517,7 +517,7 @@ txn_method_body_parse(const char *body, size_t len, struct txn_request **out,
                       char *nickname, size_t nickcap, struct txn_parse_error *err)
 {
 	static const char *const fields[] = { "paymentMethodId", "card", "encryptedCard",
-		                                  "nickname", NULL };
+		                                  "nickname", "stripePaymentMethod", NULL };
 	cJSON *root = NULL, *card = NULL, *enc = NULL;
 	struct txn_request *rq = NULL;
 	struct fgw_json_error jerr;
@@ -542,13 +542,24 @@ txn_method_body_parse(const char *body, size_t len, struct txn_request **out,
 	if ((r = only_fields(root, fields, "", err)) != 0 ||
 	    (r = get_str(root, "nickname", "nickname", nickname, nickcap, 0, err)) != 0 ||
 	    (r = get_str(root, "paymentMethodId", "paymentMethodId", rq->payment_method_id,
-	                 sizeof(rq->payment_method_id), 0, err)) != 0)
+	                 sizeof(rq->payment_method_id), 0, err)) != 0 ||
+	    (r = get_str(root, "stripePaymentMethod", "stripePaymentMethod", rq->processor_method,
+	                 sizeof(rq->processor_method), 0, err)) != 0)
 		goto out;
-	if ((card != NULL) + (enc != NULL) + (rq->payment_method_id[0] != '\0') != 1) {
-		r = perr(err, "paymentMethodId", "or card or encryptedCard is required, exactly one");
+	if ((card != NULL) + (enc != NULL) + (rq->payment_method_id[0] != '\0') +
+	        (rq->processor_method[0] != '\0') != 1) {
+		r = perr(err, "paymentMethodId",
+		         "or card or encryptedCard or stripePaymentMethod is required, exactly one");
 		goto out;
 	}
-	if (rq->payment_method_id[0] != '\0') {
+	if (rq->processor_method[0] != '\0') {
+		if (strncmp(rq->processor_method, "pm_", 3) != 0 || rq->processor_method[3] == '\0' ||
+		    strspn(rq->processor_method, "abcdefghijklmnopqrstuvwxyz"
+		           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != strlen(rq->processor_method)) {
+			r = perr(err, "stripePaymentMethod", "must be a Stripe PaymentMethod id (pm_...)");
+			goto out;
+		}
+	} else if (rq->payment_method_id[0] != '\0') {
 		if (strncmp(rq->payment_method_id, "tok_", 4) != 0 ||
 		    strspn(rq->payment_method_id + 4, "abcdefghijklmnopqrstuvwxyz"
 		           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != strlen(rq->payment_method_id) - 4) {

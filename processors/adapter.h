@@ -92,6 +92,17 @@ struct proc_request {
 	/* The processor's own id for the card (Stripe "pm_..."): from the
 	 * type's build_card call, or given by the website. NULL: none. */
 	const char *payment_method;
+	/* The processor's customer that payment_method is attached to (a
+	 * saved processor method, Stripe "cus_..."); NULL: none. */
+	const char *customer;
+};
+
+/* A card the processor holds, as its attach answer describes it. */
+struct proc_saved_card {
+	char id[96];            /* the processor's method id (Stripe pm_...) */
+	char brand[16];         /* "Visa", "Mastercard", ... or "" */
+	char last4[5];
+	int exp_month, exp_year;
 };
 
 /* An HTTP request an adapter built. All owned; free with proc_http_clear. */
@@ -239,6 +250,21 @@ struct proc_type {
 	 * the customer (proc_request.payment_method, e.g. a Stripe
 	 * PaymentMethod made by Stripe.js) instead of giving one. */
 	int takes_processor_method;
+	/* Saving such a card for later payments (NULL when the type cannot):
+	 * the processor's customer that will own it, then the attachment.
+	 * Each call carries the idempotency key given, so a retry replays.
+	 * parse: PROC_SUCCEEDED with the customer id in reference (or the
+	 * card in *card); PROC_FAILED when the processor refused (code,
+	 * message); PROC_UNKNOWN when the answer was lost or unreadable. */
+	int (*build_customer)(const struct proc_config *cfg, const char *idempotency_key,
+	                      const char *customer_ref, struct proc_http *out);
+	int (*parse_customer)(const struct proc_config *cfg, long http_status,
+	                      const char *body, size_t len, struct proc_result *out);
+	int (*build_attach)(const struct proc_config *cfg, const char *idempotency_key,
+	                    const char *method, const char *customer, struct proc_http *out);
+	int (*parse_attach)(const struct proc_config *cfg, long http_status, const char *body,
+	                    size_t len, const char *customer, struct proc_saved_card *card,
+	                    struct proc_result *out);
 	/* Maps a verified webhook event (the whole JSON body, with a string
 	 * id and type and an object data.object) to what it asks; pointers
 	 * in out point into event. 0, or FGW_ERR_INVALID when the payload

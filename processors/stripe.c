@@ -17,6 +17,10 @@
  * ones Stripe's OpenAPI description defines
  * (tests/fixtures/stripe-openapi-subset.json, checked in tests).
  *
+ * A Stripe.js PaymentMethod saved for later is attached to a Stripe
+ * Customer (POST /v1/customers, then POST /v1/payment_methods/{pm}/attach,
+ * build_customer and build_attach); its charges name that customer.
+ *
  * parse_reply() maps a PaymentIntent (2xx) through status_table and a
  * Stripe error object ({"error":{type, code, decline_code, ...}}) through
  * error_table to our outcome and error code. Messages are our fixed
@@ -180,6 +184,9 @@ intent_form(struct form *f, const struct proc_request *req, int capture)
 	form_put(f, "confirm", "true");
 	form_put(f, "capture_method", capture ? "automatic" : "manual");
 	form_put(f, "payment_method", req->payment_method);
+	/* A saved card: Stripe charges an attached PaymentMethod only for
+	 * the Customer that owns it. */
+	form_put(f, "customer", req->customer);
 	/* Without it an account with automatic payment methods would also
 	 * offer redirect-based methods and ask for a return_url. */
 	form_put(f, "payment_method_types[0]", "card");
@@ -344,7 +351,8 @@ stripe_build(const struct proc_config *cfg, const struct proc_request *req,
 		capture = 0;
 	else
 		return FGW_ERR_INVALID;
-	if (!request_ok(req) || !stripe_id_ok(req->payment_method, "pm_", 256))
+	if (!request_ok(req) || !stripe_id_ok(req->payment_method, "pm_", 256) ||
+	    (req->customer != NULL && !stripe_id_ok(req->customer, "cus_", 256)))
 		return FGW_ERR_INVALID;
 	if ((r = post_start(cfg, "payment_intents", req->idempotency_key, "-pi", out)) != 0)
 		goto out;
@@ -494,6 +502,182 @@ stripe_parse_card(const struct proc_config *cfg, long http_status, const char *b
 	} else {
 		proc_set_result(out, PROC_FAILED, C_FAILED,
 		                "The payment processor did not take the card.");
+	}
+	cJSON_Delete(root);
+	return FGW_OK;
+}
+
+/* ---- saving a Stripe.js PaymentMethod ------------------------------------- */
+
+/* A small form body (no card data) into out->body. */
+static int
+plain_body(struct proc_http *out, void (*fill)(struct form *, const void *), const void *arg)
+{
+	struct form f = { NULL, 0, 0 };
+
+	fill(&f, arg);
+	if ((out->body = malloc(f.len + 1)) == NULL)
+		return FGW_ERR_NOMEM;
+	f.cap = f.len;
+	f.len = 0;
+	f.buf = (unsigned char *)out->body;
+	fill(&f, arg);
+	out->body[f.len] = '\0';
+	out->body_len = f.len;
+	return f.len == f.cap ? FGW_OK : FGW_ERR_INTERNAL;
+}
+
+static void
+customer_form(struct form *f, const void *ref)
+{
+	form_put(f, "metadata[flair_customer]", ref);
+}
+
+static void
+attach_form(struct form *f, const void *customer)
+{
+	form_put(f, "customer", customer);
+}
+
+/* POST /v1/customers: the Customer that will own the saved cards of one
+ * flairgw customer. customer_ref is what metadata[flair_customer] says
+ * (the caller's keyed hash of its customer id, never the id itself). */
+static int
+stripe_build_customer(const struct proc_config *cfg, const char *idempotency_key,
+                      const char *customer_ref, struct proc_http *out)
+{
+	int r;
+
+	if (cfg == NULL || out == NULL)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	if (!proc_token_ok(customer_ref, 64))
+		return FGW_ERR_INVALID;
+	if ((r = post_start(cfg, "customers", idempotency_key, "", out)) == 0)
+		r = plain_body(out, customer_form, customer_ref);
+	if (r != FGW_OK)
+		proc_http_clear(out);
+	return r;
+}
+
+/* POST /v1/payment_methods/{method}/attach with customer=... */
+static int
+stripe_build_attach(const struct proc_config *cfg, const char *idempotency_key,
+                    const char *method, const char *customer, struct proc_http *out)
+{
+	char what[160];
+	int r;
+
+	if (cfg == NULL || out == NULL)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	if (!stripe_id_ok(method, "pm_", 96) || !stripe_id_ok(customer, "cus_", 96))
+		return FGW_ERR_INVALID;
+	snprintf(what, sizeof(what), "payment_methods/%s/attach", method);
+	if ((r = post_start(cfg, what, idempotency_key, "", out)) == 0)
+		r = plain_body(out, attach_form, customer);
+	if (r != FGW_OK)
+		proc_http_clear(out);
+	return r;
+}
+
+/* An answer that is not the object asked for: a 4xx with Stripe's error
+ * object is a refusal (nothing was made); anything else may have been
+ * done, and the same key replays it. */
+static void
+save_refusal(long http_status, const cJSON *root, struct proc_result *out)
+{
+	const cJSON *err = cJSON_GetObjectItemCaseSensitive(root, "error");
+	const char *code = proc_json_str(err, "code");
+
+	if (http_status >= 400 && http_status <= 499 && http_status != 409 &&
+	    cJSON_IsObject(err) && !same("idempotency_error", proc_json_str(err, "type")))
+		proc_set_result(out, PROC_FAILED,
+		                same("resource_missing", code) ? "PAYMENT_METHOD_NOT_FOUND"
+		                                               : "PAYMENT_METHOD_REFUSED",
+		                same("resource_missing", code)
+		                    ? "The processor has no such payment method."
+		                    : "The processor refused to save the payment method.");
+	else
+		proc_set_result(out, PROC_UNKNOWN, C_FAILED,
+		                "The processor's answer was lost; try again.");
+}
+
+static int
+stripe_parse_customer(const struct proc_config *cfg, long http_status, const char *body,
+                      size_t len, struct proc_result *out)
+{
+	cJSON *root;
+
+	(void)cfg;
+	if (out == NULL)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	root = fgw_json_parse_strict(body, len);
+	if (http_status >= 200 && http_status <= 299 &&
+	    same("customer", proc_json_str(root, "object")) &&
+	    stripe_id_ok(proc_json_str(root, "id"), "cus_", sizeof(out->reference))) {
+		fgw_strlcpy(out->reference, proc_json_str(root, "id"), sizeof(out->reference));
+		proc_set_result(out, PROC_SUCCEEDED, "", "The customer exists.");
+	} else {
+		save_refusal(http_status, root, out);
+	}
+	cJSON_Delete(root);
+	return FGW_OK;
+}
+
+/* The attach answer is the PaymentMethod, now owned by customer: its id
+ * (Stripe may answer another id than the one asked for, as its test
+ * tokens do) and the card's display fields. An answer naming another
+ * customer is not the attachment we asked for. */
+static int
+stripe_parse_attach(const struct proc_config *cfg, long http_status, const char *body,
+                    size_t len, const char *customer, struct proc_saved_card *card,
+                    struct proc_result *out)
+{
+	static const struct {
+		const char *stripe, *ours;
+	} brands[] = {
+		{ "visa", "Visa" }, { "mastercard", "Mastercard" }, { "amex", "Amex" },
+		{ "discover", "Discover" }, { "diners", "Diners" }, { "jcb", "JCB" },
+		{ "unionpay", "UnionPay" },
+	};
+	const cJSON *c;
+	const char *brand, *last4;
+	cJSON *root;
+	int64_t mo, yr;
+
+	(void)cfg;
+	if (out == NULL || card == NULL || customer == NULL)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	memset(card, 0, sizeof(*card));
+	root = fgw_json_parse_strict(body, len);
+	c = cJSON_GetObjectItemCaseSensitive(root, "card");
+	last4 = proc_json_str(c, "last4");
+	if (http_status >= 200 && http_status <= 299 &&
+	    same("payment_method", proc_json_str(root, "object")) &&
+	    stripe_id_ok(proc_json_str(root, "id"), "pm_", sizeof(card->id)) &&
+	    same(customer, proc_json_str(root, "customer")) && cJSON_IsObject(c) &&
+	    last4 != NULL && strlen(last4) == 4 && strspn(last4, "0123456789") == 4 &&
+	    fgw_json_int(cJSON_GetObjectItemCaseSensitive(c, "exp_month"), 1, 12, &mo) == 0 &&
+	    fgw_json_int(cJSON_GetObjectItemCaseSensitive(c, "exp_year"), 1000, 9999, &yr) == 0) {
+		fgw_strlcpy(card->id, proc_json_str(root, "id"), sizeof(card->id));
+		memcpy(card->last4, last4, 5);
+		card->exp_month = (int)mo;
+		card->exp_year = (int)yr;
+		brand = proc_json_str(c, "brand");
+		for (size_t i = 0; brand != NULL && i < sizeof(brands) / sizeof(brands[0]); i++)
+			if (strcmp(brand, brands[i].stripe) == 0)
+				fgw_strlcpy(card->brand, brands[i].ours, sizeof(card->brand));
+		if (card->brand[0] == '\0')
+			fgw_strlcpy(card->brand, "Unknown", sizeof(card->brand));
+		proc_set_result(out, PROC_SUCCEEDED, "", "The card was saved.");
+	} else if (http_status >= 200 && http_status <= 299) {
+		proc_set_result(out, PROC_FAILED, "PAYMENT_METHOD_REFUSED",
+		                "The processor refused to save the payment method.");
+	} else {
+		save_refusal(http_status, root, out);
 	}
 	cJSON_Delete(root);
 	return FGW_OK;
@@ -870,6 +1054,10 @@ const struct proc_type proc_type_stripe = {
 	.parse_op = stripe_parse_op,
 	.needs_clear_card = 1,
 	.takes_processor_method = 1,
+	.build_customer = stripe_build_customer,
+	.parse_customer = stripe_parse_customer,
+	.build_attach = stripe_build_attach,
+	.parse_attach = stripe_parse_attach,
 	/* The metadata search can lag (Stripe documents it as not for
 	 * read-after-write): an empty result is trusted after an hour. */
 	.not_found_settle_ms = 3600000,

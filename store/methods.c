@@ -29,10 +29,22 @@ text_bind(sqlite3_stmt *s, int i, const char *p)
 
 /* ---- reads ------------------------------------------------------------- */
 
+/* Every saved method of both kinds: vaulted cards (display fields from
+ * the vault entry) and cards a processor holds (processor_methods). */
+#define ALL_METHODS                                                           \
+	"(SELECT p.id, p.customer_id, p.token, p.nickname, p.is_default, "       \
+	"p.created_at, v.brand, v.last4, v.exp_month, v.exp_year, "              \
+	"NULL AS processor, NULL AS processor_customer, NULL AS processor_method " \
+	"FROM payment_methods p JOIN vault_entries v ON v.token = p.token "      \
+	"UNION ALL SELECT id, customer_id, NULL, nickname, is_default, "         \
+	"created_at, brand, last4, exp_month, exp_year, processor, "             \
+	"processor_customer, processor_method FROM processor_methods) "
+
 #define METHOD_SELECT                                                         \
 	"SELECT m.id, m.customer_id, m.token, m.nickname, m.is_default, "        \
-	"m.created_at, v.brand, v.last4, v.exp_month, v.exp_year "               \
-	"FROM payment_methods m JOIN vault_entries v ON v.token = m.token "
+	"m.created_at, m.brand, m.last4, m.exp_month, m.exp_year, "              \
+	"m.processor, m.processor_customer, m.processor_method "                 \
+	"FROM " ALL_METHODS "m "
 
 static int
 read_method(sqlite3_stmt *s, struct store_method *m)
@@ -44,7 +56,10 @@ read_method(sqlite3_stmt *s, struct store_method *m)
 	    (r = sql_col_text(s, 2, m->token, sizeof(m->token))) != 0 ||
 	    (r = sql_col_text(s, 3, m->nickname, sizeof(m->nickname))) != 0 ||
 	    (r = sql_col_text(s, 6, m->brand, sizeof(m->brand))) != 0 ||
-	    (r = sql_col_text(s, 7, m->last4, sizeof(m->last4))) != 0)
+	    (r = sql_col_text(s, 7, m->last4, sizeof(m->last4))) != 0 ||
+	    (r = sql_col_text(s, 10, m->processor, sizeof(m->processor))) != 0 ||
+	    (r = sql_col_text(s, 11, m->processor_customer, sizeof(m->processor_customer))) != 0 ||
+	    (r = sql_col_text(s, 12, m->processor_method, sizeof(m->processor_method))) != 0)
 		return r;
 	m->is_default = sqlite3_column_int(s, 4);
 	m->created_at = sqlite3_column_int64(s, 5);
@@ -91,6 +106,27 @@ store_method_get(struct store_reader *rd, const char *customer, const char *id,
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW)
 		r = read_method(s, out);
+	else
+		r = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+out:
+	sql_release(s);
+	return r;
+}
+
+int
+store_proc_customer_get(struct store_reader *rd, const char *processor, const char *customer,
+                        char *out, size_t cap)
+{
+	sqlite3_stmt *s = NULL;
+	int r, rc;
+
+	if ((r = sql_prepare(store_reader_db(rd), "SELECT processor_customer FROM "
+	              "processor_customers WHERE processor = ?1 AND customer_id = ?2", &s)) != 0 ||
+	    (r = text_bind(s, 1, processor)) != 0 || (r = text_bind(s, 2, customer)) != 0)
+		goto out;
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		r = sql_col_text(s, 0, out, cap);
 	else
 		r = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 out:
@@ -195,6 +231,59 @@ save_job_free(void *p)
 	free(j);
 }
 
+/* A processor's card: the row already there for the same card of the
+ * customer (a retry) is the answer; otherwise a new row. */
+static int
+save_processor_method(sqlite3 *db, struct store_method *m, int64_t have, int64_t now)
+{
+	sqlite3_stmt *s = NULL;
+	int r, rc;
+
+	if ((r = sql_prepare(db, METHOD_SELECT "WHERE m.customer_id = ?1 AND m.processor = ?2 "
+	              "AND m.processor_method = ?3", &s)) != 0 ||
+	    (r = text_bind(s, 1, m->customer_id)) != 0 || (r = text_bind(s, 2, m->processor)) != 0 ||
+	    (r = text_bind(s, 3, m->processor_method)) != 0)
+		goto out;
+	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		r = read_method(s, m);
+		goto out;
+	}
+	if (rc != SQLITE_DONE) {
+		r = FGW_ERR_DB;
+		goto out;
+	}
+	if (have >= STORE_METHODS_MAX) {
+		r = FGW_ERR_TOO_LARGE;
+		goto out;
+	}
+	sql_release(s);
+	s = NULL;
+	m->token[0] = '\0';
+	m->is_default = have == 0;
+	m->created_at = now;
+	if ((r = sql_prepare(db, "INSERT INTO processor_methods (id, customer_id, nickname, "
+	              "is_default, created_at, processor, processor_customer, processor_method, "
+	              "brand, last4, exp_month, exp_year) VALUES (?1, ?2, NULLIF(?3, ''), "
+	              "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)", &s)) != 0 ||
+	    (r = text_bind(s, 1, m->id)) != 0 || (r = text_bind(s, 2, m->customer_id)) != 0 ||
+	    (r = text_bind(s, 3, m->nickname)) != 0 ||
+	    sqlite3_bind_int(s, 4, m->is_default) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 5, now) != SQLITE_OK ||
+	    (r = text_bind(s, 6, m->processor)) != 0 ||
+	    (r = text_bind(s, 7, m->processor_customer)) != 0 ||
+	    (r = text_bind(s, 8, m->processor_method)) != 0 ||
+	    (r = text_bind(s, 9, m->brand)) != 0 || (r = text_bind(s, 10, m->last4)) != 0 ||
+	    sqlite3_bind_int(s, 11, m->exp_month) != SQLITE_OK ||
+	    sqlite3_bind_int(s, 12, m->exp_year) != SQLITE_OK) {
+		r = r ? r : FGW_ERR_DB;
+		goto out;
+	}
+	r = step_done(s);
+out:
+	sql_release(s);
+	return r;
+}
+
 static int
 run_save(sqlite3 *db, void *ctx)
 {
@@ -205,9 +294,14 @@ run_save(sqlite3 *db, void *ctx)
 	int64_t now = fgw_now_ms(), have = 0;
 	int r;
 
-	if ((r = sql_int64_of(db, "SELECT COUNT(*) FROM payment_methods WHERE customer_id = ?1",
-	                      m->customer_id, &have)) != 0)
+	if ((r = sql_int64_of(db, "SELECT (SELECT COUNT(*) FROM payment_methods WHERE "
+	                      "customer_id = ?1) + (SELECT COUNT(*) FROM processor_methods "
+	                      "WHERE customer_id = ?1)", m->customer_id, &have)) != 0)
 		goto out;
+	if (m->processor_method[0] != '\0') {
+		r = save_processor_method(db, m, have, now);
+		goto out;
+	}
 	if (have >= STORE_METHODS_MAX) {
 		r = FGW_ERR_TOO_LARGE;
 		goto out;
@@ -301,7 +395,10 @@ store_method_save(struct store *st, struct store_waker *w, struct store_method *
 {
 	struct save_job *j;
 	if (m == NULL || m->id[0] == '\0' || m->customer_id[0] == '\0' ||
-	    (vault == NULL && m->token[0] == '\0') || (vault != NULL && vault->blob == NULL))
+	    (m->processor_method[0] != '\0' &&
+	     (vault != NULL || m->processor[0] == '\0' || m->processor_customer[0] == '\0')) ||
+	    (vault == NULL && m->token[0] == '\0' && m->processor_method[0] == '\0') ||
+	    (vault != NULL && vault->blob == NULL))
 		return FGW_ERR_INVALID;
 	if ((j = calloc(1, sizeof(*j))) == NULL)
 		return FGW_ERR_NOMEM;
@@ -320,6 +417,67 @@ store_method_save(struct store *st, struct store_waker *w, struct store_method *
 	                           audit ? 1 : 0, done, arg);
 }
 
+struct pcus_job {
+	char processor[32];
+	char customer[192];
+	char processor_customer[96];
+	char *have;
+	size_t cap;
+};
+
+static int
+run_pcus_put(sqlite3 *db, void *ctx)
+{
+	struct pcus_job *j = ctx;
+	sqlite3_stmt *s = NULL;
+	int r;
+
+	if ((r = sql_prepare(db, "INSERT INTO processor_customers (processor, customer_id, "
+	              "processor_customer, created_at) VALUES (?1, ?2, ?3, ?4) "
+	              "ON CONFLICT (processor, customer_id) DO NOTHING", &s)) != 0 ||
+	    (r = text_bind(s, 1, j->processor)) != 0 || (r = text_bind(s, 2, j->customer)) != 0 ||
+	    (r = text_bind(s, 3, j->processor_customer)) != 0 ||
+	    sqlite3_bind_int64(s, 4, fgw_now_ms()) != SQLITE_OK || (r = step_done(s)) != 0) {
+		r = r ? r : FGW_ERR_DB;
+		goto out;
+	}
+	sql_release(s);
+	s = NULL;
+	if ((r = sql_prepare(db, "SELECT processor_customer FROM processor_customers "
+	              "WHERE processor = ?1 AND customer_id = ?2", &s)) != 0 ||
+	    (r = text_bind(s, 1, j->processor)) != 0 || (r = text_bind(s, 2, j->customer)) != 0)
+		goto out;
+	r = sqlite3_step(s) == SQLITE_ROW ? sql_col_text(s, 0, j->have, j->cap) : FGW_ERR_DB;
+out:
+	sql_release(s);
+	return r;
+}
+
+int
+store_proc_customer_put(struct store *st, struct store_waker *w, const char *processor,
+                        const char *customer, const char *processor_customer, char *have,
+                        size_t cap, store_done_fn done, void *arg)
+{
+	struct pcus_job *j;
+
+	if (processor == NULL || customer == NULL || processor_customer == NULL ||
+	    have == NULL || processor[0] == '\0' || customer[0] == '\0' ||
+	    processor_customer[0] == '\0')
+		return FGW_ERR_INVALID;
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		return FGW_ERR_NOMEM;
+	if (fgw_strlcpy(j->processor, processor, sizeof(j->processor)) != 0 ||
+	    fgw_strlcpy(j->customer, customer, sizeof(j->customer)) != 0 ||
+	    fgw_strlcpy(j->processor_customer, processor_customer,
+	                sizeof(j->processor_customer)) != 0) {
+		free(j);
+		return FGW_ERR_INVALID;
+	}
+	j->have = have;
+	j->cap = cap;
+	return store_submit_custom(st, w, run_pcus_put, j, free, NULL, NULL, 0, done, arg);
+}
+
 struct id_job {
 	char customer[128];
 	char id[40];
@@ -329,16 +487,30 @@ struct id_job {
 static int
 ensure_default(sqlite3 *db, const char *customer)
 {
+	static const char *const sql[] = {
+		"UPDATE payment_methods SET is_default = 1 WHERE id = "
+		"(SELECT id FROM " ALL_METHODS "WHERE customer_id = ?1 "
+		" ORDER BY created_at DESC, id LIMIT 1) "
+		"AND NOT EXISTS (SELECT 1 FROM " ALL_METHODS
+		" WHERE customer_id = ?1 AND is_default = 1)",
+		"UPDATE processor_methods SET is_default = 1 WHERE id = "
+		"(SELECT id FROM " ALL_METHODS "WHERE customer_id = ?1 "
+		" ORDER BY created_at DESC, id LIMIT 1) "
+		"AND NOT EXISTS (SELECT 1 FROM " ALL_METHODS
+		" WHERE customer_id = ?1 AND is_default = 1)",
+	};
 	sqlite3_stmt *s = NULL;
-	int r;
-	if ((r = sql_prepare(db, "UPDATE payment_methods SET is_default = 1 WHERE id = "
-	              "(SELECT id FROM payment_methods WHERE customer_id = ?1 "
-	              " ORDER BY created_at DESC, id LIMIT 1) "
-	              "AND NOT EXISTS (SELECT 1 FROM payment_methods "
-	              " WHERE customer_id = ?1 AND is_default = 1)", &s)) == 0 &&
-	    (r = text_bind(s, 1, customer)) == 0)
-		r = step_done(s);
-	sql_release(s);
+	int r = FGW_OK;
+
+	/* The newest method of either kind; one of the two statements
+	 * finds it in its table. */
+	for (size_t i = 0; r == FGW_OK && i < 2; i++) {
+		if ((r = sql_prepare(db, sql[i], &s)) == 0 &&
+		    (r = text_bind(s, 1, customer)) == 0)
+			r = step_done(s);
+		sql_release(s);
+		s = NULL;
+	}
 	return r;
 }
 
@@ -355,7 +527,19 @@ run_delete(sqlite3 *db, void *ctx)
 	    (r = text_bind(s, 1, j->id)) != 0 || (r = text_bind(s, 2, j->customer)) != 0)
 		goto out;
 	if (sqlite3_step(s) != SQLITE_ROW) {
-		r = FGW_ERR_NOT_FOUND;
+		/* Not a vaulted card: a processor's card, or no such method. */
+		sql_release(s);
+		s = NULL;
+		if ((r = sql_prepare(db, "DELETE FROM processor_methods WHERE id = ?1 AND "
+		              "customer_id = ?2", &s)) != 0 ||
+		    (r = text_bind(s, 1, j->id)) != 0 || (r = text_bind(s, 2, j->customer)) != 0 ||
+		    (r = step_done(s)) != 0)
+			goto out;
+		if (sqlite3_changes(db) == 0) {
+			r = FGW_ERR_NOT_FOUND;
+			goto out;
+		}
+		r = ensure_default(db, j->customer);
 		goto out;
 	}
 	if ((r = sql_col_text(s, 0, token, sizeof(token))) != 0 ||
@@ -377,17 +561,27 @@ out:
 static int
 run_set_default(sqlite3 *db, void *ctx)
 {
+	static const char *const sql[] = {
+		"UPDATE payment_methods SET is_default = (id = ?1) WHERE customer_id = ?2 "
+		"AND EXISTS (SELECT 1 FROM " ALL_METHODS "WHERE id = ?1 AND customer_id = ?2)",
+		"UPDATE processor_methods SET is_default = (id = ?1) WHERE customer_id = ?2 "
+		"AND EXISTS (SELECT 1 FROM " ALL_METHODS "WHERE id = ?1 AND customer_id = ?2)",
+	};
 	struct id_job *j = ctx;
 	sqlite3_stmt *s = NULL;
-	int r;
+	int changed = 0, r = FGW_OK;
 
-	if ((r = sql_prepare(db, "UPDATE payment_methods SET is_default = (id = ?1) "
-	              "WHERE customer_id = ?2 AND EXISTS (SELECT 1 FROM payment_methods "
-	              "WHERE id = ?1 AND customer_id = ?2)", &s)) != 0 ||
-	    (r = text_bind(s, 1, j->id)) != 0 || (r = text_bind(s, 2, j->customer)) != 0 ||
-	    (r = step_done(s)) != 0)
-		goto out;
-	r = sqlite3_changes(db) > 0 ? FGW_OK : FGW_ERR_NOT_FOUND;
+	/* One default across both kinds of method. */
+	for (size_t i = 0; i < 2; i++) {
+		if ((r = sql_prepare(db, sql[i], &s)) != 0 ||
+		    (r = text_bind(s, 1, j->id)) != 0 || (r = text_bind(s, 2, j->customer)) != 0 ||
+		    (r = step_done(s)) != 0)
+			goto out;
+		changed += sqlite3_changes(db);
+		sql_release(s);
+		s = NULL;
+	}
+	r = changed > 0 ? FGW_OK : FGW_ERR_NOT_FOUND;
 out:
 	sql_release(s);
 	return r;

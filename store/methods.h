@@ -2,7 +2,10 @@
  * store/methods.h — saved payment methods and vault maintenance.
  *
  * A saved method is a row of payment_methods pointing at a vault entry
- * (vault_entries.saved = 1, customer_id = the owner). Every read and write
+ * (vault_entries.saved = 1, customer_id = the owner), or a row of
+ * processor_methods naming a card a processor holds (processor,
+ * processor_customer, processor_method; no vault entry, display fields
+ * from the processor's answer). Lists, default and delete cover both. Every read and write
  * is scoped to a customer id: another customer's method reads as
  * FGW_ERR_NOT_FOUND. Display fields (brand, last4, expiry) come from the
  * vault entry; the ciphertext never leaves the store through this header
@@ -25,7 +28,12 @@
 struct store_method {
 	char id[40];              /* "pm_…" */
 	char customer_id[192];
-	char token[40];           /* the vault entry */
+	char token[40];           /* the vault entry, "" for a processor's card */
+	/* A card the processor holds: the instance name, its customer and
+	 * card ids ("" each for a vaulted card). */
+	char processor[32];
+	char processor_customer[96];
+	char processor_method[96];
 	char nickname[128];       /* "" when none */
 	int is_default;
 	int64_t created_at;
@@ -70,7 +78,21 @@ void store_rewrap_items_clear(struct store_rewrap_item *items, size_t n);
 
 /* ---- writes ------------------------------------------------------------ */
 
-/* Saves a method for m->customer_id. With vault != NULL the entry is
+/* The processor's customer of (processor, customer) into out;
+ * FGW_ERR_NOT_FOUND when none is recorded yet. */
+int store_proc_customer_get(struct store_reader *r, const char *processor,
+                            const char *customer, char *out, size_t cap);
+/* Records processor_customer as customer's at processor. The first one
+ * recorded stays: *have (must outlive the job) gets the recorded id. */
+int store_proc_customer_put(struct store *st, struct store_waker *w,
+                            const char *processor, const char *customer,
+                            const char *processor_customer, char *have, size_t cap,
+                            store_done_fn done, void *arg);
+
+/* Saves a method for m->customer_id. With m->processor_method set, the
+ * row names that processor's card (vault NULL, m->token ignored) and
+ * saving the same card again for the customer is not an error: m is
+ * filled from the row already there (a retried request). With vault != NULL the entry is
  * inserted (saved = 1); otherwise m->token must name an unexpired vault
  * entry of the same customer (FGW_ERR_NOT_FOUND if not), which becomes
  * saved. FGW_ERR_EXISTS when that token is already a saved method,

@@ -549,6 +549,40 @@ static const char schema_v16_txn_moves[] =
     " INSERT INTO txn_moves (txn_id, status, at) VALUES (NEW.id, NEW.status, NEW.updated_at);"
     " END;";
 
+/* v17: saved cards a processor holds (a Stripe.js PaymentMethod attached
+ * to the processor's Customer). They have no vault entry, so they are not
+ * payment_methods rows (whose token must name one): processor_methods has
+ * the same shape with the processor's ids and display fields instead, and
+ * the store reads both as one list (one default per customer across the
+ * two). processor_customers maps a flairgw customer to its Customer at
+ * each processor instance. IF NOT EXISTS everywhere: re-running the step
+ * is harmless. */
+static const char schema_v17_processor_methods[] =
+    "CREATE TABLE IF NOT EXISTS processor_methods ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " customer_id TEXT NOT NULL,"
+    " nickname TEXT,"
+    " is_default INTEGER NOT NULL DEFAULT 0 CHECK (is_default IN (0, 1)),"
+    " created_at INTEGER NOT NULL,"
+    " processor TEXT NOT NULL,"
+    " processor_customer TEXT NOT NULL,"
+    " processor_method TEXT NOT NULL,"
+    " brand TEXT NOT NULL,"
+    " last4 TEXT NOT NULL,"
+    " exp_month INTEGER NOT NULL,"
+    " exp_year INTEGER NOT NULL,"
+    " UNIQUE (customer_id, processor, processor_method)"
+    ");"
+    "CREATE INDEX IF NOT EXISTS processor_methods_customer"
+    " ON processor_methods(customer_id, created_at);"
+    "CREATE TABLE IF NOT EXISTS processor_customers ("
+    " processor TEXT NOT NULL,"
+    " customer_id TEXT NOT NULL,"
+    " processor_customer TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL,"
+    " PRIMARY KEY (processor, customer_id)"
+    ");";
+
 static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
@@ -566,6 +600,7 @@ static const char *const migrations[] = {
 	schema_v14_browser_payments,
 	schema_v15_mail_outbox,
 	schema_v16_txn_moves,
+	schema_v17_processor_methods,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

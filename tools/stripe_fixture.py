@@ -28,8 +28,13 @@ OPERATIONS = [
     ("payment_method_create", "post", "/v1/payment_methods",
      ["type", "card[number]", "card[exp_month]", "card[exp_year]", "card[cvc]",
       "billing_details[name]", "metadata[*]"]),
+    # A Stripe.js PaymentMethod saved for later: the Customer that owns it
+    # and the attachment, so a later PaymentIntent names both.
+    ("customer_create", "post", "/v1/customers", ["metadata[*]"]),
+    ("payment_method_attach", "post", "/v1/payment_methods/{payment_method}/attach",
+     ["customer"]),
     ("payment_intent_create", "post", "/v1/payment_intents",
-     ["amount", "currency", "confirm", "capture_method", "payment_method",
+     ["amount", "currency", "confirm", "capture_method", "payment_method", "customer",
       "payment_method_types[]", "metadata[*]", "description", "receipt_email",
       "return_url", "payment_method_options[card][request_three_d_secure]",
       # Not sent: kept so that the reason raw card fields cannot ride on

@@ -8,7 +8,9 @@
  * includes this file.
  *
  * Input: byte 0 picks the parser (0 parse_reply, 1..4 parse_op with
- * STATUS, CAPTURE, CANCEL, REFUND), bytes 1-2 the HTTP status (mostly one
+ * STATUS, CAPTURE, CANCEL, REFUND; for a type that saves processor cards,
+ * 0xF0..0xF7 parse_customer and 0xF8..0xFF parse_attach), bytes 1-2 the
+ * HTTP status (mostly one
  * a processor sends, sometimes any 100..599), the rest is the body.
  *
  * Oracle (what the pipeline and the reconciler rely on, docs/adapters.md):
@@ -89,6 +91,41 @@ check_result(int r, int first_charge, enum proc_op op, long status,
 	}
 }
 
+/* A saved card's answers: only a 2xx makes or attaches anything, and
+ * what is kept is a plain id and well-formed display fields. */
+static void
+check_save(const struct proc_type *pt, const struct proc_config *cfg, int attach, long status,
+           const char *body, size_t len)
+{
+	struct proc_saved_card card;
+	struct proc_result res;
+	int r;
+
+	memset(&res, 0, sizeof(res));
+	r = attach ? pt->parse_attach(cfg, status, body, len, "cus_fuzz1", &card, &res)
+	           : pt->parse_customer(cfg, status, body, len, &res);
+	check(r == 0 || r == FGW_ERR_NOMEM);
+	if (r == 0) {
+		check(res.outcome == PROC_SUCCEEDED || res.outcome == PROC_FAILED ||
+		      res.outcome == PROC_UNKNOWN);
+		if (res.outcome == PROC_SUCCEEDED)
+			check(status >= 200 && status <= 299);
+		check(res.next_action_json == NULL);
+		check(memchr(res.code, '\0', sizeof(res.code)) != NULL);
+		check(!has_pan_run(res.message));
+		if (!attach && res.outcome == PROC_SUCCEEDED)
+			check(proc_id_ok(res.reference, sizeof(res.reference)));
+		if (attach && res.outcome == PROC_SUCCEEDED) {
+			check(proc_id_ok(card.id, sizeof(card.id)));
+			check(strlen(card.last4) == 4 && strspn(card.last4, "0123456789") == 4);
+			check(card.exp_month >= 1 && card.exp_month <= 12);
+			check(card.exp_year >= 1000 && card.exp_year <= 9999);
+			check(memchr(card.brand, '\0', sizeof(card.brand)) != NULL);
+		}
+	}
+	proc_result_clear(&res);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -127,7 +164,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(body, data + 3, len);
 	memset(&res, 0, sizeof(res));
-	if (data[0] % 5 == 0) {
+	if (data[0] >= 0xF0 && pt->parse_customer != NULL && pt->parse_attach != NULL) {
+		check_save(pt, &cfg, data[0] >= 0xF8, status, body, len);
+	} else if (data[0] % 5 == 0) {
 		r = pt->parse_reply(&cfg, status, body, len, &res);
 		check_result(r, 1, op, status, &res);
 	} else {

@@ -134,6 +134,10 @@ def test_make_install_with_destdir_and_lint_clean_man_pages():
     build, san = harness.BUILD.rstrip("/"), "0"
     if build.endswith("/asan"):
         build, san = os.path.dirname(build), "1"
+    # Relative, as every other make call names it: an absolute BUILD makes
+    # other target names, and the -MMD files it writes would no longer
+    # match the relative ones (a header change would then rebuild nothing).
+    build = os.path.relpath(build, root)
     with tempfile.TemporaryDirectory(prefix="flairgw-install-") as dest:
         done = subprocess.run(["make", "--no-print-directory", "-s", "install", f"BUILD={build}",
                                f"SAN={san}", "PREFIX=/usr", f"DESTDIR={dest}"], cwd=root,

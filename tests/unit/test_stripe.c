@@ -425,6 +425,15 @@ kv_parse(const char *s, size_t len, struct kv *f)
 	return 0;
 }
 
+static int
+has_header(const struct proc_http *h, const char *line)
+{
+	for (size_t i = 0; i < sizeof(h->headers) / sizeof(h->headers[0]) && h->headers[i]; i++)
+		if (strcmp(h->headers[i], line) == 0)
+			return 1;
+	return 0;
+}
+
 /* 0 when Stripe's description allows the request the adapter built. */
 static int
 contract_ok(const struct stripe_contract *c, const struct proc_http *h, const char *what)
@@ -503,6 +512,29 @@ test_contract_adapter_requests(void)
 	CHECK_EQ_INT(proc_type_stripe.build(&cfg, &req, &h), 0);
 	CHECK_EQ_INT(contract_ok(c, &h, "3-D Secure"), 0);
 	proc_http_clear(&h);
+	/* A saved card: the Customer, the attachment, the charge naming both. */
+	req.customer = "cus_Q1x";
+	CHECK_EQ_INT(proc_type_stripe.build(&cfg, &req, &h), 0);
+	CHECK(strstr(h.body, "&customer=cus_Q1x&") != NULL);
+	CHECK_EQ_INT(contract_ok(c, &h, "saved card"), 0);
+	proc_http_clear(&h);
+	req.customer = "cus_Q1x&amount=1";
+	CHECK_EQ_INT(proc_type_stripe.build(&cfg, &req, &h), FGW_ERR_INVALID);
+	req.customer = NULL;
+	CHECK_EQ_INT(proc_type_stripe.build_customer(&cfg, "cus-0a1b", "0a1b2c", &h), 0);
+	CHECK_STR(h.url, BASE "/v1/customers");
+	CHECK(has_header(&h, "Idempotency-Key: cus-0a1b"));
+	CHECK_EQ_INT(contract_ok(c, &h, "customer"), 0);
+	proc_http_clear(&h);
+	CHECK_EQ_INT(proc_type_stripe.build_attach(&cfg, "att-9", "pm_1Abc", "cus_Q1x", &h), 0);
+	CHECK_STR(h.url, BASE "/v1/payment_methods/pm_1Abc/attach");
+	CHECK(has_header(&h, "Idempotency-Key: att-9"));
+	CHECK_EQ_INT(contract_ok(c, &h, "attach"), 0);
+	proc_http_clear(&h);
+	CHECK_EQ_INT(proc_type_stripe.build_attach(&cfg, "att-9", "pm_1/../x", "cus_Q1x", &h),
+	             FGW_ERR_INVALID);
+	CHECK_EQ_INT(proc_type_stripe.build_attach(&cfg, "att-9", "pm_1", "acct_1", &h),
+	             FGW_ERR_INVALID);
 
 	/* Capture, cancel, partial refund, retrieve, search. */
 	CHECK_EQ_INT(proc_type_stripe.build_op(&cfg, PROC_OP_CAPTURE, &op, &h), 0);
@@ -525,6 +557,60 @@ end:
 	secbuf_free(pan);
 	secbuf_free(cvc);
 	stripe_contract_free(c);
+	TT_END;
+}
+
+/* The answers of customer create and attach. */
+static int
+test_parse_save(void)
+{
+	struct proc_config cfg;
+	struct proc_result res;
+	struct proc_saved_card card;
+	const char *pm = "{\"id\":\"pm_9Z\",\"object\":\"payment_method\",\"customer\":\"cus_1\","
+	                 "\"card\":{\"brand\":\"visa\",\"last4\":\"4242\",\"exp_month\":12,"
+	                 "\"exp_year\":2031}}";
+	const char *other = "{\"id\":\"pm_9Z\",\"object\":\"payment_method\",\"customer\":\"cus_2\","
+	                    "\"card\":{\"brand\":\"visa\",\"last4\":\"4242\",\"exp_month\":12,"
+	                    "\"exp_year\":2031}}";
+	const char *cus = "{\"id\":\"cus_Ab1\",\"object\":\"customer\"}";
+	const char *taken = "{\"error\":{\"type\":\"invalid_request_error\",\"message\":\"x\"}}";
+	const char *missing = "{\"error\":{\"type\":\"invalid_request_error\","
+	                      "\"code\":\"resource_missing\"}}";
+	TT_BEGIN;
+
+	cfg_init(&cfg);
+	CHECK_EQ_INT(proc_type_stripe.parse_customer(&cfg, 200, cus, strlen(cus), &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_SUCCEEDED);
+	CHECK_STR(res.reference, "cus_Ab1");
+	CHECK_EQ_INT(proc_type_stripe.parse_customer(&cfg, 200, "{\"id\":\"pi_1\"}", 13, &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_UNKNOWN);
+	CHECK_EQ_INT(proc_type_stripe.parse_customer(&cfg, 500, "", 0, &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_UNKNOWN);
+	CHECK_EQ_INT(proc_type_stripe.parse_customer(&cfg, 400, taken, strlen(taken), &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_FAILED);
+
+	CHECK_EQ_INT(proc_type_stripe.parse_attach(&cfg, 200, pm, strlen(pm), "cus_1", &card, &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_SUCCEEDED);
+	CHECK_STR(card.id, "pm_9Z");
+	CHECK_STR(card.brand, "Visa");
+	CHECK_STR(card.last4, "4242");
+	CHECK_EQ_INT(card.exp_month, 12);
+	CHECK_EQ_INT(card.exp_year, 2031);
+	/* Attached, but to someone else: not ours to save. */
+	CHECK_EQ_INT(proc_type_stripe.parse_attach(&cfg, 200, other, strlen(other), "cus_1", &card,
+	                                           &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_FAILED);
+	CHECK_EQ_INT(proc_type_stripe.parse_attach(&cfg, 400, taken, strlen(taken), "cus_1", &card,
+	                                           &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_FAILED);
+	CHECK_STR(res.code, "PAYMENT_METHOD_REFUSED");
+	CHECK_EQ_INT(proc_type_stripe.parse_attach(&cfg, 404, missing, strlen(missing), "cus_1",
+	                                           &card, &res), 0);
+	CHECK_STR(res.code, "PAYMENT_METHOD_NOT_FOUND");
+	CHECK_EQ_INT(proc_type_stripe.parse_attach(&cfg, 502, "", 0, "cus_1", &card, &res), 0);
+	CHECK_EQ_INT(res.outcome, PROC_UNKNOWN);
+end:
 	TT_END;
 }
 
@@ -563,6 +649,12 @@ test_contract_refusals(void)
 		{ "GET", "/v1/payment_intents/search", "query=x", NULL, NULL },
 		{ "POST", "/v1/refunds", "payment_intent=pi_1&amount=-", "parameter_invalid_integer",
 		  "amount" },
+		/* Saving a Stripe.js PaymentMethod: a Customer, then the attachment. */
+		{ "POST", "/v1/customers", "metadata[flair_customer]=c1", NULL, NULL },
+		{ "POST", "/v1/customers", "email=a@example.com", "parameter_unknown", "email" },
+		{ "POST", "/v1/payment_methods/pm_1/attach", "customer=cus_1", NULL, NULL },
+		{ "POST", "/v1/payment_methods/pm_1/attach", "", "parameter_missing", "customer" },
+		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&customer=cus_1", NULL, NULL },
 	};
 	struct stripe_contract *c = NULL;
 	struct kv f = { 0 };
@@ -688,6 +780,7 @@ static const struct tt_case cases[] = {
 	{ "parse_card", test_parse_card },
 	{ "contract_adapter_requests", test_contract_adapter_requests },
 	{ "contract_refusals", test_contract_refusals },
+	{ "parse_save", test_parse_save },
 	{ "search_hit_is_checked", test_search_hit_is_checked },
 	{ "map_events", test_map_events },
 	{ NULL, NULL },

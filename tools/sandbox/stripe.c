@@ -5,6 +5,7 @@
  * Stripe account.
  *
  * Routes: POST /v1/payment_intents, GET /v1/payment_intents/{id},
+ * POST /v1/customers, POST /v1/payment_methods/{id}/attach,
  * POST /v1/payment_intents/{id}/capture and /cancel, POST /v1/refunds,
  * GET /v1/stripe/ledger (tests), POST /stripe/3ds/{id}/complete.
  *
@@ -49,6 +50,7 @@ struct spi {
 	char capture_method[16];
 	char currency[4];
 	char pm[STR_ID_LEN];        /* pm_... */
+	char customer[STR_ID_LEN];  /* cus_..., "" when none */
 	char charge[STR_ID_LEN];    /* ch_... once confirmed */
 	char last4[5];
 	char txn_ref[80];           /* metadata[flair_txn_id] */
@@ -77,12 +79,22 @@ struct spm {
 	char last4[5];
 	int card;                   /* index in cards[], -1: any other card */
 	int exp_month, exp_year;
+	char customer[STR_ID_LEN];  /* cus_... once attached, else "" */
+	const char *brand;          /* Stripe's card.brand */
 	struct spm *next;
+};
+
+/* A Customer: only its id is kept. */
+struct scus {
+	char id[STR_ID_LEN];
+	struct scus *next;
 };
 
 struct stripe {
 	struct stripe_contract *contract; /* what Stripe's API description allows */
 	struct spm *methods;
+	struct scus *customers;
+	long n_customers;
 	struct spi *intents;
 	struct sidem *keys;
 	long n_objects;
@@ -289,6 +301,10 @@ intent_json(const struct spi *p)
 	} else {
 		cJSON_AddNullToObject(o, "next_action");
 	}
+	if (p->customer[0])
+		cJSON_AddStringToObject(o, "customer", p->customer);
+	else
+		cJSON_AddNullToObject(o, "customer");
 	if (p->pm[0])
 		cJSON_AddStringToObject(o, "payment_method", p->pm);
 	else
@@ -444,16 +460,32 @@ card_apply(struct spi *p, int i, const char **outcome)
 	fgw_strlcpy(p->err_decline, cards[i].decline_code, sizeof(p->err_decline));
 }
 
+static struct scus *
+customer_find(const struct stripe *st, const char *id)
+{
+	for (struct scus *c = st->customers; c != NULL; c = c->next)
+		if (strcmp(c->id, id) == 0)
+			return c;
+	return NULL;
+}
+
 /* Decides what the PaymentMethod does on confirmation; 0, or a 400
  * reason in *param and *why. */
 static int
 card_outcome(const struct stripe *st, const struct form *f, struct spi *p,
              const char **outcome, const char **param, const char **why)
 {
-	const char *pm = fget(f, "payment_method");
+	const char *pm = fget(f, "payment_method"), *cus = fget(f, "customer");
 	const struct spm *m;
 
 	*outcome = "succeeded";
+	if (cus != NULL && customer_find(st, cus) == NULL) {
+		*param = "customer";
+		*why = "No such customer.";
+		return FGW_ERR_INVALID;
+	}
+	if (cus != NULL)
+		fgw_strlcpy(p->customer, cus, sizeof(p->customer));
 	if (pm == NULL) {
 		*param = "payment_method";
 		*why = "You must provide a payment_method to confirm a PaymentIntent.";
@@ -471,11 +503,53 @@ card_outcome(const struct stripe *st, const struct form *f, struct spi *p,
 		*why = "No such PaymentMethod.";
 		return FGW_ERR_INVALID;
 	}
+	/* An attached PaymentMethod is charged only for its own Customer. */
+	if (m->customer[0] != '\0' && (cus == NULL || strcmp(cus, m->customer) != 0)) {
+		*param = "payment_method";
+		*why = "The provided PaymentMethod belongs to a different Customer.";
+		return FGW_ERR_INVALID;
+	}
 	if (m->card >= 0)
 		card_apply(p, m->card, outcome);
 	fgw_strlcpy(p->last4, m->last4, sizeof(p->last4));
 	fgw_strlcpy(p->pm, m->id, sizeof(p->pm));
 	return FGW_OK;
+}
+
+/* Stripe's card.brand by the first digit, enough for the test cards. */
+static const char *
+brand_of(const char *number)
+{
+	return number[0] == '4' ? "visa" : number[0] == '5' ? "mastercard"
+	     : number[0] == '3' ? "amex" : "unknown";
+}
+
+static char *
+method_json(const struct spm *m)
+{
+	cJSON *o, *card;
+	char *text;
+
+	if ((o = cJSON_CreateObject()) == NULL)
+		return NULL;
+	cJSON_AddStringToObject(o, "id", m->id);
+	cJSON_AddStringToObject(o, "object", "payment_method");
+	cJSON_AddStringToObject(o, "type", "card");
+	if ((card = cJSON_AddObjectToObject(o, "card")) != NULL) {
+		cJSON_AddStringToObject(card, "brand", m->brand != NULL ? m->brand : "unknown");
+		cJSON_AddStringToObject(card, "last4", m->last4);
+		cJSON_AddNumberToObject(card, "exp_month", m->exp_month);
+		cJSON_AddNumberToObject(card, "exp_year", m->exp_year);
+	}
+	if (m->customer[0])
+		cJSON_AddStringToObject(o, "customer", m->customer);
+	else
+		cJSON_AddNullToObject(o, "customer");
+	cJSON_AddNumberToObject(o, "created", (double)time(NULL));
+	cJSON_AddBoolToObject(o, "livemode", 0);
+	text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return text;
 }
 
 /* POST /v1/payment_methods with type=card: the card is checked the way
@@ -487,7 +561,6 @@ method_create(struct sbx *s, const struct form *f, char **body, char *object)
 	struct stripe *st = s->stripe;
 	const char *type = fget(f, "type"), *num = fget(f, "card[number]");
 	struct spm *m;
-	cJSON *o, *card;
 	int64_t mo, yr;
 	size_t n;
 
@@ -521,6 +594,7 @@ method_create(struct sbx *s, const struct form *f, char **body, char *object)
 		return 500;
 	}
 	fgw_strlcpy(m->last4, num + n - 4, sizeof(m->last4));
+	m->brand = brand_of(num);
 	m->card = -1;
 	for (size_t i = 0; i < sizeof(cards) / sizeof(cards[0]); i++)
 		if (strcmp(cards[i].number, num) == 0)
@@ -531,20 +605,104 @@ method_create(struct sbx *s, const struct form *f, char **body, char *object)
 	st->methods = m;
 	st->n_objects++;
 	fgw_strlcpy(object, m->id, STR_ID_LEN);
-	if ((o = cJSON_CreateObject()) == NULL)
-		return 500;
-	cJSON_AddStringToObject(o, "id", m->id);
-	cJSON_AddStringToObject(o, "object", "payment_method");
-	cJSON_AddStringToObject(o, "type", "card");
-	if ((card = cJSON_AddObjectToObject(o, "card")) != NULL) {
-		cJSON_AddStringToObject(card, "last4", m->last4);
-		cJSON_AddNumberToObject(card, "exp_month", m->exp_month);
-		cJSON_AddNumberToObject(card, "exp_year", m->exp_year);
+	*body = method_json(m);
+	return 200;
+}
+
+/* POST /v1/customers: a Customer with nothing but its id (the metadata
+ * the contract allows is not kept). */
+static int
+customer_create(struct sbx *s, char **body, char *object)
+{
+	struct stripe *st = s->stripe;
+	struct scus *c;
+	char text[128];
+
+	if (st->n_objects >= STR_MAX_OBJECTS) {
+		*body = error_json(s, "api_error", NULL, NULL, NULL,
+		                   "The sandbox ledger is full.", NULL);
+		return 503;
 	}
-	cJSON_AddNumberToObject(o, "created", (double)time(NULL));
-	cJSON_AddBoolToObject(o, "livemode", 0);
-	*body = cJSON_PrintUnformatted(o);
-	cJSON_Delete(o);
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return 500;
+	if (fgw_random_id("cus_", c->id, sizeof(c->id)) != FGW_OK) {
+		free(c);
+		return 500;
+	}
+	c->next = st->customers;
+	st->customers = c;
+	st->n_objects++;
+	st->n_customers++;
+	fgw_strlcpy(object, c->id, STR_ID_LEN);
+	snprintf(text, sizeof(text), "{\"id\":\"%s\",\"object\":\"customer\",\"livemode\":false}",
+	         c->id);
+	*body = strdup(text);
+	return 200;
+}
+
+/* POST /v1/payment_methods/{id}/attach. As in Stripe's test mode, a
+ * pm_card_* test token attaches a new PaymentMethod made from it; a
+ * PaymentMethod already attached to another Customer is refused. */
+static int
+method_attach(struct sbx *s, const char *path, const struct form *f, char **body,
+              char *object)
+{
+	struct stripe *st = s->stripe;
+	const char *cus = fget(f, "customer");
+	char id[STR_ID_LEN] = "";
+	size_t n = strcspn(path + 20, "/");
+	struct spm *m = NULL;
+	int test = -1;
+
+	if (n < sizeof(id)) {
+		memcpy(id, path + 20, n);
+		id[n] = '\0';
+		m = method_find(st, id);
+	}
+
+	for (size_t i = 0; m == NULL && i < sizeof(cards) / sizeof(cards[0]); i++)
+		if (strcmp(cards[i].token, id) == 0)
+			test = (int)i;
+	if (m == NULL && test < 0) {
+		*body = error_json(s, "invalid_request_error", "resource_missing", NULL,
+		                   "payment_method", "No such PaymentMethod.", NULL);
+		return 404;
+	}
+	if (cus == NULL || customer_find(st, cus) == NULL) {
+		*body = error_json(s, "invalid_request_error", "resource_missing", NULL,
+		                   "customer", "No such customer.", NULL);
+		return 400;
+	}
+	if (m != NULL && m->customer[0] != '\0' && strcmp(m->customer, cus) != 0) {
+		*body = error_json(s, "invalid_request_error", NULL, NULL, NULL,
+		                   "The payment method you provided has already been attached "
+		                   "to a customer.", NULL);
+		return 400;
+	}
+	if (m == NULL) {
+		if (st->n_objects >= STR_MAX_OBJECTS) {
+			*body = error_json(s, "api_error", NULL, NULL, NULL,
+			                   "The sandbox ledger is full.", NULL);
+			return 503;
+		}
+		if ((m = calloc(1, sizeof(*m))) == NULL)
+			return 500;
+		if (fgw_random_id("pm_", m->id, sizeof(m->id)) != FGW_OK) {
+			free(m);
+			return 500;
+		}
+		m->card = test;
+		m->brand = brand_of(cards[test].number);
+		fgw_strlcpy(m->last4, cards[test].number + 12, sizeof(m->last4));
+		m->exp_month = 12;
+		m->exp_year = 2034;
+		m->next = st->methods;
+		st->methods = m;
+		st->n_objects++;
+	}
+	fgw_strlcpy(m->customer, cus, sizeof(m->customer));
+	fgw_strlcpy(object, m->id, STR_ID_LEN);
+	*body = method_json(m);
 	return 200;
 }
 
@@ -850,7 +1008,8 @@ post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
 		reply(s, req, k->code, strdup(k->body));
 		goto out;
 	}
-	fault = strcmp(op, "create") == 0 && fault_roll(s);
+	fault = (strcmp(op, "create") == 0 || strcmp(op, "customer") == 0 ||
+	         strcmp(op, "attach") == 0) && fault_roll(s);
 	if (fault && s->faults.mode == FAIL_500) {
 		/* Not processed, not remembered: a retry runs. */
 		reply_error(s, req, 500, "api_error", NULL, NULL,
@@ -865,6 +1024,10 @@ post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
 		code = intent_create(s, &f, &body, object);
 	else if (strcmp(op, "payment_method") == 0)
 		code = method_create(s, &f, &body, object);
+	else if (strcmp(op, "customer") == 0)
+		code = customer_create(s, &body, object);
+	else if (strcmp(op, "attach") == 0)
+		code = method_attach(s, path, &f, &body, object);
 	else if (strcmp(op, "capture") == 0)
 		code = intent_capture(s, p, &f, &body);
 	else if (strcmp(op, "cancel") == 0)
@@ -914,6 +1077,12 @@ ledger(struct sbx *s, struct evhttp_request *req)
 	cJSON_AddNumberToObject(o, "objects", (double)st->n_objects);
 	cJSON_AddNumberToObject(o, "accepted", (double)st->accepted);
 	cJSON_AddNumberToObject(o, "rejected", (double)st->rejected);
+	cJSON_AddNumberToObject(o, "customers", (double)st->n_customers);
+	if ((e = cJSON_AddObjectToObject(o, "attached")) == NULL)
+		goto fail;
+	for (struct spm *m = st->methods; m != NULL; m = m->next)
+		if (m->customer[0])
+			cJSON_AddStringToObject(e, m->id, m->customer);
 	for (struct sidem *k = st->keys; k != NULL; k = k->next) {
 		struct spi *p = intent_find(st, k->object);
 		if ((e = cJSON_AddObjectToObject(by, k->key)) == NULL)
@@ -1083,6 +1252,16 @@ sbx_stripe_route(struct sbx *s, struct evhttp_request *req, const char *path)
 		post(s, req, path, NULL, "payment_method");
 		return 1;
 	}
+	if (strcmp(path, "/v1/customers") == 0 && is_post) {
+		post(s, req, path, NULL, "customer");
+		return 1;
+	}
+	/* /v1/payment_methods/{id}/attach (the contract checks the id). */
+	if (strncmp(path, "/v1/payment_methods/", 20) == 0 && is_post &&
+	    (slash = strchr(path + 20, '/')) != NULL && strcmp(slash, "/attach") == 0) {
+		post(s, req, path, NULL, "attach");
+		return 1;
+	}
 	if (strcmp(path, "/v1/refunds") == 0 && is_post) {
 		post(s, req, path, NULL, "refund");
 		return 1;
@@ -1179,6 +1358,11 @@ sbx_stripe_free(struct stripe *st)
 		struct spm *m = st->methods;
 		st->methods = m->next;
 		free(m);
+	}
+	while (st->customers != NULL) {
+		struct scus *c = st->customers;
+		st->customers = c->next;
+		free(c);
 	}
 	while (st->intents != NULL) {
 		struct spi *p = st->intents;
