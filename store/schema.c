@@ -704,9 +704,11 @@ schema_migrate(sqlite3 *db)
 	} while (version < STORE_SCHEMA_VERSION);
 	/* A migration may have rewritten what must not stay on disk (v10: the
 	 * unkeyed request hashes): copy the WAL into the file and empty it,
-	 * so no old frame outlives the step. Busy (another connection
-	 * reading) only delays this to the next checkpoint. */
-	if (start > 0 && start < STORE_SCHEMA_VERSION &&
+	 * so no old frame outlives the step. A new file too, so its header
+	 * carries the version (flairgw --check reads only the header). Busy
+	 * (another connection reading) only delays this to the next
+	 * checkpoint. */
+	if (start >= 0 && start < STORE_SCHEMA_VERSION &&
 	    sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL) !=
 	        SQLITE_OK)
 		log_warn("checkpoint after migration: %s", sqlite3_errmsg(db));
