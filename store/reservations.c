@@ -335,6 +335,21 @@ payable(const struct resv_row *r)
 	                                               strcmp(r->payment_status, "unpaid") == 0));
 }
 
+/* The job's reservation into j->out, if the customer's hold may still be
+ * paid for: 0, a job_fail answer, or a database error. */
+static int
+load_payable(sqlite3 *db, struct job *j)
+{
+	int r;
+	if ((r = load_row(db, j->customer, j->id, j->out)) != 0)
+		return r == FGW_ERR_NOT_FOUND ? job_fail(j, RESV_NOT_FOUND) : r;
+	if (hold_ran_out(j->out, j->now))
+		return job_fail(j, RESV_HOLD_EXPIRED);
+	if (!payable(j->out))
+		return job_fail(j, RESV_INVALID_STATUS);
+	return FGW_OK;
+}
+
 static int
 run_convert_begin(sqlite3 *db, void *ctx)
 {
@@ -342,12 +357,8 @@ run_convert_begin(sqlite3 *db, void *ctx)
 	sqlite3_stmt *s = NULL;
 	int r;
 
-	if ((r = load_row(db, j->customer, j->id, j->out)) != 0)
-		return r == FGW_ERR_NOT_FOUND ? job_fail(j, RESV_NOT_FOUND) : r;
-	if (hold_ran_out(j->out, j->now))
-		return job_fail(j, RESV_HOLD_EXPIRED);
-	if (!payable(j->out))
-		return job_fail(j, RESV_INVALID_STATUS);
+	if ((r = load_payable(db, j)) != 0)
+		return r;
 	if ((r = sql_prepare(db, "UPDATE reservations SET status = 'pending', payment_status ="
 	                  " 'processing', txn_id = ?2, payment_intent_id = NULL,"
 	                  " save_method = ?3, updated_at = ?4 WHERE id = ?1", &s)) != 0)
@@ -495,12 +506,8 @@ run_await_card(sqlite3 *db, void *ctx)
 	sqlite3_stmt *s = NULL;
 	int r;
 
-	if ((r = load_row(db, j->customer, j->id, j->out)) != 0)
-		return r == FGW_ERR_NOT_FOUND ? job_fail(j, RESV_NOT_FOUND) : r;
-	if (hold_ran_out(j->out, j->now))
-		return job_fail(j, RESV_HOLD_EXPIRED);
-	if (!payable(j->out))
-		return job_fail(j, RESV_INVALID_STATUS);
+	if ((r = load_payable(db, j)) != 0)
+		return r;
 	/* No attempt is current until the browser confirms: late news of
 	 * an older one must not move this reservation. */
 	if ((r = sql_prepare(db, "UPDATE reservations SET status = 'pending', payment_status ="
