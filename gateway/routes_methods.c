@@ -398,26 +398,31 @@ save_processor_method(struct reactor *rx, struct evhttp_request *req, const stru
                       const char *pm, const char *nickname)
 {
 	struct method_op *op = NULL;
+	struct proc_instance *pi = NULL;
 	struct proc_http http;
 	char key[40];
 	int r;
 
 	memset(&http, 0, sizeof(http));
-	/* Saved where the gateway's payments go first: its primary processor. */
-	if (!rx->env.proc_type->takes_processor_method || rx->env.proc_type->build_customer == NULL ||
-	    rx->env.proc_type->build_attach == NULL) {
-		char msg[160];
-		snprintf(msg, sizeof(msg), "stripePaymentMethod needs a stripe processor; this "
-		         "gateway's processor is of type %s", rx->env.proc_type->name);
-		http_send_error(rx, req, 400, "PROCESSOR_NOT_SUPPORTED", msg);
+	/* Saved at the first processor (in the configured order) that can
+	 * hold a customer's cards. */
+	for (int i = 0; i < rx->env.n_procs && pi == NULL; i++) {
+		const struct proc_type *pt = rx->env.procs[i].type;
+		if (pt->takes_processor_method && pt->build_customer != NULL && pt->build_attach != NULL)
+			pi = &rx->env.procs[i];
+	}
+	if (pi == NULL) {
+		http_send_error(rx, req, 400, "PROCESSOR_NOT_SUPPORTED",
+		                "stripePaymentMethod needs a processor that keeps customers' cards "
+		                "(type stripe); none is configured");
 		return;
 	}
 	if ((op = op_new(rx, req)) == NULL) {
 		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		return;
 	}
-	op->cfg = rx->env.proc;
-	op->pt = rx->env.proc_type;
+	op->cfg = &pi->cfg;
+	op->pt = pi->type;
 	fgw_strlcpy(op->source, who->source, sizeof(op->source));
 	fgw_random_id("pm_", op->m.id, sizeof(op->m.id));
 	fgw_strlcpy(op->m.customer_id, who->subject, sizeof(op->m.customer_id));

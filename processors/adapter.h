@@ -199,6 +199,11 @@ struct proc_config {
 
 struct proc_type {
 	const char *name;
+	/* Optional: reads the instance's own description file (the generic
+	 * type's mapping; `map_file`) into cfg->type_data at start-up, and
+	 * releases it. NULL when the type has none. */
+	int (*load)(struct proc_config *cfg, const char *file, char *err, size_t errlen);
+	void (*unload)(struct proc_config *cfg);
 	int seals_reply;        /* 1: reply bodies are {"sealed": "..."} to our key */
 	/* 1: with a processor key of algorithm x25519-box the card goes out
 	 * boxed (crypto/box.h) and the reply must come back {"boxed": "..."}. */

@@ -581,6 +581,8 @@ gen_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status,
 
 const struct proc_type proc_type_generic = {
 	.name = "generic",
+	.load = generic_map_load,
+	.unload = generic_map_free,
 	.seals_reply = 0, /* per mapping: proc_config.seals_reply */
 	.build = gen_build,
 	.parse_reply = gen_parse_reply,
