@@ -128,7 +128,7 @@ static const struct cfg_directive directives[] = {
 	STR(tls_key_file, "", "website listener: PEM private key for tls_cert_file"),
 	{ "inbound_webhook", CFG_WH_IN, 0, 0, 0, 0, NULL, NULL,
 	  "\"PROCESSOR SCHEME SECRET_FILE\": accept POST /v1/webhooks/PROCESSOR signed "
-	  "(SCHEME stripe: Stripe-Signature, sandbox: Flair-Sandbox-Signature) with the "
+	  "(SCHEME: the processor type whose webhooks these are; its signature header) with the "
 	  "secret in the file (repeatable: several secrets during rotation)" },
 	{ "webhook_endpoint", CFG_WH_OUT, 0, 0, 0, 0, NULL, NULL,
 	  "\"URL SECRET_FILE\": send signed transaction events to URL (Flair-Signature "
@@ -363,8 +363,11 @@ set_webhook(struct fgw_config *cfg, int inbound, const char *value, const char *
 		    strspn(w[0], "abcdefghijklmnopqrstuvwxyz0123456789_-") != strlen(w[0]))
 			return fail(err, errlen, where, "inbound_webhook needs \"PROCESSOR SCHEME "
 			            "SECRET_FILE\" (PROCESSOR: a-z 0-9 _ -)%s", "");
-		if (strcmp(w[1], "stripe") != 0 && strcmp(w[1], "sandbox") != 0)
-			return fail(err, errlen, where, "inbound_webhook SCHEME must be stripe or sandbox%s", "");
+		if (proc_type_webhooks(w[1]) == NULL) {
+			char names[128];
+			proc_type_webhook_names(names, sizeof(names));
+			return fail(err, errlen, where, "inbound_webhook SCHEME must be %s", names);
+		}
 		for (int i = 0; i < cfg->n_inbound_webhooks; i++)
 			if (strcmp(cfg->inbound_webhooks[i].processor, w[0]) == 0 &&
 			    strcmp(cfg->inbound_webhooks[i].scheme, w[1]) != 0)

@@ -413,8 +413,8 @@ save_processor_method(struct reactor *rx, struct evhttp_request *req, const stru
 	}
 	if (pi == NULL) {
 		http_send_error(rx, req, 400, "PROCESSOR_NOT_SUPPORTED",
-		                "stripePaymentMethod needs a processor that keeps customers' cards "
-		                "(type stripe); none is configured");
+		                "stripePaymentMethod needs a processor whose type keeps customers' "
+		                "cards; none is configured");
 		return;
 	}
 	if ((op = op_new(rx, req)) == NULL) {

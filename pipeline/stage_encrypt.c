@@ -57,7 +57,7 @@ encrypt_run(struct txn *t)
 		if (mi == NULL || !mi->type->takes_processor_method) {
 			txn_set_outcome(t, "rejected", "PAYMENT_METHOD_PROCESSOR",
 			                "This saved payment method is held by a processor this "
-			                "gateway does not charge it at (it needs its stripe processor)",
+			                "gateway does not charge it at (it needs the processor that holds it)",
 			                400, 0);
 			return STAGE_STOP;
 		}

@@ -275,10 +275,18 @@ struct proc_type {
 	 * in out point into event. 0, or FGW_ERR_INVALID when the payload
 	 * contradicts itself. NULL: the type sends no webhooks. */
 	int (*map_event)(const struct cJSON *event, struct proc_event *out);
+	/* The header its webhooks carry their signature in (t=...,v1=...,
+	 * HMAC-SHA256 over "t.body"); NULL with map_event. */
+	const char *webhook_header;
 };
 
 /* Looks an adapter type up by name; NULL if unknown. */
 const struct proc_type *proc_type_find(const char *name);
+/* The same, for a type that sends signed webhooks (webhook_header and
+ * map_event set); NULL otherwise. */
+const struct proc_type *proc_type_webhooks(const char *name);
+/* Those types' names, "a or b", for messages. */
+void proc_type_webhook_names(char *buf, size_t cap);
 
 extern const struct proc_type proc_type_sandbox;
 extern const struct proc_type proc_type_generic;
