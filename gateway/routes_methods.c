@@ -46,8 +46,12 @@ struct method_op {
 	struct store_method m;        /* filled by a save job */
 	const char *ok_message;       /* delete / default answers */
 	/* Saving a processor's card (stripePaymentMethod). */
+	struct proc_instance *inst;
 	const struct proc_config *cfg;
 	const struct proc_type *pt;
+	struct proc_call call;
+	struct proc_result res;       /* the call's answer ... */
+	struct proc_saved_card card;  /* ... and the attached card */
 	char ref[33];                 /* keyed hash naming the customer at the processor */
 	char cus_have[96];            /* the recorded Customer (store job) */
 	char source[64];              /* who.source, for the audit event */
@@ -202,6 +206,7 @@ op_end(struct method_op *op)
 	if (op->req != NULL && op->evcon != NULL)
 		evhttp_connection_set_closecb(op->evcon, NULL, NULL);
 	op->rx->inflight--;
+	proc_result_clear(&op->res);
 	free(op);
 }
 
@@ -289,28 +294,31 @@ chain_lost(struct method_op *op)
 }
 
 static int
-chain_send(struct method_op *op, struct proc_http *http, httpc_done_fn done)
+chain_call(struct method_op *op, enum proc_call_op what, const char *key, proc_call_done_fn done)
 {
-	return httpc_request(pipeline_httpc_for(&op->rx->env, op->cfg), http->method, http->url,
-	                     (const char *const *)http->headers, http->body, http->body_len,
-	                     op->cfg->timeout_ms, done, op, NULL);
+	int r;
+
+	op->call = (struct proc_call){ .op = what, .inst = op->inst, .key = key,
+		                           .customer_ref = op->ref, .method = op->m.processor_method,
+		                           .customer = op->m.processor_customer, .res = &op->res,
+		                           .card = &op->card, .done = done, .arg = op };
+	r = proc_call_start(&op->rx->env, &op->call);
+	op->call.key = NULL; /* built: the caller's stack */
+	return r;
 }
 
 static void
-attach_replied(void *arg, const struct httpc_response *resp)
+attach_replied(void *arg, const struct proc_reply *reply)
 {
 	struct method_op *op = arg;
 	struct reactor *rx = op->rx;
-	struct proc_saved_card card;
-	struct proc_result res;
+	struct proc_saved_card card = op->card;
+	struct proc_result res = op->res; /* ours now; UNKNOWN when not parsed */
 	struct store_audit audit;
 	int r;
 
-	memset(&res, 0, sizeof(res));
-	if (resp->err != 0 ||
-	    op->pt->parse_attach(op->cfg, resp->status, resp->body, resp->body_len,
-	                         op->m.processor_customer, &card, &res) != 0)
-		res.outcome = PROC_UNKNOWN;
+	(void)reply;
+	memset(&op->res, 0, sizeof(op->res));
 	if (res.outcome == PROC_FAILED) {
 		log_warn("processor %s refused to attach a card (%s)", op->cfg->name, res.code);
 		chain_fail(op, res.code[0] && strcmp(res.code, "PAYMENT_METHOD_NOT_FOUND") == 0 ? 404 : 400,
@@ -340,18 +348,13 @@ out:
 static void
 chain_attach(struct method_op *op)
 {
-	struct proc_http http;
 	char ref[33], key[40];
 
-	memset(&http, 0, sizeof(http));
 	if (keyed_ref(op->rx->gw->kr, "attach", op->m.processor_method, op->m.processor_customer,
 	              ref) != 0 ||
 	    snprintf(key, sizeof(key), "att-%s", ref) >= (int)sizeof(key) ||
-	    op->pt->build_attach(op->cfg, key, op->m.processor_method, op->m.processor_customer,
-	                         &http) != 0 ||
-	    chain_send(op, &http, attach_replied) != 0)
+	    chain_call(op, PROC_CALL_ATTACH, key, attach_replied) != 0)
 		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
-	proc_http_clear(&http);
 }
 
 static void
@@ -368,16 +371,14 @@ customer_stored(void *arg, int rc)
 }
 
 static void
-customer_replied(void *arg, const struct httpc_response *resp)
+customer_replied(void *arg, const struct proc_reply *reply)
 {
 	struct method_op *op = arg;
-	struct proc_result res;
+	struct proc_result res = op->res; /* ours now; UNKNOWN when not parsed */
 	int r;
 
-	memset(&res, 0, sizeof(res));
-	if (resp->err != 0 ||
-	    op->pt->parse_customer(op->cfg, resp->status, resp->body, resp->body_len, &res) != 0)
-		res.outcome = PROC_UNKNOWN;
+	(void)reply;
+	memset(&op->res, 0, sizeof(op->res));
 	if (res.outcome == PROC_FAILED) {
 		log_warn("processor %s refused to create a customer (%s)", op->cfg->name, res.code);
 		chain_fail(op, 502, "PROCESSOR_ERROR",
@@ -399,11 +400,9 @@ save_processor_method(struct reactor *rx, struct evhttp_request *req, const stru
 {
 	struct method_op *op = NULL;
 	struct proc_instance *pi = NULL;
-	struct proc_http http;
 	char key[40];
 	int r;
 
-	memset(&http, 0, sizeof(http));
 	/* Saved at the first processor (in the configured order) that can
 	 * hold a customer's cards. */
 	for (int i = 0; i < rx->env.n_procs && pi == NULL; i++) {
@@ -421,6 +420,7 @@ save_processor_method(struct reactor *rx, struct evhttp_request *req, const stru
 		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		return;
 	}
+	op->inst = pi;
 	op->cfg = &pi->cfg;
 	op->pt = pi->type;
 	fgw_strlcpy(op->source, who->source, sizeof(op->source));
@@ -438,10 +438,8 @@ save_processor_method(struct reactor *rx, struct evhttp_request *req, const stru
 	if (r != FGW_ERR_NOT_FOUND ||
 	    keyed_ref(rx->gw->kr, "customer", op->cfg->name, who->subject, op->ref) != 0 ||
 	    snprintf(key, sizeof(key), "cus-%s", op->ref) >= (int)sizeof(key) ||
-	    op->pt->build_customer(op->cfg, key, op->ref, &http) != 0 ||
-	    chain_send(op, &http, customer_replied) != 0)
+	    chain_call(op, PROC_CALL_CUSTOMER, key, customer_replied) != 0)
 		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
-	proc_http_clear(&http);
 }
 
 static void

@@ -36,6 +36,7 @@
 #include <stdint.h>
 
 #include "processors/adapter.h"
+#include "pipeline/proc_call.h"
 #include "processors/instance.h"
 #include "store/store.h"
 
@@ -261,7 +262,7 @@ struct txn {
 	char proc_idem_key[96];
 	char reply_key_id[64];       /* gateway key the reply is sealed to */
 	unsigned char reply_pk[32];  /* and its public key (set with the id) */
-	struct httpc_req *http;
+	struct proc_call call;       /* the processor call in flight */
 	int row_created;
 	int reply_err;               /* httpc err of the processor call */
 	int reply_maybe_sent;
@@ -306,6 +307,7 @@ void pipeline_resume(struct txn *t, enum stage_rc rc);
 /* The transaction's processor (the first until one is chosen). */
 const struct proc_config *txn_proc(const struct txn *t);
 const struct proc_type *txn_proc_type(const struct txn *t);
+struct proc_instance *txn_instance(const struct txn *t);
 
 /* Sets the outcome fields (helper for stages). */
 void txn_set_outcome(struct txn *t, const char *status, const char *code,

@@ -226,6 +226,12 @@ txn_proc(const struct txn *t)
 	return t->inst != NULL ? &t->inst->cfg : &t->env->procs[0].cfg;
 }
 
+struct proc_instance *
+txn_instance(const struct txn *t)
+{
+	return t->inst != NULL ? t->inst : &t->env->procs[0];
+}
+
 const struct proc_type *
 txn_proc_type(const struct txn *t)
 {

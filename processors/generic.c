@@ -301,13 +301,32 @@ base_len(const struct proc_config *cfg)
 	return n;
 }
 
+/* The rest of a POST whose URL the caller set: body as compact JSON, its
+ * content type and the common headers. */
+static int
+post_json(const struct proc_config *cfg, const cJSON *body, const char *key,
+          struct proc_http *out)
+{
+	char *text;
+	int r, h = 0;
+
+	if ((text = cJSON_PrintUnformatted(body)) == NULL)
+		return FGW_ERR_NOMEM;
+	memcpy(out->method, "POST", 5);
+	if ((r = proc_fmt_alloc(&out->headers[h++], "Content-Type: application/json")) == 0 &&
+	    (r = common_headers(cfg, key, out, &h)) == 0 &&
+	    (r = proc_fmt_alloc(&out->body, "%s", text)) == 0)
+		out->body_len = strlen(out->body);
+	cJSON_free(text);
+	return r;
+}
+
 static int
 gen_build(const struct proc_config *cfg, const struct proc_request *req, struct proc_http *out)
 {
 	const cJSON *m, *spec;
 	cJSON *body = NULL, *v;
-	char *text = NULL;
-	int capture, r, h = 0;
+	int capture, r;
 
 	if (cfg == NULL || req == NULL || out == NULL || (m = cfg->type_data) == NULL)
 		return FGW_ERR_INVALID;
@@ -338,20 +357,10 @@ gen_build(const struct proc_config *cfg, const struct proc_request *req, struct 
 		if ((r = put_path(body, spec->string, v)) != 0)
 			goto out;
 	}
-	r = FGW_ERR_NOMEM;
-	if ((text = cJSON_PrintUnformatted(body)) == NULL)
-		goto out;
-	memcpy(out->method, "POST", 5);
 	if ((r = proc_fmt_alloc(&out->url, "%.*s%s", (int)base_len(cfg), cfg->base_url,
-	                        str_at(m, "chargePath"))) != 0 ||
-	    (r = proc_fmt_alloc(&out->headers[h++], "Content-Type: application/json")) != 0 ||
-	    (r = common_headers(cfg, req->idempotency_key, out, &h)) != 0 ||
-	    (r = proc_fmt_alloc(&out->body, "%s", text)) != 0)
-		goto out;
-	out->body_len = strlen(out->body);
-	r = FGW_OK;
+	                        str_at(m, "chargePath"))) == 0)
+		r = post_json(cfg, body, req->idempotency_key, out);
 out:
-	cJSON_free(text);
 	cJSON_Delete(body);
 	if (r != FGW_OK)
 		proc_http_clear(out);
@@ -369,8 +378,7 @@ build_change(const struct proc_config *cfg, const cJSON *m, enum proc_op op,
 	const char *path = str_at(m, op_paths[op - PROC_OP_CAPTURE]), *at;
 	const char *field = str_at(m, "refundAmountField");
 	cJSON *body = NULL;
-	char *text = NULL;
-	int r = FGW_ERR_INVALID, h = 0;
+	int r = FGW_ERR_INVALID;
 
 	if (path == NULL || !proc_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) ||
 	    !proc_token_ok(req->idempotency_key, 255) || !proc_id_ok(req->reference, 96) ||
@@ -387,19 +395,10 @@ build_change(const struct proc_config *cfg, const cJSON *m, enum proc_op op,
 			goto out;
 		r = FGW_ERR_NOMEM;
 	}
-	if ((text = cJSON_PrintUnformatted(body)) == NULL)
-		goto out;
-	memcpy(out->method, "POST", 5);
 	if ((r = proc_fmt_alloc(&out->url, "%.*s%.*s%s%s", (int)base_len(cfg), cfg->base_url,
-	                        (int)(at - path), path, req->reference, at + 11)) != 0 ||
-	    (r = proc_fmt_alloc(&out->headers[h++], "Content-Type: application/json")) != 0 ||
-	    (r = common_headers(cfg, req->idempotency_key, out, &h)) != 0 ||
-	    (r = proc_fmt_alloc(&out->body, "%s", text)) != 0)
-		goto out;
-	out->body_len = strlen(out->body);
-	r = FGW_OK;
+	                        (int)(at - path), path, req->reference, at + 11)) == 0)
+		r = post_json(cfg, body, req->idempotency_key, out);
 out:
-	cJSON_free(text);
 	cJSON_Delete(body);
 	if (r != FGW_OK)
 		proc_http_clear(out);
