@@ -44,9 +44,9 @@ struct cfg_directive {
  * the first processor, processor2_KEY of the second (min: which). */
 #define SLOT(prefix, which, key, help) { prefix #key, CFG_PROC, 0, 0, which, which, NULL, NULL, help }
 #define SECOND(key, help) SLOT("processor2_", 1, key, "second processor's " help \
-                               "; old spelling of its processor line's " #key "=")
+                               " (old spelling: see processor)")
 #define OLD(key, help) SLOT("processor_", 0, key, "first processor's " help \
-                            "; old spelling of its processor line's " #key "="), SECOND(key, help)
+                            " (old spelling: see processor)"), SECOND(key, help)
 
 static const struct cfg_directive directives[] = {
 	STR(listen, "127.0.0.1:8080", "address:port the website API listens on ([::1]:port for IPv6)"),
@@ -457,15 +457,8 @@ config_set(struct fgw_config *cfg, const char *name, const char *value,
 		return fail(err, errlen, where, "%s", msg);
 	}
 	case CFG_BOOL:
-		if (strcmp(value, "1") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "on") == 0 ||
-		    strcmp(value, "true") == 0)
-			v = 1;
-		else if (strcmp(value, "0") == 0 || strcmp(value, "no") == 0 ||
-		         strcmp(value, "off") == 0 || strcmp(value, "false") == 0)
-			v = 0;
-		else
+		if (fgw_parse_bool(value, (long long *)(void *)(base + d->offset)) != FGW_OK)
 			return fail(err, errlen, where, "%s must be yes or no", d->name);
-		*(long long *)(void *)(base + d->offset) = v;
 		return FGW_OK;
 	case CFG_INT:
 		if (fgw_parse_i64(value, d->min, d->max, &v) != 0) {

@@ -104,18 +104,15 @@ proc_settings_set(struct proc_settings *s, const char *key, const char *value, c
 		}
 		memcpy(base + k->offset, value, strlen(value) + 1);
 		return FGW_OK;
-	case KEY_BOOL:
-		if (strcmp(value, "1") == 0 || strcmp(value, "yes") == 0 ||
-		    strcmp(value, "on") == 0 || strcmp(value, "true") == 0)
-			v = 1;
-		else if (strcmp(value, "0") == 0 || strcmp(value, "no") == 0 ||
-		         strcmp(value, "off") == 0 || strcmp(value, "false") == 0)
-			v = 0;
-		else {
+	case KEY_BOOL: {
+		long long b;
+		if (fgw_parse_bool(value, &b) != FGW_OK) {
 			snprintf(err, errlen, "%s must be yes or no", where);
 			return FGW_ERR_INVALID;
 		}
+		v = b;
 		break;
+	}
 	case KEY_INT:
 		if (fgw_parse_i64(value, k->min, k->max, &v) != FGW_OK) {
 			snprintf(err, errlen, "%s must be an integer from %lld to %lld", where, k->min,
