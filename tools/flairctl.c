@@ -997,9 +997,13 @@ cmd_config_check(struct ctl *c, int argc, char **argv)
 		        rep.problems, rep.problems == 1 ? "" : "s");
 		return FGW_ERR_INVALID;
 	}
-	printf("configuration OK: database %s, keys %s, %d API key(s), processor %s (%s)\n",
+	printf("configuration OK: database %s, keys %s, %d API key(s), processor %s (%s)",
 	       c->cfg.database, c->cfg.keys_dir, c->cfg.n_api_keys, c->cfg.procs[0].name,
 	       c->cfg.procs[0].url);
+	/* The rest in failover order. */
+	for (int i = 1; i < c->cfg.n_procs; i++)
+		printf(", then %s (%s)", c->cfg.procs[i].name, c->cfg.procs[i].url);
+	putchar('\n');
 	if (c->cfg.mail_url[0] != '\0')
 		printf("e-mail templates OK: %s\n", c->cfg.mail_templates_dir);
 	return FGW_OK;
