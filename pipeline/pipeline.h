@@ -264,8 +264,8 @@ struct txn {
 	unsigned char reply_pk[32];  /* and its public key (set with the id) */
 	struct proc_call call;       /* the processor call in flight */
 	int row_created;
-	int reply_err;               /* httpc err of the processor call */
-	int reply_maybe_sent;
+	int reply_err;               /* why the processor call got no answer */
+	enum proc_sent reply_sent;   /* what became of it (proc_call.h) */
 	long reply_status;
 	char *reply_body;
 	size_t reply_len;

@@ -29,7 +29,7 @@ post_replied(void *arg, const struct proc_reply *reply)
 {
 	struct txn *t = arg;
 	t->reply_err = reply->err;
-	t->reply_maybe_sent = reply->sent != PROC_NOT_SENT;
+	t->reply_sent = reply->sent;
 	t->reply_status = reply->status;
 	t->reply_ms = reply->elapsed_ms;
 	if (reply->sent == PROC_SENT && reply->body != NULL) {
@@ -145,7 +145,7 @@ card_replied(void *arg, const struct proc_reply *reply)
 			return; /* post_replied resumes the pipeline */
 		log_txn_error(t->id, "processor request not sent: %s", fgw_strerror(r));
 		t->reply_err = r;
-		t->reply_maybe_sent = 0;
+		t->reply_sent = PROC_NOT_SENT;
 		pipeline_resume(t, STAGE_NEXT);
 		return;
 	}
@@ -221,7 +221,7 @@ post_committed_run(void *arg, int rc)
 		/* Nothing left the gateway: certainly not charged. */
 		log_txn_error(t->id, "processor request not sent: %s", fgw_strerror(r));
 		t->reply_err = r;
-		t->reply_maybe_sent = 0;
+		t->reply_sent = PROC_NOT_SENT;
 	}
 	if (r != 0)
 		pipeline_resume(t, STAGE_NEXT);
