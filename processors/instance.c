@@ -151,10 +151,12 @@ proc_settings_line(struct proc_settings *list, int *n, int max, const char *line
 	else
 		proc_settings_init(&tmp, w);
 	r = FGW_OK;
-	while (r == FGW_OK && (w = strtok_r(NULL, " \t", &save)) != NULL) {
+	for (int word = 2; r == FGW_OK && (w = strtok_r(NULL, " \t", &save)) != NULL; word++) {
 		char *eq = strchr(w, '=');
+		/* The word itself is not echoed: it may be a credential. */
 		if (eq == NULL || eq == w || eq[1] == '\0' || strncmp(w, "name=", 5) == 0) {
-			snprintf(err, errlen, "processor %s: expected key=value, got %.64s", tmp.name, w);
+			snprintf(err, errlen, "processor %s: word %d is not key=value (a non-empty "
+			         "value, and no name=)", tmp.name, word);
 			r = FGW_ERR_INVALID;
 			break;
 		}

@@ -143,6 +143,11 @@ test_processor_lines(void)
 	/* "eu url=... secret_env=" failed on its second key: url untouched. */
 	CHECK_STR(list[0].url, "https://a.example");
 	CHECK_EQ_INT(n, 2);
+	/* A stray word may be a credential: the error does not repeat it. */
+	CHECK_EQ_INT(proc_settings_line(list, &n, 3, "eu sk_live_SECRETVALUE", err, sizeof(err)),
+	             FGW_ERR_INVALID);
+	CHECK(strstr(err, "SECRETVALUE") == NULL);
+	CHECK(strstr(err, "word 2") != NULL);
 	CHECK_EQ_INT(proc_settings_line(list, &n, 3, "third url=http://127.0.0.1:3", err, sizeof(err)), 0);
 	CHECK_EQ_INT(proc_settings_line(list, &n, 3, "fourth url=http://127.0.0.1:4", err, sizeof(err)),
 	             FGW_ERR_INVALID);
