@@ -242,6 +242,23 @@ def test_three_processors_fail_over_from_the_first_to_the_third():
         assert len(gb.ledger()["byKey"]) == 2
 
 
+def test_old_and_new_spellings_configure_one_list():
+    """processor2_name names the second processor and the `processor eu`
+    line that follows adds its keys (one processor, not two); the old
+    processor_url on the command line still changes the file's first."""
+    with three_processors(CURRENCY_ROUTES, processor2_name="eu") as (stack, eu, gb):
+        gw = stack.gw
+        for currency, want in (("USD", "sandbox"), ("EUR", "eu"), ("GBP", "gb")):
+            resp = gw.pay(harness.txn_body(currency=currency))
+            harness.assert_status(resp)
+            assert resp.body["processor"]["name"] == want, (currency, resp)
+        log = gw.log_text()
+        assert f"processor sandbox at {stack.sandbox.url}" in log, log[-2000:]
+        assert f"failover processor 1: eu (sandbox) at {eu.url}" in log, log[-2000:]
+        assert f"failover processor 2: gb (sandbox) at {gb.url}" in log, log[-2000:]
+        assert "failover processor 3" not in log
+
+
 def test_bad_processor_lines_stop_start_up():
     harness.start_fails([("processor", "eu type=nosuch url=http://127.0.0.1:1")],
                         "unknown processor type 'nosuch'")
