@@ -464,6 +464,13 @@ status_replied(void *arg, const struct httpc_response *resp)
 		proc_result_clear(&it->res);
 		it->res.outcome = PROC_NOT_FOUND;
 	}
+	if (proc_result_other_sum(&it->res, it->row.amount, it->row.currency)) {
+		/* Changed at the processor after we made it: its state is not
+		 * this payment's. Asked again (and flagged) like no answer. */
+		log_txn_error(it->row.id, "processor's status is for another amount or currency");
+		proc_result_clear(&it->res);
+		it->res.outcome = PROC_UNKNOWN;
+	}
 	if (it->action) {
 		action_replied(it);
 		return;
