@@ -8,6 +8,7 @@ client secret is never written anywhere by the gateway."""
 
 import json
 import os
+import subprocess
 import tempfile
 import time
 import urllib.parse
@@ -85,6 +86,19 @@ def stripe_js_confirm(sandbox, intent, secret, pm="pm_card_visa", key=PK):
                         {"Content-Type": "application/x-www-form-urlencoded"})
 
 
+NODE_MODULES = os.path.join(harness.ROOT, "build", "npm", "node_modules")
+NODE_CONFIRM = os.path.join(os.path.dirname(__file__), "stripe_js_confirm.js")
+
+
+def stripe_node_confirm(sandbox, intent, secret, pm="pm_card_visa", key=PK):
+    """The same confirm made by Stripe's official Node library (its own
+    encoding and headers), with the publishable key as its API key."""
+    node = subprocess.run(["node", NODE_CONFIRM, NODE_MODULES, str(sandbox.port), key, intent,
+                           secret, pm], capture_output=True, text=True, timeout=60)
+    assert node.returncode == 0, node.stderr
+    return json.loads(node.stdout)
+
+
 def started(stack, cust=None):
     """A hold converted with confirmWith stripe_js: (customer, hold, answer)."""
     cust = cust or Customer(stack)
@@ -126,15 +140,20 @@ def test_convert_confirm_at_stripe_webhook_confirms_the_reservation():
     assert entry["count"] == 1 and entry["flairTxnId"] == txn["id"], entry
     st = cust.status(hold)
     assert st["stripeStatus"] == "requires_action" and st["actionType"] == "use_stripe_sdk", st
-    # The browser confirms at Stripe; Stripe's webhook finishes it.
-    done = stripe_js_confirm(stack.sandbox, intent, secret)
-    assert done.status == 200 and done.body["status"] == "succeeded", done
+    # Stripe's own library with the publishable key and a wrong secret,
+    # then the right one: the browser confirms at Stripe, and Stripe's
+    # webhook finishes it.
+    wrong = stripe_node_confirm(stack.sandbox, intent, secret[:-2] + "zz")
+    assert wrong["error"]["statusCode"] == 400 and wrong["error"]["param"] == "client_secret", wrong
+    done = stripe_node_confirm(stack.sandbox, intent, secret)
+    assert done == {"status": "succeeded", "id": intent}, done
     wait_reservation(cust, hold, "confirmed")
     assert stack.gw.txn_row(txn["id"])["status"] == "succeeded"
     applied = stack.gw.query("SELECT result FROM webhook_inbound WHERE txn_id = ? AND "
                              "event_type = 'payment_intent.succeeded'", txn["id"])
     assert [r["result"] for r in applied] == ["applied"], applied
-    assert ts.ledger(stack.sandbox)["rejected"] == rejected, "a request Stripe would refuse"
+    # Refused: the wrong secret only; nothing flairgw or Stripe.js sent.
+    assert ts.ledger(stack.sandbox)["rejected"] == rejected + 1, "a request Stripe would refuse"
     # The secret is in no file the gateway wrote (database, WAL, logs).
     harness.assert_no_leaks(stack.dir, [secret], skip=(stack.sandbox.dir,))
 
