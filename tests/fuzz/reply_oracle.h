@@ -83,12 +83,29 @@ check_result(int r, int first_charge, enum proc_op op, long status,
 		const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "type");
 		const cJSON *url = cJSON_GetObjectItemCaseSensitive(o, "url");
 		check(o != NULL);
-		check(cJSON_IsString(type) && strcmp(type->valuestring, "redirect_to_url") == 0);
-		check(cJSON_IsString(url) && proc_url_ok(url->valuestring, 2048));
+		check(cJSON_IsString(type));
+		/* A redirect with a checked URL, or the customer's browser
+		 * confirming at the processor (Stripe.js): nothing to follow. */
+		if (strcmp(type->valuestring, "use_stripe_sdk") == 0)
+			check(url == NULL && two);
+		else
+			check(strcmp(type->valuestring, "redirect_to_url") == 0 &&
+			      cJSON_IsString(url) && proc_url_ok(url->valuestring, 2048));
 		cJSON_Delete(o);
 	} else {
 		check(res->next_action_json == NULL);
 	}
+	/* A client secret only from a 2xx intent, and only that intent's. */
+	check(memchr(res->client_secret, '\0', sizeof(res->client_secret)) != NULL);
+	if (res->client_secret[0] != '\0') {
+		size_t n = strlen(res->reference);
+		check(two && n > 0 && strncmp(res->client_secret, res->reference, n) == 0 &&
+		      strncmp(res->client_secret + n, "_secret_", 8) == 0 &&
+		      proc_id_ok(res->client_secret, sizeof(res->client_secret)));
+	}
+	check(res->amount >= 0);
+	check(res->currency[0] == '\0' ||
+	      (strlen(res->currency) == 3 && strspn(res->currency, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 3));
 }
 
 /* A saved card's answers: only a 2xx makes or attaches anything, and
