@@ -480,7 +480,10 @@ map_intent(const cJSON *pi, struct proc_result *out)
 	}
 	fgw_strlcpy(out->reference, id, sizeof(out->reference));
 	intent_amount(pi, out);
-	intent_secret(pi, id, out);
+	/* Only an intent made for the browser has its secret kept at all
+	 * (in memory, until the result is cleared). */
+	if (browser_confirms(pi))
+		intent_secret(pi, id, out);
 	if (strcmp(status, "requires_payment_method") == 0 && browser_confirms(pi)) {
 		/* Made unconfirmed for Stripe.js: not tried yet, or a failed
 		 * attempt (last_payment_error) after which the customer may try

@@ -189,6 +189,11 @@ test_parse_reply_tables(void)
 	CHECK_EQ_INT(parse(200, "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
 	                        "\"requires_payment_method\",\"client_secret\":\"pi_7_secret_\\\"x\"}", &r), 0);
 	CHECK_STR(r.client_secret, "");
+	/* A payment flairgw confirmed itself: its secret is never kept. */
+	CHECK_EQ_INT(parse(200, "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
+	                        "\"succeeded\",\"client_secret\":\"pi_7_secret_Ab9\"}", &r), 0);
+	CHECK_EQ_INT(r.outcome, PROC_SUCCEEDED);
+	CHECK_STR(r.client_secret, "");
 	CHECK_EQ_INT(parse(200, "{\"id\":\"ch_1\",\"object\":\"charge\",\"status\":\"succeeded\"}", &r), 0);
 	CHECK_EQ_INT(r.outcome, PROC_UNKNOWN);
 	CHECK_EQ_INT(parse(200, "not json", &r), 0);
