@@ -285,6 +285,15 @@ struct proc_type {
 	int (*parse_attach)(const struct proc_config *cfg, long http_status, const char *body,
 	                    size_t len, const char *customer, struct proc_saved_card *card,
 	                    struct proc_result *out);
+	/* Deleting such a card: the processor forgets it for its customer
+	 * (NULL when the type keeps nothing). parse: PROC_SUCCEEDED when
+	 * detached; PROC_FAILED with PAYMENT_METHOD_NOT_FOUND when the
+	 * processor has it attached to no one (gone already), another code
+	 * when it refused; PROC_UNKNOWN when the answer was lost. */
+	int (*build_detach)(const struct proc_config *cfg, const char *idempotency_key,
+	                    const char *method, struct proc_http *out);
+	int (*parse_detach)(const struct proc_config *cfg, long http_status, const char *body,
+	                    size_t len, struct proc_result *out);
 	/* Maps a verified webhook event (the whole JSON body, with a string
 	 * id and type and an object data.object) to what it asks; pointers
 	 * in out point into event. 0, or FGW_ERR_INVALID when the payload

@@ -763,6 +763,74 @@ stripe_parse_attach(const struct proc_config *cfg, long http_status, const char 
 	return FGW_OK;
 }
 
+/* POST /v1/payment_methods/{method}/detach (an empty form): the card a
+ * deleted saved method named is no longer the Customer's. */
+static int
+stripe_build_detach(const struct proc_config *cfg, const char *idempotency_key,
+                    const char *method, struct proc_http *out)
+{
+	char what[160];
+	int r;
+
+	if (cfg == NULL || out == NULL)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	if (!stripe_id_ok(method, "pm_", 96))
+		return FGW_ERR_INVALID;
+	snprintf(what, sizeof(what), "payment_methods/%s/detach", method);
+	if ((r = post_start(cfg, what, idempotency_key, "", out)) == 0 &&
+	    (out->body = strdup("")) == NULL)
+		r = FGW_ERR_NOMEM;
+	if (r != FGW_OK)
+		proc_http_clear(out);
+	return r;
+}
+
+/* The detach answer: the PaymentMethod with no customer. Stripe refuses a
+ * PaymentMethod it does not have (resource_missing) or one attached to no
+ * Customer (an earlier detach whose key Stripe has forgotten): either way
+ * nothing of it is left to charge. */
+static int
+stripe_parse_detach(const struct proc_config *cfg, long http_status, const char *body,
+                    size_t len, struct proc_result *out)
+{
+	const cJSON *err, *cus;
+	const char *code;
+	cJSON *root;
+
+	(void)cfg;
+	if (out == NULL)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	root = fgw_json_parse_strict(body, len);
+	err = cJSON_GetObjectItemCaseSensitive(root, "error");
+	code = proc_json_str(err, "code");
+	cus = cJSON_GetObjectItemCaseSensitive(root, "customer");
+	if (http_status >= 200 && http_status <= 299 &&
+	    same("payment_method", proc_json_str(root, "object")) &&
+	    stripe_id_ok(proc_json_str(root, "id"), "pm_", sizeof(out->reference)) &&
+	    (cus == NULL || cJSON_IsNull(cus))) {
+		fgw_strlcpy(out->reference, proc_json_str(root, "id"), sizeof(out->reference));
+		proc_set_result(out, PROC_SUCCEEDED, "", "The card was detached.");
+	} else if ((http_status == 400 || http_status == 404) && cJSON_IsObject(err) &&
+	           same("invalid_request_error", proc_json_str(err, "type")) &&
+	           (same("resource_missing", code) ||
+	            same("payment_method_unexpected_state", code))) {
+		proc_set_result(out, PROC_FAILED, "PAYMENT_METHOD_NOT_FOUND",
+		                "The processor holds no such card for a customer.");
+	} else if (http_status >= 200 && http_status <= 299) {
+		proc_set_result(out, PROC_FAILED, "PAYMENT_METHOD_REFUSED",
+		                "The processor did not detach the card.");
+	} else {
+		save_refusal(http_status, root, out);
+		if (out->outcome == PROC_FAILED)
+			proc_set_result(out, PROC_FAILED, "PAYMENT_METHOD_REFUSED",
+			                "The processor did not detach the card.");
+	}
+	cJSON_Delete(root);
+	return FGW_OK;
+}
+
 /* ---- operations after the first charge ------------------------------------ */
 
 /* A path segment we put in a URL: a Stripe id, nothing else. */
@@ -1152,6 +1220,8 @@ const struct proc_type proc_type_stripe = {
 	.parse_customer = stripe_parse_customer,
 	.build_attach = stripe_build_attach,
 	.parse_attach = stripe_parse_attach,
+	.build_detach = stripe_build_detach,
+	.parse_detach = stripe_parse_detach,
 	/* The metadata search can lag (Stripe documents it as not for
 	 * read-after-write): an empty result is trusted after an hour. */
 	.not_found_settle_ms = 3600000,

@@ -599,6 +599,13 @@ test_contract_adapter_requests(void)
 	proc_http_clear(&h);
 	CHECK_EQ_INT(proc_type_stripe.build_attach(&cfg, "att-9", "pm_1/../x", "cus_Q1x", &h),
 	             FGW_ERR_INVALID);
+	/* Deleting a saved card: the detach, an empty form. */
+	CHECK_EQ_INT(proc_type_stripe.build_detach(&cfg, "det-9", "pm_1Abc", &h), 0);
+	CHECK_STR(h.url, BASE "/v1/payment_methods/pm_1Abc/detach");
+	CHECK(has_header(&h, "Idempotency-Key: det-9"));
+	CHECK_EQ_INT(contract_ok(c, &h, "detach"), 0);
+	proc_http_clear(&h);
+	CHECK_EQ_INT(proc_type_stripe.build_detach(&cfg, "det-9", "pm_1?x=1", &h), FGW_ERR_INVALID);
 	CHECK_EQ_INT(proc_type_stripe.build_attach(&cfg, "att-9", "pm_1", "acct_1", &h),
 	             FGW_ERR_INVALID);
 
@@ -871,7 +878,50 @@ end:
 	TT_END;
 }
 
+/* The detach answer: detached, gone already (not attached, unknown),
+ * refused, or lost. */
+static int
+test_parse_detach(void)
+{
+	static const struct {
+		long status;
+		const char *body;
+		enum proc_outcome outcome;
+		const char *code;
+	} t[] = {
+		{ 200, "{\"id\":\"pm_1\",\"object\":\"payment_method\",\"customer\":null}",
+		  PROC_SUCCEEDED, "" },
+		{ 200, "{\"id\":\"pm_1\",\"object\":\"payment_method\",\"customer\":\"cus_1\"}",
+		  PROC_FAILED, "PAYMENT_METHOD_REFUSED" },
+		{ 400, "{\"error\":{\"type\":\"invalid_request_error\","
+		       "\"code\":\"payment_method_unexpected_state\"}}", PROC_FAILED,
+		  "PAYMENT_METHOD_NOT_FOUND" },
+		{ 404, "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"resource_missing\"}}",
+		  PROC_FAILED, "PAYMENT_METHOD_NOT_FOUND" },
+		{ 401, "{\"error\":{\"type\":\"authentication_error\"}}", PROC_FAILED,
+		  "PAYMENT_METHOD_REFUSED" },
+		{ 400, "{\"error\":{\"type\":\"idempotency_error\"}}", PROC_UNKNOWN, NULL },
+		{ 500, "{\"error\":{\"type\":\"api_error\"}}", PROC_UNKNOWN, NULL },
+		{ 200, "", PROC_FAILED, "PAYMENT_METHOD_REFUSED" },
+	};
+	struct proc_result r;
+	TT_BEGIN;
+
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		CHECK_EQ_INT(proc_type_stripe.parse_detach(NULL, t[i].status, t[i].body,
+		                                           strlen(t[i].body), &r), 0);
+		if ((int)r.outcome != (int)t[i].outcome)
+			fprintf(stderr, "  case %zu: outcome %d\n", i, (int)r.outcome);
+		CHECK_EQ_INT((int)r.outcome, (int)t[i].outcome);
+		if (t[i].code != NULL)
+			CHECK_STR(r.code, t[i].code);
+	}
+end:
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
+	{ "parse_detach", test_parse_detach },
 	{ "build_form", test_build_form },
 	{ "parse_reply_tables", test_parse_reply_tables },
 	{ "operations", test_operations },

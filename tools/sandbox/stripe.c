@@ -81,6 +81,7 @@ struct spm {
 	int card;                   /* index in cards[], -1: any other card */
 	int exp_month, exp_year;
 	char customer[STR_ID_LEN];  /* cus_... once attached, else "" */
+	int detached;               /* detached from its Customer: unusable */
 	const char *brand;          /* Stripe's card.brand */
 	struct spm *next;
 };
@@ -506,6 +507,11 @@ card_outcome(const struct stripe *st, const struct form *f, struct spi *p,
 		*why = "No such PaymentMethod.";
 		return FGW_ERR_INVALID;
 	}
+	if (m->detached) {
+		*param = "payment_method";
+		*why = "The PaymentMethod was detached from its Customer and cannot be used again.";
+		return FGW_ERR_INVALID;
+	}
 	/* An attached PaymentMethod is charged only for its own Customer. */
 	if (m->customer[0] != '\0' && (cus == NULL || strcmp(cus, m->customer) != 0)) {
 		*param = "payment_method";
@@ -676,6 +682,11 @@ method_attach(struct sbx *s, const char *path, const struct form *f, char **body
 		                   "customer", "No such customer.", NULL);
 		return 400;
 	}
+	if (m != NULL && m->detached) {
+		*body = error_json(s, "invalid_request_error", NULL, NULL, "payment_method",
+		                   "The PaymentMethod was detached and cannot be used again.", NULL);
+		return 400;
+	}
 	if (m != NULL && m->customer[0] != '\0' && strcmp(m->customer, cus) != 0) {
 		*body = error_json(s, "invalid_request_error", NULL, NULL, NULL,
 		                   "The payment method you provided has already been attached "
@@ -704,6 +715,40 @@ method_attach(struct sbx *s, const char *path, const struct form *f, char **body
 		st->n_objects++;
 	}
 	fgw_strlcpy(m->customer, cus, sizeof(m->customer));
+	fgw_strlcpy(object, m->id, STR_ID_LEN);
+	*body = method_json(m);
+	return 200;
+}
+
+/* POST /v1/payment_methods/{id}/detach: the PaymentMethod is no longer
+ * its Customer's (and, as at Stripe, cannot be used again). Unknown: 404
+ * resource_missing; attached to no Customer: 400
+ * payment_method_unexpected_state. */
+static int
+method_detach(struct sbx *s, const char *path, char **body, char *object)
+{
+	char id[STR_ID_LEN] = "";
+	size_t n = strcspn(path + 20, "/");
+	struct spm *m = NULL;
+
+	if (n < sizeof(id)) {
+		memcpy(id, path + 20, n);
+		id[n] = '\0';
+		m = method_find(s->stripe, id);
+	}
+	if (m == NULL) {
+		*body = error_json(s, "invalid_request_error", "resource_missing", NULL,
+		                   "payment_method", "No such PaymentMethod.", NULL);
+		return 404;
+	}
+	if (m->customer[0] == '\0') {
+		*body = error_json(s, "invalid_request_error", "payment_method_unexpected_state", NULL,
+		                   NULL, "The payment method you provided is not attached to a "
+		                   "customer so detachment is impossible.", NULL);
+		return 400;
+	}
+	m->customer[0] = '\0';
+	m->detached = 1;
 	fgw_strlcpy(object, m->id, STR_ID_LEN);
 	*body = method_json(m);
 	return 200;
@@ -1144,7 +1189,7 @@ post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
 		goto out;
 	}
 	fault = (strcmp(op, "create") == 0 || strcmp(op, "customer") == 0 ||
-	         strcmp(op, "attach") == 0) && fault_roll(s);
+	         strcmp(op, "attach") == 0 || strcmp(op, "detach") == 0) && fault_roll(s);
 	if (fault && s->faults.mode == FAIL_500) {
 		/* Not processed, not remembered: a retry runs. */
 		reply_error(s, req, 500, "api_error", NULL, NULL,
@@ -1163,6 +1208,8 @@ post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
 		code = customer_create(s, &body, object);
 	else if (strcmp(op, "attach") == 0)
 		code = method_attach(s, path, &f, &body, object);
+	else if (strcmp(op, "detach") == 0)
+		code = method_detach(s, path, &body, object);
 	else if (strcmp(op, "capture") == 0)
 		code = intent_capture(s, p, &f, &body);
 	else if (strcmp(op, "cancel") == 0)
@@ -1405,6 +1452,11 @@ sbx_stripe_route(struct sbx *s, struct evhttp_request *req, const char *path)
 	if (strncmp(path, "/v1/payment_methods/", 20) == 0 && is_post &&
 	    (slash = strchr(path + 20, '/')) != NULL && strcmp(slash, "/attach") == 0) {
 		post(s, req, path, NULL, "attach");
+		return 1;
+	}
+	if (strncmp(path, "/v1/payment_methods/", 20) == 0 && is_post &&
+	    (slash = strchr(path + 20, '/')) != NULL && strcmp(slash, "/detach") == 0) {
+		post(s, req, path, NULL, "detach");
 		return 1;
 	}
 	if (strcmp(path, "/v1/refunds") == 0 && is_post) {
