@@ -1937,6 +1937,14 @@ publish_events(struct reactor *rx)
 			k++;
 		}
 	}
+	/* The booking confirmation hangs off the reservation.confirmed event
+	 * its confirm committed: queued (once per reservation, by its dedupe
+	 * key) before the event is marked published, whose job commits no
+	 * earlier, so a crash between the confirm's commit and the mail's
+	 * loses neither. */
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(ev[i].type, "reservation.confirmed") == 0)
+			mail_booking_confirmed(&rx->env, ev[i].row.id);
 	rx->resv_publishing = 1;
 	if (k == 0) {
 		/* No endpoint hears these: nothing to deliver. */
