@@ -270,6 +270,43 @@ def test_another_amount_at_stripe_moves_nothing():
     assert cust.status(hold)["reservationStatus"] == "pending"
 
 
+def test_an_amount_changed_at_stripe_is_caught_by_webhook_and_reconciler():
+    """Someone holding the secret key changes the waiting intent's amount
+    at Stripe, then the browser pays it: Stripe's succeeded event and the
+    reconciler's status poll both name another amount than the one
+    recorded. Nothing moves; the reconciler flags the payment for manual
+    review."""
+    port = harness.free_port()
+    with harness.Stack(sandbox_args=["--stripe", "--secret", ts.API_KEY, "--publishable-key", PK,
+                                     "--webhook-url", f"http://127.0.0.1:{port}/v1/webhooks/stripe",
+                                     "--webhook-secret", ts.WEBHOOK_SECRET],
+                       gateway_port=port,
+                       extra=[("inbound_webhook", "stripe stripe " + harness.write_secret(
+                           ts.SECRETS, "whsec-js2", ts.WEBHOOK_SECRET))],
+                       slots_file=SLOTS, reconcile_interval_ms=200, reconcile_backoff_max_ms=400,
+                       **KEYS.gateway_options(), **ts.STRIPE) as stack:
+        cust, hold, c = started(stack)
+        intent, secret = secret_of(c)
+        txn = stack.gw.query("SELECT txn_id FROM reservations WHERE id = ?", hold)[0]["txn_id"]
+        changed = harness.http(stack.sandbox.port, "POST", f"/v1/payment_intents/{intent}",
+                               urllib.parse.urlencode({"amount": str(PRICE - 3000)}),
+                               {"Authorization": f"Bearer {ts.API_KEY}",
+                                "Content-Type": "application/x-www-form-urlencoded"})
+        assert changed.status == 200 and changed.body["amount"] == PRICE - 3000, changed
+        paid = stripe_js_confirm(stack.sandbox, intent, secret)
+        assert paid.status == 200 and paid.body["status"] == "succeeded", paid
+        harness.wait_until(lambda: stack.gw.query(
+            "SELECT result FROM webhook_inbound WHERE event_type = 'payment_intent.succeeded'")
+            == [{"result": "mismatch"}], 20, "Stripe's event, recorded as a mismatch")
+        harness.wait_until(lambda: stack.gw.query(
+            "SELECT manual_review FROM transactions WHERE id = ?", txn)[0]["manual_review"] == 1,
+            20, "the payment flagged for manual review")
+        assert stack.gw.txn_row(txn)["status"] == "requires_action"
+        assert cust.status(hold)["reservationStatus"] == "pending"
+        review = [a for a in stack.gw.audit_for(txn) if a["event_type"] == "txn.manual_review"]
+        assert len(review) == 1, stack.gw.audit_for(txn)
+
+
 def test_bad_requests_are_clear_and_change_nothing():
     stack = S.ensure()
     cust = Customer(stack)

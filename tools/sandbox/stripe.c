@@ -937,6 +937,35 @@ intent_confirm(struct sbx *s, struct spi *p, const struct form *f, char **body)
 	return 200;
 }
 
+/* POST /v1/payment_intents/{id} (secret key only): amount and currency
+ * change while the intent is not paid yet, as at Stripe. */
+static int
+intent_update(struct sbx *s, struct spi *p, const struct form *f, char **body)
+{
+	const char *cur = fget(f, "currency");
+	int64_t amount = p->amount;
+
+	if (strcmp(p->status, "requires_payment_method") != 0 &&
+	    strcmp(p->status, "requires_confirmation") != 0 &&
+	    strcmp(p->status, "requires_action") != 0) {
+		*body = error_json(s, "invalid_request_error", "payment_intent_unexpected_state",
+		                   NULL, NULL, "This PaymentIntent's amount cannot be changed now.",
+		                   p);
+		return 400;
+	}
+	if ((fget(f, "amount") != NULL && !int_param(fget(f, "amount"), 1, 99999999, &amount)) ||
+	    (cur != NULL && (strlen(cur) != 3 || strspn(cur, "abcdefghijklmnopqrstuvwxyz") != 3))) {
+		*body = error_json(s, "invalid_request_error", "parameter_invalid", NULL,
+		                   cur != NULL ? "currency" : "amount", "Invalid value.", NULL);
+		return 400;
+	}
+	p->amount = amount;
+	if (cur != NULL)
+		memcpy(p->currency, cur, 4);
+	*body = print_intent(s, p);
+	return 200;
+}
+
 static int
 intent_capture(struct sbx *s, struct spi *p, const struct form *f, char **body)
 {
@@ -1216,6 +1245,8 @@ post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
 		code = intent_cancel(s, p, &f, &body);
 	else if (strcmp(op, "confirm") == 0)
 		code = intent_confirm(s, p, &f, &body);
+	else if (strcmp(op, "update") == 0)
+		code = intent_update(s, p, &f, &body);
 	else
 		code = refund_create(s, &f, &body, object);
 	if (body == NULL) {
@@ -1518,6 +1549,8 @@ sbx_stripe_route(struct sbx *s, struct evhttp_request *req, const char *path)
 		form_clear(&f);
 		text = print_intent(s, p);
 		reply(s, req, text != NULL ? 200 : 500, text);
+	} else if (slash == NULL && is_post) {
+		post(s, req, path, p, "update");
 	} else if (slash != NULL && strcmp(slash, "/capture") == 0 && is_post) {
 		post(s, req, path, p, "capture");
 	} else if (slash != NULL && strcmp(slash, "/cancel") == 0 && is_post) {
