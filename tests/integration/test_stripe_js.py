@@ -342,6 +342,41 @@ def test_without_a_webhook_the_reconciler_finishes_it():
         harness.assert_no_leaks(stack.dir, [secret], skip=(stack.sandbox.dir,))
 
 
+def test_a_lost_create_answer_is_503_then_the_same_request_answers_the_secret():
+    """Stripe makes the intent but its answer is lost: the convert answers
+    503 PROCESSOR_UNAVAILABLE (no secret to give), the reconciler finds the
+    intent by its metadata, and the same request then answers its secret,
+    still one intent."""
+    with harness.Stack(sandbox_args=["--stripe", "--secret", ts.API_KEY, "--publishable-key", PK],
+                       slots_file=SLOTS, reconcile_interval_ms=200, reconcile_backoff_max_ms=400,
+                       reconcile_grace_ms=2500, processor_timeout_ms=1000,
+                       **KEYS.gateway_options(), **ts.STRIPE) as stack:
+        cust = Customer(stack)
+        hold = cust.hold()
+        key = uuid.uuid4().hex
+        stack.sandbox.faults(fail_rate=1.0, fail_mode="after")
+        try:
+            lost = cust.convert(hold, idem=key)
+        finally:
+            stack.sandbox.faults()
+        harness.assert_error(lost, 503, "PROCESSOR_UNAVAILABLE")
+        txn = stack.gw.query("SELECT txn_id FROM reservations WHERE id = ?", hold)[0]["txn_id"]
+        assert stack.gw.txn_row(txn)["status"] == "processing"
+        harness.wait_until(lambda: stack.gw.txn_row(txn)["status"] == "requires_action", 30,
+                           "the reconciler to find the intent")
+        harness.wait_until(lambda: cust.status(hold)["stripeStatus"] == "requires_action", 10,
+                           "the reservation to follow")
+        again = cust.convert(hold, idem=key)
+        assert again.status == 200, again
+        intent, secret = secret_of(again)
+        entry = ts.ledger(stack.sandbox)["byKey"][txn + "-pi"]
+        assert entry["id"] == intent and entry["count"] == 1, entry
+        assert stripe_js_confirm(stack.sandbox, intent, secret).status == 200
+        harness.wait_until(lambda: stack.gw.txn_row(txn)["status"] == "succeeded", 30,
+                           "the reconciler to see it paid")
+        harness.assert_no_leaks(stack.dir, [secret], skip=(stack.sandbox.dir,))
+
+
 def test_an_abandoned_one_is_cancelled_at_stripe_and_its_places_come_back():
     with harness.Stack(sandbox_args=["--stripe", "--secret", ts.API_KEY, "--publishable-key", PK],
                        slots_file=SLOTS, reconcile_interval_ms=200, reconcile_backoff_max_ms=400,
