@@ -42,7 +42,8 @@ S = harness.Stack(
     gateway_port=GATEWAY_PORT,
     extra=[("inbound_webhook",
             "stripe stripe " + harness.write_secret(ts.SECRETS, "whsec-js", ts.WEBHOOK_SECRET))],
-    slots_file=SLOTS, **KEYS.gateway_options(), **ts.STRIPE)
+    # The customers' JWTs act for the website whose API key refunds.
+    slots_file=SLOTS, jwt_client=harness.DEV_CLIENT, **KEYS.gateway_options(), **ts.STRIPE)
 
 
 class Customer:
@@ -147,13 +148,26 @@ def test_convert_confirm_at_stripe_webhook_confirms_the_reservation():
     assert wrong["error"]["statusCode"] == 400 and wrong["error"]["param"] == "client_secret", wrong
     done = stripe_node_confirm(stack.sandbox, intent, secret)
     assert done == {"status": "succeeded", "id": intent}, done
+    # Watched in the database only: a payment-status call would ask
+    # Stripe itself and could finish it before the webhook does.
+    harness.wait_until(lambda: stack.gw.txn_row(txn["id"])["status"] == "succeeded", 20,
+                       "Stripe's webhook to finish the payment")
+    harness.wait_until(lambda: stack.gw.query(
+        "SELECT result FROM webhook_inbound WHERE txn_id = ? AND event_type = "
+        "'payment_intent.succeeded'", txn["id"]) == [{"result": "applied"}], 10,
+        "the event recorded as applied")
     wait_reservation(cust, hold, "confirmed")
-    assert stack.gw.txn_row(txn["id"])["status"] == "succeeded"
-    applied = stack.gw.query("SELECT result FROM webhook_inbound WHERE txn_id = ? AND "
-                             "event_type = 'payment_intent.succeeded'", txn["id"])
-    assert [r["result"] for r in applied] == ["applied"], applied
-    # Refused: the wrong secret only; nothing flairgw or Stripe.js sent.
-    assert ts.ledger(stack.sandbox)["rejected"] == rejected + 1, "a request Stripe would refuse"
+    # The same confirm replayed charges nothing more.
+    replay = stripe_js_confirm(stack.sandbox, intent, secret)
+    assert replay.status == 400, replay
+    entry = ts.ledger(stack.sandbox)["byKey"][txn["id"] + "-pi"]
+    assert entry["amountReceived"] == PRICE, entry
+    # Refused: the wrong secret and the replay; nothing flairgw or Stripe.js sent.
+    assert ts.ledger(stack.sandbox)["rejected"] == rejected + 2, "a request Stripe would refuse"
+    # It is a payment like any other afterwards: the website refunds it.
+    refund = stack.gw.txn_op(txn["id"], "refund", {"amount": 1000}, idem=uuid.uuid4().hex)
+    assert refund.status == 200, refund
+    assert ts.ledger(stack.sandbox)["byKey"][txn["id"] + "-pi"]["amountRefunded"] == 1000
     # The secret is in no file the gateway wrote (database, WAL, logs).
     harness.assert_no_leaks(stack.dir, [secret], skip=(stack.sandbox.dir,))
 
