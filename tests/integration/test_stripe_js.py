@@ -350,8 +350,12 @@ def test_without_a_webhook_the_reconciler_finishes_it():
                            "the reconciler to ask once")
         assert stack.gw.txn_row(txn)["status"] == "requires_action"
         assert stripe_js_confirm(stack.sandbox, intent, secret).status == 200
+        # Watched in the database: payment-status would ask Stripe itself.
+        harness.wait_until(lambda: stack.gw.txn_row(txn)["status"] == "succeeded", 30,
+                           "the reconciler to see it paid")
+        reconciled = [a for a in stack.gw.audit_for(txn) if a["event_type"] == "txn.reconciled"]
+        assert [a["outcome"] for a in reconciled] == ["succeeded"], reconciled
         wait_reservation(cust, hold, "confirmed", timeout=30)
-        assert stack.gw.txn_row(txn)["status"] == "succeeded"
         assert not stack.gw.query("SELECT * FROM webhook_inbound")
         harness.assert_no_leaks(stack.dir, [secret], skip=(stack.sandbox.dir,))
 
