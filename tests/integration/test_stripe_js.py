@@ -51,7 +51,8 @@ class Customer:
 
     def __init__(self, stack):
         self.stack = stack
-        self.token = KEYS.rs256(f"cust-{uuid.uuid4()}")
+        self.sub = f"cust-{uuid.uuid4()}"
+        self.token = KEYS.rs256(self.sub)
 
     def post(self, path, body, idem=None):
         return self.stack.gw.http("POST", path, body,
@@ -212,6 +213,12 @@ def test_only_the_holds_customer_gets_the_secret_and_a_forged_confirm_fails():
                          {"holdId": hold, "confirmWith": "stripe_js"},
                          {"X-Idempotency-Key": uuid.uuid4().hex}, key=None)
     assert anon.status == 401, anon
+    # The website's API key naming the same customer id is another
+    # customer (API-key and JWT customers never meet): not found either.
+    by_key = stack.gw.http("POST", "/v1/reservations/hold/convert",
+                           {"holdId": hold, "confirmWith": "stripe_js"},
+                           {"X-Customer-Id": cust.sub, "X-Idempotency-Key": uuid.uuid4().hex})
+    harness.assert_error(by_key, 404, "RESERVATION_NOT_FOUND")
     assert ts.ledger(stack.sandbox)["objects"] == objects
     c = cust.convert(hold)
     intent, secret = secret_of(c)
