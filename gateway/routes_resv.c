@@ -65,6 +65,7 @@ struct rctx {
 	const struct proc_config *proc; /* ... of the processor the row went to */
 	const struct proc_type *ptype;
 	struct store_txn_row txn;
+	int stripe_js;                 /* convert: confirmWith stripe_js */
 };
 
 static void
@@ -602,6 +603,67 @@ pay_status_of(const struct txn *t)
 	return "failed";
 }
 
+/* Sends an answer that may hold a client secret, then wipes it. */
+static void
+finish_secret(struct rctx *c, int status, char *a)
+{
+	rctx_finish(c, status, a);
+	explicit_bzero(a, strlen(a));
+	free(a);
+}
+
+static void
+stripe_js_stored(void *arg, int rc)
+{
+	struct rctx *c = arg;
+	char *a = c->answer;
+	if (rc != 0)
+		log_warn("reservation %s: payment move not stored: %s", c->row.id,
+		         fgw_strerror(rc));
+	c->answer = NULL;
+	if (a == NULL) {
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		return;
+	}
+	finish_secret(c, c->status, a);
+}
+
+/* The answer to confirmWith stripe_js for a payment made at Stripe (st
+ * requires_action or processing): the PaymentIntent waits for Stripe.js,
+ * which confirms it with secret; without the secret, try again. */
+static char *
+stripe_js_answer(struct rctx *c, const char *intent, const char *st, const char *secret,
+                 int *status)
+{
+	cJSON *o = cJSON_CreateObject(), *res, *na;
+	char *a = NULL;
+
+	if (o == NULL)
+		return NULL;
+	if (strcmp(st, "requires_action") == 0 && secret[0] != '\0' &&
+	    (res = cJSON_AddObjectToObject(o, "reservation")) != NULL &&
+	    (na = cJSON_AddObjectToObject(o, "nextAction")) != NULL) {
+		cJSON_AddStringToObject(res, "id", c->row.id);
+		cJSON_AddStringToObject(res, "status", "pending");
+		cJSON_AddStringToObject(res, "paymentIntentId", intent);
+		cJSON_AddStringToObject(o, "confirmWith", "stripe_js");
+		cJSON_AddStringToObject(o, "stripeClientSecret", secret);
+		cJSON_AddTrueToObject(o, "requiresAction");
+		cJSON_AddStringToObject(na, "type", "use_stripe_sdk");
+		*status = 200;
+	} else {
+		/* Made at Stripe but its answer (or its secret) was lost: the
+		 * reconciler finds it, and the same request then answers it. */
+		cJSON_AddStringToObject(o, "error", "PROCESSOR_UNAVAILABLE");
+		cJSON_AddStringToObject(o, "message", "The payment is being set up at the processor; "
+		                                      "send the same request again shortly");
+		*status = 503;
+	}
+	a = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return a;
+}
+
 static void
 on_pay_done(struct txn *t, void *arg)
 {
@@ -614,6 +676,19 @@ on_pay_done(struct txn *t, void *arg)
 
 	c->t = NULL; /* the runner frees it after this returns */
 	c->running = NULL;
+	if (c->stripe_js && (strcmp(st, "requires_action") == 0 || strcmp(st, "processing") == 0)) {
+		/* Stripe's client secret is in this answer and nowhere else:
+		 * not in the row, the log, the audit or under the key. */
+		c->answer = stripe_js_answer(c, t->result.reference, st, t->result.client_secret,
+		                             &c->status);
+		explicit_bzero(t->result.client_secret, sizeof(t->result.client_secret));
+		new_reference(ref);
+		if (c->answer == NULL ||
+		    resv_payment_moved(c->rx->gw->store, c->rx->waker, c->row.id, t->id,
+		                       pay_status_of(t), intent, ref, NULL, stripe_js_stored, c) != 0)
+			stripe_js_stored(c, FGW_ERR_INTERNAL);
+		return;
+	}
 	if (strcmp(st, "succeeded") == 0 || strcmp(st, "requires_action") == 0 ||
 	    strcmp(st, "processing") == 0) {
 		if (client_secret(c->rx, intent, t->id, secret, sizeof(secret)) != 0 ||
@@ -716,8 +791,8 @@ non_integer_number(const cJSON *v)
  * savePaymentMethod is kept on the reservation (save_method); the caller
  * sets the request's customer and save flag. */
 static int
-build_request(const cJSON *root, const struct resv_row *r, struct txn_request **rq,
-              struct txn_parse_error *perr)
+build_request(const cJSON *root, const struct resv_row *r, int client_confirms,
+              struct txn_request **rq, struct txn_parse_error *perr)
 {
 	static const char *const pay_fields[] = { "card", "encryptedCard", "paymentMethodId",
 		                                      "stripePaymentMethod", "returnUrl" };
@@ -757,7 +832,8 @@ build_request(const cJSON *root, const struct resv_row *r, struct txn_request **
 	cJSON_AddStringToObject(o, "description", desc);
 	if ((text = cJSON_PrintUnformatted(o)) == NULL)
 		goto out;
-	rc = txn_request_parse(text, strlen(text), rq, perr);
+	rc = client_confirms ? txn_request_parse_client_confirms(text, strlen(text), rq, perr)
+	                     : txn_request_parse(text, strlen(text), rq, perr);
 out:
 	if (text != NULL) {
 		sodium_memzero(text, strlen(text));
@@ -774,6 +850,8 @@ static void
 convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
               const cJSON *root, const char *hold_id, int save, int browser)
 {
+	/* confirmWith stripe_js: no payment source, the request says so. */
+	int client_confirms = c->stripe_js;
 	struct auth_ctx who = *who_in;
 	struct resv_row cur;
 	struct txn_request *rq = NULL;
@@ -786,7 +864,7 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 		resv_err_answer(c, r == FGW_ERR_NOT_FOUND ? RESV_NOT_FOUND : RESV_OK);
 		goto out;
 	}
-	r = build_request(root, &cur, &rq, &perr);
+	r = build_request(root, &cur, client_confirms, &rq, &perr);
 	if (r == FGW_ERR_INVALID && strcmp(perr.field, "paymentMethodId") == 0) {
 		/* Without a saved method under this id (or without the saved
 		 * methods feature) there is nothing to pay with. */
@@ -917,13 +995,133 @@ out:
 	cJSON_Delete(o);
 }
 
+/* ---- convert with confirmWith stripe_js ------------------------------------- */
+
+/* Stripe's answer to the status asked on a repeat: the client secret comes
+ * from Stripe again, since flairgw never kept it. */
+static void
+stripe_js_refetched(void *arg, const struct httpc_response *resp)
+{
+	struct rctx *c = arg;
+	struct proc_result res;
+
+	c->http = NULL;
+	memset(&res, 0, sizeof(res));
+	if (resp->err != 0 ||
+	    c->ptype->parse_op(c->proc, PROC_OP_STATUS, resp->status, resp->body, resp->body_len,
+	                       &res) != 0 ||
+	    !proc_result_is_for(&res, c->txn.id) || strcmp(res.reference, c->txn.processor_ref) != 0 ||
+	    proc_result_other_sum(&res, c->txn.amount, c->txn.currency))
+		res.outcome = PROC_UNKNOWN;
+	if (res.outcome != PROC_REQUIRES_ACTION && res.outcome != PROC_UNKNOWN) {
+		/* Paid, declined or cancelled meanwhile: the webhook or the
+		 * reconciler records it; there is nothing left to confirm. */
+		proc_result_clear(&res);
+		resv_err_answer(c, RESV_INVALID_STATUS);
+		return;
+	}
+	c->answer = stripe_js_answer(c, c->txn.processor_ref,
+	                             res.outcome == PROC_REQUIRES_ACTION ? "requires_action"
+	                                                                 : "processing",
+	                             res.client_secret, &c->status);
+	proc_result_clear(&res);
+	stripe_js_stored(c, 0);
+}
+
+/* A repeat of confirmWith stripe_js for a hold whose Stripe.js payment
+ * waits: the same PaymentIntent, its client secret asked of Stripe again
+ * (GET /v1/payment_intents/{id} with the secret key). Any other payment
+ * in flight is INVALID_HOLD_STATUS, as for any convert. */
+static void
+stripe_js_again(struct reactor *rx, struct rctx *c)
+{
+	struct proc_op_request oreq;
+	struct proc_http http;
+	cJSON *na = NULL;
+	const cJSON *type;
+	int waiting;
+
+	if (store_txn_get(rx->reader, NULL, c->row.txn_id, &c->txn) != 0) {
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		return;
+	}
+	if (strcmp(c->txn.status, "processing") == 0 || strcmp(c->txn.status, "posting") == 0) {
+		/* Its create answer was lost: the reconciler finds it first. */
+		c->answer = stripe_js_answer(c, "", "processing", "", &c->status);
+		stripe_js_stored(c, 0);
+		return;
+	}
+	if (c->txn.next_action_json != NULL)
+		na = cJSON_Parse(c->txn.next_action_json);
+	type = cJSON_GetObjectItemCaseSensitive(na, "type");
+	waiting = strcmp(c->txn.status, "requires_action") == 0 && cJSON_IsString(type) &&
+	          strcmp(type->valuestring, "use_stripe_sdk") == 0 &&
+	          strncmp(c->txn.processor_ref, "pi_", 3) == 0;
+	cJSON_Delete(na);
+	if (!waiting) {
+		resv_err_answer(c, RESV_INVALID_STATUS);
+		return;
+	}
+	memset(&oreq, 0, sizeof(oreq));
+	oreq.txn_id = c->txn.id;
+	oreq.idempotency_key = c->txn.processor_idem_key[0] ? c->txn.processor_idem_key : c->txn.id;
+	oreq.reference = c->txn.processor_ref;
+	memset(&http, 0, sizeof(http));
+	if (pipeline_proc_by_name(&rx->env, c->txn.processor, &c->proc, &c->ptype) != 0 ||
+	    !c->ptype->client_confirms || c->ptype->build_op == NULL || c->ptype->parse_op == NULL ||
+	    c->ptype->build_op(c->proc, PROC_OP_STATUS, &oreq, &http) != 0 ||
+	    httpc_request(pipeline_httpc_for(&rx->env, c->proc), http.method, http.url,
+	                  (const char *const *)http.headers, http.body, http.body_len,
+	                  c->proc->timeout_ms, stripe_js_refetched, c, &c->http) != 0) {
+		c->answer = stripe_js_answer(c, "", "processing", "", &c->status);
+		stripe_js_stored(c, 0);
+	}
+	proc_http_clear(&http);
+}
+
+/* Convert with confirmWith stripe_js: the PaymentIntent is made at the
+ * Stripe processor unconfirmed, and its client secret goes to the
+ * customer's browser for Stripe.js; the card goes from the browser to
+ * Stripe and nowhere else. Nothing is stored under the idempotency key
+ * (the answer holds the secret): a repeat, with the key or without,
+ * answers the same PaymentIntent's secret, asked of Stripe again. */
+static void
+convert_stripe_js(struct reactor *rx, struct rctx *c, const struct auth_ctx *who,
+                  const char *hold_id)
+{
+	cJSON *none = NULL;
+	int r;
+
+	r = id_ok(hold_id) ? resv_get(rx->reader, who->subject, hold_id, &c->row)
+	                   : FGW_ERR_NOT_FOUND;
+	if (r != 0) {
+		resv_err_answer(c, r == FGW_ERR_NOT_FOUND ? RESV_NOT_FOUND : RESV_OK);
+		return;
+	}
+	c->stripe_js = 1;
+	if (strcmp(c->row.status, "pending") == 0 && c->row.txn_id[0] != '\0' &&
+	    (strcmp(c->row.payment_status, "requires_action") == 0 ||
+	     strcmp(c->row.payment_status, "processing") == 0)) {
+		stripe_js_again(rx, c);
+		return;
+	}
+	if ((none = cJSON_CreateObject()) == NULL) {
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		return;
+	}
+	convert_start(rx, c, who, none, hold_id, 0, 0);
+	cJSON_Delete(none);
+}
+
 int
 resv_convert_body_parse(const cJSON *root, char *hold_id, size_t idcap, int *ways, char *msg,
                         size_t msgcap)
 {
 	static const char *const fields[] = { "holdId", "card", "encryptedCard",
 		                                  "paymentMethodId", "savePaymentMethod",
-		                                  "stripePaymentMethod", "returnUrl", NULL };
+		                                  "stripePaymentMethod", "returnUrl",
+		                                  "confirmWith", NULL };
+	const cJSON *cw = cJSON_GetObjectItemCaseSensitive(root, "confirmWith");
 	const cJSON *save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
 	int n = (cJSON_GetObjectItemCaseSensitive(root, "card") != NULL) +
 	        (cJSON_GetObjectItemCaseSensitive(root, "encryptedCard") != NULL) +
@@ -941,6 +1139,16 @@ resv_convert_body_parse(const cJSON *root, char *hold_id, size_t idcap, int *way
 	if (n > 1) {
 		fgw_strlcpy(msg, "at most one of card, encryptedCard, paymentMethodId or "
 		            "stripePaymentMethod is allowed", msgcap);
+		return FGW_ERR_INVALID;
+	}
+	if (cw != NULL && (!cJSON_IsString(cw) || strcmp(cw->valuestring, "stripe_js") != 0)) {
+		fgw_strlcpy(msg, "confirmWith must be \"stripe_js\"", msgcap);
+		return FGW_ERR_INVALID;
+	}
+	if (cw != NULL && (n != 0 || cJSON_IsTrue(save))) {
+		/* Stripe.js takes the card in the browser; flairgw gets none. */
+		fgw_strlcpy(msg, "confirmWith goes without card, encryptedCard, paymentMethodId, "
+		            "stripePaymentMethod and savePaymentMethod", msgcap);
 		return FGW_ERR_INVALID;
 	}
 	if (n == 0 && cJSON_GetObjectItemCaseSensitive(root, "returnUrl") != NULL) {
@@ -967,6 +1175,10 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 	save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
 	if (resv_convert_body_parse(root, hold_id, sizeof(hold_id), &n, msg, sizeof(msg)) != 0) {
 		rctx_error(c, 400, "VALIDATION_ERROR", msg);
+		goto out;
+	}
+	if (n == 0 && cJSON_GetObjectItemCaseSensitive(root, "confirmWith") != NULL) {
+		convert_stripe_js(rx, c, &who, hold_id);
 		goto out;
 	}
 	if (n == 0) {
@@ -1306,7 +1518,8 @@ status_checked(void *arg, const struct httpc_response *resp)
 	memset(&res, 0, sizeof(res));
 	if (resp->err == 0 &&
 	    c->ptype->parse_op(c->proc, PROC_OP_STATUS, resp->status, resp->body, resp->body_len,
-	                       &res) == 0 && proc_result_is_for(&res, c->txn.id)) {
+	                       &res) == 0 && proc_result_is_for(&res, c->txn.id) &&
+	    !proc_result_other_sum(&res, c->txn.amount, c->txn.currency)) {
 		if (res.outcome == PROC_SUCCEEDED)
 			to = "succeeded";
 		else if (res.outcome == PROC_AUTHORIZED)
@@ -1724,6 +1937,14 @@ publish_events(struct reactor *rx)
 			k++;
 		}
 	}
+	/* The booking confirmation hangs off the reservation.confirmed event
+	 * its confirm committed: queued (once per reservation, by its dedupe
+	 * key) before the event is marked published, whose job commits no
+	 * earlier, so a crash between the confirm's commit and the mail's
+	 * loses neither. */
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(ev[i].type, "reservation.confirmed") == 0)
+			mail_booking_confirmed(&rx->env, ev[i].row.id);
 	rx->resv_publishing = 1;
 	if (k == 0) {
 		/* No endpoint hears these: nothing to deliver. */

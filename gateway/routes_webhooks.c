@@ -344,6 +344,24 @@ apply_other(struct wh_ctx *ctx, const struct proc_event *pe)
 		on_refunds(ctx, r);
 }
 
+/* 1 when row is a payment waiting for the customer's browser to confirm
+ * it at the processor (its next action says so: confirmWith stripe_js). */
+static int
+waits_for_browser(const struct store_txn_row *row)
+{
+	cJSON *na;
+	const cJSON *type;
+	int r;
+
+	if (strcmp(row->status, "requires_action") != 0 || row->next_action_json == NULL)
+		return 0;
+	na = cJSON_Parse(row->next_action_json);
+	type = cJSON_GetObjectItemCaseSensitive(na, "type");
+	r = cJSON_IsString(type) && strcmp(type->valuestring, "use_stripe_sdk") == 0;
+	cJSON_Delete(na);
+	return r;
+}
+
 /* Applies a verified event as the processor's adapter reads it (pt, from
  * the inbound_webhook scheme): ctx is owned by the store callbacks after. */
 static void
@@ -401,6 +419,28 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 	if (pe.kind != PROC_EVENT_MOVE) {
 		store_txn_row_clear(&row);
 		apply_other(ctx, &pe);
+		return;
+	}
+	if (r == 0 && (strcmp(ctx->target, "succeeded") == 0 || strcmp(ctx->target, "authorized") == 0) &&
+	    ((pe.amount >= 0 && pe.amount != row.amount) ||
+	     (pe.currency[0] != '\0' && strcmp(pe.currency, row.currency) != 0))) {
+		/* Another sum than the one recorded (the payment was changed at
+		 * the processor after flairgw made it): not this payment's
+		 * outcome. Recorded "mismatch" for an operator; nothing moves. */
+		log_error("webhook %s: %s for %lld %s, but %s is %lld %s: not applied", ctx->event_id,
+		          ctx->target, (long long)pe.amount, pe.currency[0] ? pe.currency : "-",
+		          ctx->txn_id, (long long)row.amount, row.currency);
+		store_txn_row_clear(&row);
+		fgw_strlcpy(ctx->result, "mismatch", sizeof(ctx->result));
+		record(ctx);
+		return;
+	}
+	if (r == 0 && strcmp(ctx->target, "declined") == 0 && waits_for_browser(&row)) {
+		/* The customer confirms this payment at the processor and may
+		 * try another card there: a failed attempt is not its end. */
+		store_txn_row_clear(&row);
+		fgw_strlcpy(ctx->result, "no_move", sizeof(ctx->result));
+		record(ctx);
 		return;
 	}
 	if (r == 0 && strcmp(ctx->target, "refunded") == 0 && pe.refunded_total >= 0 &&

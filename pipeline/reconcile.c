@@ -464,6 +464,18 @@ status_replied(void *arg, const struct httpc_response *resp)
 		proc_result_clear(&it->res);
 		it->res.outcome = PROC_NOT_FOUND;
 	}
+	if (proc_result_other_sum(&it->res, it->row.amount, it->row.currency)) {
+		/* Changed at the processor after we made it: its state is not
+		 * this payment's. A person decides: manual review at once, a
+		 * payment waiting for 3-D Secure included (its window does not
+		 * end it either). */
+		log_txn_error(it->row.id, "processor's status is for another amount or currency");
+		proc_result_clear(&it->res);
+		it->give_up_now = 1;
+		it->action = 0;
+		defer(it, "the processor names another amount or currency");
+		return;
+	}
 	if (it->action) {
 		action_replied(it);
 		return;

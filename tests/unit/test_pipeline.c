@@ -274,7 +274,43 @@ end:
 	TT_END;
 }
 
+/* A payment the customer's browser confirms at the processor: no payment
+ * source at all, and one given is refused, not ignored. */
+static int
+test_parse_client_confirms(void)
+{
+	static const char none[] = "{\"amount\":1500,\"currency\":\"EUR\","
+	                           "\"reservationId\":\"res_1\"}";
+	static const char *const bad[] = {
+		"{\"amount\":1500,\"currency\":\"EUR\",\"card\":{\"number\":\"4242424242424242\","
+		"\"expMonth\":12,\"expYear\":2030}}",
+		"{\"amount\":1500,\"currency\":\"EUR\",\"stripePaymentMethod\":\"pm_1\"}",
+		"{\"amount\":1500,\"currency\":\"EUR\",\"paymentMethodId\":\"pm_1\"}",
+		"{\"amount\":1500,\"currency\":\"EUR\",\"savePaymentMethod\":true}",
+	};
+	struct txn_request *rq = NULL;
+	struct txn_parse_error err;
+	TT_BEGIN;
+
+	CHECK_EQ_INT(txn_request_parse_client_confirms(none, strlen(none), &rq, &err), 0);
+	CHECK_EQ_INT(rq->client_confirms, 1);
+	CHECK(rq->card.pan == NULL && !rq->has_card && !rq->has_encrypted);
+	txn_request_free(rq);
+	rq = NULL;
+	/* The ordinary parse still wants exactly one source. */
+	CHECK_EQ_INT(txn_request_parse(none, strlen(none), &rq, &err), FGW_ERR_INVALID);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		CHECK_EQ_INT(txn_request_parse_client_confirms(bad[i], strlen(bad[i]), &rq, &err),
+		             FGW_ERR_INVALID);
+		CHECK(rq == NULL);
+	}
+end:
+	txn_request_free(rq);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
+	{ "parse_client_confirms", test_parse_client_confirms },
 	{ "parse_good", test_parse_good },
 	{ "parse_sealed", test_parse_sealed },
 	{ "parse_bad", test_parse_bad },
