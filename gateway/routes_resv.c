@@ -27,6 +27,7 @@
 #include "core/err.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "crypto/keys.h"
 #include "gateway/browser.h"
@@ -595,11 +596,11 @@ convert_stored(void *arg, int rc)
 static const char *
 pay_status_of(const struct txn *t)
 {
-	const char *s = t->out.status;
-	if (strcmp(s, "succeeded") == 0 || strcmp(s, "requires_action") == 0 ||
-	    strcmp(s, "processing") == 0 || strcmp(s, "declined") == 0)
-		return s;
-	return "failed";
+	enum txn_state s = txn_state_of(t->out.status);
+	if (s == TXN_SUCCEEDED || s == TXN_REQUIRES_ACTION || s == TXN_PROCESSING ||
+	    s == TXN_DECLINED)
+		return txn_state_name(s);
+	return txn_state_name(TXN_FAILED);
 }
 
 static void
@@ -608,14 +609,13 @@ on_pay_done(struct txn *t, void *arg)
 	struct rctx *c = arg;
 	struct store_idem idem;
 	const char *intent = t->result.reference[0] ? t->result.reference : t->id;
-	const char *st = t->out.status;
+	enum txn_state st = txn_state_of(t->out.status);
 	char secret[160], ref[16];
 	cJSON *o = NULL, *res;
 
 	c->t = NULL; /* the runner frees it after this returns */
 	c->running = NULL;
-	if (strcmp(st, "succeeded") == 0 || strcmp(st, "requires_action") == 0 ||
-	    strcmp(st, "processing") == 0) {
+	if (st == TXN_SUCCEEDED || st == TXN_REQUIRES_ACTION || st == TXN_PROCESSING) {
 		if (client_secret(c->rx, intent, t->id, secret, sizeof(secret)) != 0 ||
 		    (o = cJSON_CreateObject()) == NULL ||
 		    (res = cJSON_AddObjectToObject(o, "reservation")) == NULL) {
@@ -625,9 +625,9 @@ on_pay_done(struct txn *t, void *arg)
 			cJSON_AddStringToObject(res, "status", "pending");
 			cJSON_AddStringToObject(res, "paymentIntentId", intent);
 			cJSON_AddStringToObject(o, "paymentClientSecret", secret);
-			cJSON_AddBoolToObject(o, "requiresAction", strcmp(st, "requires_action") == 0);
+			cJSON_AddBoolToObject(o, "requiresAction", st == TXN_REQUIRES_ACTION);
 			/* The customer's browser follows it to 3-D Secure. */
-			if (strcmp(st, "requires_action") == 0 && t->result.next_action_json != NULL) {
+			if (st == TXN_REQUIRES_ACTION && t->result.next_action_json != NULL) {
 				cJSON *na = cJSON_Parse(t->result.next_action_json);
 				if (na != NULL)
 					cJSON_AddItemToObject(o, "nextAction", na);
@@ -639,13 +639,13 @@ on_pay_done(struct txn *t, void *arg)
 		const char *code = t->out.error_code;
 		const char *msg = t->out.error_message[0] ? t->out.error_message : ERR_INTERNAL;
 		c->status = t->out.http_status >= 400 ? t->out.http_status : 400;
-		if (strcmp(st, "declined") == 0 && strcmp(code, "RULE_DECLINED") != 0 &&
+		if (st == TXN_DECLINED && strcmp(code, "RULE_DECLINED") != 0 &&
 		    strcmp(code, "PAYMENT_INSUFFICIENT_FUNDS") != 0) {
 			/* One code per meaning: insufficient funds answers as on
 			 * POST /v1/transactions. */
 			code = "PAYMENT_CARD_DECLINED";
 			c->status = 400;
-		} else if (strcmp(st, "failed") == 0 && strcmp(code, "INTERNAL_ERROR") != 0) {
+		} else if (st == TXN_FAILED && strcmp(code, "INTERNAL_ERROR") != 0) {
 			code = "PAYMENT_PROCESSING_FAILED";
 			if (c->status < 500)
 				c->status = 502;
@@ -1212,13 +1212,12 @@ out:
 static const char *
 stripe_status(const char *txn_status)
 {
-	if (txn_status[0] == '\0')
-		return "requires_payment_method";
-	if (strcmp(txn_status, "succeeded") == 0 || strcmp(txn_status, "requires_action") == 0 ||
-	    strcmp(txn_status, "processing") == 0 || strcmp(txn_status, "refunded") == 0)
-		return txn_status;
-	if (strcmp(txn_status, "posting") == 0)
-		return "processing";
+	enum txn_state s = txn_state_of(txn_status);
+	if (s == TXN_SUCCEEDED || s == TXN_REQUIRES_ACTION || s == TXN_PROCESSING ||
+	    s == TXN_REFUNDED)
+		return txn_state_name(s);
+	if (s == TXN_POSTING)
+		return txn_state_name(TXN_PROCESSING);
 	return "requires_payment_method";
 }
 
@@ -1241,7 +1240,7 @@ status_answer(struct rctx *c)
 		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		return;
 	}
-	ra = strcmp(t.status, "requires_action") == 0;
+	ra = txn_state_of(t.status) == TXN_REQUIRES_ACTION;
 	cJSON_AddStringToObject(d, "reservationStatus", r.status);
 	add_str_or_null(d, "paymentIntentId", r.payment_intent_id);
 	cJSON_AddStringToObject(d, "stripeStatus", stripe_status(t.status));
@@ -1314,7 +1313,7 @@ status_checked(void *arg, const struct httpc_response *resp)
 		else if (res.outcome == PROC_DECLINED)
 			to = "declined";
 	}
-	if (to == NULL || strcmp(to, c->txn.status) == 0) {
+	if (to == NULL || txn_state_of(to) == txn_state_of(c->txn.status)) {
 		proc_result_clear(&res);
 		status_answer(c);
 		return;
@@ -1366,7 +1365,7 @@ h_payment_status(struct reactor *rx, struct evhttp_request *req, const char *pat
 	}
 	if (c->row.txn_id[0] == '\0' ||
 	    store_txn_get(rx->reader, NULL, c->row.txn_id, &c->txn) != 0 ||
-	    strcmp(c->txn.status, "requires_action") != 0 || c->txn.processor_ref[0] == '\0' ||
+	    txn_state_of(c->txn.status) != TXN_REQUIRES_ACTION || c->txn.processor_ref[0] == '\0' ||
 	    strspn(c->txn.processor_ref, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
 	        strlen(c->txn.processor_ref)) {
 		status_answer(c);
@@ -1598,7 +1597,7 @@ on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_r
 	}
 	atomic_fetch_add(&gw->metrics.resv_moves[0], 1);
 	new_reference(ref);
-	if (gw->mail != NULL && strcmp(row->status, "succeeded") == 0 &&
+	if (gw->mail != NULL && txn_state_of(row->status) == TXN_SUCCEEDED &&
 	    (mm = calloc(1, sizeof(*mm))) != NULL) {
 		mm->env = env;
 		fgw_strlcpy(mm->id, row->reservation_id, sizeof(mm->id));

@@ -35,6 +35,7 @@
 #include "core/err.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "gateway/http.h"
 #include "gateway/idem.h"
@@ -602,6 +603,7 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 	struct auth_ctx who;
 	struct op_ctx *c = NULL;
 	const char *body, *key;
+	enum txn_state cur, op_end = op == PROC_OP_CAPTURE ? TXN_SUCCEEDED : TXN_CANCELED;
 	char id[40], why[96];
 	size_t len;
 	int r;
@@ -660,14 +662,14 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		return;
 	}
 	/* Forward-only: each operation has the states it may start from. */
-	if (op == PROC_OP_REFUND && strcmp(c->row.status, "refunded") == 0) {
+	cur = txn_state_of(c->row.status);
+	if (op == PROC_OP_REFUND && cur == TXN_REFUNDED) {
 		/* Final, but a retry of a refund it holds still gets its
 		 * answer: the write-ahead job decides (refund_begun). */
 		c->amount_given = c->amount > 0;
-		fgw_strlcpy(c->new_status, "refunded", sizeof(c->new_status));
+		fgw_strlcpy(c->new_status, txn_state_name(TXN_REFUNDED), sizeof(c->new_status));
 	} else if (op == PROC_OP_REFUND) {
-		if (strcmp(c->row.status, "succeeded") != 0 &&
-		    strcmp(c->row.status, "partially_refunded") != 0) {
+		if (cur != TXN_SUCCEEDED && cur != TXN_PARTIALLY_REFUNDED) {
 			reply_error(c, 409, "INVALID_TRANSACTION_STATE",
 			            "Only a captured (succeeded) transaction can be refunded");
 			return;
@@ -681,11 +683,11 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 			return;
 		}
 		fgw_strlcpy(c->new_status,
-		            c->refunded + c->amount == c->row.amount ? "refunded" : "partially_refunded",
+		            txn_state_name(c->refunded + c->amount == c->row.amount
+		                               ? TXN_REFUNDED : TXN_PARTIALLY_REFUNDED),
 		            sizeof(c->new_status));
-	} else if (strcmp(c->row.status, "authorized") != 0 &&
-	           (c->key[0] == '\0' ||
-	            strcmp(c->row.status, op == PROC_OP_CAPTURE ? "succeeded" : "canceled") != 0)) {
+	} else if (cur != TXN_AUTHORIZED &&
+	           (c->key[0] == '\0' || cur != op_end)) {
 		/* Already in the operation's own end state, a keyed request
 		 * goes on: if it is the retry of that operation (the reconciler
 		 * may have finished it), the write-ahead job adopts it and the
@@ -695,8 +697,7 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		                                  : "Only an authorized transaction can be canceled");
 		return;
 	} else {
-		fgw_strlcpy(c->new_status, op == PROC_OP_CAPTURE ? "succeeded" : "canceled",
-		            sizeof(c->new_status));
+		fgw_strlcpy(c->new_status, txn_state_name(op_end), sizeof(c->new_status));
 	}
 	/* The operation goes to the processor that made the charge. */
 	if (pipeline_proc_by_name(&rx->env, c->row.processor, &c->proc, &c->type) != 0) {

@@ -31,6 +31,7 @@
 #include "core/err.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "crypto/mac.h"
 #include "gateway/http.h"
@@ -236,7 +237,7 @@ on_refunds(void *arg, int rc)
 	} else {
 		fgw_strlcpy(ctx->result, "applied", sizeof(ctx->result));
 		fgw_strlcpy(ctx->target, ctx->refunds.new_status, sizeof(ctx->target));
-		if (strcmp(ctx->refunds.new_status, ctx->old_status) != 0)
+		if (txn_state_of(ctx->refunds.new_status) != txn_state_of(ctx->old_status))
 			publish(ctx, NULL);
 	}
 	record(ctx);
@@ -383,7 +384,7 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		record(ctx);
 		return;
 	}
-	if (r == 0 && strcmp(row.status, "posting") == 0) {
+	if (r == 0 && txn_state_of(row.status) == TXN_POSTING) {
 		/* Our own processor call has not been recorded yet: moving now
 		 * would make the pipeline's commit (and its idempotent answer)
 		 * fail. Not recorded, so the processor's retry applies it. */
@@ -403,7 +404,7 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		apply_other(ctx, &pe);
 		return;
 	}
-	if (r == 0 && strcmp(ctx->target, "refunded") == 0 && pe.refunded_total >= 0 &&
+	if (r == 0 && txn_state_of(ctx->target) == TXN_REFUNDED && pe.refunded_total >= 0 &&
 	    pe.refunded_total < row.amount) {
 		/* Less than this payment's amount: not all of it. */
 		store_txn_row_clear(&row);
@@ -411,10 +412,11 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		record(ctx);
 		return;
 	}
-	if (r == 0 && !store_status_may_move(row.status, ctx->target) && pe.fallback[0] != '\0' &&
-	    store_status_may_move(row.status, pe.fallback))
+	if (r == 0 && !txn_state_may_move(txn_state_of(row.status), txn_state_of(ctx->target)) &&
+	    pe.fallback[0] != '\0' &&
+	    txn_state_may_move(txn_state_of(row.status), txn_state_of(pe.fallback)))
 		fgw_strlcpy(ctx->target, pe.fallback, sizeof(ctx->target));
-	if (r == 0 && !store_status_may_move(row.status, ctx->target)) {
+	if (r == 0 && !txn_state_may_move(txn_state_of(row.status), txn_state_of(ctx->target))) {
 		/* Forward only: a late or backward event changes nothing. */
 		store_txn_row_clear(&row);
 		fgw_strlcpy(ctx->result, "no_move", sizeof(ctx->result));
@@ -426,13 +428,13 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 	fgw_strlcpy(upd.id, ctx->txn_id, sizeof(upd.id));
 	fgw_strlcpy(upd.status, ctx->target, sizeof(upd.status));
 	if (pe.code[0] != '\0' &&
-	    (strcmp(ctx->target, "declined") == 0 || strcmp(ctx->target, "failed") == 0)) {
+	    (txn_state_of(ctx->target) == TXN_DECLINED || txn_state_of(ctx->target) == TXN_FAILED)) {
 		fgw_strlcpy(upd.error_code, pe.code, sizeof(upd.error_code));
 		fgw_strlcpy(upd.error_message, pe.message, sizeof(upd.error_message));
 	}
 	/* Only the shape every adapter relays, with a checked URL: the
 	 * website sends its customer there. Anything else is not stored. */
-	if (strcmp(ctx->target, "requires_action") == 0 &&
+	if (txn_state_of(ctx->target) == TXN_REQUIRES_ACTION &&
 	    proc_next_action(pe.next_action, &next_action) != 0)
 		log_warn("webhook %s: next_action dropped (not a redirect_to_url with a valid URL)",
 		         ctx->event_id);

@@ -14,6 +14,7 @@
 #include "core/card.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "crypto/keys.h"
 #include "crypto/sealed.h"
@@ -111,7 +112,8 @@ save_method(struct txn *t)
 	struct save_ctx *c;
 	int r;
 	if (!t->req->save_method || t->method_saved || t->req->customer_id[0] == '\0' ||
-	    (strcmp(t->out.status, "succeeded") != 0 && strcmp(t->out.status, "authorized") != 0) ||
+	    (txn_state_of(t->out.status) != TXN_SUCCEEDED &&
+	     txn_state_of(t->out.status) != TXN_AUTHORIZED) ||
 	    !t->row_created)
 		return 0;
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
@@ -141,7 +143,7 @@ purge_token_for(const struct txn *t)
 {
 	if (t->vault_reused || !t->row_created || t->token[0] == '\0')
 		return NULL;
-	if (strcmp(t->out.status, "declined") == 0 || strcmp(t->out.status, "failed") == 0)
+	if (txn_state_of(t->out.status) == TXN_DECLINED || txn_state_of(t->out.status) == TXN_FAILED)
 		return t->token;
 	return NULL;
 }

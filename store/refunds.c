@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "store/refunds.h"
 #include "store/sqlutil.h"
@@ -85,14 +86,16 @@ begin_run(sqlite3 *db, void *ctx)
 	struct refund_job *j = ctx;
 	struct store_refund *rf = &j->rf;
 	sqlite3_stmt *s = NULL;
+	enum txn_state cur_st;
 	char cur[24];
 	int64_t held;
 	int rc, r;
 
 	if ((r = sql_text_of(db, cur_sql, rf->txn_id, cur, sizeof(cur))) != 0)
 		goto out;
-	if (strcmp(cur, "succeeded") != 0 && strcmp(cur, "partially_refunded") != 0 &&
-	    strcmp(cur, "refunded") != 0) {
+	cur_st = txn_state_of(cur);
+	if (cur_st != TXN_SUCCEEDED && cur_st != TXN_PARTIALLY_REFUNDED &&
+	    cur_st != TXN_REFUNDED) {
 		r = FGW_ERR_STATE;
 		goto out;
 	}
@@ -210,14 +213,15 @@ txn_state:
 		goto out;
 	/* Decided here, from the committed sum: two concurrent partial
 	 * refunds that together refund everything leave it refunded. */
-	fgw_strlcpy(rf->new_status, rf->refunded >= rf->txn_amount ? "refunded"
-	                                                           : "partially_refunded",
+	fgw_strlcpy(rf->new_status,
+	            txn_state_name(rf->refunded >= rf->txn_amount ? TXN_REFUNDED
+	                                                          : TXN_PARTIALLY_REFUNDED),
 	            sizeof(rf->new_status));
-	if (strcmp(cur, "refunded") == 0)
+	if (txn_state_of(cur) == TXN_REFUNDED)
 		fgw_strlcpy(rf->new_status, cur, sizeof(rf->new_status)); /* a webhook said all */
-	if (strcmp(cur, rf->new_status) == 0)
+	if (txn_state_of(cur) == txn_state_of(rf->new_status))
 		goto out;
-	if (!store_status_may_move(cur, rf->new_status)) {
+	if (!txn_state_may_move(txn_state_of(cur), txn_state_of(rf->new_status))) {
 		r = FGW_ERR_STATE;
 		goto out;
 	}

@@ -18,6 +18,7 @@
 #include "core/err.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "store/reservations.h"
 #include "store/sqlutil.h"
@@ -402,6 +403,7 @@ run_payment_moved(sqlite3 *db, void *ctx)
 	struct resv_row cur;
 	const char *st = j->txn_status, *status, *pay;
 	const char *ref = NULL;
+	enum txn_state txn_st;
 	int r;
 
 	if ((r = load_row(db, NULL, j->id, &cur)) != 0)
@@ -410,14 +412,15 @@ run_payment_moved(sqlite3 *db, void *ctx)
 	if (strcmp(cur.txn_id, j->txn_id) != 0)
 		return 0;
 	status = cur.status;
-	if (strcmp(st, "refunded") == 0) {
+	txn_st = txn_state_of(st);
+	if (txn_st == TXN_REFUNDED) {
 		if ((r = release_places(db, cur.id)) != 0)
 			return r;
 		return set_state(db, cur.id, "refunded", "refunded", NULL, NULL, j->now);
 	}
 	if (strcmp(cur.status, "pending") != 0)
 		return 0; /* confirmed, expired, refunded: nothing to move */
-	if (strcmp(st, "succeeded") == 0) {
+	if (txn_st == TXN_SUCCEEDED) {
 		pay = "paid";
 		/* Settled later than the convert answer (3-D Secure, webhook):
 		 * the booking completes by itself, as the document says. */
@@ -425,11 +428,11 @@ run_payment_moved(sqlite3 *db, void *ctx)
 			status = "confirmed";
 			ref = j->reference;
 		}
-	} else if (strcmp(st, "requires_action") == 0) {
+	} else if (txn_st == TXN_REQUIRES_ACTION) {
 		pay = "requires_action";
-	} else if (strcmp(st, "declined") == 0 || strcmp(st, "failed") == 0) {
+	} else if (txn_st == TXN_DECLINED || txn_st == TXN_FAILED) {
 		pay = "failed";
-	} else if (strcmp(st, "processing") == 0 || strcmp(st, "posting") == 0) {
+	} else if (txn_st == TXN_PROCESSING || txn_st == TXN_POSTING) {
 		pay = "processing";
 	} else {
 		return 0;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "store/sqlutil.h"
 #include "store/store_int.h"
@@ -102,7 +103,7 @@ begin_run(sqlite3 *db, void *ctx)
 	}
 	sql_release(s);
 	s = NULL;
-	if (strcmp(cur, "authorized") != 0) {
+	if (txn_state_of(cur) != TXN_AUTHORIZED) {
 		r = FGW_ERR_STATE;
 		goto out;
 	}
@@ -166,7 +167,7 @@ finish_run(sqlite3 *db, void *ctx)
 	static const char cur_sql[] = "SELECT status FROM transactions WHERE id = ?1";
 	struct op_job *j = ctx;
 	const char *target = j->succeeded ? "succeeded" : "failed";
-	const char *txn_to = strcmp(j->op.op, "capture") == 0 ? "succeeded" : "canceled";
+	enum txn_state txn_to = strcmp(j->op.op, "capture") == 0 ? TXN_SUCCEEDED : TXN_CANCELED;
 	sqlite3_stmt *s = NULL;
 	char now_st[16], cur[24];
 	int64_t now = fgw_now_ms(), attempt;
@@ -205,7 +206,7 @@ finish_run(sqlite3 *db, void *ctx)
 	if ((r = sql_prepare(db, upd_sql, &s)) != 0)
 		goto out;
 	sqlite3_bind_text(s, 1, j->op.txn_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, txn_to, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, txn_state_name(txn_to), -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, now);
 	if ((rc = sqlite3_step(s)) != SQLITE_DONE) {
 		r = FGW_ERR_DB;
@@ -218,7 +219,7 @@ finish_run(sqlite3 *db, void *ctx)
 	/* A processor event (a webhook proving the capture) may have moved
 	 * it there first: the operation stands. Anything else is a conflict. */
 	if ((r = sql_text_of(db, cur_sql, j->op.txn_id, cur, sizeof(cur))) == 0 &&
-	    strcmp(cur, txn_to) != 0)
+	    txn_state_of(cur) != txn_to)
 		r = FGW_ERR_STATE;
 out:
 	sql_release(s);

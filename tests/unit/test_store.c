@@ -870,55 +870,6 @@ end:
 }
 
 static int
-test_status_moves(void)
-{
-	static const char *const final[] = { "declined", "failed", "canceled", "refunded" };
-	static const char *const all[] = { "posting", "processing",
-		                               "requires_action", "succeeded",
-		                               "declined", "failed", "authorized",
-		                               "canceled", "partially_refunded",
-		                               "refunded" };
-	TT_BEGIN;
-	CHECK(store_status_may_move("posting", "processing"));
-	CHECK(store_status_may_move("posting", "requires_action"));
-	CHECK(store_status_may_move("posting", "succeeded"));
-	CHECK(store_status_may_move("posting", "declined"));
-	CHECK(store_status_may_move("posting", "failed"));
-	CHECK(store_status_may_move("processing", "requires_action"));
-	CHECK(store_status_may_move("processing", "succeeded"));
-	CHECK(store_status_may_move("requires_action", "processing"));
-	CHECK(store_status_may_move("requires_action", "failed"));
-	CHECK(!store_status_may_move("processing", "posting"));
-	CHECK(!store_status_may_move("requires_action", "posting"));
-	CHECK(!store_status_may_move("posting", "posting"));
-	CHECK(!store_status_may_move("posting", "refunded"));
-	CHECK(!store_status_may_move(NULL, "failed"));
-	/* Authorizations, captures, cancels and refunds. */
-	CHECK(store_status_may_move("posting", "authorized"));
-	CHECK(store_status_may_move("processing", "authorized"));
-	CHECK(store_status_may_move("authorized", "succeeded"));
-	CHECK(store_status_may_move("authorized", "canceled"));
-	CHECK(store_status_may_move("succeeded", "partially_refunded"));
-	CHECK(store_status_may_move("succeeded", "refunded"));
-	CHECK(store_status_may_move("partially_refunded", "refunded"));
-	CHECK(!store_status_may_move("succeeded", "authorized"));
-	CHECK(!store_status_may_move("succeeded", "processing"));
-	CHECK(!store_status_may_move("succeeded", "failed"));
-	CHECK(!store_status_may_move("partially_refunded", "succeeded"));
-	CHECK(!store_status_may_move("authorized", "refunded"));
-	for (size_t i = 0; i < 4; i++)
-		for (size_t k = 0; k < 10; k++)
-			CHECK(!store_status_may_move(final[i], all[k]));
-	for (size_t k = 0; k < 10; k++)
-		CHECK(store_status_known(all[k]));
-	CHECK(!store_status_known("charged_back"));
-	CHECK(!store_status_known(""));
-	CHECK(!store_status_known(NULL));
-end:
-	TT_END;
-}
-
-static int
 test_roundtrip(void)
 {
 	struct fix f;
@@ -2807,7 +2758,6 @@ static const struct tt_case cases[] = {
 
 	{ "schema_v11_customer_namespaces", test_schema_v11_customer_namespaces },
 	{ "statement_cache", test_statement_cache },
-	{ "status_moves", test_status_moves },
 	{ "roundtrip", test_roundtrip },
 	{ "reactor_thread", test_reactor_thread },
 	{ "group_commit", test_group_commit },
