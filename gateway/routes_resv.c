@@ -36,6 +36,7 @@
 #include "gateway/mail.h"
 #include "gateway/resv.h"
 #include "pipeline/events.h"
+#include "pipeline/settle.h"
 #include "processors/httpc.h"
 #include "store/reservations.h"
 #include "store/webhooks.h"
@@ -1269,22 +1270,20 @@ status_moved(void *arg, int rc)
 }
 
 static void
-status_txn_finished(void *arg, int rc)
+status_txn_finished(void *arg, int rc, const struct store_txn_row *row)
 {
 	struct rctx *c = arg;
 	char ref[16];
-	if (rc != 0) {
+	if (rc != 0 || row == NULL) {
 		/* Another path (webhook, reconciler) moved it first: fine. */
 		status_answer(c);
 		return;
 	}
-	txn_events_publish(&c->rx->env, &c->txn);
 	new_reference(ref);
 	/* The listener queued the same move; this one is only waited for, so
 	 * the answer reflects it. */
-	if (resv_payment_moved(c->rx->gw->store, c->rx->waker, c->row.id, c->txn.id,
-	                       c->txn.status, c->txn.processor_ref, ref, NULL, status_moved,
-	                       c) != 0)
+	if (resv_payment_moved(c->rx->gw->store, c->rx->waker, c->row.id, row->id, row->status,
+	                       row->processor_ref, ref, NULL, status_moved, c) != 0)
 		status_answer(c);
 }
 
@@ -1297,9 +1296,9 @@ status_checked(void *arg, const struct httpc_response *resp)
 	struct rctx *c = arg;
 	const struct pipeline_env *env = &c->rx->env;
 	struct proc_result res;
-	struct store_txn_update upd;
-	struct store_audit audit;
+	struct txn_settlement set;
 	const char *to = NULL;
+	int r;
 
 	c->http = NULL;
 	memset(&res, 0, sizeof(res));
@@ -1318,22 +1317,21 @@ status_checked(void *arg, const struct httpc_response *resp)
 		status_answer(c);
 		return;
 	}
-	memset(&upd, 0, sizeof(upd));
-	fgw_strlcpy(upd.id, c->txn.id, sizeof(upd.id));
-	fgw_strlcpy(upd.status, to, sizeof(upd.status));
-	if (res.outcome == PROC_DECLINED) {
-		fgw_strlcpy(upd.error_code, "PAYMENT_CARD_DECLINED", sizeof(upd.error_code));
-		fgw_strlcpy(upd.error_message, res.message, sizeof(upd.error_message));
-	}
+	set = (struct txn_settlement){
+		.txn_id = c->txn.id,
+		.from = txn_state_of(c->txn.status),
+		.to = txn_state_of(to),
+		.error_code = res.outcome == PROC_DECLINED ? "PAYMENT_CARD_DECLINED" : NULL,
+		.error_message = res.outcome == PROC_DECLINED ? res.message : NULL,
+		.actor = "system",
+		.source = "local",
+		.event_type = "txn.outcome",
+		.details_json = "{\"via\":\"payment-status poll\"}",
+		.row = &c->txn,
+	};
+	r = txn_settle(env, &set, status_txn_finished, c);
 	proc_result_clear(&res);
-	fgw_strlcpy(c->txn.status, to, sizeof(c->txn.status));
-	fgw_strlcpy(c->txn.error_code, upd.error_code, sizeof(c->txn.error_code));
-	free(c->txn.next_action_json);
-	c->txn.next_action_json = NULL;
-	audit = (struct store_audit){ "system", "local", "txn.outcome", c->txn.id, to,
-		                          "{\"via\":\"payment-status poll\"}" };
-	if (store_txn_finish(env->store, env->waker, &upd, NULL, &audit, 1, NULL,
-	                     status_txn_finished, c) != 0)
+	if (r != 0)
 		status_answer(c);
 }
 

@@ -6,7 +6,7 @@
  * through the idempotency front door, checked against the row's state,
  * sent to the processor through the adapter's build_op/parse_op, and
  * recorded: the state move (forward-only), the idempotent answer and the
- * audit event in one commit, followed by txn_events_publish.
+ * audit event in one commit, followed by txn_settle_publish.
  *
  * Each is written ahead: its row (a refund, store/refunds.h, or a capture
  * or cancel, store/txnops.h) is committed `pending` with its processor key
@@ -39,8 +39,8 @@
 #include "core/util.h"
 #include "gateway/http.h"
 #include "gateway/idem.h"
-#include "pipeline/events.h"
 #include "pipeline/reconcile.h"
+#include "pipeline/settle.h"
 #include "processors/httpc.h"
 #include "store/refunds.h"
 #include "store/store.h"
@@ -203,9 +203,7 @@ committed_run(void *arg, int rc)
 	if (store_failed(c, rc,
 	                 "The transaction's state changed; the operation was not recorded"))
 		return;
-	if (c->op == PROC_OP_REFUND && c->rf.new_status[0])
-		fgw_strlcpy(c->row.status, c->rf.new_status, sizeof(c->row.status));
-	txn_events_publish(&c->rx->env, &c->row);
+	txn_settle_publish(&c->rx->env, c->row.id);
 	if (c->req != NULL) {
 		evhttp_connection_set_closecb(c->evcon, NULL, NULL);
 		http_send_json(c->rx, c->req, 200, c->answer);

@@ -11,7 +11,7 @@
  * by the adapter type the inbound_webhook scheme names (map_event: only
  * processors/ knows a processor's event names); the transaction is found
  * (by our reference, else the processor's) and moved forward with
- * store_txn_finish — a move the state table refuses (late, duplicated or
+ * txn_settle — a move the state table refuses (late, duplicated or
  * backward event) changes nothing — or its refunds or a dispute recorded
  * (store/procevents.h). Every accepted event is recorded in
  * webhook_inbound with its result and audited; the processor gets 200 once
@@ -37,7 +37,7 @@
 #include "gateway/http.h"
 #include "gateway/refusals.h"
 #include "gateway/webhooks.h"
-#include "pipeline/events.h"
+#include "pipeline/settle.h"
 #include "processors/adapter.h"
 #include "processors/proc_util.h"
 #include "store/procevents.h"
@@ -158,12 +158,13 @@ record(struct wh_ctx *ctx)
 }
 
 static void
-on_moved(void *arg, int rc)
+on_moved(void *arg, int rc, const struct store_txn_row *row)
 {
 	struct wh_ctx *ctx = arg;
-	struct store_txn_row row;
+	(void)row; /* published by txn_settle */
 	if (rc == FGW_ERR_STATE) {
-		/* Raced with the pipeline or another event: theirs stands. */
+		/* Forward only: a late or backward event, or one that raced
+		 * with the pipeline or another event: theirs stands. */
 		fgw_strlcpy(ctx->result, "no_move", sizeof(ctx->result));
 	} else if (rc != 0) {
 		log_error("webhook %s: move of %s failed: %s", ctx->event_id, ctx->txn_id,
@@ -172,10 +173,6 @@ on_moved(void *arg, int rc)
 		return;
 	} else {
 		fgw_strlcpy(ctx->result, "applied", sizeof(ctx->result));
-		memset(&row, 0, sizeof(row));
-		if (store_txn_get(ctx->rx->reader, NULL, ctx->txn_id, &row) == 0)
-			txn_events_publish(&ctx->rx->env, &row);
-		store_txn_row_clear(&row);
 	}
 	record(ctx);
 }
@@ -211,13 +208,13 @@ publish(struct wh_ctx *ctx, const char *notify)
 {
 	struct store_txn_row row;
 
-	memset(&row, 0, sizeof(row));
-	if (store_txn_get(ctx->rx->reader, NULL, ctx->txn_id, &row) == 0) {
-		if (notify != NULL)
-			webhooks_notify(ctx->rx->gw->wh, &ctx->rx->env, &row, notify);
-		else
-			txn_events_publish(&ctx->rx->env, &row);
+	if (notify == NULL) {
+		txn_settle_publish(&ctx->rx->env, ctx->txn_id);
+		return;
 	}
+	memset(&row, 0, sizeof(row));
+	if (store_txn_get(ctx->rx->reader, NULL, ctx->txn_id, &row) == 0)
+		webhooks_notify(ctx->rx->gw->wh, &ctx->rx->env, &row, notify);
 	store_txn_row_clear(&row);
 }
 
@@ -352,9 +349,9 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 {
 	struct reactor *rx = ctx->rx;
 	struct store_txn_row row;
-	struct store_txn_update upd;
-	struct store_audit a;
+	struct txn_settlement set;
 	struct proc_event pe;
+	enum txn_state from, to;
 	char *details = NULL, *next_action = NULL;
 	int r;
 
@@ -412,41 +409,40 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		record(ctx);
 		return;
 	}
-	if (r == 0 && !txn_state_may_move(txn_state_of(row.status), txn_state_of(ctx->target)) &&
-	    pe.fallback[0] != '\0' &&
-	    txn_state_may_move(txn_state_of(row.status), txn_state_of(pe.fallback)))
+	from = r == 0 ? txn_state_of(row.status) : TXN_STATE_NONE;
+	to = txn_state_of(ctx->target);
+	/* An event the adapter reads two ways (a capture it cannot prove)
+	 * takes its fallback when only that one is a move forward. */
+	if (from != TXN_STATE_NONE && !txn_state_may_move(from, to) && pe.fallback[0] != '\0' &&
+	    txn_state_may_move(from, txn_state_of(pe.fallback))) {
 		fgw_strlcpy(ctx->target, pe.fallback, sizeof(ctx->target));
-	if (r == 0 && !txn_state_may_move(txn_state_of(row.status), txn_state_of(ctx->target))) {
-		/* Forward only: a late or backward event changes nothing. */
-		store_txn_row_clear(&row);
-		fgw_strlcpy(ctx->result, "no_move", sizeof(ctx->result));
-		record(ctx);
-		return;
+		to = txn_state_of(ctx->target);
 	}
 	store_txn_row_clear(&row);
-	memset(&upd, 0, sizeof(upd));
-	fgw_strlcpy(upd.id, ctx->txn_id, sizeof(upd.id));
-	fgw_strlcpy(upd.status, ctx->target, sizeof(upd.status));
-	if (pe.code[0] != '\0' &&
-	    (txn_state_of(ctx->target) == TXN_DECLINED || txn_state_of(ctx->target) == TXN_FAILED)) {
-		fgw_strlcpy(upd.error_code, pe.code, sizeof(upd.error_code));
-		fgw_strlcpy(upd.error_message, pe.message, sizeof(upd.error_message));
-	}
 	/* Only the shape every adapter relays, with a checked URL: the
 	 * website sends its customer there. Anything else is not stored. */
-	if (txn_state_of(ctx->target) == TXN_REQUIRES_ACTION &&
-	    proc_next_action(pe.next_action, &next_action) != 0)
+	if (to == TXN_REQUIRES_ACTION && proc_next_action(pe.next_action, &next_action) != 0)
 		log_warn("webhook %s: next_action dropped (not a redirect_to_url with a valid URL)",
 		         ctx->event_id);
-	upd.next_action_json = next_action;
 	details = event_details(ctx, &pe);
-	a = (struct store_audit){ ctx->processor, ctx->source, "txn.webhook", ctx->txn_id,
-		                      ctx->target, details };
-	r = store_txn_finish(rx->gw->store, rx->waker, &upd, NULL, &a, 1, NULL, on_moved, ctx);
+	set = (struct txn_settlement){
+		.txn_id = ctx->txn_id,
+		.from = from,
+		.to = to,
+		.error_code = to == TXN_DECLINED || to == TXN_FAILED ? pe.code : NULL,
+		.error_message = to == TXN_DECLINED || to == TXN_FAILED ? pe.message : NULL,
+		.next_action_json = next_action,
+		.actor = ctx->processor,
+		.source = ctx->source,
+		.event_type = "txn.webhook",
+		.details_json = details,
+	};
+	/* FGW_ERR_STATE: a late or backward event changes nothing. */
+	r = txn_settle(&rx->env, &set, on_moved, ctx);
 	free(details);
 	free(next_action);
 	if (r != 0)
-		on_moved(ctx, r);
+		on_moved(ctx, r, NULL);
 }
 
 static void

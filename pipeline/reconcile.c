@@ -8,10 +8,10 @@
  * out at the processor at once; the others wait in the scan's queue and
  * start as earlier ones finish. A scan that filled a batch is followed at
  * once by the next one (a backlog clears at the processor's pace, not one
- * batch per interval). A definite answer moves the row forward
- * (store_txn_finish, with the idempotent answer rebuilt from the row so a
- * client's retry gets a replay instead of "in progress"), then
- * txn_events_publish. No answer, or an unclear one, pushes the row's next
+ * batch per interval). A definite answer moves the row forward through
+ * txn_settle (with the idempotent answer rebuilt from the row so a
+ * client's retry gets a replay instead of "in progress"), which publishes
+ * it. No answer, or an unclear one, pushes the row's next
  * attempt back (doubling up to backoff_max_ms); after max_attempts the row
  * is flagged for manual review (audited once) and from then on asked only
  * every backoff_max_ms, so it still ends when the processor answers. The next scan starts only
@@ -39,11 +39,13 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "pipeline/events.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/notify.h"
 #include "pipeline/reconcile.h"
+#include "pipeline/settle.h"
 #include "pipeline/stages.h"
 #include "processors/httpc.h"
 #include "store/reconcile.h"
@@ -237,27 +239,14 @@ defer(struct recon_item *it, const char *why)
 }
 
 static void
-finished(void *arg, int rc)
+finished(void *arg, int rc, const struct store_txn_row *row)
 {
 	struct recon_item *it = arg;
 	progressed(it, rc);
-	if (rc == 0) {
-		fgw_strlcpy(it->row.status, it->upd.status, sizeof(it->row.status));
-		fgw_strlcpy(it->row.error_code, it->upd.error_code, sizeof(it->row.error_code));
-		fgw_strlcpy(it->row.error_message, it->upd.error_message,
-		            sizeof(it->row.error_message));
-		if (it->upd.processor_ref[0])
-			fgw_strlcpy(it->row.processor_ref, it->upd.processor_ref,
-			            sizeof(it->row.processor_ref));
-		free(it->row.next_action_json);
-		it->row.next_action_json = it->res.next_action_json;
-		it->res.next_action_json = NULL;
-		it->row.updated_at = fgw_now_ms();
-		log_txn_info(it->row.id, "reconciled: %s", it->row.status);
-		txn_events_publish(it->rc->env, &it->row);
-	} else if (rc != FGW_ERR_STATE) {
+	if (rc == 0)
+		log_txn_info(it->row.id, "reconciled: %s", row != NULL ? row->status : it->upd.status);
+	else if (rc != FGW_ERR_STATE)
 		log_txn_error(it->row.id, "reconciled outcome not recorded: %s", fgw_strerror(rc));
-	}
 	item_done(it);
 }
 
@@ -317,18 +306,19 @@ make_answer(struct recon_item *it, struct store_idem *idem)
 }
 
 static void
-resolve(struct recon_item *it, const char *status, const char *code)
+resolve(struct recon_item *it, enum txn_state to, const char *code)
 {
 	const struct pipeline_env *env = it->rc->env;
 	const struct code_message *m = code != NULL ? stage_code_lookup(code) : NULL;
+	struct txn_settlement set;
 	struct store_idem idem;
-	struct store_audit audit;
 	char details[160];
 	int r, n;
 
+	/* it->upd is what the stored answer is built from (make_answer). */
 	memset(&it->upd, 0, sizeof(it->upd));
 	fgw_strlcpy(it->upd.id, it->row.id, sizeof(it->upd.id));
-	fgw_strlcpy(it->upd.status, status, sizeof(it->upd.status));
+	fgw_strlcpy(it->upd.status, txn_state_name(to), sizeof(it->upd.status));
 	if (m != NULL) {
 		fgw_strlcpy(it->upd.error_code, m->code, sizeof(it->upd.error_code));
 		fgw_strlcpy(it->upd.error_message, m->message, sizeof(it->upd.error_message));
@@ -339,17 +329,32 @@ resolve(struct recon_item *it, const char *status, const char *code)
 	             it->row.status, it->u.attempts + 1);
 	if (n < 0 || (size_t)n >= sizeof(details))
 		details[0] = '\0';
-	audit = (struct store_audit){ "system", "local", "txn.reconciled", it->row.id,
-		                          status, details[0] ? details : NULL };
 	if ((r = make_answer(it, &idem)) != 0) {
 		store_idem_clear(&idem);
 		defer(it, "answer not built");
 		return;
 	}
-	r = store_txn_finish(env->store, env->waker, &it->upd,
-	                     idem.key[0] ? &idem : NULL, &audit, 1, NULL, finished, it);
+	set = (struct txn_settlement){
+		.txn_id = it->row.id,
+		.from = txn_state_of(it->row.status),
+		.to = to,
+		.error_code = it->upd.error_code,
+		.error_message = it->upd.error_message,
+		.processor_ref = it->upd.processor_ref,
+		.next_action_json = it->upd.next_action_json,
+		.actor = "system",
+		.source = "local",
+		.event_type = "txn.reconciled",
+		.details_json = details[0] ? details : NULL,
+		.idem = idem.key[0] ? &idem : NULL,
+		.row = &it->row,
+	};
+	r = txn_settle(env, &set, finished, it);
 	store_idem_clear(&idem);
-	if (r != 0) {
+	if (r == FGW_ERR_STATE) {
+		/* Settled by another path since it was listed: theirs stands. */
+		finished(it, r, NULL);
+	} else if (r != 0) {
 		log_txn_error(it->row.id, "reconciled outcome refused: %s", fgw_strerror(r));
 		item_done(it);
 	}
@@ -381,7 +386,7 @@ action_cancel_replied(void *arg, const struct httpc_response *resp)
 		return;
 	}
 	log_txn_info(it->row.id, "3-D Secure not completed in time: cancelled at the processor");
-	resolve(it, "failed", "PAYMENT_AUTHENTICATION_EXPIRED");
+	resolve(it, TXN_FAILED, "PAYMENT_AUTHENTICATION_EXPIRED");
 }
 
 /* Cancels, at the processor, a payment still waiting for its challenge
@@ -414,18 +419,18 @@ action_replied(struct recon_item *it)
 {
 	switch (it->res.outcome) {
 	case PROC_SUCCEEDED:
-		resolve(it, "succeeded", NULL);
+		resolve(it, TXN_SUCCEEDED, NULL);
 		break;
 	case PROC_AUTHORIZED:
-		resolve(it, "authorized", NULL);
+		resolve(it, TXN_AUTHORIZED, NULL);
 		break;
 	case PROC_DECLINED:
-		resolve(it, "declined", it->res.code[0] ? it->res.code : "PAYMENT_CARD_DECLINED");
+		resolve(it, TXN_DECLINED, it->res.code[0] ? it->res.code : "PAYMENT_CARD_DECLINED");
 		break;
 	case PROC_CANCELED:
 		/* Cancelled already (an earlier expiry whose record was lost,
 		 * or at the processor's side): never charged. */
-		resolve(it, "failed", it->expired ? "PAYMENT_AUTHENTICATION_EXPIRED"
+		resolve(it, TXN_FAILED, it->expired ? "PAYMENT_AUTHENTICATION_EXPIRED"
 		                                  : "PAYMENT_PROCESSING_FAILED");
 		break;
 	case PROC_REQUIRES_ACTION:
@@ -470,16 +475,16 @@ status_replied(void *arg, const struct httpc_response *resp)
 	}
 	switch (it->res.outcome) {
 	case PROC_SUCCEEDED:
-		resolve(it, "succeeded", NULL);
+		resolve(it, TXN_SUCCEEDED, NULL);
 		break;
 	case PROC_AUTHORIZED:
-		resolve(it, "authorized", NULL);
+		resolve(it, TXN_AUTHORIZED, NULL);
 		break;
 	case PROC_REQUIRES_ACTION:
-		resolve(it, "requires_action", NULL);
+		resolve(it, TXN_REQUIRES_ACTION, NULL);
 		break;
 	case PROC_DECLINED:
-		resolve(it, "declined", it->res.code[0] ? it->res.code : "PAYMENT_CARD_DECLINED");
+		resolve(it, TXN_DECLINED, it->res.code[0] ? it->res.code : "PAYMENT_CARD_DECLINED");
 		break;
 	case PROC_NOT_FOUND:
 		/* Never charged — but only once no request of the first attempt
@@ -488,7 +493,7 @@ status_replied(void *arg, const struct httpc_response *resp)
 		if (age >= it->rc->o.grace_ms &&
 		    age >= (it->rc->o.not_found_settle_ms >= 0 ? it->rc->o.not_found_settle_ms
 		                                               : it->type->not_found_settle_ms))
-			resolve(it, "failed", "PAYMENT_PROCESSING_FAILED");
+			resolve(it, TXN_FAILED, "PAYMENT_PROCESSING_FAILED");
 		else
 			defer(it, "not found yet");
 		break;
@@ -517,19 +522,14 @@ static void
 op_finished(void *arg, int rc)
 {
 	struct recon_item *it = arg;
-	const char *to = it->op == PROC_OP_REFUND    ? it->rf.new_status
-	                 : it->op == PROC_OP_CAPTURE ? "succeeded"
-	                                             : "canceled";
 	progressed(it, rc);
 	if (rc == 0) {
 		log_txn_info(it->row.id, "%s reconciled", op_name(it->op));
 		/* to is empty for a failed refund; a failed capture/cancel
 		 * left the transaction authorized (status unchanged). */
-		if (to[0] && (it->op == PROC_OP_REFUND || it->res.outcome != PROC_FAILED)) {
-			fgw_strlcpy(it->row.status, to, sizeof(it->row.status));
-			it->row.updated_at = fgw_now_ms();
-			txn_events_publish(it->rc->env, &it->row);
-		}
+		if (it->op == PROC_OP_REFUND ? it->rf.new_status[0] != '\0'
+		                             : it->res.outcome != PROC_FAILED)
+			txn_settle_publish(it->rc->env, it->row.id);
 	} else if (rc != FGW_ERR_STATE) {
 		log_txn_error(it->row.id, "reconciled %s not recorded: %s", op_name(it->op),
 		              fgw_strerror(rc));
