@@ -48,9 +48,9 @@
 #include "pipeline/settle.h"
 #include "pipeline/stages.h"
 #include "processors/httpc.h"
+#include "store/pendingops.h"
 #include "store/reconcile.h"
 #include "store/txnmoves.h"
-#include "store/txnops.h"
 
 #define RECON_BATCH 256
 #define RECON_DEFAULT_CONCURRENCY 16
@@ -85,12 +85,11 @@ struct recon_item {
 	struct store_unresolved u;
 	struct store_txn_update upd;
 	struct proc_result res;
-	enum proc_op op;                  /* STATUS: the row; REFUND: rf; CAPTURE,
-	                                     CANCEL: top (row: their transaction) */
-	struct store_refund rf;
+	enum proc_op op;                  /* STATUS: the row; REFUND, CAPTURE,
+	                                     CANCEL: pop (row: their transaction) */
+	struct store_pendingop pop;
 	int64_t rf_created_at;
 	int give_up_now;                  /* to manual review, whatever the count */
-	struct store_txnop top;
 	struct recon_item *qnext;         /* in rc->queue */
 	int started;                      /* counted in rc->active */
 	int action;                       /* a requires_action row (3-D Secure) */
@@ -168,7 +167,7 @@ notify_manual_review(struct reconciler *rc, const struct recon_item *it, int att
 	snprintf(n, sizeof(n), "%d", attempts);
 	snprintf(once, sizeof(once), "manual_review:%s:%s",
 	         it->op == PROC_OP_STATUS ? "payment" : op_name(it->op),
-	         it->op == PROC_OP_REFUND ? it->rf.id : it->row.id);
+	         it->op == PROC_OP_REFUND ? it->pop.id : it->row.id);
 	(void)notify_mail(rc->env->store, rc->env->waker, "admin_manual_review", it->row.client_id,
 	                  NULL, it->row.id, once, v, sizeof(v) / sizeof(v[0]));
 }
@@ -193,7 +192,7 @@ defer(struct recon_item *it, const char *why)
 
 	if (it->op != PROC_OP_STATUS) {
 		/* The transaction is the resource; which refund, in details. */
-		n = snprintf(details, sizeof(details), "{\"refund\":\"%s\"}", it->rf.id);
+		n = snprintf(details, sizeof(details), "{\"refund\":\"%s\"}", it->pop.id);
 		snprintf(event, sizeof(event), "txn.%s_manual_review", op_name(it->op));
 		audit.event_type = event;
 		audit.outcome = "pending";
@@ -222,14 +221,10 @@ defer(struct recon_item *it, const char *why)
 	else
 		log_txn_warn(it->row.id, "still unresolved (%s), attempt %d, next in %lld ms",
 		             why, attempts, (long long)wait);
-	if (it->op == PROC_OP_REFUND)
-		r = store_refund_defer(rc->env->store, rc->env->waker, it->rf.id, it->rf.txn_id,
-		                       attempts, now + wait, give_up, &audit,
-		                       give_up ? 1 : 0, deferred, it);
-	else if (it->op != PROC_OP_STATUS)
-		r = store_txnop_defer(rc->env->store, rc->env->waker, it->top.txn_id, it->top.op,
-		                      attempts, now + wait, give_up, &audit,
-		                      give_up ? 1 : 0, deferred, it);
+	if (it->op != PROC_OP_STATUS)
+		r = store_pendingop_defer(rc->env->store, rc->env->waker, &it->pop, attempts,
+		                          now + wait, give_up, &audit, give_up ? 1 : 0, deferred,
+		                          it);
 	else
 		r = store_reconcile_defer(rc->env->store, rc->env->waker, it->row.id, attempts,
 		                          now + wait, give_up || flagged, &audit,
@@ -527,7 +522,7 @@ op_finished(void *arg, int rc)
 		log_txn_info(it->row.id, "%s reconciled", op_name(it->op));
 		/* to is empty for a failed refund; a failed capture/cancel
 		 * left the transaction authorized (status unchanged). */
-		if (it->op == PROC_OP_REFUND ? it->rf.new_status[0] != '\0'
+		if (it->op == PROC_OP_REFUND ? it->pop.new_status[0] != '\0'
 		                             : it->res.outcome != PROC_FAILED)
 			txn_settle_publish(it->rc->env, it->row.id);
 	} else if (rc != FGW_ERR_STATE) {
@@ -564,18 +559,14 @@ op_replied(void *arg, const struct httpc_response *resp)
 	audit.event_type = event;
 	audit.outcome = v == OP_DONE ? "succeeded" : "failed";
 	n = snprintf(details, sizeof(details),
-	             "{\"refund\":\"%s\",\"amount\":%lld,\"attempt\":%d}", it->rf.id,
-	             (long long)it->rf.amount, it->u.attempts + 1);
+	             "{\"refund\":\"%s\",\"amount\":%lld,\"attempt\":%d}", it->pop.id,
+	             (long long)it->pop.amount, it->u.attempts + 1);
 	if (n > 0 && (size_t)n < sizeof(details))
 		audit.details_json = details;
 	if (it->op == PROC_OP_REFUND)
-		fgw_strlcpy(it->rf.processor_ref, it->res.op_ref, sizeof(it->rf.processor_ref));
-	if (it->op == PROC_OP_REFUND)
-		r = store_refund_finish(env->store, env->waker, &it->rf, v == OP_DONE, &it->rf,
-		                        NULL, &audit, 1, op_finished, it);
-	else
-		r = store_txnop_finish(env->store, env->waker, &it->top, v == OP_DONE, NULL,
-		                       &audit, 1, op_finished, it);
+		fgw_strlcpy(it->pop.processor_ref, it->res.op_ref, sizeof(it->pop.processor_ref));
+	r = store_pendingop_finish(env->store, env->waker, &it->pop, v == OP_DONE, &it->pop, NULL,
+	                           &audit, 1, op_finished, it);
 	if (r != 0) {
 		log_txn_error(it->row.id, "reconciled %s refused: %s", op_name(it->op),
 		              fgw_strerror(r));
@@ -622,10 +613,9 @@ resend_op(struct recon_item *it)
 	}
 	memset(&oreq, 0, sizeof(oreq));
 	oreq.txn_id = it->row.id;
-	oreq.idempotency_key = it->op == PROC_OP_REFUND ? it->rf.idempotency_key
-	                                                : it->top.idempotency_key;
+	oreq.idempotency_key = it->pop.idempotency_key;
 	oreq.reference = it->row.processor_ref;
-	oreq.amount = it->op == PROC_OP_REFUND ? it->rf.amount : 0;
+	oreq.amount = it->op == PROC_OP_REFUND ? it->pop.amount : 0;
 	return send_to_processor(it, it->op, &oreq, op_replied);
 }
 
@@ -724,50 +714,23 @@ scan_done(struct reconciler *rc)
 	schedule(rc, rc->full && rc->progress > 0 ? 0 : rc->o.interval_ms);
 }
 
+/* Refunds, captures or cancels (kind) a crash or an unknown answer left
+ * pending. */
 static void
-scan_refunds(struct reconciler *rc, int64_t now)
+scan_ops(struct reconciler *rc, int64_t now, enum store_op_kind kind)
 {
-	struct store_refund_due *due = calloc(RECON_BATCH, sizeof(*due));
+	static const enum proc_op proc_ops[] = {
+		[STORE_OP_REFUND] = PROC_OP_REFUND,
+		[STORE_OP_CAPTURE] = PROC_OP_CAPTURE,
+		[STORE_OP_CANCEL] = PROC_OP_CANCEL,
+	};
+	struct store_pendingop_due *due = calloc(RECON_BATCH, sizeof(*due));
 	int n = 0, r;
 
 	if (due == NULL ||
-	    (r = store_refund_pending_list(rc->env->reader, now, now - rc->o.grace_ms, due,
-	                                   RECON_BATCH, &n)) != 0) {
-		log_error("reconcile refund scan failed: %s",
-		          fgw_strerror(due == NULL ? FGW_ERR_NOMEM : r));
-		free(due);
-		return;
-	}
-	if (n == RECON_BATCH)
-		rc->full = 1;
-	for (int i = 0; i < n; i++) {
-		struct recon_item *it = item_new(rc, due[i].txn_id);
-		if (it == NULL)
-			continue;
-		it->op = PROC_OP_REFUND;
-		it->u.attempts = due[i].attempts;
-		fgw_strlcpy(it->rf.id, due[i].id, sizeof(it->rf.id));
-		fgw_strlcpy(it->rf.txn_id, due[i].txn_id, sizeof(it->rf.txn_id));
-		fgw_strlcpy(it->rf.idempotency_key, due[i].idempotency_key,
-		            sizeof(it->rf.idempotency_key));
-		it->rf.amount = due[i].amount;
-		it->rf.txn_amount = it->row.amount;
-		it->rf_created_at = due[i].created_at;
-		enqueue(it);
-	}
-	free(due);
-}
-
-static void
-scan_txnops(struct reconciler *rc, int64_t now)
-{
-	struct store_txnop_due *due = calloc(RECON_BATCH, sizeof(*due));
-	int n = 0, r;
-
-	if (due == NULL ||
-	    (r = store_txnop_pending_list(rc->env->reader, now, now - rc->o.grace_ms, due,
+	    (r = store_pendingop_due_list(rc->env->reader, kind, now, now - rc->o.grace_ms, due,
 	                                  RECON_BATCH, &n)) != 0) {
-		log_error("reconcile capture/cancel scan failed: %s",
+		log_error("reconcile %s scan failed: %s", store_op_name(kind),
 		          fgw_strerror(due == NULL ? FGW_ERR_NOMEM : r));
 		free(due);
 		return;
@@ -778,12 +741,16 @@ scan_txnops(struct reconciler *rc, int64_t now)
 		struct recon_item *it = item_new(rc, due[i].txn_id);
 		if (it == NULL)
 			continue;
-		it->op = strcmp(due[i].op, "capture") == 0 ? PROC_OP_CAPTURE : PROC_OP_CANCEL;
+		it->op = proc_ops[kind];
 		it->u.attempts = due[i].attempts;
-		fgw_strlcpy(it->top.txn_id, due[i].txn_id, sizeof(it->top.txn_id));
-		fgw_strlcpy(it->top.op, due[i].op, sizeof(it->top.op));
-		fgw_strlcpy(it->top.idempotency_key, due[i].idempotency_key,
-		            sizeof(it->top.idempotency_key));
+		it->pop.kind = kind;
+		fgw_strlcpy(it->pop.id, due[i].id, sizeof(it->pop.id));
+		fgw_strlcpy(it->pop.txn_id, due[i].txn_id, sizeof(it->pop.txn_id));
+		fgw_strlcpy(it->pop.idempotency_key, due[i].idempotency_key,
+		            sizeof(it->pop.idempotency_key));
+		it->pop.amount = due[i].amount;
+		it->pop.txn_amount = it->row.amount;
+		it->rf_created_at = due[i].created_at;
 		enqueue(it);
 	}
 	free(due);
@@ -878,8 +845,9 @@ scan(evutil_socket_t fd, short what, void *arg)
 	replay_moves(rc, now);
 	scan_rows(rc, now, 0);
 	scan_rows(rc, now, 1);
-	scan_refunds(rc, now);
-	scan_txnops(rc, now);
+	scan_ops(rc, now, STORE_OP_REFUND);
+	scan_ops(rc, now, STORE_OP_CAPTURE);
+	scan_ops(rc, now, STORE_OP_CANCEL);
 	pump(rc);
 	if (--rc->outstanding == 0)
 		scan_done(rc);

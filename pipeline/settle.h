@@ -15,7 +15,7 @@
  *    listeners (pipeline/events.h) after the commit and before done runs.
  *
  * Captures, cancels and refunds move the state inside their own
- * write-ahead operation's job (store/refunds.h, store/txnops.h), checked
+ * write-ahead operation's job (store/pendingops.h), checked
  * against the same table, and publish through txn_settle_publish.
  */
 #ifndef FGW_PIPELINE_SETTLE_H
