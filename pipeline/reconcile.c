@@ -408,20 +408,33 @@ cancel_action(struct recon_item *it)
 		defer(it, fgw_strerror(r));
 }
 
-/* A status answer for a payment waiting for 3-D Secure. */
-static void
-action_replied(struct recon_item *it)
+/* The answers that settle a payment whatever it was waiting for: 1 when
+ * the answer was one of them (and the payment is being settled). */
+static int
+resolve_settled(struct recon_item *it)
 {
 	switch (it->res.outcome) {
 	case PROC_SUCCEEDED:
 		resolve(it, TXN_SUCCEEDED, NULL);
-		break;
+		return 1;
 	case PROC_AUTHORIZED:
 		resolve(it, TXN_AUTHORIZED, NULL);
-		break;
+		return 1;
 	case PROC_DECLINED:
 		resolve(it, TXN_DECLINED, it->res.code[0] ? it->res.code : "PAYMENT_CARD_DECLINED");
-		break;
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* A status answer for a payment waiting for 3-D Secure. */
+static void
+action_replied(struct recon_item *it)
+{
+	if (resolve_settled(it))
+		return;
+	switch (it->res.outcome) {
 	case PROC_CANCELED:
 		/* Cancelled already (an earlier expiry whose record was lost,
 		 * or at the processor's side): never charged. */
@@ -468,18 +481,11 @@ status_replied(void *arg, const struct httpc_response *resp)
 		action_replied(it);
 		return;
 	}
+	if (resolve_settled(it))
+		return;
 	switch (it->res.outcome) {
-	case PROC_SUCCEEDED:
-		resolve(it, TXN_SUCCEEDED, NULL);
-		break;
-	case PROC_AUTHORIZED:
-		resolve(it, TXN_AUTHORIZED, NULL);
-		break;
 	case PROC_REQUIRES_ACTION:
 		resolve(it, TXN_REQUIRES_ACTION, NULL);
-		break;
-	case PROC_DECLINED:
-		resolve(it, TXN_DECLINED, it->res.code[0] ? it->res.code : "PAYMENT_CARD_DECLINED");
 		break;
 	case PROC_NOT_FOUND:
 		/* Never charged — but only once no request of the first attempt

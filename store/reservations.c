@@ -351,29 +351,42 @@ load_payable(sqlite3 *db, struct job *j)
 	return FGW_OK;
 }
 
+/* A payable reservation (load_payable) becomes pending with payment
+ * status pay, paid by txn_id ("": no attempt is current yet); j->out
+ * follows. */
+static int
+mark_pending(sqlite3 *db, struct job *j, const char *pay, const char *txn_id)
+{
+	sqlite3_stmt *s = NULL;
+	int r;
+
+	if ((r = sql_prepare(db, "UPDATE reservations SET status = 'pending', payment_status ="
+	                  " ?2, txn_id = ?3, payment_intent_id = NULL, save_method = ?4,"
+	                  " updated_at = ?5 WHERE id = ?1", &s)) != 0)
+		return r;
+	sql_bind_text_or_null(s, 1, j->id);
+	sql_bind_text_or_null(s, 2, pay);
+	sql_bind_text_or_null(s, 3, txn_id);
+	sqlite3_bind_int(s, 4, j->save_method);
+	sqlite3_bind_int64(s, 5, j->now);
+	if ((r = step_done(s)) != 0)
+		return r;
+	fgw_strlcpy(j->out->status, "pending", sizeof(j->out->status));
+	fgw_strlcpy(j->out->payment_status, pay, sizeof(j->out->payment_status));
+	fgw_strlcpy(j->out->txn_id, txn_id, sizeof(j->out->txn_id));
+	j->out->payment_intent_id[0] = '\0';
+	return 0;
+}
+
 static int
 run_convert_begin(sqlite3 *db, void *ctx)
 {
 	struct job *j = ctx;
-	sqlite3_stmt *s = NULL;
 	int r;
 
 	if ((r = load_payable(db, j)) != 0)
 		return r;
-	if ((r = sql_prepare(db, "UPDATE reservations SET status = 'pending', payment_status ="
-	                  " 'processing', txn_id = ?2, payment_intent_id = NULL,"
-	                  " save_method = ?3, updated_at = ?4 WHERE id = ?1", &s)) != 0)
-		return r;
-	sql_bind_text_or_null(s, 1, j->id);
-	sql_bind_text_or_null(s, 2, j->txn_id);
-	sqlite3_bind_int(s, 3, j->save_method);
-	sqlite3_bind_int64(s, 4, j->now);
-	if ((r = step_done(s)) != 0)
-		return r;
-	fgw_strlcpy(j->out->status, "pending", sizeof(j->out->status));
-	fgw_strlcpy(j->out->payment_status, "processing", sizeof(j->out->payment_status));
-	fgw_strlcpy(j->out->txn_id, j->txn_id, sizeof(j->out->txn_id));
-	return 0;
+	return mark_pending(db, j, "processing", j->txn_id);
 }
 
 static int
@@ -513,14 +526,7 @@ run_await_card(sqlite3 *db, void *ctx)
 		return r;
 	/* No attempt is current until the browser confirms: late news of
 	 * an older one must not move this reservation. */
-	if ((r = sql_prepare(db, "UPDATE reservations SET status = 'pending', payment_status ="
-	                  " 'unpaid', txn_id = NULL, payment_intent_id = NULL, save_method = ?2,"
-	                  " updated_at = ?3 WHERE id = ?1", &s)) != 0)
-		return r;
-	sql_bind_text_or_null(s, 1, j->id);
-	sqlite3_bind_int(s, 2, j->save_method);
-	sqlite3_bind_int64(s, 3, j->now);
-	if ((r = step_done(s)) != 0 || (r = drop_secrets(db, j->id)) != 0)
+	if ((r = mark_pending(db, j, "unpaid", "")) != 0 || (r = drop_secrets(db, j->id)) != 0)
 		return r;
 	if ((r = sql_prepare(db, "INSERT INTO reservation_client_secrets (payment_id,"
 	                  " reservation_id, customer_id, secret_mac, created_at)"
@@ -531,13 +537,7 @@ run_await_card(sqlite3 *db, void *ctx)
 	sql_bind_text_or_null(s, 3, j->customer);
 	sql_bind_text_or_null(s, 4, j->secret_mac);
 	sqlite3_bind_int64(s, 5, j->now);
-	if ((r = step_done(s)) != 0)
-		return r;
-	fgw_strlcpy(j->out->status, "pending", sizeof(j->out->status));
-	fgw_strlcpy(j->out->payment_status, "unpaid", sizeof(j->out->payment_status));
-	j->out->txn_id[0] = '\0';
-	j->out->payment_intent_id[0] = '\0';
-	return 0;
+	return step_done(s);
 }
 
 static int
@@ -609,6 +609,26 @@ job_alloc(void)
 	return calloc(1, sizeof(struct job));
 }
 
+/* A job on reservation id, for customer (NULL: whoever holds it), at now;
+ * its result goes to out and err (each may be NULL). */
+static struct job *
+job_on(const char *id, const char *customer, int64_t now, struct resv_row *out,
+       enum resv_err *err)
+{
+	struct job *j = job_alloc();
+	if (j == NULL)
+		return NULL;
+	fgw_strlcpy(j->id, id, sizeof(j->id));
+	if (customer != NULL)
+		fgw_strlcpy(j->customer, customer, sizeof(j->customer));
+	j->now = now;
+	j->out = out;
+	j->err = err;
+	if (err != NULL)
+		*err = RESV_OK;
+	return j;
+}
+
 int
 resv_experience_put(struct store *st, struct store_waker *w,
                     const struct resv_experience *e, store_done_fn done, void *arg)
@@ -663,17 +683,11 @@ resv_convert_begin(struct store *st, struct store_waker *w, const char *id,
                    int64_t now, struct resv_row *out, enum resv_err *err,
                    store_done_fn done, void *arg)
 {
-	struct job *j = job_alloc();
+	struct job *j = job_on(id, customer, now, out, err);
 	if (j == NULL)
 		return FGW_ERR_NOMEM;
-	fgw_strlcpy(j->id, id, sizeof(j->id));
-	fgw_strlcpy(j->customer, customer, sizeof(j->customer));
 	fgw_strlcpy(j->txn_id, txn_id, sizeof(j->txn_id));
 	j->save_method = save_method;
-	j->now = now;
-	j->out = out;
-	j->err = err;
-	*err = RESV_OK;
 	return submit(st, w, run_convert_begin, j, NULL, NULL, done, arg);
 }
 
@@ -683,15 +697,13 @@ resv_payment_moved(struct store *st, struct store_waker *w, const char *reservat
                    const char *reference, const struct store_idem *idem,
                    store_done_fn done, void *arg)
 {
-	struct job *j = job_alloc();
+	struct job *j = job_on(reservation_id, NULL, fgw_now_ms(), NULL, NULL);
 	if (j == NULL)
 		return FGW_ERR_NOMEM;
-	fgw_strlcpy(j->id, reservation_id, sizeof(j->id));
 	fgw_strlcpy(j->txn_id, txn_id, sizeof(j->txn_id));
 	fgw_strlcpy(j->txn_status, txn_status, sizeof(j->txn_status));
 	fgw_strlcpy(j->intent_id, intent_id ? intent_id : "", sizeof(j->intent_id));
 	fgw_strlcpy(j->reference, reference ? reference : "", sizeof(j->reference));
-	j->now = fgw_now_ms();
 	return submit(st, w, run_payment_moved, j, idem, NULL, done, arg);
 }
 
@@ -700,17 +712,11 @@ resv_confirm(struct store *st, struct store_waker *w, const char *id, const char
              const char *intent_id, const char *reference, struct resv_row *out,
              enum resv_err *err, store_done_fn done, void *arg)
 {
-	struct job *j = job_alloc();
+	struct job *j = job_on(id, customer, fgw_now_ms(), out, err);
 	if (j == NULL)
 		return FGW_ERR_NOMEM;
-	fgw_strlcpy(j->id, id, sizeof(j->id));
-	fgw_strlcpy(j->customer, customer, sizeof(j->customer));
 	fgw_strlcpy(j->intent_id, intent_id ? intent_id : "", sizeof(j->intent_id));
 	fgw_strlcpy(j->reference, reference, sizeof(j->reference));
-	j->now = fgw_now_ms();
-	j->out = out;
-	j->err = err;
-	*err = RESV_OK;
 	return submit(st, w, run_confirm, j, NULL, NULL, done, arg);
 }
 
@@ -720,18 +726,12 @@ resv_await_card(struct store *st, struct store_waker *w, const char *id, const c
                 const struct store_idem *idem, struct resv_row *out, enum resv_err *err,
                 store_done_fn done, void *arg)
 {
-	struct job *j = job_alloc();
+	struct job *j = job_on(id, customer, now, out, err);
 	if (j == NULL)
 		return FGW_ERR_NOMEM;
-	fgw_strlcpy(j->id, id, sizeof(j->id));
-	fgw_strlcpy(j->customer, customer, sizeof(j->customer));
 	fgw_strlcpy(j->payment_id, payment_id, sizeof(j->payment_id));
 	fgw_strlcpy(j->secret_mac, secret_mac, sizeof(j->secret_mac));
 	j->save_method = save_method;
-	j->now = now;
-	j->out = out;
-	j->err = err;
-	*err = RESV_OK;
 	return submit(st, w, run_await_card, j, idem, NULL, done, arg);
 }
 
@@ -740,15 +740,9 @@ resv_cancel(struct store *st, struct store_waker *w, const char *id, const char 
             int64_t now, const struct store_idem *idem, struct resv_row *out,
             enum resv_err *err, store_done_fn done, void *arg)
 {
-	struct job *j = job_alloc();
+	struct job *j = job_on(id, customer, now, out, err);
 	if (j == NULL)
 		return FGW_ERR_NOMEM;
-	fgw_strlcpy(j->id, id, sizeof(j->id));
-	fgw_strlcpy(j->customer, customer, sizeof(j->customer));
-	j->now = now;
-	j->out = out;
-	j->err = err;
-	*err = RESV_OK;
 	return submit(st, w, run_cancel, j, idem, NULL, done, arg);
 }
 
