@@ -35,48 +35,34 @@ step_done(sqlite3_stmt *s)
 	return rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
 }
 
-#define RESV_COLS                                                            \
-	"id, client_id, customer_id, experience_id, time_slot_id, guests,"       \
-	" guest_name, guest_email, guest_phone, special_requests, status,"       \
-	" payment_status, total_price, original_price, group_discount,"          \
-	" early_discount, currency, hold_expires_at, txn_id, payment_intent_id," \
-	" reference, save_method, created_at, updated_at"
+/* The columns of struct resv_row, once (store/sqlutil.h). */
+#define RESV_COLUMNS(F, N)                                                     \
+	F(SQL_TEXT, id) N(SQL_TEXT, client_id) N(SQL_TEXT, customer_id)            \
+	N(SQL_TEXT, experience_id) N(SQL_TEXT, time_slot_id) N(SQL_INT, guests)    \
+	N(SQL_TEXT, guest_name) N(SQL_TEXT, guest_email) N(SQL_TEXT, guest_phone)  \
+	N(SQL_TEXT, special_requests) N(SQL_TEXT, status)                         \
+	N(SQL_TEXT, payment_status) N(SQL_I64, total_price)                        \
+	N(SQL_I64, original_price) N(SQL_I64, group_discount)                      \
+	N(SQL_I64, early_discount) N(SQL_TEXT, currency)                           \
+	N(SQL_I64, hold_expires_at) N(SQL_TEXT, txn_id)                            \
+	N(SQL_TEXT, payment_intent_id) N(SQL_TEXT, reference)                      \
+	N(SQL_INT, save_method) N(SQL_I64, created_at) N(SQL_I64, updated_at)
 
-#define RESV_COLS_R                                                                    \
-	"r.id, r.client_id, r.customer_id, r.experience_id, r.time_slot_id, r.guests,"    \
-	" r.guest_name, r.guest_email, r.guest_phone, r.special_requests, r.status,"      \
-	" r.payment_status, r.total_price, r.original_price, r.group_discount,"           \
-	" r.early_discount, r.currency, r.hold_expires_at, r.txn_id, r.payment_intent_id," \
-	" r.reference, r.save_method, r.created_at, r.updated_at"
+#define RESV_COLS SQL_COL_NAMES(RESV_COLUMNS)
+/* The same list for a join, each column named as r.COLUMN. */
+#define RESV_COL_R1_(kind, f) "r." #f
+#define RESV_COL_RN_(kind, f) ", r." #f
+#define RESV_COLS_R RESV_COLUMNS(RESV_COL_R1_, RESV_COL_RN_)
+
+#define SQL_COL_ROW struct resv_row
+static const struct sql_col resv_cols[] = { SQL_COL_TABLE(RESV_COLUMNS) };
+#undef SQL_COL_ROW
 
 static void
 read_row_at(sqlite3_stmt *s, int o, struct resv_row *r)
 {
 	memset(r, 0, sizeof(*r));
-	sql_col_text(s, o + 0, r->id, sizeof(r->id));
-	sql_col_text(s, o + 1, r->client_id, sizeof(r->client_id));
-	sql_col_text(s, o + 2, r->customer_id, sizeof(r->customer_id));
-	sql_col_text(s, o + 3, r->experience_id, sizeof(r->experience_id));
-	sql_col_text(s, o + 4, r->time_slot_id, sizeof(r->time_slot_id));
-	r->guests = sqlite3_column_int(s, o + 5);
-	sql_col_text(s, o + 6, r->guest_name, sizeof(r->guest_name));
-	sql_col_text(s, o + 7, r->guest_email, sizeof(r->guest_email));
-	sql_col_text(s, o + 8, r->guest_phone, sizeof(r->guest_phone));
-	sql_col_text(s, o + 9, r->special_requests, sizeof(r->special_requests));
-	sql_col_text(s, o + 10, r->status, sizeof(r->status));
-	sql_col_text(s, o + 11, r->payment_status, sizeof(r->payment_status));
-	r->total_price = sqlite3_column_int64(s, o + 12);
-	r->original_price = sqlite3_column_int64(s, o + 13);
-	r->group_discount = sqlite3_column_int64(s, o + 14);
-	r->early_discount = sqlite3_column_int64(s, o + 15);
-	sql_col_text(s, o + 16, r->currency, sizeof(r->currency));
-	r->hold_expires_at = sqlite3_column_int64(s, o + 17);
-	sql_col_text(s, o + 18, r->txn_id, sizeof(r->txn_id));
-	sql_col_text(s, o + 19, r->payment_intent_id, sizeof(r->payment_intent_id));
-	sql_col_text(s, o + 20, r->reference, sizeof(r->reference));
-	r->save_method = sqlite3_column_int(s, o + 21);
-	r->created_at = sqlite3_column_int64(s, o + 22);
-	r->updated_at = sqlite3_column_int64(s, o + 23);
+	sql_read_cols(s, o, resv_cols, sizeof(resv_cols) / sizeof(resv_cols[0]), r);
 }
 
 static void
