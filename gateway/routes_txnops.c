@@ -385,13 +385,13 @@ refund_begun_run(void *arg, int rc)
 		}
 		c->amount = c->pop.amount;
 		fgw_strlcpy(c->refund_id, c->pop.id, sizeof(c->refund_id));
-		if (strcmp(c->pop.status, "succeeded") == 0) {
+		if (c->pop.status == STORE_OP_SUCCEEDED) {
 			c->refunded -= c->amount; /* counted in the sum already */
 			fgw_strlcpy(c->new_status, c->row.status, sizeof(c->new_status));
 			record(c);
 			return;
 		}
-		if (strcmp(c->pop.status, "failed") == 0) {
+		if (c->pop.status == STORE_OP_FAILED) {
 			reply_error(c, 409, "INVALID_TRANSACTION_STATE",
 			            "This refund was refused by the processor; "
 			            "use a new Idempotency-Key");
@@ -411,11 +411,11 @@ txnop_begun_run(void *arg, int rc)
 	                            ? "Only an authorized transaction can be captured"
 	                            : "Only an authorized transaction can be canceled"))
 		return;
-	if (c->pop.adopted && strcmp(c->pop.status, "succeeded") == 0) {
+	if (c->pop.adopted && c->pop.status == STORE_OP_SUCCEEDED) {
 		record(c);
 		return;
 	}
-	if (c->pop.adopted && strcmp(c->pop.status, "failed") == 0) {
+	if (c->pop.adopted && c->pop.status == STORE_OP_FAILED) {
 		reply_error(c, 409, "INVALID_TRANSACTION_STATE",
 		            "The processor refused this operation before; "
 		            "use a new Idempotency-Key to try again");

@@ -79,6 +79,19 @@ static const char succeeded_sum_sql[] =
     "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE txn_id = ?1"
     " AND status = 'succeeded'";
 
+/* The status column's text as the enum; STORE_OP_NONE for anything else. */
+static enum store_op_status
+op_status_of(const char *name)
+{
+	if (strcmp(name, "pending") == 0)
+		return STORE_OP_PENDING;
+	if (strcmp(name, "succeeded") == 0)
+		return STORE_OP_SUCCEEDED;
+	if (strcmp(name, "failed") == 0)
+		return STORE_OP_FAILED;
+	return STORE_OP_NONE;
+}
+
 static int
 kind_ok(enum store_op_kind kind)
 {
@@ -174,7 +187,7 @@ begin_refund(sqlite3 *db, struct store_pendingop *rf)
 	    " status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?5)";
 	sqlite3_stmt *s = NULL;
 	enum txn_state cur;
-	char cur_name[24];
+	char cur_name[24], st[16];
 	int64_t held;
 	int rc, r;
 
@@ -194,7 +207,8 @@ begin_refund(sqlite3 *db, struct store_pendingop *rf)
 		rf->adopted = 1;
 		sql_col_text(s, 0, rf->id, sizeof(rf->id));
 		rf->amount = sqlite3_column_int64(s, 1);
-		sql_col_text(s, 2, rf->status, sizeof(rf->status));
+		sql_col_text(s, 2, st, sizeof(st));
+		rf->status = op_status_of(st);
 		goto out;
 	}
 	if (rc != SQLITE_DONE) {
@@ -225,7 +239,7 @@ begin_refund(sqlite3 *db, struct store_pendingop *rf)
 	r = rc == SQLITE_DONE ? FGW_OK
 	    : (rc & 0xff) == SQLITE_CONSTRAINT ? FGW_ERR_EXISTS : FGW_ERR_DB;
 	if (r == FGW_OK)
-		fgw_strlcpy(rf->status, "pending", sizeof(rf->status));
+		rf->status = STORE_OP_PENDING;
 out:
 	sql_release(s);
 	return r;
@@ -268,11 +282,11 @@ begin_txnop(sqlite3 *db, struct store_pendingop *op)
 			/* The same operation again (a retry): go on from it,
 			 * with the processor key that attempt was sent with. */
 			op->adopted = 1;
-			fgw_strlcpy(op->status, st, sizeof(op->status));
+			op->status = op_status_of(st);
 			sql_col_text(s, 4, op->idempotency_key, sizeof(op->idempotency_key));
 			goto out;
 		}
-		if (strcmp(st, "failed") != 0) {
+		if (op_status_of(st) != STORE_OP_FAILED) {
 			r = FGW_ERR_STATE; /* the other one is under way or done */
 			goto out;
 		}
@@ -311,7 +325,7 @@ begin_txnop(sqlite3 *db, struct store_pendingop *op)
 	sqlite3_bind_int64(s, 6, attempt);
 	r = sqlite3_step(s) == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
 	if (r == FGW_OK)
-		fgw_strlcpy(op->status, "pending", sizeof(op->status));
+		op->status = STORE_OP_PENDING;
 out:
 	sql_release(s);
 	return r;
@@ -403,7 +417,7 @@ finish_run(sqlite3 *db, void *ctx)
 	struct op_job *j = ctx;
 	struct store_pendingop *op = &j->op;
 	const struct kind_sql *k = &kinds[op->kind];
-	const char *target = j->succeeded ? "succeeded" : "failed";
+	enum store_op_status target = j->succeeded ? STORE_OP_SUCCEEDED : STORE_OP_FAILED;
 	enum txn_state to;
 	sqlite3_stmt *s = NULL;
 	char now_st[16];
@@ -434,11 +448,11 @@ finish_run(sqlite3 *db, void *ctx)
 		if (r != FGW_OK)
 			goto out;
 	}
-	if (strcmp(now_st, "pending") != 0) {
+	if (op_status_of(now_st) != STORE_OP_PENDING) {
 		/* Finished already (a retry and the reconciler raced). A
 		 * refund's transaction state is decided again from the sum: a
 		 * concurrent partial refund may have finished since. */
-		r = strcmp(now_st, target) == 0 ? FGW_OK : FGW_ERR_STATE;
+		r = op_status_of(now_st) == target ? FGW_OK : FGW_ERR_STATE;
 		if (r == FGW_OK && j->succeeded && op->kind == STORE_OP_REFUND)
 			goto move;
 		goto out;
@@ -447,7 +461,7 @@ finish_run(sqlite3 *db, void *ctx)
 		goto out;
 	sqlite3_bind_text(s, 1, key1(op), -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, key2(op), -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, target, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, j->succeeded ? "succeeded" : "failed", -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 4, now);
 	sqlite3_bind_int64(s, 5, attempt);
 	r = sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(db) == 1 ? FGW_OK : FGW_ERR_DB;

@@ -31,6 +31,10 @@
 
 enum store_op_kind { STORE_OP_REFUND, STORE_OP_CAPTURE, STORE_OP_CANCEL };
 
+/* An operation's own state (the tables' status column: pending,
+ * succeeded, failed); STORE_OP_NONE before begin. */
+enum store_op_status { STORE_OP_NONE, STORE_OP_PENDING, STORE_OP_SUCCEEDED, STORE_OP_FAILED };
+
 /* "refund", "capture", "cancel" (the txn_operations op column). */
 const char *store_op_name(enum store_op_kind kind);
 
@@ -47,9 +51,9 @@ struct store_pendingop {
 	                               Idempotency-Key hashed with its client
 	                               id; "" without one */
 	/* Set by begin: an operation found already (adopted) and its
-	 * status: pending, succeeded, failed. */
+	 * status. */
 	int adopted;
-	char status[16];
+	enum store_op_status status;
 	/* Set by finish of a refund that succeeded: the transaction's state
 	 * from the committed sum, and that sum. */
 	char new_status[24];

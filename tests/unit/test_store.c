@@ -2415,7 +2415,7 @@ test_refunds_ahead(struct fix *f)
 	memset(&b, 0, sizeof(b));
 	memset(&c, 0, sizeof(c));
 	CHECK_EQ_INT(begin_sync(f, "rf_1", "k1", 600, &a), 0);
-	CHECK_STR(a.status, "pending");
+	CHECK(a.status == STORE_OP_PENDING);
 	CHECK(!a.adopted);
 	/* The pending 600 counts: 401 more is too much. */
 	CHECK_EQ_INT(begin_sync(f, "rf_2", "k2", 401, &b), FGW_ERR_TOO_LARGE);
@@ -2426,7 +2426,7 @@ test_refunds_ahead(struct fix *f)
 	CHECK_EQ_INT(begin_sync(f, "rf_x", "k1", 5, &c), 0);
 	CHECK(c.adopted && c.amount == 600);
 	CHECK_STR(c.id, "rf_1");
-	CHECK_STR(c.status, "pending");
+	CHECK(c.status == STORE_OP_PENDING);
 	/* Pending rows are due for the reconciler once old enough. */
 	CHECK_EQ_INT(store_pendingop_due_list(f->rd, STORE_OP_REFUND, now + 1, now - 60000, due, 4, &n), 0);
 	CHECK_EQ_INT(n, 0);
@@ -2462,7 +2462,7 @@ test_refunds_ahead(struct fix *f)
 	CHECK_EQ_INT(begin_sync(f, "rf_4", "k4", 1, &c), FGW_ERR_STATE);
 	CHECK_EQ_INT(begin_sync(f, "rf_4", "k3", 0, &c), 0);
 	CHECK(c.adopted);
-	CHECK_STR(c.status, "succeeded");
+	CHECK(c.status == STORE_OP_SUCCEEDED);
 	/* A processing row cannot be refunded. */
 	memset(&b, 0, sizeof(b));
 	fgw_strlcpy(b.id, "rf_5", sizeof(b.id));
@@ -2612,7 +2612,7 @@ test_txnops_ahead(void)
 	CHECK_EQ_INT(txnop_sync(&f, "txn_paid", "capture", 0, 0, &t), FGW_ERR_STATE);
 	memset(&t, 0, sizeof(t));
 	CHECK_EQ_INT(txnop_sync(&f, "txn_auth", "capture", 0, 0, &t), 0);
-	CHECK_STR(t.status, "pending");
+	CHECK(t.status == STORE_OP_PENDING);
 	CHECK(!t.adopted);
 	/* While the capture is pending, no cancel; the capture is adopted. */
 	CHECK_EQ_INT(txnop_sync(&f, "txn_auth", "cancel", 0, 0, &t), FGW_ERR_STATE);
@@ -2671,18 +2671,18 @@ test_txnops_after_refusal(void)
 		const char *op = i == 0 ? "cancel" : "capture";
 		memset(&t, 0, sizeof(t));
 		CHECK_EQ_INT(txnop_sync_as(&f, "rk1", "txn_auth", op, 0, 0, &t), 0);
-		CHECK_STR(t.status, "pending");
+		CHECK(t.status == STORE_OP_PENDING);
 		CHECK_EQ_INT(txnop_sync_as(&f, "rk1", "txn_auth", op, 1, 0, NULL), 0);
 		/* The refused request again: its refusal. */
 		memset(&t, 0, sizeof(t));
 		CHECK_EQ_INT(txnop_sync_as(&f, "rk1", "txn_auth", op, 0, 0, &t), 0);
 		CHECK(t.adopted);
-		CHECK_STR(t.status, "failed");
+		CHECK(t.status == STORE_OP_FAILED);
 		/* A new request: a new attempt, with a key of its own. */
 		memset(&t, 0, sizeof(t));
 		CHECK_EQ_INT(txnop_sync_as(&f, "rk2", "txn_auth", op, 0, 0, &t), 0);
 		CHECK(!t.adopted);
-		CHECK_STR(t.status, "pending");
+		CHECK(t.status == STORE_OP_PENDING);
 		CHECK_STR(t.idempotency_key, "pk-2");
 		/* Its retry adopts it, with that key. */
 		memset(&t, 0, sizeof(t));
