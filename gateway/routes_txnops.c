@@ -6,7 +6,7 @@
  * through the idempotency front door, checked against the row's state,
  * sent to the processor through the adapter's build_op/parse_op, and
  * recorded: the state move (forward-only), the idempotent answer and the
- * audit event in one commit, followed by txn_settle_publish.
+ * audit event in one commit, then published (txn_settle_op).
  *
  * Each is written ahead (store/pendingops.h): its row (a refund, a capture
  * or a cancel) is committed `pending` with its processor key
@@ -74,7 +74,7 @@ static const char *const op_names[] = { "status", "capture", "cancel", "refund" 
 
 /* Store and processor callbacks: each names the request on the lines it
  * logs, and restores what the thread worked for before. */
-static void committed(void *arg, int rc);
+static void committed(void *arg, int rc, const struct store_txn_row *row);
 static void refusal_recorded(void *arg, int rc);
 static void replied(void *arg, const struct httpc_response *resp);
 static void refund_begun(void *arg, int rc);
@@ -195,6 +195,8 @@ store_failed(struct op_ctx *c, int rc, const char *state_msg)
 	return 1;
 }
 
+/* The operation and the transaction's move are committed and published
+ * (txn_settle_op). */
 static void
 committed_run(void *arg, int rc)
 {
@@ -202,7 +204,6 @@ committed_run(void *arg, int rc)
 	if (store_failed(c, rc,
 	                 "The transaction's state changed; the operation was not recorded"))
 		return;
-	txn_settle_publish(&c->rx->env, c->row.id);
 	if (c->req != NULL) {
 		evhttp_connection_set_closecb(c->evcon, NULL, NULL);
 		http_send_json(c->rx, c->req, 200, c->answer);
@@ -214,6 +215,7 @@ committed_run(void *arg, int rc)
 static void
 record(struct op_ctx *c)
 {
+	struct txn_op_settlement set;
 	struct store_idem idem;
 	struct store_audit audit;
 	char details[200], event[32];
@@ -247,18 +249,18 @@ record(struct op_ctx *c)
 	                                                                    : "canceled");
 	audit = (struct store_audit){ c->client, c->source, event, c->row.id, c->new_status,
 		                          details[0] ? details : NULL };
+	set = (struct txn_op_settlement){ .op = &c->pop, .succeeded = 1,
+		                              .idem = c->key[0] ? &idem : NULL,
+		                              .audit = &audit, .n_audit = 1 };
 	if (c->op == PROC_OP_REFUND) {
 		fgw_strlcpy(c->pop.processor_ref, c->res.op_ref, sizeof(c->pop.processor_ref));
-		r = c->key[0] ? store_pendingop_finish_answered(c->rx->gw->store, c->rx->waker,
-		                                                &c->pop, &c->pop, &idem,
-		                                                refund_answer, c, &audit, 1,
-		                                                committed, c)
-		              : store_pendingop_finish(c->rx->gw->store, c->rx->waker, &c->pop, 1,
-		                                       &c->pop, NULL, &audit, 1, committed, c);
-	} else {
-		r = store_pendingop_finish(c->rx->gw->store, c->rx->waker, &c->pop, 1, NULL,
-		                           c->key[0] ? &idem : NULL, &audit, 1, committed, c);
+		set.out = &c->pop;
+		if (c->key[0]) {
+			set.answer = refund_answer;
+			set.answer_arg = c;
+		}
 	}
+	r = txn_settle_op(&c->rx->env, &set, committed, c);
 	if (r != 0)
 		not_submitted(c, r);
 }
@@ -428,8 +430,9 @@ txnop_begun_run(void *arg, int rc)
 
 /* The client's Idempotency-Key hashed with its client id (24 hex). */
 static void
-committed(void *arg, int rc)
+committed(void *arg, int rc, const struct store_txn_row *row)
 {
+	(void)row;
 	char prev[LOG_REQUEST_ID_MAX];
 	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
 	log_request_set(((struct op_ctx *)arg)->request_id);

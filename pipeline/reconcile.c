@@ -519,18 +519,16 @@ proc_op_verdict(enum proc_op op, const struct proc_result *res)
 	return OP_UNKNOWN;
 }
 
+/* The operation's outcome is committed, and the transaction's move (a
+ * success) published by txn_settle_op. */
 static void
-op_finished(void *arg, int rc)
+op_finished(void *arg, int rc, const struct store_txn_row *row)
 {
 	struct recon_item *it = arg;
+	(void)row;
 	progressed(it, rc);
 	if (rc == 0) {
 		log_txn_info(it->row.id, "%s reconciled", op_name(it->op));
-		/* to is empty for a failed refund; a failed capture/cancel
-		 * left the transaction authorized (status unchanged). */
-		if (it->op == PROC_OP_REFUND ? it->pop.new_status[0] != '\0'
-		                             : it->res.outcome != PROC_FAILED)
-			txn_settle_publish(it->rc->env, it->row.id);
 	} else if (rc != FGW_ERR_STATE) {
 		log_txn_error(it->row.id, "reconciled %s not recorded: %s", op_name(it->op),
 		              fgw_strerror(rc));
@@ -544,6 +542,7 @@ op_replied(void *arg, const struct httpc_response *resp)
 	struct recon_item *it = arg;
 	const struct pipeline_env *env = it->rc->env;
 	struct store_audit audit = { "system", "local", NULL, it->row.id, NULL, NULL };
+	struct txn_op_settlement set;
 	enum op_verdict v;
 	char details[160], event[40];
 	int n, r;
@@ -571,8 +570,9 @@ op_replied(void *arg, const struct httpc_response *resp)
 		audit.details_json = details;
 	if (it->op == PROC_OP_REFUND)
 		fgw_strlcpy(it->pop.processor_ref, it->res.op_ref, sizeof(it->pop.processor_ref));
-	r = store_pendingop_finish(env->store, env->waker, &it->pop, v == OP_DONE, &it->pop, NULL,
-	                           &audit, 1, op_finished, it);
+	set = (struct txn_op_settlement){ .op = &it->pop, .succeeded = v == OP_DONE,
+		                              .out = &it->pop, .audit = &audit, .n_audit = 1 };
+	r = txn_settle_op(env, &set, op_finished, it);
 	if (r != 0) {
 		log_txn_error(it->row.id, "reconciled %s refused: %s", op_name(it->op),
 		              fgw_strerror(r));

@@ -146,17 +146,89 @@ fail:
 	return r;
 }
 
+struct op_job {
+	const struct pipeline_env *env;
+	txn_settle_fn done;
+	void *arg;
+	int succeeded;
+	struct store_pendingop op;    /* as committed */
+	struct store_pendingop *out;
+};
+
+/* Reads back and publishes txn_id; 0 and *row filled, or an error. */
+static int
+publish_read(const struct pipeline_env *env, const char *txn_id, struct store_txn_row *row)
+{
+	int r;
+
+	memset(row, 0, sizeof(*row));
+	if (env->reader == NULL)
+		r = FGW_ERR_INVALID;
+	else if ((r = store_txn_get(env->reader, NULL, txn_id, row)) == 0)
+		txn_events_publish(env, row);
+	if (r != 0)
+		log_txn_error(txn_id, "moved but not read back: the reconciler announces it");
+	return r;
+}
+
+static void
+op_settled(void *arg, int rc)
+{
+	struct op_job *j = arg;
+	struct store_txn_row row;
+	int published = 0;
+
+	if (j->out != NULL)
+		*j->out = j->op;
+	memset(&row, 0, sizeof(row));
+	/* A refusal leaves the transaction as it was; a refund that
+	 * succeeded always names the state its commit decided. */
+	if (rc == 0 && j->succeeded &&
+	    (j->op.kind != STORE_OP_REFUND || j->op.new_status[0] != '\0'))
+		published = publish_read(j->env, j->op.txn_id, &row) == 0;
+	if (j->done != NULL)
+		j->done(j->arg, rc, published ? &row : NULL);
+	store_txn_row_clear(&row);
+	free(j);
+}
+
+int
+txn_settle_op(const struct pipeline_env *env, const struct txn_op_settlement *s,
+              txn_settle_fn done, void *arg)
+{
+	struct op_job *j;
+	int r;
+
+	if (env == NULL || env->store == NULL || s == NULL || s->op == NULL ||
+	    (s->answer != NULL && !s->succeeded))
+		return FGW_ERR_INVALID;
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		return FGW_ERR_NOMEM;
+	j->env = env;
+	j->done = done;
+	j->arg = arg;
+	j->succeeded = s->succeeded;
+	j->out = s->out;
+	j->op = *s->op;
+	if (s->answer != NULL)
+		r = store_pendingop_finish_answered(env->store, env->waker, s->op, &j->op, s->idem,
+		                                    s->answer, s->answer_arg, s->audit, s->n_audit,
+		                                    op_settled, j);
+	else
+		r = store_pendingop_finish(env->store, env->waker, s->op, s->succeeded, &j->op,
+		                           s->idem, s->audit, s->n_audit, op_settled, j);
+	if (r != 0)
+		free(j);
+	return r;
+}
+
 void
 txn_settle_publish(const struct pipeline_env *env, const char *txn_id)
 {
 	struct store_txn_row row;
 
-	if (env == NULL || env->reader == NULL || txn_id == NULL)
+	if (env == NULL || txn_id == NULL)
 		return;
-	memset(&row, 0, sizeof(row));
-	if (store_txn_get(env->reader, NULL, txn_id, &row) == 0)
-		txn_events_publish(env, &row);
-	else
-		log_txn_error(txn_id, "moved but not read back: the reconciler announces it");
+	publish_read(env, txn_id, &row);
 	store_txn_row_clear(&row);
 }

@@ -14,14 +14,16 @@
  *  - publishes the transaction as it now stands to the state-change
  *    listeners (pipeline/events.h) after the commit and before done runs.
  *
- * Captures, cancels and refunds move the state inside their own
- * write-ahead operation's job (store/pendingops.h), checked
- * against the same table, and publish through txn_settle_publish.
+ * Refunds, captures and cancels move the state inside their own
+ * write-ahead operation's job (store/pendingops.h, checked against the
+ * same table): their outcome goes through txn_settle_op, which commits it
+ * and publishes the move the same way.
  */
 #ifndef FGW_PIPELINE_SETTLE_H
 #define FGW_PIPELINE_SETTLE_H
 
 #include "core/txnstate.h"
+#include "store/pendingops.h"
 #include "store/store.h"
 
 struct pipeline_env;
@@ -62,9 +64,30 @@ typedef void (*txn_settle_fn)(void *arg, int rc, const struct store_txn_row *row
 int txn_settle(const struct pipeline_env *env, const struct txn_settlement *s,
                txn_settle_fn done, void *arg);
 
-/* For a move committed by a write-ahead operation's own job (capture,
- * cancel, refund, a processor's refund event): publishes the row as it
- * now stands, read back on env's reader. */
+/* The outcome of a refund, capture or cancel written ahead. */
+struct txn_op_settlement {
+	const struct store_pendingop *op;
+	int succeeded;                /* 1: done at the processor; 0: refused */
+	struct store_pendingop *out;  /* the operation as committed, or NULL */
+	/* A refund's idempotent answer built inside its commit (idem must be
+	 * given), or NULL. */
+	store_pendingop_answer_fn answer;
+	void *answer_arg;
+	const struct store_idem *idem;
+	const struct store_audit *audit;
+	size_t n_audit;
+};
+
+/* Commits the operation's outcome (store_pendingop_finish: a success
+ * moves the transaction with it, forward only), then publishes the
+ * transaction as it now stands when it moved, before done runs; done's
+ * row is that row, or NULL when nothing moved (a refusal) or rc != 0.
+ * Return and done as txn_settle. */
+int txn_settle_op(const struct pipeline_env *env, const struct txn_op_settlement *s,
+                  txn_settle_fn done, void *arg);
+
+/* For a move committed by a job of its own (a processor's refund event):
+ * publishes the row as it now stands, read back on env's reader. */
 void txn_settle_publish(const struct pipeline_env *env, const char *txn_id);
 
 #endif

@@ -526,6 +526,77 @@ end:
 	TT_END;
 }
 
+/* A capture's success moves and publishes the transaction once, through
+ * txn_settle_op; a refused cancel records the refusal and moves and
+ * publishes nothing. */
+static int
+test_settle_op(void)
+{
+	struct settle_fix f;
+	struct store_txn_row row;
+	struct store_pendingop op, out;
+	struct txn_op_settlement set;
+	int want = 0;
+	TT_BEGIN;
+	CHECK(settle_setup(&f) == 0);
+	for (int i = 0; i < 2; i++) {
+		memset(&row, 0, sizeof(row));
+		fgw_strlcpy(row.id, i == 0 ? "txn_auth1" : "txn_auth2", sizeof(row.id));
+		fgw_strlcpy(row.client_id, "client_a", sizeof(row.client_id));
+		row.amount = 1500;
+		fgw_strlcpy(row.currency, "EUR", sizeof(row.currency));
+		fgw_strlcpy(row.status, "authorized", sizeof(row.status));
+		CHECK_EQ_INT(store_txn_create(f.env.store, f.env.waker, &row, NULL, NULL, NULL, 0,
+		                              settle_created, &f), 0);
+		CHECK(settle_wait(&f, ++want) == 0);
+		CHECK_EQ_INT(f.done_rc, 0);
+	}
+	/* The capture, written ahead, then done at the processor. */
+	memset(&op, 0, sizeof(op));
+	op.kind = STORE_OP_CAPTURE;
+	fgw_strlcpy(op.txn_id, "txn_auth1", sizeof(op.txn_id));
+	fgw_strlcpy(op.idempotency_key, "pk1", sizeof(op.idempotency_key));
+	CHECK_EQ_INT(store_pendingop_begin(f.env.store, f.env.waker, &op, &op, NULL, 0,
+	                                   settle_created, &f), 0);
+	CHECK(settle_wait(&f, ++want) == 0);
+	CHECK_EQ_INT(f.done_rc, 0);
+	CHECK(op.status == STORE_OP_PENDING);
+	set = (struct txn_op_settlement){ .op = &op, .succeeded = 1, .out = &out };
+	memset(&out, 0, sizeof(out));
+	CHECK_EQ_INT(txn_settle_op(&f.env, &set, settle_done, &f), 0);
+	CHECK(settle_wait(&f, ++want) == 0);
+	CHECK_EQ_INT(f.done_rc, 0);
+	CHECK_STR(f.done_status, "succeeded");
+	CHECK_EQ_INT(f.published, 1);
+	CHECK_STR(f.last_status, "succeeded");
+	CHECK_STR(out.txn_id, "txn_auth1");
+	/* Settled: a late refusal of the same attempt changes nothing. */
+	set.succeeded = 0;
+	CHECK_EQ_INT(txn_settle_op(&f.env, &set, settle_done, &f), 0);
+	CHECK(settle_wait(&f, ++want) == 0);
+	CHECK_EQ_INT(f.done_rc, FGW_ERR_STATE);
+	CHECK_EQ_INT(f.published, 1);
+	/* A cancel the processor refused: recorded, nothing moves. */
+	memset(&op, 0, sizeof(op));
+	op.kind = STORE_OP_CANCEL;
+	fgw_strlcpy(op.txn_id, "txn_auth2", sizeof(op.txn_id));
+	fgw_strlcpy(op.idempotency_key, "pk2", sizeof(op.idempotency_key));
+	CHECK_EQ_INT(store_pendingop_begin(f.env.store, f.env.waker, &op, &op, NULL, 0,
+	                                   settle_created, &f), 0);
+	CHECK(settle_wait(&f, ++want) == 0);
+	set = (struct txn_op_settlement){ .op = &op, .succeeded = 0 };
+	CHECK_EQ_INT(txn_settle_op(&f.env, &set, settle_done, &f), 0);
+	CHECK(settle_wait(&f, ++want) == 0);
+	CHECK_EQ_INT(f.done_rc, 0);
+	CHECK_STR(f.done_status, "");
+	CHECK_EQ_INT(f.published, 1);
+	CHECK_EQ_INT(settle_count(f.path, "SELECT COUNT(*) FROM transactions WHERE "
+	                                  "id = 'txn_auth2' AND status = 'authorized'"), 1);
+end:
+	settle_teardown(&f);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
 	{ "parse_good", test_parse_good },
 	{ "parse_sealed", test_parse_sealed },
@@ -536,6 +607,7 @@ static const struct tt_case cases[] = {
 	{ "card_sealed_iat", test_card_sealed_iat },
 	{ "stage_orders", test_stage_orders },
 	{ "settle_forward_only", test_settle_forward_only },
+	{ "settle_op", test_settle_op },
 	{ NULL, NULL },
 };
 TT_MAIN(cases)
