@@ -34,25 +34,27 @@ outcome_from_result(struct txn *t)
 	const struct code_message *m;
 	switch (res->outcome) {
 	case PROC_SUCCEEDED:
-		txn_set_outcome(t, "succeeded", "", "", 200, 1);
+		txn_set_outcome(t, txn_state_name(TXN_SUCCEEDED), "", "", 200, 1);
 		break;
 	case PROC_AUTHORIZED:
-		txn_set_outcome(t, "authorized", "", "", 200, 1);
+		txn_set_outcome(t, txn_state_name(TXN_AUTHORIZED), "", "", 200, 1);
 		break;
 	case PROC_REQUIRES_ACTION:
-		txn_set_outcome(t, "requires_action", "", "", 200, 1);
+		txn_set_outcome(t, txn_state_name(TXN_REQUIRES_ACTION), "", "", 200, 1);
 		break;
 	case PROC_DECLINED:
 		m = stage_code_lookup(res->code[0] ? res->code : "PAYMENT_CARD_DECLINED");
-		txn_set_outcome(t, "declined", m->code, m->message, m->http_status, 1);
+		txn_set_outcome(t, txn_state_name(TXN_DECLINED), m->code, m->message, m->http_status,
+		                1);
 		break;
 	case PROC_UNKNOWN:
-		txn_set_outcome(t, "processing", "", "", 200, 1);
+		txn_set_outcome(t, txn_state_name(TXN_PROCESSING), "", "", 200, 1);
 		break;
 	case PROC_FAILED:
 	default:
 		m = stage_code_lookup("PAYMENT_PROCESSING_FAILED");
-		txn_set_outcome(t, "failed", m->code, m->message, m->http_status, 1);
+		txn_set_outcome(t, txn_state_name(TXN_FAILED), m->code, m->message, m->http_status,
+		                1);
 		break;
 	}
 }
