@@ -96,8 +96,10 @@ txn_settle(const struct pipeline_env *env, const struct txn_settlement *s,
 	struct store_audit audit;
 	int r;
 
-	if (env == NULL || env->store == NULL || s == NULL || s->txn_id == NULL ||
-	    s->actor == NULL || s->source == NULL || s->event_type == NULL)
+	/* The listeners run where done does: on a reactor, never on the
+	 * store's writer thread (a NULL waker). */
+	if (env == NULL || env->store == NULL || env->waker == NULL || s == NULL ||
+	    s->txn_id == NULL || s->actor == NULL || s->source == NULL || s->event_type == NULL)
 		return FGW_ERR_INVALID;
 	/* Forward only: what the caller saw already rules the move out (a
 	 * name the table does not know is no move either). */
@@ -199,7 +201,7 @@ txn_settle_op(const struct pipeline_env *env, const struct txn_op_settlement *s,
 	struct op_job *j;
 	int r;
 
-	if (env == NULL || env->store == NULL || s == NULL || s->op == NULL ||
+	if (env == NULL || env->store == NULL || env->waker == NULL || s == NULL || s->op == NULL ||
 	    (s->answer != NULL && !s->succeeded))
 		return FGW_ERR_INVALID;
 	if ((j = calloc(1, sizeof(*j))) == NULL)

@@ -56,7 +56,8 @@ struct txn_settlement {
  * row NULL; another negative code: not committed, row NULL. */
 typedef void (*txn_settle_fn)(void *arg, int rc, const struct store_txn_row *row);
 
-/* 0 when queued (done runs later, on env's reactor, exactly once);
+/* env is a reactor's (its waker set). 0 when queued (done runs later, on
+ * env's reactor, exactly once);
  * FGW_ERR_STATE when s->from is known and the move (to a state the
  * table may not even know) is not allowed (done
  * is not called, nothing is written); FGW_ERR_INVALID, FGW_ERR_NOMEM or
