@@ -27,6 +27,7 @@
 #include "core/err.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "crypto/keys.h"
 #include "gateway/browser.h"
@@ -35,6 +36,7 @@
 #include "gateway/mail.h"
 #include "gateway/resv.h"
 #include "pipeline/events.h"
+#include "pipeline/settle.h"
 #include "processors/httpc.h"
 #include "store/reservations.h"
 #include "store/webhooks.h"
@@ -596,11 +598,11 @@ convert_stored(void *arg, int rc)
 static const char *
 pay_status_of(const struct txn *t)
 {
-	const char *s = t->out.status;
-	if (strcmp(s, "succeeded") == 0 || strcmp(s, "requires_action") == 0 ||
-	    strcmp(s, "processing") == 0 || strcmp(s, "declined") == 0)
-		return s;
-	return "failed";
+	enum txn_state s = txn_state_of(t->out.status);
+	if (s == TXN_SUCCEEDED || s == TXN_REQUIRES_ACTION || s == TXN_PROCESSING ||
+	    s == TXN_DECLINED)
+		return txn_state_name(s);
+	return txn_state_name(TXN_FAILED);
 }
 
 /* Sends an answer that may hold a client secret, then wipes it. */
@@ -632,7 +634,7 @@ stripe_js_stored(void *arg, int rc)
  * requires_action or processing): the PaymentIntent waits for Stripe.js,
  * which confirms it with secret; without the secret, try again. */
 static char *
-stripe_js_answer(struct rctx *c, const char *intent, const char *st, const char *secret,
+stripe_js_answer(struct rctx *c, const char *intent, enum txn_state st, const char *secret,
                  int *status)
 {
 	cJSON *o = cJSON_CreateObject(), *res, *na;
@@ -640,7 +642,7 @@ stripe_js_answer(struct rctx *c, const char *intent, const char *st, const char 
 
 	if (o == NULL)
 		return NULL;
-	if (strcmp(st, "requires_action") == 0 && secret[0] != '\0' &&
+	if (st == TXN_REQUIRES_ACTION && secret[0] != '\0' &&
 	    (res = cJSON_AddObjectToObject(o, "reservation")) != NULL &&
 	    (na = cJSON_AddObjectToObject(o, "nextAction")) != NULL) {
 		cJSON_AddStringToObject(res, "id", c->row.id);
@@ -670,13 +672,13 @@ on_pay_done(struct txn *t, void *arg)
 	struct rctx *c = arg;
 	struct store_idem idem;
 	const char *intent = t->result.reference[0] ? t->result.reference : t->id;
-	const char *st = t->out.status;
+	enum txn_state st = txn_state_of(t->out.status);
 	char secret[160], ref[16];
 	cJSON *o = NULL, *res;
 
 	c->t = NULL; /* the runner frees it after this returns */
 	c->running = NULL;
-	if (c->stripe_js && (strcmp(st, "requires_action") == 0 || strcmp(st, "processing") == 0)) {
+	if (c->stripe_js && (st == TXN_REQUIRES_ACTION || st == TXN_PROCESSING)) {
 		/* Stripe's client secret is in this answer and nowhere else:
 		 * not in the row, the log, the audit or under the key. */
 		c->answer = stripe_js_answer(c, t->result.reference, st, t->result.client_secret,
@@ -689,8 +691,7 @@ on_pay_done(struct txn *t, void *arg)
 			stripe_js_stored(c, FGW_ERR_INTERNAL);
 		return;
 	}
-	if (strcmp(st, "succeeded") == 0 || strcmp(st, "requires_action") == 0 ||
-	    strcmp(st, "processing") == 0) {
+	if (st == TXN_SUCCEEDED || st == TXN_REQUIRES_ACTION || st == TXN_PROCESSING) {
 		if (client_secret(c->rx, intent, t->id, secret, sizeof(secret)) != 0 ||
 		    (o = cJSON_CreateObject()) == NULL ||
 		    (res = cJSON_AddObjectToObject(o, "reservation")) == NULL) {
@@ -700,9 +701,9 @@ on_pay_done(struct txn *t, void *arg)
 			cJSON_AddStringToObject(res, "status", "pending");
 			cJSON_AddStringToObject(res, "paymentIntentId", intent);
 			cJSON_AddStringToObject(o, "paymentClientSecret", secret);
-			cJSON_AddBoolToObject(o, "requiresAction", strcmp(st, "requires_action") == 0);
+			cJSON_AddBoolToObject(o, "requiresAction", st == TXN_REQUIRES_ACTION);
 			/* The customer's browser follows it to 3-D Secure. */
-			if (strcmp(st, "requires_action") == 0 && t->result.next_action_json != NULL) {
+			if (st == TXN_REQUIRES_ACTION && t->result.next_action_json != NULL) {
 				cJSON *na = cJSON_Parse(t->result.next_action_json);
 				if (na != NULL)
 					cJSON_AddItemToObject(o, "nextAction", na);
@@ -714,13 +715,13 @@ on_pay_done(struct txn *t, void *arg)
 		const char *code = t->out.error_code;
 		const char *msg = t->out.error_message[0] ? t->out.error_message : ERR_INTERNAL;
 		c->status = t->out.http_status >= 400 ? t->out.http_status : 400;
-		if (strcmp(st, "declined") == 0 && strcmp(code, "RULE_DECLINED") != 0 &&
+		if (st == TXN_DECLINED && strcmp(code, "RULE_DECLINED") != 0 &&
 		    strcmp(code, "PAYMENT_INSUFFICIENT_FUNDS") != 0) {
 			/* One code per meaning: insufficient funds answers as on
 			 * POST /v1/transactions. */
 			code = "PAYMENT_CARD_DECLINED";
 			c->status = 400;
-		} else if (strcmp(st, "failed") == 0 && strcmp(code, "INTERNAL_ERROR") != 0) {
+		} else if (st == TXN_FAILED && strcmp(code, "INTERNAL_ERROR") != 0) {
 			code = "PAYMENT_PROCESSING_FAILED";
 			if (c->status < 500)
 				c->status = 502;
@@ -1021,8 +1022,8 @@ stripe_js_refetched(void *arg, const struct httpc_response *resp)
 		return;
 	}
 	c->answer = stripe_js_answer(c, c->txn.processor_ref,
-	                             res.outcome == PROC_REQUIRES_ACTION ? "requires_action"
-	                                                                 : "processing",
+	                             res.outcome == PROC_REQUIRES_ACTION ? TXN_REQUIRES_ACTION
+	                                                                 : TXN_PROCESSING,
 	                             res.client_secret, &c->status);
 	proc_result_clear(&res);
 	stripe_js_stored(c, 0);
@@ -1045,16 +1046,17 @@ stripe_js_again(struct reactor *rx, struct rctx *c)
 		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		return;
 	}
-	if (strcmp(c->txn.status, "processing") == 0 || strcmp(c->txn.status, "posting") == 0) {
+	if (txn_state_of(c->txn.status) == TXN_PROCESSING ||
+	    txn_state_of(c->txn.status) == TXN_POSTING) {
 		/* Its create answer was lost: the reconciler finds it first. */
-		c->answer = stripe_js_answer(c, "", "processing", "", &c->status);
+		c->answer = stripe_js_answer(c, "", TXN_PROCESSING, "", &c->status);
 		stripe_js_stored(c, 0);
 		return;
 	}
 	if (c->txn.next_action_json != NULL)
 		na = cJSON_Parse(c->txn.next_action_json);
 	type = cJSON_GetObjectItemCaseSensitive(na, "type");
-	waiting = strcmp(c->txn.status, "requires_action") == 0 && cJSON_IsString(type) &&
+	waiting = txn_state_of(c->txn.status) == TXN_REQUIRES_ACTION && cJSON_IsString(type) &&
 	          strcmp(type->valuestring, "use_stripe_sdk") == 0 &&
 	          strncmp(c->txn.processor_ref, "pi_", 3) == 0;
 	cJSON_Delete(na);
@@ -1073,7 +1075,7 @@ stripe_js_again(struct reactor *rx, struct rctx *c)
 	    httpc_request(pipeline_httpc_for(&rx->env, c->proc), http.method, http.url,
 	                  (const char *const *)http.headers, http.body, http.body_len,
 	                  c->proc->timeout_ms, stripe_js_refetched, c, &c->http) != 0) {
-		c->answer = stripe_js_answer(c, "", "processing", "", &c->status);
+		c->answer = stripe_js_answer(c, "", TXN_PROCESSING, "", &c->status);
 		stripe_js_stored(c, 0);
 	}
 	proc_http_clear(&http);
@@ -1100,8 +1102,8 @@ convert_stripe_js(struct reactor *rx, struct rctx *c, const struct auth_ctx *who
 	}
 	c->stripe_js = 1;
 	if (strcmp(c->row.status, "pending") == 0 && c->row.txn_id[0] != '\0' &&
-	    (strcmp(c->row.payment_status, "requires_action") == 0 ||
-	     strcmp(c->row.payment_status, "processing") == 0)) {
+	    (txn_state_of(c->row.payment_status) == TXN_REQUIRES_ACTION ||
+	     txn_state_of(c->row.payment_status) == TXN_PROCESSING)) {
 		stripe_js_again(rx, c);
 		return;
 	}
@@ -1424,13 +1426,12 @@ out:
 static const char *
 stripe_status(const char *txn_status)
 {
-	if (txn_status[0] == '\0')
-		return "requires_payment_method";
-	if (strcmp(txn_status, "succeeded") == 0 || strcmp(txn_status, "requires_action") == 0 ||
-	    strcmp(txn_status, "processing") == 0 || strcmp(txn_status, "refunded") == 0)
-		return txn_status;
-	if (strcmp(txn_status, "posting") == 0)
-		return "processing";
+	enum txn_state s = txn_state_of(txn_status);
+	if (s == TXN_SUCCEEDED || s == TXN_REQUIRES_ACTION || s == TXN_PROCESSING ||
+	    s == TXN_REFUNDED)
+		return txn_state_name(s);
+	if (s == TXN_POSTING)
+		return txn_state_name(TXN_PROCESSING);
 	return "requires_payment_method";
 }
 
@@ -1453,7 +1454,7 @@ status_answer(struct rctx *c)
 		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		return;
 	}
-	ra = strcmp(t.status, "requires_action") == 0;
+	ra = txn_state_of(t.status) == TXN_REQUIRES_ACTION;
 	cJSON_AddStringToObject(d, "reservationStatus", r.status);
 	add_str_or_null(d, "paymentIntentId", r.payment_intent_id);
 	cJSON_AddStringToObject(d, "stripeStatus", stripe_status(t.status));
@@ -1482,22 +1483,20 @@ status_moved(void *arg, int rc)
 }
 
 static void
-status_txn_finished(void *arg, int rc)
+status_txn_finished(void *arg, int rc, const struct store_txn_row *row)
 {
 	struct rctx *c = arg;
 	char ref[16];
-	if (rc != 0) {
+	if (rc != 0 || row == NULL) {
 		/* Another path (webhook, reconciler) moved it first: fine. */
 		status_answer(c);
 		return;
 	}
-	txn_events_publish(&c->rx->env, &c->txn);
 	new_reference(ref);
 	/* The listener queued the same move; this one is only waited for, so
 	 * the answer reflects it. */
-	if (resv_payment_moved(c->rx->gw->store, c->rx->waker, c->row.id, c->txn.id,
-	                       c->txn.status, c->txn.processor_ref, ref, NULL, status_moved,
-	                       c) != 0)
+	if (resv_payment_moved(c->rx->gw->store, c->rx->waker, c->row.id, row->id, row->status,
+	                       row->processor_ref, ref, NULL, status_moved, c) != 0)
 		status_answer(c);
 }
 
@@ -1510,9 +1509,9 @@ status_checked(void *arg, const struct httpc_response *resp)
 	struct rctx *c = arg;
 	const struct pipeline_env *env = &c->rx->env;
 	struct proc_result res;
-	struct store_txn_update upd;
-	struct store_audit audit;
+	struct txn_settlement set;
 	const char *to = NULL;
+	int r;
 
 	c->http = NULL;
 	memset(&res, 0, sizeof(res));
@@ -1527,27 +1526,26 @@ status_checked(void *arg, const struct httpc_response *resp)
 		else if (res.outcome == PROC_DECLINED)
 			to = "declined";
 	}
-	if (to == NULL || strcmp(to, c->txn.status) == 0) {
+	if (to == NULL || txn_state_of(to) == txn_state_of(c->txn.status)) {
 		proc_result_clear(&res);
 		status_answer(c);
 		return;
 	}
-	memset(&upd, 0, sizeof(upd));
-	fgw_strlcpy(upd.id, c->txn.id, sizeof(upd.id));
-	fgw_strlcpy(upd.status, to, sizeof(upd.status));
-	if (res.outcome == PROC_DECLINED) {
-		fgw_strlcpy(upd.error_code, "PAYMENT_CARD_DECLINED", sizeof(upd.error_code));
-		fgw_strlcpy(upd.error_message, res.message, sizeof(upd.error_message));
-	}
+	set = (struct txn_settlement){
+		.txn_id = c->txn.id,
+		.from = txn_state_of(c->txn.status),
+		.to = txn_state_of(to),
+		.error_code = res.outcome == PROC_DECLINED ? "PAYMENT_CARD_DECLINED" : NULL,
+		.error_message = res.outcome == PROC_DECLINED ? res.message : NULL,
+		.actor = "system",
+		.source = "local",
+		.event_type = "txn.outcome",
+		.details_json = "{\"via\":\"payment-status poll\"}",
+		.row = &c->txn,
+	};
+	r = txn_settle(env, &set, status_txn_finished, c);
 	proc_result_clear(&res);
-	fgw_strlcpy(c->txn.status, to, sizeof(c->txn.status));
-	fgw_strlcpy(c->txn.error_code, upd.error_code, sizeof(c->txn.error_code));
-	free(c->txn.next_action_json);
-	c->txn.next_action_json = NULL;
-	audit = (struct store_audit){ "system", "local", "txn.outcome", c->txn.id, to,
-		                          "{\"via\":\"payment-status poll\"}" };
-	if (store_txn_finish(env->store, env->waker, &upd, NULL, &audit, 1, NULL,
-	                     status_txn_finished, c) != 0)
+	if (r != 0)
 		status_answer(c);
 }
 
@@ -1579,7 +1577,7 @@ h_payment_status(struct reactor *rx, struct evhttp_request *req, const char *pat
 	}
 	if (c->row.txn_id[0] == '\0' ||
 	    store_txn_get(rx->reader, NULL, c->row.txn_id, &c->txn) != 0 ||
-	    strcmp(c->txn.status, "requires_action") != 0 || c->txn.processor_ref[0] == '\0' ||
+	    txn_state_of(c->txn.status) != TXN_REQUIRES_ACTION || c->txn.processor_ref[0] == '\0' ||
 	    strspn(c->txn.processor_ref, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
 	        strlen(c->txn.processor_ref)) {
 		status_answer(c);
@@ -1811,7 +1809,7 @@ on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_r
 	}
 	atomic_fetch_add(&gw->metrics.resv_moves[0], 1);
 	new_reference(ref);
-	if (gw->mail != NULL && strcmp(row->status, "succeeded") == 0 &&
+	if (gw->mail != NULL && txn_state_of(row->status) == TXN_SUCCEEDED &&
 	    (mm = calloc(1, sizeof(*mm))) != NULL) {
 		mm->env = env;
 		fgw_strlcpy(mm->id, row->reservation_id, sizeof(mm->id));
