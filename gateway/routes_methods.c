@@ -47,8 +47,6 @@ struct method_op {
 	const char *ok_message;       /* delete / default answers */
 	/* Saving a processor's card (stripePaymentMethod). */
 	struct proc_instance *inst;
-	const struct proc_config *cfg;
-	const struct proc_type *pt;
 	struct proc_call call;
 	struct proc_result res;       /* the call's answer ... */
 	struct proc_saved_card card;  /* ... and the attached card */
@@ -320,7 +318,7 @@ attach_replied(void *arg, const struct proc_reply *reply)
 	(void)reply;
 	memset(&op->res, 0, sizeof(op->res));
 	if (res.outcome == PROC_FAILED) {
-		log_warn("processor %s refused to attach a card (%s)", op->cfg->name, res.code);
+		log_warn("processor %s refused to attach a card (%s)", op->inst->cfg.name, res.code);
 		chain_fail(op, res.code[0] && strcmp(res.code, "PAYMENT_METHOD_NOT_FOUND") == 0 ? 404 : 400,
 		           res.code[0] ? res.code : "PAYMENT_METHOD_REFUSED", res.message);
 		goto out;
@@ -380,12 +378,12 @@ customer_replied(void *arg, const struct proc_reply *reply)
 	(void)reply;
 	memset(&op->res, 0, sizeof(op->res));
 	if (res.outcome == PROC_FAILED) {
-		log_warn("processor %s refused to create a customer (%s)", op->cfg->name, res.code);
+		log_warn("processor %s refused to create a customer (%s)", op->inst->cfg.name, res.code);
 		chain_fail(op, 502, "PROCESSOR_ERROR",
 		           "The payment processor refused the request; nothing was saved");
 	} else if (res.outcome != PROC_SUCCEEDED) {
 		chain_lost(op);
-	} else if ((r = store_proc_customer_put(op->rx->gw->store, op->rx->waker, op->cfg->name,
+	} else if ((r = store_proc_customer_put(op->rx->gw->store, op->rx->waker, op->inst->cfg.name,
 	                                        op->m.customer_id, res.reference, op->cus_have,
 	                                        sizeof(op->cus_have), customer_stored, op)) != 0) {
 		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
@@ -421,22 +419,20 @@ save_processor_method(struct reactor *rx, struct evhttp_request *req, const stru
 		return;
 	}
 	op->inst = pi;
-	op->cfg = &pi->cfg;
-	op->pt = pi->type;
 	fgw_strlcpy(op->source, who->source, sizeof(op->source));
 	fgw_random_id("pm_", op->m.id, sizeof(op->m.id));
 	fgw_strlcpy(op->m.customer_id, who->subject, sizeof(op->m.customer_id));
 	fgw_strlcpy(op->m.nickname, nickname, sizeof(op->m.nickname));
-	fgw_strlcpy(op->m.processor, op->cfg->name, sizeof(op->m.processor));
+	fgw_strlcpy(op->m.processor, op->inst->cfg.name, sizeof(op->m.processor));
 	fgw_strlcpy(op->m.processor_method, pm, sizeof(op->m.processor_method));
-	r = store_proc_customer_get(rx->reader, op->cfg->name, who->subject,
+	r = store_proc_customer_get(rx->reader, op->inst->cfg.name, who->subject,
 	                            op->m.processor_customer, sizeof(op->m.processor_customer));
 	if (r == FGW_OK) {
 		chain_attach(op);
 		return;
 	}
 	if (r != FGW_ERR_NOT_FOUND ||
-	    keyed_ref(rx->gw->kr, "customer", op->cfg->name, who->subject, op->ref) != 0 ||
+	    keyed_ref(rx->gw->kr, "customer", op->inst->cfg.name, who->subject, op->ref) != 0 ||
 	    snprintf(key, sizeof(key), "cus-%s", op->ref) >= (int)sizeof(key) ||
 	    chain_call(op, PROC_CALL_CUSTOMER, key, customer_replied) != 0)
 		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
@@ -504,6 +500,69 @@ out:
 	txn_request_free(rq);
 }
 
+/* ---- deleting a card the processor holds ------------------------------ */
+
+static void
+delete_row(struct method_op *op)
+{
+	struct store_audit audit = { op->m.customer_id, op->source, "method.deleted", op->m.id,
+		                         "success", NULL };
+	int r = store_method_delete(op->rx->gw->store, op->rx->waker, op->m.customer_id, op->m.id,
+	                            &audit, changed_done, op);
+	if (r != 0)
+		chain_fail(op, r == FGW_ERR_SHUTDOWN ? 503 : 500,
+		           r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
+		           "The payment method could not be changed");
+}
+
+static void
+detach_replied(void *arg, const struct proc_reply *reply)
+{
+	struct method_op *op = arg;
+	struct proc_result res = op->res; /* ours now; UNKNOWN when not parsed */
+
+	(void)reply;
+	memset(&op->res, 0, sizeof(op->res));
+	if (res.outcome == PROC_SUCCEEDED ||
+	    (res.outcome == PROC_FAILED && strcmp(res.code, "PAYMENT_METHOD_NOT_FOUND") == 0)) {
+		/* Detached now, or attached to no one already. */
+		delete_row(op);
+	} else if (res.outcome == PROC_FAILED) {
+		log_warn("processor %s refused to detach a card (%s)", op->inst->cfg.name, res.code);
+		chain_fail(op, 502, "PROCESSOR_ERROR",
+		           "The payment processor refused to detach the card; it is still saved");
+	} else {
+		/* The same key again replays the detach: delete again. */
+		chain_fail(op, 503, "PROCESSOR_UNAVAILABLE",
+		           "The payment processor did not answer; the card is still saved, "
+		           "send the same request again");
+	}
+	proc_result_clear(&res);
+}
+
+/* DELETE of a saved method a processor holds: detached there first, so
+ * the card is no longer chargeable for the customer at the processor,
+ * then the row goes. A processor no longer configured cannot be asked:
+ * the row goes, and the log says so. */
+static void
+delete_processor_method(struct reactor *rx, struct method_op *op)
+{
+	char ref[33], key[40];
+
+	if ((op->inst = pipeline_proc_find(&rx->env, op->m.processor)) == NULL ||
+	    op->inst->type->build_detach == NULL || op->inst->type->parse_detach == NULL) {
+		log_warn("saved method %s: processor %s is not configured; its card is not detached",
+		         op->m.id, op->m.processor);
+		delete_row(op);
+		return;
+	}
+	if (keyed_ref(rx->gw->kr, "detach", op->m.processor_method, op->m.processor_customer,
+	              ref) != 0 ||
+	    snprintf(key, sizeof(key), "det-%s", ref) >= (int)sizeof(key) ||
+	    chain_call(op, PROC_CALL_DETACH, key, detach_replied) != 0)
+		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+}
+
 static void
 submit_change(struct reactor *rx, struct evhttp_request *req, const char *path,
               const char *pattern, int is_delete)
@@ -526,6 +585,13 @@ submit_change(struct reactor *rx, struct evhttp_request *req, const char *path,
 	}
 	op->ok_message = is_delete ? "Payment method removed successfully"
 	                           : "Default payment method updated successfully";
+	if (is_delete && store_method_get(rx->reader, who.subject, id, &op->m) == 0 &&
+	    op->m.processor_method[0] != '\0') {
+		fgw_strlcpy(op->source, who.source, sizeof(op->source));
+		fgw_strlcpy(op->m.customer_id, who.subject, sizeof(op->m.customer_id));
+		delete_processor_method(rx, op);
+		return;
+	}
 	audit = (struct store_audit){ who.subject, who.source,
 		                          is_delete ? "method.deleted" : "method.default",
 		                          id, "success", NULL };

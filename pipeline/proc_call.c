@@ -57,6 +57,10 @@ build(const struct proc_call *call, struct proc_http *http)
 		return pt->build_attach != NULL && pt->parse_attach != NULL && call->card != NULL
 		           ? pt->build_attach(cfg, call->key, call->method, call->customer, http)
 		           : FGW_ERR_INVALID;
+	case PROC_CALL_DETACH:
+		return pt->build_detach != NULL && pt->parse_detach != NULL
+		           ? pt->build_detach(cfg, call->key, call->method, http)
+		           : FGW_ERR_INVALID;
 	}
 	return FGW_ERR_INVALID;
 }
@@ -83,6 +87,8 @@ parse(const struct proc_call *call, long status, const char *body, size_t len)
 	case PROC_CALL_ATTACH:
 		return pt->parse_attach(cfg, status, body, len, call->customer, call->card,
 		                        call->res);
+	case PROC_CALL_DETACH:
+		return pt->parse_detach(cfg, status, body, len, call->res);
 	}
 	return FGW_ERR_INVALID;
 }

@@ -29,7 +29,8 @@ enum proc_call_op {
 	PROC_CALL_CANCEL,
 	PROC_CALL_REFUND,
 	PROC_CALL_CUSTOMER,     /* a processor customer (build_customer) */
-	PROC_CALL_ATTACH        /* a processor-held card to a customer (build_attach) */
+	PROC_CALL_ATTACH,       /* a processor-held card to a customer (build_attach) */
+	PROC_CALL_DETACH        /* that card from its customer (build_detach) */
 };
 
 /* What became of the request. Only a request that provably never left
@@ -58,9 +59,9 @@ struct proc_call {
 	struct proc_instance *inst;
 	const struct proc_request *charge;      /* CHARGE, CARD */
 	const struct proc_op_request *opreq;    /* STATUS .. REFUND */
-	const char *key;                        /* CUSTOMER, ATTACH: idempotency key */
+	const char *key;                        /* CUSTOMER, ATTACH, DETACH: idempotency key */
 	const char *customer_ref;               /* CUSTOMER: our reference for them */
-	const char *method;                     /* ATTACH: the processor's card id */
+	const char *method;                     /* ATTACH, DETACH: the processor's card id */
 	const char *customer;                   /* ATTACH: the processor's customer */
 	struct proc_result *res;                /* out: the type's reading */
 	struct proc_saved_card *card;           /* out, ATTACH: the attached card */
