@@ -36,6 +36,7 @@
 #include "crypto/secmem.h"
 #include "gateway/gateway.h"
 #include "gateway/mail.h"
+#include "gateway/outbox.h"
 #include "pipeline/events.h"
 #include "pipeline/notify.h"
 #include "store/mail.h"
@@ -69,37 +70,6 @@ struct mail {
 };
 
 /* ---- set-up ------------------------------------------------------------ */
-
-static int
-read_password(const char *path, struct secbuf **out, char *err, size_t errlen)
-{
-	struct stat sb;
-	char *text = NULL;
-	size_t len = 0;
-	int r;
-	if (stat(path, &sb) != 0) {
-		snprintf(err, errlen, "mail_password_file %s: %s", path, strerror(errno));
-		return FGW_ERR_NOT_FOUND;
-	}
-	if (!S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
-		snprintf(err, errlen, "mail_password_file %s: must be a regular file with mode 0600 or stricter",
-		         path);
-		return FGW_ERR_INVALID;
-	}
-	if ((r = fgw_read_secret_file(path, PASSWORD_MAX, &text, &len)) != 0) {
-		snprintf(err, errlen, "mail_password_file %s: %s", path, fgw_strerror(r));
-		return r;
-	}
-	if (len == 0 || memchr(text, '\0', len) != NULL || strpbrk(text, "\r\n") != NULL) {
-		snprintf(err, errlen, "mail_password_file %s: needs one line of text", path);
-		r = FGW_ERR_INVALID;
-	} else {
-		r = secbuf_from(out, text, len);
-	}
-	sodium_memzero(text, len);
-	free(text);
-	return r;
-}
 
 /* ---- listeners (any reactor) ------------------------------------------- */
 
@@ -395,23 +365,16 @@ recorded(void *arg, int rc)
 	pthread_mutex_unlock(&m->mu);
 }
 
-/* Delay before attempt number done + 1: base * 2^(done - 1). */
-static int64_t
-backoff_ms(int64_t base, int done)
-{
-	int shift = done > 1 ? done - 1 : 0;
-	if (shift > 30)
-		shift = 30;
-	return base << shift;
-}
-
 static void
 finish(struct mail *m, struct send *s, CURLcode res)
 {
 	const struct fgw_config *cfg = &m->gw->cfg;
 	struct store_audit audit;
 	char error[160], details[256];
+	const struct outbox_policy policy = { cfg->mail_retry_base_ms, cfg->mail_max_age_s };
+	static const char *const outcomes[] = { "sent", "retry", "failed" };
 	const char *outcome, *event;
+	enum outbox_fate fate;
 	int64_t now = fgw_now_ms(), next = 0;
 	long code = 0;
 	int r;
@@ -419,7 +382,7 @@ finish(struct mail *m, struct send *s, CURLcode res)
 	curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &code);
 	error[0] = '\0';
 	if (res == CURLE_OK) {
-		outcome = "sent";
+		fate = OUTBOX_DELIVERED;
 	} else {
 		/* The server's own words when it answered, else curl's. */
 		const char *why = s->errbuf[0] ? s->errbuf : curl_easy_strerror(res);
@@ -427,24 +390,21 @@ finish(struct mail *m, struct send *s, CURLcode res)
 			snprintf(error, sizeof(error), "SMTP %ld: %.120s", code, why);
 		else
 			(void)fgw_strlcpy(error, why, sizeof(error));
-		next = now + backoff_ms(cfg->mail_retry_base_ms, s->row.attempts + 1);
-		outcome = next > s->row.created_at + cfg->mail_max_age_s * 1000 ? "failed" : "retry";
+		fate = outbox_after_failure(&policy, s->row.attempts, s->row.created_at, now, &next);
 	}
-	atomic_fetch_add(&m->gw->metrics.mail_attempts[strcmp(outcome, "sent") == 0    ? 0
-	                                                : strcmp(outcome, "retry") == 0 ? 1
-	                                                                                : 2],
-	                 1);
-	event = strcmp(outcome, "failed") == 0 ? "mail.abandoned" : "mail.delivery";
+	outcome = outcomes[fate];
+	outbox_count(m->gw->metrics.mail_attempts, fate);
+	event = fate == OUTBOX_FAILED ? "mail.abandoned" : "mail.delivery";
 	snprintf(details, sizeof(details),
 	         "{\"mailId\":\"%s\",\"kind\":\"%s\",\"attempt\":%d,\"smtpCode\":%ld,\"outcome\":\"%s\"}",
 	         s->row.id, s->row.kind, s->row.attempts + 1, code, outcome);
 	audit = (struct store_audit){ "system", "local", event,
 		                          s->row.txn_id[0] ? s->row.txn_id : s->row.id,
-		                          strcmp(outcome, "sent") == 0 ? "success" : "failure", details };
-	if (strcmp(outcome, "failed") == 0)
+		                          fate == OUTBOX_DELIVERED ? "success" : "failure", details };
+	if (fate == OUTBOX_FAILED)
 		log_error("mail %s (%s) given up after %d attempts: %s", s->row.id, s->row.kind,
 		          s->row.attempts + 1, error);
-	else if (strcmp(outcome, "retry") == 0)
+	else if (fate == OUTBOX_RETRY)
 		log_warn("mail %s (%s) not sent, retried in %lld ms: %s", s->row.id, s->row.kind,
 		         (long long)(next - now), error);
 	pthread_mutex_lock(&m->mu);
@@ -685,7 +645,8 @@ mail_setup(struct gateway *gw, struct mail **out, char *err, size_t errlen)
 	pthread_mutex_init(&m->mu, NULL);
 	pthread_cond_init(&m->cv, NULL);
 	if (cfg->mail_password_file[0] != '\0' &&
-	    (r = read_password(cfg->mail_password_file, &m->password, err, errlen)) != 0)
+	    (r = outbox_read_secret("mail_password_file", cfg->mail_password_file, PASSWORD_MAX, 1, 1,
+	                               &m->password, err, errlen)) != 0)
 		goto fail;
 	for (int i = 0; i < cfg->n_mail_clients; i++) {
 		clients[i].client_id = cfg->mail_clients[i].client_id;

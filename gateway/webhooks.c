@@ -32,6 +32,7 @@
 #include "crypto/mac.h"
 #include "crypto/secmem.h"
 #include "gateway/gateway.h"
+#include "gateway/outbox.h"
 #include "gateway/startup.h"
 #include "gateway/webhooks.h"
 #include "pipeline/events.h"
@@ -68,40 +69,6 @@ struct webhooks {
 	struct delivery *live;               /* the same, freed at shutdown if
 	                                        the loop stopped before */
 };
-
-/* A secret file: the whole file, less one trailing newline, not readable
- * by group or others (like every other secret flairgw reads). */
-static int
-read_secret(const char *path, struct secbuf **out, char *err, size_t errlen)
-{
-	struct stat sb;
-	char *text = NULL;
-	size_t len = 0;
-	int r;
-
-	if (stat(path, &sb) != 0) {
-		snprintf(err, errlen, "webhook secret %s: %s", path, strerror(errno));
-		return FGW_ERR_NOT_FOUND;
-	}
-	if (!S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
-		snprintf(err, errlen, "webhook secret %s: must be a regular file with mode 0600 or stricter",
-		         path);
-		return FGW_ERR_INVALID;
-	}
-	if ((r = fgw_read_secret_file(path, SECRET_MAX, &text, &len)) != 0) {
-		snprintf(err, errlen, "webhook secret %s: %s", path, fgw_strerror(r));
-		return r;
-	}
-	if (len < 16 || memchr(text, '\0', len) != NULL) {
-		snprintf(err, errlen, "webhook secret %s: needs at least 16 bytes of text", path);
-		r = FGW_ERR_INVALID;
-	} else {
-		r = secbuf_from(out, text, len);
-	}
-	sodium_memzero(text, len);
-	free(text);
-	return r;
-}
 
 /* ---- outbox writer (any reactor) --------------------------------------- */
 
@@ -254,16 +221,6 @@ on_recorded(void *arg, int rc)
 	free(d);
 }
 
-/* Delay before attempt number `done + 1`: base * 2^(done - 1). */
-static int64_t
-backoff_ms(int64_t base, int done)
-{
-	int shift = done > 1 ? done - 1 : 0;
-	if (shift > 30)
-		shift = 30;
-	return base << shift;
-}
-
 /* The endpoint's client's operators (or the default ones) hear that an
  * event was given up. */
 static void
@@ -299,7 +256,10 @@ on_delivered(void *arg, const struct httpc_response *resp)
 	struct store_outbox_attempt a;
 	struct store_audit audit;
 	char details[256];
-	int64_t now = fgw_now_ms(), deadline = d->row.created_at + cfg->webhook_max_age_s * 1000;
+	const struct outbox_policy policy = { cfg->webhook_retry_base_ms, cfg->webhook_max_age_s };
+	static const char *const outcomes[] = { "delivered", "retry", "failed" };
+	enum outbox_fate fate;
+	int64_t now = fgw_now_ms();
 	int r;
 
 	memset(&a, 0, sizeof(a));
@@ -316,28 +276,26 @@ on_delivered(void *arg, const struct httpc_response *resp)
 		fgw_strlcpy(a.error, fgw_strerror(resp->err), sizeof(a.error));
 	}
 	if (a.error[0] == '\0') {
-		fgw_strlcpy(a.outcome, "delivered", sizeof(a.outcome));
+		fate = OUTBOX_DELIVERED;
 		a.next_attempt_at = d->row.next_attempt_at;
 	} else {
-		a.next_attempt_at = now + backoff_ms(cfg->webhook_retry_base_ms, d->row.attempts + 1);
-		fgw_strlcpy(a.outcome,
-		            a.next_attempt_at > deadline || d->unconfigured ? "failed" : "retry",
-		            sizeof(a.outcome));
+		fate = outbox_after_failure(&policy, d->row.attempts, d->row.created_at, now,
+		                            &a.next_attempt_at);
+		if (d->unconfigured)
+			fate = OUTBOX_FAILED;
 	}
+	fgw_strlcpy(a.outcome, outcomes[fate], sizeof(a.outcome));
 	snprintf(details, sizeof(details),
 	         "{\"outboxId\":\"%s\",\"eventId\":\"%s\",\"attempt\":%d,\"httpStatus\":%d,"
 	         "\"outcome\":\"%s\"}",
 	         d->row.id, d->row.event_id, d->row.attempts + 1, a.http_status, a.outcome);
 	audit = (struct store_audit){ "system", "local", "webhook.delivery", d->row.txn_id,
-		                          strcmp(a.outcome, "delivered") == 0 ? "success" : "failure",
+		                          fate == OUTBOX_DELIVERED ? "success" : "failure",
 		                          details };
-	atomic_fetch_add(&wh->gw->metrics.webhooks_out[strcmp(a.outcome, "delivered") == 0 ? 0
-	                                             : strcmp(a.outcome, "retry") == 0  ? 1
-	                                                                                : 2],
-	                 1);
-	if (strcmp(a.outcome, "delivered") != 0)
+	outbox_count(wh->gw->metrics.webhooks_out, fate);
+	if (fate != OUTBOX_DELIVERED)
 		log_warn("outbox: %s to %s: %s (%s)", d->row.id, d->row.url, a.error, a.outcome);
-	if (strcmp(a.outcome, "failed") == 0)
+	if (fate == OUTBOX_FAILED)
 		notify_abandoned(wh, d, &a);
 	r = store_outbox_attempt(wh->rx->env.store, wh->rx->waker, &a, &audit, 1, on_recorded, d);
 	if (r != 0) {
@@ -448,7 +406,8 @@ webhooks_setup(struct gateway *gw, int subscribe, struct check_report *rep,
 	for (int i = 0; i < cfg->n_inbound_webhooks; i++) {
 		const struct config_inbound_webhook *c = &cfg->inbound_webhooks[i];
 		struct wh_secret *s = &wh->in[wh->n_in];
-		if ((r = read_secret(c->secret_file, &s->secret, err, sizeof(err))) != 0) {
+		if ((r = outbox_read_secret("webhook secret", c->secret_file, SECRET_MAX, 16, 0, &s->secret, err,
+		                              sizeof(err))) != 0) {
 			check_problem(rep, "%s", err);
 			first = first != FGW_OK ? first : r;
 			continue;
@@ -459,8 +418,8 @@ webhooks_setup(struct gateway *gw, int subscribe, struct check_report *rep,
 		wh->n_in++;
 	}
 	for (int i = 0; i < cfg->n_webhook_endpoints; i++) {
-		if ((r = read_secret(cfg->webhook_endpoints[i].secret_file, &wh->out_secret[i], err,
-		                     sizeof(err))) != 0) {
+		if ((r = outbox_read_secret("webhook secret", cfg->webhook_endpoints[i].secret_file,
+		                              SECRET_MAX, 16, 0, &wh->out_secret[i], err, sizeof(err))) != 0) {
 			check_problem(rep, "%s", err);
 			first = first != FGW_OK ? first : r;
 			continue;
