@@ -2169,10 +2169,7 @@ keyring_backup_encrypt(struct keyring *kr, FILE *in, FILE *out)
 	r = fflush(out) == 0 ? FGW_OK : FGW_ERR_IO;
 out:
 	sodium_memzero(&st, sizeof(st));
-	if (buf != NULL) {
-		sodium_memzero(buf, BACKUP_CHUNK);
-		free(buf);
-	}
+	fgw_freezero(buf, BACKUP_CHUNK);
 	free(cbuf);
 	secbuf_free(key);
 	return r;
@@ -2234,10 +2231,7 @@ keyring_backup_decrypt(struct keyring *kr, FILE *in, FILE *out)
 	r = fflush(out) == 0 ? FGW_OK : FGW_ERR_IO;
 out:
 	sodium_memzero(&st, sizeof(st));
-	if (buf != NULL) {
-		sodium_memzero(buf, BACKUP_CHUNK);
-		free(buf);
-	}
+	fgw_freezero(buf, BACKUP_CHUNK);
 	free(cbuf);
 	secbuf_free(key);
 	return r;

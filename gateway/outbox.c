@@ -72,7 +72,6 @@ outbox_read_secret(const char *what, const char *path, size_t max, size_t min_le
 	} else {
 		r = secbuf_from(out, text, len);
 	}
-	sodium_memzero(text, len);
-	free(text);
+	fgw_freezero(text, len);
 	return r;
 }

@@ -875,8 +875,7 @@ await_card_done(void *arg, int rc)
 	}
 	c->answer = NULL;
 	rctx_finish(c, 200, a);
-	sodium_memzero(a, strlen(a));
-	free(a);
+	fgw_freezero(a, strlen(a));
 }
 
 /* Convert with only holdId: the payment waits for the browser, which

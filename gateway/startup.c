@@ -310,10 +310,7 @@ processor_secret(const char *file, const char *env, const char *prefix, struct p
 	} else {
 		fgw_strlcpy(pc->secret, v, sizeof(pc->secret));
 	}
-	if (text != NULL) {
-		sodium_memzero(text, len);
-		free(text);
-	}
+	fgw_freezero(text, len);
 	return r;
 }
 
@@ -433,10 +430,7 @@ startup_jwt(struct gateway *g, struct check_report *rep)
 	}
 	if ((r = jwt_verifier_new(&jc, &g->jwt, err, sizeof(err))) != 0)
 		check_problem(rep, "customer JWTs (jwt_*): %s", err);
-	if (secret != NULL) {
-		sodium_memzero(secret, slen);
-		free(secret);
-	}
+	fgw_freezero(secret, slen);
 	return r;
 }
 
@@ -467,8 +461,7 @@ startup_admin_token(struct gateway *g, struct check_report *rep)
 		g->has_admin_token = 1;
 		r = FGW_OK;
 	}
-	sodium_memzero(tok, len);
-	free(tok);
+	fgw_freezero(tok, len);
 	return r;
 }
 
@@ -751,7 +744,6 @@ gateway_check(const struct fgw_config *cfg, struct check_report *rep)
 	(void)startup_timing(g, rep);
 	(void)startup_listen(&g->cfg, rep);
 	startup_release(g);
-	sodium_memzero(g, sizeof(*g)); /* the configuration held API key hashes */
-	free(g);
+	fgw_freezero(g, sizeof(*g)); /* the configuration held API key hashes */
 	return rep->problems > 0 ? FGW_ERR_INVALID : FGW_OK;
 }

@@ -204,8 +204,7 @@ ctl_rules_test(const struct fgw_config *cfg, int argc, char **argv)
 	rc = FGW_OK;
 out:
 	if (text != NULL) {
-		sodium_memzero(text, len); /* it held a card number */
-		free(text);
+		fgw_freezero(text, len); /* it held a card number */
 	}
 	if (root != NULL && (pan = str_at(root, "card", "number")) != NULL)
 		sodium_memzero((void *)pan, strlen(pan));
