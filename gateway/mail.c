@@ -619,6 +619,8 @@ mail_setup(struct gateway *gw, struct mail **out, char *err, size_t errlen)
 	struct notify_client clients[CONFIG_MAX_MAIL_CLIENTS];
 	struct notify_opts o;
 	struct mail *m = NULL;
+	struct fgw_why why;
+	char msg[768];
 	int r;
 
 	*out = NULL;
@@ -645,9 +647,11 @@ mail_setup(struct gateway *gw, struct mail **out, char *err, size_t errlen)
 	pthread_mutex_init(&m->mu, NULL);
 	pthread_cond_init(&m->cv, NULL);
 	if (cfg->mail_password_file[0] != '\0' &&
-	    (r = outbox_read_secret("mail_password_file", cfg->mail_password_file, PASSWORD_MAX, 1, 1,
-	                               &m->password, err, errlen)) != 0)
+	    (r = outbox_read_secret(cfg->mail_password_file, PASSWORD_MAX, 1, 1, &m->password,
+	                            &why)) != 0) {
+		snprintf(err, errlen, "mail_password_file %s", fgw_why_format(&why, msg, sizeof(msg)));
 		goto fail;
+	}
 	for (int i = 0; i < cfg->n_mail_clients; i++) {
 		clients[i].client_id = cfg->mail_clients[i].client_id;
 		clients[i].from = cfg->mail_clients[i].from;

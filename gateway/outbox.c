@@ -9,8 +9,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include <sodium.h>
-
 #include "core/err.h"
 #include "core/util.h"
 #include "crypto/secmem.h"
@@ -40,8 +38,8 @@ outbox_count(atomic_ullong counters[3], enum outbox_fate fate)
 }
 
 int
-outbox_read_secret(const char *what, const char *path, size_t max, size_t min_len, int one_line,
-                   struct secbuf **out, char *err, size_t errlen)
+outbox_read_secret(const char *path, size_t max, size_t min_len, int one_line,
+                   struct secbuf **out, struct fgw_why *why)
 {
 	struct stat sb;
 	char *text = NULL;
@@ -49,25 +47,23 @@ outbox_read_secret(const char *what, const char *path, size_t max, size_t min_le
 	int r;
 
 	if (stat(path, &sb) != 0) {
-		snprintf(err, errlen, "%s %s: %s", what, path, strerror(errno));
+		fgw_why_set(why, path, 0, 0, "%s", strerror(errno));
 		return FGW_ERR_NOT_FOUND;
 	}
 	if (!S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
-		snprintf(err, errlen, "%s %s: must be a regular file with mode 0600 or stricter", what,
-		         path);
+		fgw_why_set(why, path, 0, 0, "must be a regular file with mode 0600 or stricter");
 		return FGW_ERR_INVALID;
 	}
 	if ((r = fgw_read_secret_file(path, max, &text, &len)) != 0) {
-		snprintf(err, errlen, "%s %s: %s", what, path, fgw_strerror(r));
+		fgw_why_set(why, path, 0, 0, "%s", fgw_strerror(r));
 		return r;
 	}
 	if (len < min_len || memchr(text, '\0', len) != NULL ||
 	    (one_line && strpbrk(text, "\r\n") != NULL)) {
 		if (one_line)
-			snprintf(err, errlen, "%s %s: needs one line of text", what, path);
+			fgw_why_set(why, path, 0, 0, "needs one line of text");
 		else
-			snprintf(err, errlen, "%s %s: needs at least %zu bytes of text", what, path,
-			         min_len);
+			fgw_why_set(why, path, 0, 0, "needs at least %zu bytes of text", min_len);
 		r = FGW_ERR_INVALID;
 	} else {
 		r = secbuf_from(out, text, len);

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct fgw_why;
 struct secbuf;
 
 /* Indexes into a sender's three attempt counters (gateway.h metrics). */
@@ -40,11 +41,10 @@ enum outbox_fate outbox_after_failure(const struct outbox_policy *p, int attempt
 /* Counts one attempt's fate in a sender's counters[3]. */
 void outbox_count(atomic_ullong counters[3], enum outbox_fate fate);
 
-/* Reads a sender's secret file (the whole file less nothing, mode 0600 or
- * stricter, regular) into guarded memory: at least min_len bytes, no NUL,
- * and with one_line no CR or LF. what names it in *err (e.g. "webhook
- * secret"). 0, or a negative FGW_ERR_* code with err filled. */
-int outbox_read_secret(const char *what, const char *path, size_t max, size_t min_len,
-                       int one_line, struct secbuf **out, char *err, size_t errlen);
+/* Reads a sender's secret file (regular, mode 0600 or stricter) into
+ * guarded memory: at least min_len bytes, no NUL, and with one_line no CR
+ * or LF. 0, or a negative FGW_ERR_* code with why filled (where: path). */
+int outbox_read_secret(const char *path, size_t max, size_t min_len, int one_line,
+                       struct secbuf **out, struct fgw_why *why);
 
 #endif

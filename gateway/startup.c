@@ -487,7 +487,7 @@ startup_pipeline(struct gateway *g, struct check_report *rep)
 int
 startup_rules(struct gateway *g, struct check_report *rep)
 {
-	struct rules_error rerr;
+	struct fgw_why rerr;
 	char msg[640];
 	int r;
 	if (g->cfg.rules_file[0] == '\0') {
@@ -495,7 +495,7 @@ startup_rules(struct gateway *g, struct check_report *rep)
 		return FGW_OK;
 	}
 	if ((r = risk_init(&g->risk, g->cfg.rules_file, g->cfg.mode, &rerr)) != 0) {
-		check_problem(rep, "rules_file: %s", rules_error_format(&rerr, msg, sizeof(msg)));
+		check_problem(rep, "rules_file: %s", fgw_why_format(&rerr, msg, sizeof(msg)));
 		return r;
 	}
 	struct rules *cur = rules_slot_get(g->risk.slot);

@@ -395,6 +395,7 @@ webhooks_setup(struct gateway *gw, int subscribe, struct check_report *rep,
 {
 	const struct fgw_config *cfg = &gw->cfg;
 	struct webhooks *wh = NULL;
+	struct fgw_why why;
 	char err[768];
 	int r, first = FGW_OK;
 
@@ -406,9 +407,8 @@ webhooks_setup(struct gateway *gw, int subscribe, struct check_report *rep,
 	for (int i = 0; i < cfg->n_inbound_webhooks; i++) {
 		const struct config_inbound_webhook *c = &cfg->inbound_webhooks[i];
 		struct wh_secret *s = &wh->in[wh->n_in];
-		if ((r = outbox_read_secret("webhook secret", c->secret_file, SECRET_MAX, 16, 0, &s->secret, err,
-		                              sizeof(err))) != 0) {
-			check_problem(rep, "%s", err);
+		if ((r = outbox_read_secret(c->secret_file, SECRET_MAX, 16, 0, &s->secret, &why)) != 0) {
+			check_problem(rep, "webhook secret %s", fgw_why_format(&why, err, sizeof(err)));
 			first = first != FGW_OK ? first : r;
 			continue;
 		}
@@ -418,9 +418,9 @@ webhooks_setup(struct gateway *gw, int subscribe, struct check_report *rep,
 		wh->n_in++;
 	}
 	for (int i = 0; i < cfg->n_webhook_endpoints; i++) {
-		if ((r = outbox_read_secret("webhook secret", cfg->webhook_endpoints[i].secret_file,
-		                              SECRET_MAX, 16, 0, &wh->out_secret[i], err, sizeof(err))) != 0) {
-			check_problem(rep, "%s", err);
+		if ((r = outbox_read_secret(cfg->webhook_endpoints[i].secret_file, SECRET_MAX, 16,
+		                              0, &wh->out_secret[i], &why)) != 0) {
+			check_problem(rep, "webhook secret %s", fgw_why_format(&why, err, sizeof(err)));
 			first = first != FGW_OK ? first : r;
 			continue;
 		}

@@ -31,11 +31,11 @@
 static int
 load(const char *path, struct rules **out)
 {
-	struct rules_error err;
+	struct fgw_why err;
 	char msg[640];
 	int r = rules_load_file(path, NULL, out, &err);
 	if (r != 0)
-		fprintf(stderr, "%s\n", rules_error_format(&err, msg, sizeof(msg)));
+		fprintf(stderr, "%s\n", fgw_why_format(&err, msg, sizeof(msg)));
 	return r;
 }
 
