@@ -53,99 +53,108 @@ backup_key(struct keyring *kr, struct secbuf **out)
 	return FGW_OK;
 }
 
+/* A backup stream's state, key and chunk buffers (plain, sealed). */
+struct stream {
+	crypto_secretstream_xchacha20poly1305_state st;
+	unsigned char *buf, *cbuf;
+	struct secbuf *key;
+};
+#define SEALED_CHUNK (BACKUP_CHUNK + crypto_secretstream_xchacha20poly1305_ABYTES)
+
+static int
+stream_begin(struct keyring *kr, struct stream *s)
+{
+	memset(s, 0, sizeof(*s));
+	if ((s->buf = malloc(BACKUP_CHUNK)) == NULL || (s->cbuf = malloc(SEALED_CHUNK)) == NULL)
+		return FGW_ERR_NOMEM;
+	return backup_key(kr, &s->key);
+}
+
+static void
+stream_end(struct stream *s)
+{
+	sodium_memzero(&s->st, sizeof(s->st));
+	fgw_freezero(s->buf, BACKUP_CHUNK);
+	free(s->cbuf);
+	secbuf_free(s->key);
+}
+
 int
 keyring_backup_encrypt(struct keyring *kr, FILE *in, FILE *out)
 {
-	crypto_secretstream_xchacha20poly1305_state st;
+	struct stream s;
 	unsigned char hdr[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
-	unsigned char *buf = NULL, *cbuf = NULL;
-	struct secbuf *key = NULL;
 	unsigned long long clen;
 	size_t n;
 	int r, eof;
 
-	if ((buf = malloc(BACKUP_CHUNK)) == NULL ||
-	    (cbuf = malloc(BACKUP_CHUNK + crypto_secretstream_xchacha20poly1305_ABYTES)) == NULL) {
-		r = FGW_ERR_NOMEM;
+	if ((r = stream_begin(kr, &s)) != 0)
 		goto out;
-	}
-	if ((r = backup_key(kr, &key)) != 0)
-		goto out;
-	crypto_secretstream_xchacha20poly1305_init_push(&st, hdr, key->data);
+	crypto_secretstream_xchacha20poly1305_init_push(&s.st, hdr, s.key->data);
 	if (fwrite(BACKUP_MAGIC, 1, BACKUP_MAGIC_LEN, out) != BACKUP_MAGIC_LEN ||
 	    fwrite(hdr, 1, sizeof(hdr), out) != sizeof(hdr)) {
 		r = FGW_ERR_IO;
 		goto out;
 	}
 	do {
-		n = fread(buf, 1, BACKUP_CHUNK, in);
+		n = fread(s.buf, 1, BACKUP_CHUNK, in);
 		if (ferror(in)) {
 			r = FGW_ERR_IO;
 			goto out;
 		}
 		eof = feof(in);
 		crypto_secretstream_xchacha20poly1305_push(
-		    &st, cbuf, &clen, buf, n, NULL, 0,
+		    &s.st, s.cbuf, &clen, s.buf, n, NULL, 0,
 		    eof ? crypto_secretstream_xchacha20poly1305_TAG_FINAL : 0);
-		if (fwrite(cbuf, 1, (size_t)clen, out) != (size_t)clen) {
+		if (fwrite(s.cbuf, 1, (size_t)clen, out) != (size_t)clen) {
 			r = FGW_ERR_IO;
 			goto out;
 		}
 	} while (!eof);
 	r = fflush(out) == 0 ? FGW_OK : FGW_ERR_IO;
 out:
-	sodium_memzero(&st, sizeof(st));
-	fgw_freezero(buf, BACKUP_CHUNK);
-	free(cbuf);
-	secbuf_free(key);
+	stream_end(&s);
 	return r;
 }
 
 int
 keyring_backup_decrypt(struct keyring *kr, FILE *in, FILE *out)
 {
-	crypto_secretstream_xchacha20poly1305_state st;
+	struct stream s;
 	unsigned char hdr[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
 	unsigned char magic[BACKUP_MAGIC_LEN], tag = 0;
-	unsigned char *buf = NULL, *cbuf = NULL;
-	const size_t csize = BACKUP_CHUNK + crypto_secretstream_xchacha20poly1305_ABYTES;
-	struct secbuf *key = NULL;
 	unsigned long long mlen;
 	size_t n;
 	int r;
 
-	if ((buf = malloc(BACKUP_CHUNK)) == NULL || (cbuf = malloc(csize)) == NULL) {
-		r = FGW_ERR_NOMEM;
+	if ((r = stream_begin(kr, &s)) != 0)
 		goto out;
-	}
 	if (fread(magic, 1, sizeof(magic), in) != sizeof(magic) ||
 	    memcmp(magic, BACKUP_MAGIC, BACKUP_MAGIC_LEN) != 0 ||
 	    fread(hdr, 1, sizeof(hdr), in) != sizeof(hdr)) {
 		r = FGW_ERR_CRYPTO; /* not a flairgw backup */
 		goto out;
 	}
-	if ((r = backup_key(kr, &key)) != 0)
-		goto out;
-	if (crypto_secretstream_xchacha20poly1305_init_pull(&st, hdr, key->data) != 0) {
+	if (crypto_secretstream_xchacha20poly1305_init_pull(&s.st, hdr, s.key->data) != 0) {
 		r = FGW_ERR_CRYPTO;
 		goto out;
 	}
 	while (tag != crypto_secretstream_xchacha20poly1305_TAG_FINAL) {
-		n = fread(cbuf, 1, csize, in);
+		n = fread(s.cbuf, 1, SEALED_CHUNK, in);
 		if (ferror(in)) {
 			r = FGW_ERR_IO;
 			goto out;
 		}
-		if (crypto_secretstream_xchacha20poly1305_pull(&st, buf, &mlen, &tag, cbuf, n,
+		if (crypto_secretstream_xchacha20poly1305_pull(&s.st, s.buf, &mlen, &tag, s.cbuf, n,
 		                                               NULL, 0) != 0) {
 			r = FGW_ERR_CRYPTO; /* edited, truncated or wrong key */
 			goto out;
 		}
-		if (tag != crypto_secretstream_xchacha20poly1305_TAG_FINAL && n < csize) {
+		if (tag != crypto_secretstream_xchacha20poly1305_TAG_FINAL && n < SEALED_CHUNK) {
 			r = FGW_ERR_CRYPTO; /* the final chunk is missing */
 			goto out;
 		}
-		if (fwrite(buf, 1, (size_t)mlen, out) != (size_t)mlen) {
+		if (fwrite(s.buf, 1, (size_t)mlen, out) != (size_t)mlen) {
 			r = FGW_ERR_IO;
 			goto out;
 		}
@@ -156,9 +165,6 @@ keyring_backup_decrypt(struct keyring *kr, FILE *in, FILE *out)
 	}
 	r = fflush(out) == 0 ? FGW_OK : FGW_ERR_IO;
 out:
-	sodium_memzero(&st, sizeof(st));
-	fgw_freezero(buf, BACKUP_CHUNK);
-	free(cbuf);
-	secbuf_free(key);
+	stream_end(&s);
 	return r;
 }

@@ -33,36 +33,24 @@
 
 enum kek_src { SRC_FILE, SRC_SHARE1, SRC_SHARE2 };
 
+/* One message per source and failure; literals, so *msg needs no buffer. */
+#define SECFILE_MSGS(N)                                                        \
+	{                                                                      \
+		[SECFILE_MISSING] = N " not found",                            \
+		[SECFILE_NOT_REGULAR] = N " is not a regular file",            \
+		[SECFILE_MODE] = N " is accessible by group or others "        \
+		                   "(chmod 600 it)",                           \
+		[SECFILE_SIZE] = N " must hold exactly 32 raw bytes",          \
+		[SECFILE_IO] = N " cannot be read",                            \
+	}
+
 static const char *
 secfile_msg(enum kek_src src, enum secfile_why why)
 {
 	static const char *const msgs[3][6] = {
-		[SRC_FILE] = {
-			[SECFILE_MISSING] = "KEK file not found",
-			[SECFILE_NOT_REGULAR] = "KEK file is not a regular file",
-			[SECFILE_MODE] = "KEK file is accessible by group or others "
-			                 "(chmod 600 it)",
-			[SECFILE_SIZE] = "KEK file must hold exactly 32 raw bytes",
-			[SECFILE_IO] = "KEK file cannot be read",
-		},
-		[SRC_SHARE1] = {
-			[SECFILE_MISSING] = "KEK share 1 file not found",
-			[SECFILE_NOT_REGULAR] = "KEK share 1 is not a regular file",
-			[SECFILE_MODE] = "KEK share 1 file is accessible by group or "
-			                 "others (chmod 600 it)",
-			[SECFILE_SIZE] = "KEK share 1 file must hold exactly 32 raw "
-			                 "bytes",
-			[SECFILE_IO] = "KEK share 1 file cannot be read",
-		},
-		[SRC_SHARE2] = {
-			[SECFILE_MISSING] = "KEK share 2 file not found",
-			[SECFILE_NOT_REGULAR] = "KEK share 2 is not a regular file",
-			[SECFILE_MODE] = "KEK share 2 file is accessible by group or "
-			                 "others (chmod 600 it)",
-			[SECFILE_SIZE] = "KEK share 2 file must hold exactly 32 raw "
-			                 "bytes",
-			[SECFILE_IO] = "KEK share 2 file cannot be read",
-		},
+		[SRC_FILE] = SECFILE_MSGS("KEK file"),
+		[SRC_SHARE1] = SECFILE_MSGS("KEK share 1 file"),
+		[SRC_SHARE2] = SECFILE_MSGS("KEK share 2 file"),
 	};
 	const char *m = NULL;
 

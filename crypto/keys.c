@@ -661,16 +661,22 @@ keyring_status_json(struct keyring *kr, char **out)
 	return r;
 }
 
+/* Keyed BLAKE2b-256 of msg under k, which never changes after open. */
+static int
+skey_mac(const struct skey *k, const void *msg, size_t len, unsigned char out[32])
+{
+	if (msg == NULL && len > 0)
+		return FGW_ERR_INVALID;
+	if (crypto_generichash(out, 32, msg, len, k->key->data, KEY_LEN) != 0)
+		return FGW_ERR_INTERNAL;
+	return FGW_OK;
+}
+
 int
 keyring_audit_mac(struct keyring *kr, const void *msg, size_t len,
                   unsigned char mac[32])
 {
-	if (msg == NULL && len > 0)
-		return FGW_ERR_INVALID;
-	if (crypto_generichash(mac, 32, msg, len, kr->st.amac.key->data,
-	                       KEY_LEN) != 0)
-		return FGW_ERR_INTERNAL;
-	return FGW_OK;
+	return skey_mac(&kr->st.amac, msg, len, mac);
 }
 
 int
@@ -780,12 +786,7 @@ int
 keyring_fingerprint_mac(struct keyring *kr, const void *msg, size_t len,
                         unsigned char out[32])
 {
-	if (msg == NULL && len > 0)
-		return FGW_ERR_INVALID;
-	if (crypto_generichash(out, 32, msg, len, kr->st.fp.key->data,
-	                       KEY_LEN) != 0)
-		return FGW_ERR_INTERNAL;
-	return FGW_OK;
+	return skey_mac(&kr->st.fp, msg, len, out);
 }
 
 /* The idempotency MAC key: a KDF subkey of the fingerprint key (which is

@@ -458,67 +458,72 @@ p_skey(const cJSON *root, const char *name, const char *prefix, int with_pk,
 	return FGW_OK;
 }
 
+/* The key list root's array name (at least one object, each with a
+ * "status"): one(o, status, n, st) reads each, n being the list's size. */
 static int
-p_dkeys(const cJSON *root, struct ring_state *st)
+p_keys(const cJSON *root, const char *name, struct ring_state *st,
+       int (*one)(const cJSON *o, const char *status, size_t n, struct ring_state *st))
 {
-	const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "dataKeys");
+	const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, name);
 	const cJSON *o;
-	int n, r;
+	int size, r;
 
-	if (!cJSON_IsArray(arr) || (n = cJSON_GetArraySize(arr)) < 1)
+	if (!cJSON_IsArray(arr) || (size = cJSON_GetArraySize(arr)) < 1)
 		return FGW_ERR_INVALID;
-	if ((st->dk = calloc((size_t)n, sizeof(*st->dk))) == NULL)
-		return FGW_ERR_NOMEM;
 	cJSON_ArrayForEach(o, arr) {
-		struct dkey *k = &st->dk[st->ndk++];
 		const char *status = p_str(o, "status");
 		if (!cJSON_IsObject(o) || status == NULL)
 			return FGW_ERR_INVALID;
-		if (strcmp(status, "active") == 0)
-			k->active = 1;
-		else if (strcmp(status, "retired") != 0)
-			return FGW_ERR_INVALID;
-		if ((r = p_id(o, "dk_", k->id)) != FGW_OK ||
-		    (r = p_ms(o, "created", &k->created_ms)) != FGW_OK ||
-		    (!k->active &&
-		     (r = p_ms(o, "retired", &k->retired_ms)) != FGW_OK) ||
-		    (r = p_wrapped(o, &k->wrapped)) != FGW_OK)
+		if ((r = one(o, status, (size_t)size, st)) != FGW_OK)
 			return r;
 	}
 	return FGW_OK;
 }
 
 static int
-p_bkeys(const cJSON *root, struct ring_state *st)
+p_dkey(const cJSON *o, const char *status, size_t n, struct ring_state *st)
 {
-	const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "boxKeys");
-	const cJSON *o;
-	int n, r;
+	struct dkey *k;
+	int r;
 
-	if (!cJSON_IsArray(arr) || (n = cJSON_GetArraySize(arr)) < 1)
-		return FGW_ERR_INVALID;
-	if ((st->bk = calloc((size_t)n, sizeof(*st->bk))) == NULL)
+	if (st->dk == NULL && (st->dk = calloc(n, sizeof(*st->dk))) == NULL)
 		return FGW_ERR_NOMEM;
-	cJSON_ArrayForEach(o, arr) {
-		struct bkey *k;
-		const char *status = p_str(o, "status");
-		if (!cJSON_IsObject(o) || status == NULL)
+	k = &st->dk[st->ndk++];
+	if (strcmp(status, "active") == 0)
+		k->active = 1;
+	else if (strcmp(status, "retired") != 0)
+		return FGW_ERR_INVALID;
+	if ((r = p_id(o, "dk_", k->id)) != FGW_OK ||
+	    (r = p_ms(o, "created", &k->created_ms)) != FGW_OK ||
+	    (!k->active &&
+	     (r = p_ms(o, "retired", &k->retired_ms)) != FGW_OK) ||
+	    (r = p_wrapped(o, &k->wrapped)) != FGW_OK)
+		return r;
+	return FGW_OK;
+}
+
+static int
+p_bkey(const cJSON *o, const char *status, size_t n, struct ring_state *st)
+{
+	struct bkey *k;
+	int r;
+
+	if (st->bk == NULL && (st->bk = calloc(n, sizeof(*st->bk))) == NULL)
+		return FGW_ERR_NOMEM;
+	if ((k = calloc(1, sizeof(*k))) == NULL)
+		return FGW_ERR_NOMEM;
+	st->bk[st->nbk++] = k;
+	if (strcmp(status, "previous") == 0) {
+		if ((r = p_ms(o, "expires", &k->expires_ms)) != FGW_OK ||
+		    k->expires_ms == 0)
 			return FGW_ERR_INVALID;
-		if ((k = calloc(1, sizeof(*k))) == NULL)
-			return FGW_ERR_NOMEM;
-		st->bk[st->nbk++] = k;
-		if (strcmp(status, "previous") == 0) {
-			if ((r = p_ms(o, "expires", &k->expires_ms)) != FGW_OK ||
-			    k->expires_ms == 0)
-				return FGW_ERR_INVALID;
-		} else if (strcmp(status, "current") != 0)
-			return FGW_ERR_INVALID;
-		if ((r = p_id(o, "gk_", k->id)) != FGW_OK ||
-		    (r = p_ms(o, "created", &k->created_ms)) != FGW_OK ||
-		    (r = p_b64(o, "publicKey", k->pk, sizeof(k->pk))) != FGW_OK ||
-		    (r = p_wrapped(o, &k->wrapped)) != FGW_OK)
-			return r;
-	}
+	} else if (strcmp(status, "current") != 0)
+		return FGW_ERR_INVALID;
+	if ((r = p_id(o, "gk_", k->id)) != FGW_OK ||
+	    (r = p_ms(o, "created", &k->created_ms)) != FGW_OK ||
+	    (r = p_b64(o, "publicKey", k->pk, sizeof(k->pk))) != FGW_OK ||
+	    (r = p_wrapped(o, &k->wrapped)) != FGW_OK)
+		return r;
 	return FGW_OK;
 }
 
@@ -546,12 +551,12 @@ ring_parse(const char *text, size_t len, struct ring_state *st)
 	    p_b64(o, "salt", st->check_salt, sizeof(st->check_salt)) != FGW_OK ||
 	    p_b64(o, "mac", st->check_mac, sizeof(st->check_mac)) != FGW_OK)
 		goto out;
-	if ((r = p_dkeys(root, st)) != FGW_OK ||
+	if ((r = p_keys(root, "dataKeys", st, p_dkey)) != FGW_OK ||
 	    (r = p_skey(root, "fingerprintKey", "fk_", 0, &st->fp)) != FGW_OK ||
 	    (r = p_skey(root, "auditMacKey", "am_", 0, &st->amac)) != FGW_OK ||
 	    (r = p_skey(root, "auditSigningKey", "as_", 1, &st->asign)) !=
 	        FGW_OK ||
-	    (r = p_bkeys(root, st)) != FGW_OK)
+	    (r = p_keys(root, "boxKeys", st, p_bkey)) != FGW_OK)
 		goto out;
 	r = FGW_OK;
 out:
