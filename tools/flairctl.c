@@ -66,6 +66,29 @@ struct command {
 	const char *more;      /* printed by --help after the usage line, or NULL */
 };
 
+/* FGW_OK when ok; else the command's usage on stderr, FGW_ERR_INVALID. */
+static int
+usage_unless(int ok, const char *usage)
+{
+	if (ok)
+		return FGW_OK;
+	fprintf(stderr, "usage: flairctl %s\n", usage);
+	return FGW_ERR_INVALID;
+}
+
+/* The key ring's options as the configuration names them. */
+static void
+keyring_opts_of(const struct ctl *c, struct keyring_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->dir = c->cfg.keys_dir;
+	o->kek_file = c->cfg.kek_file[0] ? c->cfg.kek_file : NULL;
+	o->kek_env = c->cfg.kek_env[0] ? c->cfg.kek_env : NULL;
+	o->kek_share1 = c->cfg.kek_share1[0] ? c->cfg.kek_share1 : NULL;
+	o->kek_share2 = c->cfg.kek_share2[0] ? c->cfg.kek_share2 : NULL;
+	o->box_grace_ms = c->cfg.box_key_grace_s * 1000;
+}
+
 static int
 open_keyring(struct ctl *c)
 {
@@ -74,13 +97,7 @@ open_keyring(struct ctl *c)
 	int r;
 	if (c->kr != NULL)
 		return FGW_OK;
-	memset(&o, 0, sizeof(o));
-	o.dir = c->cfg.keys_dir;
-	o.kek_file = c->cfg.kek_file[0] ? c->cfg.kek_file : NULL;
-	o.kek_env = c->cfg.kek_env[0] ? c->cfg.kek_env : NULL;
-	o.kek_share1 = c->cfg.kek_share1[0] ? c->cfg.kek_share1 : NULL;
-	o.kek_share2 = c->cfg.kek_share2[0] ? c->cfg.kek_share2 : NULL;
-	o.box_grace_ms = c->cfg.box_key_grace_s * 1000;
+	keyring_opts_of(c, &o);
 	if ((r = keyring_open(&o, &c->kr, &why)) != 0)
 		fprintf(stderr, "flairctl: key ring %s: %s\n", c->cfg.keys_dir,
 		        why ? why : fgw_strerror(r));
@@ -169,13 +186,7 @@ cmd_keys_init(struct ctl *c, int argc, char **argv)
 		fprintf(stderr, "flairctl: %s exists: the key ring is already initialised\n", path);
 		return FGW_ERR_EXISTS;
 	}
-	memset(&o, 0, sizeof(o));
-	o.dir = c->cfg.keys_dir;
-	o.kek_file = c->cfg.kek_file[0] ? c->cfg.kek_file : NULL;
-	o.kek_env = c->cfg.kek_env[0] ? c->cfg.kek_env : NULL;
-	o.kek_share1 = c->cfg.kek_share1[0] ? c->cfg.kek_share1 : NULL;
-	o.kek_share2 = c->cfg.kek_share2[0] ? c->cfg.kek_share2 : NULL;
-	o.box_grace_ms = c->cfg.box_key_grace_s * 1000;
+	keyring_opts_of(c, &o);
 	o.create = 1;
 	if ((r = keyring_open(&o, &c->kr, &why)) != 0) {
 		fprintf(stderr, "flairctl: key ring %s: %s\n", c->cfg.keys_dir, why ? why : fgw_strerror(r));
@@ -338,10 +349,8 @@ cmd_keys_processor_import(struct ctl *c, int argc, char **argv)
 	char path[600], *text = NULL;
 	size_t len = 0;
 	int r;
-	if (argc != 2) {
-		fprintf(stderr, "usage: flairctl keys processor-import NAME PUBLIC_KEY_FILE\n");
-		return FGW_ERR_INVALID;
-	}
+	if ((r = usage_unless(argc == 2, "keys processor-import NAME PUBLIC_KEY_FILE")) != 0)
+		return r;
 	if (argv[0][0] == '\0' || strlen(argv[0]) > 32 ||
 	    strspn(argv[0], "abcdefghijklmnopqrstuvwxyz0123456789_-") != strlen(argv[0])) {
 		fprintf(stderr, "flairctl: processor name must be 1-32 of a-z 0-9 _ -\n");
@@ -390,11 +399,8 @@ static int
 cmd_keys_retire(struct ctl *c, int argc, char **argv)
 {
 	int r;
-	if (argc != 1) {
-		fprintf(stderr, "usage: flairctl keys retire DATA_KEY_ID\n");
-		return FGW_ERR_INVALID;
-	}
-	if ((r = open_keyring(c)) != 0)
+	if ((r = usage_unless(argc == 1, "keys retire DATA_KEY_ID")) != 0 ||
+	    (r = open_keyring(c)) != 0)
 		return r;
 	r = keyring_retire_data_key(c->kr, argv[0]);
 	audit_admin(c, "key.retired", argv[0], r, "{\"kind\":\"data\"}");
@@ -422,10 +428,8 @@ cmd_seal(struct ctl *c, int argc, char **argv)
 	ssize_t n;
 	int r, k;
 	(void)c;
-	if (argc != 1) {
-		fprintf(stderr, "usage: flairctl seal PUBLIC_KEY_JSON_FILE < card.json\n");
-		return FGW_ERR_INVALID;
-	}
+	if ((r = usage_unless(argc == 1, "seal PUBLIC_KEY_JSON_FILE < card.json")) != 0)
+		return r;
 	if ((r = sealed_load_pubkey(argv[0], &pk)) != 0) {
 		fprintf(stderr, "flairctl: %s: %s\n", argv[0], fgw_strerror(r));
 		return r;
@@ -476,11 +480,7 @@ cmd_txn_show(struct ctl *c, int argc, char **argv)
 	struct store_txn_row row;
 	char *json = NULL;
 	int r;
-	if (argc != 1) {
-		fprintf(stderr, "usage: flairctl txn show TXN_ID\n");
-		return FGW_ERR_INVALID;
-	}
-	if ((r = open_store(c)) != 0)
+	if ((r = usage_unless(argc == 1, "txn show TXN_ID")) != 0 || (r = open_store(c)) != 0)
 		return r;
 	memset(&row, 0, sizeof(row));
 	if ((r = store_txn_get(c->reader, NULL, argv[0], &row)) != 0) {
@@ -562,11 +562,8 @@ cmd_audit_verify(struct ctl *c, int argc, char **argv)
 		rmdir(dir);
 		return r;
 	}
-	if (argc != 0) {
-		fprintf(stderr, "usage: flairctl audit verify [--backup FILE]\n");
-		return FGW_ERR_INVALID;
-	}
-	if ((r = open_store(c)) != 0)
+	if ((r = usage_unless(argc == 0, "audit verify [--backup FILE]")) != 0 ||
+	    (r = open_store(c)) != 0)
 		return r;
 	return verify_reader(c, c->reader, c->cfg.database);
 }
@@ -577,11 +574,7 @@ cmd_audit_checkpoint(struct ctl *c, int argc, char **argv)
 	unsigned char pk[32];
 	int r;
 	(void)argv;
-	if (argc != 0) {
-		fprintf(stderr, "usage: flairctl audit checkpoint\n");
-		return FGW_ERR_INVALID;
-	}
-	if ((r = open_writer(c)) != 0)
+	if ((r = usage_unless(argc == 0, "audit checkpoint")) != 0 || (r = open_writer(c)) != 0)
 		return r;
 	keyring_audit_public(c->kr, pk);
 	/* Queued first, so the checkpoint queued after it signs it too. */
@@ -836,11 +829,7 @@ cmd_backup_now(struct ctl *c, int argc, char **argv)
 	char *details = NULL, err[256];
 	int r, attempts = 0;
 	(void)argv;
-	if (argc != 0) {
-		fprintf(stderr, "usage: flairctl backup now\n");
-		return FGW_ERR_INVALID;
-	}
-	if ((r = open_keyring(c)) != 0)
+	if ((r = usage_unless(argc == 0, "backup now")) != 0 || (r = open_keyring(c)) != 0)
 		return r;
 	if ((r = backup_make(&c->cfg, c->kr, &bi)) != 0) {
 		fprintf(stderr, "flairctl: backup: %s\n", fgw_strerror(r));
@@ -894,10 +883,9 @@ static int
 cmd_backup_verify(struct ctl *c, int argc, char **argv)
 {
 	char *vargv[2];
-	if (argc != 1) {
-		fprintf(stderr, "usage: flairctl backup verify FILE\n");
-		return FGW_ERR_INVALID;
-	}
+	int r;
+	if ((r = usage_unless(argc == 1, "backup verify FILE")) != 0)
+		return r;
 	vargv[0] = "--backup";
 	vargv[1] = argv[0];
 	return cmd_audit_verify(c, 2, vargv);
@@ -955,11 +943,8 @@ cmd_backup_export(struct ctl *c, int argc, char **argv)
 {
 	char *details;
 	int r;
-	if (argc != 2) {
-		fprintf(stderr, "usage: flairctl backup export FILE OUT.json\n");
-		return FGW_ERR_INVALID;
-	}
-	if ((r = open_keyring(c)) != 0)
+	if ((r = usage_unless(argc == 2, "backup export FILE OUT.json")) != 0 ||
+	    (r = open_keyring(c)) != 0)
 		return r;
 	r = backup_open(c->kr, argv[0], NULL, argv[1]);
 	if (r == FGW_ERR_EXISTS)
@@ -1059,9 +1044,7 @@ cmd_webhooks_list(struct ctl *c, int argc, char **argv)
 {
 	int64_t limit;
 	int r;
-	if ((r = parse_limit(argc, argv, "webhooks list", &limit)) != 0)
-		return r;
-	if ((r = open_store(c)) != 0)
+	if ((r = parse_limit(argc, argv, "webhooks list", &limit)) != 0 || (r = open_store(c)) != 0)
 		return r;
 	if ((r = store_outbox_list(c->reader, (int)limit, print_outbox, print_attempt, NULL)) != 0)
 		fprintf(stderr, "flairctl: webhooks list: %s\n", fgw_strerror(r));
@@ -1074,35 +1057,56 @@ retry_done(void *arg, int rc)
 	*(int *)arg = rc;
 }
 
+/* What an outbox's retry command says and does; both outboxes share it. */
+struct retry_kind {
+	const char *cmd;          /* "webhooks retry" */
+	const char *usage;        /* after "flairctl " */
+	const char *prefix;       /* of the row ids it takes */
+	const char *event;        /* the audit event */
+	const char *id_name;      /* the id's name in the event's details */
+	const char *when;         /* when the row goes out again */
+	int (*retry)(struct store *st, struct store_waker *w, const char *id, int64_t now_ms,
+	             const struct store_audit *audit, size_t n_audit, store_done_fn done,
+	             void *arg);
+};
+
 static int
-cmd_webhooks_retry(struct ctl *c, int argc, char **argv)
+outbox_retry(struct ctl *c, int argc, char **argv, const struct retry_kind *k)
 {
 	struct store_audit audit;
 	char details[96];
 	int r, done_rc = FGW_ERR_INTERNAL;
-	if (argc != 1 || strncmp(argv[0], "whd_", 4) != 0) {
-		fprintf(stderr, "usage: flairctl webhooks retry OUTBOX_ID (whd_...)\n");
-		return FGW_ERR_INVALID;
-	}
-	if ((r = open_writer(c)) != 0)
+	if ((r = usage_unless(argc == 1 && strncmp(argv[0], k->prefix, strlen(k->prefix)) == 0,
+	                      k->usage)) != 0 ||
+	    (r = open_writer(c)) != 0)
 		return r;
-	snprintf(details, sizeof(details), "{\"outboxId\":\"%.40s\"}", argv[0]);
-	audit = (struct store_audit){ "operator:flairctl", "local", "webhook.retry", argv[0],
-		                          "success", details };
+	snprintf(details, sizeof(details), "{\"%s\":\"%.40s\"}", k->id_name, argv[0]);
+	audit = (struct store_audit){ "operator:flairctl", "local", k->event, argv[0], "success",
+		                          details };
 	/* No waker: done runs on the writer, and store_close waits for it. */
-	if ((r = store_outbox_retry(c->store, NULL, argv[0], fgw_now_ms(), &audit, 1, retry_done,
-	                            &done_rc)) != 0) {
-		fprintf(stderr, "flairctl: webhooks retry: %s\n", fgw_strerror(r));
+	if ((r = k->retry(c->store, NULL, argv[0], fgw_now_ms(), &audit, 1, retry_done,
+	                  &done_rc)) != 0) {
+		fprintf(stderr, "flairctl: %s: %s\n", k->cmd, fgw_strerror(r));
 		return r;
 	}
 	store_close(c->store);
 	c->store = NULL;
 	if (done_rc != 0) {
-		fprintf(stderr, "flairctl: webhooks retry %s: %s\n", argv[0], fgw_strerror(done_rc));
+		fprintf(stderr, "flairctl: %s %s: %s\n", k->cmd, argv[0], fgw_strerror(done_rc));
 		return done_rc;
 	}
-	printf("%s is pending again and will be sent at the next delivery tick\n", argv[0]);
+	printf("%s is pending again and will be sent at the next %s\n", argv[0], k->when);
 	return FGW_OK;
+}
+
+static int
+cmd_webhooks_retry(struct ctl *c, int argc, char **argv)
+{
+	static const struct retry_kind k = { "webhooks retry",
+		                                 "webhooks retry OUTBOX_ID (whd_...)", "whd_",
+		                                 "webhook.retry", "outboxId", "delivery tick",
+		                                 store_outbox_retry };
+	return outbox_retry(c, argc, argv, &k);
 }
 
 /* ---- mail ------------------------------------------------------------- */
@@ -1124,9 +1128,7 @@ cmd_mail_list(struct ctl *c, int argc, char **argv)
 {
 	int64_t limit;
 	int r;
-	if ((r = parse_limit(argc, argv, "mail list", &limit)) != 0)
-		return r;
-	if ((r = open_store(c)) != 0)
+	if ((r = parse_limit(argc, argv, "mail list", &limit)) != 0 || (r = open_store(c)) != 0)
 		return r;
 	if ((r = store_mail_list(c->reader, (int)limit, print_mail, NULL)) != 0)
 		fprintf(stderr, "flairctl: mail list: %s\n", fgw_strerror(r));
@@ -1136,32 +1138,10 @@ cmd_mail_list(struct ctl *c, int argc, char **argv)
 static int
 cmd_mail_retry(struct ctl *c, int argc, char **argv)
 {
-	struct store_audit audit;
-	char details[96];
-	int r, done_rc = FGW_ERR_INTERNAL;
-	if (argc != 1 || strncmp(argv[0], "mail_", 5) != 0) {
-		fprintf(stderr, "usage: flairctl mail retry MAIL_ID (mail_...)\n");
-		return FGW_ERR_INVALID;
-	}
-	if ((r = open_writer(c)) != 0)
-		return r;
-	snprintf(details, sizeof(details), "{\"mailId\":\"%.40s\"}", argv[0]);
-	audit = (struct store_audit){ "operator:flairctl", "local", "mail.retry", argv[0], "success",
-		                          details };
-	/* No waker: done runs on the writer, and store_close waits for it. */
-	if ((r = store_mail_retry(c->store, NULL, argv[0], fgw_now_ms(), &audit, 1, retry_done,
-	                          &done_rc)) != 0) {
-		fprintf(stderr, "flairctl: mail retry: %s\n", fgw_strerror(r));
-		return r;
-	}
-	store_close(c->store);
-	c->store = NULL;
-	if (done_rc != 0) {
-		fprintf(stderr, "flairctl: mail retry %s: %s\n", argv[0], fgw_strerror(done_rc));
-		return done_rc;
-	}
-	printf("%s is pending again and will be sent at the next delivery round\n", argv[0]);
-	return FGW_OK;
+	static const struct retry_kind k = { "mail retry", "mail retry MAIL_ID (mail_...)",
+		                                 "mail_", "mail.retry", "mailId", "delivery round",
+		                                 store_mail_retry };
+	return outbox_retry(c, argc, argv, &k);
 }
 
 /* ---- rules (tools/ctl_rules.c) ------------------------------------------ */
