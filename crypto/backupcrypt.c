@@ -65,7 +65,8 @@ static int
 stream_begin(struct keyring *kr, struct stream *s)
 {
 	memset(s, 0, sizeof(*s));
-	if ((s->buf = malloc(BACKUP_CHUNK)) == NULL || (s->cbuf = malloc(SEALED_CHUNK)) == NULL)
+	if ((s->buf = malloc(BACKUP_CHUNK)) == NULL ||
+	    (s->cbuf = malloc(SEALED_CHUNK)) == NULL)
 		return FGW_ERR_NOMEM;
 	return backup_key(kr, &s->key);
 }
@@ -145,8 +146,8 @@ keyring_backup_decrypt(struct keyring *kr, FILE *in, FILE *out)
 			r = FGW_ERR_IO;
 			goto out;
 		}
-		if (crypto_secretstream_xchacha20poly1305_pull(&s.st, s.buf, &mlen, &tag, s.cbuf, n,
-		                                               NULL, 0) != 0) {
+		if (crypto_secretstream_xchacha20poly1305_pull(&s.st, s.buf, &mlen, &tag, s.cbuf,
+		                                               n, NULL, 0) != 0) {
 			r = FGW_ERR_CRYPTO; /* edited, truncated or wrong key */
 			goto out;
 		}

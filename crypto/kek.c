@@ -34,14 +34,14 @@
 enum kek_src { SRC_FILE, SRC_SHARE1, SRC_SHARE2 };
 
 /* One message per source and failure; literals, so *msg needs no buffer. */
-#define SECFILE_MSGS(N)                                                        \
-	{                                                                      \
-		[SECFILE_MISSING] = N " not found",                            \
-		[SECFILE_NOT_REGULAR] = N " is not a regular file",            \
-		[SECFILE_MODE] = N " is accessible by group or others "        \
-		                   "(chmod 600 it)",                           \
-		[SECFILE_SIZE] = N " must hold exactly 32 raw bytes",          \
-		[SECFILE_IO] = N " cannot be read",                            \
+#define SECFILE_MSGS(N)                                         \
+	{                                                           \
+		[SECFILE_MISSING] = N " not found",                     \
+		[SECFILE_NOT_REGULAR] = N " is not a regular file",     \
+		[SECFILE_MODE] = N " is accessible by group or others " \
+		                   "(chmod 600 it)",                    \
+		[SECFILE_SIZE] = N " must hold exactly 32 raw bytes",   \
+		[SECFILE_IO] = N " cannot be read",                     \
 	}
 
 static const char *
@@ -73,8 +73,8 @@ random_secret(struct secbuf **out)
  * missing, writes two fresh random shares (the ring does not exist yet, so
  * no existing KEK can be lost). */
 static int
-kek_from_shares(const struct keyring_opts *o, int may_generate,
-                struct secbuf **kek, const char **msg)
+kek_from_shares(const struct keyring_opts *o, int may_generate, struct secbuf **kek,
+                const char **msg)
 {
 	struct secbuf *s1 = NULL, *s2 = NULL;
 	enum secfile_why w1 = SECFILE_OK, w2 = SECFILE_OK;
@@ -88,8 +88,7 @@ kek_from_shares(const struct keyring_opts *o, int may_generate,
 	r1 = secbuf_read_secret_file(o->kek_share1, KEY_LEN, &s1, &w1);
 	r2 = secbuf_read_secret_file(o->kek_share2, KEY_LEN, &s2, &w2);
 	if (r1 == FGW_ERR_NOT_FOUND && r2 == FGW_ERR_NOT_FOUND && may_generate) {
-		if ((r = random_secret(&s1)) != FGW_OK ||
-		    (r = random_secret(&s2)) != FGW_OK)
+		if ((r = random_secret(&s1)) != FGW_OK || (r = random_secret(&s2)) != FGW_OK)
 			goto out;
 		if ((r = secbuf_write_secret_file(o->kek_share1, s1)) != FGW_OK) {
 			*msg = "cannot create the KEK share 1 file";
@@ -134,8 +133,8 @@ kek_from_env(const char *val, struct secbuf **kek, const char **msg)
 	 * encoding and lets a too-long value be reported as such. */
 	if ((r = secbuf_alloc(&b, 48)) != FGW_OK)
 		return r;
-	if (sodium_base642bin(b->data, b->len, val, strlen(val), " \t\r\n",
-	                      &got, NULL, sodium_base64_VARIANT_ORIGINAL) != 0 ||
+	if (sodium_base642bin(b->data, b->len, val, strlen(val), " \t\r\n", &got, NULL,
+	                      sodium_base64_VARIANT_ORIGINAL) != 0 ||
 	    got != KEY_LEN) {
 		*msg = "KEK environment variable must hold the base64 of exactly "
 		       "32 bytes";
@@ -151,8 +150,7 @@ out:
 }
 
 static int
-kek_from_file(const char *path, int may_generate, struct secbuf **kek,
-              const char **msg)
+kek_from_file(const char *path, int may_generate, struct secbuf **kek, const char **msg)
 {
 	enum secfile_why why = SECFILE_OK;
 	int r;
@@ -223,19 +221,19 @@ kek_derive_subkeys(struct keyring *kr, const struct secbuf *kek)
 	    (r = secbuf_alloc(&kr->check_key, KEY_LEN)) != FGW_OK ||
 	    (r = secbuf_alloc(&kr->ring_key, KEY_LEN)) != FGW_OK)
 		return r;
-	if (crypto_kdf_derive_from_key(kr->wrap_key->data, KEY_LEN, SUBKEY_WRAP,
+	if (crypto_kdf_derive_from_key(kr->wrap_key->data, KEY_LEN, SUBKEY_WRAP, KDF_CONTEXT,
+	                               kek->data) != 0 ||
+	    crypto_kdf_derive_from_key(kr->check_key->data, KEY_LEN, SUBKEY_CHECK,
 	                               KDF_CONTEXT, kek->data) != 0 ||
-	    crypto_kdf_derive_from_key(kr->check_key->data, KEY_LEN,
-	                               SUBKEY_CHECK, KDF_CONTEXT, kek->data) != 0 ||
-	    crypto_kdf_derive_from_key(kr->ring_key->data, KEY_LEN, SUBKEY_RING,
-	                               KDF_CONTEXT, kek->data) != 0)
+	    crypto_kdf_derive_from_key(kr->ring_key->data, KEY_LEN, SUBKEY_RING, KDF_CONTEXT,
+	                               kek->data) != 0)
 		return FGW_ERR_INTERNAL;
 	return FGW_OK;
 }
 
 void
 kek_check_value(const struct keyring *kr, const unsigned char salt[CHECK_SALT_LEN],
-            unsigned char mac[crypto_generichash_BYTES])
+                unsigned char mac[crypto_generichash_BYTES])
 {
 	crypto_generichash(mac, crypto_generichash_BYTES, salt, CHECK_SALT_LEN,
 	                   kr->check_key->data, KEY_LEN);
@@ -267,9 +265,9 @@ wrap_secret(const struct keyring *kr, const char *purpose, const char *id,
 		return n;
 	randombytes_buf(blob, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
 	if (crypto_aead_xchacha20poly1305_ietf_encrypt(
-	        blob + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, &clen, secret,
-	        KEY_LEN, (const unsigned char *)ad, (unsigned long long)n, NULL,
-	        blob, kr->wrap_key->data) != 0)
+	        blob + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, &clen, secret, KEY_LEN,
+	        (const unsigned char *)ad, (unsigned long long)n, NULL, blob,
+	        kr->wrap_key->data) != 0)
 		return FGW_ERR_INTERNAL;
 	return fgw_b64_encode(blob, sizeof(blob), out);
 }
@@ -294,7 +292,7 @@ kek_b64_exact(const char *text, size_t want, unsigned char *out)
 
 int
 kek_unwrap(const struct keyring *kr, const char *purpose, const char *id,
-              const char *wrapped, struct secbuf **out)
+           const char *wrapped, struct secbuf **out)
 {
 	unsigned char blob[WRAPPED_LEN];
 	struct secbuf *k = NULL;
@@ -310,8 +308,7 @@ kek_unwrap(const struct keyring *kr, const char *purpose, const char *id,
 	if ((r = secbuf_alloc(&k, KEY_LEN)) != FGW_OK)
 		return r;
 	if (crypto_aead_xchacha20poly1305_ietf_decrypt(
-	        k->data, &mlen, NULL,
-	        blob + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+	        k->data, &mlen, NULL, blob + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
 	        sizeof(blob) - crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
 	        (const unsigned char *)ad, (unsigned long long)n, blob,
 	        kr->wrap_key->data) != 0 ||
@@ -331,8 +328,7 @@ kek_new_dkey(const struct keyring *kr, int64_t now, struct dkey *k)
 	memset(k, 0, sizeof(*k));
 	if ((r = fgw_random_id("dk_", k->id, sizeof(k->id))) != FGW_OK ||
 	    (r = random_secret(&k->key)) != FGW_OK ||
-	    (r = wrap_secret(kr, P_DATA, k->id, k->key->data, &k->wrapped)) !=
-	        FGW_OK) {
+	    (r = wrap_secret(kr, P_DATA, k->id, k->key->data, &k->wrapped)) != FGW_OK) {
 		keys_dkey_clear(k);
 		return r;
 	}
@@ -357,8 +353,7 @@ kek_new_bkey(const struct keyring *kr, int64_t now, struct bkey **out)
 		r = FGW_ERR_INTERNAL;
 		goto out;
 	}
-	if ((r = wrap_secret(kr, P_BOX, k->id, k->sk->data, &k->wrapped)) !=
-	    FGW_OK)
+	if ((r = wrap_secret(kr, P_BOX, k->id, k->sk->data, &k->wrapped)) != FGW_OK)
 		goto out;
 	k->created_ms = now;
 	*out = k;
@@ -372,7 +367,7 @@ out:
 /* Turns an Ed25519 seed into the 64-byte secret key (and public key). */
 int
 kek_sign_key_from_seed(const struct secbuf *seed, struct secbuf **sk,
-                   unsigned char pk[crypto_sign_PUBLICKEYBYTES])
+                       unsigned char pk[crypto_sign_PUBLICKEYBYTES])
 {
 	int r;
 
@@ -388,7 +383,7 @@ kek_sign_key_from_seed(const struct secbuf *seed, struct secbuf **sk,
 
 int
 kek_new_skey(const struct keyring *kr, const char *prefix, const char *purpose,
-         int64_t now, struct skey *k)
+             int64_t now, struct skey *k)
 {
 	struct secbuf *seed = NULL;
 	int r;
@@ -396,8 +391,7 @@ kek_new_skey(const struct keyring *kr, const char *prefix, const char *purpose,
 	memset(k, 0, sizeof(*k));
 	if ((r = fgw_random_id(prefix, k->id, sizeof(k->id))) != FGW_OK ||
 	    (r = random_secret(&seed)) != FGW_OK ||
-	    (r = wrap_secret(kr, purpose, k->id, seed->data, &k->wrapped)) !=
-	        FGW_OK)
+	    (r = wrap_secret(kr, purpose, k->id, seed->data, &k->wrapped)) != FGW_OK)
 		goto out;
 	if (strcmp(purpose, P_ASIGN) == 0) {
 		if ((r = kek_sign_key_from_seed(seed, &k->key, k->pk)) != FGW_OK)

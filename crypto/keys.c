@@ -135,8 +135,7 @@ bkey_find_usable(struct keyring *kr, const char *key_id)
 	if (key_id == NULL)
 		return NULL;
 	for (size_t i = 0; i < kr->st.nbk; i++)
-		if (strcmp(kr->st.bk[i]->id, key_id) == 0 &&
-		    bkey_usable(kr->st.bk[i], now))
+		if (strcmp(kr->st.bk[i]->id, key_id) == 0 && bkey_usable(kr->st.bk[i], now))
 			return kr->st.bk[i];
 	return NULL;
 }
@@ -151,8 +150,7 @@ keys_id_valid(const char *s, const char *prefix)
 		return 0;
 	for (size_t i = plen; i < n; i++) {
 		char c = s[i];
-		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-		      (c >= 'A' && c <= 'Z')))
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')))
 			return 0;
 	}
 	return 1;
@@ -187,8 +185,7 @@ lock_init(struct keyring *kr)
 	if (pthread_rwlockattr_init(&attr) != 0)
 		return FGW_ERR_INTERNAL;
 	/* Rotation must not starve behind a steady stream of readers. */
-	pthread_rwlockattr_setkind_np(&attr,
-	                              PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	rc = pthread_rwlock_init(kr->lock, &attr);
 	pthread_rwlockattr_destroy(&attr);
 	if (rc != 0)
@@ -220,8 +217,7 @@ unlock(const struct keyring *kr)
 }
 
 int
-keyring_open(const struct keyring_opts *opts, struct keyring **out,
-             const char **err_msg)
+keyring_open(const struct keyring_opts *opts, struct keyring **out, const char **err_msg)
 {
 	struct keyring *kr = NULL;
 	struct secbuf *kek = NULL;
@@ -251,11 +247,9 @@ keyring_open(const struct keyring_opts *opts, struct keyring **out,
 	}
 	if ((r = lock_init(kr)) != FGW_OK)
 		goto out;
-	kr->box_grace_ms = opts->box_grace_ms ? opts->box_grace_ms
-	                                      : DEFAULT_BOX_GRACE_MS;
+	kr->box_grace_ms = opts->box_grace_ms ? opts->box_grace_ms : DEFAULT_BOX_GRACE_MS;
 	if ((r = fgw_strlcpy(kr->dir, opts->dir, sizeof(kr->dir))) != FGW_OK ||
-	    (r = path_join(kr->path, sizeof(kr->path), opts->dir, RING_FILE)) !=
-	        FGW_OK ||
+	    (r = path_join(kr->path, sizeof(kr->path), opts->dir, RING_FILE)) != FGW_OK ||
 	    (r = path_join(kr->lock_path, sizeof(kr->lock_path), opts->dir,
 	                   RING_LOCK_FILE)) != FGW_OK) {
 		msg = "keys directory path is too long";
@@ -273,7 +267,8 @@ keyring_open(const struct keyring_opts *opts, struct keyring **out,
 	}
 	if ((sb.st_mode & 077) != 0)
 		log_warn("keys directory %s is accessible by group or others; "
-		         "it should be mode 0700", opts->dir);
+		         "it should be mode 0700",
+		         opts->dir);
 	if (stat(kr->path, &sb) == 0)
 		ring_exists = 1;
 	else if (errno == ENOENT)
@@ -440,8 +435,7 @@ keyring_box_public(const struct keyring *kr, unsigned char pk[32])
 }
 
 int
-keyring_box_current(struct keyring *kr, char *id, size_t idlen,
-                    unsigned char pk[32])
+keyring_box_current(struct keyring *kr, char *id, size_t idlen, unsigned char pk[32])
 {
 	int r;
 
@@ -490,8 +484,7 @@ keyring_rotate_data_key(struct keyring *kr, char *new_id, size_t idlen)
 	wrlock(kr);
 	if ((r = kek_new_dkey(kr, now, &nk)) != FGW_OK)
 		goto out;
-	if ((arr = realloc(kr->st.dk, (kr->st.ndk + 1) * sizeof(*arr))) ==
-	    NULL) {
+	if ((arr = realloc(kr->st.dk, (kr->st.ndk + 1) * sizeof(*arr))) == NULL) {
 		r = FGW_ERR_NOMEM;
 		goto out;
 	}
@@ -552,8 +545,7 @@ keyring_rotate_box_key(struct keyring *kr, char *new_id, size_t idlen)
 	wrlock(kr);
 	if ((r = kek_new_bkey(kr, now, &nk)) != FGW_OK)
 		goto out;
-	if ((arr = realloc(kr->st.bk, (kr->st.nbk + 1) * sizeof(*arr))) ==
-	    NULL) {
+	if ((arr = realloc(kr->st.bk, (kr->st.nbk + 1) * sizeof(*arr))) == NULL) {
 		r = FGW_ERR_NOMEM;
 		goto out;
 	}
@@ -569,8 +561,8 @@ keyring_rotate_box_key(struct keyring *kr, char *new_id, size_t idlen)
 		log_warn("box key rotation failed: %s", msg);
 		goto out;
 	}
-	log_info("rotated box key: %s current, %s valid for %lld ms more",
-	         nk->id, old->id, (long long)kr->box_grace_ms);
+	log_info("rotated box key: %s current, %s valid for %lld ms more", nk->id, old->id,
+	         (long long)kr->box_grace_ms);
 	r = copy_id(new_id, idlen, nk->id);
 	nk = NULL; /* owned by the list now */
 out:
@@ -604,8 +596,7 @@ keyring_reload(struct keyring *kr, const char **err_msg)
 	wrlock(kr);
 	if ((r = ring_load(kr, &ns, &msg)) != FGW_OK)
 		goto out;
-	if (strcmp(ns.fp.id, kr->st.fp.id) != 0 ||
-	    strcmp(ns.amac.id, kr->st.amac.id) != 0 ||
+	if (strcmp(ns.fp.id, kr->st.fp.id) != 0 || strcmp(ns.amac.id, kr->st.amac.id) != 0 ||
 	    strcmp(ns.asign.id, kr->st.asign.id) != 0) {
 		msg = "the key ring file holds different fingerprint or audit keys";
 		r = FGW_ERR_STATE;
@@ -613,8 +604,7 @@ keyring_reload(struct keyring *kr, const char **err_msg)
 	}
 	/* Room in the grave first, so the swap below cannot fail half-way
 	 * (st.nbk >= 1: there is always a current box key). */
-	if ((g = realloc(kr->grave, (kr->ngrave + kr->st.nbk) * sizeof(*g))) ==
-	    NULL) {
+	if ((g = realloc(kr->grave, (kr->ngrave + kr->st.nbk) * sizeof(*g))) == NULL) {
 		r = FGW_ERR_NOMEM;
 		goto out;
 	}
@@ -673,27 +663,23 @@ skey_mac(const struct skey *k, const void *msg, size_t len, unsigned char out[32
 }
 
 int
-keyring_audit_mac(struct keyring *kr, const void *msg, size_t len,
-                  unsigned char mac[32])
+keyring_audit_mac(struct keyring *kr, const void *msg, size_t len, unsigned char mac[32])
 {
 	return skey_mac(&kr->st.amac, msg, len, mac);
 }
 
 int
-keyring_audit_mac_fn(void *ctx, const void *msg, size_t len,
-                     unsigned char mac[32])
+keyring_audit_mac_fn(void *ctx, const void *msg, size_t len, unsigned char mac[32])
 {
 	return keyring_audit_mac(ctx, msg, len, mac);
 }
 
 int
-keyring_audit_sign(struct keyring *kr, const void *msg, size_t len,
-                   unsigned char sig[64])
+keyring_audit_sign(struct keyring *kr, const void *msg, size_t len, unsigned char sig[64])
 {
 	if (msg == NULL && len > 0)
 		return FGW_ERR_INVALID;
-	if (crypto_sign_detached(sig, NULL, msg, len, kr->st.asign.key->data) !=
-	    0)
+	if (crypto_sign_detached(sig, NULL, msg, len, kr->st.asign.key->data) != 0)
 		return FGW_ERR_INTERNAL;
 	return FGW_OK;
 }
@@ -705,9 +691,9 @@ keyring_audit_public(const struct keyring *kr, unsigned char pk[32])
 }
 
 int
-keyring_data_seal(struct keyring *kr, const void *ad, size_t adlen,
-                  const void *m, size_t mlen, unsigned char *out,
-                  size_t outcap, size_t *outlen, char *key_id, size_t idlen)
+keyring_data_seal(struct keyring *kr, const void *ad, size_t adlen, const void *m,
+                  size_t mlen, unsigned char *out, size_t outcap, size_t *outlen,
+                  char *key_id, size_t idlen)
 {
 	const struct dkey *k = NULL;
 	unsigned long long clen = 0;
@@ -727,9 +713,9 @@ keyring_data_seal(struct keyring *kr, const void *ad, size_t adlen,
 		goto out;
 	}
 	randombytes_buf(out, KEYRING_AEAD_NONCEBYTES);
-	if (crypto_aead_xchacha20poly1305_ietf_encrypt(
-	        out + KEYRING_AEAD_NONCEBYTES, &clen, m, mlen, ad, adlen, NULL,
-	        out, k->key->data) != 0) {
+	if (crypto_aead_xchacha20poly1305_ietf_encrypt(out + KEYRING_AEAD_NONCEBYTES, &clen,
+	                                               m, mlen, ad, adlen, NULL, out,
+	                                               k->key->data) != 0) {
 		r = FGW_ERR_INTERNAL;
 		goto out;
 	}
@@ -741,9 +727,8 @@ out:
 }
 
 int
-keyring_data_open(struct keyring *kr, const char *key_id, const void *ad,
-                  size_t adlen, const unsigned char *in, size_t inlen,
-                  struct secbuf **plain)
+keyring_data_open(struct keyring *kr, const char *key_id, const void *ad, size_t adlen,
+                  const unsigned char *in, size_t inlen, struct secbuf **plain)
 {
 	const struct dkey *k = NULL;
 	struct secbuf *p = NULL;
@@ -763,13 +748,13 @@ keyring_data_open(struct keyring *kr, const char *key_id, const void *ad,
 		r = FGW_ERR_CRYPTO;
 		goto out;
 	}
-	if ((r = secbuf_alloc(&p, inlen - KEYRING_AEAD_NONCEBYTES -
-	                              KEYRING_AEAD_ABYTES)) != FGW_OK)
+	if ((r = secbuf_alloc(&p, inlen - KEYRING_AEAD_NONCEBYTES - KEYRING_AEAD_ABYTES)) !=
+	    FGW_OK)
 		goto out;
-	if (crypto_aead_xchacha20poly1305_ietf_decrypt(
-	        p->data, &mlen, NULL, in + KEYRING_AEAD_NONCEBYTES,
-	        inlen - KEYRING_AEAD_NONCEBYTES, ad, adlen, in,
-	        k->key->data) != 0) {
+	if (crypto_aead_xchacha20poly1305_ietf_decrypt(p->data, &mlen, NULL,
+	                                               in + KEYRING_AEAD_NONCEBYTES,
+	                                               inlen - KEYRING_AEAD_NONCEBYTES, ad,
+	                                               adlen, in, k->key->data) != 0) {
 		r = FGW_ERR_CRYPTO;
 		goto out;
 	}
@@ -797,8 +782,8 @@ keyring_fingerprint_mac(struct keyring *kr, const void *msg, size_t len,
 #define REQUEST_MAC_SUBKEY 1
 
 int
-keyring_request_mac(struct keyring *kr, const void *const *parts,
-                    const size_t *lens, size_t n, unsigned char out[32])
+keyring_request_mac(struct keyring *kr, const void *const *parts, const size_t *lens,
+                    size_t n, unsigned char out[32])
 {
 	crypto_generichash_state st;
 	unsigned char sub[KEY_LEN], len8[8];
@@ -808,8 +793,8 @@ keyring_request_mac(struct keyring *kr, const void *const *parts,
 		if (parts[i] == NULL && lens[i] > 0)
 			return FGW_ERR_INVALID;
 	rdlock(kr);
-	if (crypto_kdf_derive_from_key(sub, sizeof(sub), REQUEST_MAC_SUBKEY,
-	                               REQUEST_MAC_CTX, kr->st.fp.key->data) != 0 ||
+	if (crypto_kdf_derive_from_key(sub, sizeof(sub), REQUEST_MAC_SUBKEY, REQUEST_MAC_CTX,
+	                               kr->st.fp.key->data) != 0 ||
 	    crypto_generichash_init(&st, sub, sizeof(sub), 32) != 0)
 		goto out;
 	/* Each part is length-prefixed, so no two part lists give one input. */
@@ -832,8 +817,8 @@ out:
 }
 
 int
-keyring_box_open(struct keyring *kr, const char *key_id,
-                 const unsigned char *c, size_t clen, struct secbuf **plain)
+keyring_box_open(struct keyring *kr, const char *key_id, const unsigned char *c,
+                 size_t clen, struct secbuf **plain)
 {
 	const struct bkey *k = NULL;
 	struct secbuf *p = NULL;
@@ -867,8 +852,7 @@ out:
 }
 
 int
-keyring_audit_sign_fn(void *ctx, const void *msg, size_t len,
-                      unsigned char sig[64])
+keyring_audit_sign_fn(void *ctx, const void *msg, size_t len, unsigned char sig[64])
 {
 	return keyring_audit_sign(ctx, msg, len, sig);
 }
@@ -932,9 +916,8 @@ box_shared(struct keyring *kr, const char *key_id, const unsigned char *peer,
 }
 
 int
-keyring_box_seal_to(struct keyring *kr, const char *key_id,
-                    const unsigned char peer[32], const void *m, size_t mlen,
-                    unsigned char *out)
+keyring_box_seal_to(struct keyring *kr, const char *key_id, const unsigned char peer[32],
+                    const void *m, size_t mlen, unsigned char *out)
 {
 	const unsigned char *k = NULL;
 	struct secbuf *tmp = NULL;
@@ -950,8 +933,8 @@ keyring_box_seal_to(struct keyring *kr, const char *key_id,
 
 int
 keyring_box_open_from(struct keyring *kr, const char *key_id,
-                      const unsigned char peer[32], const unsigned char *c,
-                      size_t clen, struct secbuf **plain)
+                      const unsigned char peer[32], const unsigned char *c, size_t clen,
+                      struct secbuf **plain)
 {
 	const unsigned char *k = NULL;
 	struct secbuf *tmp = NULL, *p = NULL;
@@ -963,8 +946,7 @@ keyring_box_open_from(struct keyring *kr, const char *key_id,
 	rdlock(kr);
 	if ((r = box_shared(kr, key_id, peer, &k, &tmp)) != FGW_OK ||
 	    (r = secbuf_alloc(&p, clen - BOX_OVERHEAD)) != FGW_OK ||
-	    (r = box_open_afternm(k, BOX_DIR_STANDALONE, c, clen, p->data)) !=
-	        FGW_OK)
+	    (r = box_open_afternm(k, BOX_DIR_STANDALONE, c, clen, p->data)) != FGW_OK)
 		goto out;
 	*plain = p;
 	p = NULL; /* owned by the caller now */

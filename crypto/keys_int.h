@@ -31,8 +31,8 @@
 #include "crypto/secmem.h"
 
 #define KEY_LEN 32
-#define WRAPPED_LEN                                                          \
-	(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES + KEY_LEN +                \
+#define WRAPPED_LEN                                           \
+	(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES + KEY_LEN + \
 	 crypto_aead_xchacha20poly1305_ietf_ABYTES)
 #define CHECK_SALT_LEN 16
 #define RING_FILE "keyring.json"
@@ -57,44 +57,45 @@ enum { SUBKEY_WRAP = 1, SUBKEY_CHECK = 2, SUBKEY_RING = 3 };
 
 /* ---- 1. the ring in memory ------------------------------------------- */
 
-struct dkey {                   /* a vault data key */
-	char id[KEYRING_ID_MAX];    /* "dk_…" */
-	int active;                 /* exactly one is */
+struct dkey {                /* a vault data key */
+	char id[KEYRING_ID_MAX]; /* "dk_…" */
+	int active;              /* exactly one is */
 	int64_t created_ms;
-	int64_t retired_ms;         /* 0 while active */
-	char *wrapped;              /* base64(nonce || ct || tag) */
-	struct secbuf *key;         /* 32 bytes */
+	int64_t retired_ms; /* 0 while active */
+	char *wrapped;      /* base64(nonce || ct || tag) */
+	struct secbuf *key; /* 32 bytes */
 };
 
-#define BOX_PEERS_MAX 8          /* processor keys per box key (primary,
-                                   failover: a few); more are not cached */
+/* Processor keys per box key (primary, failover: a few); more are not
+ * cached. */
+#define BOX_PEERS_MAX 8
 
-struct bpeer {                  /* a cached crypto_box_beforenm result */
+struct bpeer { /* a cached crypto_box_beforenm result */
 	unsigned char pk[crypto_box_PUBLICKEYBYTES];
 	struct secbuf *k;
 };
 
-struct bkey {                   /* a gateway X25519 box key pair */
-	char id[KEYRING_ID_MAX];    /* "gk_…" */
+struct bkey {                /* a gateway X25519 box key pair */
+	char id[KEYRING_ID_MAX]; /* "gk_…" */
 	int64_t created_ms;
-	int64_t expires_ms;         /* 0: current; else usable while now < it */
+	int64_t expires_ms; /* 0: current; else usable while now < it */
 	unsigned char pk[crypto_box_PUBLICKEYBYTES];
-	char *wrapped;              /* the secret key, wrapped */
-	struct secbuf *sk;          /* NULL once expired and wiped */
+	char *wrapped;     /* the secret key, wrapped */
+	struct secbuf *sk; /* NULL once expired and wiped */
 	struct bpeer peers[BOX_PEERS_MAX];
-	size_t npeers;              /* read and appended under peers_lock */
+	size_t npeers; /* read and appended under peers_lock */
 };
 
-struct skey {                   /* fingerprint, audit MAC, audit signing */
+struct skey { /* fingerprint, audit MAC, audit signing */
 	char id[KEYRING_ID_MAX];
 	int64_t created_ms;
 	unsigned char pk[crypto_sign_PUBLICKEYBYTES]; /* signing key only */
-	char *wrapped;              /* the 32-byte key or Ed25519 seed, wrapped */
-	struct secbuf *key;         /* 32 bytes; for signing the 64-byte sk */
+	char *wrapped;      /* the 32-byte key or Ed25519 seed, wrapped */
+	struct secbuf *key; /* 32 bytes; for signing the 64-byte sk */
 };
 
-struct ring_state {             /* what keyring.json holds */
-	uint64_t generation;        /* bumped by every write */
+struct ring_state {      /* what keyring.json holds */
+	uint64_t generation; /* bumped by every write */
 	unsigned char check_salt[CHECK_SALT_LEN];
 	unsigned char check_mac[crypto_generichash_BYTES];
 	struct dkey *dk;
@@ -106,18 +107,18 @@ struct ring_state {             /* what keyring.json holds */
 };
 
 struct keyring {
-	pthread_rwlock_t *lock;     /* a pointer so const functions can lock */
+	pthread_rwlock_t *lock; /* a pointer so const functions can lock */
 	int lock_ready;
 	pthread_mutex_t peers_lock; /* appends to bkey.peers (see top) */
 	char dir[PATH_MAX];
 	char path[PATH_MAX];
 	char lock_path[PATH_MAX];
 	int64_t box_grace_ms;
-	struct secbuf *wrap_key;    /* subkeys of the KEK */
+	struct secbuf *wrap_key; /* subkeys of the KEK */
 	struct secbuf *check_key;
 	struct secbuf *ring_key;
 	struct ring_state st;
-	struct bkey **grave;        /* retired box entries, secrets wiped */
+	struct bkey **grave; /* retired box entries, secrets wiped */
 	size_t ngrave;
 };
 

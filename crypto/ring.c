@@ -31,7 +31,7 @@
 
 /* ---- 4. keyring.json ------------------------------------------------- */
 
-struct text {                    /* a growable string (no secrets in it) */
+struct text { /* a growable string (no secrets in it) */
 	char *p;
 	size_t len, cap;
 	int err;
@@ -92,25 +92,23 @@ ring_canon(const struct ring_state *st, int64_t now, struct text *t)
 	text_add(t, "%s\n", hex);
 	for (size_t i = 0; i < st->ndk; i++) {
 		const struct dkey *k = &st->dk[i];
-		text_add(t, "dk=%s,%s,%lld,%lld,%s\n", k->id,
-		         k->active ? "active" : "retired", (long long)k->created_ms,
-		         (long long)k->retired_ms, k->wrapped);
+		text_add(t, "dk=%s,%s,%lld,%lld,%s\n", k->id, k->active ? "active" : "retired",
+		         (long long)k->created_ms, (long long)k->retired_ms, k->wrapped);
 	}
 	text_add(t, "fk=%s,%lld,%s\n", st->fp.id, (long long)st->fp.created_ms,
 	         st->fp.wrapped);
-	text_add(t, "am=%s,%lld,%s\n", st->amac.id,
-	         (long long)st->amac.created_ms, st->amac.wrapped);
+	text_add(t, "am=%s,%lld,%s\n", st->amac.id, (long long)st->amac.created_ms,
+	         st->amac.wrapped);
 	fgw_hex(st->asign.pk, sizeof(st->asign.pk), hex);
-	text_add(t, "as=%s,%lld,%s,%s\n", st->asign.id,
-	         (long long)st->asign.created_ms, hex, st->asign.wrapped);
+	text_add(t, "as=%s,%lld,%s,%s\n", st->asign.id, (long long)st->asign.created_ms, hex,
+	         st->asign.wrapped);
 	for (size_t i = 0; i < st->nbk; i++) {
 		const struct bkey *k = st->bk[i];
 		if (keys_bkey_expired(k, now))
 			continue;
 		fgw_hex(k->pk, sizeof(k->pk), hex);
-		text_add(t, "gk=%s,%lld,%lld,%s,%s\n", k->id,
-		         (long long)k->created_ms, (long long)k->expires_ms, hex,
-		         k->wrapped);
+		text_add(t, "gk=%s,%lld,%lld,%s,%s\n", k->id, (long long)k->created_ms,
+		         (long long)k->expires_ms, hex, k->wrapped);
 	}
 	return t->err;
 }
@@ -123,9 +121,8 @@ ring_mac(const struct keyring *kr, const struct ring_state *st, int64_t now,
 	int r;
 
 	if ((r = ring_canon(st, now, &t)) == FGW_OK)
-		crypto_generichash(mac, crypto_generichash_BYTES,
-		                   (const unsigned char *)t.p, t.len,
-		                   kr->ring_key->data, KEY_LEN);
+		crypto_generichash(mac, crypto_generichash_BYTES, (const unsigned char *)t.p,
+		                   t.len, kr->ring_key->data, KEY_LEN);
 	free(t.p);
 	return r;
 }
@@ -140,8 +137,7 @@ j_str(cJSON *o, const char *name, const char *v)
 static int
 j_num(cJSON *o, const char *name, int64_t v)
 {
-	return cJSON_AddNumberToObject(o, name, (double)v) ? FGW_OK
-	                                                  : FGW_ERR_NOMEM;
+	return cJSON_AddNumberToObject(o, name, (double)v) ? FGW_OK : FGW_ERR_NOMEM;
 }
 
 static int
@@ -170,8 +166,7 @@ j_time(cJSON *o, const char *name, int64_t ms)
 /* Adds {"keyId","created",...} for a single key. public_only leaves the
  * wrapped secret out (for keyring_status_json). */
 static int
-j_skey(cJSON *root, const char *name, const struct skey *k, int with_pk,
-       int public_only)
+j_skey(cJSON *root, const char *name, const struct skey *k, int with_pk, int public_only)
 {
 	cJSON *o = cJSON_AddObjectToObject(root, name);
 	int r;
@@ -182,8 +177,7 @@ j_skey(cJSON *root, const char *name, const struct skey *k, int with_pk,
 	    (r = public_only ? j_time(o, "created", k->created_ms)
 	                     : j_num(o, "created", k->created_ms)) != FGW_OK)
 		return r;
-	if (with_pk &&
-	    (r = j_b64(o, "publicKey", k->pk, sizeof(k->pk))) != FGW_OK)
+	if (with_pk && (r = j_b64(o, "publicKey", k->pk, sizeof(k->pk))) != FGW_OK)
 		return r;
 	if (!public_only && (r = j_str(o, "wrapped", k->wrapped)) != FGW_OK)
 		return r;
@@ -211,10 +205,8 @@ ring_json(const struct keyring *kr, const struct ring_state *st, int64_t now,
 		r = FGW_ERR_NOMEM;
 		if ((o = cJSON_AddObjectToObject(root, "kekCheck")) == NULL)
 			goto out;
-		if ((r = j_b64(o, "salt", st->check_salt,
-		               sizeof(st->check_salt))) != FGW_OK ||
-		    (r = j_b64(o, "mac", st->check_mac, sizeof(st->check_mac))) !=
-		        FGW_OK)
+		if ((r = j_b64(o, "salt", st->check_salt, sizeof(st->check_salt))) != FGW_OK ||
+		    (r = j_b64(o, "mac", st->check_mac, sizeof(st->check_mac))) != FGW_OK)
 			goto out;
 	}
 	r = FGW_ERR_NOMEM;
@@ -227,26 +219,20 @@ ring_json(const struct keyring *kr, const struct ring_state *st, int64_t now,
 			goto out;
 		cJSON_AddItemToArray(arr, o);
 		if ((r = j_str(o, "keyId", k->id)) != FGW_OK ||
-		    (r = j_str(o, "status", k->active ? "active" : "retired")) !=
-		        FGW_OK)
+		    (r = j_str(o, "status", k->active ? "active" : "retired")) != FGW_OK)
 			goto out;
 		if (public_only) {
 			if ((r = j_time(o, "created", k->created_ms)) != FGW_OK ||
-			    (!k->active &&
-			     (r = j_time(o, "retired", k->retired_ms)) != FGW_OK))
+			    (!k->active && (r = j_time(o, "retired", k->retired_ms)) != FGW_OK))
 				goto out;
 		} else if ((r = j_num(o, "created", k->created_ms)) != FGW_OK ||
-		           (!k->active &&
-		            (r = j_num(o, "retired", k->retired_ms)) != FGW_OK) ||
+		           (!k->active && (r = j_num(o, "retired", k->retired_ms)) != FGW_OK) ||
 		           (r = j_str(o, "wrapped", k->wrapped)) != FGW_OK)
 			goto out;
 	}
-	if ((r = j_skey(root, "fingerprintKey", &st->fp, 0, public_only)) !=
-	        FGW_OK ||
-	    (r = j_skey(root, "auditMacKey", &st->amac, 0, public_only)) !=
-	        FGW_OK ||
-	    (r = j_skey(root, "auditSigningKey", &st->asign, 1, public_only)) !=
-	        FGW_OK)
+	if ((r = j_skey(root, "fingerprintKey", &st->fp, 0, public_only)) != FGW_OK ||
+	    (r = j_skey(root, "auditMacKey", &st->amac, 0, public_only)) != FGW_OK ||
+	    (r = j_skey(root, "auditSigningKey", &st->asign, 1, public_only)) != FGW_OK)
 		goto out;
 	r = FGW_ERR_NOMEM;
 	if ((arr = cJSON_AddArrayToObject(root, "boxKeys")) == NULL)
@@ -260,8 +246,7 @@ ring_json(const struct keyring *kr, const struct ring_state *st, int64_t now,
 			goto out;
 		cJSON_AddItemToArray(arr, o);
 		if ((r = j_str(o, "keyId", k->id)) != FGW_OK ||
-		    (r = j_str(o, "status",
-		               k->expires_ms ? "previous" : "current")) != FGW_OK ||
+		    (r = j_str(o, "status", k->expires_ms ? "previous" : "current")) != FGW_OK ||
 		    (r = public_only ? j_time(o, "created", k->created_ms)
 		                     : j_num(o, "created", k->created_ms)) != FGW_OK)
 			goto out;
@@ -346,8 +331,7 @@ ring_persist(struct keyring *kr, int64_t now, const char **msg)
 	int lfd = -1, r;
 	size_t i, j;
 
-	lfd = open(kr->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
-	           0600);
+	lfd = open(kr->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (lfd < 0 || flock(lfd, LOCK_EX) != 0) {
 		*msg = "cannot lock the key ring";
 		r = FGW_ERR_IO;
@@ -366,8 +350,7 @@ ring_persist(struct keyring *kr, int64_t now, const char **msg)
 	kr->st.generation++;
 	r = ring_json(kr, &kr->st, now, 0, &text);
 	if (r == FGW_OK &&
-	    (r = fgw_write_file_atomic(kr->path, text, strlen(text), 0600)) ==
-	        FGW_OK)
+	    (r = fgw_write_file_atomic(kr->path, text, strlen(text), 0600)) == FGW_OK)
 		r = sync_dir(kr->dir);
 	if (r != FGW_OK) {
 		kr->st.generation--;
@@ -414,8 +397,7 @@ p_id(const cJSON *o, const char *prefix, char id[KEYRING_ID_MAX])
 
 	if (s == NULL || !keys_id_valid(s, prefix))
 		return FGW_ERR_INVALID;
-	return fgw_strlcpy(id, s, KEYRING_ID_MAX) == FGW_OK ? FGW_OK
-	                                                   : FGW_ERR_INVALID;
+	return fgw_strlcpy(id, s, KEYRING_ID_MAX) == FGW_OK ? FGW_OK : FGW_ERR_INVALID;
 }
 
 static int
@@ -451,8 +433,7 @@ p_skey(const cJSON *root, const char *name, const char *prefix, int with_pk,
 		return FGW_ERR_INVALID;
 	if ((r = p_id(o, prefix, k->id)) != FGW_OK ||
 	    (r = p_ms(o, "created", &k->created_ms)) != FGW_OK ||
-	    (with_pk && (r = p_b64(o, "publicKey", k->pk, sizeof(k->pk))) !=
-	                    FGW_OK) ||
+	    (with_pk && (r = p_b64(o, "publicKey", k->pk, sizeof(k->pk))) != FGW_OK) ||
 	    (r = p_wrapped(o, &k->wrapped)) != FGW_OK)
 		return r;
 	return FGW_OK;
@@ -495,8 +476,7 @@ p_dkey(const cJSON *o, const char *status, size_t n, struct ring_state *st)
 		return FGW_ERR_INVALID;
 	if ((r = p_id(o, "dk_", k->id)) != FGW_OK ||
 	    (r = p_ms(o, "created", &k->created_ms)) != FGW_OK ||
-	    (!k->active &&
-	     (r = p_ms(o, "retired", &k->retired_ms)) != FGW_OK) ||
+	    (!k->active && (r = p_ms(o, "retired", &k->retired_ms)) != FGW_OK) ||
 	    (r = p_wrapped(o, &k->wrapped)) != FGW_OK)
 		return r;
 	return FGW_OK;
@@ -514,8 +494,7 @@ p_bkey(const cJSON *o, const char *status, size_t n, struct ring_state *st)
 		return FGW_ERR_NOMEM;
 	st->bk[st->nbk++] = k;
 	if (strcmp(status, "previous") == 0) {
-		if ((r = p_ms(o, "expires", &k->expires_ms)) != FGW_OK ||
-		    k->expires_ms == 0)
+		if ((r = p_ms(o, "expires", &k->expires_ms)) != FGW_OK || k->expires_ms == 0)
 			return FGW_ERR_INVALID;
 	} else if (strcmp(status, "current") != 0)
 		return FGW_ERR_INVALID;
@@ -537,11 +516,9 @@ ring_parse(const char *text, size_t len, struct ring_state *st)
 	int64_t v;
 	int r = FGW_ERR_INVALID;
 
-	if ((root = fgw_json_parse_strict(text, len)) == NULL ||
-	    !cJSON_IsObject(root))
+	if ((root = fgw_json_parse_strict(text, len)) == NULL || !cJSON_IsObject(root))
 		goto out;
-	if ((fmt = p_str(root, "format")) == NULL ||
-	    strcmp(fmt, RING_FORMAT) != 0 ||
+	if ((fmt = p_str(root, "format")) == NULL || strcmp(fmt, RING_FORMAT) != 0 ||
 	    p_ms(root, "version", &v) != FGW_OK || v != RING_VERSION ||
 	    p_ms(root, "generation", &v) != FGW_OK)
 		goto out;
@@ -554,8 +531,7 @@ ring_parse(const char *text, size_t len, struct ring_state *st)
 	if ((r = p_keys(root, "dataKeys", st, p_dkey)) != FGW_OK ||
 	    (r = p_skey(root, "fingerprintKey", "fk_", 0, &st->fp)) != FGW_OK ||
 	    (r = p_skey(root, "auditMacKey", "am_", 0, &st->amac)) != FGW_OK ||
-	    (r = p_skey(root, "auditSigningKey", "as_", 1, &st->asign)) !=
-	        FGW_OK ||
+	    (r = p_skey(root, "auditSigningKey", "as_", 1, &st->asign)) != FGW_OK ||
 	    (r = p_keys(root, "boxKeys", st, p_bkey)) != FGW_OK)
 		goto out;
 	r = FGW_OK;
@@ -567,8 +543,7 @@ out:
 /* The MAC stored in the file (parsed separately: it is not part of the
  * canonical text it covers). */
 static int
-ring_stored_mac(const char *text, size_t len,
-                unsigned char mac[crypto_generichash_BYTES])
+ring_stored_mac(const char *text, size_t len, unsigned char mac[crypto_generichash_BYTES])
 {
 	cJSON *root = fgw_json_parse_strict(text, len);
 	int r = FGW_ERR_INVALID;
@@ -623,16 +598,13 @@ ring_unwrap(const struct keyring *kr, struct ring_state *st, int64_t now)
 	st->nbk = j;
 	for (i = 0; i < st->ndk; i++) {
 		struct dkey *k = &st->dk[i];
-		if ((r = kek_unwrap(kr, P_DATA, k->id, k->wrapped, &k->key)) !=
-		    FGW_OK)
+		if ((r = kek_unwrap(kr, P_DATA, k->id, k->wrapped, &k->key)) != FGW_OK)
 			goto out;
 	}
-	if ((r = kek_unwrap(kr, P_FP, st->fp.id, st->fp.wrapped,
-	                       &st->fp.key)) != FGW_OK ||
-	    (r = kek_unwrap(kr, P_AMAC, st->amac.id, st->amac.wrapped,
-	                       &st->amac.key)) != FGW_OK ||
-	    (r = kek_unwrap(kr, P_ASIGN, st->asign.id, st->asign.wrapped,
-	                       &seed)) != FGW_OK ||
+	if ((r = kek_unwrap(kr, P_FP, st->fp.id, st->fp.wrapped, &st->fp.key)) != FGW_OK ||
+	    (r = kek_unwrap(kr, P_AMAC, st->amac.id, st->amac.wrapped, &st->amac.key)) !=
+	        FGW_OK ||
+	    (r = kek_unwrap(kr, P_ASIGN, st->asign.id, st->asign.wrapped, &seed)) != FGW_OK ||
 	    (r = kek_sign_key_from_seed(seed, &st->asign.key, pk)) != FGW_OK)
 		goto out;
 	if (sodium_memcmp(pk, st->asign.pk, crypto_sign_PUBLICKEYBYTES) != 0) {
@@ -641,8 +613,7 @@ ring_unwrap(const struct keyring *kr, struct ring_state *st, int64_t now)
 	}
 	for (i = 0; i < st->nbk; i++) {
 		struct bkey *k = st->bk[i];
-		if ((r = kek_unwrap(kr, P_BOX, k->id, k->wrapped, &k->sk)) !=
-		    FGW_OK)
+		if ((r = kek_unwrap(kr, P_BOX, k->id, k->wrapped, &k->sk)) != FGW_OK)
 			goto out;
 		if (crypto_scalarmult_base(pk, k->sk->data) != 0 ||
 		    sodium_memcmp(pk, k->pk, crypto_box_PUBLICKEYBYTES) != 0) {
@@ -661,8 +632,7 @@ out:
 int
 ring_load(const struct keyring *kr, struct ring_state *st, const char **msg)
 {
-	unsigned char mac[crypto_generichash_BYTES],
-	    stored[crypto_generichash_BYTES];
+	unsigned char mac[crypto_generichash_BYTES], stored[crypto_generichash_BYTES];
 	struct stat sb;
 	char *text = NULL;
 	size_t len = 0;
@@ -680,8 +650,7 @@ ring_load(const struct keyring *kr, struct ring_state *st, const char **msg)
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
-	if ((r = fgw_read_file(kr->path, RING_MAX_BYTES, &text, &len)) !=
-	    FGW_OK) {
+	if ((r = fgw_read_file(kr->path, RING_MAX_BYTES, &text, &len)) != FGW_OK) {
 		*msg = "cannot read the key ring file";
 		goto out;
 	}

@@ -17,15 +17,11 @@ struct fgw_why;
 struct secbuf;
 
 /* Indexes into a sender's three attempt counters (gateway.h metrics). */
-enum outbox_fate {
-	OUTBOX_DELIVERED = 0,
-	OUTBOX_RETRY = 1,
-	OUTBOX_FAILED = 2
-};
+enum outbox_fate { OUTBOX_DELIVERED = 0, OUTBOX_RETRY = 1, OUTBOX_FAILED = 2 };
 
 struct outbox_policy {
-	long long retry_base_ms;  /* the first retry's delay */
-	long long max_age_s;      /* after the row was created: given up */
+	long long retry_base_ms; /* the first retry's delay */
+	long long max_age_s;     /* after the row was created: given up */
 };
 
 /* Delay before attempt number done + 1: base * 2^(done - 1), capped. */

@@ -51,22 +51,22 @@ struct wh_secret {
 };
 
 struct delivery {
-	struct delivery *prev, *next;        /* the webhooks' list */
+	struct delivery *prev, *next; /* the webhooks' list */
 	struct webhooks *wh;
 	struct store_outbox_row row;
 	int64_t started;
-	int unconfigured;                    /* its endpoint left the config */
+	int unconfigured; /* its endpoint left the config */
 };
 
 struct webhooks {
 	struct gateway *gw;
-	struct reactor *rx;                  /* reactor 0, once started */
+	struct reactor *rx; /* reactor 0, once started */
 	struct wh_secret in[CONFIG_MAX_INBOUND_WEBHOOKS];
 	int n_in;
 	struct secbuf *out_secret[CONFIG_MAX_WEBHOOK_ENDPOINTS];
 	int n_out;
-	int busy;                            /* deliveries not yet recorded */
-	struct delivery *live;               /* the same, freed at shutdown if
+	int busy;              /* deliveries not yet recorded */
+	struct delivery *live; /* the same, freed at shutdown if
 	                                        the loop stopped before */
 };
 
@@ -78,8 +78,8 @@ event_payload(const char *event_id, const char *type, const struct store_txn_row
 	cJSON *o = NULL, *data, *txn = NULL;
 	char *txn_json = NULL, *s = NULL;
 
-	if (txn_row_to_json(row, NULL, &txn_json) != 0 || (txn = cJSON_Parse(txn_json)) == NULL ||
-	    (o = cJSON_CreateObject()) == NULL)
+	if (txn_row_to_json(row, NULL, &txn_json) != 0 ||
+	    (txn = cJSON_Parse(txn_json)) == NULL || (o = cJSON_CreateObject()) == NULL)
 		goto out;
 	cJSON_AddStringToObject(o, "id", event_id);
 	cJSON_AddStringToObject(o, "type", type);
@@ -145,11 +145,12 @@ enqueue_event(struct webhooks *wh, const struct pipeline_env *env,
 		free(ev);
 		return;
 	}
-	snprintf(details, sizeof(details), "{\"eventId\":\"%s\",\"type\":\"%s\",\"endpoints\":%d}", ev,
-	         type, n);
-	audit = (struct store_audit){ "system", "local", "webhook.enqueued", row->id, "success",
-		                          details };
-	r = store_outbox_enqueue(env->store, env->waker, rows, (size_t)n, &audit, 1, on_enqueued, ev);
+	snprintf(details, sizeof(details),
+	         "{\"eventId\":\"%s\",\"type\":\"%s\",\"endpoints\":%d}", ev, type, n);
+	audit = (struct store_audit){ "system", "local",   "webhook.enqueued",
+		                          row->id,  "success", details };
+	r = store_outbox_enqueue(env->store, env->waker, rows, (size_t)n, &audit, 1,
+	                         on_enqueued, ev);
 	free(payload);
 	if (r != 0) {
 		log_error("outbox: event for %s not queued: %s", row->id, fgw_strerror(r));
@@ -174,7 +175,8 @@ on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_r
 		return;
 	snprintf(type, sizeof(type), "transaction.%s", row->status);
 	enqueue_event(wh, env, row, type);
-	if (strcmp(row->status, "refunded") == 0 || strcmp(row->status, "partially_refunded") == 0)
+	if (strcmp(row->status, "refunded") == 0 ||
+	    strcmp(row->status, "partially_refunded") == 0)
 		enqueue_event(wh, env, row, "refund.succeeded");
 }
 
@@ -224,7 +226,8 @@ on_recorded(void *arg, int rc)
 /* The endpoint's client's operators (or the default ones) hear that an
  * event was given up. */
 static void
-notify_abandoned(struct webhooks *wh, const struct delivery *d, const struct store_outbox_attempt *a)
+notify_abandoned(struct webhooks *wh, const struct delivery *d,
+                 const struct store_outbox_attempt *a)
 {
 	const struct fgw_config *cfg = &wh->gw->cfg;
 	const char *client = NULL;
@@ -236,14 +239,18 @@ notify_abandoned(struct webhooks *wh, const struct delivery *d, const struct sto
 	snprintf(n, sizeof(n), "%d", d->row.attempts + 1);
 	{
 		struct notify_var v[] = {
-			{ "outbox_id", d->row.id }, { "url", d->row.url },
-			{ "event_type", d->row.event_type }, { "txn_id", d->row.txn_id },
-			{ "error", a->error }, { "attempts", n }, { "client", client ? client : "" },
+			{ "outbox_id", d->row.id },
+			{ "url", d->row.url },
+			{ "event_type", d->row.event_type },
+			{ "txn_id", d->row.txn_id },
+			{ "error", a->error },
+			{ "attempts", n },
+			{ "client", client ? client : "" },
 		};
 		char once[64];
 		snprintf(once, sizeof(once), "webhook_abandoned:%s", d->row.id);
-		(void)notify_mail(wh->rx->env.store, wh->rx->waker, "admin_webhook_abandoned", client,
-		                  NULL, d->row.txn_id, once, v, sizeof(v) / sizeof(v[0]));
+		(void)notify_mail(wh->rx->env.store, wh->rx->waker, "admin_webhook_abandoned",
+		                  client, NULL, d->row.txn_id, once, v, sizeof(v) / sizeof(v[0]));
 	}
 }
 
@@ -256,7 +263,8 @@ on_delivered(void *arg, const struct httpc_response *resp)
 	struct store_outbox_attempt a;
 	struct store_audit audit;
 	char details[256];
-	const struct outbox_policy policy = { cfg->webhook_retry_base_ms, cfg->webhook_max_age_s };
+	const struct outbox_policy policy = { cfg->webhook_retry_base_ms,
+		                                  cfg->webhook_max_age_s };
 	static const char *const outcomes[] = { "delivered", "retry", "failed" };
 	enum outbox_fate fate;
 	int64_t now = fgw_now_ms();
@@ -289,7 +297,10 @@ on_delivered(void *arg, const struct httpc_response *resp)
 	         "{\"outboxId\":\"%s\",\"eventId\":\"%s\",\"attempt\":%d,\"httpStatus\":%d,"
 	         "\"outcome\":\"%s\"}",
 	         d->row.id, d->row.event_id, d->row.attempts + 1, a.http_status, a.outcome);
-	audit = (struct store_audit){ "system", "local", "webhook.delivery", d->row.txn_id,
+	audit = (struct store_audit){ "system",
+		                          "local",
+		                          "webhook.delivery",
+		                          d->row.txn_id,
 		                          fate == OUTBOX_DELIVERED ? "success" : "failure",
 		                          details };
 	outbox_count(wh->gw->metrics.webhooks_out, fate);
@@ -297,9 +308,11 @@ on_delivered(void *arg, const struct httpc_response *resp)
 		log_warn("outbox: %s to %s: %s (%s)", d->row.id, d->row.url, a.error, a.outcome);
 	if (fate == OUTBOX_FAILED)
 		notify_abandoned(wh, d, &a);
-	r = store_outbox_attempt(wh->rx->env.store, wh->rx->waker, &a, &audit, 1, on_recorded, d);
+	r = store_outbox_attempt(wh->rx->env.store, wh->rx->waker, &a, &audit, 1, on_recorded,
+	                         d);
 	if (r != 0) {
-		log_error("outbox: cannot record the attempt for %s: %s", d->row.id, fgw_strerror(r));
+		log_error("outbox: cannot record the attempt for %s: %s", d->row.id,
+		          fgw_strerror(r));
 		on_recorded(d, 0);
 	}
 }
@@ -354,7 +367,8 @@ send_one(struct webhooks *wh, struct store_outbox_row *row)
 	headers[3] = "User-Agent: flairgw-webhooks/1";
 	headers[4] = NULL;
 	r = httpc_request(wh->rx->httpc, "POST", d->row.url, headers, d->row.payload,
-	                  strlen(d->row.payload), (long)cfg->webhook_timeout_ms, on_delivered, d, NULL);
+	                  strlen(d->row.payload), (long)cfg->webhook_timeout_ms, on_delivered,
+	                  d, NULL);
 	if (r != 0) {
 		struct httpc_response resp;
 		memset(&resp, 0, sizeof(resp));
@@ -379,7 +393,8 @@ tick(evutil_socket_t fd, short what, void *arg)
 	if (wh->rx->draining)
 		return; /* rows stay pending for the next start */
 	if (wh->busy == 0) {
-		if ((r = store_outbox_due(wh->rx->reader, fgw_now_ms(), rows, DELIVERY_BATCH, &n)) != 0)
+		if ((r = store_outbox_due(wh->rx->reader, fgw_now_ms(), rows, DELIVERY_BATCH,
+		                          &n)) != 0)
 			log_error("outbox: reading due rows: %s", fgw_strerror(r));
 		for (int i = 0; i < n; i++)
 			send_one(wh, &rows[i]);
@@ -407,20 +422,24 @@ webhooks_setup(struct gateway *gw, int subscribe, struct check_report *rep,
 	for (int i = 0; i < cfg->n_inbound_webhooks; i++) {
 		const struct config_inbound_webhook *c = &cfg->inbound_webhooks[i];
 		struct wh_secret *s = &wh->in[wh->n_in];
-		if ((r = outbox_read_secret(c->secret_file, SECRET_MAX, 16, 0, &s->secret, &why)) != 0) {
-			check_problem(rep, "webhook secret %s", fgw_why_format(&why, err, sizeof(err)));
+		if ((r = outbox_read_secret(c->secret_file, SECRET_MAX, 16, 0, &s->secret,
+		                            &why)) != 0) {
+			check_problem(rep, "webhook secret %s",
+			              fgw_why_format(&why, err, sizeof(err)));
 			first = first != FGW_OK ? first : r;
 			continue;
 		}
 		fgw_strlcpy(s->processor, c->processor, sizeof(s->processor));
 		fgw_strlcpy(s->scheme, c->scheme, sizeof(s->scheme));
-		s->header = strcmp(c->scheme, "stripe") == 0 ? MAC_HEADER_STRIPE : MAC_HEADER_SANDBOX;
+		s->header = strcmp(c->scheme, "stripe") == 0 ? MAC_HEADER_STRIPE
+		                                             : MAC_HEADER_SANDBOX;
 		wh->n_in++;
 	}
 	for (int i = 0; i < cfg->n_webhook_endpoints; i++) {
 		if ((r = outbox_read_secret(cfg->webhook_endpoints[i].secret_file, SECRET_MAX, 16,
-		                              0, &wh->out_secret[i], &why)) != 0) {
-			check_problem(rep, "webhook secret %s", fgw_why_format(&why, err, sizeof(err)));
+		                            0, &wh->out_secret[i], &why)) != 0) {
+			check_problem(rep, "webhook secret %s",
+			              fgw_why_format(&why, err, sizeof(err)));
 			first = first != FGW_OK ? first : r;
 			continue;
 		}
@@ -471,8 +490,8 @@ webhooks_free(struct webhooks *wh)
 
 int
 webhooks_inbound(const struct webhooks *wh, const char *processor,
-                 const char *secrets[WEBHOOKS_MAX_SECRETS], size_t *n, const char **header,
-                 const char **scheme)
+                 const char *secrets[WEBHOOKS_MAX_SECRETS], size_t *n,
+                 const char **header, const char **scheme)
 {
 	*n = 0;
 	*header = NULL;

@@ -42,19 +42,25 @@ run_enqueue(sqlite3 *db, void *arg)
 	sqlite3_stmt *s = NULL;
 	int64_t now = fgw_now_ms();
 	int rc;
-	if ((rc = sql_prepare(db, "INSERT INTO mail_outbox (id, kind, audience, client_id, txn_id,"
-	                   " mail_from, rcpt_to, subject, message, status, attempts, next_attempt_at,"
-	                   " created_at, updated_at, dedupe_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
-	                   " 'pending', 0, ?, ?, ?, ?) ON CONFLICT (dedupe_key)"
-	                   " WHERE dedupe_key IS NOT NULL DO NOTHING", &s)) != 0)
+	if ((rc = sql_prepare(
+	         db,
+	         "INSERT INTO mail_outbox (id, kind, audience, client_id, txn_id,"
+	         " mail_from, rcpt_to, subject, message, status, attempts, next_attempt_at,"
+	         " created_at, updated_at, dedupe_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
+	         " 'pending', 0, ?, ?, ?, ?) ON CONFLICT (dedupe_key)"
+	         " WHERE dedupe_key IS NOT NULL DO NOTHING",
+	         &s)) != 0)
 		goto out;
 	if (sql_bind_text_or_null(s, 1, o->id) || sql_bind_text_or_null(s, 2, o->kind) ||
-	    sql_bind_text_or_null(s, 3, o->audience) || sql_bind_text_or_null(s, 4, o->client_id) ||
-	    sql_bind_text_or_null(s, 5, o->txn_id) || sql_bind_text_or_null(s, 6, o->mail_from) ||
+	    sql_bind_text_or_null(s, 3, o->audience) ||
+	    sql_bind_text_or_null(s, 4, o->client_id) ||
+	    sql_bind_text_or_null(s, 5, o->txn_id) ||
+	    sql_bind_text_or_null(s, 6, o->mail_from) ||
 	    sql_bind_text_or_null(s, 7, o->rcpt_to) ||
 	    /* A template may render an empty subject: "" is a subject. */
 	    sqlite3_bind_text(s, 8, o->subject, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
-	    sql_bind_text_or_null(s, 9, o->message) || sqlite3_bind_int64(s, 10, now) != SQLITE_OK ||
+	    sql_bind_text_or_null(s, 9, o->message) ||
+	    sqlite3_bind_int64(s, 10, now) != SQLITE_OK ||
 	    sqlite3_bind_int64(s, 11, now) != SQLITE_OK ||
 	    sqlite3_bind_int64(s, 12, now) != SQLITE_OK ||
 	    sql_bind_text_or_null(s, 13, o->dedupe_key[0] ? o->dedupe_key : NULL) ||
@@ -71,8 +77,9 @@ out:
 }
 
 int
-store_mail_enqueue(struct store *st, struct store_waker *w, const struct store_mail_row *row,
-                   const struct store_audit *audit, size_t n_audit, store_done_fn done, void *arg)
+store_mail_enqueue(struct store *st, struct store_waker *w,
+                   const struct store_mail_row *row, const struct store_audit *audit,
+                   size_t n_audit, store_done_fn done, void *arg)
 {
 	struct store_mail_row *j;
 	if (row == NULL || row->message == NULL || row->id[0] == '\0' ||
@@ -85,10 +92,11 @@ store_mail_enqueue(struct store *st, struct store_waker *w, const struct store_m
 		free(j);
 		return FGW_ERR_NOMEM;
 	}
-	return store_submit_custom(st, w, run_enqueue, j, free_row, NULL, audit, n_audit, done, arg);
+	return store_submit_custom(st, w, run_enqueue, j, free_row, NULL, audit, n_audit,
+	                           done, arg);
 }
 
-#define MAIL_COLS                                                              \
+#define MAIL_COLS                                                                 \
 	"id, kind, audience, client_id, txn_id, mail_from, rcpt_to, subject, status," \
 	" attempts, next_attempt_at, last_error, created_at, updated_at"
 
@@ -147,13 +155,15 @@ run_attempt(sqlite3 *db, void *arg)
 	int attempt, rc;
 	if ((rc = outbox_claim(db, &mail_kind, j->id, &attempt)) != 0)
 		return rc;
-	return outbox_mark(db, &mail_kind, j->id, attempt, j->outcome, j->next_at, 0, j->error);
+	return outbox_mark(db, &mail_kind, j->id, attempt, j->outcome, j->next_at, 0,
+	                   j->error);
 }
 
 int
-store_mail_attempt(struct store *st, struct store_waker *w, const char *id, const char *outcome,
-                   int64_t next_at, const char *error, const struct store_audit *audit,
-                   size_t n_audit, store_done_fn done, void *arg)
+store_mail_attempt(struct store *st, struct store_waker *w, const char *id,
+                   const char *outcome, int64_t next_at, const char *error,
+                   const struct store_audit *audit, size_t n_audit, store_done_fn done,
+                   void *arg)
 {
 	struct attempt_job *j;
 	if (id == NULL || !outbox_outcome_ok(&mail_kind, outcome))
@@ -168,19 +178,21 @@ store_mail_attempt(struct store *st, struct store_waker *w, const char *id, cons
 	/* A long server answer is cut, not refused. */
 	(void)fgw_strlcpy(j->error, error ? error : "", sizeof(j->error));
 	j->next_at = next_at;
-	return store_submit_custom(st, w, run_attempt, j, free, NULL, audit, n_audit, done, arg);
+	return store_submit_custom(st, w, run_attempt, j, free, NULL, audit, n_audit, done,
+	                           arg);
 }
 
 int
 store_mail_retry(struct store *st, struct store_waker *w, const char *id, int64_t now_ms,
-                 const struct store_audit *audit, size_t n_audit, store_done_fn done, void *arg)
+                 const struct store_audit *audit, size_t n_audit, store_done_fn done,
+                 void *arg)
 {
 	return outbox_retry(st, w, &mail_kind, id, now_ms, audit, n_audit, done, arg);
 }
 
 int
-store_mail_due(struct store_reader *r, int64_t now_ms, struct store_mail_row *out, int max,
-               int *n)
+store_mail_due(struct store_reader *r, int64_t now_ms, struct store_mail_row *out,
+               int max, int *n)
 {
 	return outbox_due(r, &mail_kind, now_ms, out, max, n);
 }
@@ -212,9 +224,11 @@ store_mail_backlog(struct store_reader *r, int64_t *pending, int64_t *failed)
 	sqlite3_stmt *s = NULL;
 	int rc;
 	*pending = *failed = 0;
-	if ((rc = sql_prepare(store_reader_db(r),
-	               "SELECT status, count(*) FROM mail_outbox WHERE audience = 'customer'"
-	               " AND status IN ('pending', 'failed') GROUP BY status", &s)) != 0)
+	if ((rc = sql_prepare(
+	         store_reader_db(r),
+	         "SELECT status, count(*) FROM mail_outbox WHERE audience = 'customer'"
+	         " AND status IN ('pending', 'failed') GROUP BY status",
+	         &s)) != 0)
 		goto out;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		const unsigned char *st = sqlite3_column_text(s, 0);
@@ -238,12 +252,14 @@ store_mail_holds_ended(struct store_reader *r, int64_t since_ms,
 	sqlite3_stmt *s = NULL;
 	char id[40], status[16];
 	int rc;
-	if ((rc = sql_prepare(store_reader_db(r),
-	               "SELECT id, status, updated_at FROM reservations r"
-	               " WHERE status IN ('expired', 'cancelled') AND updated_at >= ?"
-	               " AND guest_email IS NOT NULL AND guest_email <> '' AND NOT EXISTS (SELECT 1 FROM mail_outbox m"
-	               " WHERE m.dedupe_key = 'hold_' || r.status || ':' || r.id)"
-	               " ORDER BY updated_at LIMIT 100", &s)) != 0)
+	if ((rc = sql_prepare(
+	         store_reader_db(r),
+	         "SELECT id, status, updated_at FROM reservations r"
+	         " WHERE status IN ('expired', 'cancelled') AND updated_at >= ?"
+	         " AND guest_email IS NOT NULL AND guest_email <> '' AND NOT EXISTS (SELECT 1 FROM mail_outbox m"
+	         " WHERE m.dedupe_key = 'hold_' || r.status || ':' || r.id)"
+	         " ORDER BY updated_at LIMIT 100",
+	         &s)) != 0)
 		goto out;
 	if (sqlite3_bind_int64(s, 1, since_ms) != SQLITE_OK) {
 		rc = FGW_ERR_DB;
@@ -261,17 +277,20 @@ out:
 }
 
 int
-store_mail_stuck_txns(struct store_reader *r, int64_t before_ms, int64_t *count, char oldest[40])
+store_mail_stuck_txns(struct store_reader *r, int64_t before_ms, int64_t *count,
+                      char oldest[40])
 {
 	sqlite3_stmt *s = NULL;
 	int rc;
 	*count = 0;
 	oldest[0] = '\0';
-	if ((rc = sql_prepare(store_reader_db(r),
-	               "SELECT count(*), (SELECT id FROM transactions WHERE status IN"
-	               " ('posting', 'processing') AND created_at < ?1 ORDER BY created_at LIMIT 1)"
-	               " FROM transactions WHERE status IN ('posting', 'processing')"
-	               " AND created_at < ?1", &s)) != 0)
+	if ((rc = sql_prepare(
+	         store_reader_db(r),
+	         "SELECT count(*), (SELECT id FROM transactions WHERE status IN"
+	         " ('posting', 'processing') AND created_at < ?1 ORDER BY created_at LIMIT 1)"
+	         " FROM transactions WHERE status IN ('posting', 'processing')"
+	         " AND created_at < ?1",
+	         &s)) != 0)
 		goto out;
 	if (sqlite3_bind_int64(s, 1, before_ms) != SQLITE_OK) {
 		rc = FGW_ERR_DB;

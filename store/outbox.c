@@ -17,8 +17,9 @@
 int
 outbox_outcome_ok(const struct outbox_kind *k, const char *outcome)
 {
-	return outcome != NULL && (strcmp(outcome, k->done) == 0 ||
-	                           strcmp(outcome, "retry") == 0 || strcmp(outcome, "failed") == 0);
+	return outcome != NULL &&
+	       (strcmp(outcome, k->done) == 0 || strcmp(outcome, "retry") == 0 ||
+	        strcmp(outcome, "failed") == 0);
 }
 
 void
@@ -42,7 +43,8 @@ outbox_due(struct store_reader *r, const struct outbox_kind *k, int64_t now_ms, 
 	*n = 0;
 	if ((rc = sql_prepare(store_reader_db(r), k->sql_due, &s)) != 0)
 		goto out;
-	if (sqlite3_bind_int64(s, 1, now_ms) != SQLITE_OK || sqlite3_bind_int(s, 2, max) != SQLITE_OK) {
+	if (sqlite3_bind_int64(s, 1, now_ms) != SQLITE_OK ||
+	    sqlite3_bind_int(s, 2, max) != SQLITE_OK) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
@@ -129,9 +131,12 @@ outbox_mark(sqlite3 *db, const struct outbox_kind *k, const char *id, int attemp
 	if ((rc = sql_prepare(db, k->sql_mark, &s)) != 0)
 		goto out;
 	if (sqlite3_bind_int(s, 1, attempt) != SQLITE_OK ||
-	    sql_bind_text_or_null(s, 2, strcmp(outcome, "retry") == 0 ? "pending" : outcome) ||
-	    sqlite3_bind_int64(s, 3, next_at) != SQLITE_OK || sql_bind_text_or_null(s, 4, error) ||
-	    sqlite3_bind_int64(s, 5, fgw_now_ms()) != SQLITE_OK || sql_bind_text_or_null(s, 6, id) ||
+	    sql_bind_text_or_null(s, 2,
+	                          strcmp(outcome, "retry") == 0 ? "pending" : outcome) ||
+	    sqlite3_bind_int64(s, 3, next_at) != SQLITE_OK ||
+	    sql_bind_text_or_null(s, 4, error) ||
+	    sqlite3_bind_int64(s, 5, fgw_now_ms()) != SQLITE_OK ||
+	    sql_bind_text_or_null(s, 6, id) ||
 	    (k->has_code &&
 	     (code ? sqlite3_bind_int(s, 7, code) : sqlite3_bind_null(s, 7)) != SQLITE_OK) ||
 	    sqlite3_step(s) != SQLITE_DONE) {
@@ -160,8 +165,8 @@ run_retry(sqlite3 *db, void *arg)
 	if ((rc = sql_prepare(db, j->k->sql_retry, &s)) != 0)
 		goto out;
 	if (sqlite3_bind_int64(s, 1, j->now) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 2, j->now) != SQLITE_OK || sql_bind_text_or_null(s, 3, j->id) ||
-	    sqlite3_step(s) != SQLITE_DONE) {
+	    sqlite3_bind_int64(s, 2, j->now) != SQLITE_OK ||
+	    sql_bind_text_or_null(s, 3, j->id) || sqlite3_step(s) != SQLITE_DONE) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
@@ -173,8 +178,8 @@ out:
 
 int
 outbox_retry(struct store *st, struct store_waker *w, const struct outbox_kind *k,
-             const char *id, int64_t now_ms, const struct store_audit *audit, size_t n_audit,
-             store_done_fn done, void *arg)
+             const char *id, int64_t now_ms, const struct store_audit *audit,
+             size_t n_audit, store_done_fn done, void *arg)
 {
 	struct retry_job *j;
 	if (id == NULL || id[0] == '\0')
@@ -187,5 +192,6 @@ outbox_retry(struct store *st, struct store_waker *w, const struct outbox_kind *
 	}
 	j->k = k;
 	j->now = now_ms;
-	return store_submit_custom(st, w, run_retry, j, free, NULL, audit, n_audit, done, arg);
+	return store_submit_custom(st, w, run_retry, j, free, NULL, audit, n_audit, done,
+	                           arg);
 }

@@ -21,36 +21,36 @@
 #include "store/store.h"
 
 struct outbox_kind {
-	const char *name;         /* for log lines: "mail", "webhooks" */
-	const char *done;         /* the status of a delivered row */
-	size_t row_size;          /* of the kind's row struct */
+	const char *name; /* for log lines: "mail", "webhooks" */
+	const char *done; /* the status of a delivered row */
+	size_t row_size;  /* of the kind's row struct */
 	/* Fills a row from the kind's columns (0..), without its payload. */
 	void (*read_row)(sqlite3_stmt *s, void *row);
 	/* The row's owned payload pointer. */
 	char **(*payload)(void *row);
-	int has_code;             /* a last_http_status column (?7 of sql_mark) */
-	const char *sql_due;      /* OUTBOX_SQL_DUE */
-	const char *sql_list;     /* OUTBOX_SQL_LIST */
-	const char *sql_claim;    /* OUTBOX_SQL_CLAIM */
-	const char *sql_mark;     /* OUTBOX_SQL_MARK */
-	const char *sql_retry;    /* OUTBOX_SQL_RETRY */
+	int has_code;          /* a last_http_status column (?7 of sql_mark) */
+	const char *sql_due;   /* OUTBOX_SQL_DUE */
+	const char *sql_list;  /* OUTBOX_SQL_LIST */
+	const char *sql_claim; /* OUTBOX_SQL_CLAIM */
+	const char *sql_mark;  /* OUTBOX_SQL_MARK */
+	const char *sql_retry; /* OUTBOX_SQL_RETRY */
 };
 
 /* COLS are the kind's columns as read_row reads them; due adds the
  * payload column PAY after them. */
-#define OUTBOX_SQL_DUE(T, COLS, PAY)                                           \
-	"SELECT " COLS ", " PAY " FROM " T " WHERE status = 'pending'"            \
+#define OUTBOX_SQL_DUE(T, COLS, PAY)                               \
+	"SELECT " COLS ", " PAY " FROM " T " WHERE status = 'pending'" \
 	" AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?"
-#define OUTBOX_SQL_LIST(T, COLS)                                               \
+#define OUTBOX_SQL_LIST(T, COLS) \
 	"SELECT " COLS " FROM " T " ORDER BY created_at DESC, id LIMIT ?"
-#define OUTBOX_SQL_CLAIM(T)                                                    \
+#define OUTBOX_SQL_CLAIM(T) \
 	"SELECT attempts FROM " T " WHERE id = ? AND status = 'pending'"
 /* EXTRA: "" or ", last_http_status = ?7". */
-#define OUTBOX_SQL_MARK(T, EXTRA)                                              \
-	"UPDATE " T " SET attempts = ?1, status = ?2, next_attempt_at = ?3,"      \
+#define OUTBOX_SQL_MARK(T, EXTRA)                                        \
+	"UPDATE " T " SET attempts = ?1, status = ?2, next_attempt_at = ?3," \
 	" last_error = ?4, updated_at = ?5" EXTRA " WHERE id = ?6"
-#define OUTBOX_SQL_RETRY(T)                                                    \
-	"UPDATE " T " SET status = 'pending', next_attempt_at = ?,"               \
+#define OUTBOX_SQL_RETRY(T)                                     \
+	"UPDATE " T " SET status = 'pending', next_attempt_at = ?," \
 	" updated_at = ? WHERE id = ?"
 
 /* 1 when outcome is one an attempt may record: the kind's done status,

@@ -28,11 +28,13 @@ store_webhook_seen(struct store_reader *r, const char *processor, const char *ev
 {
 	sqlite3_stmt *s = NULL;
 	int rc;
-	if ((rc = sql_prepare(store_reader_db(r),
-	               "SELECT result FROM webhook_inbound WHERE processor = ? AND event_id = ?",
-	               &s)) != 0)
+	if ((rc = sql_prepare(
+	         store_reader_db(r),
+	         "SELECT result FROM webhook_inbound WHERE processor = ? AND event_id = ?",
+	         &s)) != 0)
 		goto out;
-	if (sql_bind_text_or_null(s, 1, processor) != 0 || sql_bind_text_or_null(s, 2, event_id) != 0) {
+	if (sql_bind_text_or_null(s, 1, processor) != 0 ||
+	    sql_bind_text_or_null(s, 2, event_id) != 0) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
@@ -56,8 +58,9 @@ store_txn_id_by_ref(struct store_reader *r, const char *ref, char *id, size_t id
 	if (ref == NULL || ref[0] == '\0')
 		return FGW_ERR_NOT_FOUND;
 	if ((rc = sql_prepare(store_reader_db(r),
-	               "SELECT id FROM transactions WHERE processor_ref = ?"
-	               " ORDER BY created_at DESC LIMIT 1", &s)) != 0)
+	                      "SELECT id FROM transactions WHERE processor_ref = ?"
+	                      " ORDER BY created_at DESC LIMIT 1",
+	                      &s)) != 0)
 		goto out;
 	if (sql_bind_text_or_null(s, 1, ref) != 0) {
 		rc = FGW_ERR_DB;
@@ -89,12 +92,17 @@ run_inbound(sqlite3 *db, void *arg)
 	struct inbound_job *j = arg;
 	sqlite3_stmt *s = NULL;
 	int rc;
-	if ((rc = sql_prepare(db, "INSERT INTO webhook_inbound (processor, event_id, event_type,"
-	                   " txn_id, result, received_at) VALUES (?, ?, ?, ?, ?, ?)", &s)) != 0)
+	if ((rc = sql_prepare(db,
+	                      "INSERT INTO webhook_inbound (processor, event_id, event_type,"
+	                      " txn_id, result, received_at) VALUES (?, ?, ?, ?, ?, ?)",
+	                      &s)) != 0)
 		goto out;
-	if (sql_bind_text_or_null(s, 1, j->processor) || sql_bind_text_or_null(s, 2, j->event_id) ||
-	    sql_bind_text_or_null(s, 3, j->event_type) || sql_bind_text_or_null(s, 4, j->txn_id) ||
-	    sql_bind_text_or_null(s, 5, j->result) || sqlite3_bind_int64(s, 6, fgw_now_ms()) != SQLITE_OK) {
+	if (sql_bind_text_or_null(s, 1, j->processor) ||
+	    sql_bind_text_or_null(s, 2, j->event_id) ||
+	    sql_bind_text_or_null(s, 3, j->event_type) ||
+	    sql_bind_text_or_null(s, 4, j->txn_id) ||
+	    sql_bind_text_or_null(s, 5, j->result) ||
+	    sqlite3_bind_int64(s, 6, fgw_now_ms()) != SQLITE_OK) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
@@ -103,7 +111,7 @@ run_inbound(sqlite3 *db, void *arg)
 		rc = 0;
 	else
 		rc = sqlite3_extended_errcode(db) == SQLITE_CONSTRAINT_PRIMARYKEY ? FGW_ERR_EXISTS
-		                                                                   : FGW_ERR_DB;
+		                                                                  : FGW_ERR_DB;
 out:
 	sql_release(s);
 	return rc;
@@ -127,7 +135,8 @@ store_webhook_record(struct store *st, struct store_waker *w, const char *proces
 		free(j);
 		return FGW_ERR_INVALID;
 	}
-	return store_submit_custom(st, w, run_inbound, j, free, NULL, audit, n_audit, done, arg);
+	return store_submit_custom(st, w, run_inbound, j, free, NULL, audit, n_audit, done,
+	                           arg);
 }
 
 /* ---- outbox ------------------------------------------------------------ */
@@ -165,19 +174,26 @@ run_enqueue(sqlite3 *db, void *arg)
 	sqlite3_stmt *s = NULL;
 	int64_t now = fgw_now_ms();
 	int rc;
-	if ((rc = sql_prepare(db, "INSERT INTO webhook_outbox (id, endpoint_url, event_id, event_type,"
-	                   " txn_id, payload, status, attempts, next_attempt_at, created_at,"
-	                   " updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)", &s)) != 0)
+	if ((rc = sql_prepare(
+	         db,
+	         "INSERT INTO webhook_outbox (id, endpoint_url, event_id, event_type,"
+	         " txn_id, payload, status, attempts, next_attempt_at, created_at,"
+	         " updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+	         &s)) != 0)
 		goto out;
 	for (size_t i = 0; i < j->n; i++) {
 		const struct store_outbox_row *o = &j->rows[i];
 		sqlite3_reset(s);
-		if (sql_bind_text_or_null(s, 1, o->id) || sql_bind_text_or_null(s, 2, o->url) || sql_bind_text_or_null(s, 3, o->event_id) ||
-		    sql_bind_text_or_null(s, 4, o->event_type) || sql_bind_text_or_null(s, 5, o->txn_id) ||
+		if (sql_bind_text_or_null(s, 1, o->id) || sql_bind_text_or_null(s, 2, o->url) ||
+		    sql_bind_text_or_null(s, 3, o->event_id) ||
+		    sql_bind_text_or_null(s, 4, o->event_type) ||
+		    sql_bind_text_or_null(s, 5, o->txn_id) ||
 		    sql_bind_text_or_null(s, 6, o->payload) ||
-		    sqlite3_bind_int64(s, 7, o->next_attempt_at ? o->next_attempt_at : now) != SQLITE_OK ||
+		    sqlite3_bind_int64(s, 7, o->next_attempt_at ? o->next_attempt_at : now) !=
+		        SQLITE_OK ||
 		    sqlite3_bind_int64(s, 8, now) != SQLITE_OK ||
-		    sqlite3_bind_int64(s, 9, now) != SQLITE_OK || sqlite3_step(s) != SQLITE_DONE) {
+		    sqlite3_bind_int64(s, 9, now) != SQLITE_OK ||
+		    sqlite3_step(s) != SQLITE_DONE) {
 			log_error("webhooks: outbox insert: %s", sqlite3_errmsg(db));
 			rc = FGW_ERR_DB;
 			goto out;
@@ -198,7 +214,8 @@ store_outbox_enqueue(struct store *st, struct store_waker *w,
 	struct enqueue_job *j = NULL;
 	if (rows == NULL || n == 0)
 		return FGW_ERR_INVALID;
-	if ((j = calloc(1, sizeof(*j))) == NULL || (j->rows = calloc(n, sizeof(*rows))) == NULL) {
+	if ((j = calloc(1, sizeof(*j))) == NULL ||
+	    (j->rows = calloc(n, sizeof(*rows))) == NULL) {
 		free(j);
 		return FGW_ERR_NOMEM;
 	}
@@ -206,7 +223,8 @@ store_outbox_enqueue(struct store *st, struct store_waker *w,
 		j->rows[i] = rows[i];
 		j->rows[i].payload = NULL;
 		j->n = i + 1;
-		if (rows[i].payload == NULL || (j->rows[i].payload = strdup(rows[i].payload)) == NULL) {
+		if (rows[i].payload == NULL ||
+		    (j->rows[i].payload = strdup(rows[i].payload)) == NULL) {
 			free_enqueue(j);
 			return rows[i].payload == NULL ? FGW_ERR_INVALID : FGW_ERR_NOMEM;
 		}
@@ -215,8 +233,8 @@ store_outbox_enqueue(struct store *st, struct store_waker *w,
 	                           done, arg);
 }
 
-#define OUTBOX_COLS                                                            \
-	"id, endpoint_url, event_id, event_type, txn_id, status, attempts,"       \
+#define OUTBOX_COLS                                                     \
+	"id, endpoint_url, event_id, event_type, txn_id, status, attempts," \
 	" next_attempt_at, last_http_status, last_error, created_at, updated_at"
 
 static void
@@ -269,20 +287,25 @@ run_attempt(sqlite3 *db, void *arg)
 
 	if ((rc = outbox_claim(db, &webhook_kind, a->outbox_id, &attempt)) != 0)
 		goto out;
-	if ((rc = sql_prepare(db, "INSERT INTO webhook_attempts (outbox_id, attempt, at, http_status,"
-	                   " error, elapsed_ms, outcome) VALUES (?, ?, ?, ?, ?, ?, ?)", &s)) != 0)
+	if ((rc = sql_prepare(
+	         db,
+	         "INSERT INTO webhook_attempts (outbox_id, attempt, at, http_status,"
+	         " error, elapsed_ms, outcome) VALUES (?, ?, ?, ?, ?, ?, ?)",
+	         &s)) != 0)
 		goto out;
-	if (sql_bind_text_or_null(s, 1, a->outbox_id) || sqlite3_bind_int(s, 2, attempt) != SQLITE_OK ||
+	if (sql_bind_text_or_null(s, 1, a->outbox_id) ||
+	    sqlite3_bind_int(s, 2, attempt) != SQLITE_OK ||
 	    sqlite3_bind_int64(s, 3, a->at) != SQLITE_OK ||
-	    (a->http_status ? sqlite3_bind_int(s, 4, a->http_status) : sqlite3_bind_null(s, 4)) !=
-	        SQLITE_OK ||
-	    sql_bind_text_or_null(s, 5, a->error) || sqlite3_bind_int64(s, 6, a->elapsed_ms) != SQLITE_OK ||
+	    (a->http_status ? sqlite3_bind_int(s, 4, a->http_status)
+	                    : sqlite3_bind_null(s, 4)) != SQLITE_OK ||
+	    sql_bind_text_or_null(s, 5, a->error) ||
+	    sqlite3_bind_int64(s, 6, a->elapsed_ms) != SQLITE_OK ||
 	    sql_bind_text_or_null(s, 7, a->outcome) || sqlite3_step(s) != SQLITE_DONE) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	rc = outbox_mark(db, &webhook_kind, a->outbox_id, attempt, a->outcome, a->next_attempt_at,
-	                 a->http_status, a->error);
+	rc = outbox_mark(db, &webhook_kind, a->outbox_id, attempt, a->outcome,
+	                 a->next_attempt_at, a->http_status, a->error);
 out:
 	sql_release(s);
 	return rc;
@@ -290,16 +313,19 @@ out:
 
 int
 store_outbox_attempt(struct store *st, struct store_waker *w,
-                     const struct store_outbox_attempt *a, const struct store_audit *audit,
-                     size_t n_audit, store_done_fn done, void *arg)
+                     const struct store_outbox_attempt *a,
+                     const struct store_audit *audit, size_t n_audit, store_done_fn done,
+                     void *arg)
 {
 	struct store_outbox_attempt *j;
-	if (a == NULL || a->outbox_id[0] == '\0' || !outbox_outcome_ok(&webhook_kind, a->outcome))
+	if (a == NULL || a->outbox_id[0] == '\0' ||
+	    !outbox_outcome_ok(&webhook_kind, a->outcome))
 		return FGW_ERR_INVALID;
 	if ((j = malloc(sizeof(*j))) == NULL)
 		return FGW_ERR_NOMEM;
 	*j = *a;
-	return store_submit_custom(st, w, run_attempt, j, free, NULL, audit, n_audit, done, arg);
+	return store_submit_custom(st, w, run_attempt, j, free, NULL, audit, n_audit, done,
+	                           arg);
 }
 
 int
@@ -307,7 +333,8 @@ store_outbox_retry(struct store *st, struct store_waker *w, const char *outbox_i
                    int64_t now_ms, const struct store_audit *audit, size_t n_audit,
                    store_done_fn done, void *arg)
 {
-	return outbox_retry(st, w, &webhook_kind, outbox_id, now_ms, audit, n_audit, done, arg);
+	return outbox_retry(st, w, &webhook_kind, outbox_id, now_ms, audit, n_audit, done,
+	                    arg);
 }
 
 int
@@ -322,7 +349,7 @@ struct list_ctx {
 	void (*attempt_fn)(void *arg, int attempt, int64_t at, int http_status,
 	                   const char *error, long elapsed_ms, const char *outcome);
 	void *arg;
-	sqlite3_stmt *a;          /* the attempts of one row */
+	sqlite3_stmt *a; /* the attempts of one row */
 };
 
 static int
@@ -350,14 +377,17 @@ int
 store_outbox_list(struct store_reader *r, int limit,
                   void (*fn)(void *arg, const struct store_outbox_row *row),
                   void (*attempt_fn)(void *arg, int attempt, int64_t at, int http_status,
-                                     const char *error, long elapsed_ms, const char *outcome),
+                                     const char *error, long elapsed_ms,
+                                     const char *outcome),
                   void *arg)
 {
 	struct list_ctx c = { fn, attempt_fn, arg, NULL };
 	int rc;
-	if ((rc = sql_prepare(store_reader_db(r), "SELECT attempt, at, http_status, error,"
-	                   " elapsed_ms, outcome FROM webhook_attempts WHERE outbox_id = ?"
-	                   " ORDER BY seq", &c.a)) != 0)
+	if ((rc = sql_prepare(store_reader_db(r),
+	                      "SELECT attempt, at, http_status, error,"
+	                      " elapsed_ms, outcome FROM webhook_attempts WHERE outbox_id = ?"
+	                      " ORDER BY seq",
+	                      &c.a)) != 0)
 		return rc;
 	rc = outbox_list(r, &webhook_kind, limit, list_one, &c);
 	sql_release(c.a);
