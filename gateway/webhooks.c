@@ -431,8 +431,7 @@ webhooks_setup(struct gateway *gw, int subscribe, struct check_report *rep,
 		}
 		fgw_strlcpy(s->processor, c->processor, sizeof(s->processor));
 		fgw_strlcpy(s->scheme, c->scheme, sizeof(s->scheme));
-		s->header = strcmp(c->scheme, "stripe") == 0 ? MAC_HEADER_STRIPE
-		                                             : MAC_HEADER_SANDBOX;
+		s->header = strcmp(c->scheme, "stripe") == 0 ? MAC_HEADER_STRIPE : MAC_HEADER_SANDBOX;
 		wh->n_in++;
 	}
 	for (int i = 0; i < cfg->n_webhook_endpoints; i++) {
