@@ -47,8 +47,10 @@ fgw_why_format(const struct fgw_why *why, char *buf, size_t len)
 {
 	if (len == 0)
 		return buf;
-	if (why->where[0] != '\0' && why->line > 0)
+	if (why->where[0] != '\0' && why->line > 0 && why->col > 0)
 		snprintf(buf, len, "%s:%d:%d: %s", why->where, why->line, why->col, why->msg);
+	else if (why->where[0] != '\0' && why->line > 0)
+		snprintf(buf, len, "%s:%d: %s", why->where, why->line, why->msg);
 	else if (why->where[0] != '\0')
 		snprintf(buf, len, "%s: %s", why->where, why->msg);
 	else

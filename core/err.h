@@ -48,7 +48,8 @@ struct fgw_why {
 /* Fills why (NULL is fine): where may be NULL ("" then). */
 void fgw_why_set(struct fgw_why *why, const char *where, int line, int col, const char *fmt,
                  ...) __attribute__((format(printf, 5, 6)));
-/* "where:line:col: msg", "where: msg" or "msg" into buf; returns buf. */
+/* "where:line:col: msg" (as much of it as is known: "where:line: msg",
+ * "where: msg", "msg") into buf; returns buf. */
 const char *fgw_why_format(const struct fgw_why *why, char *buf, size_t len);
 
 #endif

@@ -684,8 +684,10 @@ mail_setup(struct gateway *gw, struct mail **out, char *err, size_t errlen)
 	}
 	o = (struct notify_opts){ cfg->mail_templates_dir, cfg->mail_from, cfg->mail_admin,
 		                      clients, (size_t)cfg->n_mail_clients };
-	if ((r = notify_init(&o, err, errlen)) != 0)
+	if ((r = notify_init(&o, &why)) != 0) {
+		snprintf(err, errlen, "%s", fgw_why_format(&why, msg, sizeof(msg)));
 		goto fail;
+	}
 	if ((r = txn_events_subscribe(on_txn_event, m)) != 0) {
 		snprintf(err, errlen, "mail: cannot subscribe to transaction events");
 		goto fail;

@@ -698,6 +698,7 @@ check_mail_templates(const struct fgw_config *cfg, struct check_report *rep)
 {
 	struct notify_client clients[CONFIG_MAX_MAIL_CLIENTS];
 	struct notify_opts o;
+	struct fgw_why why;
 	char err[512];
 
 	if (cfg->mail_url[0] == '\0')
@@ -708,8 +709,8 @@ check_mail_templates(const struct fgw_config *cfg, struct check_report *rep)
 			                                 cfg->mail_clients[i].admin };
 	o = (struct notify_opts){ cfg->mail_templates_dir, cfg->mail_from, cfg->mail_admin,
 		                      clients, (size_t)cfg->n_mail_clients };
-	if (notify_init(&o, err, sizeof(err)) != 0)
-		check_problem(rep, "%s", err);
+	if (notify_init(&o, &why) != 0)
+		check_problem(rep, "%s", fgw_why_format(&why, err, sizeof(err)));
 	notify_reset();
 }
 

@@ -194,8 +194,8 @@ kind_has(const struct kind *k, const char *name, size_t len)
 
 /* Every {{...}} in s names a placeholder of k, and braces pair up. */
 static int
-check_placeholders(const struct kind *k, const char *s, const char *path, char *err,
-                   size_t errlen)
+check_placeholders(const struct kind *k, const char *s, const char *path,
+                   struct fgw_why *why)
 {
 	const char *p = s, *end;
 	int line = 1;
@@ -206,14 +206,13 @@ check_placeholders(const struct kind *k, const char *s, const char *path, char *
 			continue;
 		if ((end = strstr(p + 2, "}}")) == NULL ||
 		    memchr(p + 2, '\n', (size_t)(end - p - 2))) {
-			snprintf(err, errlen, "%s:%d: unterminated {{", path, line);
+			fgw_why_set(why, path, line, 0, "unterminated {{");
 			return FGW_ERR_INVALID;
 		}
 		if (!kind_has(k, p + 2, (size_t)(end - p - 2))) {
-			snprintf(err, errlen,
-			         "%s:%d: unknown placeholder {{%.*s}} (this mail offers: client %s)",
-			         path, line, (int)(end - p - 2 > 40 ? 40 : end - p - 2), p + 2,
-			         k->vars);
+			fgw_why_set(why, path, line, 0,
+			            "unknown placeholder {{%.*s}} (this mail offers: client %s)",
+			            (int)(end - p - 2 > 40 ? 40 : end - p - 2), p + 2, k->vars);
 			return FGW_ERR_INVALID;
 		}
 		p = end + 1;
@@ -222,7 +221,7 @@ check_placeholders(const struct kind *k, const char *s, const char *path, char *
 }
 
 static int
-load_kind(const char *dir, size_t i, char *err, size_t errlen)
+load_kind(const char *dir, size_t i, struct fgw_why *why)
 {
 	const struct kind *k = &kinds[i];
 	struct tmpl *t = &g.t[i];
@@ -232,14 +231,14 @@ load_kind(const char *dir, size_t i, char *err, size_t errlen)
 
 	snprintf(path, sizeof(path), "%s/%s.txt", dir, k->name);
 	if ((r = fgw_read_file(path, TEMPLATE_MAX, &text, &len)) != 0) {
-		snprintf(err, errlen, "%s: %s", path, fgw_strerror(r));
+		fgw_why_set(why, path, 0, 0, "%s", fgw_strerror(r));
 		return r;
 	}
 	if (strlen(text) != len || strncmp(text, "Subject: ", 9) != 0 ||
 	    (nl = strchr(text, '\n')) == NULL ||
 	    (nl[1] != '\n' && !(nl[1] == '\r' && nl[2] == '\n'))) {
-		snprintf(err, errlen,
-		         "%s: must start with a \"Subject: ...\" line and an empty line", path);
+		fgw_why_set(why, path, 0, 0,
+		            "must start with a \"Subject: ...\" line and an empty line");
 		free(text);
 		return FGW_ERR_INVALID;
 	}
@@ -252,19 +251,19 @@ load_kind(const char *dir, size_t i, char *err, size_t errlen)
 		return FGW_ERR_NOMEM;
 	}
 	free(text);
-	if ((r = check_placeholders(k, t->subject, path, err, errlen)) != 0 ||
-	    (r = check_placeholders(k, t->text, path, err, errlen)) != 0)
+	if ((r = check_placeholders(k, t->subject, path, why)) != 0 ||
+	    (r = check_placeholders(k, t->text, path, why)) != 0)
 		return r;
 	snprintf(path, sizeof(path), "%s/%s.html", dir, k->name);
 	if ((r = fgw_read_file(path, TEMPLATE_MAX, &t->html, &len)) != 0) {
-		snprintf(err, errlen, "%s: %s", path, fgw_strerror(r));
+		fgw_why_set(why, path, 0, 0, "%s", fgw_strerror(r));
 		return r;
 	}
 	if (strlen(t->html) != len) {
-		snprintf(err, errlen, "%s: holds a NUL byte", path);
+		fgw_why_set(why, path, 0, 0, "holds a NUL byte");
 		return FGW_ERR_INVALID;
 	}
-	return check_placeholders(k, t->html, path, err, errlen);
+	return check_placeholders(k, t->html, path, why);
 }
 
 void
@@ -285,18 +284,18 @@ notify_enabled(void)
 }
 
 int
-notify_init(const struct notify_opts *o, char *err, size_t errlen)
+notify_init(const struct notify_opts *o, struct fgw_why *why)
 {
 	int r;
 	notify_reset();
 	if (!notify_addr_ok(o->from)) {
-		snprintf(err, errlen, "mail_from \"%.64s\" is not a plain e-mail address",
-		         o->from ? o->from : "");
+		fgw_why_set(why, "mail_from", 0, 0, "\"%.64s\" is not a plain e-mail address",
+		            o->from ? o->from : "");
 		return FGW_ERR_INVALID;
 	}
 	if (o->admin != NULL && o->admin[0] != '\0' && !notify_addr_ok(o->admin)) {
-		snprintf(err, errlen, "mail_admin \"%.64s\" is not a plain e-mail address",
-		         o->admin);
+		fgw_why_set(why, "mail_admin", 0, 0, "\"%.64s\" is not a plain e-mail address",
+		            o->admin);
 		return FGW_ERR_INVALID;
 	}
 	if (o->n_clients > MAX_CLIENTS)
@@ -307,9 +306,9 @@ notify_init(const struct notify_opts *o, char *err, size_t errlen)
 		const struct notify_client *c = &o->clients[i];
 		if (!notify_addr_ok(c->from) ||
 		    (c->admin != NULL && c->admin[0] != '\0' && !notify_addr_ok(c->admin))) {
-			snprintf(err, errlen,
-			         "mail_client %.64s: FROM and ADMIN must be plain e-mail addresses",
-			         c->client_id);
+			fgw_why_set(why, "mail_client", 0, 0,
+			            "%.64s: FROM and ADMIN must be plain e-mail addresses",
+			            c->client_id);
 			notify_reset();
 			return FGW_ERR_INVALID;
 		}
@@ -320,7 +319,7 @@ notify_init(const struct notify_opts *o, char *err, size_t errlen)
 	}
 	g.n_clients = o->n_clients;
 	for (size_t i = 0; i < N_KINDS; i++) {
-		if ((r = load_kind(o->templates_dir, i, err, errlen)) != 0) {
+		if ((r = load_kind(o->templates_dir, i, why)) != 0) {
 			notify_reset();
 			return r;
 		}

@@ -33,6 +33,8 @@ struct notify_client {
 	const char *admin; /* "" or NULL: the default admin */
 };
 
+struct fgw_why;
+
 struct notify_opts {
 	const char *templates_dir;
 	const char *from;  /* default sender */
@@ -41,9 +43,9 @@ struct notify_opts {
 	size_t n_clients;
 };
 
-/* Loads and checks the templates and addresses; errors name the file or
- * the address. Start-up only. */
-int notify_init(const struct notify_opts *o, char *err, size_t errlen);
+/* Loads and checks the templates and addresses; why names the template
+ * file and line, or the directive. Start-up only. */
+int notify_init(const struct notify_opts *o, struct fgw_why *why);
 /* Forgets the templates (shutdown, tests). */
 void notify_reset(void);
 /* 1 once notify_init succeeded. */

@@ -23,7 +23,22 @@ static int
 init_with(const char *dir, char *err, size_t errlen)
 {
 	struct notify_opts o = { dir, "shop@example.com", "ops@example.com", NULL, 0 };
-	return notify_init(&o, err, errlen);
+	struct fgw_why why;
+	int r = notify_init(&o, &why);
+	if (r != 0)
+		fgw_why_format(&why, err, errlen);
+	return r;
+}
+
+/* notify_init with its error detail formatted into err. */
+static int
+init_opts(const struct notify_opts *o, char *err, size_t errlen)
+{
+	struct fgw_why why;
+	int r = notify_init(o, &why);
+	if (r != 0)
+		fgw_why_format(&why, err, errlen);
+	return r;
 }
 
 static int
@@ -198,21 +213,21 @@ test_templates_checked_at_start(void)
 	TT_BEGIN;
 	CHECK(mkdtemp(dir) != NULL);
 	CHECK_EQ_INT(copy_with(dir, "refund.html", "<p>{{amount}}</p>\n<p>{{pan}}</p>\n"), 0);
-	CHECK_EQ_INT(notify_init(&o, err, sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(init_opts(&o, err, sizeof(err)), FGW_ERR_INVALID);
 	CHECK(strstr(err, "refund.html:2: unknown placeholder {{pan}}") != NULL);
 	CHECK(!notify_enabled());
 	CHECK_EQ_INT(copy_with(dir, "refund.html", "<p>{{amount</p>\n"), 0);
-	CHECK_EQ_INT(notify_init(&o, err, sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(init_opts(&o, err, sizeof(err)), FGW_ERR_INVALID);
 	CHECK(strstr(err, "unterminated") != NULL);
 	CHECK_EQ_INT(copy_with(dir, "refund.html", "<p>{{amount}}</p>\n"), 0);
 	CHECK_EQ_INT(copy_with(dir, "receipt.txt", "no subject line\n\nbody\n"), 0);
-	CHECK_EQ_INT(notify_init(&o, err, sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(init_opts(&o, err, sizeof(err)), FGW_ERR_INVALID);
 	CHECK(strstr(err, "Subject:") != NULL);
 	CHECK_EQ_INT(copy_with(dir, "receipt.txt", "Subject: ok {{amount}}\n\nbody\n"), 0);
-	CHECK_EQ_INT(notify_init(&o, err, sizeof(err)), 0);
+	CHECK_EQ_INT(init_opts(&o, err, sizeof(err)), 0);
 	CHECK(notify_enabled());
 	o.from = "not an address";
-	CHECK_EQ_INT(notify_init(&o, err, sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(init_opts(&o, err, sizeof(err)), FGW_ERR_INVALID);
 	CHECK(strstr(err, "mail_from") != NULL);
 end:
 	notify_reset();
