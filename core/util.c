@@ -247,15 +247,6 @@ fgw_read_secret_file(const char *path, size_t max, char **out, size_t *outlen)
 	return FGW_OK;
 }
 
-void
-fgw_freezero(void *p, size_t len)
-{
-	if (p == NULL)
-		return;
-	explicit_bzero(p, len);
-	free(p);
-}
-
 int
 fgw_write_file_atomic(const char *path, const void *data, size_t len, int mode)
 {
