@@ -610,8 +610,7 @@ static void
 finish_secret(struct rctx *c, int status, char *a)
 {
 	rctx_finish(c, status, a);
-	explicit_bzero(a, strlen(a));
-	free(a);
+	fgw_freezero(a, strlen(a));
 }
 
 static void
