@@ -22,7 +22,8 @@
 # Knobs (environment): BENCH_SECONDS (10) per measured run, BENCH_WARMUP (3),
 # BENCH_CONNS (50), BENCH_ROWS (1000000), BENCH_POOL (256 bodies),
 # BENCH_BIG_CONNS (1000), BUILD (build), BENCH_KEEP=1 keeps the temp dir,
-# BENCH_QUICK=1 stops after the saturation runs (A/B of one change).
+# BENCH_QUICK=1 stops after the saturation runs (A/B of one change),
+# BENCH_PERF=1 records a perf profile of every flairgw run ($BUILD/perf-*.data).
 set -eu
 
 BUILD=${BUILD:-build}
@@ -250,13 +251,35 @@ snap_after() { # LABEL MODE CONNS REQS SECONDS P50 P99 P999 ERRS MPORT PIDS...
 		    (r > 0 ? c * 1e6 / hz / r : 0), (r > 0 ? u * 1e6 / hz / r : 0), cm, j }' >>"$T/results"
 }
 
+# BENCH_PERF=1: `perf record -g` on the SUT's processes during every
+# measured flairgw run, to $BUILD/perf-<label>.data (profiling slows the
+# SUT: figures of such a run are not comparable with others).
+PERF_PID=""
+perf_start() { # LABEL PIDS...
+	[ "${BENCH_PERF:-0}" = 1 ] || return 0
+	case "$1" in flairgw*) ;; *) return 0 ;; esac
+	f="$ROOT/$BUILD/perf-$(echo "$1" | tr -c 'A-Za-z0-9\n' '_').data"
+	shift
+	pl=$(echo "$@" | tr ' ' ',')
+	perf record -q -g -F 999 -o "$f" -p "$pl" >/dev/null 2>&1 &
+	PERF_PID=$!
+}
+perf_stop() {
+	[ -n "$PERF_PID" ] || return 0
+	kill -INT "$PERF_PID" 2>/dev/null || true
+	wait "$PERF_PID" 2>/dev/null || true
+	PERF_PID=""
+}
+
 # wrk at saturation: LABEL URL CONNS BODIES MPORT PIDS...
 run_sat() {
 	lab=$1 url=$2 cn=$3 bodies=$4 mp=$5
 	shift 5
 	BENCH_BODIES=$bodies $LOAD wrk -t1 -c"$cn" -d"${WARM}s" -s "$HERE/bench/post.lua" "$url" >/dev/null 2>&1 || true
 	snap_before "$mp" "$@"
+	perf_start "$lab" "$@"
 	out=$(BENCH_BODIES=$bodies $LOAD wrk -t1 -c"$cn" -d"${SECS}s" --timeout 10s -s "$HERE/bench/post.lua" "$url" 2>&1) || true
+	perf_stop
 	line=$(echo "$out" | grep '^BENCH ' || true)
 	[ -n "$line" ] || { echo "bench: wrk failed for $lab: $out" >&2; exit 1; }
 	eval "$(echo "$line" | sed 's/^BENCH //')"
@@ -274,8 +297,10 @@ run_fixed() {
 	think=$(awk -v c="$cn" -v r="$rate" 'BEGIN {printf "%.3f", c * 1000 / r}')
 	BENCH_BODIES=$bodies $LOAD wrk -t1 -c"$cn" -d"${WARM}s" -s "$HERE/bench/post.lua" "$url" >/dev/null 2>&1 || true
 	snap_before "$mp" "$@"
+	perf_start "$lab $rate" "$@"
 	out=$(BENCH_THINK_MS=$think BENCH_BODIES=$bodies $LOAD wrk -t1 -c"$cn" -d"${SECS}s" --timeout 10s \
 		-s "$HERE/bench/post.lua" "$url" 2>&1) || true
+	perf_stop
 	line=$(echo "$out" | grep '^BENCH ' || true)
 	[ -n "$line" ] || { echo "bench: wrk failed for $lab: $out" >&2; exit 1; }
 	eval "$(echo "$line" | sed 's/^BENCH //')"
