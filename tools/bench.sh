@@ -22,7 +22,8 @@
 # Knobs (environment): BENCH_SECONDS (10) per measured run, BENCH_WARMUP (3),
 # BENCH_CONNS (50), BENCH_ROWS (1000000), BENCH_POOL (256 bodies),
 # BENCH_BIG_CONNS (1000), BUILD (build), BENCH_KEEP=1 keeps the temp dir,
-# BENCH_QUICK=1 stops after the saturation runs (A/B of one change),
+# BENCH_QUICK=1 stops after the saturation runs (A/B of one change; with
+# BENCH_RATE=N also a plain run at N req/s offered),
 # BENCH_PERF=1 records a perf profile of every flairgw run ($BUILD/perf-*.data).
 set -eu
 
@@ -364,6 +365,10 @@ run_sat "flairgw plain" "$GW_URL" "$CONNS" "$T/plain.jsonl" "$GW_PORT" "$GW_PID"
 run_sat "flairgw sealed" "$GW_URL" "$CONNS" "$T/sealed.jsonl" "$GW_PORT" "$GW_PID"
 
 QUICK=${BENCH_QUICK:-0}
+if [ "$QUICK" = 1 ] && [ -n "${BENCH_RATE:-}" ]; then
+	# A/B of a low-load change: flairgw plain at this fixed rate too.
+	run_fixed "flairgw plain" "$GW_URL" "$CONNS" "$BENCH_RATE" "$T/plain.jsonl" "$GW_PORT" "$GW_PID"
+fi
 if [ "$QUICK" != 1 ]; then
 # ---- 4. fixed load at half of flairgw's plain capacity -------------------------
 
