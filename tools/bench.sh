@@ -259,7 +259,8 @@ PERF_PID=""
 perf_start() { # LABEL PIDS...
 	[ "${BENCH_PERF:-0}" = 1 ] || return 0
 	case "$1" in flairgw*) ;; *) return 0 ;; esac
-	f="$ROOT/$BUILD/perf-$(echo "$1" | tr -c 'A-Za-z0-9\n' '_').data"
+	case $BUILD in /*) f=$BUILD ;; *) f=$ROOT/$BUILD ;; esac
+	f="$f/perf-$(echo "$1" | tr -c 'A-Za-z0-9\n' '_').data"
 	shift
 	pl=$(echo "$@" | tr ' ' ',')
 	perf record -q -g -F 999 -o "$f" -p "$pl" >/dev/null 2>&1 &
@@ -547,9 +548,10 @@ col() { grep "^$1|$2|" "$T/results" | head -n 1 | cut -d'|' -f"$3"; }
 		    p / n, s / p }'
 		exit 0
 	fi
-	rows3=""
+	rows3="" cpu3=""
 	for k in 1 2 3; do
 		rows3="$rows3 $(col "flairgw empty db #$k" saturation 4) $(col "flairgw $ROWS rows #$k" saturation 4)"
+		cpu3="$cpu3 $(cpu "flairgw empty db #$k" saturation) $(cpu "flairgw $ROWS rows #$k" saturation)"
 	done
 	# The issue's "today" figures (main before this work, its own report)
 	# stand beside the new ones; goals as the issue states them.
@@ -560,7 +562,7 @@ col() { grep "^$1|$2|" "$T/results" | head -n 1 | cut -d'|' -f"$3"; }
 		-v half="$HALF" -v q="$QUARTER" -v f99="$FSYNC_P99" -v rows="$ROWS" -v r3="$rows3" \
 		-v rb="$RSS_BIG" -v bc="$BIG_CONNS" -v bo="$BIG_OPENED" -v ba="$BIG_ANSWERED" -v bf="$BIG_FAILED" \
 		-v rn="$RECON_N" -v rs="$RECON_S" -v rl="$RECON_LEFT" -v rsu="$RECON_SUCC" -v rfa="$RECON_FAIL" \
-		-v rm="$RSS_MAIN" -v nr="$NGX_RSS" 'BEGIN {
+		-v rm="$RSS_MAIN" -v nr="$NGX_RSS" -v c3="$cpu3" 'BEGIN {
 		fmt = "%-58s %-20s %-34s %-26s %s\n"
 		printf fmt, "target (issue 17)", "today", "now", "goal", ""
 		ok = pc / nc <= 3
@@ -597,6 +599,13 @@ col() { grep "^$1|$2|" "$T/results" | head -n 1 | cut -d'|' -f"$3"; }
 		    sprintf("%.1f s (%d left; %d/%d)", rs, rl, rsu, rfa), "<= 5 min", ok ? "met" : "not met"
 		printf "\npeak RSS (VmHWM) after the 50-connection runs: flairgw %.1f MiB, nginx %.1f MiB (master + workers)\n",
 		    rm / 1024, nr / 1024
+		# CPU per payment moves far less with other load on the machine
+		# than throughput does: the same three pairs by that measure.
+		n = split(c3, w, " ")
+		txt = ""
+		for (k = 1; k + 1 <= n; k += 2)
+			txt = txt sprintf("%s%+.1f%%", k > 1 ? ", " : "", w[k] > 0 ? (w[k + 1] - w[k]) * 100 / w[k] : 0)
+		printf "%d rows vs empty, CPU per payment instead of throughput: %s\n", rows, txt
 	}'
 	echo "fill: $ROWS rows in $FILL_S s; whole bench: $(($(date +%s) - BENCH_T0)) s"
 	if [ -x "$BUILD/bench-rules" ]; then
