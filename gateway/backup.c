@@ -642,12 +642,42 @@ backup_upload(const struct fgw_config *cfg, const char *path, const char *name,
 
 /* ---- the daemon's schedule ------------------------------------------------ */
 
+/* The newest backup's time, published for /metrics (see backup.h). */
+static atomic_llong last_backup_ms;
+
+int64_t
+backup_newest_ms(const char *dir)
+{
+	char **names = NULL;
+	struct tm tm;
+	int n = 0, ms = 0;
+	int64_t at = 0;
+	if (dir[0] == '\0' || backup_list(dir, &names, &n) != 0)
+		return 0;
+	memset(&tm, 0, sizeof(tm));
+	if (n > 0 && sscanf(names[n - 1], "flairgw-%4d%2d%2dT%2d%2d%2d.%3dZ", &tm.tm_year,
+	                    &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec,
+	                    &ms) == 7) {
+		tm.tm_year -= 1900;
+		tm.tm_mon -= 1;
+		at = (int64_t)timegm(&tm) * 1000 + ms;
+	}
+	backup_names_free(names, n);
+	return at;
+}
+
+int64_t
+backup_last_success_ms(void)
+{
+	return (int64_t)atomic_load(&last_backup_ms);
+}
+
 struct backup_sched {
 	const struct fgw_config *cfg;
 	struct keyring *kr;
 	struct store *st;
 	struct store_waker *w;
-	struct event *cp_ev, *bk_ev;
+	struct event *cp_ev, *bk_ev, *seen_ev;
 	pthread_t thread;
 	int thread_live;      /* joined by the loop thread only */
 	atomic_int busy;      /* a backup thread is running */
@@ -763,8 +793,19 @@ backup_thread(void *arg)
 	}
 	if (s3_configured(cfg))
 		upload_pending(s);
+	atomic_store(&last_backup_ms, (long long)backup_newest_ms(cfg->backup_dir));
 	atomic_store(&s->busy, 0);
 	return NULL;
+}
+
+/* On the main loop's thread, never a reactor's: it reads the directory. */
+static void
+on_backup_seen(evutil_socket_t fd, short what, void *arg)
+{
+	struct backup_sched *s = arg;
+	(void)fd;
+	(void)what;
+	atomic_store(&last_backup_ms, (long long)backup_newest_ms(s->cfg->backup_dir));
 }
 
 static void
@@ -803,6 +844,12 @@ backup_sched_start(const struct fgw_config *cfg, struct keyring *kr, struct stor
 	s->st = st;
 	s->w = w;
 	keyring_audit_public(kr, s->pk);
+	atomic_store(&last_backup_ms, (long long)backup_newest_ms(cfg->backup_dir));
+	tv.tv_sec = 60;
+	tv.tv_usec = 0;
+	if ((s->seen_ev = event_new(base, -1, EV_PERSIST, on_backup_seen, s)) == NULL ||
+	    event_add(s->seen_ev, &tv) != 0)
+		goto fail;
 	if (cfg->audit_checkpoint_interval_s > 0) {
 		tv.tv_sec = (time_t)cfg->audit_checkpoint_interval_s;
 		tv.tv_usec = 0;
@@ -833,6 +880,8 @@ backup_sched_stop(struct backup_sched *s)
 		event_free(s->cp_ev);
 	if (s->bk_ev != NULL)
 		event_free(s->bk_ev);
+	if (s->seen_ev != NULL)
+		event_free(s->seen_ev);
 	pthread_mutex_lock(&wait_mu);
 	atomic_store(&s->stop, 1);
 	pthread_cond_broadcast(&wait_cv);

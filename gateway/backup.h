@@ -81,6 +81,16 @@ int backup_upload(const struct fgw_config *cfg, const char *path,
                   const char *name, atomic_int *stop, int *attempts,
                   char *err, size_t errlen);
 
+/* The time of the newest backup in dir from its name
+ * (flairgw-YYYYMMDDTHHMMSS.mmmZ.fgwbk), in ms; 0 when there is none. Reads
+ * the directory: never on a reactor. */
+int64_t backup_newest_ms(const char *dir);
+/* What the scheduler last published of backup_newest_ms(backup_dir): read
+ * at start, after each scheduled backup and once a minute (a backup taken
+ * by `flairctl backup now` shows within that minute). Safe on any thread;
+ * 0 before the scheduler has started or when there is no backup. */
+int64_t backup_last_success_ms(void);
+
 /* The daemon's schedule: timers on base for audit checkpoints and
  * backups; backups run on their own thread and record their outcome as
  * audit events through the store (jobs completed on w). */

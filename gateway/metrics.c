@@ -4,9 +4,9 @@
  *
  * Counters are atomics bumped on the reactors; the backlogs are counted
  * from the database at scrape time on the scraping reactor's read-only
- * connection, each from an index (store/stats.c), and the age of the last
- * backup from the newest file name in backup_dir, so a scrape costs a few
- * index lookups and one readdir.
+ * connection, each from an index (store/stats.c); the time of the last
+ * backup is what the backup scheduler published (gateway/backup.h), so a
+ * scrape costs a few index lookups and no file system access.
  */
 #define LOG_MODULE "metrics"
 
@@ -98,29 +98,6 @@ counter_vec(struct evbuffer *b, const char *name, const char *help, const char *
 	for (int i = 0; i < n; i++)
 		evbuffer_add_printf(b, "%s{%s=\"%s\"} %llu\n", name, label, labels[i],
 		                    atomic_load(&values[i]));
-}
-
-/* The time of the newest backup in dir from its name
- * (flairgw-YYYYMMDDTHHMMSS.mmmZ.fgwbk), in ms; 0 when there is none. */
-static int64_t
-newest_backup_ms(const char *dir)
-{
-	char **names = NULL;
-	struct tm tm;
-	int n = 0, ms = 0;
-	int64_t at = 0;
-	if (dir[0] == '\0' || backup_list(dir, &names, &n) != 0)
-		return 0;
-	memset(&tm, 0, sizeof(tm));
-	if (n > 0 && sscanf(names[n - 1], "flairgw-%4d%2d%2dT%2d%2d%2d.%3dZ", &tm.tm_year,
-	                    &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec,
-	                    &ms) == 7) {
-		tm.tm_year -= 1900;
-		tm.tm_mon -= 1;
-		at = (int64_t)timegm(&tm) * 1000 + ms;
-	}
-	backup_names_free(names, n);
-	return at;
 }
 
 void
@@ -241,7 +218,7 @@ metrics_render(struct reactor *rx, struct evbuffer *b)
 		gauge(b, "flairgw_webhook_outbox_backlog", "outbound webhooks not yet delivered",
 		      (long long)bl.webhooks_pending);
 	}
-	backup_ms = newest_backup_ms(rx->gw->cfg.backup_dir);
+	backup_ms = backup_last_success_ms();
 	gauge(b, "flairgw_backup_last_success_timestamp_seconds",
 	      "time of the newest backup in backup_dir (0: none)", (long long)(backup_ms / 1000));
 	gauge(b, "flairgw_uptime_seconds", "seconds since the gateway started",

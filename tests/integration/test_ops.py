@@ -3,6 +3,7 @@
 A secret file as an editor or `echo` writes it ends in a newline; the
 daemon drops it, and flairctl must mint tokens over the same bytes."""
 
+import calendar
 import json
 import os
 import re
@@ -323,6 +324,46 @@ def test_metrics_pass_promtool_and_feed_the_alerts_and_dashboard():
             used |= set(re.findall(r"\bflairgw_[a-z0-9_]+", t["expr"]))
     unknown = [m for m in used if m not in samples and m not in families]
     assert not unknown, unknown
+
+
+def _backup_gauge(g):
+    text = harness.http(g.port, "GET", "/metrics").raw
+    text = text.decode() if isinstance(text, bytes) else text
+    m = re.search(r"^flairgw_backup_last_success_timestamp_seconds (\d+)$", text, re.M)
+    assert m, "no backup gauge"
+    return int(m.group(1))
+
+
+def _backup_seconds(name):
+    m = re.match(r"flairgw-(\d{8}T\d{6})\.\d{3}Z\.fgwbk$", name)
+    return int(calendar.timegm(time.strptime(m.group(1), "%Y%m%dT%H%M%S")))
+
+
+def test_backup_gauge_is_published_by_the_scheduler_and_costs_the_scrape_no_readdir():
+    with harness.Stack(backup_interval_s=1, backup_keep_last=50) as st:
+        g = st.gw
+        backups = os.path.join(g.data_dir, "backups")
+
+        def newest():
+            names = sorted(n for n in os.listdir(backups) if n.endswith(".fgwbk")) \
+                if os.path.isdir(backups) else []
+            return names[-1] if names else None
+
+        harness.wait_until(newest, 30, "a scheduled backup")
+        # The backup thread publishes the time of the newest backup.
+        harness.wait_until(lambda: _backup_gauge(g) == _backup_seconds(newest()), 15,
+                           "the gauge at the newest backup")
+        g.stop()
+        # At start the scheduler reads the directory once.
+        g.overrides["backup_interval_s"] = 0
+        g.start()
+        real = _backup_seconds(newest())
+        assert _backup_gauge(g) == real
+        # A scrape reads no directory (a reactor never does file system
+        # I/O): a backup that appears now shows up only when the scheduler
+        # looks again (once a minute), not at this scrape.
+        open(os.path.join(backups, "flairgw-20300101T000000.000Z.fgwbk"), "wb").close()
+        assert _backup_gauge(g) == real
 
 
 def test_backup_export_writes_the_json_export_without_card_data():
