@@ -399,6 +399,9 @@ stop_pid "$NGX_PID"
 # open until the last answer is in: VmHWM is then the peak with BIG_CONNS
 # live connections. Both ends need that many descriptors.
 ulimit -n "$NOFILE" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$NOFILE" ]; then
+	echo "bench: open files limited to $(ulimit -n) (hard limit), $NOFILE wanted: some of the $BIG_CONNS connections will fail" >&2
+fi
 cp -a "$T/pristine" "$T/conns"
 start_gw "$T/conns"
 c0=$(cpu_ticks "$GW_PID")
