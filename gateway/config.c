@@ -297,11 +297,11 @@ static int
 set_processor_line(struct fgw_config *cfg, const char *value, const char *where, char *err,
                    size_t errlen)
 {
-	char why[256];
+	struct fgw_why why;
+	char msg[384];
 
-	if (proc_settings_line(cfg->procs, &cfg->n_procs, PROC_INSTANCES_MAX, value, why,
-	                       sizeof(why)) != 0)
-		return fail(err, errlen, where, "%s", why);
+	if (proc_settings_line(cfg->procs, &cfg->n_procs, PROC_INSTANCES_MAX, value, &why) != 0)
+		return fail(err, errlen, where, "%s", fgw_why_format(&why, msg, sizeof(msg)));
 	return FGW_OK;
 }
 
@@ -313,7 +313,8 @@ set_processor_key(struct fgw_config *cfg, int which, const char *directive, cons
 {
 	size_t plen = strcspn(directive, "_") + 1;
 	struct proc_settings *s;
-	char why[256];
+	struct fgw_why why;
+	char msg[384];
 
 	while (cfg->n_procs <= which) {
 		s = &cfg->procs[cfg->n_procs];
@@ -327,8 +328,8 @@ set_processor_key(struct fgw_config *cfg, int which, const char *directive, cons
 		return FGW_ERR_INTERNAL;
 	memcpy(s->old_prefix, directive, plen);
 	s->old_prefix[plen] = '\0';
-	if (proc_settings_set(s, directive + plen, value, why, sizeof(why)) != 0)
-		return fail(err, errlen, where, "%s", why);
+	if (proc_settings_set(s, directive + plen, value, &why) != 0)
+		return fail(err, errlen, where, "%s", fgw_why_format(&why, msg, sizeof(msg)));
 	return FGW_OK;
 }
 

@@ -37,7 +37,8 @@ build(const struct proc_call *call, struct proc_http *http)
 
 	switch (call->op) {
 	case PROC_CALL_CHARGE:
-		return call->charge != NULL ? pt->build(cfg, call->charge, http) : FGW_ERR_INVALID;
+		return call->charge != NULL ? pt->build(cfg, call->charge, http)
+		                            : FGW_ERR_INVALID;
 	case PROC_CALL_CARD:
 		return pt->build_card != NULL && pt->parse_card != NULL && call->charge != NULL
 		           ? pt->build_card(cfg, call->charge, http)
@@ -151,7 +152,8 @@ proc_call_start(const struct pipeline_env *env, struct proc_call *call)
 		                  (const char *const *)http.headers,
 		                  http.secure_body != NULL ? (const char *)http.secure_body->data
 		                                           : http.body,
-		                  http.secure_body != NULL ? http.secure_body->len : http.body_len,
+		                  http.secure_body != NULL ? http.secure_body->len
+		                                           : http.body_len,
 		                  pi->cfg.timeout_ms, replied, call, &call->http);
 	/* The body may have held card data: wiped here, the client has its copy. */
 	proc_http_clear(&http);

@@ -21,16 +21,16 @@ struct httpc_req;
 struct pipeline_env;
 
 enum proc_call_op {
-	PROC_CALL_CHARGE = 0,   /* the payment (build); its answer may be sealed to
+	PROC_CALL_CHARGE = 0, /* the payment (build); its answer may be sealed to
 	                           the gateway, so the response pipeline parses it */
-	PROC_CALL_CARD,         /* the card alone, before the charge (build_card) */
-	PROC_CALL_STATUS,       /* build_op/parse_op with the matching proc_op */
+	PROC_CALL_CARD,       /* the card alone, before the charge (build_card) */
+	PROC_CALL_STATUS,     /* build_op/parse_op with the matching proc_op */
 	PROC_CALL_CAPTURE,
 	PROC_CALL_CANCEL,
 	PROC_CALL_REFUND,
-	PROC_CALL_CUSTOMER,     /* a processor customer (build_customer) */
-	PROC_CALL_ATTACH,       /* a processor-held card to a customer (build_attach) */
-	PROC_CALL_DETACH        /* that card from its customer (build_detach) */
+	PROC_CALL_CUSTOMER, /* a processor customer (build_customer) */
+	PROC_CALL_ATTACH,   /* a processor-held card to a customer (build_attach) */
+	PROC_CALL_DETACH    /* that card from its customer (build_detach) */
 };
 
 /* What became of the request. Only a request that provably never left
@@ -42,12 +42,12 @@ enum proc_sent { PROC_NOT_SENT = 0, PROC_SENT, PROC_SENT_UNKNOWN };
 
 struct proc_reply {
 	enum proc_sent sent;
-	int err;                /* 0 when answered, else why not (FGW_ERR_*) */
-	long status;            /* HTTP status, 0 when not answered */
+	int err;     /* 0 when answered, else why not (FGW_ERR_*) */
+	long status; /* HTTP status, 0 when not answered */
 	long elapsed_ms;
-	const char *body;       /* the raw answer (CHARGE); valid in done only */
+	const char *body; /* the raw answer (CHARGE); valid in done only */
 	size_t body_len;
-	int parsed;             /* 1: the type read the answer into *res */
+	int parsed; /* 1: the type read the answer into *res */
 };
 
 struct proc_call;
@@ -57,15 +57,15 @@ struct proc_call {
 	/* Set by the caller before proc_call_start. */
 	enum proc_call_op op;
 	struct proc_instance *inst;
-	const struct proc_request *charge;      /* CHARGE, CARD */
-	const struct proc_op_request *opreq;    /* STATUS .. REFUND */
-	const char *key;                        /* CUSTOMER, ATTACH, DETACH: idempotency key */
-	const char *customer_ref;               /* CUSTOMER: our reference for them */
-	const char *method;                     /* ATTACH, DETACH: the processor's card id */
-	const char *customer;                   /* ATTACH: the processor's customer */
-	struct proc_result *res;                /* out: the type's reading */
-	struct proc_saved_card *card;           /* out, ATTACH: the attached card */
-	const char *request_id;                 /* the callback's log lines name it;
+	const struct proc_request *charge;   /* CHARGE, CARD */
+	const struct proc_op_request *opreq; /* STATUS .. REFUND */
+	const char *key;                     /* CUSTOMER, ATTACH, DETACH: idempotency key */
+	const char *customer_ref;            /* CUSTOMER: our reference for them */
+	const char *method;                  /* ATTACH, DETACH: the processor's card id */
+	const char *customer;                /* ATTACH: the processor's customer */
+	struct proc_result *res;             /* out: the type's reading */
+	struct proc_saved_card *card;        /* out, ATTACH: the attached card */
+	const char *request_id;              /* the callback's log lines name it;
 	                                           NULL: left as it is */
 	proc_call_done_fn done;
 	void *arg;

@@ -25,15 +25,32 @@ struct settings_key {
 
 #define S_OFF(f) offsetof(struct proc_settings, f)
 #define S_SZ(f) sizeof(((struct proc_settings *)0)->f)
-#define KSTR(f) { #f, KEY_STR, S_OFF(f), S_SZ(f), 0, 0 }
-#define KINT(f, lo, hi) { #f, KEY_INT, S_OFF(f), 0, lo, hi }
+#define KSTR(f)                              \
+	{                                        \
+#f, KEY_STR, S_OFF(f), S_SZ(f), 0, 0 \
+	}
+#define KINT(f, lo, hi)                  \
+	{                                    \
+#f, KEY_INT, S_OFF(f), 0, lo, hi \
+	}
 
 static const struct settings_key keys[] = {
-	KSTR(name), KSTR(type), KSTR(url), KSTR(public_key_file), KSTR(secret),
-	KSTR(secret_file), KSTR(secret_env), KSTR(map_file), KSTR(api_version),
-	KSTR(ca_file), KSTR(client_cert), KSTR(client_key),
+	KSTR(name),
+	KSTR(type),
+	KSTR(url),
+	KSTR(public_key_file),
+	KSTR(secret),
+	KSTR(secret_file),
+	KSTR(secret_env),
+	KSTR(map_file),
+	KSTR(api_version),
+	KSTR(ca_file),
+	KSTR(client_cert),
+	KSTR(client_key),
 	{ "verify_tls", KEY_BOOL, S_OFF(verify_tls), 0, 0, 1 },
-	KINT(timeout_ms, 0, 120000), KINT(connect_timeout_ms, 0, 60000), KINT(max_conns, 0, 10000),
+	KINT(timeout_ms, 0, 120000),
+	KINT(connect_timeout_ms, 0, 60000),
+	KINT(max_conns, 0, 10000),
 	{ NULL, KEY_STR, 0, 0, 0, 0 },
 };
 
@@ -67,7 +84,7 @@ proc_settings_where(const struct proc_settings *s, const char *key, char *buf, s
 	if (s->old_prefix[0] != '\0')
 		snprintf(buf, cap, "%s%s", s->old_prefix, key);
 	else
-		snprintf(buf, cap, "processor %s %s", s->name, key);
+		snprintf(buf, cap, "processor %s%s%s", s->name, key[0] ? " " : "", key);
 }
 
 /* A name is what a route line and a recorded row use: one word. */
@@ -76,30 +93,33 @@ name_ok(const char *v)
 {
 	size_t n = strlen(v);
 	return n > 0 && n < S_SZ(name) &&
-	       strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") == n;
+	       strspn(v,
+	              "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") ==
+	           n;
 }
 
 int
-proc_settings_set(struct proc_settings *s, const char *key, const char *value, char *err,
-                  size_t errlen)
+proc_settings_set(struct proc_settings *s, const char *key, const char *value,
+                  struct fgw_why *why)
 {
 	const struct settings_key *k = key_find(key);
 	char *base = (char *)s, where[96];
 	int64_t v;
 
 	if (k == NULL) {
-		snprintf(err, errlen, "processor %s: unknown key %s", s->name, key);
+		proc_settings_where(s, "", where, sizeof(where));
+		fgw_why_set(why, where, 0, 0, "unknown key %s", key);
 		return FGW_ERR_INVALID;
 	}
 	proc_settings_where(s, key, where, sizeof(where));
 	switch (k->kind) {
 	case KEY_STR:
 		if (strlen(value) >= k->size) {
-			snprintf(err, errlen, "%s: value is too long", where);
+			fgw_why_set(why, where, 0, 0, "value is too long");
 			return FGW_ERR_INVALID;
 		}
 		if (k->offset == S_OFF(name) && value[0] != '\0' && !name_ok(value)) {
-			snprintf(err, errlen, "%s: one word of letters, digits, '_', '-' or '.'", where);
+			fgw_why_set(why, where, 0, 0, "one word of letters, digits, '_', '-' or '.'");
 			return FGW_ERR_INVALID;
 		}
 		memcpy(base + k->offset, value, strlen(value) + 1);
@@ -107,7 +127,7 @@ proc_settings_set(struct proc_settings *s, const char *key, const char *value, c
 	case KEY_BOOL: {
 		long long b;
 		if (fgw_parse_bool(value, &b) != FGW_OK) {
-			snprintf(err, errlen, "%s must be yes or no", where);
+			fgw_why_set(why, where, 0, 0, "must be yes or no");
 			return FGW_ERR_INVALID;
 		}
 		v = b;
@@ -115,8 +135,8 @@ proc_settings_set(struct proc_settings *s, const char *key, const char *value, c
 	}
 	case KEY_INT:
 		if (fgw_parse_i64(value, k->min, k->max, &v) != FGW_OK) {
-			snprintf(err, errlen, "%s must be an integer from %lld to %lld", where, k->min,
-			         k->max);
+			fgw_why_set(why, where, 0, 0, "must be an integer from %lld to %lld", k->min,
+			            k->max);
 			return FGW_ERR_INVALID;
 		}
 		break;
@@ -126,23 +146,24 @@ proc_settings_set(struct proc_settings *s, const char *key, const char *value, c
 }
 
 int
-proc_settings_line(struct proc_settings *list, int *n, int max, const char *line, char *err,
-                   size_t errlen)
+proc_settings_line(struct proc_settings *list, int *n, int max, const char *line,
+                   struct fgw_why *why)
 {
-	char buf[2048], *save = NULL, *w;
+	char buf[2048], where[96], *save = NULL, *w;
 	struct proc_settings *s = NULL, tmp;
 	int r;
 
 	if (fgw_strlcpy(buf, line, sizeof(buf)) != FGW_OK ||
-	    (w = strtok_r(buf, " \t", &save)) == NULL || strchr(w, '=') != NULL || !name_ok(w)) {
-		snprintf(err, errlen, "processor needs \"NAME key=value...\" (NAME: one word)");
+	    (w = strtok_r(buf, " \t", &save)) == NULL || strchr(w, '=') != NULL ||
+	    !name_ok(w)) {
+		fgw_why_set(why, "processor", 0, 0, "needs \"NAME key=value...\" (NAME: one word)");
 		return FGW_ERR_INVALID;
 	}
 	for (int i = 0; i < *n; i++)
 		if (strcmp(list[i].name, w) == 0)
 			s = &list[i];
 	if (s == NULL && *n == max) {
-		snprintf(err, errlen, "processor: at most %d processors", max);
+		fgw_why_set(why, "processor", 0, 0, "at most %d processors", max);
 		return FGW_ERR_INVALID;
 	}
 	/* Applied to a copy: a bad line changes nothing. */
@@ -151,17 +172,19 @@ proc_settings_line(struct proc_settings *list, int *n, int max, const char *line
 	else
 		proc_settings_init(&tmp, w);
 	r = FGW_OK;
-	for (int word = 2; r == FGW_OK && (w = strtok_r(NULL, " \t", &save)) != NULL; word++) {
+	for (int word = 2; r == FGW_OK && (w = strtok_r(NULL, " \t", &save)) != NULL;
+	     word++) {
 		char *eq = strchr(w, '=');
 		/* The word itself is not echoed: it may be a credential. */
 		if (eq == NULL || eq == w || eq[1] == '\0' || strncmp(w, "name=", 5) == 0) {
-			snprintf(err, errlen, "processor %s: word %d is not key=value (a non-empty "
-			         "value, and no name=)", tmp.name, word);
+			proc_settings_where(&tmp, "", where, sizeof(where));
+			fgw_why_set(why, where, 0, 0,
+			            "word %d is not key=value (a non-empty value, and no name=)", word);
 			r = FGW_ERR_INVALID;
 			break;
 		}
 		*eq = '\0';
-		r = proc_settings_set(&tmp, w, eq + 1, err, errlen);
+		r = proc_settings_set(&tmp, w, eq + 1, why);
 	}
 	if (r == FGW_OK)
 		*(s != NULL ? s : &list[(*n)++]) = tmp;
@@ -198,7 +221,8 @@ proc_instance_load(struct proc_instance *pi, const struct proc_settings *s,
 	if (!(s->public_key_file[0] == '\0' && pi->type->needs_clear_card)) {
 		if ((r = sealed_load_pubkey(s->public_key_file, &pi->cfg.pubkey)) != 0) {
 			proc_settings_where(s, "public_key_file", where, sizeof(where));
-			snprintf(err, errlen, "%s: %s: %s", where, s->public_key_file, fgw_strerror(r));
+			snprintf(err, errlen, "%s: %s: %s", where, s->public_key_file,
+			         fgw_strerror(r));
 			return r;
 		}
 		pi->cfg.has_pubkey = 1;

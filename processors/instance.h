@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 
+#include "core/err.h"
 #include "processors/adapter.h"
 #include "processors/breaker.h"
 
@@ -21,21 +22,21 @@
 /* One instance's settings, as configured (nothing loaded yet). */
 struct proc_settings {
 	char name[32];
-	char type[32];              /* a proc_type name; default sandbox */
+	char type[32]; /* a proc_type name; default sandbox */
 	char url[256];
-	char public_key_file[512];  /* "": keys_dir/processor-NAME.json */
-	char secret[256];           /* never logged */
+	char public_key_file[512]; /* "": keys_dir/processor-NAME.json */
+	char secret[256];          /* never logged */
 	char secret_file[512];
 	char secret_env[64];
-	char map_file[512];         /* the type's own description file */
+	char map_file[512]; /* the type's own description file */
 	char api_version[40];
 	char ca_file[512];
 	char client_cert[512];
 	char client_key[512];
-	long long verify_tls;       /* default 1 */
-	long long timeout_ms;       /* 0: processor_timeout_ms */
-	long long connect_timeout_ms;/* 0: processor_connect_timeout_ms */
-	long long max_conns;        /* 0: processor_max_conns */
+	long long verify_tls;         /* default 1 */
+	long long timeout_ms;         /* 0: processor_timeout_ms */
+	long long connect_timeout_ms; /* 0: processor_connect_timeout_ms */
+	long long max_conns;          /* 0: processor_max_conns */
 	/* Set with an old processor_KEY / processor2_KEY directive: errors
 	 * then name that spelling ("processor_" or "processor2_"). */
 	char old_prefix[16];
@@ -44,21 +45,23 @@ struct proc_settings {
 /* Empty settings of instance name with the defaults. */
 void proc_settings_init(struct proc_settings *s, const char *name);
 /* Sets one key ("url", "timeout_ms", ...). 0, or FGW_ERR_INVALID with
- * the reason in err. */
-int proc_settings_set(struct proc_settings *s, const char *key, const char *value, char *err,
-                      size_t errlen);
+ * why filled (where: "processor eu timeout_ms" or the old spelling). */
+int proc_settings_set(struct proc_settings *s, const char *key, const char *value,
+                      struct fgw_why *why);
 /* Applies a line "NAME key=value..." to the instance of that name in
- * list (n of them, at most max), appended when there is none yet. */
-int proc_settings_line(struct proc_settings *list, int *n, int max, const char *line, char *err,
-                       size_t errlen);
+ * list (n of them, at most max), appended when there is none yet. A bad
+ * line changes nothing; why never repeats a value (it may be a secret). */
+int proc_settings_line(struct proc_settings *list, int *n, int max, const char *line,
+                       struct fgw_why *why);
 /* How errors name key of s: "processor_url" (old spelling) or
- * "processor eu url". */
-void proc_settings_where(const struct proc_settings *s, const char *key, char *buf, size_t cap);
+ * "processor eu url"; key "": the processor itself. */
+void proc_settings_where(const struct proc_settings *s, const char *key, char *buf,
+                         size_t cap);
 /* Whether key is one a processor line takes. */
 int proc_settings_key_known(const char *key);
 
 struct proc_instance {
-	struct proc_config cfg;     /* what the type's functions read */
+	struct proc_config cfg; /* what the type's functions read */
 	const struct proc_type *type;
 	struct proc_breaker breaker;
 };
@@ -73,6 +76,7 @@ int proc_instance_load(struct proc_instance *pi, const struct proc_settings *s,
 void proc_instance_free(struct proc_instance *pi);
 
 /* The instance called name among n, or NULL. */
-struct proc_instance *proc_instance_find(struct proc_instance *list, int n, const char *name);
+struct proc_instance *proc_instance_find(struct proc_instance *list, int n,
+                                         const char *name);
 
 #endif

@@ -262,14 +262,14 @@ def test_old_and_new_spellings_configure_one_list():
 def test_bad_processor_lines_stop_start_up():
     harness.start_fails([("processor", "eu type=nosuch url=http://127.0.0.1:1")],
                         "unknown processor type 'nosuch'")
-    harness.start_fails([("processor", "eu colour=red")], "unknown key colour")
+    harness.start_fails([("processor", "eu colour=red")], "processor eu: unknown key colour")
     harness.start_fails([("processor", "eu url=ftp://127.0.0.1:1")],
                         "processor eu url must be an http:// or https:// URL")
     harness.start_fails([("processor", "eu")], "processor eu url must be an http:// or https:// URL")
     harness.start_fails([], "processor2_name: must differ from processor_name (sandbox)",
                         processor2_name="sandbox", processor2_url="http://127.0.0.1:1")
     harness.start_fails([("processor", "eu url=http://127.0.0.1:1 timeout_ms=soon")],
-                        "processor eu timeout_ms must be an integer")
+                        "processor eu timeout_ms: must be an integer")
     harness.start_fails([("processor", "extra url=http://127.0.0.1:1"),
                          ("route", "nobody currency=EUR")],
                         "route: nobody is not a configured processor")
