@@ -109,7 +109,14 @@ UNIT_BINS := $(UNIT_TESTS:tests/unit/%.c=$(BUILD)/tests/%)
 $(BUILD)/stripe-sigcheck: $(BUILD)/obj/tests/stripe_sigcheck.o $(call roomlibs,cryptoauth core)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-test-build: $(BINS) $(UNIT_BINS) $(BUILD)/stripe-sigcheck
+# store/pg.c against a real PostgreSQL server: run by
+# tests/integration/test_pg.py, which starts the server (not by
+# tests/run.sh, so it lives outside $(BUILD)/tests).
+$(BUILD)/pg-tests/test_pg: $(BUILD)/obj/tests/unit/test_pg.o $(call roomlibs,store core)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+test-build: $(BINS) $(UNIT_BINS) $(BUILD)/stripe-sigcheck $(BUILD)/pg-tests/test_pg
 
 # make run [PORT=8080] [SANDBOX_PORT=8081] [MAIL_PORT=8025]
 PORT ?= 8080
