@@ -37,3 +37,5 @@ def test_store_pg_cases():
     # Every case ran (a new case needs no change here).
     assert "ok two_concurrent_migrators" in out, out
     assert "ok refuses_fsync_off" in out, out
+    # The cases log every refusal and failed login: no password in them.
+    assert SERVER.password not in out and NOFSYNC.password not in out

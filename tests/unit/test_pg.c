@@ -114,7 +114,20 @@ test_dsn_tls_rule(void)
 	CHECK_EQ_INT(pg_dsn_check("host='unterminated", true), FGW_ERR_INVALID);
 	CHECK_EQ_INT(pg_dsn_check("nosuchkeyword=1", false), FGW_ERR_INVALID);
 	CHECK_EQ_INT(pg_dsn_check(NULL, false), FGW_ERR_INVALID);
+	/* Without a host in the DSN, libpq's environment decides. */
+	CHECK(setenv("PGHOST", "db.example.com", 1) == 0);
+	CHECK_EQ_INT(pg_dsn_check("dbname=f", true), FGW_ERR_AUTH);
+	CHECK_EQ_INT(pg_dsn_check("host=127.0.0.1 dbname=f", true), 0);
+	CHECK(setenv("PGSSLMODE", "verify-full", 1) == 0);
+	CHECK_EQ_INT(pg_dsn_check("dbname=f", true), 0);
+	CHECK_EQ_INT(pg_dsn_check("dbname=f sslmode=prefer", true), FGW_ERR_AUTH);
+	CHECK(unsetenv("PGSSLMODE") == 0);
+	CHECK(setenv("PGHOSTADDR", "127.0.0.1", 1) == 0);
+	CHECK_EQ_INT(pg_dsn_check("dbname=f", true), 0);
 end:
+	unsetenv("PGHOST");
+	unsetenv("PGHOSTADDR");
+	unsetenv("PGSSLMODE");
 	TT_END;
 }
 
