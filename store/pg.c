@@ -72,7 +72,7 @@ pg_dsn_check(const char *dsn, bool production)
 {
 	PQconninfoOption *opts = NULL, *o;
 	char *err = NULL;
-	const char *host = NULL, *hostaddr = NULL, *sslmode = NULL, *where;
+	const char *host = NULL, *hostaddr = NULL, *sslmode = NULL, *service = NULL, *where;
 	int r;
 
 	if (dsn == NULL || (opts = PQconninfoParse(dsn, &err)) == NULL) {
@@ -90,7 +90,11 @@ pg_dsn_check(const char *dsn, bool production)
 			hostaddr = o->val;
 		else if (strcmp(o->keyword, "sslmode") == 0)
 			sslmode = o->val;
+		else if (strcmp(o->keyword, "service") == 0)
+			service = o->val;
 	}
+	if (service == NULL)
+		service = getenv("PGSERVICE");
 	/* What libpq will use: hostaddr is where it connects when given
 	 * (host then only names the server for the certificate). */
 	where = hostaddr != NULL ? hostaddr : host;
@@ -100,7 +104,15 @@ pg_dsn_check(const char *dsn, bool production)
 		where = getenv("PGHOST");
 	if (sslmode == NULL)
 		sslmode = getenv("PGSSLMODE");
-	if (hosts_are_local(where) || (sslmode != NULL && strcmp(sslmode, "verify-full") == 0)) {
+	if (sslmode != NULL && strcmp(sslmode, "verify-full") == 0) {
+		r = 0;
+		goto out;
+	}
+	/* A service (pg_service.conf) may name any host, and libpq takes it
+	 * over PGHOST: then only a host in the DSN itself says where the
+	 * connection goes. */
+	if (hosts_are_local(where) &&
+	    (service == NULL || *service == '\0' || hostaddr != NULL || host != NULL)) {
 		r = 0;
 		goto out;
 	}

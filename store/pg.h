@@ -33,8 +33,10 @@ struct pg_opts {
 /* Whether dsn may be used: 0, FGW_ERR_INVALID when it does not parse,
  * or (production only) FGW_ERR_AUTH when a host it names is not loopback
  * and sslmode is not verify-full. Loopback: localhost, 127.0.0.0/8, ::1,
- * and unix socket paths. Without a host in the DSN, PGHOST decides (and
- * PGSSLMODE without sslmode), as they would for libpq. */
+ * and unix socket paths. Without a host in the DSN, PGHOSTADDR or PGHOST
+ * decides (and PGSSLMODE without sslmode), as they would for libpq; with
+ * a service (pg_service.conf, which libpq prefers to PGHOST) the DSN must
+ * name the host or say verify-full. */
 int pg_dsn_check(const char *dsn, bool production);
 
 /* Connects (exactly one of dsn, dsn_file), checks the DSN (pg_dsn_check)

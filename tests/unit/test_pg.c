@@ -124,7 +124,19 @@ test_dsn_tls_rule(void)
 	CHECK(unsetenv("PGSSLMODE") == 0);
 	CHECK(setenv("PGHOSTADDR", "127.0.0.1", 1) == 0);
 	CHECK_EQ_INT(pg_dsn_check("dbname=f", true), 0);
+	CHECK(unsetenv("PGHOSTADDR") == 0 && unsetenv("PGHOST") == 0);
+	/* A service file may point anywhere: the DSN must say where, or
+	 * verify-full. */
+	CHECK_EQ_INT(pg_dsn_check("service=prod", true), FGW_ERR_AUTH);
+	CHECK_EQ_INT(pg_dsn_check("service=prod host=127.0.0.1", true), 0);
+	CHECK_EQ_INT(pg_dsn_check("service=prod sslmode=verify-full", true), 0);
+	CHECK(setenv("PGSERVICE", "prod", 1) == 0);
+	CHECK_EQ_INT(pg_dsn_check("dbname=f", true), FGW_ERR_AUTH);
+	CHECK_EQ_INT(pg_dsn_check("dbname=f", false), 0);
+	CHECK(setenv("PGHOST", "127.0.0.1", 1) == 0);
+	CHECK_EQ_INT(pg_dsn_check("dbname=f", true), FGW_ERR_AUTH);
 end:
+	unsetenv("PGSERVICE");
 	unsetenv("PGHOST");
 	unsetenv("PGHOSTADDR");
 	unsetenv("PGSSLMODE");
