@@ -4,8 +4,9 @@ by store/schema.c and a PostgreSQL database migrated by store/pg.c
 tables, columns (type class, NOT NULL, default), primary keys, uniques,
 indexes (by name: table, columns, unique, partial and the predicate's
 literals), foreign keys, CHECK counts, views (columns) and triggers must be
-the same, name by name. The comparison itself is shown to fail when a
-column is dropped on either side."""
+the same, name by name, and the auditors' views give the same rows for the
+same data. The comparison itself is shown to fail when a column is dropped
+on either side."""
 
 import os
 import re
@@ -276,3 +277,67 @@ def test_comparison_catches_a_dropped_column():
     assert any("mail_outbox.last_error: only in PostgreSQL" in x for x in diff), diff
     assert any(x.startswith("index idempotency_expires: None (SQLite)") for x in diff), diff
     assert len(diff) == 2, diff
+
+
+# The same rows in both databases (statements valid in both dialects).
+FIXTURE = [
+    "INSERT INTO audit_events (seq, ts, actor, source, event_type, resource, outcome,"
+    " details_json, prev_hash, hash) VALUES (1, 1733356800123, 'op', 'cli', 'backup.created',"
+    " 'flairgw-1.fgwbk', 'ok',"
+    " '{\"bytes\":4096,\"blake2b\":\"ab12\",\"auditSeq\":1,\"transactions\":2}', 'p0', 'h1')",
+    "INSERT INTO audit_events (seq, ts, actor, source, event_type, resource, outcome,"
+    " details_json, prev_hash, hash) VALUES (2, 1, 'website', 'api', 'txn.created', 'txn_1',"
+    " 'allow', NULL, 'h1', 'h2')",
+    "INSERT INTO audit_checkpoints VALUES (2, 1733356800999, 'h2', 'pk', 'sig')",
+    "INSERT INTO transactions (id, client_id, amount, currency, status, brand, bin, last4,"
+    " customer_email, created_at, updated_at) VALUES ('txn_1', 'website', 15000, 'EUR',"
+    " 'succeeded', 'Visa', '424242', '4242', 'a@example.com', 1733356799999, 1733356800000)",
+    "INSERT INTO transactions (id, client_id, amount, currency, status, created_at,"
+    " updated_at) VALUES ('txn_2', 'website', 250, 'EUR', 'succeeded', 1733356700000,"
+    " 1733356700000)",
+    "INSERT INTO transactions (id, client_id, amount, currency, status, created_at,"
+    " updated_at) VALUES ('txn_3', 'partner', 99, 'USD', 'declined', 86399999, 86400000)",
+    "INSERT INTO experiences (id, name, price, currency) VALUES ('exp_1', 'Tour', 5000, 'EUR')",
+    "INSERT INTO time_slots (id, experience_id, starts_at, capacity) VALUES"
+    " ('slot_1', 'exp_1', 1733400000000, 12)",
+    "INSERT INTO reservations (id, client_id, customer_id, experience_id, time_slot_id,"
+    " guests, status, payment_status, total_price, original_price, currency,"
+    " hold_expires_at, reference, created_at, updated_at) VALUES ('res_1', 'website',"
+    " 'key:website/c1', 'exp_1', 'slot_1', 2, 'held', 'unpaid', 10000, 10000, 'EUR',"
+    " 1733356860000, 'FLR-1', 1733356800000, 1733356800000)",
+    "INSERT INTO webhook_outbox (id, endpoint_url, event_id, event_type, txn_id, payload,"
+    " status, next_attempt_at, created_at, updated_at) VALUES ('whd_1', 'https://x/hook',"
+    " 'evt_1', 'payment.succeeded', 'txn_1', '{}', 'delivered', 0, 1, 2)",
+    "INSERT INTO webhook_attempts (outbox_id, attempt, at, http_status, error, elapsed_ms,"
+    " outcome) VALUES ('whd_1', 1, 1733356800500, 200, NULL, 12, 'delivered')",
+]
+
+
+def _rows_sqlite(path, view):
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute(f"SELECT * FROM {view}").fetchall()
+    finally:
+        db.close()
+    return sorted(tuple("" if v is None else str(v) for v in r) for r in rows)
+
+
+def test_views_give_the_same_rows():
+    """An auditor's query gives the same answer on either backend."""
+    post_db = pg_db("schema_views")
+    SERVER._psql(";".join(FIXTURE), SERVER.ROLE, SERVER.password, post_db)
+    with tempfile.TemporaryDirectory(prefix="flairgw-pgschema-") as d:
+        path = sqlite_db(d)
+        db = sqlite3.connect(path)
+        for sql in FIXTURE:
+            db.execute(sql)
+        db.commit()
+        db.close()
+        views = sorted(sqlite_catalog(path)["views"])
+        assert len(views) == 7, views
+        for view in views:
+            lite = _rows_sqlite(path, view)
+            post = sorted(tuple(r) for r in SERVER._psql(f"SELECT * FROM {view}", SERVER.ROLE,
+                                                          SERVER.password, post_db))
+            assert lite, view
+            assert lite == post, f"{view}:\n  SQLite     {lite}\n  PostgreSQL {post}"
