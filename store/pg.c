@@ -102,7 +102,8 @@ pg_dsn_check(const char *dsn, bool production)
 		where = getenv("PGHOSTADDR");
 	if (where == NULL || *where == '\0')
 		where = getenv("PGHOST");
-	if (sslmode == NULL)
+	/* The service file's sslmode, too, comes before PGSSLMODE. */
+	if (sslmode == NULL && (service == NULL || *service == '\0'))
 		sslmode = getenv("PGSSLMODE");
 	if (sslmode != NULL && strcmp(sslmode, "verify-full") == 0) {
 		r = 0;

@@ -135,6 +135,8 @@ test_dsn_tls_rule(void)
 	CHECK_EQ_INT(pg_dsn_check("dbname=f", false), 0);
 	CHECK(setenv("PGHOST", "127.0.0.1", 1) == 0);
 	CHECK_EQ_INT(pg_dsn_check("dbname=f", true), FGW_ERR_AUTH);
+	CHECK(setenv("PGSSLMODE", "verify-full", 1) == 0);
+	CHECK_EQ_INT(pg_dsn_check("dbname=f", true), FGW_ERR_AUTH);
 end:
 	unsetenv("PGSERVICE");
 	unsetenv("PGHOST");
