@@ -152,7 +152,7 @@ static const struct cfg_directive directives[] = {
 	INT(reconcile_max_attempts, 1, 1000, "30", "status requests before manual review"),
 	INT(reconcile_backoff_max_ms, 50, 86400000, "3600000", "longest wait between two status requests"),
 	INT(reconcile_concurrency, 1, 1024, "16", "processor requests the reconciler has out at once (a backlog is cleared at this pace)"),
-	STR(test_exit_after_status, "", "development only, for crash tests: the process ends (exit 70) right after the first commit that leaves a transaction in this status"),
+	STR(test_exit_after_status, "", "development only, for crash tests: the process ends (exit 70) right after the first commit that leaves a transaction in this status (reservation:STATUS: a reservation)"),
 	INT(reconcile_3ds_expiry_ms, 1000, 2592000000LL, "3600000", "a payment still waiting for 3-D Secure this long is cancelled at the processor and failed (its reservation's places come back)"),
 	STR(processor_secret_file, "", "file (mode 0600) holding the processor API credential"),
 	STR(processor_secret_env, "", "environment variable holding the processor API credential"),

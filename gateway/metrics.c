@@ -17,6 +17,7 @@
 
 #include <event2/buffer.h>
 
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "gateway/backup.h"
 #include "gateway/gateway.h"
@@ -40,10 +41,17 @@ static const int64_t latency_le_ms[METRICS_LATENCY_BUCKETS - 1] = {
 int
 metrics_status_index(const char *status)
 {
-	for (int i = 0; i < 7; i++)
-		if (strcmp(status, status_names[i]) == 0)
-			return i;
-	return 7;
+	switch (txn_state_of(status)) {
+	case TXN_SUCCEEDED: return 0;
+	case TXN_REQUIRES_ACTION: return 1;
+	case TXN_PROCESSING: return 2;
+	case TXN_DECLINED: return 3;
+	case TXN_FAILED: return 4;
+	case TXN_POSTING: return 6;
+	default: break;
+	}
+	/* Refused before anything was recorded: not a transaction state. */
+	return status != NULL && strcmp(status, "rejected") == 0 ? 5 : 7;
 }
 
 void

@@ -501,6 +501,75 @@ out:
 	txn_request_free(rq);
 }
 
+/* ---- deleting a card the processor holds ------------------------------ */
+
+static void
+delete_row(struct method_op *op)
+{
+	struct store_audit audit = { op->m.customer_id, op->source, "method.deleted", op->m.id,
+		                         "success", NULL };
+	int r = store_method_delete(op->rx->gw->store, op->rx->waker, op->m.customer_id, op->m.id,
+	                            &audit, changed_done, op);
+	if (r != 0)
+		chain_fail(op, r == FGW_ERR_SHUTDOWN ? 503 : 500,
+		           r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
+		           "The payment method could not be changed");
+}
+
+static void
+detach_replied(void *arg, const struct httpc_response *resp)
+{
+	struct method_op *op = arg;
+	struct proc_result res;
+
+	memset(&res, 0, sizeof(res));
+	if (resp->err != 0 ||
+	    op->pt->parse_detach(op->cfg, resp->status, resp->body, resp->body_len, &res) != 0)
+		res.outcome = PROC_UNKNOWN;
+	if (res.outcome == PROC_SUCCEEDED ||
+	    (res.outcome == PROC_FAILED && strcmp(res.code, "PAYMENT_METHOD_NOT_FOUND") == 0)) {
+		/* Detached now, or attached to no one already. */
+		delete_row(op);
+	} else if (res.outcome == PROC_FAILED) {
+		log_warn("processor %s refused to detach a card (%s)", op->cfg->name, res.code);
+		chain_fail(op, 502, "PROCESSOR_ERROR",
+		           "The payment processor refused to detach the card; it is still saved");
+	} else {
+		/* The same key again replays the detach: delete again. */
+		chain_fail(op, 503, "PROCESSOR_UNAVAILABLE",
+		           "The payment processor did not answer; the card is still saved, "
+		           "send the same request again");
+	}
+	proc_result_clear(&res);
+}
+
+/* DELETE of a saved method a processor holds: detached there first, so
+ * the card is no longer chargeable for the customer at the processor,
+ * then the row goes. A processor no longer configured cannot be asked:
+ * the row goes, and the log says so. */
+static void
+delete_processor_method(struct reactor *rx, struct method_op *op)
+{
+	struct proc_http http;
+	char ref[33], key[40];
+
+	memset(&http, 0, sizeof(http));
+	if (pipeline_proc_by_name(&rx->env, op->m.processor, &op->cfg, &op->pt) != 0 ||
+	    op->pt->build_detach == NULL || op->pt->parse_detach == NULL) {
+		log_warn("saved method %s: processor %s is not configured; its card is not detached",
+		         op->m.id, op->m.processor);
+		delete_row(op);
+		return;
+	}
+	if (keyed_ref(rx->gw->kr, "detach", op->m.processor_method, op->m.processor_customer,
+	              ref) != 0 ||
+	    snprintf(key, sizeof(key), "det-%s", ref) >= (int)sizeof(key) ||
+	    op->pt->build_detach(op->cfg, key, op->m.processor_method, &http) != 0 ||
+	    chain_send(op, &http, detach_replied) != 0)
+		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+	proc_http_clear(&http);
+}
+
 static void
 submit_change(struct reactor *rx, struct evhttp_request *req, const char *path,
               const char *pattern, int is_delete)
@@ -523,6 +592,13 @@ submit_change(struct reactor *rx, struct evhttp_request *req, const char *path,
 	}
 	op->ok_message = is_delete ? "Payment method removed successfully"
 	                           : "Default payment method updated successfully";
+	if (is_delete && store_method_get(rx->reader, who.subject, id, &op->m) == 0 &&
+	    op->m.processor_method[0] != '\0') {
+		fgw_strlcpy(op->source, who.source, sizeof(op->source));
+		fgw_strlcpy(op->m.customer_id, who.subject, sizeof(op->m.customer_id));
+		delete_processor_method(rx, op);
+		return;
+	}
 	audit = (struct store_audit){ who.subject, who.source,
 		                          is_delete ? "method.deleted" : "method.default",
 		                          id, "success", NULL };

@@ -27,6 +27,7 @@
 #include "core/err.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "crypto/keys.h"
 #include "gateway/browser.h"
@@ -35,6 +36,7 @@
 #include "gateway/mail.h"
 #include "gateway/resv.h"
 #include "pipeline/events.h"
+#include "pipeline/settle.h"
 #include "processors/httpc.h"
 #include "store/reservations.h"
 #include "store/webhooks.h"
@@ -65,6 +67,7 @@ struct rctx {
 	const struct proc_config *proc; /* ... of the processor the row went to */
 	const struct proc_type *ptype;
 	struct store_txn_row txn;
+	int stripe_js;                 /* convert: confirmWith stripe_js */
 };
 
 static void
@@ -595,11 +598,72 @@ convert_stored(void *arg, int rc)
 static const char *
 pay_status_of(const struct txn *t)
 {
-	const char *s = t->out.status;
-	if (strcmp(s, "succeeded") == 0 || strcmp(s, "requires_action") == 0 ||
-	    strcmp(s, "processing") == 0 || strcmp(s, "declined") == 0)
-		return s;
-	return "failed";
+	enum txn_state s = txn_state_of(t->out.status);
+	if (s == TXN_SUCCEEDED || s == TXN_REQUIRES_ACTION || s == TXN_PROCESSING ||
+	    s == TXN_DECLINED)
+		return txn_state_name(s);
+	return txn_state_name(TXN_FAILED);
+}
+
+/* Sends an answer that may hold a client secret, then wipes it. */
+static void
+finish_secret(struct rctx *c, int status, char *a)
+{
+	rctx_finish(c, status, a);
+	explicit_bzero(a, strlen(a));
+	free(a);
+}
+
+static void
+stripe_js_stored(void *arg, int rc)
+{
+	struct rctx *c = arg;
+	char *a = c->answer;
+	if (rc != 0)
+		log_warn("reservation %s: payment move not stored: %s", c->row.id,
+		         fgw_strerror(rc));
+	c->answer = NULL;
+	if (a == NULL) {
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		return;
+	}
+	finish_secret(c, c->status, a);
+}
+
+/* The answer to confirmWith stripe_js for a payment made at Stripe (st
+ * requires_action or processing): the PaymentIntent waits for Stripe.js,
+ * which confirms it with secret; without the secret, try again. */
+static char *
+stripe_js_answer(struct rctx *c, const char *intent, enum txn_state st, const char *secret,
+                 int *status)
+{
+	cJSON *o = cJSON_CreateObject(), *res, *na;
+	char *a = NULL;
+
+	if (o == NULL)
+		return NULL;
+	if (st == TXN_REQUIRES_ACTION && secret[0] != '\0' &&
+	    (res = cJSON_AddObjectToObject(o, "reservation")) != NULL &&
+	    (na = cJSON_AddObjectToObject(o, "nextAction")) != NULL) {
+		cJSON_AddStringToObject(res, "id", c->row.id);
+		cJSON_AddStringToObject(res, "status", "pending");
+		cJSON_AddStringToObject(res, "paymentIntentId", intent);
+		cJSON_AddStringToObject(o, "confirmWith", "stripe_js");
+		cJSON_AddStringToObject(o, "stripeClientSecret", secret);
+		cJSON_AddTrueToObject(o, "requiresAction");
+		cJSON_AddStringToObject(na, "type", "use_stripe_sdk");
+		*status = 200;
+	} else {
+		/* Made at Stripe but its answer (or its secret) was lost: the
+		 * reconciler finds it, and the same request then answers it. */
+		cJSON_AddStringToObject(o, "error", "PROCESSOR_UNAVAILABLE");
+		cJSON_AddStringToObject(o, "message", "The payment is being set up at the processor; "
+		                                      "send the same request again shortly");
+		*status = 503;
+	}
+	a = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return a;
 }
 
 static void
@@ -608,14 +672,26 @@ on_pay_done(struct txn *t, void *arg)
 	struct rctx *c = arg;
 	struct store_idem idem;
 	const char *intent = t->result.reference[0] ? t->result.reference : t->id;
-	const char *st = t->out.status;
+	enum txn_state st = txn_state_of(t->out.status);
 	char secret[160], ref[16];
 	cJSON *o = NULL, *res;
 
 	c->t = NULL; /* the runner frees it after this returns */
 	c->running = NULL;
-	if (strcmp(st, "succeeded") == 0 || strcmp(st, "requires_action") == 0 ||
-	    strcmp(st, "processing") == 0) {
+	if (c->stripe_js && (st == TXN_REQUIRES_ACTION || st == TXN_PROCESSING)) {
+		/* Stripe's client secret is in this answer and nowhere else:
+		 * not in the row, the log, the audit or under the key. */
+		c->answer = stripe_js_answer(c, t->result.reference, st, t->result.client_secret,
+		                             &c->status);
+		explicit_bzero(t->result.client_secret, sizeof(t->result.client_secret));
+		new_reference(ref);
+		if (c->answer == NULL ||
+		    resv_payment_moved(c->rx->gw->store, c->rx->waker, c->row.id, t->id,
+		                       pay_status_of(t), intent, ref, NULL, stripe_js_stored, c) != 0)
+			stripe_js_stored(c, FGW_ERR_INTERNAL);
+		return;
+	}
+	if (st == TXN_SUCCEEDED || st == TXN_REQUIRES_ACTION || st == TXN_PROCESSING) {
 		if (client_secret(c->rx, intent, t->id, secret, sizeof(secret)) != 0 ||
 		    (o = cJSON_CreateObject()) == NULL ||
 		    (res = cJSON_AddObjectToObject(o, "reservation")) == NULL) {
@@ -625,9 +701,9 @@ on_pay_done(struct txn *t, void *arg)
 			cJSON_AddStringToObject(res, "status", "pending");
 			cJSON_AddStringToObject(res, "paymentIntentId", intent);
 			cJSON_AddStringToObject(o, "paymentClientSecret", secret);
-			cJSON_AddBoolToObject(o, "requiresAction", strcmp(st, "requires_action") == 0);
+			cJSON_AddBoolToObject(o, "requiresAction", st == TXN_REQUIRES_ACTION);
 			/* The customer's browser follows it to 3-D Secure. */
-			if (strcmp(st, "requires_action") == 0 && t->result.next_action_json != NULL) {
+			if (st == TXN_REQUIRES_ACTION && t->result.next_action_json != NULL) {
 				cJSON *na = cJSON_Parse(t->result.next_action_json);
 				if (na != NULL)
 					cJSON_AddItemToObject(o, "nextAction", na);
@@ -639,13 +715,13 @@ on_pay_done(struct txn *t, void *arg)
 		const char *code = t->out.error_code;
 		const char *msg = t->out.error_message[0] ? t->out.error_message : ERR_INTERNAL;
 		c->status = t->out.http_status >= 400 ? t->out.http_status : 400;
-		if (strcmp(st, "declined") == 0 && strcmp(code, "RULE_DECLINED") != 0 &&
+		if (st == TXN_DECLINED && strcmp(code, "RULE_DECLINED") != 0 &&
 		    strcmp(code, "PAYMENT_INSUFFICIENT_FUNDS") != 0) {
 			/* One code per meaning: insufficient funds answers as on
 			 * POST /v1/transactions. */
 			code = "PAYMENT_CARD_DECLINED";
 			c->status = 400;
-		} else if (strcmp(st, "failed") == 0 && strcmp(code, "INTERNAL_ERROR") != 0) {
+		} else if (st == TXN_FAILED && strcmp(code, "INTERNAL_ERROR") != 0) {
 			code = "PAYMENT_PROCESSING_FAILED";
 			if (c->status < 500)
 				c->status = 502;
@@ -716,8 +792,8 @@ non_integer_number(const cJSON *v)
  * savePaymentMethod is kept on the reservation (save_method); the caller
  * sets the request's customer and save flag. */
 static int
-build_request(const cJSON *root, const struct resv_row *r, struct txn_request **rq,
-              struct txn_parse_error *perr)
+build_request(const cJSON *root, const struct resv_row *r, int client_confirms,
+              struct txn_request **rq, struct txn_parse_error *perr)
 {
 	static const char *const pay_fields[] = { "card", "encryptedCard", "paymentMethodId",
 		                                      "stripePaymentMethod", "returnUrl" };
@@ -757,7 +833,8 @@ build_request(const cJSON *root, const struct resv_row *r, struct txn_request **
 	cJSON_AddStringToObject(o, "description", desc);
 	if ((text = cJSON_PrintUnformatted(o)) == NULL)
 		goto out;
-	rc = txn_request_parse(text, strlen(text), rq, perr);
+	rc = client_confirms ? txn_request_parse_client_confirms(text, strlen(text), rq, perr)
+	                     : txn_request_parse(text, strlen(text), rq, perr);
 out:
 	if (text != NULL) {
 		sodium_memzero(text, strlen(text));
@@ -774,6 +851,8 @@ static void
 convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
               const cJSON *root, const char *hold_id, int save, int browser)
 {
+	/* confirmWith stripe_js: no payment source, the request says so. */
+	int client_confirms = c->stripe_js;
 	struct auth_ctx who = *who_in;
 	struct resv_row cur;
 	struct txn_request *rq = NULL;
@@ -786,7 +865,7 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 		resv_err_answer(c, r == FGW_ERR_NOT_FOUND ? RESV_NOT_FOUND : RESV_OK);
 		goto out;
 	}
-	r = build_request(root, &cur, &rq, &perr);
+	r = build_request(root, &cur, client_confirms, &rq, &perr);
 	if (r == FGW_ERR_INVALID && strcmp(perr.field, "paymentMethodId") == 0) {
 		/* Without a saved method under this id (or without the saved
 		 * methods feature) there is nothing to pay with. */
@@ -917,13 +996,134 @@ out:
 	cJSON_Delete(o);
 }
 
+/* ---- convert with confirmWith stripe_js ------------------------------------- */
+
+/* Stripe's answer to the status asked on a repeat: the client secret comes
+ * from Stripe again, since flairgw never kept it. */
+static void
+stripe_js_refetched(void *arg, const struct httpc_response *resp)
+{
+	struct rctx *c = arg;
+	struct proc_result res;
+
+	c->http = NULL;
+	memset(&res, 0, sizeof(res));
+	if (resp->err != 0 ||
+	    c->ptype->parse_op(c->proc, PROC_OP_STATUS, resp->status, resp->body, resp->body_len,
+	                       &res) != 0 ||
+	    !proc_result_is_for(&res, c->txn.id) || strcmp(res.reference, c->txn.processor_ref) != 0 ||
+	    proc_result_other_sum(&res, c->txn.amount, c->txn.currency))
+		res.outcome = PROC_UNKNOWN;
+	if (res.outcome != PROC_REQUIRES_ACTION && res.outcome != PROC_UNKNOWN) {
+		/* Paid, declined or cancelled meanwhile: the webhook or the
+		 * reconciler records it; there is nothing left to confirm. */
+		proc_result_clear(&res);
+		resv_err_answer(c, RESV_INVALID_STATUS);
+		return;
+	}
+	c->answer = stripe_js_answer(c, c->txn.processor_ref,
+	                             res.outcome == PROC_REQUIRES_ACTION ? TXN_REQUIRES_ACTION
+	                                                                 : TXN_PROCESSING,
+	                             res.client_secret, &c->status);
+	proc_result_clear(&res);
+	stripe_js_stored(c, 0);
+}
+
+/* A repeat of confirmWith stripe_js for a hold whose Stripe.js payment
+ * waits: the same PaymentIntent, its client secret asked of Stripe again
+ * (GET /v1/payment_intents/{id} with the secret key). Any other payment
+ * in flight is INVALID_HOLD_STATUS, as for any convert. */
+static void
+stripe_js_again(struct reactor *rx, struct rctx *c)
+{
+	struct proc_op_request oreq;
+	struct proc_http http;
+	cJSON *na = NULL;
+	const cJSON *type;
+	int waiting;
+
+	if (store_txn_get(rx->reader, NULL, c->row.txn_id, &c->txn) != 0) {
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		return;
+	}
+	if (txn_state_of(c->txn.status) == TXN_PROCESSING ||
+	    txn_state_of(c->txn.status) == TXN_POSTING) {
+		/* Its create answer was lost: the reconciler finds it first. */
+		c->answer = stripe_js_answer(c, "", TXN_PROCESSING, "", &c->status);
+		stripe_js_stored(c, 0);
+		return;
+	}
+	if (c->txn.next_action_json != NULL)
+		na = cJSON_Parse(c->txn.next_action_json);
+	type = cJSON_GetObjectItemCaseSensitive(na, "type");
+	waiting = txn_state_of(c->txn.status) == TXN_REQUIRES_ACTION && cJSON_IsString(type) &&
+	          strcmp(type->valuestring, "use_stripe_sdk") == 0 &&
+	          strncmp(c->txn.processor_ref, "pi_", 3) == 0;
+	cJSON_Delete(na);
+	if (!waiting) {
+		resv_err_answer(c, RESV_INVALID_STATUS);
+		return;
+	}
+	memset(&oreq, 0, sizeof(oreq));
+	oreq.txn_id = c->txn.id;
+	oreq.idempotency_key = c->txn.processor_idem_key[0] ? c->txn.processor_idem_key : c->txn.id;
+	oreq.reference = c->txn.processor_ref;
+	memset(&http, 0, sizeof(http));
+	if (pipeline_proc_by_name(&rx->env, c->txn.processor, &c->proc, &c->ptype) != 0 ||
+	    !c->ptype->client_confirms || c->ptype->build_op == NULL || c->ptype->parse_op == NULL ||
+	    c->ptype->build_op(c->proc, PROC_OP_STATUS, &oreq, &http) != 0 ||
+	    httpc_request(pipeline_httpc_for(&rx->env, c->proc), http.method, http.url,
+	                  (const char *const *)http.headers, http.body, http.body_len,
+	                  c->proc->timeout_ms, stripe_js_refetched, c, &c->http) != 0) {
+		c->answer = stripe_js_answer(c, "", TXN_PROCESSING, "", &c->status);
+		stripe_js_stored(c, 0);
+	}
+	proc_http_clear(&http);
+}
+
+/* Convert with confirmWith stripe_js: the PaymentIntent is made at the
+ * Stripe processor unconfirmed, and its client secret goes to the
+ * customer's browser for Stripe.js; the card goes from the browser to
+ * Stripe and nowhere else. Nothing is stored under the idempotency key
+ * (the answer holds the secret): a repeat, with the key or without,
+ * answers the same PaymentIntent's secret, asked of Stripe again. */
+static void
+convert_stripe_js(struct reactor *rx, struct rctx *c, const struct auth_ctx *who,
+                  const char *hold_id)
+{
+	cJSON *none = NULL;
+	int r;
+
+	r = id_ok(hold_id) ? resv_get(rx->reader, who->subject, hold_id, &c->row)
+	                   : FGW_ERR_NOT_FOUND;
+	if (r != 0) {
+		resv_err_answer(c, r == FGW_ERR_NOT_FOUND ? RESV_NOT_FOUND : RESV_OK);
+		return;
+	}
+	c->stripe_js = 1;
+	if (strcmp(c->row.status, "pending") == 0 && c->row.txn_id[0] != '\0' &&
+	    (txn_state_of(c->row.payment_status) == TXN_REQUIRES_ACTION ||
+	     txn_state_of(c->row.payment_status) == TXN_PROCESSING)) {
+		stripe_js_again(rx, c);
+		return;
+	}
+	if ((none = cJSON_CreateObject()) == NULL) {
+		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		return;
+	}
+	convert_start(rx, c, who, none, hold_id, 0, 0);
+	cJSON_Delete(none);
+}
+
 int
 resv_convert_body_parse(const cJSON *root, char *hold_id, size_t idcap, int *ways, char *msg,
                         size_t msgcap)
 {
 	static const char *const fields[] = { "holdId", "card", "encryptedCard",
 		                                  "paymentMethodId", "savePaymentMethod",
-		                                  "stripePaymentMethod", "returnUrl", NULL };
+		                                  "stripePaymentMethod", "returnUrl",
+		                                  "confirmWith", NULL };
+	const cJSON *cw = cJSON_GetObjectItemCaseSensitive(root, "confirmWith");
 	const cJSON *save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
 	int n = (cJSON_GetObjectItemCaseSensitive(root, "card") != NULL) +
 	        (cJSON_GetObjectItemCaseSensitive(root, "encryptedCard") != NULL) +
@@ -941,6 +1141,16 @@ resv_convert_body_parse(const cJSON *root, char *hold_id, size_t idcap, int *way
 	if (n > 1) {
 		fgw_strlcpy(msg, "at most one of card, encryptedCard, paymentMethodId or "
 		            "stripePaymentMethod is allowed", msgcap);
+		return FGW_ERR_INVALID;
+	}
+	if (cw != NULL && (!cJSON_IsString(cw) || strcmp(cw->valuestring, "stripe_js") != 0)) {
+		fgw_strlcpy(msg, "confirmWith must be \"stripe_js\"", msgcap);
+		return FGW_ERR_INVALID;
+	}
+	if (cw != NULL && (n != 0 || cJSON_IsTrue(save))) {
+		/* Stripe.js takes the card in the browser; flairgw gets none. */
+		fgw_strlcpy(msg, "confirmWith goes without card, encryptedCard, paymentMethodId, "
+		            "stripePaymentMethod and savePaymentMethod", msgcap);
 		return FGW_ERR_INVALID;
 	}
 	if (n == 0 && cJSON_GetObjectItemCaseSensitive(root, "returnUrl") != NULL) {
@@ -967,6 +1177,10 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 	save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
 	if (resv_convert_body_parse(root, hold_id, sizeof(hold_id), &n, msg, sizeof(msg)) != 0) {
 		rctx_error(c, 400, "VALIDATION_ERROR", msg);
+		goto out;
+	}
+	if (n == 0 && cJSON_GetObjectItemCaseSensitive(root, "confirmWith") != NULL) {
+		convert_stripe_js(rx, c, &who, hold_id);
 		goto out;
 	}
 	if (n == 0) {
@@ -1212,13 +1426,12 @@ out:
 static const char *
 stripe_status(const char *txn_status)
 {
-	if (txn_status[0] == '\0')
-		return "requires_payment_method";
-	if (strcmp(txn_status, "succeeded") == 0 || strcmp(txn_status, "requires_action") == 0 ||
-	    strcmp(txn_status, "processing") == 0 || strcmp(txn_status, "refunded") == 0)
-		return txn_status;
-	if (strcmp(txn_status, "posting") == 0)
-		return "processing";
+	enum txn_state s = txn_state_of(txn_status);
+	if (s == TXN_SUCCEEDED || s == TXN_REQUIRES_ACTION || s == TXN_PROCESSING ||
+	    s == TXN_REFUNDED)
+		return txn_state_name(s);
+	if (s == TXN_POSTING)
+		return txn_state_name(TXN_PROCESSING);
 	return "requires_payment_method";
 }
 
@@ -1241,7 +1454,7 @@ status_answer(struct rctx *c)
 		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		return;
 	}
-	ra = strcmp(t.status, "requires_action") == 0;
+	ra = txn_state_of(t.status) == TXN_REQUIRES_ACTION;
 	cJSON_AddStringToObject(d, "reservationStatus", r.status);
 	add_str_or_null(d, "paymentIntentId", r.payment_intent_id);
 	cJSON_AddStringToObject(d, "stripeStatus", stripe_status(t.status));
@@ -1270,22 +1483,20 @@ status_moved(void *arg, int rc)
 }
 
 static void
-status_txn_finished(void *arg, int rc)
+status_txn_finished(void *arg, int rc, const struct store_txn_row *row)
 {
 	struct rctx *c = arg;
 	char ref[16];
-	if (rc != 0) {
+	if (rc != 0 || row == NULL) {
 		/* Another path (webhook, reconciler) moved it first: fine. */
 		status_answer(c);
 		return;
 	}
-	txn_events_publish(&c->rx->env, &c->txn);
 	new_reference(ref);
 	/* The listener queued the same move; this one is only waited for, so
 	 * the answer reflects it. */
-	if (resv_payment_moved(c->rx->gw->store, c->rx->waker, c->row.id, c->txn.id,
-	                       c->txn.status, c->txn.processor_ref, ref, NULL, status_moved,
-	                       c) != 0)
+	if (resv_payment_moved(c->rx->gw->store, c->rx->waker, c->row.id, row->id, row->status,
+	                       row->processor_ref, ref, NULL, status_moved, c) != 0)
 		status_answer(c);
 }
 
@@ -1298,15 +1509,16 @@ status_checked(void *arg, const struct httpc_response *resp)
 	struct rctx *c = arg;
 	const struct pipeline_env *env = &c->rx->env;
 	struct proc_result res;
-	struct store_txn_update upd;
-	struct store_audit audit;
+	struct txn_settlement set;
 	const char *to = NULL;
+	int r;
 
 	c->http = NULL;
 	memset(&res, 0, sizeof(res));
 	if (resp->err == 0 &&
 	    c->ptype->parse_op(c->proc, PROC_OP_STATUS, resp->status, resp->body, resp->body_len,
-	                       &res) == 0 && proc_result_is_for(&res, c->txn.id)) {
+	                       &res) == 0 && proc_result_is_for(&res, c->txn.id) &&
+	    !proc_result_other_sum(&res, c->txn.amount, c->txn.currency)) {
 		if (res.outcome == PROC_SUCCEEDED)
 			to = "succeeded";
 		else if (res.outcome == PROC_AUTHORIZED)
@@ -1314,27 +1526,26 @@ status_checked(void *arg, const struct httpc_response *resp)
 		else if (res.outcome == PROC_DECLINED)
 			to = "declined";
 	}
-	if (to == NULL || strcmp(to, c->txn.status) == 0) {
+	if (to == NULL || txn_state_of(to) == txn_state_of(c->txn.status)) {
 		proc_result_clear(&res);
 		status_answer(c);
 		return;
 	}
-	memset(&upd, 0, sizeof(upd));
-	fgw_strlcpy(upd.id, c->txn.id, sizeof(upd.id));
-	fgw_strlcpy(upd.status, to, sizeof(upd.status));
-	if (res.outcome == PROC_DECLINED) {
-		fgw_strlcpy(upd.error_code, "PAYMENT_CARD_DECLINED", sizeof(upd.error_code));
-		fgw_strlcpy(upd.error_message, res.message, sizeof(upd.error_message));
-	}
+	set = (struct txn_settlement){
+		.txn_id = c->txn.id,
+		.from = txn_state_of(c->txn.status),
+		.to = txn_state_of(to),
+		.error_code = res.outcome == PROC_DECLINED ? "PAYMENT_CARD_DECLINED" : NULL,
+		.error_message = res.outcome == PROC_DECLINED ? res.message : NULL,
+		.actor = "system",
+		.source = "local",
+		.event_type = "txn.outcome",
+		.details_json = "{\"via\":\"payment-status poll\"}",
+		.row = &c->txn,
+	};
+	r = txn_settle(env, &set, status_txn_finished, c);
 	proc_result_clear(&res);
-	fgw_strlcpy(c->txn.status, to, sizeof(c->txn.status));
-	fgw_strlcpy(c->txn.error_code, upd.error_code, sizeof(c->txn.error_code));
-	free(c->txn.next_action_json);
-	c->txn.next_action_json = NULL;
-	audit = (struct store_audit){ "system", "local", "txn.outcome", c->txn.id, to,
-		                          "{\"via\":\"payment-status poll\"}" };
-	if (store_txn_finish(env->store, env->waker, &upd, NULL, &audit, 1, NULL,
-	                     status_txn_finished, c) != 0)
+	if (r != 0)
 		status_answer(c);
 }
 
@@ -1366,7 +1577,7 @@ h_payment_status(struct reactor *rx, struct evhttp_request *req, const char *pat
 	}
 	if (c->row.txn_id[0] == '\0' ||
 	    store_txn_get(rx->reader, NULL, c->row.txn_id, &c->txn) != 0 ||
-	    strcmp(c->txn.status, "requires_action") != 0 || c->txn.processor_ref[0] == '\0' ||
+	    txn_state_of(c->txn.status) != TXN_REQUIRES_ACTION || c->txn.processor_ref[0] == '\0' ||
 	    strspn(c->txn.processor_ref, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
 	        strlen(c->txn.processor_ref)) {
 		status_answer(c);
@@ -1598,7 +1809,7 @@ on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_r
 	}
 	atomic_fetch_add(&gw->metrics.resv_moves[0], 1);
 	new_reference(ref);
-	if (gw->mail != NULL && strcmp(row->status, "succeeded") == 0 &&
+	if (gw->mail != NULL && txn_state_of(row->status) == TXN_SUCCEEDED &&
 	    (mm = calloc(1, sizeof(*mm))) != NULL) {
 		mm->env = env;
 		fgw_strlcpy(mm->id, row->reservation_id, sizeof(mm->id));
@@ -1724,6 +1935,14 @@ publish_events(struct reactor *rx)
 			k++;
 		}
 	}
+	/* The booking confirmation hangs off the reservation.confirmed event
+	 * its confirm committed: queued (once per reservation, by its dedupe
+	 * key) before the event is marked published, whose job commits no
+	 * earlier, so a crash between the confirm's commit and the mail's
+	 * loses neither. */
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(ev[i].type, "reservation.confirmed") == 0)
+			mail_booking_confirmed(&rx->env, ev[i].row.id);
 	rx->resv_publishing = 1;
 	if (k == 0) {
 		/* No endpoint hears these: nothing to deliver. */

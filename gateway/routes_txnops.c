@@ -6,10 +6,10 @@
  * through the idempotency front door, checked against the row's state,
  * sent to the processor through the adapter's build_op/parse_op, and
  * recorded: the state move (forward-only), the idempotent answer and the
- * audit event in one commit, followed by txn_events_publish.
+ * audit event in one commit, then published (txn_settle_op).
  *
- * Each is written ahead: its row (a refund, store/refunds.h, or a capture
- * or cancel, store/txnops.h) is committed `pending` with its processor key
+ * Each is written ahead (store/pendingops.h): its row (a refund, a capture
+ * or a cancel) is committed `pending` with its processor key
  * before the processor is asked, so a crash at any point leaves a row the
  * reconciler re-sends with the same key. A definite refusal moves it to
  * `failed`; no answer leaves it pending for the reconciler, or for the
@@ -20,7 +20,7 @@
  * is one (so a retry after an unknown outcome never refunds twice), else a
  * fresh refund id; capture and cancel succeed at most once per
  * transaction, so theirs is derived from the transaction id (with the
- * attempt number after a refused attempt, store/txnops.h).
+ * attempt number after a refused attempt, store/pendingops.h).
  */
 #define LOG_MODULE "http"
 
@@ -35,15 +35,15 @@
 #include "core/err.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "gateway/http.h"
 #include "gateway/idem.h"
-#include "pipeline/events.h"
 #include "pipeline/reconcile.h"
+#include "pipeline/settle.h"
 #include "processors/httpc.h"
-#include "store/refunds.h"
+#include "store/pendingops.h"
 #include "store/store.h"
-#include "store/txnops.h"
 
 struct op_ctx {
 	struct reactor *rx;
@@ -64,8 +64,8 @@ struct op_ctx {
 	int64_t amount;               /* refund amount */
 	int amount_given;             /* the client named the amount */
 	int64_t refunded;             /* succeeded refunds before this one */
-	struct store_refund rf;       /* the refund row (store jobs' output) */
-	struct store_txnop top;       /* the capture/cancel row (likewise) */
+	struct store_pendingop pop;   /* the refund, capture or cancel row
+	                                 (the store jobs' output too) */
 	char new_status[24];
 	char *answer;
 };
@@ -74,7 +74,7 @@ static const char *const op_names[] = { "status", "capture", "cancel", "refund" 
 
 /* Store and processor callbacks: each names the request on the lines it
  * logs, and restores what the thread worked for before. */
-static void committed(void *arg, int rc);
+static void committed(void *arg, int rc, const struct store_txn_row *row);
 static void refusal_recorded(void *arg, int rc);
 static void replied(void *arg, const struct httpc_response *resp);
 static void refund_begun(void *arg, int rc);
@@ -149,11 +149,11 @@ out:
 }
 
 /* A refund's answer, built inside the commit that decided its total and
- * state (store/refunds.h): concurrent refunds each answer their own
+ * state (store/pendingops.h): concurrent refunds each answer their own
  * committed total. Runs on the store's writer thread while the reactor
  * waits for committed(), which reads c->answer after it. */
 static int
-refund_answer(void *arg, const struct store_refund *rf, char **body)
+refund_answer(void *arg, const struct store_pendingop *rf, char **body)
 {
 	struct op_ctx *c = arg;
 	int r;
@@ -195,6 +195,8 @@ store_failed(struct op_ctx *c, int rc, const char *state_msg)
 	return 1;
 }
 
+/* The operation and the transaction's move are committed and published
+ * (txn_settle_op). */
 static void
 committed_run(void *arg, int rc)
 {
@@ -202,9 +204,6 @@ committed_run(void *arg, int rc)
 	if (store_failed(c, rc,
 	                 "The transaction's state changed; the operation was not recorded"))
 		return;
-	if (c->op == PROC_OP_REFUND && c->rf.new_status[0])
-		fgw_strlcpy(c->row.status, c->rf.new_status, sizeof(c->row.status));
-	txn_events_publish(&c->rx->env, &c->row);
 	if (c->req != NULL) {
 		evhttp_connection_set_closecb(c->evcon, NULL, NULL);
 		http_send_json(c->rx, c->req, 200, c->answer);
@@ -216,6 +215,7 @@ committed_run(void *arg, int rc)
 static void
 record(struct op_ctx *c)
 {
+	struct txn_op_settlement set;
 	struct store_idem idem;
 	struct store_audit audit;
 	char details[200], event[32];
@@ -249,17 +249,18 @@ record(struct op_ctx *c)
 	                                                                    : "canceled");
 	audit = (struct store_audit){ c->client, c->source, event, c->row.id, c->new_status,
 		                          details[0] ? details : NULL };
+	set = (struct txn_op_settlement){ .op = &c->pop, .succeeded = 1,
+		                              .idem = c->key[0] ? &idem : NULL,
+		                              .audit = &audit, .n_audit = 1 };
 	if (c->op == PROC_OP_REFUND) {
-		fgw_strlcpy(c->rf.processor_ref, c->res.op_ref, sizeof(c->rf.processor_ref));
-		r = c->key[0] ? store_refund_finish_answered(c->rx->gw->store, c->rx->waker, &c->rf,
-		                                             &c->rf, &idem, refund_answer, c,
-		                                             &audit, 1, committed, c)
-		              : store_refund_finish(c->rx->gw->store, c->rx->waker, &c->rf, 1,
-		                                    &c->rf, NULL, &audit, 1, committed, c);
-	} else {
-		r = store_txnop_finish(c->rx->gw->store, c->rx->waker, &c->top, 1,
-		                       c->key[0] ? &idem : NULL, &audit, 1, committed, c);
+		fgw_strlcpy(c->pop.processor_ref, c->res.op_ref, sizeof(c->pop.processor_ref));
+		set.out = &c->pop;
+		if (c->key[0]) {
+			set.answer = refund_answer;
+			set.answer_arg = c;
+		}
 	}
+	r = txn_settle_op(&c->rx->env, &set, committed, c);
 	if (r != 0)
 		not_submitted(c, r);
 }
@@ -294,19 +295,15 @@ op_refused(struct op_ctx *c)
 	audit.event_type = event;
 	if (c->op == PROC_OP_REFUND)
 		n = snprintf(details, sizeof(details), "{\"refund\":\"%s\",\"code\":\"%s\"}",
-		             c->rf.id, c->res.code);
+		             c->pop.id, c->res.code);
 	else
 		n = snprintf(details, sizeof(details), "{\"code\":\"%s\"}", c->res.code);
 	if (n > 0 && (size_t)n < sizeof(details))
 		audit.details_json = details;
 	if (c->op == PROC_OP_REFUND)
-		fgw_strlcpy(c->rf.processor_ref, c->res.op_ref, sizeof(c->rf.processor_ref));
-	if (c->op == PROC_OP_REFUND)
-		r = store_refund_finish(st, c->rx->waker, &c->rf, 0, NULL, NULL, &audit, 1,
-		                        refusal_recorded, c);
-	else
-		r = store_txnop_finish(st, c->rx->waker, &c->top, 0, NULL, &audit, 1,
-		                       refusal_recorded, c);
+		fgw_strlcpy(c->pop.processor_ref, c->res.op_ref, sizeof(c->pop.processor_ref));
+	r = store_pendingop_finish(st, c->rx->waker, &c->pop, 0, NULL, NULL, &audit, 1,
+	                           refusal_recorded, c);
 	if (r != 0)
 		refusal_recorded(c, FGW_ERR_SHUTDOWN);
 }
@@ -381,22 +378,22 @@ refund_begun_run(void *arg, int rc)
 
 	if (store_failed(c, rc, "Only a captured (succeeded) transaction can be refunded"))
 		return;
-	if (c->rf.adopted) {
+	if (c->pop.adopted) {
 		/* A retry of a refund we already hold: the same one or none. */
-		if (c->amount_given && c->amount != c->rf.amount) {
+		if (c->amount_given && c->amount != c->pop.amount) {
 			reply_error(c, 422, "IDEMPOTENCY_CONFLICT",
 			            "Idempotency-Key reused with a different refund amount");
 			return;
 		}
-		c->amount = c->rf.amount;
-		fgw_strlcpy(c->refund_id, c->rf.id, sizeof(c->refund_id));
-		if (strcmp(c->rf.status, "succeeded") == 0) {
+		c->amount = c->pop.amount;
+		fgw_strlcpy(c->refund_id, c->pop.id, sizeof(c->refund_id));
+		if (c->pop.status == STORE_OP_SUCCEEDED) {
 			c->refunded -= c->amount; /* counted in the sum already */
 			fgw_strlcpy(c->new_status, c->row.status, sizeof(c->new_status));
 			record(c);
 			return;
 		}
-		if (strcmp(c->rf.status, "failed") == 0) {
+		if (c->pop.status == STORE_OP_FAILED) {
 			reply_error(c, 409, "INVALID_TRANSACTION_STATE",
 			            "This refund was refused by the processor; "
 			            "use a new Idempotency-Key");
@@ -416,25 +413,26 @@ txnop_begun_run(void *arg, int rc)
 	                            ? "Only an authorized transaction can be captured"
 	                            : "Only an authorized transaction can be canceled"))
 		return;
-	if (c->top.adopted && strcmp(c->top.status, "succeeded") == 0) {
+	if (c->pop.adopted && c->pop.status == STORE_OP_SUCCEEDED) {
 		record(c);
 		return;
 	}
-	if (c->top.adopted && strcmp(c->top.status, "failed") == 0) {
+	if (c->pop.adopted && c->pop.status == STORE_OP_FAILED) {
 		reply_error(c, 409, "INVALID_TRANSACTION_STATE",
 		            "The processor refused this operation before; "
 		            "use a new Idempotency-Key to try again");
 		return;
 	}
 	/* The key of this attempt: a new one after a refused attempt. */
-	fgw_strlcpy(c->proc_key, c->top.idempotency_key, sizeof(c->proc_key));
+	fgw_strlcpy(c->proc_key, c->pop.idempotency_key, sizeof(c->proc_key));
 	send_op(c);
 }
 
 /* The client's Idempotency-Key hashed with its client id (24 hex). */
 static void
-committed(void *arg, int rc)
+committed(void *arg, int rc, const struct store_txn_row *row)
 {
+	(void)row;
 	char prev[LOG_REQUEST_ID_MAX];
 	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
 	log_request_set(((struct op_ctx *)arg)->request_id);
@@ -498,20 +496,20 @@ begin_txnop(struct op_ctx *c)
 	char details[160], event[32];
 	int r, n;
 
-	memset(&c->top, 0, sizeof(c->top));
-	fgw_strlcpy(c->top.txn_id, c->row.id, sizeof(c->top.txn_id));
-	fgw_strlcpy(c->top.op, op_names[c->op], sizeof(c->top.op));
-	fgw_strlcpy(c->top.idempotency_key, c->proc_key, sizeof(c->top.idempotency_key));
+	memset(&c->pop, 0, sizeof(c->pop));
+	c->pop.kind = c->op == PROC_OP_CAPTURE ? STORE_OP_CAPTURE : STORE_OP_CANCEL;
+	fgw_strlcpy(c->pop.txn_id, c->row.id, sizeof(c->pop.txn_id));
+	fgw_strlcpy(c->pop.idempotency_key, c->proc_key, sizeof(c->pop.idempotency_key));
 	if (c->key[0])
-		client_key_hash(c, c->top.request_key);
+		client_key_hash(c, c->pop.request_key);
 	snprintf(event, sizeof(event), "txn.%s_pending", op_names[c->op]);
 	audit.event_type = event;
 	n = snprintf(details, sizeof(details), "{\"amount\":%lld,\"processorKey\":\"%s\"}",
 	             (long long)c->row.amount, c->proc_key);
 	if (n > 0 && (size_t)n < sizeof(details))
 		audit.details_json = details;
-	r = store_txnop_begin(c->rx->gw->store, c->rx->waker, &c->top, &c->top, &audit, 1,
-	                      txnop_begun, c);
+	r = store_pendingop_begin(c->rx->gw->store, c->rx->waker, &c->pop, &c->pop, &audit, 1,
+	                          txnop_begun, c);
 	if (r != 0)
 		not_submitted(c, r);
 }
@@ -524,19 +522,20 @@ begin_refund(struct op_ctx *c)
 	char details[200];
 	int r, n;
 
-	memset(&c->rf, 0, sizeof(c->rf));
-	fgw_strlcpy(c->rf.id, c->refund_id, sizeof(c->rf.id));
-	fgw_strlcpy(c->rf.txn_id, c->row.id, sizeof(c->rf.txn_id));
-	c->rf.amount = c->amount;
-	fgw_strlcpy(c->rf.idempotency_key, c->proc_key, sizeof(c->rf.idempotency_key));
-	c->rf.txn_amount = c->row.amount;
+	memset(&c->pop, 0, sizeof(c->pop));
+	c->pop.kind = STORE_OP_REFUND;
+	fgw_strlcpy(c->pop.id, c->refund_id, sizeof(c->pop.id));
+	fgw_strlcpy(c->pop.txn_id, c->row.id, sizeof(c->pop.txn_id));
+	c->pop.amount = c->amount;
+	fgw_strlcpy(c->pop.idempotency_key, c->proc_key, sizeof(c->pop.idempotency_key));
+	c->pop.txn_amount = c->row.amount;
 	n = snprintf(details, sizeof(details),
 	             "{\"refund\":\"%s\",\"amount\":%lld,\"processorKey\":\"%s\"}",
 	             c->refund_id, (long long)c->amount, c->proc_key);
 	if (n > 0 && (size_t)n < sizeof(details))
 		audit.details_json = details;
-	r = store_refund_begin(c->rx->gw->store, c->rx->waker, &c->rf, &c->rf, &audit, 1,
-	                       refund_begun, c);
+	r = store_pendingop_begin(c->rx->gw->store, c->rx->waker, &c->pop, &c->pop, &audit, 1,
+	                          refund_begun, c);
 	if (r != 0)
 		not_submitted(c, r);
 }
@@ -602,6 +601,7 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 	struct auth_ctx who;
 	struct op_ctx *c = NULL;
 	const char *body, *key;
+	enum txn_state cur, op_end = op == PROC_OP_CAPTURE ? TXN_SUCCEEDED : TXN_CANCELED;
 	char id[40], why[96];
 	size_t len;
 	int r;
@@ -655,19 +655,19 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		reply_error(c, 404, "NOT_FOUND", "Transaction not found");
 		return;
 	}
-	if (r != 0 || (r = store_refund_sum(rx->reader, id, &c->refunded)) != 0) {
+	if (r != 0 || (r = store_pendingop_refunded(rx->reader, id, &c->refunded)) != 0) {
 		reply_error(c, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		return;
 	}
 	/* Forward-only: each operation has the states it may start from. */
-	if (op == PROC_OP_REFUND && strcmp(c->row.status, "refunded") == 0) {
+	cur = txn_state_of(c->row.status);
+	if (op == PROC_OP_REFUND && cur == TXN_REFUNDED) {
 		/* Final, but a retry of a refund it holds still gets its
 		 * answer: the write-ahead job decides (refund_begun). */
 		c->amount_given = c->amount > 0;
-		fgw_strlcpy(c->new_status, "refunded", sizeof(c->new_status));
+		fgw_strlcpy(c->new_status, txn_state_name(TXN_REFUNDED), sizeof(c->new_status));
 	} else if (op == PROC_OP_REFUND) {
-		if (strcmp(c->row.status, "succeeded") != 0 &&
-		    strcmp(c->row.status, "partially_refunded") != 0) {
+		if (cur != TXN_SUCCEEDED && cur != TXN_PARTIALLY_REFUNDED) {
 			reply_error(c, 409, "INVALID_TRANSACTION_STATE",
 			            "Only a captured (succeeded) transaction can be refunded");
 			return;
@@ -681,11 +681,11 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 			return;
 		}
 		fgw_strlcpy(c->new_status,
-		            c->refunded + c->amount == c->row.amount ? "refunded" : "partially_refunded",
+		            txn_state_name(c->refunded + c->amount == c->row.amount
+		                               ? TXN_REFUNDED : TXN_PARTIALLY_REFUNDED),
 		            sizeof(c->new_status));
-	} else if (strcmp(c->row.status, "authorized") != 0 &&
-	           (c->key[0] == '\0' ||
-	            strcmp(c->row.status, op == PROC_OP_CAPTURE ? "succeeded" : "canceled") != 0)) {
+	} else if (cur != TXN_AUTHORIZED &&
+	           (c->key[0] == '\0' || cur != op_end)) {
 		/* Already in the operation's own end state, a keyed request
 		 * goes on: if it is the retry of that operation (the reconciler
 		 * may have finished it), the write-ahead job adopts it and the
@@ -695,8 +695,7 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		                                  : "Only an authorized transaction can be canceled");
 		return;
 	} else {
-		fgw_strlcpy(c->new_status, op == PROC_OP_CAPTURE ? "succeeded" : "canceled",
-		            sizeof(c->new_status));
+		fgw_strlcpy(c->new_status, txn_state_name(op_end), sizeof(c->new_status));
 	}
 	/* The operation goes to the processor that made the charge. */
 	if (pipeline_proc_by_name(&rx->env, c->row.processor, &c->proc, &c->type) != 0) {

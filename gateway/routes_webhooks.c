@@ -11,7 +11,7 @@
  * by the adapter type the inbound_webhook scheme names (map_event: only
  * processors/ knows a processor's event names); the transaction is found
  * (by our reference, else the processor's) and moved forward with
- * store_txn_finish — a move the state table refuses (late, duplicated or
+ * txn_settle — a move the state table refuses (late, duplicated or
  * backward event) changes nothing — or its refunds or a dispute recorded
  * (store/procevents.h). Every accepted event is recorded in
  * webhook_inbound with its result and audited; the processor gets 200 once
@@ -31,12 +31,13 @@
 #include "core/err.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "crypto/mac.h"
 #include "gateway/http.h"
 #include "gateway/refusals.h"
 #include "gateway/webhooks.h"
-#include "pipeline/events.h"
+#include "pipeline/settle.h"
 #include "processors/adapter.h"
 #include "processors/proc_util.h"
 #include "store/procevents.h"
@@ -157,12 +158,13 @@ record(struct wh_ctx *ctx)
 }
 
 static void
-on_moved(void *arg, int rc)
+on_moved(void *arg, int rc, const struct store_txn_row *row)
 {
 	struct wh_ctx *ctx = arg;
-	struct store_txn_row row;
+	(void)row; /* published by txn_settle */
 	if (rc == FGW_ERR_STATE) {
-		/* Raced with the pipeline or another event: theirs stands. */
+		/* Forward only: a late or backward event, or one that raced
+		 * with the pipeline or another event: theirs stands. */
 		fgw_strlcpy(ctx->result, "no_move", sizeof(ctx->result));
 	} else if (rc != 0) {
 		log_error("webhook %s: move of %s failed: %s", ctx->event_id, ctx->txn_id,
@@ -171,10 +173,6 @@ on_moved(void *arg, int rc)
 		return;
 	} else {
 		fgw_strlcpy(ctx->result, "applied", sizeof(ctx->result));
-		memset(&row, 0, sizeof(row));
-		if (store_txn_get(ctx->rx->reader, NULL, ctx->txn_id, &row) == 0)
-			txn_events_publish(&ctx->rx->env, &row);
-		store_txn_row_clear(&row);
 	}
 	record(ctx);
 }
@@ -210,13 +208,13 @@ publish(struct wh_ctx *ctx, const char *notify)
 {
 	struct store_txn_row row;
 
-	memset(&row, 0, sizeof(row));
-	if (store_txn_get(ctx->rx->reader, NULL, ctx->txn_id, &row) == 0) {
-		if (notify != NULL)
-			webhooks_notify(ctx->rx->gw->wh, &ctx->rx->env, &row, notify);
-		else
-			txn_events_publish(&ctx->rx->env, &row);
+	if (notify == NULL) {
+		txn_settle_publish(&ctx->rx->env, ctx->txn_id);
+		return;
 	}
+	memset(&row, 0, sizeof(row));
+	if (store_txn_get(ctx->rx->reader, NULL, ctx->txn_id, &row) == 0)
+		webhooks_notify(ctx->rx->gw->wh, &ctx->rx->env, &row, notify);
 	store_txn_row_clear(&row);
 }
 
@@ -236,7 +234,7 @@ on_refunds(void *arg, int rc)
 	} else {
 		fgw_strlcpy(ctx->result, "applied", sizeof(ctx->result));
 		fgw_strlcpy(ctx->target, ctx->refunds.new_status, sizeof(ctx->target));
-		if (strcmp(ctx->refunds.new_status, ctx->old_status) != 0)
+		if (txn_state_of(ctx->refunds.new_status) != txn_state_of(ctx->old_status))
 			publish(ctx, NULL);
 	}
 	record(ctx);
@@ -344,6 +342,24 @@ apply_other(struct wh_ctx *ctx, const struct proc_event *pe)
 		on_refunds(ctx, r);
 }
 
+/* 1 when row is a payment waiting for the customer's browser to confirm
+ * it at the processor (its next action says so: confirmWith stripe_js). */
+static int
+waits_for_browser(const struct store_txn_row *row)
+{
+	cJSON *na;
+	const cJSON *type;
+	int r;
+
+	if (txn_state_of(row->status) != TXN_REQUIRES_ACTION || row->next_action_json == NULL)
+		return 0;
+	na = cJSON_Parse(row->next_action_json);
+	type = cJSON_GetObjectItemCaseSensitive(na, "type");
+	r = cJSON_IsString(type) && strcmp(type->valuestring, "use_stripe_sdk") == 0;
+	cJSON_Delete(na);
+	return r;
+}
+
 /* Applies a verified event as the processor's adapter reads it (pt, from
  * the inbound_webhook scheme): ctx is owned by the store callbacks after. */
 static void
@@ -351,9 +367,9 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 {
 	struct reactor *rx = ctx->rx;
 	struct store_txn_row row;
-	struct store_txn_update upd;
-	struct store_audit a;
+	struct txn_settlement set;
 	struct proc_event pe;
+	enum txn_state from, to;
 	char *details = NULL, *next_action = NULL;
 	int r;
 
@@ -383,7 +399,7 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		record(ctx);
 		return;
 	}
-	if (r == 0 && strcmp(row.status, "posting") == 0) {
+	if (r == 0 && txn_state_of(row.status) == TXN_POSTING) {
 		/* Our own processor call has not been recorded yet: moving now
 		 * would make the pipeline's commit (and its idempotent answer)
 		 * fail. Not recorded, so the processor's retry applies it. */
@@ -403,7 +419,30 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		apply_other(ctx, &pe);
 		return;
 	}
-	if (r == 0 && strcmp(ctx->target, "refunded") == 0 && pe.refunded_total >= 0 &&
+	if (r == 0 && (txn_state_of(ctx->target) == TXN_SUCCEEDED ||
+	                txn_state_of(ctx->target) == TXN_AUTHORIZED) &&
+	    ((pe.amount >= 0 && pe.amount != row.amount) ||
+	     (pe.currency[0] != '\0' && strcmp(pe.currency, row.currency) != 0))) {
+		/* Another sum than the one recorded (the payment was changed at
+		 * the processor after flairgw made it): not this payment's
+		 * outcome. Recorded "mismatch" for an operator; nothing moves. */
+		log_error("webhook %s: %s for %lld %s, but %s is %lld %s: not applied", ctx->event_id,
+		          ctx->target, (long long)pe.amount, pe.currency[0] ? pe.currency : "-",
+		          ctx->txn_id, (long long)row.amount, row.currency);
+		store_txn_row_clear(&row);
+		fgw_strlcpy(ctx->result, "mismatch", sizeof(ctx->result));
+		record(ctx);
+		return;
+	}
+	if (r == 0 && txn_state_of(ctx->target) == TXN_DECLINED && waits_for_browser(&row)) {
+		/* The customer confirms this payment at the processor and may
+		 * try another card there: a failed attempt is not its end. */
+		store_txn_row_clear(&row);
+		fgw_strlcpy(ctx->result, "no_move", sizeof(ctx->result));
+		record(ctx);
+		return;
+	}
+	if (r == 0 && txn_state_of(ctx->target) == TXN_REFUNDED && pe.refunded_total >= 0 &&
 	    pe.refunded_total < row.amount) {
 		/* Less than this payment's amount: not all of it. */
 		store_txn_row_clear(&row);
@@ -411,40 +450,40 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		record(ctx);
 		return;
 	}
-	if (r == 0 && !store_status_may_move(row.status, ctx->target) && pe.fallback[0] != '\0' &&
-	    store_status_may_move(row.status, pe.fallback))
+	from = r == 0 ? txn_state_of(row.status) : TXN_STATE_NONE;
+	to = txn_state_of(ctx->target);
+	/* An event the adapter reads two ways (a capture it cannot prove)
+	 * takes its fallback when only that one is a move forward. */
+	if (from != TXN_STATE_NONE && !txn_state_may_move(from, to) && pe.fallback[0] != '\0' &&
+	    txn_state_may_move(from, txn_state_of(pe.fallback))) {
 		fgw_strlcpy(ctx->target, pe.fallback, sizeof(ctx->target));
-	if (r == 0 && !store_status_may_move(row.status, ctx->target)) {
-		/* Forward only: a late or backward event changes nothing. */
-		store_txn_row_clear(&row);
-		fgw_strlcpy(ctx->result, "no_move", sizeof(ctx->result));
-		record(ctx);
-		return;
+		to = txn_state_of(ctx->target);
 	}
 	store_txn_row_clear(&row);
-	memset(&upd, 0, sizeof(upd));
-	fgw_strlcpy(upd.id, ctx->txn_id, sizeof(upd.id));
-	fgw_strlcpy(upd.status, ctx->target, sizeof(upd.status));
-	if (pe.code[0] != '\0' &&
-	    (strcmp(ctx->target, "declined") == 0 || strcmp(ctx->target, "failed") == 0)) {
-		fgw_strlcpy(upd.error_code, pe.code, sizeof(upd.error_code));
-		fgw_strlcpy(upd.error_message, pe.message, sizeof(upd.error_message));
-	}
 	/* Only the shape every adapter relays, with a checked URL: the
 	 * website sends its customer there. Anything else is not stored. */
-	if (strcmp(ctx->target, "requires_action") == 0 &&
-	    proc_next_action(pe.next_action, &next_action) != 0)
+	if (to == TXN_REQUIRES_ACTION && proc_next_action(pe.next_action, &next_action) != 0)
 		log_warn("webhook %s: next_action dropped (not a redirect_to_url with a valid URL)",
 		         ctx->event_id);
-	upd.next_action_json = next_action;
 	details = event_details(ctx, &pe);
-	a = (struct store_audit){ ctx->processor, ctx->source, "txn.webhook", ctx->txn_id,
-		                      ctx->target, details };
-	r = store_txn_finish(rx->gw->store, rx->waker, &upd, NULL, &a, 1, NULL, on_moved, ctx);
+	set = (struct txn_settlement){
+		.txn_id = ctx->txn_id,
+		.from = from,
+		.to = to,
+		.error_code = to == TXN_DECLINED || to == TXN_FAILED ? pe.code : NULL,
+		.error_message = to == TXN_DECLINED || to == TXN_FAILED ? pe.message : NULL,
+		.next_action_json = next_action,
+		.actor = ctx->processor,
+		.source = ctx->source,
+		.event_type = "txn.webhook",
+		.details_json = details,
+	};
+	/* FGW_ERR_STATE: a late or backward event changes nothing. */
+	r = txn_settle(&rx->env, &set, on_moved, ctx);
 	free(details);
 	free(next_action);
 	if (r != 0)
-		on_moved(ctx, r);
+		on_moved(ctx, r, NULL);
 }
 
 static void

@@ -575,13 +575,17 @@ startup_pid_file(struct gateway *g, enum startup_mode m, struct check_report *re
 static void
 exit_after_status(sqlite3 *db, void *ctx)
 {
+	static const char resv[] = "reservation:";
+	const char *status = ctx;
 	sqlite3_stmt *s = NULL;
-	int hit = 0;
+	int hit = 0, is_resv = strncmp(status, resv, sizeof(resv) - 1) == 0;
 
-	if (sqlite3_prepare_v2(db, "SELECT 1 FROM transactions WHERE status = ?1 LIMIT 1", -1, &s,
-	                       NULL) != SQLITE_OK)
+	/* "reservation:<status>": a reservation's status instead. */
+	if (sqlite3_prepare_v2(db, is_resv ? "SELECT 1 FROM reservations WHERE status = ?1 LIMIT 1"
+	                                   : "SELECT 1 FROM transactions WHERE status = ?1 LIMIT 1",
+	                       -1, &s, NULL) != SQLITE_OK)
 		return;
-	sqlite3_bind_text(s, 1, ctx, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 1, is_resv ? status + sizeof(resv) - 1 : status, -1, SQLITE_STATIC);
 	hit = sqlite3_step(s) == SQLITE_ROW;
 	sqlite3_finalize(s);
 	if (hit) {

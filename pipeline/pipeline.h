@@ -114,6 +114,10 @@ struct txn_request {
 	 * holds it and its customer there; "" each otherwise. */
 	char method_processor[32];
 	char processor_customer[96];
+	/* 1: no card at all; the processor's payment is created unconfirmed
+	 * and the customer's browser confirms it there (Stripe.js). Set by
+	 * the reservation convert, never parsed from a body. */
+	int client_confirms;
 };
 
 struct txn_parse_error {
@@ -126,6 +130,11 @@ struct txn_parse_error {
  * 0, or FGW_ERR_INVALID with err filled (never echoing card data). */
 int txn_request_parse(const char *body, size_t len, struct txn_request **out,
                       struct txn_parse_error *err);
+/* The same for a payment the customer's browser confirms at the processor
+ * (Stripe.js): no card, encryptedCard, paymentMethodId, stripePaymentMethod
+ * or savePaymentMethod; sets client_confirms. */
+int txn_request_parse_client_confirms(const char *body, size_t len, struct txn_request **out,
+                                      struct txn_parse_error *err);
 void txn_request_free(struct txn_request *r);
 /* 1 when rq has no returnUrl or its origin (scheme://host[:port], case
  * insensitive) is one of origins (comma- or space-separated). */

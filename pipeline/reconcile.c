@@ -8,10 +8,10 @@
  * out at the processor at once; the others wait in the scan's queue and
  * start as earlier ones finish. A scan that filled a batch is followed at
  * once by the next one (a backlog clears at the processor's pace, not one
- * batch per interval). A definite answer moves the row forward
- * (store_txn_finish, with the idempotent answer rebuilt from the row so a
- * client's retry gets a replay instead of "in progress"), then
- * txn_events_publish. No answer, or an unclear one, pushes the row's next
+ * batch per interval). A definite answer moves the row forward through
+ * txn_settle (with the idempotent answer rebuilt from the row so a
+ * client's retry gets a replay instead of "in progress"), which publishes
+ * it. No answer, or an unclear one, pushes the row's next
  * attempt back (doubling up to backoff_max_ms); after max_attempts the row
  * is flagged for manual review (audited once) and from then on asked only
  * every backoff_max_ms, so it still ends when the processor answers. The next scan starts only
@@ -39,16 +39,18 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "pipeline/events.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/notify.h"
 #include "pipeline/reconcile.h"
+#include "pipeline/settle.h"
 #include "pipeline/stages.h"
 #include "processors/httpc.h"
+#include "store/pendingops.h"
 #include "store/reconcile.h"
 #include "store/txnmoves.h"
-#include "store/txnops.h"
 
 #define RECON_BATCH 256
 #define RECON_DEFAULT_CONCURRENCY 16
@@ -83,12 +85,11 @@ struct recon_item {
 	struct store_unresolved u;
 	struct store_txn_update upd;
 	struct proc_result res;
-	enum proc_op op;                  /* STATUS: the row; REFUND: rf; CAPTURE,
-	                                     CANCEL: top (row: their transaction) */
-	struct store_refund rf;
+	enum proc_op op;                  /* STATUS: the row; REFUND, CAPTURE,
+	                                     CANCEL: pop (row: their transaction) */
+	struct store_pendingop pop;
 	int64_t rf_created_at;
 	int give_up_now;                  /* to manual review, whatever the count */
-	struct store_txnop top;
 	struct recon_item *qnext;         /* in rc->queue */
 	int started;                      /* counted in rc->active */
 	int action;                       /* a requires_action row (3-D Secure) */
@@ -166,7 +167,7 @@ notify_manual_review(struct reconciler *rc, const struct recon_item *it, int att
 	snprintf(n, sizeof(n), "%d", attempts);
 	snprintf(once, sizeof(once), "manual_review:%s:%s",
 	         it->op == PROC_OP_STATUS ? "payment" : op_name(it->op),
-	         it->op == PROC_OP_REFUND ? it->rf.id : it->row.id);
+	         it->op == PROC_OP_REFUND ? it->pop.id : it->row.id);
 	(void)notify_mail(rc->env->store, rc->env->waker, "admin_manual_review", it->row.client_id,
 	                  NULL, it->row.id, once, v, sizeof(v) / sizeof(v[0]));
 }
@@ -191,7 +192,7 @@ defer(struct recon_item *it, const char *why)
 
 	if (it->op != PROC_OP_STATUS) {
 		/* The transaction is the resource; which refund, in details. */
-		n = snprintf(details, sizeof(details), "{\"refund\":\"%s\"}", it->rf.id);
+		n = snprintf(details, sizeof(details), "{\"refund\":\"%s\"}", it->pop.id);
 		snprintf(event, sizeof(event), "txn.%s_manual_review", op_name(it->op));
 		audit.event_type = event;
 		audit.outcome = "pending";
@@ -220,14 +221,10 @@ defer(struct recon_item *it, const char *why)
 	else
 		log_txn_warn(it->row.id, "still unresolved (%s), attempt %d, next in %lld ms",
 		             why, attempts, (long long)wait);
-	if (it->op == PROC_OP_REFUND)
-		r = store_refund_defer(rc->env->store, rc->env->waker, it->rf.id, it->rf.txn_id,
-		                       attempts, now + wait, give_up, &audit,
-		                       give_up ? 1 : 0, deferred, it);
-	else if (it->op != PROC_OP_STATUS)
-		r = store_txnop_defer(rc->env->store, rc->env->waker, it->top.txn_id, it->top.op,
-		                      attempts, now + wait, give_up, &audit,
-		                      give_up ? 1 : 0, deferred, it);
+	if (it->op != PROC_OP_STATUS)
+		r = store_pendingop_defer(rc->env->store, rc->env->waker, &it->pop, attempts,
+		                          now + wait, give_up, &audit, give_up ? 1 : 0, deferred,
+		                          it);
 	else
 		r = store_reconcile_defer(rc->env->store, rc->env->waker, it->row.id, attempts,
 		                          now + wait, give_up || flagged, &audit,
@@ -237,27 +234,14 @@ defer(struct recon_item *it, const char *why)
 }
 
 static void
-finished(void *arg, int rc)
+finished(void *arg, int rc, const struct store_txn_row *row)
 {
 	struct recon_item *it = arg;
 	progressed(it, rc);
-	if (rc == 0) {
-		fgw_strlcpy(it->row.status, it->upd.status, sizeof(it->row.status));
-		fgw_strlcpy(it->row.error_code, it->upd.error_code, sizeof(it->row.error_code));
-		fgw_strlcpy(it->row.error_message, it->upd.error_message,
-		            sizeof(it->row.error_message));
-		if (it->upd.processor_ref[0])
-			fgw_strlcpy(it->row.processor_ref, it->upd.processor_ref,
-			            sizeof(it->row.processor_ref));
-		free(it->row.next_action_json);
-		it->row.next_action_json = it->res.next_action_json;
-		it->res.next_action_json = NULL;
-		it->row.updated_at = fgw_now_ms();
-		log_txn_info(it->row.id, "reconciled: %s", it->row.status);
-		txn_events_publish(it->rc->env, &it->row);
-	} else if (rc != FGW_ERR_STATE) {
+	if (rc == 0)
+		log_txn_info(it->row.id, "reconciled: %s", row != NULL ? row->status : it->upd.status);
+	else if (rc != FGW_ERR_STATE)
 		log_txn_error(it->row.id, "reconciled outcome not recorded: %s", fgw_strerror(rc));
-	}
 	item_done(it);
 }
 
@@ -317,18 +301,19 @@ make_answer(struct recon_item *it, struct store_idem *idem)
 }
 
 static void
-resolve(struct recon_item *it, const char *status, const char *code)
+resolve(struct recon_item *it, enum txn_state to, const char *code)
 {
 	const struct pipeline_env *env = it->rc->env;
 	const struct code_message *m = code != NULL ? stage_code_lookup(code) : NULL;
+	struct txn_settlement set;
 	struct store_idem idem;
-	struct store_audit audit;
 	char details[160];
 	int r, n;
 
+	/* it->upd is what the stored answer is built from (make_answer). */
 	memset(&it->upd, 0, sizeof(it->upd));
 	fgw_strlcpy(it->upd.id, it->row.id, sizeof(it->upd.id));
-	fgw_strlcpy(it->upd.status, status, sizeof(it->upd.status));
+	fgw_strlcpy(it->upd.status, txn_state_name(to), sizeof(it->upd.status));
 	if (m != NULL) {
 		fgw_strlcpy(it->upd.error_code, m->code, sizeof(it->upd.error_code));
 		fgw_strlcpy(it->upd.error_message, m->message, sizeof(it->upd.error_message));
@@ -339,17 +324,32 @@ resolve(struct recon_item *it, const char *status, const char *code)
 	             it->row.status, it->u.attempts + 1);
 	if (n < 0 || (size_t)n >= sizeof(details))
 		details[0] = '\0';
-	audit = (struct store_audit){ "system", "local", "txn.reconciled", it->row.id,
-		                          status, details[0] ? details : NULL };
 	if ((r = make_answer(it, &idem)) != 0) {
 		store_idem_clear(&idem);
 		defer(it, "answer not built");
 		return;
 	}
-	r = store_txn_finish(env->store, env->waker, &it->upd,
-	                     idem.key[0] ? &idem : NULL, &audit, 1, NULL, finished, it);
+	set = (struct txn_settlement){
+		.txn_id = it->row.id,
+		.from = txn_state_of(it->row.status),
+		.to = to,
+		.error_code = it->upd.error_code,
+		.error_message = it->upd.error_message,
+		.processor_ref = it->upd.processor_ref,
+		.next_action_json = it->upd.next_action_json,
+		.actor = "system",
+		.source = "local",
+		.event_type = "txn.reconciled",
+		.details_json = details[0] ? details : NULL,
+		.idem = idem.key[0] ? &idem : NULL,
+		.row = &it->row,
+	};
+	r = txn_settle(env, &set, finished, it);
 	store_idem_clear(&idem);
-	if (r != 0) {
+	if (r == FGW_ERR_STATE) {
+		/* Settled by another path since it was listed: theirs stands. */
+		finished(it, r, NULL);
+	} else if (r != 0) {
 		log_txn_error(it->row.id, "reconciled outcome refused: %s", fgw_strerror(r));
 		item_done(it);
 	}
@@ -381,7 +381,7 @@ action_cancel_replied(void *arg, const struct httpc_response *resp)
 		return;
 	}
 	log_txn_info(it->row.id, "3-D Secure not completed in time: cancelled at the processor");
-	resolve(it, "failed", "PAYMENT_AUTHENTICATION_EXPIRED");
+	resolve(it, TXN_FAILED, "PAYMENT_AUTHENTICATION_EXPIRED");
 }
 
 /* Cancels, at the processor, a payment still waiting for its challenge
@@ -408,24 +408,37 @@ cancel_action(struct recon_item *it)
 		defer(it, fgw_strerror(r));
 }
 
+/* The answers that settle a payment whatever it was waiting for: 1 when
+ * the answer was one of them (and the payment is being settled). */
+static int
+resolve_settled(struct recon_item *it)
+{
+	switch (it->res.outcome) {
+	case PROC_SUCCEEDED:
+		resolve(it, TXN_SUCCEEDED, NULL);
+		return 1;
+	case PROC_AUTHORIZED:
+		resolve(it, TXN_AUTHORIZED, NULL);
+		return 1;
+	case PROC_DECLINED:
+		resolve(it, TXN_DECLINED, it->res.code[0] ? it->res.code : "PAYMENT_CARD_DECLINED");
+		return 1;
+	default:
+		return 0;
+	}
+}
+
 /* A status answer for a payment waiting for 3-D Secure. */
 static void
 action_replied(struct recon_item *it)
 {
+	if (resolve_settled(it))
+		return;
 	switch (it->res.outcome) {
-	case PROC_SUCCEEDED:
-		resolve(it, "succeeded", NULL);
-		break;
-	case PROC_AUTHORIZED:
-		resolve(it, "authorized", NULL);
-		break;
-	case PROC_DECLINED:
-		resolve(it, "declined", it->res.code[0] ? it->res.code : "PAYMENT_CARD_DECLINED");
-		break;
 	case PROC_CANCELED:
 		/* Cancelled already (an earlier expiry whose record was lost,
 		 * or at the processor's side): never charged. */
-		resolve(it, "failed", it->expired ? "PAYMENT_AUTHENTICATION_EXPIRED"
+		resolve(it, TXN_FAILED, it->expired ? "PAYMENT_AUTHENTICATION_EXPIRED"
 		                                  : "PAYMENT_PROCESSING_FAILED");
 		break;
 	case PROC_REQUIRES_ACTION:
@@ -464,22 +477,27 @@ status_replied(void *arg, const struct httpc_response *resp)
 		proc_result_clear(&it->res);
 		it->res.outcome = PROC_NOT_FOUND;
 	}
+	if (proc_result_other_sum(&it->res, it->row.amount, it->row.currency)) {
+		/* Changed at the processor after we made it: its state is not
+		 * this payment's. A person decides: manual review at once, a
+		 * payment waiting for 3-D Secure included (its window does not
+		 * end it either). */
+		log_txn_error(it->row.id, "processor's status is for another amount or currency");
+		proc_result_clear(&it->res);
+		it->give_up_now = 1;
+		it->action = 0;
+		defer(it, "the processor names another amount or currency");
+		return;
+	}
 	if (it->action) {
 		action_replied(it);
 		return;
 	}
+	if (resolve_settled(it))
+		return;
 	switch (it->res.outcome) {
-	case PROC_SUCCEEDED:
-		resolve(it, "succeeded", NULL);
-		break;
-	case PROC_AUTHORIZED:
-		resolve(it, "authorized", NULL);
-		break;
 	case PROC_REQUIRES_ACTION:
-		resolve(it, "requires_action", NULL);
-		break;
-	case PROC_DECLINED:
-		resolve(it, "declined", it->res.code[0] ? it->res.code : "PAYMENT_CARD_DECLINED");
+		resolve(it, TXN_REQUIRES_ACTION, NULL);
 		break;
 	case PROC_NOT_FOUND:
 		/* Never charged — but only once no request of the first attempt
@@ -488,7 +506,7 @@ status_replied(void *arg, const struct httpc_response *resp)
 		if (age >= it->rc->o.grace_ms &&
 		    age >= (it->rc->o.not_found_settle_ms >= 0 ? it->rc->o.not_found_settle_ms
 		                                               : it->type->not_found_settle_ms))
-			resolve(it, "failed", "PAYMENT_PROCESSING_FAILED");
+			resolve(it, TXN_FAILED, "PAYMENT_PROCESSING_FAILED");
 		else
 			defer(it, "not found yet");
 		break;
@@ -513,23 +531,16 @@ proc_op_verdict(enum proc_op op, const struct proc_result *res)
 	return OP_UNKNOWN;
 }
 
+/* The operation's outcome is committed, and the transaction's move (a
+ * success) published by txn_settle_op. */
 static void
-op_finished(void *arg, int rc)
+op_finished(void *arg, int rc, const struct store_txn_row *row)
 {
 	struct recon_item *it = arg;
-	const char *to = it->op == PROC_OP_REFUND    ? it->rf.new_status
-	                 : it->op == PROC_OP_CAPTURE ? "succeeded"
-	                                             : "canceled";
+	(void)row;
 	progressed(it, rc);
 	if (rc == 0) {
 		log_txn_info(it->row.id, "%s reconciled", op_name(it->op));
-		/* to is empty for a failed refund; a failed capture/cancel
-		 * left the transaction authorized (status unchanged). */
-		if (to[0] && (it->op == PROC_OP_REFUND || it->res.outcome != PROC_FAILED)) {
-			fgw_strlcpy(it->row.status, to, sizeof(it->row.status));
-			it->row.updated_at = fgw_now_ms();
-			txn_events_publish(it->rc->env, &it->row);
-		}
 	} else if (rc != FGW_ERR_STATE) {
 		log_txn_error(it->row.id, "reconciled %s not recorded: %s", op_name(it->op),
 		              fgw_strerror(rc));
@@ -543,6 +554,7 @@ op_replied(void *arg, const struct httpc_response *resp)
 	struct recon_item *it = arg;
 	const struct pipeline_env *env = it->rc->env;
 	struct store_audit audit = { "system", "local", NULL, it->row.id, NULL, NULL };
+	struct txn_op_settlement set;
 	enum op_verdict v;
 	char details[160], event[40];
 	int n, r;
@@ -564,18 +576,15 @@ op_replied(void *arg, const struct httpc_response *resp)
 	audit.event_type = event;
 	audit.outcome = v == OP_DONE ? "succeeded" : "failed";
 	n = snprintf(details, sizeof(details),
-	             "{\"refund\":\"%s\",\"amount\":%lld,\"attempt\":%d}", it->rf.id,
-	             (long long)it->rf.amount, it->u.attempts + 1);
+	             "{\"refund\":\"%s\",\"amount\":%lld,\"attempt\":%d}", it->pop.id,
+	             (long long)it->pop.amount, it->u.attempts + 1);
 	if (n > 0 && (size_t)n < sizeof(details))
 		audit.details_json = details;
 	if (it->op == PROC_OP_REFUND)
-		fgw_strlcpy(it->rf.processor_ref, it->res.op_ref, sizeof(it->rf.processor_ref));
-	if (it->op == PROC_OP_REFUND)
-		r = store_refund_finish(env->store, env->waker, &it->rf, v == OP_DONE, &it->rf,
-		                        NULL, &audit, 1, op_finished, it);
-	else
-		r = store_txnop_finish(env->store, env->waker, &it->top, v == OP_DONE, NULL,
-		                       &audit, 1, op_finished, it);
+		fgw_strlcpy(it->pop.processor_ref, it->res.op_ref, sizeof(it->pop.processor_ref));
+	set = (struct txn_op_settlement){ .op = &it->pop, .succeeded = v == OP_DONE,
+		                              .out = &it->pop, .audit = &audit, .n_audit = 1 };
+	r = txn_settle_op(env, &set, op_finished, it);
 	if (r != 0) {
 		log_txn_error(it->row.id, "reconciled %s refused: %s", op_name(it->op),
 		              fgw_strerror(r));
@@ -622,10 +631,9 @@ resend_op(struct recon_item *it)
 	}
 	memset(&oreq, 0, sizeof(oreq));
 	oreq.txn_id = it->row.id;
-	oreq.idempotency_key = it->op == PROC_OP_REFUND ? it->rf.idempotency_key
-	                                                : it->top.idempotency_key;
+	oreq.idempotency_key = it->pop.idempotency_key;
 	oreq.reference = it->row.processor_ref;
-	oreq.amount = it->op == PROC_OP_REFUND ? it->rf.amount : 0;
+	oreq.amount = it->op == PROC_OP_REFUND ? it->pop.amount : 0;
 	return send_to_processor(it, it->op, &oreq, op_replied);
 }
 
@@ -724,50 +732,23 @@ scan_done(struct reconciler *rc)
 	schedule(rc, rc->full && rc->progress > 0 ? 0 : rc->o.interval_ms);
 }
 
+/* Refunds, captures or cancels (kind) a crash or an unknown answer left
+ * pending. */
 static void
-scan_refunds(struct reconciler *rc, int64_t now)
+scan_ops(struct reconciler *rc, int64_t now, enum store_op_kind kind)
 {
-	struct store_refund_due *due = calloc(RECON_BATCH, sizeof(*due));
+	static const enum proc_op proc_ops[] = {
+		[STORE_OP_REFUND] = PROC_OP_REFUND,
+		[STORE_OP_CAPTURE] = PROC_OP_CAPTURE,
+		[STORE_OP_CANCEL] = PROC_OP_CANCEL,
+	};
+	struct store_pendingop_due *due = calloc(RECON_BATCH, sizeof(*due));
 	int n = 0, r;
 
 	if (due == NULL ||
-	    (r = store_refund_pending_list(rc->env->reader, now, now - rc->o.grace_ms, due,
-	                                   RECON_BATCH, &n)) != 0) {
-		log_error("reconcile refund scan failed: %s",
-		          fgw_strerror(due == NULL ? FGW_ERR_NOMEM : r));
-		free(due);
-		return;
-	}
-	if (n == RECON_BATCH)
-		rc->full = 1;
-	for (int i = 0; i < n; i++) {
-		struct recon_item *it = item_new(rc, due[i].txn_id);
-		if (it == NULL)
-			continue;
-		it->op = PROC_OP_REFUND;
-		it->u.attempts = due[i].attempts;
-		fgw_strlcpy(it->rf.id, due[i].id, sizeof(it->rf.id));
-		fgw_strlcpy(it->rf.txn_id, due[i].txn_id, sizeof(it->rf.txn_id));
-		fgw_strlcpy(it->rf.idempotency_key, due[i].idempotency_key,
-		            sizeof(it->rf.idempotency_key));
-		it->rf.amount = due[i].amount;
-		it->rf.txn_amount = it->row.amount;
-		it->rf_created_at = due[i].created_at;
-		enqueue(it);
-	}
-	free(due);
-}
-
-static void
-scan_txnops(struct reconciler *rc, int64_t now)
-{
-	struct store_txnop_due *due = calloc(RECON_BATCH, sizeof(*due));
-	int n = 0, r;
-
-	if (due == NULL ||
-	    (r = store_txnop_pending_list(rc->env->reader, now, now - rc->o.grace_ms, due,
+	    (r = store_pendingop_due_list(rc->env->reader, kind, now, now - rc->o.grace_ms, due,
 	                                  RECON_BATCH, &n)) != 0) {
-		log_error("reconcile capture/cancel scan failed: %s",
+		log_error("reconcile %s scan failed: %s", store_op_name(kind),
 		          fgw_strerror(due == NULL ? FGW_ERR_NOMEM : r));
 		free(due);
 		return;
@@ -778,12 +759,16 @@ scan_txnops(struct reconciler *rc, int64_t now)
 		struct recon_item *it = item_new(rc, due[i].txn_id);
 		if (it == NULL)
 			continue;
-		it->op = strcmp(due[i].op, "capture") == 0 ? PROC_OP_CAPTURE : PROC_OP_CANCEL;
+		it->op = proc_ops[kind];
 		it->u.attempts = due[i].attempts;
-		fgw_strlcpy(it->top.txn_id, due[i].txn_id, sizeof(it->top.txn_id));
-		fgw_strlcpy(it->top.op, due[i].op, sizeof(it->top.op));
-		fgw_strlcpy(it->top.idempotency_key, due[i].idempotency_key,
-		            sizeof(it->top.idempotency_key));
+		it->pop.kind = kind;
+		fgw_strlcpy(it->pop.id, due[i].id, sizeof(it->pop.id));
+		fgw_strlcpy(it->pop.txn_id, due[i].txn_id, sizeof(it->pop.txn_id));
+		fgw_strlcpy(it->pop.idempotency_key, due[i].idempotency_key,
+		            sizeof(it->pop.idempotency_key));
+		it->pop.amount = due[i].amount;
+		it->pop.txn_amount = it->row.amount;
+		it->rf_created_at = due[i].created_at;
 		enqueue(it);
 	}
 	free(due);
@@ -878,8 +863,9 @@ scan(evutil_socket_t fd, short what, void *arg)
 	replay_moves(rc, now);
 	scan_rows(rc, now, 0);
 	scan_rows(rc, now, 1);
-	scan_refunds(rc, now);
-	scan_txnops(rc, now);
+	scan_ops(rc, now, STORE_OP_REFUND);
+	scan_ops(rc, now, STORE_OP_CAPTURE);
+	scan_ops(rc, now, STORE_OP_CANCEL);
 	pump(rc);
 	if (--rc->outstanding == 0)
 		scan_done(rc);

@@ -8,10 +8,10 @@
  *
  * It runs on one reactor (its env: base, httpc, store waker, reader) as a
  * timer; nothing blocks: the status request goes through httpc and the
- * outcome through store_txn_finish. Each row gets exponential backoff
- * (reconcile_attempts, reconcile_next_at) and, after max_attempts, the
- * manual_review flag. Refunds left `pending` by a crash (store/refunds.h)
- * are finished the same way: re-sent with the same processor key (the
+ * outcome through txn_settle (pipeline/settle.h). Each row gets
+ * exponential backoff (reconcile_attempts, reconcile_next_at) and, after
+ * max_attempts, the manual_review flag. Refunds, captures and cancels
+ * left `pending` by a crash (store/pendingops.h) are finished the same way: re-sent with the same processor key (the
  * processor dedupes), with the same backoff and manual review. See
  * docs/operations.md.
  */

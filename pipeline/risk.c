@@ -10,6 +10,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "pipeline/events.h"
 #include "pipeline/risk.h"
@@ -126,7 +127,7 @@ risk_replay_row(struct risk *rk, const struct store_txn_row *row)
 	risk_input_from_row(row, rk->mode, &in);
 	if (in.amount < 0 || in.now_ms <= 0)
 		return FGW_ERR_INVALID;
-	return rules_record(&in, rk->velocity, strcmp(row->status, "declined") == 0);
+	return rules_record(&in, rk->velocity, txn_state_of(row->status) == TXN_DECLINED);
 }
 
 void
@@ -138,7 +139,7 @@ risk_on_txn_event(void *ctx, const struct pipeline_env *env,
 	int rc;
 
 	(void)env;
-	if (rk == NULL || !rk->up || strcmp(row->status, "declined") != 0 ||
+	if (rk == NULL || !rk->up || txn_state_of(row->status) != TXN_DECLINED ||
 	    strcmp(row->rule_decision, "decline") == 0 || row->created_at <= 0)
 		return;
 	risk_input_from_row(row, rk->mode, &in);

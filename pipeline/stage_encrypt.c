@@ -68,6 +68,14 @@ encrypt_run(struct txn *t)
 	}
 	stage_choose_proc(t);
 	pc = t->proc;
+	if (t->req->client_confirms) {
+		if (txn_proc_type(t)->client_confirms)
+			return STAGE_NEXT;
+		txn_set_outcome(t, "rejected", "PROCESSOR_NOT_SUPPORTED",
+		                "confirmWith stripe_js needs a stripe processor, and this "
+		                "payment goes to another", 400, 0);
+		return STAGE_STOP;
+	}
 	if (t->req->processor_method[0] != '\0')
 		return txn_proc_type(t)->takes_processor_method
 		           ? STAGE_NEXT

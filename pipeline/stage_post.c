@@ -106,6 +106,7 @@ send_charge(struct txn *t, const char *payment_method)
 	preq.payment_method = payment_method;
 	if (t->req->processor_customer[0] != '\0')
 		preq.customer = t->req->processor_customer;
+	preq.client_confirms = t->req->client_confirms;
 	if (txn_proc_type(t)->needs_clear_card && c->pan != NULL) {
 		clear = (struct proc_clear_card){ c->pan, c->cvc, c->exp_month,
 			                              c->exp_year, c->holder };
@@ -190,7 +191,10 @@ send_to_processor(struct txn *t)
 	int r;
 
 	memset(&http, 0, sizeof(http));
-	if (t->req->processor_method[0] != '\0') {
+	if (t->req->client_confirms) {
+		/* No card: the customer's browser confirms at the processor. */
+		r = send_charge(t, NULL);
+	} else if (t->req->processor_method[0] != '\0') {
 		/* The processor already holds the card (Stripe.js). */
 		r = send_charge(t, t->req->processor_method);
 	} else if (pt->needs_clear_card && pt->build_card != NULL && pt->parse_card != NULL) {

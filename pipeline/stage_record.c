@@ -14,6 +14,7 @@
 #include "core/card.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "crypto/keys.h"
 #include "crypto/sealed.h"
@@ -21,6 +22,7 @@
 #include "crypto/vault.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/events.h"
+#include "pipeline/settle.h"
 #include "pipeline/stages.h"
 #include "processors/httpc.h"
 #include "store/methods.h"
@@ -32,33 +34,34 @@ outcome_from_result(struct txn *t)
 	const struct code_message *m;
 	switch (res->outcome) {
 	case PROC_SUCCEEDED:
-		txn_set_outcome(t, "succeeded", "", "", 200, 1);
+		txn_set_outcome(t, txn_state_name(TXN_SUCCEEDED), "", "", 200, 1);
 		break;
 	case PROC_AUTHORIZED:
-		txn_set_outcome(t, "authorized", "", "", 200, 1);
+		txn_set_outcome(t, txn_state_name(TXN_AUTHORIZED), "", "", 200, 1);
 		break;
 	case PROC_REQUIRES_ACTION:
-		txn_set_outcome(t, "requires_action", "", "", 200, 1);
+		txn_set_outcome(t, txn_state_name(TXN_REQUIRES_ACTION), "", "", 200, 1);
 		break;
 	case PROC_DECLINED:
 		m = stage_code_lookup(res->code[0] ? res->code : "PAYMENT_CARD_DECLINED");
-		txn_set_outcome(t, "declined", m->code, m->message, m->http_status, 1);
+		txn_set_outcome(t, txn_state_name(TXN_DECLINED), m->code, m->message, m->http_status,
+		                1);
 		break;
 	case PROC_UNKNOWN:
-		txn_set_outcome(t, "processing", "", "", 200, 1);
+		txn_set_outcome(t, txn_state_name(TXN_PROCESSING), "", "", 200, 1);
 		break;
 	case PROC_FAILED:
 	default:
 		m = stage_code_lookup("PAYMENT_PROCESSING_FAILED");
-		txn_set_outcome(t, "failed", m->code, m->message, m->http_status, 1);
+		txn_set_outcome(t, txn_state_name(TXN_FAILED), m->code, m->message, m->http_status,
+		                1);
 		break;
 	}
 }
 
 static void
-record_committed(void *arg, int rc)
+record_done(struct txn *t, int rc)
 {
-	struct txn *t = arg;
 	if (rc == FGW_ERR_STATE) {
 		/* A webhook or the reconciler finished it first; states only
 		 * move forward, so theirs stands and ours was not applied. */
@@ -68,16 +71,33 @@ record_committed(void *arg, int rc)
 		txn_set_outcome(t, t->out.status, "INTERNAL_ERROR",
 		                "The outcome could not be recorded; it will be reconciled", 500, 0);
 		stage_build_answer(t);
-	} else {
+	}
+	pipeline_resume(t, STAGE_NEXT);
+}
+
+/* The outcome of a transaction written ahead: txn_settle published it. */
+static void
+record_settled(void *arg, int rc, const struct store_txn_row *row)
+{
+	(void)row;
+	record_done(arg, rc);
+}
+
+/* A transaction decided before the processor, recorded in its final
+ * state at once: no move, but the listeners hear of it the same way. */
+static void
+record_created(void *arg, int rc)
+{
+	struct txn *t = arg;
+	if (rc == 0) {
 		struct store_txn_row row;
 		stage_fill_row(t, t->out.status, &row);
-		if (!t->row_created)
-			row.token[0] = '\0';
+		row.token[0] = '\0';
 		fgw_strlcpy(row.processor_ref, t->result.reference, sizeof(row.processor_ref));
 		row.next_action_json = t->result.next_action_json;
 		txn_events_publish(t->env, &row);
 	}
-	pipeline_resume(t, STAGE_NEXT);
+	record_done(t, rc);
 }
 
 /* savePaymentMethod: the card becomes a saved method of the customer once
@@ -111,7 +131,8 @@ save_method(struct txn *t)
 	struct save_ctx *c;
 	int r;
 	if (!t->req->save_method || t->method_saved || t->req->customer_id[0] == '\0' ||
-	    (strcmp(t->out.status, "succeeded") != 0 && strcmp(t->out.status, "authorized") != 0) ||
+	    (txn_state_of(t->out.status) != TXN_SUCCEEDED &&
+	     txn_state_of(t->out.status) != TXN_AUTHORIZED) ||
 	    !t->row_created)
 		return 0;
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
@@ -141,7 +162,7 @@ purge_token_for(const struct txn *t)
 {
 	if (t->vault_reused || !t->row_created || t->token[0] == '\0')
 		return NULL;
-	if (strcmp(t->out.status, "declined") == 0 || strcmp(t->out.status, "failed") == 0)
+	if (txn_state_of(t->out.status) == TXN_DECLINED || txn_state_of(t->out.status) == TXN_FAILED)
 		return t->token;
 	return NULL;
 }
@@ -178,30 +199,41 @@ record_run(struct txn *t)
 		idem.expires_at = idem.created_at + t->env->idem_ttl_ms;
 	}
 	details = stage_audit_details(t);
-	audit = (struct store_audit){ t->client_id, t->source,
-		                          t->row_created ? "txn.outcome" : "txn.decided",
-		                          t->id, t->out.status, details };
 	if (t->row_created) {
-		struct store_txn_update upd;
-		memset(&upd, 0, sizeof(upd));
-		fgw_strlcpy(upd.id, t->id, sizeof(upd.id));
-		fgw_strlcpy(upd.status, t->out.status, sizeof(upd.status));
-		fgw_strlcpy(upd.error_code, t->out.error_code, sizeof(upd.error_code));
-		fgw_strlcpy(upd.error_message, t->out.error_message, sizeof(upd.error_message));
-		fgw_strlcpy(upd.processor_ref, t->result.reference, sizeof(upd.processor_ref));
-		upd.next_action_json = t->result.next_action_json;
-		r = store_txn_finish(t->env->store, t->env->waker, &upd,
-		                     t->idem_key[0] ? &idem : NULL, &audit, 1,
-		                     purge_token_for(t), record_committed, t);
+		/* Written ahead in posting by this pipeline: the outcome is
+		 * its move forward. */
+		struct txn_settlement set;
+		struct store_txn_row row;
+		stage_fill_row(t, t->out.status, &row);
+		fgw_strlcpy(row.status, txn_state_name(TXN_POSTING), sizeof(row.status));
+		set = (struct txn_settlement){
+			.txn_id = t->id,
+			.from = TXN_POSTING,
+			.to = txn_state_of(t->out.status),
+			.error_code = t->out.error_code,
+			.error_message = t->out.error_message,
+			.processor_ref = t->result.reference,
+			.next_action_json = t->result.next_action_json,
+			.actor = t->client_id,
+			.source = t->source,
+			.event_type = "txn.outcome",
+			.details_json = details,
+			.idem = t->idem_key[0] ? &idem : NULL,
+			.purge_token = purge_token_for(t),
+			.row = &row,
+		};
+		r = txn_settle(t->env, &set, record_settled, t);
 	} else {
 		/* Decided before the processor (a rule decline): recorded and
 		 * audited, but the card is not kept. */
 		struct store_txn_row row;
 		stage_fill_row(t, t->out.status, &row);
 		row.token[0] = '\0';
+		audit = (struct store_audit){ t->client_id, t->source, "txn.decided", t->id,
+			                          t->out.status, details };
 		r = store_txn_create(t->env->store, t->env->waker, &row, NULL,
 		                     t->idem_key[0] ? &idem : NULL, &audit, 1,
-		                     record_committed, t);
+		                     record_created, t);
 	}
 	free(details);
 	if (r != 0) {

@@ -127,7 +127,7 @@ rule_run(struct txn *t)
 	/* A card the processor holds was checked there (Stripe validates a
 	 * PaymentMethod when it is created); amount, currency and the rules
 	 * still apply, without the card fields. */
-	if (pan == NULL && rq->processor_method[0] == '\0')
+	if (pan == NULL && rq->processor_method[0] == '\0' && !rq->client_confirms)
 		return stage_invalid(t, "card is required");
 	if (pan != NULL && !card_pan_ok((const char *)pan->data, pan->len))
 		return stage_invalid(t, "card.number is not a valid card number");

@@ -29,7 +29,7 @@ token_run(struct txn *t)
 {
 	int r;
 	/* A card the processor holds (stripePaymentMethod): nothing to vault. */
-	if (t->req->processor_method[0] != '\0')
+	if (t->req->processor_method[0] != '\0' || t->req->client_confirms)
 		return STAGE_NEXT;
 	if (t->token[0] == '\0' &&
 	    (r = vault_new_token(t->token, sizeof(t->token))) != 0)

@@ -396,9 +396,9 @@ txn_return_url_allowed(const struct txn_request *rq, const char *origins)
 	return 0;
 }
 
-int
-txn_request_parse(const char *body, size_t len, struct txn_request **out,
-                  struct txn_parse_error *err)
+static int
+request_parse(const char *body, size_t len, int client_confirms, struct txn_request **out,
+              struct txn_parse_error *err)
 {
 	static const char *const fields[] = {
 		"reservationId", "amount", "currency", "card", "encryptedCard",
@@ -471,8 +471,17 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
 		goto out;
 	}
 	rq->save_method = save != NULL && cJSON_IsTrue(save);
-	if ((card != NULL) + (enc != NULL) + (rq->payment_method_id[0] != '\0') +
-	        (rq->processor_method[0] != '\0') != 1) {
+	if (client_confirms) {
+		/* The customer's browser confirms at the processor: flairgw
+		 * gets no payment source at all, and keeps none. */
+		rq->client_confirms = 1;
+		if ((card != NULL) + (enc != NULL) + (rq->payment_method_id[0] != '\0') +
+		        (rq->processor_method[0] != '\0') != 0 || rq->save_method) {
+			r = perr(err, "confirmWith", "takes no card, payment method or savePaymentMethod");
+			goto out;
+		}
+	} else if ((card != NULL) + (enc != NULL) + (rq->payment_method_id[0] != '\0') +
+	               (rq->processor_method[0] != '\0') != 1) {
 		r = perr(err, "card",
 		         "or encryptedCard or paymentMethodId or stripePaymentMethod is required, exactly one");
 		goto out;
@@ -501,7 +510,7 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
 		rq->has_card = 1;
 		if ((r = card_from_json(card, "card", &rq->card, err)) != 0)
 			goto out;
-	} else if ((r = parse_encrypted(enc, rq, err)) != 0) {
+	} else if (enc != NULL && (r = parse_encrypted(enc, rq, err)) != 0) {
 		goto out;
 	}
 	*out = rq;
@@ -510,6 +519,20 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
 out:
 	parse_done(root, card, rq);
 	return r;
+}
+
+int
+txn_request_parse(const char *body, size_t len, struct txn_request **out,
+                  struct txn_parse_error *err)
+{
+	return request_parse(body, len, 0, out, err);
+}
+
+int
+txn_request_parse_client_confirms(const char *body, size_t len, struct txn_request **out,
+                                  struct txn_parse_error *err)
+{
+	return request_parse(body, len, 1, out, err);
 }
 
 int
@@ -570,7 +593,7 @@ txn_method_body_parse(const char *body, size_t len, struct txn_request **out,
 		rq->has_card = 1;
 		if ((r = card_from_json(card, "card", &rq->card, err)) != 0)
 			goto out;
-	} else if ((r = parse_encrypted(enc, rq, err)) != 0) {
+	} else if (enc != NULL && (r = parse_encrypted(enc, rq, err)) != 0) {
 		goto out;
 	}
 	*out = rq;

@@ -50,7 +50,15 @@ proc_result_clear(struct proc_result *r)
 	if (r == NULL)
 		return;
 	free(r->next_action_json);
+	explicit_bzero(r->client_secret, sizeof(r->client_secret));
 	memset(r, 0, sizeof(*r));
+}
+
+int
+proc_result_other_sum(const struct proc_result *res, int64_t amount, const char *currency)
+{
+	return (res->amount > 0 && res->amount != amount) ||
+	       (res->currency[0] != '\0' && (currency == NULL || strcmp(res->currency, currency) != 0));
 }
 
 int

@@ -95,6 +95,10 @@ struct proc_request {
 	/* The processor's customer that payment_method is attached to (a
 	 * saved processor method, Stripe "cus_..."); NULL: none. */
 	const char *customer;
+	/* 1: create the payment unconfirmed, for the customer's browser to
+	 * confirm at the processor (Stripe.js); no card, no payment_method.
+	 * Only types with client_confirms take it. */
+	int client_confirms;
 };
 
 /* A card the processor holds, as its attach answer describes it. */
@@ -131,12 +135,24 @@ struct proc_result {
 	                           ("" when the protocol carries none) */
 	char op_ref[96];        /* REFUND: the processor's id for the refund
 	                           (Stripe re_...), "" when it gives none */
+	/* A payment waiting for the customer's browser (client_confirms):
+	 * the processor's client secret, handed to that browser once and
+	 * never stored; proc_result_clear wipes it. "" otherwise. */
+	char client_secret[160];
+	/* What the answer says the payment is for (0 / "": not given), so
+	 * the caller can refuse an answer for another amount. */
+	int64_t amount;
+	char currency[4];       /* upper case */
 };
 void proc_result_clear(struct proc_result *r);
 /* 1 when res may be about transaction txn_id: it names no transaction
  * (txn_ref "") or names that one. An answer about another transaction
  * says nothing about this one (for a status: not found). */
 int proc_result_is_for(const struct proc_result *res, const char *txn_id);
+/* 1 when res names an amount or currency other than amount/currency (the
+ * payment was changed at the processor after we made it): its outcome is
+ * not to be taken for this payment. 0 when it agrees or names none. */
+int proc_result_other_sum(const struct proc_result *res, int64_t amount, const char *currency);
 
 /* What a processor's webhook event asks of flairgw, decided by the
  * processor's own adapter from the event's type and payload (map_event):
@@ -173,6 +189,7 @@ struct proc_event {
 	 * transaction's amount. */
 	int64_t amount;
 	int64_t refunded_total; /* REFUNDED (and MOVE to refunded); -1: not given */
+	char currency[4];       /* the object's currency, upper case; "": not given */
 	/* REFUND: the processor's refund id, its amount and its state
 	 * (succeeded, failed, pending). DISPUTE: the dispute id, its amount
 	 * and the processor's reason. */
@@ -250,6 +267,9 @@ struct proc_type {
 	 * the customer (proc_request.payment_method, e.g. a Stripe
 	 * PaymentMethod made by Stripe.js) instead of giving one. */
 	int takes_processor_method;
+	/* 1: build() takes proc_request.client_confirms (Stripe.js confirms
+	 * the payment in the customer's browser with the client secret). */
+	int client_confirms;
 	/* Saving such a card for later payments (NULL when the type cannot):
 	 * the processor's customer that will own it, then the attachment.
 	 * Each call carries the idempotency key given, so a retry replays.
@@ -265,6 +285,15 @@ struct proc_type {
 	int (*parse_attach)(const struct proc_config *cfg, long http_status, const char *body,
 	                    size_t len, const char *customer, struct proc_saved_card *card,
 	                    struct proc_result *out);
+	/* Deleting such a card: the processor forgets it for its customer
+	 * (NULL when the type keeps nothing). parse: PROC_SUCCEEDED when
+	 * detached; PROC_FAILED with PAYMENT_METHOD_NOT_FOUND when the
+	 * processor has it attached to no one (gone already), another code
+	 * when it refused; PROC_UNKNOWN when the answer was lost. */
+	int (*build_detach)(const struct proc_config *cfg, const char *idempotency_key,
+	                    const char *method, struct proc_http *out);
+	int (*parse_detach)(const struct proc_config *cfg, long http_status, const char *body,
+	                    size_t len, struct proc_result *out);
 	/* Maps a verified webhook event (the whole JSON body, with a string
 	 * id and type and an object data.object) to what it asks; pointers
 	 * in out point into event. 0, or FGW_ERR_INVALID when the payload

@@ -181,7 +181,10 @@ intent_form(struct form *f, const struct proc_request *req, int capture)
 	cur[3] = '\0';
 	form_put_int(f, "amount", (long long)req->amount);
 	form_put(f, "currency", cur);
-	form_put(f, "confirm", "true");
+	/* Unconfirmed, the customer's browser confirms it with Stripe.js
+	 * and the client secret; Stripe takes return_url only with
+	 * confirm=true (Stripe.js passes its own). */
+	form_put(f, "confirm", req->client_confirms ? "false" : "true");
 	form_put(f, "capture_method", capture ? "automatic" : "manual");
 	form_put(f, "payment_method", req->payment_method);
 	/* A saved card: Stripe charges an attached PaymentMethod only for
@@ -191,9 +194,16 @@ intent_form(struct form *f, const struct proc_request *req, int capture)
 	 * offer redirect-based methods and ask for a return_url. */
 	form_put(f, "payment_method_types[0]", "card");
 	form_put(f, "metadata[flair_txn_id]", req->txn_id);
+	/* Says, in the intent itself, that the customer confirms it: a
+	 * failed attempt leaves it open for another card (Stripe.js), so it
+	 * is no decline of the payment (map_intent, stripe_map_event). The
+	 * publishable key cannot change metadata. */
+	if (req->client_confirms)
+		form_put(f, "metadata[flair_confirm]", "stripe_js");
 	form_put(f, "description", req->description);
 	form_put(f, "receipt_email", req->customer_email);
-	form_put(f, "return_url", req->return_url);
+	if (!req->client_confirms)
+		form_put(f, "return_url", req->return_url);
 	if (req->require_3ds)
 		form_put(f, "payment_method_options[card][request_three_d_secure]", "any");
 }
@@ -351,7 +361,11 @@ stripe_build(const struct proc_config *cfg, const struct proc_request *req,
 		capture = 0;
 	else
 		return FGW_ERR_INVALID;
-	if (!request_ok(req) || !stripe_id_ok(req->payment_method, "pm_", 256) ||
+	/* Confirmed here with the card Stripe holds, or left for Stripe.js
+	 * to confirm with a card flairgw never sees: never both. */
+	if (!request_ok(req) ||
+	    (req->client_confirms ? req->payment_method != NULL || req->customer != NULL
+	                          : !stripe_id_ok(req->payment_method, "pm_", 256)) ||
 	    (req->customer != NULL && !stripe_id_ok(req->customer, "cus_", 256)))
 		return FGW_ERR_INVALID;
 	if ((r = post_start(cfg, "payment_intents", req->idempotency_key, "-pi", out)) != 0)
@@ -403,11 +417,60 @@ intent_id_ok(const char *s, size_t cap)
 	return stripe_id_ok(s, "pi_", cap);
 }
 
+/* The intent's client_secret, "<id>_secret_<token>", into out; anything
+ * else is not kept. */
+static void
+intent_secret(const cJSON *pi, const char *id, struct proc_result *out)
+{
+	const char *cs = proc_json_str(pi, "client_secret");
+	size_t n = strlen(id);
+
+	if (cs != NULL && strlen(cs) < sizeof(out->client_secret) && strncmp(cs, id, n) == 0 &&
+	    strncmp(cs + n, "_secret_", 8) == 0 && cs[n + 8] != '\0' &&
+	    strspn(cs, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") ==
+	        strlen(cs))
+		fgw_strlcpy(out->client_secret, cs, sizeof(out->client_secret));
+}
+
+/* The intent's amount and currency, to be compared with ours. */
+static void
+intent_amount(const cJSON *pi, struct proc_result *out)
+{
+	const char *cur = proc_json_str(pi, "currency");
+	int64_t a = proc_json_amount(pi, "amount");
+
+	out->amount = a > 0 ? a : 0;
+	if (cur != NULL && strlen(cur) == 3 && strspn(cur, "abcdefghijklmnopqrstuvwxyz") == 3)
+		for (int i = 0; i < 4; i++)
+			out->currency[i] = (char)(cur[i] ? cur[i] - 'a' + 'A' : '\0');
+}
+
+/* 1 when flairgw made the intent for the customer's browser to confirm
+ * (metadata[flair_confirm], set at create; the publishable key cannot
+ * change metadata). */
+static int
+browser_confirms(const cJSON *pi)
+{
+	return same("stripe_js", proc_json_str(cJSON_GetObjectItemCaseSensitive(pi, "metadata"),
+	                                       "flair_confirm"));
+}
+
+/* What the customer's browser does next with a payment it confirms
+ * itself: Stripe.js, as Stripe names it. */
+static int
+stripe_js_action(struct proc_result *out)
+{
+	free(out->next_action_json);
+	out->next_action_json = strdup("{\"type\":\"use_stripe_sdk\"}");
+	return out->next_action_json != NULL ? FGW_OK : FGW_ERR_NOMEM;
+}
+
 static void
 map_intent(const cJSON *pi, struct proc_result *out)
 {
 	const char *status = proc_json_str(pi, "status"), *obj = proc_json_str(pi, "object");
 	const char *id = proc_json_str(pi, "id");
+	const cJSON *lpe = cJSON_GetObjectItemCaseSensitive(pi, "last_payment_error");
 	size_t i = 0;
 
 	if (obj == NULL || strcmp(obj, "payment_intent") != 0 ||
@@ -416,12 +479,29 @@ map_intent(const cJSON *pi, struct proc_result *out)
 		return;
 	}
 	fgw_strlcpy(out->reference, id, sizeof(out->reference));
+	intent_amount(pi, out);
+	/* Only an intent made for the browser has its secret kept at all
+	 * (in memory, until the result is cleared). */
+	if (browser_confirms(pi))
+		intent_secret(pi, id, out);
+	if (strcmp(status, "requires_payment_method") == 0 && browser_confirms(pi)) {
+		/* Made unconfirmed for Stripe.js: not tried yet, or a failed
+		 * attempt (last_payment_error) after which the customer may try
+		 * another card with the same client secret. Waiting either way;
+		 * it ends when paid, or cancelled once the wait expires. */
+		if (stripe_js_action(out) == FGW_OK)
+			proc_set_result(out, PROC_REQUIRES_ACTION, "",
+			                "The payment waits for the customer to confirm it.");
+		else
+			proc_set_result(out, PROC_UNKNOWN, C_FAILED,
+			                "The payment outcome is not known yet.");
+		return;
+	}
 	while (status_table[i].status != NULL && strcmp(status_table[i].status, status) != 0)
 		i++;
 	proc_set_result(out, status_table[i].outcome, status_table[i].our_code,
 	           status_table[i].message);
 	if (status_table[i].outcome == PROC_DECLINED) {
-		const cJSON *lpe = cJSON_GetObjectItemCaseSensitive(pi, "last_payment_error");
 		if (cJSON_IsObject(lpe))
 			map_error(lpe, out);
 		if (out->outcome != PROC_DECLINED)
@@ -683,6 +763,74 @@ stripe_parse_attach(const struct proc_config *cfg, long http_status, const char 
 	return FGW_OK;
 }
 
+/* POST /v1/payment_methods/{method}/detach (an empty form): the card a
+ * deleted saved method named is no longer the Customer's. */
+static int
+stripe_build_detach(const struct proc_config *cfg, const char *idempotency_key,
+                    const char *method, struct proc_http *out)
+{
+	char what[160];
+	int r;
+
+	if (cfg == NULL || out == NULL)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	if (!stripe_id_ok(method, "pm_", 96))
+		return FGW_ERR_INVALID;
+	snprintf(what, sizeof(what), "payment_methods/%s/detach", method);
+	if ((r = post_start(cfg, what, idempotency_key, "", out)) == 0 &&
+	    (out->body = strdup("")) == NULL)
+		r = FGW_ERR_NOMEM;
+	if (r != FGW_OK)
+		proc_http_clear(out);
+	return r;
+}
+
+/* The detach answer: the PaymentMethod with no customer. Stripe refuses a
+ * PaymentMethod it does not have (resource_missing) or one attached to no
+ * Customer (an earlier detach whose key Stripe has forgotten): either way
+ * nothing of it is left to charge. */
+static int
+stripe_parse_detach(const struct proc_config *cfg, long http_status, const char *body,
+                    size_t len, struct proc_result *out)
+{
+	const cJSON *err, *cus;
+	const char *code;
+	cJSON *root;
+
+	(void)cfg;
+	if (out == NULL)
+		return FGW_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	root = fgw_json_parse_strict(body, len);
+	err = cJSON_GetObjectItemCaseSensitive(root, "error");
+	code = proc_json_str(err, "code");
+	cus = cJSON_GetObjectItemCaseSensitive(root, "customer");
+	if (http_status >= 200 && http_status <= 299 &&
+	    same("payment_method", proc_json_str(root, "object")) &&
+	    stripe_id_ok(proc_json_str(root, "id"), "pm_", sizeof(out->reference)) &&
+	    (cus == NULL || cJSON_IsNull(cus))) {
+		fgw_strlcpy(out->reference, proc_json_str(root, "id"), sizeof(out->reference));
+		proc_set_result(out, PROC_SUCCEEDED, "", "The card was detached.");
+	} else if ((http_status == 400 || http_status == 404) && cJSON_IsObject(err) &&
+	           same("invalid_request_error", proc_json_str(err, "type")) &&
+	           (same("resource_missing", code) ||
+	            same("payment_method_unexpected_state", code))) {
+		proc_set_result(out, PROC_FAILED, "PAYMENT_METHOD_NOT_FOUND",
+		                "The processor holds no such card for a customer.");
+	} else if (http_status >= 200 && http_status <= 299) {
+		proc_set_result(out, PROC_FAILED, "PAYMENT_METHOD_REFUSED",
+		                "The processor did not detach the card.");
+	} else {
+		save_refusal(http_status, root, out);
+		if (out->outcome == PROC_FAILED)
+			proc_set_result(out, PROC_FAILED, "PAYMENT_METHOD_REFUSED",
+			                "The processor did not detach the card.");
+	}
+	cJSON_Delete(root);
+	return FGW_OK;
+}
+
 /* ---- operations after the first charge ------------------------------------ */
 
 /* A path segment we put in a URL: a Stripe id, nothing else. */
@@ -836,6 +984,13 @@ map_intent_status(const cJSON *pi, int from_search, struct proc_result *out)
 		return;
 	if (strcmp(status, "canceled") == 0)
 		proc_set_result(out, PROC_CANCELED, "", "The authorization was released.");
+	else if (strcmp(status, "requires_action") == 0 && out->outcome == PROC_UNKNOWN &&
+	         stripe_js_action(out) == FGW_OK)
+		/* A challenge Stripe.js runs in the customer's browser (no URL
+		 * for us): still waiting for the customer, and cancelled like
+		 * any other once the wait has expired. */
+		proc_set_result(out, PROC_REQUIRES_ACTION, "",
+		                "The payment requires customer authentication.");
 	else if (strcmp(status, "requires_confirmation") == 0)
 		/* Created, never confirmed: no charge will come of it. */
 		proc_set_result(out, PROC_FAILED, C_FAILED, "The payment was not confirmed.");
@@ -957,6 +1112,10 @@ stripe_map_event(const cJSON *event, struct proc_event *out)
 		return FGW_ERR_INVALID;
 	proc_event_refs(obj, out, 0);
 	out->amount = proc_json_amount(obj, "amount");
+	t = proc_json_str(obj, "currency");
+	if (t != NULL && strlen(t) == 3 && strspn(t, "abcdefghijklmnopqrstuvwxyz") == 3)
+		for (int i = 0; i < 4; i++)
+			out->currency[i] = (char)(t[i] ? t[i] - 'a' + 'A' : '\0');
 	out->kind = PROC_EVENT_MOVE;
 	if (strcmp(type, "payment_intent.succeeded") == 0 || strcmp(type, "charge.succeeded") == 0) {
 		/* With capture_method=manual Stripe's charge.succeeded says
@@ -971,8 +1130,10 @@ stripe_map_event(const cJSON *event, struct proc_event *out)
 			fgw_strlcpy(out->target, "authorized", sizeof(out->target));
 	} else if (strcmp(type, "payment_intent.payment_failed") == 0) {
 		const cJSON *e = cJSON_GetObjectItemCaseSensitive(obj, "last_payment_error");
-		/* Stripe leaves a failed intent in requires_payment_method. */
-		if (status_is(obj, "requires_payment_method")) {
+		/* Stripe leaves a failed intent in requires_payment_method. One
+		 * that Stripe.js confirms stays open for another card: one
+		 * failed attempt is not the payment's end (map_intent). */
+		if (status_is(obj, "requires_payment_method") && !browser_confirms(obj)) {
 			fgw_strlcpy(out->target, "declined", sizeof(out->target));
 			event_decline(proc_json_str(e, "type"), proc_json_str(e, "code"),
 			              proc_json_str(e, "decline_code"), out);
@@ -1054,10 +1215,13 @@ const struct proc_type proc_type_stripe = {
 	.parse_op = stripe_parse_op,
 	.needs_clear_card = 1,
 	.takes_processor_method = 1,
+	.client_confirms = 1,
 	.build_customer = stripe_build_customer,
 	.parse_customer = stripe_parse_customer,
 	.build_attach = stripe_build_attach,
 	.parse_attach = stripe_parse_attach,
+	.build_detach = stripe_build_detach,
+	.parse_detach = stripe_parse_detach,
 	/* The metadata search can lag (Stripe documents it as not for
 	 * read-after-write): an empty result is trusted after an hour. */
 	.not_found_settle_ms = 3600000,

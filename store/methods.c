@@ -40,32 +40,25 @@ text_bind(sqlite3_stmt *s, int i, const char *p)
 	"created_at, brand, last4, exp_month, exp_year, processor, "             \
 	"processor_customer, processor_method FROM processor_methods) "
 
-#define METHOD_SELECT                                                         \
-	"SELECT m.id, m.customer_id, m.token, m.nickname, m.is_default, "        \
-	"m.created_at, m.brand, m.last4, m.exp_month, m.exp_year, "              \
-	"m.processor, m.processor_customer, m.processor_method "                 \
-	"FROM " ALL_METHODS "m "
+/* The columns of struct store_method, once (store/sqlutil.h). */
+#define METHOD_COLUMNS(F, N)                                                  \
+	F(SQL_TEXT, id) N(SQL_TEXT, customer_id) N(SQL_TEXT, token)              \
+	N(SQL_TEXT, nickname) N(SQL_INT, is_default) N(SQL_I64, created_at)      \
+	N(SQL_TEXT, brand) N(SQL_TEXT, last4) N(SQL_INT, exp_month)              \
+	N(SQL_INT, exp_year) N(SQL_TEXT, processor)                              \
+	N(SQL_TEXT, processor_customer) N(SQL_TEXT, processor_method)
+
+#define METHOD_SELECT "SELECT " SQL_COL_NAMES(METHOD_COLUMNS) " FROM " ALL_METHODS "m "
+
+#define SQL_COL_ROW struct store_method
+static const struct sql_col method_cols[] = { SQL_COL_TABLE(METHOD_COLUMNS) };
+#undef SQL_COL_ROW
 
 static int
 read_method(sqlite3_stmt *s, struct store_method *m)
 {
-	int r;
 	memset(m, 0, sizeof(*m));
-	if ((r = sql_col_text(s, 0, m->id, sizeof(m->id))) != 0 ||
-	    (r = sql_col_text(s, 1, m->customer_id, sizeof(m->customer_id))) != 0 ||
-	    (r = sql_col_text(s, 2, m->token, sizeof(m->token))) != 0 ||
-	    (r = sql_col_text(s, 3, m->nickname, sizeof(m->nickname))) != 0 ||
-	    (r = sql_col_text(s, 6, m->brand, sizeof(m->brand))) != 0 ||
-	    (r = sql_col_text(s, 7, m->last4, sizeof(m->last4))) != 0 ||
-	    (r = sql_col_text(s, 10, m->processor, sizeof(m->processor))) != 0 ||
-	    (r = sql_col_text(s, 11, m->processor_customer, sizeof(m->processor_customer))) != 0 ||
-	    (r = sql_col_text(s, 12, m->processor_method, sizeof(m->processor_method))) != 0)
-		return r;
-	m->is_default = sqlite3_column_int(s, 4);
-	m->created_at = sqlite3_column_int64(s, 5);
-	m->exp_month = sqlite3_column_int(s, 8);
-	m->exp_year = sqlite3_column_int(s, 9);
-	return FGW_OK;
+	return sql_read_cols(s, 0, method_cols, sizeof(method_cols) / sizeof(method_cols[0]), m);
 }
 
 int

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "store/procevents.h"
 #include "store/sqlutil.h"
@@ -200,8 +201,8 @@ refund_event_run(sqlite3 *db, void *ctx)
 	if (rc != SQLITE_ROW)
 		return rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 	fgw_strlcpy(ev->new_status, cur, sizeof(ev->new_status));
-	if (strcmp(cur, "succeeded") != 0 && strcmp(cur, "partially_refunded") != 0 &&
-	    strcmp(cur, "refunded") != 0)
+	if (txn_state_of(cur) != TXN_SUCCEEDED && txn_state_of(cur) != TXN_PARTIALLY_REFUNDED &&
+	    txn_state_of(cur) != TXN_REFUNDED)
 		return FGW_ERR_STATE; /* nothing captured, nothing to refund */
 	if (ev->refunded_total >= 0) {
 		if ((r = refund_sum(db, ev->txn_id, 0, &held)) != 0)
@@ -222,8 +223,10 @@ refund_event_run(sqlite3 *db, void *ctx)
 	/* Forward only: a refund that failed after the payment was fully
 	 * refunded gives its amount back in the sums, not the state. */
 	if (done > 0) {
-		const char *to = done >= amount ? "refunded" : "partially_refunded";
-		if (strcmp(to, cur) != 0 && store_status_may_move(cur, to)) {
+		enum txn_state from = txn_state_of(cur);
+		enum txn_state to_st = done >= amount ? TXN_REFUNDED : TXN_PARTIALLY_REFUNDED;
+		const char *to = txn_state_name(to_st);
+		if (to_st != from && txn_state_may_move(from, to_st)) {
 			if ((r = exec_one(db, upd_sql, ev->txn_id, to, cur, fgw_now_ms(), 0)) != 0)
 				return r;
 			fgw_strlcpy(ev->new_status, to, sizeof(ev->new_status));

@@ -1,7 +1,8 @@
 /*
  * store/reconcile.c — queries and jobs of the reconciler
  * (store/reconcile.h). Table: transactions (reconcile_* columns and
- * manual_review, migration 4); refunds are in store/refunds.c.
+ * manual_review, migration 4); refunds, captures and cancels are in
+ * store/pendingops.c.
  */
 #include <stdlib.h>
 #include <string.h>

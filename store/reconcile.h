@@ -42,6 +42,6 @@ int store_reconcile_defer(struct store *st, struct store_waker *w,
 /* Whether a row is flagged for manual review (FGW_ERR_NOT_FOUND if none). */
 int store_manual_review_get(struct store_reader *r, const char *id, int *flag);
 
-#include "store/refunds.h" /* the refunds the reconciler finishes */
+#include "store/pendingops.h" /* the operations the reconciler finishes */
 
 #endif

@@ -18,6 +18,7 @@
 #include "core/err.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "store/reservations.h"
 #include "store/sqlutil.h"
@@ -34,48 +35,34 @@ step_done(sqlite3_stmt *s)
 	return rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
 }
 
-#define RESV_COLS                                                            \
-	"id, client_id, customer_id, experience_id, time_slot_id, guests,"       \
-	" guest_name, guest_email, guest_phone, special_requests, status,"       \
-	" payment_status, total_price, original_price, group_discount,"          \
-	" early_discount, currency, hold_expires_at, txn_id, payment_intent_id," \
-	" reference, save_method, created_at, updated_at"
+/* The columns of struct resv_row, once (store/sqlutil.h). */
+#define RESV_COLUMNS(F, N)                                                     \
+	F(SQL_TEXT, id) N(SQL_TEXT, client_id) N(SQL_TEXT, customer_id)            \
+	N(SQL_TEXT, experience_id) N(SQL_TEXT, time_slot_id) N(SQL_INT, guests)    \
+	N(SQL_TEXT, guest_name) N(SQL_TEXT, guest_email) N(SQL_TEXT, guest_phone)  \
+	N(SQL_TEXT, special_requests) N(SQL_TEXT, status)                         \
+	N(SQL_TEXT, payment_status) N(SQL_I64, total_price)                        \
+	N(SQL_I64, original_price) N(SQL_I64, group_discount)                      \
+	N(SQL_I64, early_discount) N(SQL_TEXT, currency)                           \
+	N(SQL_I64, hold_expires_at) N(SQL_TEXT, txn_id)                            \
+	N(SQL_TEXT, payment_intent_id) N(SQL_TEXT, reference)                      \
+	N(SQL_INT, save_method) N(SQL_I64, created_at) N(SQL_I64, updated_at)
 
-#define RESV_COLS_R                                                                    \
-	"r.id, r.client_id, r.customer_id, r.experience_id, r.time_slot_id, r.guests,"    \
-	" r.guest_name, r.guest_email, r.guest_phone, r.special_requests, r.status,"      \
-	" r.payment_status, r.total_price, r.original_price, r.group_discount,"           \
-	" r.early_discount, r.currency, r.hold_expires_at, r.txn_id, r.payment_intent_id," \
-	" r.reference, r.save_method, r.created_at, r.updated_at"
+#define RESV_COLS SQL_COL_NAMES(RESV_COLUMNS)
+/* The same list for a join, each column named as r.COLUMN. */
+#define RESV_COL_R1_(kind, f) "r." #f
+#define RESV_COL_RN_(kind, f) ", r." #f
+#define RESV_COLS_R RESV_COLUMNS(RESV_COL_R1_, RESV_COL_RN_)
+
+#define SQL_COL_ROW struct resv_row
+static const struct sql_col resv_cols[] = { SQL_COL_TABLE(RESV_COLUMNS) };
+#undef SQL_COL_ROW
 
 static void
 read_row_at(sqlite3_stmt *s, int o, struct resv_row *r)
 {
 	memset(r, 0, sizeof(*r));
-	sql_col_text(s, o + 0, r->id, sizeof(r->id));
-	sql_col_text(s, o + 1, r->client_id, sizeof(r->client_id));
-	sql_col_text(s, o + 2, r->customer_id, sizeof(r->customer_id));
-	sql_col_text(s, o + 3, r->experience_id, sizeof(r->experience_id));
-	sql_col_text(s, o + 4, r->time_slot_id, sizeof(r->time_slot_id));
-	r->guests = sqlite3_column_int(s, o + 5);
-	sql_col_text(s, o + 6, r->guest_name, sizeof(r->guest_name));
-	sql_col_text(s, o + 7, r->guest_email, sizeof(r->guest_email));
-	sql_col_text(s, o + 8, r->guest_phone, sizeof(r->guest_phone));
-	sql_col_text(s, o + 9, r->special_requests, sizeof(r->special_requests));
-	sql_col_text(s, o + 10, r->status, sizeof(r->status));
-	sql_col_text(s, o + 11, r->payment_status, sizeof(r->payment_status));
-	r->total_price = sqlite3_column_int64(s, o + 12);
-	r->original_price = sqlite3_column_int64(s, o + 13);
-	r->group_discount = sqlite3_column_int64(s, o + 14);
-	r->early_discount = sqlite3_column_int64(s, o + 15);
-	sql_col_text(s, o + 16, r->currency, sizeof(r->currency));
-	r->hold_expires_at = sqlite3_column_int64(s, o + 17);
-	sql_col_text(s, o + 18, r->txn_id, sizeof(r->txn_id));
-	sql_col_text(s, o + 19, r->payment_intent_id, sizeof(r->payment_intent_id));
-	sql_col_text(s, o + 20, r->reference, sizeof(r->reference));
-	r->save_method = sqlite3_column_int(s, o + 21);
-	r->created_at = sqlite3_column_int64(s, o + 22);
-	r->updated_at = sqlite3_column_int64(s, o + 23);
+	sql_read_cols(s, o, resv_cols, sizeof(resv_cols) / sizeof(resv_cols[0]), r);
 }
 
 static void
@@ -350,29 +337,42 @@ load_payable(sqlite3 *db, struct job *j)
 	return FGW_OK;
 }
 
+/* A payable reservation (load_payable) becomes pending with payment
+ * status pay, paid by txn_id ("": no attempt is current yet); j->out
+ * follows. */
+static int
+mark_pending(sqlite3 *db, struct job *j, const char *pay, const char *txn_id)
+{
+	sqlite3_stmt *s = NULL;
+	int r;
+
+	if ((r = sql_prepare(db, "UPDATE reservations SET status = 'pending', payment_status ="
+	                  " ?2, txn_id = ?3, payment_intent_id = NULL, save_method = ?4,"
+	                  " updated_at = ?5 WHERE id = ?1", &s)) != 0)
+		return r;
+	sql_bind_text_or_null(s, 1, j->id);
+	sql_bind_text_or_null(s, 2, pay);
+	sql_bind_text_or_null(s, 3, txn_id);
+	sqlite3_bind_int(s, 4, j->save_method);
+	sqlite3_bind_int64(s, 5, j->now);
+	if ((r = step_done(s)) != 0)
+		return r;
+	fgw_strlcpy(j->out->status, "pending", sizeof(j->out->status));
+	fgw_strlcpy(j->out->payment_status, pay, sizeof(j->out->payment_status));
+	fgw_strlcpy(j->out->txn_id, txn_id, sizeof(j->out->txn_id));
+	j->out->payment_intent_id[0] = '\0';
+	return 0;
+}
+
 static int
 run_convert_begin(sqlite3 *db, void *ctx)
 {
 	struct job *j = ctx;
-	sqlite3_stmt *s = NULL;
 	int r;
 
 	if ((r = load_payable(db, j)) != 0)
 		return r;
-	if ((r = sql_prepare(db, "UPDATE reservations SET status = 'pending', payment_status ="
-	                  " 'processing', txn_id = ?2, payment_intent_id = NULL,"
-	                  " save_method = ?3, updated_at = ?4 WHERE id = ?1", &s)) != 0)
-		return r;
-	sql_bind_text_or_null(s, 1, j->id);
-	sql_bind_text_or_null(s, 2, j->txn_id);
-	sqlite3_bind_int(s, 3, j->save_method);
-	sqlite3_bind_int64(s, 4, j->now);
-	if ((r = step_done(s)) != 0)
-		return r;
-	fgw_strlcpy(j->out->status, "pending", sizeof(j->out->status));
-	fgw_strlcpy(j->out->payment_status, "processing", sizeof(j->out->payment_status));
-	fgw_strlcpy(j->out->txn_id, j->txn_id, sizeof(j->out->txn_id));
-	return 0;
+	return mark_pending(db, j, "processing", j->txn_id);
 }
 
 static int
@@ -402,6 +402,7 @@ run_payment_moved(sqlite3 *db, void *ctx)
 	struct resv_row cur;
 	const char *st = j->txn_status, *status, *pay;
 	const char *ref = NULL;
+	enum txn_state txn_st;
 	int r;
 
 	if ((r = load_row(db, NULL, j->id, &cur)) != 0)
@@ -410,14 +411,15 @@ run_payment_moved(sqlite3 *db, void *ctx)
 	if (strcmp(cur.txn_id, j->txn_id) != 0)
 		return 0;
 	status = cur.status;
-	if (strcmp(st, "refunded") == 0) {
+	txn_st = txn_state_of(st);
+	if (txn_st == TXN_REFUNDED) {
 		if ((r = release_places(db, cur.id)) != 0)
 			return r;
 		return set_state(db, cur.id, "refunded", "refunded", NULL, NULL, j->now);
 	}
 	if (strcmp(cur.status, "pending") != 0)
 		return 0; /* confirmed, expired, refunded: nothing to move */
-	if (strcmp(st, "succeeded") == 0) {
+	if (txn_st == TXN_SUCCEEDED) {
 		pay = "paid";
 		/* Settled later than the convert answer (3-D Secure, webhook):
 		 * the booking completes by itself, as the document says. */
@@ -425,11 +427,11 @@ run_payment_moved(sqlite3 *db, void *ctx)
 			status = "confirmed";
 			ref = j->reference;
 		}
-	} else if (strcmp(st, "requires_action") == 0) {
+	} else if (txn_st == TXN_REQUIRES_ACTION) {
 		pay = "requires_action";
-	} else if (strcmp(st, "declined") == 0 || strcmp(st, "failed") == 0) {
+	} else if (txn_st == TXN_DECLINED || txn_st == TXN_FAILED) {
 		pay = "failed";
-	} else if (strcmp(st, "processing") == 0 || strcmp(st, "posting") == 0) {
+	} else if (txn_st == TXN_PROCESSING || txn_st == TXN_POSTING) {
 		pay = "processing";
 	} else {
 		return 0;
@@ -510,14 +512,7 @@ run_await_card(sqlite3 *db, void *ctx)
 		return r;
 	/* No attempt is current until the browser confirms: late news of
 	 * an older one must not move this reservation. */
-	if ((r = sql_prepare(db, "UPDATE reservations SET status = 'pending', payment_status ="
-	                  " 'unpaid', txn_id = NULL, payment_intent_id = NULL, save_method = ?2,"
-	                  " updated_at = ?3 WHERE id = ?1", &s)) != 0)
-		return r;
-	sql_bind_text_or_null(s, 1, j->id);
-	sqlite3_bind_int(s, 2, j->save_method);
-	sqlite3_bind_int64(s, 3, j->now);
-	if ((r = step_done(s)) != 0 || (r = drop_secrets(db, j->id)) != 0)
+	if ((r = mark_pending(db, j, "unpaid", "")) != 0 || (r = drop_secrets(db, j->id)) != 0)
 		return r;
 	if ((r = sql_prepare(db, "INSERT INTO reservation_client_secrets (payment_id,"
 	                  " reservation_id, customer_id, secret_mac, created_at)"
@@ -528,13 +523,7 @@ run_await_card(sqlite3 *db, void *ctx)
 	sql_bind_text_or_null(s, 3, j->customer);
 	sql_bind_text_or_null(s, 4, j->secret_mac);
 	sqlite3_bind_int64(s, 5, j->now);
-	if ((r = step_done(s)) != 0)
-		return r;
-	fgw_strlcpy(j->out->status, "pending", sizeof(j->out->status));
-	fgw_strlcpy(j->out->payment_status, "unpaid", sizeof(j->out->payment_status));
-	j->out->txn_id[0] = '\0';
-	j->out->payment_intent_id[0] = '\0';
-	return 0;
+	return step_done(s);
 }
 
 static int
@@ -606,6 +595,26 @@ job_alloc(void)
 	return calloc(1, sizeof(struct job));
 }
 
+/* A job on reservation id, for customer (NULL: whoever holds it), at now;
+ * its result goes to out and err (each may be NULL). */
+static struct job *
+job_on(const char *id, const char *customer, int64_t now, struct resv_row *out,
+       enum resv_err *err)
+{
+	struct job *j = job_alloc();
+	if (j == NULL)
+		return NULL;
+	fgw_strlcpy(j->id, id, sizeof(j->id));
+	if (customer != NULL)
+		fgw_strlcpy(j->customer, customer, sizeof(j->customer));
+	j->now = now;
+	j->out = out;
+	j->err = err;
+	if (err != NULL)
+		*err = RESV_OK;
+	return j;
+}
+
 int
 resv_experience_put(struct store *st, struct store_waker *w,
                     const struct resv_experience *e, store_done_fn done, void *arg)
@@ -660,17 +669,11 @@ resv_convert_begin(struct store *st, struct store_waker *w, const char *id,
                    int64_t now, struct resv_row *out, enum resv_err *err,
                    store_done_fn done, void *arg)
 {
-	struct job *j = job_alloc();
+	struct job *j = job_on(id, customer, now, out, err);
 	if (j == NULL)
 		return FGW_ERR_NOMEM;
-	fgw_strlcpy(j->id, id, sizeof(j->id));
-	fgw_strlcpy(j->customer, customer, sizeof(j->customer));
 	fgw_strlcpy(j->txn_id, txn_id, sizeof(j->txn_id));
 	j->save_method = save_method;
-	j->now = now;
-	j->out = out;
-	j->err = err;
-	*err = RESV_OK;
 	return submit(st, w, run_convert_begin, j, NULL, NULL, done, arg);
 }
 
@@ -680,15 +683,13 @@ resv_payment_moved(struct store *st, struct store_waker *w, const char *reservat
                    const char *reference, const struct store_idem *idem,
                    store_done_fn done, void *arg)
 {
-	struct job *j = job_alloc();
+	struct job *j = job_on(reservation_id, NULL, fgw_now_ms(), NULL, NULL);
 	if (j == NULL)
 		return FGW_ERR_NOMEM;
-	fgw_strlcpy(j->id, reservation_id, sizeof(j->id));
 	fgw_strlcpy(j->txn_id, txn_id, sizeof(j->txn_id));
 	fgw_strlcpy(j->txn_status, txn_status, sizeof(j->txn_status));
 	fgw_strlcpy(j->intent_id, intent_id ? intent_id : "", sizeof(j->intent_id));
 	fgw_strlcpy(j->reference, reference ? reference : "", sizeof(j->reference));
-	j->now = fgw_now_ms();
 	return submit(st, w, run_payment_moved, j, idem, NULL, done, arg);
 }
 
@@ -697,17 +698,11 @@ resv_confirm(struct store *st, struct store_waker *w, const char *id, const char
              const char *intent_id, const char *reference, struct resv_row *out,
              enum resv_err *err, store_done_fn done, void *arg)
 {
-	struct job *j = job_alloc();
+	struct job *j = job_on(id, customer, fgw_now_ms(), out, err);
 	if (j == NULL)
 		return FGW_ERR_NOMEM;
-	fgw_strlcpy(j->id, id, sizeof(j->id));
-	fgw_strlcpy(j->customer, customer, sizeof(j->customer));
 	fgw_strlcpy(j->intent_id, intent_id ? intent_id : "", sizeof(j->intent_id));
 	fgw_strlcpy(j->reference, reference, sizeof(j->reference));
-	j->now = fgw_now_ms();
-	j->out = out;
-	j->err = err;
-	*err = RESV_OK;
 	return submit(st, w, run_confirm, j, NULL, NULL, done, arg);
 }
 
@@ -717,18 +712,12 @@ resv_await_card(struct store *st, struct store_waker *w, const char *id, const c
                 const struct store_idem *idem, struct resv_row *out, enum resv_err *err,
                 store_done_fn done, void *arg)
 {
-	struct job *j = job_alloc();
+	struct job *j = job_on(id, customer, now, out, err);
 	if (j == NULL)
 		return FGW_ERR_NOMEM;
-	fgw_strlcpy(j->id, id, sizeof(j->id));
-	fgw_strlcpy(j->customer, customer, sizeof(j->customer));
 	fgw_strlcpy(j->payment_id, payment_id, sizeof(j->payment_id));
 	fgw_strlcpy(j->secret_mac, secret_mac, sizeof(j->secret_mac));
 	j->save_method = save_method;
-	j->now = now;
-	j->out = out;
-	j->err = err;
-	*err = RESV_OK;
 	return submit(st, w, run_await_card, j, idem, NULL, done, arg);
 }
 
@@ -737,15 +726,9 @@ resv_cancel(struct store *st, struct store_waker *w, const char *id, const char 
             int64_t now, const struct store_idem *idem, struct resv_row *out,
             enum resv_err *err, store_done_fn done, void *arg)
 {
-	struct job *j = job_alloc();
+	struct job *j = job_on(id, customer, now, out, err);
 	if (j == NULL)
 		return FGW_ERR_NOMEM;
-	fgw_strlcpy(j->id, id, sizeof(j->id));
-	fgw_strlcpy(j->customer, customer, sizeof(j->customer));
-	j->now = now;
-	j->out = out;
-	j->err = err;
-	*err = RESV_OK;
 	return submit(st, w, run_cancel, j, idem, NULL, done, arg);
 }
 

@@ -30,6 +30,34 @@ sql_col_text(sqlite3_stmt *s, int i, char *dst, size_t cap)
 	                                                                   : FGW_ERR_TOO_LARGE;
 }
 
+int
+sql_read_cols(sqlite3_stmt *s, int first, const struct sql_col *cols, size_t n, void *row)
+{
+	unsigned char *base = row;
+	int r = FGW_OK;
+
+	for (size_t i = 0; i < n; i++) {
+		int col = first + (int)i;
+		switch (cols[i].kind) {
+		case SQL_TEXT:
+			if (sql_col_text(s, col, (char *)(base + cols[i].off), cols[i].cap) != 0)
+				r = FGW_ERR_TOO_LARGE;
+			break;
+		case SQL_INT:
+			if (cols[i].cap != sizeof(int))
+				return FGW_ERR_INTERNAL; /* a table naming the wrong kind */
+			*(int *)(void *)(base + cols[i].off) = sqlite3_column_int(s, col);
+			break;
+		case SQL_I64:
+			if (cols[i].cap != sizeof(int64_t))
+				return FGW_ERR_INTERNAL;
+			*(int64_t *)(void *)(base + cols[i].off) = sqlite3_column_int64(s, col);
+			break;
+		}
+	}
+	return r;
+}
+
 /* Prepares sql, binds ?1 = a and steps once: SQLITE_ROW, DONE or an error
  * code; the caller reads the row and releases *s. */
 static int

@@ -17,7 +17,7 @@
  * without calling done, and store_waker_free drops completions that its
  * reactor never ran.
  *
- * Layout: states, column tables and SQL, jobs, waker, writer (run a job,
+ * Layout: column tables and SQL, jobs, waker, writer (run a job,
  * run a batch, deliver, thread), open/close, submit functions, readers,
  * statistics.
  */
@@ -41,6 +41,7 @@
 #define LOG_MODULE "store"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "store/audit.h"
 #include "store/schema.h"
@@ -52,73 +53,7 @@
 #define STORE_BATCH_LIMIT 100000
 #define STORE_GROUP_MAX 32
 
-/* ---- states ------------------------------------------------------------ */
-
-/* Every state a transaction may have. Add new states here and their moves
- * below; states with no move out of them are final. */
-static const char *const status_names[] = {
-	"posting", "processing", "requires_action",
-	"succeeded", "declined", "failed",
-	/* authorize-only charges, captures, cancels, refunds */
-	"authorized", "canceled", "partially_refunded", "refunded",
-};
-
-static const struct status_move {
-	const char *from;
-	const char *to;
-} status_moves[] = {
-	{ "posting", "processing" },
-	{ "posting", "requires_action" },
-	{ "posting", "succeeded" },
-	{ "posting", "declined" },
-	{ "posting", "failed" },
-	{ "processing", "requires_action" },
-	{ "processing", "succeeded" },
-	{ "processing", "declined" },
-	{ "processing", "failed" },
-	{ "requires_action", "processing" },
-	{ "requires_action", "succeeded" },
-	{ "requires_action", "declined" },
-	{ "requires_action", "failed" },
-	{ "posting", "authorized" },
-	{ "processing", "authorized" },
-	{ "requires_action", "authorized" },
-	{ "authorized", "succeeded" },          /* captured */
-	{ "authorized", "canceled" },
-	{ "succeeded", "partially_refunded" },
-	{ "succeeded", "refunded" },
-	{ "partially_refunded", "refunded" },
-	/* A second partial refund keeps the state; the refunds table holds
-	 * the amounts. */
-	{ "partially_refunded", "partially_refunded" },
-};
-
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-
-bool
-store_status_known(const char *status)
-{
-	if (status == NULL)
-		return false;
-	for (size_t i = 0; i < ARRAY_LEN(status_names); i++) {
-		if (strcmp(status, status_names[i]) == 0)
-			return true;
-	}
-	return false;
-}
-
-bool
-store_status_may_move(const char *from, const char *to)
-{
-	if (from == NULL || to == NULL)
-		return false;
-	for (size_t i = 0; i < ARRAY_LEN(status_moves); i++) {
-		if (strcmp(from, status_moves[i].from) == 0 &&
-		    strcmp(to, status_moves[i].to) == 0)
-			return true;
-	}
-	return false;
-}
 
 /* A fixed char array holds a non-empty, NUL-terminated string. */
 #define FIELD_SET(f) ((f)[0] != '\0' && memchr((f), '\0', sizeof(f)) != NULL)
@@ -866,7 +801,7 @@ run_finish(struct store *st, struct job *j, int64_t now)
 		r = FGW_ERR_STATE; /* not a state this build knows */
 	if (r != 0)
 		return r;
-	if (!store_status_may_move(cur, u->status))
+	if (!txn_state_may_move(txn_state_of(cur), txn_state_of(u->status)))
 		return FGW_ERR_STATE;
 
 	s = st->stmt[W_TXN_UPDATE];
@@ -1450,7 +1385,7 @@ check_row(const struct store_txn_row *row)
 {
 	if (!FIELD_SET(row->id) || !FIELD_SET(row->client_id) ||
 	    !FIELD_SET(row->currency) || !FIELD_SET(row->status) ||
-	    !store_status_known(row->status) || row->amount < 0)
+	    !txn_state_known(txn_state_of(row->status)) || row->amount < 0)
 		return FGW_ERR_INVALID;
 	return 0;
 }
@@ -1510,7 +1445,7 @@ store_txn_finish(struct store *st, struct store_waker *w,
 	int r;
 
 	if (st == NULL || upd == NULL || !FIELD_SET(upd->id) ||
-	    !FIELD_SET(upd->status) || !store_status_known(upd->status)) {
+	    !FIELD_SET(upd->status) || !txn_state_known(txn_state_of(upd->status))) {
 		r = FGW_ERR_INVALID;
 		goto out;
 	}

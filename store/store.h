@@ -19,7 +19,7 @@
  * hash-chained audit table in commit order (see store/audit.c), so the
  * chain order is the commit order.
  *
- * Transaction states move forward only (see store_status_may_move); an
+ * Transaction states move forward only (core/txnstate.h); an
  * update that would move a state backwards, or touch a final state, is not
  * applied and its job completes with FGW_ERR_STATE.
  *
@@ -125,8 +125,8 @@ struct store_txn_row {
 	char reservation_id[128];
 	int64_t amount;
 	char currency[4];
-	char status[24];          /* posting, processing, requires_action,
-	                             succeeded, declined, failed */
+	char status[24];          /* a state's name (core/txnstate.h); compare
+	                             with txn_state_of(), never by name */
 	char error_code[40];      /* our error code when not succeeded */
 	char error_message[160];
 	char processor[32];
@@ -199,13 +199,6 @@ struct store_txn_update {
 	char processor_ref[96];
 	const char *next_action_json; /* or NULL */
 };
-
-/* True when a transaction may move from state `from` to state `to`. The
- * moves are a table in store/store.c; a state with no move out is final. */
-bool store_status_may_move(const char *from, const char *to);
-/* True when status is one of the states above. (Added for validation:
- * submit functions refuse unknown states with FGW_ERR_INVALID.) */
-bool store_status_known(const char *status);
 
 /* ---- write jobs (any thread; done runs on the waker's reactor) -------- */
 

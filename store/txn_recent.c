@@ -12,14 +12,24 @@
 #include "store/store_int.h"
 #include "store/txn_recent.h"
 
+/* What velocity counters need of a transaction (store/sqlutil.h). */
+#define RECENT_COLUMNS(F, N)                                                   \
+	F(SQL_TEXT, id) N(SQL_I64, amount) N(SQL_TEXT, currency) N(SQL_TEXT, status) \
+	N(SQL_TEXT, processor) N(SQL_TEXT, fingerprint) N(SQL_TEXT, brand)         \
+	N(SQL_TEXT, bin) N(SQL_TEXT, customer_email) N(SQL_TEXT, customer_country) \
+	N(SQL_TEXT, customer_ip) N(SQL_TEXT, rule_decision) N(SQL_I64, created_at)
+
+#define SQL_COL_ROW struct store_txn_row
+static const struct sql_col recent_cols[] = { SQL_COL_TABLE(RECENT_COLUMNS) };
+#undef SQL_COL_ROW
+
 int
 store_txn_recent(struct store_reader *r, int64_t since_ms, int64_t max_rows,
                  store_txn_recent_fn fn, void *ctx, int64_t *n)
 {
-	static const char sql[] =
-	    "SELECT id, amount, currency, status, processor, fingerprint, brand, bin,"
-	    " customer_email, customer_country, customer_ip, rule_decision, created_at"
-	    " FROM transactions WHERE created_at >= ?1 ORDER BY created_at, id";
+	static const char sql[] = "SELECT " SQL_COL_NAMES(RECENT_COLUMNS)
+	                          " FROM transactions WHERE created_at >= ?1"
+	                          " ORDER BY created_at, id";
 	struct store_txn_row row;
 	sqlite3_stmt *s = NULL;
 	sqlite3 *db;
@@ -40,19 +50,7 @@ store_txn_recent(struct store_reader *r, int64_t since_ms, int64_t max_rows,
 		if (max_rows > 0 && count >= max_rows)
 			break;
 		memset(&row, 0, sizeof(row));
-		sql_col_text(s, 0, row.id, sizeof(row.id));
-		row.amount = sqlite3_column_int64(s, 1);
-		sql_col_text(s, 2, row.currency, sizeof(row.currency));
-		sql_col_text(s, 3, row.status, sizeof(row.status));
-		sql_col_text(s, 4, row.processor, sizeof(row.processor));
-		sql_col_text(s, 5, row.fingerprint, sizeof(row.fingerprint));
-		sql_col_text(s, 6, row.brand, sizeof(row.brand));
-		sql_col_text(s, 7, row.bin, sizeof(row.bin));
-		sql_col_text(s, 8, row.customer_email, sizeof(row.customer_email));
-		sql_col_text(s, 9, row.customer_country, sizeof(row.customer_country));
-		sql_col_text(s, 10, row.customer_ip, sizeof(row.customer_ip));
-		sql_col_text(s, 11, row.rule_decision, sizeof(row.rule_decision));
-		row.created_at = sqlite3_column_int64(s, 12);
+		sql_read_cols(s, 0, recent_cols, sizeof(recent_cols) / sizeof(recent_cols[0]), &row);
 		count++;
 		if ((rc = fn(ctx, &row)) != 0)
 			goto out;

@@ -33,6 +33,8 @@ OPERATIONS = [
     ("customer_create", "post", "/v1/customers", ["metadata[*]"]),
     ("payment_method_attach", "post", "/v1/payment_methods/{payment_method}/attach",
      ["customer"]),
+    # Deleting a saved Stripe card detaches it from its Customer.
+    ("payment_method_detach", "post", "/v1/payment_methods/{payment_method}/detach", []),
     ("payment_intent_create", "post", "/v1/payment_intents",
      ["amount", "currency", "confirm", "capture_method", "payment_method", "customer",
       "payment_method_types[]", "metadata[*]", "description", "receipt_email",
@@ -40,7 +42,18 @@ OPERATIONS = [
       # Not sent: kept so that the reason raw card fields cannot ride on
       # a PaymentIntent stays visible (its enum has no "card").
       "payment_method_data[type]"]),
+    # What Stripe.js sends when the customer's browser confirms a
+    # PaymentIntent flairgw made unconfirmed (confirmWith stripe_js), with
+    # the publishable key and the intent's client secret; the sandbox
+    # checks it like any request (the publishable key is its credential,
+    # not a parameter).
+    ("payment_intent_confirm", "post", "/v1/payment_intents/{intent}/confirm",
+     ["client_secret", "payment_method", "return_url", "use_stripe_sdk"]),
     ("payment_intent_retrieve", "get", "/v1/payment_intents/{intent}", []),
+    # Not sent by the adapter: the tests change an intent's amount at
+    # Stripe with it (someone holding the secret key), which flairgw must
+    # notice.
+    ("payment_intent_update", "post", "/v1/payment_intents/{intent}", ["amount", "currency"]),
     ("payment_intent_search", "get", "/v1/payment_intents/search", ["query"]),
     ("payment_intent_capture", "post", "/v1/payment_intents/{intent}/capture", []),
     ("payment_intent_cancel", "post", "/v1/payment_intents/{intent}/cancel", []),

@@ -83,12 +83,29 @@ check_result(int r, int first_charge, enum proc_op op, long status,
 		const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "type");
 		const cJSON *url = cJSON_GetObjectItemCaseSensitive(o, "url");
 		check(o != NULL);
-		check(cJSON_IsString(type) && strcmp(type->valuestring, "redirect_to_url") == 0);
-		check(cJSON_IsString(url) && proc_url_ok(url->valuestring, 2048));
+		check(cJSON_IsString(type));
+		/* A redirect with a checked URL, or the customer's browser
+		 * confirming at the processor (Stripe.js): nothing to follow. */
+		if (strcmp(type->valuestring, "use_stripe_sdk") == 0)
+			check(url == NULL && two);
+		else
+			check(strcmp(type->valuestring, "redirect_to_url") == 0 &&
+			      cJSON_IsString(url) && proc_url_ok(url->valuestring, 2048));
 		cJSON_Delete(o);
 	} else {
 		check(res->next_action_json == NULL);
 	}
+	/* A client secret only from a 2xx intent, and only that intent's. */
+	check(memchr(res->client_secret, '\0', sizeof(res->client_secret)) != NULL);
+	if (res->client_secret[0] != '\0') {
+		size_t n = strlen(res->reference);
+		check(two && n > 0 && strncmp(res->client_secret, res->reference, n) == 0 &&
+		      strncmp(res->client_secret + n, "_secret_", 8) == 0 &&
+		      proc_id_ok(res->client_secret, sizeof(res->client_secret)));
+	}
+	check(res->amount >= 0);
+	check(res->currency[0] == '\0' ||
+	      (strlen(res->currency) == 3 && strspn(res->currency, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 3));
 }
 
 /* A saved card's answers: only a 2xx makes or attaches anything, and
@@ -123,6 +140,33 @@ check_save(const struct proc_type *pt, const struct proc_config *cfg, int attach
 			check(memchr(card.brand, '\0', sizeof(card.brand)) != NULL);
 		}
 	}
+	proc_result_clear(&res);
+}
+
+/* A detach's answer: only a 2xx detaches; a refusal says whether the card
+ * is gone already (the row may go) or was refused (it stays). */
+static void
+check_detach(const struct proc_type *pt, const struct proc_config *cfg, long status,
+             const char *body, size_t len)
+{
+	struct proc_result res;
+	int r;
+
+	memset(&res, 0, sizeof(res));
+	r = pt->parse_detach(cfg, status, body, len, &res);
+	check(r == 0);
+	check(res.outcome == PROC_SUCCEEDED || res.outcome == PROC_FAILED ||
+	      res.outcome == PROC_UNKNOWN);
+	if (res.outcome == PROC_SUCCEEDED)
+		check(status >= 200 && status <= 299 &&
+		      proc_id_ok(res.reference, sizeof(res.reference)));
+	if (res.outcome == PROC_FAILED)
+		check(strcmp(res.code, "PAYMENT_METHOD_NOT_FOUND") == 0 ||
+		      strcmp(res.code, "PAYMENT_METHOD_REFUSED") == 0);
+	if (strcmp(res.code, "PAYMENT_METHOD_NOT_FOUND") == 0)
+		check(status == 400 || status == 404);
+	check(res.next_action_json == NULL && res.client_secret[0] == '\0');
+	check(!has_pan_run(res.message));
 	proc_result_clear(&res);
 }
 
@@ -166,6 +210,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&res, 0, sizeof(res));
 	if (data[0] >= 0xF0 && pt->parse_customer != NULL && pt->parse_attach != NULL) {
 		check_save(pt, &cfg, data[0] >= 0xF8, status, body, len);
+	} else if (data[0] >= 0xE8 && pt->parse_detach != NULL) {
+		check_detach(pt, &cfg, status, body, len);
 	} else if (data[0] % 5 == 0) {
 		r = pt->parse_reply(&cfg, status, body, len, &res);
 		check_result(r, 1, op, status, &res);

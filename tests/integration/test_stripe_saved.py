@@ -219,3 +219,66 @@ def made(sbx, base, stage):
     if stage == "customer":
         return now["customers"] > base["customers"]
     return len(now["attached"]) > len(base["attached"])
+
+
+def test_deleting_a_saved_stripe_card_detaches_it_at_stripe():
+    """Deleting the method detaches the card from the customer's Stripe
+    Customer (POST /v1/payment_methods/{pm}/detach, accepted by the
+    contract), so nothing is left chargeable there; then the row goes."""
+    cust = "cust-saved-detach"
+    rejected = ts.ledger()["rejected"]
+    pm = ts.payment_method(VISA)
+    resp = saved(cust, pm)
+    assert resp.status == 200, resp
+    mid = resp.body["data"]["id"]
+    assert attached()[pm].startswith("cus_"), attached()
+    gone = ts.gw().methods("DELETE", f"/{mid}", customer=cust)
+    assert gone.status == 200, gone
+    assert pm not in attached(), attached()
+    assert ts.gw().methods(customer=cust).body["data"] == []
+    assert ts.ledger()["rejected"] == rejected
+    # At Stripe the detached card pays for no one any more.
+    charge = ts.stripe_post("/v1/payment_intents", {"amount": "500", "currency": "eur",
+                                                    "confirm": "true", "payment_method": pm})
+    assert charge.status == 400, charge
+    harness.assert_error(ts.gw().methods("DELETE", f"/{mid}", customer=cust), 404,
+                         "PAYMENT_METHOD_NOT_FOUND")
+
+
+def test_a_card_already_detached_at_stripe_is_still_deleted():
+    """Detached at Stripe already (the Dashboard, or a detach whose key
+    Stripe has forgotten): Stripe refuses the detach as not attached, and
+    the saved method is deleted all the same."""
+    cust = "cust-saved-detached"
+    pm = ts.payment_method(VISA)
+    resp = saved(cust, pm)
+    assert resp.status == 200, resp
+    mid = resp.body["data"]["id"]
+    first = ts.stripe_post(f"/v1/payment_methods/{pm}/detach", {})
+    assert first.status == 200 and first.body["customer"] is None, first
+    again = ts.stripe_post(f"/v1/payment_methods/{pm}/detach", {})
+    assert again.status == 400, again
+    gone = ts.gw().methods("DELETE", f"/{mid}", customer=cust)
+    assert gone.status == 200, gone
+    assert ts.gw().methods(customer=cust).body["data"] == []
+
+
+def test_stripe_down_keeps_the_saved_card_until_it_is_detached():
+    """A detach Stripe fails (500: not done) deletes nothing: the card
+    stays saved (503), and the same request again detaches and deletes it."""
+    cust = "cust-saved-down"
+    pm = ts.payment_method(VISA)
+    resp = saved(cust, pm)
+    assert resp.status == 200, resp
+    mid = resp.body["data"]["id"]
+    ts.server().faults(fail_rate=1.0, fail_mode="500")
+    try:
+        lost = ts.gw().methods("DELETE", f"/{mid}", customer=cust)
+    finally:
+        ts.server().faults()
+    harness.assert_error(lost, 503, "PROCESSOR_UNAVAILABLE")
+    assert [m["id"] for m in ts.gw().methods(customer=cust).body["data"]] == [mid]
+    assert attached()[pm].startswith("cus_")
+    again = ts.gw().methods("DELETE", f"/{mid}", customer=cust)
+    assert again.status == 200, again
+    assert pm not in attached() and ts.gw().methods(customer=cust).body["data"] == []

@@ -7,6 +7,7 @@
 #include "core/err.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "tt.h"
 
@@ -657,6 +658,102 @@ end:
 	TT_END;
 }
 
+/* The transition table, written out here a second time on purpose: a move
+ * added to or dropped from core/txnstate.c without this list agreeing
+ * fails here. Every pair of states is tried. */
+static int
+test_txnstate_moves(void)
+{
+	static const char *const allowed[][2] = {
+		{ "posting", "processing" }, { "posting", "requires_action" },
+		{ "posting", "succeeded" }, { "posting", "declined" },
+		{ "posting", "failed" }, { "posting", "authorized" },
+		{ "processing", "requires_action" }, { "processing", "succeeded" },
+		{ "processing", "declined" }, { "processing", "failed" },
+		{ "processing", "authorized" },
+		{ "requires_action", "processing" }, { "requires_action", "succeeded" },
+		{ "requires_action", "declined" }, { "requires_action", "failed" },
+		{ "requires_action", "authorized" },
+		{ "authorized", "succeeded" }, { "authorized", "canceled" },
+		{ "succeeded", "partially_refunded" }, { "succeeded", "refunded" },
+		{ "partially_refunded", "refunded" },
+		{ "partially_refunded", "partially_refunded" },
+	};
+	static const char *const final[] = { "declined", "failed", "canceled", "refunded" };
+	const enum txn_state (*moves)[2];
+	int n_moves = 0, n_seen = 0;
+	TT_BEGIN;
+	for (int f = TXN_STATE_NONE; f < TXN_STATE_COUNT; f++) {
+		for (int t = TXN_STATE_NONE; t < TXN_STATE_COUNT; t++) {
+			int want = 0;
+			for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++)
+				if (strcmp(allowed[i][0], txn_state_name(f)) == 0 &&
+				    strcmp(allowed[i][1], txn_state_name(t)) == 0)
+					want = 1;
+			if (txn_state_may_move(f, t) != want)
+				fprintf(stderr, "  move %s -> %s: expected %d\n", txn_state_name(f),
+				        txn_state_name(t), want);
+			CHECK(txn_state_may_move(f, t) == want);
+			n_seen += want;
+		}
+	}
+	CHECK_EQ_INT(n_seen, sizeof(allowed) / sizeof(allowed[0]));
+	moves = txn_state_moves(&n_moves);
+	CHECK(moves != NULL);
+	CHECK_EQ_INT(n_moves, n_seen);
+	/* Backward and sideways moves out of a settled payment are refused. */
+	CHECK(!txn_state_may_move(TXN_SUCCEEDED, TXN_PROCESSING));
+	CHECK(!txn_state_may_move(TXN_SUCCEEDED, TXN_POSTING));
+	CHECK(!txn_state_may_move(TXN_SUCCEEDED, TXN_AUTHORIZED));
+	CHECK(!txn_state_may_move(TXN_SUCCEEDED, TXN_FAILED));
+	CHECK(!txn_state_may_move(TXN_SUCCEEDED, TXN_SUCCEEDED));
+	CHECK(!txn_state_may_move(TXN_PARTIALLY_REFUNDED, TXN_SUCCEEDED));
+	CHECK(!txn_state_may_move(TXN_AUTHORIZED, TXN_REFUNDED));
+	CHECK(!txn_state_may_move(TXN_STATE_NONE, TXN_FAILED));
+	CHECK(!txn_state_may_move(TXN_POSTING, TXN_STATE_COUNT));
+	CHECK(!txn_state_may_move((enum txn_state)-1, TXN_FAILED));
+	for (size_t i = 0; i < sizeof(final) / sizeof(final[0]); i++)
+		CHECK(txn_state_final(txn_state_of(final[i])));
+	for (int s = TXN_STATE_NONE + 1; s < TXN_STATE_COUNT; s++) {
+		int is_final = 0;
+		for (size_t i = 0; i < sizeof(final) / sizeof(final[0]); i++)
+			is_final |= strcmp(final[i], txn_state_name(s)) == 0;
+		CHECK(txn_state_final(s) == is_final);
+	}
+	CHECK(!txn_state_final(TXN_STATE_NONE));
+end:
+	TT_END;
+}
+
+/* Names are the database's and the API's text: each round-trips, and
+ * nothing else is a state. */
+static int
+test_txnstate_names(void)
+{
+	static const char *const all[] = { "posting", "processing", "requires_action",
+		                               "succeeded", "declined", "failed", "authorized",
+		                               "canceled", "partially_refunded", "refunded" };
+	TT_BEGIN;
+	CHECK_EQ_INT(sizeof(all) / sizeof(all[0]), TXN_STATE_COUNT - 1);
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		enum txn_state s = txn_state_of(all[i]);
+		CHECK(txn_state_known(s));
+		CHECK_STR(txn_state_name(s), all[i]);
+	}
+	CHECK(txn_state_of("charged_back") == TXN_STATE_NONE);
+	CHECK(txn_state_of("Succeeded") == TXN_STATE_NONE);
+	CHECK(txn_state_of("succeeded ") == TXN_STATE_NONE);
+	CHECK(txn_state_of("") == TXN_STATE_NONE);
+	CHECK(txn_state_of(NULL) == TXN_STATE_NONE);
+	CHECK(!txn_state_known(TXN_STATE_NONE));
+	CHECK(!txn_state_known(TXN_STATE_COUNT));
+	CHECK_STR(txn_state_name(TXN_STATE_NONE), "");
+	CHECK_STR(txn_state_name(TXN_STATE_COUNT), "");
+	CHECK_STR(txn_state_name((enum txn_state)-3), "");
+end:
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
 	{ "log_request_id", test_log_request_id },
 	{ "json_strict", test_json_strict },
@@ -672,6 +769,8 @@ static const struct tt_case cases[] = {
 	{ "scrub", test_scrub },
 	{ "util", test_util },
 	{ "ids", test_ids },
+	{ "txnstate_moves", test_txnstate_moves },
+	{ "txnstate_names", test_txnstate_names },
 	{ NULL, NULL },
 };
 TT_MAIN(cases)

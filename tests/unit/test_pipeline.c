@@ -1,13 +1,26 @@
 /*
  * tests/unit/test_pipeline.c — the request parser (every field's good and
- * bad shapes), card data going to guarded memory, and stage-order rules.
+ * bad shapes), card data going to guarded memory, stage-order rules, and
+ * txn_settle on a real store: forward only, audited, published once.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <sodium.h>
+#include <sqlite3.h>
 
 #include "core/err.h"
+#include "core/log.h"
+#include "core/txnstate.h"
+#include "core/util.h"
 #include "crypto/secmem.h"
+#include "pipeline/events.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/settle.h"
+#include "store/store.h"
 #include "tt.h"
 
 static const char *good =
@@ -274,7 +287,353 @@ end:
 	TT_END;
 }
 
+/* A payment the customer's browser confirms at the processor: no payment
+ * source at all, and one given is refused, not ignored. */
+static int
+test_parse_client_confirms(void)
+{
+	static const char none[] = "{\"amount\":1500,\"currency\":\"EUR\","
+	                           "\"reservationId\":\"res_1\"}";
+	static const char *const bad[] = {
+		"{\"amount\":1500,\"currency\":\"EUR\",\"card\":{\"number\":\"4242424242424242\","
+		"\"expMonth\":12,\"expYear\":2030}}",
+		"{\"amount\":1500,\"currency\":\"EUR\",\"stripePaymentMethod\":\"pm_1\"}",
+		"{\"amount\":1500,\"currency\":\"EUR\",\"paymentMethodId\":\"pm_1\"}",
+		"{\"amount\":1500,\"currency\":\"EUR\",\"savePaymentMethod\":true}",
+	};
+	struct txn_request *rq = NULL;
+	struct txn_parse_error err;
+	TT_BEGIN;
+
+	CHECK_EQ_INT(txn_request_parse_client_confirms(none, strlen(none), &rq, &err), 0);
+	CHECK_EQ_INT(rq->client_confirms, 1);
+	CHECK(rq->card.pan == NULL && !rq->has_card && !rq->has_encrypted);
+	txn_request_free(rq);
+	rq = NULL;
+	/* The ordinary parse still wants exactly one source. */
+	CHECK_EQ_INT(txn_request_parse(none, strlen(none), &rq, &err), FGW_ERR_INVALID);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		CHECK_EQ_INT(txn_request_parse_client_confirms(bad[i], strlen(bad[i]), &rq, &err),
+		             FGW_ERR_INVALID);
+		CHECK(rq == NULL);
+	}
+end:
+	txn_request_free(rq);
+	TT_END;
+}
+
+/* ---- txn_settle ---------------------------------------------------------- */
+
+struct settle_fix {
+	char dir[64];
+	char path[96];
+	struct pipeline_env env;
+	struct event *keepalive;
+	int published;             /* listener calls */
+	char last_status[24];      /* the state the listener heard last */
+	int done_calls;
+	int done_rc;
+	char done_status[24];
+};
+
+static int
+settle_mac(void *ctx, const void *msg, size_t len, unsigned char mac[32])
+{
+	static const unsigned char key[32] = "flairgw-settle-unit-test-key";
+	(void)ctx;
+	return crypto_generichash(mac, 32, msg, len, key, sizeof(key)) == 0 ? 0 : FGW_ERR_CRYPTO;
+}
+
+static void
+settle_keepalive(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+}
+
+static void
+settle_heard(void *ctx, const struct pipeline_env *env, const struct store_txn_row *row)
+{
+	struct settle_fix *f = ctx;
+	(void)env;
+	f->published++;
+	fgw_strlcpy(f->last_status, row->status, sizeof(f->last_status));
+}
+
+static void
+settle_done(void *arg, int rc, const struct store_txn_row *row)
+{
+	struct settle_fix *f = arg;
+	f->done_calls++;
+	f->done_rc = rc;
+	fgw_strlcpy(f->done_status, row != NULL ? row->status : "", sizeof(f->done_status));
+}
+
+static void
+settle_created(void *arg, int rc)
+{
+	struct settle_fix *f = arg;
+	f->done_calls++;
+	f->done_rc = rc;
+}
+
+/* Runs the reactor until done_calls reaches want (at most ~10 s). */
+static int
+settle_wait(struct settle_fix *f, int want)
+{
+	for (int i = 0; i < 2000 && f->done_calls < want; i++)
+		event_base_loop(f->env.base, EVLOOP_ONCE);
+	return f->done_calls >= want ? 0 : -1;
+}
+
+static int
+settle_setup(struct settle_fix *f)
+{
+	struct timeval tv = { 0, 5000 };
+	struct store_opts o = { 0 };
+
+	memset(f, 0, sizeof(*f));
+	log_setup(LOG_LVL_ERROR, 0, 2);
+	if (fgw_strlcpy(f->dir, "/tmp/fgw-settle-XXXXXX", sizeof(f->dir)) != 0 ||
+	    mkdtemp(f->dir) == NULL ||
+	    snprintf(f->path, sizeof(f->path), "%s/gw.db", f->dir) >= (int)sizeof(f->path))
+		return -1;
+	o.path = f->path;
+	o.sync_full = 1;
+	o.batch_max = 8;
+	o.audit_mac = settle_mac;
+	if (evthread_use_pthreads() != 0 || store_open(&o, &f->env.store) != 0 ||
+	    store_reader_open(f->env.store, &f->env.reader) != 0 ||
+	    (f->env.base = event_base_new()) == NULL)
+		return -1;
+	f->keepalive = event_new(f->env.base, -1, EV_PERSIST, settle_keepalive, NULL);
+	if (f->keepalive == NULL || event_add(f->keepalive, &tv) != 0)
+		return -1;
+	txn_events_reset();
+	if (txn_events_subscribe(settle_heard, f) != 0)
+		return -1;
+	return store_waker_new(f->env.store, f->env.base, &f->env.waker);
+}
+
+static void
+settle_teardown(struct settle_fix *f)
+{
+	char p[128];
+	txn_events_reset();
+	store_reader_close(f->env.reader);
+	store_waker_free(f->env.waker);
+	store_close(f->env.store);
+	if (f->keepalive != NULL)
+		event_free(f->keepalive);
+	if (f->env.base != NULL)
+		event_base_free(f->env.base);
+	if (f->path[0] != '\0') {
+		static const char *const sfx[] = { "", "-wal", "-shm" };
+		for (size_t i = 0; i < 3; i++)
+			if (snprintf(p, sizeof(p), "%s%s", f->path, sfx[i]) < (int)sizeof(p))
+				unlink(p);
+	}
+	if (f->dir[0] != '\0')
+		rmdir(f->dir);
+}
+
+static int64_t
+settle_count(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *s = NULL;
+	int64_t n = -1;
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+		n = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+	return n;
+}
+
+/* A settled payment does not move back: not when the caller knows its
+ * state (refused before anything is written), not when it did not read it
+ * (a webhook whose read failed), and not when it read it before the
+ * payment settled (a reconciler or a poll that raced with the pipeline):
+ * the writer refuses those against the committed state. Whatever the
+ * caller — record stage, reconciler, webhook, payment-status poll — the
+ * move goes through txn_settle, so this is each of theirs. */
+static int
+test_settle_forward_only(void)
+{
+	static const enum txn_state late[] = {
+		TXN_POSTING, TXN_PROCESSING, TXN_REQUIRES_ACTION, TXN_AUTHORIZED,
+		TXN_DECLINED, TXN_FAILED, TXN_SUCCEEDED, TXN_CANCELED,
+	};
+	static const enum txn_state seen[] = { TXN_SUCCEEDED, TXN_STATE_NONE, TXN_PROCESSING,
+		                                   TXN_POSTING };
+	struct settle_fix f;
+	struct store_txn_row row;
+	struct store_audit created = { "client_a", "local", "txn.created", "txn_settle1",
+		                           "posting", NULL };
+	struct txn_settlement set;
+	int want = 0;
+	TT_BEGIN;
+	CHECK(settle_setup(&f) == 0);
+	memset(&row, 0, sizeof(row));
+	fgw_strlcpy(row.id, "txn_settle1", sizeof(row.id));
+	fgw_strlcpy(row.client_id, "client_a", sizeof(row.client_id));
+	row.amount = 1500;
+	fgw_strlcpy(row.currency, "EUR", sizeof(row.currency));
+	fgw_strlcpy(row.status, "posting", sizeof(row.status));
+	fgw_strlcpy(row.processor, "sandbox", sizeof(row.processor));
+	CHECK_EQ_INT(store_txn_create(f.env.store, f.env.waker, &row, NULL, NULL, &created, 1,
+	                              settle_created, &f), 0);
+	CHECK(settle_wait(&f, ++want) == 0);
+	CHECK_EQ_INT(f.done_rc, 0);
+
+	/* The move forward: committed, audited, published once. */
+	set = (struct txn_settlement){ .txn_id = row.id, .from = TXN_POSTING,
+		                           .to = TXN_SUCCEEDED, .processor_ref = "ch_1",
+		                           .actor = "client_a", .source = "local",
+		                           .event_type = "txn.outcome", .row = &row };
+	CHECK_EQ_INT(txn_settle(&f.env, &set, settle_done, &f), 0);
+	CHECK(settle_wait(&f, ++want) == 0);
+	CHECK_EQ_INT(f.done_rc, 0);
+	CHECK_STR(f.done_status, "succeeded");
+	CHECK_EQ_INT(f.published, 1);
+	CHECK_STR(f.last_status, "succeeded");
+	CHECK_EQ_INT(settle_count(f.path, "SELECT COUNT(*) FROM audit_events WHERE "
+	                                  "resource = 'txn_settle1' AND event_type = 'txn.outcome'"
+	                                  " AND outcome = 'succeeded'"), 1);
+
+	/* Every late event, as each kind of caller would send it. */
+	for (size_t i = 0; i < sizeof(late) / sizeof(late[0]); i++) {
+		for (size_t k = 0; k < sizeof(seen) / sizeof(seen[0]); k++) {
+			int r;
+			set = (struct txn_settlement){ .txn_id = row.id, .from = seen[k],
+				                           .to = late[i], .error_code = "LATE",
+				                           .actor = "sandbox", .source = "local",
+				                           .event_type = "txn.webhook" };
+			f.done_rc = 1;
+			r = txn_settle(&f.env, &set, settle_done, &f);
+			if (seen[k] == TXN_SUCCEEDED) {
+				/* Known: refused before anything is queued. */
+				CHECK_EQ_INT(r, FGW_ERR_STATE);
+				continue;
+			}
+			if (!txn_state_may_move(seen[k], late[i]) && seen[k] != TXN_STATE_NONE) {
+				CHECK_EQ_INT(r, FGW_ERR_STATE);
+				continue;
+			}
+			CHECK_EQ_INT(r, 0);
+			CHECK(settle_wait(&f, ++want) == 0);
+			if (f.done_rc != FGW_ERR_STATE)
+				fprintf(stderr, "  %s (caller saw %s): rc %d\n", txn_state_name(late[i]),
+				        txn_state_name(seen[k]), f.done_rc);
+			CHECK_EQ_INT(f.done_rc, FGW_ERR_STATE);
+			CHECK_STR(f.done_status, "");
+		}
+	}
+	/* Nothing moved, nothing was published or audited for them. */
+	CHECK_EQ_INT(f.published, 1);
+	CHECK_EQ_INT(settle_count(f.path, "SELECT COUNT(*) FROM transactions WHERE "
+	                                  "id = 'txn_settle1' AND status = 'succeeded' AND "
+	                                  "error_code IS NULL AND processor_ref = 'ch_1'"), 1);
+	CHECK_EQ_INT(settle_count(f.path, "SELECT COUNT(*) FROM audit_events WHERE "
+	                                  "event_type = 'txn.webhook'"), 0);
+
+	/* Forward still works after the refusals: a refund of it. */
+	set = (struct txn_settlement){ .txn_id = row.id, .from = TXN_SUCCEEDED,
+		                           .to = TXN_REFUNDED, .actor = "sandbox", .source = "local",
+		                           .event_type = "txn.webhook" };
+	CHECK_EQ_INT(txn_settle(&f.env, &set, settle_done, &f), 0);
+	CHECK(settle_wait(&f, ++want) == 0);
+	CHECK_EQ_INT(f.done_rc, 0);
+	/* Read back (no row given): the row as stored, processor_ref kept. */
+	CHECK_STR(f.done_status, "refunded");
+	CHECK_EQ_INT(f.published, 2);
+	CHECK_STR(f.last_status, "refunded");
+	/* A name the table does not know is no move either. */
+	set.from = TXN_REFUNDED;
+	set.to = TXN_STATE_NONE;
+	CHECK_EQ_INT(txn_settle(&f.env, &set, settle_done, &f), FGW_ERR_STATE);
+	set.from = TXN_STATE_NONE;
+	CHECK_EQ_INT(txn_settle(&f.env, &set, settle_done, &f), FGW_ERR_INVALID);
+end:
+	settle_teardown(&f);
+	TT_END;
+}
+
+/* A capture's success moves and publishes the transaction once, through
+ * txn_settle_op; a refused cancel records the refusal and moves and
+ * publishes nothing. */
+static int
+test_settle_op(void)
+{
+	struct settle_fix f;
+	struct store_txn_row row;
+	struct store_pendingop op, out;
+	struct txn_op_settlement set;
+	int want = 0;
+	TT_BEGIN;
+	CHECK(settle_setup(&f) == 0);
+	for (int i = 0; i < 2; i++) {
+		memset(&row, 0, sizeof(row));
+		fgw_strlcpy(row.id, i == 0 ? "txn_auth1" : "txn_auth2", sizeof(row.id));
+		fgw_strlcpy(row.client_id, "client_a", sizeof(row.client_id));
+		row.amount = 1500;
+		fgw_strlcpy(row.currency, "EUR", sizeof(row.currency));
+		fgw_strlcpy(row.status, "authorized", sizeof(row.status));
+		CHECK_EQ_INT(store_txn_create(f.env.store, f.env.waker, &row, NULL, NULL, NULL, 0,
+		                              settle_created, &f), 0);
+		CHECK(settle_wait(&f, ++want) == 0);
+		CHECK_EQ_INT(f.done_rc, 0);
+	}
+	/* The capture, written ahead, then done at the processor. */
+	memset(&op, 0, sizeof(op));
+	op.kind = STORE_OP_CAPTURE;
+	fgw_strlcpy(op.txn_id, "txn_auth1", sizeof(op.txn_id));
+	fgw_strlcpy(op.idempotency_key, "pk1", sizeof(op.idempotency_key));
+	CHECK_EQ_INT(store_pendingop_begin(f.env.store, f.env.waker, &op, &op, NULL, 0,
+	                                   settle_created, &f), 0);
+	CHECK(settle_wait(&f, ++want) == 0);
+	CHECK_EQ_INT(f.done_rc, 0);
+	CHECK(op.status == STORE_OP_PENDING);
+	set = (struct txn_op_settlement){ .op = &op, .succeeded = 1, .out = &out };
+	memset(&out, 0, sizeof(out));
+	CHECK_EQ_INT(txn_settle_op(&f.env, &set, settle_done, &f), 0);
+	CHECK(settle_wait(&f, ++want) == 0);
+	CHECK_EQ_INT(f.done_rc, 0);
+	CHECK_STR(f.done_status, "succeeded");
+	CHECK_EQ_INT(f.published, 1);
+	CHECK_STR(f.last_status, "succeeded");
+	CHECK_STR(out.txn_id, "txn_auth1");
+	/* Settled: a late refusal of the same attempt changes nothing. */
+	set.succeeded = 0;
+	CHECK_EQ_INT(txn_settle_op(&f.env, &set, settle_done, &f), 0);
+	CHECK(settle_wait(&f, ++want) == 0);
+	CHECK_EQ_INT(f.done_rc, FGW_ERR_STATE);
+	CHECK_EQ_INT(f.published, 1);
+	/* A cancel the processor refused: recorded, nothing moves. */
+	memset(&op, 0, sizeof(op));
+	op.kind = STORE_OP_CANCEL;
+	fgw_strlcpy(op.txn_id, "txn_auth2", sizeof(op.txn_id));
+	fgw_strlcpy(op.idempotency_key, "pk2", sizeof(op.idempotency_key));
+	CHECK_EQ_INT(store_pendingop_begin(f.env.store, f.env.waker, &op, &op, NULL, 0,
+	                                   settle_created, &f), 0);
+	CHECK(settle_wait(&f, ++want) == 0);
+	set = (struct txn_op_settlement){ .op = &op, .succeeded = 0 };
+	CHECK_EQ_INT(txn_settle_op(&f.env, &set, settle_done, &f), 0);
+	CHECK(settle_wait(&f, ++want) == 0);
+	CHECK_EQ_INT(f.done_rc, 0);
+	CHECK_STR(f.done_status, "");
+	CHECK_EQ_INT(f.published, 1);
+	CHECK_EQ_INT(settle_count(f.path, "SELECT COUNT(*) FROM transactions WHERE "
+	                                  "id = 'txn_auth2' AND status = 'authorized'"), 1);
+end:
+	settle_teardown(&f);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
+	{ "parse_client_confirms", test_parse_client_confirms },
 	{ "parse_good", test_parse_good },
 	{ "parse_sealed", test_parse_sealed },
 	{ "parse_bad", test_parse_bad },
@@ -283,6 +642,8 @@ static const struct tt_case cases[] = {
 	{ "card_json", test_card_json },
 	{ "card_sealed_iat", test_card_sealed_iat },
 	{ "stage_orders", test_stage_orders },
+	{ "settle_forward_only", test_settle_forward_only },
+	{ "settle_op", test_settle_op },
 	{ NULL, NULL },
 };
 TT_MAIN(cases)

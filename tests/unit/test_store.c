@@ -35,7 +35,7 @@
 #include "store/store.h"
 #include "store/txnmoves.h"
 #include "store/reconcile.h"
-#include "store/txnops.h"
+#include "store/pendingops.h"
 #include "store/store_int.h"
 #include "tt.h"
 
@@ -866,55 +866,6 @@ end:
 	sql_cache_detach(db);
 	sqlite3_close(db);
 	sqlite3_close(plain);
-	TT_END;
-}
-
-static int
-test_status_moves(void)
-{
-	static const char *const final[] = { "declined", "failed", "canceled", "refunded" };
-	static const char *const all[] = { "posting", "processing",
-		                               "requires_action", "succeeded",
-		                               "declined", "failed", "authorized",
-		                               "canceled", "partially_refunded",
-		                               "refunded" };
-	TT_BEGIN;
-	CHECK(store_status_may_move("posting", "processing"));
-	CHECK(store_status_may_move("posting", "requires_action"));
-	CHECK(store_status_may_move("posting", "succeeded"));
-	CHECK(store_status_may_move("posting", "declined"));
-	CHECK(store_status_may_move("posting", "failed"));
-	CHECK(store_status_may_move("processing", "requires_action"));
-	CHECK(store_status_may_move("processing", "succeeded"));
-	CHECK(store_status_may_move("requires_action", "processing"));
-	CHECK(store_status_may_move("requires_action", "failed"));
-	CHECK(!store_status_may_move("processing", "posting"));
-	CHECK(!store_status_may_move("requires_action", "posting"));
-	CHECK(!store_status_may_move("posting", "posting"));
-	CHECK(!store_status_may_move("posting", "refunded"));
-	CHECK(!store_status_may_move(NULL, "failed"));
-	/* Authorizations, captures, cancels and refunds. */
-	CHECK(store_status_may_move("posting", "authorized"));
-	CHECK(store_status_may_move("processing", "authorized"));
-	CHECK(store_status_may_move("authorized", "succeeded"));
-	CHECK(store_status_may_move("authorized", "canceled"));
-	CHECK(store_status_may_move("succeeded", "partially_refunded"));
-	CHECK(store_status_may_move("succeeded", "refunded"));
-	CHECK(store_status_may_move("partially_refunded", "refunded"));
-	CHECK(!store_status_may_move("succeeded", "authorized"));
-	CHECK(!store_status_may_move("succeeded", "processing"));
-	CHECK(!store_status_may_move("succeeded", "failed"));
-	CHECK(!store_status_may_move("partially_refunded", "succeeded"));
-	CHECK(!store_status_may_move("authorized", "refunded"));
-	for (size_t i = 0; i < 4; i++)
-		for (size_t k = 0; k < 10; k++)
-			CHECK(!store_status_may_move(final[i], all[k]));
-	for (size_t k = 0; k < 10; k++)
-		CHECK(store_status_known(all[k]));
-	CHECK(!store_status_known("charged_back"));
-	CHECK(!store_status_known(""));
-	CHECK(!store_status_known(NULL));
-end:
 	TT_END;
 }
 
@@ -2421,9 +2372,9 @@ end:
 
 static int
 begin_sync(struct fix *f, const char *id, const char *key, int64_t amount,
-           struct store_refund *out)
+           struct store_pendingop *out)
 {
-	struct store_refund rf;
+	struct store_pendingop rf;
 	struct one o = { 0 };
 	memset(&rf, 0, sizeof(rf));
 	fgw_strlcpy(rf.id, id, sizeof(rf.id));
@@ -2431,31 +2382,31 @@ begin_sync(struct fix *f, const char *id, const char *key, int64_t amount,
 	fgw_strlcpy(rf.idempotency_key, key, sizeof(rf.idempotency_key));
 	rf.amount = amount;
 	rf.txn_amount = 1000;
-	if (store_refund_begin(f->st, f->w, &rf, out, NULL, 0, one_done, &o) != 0 ||
+	if (store_pendingop_begin(f->st, f->w, &rf, out, NULL, 0, one_done, &o) != 0 ||
 	    pump(f->base, &o.done, 1) != 0)
 		return FGW_ERR_INTERNAL;
 	return atomic_load(&o.rc);
 }
 
 static int
-rf_finish_sync(struct fix *f, const struct store_refund *rf, int succeeded,
-               struct store_refund *out)
+rf_finish_sync(struct fix *f, const struct store_pendingop *rf, int succeeded,
+               struct store_pendingop *out)
 {
 	struct one o = { 0 };
-	if (store_refund_finish(f->st, f->w, rf, succeeded, out, NULL, NULL, 0, one_done, &o) != 0 ||
+	if (store_pendingop_finish(f->st, f->w, rf, succeeded, out, NULL, NULL, 0, one_done, &o) != 0 ||
 	    pump(f->base, &o.done, 1) != 0)
 		return FGW_ERR_INTERNAL;
 	return atomic_load(&o.rc);
 }
 
-/* Refunds written ahead (store/refunds.h) on txn_done (1000, succeeded):
+/* Refunds written ahead (store/pendingops.h) on txn_done (1000, succeeded):
  * pending ones hold their amount, failed ones give it back, outcomes move
  * forward once, the transaction follows the succeeded sum. */
 static int
 test_refunds_ahead(struct fix *f)
 {
-	struct store_refund a, b, c;
-	struct store_refund_due due[4];
+	struct store_pendingop a, b, c;
+	struct store_pendingop_due due[4];
 	struct store_txn_row row;
 	struct one o = { 0 };
 	int64_t sum = -1, now = fgw_now_ms();
@@ -2464,28 +2415,29 @@ test_refunds_ahead(struct fix *f)
 	memset(&b, 0, sizeof(b));
 	memset(&c, 0, sizeof(c));
 	CHECK_EQ_INT(begin_sync(f, "rf_1", "k1", 600, &a), 0);
-	CHECK_STR(a.status, "pending");
+	CHECK(a.status == STORE_OP_PENDING);
 	CHECK(!a.adopted);
 	/* The pending 600 counts: 401 more is too much. */
 	CHECK_EQ_INT(begin_sync(f, "rf_2", "k2", 401, &b), FGW_ERR_TOO_LARGE);
 	CHECK_EQ_INT(begin_sync(f, "rf_2", "k2", 400, &b), 0);
-	CHECK_EQ_INT(store_refund_sum(f->rd, "txn_done", &sum), 0);
+	CHECK_EQ_INT(store_pendingop_refunded(f->rd, "txn_done", &sum), 0);
 	CHECK(sum == 0);
 	/* The same key again adopts the row, whatever the new id. */
 	CHECK_EQ_INT(begin_sync(f, "rf_x", "k1", 5, &c), 0);
 	CHECK(c.adopted && c.amount == 600);
 	CHECK_STR(c.id, "rf_1");
-	CHECK_STR(c.status, "pending");
+	CHECK(c.status == STORE_OP_PENDING);
 	/* Pending rows are due for the reconciler once old enough. */
-	CHECK_EQ_INT(store_refund_pending_list(f->rd, now + 1, now - 60000, due, 4, &n), 0);
+	CHECK_EQ_INT(store_pendingop_due_list(f->rd, STORE_OP_REFUND, now + 1, now - 60000, due, 4, &n), 0);
 	CHECK_EQ_INT(n, 0);
-	CHECK_EQ_INT(store_refund_pending_list(f->rd, now + 60000, now + 60000, due, 4, &n), 0);
+	CHECK_EQ_INT(store_pendingop_due_list(f->rd, STORE_OP_REFUND, now + 60000, now + 60000, due, 4, &n), 0);
 	CHECK_EQ_INT(n, 2);
-	CHECK_EQ_INT(store_refund_defer(f->st, f->w, "rf_2", "txn_done", 1, now + 60000, 1,
-	                                NULL, 0, one_done, &o), 0);
+	CHECK_STR(b.id, "rf_2");
+	CHECK_EQ_INT(store_pendingop_defer(f->st, f->w, &b, 1, now + 60000, 1, NULL, 0, one_done,
+	                                   &o), 0);
 	CHECK_EQ_INT(pump(f->base, &o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), 0);
-	CHECK_EQ_INT(store_refund_pending_list(f->rd, now + 120000, now + 120000, due, 4, &n), 0);
+	CHECK_EQ_INT(store_pendingop_due_list(f->rd, STORE_OP_REFUND, now + 120000, now + 120000, due, 4, &n), 0);
 	CHECK_EQ_INT(n, 1);
 	CHECK_STR(due[0].id, "rf_1");
 	CHECK_STR(due[0].idempotency_key, "k1");
@@ -2501,7 +2453,7 @@ test_refunds_ahead(struct fix *f)
 	CHECK_EQ_INT(begin_sync(f, "rf_3", "k3", 400, &b), 0);
 	CHECK_EQ_INT(rf_finish_sync(f, &b, 1, &c), 0);
 	CHECK_STR(c.new_status, "refunded");
-	CHECK_EQ_INT(store_refund_sum(f->rd, "txn_done", &sum), 0);
+	CHECK_EQ_INT(store_pendingop_refunded(f->rd, "txn_done", &sum), 0);
 	CHECK(sum == 1000);
 	CHECK_EQ_INT(store_txn_get(f->rd, NULL, "txn_done", &row), 0);
 	CHECK_STR(row.status, "refunded");
@@ -2510,7 +2462,7 @@ test_refunds_ahead(struct fix *f)
 	CHECK_EQ_INT(begin_sync(f, "rf_4", "k4", 1, &c), FGW_ERR_STATE);
 	CHECK_EQ_INT(begin_sync(f, "rf_4", "k3", 0, &c), 0);
 	CHECK(c.adopted);
-	CHECK_STR(c.status, "succeeded");
+	CHECK(c.status == STORE_OP_SUCCEEDED);
 	/* A processing row cannot be refunded. */
 	memset(&b, 0, sizeof(b));
 	fgw_strlcpy(b.id, "rf_5", sizeof(b.id));
@@ -2519,7 +2471,7 @@ test_refunds_ahead(struct fix *f)
 	b.amount = 1;
 	b.txn_amount = 1000;
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(store_refund_begin(f->st, f->w, &b, NULL, NULL, 0, one_done, &o), 0);
+	CHECK_EQ_INT(store_pendingop_begin(f->st, f->w, &b, NULL, NULL, 0, one_done, &o), 0);
 	CHECK_EQ_INT(pump(f->base, &o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_STATE);
 end:
@@ -2586,20 +2538,27 @@ end:
 	TT_END;
 }
 
+static enum store_op_kind
+op_kind(const char *op)
+{
+	return strcmp(op, "capture") == 0 ? STORE_OP_CAPTURE : STORE_OP_CANCEL;
+}
+
 static int
 txnop_sync_as(struct fix *f, const char *rk, const char *txn, const char *op, int finish,
-              int succeeded, struct store_txnop *out)
+              int succeeded, struct store_pendingop *out)
 {
-	struct store_txnop t;
+	struct store_pendingop t;
 	struct one o = { 0 };
 	int r;
 	memset(&t, 0, sizeof(t));
 	fgw_strlcpy(t.txn_id, txn, sizeof(t.txn_id));
-	fgw_strlcpy(t.op, op, sizeof(t.op));
+	t.kind = op_kind(op);
 	fgw_strlcpy(t.idempotency_key, "pk", sizeof(t.idempotency_key));
 	fgw_strlcpy(t.request_key, rk, sizeof(t.request_key));
-	r = finish ? store_txnop_finish(f->st, f->w, &t, succeeded, NULL, NULL, 0, one_done, &o)
-	           : store_txnop_begin(f->st, f->w, &t, out, NULL, 0, one_done, &o);
+	r = finish ? store_pendingop_finish(f->st, f->w, &t, succeeded, NULL, NULL, NULL, 0,
+	                                    one_done, &o)
+	           : store_pendingop_begin(f->st, f->w, &t, out, NULL, 0, one_done, &o);
 	if (r != 0 || pump(f->base, &o.done, 1) != 0)
 		return FGW_ERR_INTERNAL;
 	return atomic_load(&o.rc);
@@ -2609,15 +2568,15 @@ txnop_sync_as(struct fix *f, const char *rk, const char *txn, const char *op, in
 static int
 txnop_sync_key(struct fix *f, const char *rk, const char *pk, const char *op, int succeeded)
 {
-	struct store_txnop t;
+	struct store_pendingop t;
 	struct one o = { 0 };
 	int r;
 	memset(&t, 0, sizeof(t));
 	fgw_strlcpy(t.txn_id, "txn_auth", sizeof(t.txn_id));
-	fgw_strlcpy(t.op, op, sizeof(t.op));
+	t.kind = op_kind(op);
 	fgw_strlcpy(t.idempotency_key, pk, sizeof(t.idempotency_key));
 	fgw_strlcpy(t.request_key, rk, sizeof(t.request_key));
-	r = store_txnop_finish(f->st, f->w, &t, succeeded, NULL, NULL, 0, one_done, &o);
+	r = store_pendingop_finish(f->st, f->w, &t, succeeded, NULL, NULL, NULL, 0, one_done, &o);
 	if (r != 0 || pump(f->base, &o.done, 1) != 0)
 		return FGW_ERR_INTERNAL;
 	return atomic_load(&o.rc);
@@ -2626,20 +2585,20 @@ txnop_sync_key(struct fix *f, const char *rk, const char *pk, const char *op, in
 /* The same client request (one request key) unless said otherwise. */
 static int
 txnop_sync(struct fix *f, const char *txn, const char *op, int finish, int succeeded,
-           struct store_txnop *out)
+           struct store_pendingop *out)
 {
 	return txnop_sync_as(f, "rk", txn, op, finish, succeeded, out);
 }
 
-/* Captures and cancels written ahead (store/txnops.h): one of them per
+/* Captures and cancels written ahead (store/pendingops.h): one of them per
  * authorization, forward only, the transaction moving with success. */
 static int
 test_txnops_ahead(void)
 {
 	struct fix f;
 	struct store_txn_row row;
-	struct store_txnop t;
-	struct store_txnop_due due[4];
+	struct store_pendingop t;
+	struct store_pendingop_due due[4];
 	struct one o = { 0 };
 	int64_t now = fgw_now_ms();
 	int n = -1;
@@ -2653,7 +2612,7 @@ test_txnops_ahead(void)
 	CHECK_EQ_INT(txnop_sync(&f, "txn_paid", "capture", 0, 0, &t), FGW_ERR_STATE);
 	memset(&t, 0, sizeof(t));
 	CHECK_EQ_INT(txnop_sync(&f, "txn_auth", "capture", 0, 0, &t), 0);
-	CHECK_STR(t.status, "pending");
+	CHECK(t.status == STORE_OP_PENDING);
 	CHECK(!t.adopted);
 	/* While the capture is pending, no cancel; the capture is adopted. */
 	CHECK_EQ_INT(txnop_sync(&f, "txn_auth", "cancel", 0, 0, &t), FGW_ERR_STATE);
@@ -2662,15 +2621,18 @@ test_txnops_ahead(void)
 	/* Another client request (or none) is not the retry. */
 	CHECK_EQ_INT(txnop_sync_as(&f, "rk2", "txn_auth", "capture", 0, 0, &t), FGW_ERR_STATE);
 	CHECK_EQ_INT(txnop_sync_as(&f, "", "txn_auth", "capture", 0, 0, &t), FGW_ERR_STATE);
-	CHECK_EQ_INT(store_txnop_pending_list(f.rd, now + 60000, now + 60000, due, 4, &n), 0);
+	CHECK_EQ_INT(store_pendingop_due_list(f.rd, STORE_OP_CAPTURE, now + 60000, now + 60000, due, 4, &n), 0);
 	CHECK_EQ_INT(n, 1);
-	CHECK_STR(due[0].op, "capture");
+	CHECK(due[0].kind == STORE_OP_CAPTURE);
 	CHECK_STR(due[0].idempotency_key, "pk");
-	CHECK_EQ_INT(store_txnop_defer(f.st, f.w, "txn_auth", "capture", 1, now + 60000, 1, NULL,
-	                               0, one_done, &o), 0);
+	memset(&t, 0, sizeof(t));
+	t.kind = STORE_OP_CAPTURE;
+	fgw_strlcpy(t.txn_id, "txn_auth", sizeof(t.txn_id));
+	CHECK_EQ_INT(store_pendingop_defer(f.st, f.w, &t, 1, now + 60000, 1, NULL, 0, one_done,
+	                                   &o), 0);
 	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), 0);
-	CHECK_EQ_INT(store_txnop_pending_list(f.rd, now + 120000, now + 120000, due, 4, &n), 0);
+	CHECK_EQ_INT(store_pendingop_due_list(f.rd, STORE_OP_CAPTURE, now + 120000, now + 120000, due, 4, &n), 0);
 	CHECK_EQ_INT(n, 0);
 	CHECK_EQ_INT(txnop_sync(&f, "txn_auth", "capture", 1, 1, NULL), 0);
 	CHECK_EQ_INT(txnop_sync(&f, "txn_auth", "capture", 1, 1, NULL), 0);
@@ -2680,8 +2642,10 @@ test_txnops_ahead(void)
 	store_txn_row_clear(&row);
 	CHECK_EQ_INT(txnop_sync(&f, "txn_auth", "cancel", 0, 0, &t), FGW_ERR_STATE);
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(store_txnop_defer(f.st, f.w, "txn_auth", "capture", 2, now, 0, NULL, 0,
-	                               one_done, &o), 0);
+	memset(&t, 0, sizeof(t));
+	t.kind = STORE_OP_CAPTURE;
+	fgw_strlcpy(t.txn_id, "txn_auth", sizeof(t.txn_id));
+	CHECK_EQ_INT(store_pendingop_defer(f.st, f.w, &t, 2, now, 0, NULL, 0, one_done, &o), 0);
 	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_STATE);
 end:
@@ -2697,7 +2661,7 @@ test_txnops_after_refusal(void)
 {
 	struct fix f;
 	struct store_txn_row row;
-	struct store_txnop t;
+	struct store_pendingop t;
 	TT_BEGIN;
 	memset(&f, 0, sizeof(f));
 	CHECK_EQ_INT(fix_setup(&f, 64), 0);
@@ -2707,18 +2671,18 @@ test_txnops_after_refusal(void)
 		const char *op = i == 0 ? "cancel" : "capture";
 		memset(&t, 0, sizeof(t));
 		CHECK_EQ_INT(txnop_sync_as(&f, "rk1", "txn_auth", op, 0, 0, &t), 0);
-		CHECK_STR(t.status, "pending");
+		CHECK(t.status == STORE_OP_PENDING);
 		CHECK_EQ_INT(txnop_sync_as(&f, "rk1", "txn_auth", op, 1, 0, NULL), 0);
 		/* The refused request again: its refusal. */
 		memset(&t, 0, sizeof(t));
 		CHECK_EQ_INT(txnop_sync_as(&f, "rk1", "txn_auth", op, 0, 0, &t), 0);
 		CHECK(t.adopted);
-		CHECK_STR(t.status, "failed");
+		CHECK(t.status == STORE_OP_FAILED);
 		/* A new request: a new attempt, with a key of its own. */
 		memset(&t, 0, sizeof(t));
 		CHECK_EQ_INT(txnop_sync_as(&f, "rk2", "txn_auth", op, 0, 0, &t), 0);
 		CHECK(!t.adopted);
-		CHECK_STR(t.status, "pending");
+		CHECK(t.status == STORE_OP_PENDING);
 		CHECK_STR(t.idempotency_key, "pk-2");
 		/* Its retry adopts it, with that key. */
 		memset(&t, 0, sizeof(t));
@@ -2770,7 +2734,7 @@ test_schema_v9_txnop_attempts(void)
 	    "PRAGMA user_version = 8;";
 	struct fix f;
 	struct store_txn_row row;
-	struct store_txnop t;
+	struct store_pendingop t;
 	memset(&f, 0, sizeof(f));
 	TT_BEGIN;
 	CHECK_EQ_INT(fix_setup(&f, 16), 0);
@@ -2807,7 +2771,6 @@ static const struct tt_case cases[] = {
 
 	{ "schema_v11_customer_namespaces", test_schema_v11_customer_namespaces },
 	{ "statement_cache", test_statement_cache },
-	{ "status_moves", test_status_moves },
 	{ "roundtrip", test_roundtrip },
 	{ "reactor_thread", test_reactor_thread },
 	{ "group_commit", test_group_commit },

@@ -160,6 +160,40 @@ test_parse_reply_tables(void)
 	                        "\"decline_code\":\"insufficient_funds\"}}", &r), 0);
 	CHECK_EQ_INT(r.outcome, PROC_DECLINED);
 	CHECK_STR(r.code, "PAYMENT_INSUFFICIENT_FUNDS");
+	/* Made unconfirmed (confirmWith stripe_js): waiting for Stripe.js,
+	 * with the client secret kept for the browser only when it is this
+	 * intent's. */
+	CHECK_EQ_INT(parse(200, "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
+	                        "\"requires_payment_method\",\"last_payment_error\":null,\"amount\":1500,"
+	                        "\"currency\":\"eur\",\"client_secret\":\"pi_7_secret_Ab9\","
+	                        "\"metadata\":{\"flair_confirm\":\"stripe_js\"}}", &r), 0);
+	CHECK_EQ_INT(r.outcome, PROC_REQUIRES_ACTION);
+	CHECK_STR(r.client_secret, "pi_7_secret_Ab9");
+	CHECK_STR(r.next_action_json, "{\"type\":\"use_stripe_sdk\"}");
+	CHECK_EQ_INT((int)r.amount, 1500);
+	CHECK_STR(r.currency, "EUR");
+	CHECK_EQ_INT(parse(200, "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
+	                        "\"requires_payment_method\",\"client_secret\":\"pi_8_secret_Ab9\","
+	                        "\"metadata\":{\"flair_confirm\":\"stripe_js\"}}", &r), 0);
+	CHECK_EQ_INT(r.outcome, PROC_REQUIRES_ACTION);
+	CHECK_STR(r.client_secret, "");
+	/* After a failed attempt it still waits for another card. */
+	CHECK_EQ_INT(parse(200, "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
+	                        "\"requires_payment_method\",\"last_payment_error\":{\"type\":\"card_error\"},"
+	                        "\"metadata\":{\"flair_confirm\":\"stripe_js\"}}", &r), 0);
+	CHECK_EQ_INT(r.outcome, PROC_REQUIRES_ACTION);
+	/* One flairgw confirmed itself is declined, with or without an error. */
+	CHECK_EQ_INT(parse(200, "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
+	                        "\"requires_payment_method\",\"last_payment_error\":null}", &r), 0);
+	CHECK_EQ_INT(r.outcome, PROC_DECLINED);
+	CHECK_EQ_INT(parse(200, "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
+	                        "\"requires_payment_method\",\"client_secret\":\"pi_7_secret_\\\"x\"}", &r), 0);
+	CHECK_STR(r.client_secret, "");
+	/* A payment flairgw confirmed itself: its secret is never kept. */
+	CHECK_EQ_INT(parse(200, "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
+	                        "\"succeeded\",\"client_secret\":\"pi_7_secret_Ab9\"}", &r), 0);
+	CHECK_EQ_INT(r.outcome, PROC_SUCCEEDED);
+	CHECK_STR(r.client_secret, "");
 	CHECK_EQ_INT(parse(200, "{\"id\":\"ch_1\",\"object\":\"charge\",\"status\":\"succeeded\"}", &r), 0);
 	CHECK_EQ_INT(r.outcome, PROC_UNKNOWN);
 	CHECK_EQ_INT(parse(200, "not json", &r), 0);
@@ -260,6 +294,21 @@ test_operations(void)
 	CHECK_EQ_INT(r.outcome, PROC_FAILED);
 	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 503, "", 0, &r), 0);
 	CHECK_EQ_INT(r.outcome, PROC_UNKNOWN);
+	/* A Stripe.js payment's status: still waiting for the browser, or in
+	 * a challenge Stripe.js runs; both wait (and expire) like 3-D Secure. */
+	sr = "{\"id\":\"pi_9\",\"object\":\"payment_intent\",\"status\":\"requires_payment_method\","
+	     "\"client_secret\":\"pi_9_secret_z\",\"metadata\":{\"flair_txn_id\":\"txn_1\","
+	     "\"flair_confirm\":\"stripe_js\"}}";
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r), 0);
+	CHECK_EQ_INT(r.outcome, PROC_REQUIRES_ACTION);
+	CHECK_STR(r.client_secret, "pi_9_secret_z");
+	CHECK_STR(r.txn_ref, "txn_1");
+	proc_result_clear(&r);
+	sr = "{\"id\":\"pi_9\",\"object\":\"payment_intent\",\"status\":\"requires_action\","
+	     "\"next_action\":{\"type\":\"use_stripe_sdk\"}}";
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r), 0);
+	CHECK_EQ_INT(r.outcome, PROC_REQUIRES_ACTION);
+	CHECK_STR(r.next_action_json, "{\"type\":\"use_stripe_sdk\"}");
 end:
 	proc_http_clear(&h);
 	proc_result_clear(&r);
@@ -521,6 +570,23 @@ test_contract_adapter_requests(void)
 	req.customer = "cus_Q1x&amount=1";
 	CHECK_EQ_INT(proc_type_stripe.build(&cfg, &req, &h), FGW_ERR_INVALID);
 	req.customer = NULL;
+	/* confirmWith stripe_js: made unconfirmed, no payment method, no
+	 * return_url (Stripe takes it only with confirm=true). */
+	req.payment_method = NULL;
+	req.client_confirms = 1;
+	CHECK_EQ_INT(proc_type_stripe.build(&cfg, &req, &h), 0);
+	CHECK(strstr(h.body, "confirm=false&") != NULL);
+	CHECK(strstr(h.body, "payment_method=") == NULL);
+	CHECK(strstr(h.body, "return_url") == NULL);
+	CHECK(strstr(h.body, "metadata%5Bflair_txn_id%5D=txn_1") != NULL);
+	CHECK(strstr(h.body, "metadata%5Bflair_confirm%5D=stripe_js") != NULL);
+	CHECK(has_header(&h, "Idempotency-Key: txn_1-pi"));
+	CHECK_EQ_INT(contract_ok(c, &h, "unconfirmed for Stripe.js"), 0);
+	proc_http_clear(&h);
+	/* Never both: a card to confirm with and a browser to confirm. */
+	req.payment_method = "pm_1Abc";
+	CHECK_EQ_INT(proc_type_stripe.build(&cfg, &req, &h), FGW_ERR_INVALID);
+	req.client_confirms = 0;
 	CHECK_EQ_INT(proc_type_stripe.build_customer(&cfg, "cus-0a1b", "0a1b2c", &h), 0);
 	CHECK_STR(h.url, BASE "/v1/customers");
 	CHECK(has_header(&h, "Idempotency-Key: cus-0a1b"));
@@ -533,6 +599,13 @@ test_contract_adapter_requests(void)
 	proc_http_clear(&h);
 	CHECK_EQ_INT(proc_type_stripe.build_attach(&cfg, "att-9", "pm_1/../x", "cus_Q1x", &h),
 	             FGW_ERR_INVALID);
+	/* Deleting a saved card: the detach, an empty form. */
+	CHECK_EQ_INT(proc_type_stripe.build_detach(&cfg, "det-9", "pm_1Abc", &h), 0);
+	CHECK_STR(h.url, BASE "/v1/payment_methods/pm_1Abc/detach");
+	CHECK(has_header(&h, "Idempotency-Key: det-9"));
+	CHECK_EQ_INT(contract_ok(c, &h, "detach"), 0);
+	proc_http_clear(&h);
+	CHECK_EQ_INT(proc_type_stripe.build_detach(&cfg, "det-9", "pm_1?x=1", &h), FGW_ERR_INVALID);
 	CHECK_EQ_INT(proc_type_stripe.build_attach(&cfg, "att-9", "pm_1", "acct_1", &h),
 	             FGW_ERR_INVALID);
 
@@ -655,6 +728,18 @@ test_contract_refusals(void)
 		{ "POST", "/v1/payment_methods/pm_1/attach", "customer=cus_1", NULL, NULL },
 		{ "POST", "/v1/payment_methods/pm_1/attach", "", "parameter_missing", "customer" },
 		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&customer=cus_1", NULL, NULL },
+		/* What Stripe.js sends to confirm an intent made for it (its
+		 * publishable key is the sandbox's credential, not a parameter). */
+		{ "POST", "/v1/payment_intents/pi_1/confirm",
+		  "client_secret=pi_1_secret_x&payment_method=pm_card_visa&use_stripe_sdk=true", NULL, NULL },
+		{ "POST", "/v1/payment_intents/pi_1/confirm",
+		  "client_secret=pi_1_secret_x&use_stripe_sdk=maybe", "parameter_invalid_boolean",
+		  "use_stripe_sdk" },
+		{ "POST", "/v1/payment_intents/pi_1/confirm", "client_secret=pi_1_secret_x&amount=1",
+		  "parameter_unknown", "amount" },
+		{ "POST", "/v1/payment_methods/pm_1/detach", "", NULL, NULL },
+		{ "POST", "/v1/payment_methods/pm_1/detach", "customer=cus_1", "parameter_unknown",
+		  "customer" },
 	};
 	struct stripe_contract *c = NULL;
 	struct kv f = { 0 };
@@ -767,13 +852,76 @@ test_map_events(void)
 	                        "\"amount_refunded\":101}}}")) != NULL);
 	CHECK_EQ_INT(proc_type_stripe.map_event(ev, &pe), 0);
 	CHECK_EQ_INT((int)pe.kind, (int)PROC_EVENT_IGNORE);
+	cJSON_Delete(ev);
+	ev = NULL;
+	/* A failed attempt at an intent Stripe.js confirms: the customer may
+	 * try another card with it, so it declines nothing. */
+	CHECK((ev = cJSON_Parse("{\"id\":\"evt_1\",\"type\":\"payment_intent.payment_failed\","
+	                        "\"data\":{\"object\":{\"id\":\"pi_1\",\"status\":\"requires_payment_method\","
+	                        "\"metadata\":{\"flair_txn_id\":\"txn_1\",\"flair_confirm\":\"stripe_js\"},"
+	                        "\"last_payment_error\":{\"type\":\"card_error\"}}}}")) != NULL);
+	CHECK_EQ_INT(proc_type_stripe.map_event(ev, &pe), 0);
+	CHECK_EQ_INT((int)pe.kind, (int)PROC_EVENT_IGNORE);
+	cJSON_Delete(ev);
+	ev = NULL;
+	/* The currency comes with the amount, to be compared with ours. */
+	CHECK((ev = cJSON_Parse("{\"id\":\"evt_1\",\"type\":\"payment_intent.succeeded\","
+	                        "\"data\":{\"object\":{\"id\":\"pi_1\",\"status\":\"succeeded\","
+	                        "\"amount\":100,\"amount_received\":100,\"currency\":\"eur\"}}}")) != NULL);
+	CHECK_EQ_INT(proc_type_stripe.map_event(ev, &pe), 0);
+	CHECK_STR(pe.target, "succeeded");
+	CHECK_EQ_INT((int)pe.amount, 100);
+	CHECK_STR(pe.currency, "EUR");
 end:
 	cJSON_Delete(ev);
 	free(text);
 	TT_END;
 }
 
+/* The detach answer: detached, gone already (not attached, unknown),
+ * refused, or lost. */
+static int
+test_parse_detach(void)
+{
+	static const struct {
+		long status;
+		const char *body;
+		enum proc_outcome outcome;
+		const char *code;
+	} t[] = {
+		{ 200, "{\"id\":\"pm_1\",\"object\":\"payment_method\",\"customer\":null}",
+		  PROC_SUCCEEDED, "" },
+		{ 200, "{\"id\":\"pm_1\",\"object\":\"payment_method\",\"customer\":\"cus_1\"}",
+		  PROC_FAILED, "PAYMENT_METHOD_REFUSED" },
+		{ 400, "{\"error\":{\"type\":\"invalid_request_error\","
+		       "\"code\":\"payment_method_unexpected_state\"}}", PROC_FAILED,
+		  "PAYMENT_METHOD_NOT_FOUND" },
+		{ 404, "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"resource_missing\"}}",
+		  PROC_FAILED, "PAYMENT_METHOD_NOT_FOUND" },
+		{ 401, "{\"error\":{\"type\":\"authentication_error\"}}", PROC_FAILED,
+		  "PAYMENT_METHOD_REFUSED" },
+		{ 400, "{\"error\":{\"type\":\"idempotency_error\"}}", PROC_UNKNOWN, NULL },
+		{ 500, "{\"error\":{\"type\":\"api_error\"}}", PROC_UNKNOWN, NULL },
+		{ 200, "", PROC_FAILED, "PAYMENT_METHOD_REFUSED" },
+	};
+	struct proc_result r;
+	TT_BEGIN;
+
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		CHECK_EQ_INT(proc_type_stripe.parse_detach(NULL, t[i].status, t[i].body,
+		                                           strlen(t[i].body), &r), 0);
+		if ((int)r.outcome != (int)t[i].outcome)
+			fprintf(stderr, "  case %zu: outcome %d\n", i, (int)r.outcome);
+		CHECK_EQ_INT((int)r.outcome, (int)t[i].outcome);
+		if (t[i].code != NULL)
+			CHECK_STR(r.code, t[i].code);
+	}
+end:
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
+	{ "parse_detach", test_parse_detach },
 	{ "build_form", test_build_form },
 	{ "parse_reply_tables", test_parse_reply_tables },
 	{ "operations", test_operations },

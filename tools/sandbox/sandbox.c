@@ -469,6 +469,7 @@ struct options {
 	const char *secret_file;
 	const char *webhook_url;
 	const char *webhook_secret;
+	const char *publishable_key;
 	long latency_ms;
 	double fail_rate;
 	enum sbx_fail_mode fail_mode;
@@ -512,6 +513,8 @@ usage(FILE *f)
 	    "  --stripe                   also serve Stripe-compatible\n"
 	    "                             /v1/payment_methods, /v1/payment_intents\n"
 	    "                             and /v1/refunds\n"
+	    "  --publishable-key K        the key Stripe.js confirms with (default\n"
+	    "                             pk_test_flair_sandbox)\n"
 	    "  --stripe-fixture FILE      the subset of Stripe's API description\n"
 	    "                             the Stripe routes accept (default\n"
 	    "                             tests/fixtures/stripe-openapi-subset.json)\n"
@@ -608,6 +611,8 @@ parse_options(int argc, char **argv, struct options *o)
 			o->secret = v;
 		else if (strcmp(name, "--secret-file") == 0)
 			o->secret_file = v;
+		else if (strcmp(name, "--publishable-key") == 0 && v != NULL && v[0] != '\0')
+			o->publishable_key = v;
 		else if (strcmp(name, "--stripe-fixture") == 0)
 			o->stripe_fixture = v;
 		else if (strcmp(name, "--webhook-url") == 0)
@@ -750,6 +755,7 @@ main(int argc, char **argv)
 	s.faults.latency_ms = o.latency_ms;
 	s.faults.fail_rate = o.fail_rate;
 	s.faults.mode = o.fail_mode;
+	s.publishable_key = o.publishable_key != NULL ? o.publishable_key : "pk_test_flair_sandbox";
 
 	if (o.secret != NULL && (s.secret = strdup(o.secret)) == NULL)
 		goto out;

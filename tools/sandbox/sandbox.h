@@ -85,6 +85,7 @@ struct sbx {
 	char *secret;              /* API secret or NULL */
 	char *webhook_url;
 	char *webhook_secret;
+	const char *publishable_key; /* --stripe: what Stripe.js authenticates with */
 	int bench;
 	int quiet;
 	struct stripe *stripe;     /* --stripe: Stripe-compatible routes */

@@ -54,6 +54,7 @@ struct spi {
 	char charge[STR_ID_LEN];    /* ch_... once confirmed */
 	char last4[5];
 	char txn_ref[80];           /* metadata[flair_txn_id] */
+	char confirm_by[16];        /* metadata[flair_confirm] */
 	char description[200];
 	char err_code[32];          /* last_payment_error */
 	char err_decline[32];
@@ -80,6 +81,7 @@ struct spm {
 	int card;                   /* index in cards[], -1: any other card */
 	int exp_month, exp_year;
 	char customer[STR_ID_LEN];  /* cus_... once attached, else "" */
+	int detached;               /* detached from its Customer: unusable */
 	const char *brand;          /* Stripe's card.brand */
 	struct spm *next;
 };
@@ -277,6 +279,8 @@ intent_json(const struct spi *p)
 	md = cJSON_AddObjectToObject(o, "metadata");
 	if (md != NULL && p->txn_ref[0])
 		cJSON_AddStringToObject(md, "flair_txn_id", p->txn_ref);
+	if (md != NULL && p->confirm_by[0])
+		cJSON_AddStringToObject(md, "flair_confirm", p->confirm_by);
 	if (p->err_code[0] && (le = cJSON_AddObjectToObject(o, "last_payment_error")) != NULL) {
 		cJSON_AddStringToObject(le, "type", "card_error");
 		cJSON_AddStringToObject(le, "code", p->err_code);
@@ -503,6 +507,11 @@ card_outcome(const struct stripe *st, const struct form *f, struct spi *p,
 		*why = "No such PaymentMethod.";
 		return FGW_ERR_INVALID;
 	}
+	if (m->detached) {
+		*param = "payment_method";
+		*why = "The PaymentMethod was detached from its Customer and cannot be used again.";
+		return FGW_ERR_INVALID;
+	}
 	/* An attached PaymentMethod is charged only for its own Customer. */
 	if (m->customer[0] != '\0' && (cus == NULL || strcmp(cus, m->customer) != 0)) {
 		*param = "payment_method";
@@ -673,6 +682,11 @@ method_attach(struct sbx *s, const char *path, const struct form *f, char **body
 		                   "customer", "No such customer.", NULL);
 		return 400;
 	}
+	if (m != NULL && m->detached) {
+		*body = error_json(s, "invalid_request_error", NULL, NULL, "payment_method",
+		                   "The PaymentMethod was detached and cannot be used again.", NULL);
+		return 400;
+	}
 	if (m != NULL && m->customer[0] != '\0' && strcmp(m->customer, cus) != 0) {
 		*body = error_json(s, "invalid_request_error", NULL, NULL, NULL,
 		                   "The payment method you provided has already been attached "
@@ -701,6 +715,40 @@ method_attach(struct sbx *s, const char *path, const struct form *f, char **body
 		st->n_objects++;
 	}
 	fgw_strlcpy(m->customer, cus, sizeof(m->customer));
+	fgw_strlcpy(object, m->id, STR_ID_LEN);
+	*body = method_json(m);
+	return 200;
+}
+
+/* POST /v1/payment_methods/{id}/detach: the PaymentMethod is no longer
+ * its Customer's (and, as at Stripe, cannot be used again). Unknown: 404
+ * resource_missing; attached to no Customer: 400
+ * payment_method_unexpected_state. */
+static int
+method_detach(struct sbx *s, const char *path, char **body, char *object)
+{
+	char id[STR_ID_LEN] = "";
+	size_t n = strcspn(path + 20, "/");
+	struct spm *m = NULL;
+
+	if (n < sizeof(id)) {
+		memcpy(id, path + 20, n);
+		id[n] = '\0';
+		m = method_find(s->stripe, id);
+	}
+	if (m == NULL) {
+		*body = error_json(s, "invalid_request_error", "resource_missing", NULL,
+		                   "payment_method", "No such PaymentMethod.", NULL);
+		return 404;
+	}
+	if (m->customer[0] == '\0') {
+		*body = error_json(s, "invalid_request_error", "payment_method_unexpected_state", NULL,
+		                   NULL, "The payment method you provided is not attached to a "
+		                   "customer so detachment is impossible.", NULL);
+		return 400;
+	}
+	m->customer[0] = '\0';
+	m->detached = 1;
 	fgw_strlcpy(object, m->id, STR_ID_LEN);
 	*body = method_json(m);
 	return 200;
@@ -747,7 +795,13 @@ intent_create(struct sbx *s, const struct form *f, char **body, char *object)
 	}
 	if ((p = calloc(1, sizeof(*p))) == NULL)
 		return 500;
-	if ((code = card_outcome(st, f, p, &outcome, &param, &why)) != FGW_OK) {
+	/* Unconfirmed and without a payment method: the customer's browser
+	 * gives one when it confirms (Stripe.js). */
+	if (!(confirm == NULL || strcmp(confirm, "false") == 0) || fget(f, "payment_method") != NULL)
+		code = card_outcome(st, f, p, &outcome, &param, &why);
+	else
+		code = FGW_OK;
+	if (code != FGW_OK) {
 		free(p);
 		if (code != FGW_ERR_INVALID)
 			return 500;
@@ -767,6 +821,8 @@ intent_create(struct sbx *s, const struct form *f, char **body, char *object)
 	            sizeof(p->capture_method));
 	if ((v = fget(f, "metadata[flair_txn_id]")) != NULL)
 		fgw_strlcpy(p->txn_ref, v, sizeof(p->txn_ref));
+	if ((v = fget(f, "metadata[flair_confirm]")) != NULL)
+		fgw_strlcpy(p->confirm_by, v, sizeof(p->confirm_by));
 	if ((v = fget(f, "description")) != NULL)
 		fgw_strlcpy(p->description, v, sizeof(p->description));
 	if ((v = fget(f, "return_url")) != NULL)
@@ -777,7 +833,10 @@ intent_create(struct sbx *s, const struct form *f, char **body, char *object)
 	fgw_strlcpy(object, p->id, STR_ID_LEN);
 
 	code = 200;
-	if (confirm == NULL || strcmp(confirm, "false") == 0) {
+	if ((confirm == NULL || strcmp(confirm, "false") == 0) && p->pm[0] == '\0') {
+		fgw_strlcpy(p->status, "requires_payment_method", sizeof(p->status));
+		p->err_code[0] = p->err_decline[0] = '\0';
+	} else if (confirm == NULL || strcmp(confirm, "false") == 0) {
 		fgw_strlcpy(p->status, "requires_confirmation", sizeof(p->status));
 		p->err_code[0] = p->err_decline[0] = '\0';
 	} else if (strcmp(outcome, "decline") == 0) {
@@ -810,6 +869,101 @@ intent_create(struct sbx *s, const struct form *f, char **body, char *object)
 	}
 	*body = print_intent(s, p);
 	return code;
+}
+
+static void intent_event(struct sbx *s, const struct spi *p, const char *type);
+
+/* POST /v1/payment_intents/{id}/confirm, as Stripe.js sends it for an
+ * intent made unconfirmed (or the server with its secret key): the card
+ * is charged as on a confirming create, and Stripe's event for the
+ * outcome goes to --webhook-url. A failed attempt leaves the intent in
+ * requires_payment_method, open for another card. */
+static int
+intent_confirm(struct sbx *s, struct spi *p, const struct form *f, char **body)
+{
+	const char *outcome = NULL, *param = NULL, *why = NULL, *v;
+
+	if (strcmp(p->status, "requires_payment_method") != 0 &&
+	    strcmp(p->status, "requires_confirmation") != 0) {
+		*body = error_json(s, "invalid_request_error", "payment_intent_unexpected_state",
+		                   NULL, NULL,
+		                   "This PaymentIntent's status does not allow it to be confirmed.",
+		                   p);
+		return 400;
+	}
+	if (fget(f, "payment_method") == NULL) {
+		*body = error_json(s, "invalid_request_error", "parameter_missing", NULL,
+		                   "payment_method",
+		                   "You must provide a payment_method to confirm a PaymentIntent.",
+		                   NULL);
+		return 400;
+	}
+	if (card_outcome(s->stripe, f, p, &outcome, &param, &why) != FGW_OK) {
+		*body = error_json(s, "invalid_request_error", "parameter_invalid", NULL, param, why,
+		                   NULL);
+		return 400;
+	}
+	if ((v = fget(f, "return_url")) != NULL)
+		fgw_strlcpy(p->return_url, v, sizeof(p->return_url));
+	if (strcmp(outcome, "decline") == 0) {
+		fgw_strlcpy(p->status, "requires_payment_method", sizeof(p->status));
+		if (fgw_random_id("ch_", p->charge, sizeof(p->charge)) != FGW_OK)
+			return 500;
+		intent_event(s, p, "payment_intent.payment_failed");
+		*body = error_json(s, "card_error", p->err_code, p->err_decline, NULL,
+		                   strcmp(p->err_decline, "insufficient_funds") == 0
+		                       ? "Your card has insufficient funds."
+		                       : "Your card was declined.",
+		                   p);
+		return 402;
+	}
+	p->err_code[0] = p->err_decline[0] = '\0';
+	if (strcmp(outcome, "requires_action") == 0) {
+		fgw_strlcpy(p->status, "requires_action", sizeof(p->status));
+		intent_event(s, p, "payment_intent.requires_action");
+	} else {
+		if (fgw_random_id("ch_", p->charge, sizeof(p->charge)) != FGW_OK)
+			return 500;
+		if (strcmp(p->capture_method, "manual") == 0) {
+			fgw_strlcpy(p->status, "requires_capture", sizeof(p->status));
+			intent_event(s, p, "payment_intent.amount_capturable_updated");
+		} else {
+			fgw_strlcpy(p->status, "succeeded", sizeof(p->status));
+			p->received = p->amount;
+			intent_event(s, p, "payment_intent.succeeded");
+		}
+	}
+	*body = print_intent(s, p);
+	return 200;
+}
+
+/* POST /v1/payment_intents/{id} (secret key only): amount and currency
+ * change while the intent is not paid yet, as at Stripe. */
+static int
+intent_update(struct sbx *s, struct spi *p, const struct form *f, char **body)
+{
+	const char *cur = fget(f, "currency");
+	int64_t amount = p->amount;
+
+	if (strcmp(p->status, "requires_payment_method") != 0 &&
+	    strcmp(p->status, "requires_confirmation") != 0 &&
+	    strcmp(p->status, "requires_action") != 0) {
+		*body = error_json(s, "invalid_request_error", "payment_intent_unexpected_state",
+		                   NULL, NULL, "This PaymentIntent's amount cannot be changed now.",
+		                   p);
+		return 400;
+	}
+	if ((fget(f, "amount") != NULL && !int_param(fget(f, "amount"), 1, 99999999, &amount)) ||
+	    (cur != NULL && (strlen(cur) != 3 || strspn(cur, "abcdefghijklmnopqrstuvwxyz") != 3))) {
+		*body = error_json(s, "invalid_request_error", "parameter_invalid", NULL,
+		                   cur != NULL ? "currency" : "amount", "Invalid value.", NULL);
+		return 400;
+	}
+	p->amount = amount;
+	if (cur != NULL)
+		memcpy(p->currency, cur, 4);
+	*body = print_intent(s, p);
+	return 200;
 }
 
 static int
@@ -946,6 +1100,58 @@ version_ok(const char *v)
 	return n == 10 || v[10] == '.';
 }
 
+/* Takes the form's "key" out (Stripe.js sends its publishable key as a
+ * form field; it is a credential, not a parameter of the operation) and
+ * answers whether the caller may confirm p: the secret key, or the
+ * publishable key (form or Bearer) with p's client secret. 0 when it may,
+ * else the HTTP code already answered. */
+static int
+confirm_auth(struct sbx *s, struct evhttp_request *req, struct spi *p, struct form *f)
+{
+	const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req),
+	                                      "Authorization");
+	const char *cs = fget(f, "client_secret"), *key = NULL;
+	char want[128];
+	size_t i;
+	int pk, had_key;
+
+	for (i = 0; i < f->n; i++)
+		if (strcmp(f->k[i], "key") == 0)
+			break;
+	if (i < f->n) {
+		key = f->v[i];
+		free(f->k[i]);
+		f->k[i] = f->k[f->n - 1];
+		f->v[i] = f->v[f->n - 1];
+		f->n--;
+	}
+	pk = (key != NULL && strcmp(key, s->publishable_key) == 0) ||
+	     (auth != NULL && strncmp(auth, "Bearer ", 7) == 0 &&
+	      strcmp(auth + 7, s->publishable_key) == 0);
+	had_key = key != NULL;
+	free((char *)key);
+	if (!pk) {
+		/* The server's own confirm needs no client secret. */
+		if (!had_key && sbx_auth_ok(s, req))
+			return 0;
+		reply_error(s, req, 401, "authentication_error", NULL, NULL,
+		            "Invalid API Key provided.");
+		return 401;
+	}
+	snprintf(want, sizeof(want), "%s_secret_%s", p->id, p->secret);
+	if (cs == NULL || strlen(cs) != strlen(want) ||
+	    sodium_memcmp(cs, want, strlen(want)) != 0) {
+		sodium_memzero(want, sizeof(want));
+		reply_error(s, req, 400, "invalid_request_error", "payment_intent_invalid_parameter",
+		            "client_secret",
+		            "The client_secret provided does not match the client_secret associated "
+		            "with the PaymentIntent.");
+		return 400;
+	}
+	sodium_memzero(want, sizeof(want));
+	return 0;
+}
+
 static void
 post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
      const char *op)
@@ -962,7 +1168,8 @@ post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
 	size_t len = 0;
 	int code, fault;
 
-	if (!sbx_auth_ok(s, req)) {
+	/* Stripe.js confirms with the publishable key (checked below). */
+	if (strcmp(op, "confirm") != 0 && !sbx_auth_ok(s, req)) {
 		reply_error(s, req, 401, "authentication_error", NULL, NULL,
 		            "Invalid API Key provided.");
 		return;
@@ -984,6 +1191,8 @@ post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
 		            "The request body is not valid form encoding.");
 		goto out;
 	}
+	if (strcmp(op, "confirm") == 0 && confirm_auth(s, req, p, &f) != 0)
+		goto out;
 	if (contract_refuses(s, req, "POST", path, &f))
 		goto out;
 	if (key != NULL && (strlen(key) == 0 || strlen(key) > 255)) {
@@ -1009,7 +1218,7 @@ post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
 		goto out;
 	}
 	fault = (strcmp(op, "create") == 0 || strcmp(op, "customer") == 0 ||
-	         strcmp(op, "attach") == 0) && fault_roll(s);
+	         strcmp(op, "attach") == 0 || strcmp(op, "detach") == 0) && fault_roll(s);
 	if (fault && s->faults.mode == FAIL_500) {
 		/* Not processed, not remembered: a retry runs. */
 		reply_error(s, req, 500, "api_error", NULL, NULL,
@@ -1028,10 +1237,16 @@ post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
 		code = customer_create(s, &body, object);
 	else if (strcmp(op, "attach") == 0)
 		code = method_attach(s, path, &f, &body, object);
+	else if (strcmp(op, "detach") == 0)
+		code = method_detach(s, path, &body, object);
 	else if (strcmp(op, "capture") == 0)
 		code = intent_capture(s, p, &f, &body);
 	else if (strcmp(op, "cancel") == 0)
 		code = intent_cancel(s, p, &f, &body);
+	else if (strcmp(op, "confirm") == 0)
+		code = intent_confirm(s, p, &f, &body);
+	else if (strcmp(op, "update") == 0)
+		code = intent_update(s, p, &f, &body);
 	else
 		code = refund_create(s, &f, &body, object);
 	if (body == NULL) {
@@ -1143,6 +1358,14 @@ out:
 	free(pi);
 	cJSON_Delete(o);
 	return r;
+}
+
+/* Stripe's event about p, signed and sent to --webhook-url (if any). */
+static void
+intent_event(struct sbx *s, const struct spi *p, const char *type)
+{
+	struct ev_src e = { s, p, type };
+	sbx_webhook_queue(s, "Stripe-Signature", p->id, intent_event_body, &e);
 }
 
 /* The customer passed the challenge: requires_action -> succeeded (or
@@ -1262,6 +1485,11 @@ sbx_stripe_route(struct sbx *s, struct evhttp_request *req, const char *path)
 		post(s, req, path, NULL, "attach");
 		return 1;
 	}
+	if (strncmp(path, "/v1/payment_methods/", 20) == 0 && is_post &&
+	    (slash = strchr(path + 20, '/')) != NULL && strcmp(slash, "/detach") == 0) {
+		post(s, req, path, NULL, "detach");
+		return 1;
+	}
 	if (strcmp(path, "/v1/refunds") == 0 && is_post) {
 		post(s, req, path, NULL, "refund");
 		return 1;
@@ -1286,7 +1514,8 @@ sbx_stripe_route(struct sbx *s, struct evhttp_request *req, const char *path)
 		n = 0;
 	memcpy(id, rest, n);
 	id[n] = '\0';
-	if (!sbx_auth_ok(s, req) && rest == path + 20) {
+	if (!sbx_auth_ok(s, req) && rest == path + 20 &&
+	    !(slash != NULL && strcmp(slash, "/confirm") == 0 && is_post)) {
 		reply_error(s, req, 401, "authentication_error", NULL, NULL,
 		            "Invalid API Key provided.");
 		return 1;
@@ -1320,10 +1549,14 @@ sbx_stripe_route(struct sbx *s, struct evhttp_request *req, const char *path)
 		form_clear(&f);
 		text = print_intent(s, p);
 		reply(s, req, text != NULL ? 200 : 500, text);
+	} else if (slash == NULL && is_post) {
+		post(s, req, path, p, "update");
 	} else if (slash != NULL && strcmp(slash, "/capture") == 0 && is_post) {
 		post(s, req, path, p, "capture");
 	} else if (slash != NULL && strcmp(slash, "/cancel") == 0 && is_post) {
 		post(s, req, path, p, "cancel");
+	} else if (slash != NULL && strcmp(slash, "/confirm") == 0 && is_post) {
+		post(s, req, path, p, "confirm");
 	} else {
 		reply_error(s, req, 404, "invalid_request_error", NULL, NULL,
 		            "Unrecognized request URL.");
