@@ -14,9 +14,17 @@
  * the user callbacks. So user code never runs inside a libcurl callback
  * and may freely start, cancel or free from its done callback.
  *
- * Every request is on exactly one list: active (in the multi handle) or
- * done (waiting for delivery). httpc_cancel unlinks and frees it wherever
- * it is; httpc_free cancels everything.
+ * Every request is on exactly one list: queued (waiting for one of its
+ * host's max_conns connections, on that host's origin), active (in the
+ * multi handle) or done (waiting for delivery). httpc_cancel unlinks and
+ * frees it wherever it is; httpc_free cancels everything.
+ *
+ * Why a queue of our own when libcurl queues too: a request libcurl holds
+ * as pending has an easy handle with its buffers (~10 KiB), so 10,000
+ * payments waiting for 64 processor connections took ~100 MiB. A queued
+ * request here holds only its URL, headers and body; it gets a handle when
+ * its host has a free connection, and its total time counts from the
+ * call, as it did in libcurl's queue.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -48,15 +56,22 @@
 #define HTTPC_RECV_BUFFER 4096L
 
 enum req_state {
+	REQ_QUEUED,     /* on its origin's queue, no easy handle yet */
 	REQ_ACTIVE,     /* added to the multi handle */
 	REQ_DONE,       /* finished, on the done queue */
 	REQ_DELIVERING  /* its done callback is running */
 };
 
+struct httpc_origin;
+
 struct httpc_req {
 	struct httpc *c;
 	TAILQ_ENTRY(httpc_req) link;
 	enum req_state state;
+	struct httpc_origin *o; /* while queued or active */
+	char *url, *method;     /* while queued: what req_start needs */
+	long total_ms;
+	struct event expire;    /* while queued: the total time runs out */
 	CURL *easy;
 	struct curl_slist *hdrs;
 	char *req_body;
@@ -85,6 +100,16 @@ struct httpc_sock {
 
 TAILQ_HEAD(req_list, httpc_req);
 
+/* scheme://host:port of a URL (as written; a different spelling of one
+ * host only means libcurl's own per-host limit queues the excess). */
+#define ORIGIN_MAX 280
+struct httpc_origin {
+	LIST_ENTRY(httpc_origin) link;
+	char key[ORIGIN_MAX];
+	int active;              /* its requests in the multi handle */
+	struct req_list queued;
+};
+
 struct httpc {
 	struct event_base *base;
 	CURLM *multi;
@@ -93,6 +118,8 @@ struct httpc {
 	struct req_list active;
 	struct req_list done;
 	LIST_HEAD(, httpc_sock) socks;
+	LIST_HEAD(, httpc_origin) origins; /* with a request queued or active */
+	long max_conns;
 	int inflight;
 	int delivering;   /* deliver_cb is running user callbacks */
 	int closing;      /* httpc_free began: refuse new requests */
@@ -160,6 +187,8 @@ req_free(struct httpc_req *r)
 		easy_put(r->c, r->easy);
 	hdrs_free(r);
 	req_body_free(r);
+	free(r->url);
+	free(r->method);
 	free(r->buf);
 	free(r);
 }
@@ -302,6 +331,8 @@ classify(struct httpc_req *r, CURLcode code)
 
 /* ---- driving the multi handle ----------------------------------------- */
 
+static void leave_active(struct httpc *c, struct httpc_req *r);
+
 static void
 drain(struct httpc *c)
 {
@@ -327,6 +358,7 @@ drain(struct httpc *c)
 		TAILQ_INSERT_TAIL(&c->done, r, link);
 		r->state = REQ_DONE;
 		event_active(c->deliver, EV_TIMEOUT, 0);
+		leave_active(c, r);
 	}
 }
 
@@ -459,6 +491,189 @@ deliver_cb(evutil_socket_t fd, short what, void *arg)
 		httpc_free(c); /* httpc_free was called from a callback */
 }
 
+/* ---- per-host queue ------------------------------------------------------ */
+
+static struct httpc_origin *
+origin_get(struct httpc *c, const char *url)
+{
+	struct httpc_origin *o;
+	const char *p = strstr(url, "://");
+	size_t n;
+	char key[ORIGIN_MAX];
+
+	p = p != NULL ? p + 3 : url;
+	n = (size_t)(p - url) + strcspn(p, "/?#");
+	if (n >= sizeof(key))
+		n = sizeof(key) - 1;
+	for (size_t i = 0; i < n; i++)
+		key[i] = (char)((url[i] >= 'A' && url[i] <= 'Z') ? url[i] + 32 : url[i]);
+	key[n] = '\0';
+	LIST_FOREACH(o, &c->origins, link)
+		if (strcmp(o->key, key) == 0)
+			return o;
+	if ((o = calloc(1, sizeof(*o))) == NULL)
+		return NULL;
+	memcpy(o->key, key, n + 1);
+	TAILQ_INIT(&o->queued);
+	LIST_INSERT_HEAD(&c->origins, o, link);
+	return o;
+}
+
+/* Frees an origin nothing waits on or runs through. */
+static void
+origin_release(struct httpc_origin *o)
+{
+	if (o != NULL && o->active == 0 && TAILQ_EMPTY(&o->queued)) {
+		LIST_REMOVE(o, link);
+		free(o);
+	}
+}
+
+/* A request that never left us ends with err (delivered like any other). */
+static void
+queued_fail(struct httpc *c, struct httpc_req *r, int err)
+{
+	r->resp.err = err;
+	r->resp.status = 0;
+	r->resp.maybe_sent = 0;
+	r->resp.elapsed_ms = (long)(fgw_mono_ms() - r->started_ms);
+	r->len = 0;
+	TAILQ_INSERT_TAIL(&c->done, r, link);
+	r->state = REQ_DONE;
+	event_active(c->deliver, EV_TIMEOUT, 0);
+}
+
+/* A queued request's total time ran out before its host had room. */
+static void
+expire_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct httpc_req *r = arg;
+	struct httpc_origin *o = r->o;
+
+	(void)fd;
+	(void)what;
+	TAILQ_REMOVE(&o->queued, r, link);
+	r->o = NULL;
+	queued_fail(r->c, r, FGW_ERR_TIMEOUT);
+	origin_release(o);
+}
+
+#define SETOPT(opt, val)                                                    \
+	do {                                                                    \
+		CURLcode cc_ = curl_easy_setopt(r->easy, (opt), (val));             \
+		if (cc_ != CURLE_OK) {                                              \
+			ret = cc_ == CURLE_OUT_OF_MEMORY ? FGW_ERR_NOMEM                \
+			                                 : FGW_ERR_INTERNAL;            \
+			log_warn("curl_easy_setopt(%d): %s", (int)(opt),              \
+			         curl_easy_strerror(cc_));                              \
+			goto out;                                                       \
+		}                                                                   \
+	} while (0)
+
+/* Gives r an easy handle and adds it to the multi handle with timeout_ms
+ * left of its total time; r->o has room. */
+static int
+req_start(struct httpc *c, struct httpc_req *r, long timeout_ms)
+{
+	int ret = FGW_ERR_NOMEM;
+
+	if ((r->easy = easy_get(c)) == NULL)
+		goto out;
+	SETOPT(CURLOPT_URL, r->url);
+	SETOPT(CURLOPT_PRIVATE, (char *)(void *)r);
+	SETOPT(CURLOPT_WRITEFUNCTION, write_cb);
+	SETOPT(CURLOPT_WRITEDATA, r);
+	SETOPT(CURLOPT_PREREQFUNCTION, prereq_cb);
+	SETOPT(CURLOPT_PREREQDATA, r);
+	SETOPT(CURLOPT_NOSIGNAL, 1L);
+	SETOPT(CURLOPT_TCP_NODELAY, 1L);
+	SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+	SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+	SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
+	SETOPT(CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+	SETOPT(CURLOPT_TIMEOUT_MS, timeout_ms);
+	SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_body);
+	SETOPT(CURLOPT_PROXY, c->proxy != NULL ? c->proxy : "");
+	SETOPT(CURLOPT_USERAGENT, "flairgw");
+	SETOPT(CURLOPT_BUFFERSIZE, HTTPC_RECV_BUFFER);
+	SETOPT(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+	SETOPT(CURLOPT_SSL_VERIFYPEER, c->verify_tls ? 1L : 0L);
+	SETOPT(CURLOPT_SSL_VERIFYHOST, c->verify_tls ? 2L : 0L);
+	if (c->ca_file != NULL)
+		SETOPT(CURLOPT_CAINFO, c->ca_file);
+	if (c->client_cert != NULL)
+		SETOPT(CURLOPT_SSLCERT, c->client_cert);
+	if (c->client_key != NULL)
+		SETOPT(CURLOPT_SSLKEY, c->client_key);
+	SETOPT(CURLOPT_HTTPHEADER, r->hdrs);
+	if (r->may_repeat) { /* GET */
+		SETOPT(CURLOPT_HTTPGET, 1L);
+	} else {
+		if (strcmp(r->method, "POST") != 0)
+			SETOPT(CURLOPT_CUSTOMREQUEST, r->method);
+		if (r->req_body != NULL) {
+			SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->req_body_len);
+			SETOPT(CURLOPT_POSTFIELDS, r->req_body);
+		}
+	}
+	CURLMcode mc = curl_multi_add_handle(c->multi, r->easy);
+	if (mc != CURLM_OK) {
+		log_warn("curl_multi_add_handle: %s", curl_multi_strerror(mc));
+		ret = mc == CURLM_OUT_OF_MEMORY ? FGW_ERR_NOMEM : FGW_ERR_INTERNAL;
+		goto out;
+	}
+	r->state = REQ_ACTIVE;
+	TAILQ_INSERT_TAIL(&c->active, r, link);
+	r->o->active++;
+	ret = FGW_OK;
+out:
+	if (ret != FGW_OK && r->easy != NULL) {
+		easy_put(c, r->easy);
+		r->easy = NULL;
+	}
+	return ret;
+}
+
+/* Starts queued requests of o while it has room. */
+static void
+pump(struct httpc *c, struct httpc_origin *o)
+{
+	struct httpc_req *r;
+	long left;
+	int rc;
+
+	while (!c->closing && o->active < c->max_conns &&
+	       (r = TAILQ_FIRST(&o->queued)) != NULL) {
+		TAILQ_REMOVE(&o->queued, r, link);
+		evtimer_del(&r->expire);
+		left = r->total_ms - (long)(fgw_mono_ms() - r->started_ms);
+		if (left <= 0)
+			rc = FGW_ERR_TIMEOUT;
+		else
+			rc = req_start(c, r, left);
+		if (rc != FGW_OK) {
+			r->o = NULL;
+			queued_fail(c, r, rc);
+		}
+	}
+}
+
+/* r left the multi handle (finished or cancelled): its host has room for
+ * the next queued request. */
+static void
+leave_active(struct httpc *c, struct httpc_req *r)
+{
+	struct httpc_origin *o = r->o;
+
+	if (o == NULL)
+		return;
+	r->o = NULL;
+	o->active--;
+	pump(c, o);
+	origin_release(o);
+}
+
 /* ---- public functions -------------------------------------------------- */
 
 static int
@@ -489,6 +704,7 @@ httpc_new(struct event_base *base, const struct httpc_opts *opts,
 	TAILQ_INIT(&c->active);
 	TAILQ_INIT(&c->done);
 	LIST_INIT(&c->socks);
+	LIST_INIT(&c->origins);
 	c->connect_timeout_ms = HTTPC_DEFAULT_CONNECT_MS;
 	c->verify_tls = 1;
 	c->max_body = HTTPC_DEFAULT_MAX_BODY;
@@ -510,6 +726,7 @@ httpc_new(struct event_base *base, const struct httpc_opts *opts,
 		    (r = dup_opt(opts->proxy, &c->proxy)) != 0)
 			goto out;
 	}
+	c->max_conns = max_conns;
 	r = FGW_ERR_NOMEM;
 	if ((c->timer = evtimer_new(base, timer_event_cb, c)) == NULL ||
 	    (c->deliver = event_new(base, -1, 0, deliver_cb, c)) == NULL ||
@@ -541,13 +758,25 @@ httpc_free(struct httpc *c)
 {
 	struct httpc_req *r;
 	struct httpc_sock *hs;
+	struct httpc_origin *o;
 
 	if (c == NULL)
 		return;
 	c->closing = 1;
+	while ((o = LIST_FIRST(&c->origins)) != NULL) {
+		while ((r = TAILQ_FIRST(&o->queued)) != NULL) {
+			TAILQ_REMOVE(&o->queued, r, link);
+			evtimer_del(&r->expire);
+			req_free(r);
+			c->inflight--;
+		}
+		LIST_REMOVE(o, link);
+		free(o);
+	}
 	/* Cancel everything; curl may call sock_cb/timer_cb while we do. */
 	while ((r = TAILQ_FIRST(&c->active)) != NULL) {
 		TAILQ_REMOVE(&c->active, r, link);
+		r->o = NULL; /* freed above */
 		req_detach(r);
 		req_free(r);
 		c->inflight--;
@@ -582,10 +811,18 @@ httpc_cancel(struct httpc_req *r)
 	if (r == NULL)
 		return;
 	struct httpc *c = r->c;
+	struct httpc_origin *o = r->o;
 	switch (r->state) {
+	case REQ_QUEUED:
+		TAILQ_REMOVE(&o->queued, r, link);
+		evtimer_del(&r->expire);
+		r->o = NULL;
+		origin_release(o);
+		break;
 	case REQ_ACTIVE:
 		TAILQ_REMOVE(&c->active, r, link);
 		req_detach(r);
+		leave_active(c, r);
 		break;
 	case REQ_DONE:
 		TAILQ_REMOVE(&c->done, r, link);
@@ -601,6 +838,21 @@ int
 httpc_inflight(const struct httpc *c)
 {
 	return c != NULL ? c->inflight : 0;
+}
+
+int
+httpc_queued(const struct httpc *c)
+{
+	const struct httpc_origin *o;
+	const struct httpc_req *r;
+	int n = 0;
+
+	if (c == NULL)
+		return 0;
+	LIST_FOREACH(o, &c->origins, link)
+		TAILQ_FOREACH(r, &o->queued, link)
+			n++;
+	return n;
 }
 
 static int
@@ -648,18 +900,6 @@ build_headers(struct httpc_req *r, const char *const *headers)
 	return FGW_OK;
 }
 
-#define SETOPT(opt, val)                                                    \
-	do {                                                                    \
-		CURLcode cc_ = curl_easy_setopt(r->easy, (opt), (val));             \
-		if (cc_ != CURLE_OK) {                                              \
-			ret = cc_ == CURLE_OUT_OF_MEMORY ? FGW_ERR_NOMEM                \
-			                                 : FGW_ERR_INTERNAL;            \
-			log_warn("curl_easy_setopt(%d): %s", (int)(opt),              \
-			         curl_easy_strerror(cc_));                              \
-			goto out;                                                       \
-		}                                                                   \
-	} while (0)
-
 int
 httpc_request(struct httpc *c, const char *method, const char *url,
               const char *const *headers, const char *body, size_t len,
@@ -667,6 +907,7 @@ httpc_request(struct httpc *c, const char *method, const char *url,
               struct httpc_req **out)
 {
 	struct httpc_req *r = NULL;
+	struct httpc_origin *o;
 	int ret = FGW_ERR_NOMEM;
 	int is_get, is_post;
 
@@ -694,70 +935,44 @@ httpc_request(struct httpc *c, const char *method, const char *url,
 	r->done = done;
 	r->arg = arg;
 	r->may_repeat = is_get;
+	r->total_ms = total_timeout_ms;
 	if ((ret = build_headers(r, headers)) != 0)
 		goto out;
 	ret = FGW_ERR_NOMEM;
-	if ((r->easy = easy_get(c)) == NULL)
+	if ((r->url = strdup(url)) == NULL || (r->method = strdup(method)) == NULL)
 		goto out;
-
-	SETOPT(CURLOPT_URL, url);
-	SETOPT(CURLOPT_PRIVATE, (char *)(void *)r);
-	SETOPT(CURLOPT_WRITEFUNCTION, write_cb);
-	SETOPT(CURLOPT_WRITEDATA, r);
-	SETOPT(CURLOPT_PREREQFUNCTION, prereq_cb);
-	SETOPT(CURLOPT_PREREQDATA, r);
-	SETOPT(CURLOPT_NOSIGNAL, 1L);
-	SETOPT(CURLOPT_TCP_NODELAY, 1L);
-	SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
-	SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
-	SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
-	SETOPT(CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
-	SETOPT(CURLOPT_TIMEOUT_MS, total_timeout_ms);
-	SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_body);
-	SETOPT(CURLOPT_PROXY, c->proxy != NULL ? c->proxy : "");
-	SETOPT(CURLOPT_USERAGENT, "flairgw");
-	SETOPT(CURLOPT_BUFFERSIZE, HTTPC_RECV_BUFFER);
-	SETOPT(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-	SETOPT(CURLOPT_SSL_VERIFYPEER, c->verify_tls ? 1L : 0L);
-	SETOPT(CURLOPT_SSL_VERIFYHOST, c->verify_tls ? 2L : 0L);
-	if (c->ca_file != NULL)
-		SETOPT(CURLOPT_CAINFO, c->ca_file);
-	if (c->client_cert != NULL)
-		SETOPT(CURLOPT_SSLCERT, c->client_cert);
-	if (c->client_key != NULL)
-		SETOPT(CURLOPT_SSLKEY, c->client_key);
-	SETOPT(CURLOPT_HTTPHEADER, r->hdrs);
-
-	if (is_get) {
-		SETOPT(CURLOPT_HTTPGET, 1L);
-	} else {
-		if (!is_post)
-			SETOPT(CURLOPT_CUSTOMREQUEST, method);
-		if (is_post || len > 0) {
-			/* Our own copy: the caller's buffer may go away. */
-			if ((r->req_body = malloc(len + 1)) == NULL) {
-				ret = FGW_ERR_NOMEM;
-				goto out;
-			}
-			if (len > 0)
-				memcpy(r->req_body, body, len);
-			r->req_body_len = len;
-			r->req_body[len] = '\0';
-			SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-			SETOPT(CURLOPT_POSTFIELDS, r->req_body);
-		}
+	if (!is_get && (is_post || len > 0)) {
+		/* Our own copy: the caller's buffer may go away. */
+		if ((r->req_body = malloc(len + 1)) == NULL)
+			goto out;
+		if (len > 0)
+			memcpy(r->req_body, body, len);
+		r->req_body_len = len;
+		r->req_body[len] = '\0';
 	}
-
+	if ((o = origin_get(c, url)) == NULL)
+		goto out;
+	r->o = o;
 	r->started_ms = fgw_mono_ms();
-	CURLMcode mc = curl_multi_add_handle(c->multi, r->easy);
-	if (mc != CURLM_OK) {
-		log_warn("curl_multi_add_handle: %s", curl_multi_strerror(mc));
-		ret = mc == CURLM_OUT_OF_MEMORY ? FGW_ERR_NOMEM : FGW_ERR_INTERNAL;
-		goto out;
+	if (o->active < c->max_conns && TAILQ_EMPTY(&o->queued)) {
+		if ((ret = req_start(c, r, total_timeout_ms)) != FGW_OK) {
+			r->o = NULL;
+			origin_release(o);
+			goto out;
+		}
+	} else {
+		evtimer_assign(&r->expire, c->base, expire_cb, r);
+		struct timeval tv = { .tv_sec = total_timeout_ms / 1000,
+		                      .tv_usec = (total_timeout_ms % 1000) * 1000 };
+		if (evtimer_add(&r->expire, &tv) != 0) {
+			r->o = NULL;
+			origin_release(o);
+			ret = FGW_ERR_INTERNAL;
+			goto out;
+		}
+		r->state = REQ_QUEUED;
+		TAILQ_INSERT_TAIL(&o->queued, r, link);
 	}
-	r->state = REQ_ACTIVE;
-	TAILQ_INSERT_TAIL(&c->active, r, link);
 	c->inflight++;
 	if (out != NULL)
 		*out = r;

@@ -81,5 +81,8 @@ int httpc_request(struct httpc *c, const char *method, const char *url,
 void httpc_cancel(struct httpc_req *r);
 /* Requests in flight (for graceful shutdown and metrics). */
 int httpc_inflight(const struct httpc *c);
+/* Of those, requests that wait for one of their host's max_conns_per_host
+ * connections: they hold no libcurl handle while they wait. */
+int httpc_queued(const struct httpc *c);
 
 #endif

@@ -974,6 +974,74 @@ end:
 	TT_END;
 }
 
+/* Requests over a host's max_conns_per_host wait in httpc without a
+ * libcurl handle (a handle with its buffers is ~10 KiB: with 10,000
+ * payments waiting for a processor connection that was most of the
+ * gateway's memory). While they wait, another host is not held up; a wait
+ * that outlasts the request's total time ends it as a timeout that was
+ * never sent; a waiting request can be cancelled; the rest go out as the
+ * hanging ones end. */
+static int
+test_queue_without_handles(void)
+{
+	enum { N = 6 };
+	struct fx f;
+	struct raw r;
+	struct got g[N], other = { 0 }, late = { 0 };
+	struct httpc_req *req[N];
+	struct httpc_opts o = { .max_conns_per_host = 2, .verify_tls = 1 };
+	char url[128];
+	int total = 0;
+	TT_BEGIN;
+	memset(&r, 0, sizeof(r));
+	memset(g, 0, sizeof(g));
+	CHECK(fx_setup(&f, &o) == 0);
+	CHECK(raw_start(f.base, &r, RAW_HANG) == 0);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/charges", r.port);
+	for (int i = 0; i < N; i++) {
+		g[i].total = &total;
+		CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "{}", 2, i < 2 ? 600 : 5000,
+		                           on_done, &g[i], &req[i]),
+		             0);
+	}
+	/* A request whose whole time runs out while it waits. */
+	CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "{}", 2, 100, on_done, &late, NULL), 0);
+	CHECK_EQ_INT(httpc_inflight(f.c), N + 1);
+	CHECK_EQ_INT(httpc_queued(f.c), N + 1 - 2);
+	/* Another host (the echo server) is not behind the hanging one. */
+	CHECK_EQ_INT(get(&f, "/echo", 2000, &other), 0);
+	run_until(f.base, &other.calls, 1, 3000);
+	CHECK_EQ_INT(other.calls, 1);
+	CHECK_EQ_INT(other.status, 200);
+	CHECK_EQ_INT(r.accepted, 2);
+	CHECK_EQ_INT(g[0].calls + g[1].calls, 0);
+	/* The short one: still waiting when its time ran out, so never sent. */
+	run_until(f.base, &late.calls, 1, 3000);
+	CHECK_EQ_INT(late.calls, 1);
+	CHECK_EQ_INT(late.err, FGW_ERR_TIMEOUT);
+	CHECK_EQ_INT(late.maybe_sent, 0);
+	CHECK_EQ_INT(httpc_queued(f.c), N - 2);
+	/* Cancelling a waiting request: no callback, one fewer waiting. */
+	httpc_cancel(req[N - 1]);
+	CHECK_EQ_INT(httpc_queued(f.c), N - 3);
+	CHECK_EQ_INT(httpc_inflight(f.c), N - 1);
+	/* The first two time out on the wire; the next two then go out in
+	 * their place and hang too; one still waits. */
+	run_until(f.base, &total, 2, 5000);
+	CHECK_EQ_INT(g[0].err, FGW_ERR_TIMEOUT);
+	CHECK_EQ_INT(g[0].maybe_sent, 1);
+	CHECK_EQ_INT(g[1].err, FGW_ERR_TIMEOUT);
+	run_until(f.base, NULL, 0, 200);
+	CHECK_EQ_INT(r.accepted, 4);
+	CHECK_EQ_INT(httpc_queued(f.c), 1);
+	CHECK_EQ_INT(httpc_inflight(f.c), 3);
+	CHECK_EQ_INT(g[N - 1].calls, 0);
+end:
+	raw_stop(&r);
+	fx_teardown(&f);
+	TT_END;
+}
+
 static int
 test_custom_method(void)
 {
@@ -1803,6 +1871,7 @@ static const struct tt_case cases[] = {
 	{ "concurrent", test_concurrent },
 	{ "bad_args", test_bad_args },
 	{ "conn_limit", test_conn_limit },
+	{ "queue_without_handles", test_queue_without_handles },
 	{ "custom_method", test_custom_method },
 	{ "cancel_self", test_cancel_self },
 	{ "tls", test_tls },
