@@ -118,9 +118,10 @@ pg_dsn_check(const char *dsn, bool production)
 		goto out;
 	}
 	if (production) {
-		log_error("store_dsn names a database server that is not on this host without "
-		          "sslmode=verify-full: in production the connection must be TLS with the "
-		          "server's certificate and name verified");
+		log_error(
+		    "store_dsn names a database server that is not on this host without "
+		    "sslmode=verify-full: in production the connection must be TLS with the "
+		    "server's certificate and name verified");
 		r = FGW_ERR_AUTH;
 		goto out;
 	}
@@ -152,7 +153,8 @@ exec_status(PGconn *c, const char *sql, ExecStatusType want, PGresult **res)
 	int r;
 
 	if (pr == NULL || PQresultStatus(pr) != want) {
-		log_error("postgresql: %s", pr != NULL ? PQresultErrorMessage(pr) : PQerrorMessage(c));
+		log_error("postgresql: %s",
+		          pr != NULL ? PQresultErrorMessage(pr) : PQerrorMessage(c));
 		r = FGW_ERR_DB;
 		goto out;
 	}
@@ -204,17 +206,21 @@ check_durable(PGconn *c)
 	if ((r = show(c, "fsync", v, sizeof(v))) != 0)
 		goto out;
 	if (strcmp(v, "on") != 0) {
-		log_error("the PostgreSQL server runs with fsync = %s: committed payments could be "
-		          "lost in a crash; refusing to use it", v);
+		log_error(
+		    "the PostgreSQL server runs with fsync = %s: committed payments could be "
+		    "lost in a crash; refusing to use it",
+		    v);
 		r = FGW_ERR_STATE;
 		goto out;
 	}
 	if ((r = show(c, "synchronous_commit", v, sizeof(v))) != 0)
 		goto out;
 	if (strcmp(v, "on") != 0 && strcmp(v, "remote_apply") != 0) {
-		log_error("the PostgreSQL session has synchronous_commit = %s: a payment could be "
-		          "answered before its commit is durable; set it to on (server, database, "
-		          "role and store_dsn options)", v);
+		log_error(
+		    "the PostgreSQL session has synchronous_commit = %s: a payment could be "
+		    "answered before its commit is durable; set it to on (server, database, "
+		    "role and store_dsn options)",
+		    v);
 		r = FGW_ERR_STATE;
 		goto out;
 	}
@@ -239,7 +245,8 @@ read_dsn_file(const char *path, char **out)
 	}
 	if (!S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
 		log_error("store_dsn_file %s must be a regular file of mode 0600 (it is %04o): "
-		          "chmod 600 it", path, (unsigned)(sb.st_mode & 07777));
+		          "chmod 600 it",
+		          path, (unsigned)(sb.st_mode & 07777));
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
@@ -255,8 +262,8 @@ out:
 int
 pg_connect(const struct pg_opts *o, PGconn **out)
 {
-	static const char *const keys[] = {"dbname", "fallback_application_name",
-	                                   "client_encoding", NULL};
+	static const char *const keys[] = { "dbname", "fallback_application_name",
+		                                "client_encoding", NULL };
 	const char *values[4];
 	char *owned = NULL;
 	const char *dsn;
@@ -299,8 +306,10 @@ pg_connect(const struct pg_opts *o, PGconn **out)
 		goto out;
 	/* Explicit, so the server's default_transaction_isolation does not
 	 * change what the store's statements rely on. */
-	if ((r = exec_status(c, "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL "
-	                        "READ COMMITTED", PGRES_COMMAND_OK, NULL)) != 0 ||
+	if ((r = exec_status(c,
+	                     "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL "
+	                     "READ COMMITTED",
+	                     PGRES_COMMAND_OK, NULL)) != 0 ||
 	    (r = show(c, "transaction_isolation", level, sizeof(level))) != 0)
 		goto out;
 	if (strcmp(level, "read committed") != 0) {
@@ -315,10 +324,8 @@ pg_connect(const struct pg_opts *o, PGconn **out)
 	r = 0;
 out:
 	PQfinish(c);
-	if (owned != NULL) {
-		explicit_bzero(owned, strlen(owned));
-		free(owned);
-	}
+	if (owned != NULL)
+		fgw_freezero(owned, strlen(owned) + 1);
 	return r;
 }
 
@@ -378,15 +385,18 @@ pg_migrate(PGconn *c)
 		goto out;
 	/* Held until COMMIT or ROLLBACK; a second instance waits here and then
 	 * reads the version the first one committed. */
-	len = snprintf(sql, sizeof(sql), "SELECT pg_advisory_xact_lock(%lld)", PG_LOCK_MIGRATE);
+	len = snprintf(sql, sizeof(sql), "SELECT pg_advisory_xact_lock(%lld)",
+	               PG_LOCK_MIGRATE);
 	if (len < 0 || (size_t)len >= sizeof(sql)) {
 		r = FGW_ERR_INTERNAL;
 		goto out;
 	}
 	if ((r = exec_status(c, sql, PGRES_TUPLES_OK, NULL)) != 0 ||
-	    (r = exec_status(c, "CREATE TABLE IF NOT EXISTS schema_version ("
-	                        " version integer PRIMARY KEY NOT NULL,"
-	                        " applied_at bigint NOT NULL)", PGRES_COMMAND_OK, NULL)) != 0 ||
+	    (r = exec_status(c,
+	                     "CREATE TABLE IF NOT EXISTS schema_version ("
+	                     " version integer PRIMARY KEY NOT NULL,"
+	                     " applied_at bigint NOT NULL)",
+	                     PGRES_COMMAND_OK, NULL)) != 0 ||
 	    (r = read_version(c, &v)) != 0)
 		goto out;
 	start = v;
@@ -404,10 +414,10 @@ pg_migrate(PGconn *c)
 			log_error("PostgreSQL migration to version %d failed", steps[i].version);
 			goto out;
 		}
-		len = snprintf(sql, sizeof(sql),
-		               "INSERT INTO schema_version (version, applied_at) VALUES (%d, %lld)",
-		               steps[i].version,
-		               (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+		len = snprintf(
+		    sql, sizeof(sql),
+		    "INSERT INTO schema_version (version, applied_at) VALUES (%d, %lld)",
+		    steps[i].version, (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000);
 		if (len < 0 || (size_t)len >= sizeof(sql)) {
 			r = FGW_ERR_INTERNAL;
 			goto out;

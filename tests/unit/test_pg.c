@@ -41,7 +41,7 @@ env_dsn(const char *name)
 static PGconn *
 connect_dsn(const char *dsn)
 {
-	struct pg_opts o = {.dsn = dsn};
+	struct pg_opts o = { .dsn = dsn };
 	PGconn *c = NULL;
 	return pg_connect(&o, &c) == 0 ? c : NULL;
 }
@@ -90,10 +90,13 @@ test_dsn_tls_rule(void)
 	/* Production: a server elsewhere only with verify-full. */
 	CHECK_EQ_INT(pg_dsn_check("host=db.example.com dbname=f", true), FGW_ERR_AUTH);
 	CHECK_EQ_INT(pg_dsn_check("host=db.example.com sslmode=require", true), FGW_ERR_AUTH);
-	CHECK_EQ_INT(pg_dsn_check("host=db.example.com sslmode=verify-ca", true), FGW_ERR_AUTH);
+	CHECK_EQ_INT(pg_dsn_check("host=db.example.com sslmode=verify-ca", true),
+	             FGW_ERR_AUTH);
 	CHECK_EQ_INT(pg_dsn_check("host=db.example.com sslmode=verify-full", true), 0);
 	CHECK_EQ_INT(pg_dsn_check("postgresql://u@db.example.com/f", true), FGW_ERR_AUTH);
-	CHECK_EQ_INT(pg_dsn_check("postgresql://u@db.example.com/f?sslmode=verify-full", true), 0);
+	CHECK_EQ_INT(pg_dsn_check("postgresql://u@db.example.com/f?sslmode=verify-full",
+	                          true),
+	             0);
 	CHECK_EQ_INT(pg_dsn_check("host=10.1.2.3", true), FGW_ERR_AUTH);
 	CHECK_EQ_INT(pg_dsn_check("host=128.0.0.1", true), FGW_ERR_AUTH);
 	/* One remote host in a list is enough to need TLS. */
@@ -157,20 +160,26 @@ test_connect_session(void)
 	CHECK(PQstatus(c) == CONNECTION_OK);
 	/* The session is READ COMMITTED even when the role's default is
 	 * another level. */
-	CHECK(exec_ok(c, "ALTER ROLE CURRENT_USER SET default_transaction_isolation = "
-	                 "'serializable'", state));
+	CHECK(exec_ok(c,
+	              "ALTER ROLE CURRENT_USER SET default_transaction_isolation = "
+	              "'serializable'",
+	              state));
 	PQfinish(c);
 	CHECK((c = connect_dsn(dsn)) != NULL);
 	CHECK(exec_ok(c, "BEGIN", state));
 	CHECK_EQ_INT(scalar(c, "SELECT (current_setting('transaction_isolation') = "
-	                       "'read committed')::int"), 1);
+	                       "'read committed')::int"),
+	             1);
 	CHECK(exec_ok(c, "COMMIT", state));
-	CHECK_EQ_INT(scalar(c, "SELECT (current_setting('client_encoding') = 'UTF8')::int"), 1);
-	CHECK_EQ_INT(scalar(c, "SELECT (current_setting('application_name') = 'flairgw')::int"),
+	CHECK_EQ_INT(scalar(c, "SELECT (current_setting('client_encoding') = 'UTF8')::int"),
+	             1);
+	CHECK_EQ_INT(scalar(c,
+	                    "SELECT (current_setting('application_name') = 'flairgw')::int"),
 	             1);
 end:
 	if (c != NULL)
-		(void)exec_ok(c, "ALTER ROLE CURRENT_USER RESET default_transaction_isolation", NULL);
+		(void)exec_ok(c, "ALTER ROLE CURRENT_USER RESET default_transaction_isolation",
+		              NULL);
 	PQfinish(c);
 	TT_END;
 }
@@ -182,8 +191,9 @@ test_connect_refusals(void)
 {
 	const char *dsn = env_dsn("FGW_TEST_PG_DSN");
 	char bad[1024];
-	struct pg_opts none = {0}, both = {.dsn = "host=127.0.0.1", .dsn_file = "/nonexistent"};
-	struct pg_opts wrong = {.dsn = bad};
+	struct pg_opts none = { 0 },
+	               both = { .dsn = "host=127.0.0.1", .dsn_file = "/nonexistent" };
+	struct pg_opts wrong = { .dsn = bad };
 	PGconn *c = NULL;
 	TT_BEGIN;
 	CHECK(dsn != NULL);
@@ -206,7 +216,7 @@ test_refuses_synchronous_commit_off(void)
 {
 	const char *dsn = env_dsn("FGW_TEST_PG_DSN");
 	char buf[1024];
-	struct pg_opts o = {.dsn = buf};
+	struct pg_opts o = { .dsn = buf };
 	PGconn *c = NULL;
 	TT_BEGIN;
 	CHECK(dsn != NULL);
@@ -217,8 +227,8 @@ test_refuses_synchronous_commit_off(void)
 	CHECK(snprintf(buf, sizeof(buf), "%s options='-c synchronous_commit=local'", dsn) <
 	      (int)sizeof(buf));
 	CHECK_EQ_INT(pg_connect(&o, &c), FGW_ERR_STATE);
-	CHECK(snprintf(buf, sizeof(buf), "%s options='-c synchronous_commit=remote_apply'", dsn) <
-	      (int)sizeof(buf));
+	CHECK(snprintf(buf, sizeof(buf), "%s options='-c synchronous_commit=remote_apply'",
+	               dsn) < (int)sizeof(buf));
 	CHECK_EQ_INT(pg_connect(&o, &c), 0);
 end:
 	PQfinish(c);
@@ -229,7 +239,7 @@ static int
 test_refuses_fsync_off(void)
 {
 	const char *dsn = env_dsn("FGW_TEST_PG_NOFSYNC_DSN");
-	struct pg_opts o = {.dsn = dsn};
+	struct pg_opts o = { .dsn = dsn };
 	PGconn *c = NULL;
 	TT_BEGIN;
 	CHECK(dsn != NULL);
@@ -259,7 +269,7 @@ test_connect_dsn_file(void)
 	const char *dsn = env_dsn("FGW_TEST_PG_DSN");
 	const char *tmp = getenv("TMPDIR");
 	char dir[512], path[600];
-	struct pg_opts o = {.dsn_file = path};
+	struct pg_opts o = { .dsn_file = path };
 	PGconn *c = NULL;
 	TT_BEGIN;
 	dir[0] = '\0';
@@ -339,7 +349,8 @@ test_migrate_refuses_newer(void)
 	CHECK(exec_ok(c, sql, NULL));
 	CHECK_EQ_INT(pg_migrate(c), FGW_ERR_STATE);
 	CHECK(PQtransactionStatus(c) == PQTRANS_IDLE);
-	CHECK_EQ_INT(scalar(c, "SELECT max(version) FROM schema_version"), STORE_SCHEMA_VERSION + 1);
+	CHECK_EQ_INT(scalar(c, "SELECT max(version) FROM schema_version"),
+	             STORE_SCHEMA_VERSION + 1);
 end:
 	PQfinish(c);
 	TT_END;
@@ -386,7 +397,7 @@ test_two_concurrent_migrators(void)
 		CHECK(pthread_barrier_init(&barrier, NULL, 2) == 0);
 		have_barrier = 1;
 		for (i = 0; i < 2; i++) {
-			m[i] = (struct migrator){.dsn = dsn, .start = &barrier, .rc = 1};
+			m[i] = (struct migrator){ .dsn = dsn, .start = &barrier, .rc = 1 };
 			CHECK(pthread_create(&t[i], NULL, migrate_thread, &m[i]) == 0);
 		}
 		for (i = 0; i < 2; i++)
@@ -416,8 +427,9 @@ test_triggers(void)
 	const char *dsn = env_dsn("FGW_TEST_PG_DSN");
 	PGconn *c = NULL;
 	char state[6];
-	const char *ins = "INSERT INTO audit_events (seq, ts, actor, source, event_type, resource,"
-	                  " outcome, prev_hash, hash) VALUES (%d, 1, 'a', 's', 'e', 'r', 'o', 'p', 'h')";
+	const char *ins =
+	    "INSERT INTO audit_events (seq, ts, actor, source, event_type, resource,"
+	    " outcome, prev_hash, hash) VALUES (%d, 1, 'a', 's', 'e', 'r', 'o', 'p', 'h')";
 	char sql[512];
 	TT_BEGIN;
 	CHECK(dsn != NULL);
@@ -441,29 +453,41 @@ test_triggers(void)
 	CHECK(exec_ok(c, sql, state));
 	CHECK_EQ_INT(scalar(c, "SELECT count(*) FROM audit_events"), 2);
 
-	CHECK(exec_ok(c, "INSERT INTO audit_checkpoints VALUES (2, 1, 'h', 'k', 's')", state));
-	CHECK(!exec_ok(c, "INSERT INTO audit_checkpoints VALUES (1, 1, 'h', 'k', 's')", state));
+	CHECK(
+	    exec_ok(c, "INSERT INTO audit_checkpoints VALUES (2, 1, 'h', 'k', 's')", state));
+	CHECK(
+	    !exec_ok(c, "INSERT INTO audit_checkpoints VALUES (1, 1, 'h', 'k', 's')", state));
 	CHECK_STR(state, "23001");
 	CHECK(!exec_ok(c, "DELETE FROM audit_checkpoints", state));
 	CHECK(!exec_ok(c, "TRUNCATE audit_checkpoints", state));
 
-	CHECK(exec_ok(c, "INSERT INTO transactions (id, client_id, amount, currency, status,"
-	                 " created_at, updated_at) VALUES ('t1', 'c', 100, 'USD', 'posting', 1, 1),"
-	                 " ('t2', 'c', 100, 'USD', 'declined', 1, 1)", state));
+	CHECK(
+	    exec_ok(c,
+	            "INSERT INTO transactions (id, client_id, amount, currency, status,"
+	            " created_at, updated_at) VALUES ('t1', 'c', 100, 'USD', 'posting', 1, 1),"
+	            " ('t2', 'c', 100, 'USD', 'declined', 1, 1)",
+	            state));
 	CHECK_EQ_INT(scalar(c, "SELECT count(*) FROM txn_moves WHERE txn_id = 't1'"), 0);
 	CHECK_EQ_INT(scalar(c, "SELECT count(*) FROM txn_moves WHERE txn_id = 't2'"
-	                       " AND status = 'declined' AND at = 1"), 1);
-	CHECK(exec_ok(c, "UPDATE transactions SET status = 'succeeded', updated_at = 7"
-	                 " WHERE id = 't1'", state));
+	                       " AND status = 'declined' AND at = 1"),
+	             1);
+	CHECK(exec_ok(c,
+	              "UPDATE transactions SET status = 'succeeded', updated_at = 7"
+	              " WHERE id = 't1'",
+	              state));
 	CHECK(exec_ok(c, "UPDATE transactions SET updated_at = 8 WHERE id = 't1'", state));
-	CHECK(exec_ok(c, "UPDATE transactions SET status = 'succeeded' WHERE id = 't1'", state));
+	CHECK(exec_ok(c, "UPDATE transactions SET status = 'succeeded' WHERE id = 't1'",
+	              state));
 	CHECK_EQ_INT(scalar(c, "SELECT count(*) FROM txn_moves WHERE txn_id = 't1'"), 1);
 	CHECK_EQ_INT(scalar(c, "SELECT at FROM txn_moves WHERE txn_id = 't1'"
-	                       " AND status = 'succeeded'"), 7);
+	                       " AND status = 'succeeded'"),
+	             7);
 	/* The CHECKs came along: capacity is never oversold by an UPDATE. */
-	CHECK(exec_ok(c, "INSERT INTO experiences (id, price, currency) VALUES ('e', 1, 'USD');"
-	                 "INSERT INTO time_slots (id, experience_id, starts_at, capacity)"
-	                 " VALUES ('s', 'e', 1, 2)", state));
+	CHECK(exec_ok(c,
+	              "INSERT INTO experiences (id, price, currency) VALUES ('e', 1, 'USD');"
+	              "INSERT INTO time_slots (id, experience_id, starts_at, capacity)"
+	              " VALUES ('s', 'e', 1, 2)",
+	              state));
 	CHECK(!exec_ok(c, "UPDATE time_slots SET taken = 3 WHERE id = 's'", state));
 	CHECK_STR(state, "23514");
 end:
@@ -484,11 +508,14 @@ test_views(void)
 	CHECK((c = connect_dsn(dsn)) != NULL);
 	CHECK(reset_schema(c) == 0);
 	CHECK_EQ_INT(pg_migrate(c), 0);
-	CHECK(exec_ok(c, "INSERT INTO audit_events (seq, ts, actor, source, event_type, resource,"
-	                 " outcome, details_json, prev_hash, hash) VALUES (1, 1733356800123, 'a',"
-	                 " 's', 'backup.created', 'f.db', 'ok',"
-	                 " '{\"bytes\":4096,\"blake2b\":\"ab\",\"auditSeq\":1,\"transactions\":3}',"
-	                 " 'p', 'h')", state));
+	CHECK(
+	    exec_ok(c,
+	            "INSERT INTO audit_events (seq, ts, actor, source, event_type, resource,"
+	            " outcome, details_json, prev_hash, hash) VALUES (1, 1733356800123, 'a',"
+	            " 's', 'backup.created', 'f.db', 'ok',"
+	            " '{\"bytes\":4096,\"blake2b\":\"ab\",\"auditSeq\":1,\"transactions\":3}',"
+	            " 'p', 'h')",
+	            state));
 	res = PQexec(c, "SELECT time_utc, file, bytes, blake2b, audit_seq, transactions"
 	                " FROM v_backups");
 	CHECK(res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1);
@@ -500,9 +527,11 @@ test_views(void)
 	CHECK_STR(PQgetvalue(res, 0, 5), "3");
 	PQclear(res);
 	res = NULL;
-	CHECK(exec_ok(c, "INSERT INTO transactions (id, client_id, amount, currency, status,"
-	                 " created_at, updated_at) VALUES ('t', 'c', 250, 'EUR', 'succeeded',"
-	                 " 1733356799999, 1733356800000)", state));
+	CHECK(exec_ok(c,
+	              "INSERT INTO transactions (id, client_id, amount, currency, status,"
+	              " created_at, updated_at) VALUES ('t', 'c', 250, 'EUR', 'succeeded',"
+	              " 1733356799999, 1733356800000)",
+	              state));
 	res = PQexec(c, "SELECT created_utc, updated_utc FROM v_transactions;");
 	CHECK(res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1);
 	CHECK_STR(PQgetvalue(res, 0, 0), "2024-12-04T23:59:59.999Z");
@@ -582,13 +611,15 @@ test_design_races(void)
 	CHECK((c = connect_dsn(dsn)) != NULL);
 	CHECK(reset_schema(c) == 0);
 	CHECK_EQ_INT(pg_migrate(c), 0);
-	CHECK(exec_ok(c, "INSERT INTO experiences (id, price, currency) VALUES ('e', 1, 'USD');"
-	                 "INSERT INTO time_slots (id, experience_id, starts_at, capacity)"
-	                 " VALUES ('race', 'e', 1, 12)", state));
+	CHECK(exec_ok(c,
+	              "INSERT INTO experiences (id, price, currency) VALUES ('e', 1, 'USD');"
+	              "INSERT INTO time_slots (id, experience_id, starts_at, capacity)"
+	              " VALUES ('race', 'e', 1, 12)",
+	              state));
 	CHECK(pthread_barrier_init(&barrier, NULL, RACERS) == 0);
 	have_barrier = 1;
 	for (i = 0; i < RACERS; i++) {
-		h[i] = (struct racer){.dsn = dsn, .start = &barrier};
+		h[i] = (struct racer){ .dsn = dsn, .start = &barrier };
 		CHECK(pthread_create(&t[i], NULL, hold_thread, &h[i]) == 0);
 		started++;
 	}
@@ -605,10 +636,12 @@ test_design_races(void)
 	CHECK_EQ_INT(claims, 1);
 
 	/* Two claimers of due outbox rows: disjoint, and together all. */
-	CHECK(exec_ok(c, "INSERT INTO webhook_outbox (id, endpoint_url, event_id, event_type,"
-	                 " payload, status, next_attempt_at, created_at, updated_at)"
-	                 " SELECT 'o' || g, 'https://x', 'e' || g, 't', '{}', 'pending', g, 1, 1"
-	                 " FROM generate_series(1, 10) g", state));
+	CHECK(exec_ok(c,
+	              "INSERT INTO webhook_outbox (id, endpoint_url, event_id, event_type,"
+	              " payload, status, next_attempt_at, created_at, updated_at)"
+	              " SELECT 'o' || g, 'https://x', 'e' || g, 't', '{}', 'pending', g, 1, 1"
+	              " FROM generate_series(1, 10) g",
+	              state));
 	CHECK((a = connect_dsn(dsn)) != NULL && (b = connect_dsn(dsn)) != NULL);
 	CHECK(exec_ok(a, "BEGIN", state) && exec_ok(b, "BEGIN", state));
 	ra = PQexec(a, "SELECT id FROM webhook_outbox WHERE status = 'pending' AND"
@@ -681,20 +714,20 @@ migrate_pg(void)
 }
 
 static const struct tt_case cases[] = {
-	{"dsn_tls_rule", test_dsn_tls_rule},
-	{"versions_match", test_versions_match},
-	{"connect_session", test_connect_session},
-	{"connect_refusals", test_connect_refusals},
-	{"refuses_synchronous_commit_off", test_refuses_synchronous_commit_off},
-	{"refuses_fsync_off", test_refuses_fsync_off},
-	{"connect_dsn_file", test_connect_dsn_file},
-	{"migrate_fresh_and_again", test_migrate_fresh_and_again},
-	{"migrate_refuses_newer", test_migrate_refuses_newer},
-	{"two_concurrent_migrators", test_two_concurrent_migrators},
-	{"triggers", test_triggers},
-	{"views", test_views},
-	{"design_races", test_design_races},
-	{NULL, NULL},
+	{ "dsn_tls_rule", test_dsn_tls_rule },
+	{ "versions_match", test_versions_match },
+	{ "connect_session", test_connect_session },
+	{ "connect_refusals", test_connect_refusals },
+	{ "refuses_synchronous_commit_off", test_refuses_synchronous_commit_off },
+	{ "refuses_fsync_off", test_refuses_fsync_off },
+	{ "connect_dsn_file", test_connect_dsn_file },
+	{ "migrate_fresh_and_again", test_migrate_fresh_and_again },
+	{ "migrate_refuses_newer", test_migrate_refuses_newer },
+	{ "two_concurrent_migrators", test_two_concurrent_migrators },
+	{ "triggers", test_triggers },
+	{ "views", test_views },
+	{ "design_races", test_design_races },
+	{ NULL, NULL },
 };
 
 int
