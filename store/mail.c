@@ -84,7 +84,9 @@ store_mail_enqueue(struct store *st, struct store_waker *w, const struct store_m
 		free(j);
 		return FGW_ERR_NOMEM;
 	}
-	return store_submit_custom(st, w, run_enqueue, j, free_row, NULL, audit, n_audit, done, arg);
+	return store_submit_custom(st, w, run_enqueue, j, free_row,
+	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
+	                                                   .done = done, .arg = arg });
 }
 
 struct attempt_job {
@@ -139,7 +141,9 @@ store_mail_attempt(struct store *st, struct store_waker *w, const char *id, cons
 	/* A long server answer is cut, not refused. */
 	(void)fgw_strlcpy(j->error, error ? error : "", sizeof(j->error));
 	j->next_at = next_at;
-	return store_submit_custom(st, w, run_attempt, j, free, NULL, audit, n_audit, done, arg);
+	return store_submit_custom(st, w, run_attempt, j, free,
+	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
+	                                                   .done = done, .arg = arg });
 }
 
 struct retry_job {
@@ -182,7 +186,9 @@ store_mail_retry(struct store *st, struct store_waker *w, const char *id, int64_
 		return FGW_ERR_INVALID;
 	}
 	j->now = now_ms;
-	return store_submit_custom(st, w, run_retry, j, free, NULL, audit, n_audit, done, arg);
+	return store_submit_custom(st, w, run_retry, j, free,
+	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
+	                                                   .done = done, .arg = arg });
 }
 
 #define MAIL_COLS                                                              \
