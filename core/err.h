@@ -7,6 +7,8 @@
 #ifndef FGW_CORE_ERR_H
 #define FGW_CORE_ERR_H
 
+#include <stddef.h>
+
 #define FGW_OK 0
 
 enum fgw_err {
@@ -29,5 +31,25 @@ enum fgw_err {
 };
 
 const char *fgw_strerror(int err);
+
+/*
+ * Error detail: the code says what kind of failure it was (callers branch
+ * on it); a struct fgw_why says, for a person, why. A function that can
+ * explain a refusal takes `struct fgw_why *why` as its last parameter
+ * (NULL: no detail wanted) and fills it with fgw_why_set before it returns
+ * its negative code. msg never echoes card data or secrets.
+ */
+struct fgw_why {
+	char where[256];   /* what was wrong: a field, file or directive; "" */
+	int line, col;     /* 1-based position in a file; 0 when none */
+	char msg[512];
+};
+
+/* Fills why (NULL is fine): where may be NULL ("" then). */
+void fgw_why_set(struct fgw_why *why, const char *where, int line, int col, const char *fmt,
+                 ...) __attribute__((format(printf, 5, 6)));
+/* "where:line:col: msg" (as much of it as is known: "where:line: msg",
+ * "where: msg", "msg") into buf; returns buf. */
+const char *fgw_why_format(const struct fgw_why *why, char *buf, size_t len);
 
 #endif

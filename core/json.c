@@ -33,6 +33,7 @@
 
 #include "core/err.h"
 #include "core/json.h"
+#include "core/util.h"
 
 #define INT_TOKEN (1 << 12)
 #define INT_EXACT_MAX 9007199254740991LL /* 2^53 - 1 */
@@ -420,8 +421,7 @@ parse_object(struct jp *j, int depth, cJSON **out)
 		}
 		kept = val->string; /* cJSON's own copy */
 		val = NULL; /* owned by obj */
-		explicit_bzero(key, klen);
-		free(key);
+		fgw_freezero(key, klen);
 		key = NULL;
 		if (nkeys == cap) {
 			cap = cap ? cap * 2 : 8;
@@ -455,8 +455,7 @@ done:
 	r = FGW_OK;
 out:
 	if (key != NULL) {
-		explicit_bzero(key, strlen(key));
-		free(key);
+		fgw_freezero(key, strlen(key));
 	}
 	free(keys);
 	cJSON_Delete(val);
@@ -596,10 +595,7 @@ fgw_json_parse(const char *text, size_t len, struct fgw_json_error *err)
 		v = NULL;
 	}
 out:
-	if (j.buf != NULL) {
-		explicit_bzero(j.buf, j.len + 1);
-		free(j.buf);
-	}
+	fgw_freezero(j.buf, j.len + 1);
 	if (v == NULL && err != NULL) {
 		err->offset = j.fail_at;
 		err->reason = j.why != NULL ? j.why : "invalid JSON";

@@ -52,6 +52,10 @@ int fgw_read_file(const char *path, size_t max, char **out, size_t *outlen);
  * newline an editor or `echo` leaves), so every reader of a secret file
  * (daemon, flairctl, sandbox) sees the same bytes. */
 int fgw_read_secret_file(const char *path, size_t max, char **out, size_t *outlen);
+/* Wipes len bytes at p (explicit_bzero: the compiler may not drop it)
+ * and frees p; NULL is fine. The one way a heap secret is released
+ * (OpenSSH's freezero): a key, a secret file's text, a card's field. */
+void fgw_freezero(void *p, size_t len);
 /* Writes data to path atomically (tmp + fsync + rename) with mode. */
 int fgw_write_file_atomic(const char *path, const void *data, size_t len, int mode);
 /* mkdir -p with mode for created directories. */

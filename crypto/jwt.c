@@ -1027,8 +1027,7 @@ load_rsa_pem(const char *path, int want_private, EVP_PKEY **out)
 out:
 	EVP_PKEY_free(pkey);
 	BIO_free(bio);
-	sodium_memzero(text, len);
-	free(text);
+	fgw_freezero(text, len);
 	ERR_clear_error();
 	return r;
 }

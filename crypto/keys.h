@@ -29,15 +29,15 @@ struct keyring;
 struct secbuf;
 
 struct keyring_opts {
-	const char *dir;          /* keys directory, created 0700 if create */
-	const char *kek_file;     /* 32 raw bytes, or NULL */
-	const char *kek_env;      /* name of an env var holding base64 KEK, or NULL */
-	const char *kek_share1;   /* file with share 1 (32 raw bytes), or NULL */
-	const char *kek_share2;   /* file with share 2 */
-	int create;               /* 1: create KEK file (if kek_file names one
+	const char *dir;        /* keys directory, created 0700 if create */
+	const char *kek_file;   /* 32 raw bytes, or NULL */
+	const char *kek_env;    /* name of an env var holding base64 KEK, or NULL */
+	const char *kek_share1; /* file with share 1 (32 raw bytes), or NULL */
+	const char *kek_share2; /* file with share 2 */
+	int create;             /* 1: create KEK file (if kek_file names one
 	                             that does not exist) and key ring on first
 	                             start */
-	int64_t box_grace_ms;     /* how long a rotated box key stays valid */
+	int64_t box_grace_ms;   /* how long a rotated box key stays valid */
 };
 
 /* Opens (or, with create, initialises) the key ring. On error *err_msg (if
@@ -83,12 +83,10 @@ void keyring_audit_public(const struct keyring *kr, unsigned char pk[32]);
 
 /* keyring_audit_mac in the shape of store_mac_fn (ctx is the key ring),
  * so the gateway can hand it to store_open directly. */
-int keyring_audit_mac_fn(void *ctx, const void *msg, size_t len,
-                         unsigned char mac[32]);
+int keyring_audit_mac_fn(void *ctx, const void *msg, size_t len, unsigned char mac[32]);
 /* Current box key id and public key, read together (a rotation cannot
  * fall between them). id needs KEYRING_ID_MAX. */
-int keyring_box_current(struct keyring *kr, char *id, size_t idlen,
-                        unsigned char pk[32]);
+int keyring_box_current(struct keyring *kr, char *id, size_t idlen, unsigned char pk[32]);
 /* Re-reads keyring.json (after flairctl rotated keys while this process
  * ran). The file must pass the same KEK and integrity checks as at open
  * and hold the same fingerprint and audit keys, else nothing changes.
@@ -104,10 +102,9 @@ int keyring_status_json(struct keyring *kr, char **out);
 #define KEYRING_AEAD_ABYTES 16     /* Poly1305 tag */
 /* Encrypts m under the active data key: out = nonce || ciphertext || tag,
  * needs mlen + 40 bytes (outcap). Writes the key id used (KEYRING_ID_MAX). */
-int keyring_data_seal(struct keyring *kr, const void *ad, size_t adlen,
-                      const void *m, size_t mlen, unsigned char *out,
-                      size_t outcap, size_t *outlen, char *key_id,
-                      size_t idlen);
+int keyring_data_seal(struct keyring *kr, const void *ad, size_t adlen, const void *m,
+                      size_t mlen, unsigned char *out, size_t outcap, size_t *outlen,
+                      char *key_id, size_t idlen);
 /* Opens nonce || ciphertext || tag under data key key_id (active or
  * retired) into a guarded buffer. FGW_ERR_NOT_FOUND: unknown key id;
  * FGW_ERR_CRYPTO: authentication failed. */
@@ -121,14 +118,13 @@ int keyring_fingerprint_mac(struct keyring *kr, const void *msg, size_t len,
  * subkey (a KDF subkey of the fingerprint key, context "fgwidem1"): what
  * "the same request" means for an Idempotency-Key. A request body may
  * carry a card, so what is stored must not be computable without a key. */
-int keyring_request_mac(struct keyring *kr, const void *const *parts,
-                        const size_t *lens, size_t n, unsigned char out[32]);
+int keyring_request_mac(struct keyring *kr, const void *const *parts, const size_t *lens,
+                        size_t n, unsigned char out[32]);
 /* crypto_box_seal_open with box key key_id if it is current or still in
  * grace. FGW_ERR_NOT_FOUND: unknown or expired; FGW_ERR_CRYPTO: does not
  * open. */
-int keyring_box_open(struct keyring *kr, const char *key_id,
-                     const unsigned char *c, size_t clen,
-                     struct secbuf **plain);
+int keyring_box_open(struct keyring *kr, const char *key_id, const unsigned char *c,
+                     size_t clen, struct secbuf **plain);
 
 /* Room-internal, for crypto/box.c: a box between box key key_id (current
  * or in grace) and a processor's public key, with their shared key
@@ -137,8 +133,8 @@ int keyring_box_open(struct keyring *kr, const char *key_id,
  * open_from opens a box the processor made. FGW_ERR_NOT_FOUND: unknown or
  * expired key id; FGW_ERR_CRYPTO: unusable peer key or does not open. */
 int keyring_box_seal_to(struct keyring *kr, const char *key_id,
-                        const unsigned char peer[32], const void *m,
-                        size_t mlen, unsigned char *out);
+                        const unsigned char peer[32], const void *m, size_t mlen,
+                        unsigned char *out);
 int keyring_box_open_from(struct keyring *kr, const char *key_id,
                           const unsigned char peer[32], const unsigned char *c,
                           size_t clen, struct secbuf **plain);
@@ -146,8 +142,7 @@ int keyring_box_open_from(struct keyring *kr, const char *key_id,
 /* ---- checkpoints and backups ------------------------------------------ */
 
 /* keyring_audit_sign in the shape the store's checkpoint job takes. */
-int keyring_audit_sign_fn(void *ctx, const void *msg, size_t len,
-                          unsigned char sig[64]);
+int keyring_audit_sign_fn(void *ctx, const void *msg, size_t len, unsigned char sig[64]);
 /* Encrypts the stream in to out with libsodium secretstream
  * (XChaCha20-Poly1305) under the backup key, a BLAKE2b subkey of the
  * audit MAC key (which never rotates, so every backup stays readable with

@@ -463,8 +463,7 @@ read_cred(const char *path, char *out, size_t cap)
 		len--;
 	memcpy(out, text, len);
 	out[len] = '\0';
-	sodium_memzero(text, len);
-	free(text);
+	fgw_freezero(text, len);
 	return len > 0 ? 0 : FGW_ERR_INVALID;
 }
 

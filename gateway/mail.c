@@ -36,6 +36,7 @@
 #include "crypto/secmem.h"
 #include "gateway/gateway.h"
 #include "gateway/mail.h"
+#include "gateway/outbox.h"
 #include "pipeline/events.h"
 #include "pipeline/notify.h"
 #include "store/mail.h"
@@ -43,16 +44,16 @@
 
 #define PASSWORD_MAX 1024
 #define BATCH_MAX 16
-#define SCAN_MS 2000           /* ended holds, stuck payments */
+#define SCAN_MS 2000 /* ended holds, stuck payments */
 
 /* The failure-rate alert: the outcomes of the last payments of a client. */
 #define RATE_CLIENTS 16
 #define RATE_WINDOW_MAX 10000
 struct rate {
 	char client_id[64];
-	unsigned char *ring;      /* 1: failed or declined */
+	unsigned char *ring; /* 1: failed or declined */
 	long long n, pos, failed;
-	long long quiet;          /* payments to wait before the next alert */
+	long long quiet; /* payments to wait before the next alert */
 };
 
 struct mail {
@@ -63,43 +64,12 @@ struct mail {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	int stop;
-	int recording;            /* attempt jobs not yet committed */
+	int recording; /* attempt jobs not yet committed */
 	struct rate rates[RATE_CLIENTS];
 	int n_rates;
 };
 
 /* ---- set-up ------------------------------------------------------------ */
-
-static int
-read_password(const char *path, struct secbuf **out, char *err, size_t errlen)
-{
-	struct stat sb;
-	char *text = NULL;
-	size_t len = 0;
-	int r;
-	if (stat(path, &sb) != 0) {
-		snprintf(err, errlen, "mail_password_file %s: %s", path, strerror(errno));
-		return FGW_ERR_NOT_FOUND;
-	}
-	if (!S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
-		snprintf(err, errlen, "mail_password_file %s: must be a regular file with mode 0600 or stricter",
-		         path);
-		return FGW_ERR_INVALID;
-	}
-	if ((r = fgw_read_secret_file(path, PASSWORD_MAX, &text, &len)) != 0) {
-		snprintf(err, errlen, "mail_password_file %s: %s", path, fgw_strerror(r));
-		return r;
-	}
-	if (len == 0 || memchr(text, '\0', len) != NULL || strpbrk(text, "\r\n") != NULL) {
-		snprintf(err, errlen, "mail_password_file %s: needs one line of text", path);
-		r = FGW_ERR_INVALID;
-	} else {
-		r = secbuf_from(out, text, len);
-	}
-	sodium_memzero(text, len);
-	free(text);
-	return r;
-}
 
 /* ---- listeners (any reactor) ------------------------------------------- */
 
@@ -107,8 +77,9 @@ read_password(const char *path, struct secbuf **out, char *err, size_t errlen)
 static int
 zero_decimal(const char *cur)
 {
-	static const char *const z[] = { "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW",
-		                             "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF" };
+	static const char *const z[] = { "BIF", "CLP", "DJF", "GNF", "ISK", "JPY",
+		                             "KMF", "KRW", "PYG", "RWF", "UGX", "VND",
+		                             "VUV", "XAF", "XOF", "XPF" };
 	for (size_t i = 0; i < sizeof(z) / sizeof(z[0]); i++)
 		if (strcmp(cur, z[i]) == 0)
 			return 1;
@@ -138,7 +109,8 @@ format_time(int64_t ms, char *out, size_t cap)
 
 /* A receipt or a refund to the customer who paid (once per payment). */
 static void
-customer_mail(const struct pipeline_env *env, const struct store_txn_row *row, const char *kind)
+customer_mail(const struct pipeline_env *env, const struct store_txn_row *row,
+              const char *kind)
 {
 	struct resv_row res;
 	char amount[48], once[64];
@@ -157,7 +129,8 @@ customer_mail(const struct pipeline_env *env, const struct store_txn_row *row, c
 	if (to[0] == '\0')
 		return; /* nobody to tell */
 	if (!notify_addr_ok(to)) {
-		log_txn_warn(row->id, "no %s mail: the customer's e-mail address is not usable", kind);
+		log_txn_warn(row->id, "no %s mail: the customer's e-mail address is not usable",
+		             kind);
 		return;
 	}
 	format_amount(row->amount, row->currency, amount, sizeof(amount));
@@ -174,8 +147,9 @@ customer_mail(const struct pipeline_env *env, const struct store_txn_row *row, c
 			{ "reservation_id", row->reservation_id },
 			{ "client", row->client_id },
 		};
-		if ((r = notify_mail(env->store, env->waker, kind, row->client_id, to, row->id, once, v,
-		                     sizeof(v) / sizeof(v[0]))) != 0 && r != FGW_ERR_NOT_FOUND)
+		if ((r = notify_mail(env->store, env->waker, kind, row->client_id, to, row->id,
+		                     once, v, sizeof(v) / sizeof(v[0]))) != 0 &&
+		    r != FGW_ERR_NOT_FOUND)
 			log_txn_warn(row->id, "%s mail not queued: %s", kind, fgw_strerror(r));
 	}
 }
@@ -199,7 +173,8 @@ mail_booking_confirmed(const struct pipeline_env *env, const char *reservation_i
 	when[0] = '\0';
 	if (resv_slot_get(env->reader, res.time_slot_id, &slot, &exp) == 0)
 		format_time(slot.starts_at, when, sizeof(when));
-	if (res.txn_id[0] != '\0' && store_txn_get(env->reader, res.client_id, res.txn_id, &txn) == 0)
+	if (res.txn_id[0] != '\0' &&
+	    store_txn_get(env->reader, res.client_id, res.txn_id, &txn) == 0)
 		have_txn = 1;
 	if (res.guest_email[0] == '\0' || !notify_addr_ok(res.guest_email)) {
 		log_warn("reservation %s: no confirmation mail, no usable guest address", res.id);
@@ -222,9 +197,11 @@ mail_booking_confirmed(const struct pipeline_env *env, const char *reservation_i
 			{ "client", res.client_id },
 		};
 		if ((r = notify_mail(env->store, env->waker, "booking_confirmed", res.client_id,
-		                     res.guest_email, res.txn_id, once, v, sizeof(v) / sizeof(v[0]))) != 0 &&
+		                     res.guest_email, res.txn_id, once, v,
+		                     sizeof(v) / sizeof(v[0]))) != 0 &&
 		    r != FGW_ERR_NOT_FOUND)
-			log_warn("reservation %s: confirmation mail not queued: %s", res.id, fgw_strerror(r));
+			log_warn("reservation %s: confirmation mail not queued: %s", res.id,
+			         fgw_strerror(r));
 	}
 out:
 	if (have_txn)
@@ -235,8 +212,8 @@ out:
  * full and its failure share reaches the threshold, then waits a whole
  * window before it may go out again. */
 static void
-rate_count(struct mail *m, const struct pipeline_env *env, const struct store_txn_row *row,
-           int failed)
+rate_count(struct mail *m, const struct pipeline_env *env,
+           const struct store_txn_row *row, int failed)
 {
 	const struct fgw_config *cfg = &m->gw->cfg;
 	long long window = cfg->mail_failure_rate_window, pct = 0, nfailed = 0;
@@ -278,17 +255,20 @@ rate_count(struct mail *m, const struct pipeline_env *env, const struct store_tx
 	if (alert) {
 		char sf[24], sw[24], sp[24], st[24];
 		struct notify_var v[] = {
-			{ "failed", sf }, { "window", sw }, { "pct", sp }, { "threshold", st },
+			{ "failed", sf },
+			{ "window", sw },
+			{ "pct", sp },
+			{ "threshold", st },
 			{ "client", row->client_id },
 		};
 		snprintf(sf, sizeof(sf), "%lld", nfailed);
 		snprintf(sw, sizeof(sw), "%lld", window);
 		snprintf(sp, sizeof(sp), "%lld", pct);
 		snprintf(st, sizeof(st), "%lld", cfg->mail_failure_rate_pct);
-		log_warn("payment failure rate of %s is %lld%% over the last %lld payments", row->client_id,
-		         pct, window);
-		(void)notify_mail(env->store, env->waker, "admin_failure_rate", row->client_id, NULL, "",
-		                  NULL, v, sizeof(v) / sizeof(v[0]));
+		log_warn("payment failure rate of %s is %lld%% over the last %lld payments",
+		         row->client_id, pct, window);
+		(void)notify_mail(env->store, env->waker, "admin_failure_rate", row->client_id,
+		                  NULL, "", NULL, v, sizeof(v) / sizeof(v[0]));
 	}
 }
 
@@ -301,7 +281,8 @@ on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_r
 		rate_count(m, env, row, 0);
 	} else if (strcmp(row->status, "refunded") == 0) {
 		customer_mail(env, row, "refund");
-	} else if (strcmp(row->status, "declined") == 0 || strcmp(row->status, "failed") == 0) {
+	} else if (strcmp(row->status, "declined") == 0 ||
+	           strcmp(row->status, "failed") == 0) {
 		rate_count(m, env, row, 1);
 	}
 }
@@ -360,8 +341,8 @@ send_setup(struct mail *m, struct send *s)
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
 	                 (long)(cfg->mail_timeout_ms < 10000 ? cfg->mail_timeout_ms : 10000));
 	/* smtp:// with mail_starttls: STARTTLS or nothing is sent. */
-	curl_easy_setopt(e, CURLOPT_USE_SSL, cfg->mail_starttls ? (long)CURLUSESSL_ALL
-	                                                        : (long)CURLUSESSL_NONE);
+	curl_easy_setopt(e, CURLOPT_USE_SSL,
+	                 cfg->mail_starttls ? (long)CURLUSESSL_ALL : (long)CURLUSESSL_NONE);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, cfg->mail_verify_tls ? 1L : 0L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, cfg->mail_verify_tls ? 2L : 0L);
 	if (cfg->mail_ca_file[0] != '\0')
@@ -395,23 +376,16 @@ recorded(void *arg, int rc)
 	pthread_mutex_unlock(&m->mu);
 }
 
-/* Delay before attempt number done + 1: base * 2^(done - 1). */
-static int64_t
-backoff_ms(int64_t base, int done)
-{
-	int shift = done > 1 ? done - 1 : 0;
-	if (shift > 30)
-		shift = 30;
-	return base << shift;
-}
-
 static void
 finish(struct mail *m, struct send *s, CURLcode res)
 {
 	const struct fgw_config *cfg = &m->gw->cfg;
 	struct store_audit audit;
 	char error[160], details[256];
+	const struct outbox_policy policy = { cfg->mail_retry_base_ms, cfg->mail_max_age_s };
+	static const char *const outcomes[] = { "sent", "retry", "failed" };
 	const char *outcome, *event;
+	enum outbox_fate fate;
 	int64_t now = fgw_now_ms(), next = 0;
 	long code = 0;
 	int r;
@@ -419,7 +393,7 @@ finish(struct mail *m, struct send *s, CURLcode res)
 	curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &code);
 	error[0] = '\0';
 	if (res == CURLE_OK) {
-		outcome = "sent";
+		fate = OUTBOX_DELIVERED;
 	} else {
 		/* The server's own words when it answered, else curl's. */
 		const char *why = s->errbuf[0] ? s->errbuf : curl_easy_strerror(res);
@@ -427,31 +401,33 @@ finish(struct mail *m, struct send *s, CURLcode res)
 			snprintf(error, sizeof(error), "SMTP %ld: %.120s", code, why);
 		else
 			(void)fgw_strlcpy(error, why, sizeof(error));
-		next = now + backoff_ms(cfg->mail_retry_base_ms, s->row.attempts + 1);
-		outcome = next > s->row.created_at + cfg->mail_max_age_s * 1000 ? "failed" : "retry";
+		fate = outbox_after_failure(&policy, s->row.attempts, s->row.created_at, now,
+		                            &next);
 	}
-	atomic_fetch_add(&m->gw->metrics.mail_attempts[strcmp(outcome, "sent") == 0    ? 0
-	                                                : strcmp(outcome, "retry") == 0 ? 1
-	                                                                                : 2],
-	                 1);
-	event = strcmp(outcome, "failed") == 0 ? "mail.abandoned" : "mail.delivery";
-	snprintf(details, sizeof(details),
-	         "{\"mailId\":\"%s\",\"kind\":\"%s\",\"attempt\":%d,\"smtpCode\":%ld,\"outcome\":\"%s\"}",
-	         s->row.id, s->row.kind, s->row.attempts + 1, code, outcome);
-	audit = (struct store_audit){ "system", "local", event,
+	outcome = outcomes[fate];
+	outbox_count(m->gw->metrics.mail_attempts, fate);
+	event = fate == OUTBOX_FAILED ? "mail.abandoned" : "mail.delivery";
+	snprintf(
+	    details, sizeof(details),
+	    "{\"mailId\":\"%s\",\"kind\":\"%s\",\"attempt\":%d,\"smtpCode\":%ld,\"outcome\":\"%s\"}",
+	    s->row.id, s->row.kind, s->row.attempts + 1, code, outcome);
+	audit = (struct store_audit){ "system",
+		                          "local",
+		                          event,
 		                          s->row.txn_id[0] ? s->row.txn_id : s->row.id,
-		                          strcmp(outcome, "sent") == 0 ? "success" : "failure", details };
-	if (strcmp(outcome, "failed") == 0)
+		                          fate == OUTBOX_DELIVERED ? "success" : "failure",
+		                          details };
+	if (fate == OUTBOX_FAILED)
 		log_error("mail %s (%s) given up after %d attempts: %s", s->row.id, s->row.kind,
 		          s->row.attempts + 1, error);
-	else if (strcmp(outcome, "retry") == 0)
+	else if (fate == OUTBOX_RETRY)
 		log_warn("mail %s (%s) not sent, retried in %lld ms: %s", s->row.id, s->row.kind,
 		         (long long)(next - now), error);
 	pthread_mutex_lock(&m->mu);
 	m->recording++;
 	pthread_mutex_unlock(&m->mu);
-	if ((r = store_mail_attempt(m->gw->store, NULL, s->row.id, outcome, next, error, &audit, 1,
-	                            recorded, m)) != 0) {
+	if ((r = store_mail_attempt(m->gw->store, NULL, s->row.id, outcome, next, error,
+	                            &audit, 1, recorded, m)) != 0) {
 		log_error("mail %s: attempt not recorded: %s", s->row.id, fgw_strerror(r));
 		recorded(m, 0);
 	}
@@ -463,7 +439,7 @@ finish(struct mail *m, struct send *s, CURLcode res)
 struct ended_ctx {
 	struct mail *m;
 	struct store_reader *rd;
-	int64_t cursor;           /* newest updated_at seen: the next look's start */
+	int64_t cursor; /* newest updated_at seen: the next look's start */
 };
 
 static void
@@ -500,8 +476,9 @@ hold_ended(void *arg, const char *id, const char *status, int64_t updated_at)
 			{ "guests", guests },
 			{ "client", res.client_id },
 		};
-		if ((r = notify_mail(c->m->gw->store, NULL, kind, res.client_id, res.guest_email, "",
-		                     once, v, sizeof(v) / sizeof(v[0]))) != 0 && r != FGW_ERR_NOT_FOUND)
+		if ((r = notify_mail(c->m->gw->store, NULL, kind, res.client_id, res.guest_email,
+		                     "", once, v, sizeof(v) / sizeof(v[0]))) != 0 &&
+		    r != FGW_ERR_NOT_FOUND)
 			log_warn("reservation %s: %s mail not queued: %s", id, kind, fgw_strerror(r));
 	}
 }
@@ -519,10 +496,12 @@ check_stuck(struct mail *m, struct store_reader *rd)
 	snprintf(minutes, sizeof(minutes), "%lld", (long long)(period / 60000));
 	snprintf(once, sizeof(once), "reconcile_stuck:%lld", (long long)(now / period));
 	{
-		struct notify_var v[] = { { "count", count }, { "oldest_txn", oldest },
-			                      { "minutes", minutes }, { "client", "" } };
-		(void)notify_mail(m->gw->store, NULL, "admin_reconcile_stuck", NULL, NULL, oldest, once,
-		                  v, sizeof(v) / sizeof(v[0]));
+		struct notify_var v[] = { { "count", count },
+			                      { "oldest_txn", oldest },
+			                      { "minutes", minutes },
+			                      { "client", "" } };
+		(void)notify_mail(m->gw->store, NULL, "admin_reconcile_stuck", NULL, NULL, oldest,
+		                  once, v, sizeof(v) / sizeof(v[0]));
 	}
 }
 
@@ -547,7 +526,8 @@ send_batch(struct mail *m, struct store_reader *rd, CURLM *multi)
 		sends[i].m = m;
 		sends[i].row = rows[i];
 		sends[i].started = fgw_now_ms();
-		if (send_setup(m, &sends[i]) != 0 || curl_multi_add_handle(multi, sends[i].easy) != CURLM_OK) {
+		if (send_setup(m, &sends[i]) != 0 ||
+		    curl_multi_add_handle(multi, sends[i].easy) != CURLM_OK) {
 			log_error("mail %s: cannot start a delivery", rows[i].id);
 			finish(m, &sends[i], CURLE_OUT_OF_MEMORY);
 			curl_easy_cleanup(sends[i].easy);
@@ -602,14 +582,16 @@ sender(void *arg)
 	int64_t last_scan = 0;
 	int r;
 
-	if ((r = store_reader_open(m->gw->store, &rd)) != 0 || (multi = curl_multi_init()) == NULL) {
+	if ((r = store_reader_open(m->gw->store, &rd)) != 0 ||
+	    (multi = curl_multi_init()) == NULL) {
 		log_error("mail sender not started: %s", fgw_strerror(r ? r : FGW_ERR_NOMEM));
 		goto out;
 	}
 	ec.rd = rd;
 	for (;;) {
 		struct timespec until;
-		int64_t mono = fgw_mono_ms(), since = fgw_now_ms() - m->gw->cfg.mail_max_age_s * 1000;
+		int64_t mono = fgw_mono_ms(),
+		        since = fgw_now_ms() - m->gw->cfg.mail_max_age_s * 1000;
 		int n, stop;
 		/* Holds that ran out (or were cancelled) while the mail is worth
 		 * sending; the outbox's dedupe_key says which had theirs. Both
@@ -620,8 +602,7 @@ sender(void *arg)
 			 * look from the window's start. */
 			if (ec.cursor < since || ec.cursor > fgw_now_ms())
 				ec.cursor = since;
-			if ((r = store_mail_holds_ended(rd, ec.cursor,
-			                                hold_ended, &ec)) != 0)
+			if ((r = store_mail_holds_ended(rd, ec.cursor, hold_ended, &ec)) != 0)
 				log_error("reading ended holds: %s", fgw_strerror(r));
 			check_stuck(m, rd);
 		}
@@ -659,14 +640,18 @@ mail_setup(struct gateway *gw, struct mail **out, char *err, size_t errlen)
 	struct notify_client clients[CONFIG_MAX_MAIL_CLIENTS];
 	struct notify_opts o;
 	struct mail *m = NULL;
+	struct fgw_why why;
+	char msg[768];
 	int r;
 
 	*out = NULL;
 	if (cfg->mail_url[0] == '\0')
 		return FGW_OK;
-	if ((strncmp(cfg->mail_url, "smtp://", 7) != 0 && strncmp(cfg->mail_url, "smtps://", 8) != 0) ||
+	if ((strncmp(cfg->mail_url, "smtp://", 7) != 0 &&
+	     strncmp(cfg->mail_url, "smtps://", 8) != 0) ||
 	    strpbrk(cfg->mail_url, " \t\r\n") != NULL) {
-		snprintf(err, errlen, "mail_url must be smtp://HOST[:PORT] or smtps://HOST[:PORT]");
+		snprintf(err, errlen,
+		         "mail_url must be smtp://HOST[:PORT] or smtps://HOST[:PORT]");
 		return FGW_ERR_INVALID;
 	}
 	if ((cfg->mail_username[0] != '\0') != (cfg->mail_password_file[0] != '\0')) {
@@ -675,8 +660,9 @@ mail_setup(struct gateway *gw, struct mail **out, char *err, size_t errlen)
 	}
 	if (strcmp(cfg->mode, "production") == 0 && cfg->mail_username[0] != '\0' &&
 	    strncmp(cfg->mail_url, "smtps://", 8) != 0 && !cfg->mail_starttls) {
-		snprintf(err, errlen, "production: SMTP AUTH needs smtps:// or mail_starttls 1 "
-		                      "(the password is never sent in clear)");
+		snprintf(err, errlen,
+		         "production: SMTP AUTH needs smtps:// or mail_starttls 1 "
+		         "(the password is never sent in clear)");
 		return FGW_ERR_INVALID;
 	}
 	if ((m = calloc(1, sizeof(*m))) == NULL)
@@ -685,17 +671,23 @@ mail_setup(struct gateway *gw, struct mail **out, char *err, size_t errlen)
 	pthread_mutex_init(&m->mu, NULL);
 	pthread_cond_init(&m->cv, NULL);
 	if (cfg->mail_password_file[0] != '\0' &&
-	    (r = read_password(cfg->mail_password_file, &m->password, err, errlen)) != 0)
+	    (r = outbox_read_secret(cfg->mail_password_file, PASSWORD_MAX, 1, 1, &m->password,
+	                            &why)) != 0) {
+		snprintf(err, errlen, "mail_password_file %s",
+		         fgw_why_format(&why, msg, sizeof(msg)));
 		goto fail;
+	}
 	for (int i = 0; i < cfg->n_mail_clients; i++) {
 		clients[i].client_id = cfg->mail_clients[i].client_id;
 		clients[i].from = cfg->mail_clients[i].from;
 		clients[i].admin = cfg->mail_clients[i].admin;
 	}
-	o = (struct notify_opts){ cfg->mail_templates_dir, cfg->mail_from, cfg->mail_admin, clients,
-		                      (size_t)cfg->n_mail_clients };
-	if ((r = notify_init(&o, err, errlen)) != 0)
+	o = (struct notify_opts){ cfg->mail_templates_dir, cfg->mail_from, cfg->mail_admin,
+		                      clients, (size_t)cfg->n_mail_clients };
+	if ((r = notify_init(&o, &why)) != 0) {
+		snprintf(err, errlen, "%s", fgw_why_format(&why, msg, sizeof(msg)));
 		goto fail;
+	}
 	if ((r = txn_events_subscribe(on_txn_event, m)) != 0) {
 		snprintf(err, errlen, "mail: cannot subscribe to transaction events");
 		goto fail;

@@ -63,7 +63,7 @@ static struct store_waker *main_waker; /* the main loop's, for audit events */
 static void
 reload_rules(void)
 {
-	struct rules_error rerr;
+	struct fgw_why rerr;
 	struct store_audit audit;
 	char msg[640];
 	char *details = NULL;
@@ -75,7 +75,7 @@ reload_rules(void)
 		return;
 	r = risk_reload(&gw.risk, &rerr, &n);
 	if (r != 0) {
-		rules_error_format(&rerr, msg, sizeof(msg));
+		fgw_why_format(&rerr, msg, sizeof(msg));
 		log_error("SIGHUP: rules not reloaded, the old set keeps running: %s", msg);
 	} else {
 		snprintf(msg, sizeof(msg), "%zu rules", n);

@@ -610,8 +610,7 @@ static void
 finish_secret(struct rctx *c, int status, char *a)
 {
 	rctx_finish(c, status, a);
-	explicit_bzero(a, strlen(a));
-	free(a);
+	fgw_freezero(a, strlen(a));
 }
 
 static void
@@ -954,8 +953,7 @@ await_card_done(void *arg, int rc)
 	}
 	c->answer = NULL;
 	rctx_finish(c, 200, a);
-	sodium_memzero(a, strlen(a));
-	free(a);
+	fgw_freezero(a, strlen(a));
 }
 
 /* Convert with only holdId: the payment waits for the browser, which

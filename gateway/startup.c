@@ -310,10 +310,7 @@ processor_secret(const char *file, const char *env, const char *prefix, struct p
 	} else {
 		fgw_strlcpy(pc->secret, v, sizeof(pc->secret));
 	}
-	if (text != NULL) {
-		sodium_memzero(text, len);
-		free(text);
-	}
+	fgw_freezero(text, len);
 	return r;
 }
 
@@ -433,10 +430,7 @@ startup_jwt(struct gateway *g, struct check_report *rep)
 	}
 	if ((r = jwt_verifier_new(&jc, &g->jwt, err, sizeof(err))) != 0)
 		check_problem(rep, "customer JWTs (jwt_*): %s", err);
-	if (secret != NULL) {
-		sodium_memzero(secret, slen);
-		free(secret);
-	}
+	fgw_freezero(secret, slen);
 	return r;
 }
 
@@ -467,8 +461,7 @@ startup_admin_token(struct gateway *g, struct check_report *rep)
 		g->has_admin_token = 1;
 		r = FGW_OK;
 	}
-	sodium_memzero(tok, len);
-	free(tok);
+	fgw_freezero(tok, len);
 	return r;
 }
 
@@ -494,7 +487,7 @@ startup_pipeline(struct gateway *g, struct check_report *rep)
 int
 startup_rules(struct gateway *g, struct check_report *rep)
 {
-	struct rules_error rerr;
+	struct fgw_why rerr;
 	char msg[640];
 	int r;
 	if (g->cfg.rules_file[0] == '\0') {
@@ -502,7 +495,7 @@ startup_rules(struct gateway *g, struct check_report *rep)
 		return FGW_OK;
 	}
 	if ((r = risk_init(&g->risk, g->cfg.rules_file, g->cfg.mode, &rerr)) != 0) {
-		check_problem(rep, "rules_file: %s", rules_error_format(&rerr, msg, sizeof(msg)));
+		check_problem(rep, "rules_file: %s", fgw_why_format(&rerr, msg, sizeof(msg)));
 		return r;
 	}
 	struct rules *cur = rules_slot_get(g->risk.slot);
@@ -709,6 +702,7 @@ check_mail_templates(const struct fgw_config *cfg, struct check_report *rep)
 {
 	struct notify_client clients[CONFIG_MAX_MAIL_CLIENTS];
 	struct notify_opts o;
+	struct fgw_why why;
 	char err[512];
 
 	if (cfg->mail_url[0] == '\0')
@@ -719,8 +713,8 @@ check_mail_templates(const struct fgw_config *cfg, struct check_report *rep)
 			                                 cfg->mail_clients[i].admin };
 	o = (struct notify_opts){ cfg->mail_templates_dir, cfg->mail_from, cfg->mail_admin,
 		                      clients, (size_t)cfg->n_mail_clients };
-	if (notify_init(&o, err, sizeof(err)) != 0)
-		check_problem(rep, "%s", err);
+	if (notify_init(&o, &why) != 0)
+		check_problem(rep, "%s", fgw_why_format(&why, err, sizeof(err)));
 	notify_reset();
 }
 
@@ -755,7 +749,6 @@ gateway_check(const struct fgw_config *cfg, struct check_report *rep)
 	(void)startup_timing(g, rep);
 	(void)startup_listen(&g->cfg, rep);
 	startup_release(g);
-	sodium_memzero(g, sizeof(*g)); /* the configuration held API key hashes */
-	free(g);
+	fgw_freezero(g, sizeof(*g)); /* the configuration held API key hashes */
 	return rep->problems > 0 ? FGW_ERR_INVALID : FGW_OK;
 }

@@ -132,8 +132,7 @@ web_setup(struct gateway *gw, char *err, size_t errlen)
 			memcpy(w->hs256, secret, slen);
 			w->hs256_len = slen;
 		}
-		sodium_memzero(secret, slen);
-		free(secret);
+		fgw_freezero(secret, slen);
 		if (w->hs256 == NULL) {
 			snprintf(err, errlen, "out of memory");
 			return FGW_ERR_NOMEM;

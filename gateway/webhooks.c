@@ -32,6 +32,7 @@
 #include "crypto/mac.h"
 #include "crypto/secmem.h"
 #include "gateway/gateway.h"
+#include "gateway/outbox.h"
 #include "gateway/startup.h"
 #include "gateway/webhooks.h"
 #include "pipeline/events.h"
@@ -50,58 +51,24 @@ struct wh_secret {
 };
 
 struct delivery {
-	struct delivery *prev, *next;        /* the webhooks' list */
+	struct delivery *prev, *next; /* the webhooks' list */
 	struct webhooks *wh;
 	struct store_outbox_row row;
 	int64_t started;
-	int unconfigured;                    /* its endpoint left the config */
+	int unconfigured; /* its endpoint left the config */
 };
 
 struct webhooks {
 	struct gateway *gw;
-	struct reactor *rx;                  /* reactor 0, once started */
+	struct reactor *rx; /* reactor 0, once started */
 	struct wh_secret in[CONFIG_MAX_INBOUND_WEBHOOKS];
 	int n_in;
 	struct secbuf *out_secret[CONFIG_MAX_WEBHOOK_ENDPOINTS];
 	int n_out;
-	int busy;                            /* deliveries not yet recorded */
-	struct delivery *live;               /* the same, freed at shutdown if
+	int busy;              /* deliveries not yet recorded */
+	struct delivery *live; /* the same, freed at shutdown if
 	                                        the loop stopped before */
 };
-
-/* A secret file: the whole file, less one trailing newline, not readable
- * by group or others (like every other secret flairgw reads). */
-static int
-read_secret(const char *path, struct secbuf **out, char *err, size_t errlen)
-{
-	struct stat sb;
-	char *text = NULL;
-	size_t len = 0;
-	int r;
-
-	if (stat(path, &sb) != 0) {
-		snprintf(err, errlen, "webhook secret %s: %s", path, strerror(errno));
-		return FGW_ERR_NOT_FOUND;
-	}
-	if (!S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
-		snprintf(err, errlen, "webhook secret %s: must be a regular file with mode 0600 or stricter",
-		         path);
-		return FGW_ERR_INVALID;
-	}
-	if ((r = fgw_read_secret_file(path, SECRET_MAX, &text, &len)) != 0) {
-		snprintf(err, errlen, "webhook secret %s: %s", path, fgw_strerror(r));
-		return r;
-	}
-	if (len < 16 || memchr(text, '\0', len) != NULL) {
-		snprintf(err, errlen, "webhook secret %s: needs at least 16 bytes of text", path);
-		r = FGW_ERR_INVALID;
-	} else {
-		r = secbuf_from(out, text, len);
-	}
-	sodium_memzero(text, len);
-	free(text);
-	return r;
-}
 
 /* ---- outbox writer (any reactor) --------------------------------------- */
 
@@ -111,8 +78,8 @@ event_payload(const char *event_id, const char *type, const struct store_txn_row
 	cJSON *o = NULL, *data, *txn = NULL;
 	char *txn_json = NULL, *s = NULL;
 
-	if (txn_row_to_json(row, NULL, &txn_json) != 0 || (txn = cJSON_Parse(txn_json)) == NULL ||
-	    (o = cJSON_CreateObject()) == NULL)
+	if (txn_row_to_json(row, NULL, &txn_json) != 0 ||
+	    (txn = cJSON_Parse(txn_json)) == NULL || (o = cJSON_CreateObject()) == NULL)
 		goto out;
 	cJSON_AddStringToObject(o, "id", event_id);
 	cJSON_AddStringToObject(o, "type", type);
@@ -178,11 +145,12 @@ enqueue_event(struct webhooks *wh, const struct pipeline_env *env,
 		free(ev);
 		return;
 	}
-	snprintf(details, sizeof(details), "{\"eventId\":\"%s\",\"type\":\"%s\",\"endpoints\":%d}", ev,
-	         type, n);
-	audit = (struct store_audit){ "system", "local", "webhook.enqueued", row->id, "success",
-		                          details };
-	r = store_outbox_enqueue(env->store, env->waker, rows, (size_t)n, &audit, 1, on_enqueued, ev);
+	snprintf(details, sizeof(details),
+	         "{\"eventId\":\"%s\",\"type\":\"%s\",\"endpoints\":%d}", ev, type, n);
+	audit = (struct store_audit){ "system", "local",   "webhook.enqueued",
+		                          row->id,  "success", details };
+	r = store_outbox_enqueue(env->store, env->waker, rows, (size_t)n, &audit, 1,
+	                         on_enqueued, ev);
 	free(payload);
 	if (r != 0) {
 		log_error("outbox: event for %s not queued: %s", row->id, fgw_strerror(r));
@@ -207,7 +175,8 @@ on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_r
 		return;
 	snprintf(type, sizeof(type), "transaction.%s", row->status);
 	enqueue_event(wh, env, row, type);
-	if (strcmp(row->status, "refunded") == 0 || strcmp(row->status, "partially_refunded") == 0)
+	if (strcmp(row->status, "refunded") == 0 ||
+	    strcmp(row->status, "partially_refunded") == 0)
 		enqueue_event(wh, env, row, "refund.succeeded");
 }
 
@@ -254,20 +223,11 @@ on_recorded(void *arg, int rc)
 	free(d);
 }
 
-/* Delay before attempt number `done + 1`: base * 2^(done - 1). */
-static int64_t
-backoff_ms(int64_t base, int done)
-{
-	int shift = done > 1 ? done - 1 : 0;
-	if (shift > 30)
-		shift = 30;
-	return base << shift;
-}
-
 /* The endpoint's client's operators (or the default ones) hear that an
  * event was given up. */
 static void
-notify_abandoned(struct webhooks *wh, const struct delivery *d, const struct store_outbox_attempt *a)
+notify_abandoned(struct webhooks *wh, const struct delivery *d,
+                 const struct store_outbox_attempt *a)
 {
 	const struct fgw_config *cfg = &wh->gw->cfg;
 	const char *client = NULL;
@@ -279,14 +239,18 @@ notify_abandoned(struct webhooks *wh, const struct delivery *d, const struct sto
 	snprintf(n, sizeof(n), "%d", d->row.attempts + 1);
 	{
 		struct notify_var v[] = {
-			{ "outbox_id", d->row.id }, { "url", d->row.url },
-			{ "event_type", d->row.event_type }, { "txn_id", d->row.txn_id },
-			{ "error", a->error }, { "attempts", n }, { "client", client ? client : "" },
+			{ "outbox_id", d->row.id },
+			{ "url", d->row.url },
+			{ "event_type", d->row.event_type },
+			{ "txn_id", d->row.txn_id },
+			{ "error", a->error },
+			{ "attempts", n },
+			{ "client", client ? client : "" },
 		};
 		char once[64];
 		snprintf(once, sizeof(once), "webhook_abandoned:%s", d->row.id);
-		(void)notify_mail(wh->rx->env.store, wh->rx->waker, "admin_webhook_abandoned", client,
-		                  NULL, d->row.txn_id, once, v, sizeof(v) / sizeof(v[0]));
+		(void)notify_mail(wh->rx->env.store, wh->rx->waker, "admin_webhook_abandoned",
+		                  client, NULL, d->row.txn_id, once, v, sizeof(v) / sizeof(v[0]));
 	}
 }
 
@@ -299,7 +263,11 @@ on_delivered(void *arg, const struct httpc_response *resp)
 	struct store_outbox_attempt a;
 	struct store_audit audit;
 	char details[256];
-	int64_t now = fgw_now_ms(), deadline = d->row.created_at + cfg->webhook_max_age_s * 1000;
+	const struct outbox_policy policy = { cfg->webhook_retry_base_ms,
+		                                  cfg->webhook_max_age_s };
+	static const char *const outcomes[] = { "delivered", "retry", "failed" };
+	enum outbox_fate fate;
+	int64_t now = fgw_now_ms();
 	int r;
 
 	memset(&a, 0, sizeof(a));
@@ -316,32 +284,35 @@ on_delivered(void *arg, const struct httpc_response *resp)
 		fgw_strlcpy(a.error, fgw_strerror(resp->err), sizeof(a.error));
 	}
 	if (a.error[0] == '\0') {
-		fgw_strlcpy(a.outcome, "delivered", sizeof(a.outcome));
+		fate = OUTBOX_DELIVERED;
 		a.next_attempt_at = d->row.next_attempt_at;
 	} else {
-		a.next_attempt_at = now + backoff_ms(cfg->webhook_retry_base_ms, d->row.attempts + 1);
-		fgw_strlcpy(a.outcome,
-		            a.next_attempt_at > deadline || d->unconfigured ? "failed" : "retry",
-		            sizeof(a.outcome));
+		fate = outbox_after_failure(&policy, d->row.attempts, d->row.created_at, now,
+		                            &a.next_attempt_at);
+		if (d->unconfigured)
+			fate = OUTBOX_FAILED;
 	}
+	fgw_strlcpy(a.outcome, outcomes[fate], sizeof(a.outcome));
 	snprintf(details, sizeof(details),
 	         "{\"outboxId\":\"%s\",\"eventId\":\"%s\",\"attempt\":%d,\"httpStatus\":%d,"
 	         "\"outcome\":\"%s\"}",
 	         d->row.id, d->row.event_id, d->row.attempts + 1, a.http_status, a.outcome);
-	audit = (struct store_audit){ "system", "local", "webhook.delivery", d->row.txn_id,
-		                          strcmp(a.outcome, "delivered") == 0 ? "success" : "failure",
+	audit = (struct store_audit){ "system",
+		                          "local",
+		                          "webhook.delivery",
+		                          d->row.txn_id,
+		                          fate == OUTBOX_DELIVERED ? "success" : "failure",
 		                          details };
-	atomic_fetch_add(&wh->gw->metrics.webhooks_out[strcmp(a.outcome, "delivered") == 0 ? 0
-	                                             : strcmp(a.outcome, "retry") == 0  ? 1
-	                                                                                : 2],
-	                 1);
-	if (strcmp(a.outcome, "delivered") != 0)
+	outbox_count(wh->gw->metrics.webhooks_out, fate);
+	if (fate != OUTBOX_DELIVERED)
 		log_warn("outbox: %s to %s: %s (%s)", d->row.id, d->row.url, a.error, a.outcome);
-	if (strcmp(a.outcome, "failed") == 0)
+	if (fate == OUTBOX_FAILED)
 		notify_abandoned(wh, d, &a);
-	r = store_outbox_attempt(wh->rx->env.store, wh->rx->waker, &a, &audit, 1, on_recorded, d);
+	r = store_outbox_attempt(wh->rx->env.store, wh->rx->waker, &a, &audit, 1, on_recorded,
+	                         d);
 	if (r != 0) {
-		log_error("outbox: cannot record the attempt for %s: %s", d->row.id, fgw_strerror(r));
+		log_error("outbox: cannot record the attempt for %s: %s", d->row.id,
+		          fgw_strerror(r));
 		on_recorded(d, 0);
 	}
 }
@@ -396,7 +367,8 @@ send_one(struct webhooks *wh, struct store_outbox_row *row)
 	headers[3] = "User-Agent: flairgw-webhooks/1";
 	headers[4] = NULL;
 	r = httpc_request(wh->rx->httpc, "POST", d->row.url, headers, d->row.payload,
-	                  strlen(d->row.payload), (long)cfg->webhook_timeout_ms, on_delivered, d, NULL);
+	                  strlen(d->row.payload), (long)cfg->webhook_timeout_ms, on_delivered,
+	                  d, NULL);
 	if (r != 0) {
 		struct httpc_response resp;
 		memset(&resp, 0, sizeof(resp));
@@ -421,7 +393,8 @@ tick(evutil_socket_t fd, short what, void *arg)
 	if (wh->rx->draining)
 		return; /* rows stay pending for the next start */
 	if (wh->busy == 0) {
-		if ((r = store_outbox_due(wh->rx->reader, fgw_now_ms(), rows, DELIVERY_BATCH, &n)) != 0)
+		if ((r = store_outbox_due(wh->rx->reader, fgw_now_ms(), rows, DELIVERY_BATCH,
+		                          &n)) != 0)
 			log_error("outbox: reading due rows: %s", fgw_strerror(r));
 		for (int i = 0; i < n; i++)
 			send_one(wh, &rows[i]);
@@ -437,6 +410,7 @@ webhooks_setup(struct gateway *gw, int subscribe, struct check_report *rep,
 {
 	const struct fgw_config *cfg = &gw->cfg;
 	struct webhooks *wh = NULL;
+	struct fgw_why why;
 	char err[768];
 	int r, first = FGW_OK;
 
@@ -448,8 +422,10 @@ webhooks_setup(struct gateway *gw, int subscribe, struct check_report *rep,
 	for (int i = 0; i < cfg->n_inbound_webhooks; i++) {
 		const struct config_inbound_webhook *c = &cfg->inbound_webhooks[i];
 		struct wh_secret *s = &wh->in[wh->n_in];
-		if ((r = read_secret(c->secret_file, &s->secret, err, sizeof(err))) != 0) {
-			check_problem(rep, "%s", err);
+		if ((r = outbox_read_secret(c->secret_file, SECRET_MAX, 16, 0, &s->secret,
+		                            &why)) != 0) {
+			check_problem(rep, "webhook secret %s",
+			              fgw_why_format(&why, err, sizeof(err)));
 			first = first != FGW_OK ? first : r;
 			continue;
 		}
@@ -459,9 +435,10 @@ webhooks_setup(struct gateway *gw, int subscribe, struct check_report *rep,
 		wh->n_in++;
 	}
 	for (int i = 0; i < cfg->n_webhook_endpoints; i++) {
-		if ((r = read_secret(cfg->webhook_endpoints[i].secret_file, &wh->out_secret[i], err,
-		                     sizeof(err))) != 0) {
-			check_problem(rep, "%s", err);
+		if ((r = outbox_read_secret(cfg->webhook_endpoints[i].secret_file, SECRET_MAX, 16,
+		                            0, &wh->out_secret[i], &why)) != 0) {
+			check_problem(rep, "webhook secret %s",
+			              fgw_why_format(&why, err, sizeof(err)));
 			first = first != FGW_OK ? first : r;
 			continue;
 		}
@@ -512,8 +489,8 @@ webhooks_free(struct webhooks *wh)
 
 int
 webhooks_inbound(const struct webhooks *wh, const char *processor,
-                 const char *secrets[WEBHOOKS_MAX_SECRETS], size_t *n, const char **header,
-                 const char **scheme)
+                 const char *secrets[WEBHOOKS_MAX_SECRETS], size_t *n,
+                 const char **header, const char **scheme)
 {
 	*n = 0;
 	*header = NULL;

@@ -30,8 +30,8 @@
 
 struct kind {
 	const char *name;
-	const char *audience;     /* customer | admin */
-	const char *vars;         /* placeholders it offers, space-separated */
+	const char *audience; /* customer | admin */
+	const char *vars;     /* placeholders it offers, space-separated */
 };
 
 /* Every kind offers {{client}} too. */
@@ -44,7 +44,8 @@ static const struct kind kinds[] = {
 	{ "hold_cancelled", "customer", "name reference experience time guests" },
 	{ "admin_failure_rate", "admin", "failed window pct threshold" },
 	{ "admin_manual_review", "admin", "txn_id operation reason attempts" },
-	{ "admin_webhook_abandoned", "admin", "outbox_id url event_type txn_id error attempts" },
+	{ "admin_webhook_abandoned", "admin",
+	  "outbox_id url event_type txn_id error attempts" },
 	{ "admin_backup_failed", "admin", "dir error" },
 	{ "admin_reconcile_stuck", "admin", "count oldest_txn minutes" },
 };
@@ -193,8 +194,8 @@ kind_has(const struct kind *k, const char *name, size_t len)
 
 /* Every {{...}} in s names a placeholder of k, and braces pair up. */
 static int
-check_placeholders(const struct kind *k, const char *s, const char *path, char *err,
-                   size_t errlen)
+check_placeholders(const struct kind *k, const char *s, const char *path,
+                   struct fgw_why *why)
 {
 	const char *p = s, *end;
 	int line = 1;
@@ -203,13 +204,15 @@ check_placeholders(const struct kind *k, const char *s, const char *path, char *
 			line++;
 		if (p[0] != '{' || p[1] != '{')
 			continue;
-		if ((end = strstr(p + 2, "}}")) == NULL || memchr(p + 2, '\n', (size_t)(end - p - 2))) {
-			snprintf(err, errlen, "%s:%d: unterminated {{", path, line);
+		if ((end = strstr(p + 2, "}}")) == NULL ||
+		    memchr(p + 2, '\n', (size_t)(end - p - 2))) {
+			fgw_why_set(why, path, line, 0, "unterminated {{");
 			return FGW_ERR_INVALID;
 		}
 		if (!kind_has(k, p + 2, (size_t)(end - p - 2))) {
-			snprintf(err, errlen, "%s:%d: unknown placeholder {{%.*s}} (this mail offers: client %s)",
-			         path, line, (int)(end - p - 2 > 40 ? 40 : end - p - 2), p + 2, k->vars);
+			fgw_why_set(why, path, line, 0,
+			            "unknown placeholder {{%.*s}} (this mail offers: client %s)",
+			            (int)(end - p - 2 > 40 ? 40 : end - p - 2), p + 2, k->vars);
 			return FGW_ERR_INVALID;
 		}
 		p = end + 1;
@@ -218,7 +221,7 @@ check_placeholders(const struct kind *k, const char *s, const char *path, char *
 }
 
 static int
-load_kind(const char *dir, size_t i, char *err, size_t errlen)
+load_kind(const char *dir, size_t i, struct fgw_why *why)
 {
 	const struct kind *k = &kinds[i];
 	struct tmpl *t = &g.t[i];
@@ -228,13 +231,14 @@ load_kind(const char *dir, size_t i, char *err, size_t errlen)
 
 	snprintf(path, sizeof(path), "%s/%s.txt", dir, k->name);
 	if ((r = fgw_read_file(path, TEMPLATE_MAX, &text, &len)) != 0) {
-		snprintf(err, errlen, "%s: %s", path, fgw_strerror(r));
+		fgw_why_set(why, path, 0, 0, "%s", fgw_strerror(r));
 		return r;
 	}
 	if (strlen(text) != len || strncmp(text, "Subject: ", 9) != 0 ||
-	    (nl = strchr(text, '\n')) == NULL || (nl[1] != '\n' && !(nl[1] == '\r' && nl[2] == '\n'))) {
-		snprintf(err, errlen, "%s: must start with a \"Subject: ...\" line and an empty line",
-		         path);
+	    (nl = strchr(text, '\n')) == NULL ||
+	    (nl[1] != '\n' && !(nl[1] == '\r' && nl[2] == '\n'))) {
+		fgw_why_set(why, path, 0, 0,
+		            "must start with a \"Subject: ...\" line and an empty line");
 		free(text);
 		return FGW_ERR_INVALID;
 	}
@@ -247,19 +251,19 @@ load_kind(const char *dir, size_t i, char *err, size_t errlen)
 		return FGW_ERR_NOMEM;
 	}
 	free(text);
-	if ((r = check_placeholders(k, t->subject, path, err, errlen)) != 0 ||
-	    (r = check_placeholders(k, t->text, path, err, errlen)) != 0)
+	if ((r = check_placeholders(k, t->subject, path, why)) != 0 ||
+	    (r = check_placeholders(k, t->text, path, why)) != 0)
 		return r;
 	snprintf(path, sizeof(path), "%s/%s.html", dir, k->name);
 	if ((r = fgw_read_file(path, TEMPLATE_MAX, &t->html, &len)) != 0) {
-		snprintf(err, errlen, "%s: %s", path, fgw_strerror(r));
+		fgw_why_set(why, path, 0, 0, "%s", fgw_strerror(r));
 		return r;
 	}
 	if (strlen(t->html) != len) {
-		snprintf(err, errlen, "%s: holds a NUL byte", path);
+		fgw_why_set(why, path, 0, 0, "holds a NUL byte");
 		return FGW_ERR_INVALID;
 	}
-	return check_placeholders(k, t->html, path, err, errlen);
+	return check_placeholders(k, t->html, path, why);
 }
 
 void
@@ -280,16 +284,18 @@ notify_enabled(void)
 }
 
 int
-notify_init(const struct notify_opts *o, char *err, size_t errlen)
+notify_init(const struct notify_opts *o, struct fgw_why *why)
 {
 	int r;
 	notify_reset();
 	if (!notify_addr_ok(o->from)) {
-		snprintf(err, errlen, "mail_from \"%.64s\" is not a plain e-mail address", o->from ? o->from : "");
+		fgw_why_set(why, "mail_from", 0, 0, "\"%.64s\" is not a plain e-mail address",
+		            o->from ? o->from : "");
 		return FGW_ERR_INVALID;
 	}
 	if (o->admin != NULL && o->admin[0] != '\0' && !notify_addr_ok(o->admin)) {
-		snprintf(err, errlen, "mail_admin \"%.64s\" is not a plain e-mail address", o->admin);
+		fgw_why_set(why, "mail_admin", 0, 0, "\"%.64s\" is not a plain e-mail address",
+		            o->admin);
 		return FGW_ERR_INVALID;
 	}
 	if (o->n_clients > MAX_CLIENTS)
@@ -300,18 +306,20 @@ notify_init(const struct notify_opts *o, char *err, size_t errlen)
 		const struct notify_client *c = &o->clients[i];
 		if (!notify_addr_ok(c->from) ||
 		    (c->admin != NULL && c->admin[0] != '\0' && !notify_addr_ok(c->admin))) {
-			snprintf(err, errlen, "mail_client %.64s: FROM and ADMIN must be plain e-mail addresses",
-			         c->client_id);
+			fgw_why_set(why, "mail_client", 0, 0,
+			            "%.64s: FROM and ADMIN must be plain e-mail addresses",
+			            c->client_id);
 			notify_reset();
 			return FGW_ERR_INVALID;
 		}
 		fgw_strlcpy(g.clients[i].client_id, c->client_id, sizeof(g.clients[i].client_id));
 		fgw_strlcpy(g.clients[i].from, c->from, sizeof(g.clients[i].from));
-		fgw_strlcpy(g.clients[i].admin, c->admin ? c->admin : "", sizeof(g.clients[i].admin));
+		fgw_strlcpy(g.clients[i].admin, c->admin ? c->admin : "",
+		            sizeof(g.clients[i].admin));
 	}
 	g.n_clients = o->n_clients;
 	for (size_t i = 0; i < N_KINDS; i++) {
-		if ((r = load_kind(o->templates_dir, i, err, errlen)) != 0) {
+		if ((r = load_kind(o->templates_dir, i, why)) != 0) {
 			notify_reset();
 			return r;
 		}
@@ -336,12 +344,23 @@ html_escape(struct sbuf *b, const char *s)
 {
 	for (; *s; s++) {
 		switch (*s) {
-		case '&': sb_str(b, "&amp;"); break;
-		case '<': sb_str(b, "&lt;"); break;
-		case '>': sb_str(b, "&gt;"); break;
-		case '"': sb_str(b, "&quot;"); break;
-		case '\'': sb_str(b, "&#39;"); break;
-		default: sb_add(b, s, 1);
+		case '&':
+			sb_str(b, "&amp;");
+			break;
+		case '<':
+			sb_str(b, "&lt;");
+			break;
+		case '>':
+			sb_str(b, "&gt;");
+			break;
+		case '"':
+			sb_str(b, "&quot;");
+			break;
+		case '\'':
+			sb_str(b, "&#39;");
+			break;
+		default:
+			sb_add(b, s, 1);
 		}
 	}
 }
@@ -444,8 +463,9 @@ subject_header(struct sbuf *b, const char *s)
 }
 
 int
-notify_render(const char *kind, const char *from, const char *to, const struct notify_var *vars,
-              size_t n, long long now_ms, char **out, char *subject, size_t subject_len)
+notify_render(const char *kind, const char *from, const char *to,
+              const struct notify_var *vars, size_t n, long long now_ms, char **out,
+              char *subject, size_t subject_len)
 {
 	const struct kind *k;
 	const struct tmpl *t;
@@ -471,7 +491,8 @@ notify_render(const char *kind, const char *from, const char *to, const struct n
 	expand(&subj, t->subject, vars, n, 0);
 	if (subj.err)
 		goto nomem;
-	if (gmtime_r(&secs, &tm) == NULL || strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm) == 0)
+	if (gmtime_r(&secs, &tm) == NULL ||
+	    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm) == 0)
 		goto out;
 	domain = strchr(from, '@') + 1;
 	fgw_random_id("=_fgw_", boundary, sizeof(boundary));
@@ -484,7 +505,8 @@ notify_render(const char *kind, const char *from, const char *to, const struct n
 		goto out;
 	sb_str(&msg, "MIME-Version: 1.0\r\n");
 	sb_str(&msg, "Auto-Submitted: auto-generated\r\n");
-	sb_fmt(&msg, "Content-Type: multipart/alternative;\r\n boundary=\"%s\"\r\n\r\n", boundary);
+	sb_fmt(&msg, "Content-Type: multipart/alternative;\r\n boundary=\"%s\"\r\n\r\n",
+	       boundary);
 	sb_fmt(&msg, "--%s\r\n", boundary);
 	sb_str(&msg, "Content-Type: text/plain; charset=UTF-8\r\n"
 	             "Content-Transfer-Encoding: quoted-printable\r\n\r\n");
@@ -534,9 +556,9 @@ on_queued(void *arg, int rc)
 }
 
 int
-notify_mail(struct store *st, struct store_waker *w, const char *kind, const char *client_id,
-            const char *to, const char *txn_id, const char *dedupe, const struct notify_var *vars,
-            size_t n)
+notify_mail(struct store *st, struct store_waker *w, const char *kind,
+            const char *client_id, const char *to, const char *txn_id, const char *dedupe,
+            const struct notify_var *vars, size_t n)
 {
 	struct store_mail_row row;
 	struct store_audit audit;
@@ -569,7 +591,8 @@ notify_mail(struct store *st, struct store_waker *w, const char *kind, const cha
 	fgw_strlcpy(row.txn_id, txn_id ? txn_id : "", sizeof(row.txn_id));
 	fgw_strlcpy(row.mail_from, from, sizeof(row.mail_from));
 	fgw_strlcpy(row.rcpt_to, to, sizeof(row.rcpt_to));
-	if (dedupe != NULL && fgw_strlcpy(row.dedupe_key, dedupe, sizeof(row.dedupe_key)) != 0)
+	if (dedupe != NULL &&
+	    fgw_strlcpy(row.dedupe_key, dedupe, sizeof(row.dedupe_key)) != 0)
 		return FGW_ERR_INVALID;
 	if ((r = notify_render(kind, from, to, vars, n, (long long)fgw_now_ms(), &row.message,
 	                       row.subject, sizeof(row.subject))) != 0)
@@ -579,10 +602,12 @@ notify_mail(struct store *st, struct store_waker *w, const char *kind, const cha
 		return FGW_ERR_NOMEM;
 	}
 	/* The address is personal data: the audit names the mail, not it. */
-	snprintf(details, sizeof(details), "{\"mailId\":\"%s\",\"kind\":\"%s\",\"audience\":\"%s\"}",
-	         row.id, row.kind, row.audience);
-	audit = (struct store_audit){ "system", "local", "mail.queued",
-		                          row.txn_id[0] ? row.txn_id : row.id, "success", details };
+	snprintf(details, sizeof(details),
+	         "{\"mailId\":\"%s\",\"kind\":\"%s\",\"audience\":\"%s\"}", row.id, row.kind,
+	         row.audience);
+	audit = (struct store_audit){ "system",      "local",
+		                          "mail.queued", row.txn_id[0] ? row.txn_id : row.id,
+		                          "success",     details };
 	r = store_mail_enqueue(st, w, &row, &audit, 1, on_queued, id);
 	free(row.message);
 	if (r != 0)

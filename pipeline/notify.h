@@ -30,20 +30,22 @@ struct notify_var {
 struct notify_client {
 	const char *client_id;
 	const char *from;
-	const char *admin;        /* "" or NULL: the default admin */
+	const char *admin; /* "" or NULL: the default admin */
 };
+
+struct fgw_why;
 
 struct notify_opts {
 	const char *templates_dir;
-	const char *from;         /* default sender */
-	const char *admin;        /* default alert address; "" or NULL: none */
+	const char *from;  /* default sender */
+	const char *admin; /* default alert address; "" or NULL: none */
 	const struct notify_client *clients;
 	size_t n_clients;
 };
 
-/* Loads and checks the templates and addresses; errors name the file or
- * the address. Start-up only. */
-int notify_init(const struct notify_opts *o, char *err, size_t errlen);
+/* Loads and checks the templates and addresses; why names the template
+ * file and line, or the directive. Start-up only. */
+int notify_init(const struct notify_opts *o, struct fgw_why *why);
 /* Forgets the templates (shutdown, tests). */
 void notify_reset(void);
 /* 1 once notify_init succeeded. */
@@ -68,7 +70,7 @@ int notify_mail(struct store *st, struct store_waker *w, const char *kind,
 /* The message notify_mail would queue, into *out (caller frees), and its
  * subject; for tests. now_ms sets the Date header. */
 int notify_render(const char *kind, const char *from, const char *to,
-                  const struct notify_var *vars, size_t n, long long now_ms,
-                  char **out, char *subject, size_t subject_len);
+                  const struct notify_var *vars, size_t n, long long now_ms, char **out,
+                  char *subject, size_t subject_len);
 
 #endif

@@ -17,7 +17,7 @@
 
 int
 risk_init(struct risk *rk, const char *rules_file, const char *mode,
-          struct rules_error *err)
+          struct fgw_why *err)
 {
 	struct rules *r = NULL;
 	int rc;
@@ -59,7 +59,7 @@ risk_free(struct risk *rk)
 }
 
 int
-risk_reload(struct risk *rk, struct rules_error *err, size_t *nrules)
+risk_reload(struct risk *rk, struct fgw_why *err, size_t *nrules)
 {
 	struct rules *r = NULL;
 	int rc;

@@ -32,12 +32,12 @@ struct risk {
 /* Loads rules_file and creates the velocity store. 0, or the loader's
  * code with *err filled (file:line:col). */
 int risk_init(struct risk *rk, const char *rules_file, const char *mode,
-              struct rules_error *err);
+              struct fgw_why *err);
 void risk_free(struct risk *rk);
 /* Compiles rules_file again; swaps it in only when it loads whole. On
  * error the old set keeps running and *err says why. *nrules (may be
  * NULL) is the new set's size. */
-int risk_reload(struct risk *rk, struct rules_error *err, size_t *nrules);
+int risk_reload(struct risk *rk, struct fgw_why *err, size_t *nrules);
 
 /* Decides for in and records the attempt (declined when the decision is
  * a decline), atomically with respect to other deciders. */

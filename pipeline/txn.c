@@ -612,8 +612,7 @@ txn_request_free(struct txn_request *r)
 	txn_card_clear(&r->card);
 	free(r->enc_data);
 	free(r->metadata_json);
-	sodium_memzero(r, sizeof(*r));
-	free(r);
+	fgw_freezero(r, sizeof(*r));
 }
 
 int
@@ -654,8 +653,7 @@ txn_free(struct txn *t)
 	free(t->reply_body);
 	free(t->answer);
 	proc_result_clear(&t->result);
-	sodium_memzero(t, sizeof(*t));
-	free(t);
+	fgw_freezero(t, sizeof(*t));
 }
 
 void

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/util.h"
 #include "crypto/secmem.h"
 #include "processors/adapter.h"
 
@@ -36,8 +37,7 @@ proc_http_clear(struct proc_http *h)
 	/* Headers may carry the processor credential: wipe before free. */
 	for (size_t i = 0; i < sizeof(h->headers) / sizeof(h->headers[0]); i++) {
 		if (h->headers[i] != NULL)
-			explicit_bzero(h->headers[i], strlen(h->headers[i]));
-		free(h->headers[i]);
+			fgw_freezero(h->headers[i], strlen(h->headers[i]));
 	}
 	free(h->body);
 	secbuf_free(h->secure_body);

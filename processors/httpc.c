@@ -154,8 +154,7 @@ static void
 req_body_free(struct httpc_req *r)
 {
 	if (r->req_body != NULL)
-		explicit_bzero(r->req_body, r->req_body_len + 1);
-	free(r->req_body);
+		fgw_freezero(r->req_body, r->req_body_len + 1);
 	r->req_body = NULL;
 }
 

@@ -164,7 +164,7 @@ struct parser {
 	const struct rules_load_opts *opts;
 	size_t max_bytes;
 	struct rules *r;
-	struct rules_error *err;
+	struct fgw_why *err;
 	struct arena_chunk *scratch; /* list items; freed after the parse */
 	struct plist *lists;
 	size_t nlists, caplists;
@@ -184,7 +184,7 @@ perr(struct parser *ps, int line, int col, const char *fmt, ...)
 		va_start(ap, fmt);
 		vsnprintf(msg, sizeof(msg), fmt, ap);
 		va_end(ap);
-		rules_seterr(ps->err, ps->name, line, col, "%s", msg);
+		fgw_why_set(ps->err, ps->name, line, col, "%s", msg);
 	}
 	return FGW_ERR_INVALID;
 }
@@ -758,13 +758,14 @@ compile_items(struct parser *ps, const struct litem *items, size_t n,
 {
 	char msg[200];
 	const char *why;
+	struct fgw_why cidr_why;
 	struct rset *s;
 	uint32_t idx;
 	int rc, kind;
 
 #define ITEM_ERR(it, ...)                                                    \
 	do {                                                                     \
-		rules_seterr(ps->err, origin, (it)->line, (it)->col, __VA_ARGS__);   \
+		fgw_why_set(ps->err, origin, (it)->line, (it)->col, __VA_ARGS__);   \
 		return FGW_ERR_INVALID;                                              \
 	} while (0)
 
@@ -810,8 +811,8 @@ compile_items(struct parser *ps, const struct litem *items, size_t n,
 			s->n++;
 			break;
 		case ST_CIDR:
-			if (rules_parse_cidr(it->text, &s->u.ip[s->n], msg, sizeof(msg)) != 0)
-				ITEM_ERR(it, "%s", msg);
+			if (rules_parse_cidr(it->text, &s->u.ip[s->n], &cidr_why) != 0)
+				ITEM_ERR(it, "%s", cidr_why.msg);
 			s->n++;
 			break;
 		case ST_INT:
@@ -921,7 +922,7 @@ parse_list_file(struct parser *ps, const char *path, const char *text,
 		}
 		if (e > b) {
 			if (e - b > RULES_STR_MAX) {
-				rules_seterr(ps->err, path, line, col, "entry longer than %d bytes",
+				fgw_why_set(ps->err, path, line, col, "entry longer than %d bytes",
 				             RULES_STR_MAX);
 				return FGW_ERR_INVALID;
 			}
@@ -1706,7 +1707,7 @@ group_windows(struct rules *r)
 int
 rules_compile(struct rules *r, const char *text, const char *name,
               const char *base_dir, const struct rules_load_opts *opts,
-              struct rules_error *err)
+              struct fgw_why *err)
 {
 	struct parser *ps;
 	char hint[64], d[80];

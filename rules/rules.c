@@ -19,33 +19,6 @@ struct rules_slot {
 	struct rules *cur;
 };
 
-void
-rules_seterr(struct rules_error *err, const char *file, int line, int col,
-             const char *fmt, ...)
-{
-	va_list ap;
-	if (err == NULL)
-		return;
-	snprintf(err->file, sizeof(err->file), "%s", file ? file : "");
-	err->line = line;
-	err->col = col;
-	va_start(ap, fmt);
-	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-	va_end(ap);
-}
-
-const char *
-rules_error_format(const struct rules_error *err, char *buf, size_t len)
-{
-	if (len == 0)
-		return buf;
-	if (err->line > 0)
-		snprintf(buf, len, "%s:%d:%d: %s", err->file, err->line, err->col, err->msg);
-	else
-		snprintf(buf, len, "%s: %s", err->file, err->msg);
-	return buf;
-}
-
 static void
 rules_free(struct rules *r)
 {
@@ -98,7 +71,7 @@ dir_of(const char *name, char *out, size_t cap)
 int
 rules_load_string(const char *text, const char *name,
                   const struct rules_load_opts *opts, struct rules **out,
-                  struct rules_error *err)
+                  struct fgw_why *err)
 {
 	char base[PATH_MAX];
 	struct rules *r;
@@ -111,7 +84,7 @@ rules_load_string(const char *text, const char *name,
 	if (name == NULL)
 		name = "rules";
 	if (text == NULL || out == NULL) {
-		rules_seterr(err, name, 0, 0, "no rules text");
+		fgw_why_set(err, name, 0, 0, "no rules text");
 		return FGW_ERR_INVALID;
 	}
 	if (opts && opts->base_dir)
@@ -119,13 +92,13 @@ rules_load_string(const char *text, const char *name,
 	else
 		dir_of(name, base, sizeof(base));
 	if ((r = calloc(1, sizeof(*r))) == NULL) {
-		rules_seterr(err, name, 0, 0, "%s", fgw_strerror(FGW_ERR_NOMEM));
+		fgw_why_set(err, name, 0, 0, "%s", fgw_strerror(FGW_ERR_NOMEM));
 		return FGW_ERR_NOMEM;
 	}
 	atomic_init(&r->refs, 1);
 	if ((rc = rules_compile(r, text, name, base, opts, err)) != FGW_OK) {
 		if (err && err->msg[0] == '\0')
-			rules_seterr(err, name, 0, 0, "%s", fgw_strerror(rc));
+			fgw_why_set(err, name, 0, 0, "%s", fgw_strerror(rc));
 		rules_free(r);
 		return rc;
 	}
@@ -135,7 +108,7 @@ rules_load_string(const char *text, const char *name,
 
 int
 rules_load_file(const char *path, const struct rules_load_opts *opts,
-                struct rules **out, struct rules_error *err)
+                struct rules **out, struct fgw_why *err)
 {
 	char *text = NULL;
 	size_t len = 0, max = opts && opts->max_file_bytes ? opts->max_file_bytes : 16u << 20;
@@ -147,11 +120,11 @@ rules_load_file(const char *path, const struct rules_load_opts *opts,
 	if (err)
 		memset(err, 0, sizeof(*err));
 	if (path == NULL || out == NULL) {
-		rules_seterr(err, "", 0, 0, "no rules file");
+		fgw_why_set(err, "", 0, 0, "no rules file");
 		return FGW_ERR_INVALID;
 	}
 	if ((rc = fgw_read_file(path, max, &text, &len)) != FGW_OK) {
-		rules_seterr(err, path, 0, 0, "cannot read rules file: %s", fgw_strerror(rc));
+		fgw_why_set(err, path, 0, 0, "cannot read rules file: %s", fgw_strerror(rc));
 		return rc;
 	}
 	if ((nul = memchr(text, '\0', len)) != NULL) {
@@ -164,7 +137,7 @@ rules_load_file(const char *path, const struct rules_load_opts *opts,
 				col++;
 			}
 		}
-		rules_seterr(err, path, line, col, "NUL byte in rules file");
+		fgw_why_set(err, path, line, col, "NUL byte in rules file");
 		free(text);
 		return FGW_ERR_INVALID;
 	}

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/err.h"
 #include "rules/velocity.h"
 
 struct rules;
@@ -31,13 +32,6 @@ enum rules_action {
 	RULES_REVIEW,      /* allowed, flagged for a person to look at */
 	RULES_REQUIRE_3DS, /* go on only with 3-D Secure */
 	RULES_DECLINE      /* refused with a reason code */
-};
-
-/* Where a rules file (or a list or BIN table it names) went wrong. */
-struct rules_error {
-	char file[256];
-	int line, col; /* 1-based; col counts characters */
-	char msg[256];
 };
 
 struct rules_load_opts {
@@ -82,14 +76,11 @@ struct rules_decision {
  * not NULL and sets *out to NULL: a file with any error is refused whole.
  * On success *out holds one reference. opts may be NULL. */
 int rules_load_file(const char *path, const struct rules_load_opts *opts,
-                    struct rules **out, struct rules_error *err);
+                    struct rules **out, struct fgw_why *err);
 /* Same, from text; name is used in error messages. */
 int rules_load_string(const char *text, const char *name,
                       const struct rules_load_opts *opts, struct rules **out,
-                      struct rules_error *err);
-/* "file:line:col: message" into buf. Returns buf. */
-const char *rules_error_format(const struct rules_error *err, char *buf,
-                               size_t len);
+                      struct fgw_why *err);
 
 /* Reference counting; rules_unref frees on the last reference. Both are
  * thread-safe and accept NULL. rules_ref returns r. */

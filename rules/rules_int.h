@@ -151,7 +151,7 @@ struct rules {
 /* parse.c */
 int rules_compile(struct rules *r, const char *text, const char *name,
                   const char *base_dir, const struct rules_load_opts *opts,
-                  struct rules_error *err);
+                  struct fgw_why *err);
 char *rules_arena_strdup(struct rules *r, const char *s, size_t n);
 void rules_arena_free(struct arena_chunk *a);
 
@@ -159,8 +159,8 @@ void rules_arena_free(struct arena_chunk *a);
 int rules_ascii_casecmp(const char *a, const char *b);
 void rules_ascii_lower(char *s);
 int rules_parse_ip(const char *s, struct ip128 *out);
-/* why: a static reason, or written into whybuf. 0 or -1. */
-int rules_parse_cidr(const char *s, struct iprange *out, char *whybuf, size_t whylen);
+/* 0, or FGW_ERR_INVALID with why filled. */
+int rules_parse_cidr(const char *s, struct iprange *out, struct fgw_why *why);
 int rules_parse_binrange(const char *s, struct binrange *out, const char **why);
 int rules_parse_irange(const char *s, struct irange *out, const char **why);
 int rules_digits(const char *s, size_t *len);
@@ -174,7 +174,7 @@ int rules_set_has_int(const struct rset *s, int64_t v);
 int rules_set_glob_any(const struct rset *s, const char *v);
 void rules_set_free(struct rset *s);
 int rules_bintable_load(struct bintable *t, const char *text, const char *file,
-                        struct rules_error *err);
+                        struct fgw_why *err);
 const char *rules_bintable_country(const struct bintable *t, const char *bin,
                                    size_t len);
 void rules_bintable_free(struct bintable *t);
@@ -183,8 +183,5 @@ void rules_bintable_free(struct bintable *t);
 int rules_velocity_key(const struct rules_input *in, enum velocity_dim dim,
                        char *buf, size_t cap);
 
-/* rules.c */
-void rules_seterr(struct rules_error *err, const char *file, int line, int col,
-                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 #endif

@@ -111,7 +111,7 @@ prefix_mask(int bits)
 }
 
 int
-rules_parse_cidr(const char *s, struct iprange *out, char *whybuf, size_t whylen)
+rules_parse_cidr(const char *s, struct iprange *out, struct fgw_why *why)
 {
 	char addr[INET6_ADDRSTRLEN + 8];
 	const char *slash = strchr(s, '/');
@@ -120,35 +120,35 @@ rules_parse_cidr(const char *s, struct iprange *out, char *whybuf, size_t whylen
 	int v4, bits, maxbits;
 
 	if (alen == 0 || alen >= sizeof(addr)) {
-		snprintf(whybuf, whylen, "'%.60s' is not an IP address or CIDR range", s);
-		return -1;
+		fgw_why_set(why, NULL, 0, 0, "'%.60s' is not an IP address or CIDR range", s);
+		return FGW_ERR_INVALID;
 	}
 	memcpy(addr, s, alen);
 	addr[alen] = '\0';
 	if (parse_ip_fam(addr, &ip, &v4) != 0) {
-		snprintf(whybuf, whylen, "'%.60s' is not an IP address or CIDR range", s);
-		return -1;
+		fgw_why_set(why, NULL, 0, 0, "'%.60s' is not an IP address or CIDR range", s);
+		return FGW_ERR_INVALID;
 	}
 	maxbits = v4 ? 32 : 128;
 	bits = maxbits;
 	if (slash) {
 		const char *p = slash + 1;
 		if (*p == '\0' || strlen(p) > 3) {
-			snprintf(whybuf, whylen, "bad prefix length in '%.60s'", s);
-			return -1;
+			fgw_why_set(why, NULL, 0, 0, "bad prefix length in '%.60s'", s);
+			return FGW_ERR_INVALID;
 		}
 		bits = 0;
 		for (; *p; p++) {
 			if (*p < '0' || *p > '9') {
-				snprintf(whybuf, whylen, "bad prefix length in '%.60s'", s);
-				return -1;
+				fgw_why_set(why, NULL, 0, 0, "bad prefix length in '%.60s'", s);
+				return FGW_ERR_INVALID;
 			}
 			bits = bits * 10 + (*p - '0');
 		}
 		if (bits > maxbits) {
-			snprintf(whybuf, whylen, "prefix length /%d is over /%d in '%.60s'",
+			fgw_why_set(why, NULL, 0, 0, "prefix length /%d is over /%d in '%.60s'",
 			         bits, maxbits, s);
-			return -1;
+			return FGW_ERR_INVALID;
 		}
 	}
 	m = prefix_mask(v4 ? 96 + bits : bits);
@@ -159,9 +159,8 @@ rules_parse_cidr(const char *s, struct iprange *out, char *whybuf, size_t whylen
 		ip_to_bytes(&n, b);
 		if (inet_ntop(v4 ? AF_INET : AF_INET6, v4 ? b + 12 : b, net, sizeof(net)) == NULL)
 			net[0] = '\0';
-		snprintf(whybuf, whylen,
-		         "'%.60s' has host bits set (did you mean '%s/%d'?)", s, net, bits);
-		return -1;
+		fgw_why_set(why, NULL, 0, 0, "'%.60s' has host bits set (did you mean '%s/%d'?)", s, net, bits);
+		return FGW_ERR_INVALID;
 	}
 	out->lo = ip;
 	out->hi.hi = ip.hi | ~m.hi;
@@ -514,7 +513,7 @@ skip_blank(const char *p, const char *end)
 /* One CSV line [p, end): "prefix,country[,ignored...]". */
 static int
 bintable_line(struct bintable *t, size_t *cap, const char *p, const char *end,
-              const char *file, int line, int *header_ok, struct rules_error *err)
+              const char *file, int line, int *header_ok, struct fgw_why *err)
 {
 	const char *f1, *f1e, *f2, *f2e, *q;
 	struct binent e;
@@ -536,13 +535,13 @@ bintable_line(struct bintable *t, size_t *cap, const char *p, const char *end,
 	*header_ok = 0;
 	memset(&e, 0, sizeof(e));
 	if (q == f1 || (size_t)(q - f1) > RULES_BIN_MAX) {
-		rules_seterr(err, file, line, (int)(f1 - p) + 1,
+		fgw_why_set(err, file, line, (int)(f1 - p) + 1,
 		             "a BIN prefix is 1 to %d digits", RULES_BIN_MAX);
 		return FGW_ERR_INVALID;
 	}
 	for (const char *c = f1; c < q; c++) {
 		if (*c < '0' || *c > '9') {
-			rules_seterr(err, file, line, (int)(f1 - p) + 1,
+			fgw_why_set(err, file, line, (int)(f1 - p) + 1,
 			             "a BIN prefix is 1 to %d digits", RULES_BIN_MAX);
 			return FGW_ERR_INVALID;
 		}
@@ -550,7 +549,7 @@ bintable_line(struct bintable *t, size_t *cap, const char *p, const char *end,
 	}
 	e.len = (uint8_t)(q - f1);
 	if (f1e == end) {
-		rules_seterr(err, file, line, (int)(f1e - p) + 1,
+		fgw_why_set(err, file, line, (int)(f1e - p) + 1,
 		             "expected ',' and a country code after the BIN prefix");
 		return FGW_ERR_INVALID;
 	}
@@ -559,7 +558,7 @@ bintable_line(struct bintable *t, size_t *cap, const char *p, const char *end,
 		;
 	if (f2e - f2 != 2 || !((f2[0] | 0x20) >= 'a' && (f2[0] | 0x20) <= 'z') ||
 	    !((f2[1] | 0x20) >= 'a' && (f2[1] | 0x20) <= 'z')) {
-		rules_seterr(err, file, line, (int)(f2 - p) + 1,
+		fgw_why_set(err, file, line, (int)(f2 - p) + 1,
 		             "expected a two-letter country code such as US");
 		return FGW_ERR_INVALID;
 	}
@@ -580,7 +579,7 @@ bintable_line(struct bintable *t, size_t *cap, const char *p, const char *end,
 
 int
 rules_bintable_load(struct bintable *t, const char *text, const char *file,
-                    struct rules_error *err)
+                    struct fgw_why *err)
 {
 	size_t cap = 0;
 	int line = 1, header_ok = 1, r;
@@ -604,7 +603,7 @@ rules_bintable_load(struct bintable *t, const char *text, const char *file,
 		qsort(t->v, t->n, sizeof(*t->v), cmp_binent);
 	for (size_t i = 1; i < t->n; i++) {
 		if (t->v[i].len == t->v[i - 1].len && t->v[i].v == t->v[i - 1].v) {
-			rules_seterr(err, file, (int)t->v[i].line, 1,
+			fgw_why_set(err, file, (int)t->v[i].line, 1,
 			             "duplicate BIN prefix (first on line %u)", t->v[i - 1].line);
 			r = FGW_ERR_INVALID;
 			goto fail;

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "store/mail.h"
+#include "store/outbox.h"
 #include "store/sqlutil.h"
 #include "store/store_int.h"
 
@@ -41,19 +42,25 @@ run_enqueue(sqlite3 *db, void *arg)
 	sqlite3_stmt *s = NULL;
 	int64_t now = fgw_now_ms();
 	int rc;
-	if ((rc = sql_prepare(db, "INSERT INTO mail_outbox (id, kind, audience, client_id, txn_id,"
-	                   " mail_from, rcpt_to, subject, message, status, attempts, next_attempt_at,"
-	                   " created_at, updated_at, dedupe_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
-	                   " 'pending', 0, ?, ?, ?, ?) ON CONFLICT (dedupe_key)"
-	                   " WHERE dedupe_key IS NOT NULL DO NOTHING", &s)) != 0)
+	if ((rc = sql_prepare(
+	         db,
+	         "INSERT INTO mail_outbox (id, kind, audience, client_id, txn_id,"
+	         " mail_from, rcpt_to, subject, message, status, attempts, next_attempt_at,"
+	         " created_at, updated_at, dedupe_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
+	         " 'pending', 0, ?, ?, ?, ?) ON CONFLICT (dedupe_key)"
+	         " WHERE dedupe_key IS NOT NULL DO NOTHING",
+	         &s)) != 0)
 		goto out;
 	if (sql_bind_text_or_null(s, 1, o->id) || sql_bind_text_or_null(s, 2, o->kind) ||
-	    sql_bind_text_or_null(s, 3, o->audience) || sql_bind_text_or_null(s, 4, o->client_id) ||
-	    sql_bind_text_or_null(s, 5, o->txn_id) || sql_bind_text_or_null(s, 6, o->mail_from) ||
+	    sql_bind_text_or_null(s, 3, o->audience) ||
+	    sql_bind_text_or_null(s, 4, o->client_id) ||
+	    sql_bind_text_or_null(s, 5, o->txn_id) ||
+	    sql_bind_text_or_null(s, 6, o->mail_from) ||
 	    sql_bind_text_or_null(s, 7, o->rcpt_to) ||
 	    /* A template may render an empty subject: "" is a subject. */
 	    sqlite3_bind_text(s, 8, o->subject, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
-	    sql_bind_text_or_null(s, 9, o->message) || sqlite3_bind_int64(s, 10, now) != SQLITE_OK ||
+	    sql_bind_text_or_null(s, 9, o->message) ||
+	    sqlite3_bind_int64(s, 10, now) != SQLITE_OK ||
 	    sqlite3_bind_int64(s, 11, now) != SQLITE_OK ||
 	    sqlite3_bind_int64(s, 12, now) != SQLITE_OK ||
 	    sql_bind_text_or_null(s, 13, o->dedupe_key[0] ? o->dedupe_key : NULL) ||
@@ -70,8 +77,9 @@ out:
 }
 
 int
-store_mail_enqueue(struct store *st, struct store_waker *w, const struct store_mail_row *row,
-                   const struct store_audit *audit, size_t n_audit, store_done_fn done, void *arg)
+store_mail_enqueue(struct store *st, struct store_waker *w,
+                   const struct store_mail_row *row, const struct store_audit *audit,
+                   size_t n_audit, store_done_fn done, void *arg)
 {
 	struct store_mail_row *j;
 	if (row == NULL || row->message == NULL || row->id[0] == '\0' ||
@@ -89,115 +97,14 @@ store_mail_enqueue(struct store *st, struct store_waker *w, const struct store_m
 	                                                   .done = done, .arg = arg });
 }
 
-struct attempt_job {
-	char id[40];
-	char outcome[12];
-	int64_t next_at;
-	char error[160];
-};
-
-static int
-run_attempt(sqlite3 *db, void *arg)
-{
-	struct attempt_job *j = arg;
-	sqlite3_stmt *s = NULL;
-	int rc;
-	if ((rc = sql_prepare(db, "UPDATE mail_outbox SET attempts = attempts + 1, status = ?,"
-	                   " next_attempt_at = ?, last_error = ?, updated_at = ?"
-	                   " WHERE id = ? AND status = 'pending'", &s)) != 0)
-		goto out;
-	if (sql_bind_text_or_null(s, 1, strcmp(j->outcome, "retry") == 0 ? "pending" : j->outcome) ||
-	    sqlite3_bind_int64(s, 2, j->next_at) != SQLITE_OK ||
-	    sql_bind_text_or_null(s, 3, j->error[0] ? j->error : NULL) ||
-	    sqlite3_bind_int64(s, 4, fgw_now_ms()) != SQLITE_OK || sql_bind_text_or_null(s, 5, j->id) ||
-	    sqlite3_step(s) != SQLITE_DONE) {
-		rc = FGW_ERR_DB;
-		goto out;
-	}
-	/* An operator's retry moved it meanwhile: nothing to record. */
-	rc = sqlite3_changes(db) == 1 ? 0 : FGW_ERR_STATE;
-out:
-	sql_release(s);
-	return rc;
-}
-
-int
-store_mail_attempt(struct store *st, struct store_waker *w, const char *id, const char *outcome,
-                   int64_t next_at, const char *error, const struct store_audit *audit,
-                   size_t n_audit, store_done_fn done, void *arg)
-{
-	struct attempt_job *j;
-	if (id == NULL || outcome == NULL ||
-	    (strcmp(outcome, "sent") != 0 && strcmp(outcome, "retry") != 0 &&
-	     strcmp(outcome, "failed") != 0))
-		return FGW_ERR_INVALID;
-	if ((j = calloc(1, sizeof(*j))) == NULL)
-		return FGW_ERR_NOMEM;
-	if (fgw_strlcpy(j->id, id, sizeof(j->id)) != 0) {
-		free(j);
-		return FGW_ERR_INVALID;
-	}
-	fgw_strlcpy(j->outcome, outcome, sizeof(j->outcome));
-	/* A long server answer is cut, not refused. */
-	(void)fgw_strlcpy(j->error, error ? error : "", sizeof(j->error));
-	j->next_at = next_at;
-	return store_submit_custom(st, w, run_attempt, j, free,
-	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
-	                                                   .done = done, .arg = arg });
-}
-
-struct retry_job {
-	char id[40];
-	int64_t now;
-};
-
-static int
-run_retry(sqlite3 *db, void *arg)
-{
-	struct retry_job *j = arg;
-	sqlite3_stmt *s = NULL;
-	int rc;
-	if ((rc = sql_prepare(db, "UPDATE mail_outbox SET status = 'pending', next_attempt_at = ?,"
-	                   " updated_at = ? WHERE id = ?", &s)) != 0)
-		goto out;
-	if (sqlite3_bind_int64(s, 1, j->now) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 2, j->now) != SQLITE_OK || sql_bind_text_or_null(s, 3, j->id) ||
-	    sqlite3_step(s) != SQLITE_DONE) {
-		rc = FGW_ERR_DB;
-		goto out;
-	}
-	rc = sqlite3_changes(db) == 1 ? 0 : FGW_ERR_NOT_FOUND;
-out:
-	sql_release(s);
-	return rc;
-}
-
-int
-store_mail_retry(struct store *st, struct store_waker *w, const char *id, int64_t now_ms,
-                 const struct store_audit *audit, size_t n_audit, store_done_fn done, void *arg)
-{
-	struct retry_job *j;
-	if (id == NULL || id[0] == '\0')
-		return FGW_ERR_INVALID;
-	if ((j = calloc(1, sizeof(*j))) == NULL)
-		return FGW_ERR_NOMEM;
-	if (fgw_strlcpy(j->id, id, sizeof(j->id)) != 0) {
-		free(j);
-		return FGW_ERR_INVALID;
-	}
-	j->now = now_ms;
-	return store_submit_custom(st, w, run_retry, j, free,
-	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
-	                                                   .done = done, .arg = arg });
-}
-
-#define MAIL_COLS                                                              \
+#define MAIL_COLS                                                                 \
 	"id, kind, audience, client_id, txn_id, mail_from, rcpt_to, subject, status," \
 	" attempts, next_attempt_at, last_error, created_at, updated_at"
 
 static void
-read_row(sqlite3_stmt *s, struct store_mail_row *o)
+read_row(sqlite3_stmt *s, void *arg)
 {
+	struct store_mail_row *o = arg;
 	memset(o, 0, sizeof(*o));
 	sql_col_text(s, 0, o->id, sizeof(o->id));
 	sql_col_text(s, 1, o->kind, sizeof(o->kind));
@@ -215,64 +122,102 @@ read_row(sqlite3_stmt *s, struct store_mail_row *o)
 	o->updated_at = sqlite3_column_int64(s, 13);
 }
 
-int
-store_mail_due(struct store_reader *r, int64_t now_ms, struct store_mail_row *out, int max,
-               int *n)
+static char **
+row_message(void *row)
 {
-	sqlite3_stmt *s = NULL;
-	int rc;
-	*n = 0;
-	if ((rc = sql_prepare(store_reader_db(r),
-	               "SELECT " MAIL_COLS ", message FROM mail_outbox"
-	               " WHERE status = 'pending' AND next_attempt_at <= ?"
-	               " ORDER BY next_attempt_at LIMIT ?", &s)) != 0)
-		goto out;
-	if (sqlite3_bind_int64(s, 1, now_ms) != SQLITE_OK || sqlite3_bind_int(s, 2, max) != SQLITE_OK) {
-		rc = FGW_ERR_DB;
-		goto out;
+	return &((struct store_mail_row *)row)->message;
+}
+
+static const struct outbox_kind mail_kind = {
+	.name = "mail",
+	.done = "sent",
+	.row_size = sizeof(struct store_mail_row),
+	.read_row = read_row,
+	.payload = row_message,
+	.has_code = 0,
+	.sql_due = OUTBOX_SQL_DUE("mail_outbox", MAIL_COLS, "message"),
+	.sql_list = OUTBOX_SQL_LIST("mail_outbox", MAIL_COLS),
+	.sql_claim = OUTBOX_SQL_CLAIM("mail_outbox"),
+	.sql_mark = OUTBOX_SQL_MARK("mail_outbox", ""),
+	.sql_retry = OUTBOX_SQL_RETRY("mail_outbox"),
+};
+
+struct attempt_job {
+	char id[40];
+	char outcome[12];
+	int64_t next_at;
+	char error[160];
+};
+
+static int
+run_attempt(sqlite3 *db, void *arg)
+{
+	struct attempt_job *j = arg;
+	int attempt, rc;
+	if ((rc = outbox_claim(db, &mail_kind, j->id, &attempt)) != 0)
+		return rc;
+	return outbox_mark(db, &mail_kind, j->id, attempt, j->outcome, j->next_at, 0,
+	                   j->error);
+}
+
+int
+store_mail_attempt(struct store *st, struct store_waker *w, const char *id,
+                   const char *outcome, int64_t next_at, const char *error,
+                   const struct store_audit *audit, size_t n_audit, store_done_fn done,
+                   void *arg)
+{
+	struct attempt_job *j;
+	if (id == NULL || !outbox_outcome_ok(&mail_kind, outcome))
+		return FGW_ERR_INVALID;
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		return FGW_ERR_NOMEM;
+	if (fgw_strlcpy(j->id, id, sizeof(j->id)) != 0) {
+		free(j);
+		return FGW_ERR_INVALID;
 	}
-	while (*n < max && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		const unsigned char *p = sqlite3_column_text(s, 14);
-		read_row(s, &out[*n]);
-		if ((out[*n].message = strdup(p ? (const char *)p : "")) == NULL) {
-			rc = FGW_ERR_NOMEM;
-			goto out;
-		}
-		(*n)++;
-	}
-	rc = rc == SQLITE_DONE || rc == SQLITE_ROW || *n == max ? 0 : FGW_ERR_DB;
-out:
-	sql_release(s);
-	if (rc != 0) {
-		for (int i = 0; i < *n; i++)
-			store_mail_row_clear(&out[i]);
-		*n = 0;
-	}
-	return rc;
+	fgw_strlcpy(j->outcome, outcome, sizeof(j->outcome));
+	/* A long server answer is cut, not refused. */
+	(void)fgw_strlcpy(j->error, error ? error : "", sizeof(j->error));
+	j->next_at = next_at;
+	return store_submit_custom(st, w, run_attempt, j, free,
+	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
+	                                                   .done = done, .arg = arg });
+}
+
+int
+store_mail_retry(struct store *st, struct store_waker *w, const char *id, int64_t now_ms,
+                 const struct store_audit *audit, size_t n_audit, store_done_fn done,
+                 void *arg)
+{
+	return outbox_retry(st, w, &mail_kind, id, now_ms, audit, n_audit, done, arg);
+}
+
+int
+store_mail_due(struct store_reader *r, int64_t now_ms, struct store_mail_row *out,
+               int max, int *n)
+{
+	return outbox_due(r, &mail_kind, now_ms, out, max, n);
+}
+
+struct list_ctx {
+	void (*fn)(void *arg, const struct store_mail_row *row);
+	void *arg;
+};
+
+static int
+list_one(void *arg, const void *row)
+{
+	struct list_ctx *c = arg;
+	c->fn(c->arg, row);
+	return 0;
 }
 
 int
 store_mail_list(struct store_reader *r, int limit,
                 void (*fn)(void *arg, const struct store_mail_row *row), void *arg)
 {
-	sqlite3_stmt *s = NULL;
-	struct store_mail_row row;
-	int rc;
-	if ((rc = sql_prepare(store_reader_db(r), "SELECT " MAIL_COLS " FROM mail_outbox"
-	                   " ORDER BY created_at DESC, id LIMIT ?", &s)) != 0)
-		goto out;
-	if (sqlite3_bind_int(s, 1, limit) != SQLITE_OK) {
-		rc = FGW_ERR_DB;
-		goto out;
-	}
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		read_row(s, &row);
-		fn(arg, &row);
-	}
-	rc = rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
-out:
-	sql_release(s);
-	return rc;
+	struct list_ctx c = { fn, arg };
+	return outbox_list(r, &mail_kind, limit, list_one, &c);
 }
 
 int
@@ -281,9 +226,11 @@ store_mail_backlog(struct store_reader *r, int64_t *pending, int64_t *failed)
 	sqlite3_stmt *s = NULL;
 	int rc;
 	*pending = *failed = 0;
-	if ((rc = sql_prepare(store_reader_db(r),
-	               "SELECT status, count(*) FROM mail_outbox WHERE audience = 'customer'"
-	               " AND status IN ('pending', 'failed') GROUP BY status", &s)) != 0)
+	if ((rc = sql_prepare(
+	         store_reader_db(r),
+	         "SELECT status, count(*) FROM mail_outbox WHERE audience = 'customer'"
+	         " AND status IN ('pending', 'failed') GROUP BY status",
+	         &s)) != 0)
 		goto out;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		const unsigned char *st = sqlite3_column_text(s, 0);
@@ -307,12 +254,14 @@ store_mail_holds_ended(struct store_reader *r, int64_t since_ms,
 	sqlite3_stmt *s = NULL;
 	char id[40], status[16];
 	int rc;
-	if ((rc = sql_prepare(store_reader_db(r),
-	               "SELECT id, status, updated_at FROM reservations r"
-	               " WHERE status IN ('expired', 'cancelled') AND updated_at >= ?"
-	               " AND guest_email IS NOT NULL AND guest_email <> '' AND NOT EXISTS (SELECT 1 FROM mail_outbox m"
-	               " WHERE m.dedupe_key = 'hold_' || r.status || ':' || r.id)"
-	               " ORDER BY updated_at LIMIT 100", &s)) != 0)
+	if ((rc = sql_prepare(
+	         store_reader_db(r),
+	         "SELECT id, status, updated_at FROM reservations r"
+	         " WHERE status IN ('expired', 'cancelled') AND updated_at >= ?"
+	         " AND guest_email IS NOT NULL AND guest_email <> '' AND NOT EXISTS (SELECT 1 FROM mail_outbox m"
+	         " WHERE m.dedupe_key = 'hold_' || r.status || ':' || r.id)"
+	         " ORDER BY updated_at LIMIT 100",
+	         &s)) != 0)
 		goto out;
 	if (sqlite3_bind_int64(s, 1, since_ms) != SQLITE_OK) {
 		rc = FGW_ERR_DB;
@@ -330,17 +279,20 @@ out:
 }
 
 int
-store_mail_stuck_txns(struct store_reader *r, int64_t before_ms, int64_t *count, char oldest[40])
+store_mail_stuck_txns(struct store_reader *r, int64_t before_ms, int64_t *count,
+                      char oldest[40])
 {
 	sqlite3_stmt *s = NULL;
 	int rc;
 	*count = 0;
 	oldest[0] = '\0';
-	if ((rc = sql_prepare(store_reader_db(r),
-	               "SELECT count(*), (SELECT id FROM transactions WHERE status IN"
-	               " ('posting', 'processing') AND created_at < ?1 ORDER BY created_at LIMIT 1)"
-	               " FROM transactions WHERE status IN ('posting', 'processing')"
-	               " AND created_at < ?1", &s)) != 0)
+	if ((rc = sql_prepare(
+	         store_reader_db(r),
+	         "SELECT count(*), (SELECT id FROM transactions WHERE status IN"
+	         " ('posting', 'processing') AND created_at < ?1 ORDER BY created_at LIMIT 1)"
+	         " FROM transactions WHERE status IN ('posting', 'processing')"
+	         " AND created_at < ?1",
+	         &s)) != 0)
 		goto out;
 	if (sqlite3_bind_int64(s, 1, before_ms) != SQLITE_OK) {
 		rc = FGW_ERR_DB;

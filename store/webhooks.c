@@ -15,6 +15,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "store/outbox.h"
 #include "store/sqlutil.h"
 #include "store/store_int.h"
 #include "store/webhooks.h"
@@ -27,11 +28,13 @@ store_webhook_seen(struct store_reader *r, const char *processor, const char *ev
 {
 	sqlite3_stmt *s = NULL;
 	int rc;
-	if ((rc = sql_prepare(store_reader_db(r),
-	               "SELECT result FROM webhook_inbound WHERE processor = ? AND event_id = ?",
-	               &s)) != 0)
+	if ((rc = sql_prepare(
+	         store_reader_db(r),
+	         "SELECT result FROM webhook_inbound WHERE processor = ? AND event_id = ?",
+	         &s)) != 0)
 		goto out;
-	if (sql_bind_text_or_null(s, 1, processor) != 0 || sql_bind_text_or_null(s, 2, event_id) != 0) {
+	if (sql_bind_text_or_null(s, 1, processor) != 0 ||
+	    sql_bind_text_or_null(s, 2, event_id) != 0) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
@@ -55,8 +58,9 @@ store_txn_id_by_ref(struct store_reader *r, const char *ref, char *id, size_t id
 	if (ref == NULL || ref[0] == '\0')
 		return FGW_ERR_NOT_FOUND;
 	if ((rc = sql_prepare(store_reader_db(r),
-	               "SELECT id FROM transactions WHERE processor_ref = ?"
-	               " ORDER BY created_at DESC LIMIT 1", &s)) != 0)
+	                      "SELECT id FROM transactions WHERE processor_ref = ?"
+	                      " ORDER BY created_at DESC LIMIT 1",
+	                      &s)) != 0)
 		goto out;
 	if (sql_bind_text_or_null(s, 1, ref) != 0) {
 		rc = FGW_ERR_DB;
@@ -88,12 +92,17 @@ run_inbound(sqlite3 *db, void *arg)
 	struct inbound_job *j = arg;
 	sqlite3_stmt *s = NULL;
 	int rc;
-	if ((rc = sql_prepare(db, "INSERT INTO webhook_inbound (processor, event_id, event_type,"
-	                   " txn_id, result, received_at) VALUES (?, ?, ?, ?, ?, ?)", &s)) != 0)
+	if ((rc = sql_prepare(db,
+	                      "INSERT INTO webhook_inbound (processor, event_id, event_type,"
+	                      " txn_id, result, received_at) VALUES (?, ?, ?, ?, ?, ?)",
+	                      &s)) != 0)
 		goto out;
-	if (sql_bind_text_or_null(s, 1, j->processor) || sql_bind_text_or_null(s, 2, j->event_id) ||
-	    sql_bind_text_or_null(s, 3, j->event_type) || sql_bind_text_or_null(s, 4, j->txn_id) ||
-	    sql_bind_text_or_null(s, 5, j->result) || sqlite3_bind_int64(s, 6, fgw_now_ms()) != SQLITE_OK) {
+	if (sql_bind_text_or_null(s, 1, j->processor) ||
+	    sql_bind_text_or_null(s, 2, j->event_id) ||
+	    sql_bind_text_or_null(s, 3, j->event_type) ||
+	    sql_bind_text_or_null(s, 4, j->txn_id) ||
+	    sql_bind_text_or_null(s, 5, j->result) ||
+	    sqlite3_bind_int64(s, 6, fgw_now_ms()) != SQLITE_OK) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
@@ -102,7 +111,7 @@ run_inbound(sqlite3 *db, void *arg)
 		rc = 0;
 	else
 		rc = sqlite3_extended_errcode(db) == SQLITE_CONSTRAINT_PRIMARYKEY ? FGW_ERR_EXISTS
-		                                                                   : FGW_ERR_DB;
+		                                                                  : FGW_ERR_DB;
 out:
 	sql_release(s);
 	return rc;
@@ -166,19 +175,26 @@ run_enqueue(sqlite3 *db, void *arg)
 	sqlite3_stmt *s = NULL;
 	int64_t now = fgw_now_ms();
 	int rc;
-	if ((rc = sql_prepare(db, "INSERT INTO webhook_outbox (id, endpoint_url, event_id, event_type,"
-	                   " txn_id, payload, status, attempts, next_attempt_at, created_at,"
-	                   " updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)", &s)) != 0)
+	if ((rc = sql_prepare(
+	         db,
+	         "INSERT INTO webhook_outbox (id, endpoint_url, event_id, event_type,"
+	         " txn_id, payload, status, attempts, next_attempt_at, created_at,"
+	         " updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+	         &s)) != 0)
 		goto out;
 	for (size_t i = 0; i < j->n; i++) {
 		const struct store_outbox_row *o = &j->rows[i];
 		sqlite3_reset(s);
-		if (sql_bind_text_or_null(s, 1, o->id) || sql_bind_text_or_null(s, 2, o->url) || sql_bind_text_or_null(s, 3, o->event_id) ||
-		    sql_bind_text_or_null(s, 4, o->event_type) || sql_bind_text_or_null(s, 5, o->txn_id) ||
+		if (sql_bind_text_or_null(s, 1, o->id) || sql_bind_text_or_null(s, 2, o->url) ||
+		    sql_bind_text_or_null(s, 3, o->event_id) ||
+		    sql_bind_text_or_null(s, 4, o->event_type) ||
+		    sql_bind_text_or_null(s, 5, o->txn_id) ||
 		    sql_bind_text_or_null(s, 6, o->payload) ||
-		    sqlite3_bind_int64(s, 7, o->next_attempt_at ? o->next_attempt_at : now) != SQLITE_OK ||
+		    sqlite3_bind_int64(s, 7, o->next_attempt_at ? o->next_attempt_at : now) !=
+		        SQLITE_OK ||
 		    sqlite3_bind_int64(s, 8, now) != SQLITE_OK ||
-		    sqlite3_bind_int64(s, 9, now) != SQLITE_OK || sqlite3_step(s) != SQLITE_DONE) {
+		    sqlite3_bind_int64(s, 9, now) != SQLITE_OK ||
+		    sqlite3_step(s) != SQLITE_DONE) {
 			log_error("webhooks: outbox insert: %s", sqlite3_errmsg(db));
 			rc = FGW_ERR_DB;
 			goto out;
@@ -199,7 +215,8 @@ store_outbox_enqueue(struct store *st, struct store_waker *w,
 	struct enqueue_job *j = NULL;
 	if (rows == NULL || n == 0)
 		return FGW_ERR_INVALID;
-	if ((j = calloc(1, sizeof(*j))) == NULL || (j->rows = calloc(n, sizeof(*rows))) == NULL) {
+	if ((j = calloc(1, sizeof(*j))) == NULL ||
+	    (j->rows = calloc(n, sizeof(*rows))) == NULL) {
 		free(j);
 		return FGW_ERR_NOMEM;
 	}
@@ -207,7 +224,8 @@ store_outbox_enqueue(struct store *st, struct store_waker *w,
 		j->rows[i] = rows[i];
 		j->rows[i].payload = NULL;
 		j->n = i + 1;
-		if (rows[i].payload == NULL || (j->rows[i].payload = strdup(rows[i].payload)) == NULL) {
+		if (rows[i].payload == NULL ||
+		    (j->rows[i].payload = strdup(rows[i].payload)) == NULL) {
 			free_enqueue(j);
 			return rows[i].payload == NULL ? FGW_ERR_INVALID : FGW_ERR_NOMEM;
 		}
@@ -217,134 +235,14 @@ store_outbox_enqueue(struct store *st, struct store_waker *w,
 	                                                   .done = done, .arg = arg });
 }
 
-static int
-run_attempt(sqlite3 *db, void *arg)
-{
-	struct store_outbox_attempt *a = arg;
-	sqlite3_stmt *s = NULL;
-	int attempt = 0, rc;
-
-	if ((rc = sql_prepare(db, "SELECT attempts FROM webhook_outbox WHERE id = ? AND status = 'pending'",
-	               &s)) != 0)
-		goto out;
-	if (sql_bind_text_or_null(s, 1, a->outbox_id) != 0) {
-		rc = FGW_ERR_DB;
-		goto out;
-	}
-	rc = sqlite3_step(s);
-	if (rc != SQLITE_ROW) {
-		/* An operator's retry or a duplicate tick moved it meanwhile. */
-		rc = rc == SQLITE_DONE ? FGW_ERR_STATE : FGW_ERR_DB;
-		goto out;
-	}
-	attempt = sqlite3_column_int(s, 0) + 1;
-	sql_release(s);
-	s = NULL;
-	if ((rc = sql_prepare(db, "INSERT INTO webhook_attempts (outbox_id, attempt, at, http_status,"
-	                   " error, elapsed_ms, outcome) VALUES (?, ?, ?, ?, ?, ?, ?)", &s)) != 0)
-		goto out;
-	if (sql_bind_text_or_null(s, 1, a->outbox_id) || sqlite3_bind_int(s, 2, attempt) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 3, a->at) != SQLITE_OK ||
-	    (a->http_status ? sqlite3_bind_int(s, 4, a->http_status) : sqlite3_bind_null(s, 4)) !=
-	        SQLITE_OK ||
-	    sql_bind_text_or_null(s, 5, a->error) || sqlite3_bind_int64(s, 6, a->elapsed_ms) != SQLITE_OK ||
-	    sql_bind_text_or_null(s, 7, a->outcome) || sqlite3_step(s) != SQLITE_DONE) {
-		rc = FGW_ERR_DB;
-		goto out;
-	}
-	sql_release(s);
-	s = NULL;
-	if ((rc = sql_prepare(db, "UPDATE webhook_outbox SET attempts = ?, status = ?,"
-	                   " next_attempt_at = ?, last_http_status = ?, last_error = ?,"
-	                   " updated_at = ? WHERE id = ?", &s)) != 0)
-		goto out;
-	if (sqlite3_bind_int(s, 1, attempt) != SQLITE_OK ||
-	    sql_bind_text_or_null(s, 2, strcmp(a->outcome, "retry") == 0 ? "pending" : a->outcome) ||
-	    sqlite3_bind_int64(s, 3, a->next_attempt_at) != SQLITE_OK ||
-	    (a->http_status ? sqlite3_bind_int(s, 4, a->http_status) : sqlite3_bind_null(s, 4)) !=
-	        SQLITE_OK ||
-	    sql_bind_text_or_null(s, 5, a->error) || sqlite3_bind_int64(s, 6, fgw_now_ms()) != SQLITE_OK ||
-	    sql_bind_text_or_null(s, 7, a->outbox_id) || sqlite3_step(s) != SQLITE_DONE) {
-		rc = FGW_ERR_DB;
-		goto out;
-	}
-	rc = 0;
-out:
-	sql_release(s);
-	return rc;
-}
-
-int
-store_outbox_attempt(struct store *st, struct store_waker *w,
-                     const struct store_outbox_attempt *a, const struct store_audit *audit,
-                     size_t n_audit, store_done_fn done, void *arg)
-{
-	struct store_outbox_attempt *j;
-	if (a == NULL || a->outbox_id[0] == '\0' ||
-	    (strcmp(a->outcome, "delivered") != 0 && strcmp(a->outcome, "retry") != 0 &&
-	     strcmp(a->outcome, "failed") != 0))
-		return FGW_ERR_INVALID;
-	if ((j = malloc(sizeof(*j))) == NULL)
-		return FGW_ERR_NOMEM;
-	*j = *a;
-	return store_submit_custom(st, w, run_attempt, j, free,
-	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
-	                                                   .done = done, .arg = arg });
-}
-
-struct retry_job {
-	char id[40];
-	int64_t now;
-};
-
-static int
-run_retry(sqlite3 *db, void *arg)
-{
-	struct retry_job *j = arg;
-	sqlite3_stmt *s = NULL;
-	int rc;
-	if ((rc = sql_prepare(db, "UPDATE webhook_outbox SET status = 'pending', next_attempt_at = ?,"
-	                   " updated_at = ? WHERE id = ?", &s)) != 0)
-		goto out;
-	if (sqlite3_bind_int64(s, 1, j->now) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 2, j->now) != SQLITE_OK || sql_bind_text_or_null(s, 3, j->id) ||
-	    sqlite3_step(s) != SQLITE_DONE) {
-		rc = FGW_ERR_DB;
-		goto out;
-	}
-	rc = sqlite3_changes(db) == 1 ? 0 : FGW_ERR_NOT_FOUND;
-out:
-	sql_release(s);
-	return rc;
-}
-
-int
-store_outbox_retry(struct store *st, struct store_waker *w, const char *outbox_id,
-                   int64_t now_ms, const struct store_audit *audit, size_t n_audit,
-                   store_done_fn done, void *arg)
-{
-	struct retry_job *j;
-	if (outbox_id == NULL || outbox_id[0] == '\0')
-		return FGW_ERR_INVALID;
-	if ((j = calloc(1, sizeof(*j))) == NULL)
-		return FGW_ERR_NOMEM;
-	if (fgw_strlcpy(j->id, outbox_id, sizeof(j->id)) != 0) {
-		free(j);
-		return FGW_ERR_INVALID;
-	}
-	j->now = now_ms;
-	return store_submit_custom(st, w, run_retry, j, free,
-	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
-	                                                   .done = done, .arg = arg });
-}
-
-#define OUTBOX_COLS                                                            \
-	"id, endpoint_url, event_id, event_type, txn_id, status, attempts,"       \
+#define OUTBOX_COLS                                                     \
+	"id, endpoint_url, event_id, event_type, txn_id, status, attempts," \
 	" next_attempt_at, last_http_status, last_error, created_at, updated_at"
 
 static void
-read_outbox(sqlite3_stmt *s, struct store_outbox_row *o)
+read_outbox(sqlite3_stmt *s, void *arg)
 {
+	struct store_outbox_row *o = arg;
 	memset(o, 0, sizeof(*o));
 	sql_col_text(s, 0, o->id, sizeof(o->id));
 	sql_col_text(s, 1, o->url, sizeof(o->url));
@@ -360,83 +258,141 @@ read_outbox(sqlite3_stmt *s, struct store_outbox_row *o)
 	o->updated_at = sqlite3_column_int64(s, 11);
 }
 
+static char **
+row_payload(void *row)
+{
+	return &((struct store_outbox_row *)row)->payload;
+}
+
+static const struct outbox_kind webhook_kind = {
+	.name = "webhooks",
+	.done = "delivered",
+	.row_size = sizeof(struct store_outbox_row),
+	.read_row = read_outbox,
+	.payload = row_payload,
+	.has_code = 1,
+	.sql_due = OUTBOX_SQL_DUE("webhook_outbox", OUTBOX_COLS, "payload"),
+	.sql_list = OUTBOX_SQL_LIST("webhook_outbox", OUTBOX_COLS),
+	.sql_claim = OUTBOX_SQL_CLAIM("webhook_outbox"),
+	.sql_mark = OUTBOX_SQL_MARK("webhook_outbox", ", last_http_status = ?7"),
+	.sql_retry = OUTBOX_SQL_RETRY("webhook_outbox"),
+};
+
+/* The outbox row moves as outbox_mark does; webhooks also keep every
+ * attempt in webhook_attempts. */
+static int
+run_attempt(sqlite3 *db, void *arg)
+{
+	struct store_outbox_attempt *a = arg;
+	sqlite3_stmt *s = NULL;
+	int attempt = 0, rc;
+
+	if ((rc = outbox_claim(db, &webhook_kind, a->outbox_id, &attempt)) != 0)
+		goto out;
+	if ((rc = sql_prepare(
+	         db,
+	         "INSERT INTO webhook_attempts (outbox_id, attempt, at, http_status,"
+	         " error, elapsed_ms, outcome) VALUES (?, ?, ?, ?, ?, ?, ?)",
+	         &s)) != 0)
+		goto out;
+	if (sql_bind_text_or_null(s, 1, a->outbox_id) ||
+	    sqlite3_bind_int(s, 2, attempt) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 3, a->at) != SQLITE_OK ||
+	    (a->http_status ? sqlite3_bind_int(s, 4, a->http_status)
+	                    : sqlite3_bind_null(s, 4)) != SQLITE_OK ||
+	    sql_bind_text_or_null(s, 5, a->error) ||
+	    sqlite3_bind_int64(s, 6, a->elapsed_ms) != SQLITE_OK ||
+	    sql_bind_text_or_null(s, 7, a->outcome) || sqlite3_step(s) != SQLITE_DONE) {
+		rc = FGW_ERR_DB;
+		goto out;
+	}
+	rc = outbox_mark(db, &webhook_kind, a->outbox_id, attempt, a->outcome,
+	                 a->next_attempt_at, a->http_status, a->error);
+out:
+	sql_release(s);
+	return rc;
+}
+
+int
+store_outbox_attempt(struct store *st, struct store_waker *w,
+                     const struct store_outbox_attempt *a,
+                     const struct store_audit *audit, size_t n_audit, store_done_fn done,
+                     void *arg)
+{
+	struct store_outbox_attempt *j;
+	if (a == NULL || a->outbox_id[0] == '\0' ||
+	    !outbox_outcome_ok(&webhook_kind, a->outcome))
+		return FGW_ERR_INVALID;
+	if ((j = malloc(sizeof(*j))) == NULL)
+		return FGW_ERR_NOMEM;
+	*j = *a;
+	return store_submit_custom(st, w, run_attempt, j, free,
+	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
+	                                                   .done = done, .arg = arg });
+}
+
+int
+store_outbox_retry(struct store *st, struct store_waker *w, const char *outbox_id,
+                   int64_t now_ms, const struct store_audit *audit, size_t n_audit,
+                   store_done_fn done, void *arg)
+{
+	return outbox_retry(st, w, &webhook_kind, outbox_id, now_ms, audit, n_audit, done,
+	                    arg);
+}
+
 int
 store_outbox_due(struct store_reader *r, int64_t now_ms, struct store_outbox_row *out,
                  int max, int *n)
 {
-	sqlite3_stmt *s = NULL;
-	int rc;
-	*n = 0;
-	if ((rc = sql_prepare(store_reader_db(r),
-	               "SELECT " OUTBOX_COLS ", payload FROM webhook_outbox"
-	               " WHERE status = 'pending' AND next_attempt_at <= ?"
-	               " ORDER BY next_attempt_at LIMIT ?", &s)) != 0)
-		goto out;
-	if (sqlite3_bind_int64(s, 1, now_ms) != SQLITE_OK || sqlite3_bind_int(s, 2, max) != SQLITE_OK) {
-		rc = FGW_ERR_DB;
-		goto out;
+	return outbox_due(r, &webhook_kind, now_ms, out, max, n);
+}
+
+struct list_ctx {
+	void (*fn)(void *arg, const struct store_outbox_row *row);
+	void (*attempt_fn)(void *arg, int attempt, int64_t at, int http_status,
+	                   const char *error, long elapsed_ms, const char *outcome);
+	void *arg;
+	sqlite3_stmt *a; /* the attempts of one row */
+};
+
+static int
+list_one(void *arg, const void *r)
+{
+	struct list_ctx *c = arg;
+	const struct store_outbox_row *row = r;
+	c->fn(c->arg, row);
+	if (c->attempt_fn == NULL)
+		return 0;
+	sqlite3_reset(c->a);
+	if (sql_bind_text_or_null(c->a, 1, row->id) != 0)
+		return FGW_ERR_DB;
+	while (sqlite3_step(c->a) == SQLITE_ROW) {
+		const unsigned char *err = sqlite3_column_text(c->a, 3);
+		const unsigned char *oc = sqlite3_column_text(c->a, 5);
+		c->attempt_fn(c->arg, sqlite3_column_int(c->a, 0), sqlite3_column_int64(c->a, 1),
+		              sqlite3_column_int(c->a, 2), err ? (const char *)err : "",
+		              (long)sqlite3_column_int64(c->a, 4), oc ? (const char *)oc : "");
 	}
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW && *n < max) {
-		const unsigned char *p = sqlite3_column_text(s, 12);
-		read_outbox(s, &out[*n]);
-		if ((out[*n].payload = strdup(p ? (const char *)p : "")) == NULL) {
-			rc = FGW_ERR_NOMEM;
-			goto out;
-		}
-		(*n)++;
-	}
-	rc = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : FGW_ERR_DB;
-out:
-	sql_release(s);
-	if (rc != 0) {
-		for (int i = 0; i < *n; i++)
-			store_outbox_row_clear(&out[i]);
-		*n = 0;
-	}
-	return rc;
+	return 0;
 }
 
 int
 store_outbox_list(struct store_reader *r, int limit,
                   void (*fn)(void *arg, const struct store_outbox_row *row),
                   void (*attempt_fn)(void *arg, int attempt, int64_t at, int http_status,
-                                     const char *error, long elapsed_ms, const char *outcome),
+                                     const char *error, long elapsed_ms,
+                                     const char *outcome),
                   void *arg)
 {
-	sqlite3 *db = store_reader_db(r);
-	sqlite3_stmt *s = NULL, *a = NULL;
-	struct store_outbox_row row;
+	struct list_ctx c = { fn, attempt_fn, arg, NULL };
 	int rc;
-	if ((rc = sql_prepare(db, "SELECT " OUTBOX_COLS " FROM webhook_outbox"
-	                   " ORDER BY created_at DESC, id LIMIT ?", &s)) != 0 ||
-	    (rc = sql_prepare(db, "SELECT attempt, at, http_status, error, elapsed_ms, outcome"
-	                   " FROM webhook_attempts WHERE outbox_id = ? ORDER BY seq", &a)) != 0)
-		goto out;
-	if (sqlite3_bind_int(s, 1, limit) != SQLITE_OK) {
-		rc = FGW_ERR_DB;
-		goto out;
-	}
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		read_outbox(s, &row);
-		fn(arg, &row);
-		if (attempt_fn == NULL)
-			continue;
-		sqlite3_reset(a);
-		if (sql_bind_text_or_null(a, 1, row.id) != 0) {
-			rc = FGW_ERR_DB;
-			goto out;
-		}
-		while (sqlite3_step(a) == SQLITE_ROW) {
-			const unsigned char *err = sqlite3_column_text(a, 3);
-			const unsigned char *oc = sqlite3_column_text(a, 5);
-			attempt_fn(arg, sqlite3_column_int(a, 0), sqlite3_column_int64(a, 1),
-			           sqlite3_column_int(a, 2), err ? (const char *)err : "",
-			           (long)sqlite3_column_int64(a, 4), oc ? (const char *)oc : "");
-		}
-	}
-	rc = rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
-out:
-	sql_release(s);
-	sql_release(a);
+	if ((rc = sql_prepare(store_reader_db(r),
+	                      "SELECT attempt, at, http_status, error,"
+	                      " elapsed_ms, outcome FROM webhook_attempts WHERE outbox_id = ?"
+	                      " ORDER BY seq",
+	                      &c.a)) != 0)
+		return rc;
+	rc = outbox_list(r, &webhook_kind, limit, list_one, &c);
+	sql_release(c.a);
 	return rc;
 }

@@ -23,28 +23,26 @@ int store_webhook_seen(struct store_reader *r, const char *processor,
 /* Records an inbound event with the audit events in one commit; the job
  * fails with FGW_ERR_EXISTS when (processor, event_id) is already there
  * (a concurrent duplicate). txn_id may be "". */
-int store_webhook_record(struct store *st, struct store_waker *w,
-                         const char *processor, const char *event_id,
-                         const char *event_type, const char *txn_id,
+int store_webhook_record(struct store *st, struct store_waker *w, const char *processor,
+                         const char *event_id, const char *event_type, const char *txn_id,
                          const char *result, const struct store_audit *audit,
                          size_t n_audit, store_done_fn done, void *arg);
 /* The transaction whose processor_ref is ref (most recent); 0 or
  * FGW_ERR_NOT_FOUND. */
-int store_txn_id_by_ref(struct store_reader *r, const char *ref, char *id,
-                        size_t idlen);
+int store_txn_id_by_ref(struct store_reader *r, const char *ref, char *id, size_t idlen);
 
 /* ---- outbox ------------------------------------------------------------ */
 
 struct store_outbox_row {
-	char id[40];              /* "whd_..." one per event and endpoint */
+	char id[40]; /* "whd_..." one per event and endpoint */
 	char url[512];
-	char event_id[40];        /* "evt_..." shared by the event's rows */
+	char event_id[40]; /* "evt_..." shared by the event's rows */
 	char event_type[48];
 	char txn_id[40];
-	char *payload;            /* the exact body sent (owned: _clear) */
-	char status[16];          /* pending, delivered, failed */
+	char *payload;   /* the exact body sent (owned: _clear) */
+	char status[16]; /* pending, delivered, failed */
 	int attempts;
-	int64_t next_attempt_at;  /* ms */
+	int64_t next_attempt_at; /* ms */
 	int last_http_status;
 	char last_error[96];
 	int64_t created_at;
@@ -62,12 +60,12 @@ int store_outbox_enqueue(struct store *st, struct store_waker *w,
 /* One delivery attempt's result and what it does to its outbox row. */
 struct store_outbox_attempt {
 	char outbox_id[40];
-	int64_t at;               /* ms, when the attempt started */
-	int http_status;          /* 0 when no HTTP answer */
-	char error[96];           /* "" when an HTTP answer arrived */
+	int64_t at;      /* ms, when the attempt started */
+	int http_status; /* 0 when no HTTP answer */
+	char error[96];  /* "" when an HTTP answer arrived */
 	long elapsed_ms;
-	char outcome[16];         /* delivered, retry, failed */
-	int64_t next_attempt_at;  /* for retry */
+	char outcome[16];        /* delivered, retry, failed */
+	int64_t next_attempt_at; /* for retry */
 };
 /* Appends the attempt and moves the row (attempts + 1, status, next time,
  * last status/error) with the audit events, in one commit. The job fails
@@ -78,15 +76,14 @@ int store_outbox_attempt(struct store *st, struct store_waker *w,
                          store_done_fn done, void *arg);
 /* Makes a row (any status) pending and due at now_ms, with the audit
  * events; FGW_ERR_NOT_FOUND when no such id. */
-int store_outbox_retry(struct store *st, struct store_waker *w,
-                       const char *outbox_id, int64_t now_ms,
-                       const struct store_audit *audit, size_t n_audit,
+int store_outbox_retry(struct store *st, struct store_waker *w, const char *outbox_id,
+                       int64_t now_ms, const struct store_audit *audit, size_t n_audit,
                        store_done_fn done, void *arg);
 
 /* Up to max pending rows due at now_ms, oldest due first, into out[];
  * *n receives how many (each must be cleared). */
-int store_outbox_due(struct store_reader *r, int64_t now_ms,
-                     struct store_outbox_row *out, int max, int *n);
+int store_outbox_due(struct store_reader *r, int64_t now_ms, struct store_outbox_row *out,
+                     int max, int *n);
 /* Calls fn for each outbox row (newest first, at most limit), without
  * payloads, then for each of its attempts through attempt_fn (may be
  * NULL). For operators (flairctl). */

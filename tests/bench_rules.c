@@ -105,7 +105,7 @@ main(int argc, char **argv)
 	size_t len = 0, cap, off;
 	struct rules *r1 = NULL, *r2 = NULL;
 	struct velocity *v = NULL;
-	struct rules_error err;
+	struct fgw_why err;
 	struct rules_input in;
 	struct bufs b;
 	int rc = 1;
@@ -148,7 +148,7 @@ main(int argc, char **argv)
 	big[off] = '\0';
 	if (rules_load_string(base, path, NULL, &r1, &err) != FGW_OK ||
 	    rules_load_string(big, path, NULL, &r2, &err) != FGW_OK) {
-		fprintf(stderr, "%s\n", rules_error_format(&err, buf, sizeof(buf)));
+		fprintf(stderr, "%s\n", fgw_why_format(&err, buf, sizeof(buf)));
 		goto out;
 	}
 	if (velocity_new(NULL, &v) != FGW_OK)

@@ -31,11 +31,11 @@
 static int
 load(const char *path, struct rules **out)
 {
-	struct rules_error err;
+	struct fgw_why err;
 	char msg[640];
 	int r = rules_load_file(path, NULL, out, &err);
 	if (r != 0)
-		fprintf(stderr, "%s\n", rules_error_format(&err, msg, sizeof(msg)));
+		fprintf(stderr, "%s\n", fgw_why_format(&err, msg, sizeof(msg)));
 	return r;
 }
 
@@ -204,8 +204,7 @@ ctl_rules_test(const struct fgw_config *cfg, int argc, char **argv)
 	rc = FGW_OK;
 out:
 	if (text != NULL) {
-		sodium_memzero(text, len); /* it held a card number */
-		free(text);
+		fgw_freezero(text, len); /* it held a card number */
 	}
 	if (root != NULL && (pan = str_at(root, "card", "number")) != NULL)
 		sodium_memzero((void *)pan, strlen(pan));

@@ -51,20 +51,43 @@
 
 struct ctl {
 	struct fgw_config cfg;
-	struct fgw_config *raw;  /* as given, before placeholders and derived paths */
+	struct fgw_config *raw; /* as given, before placeholders and derived paths */
 	struct keyring *kr;
 	struct store *store;
 	struct store_reader *reader;
 };
 
 struct command {
-	const char *group;     /* "keys", or NULL for a top-level command */
+	const char *group; /* "keys", or NULL for a top-level command */
 	const char *name;
 	const char *args;
 	const char *help;
 	int (*run)(struct ctl *c, int argc, char **argv);
-	const char *more;      /* printed by --help after the usage line, or NULL */
+	const char *more; /* printed by --help after the usage line, or NULL */
 };
+
+/* FGW_OK when ok; else the command's usage on stderr, FGW_ERR_INVALID. */
+static int
+usage_unless(int ok, const char *usage)
+{
+	if (ok)
+		return FGW_OK;
+	fprintf(stderr, "usage: flairctl %s\n", usage);
+	return FGW_ERR_INVALID;
+}
+
+/* The key ring's options as the configuration names them. */
+static void
+keyring_opts_of(const struct ctl *c, struct keyring_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->dir = c->cfg.keys_dir;
+	o->kek_file = c->cfg.kek_file[0] ? c->cfg.kek_file : NULL;
+	o->kek_env = c->cfg.kek_env[0] ? c->cfg.kek_env : NULL;
+	o->kek_share1 = c->cfg.kek_share1[0] ? c->cfg.kek_share1 : NULL;
+	o->kek_share2 = c->cfg.kek_share2[0] ? c->cfg.kek_share2 : NULL;
+	o->box_grace_ms = c->cfg.box_key_grace_s * 1000;
+}
 
 static int
 open_keyring(struct ctl *c)
@@ -74,13 +97,7 @@ open_keyring(struct ctl *c)
 	int r;
 	if (c->kr != NULL)
 		return FGW_OK;
-	memset(&o, 0, sizeof(o));
-	o.dir = c->cfg.keys_dir;
-	o.kek_file = c->cfg.kek_file[0] ? c->cfg.kek_file : NULL;
-	o.kek_env = c->cfg.kek_env[0] ? c->cfg.kek_env : NULL;
-	o.kek_share1 = c->cfg.kek_share1[0] ? c->cfg.kek_share1 : NULL;
-	o.kek_share2 = c->cfg.kek_share2[0] ? c->cfg.kek_share2 : NULL;
-	o.box_grace_ms = c->cfg.box_key_grace_s * 1000;
+	keyring_opts_of(c, &o);
 	if ((r = keyring_open(&o, &c->kr, &why)) != 0)
 		fprintf(stderr, "flairctl: key ring %s: %s\n", c->cfg.keys_dir,
 		        why ? why : fgw_strerror(r));
@@ -134,7 +151,8 @@ static void
 operator_name(char *out, size_t cap)
 {
 	struct passwd *pw = getpwuid(getuid());
-	int n = snprintf(out, cap, "operator:%s", pw != NULL && pw->pw_name ? pw->pw_name : "unknown");
+	int n = snprintf(out, cap, "operator:%s",
+	                 pw != NULL && pw->pw_name ? pw->pw_name : "unknown");
 	if (n < 0 || (size_t)n >= cap)
 		fgw_strlcpy(out, "operator:unknown", cap);
 }
@@ -142,14 +160,15 @@ operator_name(char *out, size_t cap)
 /* Records an admin action. The store commits it before flairctl exits
  * (store_close drains the queue). */
 static void
-audit_admin(struct ctl *c, const char *type, const char *resource, int rc, const char *details)
+audit_admin(struct ctl *c, const char *type, const char *resource, int rc,
+            const char *details)
 {
 	char who[96];
 	if (open_writer(c) != 0)
 		return;
 	operator_name(who, sizeof(who));
-	audit_emit(c->store, NULL, who, "local", type, resource, rc == 0 ? "success" : "failure",
-	           details);
+	audit_emit(c->store, NULL, who, "local", type, resource,
+	           rc == 0 ? "success" : "failure", details);
 }
 
 /* ---- keys -------------------------------------------------------------- */
@@ -163,27 +182,24 @@ cmd_keys_init(struct ctl *c, int argc, char **argv)
 	int r;
 	(void)argc;
 	(void)argv;
-	if (snprintf(path, sizeof(path), "%s/keyring.json", c->cfg.keys_dir) >= (int)sizeof(path))
+	if (snprintf(path, sizeof(path), "%s/keyring.json", c->cfg.keys_dir) >=
+	    (int)sizeof(path))
 		return FGW_ERR_TOO_LARGE;
 	if (access(path, F_OK) == 0) {
-		fprintf(stderr, "flairctl: %s exists: the key ring is already initialised\n", path);
+		fprintf(stderr, "flairctl: %s exists: the key ring is already initialised\n",
+		        path);
 		return FGW_ERR_EXISTS;
 	}
-	memset(&o, 0, sizeof(o));
-	o.dir = c->cfg.keys_dir;
-	o.kek_file = c->cfg.kek_file[0] ? c->cfg.kek_file : NULL;
-	o.kek_env = c->cfg.kek_env[0] ? c->cfg.kek_env : NULL;
-	o.kek_share1 = c->cfg.kek_share1[0] ? c->cfg.kek_share1 : NULL;
-	o.kek_share2 = c->cfg.kek_share2[0] ? c->cfg.kek_share2 : NULL;
-	o.box_grace_ms = c->cfg.box_key_grace_s * 1000;
+	keyring_opts_of(c, &o);
 	o.create = 1;
 	if ((r = keyring_open(&o, &c->kr, &why)) != 0) {
-		fprintf(stderr, "flairctl: key ring %s: %s\n", c->cfg.keys_dir, why ? why : fgw_strerror(r));
+		fprintf(stderr, "flairctl: key ring %s: %s\n", c->cfg.keys_dir,
+		        why ? why : fgw_strerror(r));
 		return r;
 	}
 	if ((r = keyring_active_data_key(c->kr, id, sizeof(id))) == 0)
-		printf("key ring initialised in %s: data key %s, box key %s\n", c->cfg.keys_dir, id,
-		       keyring_box_key_id(c->kr));
+		printf("key ring initialised in %s: data key %s, box key %s\n", c->cfg.keys_dir,
+		       id, keyring_box_key_id(c->kr));
 	return r;
 }
 
@@ -212,13 +228,16 @@ cmd_keys_status(struct ctl *c, int argc, char **argv)
 	    (counts = cJSON_CreateObject()) == NULL)
 		goto out;
 	if (access(c->cfg.database, R_OK) == 0) {
-		if ((r = open_store(c)) != 0 || (r = store_vault_key_counts(c->reader, add_count, counts)) != 0)
+		if ((r = open_store(c)) != 0 ||
+		    (r = store_vault_key_counts(c->reader, add_count, counts)) != 0)
 			goto out;
 	}
 	dk = cJSON_GetObjectItemCaseSensitive(root, "dataKeys");
 	cJSON_ArrayForEach(it, dk) {
 		const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "keyId");
-		const cJSON *n = cJSON_IsString(id) ? cJSON_GetObjectItemCaseSensitive(counts, id->valuestring) : NULL;
+		const cJSON *n = cJSON_IsString(id)
+		                     ? cJSON_GetObjectItemCaseSensitive(counts, id->valuestring)
+		                     : NULL;
 		cJSON_AddNumberToObject(it, "vaultEntries", n ? n->valuedouble : 0);
 	}
 	cJSON_AddItemToObject(root, "vaultEntriesByKey", counts);
@@ -281,12 +300,14 @@ cmd_keys_rewrap(struct ctl *c, int argc, char **argv)
 		return FGW_ERR_NOMEM;
 	sem_init(&bw.sem, 0, 0);
 	for (;;) {
-		if ((r = store_vault_batch_other_keys(c->reader, active, after, items, (size_t)batch, &n)) != 0)
+		if ((r = store_vault_batch_other_keys(c->reader, active, after, items,
+		                                      (size_t)batch, &n)) != 0)
 			goto out;
 		if (n == 0)
 			break;
 		for (size_t i = 0; i < n; i++) {
-			if (vault_rewrap(c->kr, items[i].token, items[i].blob, &items[i].new_blob) != 0 ||
+			if (vault_rewrap(c->kr, items[i].token, items[i].blob, &items[i].new_blob) !=
+			        0 ||
 			    vault_blob_key_id(items[i].new_blob, items[i].new_key_id,
 			                      sizeof(items[i].new_key_id)) != 0) {
 				fprintf(stderr, "flairctl: rewrap: entry %s under %s does not decrypt\n",
@@ -299,7 +320,8 @@ cmd_keys_rewrap(struct ctl *c, int argc, char **argv)
 		fgw_strlcpy(after, items[n - 1].token, sizeof(after));
 		updated = 0;
 		bw.rc = 0;
-		if ((r = store_vault_rewrap_commit(c->store, NULL, items, n, &updated, batch_done, &bw)) != 0)
+		if ((r = store_vault_rewrap_commit(c->store, NULL, items, n, &updated, batch_done,
+		                                   &bw)) != 0)
 			goto out;
 		sem_wait(&bw.sem);
 		if ((r = bw.rc) != 0)
@@ -338,17 +360,16 @@ cmd_keys_processor_import(struct ctl *c, int argc, char **argv)
 	char path[600], *text = NULL;
 	size_t len = 0;
 	int r;
-	if (argc != 2) {
-		fprintf(stderr, "usage: flairctl keys processor-import NAME PUBLIC_KEY_FILE\n");
-		return FGW_ERR_INVALID;
-	}
+	if ((r = usage_unless(argc == 2, "keys processor-import NAME PUBLIC_KEY_FILE")) != 0)
+		return r;
 	if (argv[0][0] == '\0' || strlen(argv[0]) > 32 ||
 	    strspn(argv[0], "abcdefghijklmnopqrstuvwxyz0123456789_-") != strlen(argv[0])) {
 		fprintf(stderr, "flairctl: processor name must be 1-32 of a-z 0-9 _ -\n");
 		return FGW_ERR_INVALID;
 	}
 	if ((r = sealed_load_pubkey(argv[1], &pk)) != 0) {
-		fprintf(stderr, "flairctl: %s: not a public key file (%s)\n", argv[1], fgw_strerror(r));
+		fprintf(stderr, "flairctl: %s: not a public key file (%s)\n", argv[1],
+		        fgw_strerror(r));
 		return r;
 	}
 	if (snprintf(path, sizeof(path), "%s/processor-%s.json", c->cfg.keys_dir, argv[0]) >=
@@ -356,7 +377,8 @@ cmd_keys_processor_import(struct ctl *c, int argc, char **argv)
 	    (r = fgw_read_file(argv[1], 65536, &text, &len)) != 0 ||
 	    (r = fgw_mkdirs(c->cfg.keys_dir, 0700)) != 0 ||
 	    (r = fgw_write_file_atomic(path, text, len, 0644)) != 0) {
-		fprintf(stderr, "flairctl: processor-import: %s\n", fgw_strerror(r ? r : FGW_ERR_TOO_LARGE));
+		fprintf(stderr, "flairctl: processor-import: %s\n",
+		        fgw_strerror(r ? r : FGW_ERR_TOO_LARGE));
 		free(text);
 		return r ? r : FGW_ERR_TOO_LARGE;
 	}
@@ -390,11 +412,8 @@ static int
 cmd_keys_retire(struct ctl *c, int argc, char **argv)
 {
 	int r;
-	if (argc != 1) {
-		fprintf(stderr, "usage: flairctl keys retire DATA_KEY_ID\n");
-		return FGW_ERR_INVALID;
-	}
-	if ((r = open_keyring(c)) != 0)
+	if ((r = usage_unless(argc == 1, "keys retire DATA_KEY_ID")) != 0 ||
+	    (r = open_keyring(c)) != 0)
 		return r;
 	r = keyring_retire_data_key(c->kr, argv[0]);
 	audit_admin(c, "key.retired", argv[0], r, "{\"kind\":\"data\"}");
@@ -422,10 +441,8 @@ cmd_seal(struct ctl *c, int argc, char **argv)
 	ssize_t n;
 	int r, k;
 	(void)c;
-	if (argc != 1) {
-		fprintf(stderr, "usage: flairctl seal PUBLIC_KEY_JSON_FILE < card.json\n");
-		return FGW_ERR_INVALID;
-	}
+	if ((r = usage_unless(argc == 1, "seal PUBLIC_KEY_JSON_FILE < card.json")) != 0)
+		return r;
 	if ((r = sealed_load_pubkey(argv[0], &pk)) != 0) {
 		fprintf(stderr, "flairctl: %s: %s\n", argv[0], fgw_strerror(r));
 		return r;
@@ -443,17 +460,19 @@ cmd_seal(struct ctl *c, int argc, char **argv)
 	                    in->data[body - 1] == '\r' || in->data[body - 1] == '\t'))
 		body--;
 	if (len < 2 || len == 4096 || in->data[0] != '{' || in->data[len - 1] != '}') {
-		fprintf(stderr, "flairctl: seal: card JSON object on stdin, at most 4095 bytes\n");
+		fprintf(stderr,
+		        "flairctl: seal: card JSON object on stdin, at most 4095 bytes\n");
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
 	if (memmem(in->data, len, "\"iat\"", 5) != NULL) {
-		fprintf(stderr, "flairctl: seal: the card JSON must not carry iat: seal sets it\n");
+		fprintf(stderr,
+		        "flairctl: seal: the card JSON must not carry iat: seal sets it\n");
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
-	k = snprintf(iat, sizeof(iat), "%s\"iat\":%lld}", in->data[body - 1] == '{' ? "" : ",",
-	             (long long)time(NULL));
+	k = snprintf(iat, sizeof(iat), "%s\"iat\":%lld}",
+	             in->data[body - 1] == '{' ? "" : ",", (long long)time(NULL));
 	if (k < 0 || (size_t)k >= sizeof(iat)) {
 		r = FGW_ERR_INTERNAL;
 		goto out;
@@ -476,11 +495,7 @@ cmd_txn_show(struct ctl *c, int argc, char **argv)
 	struct store_txn_row row;
 	char *json = NULL;
 	int r;
-	if (argc != 1) {
-		fprintf(stderr, "usage: flairctl txn show TXN_ID\n");
-		return FGW_ERR_INVALID;
-	}
-	if ((r = open_store(c)) != 0)
+	if ((r = usage_unless(argc == 1, "txn show TXN_ID")) != 0 || (r = open_store(c)) != 0)
 		return r;
 	memset(&row, 0, sizeof(row));
 	if ((r = store_txn_get(c->reader, NULL, argv[0], &row)) != 0) {
@@ -529,7 +544,8 @@ make_tmpdir(char *dir, size_t cap)
 /* Decrypts a backup into db_out (and its JSON export into json_out unless
  * NULL) and verifies it. */
 static int
-verify_backup_file(struct ctl *c, const char *file, const char *db_out, const char *json_out)
+verify_backup_file(struct ctl *c, const char *file, const char *db_out,
+                   const char *json_out)
 {
 	struct store_reader *rd = NULL;
 	int r;
@@ -537,7 +553,8 @@ verify_backup_file(struct ctl *c, const char *file, const char *db_out, const ch
 		printf("%s: not an intact backup of this key ring: %s\n", file, fgw_strerror(r));
 		return r;
 	}
-	if ((r = store_reader_open_file(db_out, keyring_audit_mac_fn, c->kr, 5000, &rd)) != 0) {
+	if ((r = store_reader_open_file(db_out, keyring_audit_mac_fn, c->kr, 5000, &rd)) !=
+	    0) {
 		fprintf(stderr, "flairctl: %s: %s\n", db_out, fgw_strerror(r));
 		return r;
 	}
@@ -562,11 +579,8 @@ cmd_audit_verify(struct ctl *c, int argc, char **argv)
 		rmdir(dir);
 		return r;
 	}
-	if (argc != 0) {
-		fprintf(stderr, "usage: flairctl audit verify [--backup FILE]\n");
-		return FGW_ERR_INVALID;
-	}
-	if ((r = open_store(c)) != 0)
+	if ((r = usage_unless(argc == 0, "audit verify [--backup FILE]")) != 0 ||
+	    (r = open_store(c)) != 0)
 		return r;
 	return verify_reader(c, c->reader, c->cfg.database);
 }
@@ -577,17 +591,14 @@ cmd_audit_checkpoint(struct ctl *c, int argc, char **argv)
 	unsigned char pk[32];
 	int r;
 	(void)argv;
-	if (argc != 0) {
-		fprintf(stderr, "usage: flairctl audit checkpoint\n");
-		return FGW_ERR_INVALID;
-	}
-	if ((r = open_writer(c)) != 0)
+	if ((r = usage_unless(argc == 0, "audit checkpoint")) != 0 ||
+	    (r = open_writer(c)) != 0)
 		return r;
 	keyring_audit_public(c->kr, pk);
 	/* Queued first, so the checkpoint queued after it signs it too. */
 	audit_admin(c, "audit.checkpoint", c->cfg.database, 0, NULL);
-	if ((r = store_audit_checkpoint(c->store, NULL, keyring_audit_sign_fn, c->kr, pk, NULL,
-	                                NULL)) != 0) {
+	if ((r = store_audit_checkpoint(c->store, NULL, keyring_audit_sign_fn, c->kr, pk,
+	                                NULL, NULL)) != 0) {
 		fprintf(stderr, "flairctl: checkpoint: %s\n", fgw_strerror(r));
 		return r;
 	}
@@ -691,23 +702,24 @@ print_row(void *arg, const struct store_audit_view *v)
 		csv_field(v->reservation, 0);
 		csv_field(v->details, 1);
 	} else {
-		printf("%-6" PRId64 " %-24s %-20.20s %-15.15s %-20.20s %-28.28s %-15.15s %10s %s\n",
+		printf("%-6" PRId64
+		       " %-24s %-20.20s %-15.15s %-20.20s %-28.28s %-15.15s %10s %s\n",
 		       v->seq, when, v->actor, v->source, v->event_type, v->resource, v->outcome,
 		       amount, v->currency);
 	}
 	return 0;
 }
 
-#define AUDIT_QUERY_FILTERS                                                          \
-	"Filters (all optional, combined with AND):\n"                               \
-	"  --since T / --until T   events at or after / before T: YYYY-MM-DD,\n"      \
+#define AUDIT_QUERY_FILTERS                                                        \
+	"Filters (all optional, combined with AND):\n"                                 \
+	"  --since T / --until T   events at or after / before T: YYYY-MM-DD,\n"       \
 	"                          YYYY-MM-DDTHH:MM:SSZ (UTC) or epoch milliseconds\n" \
-	"  --txn ID                one transaction (txn_...)\n"                       \
-	"  --reservation ID        one reservation\n"                                 \
-	"  --customer ID           one customer\n"                                    \
-	"  --outcome O             an outcome, e.g. succeeded, declined, failed\n"   \
-	"  --type T                an event type, e.g. txn.decided, txn.outcome\n"  \
-	"  --min-amount N          amount in minor units at least N\n"                \
+	"  --txn ID                one transaction (txn_...)\n"                        \
+	"  --reservation ID        one reservation\n"                                  \
+	"  --customer ID           one customer\n"                                     \
+	"  --outcome O             an outcome, e.g. succeeded, declined, failed\n"     \
+	"  --type T                an event type, e.g. txn.decided, txn.outcome\n"     \
+	"  --min-amount N          amount in minor units at least N\n"                 \
 	"  --max-amount N          amount in minor units at most N\n"
 
 static int
@@ -759,10 +771,11 @@ cmd_audit_query(struct ctl *c, int argc, char **argv)
 	if ((r = open_store(c)) != 0)
 		return r;
 	if (q.fmt == FMT_CSV)
-		printf("seq,time,actor,source,type,resource,outcome,amount,currency,reservation,details\n");
+		printf(
+		    "seq,time,actor,source,type,resource,outcome,amount,currency,reservation,details\n");
 	else if (q.fmt == FMT_TABLE)
-		printf("%-6s %-24s %-20s %-15s %-20s %-28s %-15s %10s %s\n", "SEQ", "TIME", "ACTOR",
-		       "SOURCE", "TYPE", "RESOURCE", "OUTCOME", "AMOUNT", "CUR");
+		printf("%-6s %-24s %-20s %-15s %-20s %-28s %-15s %10s %s\n", "SEQ", "TIME",
+		       "ACTOR", "SOURCE", "TYPE", "RESOURCE", "OUTCOME", "AMOUNT", "CUR");
 	r = store_audit_query(c->reader, &f, print_row, &q);
 	if (r != 0)
 		fprintf(stderr, "flairctl: audit query: %s\n", fgw_strerror(r));
@@ -770,7 +783,8 @@ cmd_audit_query(struct ctl *c, int argc, char **argv)
 		printf("(%ld events)\n", q.rows);
 	return r;
 usage:
-	fprintf(stderr, "usage: flairctl audit query [FILTERS] [--format table|jsonl|csv]\n%s",
+	fprintf(stderr,
+	        "usage: flairctl audit query [FILTERS] [--format table|jsonl|csv]\n%s",
 	        AUDIT_QUERY_FILTERS);
 	return FGW_ERR_INVALID;
 }
@@ -806,22 +820,25 @@ cmd_report(struct ctl *c, int argc, char **argv)
 	}
 	printf("report for %s (UTC)\n", rep.day);
 	printf("transactions: %" PRId64 "\n", rep.total);
-	printf("succeeded: %" PRId64 "\ndeclined: %" PRId64 "\nfailed: %" PRId64 "\nopen: %" PRId64 "\n",
+	printf("succeeded: %" PRId64 "\ndeclined: %" PRId64 "\nfailed: %" PRId64
+	       "\nopen: %" PRId64 "\n",
 	       rep.succeeded, rep.declined, rep.failed, rep.open);
 	printf("success rate: %.1f%%\n", pct(rep.succeeded, rep.total));
 	printf("decline rate: %.1f%%\n", pct(rep.declined, rep.total));
 	printf("3-D Secure rate: %.1f%%\n", pct(rep.three_ds, rep.total));
-	printf("average time to outcome: %.0f ms (over %" PRId64 " final)\n", rep.avg_outcome_ms,
-	       rep.final_count);
+	printf("average time to outcome: %.0f ms (over %" PRId64 " final)\n",
+	       rep.avg_outcome_ms, rep.final_count);
 	if (rep.wh_delivered + rep.wh_failed > 0)
-		printf("webhook delivery: %.1f%% (%" PRId64 " delivered, %" PRId64 " failed, %" PRId64
-		       " pending)\n", pct(rep.wh_delivered, rep.wh_delivered + rep.wh_failed),
-		       rep.wh_delivered, rep.wh_failed, rep.wh_pending);
+		printf("webhook delivery: %.1f%% (%" PRId64 " delivered, %" PRId64
+		       " failed, %" PRId64 " pending)\n",
+		       pct(rep.wh_delivered, rep.wh_delivered + rep.wh_failed), rep.wh_delivered,
+		       rep.wh_failed, rep.wh_pending);
 	else
 		printf("webhook delivery: none settled (%" PRId64 " pending)\n", rep.wh_pending);
 	printf("by outcome (amounts in minor units):\n");
 	for (int i = 0; i < rep.n_by; i++)
-		printf("  %-16s %-3s count %-6" PRId64 " sum %-12" PRId64 " average %" PRId64 "\n",
+		printf("  %-16s %-3s count %-6" PRId64 " sum %-12" PRId64 " average %" PRId64
+		       "\n",
 		       rep.by[i].status, rep.by[i].currency, rep.by[i].count, rep.by[i].sum,
 		       rep.by[i].count > 0 ? rep.by[i].sum / rep.by[i].count : 0);
 	return FGW_OK;
@@ -836,11 +853,7 @@ cmd_backup_now(struct ctl *c, int argc, char **argv)
 	char *details = NULL, err[256];
 	int r, attempts = 0;
 	(void)argv;
-	if (argc != 0) {
-		fprintf(stderr, "usage: flairctl backup now\n");
-		return FGW_ERR_INVALID;
-	}
-	if ((r = open_keyring(c)) != 0)
+	if ((r = usage_unless(argc == 0, "backup now")) != 0 || (r = open_keyring(c)) != 0)
 		return r;
 	if ((r = backup_make(&c->cfg, c->kr, &bi)) != 0) {
 		fprintf(stderr, "flairctl: backup: %s\n", fgw_strerror(r));
@@ -851,14 +864,17 @@ cmd_backup_now(struct ctl *c, int argc, char **argv)
 		return r;
 	audit_admin(c, "backup.created", bi.name, 0, details);
 	free(details);
-	printf("%s\n  bytes %" PRId64 ", blake2b %s, %" PRId64 " transactions, audit seq %" PRId64 "\n",
+	printf("%s\n  bytes %" PRId64 ", blake2b %s, %" PRId64
+	       " transactions, audit seq %" PRId64 "\n",
 	       bi.path, bi.bytes, bi.blake2b, bi.transactions, bi.audit_seq);
 	if (c->cfg.s3_endpoint[0] != '\0') {
 		char *d = NULL;
 		r = backup_upload(&c->cfg, bi.path, bi.name, NULL, &attempts, err, sizeof(err));
-		if (backup_upload_details(c->cfg.s3_bucket, attempts, r == 0 ? NULL : err, &d) != 0)
+		if (backup_upload_details(c->cfg.s3_bucket, attempts, r == 0 ? NULL : err, &d) !=
+		    0)
 			d = NULL;
-		audit_admin(c, r == 0 ? "backup.uploaded" : "backup.upload_failed", bi.name, r, d);
+		audit_admin(c, r == 0 ? "backup.uploaded" : "backup.upload_failed", bi.name, r,
+		            d);
 		free(d);
 		if (r != 0) {
 			fprintf(stderr, "flairctl: upload: %s\n", err);
@@ -894,10 +910,9 @@ static int
 cmd_backup_verify(struct ctl *c, int argc, char **argv)
 {
 	char *vargv[2];
-	if (argc != 1) {
-		fprintf(stderr, "usage: flairctl backup verify FILE\n");
-		return FGW_ERR_INVALID;
-	}
+	int r;
+	if ((r = usage_unless(argc == 1, "backup verify FILE")) != 0)
+		return r;
 	vargv[0] = "--backup";
 	vargv[1] = argv[0];
 	return cmd_audit_verify(c, 2, vargv);
@@ -922,9 +937,10 @@ cmd_backup_restore(struct ctl *c, int argc, char **argv)
 	char *details;
 	int r;
 	if (argc != 2 && argc != 3) {
-		fprintf(stderr, "usage: flairctl backup restore FILE NEW_DATABASE [NEW_EXPORT_JSON]\n"
-		                "  (restores into a new file; point `database` at it to use it;\n"
-		                "  NEW_EXPORT_JSON also gets the backup's JSON export)\n");
+		fprintf(stderr,
+		        "usage: flairctl backup restore FILE NEW_DATABASE [NEW_EXPORT_JSON]\n"
+		        "  (restores into a new file; point `database` at it to use it;\n"
+		        "  NEW_EXPORT_JSON also gets the backup's JSON export)\n");
 		return FGW_ERR_INVALID;
 	}
 	for (int i = 1; i < argc; i++) {
@@ -955,17 +971,15 @@ cmd_backup_export(struct ctl *c, int argc, char **argv)
 {
 	char *details;
 	int r;
-	if (argc != 2) {
-		fprintf(stderr, "usage: flairctl backup export FILE OUT.json\n");
-		return FGW_ERR_INVALID;
-	}
-	if ((r = open_keyring(c)) != 0)
+	if ((r = usage_unless(argc == 2, "backup export FILE OUT.json")) != 0 ||
+	    (r = open_keyring(c)) != 0)
 		return r;
 	r = backup_open(c->kr, argv[0], NULL, argv[1]);
 	if (r == FGW_ERR_EXISTS)
 		fprintf(stderr, "flairctl: %s exists: export writes a new file only\n", argv[1]);
 	else if (r == FGW_ERR_CRYPTO)
-		fprintf(stderr, "flairctl: %s is not an intact backup of this key ring\n", argv[0]);
+		fprintf(stderr, "flairctl: %s is not an intact backup of this key ring\n",
+		        argv[0]);
 	else if (r != 0)
 		fprintf(stderr, "flairctl: backup export: %s\n", fgw_strerror(r));
 	else
@@ -1020,10 +1034,12 @@ print_outbox(void *arg, const struct store_outbox_row *o)
 	char next[32], created[32];
 	(void)arg;
 	iso_or_dash(o->created_at, created, sizeof(created));
-	iso_or_dash(strcmp(o->status, "pending") == 0 ? o->next_attempt_at : 0, next, sizeof(next));
-	printf("%s %-9s attempts=%d last_http=%d next=%s created=%s event=%s type=%s txn=%s url=%s\n",
-	       o->id, o->status, o->attempts, o->last_http_status, next, created, o->event_id,
-	       o->event_type, o->txn_id[0] ? o->txn_id : "-", o->url);
+	iso_or_dash(strcmp(o->status, "pending") == 0 ? o->next_attempt_at : 0, next,
+	            sizeof(next));
+	printf(
+	    "%s %-9s attempts=%d last_http=%d next=%s created=%s event=%s type=%s txn=%s url=%s\n",
+	    o->id, o->status, o->attempts, o->last_http_status, next, created, o->event_id,
+	    o->event_type, o->txn_id[0] ? o->txn_id : "-", o->url);
 }
 
 static void
@@ -1059,11 +1075,11 @@ cmd_webhooks_list(struct ctl *c, int argc, char **argv)
 {
 	int64_t limit;
 	int r;
-	if ((r = parse_limit(argc, argv, "webhooks list", &limit)) != 0)
+	if ((r = parse_limit(argc, argv, "webhooks list", &limit)) != 0 ||
+	    (r = open_store(c)) != 0)
 		return r;
-	if ((r = open_store(c)) != 0)
-		return r;
-	if ((r = store_outbox_list(c->reader, (int)limit, print_outbox, print_attempt, NULL)) != 0)
+	if ((r = store_outbox_list(c->reader, (int)limit, print_outbox, print_attempt,
+	                           NULL)) != 0)
 		fprintf(stderr, "flairctl: webhooks list: %s\n", fgw_strerror(r));
 	return r;
 }
@@ -1074,35 +1090,59 @@ retry_done(void *arg, int rc)
 	*(int *)arg = rc;
 }
 
+/* What an outbox's retry command says and does; both outboxes share it. */
+struct retry_kind {
+	const char *cmd;     /* "webhooks retry" */
+	const char *usage;   /* after "flairctl " */
+	const char *prefix;  /* of the row ids it takes */
+	const char *event;   /* the audit event */
+	const char *id_name; /* the id's name in the event's details */
+	const char *when;    /* when the row goes out again */
+	int (*retry)(struct store *st, struct store_waker *w, const char *id, int64_t now_ms,
+	             const struct store_audit *audit, size_t n_audit, store_done_fn done,
+	             void *arg);
+};
+
 static int
-cmd_webhooks_retry(struct ctl *c, int argc, char **argv)
+outbox_retry(struct ctl *c, int argc, char **argv, const struct retry_kind *k)
 {
 	struct store_audit audit;
 	char details[96];
 	int r, done_rc = FGW_ERR_INTERNAL;
-	if (argc != 1 || strncmp(argv[0], "whd_", 4) != 0) {
-		fprintf(stderr, "usage: flairctl webhooks retry OUTBOX_ID (whd_...)\n");
-		return FGW_ERR_INVALID;
-	}
-	if ((r = open_writer(c)) != 0)
+	if ((r = usage_unless(argc == 1 && strncmp(argv[0], k->prefix, strlen(k->prefix)) == 0,
+	                      k->usage)) != 0 ||
+	    (r = open_writer(c)) != 0)
 		return r;
-	snprintf(details, sizeof(details), "{\"outboxId\":\"%.40s\"}", argv[0]);
-	audit = (struct store_audit){ "operator:flairctl", "local", "webhook.retry", argv[0],
-		                          "success", details };
+	snprintf(details, sizeof(details), "{\"%s\":\"%.40s\"}", k->id_name, argv[0]);
+	audit = (struct store_audit){ "operator:flairctl", "local", k->event, argv[0],
+		                          "success",           details };
 	/* No waker: done runs on the writer, and store_close waits for it. */
-	if ((r = store_outbox_retry(c->store, NULL, argv[0], fgw_now_ms(), &audit, 1, retry_done,
-	                            &done_rc)) != 0) {
-		fprintf(stderr, "flairctl: webhooks retry: %s\n", fgw_strerror(r));
+	if ((r = k->retry(c->store, NULL, argv[0], fgw_now_ms(), &audit, 1, retry_done,
+	                  &done_rc)) != 0) {
+		fprintf(stderr, "flairctl: %s: %s\n", k->cmd, fgw_strerror(r));
 		return r;
 	}
 	store_close(c->store);
 	c->store = NULL;
 	if (done_rc != 0) {
-		fprintf(stderr, "flairctl: webhooks retry %s: %s\n", argv[0], fgw_strerror(done_rc));
+		fprintf(stderr, "flairctl: %s %s: %s\n", k->cmd, argv[0], fgw_strerror(done_rc));
 		return done_rc;
 	}
-	printf("%s is pending again and will be sent at the next delivery tick\n", argv[0]);
+	printf("%s is pending again and will be sent at the next %s\n", argv[0], k->when);
 	return FGW_OK;
+}
+
+static int
+cmd_webhooks_retry(struct ctl *c, int argc, char **argv)
+{
+	static const struct retry_kind k = { "webhooks retry",
+		                                 "webhooks retry OUTBOX_ID (whd_...)",
+		                                 "whd_",
+		                                 "webhook.retry",
+		                                 "outboxId",
+		                                 "delivery tick",
+		                                 store_outbox_retry };
+	return outbox_retry(c, argc, argv, &k);
 }
 
 /* ---- mail ------------------------------------------------------------- */
@@ -1113,10 +1153,12 @@ print_mail(void *arg, const struct store_mail_row *o)
 	char next[32], created[32];
 	(void)arg;
 	iso_or_dash(o->created_at, created, sizeof(created));
-	iso_or_dash(strcmp(o->status, "pending") == 0 ? o->next_attempt_at : 0, next, sizeof(next));
-	printf("%s %-7s attempts=%d next=%s created=%s kind=%s to=%s txn=%s%s%s\n", o->id, o->status,
-	       o->attempts, next, created, o->kind, o->rcpt_to, o->txn_id[0] ? o->txn_id : "-",
-	       o->last_error[0] ? " last_error=" : "", o->last_error);
+	iso_or_dash(strcmp(o->status, "pending") == 0 ? o->next_attempt_at : 0, next,
+	            sizeof(next));
+	printf("%s %-7s attempts=%d next=%s created=%s kind=%s to=%s txn=%s%s%s\n", o->id,
+	       o->status, o->attempts, next, created, o->kind, o->rcpt_to,
+	       o->txn_id[0] ? o->txn_id : "-", o->last_error[0] ? " last_error=" : "",
+	       o->last_error);
 }
 
 static int
@@ -1124,9 +1166,8 @@ cmd_mail_list(struct ctl *c, int argc, char **argv)
 {
 	int64_t limit;
 	int r;
-	if ((r = parse_limit(argc, argv, "mail list", &limit)) != 0)
-		return r;
-	if ((r = open_store(c)) != 0)
+	if ((r = parse_limit(argc, argv, "mail list", &limit)) != 0 ||
+	    (r = open_store(c)) != 0)
 		return r;
 	if ((r = store_mail_list(c->reader, (int)limit, print_mail, NULL)) != 0)
 		fprintf(stderr, "flairctl: mail list: %s\n", fgw_strerror(r));
@@ -1136,32 +1177,11 @@ cmd_mail_list(struct ctl *c, int argc, char **argv)
 static int
 cmd_mail_retry(struct ctl *c, int argc, char **argv)
 {
-	struct store_audit audit;
-	char details[96];
-	int r, done_rc = FGW_ERR_INTERNAL;
-	if (argc != 1 || strncmp(argv[0], "mail_", 5) != 0) {
-		fprintf(stderr, "usage: flairctl mail retry MAIL_ID (mail_...)\n");
-		return FGW_ERR_INVALID;
-	}
-	if ((r = open_writer(c)) != 0)
-		return r;
-	snprintf(details, sizeof(details), "{\"mailId\":\"%.40s\"}", argv[0]);
-	audit = (struct store_audit){ "operator:flairctl", "local", "mail.retry", argv[0], "success",
-		                          details };
-	/* No waker: done runs on the writer, and store_close waits for it. */
-	if ((r = store_mail_retry(c->store, NULL, argv[0], fgw_now_ms(), &audit, 1, retry_done,
-	                          &done_rc)) != 0) {
-		fprintf(stderr, "flairctl: mail retry: %s\n", fgw_strerror(r));
-		return r;
-	}
-	store_close(c->store);
-	c->store = NULL;
-	if (done_rc != 0) {
-		fprintf(stderr, "flairctl: mail retry %s: %s\n", argv[0], fgw_strerror(done_rc));
-		return done_rc;
-	}
-	printf("%s is pending again and will be sent at the next delivery round\n", argv[0]);
-	return FGW_OK;
+	static const struct retry_kind k = { "mail retry",    "mail retry MAIL_ID (mail_...)",
+		                                 "mail_",         "mail.retry",
+		                                 "mailId",        "delivery round",
+		                                 store_mail_retry };
+	return outbox_retry(c, argc, argv, &k);
 }
 
 /* ---- rules (tools/ctl_rules.c) ------------------------------------------ */
@@ -1229,39 +1249,81 @@ cmd_jwt_jwks(struct ctl *c, int argc, char **argv)
 }
 
 static const struct command commands[] = {
-	{ "keys", "init", "", "create the KEK file (if named) and the key ring", cmd_keys_init, NULL },
-	{ "keys", "status", "", "show key ids, statuses and how many entries each protects", cmd_keys_status, NULL },
-	{ "keys", "rewrap", "[--batch N]", "re-encrypt vault entries of non-active keys (daemon may run)", cmd_keys_rewrap, NULL },
-	{ "keys", "processor-import", "NAME FILE", "install a processor's sealing public key", cmd_keys_processor_import, NULL },
-	{ "keys", "rotate", "[--box]", "make a new data key (or box key) the one used to encrypt", cmd_keys_rotate, NULL },
-	{ "keys", "retire", "DATA_KEY_ID", "retired keys decrypt but never encrypt", cmd_keys_retire, NULL },
-	{ NULL, "seal", "PUBLIC_KEY_FILE < card.json", "make an encryptedCard object for a public key", cmd_seal, NULL },
-	{ "txn", "show", "TXN_ID", "print a recorded transaction (masked)", cmd_txn_show, NULL },
-	{ "audit", "verify", "[--backup FILE]", "check the audit chain and signed checkpoints; names the first broken event", cmd_audit_verify, NULL },
-	{ "audit", "checkpoint", "", "sign the current audit chain head now", cmd_audit_checkpoint, NULL },
-	{ "audit", "query", "[FILTERS] [--format table|jsonl|csv]", "read the audit trail (read-only; --help lists filters)", cmd_audit_query, AUDIT_QUERY_FILTERS },
-	{ NULL, "report", "[--day YYYY-MM-DD]", "daily counts, sums, decline and 3-D Secure rates, time to outcome", cmd_report, NULL },
-	{ "backup", "now", "", "take an encrypted backup (and upload it if s3_endpoint is set)", cmd_backup_now, NULL },
-	{ "backup", "list", "", "list backups in backup_dir with their checksums", cmd_backup_list, NULL },
-	{ "backup", "verify", "FILE", "decrypt a backup and verify its audit trail", cmd_backup_verify, NULL },
-	{ "backup", "restore", "FILE NEW_DATABASE [NEW_EXPORT_JSON]", "restore into a new database file (and the JSON export) and verify it", cmd_backup_restore, NULL },
-	{ "backup", "export", "FILE OUT.json", "write a backup's JSON export (audit trail, transactions; no card data)", cmd_backup_export, NULL },
-	{ "webhooks", "list", "[--limit N]", "outbound webhook deliveries, newest first, with every attempt", cmd_webhooks_list, NULL },
-	{ "webhooks", "retry", "OUTBOX_ID", "make a delivery pending and due now (also a failed one)", cmd_webhooks_retry, NULL },
-	{ "mail", "list", "[--limit N]", "e-mail notifications, newest first, with status and last error", cmd_mail_list, NULL },
-	{ "mail", "retry", "MAIL_ID", "make a mail pending and due now (also a failed one)", cmd_mail_retry, NULL },
-	{ "config", "check", "", "every start-up check of the daemon, changing nothing (as flairgw --check)", cmd_config_check, NULL },
-	{ "rules", "check", "[FILE]", "compile a rules file; errors as FILE:LINE:COL (exit 1)", cmd_rules_check, NULL },
+	{ "keys", "init", "", "create the KEK file (if named) and the key ring",
+	  cmd_keys_init, NULL },
+	{ "keys", "status", "", "show key ids, statuses and how many entries each protects",
+	  cmd_keys_status, NULL },
+	{ "keys", "rewrap", "[--batch N]",
+	  "re-encrypt vault entries of non-active keys (daemon may run)", cmd_keys_rewrap,
+	  NULL },
+	{ "keys", "processor-import", "NAME FILE", "install a processor's sealing public key",
+	  cmd_keys_processor_import, NULL },
+	{ "keys", "rotate", "[--box]",
+	  "make a new data key (or box key) the one used to encrypt", cmd_keys_rotate, NULL },
+	{ "keys", "retire", "DATA_KEY_ID", "retired keys decrypt but never encrypt",
+	  cmd_keys_retire, NULL },
+	{ NULL, "seal", "PUBLIC_KEY_FILE < card.json",
+	  "make an encryptedCard object for a public key", cmd_seal, NULL },
+	{ "txn", "show", "TXN_ID", "print a recorded transaction (masked)", cmd_txn_show,
+	  NULL },
+	{ "audit", "verify", "[--backup FILE]",
+	  "check the audit chain and signed checkpoints; names the first broken event",
+	  cmd_audit_verify, NULL },
+	{ "audit", "checkpoint", "", "sign the current audit chain head now",
+	  cmd_audit_checkpoint, NULL },
+	{ "audit", "query", "[FILTERS] [--format table|jsonl|csv]",
+	  "read the audit trail (read-only; --help lists filters)", cmd_audit_query,
+	  AUDIT_QUERY_FILTERS },
+	{ NULL, "report", "[--day YYYY-MM-DD]",
+	  "daily counts, sums, decline and 3-D Secure rates, time to outcome", cmd_report,
+	  NULL },
+	{ "backup", "now", "",
+	  "take an encrypted backup (and upload it if s3_endpoint is set)", cmd_backup_now,
+	  NULL },
+	{ "backup", "list", "", "list backups in backup_dir with their checksums",
+	  cmd_backup_list, NULL },
+	{ "backup", "verify", "FILE", "decrypt a backup and verify its audit trail",
+	  cmd_backup_verify, NULL },
+	{ "backup", "restore", "FILE NEW_DATABASE [NEW_EXPORT_JSON]",
+	  "restore into a new database file (and the JSON export) and verify it",
+	  cmd_backup_restore, NULL },
+	{ "backup", "export", "FILE OUT.json",
+	  "write a backup's JSON export (audit trail, transactions; no card data)",
+	  cmd_backup_export, NULL },
+	{ "webhooks", "list", "[--limit N]",
+	  "outbound webhook deliveries, newest first, with every attempt", cmd_webhooks_list,
+	  NULL },
+	{ "webhooks", "retry", "OUTBOX_ID",
+	  "make a delivery pending and due now (also a failed one)", cmd_webhooks_retry,
+	  NULL },
+	{ "mail", "list", "[--limit N]",
+	  "e-mail notifications, newest first, with status and last error", cmd_mail_list,
+	  NULL },
+	{ "mail", "retry", "MAIL_ID", "make a mail pending and due now (also a failed one)",
+	  cmd_mail_retry, NULL },
+	{ "config", "check", "",
+	  "every start-up check of the daemon, changing nothing (as flairgw --check)",
+	  cmd_config_check, NULL },
+	{ "rules", "check", "[FILE]",
+	  "compile a rules file; errors as FILE:LINE:COL (exit 1)", cmd_rules_check, NULL },
 	{ "rules", "test", "FILE TXN.json [OPTIONS]",
 	  "decide a sample transaction body, no database (--mode M, --threeds T, --card-saved, "
-	  "--processor P, --customer-id ID, --previous N, --declined N)", cmd_rules_test, NULL },
-	{ "rules", "reload", "", "check rules_file, then SIGHUP the daemon in pid_file", cmd_rules_reload, NULL },
-	{ "slots", "list", "", "time slots with capacity, places taken and price", cmd_slots_list, NULL },
-	{ "slots", "add", "SLOT_ID EXPERIENCE_ID STARTS_AT_MS CAPACITY", "add or update a time slot", cmd_slots_add, NULL },
-	{ "slots", "load", "FILE.json", "load experiences and time slots (slots_file format)", cmd_slots_load, NULL },
-	{ "slots", "set-capacity", "SLOT_ID CAPACITY", "change capacity (never below places taken)", cmd_slots_set_capacity, NULL },
-	{ "jwt", "sign", "(--hs256 FILE | --rs256 PEM --kid KID) CLAIMS", "mint a test JWT", cmd_jwt_sign, NULL },
-	{ "jwt", "jwks", "PEM KID", "print a one-key JWKS for an RSA key", cmd_jwt_jwks, NULL },
+	  "--processor P, --customer-id ID, --previous N, --declined N)",
+	  cmd_rules_test, NULL },
+	{ "rules", "reload", "", "check rules_file, then SIGHUP the daemon in pid_file",
+	  cmd_rules_reload, NULL },
+	{ "slots", "list", "", "time slots with capacity, places taken and price",
+	  cmd_slots_list, NULL },
+	{ "slots", "add", "SLOT_ID EXPERIENCE_ID STARTS_AT_MS CAPACITY",
+	  "add or update a time slot", cmd_slots_add, NULL },
+	{ "slots", "load", "FILE.json", "load experiences and time slots (slots_file format)",
+	  cmd_slots_load, NULL },
+	{ "slots", "set-capacity", "SLOT_ID CAPACITY",
+	  "change capacity (never below places taken)", cmd_slots_set_capacity, NULL },
+	{ "jwt", "sign", "(--hs256 FILE | --rs256 PEM --kid KID) CLAIMS", "mint a test JWT",
+	  cmd_jwt_sign, NULL },
+	{ "jwt", "jwks", "PEM KID", "print a one-key JWKS for an RSA key", cmd_jwt_jwks,
+	  NULL },
 	{ NULL, NULL, NULL, NULL, NULL, NULL },
 };
 
@@ -1297,11 +1359,12 @@ list_commands_mdoc(FILE *out)
 static void
 usage(FILE *out)
 {
-	fprintf(out, "usage: flairctl [--config FILE] [--DIRECTIVE VALUE ...] COMMAND [ARGS]\n\n"
-	             "The configuration is the daemon's (see flairgw --help). Without\n"
-	             "--config: $FLAIRGW_CONFIG, else ./etc/flairgw.conf, else\n"
-	             "/etc/flairgw/flairgw.conf, the first that is set or exists.\n"
-	             "Every command takes --help.\nCommands:\n");
+	fprintf(out,
+	        "usage: flairctl [--config FILE] [--DIRECTIVE VALUE ...] COMMAND [ARGS]\n\n"
+	        "The configuration is the daemon's (see flairgw --help). Without\n"
+	        "--config: $FLAIRGW_CONFIG, else ./etc/flairgw.conf, else\n"
+	        "/etc/flairgw/flairgw.conf, the first that is set or exists.\n"
+	        "Every command takes --help.\nCommands:\n");
 	list_commands(out, NULL);
 }
 
@@ -1393,14 +1456,16 @@ main(int argc, char **argv)
 	c.raw = &raw;
 	/* flairctl needs no api_key or processor key: only paths. */
 	if (c.cfg.n_api_keys == 0)
-		config_set(&c.cfg, "api_key", "flairctl-placeholder ctl", "flairctl", err, sizeof(err));
+		config_set(&c.cfg, "api_key", "flairctl-placeholder ctl", "flairctl", err,
+		           sizeof(err));
 	if (c.cfg.processor_public_key_file[0] == '\0')
-		config_set(&c.cfg, "processor_public_key_file", "-", "flairctl", err, sizeof(err));
+		config_set(&c.cfg, "processor_public_key_file", "-", "flairctl", err,
+		           sizeof(err));
 	/* The rules commands need no KEK: only paths (a rules file, the pid
 	 * file, which config_finish derives before its other checks). */
 	/* config check reports this itself, with every other problem. */
-	if (config_finish(&c.cfg, err, sizeof(err)) != 0 && strcmp(argv[first], "rules") != 0 &&
-	    strcmp(argv[first], "config") != 0) {
+	if (config_finish(&c.cfg, err, sizeof(err)) != 0 &&
+	    strcmp(argv[first], "rules") != 0 && strcmp(argv[first], "config") != 0) {
 		fprintf(stderr, "flairctl: %s\n", err);
 		return 2;
 	}

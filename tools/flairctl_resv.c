@@ -130,10 +130,7 @@ ctl_jwt_sign(int argc, char **argv)
 		 * attack). */
 		if ((r = fgw_read_secret_file(argv[1], 1 << 16, &secret, &slen)) == 0)
 			r = jwt_sign_hs256((const unsigned char *)secret, slen, argv[2], NULL, &token);
-		if (secret != NULL) {
-			sodium_memzero(secret, slen);
-			free(secret);
-		}
+		fgw_freezero(secret, slen);
 	} else if (argc == 5 && strcmp(argv[0], "--rs256") == 0 && strcmp(argv[2], "--kid") == 0) {
 		r = jwt_sign_rs256(argv[1], argv[3], argv[4], &token);
 	} else {

@@ -23,6 +23,7 @@
 #include <sodium.h>
 
 #include "core/err.h"
+#include "core/util.h"
 #include "gateway/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -162,8 +163,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check_no_key(text, err, 0);
 		}
 	}
-	sodium_memzero(cfg, sizeof(*cfg));
-	free(cfg);
+	fgw_freezero(cfg, sizeof(*cfg));
 	free(text);
 	return 0;
 }

@@ -22,7 +22,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	                            .max_events = 256 };
 	struct rules_input in;
 	struct rules_decision d;
-	struct rules_error err;
+	struct fgw_why err;
 	struct rules *r = NULL;
 	struct velocity *v = NULL;
 	char desc[512], msg[600];
@@ -35,7 +35,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(text, data, size);
 	text[size] = '\0';
 	if (rules_load_string(text, "fuzz.rules", &opts, &r, &err) != 0) {
-		rules_error_format(&err, msg, sizeof(msg));
+		fgw_why_format(&err, msg, sizeof(msg));
 		free(text);
 		return 0;
 	}

@@ -658,6 +658,34 @@ end:
 	TT_END;
 }
 
+/* The one error-detail shape: as much of where:line:col as is known. */
+static int
+test_why(void)
+{
+	struct fgw_why why;
+	char buf[600], *p = NULL;
+
+	fgw_why_set(NULL, "x", 1, 1, "ignored"); /* no detail wanted */
+	fgw_why_set(&why, "rules.conf", 3, 7, "unknown field %s", "amout");
+	CHECK_STR(fgw_why_format(&why, buf, sizeof(buf)), "rules.conf:3:7: unknown field amout");
+	fgw_why_set(&why, "receipt.txt", 2, 0, "unterminated {{");
+	CHECK_STR(fgw_why_format(&why, buf, sizeof(buf)), "receipt.txt:2: unterminated {{");
+	fgw_why_set(&why, "mail_from", 0, 0, "not an address");
+	CHECK_STR(fgw_why_format(&why, buf, sizeof(buf)), "mail_from: not an address");
+	fgw_why_set(&why, NULL, 0, 0, "bad");
+	CHECK_STR(fgw_why_format(&why, buf, sizeof(buf)), "bad");
+	CHECK_STR(fgw_why_format(&why, buf, 3), "ba");
+	/* fgw_freezero: NULL is fine; a buffer is wiped and freed (ASan
+	 * reports a leak or a double free). */
+	fgw_freezero(NULL, 16);
+	CHECK((p = malloc(16)) != NULL);
+	memcpy(p, "0123456789abcdef", 16);
+	fgw_freezero(p, 16);
+	return 0;
+end:
+	return 1;
+}
+
 /* The transition table, written out here a second time on purpose: a move
  * added to or dropped from core/txnstate.c without this list agreeing
  * fails here. Every pair of states is tried. */
@@ -755,6 +783,7 @@ end:
 }
 
 static const struct tt_case cases[] = {
+	{ "why", test_why },
 	{ "log_request_id", test_log_request_id },
 	{ "json_strict", test_json_strict },
 	{ "json_rfc8259", test_json_rfc8259 },

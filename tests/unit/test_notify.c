@@ -23,7 +23,22 @@ static int
 init_with(const char *dir, char *err, size_t errlen)
 {
 	struct notify_opts o = { dir, "shop@example.com", "ops@example.com", NULL, 0 };
-	return notify_init(&o, err, errlen);
+	struct fgw_why why;
+	int r = notify_init(&o, &why);
+	if (r != 0)
+		fgw_why_format(&why, err, errlen);
+	return r;
+}
+
+/* notify_init with its error detail formatted into err. */
+static int
+init_opts(const struct notify_opts *o, char *err, size_t errlen)
+{
+	struct fgw_why why;
+	int r = notify_init(o, &why);
+	if (r != 0)
+		fgw_why_format(&why, err, errlen);
+	return r;
 }
 
 static int
@@ -31,12 +46,25 @@ test_addresses(void)
 {
 	static const char *const good[] = { "john@example.com", "a.b+tag@sub.example.co.uk",
 		                                "x_y-z@a-b.example", NULL };
-	static const char *const bad[] = {
-		"", "john", "@example.com", "john@", "john@localhost", "a..b@example.com",
-		".a@example.com", "a.@example.com", "a b@example.com", "a@exa mple.com",
-		"a@-example.com", "a@example-.com", "a@b@example.com", "\"a\"@example.com",
-		"a@example.com\r\nBcc: evil@example.com", "a@example.com\n", "<a@example.com>",
-		"a@example..com", NULL };
+	static const char *const bad[] = { "",
+		                               "john",
+		                               "@example.com",
+		                               "john@",
+		                               "john@localhost",
+		                               "a..b@example.com",
+		                               ".a@example.com",
+		                               "a.@example.com",
+		                               "a b@example.com",
+		                               "a@exa mple.com",
+		                               "a@-example.com",
+		                               "a@example-.com",
+		                               "a@b@example.com",
+		                               "\"a\"@example.com",
+		                               "a@example.com\r\nBcc: evil@example.com",
+		                               "a@example.com\n",
+		                               "<a@example.com>",
+		                               "a@example..com",
+		                               NULL };
 	char local[80];
 	TT_BEGIN;
 	for (int i = 0; good[i]; i++)
@@ -61,7 +89,8 @@ lines_ok(const char *msg, size_t max)
 	const char *p = msg;
 	while (*p) {
 		const char *nl = strstr(p, "\r\n");
-		if (nl == NULL || (size_t)(nl - p) > max || memchr(p, '\n', (size_t)(nl - p)) != NULL)
+		if (nl == NULL || (size_t)(nl - p) > max ||
+		    memchr(p, '\n', (size_t)(nl - p)) != NULL)
 			return 0;
 		p = nl + 2;
 	}
@@ -73,22 +102,27 @@ test_render_injection_and_layout(void)
 {
 	char err[256], subject[256], *msg = NULL, longname[400];
 	const char *body;
-	struct notify_var v[] = { { "name", "Eve\r\nBcc: evil@example.com" }, { "amount", "1.00 EUR" } };
+	struct notify_var v[] = { { "name", "Eve\r\nBcc: evil@example.com" },
+		                      { "amount", "1.00 EUR" } };
 	TT_BEGIN;
 	CHECK_EQ_INT(init_with(SHIPPED, err, sizeof(err)), 0);
 	/* A line break (or any control character) in a value: refused. */
-	CHECK_EQ_INT(notify_render("receipt", "shop@example.com", "john@example.com", v, 2, 0, &msg,
-	                           subject, sizeof(subject)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(notify_render("receipt", "shop@example.com", "john@example.com", v, 2, 0,
+	                           &msg, subject, sizeof(subject)),
+	             FGW_ERR_INVALID);
 	CHECK(msg == NULL);
 	v[0].value = "Tab\there";
-	CHECK_EQ_INT(notify_render("receipt", "shop@example.com", "john@example.com", v, 2, 0, &msg,
-	                           subject, sizeof(subject)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(notify_render("receipt", "shop@example.com", "john@example.com", v, 2, 0,
+	                           &msg, subject, sizeof(subject)),
+	             FGW_ERR_INVALID);
 	/* A bad recipient or an unknown kind: refused. */
 	v[0].value = "John";
-	CHECK_EQ_INT(notify_render("receipt", "shop@example.com", "john@example.com\r\nX: y", v, 2,
-	                           0, &msg, subject, sizeof(subject)), FGW_ERR_INVALID);
-	CHECK_EQ_INT(notify_render("no_such_kind", "shop@example.com", "john@example.com", v, 2, 0,
-	                           &msg, subject, sizeof(subject)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(notify_render("receipt", "shop@example.com", "john@example.com\r\nX: y",
+	                           v, 2, 0, &msg, subject, sizeof(subject)),
+	             FGW_ERR_INVALID);
+	CHECK_EQ_INT(notify_render("no_such_kind", "shop@example.com", "john@example.com", v,
+	                           2, 0, &msg, subject, sizeof(subject)),
+	             FGW_ERR_INVALID);
 	/* A 300-character value with '=', trailing white space and accents:
 	 * quoted-printable keeps every line within 76 characters. */
 	memset(longname, 'x', 300);
@@ -96,7 +130,8 @@ test_render_injection_and_layout(void)
 	snprintf(longname + 300, sizeof(longname) - 300, " ");
 	v[0].value = longname;
 	CHECK_EQ_INT(notify_render("receipt", "shop@example.com", "john@example.com", v, 2,
-	                           1704111300000LL, &msg, subject, sizeof(subject)), 0);
+	                           1704111300000LL, &msg, subject, sizeof(subject)),
+	             0);
 	CHECK(lines_ok(msg, 78));
 	CHECK(strstr(msg, "Date: Mon, 01 Jan 2024 12:15:00 +0000\r\n") != NULL);
 	CHECK(strstr(msg, "\r\nTo: <john@example.com>\r\n") != NULL);
@@ -120,11 +155,13 @@ test_subject_encoded_words(void)
 	const char *p;
 	size_t jl = 0;
 	/* 3-byte and 4-byte characters, so a split would fall inside one. */
-	struct notify_var v[] = { { "name", "日本語のお客様🎉🎉🎉 Ωμέγα Zoë" }, { "reference", "res_1" } };
+	struct notify_var v[] = { { "name", "日本語のお客様🎉🎉🎉 Ωμέγα Zoë" },
+		                      { "reference", "res_1" } };
 	TT_BEGIN;
 	CHECK_EQ_INT(init_with(SHIPPED, err, sizeof(err)), 0);
-	CHECK_EQ_INT(notify_render("receipt", "shop@example.com", "john@example.com", v, 2, 0, &msg,
-	                           subject, sizeof(subject)), 0);
+	CHECK_EQ_INT(notify_render("receipt", "shop@example.com", "john@example.com", v, 2, 0,
+	                           &msg, subject, sizeof(subject)),
+	             0);
 	CHECK(lines_ok(msg, 78));
 	p = strstr(msg, "\r\nSubject:");
 	CHECK(p != NULL);
@@ -198,21 +235,21 @@ test_templates_checked_at_start(void)
 	TT_BEGIN;
 	CHECK(mkdtemp(dir) != NULL);
 	CHECK_EQ_INT(copy_with(dir, "refund.html", "<p>{{amount}}</p>\n<p>{{pan}}</p>\n"), 0);
-	CHECK_EQ_INT(notify_init(&o, err, sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(init_opts(&o, err, sizeof(err)), FGW_ERR_INVALID);
 	CHECK(strstr(err, "refund.html:2: unknown placeholder {{pan}}") != NULL);
 	CHECK(!notify_enabled());
 	CHECK_EQ_INT(copy_with(dir, "refund.html", "<p>{{amount</p>\n"), 0);
-	CHECK_EQ_INT(notify_init(&o, err, sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(init_opts(&o, err, sizeof(err)), FGW_ERR_INVALID);
 	CHECK(strstr(err, "unterminated") != NULL);
 	CHECK_EQ_INT(copy_with(dir, "refund.html", "<p>{{amount}}</p>\n"), 0);
 	CHECK_EQ_INT(copy_with(dir, "receipt.txt", "no subject line\n\nbody\n"), 0);
-	CHECK_EQ_INT(notify_init(&o, err, sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(init_opts(&o, err, sizeof(err)), FGW_ERR_INVALID);
 	CHECK(strstr(err, "Subject:") != NULL);
 	CHECK_EQ_INT(copy_with(dir, "receipt.txt", "Subject: ok {{amount}}\n\nbody\n"), 0);
-	CHECK_EQ_INT(notify_init(&o, err, sizeof(err)), 0);
+	CHECK_EQ_INT(init_opts(&o, err, sizeof(err)), 0);
 	CHECK(notify_enabled());
 	o.from = "not an address";
-	CHECK_EQ_INT(notify_init(&o, err, sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(init_opts(&o, err, sizeof(err)), FGW_ERR_INVALID);
 	CHECK(strstr(err, "mail_from") != NULL);
 end:
 	notify_reset();

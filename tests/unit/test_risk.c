@@ -29,7 +29,7 @@ write_file(const char *path, const char *text)
 static int
 setup(struct risk *rk, const char *text, char *path, size_t cap)
 {
-	struct rules_error err;
+	struct fgw_why err;
 	char dir[] = "/tmp/fgw-risk-XXXXXX";
 	int n;
 	path[0] = '\0';
@@ -125,7 +125,7 @@ test_reload_whole_or_nothing(void)
 	struct risk rk;
 	struct rules_input in;
 	struct rules_decision d;
-	struct rules_error err;
+	struct fgw_why err;
 	char path[256] = "";
 	size_t n = 0;
 	TT_BEGIN;
@@ -211,7 +211,7 @@ static int
 test_init_refuses_bad_file(void)
 {
 	struct risk rk;
-	struct rules_error err;
+	struct fgw_why err;
 	char path[256] = "";
 	TT_BEGIN;
 	memset(&rk, 0, sizeof(rk));

@@ -86,13 +86,13 @@ fixture_dir(void)
 }
 
 static int
-load(const char *text, struct rules **r, struct rules_error *err)
+load(const char *text, struct rules **r, struct fgw_why *err)
 {
 	struct rules_load_opts o = { .base_dir = fixture_dir() };
 	char buf[600];
 	int rc = rules_load_string(text, "t.rules", &o, r, err);
 	if (rc != 0)
-		fprintf(stderr, "  load: %s\n", rules_error_format(err, buf, sizeof(buf)));
+		fprintf(stderr, "  load: %s\n", fgw_why_format(err, buf, sizeof(buf)));
 	return rc;
 }
 
@@ -101,17 +101,17 @@ static int
 bad(const char *text, const char *file, int line, int col, const char *msg)
 {
 	struct rules_load_opts o = { .base_dir = fixture_dir() };
-	struct rules_error err;
+	struct fgw_why err;
 	struct rules *r = NULL;
 	char buf[600];
 	int rc = rules_load_string(text, "t.rules", &o, &r, &err);
-	rules_error_format(&err, buf, sizeof(buf));
+	fgw_why_format(&err, buf, sizeof(buf));
 	if (rc == 0 || r != NULL) {
 		fprintf(stderr, "  loaded, expected an error: %s\n", text);
 		rules_unref(r);
 		return 0;
 	}
-	if (strcmp(err.file + strlen(err.file) - strlen(file), file) != 0 ||
+	if (strcmp(err.where + strlen(err.where) - strlen(file), file) != 0 ||
 	    err.line != line || err.col != col || strstr(err.msg, msg) == NULL) {
 		fprintf(stderr, "  got \"%s\"\n  want %s:%d:%d: ...%s...\n", buf, file,
 		        line, col, msg);
@@ -143,7 +143,7 @@ fires(const char *cond, const struct rules_input *in, struct velocity *v)
 {
 	char text[2048];
 	struct rules *r = NULL;
-	struct rules_error err;
+	struct fgw_why err;
 	struct rules_decision d;
 	int res;
 	snprintf(text, sizeof(text),
@@ -165,7 +165,7 @@ static int
 test_parse_good(void)
 {
 	struct rules *r = NULL;
-	struct rules_error err;
+	struct fgw_why err;
 	static const char text[] =
 	    "# every construct once\n"
 	    "bin_table \"bins.csv\"\n"
@@ -365,7 +365,7 @@ test_load_file(void)
 {
 	char path[128], buf[600];
 	struct rules *r = NULL;
-	struct rules_error err;
+	struct fgw_why err;
 	static const char text[] = "list hr = file \"countries.txt\"\n"
 	                           "rule R1: when customer.country in hr then review\n";
 	static const char nul[] = "rule R1: when amount > 1\n then\0 review\n";
@@ -391,7 +391,7 @@ test_load_file(void)
 	CHECK_EQ_INT(err.col, 6);
 	snprintf(path, sizeof(path), "%s/absent.conf", tdir);
 	CHECK_EQ_INT(rules_load_file(path, NULL, &r, &err), FGW_ERR_NOT_FOUND);
-	CHECK(strstr(rules_error_format(&err, buf, sizeof(buf)), "cannot read rules file") != NULL);
+	CHECK(strstr(fgw_why_format(&err, buf, sizeof(buf)), "cannot read rules file") != NULL);
 	/* no_files refuses file references */
 	{
 		struct rules_load_opts o = { .no_files = 1 };
@@ -517,7 +517,7 @@ test_attr_customer_email_processor(void)
 	{
 		/* a list of patterns */
 		struct rules *r = NULL;
-		struct rules_error err;
+		struct fgw_why err;
 		struct rules_decision d;
 		CHECK_EQ_INT(load("list g = file \"glob.txt\"\n"
 		                  "rule G: when email matches g then review\n", &r, &err), 0);
@@ -629,7 +629,7 @@ static int
 test_actions_first_match(void)
 {
 	struct rules *r = NULL;
-	struct rules_error err;
+	struct fgw_why err;
 	struct rules_decision d;
 	struct rules_input in;
 	char buf[400];
@@ -690,7 +690,7 @@ test_fired_overflow(void)
 	char text[8192], buf[600];
 	size_t n = 0;
 	struct rules *r = NULL;
-	struct rules_error err;
+	struct fgw_why err;
 	struct rules_decision d;
 	struct rules_input in;
 	TT_BEGIN;
@@ -1034,7 +1034,7 @@ test_concurrency(void)
 	struct velocity *v = NULL;
 	struct velocity_opts o = { .max_events_per_key = 16384 };
 	struct rules *r = NULL;
-	struct rules_error err;
+	struct fgw_why err;
 	struct rules_slot *slot = NULL;
 	struct velocity_stats st;
 	struct worker w[4];
@@ -1097,7 +1097,7 @@ end:
 static int
 load_default(struct rules **r)
 {
-	struct rules_error err;
+	struct fgw_why err;
 	char buf[600];
 	const char *path = "etc/rules.conf";
 	char alt[512];
@@ -1110,7 +1110,7 @@ load_default(struct rules **r)
 	}
 	rc = rules_load_file(path, NULL, r, &err);
 	if (rc != 0)
-		fprintf(stderr, "  %s\n", rules_error_format(&err, buf, sizeof(buf)));
+		fprintf(stderr, "  %s\n", fgw_why_format(&err, buf, sizeof(buf)));
 	return rc;
 }
 
@@ -1286,7 +1286,7 @@ test_refcount_slot(void)
 {
 	struct rules *a = NULL, *b = NULL, *held = NULL;
 	struct rules_slot *s = NULL;
-	struct rules_error err;
+	struct fgw_why err;
 	struct rules_input in;
 	struct rules_decision d;
 	TT_BEGIN;
@@ -1317,7 +1317,7 @@ test_limits(void)
 	size_t cap = 4 << 20, n = 0;
 	char *text = malloc(cap), prefix[64];
 	struct rules *r = NULL;
-	struct rules_error err;
+	struct fgw_why err;
 	struct rules_input in;
 	struct rules_decision d;
 	TT_BEGIN;
@@ -1382,7 +1382,7 @@ test_garbage(void)
 		"rule R1: when amount in [5-] then allow", "\xff\xfe", NULL
 	};
 	struct rules *r = NULL;
-	struct rules_error err;
+	struct fgw_why err;
 	TT_BEGIN;
 	for (int i = 0; texts[i]; i++) {
 		int rc = rules_load_string(texts[i], "g", NULL, &r, &err);

@@ -424,9 +424,8 @@ static void
 kv_clear(struct kv *f)
 {
 	for (size_t i = 0; i < f->n; i++) {
-		sodium_memzero(f->v[i], strlen(f->v[i]));
 		free(f->k[i]);
-		free(f->v[i]);
+		fgw_freezero(f->v[i], strlen(f->v[i]));
 	}
 	f->n = 0;
 }

@@ -695,8 +695,7 @@ read_secret_file(const char *path, char **out)
 	if (r != FGW_OK)
 		return r;
 	if (len == 0 || strlen(text) != len) {
-		sodium_memzero(text, len);
-		free(text);
+		fgw_freezero(text, len);
 		return FGW_ERR_INVALID;
 	}
 	*out = text;
@@ -716,8 +715,7 @@ static void
 free_secret(char *s)
 {
 	if (s != NULL) {
-		sodium_memzero(s, strlen(s));
-		free(s);
+		fgw_freezero(s, strlen(s));
 	}
 }
 

@@ -131,10 +131,8 @@ static void
 form_clear(struct form *f)
 {
 	for (size_t i = 0; i < f->n; i++) {
-		sodium_memzero(f->k[i], strlen(f->k[i]));
-		sodium_memzero(f->v[i], strlen(f->v[i]));
-		free(f->k[i]);
-		free(f->v[i]);
+		fgw_freezero(f->k[i], strlen(f->k[i]));
+		fgw_freezero(f->v[i], strlen(f->v[i]));
 	}
 	f->n = 0;
 }
@@ -186,8 +184,7 @@ pct_decode(const char *s, size_t n)
 	o[j] = '\0';
 	return o;
 bad:
-	sodium_memzero(o, n + 1);
-	free(o);
+	fgw_freezero(o, n + 1);
 	return NULL;
 }
 
@@ -1273,10 +1270,7 @@ post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
 	reply(s, req, code, body);
 out:
 	form_clear(&f);
-	if (raw != NULL) {
-		sodium_memzero(raw, len);
-		free(raw);
-	}
+	fgw_freezero(raw, len);
 }
 
 /* ---- GET views, 3-D Secure, router --------------------------------------- */

@@ -1,0 +1,73 @@
+/*
+ * gateway/outbox.c — the delivery policy both outbox senders follow.
+ */
+#define LOG_MODULE "outbox"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/err.h"
+#include "core/util.h"
+#include "crypto/secmem.h"
+#include "gateway/outbox.h"
+
+int64_t
+outbox_backoff_ms(int64_t base, int done)
+{
+	int shift = done > 1 ? done - 1 : 0;
+	if (shift > 30)
+		shift = 30;
+	return base << shift;
+}
+
+enum outbox_fate
+outbox_after_failure(const struct outbox_policy *p, int attempts, int64_t created_at,
+                     int64_t now, int64_t *next_at)
+{
+	*next_at = now + outbox_backoff_ms(p->retry_base_ms, attempts + 1);
+	return *next_at > created_at + p->max_age_s * 1000 ? OUTBOX_FAILED : OUTBOX_RETRY;
+}
+
+void
+outbox_count(atomic_ullong counters[3], enum outbox_fate fate)
+{
+	atomic_fetch_add(&counters[fate], 1);
+}
+
+int
+outbox_read_secret(const char *path, size_t max, size_t min_len, int one_line,
+                   struct secbuf **out, struct fgw_why *why)
+{
+	struct stat sb;
+	char *text = NULL;
+	size_t len = 0;
+	int r;
+
+	if (stat(path, &sb) != 0) {
+		fgw_why_set(why, path, 0, 0, "%s", strerror(errno));
+		return FGW_ERR_NOT_FOUND;
+	}
+	if (!S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
+		fgw_why_set(why, path, 0, 0, "must be a regular file with mode 0600 or stricter");
+		return FGW_ERR_INVALID;
+	}
+	if ((r = fgw_read_secret_file(path, max, &text, &len)) != 0) {
+		fgw_why_set(why, path, 0, 0, "%s", fgw_strerror(r));
+		return r;
+	}
+	if (len < min_len || memchr(text, '\0', len) != NULL ||
+	    (one_line && strpbrk(text, "\r\n") != NULL)) {
+		if (one_line)
+			fgw_why_set(why, path, 0, 0, "needs one line of text");
+		else
+			fgw_why_set(why, path, 0, 0, "needs at least %zu bytes of text", min_len);
+		r = FGW_ERR_INVALID;
+	} else {
+		r = secbuf_from(out, text, len);
+	}
+	fgw_freezero(text, len);
+	return r;
+}

@@ -1,0 +1,198 @@
+/*
+ * store/outbox.c — what the e-mail and webhook outboxes share: due rows,
+ * the operator's list, one attempt's claim and record, the retry job.
+ */
+#define LOG_MODULE "store"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "store/outbox.h"
+#include "store/sqlutil.h"
+#include "store/store_int.h"
+
+int
+outbox_outcome_ok(const struct outbox_kind *k, const char *outcome)
+{
+	return outcome != NULL &&
+	       (strcmp(outcome, k->done) == 0 || strcmp(outcome, "retry") == 0 ||
+	        strcmp(outcome, "failed") == 0);
+}
+
+void
+outbox_row_clear(const struct outbox_kind *k, void *row)
+{
+	char **p;
+	if (row == NULL)
+		return;
+	p = k->payload(row);
+	free(*p);
+	*p = NULL;
+}
+
+int
+outbox_due(struct store_reader *r, const struct outbox_kind *k, int64_t now_ms, void *out,
+           int max, int *n)
+{
+	sqlite3_stmt *s = NULL;
+	char *rows = out;
+	int rc, pay;
+	*n = 0;
+	if ((rc = sql_prepare(store_reader_db(r), k->sql_due, &s)) != 0)
+		goto out;
+	if (sqlite3_bind_int64(s, 1, now_ms) != SQLITE_OK ||
+	    sqlite3_bind_int(s, 2, max) != SQLITE_OK) {
+		rc = FGW_ERR_DB;
+		goto out;
+	}
+	pay = sqlite3_column_count(s) - 1; /* the payload comes last */
+	while (*n < max && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const unsigned char *p = sqlite3_column_text(s, pay);
+		void *row = rows + (size_t)*n * k->row_size;
+		k->read_row(s, row);
+		if ((*k->payload(row) = strdup(p ? (const char *)p : "")) == NULL) {
+			rc = FGW_ERR_NOMEM;
+			goto out;
+		}
+		(*n)++;
+	}
+	rc = rc == SQLITE_DONE || rc == SQLITE_ROW || *n == max ? 0 : FGW_ERR_DB;
+out:
+	sql_release(s);
+	if (rc != 0) {
+		for (int i = 0; i < *n; i++)
+			outbox_row_clear(k, rows + (size_t)i * k->row_size);
+		*n = 0;
+	}
+	return rc;
+}
+
+int
+outbox_list(struct store_reader *r, const struct outbox_kind *k, int limit,
+            int (*fn)(void *arg, const void *row), void *arg)
+{
+	sqlite3_stmt *s = NULL;
+	void *row = NULL;
+	int rc;
+	if ((row = malloc(k->row_size)) == NULL)
+		return FGW_ERR_NOMEM;
+	if ((rc = sql_prepare(store_reader_db(r), k->sql_list, &s)) != 0)
+		goto out;
+	if (sqlite3_bind_int(s, 1, limit) != SQLITE_OK) {
+		rc = FGW_ERR_DB;
+		goto out;
+	}
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		int stop;
+		k->read_row(s, row);
+		if ((stop = fn(arg, row)) != 0) {
+			rc = stop;
+			goto out;
+		}
+	}
+	rc = rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
+out:
+	sql_release(s);
+	free(row);
+	return rc;
+}
+
+int
+outbox_claim(sqlite3 *db, const struct outbox_kind *k, const char *id, int *attempt)
+{
+	sqlite3_stmt *s = NULL;
+	int rc;
+	if ((rc = sql_prepare(db, k->sql_claim, &s)) != 0)
+		goto out;
+	if (sql_bind_text_or_null(s, 1, id) != 0) {
+		rc = FGW_ERR_DB;
+		goto out;
+	}
+	if ((rc = sqlite3_step(s)) != SQLITE_ROW) {
+		rc = rc == SQLITE_DONE ? FGW_ERR_STATE : FGW_ERR_DB;
+		goto out;
+	}
+	*attempt = sqlite3_column_int(s, 0) + 1;
+	rc = 0;
+out:
+	sql_release(s);
+	return rc;
+}
+
+int
+outbox_mark(sqlite3 *db, const struct outbox_kind *k, const char *id, int attempt,
+            const char *outcome, int64_t next_at, int code, const char *error)
+{
+	sqlite3_stmt *s = NULL;
+	int rc;
+	if ((rc = sql_prepare(db, k->sql_mark, &s)) != 0)
+		goto out;
+	if (sqlite3_bind_int(s, 1, attempt) != SQLITE_OK ||
+	    sql_bind_text_or_null(s, 2,
+	                          strcmp(outcome, "retry") == 0 ? "pending" : outcome) ||
+	    sqlite3_bind_int64(s, 3, next_at) != SQLITE_OK ||
+	    sql_bind_text_or_null(s, 4, error) ||
+	    sqlite3_bind_int64(s, 5, fgw_now_ms()) != SQLITE_OK ||
+	    sql_bind_text_or_null(s, 6, id) ||
+	    (k->has_code &&
+	     (code ? sqlite3_bind_int(s, 7, code) : sqlite3_bind_null(s, 7)) != SQLITE_OK) ||
+	    sqlite3_step(s) != SQLITE_DONE) {
+		log_error("%s: outbox update: %s", k->name, sqlite3_errmsg(db));
+		rc = FGW_ERR_DB;
+		goto out;
+	}
+	rc = sqlite3_changes(db) == 1 ? 0 : FGW_ERR_STATE;
+out:
+	sql_release(s);
+	return rc;
+}
+
+struct retry_job {
+	const struct outbox_kind *k;
+	char id[40];
+	int64_t now;
+};
+
+static int
+run_retry(sqlite3 *db, void *arg)
+{
+	struct retry_job *j = arg;
+	sqlite3_stmt *s = NULL;
+	int rc;
+	if ((rc = sql_prepare(db, j->k->sql_retry, &s)) != 0)
+		goto out;
+	if (sqlite3_bind_int64(s, 1, j->now) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 2, j->now) != SQLITE_OK ||
+	    sql_bind_text_or_null(s, 3, j->id) || sqlite3_step(s) != SQLITE_DONE) {
+		rc = FGW_ERR_DB;
+		goto out;
+	}
+	rc = sqlite3_changes(db) == 1 ? 0 : FGW_ERR_NOT_FOUND;
+out:
+	sql_release(s);
+	return rc;
+}
+
+int
+outbox_retry(struct store *st, struct store_waker *w, const struct outbox_kind *k,
+             const char *id, int64_t now_ms, const struct store_audit *audit,
+             size_t n_audit, store_done_fn done, void *arg)
+{
+	struct retry_job *j;
+	if (id == NULL || id[0] == '\0')
+		return FGW_ERR_INVALID;
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		return FGW_ERR_NOMEM;
+	if (fgw_strlcpy(j->id, id, sizeof(j->id)) != 0) {
+		free(j);
+		return FGW_ERR_INVALID;
+	}
+	j->k = k;
+	j->now = now_ms;
+	return store_submit_custom(st, w, run_retry, j, free,
+	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
+	                                                   .done = done, .arg = arg });
+}

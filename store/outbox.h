@@ -1,0 +1,89 @@
+/*
+ * store/outbox.h — the parts every outbox table shares (private to store/):
+ * rows claimed when due, one attempt recorded at a time, an operator's
+ * retry, the operator's list. The e-mail outbox (store/mail.c) and the
+ * webhook outbox (store/webhooks.c) are two kinds of it; each keeps only
+ * what is its own (its columns, its enqueue, webhooks' attempt table).
+ *
+ * Every outbox table has id, status ('pending', the kind's done status,
+ * 'failed'), attempts, next_attempt_at, last_error, created_at and
+ * updated_at. The SQL of a kind is written once here, by macro, so that
+ * each kind's statements are literals (sql_prepare caches by address).
+ */
+#ifndef FGW_STORE_OUTBOX_H
+#define FGW_STORE_OUTBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+#include "store/store.h"
+
+struct outbox_kind {
+	const char *name; /* for log lines: "mail", "webhooks" */
+	const char *done; /* the status of a delivered row */
+	size_t row_size;  /* of the kind's row struct */
+	/* Fills a row from the kind's columns (0..), without its payload. */
+	void (*read_row)(sqlite3_stmt *s, void *row);
+	/* The row's owned payload pointer. */
+	char **(*payload)(void *row);
+	int has_code;          /* a last_http_status column (?7 of sql_mark) */
+	const char *sql_due;   /* OUTBOX_SQL_DUE */
+	const char *sql_list;  /* OUTBOX_SQL_LIST */
+	const char *sql_claim; /* OUTBOX_SQL_CLAIM */
+	const char *sql_mark;  /* OUTBOX_SQL_MARK */
+	const char *sql_retry; /* OUTBOX_SQL_RETRY */
+};
+
+/* COLS are the kind's columns as read_row reads them; due adds the
+ * payload column PAY after them. */
+#define OUTBOX_SQL_DUE(T, COLS, PAY)                               \
+	"SELECT " COLS ", " PAY " FROM " T " WHERE status = 'pending'" \
+	" AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?"
+#define OUTBOX_SQL_LIST(T, COLS) \
+	"SELECT " COLS " FROM " T " ORDER BY created_at DESC, id LIMIT ?"
+#define OUTBOX_SQL_CLAIM(T) \
+	"SELECT attempts FROM " T " WHERE id = ? AND status = 'pending'"
+/* EXTRA: "" or ", last_http_status = ?7". */
+#define OUTBOX_SQL_MARK(T, EXTRA)                                        \
+	"UPDATE " T " SET attempts = ?1, status = ?2, next_attempt_at = ?3," \
+	" last_error = ?4, updated_at = ?5" EXTRA " WHERE id = ?6"
+#define OUTBOX_SQL_RETRY(T)                                     \
+	"UPDATE " T " SET status = 'pending', next_attempt_at = ?," \
+	" updated_at = ? WHERE id = ?"
+
+/* 1 when outcome is one an attempt may record: the kind's done status,
+ * "retry" (pending again) or "failed". */
+int outbox_outcome_ok(const struct outbox_kind *k, const char *outcome);
+
+/* Frees a row's payload (NULL-safe). */
+void outbox_row_clear(const struct outbox_kind *k, void *row);
+
+/* Up to max pending rows due at now_ms, oldest due first, with their
+ * payloads, into out (an array of max rows of k->row_size); *n receives
+ * how many (each must be cleared). */
+int outbox_due(struct store_reader *r, const struct outbox_kind *k, int64_t now_ms,
+               void *out, int max, int *n);
+/* Calls fn for each row, newest first, at most limit, without payloads;
+ * fn may return non-zero to stop with that code. */
+int outbox_list(struct store_reader *r, const struct outbox_kind *k, int limit,
+                int (*fn)(void *arg, const void *row), void *arg);
+
+/* On the writer thread. The number the next attempt of row id gets
+ * (attempts + 1) into *attempt; FGW_ERR_STATE when the row is not pending
+ * (an operator's retry or a duplicate tick moved it meanwhile). */
+int outbox_claim(sqlite3 *db, const struct outbox_kind *k, const char *id, int *attempt);
+/* On the writer thread: records attempt number attempt with its outcome
+ * ("retry" leaves the row pending until next_at), the error (NULL or ""
+ * stores NULL) and, with has_code, the answer's code (0 stores NULL). */
+int outbox_mark(sqlite3 *db, const struct outbox_kind *k, const char *id, int attempt,
+                const char *outcome, int64_t next_at, int code, const char *error);
+
+/* Makes a row (any status) pending and due at now_ms, with the audit
+ * events; the job fails with FGW_ERR_NOT_FOUND when there is no such id. */
+int outbox_retry(struct store *st, struct store_waker *w, const struct outbox_kind *k,
+                 const char *id, int64_t now_ms, const struct store_audit *audit,
+                 size_t n_audit, store_done_fn done, void *arg);
+
+#endif
