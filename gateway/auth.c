@@ -52,7 +52,9 @@ refuse(struct reactor *rx, struct evhttp_request *req, const char *path,
 	atomic_fetch_add(&rx->gw->metrics.auth_failures, 1);
 	snprintf(details, sizeof(details), "{\"reason\":\"%s\"}", reason);
 	if (refusals_admit(rx->gw->refusals, "auth.failed", source, fgw_mono_ms()))
-		store_audit_append(rx->gw->store, rx->waker, &a, 1, audit_done, NULL);
+		store_audit_append(rx->gw->store, rx->waker,
+		                   &(struct store_commit){ .audit = &a, .n_audit = 1,
+		                                           .done = audit_done });
 	evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
 	                  "Bearer realm=\"flairgw\"");
 	http_send_error(rx, req, 401, "UNAUTHORIZED", "Valid credentials are required");

@@ -32,6 +32,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "crypto/secmem.h"
 #include "gateway/gateway.h"
@@ -276,13 +277,13 @@ static void
 on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_row *row)
 {
 	struct mail *m = ctx;
-	if (strcmp(row->status, "succeeded") == 0) {
+	enum txn_state st = txn_state_of(row->status);
+	if (st == TXN_SUCCEEDED) {
 		customer_mail(env, row, "receipt");
 		rate_count(m, env, row, 0);
-	} else if (strcmp(row->status, "refunded") == 0) {
+	} else if (st == TXN_REFUNDED) {
 		customer_mail(env, row, "refund");
-	} else if (strcmp(row->status, "declined") == 0 ||
-	           strcmp(row->status, "failed") == 0) {
+	} else if (st == TXN_DECLINED || st == TXN_FAILED) {
 		rate_count(m, env, row, 1);
 	}
 }

@@ -87,7 +87,8 @@ reload_rules(void)
 	cJSON_Delete(o);
 	audit = (struct store_audit){ "system", "SIGHUP", "config.reload", gw.risk.rules_file,
 		                          r != 0 ? "failure" : "success", details };
-	if ((r = store_audit_append(gw.store, NULL, &audit, 1, NULL, NULL)) != 0)
+	if ((r = store_audit_append(gw.store, NULL, &(struct store_commit){ .audit = &audit,
+	                                                                    .n_audit = 1 })) != 0)
 		log_error("SIGHUP: reload not audited: %s", fgw_strerror(r));
 	free(details);
 }
@@ -307,7 +308,9 @@ config_event(struct gateway *g)
 	 * before anything the configuration decides. The main thread is not a
 	 * reactor: waiting here blocks no request. */
 	pthread_mutex_lock(&started_mu);
-	if (store_audit_append(g->store, NULL, &a, 1, started_done, NULL) == 0)
+	if (store_audit_append(g->store, NULL, &(struct store_commit){ .audit = &a,
+	                                                               .n_audit = 1,
+	                                                               .done = started_done }) == 0)
 		while (!started_flag)
 			pthread_cond_wait(&started_cv, &started_mu);
 	else

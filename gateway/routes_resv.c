@@ -1732,7 +1732,8 @@ h_admin_clock(struct reactor *rx, struct evhttp_request *req, const char *path)
 	snprintf(details, sizeof(details), "{\"offsetMs\":%lld}", (long long)off);
 	audit = (struct store_audit){ who.client_id, who.source, "clock.set", "clock", "success",
 		                          details };
-	(void)store_audit_append(rx->gw->store, rx->waker, &audit, 1, NULL, NULL);
+	(void)store_audit_append(rx->gw->store, rx->waker,
+	                         &(struct store_commit){ .audit = &audit, .n_audit = 1 });
 	log_warn("test clock offset set to %lld ms by %s", (long long)off, who.client_id);
 	if (fgw_iso8601(fgw_now_ms(), iso, sizeof(iso)) != 0)
 		iso[0] = '\0';

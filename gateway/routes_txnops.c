@@ -303,8 +303,9 @@ op_refused(struct op_ctx *c)
 		audit.details_json = details;
 	if (c->op == PROC_OP_REFUND)
 		fgw_strlcpy(c->pop.processor_ref, c->res.op_ref, sizeof(c->pop.processor_ref));
-	r = store_pendingop_finish(st, c->rx->waker, &c->pop, 0, NULL, NULL, &audit, 1,
-	                           refusal_recorded, c);
+	r = store_pendingop_finish(st, c->rx->waker, &c->pop, 0, NULL,
+	                           &(struct store_commit){ .audit = &audit, .n_audit = 1,
+	                                                   .done = refusal_recorded, .arg = c });
 	if (r != 0)
 		refusal_recorded(c, FGW_ERR_SHUTDOWN);
 }
@@ -500,8 +501,9 @@ begin_txnop(struct op_ctx *c)
 	             (long long)c->row.amount, c->proc_key);
 	if (n > 0 && (size_t)n < sizeof(details))
 		audit.details_json = details;
-	r = store_pendingop_begin(c->rx->gw->store, c->rx->waker, &c->pop, &c->pop, &audit, 1,
-	                          txnop_begun, c);
+	r = store_pendingop_begin(c->rx->gw->store, c->rx->waker, &c->pop, &c->pop,
+	                          &(struct store_commit){ .audit = &audit, .n_audit = 1,
+	                                                  .done = txnop_begun, .arg = c });
 	if (r != 0)
 		not_submitted(c, r);
 }
@@ -526,8 +528,9 @@ begin_refund(struct op_ctx *c)
 	             c->refund_id, (long long)c->amount, c->proc_key);
 	if (n > 0 && (size_t)n < sizeof(details))
 		audit.details_json = details;
-	r = store_pendingop_begin(c->rx->gw->store, c->rx->waker, &c->pop, &c->pop, &audit, 1,
-	                          refund_begun, c);
+	r = store_pendingop_begin(c->rx->gw->store, c->rx->waker, &c->pop, &c->pop,
+	                          &(struct store_commit){ .audit = &audit, .n_audit = 1,
+	                                                  .done = refund_begun, .arg = c });
 	if (r != 0)
 		not_submitted(c, r);
 }

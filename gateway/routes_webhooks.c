@@ -85,7 +85,8 @@ audit_only(struct reactor *rx, const char *processor, const char *source, const 
 	}
 	/* Whole JSON or none: a truncated copy would not parse. */
 	a = (struct store_audit){ processor, source, type, resource, outcome, s };
-	if (store_audit_append(rx->gw->store, rx->waker, &a, 1, NULL, NULL) != 0)
+	if (store_audit_append(rx->gw->store, rx->waker, &(struct store_commit){ .audit = &a,
+	                                                                         .n_audit = 1 }) != 0)
 		log_error("webhook audit not queued (%s)", type);
 	free(s);
 }
@@ -317,8 +318,11 @@ apply_other(struct wh_ctx *ctx, const struct proc_event *pe)
 		a = (struct store_audit){ ctx->processor, ctx->source, "txn.disputed", ctx->txn_id,
 			                      "disputed", details };
 		r = store_dispute_record(rx->gw->store, rx->waker, ctx->txn_id, ctx->processor,
-		                         pe->object_ref, pe->object_amount, pe->reason, ctx->event_id,
-		                         &a, 1, on_disputed, ctx);
+		                         pe->object_ref, pe->object_amount, pe->reason,
+		                         ctx->event_id, &(struct store_commit){ .audit = &a,
+		                                                                .n_audit = 1,
+		                                                                .done = on_disputed,
+		                                                                .arg = ctx });
 		free(details);
 		if (r != 0)
 			on_disputed(ctx, r);
@@ -336,7 +340,9 @@ apply_other(struct wh_ctx *ctx, const struct proc_event *pe)
 	a = (struct store_audit){ ctx->processor, ctx->source, "txn.webhook", ctx->txn_id,
 		                      pe->kind == PROC_EVENT_REFUND ? pe->refund_status : "refunded",
 		                      details };
-	r = store_refund_event(rx->gw->store, rx->waker, &rf, &ctx->refunds, &a, 1, on_refunds, ctx);
+	r = store_refund_event(rx->gw->store, rx->waker, &rf, &ctx->refunds,
+	                       &(struct store_commit){ .audit = &a, .n_audit = 1,
+	                                               .done = on_refunds, .arg = ctx });
 	free(details);
 	if (r != 0)
 		on_refunds(ctx, r);

@@ -28,6 +28,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/txnstate.h"
 #include "core/util.h"
 #include "crypto/mac.h"
 #include "processors/adapter.h"
@@ -176,8 +177,8 @@ on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_r
 		return;
 	snprintf(type, sizeof(type), "transaction.%s", row->status);
 	enqueue_event(wh, env, row, type);
-	if (strcmp(row->status, "refunded") == 0 ||
-	    strcmp(row->status, "partially_refunded") == 0)
+	if (txn_state_of(row->status) == TXN_REFUNDED ||
+	    txn_state_of(row->status) == TXN_PARTIALLY_REFUNDED)
 		enqueue_event(wh, env, row, "refund.succeeded");
 }
 

@@ -223,12 +223,16 @@ defer(struct recon_item *it, const char *why)
 		             why, attempts, (long long)wait);
 	if (it->op != PROC_OP_STATUS)
 		r = store_pendingop_defer(rc->env->store, rc->env->waker, &it->pop, attempts,
-		                          now + wait, give_up, &audit, give_up ? 1 : 0, deferred,
-		                          it);
+		                          now + wait, give_up,
+		                          &(struct store_commit){ .audit = &audit,
+		                                                  .n_audit = give_up ? 1 : 0,
+		                                                  .done = deferred, .arg = it });
 	else
 		r = store_reconcile_defer(rc->env->store, rc->env->waker, it->row.id, attempts,
-		                          now + wait, give_up || flagged, &audit,
-		                          give_up && !flagged ? 1 : 0, deferred, it);
+		                          now + wait, give_up || flagged,
+		                          &(struct store_commit){ .audit = &audit,
+		                                                  .n_audit = give_up && !flagged ? 1 : 0,
+		                                                  .done = deferred, .arg = it });
 	if (r != 0)
 		item_done(it);
 }

@@ -139,8 +139,10 @@ txn_settle(const struct pipeline_env *env, const struct txn_settlement *s,
 	 * state it took. */
 	audit = (struct store_audit){ s->actor, s->source, s->event_type, s->txn_id,
 		                          txn_state_name(s->to), s->details_json };
-	if ((r = store_txn_finish(env->store, env->waker, &j->upd, s->idem, &audit, 1,
-	                         s->purge_token, settled, j)) != 0)
+	if ((r = store_txn_finish(env->store, env->waker, &j->upd, s->purge_token,
+	                          &(struct store_commit){ .idem = s->idem, .audit = &audit,
+	                                                  .n_audit = 1, .done = settled,
+	                                                  .arg = j })) != 0)
 		goto fail;
 	return FGW_OK;
 fail:
@@ -198,6 +200,7 @@ int
 txn_settle_op(const struct pipeline_env *env, const struct txn_op_settlement *s,
               txn_settle_fn done, void *arg)
 {
+	struct store_commit c;
 	struct op_job *j;
 	int r;
 
@@ -212,13 +215,12 @@ txn_settle_op(const struct pipeline_env *env, const struct txn_op_settlement *s,
 	j->succeeded = s->succeeded;
 	j->out = s->out;
 	j->op = *s->op;
+	c = (struct store_commit){ s->idem, s->audit, s->n_audit, op_settled, j };
 	if (s->answer != NULL)
-		r = store_pendingop_finish_answered(env->store, env->waker, s->op, &j->op, s->idem,
-		                                    s->answer, s->answer_arg, s->audit, s->n_audit,
-		                                    op_settled, j);
+		r = store_pendingop_finish_answered(env->store, env->waker, s->op, &j->op,
+		                                    s->answer, s->answer_arg, &c);
 	else
-		r = store_pendingop_finish(env->store, env->waker, s->op, s->succeeded, &j->op,
-		                           s->idem, s->audit, s->n_audit, op_settled, j);
+		r = store_pendingop_finish(env->store, env->waker, s->op, s->succeeded, &j->op, &c);
 	if (r != 0)
 		free(j);
 	return r;

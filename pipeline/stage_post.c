@@ -289,7 +289,9 @@ post_run(struct txn *t)
 	}
 	r = store_txn_create(t->env->store, t->env->waker, &row,
 	                     t->vault_reused || !t->vaulted ? NULL : &ve,
-	                     t->idem_key[0] ? &claim : NULL, &audit, 1, post_committed, t);
+	                     &(struct store_commit){ .idem = t->idem_key[0] ? &claim : NULL,
+	                                             .audit = &audit, .n_audit = 1,
+	                                             .done = post_committed, .arg = t });
 	free(details);
 	if (r != 0) {
 		log_txn_error(t->id, "store refused the write-ahead: %s", fgw_strerror(r));

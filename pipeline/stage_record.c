@@ -232,8 +232,9 @@ record_run(struct txn *t)
 		audit = (struct store_audit){ t->client_id, t->source, "txn.decided", t->id,
 			                          t->out.status, details };
 		r = store_txn_create(t->env->store, t->env->waker, &row, NULL,
-		                     t->idem_key[0] ? &idem : NULL, &audit, 1,
-		                     record_created, t);
+		                     &(struct store_commit){ .idem = t->idem_key[0] ? &idem : NULL,
+		                                             .audit = &audit, .n_audit = 1,
+		                                             .done = record_created, .arg = t });
 	}
 	free(details);
 	if (r != 0) {

@@ -115,7 +115,8 @@ store_audit_checkpoint(struct store *st, struct store_waker *w, store_sign_fn si
 	j->sign = sign;
 	j->sign_ctx = sign_ctx;
 	memcpy(j->pk, pk, 32);
-	return store_submit_custom(st, w, cp_run, j, free, NULL, NULL, 0, done, arg);
+	return store_submit_custom(st, w, cp_run, j, free, &(struct store_commit){ .done = done,
+	                                                                           .arg = arg });
 }
 
 /* ---- verification ------------------------------------------------------ */

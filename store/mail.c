@@ -92,8 +92,9 @@ store_mail_enqueue(struct store *st, struct store_waker *w,
 		free(j);
 		return FGW_ERR_NOMEM;
 	}
-	return store_submit_custom(st, w, run_enqueue, j, free_row, NULL, audit, n_audit,
-	                           done, arg);
+	return store_submit_custom(st, w, run_enqueue, j, free_row,
+	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
+	                                                   .done = done, .arg = arg });
 }
 
 #define MAIL_COLS                                                                 \
@@ -178,8 +179,9 @@ store_mail_attempt(struct store *st, struct store_waker *w, const char *id,
 	/* A long server answer is cut, not refused. */
 	(void)fgw_strlcpy(j->error, error ? error : "", sizeof(j->error));
 	j->next_at = next_at;
-	return store_submit_custom(st, w, run_attempt, j, free, NULL, audit, n_audit, done,
-	                           arg);
+	return store_submit_custom(st, w, run_attempt, j, free,
+	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
+	                                                   .done = done, .arg = arg });
 }
 
 int

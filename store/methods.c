@@ -406,8 +406,10 @@ store_method_save(struct store *st, struct store_waker *w, struct store_method *
 		j->ve.blob = j->blob;
 		fgw_strlcpy(m->token, vault->token, sizeof(m->token));
 	}
-	return store_submit_custom(st, w, run_save, j, save_job_free, NULL, audit,
-	                           audit ? 1 : 0, done, arg);
+	return store_submit_custom(st, w, run_save, j, save_job_free,
+	                           &(struct store_commit){ .audit = audit,
+	                                                   .n_audit = audit ? 1 : 0,
+	                                                   .done = done, .arg = arg });
 }
 
 struct pcus_job {
@@ -468,7 +470,8 @@ store_proc_customer_put(struct store *st, struct store_waker *w, const char *pro
 	}
 	j->have = have;
 	j->cap = cap;
-	return store_submit_custom(st, w, run_pcus_put, j, free, NULL, NULL, 0, done, arg);
+	return store_submit_custom(st, w, run_pcus_put, j, free,
+	                           &(struct store_commit){ .done = done, .arg = arg });
 }
 
 struct id_job {
@@ -595,8 +598,10 @@ submit_id_job(struct store *st, struct store_waker *w, store_job_fn run,
 		free(j);
 		return FGW_ERR_INVALID;
 	}
-	return store_submit_custom(st, w, run, j, free, NULL, audit, audit ? 1 : 0,
-	                           done, arg);
+	return store_submit_custom(st, w, run, j, free, &(struct store_commit){ .audit = audit,
+	                                                                        .n_audit = audit ? 1 : 0,
+	                                                                        .done = done,
+	                                                                        .arg = arg });
 }
 
 int
@@ -644,7 +649,8 @@ store_vault_sweep(struct store *st, struct store_waker *w, int64_t now,
 		return FGW_ERR_NOMEM;
 	j->now = now;
 	j->purged = purged;
-	return store_submit_custom(st, w, run_sweep, j, free, NULL, NULL, 0, done, arg);
+	return store_submit_custom(st, w, run_sweep, j, free,
+	                           &(struct store_commit){ .done = done, .arg = arg });
 }
 
 struct rewrap_job {
@@ -717,8 +723,8 @@ store_vault_rewrap_commit(struct store *st, struct store_waker *w,
 		if (items[i].new_blob != NULL && (c->new_blob = strdup(items[i].new_blob)) == NULL)
 			goto fail;
 	}
-	return store_submit_custom(st, w, run_rewrap, j, rewrap_job_free, NULL, NULL, 0,
-	                           done, arg);
+	return store_submit_custom(st, w, run_rewrap, j, rewrap_job_free,
+	                           &(struct store_commit){ .done = done, .arg = arg });
 fail:
 	rewrap_job_free(j);
 	return r;

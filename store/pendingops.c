@@ -126,7 +126,7 @@ struct op_job {
 	int64_t next_at;            /* defer */
 	store_pendingop_answer_fn answer; /* finish: or NULL */
 	void *answer_arg;
-	store_done_fn done;
+	store_done_fn done;         /* the caller's */
 	void *arg;
 };
 
@@ -157,19 +157,26 @@ job_answer(void *ctx, char **body, char **outcome)
 
 /* Submits a copy of tmpl as the job. */
 static int
-submit(struct store *st, struct store_waker *w, store_job_fn run, const struct op_job *tmpl,
-       const struct store_idem *idem, const struct store_audit *audit, size_t n_audit)
+submit(struct store *st, struct store_waker *w, store_job_fn run, struct op_job *tmpl,
+       const struct store_commit *c)
 {
+	struct store_commit mine;
 	struct op_job *j;
 
-	if (st == NULL || !kind_ok(tmpl->op.kind) || tmpl->op.txn_id[0] == '\0' ||
+	if (st == NULL || c == NULL || !kind_ok(tmpl->op.kind) || tmpl->op.txn_id[0] == '\0' ||
 	    (tmpl->op.kind == STORE_OP_REFUND && tmpl->op.id[0] == '\0'))
 		return FGW_ERR_INVALID;
 	if ((j = malloc(sizeof(*j))) == NULL)
 		return FGW_ERR_NOMEM;
 	*j = *tmpl;
+	j->done = c->done;
+	j->arg = c->arg;
+	/* The job hears the commit first: it hands back *out. */
+	mine = *c;
+	mine.done = job_done;
+	mine.arg = j;
 	return store_submit_custom_answer(st, w, run, tmpl->answer != NULL ? job_answer : NULL,
-	                                  j, free, idem, audit, n_audit, job_done, j);
+	                                  j, free, &mine);
 }
 
 /* ---- the write-ahead step, per table --------------------------------------- */
@@ -340,15 +347,14 @@ begin_run(sqlite3 *db, void *ctx)
 
 int
 store_pendingop_begin(struct store *st, struct store_waker *w, const struct store_pendingop *op,
-                      struct store_pendingop *out, const struct store_audit *audit,
-                      size_t n_audit, store_done_fn done, void *arg)
+                      struct store_pendingop *out, const struct store_commit *c)
 {
-	struct op_job t = { .out = out, .done = done, .arg = arg };
+	struct op_job t = { .out = out };
 
 	if (op == NULL || op->idempotency_key[0] == '\0')
 		return FGW_ERR_INVALID;
 	t.op = *op;
-	return submit(st, w, begin_run, &t, NULL, audit, n_audit);
+	return submit(st, w, begin_run, &t, c);
 }
 
 /* ---- the outcome ----------------------------------------------------------- */
@@ -480,33 +486,30 @@ out:
 int
 store_pendingop_finish(struct store *st, struct store_waker *w, const struct store_pendingop *op,
                        int succeeded, struct store_pendingop *out,
-                       const struct store_idem *idem, const struct store_audit *audit,
-                       size_t n_audit, store_done_fn done, void *arg)
+                       const struct store_commit *c)
 {
-	struct op_job t = { .out = out, .succeeded = succeeded, .done = done, .arg = arg };
+	struct op_job t = { .out = out, .succeeded = succeeded };
 
 	if (op == NULL || (succeeded && op->kind == STORE_OP_REFUND && op->txn_amount <= 0))
 		return FGW_ERR_INVALID;
 	t.op = *op;
-	return submit(st, w, finish_run, &t, idem, audit, n_audit);
+	return submit(st, w, finish_run, &t, c);
 }
 
 int
 store_pendingop_finish_answered(struct store *st, struct store_waker *w,
                                 const struct store_pendingop *op, struct store_pendingop *out,
-                                const struct store_idem *idem,
                                 store_pendingop_answer_fn answer, void *answer_arg,
-                                const struct store_audit *audit, size_t n_audit,
-                                store_done_fn done, void *arg)
+                                const struct store_commit *c)
 {
 	struct op_job t = { .out = out, .succeeded = 1, .answer = answer,
-		                .answer_arg = answer_arg, .done = done, .arg = arg };
+		                .answer_arg = answer_arg };
 
 	if (op == NULL || (op->kind == STORE_OP_REFUND && op->txn_amount <= 0) ||
-	    answer == NULL || idem == NULL)
+	    answer == NULL || c == NULL || c->idem == NULL)
 		return FGW_ERR_INVALID;
 	t.op = *op;
-	return submit(st, w, finish_run, &t, idem, audit, n_audit);
+	return submit(st, w, finish_run, &t, c);
 }
 
 /* ---- the reconciler's side ------------------------------------------------- */
@@ -549,16 +552,15 @@ defer_run(sqlite3 *db, void *ctx)
 int
 store_pendingop_defer(struct store *st, struct store_waker *w, const struct store_pendingop *op,
                       int attempts, int64_t next_at, int give_up,
-                      const struct store_audit *audit, size_t n_audit, store_done_fn done,
-                      void *arg)
+                      const struct store_commit *c)
 {
 	struct op_job t = { .succeeded = give_up ? 1 : 0, .attempts = attempts,
-		                .next_at = next_at, .done = done, .arg = arg };
+		                .next_at = next_at };
 
 	if (op == NULL || attempts < 0)
 		return FGW_ERR_INVALID;
 	t.op = *op;
-	return submit(st, w, defer_run, &t, NULL, audit, n_audit);
+	return submit(st, w, defer_run, &t, c);
 }
 
 int

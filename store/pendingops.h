@@ -79,8 +79,7 @@ struct store_pendingop {
  * (out->idempotency_key is the key to send). */
 int store_pendingop_begin(struct store *st, struct store_waker *w,
                           const struct store_pendingop *op, struct store_pendingop *out,
-                          const struct store_audit *audit, size_t n_audit,
-                          store_done_fn done, void *arg);
+                          const struct store_commit *c);
 
 /* The outcome, forward-only: pending to succeeded (and the transaction
  * with it, see above; already there, moved by a processor event, is
@@ -90,9 +89,7 @@ int store_pendingop_begin(struct store *st, struct store_waker *w,
  * commit with it; out may be NULL. */
 int store_pendingop_finish(struct store *st, struct store_waker *w,
                            const struct store_pendingop *op, int succeeded,
-                           struct store_pendingop *out, const struct store_idem *idem,
-                           const struct store_audit *audit, size_t n_audit,
-                           store_done_fn done, void *arg);
+                           struct store_pendingop *out, const struct store_commit *c);
 
 /* Builds an operation's idempotent answer from what its commit decided
  * (op->new_status, op->refunded): runs on the store's writer thread,
@@ -101,16 +98,15 @@ typedef int (*store_pendingop_answer_fn)(void *arg, const struct store_pendingop
                                          char **body);
 
 /* store_pendingop_finish to succeeded whose idempotent answer is built by
- * answer(answer_arg, ...) in the same commit (it replaces idem's body), so
+ * answer(answer_arg, ...) in the same commit (it replaces c->idem's body,
+ * which must be given), so
  * the answer carries the committed total, not one computed before; the
  * first audit event's outcome becomes the committed state (new_status). */
 int store_pendingop_finish_answered(struct store *st, struct store_waker *w,
                                     const struct store_pendingop *op,
                                     struct store_pendingop *out,
-                                    const struct store_idem *idem,
                                     store_pendingop_answer_fn answer, void *answer_arg,
-                                    const struct store_audit *audit, size_t n_audit,
-                                    store_done_fn done, void *arg);
+                                    const struct store_commit *c);
 
 struct store_pendingop_due {
 	enum store_op_kind kind;
@@ -134,8 +130,7 @@ int store_pendingop_due_list(struct store_reader *r, enum store_op_kind kind, in
  * manual-review flag; FGW_ERR_STATE once it is final. */
 int store_pendingop_defer(struct store *st, struct store_waker *w,
                           const struct store_pendingop *op, int attempts, int64_t next_at,
-                          int give_up, const struct store_audit *audit, size_t n_audit,
-                          store_done_fn done, void *arg);
+                          int give_up, const struct store_commit *c);
 
 /* Sum of the succeeded refunds of a transaction (0 when none). */
 int store_pendingop_refunded(struct store_reader *r, const char *txn_id, int64_t *sum);

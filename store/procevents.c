@@ -35,6 +35,21 @@ ev_done(void *arg, int rc)
 		j->done(j->arg, rc);
 }
 
+/* Submits job j (owned from here on), which hears the commit before the
+ * caller does so that *out is written first. */
+static int
+submit(struct store *st, struct store_waker *w, store_job_fn run, struct ev_job *j,
+       const struct store_commit *c)
+{
+	struct store_commit mine = *c;
+
+	j->done = c->done;
+	j->arg = c->arg;
+	mine.done = ev_done;
+	mine.arg = j;
+	return store_submit_custom(st, w, run, j, free, &mine);
+}
+
 /* Runs one statement with up to three text and two integer bindings
  * (?1..?3 text, ?4..?5 integers); FGW_OK when it changed exactly one row. */
 static int
@@ -238,22 +253,18 @@ refund_event_run(sqlite3 *db, void *ctx)
 
 int
 store_refund_event(struct store *st, struct store_waker *w, const struct store_refund_event *ev,
-                   struct store_refund_event *out, const struct store_audit *audit,
-                   size_t n_audit, store_done_fn done, void *arg)
+                   struct store_refund_event *out, const struct store_commit *c)
 {
 	struct ev_job *j;
 
-	if (st == NULL || ev == NULL || ev->txn_id[0] == '\0' || ev->event_id[0] == '\0' ||
+	if (st == NULL || c == NULL || ev == NULL || ev->txn_id[0] == '\0' || ev->event_id[0] == '\0' ||
 	    (ev->refunded_total < 0 && ev->refund_ref[0] == '\0'))
 		return FGW_ERR_INVALID;
 	if ((j = calloc(1, sizeof(*j))) == NULL)
 		return FGW_ERR_NOMEM;
 	j->ev = *ev;
 	j->out = out;
-	j->done = done;
-	j->arg = arg;
-	return store_submit_custom(st, w, refund_event_run, j, free, NULL, audit, n_audit, ev_done,
-	                           j);
+	return submit(st, w, refund_event_run, j, c);
 }
 
 static int
@@ -285,12 +296,11 @@ dispute_run(sqlite3 *db, void *ctx)
 int
 store_dispute_record(struct store *st, struct store_waker *w, const char *txn_id,
                      const char *processor, const char *dispute_id, int64_t amount,
-                     const char *reason, const char *event_id, const struct store_audit *audit,
-                     size_t n_audit, store_done_fn done, void *arg)
+                     const char *reason, const char *event_id, const struct store_commit *c)
 {
 	struct ev_job *j;
 
-	if (st == NULL || txn_id == NULL || processor == NULL || dispute_id == NULL ||
+	if (st == NULL || c == NULL || txn_id == NULL || processor == NULL || dispute_id == NULL ||
 	    event_id == NULL || dispute_id[0] == '\0' || txn_id[0] == '\0')
 		return FGW_ERR_INVALID;
 	if ((j = calloc(1, sizeof(*j))) == NULL)
@@ -301,9 +311,7 @@ store_dispute_record(struct store *st, struct store_waker *w, const char *txn_id
 	fgw_strlcpy(j->processor, processor, sizeof(j->processor));
 	fgw_strlcpy(j->reason, reason != NULL ? reason : "", sizeof(j->reason));
 	j->amount = amount;
-	j->done = done;
-	j->arg = arg;
-	return store_submit_custom(st, w, dispute_run, j, free, NULL, audit, n_audit, ev_done, j);
+	return submit(st, w, dispute_run, j, c);
 }
 
 int

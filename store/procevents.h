@@ -35,16 +35,14 @@ struct store_refund_event {
  * the audit events neither). *out is written before done runs. */
 int store_refund_event(struct store *st, struct store_waker *w,
                        const struct store_refund_event *ev, struct store_refund_event *out,
-                       const struct store_audit *audit, size_t n_audit,
-                       store_done_fn done, void *arg);
+                       const struct store_commit *c);
 
 /* Flags the transaction as disputed: one row per processor dispute id;
  * FGW_ERR_EXISTS (nothing commits) when that dispute is recorded. */
 int store_dispute_record(struct store *st, struct store_waker *w, const char *txn_id,
                          const char *processor, const char *dispute_id, int64_t amount,
                          const char *reason, const char *event_id,
-                         const struct store_audit *audit, size_t n_audit,
-                         store_done_fn done, void *arg);
+                         const struct store_commit *c);
 
 /* How many disputes a transaction has (0 when none). */
 int store_dispute_count(struct store_reader *r, const char *txn_id, int64_t *n);

@@ -151,8 +151,7 @@ defer_run(sqlite3 *db, void *ctx)
 int
 store_reconcile_defer(struct store *st, struct store_waker *w, const char *id,
                       int attempts, int64_t next_at, int give_up,
-                      const struct store_audit *audit, size_t n_audit,
-                      store_done_fn done, void *arg)
+                      const struct store_commit *c)
 {
 	struct defer_job *j;
 
@@ -168,6 +167,5 @@ store_reconcile_defer(struct store *st, struct store_waker *w, const char *id,
 	j->attempts = attempts;
 	j->next_at = next_at;
 	j->give_up = give_up;
-	return store_submit_custom(st, w, defer_run, j, free, NULL, audit, n_audit,
-	                           done, arg);
+	return store_submit_custom(st, w, defer_run, j, free, c);
 }

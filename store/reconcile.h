@@ -36,8 +36,7 @@ int store_awaiting_action_list(struct store_reader *r, int64_t now,
  * posting/processing/requires_action. The audit events commit with it. */
 int store_reconcile_defer(struct store *st, struct store_waker *w,
                           const char *id, int attempts, int64_t next_at,
-                          int give_up, const struct store_audit *audit,
-                          size_t n_audit, store_done_fn done, void *arg);
+                          int give_up, const struct store_commit *c);
 
 /* Whether a row is flagged for manual review (FGW_ERR_NOT_FOUND if none). */
 int store_manual_review_get(struct store_reader *r, const char *id, int *flag);

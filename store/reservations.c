@@ -586,7 +586,11 @@ submit(struct store *st, struct store_waker *w, store_job_fn run, struct job *j,
        const struct store_idem *idem, const struct store_audit *audit,
        store_done_fn done, void *arg)
 {
-	return store_submit_custom(st, w, run, j, free, idem, audit, audit ? 1 : 0, done, arg);
+	return store_submit_custom(st, w, run, j, free, &(struct store_commit){ .idem = idem,
+	                                                                        .audit = audit,
+	                                                                        .n_audit = audit ? 1 : 0,
+	                                                                        .done = done,
+	                                                                        .arg = arg });
 }
 
 static struct job *

@@ -1367,12 +1367,11 @@ store_group_end(struct store *st, struct store_waker *w)
  * and audit events into the job and queues it. Takes ownership of j (it
  * is freed here on failure). */
 static int
-job_submit(struct store *st, struct job *j, const struct store_idem *idem,
-           const struct store_audit *audit, size_t n_audit)
+job_submit(struct store *st, struct job *j, const struct store_commit *c)
 {
 	int r;
-	if ((r = job_copy_idem(j, idem)) != 0 ||
-	    (r = job_copy_events(j, audit, n_audit)) != 0 ||
+	if ((r = job_copy_idem(j, c->idem)) != 0 ||
+	    (r = job_copy_events(j, c->audit, c->n_audit)) != 0 ||
 	    (r = enqueue(st, j)) != 0) {
 		job_free(j);
 		return r;
@@ -1394,14 +1393,12 @@ int
 store_txn_create(struct store *st, struct store_waker *w,
                  const struct store_txn_row *row,
                  const struct store_vault_entry *vault,
-                 const struct store_idem *idem,
-                 const struct store_audit *audit, size_t n_audit,
-                 store_done_fn done, void *arg)
+                 const struct store_commit *c)
 {
 	struct job *j = NULL;
 	int r;
 
-	if (st == NULL || row == NULL) {
+	if (st == NULL || row == NULL || c == NULL) {
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
@@ -1412,7 +1409,7 @@ store_txn_create(struct store *st, struct store_waker *w,
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
-	if ((r = job_new(JOB_CREATE, w, done, arg, &j)) != 0)
+	if ((r = job_new(JOB_CREATE, w, c->done, c->arg, &j)) != 0)
 		goto out;
 	j->row = *row;
 	j->row.metadata_json = NULL;
@@ -1427,7 +1424,7 @@ store_txn_create(struct store *st, struct store_waker *w,
 			goto out;
 		j->vault.blob = j->vault_blob;
 	}
-	r = job_submit(st, j, idem, audit, n_audit);
+	r = job_submit(st, j, c);
 	j = NULL; /* owned by job_submit now */
 out:
 	job_free(j);
@@ -1436,20 +1433,18 @@ out:
 
 int
 store_txn_finish(struct store *st, struct store_waker *w,
-                 const struct store_txn_update *upd,
-                 const struct store_idem *idem,
-                 const struct store_audit *audit, size_t n_audit,
-                 const char *purge_token, store_done_fn done, void *arg)
+                 const struct store_txn_update *upd, const char *purge_token,
+                 const struct store_commit *c)
 {
 	struct job *j = NULL;
 	int r;
 
-	if (st == NULL || upd == NULL || !FIELD_SET(upd->id) ||
+	if (st == NULL || upd == NULL || c == NULL || !FIELD_SET(upd->id) ||
 	    !FIELD_SET(upd->status) || !txn_state_known(txn_state_of(upd->status))) {
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
-	if ((r = job_new(JOB_FINISH, w, done, arg, &j)) != 0)
+	if ((r = job_new(JOB_FINISH, w, c->done, c->arg, &j)) != 0)
 		goto out;
 	j->upd = *upd;
 	j->upd.next_action_json = NULL;
@@ -1465,7 +1460,7 @@ store_txn_finish(struct store *st, struct store_waker *w,
 		}
 		j->has_purge = 1;
 	}
-	r = job_submit(st, j, idem, audit, n_audit);
+	r = job_submit(st, j, c);
 	j = NULL; /* owned by job_submit now */
 out:
 	job_free(j);
@@ -1473,20 +1468,21 @@ out:
 }
 
 int
-store_audit_append(struct store *st, struct store_waker *w,
-                   const struct store_audit *audit, size_t n_audit,
-                   store_done_fn done, void *arg)
+store_audit_append(struct store *st, struct store_waker *w, const struct store_commit *c)
 {
+	struct store_commit events;
 	struct job *j = NULL;
 	int r;
 
-	if (st == NULL || audit == NULL || n_audit == 0) {
+	if (st == NULL || c == NULL || c->audit == NULL || c->n_audit == 0) {
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
-	if ((r = job_new(JOB_AUDIT, w, done, arg, &j)) != 0)
+	if ((r = job_new(JOB_AUDIT, w, c->done, c->arg, &j)) != 0)
 		goto out;
-	r = job_submit(st, j, NULL, audit, n_audit);
+	events = *c;
+	events.idem = NULL;
+	r = job_submit(st, j, &events);
 	j = NULL; /* owned by job_submit now */
 out:
 	job_free(j);
@@ -1495,29 +1491,25 @@ out:
 
 int
 store_submit_custom(struct store *st, struct store_waker *w, store_job_fn run,
-                    void *ctx, void (*ctx_free)(void *ctx),
-                    const struct store_idem *idem, const struct store_audit *audit,
-                    size_t n_audit, store_done_fn done, void *arg)
+                    void *ctx, void (*ctx_free)(void *ctx), const struct store_commit *c)
 {
-	return store_submit_custom_answer(st, w, run, NULL, ctx, ctx_free, idem, audit,
-	                                  n_audit, done, arg);
+	return store_submit_custom_answer(st, w, run, NULL, ctx, ctx_free, c);
 }
 
 int
 store_submit_custom_answer(struct store *st, struct store_waker *w, store_job_fn run,
                            store_answer_fn answer, void *ctx, void (*ctx_free)(void *ctx),
-                           const struct store_idem *idem, const struct store_audit *audit,
-                           size_t n_audit, store_done_fn done, void *arg)
+                           const struct store_commit *c)
 {
 	struct job *j = NULL;
 	int r;
 
-	if (st == NULL || run == NULL) {
+	if (st == NULL || run == NULL || c == NULL) {
 		if (ctx_free != NULL)
 			ctx_free(ctx);
 		return FGW_ERR_INVALID;
 	}
-	if ((r = job_new(JOB_CUSTOM, w, done, arg, &j)) != 0) {
+	if ((r = job_new(JOB_CUSTOM, w, c->done, c->arg, &j)) != 0) {
 		if (ctx_free != NULL)
 			ctx_free(ctx);
 		return r;
@@ -1526,7 +1518,7 @@ store_submit_custom_answer(struct store *st, struct store_waker *w, store_job_fn
 	j->custom_answer = answer;
 	j->custom_ctx = ctx;
 	j->custom_free = ctx_free;
-	return job_submit(st, j, idem, audit, n_audit);
+	return job_submit(st, j, c);
 }
 
 /* ---- readers ----------------------------------------------------------- */

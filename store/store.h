@@ -25,6 +25,8 @@
  *
  * All strings passed to submit functions are copied before they return.
  *
+ * Write jobs end with one struct store_commit (the idempotent answer, the
+ * audit events and done/arg that commit and report with the job).
  * Submit functions return 0 when the job is queued, and then done(arg, rc)
  * runs exactly once later (unless the waker is freed first, see below);
  * or they return a negative code (FGW_ERR_INVALID, FGW_ERR_NOMEM,
@@ -105,6 +107,22 @@ void store_group_begin(struct store_waker *w);
 void store_group_end(struct store *st, struct store_waker *w);
 
 typedef void (*store_done_fn)(void *arg, int rc);
+
+struct store_audit;
+struct store_idem;
+
+/* What commits with a write job besides its own change, and who hears of
+ * it: the idempotent answer (NULL: none), the audit events (n_audit may
+ * be 0) and done(arg, rc) (done may be NULL). Every write job takes one;
+ * everything it points to is copied before the submit function returns,
+ * so a compound literal at the call is fine. */
+struct store_commit {
+	const struct store_idem *idem;
+	const struct store_audit *audit;
+	size_t n_audit;
+	store_done_fn done;
+	void *arg;
+};
 
 /* ---- records ---------------------------------------------------------- */
 
@@ -211,9 +229,7 @@ struct store_txn_update {
 int store_txn_create(struct store *st, struct store_waker *w,
                      const struct store_txn_row *row,
                      const struct store_vault_entry *vault,
-                     const struct store_idem *idem,
-                     const struct store_audit *audit, size_t n_audit,
-                     store_done_fn done, void *arg);
+                     const struct store_commit *c);
 
 /* Moves a transaction forward (FGW_ERR_STATE if the move is not allowed,
  * FGW_ERR_NOT_FOUND if no such id), and in the same commit stores the
@@ -224,16 +240,13 @@ int store_txn_create(struct store *st, struct store_waker *w,
  * and sets updated_at. The idempotent answer replaces a stored one for the
  * same (client_id, key), keeping its created_at. */
 int store_txn_finish(struct store *st, struct store_waker *w,
-                     const struct store_txn_update *upd,
-                     const struct store_idem *idem,
-                     const struct store_audit *audit, size_t n_audit,
-                     const char *purge_token,
-                     store_done_fn done, void *arg);
+                     const struct store_txn_update *upd, const char *purge_token,
+                     const struct store_commit *c);
 
-/* Appends audit events alone (e.g. failed authentication). */
+/* Appends audit events alone (e.g. failed authentication); c->idem is
+ * not used. */
 int store_audit_append(struct store *st, struct store_waker *w,
-                       const struct store_audit *audit, size_t n_audit,
-                       store_done_fn done, void *arg);
+                       const struct store_commit *c);
 
 /* ---- reads (a reader belongs to one thread) --------------------------- */
 

@@ -35,9 +35,7 @@ typedef int (*store_job_fn)(sqlite3 *db, void *ctx);
 
 int store_submit_custom(struct store *st, struct store_waker *w, store_job_fn run,
                         void *ctx, void (*ctx_free)(void *ctx),
-                        const struct store_idem *idem,
-                        const struct store_audit *audit, size_t n_audit,
-                        store_done_fn done, void *arg);
+                        const struct store_commit *c);
 
 /* For a job whose idempotent answer and audit outcome depend on what run
  * decided: after run succeeds, answer(ctx, &body, &outcome) runs in the
@@ -49,9 +47,7 @@ typedef int (*store_answer_fn)(void *ctx, char **body, char **outcome);
 
 int store_submit_custom_answer(struct store *st, struct store_waker *w, store_job_fn run,
                                store_answer_fn answer, void *ctx,
-                               void (*ctx_free)(void *ctx), const struct store_idem *idem,
-                               const struct store_audit *audit, size_t n_audit,
-                               store_done_fn done, void *arg);
+                               void (*ctx_free)(void *ctx), const struct store_commit *c);
 
 /* Rows due for the reconciler: runs sql (?1 now, ?2 not updated since,
  * ?3 max) on the reader and calls row(s, out, i) for each; *n the count

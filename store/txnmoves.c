@@ -47,7 +47,8 @@ store_txn_moves_done(struct store *st, struct store_waker *w, const char *txn_id
 		free(j);
 		return FGW_ERR_INVALID;
 	}
-	return store_submit_custom(st, w, done_run, j, free, NULL, NULL, 0, done, arg);
+	return store_submit_custom(st, w, done_run, j, free,
+	                           &(struct store_commit){ .done = done, .arg = arg });
 }
 
 int

@@ -135,8 +135,9 @@ store_webhook_record(struct store *st, struct store_waker *w, const char *proces
 		free(j);
 		return FGW_ERR_INVALID;
 	}
-	return store_submit_custom(st, w, run_inbound, j, free, NULL, audit, n_audit, done,
-	                           arg);
+	return store_submit_custom(st, w, run_inbound, j, free,
+	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
+	                                                   .done = done, .arg = arg });
 }
 
 /* ---- outbox ------------------------------------------------------------ */
@@ -229,8 +230,9 @@ store_outbox_enqueue(struct store *st, struct store_waker *w,
 			return rows[i].payload == NULL ? FGW_ERR_INVALID : FGW_ERR_NOMEM;
 		}
 	}
-	return store_submit_custom(st, w, run_enqueue, j, free_enqueue, NULL, audit, n_audit,
-	                           done, arg);
+	return store_submit_custom(st, w, run_enqueue, j, free_enqueue,
+	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
+	                                                   .done = done, .arg = arg });
 }
 
 #define OUTBOX_COLS                                                     \
@@ -324,8 +326,9 @@ store_outbox_attempt(struct store *st, struct store_waker *w,
 	if ((j = malloc(sizeof(*j))) == NULL)
 		return FGW_ERR_NOMEM;
 	*j = *a;
-	return store_submit_custom(st, w, run_attempt, j, free, NULL, audit, n_audit, done,
-	                           arg);
+	return store_submit_custom(st, w, run_attempt, j, free,
+	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
+	                                                   .done = done, .arg = arg });
 }
 
 int

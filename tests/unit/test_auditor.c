@@ -83,7 +83,8 @@ fill(const char *db, int n, int cp)
 	for (int i = 0; i < n && r == 0; i++) {
 		struct store_audit a = { "system", "local", types[i % 3], res, "success", "{}" };
 		snprintf(res, sizeof(res), "res_%d", i);
-		r = store_audit_append(st, NULL, &a, 1, NULL, NULL);
+		r = store_audit_append(st, NULL, &(struct store_commit){ .audit = &a,
+		                                                         .n_audit = 1 });
 	}
 	if (r == 0 && cp)
 		r = store_audit_checkpoint(st, NULL, t_sign, NULL, sign_pk, NULL, NULL);

@@ -545,8 +545,10 @@ test_settle_forward_only(void)
 	fgw_strlcpy(row.currency, "EUR", sizeof(row.currency));
 	fgw_strlcpy(row.status, "posting", sizeof(row.status));
 	fgw_strlcpy(row.processor, "sandbox", sizeof(row.processor));
-	CHECK_EQ_INT(store_txn_create(f.env.store, f.env.waker, &row, NULL, NULL, &created, 1,
-	                              settle_created, &f), 0);
+	CHECK_EQ_INT(store_txn_create(f.env.store, f.env.waker, &row, NULL,
+	                              &(struct store_commit){ .audit = &created, .n_audit = 1,
+	                                                      .done = settle_created,
+	                                                      .arg = &f }), 0);
 	CHECK(settle_wait(&f, ++want) == 0);
 	CHECK_EQ_INT(f.done_rc, 0);
 
@@ -643,8 +645,9 @@ test_settle_op(void)
 		row.amount = 1500;
 		fgw_strlcpy(row.currency, "EUR", sizeof(row.currency));
 		fgw_strlcpy(row.status, "authorized", sizeof(row.status));
-		CHECK_EQ_INT(store_txn_create(f.env.store, f.env.waker, &row, NULL, NULL, NULL, 0,
-		                              settle_created, &f), 0);
+		CHECK_EQ_INT(store_txn_create(f.env.store, f.env.waker, &row, NULL,
+		                              &(struct store_commit){ .done = settle_created,
+		                                                      .arg = &f }), 0);
 		CHECK(settle_wait(&f, ++want) == 0);
 		CHECK_EQ_INT(f.done_rc, 0);
 	}
@@ -653,8 +656,9 @@ test_settle_op(void)
 	op.kind = STORE_OP_CAPTURE;
 	fgw_strlcpy(op.txn_id, "txn_auth1", sizeof(op.txn_id));
 	fgw_strlcpy(op.idempotency_key, "pk1", sizeof(op.idempotency_key));
-	CHECK_EQ_INT(store_pendingop_begin(f.env.store, f.env.waker, &op, &op, NULL, 0,
-	                                   settle_created, &f), 0);
+	CHECK_EQ_INT(store_pendingop_begin(f.env.store, f.env.waker, &op, &op,
+	                                   &(struct store_commit){ .done = settle_created,
+	                                                           .arg = &f }), 0);
 	CHECK(settle_wait(&f, ++want) == 0);
 	CHECK_EQ_INT(f.done_rc, 0);
 	CHECK(op.status == STORE_OP_PENDING);
@@ -678,8 +682,9 @@ test_settle_op(void)
 	op.kind = STORE_OP_CANCEL;
 	fgw_strlcpy(op.txn_id, "txn_auth2", sizeof(op.txn_id));
 	fgw_strlcpy(op.idempotency_key, "pk2", sizeof(op.idempotency_key));
-	CHECK_EQ_INT(store_pendingop_begin(f.env.store, f.env.waker, &op, &op, NULL, 0,
-	                                   settle_created, &f), 0);
+	CHECK_EQ_INT(store_pendingop_begin(f.env.store, f.env.waker, &op, &op,
+	                                   &(struct store_commit){ .done = settle_created,
+	                                                           .arg = &f }), 0);
 	CHECK(settle_wait(&f, ++want) == 0);
 	set = (struct txn_op_settlement){ .op = &op, .succeeded = 0 };
 	CHECK_EQ_INT(txn_settle_op(&f.env, &set, settle_done, &f), 0);

@@ -274,7 +274,9 @@ gate_close(struct store *st, struct gate *g)
 		g->inited = 1;
 	}
 	atomic_store(&g->rc, 1);
-	if (store_audit_append(st, NULL, &gate_event, 1, gate_done, g) != 0)
+	if (store_audit_append(st, NULL, &(struct store_commit){ .audit = &gate_event,
+	                                                         .n_audit = 1,
+	                                                         .done = gate_done, .arg = g }) != 0)
 		return -1;
 	return sem_wait_ms(&g->entered, WAIT_MS);
 }
@@ -370,7 +372,11 @@ create_sync(struct fix *f, const struct store_txn_row *row,
             const struct store_audit *ev, size_t n_ev)
 {
 	struct one o = { 0 };
-	int r = store_txn_create(f->st, f->w, row, v, idem, ev, n_ev, one_done, &o);
+	int r = store_txn_create(f->st, f->w, row, v, &(struct store_commit){ .idem = idem,
+	                                                                      .audit = ev,
+	                                                                      .n_audit = n_ev,
+	                                                                      .done = one_done,
+	                                                                      .arg = &o });
 	if (r != 0)
 		return r;
 	if (pump(f->base, &o.done, 1) != 0)
@@ -388,7 +394,11 @@ finish_sync(struct fix *f, const struct store_txn_update *u,
 		.event_type = "txn.outcome", .resource = "txn",
 		.outcome = "success", .details_json = "{\"k\":1}",
 	};
-	int r = store_txn_finish(f->st, f->w, u, idem, &ev, 1, purge, one_done, &o);
+	int r = store_txn_finish(f->st, f->w, u, purge, &(struct store_commit){ .idem = idem,
+	                                                                        .audit = &ev,
+	                                                                        .n_audit = 1,
+	                                                                        .done = one_done,
+	                                                                        .arg = &o });
 	if (r != 0)
 		return r;
 	if (pump(f->base, &o.done, 1) != 0)
@@ -400,7 +410,10 @@ static int
 audit_sync(struct fix *f, const struct store_audit *ev, size_t n)
 {
 	struct one o = { 0 };
-	int r = store_audit_append(f->st, f->w, ev, n, one_done, &o);
+	int r = store_audit_append(f->st, f->w, &(struct store_commit){ .audit = ev,
+	                                                                .n_audit = n,
+	                                                                .done = one_done,
+	                                                                .arg = &o });
 	if (r != 0)
 		return r;
 	if (pump(f->base, &o.done, 1) != 0)
@@ -968,16 +981,13 @@ test_roundtrip(void)
 
 	/* Invalid rows are refused before queuing. */
 	other.amount = -1;
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &other, NULL, NULL, NULL, 0,
-	                              NULL, NULL), FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &other, NULL, &(struct store_commit){ 0 }), FGW_ERR_INVALID);
 	other.amount = 1;
 	(void)fgw_strlcpy(other.status, "charged_back", sizeof(other.status));
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &other, NULL, NULL, NULL, 0,
-	                              NULL, NULL), FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &other, NULL, &(struct store_commit){ 0 }), FGW_ERR_INVALID);
 	(void)fgw_strlcpy(other.status, "posting", sizeof(other.status));
 	other.id[0] = '\0';
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &other, NULL, NULL, NULL, 0,
-	                              NULL, NULL), FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &other, NULL, &(struct store_commit){ 0 }), FGW_ERR_INVALID);
 end:
 	store_txn_row_clear(&out);
 	fix_teardown(&f);
@@ -999,15 +1009,19 @@ test_reactor_thread(void)
 		int n = snprintf(id, sizeof(id), "txn_thread_%d", i);
 		CHECK(n > 0 && (size_t)n < sizeof(id));
 		fill_row(&row, id, "posting");
-		CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL, NULL, NULL, 0,
-		                              tally_done, &t), 0);
+		CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
+		                              &(struct store_commit){ .done = tally_done,
+		                                                      .arg = &t }), 0);
 	}
 	CHECK_EQ_INT(pump(f.base, &t.n, 20), 0);
 	CHECK_EQ_INT(atomic_load(&t.ok), 20);
 	CHECK_EQ_INT(atomic_load(&t.off_thread), 0);
 
 	/* Without a reactor, done runs on the writer thread instead. */
-	CHECK_EQ_INT(store_audit_append(f.st, NULL, &gate_event, 1, one_done, &o),
+	CHECK_EQ_INT(store_audit_append(f.st, NULL,
+	                                &(struct store_commit){ .audit = &gate_event,
+	                                                        .n_audit = 1, .done = one_done,
+	                                                        .arg = &o }),
 	             0);
 	CHECK_EQ_INT(wait_count(&o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), 0);
@@ -1040,8 +1054,11 @@ test_group_commit(void)
 		fill_row(&row, id, "posting");
 		ev.event_type = "txn.created";
 		ev.resource = id;
-		CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL, NULL, &ev, 1,
-		                              tally_done, &t), 0);
+		CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
+		                              &(struct store_commit){ .audit = &ev,
+		                                                      .n_audit = 1,
+		                                                      .done = tally_done,
+		                                                      .arg = &t }), 0);
 	}
 	store_get_stats(f.st, &s1);
 	CHECK_EQ_INT(s1.queue_depth, 500);
@@ -1090,18 +1107,24 @@ test_batch_partial_failure(void)
 	ev.event_type = "txn.created";
 	fill_row(&row, "txn_A", "posting");
 	fill_vault(&v, "tok_A", 0);
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, &v, NULL, &ev, 1,
-	                              one_done, &a), 0);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, &v, &(struct store_commit){ .audit = &ev,
+	                                                                           .n_audit = 1,
+	                                                                           .done = one_done,
+	                                                                           .arg = &a }), 0);
 	(void)fgw_strlcpy(row.description, "the duplicate", sizeof(row.description));
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL, NULL, &ev, 1,
-	                              one_done, &b), 0);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
+	                              &(struct store_commit){ .audit = &ev, .n_audit = 1,
+	                                                      .done = one_done, .arg = &b }), 0);
 	/* D fails after its transaction row was written: the row goes too. */
 	fill_row(&row, "txn_D", "posting");
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, &v, NULL, &ev, 1,
-	                              one_done, &d), 0);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, &v, &(struct store_commit){ .audit = &ev,
+	                                                                           .n_audit = 1,
+	                                                                           .done = one_done,
+	                                                                           .arg = &d }), 0);
 	fill_row(&row, "txn_C", "posting");
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL, NULL, &ev, 1,
-	                              one_done, &c), 0);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
+	                              &(struct store_commit){ .audit = &ev, .n_audit = 1,
+	                                                      .done = one_done, .arg = &c }), 0);
 	sem_post(&g.release);
 	gated = 0;
 	CHECK_EQ_INT(pump(f.base, &c.done, 1), 0);
@@ -1152,11 +1175,14 @@ test_group_and_moves(void)
 	store_get_stats(f.st, &s0);
 	store_group_begin(f.w);
 	fill_row(&row, "txn_GA", "declined");
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL, NULL, NULL, 0, one_done, &a), 0);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
+	                              &(struct store_commit){ .done = one_done, .arg = &a }), 0);
 	fill_row(&row, "txn_GB", "posting");
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL, NULL, NULL, 0, one_done, &b), 0);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
+	                              &(struct store_commit){ .done = one_done, .arg = &b }), 0);
 	fill_row(&row, "txn_GC", "posting");
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL, NULL, NULL, 0, one_done, &c), 0);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
+	                              &(struct store_commit){ .done = one_done, .arg = &c }), 0);
 	store_group_end(f.st, f.w);
 	CHECK_EQ_INT(pump(f.base, &a.done, 1), 0);
 	CHECK_EQ_INT(pump(f.base, &b.done, 1), 0);
@@ -1251,8 +1277,7 @@ test_forward_only(void)
 	fill_update(&u, "txn_missing", "succeeded");
 	CHECK_EQ_INT(finish_sync(&f, &u, NULL, NULL), FGW_ERR_NOT_FOUND);
 	fill_update(&u, "txn_proc", "charged_back");
-	CHECK_EQ_INT(store_txn_finish(f.st, f.w, &u, NULL, NULL, 0, NULL, NULL,
-	                              NULL), FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_txn_finish(f.st, f.w, &u, NULL, &(struct store_commit){ 0 }), FGW_ERR_INVALID);
 	/* Refused moves leave no audit event behind. */
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM audit_events"), 4);
 	sql_text(f.path, "SELECT time_utc FROM v_audit WHERE seq = 1", iso,
@@ -1627,8 +1652,11 @@ prober_main(void *arg)
 	struct prober *p = arg;
 	int64_t deadline = fgw_mono_ms() + WAIT_MS;
 	while (fgw_mono_ms() < deadline) {
-		int r = store_audit_append(p->st, NULL, &gate_event, 1, tally_done,
-		                           &p->probes);
+		int r = store_audit_append(p->st, NULL,
+		                           &(struct store_commit){ .audit = &gate_event,
+		                                                   .n_audit = 1,
+		                                                   .done = tally_done,
+		                                                   .arg = &p->probes });
 		if (r == FGW_ERR_SHUTDOWN) {
 			atomic_store(&p->saw_shutdown, 1);
 			break;
@@ -1662,8 +1690,11 @@ test_close_drains(void)
 		int n = snprintf(id, sizeof(id), "txn_drain_%03d", i);
 		CHECK(n > 0 && (size_t)n < sizeof(id));
 		fill_row(&row, id, "posting");
-		CHECK_EQ_INT(store_txn_create(f.st, NULL, &row, NULL, NULL,
-		                              &gate_event, 1, tally_done, &t), 0);
+		CHECK_EQ_INT(store_txn_create(f.st, NULL, &row, NULL,
+		                              &(struct store_commit){ .audit = &gate_event,
+		                                                      .n_audit = 1,
+		                                                      .done = tally_done,
+		                                                      .arg = &t }), 0);
 	}
 	p.st = f.st;
 	p.g = &g;
@@ -1714,10 +1745,14 @@ test_waker_lifetimes(void)
 
 	/* Completions for a base whose loop no longer runs stay queued and
 	 * are dropped, without done, when the waker is freed after close. */
-	CHECK_EQ_INT(store_audit_append(f.st, f.w, &gate_event, 1, tally_done,
-	                                &t), 0);
-	CHECK_EQ_INT(store_audit_append(f.st, f.w, &gate_event, 1, tally_done,
-	                                &t), 0);
+	CHECK_EQ_INT(store_audit_append(f.st, f.w, &(struct store_commit){ .audit = &gate_event,
+	                                                                   .n_audit = 1,
+	                                                                   .done = tally_done,
+	                                                                   .arg = &t }), 0);
+	CHECK_EQ_INT(store_audit_append(f.st, f.w, &(struct store_commit){ .audit = &gate_event,
+	                                                                   .n_audit = 1,
+	                                                                   .done = tally_done,
+	                                                                   .arg = &t }), 0);
 	store_close(f.st);
 	f.st = NULL;
 	store_waker_free(f.w);
@@ -1733,8 +1768,11 @@ test_waker_lifetimes(void)
 	CHECK(gate_close(f.st, &g) == 0);
 	gated = 1;
 	for (int i = 0; i < 10; i++)
-		CHECK_EQ_INT(store_audit_append(f.st, w2, &gate_event, 1,
-		                                tally_done, &t), 0);
+		CHECK_EQ_INT(store_audit_append(f.st, w2,
+		                                &(struct store_commit){ .audit = &gate_event,
+		                                                        .n_audit = 1,
+		                                                        .done = tally_done,
+		                                                        .arg = &t }), 0);
 	store_waker_free(w2);
 	w2 = NULL;
 	sem_post(&g.release);
@@ -1751,12 +1789,18 @@ test_waker_lifetimes(void)
 	CHECK_EQ_INT(store_waker_new(f.st, f.base, &w2), 0);
 	{
 		struct one o = { 0 };
-		CHECK_EQ_INT(store_audit_append(f.st, w2, &gate_event, 1,
-		                                tally_done, &t), 0);
+		CHECK_EQ_INT(store_audit_append(f.st, w2,
+		                                &(struct store_commit){ .audit = &gate_event,
+		                                                        .n_audit = 1,
+		                                                        .done = tally_done,
+		                                                        .arg = &t }), 0);
 		/* A later NULL-waker job completing proves the first one was
 		 * delivered to w2's list (jobs complete in order). */
-		CHECK_EQ_INT(store_audit_append(f.st, NULL, &gate_event, 1,
-		                                one_done, &o), 0);
+		CHECK_EQ_INT(store_audit_append(f.st, NULL,
+		                                &(struct store_commit){ .audit = &gate_event,
+		                                                        .n_audit = 1,
+		                                                        .done = one_done,
+		                                                        .arg = &o }), 0);
 		CHECK_EQ_INT(wait_count(&o.done, 1), 0);
 	}
 	store_waker_free(w2);
@@ -1803,10 +1847,15 @@ test_waker_free_in_done(void)
 	CHECK(gate_close(f.st, &g) == 0);
 	gated = 1;
 	for (int i = 0; i < 3; i++)
-		CHECK_EQ_INT(store_audit_append(f.st, sf.w, &gate_event, 1,
-		                                selffree_done, &sf), 0);
-	CHECK_EQ_INT(store_audit_append(f.st, NULL, &gate_event, 1, one_done,
-	                                &last), 0);
+		CHECK_EQ_INT(store_audit_append(f.st, sf.w,
+		                                &(struct store_commit){ .audit = &gate_event,
+		                                                        .n_audit = 1,
+		                                                        .done = selffree_done,
+		                                                        .arg = &sf }), 0);
+	CHECK_EQ_INT(store_audit_append(f.st, NULL,
+	                                &(struct store_commit){ .audit = &gate_event,
+	                                                        .n_audit = 1, .done = one_done,
+	                                                        .arg = &last }), 0);
 	sem_post(&g.release);
 	gated = 0;
 	/* Once the NULL-waker job after them has run, all three sit on the
@@ -1942,11 +1991,15 @@ test_batch_lock_failure(void)
 	CHECK(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) ==
 	      SQLITE_OK);
 	fill_row(&row, "txn_lock_a", "posting");
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL, NULL, &gate_event, 1,
-	                              one_done, &a), 0);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
+	                              &(struct store_commit){ .audit = &gate_event,
+	                                                      .n_audit = 1, .done = one_done,
+	                                                      .arg = &a }), 0);
 	fill_row(&row, "txn_lock_b", "posting");
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL, NULL, &gate_event, 1,
-	                              one_done, &b), 0);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
+	                              &(struct store_commit){ .audit = &gate_event,
+	                                                      .n_audit = 1, .done = one_done,
+	                                                      .arg = &b }), 0);
 	CHECK_EQ_INT(pump(f.base, &a.done, 1), 0);
 	CHECK_EQ_INT(pump(f.base, &b.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&a.rc), FGW_ERR_DB);
@@ -1989,35 +2042,42 @@ test_invalid_input(void)
 	fill_row(&row, "txn_inv", "posting");
 
 	/* Refused before queuing: done is never called. */
-	CHECK_EQ_INT(store_txn_create(NULL, f.w, &row, NULL, NULL, NULL, 0,
-	                              one_done, &o), FGW_ERR_INVALID);
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, NULL, NULL, NULL, NULL, 0,
-	                              one_done, &o), FGW_ERR_INVALID);
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL, NULL, NULL, 2,
-	                              one_done, &o), FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_txn_create(NULL, f.w, &row, NULL,
+	                              &(struct store_commit){ .done = one_done, .arg = &o }), FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, NULL, NULL,
+	                              &(struct store_commit){ .done = one_done, .arg = &o }), FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
+	                              &(struct store_commit){ .n_audit = 2, .done = one_done,
+	                                                      .arg = &o }), FGW_ERR_INVALID);
 	ev.event_type = "";
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL, NULL, &ev, 1,
-	                              one_done, &o), FGW_ERR_INVALID);
-	CHECK_EQ_INT(store_audit_append(f.st, f.w, &ev, 1, one_done, &o),
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
+	                              &(struct store_commit){ .audit = &ev, .n_audit = 1,
+	                                                      .done = one_done, .arg = &o }), FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_audit_append(f.st, f.w, &(struct store_commit){ .audit = &ev,
+	                                                                   .n_audit = 1,
+	                                                                   .done = one_done,
+	                                                                   .arg = &o }),
 	             FGW_ERR_INVALID);
-	CHECK_EQ_INT(store_audit_append(f.st, f.w, NULL, 0, one_done, &o),
+	CHECK_EQ_INT(store_audit_append(f.st, f.w, &(struct store_commit){ .done = one_done,
+	                                                                   .arg = &o }),
 	             FGW_ERR_INVALID);
 	fill_vault(&v, "tok_inv", 0);
 	v.blob = NULL;
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, &v, NULL, NULL, 0,
-	                              one_done, &o), FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, &v,
+	                              &(struct store_commit){ .done = one_done, .arg = &o }), FGW_ERR_INVALID);
 	fill_idem(&idem, "", 200, "{}", fgw_now_ms() + 60000);
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL, &idem, NULL, 0,
-	                              one_done, &o), FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
+	                              &(struct store_commit){ .idem = &idem, .done = one_done,
+	                                                      .arg = &o }), FGW_ERR_INVALID);
 	fill_update(&u, "txn_inv", "succeeded");
 	memset(long_token, 'x', sizeof(long_token) - 1);
 	long_token[sizeof(long_token) - 1] = '\0';
-	CHECK_EQ_INT(store_txn_finish(f.st, f.w, &u, NULL, NULL, 0, long_token,
-	                              one_done, &o), FGW_ERR_INVALID);
-	CHECK_EQ_INT(store_txn_finish(f.st, f.w, &u, NULL, NULL, 0, "",
-	                              one_done, &o), FGW_ERR_INVALID);
-	CHECK_EQ_INT(store_txn_finish(f.st, f.w, NULL, NULL, NULL, 0, NULL,
-	                              one_done, &o), FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_txn_finish(f.st, f.w, &u, long_token,
+	                              &(struct store_commit){ .done = one_done, .arg = &o }), FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_txn_finish(f.st, f.w, &u, "",
+	                              &(struct store_commit){ .done = one_done, .arg = &o }), FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_txn_finish(f.st, f.w, NULL, NULL,
+	                              &(struct store_commit){ .done = one_done, .arg = &o }), FGW_ERR_INVALID);
 	CHECK_EQ_INT(store_reader_open(NULL, NULL), FGW_ERR_INVALID);
 	CHECK_EQ_INT(store_vault_get(f.rd, NULL, &got, &blob), FGW_ERR_INVALID);
 	CHECK_EQ_INT(store_idem_get(f.rd, NULL, "k", &iout), FGW_ERR_INVALID);
@@ -2072,8 +2132,14 @@ test_audit_job_rollback(void)
 	 * to its savepoint and Y, in the same batch, must chain on from the
 	 * gate, not from X's vanished row. */
 	evs[1].details_json = "{\"note\":\"" MAC_FAULT "\"}";
-	CHECK_EQ_INT(store_audit_append(f.st, f.w, evs, 2, one_done, &x), 0);
-	CHECK_EQ_INT(store_audit_append(f.st, f.w, &gate_event, 1, one_done, &y),
+	CHECK_EQ_INT(store_audit_append(f.st, f.w, &(struct store_commit){ .audit = evs,
+	                                                                   .n_audit = 2,
+	                                                                   .done = one_done,
+	                                                                   .arg = &x }), 0);
+	CHECK_EQ_INT(store_audit_append(f.st, f.w, &(struct store_commit){ .audit = &gate_event,
+	                                                                   .n_audit = 1,
+	                                                                   .done = one_done,
+	                                                                   .arg = &y }),
 	             0);
 	sem_post(&g.release);
 	gated = 0;
@@ -2107,7 +2173,10 @@ test_audit_two_writers(void)
 	CHECK_EQ_INT(make_chain(&f, 2), 0);
 	o.path = f.path;
 	CHECK_EQ_INT(store_open(&o, &st2), 0);
-	CHECK_EQ_INT(store_audit_append(st2, NULL, &gate_event, 1, one_done, &a),
+	CHECK_EQ_INT(store_audit_append(st2, NULL, &(struct store_commit){ .audit = &gate_event,
+	                                                                   .n_audit = 1,
+	                                                                   .done = one_done,
+	                                                                   .arg = &a }),
 	             0);
 	CHECK_EQ_INT(wait_count(&a.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&a.rc), 0);
@@ -2173,10 +2242,14 @@ test_custom_job(void)
 	idem.status_code = 201;
 	idem.body = "{\"ok\":true}";
 	idem.expires_at = fgw_now_ms() + 60000;
-	CHECK_EQ_INT(store_submit_custom(f.st, f.w, custom_run, &good, custom_free, &idem, &ev, 1,
-	                                 one_done, &ok1), 0);
-	CHECK_EQ_INT(store_submit_custom(f.st, f.w, custom_run, &fails, custom_free, NULL, &ev, 1,
-	                                 one_done, &bad), 0);
+	CHECK_EQ_INT(store_submit_custom(f.st, f.w, custom_run, &good, custom_free,
+	                                 &(struct store_commit){ .idem = &idem, .audit = &ev,
+	                                                         .n_audit = 1, .done = one_done,
+	                                                         .arg = &ok1 }), 0);
+	CHECK_EQ_INT(store_submit_custom(f.st, f.w, custom_run, &fails, custom_free,
+	                                 &(struct store_commit){ .audit = &ev, .n_audit = 1,
+	                                                         .done = one_done,
+	                                                         .arg = &bad }), 0);
 	CHECK_EQ_INT(pump(f.base, &ok1.done, 1), 0);
 	CHECK_EQ_INT(pump(f.base, &bad.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&ok1.rc), 0);
@@ -2198,7 +2271,8 @@ test_custom_job(void)
 	sqlite3_finalize(q);
 	/* A refused submission still frees its context. */
 	struct custom_ctx lost = { 0, -1, 0 };
-	CHECK_EQ_INT(store_submit_custom(f.st, f.w, NULL, &lost, custom_free, NULL, NULL, 0, NULL, NULL),
+	CHECK_EQ_INT(store_submit_custom(f.st, f.w, NULL, &lost, custom_free,
+	                                 &(struct store_commit){ 0 }),
 	             FGW_ERR_INVALID);
 	CHECK_EQ_INT(lost.freed, 1);
 end:
@@ -2283,7 +2357,9 @@ test_methods(void)
 	row.amount = 100;
 	method_vault(&v, "tok_b", "dk_old", "v1:dk_old:BBBB", 0, now + 60000, "alice");
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(run_job(&f, store_txn_create(f.st, f.w, &row, &v, NULL, NULL, 0, one_done, &o), &o), 0);
+	CHECK_EQ_INT(run_job(&f, store_txn_create(f.st, f.w, &row, &v,
+	                                          &(struct store_commit){ .done = one_done,
+	                                                                  .arg = &o }), &o), 0);
 	fgw_strlcpy(b.id, "pm_b", sizeof(b.id));
 	fgw_strlcpy(b.customer_id, "bob", sizeof(b.customer_id));
 	fgw_strlcpy(b.token, "tok_b", sizeof(b.token));
@@ -2358,7 +2434,9 @@ test_methods(void)
 	fgw_strlcpy(row.id, "txn_m2", sizeof(row.id));
 	method_vault(&v, "tok_old", "dk_new", "v1:dk_new:EEEE", 0, now - 1, "");
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(run_job(&f, store_txn_create(f.st, f.w, &row, &v, NULL, NULL, 0, one_done, &o), &o), 0);
+	CHECK_EQ_INT(run_job(&f, store_txn_create(f.st, f.w, &row, &v,
+	                                          &(struct store_commit){ .done = one_done,
+	                                                                  .arg = &o }), &o), 0);
 	memset(&o, 0, sizeof(o));
 	CHECK_EQ_INT(run_job(&f, store_vault_sweep(f.st, f.w, now, &purged, one_done, &o), &o), 0);
 	CHECK_EQ_INT((int)purged, 1);
@@ -2382,7 +2460,8 @@ begin_sync(struct fix *f, const char *id, const char *key, int64_t amount,
 	fgw_strlcpy(rf.idempotency_key, key, sizeof(rf.idempotency_key));
 	rf.amount = amount;
 	rf.txn_amount = 1000;
-	if (store_pendingop_begin(f->st, f->w, &rf, out, NULL, 0, one_done, &o) != 0 ||
+	if (store_pendingop_begin(f->st, f->w, &rf, out,
+	                          &(struct store_commit){ .done = one_done, .arg = &o }) != 0 ||
 	    pump(f->base, &o.done, 1) != 0)
 		return FGW_ERR_INTERNAL;
 	return atomic_load(&o.rc);
@@ -2393,7 +2472,8 @@ rf_finish_sync(struct fix *f, const struct store_pendingop *rf, int succeeded,
                struct store_pendingop *out)
 {
 	struct one o = { 0 };
-	if (store_pendingop_finish(f->st, f->w, rf, succeeded, out, NULL, NULL, 0, one_done, &o) != 0 ||
+	if (store_pendingop_finish(f->st, f->w, rf, succeeded, out,
+	                           &(struct store_commit){ .done = one_done, .arg = &o }) != 0 ||
 	    pump(f->base, &o.done, 1) != 0)
 		return FGW_ERR_INTERNAL;
 	return atomic_load(&o.rc);
@@ -2433,8 +2513,9 @@ test_refunds_ahead(struct fix *f)
 	CHECK_EQ_INT(store_pendingop_due_list(f->rd, STORE_OP_REFUND, now + 60000, now + 60000, due, 4, &n), 0);
 	CHECK_EQ_INT(n, 2);
 	CHECK_STR(b.id, "rf_2");
-	CHECK_EQ_INT(store_pendingop_defer(f->st, f->w, &b, 1, now + 60000, 1, NULL, 0, one_done,
-	                                   &o), 0);
+	CHECK_EQ_INT(store_pendingop_defer(f->st, f->w, &b, 1, now + 60000, 1,
+	                                   &(struct store_commit){ .done = one_done,
+	                                                           .arg = &o }), 0);
 	CHECK_EQ_INT(pump(f->base, &o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), 0);
 	CHECK_EQ_INT(store_pendingop_due_list(f->rd, STORE_OP_REFUND, now + 120000, now + 120000, due, 4, &n), 0);
@@ -2471,7 +2552,9 @@ test_refunds_ahead(struct fix *f)
 	b.amount = 1;
 	b.txn_amount = 1000;
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(store_pendingop_begin(f->st, f->w, &b, NULL, NULL, 0, one_done, &o), 0);
+	CHECK_EQ_INT(store_pendingop_begin(f->st, f->w, &b, NULL,
+	                                   &(struct store_commit){ .done = one_done,
+	                                                           .arg = &o }), 0);
 	CHECK_EQ_INT(pump(f->base, &o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_STATE);
 end:
@@ -2506,8 +2589,9 @@ test_reconcile_and_refunds(void)
 	CHECK_EQ_INT(n, 2);
 	/* Backoff hides a row until its time; give-up flags it, and it is
 	 * still listed (at its own, later, time) so it can end. */
-	CHECK_EQ_INT(store_reconcile_defer(f.st, f.w, "txn_proc", 1, now + 60000, 0, NULL, 0,
-	                                   one_done, &o), 0);
+	CHECK_EQ_INT(store_reconcile_defer(f.st, f.w, "txn_proc", 1, now + 60000, 0,
+	                                   &(struct store_commit){ .done = one_done,
+	                                                           .arg = &o }), 0);
 	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), 0);
 	CHECK_EQ_INT(store_unresolved_list(f.rd, now, now - 60000, due, 8, &n), 0);
@@ -2516,8 +2600,9 @@ test_reconcile_and_refunds(void)
 	CHECK_EQ_INT(n, 1);
 	CHECK_EQ_INT(due[0].attempts, 1);
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(store_reconcile_defer(f.st, f.w, "txn_proc", 2, now, 1, NULL, 0,
-	                                   one_done, &o), 0);
+	CHECK_EQ_INT(store_reconcile_defer(f.st, f.w, "txn_proc", 2, now, 1,
+	                                   &(struct store_commit){ .done = one_done,
+	                                                           .arg = &o }), 0);
 	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
 	CHECK_EQ_INT(store_manual_review_get(f.rd, "txn_proc", &flag), 0);
 	CHECK_EQ_INT(flag, 1);
@@ -2527,8 +2612,9 @@ test_reconcile_and_refunds(void)
 	CHECK_EQ_INT(due[0].attempts, 2);
 	/* Deferring a resolved row changes nothing. */
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(store_reconcile_defer(f.st, f.w, "txn_done", 1, now, 0, NULL, 0,
-	                                   one_done, &o), 0);
+	CHECK_EQ_INT(store_reconcile_defer(f.st, f.w, "txn_done", 1, now, 0,
+	                                   &(struct store_commit){ .done = one_done,
+	                                                           .arg = &o }), 0);
 	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_STATE);
 
@@ -2556,9 +2642,12 @@ txnop_sync_as(struct fix *f, const char *rk, const char *txn, const char *op, in
 	t.kind = op_kind(op);
 	fgw_strlcpy(t.idempotency_key, "pk", sizeof(t.idempotency_key));
 	fgw_strlcpy(t.request_key, rk, sizeof(t.request_key));
-	r = finish ? store_pendingop_finish(f->st, f->w, &t, succeeded, NULL, NULL, NULL, 0,
-	                                    one_done, &o)
-	           : store_pendingop_begin(f->st, f->w, &t, out, NULL, 0, one_done, &o);
+	r = finish ? store_pendingop_finish(f->st, f->w, &t, succeeded, NULL,
+	                                    &(struct store_commit){ .done = one_done,
+	                                                            .arg = &o })
+	           : store_pendingop_begin(f->st, f->w, &t, out,
+	                                   &(struct store_commit){ .done = one_done,
+	                                                           .arg = &o });
 	if (r != 0 || pump(f->base, &o.done, 1) != 0)
 		return FGW_ERR_INTERNAL;
 	return atomic_load(&o.rc);
@@ -2576,7 +2665,8 @@ txnop_sync_key(struct fix *f, const char *rk, const char *pk, const char *op, in
 	t.kind = op_kind(op);
 	fgw_strlcpy(t.idempotency_key, pk, sizeof(t.idempotency_key));
 	fgw_strlcpy(t.request_key, rk, sizeof(t.request_key));
-	r = store_pendingop_finish(f->st, f->w, &t, succeeded, NULL, NULL, NULL, 0, one_done, &o);
+	r = store_pendingop_finish(f->st, f->w, &t, succeeded, NULL,
+	                           &(struct store_commit){ .done = one_done, .arg = &o });
 	if (r != 0 || pump(f->base, &o.done, 1) != 0)
 		return FGW_ERR_INTERNAL;
 	return atomic_load(&o.rc);
@@ -2628,8 +2718,9 @@ test_txnops_ahead(void)
 	memset(&t, 0, sizeof(t));
 	t.kind = STORE_OP_CAPTURE;
 	fgw_strlcpy(t.txn_id, "txn_auth", sizeof(t.txn_id));
-	CHECK_EQ_INT(store_pendingop_defer(f.st, f.w, &t, 1, now + 60000, 1, NULL, 0, one_done,
-	                                   &o), 0);
+	CHECK_EQ_INT(store_pendingop_defer(f.st, f.w, &t, 1, now + 60000, 1,
+	                                   &(struct store_commit){ .done = one_done,
+	                                                           .arg = &o }), 0);
 	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), 0);
 	CHECK_EQ_INT(store_pendingop_due_list(f.rd, STORE_OP_CAPTURE, now + 120000, now + 120000, due, 4, &n), 0);
@@ -2645,7 +2736,9 @@ test_txnops_ahead(void)
 	memset(&t, 0, sizeof(t));
 	t.kind = STORE_OP_CAPTURE;
 	fgw_strlcpy(t.txn_id, "txn_auth", sizeof(t.txn_id));
-	CHECK_EQ_INT(store_pendingop_defer(f.st, f.w, &t, 2, now, 0, NULL, 0, one_done, &o), 0);
+	CHECK_EQ_INT(store_pendingop_defer(f.st, f.w, &t, 2, now, 0,
+	                                   &(struct store_commit){ .done = one_done,
+	                                                           .arg = &o }), 0);
 	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_STATE);
 end:
