@@ -99,13 +99,15 @@ out:
 	return s;
 }
 
+/* Its argument is nothing the callback must free: the store drops the
+ * callbacks of jobs still queued when the daemon stops, and a heap
+ * argument would leak then. */
 static void
 on_enqueued(void *arg, int rc)
 {
-	char *event_id = arg;
+	(void)arg;
 	if (rc != 0)
-		log_error("outbox: event %s not stored: %s", event_id, fgw_strerror(rc));
-	free(event_id);
+		log_error("outbox: an event was not stored: %s", fgw_strerror(rc));
 }
 
 /* One event of type about row: one outbox row per endpoint. */
@@ -115,13 +117,11 @@ enqueue_event(struct webhooks *wh, const struct pipeline_env *env,
 {
 	struct store_outbox_row rows[CONFIG_MAX_WEBHOOK_ENDPOINTS];
 	struct store_audit audit;
-	char details[160], *payload = NULL, *ev = NULL;
+	char details[160], *payload = NULL, ev[40];
 	int n = wh->gw->cfg.n_webhook_endpoints, r;
 
 	memset(rows, 0, sizeof(rows));
-	if ((ev = malloc(40)) == NULL)
-		goto fail;
-	fgw_random_id("evt_", ev, 40);
+	fgw_random_id("evt_", ev, sizeof(ev));
 	if ((payload = event_payload(ev, type, row)) == NULL)
 		goto fail;
 	{
@@ -144,7 +144,6 @@ enqueue_event(struct webhooks *wh, const struct pipeline_env *env,
 	}
 	if (n == 0) {
 		free(payload);
-		free(ev);
 		return;
 	}
 	snprintf(details, sizeof(details),
@@ -152,17 +151,13 @@ enqueue_event(struct webhooks *wh, const struct pipeline_env *env,
 	audit = (struct store_audit){ "system", "local",   "webhook.enqueued",
 		                          row->id,  "success", details };
 	r = store_outbox_enqueue(env->store, env->waker, rows, (size_t)n, &audit, 1,
-	                         on_enqueued, ev);
+	                         on_enqueued, NULL);
 	free(payload);
-	if (r != 0) {
-		log_error("outbox: event for %s not queued: %s", row->id, fgw_strerror(r));
-		free(ev);
-	}
+	if (r != 0)
+		log_error("outbox: event %s for %s not queued: %s", ev, row->id, fgw_strerror(r));
 	return;
 fail:
 	log_error("outbox: out of memory building the event for %s", row->id);
-	free(payload);
-	free(ev);
 }
 
 /* Listener: transaction.<status> for every state change, and
