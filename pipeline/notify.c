@@ -547,12 +547,13 @@ out:
 static void
 on_queued(void *arg, int rc)
 {
-	char *id = arg;
+	/* No heap argument: the store drops the callbacks of jobs still
+	 * queued when the daemon stops. */
+	(void)arg;
 	if (rc == FGW_ERR_EXISTS)
-		log_debug("mail %s not queued: its occasion had its mail already", id);
+		log_debug("a mail not queued: its occasion had its mail already");
 	else if (rc != 0)
-		log_error("mail %s not queued: %s", id, fgw_strerror(rc));
-	free(id);
+		log_error("a mail not queued: %s", fgw_strerror(rc));
 }
 
 int
@@ -564,7 +565,7 @@ notify_mail(struct store *st, struct store_waker *w, const char *kind,
 	struct store_audit audit;
 	const struct kind *k;
 	const char *from = g.from, *admin = g.admin;
-	char details[160], *id = NULL;
+	char details[160];
 	int r;
 
 	if (!g.up)
@@ -597,10 +598,6 @@ notify_mail(struct store *st, struct store_waker *w, const char *kind,
 	if ((r = notify_render(kind, from, to, vars, n, (long long)fgw_now_ms(), &row.message,
 	                       row.subject, sizeof(row.subject))) != 0)
 		return r;
-	if ((id = strdup(row.id)) == NULL) {
-		free(row.message);
-		return FGW_ERR_NOMEM;
-	}
 	/* The address is personal data: the audit names the mail, not it. */
 	snprintf(details, sizeof(details),
 	         "{\"mailId\":\"%s\",\"kind\":\"%s\",\"audience\":\"%s\"}", row.id, row.kind,
@@ -608,9 +605,7 @@ notify_mail(struct store *st, struct store_waker *w, const char *kind,
 	audit = (struct store_audit){ "system",      "local",
 		                          "mail.queued", row.txn_id[0] ? row.txn_id : row.id,
 		                          "success",     details };
-	r = store_mail_enqueue(st, w, &row, &audit, 1, on_queued, id);
+	r = store_mail_enqueue(st, w, &row, &audit, 1, on_queued, NULL);
 	free(row.message);
-	if (r != 0)
-		free(id);
 	return r;
 }
