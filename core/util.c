@@ -316,3 +316,22 @@ fgw_strlcpy(char *dst, const char *src, size_t cap)
 	memcpy(dst, src, n + 1);
 	return FGW_OK;
 }
+
+int
+fgw_parse_bool(const char *s, long long *out)
+{
+	static const char *const yes[] = { "1", "yes", "on", "true" };
+	static const char *const no[] = { "0", "no", "off", "false" };
+
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		if (strcmp(s, yes[i]) == 0) {
+			*out = 1;
+			return FGW_OK;
+		}
+		if (strcmp(s, no[i]) == 0) {
+			*out = 0;
+			return FGW_OK;
+		}
+	}
+	return FGW_ERR_INVALID;
+}

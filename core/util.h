@@ -36,6 +36,9 @@ int fgw_iso8601(int64_t ms, char *out, size_t outlen);
 
 /* Parses a whole decimal string into [min, max]. 0 or FGW_ERR_INVALID. */
 int fgw_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
+/* A configuration yes/no: 1, yes, on, true or 0, no, off, false into *out
+ * (1 or 0). FGW_ERR_INVALID for anything else. */
+int fgw_parse_bool(const char *s, long long *out);
 
 /* Base64 (standard, padded). *out is malloc'ed and NUL-terminated. */
 int fgw_b64_encode(const void *in, size_t len, char **out);

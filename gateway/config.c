@@ -18,7 +18,10 @@
 #include "gateway/config.h"
 #include "processors/adapter.h"
 
-enum cfg_type { CFG_INT, CFG_STR, CFG_ENUM, CFG_BOOL, CFG_APIKEY, CFG_WH_IN, CFG_WH_OUT, CFG_ROUTE, CFG_MAIL_CLIENT };
+enum cfg_type {
+	CFG_INT, CFG_STR, CFG_ENUM, CFG_BOOL, CFG_APIKEY, CFG_WH_IN, CFG_WH_OUT, CFG_ROUTE,
+	CFG_MAIL_CLIENT, CFG_PROC_LINE, CFG_PROC
+};
 
 struct cfg_directive {
 	const char *name;
@@ -37,6 +40,13 @@ struct cfg_directive {
 #define INT(f, lo, hi, def, help) { #f, CFG_INT, OFF(f), 0, lo, hi, def, NULL, help }
 #define ENUM(f, choices, def, help) { #f, CFG_ENUM, OFF(f), SZ(f), 0, 0, def, choices, help }
 #define BOOL(f, def, help) { #f, CFG_BOOL, OFF(f), 0, 0, 1, def, NULL, help }
+/* The old spellings of a processor line's key: processor_KEY is KEY of
+ * the first processor, processor2_KEY of the second (min: which). */
+#define SLOT(prefix, which, key, help) { prefix #key, CFG_PROC, 0, 0, which, which, NULL, NULL, help }
+#define SECOND(key, help) SLOT("processor2_", 1, key, "second processor's " help \
+                               " (old spelling: see processor)")
+#define OLD(key, help) SLOT("processor_", 0, key, "first processor's " help \
+                            " (old spelling: see processor)"), SECOND(key, help)
 
 static const struct cfg_directive directives[] = {
 	STR(listen, "127.0.0.1:8080", "address:port the website API listens on ([::1]:port for IPv6)"),
@@ -70,16 +80,30 @@ static const struct cfg_directive directives[] = {
 	    "accepted ISO 4217 currencies, comma-separated"),
 	STR(stages_request, "token,decrypt,rule,encrypt,post", "request pipeline order"),
 	STR(stages_response, "decrypt,record,post", "response pipeline order"),
-	STR(processor_name, "sandbox", "name of the processor instance"),
-	STR(processor_type, "sandbox", "adapter type"),
-	STR(processor_url, "http://127.0.0.1:8081", "processor base URL"),
-	STR(processor_public_key_file, "", "processor's sealing public key (JSON key file)"),
-	STR(processor_secret, "", "processor API credential (never logged)"),
-	STR(processor_ca_file, "", "CA bundle for the processor's TLS certificate"),
-	BOOL(processor_verify_tls, "1", "verify the processor's TLS certificate"),
-	INT(processor_timeout_ms, 100, 120000, "15000", "total time for one processor call"),
-	INT(processor_connect_timeout_ms, 50, 60000, "2000", "connect timeout to the processor"),
-	INT(processor_max_conns, 1, 10000, "64", "connections per reactor to the processor"),
+	{ "processor", CFG_PROC_LINE, 0, 0, 0, 0, NULL, NULL,
+	  "\"NAME key=value...\": one processor instance (repeatable; the order is the failover "
+	  "order, the first takes what no route sends elsewhere). Keys: type, url, public_key_file, "
+	  "secret_file, secret_env, secret, map_file, api_version, ca_file, verify_tls, client_cert, "
+	  "client_key, timeout_ms, connect_timeout_ms, max_conns" },
+	OLD(name, "name"),
+	OLD(type, "adapter type"),
+	OLD(url, "base URL"),
+	OLD(public_key_file, "sealing public key (JSON key file)"),
+	OLD(secret, "API credential (never logged)"),
+	OLD(secret_file, "file (mode 0600) holding the API credential"),
+	OLD(secret_env, "environment variable holding the API credential"),
+	OLD(map_file, "mapping file (type generic, docs/adapters.md)"),
+	OLD(api_version, "pinned API version (stripe: Stripe-Version, default 2024-06-20)"),
+	OLD(ca_file, "CA bundle for its TLS certificate"),
+	OLD(verify_tls, "TLS certificate verification (yes/no)"),
+	OLD(client_cert, "client certificate (PEM), with client_key"),
+	OLD(client_key, "private key (PEM) of client_cert"),
+	INT(processor_timeout_ms, 100, 120000, "15000", "total time for one processor call (a processor's timeout_ms overrides it)"),
+	INT(processor_connect_timeout_ms, 50, 60000, "2000", "connect timeout to a processor (a processor's connect_timeout_ms overrides it)"),
+	INT(processor_max_conns, 1, 10000, "64", "connections per reactor to a processor (a processor's max_conns overrides it)"),
+	SECOND(timeout_ms, "total time for one call (0: processor_timeout_ms)"),
+	SECOND(connect_timeout_ms, "connect timeout (0: processor_connect_timeout_ms)"),
+	SECOND(max_conns, "connections per reactor (0: processor_max_conns)"),
 	INT(shutdown_timeout_ms, 0, 600000, "10000", "how long SIGTERM waits for in-flight transactions"),
 	INT(idempotency_ttl_s, 60, 2592000, "86400", "how long idempotent answers are replayed"),
 	STR(rules_file, "", "rules file (default: none; built-in validation and limits only)"),
@@ -104,7 +128,7 @@ static const struct cfg_directive directives[] = {
 	STR(tls_key_file, "", "website listener: PEM private key for tls_cert_file"),
 	{ "inbound_webhook", CFG_WH_IN, 0, 0, 0, 0, NULL, NULL,
 	  "\"PROCESSOR SCHEME SECRET_FILE\": accept POST /v1/webhooks/PROCESSOR signed "
-	  "(SCHEME stripe: Stripe-Signature, sandbox: Flair-Sandbox-Signature) with the "
+	  "(SCHEME: the processor type whose webhooks these are; its signature header) with the "
 	  "secret in the file (repeatable: several secrets during rotation)" },
 	{ "webhook_endpoint", CFG_WH_OUT, 0, 0, 0, 0, NULL, NULL,
 	  "\"URL SECRET_FILE\": send signed transaction events to URL (Flair-Signature "
@@ -137,43 +161,21 @@ static const struct cfg_directive directives[] = {
 	STR(slots_file, "", "reservations: experiences and time slots loaded at start (JSON, docs/reservations.md)"),
 	INT(hold_minutes, 1, 1440, "15", "reservations: how long a hold keeps its places"),
 	INT(hold_sweep_ms, 100, 600000, "1000", "reservations: how often expired holds are released and old idempotency keys pruned"),
-	STR(processor_map_file, "", "mapping file of the generic adapter type (docs/adapters.md)"),
-	STR(processor2_name, "", "failover: name of the secondary processor (empty: no failover)"),
-	STR(processor2_type, "sandbox", "failover: adapter type of the secondary"),
-	STR(processor2_url, "", "failover: base URL of the secondary"),
-	STR(processor2_public_key_file, "", "failover: the secondary's sealing public key"),
-	STR(processor2_secret, "", "failover: the secondary's API credential (never logged)"),
-	STR(processor2_map_file, "", "failover: the secondary's mapping (type generic)"),
-	INT(breaker_failures, 1, 1000, "5", "consecutive primary failures that open the breaker"),
-	INT(breaker_open_ms, 100, 3600000, "30000", "how long the breaker stays open before one probe"),
+	INT(breaker_failures, 1, 1000, "5", "consecutive failures of one processor that open its breaker (new payments go to the next processor)"),
+	INT(breaker_open_ms, 100, 3600000, "30000", "how long a breaker stays open before one probe"),
 	INT(reconcile_interval_ms, 50, 3600000, "30000", "how often unresolved transactions are looked at"),
-	INT(reconcile_grace_ms, 0, 3600000, "0", "age after which posting is reconciled (0: the longer processor timeout + 5000)"),
+	INT(reconcile_grace_ms, 0, 3600000, "0", "age after which posting is reconciled (0: the longest processor timeout + 5000)"),
 	INT(reconcile_not_found_settle_ms, -1, 86400000, "-1", "trust a processor's \"no such payment\" only this long after the attempt (-1: the adapter's own; stripe 1 h)"),
 	INT(reconcile_max_attempts, 1, 1000, "30", "status requests before manual review"),
 	INT(reconcile_backoff_max_ms, 50, 86400000, "3600000", "longest wait between two status requests"),
 	INT(reconcile_concurrency, 1, 1024, "16", "processor requests the reconciler has out at once (a backlog is cleared at this pace)"),
 	STR(test_exit_after_status, "", "development only, for crash tests: the process ends (exit 70) right after the first commit that leaves a transaction in this status (reservation:STATUS: a reservation)"),
 	INT(reconcile_3ds_expiry_ms, 1000, 2592000000LL, "3600000", "a payment still waiting for 3-D Secure this long is cancelled at the processor and failed (its reservation's places come back)"),
-	STR(processor_secret_file, "", "file (mode 0600) holding the processor API credential"),
-	STR(processor_secret_env, "", "environment variable holding the processor API credential"),
 	{ "route", CFG_ROUTE, 0, 0, 0, 0, NULL, NULL,
 	  "\"PROCESSOR [currency=..] [brand=..] [country=..] [amount_min=N] [amount_max=N] [weight=N]\": routing (repeatable, first match wins)" },
-	STR(processor_client_cert, "", "client certificate (PEM) presented to the processor, with processor_client_key"),
-	STR(processor_client_key, "", "private key (PEM) of processor_client_cert"),
-	STR(processor2_secret_file, "", "failover: file (mode 0600) holding the secondary's credential"),
-	STR(processor2_secret_env, "", "failover: environment variable holding the secondary's credential"),
-	STR(processor2_api_version, "", "failover: the secondary's pinned API version"),
-	STR(processor2_ca_file, "", "failover: CA bundle for the secondary's TLS certificate"),
-	BOOL(processor2_verify_tls, "1", "failover: verify the secondary's TLS certificate"),
-	STR(processor2_client_cert, "", "failover: client certificate (PEM) for the secondary"),
-	STR(processor2_client_key, "", "failover: private key (PEM) of processor2_client_cert"),
-	INT(processor2_timeout_ms, 0, 120000, "0", "failover: total time for one call to the secondary (0: processor_timeout_ms)"),
-	INT(processor2_connect_timeout_ms, 0, 60000, "0", "failover: connect timeout to the secondary (0: processor_connect_timeout_ms)"),
-	INT(processor2_max_conns, 0, 10000, "0", "failover: connections per reactor to the secondary (0: processor_max_conns)"),
 	STR(return_url_origins, "",
 	    "origins a transaction's returnUrl (3-D Secure) may point to, comma- or space-separated "
 	    "(https://shop.example); empty: returnUrl is refused"),
-	STR(processor_api_version, "", "processor API version to pin (stripe: Stripe-Version, default 2024-06-20)"),
 	INT(audit_checkpoint_interval_s, 0, 86400, "300", "seconds between signed audit checkpoints; 0 = only at shutdown"),
 	STR(backup_dir, "", "directory for encrypted backups (default DATA_DIR/backups)"),
 	INT(backup_interval_s, 0, 31536000, "0", "seconds between scheduled backups; 0 = none"),
@@ -282,6 +284,55 @@ set_route(struct fgw_config *cfg, const char *value, const char *where, char *er
 	return FGW_OK;
 }
 
+/* The first processor when none was configured: today's defaults. */
+static void
+default_processor(struct proc_settings *s)
+{
+	proc_settings_init(s, "sandbox");
+	fgw_strlcpy(s->url, "http://127.0.0.1:8081", sizeof(s->url));
+}
+
+/* processor "NAME key=value...": a new instance, or more keys of one. */
+static int
+set_processor_line(struct fgw_config *cfg, const char *value, const char *where, char *err,
+                   size_t errlen)
+{
+	struct fgw_why why;
+	char msg[384];
+
+	if (proc_settings_line(cfg->procs, &cfg->n_procs, PROC_INSTANCES_MAX, value, &why) != 0)
+		return fail(err, errlen, where, "%s", fgw_why_format(&why, msg, sizeof(msg)));
+	return FGW_OK;
+}
+
+/* processor_KEY / processor2_KEY: KEY of the first / second instance,
+ * made (with the defaults) when there is none yet. */
+static int
+set_processor_key(struct fgw_config *cfg, int which, const char *directive, const char *value,
+                  const char *where, char *err, size_t errlen)
+{
+	size_t plen = strcspn(directive, "_") + 1;
+	struct proc_settings *s;
+	struct fgw_why why;
+	char msg[384];
+
+	while (cfg->n_procs <= which) {
+		s = &cfg->procs[cfg->n_procs];
+		if (cfg->n_procs++ == 0)
+			default_processor(s);
+		else
+			proc_settings_init(s, "");
+	}
+	s = &cfg->procs[which];
+	if (plen >= sizeof(s->old_prefix))
+		return FGW_ERR_INTERNAL;
+	memcpy(s->old_prefix, directive, plen);
+	s->old_prefix[plen] = '\0';
+	if (proc_settings_set(s, directive + plen, value, &why) != 0)
+		return fail(err, errlen, where, "%s", fgw_why_format(&why, msg, sizeof(msg)));
+	return FGW_OK;
+}
+
 static int
 set_mail_client(struct fgw_config *cfg, const char *value, const char *where, char *err,
                 size_t errlen)
@@ -313,8 +364,11 @@ set_webhook(struct fgw_config *cfg, int inbound, const char *value, const char *
 		    strspn(w[0], "abcdefghijklmnopqrstuvwxyz0123456789_-") != strlen(w[0]))
 			return fail(err, errlen, where, "inbound_webhook needs \"PROCESSOR SCHEME "
 			            "SECRET_FILE\" (PROCESSOR: a-z 0-9 _ -)%s", "");
-		if (strcmp(w[1], "stripe") != 0 && strcmp(w[1], "sandbox") != 0)
-			return fail(err, errlen, where, "inbound_webhook SCHEME must be stripe or sandbox%s", "");
+		if (proc_type_webhooks(w[1]) == NULL) {
+			char names[128];
+			proc_type_webhook_names(names, sizeof(names));
+			return fail(err, errlen, where, "inbound_webhook SCHEME must be %s", names);
+		}
 		for (int i = 0; i < cfg->n_inbound_webhooks; i++)
 			if (strcmp(cfg->inbound_webhooks[i].processor, w[0]) == 0 &&
 			    strcmp(cfg->inbound_webhooks[i].scheme, w[1]) != 0)
@@ -373,6 +427,10 @@ config_set(struct fgw_config *cfg, const char *name, const char *value,
 		return set_api_key(cfg, value, where, err, errlen);
 	case CFG_ROUTE:
 		return set_route(cfg, value, where, err, errlen);
+	case CFG_PROC_LINE:
+		return set_processor_line(cfg, value, where, err, errlen);
+	case CFG_PROC:
+		return set_processor_key(cfg, (int)d->min, d->name, value, where, err, errlen);
 	case CFG_MAIL_CLIENT:
 		return set_mail_client(cfg, value, where, err, errlen);
 	case CFG_WH_IN:
@@ -400,15 +458,8 @@ config_set(struct fgw_config *cfg, const char *name, const char *value,
 		return fail(err, errlen, where, "%s", msg);
 	}
 	case CFG_BOOL:
-		if (strcmp(value, "1") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "on") == 0 ||
-		    strcmp(value, "true") == 0)
-			v = 1;
-		else if (strcmp(value, "0") == 0 || strcmp(value, "no") == 0 ||
-		         strcmp(value, "off") == 0 || strcmp(value, "false") == 0)
-			v = 0;
-		else
+		if (fgw_parse_bool(value, (long long *)(void *)(base + d->offset)) != FGW_OK)
 			return fail(err, errlen, where, "%s must be yes or no", d->name);
-		*(long long *)(void *)(base + d->offset) = v;
 		return FGW_OK;
 	case CFG_INT:
 		if (fgw_parse_i64(value, d->min, d->max, &v) != 0) {
@@ -597,6 +648,80 @@ bad(struct finish_ctx *f, const char *where, const char *fmt, const char *arg)
 	return FGW_ERR_INVALID;
 }
 
+/* One processor's cross-field rules. Default sealing key: the file
+ * `flairctl keys processor-import NAME FILE` writes; types that take the
+ * clear card (stripe) have none. */
+static void
+processor_finish(struct fgw_config *cfg, struct proc_settings *s, struct finish_ctx *f)
+{
+	const struct proc_type *pt = proc_type_find(s->type);
+	char where[96], leaf[96];
+	int n;
+
+	if (s->public_key_file[0] == '\0' && (pt == NULL || !pt->needs_clear_card)) {
+		n = snprintf(leaf, sizeof(leaf), "processor-%s.json", s->name);
+		if (n < 0 || (size_t)n >= sizeof(leaf) ||
+		    derive_path(s->public_key_file, sizeof(s->public_key_file), cfg->keys_dir, leaf) != 0)
+			bad(f, "config", "keys_dir or the processor's name is too long%s", "");
+	}
+	proc_settings_where(s, "url", where, sizeof(where));
+	if (strncmp(s->url, "http://", 7) != 0 && strncmp(s->url, "https://", 8) != 0)
+		bad(f, "config", "%s must be an http:// or https:// URL", where);
+	else if (strcmp(cfg->mode, "production") == 0 && strncmp(s->url, "https://", 8) != 0 &&
+	         !is_loopback_url(s->url))
+		bad(f, "config", "production mode needs an https:// %s", where);
+	if ((s->client_cert[0] == '\0') != (s->client_key[0] == '\0'))
+		bad(f, "config", "a processor client certificate needs its key, and a key its certificate%s", "");
+}
+
+/* The processor list: the default one when none was configured, the old
+ * second processor only when it has a name (as before), names unique,
+ * routes naming configured ones. */
+static void
+processors_finish(struct fgw_config *cfg, struct finish_ctx *f)
+{
+	int n = 0, old_only = 1;
+
+	if (cfg->n_procs == 0) {
+		default_processor(&cfg->procs[0]);
+		cfg->n_procs = 1;
+	}
+	for (int i = 0; i < cfg->n_procs; i++) {
+		if (cfg->procs[i].name[0] == '\0' && i > 0)
+			continue;
+		if (n != i)
+			cfg->procs[n] = cfg->procs[i];
+		n++;
+	}
+	for (int i = n; i < cfg->n_procs; i++)
+		sodium_memzero(&cfg->procs[i], sizeof(cfg->procs[i]));
+	cfg->n_procs = n;
+	/* Errors speak the spelling the operator used. */
+	for (int i = 0; i < n; i++)
+		old_only &= cfg->procs[i].old_prefix[0] != '\0';
+	if (cfg->procs[0].name[0] == '\0')
+		bad(f, "config", "processor_name: required%s", "");
+	for (int i = 0; i < n; i++) {
+		processor_finish(cfg, &cfg->procs[i], f);
+		for (int j = 0; j < i; j++)
+			if (strcmp(cfg->procs[i].name, cfg->procs[j].name) == 0)
+				bad(f, "config", !old_only
+				                     ? "two processors are called %s"
+				                     : "processor2_name: must differ from processor_name (%s)",
+				    cfg->procs[i].name);
+	}
+	for (int i = 0; i < cfg->routes.n; i++) {
+		int found = 0;
+		for (int j = 0; j < n; j++)
+			found |= strcmp(cfg->routes.r[i].processor, cfg->procs[j].name) == 0;
+		if (!found)
+			bad(f, "config", !old_only
+			                     ? "route: %s is not a configured processor"
+			                     : "route: %s is neither processor_name nor processor2_name",
+			    cfg->routes.r[i].processor);
+	}
+}
+
 /* Every cross-field rule is checked even after one failed, so an operator
  * sees all of them at once; only a path that cannot be derived stops it
  * (the rules after it would read an empty path). */
@@ -639,36 +764,7 @@ finish(struct fgw_config *cfg, struct finish_ctx *f)
 		bad(f, "config", "jwt_namespace must be letters, digits, '.', '_' or '-'%s", "");
 	if ((cfg->tls_cert_file[0] == '\0') != (cfg->tls_key_file[0] == '\0'))
 		bad(f, "config", "tls_cert_file and tls_key_file go together%s", "");
-	/* Default: the file `flairctl keys processor-import NAME FILE` writes.
-	 * Types that take the clear card (stripe) have no sealing key. */
-	if (cfg->processor_public_key_file[0] == '\0' &&
-	    (proc_type_find(cfg->processor_type) == NULL ||
-	     !proc_type_find(cfg->processor_type)->needs_clear_card)) {
-		char leaf[96];
-		int n = snprintf(leaf, sizeof(leaf), "processor-%s.json", cfg->processor_name);
-		if (n < 0 || (size_t)n >= sizeof(leaf) ||
-		    derive_path(cfg->processor_public_key_file, sizeof(cfg->processor_public_key_file),
-		                cfg->keys_dir, leaf) != 0)
-			return bad(f, "config", "keys_dir or processor_name is too long%s", "");
-	}
-	if (strncmp(cfg->processor_url, "http://", 7) != 0 &&
-	    strncmp(cfg->processor_url, "https://", 8) != 0)
-		bad(f, "config", "processor_url must be an http:// or https:// URL%s", "");
-	if (strcmp(cfg->mode, "production") == 0 && strncmp(cfg->processor_url, "https://", 8) != 0 &&
-	    !is_loopback_url(cfg->processor_url))
-		bad(f, "config", "production mode needs an https:// processor_url%s", "");
-	if ((cfg->processor_client_cert[0] == '\0') != (cfg->processor_client_key[0] == '\0') ||
-	    (cfg->processor2_client_cert[0] == '\0') != (cfg->processor2_client_key[0] == '\0'))
-		bad(f, "config", "a processor client certificate needs its key, and a key its certificate%s", "");
-	if (strcmp(cfg->mode, "production") == 0 && cfg->processor2_url[0] != '\0' &&
-	    strncmp(cfg->processor2_url, "https://", 8) != 0 && !is_loopback_url(cfg->processor2_url))
-		bad(f, "config", "production mode needs an https:// processor2_url%s", "");
-	for (int i = 0; i < cfg->routes.n; i++)
-		if (strcmp(cfg->routes.r[i].processor, cfg->processor_name) != 0 &&
-		    (cfg->processor2_name[0] == '\0' ||
-		     strcmp(cfg->routes.r[i].processor, cfg->processor2_name) != 0))
-			bad(f, "config", "route: %s is neither processor_name nor processor2_name",
-			    cfg->routes.r[i].processor);
+	processors_finish(cfg, f);
 	if (strcmp(cfg->mode, "production") == 0 && cfg->test_exit_after_status[0] != '\0')
 		bad(f, "config", "test_exit_after_status is refused in production mode%s", "");
 	for (int i = 0; i < cfg->n_webhook_endpoints; i++)

@@ -9,9 +9,11 @@
 #ifndef FGW_GATEWAY_CONFIG_H
 #define FGW_GATEWAY_CONFIG_H
 
-#include "processors/route.h"
 #include <stddef.h>
 #include <stdio.h>
+
+#include "processors/instance.h"
+#include "processors/route.h"
 
 #define CONFIG_MAX_API_KEYS 32
 
@@ -27,7 +29,7 @@ struct config_api_key {
  * processor's webhooks (several lines for one processor during rotation). */
 struct config_inbound_webhook {
 	char processor[32];
-	char scheme[16];          /* stripe | sandbox: which signature header */
+	char scheme[16];          /* a processor type name: which signature header */
 	char secret_file[512];
 };
 
@@ -80,13 +82,13 @@ struct fgw_config {
 	char currencies[512];
 	char stages_request[128];
 	char stages_response[128];
-	char processor_name[32];
-	char processor_type[32];
-	char processor_url[256];
-	char processor_public_key_file[512];
-	char processor_secret[256];
-	char processor_ca_file[512];
-	long long processor_verify_tls;
+	/* The processors, in failover order: `processor NAME key=value...`
+	 * lines, or the old processor_KEY (first) and processor2_KEY (second)
+	 * directives; config_finish adds the default one when none is given. */
+	struct proc_settings procs[PROC_INSTANCES_MAX];
+	int n_procs;
+	/* Defaults of every processor's timeout_ms, connect_timeout_ms and
+	 * max_conns. */
 	long long processor_timeout_ms;
 	long long processor_connect_timeout_ms;
 	long long processor_max_conns;
@@ -118,13 +120,6 @@ struct fgw_config {
 	char slots_file[512];
 	long long hold_minutes;
 	long long hold_sweep_ms;
-	char processor_map_file[512];
-	char processor2_name[32];
-	char processor2_type[32];
-	char processor2_url[256];
-	char processor2_public_key_file[512];
-	char processor2_secret[256];
-	char processor2_map_file[512];
 	long long breaker_failures;
 	long long breaker_open_ms;
 	long long reconcile_interval_ms;
@@ -135,23 +130,8 @@ struct fgw_config {
 	long long reconcile_concurrency;
 	long long reconcile_3ds_expiry_ms;
 	char test_exit_after_status[24];
-	char processor_secret_file[512];
-	char processor_secret_env[64];
-	char processor_api_version[40];
 	char return_url_origins[1024];
 	struct proc_routes routes;       /* route lines, parsed (processors/route.h) */
-	char processor_client_cert[512];
-	char processor_client_key[512];
-	char processor2_secret_file[512];
-	char processor2_secret_env[64];
-	char processor2_api_version[40];
-	char processor2_ca_file[512];
-	long long processor2_verify_tls;
-	char processor2_client_cert[512];
-	char processor2_client_key[512];
-	long long processor2_timeout_ms;
-	long long processor2_connect_timeout_ms;
-	long long processor2_max_conns;
 	/* audit checkpoints and backups */
 	long long audit_checkpoint_interval_s;
 	char backup_dir[512];

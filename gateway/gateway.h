@@ -17,7 +17,7 @@
 #include "pipeline/pipeline.h"
 #include "pipeline/risk.h"
 #include "processors/adapter.h"
-#include "processors/breaker.h"
+#include "processors/instance.h"
 
 struct evhttp;
 struct evhttp_bound_socket;
@@ -67,9 +67,10 @@ struct reactor {
 	struct event_base *base;
 	struct evhttp *http;
 	struct evhttp_bound_socket *bound;
-	struct httpc *httpc;
-	struct httpc *httpc2;         /* the secondary's own client (TLS settings,
-	                                 connection pool), or NULL */
+	struct httpc *httpc;          /* the first processor's (outbound webhooks
+	                                 use it too) */
+	struct httpc *proc_httpc[PROC_INSTANCES_MAX]; /* each processor's own client
+	                                 (TLS settings, connection pool) */
 	struct store_waker *waker;
 	struct store_reader *reader;
 	struct pipeline_env env;
@@ -102,12 +103,8 @@ struct gateway {
 	struct keyring *kr;
 	struct store *store;
 	struct pipeline pl;
-	struct proc_config proc;
-	const struct proc_type *proc_type;
-	struct proc_config proc2;       /* failover; proc2.name "" when none */
-	const struct proc_type *proc2_type;
-	struct proc_breaker breaker;
-	struct proc_breaker breaker2;   /* the secondary's, for routed traffic */
+	struct proc_instance procs[PROC_INSTANCES_MAX]; /* in failover order */
+	int n_procs;
 	struct idem_table *idem;
 	struct jwt_verifier *jwt;      /* NULL: customer JWTs not accepted */
 	struct reactor *rx;

@@ -50,7 +50,6 @@
 #include "gateway/webhooks.h"
 #include "pipeline/events.h"
 #include "pipeline/risk.h"
-#include "processors/generic.h"
 #include "pipeline/audit_emit.h"
 #include "store/store.h"
 #include "store/txn_recent.h"
@@ -294,7 +293,7 @@ config_event(struct gateway *g)
 	if (o != NULL && cJSON_AddStringToObject(o, "listen", g->cfg.listen) &&
 	    cJSON_AddStringToObject(o, "mode", g->cfg.mode) &&
 	    cJSON_AddNumberToObject(o, "workers", g->n_rx) &&
-	    cJSON_AddStringToObject(o, "processor", g->proc.name) &&
+	    cJSON_AddStringToObject(o, "processor", g->procs[0].cfg.name) &&
 	    cJSON_AddStringToObject(o, "rulesFile", g->cfg.rules_file) &&
 	    cJSON_AddNumberToObject(o, "apiClients", g->cfg.n_api_keys) &&
 	    cJSON_AddNumberToObject(o, "backupIntervalS", (double)g->cfg.backup_interval_s) &&
@@ -664,8 +663,11 @@ main(int argc, char **argv)
 			log_warn("refusal summaries are written at shutdown only");
 	}
 	log_info("listening on %s (%s) with %d reactor%s, processor %s at %s, database %s",
-	         gw.cfg.listen, gw.tls ? "TLS 1.2+" : "plain HTTP", gw.n_rx, gw.n_rx == 1 ? "" : "s", gw.proc.name,
-	         gw.proc.base_url, gw.cfg.database);
+	         gw.cfg.listen, gw.tls ? "TLS 1.2+" : "plain HTTP", gw.n_rx, gw.n_rx == 1 ? "" : "s", gw.procs[0].cfg.name,
+	         gw.procs[0].cfg.base_url, gw.cfg.database);
+	for (int i = 1; i < gw.n_procs; i++)
+		log_info("failover processor %d: %s (%s) at %s", i, gw.procs[i].cfg.name,
+		         gw.procs[i].cfg.type, gw.procs[i].cfg.base_url);
 	if (wd_start(sigbase) != 0)
 		log_warn("systemd watchdog not started");
 	if (sdnotify("READY=1\nSTATUS=serving") < 0)

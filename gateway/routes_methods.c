@@ -46,8 +46,10 @@ struct method_op {
 	struct store_method m;        /* filled by a save job */
 	const char *ok_message;       /* delete / default answers */
 	/* Saving a processor's card (stripePaymentMethod). */
-	const struct proc_config *cfg;
-	const struct proc_type *pt;
+	struct proc_instance *inst;
+	struct proc_call call;
+	struct proc_result res;       /* the call's answer ... */
+	struct proc_saved_card card;  /* ... and the attached card */
 	char ref[33];                 /* keyed hash naming the customer at the processor */
 	char cus_have[96];            /* the recorded Customer (store job) */
 	char source[64];              /* who.source, for the audit event */
@@ -202,6 +204,7 @@ op_end(struct method_op *op)
 	if (op->req != NULL && op->evcon != NULL)
 		evhttp_connection_set_closecb(op->evcon, NULL, NULL);
 	op->rx->inflight--;
+	proc_result_clear(&op->res);
 	free(op);
 }
 
@@ -289,30 +292,33 @@ chain_lost(struct method_op *op)
 }
 
 static int
-chain_send(struct method_op *op, struct proc_http *http, httpc_done_fn done)
+chain_call(struct method_op *op, enum proc_call_op what, const char *key, proc_call_done_fn done)
 {
-	return httpc_request(pipeline_httpc_for(&op->rx->env, op->cfg), http->method, http->url,
-	                     (const char *const *)http->headers, http->body, http->body_len,
-	                     op->cfg->timeout_ms, done, op, NULL);
+	int r;
+
+	op->call = (struct proc_call){ .op = what, .inst = op->inst, .key = key,
+		                           .customer_ref = op->ref, .method = op->m.processor_method,
+		                           .customer = op->m.processor_customer, .res = &op->res,
+		                           .card = &op->card, .done = done, .arg = op };
+	r = proc_call_start(&op->rx->env, &op->call);
+	op->call.key = NULL; /* built: the caller's stack */
+	return r;
 }
 
 static void
-attach_replied(void *arg, const struct httpc_response *resp)
+attach_replied(void *arg, const struct proc_reply *reply)
 {
 	struct method_op *op = arg;
 	struct reactor *rx = op->rx;
-	struct proc_saved_card card;
-	struct proc_result res;
+	struct proc_saved_card card = op->card;
+	struct proc_result res = op->res; /* ours now; UNKNOWN when not parsed */
 	struct store_audit audit;
 	int r;
 
-	memset(&res, 0, sizeof(res));
-	if (resp->err != 0 ||
-	    op->pt->parse_attach(op->cfg, resp->status, resp->body, resp->body_len,
-	                         op->m.processor_customer, &card, &res) != 0)
-		res.outcome = PROC_UNKNOWN;
+	(void)reply;
+	memset(&op->res, 0, sizeof(op->res));
 	if (res.outcome == PROC_FAILED) {
-		log_warn("processor %s refused to attach a card (%s)", op->cfg->name, res.code);
+		log_warn("processor %s refused to attach a card (%s)", op->inst->cfg.name, res.code);
 		chain_fail(op, res.code[0] && strcmp(res.code, "PAYMENT_METHOD_NOT_FOUND") == 0 ? 404 : 400,
 		           res.code[0] ? res.code : "PAYMENT_METHOD_REFUSED", res.message);
 		goto out;
@@ -340,18 +346,13 @@ out:
 static void
 chain_attach(struct method_op *op)
 {
-	struct proc_http http;
 	char ref[33], key[40];
 
-	memset(&http, 0, sizeof(http));
 	if (keyed_ref(op->rx->gw->kr, "attach", op->m.processor_method, op->m.processor_customer,
 	              ref) != 0 ||
 	    snprintf(key, sizeof(key), "att-%s", ref) >= (int)sizeof(key) ||
-	    op->pt->build_attach(op->cfg, key, op->m.processor_method, op->m.processor_customer,
-	                         &http) != 0 ||
-	    chain_send(op, &http, attach_replied) != 0)
+	    chain_call(op, PROC_CALL_ATTACH, key, attach_replied) != 0)
 		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
-	proc_http_clear(&http);
 }
 
 static void
@@ -368,23 +369,21 @@ customer_stored(void *arg, int rc)
 }
 
 static void
-customer_replied(void *arg, const struct httpc_response *resp)
+customer_replied(void *arg, const struct proc_reply *reply)
 {
 	struct method_op *op = arg;
-	struct proc_result res;
+	struct proc_result res = op->res; /* ours now; UNKNOWN when not parsed */
 	int r;
 
-	memset(&res, 0, sizeof(res));
-	if (resp->err != 0 ||
-	    op->pt->parse_customer(op->cfg, resp->status, resp->body, resp->body_len, &res) != 0)
-		res.outcome = PROC_UNKNOWN;
+	(void)reply;
+	memset(&op->res, 0, sizeof(op->res));
 	if (res.outcome == PROC_FAILED) {
-		log_warn("processor %s refused to create a customer (%s)", op->cfg->name, res.code);
+		log_warn("processor %s refused to create a customer (%s)", op->inst->cfg.name, res.code);
 		chain_fail(op, 502, "PROCESSOR_ERROR",
 		           "The payment processor refused the request; nothing was saved");
 	} else if (res.outcome != PROC_SUCCEEDED) {
 		chain_lost(op);
-	} else if ((r = store_proc_customer_put(op->rx->gw->store, op->rx->waker, op->cfg->name,
+	} else if ((r = store_proc_customer_put(op->rx->gw->store, op->rx->waker, op->inst->cfg.name,
 	                                        op->m.customer_id, res.reference, op->cus_have,
 	                                        sizeof(op->cus_have), customer_stored, op)) != 0) {
 		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
@@ -398,45 +397,45 @@ save_processor_method(struct reactor *rx, struct evhttp_request *req, const stru
                       const char *pm, const char *nickname)
 {
 	struct method_op *op = NULL;
-	struct proc_http http;
+	struct proc_instance *pi = NULL;
 	char key[40];
 	int r;
 
-	memset(&http, 0, sizeof(http));
-	/* Saved where the gateway's payments go first: its primary processor. */
-	if (!rx->env.proc_type->takes_processor_method || rx->env.proc_type->build_customer == NULL ||
-	    rx->env.proc_type->build_attach == NULL) {
-		char msg[160];
-		snprintf(msg, sizeof(msg), "stripePaymentMethod needs a stripe processor; this "
-		         "gateway's processor is of type %s", rx->env.proc_type->name);
-		http_send_error(rx, req, 400, "PROCESSOR_NOT_SUPPORTED", msg);
+	/* Saved at the first processor (in the configured order) that can
+	 * hold a customer's cards. */
+	for (int i = 0; i < rx->env.n_procs && pi == NULL; i++) {
+		const struct proc_type *pt = rx->env.procs[i].type;
+		if (pt->takes_processor_method && pt->build_customer != NULL && pt->build_attach != NULL)
+			pi = &rx->env.procs[i];
+	}
+	if (pi == NULL) {
+		http_send_error(rx, req, 400, "PROCESSOR_NOT_SUPPORTED",
+		                "stripePaymentMethod needs a processor whose type keeps customers' "
+		                "cards; none is configured");
 		return;
 	}
 	if ((op = op_new(rx, req)) == NULL) {
 		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		return;
 	}
-	op->cfg = rx->env.proc;
-	op->pt = rx->env.proc_type;
+	op->inst = pi;
 	fgw_strlcpy(op->source, who->source, sizeof(op->source));
 	fgw_random_id("pm_", op->m.id, sizeof(op->m.id));
 	fgw_strlcpy(op->m.customer_id, who->subject, sizeof(op->m.customer_id));
 	fgw_strlcpy(op->m.nickname, nickname, sizeof(op->m.nickname));
-	fgw_strlcpy(op->m.processor, op->cfg->name, sizeof(op->m.processor));
+	fgw_strlcpy(op->m.processor, op->inst->cfg.name, sizeof(op->m.processor));
 	fgw_strlcpy(op->m.processor_method, pm, sizeof(op->m.processor_method));
-	r = store_proc_customer_get(rx->reader, op->cfg->name, who->subject,
+	r = store_proc_customer_get(rx->reader, op->inst->cfg.name, who->subject,
 	                            op->m.processor_customer, sizeof(op->m.processor_customer));
 	if (r == FGW_OK) {
 		chain_attach(op);
 		return;
 	}
 	if (r != FGW_ERR_NOT_FOUND ||
-	    keyed_ref(rx->gw->kr, "customer", op->cfg->name, who->subject, op->ref) != 0 ||
+	    keyed_ref(rx->gw->kr, "customer", op->inst->cfg.name, who->subject, op->ref) != 0 ||
 	    snprintf(key, sizeof(key), "cus-%s", op->ref) >= (int)sizeof(key) ||
-	    op->pt->build_customer(op->cfg, key, op->ref, &http) != 0 ||
-	    chain_send(op, &http, customer_replied) != 0)
+	    chain_call(op, PROC_CALL_CUSTOMER, key, customer_replied) != 0)
 		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
-	proc_http_clear(&http);
 }
 
 static void
@@ -517,21 +516,19 @@ delete_row(struct method_op *op)
 }
 
 static void
-detach_replied(void *arg, const struct httpc_response *resp)
+detach_replied(void *arg, const struct proc_reply *reply)
 {
 	struct method_op *op = arg;
-	struct proc_result res;
+	struct proc_result res = op->res; /* ours now; UNKNOWN when not parsed */
 
-	memset(&res, 0, sizeof(res));
-	if (resp->err != 0 ||
-	    op->pt->parse_detach(op->cfg, resp->status, resp->body, resp->body_len, &res) != 0)
-		res.outcome = PROC_UNKNOWN;
+	(void)reply;
+	memset(&op->res, 0, sizeof(op->res));
 	if (res.outcome == PROC_SUCCEEDED ||
 	    (res.outcome == PROC_FAILED && strcmp(res.code, "PAYMENT_METHOD_NOT_FOUND") == 0)) {
 		/* Detached now, or attached to no one already. */
 		delete_row(op);
 	} else if (res.outcome == PROC_FAILED) {
-		log_warn("processor %s refused to detach a card (%s)", op->cfg->name, res.code);
+		log_warn("processor %s refused to detach a card (%s)", op->inst->cfg.name, res.code);
 		chain_fail(op, 502, "PROCESSOR_ERROR",
 		           "The payment processor refused to detach the card; it is still saved");
 	} else {
@@ -550,12 +547,10 @@ detach_replied(void *arg, const struct httpc_response *resp)
 static void
 delete_processor_method(struct reactor *rx, struct method_op *op)
 {
-	struct proc_http http;
 	char ref[33], key[40];
 
-	memset(&http, 0, sizeof(http));
-	if (pipeline_proc_by_name(&rx->env, op->m.processor, &op->cfg, &op->pt) != 0 ||
-	    op->pt->build_detach == NULL || op->pt->parse_detach == NULL) {
+	if ((op->inst = pipeline_proc_find(&rx->env, op->m.processor)) == NULL ||
+	    op->inst->type->build_detach == NULL || op->inst->type->parse_detach == NULL) {
 		log_warn("saved method %s: processor %s is not configured; its card is not detached",
 		         op->m.id, op->m.processor);
 		delete_row(op);
@@ -564,10 +559,8 @@ delete_processor_method(struct reactor *rx, struct method_op *op)
 	if (keyed_ref(rx->gw->kr, "detach", op->m.processor_method, op->m.processor_customer,
 	              ref) != 0 ||
 	    snprintf(key, sizeof(key), "det-%s", ref) >= (int)sizeof(key) ||
-	    op->pt->build_detach(op->cfg, key, op->m.processor_method, &http) != 0 ||
-	    chain_send(op, &http, detach_replied) != 0)
+	    chain_call(op, PROC_CALL_DETACH, key, detach_replied) != 0)
 		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
-	proc_http_clear(&http);
 }
 
 static void

@@ -63,9 +63,8 @@ struct rctx {
 	struct txn *running;           /* convert: in the pipeline (not ours) */
 	char *answer;                  /* JSON to send */
 	int status;
-	struct httpc_req *http;        /* payment-status: processor check */
-	const struct proc_config *proc; /* ... of the processor the row went to */
-	const struct proc_type *ptype;
+	struct proc_call call;         /* payment-status: processor check ... */
+	struct proc_result pres;       /* ... and its answer */
 	struct store_txn_row txn;
 	int stripe_js;                 /* convert: confirmWith stripe_js */
 };
@@ -114,7 +113,8 @@ rctx_free(struct rctx *c)
 	rx->inflight--;
 	if (c->t != NULL)
 		txn_free(c->t);
-	httpc_cancel(c->http);
+	proc_call_cancel(&c->call);
+	proc_result_clear(&c->pres);
 	store_txn_row_clear(&c->txn);
 	free(c->answer);
 	free(c);
@@ -999,16 +999,13 @@ out:
 /* Stripe's answer to the status asked on a repeat: the client secret comes
  * from Stripe again, since flairgw never kept it. */
 static void
-stripe_js_refetched(void *arg, const struct httpc_response *resp)
+stripe_js_refetched(void *arg, const struct proc_reply *reply)
 {
 	struct rctx *c = arg;
-	struct proc_result res;
+	struct proc_result res = c->pres; /* ours now */
 
-	c->http = NULL;
-	memset(&res, 0, sizeof(res));
-	if (resp->err != 0 ||
-	    c->ptype->parse_op(c->proc, PROC_OP_STATUS, resp->status, resp->body, resp->body_len,
-	                       &res) != 0 ||
+	memset(&c->pres, 0, sizeof(c->pres));
+	if (!reply->parsed ||
 	    !proc_result_is_for(&res, c->txn.id) || strcmp(res.reference, c->txn.processor_ref) != 0 ||
 	    proc_result_other_sum(&res, c->txn.amount, c->txn.currency))
 		res.outcome = PROC_UNKNOWN;
@@ -1035,10 +1032,10 @@ static void
 stripe_js_again(struct reactor *rx, struct rctx *c)
 {
 	struct proc_op_request oreq;
-	struct proc_http http;
+	struct proc_instance *pi;
 	cJSON *na = NULL;
 	const cJSON *type;
-	int waiting;
+	int waiting, r = FGW_ERR_INVALID;
 
 	if (store_txn_get(rx->reader, NULL, c->row.txn_id, &c->txn) != 0) {
 		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
@@ -1066,17 +1063,16 @@ stripe_js_again(struct reactor *rx, struct rctx *c)
 	oreq.txn_id = c->txn.id;
 	oreq.idempotency_key = c->txn.processor_idem_key[0] ? c->txn.processor_idem_key : c->txn.id;
 	oreq.reference = c->txn.processor_ref;
-	memset(&http, 0, sizeof(http));
-	if (pipeline_proc_by_name(&rx->env, c->txn.processor, &c->proc, &c->ptype) != 0 ||
-	    !c->ptype->client_confirms || c->ptype->build_op == NULL || c->ptype->parse_op == NULL ||
-	    c->ptype->build_op(c->proc, PROC_OP_STATUS, &oreq, &http) != 0 ||
-	    httpc_request(pipeline_httpc_for(&rx->env, c->proc), http.method, http.url,
-	                  (const char *const *)http.headers, http.body, http.body_len,
-	                  c->proc->timeout_ms, stripe_js_refetched, c, &c->http) != 0) {
+	if ((pi = pipeline_proc_find(&rx->env, c->txn.processor)) != NULL && pi->type->client_confirms) {
+		c->call = (struct proc_call){ .op = PROC_CALL_STATUS, .inst = pi, .opreq = &oreq,
+			                          .res = &c->pres, .done = stripe_js_refetched, .arg = c };
+		r = proc_call_start(&rx->env, &c->call);
+		c->call.opreq = NULL; /* built */
+	}
+	if (r != 0) {
 		c->answer = stripe_js_answer(c, "", TXN_PROCESSING, "", &c->status);
 		stripe_js_stored(c, 0);
 	}
-	proc_http_clear(&http);
 }
 
 /* Convert with confirmWith stripe_js: the PaymentIntent is made at the
@@ -1502,20 +1498,17 @@ status_txn_finished(void *arg, int rc, const struct store_txn_row *row)
  * asynchronously; a final state is committed forward-only like any other
  * move and published, so the reservation and other features hear it. */
 static void
-status_checked(void *arg, const struct httpc_response *resp)
+status_checked(void *arg, const struct proc_reply *reply)
 {
 	struct rctx *c = arg;
 	const struct pipeline_env *env = &c->rx->env;
-	struct proc_result res;
+	struct proc_result res = c->pres; /* ours now */
 	struct txn_settlement set;
 	const char *to = NULL;
 	int r;
 
-	c->http = NULL;
-	memset(&res, 0, sizeof(res));
-	if (resp->err == 0 &&
-	    c->ptype->parse_op(c->proc, PROC_OP_STATUS, resp->status, resp->body, resp->body_len,
-	                       &res) == 0 && proc_result_is_for(&res, c->txn.id) &&
+	memset(&c->pres, 0, sizeof(c->pres));
+	if (reply->parsed && proc_result_is_for(&res, c->txn.id) &&
 	    !proc_result_other_sum(&res, c->txn.amount, c->txn.currency)) {
 		if (res.outcome == PROC_SUCCEEDED)
 			to = "succeeded";
@@ -1553,7 +1546,6 @@ h_payment_status(struct reactor *rx, struct evhttp_request *req, const char *pat
 	struct auth_ctx who;
 	struct rctx *c;
 	struct proc_op_request oreq;
-	struct proc_http http;
 	char id[40];
 	int r;
 
@@ -1587,15 +1579,13 @@ h_payment_status(struct reactor *rx, struct evhttp_request *req, const char *pat
 	oreq.txn_id = c->txn.id;
 	oreq.idempotency_key = c->txn.processor_idem_key[0] ? c->txn.processor_idem_key : c->txn.id;
 	oreq.reference = c->txn.processor_ref;
-	memset(&http, 0, sizeof(http));
-	if (pipeline_proc_by_name(&rx->env, c->txn.processor, &c->proc, &c->ptype) != 0 ||
-	    c->ptype->build_op == NULL || c->ptype->parse_op == NULL ||
-	    c->ptype->build_op(c->proc, PROC_OP_STATUS, &oreq, &http) != 0 ||
-	    httpc_request(pipeline_httpc_for(&rx->env, c->proc), http.method, http.url,
-	                  (const char *const *)http.headers, http.body, http.body_len,
-	                  c->proc->timeout_ms, status_checked, c, &c->http) != 0)
+	c->call = (struct proc_call){ .op = PROC_CALL_STATUS, .opreq = &oreq, .res = &c->pres,
+		                          .done = status_checked, .arg = c };
+	c->call.inst = pipeline_proc_find(&rx->env, c->txn.processor);
+	r = proc_call_start(&rx->env, &c->call);
+	c->call.opreq = NULL; /* built */
+	if (r != 0)
 		status_answer(c);
-	proc_http_clear(&http);
 }
 
 /* ---- GET /v1/reservations ----------------------------------------------------- */

@@ -54,6 +54,7 @@ struct op_ctx {
 	struct store_txn_row row;
 	const struct proc_config *proc;   /* the row's processor */
 	const struct proc_type *type;
+	struct proc_call call;
 	struct proc_result res;
 	char client[64];
 	char source[64];
@@ -76,7 +77,7 @@ static const char *const op_names[] = { "status", "capture", "cancel", "refund" 
  * logs, and restores what the thread worked for before. */
 static void committed(void *arg, int rc, const struct store_txn_row *row);
 static void refusal_recorded(void *arg, int rc);
-static void replied(void *arg, const struct httpc_response *resp);
+static void replied(void *arg, const struct proc_reply *reply);
 static void refund_begun(void *arg, int rc);
 static void txnop_begun(void *arg, int rc);
 
@@ -309,20 +310,17 @@ op_refused(struct op_ctx *c)
 }
 
 static void
-replied_run(void *arg, const struct httpc_response *resp)
+replied(void *arg, const struct proc_reply *reply)
 {
 	struct op_ctx *c = arg;
-	const struct proc_type *pt = c->type;
 	enum op_verdict v;
 
 	/* The processor call, as the pipeline logs a payment's. */
 	log_txn_info(c->row.id, "%s: processor answered HTTP %ld in %lld ms", op_names[c->op],
-	             (long)resp->status, (long long)resp->elapsed_ms);
-	if (resp->err != 0 ||
-	    pt->parse_op(c->proc, c->op, resp->status, resp->body, resp->body_len,
-	                 &c->res) != 0) {
+	             (long)reply->status, (long long)reply->elapsed_ms);
+	if (!reply->parsed) {
 		log_txn_warn(c->row.id, "%s: no answer from the processor (%s)", op_names[c->op],
-		             fgw_strerror(resp->err));
+		             fgw_strerror(reply->err));
 		reply_error(c, 502, "PAYMENT_PROCESSING_FAILED",
 		            "The processor did not answer; retry with the same Idempotency-Key");
 		return;
@@ -347,22 +345,26 @@ replied_run(void *arg, const struct httpc_response *resp)
 static void
 send_op(struct op_ctx *c)
 {
-	const struct proc_type *pt = c->type;
+	static const enum proc_call_op calls[] = { PROC_CALL_STATUS, PROC_CALL_CAPTURE,
+		                                       PROC_CALL_CANCEL, PROC_CALL_REFUND };
 	struct proc_op_request oreq;
-	struct proc_http http;
 	int r;
 
-	memset(&http, 0, sizeof(http));
 	memset(&oreq, 0, sizeof(oreq));
 	oreq.txn_id = c->row.id;
 	oreq.idempotency_key = c->proc_key;
 	oreq.reference = c->row.processor_ref;
 	oreq.amount = c->amount;
-	if ((r = pt->build_op(c->proc, c->op, &oreq, &http)) == 0)
-		r = httpc_request(pipeline_httpc_for(&c->rx->env, c->proc), http.method, http.url,
-		                  (const char *const *)http.headers, http.body, http.body_len,
-		                  c->proc->timeout_ms, replied, c, NULL);
-	proc_http_clear(&http);
+	memset(&c->call, 0, sizeof(c->call));
+	c->call.op = calls[c->op];
+	c->call.inst = pipeline_proc_find(&c->rx->env, c->row.processor);
+	c->call.opreq = &oreq;
+	c->call.res = &c->res;
+	c->call.request_id = c->request_id;
+	c->call.done = replied;
+	c->call.arg = c;
+	r = proc_call_start(&c->rx->env, &c->call);
+	c->call.opreq = NULL; /* built */
 	if (r != 0) {
 		log_txn_error(c->row.id, "%s not sent: %s", op_names[c->op], fgw_strerror(r));
 		reply_error(c, 502, "PAYMENT_PROCESSING_FAILED",
@@ -447,16 +449,6 @@ refusal_recorded(void *arg, int rc)
 	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
 	log_request_set(((struct op_ctx *)arg)->request_id);
 	refusal_recorded_run(arg, rc);
-	log_request_set(prev);
-}
-
-static void
-replied(void *arg, const struct httpc_response *resp)
-{
-	char prev[LOG_REQUEST_ID_MAX];
-	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
-	log_request_set(((struct op_ctx *)arg)->request_id);
-	replied_run(arg, resp);
 	log_request_set(prev);
 }
 

@@ -34,6 +34,7 @@
 #include "gateway/gateway.h"
 #include "gateway/http.h"
 #include "gateway/resv.h"
+#include "gateway/startup.h"
 #include "pipeline/reconcile.h"
 #include "processors/httpc.h"
 #include "store/store.h"
@@ -130,10 +131,13 @@ static void
 drain_check(evutil_socket_t fd, short what, void *arg)
 {
 	struct reactor *rx = arg;
+	int busy = rx->inflight;
 	(void)fd;
 	(void)what;
-	if (rx->inflight == 0 && httpc_inflight(rx->httpc) == 0 &&
-	    (rx->httpc2 == NULL || httpc_inflight(rx->httpc2) == 0)) {
+	for (int i = 0; i < PROC_INSTANCES_MAX; i++)
+		if (rx->proc_httpc[i] != NULL)
+			busy += httpc_inflight(rx->proc_httpc[i]);
+	if (busy == 0) {
 		event_base_loopexit(rx->base, NULL);
 		return;
 	}
@@ -175,23 +179,29 @@ reactor_main(void *arg)
 	return NULL;
 }
 
-/* The secondary processor's own client: its TLS settings, timeouts and
- * connection limit (0 in a directive: the primary's value). */
+/* Each processor's own client: its TLS settings, timeouts and connection
+ * limit (0 in a setting: the processor_* default). */
 static int
-secondary_httpc(const struct fgw_config *cfg, struct reactor *rx)
+processor_clients(const struct fgw_config *cfg, struct reactor *rx)
 {
 	struct httpc_opts o;
+	int r;
 
-	memset(&o, 0, sizeof(o));
-	o.connect_timeout_ms = cfg->processor2_connect_timeout_ms > 0 ? cfg->processor2_connect_timeout_ms
-	                                                              : cfg->processor_connect_timeout_ms;
-	o.max_conns_per_host = cfg->processor2_max_conns > 0 ? cfg->processor2_max_conns
-	                                                     : cfg->processor_max_conns;
-	o.ca_file = cfg->processor2_ca_file[0] ? cfg->processor2_ca_file : NULL;
-	o.verify_tls = (int)cfg->processor2_verify_tls;
-	o.client_cert = cfg->processor2_client_cert[0] ? cfg->processor2_client_cert : NULL;
-	o.client_key = cfg->processor2_client_key[0] ? cfg->processor2_client_key : NULL;
-	return httpc_new(rx->base, &o, &rx->httpc2);
+	for (int i = 0; i < cfg->n_procs; i++) {
+		const struct proc_settings *s = &cfg->procs[i];
+		memset(&o, 0, sizeof(o));
+		o.connect_timeout_ms = s->connect_timeout_ms > 0 ? s->connect_timeout_ms
+		                                                 : cfg->processor_connect_timeout_ms;
+		o.max_conns_per_host = s->max_conns > 0 ? s->max_conns : cfg->processor_max_conns;
+		o.ca_file = s->ca_file[0] ? s->ca_file : NULL;
+		o.verify_tls = (int)s->verify_tls;
+		o.client_cert = s->client_cert[0] ? s->client_cert : NULL;
+		o.client_key = s->client_key[0] ? s->client_key : NULL;
+		if ((r = httpc_new(rx->base, &o, &rx->proc_httpc[i])) != 0)
+			return r;
+	}
+	rx->httpc = rx->proc_httpc[0];
+	return FGW_OK;
 }
 
 #define ACCEPT_PAUSE_MS 200      /* listener off after EMFILE and the like */
@@ -238,7 +248,6 @@ static int
 reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 {
 	const struct fgw_config *cfg = &gw->cfg;
-	struct httpc_opts hopts;
 	evutil_socket_t fd = -1;
 	struct timeval tv;
 	int r;
@@ -285,15 +294,7 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 		return FGW_ERR_IO;
 	}
 	evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(rx->bound), accept_error);
-	memset(&hopts, 0, sizeof(hopts));
-	hopts.connect_timeout_ms = cfg->processor_connect_timeout_ms;
-	hopts.max_conns_per_host = cfg->processor_max_conns;
-	hopts.ca_file = cfg->processor_ca_file[0] ? cfg->processor_ca_file : NULL;
-	hopts.verify_tls = (int)cfg->processor_verify_tls;
-	hopts.client_cert = cfg->processor_client_cert[0] ? cfg->processor_client_cert : NULL;
-	hopts.client_key = cfg->processor_client_key[0] ? cfg->processor_client_key : NULL;
-	if ((r = httpc_new(rx->base, &hopts, &rx->httpc)) != 0 ||
-	    (gw->proc2.name[0] != '\0' && (r = secondary_httpc(cfg, rx)) != 0) ||
+	if ((r = processor_clients(cfg, rx)) != 0 ||
 	    (r = store_waker_new(gw->store, rx->base, &rx->waker)) != 0 ||
 	    (r = store_reader_open(gw->store, &rx->reader)) != 0) {
 		snprintf(err, errlen, "reactor %d: %s", rx->idx, fgw_strerror(r));
@@ -303,17 +304,15 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	    resv_reactor_start(rx) != 0)
 		return FGW_ERR_NOMEM;
 	rx->env.base = rx->base;
-	rx->env.httpc = rx->httpc;
-	rx->env.httpc2 = rx->httpc2;
+	rx->env.procs = gw->procs;
+	rx->env.n_procs = gw->n_procs;
+	rx->env.proc_httpc = rx->proc_httpc;
 	rx->env.store = gw->store;
 	rx->env.waker = rx->waker;
 	rx->env.kr = gw->kr;
 	rx->env.pl = &gw->pl;
-	rx->env.proc = &gw->proc;
-	rx->env.proc_type = gw->proc_type;
 	rx->env.limits.max_amount = cfg->max_amount;
 	rx->env.limits.currencies = cfg->currencies;
-	rx->env.limits.processor_timeout_ms = cfg->processor_timeout_ms;
 	rx->env.limits.sealed.max_age_ms = cfg->encrypted_card_max_age_s * 1000;
 	rx->env.limits.sealed.max_skew_ms = cfg->encrypted_card_max_skew_s * 1000;
 	rx->env.limits.sealed.require_iat = cfg->encrypted_card_require_iat != 0;
@@ -322,12 +321,6 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	rx->env.vault_onetime_ttl_ms = cfg->vault_onetime_ttl_s * 1000;
 	rx->env.risk = gw->risk.up ? &gw->risk : NULL;
 	rx->env.reader = rx->reader;
-	if (gw->proc2.name[0] != '\0') {
-		rx->env.proc2 = &gw->proc2;
-		rx->env.proc2_type = gw->proc2_type;
-		rx->env.breaker = &gw->breaker;
-		rx->env.breaker2 = &gw->breaker2;
-	}
 	rx->env.routes = cfg->routes.n > 0 ? &cfg->routes : NULL;
 	if (rx->idx == 0) {
 		/* One reconciler is enough (it asks the processor, cheaply) and
@@ -335,9 +328,7 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 		/* A row may only be decided once no request of its attempt can
 		 * still be on its way, on either processor. */
 		/* startup_timing refused a grace that is not longer. */
-		long long longest_timeout = cfg->processor_timeout_ms;
-		if (gw->proc2_type != NULL && cfg->processor2_timeout_ms > longest_timeout)
-			longest_timeout = cfg->processor2_timeout_ms;
+		long long longest_timeout = startup_longest_timeout(gw);
 		struct reconciler_opts ro = {
 			.interval_ms = cfg->reconcile_interval_ms,
 			.grace_ms = cfg->reconcile_grace_ms > 0 ? cfg->reconcile_grace_ms
@@ -367,10 +358,10 @@ reactor_cleanup(struct reactor *rx)
 	reqlog_reactor_stop(rx);
 	if (rx->accept_ev != NULL)
 		event_free(rx->accept_ev);
-	if (rx->httpc != NULL)
-		httpc_free(rx->httpc);
-	if (rx->httpc2 != NULL)
-		httpc_free(rx->httpc2);
+	for (int i = 0; i < PROC_INSTANCES_MAX; i++)
+		if (rx->proc_httpc[i] != NULL)
+			httpc_free(rx->proc_httpc[i]);
+	rx->httpc = NULL;
 	if (rx->reader != NULL)
 		store_reader_close(rx->reader);
 	if (rx->waker != NULL)

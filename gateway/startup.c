@@ -36,7 +36,6 @@
 #include "gateway/startup.h"
 #include "gateway/webhooks.h"
 #include "pipeline/notify.h"
-#include "processors/generic.h"
 #include "store/store.h"
 
 /* ---- the report ---------------------------------------------------------- */
@@ -314,91 +313,42 @@ processor_secret(const char *file, const char *env, const char *prefix, struct p
 	return r;
 }
 
-/* One processor instance from its directives (the primary's or the
- * failover secondary's). A type that takes the clear card (stripe) needs
- * no sealing key. */
-static int
-setup_one(struct proc_config *pc, const struct proc_type **type, const char *name,
-          const char *type_name, const char *url, const char *secret, const char *key_file,
-          const char *map_file, long long timeout_ms, const char *prefix, char *err,
-          size_t errlen)
-{
-	int r;
-	if ((*type = proc_type_find(type_name)) == NULL) {
-		snprintf(err, errlen, "%s_type: unknown processor type '%s'", prefix, type_name);
-		return FGW_ERR_INVALID;
-	}
-	if (url[0] == '\0') {
-		snprintf(err, errlen, "%s_url: required", prefix);
-		return FGW_ERR_INVALID;
-	}
-	fgw_strlcpy(pc->name, name, sizeof(pc->name));
-	fgw_strlcpy(pc->type, type_name, sizeof(pc->type));
-	fgw_strlcpy(pc->base_url, url, sizeof(pc->base_url));
-	fgw_strlcpy(pc->secret, secret, sizeof(pc->secret));
-	pc->timeout_ms = (long)timeout_ms;
-	if (!(key_file[0] == '\0' && (*type)->needs_clear_card)) {
-		if ((r = sealed_load_pubkey(key_file, &pc->pubkey)) != 0) {
-			snprintf(err, errlen, "%s_public_key_file: %s: %s", prefix, key_file,
-			         fgw_strerror(r));
-			return r;
-		}
-		pc->has_pubkey = 1;
-	}
-	if (strcmp(type_name, "generic") == 0)
-		return generic_map_load(pc, map_file, err, errlen);
-	return FGW_OK;
-}
-
-/* The primary and the secondary are checked apart: a problem with one
- * does not hide the other's. */
+/* Every processor is checked apart: a problem with one does not hide
+ * another's. */
 int
 startup_processors(struct gateway *g, struct check_report *rep)
 {
 	const struct fgw_config *cfg = &g->cfg;
-	char err[1024];
-	int r, first;
+	char err[1024], prefix[64];
+	int r, first = 0;
 
-	if ((r = setup_one(&g->proc, &g->proc_type, cfg->processor_name, cfg->processor_type,
-	                   cfg->processor_url, cfg->processor_secret,
-	                   cfg->processor_public_key_file, cfg->processor_map_file,
-	                   cfg->processor_timeout_ms, "processor", err, sizeof(err))) != 0 ||
-	    (r = processor_secret(cfg->processor_secret_file, cfg->processor_secret_env, "processor",
-	                          &g->proc, err, sizeof(err))) != 0)
-		check_problem(rep, "%s", err);
-	fgw_strlcpy(g->proc.api_version, cfg->processor_api_version, sizeof(g->proc.api_version));
-	first = r;
-	if ((r = tls_client_files_check("processor", cfg->processor_ca_file,
-	                                cfg->processor_client_cert, cfg->processor_client_key,
-	                                err, sizeof(err))) != 0) {
-		check_problem(rep, "%s", err);
+	for (int i = 0; i < cfg->n_procs; i++) {
+		const struct proc_settings *s = &cfg->procs[i];
+		struct proc_instance *pi = &g->procs[i];
+
+		/* Errors name the spelling used: "processor_ca_file", or
+		 * "processor eu ca_file". */
+		if (s->old_prefix[0] != '\0')
+			snprintf(prefix, sizeof(prefix), "%.*s", (int)strlen(s->old_prefix) - 1,
+			         s->old_prefix);
+		else
+			snprintf(prefix, sizeof(prefix), "processor %s ", s->name);
+		if ((r = proc_instance_load(pi, s, cfg->processor_timeout_ms, err, sizeof(err))) != 0 ||
+		    (r = processor_secret(s->secret_file, s->secret_env, prefix, &pi->cfg, err,
+		                          sizeof(err))) != 0)
+			check_problem(rep, "%s", err);
+		breaker_init(&pi->breaker, (int)cfg->breaker_failures, cfg->breaker_open_ms);
+		g->n_procs = i + 1;
 		if (first == 0)
 			first = r;
+		if ((r = tls_client_files_check(prefix, s->ca_file, s->client_cert, s->client_key, err,
+		                                sizeof(err))) != 0) {
+			check_problem(rep, "%s", err);
+			if (first == 0)
+				first = r;
+		}
 	}
-	if (cfg->processor2_name[0] == '\0')
-		return first;
-	if (strcmp(cfg->processor2_name, cfg->processor_name) == 0) {
-		check_problem(rep, "processor2_name: must differ from processor_name");
-		return first != 0 ? first : FGW_ERR_INVALID;
-	}
-	breaker_init(&g->breaker, (int)cfg->breaker_failures, cfg->breaker_open_ms);
-	breaker_init(&g->breaker2, (int)cfg->breaker_failures, cfg->breaker_open_ms);
-	if ((r = setup_one(&g->proc2, &g->proc2_type, cfg->processor2_name, cfg->processor2_type,
-	                   cfg->processor2_url, cfg->processor2_secret,
-	                   cfg->processor2_public_key_file, cfg->processor2_map_file,
-	                   cfg->processor2_timeout_ms > 0 ? cfg->processor2_timeout_ms
-	                                                  : cfg->processor_timeout_ms,
-	                   "processor2", err, sizeof(err))) != 0 ||
-	    (r = processor_secret(cfg->processor2_secret_file, cfg->processor2_secret_env,
-	                          "processor2", &g->proc2, err, sizeof(err))) != 0)
-		check_problem(rep, "%s", err);
-	fgw_strlcpy(g->proc2.api_version, cfg->processor2_api_version, sizeof(g->proc2.api_version));
-	if (r == 0 && (r = tls_client_files_check("processor2", cfg->processor2_ca_file,
-	                                          cfg->processor2_client_cert,
-	                                          cfg->processor2_client_key, err,
-	                                          sizeof(err))) != 0)
-		check_problem(rep, "%s", err);
-	return first != 0 ? first : r;
+	return first;
 }
 
 /* ---- authentication ------------------------------------------------------- */
@@ -656,6 +606,16 @@ startup_slots(struct gateway *g, enum startup_mode m, struct check_report *rep)
 	return r;
 }
 
+long long
+startup_longest_timeout(const struct gateway *g)
+{
+	long long longest = g->cfg.processor_timeout_ms;
+	for (int i = 0; i < g->n_procs; i++)
+		if (g->procs[i].cfg.timeout_ms > longest)
+			longest = g->procs[i].cfg.timeout_ms;
+	return longest;
+}
+
 /* A row may only be decided once no request of its attempt can still be on
  * its way, on either processor: the reconciler's grace must outlast the
  * longest processor timeout. */
@@ -663,9 +623,7 @@ int
 startup_timing(struct gateway *g, struct check_report *rep)
 {
 	const struct fgw_config *cfg = &g->cfg;
-	long long longest = cfg->processor_timeout_ms;
-	if (g->proc2_type != NULL && cfg->processor2_timeout_ms > longest)
-		longest = cfg->processor2_timeout_ms;
+	long long longest = startup_longest_timeout(g);
 	if (cfg->reconcile_grace_ms > 0 && cfg->reconcile_grace_ms <= longest) {
 		check_problem(rep, "reconcile_grace_ms (%lld) must exceed the longest processor "
 		              "timeout (%lld ms)", cfg->reconcile_grace_ms, longest);
@@ -682,14 +640,12 @@ startup_release(struct gateway *g)
 	g->jwt = NULL;
 	webhooks_free(g->wh);
 	g->wh = NULL;
-	generic_map_free(&g->proc);
-	generic_map_free(&g->proc2);
+	for (int i = 0; i < g->n_procs; i++)
+		proc_instance_free(&g->procs[i]);
 	keyring_free(g->kr);
 	g->kr = NULL;
 	tls_server_ctx_free(g->tls);
 	g->tls = NULL;
-	sodium_memzero(g->proc.secret, sizeof(g->proc.secret));
-	sodium_memzero(g->proc2.secret, sizeof(g->proc2.secret));
 	sodium_memzero(g->admin_token_hash, sizeof(g->admin_token_hash));
 }
 

@@ -50,6 +50,8 @@ int startup_listen(const struct fgw_config *cfg, struct check_report *rep);
 int startup_keyring(struct gateway *g, enum startup_mode m, struct check_report *rep);
 /* Processor instances, their sealing keys, maps and credentials. */
 int startup_processors(struct gateway *g, struct check_report *rep);
+/* The longest timeout of any processor: the reconciler's grace outlasts it. */
+long long startup_longest_timeout(const struct gateway *g);
 /* Customer JWT verification (JWKS file, HS256 secret) into g->jwt. */
 int startup_jwt(struct gateway *g, struct check_report *rep);
 /* admin_token_file into g->admin_token_hash. */

@@ -30,6 +30,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "crypto/mac.h"
+#include "processors/adapter.h"
 #include "crypto/secmem.h"
 #include "gateway/gateway.h"
 #include "gateway/outbox.h"
@@ -431,7 +432,8 @@ webhooks_setup(struct gateway *gw, int subscribe, struct check_report *rep,
 		}
 		fgw_strlcpy(s->processor, c->processor, sizeof(s->processor));
 		fgw_strlcpy(s->scheme, c->scheme, sizeof(s->scheme));
-		s->header = strcmp(c->scheme, "stripe") == 0 ? MAC_HEADER_STRIPE : MAC_HEADER_SANDBOX;
+		/* config.c let only such types through. */
+		s->header = proc_type_webhooks(c->scheme)->webhook_header;
 		wh->n_in++;
 	}
 	for (int i = 0; i < cfg->n_webhook_endpoints; i++) {

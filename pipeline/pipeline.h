@@ -36,6 +36,8 @@
 #include <stdint.h>
 
 #include "processors/adapter.h"
+#include "pipeline/proc_call.h"
+#include "processors/instance.h"
 #include "store/store.h"
 
 struct event;
@@ -43,6 +45,7 @@ struct event_base;
 struct httpc;
 struct httpc_req;
 struct keyring;
+struct proc_routes;
 struct risk;
 struct secbuf;
 struct txn;
@@ -179,45 +182,38 @@ void txn_card_clear(struct txn_card *card);
 struct pipeline_limits {
 	int64_t max_amount;          /* minor units */
 	const char *currencies;      /* comma-separated ISO 4217 codes */
-	long processor_timeout_ms;
 	struct sealed_card_policy sealed; /* encryptedCard freshness */
 };
 
 struct pipeline_env {
 	struct event_base *base;
-	struct httpc *httpc;
 	struct store *store;
 	struct store_waker *waker;
 	struct keyring *kr;
 	const struct pipeline *pl;
-	const struct proc_config *proc;
-	const struct proc_type *proc_type;
+	/* The processor instances in failover order (shared by every
+	 * reactor; only their breakers change), and this reactor's HTTP
+	 * client for each. The first takes what no route sends elsewhere. */
+	struct proc_instance *procs;
+	int n_procs;
+	struct httpc *const *proc_httpc;
+	const struct proc_routes *routes;  /* NULL: always the first */
 	struct pipeline_limits limits;
 	int64_t idem_ttl_ms;         /* how long idempotent answers are kept */
 	int64_t vault_onetime_ttl_ms;/* lifetime of unsaved vault entries */
 	struct risk *risk;           /* rules and velocity; NULL: no rules_file */
 	struct store_reader *reader; /* the reactor's read connection (added
 	                                for the reconciler) */
-	/* Failover (added): a secondary processor, used for new
-	 * transactions while the breaker of the primary is open. NULL when
-	 * none is configured. */
-	const struct proc_config *proc2;
-	const struct proc_type *proc2_type;
-	struct proc_breaker *breaker;
-	/* Routing (added): which of the two goes first, by currency, brand,
-	 * amount, country or weight; NULL: always the primary. breaker2 is
-	 * the secondary's own breaker, used when a route sends a transaction
-	 * to it first (the primary is then its fallback). */
-	const struct proc_routes *routes;
-	struct proc_breaker *breaker2;
-	struct httpc *httpc2;        /* the secondary's client; NULL: httpc */
 };
 
 /* The HTTP client that talks to processor instance p (its own TLS
  * settings, timeouts and connection limit). */
 struct httpc *pipeline_httpc_for(const struct pipeline_env *env, const struct proc_config *p);
 
-/* The processor instance called `name` (as recorded in a row), or -1. */
+/* The processor instance called `name` (as recorded in a row; "" is the
+ * first), or NULL. */
+struct proc_instance *pipeline_proc_find(const struct pipeline_env *env, const char *name);
+/* The same as a configuration and its type: 0, or -1 when there is none. */
 int pipeline_proc_by_name(const struct pipeline_env *env, const char *name,
                           const struct proc_config **cfg, const struct proc_type **type);
 
@@ -268,18 +264,17 @@ struct txn {
 	int card_boxed;              /* an x25519-box to the processor: its
 	                                reply must be boxed too */
 
-	/* post: the processor chosen for this transaction (by the encrypt
-	 * stage, through the breaker), NULL until then: txn_proc() */
-	const struct proc_config *proc;
-	const struct proc_type *proc_type;
+	/* post: the processor instance chosen for this transaction (by the
+	 * encrypt stage, through the breakers), NULL until then: txn_proc() */
+	struct proc_instance *inst;
 	int breaker_probe;
 	char proc_idem_key[96];
 	char reply_key_id[64];       /* gateway key the reply is sealed to */
 	unsigned char reply_pk[32];  /* and its public key (set with the id) */
-	struct httpc_req *http;
+	struct proc_call call;       /* the processor call in flight */
 	int row_created;
-	int reply_err;               /* httpc err of the processor call */
-	int reply_maybe_sent;
+	int reply_err;               /* why the processor call got no answer */
+	enum proc_sent reply_sent;   /* what became of it (proc_call.h) */
 	long reply_status;
 	char *reply_body;
 	size_t reply_len;
@@ -318,9 +313,10 @@ void pipeline_start(struct txn *t, void (*on_done)(struct txn *, void *),
 /* Called by a suspended stage's completion, exactly once. */
 void pipeline_resume(struct txn *t, enum stage_rc rc);
 
-/* The transaction's processor (the primary until one is chosen). */
+/* The transaction's processor (the first until one is chosen). */
 const struct proc_config *txn_proc(const struct txn *t);
 const struct proc_type *txn_proc_type(const struct txn *t);
+struct proc_instance *txn_instance(const struct txn *t);
 
 /* Sets the outcome fields (helper for stages). */
 void txn_set_outcome(struct txn *t, const char *status, const char *code,

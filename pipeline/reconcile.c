@@ -47,7 +47,6 @@
 #include "pipeline/reconcile.h"
 #include "pipeline/settle.h"
 #include "pipeline/stages.h"
-#include "processors/httpc.h"
 #include "store/pendingops.h"
 #include "store/reconcile.h"
 #include "store/txnmoves.h"
@@ -84,6 +83,7 @@ struct recon_item {
 	struct store_txn_row row;
 	struct store_unresolved u;
 	struct store_txn_update upd;
+	struct proc_call call;
 	struct proc_result res;
 	enum proc_op op;                  /* STATUS: the row; REFUND, CAPTURE,
 	                                     CANCEL: pop (row: their transaction) */
@@ -356,21 +356,19 @@ resolve(struct recon_item *it, enum txn_state to, const char *code)
 }
 
 static int send_to_processor(struct recon_item *it, enum proc_op op,
-                             const struct proc_op_request *oreq, httpc_done_fn cb);
+                             const struct proc_op_request *oreq, proc_call_done_fn cb);
 
 /* The answer to the cancel of a payment whose 3-D Secure window ran out. */
 static void
-action_cancel_replied(void *arg, const struct httpc_response *resp)
+action_cancel_replied(void *arg, const struct proc_reply *reply)
 {
 	struct recon_item *it = arg;
 
-	if (resp->err != 0) {
-		defer(it, fgw_strerror(resp->err));
+	if (reply->err != 0) {
+		defer(it, fgw_strerror(reply->err));
 		return;
 	}
-	proc_result_clear(&it->res);
-	if (it->type->parse_op(it->proc, PROC_OP_CANCEL, resp->status, resp->body, resp->body_len,
-	                       &it->res) != 0) {
+	if (!reply->parsed) {
 		defer(it, "cancel answer not understood");
 		return;
 	}
@@ -456,17 +454,16 @@ action_replied(struct recon_item *it)
 }
 
 static void
-status_replied(void *arg, const struct httpc_response *resp)
+status_replied(void *arg, const struct proc_reply *reply)
 {
 	struct recon_item *it = arg;
 	int64_t age = fgw_now_ms() - it->row.updated_at;
 
-	if (resp->err != 0) {
-		defer(it, fgw_strerror(resp->err));
+	if (reply->err != 0) {
+		defer(it, fgw_strerror(reply->err));
 		return;
 	}
-	if (it->type->parse_op(it->proc, PROC_OP_STATUS, resp->status, resp->body,
-	                             resp->body_len, &it->res) != 0) {
+	if (!reply->parsed) {
 		defer(it, "status answer not understood");
 		return;
 	}
@@ -549,7 +546,7 @@ op_finished(void *arg, int rc, const struct store_txn_row *row)
 }
 
 static void
-op_replied(void *arg, const struct httpc_response *resp)
+op_replied(void *arg, const struct proc_reply *reply)
 {
 	struct recon_item *it = arg;
 	const struct pipeline_env *env = it->rc->env;
@@ -559,12 +556,11 @@ op_replied(void *arg, const struct httpc_response *resp)
 	char details[160], event[40];
 	int n, r;
 
-	if (resp->err != 0) {
-		defer(it, fgw_strerror(resp->err));
+	if (reply->err != 0) {
+		defer(it, fgw_strerror(reply->err));
 		return;
 	}
-	if (it->type->parse_op(it->proc, it->op, resp->status, resp->body, resp->body_len,
-	                       &it->res) != 0) {
+	if (!reply->parsed) {
 		defer(it, "operation answer not understood");
 		return;
 	}
@@ -596,21 +592,24 @@ op_replied(void *arg, const struct httpc_response *resp)
  * answer comes to cb. */
 static int
 send_to_processor(struct recon_item *it, enum proc_op op, const struct proc_op_request *oreq,
-                  httpc_done_fn cb)
+                  proc_call_done_fn cb)
 {
+	static const enum proc_call_op calls[] = { PROC_CALL_STATUS, PROC_CALL_CAPTURE,
+		                                       PROC_CALL_CANCEL, PROC_CALL_REFUND };
 	const struct pipeline_env *env = it->rc->env;
-	struct proc_http http;
 	int r;
 
-	memset(&http, 0, sizeof(http));
-	if (pipeline_proc_by_name(env, it->row.processor, &it->proc, &it->type) != 0 ||
-	    it->type->build_op == NULL || it->type->parse_op == NULL)
+	if (pipeline_proc_by_name(env, it->row.processor, &it->proc, &it->type) != 0)
 		return FGW_ERR_INVALID;
-	if ((r = it->type->build_op(it->proc, op, oreq, &http)) == 0)
-		r = httpc_request(pipeline_httpc_for(env, it->proc), http.method, http.url,
-		                  (const char *const *)http.headers, http.body, http.body_len,
-		                  it->proc->timeout_ms, cb, it, NULL);
-	proc_http_clear(&http);
+	memset(&it->call, 0, sizeof(it->call));
+	it->call.op = calls[op];
+	it->call.inst = pipeline_proc_find(env, it->row.processor);
+	it->call.opreq = oreq;
+	it->call.res = &it->res;
+	it->call.done = cb;
+	it->call.arg = it;
+	r = proc_call_start(env, &it->call);
+	it->call.opreq = NULL; /* built */
 	return r;
 }
 

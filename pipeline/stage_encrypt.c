@@ -52,22 +52,19 @@ encrypt_run(struct txn *t)
 	int n, r = FGW_ERR_INTERNAL;
 
 	/* A saved card a processor holds can be charged only there. */
-	if (t->req->method_processor[0] != '\0' && t->proc == NULL) {
-		const struct proc_config *mc;
-		const struct proc_type *mt;
-		if (pipeline_proc_by_name(t->env, t->req->method_processor, &mc, &mt) != 0 ||
-		    !mt->takes_processor_method) {
+	if (t->req->method_processor[0] != '\0' && t->inst == NULL) {
+		struct proc_instance *mi = pipeline_proc_find(t->env, t->req->method_processor);
+		if (mi == NULL || !mi->type->takes_processor_method) {
 			txn_set_outcome(t, "rejected", "PAYMENT_METHOD_PROCESSOR",
 			                "This saved payment method is held by a processor this "
-			                "gateway does not charge it at (it needs its stripe processor)",
+			                "gateway does not charge it at (it needs the processor that holds it)",
 			                400, 0);
 			return STAGE_STOP;
 		}
-		t->proc = mc;
-		t->proc_type = mt;
+		t->inst = mi;
 	}
 	stage_choose_proc(t);
-	pc = t->proc;
+	pc = txn_proc(t);
 	if (t->req->client_confirms) {
 		if (txn_proc_type(t)->client_confirms)
 			return STAGE_NEXT;

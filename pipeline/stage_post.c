@@ -1,7 +1,7 @@
 /*
  * pipeline/stage_post.c — request stage "post": commits the transaction
  * (state posting) with its vault entry, then calls the processor through
- * the adapter asynchronously and resumes on its reply.
+ * proc_call() and resumes on its reply.
  */
 #define LOG_MODULE "pipeline"
 
@@ -21,24 +21,23 @@
 #include "crypto/secmem.h"
 #include "crypto/vault.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/proc_call.h"
 #include "pipeline/stages.h"
-#include "processors/httpc.h"
 
 static void
-post_replied(void *arg, const struct httpc_response *resp)
+post_replied(void *arg, const struct proc_reply *reply)
 {
 	struct txn *t = arg;
-	t->http = NULL;
-	t->reply_err = resp->err;
-	t->reply_maybe_sent = resp->maybe_sent;
-	t->reply_status = resp->status;
-	t->reply_ms = resp->elapsed_ms;
-	if (resp->err == 0 && resp->body != NULL) {
-		t->reply_body = malloc(resp->body_len + 1);
+	t->reply_err = reply->err;
+	t->reply_sent = reply->sent;
+	t->reply_status = reply->status;
+	t->reply_ms = reply->elapsed_ms;
+	if (reply->sent == PROC_SENT && reply->body != NULL) {
+		t->reply_body = malloc(reply->body_len + 1);
 		if (t->reply_body != NULL) {
-			memcpy(t->reply_body, resp->body, resp->body_len);
-			t->reply_body[resp->body_len] = '\0';
-			t->reply_len = resp->body_len;
+			memcpy(t->reply_body, reply->body, reply->body_len);
+			t->reply_body[reply->body_len] = '\0';
+			t->reply_len = reply->body_len;
 		}
 	}
 	pipeline_resume(t, STAGE_NEXT);
@@ -76,16 +75,25 @@ fill_request(struct txn *t, struct proc_request *preq, char **pk_b64)
 	return FGW_OK;
 }
 
+/* One call of this attempt, to the transaction's processor. */
 static int
-send_http(struct txn *t, struct proc_http *http, httpc_done_fn done)
+start_call(struct txn *t, enum proc_call_op op, const struct proc_request *preq,
+           proc_call_done_fn done)
 {
-	return httpc_request(pipeline_httpc_for(t->env, txn_proc(t)), http->method, http->url,
-	                     (const char *const *)http->headers,
-	                     http->secure_body != NULL ? (const char *)http->secure_body->data
-	                                               : http->body,
-	                     http->secure_body != NULL ? http->secure_body->len
-	                                               : http->body_len,
-	                     txn_proc(t)->timeout_ms, done, t, &t->http);
+	struct proc_call *call = &t->call;
+	int r;
+
+	memset(call, 0, sizeof(*call));
+	call->op = op;
+	call->inst = txn_instance(t);
+	call->charge = preq;
+	call->res = &t->result;
+	call->request_id = t->request_id;
+	call->done = done;
+	call->arg = t;
+	r = proc_call_start(t->env, call);
+	call->charge = NULL; /* built: preq is the caller's stack */
+	return r;
 }
 
 /* The charge itself; payment_method: the processor's id for the card from
@@ -96,11 +104,9 @@ send_charge(struct txn *t, const char *payment_method)
 	struct proc_request preq;
 	struct proc_clear_card clear;
 	struct txn_card *c = &t->req->card;
-	struct proc_http http;
 	char *pk_b64 = NULL;
 	int r;
 
-	memset(&http, 0, sizeof(http));
 	if ((r = fill_request(t, &preq, &pk_b64)) != 0)
 		goto out;
 	preq.payment_method = payment_method;
@@ -112,10 +118,8 @@ send_charge(struct txn *t, const char *payment_method)
 			                              c->exp_year, c->holder };
 		preq.clear_card = &clear;
 	}
-	if ((r = txn_proc_type(t)->build(txn_proc(t), &preq, &http)) == 0)
-		r = send_http(t, &http, post_replied);
+	r = start_call(t, PROC_CALL_CHARGE, &preq, post_replied);
 out:
-	proc_http_clear(&http);
 	free(pk_b64);
 	return r;
 }
@@ -124,59 +128,45 @@ out:
  * anything but the card's id ends the attempt here, as declined or as
  * certainly not charged. */
 static void
-card_replied_run(void *arg, const struct httpc_response *resp)
+card_replied(void *arg, const struct proc_reply *reply)
 {
 	struct txn *t = arg;
-	const struct proc_type *pt = txn_proc_type(t);
-	struct proc_result res;
+	struct proc_result *res = &t->result;
+	char pm[sizeof(res->reference)];
 	int r;
-	t->http = NULL;
-	memset(&res, 0, sizeof(res));
-	if (resp->err != 0 || resp->body == NULL ||
-	    pt->parse_card(txn_proc(t), resp->status, resp->body, resp->body_len, &res) != 0)
-		res.outcome = PROC_FAILED;
-	if (res.outcome == PROC_SUCCEEDED && (r = send_charge(t, res.reference)) == 0) {
-		proc_result_clear(&res);
-		return; /* post_replied resumes the pipeline */
+
+	if (!reply->parsed) {
+		proc_result_clear(res);
+		res->outcome = PROC_FAILED;
 	}
-	if (res.outcome == PROC_SUCCEEDED) {
+	if (res->outcome == PROC_SUCCEEDED) {
+		fgw_strlcpy(pm, res->reference, sizeof(pm));
+		proc_result_clear(res);
+		if ((r = send_charge(t, pm)) == 0)
+			return; /* post_replied resumes the pipeline */
 		log_txn_error(t->id, "processor request not sent: %s", fgw_strerror(r));
-		proc_result_clear(&res);
 		t->reply_err = r;
-		t->reply_maybe_sent = 0;
+		t->reply_sent = PROC_NOT_SENT;
 		pipeline_resume(t, STAGE_NEXT);
 		return;
 	}
-	if (res.outcome != PROC_DECLINED) {
-		proc_result_clear(&res);
-		res.outcome = PROC_FAILED;
-		fgw_strlcpy(res.code, "PAYMENT_PROCESSING_FAILED", sizeof(res.code));
-		fgw_strlcpy(res.message, "The payment processor did not take the card.",
-		            sizeof(res.message));
+	if (res->outcome != PROC_DECLINED) {
+		proc_result_clear(res);
+		res->outcome = PROC_FAILED;
+		fgw_strlcpy(res->code, "PAYMENT_PROCESSING_FAILED", sizeof(res->code));
+		fgw_strlcpy(res->message, "The payment processor did not take the card.",
+		            sizeof(res->message));
 	}
 	log_txn_warn(t->id, "processor refused the card (%s), not charged",
-	             resp->err != 0 ? fgw_strerror(resp->err) : res.code);
-	t->result = res; /* owned by the txn now */
+	             reply->err != 0 ? fgw_strerror(reply->err) : res->code);
 	t->have_result = 1;
 	/* The reply stage sees a result already: the breaker learns of a
 	 * processor that fails the first call here (5xx, transport). */
-	t->reply_err = resp->err;
-	t->reply_status = resp->status;
-	t->reply_ms = resp->elapsed_ms;
+	t->reply_err = reply->err;
+	t->reply_status = reply->status;
+	t->reply_ms = reply->elapsed_ms;
 	stage_breaker_feedback(t);
 	pipeline_resume(t, STAGE_NEXT);
-}
-
-/* Callbacks of their own (not resumed through the runner): their lines
- * name the transaction's request too, and only theirs. */
-static void
-card_replied(void *arg, const struct httpc_response *resp)
-{
-	char prev[LOG_REQUEST_ID_MAX];
-	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
-	log_request_set(((struct txn *)arg)->request_id);
-	card_replied_run(arg, resp);
-	log_request_set(prev);
 }
 
 static int
@@ -186,11 +176,9 @@ send_to_processor(struct txn *t)
 	struct proc_request preq;
 	struct proc_clear_card clear;
 	struct txn_card *c = &t->req->card;
-	struct proc_http http;
 	char *pk_b64 = NULL;
 	int r;
 
-	memset(&http, 0, sizeof(http));
 	if (t->req->client_confirms) {
 		/* No card: the customer's browser confirms at the processor. */
 		r = send_charge(t, NULL);
@@ -205,13 +193,11 @@ send_to_processor(struct txn *t)
 		clear = (struct proc_clear_card){ c->pan, c->cvc, c->exp_month,
 			                              c->exp_year, c->holder };
 		preq.clear_card = &clear;
-		if ((r = pt->build_card(txn_proc(t), &preq, &http)) == 0)
-			r = send_http(t, &http, card_replied);
+		r = start_call(t, PROC_CALL_CARD, &preq, card_replied);
 	} else {
 		r = send_charge(t, NULL);
 	}
 out:
-	proc_http_clear(&http);
 	/* The card went out in the first request (or never will): the clear
 	 * card is no longer needed anywhere. */
 	secbuf_free(c->pan);
@@ -239,7 +225,7 @@ post_committed_run(void *arg, int rc)
 		/* Nothing left the gateway: certainly not charged. */
 		log_txn_error(t->id, "processor request not sent: %s", fgw_strerror(r));
 		t->reply_err = r;
-		t->reply_maybe_sent = 0;
+		t->reply_sent = PROC_NOT_SENT;
 	}
 	if (r != 0)
 		pipeline_resume(t, STAGE_NEXT);

@@ -57,11 +57,11 @@ reply_decrypt_map(struct txn *t)
 	t->have_result = 1;
 	memset(&t->result, 0, sizeof(t->result));
 	if (t->reply_err != 0 || t->reply_body == NULL) {
-		t->result.outcome = t->reply_maybe_sent ? PROC_UNKNOWN : PROC_FAILED;
+		t->result.outcome = t->reply_sent != PROC_NOT_SENT ? PROC_UNKNOWN : PROC_FAILED;
 		fgw_strlcpy(t->result.code, "PAYMENT_PROCESSING_FAILED", sizeof(t->result.code));
 		log_txn_warn(t->id, "processor call failed (%s), outcome %s",
 		             fgw_strerror(t->reply_err),
-		             t->reply_maybe_sent ? "unknown" : "not charged");
+		             t->reply_sent != PROC_NOT_SENT ? "unknown" : "not charged");
 		return STAGE_NEXT;
 	}
 	if ((pt->seals_reply || txn_proc(t)->seals_reply) && t->reply_status == 200) {

@@ -62,7 +62,7 @@ rule_input(const struct txn *t, struct rules_input *in, char *bin)
 	in->customer_country = rq->country;
 	in->ip = rq->ip;
 	in->email = rq->email;
-	in->processor = t->env->proc->name;
+	in->processor = txn_proc(t)->name;
 	in->fingerprint = t->fingerprint;
 	in->customer_id = NULL; /* not carried by a transaction yet */
 	in->threeds = "none";   /* decided before the processor is asked */

@@ -223,82 +223,96 @@ stage_build_answer(struct txn *t)
 const struct proc_config *
 txn_proc(const struct txn *t)
 {
-	return t->proc != NULL ? t->proc : t->env->proc;
+	return t->inst != NULL ? &t->inst->cfg : &t->env->procs[0].cfg;
+}
+
+struct proc_instance *
+txn_instance(const struct txn *t)
+{
+	return t->inst != NULL ? t->inst : &t->env->procs[0];
 }
 
 const struct proc_type *
 txn_proc_type(const struct txn *t)
 {
-	return t->proc_type != NULL ? t->proc_type : t->env->proc_type;
+	return t->inst != NULL ? t->inst->type : t->env->procs[0].type;
 }
 
 struct httpc *
 pipeline_httpc_for(const struct pipeline_env *env, const struct proc_config *p)
 {
-	return p != NULL && p == env->proc2 && env->httpc2 != NULL ? env->httpc2 : env->httpc;
+	for (int i = 0; i < env->n_procs; i++)
+		if (&env->procs[i].cfg == p)
+			return env->proc_httpc[i];
+	return env->proc_httpc[0];
+}
+
+struct proc_instance *
+pipeline_proc_find(const struct pipeline_env *env, const char *name)
+{
+	if (name == NULL || name[0] == '\0')
+		return &env->procs[0];
+	return proc_instance_find(env->procs, env->n_procs, name);
 }
 
 int
 pipeline_proc_by_name(const struct pipeline_env *env, const char *name,
                       const struct proc_config **cfg, const struct proc_type **type)
 {
-	if (name == NULL || name[0] == '\0' || strcmp(name, env->proc->name) == 0) {
-		*cfg = env->proc;
-		*type = env->proc_type;
-		return 0;
-	}
-	if (env->proc2 != NULL && strcmp(name, env->proc2->name) == 0) {
-		*cfg = env->proc2;
-		*type = env->proc2_type;
-		return 0;
-	}
-	return -1;
+	struct proc_instance *pi = pipeline_proc_find(env, name);
+
+	if (pi == NULL)
+		return -1;
+	*cfg = &pi->cfg;
+	*type = pi->type;
+	return 0;
 }
 
 /* Picks the processor of a new transaction: the routing table's choice
- * (the primary when there is none or nothing matches), unless that one's
- * breaker is open and the other exists. Called once, before the card is
- * sealed to the chosen processor's key; never again for this transaction,
- * so an attempt whose outcome is unknown is never moved. */
+ * (the first when there is none or nothing matches), or, when that one's
+ * breaker is open, the next in the configured order whose breaker lets it
+ * through (the last one tried when none does). Called once, before the
+ * card is sealed to the chosen processor's key; never again for this
+ * transaction, so an attempt whose outcome is unknown is never moved. */
 void
 stage_choose_proc(struct txn *t)
 {
 	const struct pipeline_env *env = t->env;
 	const struct proc_route *route;
-	struct proc_breaker *b = env->breaker;
-	int second = 0;
+	struct proc_instance *pi = NULL;
+	int n = env->n_procs, first = 0;
+	int64_t now;
 
-	if (t->proc != NULL)
+	if (t->inst != NULL)
 		return;
-	if (env->routes != NULL && env->proc2 != NULL) {
+	if (env->routes != NULL && n > 1) {
 		route = proc_routes_pick(env->routes, t->req->currency, t->brand, t->req->country,
 		                         t->req->amount, randombytes_uniform(1000000));
-		second = route != NULL && strcmp(route->processor, env->proc2->name) == 0;
+		if (route != NULL && (pi = pipeline_proc_find(env, route->processor)) != NULL)
+			first = (int)(pi - env->procs);
 	}
-	t->proc = second ? env->proc2 : env->proc;
-	t->proc_type = second ? env->proc2_type : env->proc_type;
-	if (second)
-		b = env->breaker2;
-	if (env->proc2 == NULL || b == NULL)
+	t->inst = &env->procs[first];
+	if (n < 2)
 		return;
-	if (!breaker_route(b, fgw_now_ms(), &t->breaker_probe)) {
-		t->proc = second ? env->proc : env->proc2;
-		t->proc_type = second ? env->proc_type : env->proc2_type;
+	now = fgw_now_ms();
+	for (int k = 0; k < n; k++) {
+		t->inst = &env->procs[(first + k) % n];
+		if (breaker_route(&t->inst->breaker, now, &t->breaker_probe))
+			return;
 	}
 }
 
-/* Tells the breaker how the primary did on this attempt. "Up" is any
- * answer below 500, whatever the card's outcome; timeouts, transport
- * errors, 5xx and unreadable answers count against it. */
+/* Tells the chosen processor's breaker how it did on this attempt. "Up"
+ * is any answer below 500, whatever the card's outcome; timeouts,
+ * transport errors, 5xx and unreadable answers count against it. */
 void
 stage_breaker_feedback(const struct txn *t)
 {
-	const struct pipeline_env *env = t->env;
 	int ok;
-	struct proc_breaker *b = t->proc == env->proc ? env->breaker : env->breaker2;
-	if (b == NULL || env->proc2 == NULL)
+
+	if (t->env->n_procs < 2 || t->inst == NULL)
 		return;
 	ok = t->reply_err == 0 && t->reply_status > 0 && t->reply_status < 500 &&
 	     t->result.outcome != PROC_UNKNOWN;
-	breaker_record(b, ok, t->breaker_probe, fgw_now_ms());
+	breaker_record(&t->inst->breaker, ok, t->breaker_probe, fgw_now_ms());
 }

@@ -55,8 +55,8 @@ struct stage_answer {
 /* *out is malloc'ed JSON text. */
 int stage_answer_json(const struct stage_answer *a, char **out);
 
-/* Failover: chooses t->proc through the breaker; reports the primary's
- * health after its answer. */
+/* Routing and failover: chooses t->inst through the breakers; reports
+ * the chosen processor's health after its answer. */
 void stage_choose_proc(struct txn *t);
 void stage_breaker_feedback(const struct txn *t);
 

@@ -643,8 +643,7 @@ txn_free(struct txn *t)
 {
 	if (t == NULL)
 		return;
-	if (t->http != NULL)
-		httpc_cancel(t->http);
+	proc_call_cancel(&t->call);
 	if (t->resume_ev != NULL)
 		event_free(t->resume_ev);
 	txn_request_free(t->req);

@@ -3,6 +3,7 @@
  * functions of the adapter interface. Adding a processor means writing its
  * type in its own file and listing it in proc_types below.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,11 +12,37 @@
 #include "processors/adapter.h"
 
 static const struct proc_type *const proc_types[] = {
+	&proc_type_stripe,
 	&proc_type_sandbox,
 	&proc_type_generic,
-	&proc_type_stripe,
 	NULL
 };
+
+const struct proc_type *
+proc_type_webhooks(const char *name)
+{
+	const struct proc_type *pt = proc_type_find(name);
+	return pt != NULL && pt->webhook_header != NULL && pt->map_event != NULL ? pt : NULL;
+}
+
+void
+proc_type_webhook_names(char *buf, size_t cap)
+{
+	size_t used = 0;
+	int n;
+
+	if (cap > 0)
+		buf[0] = '\0';
+	for (size_t i = 0; proc_types[i] != NULL; i++) {
+		if (proc_type_webhooks(proc_types[i]->name) == NULL)
+			continue;
+		n = snprintf(buf + used, cap - used, "%s%s", used > 0 ? " or " : "",
+		             proc_types[i]->name);
+		if (n < 0 || (size_t)n >= cap - used)
+			return;
+		used += (size_t)n;
+	}
+}
 
 const struct proc_type *
 proc_type_find(const char *name)

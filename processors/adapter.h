@@ -216,6 +216,11 @@ struct proc_config {
 
 struct proc_type {
 	const char *name;
+	/* Optional: reads the instance's own description file (the generic
+	 * type's mapping; `map_file`) into cfg->type_data at start-up, and
+	 * releases it. NULL when the type has none. */
+	int (*load)(struct proc_config *cfg, const char *file, char *err, size_t errlen);
+	void (*unload)(struct proc_config *cfg);
 	int seals_reply;        /* 1: reply bodies are {"sealed": "..."} to our key */
 	/* 1: with a processor key of algorithm x25519-box the card goes out
 	 * boxed (crypto/box.h) and the reply must come back {"boxed": "..."}. */
@@ -299,10 +304,18 @@ struct proc_type {
 	 * in out point into event. 0, or FGW_ERR_INVALID when the payload
 	 * contradicts itself. NULL: the type sends no webhooks. */
 	int (*map_event)(const struct cJSON *event, struct proc_event *out);
+	/* The header its webhooks carry their signature in (t=...,v1=...,
+	 * HMAC-SHA256 over "t.body"); NULL with map_event. */
+	const char *webhook_header;
 };
 
 /* Looks an adapter type up by name; NULL if unknown. */
 const struct proc_type *proc_type_find(const char *name);
+/* The same, for a type that sends signed webhooks (webhook_header and
+ * map_event set); NULL otherwise. */
+const struct proc_type *proc_type_webhooks(const char *name);
+/* Those types' names, "a or b", for messages. */
+void proc_type_webhook_names(char *buf, size_t cap);
 
 extern const struct proc_type proc_type_sandbox;
 extern const struct proc_type proc_type_generic;

@@ -1,17 +1,17 @@
 /*
- * processors/breaker.h — a circuit breaker in front of the primary
- * processor, shared by every reactor (atomics, no lock).
+ * processors/breaker.h — a circuit breaker in front of one processor
+ * instance, shared by every reactor (atomics, no lock).
  *
- * Closed: every new transaction goes to the primary. After `threshold`
+ * Closed: new transactions may go to its processor. After `threshold`
  * consecutive failures (5xx, transport errors, timeouts) it opens: new
- * transactions go to the secondary for `open_ms`. Then it is half-open:
- * exactly one transaction (the probe) goes to the primary; success closes
- * the breaker, failure opens it again. A probe that never reports (its
- * transaction ended before the processor call) frees the slot after
- * open_ms.
+ * transactions go to the next processor for `open_ms`. Then it is
+ * half-open: exactly one transaction (the probe) goes to its processor;
+ * success closes the breaker, failure opens it again. A probe that never
+ * reports (its transaction ended before the processor call) frees the slot
+ * after open_ms.
  *
  * The breaker only ever routes NEW transactions. A transaction whose
- * attempt on the primary has an unknown outcome stays on the primary (in
+ * attempt on a processor has an unknown outcome stays there (in
  * processing, for the reconciler): failing it over could charge twice.
  */
 #ifndef FGW_PROCESSORS_BREAKER_H
@@ -30,11 +30,11 @@ struct proc_breaker {
 };
 
 void breaker_init(struct proc_breaker *b, int threshold, int64_t open_ms);
-/* 1: use the primary (*probe set if this is the half-open probe); 0: use
- * the secondary. */
+/* 1: use this processor (*probe set if this is the half-open probe); 0:
+ * try the next one. */
 int breaker_route(struct proc_breaker *b, int64_t now, int *probe);
-/* The primary answered (ok = 1: it is up, whatever the card's outcome) or
- * failed (ok = 0). */
+/* The processor answered (ok = 1: it is up, whatever the card's outcome)
+ * or failed (ok = 0). */
 void breaker_record(struct proc_breaker *b, int ok, int probe, int64_t now);
 
 #endif

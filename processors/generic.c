@@ -11,6 +11,7 @@
  * As with every adapter, nothing the processor wrote reaches a message:
  * messages are fixed strings, codes come from the mapping's table.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,12 +28,34 @@
 #define GEN_MAX_MAP (64 * 1024)
 #define CODE_FAILED "PAYMENT_PROCESSING_FAILED"
 
-/* "$name" sources a request field may take. */
-static const char *const sources[] = {
-	"$txn_id", "$idempotency_key", "$amount", "$currency", "$capture",
-	"$card_sealed", "$card_key_id", "$reply_key_id", "$reply_public_key",
-	"$description", "$customer_email", "$return_url", NULL
+/* The "$name" sources a request field may take: these text fields of
+ * the request, $amount and $capture. */
+static const struct {
+	const char *name;
+	size_t offset;
+} text_sources[] = {
+	{ "$txn_id", offsetof(struct proc_request, txn_id) },
+	{ "$idempotency_key", offsetof(struct proc_request, idempotency_key) },
+	{ "$currency", offsetof(struct proc_request, currency) },
+	{ "$card_sealed", offsetof(struct proc_request, sealed_card_b64) },
+	{ "$card_key_id", offsetof(struct proc_request, sealed_key_id) },
+	{ "$reply_key_id", offsetof(struct proc_request, reply_key_id) },
+	{ "$reply_public_key", offsetof(struct proc_request, reply_public_b64) },
+	{ "$description", offsetof(struct proc_request, description) },
+	{ "$customer_email", offsetof(struct proc_request, customer_email) },
+	{ "$return_url", offsetof(struct proc_request, return_url) },
 };
+
+static int
+source_known(const char *name)
+{
+	if (strcmp(name, "$amount") == 0 || strcmp(name, "$capture") == 0)
+		return 1;
+	for (size_t i = 0; i < sizeof(text_sources) / sizeof(text_sources[0]); i++)
+		if (strcmp(name, text_sources[i].name) == 0)
+			return 1;
+	return 0;
+}
 
 /* What a processor status may mean. */
 static const struct {
@@ -124,8 +147,7 @@ check_map(const cJSON *m, char *err, size_t errlen)
 	if (!cJSON_IsObject(req) || req->child == NULL)
 		return bad(err, errlen, "request must map output fields to $sources");
 	cJSON_ArrayForEach(it, req) {
-		if (cJSON_IsString(it) && it->valuestring[0] == '$' &&
-		    !in_list(it->valuestring, sources))
+		if (cJSON_IsString(it) && it->valuestring[0] == '$' && !source_known(it->valuestring))
 			return bad(err, errlen, "request names an unknown $source");
 		if (!cJSON_IsString(it) && !cJSON_IsNumber(it) && !cJSON_IsBool(it))
 			return bad(err, errlen, "request values are $sources or constants");
@@ -257,26 +279,10 @@ source_value(const cJSON *spec, const struct proc_request *req, int capture)
 		return cJSON_CreateNumber((double)req->amount);
 	if (strcmp(s, "$capture") == 0)
 		return cJSON_CreateBool(capture);
-	if (strcmp(s, "$txn_id") == 0)
-		v = req->txn_id;
-	else if (strcmp(s, "$idempotency_key") == 0)
-		v = req->idempotency_key;
-	else if (strcmp(s, "$currency") == 0)
-		v = req->currency;
-	else if (strcmp(s, "$card_sealed") == 0)
-		v = req->sealed_card_b64;
-	else if (strcmp(s, "$card_key_id") == 0)
-		v = req->sealed_key_id;
-	else if (strcmp(s, "$reply_key_id") == 0)
-		v = req->reply_key_id;
-	else if (strcmp(s, "$reply_public_key") == 0)
-		v = req->reply_public_b64;
-	else if (strcmp(s, "$description") == 0)
-		v = req->description;
-	else if (strcmp(s, "$customer_email") == 0)
-		v = req->customer_email;
-	else if (strcmp(s, "$return_url") == 0)
-		v = req->return_url;
+	for (size_t i = 0; i < sizeof(text_sources) / sizeof(text_sources[0]); i++)
+		if (strcmp(s, text_sources[i].name) == 0)
+			v = *(const char *const *)(const void *)((const char *)req +
+			                                         text_sources[i].offset);
 	return v != NULL ? cJSON_CreateString(v) : cJSON_CreateNull();
 }
 
@@ -301,13 +307,32 @@ base_len(const struct proc_config *cfg)
 	return n;
 }
 
+/* The rest of a POST whose URL the caller set: body as compact JSON, its
+ * content type and the common headers. */
+static int
+post_json(const struct proc_config *cfg, const cJSON *body, const char *key,
+          struct proc_http *out)
+{
+	char *text;
+	int r, h = 0;
+
+	if ((text = cJSON_PrintUnformatted(body)) == NULL)
+		return FGW_ERR_NOMEM;
+	memcpy(out->method, "POST", 5);
+	if ((r = proc_fmt_alloc(&out->headers[h++], "Content-Type: application/json")) == 0 &&
+	    (r = common_headers(cfg, key, out, &h)) == 0 &&
+	    (r = proc_fmt_alloc(&out->body, "%s", text)) == 0)
+		out->body_len = strlen(out->body);
+	cJSON_free(text);
+	return r;
+}
+
 static int
 gen_build(const struct proc_config *cfg, const struct proc_request *req, struct proc_http *out)
 {
 	const cJSON *m, *spec;
 	cJSON *body = NULL, *v;
-	char *text = NULL;
-	int capture, r, h = 0;
+	int capture, r;
 
 	if (cfg == NULL || req == NULL || out == NULL || (m = cfg->type_data) == NULL)
 		return FGW_ERR_INVALID;
@@ -338,20 +363,10 @@ gen_build(const struct proc_config *cfg, const struct proc_request *req, struct 
 		if ((r = put_path(body, spec->string, v)) != 0)
 			goto out;
 	}
-	r = FGW_ERR_NOMEM;
-	if ((text = cJSON_PrintUnformatted(body)) == NULL)
-		goto out;
-	memcpy(out->method, "POST", 5);
 	if ((r = proc_fmt_alloc(&out->url, "%.*s%s", (int)base_len(cfg), cfg->base_url,
-	                        str_at(m, "chargePath"))) != 0 ||
-	    (r = proc_fmt_alloc(&out->headers[h++], "Content-Type: application/json")) != 0 ||
-	    (r = common_headers(cfg, req->idempotency_key, out, &h)) != 0 ||
-	    (r = proc_fmt_alloc(&out->body, "%s", text)) != 0)
-		goto out;
-	out->body_len = strlen(out->body);
-	r = FGW_OK;
+	                        str_at(m, "chargePath"))) == 0)
+		r = post_json(cfg, body, req->idempotency_key, out);
 out:
-	cJSON_free(text);
 	cJSON_Delete(body);
 	if (r != FGW_OK)
 		proc_http_clear(out);
@@ -369,8 +384,7 @@ build_change(const struct proc_config *cfg, const cJSON *m, enum proc_op op,
 	const char *path = str_at(m, op_paths[op - PROC_OP_CAPTURE]), *at;
 	const char *field = str_at(m, "refundAmountField");
 	cJSON *body = NULL;
-	char *text = NULL;
-	int r = FGW_ERR_INVALID, h = 0;
+	int r = FGW_ERR_INVALID;
 
 	if (path == NULL || !proc_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) ||
 	    !proc_token_ok(req->idempotency_key, 255) || !proc_id_ok(req->reference, 96) ||
@@ -387,19 +401,10 @@ build_change(const struct proc_config *cfg, const cJSON *m, enum proc_op op,
 			goto out;
 		r = FGW_ERR_NOMEM;
 	}
-	if ((text = cJSON_PrintUnformatted(body)) == NULL)
-		goto out;
-	memcpy(out->method, "POST", 5);
 	if ((r = proc_fmt_alloc(&out->url, "%.*s%.*s%s%s", (int)base_len(cfg), cfg->base_url,
-	                        (int)(at - path), path, req->reference, at + 11)) != 0 ||
-	    (r = proc_fmt_alloc(&out->headers[h++], "Content-Type: application/json")) != 0 ||
-	    (r = common_headers(cfg, req->idempotency_key, out, &h)) != 0 ||
-	    (r = proc_fmt_alloc(&out->body, "%s", text)) != 0)
-		goto out;
-	out->body_len = strlen(out->body);
-	r = FGW_OK;
+	                        (int)(at - path), path, req->reference, at + 11)) == 0)
+		r = post_json(cfg, body, req->idempotency_key, out);
 out:
-	cJSON_free(text);
 	cJSON_Delete(body);
 	if (r != FGW_OK)
 		proc_http_clear(out);
@@ -581,6 +586,8 @@ gen_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status,
 
 const struct proc_type proc_type_generic = {
 	.name = "generic",
+	.load = generic_map_load,
+	.unload = generic_map_free,
 	.seals_reply = 0, /* per mapping: proc_config.seals_reply */
 	.build = gen_build,
 	.parse_reply = gen_parse_reply,

@@ -7,7 +7,7 @@
  * [country=A,B] [amount_min=N] [amount_max=N] [weight=N]". Routes are
  * tried in order; the first that matches wins. When it has a weight, the
  * choice is made among every matching route with a weight, in proportion.
- * No match: the primary processor. Failover (the breakers) applies after
+ * No match: the first processor. Failover (the breakers) applies after
  * this choice; it never moves a transaction already sent.
  */
 #ifndef FGW_PROCESSORS_ROUTE_H

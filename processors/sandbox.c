@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 
 #include "core/err.h"
+#include "crypto/mac.h"
 #include "core/json.h"
 #include "core/util.h"
 #include "processors/adapter.h"
@@ -471,4 +472,5 @@ const struct proc_type proc_type_sandbox = {
 	.build_op = sbx_build_op,
 	.parse_op = sbx_parse_op,
 	.map_event = sbx_map_event,
+	.webhook_header = MAC_HEADER_SANDBOX,
 };

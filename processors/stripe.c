@@ -34,6 +34,7 @@
 #include <cjson/cJSON.h>
 
 #include "core/err.h"
+#include "crypto/mac.h"
 #include "core/json.h"
 #include "core/util.h"
 #include "crypto/secmem.h"
@@ -1227,4 +1228,5 @@ const struct proc_type proc_type_stripe = {
 	.not_found_settle_ms = 3600000,
 	.op_key_ttl_ms = 24LL * 3600000,
 	.map_event = stripe_map_event,
+	.webhook_header = MAC_HEADER_STRIPE,
 };

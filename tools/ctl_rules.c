@@ -79,7 +79,7 @@ parse_test_opts(const struct fgw_config *cfg, int argc, char **argv, struct test
 	memset(o, 0, sizeof(*o));
 	o->mode = cfg->mode;
 	o->threeds = "none";
-	o->processor = cfg->processor_name;
+	o->processor = cfg->n_procs > 0 ? cfg->procs[0].name : "sandbox";
 	for (int i = 0; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		int64_t n;

@@ -1011,9 +1011,13 @@ cmd_config_check(struct ctl *c, int argc, char **argv)
 		        rep.problems, rep.problems == 1 ? "" : "s");
 		return FGW_ERR_INVALID;
 	}
-	printf("configuration OK: database %s, keys %s, %d API key(s), processor %s (%s)\n",
-	       c->cfg.database, c->cfg.keys_dir, c->cfg.n_api_keys, c->cfg.processor_name,
-	       c->cfg.processor_url);
+	printf("configuration OK: database %s, keys %s, %d API key(s), processor %s (%s)",
+	       c->cfg.database, c->cfg.keys_dir, c->cfg.n_api_keys, c->cfg.procs[0].name,
+	       c->cfg.procs[0].url);
+	/* The rest in failover order. */
+	for (int i = 1; i < c->cfg.n_procs; i++)
+		printf(", then %s (%s)", c->cfg.procs[i].name, c->cfg.procs[i].url);
+	putchar('\n');
 	if (c->cfg.mail_url[0] != '\0')
 		printf("e-mail templates OK: %s\n", c->cfg.mail_templates_dir);
 	return FGW_OK;
@@ -1458,9 +1462,10 @@ main(int argc, char **argv)
 	if (c.cfg.n_api_keys == 0)
 		config_set(&c.cfg, "api_key", "flairctl-placeholder ctl", "flairctl", err,
 		           sizeof(err));
-	if (c.cfg.processor_public_key_file[0] == '\0')
-		config_set(&c.cfg, "processor_public_key_file", "-", "flairctl", err,
-		           sizeof(err));
+	for (int i = 0; i < c.cfg.n_procs; i++)
+		if (c.cfg.procs[i].public_key_file[0] == '\0')
+			fgw_strlcpy(c.cfg.procs[i].public_key_file, "-",
+			            sizeof(c.cfg.procs[i].public_key_file));
 	/* The rules commands need no KEK: only paths (a rules file, the pid
 	 * file, which config_finish derives before its other checks). */
 	/* config check reports this itself, with every other problem. */

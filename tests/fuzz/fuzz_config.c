@@ -25,6 +25,7 @@
 #include "core/err.h"
 #include "core/util.h"
 #include "gateway/config.h"
+#include "processors/adapter.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -51,8 +52,7 @@ check_result(const struct fgw_config *c)
 		terminated(c->api_keys[i].client_id);
 	for (int i = 0; i < c->n_inbound_webhooks; i++) {
 		terminated(c->inbound_webhooks[i].processor);
-		check(strcmp(c->inbound_webhooks[i].scheme, "stripe") == 0 ||
-		      strcmp(c->inbound_webhooks[i].scheme, "sandbox") == 0);
+		check(proc_type_webhooks(c->inbound_webhooks[i].scheme) != NULL);
 	}
 	for (int i = 0; i < c->n_webhook_endpoints; i++) {
 		terminated(c->webhook_endpoints[i].url);
@@ -63,7 +63,15 @@ check_result(const struct fgw_config *c)
 	terminated(c->data_dir);
 	terminated(c->database);
 	terminated(c->currencies);
-	terminated(c->processor_secret);
+	check(c->n_procs >= 0 && c->n_procs <= PROC_INSTANCES_MAX);
+	for (int i = 0; i < c->n_procs; i++) {
+		terminated(c->procs[i].name);
+		terminated(c->procs[i].type);
+		terminated(c->procs[i].url);
+		terminated(c->procs[i].secret);
+		terminated(c->procs[i].public_key_file);
+		terminated(c->procs[i].old_prefix);
+	}
 	terminated(c->stages_request);
 	terminated(c->stages_response);
 	terminated(c->s3_endpoint);

@@ -1,7 +1,9 @@
-"""Routing between two processors: by currency, card brand, amount and
+"""Routing between processors: by currency, card brand, amount and
 customer country, by weights, and failover of routed traffic through the
-routed processor's own breaker. Start-up refuses bad route lines."""
+routed processor's own breaker to the next processor in the configured
+order. Start-up refuses bad route and processor lines."""
 
+import contextlib
 import shutil
 import tempfile
 import uuid
@@ -160,3 +162,114 @@ def test_connect_failures_open_the_breaker_and_a_probe_closes_it():
         finally:
             revived.stop()
             assert not revived.problems, revived.problems
+
+
+@contextlib.contextmanager
+def three_processors(routes=(), **kw):
+    """A Stack with three sandbox processors in this order: the Stack's own
+    ("sandbox", first), "eu" and "gb", the last two configured as named
+    processor lines; yields (stack, eu, gb)."""
+    dirs, sandboxes = [], []
+    try:
+        for _ in range(2):
+            dirs.append(tempfile.mkdtemp(prefix="flairgw-it-three-"))
+            sandboxes.append(harness.Sandbox(dirs[-1]))
+            sandboxes[-1].start()
+        eu, gb = sandboxes
+        lines = [("processor", f"eu type=sandbox url={eu.url} public_key_file={eu.public_key_file}"),
+                 ("processor", f"gb type=sandbox url={gb.url} public_key_file={gb.public_key_file} "
+                               "timeout_ms=1500")]
+        opts = dict(reconcile_interval_ms=200, reconcile_grace_ms=2500, processor_timeout_ms=1000)
+        opts.update(kw)
+        with harness.Stack(extra=lines + list(routes), **opts) as stack:
+            yield stack, eu, gb
+    finally:
+        problems = []
+        for sb in sandboxes:
+            sb.stop()
+            problems += sb.problems
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        assert not problems, "\n".join(problems)
+
+
+CURRENCY_ROUTES = [("route", "eu currency=EUR"), ("route", "gb currency=GBP")]
+
+
+def test_three_processors_route_by_currency():
+    with three_processors(CURRENCY_ROUTES) as (stack, eu, gb):
+        gw = stack.gw
+        for currency, want in (("USD", "sandbox"), ("EUR", "eu"), ("GBP", "gb"),
+                               ("EUR", "eu"), ("CHF", "sandbox")):
+            resp = gw.pay(harness.txn_body(currency=currency))
+            harness.assert_status(resp)
+            assert resp.body["processor"]["name"] == want, (currency, resp)
+            assert processor_of(gw, resp) == want
+        # Each charge can be refunded where it was made.
+        gbp = gw.pay(harness.txn_body(currency="GBP"))
+        harness.assert_status(gw.txn_op(gbp.body["transactionId"], "refund", idem="three-rf"),
+                              "refunded")
+        stack.sandbox.assert_matches_processor(gw, "sandbox")
+        eu.assert_matches_processor(gw, "eu")
+        gb.assert_matches_processor(gw, "gb")
+        assert len(eu.ledger()["byKey"]) == 2 and len(gb.ledger()["byKey"]) == 2
+
+
+def test_three_processors_fail_over_from_the_first_to_the_third():
+    """The first processor is not listening and the second's breaker is
+    open (it answered 500s): new payments go to the third, the next one in
+    the configured order that is up."""
+    dead = harness.free_port()
+    with three_processors([("route", "eu currency=EUR")], processor_url=f"http://127.0.0.1:{dead}",
+                          breaker_failures=2, breaker_open_ms=60000) as (stack, eu, gb):
+        gw = stack.gw
+        eu.faults(fail_rate=1.0, fail_mode="500")
+        for _ in range(2):
+            failed = gw.pay(harness.txn_body(currency="EUR"))
+            harness.assert_error(failed, 502, "PAYMENT_PROCESSING_FAILED")
+            assert processor_of(gw, failed) == "eu"
+        for _ in range(2):
+            failed = gw.pay(harness.txn_body())
+            harness.assert_error(failed, 502, "PAYMENT_PROCESSING_FAILED")
+            assert processor_of(gw, failed) == "sandbox"
+            assert gw.txn_row(failed.body["transactionId"])["status"] == "failed"
+        for currency in ("USD", "EUR"):
+            moved = gw.pay(harness.txn_body(currency=currency))
+            harness.assert_status(moved)
+            assert moved.body["processor"]["name"] == "gb", (currency, moved)
+        assert eu.ledger()["byKey"] == {}, "a 500 must not charge"
+        gb.assert_matches_processor(gw, "gb")
+        assert len(gb.ledger()["byKey"]) == 2
+
+
+def test_old_and_new_spellings_configure_one_list():
+    """processor2_name names the second processor and the `processor eu`
+    line that follows adds its keys (one processor, not two); the old
+    processor_url on the command line still changes the file's first."""
+    with three_processors(CURRENCY_ROUTES, processor2_name="eu") as (stack, eu, gb):
+        gw = stack.gw
+        for currency, want in (("USD", "sandbox"), ("EUR", "eu"), ("GBP", "gb")):
+            resp = gw.pay(harness.txn_body(currency=currency))
+            harness.assert_status(resp)
+            assert resp.body["processor"]["name"] == want, (currency, resp)
+        log = gw.log_text()
+        assert f"processor sandbox at {stack.sandbox.url}" in log, log[-2000:]
+        assert f"failover processor 1: eu (sandbox) at {eu.url}" in log, log[-2000:]
+        assert f"failover processor 2: gb (sandbox) at {gb.url}" in log, log[-2000:]
+        assert "failover processor 3" not in log
+
+
+def test_bad_processor_lines_stop_start_up():
+    harness.start_fails([("processor", "eu type=nosuch url=http://127.0.0.1:1")],
+                        "unknown processor type 'nosuch'")
+    harness.start_fails([("processor", "eu colour=red")], "processor eu: unknown key colour")
+    harness.start_fails([("processor", "eu url=ftp://127.0.0.1:1")],
+                        "processor eu url must be an http:// or https:// URL")
+    harness.start_fails([("processor", "eu")], "processor eu url must be an http:// or https:// URL")
+    harness.start_fails([], "processor2_name: must differ from processor_name (sandbox)",
+                        processor2_name="sandbox", processor2_url="http://127.0.0.1:1")
+    harness.start_fails([("processor", "eu url=http://127.0.0.1:1 timeout_ms=soon")],
+                        "processor eu timeout_ms: must be an integer")
+    harness.start_fails([("processor", "extra url=http://127.0.0.1:1"),
+                         ("route", "nobody currency=EUR")],
+                        "route: nobody is not a configured processor")

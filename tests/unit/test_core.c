@@ -286,6 +286,18 @@ test_util(void)
 	CHECK_EQ_INT(fgw_parse_i64("4x", 0, 100, &v), FGW_ERR_INVALID);
 	CHECK_EQ_INT(fgw_parse_i64("101", 0, 100, &v), FGW_ERR_INVALID);
 	CHECK_EQ_INT(fgw_parse_i64("", 0, 100, &v), FGW_ERR_INVALID);
+	{
+		long long b = 7;
+		CHECK_EQ_INT(fgw_parse_bool("yes", &b), 0);
+		CHECK_EQ_INT(b, 1);
+		CHECK_EQ_INT(fgw_parse_bool("off", &b), 0);
+		CHECK_EQ_INT(b, 0);
+		CHECK_EQ_INT(fgw_parse_bool("true", &b), 0);
+		CHECK_EQ_INT(b, 1);
+		CHECK_EQ_INT(fgw_parse_bool("Yes", &b), FGW_ERR_INVALID);
+		CHECK_EQ_INT(fgw_parse_bool("", &b), FGW_ERR_INVALID);
+		CHECK_EQ_INT(b, 1);
+	}
 	CHECK_EQ_INT(fgw_b64_encode("hello", 5, &b64), 0);
 	CHECK_STR(b64, "aGVsbG8=");
 	CHECK_EQ_INT(fgw_b64_decode(b64, strlen(b64), &raw, &rawlen), 0);

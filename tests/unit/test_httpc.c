@@ -32,6 +32,8 @@
 #include "processors/adapter.h"
 #include "processors/breaker.h"
 #include "processors/generic.h"
+#include "pipeline/pipeline.h"
+#include "pipeline/proc_call.h"
 #include "processors/httpc.h"
 #include "tt.h"
 
@@ -1853,7 +1855,106 @@ end:
 	TT_END;
 }
 
+/* ---- proc_call: one classification for every operation ------------------ */
+
+struct call_got {
+	int calls;
+	struct proc_reply reply;
+};
+
+static void
+on_call(void *arg, const struct proc_reply *r)
+{
+	struct call_got *g = arg;
+	g->calls++;
+	g->reply = *r;
+	g->reply.body = NULL; /* valid during the callback only */
+}
+
+/* A status call answered (sent, parsed), refused at connect (not sent:
+ * provably never left), and hanging after it was written (unknown); an
+ * operation the type cannot build is refused before anything leaves. */
+static int
+test_proc_call(void)
+{
+	struct fx f;
+	struct raw r;
+	struct proc_instance pi;
+	struct pipeline_env env;
+	struct httpc *clients[1];
+	struct proc_op_request oreq = { "txn_pc1", "txn_pc1", "", 0 };
+	struct proc_result res;
+	struct proc_call call;
+	struct call_got g;
+	int port;
+	TT_BEGIN;
+	memset(&r, 0, sizeof(r));
+	memset(&res, 0, sizeof(res));
+	CHECK(fx_setup(&f, NULL) == 0);
+	CHECK(raw_start(f.base, &r, RAW_HANG) == 0);
+	memset(&pi, 0, sizeof(pi));
+	pi.type = &proc_type_sandbox;
+	fgw_strlcpy(pi.cfg.name, "pc", sizeof(pi.cfg.name));
+	pi.cfg.timeout_ms = 300;
+	memset(&env, 0, sizeof(env));
+	clients[0] = f.c;
+	env.procs = &pi;
+	env.n_procs = 1;
+	env.proc_httpc = clients;
+
+	/* Answered: the test server has no such charge (404). */
+	fgw_strlcpy(pi.cfg.base_url, f.url, sizeof(pi.cfg.base_url));
+	memset(&g, 0, sizeof(g));
+	call = (struct proc_call){ .op = PROC_CALL_STATUS, .inst = &pi, .opreq = &oreq,
+		                       .res = &res, .done = on_call, .arg = &g };
+	CHECK_EQ_INT(proc_call_start(&env, &call), 0);
+	run_until(f.base, &g.calls, 1, 3000);
+	CHECK_EQ_INT(g.calls, 1);
+	CHECK_EQ_INT(g.reply.sent, PROC_SENT);
+	CHECK_EQ_INT(g.reply.status, 404);
+	CHECK_EQ_INT(g.reply.parsed, 1);
+	CHECK_EQ_INT(res.outcome, PROC_NOT_FOUND);
+
+	/* Nobody listens: never left. */
+	CHECK((port = closed_port()) > 0);
+	snprintf(pi.cfg.base_url, sizeof(pi.cfg.base_url), "http://127.0.0.1:%d", port);
+	memset(&g, 0, sizeof(g));
+	CHECK_EQ_INT(proc_call_start(&env, &call), 0);
+	run_until(f.base, &g.calls, 1, 3000);
+	CHECK_EQ_INT(g.calls, 1);
+	CHECK_EQ_INT(g.reply.sent, PROC_NOT_SENT);
+	CHECK_EQ_INT(g.reply.parsed, 0);
+	CHECK_EQ_INT(res.outcome, PROC_UNKNOWN);
+
+	/* Written, then silence until the timeout: unknown. */
+	snprintf(pi.cfg.base_url, sizeof(pi.cfg.base_url), "http://127.0.0.1:%d", r.port);
+	memset(&g, 0, sizeof(g));
+	CHECK_EQ_INT(proc_call_start(&env, &call), 0);
+	run_until(f.base, &g.calls, 1, 3000);
+	CHECK_EQ_INT(g.calls, 1);
+	CHECK_EQ_INT(g.reply.sent, PROC_SENT_UNKNOWN);
+	CHECK_EQ_INT(g.reply.err, FGW_ERR_TIMEOUT);
+	CHECK_EQ_INT(g.reply.parsed, 0);
+
+	/* The sandbox type saves no customers: refused, nothing sent. */
+	memset(&g, 0, sizeof(g));
+	call.op = PROC_CALL_CUSTOMER;
+	call.key = "cus-1";
+	call.customer_ref = "ref";
+	CHECK_EQ_INT(proc_call_start(&env, &call), FGW_ERR_INVALID);
+	CHECK(call.http == NULL);
+	run_until(f.base, NULL, 0, 50);
+	CHECK_EQ_INT(g.calls, 0);
+	CHECK_EQ_INT(r.accepted, 1);
+end:
+	proc_result_clear(&res);
+	raw_stop(&r);
+	fx_teardown(&f);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
+	{ "proc_call", test_proc_call },
 	{ "roundtrip", test_roundtrip },
 	{ "keepalive", test_keepalive },
 	{ "refused", test_refused },

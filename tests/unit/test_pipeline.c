@@ -1,7 +1,8 @@
 /*
  * tests/unit/test_pipeline.c — the request parser (every field's good and
- * bad shapes), card data going to guarded memory, stage-order rules, and
- * txn_settle on a real store: forward only, audited, published once.
+ * bad shapes), card data going to guarded memory, stage-order rules,
+ * the choice of processor among several (routes, then the next breaker),
+ * and txn_settle on a real store: forward only, audited, published once.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,8 @@
 #include "pipeline/events.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/settle.h"
+#include "pipeline/stages.h"
+#include "processors/route.h"
 #include "store/store.h"
 #include "tt.h"
 
@@ -283,6 +286,65 @@ test_stage_orders(void)
 	                            sizeof(err)), FGW_ERR_INVALID);
 	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post", "record,post", &pl, err,
 	                            sizeof(err)), 0);
+end:
+	TT_END;
+}
+
+/* The processor of a new transaction: the route's, else the first; an
+ * open breaker passes it to the next in the configured order (after the
+ * last, the first); when every breaker is open, the last one tried. */
+static struct txn choose_t;
+
+static const char *
+choose(struct pipeline_env *env, struct txn_request *rq, const char *currency)
+{
+	memset(&choose_t, 0, sizeof(choose_t));
+	choose_t.env = env;
+	choose_t.req = rq;
+	fgw_strlcpy(rq->currency, currency, sizeof(rq->currency));
+	stage_choose_proc(&choose_t);
+	return choose_t.inst->cfg.name;
+}
+
+static int
+test_choose_proc(void)
+{
+	static const char *const names[] = { "a", "b", "c" };
+	struct proc_instance pi[3];
+	struct pipeline_env env;
+	struct proc_routes rs;
+	struct txn_request rq;
+	char err[128];
+	TT_BEGIN;
+	CHECK(sodium_init() >= 0);
+	memset(pi, 0, sizeof(pi));
+	for (int i = 0; i < 3; i++) {
+		fgw_strlcpy(pi[i].cfg.name, names[i], sizeof(pi[i].cfg.name));
+		pi[i].type = &proc_type_sandbox;
+		breaker_init(&pi[i].breaker, 1, 600000);
+	}
+	memset(&rs, 0, sizeof(rs));
+	CHECK_EQ_INT(proc_route_parse("b currency=EUR", &rs.r[rs.n++], err, sizeof(err)), 0);
+	memset(&env, 0, sizeof(env));
+	env.procs = pi;
+	env.n_procs = 3;
+	env.routes = &rs;
+	memset(&rq, 0, sizeof(rq));
+	rq.amount = 100;
+	CHECK_STR(choose(&env, &rq, "USD"), "a");
+	CHECK_STR(choose(&env, &rq, "EUR"), "b");
+	breaker_record(&pi[0].breaker, 0, 0, fgw_now_ms()); /* a opens */
+	CHECK_STR(choose(&env, &rq, "USD"), "b");
+	CHECK_STR(choose(&env, &rq, "EUR"), "b");
+	breaker_record(&pi[1].breaker, 0, 0, fgw_now_ms()); /* b opens */
+	CHECK_STR(choose(&env, &rq, "USD"), "c");
+	CHECK_STR(choose(&env, &rq, "EUR"), "c");
+	breaker_record(&pi[2].breaker, 0, 0, fgw_now_ms()); /* c opens */
+	CHECK_STR(choose(&env, &rq, "USD"), "c"); /* a, b, c tried */
+	CHECK_STR(choose(&env, &rq, "EUR"), "a"); /* b, c, a tried */
+	/* One processor: no breaker is asked. */
+	env.n_procs = 1;
+	CHECK_STR(choose(&env, &rq, "EUR"), "a");
 end:
 	TT_END;
 }
@@ -642,6 +704,7 @@ static const struct tt_case cases[] = {
 	{ "card_json", test_card_json },
 	{ "card_sealed_iat", test_card_sealed_iat },
 	{ "stage_orders", test_stage_orders },
+	{ "choose_proc", test_choose_proc },
 	{ "settle_forward_only", test_settle_forward_only },
 	{ "settle_op", test_settle_op },
 	{ NULL, NULL },

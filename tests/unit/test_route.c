@@ -1,11 +1,14 @@
 /*
  * tests/unit/test_route.c — the routing table: parsing route lines
  * (normalisation and refusals) and picking (first match, weights, bounds,
- * unknown brand or country).
+ * unknown brand or country), and processor instance lines.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "core/err.h"
+#include "core/util.h"
+#include "processors/instance.h"
 #include "processors/route.h"
 #include "tests/unit/tt.h"
 
@@ -100,8 +103,69 @@ end:
 	TT_END;
 }
 
+/* `processor NAME key=value...`: a new name appends, a known one takes
+ * more keys, a bad line changes nothing. */
+static int
+test_processor_lines(void)
+{
+	struct proc_settings list[3];
+	struct fgw_why why;
+	char where[96];
+	int n = 0;
+	static const char *const bad[] = {
+		"", "url=http://x", "eu colour=red", "eu url", "eu =x", "eu name=other",
+		"eu timeout_ms=soon", "eu timeout_ms=999999", "eu verify_tls=maybe", "e/u url=http://x",
+		"eu url=http://127.0.0.1:1 secret_env=", NULL
+	};
+	TT_BEGIN;
+	memset(list, 0, sizeof(list));
+	CHECK_EQ_INT(proc_settings_line(list, &n, 3, "eu type=stripe url=https://a.example "
+	                                "timeout_ms=900 verify_tls=no", &why), 0);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(list[0].name, "eu");
+	CHECK_STR(list[0].type, "stripe");
+	CHECK_EQ_INT(list[0].timeout_ms, 900);
+	CHECK_EQ_INT(list[0].verify_tls, 0);
+	CHECK_EQ_INT(proc_settings_line(list, &n, 3, "gb url=http://127.0.0.1:2", &why), 0);
+	CHECK_EQ_INT(n, 2);
+	CHECK_STR(list[1].type, "sandbox");
+	CHECK_EQ_INT(list[1].verify_tls, 1);
+	/* More keys for eu: appended nowhere, the rest kept. */
+	CHECK_EQ_INT(proc_settings_line(list, &n, 3, "eu api_version=2024-06-20", &why), 0);
+	CHECK_EQ_INT(n, 2);
+	CHECK_STR(list[0].api_version, "2024-06-20");
+	CHECK_STR(list[0].url, "https://a.example");
+	for (int i = 0; bad[i] != NULL; i++) {
+		if (proc_settings_line(list, &n, 3, bad[i], &why) != FGW_ERR_INVALID) {
+			fprintf(stderr, "accepted: \"%s\"\n", bad[i]);
+			CHECK(0);
+		}
+	}
+	/* "eu url=... secret_env=" failed on its second key: url untouched. */
+	CHECK_STR(list[0].url, "https://a.example");
+	CHECK_EQ_INT(n, 2);
+	/* A stray word may be a credential: the error does not repeat it. */
+	CHECK_EQ_INT(proc_settings_line(list, &n, 3, "eu sk_live_SECRETVALUE", &why),
+	             FGW_ERR_INVALID);
+	CHECK(strstr(why.msg, "SECRETVALUE") == NULL && strstr(why.where, "SECRETVALUE") == NULL);
+	CHECK(strstr(why.msg, "word 2") != NULL);
+	CHECK_STR(why.where, "processor eu");
+	CHECK_EQ_INT(proc_settings_line(list, &n, 3, "third url=http://127.0.0.1:3", &why), 0);
+	CHECK_EQ_INT(proc_settings_line(list, &n, 3, "fourth url=http://127.0.0.1:4", &why),
+	             FGW_ERR_INVALID);
+	CHECK(strstr(why.msg, "at most 3") != NULL);
+	proc_settings_where(&list[0], "url", where, sizeof(where));
+	CHECK_STR(where, "processor eu url");
+	fgw_strlcpy(list[1].old_prefix, "processor2_", sizeof(list[1].old_prefix));
+	proc_settings_where(&list[1], "url", where, sizeof(where));
+	CHECK_STR(where, "processor2_url");
+end:
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
 	{ "parse", test_parse },
+	{ "processor_lines", test_processor_lines },
 	{ "pick", test_pick },
 	{ NULL, NULL },
 };
