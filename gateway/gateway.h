@@ -35,6 +35,7 @@ struct mail;
 struct req_ctx;
 struct ssl_ctx_st;
 struct rctx;
+struct gw_req;
 struct edge_conn;
 struct http_req;
 
@@ -80,6 +81,7 @@ struct reactor {
 	int draining;
 	int inflight;                 /* transactions on this reactor */
 	struct req_ctx *pending;      /* their request contexts */
+	struct gw_req *reqs_inflight; /* reqctx.c: every request answered later */
 	int ready;                    /* 1 once listening, -1 on failure */
 	struct event *resv_timer;     /* reservations: hold expiry (reactor 0) */
 	int resv_sweeping;            /* a sweep job is queued */
