@@ -34,7 +34,6 @@ struct webhooks;
 struct mail;
 struct req_ctx;
 struct ssl_ctx_st;
-struct rctx;
 struct gw_req;
 struct edge_conn;
 struct http_req;
@@ -86,7 +85,6 @@ struct reactor {
 	struct event *resv_timer;     /* reservations: hold expiry (reactor 0) */
 	int resv_sweeping;            /* a sweep job is queued */
 	int resv_publishing;          /* reservation events being queued */
-	struct rctx *resv_pending;    /* reservation requests in flight */
 	struct reconciler *recon;     /* reactor 0 only */
 	struct edge_conn *edge_conns; /* edge.c: every open connection */
 	struct event *edge_timer;     /* edge.c: deadlines and releases */
