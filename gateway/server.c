@@ -351,7 +351,6 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 static void
 reactor_cleanup(struct reactor *rx)
 {
-	routes_txn_abandon(rx);
 	gw_req_abandon_all(rx);
 	resv_reactor_stop(rx);
 	if (rx->http != NULL)

@@ -2,10 +2,11 @@
 
 SIGTERM waits shutdown_timeout_ms for requests in flight; past it the
 reactors stop with requests still waiting for the processor. Each kind of
-request (a reservation convert, a refund, a saved Stripe method) must be
+request (a reservation convert, a refund, a saved Stripe method, a
+payment) must be
 freed then: the ASan build reports a leak and exits non-zero otherwise,
 which Stack.close turns into a failure. The sandbox (Stripe wire format)
-holds every answer with its latency so all three are in flight at once.
+holds every answer with its latency so all are in flight at once.
 """
 
 import atexit
@@ -56,7 +57,7 @@ def _payment_method(sandbox):
     return resp.body["id"]
 
 
-def test_forced_stop_frees_convert_refund_and_saved_method_in_flight():
+def test_forced_stop_frees_every_kind_of_request_in_flight():
     with _stack() as stack:
         g = stack.gw
         cust = f"cust-{uuid.uuid4()}"
@@ -81,6 +82,7 @@ def test_forced_stop_frees_convert_refund_and_saved_method_in_flight():
                 {"holdId": rid, "card": harness.card(VISA)},
                 {"X-Customer-Id": cust, "X-Idempotency-Key": f"c-{uuid.uuid4()}"})),
             harness.Background(lambda: g.txn_op(txn, "refund", {"amount": 1000})),
+            harness.Background(lambda: g.pay(harness.txn_body(VISA, amount=1700))),
         ]
         # In flight: the convert's transaction row and the refund's
         # write-ahead row exist (the saved method has no row before the
@@ -88,9 +90,15 @@ def test_forced_stop_frees_convert_refund_and_saved_method_in_flight():
         g.wait_for_row(rid)
         harness.wait_until(lambda: g.query("SELECT 1 FROM refunds WHERE txn_id = ?", txn),
                            10, "the refund's pending row")
+        harness.wait_until(lambda: g.query("SELECT 1 FROM transactions WHERE amount = 1700"),
+                           10, "the payment's row")
         code = g.stop(harness.signal.SIGTERM, timeout=30)
         for c in calls:
             c.join(10)
             assert not c.is_alive(), "a client is still waiting after the stop"
         assert code == 0, g.problems
-        assert "shutdown timeout" in g.log_text(), "the stop was not a forced one"
+        log = g.log_text()
+        assert "shutdown timeout" in log, "the stop was not a forced one"
+        # Each kind was still in flight, and freed.
+        for kind in ("reservation", "transaction operation", "payment method", "transaction"):
+            assert f"{kind} request abandoned at shutdown" in log, kind
