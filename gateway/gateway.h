@@ -32,9 +32,8 @@ struct store;
 struct store_reader;
 struct webhooks;
 struct mail;
-struct req_ctx;
 struct ssl_ctx_st;
-struct rctx;
+struct gw_req;
 struct edge_conn;
 struct http_req;
 
@@ -78,13 +77,12 @@ struct reactor {
 	struct event *drain_ev;
 	int64_t drain_deadline;
 	int draining;
-	int inflight;                 /* transactions on this reactor */
-	struct req_ctx *pending;      /* their request contexts */
+	int inflight;                 /* requests answered later (reqctx.c) */
+	struct gw_req *reqs_inflight; /* reqctx.c: every request answered later */
 	int ready;                    /* 1 once listening, -1 on failure */
 	struct event *resv_timer;     /* reservations: hold expiry (reactor 0) */
 	int resv_sweeping;            /* a sweep job is queued */
 	int resv_publishing;          /* reservation events being queued */
-	struct rctx *resv_pending;    /* reservation requests in flight */
 	struct reconciler *recon;     /* reactor 0 only */
 	struct edge_conn *edge_conns; /* edge.c: every open connection */
 	struct event *edge_timer;     /* edge.c: deadlines and releases */
@@ -140,8 +138,6 @@ void metrics_http_answer(struct gw_metrics *m, int status);
 void metrics_txn_done(struct gw_metrics *m, const char *status, int64_t ms);
 struct evbuffer;
 void metrics_render(struct reactor *rx, struct evbuffer *b);
-/* routes_txn.c: frees transactions still in flight after a forced stop. */
-void routes_txn_abandon(struct reactor *rx);
 
 /* server.c: reactors. */
 /* listen is HOST:PORT and resolves (nothing is bound): 0, or an error

@@ -35,14 +35,13 @@
 #include "crypto/keys.h"
 #include "gateway/gateway.h"
 #include "gateway/http.h"
+#include "gateway/reqctx.h"
 #include "processors/httpc.h"
 #include "store/methods.h"
 
 /* One write waiting for its commit. */
 struct method_op {
-	struct reactor *rx;
-	struct evhttp_request *req;   /* NULL once the client has gone */
-	struct evhttp_connection *evcon;
+	struct gw_req g;              /* first: the request and its reactor */
 	struct store_method m;        /* filled by a save job */
 	const char *ok_message;       /* delete / default answers */
 	/* Saving a processor's card (stripePaymentMethod). */
@@ -122,9 +121,10 @@ method_json(const struct store_method *m)
 	return o;
 }
 
-/* {"success": true, "data": data} or {"success": true, "message": msg}. */
-static void
-send_success(struct reactor *rx, struct evhttp_request *req, cJSON *data, const char *msg)
+/* {"success": true, "data": data} or {"success": true, "message": msg}
+ * (takes data); NULL when out of memory. */
+static char *
+success_text(cJSON *data, const char *msg)
 {
 	cJSON *o = cJSON_CreateObject();
 	char *text = NULL;
@@ -137,13 +137,20 @@ send_success(struct reactor *rx, struct evhttp_request *req, cJSON *data, const 
 		data = NULL;
 		text = cJSON_PrintUnformatted(o);
 	}
+	cJSON_Delete(o);
+	cJSON_Delete(data);
+	return text;
+}
+
+static void
+send_success(struct reactor *rx, struct evhttp_request *req, cJSON *data, const char *msg)
+{
+	char *text = success_text(data, msg);
 	if (text != NULL)
 		http_send_json(rx, req, 200, text);
 	else
 		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 	free(text);
-	cJSON_Delete(o);
-	cJSON_Delete(data);
 }
 
 static void
@@ -175,79 +182,69 @@ out:
 }
 
 static void
-op_closed(struct evhttp_connection *evcon, void *arg)
+op_free(struct gw_req *g, int abandoned)
 {
-	struct method_op *op = arg;
-	(void)evcon;
-	op->req = NULL;
+	struct method_op *op = (struct method_op *)g;
+	(void)abandoned; /* made at the processor is behind its key: a retry replays it */
+	proc_call_cancel(&op->call);
+	proc_result_clear(&op->res);
+	free(op);
 }
 
 static struct method_op *
 op_new(struct reactor *rx, struct evhttp_request *req)
 {
 	struct method_op *op = calloc(1, sizeof(*op));
-	if (op == NULL)
-		return NULL;
-	op->rx = rx;
-	op->req = req;
-	op->evcon = evhttp_request_get_connection(req);
-	if (op->evcon != NULL)
-		evhttp_connection_set_closecb(op->evcon, op_closed, op);
-	/* Counted like a transaction so shutdown drains the commit. */
-	rx->inflight++;
+	if (op != NULL)
+		gw_req_start(&op->g, rx, req, "payment method", op_free);
 	return op;
 }
 
+/* Ends the request with a success answer. */
 static void
-op_end(struct method_op *op)
+op_success(struct method_op *op, cJSON *data, const char *msg)
 {
-	if (op->req != NULL && op->evcon != NULL)
-		evhttp_connection_set_closecb(op->evcon, NULL, NULL);
-	op->rx->inflight--;
-	proc_result_clear(&op->res);
-	free(op);
+	char *text = success_text(data, msg);
+	if (text != NULL)
+		gw_req_finish(&op->g, 200, text);
+	else
+		gw_req_error(&op->g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+	free(text);
 }
 
 static void
 op_answer_error(struct method_op *op, int rc)
 {
-	struct reactor *rx = op->rx;
 	if (rc == FGW_ERR_NOT_FOUND)
-		send_not_found(rx, op->req);
+		gw_req_error(&op->g, 404, "PAYMENT_METHOD_NOT_FOUND", "Payment method not found");
 	else if (rc == FGW_ERR_EXISTS)
-		http_send_error(rx, op->req, 409, "PAYMENT_METHOD_EXISTS",
+		gw_req_error(&op->g, 409, "PAYMENT_METHOD_EXISTS",
 		                "That card is already a saved payment method");
 	else if (rc == FGW_ERR_TOO_LARGE)
-		http_send_error(rx, op->req, 409, "PAYMENT_METHOD_LIMIT",
+		gw_req_error(&op->g, 409, "PAYMENT_METHOD_LIMIT",
 		                "The customer has the maximum number of saved payment methods");
 	else
-		http_send_error(rx, op->req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		gw_req_error(&op->g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 }
 
 static void
 saved_done(void *arg, int rc)
 {
 	struct method_op *op = arg;
-	if (op->req != NULL) {
-		if (rc != 0)
-			op_answer_error(op, rc);
-		else
-			send_success(op->rx, op->req, method_json(&op->m), NULL);
-	}
-	op_end(op);
+	if (rc != 0)
+		op_answer_error(op, rc);
+	else
+		op_success(op, method_json(&op->m), NULL);
 }
 
 static void
 changed_done(void *arg, int rc)
 {
 	struct method_op *op = arg;
-	if (op->req != NULL) {
-		if (rc != 0)
-			op_answer_error(op, rc);
-		else
-			send_success(op->rx, op->req, NULL, op->ok_message);
-	}
-	op_end(op);
+	if (rc != 0)
+		op_answer_error(op, rc);
+	else
+		op_success(op, NULL, op->ok_message);
 }
 
 /* ---- saving a card the processor holds -------------------------------- */
@@ -278,9 +275,7 @@ keyed_ref(struct keyring *kr, const char *a, const char *b, const char *c, char 
 static void
 chain_fail(struct method_op *op, int status, const char *code, const char *msg)
 {
-	if (op->req != NULL)
-		http_send_error(op->rx, op->req, status, code, msg);
-	op_end(op);
+	gw_req_error(&op->g, status, code, msg);
 }
 
 static void
@@ -300,7 +295,7 @@ chain_call(struct method_op *op, enum proc_call_op what, const char *key, proc_c
 		                           .customer_ref = op->ref, .method = op->m.processor_method,
 		                           .customer = op->m.processor_customer, .res = &op->res,
 		                           .card = &op->card, .done = done, .arg = op };
-	r = proc_call_start(&op->rx->env, &op->call);
+	r = proc_call_start(&op->g.rx->env, &op->call);
 	op->call.key = NULL; /* built: the caller's stack */
 	return r;
 }
@@ -309,7 +304,7 @@ static void
 attach_replied(void *arg, const struct proc_reply *reply)
 {
 	struct method_op *op = arg;
-	struct reactor *rx = op->rx;
+	struct reactor *rx = op->g.rx;
 	struct proc_saved_card card = op->card;
 	struct proc_result res = op->res; /* ours now; UNKNOWN when not parsed */
 	struct store_audit audit;
@@ -348,7 +343,7 @@ chain_attach(struct method_op *op)
 {
 	char ref[33], key[40];
 
-	if (keyed_ref(op->rx->gw->kr, "attach", op->m.processor_method, op->m.processor_customer,
+	if (keyed_ref(op->g.rx->gw->kr, "attach", op->m.processor_method, op->m.processor_customer,
 	              ref) != 0 ||
 	    snprintf(key, sizeof(key), "att-%s", ref) >= (int)sizeof(key) ||
 	    chain_call(op, PROC_CALL_ATTACH, key, attach_replied) != 0)
@@ -383,7 +378,7 @@ customer_replied(void *arg, const struct proc_reply *reply)
 		           "The payment processor refused the request; nothing was saved");
 	} else if (res.outcome != PROC_SUCCEEDED) {
 		chain_lost(op);
-	} else if ((r = store_proc_customer_put(op->rx->gw->store, op->rx->waker, op->inst->cfg.name,
+	} else if ((r = store_proc_customer_put(op->g.rx->gw->store, op->g.rx->waker, op->inst->cfg.name,
 	                                        op->m.customer_id, res.reference, op->cus_have,
 	                                        sizeof(op->cus_have), customer_stored, op)) != 0) {
 		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
@@ -490,10 +485,9 @@ h_methods_add(struct reactor *rx, struct evhttp_request *req, const char *path)
 	r = store_method_save(rx->gw->store, rx->waker, &op->m,
 	                      rq->payment_method_id[0] ? NULL : &ve, &audit, saved_done, op);
 	if (r != 0) {
-		http_send_error(rx, req, r == FGW_ERR_SHUTDOWN ? 503 : 500,
-		                r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
-		                "The payment method could not be saved");
-		op_end(op);
+		gw_req_error(&op->g, r == FGW_ERR_SHUTDOWN ? 503 : 500,
+		             r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
+		             "The payment method could not be saved");
 	}
 out:
 	free(blob);
@@ -507,7 +501,7 @@ delete_row(struct method_op *op)
 {
 	struct store_audit audit = { op->m.customer_id, op->source, "method.deleted", op->m.id,
 		                         "success", NULL };
-	int r = store_method_delete(op->rx->gw->store, op->rx->waker, op->m.customer_id, op->m.id,
+	int r = store_method_delete(op->g.rx->gw->store, op->g.rx->waker, op->m.customer_id, op->m.id,
 	                            &audit, changed_done, op);
 	if (r != 0)
 		chain_fail(op, r == FGW_ERR_SHUTDOWN ? 503 : 500,
@@ -600,10 +594,9 @@ submit_change(struct reactor *rx, struct evhttp_request *req, const char *path,
 	              : store_method_set_default(rx->gw->store, rx->waker, who.subject, id,
 	                                         &audit, changed_done, op);
 	if (r != 0) {
-		http_send_error(rx, req, r == FGW_ERR_SHUTDOWN ? 503 : 500,
-		                r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
-		                "The payment method could not be changed");
-		op_end(op);
+		gw_req_error(&op->g, r == FGW_ERR_SHUTDOWN ? 503 : 500,
+		             r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
+		             "The payment method could not be changed");
 	}
 }
 

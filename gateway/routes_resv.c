@@ -34,6 +34,7 @@
 #include "gateway/http.h"
 #include "gateway/idem.h"
 #include "gateway/mail.h"
+#include "gateway/reqctx.h"
 #include "gateway/resv.h"
 #include "pipeline/events.h"
 #include "pipeline/settle.h"
@@ -48,13 +49,9 @@ static const char ref_alphabet[] = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 /* ---- request contexts --------------------------------------------------- */
 
 struct rctx {
-	struct rctx *prev, *next;      /* the reactor's requests in flight */
-	struct reactor *rx;
-	struct evhttp_request *req;    /* NULL once the client has gone */
-	struct evhttp_connection *evcon;
+	struct gw_req g;               /* first: the request, its key (scope:
+	                                  client + customer), the reactor */
 	struct auth_ctx who;
-	char scope[64];                /* idempotency scope: client + customer */
-	char key[256];                 /* claimed idempotency key or "" */
 	char hash[65];
 	char path[128];
 	struct resv_row row;
@@ -69,48 +66,14 @@ struct rctx {
 	int stripe_js;                 /* convert: confirmWith stripe_js */
 };
 
+/* abandoned: a forced stop; the payment in the pipeline stays posting
+ * for the reconciler, and its memory is ours to free. */
 static void
-on_close(struct evhttp_connection *evcon, void *arg)
+rctx_free(struct gw_req *g, int abandoned)
 {
-	struct rctx *c = arg;
-	(void)evcon;
-	c->req = NULL;
-}
-
-static struct rctx *
-rctx_new(struct reactor *rx, struct evhttp_request *req, const struct auth_ctx *who)
-{
-	struct rctx *c = calloc(1, sizeof(*c));
-	if (c == NULL)
-		return NULL;
-	c->rx = rx;
-	c->req = req;
-	c->who = *who;
-	c->evcon = evhttp_request_get_connection(req);
-	if (c->evcon != NULL)
-		evhttp_connection_set_closecb(c->evcon, on_close, c);
-	c->next = rx->resv_pending;
-	if (c->next != NULL)
-		c->next->prev = c;
-	rx->resv_pending = c;
-	rx->inflight++;
-	return c;
-}
-
-/* Sends (if the client is still there), releases the key, frees. */
-static void
-rctx_free(struct rctx *c)
-{
-	struct reactor *rx = c->rx;
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		rx->resv_pending = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
-	if (c->key[0])
-		idem_end(rx->gw->idem, c->scope, c->key);
-	rx->inflight--;
+	struct rctx *c = (struct rctx *)g;
+	if (abandoned && c->running != NULL)
+		txn_free(c->running);
 	if (c->t != NULL)
 		txn_free(c->t);
 	proc_call_cancel(&c->call);
@@ -120,28 +83,15 @@ rctx_free(struct rctx *c)
 	free(c);
 }
 
-static void
-rctx_finish(struct rctx *c, int status, const char *body)
+static struct rctx *
+rctx_new(struct reactor *rx, struct evhttp_request *req, const struct auth_ctx *who)
 {
-	if (c->req != NULL) {
-		if (c->evcon != NULL)
-			evhttp_connection_set_closecb(c->evcon, NULL, NULL);
-		http_send_json(c->rx, c->req, status, body);
-	}
-	rctx_free(c);
-}
-
-static void
-rctx_error(struct rctx *c, int status, const char *code, const char *message)
-{
-	cJSON *o = cJSON_CreateObject();
-	char *s = NULL;
-	if (o != NULL && cJSON_AddStringToObject(o, "error", code) &&
-	    cJSON_AddStringToObject(o, "message", message))
-		s = cJSON_PrintUnformatted(o);
-	cJSON_Delete(o);
-	rctx_finish(c, status, s ? s : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}");
-	cJSON_free(s);
+	struct rctx *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return NULL;
+	gw_req_start(&c->g, rx, req, "reservation", rctx_free);
+	c->who = *who;
+	return c;
 }
 
 static void
@@ -149,34 +99,34 @@ resv_err_answer(struct rctx *c, enum resv_err e)
 {
 	switch (e) {
 	case RESV_SLOT_NOT_FOUND:
-		rctx_error(c, 404, "TIME_SLOT_NOT_FOUND", "The selected time slot does not exist");
+		gw_req_error(&c->g, 404, "TIME_SLOT_NOT_FOUND", "The selected time slot does not exist");
 		break;
 	case RESV_SLOT_NOT_AVAILABLE:
-		rctx_error(c, 400, "TIME_SLOT_NOT_AVAILABLE", "This time slot is no longer available");
+		gw_req_error(&c->g, 400, "TIME_SLOT_NOT_AVAILABLE", "This time slot is no longer available");
 		break;
 	case RESV_NOT_ENOUGH_CAPACITY:
-		rctx_error(c, 400, "NOT_ENOUGH_CAPACITY", "Not enough spots left for this group size");
+		gw_req_error(&c->g, 400, "NOT_ENOUGH_CAPACITY", "Not enough spots left for this group size");
 		break;
 	case RESV_NOT_FOUND:
-		rctx_error(c, 404, "RESERVATION_NOT_FOUND", "Reservation not found");
+		gw_req_error(&c->g, 404, "RESERVATION_NOT_FOUND", "Reservation not found");
 		break;
 	case RESV_HOLD_EXPIRED:
-		rctx_error(c, 400, "HOLD_EXPIRED", "The hold on this reservation has expired");
+		gw_req_error(&c->g, 400, "HOLD_EXPIRED", "The hold on this reservation has expired");
 		break;
 	case RESV_INVALID_STATUS:
-		rctx_error(c, 400, "INVALID_HOLD_STATUS",
+		gw_req_error(&c->g, 400, "INVALID_HOLD_STATUS",
 		           "The hold was already converted, confirmed or cancelled");
 		break;
 	case RESV_NOT_PAID:
-		rctx_error(c, 400, "INVALID_HOLD_STATUS",
+		gw_req_error(&c->g, 400, "INVALID_HOLD_STATUS",
 		           "The payment for this reservation has not succeeded");
 		break;
 	case RESV_INTENT_MISMATCH:
-		rctx_error(c, 400, "VALIDATION_ERROR",
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
 		           "paymentIntentId does not belong to this reservation");
 		break;
 	default:
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		break;
 	}
 }
@@ -263,16 +213,16 @@ begin_post_as(struct reactor *rx, struct evhttp_request *req, const char *path,
 			idem_end(rx->gw->idem, scope, key);
 		return NULL;
 	}
-	fgw_strlcpy(c->scope, scope, sizeof(c->scope));
+	fgw_strlcpy(c->g.scope, scope, sizeof(c->g.scope));
 	if (key != NULL)
-		fgw_strlcpy(c->key, key, sizeof(c->key));
+		fgw_strlcpy(c->g.key, key, sizeof(c->g.key));
 	fgw_strlcpy(c->hash, hash, sizeof(c->hash));
 	*root = fgw_json_parse(body, len, &jerr);
 	if (!cJSON_IsObject(*root)) {
 		char msg[96] = "body must be a JSON object";
 		if (*root == NULL)
 			fgw_json_error_str(&jerr, msg, sizeof(msg));
-		rctx_error(c, 400, "VALIDATION_ERROR", msg);
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR", msg);
 		cJSON_Delete(*root);
 		*root = NULL;
 		return NULL;
@@ -291,13 +241,13 @@ static void
 fill_idem(const struct rctx *c, int status, const char *body, struct store_idem *idem)
 {
 	memset(idem, 0, sizeof(*idem));
-	fgw_strlcpy(idem->client_id, c->scope, sizeof(idem->client_id));
-	fgw_strlcpy(idem->key, c->key, sizeof(idem->key));
+	fgw_strlcpy(idem->client_id, c->g.scope, sizeof(idem->client_id));
+	fgw_strlcpy(idem->key, c->g.key, sizeof(idem->key));
 	fgw_strlcpy(idem->request_hash, c->hash, sizeof(idem->request_hash));
 	idem->status_code = status;
 	idem->body = (char *)body;
 	idem->created_at = fgw_now_ms();
-	idem->expires_at = idem->created_at + c->rx->env.idem_ttl_ms;
+	idem->expires_at = idem->created_at + c->g.rx->env.idem_ttl_ms;
 }
 
 /* Strict body helpers: unknown members are refused (like the core). */
@@ -391,13 +341,13 @@ hold_done(void *arg, int rc)
 	}
 	if (rc != 0) {
 		log_error("hold %s not committed: %s", c->row.id, fgw_strerror(rc));
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		return;
 	}
 	{
 		char *a = c->answer;
 		c->answer = NULL;
-		rctx_finish(c, 200, a);
+		gw_req_finish(&c->g, 200, a);
 		free(a);
 	}
 }
@@ -515,7 +465,7 @@ h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
 	if ((c = begin_post(rx, req, path, 1, &who, &root)) == NULL)
 		return;
 	if (resv_hold_body_parse(root, &c->row, msg, sizeof(msg)) != 0) {
-		rctx_error(c, 400, "VALIDATION_ERROR", msg);
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR", msg);
 		goto out;
 	}
 	if (!id_ok(c->row.time_slot_id) || !id_ok(c->row.experience_id)) {
@@ -533,7 +483,7 @@ h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
 		goto out;
 	}
 	if (r != 0 || fgw_random_id("res_", c->row.id, sizeof(c->row.id)) != 0) {
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		goto out;
 	}
 	fgw_strlcpy(c->row.client_id, who.client_id, sizeof(c->row.client_id));
@@ -542,7 +492,7 @@ h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
 	c->row.hold_expires_at = now + rx->gw->cfg.hold_minutes * 60000;
 	price_hold(&e, &sl, now, &c->row);
 	if ((c->answer = hold_answer(&c->row, e.group_min, (int)rx->gw->cfg.hold_minutes)) == NULL) {
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		goto out;
 	}
 	fill_idem(c, 200, c->answer, &idem);
@@ -552,7 +502,7 @@ h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
 		                          "success", details };
 	if ((r = resv_hold(rx->gw->store, rx->waker, &c->row, &idem, &audit, &c->err,
 	                   hold_done, c)) != 0) {
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		goto out;
 	}
 out:
@@ -590,7 +540,7 @@ convert_stored(void *arg, int rc)
 		log_warn("reservation %s: payment answer not stored: %s", c->row.id,
 		         fgw_strerror(rc));
 	c->answer = NULL;
-	rctx_finish(c, c->status, a);
+	gw_req_finish(&c->g, c->status, a);
 	free(a);
 }
 
@@ -609,7 +559,7 @@ pay_status_of(const struct txn *t)
 static void
 finish_secret(struct rctx *c, int status, char *a)
 {
-	rctx_finish(c, status, a);
+	gw_req_finish(&c->g, status, a);
 	fgw_freezero(a, strlen(a));
 }
 
@@ -623,7 +573,7 @@ stripe_js_stored(void *arg, int rc)
 		         fgw_strerror(rc));
 	c->answer = NULL;
 	if (a == NULL) {
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		return;
 	}
 	finish_secret(c, c->status, a);
@@ -685,13 +635,13 @@ on_pay_done(struct txn *t, void *arg)
 		explicit_bzero(t->result.client_secret, sizeof(t->result.client_secret));
 		new_reference(ref);
 		if (c->answer == NULL ||
-		    resv_payment_moved(c->rx->gw->store, c->rx->waker, c->row.id, t->id,
+		    resv_payment_moved(c->g.rx->gw->store, c->g.rx->waker, c->row.id, t->id,
 		                       pay_status_of(t), intent, ref, NULL, stripe_js_stored, c) != 0)
 			stripe_js_stored(c, FGW_ERR_INTERNAL);
 		return;
 	}
 	if (st == TXN_SUCCEEDED || st == TXN_REQUIRES_ACTION || st == TXN_PROCESSING) {
-		if (client_secret(c->rx, intent, t->id, secret, sizeof(secret)) != 0 ||
+		if (client_secret(c->g.rx, intent, t->id, secret, sizeof(secret)) != 0 ||
 		    (o = cJSON_CreateObject()) == NULL ||
 		    (res = cJSON_AddObjectToObject(o, "reservation")) == NULL) {
 			c->status = 500;
@@ -743,7 +693,7 @@ on_pay_done(struct txn *t, void *arg)
 	 * (not a 500: that one may be retried with the same key). */
 	fill_idem(c, c->status, c->answer, &idem);
 	if (c->answer == NULL ||
-	    resv_payment_moved(c->rx->gw->store, c->rx->waker, c->row.id, t->id, pay_status_of(t),
+	    resv_payment_moved(c->g.rx->gw->store, c->g.rx->waker, c->row.id, t->id, pay_status_of(t),
 	                       intent, ref, c->status < 500 ? &idem : NULL,
 	                       convert_stored, c) != 0)
 		convert_stored(c, FGW_ERR_INTERNAL);
@@ -759,12 +709,12 @@ convert_begun(void *arg, int rc)
 		return;
 	}
 	if (rc != 0) {
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		return;
 	}
 	c->t = NULL; /* owned by the runner now */
 	c->running = t;
-	atomic_fetch_add(&c->rx->gw->metrics.txn_started, 1);
+	atomic_fetch_add(&c->g.rx->gw->metrics.txn_started, 1);
 	pipeline_start(t, on_pay_done, c);
 }
 
@@ -868,15 +818,15 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	if (r == FGW_ERR_INVALID && strcmp(perr.field, "paymentMethodId") == 0) {
 		/* Without a saved method under this id (or without the saved
 		 * methods feature) there is nothing to pay with. */
-		rctx_error(c, 404, "PAYMENT_METHOD_NOT_FOUND", "Saved payment method not found");
+		gw_req_error(&c->g, 404, "PAYMENT_METHOD_NOT_FOUND", "Saved payment method not found");
 		goto out;
 	}
 	if (r != 0) {
 		if (r == FGW_ERR_INVALID) {
 			snprintf(msg, sizeof(msg), "%s %s", perr.field, perr.message);
-			rctx_error(c, 400, "VALIDATION_ERROR", msg);
+			gw_req_error(&c->g, 400, "VALIDATION_ERROR", msg);
 		} else {
-			rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+			gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		}
 		goto out;
 	}
@@ -884,12 +834,12 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	 * may bring the customer back too. */
 	if (!txn_return_url_allowed(rq, rx->gw->cfg.return_url_origins) &&
 	    !(browser && browser_return_url_allowed(&rx->gw->cfg, rq->return_url))) {
-		rctx_error(c, 400, "VALIDATION_ERROR",
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
 		           "returnUrl must point to an origin listed in return_url_origins");
 		goto out;
 	}
 	if (rq->processor_method[0] != '\0' && save) {
-		rctx_error(c, 400, "VALIDATION_ERROR",
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
 		           "savePaymentMethod cannot be used with stripePaymentMethod");
 		goto out;
 	}
@@ -900,7 +850,7 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	/* No Idempotency-Key on the transaction itself: the reservation's
 	 * answer is the one stored under the customer's key. */
 	if ((r = txn_new(&rx->env, rq, who.client_id, who.source, NULL, c->hash, &c->t)) != 0) {
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		goto out;
 	}
 	fgw_strlcpy(c->t->request_id, log_request_get(), sizeof(c->t->request_id));
@@ -909,7 +859,7 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	if ((r = resv_convert_begin(rx->gw->store, rx->waker, hold_id, who.subject, c->t->id,
 	                            save, fgw_now_ms(), &c->row, &c->err,
 	                            convert_begun, c)) != 0)
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 out:
 	txn_request_free(rq);
 }
@@ -948,11 +898,11 @@ await_card_done(void *arg, int rc)
 		return;
 	}
 	if (rc != 0 || a == NULL) {
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		return;
 	}
 	c->answer = NULL;
-	rctx_finish(c, 200, a);
+	gw_req_finish(&c->g, 200, a);
 	fgw_freezero(a, strlen(a));
 }
 
@@ -975,7 +925,7 @@ convert_await_card(struct reactor *rx, struct rctx *c, const char *hold_id, int 
 	if (secret_mac(rx, pid, c->who.subject, secret, mac) != 0 ||
 	    (o = cJSON_CreateObject()) == NULL ||
 	    (res = cJSON_AddObjectToObject(o, "reservation")) == NULL) {
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		goto out;
 	}
 	cJSON_AddStringToObject(res, "id", hold_id);
@@ -987,7 +937,7 @@ convert_await_card(struct reactor *rx, struct rctx *c, const char *hold_id, int 
 	if (c->answer == NULL ||
 	    resv_await_card(rx->gw->store, rx->waker, hold_id, c->who.subject, pid, mac, save,
 	                    fgw_now_ms(), NULL, &c->row, &c->err, await_card_done, c) != 0)
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 out:
 	sodium_memzero(secret, sizeof(secret));
 	sodium_memzero(hex, sizeof(hex));
@@ -1038,7 +988,7 @@ stripe_js_again(struct reactor *rx, struct rctx *c)
 	int waiting, r = FGW_ERR_INVALID;
 
 	if (store_txn_get(rx->reader, NULL, c->row.txn_id, &c->txn) != 0) {
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		return;
 	}
 	if (txn_state_of(c->txn.status) == TXN_PROCESSING ||
@@ -1102,7 +1052,7 @@ convert_stripe_js(struct reactor *rx, struct rctx *c, const struct auth_ctx *who
 		return;
 	}
 	if ((none = cJSON_CreateObject()) == NULL) {
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		return;
 	}
 	convert_start(rx, c, who, none, hold_id, 0, 0);
@@ -1170,7 +1120,7 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 		return;
 	save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
 	if (resv_convert_body_parse(root, hold_id, sizeof(hold_id), &n, msg, sizeof(msg)) != 0) {
-		rctx_error(c, 400, "VALIDATION_ERROR", msg);
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR", msg);
 		goto out;
 	}
 	if (n == 0 && cJSON_GetObjectItemCaseSensitive(root, "confirmWith") != NULL) {
@@ -1178,11 +1128,11 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 		goto out;
 	}
 	if (n == 0) {
-		if (c->key[0]) {
+		if (c->g.key[0]) {
 			/* Nothing is stored under the key (see above): let a
 			 * repeat run again once this one is done. */
-			idem_end(rx->gw->idem, c->scope, c->key);
-			c->key[0] = '\0';
+			idem_end(rx->gw->idem, c->g.scope, c->g.key);
+			c->g.key[0] = '\0';
 		}
 		convert_await_card(rx, c, hold_id, cJSON_IsTrue(save));
 		goto out;
@@ -1214,7 +1164,7 @@ h_browser_confirm(struct reactor *rx, struct evhttp_request *req, const char *pa
 		return;
 	msg[0] = '\0';
 	if (cJSON_GetObjectItemCaseSensitive(root, "card") != NULL) {
-		rctx_error(c, 400, "VALIDATION_ERROR",
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
 		           "card must be sealed to the gateway's key: send encryptedCard");
 		goto out;
 	}
@@ -1222,11 +1172,11 @@ h_browser_confirm(struct reactor *rx, struct evhttp_request *req, const char *pa
 	    (cJSON_GetObjectItemCaseSensitive(root, "paymentMethodId") != NULL);
 	if (only_members(root, fields, msg, sizeof(msg)) != 0 ||
 	    get_string(root, "clientSecret", given, sizeof(given), 1, msg, sizeof(msg)) != 0) {
-		rctx_error(c, 400, "VALIDATION_ERROR", msg);
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR", msg);
 		goto out;
 	}
 	if (n != 1) {
-		rctx_error(c, 400, "VALIDATION_ERROR",
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
 		           "exactly one of encryptedCard or paymentMethodId is required");
 		goto out;
 	}
@@ -1239,7 +1189,7 @@ h_browser_confirm(struct reactor *rx, struct evhttp_request *req, const char *pa
 	    secret_mac(rx, pid, who.subject, given, mac) != 0 ||
 	    sodium_memcmp(mac, sec.secret_mac, 64) != 0) {
 		sodium_memzero(given, sizeof(given));
-		rctx_error(c, 404, "PAYMENT_NOT_FOUND",
+		gw_req_error(&c->g, 404, "PAYMENT_NOT_FOUND",
 		           "No payment waits under this id and client secret");
 		goto out;
 	}
@@ -1250,7 +1200,7 @@ h_browser_confirm(struct reactor *rx, struct evhttp_request *req, const char *pa
 	}
 	/* The payment source as a convert would carry it. */
 	if ((pay = cJSON_CreateObject()) == NULL) {
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		goto out;
 	}
 	if ((v = cJSON_GetObjectItemCaseSensitive(root, "encryptedCard")) != NULL)
@@ -1277,11 +1227,11 @@ cancel_done(void *arg, int rc)
 		return;
 	}
 	if (rc != 0) {
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		return;
 	}
 	c->answer = NULL;
-	rctx_finish(c, 200, a);
+	gw_req_finish(&c->g, 200, a);
 	free(a);
 }
 
@@ -1303,7 +1253,7 @@ h_cancel(struct reactor *rx, struct evhttp_request *req, const char *path)
 	msg[0] = '\0';
 	if (only_members(root, fields, msg, sizeof(msg)) != 0 ||
 	    get_string(root, "holdId", hold_id, sizeof(hold_id), 1, msg, sizeof(msg)) != 0) {
-		rctx_error(c, 400, "VALIDATION_ERROR", msg);
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR", msg);
 		goto out;
 	}
 	if (!id_ok(hold_id)) {
@@ -1316,13 +1266,13 @@ h_cancel(struct reactor *rx, struct evhttp_request *req, const char *path)
 	    !cJSON_AddStringToObject(res, "status", "cancelled") ||
 	    !cJSON_AddTrueToObject(o, "success") ||
 	    (c->answer = cJSON_PrintUnformatted(o)) == NULL) {
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		goto out;
 	}
 	fill_idem(c, 200, c->answer, &idem);
 	if (resv_cancel(rx->gw->store, rx->waker, hold_id, who.subject, fgw_now_ms(),
-	                c->key[0] ? &idem : NULL, &c->row, &c->err, cancel_done, c) != 0)
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+	                c->g.key[0] ? &idem : NULL, &c->row, &c->err, cancel_done, c) != 0)
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 out:
 	cJSON_Delete(o);
 	cJSON_Delete(root);
@@ -1358,7 +1308,7 @@ confirm_stored(void *arg, int rc)
 	char *a = c->answer;
 	(void)rc;
 	c->answer = NULL;
-	rctx_finish(c, 200, a);
+	gw_req_finish(&c->g, 200, a);
 	free(a);
 }
 
@@ -1372,16 +1322,16 @@ confirm_done(void *arg, int rc)
 		return;
 	}
 	if (rc != 0 || (c->answer = confirm_answer(&c->row)) == NULL) {
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		return;
 	}
-	mail_booking_confirmed(&c->rx->env, c->row.id);
-	if (c->key[0] == '\0') {
+	mail_booking_confirmed(&c->g.rx->env, c->row.id);
+	if (c->g.key[0] == '\0') {
 		confirm_stored(c, 0);
 		return;
 	}
 	fill_idem(c, 200, c->answer, &idem);
-	if (resv_idem_put(c->rx->gw->store, c->rx->waker, &idem, confirm_stored, c) != 0)
+	if (resv_idem_put(c->g.rx->gw->store, c->g.rx->waker, &idem, confirm_stored, c) != 0)
 		confirm_stored(c, FGW_ERR_INTERNAL);
 }
 
@@ -1400,7 +1350,7 @@ h_confirm(struct reactor *rx, struct evhttp_request *req, const char *path)
 	if (only_members(root, fields, msg, sizeof(msg)) != 0 ||
 	    get_string(root, "reservationId", id, sizeof(id), 1, msg, sizeof(msg)) != 0 ||
 	    get_string(root, "paymentIntentId", intent, sizeof(intent), 0, msg, sizeof(msg)) != 0) {
-		rctx_error(c, 400, "VALIDATION_ERROR", msg[0] ? msg : "body must be a JSON object");
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR", msg[0] ? msg : "body must be a JSON object");
 		goto out;
 	}
 	if (!id_ok(id)) {
@@ -1410,7 +1360,7 @@ h_confirm(struct reactor *rx, struct evhttp_request *req, const char *path)
 	new_reference(ref);
 	if (resv_confirm(rx->gw->store, rx->waker, id, who.subject, intent, ref, &c->row, &c->err,
 	                 confirm_done, c) != 0)
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 out:
 	cJSON_Delete(root);
 }
@@ -1439,13 +1389,13 @@ status_answer(struct rctx *c)
 	int ra;
 
 	memset(&t, 0, sizeof(t));
-	if (resv_get(c->rx->reader, c->who.subject, c->row.id, &r) != 0 ||
-	    (r.txn_id[0] && store_txn_get(c->rx->reader, NULL, r.txn_id, &t) != 0) || o == NULL ||
+	if (resv_get(c->g.rx->reader, c->who.subject, c->row.id, &r) != 0 ||
+	    (r.txn_id[0] && store_txn_get(c->g.rx->reader, NULL, r.txn_id, &t) != 0) || o == NULL ||
 	    !cJSON_AddTrueToObject(o, "success") ||
 	    (d = cJSON_AddObjectToObject(o, "data")) == NULL) {
 		cJSON_Delete(o);
 		store_txn_row_clear(&t);
-		rctx_error(c, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		return;
 	}
 	ra = txn_state_of(t.status) == TXN_REQUIRES_ACTION;
@@ -1463,7 +1413,7 @@ status_answer(struct rctx *c)
 	s = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
 	store_txn_row_clear(&t);
-	rctx_finish(c, 200, s ? s : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}");
+	gw_req_finish(&c->g, 200, s ? s : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}");
 	cJSON_free(s);
 }
 
@@ -1489,7 +1439,7 @@ status_txn_finished(void *arg, int rc, const struct store_txn_row *row)
 	new_reference(ref);
 	/* The listener queued the same move; this one is only waited for, so
 	 * the answer reflects it. */
-	if (resv_payment_moved(c->rx->gw->store, c->rx->waker, c->row.id, row->id, row->status,
+	if (resv_payment_moved(c->g.rx->gw->store, c->g.rx->waker, c->row.id, row->id, row->status,
 	                       row->processor_ref, ref, NULL, status_moved, c) != 0)
 		status_answer(c);
 }
@@ -1501,7 +1451,7 @@ static void
 status_checked(void *arg, const struct proc_reply *reply)
 {
 	struct rctx *c = arg;
-	const struct pipeline_env *env = &c->rx->env;
+	const struct pipeline_env *env = &c->g.rx->env;
 	struct proc_result res = c->pres; /* ours now */
 	struct txn_settlement set;
 	const char *to = NULL;
@@ -1989,17 +1939,7 @@ resv_reactor_start(struct reactor *rx)
 void
 resv_reactor_stop(struct reactor *rx)
 {
-	/* Only after the loop stopped past the shutdown deadline: payments
-	 * stay posting for the reconciler; the memory goes (answers, store
-	 * jobs and processor checks will never complete for this reactor). */
-	while (rx->resv_pending != NULL) {
-		struct rctx *c = rx->resv_pending;
-		if (c->req != NULL && c->evcon != NULL)
-			evhttp_connection_set_closecb(c->evcon, NULL, NULL);
-		if (c->running != NULL)
-			txn_free(c->running);
-		rctx_free(c);
-	}
+	/* Requests in flight were freed before (gw_req_abandon_all). */
 	if (rx->resv_timer != NULL)
 		event_free(rx->resv_timer);
 	rx->resv_timer = NULL;

@@ -19,81 +19,40 @@
 #include "core/util.h"
 #include "gateway/http.h"
 #include "gateway/idem.h"
+#include "gateway/reqctx.h"
 #include "store/store.h"
 
 /* One website request waiting for its transaction. */
 struct req_ctx {
-	struct req_ctx *prev, *next;  /* the reactor's transactions in flight */
+	struct gw_req g;              /* first: the request, its key, the reactor */
 	struct txn *t;
-	struct reactor *rx;
-	struct evhttp_request *req;   /* NULL once the client has gone */
-	struct evhttp_connection *evcon;
-	char client[64];
-	char key[256];
 };
 
 static void
-unlink_ctx(struct req_ctx *ctx)
+req_free(struct gw_req *g, int abandoned)
 {
-	struct reactor *rx = ctx->rx;
-	if (ctx->prev != NULL)
-		ctx->prev->next = ctx->next;
-	else
-		rx->pending = ctx->next;
-	if (ctx->next != NULL)
-		ctx->next->prev = ctx->prev;
-}
-
-void
-routes_txn_abandon(struct reactor *rx)
-{
-	/* Only after the loop stopped past the shutdown deadline: the rows
-	 * stay posting/processing for the reconciler; the memory goes. */
-	while (rx->pending != NULL) {
-		struct req_ctx *ctx = rx->pending;
-		unlink_ctx(ctx);
+	struct req_ctx *ctx = (struct req_ctx *)g;
+	/* Abandoned (a forced stop): the row stays posting/processing for
+	 * the reconciler; the memory goes. Otherwise the runner owns t. */
+	if (abandoned) {
 		log_txn_warn(ctx->t->id, "abandoned at shutdown; left for reconciliation");
-		if (ctx->req != NULL && ctx->evcon != NULL)
-			evhttp_connection_set_closecb(ctx->evcon, NULL, NULL);
-		if (ctx->key[0])
-			idem_end(rx->gw->idem, ctx->client, ctx->key);
 		txn_free(ctx->t);
-		free(ctx);
 	}
-	rx->inflight = 0;
+	free(ctx);
 }
-
-static void
-on_close(struct evhttp_connection *evcon, void *arg)
-{
-	struct req_ctx *ctx = arg;
-	(void)evcon;
-	/* The transaction goes on (it may already be charging); only the
-	 * answer has nobody to go to. */
-	ctx->req = NULL;
-}
-
 
 static void
 on_txn_done(struct txn *t, void *arg)
 {
 	struct req_ctx *ctx = arg;
-	struct reactor *rx = ctx->rx;
+	struct reactor *rx = ctx->g.rx;
 
 	metrics_txn_done(&rx->gw->metrics, t->out.status, fgw_mono_ms() - t->started_mono);
-	if (ctx->req != NULL) {
-		evhttp_connection_set_closecb(ctx->evcon, NULL, NULL);
-		http_send_json(rx, ctx->req, t->out.http_status,
-		               t->answer ? t->answer
-		                         : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"An unexpected error occurred\"}");
-	} else {
+	if (ctx->g.req == NULL)
 		log_txn_info(t->id, "client went away before the answer");
-	}
-	if (ctx->key[0])
-		idem_end(rx->gw->idem, ctx->client, ctx->key);
-	rx->inflight--;
-	unlink_ctx(ctx);
-	free(ctx);
+	gw_req_finish(&ctx->g, t->out.http_status,
+	              t->answer ? t->answer
+	                        : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"An unexpected error occurred\"}");
 }
 
 static void
@@ -165,19 +124,9 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 	rq = NULL; /* owned by t now */
 	fgw_strlcpy(t->request_id, log_request_get(), sizeof(t->request_id));
 	ctx->t = t;
-	ctx->rx = rx;
-	ctx->next = rx->pending;
-	if (rx->pending != NULL)
-		rx->pending->prev = ctx;
-	rx->pending = ctx;
-	ctx->req = req;
-	ctx->evcon = evhttp_request_get_connection(req);
-	fgw_strlcpy(ctx->client, who.client_id, sizeof(ctx->client));
+	gw_req_start(&ctx->g, rx, req, "transaction", req_free);
 	if (key != NULL)
-		fgw_strlcpy(ctx->key, key, sizeof(ctx->key));
-	if (ctx->evcon != NULL)
-		evhttp_connection_set_closecb(ctx->evcon, on_close, ctx);
-	rx->inflight++;
+		gw_req_claim(&ctx->g, who.client_id, key);
 	atomic_fetch_add(&rx->gw->metrics.txn_started, 1);
 	pipeline_start(t, on_txn_done, ctx); /* t owned by the runner now */
 	return;

@@ -38,7 +38,7 @@
 #include "core/txnstate.h"
 #include "core/util.h"
 #include "gateway/http.h"
-#include "gateway/idem.h"
+#include "gateway/reqctx.h"
 #include "pipeline/reconcile.h"
 #include "pipeline/settle.h"
 #include "processors/httpc.h"
@@ -46,10 +46,8 @@
 #include "store/store.h"
 
 struct op_ctx {
-	struct reactor *rx;
+	struct gw_req g;              /* first: the request, its key, the reactor */
 	char request_id[LOG_REQUEST_ID_MAX]; /* on every line its callbacks log */
-	struct evhttp_request *req;   /* NULL once the client has gone */
-	struct evhttp_connection *evcon;
 	enum proc_op op;
 	struct store_txn_row row;
 	const struct proc_config *proc;   /* the row's processor */
@@ -58,7 +56,6 @@ struct op_ctx {
 	struct proc_result res;
 	char client[64];
 	char source[64];
-	char key[256];                /* client's Idempotency-Key or "" */
 	char hash[65];
 	char proc_key[96];
 	char refund_id[40];
@@ -82,38 +79,15 @@ static void refund_begun(void *arg, int rc);
 static void txnop_begun(void *arg, int rc);
 
 static void
-ctx_free(struct op_ctx *c)
+op_free(struct gw_req *g, int abandoned)
 {
-	if (c->req != NULL && c->evcon != NULL)
-		evhttp_connection_set_closecb(c->evcon, NULL, NULL);
-	if (c->key[0])
-		idem_end(c->rx->gw->idem, c->client, c->key);
-	c->rx->inflight--;
+	struct op_ctx *c = (struct op_ctx *)g;
+	(void)abandoned; /* the row stays pending for the reconciler */
+	proc_call_cancel(&c->call);
 	store_txn_row_clear(&c->row);
 	proc_result_clear(&c->res);
 	free(c->answer);
 	free(c);
-}
-
-static void
-on_close(struct evhttp_connection *evcon, void *arg)
-{
-	struct op_ctx *c = arg;
-	(void)evcon;
-	c->req = NULL; /* the operation goes on; its answer is kept */
-}
-
-static void
-reply_error(struct op_ctx *c, int status, const char *code, const char *msg)
-{
-	if (c->req != NULL) {
-		/* Detach first: the reply may end the connection. */
-		if (c->evcon != NULL)
-			evhttp_connection_set_closecb(c->evcon, NULL, NULL);
-		http_send_error(c->rx, c->req, status, code, msg);
-		c->req = NULL;
-	}
-	ctx_free(c);
 }
 
 /* The row as GET shows it (with status), plus what a refund needs to
@@ -172,7 +146,7 @@ refund_answer(void *arg, const struct store_pendingop *rf, char **body)
 static void
 not_submitted(struct op_ctx *c, int r)
 {
-	reply_error(c, r == FGW_ERR_SHUTDOWN ? 503 : 500,
+	gw_req_error(&c->g, r == FGW_ERR_SHUTDOWN ? 503 : 500,
 	            r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
 	            "The operation could not be recorded");
 }
@@ -184,13 +158,13 @@ store_failed(struct op_ctx *c, int rc, const char *state_msg)
 	if (rc == 0)
 		return 0;
 	if (rc == FGW_ERR_STATE) {
-		reply_error(c, 409, "INVALID_TRANSACTION_STATE", state_msg);
+		gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE", state_msg);
 	} else if (rc == FGW_ERR_TOO_LARGE) {
-		reply_error(c, 400, "REFUND_EXCEEDS_CAPTURED",
+		gw_req_error(&c->g, 400, "REFUND_EXCEEDS_CAPTURED",
 		            "The refund is more than what is left to refund");
 	} else {
 		log_txn_error(c->row.id, "%s not recorded: %s", op_names[c->op], fgw_strerror(rc));
-		reply_error(c, 500, "INTERNAL_ERROR",
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR",
 		            "The operation could not be recorded; retry with the same Idempotency-Key");
 	}
 	return 1;
@@ -205,12 +179,7 @@ committed_run(void *arg, int rc)
 	if (store_failed(c, rc,
 	                 "The transaction's state changed; the operation was not recorded"))
 		return;
-	if (c->req != NULL) {
-		evhttp_connection_set_closecb(c->evcon, NULL, NULL);
-		http_send_json(c->rx, c->req, 200, c->answer);
-		c->req = NULL;
-	}
-	ctx_free(c);
+	gw_req_finish(&c->g, 200, c->answer);
 }
 
 static void
@@ -226,19 +195,19 @@ record(struct op_ctx *c)
 	c->row.updated_at = fgw_now_ms();
 	/* A refund's final answer is built in its commit (refund_answer). */
 	if (build_answer(c, c->new_status, c->refunded + c->amount, &c->answer) != 0) {
-		reply_error(c, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		return;
 	}
 	memset(&idem, 0, sizeof(idem));
-	if (c->key[0]) {
+	if (c->g.key[0]) {
 		fgw_strlcpy(idem.client_id, c->client, sizeof(idem.client_id));
-		fgw_strlcpy(idem.key, c->key, sizeof(idem.key));
+		fgw_strlcpy(idem.key, c->g.key, sizeof(idem.key));
 		fgw_strlcpy(idem.request_hash, c->hash, sizeof(idem.request_hash));
 		idem.status_code = 200;
 		idem.body = c->answer;
 		fgw_strlcpy(idem.txn_id, c->row.id, sizeof(idem.txn_id));
 		idem.created_at = fgw_now_ms();
-		idem.expires_at = idem.created_at + c->rx->env.idem_ttl_ms;
+		idem.expires_at = idem.created_at + c->g.rx->env.idem_ttl_ms;
 	}
 	n = snprintf(details, sizeof(details), "{\"amount\":%lld,\"processorKey\":\"%s\"}",
 	             (long long)(c->op == PROC_OP_REFUND ? c->amount : c->row.amount),
@@ -251,17 +220,17 @@ record(struct op_ctx *c)
 	audit = (struct store_audit){ c->client, c->source, event, c->row.id, c->new_status,
 		                          details[0] ? details : NULL };
 	set = (struct txn_op_settlement){ .op = &c->pop, .succeeded = 1,
-		                              .idem = c->key[0] ? &idem : NULL,
+		                              .idem = c->g.key[0] ? &idem : NULL,
 		                              .audit = &audit, .n_audit = 1 };
 	if (c->op == PROC_OP_REFUND) {
 		fgw_strlcpy(c->pop.processor_ref, c->res.op_ref, sizeof(c->pop.processor_ref));
 		set.out = &c->pop;
-		if (c->key[0]) {
+		if (c->g.key[0]) {
 			set.answer = refund_answer;
 			set.answer_arg = c;
 		}
 	}
-	r = txn_settle_op(&c->rx->env, &set, committed, c);
+	r = txn_settle_op(&c->g.rx->env, &set, committed, c);
 	if (r != 0)
 		not_submitted(c, r);
 }
@@ -279,7 +248,7 @@ refusal_recorded_run(void *arg, int rc)
 	if (rc != 0)
 		log_txn_error(c->row.id, "%s failure not recorded: %s", op_names[c->op],
 		              fgw_strerror(rc));
-	reply_error(c, refusal_status(&c->res), c->res.code, c->res.message);
+	gw_req_error(&c->g, refusal_status(&c->res), c->res.code, c->res.message);
 }
 
 /* The processor certainly did not do it: the row moves to failed (a
@@ -288,7 +257,7 @@ static void
 op_refused(struct op_ctx *c)
 {
 	struct store_audit audit = { c->client, c->source, NULL, c->row.id, "failure", NULL };
-	struct store *st = c->rx->gw->store;
+	struct store *st = c->g.rx->gw->store;
 	char details[160], event[32];
 	int n, r;
 
@@ -303,7 +272,7 @@ op_refused(struct op_ctx *c)
 		audit.details_json = details;
 	if (c->op == PROC_OP_REFUND)
 		fgw_strlcpy(c->pop.processor_ref, c->res.op_ref, sizeof(c->pop.processor_ref));
-	r = store_pendingop_finish(st, c->rx->waker, &c->pop, 0, NULL,
+	r = store_pendingop_finish(st, c->g.rx->waker, &c->pop, 0, NULL,
 	                           &(struct store_commit){ .audit = &audit, .n_audit = 1,
 	                                                   .done = refusal_recorded, .arg = c });
 	if (r != 0)
@@ -322,7 +291,7 @@ replied(void *arg, const struct proc_reply *reply)
 	if (!reply->parsed) {
 		log_txn_warn(c->row.id, "%s: no answer from the processor (%s)", op_names[c->op],
 		             fgw_strerror(reply->err));
-		reply_error(c, 502, "PAYMENT_PROCESSING_FAILED",
+		gw_req_error(&c->g, 502, "PAYMENT_PROCESSING_FAILED",
 		            "The processor did not answer; retry with the same Idempotency-Key");
 		return;
 	}
@@ -334,7 +303,7 @@ replied(void *arg, const struct proc_reply *reply)
 	if (v != OP_DONE) {
 		/* A refund stays pending: the reconciler or a retry ends it. */
 		log_txn_warn(c->row.id, "%s: processor outcome %d", op_names[c->op], (int)c->res.outcome);
-		reply_error(c, 502, "PAYMENT_PROCESSING_FAILED",
+		gw_req_error(&c->g, 502, "PAYMENT_PROCESSING_FAILED",
 		            "The processor did not confirm the operation; retry with the same "
 		            "Idempotency-Key");
 		return;
@@ -358,17 +327,17 @@ send_op(struct op_ctx *c)
 	oreq.amount = c->amount;
 	memset(&c->call, 0, sizeof(c->call));
 	c->call.op = calls[c->op];
-	c->call.inst = pipeline_proc_find(&c->rx->env, c->row.processor);
+	c->call.inst = pipeline_proc_find(&c->g.rx->env, c->row.processor);
 	c->call.opreq = &oreq;
 	c->call.res = &c->res;
 	c->call.request_id = c->request_id;
 	c->call.done = replied;
 	c->call.arg = c;
-	r = proc_call_start(&c->rx->env, &c->call);
+	r = proc_call_start(&c->g.rx->env, &c->call);
 	c->call.opreq = NULL; /* built */
 	if (r != 0) {
 		log_txn_error(c->row.id, "%s not sent: %s", op_names[c->op], fgw_strerror(r));
-		reply_error(c, 502, "PAYMENT_PROCESSING_FAILED",
+		gw_req_error(&c->g, 502, "PAYMENT_PROCESSING_FAILED",
 		            "The operation could not be sent to the processor");
 	}
 }
@@ -384,7 +353,7 @@ refund_begun_run(void *arg, int rc)
 	if (c->pop.adopted) {
 		/* A retry of a refund we already hold: the same one or none. */
 		if (c->amount_given && c->amount != c->pop.amount) {
-			reply_error(c, 422, "IDEMPOTENCY_CONFLICT",
+			gw_req_error(&c->g, 422, "IDEMPOTENCY_CONFLICT",
 			            "Idempotency-Key reused with a different refund amount");
 			return;
 		}
@@ -397,7 +366,7 @@ refund_begun_run(void *arg, int rc)
 			return;
 		}
 		if (c->pop.status == STORE_OP_FAILED) {
-			reply_error(c, 409, "INVALID_TRANSACTION_STATE",
+			gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE",
 			            "This refund was refused by the processor; "
 			            "use a new Idempotency-Key");
 			return;
@@ -421,7 +390,7 @@ txnop_begun_run(void *arg, int rc)
 		return;
 	}
 	if (c->pop.adopted && c->pop.status == STORE_OP_FAILED) {
-		reply_error(c, 409, "INVALID_TRANSACTION_STATE",
+		gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE",
 		            "The processor refused this operation before; "
 		            "use a new Idempotency-Key to try again");
 		return;
@@ -477,7 +446,7 @@ static void
 client_key_hash(const struct op_ctx *c, char hex[25])
 {
 	unsigned char h[12];
-	crypto_generichash(h, sizeof(h), (const unsigned char *)c->key, strlen(c->key),
+	crypto_generichash(h, sizeof(h), (const unsigned char *)c->g.key, strlen(c->g.key),
 	                   (const unsigned char *)c->client, strlen(c->client));
 	sodium_bin2hex(hex, 25, h, sizeof(h));
 }
@@ -493,7 +462,7 @@ begin_txnop(struct op_ctx *c)
 	c->pop.kind = c->op == PROC_OP_CAPTURE ? STORE_OP_CAPTURE : STORE_OP_CANCEL;
 	fgw_strlcpy(c->pop.txn_id, c->row.id, sizeof(c->pop.txn_id));
 	fgw_strlcpy(c->pop.idempotency_key, c->proc_key, sizeof(c->pop.idempotency_key));
-	if (c->key[0])
+	if (c->g.key[0])
 		client_key_hash(c, c->pop.request_key);
 	snprintf(event, sizeof(event), "txn.%s_pending", op_names[c->op]);
 	audit.event_type = event;
@@ -501,7 +470,7 @@ begin_txnop(struct op_ctx *c)
 	             (long long)c->row.amount, c->proc_key);
 	if (n > 0 && (size_t)n < sizeof(details))
 		audit.details_json = details;
-	r = store_pendingop_begin(c->rx->gw->store, c->rx->waker, &c->pop, &c->pop,
+	r = store_pendingop_begin(c->g.rx->gw->store, c->g.rx->waker, &c->pop, &c->pop,
 	                          &(struct store_commit){ .audit = &audit, .n_audit = 1,
 	                                                  .done = txnop_begun, .arg = c });
 	if (r != 0)
@@ -528,7 +497,7 @@ begin_refund(struct op_ctx *c)
 	             c->refund_id, (long long)c->amount, c->proc_key);
 	if (n > 0 && (size_t)n < sizeof(details))
 		audit.details_json = details;
-	r = store_pendingop_begin(c->rx->gw->store, c->rx->waker, &c->pop, &c->pop,
+	r = store_pendingop_begin(c->g.rx->gw->store, c->g.rx->waker, &c->pop, &c->pop,
 	                          &(struct store_commit){ .audit = &audit, .n_audit = 1,
 	                                                  .done = refund_begun, .arg = c });
 	if (r != 0)
@@ -582,7 +551,7 @@ proc_key_for(struct op_ctx *c)
 		n = snprintf(c->proc_key, sizeof(c->proc_key), "%s-%s", c->row.id, op_names[c->op]);
 		return n < 0 || (size_t)n >= sizeof(c->proc_key) ? FGW_ERR_TOO_LARGE : FGW_OK;
 	}
-	if (c->key[0] == '\0')
+	if (c->g.key[0] == '\0')
 		return fgw_strlcpy(c->proc_key, c->refund_id, sizeof(c->proc_key)), FGW_OK;
 	client_key_hash(c, hex);
 	n = snprintf(c->proc_key, sizeof(c->proc_key), "%s-rf-%s", c->row.id, hex);
@@ -622,36 +591,33 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		return;
 	}
-	c->rx = rx;
+	gw_req_start(&c->g, rx, req, "transaction operation", op_free);
 	fgw_strlcpy(c->request_id, log_request_get(), sizeof(c->request_id));
 	c->op = op;
-	c->req = req;
-	rx->inflight++;
 	fgw_strlcpy(c->client, who.client_id, sizeof(c->client));
 	fgw_strlcpy(c->source, who.source, sizeof(c->source));
 	if (http_request_hash(rx, "POST", path, body, len, c->hash) != 0) {
-		reply_error(c, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		return;
 	}
 	if (key != NULL) {
 		if (http_idempotency_front(rx, req, who.client_id, key, c->hash) != 0) {
-			c->req = NULL;
-			ctx_free(c);
+			gw_req_drop(&c->g); /* answered there */
 			return;
 		}
-		fgw_strlcpy(c->key, key, sizeof(c->key));
+		gw_req_claim(&c->g, who.client_id, key);
 	}
 	if (txnop_body_parse(body, len, op, &c->amount, why, sizeof(why)) != 0) {
-		reply_error(c, 400, "VALIDATION_ERROR", why);
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR", why);
 		return;
 	}
 	r = store_txn_get(rx->reader, who.client_id, id, &c->row);
 	if (r == FGW_ERR_NOT_FOUND) {
-		reply_error(c, 404, "NOT_FOUND", "Transaction not found");
+		gw_req_error(&c->g, 404, "NOT_FOUND", "Transaction not found");
 		return;
 	}
 	if (r != 0 || (r = store_pendingop_refunded(rx->reader, id, &c->refunded)) != 0) {
-		reply_error(c, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		return;
 	}
 	/* Forward-only: each operation has the states it may start from. */
@@ -663,7 +629,7 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		fgw_strlcpy(c->new_status, txn_state_name(TXN_REFUNDED), sizeof(c->new_status));
 	} else if (op == PROC_OP_REFUND) {
 		if (cur != TXN_SUCCEEDED && cur != TXN_PARTIALLY_REFUNDED) {
-			reply_error(c, 409, "INVALID_TRANSACTION_STATE",
+			gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE",
 			            "Only a captured (succeeded) transaction can be refunded");
 			return;
 		}
@@ -671,7 +637,7 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		if (c->amount == 0)
 			c->amount = c->row.amount - c->refunded;
 		if (c->amount <= 0 || c->amount > c->row.amount - c->refunded) {
-			reply_error(c, 400, "REFUND_EXCEEDS_CAPTURED",
+			gw_req_error(&c->g, 400, "REFUND_EXCEEDS_CAPTURED",
 			            "The refund is more than what is left to refund");
 			return;
 		}
@@ -680,12 +646,12 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		                               ? TXN_REFUNDED : TXN_PARTIALLY_REFUNDED),
 		            sizeof(c->new_status));
 	} else if (cur != TXN_AUTHORIZED &&
-	           (c->key[0] == '\0' || cur != op_end)) {
+	           (c->g.key[0] == '\0' || cur != op_end)) {
 		/* Already in the operation's own end state, a keyed request
 		 * goes on: if it is the retry of that operation (the reconciler
 		 * may have finished it), the write-ahead job adopts it and the
 		 * answer follows; any other is refused there (txnop_begun). */
-		reply_error(c, 409, "INVALID_TRANSACTION_STATE",
+		gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE",
 		            op == PROC_OP_CAPTURE ? "Only an authorized transaction can be captured"
 		                                  : "Only an authorized transaction can be canceled");
 		return;
@@ -694,19 +660,16 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 	}
 	/* The operation goes to the processor that made the charge. */
 	if (pipeline_proc_by_name(&rx->env, c->row.processor, &c->proc, &c->type) != 0) {
-		reply_error(c, 502, "PAYMENT_PROCESSING_FAILED",
+		gw_req_error(&c->g, 502, "PAYMENT_PROCESSING_FAILED",
 		            "The transaction's processor is not configured");
 		return;
 	}
 	pt = c->type;
 	if (fgw_random_id("rf_", c->refund_id, sizeof(c->refund_id)) != 0 ||
 	    proc_key_for(c) != 0 || pt->build_op == NULL || pt->parse_op == NULL) {
-		reply_error(c, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		return;
 	}
-	c->evcon = evhttp_request_get_connection(req);
-	if (c->evcon != NULL)
-		evhttp_connection_set_closecb(c->evcon, on_close, c);
 	if (op == PROC_OP_REFUND)
 		begin_refund(c);
 	else

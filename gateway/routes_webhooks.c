@@ -35,6 +35,7 @@
 #include "core/util.h"
 #include "crypto/mac.h"
 #include "gateway/http.h"
+#include "gateway/reqctx.h"
 #include "gateway/refusals.h"
 #include "gateway/webhooks.h"
 #include "pipeline/settle.h"
@@ -45,9 +46,7 @@
 
 /* One inbound event on its way through the store. */
 struct wh_ctx {
-	struct reactor *rx;
-	struct evhttp_request *req;   /* NULL once the processor hung up */
-	struct evhttp_connection *evcon;
+	struct gw_req g;              /* first: the request and its reactor */
 	char processor[32];
 	char source[64];
 	char event_id[128];
@@ -60,11 +59,11 @@ struct wh_ctx {
 };
 
 static void
-on_close(struct evhttp_connection *evcon, void *arg)
+wh_free(struct gw_req *g, int abandoned)
 {
-	struct wh_ctx *ctx = arg;
-	(void)evcon;
-	ctx->req = NULL;
+	/* Abandoned: not acknowledged, so the processor sends it again. */
+	(void)abandoned;
+	free(g);
 }
 
 static void
@@ -103,19 +102,6 @@ refuse(struct reactor *rx, struct evhttp_request *req, const char *processor,
 }
 
 static void
-finish(struct wh_ctx *ctx, int status, const char *body)
-{
-	struct reactor *rx = ctx->rx;
-	if (ctx->req != NULL) {
-		if (ctx->evcon != NULL)
-			evhttp_connection_set_closecb(ctx->evcon, NULL, NULL);
-		http_send_json(rx, ctx->req, status, body);
-	}
-	rx->inflight--;
-	free(ctx);
-}
-
-static void
 on_recorded(void *arg, int rc)
 {
 	struct wh_ctx *ctx = arg;
@@ -123,13 +109,13 @@ on_recorded(void *arg, int rc)
 	if (rc != 0 && rc != FGW_ERR_EXISTS) {
 		log_error("webhook %s not recorded: %s", ctx->event_id, fgw_strerror(rc));
 		/* Not held durably: a 500 makes the processor send it again. */
-		finish(ctx, 500, "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be recorded\"}");
+		gw_req_finish(&ctx->g, 500, "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be recorded\"}");
 		return;
 	}
-	atomic_fetch_add(&ctx->rx->gw->metrics.webhooks_in[rc == FGW_ERR_EXISTS ? 2 : 0], 1);
+	atomic_fetch_add(&ctx->g.rx->gw->metrics.webhooks_in[rc == FGW_ERR_EXISTS ? 2 : 0], 1);
 	snprintf(body, sizeof(body), "{\"received\":true,\"result\":\"%s\"%s}", ctx->result,
 	         rc == FGW_ERR_EXISTS ? ",\"duplicate\":true" : "");
-	finish(ctx, 200, body);
+	gw_req_finish(&ctx->g, 200, body);
 }
 
 static void
@@ -151,7 +137,7 @@ record(struct wh_ctx *ctx)
 	}
 	a = (struct store_audit){ ctx->processor, ctx->source, "webhook.accepted", ctx->txn_id,
 		                      ctx->result, s };
-	r = store_webhook_record(ctx->rx->gw->store, ctx->rx->waker, ctx->processor, ctx->event_id,
+	r = store_webhook_record(ctx->g.rx->gw->store, ctx->g.rx->waker, ctx->processor, ctx->event_id,
 	                         ctx->event_type, ctx->txn_id, ctx->result, &a, 1, on_recorded, ctx);
 	free(s); /* copied by the submission */
 	if (r != 0)
@@ -170,7 +156,7 @@ on_moved(void *arg, int rc, const struct store_txn_row *row)
 	} else if (rc != 0) {
 		log_error("webhook %s: move of %s failed: %s", ctx->event_id, ctx->txn_id,
 		          fgw_strerror(rc));
-		finish(ctx, 500, "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be applied\"}");
+		gw_req_finish(&ctx->g, 500, "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be applied\"}");
 		return;
 	} else {
 		fgw_strlcpy(ctx->result, "applied", sizeof(ctx->result));
@@ -210,12 +196,12 @@ publish(struct wh_ctx *ctx, const char *notify)
 	struct store_txn_row row;
 
 	if (notify == NULL) {
-		txn_settle_publish(&ctx->rx->env, ctx->txn_id);
+		txn_settle_publish(&ctx->g.rx->env, ctx->txn_id);
 		return;
 	}
 	memset(&row, 0, sizeof(row));
-	if (store_txn_get(ctx->rx->reader, NULL, ctx->txn_id, &row) == 0)
-		webhooks_notify(ctx->rx->gw->wh, &ctx->rx->env, &row, notify);
+	if (store_txn_get(ctx->g.rx->reader, NULL, ctx->txn_id, &row) == 0)
+		webhooks_notify(ctx->g.rx->gw->wh, &ctx->g.rx->env, &row, notify);
 	store_txn_row_clear(&row);
 }
 
@@ -230,7 +216,7 @@ on_refunds(void *arg, int rc)
 	} else if (rc != 0) {
 		log_error("webhook %s: refunds of %s not recorded: %s", ctx->event_id, ctx->txn_id,
 		          fgw_strerror(rc));
-		finish(ctx, 500, "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be applied\"}");
+		gw_req_finish(&ctx->g, 500, "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be applied\"}");
 		return;
 	} else {
 		fgw_strlcpy(ctx->result, "applied", sizeof(ctx->result));
@@ -251,7 +237,7 @@ on_disputed(void *arg, int rc)
 	} else if (rc != 0) {
 		log_error("webhook %s: dispute of %s not recorded: %s", ctx->event_id, ctx->txn_id,
 		          fgw_strerror(rc));
-		finish(ctx, 500, "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be applied\"}");
+		gw_req_finish(&ctx->g, 500, "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be applied\"}");
 		return;
 	} else {
 		fgw_strlcpy(ctx->result, "applied", sizeof(ctx->result));
@@ -308,7 +294,7 @@ visible_ascii(const char *s, size_t max)
 static void
 apply_other(struct wh_ctx *ctx, const struct proc_event *pe)
 {
-	struct reactor *rx = ctx->rx;
+	struct reactor *rx = ctx->g.rx;
 	struct store_refund_event rf;
 	struct store_audit a;
 	char *details = event_details(ctx, pe);
@@ -371,7 +357,7 @@ waits_for_browser(const struct store_txn_row *row)
 static void
 apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 {
-	struct reactor *rx = ctx->rx;
+	struct reactor *rx = ctx->g.rx;
 	struct store_txn_row row;
 	struct txn_settlement set;
 	struct proc_event pe;
@@ -414,7 +400,7 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		if (refusals_admit(rx->gw->refusals, "webhook.deferred", ctx->source, fgw_mono_ms()))
 			audit_only(rx, ctx->processor, ctx->source, "webhook.deferred", "deferred",
 			           ctx->txn_id, "TRANSACTION_IN_FLIGHT", ctx->event_id);
-		finish(ctx, 409, "{\"error\":\"TRANSACTION_IN_FLIGHT\",\"message\":"
+		gw_req_finish(&ctx->g, 409, "{\"error\":\"TRANSACTION_IN_FLIGHT\",\"message\":"
 		                 "\"The transaction is still being posted; send the event again later\"}");
 		return;
 	}
@@ -598,17 +584,12 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		goto out;
 	}
-	ctx->rx = rx;
-	ctx->req = req;
-	ctx->evcon = evhttp_request_get_connection(req);
+	/* Counted like a transaction so shutdown waits for its commit. */
+	gw_req_start(&ctx->g, rx, req, "webhook", wh_free);
 	fgw_strlcpy(ctx->processor, processor, sizeof(ctx->processor));
 	fgw_strlcpy(ctx->source, source, sizeof(ctx->source));
 	fgw_strlcpy(ctx->event_id, id->valuestring, sizeof(ctx->event_id));
 	fgw_strlcpy(ctx->event_type, type->valuestring, sizeof(ctx->event_type));
-	if (ctx->evcon != NULL)
-		evhttp_connection_set_closecb(ctx->evcon, on_close, ctx);
-	/* Counted like a transaction so shutdown waits for its commit. */
-	rx->inflight++;
 	apply(ctx, ev, proc_type_find(scheme)); /* ctx owned by the store callbacks now */
 out:
 	cJSON_Delete(ev);

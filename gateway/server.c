@@ -33,6 +33,7 @@
 #include "gateway/edge.h"
 #include "gateway/gateway.h"
 #include "gateway/http.h"
+#include "gateway/reqctx.h"
 #include "gateway/resv.h"
 #include "gateway/startup.h"
 #include "pipeline/reconcile.h"
@@ -350,7 +351,7 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 static void
 reactor_cleanup(struct reactor *rx)
 {
-	routes_txn_abandon(rx);
+	gw_req_abandon_all(rx);
 	resv_reactor_stop(rx);
 	if (rx->http != NULL)
 		evhttp_free(rx->http);
