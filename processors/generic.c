@@ -337,11 +337,7 @@ gen_build(const struct proc_config *cfg, const struct proc_request *req, struct 
 	if (cfg == NULL || req == NULL || out == NULL || (m = cfg->type_data) == NULL)
 		return FGW_ERR_INVALID;
 	memset(out, 0, sizeof(*out));
-	if (req->operation == NULL || strcmp(req->operation, "purchase") == 0)
-		capture = 1;
-	else if (strcmp(req->operation, "authorize") == 0)
-		capture = 0;
-	else
+	if ((capture = proc_captures(req->operation)) < 0)
 		return FGW_ERR_INVALID;
 	if (!proc_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) ||
 	    !proc_token_ok(req->idempotency_key, 255) || req->amount <= 0 ||

@@ -34,6 +34,16 @@ proc_fmt_alloc(char **out, const char *fmt, ...)
 	return FGW_OK;
 }
 
+int
+proc_captures(const char *operation)
+{
+	if (operation == NULL || strcmp(operation, "purchase") == 0)
+		return 1;
+	if (strcmp(operation, "authorize") == 0)
+		return 0;
+	return -1;
+}
+
 /* Printable ASCII without spaces, 1..max: safe inside a header line. */
 int
 proc_token_ok(const char *s, size_t max)

@@ -22,6 +22,9 @@ int proc_token_ok(const char *s, size_t max);
 int proc_url_ok(const char *s, size_t max);
 /* A plain identifier [A-Za-z0-9_-], shorter than cap. */
 int proc_id_ok(const char *s, size_t cap);
+/* A charge's operation: 1 for "purchase" (or none), which captures at
+ * once; 0 for "authorize"; -1 for anything else. */
+int proc_captures(const char *operation);
 /* Sets a result's outcome, our error code and a safe message. */
 void proc_set_result(struct proc_result *out, enum proc_outcome o, const char *code,
                      const char *message);

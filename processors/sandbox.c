@@ -136,11 +136,7 @@ sbx_build(const struct proc_config *cfg, const struct proc_request *req,
 	key_id = req->sealed_key_id;
 	if (key_id == NULL && cfg->has_pubkey)
 		key_id = cfg->pubkey.key_id;
-	if (req->operation == NULL || strcmp(req->operation, "purchase") == 0)
-		capture = 1;
-	else if (strcmp(req->operation, "authorize") == 0)
-		capture = 0;
-	else
+	if ((capture = proc_captures(req->operation)) < 0)
 		return FGW_ERR_INVALID;
 	if (!proc_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) ||
 	    !proc_token_ok(req->idempotency_key, 255) ||

@@ -387,11 +387,7 @@ stripe_build(const struct proc_config *cfg, const struct proc_request *req,
 	if (cfg == NULL || req == NULL || out == NULL)
 		return FGW_ERR_INVALID;
 	memset(out, 0, sizeof(*out));
-	if (req->operation == NULL || strcmp(req->operation, "purchase") == 0)
-		capture = 1;
-	else if (strcmp(req->operation, "authorize") == 0)
-		capture = 0;
-	else
+	if ((capture = proc_captures(req->operation)) < 0)
 		return FGW_ERR_INVALID;
 	/* Confirmed here with the card Stripe holds, or left for Stripe.js
 	 * to confirm with a card flairgw never sees: never both. */
