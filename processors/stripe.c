@@ -276,9 +276,7 @@ post_start(const struct proc_config *cfg, const char *what, const char *key,
 	    !proc_token_ok(cfg->secret, 255) || !proc_token_ok(version, 39) ||
 	    !proc_token_ok(key, 255 - strlen(suffix)))
 		return FGW_ERR_INVALID;
-	blen = strlen(cfg->base_url);
-	while (blen > 0 && cfg->base_url[blen - 1] == '/')
-		blen--;
+	blen = proc_base_len(cfg->base_url);
 	memcpy(out->method, "POST", 5);
 	if (snprintf(bearer, sizeof(bearer), "Bearer %s", cfg->secret) >= (int)sizeof(bearer) ||
 	    snprintf(idem, sizeof(idem), "%s%s", key, suffix) >= (int)sizeof(idem))
@@ -905,9 +903,7 @@ stripe_build_op(const struct proc_config *cfg, enum proc_op op,
 	                              !path_id_ok(req->reference))) ||
 	    (op == PROC_OP_REFUND && (req->amount <= 0 || req->amount > STRIPE_MAX_AMOUNT)))
 		return FGW_ERR_INVALID;
-	blen = strlen(cfg->base_url);
-	while (blen > 0 && cfg->base_url[blen - 1] == '/')
-		blen--;
+	blen = proc_base_len(cfg->base_url);
 	if (snprintf(bearer, sizeof(bearer), "Bearer %s", cfg->secret) >= (int)sizeof(bearer))
 		goto out;
 	if (op == PROC_OP_STATUS) {
