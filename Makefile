@@ -8,8 +8,8 @@
 # Top-level targets first make sure the Debian packages are there (installing
 # them when run as root), then re-enter make so pkg-config sees them.
 
-PKGS  := libevent libevent_pthreads libevent_openssl libsodium openssl libcurl sqlite3 libcjson
-DEBS  := pkg-config libevent-dev libsodium-dev libssl-dev libcurl4-openssl-dev libsqlite3-dev libcjson-dev sqlite3 python3 openssl
+PKGS  := libevent libevent_pthreads libevent_openssl libsodium openssl libcurl sqlite3 libcjson libpq
+DEBS  := pkg-config libevent-dev libsodium-dev libssl-dev libcurl4-openssl-dev libsqlite3-dev libcjson-dev libpq-dev sqlite3 python3 openssl
 BUILD ?= build
 SAN   ?= 0
 # What --version prints (flairgw, flairctl).
@@ -109,7 +109,14 @@ UNIT_BINS := $(UNIT_TESTS:tests/unit/%.c=$(BUILD)/tests/%)
 $(BUILD)/stripe-sigcheck: $(BUILD)/obj/tests/stripe_sigcheck.o $(call roomlibs,cryptoauth core)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-test-build: $(BINS) $(UNIT_BINS) $(BUILD)/stripe-sigcheck
+# store/pg.c against a real PostgreSQL server: run by
+# tests/integration/test_pg.py, which starts the server (not by
+# tests/run.sh, so it lives outside $(BUILD)/tests).
+$(BUILD)/pg-tests/test_pg: $(BUILD)/obj/tests/unit/test_pg.o $(call roomlibs,store core)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+test-build: $(BINS) $(UNIT_BINS) $(BUILD)/stripe-sigcheck $(BUILD)/pg-tests/test_pg
 
 # make run [PORT=8080] [SANDBOX_PORT=8081] [MAIL_PORT=8025]
 PORT ?= 8080
@@ -156,10 +163,14 @@ web: build/web/flair.js $(WEB_DEMO)
 # Test-only Debian tools: the man page lint, promtool for /metrics and
 # the alert rules, chromium for the browser tests, aiosmtpd (a real SMTP
 # server) for the e-mail tests, and the JSON Schema validator that checks
-# the answers of the integration tests against docs/openapi.yaml.
+# the answers of the integration tests against docs/openapi.yaml, and
+# Debian's PostgreSQL server (the harness runs its initdb and pg_ctl; the
+# version the tests need is the one Debian 12 ships).
+PG_BIN := /usr/lib/postgresql/15/bin
 test-deps:
 	@sh tools/deps.sh mandoc prometheus chromium python3-aiosmtpd python3-jsonschema \
-	    python3-yaml -- -- mandoc promtool chromium aiosmtpd py:jsonschema py:yaml
+	    python3-yaml postgresql -- -- mandoc promtool chromium aiosmtpd py:jsonschema py:yaml \
+	    psql $(PG_BIN)/initdb $(PG_BIN)/pg_ctl
 
 test: deps test-deps $(S3RVER) $(STRIPE_NODE) $(PUPPETEER) $(SWAGGER_PARSER) web
 	@$(MAKE) --no-print-directory SAN=1 test-build

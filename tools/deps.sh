@@ -1,7 +1,8 @@
 #!/bin/sh
 # Makes sure the Debian packages the build needs are installed.
 # Usage: deps.sh DEB... -- PKGCONFIG_NAME... [-- COMMAND...]
-# (commands default to: sqlite3 python3 openssl; py:MODULE is a Python module)
+# (commands default to: sqlite3 python3 openssl; py:MODULE is a Python module,
+# /ABSOLUTE/PATH an executable outside PATH)
 # As root it installs what is missing; otherwise it prints the apt command.
 debs=""
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do debs="$debs $1"; shift; done
@@ -23,6 +24,7 @@ if [ -x /usr/bin/python3 ]; then py=/usr/bin/python3; else py=python3; fi
 for c in $cmds; do
     case "$c" in
     py:*) "$py" -c "import ${c#py:}" >/dev/null 2>&1 || missing="$missing $c" ;;
+    /*) [ -x "$c" ] || missing="$missing $c" ;;
     *) command -v "$c" >/dev/null 2>&1 || missing="$missing $c" ;;
     esac
 done

@@ -16,7 +16,6 @@ set -u
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 OUT=build/fuzz
-PKGS="libevent libevent_pthreads libevent_openssl libsodium openssl libcurl sqlite3 libcjson"
 APT="apt-get install -y clang libclang-rt-14-dev libfuzzer-14-dev"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 CFLAGS="-g -O1 -fno-omit-frame-pointer -std=c11 -D_GNU_SOURCE -I."
@@ -59,6 +58,8 @@ if [ -z "$TARGETS" ]; then
 	exit 1
 fi
 
+# The Makefile's library list, so a new library (libpq) is not missed here.
+PKGS=$(make -s --no-print-directory print-PKGS) || exit 1
 LIB_SRC=$(make -s --no-print-directory print-LIB_SRC) || {
 	echo "fuzz: 'make -s print-LIB_SRC' failed"
 	exit 1

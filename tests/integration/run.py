@@ -105,7 +105,11 @@ def close_stacks(module):
     modname = module.__name__
     start = time.monotonic()
     try:
-        stacks = [v for v in vars(module).values() if isinstance(v, harness.Stack)]
+        # Stacks, and anything else a module keeps for all its tests that
+        # says so (pg.Postgres: a database server).
+        stacks = [v for v in vars(module).values()
+                  if isinstance(v, harness.Stack)
+                  or (not isinstance(v, type) and getattr(v, "module_scoped", False) is True)]
         bounded(lambda: [s.close() for s in stacks], TEARDOWN_TIMEOUT)
         return True
     except Exception as e:  # noqa: BLE001
