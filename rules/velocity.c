@@ -296,6 +296,18 @@ shard_of(struct velocity *v, uint64_t h)
 	return &v->shard[h >> 60];
 }
 
+/* The shard that holds (dim, key), locked; *h is the key's keyed hash. */
+static struct vshard *
+shard_lock(struct velocity *v, enum velocity_dim dim, const char *key, size_t klen, uint64_t *h)
+{
+	struct vshard *sh;
+
+	*h = siphash24(v->k0 ^ (uint64_t)dim, v->k1, (const unsigned char *)key, klen);
+	sh = shard_of(v, *h);
+	pthread_mutex_lock(&sh->mu);
+	return sh;
+}
+
 /* Inserts an event into k (locked). Returns 0 or FGW_ERR_NOMEM; an event
  * that is already out of retention is silently ignored. */
 static int
@@ -366,9 +378,7 @@ record(struct velocity *v, enum velocity_dim dim, const char *key,
 		return FGW_ERR_INVALID;
 	if ((klen = key_len(key)) == 0)
 		return FGW_ERR_INVALID;
-	h = siphash24(v->k0 ^ (uint64_t)dim, v->k1, (const unsigned char *)key, klen);
-	sh = shard_of(v, h);
-	pthread_mutex_lock(&sh->mu);
+	sh = shard_lock(v, dim, key, klen, &h);
 	if ((k = key_find(sh, h, (int)dim, key, klen)) == NULL) {
 		if ((k = key_create(v, sh, h, (int)dim, key, klen)) == NULL) {
 			r = FGW_ERR_NOMEM;
@@ -511,9 +521,7 @@ velocity_query_windows(struct velocity *v, enum velocity_dim dim,
 			return FGW_ERR_INVALID;
 	if ((klen = key_len(key)) == 0)
 		return FGW_ERR_INVALID;
-	h = siphash24(v->k0 ^ (uint64_t)dim, v->k1, (const unsigned char *)key, klen);
-	sh = shard_of(v, h);
-	pthread_mutex_lock(&sh->mu);
+	sh = shard_lock(v, dim, key, klen, &h);
 	if ((k = key_find(sh, h, (int)dim, key, klen)) != NULL) {
 		/* newest to oldest: an event of age a is in every window > a */
 		for (uint32_t i = k->n; i-- > 0 && j < n;) {
