@@ -97,6 +97,25 @@ gauge(struct evbuffer *b, const char *name, const char *help, long long v)
 	evbuffer_add_printf(b, "%s %lld\n", name, v);
 }
 
+/* Bucket i of n of histogram name, holding cum events of at most le_s
+ * seconds; the last bucket is +Inf (le_s unused). */
+static void
+hist_bucket(struct evbuffer *b, const char *name, int i, int n, double le_s,
+            unsigned long long cum)
+{
+	if (i < n - 1)
+		evbuffer_add_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, le_s, cum);
+	else
+		evbuffer_add_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", name, cum);
+}
+
+/* A histogram's _sum (seconds, with digits decimals) and _count. */
+static void
+hist_end(struct evbuffer *b, const char *name, int digits, double sum_s, unsigned long long count)
+{
+	evbuffer_add_printf(b, "%s_sum %.*f\n%s_count %llu\n", name, digits, sum_s, name, count);
+}
+
 /* A labelled counter family from an array: labels[i] names values[i]. */
 static void
 counter_vec(struct evbuffer *b, const char *name, const char *help, const char *label,
@@ -160,16 +179,12 @@ metrics_render(struct reactor *rx, struct evbuffer *b)
 	       "time from a payment's request to its committed answer");
 	for (int i = 0; i < METRICS_LATENCY_BUCKETS; i++) {
 		cum += atomic_load(&m->txn_latency_bucket[i]);
-		if (i < METRICS_LATENCY_BUCKETS - 1)
-			evbuffer_add_printf(b, "flairgw_transaction_duration_seconds_bucket{le=\"%g\"} %llu\n",
-			                    (double)latency_le_ms[i] / 1000.0, cum);
-		else
-			evbuffer_add_printf(b, "flairgw_transaction_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
-			                    cum);
+		hist_bucket(b, "flairgw_transaction_duration_seconds", i, METRICS_LATENCY_BUCKETS,
+		            i < METRICS_LATENCY_BUCKETS - 1 ? (double)latency_le_ms[i] / 1000.0 : 0,
+		            cum);
 	}
-	evbuffer_add_printf(b, "flairgw_transaction_duration_seconds_sum %.3f\n"
-	                       "flairgw_transaction_duration_seconds_count %llu\n",
-	                    (double)atomic_load(&m->txn_latency_ms_sum) / 1000.0, cum);
+	hist_end(b, "flairgw_transaction_duration_seconds", 3,
+	         (double)atomic_load(&m->txn_latency_ms_sum) / 1000.0, cum);
 	counter(b, "flairgw_store_commits_total", "store writer COMMITs (one per group)",
 	        (unsigned long long)ss.commits);
 	counter(b, "flairgw_store_jobs_total", "store jobs committed",
@@ -183,16 +198,10 @@ metrics_render(struct reactor *rx, struct evbuffer *b)
 	cum = 0;
 	for (int i = 0; i < STORE_COMMIT_BUCKETS; i++) {
 		cum += ss.commit_bucket[i];
-		if (i < STORE_COMMIT_BUCKETS - 1)
-			evbuffer_add_printf(b, "flairgw_store_commit_duration_seconds_bucket{le=\"%g\"} %llu\n",
-			                    (double)store_commit_le_us[i] / 1e6, cum);
-		else
-			evbuffer_add_printf(b, "flairgw_store_commit_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
-			                    cum);
+		hist_bucket(b, "flairgw_store_commit_duration_seconds", i, STORE_COMMIT_BUCKETS,
+		            i < STORE_COMMIT_BUCKETS - 1 ? (double)store_commit_le_us[i] / 1e6 : 0, cum);
 	}
-	evbuffer_add_printf(b, "flairgw_store_commit_duration_seconds_sum %.6f\n"
-	                       "flairgw_store_commit_duration_seconds_count %llu\n",
-	                    (double)ss.commit_us_sum / 1e6, cum);
+	hist_end(b, "flairgw_store_commit_duration_seconds", 6, (double)ss.commit_us_sum / 1e6, cum);
 	counter(b, "flairgw_audit_events_total", "audit rows appended",
 	        (unsigned long long)ss.audit_events);
 	counter(b, "flairgw_audit_refusals_suppressed_total",

@@ -396,6 +396,45 @@ txn_return_url_allowed(const struct txn_request *rq, const char *origins)
 	return 0;
 }
 
+/* The body as a JSON object, or a "body" error saying why not. */
+static int
+parse_object(const char *body, size_t len, cJSON **root, struct txn_parse_error *err)
+{
+	struct fgw_json_error jerr;
+
+	if ((*root = fgw_json_parse(body, len, &jerr)) == NULL) {
+		char msg[sizeof(err->message)];
+		fgw_json_error_str(&jerr, msg, sizeof(msg));
+		return perr(err, "body", msg);
+	}
+	if (!cJSON_IsObject(*root))
+		return perr(err, "body", "must be a JSON object");
+	return FGW_OK;
+}
+
+/* The one payment source the body named, once the caller has checked its
+ * paymentMethodId: a Stripe PaymentMethod (which leaves flairgw nothing to
+ * save), a card or an encrypted card. */
+static int
+parse_source(cJSON *card, cJSON *enc, struct txn_request *rq, struct txn_parse_error *err)
+{
+	if (rq->processor_method[0] != '\0') {
+		if (strncmp(rq->processor_method, "pm_", 3) != 0 || rq->processor_method[3] == '\0' ||
+		    strspn(rq->processor_method, "abcdefghijklmnopqrstuvwxyz"
+		           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != strlen(rq->processor_method))
+			return perr(err, "stripePaymentMethod", "must be a Stripe PaymentMethod id (pm_...)");
+		/* flairgw never sees the card: there is nothing to save. */
+		if (rq->save_method)
+			return perr(err, "savePaymentMethod", "cannot be used with stripePaymentMethod");
+	} else if (card != NULL) {
+		rq->has_card = 1;
+		return card_from_json(card, "card", &rq->card, err);
+	} else if (enc != NULL) {
+		return parse_encrypted(enc, rq, err);
+	}
+	return FGW_OK;
+}
+
 static int
 request_parse(const char *body, size_t len, int client_confirms, struct txn_request **out,
               struct txn_parse_error *err)
@@ -408,23 +447,13 @@ request_parse(const char *body, size_t len, int client_confirms, struct txn_requ
 	cJSON *root = NULL, *card = NULL, *enc = NULL, *cap;
 	const cJSON *save;
 	struct txn_request *rq = NULL;
-	struct fgw_json_error jerr;
 	int r;
 
 	memset(err, 0, sizeof(*err));
 	if ((rq = calloc(1, sizeof(*rq))) == NULL)
 		return FGW_ERR_NOMEM;
-	root = fgw_json_parse(body, len, &jerr);
-	if (root == NULL) {
-		char msg[sizeof(err->message)];
-		fgw_json_error_str(&jerr, msg, sizeof(msg));
-		r = perr(err, "body", msg);
+	if ((r = parse_object(body, len, &root, err)) != 0)
 		goto out;
-	}
-	if (!cJSON_IsObject(root)) {
-		r = perr(err, "body", "must be a JSON object");
-		goto out;
-	}
 	card = cJSON_GetObjectItemCaseSensitive(root, "card");
 	enc = cJSON_GetObjectItemCaseSensitive(root, "encryptedCard");
 	if ((r = only_fields(root, fields, "", err)) != 0 ||
@@ -486,33 +515,16 @@ request_parse(const char *body, size_t len, int client_confirms, struct txn_requ
 		         "or encryptedCard or paymentMethodId or stripePaymentMethod is required, exactly one");
 		goto out;
 	}
-	if (rq->processor_method[0] != '\0') {
-		if (strncmp(rq->processor_method, "pm_", 3) != 0 || rq->processor_method[3] == '\0' ||
-		    strspn(rq->processor_method, "abcdefghijklmnopqrstuvwxyz"
-		           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != strlen(rq->processor_method)) {
-			r = perr(err, "stripePaymentMethod", "must be a Stripe PaymentMethod id (pm_...)");
-			goto out;
-		}
-		/* flairgw never sees the card: there is nothing to save. */
-		if (rq->save_method) {
-			r = perr(err, "savePaymentMethod", "cannot be used with stripePaymentMethod");
-			goto out;
-		}
-	} else if (rq->payment_method_id[0] != '\0') {
-		if ((strncmp(rq->payment_method_id, "pm_", 3) != 0 &&
-		     strncmp(rq->payment_method_id, "tok_", 4) != 0) ||
-		    strspn(rq->payment_method_id, "abcdefghijklmnopqrstuvwxyz"
-		           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != strlen(rq->payment_method_id)) {
-			r = perr(err, "paymentMethodId", "must be a saved method id (pm_...) or a token (tok_...)");
-			goto out;
-		}
-	} else if (card != NULL) {
-		rq->has_card = 1;
-		if ((r = card_from_json(card, "card", &rq->card, err)) != 0)
-			goto out;
-	} else if (enc != NULL && (r = parse_encrypted(enc, rq, err)) != 0) {
+	if (rq->payment_method_id[0] != '\0' &&
+	    ((strncmp(rq->payment_method_id, "pm_", 3) != 0 &&
+	      strncmp(rq->payment_method_id, "tok_", 4) != 0) ||
+	     strspn(rq->payment_method_id, "abcdefghijklmnopqrstuvwxyz"
+	            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != strlen(rq->payment_method_id))) {
+		r = perr(err, "paymentMethodId", "must be a saved method id (pm_...) or a token (tok_...)");
 		goto out;
 	}
+	if ((r = parse_source(card, enc, rq, err)) != 0)
+		goto out;
 	*out = rq;
 	rq = NULL;
 	r = FGW_OK;
@@ -543,23 +555,14 @@ txn_method_body_parse(const char *body, size_t len, struct txn_request **out,
 		                                  "nickname", "stripePaymentMethod", NULL };
 	cJSON *root = NULL, *card = NULL, *enc = NULL;
 	struct txn_request *rq = NULL;
-	struct fgw_json_error jerr;
 	int r;
 
 	memset(err, 0, sizeof(*err));
 	nickname[0] = '\0';
 	if ((rq = calloc(1, sizeof(*rq))) == NULL)
 		return FGW_ERR_NOMEM;
-	if ((root = fgw_json_parse(body, len, &jerr)) == NULL) {
-		char msg[sizeof(err->message)];
-		fgw_json_error_str(&jerr, msg, sizeof(msg));
-		r = perr(err, "body", msg);
+	if ((r = parse_object(body, len, &root, err)) != 0)
 		goto out;
-	}
-	if (!cJSON_IsObject(root)) {
-		r = perr(err, "body", "must be a JSON object");
-		goto out;
-	}
 	card = cJSON_GetObjectItemCaseSensitive(root, "card");
 	enc = cJSON_GetObjectItemCaseSensitive(root, "encryptedCard");
 	if ((r = only_fields(root, fields, "", err)) != 0 ||
@@ -575,27 +578,15 @@ txn_method_body_parse(const char *body, size_t len, struct txn_request **out,
 		         "or card or encryptedCard or stripePaymentMethod is required, exactly one");
 		goto out;
 	}
-	if (rq->processor_method[0] != '\0') {
-		if (strncmp(rq->processor_method, "pm_", 3) != 0 || rq->processor_method[3] == '\0' ||
-		    strspn(rq->processor_method, "abcdefghijklmnopqrstuvwxyz"
-		           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != strlen(rq->processor_method)) {
-			r = perr(err, "stripePaymentMethod", "must be a Stripe PaymentMethod id (pm_...)");
-			goto out;
-		}
-	} else if (rq->payment_method_id[0] != '\0') {
-		if (strncmp(rq->payment_method_id, "tok_", 4) != 0 ||
-		    strspn(rq->payment_method_id + 4, "abcdefghijklmnopqrstuvwxyz"
-		           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != strlen(rq->payment_method_id) - 4) {
-			r = perr(err, "paymentMethodId", "must be a card token (tok_...) from a payment");
-			goto out;
-		}
-	} else if (card != NULL) {
-		rq->has_card = 1;
-		if ((r = card_from_json(card, "card", &rq->card, err)) != 0)
-			goto out;
-	} else if (enc != NULL && (r = parse_encrypted(enc, rq, err)) != 0) {
+	if (rq->payment_method_id[0] != '\0' &&
+	    (strncmp(rq->payment_method_id, "tok_", 4) != 0 ||
+	     strspn(rq->payment_method_id + 4, "abcdefghijklmnopqrstuvwxyz"
+	            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != strlen(rq->payment_method_id) - 4)) {
+		r = perr(err, "paymentMethodId", "must be a card token (tok_...) from a payment");
 		goto out;
 	}
+	if ((r = parse_source(card, enc, rq, err)) != 0)
+		goto out;
 	*out = rq;
 	rq = NULL;
 	r = FGW_OK;

@@ -286,27 +286,6 @@ source_value(const cJSON *spec, const struct proc_request *req, int capture)
 	return v != NULL ? cJSON_CreateString(v) : cJSON_CreateNull();
 }
 
-static int
-common_headers(const struct proc_config *cfg, const char *key, struct proc_http *out, int *h)
-{
-	int r;
-	if ((r = proc_fmt_alloc(&out->headers[(*h)++], "Accept: application/json")) != 0 ||
-	    (r = proc_fmt_alloc(&out->headers[(*h)++], "Idempotency-Key: %s", key)) != 0)
-		return r;
-	if (cfg->secret[0] != '\0')
-		return proc_fmt_alloc(&out->headers[(*h)++], "Authorization: Bearer %s", cfg->secret);
-	return FGW_OK;
-}
-
-static size_t
-base_len(const struct proc_config *cfg)
-{
-	size_t n = strlen(cfg->base_url);
-	while (n > 0 && cfg->base_url[n - 1] == '/')
-		n--;
-	return n;
-}
-
 /* The rest of a POST whose URL the caller set: body as compact JSON, its
  * content type and the common headers. */
 static int
@@ -320,7 +299,7 @@ post_json(const struct proc_config *cfg, const cJSON *body, const char *key,
 		return FGW_ERR_NOMEM;
 	memcpy(out->method, "POST", 5);
 	if ((r = proc_fmt_alloc(&out->headers[h++], "Content-Type: application/json")) == 0 &&
-	    (r = common_headers(cfg, key, out, &h)) == 0 &&
+	    (r = proc_common_headers(cfg, key, out, &h)) == 0 &&
 	    (r = proc_fmt_alloc(&out->body, "%s", text)) == 0)
 		out->body_len = strlen(out->body);
 	cJSON_free(text);
@@ -337,11 +316,7 @@ gen_build(const struct proc_config *cfg, const struct proc_request *req, struct 
 	if (cfg == NULL || req == NULL || out == NULL || (m = cfg->type_data) == NULL)
 		return FGW_ERR_INVALID;
 	memset(out, 0, sizeof(*out));
-	if (req->operation == NULL || strcmp(req->operation, "purchase") == 0)
-		capture = 1;
-	else if (strcmp(req->operation, "authorize") == 0)
-		capture = 0;
-	else
+	if ((capture = proc_captures(req->operation)) < 0)
 		return FGW_ERR_INVALID;
 	if (!proc_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) ||
 	    !proc_token_ok(req->idempotency_key, 255) || req->amount <= 0 ||
@@ -363,7 +338,7 @@ gen_build(const struct proc_config *cfg, const struct proc_request *req, struct 
 		if ((r = put_path(body, spec->string, v)) != 0)
 			goto out;
 	}
-	if ((r = proc_fmt_alloc(&out->url, "%.*s%s", (int)base_len(cfg), cfg->base_url,
+	if ((r = proc_fmt_alloc(&out->url, "%.*s%s", (int)proc_base_len(cfg->base_url), cfg->base_url,
 	                        str_at(m, "chargePath"))) == 0)
 		r = post_json(cfg, body, req->idempotency_key, out);
 out:
@@ -401,7 +376,7 @@ build_change(const struct proc_config *cfg, const cJSON *m, enum proc_op op,
 			goto out;
 		r = FGW_ERR_NOMEM;
 	}
-	if ((r = proc_fmt_alloc(&out->url, "%.*s%.*s%s%s", (int)base_len(cfg), cfg->base_url,
+	if ((r = proc_fmt_alloc(&out->url, "%.*s%.*s%s%s", (int)proc_base_len(cfg->base_url), cfg->base_url,
 	                        (int)(at - path), path, req->reference, at + 11)) == 0)
 		r = post_json(cfg, body, req->idempotency_key, out);
 out:
@@ -432,9 +407,9 @@ gen_build_op(const struct proc_config *cfg, enum proc_op op, const struct proc_o
 		return FGW_ERR_INVALID;
 	at = strstr(spath, "{key}");
 	memcpy(out->method, "GET", 4);
-	if ((r = proc_fmt_alloc(&out->url, "%.*s%.*s%s%s", (int)base_len(cfg), cfg->base_url,
+	if ((r = proc_fmt_alloc(&out->url, "%.*s%.*s%s%s", (int)proc_base_len(cfg->base_url), cfg->base_url,
 	                        (int)(at - spath), spath, req->idempotency_key, at + 5)) != 0 ||
-	    (r = common_headers(cfg, req->idempotency_key, out, &h)) != 0)
+	    (r = proc_common_headers(cfg, req->idempotency_key, out, &h)) != 0)
 		proc_http_clear(out);
 	return r;
 }

@@ -34,6 +34,39 @@ proc_fmt_alloc(char **out, const char *fmt, ...)
 	return FGW_OK;
 }
 
+int
+proc_common_headers(const struct proc_config *cfg, const char *key, struct proc_http *out, int *h)
+{
+	int r;
+
+	if ((r = proc_fmt_alloc(&out->headers[(*h)++], "Accept: application/json")) != 0 ||
+	    (r = proc_fmt_alloc(&out->headers[(*h)++], "Idempotency-Key: %s", key)) != 0)
+		return r;
+	if (cfg->secret[0] != '\0')
+		return proc_fmt_alloc(&out->headers[(*h)++], "Authorization: Bearer %s", cfg->secret);
+	return FGW_OK;
+}
+
+size_t
+proc_base_len(const char *url)
+{
+	size_t n = strlen(url);
+
+	while (n > 0 && url[n - 1] == '/')
+		n--;
+	return n;
+}
+
+int
+proc_captures(const char *operation)
+{
+	if (operation == NULL || strcmp(operation, "purchase") == 0)
+		return 1;
+	if (strcmp(operation, "authorize") == 0)
+		return 0;
+	return -1;
+}
+
 /* Printable ASCII without spaces, 1..max: safe inside a header line. */
 int
 proc_token_ok(const char *s, size_t max)

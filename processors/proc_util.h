@@ -20,8 +20,19 @@ int proc_fmt_alloc(char **out, const char *fmt, ...)
 int proc_token_ok(const char *s, size_t max);
 /* http:// or https://, 1..max, no spaces or controls. */
 int proc_url_ok(const char *s, size_t max);
+/* The length of a base URL without its trailing slashes, so that a path
+ * starting with '/' can follow it. */
+size_t proc_base_len(const char *url);
 /* A plain identifier [A-Za-z0-9_-], shorter than cap. */
 int proc_id_ok(const char *s, size_t cap);
+/* A charge's operation: 1 for "purchase" (or none), which captures at
+ * once; 0 for "authorize"; -1 for anything else. */
+int proc_captures(const char *operation);
+/* The headers every JSON processor call carries: Accept, the
+ * Idempotency-Key key and, when cfg has a secret, its Bearer token. *h is
+ * the next free slot of out->headers and moves past what was added. */
+int proc_common_headers(const struct proc_config *cfg, const char *key, struct proc_http *out,
+                        int *h);
 /* Sets a result's outcome, our error code and a safe message. */
 void proc_set_result(struct proc_result *out, enum proc_outcome o, const char *code,
                      const char *message);

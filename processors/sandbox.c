@@ -136,11 +136,7 @@ sbx_build(const struct proc_config *cfg, const struct proc_request *req,
 	key_id = req->sealed_key_id;
 	if (key_id == NULL && cfg->has_pubkey)
 		key_id = cfg->pubkey.key_id;
-	if (req->operation == NULL || strcmp(req->operation, "purchase") == 0)
-		capture = 1;
-	else if (strcmp(req->operation, "authorize") == 0)
-		capture = 0;
-	else
+	if ((capture = proc_captures(req->operation)) < 0)
 		return FGW_ERR_INVALID;
 	if (!proc_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) ||
 	    !proc_token_ok(req->idempotency_key, 255) ||
@@ -154,21 +150,13 @@ sbx_build(const struct proc_config *cfg, const struct proc_request *req,
 	if (cfg->secret[0] != '\0' && !proc_token_ok(cfg->secret, sizeof(cfg->secret) - 1))
 		return FGW_ERR_INVALID;
 
-	blen = strlen(cfg->base_url);
-	while (blen > 0 && cfg->base_url[blen - 1] == '/')
-		blen--;
+	blen = proc_base_len(cfg->base_url);
 	memcpy(out->method, "POST", 5);
 	if ((r = proc_fmt_alloc(&out->url, "%.*s/v1/charges", (int)blen,
 	                   cfg->base_url)) != 0 ||
 	    (r = proc_fmt_alloc(&out->headers[h++], "Content-Type: application/json")) !=
 	        0 ||
-	    (r = proc_fmt_alloc(&out->headers[h++], "Accept: application/json")) != 0 ||
-	    (r = proc_fmt_alloc(&out->headers[h++], "Idempotency-Key: %s",
-	                   req->idempotency_key)) != 0)
-		goto out;
-	if (cfg->secret[0] != '\0' &&
-	    (r = proc_fmt_alloc(&out->headers[h++], "Authorization: Bearer %s",
-	                   cfg->secret)) != 0)
+	    (r = proc_common_headers(cfg, req->idempotency_key, out, &h)) != 0)
 		goto out;
 	if ((r = build_body(req, key_id, capture, &json)) != 0)
 		goto out;
@@ -314,9 +302,7 @@ sbx_build_op(const struct proc_config *cfg, enum proc_op op,
 		return FGW_ERR_INVALID;
 	if (op == PROC_OP_REFUND && (req->amount <= 0 || req->amount > SBX_MAX_AMOUNT))
 		return FGW_ERR_INVALID;
-	blen = strlen(cfg->base_url);
-	while (blen > 0 && cfg->base_url[blen - 1] == '/')
-		blen--;
+	blen = proc_base_len(cfg->base_url);
 	switch (op) {
 	case PROC_OP_STATUS:
 		/* By key, not by id: after a lost answer we never learned the
@@ -347,17 +333,10 @@ sbx_build_op(const struct proc_config *cfg, enum proc_op op,
 	default:
 		return FGW_ERR_INVALID;
 	}
-	if (r != 0 ||
-	    (r = proc_fmt_alloc(&out->headers[h++], "Accept: application/json")) != 0 ||
-	    (r = proc_fmt_alloc(&out->headers[h++], "Idempotency-Key: %s",
-	                   req->idempotency_key)) != 0)
+	if (r != 0 || (r = proc_common_headers(cfg, req->idempotency_key, out, &h)) != 0)
 		goto out;
 	if (body != NULL &&
 	    (r = proc_fmt_alloc(&out->headers[h++], "Content-Type: application/json")) != 0)
-		goto out;
-	if (cfg->secret[0] != '\0' &&
-	    (r = proc_fmt_alloc(&out->headers[h++], "Authorization: Bearer %s",
-	                   cfg->secret)) != 0)
 		goto out;
 	if (body != NULL) {
 		out->body = body;

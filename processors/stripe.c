@@ -276,9 +276,7 @@ post_start(const struct proc_config *cfg, const char *what, const char *key,
 	    !proc_token_ok(cfg->secret, 255) || !proc_token_ok(version, 39) ||
 	    !proc_token_ok(key, 255 - strlen(suffix)))
 		return FGW_ERR_INVALID;
-	blen = strlen(cfg->base_url);
-	while (blen > 0 && cfg->base_url[blen - 1] == '/')
-		blen--;
+	blen = proc_base_len(cfg->base_url);
 	memcpy(out->method, "POST", 5);
 	if (snprintf(bearer, sizeof(bearer), "Bearer %s", cfg->secret) >= (int)sizeof(bearer) ||
 	    snprintf(idem, sizeof(idem), "%s%s", key, suffix) >= (int)sizeof(idem))
@@ -343,6 +341,37 @@ out:
 	return r;
 }
 
+/* A small form body (no card data) into out->body. */
+static int
+plain_body(struct proc_http *out, void (*fill)(struct form *, const void *), const void *arg)
+{
+	struct form f = { NULL, 0, 0 };
+
+	fill(&f, arg);
+	if ((out->body = malloc(f.len + 1)) == NULL)
+		return FGW_ERR_NOMEM;
+	f.cap = f.len;
+	f.len = 0;
+	f.buf = (unsigned char *)out->body;
+	fill(&f, arg);
+	out->body[f.len] = '\0';
+	out->body_len = f.len;
+	return f.len == f.cap ? FGW_OK : FGW_ERR_INTERNAL;
+}
+
+struct intent_arg {
+	const struct proc_request *req;
+	int capture;
+};
+
+static void
+intent_fill(struct form *f, const void *arg)
+{
+	const struct intent_arg *a = arg;
+
+	intent_form(f, a->req, a->capture);
+}
+
 /* The PaymentIntent, created and confirmed in one call, for the
  * PaymentMethod req->payment_method (from build_card's answer, or from
  * Stripe.js in the customer's browser). */
@@ -350,17 +379,13 @@ static int
 stripe_build(const struct proc_config *cfg, const struct proc_request *req,
              struct proc_http *out)
 {
-	struct form f = { NULL, 0, 0 };
+	struct intent_arg ia;
 	int capture, r;
 
 	if (cfg == NULL || req == NULL || out == NULL)
 		return FGW_ERR_INVALID;
 	memset(out, 0, sizeof(*out));
-	if (req->operation == NULL || strcmp(req->operation, "purchase") == 0)
-		capture = 1;
-	else if (strcmp(req->operation, "authorize") == 0)
-		capture = 0;
-	else
+	if ((capture = proc_captures(req->operation)) < 0)
 		return FGW_ERR_INVALID;
 	/* Confirmed here with the card Stripe holds, or left for Stripe.js
 	 * to confirm with a card flairgw never sees: never both. */
@@ -369,20 +394,10 @@ stripe_build(const struct proc_config *cfg, const struct proc_request *req,
 	                          : !stripe_id_ok(req->payment_method, "pm_", 256)) ||
 	    (req->customer != NULL && !stripe_id_ok(req->customer, "cus_", 256)))
 		return FGW_ERR_INVALID;
-	if ((r = post_start(cfg, "payment_intents", req->idempotency_key, "-pi", out)) != 0)
-		goto out;
-	intent_form(&f, req, capture);
-	r = FGW_ERR_NOMEM;
-	if ((out->body = malloc(f.len + 1)) == NULL)
-		goto out;
-	f.cap = f.len;
-	f.len = 0;
-	f.buf = (unsigned char *)out->body;
-	intent_form(&f, req, capture);
-	out->body[f.len] = '\0';
-	out->body_len = f.len;
-	r = f.len == f.cap ? FGW_OK : FGW_ERR_INTERNAL;
-out:
+	ia.req = req;
+	ia.capture = capture;
+	if ((r = post_start(cfg, "payment_intents", req->idempotency_key, "-pi", out)) == 0)
+		r = plain_body(out, intent_fill, &ia);
 	if (r != FGW_OK)
 		proc_http_clear(out);
 	return r;
@@ -552,6 +567,19 @@ stripe_parse_reply(const struct proc_config *cfg, long http_status,
 	return FGW_OK;
 }
 
+/* A 2xx answer that is the Stripe object named object, with an id of
+ * Stripe's form for prefix: that id into ref. */
+static int
+created(long http_status, const cJSON *root, const char *object, const char *prefix,
+        char *ref, size_t refcap)
+{
+	if (http_status < 200 || http_status > 299 || !same(object, proc_json_str(root, "object")) ||
+	    !stripe_id_ok(proc_json_str(root, "id"), prefix, refcap))
+		return 0;
+	fgw_strlcpy(ref, proc_json_str(root, "id"), refcap);
+	return 1;
+}
+
 /* The PaymentMethod's answer. Only its id is kept. Nothing is charged
  * by this call, so every answer that is not a PaymentMethod is final
  * without a reconciler: declined when Stripe says the card is bad,
@@ -568,10 +596,8 @@ stripe_parse_card(const struct proc_config *cfg, long http_status, const char *b
 		return FGW_ERR_INVALID;
 	memset(out, 0, sizeof(*out));
 	root = fgw_json_parse_strict(body, len);
-	if (http_status >= 200 && http_status <= 299 &&
-	    same("payment_method", proc_json_str(root, "object")) &&
-	    stripe_id_ok(proc_json_str(root, "id"), "pm_", sizeof(out->reference))) {
-		fgw_strlcpy(out->reference, proc_json_str(root, "id"), sizeof(out->reference));
+	if (created(http_status, root, "payment_method", "pm_", out->reference,
+	            sizeof(out->reference))) {
 		proc_set_result(out, PROC_SUCCEEDED, "", "The card was registered.");
 	} else if (http_status >= 400 && http_status <= 499 &&
 	           (err = cJSON_GetObjectItemCaseSensitive(root, "error")) != NULL &&
@@ -589,24 +615,6 @@ stripe_parse_card(const struct proc_config *cfg, long http_status, const char *b
 }
 
 /* ---- saving a Stripe.js PaymentMethod ------------------------------------- */
-
-/* A small form body (no card data) into out->body. */
-static int
-plain_body(struct proc_http *out, void (*fill)(struct form *, const void *), const void *arg)
-{
-	struct form f = { NULL, 0, 0 };
-
-	fill(&f, arg);
-	if ((out->body = malloc(f.len + 1)) == NULL)
-		return FGW_ERR_NOMEM;
-	f.cap = f.len;
-	f.len = 0;
-	f.buf = (unsigned char *)out->body;
-	fill(&f, arg);
-	out->body[f.len] = '\0';
-	out->body_len = f.len;
-	return f.len == f.cap ? FGW_OK : FGW_ERR_INTERNAL;
-}
 
 static void
 customer_form(struct form *f, const void *ref)
@@ -695,10 +703,8 @@ stripe_parse_customer(const struct proc_config *cfg, long http_status, const cha
 		return FGW_ERR_INVALID;
 	memset(out, 0, sizeof(*out));
 	root = fgw_json_parse_strict(body, len);
-	if (http_status >= 200 && http_status <= 299 &&
-	    same("customer", proc_json_str(root, "object")) &&
-	    stripe_id_ok(proc_json_str(root, "id"), "cus_", sizeof(out->reference))) {
-		fgw_strlcpy(out->reference, proc_json_str(root, "id"), sizeof(out->reference));
+	if (created(http_status, root, "customer", "cus_", out->reference,
+	            sizeof(out->reference))) {
 		proc_set_result(out, PROC_SUCCEEDED, "", "The customer exists.");
 	} else {
 		save_refusal(http_status, root, out);
@@ -807,11 +813,9 @@ stripe_parse_detach(const struct proc_config *cfg, long http_status, const char 
 	err = cJSON_GetObjectItemCaseSensitive(root, "error");
 	code = proc_json_str(err, "code");
 	cus = cJSON_GetObjectItemCaseSensitive(root, "customer");
-	if (http_status >= 200 && http_status <= 299 &&
-	    same("payment_method", proc_json_str(root, "object")) &&
-	    stripe_id_ok(proc_json_str(root, "id"), "pm_", sizeof(out->reference)) &&
-	    (cus == NULL || cJSON_IsNull(cus))) {
-		fgw_strlcpy(out->reference, proc_json_str(root, "id"), sizeof(out->reference));
+	if ((cus == NULL || cJSON_IsNull(cus)) &&
+	    created(http_status, root, "payment_method", "pm_", out->reference,
+	            sizeof(out->reference))) {
 		proc_set_result(out, PROC_SUCCEEDED, "", "The card was detached.");
 	} else if ((http_status == 400 || http_status == 404) && cJSON_IsObject(err) &&
 	           same("invalid_request_error", proc_json_str(err, "type")) &&
@@ -899,9 +903,7 @@ stripe_build_op(const struct proc_config *cfg, enum proc_op op,
 	                              !path_id_ok(req->reference))) ||
 	    (op == PROC_OP_REFUND && (req->amount <= 0 || req->amount > STRIPE_MAX_AMOUNT)))
 		return FGW_ERR_INVALID;
-	blen = strlen(cfg->base_url);
-	while (blen > 0 && cfg->base_url[blen - 1] == '/')
-		blen--;
+	blen = proc_base_len(cfg->base_url);
 	if (snprintf(bearer, sizeof(bearer), "Bearer %s", cfg->secret) >= (int)sizeof(bearer))
 		goto out;
 	if (op == PROC_OP_STATUS) {

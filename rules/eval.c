@@ -385,22 +385,17 @@ static int
 eval_node(struct ectx *c, uint32_t idx)
 {
 	const struct node *n = &c->r->nodes[idx];
-	int res, t;
+	int res, t, decides;
 	switch (n->kind) {
 	case N_AND:
-		res = TV_TRUE;
-		for (uint32_t i = 0; i < n->b; i++) {
-			if ((t = eval_node(c, c->r->kids[n->a + i])) == TV_FALSE)
-				return TV_FALSE;
-			if (t == TV_UNKNOWN)
-				res = TV_UNKNOWN;
-		}
-		return res;
 	case N_OR:
-		res = TV_FALSE;
+		/* Three-valued: one kid with the deciding value (false for AND,
+		 * true for OR) decides; else any unknown kid makes it unknown. */
+		decides = n->kind == N_AND ? TV_FALSE : TV_TRUE;
+		res = n->kind == N_AND ? TV_TRUE : TV_FALSE;
 		for (uint32_t i = 0; i < n->b; i++) {
-			if ((t = eval_node(c, c->r->kids[n->a + i])) == TV_TRUE)
-				return TV_TRUE;
+			if ((t = eval_node(c, c->r->kids[n->a + i])) == decides)
+				return decides;
 			if (t == TV_UNKNOWN)
 				res = TV_UNKNOWN;
 		}
@@ -465,20 +460,23 @@ record_time(const struct rules_input *in)
 	return in->now_ms ? in->now_ms : fgw_now_ms();
 }
 
-int
-rules_record(const struct rules_input *in, struct velocity *v, int declined)
+/* The payment in every velocity dimension it has a key for: recorded
+ * (declined or not), or only its earlier record marked declined. Every
+ * dimension is tried; the first error is returned. */
+static int
+record_dims(const struct rules_input *in, struct velocity *v, int mark_only, int declined)
 {
 	char key[VELOCITY_KEY_MAX + 1];
-	int64_t now;
+	int64_t now = record_time(in);
 	int rc = FGW_OK;
-	if (in == NULL || v == NULL || in->amount < 0)
-		return FGW_ERR_INVALID;
-	now = record_time(in);
+
 	for (int d = 0; d < VELOCITY_NDIMS; d++) {
 		int r2;
 		if (rules_velocity_key(in, (enum velocity_dim)d, key, sizeof(key)) != 0)
 			continue;
-		r2 = velocity_record(v, (enum velocity_dim)d, key, now, in->amount, declined);
+		r2 = mark_only ? velocity_mark_declined(v, (enum velocity_dim)d, key, now)
+		               : velocity_record(v, (enum velocity_dim)d, key, now, in->amount,
+		                                 declined);
 		if (r2 != FGW_OK && rc == FGW_OK)
 			rc = r2;
 	}
@@ -486,21 +484,17 @@ rules_record(const struct rules_input *in, struct velocity *v, int declined)
 }
 
 int
+rules_record(const struct rules_input *in, struct velocity *v, int declined)
+{
+	if (in == NULL || v == NULL || in->amount < 0)
+		return FGW_ERR_INVALID;
+	return record_dims(in, v, 0, declined);
+}
+
+int
 rules_record_decline(const struct rules_input *in, struct velocity *v)
 {
-	char key[VELOCITY_KEY_MAX + 1];
-	int64_t now;
-	int rc = FGW_OK;
 	if (in == NULL || v == NULL)
 		return FGW_ERR_INVALID;
-	now = record_time(in);
-	for (int d = 0; d < VELOCITY_NDIMS; d++) {
-		int r2;
-		if (rules_velocity_key(in, (enum velocity_dim)d, key, sizeof(key)) != 0)
-			continue;
-		r2 = velocity_mark_declined(v, (enum velocity_dim)d, key, now);
-		if (r2 != FGW_OK && rc == FGW_OK)
-			rc = r2;
-	}
-	return rc;
+	return record_dims(in, v, 1, 0);
 }

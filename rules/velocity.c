@@ -116,14 +116,15 @@ sat_sub(int64_t a, int64_t b)
 	return r;
 }
 
-/* First logical index whose ts is > t. */
+/* First logical index whose ts is > t (after) or >= t (!after); the
+ * events are in ts order. */
 static uint32_t
-upper_bound(const struct vkey *k, int64_t t)
+bound(const struct vkey *k, int64_t t, int after)
 {
 	uint32_t lo = 0, hi = k->n;
 	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
-		if (EV(k, mid).ts > t)
+		if (after ? EV(k, mid).ts > t : EV(k, mid).ts >= t)
 			hi = mid;
 		else
 			lo = mid + 1;
@@ -132,17 +133,15 @@ upper_bound(const struct vkey *k, int64_t t)
 }
 
 static uint32_t
+upper_bound(const struct vkey *k, int64_t t)
+{
+	return bound(k, t, 1);
+}
+
+static uint32_t
 lower_bound(const struct vkey *k, int64_t t)
 {
-	uint32_t lo = 0, hi = k->n;
-	while (lo < hi) {
-		uint32_t mid = lo + (hi - lo) / 2;
-		if (EV(k, mid).ts >= t)
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
-	return lo;
+	return bound(k, t, 0);
 }
 
 static void
@@ -237,14 +236,13 @@ key_create(struct velocity *v, struct vshard *sh, uint64_t h, int dim,
 }
 
 /* Makes room for one more event. */
+/* Moves k's ring into a new one of ncap slots (a power of two, >= k->n),
+ * oldest event first. */
 static int
-key_reserve(struct vkey *k)
+key_resize(struct vkey *k, uint32_t ncap)
 {
-	uint32_t ncap;
 	struct vev *nev;
-	if (k->n < k->cap)
-		return FGW_OK;
-	ncap = k->cap ? k->cap * 2 : 2;
+
 	if ((nev = malloc((size_t)ncap * sizeof(*nev))) == NULL)
 		return FGW_ERR_NOMEM;
 	for (uint32_t i = 0; i < k->n; i++)
@@ -254,6 +252,14 @@ key_reserve(struct vkey *k)
 	k->cap = ncap;
 	k->head = 0;
 	return FGW_OK;
+}
+
+static int
+key_reserve(struct vkey *k)
+{
+	if (k->n < k->cap)
+		return FGW_OK;
+	return key_resize(k, k->cap ? k->cap * 2 : 2);
 }
 
 /* Drops the first cnt events of k. */
@@ -270,17 +276,11 @@ static void
 key_shrink(struct vkey *k)
 {
 	uint32_t ncap = k->cap;
-	struct vev *nev;
 	while (ncap > 8 && k->n * 4 < ncap)
 		ncap /= 2;
-	if (ncap == k->cap || (nev = malloc((size_t)ncap * sizeof(*nev))) == NULL)
-		return;
-	for (uint32_t i = 0; i < k->n; i++)
-		nev[i] = EV(k, i);
-	free(k->ev);
-	k->ev = nev;
-	k->cap = ncap;
-	k->head = 0;
+	/* Out of memory: the larger ring stays, which is only wasteful. */
+	if (ncap != k->cap)
+		(void)key_resize(k, ncap);
 }
 
 static size_t
@@ -294,6 +294,18 @@ static struct vshard *
 shard_of(struct velocity *v, uint64_t h)
 {
 	return &v->shard[h >> 60];
+}
+
+/* The shard that holds (dim, key), locked; *h is the key's keyed hash. */
+static struct vshard *
+shard_lock(struct velocity *v, enum velocity_dim dim, const char *key, size_t klen, uint64_t *h)
+{
+	struct vshard *sh;
+
+	*h = siphash24(v->k0 ^ (uint64_t)dim, v->k1, (const unsigned char *)key, klen);
+	sh = shard_of(v, *h);
+	pthread_mutex_lock(&sh->mu);
+	return sh;
 }
 
 /* Inserts an event into k (locked). Returns 0 or FGW_ERR_NOMEM; an event
@@ -366,9 +378,7 @@ record(struct velocity *v, enum velocity_dim dim, const char *key,
 		return FGW_ERR_INVALID;
 	if ((klen = key_len(key)) == 0)
 		return FGW_ERR_INVALID;
-	h = siphash24(v->k0 ^ (uint64_t)dim, v->k1, (const unsigned char *)key, klen);
-	sh = shard_of(v, h);
-	pthread_mutex_lock(&sh->mu);
+	sh = shard_lock(v, dim, key, klen, &h);
 	if ((k = key_find(sh, h, (int)dim, key, klen)) == NULL) {
 		if ((k = key_create(v, sh, h, (int)dim, key, klen)) == NULL) {
 			r = FGW_ERR_NOMEM;
@@ -511,9 +521,7 @@ velocity_query_windows(struct velocity *v, enum velocity_dim dim,
 			return FGW_ERR_INVALID;
 	if ((klen = key_len(key)) == 0)
 		return FGW_ERR_INVALID;
-	h = siphash24(v->k0 ^ (uint64_t)dim, v->k1, (const unsigned char *)key, klen);
-	sh = shard_of(v, h);
-	pthread_mutex_lock(&sh->mu);
+	sh = shard_lock(v, dim, key, klen, &h);
 	if ((k = key_find(sh, h, (int)dim, key, klen)) != NULL) {
 		/* newest to oldest: an event of age a is in every window > a */
 		for (uint32_t i = k->n; i-- > 0 && j < n;) {

@@ -512,6 +512,19 @@ out:
 	free(answer);
 }
 
+void
+sbx_send_charge(const struct sbx *s, struct evhttp_request *req, const struct sbx_charge *c)
+{
+	char *text = NULL;
+
+	if (charge_result_json(s, c, &text) != FGW_OK) {
+		sbx_send_error(req, 500, "internal", "out of memory");
+		return;
+	}
+	sbx_send(req, 200, NULL, text, strlen(text));
+	free(text);
+}
+
 /* Plain result JSON of one charge (no card data in it). */
 void
 sbx_charges_get(struct sbx *s, struct evhttp_request *req, const char *id)
@@ -519,7 +532,6 @@ sbx_charges_get(struct sbx *s, struct evhttp_request *req, const char *id)
 	struct sbx_charge *c = NULL;
 	struct evkeyvalq q;
 	const char *query, *key;
-	char *text = NULL;
 
 	if (!sbx_auth_ok(s, req)) {
 		sbx_send_error(req, 401, "unauthorized",
@@ -549,10 +561,5 @@ sbx_charges_get(struct sbx *s, struct evhttp_request *req, const char *id)
 		sbx_send_error(req, 404, "not_found", "no such charge");
 		return;
 	}
-	if (charge_result_json(s, c, &text) != FGW_OK) {
-		sbx_send_error(req, 500, "internal", "out of memory");
-		return;
-	}
-	sbx_send(req, 200, NULL, text, strlen(text));
-	free(text);
+	sbx_send_charge(s, req, c);
 }

@@ -125,6 +125,8 @@ void sbx_charge_free(struct sbx_charge *c);
 /* The result JSON of a charge (malloc'ed text). */
 int charge_result_json(const struct sbx *s, const struct sbx_charge *c,
                        char **out);
+/* Answers 200 with c's result JSON (500 when out of memory). */
+void sbx_send_charge(const struct sbx *s, struct evhttp_request *req, const struct sbx_charge *c);
 /* --ledger-file: replays the file into l (the last line of a key wins)
  * and appends to it from then on. */
 int ledger_open_journal(struct ledger *l, const char *path);

@@ -444,6 +444,32 @@ idem_store(struct stripe *st, const char *key, const unsigned char hash[32],
 
 /* ---- operations ---------------------------------------------------------- */
 
+/* Whether the ledger holds all the objects it may: then *body is
+ * Stripe's api_error for a 503. */
+static int
+ledger_full(const struct sbx *s, char **body)
+{
+	if (s->stripe->n_objects < STR_MAX_OBJECTS)
+		return 0;
+	*body = error_json(s, "api_error", NULL, NULL, NULL, "The sandbox ledger is full.", NULL);
+	return 1;
+}
+
+/* A zeroed PaymentMethod with a fresh pm_ id, not yet in the ledger. */
+static struct spm *
+method_new(void)
+{
+	struct spm *m;
+
+	if ((m = calloc(1, sizeof(*m))) == NULL)
+		return NULL;
+	if (fgw_random_id("pm_", m->id, sizeof(m->id)) != FGW_OK) {
+		free(m);
+		return NULL;
+	}
+	return m;
+}
+
 static struct spm *
 method_find(const struct stripe *st, const char *id)
 {
@@ -588,17 +614,10 @@ method_create(struct sbx *s, const struct form *f, char **body, char *object)
 		                   "Your card's expiration year is invalid.", NULL);
 		return 402;
 	}
-	if (st->n_objects >= STR_MAX_OBJECTS) {
-		*body = error_json(s, "api_error", NULL, NULL, NULL,
-		                   "The sandbox ledger is full.", NULL);
+	if (ledger_full(s, body))
 		return 503;
-	}
-	if ((m = calloc(1, sizeof(*m))) == NULL)
+	if ((m = method_new()) == NULL)
 		return 500;
-	if (fgw_random_id("pm_", m->id, sizeof(m->id)) != FGW_OK) {
-		free(m);
-		return 500;
-	}
 	fgw_strlcpy(m->last4, num + n - 4, sizeof(m->last4));
 	m->brand = brand_of(num);
 	m->card = -1;
@@ -624,11 +643,8 @@ customer_create(struct sbx *s, char **body, char *object)
 	struct scus *c;
 	char text[128];
 
-	if (st->n_objects >= STR_MAX_OBJECTS) {
-		*body = error_json(s, "api_error", NULL, NULL, NULL,
-		                   "The sandbox ledger is full.", NULL);
+	if (ledger_full(s, body))
 		return 503;
-	}
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return 500;
 	if (fgw_random_id("cus_", c->id, sizeof(c->id)) != FGW_OK) {
@@ -691,17 +707,10 @@ method_attach(struct sbx *s, const char *path, const struct form *f, char **body
 		return 400;
 	}
 	if (m == NULL) {
-		if (st->n_objects >= STR_MAX_OBJECTS) {
-			*body = error_json(s, "api_error", NULL, NULL, NULL,
-			                   "The sandbox ledger is full.", NULL);
+		if (ledger_full(s, body))
 			return 503;
-		}
-		if ((m = calloc(1, sizeof(*m))) == NULL)
+		if ((m = method_new()) == NULL)
 			return 500;
-		if (fgw_random_id("pm_", m->id, sizeof(m->id)) != FGW_OK) {
-			free(m);
-			return 500;
-		}
 		m->card = test;
 		m->brand = brand_of(cards[test].number);
 		fgw_strlcpy(m->last4, cards[test].number + 12, sizeof(m->last4));
@@ -785,11 +794,8 @@ intent_create(struct sbx *s, const struct form *f, char **body, char *object)
 		                   "Invalid value.", NULL);
 		return 400;
 	}
-	if (st->n_objects >= STR_MAX_OBJECTS) {
-		*body = error_json(s, "api_error", NULL, NULL, NULL,
-		                   "The sandbox ledger is full.", NULL);
+	if (ledger_full(s, body))
 		return 503;
-	}
 	if ((p = calloc(1, sizeof(*p))) == NULL)
 		return 500;
 	/* Unconfirmed and without a payment method: the customer's browser

@@ -258,7 +258,6 @@ is_form_post(struct evhttp_request *req)
 static void
 after_challenge(struct sbx *s, struct evhttp_request *req, const struct sbx_charge *c)
 {
-	char *text = NULL;
 	if (is_form_post(req)) {
 		if (c->return_url != NULL) {
 			evhttp_add_header(evhttp_request_get_output_headers(req),
@@ -273,12 +272,7 @@ after_challenge(struct sbx *s, struct evhttp_request *req, const struct sbx_char
 		}
 		return;
 	}
-	if (charge_result_json(s, c, &text) != FGW_OK) {
-		sbx_send_error(req, 500, "internal", "out of memory");
-		return;
-	}
-	sbx_send(req, 200, NULL, text, strlen(text));
-	free(text);
+	sbx_send_charge(s, req, c);
 }
 
 /* The card holder failed the challenge: the charge is declined. */
