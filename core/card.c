@@ -59,8 +59,7 @@ card_brand_of(const char *pan, size_t len)
 		return CARD_BRAND_UNIONPAY;
 	if (p4 >= 3528 && p4 <= 3589)
 		return CARD_BRAND_JCB;
-	if ((p3 >= 300 && p3 <= 305) || p2 == 36 || p2 == 38 || p2 == 39 ||
-	    p4 == 3095)
+	if ((p3 >= 300 && p3 <= 305) || p2 == 36 || p2 == 38 || p2 == 39 || p4 == 3095)
 		return CARD_BRAND_DINERS;
 	if (p1 == 4)
 		return CARD_BRAND_VISA;
@@ -71,14 +70,22 @@ const char *
 card_brand_name(enum card_brand b)
 {
 	switch (b) {
-	case CARD_BRAND_VISA: return "Visa";
-	case CARD_BRAND_MASTERCARD: return "Mastercard";
-	case CARD_BRAND_AMEX: return "Amex";
-	case CARD_BRAND_DISCOVER: return "Discover";
-	case CARD_BRAND_JCB: return "JCB";
-	case CARD_BRAND_DINERS: return "Diners";
-	case CARD_BRAND_UNIONPAY: return "UnionPay";
-	default: return "Unknown";
+	case CARD_BRAND_VISA:
+		return "Visa";
+	case CARD_BRAND_MASTERCARD:
+		return "Mastercard";
+	case CARD_BRAND_AMEX:
+		return "Amex";
+	case CARD_BRAND_DISCOVER:
+		return "Discover";
+	case CARD_BRAND_JCB:
+		return "JCB";
+	case CARD_BRAND_DINERS:
+		return "Diners";
+	case CARD_BRAND_UNIONPAY:
+		return "UnionPay";
+	default:
+		return "Unknown";
 	}
 }
 
@@ -86,14 +93,19 @@ bool
 card_length_ok(enum card_brand b, size_t len)
 {
 	switch (b) {
-	case CARD_BRAND_VISA: return len == 13 || len == 16 || len == 19;
-	case CARD_BRAND_MASTERCARD: return len == 16;
-	case CARD_BRAND_AMEX: return len == 15;
-	case CARD_BRAND_DINERS: return len >= 14 && len <= 19;
+	case CARD_BRAND_VISA:
+		return len == 13 || len == 16 || len == 19;
+	case CARD_BRAND_MASTERCARD:
+		return len == 16;
+	case CARD_BRAND_AMEX:
+		return len == 15;
+	case CARD_BRAND_DINERS:
+		return len >= 14 && len <= 19;
 	case CARD_BRAND_DISCOVER:
 	case CARD_BRAND_JCB:
 	case CARD_BRAND_UNIONPAY:
-	default: return len >= 16 && len <= 19;
+	default:
+		return len >= 16 && len <= 19;
 	}
 }
 
@@ -118,7 +130,7 @@ card_bin_last4(const char *pan, size_t len, char bin[7], char last4[5])
 
 /* ---- card numbers in free text ------------------------------------------ */
 
-#define RUN_MAX_GAP 3   /* separators allowed between two digit groups */
+#define RUN_MAX_GAP 3 /* separators allowed between two digit groups */
 
 static bool
 is_digit(char c)

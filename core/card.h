@@ -10,9 +10,14 @@
 #include <stddef.h>
 
 enum card_brand {
-	CARD_BRAND_UNKNOWN = 0, CARD_BRAND_VISA, CARD_BRAND_MASTERCARD,
-	CARD_BRAND_AMEX, CARD_BRAND_DISCOVER, CARD_BRAND_JCB,
-	CARD_BRAND_DINERS, CARD_BRAND_UNIONPAY
+	CARD_BRAND_UNKNOWN = 0,
+	CARD_BRAND_VISA,
+	CARD_BRAND_MASTERCARD,
+	CARD_BRAND_AMEX,
+	CARD_BRAND_DISCOVER,
+	CARD_BRAND_JCB,
+	CARD_BRAND_DINERS,
+	CARD_BRAND_UNIONPAY
 };
 
 /* True when pan[0..len) is 13..19 digits and passes the Luhn check. */
@@ -36,8 +41,8 @@ bool card_find_pan(const char *text, size_t len, size_t *start, size_t *end);
  * digit count (digits joined by the separators card_find_pan allows).
  * Returns false when there is none. Shared with the log scrubber so both
  * see the same shapes. */
-bool card_digit_run(const char *text, size_t len, size_t i, size_t *start,
-                    size_t *end, size_t *ndigits);
+bool card_digit_run(const char *text, size_t len, size_t i, size_t *start, size_t *end,
+                    size_t *ndigits);
 /* Brand from the leading digits (IIN ranges). */
 enum card_brand card_brand_of(const char *pan, size_t len);
 /* "Visa", "Mastercard", "Amex", "Discover", "JCB", "Diners", "UnionPay",

@@ -8,28 +8,46 @@ const char *
 fgw_strerror(int err)
 {
 	switch (err) {
-	case FGW_OK: return "success";
-	case FGW_ERR_INTERNAL: return "internal error";
-	case FGW_ERR_NOMEM: return "out of memory";
-	case FGW_ERR_INVALID: return "invalid input";
-	case FGW_ERR_NOT_FOUND: return "not found";
-	case FGW_ERR_EXISTS: return "already exists";
-	case FGW_ERR_IO: return "I/O error";
-	case FGW_ERR_CRYPTO: return "cryptographic check failed";
-	case FGW_ERR_DB: return "database error";
-	case FGW_ERR_TOO_LARGE: return "too large";
-	case FGW_ERR_TIMEOUT: return "timed out";
-	case FGW_ERR_STATE: return "invalid state";
-	case FGW_ERR_AUTH: return "authentication failed";
-	case FGW_ERR_CONFLICT: return "conflict";
-	case FGW_ERR_UNAVAILABLE: return "unavailable";
-	case FGW_ERR_SHUTDOWN: return "shutting down";
-	default: return "unknown error";
+	case FGW_OK:
+		return "success";
+	case FGW_ERR_INTERNAL:
+		return "internal error";
+	case FGW_ERR_NOMEM:
+		return "out of memory";
+	case FGW_ERR_INVALID:
+		return "invalid input";
+	case FGW_ERR_NOT_FOUND:
+		return "not found";
+	case FGW_ERR_EXISTS:
+		return "already exists";
+	case FGW_ERR_IO:
+		return "I/O error";
+	case FGW_ERR_CRYPTO:
+		return "cryptographic check failed";
+	case FGW_ERR_DB:
+		return "database error";
+	case FGW_ERR_TOO_LARGE:
+		return "too large";
+	case FGW_ERR_TIMEOUT:
+		return "timed out";
+	case FGW_ERR_STATE:
+		return "invalid state";
+	case FGW_ERR_AUTH:
+		return "authentication failed";
+	case FGW_ERR_CONFLICT:
+		return "conflict";
+	case FGW_ERR_UNAVAILABLE:
+		return "unavailable";
+	case FGW_ERR_SHUTDOWN:
+		return "shutting down";
+	default:
+		return "unknown error";
 	}
 }
 
 void
-fgw_why_set(struct fgw_why *why, const char *where, int line, int col, const char *fmt, ...)
+fgw_why_set(struct fgw_why *why, const char *where, int line, int col, const char *fmt,
+            ...)
 {
 	va_list ap;
 	if (why == NULL)

@@ -43,7 +43,7 @@ struct jp {
 	const unsigned char *p;
 	size_t len;
 	size_t pos;
-	char *buf;      /* decoded string, at most len + 1 bytes */
+	char *buf; /* decoded string, at most len + 1 bytes */
 	size_t fail_at;
 	const char *why;
 };
@@ -69,7 +69,7 @@ static void
 skip_ws(struct jp *j)
 {
 	while (j->pos < j->len && (j->p[j->pos] == ' ' || j->p[j->pos] == '\t' ||
-	       j->p[j->pos] == '\n' || j->p[j->pos] == '\r'))
+	                           j->p[j->pos] == '\n' || j->p[j->pos] == '\r'))
 		j->pos++;
 }
 
@@ -196,14 +196,30 @@ parse_string(struct jp *j, size_t *outlen)
 			if (j->pos + 1 >= j->len)
 				return jfail(j, j->pos, "invalid escape");
 			switch (j->p[j->pos + 1]) {
-			case '"': cp = '"'; break;
-			case '\\': cp = '\\'; break;
-			case '/': cp = '/'; break;
-			case 'b': cp = '\b'; break;
-			case 'f': cp = '\f'; break;
-			case 'n': cp = '\n'; break;
-			case 'r': cp = '\r'; break;
-			case 't': cp = '\t'; break;
+			case '"':
+				cp = '"';
+				break;
+			case '\\':
+				cp = '\\';
+				break;
+			case '/':
+				cp = '/';
+				break;
+			case 'b':
+				cp = '\b';
+				break;
+			case 'f':
+				cp = '\f';
+				break;
+			case 'n':
+				cp = '\n';
+				break;
+			case 'r':
+				cp = '\r';
+				break;
+			case 't':
+				cp = '\t';
+				break;
 			case 'u':
 				if ((r = parse_u_escape(j, &cp)) != 0)
 					return r;
@@ -395,8 +411,8 @@ parse_object(struct jp *j, int depth, cJSON **out)
 		skip_ws(j);
 		at = j->pos;
 		if (at >= j->len || j->p[at] != '"') {
-			r = jfail(j, at, at >= j->len ? "unexpected end of text" :
-			          "object key expected");
+			r = jfail(j, at,
+			          at >= j->len ? "unexpected end of text" : "object key expected");
 			goto out;
 		}
 		if ((r = parse_string(j, &klen)) != 0)
@@ -408,8 +424,8 @@ parse_object(struct jp *j, int depth, cJSON **out)
 		memcpy(key, j->buf, klen + 1);
 		skip_ws(j);
 		if (j->pos >= j->len || j->p[j->pos] != ':') {
-			r = jfail(j, j->pos, j->pos >= j->len ? "unexpected end of text" :
-			          "':' expected");
+			r = jfail(j, j->pos,
+			          j->pos >= j->len ? "unexpected end of text" : "':' expected");
 			goto out;
 		}
 		j->pos++;
@@ -420,7 +436,7 @@ parse_object(struct jp *j, int depth, cJSON **out)
 			goto out;
 		}
 		kept = val->string; /* cJSON's own copy */
-		val = NULL; /* owned by obj */
+		val = NULL;         /* owned by obj */
 		fgw_freezero(key, klen);
 		key = NULL;
 		if (nkeys == cap) {
@@ -443,8 +459,8 @@ parse_object(struct jp *j, int depth, cJSON **out)
 			j->pos++;
 			break;
 		}
-		r = jfail(j, j->pos, j->pos >= j->len ? "unexpected end of text" :
-		          "',' or '}' expected");
+		r = jfail(j, j->pos,
+		          j->pos >= j->len ? "unexpected end of text" : "',' or '}' expected");
 		goto out;
 	}
 	if ((r = check_duplicates(j, keys, nkeys)) != 0)
@@ -497,8 +513,8 @@ parse_array(struct jp *j, int depth, cJSON **out)
 			j->pos++;
 			break;
 		}
-		r = jfail(j, j->pos, j->pos >= j->len ? "unexpected end of text" :
-		          "',' or ']' expected");
+		r = jfail(j, j->pos,
+		          j->pos >= j->len ? "unexpected end of text" : "',' or ']' expected");
 		goto out;
 	}
 done:
@@ -539,8 +555,8 @@ parse_value(struct jp *j, int depth, cJSON **out)
 	case '[':
 		if (depth >= FGW_JSON_MAX_DEPTH)
 			return jfail(j, at, "nested too deeply");
-		return c == '{' ? parse_object(j, depth + 1, out) :
-		                  parse_array(j, depth + 1, out);
+		return c == '{' ? parse_object(j, depth + 1, out)
+		                : parse_array(j, depth + 1, out);
 	case '"':
 		if (parse_string(j, &n) != 0)
 			return FGW_ERR_INVALID;

@@ -122,9 +122,9 @@ log_emit(int level, const char *module, const char *txn_id, const char *fmt, ...
 
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
-	snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
-	         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-	         tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
+	snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+	         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+	         now.tv_nsec / 1000000);
 	if (level < 0 || level > 3)
 		level = LOG_LVL_ERROR;
 
@@ -136,11 +136,11 @@ log_emit(int level, const char *module, const char *txn_id, const char *fmt, ...
 			json_escape(rqesc, sizeof(rqesc), log_req);
 			snprintf(rq, sizeof(rq), ",\"req\":\"%s\"", rqesc);
 		}
-		n = snprintf(line, sizeof(line),
-		             "{\"ts\":\"%s\",\"level\":\"%s\",\"module\":\"%s\"%s%s%s%s,\"msg\":\"%s\"}\n",
-		             ts, level_names[level], module, rq,
-		             txn_id ? ",\"txn\":\"" : "", txn_id ? txn_id : "",
-		             txn_id ? "\"" : "", esc);
+		n = snprintf(
+		    line, sizeof(line),
+		    "{\"ts\":\"%s\",\"level\":\"%s\",\"module\":\"%s\"%s%s%s%s,\"msg\":\"%s\"}\n",
+		    ts, level_names[level], module, rq, txn_id ? ",\"txn\":\"" : "",
+		    txn_id ? txn_id : "", txn_id ? "\"" : "", esc);
 	} else {
 		if (log_req[0] != '\0')
 			snprintf(rq, sizeof(rq), " req=%s", log_req);

@@ -30,7 +30,7 @@ int log_level_parse(const char *name, int *level);
  * it logs carries it, until cleared. Set by the HTTP dispatcher around a
  * handler and by every point that resumes a request's work later (the
  * pipeline runner, from the id its transaction carries). NULL or "" clears. */
-#define LOG_REQUEST_ID_MAX 129   /* 128 characters and the NUL */
+#define LOG_REQUEST_ID_MAX 129 /* 128 characters and the NUL */
 void log_request_set(const char *id);
 /* "" when none. */
 const char *log_request_get(void);
@@ -42,13 +42,13 @@ int log_fd_get(void);
  * digit runs in it would make it unfindable). */
 void log_write_line(int fd, const char *line, size_t len);
 
-void log_emit(int level, const char *module, const char *txn_id,
-              const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void log_emit(int level, const char *module, const char *txn_id, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-#define LOG_AT(lvl, txn, ...)                                                \
-	do {                                                                     \
-		if ((lvl) <= log_current_level)                                      \
-			log_emit((lvl), LOG_MODULE, (txn), __VA_ARGS__);                 \
+#define LOG_AT(lvl, txn, ...)                                \
+	do {                                                     \
+		if ((lvl) <= log_current_level)                      \
+			log_emit((lvl), LOG_MODULE, (txn), __VA_ARGS__); \
 	} while (0)
 
 #define log_error(...) LOG_AT(LOG_LVL_ERROR, NULL, __VA_ARGS__)

@@ -8,16 +8,11 @@
 
 /* Indexed by enum txn_state. */
 static const char *const names[TXN_STATE_COUNT] = {
-	[TXN_STATE_NONE] = "",
-	[TXN_POSTING] = "posting",
-	[TXN_PROCESSING] = "processing",
-	[TXN_REQUIRES_ACTION] = "requires_action",
-	[TXN_SUCCEEDED] = "succeeded",
-	[TXN_DECLINED] = "declined",
-	[TXN_FAILED] = "failed",
-	[TXN_AUTHORIZED] = "authorized",
-	[TXN_CANCELED] = "canceled",
-	[TXN_PARTIALLY_REFUNDED] = "partially_refunded",
+	[TXN_STATE_NONE] = "",           [TXN_POSTING] = "posting",
+	[TXN_PROCESSING] = "processing", [TXN_REQUIRES_ACTION] = "requires_action",
+	[TXN_SUCCEEDED] = "succeeded",   [TXN_DECLINED] = "declined",
+	[TXN_FAILED] = "failed",         [TXN_AUTHORIZED] = "authorized",
+	[TXN_CANCELED] = "canceled",     [TXN_PARTIALLY_REFUNDED] = "partially_refunded",
 	[TXN_REFUNDED] = "refunded",
 };
 
@@ -40,7 +35,7 @@ static const enum txn_state moves[][2] = {
 	{ TXN_REQUIRES_ACTION, TXN_DECLINED },
 	{ TXN_REQUIRES_ACTION, TXN_FAILED },
 	{ TXN_REQUIRES_ACTION, TXN_AUTHORIZED },
-	{ TXN_AUTHORIZED, TXN_SUCCEEDED },      /* captured */
+	{ TXN_AUTHORIZED, TXN_SUCCEEDED }, /* captured */
 	{ TXN_AUTHORIZED, TXN_CANCELED },
 	{ TXN_SUCCEEDED, TXN_PARTIALLY_REFUNDED },
 	{ TXN_SUCCEEDED, TXN_REFUNDED },

@@ -15,14 +15,14 @@
 #include <stdbool.h>
 
 enum txn_state {
-	TXN_STATE_NONE = 0,       /* not a state: an unknown or missing name */
-	TXN_POSTING,              /* written ahead, the processor is being asked */
-	TXN_PROCESSING,           /* the processor's answer is unknown yet */
-	TXN_REQUIRES_ACTION,      /* waiting for the customer (3-D Secure) */
+	TXN_STATE_NONE = 0,  /* not a state: an unknown or missing name */
+	TXN_POSTING,         /* written ahead, the processor is being asked */
+	TXN_PROCESSING,      /* the processor's answer is unknown yet */
+	TXN_REQUIRES_ACTION, /* waiting for the customer (3-D Secure) */
 	TXN_SUCCEEDED,
 	TXN_DECLINED,
 	TXN_FAILED,
-	TXN_AUTHORIZED,           /* authorize-only: waits for capture or cancel */
+	TXN_AUTHORIZED, /* authorize-only: waits for capture or cancel */
 	TXN_CANCELED,
 	TXN_PARTIALLY_REFUNDED,
 	TXN_REFUNDED,

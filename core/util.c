@@ -117,9 +117,8 @@ fgw_iso8601(int64_t ms, char *out, size_t outlen)
 	time_t secs = (time_t)(ms / 1000);
 	if (gmtime_r(&secs, &tm) == NULL)
 		return FGW_ERR_INVALID;
-	int n = snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02dZ",
-	                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-	                 tm.tm_hour, tm.tm_min, tm.tm_sec);
+	int n = snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
+	                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
 	return (n < 0 || (size_t)n >= outlen) ? FGW_ERR_TOO_LARGE : FGW_OK;
 }
 

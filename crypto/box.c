@@ -31,21 +31,19 @@ box_seal_afternm(const unsigned char *k, int dir, const void *msg, size_t len,
 }
 
 int
-box_open_afternm(const unsigned char *k, int dir, const unsigned char *in,
-                 size_t inlen, unsigned char *out)
+box_open_afternm(const unsigned char *k, int dir, const unsigned char *in, size_t inlen,
+                 unsigned char *out)
 {
 	if (inlen < BOX_OVERHEAD || (in[0] & 1) != (dir & 1))
 		return FGW_ERR_CRYPTO;
-	if (crypto_box_open_easy_afternm(out, in + NONCE, inlen - NONCE, in, k) !=
-	    0)
+	if (crypto_box_open_easy_afternm(out, in + NONCE, inlen - NONCE, in, k) != 0)
 		return FGW_ERR_CRYPTO;
 	return FGW_OK;
 }
 
 /* Base64 of nonce || MAC || c, from a sealer that fills len + 40 bytes. */
 static int
-seal_b64(int (*sealer)(void *ctx, unsigned char *out), void *ctx, size_t len,
-         char **b64)
+seal_b64(int (*sealer)(void *ctx, unsigned char *out), void *ctx, size_t len, char **b64)
 {
 	unsigned char *c = NULL;
 	int r;
@@ -78,9 +76,8 @@ ring_sealer(void *arg, unsigned char *out)
 }
 
 int
-box_seal_b64(struct keyring *kr, const char *key_id,
-             const unsigned char peer_pk[32], const void *msg, size_t len,
-             char **b64)
+box_seal_b64(struct keyring *kr, const char *key_id, const unsigned char peer_pk[32],
+             const void *msg, size_t len, char **b64)
 {
 	struct seal_ctx c = { kr, NULL, key_id, peer_pk, msg, len };
 
@@ -93,8 +90,8 @@ box_seal_b64(struct keyring *kr, const char *key_id,
 
 int
 box_b64_open(int (*opener)(void *ctx, const unsigned char *c, size_t clen,
-                       struct secbuf **plain),
-         void *ctx, const char *b64, size_t b64len, struct secbuf **plain)
+                           struct secbuf **plain),
+             void *ctx, const char *b64, size_t b64len, struct secbuf **plain)
 {
 	unsigned char *c = NULL;
 	size_t clen = 0;
@@ -111,17 +108,15 @@ box_b64_open(int (*opener)(void *ctx, const unsigned char *c, size_t clen,
 }
 
 static int
-ring_opener(void *arg, const unsigned char *c, size_t clen,
-            struct secbuf **plain)
+ring_opener(void *arg, const unsigned char *c, size_t clen, struct secbuf **plain)
 {
 	struct seal_ctx *x = arg;
 	return keyring_box_open_from(x->kr, x->key_id, x->peer, c, clen, plain);
 }
 
 int
-box_open_b64(struct keyring *kr, const char *key_id,
-             const unsigned char peer_pk[32], const char *b64, size_t b64len,
-             struct secbuf **plain)
+box_open_b64(struct keyring *kr, const char *key_id, const unsigned char peer_pk[32],
+             const char *b64, size_t b64len, struct secbuf **plain)
 {
 	struct seal_ctx x = { kr, NULL, key_id, peer_pk, NULL, 0 };
 
@@ -150,8 +145,7 @@ box_peers_free(struct box_peers *p)
 /* The cached shared key for peer, computed on first use. FGW_ERR_CRYPTO:
  * a peer key crypto_box cannot use (a low-order point). */
 static int
-peer_key(struct sealed_keypair *kp, const unsigned char peer[32],
-         const unsigned char **k)
+peer_key(struct sealed_keypair *kp, const unsigned char peer[32], const unsigned char **k)
 {
 	struct box_peers *p;
 	struct secbuf *nk = NULL;
@@ -160,8 +154,7 @@ peer_key(struct sealed_keypair *kp, const unsigned char peer[32],
 
 	if (kp == NULL || kp->sk == NULL)
 		return FGW_ERR_INVALID;
-	if (kp->peers == NULL &&
-	    (kp->peers = calloc(1, sizeof(*kp->peers))) == NULL)
+	if (kp->peers == NULL && (kp->peers = calloc(1, sizeof(*kp->peers))) == NULL)
 		return FGW_ERR_NOMEM;
 	p = kp->peers;
 	for (size_t i = 0; i < p->n; i++) {
@@ -202,8 +195,8 @@ standalone_sealer(void *arg, unsigned char *out)
 }
 
 int
-box_seal_with(struct sealed_keypair *kp, const unsigned char peer_pk[32],
-              const void *msg, size_t len, char **b64)
+box_seal_with(struct sealed_keypair *kp, const unsigned char peer_pk[32], const void *msg,
+              size_t len, char **b64)
 {
 	struct seal_ctx c = { NULL, kp, NULL, peer_pk, msg, len };
 
@@ -215,8 +208,7 @@ box_seal_with(struct sealed_keypair *kp, const unsigned char peer_pk[32],
 }
 
 static int
-standalone_opener(void *arg, const unsigned char *c, size_t clen,
-                  struct secbuf **plain)
+standalone_opener(void *arg, const unsigned char *c, size_t clen, struct secbuf **plain)
 {
 	struct seal_ctx *x = arg;
 	const unsigned char *k = NULL;
@@ -236,8 +228,8 @@ standalone_opener(void *arg, const unsigned char *c, size_t clen,
 }
 
 int
-box_open_with(struct sealed_keypair *kp, const unsigned char peer_pk[32],
-              const char *b64, size_t b64len, struct secbuf **plain)
+box_open_with(struct sealed_keypair *kp, const unsigned char peer_pk[32], const char *b64,
+              size_t b64len, struct secbuf **plain)
 {
 	struct seal_ctx x = { NULL, kp, NULL, peer_pk, NULL, 0 };
 

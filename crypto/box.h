@@ -30,12 +30,10 @@ struct sealed_keypair;
  * FGW_ERR_NOT_FOUND: unknown or expired key id; FGW_ERR_CRYPTO: the peer
  * key is unusable (low order) or the box does not open; FGW_ERR_INVALID:
  * bad base64. *b64 is malloc'ed; *plain is guarded. */
-int box_seal_b64(struct keyring *kr, const char *key_id,
-                 const unsigned char peer_pk[32], const void *msg, size_t len,
-                 char **b64);
-int box_open_b64(struct keyring *kr, const char *key_id,
-                 const unsigned char peer_pk[32], const char *b64,
-                 size_t b64len, struct secbuf **plain);
+int box_seal_b64(struct keyring *kr, const char *key_id, const unsigned char peer_pk[32],
+                 const void *msg, size_t len, char **b64);
+int box_open_b64(struct keyring *kr, const char *key_id, const unsigned char peer_pk[32],
+                 const char *b64, size_t b64len, struct secbuf **plain);
 
 /* Processor side, with a standalone key pair (the sandbox). Shared keys
  * are cached in the key pair (a few peers, oldest replaced first, wiped by
@@ -57,10 +55,9 @@ void box_peers_free(struct box_peers *p);
  * it too). FGW_ERR_INVALID: NULL or bad base64; else what opener says. */
 int box_b64_open(int (*opener)(void *ctx, const unsigned char *c, size_t clen,
                                struct secbuf **plain),
-                 void *ctx, const char *b64, size_t b64len,
-                 struct secbuf **plain);
-void box_seal_afternm(const unsigned char *k, int dir, const void *msg,
-                      size_t len, unsigned char *out);
+                 void *ctx, const char *b64, size_t b64len, struct secbuf **plain);
+void box_seal_afternm(const unsigned char *k, int dir, const void *msg, size_t len,
+                      unsigned char *out);
 int box_open_afternm(const unsigned char *k, int dir, const unsigned char *in,
                      size_t inlen, unsigned char *out);
 

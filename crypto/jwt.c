@@ -37,7 +37,7 @@
 #include "crypto/jwt.h"
 
 #define HS256_LEN crypto_auth_hmacsha256_BYTES
-#define JSON_MAX_MEMBERS 128   /* per header / payload object */
+#define JSON_MAX_MEMBERS 128 /* per header / payload object */
 #define AUD_MAX_ENTRIES 32
 #define PEM_MAX_FILE (64 * 1024)
 /* Latest NumericDate accepted: 9999-12-31T23:59:59Z. */
@@ -65,8 +65,7 @@ seterr(char *err, size_t errlen, const char *fmt, ...)
 static int
 b64url_encode(const void *in, size_t len, char **out)
 {
-	size_t cap = sodium_base64_encoded_len(
-	    len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	size_t cap = sodium_base64_encoded_len(len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 	char *s = malloc(cap);
 
 	if (s == NULL)
@@ -114,8 +113,7 @@ json_object_strict(const char *buf, size_t len, cJSON **out)
 	size_t n = 0;
 
 	for (size_t i = 0; i + 6 <= len; i++)
-		if (buf[i] == '\\' && buf[i + 1] == 'u' &&
-		    memcmp(buf + i + 2, "0000", 4) == 0)
+		if (buf[i] == '\\' && buf[i + 1] == 'u' && memcmp(buf + i + 2, "0000", 4) == 0)
 			return FGW_ERR_INVALID;
 	root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
 	if (root == NULL)
@@ -185,8 +183,8 @@ jwks_release(struct jwks *ks)
 
 /* RSA public key from big-endian n and e, with the size policy. */
 static int
-rsa_from_ne(const unsigned char *n, size_t nlen, const unsigned char *e,
-            size_t elen, EVP_PKEY **out, char *err, size_t errlen)
+rsa_from_ne(const unsigned char *n, size_t nlen, const unsigned char *e, size_t elen,
+            EVP_PKEY **out, char *err, size_t errlen)
 {
 	BIGNUM *bn_n = NULL, *bn_e = NULL;
 	OSSL_PARAM_BLD *bld = NULL;
@@ -206,8 +204,8 @@ rsa_from_ne(const unsigned char *n, size_t nlen, const unsigned char *e,
 	}
 	bits = BN_num_bits(bn_n);
 	if (bits < JWT_MIN_RSA_BITS || bits > JWT_MAX_RSA_BITS) {
-		seterr(err, errlen, "RSA key is %d bits (allowed %d..%d)", bits,
-		       JWT_MIN_RSA_BITS, JWT_MAX_RSA_BITS);
+		seterr(err, errlen, "RSA key is %d bits (allowed %d..%d)", bits, JWT_MIN_RSA_BITS,
+		       JWT_MAX_RSA_BITS);
 		goto out;
 	}
 	if (!BN_is_odd(bn_n) || !BN_is_odd(bn_e) || BN_num_bits(bn_e) < 2) {
@@ -261,10 +259,8 @@ jwks_add(struct jwks *ks, const cJSON *k, size_t idx, char *err, size_t errlen)
 		return FGW_ERR_INVALID;
 	}
 	if (strcmp(kty->valuestring, "RSA") != 0 ||
-	    (use != NULL && (!cJSON_IsString(use) ||
-	                     strcmp(use->valuestring, "sig") != 0)) ||
-	    (alg != NULL && (!cJSON_IsString(alg) ||
-	                     strcmp(alg->valuestring, "RS256") != 0)))
+	    (use != NULL && (!cJSON_IsString(use) || strcmp(use->valuestring, "sig") != 0)) ||
+	    (alg != NULL && (!cJSON_IsString(alg) || strcmp(alg->valuestring, "RS256") != 0)))
 		return FGW_OK; /* not ours to use: skipped */
 	if (!cJSON_IsString(kid) || !text_ok(kid->valuestring, JWT_CLAIM_MAX)) {
 		seterr(err, errlen, "JWKS key %zu: missing or bad kid", idx);
@@ -277,30 +273,30 @@ jwks_add(struct jwks *ks, const cJSON *k, size_t idx, char *err, size_t errlen)
 		}
 	}
 	if (ks->n == JWT_MAX_JWKS_KEYS) {
-		seterr(err, errlen, "JWKS holds more than %d keys",
-		       JWT_MAX_JWKS_KEYS);
+		seterr(err, errlen, "JWKS holds more than %d keys", JWT_MAX_JWKS_KEYS);
 		return FGW_ERR_INVALID;
 	}
 	if (!cJSON_IsString(jn) || !cJSON_IsString(je) ||
-	    (r = b64url_decode(jn->valuestring, strlen(jn->valuestring), &n,
-	                       &nlen)) != FGW_OK ||
-	    (r = b64url_decode(je->valuestring, strlen(je->valuestring), &e,
-	                       &elen)) != FGW_OK) {
-		seterr(err, errlen, "JWKS key %zu (kid %s): n/e missing or not "
-		       "base64url", idx, kid->valuestring);
+	    (r = b64url_decode(jn->valuestring, strlen(jn->valuestring), &n, &nlen)) !=
+	        FGW_OK ||
+	    (r = b64url_decode(je->valuestring, strlen(je->valuestring), &e, &elen)) !=
+	        FGW_OK) {
+		seterr(err, errlen,
+		       "JWKS key %zu (kid %s): n/e missing or not "
+		       "base64url",
+		       idx, kid->valuestring);
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
 	kerr[0] = '\0';
-	if ((r = rsa_from_ne(n, nlen, e, elen, &ks->keys[ks->n].pkey, kerr,
-	                     sizeof(kerr))) != FGW_OK) {
-		seterr(err, errlen, "JWKS key %zu (kid %s): %s", idx,
-		       kid->valuestring, kerr[0] ? kerr : fgw_strerror(r));
+	if ((r = rsa_from_ne(n, nlen, e, elen, &ks->keys[ks->n].pkey, kerr, sizeof(kerr))) !=
+	    FGW_OK) {
+		seterr(err, errlen, "JWKS key %zu (kid %s): %s", idx, kid->valuestring,
+		       kerr[0] ? kerr : fgw_strerror(r));
 		goto out;
 	}
 	/* text_ok() bounded the kid, so this copy fits. */
-	memcpy(ks->keys[ks->n].kid, kid->valuestring,
-	       strlen(kid->valuestring) + 1);
+	memcpy(ks->keys[ks->n].kid, kid->valuestring, strlen(kid->valuestring) + 1);
 	ks->n++;
 	r = FGW_OK;
 out:
@@ -328,8 +324,7 @@ jwks_load(const char *path, struct jwks **out, char *err, size_t errlen)
 	    (root = cJSON_ParseWithLengthOpts(text, len + 1, NULL, 1)) != NULL)
 		keys = cJSON_GetObjectItemCaseSensitive(root, "keys");
 	if (!cJSON_IsObject(root) || !cJSON_IsArray(keys)) {
-		seterr(err, errlen, "JWKS %s: not a JSON object with a keys array",
-		       path);
+		seterr(err, errlen, "JWKS %s: not a JSON object with a keys array", path);
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
@@ -362,12 +357,12 @@ out:
 struct jwt_verifier {
 	char *issuer;
 	char *audience;
-	char *token_use;              /* NULL: not checked */
-	char *jwks_path;              /* NULL: RS256 refused */
-	unsigned char *hs_secret;     /* sodium_malloc'ed; NULL: HS256 refused */
+	char *token_use;          /* NULL: not checked */
+	char *jwks_path;          /* NULL: RS256 refused */
+	unsigned char *hs_secret; /* sodium_malloc'ed; NULL: HS256 refused */
 	size_t hs_secret_len;
 	int64_t leeway_s;
-	pthread_mutex_t lock;         /* guards keys (the pointer) */
+	pthread_mutex_t lock; /* guards keys (the pointer) */
 	struct jwks *keys;
 };
 
@@ -393,8 +388,8 @@ dup_opt(const char *s, char **out)
 }
 
 int
-jwt_verifier_new(const struct jwt_config *cfg, struct jwt_verifier **out,
-                 char *err, size_t errlen)
+jwt_verifier_new(const struct jwt_config *cfg, struct jwt_verifier **out, char *err,
+                 size_t errlen)
 {
 	struct jwt_verifier *v = NULL;
 	int r;
@@ -422,8 +417,7 @@ jwt_verifier_new(const struct jwt_config *cfg, struct jwt_verifier **out,
 		seterr(err, errlen, "leeway must be 0..%d seconds", JWT_MAX_LEEWAY_S);
 		return FGW_ERR_INVALID;
 	}
-	if (cfg->hs256_secret != NULL &&
-	    cfg->hs256_secret_len < JWT_MIN_HS256_SECRET) {
+	if (cfg->hs256_secret != NULL && cfg->hs256_secret_len < JWT_MIN_HS256_SECRET) {
 		seterr(err, errlen, "HS256 secret must be at least %d bytes",
 		       JWT_MIN_HS256_SECRET);
 		return FGW_ERR_INVALID;
@@ -545,9 +539,8 @@ verify_hs256(const struct jwt_verifier *v, const char *tbs, size_t tbslen,
 }
 
 static int
-verify_rs256(struct jwt_verifier *v, const char *kid, const char *tbs,
-             size_t tbslen, const unsigned char *sig, size_t siglen,
-             const char **why)
+verify_rs256(struct jwt_verifier *v, const char *kid, const char *tbs, size_t tbslen,
+             const unsigned char *sig, size_t siglen, const char **why)
 {
 	struct jwks *ks = NULL;
 	EVP_PKEY *pkey = NULL;
@@ -588,8 +581,7 @@ verify_rs256(struct jwt_verifier *v, const char *kid, const char *tbs,
 		r = FGW_ERR_INTERNAL;
 		goto out;
 	}
-	if (EVP_DigestVerify(md, sig, siglen, (const unsigned char *)tbs,
-	                     tbslen) != 1) {
+	if (EVP_DigestVerify(md, sig, siglen, (const unsigned char *)tbs, tbslen) != 1) {
 		*why = "bad signature";
 		r = FGW_ERR_AUTH;
 		goto out;
@@ -604,8 +596,8 @@ out:
 
 /* Optional (or required) string claim into dst[cap]; "" when absent. */
 static int
-claim_str(const cJSON *obj, const char *name, char *dst, size_t cap,
-          int required, const char **why, const char *bad)
+claim_str(const cJSON *obj, const char *name, char *dst, size_t cap, int required,
+          const char **why, const char *bad)
 {
 	const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
 
@@ -630,8 +622,8 @@ claim_time(const cJSON *obj, const char *name, int64_t *out, int *present)
 	*present = it != NULL;
 	if (it == NULL)
 		return FGW_OK;
-	if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble) ||
-	    it->valuedouble < 0 || it->valuedouble > NUMERIC_DATE_MAX)
+	if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble) || it->valuedouble < 0 ||
+	    it->valuedouble > NUMERIC_DATE_MAX)
 		return FGW_ERR_INVALID;
 	*out = (int64_t)floor(it->valuedouble);
 	return FGW_OK;
@@ -665,16 +657,16 @@ check_claims(const struct jwt_verifier *v, const cJSON *p, int64_t now_s,
 	const cJSON *aud = cJSON_GetObjectItemCaseSensitive(p, "aud");
 	int r, has_exp, has_nbf, has_iat, am = 0;
 
-	if ((r = claim_str(p, "sub", c->sub, sizeof(c->sub), 1, why,
-	                   "missing or bad sub")) != FGW_OK ||
-	    (r = claim_str(p, "iss", c->iss, sizeof(c->iss), 1, why,
-	                   "missing or bad iss")) != FGW_OK ||
-	    (r = claim_str(p, "client_id", c->client_id, sizeof(c->client_id), 0,
-	                   why, "bad client_id")) != FGW_OK ||
-	    (r = claim_str(p, "token_use", c->token_use, sizeof(c->token_use), 0,
-	                   why, "bad token_use")) != FGW_OK ||
-	    (r = claim_str(p, "scope", c->scope, sizeof(c->scope), 0, why,
-	                   "bad scope")) != FGW_OK)
+	if ((r = claim_str(p, "sub", c->sub, sizeof(c->sub), 1, why, "missing or bad sub")) !=
+	        FGW_OK ||
+	    (r = claim_str(p, "iss", c->iss, sizeof(c->iss), 1, why, "missing or bad iss")) !=
+	        FGW_OK ||
+	    (r = claim_str(p, "client_id", c->client_id, sizeof(c->client_id), 0, why,
+	                   "bad client_id")) != FGW_OK ||
+	    (r = claim_str(p, "token_use", c->token_use, sizeof(c->token_use), 0, why,
+	                   "bad token_use")) != FGW_OK ||
+	    (r = claim_str(p, "scope", c->scope, sizeof(c->scope), 0, why, "bad scope")) !=
+	        FGW_OK)
 		return r;
 	if (claim_time(p, "exp", &c->exp, &has_exp) != FGW_OK || !has_exp) {
 		*why = "missing or bad exp";
@@ -727,8 +719,7 @@ check_claims(const struct jwt_verifier *v, const cJSON *p, int64_t now_s,
 
 /* Checks the JOSE header; sets *is_rs and copies kid (may be ""). */
 static int
-check_header(const cJSON *h, int *is_rs, char kid[JWT_CLAIM_MAX],
-             const char **why)
+check_header(const cJSON *h, int *is_rs, char kid[JWT_CLAIM_MAX], const char **why)
 {
 	const cJSON *alg = cJSON_GetObjectItemCaseSensitive(h, "alg");
 	const cJSON *typ = cJSON_GetObjectItemCaseSensitive(h, "typ");
@@ -754,11 +745,10 @@ check_header(const cJSON *h, int *is_rs, char kid[JWT_CLAIM_MAX],
 		*why = "crit header not supported";
 		return FGW_ERR_AUTH;
 	}
-	if (typ != NULL &&
-	    (!cJSON_IsString(typ) ||
-	     (strcasecmp(typ->valuestring, "JWT") != 0 &&
-	      strcasecmp(typ->valuestring, "at+jwt") != 0 &&
-	      strcasecmp(typ->valuestring, "application/at+jwt") != 0))) {
+	if (typ != NULL && (!cJSON_IsString(typ) ||
+	                    (strcasecmp(typ->valuestring, "JWT") != 0 &&
+	                     strcasecmp(typ->valuestring, "at+jwt") != 0 &&
+	                     strcasecmp(typ->valuestring, "application/at+jwt") != 0))) {
 		*why = "unexpected typ";
 		return FGW_ERR_INVALID;
 	}
@@ -776,13 +766,13 @@ check_header(const cJSON *h, int *is_rs, char kid[JWT_CLAIM_MAX],
 static int
 b64url_char(char c)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-	       (c >= '0' && c <= '9') || c == '-' || c == '_';
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       c == '-' || c == '_';
 }
 
 int
-jwt_verify(struct jwt_verifier *v, const char *token, size_t len,
-           int64_t now_s, struct jwt_claims *out, const char **reason)
+jwt_verify(struct jwt_verifier *v, const char *token, size_t len, int64_t now_s,
+           struct jwt_claims *out, const char **reason)
 {
 	const char *why = NULL;
 	size_t dot[2] = { 0, 0 }, ndots = 0, hlen, plen, slen;
@@ -795,8 +785,8 @@ jwt_verify(struct jwt_verifier *v, const char *token, size_t len,
 	memset(&c, 0, sizeof(c));
 	if (out != NULL)
 		memset(out, 0, sizeof(*out));
-	if (v == NULL || out == NULL || (token == NULL && len > 0) ||
-	    now_s < 0 || now_s > INT64_MAX / 2) {
+	if (v == NULL || out == NULL || (token == NULL && len > 0) || now_s < 0 ||
+	    now_s > INT64_MAX / 2) {
 		why = "bad arguments to jwt_verify";
 		r = FGW_ERR_INTERNAL;
 		goto out;
@@ -851,14 +841,12 @@ jwt_verify(struct jwt_verifier *v, const char *token, size_t len,
 		goto out;
 	}
 	/* The key material is chosen by alg, and each alg has its own. */
-	r = is_rs ? verify_rs256(v, c.kid[0] ? c.kid : NULL, token, dot[1], sig,
-	                         siglen, &why)
+	r = is_rs ? verify_rs256(v, c.kid[0] ? c.kid : NULL, token, dot[1], sig, siglen, &why)
 	          : verify_hs256(v, token, dot[1], sig, siglen, &why);
 	if (r != FGW_OK)
 		goto out;
 
-	if ((r = b64url_decode(token + dot[0] + 1, plen, &praw, &praw_len)) !=
-	        FGW_OK ||
+	if ((r = b64url_decode(token + dot[0] + 1, plen, &praw, &praw_len)) != FGW_OK ||
 	    (r = json_object_strict((const char *)praw, praw_len, &pay)) != FGW_OK) {
 		why = "malformed payload";
 		goto out;
@@ -886,18 +874,15 @@ out:
 
 /* header "." payload, both base64url, from JOSE header JSON and claims. */
 static int
-signing_input(const char *alg, const char *kid, const char *claims_json,
-              char **out)
+signing_input(const char *alg, const char *kid, const char *claims_json, char **out)
 {
 	cJSON *hdr = NULL, *claims = NULL;
 	char *htext = NULL, *h64 = NULL, *p64 = NULL, *s = NULL;
 	size_t n;
 	int r;
 
-	if (claims_json == NULL ||
-	    (kid != NULL && !text_ok(kid, JWT_CLAIM_MAX)) ||
-	    json_object_strict(claims_json, strlen(claims_json), &claims) !=
-	        FGW_OK) {
+	if (claims_json == NULL || (kid != NULL && !text_ok(kid, JWT_CLAIM_MAX)) ||
+	    json_object_strict(claims_json, strlen(claims_json), &claims) != FGW_OK) {
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
@@ -936,8 +921,7 @@ out:
 
 /* input "." base64url(sig) into malloc'ed *out. */
 static int
-append_sig(const char *input, const unsigned char *sig, size_t siglen,
-           char **out)
+append_sig(const char *input, const unsigned char *sig, size_t siglen, char **out)
 {
 	char *s64 = NULL, *s = NULL;
 	size_t n;
@@ -961,8 +945,8 @@ append_sig(const char *input, const unsigned char *sig, size_t siglen,
 }
 
 int
-jwt_sign_hs256(const unsigned char *secret, size_t secret_len,
-               const char *claims_json, const char *kid, char **out)
+jwt_sign_hs256(const unsigned char *secret, size_t secret_len, const char *claims_json,
+               const char *kid, char **out)
 {
 	unsigned char mac[HS256_LEN];
 	crypto_auth_hmacsha256_state st;
@@ -974,8 +958,7 @@ jwt_sign_hs256(const unsigned char *secret, size_t secret_len,
 	if ((r = signing_input("HS256", kid, claims_json, &input)) != FGW_OK)
 		return r;
 	crypto_auth_hmacsha256_init(&st, secret, secret_len);
-	crypto_auth_hmacsha256_update(&st, (const unsigned char *)input,
-	                              strlen(input));
+	crypto_auth_hmacsha256_update(&st, (const unsigned char *)input, strlen(input));
 	crypto_auth_hmacsha256_final(&st, mac);
 	sodium_memzero(&st, sizeof(st));
 	r = append_sig(input, mac, sizeof(mac), out);
@@ -1033,8 +1016,8 @@ out:
 }
 
 int
-jwt_sign_rs256(const char *pem_private_key_path, const char *kid,
-               const char *claims_json, char **out)
+jwt_sign_rs256(const char *pem_private_key_path, const char *kid, const char *claims_json,
+               char **out)
 {
 	EVP_PKEY *pkey = NULL;
 	EVP_MD_CTX *md = NULL;
@@ -1055,8 +1038,8 @@ jwt_sign_rs256(const char *pem_private_key_path, const char *kid,
 	}
 	if (EVP_DigestSignInit(md, &pctx, EVP_sha256(), NULL, pkey) != 1 ||
 	    EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) <= 0 ||
-	    EVP_DigestSign(md, NULL, &siglen, (const unsigned char *)input,
-	                   strlen(input)) != 1) {
+	    EVP_DigestSign(md, NULL, &siglen, (const unsigned char *)input, strlen(input)) !=
+	        1) {
 		r = FGW_ERR_CRYPTO;
 		goto out;
 	}
@@ -1064,8 +1047,8 @@ jwt_sign_rs256(const char *pem_private_key_path, const char *kid,
 		r = FGW_ERR_NOMEM;
 		goto out;
 	}
-	if (EVP_DigestSign(md, sig, &siglen, (const unsigned char *)input,
-	                   strlen(input)) != 1) {
+	if (EVP_DigestSign(md, sig, &siglen, (const unsigned char *)input, strlen(input)) !=
+	    1) {
 		r = FGW_ERR_CRYPTO;
 		goto out;
 	}

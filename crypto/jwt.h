@@ -41,29 +41,29 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define JWT_MAX_TOKEN_LEN 8192     /* longer tokens are refused */
-#define JWT_DEFAULT_LEEWAY_S 30    /* suggested clock skew allowance */
+#define JWT_MAX_TOKEN_LEN 8192  /* longer tokens are refused */
+#define JWT_DEFAULT_LEEWAY_S 30 /* suggested clock skew allowance */
 #define JWT_MAX_LEEWAY_S 300
-#define JWT_MIN_HS256_SECRET 32    /* bytes (RFC 7518 3.2: >= hash size) */
+#define JWT_MIN_HS256_SECRET 32 /* bytes (RFC 7518 3.2: >= hash size) */
 #define JWT_MIN_RSA_BITS 2048
 #define JWT_MAX_RSA_BITS 8192
 #define JWT_MAX_JWKS_KEYS 32
 #define JWT_MAX_JWKS_FILE (256 * 1024)
 
-#define JWT_CLAIM_MAX 256          /* sub, iss, client_id, kid (with NUL) */
+#define JWT_CLAIM_MAX 256 /* sub, iss, client_id, kid (with NUL) */
 #define JWT_SCOPE_MAX 1024
 #define JWT_TOKEN_USE_MAX 32
 
 struct jwt_verifier;
 
 struct jwt_config {
-	const char *issuer;        /* required; exact match of iss */
-	const char *audience;      /* required; in aud, or equal to client_id */
-	const char *token_use;     /* e.g. "access"; NULL or "" = not checked */
+	const char *issuer;                /* required; exact match of iss */
+	const char *audience;              /* required; in aud, or equal to client_id */
+	const char *token_use;             /* e.g. "access"; NULL or "" = not checked */
 	const unsigned char *hs256_secret; /* NULL = HS256 tokens refused */
-	size_t hs256_secret_len;   /* >= JWT_MIN_HS256_SECRET when set */
-	const char *jwks_path;     /* NULL = RS256 tokens refused */
-	int64_t leeway_s;          /* 0..JWT_MAX_LEEWAY_S; use
+	size_t hs256_secret_len;           /* >= JWT_MIN_HS256_SECRET when set */
+	const char *jwks_path;             /* NULL = RS256 tokens refused */
+	int64_t leeway_s;                  /* 0..JWT_MAX_LEEWAY_S; use
 	                              JWT_DEFAULT_LEEWAY_S; 0 = no skew */
 };
 
@@ -76,8 +76,8 @@ struct jwt_claims {
 	char client_id[JWT_CLAIM_MAX];
 	char token_use[JWT_TOKEN_USE_MAX];
 	char scope[JWT_SCOPE_MAX];
-	char kid[JWT_CLAIM_MAX];   /* header kid ("" when absent, HS256) */
-	char alg[8];               /* "RS256" or "HS256" */
+	char kid[JWT_CLAIM_MAX]; /* header kid ("" when absent, HS256) */
+	char alg[8];             /* "RS256" or "HS256" */
 	int64_t exp, nbf, iat;
 };
 
@@ -89,8 +89,8 @@ struct jwt_claims {
  * err), FGW_ERR_NOT_FOUND / FGW_ERR_IO / FGW_ERR_TOO_LARGE (JWKS file),
  * FGW_ERR_NOMEM.
  */
-int jwt_verifier_new(const struct jwt_config *cfg, struct jwt_verifier **out,
-                     char *err, size_t errlen);
+int jwt_verifier_new(const struct jwt_config *cfg, struct jwt_verifier **out, char *err,
+                     size_t errlen);
 /* Wipes the secret, drops the key set; NULL is fine. No jwt_verify may be
  * running on v. */
 void jwt_verifier_free(struct jwt_verifier *v);
@@ -116,8 +116,8 @@ size_t jwt_verifier_key_count(struct jwt_verifier *v);
  * *reason (if not NULL) is NULL on success, else a static log-safe text.
  * Clients should get one generic 401 whatever the reason.
  */
-int jwt_verify(struct jwt_verifier *v, const char *token, size_t len,
-               int64_t now_s, struct jwt_claims *out, const char **reason);
+int jwt_verify(struct jwt_verifier *v, const char *token, size_t len, int64_t now_s,
+               struct jwt_claims *out, const char **reason);
 
 /*
  * Token minting — for tests, flairctl and development only; the gateway

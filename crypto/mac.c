@@ -25,8 +25,7 @@ mac_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t len,
 {
 	crypto_auth_hmacsha256_state st;
 
-	if ((key == NULL && keylen > 0) || (msg == NULL && len > 0) ||
-	    out == NULL)
+	if ((key == NULL && keylen > 0) || (msg == NULL && len > 0) || out == NULL)
 		return FGW_ERR_INTERNAL;
 	crypto_auth_hmacsha256_init(&st, key, keylen);
 	if (len > 0)
@@ -37,8 +36,8 @@ mac_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t len,
 }
 
 int
-mac_hmac_sha256_hex(const void *key, size_t keylen, const void *msg,
-                    size_t len, char out[MAC_SHA256_HEX_LEN])
+mac_hmac_sha256_hex(const void *key, size_t keylen, const void *msg, size_t len,
+                    char out[MAC_SHA256_HEX_LEN])
 {
 	unsigned char mac[MAC_SHA256_LEN];
 	int r;
@@ -61,14 +60,13 @@ mac_ts_body(const char *key, size_t keylen, const char *tstr, size_t tlen,
 	crypto_auth_hmacsha256_update(&st, (const unsigned char *)tstr, tlen);
 	crypto_auth_hmacsha256_update(&st, (const unsigned char *)".", 1);
 	if (body_len > 0)
-		crypto_auth_hmacsha256_update(&st, (const unsigned char *)body,
-		                              body_len);
+		crypto_auth_hmacsha256_update(&st, (const unsigned char *)body, body_len);
 	crypto_auth_hmacsha256_final(&st, out);
 	sodium_memzero(&st, sizeof(st));
 }
 
 struct sig_header {
-	const char *h;    /* the header, for the second pass over its v1 */
+	const char *h; /* the header, for the second pass over its v1 */
 	size_t hlen;
 	int64_t ts;
 	size_t n_v1;
@@ -128,8 +126,7 @@ key_is(const char *key, size_t klen, const char *want)
 }
 
 static int
-parse_sig_header(const char *h, size_t hlen, struct sig_header *sh,
-                 const char **reason)
+parse_sig_header(const char *h, size_t hlen, struct sig_header *sh, const char **reason)
 {
 	const char *key, *val = NULL;
 	size_t pos = 0, klen, vlen = 0;
@@ -192,11 +189,9 @@ some_v1_is(const struct sig_header *sh, const char hex[MAC_SHA256_HEX_LEN])
 }
 
 int
-mac_verify_stripe_signature(const char *header, const char *body,
-                            size_t body_len, const char *const *secrets,
-                            size_t n_secrets, int64_t now_s,
-                            int64_t tolerance_s, int64_t *ts_out,
-                            const char **reason)
+mac_verify_stripe_signature(const char *header, const char *body, size_t body_len,
+                            const char *const *secrets, size_t n_secrets, int64_t now_s,
+                            int64_t tolerance_s, int64_t *ts_out, const char **reason)
 {
 	struct sig_header sh;
 	unsigned char mac[MAC_SHA256_LEN];
@@ -276,15 +271,15 @@ out:
 }
 
 int
-mac_sign_webhook(const char *secret, int64_t ts, const char *body,
-                 size_t len, char *out, size_t outlen)
+mac_sign_webhook(const char *secret, int64_t ts, const char *body, size_t len, char *out,
+                 size_t outlen)
 {
 	char tstr[24], hex[MAC_SHA256_HEX_LEN];
 	unsigned char mac[MAC_SHA256_LEN];
 	int n;
 
-	if (secret == NULL || secret[0] == '\0' || ts < 0 ||
-	    (body == NULL && len > 0) || out == NULL)
+	if (secret == NULL || secret[0] == '\0' || ts < 0 || (body == NULL && len > 0) ||
+	    out == NULL)
 		return FGW_ERR_INTERNAL;
 	n = snprintf(tstr, sizeof(tstr), "%" PRId64, ts);
 	if (n < 0 || (size_t)n >= sizeof(tstr))

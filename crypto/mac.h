@@ -34,7 +34,7 @@
 #define MAC_HEADER_FLAIR "Flair-Signature"
 
 #define MAC_SHA256_LEN 32
-#define MAC_SHA256_HEX_LEN 65          /* 64 hex digits + NUL */
+#define MAC_SHA256_HEX_LEN 65 /* 64 hex digits + NUL */
 #define MAC_DEFAULT_TOLERANCE_S 300
 /* Longest signature header accepted (longer is FGW_ERR_INVALID). */
 #define MAC_SIG_HEADER_MAX 4096
@@ -43,11 +43,11 @@
 
 /* out = HMAC-SHA256(key, msg). Returns 0, or FGW_ERR_INTERNAL when key or
  * msg is NULL with a non-zero length. */
-int mac_hmac_sha256(const void *key, size_t keylen, const void *msg,
-                    size_t len, unsigned char out[MAC_SHA256_LEN]);
+int mac_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t len,
+                    unsigned char out[MAC_SHA256_LEN]);
 /* Same, as 64 lower-case hex digits and a NUL. */
-int mac_hmac_sha256_hex(const void *key, size_t keylen, const void *msg,
-                        size_t len, char out[MAC_SHA256_HEX_LEN]);
+int mac_hmac_sha256_hex(const void *key, size_t keylen, const void *msg, size_t len,
+                        char out[MAC_SHA256_HEX_LEN]);
 
 /*
  * Verifies a Stripe-style signature header over body[0..body_len).
@@ -81,10 +81,9 @@ int mac_hmac_sha256_hex(const void *key, size_t keylen, const void *msg,
  * AUTH, TIMEOUT). *reason (if not NULL) is set to NULL on success and to a
  * static, log-safe explanation on failure.
  */
-int mac_verify_stripe_signature(const char *header, const char *body,
-                                size_t body_len, const char *const *secrets,
-                                size_t n_secrets, int64_t now_s,
-                                int64_t tolerance_s, int64_t *ts_out,
+int mac_verify_stripe_signature(const char *header, const char *body, size_t body_len,
+                                const char *const *secrets, size_t n_secrets,
+                                int64_t now_s, int64_t tolerance_s, int64_t *ts_out,
                                 const char **reason);
 
 /*
@@ -94,7 +93,7 @@ int mac_verify_stripe_signature(const char *header, const char *body,
  * (MAC_SIGN_HEADER_LEN always suffices), or FGW_ERR_INTERNAL on bad
  * arguments.
  */
-int mac_sign_webhook(const char *secret, int64_t ts, const char *body,
-                     size_t len, char *out, size_t outlen);
+int mac_sign_webhook(const char *secret, int64_t ts, const char *body, size_t len,
+                     char *out, size_t outlen);
 
 #endif

@@ -33,16 +33,15 @@ struct open_ctx {
 };
 
 static int
-ring_opener(void *arg, const unsigned char *c, size_t clen,
-            struct secbuf **plain)
+ring_opener(void *arg, const unsigned char *c, size_t clen, struct secbuf **plain)
 {
 	const struct open_ctx *x = arg;
 	return keyring_box_open(x->kr, x->key_id, c, clen, plain);
 }
 
 int
-sealed_open_b64(struct keyring *kr, const char *key_id, const char *b64,
-                size_t b64len, struct secbuf **plain)
+sealed_open_b64(struct keyring *kr, const char *key_id, const char *b64, size_t b64len,
+                struct secbuf **plain)
 {
 	struct open_ctx x = { kr, key_id };
 
@@ -50,8 +49,7 @@ sealed_open_b64(struct keyring *kr, const char *key_id, const char *b64,
 }
 
 int
-sealed_seal_b64(const unsigned char pk[32], const void *msg, size_t len,
-                char **b64)
+sealed_seal_b64(const unsigned char pk[32], const void *msg, size_t len, char **b64)
 {
 	unsigned char *c = NULL;
 	int r;
@@ -81,8 +79,7 @@ pubkey_parse(const char *text, size_t len, struct sealed_pubkey *out)
 	size_t rawlen = 0;
 	int r = FGW_ERR_INVALID;
 
-	if ((root = cJSON_ParseWithLength(text, len)) == NULL ||
-	    !cJSON_IsObject(root))
+	if ((root = cJSON_ParseWithLength(text, len)) == NULL || !cJSON_IsObject(root))
 		goto out;
 	id = cJSON_GetObjectItemCaseSensitive(root, "keyId");
 	alg = cJSON_GetObjectItemCaseSensitive(root, "algorithm");
@@ -96,11 +93,10 @@ pubkey_parse(const char *text, size_t len, struct sealed_pubkey *out)
 	else
 		goto out;
 	if (id->valuestring[0] == '\0' ||
-	    fgw_strlcpy(out->key_id, id->valuestring, sizeof(out->key_id)) !=
-	        FGW_OK)
+	    fgw_strlcpy(out->key_id, id->valuestring, sizeof(out->key_id)) != FGW_OK)
 		goto out;
-	if (fgw_b64_decode(pk->valuestring, strlen(pk->valuestring), &raw,
-	                   &rawlen) != FGW_OK ||
+	if (fgw_b64_decode(pk->valuestring, strlen(pk->valuestring), &raw, &rawlen) !=
+	        FGW_OK ||
 	    rawlen != sizeof(out->pk))
 		goto out;
 	memcpy(out->pk, raw, sizeof(out->pk));
@@ -134,8 +130,7 @@ sealed_load_pubkey(const char *path, struct sealed_pubkey *out)
 /* The same id for the same key, every time: prefix + 16 hex characters of
  * BLAKE2b(pk). */
 static int
-keypair_id(const char *prefix, const unsigned char pk[32], char *out,
-           size_t cap)
+keypair_id(const char *prefix, const unsigned char pk[32], char *out, size_t cap)
 {
 	unsigned char h[32];
 	char hex[17];
@@ -194,8 +189,7 @@ sealed_keypair_load_or_create(const char *sk_path, const char *pub_path,
 	if (sk_path == NULL || id_prefix == NULL ||
 	    (alg != SEALED_ALG_SEALEDBOX && alg != SEALED_ALG_BOX))
 		return FGW_ERR_INVALID;
-	r = secbuf_read_secret_file(sk_path, crypto_box_SECRETKEYBYTES, &sk,
-	                            NULL);
+	r = secbuf_read_secret_file(sk_path, crypto_box_SECRETKEYBYTES, &sk, NULL);
 	if (r == FGW_ERR_NOT_FOUND) {
 		if ((r = secbuf_alloc(&sk, crypto_box_SECRETKEYBYTES)) != FGW_OK)
 			goto out;
@@ -208,8 +202,7 @@ sealed_keypair_load_or_create(const char *sk_path, const char *pub_path,
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
-	if ((r = keypair_id(id_prefix, out->pk, out->key_id,
-	                    sizeof(out->key_id))) != FGW_OK)
+	if ((r = keypair_id(id_prefix, out->pk, out->key_id, sizeof(out->key_id))) != FGW_OK)
 		goto out;
 	/* The secret is authoritative: (re)write the public file whenever it
 	 * is missing or does not describe this key. */
@@ -240,8 +233,7 @@ sealed_keypair_clear(struct sealed_keypair *kp)
 }
 
 static int
-keypair_opener(void *arg, const unsigned char *c, size_t clen,
-               struct secbuf **plain)
+keypair_opener(void *arg, const unsigned char *c, size_t clen, struct secbuf **plain)
 {
 	const struct sealed_keypair *kp = arg;
 	struct secbuf *p = NULL;
@@ -260,8 +252,8 @@ keypair_opener(void *arg, const unsigned char *c, size_t clen,
 }
 
 int
-sealed_open_with(const struct sealed_keypair *kp, const char *b64,
-                 size_t b64len, struct secbuf **plain)
+sealed_open_with(const struct sealed_keypair *kp, const char *b64, size_t b64len,
+                 struct secbuf **plain)
 {
 	*plain = NULL;
 	if (kp == NULL || kp->sk == NULL)

@@ -30,8 +30,7 @@ struct sealed_pubkey {
 int sealed_open_b64(struct keyring *kr, const char *key_id, const char *b64,
                     size_t b64len, struct secbuf **plain);
 /* Seals msg to pk; *b64 is malloc'ed base64 text. */
-int sealed_seal_b64(const unsigned char pk[32], const void *msg, size_t len,
-                    char **b64);
+int sealed_seal_b64(const unsigned char pk[32], const void *msg, size_t len, char **b64);
 /* Loads a public key file. FGW_ERR_NOT_FOUND / FGW_ERR_INVALID. */
 int sealed_load_pubkey(const char *path, struct sealed_pubkey *out);
 
@@ -50,7 +49,7 @@ int sealed_keypair_load_or_create(const char *sk_path, const char *pub_path,
                                   struct sealed_keypair *out);
 void sealed_keypair_clear(struct sealed_keypair *kp);
 /* Opens sealed base64 with a standalone key pair. */
-int sealed_open_with(const struct sealed_keypair *kp, const char *b64,
-                     size_t b64len, struct secbuf **plain);
+int sealed_open_with(const struct sealed_keypair *kp, const char *b64, size_t b64len,
+                     struct secbuf **plain);
 
 #endif

@@ -237,8 +237,7 @@ secbuf_write_secret_file(const char *path, const struct secbuf *b)
 	size_t left = b->len;
 	int fd, r = FGW_ERR_IO;
 
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-	          0600);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return errno == EEXIST ? FGW_ERR_EXISTS : FGW_ERR_IO;
 	while (left > 0) {

@@ -24,8 +24,8 @@ fail(char *err, size_t errlen, const char *what, const char *file, int r)
 }
 
 int
-tls_server_ctx_new(const char *cert_file, const char *key_file, SSL_CTX **out,
-                   char *err, size_t errlen)
+tls_server_ctx_new(const char *cert_file, const char *key_file, SSL_CTX **out, char *err,
+                   size_t errlen)
 {
 	SSL_CTX *ctx = NULL;
 	int r;

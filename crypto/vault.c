@@ -20,7 +20,7 @@
 #include "crypto/vault.h"
 
 #define BLOB_PREFIX "v1:"
-#define BLOB_MAX_PLAIN 4096     /* a PAN, or a small card JSON */
+#define BLOB_MAX_PLAIN 4096 /* a PAN, or a small card JSON */
 #define PAN_MIN_DIGITS 12
 #define PAN_MAX_DIGITS 19
 
@@ -52,8 +52,8 @@ blob_split(const char *blob, char id[KEYRING_ID_MAX], const char **body)
 }
 
 int
-vault_encrypt(struct keyring *kr, const char *token,
-              const struct secbuf *plain, char **blob)
+vault_encrypt(struct keyring *kr, const char *token, const struct secbuf *plain,
+              char **blob)
 {
 	char id[KEYRING_ID_MAX], *b64 = NULL, *text = NULL;
 	unsigned char *ct = NULL;
@@ -61,8 +61,7 @@ vault_encrypt(struct keyring *kr, const char *token,
 	int n, r;
 
 	*blob = NULL;
-	if (token == NULL || token[0] == '\0' || plain == NULL ||
-	    plain->data == NULL)
+	if (token == NULL || token[0] == '\0' || plain == NULL || plain->data == NULL)
 		return FGW_ERR_INVALID;
 	if (plain->len > BLOB_MAX_PLAIN)
 		return FGW_ERR_TOO_LARGE;
@@ -71,9 +70,8 @@ vault_encrypt(struct keyring *kr, const char *token,
 		r = FGW_ERR_NOMEM;
 		goto out;
 	}
-	if ((r = keyring_data_seal(kr, token, strlen(token), plain->data,
-	                           plain->len, ct, ctcap, &ctlen, id,
-	                           sizeof(id))) != FGW_OK ||
+	if ((r = keyring_data_seal(kr, token, strlen(token), plain->data, plain->len, ct,
+	                           ctcap, &ctlen, id, sizeof(id))) != FGW_OK ||
 	    (r = fgw_b64_encode(ct, ctlen, &b64)) != FGW_OK)
 		goto out;
 	cap = strlen(BLOB_PREFIX) + strlen(id) + 1 + strlen(b64) + 1;
@@ -119,8 +117,7 @@ out:
 }
 
 int
-vault_rewrap(struct keyring *kr, const char *token, const char *blob,
-             char **out)
+vault_rewrap(struct keyring *kr, const char *token, const char *blob, char **out)
 {
 	struct secbuf *plain = NULL;
 	int r;
@@ -145,8 +142,7 @@ vault_blob_key_id(const char *blob, char *id, size_t idlen)
 }
 
 int
-vault_fingerprint(struct keyring *kr, const char *pan, size_t len,
-                  char out[65])
+vault_fingerprint(struct keyring *kr, const char *pan, size_t len, char out[65])
 {
 	unsigned char mac[32];
 	struct secbuf *digits = NULL;

@@ -20,15 +20,14 @@ struct secbuf;
  * never derived from the PAN. */
 int vault_new_token(char *out, size_t outlen);
 /* Encrypts pan under the active data key; *blob is malloc'ed text. */
-int vault_encrypt(struct keyring *kr, const char *token,
-                  const struct secbuf *plain, char **blob);
+int vault_encrypt(struct keyring *kr, const char *token, const struct secbuf *plain,
+                  char **blob);
 /* Decrypts a blob into a guarded buffer. FGW_ERR_NOT_FOUND for an unknown
  * key id, FGW_ERR_CRYPTO when authentication fails. */
 int vault_decrypt(struct keyring *kr, const char *token, const char *blob,
                   struct secbuf **plain);
 /* Re-encrypts a blob under the active key (rewrap). *out is malloc'ed. */
-int vault_rewrap(struct keyring *kr, const char *token, const char *blob,
-                 char **out);
+int vault_rewrap(struct keyring *kr, const char *token, const char *blob, char **out);
 /* Key id of a blob into id (needs 32). */
 int vault_blob_key_id(const char *blob, char *id, size_t idlen);
 /* Keyed BLAKE2b-256 of the PAN digits as 64 hex chars + NUL. Same card,
@@ -36,7 +35,6 @@ int vault_blob_key_id(const char *blob, char *id, size_t idlen);
  * pan are skipped; anything else, or fewer than 12 / more than 19 digits,
  * is FGW_ERR_INVALID. The fingerprint key never rotates, so fingerprints
  * stay comparable across data key rotations. */
-int vault_fingerprint(struct keyring *kr, const char *pan, size_t len,
-                      char out[65]);
+int vault_fingerprint(struct keyring *kr, const char *pan, size_t len, char out[65]);
 
 #endif

@@ -53,8 +53,7 @@ wipealloc_install(void)
 {
 	cJSON_Hooks hooks = { wipealloc_malloc, wipealloc_free };
 	cJSON_InitHooks(&hooks);
-	event_set_mem_functions(wipealloc_malloc, wipealloc_realloc,
-	                        wipealloc_free);
+	event_set_mem_functions(wipealloc_malloc, wipealloc_realloc, wipealloc_free);
 }
 
 void *
@@ -73,7 +72,8 @@ int
 wipealloc_curl_global_init(void)
 {
 	return curl_global_init_mem(CURL_GLOBAL_DEFAULT, wipealloc_malloc, wipealloc_free,
-	                            wipealloc_realloc, wipealloc_strdup, wipealloc_calloc) == CURLE_OK
+	                            wipealloc_realloc, wipealloc_strdup,
+	                            wipealloc_calloc) == CURLE_OK
 	           ? FGW_OK
 	           : FGW_ERR_INTERNAL;
 }

@@ -48,13 +48,15 @@ refuse(struct reactor *rx, struct evhttp_request *req, const char *path,
        const char *source, const char *reason)
 {
 	char details[256];
-	struct store_audit a = { "anonymous", source, "auth.failed", path, "failure", details };
+	struct store_audit a = {
+		"anonymous", source, "auth.failed", path, "failure", details
+	};
 	atomic_fetch_add(&rx->gw->metrics.auth_failures, 1);
 	snprintf(details, sizeof(details), "{\"reason\":\"%s\"}", reason);
 	if (refusals_admit(rx->gw->refusals, "auth.failed", source, fgw_mono_ms()))
 		store_audit_append(rx->gw->store, rx->waker,
-		                   &(struct store_commit){ .audit = &a, .n_audit = 1,
-		                                           .done = audit_done });
+		                   &(struct store_commit){
+		                       .audit = &a, .n_audit = 1, .done = audit_done });
 	evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
 	                  "Bearer realm=\"flairgw\"");
 	http_send_error(rx, req, 401, "UNAUTHORIZED", "Valid credentials are required");
@@ -75,8 +77,8 @@ bearer_of(struct evhttp_request *req)
 }
 
 int
-http_authenticate(struct reactor *rx, struct evhttp_request *req,
-                  const char *path, int accept, struct auth_ctx *out)
+http_authenticate(struct reactor *rx, struct evhttp_request *req, const char *path,
+                  int accept, struct auth_ctx *out)
 {
 	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
 	const struct fgw_config *cfg = &rx->gw->cfg;
@@ -100,7 +102,8 @@ http_authenticate(struct reactor *rx, struct evhttp_request *req,
 		 * id never share cards or bookings, and no JWT subject is ever
 		 * one of them. */
 		if (cust != NULL && cust[0] != '\0') {
-			int n = snprintf(out->subject, sizeof(out->subject), "key:%s/%s", client, cust);
+			int n = snprintf(out->subject, sizeof(out->subject), "key:%s/%s", client,
+			                 cust);
 			if (strlen(cust) > 63 || strchr(cust, '/') != NULL || n < 0 ||
 			    (size_t)n >= sizeof(out->subject)) {
 				out->subject[0] = '\0';
@@ -114,7 +117,8 @@ http_authenticate(struct reactor *rx, struct evhttp_request *req,
 	if ((accept & AUTH_JWT) && rx->gw->jwt != NULL && looks_like_jwt(cred)) {
 		struct jwt_claims claims;
 		const char *why = NULL;
-		int r = jwt_verify(rx->gw->jwt, cred, strlen(cred), fgw_now_ms() / 1000, &claims, &why);
+		int r = jwt_verify(rx->gw->jwt, cred, strlen(cred), fgw_now_ms() / 1000, &claims,
+		                   &why);
 		if (r == 0) {
 			int n = snprintf(out->subject, sizeof(out->subject), "jwt:%s/%s",
 			                 cfg->jwt_namespace, claims.sub);
@@ -130,7 +134,8 @@ http_authenticate(struct reactor *rx, struct evhttp_request *req,
 			r = FGW_ERR_AUTH;
 		}
 		log_info("JWT refused from %s: %s", out->source, why ? why : fgw_strerror(r));
-		reason = r == FGW_ERR_TIMEOUT ? "token expired or not yet valid" : "invalid token";
+		reason = r == FGW_ERR_TIMEOUT ? "token expired or not yet valid"
+		                              : "invalid token";
 	}
 fail:
 	refuse(rx, req, path, out->source, reason);
@@ -138,8 +143,8 @@ fail:
 }
 
 int
-http_authenticate_admin(struct reactor *rx, struct evhttp_request *req,
-                        const char *path, struct auth_ctx *out)
+http_authenticate_admin(struct reactor *rx, struct evhttp_request *req, const char *path,
+                        struct auth_ctx *out)
 {
 	unsigned char h[sizeof(rx->gw->admin_token_hash)];
 	const char *cred;
@@ -153,8 +158,8 @@ http_authenticate_admin(struct reactor *rx, struct evhttp_request *req,
 		return FGW_ERR_AUTH;
 	}
 	if ((cred = bearer_of(req)) == NULL || *cred == '\0' || strlen(cred) > 1024) {
-		refuse(rx, req, path, out->source, cred == NULL ? "missing credentials"
-		                                                 : "invalid credentials");
+		refuse(rx, req, path, out->source,
+		       cred == NULL ? "missing credentials" : "invalid credentials");
 		return FGW_ERR_AUTH;
 	}
 	/* Hashes of equal length, compared in constant time: neither the

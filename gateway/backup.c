@@ -137,7 +137,8 @@ backup_name(int64_t ms, char *out, size_t cap)
 	struct tm tm;
 	char stamp[32];
 	int n;
-	if (gmtime_r(&t, &tm) == NULL || strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%S", &tm) == 0)
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%S", &tm) == 0)
 		return FGW_ERR_INTERNAL;
 	n = snprintf(out, cap, "flairgw-%s.%03dZ" SUFFIX, stamp, (int)(ms % 1000));
 	return n < 0 || (size_t)n >= cap ? FGW_ERR_TOO_LARGE : 0;
@@ -161,10 +162,14 @@ backup_make(const struct fgw_config *cfg, struct keyring *kr, struct backup_info
 		goto out;
 	}
 	if ((r = backup_name(fgw_now_ms(), out->name, sizeof(out->name))) != 0 ||
-	    (r = path_join(out->path, sizeof(out->path), cfg->backup_dir, "", out->name, "")) != 0 ||
-	    (r = path_join(snap, sizeof(snap), cfg->backup_dir, ".", out->name, ".db")) != 0 ||
-	    (r = path_join(json, sizeof(json), cfg->backup_dir, ".", out->name, ".json")) != 0 ||
-	    (r = path_join(plain, sizeof(plain), cfg->backup_dir, ".", out->name, ".plain")) != 0 ||
+	    (r = path_join(out->path, sizeof(out->path), cfg->backup_dir, "", out->name,
+	                   "")) != 0 ||
+	    (r = path_join(snap, sizeof(snap), cfg->backup_dir, ".", out->name, ".db")) !=
+	        0 ||
+	    (r = path_join(json, sizeof(json), cfg->backup_dir, ".", out->name, ".json")) !=
+	        0 ||
+	    (r = path_join(plain, sizeof(plain), cfg->backup_dir, ".", out->name,
+	                   ".plain")) != 0 ||
 	    (r = path_join(tmp, sizeof(tmp), cfg->backup_dir, ".", out->name, ".tmp")) != 0)
 		goto out;
 	if (access(out->path, F_OK) == 0) {
@@ -255,7 +260,8 @@ out:
 }
 
 int
-backup_open(struct keyring *kr, const char *path, const char *db_out, const char *json_out)
+backup_open(struct keyring *kr, const char *path, const char *db_out,
+            const char *json_out)
 {
 	FILE *in = NULL, *pf = NULL, *out = NULL;
 	char magic[PLAIN_MAGIC_LEN];
@@ -273,9 +279,10 @@ backup_open(struct keyring *kr, const char *path, const char *db_out, const char
 	}
 	if ((r = keyring_backup_decrypt(kr, in, pf)) != 0)
 		goto out;
-	if (fseek(pf, 0, SEEK_SET) != 0 || fread(magic, 1, sizeof(magic), pf) != sizeof(magic) ||
-	    memcmp(magic, PLAIN_MAGIC, PLAIN_MAGIC_LEN) != 0 || (r = get_u64(pf, &len)) != 0 ||
-	    len > INT64_MAX) {
+	if (fseek(pf, 0, SEEK_SET) != 0 ||
+	    fread(magic, 1, sizeof(magic), pf) != sizeof(magic) ||
+	    memcmp(magic, PLAIN_MAGIC, PLAIN_MAGIC_LEN) != 0 ||
+	    (r = get_u64(pf, &len)) != 0 || len > INT64_MAX) {
 		r = FGW_ERR_CRYPTO;
 		goto out;
 	}
@@ -421,7 +428,8 @@ backup_prune(const char *dir, int keep_last, int keep_days, int64_t now_ms, int 
 	if (keep_days > 0) {
 		time_t t = (time_t)(now_ms / 1000) - (time_t)(keep_days - 1) * 86400;
 		struct tm tm;
-		if (gmtime_r(&t, &tm) == NULL || strftime(oldest_day, sizeof(oldest_day), "%Y%m%d", &tm) == 0) {
+		if (gmtime_r(&t, &tm) == NULL ||
+		    strftime(oldest_day, sizeof(oldest_day), "%Y%m%d", &tm) == 0) {
 			r = FGW_ERR_INTERNAL;
 			goto out;
 		}
@@ -459,7 +467,8 @@ read_cred(const char *path, char *out, size_t cap)
 	int r;
 	if ((r = fgw_read_file(path, cap - 1, &text, &len)) != 0)
 		return r;
-	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' '))
+	while (len > 0 &&
+	       (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' '))
 		len--;
 	memcpy(out, text, len);
 	out[len] = '\0';
@@ -544,7 +553,8 @@ backup_upload_once(const struct fgw_config *cfg, const char *path, const char *n
 	fgw_hex(sha, sizeof(sha), shahex);
 	rewind(f);
 	n = snprintf(hashhdr, sizeof(hashhdr), "x-amz-content-sha256: %s", shahex);
-	if (n < 0 || (size_t)n >= sizeof(hashhdr) || (hdrs = curl_slist_append(NULL, hashhdr)) == NULL ||
+	if (n < 0 || (size_t)n >= sizeof(hashhdr) ||
+	    (hdrs = curl_slist_append(NULL, hashhdr)) == NULL ||
 	    (c = curl_easy_init()) == NULL) {
 		r = FGW_ERR_NOMEM;
 		goto out;
@@ -654,9 +664,9 @@ backup_newest_ms(const char *dir)
 	if (dir[0] == '\0' || backup_list(dir, &names, &n) != 0)
 		return 0;
 	memset(&tm, 0, sizeof(tm));
-	if (n > 0 && sscanf(names[n - 1], "flairgw-%4d%2d%2dT%2d%2d%2d.%3dZ", &tm.tm_year,
-	                    &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec,
-	                    &ms) == 7) {
+	if (n > 0 &&
+	    sscanf(names[n - 1], "flairgw-%4d%2d%2dT%2d%2d%2d.%3dZ", &tm.tm_year, &tm.tm_mon,
+	           &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) == 7) {
 		tm.tm_year -= 1900;
 		tm.tm_mon -= 1;
 		at = (int64_t)timegm(&tm) * 1000 + ms;
@@ -678,8 +688,8 @@ struct backup_sched {
 	struct store_waker *w;
 	struct event *cp_ev, *bk_ev, *seen_ev;
 	pthread_t thread;
-	int thread_live;      /* joined by the loop thread only */
-	atomic_int busy;      /* a backup thread is running */
+	int thread_live; /* joined by the loop thread only */
+	atomic_int busy; /* a backup thread is running */
 	atomic_int stop;
 	unsigned char pk[32];
 };
@@ -733,7 +743,8 @@ upload_pending(struct backup_sched *s)
 		return;
 	for (int i = 0; i < n && !atomic_load(&s->stop); i++) {
 		if (path_join(path, sizeof(path), cfg->backup_dir, "", names[i], "") != 0 ||
-		    path_join(marker, sizeof(marker), cfg->backup_dir, "", names[i], ".uploaded") != 0 ||
+		    path_join(marker, sizeof(marker), cfg->backup_dir, "", names[i],
+		              ".uploaded") != 0 ||
 		    access(marker, F_OK) == 0)
 			continue;
 		r = backup_upload(cfg, path, names[i], &s->stop, &attempts, err, sizeof(err));
@@ -746,12 +757,14 @@ upload_pending(struct backup_sched *s)
 			log_info("backup %s uploaded to %s/%s after %d attempt(s)", names[i],
 			         cfg->s3_endpoint, cfg->s3_bucket, attempts);
 		} else {
-			log_error("backup %s not uploaded after %d attempts: %s (retried with the next backup)",
-			          names[i], attempts, err);
+			log_error(
+			    "backup %s not uploaded after %d attempts: %s (retried with the next backup)",
+			    names[i], attempts, err);
 			notify_backup_failed(s, cfg->s3_endpoint, err);
 		}
 		details = NULL;
-		if (backup_upload_details(cfg->s3_bucket, attempts, r == 0 ? NULL : err, &details) != 0)
+		if (backup_upload_details(cfg->s3_bucket, attempts, r == 0 ? NULL : err,
+		                          &details) != 0)
 			details = NULL;
 		audit_emit(s->st, s->w, "system", "local",
 		           r == 0 ? "backup.uploaded" : "backup.upload_failed", names[i],
@@ -777,18 +790,21 @@ backup_thread(void *arg)
 		audit_emit(s->st, s->w, "system", "local", "backup.created", bi.name, "success",
 		           details);
 	} else {
-		snprintf(pd, sizeof(pd), "{\"error\":\"%s\"}", fgw_strerror(r != 0 ? r : FGW_ERR_NOMEM));
+		snprintf(pd, sizeof(pd), "{\"error\":\"%s\"}",
+		         fgw_strerror(r != 0 ? r : FGW_ERR_NOMEM));
 		audit_emit(s->st, s->w, "system", "local", "backup.failed", cfg->backup_dir,
 		           "failure", pd);
-		notify_backup_failed(s, cfg->backup_dir, fgw_strerror(r != 0 ? r : FGW_ERR_NOMEM));
+		notify_backup_failed(s, cfg->backup_dir,
+		                     fgw_strerror(r != 0 ? r : FGW_ERR_NOMEM));
 	}
 	free(details);
-	if (backup_prune(cfg->backup_dir, (int)cfg->backup_keep_last, (int)cfg->backup_keep_days,
-	                 fgw_now_ms(), &removed) == 0 && removed > 0) {
-		snprintf(pd, sizeof(pd), "{\"removed\":%d,\"keepLast\":%lld,\"keepDays\":%lld}", removed,
-		         cfg->backup_keep_last, cfg->backup_keep_days);
-		audit_emit(s->st, s->w, "system", "local", "backup.pruned", cfg->backup_dir, "success",
-		           pd);
+	if (backup_prune(cfg->backup_dir, (int)cfg->backup_keep_last,
+	                 (int)cfg->backup_keep_days, fgw_now_ms(), &removed) == 0 &&
+	    removed > 0) {
+		snprintf(pd, sizeof(pd), "{\"removed\":%d,\"keepLast\":%lld,\"keepDays\":%lld}",
+		         removed, cfg->backup_keep_last, cfg->backup_keep_days);
+		audit_emit(s->st, s->w, "system", "local", "backup.pruned", cfg->backup_dir,
+		           "success", pd);
 	}
 	if (s3_configured(cfg))
 		upload_pending(s);
@@ -832,7 +848,8 @@ on_backup(evutil_socket_t fd, short what, void *arg)
 
 int
 backup_sched_start(const struct fgw_config *cfg, struct keyring *kr, struct store *st,
-                   struct event_base *base, struct store_waker *w, struct backup_sched **out)
+                   struct event_base *base, struct store_waker *w,
+                   struct backup_sched **out)
 {
 	struct backup_sched *s = calloc(1, sizeof(*s));
 	struct timeval tv;
@@ -889,6 +906,7 @@ backup_sched_stop(struct backup_sched *s)
 		pthread_join(s->thread, NULL);
 	/* A last checkpoint, so rows cut off the tail after a clean stop are
 	 * detected too. No waker: store_close commits it. */
-	(void)store_audit_checkpoint(s->st, NULL, keyring_audit_sign_fn, s->kr, s->pk, NULL, NULL);
+	(void)store_audit_checkpoint(s->st, NULL, keyring_audit_sign_fn, s->kr, s->pk, NULL,
+	                             NULL);
 	free(s);
 }

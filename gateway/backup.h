@@ -68,18 +68,16 @@ int backup_prune(const char *dir, int keep_last, int keep_days, int64_t now_ms,
  * FGW_ERR_UNAVAILABLE with err filled on any failure. A transfer in
  * progress is aborted (FGW_ERR_SHUTDOWN) once *stop is set (stop may be
  * NULL). */
-int backup_upload_once(const struct fgw_config *cfg, const char *path,
-                       const char *name, atomic_int *stop, char *err,
-                       size_t errlen);
+int backup_upload_once(const struct fgw_config *cfg, const char *path, const char *name,
+                       atomic_int *stop, char *err, size_t errlen);
 /* {"bucket":…,"attempts":N[,"error":…]} for the upload events (malloc'ed). */
 int backup_upload_details(const char *bucket, int attempts, const char *error,
                           char **out);
 /* Uploads with up to cfg->s3_retries retries, waiting s3_retry_base_ms,
  * doubled each time (at most 30 s), between them; returns early with
  * FGW_ERR_SHUTDOWN once *stop is set. *attempts counts the tries. */
-int backup_upload(const struct fgw_config *cfg, const char *path,
-                  const char *name, atomic_int *stop, int *attempts,
-                  char *err, size_t errlen);
+int backup_upload(const struct fgw_config *cfg, const char *path, const char *name,
+                  atomic_int *stop, int *attempts, char *err, size_t errlen);
 
 /* The time of the newest backup in dir from its name
  * (flairgw-YYYYMMDDTHHMMSS.mmmZ.fgwbk), in ms; 0 when there is none. Reads
@@ -95,9 +93,9 @@ int64_t backup_last_success_ms(void);
  * backups; backups run on their own thread and record their outcome as
  * audit events through the store (jobs completed on w). */
 struct backup_sched;
-int backup_sched_start(const struct fgw_config *cfg, struct keyring *kr,
-                       struct store *st, struct event_base *base,
-                       struct store_waker *w, struct backup_sched **out);
+int backup_sched_start(const struct fgw_config *cfg, struct keyring *kr, struct store *st,
+                       struct event_base *base, struct store_waker *w,
+                       struct backup_sched **out);
 /* Stops the timers, waits for a running backup (its upload is cut short)
  * and writes a last checkpoint. Call before store_close, on base's thread. */
 void backup_sched_stop(struct backup_sched *s);

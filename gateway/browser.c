@@ -151,9 +151,14 @@ void
 cors_preflight(struct reactor *rx, struct evhttp_request *req, const char *path,
                int path_known, unsigned methods)
 {
-	static const struct { unsigned bit; const char *name; } names[] = {
-		{ EVHTTP_REQ_GET, "GET" }, { EVHTTP_REQ_POST, "POST" },
-		{ EVHTTP_REQ_PUT, "PUT" }, { EVHTTP_REQ_DELETE, "DELETE" },
+	static const struct {
+		unsigned bit;
+		const char *name;
+	} names[] = {
+		{ EVHTTP_REQ_GET, "GET" },
+		{ EVHTTP_REQ_POST, "POST" },
+		{ EVHTTP_REQ_PUT, "PUT" },
+		{ EVHTTP_REQ_DELETE, "DELETE" },
 	};
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
 	char list[64];
@@ -165,8 +170,9 @@ cors_preflight(struct reactor *rx, struct evhttp_request *req, const char *path,
 		http_send_error(rx, req, 404, "NOT_FOUND", "No such route");
 		return;
 	}
-	evhttp_add_header(h, "Vary", "Origin, Access-Control-Request-Method, "
-	                             "Access-Control-Request-Headers");
+	evhttp_add_header(h, "Vary",
+	                  "Origin, Access-Control-Request-Method, "
+	                  "Access-Control-Request-Headers");
 	if ((o = allowed_origin(rx, req)) == NULL) {
 		http_send_error(rx, req, 403, "CORS_ORIGIN_NOT_ALLOWED",
 		                "This origin may not call the gateway from a browser");
@@ -194,8 +200,8 @@ cors_preflight(struct reactor *rx, struct evhttp_request *req, const char *path,
 /* ---- token buckets ------------------------------------------------------ */
 
 struct bucket {
-	uint64_t h;          /* 0: free */
-	int64_t last_ms;     /* last refill */
+	uint64_t h;      /* 0: free */
+	int64_t last_ms; /* last refill */
 	double tokens;
 };
 
@@ -382,7 +388,8 @@ browser_client_ip(const struct fgw_config *cfg, struct evhttp_request *req, char
 			return; /* a forged or broken entry: the proxy is what we know */
 		if (!is_trusted(cfg, ip) || start == 0) {
 			char tmp[INET6_ADDRSTRLEN];
-			if (inet_ntop(ip[0] == 4 ? AF_INET : AF_INET6, ip + 1, tmp, sizeof(tmp)) != NULL)
+			if (inet_ntop(ip[0] == 4 ? AF_INET : AF_INET6, ip + 1, tmp, sizeof(tmp)) !=
+			    NULL)
 				fgw_strlcpy(out, tmp, cap);
 			return;
 		}
@@ -395,7 +402,8 @@ browser_client_ip(const struct fgw_config *cfg, struct evhttp_request *req, char
 static const char *
 bearer(struct evhttp_request *req)
 {
-	const char *a = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+	const char *a = evhttp_find_header(evhttp_request_get_input_headers(req),
+	                                   "Authorization");
 	if (a == NULL || strncasecmp(a, "Bearer ", 7) != 0)
 		return NULL;
 	a += 7;
@@ -431,7 +439,8 @@ browser_rate_limit(struct reactor *rx, struct evhttp_request *req, enum route_cl
 		     strcmp(path, "/metrics") == 0))
 			return 0;
 		browser_client_ip(cfg, req, ip, sizeof(ip));
-		per_min = rc == RC_PAYMENT ? cfg->rate_payment_per_min : cfg->rate_browser_per_min;
+		per_min = rc == RC_PAYMENT ? cfg->rate_payment_per_min
+		                           : cfg->rate_browser_per_min;
 		n = snprintf(key, sizeof(key), "%d|%s", (int)rc, ip);
 	}
 	if (n < 0 || (size_t)n >= sizeof(key))

@@ -16,9 +16,9 @@ struct fgw_config;
 struct reactor;
 
 enum route_class {
-	RC_API = 0,      /* server to server: API key only, never CORS */
-	RC_BROWSER,      /* customer routes a browser calls (JWT) */
-	RC_PAYMENT,      /* a payment attempt from a browser */
+	RC_API = 0, /* server to server: API key only, never CORS */
+	RC_BROWSER, /* customer routes a browser calls (JWT) */
+	RC_PAYMENT, /* a payment attempt from a browser */
 };
 
 /* The class of a request to path with method m. */
@@ -68,11 +68,12 @@ size_t ratelimit_used(struct ratelimit *rl);
 /* The client's address: the peer, or, when the peer is one of
  * trusted_proxies, the rightmost X-Forwarded-For entry that is not a
  * trusted proxy (a valid IP address; otherwise the peer). */
-void browser_client_ip(const struct fgw_config *cfg, struct evhttp_request *req, char *out,
-                       size_t cap);
+void browser_client_ip(const struct fgw_config *cfg, struct evhttp_request *req,
+                       char *out, size_t cap);
 
 /* Applies the request limit to req of class rc: 0 to go on, 1 when it
  * answered 429 RATE_LIMITED with Retry-After. */
-int browser_rate_limit(struct reactor *rx, struct evhttp_request *req, enum route_class rc);
+int browser_rate_limit(struct reactor *rx, struct evhttp_request *req,
+                       enum route_class rc);
 
 #endif

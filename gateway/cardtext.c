@@ -48,7 +48,9 @@ path_push(char *path, size_t cap, const char *name, int index)
 	}
 	n = strlen(name);
 	plain = n > 0 && n <= 40 &&
-	        strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == n;
+	        strspn(name,
+	               "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") ==
+	            n;
 	snprintf(path + o, cap - o, "%s%s", o > 0 ? "." : "", plain ? name : "*");
 }
 
@@ -76,7 +78,8 @@ walk(const cJSON *v, int depth, char *path, size_t cap, char *why, size_t whycap
 	cJSON_ArrayForEach(it, v) {
 		if (cJSON_IsObject(v)) {
 			if (holds_pan(it->string)) {
-				snprintf(why, whycap, "a member name in %s must not contain a card number",
+				snprintf(why, whycap,
+				         "a member name in %s must not contain a card number",
 				         path[0] ? path : "the body");
 				return FGW_ERR_INVALID;
 			}

@@ -18,7 +18,7 @@
 #define CONFIG_MAX_API_KEYS 32
 
 struct config_api_key {
-	unsigned char hash[32];   /* BLAKE2b-256 of the key; the key is not kept */
+	unsigned char hash[32]; /* BLAKE2b-256 of the key; the key is not kept */
 	char client_id[64];
 };
 
@@ -29,7 +29,7 @@ struct config_api_key {
  * processor's webhooks (several lines for one processor during rotation). */
 struct config_inbound_webhook {
 	char processor[32];
-	char scheme[16];          /* a processor type name: which signature header */
+	char scheme[16]; /* a processor type name: which signature header */
 	char secret_file[512];
 };
 
@@ -38,7 +38,7 @@ struct config_inbound_webhook {
 struct config_webhook_endpoint {
 	char url[512];
 	char secret_file[512];
-	char client_id[64];       /* "" = every client's events */
+	char client_id[64]; /* "" = every client's events */
 };
 
 #define CONFIG_MAX_MAIL_CLIENTS 16
@@ -54,7 +54,7 @@ struct config_mail_client {
 struct fgw_config {
 	char listen[128];
 	long long workers;
-	char mode[16];            /* development | production */
+	char mode[16]; /* development | production */
 	char data_dir[512];
 	char database[512];
 	char keys_dir[512];
@@ -115,7 +115,7 @@ struct fgw_config {
 	long long webhook_max_age_s;
 	long long webhook_poll_ms;
 	long long webhook_timeout_ms;
-	char pid_file[512];       /* written at start; flairctl signals it */
+	char pid_file[512]; /* written at start; flairctl signals it */
 	/* reservations */
 	char slots_file[512];
 	long long hold_minutes;
@@ -131,7 +131,7 @@ struct fgw_config {
 	long long reconcile_3ds_expiry_ms;
 	char test_exit_after_status[24];
 	char return_url_origins[1024];
-	struct proc_routes routes;       /* route lines, parsed (processors/route.h) */
+	struct proc_routes routes; /* route lines, parsed (processors/route.h) */
 	/* audit checkpoints and backups */
 	long long audit_checkpoint_interval_s;
 	char backup_dir[512];
@@ -147,8 +147,8 @@ struct fgw_config {
 	long long s3_retries;
 	long long s3_retry_base_ms;
 	/* authentication and abuse */
-	char jwt_client[64];      /* API client JWT customers act for ("" = jwt_audience) */
-	char jwt_namespace[32];   /* customers it authenticates: "jwt:NAMESPACE/SUB" */
+	char jwt_client[64];    /* API client JWT customers act for ("" = jwt_audience) */
+	char jwt_namespace[32]; /* customers it authenticates: "jwt:NAMESPACE/SUB" */
 	char admin_token_file[512];
 	long long audit_refusal_window_s;
 	long long audit_refusal_burst;
@@ -192,25 +192,24 @@ void config_defaults(struct fgw_config *cfg);
 int config_set(struct fgw_config *cfg, const char *name, const char *value,
                const char *where, char *err, size_t errlen);
 /* Loads a file. Errors name file and line. */
-int config_load_file(struct fgw_config *cfg, const char *path, char *err,
-                     size_t errlen);
+int config_load_file(struct fgw_config *cfg, const char *path, char *err, size_t errlen);
 /* Parses argv: --config FILE first, then every --name value / --name=value
  * in order. Sets *help when --help was given. */
-int config_from_args(struct fgw_config *cfg, int argc, char **argv, int *help,
-                     char *err, size_t errlen);
+int config_from_args(struct fgw_config *cfg, int argc, char **argv, int *help, char *err,
+                     size_t errlen);
 /* Derives defaults that depend on other values and checks cross-field
  * rules (e.g. production needs an API key). */
 int config_finish(struct fgw_config *cfg, char *err, size_t errlen);
 /* config_finish that goes on after a failed rule: problem(arg, message)
  * for each one. 0, or FGW_ERR_INVALID when there was any. */
-int config_finish_each(struct fgw_config *cfg, void (*problem)(void *arg, const char *msg),
-                       void *arg);
+int config_finish_each(struct fgw_config *cfg,
+                       void (*problem)(void *arg, const char *msg), void *arg);
 /* Prints every directive with its default and help text. */
 void config_print_help(FILE *out);
 /* The directive table as an mdoc list, for flairgw.conf(5). */
 void config_print_mdoc(FILE *out);
 /* Client id for a presented API key, or NULL. Constant-time per entry. */
-const char *config_client_for_key(const struct fgw_config *cfg,
-                                  const char *key, size_t len);
+const char *config_client_for_key(const struct fgw_config *cfg, const char *key,
+                                  size_t len);
 
 #endif

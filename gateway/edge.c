@@ -47,11 +47,11 @@ enum {
 	ST_TARGET,
 	ST_VERSION,
 	ST_RL_LF,
-	ST_LINE_START,  /* header or trailer line */
+	ST_LINE_START, /* header or trailer line */
 	ST_NAME,
 	ST_VALUE,
 	ST_HL_LF,
-	ST_END_LF,      /* the empty line ending a head or trailer */
+	ST_END_LF, /* the empty line ending a head or trailer */
 	ST_BODY,
 	ST_CHUNK_SIZE,
 	ST_CHUNK_SIZE_LF,
@@ -105,8 +105,8 @@ reject(struct edge_scan *s, int status, const char *reason)
 static int
 method_has_body(const char *m)
 {
-	static const char *const with_body[] = { "GET", "POST", "PUT", "PATCH",
-		                                 "DELETE", "OPTIONS", NULL };
+	static const char *const with_body[] = { "GET",    "POST",    "PUT", "PATCH",
+		                                     "DELETE", "OPTIONS", NULL };
 	for (int i = 0; with_body[i] != NULL; i++)
 		if (strcmp(m, with_body[i]) == 0)
 			return 1;
@@ -499,21 +499,21 @@ edge_scan_feed(struct edge_scan *s, const unsigned char *p, size_t n, size_t *us
 struct edge_conn {
 	struct edge_conn *prev, *next;
 	struct reactor *rx;
-	struct bufferevent *bev;         /* we hold one reference */
+	struct bufferevent *bev; /* we hold one reference */
 	struct evbuffer_cb_entry *in_cb, *out_cb;
 	struct edge_scan scan;
-	uint64_t base;                   /* stream offset of the input's first byte */
-	int64_t head_since;              /* waiting for a head since (0: not) */
-	int64_t idle_since;              /* last activity */
-	int flagged;                     /* evhttp connection flags set */
-	int guard;                       /* inside our own buffer surgery */
-	int dead;                        /* rejected: nothing more is read */
-	int reject_next;                 /* the next request evhttp dispatches
+	uint64_t base;      /* stream offset of the input's first byte */
+	int64_t head_since; /* waiting for a head since (0: not) */
+	int64_t idle_since; /* last activity */
+	int flagged;        /* evhttp connection flags set */
+	int guard;          /* inside our own buffer surgery */
+	int dead;           /* rejected: nothing more is read */
+	int reject_next;    /* the next request evhttp dispatches
 	                                    is the refused one */
-	int status;                      /* and its answer */
+	int status;         /* and its answer */
 	char reason[64];
-	int close_now;                   /* the sweep closes it */
-	uint64_t keep_end;               /* when dead: stream offset kept */
+	int close_now;     /* the sweep closes it */
+	uint64_t keep_end; /* when dead: stream offset kept */
 };
 
 /* The sweep also releases connections evhttp has freed: their
@@ -556,8 +556,9 @@ conn_reject(struct edge_conn *c, struct evbuffer *in)
 	int n, m;
 
 	log_debug("request refused with %d: %s", s->status, s->reason);
-	m = snprintf(marker, sizeof(marker), EDGE_REJECT_HEADER ": %d %s\r\nConnection: close\r\n",
-	             s->status, s->reason);
+	m = snprintf(marker, sizeof(marker),
+	             EDGE_REJECT_HEADER ": %d %s\r\nConnection: close\r\n", s->status,
+	             s->reason);
 	if (m < 0 || (size_t)m >= sizeof(marker))
 		goto fail;
 	if (s->phase == EDGE_REQLINE || c->base <= s->req_start) {
@@ -677,7 +678,8 @@ in_cb(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
 
 		if (c->scan.pos < c->base ||
 		    evbuffer_ptr_set(in, &ptr, off, EVBUFFER_PTR_SET) != 0 ||
-		    (nvec = evbuffer_peek(in, (ev_ssize_t)(end - c->scan.pos), &ptr, vec, 8)) <= 0) {
+		    (nvec = evbuffer_peek(in, (ev_ssize_t)(end - c->scan.pos), &ptr, vec, 8)) <=
+		        0) {
 			/* Cannot scan: evhttp must not parse what we did not see. */
 			c->dead = 1;
 			c->close_now = 1;
@@ -862,7 +864,7 @@ edge_take_reject(struct reactor *rx, struct evhttp_request *req, const char **re
 			continue;
 		c->reject_next = 0;
 		rx->edge_rejects--;
-		*reason = c->reason;  /* lives as long as the connection */
+		*reason = c->reason; /* lives as long as the connection */
 		return c->status;
 	}
 	return 0;

@@ -25,29 +25,29 @@ enum edge_phase {
 	EDGE_HEAD,        /* inside the header block */
 	EDGE_CHUNK,       /* a chunk-size line, or the CRLF after chunk data */
 	EDGE_CHUNK_DATA,
-	EDGE_TRAILER,     /* the trailer section of a chunked body */
-	EDGE_BODY,        /* a Content-Length body */
+	EDGE_TRAILER, /* the trailer section of a chunked body */
+	EDGE_BODY,    /* a Content-Length body */
 };
 
 struct edge_scan {
 	/* limits, set before the first edge_scan_feed */
-	uint64_t max_head;     /* bytes in a request head (request line included) */
-	uint64_t max_body;     /* bytes in a body (Content-Length or chunk total) */
+	uint64_t max_head; /* bytes in a request head (request line included) */
+	uint64_t max_body; /* bytes in a body (Content-Length or chunk total) */
 
 	/* results */
-	int status;            /* when rejected: 400, 413, 417, 431 or 501 */
-	const char *reason;    /* when rejected: a constant phrase */
-	uint64_t requests;     /* complete requests scanned */
-	uint64_t pos;          /* stream offset of the next byte */
-	uint64_t req_start;    /* stream offset of the current request */
-	uint64_t line_start;   /* stream offset of the current line or element */
+	int status;          /* when rejected: 400, 413, 417, 431 or 501 */
+	const char *reason;  /* when rejected: a constant phrase */
+	uint64_t requests;   /* complete requests scanned */
+	uint64_t pos;        /* stream offset of the next byte */
+	uint64_t req_start;  /* stream offset of the current request */
+	uint64_t line_start; /* stream offset of the current line or element */
 	enum edge_phase phase;
-	int in_request;        /* some byte of the current request was seen */
-	int head_done;         /* the current request's head is complete */
-	int has_body;          /* method whose body evhttp reads */
-	int seen_cl, seen_te;  /* among the accepted header lines */
+	int in_request;       /* some byte of the current request was seen */
+	int head_done;        /* the current request's head is complete */
+	int has_body;         /* method whose body evhttp reads */
+	int seen_cl, seen_te; /* among the accepted header lines */
 	int seen_host;
-	int minor;             /* HTTP/1.minor */
+	int minor; /* HTTP/1.minor */
 	uint64_t cl;
 
 	/* private */
@@ -60,7 +60,7 @@ struct edge_scan {
 	size_t nlen;
 	char val[40];
 	size_t vlen;
-	char target[512];      /* an absolute-form request target, to parse */
+	char target[512]; /* an absolute-form request target, to parse */
 	size_t tlen;
 	int tlong;
 	int vlong, nlong;

@@ -38,25 +38,25 @@ struct edge_conn;
 struct http_req;
 
 /* Counters for /metrics (gateway/metrics.c renders them). */
-#define METRICS_LATENCY_BUCKETS 13      /* 5 ms … 30 s, then +Inf */
-#define METRICS_ROUTES_MAX 64           /* routes with their own counter */
+#define METRICS_LATENCY_BUCKETS 13 /* 5 ms … 30 s, then +Inf */
+#define METRICS_ROUTES_MAX 64      /* routes with their own counter */
 struct gw_metrics {
 	atomic_ullong http_requests;
 	atomic_ullong http_4xx;
 	atomic_ullong http_5xx;
-	atomic_ullong http_status[600];   /* answers by status code */
+	atomic_ullong http_status[600];                       /* answers by status code */
 	atomic_ullong route_requests[METRICS_ROUTES_MAX + 1]; /* last: no route */
 	atomic_ullong txn_started;
-	atomic_ullong txn_by_status[8];   /* index: see metrics_status_index */
+	atomic_ullong txn_by_status[8]; /* index: see metrics_status_index */
 	atomic_ullong txn_latency_ms_sum;
 	atomic_ullong txn_latency_bucket[METRICS_LATENCY_BUCKETS];
 	atomic_ullong idem_replays;
 	atomic_ullong auth_failures;
-	atomic_ullong rate_limited;      /* answered 429 by the request limit */
-	atomic_ullong webhooks_in[4];     /* accepted, refused, duplicate, deferred */
-	atomic_ullong webhooks_out[3];    /* delivered, retry, failed attempts */
-	atomic_ullong resv_moves[2];      /* reservation listener: queued, skipped */
-	atomic_ullong mail_attempts[3];   /* sent, retry, failed (given up) */
+	atomic_ullong rate_limited;     /* answered 429 by the request limit */
+	atomic_ullong webhooks_in[4];   /* accepted, refused, duplicate, deferred */
+	atomic_ullong webhooks_out[3];  /* delivered, retry, failed attempts */
+	atomic_ullong resv_moves[2];    /* reservation listener: queued, skipped */
+	atomic_ullong mail_attempts[3]; /* sent, retry, failed (given up) */
 };
 
 struct reactor {
@@ -66,7 +66,7 @@ struct reactor {
 	struct event_base *base;
 	struct evhttp *http;
 	struct evhttp_bound_socket *bound;
-	struct httpc *httpc;          /* the first processor's (outbound webhooks
+	struct httpc *httpc; /* the first processor's (outbound webhooks
 	                                 use it too) */
 	struct httpc *proc_httpc[PROC_INSTANCES_MAX]; /* each processor's own client
 	                                 (TLS settings, connection pool) */
@@ -104,26 +104,26 @@ struct gateway {
 	struct proc_instance procs[PROC_INSTANCES_MAX]; /* in failover order */
 	int n_procs;
 	struct idem_table *idem;
-	struct jwt_verifier *jwt;      /* NULL: customer JWTs not accepted */
+	struct jwt_verifier *jwt; /* NULL: customer JWTs not accepted */
 	struct reactor *rx;
 	int n_rx;
 	atomic_int stopping;
 	struct gw_metrics metrics;
-	struct webhooks *wh;           /* webhook secrets and delivery */
-	struct mail *mail;             /* e-mail notifications; NULL: none */
+	struct webhooks *wh; /* webhook secrets and delivery */
+	struct mail *mail;   /* e-mail notifications; NULL: none */
 	int64_t started_at;
-	struct ssl_ctx_st *tls;        /* website listener TLS; NULL: plain HTTP */
-	struct risk risk;              /* rules and velocity (risk.up: loaded) */
-	int pid_fd;                    /* pid_file, locked while we run */
-	int log_fd;                    /* log_file, reopened on SIGUSR1; -1: standard error */
-	int data_dir_lock;             /* DATA_DIR/flairgw.lock, locked while we run */
-	struct refusals *refusals;     /* bounds audit rows of refused requests */
+	struct ssl_ctx_st *tls;    /* website listener TLS; NULL: plain HTTP */
+	struct risk risk;          /* rules and velocity (risk.up: loaded) */
+	int pid_fd;                /* pid_file, locked while we run */
+	int log_fd;                /* log_file, reopened on SIGUSR1; -1: standard error */
+	int data_dir_lock;         /* DATA_DIR/flairgw.lock, locked while we run */
+	struct refusals *refusals; /* bounds audit rows of refused requests */
 	unsigned char admin_token_hash[32]; /* BLAKE2b-256 of admin_token_file */
 	int has_admin_token;
-	struct ratelimit *rl;          /* request limit buckets (gateway/browser.h) */
-	struct web *web;               /* flair.js and the demo (gateway/web.h) */
+	struct ratelimit *rl;             /* request limit buckets (gateway/browser.h) */
+	struct web *web;                  /* flair.js and the demo (gateway/web.h) */
 	enum access_log_mode access_mode; /* access_log: the main log, off, a file */
-	int access_fd;                 /* ACCESS_LOG_FILE: the file, reopened on SIGUSR1 */
+	int access_fd;                    /* ACCESS_LOG_FILE: the file, reopened on SIGUSR1 */
 };
 /* server.c: opens access_log again (SIGUSR1). */
 void server_reopen_access_log(struct gateway *gw);

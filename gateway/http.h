@@ -13,12 +13,11 @@
 #include "gateway/gateway.h"
 
 struct route {
-	const char *path;        /* exact path, or a pattern in which a segment
+	const char *path; /* exact path, or a pattern in which a segment
 	                            that is just '*' matches any one non-empty
 	                            path segment */
 	enum evhttp_cmd_type method;
-	void (*handler)(struct reactor *rx, struct evhttp_request *req,
-	                const char *path);
+	void (*handler)(struct reactor *rx, struct evhttp_request *req, const char *path);
 };
 
 /* Route tables, each ended by { NULL }. */
@@ -66,8 +65,8 @@ void http_req_begin(struct reactor *rx, struct evhttp_request *req, const char *
 const char *http_req_id(struct reactor *rx, struct evhttp_request *req);
 /* Just before evhttp_send_reply: the answer's status, body size and body
  * (its transactionId goes on the access log line). */
-void http_req_answer(struct reactor *rx, struct evhttp_request *req, int status, size_t bytes,
-                     const char *body);
+void http_req_answer(struct reactor *rx, struct evhttp_request *req, int status,
+                     size_t bytes, const char *body);
 int reqlog_reactor_start(struct reactor *rx);
 /* After evhttp_free: writes the lines of requests that never completed. */
 void reqlog_reactor_stop(struct reactor *rx);
@@ -78,20 +77,20 @@ enum auth_kind { AUTH_API_KEY = 1, AUTH_JWT = 2 };
 
 struct auth_ctx {
 	enum auth_kind kind;
-	char client_id[64];      /* API key's client, or jwt_client (configuration) */
+	char client_id[64]; /* API key's client, or jwt_client (configuration) */
 	/* The customer, "" when none. Two namespaces that cannot meet:
 	 * "key:CLIENT/ID" for the X-Customer-Id of an API-key client (ID has
 	 * no '/'), "jwt:NAMESPACE/SUB" for a JWT subject (jwt_namespace). */
 	char subject[192];
-	char source[64];         /* remote address */
+	char source[64]; /* remote address */
 };
 
 /* Authenticates the Bearer credential against the kinds in `accept`
  * (AUTH_API_KEY | AUTH_JWT). On failure answers 401 UNAUTHORIZED, audits
  * auth.failed (rate limited, gateway/refusals.h), and returns
  * FGW_ERR_AUTH. */
-int http_authenticate(struct reactor *rx, struct evhttp_request *req,
-                      const char *path, int accept, struct auth_ctx *out);
+int http_authenticate(struct reactor *rx, struct evhttp_request *req, const char *path,
+                      int accept, struct auth_ctx *out);
 /* The operator credential for /v1/admin routes (admin_token_file; never a
  * website key). 403 FORBIDDEN unless in development mode with a token
  * configured; 401 UNAUTHORIZED (audited like any refusal) for anything
@@ -104,8 +103,8 @@ int http_authenticate_admin(struct reactor *rx, struct evhttp_request *req,
 
 /* Requires Content-Type: application/json and a non-empty body; answers
  * 415/400 and returns FGW_ERR_INVALID otherwise. */
-int http_json_body(struct reactor *rx, struct evhttp_request *req,
-                   const char **body, size_t *len);
+int http_json_body(struct reactor *rx, struct evhttp_request *req, const char **body,
+                   size_t *len);
 /* The Idempotency-Key (or X-Idempotency-Key) header: *key NULL when absent;
  * answers 400 and returns FGW_ERR_INVALID when malformed. */
 int http_idempotency_key(struct reactor *rx, struct evhttp_request *req,
@@ -125,8 +124,7 @@ int http_card_text_check(const char *body, size_t len, char *why, size_t whycap)
  * subject); answers 400 VALIDATION_ERROR naming the field and returns
  * FGW_ERR_INVALID. Call once per request, before anything is written. */
 int http_refuse_card_text(struct reactor *rx, struct evhttp_request *req,
-                          const struct auth_ctx *who, const char *body,
-                          size_t len);
+                          const struct auth_ctx *who, const char *body, size_t len);
 /* Claims (client, key) or answers: 409 in flight, 422 different request,
  * the stored answer byte for byte (Idempotent-Replayed: true), 422 with
  * the transactionId for a key stored before hashes were keyed (its hash
@@ -134,8 +132,7 @@ int http_refuse_card_text(struct reactor *rx, struct evhttp_request *req,
  * when the request should run (the key is then claimed: release it with
  * idem_end after the answer is committed), 1 when it answered. */
 int http_idempotency_front(struct reactor *rx, struct evhttp_request *req,
-                           const char *client, const char *key,
-                           const char *hash);
+                           const char *client, const char *key, const char *hash);
 
 /* Parses the body of POST /v1/transactions/{id}/refund ({"amount": N},
  * amount optional: *amount 0 then), capture and cancel ({}). Returns 0, or

@@ -85,10 +85,15 @@ reload_rules(void)
 	    cJSON_AddStringToObject(o, r != 0 ? "error" : "loaded", msg) != NULL)
 		details = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
-	audit = (struct store_audit){ "system", "SIGHUP", "config.reload", gw.risk.rules_file,
-		                          r != 0 ? "failure" : "success", details };
-	if ((r = store_audit_append(gw.store, NULL, &(struct store_commit){ .audit = &audit,
-	                                                                    .n_audit = 1 })) != 0)
+	audit = (struct store_audit){ "system",
+		                          "SIGHUP",
+		                          "config.reload",
+		                          gw.risk.rules_file,
+		                          r != 0 ? "failure" : "success",
+		                          details };
+	if ((r = store_audit_append(gw.store, NULL,
+	                            &(struct store_commit){ .audit = &audit,
+	                                                    .n_audit = 1 })) != 0)
 		log_error("SIGHUP: reload not audited: %s", fgw_strerror(r));
 	free(details);
 }
@@ -107,7 +112,8 @@ reload(void)
 		log_info("SIGHUP: key ring reloaded");
 	audit_emit(gw.store, main_waker, "system", "local", "keyring.reload", gw.cfg.keys_dir,
 	           r == 0 ? "success" : "failure",
-	           r == 0 ? "{\"what\":\"keyring\"}" : "{\"what\":\"keyring\",\"error\":\"refused\"}");
+	           r == 0 ? "{\"what\":\"keyring\"}"
+	                  : "{\"what\":\"keyring\",\"error\":\"refused\"}");
 	if (gw.jwt != NULL && gw.cfg.jwt_jwks_file[0] != '\0') {
 		r = jwt_verifier_reload_jwks(gw.jwt, err, sizeof(err));
 		if (r != 0)
@@ -116,7 +122,8 @@ reload(void)
 			log_info("SIGHUP: JWKS reloaded");
 		audit_emit(gw.store, main_waker, "system", "local", "jwks.reload",
 		           gw.cfg.jwt_jwks_file, r == 0 ? "success" : "failure",
-		           r == 0 ? "{\"what\":\"jwks\"}" : "{\"what\":\"jwks\",\"error\":\"refused\"}");
+		           r == 0 ? "{\"what\":\"jwks\"}"
+		                  : "{\"what\":\"jwks\",\"error\":\"refused\"}");
 	}
 	reload_rules();
 }
@@ -171,7 +178,8 @@ keyring_stat(struct stat *st)
 {
 	char path[600];
 	memset(st, 0, sizeof(*st));
-	if (snprintf(path, sizeof(path), "%s/keyring.json", gw.cfg.keys_dir) < (int)sizeof(path))
+	if (snprintf(path, sizeof(path), "%s/keyring.json", gw.cfg.keys_dir) <
+	    (int)sizeof(path))
 		(void)stat(path, st);
 }
 
@@ -197,8 +205,9 @@ keyring_watch(evutil_socket_t fd, short what, void *arg)
 	}
 	audit_emit(gw.store, main_waker, "system", "local", "keyring.reload", gw.cfg.keys_dir,
 	           r == 0 ? "success" : "failure",
-	           r == 0 ? "{\"what\":\"keyring\",\"trigger\":\"watch\"}"
-	                  : "{\"what\":\"keyring\",\"trigger\":\"watch\",\"error\":\"refused\"}");
+	           r == 0
+	               ? "{\"what\":\"keyring\",\"trigger\":\"watch\"}"
+	               : "{\"what\":\"keyring\",\"trigger\":\"watch\",\"error\":\"refused\"}");
 	/* Remember it either way: a bad file is reported once, not every tick. */
 	keyring_seen = now;
 }
@@ -229,7 +238,8 @@ vault_sweep(evutil_socket_t fd, short what, void *arg)
 	if (atomic_exchange(&sweep_busy, 1))
 		return;
 	if ((purged = calloc(1, sizeof(*purged))) == NULL ||
-	    store_vault_sweep(gw.store, NULL, fgw_now_ms(), purged, sweep_done, purged) != 0) {
+	    store_vault_sweep(gw.store, NULL, fgw_now_ms(), purged, sweep_done, purged) !=
+	        0) {
 		free(purged);
 		atomic_store(&sweep_busy, 0);
 	}
@@ -250,10 +260,11 @@ refusals_flush(int force)
 		for (size_t i = 0; i < n; i++) {
 			snprintf(details, sizeof(details),
 			         "{\"reason\":\"rate limited\",\"source\":\"%s\",\"suppressed\":%llu,"
-			         "\"windowMs\":%lld}", sum[i].bucket, (unsigned long long)sum[i].suppressed,
+			         "\"windowMs\":%lld}",
+			         sum[i].bucket, (unsigned long long)sum[i].suppressed,
 			         (long long)sum[i].window_ms);
-			audit_emit(gw.store, main_waker, "anonymous", sum[i].bucket, sum[i].event_type, "",
-			           "failure", details);
+			audit_emit(gw.store, main_waker, "anonymous", sum[i].bucket,
+			           sum[i].event_type, "", "failure", details);
 		}
 	} while (n == 16);
 }
@@ -302,15 +313,15 @@ config_event(struct gateway *g)
 	                            (double)g->cfg.audit_checkpoint_interval_s))
 		details = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
-	a = (struct store_audit){ "system", "local", "config.loaded", g->cfg.database, "success",
-		                      details };
+	a = (struct store_audit){ "system",        "local",   "config.loaded",
+		                      g->cfg.database, "success", details };
 	/* Committed before the first request is served, so the event comes
 	 * before anything the configuration decides. The main thread is not a
 	 * reactor: waiting here blocks no request. */
 	pthread_mutex_lock(&started_mu);
-	if (store_audit_append(g->store, NULL, &(struct store_commit){ .audit = &a,
-	                                                               .n_audit = 1,
-	                                                               .done = started_done }) == 0)
+	if (store_audit_append(g->store, NULL,
+	                       &(struct store_commit){
+	                           .audit = &a, .n_audit = 1, .done = started_done }) == 0)
 		while (!started_flag)
 			pthread_cond_wait(&started_cv, &started_mu);
 	else
@@ -326,8 +337,8 @@ config_event(struct gateway *g)
  * by a main thread that only waits for signals. */
 static struct {
 	struct event *tick;
-	struct event **ask;        /* one per reactor, on that reactor's base */
-	atomic_int *answered;      /* set by the reactor, cleared by the tick */
+	struct event **ask;   /* one per reactor, on that reactor's base */
+	atomic_int *answered; /* set by the reactor, cleared by the tick */
 	int n;
 	int64_t last_warn_ms;
 } wd;
@@ -387,7 +398,8 @@ wd_start(struct event_base *base)
 		goto fail;
 	for (int i = 0; i < wd.n; i++) {
 		atomic_init(&wd.answered[i], 1); /* the first tick needs no answer */
-		if ((wd.ask[i] = event_new(gw.rx[i].base, -1, 0, wd_answer, &wd.answered[i])) == NULL)
+		if ((wd.ask[i] = event_new(gw.rx[i].base, -1, 0, wd_answer, &wd.answered[i])) ==
+		    NULL)
 			goto fail;
 	}
 	usec /= 2;
@@ -396,7 +408,8 @@ wd_start(struct event_base *base)
 	if ((wd.tick = event_new(base, -1, EV_PERSIST, wd_tick, NULL)) == NULL ||
 	    event_add(wd.tick, &tv) != 0)
 		goto fail;
-	log_info("systemd watchdog: telling it every %llu ms", (unsigned long long)(usec / 1000));
+	log_info("systemd watchdog: telling it every %llu ms",
+	         (unsigned long long)(usec / 1000));
 	return FGW_OK;
 fail:
 	wd_stop();
@@ -501,8 +514,8 @@ run_check(const struct fgw_config *cfg)
 	/* Warnings of the steps on standard error; nothing is opened. */
 	log_setup(LOG_LVL_WARN, 0, 2);
 	if (gateway_check(cfg, &rep) != 0) {
-		fprintf(stderr, "flairgw: configuration check failed: %d problem%s\n", rep.problems,
-		        rep.problems == 1 ? "" : "s");
+		fprintf(stderr, "flairgw: configuration check failed: %d problem%s\n",
+		        rep.problems, rep.problems == 1 ? "" : "s");
 		return 1;
 	}
 	printf("flairgw: configuration OK\n");
@@ -578,13 +591,11 @@ main(int argc, char **argv)
 	 * the first problem stops the start. */
 	if (startup_data_dir(&gw, STARTUP_RUN, &rep) != 0 ||
 	    startup_keyring(&gw, STARTUP_RUN, &rep) != 0 ||
-	    startup_processors(&gw, &rep) != 0 ||
-	    startup_timing(&gw, &rep) != 0 ||
-	    startup_jwt(&gw, &rep) != 0 ||
-	    startup_admin_token(&gw, &rep) != 0)
+	    startup_processors(&gw, &rep) != 0 || startup_timing(&gw, &rep) != 0 ||
+	    startup_jwt(&gw, &rep) != 0 || startup_admin_token(&gw, &rep) != 0)
 		goto out;
-	if (refusals_new(gw.cfg.audit_refusal_window_s * 1000, (unsigned)gw.cfg.audit_refusal_burst,
-	                 &gw.refusals) != 0 ||
+	if (refusals_new(gw.cfg.audit_refusal_window_s * 1000,
+	                 (unsigned)gw.cfg.audit_refusal_burst, &gw.refusals) != 0 ||
 	    ratelimit_new((size_t)gw.cfg.rate_table_size, &gw.rl) != 0) {
 		check_problem(&rep, "out of memory");
 		goto out;
@@ -599,8 +610,7 @@ main(int argc, char **argv)
 		check_problem(&rep, "%s", err);
 		goto out;
 	}
-	if (startup_pipeline(&gw, &rep) != 0 ||
-	    startup_rules(&gw, &rep) != 0)
+	if (startup_pipeline(&gw, &rep) != 0 || startup_rules(&gw, &rep) != 0)
 		goto out;
 	if (startup_pid_file(&gw, STARTUP_RUN, &rep) != 0 ||
 	    startup_database(&gw, STARTUP_RUN, &rep) != 0)
@@ -619,7 +629,8 @@ main(int argc, char **argv)
 	}
 	if (startup_slots(&gw, STARTUP_RUN, &rep) != 0)
 		goto out;
-	gw.n_rx = gw.cfg.workers > 0 ? (int)gw.cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	gw.n_rx = gw.cfg.workers > 0 ? (int)gw.cfg.workers
+	                             : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (gw.n_rx < 1)
 		gw.n_rx = 1;
 
@@ -649,7 +660,8 @@ main(int argc, char **argv)
 	if (gw.cfg.keyring_watch_ms > 0) {
 		struct timeval tv = { gw.cfg.keyring_watch_ms / 1000,
 			                  (gw.cfg.keyring_watch_ms % 1000) * 1000 };
-		if ((timers[0] = event_new(sigbase, -1, EV_PERSIST, keyring_watch, NULL)) == NULL ||
+		if ((timers[0] = event_new(sigbase, -1, EV_PERSIST, keyring_watch, NULL)) ==
+		        NULL ||
 		    event_add(timers[0], &tv) != 0)
 			log_warn("key ring watch not started: rotations need SIGHUP");
 	}
@@ -661,20 +673,23 @@ main(int argc, char **argv)
 	}
 	{
 		struct timeval tv = { 0, 250000 };
-		if ((timers[2] = event_new(sigbase, -1, EV_PERSIST, refusals_tick, NULL)) == NULL ||
+		if ((timers[2] = event_new(sigbase, -1, EV_PERSIST, refusals_tick, NULL)) ==
+		        NULL ||
 		    event_add(timers[2], &tv) != 0)
 			log_warn("refusal summaries are written at shutdown only");
 	}
 	log_info("listening on %s (%s) with %d reactor%s, processor %s at %s, database %s",
-	         gw.cfg.listen, gw.tls ? "TLS 1.2+" : "plain HTTP", gw.n_rx, gw.n_rx == 1 ? "" : "s", gw.procs[0].cfg.name,
-	         gw.procs[0].cfg.base_url, gw.cfg.database);
+	         gw.cfg.listen, gw.tls ? "TLS 1.2+" : "plain HTTP", gw.n_rx,
+	         gw.n_rx == 1 ? "" : "s", gw.procs[0].cfg.name, gw.procs[0].cfg.base_url,
+	         gw.cfg.database);
 	for (int i = 1; i < gw.n_procs; i++)
 		log_info("failover processor %d: %s (%s) at %s", i, gw.procs[i].cfg.name,
 		         gw.procs[i].cfg.type, gw.procs[i].cfg.base_url);
 	if (wd_start(sigbase) != 0)
 		log_warn("systemd watchdog not started");
 	if (sdnotify("READY=1\nSTATUS=serving") < 0)
-		log_warn("NOTIFY_SOCKET is set but the service manager could not be told we are ready");
+		log_warn(
+		    "NOTIFY_SOCKET is set but the service manager could not be told we are ready");
 	event_base_dispatch(sigbase);
 	wd_stop();
 	server_stop(&gw);

@@ -28,8 +28,8 @@
 #include "store/store.h"
 
 static const char *const status_names[] = {
-	"succeeded", "requires_action", "processing", "declined", "failed",
-	"rejected", "posting", "other",
+	"succeeded", "requires_action", "processing", "declined",
+	"failed",    "rejected",        "posting",    "other",
 };
 
 /* Upper bounds of the latency buckets in ms (the +Inf bucket follows):
@@ -42,13 +42,20 @@ int
 metrics_status_index(const char *status)
 {
 	switch (txn_state_of(status)) {
-	case TXN_SUCCEEDED: return 0;
-	case TXN_REQUIRES_ACTION: return 1;
-	case TXN_PROCESSING: return 2;
-	case TXN_DECLINED: return 3;
-	case TXN_FAILED: return 4;
-	case TXN_POSTING: return 6;
-	default: break;
+	case TXN_SUCCEEDED:
+		return 0;
+	case TXN_REQUIRES_ACTION:
+		return 1;
+	case TXN_PROCESSING:
+		return 2;
+	case TXN_DECLINED:
+		return 3;
+	case TXN_FAILED:
+		return 4;
+	case TXN_POSTING:
+		return 6;
+	default:
+		break;
 	}
 	/* Refused before anything was recorded: not a transaction state. */
 	return status != NULL && strcmp(status, "rejected") == 0 ? 5 : 7;
@@ -111,9 +118,11 @@ hist_bucket(struct evbuffer *b, const char *name, int i, int n, double le_s,
 
 /* A histogram's _sum (seconds, with digits decimals) and _count. */
 static void
-hist_end(struct evbuffer *b, const char *name, int digits, double sum_s, unsigned long long count)
+hist_end(struct evbuffer *b, const char *name, int digits, double sum_s,
+         unsigned long long count)
 {
-	evbuffer_add_printf(b, "%s_sum %.*f\n%s_count %llu\n", name, digits, sum_s, name, count);
+	evbuffer_add_printf(b, "%s_sum %.*f\n%s_count %llu\n", name, digits, sum_s, name,
+	                    count);
 }
 
 /* A labelled counter family from an array: labels[i] names values[i]. */
@@ -131,7 +140,8 @@ void
 metrics_render(struct reactor *rx, struct evbuffer *b)
 {
 	struct gw_metrics *m = &rx->gw->metrics;
-	static const char *const in_labels[] = { "accepted", "refused", "duplicate", "deferred" };
+	static const char *const in_labels[] = { "accepted", "refused", "duplicate",
+		                                     "deferred" };
 	static const char *const out_labels[] = { "delivered", "retry", "failed" };
 	static const char *const moves[] = { "queued", "skipped" };
 	static const char *const mail_labels[] = { "sent", "retry", "failed" };
@@ -152,35 +162,38 @@ metrics_render(struct reactor *rx, struct evbuffer *b)
 	for (int code = 100; code < 600; code++) {
 		unsigned long long v = atomic_load(&m->http_status[code]);
 		if (v != 0)
-			evbuffer_add_printf(b, "flairgw_http_responses_total{code=\"%d\"} %llu\n", code, v);
+			evbuffer_add_printf(b, "flairgw_http_responses_total{code=\"%d\"} %llu\n",
+			                    code, v);
 	}
 	family(b, "flairgw_http_route_requests_total", "counter",
 	       "requests by route pattern and method (route=\"none\": no route matched)");
 	for (int i = 0; i < n_routes && i < METRICS_ROUTES_MAX; i++) {
 		const struct route *rt = http_route(i);
-		evbuffer_add_printf(b, "flairgw_http_route_requests_total{method=\"%s\",route=\"%s\"} %llu\n",
-		                    http_method_name(rt->method), rt->path,
-		                    atomic_load(&m->route_requests[i]));
+		evbuffer_add_printf(
+		    b, "flairgw_http_route_requests_total{method=\"%s\",route=\"%s\"} %llu\n",
+		    http_method_name(rt->method), rt->path, atomic_load(&m->route_requests[i]));
 	}
-	evbuffer_add_printf(b, "flairgw_http_route_requests_total{method=\"\",route=\"none\"} %llu\n",
-	                    atomic_load(&m->route_requests[METRICS_ROUTES_MAX]));
+	evbuffer_add_printf(
+	    b, "flairgw_http_route_requests_total{method=\"\",route=\"none\"} %llu\n",
+	    atomic_load(&m->route_requests[METRICS_ROUTES_MAX]));
 	counter(b, "flairgw_auth_failures_total", "requests refused for their credentials",
 	        atomic_load(&m->auth_failures));
-	counter(b, "flairgw_rate_limited_total", "requests refused by the request limit (429)",
-	        atomic_load(&m->rate_limited));
-	counter(b, "flairgw_idempotent_replays_total", "stored answers replayed for a repeated key",
-	        atomic_load(&m->idem_replays));
+	counter(b, "flairgw_rate_limited_total",
+	        "requests refused by the request limit (429)", atomic_load(&m->rate_limited));
+	counter(b, "flairgw_idempotent_replays_total",
+	        "stored answers replayed for a repeated key", atomic_load(&m->idem_replays));
 	counter(b, "flairgw_transactions_started_total", "payments that entered the pipeline",
 	        atomic_load(&m->txn_started));
 	counter_vec(b, "flairgw_transactions_total",
-	            "payments answered, by outcome (requires_action: 3-D Secure asked)", "status",
-	            status_names, m->txn_by_status, 8);
+	            "payments answered, by outcome (requires_action: 3-D Secure asked)",
+	            "status", status_names, m->txn_by_status, 8);
 	family(b, "flairgw_transaction_duration_seconds", "histogram",
 	       "time from a payment's request to its committed answer");
 	for (int i = 0; i < METRICS_LATENCY_BUCKETS; i++) {
 		cum += atomic_load(&m->txn_latency_bucket[i]);
 		hist_bucket(b, "flairgw_transaction_duration_seconds", i, METRICS_LATENCY_BUCKETS,
-		            i < METRICS_LATENCY_BUCKETS - 1 ? (double)latency_le_ms[i] / 1000.0 : 0,
+		            i < METRICS_LATENCY_BUCKETS - 1 ? (double)latency_le_ms[i] / 1000.0
+		                                            : 0,
 		            cum);
 	}
 	hist_end(b, "flairgw_transaction_duration_seconds", 3,
@@ -199,45 +212,58 @@ metrics_render(struct reactor *rx, struct evbuffer *b)
 	for (int i = 0; i < STORE_COMMIT_BUCKETS; i++) {
 		cum += ss.commit_bucket[i];
 		hist_bucket(b, "flairgw_store_commit_duration_seconds", i, STORE_COMMIT_BUCKETS,
-		            i < STORE_COMMIT_BUCKETS - 1 ? (double)store_commit_le_us[i] / 1e6 : 0, cum);
+		            i < STORE_COMMIT_BUCKETS - 1 ? (double)store_commit_le_us[i] / 1e6
+		                                         : 0,
+		            cum);
 	}
-	hist_end(b, "flairgw_store_commit_duration_seconds", 6, (double)ss.commit_us_sum / 1e6, cum);
+	hist_end(b, "flairgw_store_commit_duration_seconds", 6,
+	         (double)ss.commit_us_sum / 1e6, cum);
 	counter(b, "flairgw_audit_events_total", "audit rows appended",
 	        (unsigned long long)ss.audit_events);
 	counter(b, "flairgw_audit_refusals_suppressed_total",
 	        "refused requests over the audit burst: counted, written as summary rows",
 	        (unsigned long long)refusals_suppressed_total(rx->gw->refusals));
-	counter_vec(b, "flairgw_webhooks_received_total", "processor webhooks received, by result",
-	            "result", in_labels, m->webhooks_in, 4);
+	counter_vec(b, "flairgw_webhooks_received_total",
+	            "processor webhooks received, by result", "result", in_labels,
+	            m->webhooks_in, 4);
 	counter_vec(b, "flairgw_webhook_attempts_total",
-	            "delivery attempts of outbound webhooks, by outcome", "outcome", out_labels,
-	            m->webhooks_out, 3);
+	            "delivery attempts of outbound webhooks, by outcome", "outcome",
+	            out_labels, m->webhooks_out, 3);
 	counter_vec(b, "flairgw_reservation_payment_moves_total",
 	            "payment state changes the reservation listener saw", "result", moves,
 	            m->resv_moves, 2);
-	counter_vec(b, "flairgw_mail_attempts_total",
-	            "SMTP delivery attempts of e-mail notifications, by outcome (failed: given up)",
-	            "outcome", mail_labels, m->mail_attempts, 3);
+	counter_vec(
+	    b, "flairgw_mail_attempts_total",
+	    "SMTP delivery attempts of e-mail notifications, by outcome (failed: given up)",
+	    "outcome", mail_labels, m->mail_attempts, 3);
 	if (rx->reader != NULL &&
 	    store_mail_backlog(rx->reader, &mail_pending, &mail_failed) == 0) {
 		gauge(b, "flairgw_mail_outbox_backlog", "customer e-mails not yet sent (pending)",
 		      (long long)mail_pending);
-		gauge(b, "flairgw_mail_outbox_failed", "customer e-mails given up on (flairctl mail retry)",
+		gauge(b, "flairgw_mail_outbox_failed",
+		      "customer e-mails given up on (flairctl mail retry)",
 		      (long long)mail_failed);
 	}
 	if (rx->reader != NULL && store_backlogs(rx->reader, &bl) == 0) {
-		gauge(b, "flairgw_reconcile_backlog", "payments with an unknown outcome the reconciler "
-		      "still has to resolve", (long long)bl.unresolved_txns);
-		gauge(b, "flairgw_manual_review_backlog", "payments the reconciler gave up on: an "
-		      "operator must resolve them", (long long)bl.manual_review);
-		gauge(b, "flairgw_operations_pending", "refunds, captures and cancels without an answer "
-		      "yet", (long long)bl.pending_ops);
+		gauge(b, "flairgw_reconcile_backlog",
+		      "payments with an unknown outcome the reconciler "
+		      "still has to resolve",
+		      (long long)bl.unresolved_txns);
+		gauge(b, "flairgw_manual_review_backlog",
+		      "payments the reconciler gave up on: an "
+		      "operator must resolve them",
+		      (long long)bl.manual_review);
+		gauge(b, "flairgw_operations_pending",
+		      "refunds, captures and cancels without an answer "
+		      "yet",
+		      (long long)bl.pending_ops);
 		gauge(b, "flairgw_webhook_outbox_backlog", "outbound webhooks not yet delivered",
 		      (long long)bl.webhooks_pending);
 	}
 	backup_ms = backup_last_success_ms();
 	gauge(b, "flairgw_backup_last_success_timestamp_seconds",
-	      "time of the newest backup in backup_dir (0: none)", (long long)(backup_ms / 1000));
+	      "time of the newest backup in backup_dir (0: none)",
+	      (long long)(backup_ms / 1000));
 	gauge(b, "flairgw_uptime_seconds", "seconds since the gateway started",
 	      (long long)((fgw_now_ms() - rx->gw->started_at) / 1000));
 }

@@ -32,8 +32,8 @@ struct refusals {
 	pthread_mutex_t lock;
 	int64_t window_ms;
 	unsigned burst;
-	int64_t window_start;    /* monotonic ms; 0: no window yet */
-	uint64_t admitted;       /* individual rows in this window, all slots */
+	int64_t window_start; /* monotonic ms; 0: no window yet */
+	uint64_t admitted;    /* individual rows in this window, all slots */
 	struct slot cur[REFUSALS_SLOTS];
 	size_t n_cur;
 	struct slot done[DONE_SLOTS];

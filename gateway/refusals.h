@@ -19,17 +19,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define REFUSALS_SLOTS 64          /* (event type, bucket) pairs per window */
+#define REFUSALS_SLOTS 64 /* (event type, bucket) pairs per window */
 #define REFUSALS_BUCKET_MAX 64
 
 struct refusals;
 
 struct refusal_summary {
 	char event_type[32];
-	char bucket[REFUSALS_BUCKET_MAX];  /* "203.0.113.0/24", "2001:db8::/64",
+	char bucket[REFUSALS_BUCKET_MAX]; /* "203.0.113.0/24", "2001:db8::/64",
 	                                      "other" when the table was full */
-	uint64_t suppressed;               /* refusals counted, not audited */
-	int64_t window_ms;                 /* length of the window they fell in */
+	uint64_t suppressed;              /* refusals counted, not audited */
+	int64_t window_ms;                /* length of the window they fell in */
 };
 
 /* window_ms >= 1; burst may be 0 (everything is summarised). Returns 0,

@@ -23,14 +23,14 @@ struct gw_req;
 typedef void (*gw_req_free_fn)(struct gw_req *r, int abandoned);
 
 struct gw_req {
-	struct gw_req *prev, *next;      /* the reactor's requests in flight */
+	struct gw_req *prev, *next; /* the reactor's requests in flight */
 	struct reactor *rx;
-	struct evhttp_request *req;      /* NULL once answered or the client has gone */
+	struct evhttp_request *req; /* NULL once answered or the client has gone */
 	struct evhttp_connection *evcon;
 	gw_req_free_fn free_fn;
-	const char *kind;                /* names it in the forced-stop log line */
-	char scope[64];                  /* idempotency claim: its scope (client) ... */
-	char key[256];                   /* ... and key; "" when none is held */
+	const char *kind; /* names it in the forced-stop log line */
+	char scope[64];   /* idempotency claim: its scope (client) ... */
+	char key[256];    /* ... and key; "" when none is held */
 };
 
 /* Starts r (zeroed, inside its kind's context): links it to the reactor,

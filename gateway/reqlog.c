@@ -39,10 +39,10 @@
 struct http_req {
 	struct http_req *prev, *next;
 	struct reactor *rx;
-	struct evhttp_request *req;  /* NULL once evhttp may have freed it */
-	struct bufferevent *bev;     /* one reference, or NULL */
+	struct evhttp_request *req; /* NULL once evhttp may have freed it */
+	struct bufferevent *bev;    /* one reference, or NULL */
 	int64_t start_mono;
-	int status;                  /* 0: not answered */
+	int status; /* 0: not answered */
 	size_t bytes;
 	char id[HTTP_REQUEST_ID_MAX + 1];
 	char method[8];
@@ -110,16 +110,18 @@ write_line(struct http_req *r, int gone)
 	if (strcmp(gw->cfg.log_format, "json") == 0) {
 		json_str(client, sizeof(client), r->client);
 		json_str(route, sizeof(route), r->route);
-		n = snprintf(line, sizeof(line),
-		             "{\"ts\":\"%s\",\"level\":\"info\",\"module\":\"access\","
-		             "\"requestId\":\"%s\",\"client\":\"%s\",\"method\":\"%s\","
-		             "\"route\":\"%s\",\"status\":%d,\"bytes\":%zu,\"latencyMs\":%lld%s%s%s%s}\n",
-		             ts, r->id, client, r->method, route, status, r->bytes, ms,
-		             r->txn[0] ? ",\"transactionId\":\"" : "", r->txn,
-		             r->txn[0] ? "\"" : "", gone ? ",\"clientGone\":true" : "");
+		n = snprintf(
+		    line, sizeof(line),
+		    "{\"ts\":\"%s\",\"level\":\"info\",\"module\":\"access\","
+		    "\"requestId\":\"%s\",\"client\":\"%s\",\"method\":\"%s\","
+		    "\"route\":\"%s\",\"status\":%d,\"bytes\":%zu,\"latencyMs\":%lld%s%s%s%s}\n",
+		    ts, r->id, client, r->method, route, status, r->bytes, ms,
+		    r->txn[0] ? ",\"transactionId\":\"" : "", r->txn, r->txn[0] ? "\"" : "",
+		    gone ? ",\"clientGone\":true" : "");
 	} else {
-		n = snprintf(line, sizeof(line), "%s info  [access] req=%s %s %s %s %d %zu %lldms%s%s%s\n",
-		             ts, r->id, r->client[0] ? r->client : "-", r->method, r->route, status,
+		n = snprintf(line, sizeof(line),
+		             "%s info  [access] req=%s %s %s %s %d %zu %lldms%s%s%s\n", ts, r->id,
+		             r->client[0] ? r->client : "-", r->method, r->route, status,
 		             r->bytes, ms, r->txn[0] ? " txn=" : "", r->txn,
 		             gone ? " client-gone" : "");
 	}

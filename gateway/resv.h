@@ -25,7 +25,8 @@ void resv_reactor_stop(struct reactor *rx);
  * numberOfGuests, e-mail and phone shapes) into row's experience, slot,
  * guest and guests fields. 0, or FGW_ERR_INVALID with the client's
  * message in msg. */
-int resv_hold_body_parse(const cJSON *root, struct resv_row *row, char *msg, size_t msgcap);
+int resv_hold_body_parse(const cJSON *root, struct resv_row *row, char *msg,
+                         size_t msgcap);
 /* POST /v1/reservations/hold/convert: members, holdId into hold_id,
  * savePaymentMethod a boolean, at most one payment source (whose fields
  * txn_request_parse checks) counted in *ways: 0 is seed 003's convert

@@ -41,12 +41,14 @@
 static int
 message_field(const char *msg, char *out, size_t cap)
 {
-	static const char *const not_fields[] = { "body", "invalid", "malformed", "a", "an",
-		                                      "the", "unknown", "duplicate", "request",
-		                                      "only", "no", NULL };
+	static const char *const not_fields[] = { "body",    "invalid",   "malformed",
+		                                      "a",       "an",        "the",
+		                                      "unknown", "duplicate", "request",
+		                                      "only",    "no",        NULL };
 	size_t n = strspn(msg, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 	                       "0123456789_.[]-");
-	if (n == 0 || n >= cap || msg[n] != ' ' || !((msg[0] | 0x20) >= 'a' && (msg[0] | 0x20) <= 'z'))
+	if (n == 0 || n >= cap || msg[n] != ' ' ||
+	    !((msg[0] | 0x20) >= 'a' && (msg[0] | 0x20) <= 'z'))
 		return 0;
 	for (int i = 0; not_fields[i]; i++)
 		if (strlen(not_fields[i]) == n && strncmp(msg, not_fields[i], n) == 0)
@@ -137,7 +139,8 @@ http_send_error_param(struct reactor *rx, struct evhttp_request *req, int status
 	log_scrub_digits(msg);
 	if (o != NULL && cJSON_AddStringToObject(o, "error", code) &&
 	    cJSON_AddStringToObject(o, "message", msg) &&
-	    (param == NULL || param[0] == '\0' || cJSON_AddStringToObject(o, "param", param)) &&
+	    (param == NULL || param[0] == '\0' ||
+	     cJSON_AddStringToObject(o, "param", param)) &&
 	    (id == NULL || cJSON_AddStringToObject(o, "requestId", id)))
 		s = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
@@ -149,7 +152,8 @@ http_send_error_param(struct reactor *rx, struct evhttp_request *req, int status
 		log_info("answered %d %s%s%s", status, code, param && param[0] ? " param=" : "",
 		         param && param[0] ? param : "");
 	http_send_json(rx, req, status,
-	               s ? s : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}");
+	               s ? s
+	                 : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}");
 	cJSON_free(s);
 }
 
@@ -193,15 +197,16 @@ http_json_body(struct reactor *rx, struct evhttp_request *req, const char **body
                size_t *len)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
-	if (!is_json_content_type(evhttp_find_header(evhttp_request_get_input_headers(req),
-	                                             "Content-Type"))) {
+	if (!is_json_content_type(
+	        evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type"))) {
 		http_send_error(rx, req, 415, "UNSUPPORTED_MEDIA_TYPE",
 		                "Content-Type must be application/json");
 		return FGW_ERR_INVALID;
 	}
 	*len = evbuffer_get_length(in);
 	if ((long long)*len > rx->gw->cfg.max_body_bytes) {
-		http_send_error(rx, req, 413, "PAYLOAD_TOO_LARGE", "The request body is too large");
+		http_send_error(rx, req, 413, "PAYLOAD_TOO_LARGE",
+		                "The request body is too large");
 		return FGW_ERR_TOO_LARGE;
 	}
 	if (*len == 0) {
@@ -278,7 +283,8 @@ legacy_key_answer(struct reactor *rx, struct evhttp_request *req,
 		s = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
 	http_send_json(rx, req, 422,
-	               s ? s : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}");
+	               s ? s
+	                 : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}");
 	cJSON_free(s);
 }
 
@@ -324,8 +330,8 @@ idem_stored_answer(struct reactor *rx, struct evhttp_request *req, const char *c
 }
 
 int
-http_idempotency_front(struct reactor *rx, struct evhttp_request *req,
-                       const char *client, const char *key, const char *hash)
+http_idempotency_front(struct reactor *rx, struct evhttp_request *req, const char *client,
+                       const char *key, const char *hash)
 {
 	int r;
 
@@ -389,7 +395,8 @@ h_health(struct reactor *rx, struct evhttp_request *req, const char *path)
 	int failed;
 	(void)path;
 	store_get_health(rx->gw->store, &sh);
-	failed = sh.failed_at != 0 && fgw_mono_ms() - sh.failed_at < rx->gw->cfg.store_stall_ms;
+	failed = sh.failed_at != 0 &&
+	         fgw_mono_ms() - sh.failed_at < rx->gw->cfg.store_stall_ms;
 	if (rx->draining) {
 		status = "stopping";
 	} else if (failed) {
@@ -438,14 +445,8 @@ static const struct route ops_routes[] = {
 
 /* Every feature's table; a new feature adds one line. */
 static const struct route *const route_tables[] = {
-	ops_routes,
-	txn_routes,
-	methods_routes,
-	resv_routes,
-	webhook_routes,
-	txnops_routes,
-	web_routes,
-	NULL,
+	ops_routes,     txn_routes,    methods_routes, resv_routes,
+	webhook_routes, txnops_routes, web_routes,     NULL,
 };
 
 int
@@ -472,16 +473,26 @@ const char *
 http_method_name(enum evhttp_cmd_type m)
 {
 	switch (m) {
-	case EVHTTP_REQ_GET: return "GET";
-	case EVHTTP_REQ_POST: return "POST";
-	case EVHTTP_REQ_PUT: return "PUT";
-	case EVHTTP_REQ_DELETE: return "DELETE";
-	case EVHTTP_REQ_PATCH: return "PATCH";
-	case EVHTTP_REQ_HEAD: return "HEAD";
-	case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-	case EVHTTP_REQ_TRACE: return "TRACE";
-	case EVHTTP_REQ_CONNECT: return "CONNECT";
-	default: return "OTHER";
+	case EVHTTP_REQ_GET:
+		return "GET";
+	case EVHTTP_REQ_POST:
+		return "POST";
+	case EVHTTP_REQ_PUT:
+		return "PUT";
+	case EVHTTP_REQ_DELETE:
+		return "DELETE";
+	case EVHTTP_REQ_PATCH:
+		return "PATCH";
+	case EVHTTP_REQ_HEAD:
+		return "HEAD";
+	case EVHTTP_REQ_OPTIONS:
+		return "OPTIONS";
+	case EVHTTP_REQ_TRACE:
+		return "TRACE";
+	case EVHTTP_REQ_CONNECT:
+		return "CONNECT";
+	default:
+		return "OTHER";
 	}
 }
 
@@ -542,11 +553,12 @@ edge_reject_answer(struct reactor *rx, struct evhttp_request *req)
 		return 0;
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
 	http_send_error(rx, req, status,
-	                status == 413 ? "PAYLOAD_TOO_LARGE" :
-	                status == 431 ? "HEADERS_TOO_LARGE" :
-	                status == 417 ? "EXPECTATION_FAILED" :
-	                status == 501 ? "NOT_IMPLEMENTED" :
-	                status == 505 ? "HTTP_VERSION_NOT_SUPPORTED" : "BAD_REQUEST",
+	                status == 413   ? "PAYLOAD_TOO_LARGE"
+	                : status == 431 ? "HEADERS_TOO_LARGE"
+	                : status == 417 ? "EXPECTATION_FAILED"
+	                : status == 501 ? "NOT_IMPLEMENTED"
+	                : status == 505 ? "HTTP_VERSION_NOT_SUPPORTED"
+	                                : "BAD_REQUEST",
 	                reason);
 	return 1;
 }
@@ -596,7 +608,8 @@ dispatch(struct reactor *rx, struct evhttp_request *req)
 	if (edge_reject_answer(rx, req))
 		return;
 	if (rx->draining && strcmp(path, "/healthz") != 0) {
-		http_send_error(rx, req, 503, "SERVICE_UNAVAILABLE", "The gateway is shutting down");
+		http_send_error(rx, req, 503, "SERVICE_UNAVAILABLE",
+		                "The gateway is shutting down");
 		return;
 	}
 	/* CORS and the request limit come before any handler (browser.h). */
@@ -610,8 +623,10 @@ dispatch(struct reactor *rx, struct evhttp_request *req)
 			methods |= (unsigned)rt->method;
 			if (rt->method != method)
 				continue;
-			atomic_fetch_add(&rx->gw->metrics.route_requests[
-			                     idx < METRICS_ROUTES_MAX ? idx : METRICS_ROUTES_MAX], 1);
+			atomic_fetch_add(
+			    &rx->gw->metrics
+			         .route_requests[idx < METRICS_ROUTES_MAX ? idx : METRICS_ROUTES_MAX],
+			    1);
 			if (browser_rate_limit(rx, req, rc))
 				return;
 			rt->handler(rx, req, path);
@@ -631,7 +646,8 @@ dispatch(struct reactor *rx, struct evhttp_request *req)
 	}
 	if (known != NULL) {
 		allow_header(req, path);
-		http_send_error(rx, req, 405, "METHOD_NOT_ALLOWED", "Method not allowed on this path");
+		http_send_error(rx, req, 405, "METHOD_NOT_ALLOWED",
+		                "Method not allowed on this path");
 		return;
 	}
 	http_send_error(rx, req, 404, "NOT_FOUND", "No such route");

@@ -41,17 +41,17 @@
 
 /* One write waiting for its commit. */
 struct method_op {
-	struct gw_req g;              /* first: the request and its reactor */
-	struct store_method m;        /* filled by a save job */
-	const char *ok_message;       /* delete / default answers */
+	struct gw_req g;        /* first: the request and its reactor */
+	struct store_method m;  /* filled by a save job */
+	const char *ok_message; /* delete / default answers */
 	/* Saving a processor's card (stripePaymentMethod). */
 	struct proc_instance *inst;
 	struct proc_call call;
-	struct proc_result res;       /* the call's answer ... */
-	struct proc_saved_card card;  /* ... and the attached card */
-	char ref[33];                 /* keyed hash naming the customer at the processor */
-	char cus_have[96];            /* the recorded Customer (store job) */
-	char source[64];              /* who.source, for the audit event */
+	struct proc_result res;      /* the call's answer ... */
+	struct proc_saved_card card; /* ... and the attached card */
+	char ref[33];                /* keyed hash naming the customer at the processor */
+	char cus_have[96];           /* the recorded Customer (store job) */
+	char source[64];             /* who.source, for the audit event */
 };
 
 static int
@@ -68,9 +68,11 @@ customer_of(struct reactor *rx, struct evhttp_request *req, const char *path,
 		}
 	}
 	if (who->subject[0] == '\0') {
-		http_send_error_param(rx, req, 400, "CUSTOMER_REQUIRED",
-		                      "Saved payment methods belong to a customer: send a customer JWT, "
-		                      "or X-Customer-Id with an API key", "X-Customer-Id");
+		http_send_error_param(
+		    rx, req, 400, "CUSTOMER_REQUIRED",
+		    "Saved payment methods belong to a customer: send a customer JWT, "
+		    "or X-Customer-Id with an API key",
+		    "X-Customer-Id");
 		return FGW_ERR_INVALID;
 	}
 	return FGW_OK;
@@ -80,7 +82,8 @@ static int
 method_id_of(const char *pattern, const char *path, char *id, size_t cap)
 {
 	if (http_path_segment(pattern, path, 0, id, cap) != 0 || strncmp(id, "pm_", 3) != 0 ||
-	    strspn(id + 3, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") !=
+	    strspn(id + 3,
+	           "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") !=
 	        strlen(id) - 3)
 		return FGW_ERR_NOT_FOUND;
 	return FGW_OK;
@@ -219,10 +222,10 @@ op_answer_error(struct method_op *op, int rc)
 		gw_req_error(&op->g, 404, "PAYMENT_METHOD_NOT_FOUND", "Payment method not found");
 	else if (rc == FGW_ERR_EXISTS)
 		gw_req_error(&op->g, 409, "PAYMENT_METHOD_EXISTS",
-		                "That card is already a saved payment method");
+		             "That card is already a saved payment method");
 	else if (rc == FGW_ERR_TOO_LARGE)
 		gw_req_error(&op->g, 409, "PAYMENT_METHOD_LIMIT",
-		                "The customer has the maximum number of saved payment methods");
+		             "The customer has the maximum number of saved payment methods");
 	else
 		gw_req_error(&op->g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 }
@@ -287,14 +290,21 @@ chain_lost(struct method_op *op)
 }
 
 static int
-chain_call(struct method_op *op, enum proc_call_op what, const char *key, proc_call_done_fn done)
+chain_call(struct method_op *op, enum proc_call_op what, const char *key,
+           proc_call_done_fn done)
 {
 	int r;
 
-	op->call = (struct proc_call){ .op = what, .inst = op->inst, .key = key,
-		                           .customer_ref = op->ref, .method = op->m.processor_method,
-		                           .customer = op->m.processor_customer, .res = &op->res,
-		                           .card = &op->card, .done = done, .arg = op };
+	op->call = (struct proc_call){ .op = what,
+		                           .inst = op->inst,
+		                           .key = key,
+		                           .customer_ref = op->ref,
+		                           .method = op->m.processor_method,
+		                           .customer = op->m.processor_customer,
+		                           .res = &op->res,
+		                           .card = &op->card,
+		                           .done = done,
+		                           .arg = op };
 	r = proc_call_start(&op->g.rx->env, &op->call);
 	op->call.key = NULL; /* built: the caller's stack */
 	return r;
@@ -313,8 +323,11 @@ attach_replied(void *arg, const struct proc_reply *reply)
 	(void)reply;
 	memset(&op->res, 0, sizeof(op->res));
 	if (res.outcome == PROC_FAILED) {
-		log_warn("processor %s refused to attach a card (%s)", op->inst->cfg.name, res.code);
-		chain_fail(op, res.code[0] && strcmp(res.code, "PAYMENT_METHOD_NOT_FOUND") == 0 ? 404 : 400,
+		log_warn("processor %s refused to attach a card (%s)", op->inst->cfg.name,
+		         res.code);
+		chain_fail(op,
+		           res.code[0] && strcmp(res.code, "PAYMENT_METHOD_NOT_FOUND") == 0 ? 404
+		                                                                            : 400,
 		           res.code[0] ? res.code : "PAYMENT_METHOD_REFUSED", res.message);
 		goto out;
 	}
@@ -327,8 +340,10 @@ attach_replied(void *arg, const struct proc_reply *reply)
 	fgw_strlcpy(op->m.last4, card.last4, sizeof(op->m.last4));
 	op->m.exp_month = card.exp_month;
 	op->m.exp_year = card.exp_year;
-	audit = (struct store_audit){ op->m.customer_id, op->source, "method.saved", op->m.id,
-		                          "success", "{\"from\":\"stripePaymentMethod\"}" };
+	audit = (struct store_audit){
+		op->m.customer_id, op->source, "method.saved",
+		op->m.id,          "success",  "{\"from\":\"stripePaymentMethod\"}"
+	};
 	if ((r = store_method_save(rx->gw->store, rx->waker, &op->m, NULL, &audit, saved_done,
 	                           op)) != 0)
 		chain_fail(op, r == FGW_ERR_SHUTDOWN ? 503 : 500,
@@ -343,8 +358,8 @@ chain_attach(struct method_op *op)
 {
 	char ref[33], key[40];
 
-	if (keyed_ref(op->g.rx->gw->kr, "attach", op->m.processor_method, op->m.processor_customer,
-	              ref) != 0 ||
+	if (keyed_ref(op->g.rx->gw->kr, "attach", op->m.processor_method,
+	              op->m.processor_customer, ref) != 0 ||
 	    snprintf(key, sizeof(key), "att-%s", ref) >= (int)sizeof(key) ||
 	    chain_call(op, PROC_CALL_ATTACH, key, attach_replied) != 0)
 		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
@@ -373,14 +388,17 @@ customer_replied(void *arg, const struct proc_reply *reply)
 	(void)reply;
 	memset(&op->res, 0, sizeof(op->res));
 	if (res.outcome == PROC_FAILED) {
-		log_warn("processor %s refused to create a customer (%s)", op->inst->cfg.name, res.code);
+		log_warn("processor %s refused to create a customer (%s)", op->inst->cfg.name,
+		         res.code);
 		chain_fail(op, 502, "PROCESSOR_ERROR",
 		           "The payment processor refused the request; nothing was saved");
 	} else if (res.outcome != PROC_SUCCEEDED) {
 		chain_lost(op);
-	} else if ((r = store_proc_customer_put(op->g.rx->gw->store, op->g.rx->waker, op->inst->cfg.name,
-	                                        op->m.customer_id, res.reference, op->cus_have,
-	                                        sizeof(op->cus_have), customer_stored, op)) != 0) {
+	} else if ((r = store_proc_customer_put(op->g.rx->gw->store, op->g.rx->waker,
+	                                        op->inst->cfg.name, op->m.customer_id,
+	                                        res.reference, op->cus_have,
+	                                        sizeof(op->cus_have), customer_stored, op)) !=
+	           0) {
 		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 	}
 	proc_result_clear(&res);
@@ -388,8 +406,8 @@ customer_replied(void *arg, const struct proc_reply *reply)
 
 /* POST /v1/payments/methods with stripePaymentMethod. */
 static void
-save_processor_method(struct reactor *rx, struct evhttp_request *req, const struct auth_ctx *who,
-                      const char *pm, const char *nickname)
+save_processor_method(struct reactor *rx, struct evhttp_request *req,
+                      const struct auth_ctx *who, const char *pm, const char *nickname)
 {
 	struct method_op *op = NULL;
 	struct proc_instance *pi = NULL;
@@ -400,13 +418,15 @@ save_processor_method(struct reactor *rx, struct evhttp_request *req, const stru
 	 * hold a customer's cards. */
 	for (int i = 0; i < rx->env.n_procs && pi == NULL; i++) {
 		const struct proc_type *pt = rx->env.procs[i].type;
-		if (pt->takes_processor_method && pt->build_customer != NULL && pt->build_attach != NULL)
+		if (pt->takes_processor_method && pt->build_customer != NULL &&
+		    pt->build_attach != NULL)
 			pi = &rx->env.procs[i];
 	}
 	if (pi == NULL) {
-		http_send_error(rx, req, 400, "PROCESSOR_NOT_SUPPORTED",
-		                "stripePaymentMethod needs a processor whose type keeps customers' "
-		                "cards; none is configured");
+		http_send_error(
+		    rx, req, 400, "PROCESSOR_NOT_SUPPORTED",
+		    "stripePaymentMethod needs a processor whose type keeps customers' "
+		    "cards; none is configured");
 		return;
 	}
 	if ((op = op_new(rx, req)) == NULL) {
@@ -421,13 +441,15 @@ save_processor_method(struct reactor *rx, struct evhttp_request *req, const stru
 	fgw_strlcpy(op->m.processor, op->inst->cfg.name, sizeof(op->m.processor));
 	fgw_strlcpy(op->m.processor_method, pm, sizeof(op->m.processor_method));
 	r = store_proc_customer_get(rx->reader, op->inst->cfg.name, who->subject,
-	                            op->m.processor_customer, sizeof(op->m.processor_customer));
+	                            op->m.processor_customer,
+	                            sizeof(op->m.processor_customer));
 	if (r == FGW_OK) {
 		chain_attach(op);
 		return;
 	}
 	if (r != FGW_ERR_NOT_FOUND ||
-	    keyed_ref(rx->gw->kr, "customer", op->inst->cfg.name, who->subject, op->ref) != 0 ||
+	    keyed_ref(rx->gw->kr, "customer", op->inst->cfg.name, who->subject, op->ref) !=
+	        0 ||
 	    snprintf(key, sizeof(key), "cus-%s", op->ref) >= (int)sizeof(key) ||
 	    chain_call(op, PROC_CALL_CUSTOMER, key, customer_replied) != 0)
 		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
@@ -447,7 +469,8 @@ h_methods_add(struct reactor *rx, struct evhttp_request *req, const char *path)
 	size_t len;
 	int r;
 
-	if (customer_of(rx, req, path, &who) != 0 || http_json_body(rx, req, &body, &len) != 0 ||
+	if (customer_of(rx, req, path, &who) != 0 ||
+	    http_json_body(rx, req, &body, &len) != 0 ||
 	    http_refuse_card_text(rx, req, &who, body, len) != 0)
 		return;
 	r = txn_method_body_parse(body, len, &rq, nickname, sizeof(nickname), &perr);
@@ -464,7 +487,8 @@ h_methods_add(struct reactor *rx, struct evhttp_request *req, const char *path)
 		else if (r == FGW_ERR_TIMEOUT)
 			http_send_error(rx, req, 400, "ENCRYPTED_CARD_EXPIRED", msg);
 		else
-			http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+			http_send_error(rx, req, 500, "INTERNAL_ERROR",
+			                "An unexpected error occurred");
 		goto out;
 	}
 	if ((op = op_new(rx, req)) == NULL) {
@@ -479,9 +503,11 @@ h_methods_add(struct reactor *rx, struct evhttp_request *req, const char *path)
 	else
 		fgw_strlcpy(ve.customer_id, who.subject, sizeof(ve.customer_id));
 	snprintf(details, sizeof(details), "{\"from\":\"%s\"}",
-	         rq->payment_method_id[0] ? "token" : rq->has_encrypted ? "encryptedCard" : "card");
-	audit = (struct store_audit){ who.subject, who.source, "method.saved", op->m.id,
-		                          "success", details };
+	         rq->payment_method_id[0] ? "token"
+	         : rq->has_encrypted      ? "encryptedCard"
+	                                  : "card");
+	audit = (struct store_audit){ who.subject, who.source, "method.saved",
+		                          op->m.id,    "success",  details };
 	r = store_method_save(rx->gw->store, rx->waker, &op->m,
 	                      rq->payment_method_id[0] ? NULL : &ve, &audit, saved_done, op);
 	if (r != 0) {
@@ -499,10 +525,10 @@ out:
 static void
 delete_row(struct method_op *op)
 {
-	struct store_audit audit = { op->m.customer_id, op->source, "method.deleted", op->m.id,
-		                         "success", NULL };
-	int r = store_method_delete(op->g.rx->gw->store, op->g.rx->waker, op->m.customer_id, op->m.id,
-	                            &audit, changed_done, op);
+	struct store_audit audit = { op->m.customer_id, op->source, "method.deleted",
+		                         op->m.id,          "success",  NULL };
+	int r = store_method_delete(op->g.rx->gw->store, op->g.rx->waker, op->m.customer_id,
+	                            op->m.id, &audit, changed_done, op);
 	if (r != 0)
 		chain_fail(op, r == FGW_ERR_SHUTDOWN ? 503 : 500,
 		           r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
@@ -518,11 +544,13 @@ detach_replied(void *arg, const struct proc_reply *reply)
 	(void)reply;
 	memset(&op->res, 0, sizeof(op->res));
 	if (res.outcome == PROC_SUCCEEDED ||
-	    (res.outcome == PROC_FAILED && strcmp(res.code, "PAYMENT_METHOD_NOT_FOUND") == 0)) {
+	    (res.outcome == PROC_FAILED &&
+	     strcmp(res.code, "PAYMENT_METHOD_NOT_FOUND") == 0)) {
 		/* Detached now, or attached to no one already. */
 		delete_row(op);
 	} else if (res.outcome == PROC_FAILED) {
-		log_warn("processor %s refused to detach a card (%s)", op->inst->cfg.name, res.code);
+		log_warn("processor %s refused to detach a card (%s)", op->inst->cfg.name,
+		         res.code);
 		chain_fail(op, 502, "PROCESSOR_ERROR",
 		           "The payment processor refused to detach the card; it is still saved");
 	} else {
@@ -545,8 +573,9 @@ delete_processor_method(struct reactor *rx, struct method_op *op)
 
 	if ((op->inst = pipeline_proc_find(&rx->env, op->m.processor)) == NULL ||
 	    op->inst->type->build_detach == NULL || op->inst->type->parse_detach == NULL) {
-		log_warn("saved method %s: processor %s is not configured; its card is not detached",
-		         op->m.id, op->m.processor);
+		log_warn(
+		    "saved method %s: processor %s is not configured; its card is not detached",
+		    op->m.id, op->m.processor);
 		delete_row(op);
 		return;
 	}
@@ -586,9 +615,10 @@ submit_change(struct reactor *rx, struct evhttp_request *req, const char *path,
 		delete_processor_method(rx, op);
 		return;
 	}
-	audit = (struct store_audit){ who.subject, who.source,
-		                          is_delete ? "method.deleted" : "method.default",
-		                          id, "success", NULL };
+	audit = (struct store_audit){
+		who.subject, who.source, is_delete ? "method.deleted" : "method.default",
+		id,          "success",  NULL
+	};
 	r = is_delete ? store_method_delete(rx->gw->store, rx->waker, who.subject, id, &audit,
 	                                    changed_done, op)
 	              : store_method_set_default(rx->gw->store, rx->waker, who.subject, id,

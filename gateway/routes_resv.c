@@ -49,21 +49,21 @@ static const char ref_alphabet[] = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 /* ---- request contexts --------------------------------------------------- */
 
 struct rctx {
-	struct gw_req g;               /* first: the request, its key (scope:
+	struct gw_req g; /* first: the request, its key (scope:
 	                                  client + customer), the reactor */
 	struct auth_ctx who;
 	char hash[65];
 	char path[128];
 	struct resv_row row;
 	enum resv_err err;
-	struct txn *t;                 /* convert: before pipeline_start */
-	struct txn *running;           /* convert: in the pipeline (not ours) */
-	char *answer;                  /* JSON to send */
+	struct txn *t;       /* convert: before pipeline_start */
+	struct txn *running; /* convert: in the pipeline (not ours) */
+	char *answer;        /* JSON to send */
 	int status;
-	struct proc_call call;         /* payment-status: processor check ... */
-	struct proc_result pres;       /* ... and its answer */
+	struct proc_call call;   /* payment-status: processor check ... */
+	struct proc_result pres; /* ... and its answer */
 	struct store_txn_row txn;
-	int stripe_js;                 /* convert: confirmWith stripe_js */
+	int stripe_js; /* convert: confirmWith stripe_js */
 };
 
 /* abandoned: a forced stop; the payment in the pipeline stays posting
@@ -99,31 +99,35 @@ resv_err_answer(struct rctx *c, enum resv_err e)
 {
 	switch (e) {
 	case RESV_SLOT_NOT_FOUND:
-		gw_req_error(&c->g, 404, "TIME_SLOT_NOT_FOUND", "The selected time slot does not exist");
+		gw_req_error(&c->g, 404, "TIME_SLOT_NOT_FOUND",
+		             "The selected time slot does not exist");
 		break;
 	case RESV_SLOT_NOT_AVAILABLE:
-		gw_req_error(&c->g, 400, "TIME_SLOT_NOT_AVAILABLE", "This time slot is no longer available");
+		gw_req_error(&c->g, 400, "TIME_SLOT_NOT_AVAILABLE",
+		             "This time slot is no longer available");
 		break;
 	case RESV_NOT_ENOUGH_CAPACITY:
-		gw_req_error(&c->g, 400, "NOT_ENOUGH_CAPACITY", "Not enough spots left for this group size");
+		gw_req_error(&c->g, 400, "NOT_ENOUGH_CAPACITY",
+		             "Not enough spots left for this group size");
 		break;
 	case RESV_NOT_FOUND:
 		gw_req_error(&c->g, 404, "RESERVATION_NOT_FOUND", "Reservation not found");
 		break;
 	case RESV_HOLD_EXPIRED:
-		gw_req_error(&c->g, 400, "HOLD_EXPIRED", "The hold on this reservation has expired");
+		gw_req_error(&c->g, 400, "HOLD_EXPIRED",
+		             "The hold on this reservation has expired");
 		break;
 	case RESV_INVALID_STATUS:
 		gw_req_error(&c->g, 400, "INVALID_HOLD_STATUS",
-		           "The hold was already converted, confirmed or cancelled");
+		             "The hold was already converted, confirmed or cancelled");
 		break;
 	case RESV_NOT_PAID:
 		gw_req_error(&c->g, 400, "INVALID_HOLD_STATUS",
-		           "The payment for this reservation has not succeeded");
+		             "The payment for this reservation has not succeeded");
 		break;
 	case RESV_INTENT_MISMATCH:
 		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
-		           "paymentIntentId does not belong to this reservation");
+		             "paymentIntentId does not belong to this reservation");
 		break;
 	default:
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
@@ -170,11 +174,13 @@ front(struct reactor *rx, struct evhttp_request *req, const char *path,
       const struct auth_ctx *who, int key_required, const char **body, size_t *len,
       char scope[64], const char **key, char hash[65])
 {
-	if (http_json_body(rx, req, body, len) != 0 || http_idempotency_key(rx, req, key) != 0 ||
+	if (http_json_body(rx, req, body, len) != 0 ||
+	    http_idempotency_key(rx, req, key) != 0 ||
 	    http_refuse_card_text(rx, req, who, *body, *len) != 0)
 		return FGW_ERR_INVALID;
 	if (*key == NULL && key_required) {
-		http_send_error(rx, req, 400, "VALIDATION_ERROR", "X-Idempotency-Key is required");
+		http_send_error(rx, req, 400, "VALIDATION_ERROR",
+		                "X-Idempotency-Key is required");
 		return FGW_ERR_INVALID;
 	}
 	idem_scope(who, scope);
@@ -204,8 +210,7 @@ begin_post_as(struct reactor *rx, struct evhttp_request *req, const char *path,
 	if (jwt_only ? http_authenticate(rx, req, path, AUTH_JWT, who) != 0
 	             : customer_auth(rx, req, path, who) != 0)
 		return NULL;
-	if (
-	    front(rx, req, path, who, key_required, &body, &len, scope, &key, hash) != 0)
+	if (front(rx, req, path, who, key_required, &body, &len, scope, &key, hash) != 0)
 		return NULL;
 	if ((c = rctx_new(rx, req, who)) == NULL) {
 		http_send_error(rx, req, 500, "INTERNAL_ERROR", ERR_INTERNAL);
@@ -231,8 +236,8 @@ begin_post_as(struct reactor *rx, struct evhttp_request *req, const char *path,
 }
 
 static struct rctx *
-begin_post(struct reactor *rx, struct evhttp_request *req, const char *path, int key_required,
-           struct auth_ctx *who, cJSON **root)
+begin_post(struct reactor *rx, struct evhttp_request *req, const char *path,
+           int key_required, struct auth_ctx *who, cJSON **root)
 {
 	return begin_post_as(rx, req, path, key_required, 0, who, root);
 }
@@ -281,8 +286,10 @@ get_string(const cJSON *o, const char *name, char *out, size_t cap, int required
 		snprintf(msg, msgcap, "%s is required", name);
 		return FGW_ERR_INVALID;
 	}
-	if (!cJSON_IsString(v) || v->valuestring[0] == '\0' || strlen(v->valuestring) >= cap) {
-		snprintf(msg, msgcap, "%s must be a string of 1 to %zu characters", name, cap - 1);
+	if (!cJSON_IsString(v) || v->valuestring[0] == '\0' ||
+	    strlen(v->valuestring) >= cap) {
+		snprintf(msg, msgcap, "%s must be a string of 1 to %zu characters", name,
+		         cap - 1);
 		return FGW_ERR_INVALID;
 	}
 	for (const char *p = v->valuestring; *p; p++)
@@ -299,7 +306,9 @@ id_ok(const char *id)
 {
 	size_t n = strlen(id);
 	return n > 0 && n < 64 &&
-	       strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == n;
+	       strspn(id,
+	              "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") ==
+	           n;
 }
 
 static void
@@ -384,8 +393,10 @@ hold_answer(const struct resv_row *r, int group_min, int hold_minutes)
 	cJSON_AddNumberToObject(res, "discountApplied",
 	                        (double)(r->group_discount + r->early_discount));
 	cJSON_AddItemToObject(ad, "groupDiscount", discount_obj(r->group_discount, type));
-	cJSON_AddItemToObject(ad, "earlyBirdDiscount", discount_obj(r->early_discount, "early_bird"));
-	cJSON_AddNumberToObject(ad, "totalDiscount", (double)(r->group_discount + r->early_discount));
+	cJSON_AddItemToObject(ad, "earlyBirdDiscount",
+	                      discount_obj(r->early_discount, "early_bird"));
+	cJSON_AddNumberToObject(ad, "totalDiscount",
+	                        (double)(r->group_discount + r->early_discount));
 	cJSON_AddNumberToObject(o, "holdDurationMinutes", hold_minutes);
 	s = cJSON_PrintUnformatted(o);
 out:
@@ -413,8 +424,9 @@ price_hold(const struct resv_experience *e, const struct resv_slot *sl, int64_t 
 int
 resv_hold_body_parse(const cJSON *root, struct resv_row *row, char *msg, size_t msgcap)
 {
-	static const char *const fields[] = { "experienceId", "timeSlotId", "numberOfGuests",
-		                                  "guestName", "guestEmail", "guestPhone",
+	static const char *const fields[] = { "experienceId",    "timeSlotId",
+		                                  "numberOfGuests",  "guestName",
+		                                  "guestEmail",      "guestPhone",
 		                                  "specialRequests", NULL };
 	const cJSON *g = cJSON_GetObjectItemCaseSensitive(root, "numberOfGuests");
 	const char *at;
@@ -422,12 +434,18 @@ resv_hold_body_parse(const cJSON *root, struct resv_row *row, char *msg, size_t 
 
 	msg[0] = '\0';
 	if (only_members(root, fields, msg, msgcap) != 0 ||
-	    get_string(root, "experienceId", row->experience_id, sizeof(row->experience_id), 1, msg, msgcap) != 0 ||
-	    get_string(root, "timeSlotId", row->time_slot_id, sizeof(row->time_slot_id), 1, msg, msgcap) != 0 ||
-	    get_string(root, "guestName", row->guest_name, sizeof(row->guest_name), 1, msg, msgcap) != 0 ||
-	    get_string(root, "guestEmail", row->guest_email, sizeof(row->guest_email), 1, msg, msgcap) != 0 ||
-	    get_string(root, "guestPhone", row->guest_phone, sizeof(row->guest_phone), 0, msg, msgcap) != 0 ||
-	    get_string(root, "specialRequests", row->special_requests, sizeof(row->special_requests), 0, msg, msgcap) != 0)
+	    get_string(root, "experienceId", row->experience_id, sizeof(row->experience_id),
+	               1, msg, msgcap) != 0 ||
+	    get_string(root, "timeSlotId", row->time_slot_id, sizeof(row->time_slot_id), 1,
+	               msg, msgcap) != 0 ||
+	    get_string(root, "guestName", row->guest_name, sizeof(row->guest_name), 1, msg,
+	               msgcap) != 0 ||
+	    get_string(root, "guestEmail", row->guest_email, sizeof(row->guest_email), 1, msg,
+	               msgcap) != 0 ||
+	    get_string(root, "guestPhone", row->guest_phone, sizeof(row->guest_phone), 0, msg,
+	               msgcap) != 0 ||
+	    get_string(root, "specialRequests", row->special_requests,
+	               sizeof(row->special_requests), 0, msg, msgcap) != 0)
 		return FGW_ERR_INVALID;
 	if (fgw_json_int(g, 1, 1000, &guests) != 0) {
 		fgw_strlcpy(msg, "numberOfGuests must be an integer from 1 to 1000", msgcap);
@@ -473,7 +491,8 @@ h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
 		goto out;
 	}
 	r = resv_slot_get(rx->reader, c->row.time_slot_id, &sl, &e);
-	if (r == FGW_ERR_NOT_FOUND || (r == 0 && strcmp(sl.experience_id, c->row.experience_id) != 0)) {
+	if (r == FGW_ERR_NOT_FOUND ||
+	    (r == 0 && strcmp(sl.experience_id, c->row.experience_id) != 0)) {
 		resv_err_answer(c, RESV_SLOT_NOT_FOUND);
 		goto out;
 	}
@@ -491,15 +510,16 @@ h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
 	c->row.created_at = now;
 	c->row.hold_expires_at = now + rx->gw->cfg.hold_minutes * 60000;
 	price_hold(&e, &sl, now, &c->row);
-	if ((c->answer = hold_answer(&c->row, e.group_min, (int)rx->gw->cfg.hold_minutes)) == NULL) {
+	if ((c->answer = hold_answer(&c->row, e.group_min, (int)rx->gw->cfg.hold_minutes)) ==
+	    NULL) {
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		goto out;
 	}
 	fill_idem(c, 200, c->answer, &idem);
 	snprintf(details, sizeof(details), "{\"timeSlotId\":\"%s\",\"guests\":%d}",
 	         c->row.time_slot_id, c->row.guests);
-	audit = (struct store_audit){ who.subject, who.source, "reservation.hold", c->row.id,
-		                          "success", details };
+	audit = (struct store_audit){ who.subject, who.source, "reservation.hold",
+		                          c->row.id,   "success",  details };
 	if ((r = resv_hold(rx->gw->store, rx->waker, &c->row, &idem, &audit, &c->err,
 	                   hold_done, c)) != 0) {
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
@@ -583,8 +603,8 @@ stripe_js_stored(void *arg, int rc)
  * requires_action or processing): the PaymentIntent waits for Stripe.js,
  * which confirms it with secret; without the secret, try again. */
 static char *
-stripe_js_answer(struct rctx *c, const char *intent, enum txn_state st, const char *secret,
-                 int *status)
+stripe_js_answer(struct rctx *c, const char *intent, enum txn_state st,
+                 const char *secret, int *status)
 {
 	cJSON *o = cJSON_CreateObject(), *res, *na;
 	char *a = NULL;
@@ -606,8 +626,9 @@ stripe_js_answer(struct rctx *c, const char *intent, enum txn_state st, const ch
 		/* Made at Stripe but its answer (or its secret) was lost: the
 		 * reconciler finds it, and the same request then answers it. */
 		cJSON_AddStringToObject(o, "error", "PROCESSOR_UNAVAILABLE");
-		cJSON_AddStringToObject(o, "message", "The payment is being set up at the processor; "
-		                                      "send the same request again shortly");
+		cJSON_AddStringToObject(o, "message",
+		                        "The payment is being set up at the processor; "
+		                        "send the same request again shortly");
 		*status = 503;
 	}
 	a = cJSON_PrintUnformatted(o);
@@ -636,7 +657,8 @@ on_pay_done(struct txn *t, void *arg)
 		new_reference(ref);
 		if (c->answer == NULL ||
 		    resv_payment_moved(c->g.rx->gw->store, c->g.rx->waker, c->row.id, t->id,
-		                       pay_status_of(t), intent, ref, NULL, stripe_js_stored, c) != 0)
+		                       pay_status_of(t), intent, ref, NULL, stripe_js_stored,
+		                       c) != 0)
 			stripe_js_stored(c, FGW_ERR_INTERNAL);
 		return;
 	}
@@ -686,15 +708,16 @@ on_pay_done(struct txn *t, void *arg)
 	cJSON_Delete(o);
 	if (c->answer == NULL) {
 		c->status = 500;
-		c->answer = strdup("{\"error\":\"INTERNAL_ERROR\",\"message\":\"An unexpected error occurred\"}");
+		c->answer = strdup(
+		    "{\"error\":\"INTERNAL_ERROR\",\"message\":\"An unexpected error occurred\"}");
 	}
 	new_reference(ref);
 	/* The reservation follows the payment; the answer is stored with it
 	 * (not a 500: that one may be retried with the same key). */
 	fill_idem(c, c->status, c->answer, &idem);
 	if (c->answer == NULL ||
-	    resv_payment_moved(c->g.rx->gw->store, c->g.rx->waker, c->row.id, t->id, pay_status_of(t),
-	                       intent, ref, c->status < 500 ? &idem : NULL,
+	    resv_payment_moved(c->g.rx->gw->store, c->g.rx->waker, c->row.id, t->id,
+	                       pay_status_of(t), intent, ref, c->status < 500 ? &idem : NULL,
 	                       convert_stored, c) != 0)
 		convert_stored(c, FGW_ERR_INTERNAL);
 }
@@ -762,10 +785,15 @@ build_request(const cJSON *root, const struct resv_row *r, int client_confirms,
 			 * a client could send card data as a name */
 			const char *name = bad->string != NULL ? bad->string : "";
 			size_t n = strlen(name);
-			int plain = n > 0 && n <= 40 && strspn(name,
-			    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") == n;
+			int plain = n > 0 && n <= 40 &&
+			            strspn(name,
+			                   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") ==
+			                n;
 			snprintf(perr->field, sizeof(perr->field), "%s%s%s", pay_fields[i],
-			         bad != v ? "." : "", bad == v ? "" : plain ? name : "(unnamed)");
+			         bad != v ? "." : "",
+			         bad == v ? ""
+			         : plain  ? name
+			                  : "(unnamed)");
 			snprintf(perr->message, sizeof(perr->message),
 			         "must be an integer (no fraction or exponent)");
 			rc = FGW_ERR_INVALID;
@@ -809,7 +837,8 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	char msg[256];
 	int r;
 
-	r = id_ok(hold_id) ? resv_get(rx->reader, who.subject, hold_id, &cur) : FGW_ERR_NOT_FOUND;
+	r = id_ok(hold_id) ? resv_get(rx->reader, who.subject, hold_id, &cur)
+	                   : FGW_ERR_NOT_FOUND;
 	if (r != 0) {
 		resv_err_answer(c, r == FGW_ERR_NOT_FOUND ? RESV_NOT_FOUND : RESV_OK);
 		goto out;
@@ -818,7 +847,8 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	if (r == FGW_ERR_INVALID && strcmp(perr.field, "paymentMethodId") == 0) {
 		/* Without a saved method under this id (or without the saved
 		 * methods feature) there is nothing to pay with. */
-		gw_req_error(&c->g, 404, "PAYMENT_METHOD_NOT_FOUND", "Saved payment method not found");
+		gw_req_error(&c->g, 404, "PAYMENT_METHOD_NOT_FOUND",
+		             "Saved payment method not found");
 		goto out;
 	}
 	if (r != 0) {
@@ -835,12 +865,12 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	if (!txn_return_url_allowed(rq, rx->gw->cfg.return_url_origins) &&
 	    !(browser && browser_return_url_allowed(&rx->gw->cfg, rq->return_url))) {
 		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
-		           "returnUrl must point to an origin listed in return_url_origins");
+		             "returnUrl must point to an origin listed in return_url_origins");
 		goto out;
 	}
 	if (rq->processor_method[0] != '\0' && save) {
 		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
-		           "savePaymentMethod cannot be used with stripePaymentMethod");
+		             "savePaymentMethod cannot be used with stripePaymentMethod");
 		goto out;
 	}
 	/* The saved-methods feature: a paymentMethodId is looked up for this
@@ -849,7 +879,8 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	rq->save_method = save;
 	/* No Idempotency-Key on the transaction itself: the reservation's
 	 * answer is the one stored under the customer's key. */
-	if ((r = txn_new(&rx->env, rq, who.client_id, who.source, NULL, c->hash, &c->t)) != 0) {
+	if ((r = txn_new(&rx->env, rq, who.client_id, who.source, NULL, c->hash, &c->t)) !=
+	    0) {
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		goto out;
 	}
@@ -857,8 +888,8 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	rq = NULL; /* owned by c->t now */
 	c->row = cur;
 	if ((r = resv_convert_begin(rx->gw->store, rx->waker, hold_id, who.subject, c->t->id,
-	                            save, fgw_now_ms(), &c->row, &c->err,
-	                            convert_begun, c)) != 0)
+	                            save, fgw_now_ms(), &c->row, &c->err, convert_begun,
+	                            c)) != 0)
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 out:
 	txn_request_free(rq);
@@ -875,8 +906,8 @@ secret_mac(struct reactor *rx, const char *payment_id, const char *customer,
 {
 	unsigned char mac[32];
 	char msg[512];
-	int n = snprintf(msg, sizeof(msg), "browser-client-secret:%s|%s|%s", payment_id, customer,
-	                 secret);
+	int n = snprintf(msg, sizeof(msg), "browser-client-secret:%s|%s|%s", payment_id,
+	                 customer, secret);
 	int r = FGW_ERR_INTERNAL;
 	if (n > 0 && (size_t)n < sizeof(msg) &&
 	    keyring_fingerprint_mac(rx->gw->kr, msg, (size_t)n, mac) == 0) {
@@ -955,8 +986,8 @@ stripe_js_refetched(void *arg, const struct proc_reply *reply)
 	struct proc_result res = c->pres; /* ours now */
 
 	memset(&c->pres, 0, sizeof(c->pres));
-	if (!reply->parsed ||
-	    !proc_result_is_for(&res, c->txn.id) || strcmp(res.reference, c->txn.processor_ref) != 0 ||
+	if (!reply->parsed || !proc_result_is_for(&res, c->txn.id) ||
+	    strcmp(res.reference, c->txn.processor_ref) != 0 ||
 	    proc_result_other_sum(&res, c->txn.amount, c->txn.currency))
 		res.outcome = PROC_UNKNOWN;
 	if (res.outcome != PROC_REQUIRES_ACTION && res.outcome != PROC_UNKNOWN) {
@@ -1001,8 +1032,8 @@ stripe_js_again(struct reactor *rx, struct rctx *c)
 	if (c->txn.next_action_json != NULL)
 		na = cJSON_Parse(c->txn.next_action_json);
 	type = cJSON_GetObjectItemCaseSensitive(na, "type");
-	waiting = txn_state_of(c->txn.status) == TXN_REQUIRES_ACTION && cJSON_IsString(type) &&
-	          strcmp(type->valuestring, "use_stripe_sdk") == 0 &&
+	waiting = txn_state_of(c->txn.status) == TXN_REQUIRES_ACTION &&
+	          cJSON_IsString(type) && strcmp(type->valuestring, "use_stripe_sdk") == 0 &&
 	          strncmp(c->txn.processor_ref, "pi_", 3) == 0;
 	cJSON_Delete(na);
 	if (!waiting) {
@@ -1011,11 +1042,17 @@ stripe_js_again(struct reactor *rx, struct rctx *c)
 	}
 	memset(&oreq, 0, sizeof(oreq));
 	oreq.txn_id = c->txn.id;
-	oreq.idempotency_key = c->txn.processor_idem_key[0] ? c->txn.processor_idem_key : c->txn.id;
+	oreq.idempotency_key = c->txn.processor_idem_key[0] ? c->txn.processor_idem_key
+	                                                    : c->txn.id;
 	oreq.reference = c->txn.processor_ref;
-	if ((pi = pipeline_proc_find(&rx->env, c->txn.processor)) != NULL && pi->type->client_confirms) {
-		c->call = (struct proc_call){ .op = PROC_CALL_STATUS, .inst = pi, .opreq = &oreq,
-			                          .res = &c->pres, .done = stripe_js_refetched, .arg = c };
+	if ((pi = pipeline_proc_find(&rx->env, c->txn.processor)) != NULL &&
+	    pi->type->client_confirms) {
+		c->call = (struct proc_call){ .op = PROC_CALL_STATUS,
+			                          .inst = pi,
+			                          .opreq = &oreq,
+			                          .res = &c->pres,
+			                          .done = stripe_js_refetched,
+			                          .arg = c };
 		r = proc_call_start(&rx->env, &c->call);
 		c->call.opreq = NULL; /* built */
 	}
@@ -1060,13 +1097,18 @@ convert_stripe_js(struct reactor *rx, struct rctx *c, const struct auth_ctx *who
 }
 
 int
-resv_convert_body_parse(const cJSON *root, char *hold_id, size_t idcap, int *ways, char *msg,
-                        size_t msgcap)
+resv_convert_body_parse(const cJSON *root, char *hold_id, size_t idcap, int *ways,
+                        char *msg, size_t msgcap)
 {
-	static const char *const fields[] = { "holdId", "card", "encryptedCard",
-		                                  "paymentMethodId", "savePaymentMethod",
-		                                  "stripePaymentMethod", "returnUrl",
-		                                  "confirmWith", NULL };
+	static const char *const fields[] = { "holdId",
+		                                  "card",
+		                                  "encryptedCard",
+		                                  "paymentMethodId",
+		                                  "savePaymentMethod",
+		                                  "stripePaymentMethod",
+		                                  "returnUrl",
+		                                  "confirmWith",
+		                                  NULL };
 	const cJSON *cw = cJSON_GetObjectItemCaseSensitive(root, "confirmWith");
 	const cJSON *save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
 	int n = (cJSON_GetObjectItemCaseSensitive(root, "card") != NULL) +
@@ -1083,22 +1125,28 @@ resv_convert_body_parse(const cJSON *root, char *hold_id, size_t idcap, int *way
 		return FGW_ERR_INVALID;
 	}
 	if (n > 1) {
-		fgw_strlcpy(msg, "at most one of card, encryptedCard, paymentMethodId or "
-		            "stripePaymentMethod is allowed", msgcap);
+		fgw_strlcpy(msg,
+		            "at most one of card, encryptedCard, paymentMethodId or "
+		            "stripePaymentMethod is allowed",
+		            msgcap);
 		return FGW_ERR_INVALID;
 	}
-	if (cw != NULL && (!cJSON_IsString(cw) || strcmp(cw->valuestring, "stripe_js") != 0)) {
+	if (cw != NULL &&
+	    (!cJSON_IsString(cw) || strcmp(cw->valuestring, "stripe_js") != 0)) {
 		fgw_strlcpy(msg, "confirmWith must be \"stripe_js\"", msgcap);
 		return FGW_ERR_INVALID;
 	}
 	if (cw != NULL && (n != 0 || cJSON_IsTrue(save))) {
 		/* Stripe.js takes the card in the browser; flairgw gets none. */
-		fgw_strlcpy(msg, "confirmWith goes without card, encryptedCard, paymentMethodId, "
-		            "stripePaymentMethod and savePaymentMethod", msgcap);
+		fgw_strlcpy(msg,
+		            "confirmWith goes without card, encryptedCard, paymentMethodId, "
+		            "stripePaymentMethod and savePaymentMethod",
+		            msgcap);
 		return FGW_ERR_INVALID;
 	}
 	if (n == 0 && cJSON_GetObjectItemCaseSensitive(root, "returnUrl") != NULL) {
-		fgw_strlcpy(msg, "returnUrl goes with the payment source (or the browser's confirm)",
+		fgw_strlcpy(msg,
+		            "returnUrl goes with the payment source (or the browser's confirm)",
 		            msgcap);
 		return FGW_ERR_INVALID;
 	}
@@ -1119,7 +1167,8 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 	if ((c = begin_post(rx, req, path, 1, &who, &root)) == NULL)
 		return;
 	save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
-	if (resv_convert_body_parse(root, hold_id, sizeof(hold_id), &n, msg, sizeof(msg)) != 0) {
+	if (resv_convert_body_parse(root, hold_id, sizeof(hold_id), &n, msg, sizeof(msg)) !=
+	    0) {
 		gw_req_error(&c->g, 400, "VALIDATION_ERROR", msg);
 		goto out;
 	}
@@ -1149,8 +1198,8 @@ out:
 static void
 h_browser_confirm(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
-	static const char *const fields[] = { "clientSecret", "encryptedCard", "paymentMethodId",
-		                                  "returnUrl", NULL };
+	static const char *const fields[] = { "clientSecret", "encryptedCard",
+		                                  "paymentMethodId", "returnUrl", NULL };
 	struct auth_ctx who;
 	struct rctx *c = NULL;
 	struct resv_secret sec;
@@ -1165,19 +1214,20 @@ h_browser_confirm(struct reactor *rx, struct evhttp_request *req, const char *pa
 	msg[0] = '\0';
 	if (cJSON_GetObjectItemCaseSensitive(root, "card") != NULL) {
 		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
-		           "card must be sealed to the gateway's key: send encryptedCard");
+		             "card must be sealed to the gateway's key: send encryptedCard");
 		goto out;
 	}
 	n = (cJSON_GetObjectItemCaseSensitive(root, "encryptedCard") != NULL) +
 	    (cJSON_GetObjectItemCaseSensitive(root, "paymentMethodId") != NULL);
 	if (only_members(root, fields, msg, sizeof(msg)) != 0 ||
-	    get_string(root, "clientSecret", given, sizeof(given), 1, msg, sizeof(msg)) != 0) {
+	    get_string(root, "clientSecret", given, sizeof(given), 1, msg, sizeof(msg)) !=
+	        0) {
 		gw_req_error(&c->g, 400, "VALIDATION_ERROR", msg);
 		goto out;
 	}
 	if (n != 1) {
 		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
-		           "exactly one of encryptedCard or paymentMethodId is required");
+		             "exactly one of encryptedCard or paymentMethodId is required");
 		goto out;
 	}
 	/* One answer for an unknown payment, another customer's, and a
@@ -1190,7 +1240,7 @@ h_browser_confirm(struct reactor *rx, struct evhttp_request *req, const char *pa
 	    sodium_memcmp(mac, sec.secret_mac, 64) != 0) {
 		sodium_memzero(given, sizeof(given));
 		gw_req_error(&c->g, 404, "PAYMENT_NOT_FOUND",
-		           "No payment waits under this id and client secret");
+		             "No payment waits under this id and client secret");
 		goto out;
 	}
 	sodium_memzero(given, sizeof(given));
@@ -1349,8 +1399,10 @@ h_confirm(struct reactor *rx, struct evhttp_request *req, const char *path)
 	msg[0] = '\0';
 	if (only_members(root, fields, msg, sizeof(msg)) != 0 ||
 	    get_string(root, "reservationId", id, sizeof(id), 1, msg, sizeof(msg)) != 0 ||
-	    get_string(root, "paymentIntentId", intent, sizeof(intent), 0, msg, sizeof(msg)) != 0) {
-		gw_req_error(&c->g, 400, "VALIDATION_ERROR", msg[0] ? msg : "body must be a JSON object");
+	    get_string(root, "paymentIntentId", intent, sizeof(intent), 0, msg,
+	               sizeof(msg)) != 0) {
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
+		             msg[0] ? msg : "body must be a JSON object");
 		goto out;
 	}
 	if (!id_ok(id)) {
@@ -1358,8 +1410,8 @@ h_confirm(struct reactor *rx, struct evhttp_request *req, const char *path)
 		goto out;
 	}
 	new_reference(ref);
-	if (resv_confirm(rx->gw->store, rx->waker, id, who.subject, intent, ref, &c->row, &c->err,
-	                 confirm_done, c) != 0)
+	if (resv_confirm(rx->gw->store, rx->waker, id, who.subject, intent, ref, &c->row,
+	                 &c->err, confirm_done, c) != 0)
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 out:
 	cJSON_Delete(root);
@@ -1390,8 +1442,8 @@ status_answer(struct rctx *c)
 
 	memset(&t, 0, sizeof(t));
 	if (resv_get(c->g.rx->reader, c->who.subject, c->row.id, &r) != 0 ||
-	    (r.txn_id[0] && store_txn_get(c->g.rx->reader, NULL, r.txn_id, &t) != 0) || o == NULL ||
-	    !cJSON_AddTrueToObject(o, "success") ||
+	    (r.txn_id[0] && store_txn_get(c->g.rx->reader, NULL, r.txn_id, &t) != 0) ||
+	    o == NULL || !cJSON_AddTrueToObject(o, "success") ||
 	    (d = cJSON_AddObjectToObject(o, "data")) == NULL) {
 		cJSON_Delete(o);
 		store_txn_row_clear(&t);
@@ -1406,14 +1458,17 @@ status_answer(struct rctx *c)
 	if (ra && t.next_action_json != NULL)
 		na = cJSON_Parse(t.next_action_json);
 	type = na ? cJSON_GetObjectItemCaseSensitive(na, "type") : NULL;
-	add_str_or_null(d, "actionType", cJSON_IsString(type) ? type->valuestring : (ra ? "redirect_to_url" : NULL));
+	add_str_or_null(d, "actionType",
+	                cJSON_IsString(type) ? type->valuestring
+	                                     : (ra ? "redirect_to_url" : NULL));
 	/* The customer's browser needs where to go, not just that it must. */
 	if (na != NULL)
 		cJSON_AddItemToObject(d, "nextAction", na);
 	s = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
 	store_txn_row_clear(&t);
-	gw_req_finish(&c->g, 200, s ? s : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}");
+	gw_req_finish(&c->g, 200,
+	              s ? s : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}");
 	cJSON_free(s);
 }
 
@@ -1422,7 +1477,8 @@ status_moved(void *arg, int rc)
 {
 	struct rctx *c = arg;
 	if (rc != 0)
-		log_warn("reservation %s: move after processor check: %s", c->row.id, fgw_strerror(rc));
+		log_warn("reservation %s: move after processor check: %s", c->row.id,
+		         fgw_strerror(rc));
 	status_answer(c);
 }
 
@@ -1439,8 +1495,9 @@ status_txn_finished(void *arg, int rc, const struct store_txn_row *row)
 	new_reference(ref);
 	/* The listener queued the same move; this one is only waited for, so
 	 * the answer reflects it. */
-	if (resv_payment_moved(c->g.rx->gw->store, c->g.rx->waker, c->row.id, row->id, row->status,
-	                       row->processor_ref, ref, NULL, status_moved, c) != 0)
+	if (resv_payment_moved(c->g.rx->gw->store, c->g.rx->waker, c->row.id, row->id,
+	                       row->status, row->processor_ref, ref, NULL, status_moved,
+	                       c) != 0)
 		status_answer(c);
 }
 
@@ -1501,7 +1558,8 @@ h_payment_status(struct reactor *rx, struct evhttp_request *req, const char *pat
 
 	if (customer_auth(rx, req, path, &who) != 0)
 		return;
-	if (http_path_segment("/v1/reservations/*/payment-status", path, 0, id, sizeof(id)) != 0 ||
+	if (http_path_segment("/v1/reservations/*/payment-status", path, 0, id, sizeof(id)) !=
+	        0 ||
 	    !id_ok(id)) {
 		http_send_error(rx, req, 404, "RESERVATION_NOT_FOUND", "Reservation not found");
 		return;
@@ -1517,8 +1575,10 @@ h_payment_status(struct reactor *rx, struct evhttp_request *req, const char *pat
 	}
 	if (c->row.txn_id[0] == '\0' ||
 	    store_txn_get(rx->reader, NULL, c->row.txn_id, &c->txn) != 0 ||
-	    txn_state_of(c->txn.status) != TXN_REQUIRES_ACTION || c->txn.processor_ref[0] == '\0' ||
-	    strspn(c->txn.processor_ref, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+	    txn_state_of(c->txn.status) != TXN_REQUIRES_ACTION ||
+	    c->txn.processor_ref[0] == '\0' ||
+	    strspn(c->txn.processor_ref,
+	           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
 	        strlen(c->txn.processor_ref)) {
 		status_answer(c);
 		return;
@@ -1527,10 +1587,14 @@ h_payment_status(struct reactor *rx, struct evhttp_request *req, const char *pat
 	 * that processor's own status operation (never a charge). */
 	memset(&oreq, 0, sizeof(oreq));
 	oreq.txn_id = c->txn.id;
-	oreq.idempotency_key = c->txn.processor_idem_key[0] ? c->txn.processor_idem_key : c->txn.id;
+	oreq.idempotency_key = c->txn.processor_idem_key[0] ? c->txn.processor_idem_key
+	                                                    : c->txn.id;
 	oreq.reference = c->txn.processor_ref;
-	c->call = (struct proc_call){ .op = PROC_CALL_STATUS, .opreq = &oreq, .res = &c->pres,
-		                          .done = status_checked, .arg = c };
+	c->call = (struct proc_call){ .op = PROC_CALL_STATUS,
+		                          .opreq = &oreq,
+		                          .res = &c->pres,
+		                          .done = status_checked,
+		                          .arg = c };
 	c->call.inst = pipeline_proc_find(&rx->env, c->txn.processor);
 	r = proc_call_start(&rx->env, &c->call);
 	c->call.opreq = NULL; /* built */
@@ -1555,8 +1619,9 @@ query_int(struct evkeyvalq *q, const char *name, int64_t lo, int64_t hi, int64_t
 static void
 h_list(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
-	static const char *const statuses[] = { "held", "pending", "confirmed", "expired",
-		                                    "refunded", "cancelled", NULL };
+	static const char *const statuses[] = { "held",    "pending",  "confirmed",
+		                                    "expired", "refunded", "cancelled",
+		                                    NULL };
 	struct auth_ctx who;
 	struct evkeyvalq q;
 	struct resv_row *rows = NULL;
@@ -1580,9 +1645,10 @@ h_list(struct reactor *rx, struct evhttp_request *req, const char *path)
 			if (strcmp(status, statuses[i]) == 0)
 				ok = 1;
 		if (!ok) {
-			http_send_error(rx, req, 400, "VALIDATION_ERROR",
-			                "status must be held, pending, confirmed, expired, refunded or "
-			                "cancelled");
+			http_send_error(
+			    rx, req, 400, "VALIDATION_ERROR",
+			    "status must be held, pending, confirmed, expired, refunded or "
+			    "cancelled");
 			goto out;
 		}
 	}
@@ -1680,8 +1746,8 @@ h_admin_clock(struct reactor *rx, struct evhttp_request *req, const char *path)
 	}
 	fgw_clock_set_offset_ms(off);
 	snprintf(details, sizeof(details), "{\"offsetMs\":%lld}", (long long)off);
-	audit = (struct store_audit){ who.client_id, who.source, "clock.set", "clock", "success",
-		                          details };
+	audit = (struct store_audit){ who.client_id, who.source, "clock.set",
+		                          "clock",       "success",  details };
 	(void)store_audit_append(rx->gw->store, rx->waker,
 	                         &(struct store_commit){ .audit = &audit, .n_audit = 1 });
 	log_warn("test clock offset set to %lld ms by %s", (long long)off, who.client_id);
@@ -1753,9 +1819,9 @@ on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_r
 		mm->env = env;
 		fgw_strlcpy(mm->id, row->reservation_id, sizeof(mm->id));
 	}
-	if (resv_payment_moved(env->store, env->waker, row->reservation_id, row->id, row->status,
-	                       row->processor_ref, ref, NULL, mm != NULL ? moved_done : NULL,
-	                       mm) != 0) {
+	if (resv_payment_moved(env->store, env->waker, row->reservation_id, row->id,
+	                       row->status, row->processor_ref, ref, NULL,
+	                       mm != NULL ? moved_done : NULL, mm) != 0) {
 		log_warn("reservation %s: could not queue the payment move", row->reservation_id);
 		free(mm);
 	}
@@ -1794,7 +1860,7 @@ publish_enqueued(void *arg, int rc)
 	struct publish *p = arg;
 	/* Not queued: left unpublished for the next tick. */
 	if (rc != 0 || resv_events_published(p->rx->gw->store, p->rx->waker, p->ids, p->n,
-	                                      published_done, p) != 0) {
+	                                     published_done, p) != 0) {
 		if (rc != 0)
 			log_warn("reservation events not queued: %s", fgw_strerror(rc));
 		p->rx->resv_publishing = 0;
@@ -1852,7 +1918,8 @@ publish_events(struct reactor *rx)
 	if ((ev = calloc(RESV_EVENTS_MAX, sizeof(*ev))) == NULL ||
 	    resv_events_pending(rx->reader, ev, RESV_EVENTS_MAX, &n) != 0 || n == 0 ||
 	    (p = calloc(1, sizeof(*p))) == NULL ||
-	    (rows = calloc(n * (size_t)(cfg->n_webhook_endpoints + 1), sizeof(*rows))) == NULL)
+	    (rows = calloc(n * (size_t)(cfg->n_webhook_endpoints + 1), sizeof(*rows))) ==
+	        NULL)
 		goto out;
 	p->rx = rx;
 	for (size_t i = 0; i < n; i++) {
@@ -1861,9 +1928,11 @@ publish_events(struct reactor *rx)
 		snprintf(evt, sizeof(evt), "evt_resv_%lld", (long long)ev[i].id);
 		for (int e = 0; e < cfg->n_webhook_endpoints; e++) {
 			const struct config_webhook_endpoint *ep = &cfg->webhook_endpoints[e];
-			if (ep->client_id[0] != '\0' && strcmp(ep->client_id, ev[i].row.client_id) != 0)
+			if (ep->client_id[0] != '\0' &&
+			    strcmp(ep->client_id, ev[i].row.client_id) != 0)
 				continue;
-			if (payloads[i] == NULL && (payloads[i] = resv_event_payload(evt, &ev[i])) == NULL)
+			if (payloads[i] == NULL &&
+			    (payloads[i] = resv_event_payload(evt, &ev[i])) == NULL)
 				goto out;
 			fgw_random_id("whd_", rows[k].id, sizeof(rows[k].id));
 			fgw_strlcpy(rows[k].url, ep->url, sizeof(rows[k].url));
@@ -1962,7 +2031,8 @@ resv_setup(struct gateway *gw, int check, char *err, size_t errlen)
 		snprintf(err, errlen, "slots_file %s: %s", gw->cfg.slots_file, fgw_strerror(r));
 		return r;
 	}
-	if ((r = resv_load_catalogue(check ? NULL : gw->store, text, len, why, sizeof(why))) != 0)
+	if ((r = resv_load_catalogue(check ? NULL : gw->store, text, len, why,
+	                             sizeof(why))) != 0)
 		snprintf(err, errlen, "slots_file %s: %s", gw->cfg.slots_file, why);
 	free(text);
 	return r;

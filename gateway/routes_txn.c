@@ -24,7 +24,7 @@
 
 /* One website request waiting for its transaction. */
 struct req_ctx {
-	struct gw_req g;              /* first: the request, its key, the reactor */
+	struct gw_req g; /* first: the request, its key, the reactor */
 	struct txn *t;
 };
 
@@ -50,9 +50,11 @@ on_txn_done(struct txn *t, void *arg)
 	metrics_txn_done(&rx->gw->metrics, t->out.status, fgw_mono_ms() - t->started_mono);
 	if (ctx->g.req == NULL)
 		log_txn_info(t->id, "client went away before the answer");
-	gw_req_finish(&ctx->g, t->out.http_status,
-	              t->answer ? t->answer
-	                        : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"An unexpected error occurred\"}");
+	gw_req_finish(
+	    &ctx->g, t->out.http_status,
+	    t->answer
+	        ? t->answer
+	        : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"An unexpected error occurred\"}");
 }
 
 static void
@@ -79,7 +81,8 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 		char scoped[200];
 		int n = snprintf(scoped, sizeof(scoped), "%s\ncustomer=%s", path, who.subject);
 		if (n < 0 || (size_t)n >= sizeof(scoped)) {
-			http_send_error(rx, req, 400, "VALIDATION_ERROR", "X-Customer-Id is too long");
+			http_send_error(rx, req, 400, "VALIDATION_ERROR",
+			                "X-Customer-Id is too long");
 			return;
 		}
 		r = http_request_hash(rx, "POST", scoped, body, len, hash);
@@ -99,21 +102,24 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 			snprintf(msg, sizeof(msg), "%s %s", perr.field, perr.message);
 			http_send_error_param(rx, req, 400, "VALIDATION_ERROR", msg, perr.field);
 		} else {
-			http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+			http_send_error(rx, req, 500, "INTERNAL_ERROR",
+			                "An unexpected error occurred");
 		}
 		goto fail;
 	}
 	if (!txn_return_url_allowed(rq, rx->gw->cfg.return_url_origins)) {
-		http_send_error_param(rx, req, 400, "VALIDATION_ERROR",
-		                      "returnUrl must point to an origin listed in return_url_origins",
-		                      "returnUrl");
+		http_send_error_param(
+		    rx, req, 400, "VALIDATION_ERROR",
+		    "returnUrl must point to an origin listed in return_url_origins",
+		    "returnUrl");
 		goto fail;
 	}
 	fgw_strlcpy(rq->customer_id, who.subject, sizeof(rq->customer_id));
 	if ((rq->payment_method_id[0] || rq->save_method) && rq->customer_id[0] == '\0') {
-		http_send_error_param(rx, req, 400, "CUSTOMER_REQUIRED",
-		                      "X-Customer-Id is required with paymentMethodId or savePaymentMethod",
-		                      "X-Customer-Id");
+		http_send_error_param(
+		    rx, req, 400, "CUSTOMER_REQUIRED",
+		    "X-Customer-Id is required with paymentMethodId or savePaymentMethod",
+		    "X-Customer-Id");
 		goto fail;
 	}
 	if ((ctx = calloc(1, sizeof(*ctx))) == NULL ||
@@ -150,7 +156,8 @@ h_txn_get(struct reactor *rx, struct evhttp_request *req, const char *path)
 	memset(&row, 0, sizeof(row));
 	if (http_path_segment("/v1/transactions/*", path, 0, id, sizeof(id)) != 0 ||
 	    strncmp(id, "txn_", 4) != 0 ||
-	    strspn(id + 4, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") !=
+	    strspn(id + 4,
+	           "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") !=
 	        strlen(id) - 4) {
 		http_send_error(rx, req, 404, "NOT_FOUND", "Transaction not found");
 		return;

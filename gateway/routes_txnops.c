@@ -46,11 +46,11 @@
 #include "store/store.h"
 
 struct op_ctx {
-	struct gw_req g;              /* first: the request, its key, the reactor */
+	struct gw_req g;                     /* first: the request, its key, the reactor */
 	char request_id[LOG_REQUEST_ID_MAX]; /* on every line its callbacks log */
 	enum proc_op op;
 	struct store_txn_row row;
-	const struct proc_config *proc;   /* the row's processor */
+	const struct proc_config *proc; /* the row's processor */
 	const struct proc_type *type;
 	struct proc_call call;
 	struct proc_result res;
@@ -59,10 +59,10 @@ struct op_ctx {
 	char hash[65];
 	char proc_key[96];
 	char refund_id[40];
-	int64_t amount;               /* refund amount */
-	int amount_given;             /* the client named the amount */
-	int64_t refunded;             /* succeeded refunds before this one */
-	struct store_pendingop pop;   /* the refund, capture or cancel row
+	int64_t amount;             /* refund amount */
+	int amount_given;           /* the client named the amount */
+	int64_t refunded;           /* succeeded refunds before this one */
+	struct store_pendingop pop; /* the refund, capture or cancel row
 	                                 (the store jobs' output too) */
 	char new_status[24];
 	char *answer;
@@ -147,8 +147,8 @@ static void
 not_submitted(struct op_ctx *c, int r)
 {
 	gw_req_error(&c->g, r == FGW_ERR_SHUTDOWN ? 503 : 500,
-	            r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
-	            "The operation could not be recorded");
+	             r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
+	             "The operation could not be recorded");
 }
 
 /* Answers a store job's failure (1), or 0 when rc is 0. */
@@ -161,11 +161,13 @@ store_failed(struct op_ctx *c, int rc, const char *state_msg)
 		gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE", state_msg);
 	} else if (rc == FGW_ERR_TOO_LARGE) {
 		gw_req_error(&c->g, 400, "REFUND_EXCEEDS_CAPTURED",
-		            "The refund is more than what is left to refund");
+		             "The refund is more than what is left to refund");
 	} else {
-		log_txn_error(c->row.id, "%s not recorded: %s", op_names[c->op], fgw_strerror(rc));
-		gw_req_error(&c->g, 500, "INTERNAL_ERROR",
-		            "The operation could not be recorded; retry with the same Idempotency-Key");
+		log_txn_error(c->row.id, "%s not recorded: %s", op_names[c->op],
+		              fgw_strerror(rc));
+		gw_req_error(
+		    &c->g, 500, "INTERNAL_ERROR",
+		    "The operation could not be recorded; retry with the same Idempotency-Key");
 	}
 	return 1;
 }
@@ -214,14 +216,17 @@ record(struct op_ctx *c)
 	             c->proc_key);
 	if (n < 0 || (size_t)n >= sizeof(details))
 		details[0] = '\0';
-	snprintf(event, sizeof(event), "txn.%s", c->op == PROC_OP_REFUND   ? "refunded"
-	                                         : c->op == PROC_OP_CAPTURE ? "captured"
-	                                                                    : "canceled");
-	audit = (struct store_audit){ c->client, c->source, event, c->row.id, c->new_status,
-		                          details[0] ? details : NULL };
-	set = (struct txn_op_settlement){ .op = &c->pop, .succeeded = 1,
+	snprintf(event, sizeof(event), "txn.%s",
+	         c->op == PROC_OP_REFUND    ? "refunded"
+	         : c->op == PROC_OP_CAPTURE ? "captured"
+	                                    : "canceled");
+	audit = (struct store_audit){ c->client, c->source,     event,
+		                          c->row.id, c->new_status, details[0] ? details : NULL };
+	set = (struct txn_op_settlement){ .op = &c->pop,
+		                              .succeeded = 1,
 		                              .idem = c->g.key[0] ? &idem : NULL,
-		                              .audit = &audit, .n_audit = 1 };
+		                              .audit = &audit,
+		                              .n_audit = 1 };
 	if (c->op == PROC_OP_REFUND) {
 		fgw_strlcpy(c->pop.processor_ref, c->res.op_ref, sizeof(c->pop.processor_ref));
 		set.out = &c->pop;
@@ -273,8 +278,10 @@ op_refused(struct op_ctx *c)
 	if (c->op == PROC_OP_REFUND)
 		fgw_strlcpy(c->pop.processor_ref, c->res.op_ref, sizeof(c->pop.processor_ref));
 	r = store_pendingop_finish(st, c->g.rx->waker, &c->pop, 0, NULL,
-	                           &(struct store_commit){ .audit = &audit, .n_audit = 1,
-	                                                   .done = refusal_recorded, .arg = c });
+	                           &(struct store_commit){ .audit = &audit,
+	                                                   .n_audit = 1,
+	                                                   .done = refusal_recorded,
+	                                                   .arg = c });
 	if (r != 0)
 		refusal_recorded(c, FGW_ERR_SHUTDOWN);
 }
@@ -292,7 +299,7 @@ replied(void *arg, const struct proc_reply *reply)
 		log_txn_warn(c->row.id, "%s: no answer from the processor (%s)", op_names[c->op],
 		             fgw_strerror(reply->err));
 		gw_req_error(&c->g, 502, "PAYMENT_PROCESSING_FAILED",
-		            "The processor did not answer; retry with the same Idempotency-Key");
+		             "The processor did not answer; retry with the same Idempotency-Key");
 		return;
 	}
 	if ((v = proc_op_verdict(c->op, &c->res)) == OP_REFUSED) {
@@ -302,10 +309,11 @@ replied(void *arg, const struct proc_reply *reply)
 	}
 	if (v != OP_DONE) {
 		/* A refund stays pending: the reconciler or a retry ends it. */
-		log_txn_warn(c->row.id, "%s: processor outcome %d", op_names[c->op], (int)c->res.outcome);
+		log_txn_warn(c->row.id, "%s: processor outcome %d", op_names[c->op],
+		             (int)c->res.outcome);
 		gw_req_error(&c->g, 502, "PAYMENT_PROCESSING_FAILED",
-		            "The processor did not confirm the operation; retry with the same "
-		            "Idempotency-Key");
+		             "The processor did not confirm the operation; retry with the same "
+		             "Idempotency-Key");
 		return;
 	}
 	record(c);
@@ -338,7 +346,7 @@ send_op(struct op_ctx *c)
 	if (r != 0) {
 		log_txn_error(c->row.id, "%s not sent: %s", op_names[c->op], fgw_strerror(r));
 		gw_req_error(&c->g, 502, "PAYMENT_PROCESSING_FAILED",
-		            "The operation could not be sent to the processor");
+		             "The operation could not be sent to the processor");
 	}
 }
 
@@ -354,7 +362,7 @@ refund_begun_run(void *arg, int rc)
 		/* A retry of a refund we already hold: the same one or none. */
 		if (c->amount_given && c->amount != c->pop.amount) {
 			gw_req_error(&c->g, 422, "IDEMPOTENCY_CONFLICT",
-			            "Idempotency-Key reused with a different refund amount");
+			             "Idempotency-Key reused with a different refund amount");
 			return;
 		}
 		c->amount = c->pop.amount;
@@ -367,8 +375,8 @@ refund_begun_run(void *arg, int rc)
 		}
 		if (c->pop.status == STORE_OP_FAILED) {
 			gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE",
-			            "This refund was refused by the processor; "
-			            "use a new Idempotency-Key");
+			             "This refund was refused by the processor; "
+			             "use a new Idempotency-Key");
 			return;
 		}
 	}
@@ -381,9 +389,10 @@ txnop_begun_run(void *arg, int rc)
 {
 	struct op_ctx *c = arg;
 
-	if (store_failed(c, rc, c->op == PROC_OP_CAPTURE
-	                            ? "Only an authorized transaction can be captured"
-	                            : "Only an authorized transaction can be canceled"))
+	if (store_failed(c, rc,
+	                 c->op == PROC_OP_CAPTURE
+	                     ? "Only an authorized transaction can be captured"
+	                     : "Only an authorized transaction can be canceled"))
 		return;
 	if (c->pop.adopted && c->pop.status == STORE_OP_SUCCEEDED) {
 		record(c);
@@ -391,8 +400,8 @@ txnop_begun_run(void *arg, int rc)
 	}
 	if (c->pop.adopted && c->pop.status == STORE_OP_FAILED) {
 		gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE",
-		            "The processor refused this operation before; "
-		            "use a new Idempotency-Key to try again");
+		             "The processor refused this operation before; "
+		             "use a new Idempotency-Key to try again");
 		return;
 	}
 	/* The key of this attempt: a new one after a refused attempt. */
@@ -471,8 +480,10 @@ begin_txnop(struct op_ctx *c)
 	if (n > 0 && (size_t)n < sizeof(details))
 		audit.details_json = details;
 	r = store_pendingop_begin(c->g.rx->gw->store, c->g.rx->waker, &c->pop, &c->pop,
-	                          &(struct store_commit){ .audit = &audit, .n_audit = 1,
-	                                                  .done = txnop_begun, .arg = c });
+	                          &(struct store_commit){ .audit = &audit,
+	                                                  .n_audit = 1,
+	                                                  .done = txnop_begun,
+	                                                  .arg = c });
 	if (r != 0)
 		not_submitted(c, r);
 }
@@ -480,8 +491,8 @@ begin_txnop(struct op_ctx *c)
 static void
 begin_refund(struct op_ctx *c)
 {
-	struct store_audit audit = { c->client, c->source, "txn.refund_pending", c->row.id,
-		                         "pending", NULL };
+	struct store_audit audit = { c->client, c->source, "txn.refund_pending",
+		                         c->row.id, "pending", NULL };
 	char details[200];
 	int r, n;
 
@@ -498,15 +509,17 @@ begin_refund(struct op_ctx *c)
 	if (n > 0 && (size_t)n < sizeof(details))
 		audit.details_json = details;
 	r = store_pendingop_begin(c->g.rx->gw->store, c->g.rx->waker, &c->pop, &c->pop,
-	                          &(struct store_commit){ .audit = &audit, .n_audit = 1,
-	                                                  .done = refund_begun, .arg = c });
+	                          &(struct store_commit){ .audit = &audit,
+	                                                  .n_audit = 1,
+	                                                  .done = refund_begun,
+	                                                  .arg = c });
 	if (r != 0)
 		not_submitted(c, r);
 }
 
 int
-txnop_body_parse(const char *body, size_t len, enum proc_op op, int64_t *amount, char *why,
-                 size_t whycap)
+txnop_body_parse(const char *body, size_t len, enum proc_op op, int64_t *amount,
+                 char *why, size_t whycap)
 {
 	struct fgw_json_error jerr;
 	cJSON *o = fgw_json_parse(body, len, &jerr), *it;
@@ -523,15 +536,19 @@ txnop_body_parse(const char *body, size_t len, enum proc_op op, int64_t *amount,
 	}
 	cJSON_ArrayForEach(it, o) {
 		if (op != PROC_OP_REFUND || strcmp(it->string, "amount") != 0) {
-			fgw_strlcpy(why, op == PROC_OP_REFUND ? "only \"amount\" is allowed"
-			                                      : "the body must be {}", whycap);
+			fgw_strlcpy(why,
+			            op == PROC_OP_REFUND ? "only \"amount\" is allowed"
+			                                 : "the body must be {}",
+			            whycap);
 			goto out;
 		}
 	}
 	it = cJSON_GetObjectItemCaseSensitive(o, "amount");
 	if (it != NULL && fgw_json_int(it, 1, 9007199254740991LL, amount) != 0) {
-		fgw_strlcpy(why, "amount must be a positive integer of minor units "
-		            "(no fraction or exponent)", whycap);
+		fgw_strlcpy(why,
+		            "amount must be a positive integer of minor units "
+		            "(no fraction or exponent)",
+		            whycap);
 		goto out;
 	}
 	r = FGW_OK;
@@ -548,7 +565,8 @@ proc_key_for(struct op_ctx *c)
 	int n;
 
 	if (c->op != PROC_OP_REFUND) {
-		n = snprintf(c->proc_key, sizeof(c->proc_key), "%s-%s", c->row.id, op_names[c->op]);
+		n = snprintf(c->proc_key, sizeof(c->proc_key), "%s-%s", c->row.id,
+		             op_names[c->op]);
 		return n < 0 || (size_t)n >= sizeof(c->proc_key) ? FGW_ERR_TOO_LARGE : FGW_OK;
 	}
 	if (c->g.key[0] == '\0')
@@ -630,7 +648,7 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 	} else if (op == PROC_OP_REFUND) {
 		if (cur != TXN_SUCCEEDED && cur != TXN_PARTIALLY_REFUNDED) {
 			gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE",
-			            "Only a captured (succeeded) transaction can be refunded");
+			             "Only a captured (succeeded) transaction can be refunded");
 			return;
 		}
 		c->amount_given = c->amount > 0;
@@ -638,22 +656,23 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 			c->amount = c->row.amount - c->refunded;
 		if (c->amount <= 0 || c->amount > c->row.amount - c->refunded) {
 			gw_req_error(&c->g, 400, "REFUND_EXCEEDS_CAPTURED",
-			            "The refund is more than what is left to refund");
+			             "The refund is more than what is left to refund");
 			return;
 		}
 		fgw_strlcpy(c->new_status,
 		            txn_state_name(c->refunded + c->amount == c->row.amount
-		                               ? TXN_REFUNDED : TXN_PARTIALLY_REFUNDED),
+		                               ? TXN_REFUNDED
+		                               : TXN_PARTIALLY_REFUNDED),
 		            sizeof(c->new_status));
-	} else if (cur != TXN_AUTHORIZED &&
-	           (c->g.key[0] == '\0' || cur != op_end)) {
+	} else if (cur != TXN_AUTHORIZED && (c->g.key[0] == '\0' || cur != op_end)) {
 		/* Already in the operation's own end state, a keyed request
 		 * goes on: if it is the retry of that operation (the reconciler
 		 * may have finished it), the write-ahead job adopts it and the
 		 * answer follows; any other is refused there (txnop_begun). */
 		gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE",
-		            op == PROC_OP_CAPTURE ? "Only an authorized transaction can be captured"
-		                                  : "Only an authorized transaction can be canceled");
+		             op == PROC_OP_CAPTURE
+		                 ? "Only an authorized transaction can be captured"
+		                 : "Only an authorized transaction can be canceled");
 		return;
 	} else {
 		fgw_strlcpy(c->new_status, txn_state_name(op_end), sizeof(c->new_status));
@@ -661,7 +680,7 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 	/* The operation goes to the processor that made the charge. */
 	if (pipeline_proc_by_name(&rx->env, c->row.processor, &c->proc, &c->type) != 0) {
 		gw_req_error(&c->g, 502, "PAYMENT_PROCESSING_FAILED",
-		            "The transaction's processor is not configured");
+		             "The transaction's processor is not configured");
 		return;
 	}
 	pt = c->type;

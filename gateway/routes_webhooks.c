@@ -46,15 +46,15 @@
 
 /* One inbound event on its way through the store. */
 struct wh_ctx {
-	struct gw_req g;              /* first: the request and its reactor */
+	struct gw_req g; /* first: the request and its reactor */
 	char processor[32];
 	char source[64];
 	char event_id[128];
 	char event_type[64];
 	char txn_id[40];
-	char target[24];              /* state the event asks for */
-	char result[24];              /* applied, no_move, unmatched, ignored */
-	char old_status[24];          /* the transaction's, before the event */
+	char target[24];                   /* state the event asks for */
+	char result[24];                   /* applied, no_move, unmatched, ignored */
+	char old_status[24];               /* the transaction's, before the event */
 	struct store_refund_event refunds; /* what a refund event committed */
 };
 
@@ -67,8 +67,9 @@ wh_free(struct gw_req *g, int abandoned)
 }
 
 static void
-audit_only(struct reactor *rx, const char *processor, const char *source, const char *type,
-           const char *outcome, const char *resource, const char *reason, const char *event_id)
+audit_only(struct reactor *rx, const char *processor, const char *source,
+           const char *type, const char *outcome, const char *resource,
+           const char *reason, const char *event_id)
 {
 	struct store_audit a;
 	cJSON *o = cJSON_CreateObject();
@@ -84,8 +85,8 @@ audit_only(struct reactor *rx, const char *processor, const char *source, const 
 	}
 	/* Whole JSON or none: a truncated copy would not parse. */
 	a = (struct store_audit){ processor, source, type, resource, outcome, s };
-	if (store_audit_append(rx->gw->store, rx->waker, &(struct store_commit){ .audit = &a,
-	                                                                         .n_audit = 1 }) != 0)
+	if (store_audit_append(rx->gw->store, rx->waker,
+	                       &(struct store_commit){ .audit = &a, .n_audit = 1 }) != 0)
 		log_error("webhook audit not queued (%s)", type);
 	free(s);
 }
@@ -109,10 +110,13 @@ on_recorded(void *arg, int rc)
 	if (rc != 0 && rc != FGW_ERR_EXISTS) {
 		log_error("webhook %s not recorded: %s", ctx->event_id, fgw_strerror(rc));
 		/* Not held durably: a 500 makes the processor send it again. */
-		gw_req_finish(&ctx->g, 500, "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be recorded\"}");
+		gw_req_finish(
+		    &ctx->g, 500,
+		    "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be recorded\"}");
 		return;
 	}
-	atomic_fetch_add(&ctx->g.rx->gw->metrics.webhooks_in[rc == FGW_ERR_EXISTS ? 2 : 0], 1);
+	atomic_fetch_add(&ctx->g.rx->gw->metrics.webhooks_in[rc == FGW_ERR_EXISTS ? 2 : 0],
+	                 1);
 	snprintf(body, sizeof(body), "{\"received\":true,\"result\":\"%s\"%s}", ctx->result,
 	         rc == FGW_ERR_EXISTS ? ",\"duplicate\":true" : "");
 	gw_req_finish(&ctx->g, 200, body);
@@ -135,10 +139,11 @@ record(struct wh_ctx *ctx)
 		s = cJSON_PrintUnformatted(o);
 		cJSON_Delete(o);
 	}
-	a = (struct store_audit){ ctx->processor, ctx->source, "webhook.accepted", ctx->txn_id,
-		                      ctx->result, s };
-	r = store_webhook_record(ctx->g.rx->gw->store, ctx->g.rx->waker, ctx->processor, ctx->event_id,
-	                         ctx->event_type, ctx->txn_id, ctx->result, &a, 1, on_recorded, ctx);
+	a = (struct store_audit){ ctx->processor, ctx->source, "webhook.accepted",
+		                      ctx->txn_id,    ctx->result, s };
+	r = store_webhook_record(ctx->g.rx->gw->store, ctx->g.rx->waker, ctx->processor,
+	                         ctx->event_id, ctx->event_type, ctx->txn_id, ctx->result, &a,
+	                         1, on_recorded, ctx);
 	free(s); /* copied by the submission */
 	if (r != 0)
 		on_recorded(ctx, r);
@@ -156,7 +161,9 @@ on_moved(void *arg, int rc, const struct store_txn_row *row)
 	} else if (rc != 0) {
 		log_error("webhook %s: move of %s failed: %s", ctx->event_id, ctx->txn_id,
 		          fgw_strerror(rc));
-		gw_req_finish(&ctx->g, 500, "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be applied\"}");
+		gw_req_finish(
+		    &ctx->g, 500,
+		    "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be applied\"}");
 		return;
 	} else {
 		fgw_strlcpy(ctx->result, "applied", sizeof(ctx->result));
@@ -214,9 +221,11 @@ on_refunds(void *arg, int rc)
 		/* Nothing captured, or the refunds already say so. */
 		fgw_strlcpy(ctx->result, "no_move", sizeof(ctx->result));
 	} else if (rc != 0) {
-		log_error("webhook %s: refunds of %s not recorded: %s", ctx->event_id, ctx->txn_id,
-		          fgw_strerror(rc));
-		gw_req_finish(&ctx->g, 500, "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be applied\"}");
+		log_error("webhook %s: refunds of %s not recorded: %s", ctx->event_id,
+		          ctx->txn_id, fgw_strerror(rc));
+		gw_req_finish(
+		    &ctx->g, 500,
+		    "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be applied\"}");
 		return;
 	} else {
 		fgw_strlcpy(ctx->result, "applied", sizeof(ctx->result));
@@ -235,9 +244,11 @@ on_disputed(void *arg, int rc)
 	if (rc == FGW_ERR_EXISTS) {
 		fgw_strlcpy(ctx->result, "no_move", sizeof(ctx->result));
 	} else if (rc != 0) {
-		log_error("webhook %s: dispute of %s not recorded: %s", ctx->event_id, ctx->txn_id,
-		          fgw_strerror(rc));
-		gw_req_finish(&ctx->g, 500, "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be applied\"}");
+		log_error("webhook %s: dispute of %s not recorded: %s", ctx->event_id,
+		          ctx->txn_id, fgw_strerror(rc));
+		gw_req_finish(
+		    &ctx->g, 500,
+		    "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be applied\"}");
 		return;
 	} else {
 		fgw_strlcpy(ctx->result, "applied", sizeof(ctx->result));
@@ -301,14 +312,15 @@ apply_other(struct wh_ctx *ctx, const struct proc_event *pe)
 	int r;
 
 	if (pe->kind == PROC_EVENT_DISPUTE) {
-		a = (struct store_audit){ ctx->processor, ctx->source, "txn.disputed", ctx->txn_id,
-			                      "disputed", details };
+		a = (struct store_audit){ ctx->processor, ctx->source, "txn.disputed",
+			                      ctx->txn_id,    "disputed",  details };
 		r = store_dispute_record(rx->gw->store, rx->waker, ctx->txn_id, ctx->processor,
 		                         pe->object_ref, pe->object_amount, pe->reason,
-		                         ctx->event_id, &(struct store_commit){ .audit = &a,
-		                                                                .n_audit = 1,
-		                                                                .done = on_disputed,
-		                                                                .arg = ctx });
+		                         ctx->event_id,
+		                         &(struct store_commit){ .audit = &a,
+		                                                 .n_audit = 1,
+		                                                 .done = on_disputed,
+		                                                 .arg = ctx });
 		free(details);
 		if (r != 0)
 			on_disputed(ctx, r);
@@ -323,12 +335,18 @@ apply_other(struct wh_ctx *ctx, const struct proc_event *pe)
 		rf.refund_amount = pe->object_amount;
 		rf.refund_failed = strcmp(pe->refund_status, "failed") == 0;
 	}
-	a = (struct store_audit){ ctx->processor, ctx->source, "txn.webhook", ctx->txn_id,
-		                      pe->kind == PROC_EVENT_REFUND ? pe->refund_status : "refunded",
+	a = (struct store_audit){ ctx->processor,
+		                      ctx->source,
+		                      "txn.webhook",
+		                      ctx->txn_id,
+		                      pe->kind == PROC_EVENT_REFUND ? pe->refund_status
+		                                                    : "refunded",
 		                      details };
 	r = store_refund_event(rx->gw->store, rx->waker, &rf, &ctx->refunds,
-	                       &(struct store_commit){ .audit = &a, .n_audit = 1,
-	                                               .done = on_refunds, .arg = ctx });
+	                       &(struct store_commit){ .audit = &a,
+	                                               .n_audit = 1,
+	                                               .done = on_refunds,
+	                                               .arg = ctx });
 	free(details);
 	if (r != 0)
 		on_refunds(ctx, r);
@@ -397,11 +415,14 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		 * fail. Not recorded, so the processor's retry applies it. */
 		store_txn_row_clear(&row);
 		atomic_fetch_add(&rx->gw->metrics.webhooks_in[3], 1);
-		if (refusals_admit(rx->gw->refusals, "webhook.deferred", ctx->source, fgw_mono_ms()))
+		if (refusals_admit(rx->gw->refusals, "webhook.deferred", ctx->source,
+		                   fgw_mono_ms()))
 			audit_only(rx, ctx->processor, ctx->source, "webhook.deferred", "deferred",
 			           ctx->txn_id, "TRANSACTION_IN_FLIGHT", ctx->event_id);
-		gw_req_finish(&ctx->g, 409, "{\"error\":\"TRANSACTION_IN_FLIGHT\",\"message\":"
-		                 "\"The transaction is still being posted; send the event again later\"}");
+		gw_req_finish(
+		    &ctx->g, 409,
+		    "{\"error\":\"TRANSACTION_IN_FLIGHT\",\"message\":"
+		    "\"The transaction is still being posted; send the event again later\"}");
 		return;
 	}
 	if (r == 0)
@@ -411,16 +432,18 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		apply_other(ctx, &pe);
 		return;
 	}
-	if (r == 0 && (txn_state_of(ctx->target) == TXN_SUCCEEDED ||
-	                txn_state_of(ctx->target) == TXN_AUTHORIZED) &&
+	if (r == 0 &&
+	    (txn_state_of(ctx->target) == TXN_SUCCEEDED ||
+	     txn_state_of(ctx->target) == TXN_AUTHORIZED) &&
 	    ((pe.amount >= 0 && pe.amount != row.amount) ||
 	     (pe.currency[0] != '\0' && strcmp(pe.currency, row.currency) != 0))) {
 		/* Another sum than the one recorded (the payment was changed at
 		 * the processor after flairgw made it): not this payment's
 		 * outcome. Recorded "mismatch" for an operator; nothing moves. */
-		log_error("webhook %s: %s for %lld %s, but %s is %lld %s: not applied", ctx->event_id,
-		          ctx->target, (long long)pe.amount, pe.currency[0] ? pe.currency : "-",
-		          ctx->txn_id, (long long)row.amount, row.currency);
+		log_error("webhook %s: %s for %lld %s, but %s is %lld %s: not applied",
+		          ctx->event_id, ctx->target, (long long)pe.amount,
+		          pe.currency[0] ? pe.currency : "-", ctx->txn_id, (long long)row.amount,
+		          row.currency);
 		store_txn_row_clear(&row);
 		fgw_strlcpy(ctx->result, "mismatch", sizeof(ctx->result));
 		record(ctx);
@@ -446,8 +469,8 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 	to = txn_state_of(ctx->target);
 	/* An event the adapter reads two ways (a capture it cannot prove)
 	 * takes its fallback when only that one is a move forward. */
-	if (from != TXN_STATE_NONE && !txn_state_may_move(from, to) && pe.fallback[0] != '\0' &&
-	    txn_state_may_move(from, txn_state_of(pe.fallback))) {
+	if (from != TXN_STATE_NONE && !txn_state_may_move(from, to) &&
+	    pe.fallback[0] != '\0' && txn_state_may_move(from, txn_state_of(pe.fallback))) {
 		fgw_strlcpy(ctx->target, pe.fallback, sizeof(ctx->target));
 		to = txn_state_of(ctx->target);
 	}
@@ -455,8 +478,9 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 	/* Only the shape every adapter relays, with a checked URL: the
 	 * website sends its customer there. Anything else is not stored. */
 	if (to == TXN_REQUIRES_ACTION && proc_next_action(pe.next_action, &next_action) != 0)
-		log_warn("webhook %s: next_action dropped (not a redirect_to_url with a valid URL)",
-		         ctx->event_id);
+		log_warn(
+		    "webhook %s: next_action dropped (not a redirect_to_url with a valid URL)",
+		    ctx->event_id);
 	details = event_details(ctx, &pe);
 	set = (struct txn_settlement){
 		.txn_id = ctx->txn_id,
@@ -497,14 +521,16 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 	                     &scheme) != 0) {
 		atomic_fetch_add(&rx->gw->metrics.webhooks_in[1], 1);
 		if (refusals_admit(rx->gw->refusals, "webhook.refused", source, fgw_mono_ms()))
-			audit_only(rx, "unknown", source, "webhook.refused", "failure", "", "NOT_FOUND",
-			           NULL);
-		http_send_error(rx, req, 404, "NOT_FOUND", "No webhooks are configured for this processor");
+			audit_only(rx, "unknown", source, "webhook.refused", "failure", "",
+			           "NOT_FOUND", NULL);
+		http_send_error(rx, req, 404, "NOT_FOUND",
+		                "No webhooks are configured for this processor");
 		return;
 	}
 	len = evbuffer_get_length(in);
 	if ((long long)len > rx->gw->cfg.max_body_bytes) {
-		refuse(rx, req, processor, source, 413, "PAYLOAD_TOO_LARGE", "The request body is too large");
+		refuse(rx, req, processor, source, 413, "PAYLOAD_TOO_LARGE",
+		       "The request body is too large");
 		return;
 	}
 	if (len == 0) {
@@ -523,8 +549,9 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 		return;
 	}
 	/* Over the raw bytes as received: nothing is parsed before this. */
-	r = mac_verify_stripe_signature(sig, body, len, secrets, n_secrets, fgw_now_ms() / 1000,
-	                                rx->gw->cfg.webhook_tolerance_s, NULL, NULL);
+	r = mac_verify_stripe_signature(sig, body, len, secrets, n_secrets,
+	                                fgw_now_ms() / 1000, rx->gw->cfg.webhook_tolerance_s,
+	                                NULL, NULL);
 	if (r == FGW_ERR_INVALID) {
 		refuse(rx, req, processor, source, 400, "SIGNATURE_INVALID",
 		       "The signature header is malformed");
@@ -560,8 +587,9 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 	type = cJSON_GetObjectItemCaseSensitive(ev, "type");
 	data = cJSON_GetObjectItemCaseSensitive(ev, "data");
 	obj = cJSON_GetObjectItemCaseSensitive(data, "object");
-	if (!cJSON_IsString(id) || !visible_ascii(id->valuestring, 127) || !cJSON_IsString(type) ||
-	    !visible_ascii(type->valuestring, 63) || !cJSON_IsObject(obj)) {
+	if (!cJSON_IsString(id) || !visible_ascii(id->valuestring, 127) ||
+	    !cJSON_IsString(type) || !visible_ascii(type->valuestring, 63) ||
+	    !cJSON_IsObject(obj)) {
 		refuse(rx, req, processor, source, 400, "INVALID_EVENT",
 		       "The event needs a string id, a string type and a data.object");
 		goto out;
@@ -575,8 +603,8 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 		if (refusals_admit(rx->gw->refusals, "webhook.duplicate", source, fgw_mono_ms()))
 			audit_only(rx, processor, source, "webhook.duplicate", "duplicate", "", NULL,
 			           id->valuestring);
-		snprintf(answer, sizeof(answer), "{\"received\":true,\"result\":\"%s\",\"duplicate\":true}",
-		         seen);
+		snprintf(answer, sizeof(answer),
+		         "{\"received\":true,\"result\":\"%s\",\"duplicate\":true}", seen);
 		http_send_json(rx, req, 200, answer);
 		goto out;
 	}

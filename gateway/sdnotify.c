@@ -54,7 +54,8 @@ sdnotify_watchdog_usec(void)
 	int64_t v, p;
 	if (usec == NULL || fgw_parse_i64(usec, 1, INT64_MAX, &v) != 0)
 		return 0;
-	if (pid != NULL && (fgw_parse_i64(pid, 1, INT64_MAX, &p) != 0 || p != (int64_t)getpid()))
+	if (pid != NULL &&
+	    (fgw_parse_i64(pid, 1, INT64_MAX, &p) != 0 || p != (int64_t)getpid()))
 		return 0;
 	return (uint64_t)v;
 }

@@ -63,7 +63,8 @@ split_listen(const char *listen, char *host, size_t hostlen, char *port, size_t 
 		memcpy(host, listen, (size_t)(colon - listen));
 		host[colon - listen] = '\0';
 	}
-	return fgw_strlcpy(port, colon + 1, portlen) == 0 && port[0] ? FGW_OK : FGW_ERR_INVALID;
+	return fgw_strlcpy(port, colon + 1, portlen) == 0 && port[0] ? FGW_OK
+	                                                             : FGW_ERR_INVALID;
 }
 
 /* A listening socket on listen_addr; with share, one that other sockets
@@ -113,8 +114,7 @@ make_listener(const char *listen_addr, int share, evutil_socket_t *out, char *er
 	if ((r = resolve_listen(listen_addr, &ai, err, errlen)) != 0)
 		return r;
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
 	    (share && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
 	    bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
 		snprintf(err, errlen, "listen: %s: %s", listen_addr, strerror(errno));
@@ -143,8 +143,8 @@ drain_check(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (fgw_mono_ms() >= rx->drain_deadline) {
-		log_warn("reactor %d: shutdown timeout with %d transactions in flight",
-		         rx->idx, rx->inflight);
+		log_warn("reactor %d: shutdown timeout with %d transactions in flight", rx->idx,
+		         rx->inflight);
 		event_base_loopexit(rx->base, NULL);
 	}
 }
@@ -191,8 +191,9 @@ processor_clients(const struct fgw_config *cfg, struct reactor *rx)
 	for (int i = 0; i < cfg->n_procs; i++) {
 		const struct proc_settings *s = &cfg->procs[i];
 		memset(&o, 0, sizeof(o));
-		o.connect_timeout_ms = s->connect_timeout_ms > 0 ? s->connect_timeout_ms
-		                                                 : cfg->processor_connect_timeout_ms;
+		o.connect_timeout_ms = s->connect_timeout_ms > 0
+		                           ? s->connect_timeout_ms
+		                           : cfg->processor_connect_timeout_ms;
 		o.max_conns_per_host = s->max_conns > 0 ? s->max_conns : cfg->processor_max_conns;
 		o.ca_file = s->ca_file[0] ? s->ca_file : NULL;
 		o.verify_tls = (int)s->verify_tls;
@@ -205,8 +206,8 @@ processor_clients(const struct fgw_config *cfg, struct reactor *rx)
 	return FGW_OK;
 }
 
-#define ACCEPT_PAUSE_MS 200      /* listener off after EMFILE and the like */
-#define ACCEPT_LOG_MS 5000       /* at most one log line per interval */
+#define ACCEPT_PAUSE_MS 200 /* listener off after EMFILE and the like */
+#define ACCEPT_LOG_MS 5000  /* at most one log line per interval */
 
 static void
 accept_resume(evutil_socket_t fd, short what, void *arg)
@@ -254,7 +255,8 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	int r;
 
 	rx->gw = gw;
-	if ((rx->base = event_base_new()) == NULL || (rx->http = evhttp_new(rx->base)) == NULL) {
+	if ((rx->base = event_base_new()) == NULL ||
+	    (rx->http = evhttp_new(rx->base)) == NULL) {
 		snprintf(err, errlen, "cannot create the event loop");
 		return FGW_ERR_NOMEM;
 	}
@@ -294,7 +296,8 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot accept on %s", cfg->listen);
 		return FGW_ERR_IO;
 	}
-	evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(rx->bound), accept_error);
+	evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(rx->bound),
+	                            accept_error);
 	if ((r = processor_clients(cfg, rx)) != 0 ||
 	    (r = store_waker_new(gw->store, rx->base, &rx->waker)) != 0 ||
 	    (r = store_reader_open(gw->store, &rx->reader)) != 0) {

@@ -192,8 +192,10 @@ startup_data_dir(struct gateway *g, enum startup_mode m, struct check_report *re
 		check_note(rep, "data_dir %s does not exist yet: it is created on first start",
 		           g->cfg.data_dir);
 	else if (stat(g->cfg.data_dir, &sb) == 0 && (sb.st_mode & 077) != 0)
-		check_note(rep, "data_dir %s is open to group or others (mode %03o): "
-		           "chmod 700 it", g->cfg.data_dir, (unsigned)(sb.st_mode & 0777));
+		check_note(rep,
+		           "data_dir %s is open to group or others (mode %03o): "
+		           "chmod 700 it",
+		           g->cfg.data_dir, (unsigned)(sb.st_mode & 0777));
 	return FGW_OK;
 }
 
@@ -223,8 +225,8 @@ startup_log_file(const struct fgw_config *cfg, struct check_report *rep)
 	/* The daemon creates the file, not its directory. */
 	dir_of(cfg->log_file, dir, sizeof(dir));
 	if ((r = dir_usable(dir, &exists, &why)) != 0 || !exists) {
-		check_problem(rep, "log_file %s: cannot be created: directory %s %s", cfg->log_file,
-		              dir, r != 0 ? why : "does not exist");
+		check_problem(rep, "log_file %s: cannot be created: directory %s %s",
+		              cfg->log_file, dir, r != 0 ? why : "does not exist");
 		return r != 0 ? r : FGW_ERR_NOT_FOUND;
 	}
 	return FGW_OK;
@@ -273,8 +275,8 @@ startup_keyring(struct gateway *g, enum startup_mode m, struct check_report *rep
  * (prefix names the directives in errors); neither set: keep the plain
  * directive's value. The value is never logged, only where it came from. */
 static int
-processor_secret(const char *file, const char *env, const char *prefix, struct proc_config *pc,
-                 char *err, size_t errlen)
+processor_secret(const char *file, const char *env, const char *prefix,
+                 struct proc_config *pc, char *err, size_t errlen)
 {
 	const char *v = NULL;
 	char *text = NULL;
@@ -284,8 +286,10 @@ processor_secret(const char *file, const char *env, const char *prefix, struct p
 
 	if (file[0] != '\0') {
 		if (stat(file, &sb) != 0 || !S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
-			snprintf(err, errlen, "%s_secret_file %s: must be a regular file "
-			         "with mode 0600 or stricter", prefix, file);
+			snprintf(err, errlen,
+			         "%s_secret_file %s: must be a regular file "
+			         "with mode 0600 or stricter",
+			         prefix, file);
 			return FGW_ERR_INVALID;
 		}
 		if ((r = fgw_read_secret_file(file, sizeof(pc->secret), &text, &len)) != 0) {
@@ -302,7 +306,8 @@ processor_secret(const char *file, const char *env, const char *prefix, struct p
 		return FGW_OK;
 	}
 	r = FGW_OK;
-	if (v[0] == '\0' || strlen(v) >= sizeof(pc->secret) || strpbrk(v, " \t\r\n") != NULL) {
+	if (v[0] == '\0' || strlen(v) >= sizeof(pc->secret) ||
+	    strpbrk(v, " \t\r\n") != NULL) {
 		snprintf(err, errlen, "%s credential from %s: empty, too long or has white space",
 		         prefix, text != NULL ? "its secret file" : "its environment variable");
 		r = FGW_ERR_INVALID;
@@ -333,7 +338,8 @@ startup_processors(struct gateway *g, struct check_report *rep)
 			         s->old_prefix);
 		else
 			snprintf(prefix, sizeof(prefix), "processor %s ", s->name);
-		if ((r = proc_instance_load(pi, s, cfg->processor_timeout_ms, err, sizeof(err))) != 0 ||
+		if ((r = proc_instance_load(pi, s, cfg->processor_timeout_ms, err,
+		                            sizeof(err))) != 0 ||
 		    (r = processor_secret(s->secret_file, s->secret_env, prefix, &pi->cfg, err,
 		                          sizeof(err))) != 0)
 			check_problem(rep, "%s", err);
@@ -341,8 +347,8 @@ startup_processors(struct gateway *g, struct check_report *rep)
 		g->n_procs = i + 1;
 		if (first == 0)
 			first = r;
-		if ((r = tls_client_files_check(prefix, s->ca_file, s->client_cert, s->client_key, err,
-		                                sizeof(err))) != 0) {
+		if ((r = tls_client_files_check(prefix, s->ca_file, s->client_cert, s->client_key,
+		                                err, sizeof(err))) != 0) {
 			check_problem(rep, "%s", err);
 			if (first == 0)
 				first = r;
@@ -370,9 +376,10 @@ startup_jwt(struct gateway *g, struct check_report *rep)
 	jc.jwks_path = cfg->jwt_jwks_file[0] ? cfg->jwt_jwks_file : NULL;
 	jc.leeway_s = cfg->jwt_leeway_s;
 	if (cfg->jwt_hs256_secret_file[0] != '\0') {
-		if ((r = fgw_read_secret_file(cfg->jwt_hs256_secret_file, 4096, &secret, &slen)) != 0) {
-			check_problem(rep, "jwt_hs256_secret_file: %s: %s", cfg->jwt_hs256_secret_file,
-			              fgw_strerror(r));
+		if ((r = fgw_read_secret_file(cfg->jwt_hs256_secret_file, 4096, &secret,
+		                              &slen)) != 0) {
+			check_problem(rep, "jwt_hs256_secret_file: %s: %s",
+			              cfg->jwt_hs256_secret_file, fgw_strerror(r));
 			return r;
 		}
 		jc.hs256_secret = (const unsigned char *)secret;
@@ -402,7 +409,8 @@ startup_admin_token(struct gateway *g, struct check_report *rep)
 	while (len > 0 && (tok[len - 1] == '\n' || tok[len - 1] == '\r'))
 		len--;
 	if (len < 32 || len > 1024 || memchr(tok, '\0', len) != NULL) {
-		check_problem(rep, "admin_token_file: %s: the token must be 32 to 1024 characters",
+		check_problem(rep,
+		              "admin_token_file: %s: the token must be 32 to 1024 characters",
 		              g->cfg.admin_token_file);
 		r = FGW_ERR_INVALID;
 	} else {
@@ -441,7 +449,8 @@ startup_rules(struct gateway *g, struct check_report *rep)
 	char msg[640];
 	int r;
 	if (g->cfg.rules_file[0] == '\0') {
-		log_warn("no rules_file: only validation and max_amount apply, no fraud or velocity rules");
+		log_warn(
+		    "no rules_file: only validation and max_amount apply, no fraud or velocity rules");
 		return FGW_OK;
 	}
 	if ((r = risk_init(&g->risk, g->cfg.rules_file, g->cfg.mode, &rerr)) != 0) {
@@ -449,7 +458,8 @@ startup_rules(struct gateway *g, struct check_report *rep)
 		return r;
 	}
 	struct rules *cur = rules_slot_get(g->risk.slot);
-	log_info("rules: %zu rules from %s, mode %s", rules_count(cur), g->cfg.rules_file, g->cfg.mode);
+	log_info("rules: %zu rules from %s, mode %s", rules_count(cur), g->cfg.rules_file,
+	         g->cfg.mode);
 	rules_unref(cur);
 	return FGW_OK;
 }
@@ -524,15 +534,19 @@ exit_after_status(sqlite3 *db, void *ctx)
 	int hit = 0, is_resv = strncmp(status, resv, sizeof(resv) - 1) == 0;
 
 	/* "reservation:<status>": a reservation's status instead. */
-	if (sqlite3_prepare_v2(db, is_resv ? "SELECT 1 FROM reservations WHERE status = ?1 LIMIT 1"
-	                                   : "SELECT 1 FROM transactions WHERE status = ?1 LIMIT 1",
+	if (sqlite3_prepare_v2(db,
+	                       is_resv
+	                           ? "SELECT 1 FROM reservations WHERE status = ?1 LIMIT 1"
+	                           : "SELECT 1 FROM transactions WHERE status = ?1 LIMIT 1",
 	                       -1, &s, NULL) != SQLITE_OK)
 		return;
-	sqlite3_bind_text(s, 1, is_resv ? status + sizeof(resv) - 1 : status, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 1, is_resv ? status + sizeof(resv) - 1 : status, -1,
+	                  SQLITE_STATIC);
 	hit = sqlite3_step(s) == SQLITE_ROW;
 	sqlite3_finalize(s);
 	if (hit) {
-		log_warn("test_exit_after_status: a transaction is %s: exiting now", (const char *)ctx);
+		log_warn("test_exit_after_status: a transaction is %s: exiting now",
+		         (const char *)ctx);
 		_exit(70);
 	}
 }
@@ -548,14 +562,17 @@ startup_database(struct gateway *g, enum startup_mode m, struct check_report *re
 
 	r = store_file_schema(cfg->database, &version, &latest);
 	if (r == FGW_ERR_STATE) {
-		check_problem(rep, "database %s: schema version %d is newer than this build "
+		check_problem(rep,
+		              "database %s: schema version %d is newer than this build "
 		              "knows (%d): run the flairgw that wrote it, or restore a backup",
 		              cfg->database, version, latest);
 		return r;
 	}
 	if (r == FGW_ERR_DB) {
-		check_problem(rep, "database %s: not a flairgw database (cannot read its schema "
-		              "version)", cfg->database);
+		check_problem(rep,
+		              "database %s: not a flairgw database (cannot read its schema "
+		              "version)",
+		              cfg->database);
 		return r;
 	}
 	if (r == FGW_ERR_NOT_FOUND) {
@@ -569,13 +586,15 @@ startup_database(struct gateway *g, enum startup_mode m, struct check_report *re
 			return r != 0 ? r : FGW_ERR_NOT_FOUND;
 		}
 		if (m == STARTUP_CHECK)
-			check_note(rep, "database %s does not exist yet: it is created on first start",
+			check_note(rep,
+			           "database %s does not exist yet: it is created on first start",
 			           cfg->database);
 	} else if (r != 0) {
 		check_problem(rep, "database %s: %s", cfg->database, fgw_strerror(r));
 		return r;
 	} else if (m == STARTUP_CHECK && version < latest) {
-		check_note(rep, "database %s: schema version %d, migrated to %d on the next start",
+		check_note(rep,
+		           "database %s: schema version %d, migrated to %d on the next start",
 		           cfg->database, version, latest);
 	}
 	if (m == STARTUP_CHECK)
@@ -625,8 +644,10 @@ startup_timing(struct gateway *g, struct check_report *rep)
 	const struct fgw_config *cfg = &g->cfg;
 	long long longest = startup_longest_timeout(g);
 	if (cfg->reconcile_grace_ms > 0 && cfg->reconcile_grace_ms <= longest) {
-		check_problem(rep, "reconcile_grace_ms (%lld) must exceed the longest processor "
-		              "timeout (%lld ms)", cfg->reconcile_grace_ms, longest);
+		check_problem(rep,
+		              "reconcile_grace_ms (%lld) must exceed the longest processor "
+		              "timeout (%lld ms)",
+		              cfg->reconcile_grace_ms, longest);
 		return FGW_ERR_INVALID;
 	}
 	return FGW_OK;

@@ -28,10 +28,10 @@ struct check_report {
 };
 
 void check_problem(struct check_report *rep, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 /* Something worth saying that is not a problem ("created on first start"). */
 void check_note(struct check_report *rep, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 enum startup_mode { STARTUP_RUN, STARTUP_CHECK };
 

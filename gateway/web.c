@@ -33,10 +33,10 @@
 #define DEMO_TOKEN_TTL_S 3600
 
 struct web_file {
-	const char *name;        /* path under web_dir */
-	const char *url;         /* where it is served */
+	const char *name; /* path under web_dir */
+	const char *url;  /* where it is served */
 	const char *type;
-	int demo;                /* development mode only */
+	int demo; /* development mode only */
 	char *data;
 	size_t len;
 };
@@ -44,14 +44,15 @@ struct web_file {
 struct web {
 	struct web_file files[5];
 	size_t n;
-	unsigned char *hs256;    /* sodium_malloc'ed, demo tokens; NULL: none */
+	unsigned char *hs256; /* sodium_malloc'ed, demo tokens; NULL: none */
 	size_t hs256_len;
 };
 
 static const struct web_file file_table[] = {
 	{ "flair.js", "/flair.js", "application/javascript; charset=utf-8", 0, NULL, 0 },
 	{ "demo/index.html", "/demo/", "text/html; charset=utf-8", 1, NULL, 0 },
-	{ "demo/demo.js", "/demo/demo.js", "application/javascript; charset=utf-8", 1, NULL, 0 },
+	{ "demo/demo.js", "/demo/demo.js", "application/javascript; charset=utf-8", 1, NULL,
+	  0 },
 	{ "demo/demo.css", "/demo/demo.css", "text/css; charset=utf-8", 1, NULL, 0 },
 };
 
@@ -124,7 +125,8 @@ web_setup(struct gateway *gw, char *err, size_t errlen)
 	/* The demo signs its own customer tokens, with the secret the
 	 * verifier already trusts; never in production. */
 	if (is_dev(gw) && cfg->jwt_hs256_secret_file[0] != '\0') {
-		if ((r = fgw_read_secret_file(cfg->jwt_hs256_secret_file, 4096, &secret, &slen)) != 0) {
+		if ((r = fgw_read_secret_file(cfg->jwt_hs256_secret_file, 4096, &secret,
+		                              &slen)) != 0) {
 			snprintf(err, errlen, "jwt_hs256_secret_file: %s", fgw_strerror(r));
 			return r;
 		}
@@ -170,9 +172,10 @@ send_file(struct reactor *rx, struct evhttp_request *req, const struct web_file 
 	evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
 	if (f->demo) {
 		/* libsodium compiles WebAssembly: wasm-unsafe-eval, no other eval. */
-		evhttp_add_header(h, "Content-Security-Policy",
-		                  "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "
-		                  "style-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
+		evhttp_add_header(
+		    h, "Content-Security-Policy",
+		    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "
+		    "style-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
 		evhttp_add_header(h, "X-Frame-Options", "DENY");
 	}
 	evhttp_add_header(h, "Referrer-Policy", "no-referrer");
@@ -194,7 +197,8 @@ h_file(struct reactor *rx, struct evhttp_request *req, const char *path)
 	struct web *w = rx->gw->web;
 	if (w != NULL) {
 		for (size_t i = 0; i < w->n; i++)
-			if (strcmp(w->files[i].url, path) == 0 && (!w->files[i].demo || is_dev(rx->gw))) {
+			if (strcmp(w->files[i].url, path) == 0 &&
+			    (!w->files[i].demo || is_dev(rx->gw))) {
 				send_file(rx, req, &w->files[i]);
 				return;
 			}
@@ -272,15 +276,17 @@ h_dev_token(struct reactor *rx, struct evhttp_request *req, const char *path)
 		const char *text;
 		if (len > 1024 || (text = (const char *)evbuffer_pullup(in, -1)) == NULL ||
 		    (body = fgw_json_parse(text, len, &jerr)) == NULL || !cJSON_IsObject(body)) {
-			http_send_error(rx, req, 400, "VALIDATION_ERROR", "body must be a JSON object");
+			http_send_error(rx, req, 400, "VALIDATION_ERROR",
+			                "body must be a JSON object");
 			goto out;
 		}
 		cust = cJSON_GetObjectItemCaseSensitive(body, "customer");
 		if (cust != NULL) {
 			size_t n = cJSON_IsString(cust) ? strlen(cust->valuestring) : 0;
 			if (n == 0 || n > 40 ||
-			    strspn(cust->valuestring, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-			                              "0123456789_-") != n) {
+			    strspn(cust->valuestring,
+			           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+			           "0123456789_-") != n) {
 				http_send_error(rx, req, 400, "VALIDATION_ERROR",
 				                "customer must be 1 to 40 letters, digits, _ or -");
 				goto out;

@@ -22,8 +22,9 @@ audit_emit(struct store *st, struct store_waker *w, const char *actor, const cha
            const char *details_json)
 {
 	struct store_audit a = { actor, source, type, resource, outcome, details_json };
-	int r = store_audit_append(st, w, &(struct store_commit){ .audit = &a, .n_audit = 1,
-	                                                          .done = emitted });
+	int r = store_audit_append(st, w,
+	                           &(struct store_commit){
+	                               .audit = &a, .n_audit = 1, .done = emitted });
 	if (r != 0)
 		log_error("audit event %s not queued: %s", type ? type : "?", fgw_strerror(r));
 	return r;

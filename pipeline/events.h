@@ -33,7 +33,6 @@ int txn_events_subscribe(txn_event_fn fn, void *ctx);
 /* Removes every listener (shutdown, tests). */
 void txn_events_reset(void);
 /* Calls every listener in subscription order. */
-void txn_events_publish(const struct pipeline_env *env,
-                        const struct store_txn_row *row);
+void txn_events_publish(const struct pipeline_env *env, const struct store_txn_row *row);
 
 #endif

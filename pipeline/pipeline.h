@@ -76,8 +76,8 @@ int pipeline_build(const char *request_order, const char *response_order,
 /* ---- the parsed request ---------------------------------------------- */
 
 struct txn_card {
-	struct secbuf *pan;      /* digits only */
-	struct secbuf *cvc;      /* may be NULL */
+	struct secbuf *pan; /* digits only */
+	struct secbuf *cvc; /* may be NULL */
 	int exp_month;
 	int exp_year;
 	char holder[128];
@@ -87,25 +87,25 @@ struct txn_request {
 	char reservation_id[128];
 	int64_t amount;
 	char currency[4];
-	int has_card;            /* card present (plain) */
-	int has_encrypted;       /* encryptedCard present */
-	struct txn_card card;    /* filled by parse (plain) or decrypt (sealed) */
+	int has_card;         /* card present (plain) */
+	int has_encrypted;    /* encryptedCard present */
+	struct txn_card card; /* filled by parse (plain) or decrypt (sealed) */
 	char enc_key_id[64];
-	char *enc_data;          /* base64 sealed box (not sensitive) */
+	char *enc_data; /* base64 sealed box (not sensitive) */
 	char email[256];
 	char customer_name[128];
 	char ip[64];
 	char country[3];
 	char description[256];
-	char *metadata_json;     /* compact JSON object text or NULL */
+	char *metadata_json; /* compact JSON object text or NULL */
 	/* Pay with a stored card instead of card/encryptedCard: a saved
 	 * method "pm_…" or a vault token "tok_…" of customer_id. */
 	char payment_method_id[64];
-	int save_method;         /* savePaymentMethod: keep the card for
+	int save_method;       /* savePaymentMethod: keep the card for
 	                            customer_id once the payment succeeds */
-	char customer_id[192];   /* who.subject (X-Customer-Id or JWT sub);
+	char customer_id[192]; /* who.subject (X-Customer-Id or JWT sub);
 	                            set by the route, "" when none */
-	int capture;             /* 1: purchase; 0: authorize only */
+	int capture;           /* 1: purchase; 0: authorize only */
 	/* returnUrl: where the customer comes back after 3-D Secure ("" when
 	 * none); its origin is checked by the route (return_url_origins). */
 	char return_url[2049];
@@ -136,7 +136,8 @@ int txn_request_parse(const char *body, size_t len, struct txn_request **out,
 /* The same for a payment the customer's browser confirms at the processor
  * (Stripe.js): no card, encryptedCard, paymentMethodId, stripePaymentMethod
  * or savePaymentMethod; sets client_confirms. */
-int txn_request_parse_client_confirms(const char *body, size_t len, struct txn_request **out,
+int txn_request_parse_client_confirms(const char *body, size_t len,
+                                      struct txn_request **out,
                                       struct txn_parse_error *err);
 void txn_request_free(struct txn_request *r);
 /* 1 when rq has no returnUrl or its origin (scheme://host[:port], case
@@ -152,9 +153,9 @@ int txn_method_body_parse(const char *body, size_t len, struct txn_request **out
  * unix time in seconds when it was sealed, so a captured blob is worth
  * something only until max_age_ms has passed. */
 struct sealed_card_policy {
-	int64_t max_age_ms;      /* older blobs are refused */
-	int64_t max_skew_ms;     /* iat further in the future is refused */
-	int require_iat;         /* 0: blobs without iat pass (migration only) */
+	int64_t max_age_ms;  /* older blobs are refused */
+	int64_t max_skew_ms; /* iat further in the future is refused */
+	int require_iat;     /* 0: blobs without iat pass (migration only) */
 };
 
 /* Opens (encryptedCard) and validates (Luhn, expiry) the request's card and
@@ -173,15 +174,16 @@ int txn_card_parse_json(const char *json, size_t len, struct txn_card *card,
  * plus "iat", checked against pol at now_ms. FGW_ERR_TIMEOUT (err filled)
  * when iat is missing (and required), too old or too far ahead;
  * FGW_ERR_INVALID for a bad card or an iat that is not an integer. */
-int txn_card_parse_sealed(const char *json, size_t len, const struct sealed_card_policy *pol,
-                          int64_t now_ms, struct txn_card *card, struct txn_parse_error *err);
+int txn_card_parse_sealed(const char *json, size_t len,
+                          const struct sealed_card_policy *pol, int64_t now_ms,
+                          struct txn_card *card, struct txn_parse_error *err);
 void txn_card_clear(struct txn_card *card);
 
 /* ---- the environment a reactor gives its transactions ---------------- */
 
 struct pipeline_limits {
-	int64_t max_amount;          /* minor units */
-	const char *currencies;      /* comma-separated ISO 4217 codes */
+	int64_t max_amount;               /* minor units */
+	const char *currencies;           /* comma-separated ISO 4217 codes */
 	struct sealed_card_policy sealed; /* encryptedCard freshness */
 };
 
@@ -197,22 +199,24 @@ struct pipeline_env {
 	struct proc_instance *procs;
 	int n_procs;
 	struct httpc *const *proc_httpc;
-	const struct proc_routes *routes;  /* NULL: always the first */
+	const struct proc_routes *routes; /* NULL: always the first */
 	struct pipeline_limits limits;
-	int64_t idem_ttl_ms;         /* how long idempotent answers are kept */
-	int64_t vault_onetime_ttl_ms;/* lifetime of unsaved vault entries */
-	struct risk *risk;           /* rules and velocity; NULL: no rules_file */
-	struct store_reader *reader; /* the reactor's read connection (added
+	int64_t idem_ttl_ms;          /* how long idempotent answers are kept */
+	int64_t vault_onetime_ttl_ms; /* lifetime of unsaved vault entries */
+	struct risk *risk;            /* rules and velocity; NULL: no rules_file */
+	struct store_reader *reader;  /* the reactor's read connection (added
 	                                for the reconciler) */
 };
 
 /* The HTTP client that talks to processor instance p (its own TLS
  * settings, timeouts and connection limit). */
-struct httpc *pipeline_httpc_for(const struct pipeline_env *env, const struct proc_config *p);
+struct httpc *pipeline_httpc_for(const struct pipeline_env *env,
+                                 const struct proc_config *p);
 
 /* The processor instance called `name` (as recorded in a row; "" is the
  * first), or NULL. */
-struct proc_instance *pipeline_proc_find(const struct pipeline_env *env, const char *name);
+struct proc_instance *pipeline_proc_find(const struct pipeline_env *env,
+                                         const char *name);
 /* The same as a configuration and its type: 0, or -1 when there is none. */
 int pipeline_proc_by_name(const struct pipeline_env *env, const char *name,
                           const struct proc_config **cfg, const struct proc_type **type);
@@ -220,20 +224,20 @@ int pipeline_proc_by_name(const struct pipeline_env *env, const char *name,
 /* ---- the transaction -------------------------------------------------- */
 
 struct txn_outcome {
-	char status[24];        /* as recorded: succeeded, declined, ... */
-	char error_code[40];    /* "" on success */
+	char status[24];     /* as recorded: succeeded, declined, ... */
+	char error_code[40]; /* "" on success */
 	char error_message[160];
-	int http_status;        /* answer to the website */
-	int record;             /* 1: this outcome is recorded */
+	int http_status; /* answer to the website */
+	int record;      /* 1: this outcome is recorded */
 };
 
 struct txn {
 	char id[40];
-	char request_id[129];        /* the website request's X-Request-Id: on
+	char request_id[129]; /* the website request's X-Request-Id: on
 	                                its log lines and its error answer */
 	char client_id[64];
-	char source[64];             /* remote address */
-	char idem_key[256];          /* client's Idempotency-Key or "" */
+	char source[64];    /* remote address */
+	char idem_key[256]; /* client's Idempotency-Key or "" */
 	char request_hash[65];
 	struct txn_request *req;
 	const struct pipeline_env *env;
@@ -247,21 +251,21 @@ struct txn {
 	char *vault_blob;
 	char vault_key_id[32];
 	int vaulted;
-	int vault_reused;            /* card read from an existing vault entry
+	int vault_reused;         /* card read from an existing vault entry
 	                                (paymentMethodId): nothing to insert */
-	int method_saved;            /* that entry is a saved method already */
-	char saved_method_id[40];    /* "pm_…" when this payment saves the card */
-	int save_checked;            /* record: the save was tried (or not needed) */
+	int method_saved;         /* that entry is a saved method already */
+	char saved_method_id[40]; /* "pm_…" when this payment saves the card */
+	int save_checked;         /* record: the save was tried (or not needed) */
 
 	/* rule */
-	char decision[16];           /* allow, review, require_3ds, decline */
+	char decision[16]; /* allow, review, require_3ds, decline */
 	char rules_fired[256];
-	char rule_code[40];          /* a rule's decline code, "" otherwise */
-	int require_3ds;             /* a rule asked for 3-D Secure */
+	char rule_code[40]; /* a rule's decline code, "" otherwise */
+	int require_3ds;    /* a rule asked for 3-D Secure */
 
 	/* encrypt */
-	char *sealed_card_b64;       /* sealed, or boxed when card_boxed */
-	int card_boxed;              /* an x25519-box to the processor: its
+	char *sealed_card_b64; /* sealed, or boxed when card_boxed */
+	int card_boxed;        /* an x25519-box to the processor: its
 	                                reply must be boxed too */
 
 	/* post: the processor instance chosen for this transaction (by the
@@ -269,12 +273,12 @@ struct txn {
 	struct proc_instance *inst;
 	int breaker_probe;
 	char proc_idem_key[96];
-	char reply_key_id[64];       /* gateway key the reply is sealed to */
-	unsigned char reply_pk[32];  /* and its public key (set with the id) */
-	struct proc_call call;       /* the processor call in flight */
+	char reply_key_id[64];      /* gateway key the reply is sealed to */
+	unsigned char reply_pk[32]; /* and its public key (set with the id) */
+	struct proc_call call;      /* the processor call in flight */
 	int row_created;
-	int reply_err;               /* why the processor call got no answer */
-	enum proc_sent reply_sent;   /* what became of it (proc_call.h) */
+	int reply_err;             /* why the processor call got no answer */
+	enum proc_sent reply_sent; /* what became of it (proc_call.h) */
 	long reply_status;
 	char *reply_body;
 	size_t reply_len;
@@ -284,7 +288,7 @@ struct txn {
 
 	/* outcome and answer */
 	struct txn_outcome out;
-	char *answer;                /* JSON body for the website */
+	char *answer; /* JSON body for the website */
 	int64_t created_at;
 	int64_t started_mono;
 
@@ -308,8 +312,7 @@ void txn_free(struct txn *t);
 
 /* Runs the pipeline from the start; on_done(t, arg) is called once, when
  * t->answer and t->out are final (after the outcome is committed). */
-void pipeline_start(struct txn *t, void (*on_done)(struct txn *, void *),
-                    void *arg);
+void pipeline_start(struct txn *t, void (*on_done)(struct txn *, void *), void *arg);
 /* Called by a suspended stage's completion, exactly once. */
 void pipeline_resume(struct txn *t, enum stage_rc rc);
 
@@ -324,7 +327,6 @@ void txn_set_outcome(struct txn *t, const char *status, const char *code,
 
 /* JSON of a recorded transaction for GET /v1/transactions/{id} and for
  * answers; *out is malloc'ed. */
-int txn_row_to_json(const struct store_txn_row *row, const char *proc_name,
-                    char **out);
+int txn_row_to_json(const struct store_txn_row *row, const char *proc_name, char **out);
 
 #endif

@@ -61,39 +61,39 @@ struct reconciler {
 	const struct pipeline_env *env;
 	struct reconciler_opts o;
 	struct event *timer;
-	int outstanding;           /* rows of the current scan not done */
-	int active;                /* of those, started (at the processor or
+	int outstanding;                       /* rows of the current scan not done */
+	int active;                            /* of those, started (at the processor or
 	                              being recorded): <= o.concurrency */
-	int pumping;               /* pump() is starting items */
-	int full;                  /* the scan filled a batch: more are due */
-	int progress;              /* items whose outcome or backoff was
+	int pumping;                           /* pump() is starting items */
+	int full;                              /* the scan filled a batch: more are due */
+	int progress;                          /* items whose outcome or backoff was
 	                              recorded in this scan */
-	struct recon_item *items;  /* those rows, freed by reconciler_free if
+	struct recon_item *items;              /* those rows, freed by reconciler_free if
 	                              their callbacks never come */
 	struct recon_item *queue, *queue_tail; /* not started yet */
-	int64_t started_at;        /* fgw_now_ms() at reconciler_start */
-	int replayed;              /* the first scan replayed every old move */
+	int64_t started_at;                    /* fgw_now_ms() at reconciler_start */
+	int replayed;                          /* the first scan replayed every old move */
 };
 
 struct recon_item {
 	struct recon_item *prev, *next;
 	struct reconciler *rc;
-	const struct proc_config *proc;   /* the row's processor */
+	const struct proc_config *proc; /* the row's processor */
 	const struct proc_type *type;
 	struct store_txn_row row;
 	struct store_unresolved u;
 	struct store_txn_update upd;
 	struct proc_call call;
 	struct proc_result res;
-	enum proc_op op;                  /* STATUS: the row; REFUND, CAPTURE,
+	enum proc_op op; /* STATUS: the row; REFUND, CAPTURE,
 	                                     CANCEL: pop (row: their transaction) */
 	struct store_pendingop pop;
 	int64_t rf_created_at;
-	int give_up_now;                  /* to manual review, whatever the count */
-	struct recon_item *qnext;         /* in rc->queue */
-	int started;                      /* counted in rc->active */
-	int action;                       /* a requires_action row (3-D Secure) */
-	int expired;                      /* its window has run out */
+	int give_up_now;          /* to manual review, whatever the count */
+	struct recon_item *qnext; /* in rc->queue */
+	int started;              /* counted in rc->active */
+	int action;               /* a requires_action row (3-D Secure) */
+	int expired;              /* its window has run out */
 };
 
 static void schedule(struct reconciler *rc, int64_t ms);
@@ -161,15 +161,19 @@ notify_manual_review(struct reconciler *rc, const struct recon_item *it, int att
 	char n[16], once[96];
 	const char *op = it->op == PROC_OP_STATUS ? "the payment" : op_name(it->op);
 	struct notify_var v[] = {
-		{ "txn_id", it->row.id }, { "operation", op }, { "reason", why },
-		{ "attempts", n }, { "client", it->row.client_id },
+		{ "txn_id", it->row.id },
+		{ "operation", op },
+		{ "reason", why },
+		{ "attempts", n },
+		{ "client", it->row.client_id },
 	};
 	snprintf(n, sizeof(n), "%d", attempts);
 	snprintf(once, sizeof(once), "manual_review:%s:%s",
 	         it->op == PROC_OP_STATUS ? "payment" : op_name(it->op),
 	         it->op == PROC_OP_REFUND ? it->pop.id : it->row.id);
-	(void)notify_mail(rc->env->store, rc->env->waker, "admin_manual_review", it->row.client_id,
-	                  NULL, it->row.id, once, v, sizeof(v) / sizeof(v[0]));
+	(void)notify_mail(rc->env->store, rc->env->waker, "admin_manual_review",
+	                  it->row.client_id, NULL, it->row.id, once, v,
+	                  sizeof(v) / sizeof(v[0]));
 }
 
 /* Not resolved this time: back off, or give up to manual review. */
@@ -185,7 +189,7 @@ defer(struct recon_item *it, const char *why)
 	int flagged = it->op == PROC_OP_STATUS && it->u.manual_review;
 	int64_t wait = rc->o.interval_ms;
 	int64_t now = fgw_now_ms();
-	struct store_audit audit = { "system", "local", "txn.manual_review",
+	struct store_audit audit = { "system",   "local",        "txn.manual_review",
 		                         it->row.id, it->row.status, NULL };
 	char details[64], event[40];
 	int r, n;
@@ -211,10 +215,12 @@ defer(struct recon_item *it, const char *why)
 		log_txn_debug(it->row.id, "waiting for 3-D Secure, next poll in %lld ms",
 		              (long long)wait);
 	else if (give_up && flagged)
-		log_txn_warn(it->row.id, "still unresolved (%s), in manual review, next in %lld ms",
-		             why, (long long)wait);
+		log_txn_warn(it->row.id,
+		             "still unresolved (%s), in manual review, next in %lld ms", why,
+		             (long long)wait);
 	else if (give_up)
-		log_txn_error(it->row.id, "unresolved after %d attempts (%s): flagged for manual review",
+		log_txn_error(it->row.id,
+		              "unresolved after %d attempts (%s): flagged for manual review",
 		              attempts, why);
 	if (give_up && !flagged && !(it->action && !it->expired))
 		notify_manual_review(rc, it, attempts, why);
@@ -226,13 +232,16 @@ defer(struct recon_item *it, const char *why)
 		                          now + wait, give_up,
 		                          &(struct store_commit){ .audit = &audit,
 		                                                  .n_audit = give_up ? 1 : 0,
-		                                                  .done = deferred, .arg = it });
+		                                                  .done = deferred,
+		                                                  .arg = it });
 	else
 		r = store_reconcile_defer(rc->env->store, rc->env->waker, it->row.id, attempts,
 		                          now + wait, give_up || flagged,
-		                          &(struct store_commit){ .audit = &audit,
-		                                                  .n_audit = give_up && !flagged ? 1 : 0,
-		                                                  .done = deferred, .arg = it });
+		                          &(struct store_commit){
+		                              .audit = &audit,
+		                              .n_audit = give_up && !flagged ? 1 : 0,
+		                              .done = deferred,
+		                              .arg = it });
 	if (r != 0)
 		item_done(it);
 }
@@ -243,9 +252,11 @@ finished(void *arg, int rc, const struct store_txn_row *row)
 	struct recon_item *it = arg;
 	progressed(it, rc);
 	if (rc == 0)
-		log_txn_info(it->row.id, "reconciled: %s", row != NULL ? row->status : it->upd.status);
+		log_txn_info(it->row.id, "reconciled: %s",
+		             row != NULL ? row->status : it->upd.status);
 	else if (rc != FGW_ERR_STATE)
-		log_txn_error(it->row.id, "reconciled outcome not recorded: %s", fgw_strerror(rc));
+		log_txn_error(it->row.id, "reconciled outcome not recorded: %s",
+		              fgw_strerror(rc));
 	item_done(it);
 }
 
@@ -382,7 +393,8 @@ action_cancel_replied(void *arg, const struct proc_reply *reply)
 		defer(it, "cancel of the expired 3-D Secure payment not confirmed");
 		return;
 	}
-	log_txn_info(it->row.id, "3-D Secure not completed in time: cancelled at the processor");
+	log_txn_info(it->row.id,
+	             "3-D Secure not completed in time: cancelled at the processor");
 	resolve(it, TXN_FAILED, "PAYMENT_AUTHENTICATION_EXPIRED");
 }
 
@@ -423,7 +435,8 @@ resolve_settled(struct recon_item *it)
 		resolve(it, TXN_AUTHORIZED, NULL);
 		return 1;
 	case PROC_DECLINED:
-		resolve(it, TXN_DECLINED, it->res.code[0] ? it->res.code : "PAYMENT_CARD_DECLINED");
+		resolve(it, TXN_DECLINED,
+		        it->res.code[0] ? it->res.code : "PAYMENT_CARD_DECLINED");
 		return 1;
 	default:
 		return 0;
@@ -440,8 +453,9 @@ action_replied(struct recon_item *it)
 	case PROC_CANCELED:
 		/* Cancelled already (an earlier expiry whose record was lost,
 		 * or at the processor's side): never charged. */
-		resolve(it, TXN_FAILED, it->expired ? "PAYMENT_AUTHENTICATION_EXPIRED"
-		                                  : "PAYMENT_PROCESSING_FAILED");
+		resolve(it, TXN_FAILED,
+		        it->expired ? "PAYMENT_AUTHENTICATION_EXPIRED"
+		                    : "PAYMENT_PROCESSING_FAILED");
 		break;
 	case PROC_REQUIRES_ACTION:
 		if (it->expired)
@@ -582,8 +596,11 @@ op_replied(void *arg, const struct proc_reply *reply)
 		audit.details_json = details;
 	if (it->op == PROC_OP_REFUND)
 		fgw_strlcpy(it->pop.processor_ref, it->res.op_ref, sizeof(it->pop.processor_ref));
-	set = (struct txn_op_settlement){ .op = &it->pop, .succeeded = v == OP_DONE,
-		                              .out = &it->pop, .audit = &audit, .n_audit = 1 };
+	set = (struct txn_op_settlement){ .op = &it->pop,
+		                              .succeeded = v == OP_DONE,
+		                              .out = &it->pop,
+		                              .audit = &audit,
+		                              .n_audit = 1 };
 	r = txn_settle_op(env, &set, op_finished, it);
 	if (r != 0) {
 		log_txn_error(it->row.id, "reconciled %s refused: %s", op_name(it->op),
@@ -595,8 +612,8 @@ op_replied(void *arg, const struct proc_reply *reply)
 /* Sends op to the processor the row went to, never another one; the
  * answer comes to cb. */
 static int
-send_to_processor(struct recon_item *it, enum proc_op op, const struct proc_op_request *oreq,
-                  proc_call_done_fn cb)
+send_to_processor(struct recon_item *it, enum proc_op op,
+                  const struct proc_op_request *oreq, proc_call_done_fn cb)
 {
 	static const enum proc_call_op calls[] = { PROC_CALL_STATUS, PROC_CALL_CAPTURE,
 		                                       PROC_CALL_CANCEL, PROC_CALL_REFUND };
@@ -626,7 +643,8 @@ resend_op(struct recon_item *it)
 	/* A key the processor may have forgotten would make the re-sent
 	 * refund a second one: a person decides (an hour of margin). */
 	if (it->op == PROC_OP_REFUND &&
-	    pipeline_proc_by_name(it->rc->env, it->row.processor, &it->proc, &it->type) == 0 &&
+	    pipeline_proc_by_name(it->rc->env, it->row.processor, &it->proc, &it->type) ==
+	        0 &&
 	    it->type->op_key_ttl_ms > 0 &&
 	    fgw_now_ms() - it->rf_created_at > it->type->op_key_ttl_ms - 3600000) {
 		it->give_up_now = 1;
@@ -749,8 +767,8 @@ scan_ops(struct reconciler *rc, int64_t now, enum store_op_kind kind)
 	int n = 0, r;
 
 	if (due == NULL ||
-	    (r = store_pendingop_due_list(rc->env->reader, kind, now, now - rc->o.grace_ms, due,
-	                                  RECON_BATCH, &n)) != 0) {
+	    (r = store_pendingop_due_list(rc->env->reader, kind, now, now - rc->o.grace_ms,
+	                                  due, RECON_BATCH, &n)) != 0) {
 		log_error("reconcile %s scan failed: %s", store_op_name(kind),
 		          fgw_strerror(due == NULL ? FGW_ERR_NOMEM : r));
 		free(due);
@@ -785,9 +803,10 @@ scan_rows(struct reconciler *rc, int64_t now, int action)
 	int n = 0, r = FGW_ERR_NOMEM;
 
 	if (due != NULL)
-		r = action ? store_awaiting_action_list(rc->env->reader, now, due, RECON_BATCH, &n)
-		           : store_unresolved_list(rc->env->reader, now, now - rc->o.grace_ms, due,
-		                                   RECON_BATCH, &n);
+		r = action
+		        ? store_awaiting_action_list(rc->env->reader, now, due, RECON_BATCH, &n)
+		        : store_unresolved_list(rc->env->reader, now, now - rc->o.grace_ms, due,
+		                                RECON_BATCH, &n);
 	if (r != 0) {
 		log_error("reconcile scan failed: %s", fgw_strerror(r));
 		free(due);

@@ -27,32 +27,32 @@ struct reconciler;
 
 /* What an operation's parsed answer (parse_op) means for its record. */
 enum op_verdict {
-	OP_DONE,       /* the processor did it */
-	OP_REFUSED,    /* it certainly did not (a mapped refusal) */
-	OP_UNKNOWN     /* no definite answer: ask again with the same key */
+	OP_DONE,    /* the processor did it */
+	OP_REFUSED, /* it certainly did not (a mapped refusal) */
+	OP_UNKNOWN  /* no definite answer: ask again with the same key */
 };
 enum op_verdict proc_op_verdict(enum proc_op op, const struct proc_result *res);
 
 struct reconciler_opts {
-	int64_t interval_ms;     /* between scans; also the first backoff step */
-	int64_t grace_ms;        /* a posting row this old, or a "not found"
+	int64_t interval_ms;         /* between scans; also the first backoff step */
+	int64_t grace_ms;            /* a posting row this old, or a "not found"
 	                            this long after the last attempt, is safe
 	                            to decide (must exceed the processor
 	                            timeout) */
 	int64_t not_found_settle_ms; /* >= 0: overrides the adapter type's
 	                            not_found_settle_ms (tests); -1: the type's */
-	int max_attempts;        /* then manual review */
-	int64_t backoff_max_ms;  /* cap of the per-row backoff */
-	int concurrency;         /* rows out at the processor at once; 0: 16 */
-	int64_t action_expiry_ms;/* a payment still waiting for 3-D Secure this
+	int max_attempts;            /* then manual review */
+	int64_t backoff_max_ms;      /* cap of the per-row backoff */
+	int concurrency;             /* rows out at the processor at once; 0: 16 */
+	int64_t action_expiry_ms;    /* a payment still waiting for 3-D Secure this
 	                            long after it began is cancelled at the
 	                            processor and failed; 0: one hour */
 };
 
 /* Starts the timer; the first scan runs at once (start-up recovery). env
  * must outlive the reconciler and env->reader must be set. */
-int reconciler_start(const struct pipeline_env *env,
-                     const struct reconciler_opts *opts, struct reconciler **out);
+int reconciler_start(const struct pipeline_env *env, const struct reconciler_opts *opts,
+                     struct reconciler **out);
 /* Frees it. Call after the env's httpc and store waker are freed (they
  * drop outstanding work without callbacks) and before its event_base. */
 void reconciler_free(struct reconciler *rc);

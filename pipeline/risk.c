@@ -16,8 +16,7 @@
 #include "pipeline/risk.h"
 
 int
-risk_init(struct risk *rk, const char *rules_file, const char *mode,
-          struct fgw_why *err)
+risk_init(struct risk *rk, const char *rules_file, const char *mode, struct fgw_why *err)
 {
 	struct rules *r = NULL;
 	int rc;
@@ -76,8 +75,7 @@ risk_reload(struct risk *rk, struct fgw_why *err, size_t *nrules)
 }
 
 int
-risk_decide(struct risk *rk, const struct rules_input *in,
-            struct rules_decision *out)
+risk_decide(struct risk *rk, const struct rules_input *in, struct rules_decision *out)
 {
 	struct rules *r = rules_slot_get(rk->slot);
 	int rc;

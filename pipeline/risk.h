@@ -21,10 +21,10 @@
 struct pipeline_env;
 
 struct risk {
-	struct rules_slot *slot;     /* the current set; never empty once up */
+	struct rules_slot *slot; /* the current set; never empty once up */
 	struct velocity *velocity;
 	pthread_mutex_t decide_mu;
-	char mode[16];               /* the `mode` attribute */
+	char mode[16]; /* the `mode` attribute */
 	char rules_file[512];
 	int up;
 };

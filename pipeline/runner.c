@@ -32,8 +32,8 @@ stage_find(enum stage_phase phase, const char *name, size_t len)
 }
 
 static int
-build_phase(enum stage_phase phase, const char *order, struct pipeline *pl,
-            char *err, size_t errlen)
+build_phase(enum stage_phase phase, const char *order, struct pipeline *pl, char *err,
+            size_t errlen)
 {
 	const char *p = order;
 	pl->n[phase] = 0;
@@ -72,8 +72,7 @@ build_phase(enum stage_phase phase, const char *order, struct pipeline *pl,
 }
 
 static int
-has_stage(const struct pipeline *pl, enum stage_phase phase,
-          const struct stage_type *st)
+has_stage(const struct pipeline *pl, enum stage_phase phase, const struct stage_type *st)
 {
 	for (int i = 0; i < pl->n[phase]; i++)
 		if (pl->stages[phase][i] == st)
@@ -119,7 +118,8 @@ pipeline_build(const char *request_order, const char *response_order,
 	}
 	if (!has_stage(&pl, PHASE_RESPONSE, &stage_record) || pl.n[PHASE_RESPONSE] < 2 ||
 	    pl.stages[PHASE_RESPONSE][pl.n[PHASE_RESPONSE] - 1] != &stage_relay) {
-		snprintf(err, errlen, "the response pipeline must include record and end with post");
+		snprintf(err, errlen,
+		         "the response pipeline must include record and end with post");
 		return FGW_ERR_INVALID;
 	}
 	*out = pl;
@@ -140,9 +140,8 @@ advance(struct txn *t, enum stage_rc rc)
 		return 1;
 	case STAGE_ERROR:
 		if (t->out.status[0] == '\0')
-			txn_set_outcome(t, "failed", "INTERNAL_ERROR",
-			                "An unexpected error occurred", 500,
-			                t->row_created);
+			txn_set_outcome(t, "failed", "INTERNAL_ERROR", "An unexpected error occurred",
+			                500, t->row_created);
 		/* fall through */
 	case STAGE_STOP:
 		if (t->phase == PHASE_REQUEST) {
@@ -171,8 +170,7 @@ run(struct txn *t)
 			return;
 		}
 		const struct stage_type *st = pl->stages[t->phase][t->stage];
-		log_txn_debug(t->id, "stage %s/%s", t->phase ? "response" : "request",
-		              st->name);
+		log_txn_debug(t->id, "stage %s/%s", t->phase ? "response" : "request", st->name);
 		if (!advance(t, st->run(t)))
 			return;
 	}
@@ -203,8 +201,8 @@ pipeline_start(struct txn *t, void (*on_done)(struct txn *, void *), void *arg)
 	t->stage = 0;
 	t->resume_ev = event_new(t->env->base, -1, 0, resume_cb, t);
 	if (t->resume_ev == NULL) {
-		txn_set_outcome(t, "failed", "INTERNAL_ERROR",
-		                "An unexpected error occurred", 500, 0);
+		txn_set_outcome(t, "failed", "INTERNAL_ERROR", "An unexpected error occurred",
+		                500, 0);
 		t->phase = PHASE_RESPONSE;
 		t->stage = t->env->pl->n[PHASE_RESPONSE] - 1; /* relay only */
 	}

@@ -21,9 +21,9 @@ struct settle_job {
 	txn_settle_fn done;
 	void *arg;
 	struct store_txn_update upd;
-	char *next_action_json;      /* upd's, owned */
+	char *next_action_json; /* upd's, owned */
 	int have_row;
-	struct store_txn_row row;    /* owned copies of its pointers */
+	struct store_txn_row row; /* owned copies of its pointers */
 };
 
 static void
@@ -78,8 +78,10 @@ settled(void *arg, int rc)
 		    store_txn_get(j->env->reader, NULL, j->upd.id, &j->row) == 0)
 			published = &j->row;
 		else
-			log_txn_error(j->upd.id, "state %s committed but not read back: "
-			              "the reconciler announces it", j->upd.status);
+			log_txn_error(j->upd.id,
+			              "state %s committed but not read back: "
+			              "the reconciler announces it",
+			              j->upd.status);
 	}
 	if (published != NULL)
 		txn_events_publish(j->env, published);
@@ -99,7 +101,8 @@ txn_settle(const struct pipeline_env *env, const struct txn_settlement *s,
 	/* The listeners run where done does: on a reactor, never on the
 	 * store's writer thread (a NULL waker). */
 	if (env == NULL || env->store == NULL || env->waker == NULL || s == NULL ||
-	    s->txn_id == NULL || s->actor == NULL || s->source == NULL || s->event_type == NULL)
+	    s->txn_id == NULL || s->actor == NULL || s->source == NULL ||
+	    s->event_type == NULL)
 		return FGW_ERR_INVALID;
 	/* Forward only: what the caller saw already rules the move out (a
 	 * name the table does not know is no move either). */
@@ -137,11 +140,15 @@ txn_settle(const struct pipeline_env *env, const struct txn_settlement *s,
 	}
 	/* Every move is audited the same way: who, the transaction, the
 	 * state it took. */
-	audit = (struct store_audit){ s->actor, s->source, s->event_type, s->txn_id,
-		                          txn_state_name(s->to), s->details_json };
+	audit = (struct store_audit){
+		s->actor,       s->source, s->event_type, s->txn_id, txn_state_name(s->to),
+		s->details_json
+	};
 	if ((r = store_txn_finish(env->store, env->waker, &j->upd, s->purge_token,
-	                          &(struct store_commit){ .idem = s->idem, .audit = &audit,
-	                                                  .n_audit = 1, .done = settled,
+	                          &(struct store_commit){ .idem = s->idem,
+	                                                  .audit = &audit,
+	                                                  .n_audit = 1,
+	                                                  .done = settled,
 	                                                  .arg = j })) != 0)
 		goto fail;
 	return FGW_OK;
@@ -155,13 +162,14 @@ struct op_job {
 	txn_settle_fn done;
 	void *arg;
 	int succeeded;
-	struct store_pendingop op;    /* as committed */
+	struct store_pendingop op; /* as committed */
 	struct store_pendingop *out;
 };
 
 /* Reads back and publishes txn_id; 0 and *row filled, or an error. */
 static int
-publish_read(const struct pipeline_env *env, const char *txn_id, struct store_txn_row *row)
+publish_read(const struct pipeline_env *env, const char *txn_id,
+             struct store_txn_row *row)
 {
 	int r;
 
@@ -204,8 +212,8 @@ txn_settle_op(const struct pipeline_env *env, const struct txn_op_settlement *s,
 	struct op_job *j;
 	int r;
 
-	if (env == NULL || env->store == NULL || env->waker == NULL || s == NULL || s->op == NULL ||
-	    (s->answer != NULL && !s->succeeded))
+	if (env == NULL || env->store == NULL || env->waker == NULL || s == NULL ||
+	    s->op == NULL || (s->answer != NULL && !s->succeeded))
 		return FGW_ERR_INVALID;
 	if ((j = calloc(1, sizeof(*j))) == NULL)
 		return FGW_ERR_NOMEM;
@@ -220,7 +228,8 @@ txn_settle_op(const struct pipeline_env *env, const struct txn_op_settlement *s,
 		r = store_pendingop_finish_answered(env->store, env->waker, s->op, &j->op,
 		                                    s->answer, s->answer_arg, &c);
 	else
-		r = store_pendingop_finish(env->store, env->waker, s->op, s->succeeded, &j->op, &c);
+		r = store_pendingop_finish(env->store, env->waker, s->op, s->succeeded, &j->op,
+		                           &c);
 	if (r != 0)
 		free(j);
 	return r;

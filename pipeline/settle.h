@@ -34,17 +34,17 @@ struct txn_settlement {
 	 * one (the writer's check still applies). */
 	enum txn_state from;
 	enum txn_state to;
-	const char *error_code;       /* NULL or "": cleared */
+	const char *error_code; /* NULL or "": cleared */
 	const char *error_message;
 	const char *processor_ref;    /* NULL or "": kept as stored */
 	const char *next_action_json; /* NULL: cleared */
 	/* Who decided, for the audit event. */
-	const char *actor;            /* client id, processor, "system" */
-	const char *source;           /* remote address or "local" */
-	const char *event_type;       /* "txn.outcome", "txn.webhook", ... */
-	const char *details_json;     /* masked details or NULL */
-	const struct store_idem *idem;/* the idempotent answer, or NULL */
-	const char *purge_token;      /* one-time vault entry to drop, or NULL */
+	const char *actor;             /* client id, processor, "system" */
+	const char *source;            /* remote address or "local" */
+	const char *event_type;        /* "txn.outcome", "txn.webhook", ... */
+	const char *details_json;      /* masked details or NULL */
+	const struct store_idem *idem; /* the idempotent answer, or NULL */
+	const char *purge_token;       /* one-time vault entry to drop, or NULL */
 	/* The row as the caller holds it, to publish with the move applied
 	 * without reading it back; NULL: read back after the commit. */
 	const struct store_txn_row *row;
@@ -68,8 +68,8 @@ int txn_settle(const struct pipeline_env *env, const struct txn_settlement *s,
 /* The outcome of a refund, capture or cancel written ahead. */
 struct txn_op_settlement {
 	const struct store_pendingop *op;
-	int succeeded;                /* 1: done at the processor; 0: refused */
-	struct store_pendingop *out;  /* the operation as committed, or NULL */
+	int succeeded;               /* 1: done at the processor; 0: refused */
+	struct store_pendingop *out; /* the operation as committed, or NULL */
 	/* A refund's idempotent answer built inside its commit (idem must be
 	 * given), or NULL. */
 	store_pendingop_answer_fn answer;

@@ -40,15 +40,15 @@ decrypt_run(struct txn *t)
 	}
 	if (!rq->has_encrypted || rq->card.pan != NULL)
 		return STAGE_NEXT;
-	r = sealed_open_b64(t->env->kr, rq->enc_key_id, rq->enc_data,
-	                    strlen(rq->enc_data), &plain);
+	r = sealed_open_b64(t->env->kr, rq->enc_key_id, rq->enc_data, strlen(rq->enc_data),
+	                    &plain);
 	if (r == FGW_ERR_NOT_FOUND)
 		return stage_invalid(t, "encryptedCard.keyId is not a current gateway key");
 	if (r != 0)
 		return stage_invalid(t, "encryptedCard.data does not open with that key");
 	memset(&perr, 0, sizeof(perr));
-	r = txn_card_parse_sealed((const char *)plain->data, plain->len, &t->env->limits.sealed,
-	                          fgw_now_ms(), &rq->card, &perr);
+	r = txn_card_parse_sealed((const char *)plain->data, plain->len,
+	                          &t->env->limits.sealed, fgw_now_ms(), &rq->card, &perr);
 	secbuf_free(plain);
 	if (r != 0) {
 		char msg[240];

@@ -55,10 +55,11 @@ encrypt_run(struct txn *t)
 	if (t->req->method_processor[0] != '\0' && t->inst == NULL) {
 		struct proc_instance *mi = pipeline_proc_find(t->env, t->req->method_processor);
 		if (mi == NULL || !mi->type->takes_processor_method) {
-			txn_set_outcome(t, "rejected", "PAYMENT_METHOD_PROCESSOR",
-			                "This saved payment method is held by a processor this "
-			                "gateway does not charge it at (it needs the processor that holds it)",
-			                400, 0);
+			txn_set_outcome(
+			    t, "rejected", "PAYMENT_METHOD_PROCESSOR",
+			    "This saved payment method is held by a processor this "
+			    "gateway does not charge it at (it needs the processor that holds it)",
+			    400, 0);
 			return STAGE_STOP;
 		}
 		t->inst = mi;
@@ -70,14 +71,16 @@ encrypt_run(struct txn *t)
 			return STAGE_NEXT;
 		txn_set_outcome(t, "rejected", "PROCESSOR_NOT_SUPPORTED",
 		                "confirmWith stripe_js needs a stripe processor, and this "
-		                "payment goes to another", 400, 0);
+		                "payment goes to another",
+		                400, 0);
 		return STAGE_STOP;
 	}
 	if (t->req->processor_method[0] != '\0')
 		return txn_proc_type(t)->takes_processor_method
 		           ? STAGE_NEXT
-		           : stage_invalid(t, "stripePaymentMethod needs a stripe processor, and this "
-		                              "payment goes to another");
+		           : stage_invalid(
+		                 t, "stripePaymentMethod needs a stripe processor, and this "
+		                    "payment goes to another");
 	/* A processor that takes the card's clear fields over TLS gets them
 	 * from guarded memory when post builds its request (stage_post.c
 	 * wipes them once it is handed to the HTTP client). */
@@ -94,7 +97,8 @@ encrypt_run(struct txn *t)
 		return STAGE_ERROR;
 	/* Built by hand in guarded memory: the PAN never enters a heap
 	 * JSON tree on its way to the processor. */
-	n = snprintf((char *)buf->data, cap, "{\"number\":\"%s\",\"expMonth\":%d,\"expYear\":%d",
+	n = snprintf((char *)buf->data, cap,
+	             "{\"number\":\"%s\",\"expMonth\":%d,\"expYear\":%d",
 	             (const char *)c->pan->data, c->exp_month, c->exp_year);
 	if (n < 0 || (size_t)n >= cap)
 		goto out;
@@ -120,8 +124,8 @@ encrypt_run(struct txn *t)
 	buf->data[o] = '\0';
 	if (pc->pubkey.alg == SEALED_ALG_BOX && txn_proc_type(t)->speaks_box) {
 		/* The reply key named in the request is the one boxed from. */
-		if ((r = keyring_box_current(t->env->kr, t->reply_key_id,
-		                             sizeof(t->reply_key_id), t->reply_pk)) == 0 &&
+		if ((r = keyring_box_current(t->env->kr, t->reply_key_id, sizeof(t->reply_key_id),
+		                             t->reply_pk)) == 0 &&
 		    (r = box_seal_b64(t->env->kr, t->reply_key_id, pc->pubkey.pk, buf->data, o,
 		                      &t->sealed_card_b64)) == 0)
 			t->card_boxed = 1;

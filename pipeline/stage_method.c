@@ -24,8 +24,8 @@
 static enum stage_rc
 not_found(struct txn *t)
 {
-	txn_set_outcome(t, "rejected", "PAYMENT_METHOD_NOT_FOUND",
-	                "Payment method not found", 404, 0);
+	txn_set_outcome(t, "rejected", "PAYMENT_METHOD_NOT_FOUND", "Payment method not found",
+	                404, 0);
 	return STAGE_STOP;
 }
 
@@ -122,7 +122,8 @@ stage_load_method(struct txn *t)
 	rc = STAGE_NEXT;
 	goto out;
 fail:
-	txn_set_outcome(t, "failed", "INTERNAL_ERROR", "The stored card could not be read", 500, 0);
+	txn_set_outcome(t, "failed", "INTERNAL_ERROR", "The stored card could not be read",
+	                500, 0);
 	rc = STAGE_ERROR;
 out:
 	secbuf_free(pan);
@@ -150,7 +151,8 @@ txn_card_to_vault(struct keyring *kr, const struct sealed_card_policy *pol,
 	memset(ve, 0, sizeof(*ve));
 	*blob = NULL;
 	if (rq->has_encrypted && rq->card.pan == NULL) {
-		r = sealed_open_b64(kr, rq->enc_key_id, rq->enc_data, strlen(rq->enc_data), &plain);
+		r = sealed_open_b64(kr, rq->enc_key_id, rq->enc_data, strlen(rq->enc_data),
+		                    &plain);
 		if (r == FGW_ERR_NOT_FOUND) {
 			r = card_err(err, "encryptedCard.keyId", "is not a current gateway key");
 			goto out;
@@ -179,13 +181,15 @@ txn_card_to_vault(struct keyring *kr, const struct sealed_card_policy *pol,
 		goto out;
 	}
 	card_bin_last4((const char *)pan->data, pan->len, ve->bin, ve->last4);
-	fgw_strlcpy(ve->brand, card_brand_name(card_brand_of((const char *)pan->data, pan->len)),
+	fgw_strlcpy(ve->brand,
+	            card_brand_name(card_brand_of((const char *)pan->data, pan->len)),
 	            sizeof(ve->brand));
 	ve->exp_month = rq->card.exp_month;
 	ve->exp_year = rq->card.exp_year;
 	ve->saved = 1;
 	if ((r = vault_new_token(ve->token, sizeof(ve->token))) != 0 ||
-	    (r = vault_fingerprint(kr, (const char *)pan->data, pan->len, ve->fingerprint)) != 0 ||
+	    (r = vault_fingerprint(kr, (const char *)pan->data, pan->len, ve->fingerprint)) !=
+	        0 ||
 	    (r = vault_encrypt(kr, ve->token, pan, blob)) != 0 ||
 	    (r = vault_blob_key_id(*blob, ve->key_id, sizeof(ve->key_id))) != 0)
 		goto out;

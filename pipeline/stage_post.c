@@ -114,8 +114,8 @@ send_charge(struct txn *t, const char *payment_method)
 		preq.customer = t->req->processor_customer;
 	preq.client_confirms = t->req->client_confirms;
 	if (txn_proc_type(t)->needs_clear_card && c->pan != NULL) {
-		clear = (struct proc_clear_card){ c->pan, c->cvc, c->exp_month,
-			                              c->exp_year, c->holder };
+		clear = (struct proc_clear_card){ c->pan, c->cvc, c->exp_month, c->exp_year,
+			                              c->holder };
 		preq.clear_card = &clear;
 	}
 	r = start_call(t, PROC_CALL_CHARGE, &preq, post_replied);
@@ -190,8 +190,8 @@ send_to_processor(struct txn *t)
 		 * charge names the processor's id for it. */
 		if ((r = fill_request(t, &preq, &pk_b64)) != 0)
 			goto out;
-		clear = (struct proc_clear_card){ c->pan, c->cvc, c->exp_month,
-			                              c->exp_year, c->holder };
+		clear = (struct proc_clear_card){ c->pan, c->cvc, c->exp_month, c->exp_year,
+			                              c->holder };
 		preq.clear_card = &clear;
 		r = start_call(t, PROC_CALL_CARD, &preq, card_replied);
 	} else {
@@ -215,8 +215,8 @@ post_committed_run(void *arg, int rc)
 	int r;
 	if (rc != 0) {
 		log_txn_error(t->id, "write-ahead commit failed: %s", fgw_strerror(rc));
-		txn_set_outcome(t, "failed", "INTERNAL_ERROR",
-		                "An unexpected error occurred", 500, 0);
+		txn_set_outcome(t, "failed", "INTERNAL_ERROR", "An unexpected error occurred",
+		                500, 0);
 		pipeline_resume(t, STAGE_ERROR);
 		return;
 	}
@@ -272,7 +272,7 @@ post_run(struct txn *t)
 		ve.expires_at = fgw_now_ms() + t->env->vault_onetime_ttl_ms;
 	details = stage_audit_details(t);
 	audit = (struct store_audit){ t->client_id, t->source, "txn.created",
-		                          t->id, "posting", details };
+		                          t->id,        "posting", details };
 	/* The client's key is claimed durably with the write-ahead (status 0:
 	 * in progress), so a retry after a crash cannot start a second
 	 * charge; the record stage (or the reconciler) replaces it with the
@@ -290,13 +290,17 @@ post_run(struct txn *t)
 	r = store_txn_create(t->env->store, t->env->waker, &row,
 	                     t->vault_reused || !t->vaulted ? NULL : &ve,
 	                     &(struct store_commit){ .idem = t->idem_key[0] ? &claim : NULL,
-	                                             .audit = &audit, .n_audit = 1,
-	                                             .done = post_committed, .arg = t });
+	                                             .audit = &audit,
+	                                             .n_audit = 1,
+	                                             .done = post_committed,
+	                                             .arg = t });
 	free(details);
 	if (r != 0) {
 		log_txn_error(t->id, "store refused the write-ahead: %s", fgw_strerror(r));
-		txn_set_outcome(t, "failed", r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
-		                "The gateway could not accept the payment", r == FGW_ERR_SHUTDOWN ? 503 : 500, 0);
+		txn_set_outcome(t, "failed",
+		                r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
+		                "The gateway could not accept the payment",
+		                r == FGW_ERR_SHUTDOWN ? 503 : 500, 0);
 		return STAGE_ERROR;
 	}
 	return STAGE_SUSPEND;

@@ -44,8 +44,8 @@ outcome_from_result(struct txn *t)
 		break;
 	case PROC_DECLINED:
 		m = stage_code_lookup(res->code[0] ? res->code : "PAYMENT_CARD_DECLINED");
-		txn_set_outcome(t, txn_state_name(TXN_DECLINED), m->code, m->message, m->http_status,
-		                1);
+		txn_set_outcome(t, txn_state_name(TXN_DECLINED), m->code, m->message,
+		                m->http_status, 1);
 		break;
 	case PROC_UNKNOWN:
 		txn_set_outcome(t, txn_state_name(TXN_PROCESSING), "", "", 200, 1);
@@ -53,8 +53,8 @@ outcome_from_result(struct txn *t)
 	case PROC_FAILED:
 	default:
 		m = stage_code_lookup("PAYMENT_PROCESSING_FAILED");
-		txn_set_outcome(t, txn_state_name(TXN_FAILED), m->code, m->message, m->http_status,
-		                1);
+		txn_set_outcome(t, txn_state_name(TXN_FAILED), m->code, m->message,
+		                m->http_status, 1);
 		break;
 	}
 }
@@ -69,7 +69,8 @@ record_done(struct txn *t, int rc)
 	} else if (rc != 0) {
 		log_txn_error(t->id, "outcome commit failed: %s", fgw_strerror(rc));
 		txn_set_outcome(t, t->out.status, "INTERNAL_ERROR",
-		                "The outcome could not be recorded; it will be reconciled", 500, 0);
+		                "The outcome could not be recorded; it will be reconciled", 500,
+		                0);
 		stage_build_answer(t);
 	}
 	pipeline_resume(t, STAGE_NEXT);
@@ -117,7 +118,8 @@ save_method_done(void *arg, int rc)
 	struct save_ctx *c = arg;
 	struct txn *t = c->t;
 	if (rc != 0) {
-		log_txn_warn(t->id, "saving payment method %s failed: %s", c->m.id, fgw_strerror(rc));
+		log_txn_warn(t->id, "saving payment method %s failed: %s", c->m.id,
+		             fgw_strerror(rc));
 		t->saved_method_id[0] = '\0';
 	}
 	free(c);
@@ -162,7 +164,8 @@ purge_token_for(const struct txn *t)
 {
 	if (t->vault_reused || !t->row_created || t->token[0] == '\0')
 		return NULL;
-	if (txn_state_of(t->out.status) == TXN_DECLINED || txn_state_of(t->out.status) == TXN_FAILED)
+	if (txn_state_of(t->out.status) == TXN_DECLINED ||
+	    txn_state_of(t->out.status) == TXN_FAILED)
 		return t->token;
 	return NULL;
 }
@@ -229,18 +232,22 @@ record_run(struct txn *t)
 		struct store_txn_row row;
 		stage_fill_row(t, t->out.status, &row);
 		row.token[0] = '\0';
-		audit = (struct store_audit){ t->client_id, t->source, "txn.decided", t->id,
-			                          t->out.status, details };
+		audit = (struct store_audit){ t->client_id, t->source,     "txn.decided",
+			                          t->id,        t->out.status, details };
 		r = store_txn_create(t->env->store, t->env->waker, &row, NULL,
-		                     &(struct store_commit){ .idem = t->idem_key[0] ? &idem : NULL,
-		                                             .audit = &audit, .n_audit = 1,
-		                                             .done = record_created, .arg = t });
+		                     &(struct store_commit){ .idem = t->idem_key[0] ? &idem
+		                                                                    : NULL,
+		                                             .audit = &audit,
+		                                             .n_audit = 1,
+		                                             .done = record_created,
+		                                             .arg = t });
 	}
 	free(details);
 	if (r != 0) {
 		log_txn_error(t->id, "store refused the outcome: %s", fgw_strerror(r));
 		txn_set_outcome(t, t->out.status, "INTERNAL_ERROR",
-		                "The outcome could not be recorded; it will be reconciled", 500, 0);
+		                "The outcome could not be recorded; it will be reconciled", 500,
+		                0);
 		stage_build_answer(t);
 		return STAGE_NEXT;
 	}

@@ -27,11 +27,12 @@ static enum stage_rc
 relay_run(struct txn *t)
 {
 	if (t->answer == NULL && stage_build_answer(t) != 0) {
-		txn_set_outcome(t, "failed", "INTERNAL_ERROR", "An unexpected error occurred", 500, 0);
+		txn_set_outcome(t, "failed", "INTERNAL_ERROR", "An unexpected error occurred",
+		                500, 0);
 		t->answer = NULL;
 	}
-	log_txn_info(t->id, "%s %s %s amount=%lld %s %ldms", t->client_id,
-	             t->out.status, t->out.error_code[0] ? t->out.error_code : "-",
+	log_txn_info(t->id, "%s %s %s amount=%lld %s %ldms", t->client_id, t->out.status,
+	             t->out.error_code[0] ? t->out.error_code : "-",
 	             (long long)t->req->amount, t->req->currency,
 	             (long)(fgw_mono_ms() - t->started_mono));
 	t->on_done(t, t->done_arg);
@@ -42,6 +43,6 @@ relay_run(struct txn *t)
 const struct stage_type stage_relay = { "post", PHASE_RESPONSE, relay_run };
 
 const struct stage_type *const stage_types[] = {
-	&stage_token, &stage_decrypt, &stage_rule, &stage_encrypt, &stage_post,
-	&stage_reply_decrypt, &stage_record, &stage_relay, NULL,
+	&stage_token,         &stage_decrypt, &stage_rule,  &stage_encrypt, &stage_post,
+	&stage_reply_decrypt, &stage_record,  &stage_relay, NULL,
 };

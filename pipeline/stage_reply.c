@@ -69,7 +69,8 @@ reply_decrypt_map(struct txn *t)
 			/* We sent it and cannot read the answer: unknown. */
 			log_txn_error(t->id, "processor reply does not open: %s", fgw_strerror(r));
 			t->result.outcome = PROC_UNKNOWN;
-			fgw_strlcpy(t->result.code, "PAYMENT_PROCESSING_FAILED", sizeof(t->result.code));
+			fgw_strlcpy(t->result.code, "PAYMENT_PROCESSING_FAILED",
+			            sizeof(t->result.code));
 			return STAGE_NEXT;
 		}
 		r = pt->parse_reply(txn_proc(t), t->reply_status, (const char *)plain->data,
@@ -77,14 +78,15 @@ reply_decrypt_map(struct txn *t)
 		secbuf_free(plain);
 		/* An answer the processor really wrote, but for another
 		 * transaction (a replayed reply), says nothing about this one. */
-		if (r == 0 && t->result.txn_ref[0] != '\0' && strcmp(t->result.txn_ref, t->id) != 0) {
+		if (r == 0 && t->result.txn_ref[0] != '\0' &&
+		    strcmp(t->result.txn_ref, t->id) != 0) {
 			log_txn_error(t->id, "processor reply is for another transaction");
 			proc_result_clear(&t->result);
 			r = FGW_ERR_CRYPTO;
 		}
 	} else {
-		r = pt->parse_reply(txn_proc(t), t->reply_status, t->reply_body,
-		                    t->reply_len, &t->result);
+		r = pt->parse_reply(txn_proc(t), t->reply_status, t->reply_body, t->reply_len,
+		                    &t->result);
 	}
 	if (r != 0) {
 		t->result.outcome = PROC_UNKNOWN;
@@ -103,4 +105,5 @@ reply_decrypt_run(struct txn *t)
 	return rc;
 }
 
-const struct stage_type stage_reply_decrypt = { "decrypt", PHASE_RESPONSE, reply_decrypt_run };
+const struct stage_type stage_reply_decrypt = { "decrypt", PHASE_RESPONSE,
+	                                            reply_decrypt_run };

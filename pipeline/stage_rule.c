@@ -81,7 +81,8 @@ rule_decline(struct txn *t, const char *code, const char *rule_id)
 	fgw_strlcpy(t->decision, "decline", sizeof(t->decision));
 	fgw_strlcpy(t->rule_code, code, sizeof(t->rule_code));
 	if (snprintf(msg, sizeof(msg), "%s (%s, rule %s)",
-	             stage_code_lookup("RULE_DECLINED")->message, code, rule_id) >= (int)sizeof(msg))
+	             stage_code_lookup("RULE_DECLINED")->message, code,
+	             rule_id) >= (int)sizeof(msg))
 		fgw_strlcpy(msg, stage_code_lookup("RULE_DECLINED")->message, sizeof(msg));
 	txn_set_outcome(t, "declined", "RULE_DECLINED", msg, 400, 1);
 	return STAGE_STOP;
@@ -98,7 +99,8 @@ rules_run(struct txn *t)
 	rule_input(t, &in, bin);
 	if ((r = risk_decide(t->env->risk, &in, &d)) != 0) {
 		log_txn_error(t->id, "rules evaluation failed: %s", fgw_strerror(r));
-		txn_set_outcome(t, "failed", "INTERNAL_ERROR", "An unexpected error occurred", 500, 0);
+		txn_set_outcome(t, "failed", "INTERNAL_ERROR", "An unexpected error occurred",
+		                500, 0);
 		return STAGE_ERROR;
 	}
 	fgw_strlcpy(t->rules_fired, d.fired, sizeof(t->rules_fired));
@@ -131,7 +133,8 @@ rule_run(struct txn *t)
 		return stage_invalid(t, "card is required");
 	if (pan != NULL && !card_pan_ok((const char *)pan->data, pan->len))
 		return stage_invalid(t, "card.number is not a valid card number");
-	if (pan != NULL && !card_expiry_ok(rq->card.exp_month, rq->card.exp_year, fgw_now_ms()))
+	if (pan != NULL &&
+	    !card_expiry_ok(rq->card.exp_month, rq->card.exp_year, fgw_now_ms()))
 		return stage_invalid(t, "card has expired");
 	if (!currency_allowed(t->env->limits.currencies, rq->currency))
 		return stage_invalid(t, "currency is not supported");

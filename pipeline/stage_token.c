@@ -31,8 +31,7 @@ token_run(struct txn *t)
 	/* A card the processor holds (stripePaymentMethod): nothing to vault. */
 	if (t->req->processor_method[0] != '\0' || t->req->client_confirms)
 		return STAGE_NEXT;
-	if (t->token[0] == '\0' &&
-	    (r = vault_new_token(t->token, sizeof(t->token))) != 0)
+	if (t->token[0] == '\0' && (r = vault_new_token(t->token, sizeof(t->token))) != 0)
 		return STAGE_ERROR;
 	if ((r = stage_vault_card(t)) != 0) {
 		log_txn_error(t->id, "vaulting failed: %s", fgw_strerror(r));

@@ -36,7 +36,8 @@ static const struct code_message decline_messages[] = {
 	{ "PAYMENT_CARD_DECLINED", "Your card was declined", 400 },
 	{ "PAYMENT_INSUFFICIENT_FUNDS", "Your card has insufficient funds", 400 },
 	{ "RULE_DECLINED", "The payment was declined by a risk rule", 400 },
-	{ "PAYMENT_PROCESSING_FAILED", "The payment processor could not process the payment", 502 },
+	{ "PAYMENT_PROCESSING_FAILED", "The payment processor could not process the payment",
+	  502 },
 	{ "PAYMENT_AUTHENTICATION_EXPIRED",
 	  "The card holder did not complete 3-D Secure authentication in time", 400 },
 	{ NULL, NULL, 0 },
@@ -96,7 +97,8 @@ stage_fill_row(const struct txn *t, const char *status, struct store_txn_row *ro
 	fgw_strlcpy(row->error_code, t->out.error_code, sizeof(row->error_code));
 	fgw_strlcpy(row->error_message, t->out.error_message, sizeof(row->error_message));
 	fgw_strlcpy(row->processor, txn_proc(t)->name, sizeof(row->processor));
-	fgw_strlcpy(row->processor_idem_key, t->proc_idem_key, sizeof(row->processor_idem_key));
+	fgw_strlcpy(row->processor_idem_key, t->proc_idem_key,
+	            sizeof(row->processor_idem_key));
 	fgw_strlcpy(row->token, t->token, sizeof(row->token));
 	fgw_strlcpy(row->fingerprint, t->fingerprint, sizeof(row->fingerprint));
 	fgw_strlcpy(row->brand, t->brand, sizeof(row->brand));
@@ -126,11 +128,11 @@ stage_vault_card(struct txn *t)
 	int r;
 	if (t->vaulted || pan == NULL)
 		return FGW_OK;
-	if (t->token[0] == '\0' &&
-	    (r = vault_new_token(t->token, sizeof(t->token))) != 0)
+	if (t->token[0] == '\0' && (r = vault_new_token(t->token, sizeof(t->token))) != 0)
 		return r;
 	card_bin_last4((const char *)pan->data, pan->len, t->bin, t->last4);
-	fgw_strlcpy(t->brand, card_brand_name(card_brand_of((const char *)pan->data, pan->len)),
+	fgw_strlcpy(t->brand,
+	            card_brand_name(card_brand_of((const char *)pan->data, pan->len)),
 	            sizeof(t->brand));
 	if ((r = vault_fingerprint(t->env->kr, (const char *)pan->data, pan->len,
 	                           t->fingerprint)) != 0 ||
@@ -199,16 +201,24 @@ int
 stage_build_answer(struct txn *t)
 {
 	struct stage_answer a = {
-		.id = t->id, .status = t->out.status, .amount = t->req->amount,
-		.currency = t->req->currency, .token = t->token, .brand = t->brand,
-		.last4 = t->last4, .exp_month = t->req->card.exp_month,
-		.exp_year = t->req->card.exp_year, .proc_name = txn_proc(t)->name,
+		.id = t->id,
+		.status = t->out.status,
+		.amount = t->req->amount,
+		.currency = t->req->currency,
+		.token = t->token,
+		.brand = t->brand,
+		.last4 = t->last4,
+		.exp_month = t->req->card.exp_month,
+		.exp_year = t->req->card.exp_year,
+		.proc_name = txn_proc(t)->name,
 		.reference = t->result.reference,
 		.next_action_json = t->result.next_action_json,
-		.http_status = t->out.http_status, .error_code = t->out.error_code,
+		.http_status = t->out.http_status,
+		.error_code = t->out.error_code,
 		.error_message = t->out.error_message,
 		.with_txn_id = t->row_created || t->out.record,
-		.method_id = t->saved_method_id[0] ? t->saved_method_id : t->req->payment_method_id,
+		.method_id = t->saved_method_id[0] ? t->saved_method_id
+		                                   : t->req->payment_method_id,
 		.request_id = t->request_id,
 	};
 	char *json = NULL;

@@ -49,8 +49,8 @@ struct stage_answer {
 	int http_status;
 	const char *error_code, *error_message;
 	int with_txn_id;
-	const char *method_id;   /* saved method paid with or saved, or NULL */
-	const char *request_id;  /* errors: the request's id, or NULL */
+	const char *method_id;  /* saved method paid with or saved, or NULL */
+	const char *request_id; /* errors: the request's id, or NULL */
 };
 /* *out is malloc'ed JSON text. */
 int stage_answer_json(const struct stage_answer *a, char **out);

@@ -43,8 +43,8 @@ perr(struct txn_parse_error *err, const char *field, const char *msg)
 /* Copies an optional string field of at most cap-1 bytes. Returns 0 when
  * absent or copied, FGW_ERR_INVALID (err filled) otherwise. */
 static int
-get_str(const cJSON *obj, const char *name, const char *path, char *dst,
-        size_t cap, int required, struct txn_parse_error *err)
+get_str(const cJSON *obj, const char *name, const char *path, char *dst, size_t cap,
+        int required, struct txn_parse_error *err)
 {
 	const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
 	char msg[96];
@@ -70,8 +70,8 @@ get_str(const cJSON *obj, const char *name, const char *path, char *dst,
 
 /* An integer field within [min, max]. */
 static int
-get_int(const cJSON *obj, const char *name, const char *path, int64_t min,
-        int64_t max, int required, int64_t *out, struct txn_parse_error *err)
+get_int(const cJSON *obj, const char *name, const char *path, int64_t min, int64_t max,
+        int required, int64_t *out, struct txn_parse_error *err)
 {
 	const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
 	if (it == NULL || cJSON_IsNull(it)) {
@@ -104,8 +104,10 @@ only_fields(const cJSON *obj, const char *const *allowed, const char *path,
 			 * client could send card data as a member name. */
 			const char *name = it->string ? it->string : "";
 			size_t n = strlen(name);
-			int plain = n > 0 && n <= 40 && strspn(name,
-			    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_") == n;
+			int plain = n > 0 && n <= 40 &&
+			            strspn(name,
+			                   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_") ==
+			                n;
 			snprintf(field, sizeof(field), "%s%s%s", path, path[0] ? "." : "",
 			         plain ? name : "(unnamed)");
 			return perr(err, field, "is not a known field");
@@ -147,8 +149,8 @@ static int
 card_from_json(cJSON *c, const char *path, struct txn_card *card,
                struct txn_parse_error *err)
 {
-	static const char *const fields[] = { "number", "expMonth", "expYear",
-		                                  "cvc", "holderName", NULL };
+	static const char *const fields[] = { "number", "expMonth",   "expYear",
+		                                  "cvc",    "holderName", NULL };
 	char fp[64];
 	int64_t v = 0;
 	int r;
@@ -168,8 +170,7 @@ card_from_json(cJSON *c, const char *path, struct txn_card *card,
 		r = perr(err, fp, "must be 13 to 19 digits");
 		goto out;
 	}
-	if ((r = secbuf_from(&card->pan, num->valuestring,
-	                     strlen(num->valuestring))) != 0)
+	if ((r = secbuf_from(&card->pan, num->valuestring, strlen(num->valuestring))) != 0)
 		goto out;
 	snprintf(fp, sizeof(fp), "%s.expMonth", path);
 	if ((r = get_int(c, "expMonth", fp, 1, 12, 1, &v, err)) != 0)
@@ -186,8 +187,8 @@ card_from_json(cJSON *c, const char *path, struct txn_card *card,
 			r = perr(err, fp, "must be a string of 3 or 4 digits");
 			goto out;
 		}
-		if ((r = secbuf_from(&card->cvc, cvc->valuestring,
-		                     strlen(cvc->valuestring))) != 0)
+		if ((r = secbuf_from(&card->cvc, cvc->valuestring, strlen(cvc->valuestring))) !=
+		    0)
 			goto out;
 	}
 	snprintf(fp, sizeof(fp), "%s.holderName", path);
@@ -245,8 +246,9 @@ txn_card_parse_sealed(const char *json, size_t len, const struct sealed_card_pol
 	at_ms *= 1000;
 	if (now_ms - at_ms > pol->max_age_ms || at_ms - now_ms > pol->max_skew_ms) {
 		fgw_strlcpy(err->field, "encryptedCard", sizeof(err->field));
-		fgw_strlcpy(err->message, now_ms > at_ms ? "is too old: seal it again"
-		                                         : "was sealed in the future: check the clock",
+		fgw_strlcpy(err->message,
+		            now_ms > at_ms ? "is too old: seal it again"
+		                           : "was sealed in the future: check the clock",
 		            sizeof(err->message));
 		r = FGW_ERR_TIMEOUT;
 	}
@@ -269,10 +271,13 @@ parse_customer(const cJSON *c, struct txn_request *rq, struct txn_parse_error *e
 	if (!cJSON_IsObject(c))
 		return perr(err, "customer", "must be an object");
 	if ((r = only_fields(c, fields, "customer", err)) != 0 ||
-	    (r = get_str(c, "email", "customer.email", rq->email, sizeof(rq->email), 0, err)) != 0 ||
-	    (r = get_str(c, "name", "customer.name", rq->customer_name, sizeof(rq->customer_name), 0, err)) != 0 ||
+	    (r = get_str(c, "email", "customer.email", rq->email, sizeof(rq->email), 0,
+	                 err)) != 0 ||
+	    (r = get_str(c, "name", "customer.name", rq->customer_name,
+	                 sizeof(rq->customer_name), 0, err)) != 0 ||
 	    (r = get_str(c, "ip", "customer.ip", rq->ip, sizeof(rq->ip), 0, err)) != 0 ||
-	    (r = get_str(c, "country", "customer.country", rq->country, sizeof(rq->country), 0, err)) != 0)
+	    (r = get_str(c, "country", "customer.country", rq->country, sizeof(rq->country),
+	                 0, err)) != 0)
 		return r;
 	if (rq->email[0] != '\0') {
 		const char *at = strchr(rq->email, '@');
@@ -305,7 +310,8 @@ parse_metadata(const cJSON *m, struct txn_request *rq, struct txn_parse_error *e
 		if (it->string == NULL || strlen(it->string) > 40)
 			return perr(err, "metadata", "keys must be at most 40 characters");
 		if (!cJSON_IsString(it) || strlen(it->valuestring) > 500)
-			return perr(err, "metadata", "values must be strings of at most 500 characters");
+			return perr(err, "metadata",
+			            "values must be strings of at most 500 characters");
 	}
 	if ((rq->metadata_json = cJSON_PrintUnformatted(m)) == NULL)
 		return FGW_ERR_NOMEM;
@@ -329,7 +335,8 @@ parse_encrypted(const cJSON *enc, struct txn_request *rq, struct txn_parse_error
 	data = cJSON_GetObjectItemCaseSensitive(enc, "data");
 	if (data == NULL || !cJSON_IsString(data) || data->valuestring[0] == '\0' ||
 	    strlen(data->valuestring) > 8192)
-		return perr(err, "encryptedCard.data", "must be a base64 string of at most 8192 characters");
+		return perr(err, "encryptedCard.data",
+		            "must be a base64 string of at most 8192 characters");
 	if ((rq->enc_data = strdup(data->valuestring)) == NULL)
 		return FGW_ERR_NOMEM;
 	return FGW_OK;
@@ -419,13 +426,17 @@ static int
 parse_source(cJSON *card, cJSON *enc, struct txn_request *rq, struct txn_parse_error *err)
 {
 	if (rq->processor_method[0] != '\0') {
-		if (strncmp(rq->processor_method, "pm_", 3) != 0 || rq->processor_method[3] == '\0' ||
+		if (strncmp(rq->processor_method, "pm_", 3) != 0 ||
+		    rq->processor_method[3] == '\0' ||
 		    strspn(rq->processor_method, "abcdefghijklmnopqrstuvwxyz"
-		           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != strlen(rq->processor_method))
-			return perr(err, "stripePaymentMethod", "must be a Stripe PaymentMethod id (pm_...)");
+		                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") !=
+		        strlen(rq->processor_method))
+			return perr(err, "stripePaymentMethod",
+			            "must be a Stripe PaymentMethod id (pm_...)");
 		/* flairgw never sees the card: there is nothing to save. */
 		if (rq->save_method)
-			return perr(err, "savePaymentMethod", "cannot be used with stripePaymentMethod");
+			return perr(err, "savePaymentMethod",
+			            "cannot be used with stripePaymentMethod");
 	} else if (card != NULL) {
 		rq->has_card = 1;
 		return card_from_json(card, "card", &rq->card, err);
@@ -439,11 +450,20 @@ static int
 request_parse(const char *body, size_t len, int client_confirms, struct txn_request **out,
               struct txn_parse_error *err)
 {
-	static const char *const fields[] = {
-		"reservationId", "amount", "currency", "card", "encryptedCard",
-		"customer", "description", "metadata", "paymentMethodId",
-		"savePaymentMethod", "capture", "returnUrl", "stripePaymentMethod", NULL
-	};
+	static const char *const fields[] = { "reservationId",
+		                                  "amount",
+		                                  "currency",
+		                                  "card",
+		                                  "encryptedCard",
+		                                  "customer",
+		                                  "description",
+		                                  "metadata",
+		                                  "paymentMethodId",
+		                                  "savePaymentMethod",
+		                                  "capture",
+		                                  "returnUrl",
+		                                  "stripePaymentMethod",
+		                                  NULL };
 	cJSON *root = NULL, *card = NULL, *enc = NULL, *cap;
 	const cJSON *save;
 	struct txn_request *rq = NULL;
@@ -459,12 +479,16 @@ request_parse(const char *body, size_t len, int client_confirms, struct txn_requ
 	if ((r = only_fields(root, fields, "", err)) != 0 ||
 	    (r = get_str(root, "reservationId", "reservationId", rq->reservation_id,
 	                 sizeof(rq->reservation_id), 1, err)) != 0 ||
-	    (r = get_int(root, "amount", "amount", 1, MAX_AMOUNT_ABS, 1, &rq->amount, err)) != 0 ||
-	    (r = get_str(root, "currency", "currency", rq->currency, sizeof(rq->currency), 1, err)) != 0 ||
+	    (r = get_int(root, "amount", "amount", 1, MAX_AMOUNT_ABS, 1, &rq->amount, err)) !=
+	        0 ||
+	    (r = get_str(root, "currency", "currency", rq->currency, sizeof(rq->currency), 1,
+	                 err)) != 0 ||
 	    (r = get_str(root, "description", "description", rq->description,
 	                 sizeof(rq->description), 0, err)) != 0 ||
-	    (r = parse_customer(cJSON_GetObjectItemCaseSensitive(root, "customer"), rq, err)) != 0 ||
-	    (r = parse_metadata(cJSON_GetObjectItemCaseSensitive(root, "metadata"), rq, err)) != 0)
+	    (r = parse_customer(cJSON_GetObjectItemCaseSensitive(root, "customer"), rq,
+	                        err)) != 0 ||
+	    (r = parse_metadata(cJSON_GetObjectItemCaseSensitive(root, "metadata"), rq,
+	                        err)) != 0)
 		goto out;
 	/* "capture": false asks for an authorization only (captured or
 	 * canceled later); absent or true is a purchase. */
@@ -485,13 +509,14 @@ request_parse(const char *body, size_t len, int client_confirms, struct txn_requ
 	}
 	if ((r = get_str(root, "paymentMethodId", "paymentMethodId", rq->payment_method_id,
 	                 sizeof(rq->payment_method_id), 0, err)) != 0 ||
-	    (r = get_str(root, "returnUrl", "returnUrl", rq->return_url, sizeof(rq->return_url), 0,
-	                 err)) != 0 ||
-	    (r = get_str(root, "stripePaymentMethod", "stripePaymentMethod", rq->processor_method,
-	                 sizeof(rq->processor_method), 0, err)) != 0)
+	    (r = get_str(root, "returnUrl", "returnUrl", rq->return_url,
+	                 sizeof(rq->return_url), 0, err)) != 0 ||
+	    (r = get_str(root, "stripePaymentMethod", "stripePaymentMethod",
+	                 rq->processor_method, sizeof(rq->processor_method), 0, err)) != 0)
 		goto out;
 	if (rq->return_url[0] != '\0' && !return_url_ok(rq->return_url)) {
-		r = perr(err, "returnUrl", "must be an http(s) URL of visible ASCII without a card number");
+		r = perr(err, "returnUrl",
+		         "must be an http(s) URL of visible ASCII without a card number");
 		goto out;
 	}
 	save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
@@ -505,22 +530,29 @@ request_parse(const char *body, size_t len, int client_confirms, struct txn_requ
 		 * gets no payment source at all, and keeps none. */
 		rq->client_confirms = 1;
 		if ((card != NULL) + (enc != NULL) + (rq->payment_method_id[0] != '\0') +
-		        (rq->processor_method[0] != '\0') != 0 || rq->save_method) {
-			r = perr(err, "confirmWith", "takes no card, payment method or savePaymentMethod");
+		            (rq->processor_method[0] != '\0') !=
+		        0 ||
+		    rq->save_method) {
+			r = perr(err, "confirmWith",
+			         "takes no card, payment method or savePaymentMethod");
 			goto out;
 		}
 	} else if ((card != NULL) + (enc != NULL) + (rq->payment_method_id[0] != '\0') +
-	               (rq->processor_method[0] != '\0') != 1) {
-		r = perr(err, "card",
-		         "or encryptedCard or paymentMethodId or stripePaymentMethod is required, exactly one");
+	               (rq->processor_method[0] != '\0') !=
+	           1) {
+		r = perr(
+		    err, "card",
+		    "or encryptedCard or paymentMethodId or stripePaymentMethod is required, exactly one");
 		goto out;
 	}
 	if (rq->payment_method_id[0] != '\0' &&
 	    ((strncmp(rq->payment_method_id, "pm_", 3) != 0 &&
 	      strncmp(rq->payment_method_id, "tok_", 4) != 0) ||
 	     strspn(rq->payment_method_id, "abcdefghijklmnopqrstuvwxyz"
-	            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != strlen(rq->payment_method_id))) {
-		r = perr(err, "paymentMethodId", "must be a saved method id (pm_...) or a token (tok_...)");
+	                                   "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") !=
+	         strlen(rq->payment_method_id))) {
+		r = perr(err, "paymentMethodId",
+		         "must be a saved method id (pm_...) or a token (tok_...)");
 		goto out;
 	}
 	if ((r = parse_source(card, enc, rq, err)) != 0)
@@ -551,8 +583,9 @@ int
 txn_method_body_parse(const char *body, size_t len, struct txn_request **out,
                       char *nickname, size_t nickcap, struct txn_parse_error *err)
 {
-	static const char *const fields[] = { "paymentMethodId", "card", "encryptedCard",
-		                                  "nickname", "stripePaymentMethod", NULL };
+	static const char *const fields[] = { "paymentMethodId",     "card",
+		                                  "encryptedCard",       "nickname",
+		                                  "stripePaymentMethod", NULL };
 	cJSON *root = NULL, *card = NULL, *enc = NULL;
 	struct txn_request *rq = NULL;
 	int r;
@@ -569,19 +602,22 @@ txn_method_body_parse(const char *body, size_t len, struct txn_request **out,
 	    (r = get_str(root, "nickname", "nickname", nickname, nickcap, 0, err)) != 0 ||
 	    (r = get_str(root, "paymentMethodId", "paymentMethodId", rq->payment_method_id,
 	                 sizeof(rq->payment_method_id), 0, err)) != 0 ||
-	    (r = get_str(root, "stripePaymentMethod", "stripePaymentMethod", rq->processor_method,
-	                 sizeof(rq->processor_method), 0, err)) != 0)
+	    (r = get_str(root, "stripePaymentMethod", "stripePaymentMethod",
+	                 rq->processor_method, sizeof(rq->processor_method), 0, err)) != 0)
 		goto out;
 	if ((card != NULL) + (enc != NULL) + (rq->payment_method_id[0] != '\0') +
-	        (rq->processor_method[0] != '\0') != 1) {
-		r = perr(err, "paymentMethodId",
-		         "or card or encryptedCard or stripePaymentMethod is required, exactly one");
+	        (rq->processor_method[0] != '\0') !=
+	    1) {
+		r = perr(
+		    err, "paymentMethodId",
+		    "or card or encryptedCard or stripePaymentMethod is required, exactly one");
 		goto out;
 	}
 	if (rq->payment_method_id[0] != '\0' &&
 	    (strncmp(rq->payment_method_id, "tok_", 4) != 0 ||
 	     strspn(rq->payment_method_id + 4, "abcdefghijklmnopqrstuvwxyz"
-	            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != strlen(rq->payment_method_id) - 4)) {
+	                                       "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") !=
+	         strlen(rq->payment_method_id) - 4)) {
 		r = perr(err, "paymentMethodId", "must be a card token (tok_...) from a payment");
 		goto out;
 	}
@@ -607,9 +643,9 @@ txn_request_free(struct txn_request *r)
 }
 
 int
-txn_new(const struct pipeline_env *env, struct txn_request *req,
-        const char *client_id, const char *source, const char *idem_key,
-        const char *request_hash, struct txn **out)
+txn_new(const struct pipeline_env *env, struct txn_request *req, const char *client_id,
+        const char *source, const char *idem_key, const char *request_hash,
+        struct txn **out)
 {
 	struct txn *t = calloc(1, sizeof(*t));
 	if (t == NULL)
@@ -647,8 +683,8 @@ txn_free(struct txn *t)
 }
 
 void
-txn_set_outcome(struct txn *t, const char *status, const char *code,
-                const char *message, int http_status, int record)
+txn_set_outcome(struct txn *t, const char *status, const char *code, const char *message,
+                int http_status, int record)
 {
 	fgw_strlcpy(t->out.status, status, sizeof(t->out.status));
 	fgw_strlcpy(t->out.error_code, code ? code : "", sizeof(t->out.error_code));
@@ -671,8 +707,7 @@ add_raw_json(cJSON *obj, const char *name, const char *json)
 }
 
 int
-txn_row_to_json(const struct store_txn_row *row, const char *proc_name,
-                char **out)
+txn_row_to_json(const struct store_txn_row *row, const char *proc_name, char **out)
 {
 	cJSON *o = cJSON_CreateObject(), *pm, *pr, *e;
 	char ts[32];
@@ -694,7 +729,8 @@ txn_row_to_json(const struct store_txn_row *row, const char *proc_name,
 	}
 	if ((row->processor[0] || proc_name) &&
 	    (pr = cJSON_AddObjectToObject(o, "processor")) != NULL) {
-		cJSON_AddStringToObject(pr, "name", row->processor[0] ? row->processor : proc_name);
+		cJSON_AddStringToObject(pr, "name",
+		                        row->processor[0] ? row->processor : proc_name);
 		if (row->processor_ref[0])
 			cJSON_AddStringToObject(pr, "reference", row->processor_ref);
 	}

@@ -11,12 +11,9 @@
 #include "crypto/secmem.h"
 #include "processors/adapter.h"
 
-static const struct proc_type *const proc_types[] = {
-	&proc_type_stripe,
-	&proc_type_sandbox,
-	&proc_type_generic,
-	NULL
-};
+static const struct proc_type *const proc_types[] = { &proc_type_stripe,
+	                                                  &proc_type_sandbox,
+	                                                  &proc_type_generic, NULL };
 
 const struct proc_type *
 proc_type_webhooks(const char *name)
@@ -85,11 +82,13 @@ int
 proc_result_other_sum(const struct proc_result *res, int64_t amount, const char *currency)
 {
 	return (res->amount > 0 && res->amount != amount) ||
-	       (res->currency[0] != '\0' && (currency == NULL || strcmp(res->currency, currency) != 0));
+	       (res->currency[0] != '\0' &&
+	        (currency == NULL || strcmp(res->currency, currency) != 0));
 }
 
 int
 proc_result_is_for(const struct proc_result *res, const char *txn_id)
 {
-	return res->txn_ref[0] == '\0' || (txn_id != NULL && strcmp(res->txn_ref, txn_id) == 0);
+	return res->txn_ref[0] == '\0' ||
+	       (txn_id != NULL && strcmp(res->txn_ref, txn_id) == 0);
 }

@@ -29,33 +29,33 @@ struct cJSON;
  * copies the values only into proc_http.secure_body. */
 struct proc_clear_card {
 	const struct secbuf *pan;
-	const struct secbuf *cvc;    /* NULL when none was given */
+	const struct secbuf *cvc; /* NULL when none was given */
 	int exp_month;
 	int exp_year;
-	const char *holder;          /* "" when none */
+	const char *holder; /* "" when none */
 };
 
 enum proc_outcome {
-	PROC_SUCCEEDED = 0,     /* approved and (for purchase) captured */
-	PROC_DECLINED,          /* the issuer/processor said no: code set */
-	PROC_REQUIRES_ACTION,   /* 3-D Secure or similar: next_action set */
-	PROC_UNKNOWN,           /* may have been charged: reconcile (processing) */
-	PROC_FAILED,            /* certainly not charged (rejected request) */
+	PROC_SUCCEEDED = 0,   /* approved and (for purchase) captured */
+	PROC_DECLINED,        /* the issuer/processor said no: code set */
+	PROC_REQUIRES_ACTION, /* 3-D Secure or similar: next_action set */
+	PROC_UNKNOWN,         /* may have been charged: reconcile (processing) */
+	PROC_FAILED,          /* certainly not charged (rejected request) */
 	/* Added with the operations below; only status and operation
 	 * answers produce them. */
-	PROC_AUTHORIZED,        /* approved, not captured (capture: false) */
-	PROC_CANCELED,          /* an authorization that was released */
-	PROC_NOT_FOUND          /* status: the processor never saw the key */
+	PROC_AUTHORIZED, /* approved, not captured (capture: false) */
+	PROC_CANCELED,   /* an authorization that was released */
+	PROC_NOT_FOUND   /* status: the processor never saw the key */
 };
 
 /* The operations beyond the first charge (see docs/adapters.md). The
  * first charge (authorize or purchase) goes through build/parse_reply
  * because its reply may be sealed; these go through build_op/parse_op. */
 enum proc_op {
-	PROC_OP_STATUS = 0,     /* what became of the charge with this key */
-	PROC_OP_CAPTURE,        /* capture an authorization in full */
-	PROC_OP_CANCEL,         /* release an authorization */
-	PROC_OP_REFUND          /* refund part or all of a captured charge */
+	PROC_OP_STATUS = 0, /* what became of the charge with this key */
+	PROC_OP_CAPTURE,    /* capture an authorization in full */
+	PROC_OP_CANCEL,     /* release an authorization */
+	PROC_OP_REFUND      /* refund part or all of a captured charge */
 };
 
 struct proc_op_request {
@@ -72,7 +72,7 @@ struct proc_op_request {
  * the processor's key by the encrypt stage (sealed_card_b64); adapters
  * that need clear fields get them through card_fields_json (guarded). */
 struct proc_request {
-	const char *operation;       /* "purchase" */
+	const char *operation; /* "purchase" */
 	const char *txn_id;
 	const char *idempotency_key; /* stable across retries of one attempt */
 	int64_t amount;
@@ -80,13 +80,13 @@ struct proc_request {
 	const char *sealed_card_b64; /* sealed to the processor's key, or
 	                                boxed (card_boxed, speaks_box types) */
 	int card_boxed;
-	const char *sealed_key_id;   /* the processor key id it was sealed to */
-	const char *reply_key_id;    /* gateway box key id for sealed replies */
-	const char *reply_public_b64;/* gateway box public key (base64) */
+	const char *sealed_key_id;    /* the processor key id it was sealed to */
+	const char *reply_key_id;     /* gateway box key id for sealed replies */
+	const char *reply_public_b64; /* gateway box public key (base64) */
 	const char *description;
 	const char *customer_email;
-	const char *return_url;      /* for 3-D Secure redirects, may be NULL */
-	int require_3ds;             /* 1: a rule asks for 3-D Secure */
+	const char *return_url; /* for 3-D Secure redirects, may be NULL */
+	int require_3ds;        /* 1: a rule asks for 3-D Secure */
 	/* Added for needs_clear_card types; NULL for the others. */
 	const struct proc_clear_card *clear_card;
 	/* The processor's own id for the card (Stripe "pm_..."): from the
@@ -103,8 +103,8 @@ struct proc_request {
 
 /* A card the processor holds, as its attach answer describes it. */
 struct proc_saved_card {
-	char id[96];            /* the processor's method id (Stripe pm_...) */
-	char brand[16];         /* "Visa", "Mastercard", ... or "" */
+	char id[96];    /* the processor's method id (Stripe pm_...) */
+	char brand[16]; /* "Visa", "Mastercard", ... or "" */
 	char last4[5];
 	int exp_month, exp_year;
 };
@@ -113,7 +113,7 @@ struct proc_saved_card {
 struct proc_http {
 	char method[8];
 	char *url;
-	char *headers[8];            /* "Name: value", NULL-terminated */
+	char *headers[8]; /* "Name: value", NULL-terminated */
 	char *body;
 	size_t body_len;
 	/* Added: a body holding card data is built in guarded memory here
@@ -124,16 +124,16 @@ void proc_http_clear(struct proc_http *h);
 
 struct proc_result {
 	enum proc_outcome outcome;
-	char code[40];          /* flairgw error code when not succeeded:
+	char code[40];           /* flairgw error code when not succeeded:
 	                           PAYMENT_CARD_DECLINED, PAYMENT_INSUFFICIENT_FUNDS,
 	                           PAYMENT_PROCESSING_FAILED, ... */
-	char message[160];      /* safe to show, never card data */
-	char reference[96];     /* processor's id for the charge */
-	char *next_action_json; /* owned, or NULL */
-	int64_t amount_refunded;/* status/refund answers: total refunded */
-	char txn_ref[72];       /* the transaction id the reply says it answers
+	char message[160];       /* safe to show, never card data */
+	char reference[96];      /* processor's id for the charge */
+	char *next_action_json;  /* owned, or NULL */
+	int64_t amount_refunded; /* status/refund answers: total refunded */
+	char txn_ref[72];        /* the transaction id the reply says it answers
 	                           ("" when the protocol carries none) */
-	char op_ref[96];        /* REFUND: the processor's id for the refund
+	char op_ref[96];         /* REFUND: the processor's id for the refund
 	                           (Stripe re_...), "" when it gives none */
 	/* A payment waiting for the customer's browser (client_confirms):
 	 * the processor's client secret, handed to that browser once and
@@ -142,7 +142,7 @@ struct proc_result {
 	/* What the answer says the payment is for (0 / "": not given), so
 	 * the caller can refuse an answer for another amount. */
 	int64_t amount;
-	char currency[4];       /* upper case */
+	char currency[4]; /* upper case */
 };
 void proc_result_clear(struct proc_result *r);
 /* 1 when res may be about transaction txn_id: it names no transaction
@@ -152,17 +152,18 @@ int proc_result_is_for(const struct proc_result *res, const char *txn_id);
 /* 1 when res names an amount or currency other than amount/currency (the
  * payment was changed at the processor after we made it): its outcome is
  * not to be taken for this payment. 0 when it agrees or names none. */
-int proc_result_other_sum(const struct proc_result *res, int64_t amount, const char *currency);
+int proc_result_other_sum(const struct proc_result *res, int64_t amount,
+                          const char *currency);
 
 /* What a processor's webhook event asks of flairgw, decided by the
  * processor's own adapter from the event's type and payload (map_event):
  * only processors/ knows a processor's event names. */
 enum proc_event_kind {
-	PROC_EVENT_IGNORE = 0,  /* nothing to do: acknowledged, recorded "ignored" */
-	PROC_EVENT_MOVE,        /* move the transaction to target */
-	PROC_EVENT_REFUNDED,    /* the charge says refunded_total in all was refunded */
-	PROC_EVENT_REFUND,      /* one refund (refund_ref) ended as refund_status */
-	PROC_EVENT_DISPUTE      /* the cardholder disputed the payment */
+	PROC_EVENT_IGNORE = 0, /* nothing to do: acknowledged, recorded "ignored" */
+	PROC_EVENT_MOVE,       /* move the transaction to target */
+	PROC_EVENT_REFUNDED,   /* the charge says refunded_total in all was refunded */
+	PROC_EVENT_REFUND,     /* one refund (refund_ref) ended as refund_status */
+	PROC_EVENT_DISPUTE     /* the cardholder disputed the payment */
 };
 
 #define PROC_EVENT_REFS 3
@@ -200,18 +201,18 @@ struct proc_event {
 };
 
 struct proc_config {
-	char name[32];          /* instance name, e.g. "sandbox" */
-	char type[32];          /* adapter type name */
+	char name[32]; /* instance name, e.g. "sandbox" */
+	char type[32]; /* adapter type name */
 	char base_url[256];
-	char secret[256];       /* credential (never logged) */
+	char secret[256];            /* credential (never logged) */
 	struct sealed_pubkey pubkey; /* processor's sealing key */
 	int has_pubkey;
-	long timeout_ms;        /* total per request */
+	long timeout_ms; /* total per request */
 	/* Added for the generic type: its parsed mapping (read-only, owned
 	 * by the type's loader) and whether 2xx replies are sealed to us. */
 	const void *type_data;
 	int seals_reply;
-	char api_version[40];   /* pinned processor API version (Stripe-Version) */
+	char api_version[40]; /* pinned processor API version (Stripe-Version) */
 };
 
 struct proc_type {
@@ -221,7 +222,7 @@ struct proc_type {
 	 * releases it. NULL when the type has none. */
 	int (*load)(struct proc_config *cfg, const char *file, char *err, size_t errlen);
 	void (*unload)(struct proc_config *cfg);
-	int seals_reply;        /* 1: reply bodies are {"sealed": "..."} to our key */
+	int seals_reply; /* 1: reply bodies are {"sealed": "..."} to our key */
 	/* 1: with a processor key of algorithm x25519-box the card goes out
 	 * boxed (crypto/box.h) and the reply must come back {"boxed": "..."}. */
 	int speaks_box;
@@ -243,16 +244,16 @@ struct proc_type {
 	 * first call never charges. 0 or FGW_ERR_*. */
 	int (*build_card)(const struct proc_config *cfg, const struct proc_request *req,
 	                  struct proc_http *out);
-	int (*parse_card)(const struct proc_config *cfg, long http_status,
-	                  const char *body, size_t len, struct proc_result *out);
+	int (*parse_card)(const struct proc_config *cfg, long http_status, const char *body,
+	                  size_t len, struct proc_result *out);
 	/* Builds the purchase request. 0 or FGW_ERR_*. */
 	int (*build)(const struct proc_config *cfg, const struct proc_request *req,
 	             struct proc_http *out);
 	/* Maps an HTTP status and (opened) reply body to a result. A body that
 	 * does not parse, or a 5xx, is PROC_UNKNOWN or PROC_FAILED as the
 	 * protocol allows; never trusted blindly. */
-	int (*parse_reply)(const struct proc_config *cfg, long http_status,
-	                   const char *body, size_t len, struct proc_result *out);
+	int (*parse_reply)(const struct proc_config *cfg, long http_status, const char *body,
+	                   size_t len, struct proc_result *out);
 	/* Builds one of the operations above; FGW_ERR_INVALID when the
 	 * processor has no such operation. */
 	int (*build_op)(const struct proc_config *cfg, enum proc_op op,
@@ -261,9 +262,8 @@ struct proc_type {
 	 * (captured charge / operation done), AUTHORIZED, CANCELED, DECLINED,
 	 * REQUIRES_ACTION, NOT_FOUND (status only: never charged), FAILED
 	 * (operation refused, code says why), UNKNOWN (ask again later). */
-	int (*parse_op)(const struct proc_config *cfg, enum proc_op op,
-	                long http_status, const char *body, size_t len,
-	                struct proc_result *out);
+	int (*parse_op)(const struct proc_config *cfg, enum proc_op op, long http_status,
+	                const char *body, size_t len, struct proc_result *out);
 	/* 1: the processor takes the card's clear fields (over TLS): the
 	 * encrypt stage does not seal, it keeps PAN and CVC in guarded memory
 	 * until post has built the request (proc_request.clear_card). */

@@ -23,10 +23,10 @@
 struct proc_breaker {
 	int threshold;
 	int64_t open_ms;
-	atomic_int failures;          /* consecutive */
-	atomic_llong open_until;      /* 0: closed; else ms until half-open */
-	atomic_llong probe_until;     /* half-open: the probe slot is taken until */
-	atomic_ullong opened;         /* times it opened (metrics, tests) */
+	atomic_int failures;      /* consecutive */
+	atomic_llong open_until;  /* 0: closed; else ms until half-open */
+	atomic_llong probe_until; /* half-open: the probe slot is taken until */
+	atomic_ullong opened;     /* times it opened (metrics, tests) */
 };
 
 void breaker_init(struct proc_breaker *b, int threshold, int64_t open_ms);

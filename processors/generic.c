@@ -66,16 +66,16 @@ static const struct {
 	{ "succeeded", PROC_SUCCEEDED, "The payment succeeded." },
 	{ "authorized", PROC_AUTHORIZED, "The payment was authorized." },
 	{ "declined", PROC_DECLINED, "The card was declined." },
-	{ "requires_action", PROC_REQUIRES_ACTION, "The payment requires customer authentication." },
+	{ "requires_action", PROC_REQUIRES_ACTION,
+	  "The payment requires customer authentication." },
 	{ "failed", PROC_FAILED, "The payment processor rejected the request." },
 	{ "unknown", PROC_UNKNOWN, "The payment outcome is not known yet." },
 	{ NULL, PROC_UNKNOWN, NULL },
 };
 
 /* Our codes a declineCodes row may name. */
-static const char *const our_decline_codes[] = {
-	"PAYMENT_CARD_DECLINED", "PAYMENT_INSUFFICIENT_FUNDS", NULL
-};
+static const char *const our_decline_codes[] = { "PAYMENT_CARD_DECLINED",
+	                                             "PAYMENT_INSUFFICIENT_FUNDS", NULL };
 
 static int
 in_list(const char *s, const char *const *list)
@@ -137,8 +137,8 @@ check_map(const cJSON *m, char *err, size_t errlen)
 		return bad(err, errlen, "must be a JSON object");
 	if (path == NULL || path[0] != '/' || !proc_token_ok(path, 200))
 		return bad(err, errlen, "chargePath must be a path such as /v1/payments");
-	if (spath != NULL && (spath[0] != '/' || !proc_token_ok(spath, 200) ||
-	                      strstr(spath, "{key}") == NULL))
+	if (spath != NULL &&
+	    (spath[0] != '/' || !proc_token_ok(spath, 200) || strstr(spath, "{key}") == NULL))
 		return bad(err, errlen, "statusPath must be a path with {key} in it");
 	it = cJSON_GetObjectItemCaseSensitive(m, "sealedReply");
 	if (it != NULL && !cJSON_IsBool(it))
@@ -147,13 +147,15 @@ check_map(const cJSON *m, char *err, size_t errlen)
 	if (!cJSON_IsObject(req) || req->child == NULL)
 		return bad(err, errlen, "request must map output fields to $sources");
 	cJSON_ArrayForEach(it, req) {
-		if (cJSON_IsString(it) && it->valuestring[0] == '$' && !source_known(it->valuestring))
+		if (cJSON_IsString(it) && it->valuestring[0] == '$' &&
+		    !source_known(it->valuestring))
 			return bad(err, errlen, "request names an unknown $source");
 		if (!cJSON_IsString(it) && !cJSON_IsNumber(it) && !cJSON_IsBool(it))
 			return bad(err, errlen, "request values are $sources or constants");
 	}
 	resp = cJSON_GetObjectItemCaseSensitive(m, "response");
-	if (!cJSON_IsObject(resp) || str_at(resp, "id") == NULL || str_at(resp, "status") == NULL)
+	if (!cJSON_IsObject(resp) || str_at(resp, "id") == NULL ||
+	    str_at(resp, "status") == NULL)
 		return bad(err, errlen, "response must name the id and status fields");
 	st = cJSON_GetObjectItemCaseSensitive(m, "statuses");
 	if (!cJSON_IsObject(st) || st->child == NULL)
@@ -164,8 +166,9 @@ check_map(const cJSON *m, char *err, size_t errlen)
 		       (!cJSON_IsString(it) || strcmp(meanings[i].name, it->valuestring) != 0))
 			i++;
 		if (meanings[i].name == NULL)
-			return bad(err, errlen, "a statuses value is not succeeded, authorized, "
-			                        "declined, requires_action, failed or unknown");
+			return bad(err, errlen,
+			           "a statuses value is not succeeded, authorized, "
+			           "declined, requires_action, failed or unknown");
 	}
 	dc = cJSON_GetObjectItemCaseSensitive(m, "declineCodes");
 	if (dc != NULL) {
@@ -173,23 +176,25 @@ check_map(const cJSON *m, char *err, size_t errlen)
 			return bad(err, errlen, "declineCodes must be an object");
 		cJSON_ArrayForEach(it, dc)
 			if (!cJSON_IsString(it) || !in_list(it->valuestring, our_decline_codes))
-				return bad(err, errlen, "declineCodes values are PAYMENT_CARD_DECLINED "
-				                        "or PAYMENT_INSUFFICIENT_FUNDS");
+				return bad(err, errlen,
+				           "declineCodes values are PAYMENT_CARD_DECLINED "
+				           "or PAYMENT_INSUFFICIENT_FUNDS");
 	}
 	for (size_t i = 0; op_paths[i] != NULL; i++) {
 		const char *op = str_at(m, op_paths[i]);
 		it = cJSON_GetObjectItemCaseSensitive(m, op_paths[i]);
 		if (it != NULL && (op == NULL || op[0] != '/' || !proc_token_ok(op, 200) ||
 		                   strstr(op, "{reference}") == NULL))
-			return bad(err, errlen, "capturePath, cancelPath and refundPath must be paths "
-			                        "with {reference} in it");
+			return bad(err, errlen,
+			           "capturePath, cancelPath and refundPath must be paths "
+			           "with {reference} in it");
 	}
 	it = cJSON_GetObjectItemCaseSensitive(m, "refundAmountField");
 	if (it != NULL && (!cJSON_IsString(it) || !proc_token_ok(it->valuestring, 63)))
 		return bad(err, errlen, "refundAmountField must be a dotted field name");
 	it = cJSON_GetObjectItemCaseSensitive(m, "serverErrors");
 	if (it != NULL && (!cJSON_IsString(it) || (strcmp(it->valuestring, "failed") != 0 &&
-	                                            strcmp(it->valuestring, "unknown") != 0)))
+	                                           strcmp(it->valuestring, "unknown") != 0)))
 		return bad(err, errlen, "serverErrors must be \"failed\" or \"unknown\"");
 	return FGW_OK;
 }
@@ -307,7 +312,8 @@ post_json(const struct proc_config *cfg, const cJSON *body, const char *key,
 }
 
 static int
-gen_build(const struct proc_config *cfg, const struct proc_request *req, struct proc_http *out)
+gen_build(const struct proc_config *cfg, const struct proc_request *req,
+          struct proc_http *out)
 {
 	const cJSON *m, *spec;
 	cJSON *body = NULL, *v;
@@ -338,8 +344,8 @@ gen_build(const struct proc_config *cfg, const struct proc_request *req, struct 
 		if ((r = put_path(body, spec->string, v)) != 0)
 			goto out;
 	}
-	if ((r = proc_fmt_alloc(&out->url, "%.*s%s", (int)proc_base_len(cfg->base_url), cfg->base_url,
-	                        str_at(m, "chargePath"))) == 0)
+	if ((r = proc_fmt_alloc(&out->url, "%.*s%s", (int)proc_base_len(cfg->base_url),
+	                        cfg->base_url, str_at(m, "chargePath"))) == 0)
 		r = post_json(cfg, body, req->idempotency_key, out);
 out:
 	cJSON_Delete(body);
@@ -376,8 +382,9 @@ build_change(const struct proc_config *cfg, const cJSON *m, enum proc_op op,
 			goto out;
 		r = FGW_ERR_NOMEM;
 	}
-	if ((r = proc_fmt_alloc(&out->url, "%.*s%.*s%s%s", (int)proc_base_len(cfg->base_url), cfg->base_url,
-	                        (int)(at - path), path, req->reference, at + 11)) == 0)
+	if ((r = proc_fmt_alloc(&out->url, "%.*s%.*s%s%s", (int)proc_base_len(cfg->base_url),
+	                        cfg->base_url, (int)(at - path), path, req->reference,
+	                        at + 11)) == 0)
 		r = post_json(cfg, body, req->idempotency_key, out);
 out:
 	cJSON_Delete(body);
@@ -387,8 +394,8 @@ out:
 }
 
 static int
-gen_build_op(const struct proc_config *cfg, enum proc_op op, const struct proc_op_request *req,
-             struct proc_http *out)
+gen_build_op(const struct proc_config *cfg, enum proc_op op,
+             const struct proc_op_request *req, struct proc_http *out)
 {
 	const cJSON *m;
 	const char *spath, *at;
@@ -407,8 +414,9 @@ gen_build_op(const struct proc_config *cfg, enum proc_op op, const struct proc_o
 		return FGW_ERR_INVALID;
 	at = strstr(spath, "{key}");
 	memcpy(out->method, "GET", 4);
-	if ((r = proc_fmt_alloc(&out->url, "%.*s%.*s%s%s", (int)proc_base_len(cfg->base_url), cfg->base_url,
-	                        (int)(at - spath), spath, req->idempotency_key, at + 5)) != 0 ||
+	if ((r = proc_fmt_alloc(&out->url, "%.*s%.*s%s%s", (int)proc_base_len(cfg->base_url),
+	                        cfg->base_url, (int)(at - spath), spath, req->idempotency_key,
+	                        at + 5)) != 0 ||
 	    (r = proc_common_headers(cfg, req->idempotency_key, out, &h)) != 0)
 		proc_http_clear(out);
 	return r;
@@ -464,8 +472,8 @@ parse_body(const cJSON *m, const char *body, size_t len, struct proc_result *out
 		code = pcode != NULL ? cJSON_GetObjectItemCaseSensitive(dc, pcode) : NULL;
 		if (!cJSON_IsString(code))
 			code = cJSON_GetObjectItemCaseSensitive(dc, "*");
-		fgw_strlcpy(out->code, cJSON_IsString(code) ? code->valuestring
-		                                            : "PAYMENT_CARD_DECLINED",
+		fgw_strlcpy(out->code,
+		            cJSON_IsString(code) ? code->valuestring : "PAYMENT_CARD_DECLINED",
 		            sizeof(out->code));
 	} else if (meanings[i].outcome == PROC_FAILED) {
 		fgw_strlcpy(out->code, CODE_FAILED, sizeof(out->code));
@@ -505,8 +513,8 @@ unknown:
 }
 
 static int
-gen_parse(const struct proc_config *cfg, int is_status, long http_status, const char *body,
-          size_t len, struct proc_result *out)
+gen_parse(const struct proc_config *cfg, int is_status, long http_status,
+          const char *body, size_t len, struct proc_result *out)
 {
 	const cJSON *m;
 	const char *srv;
@@ -517,7 +525,8 @@ gen_parse(const struct proc_config *cfg, int is_status, long http_status, const 
 	if (http_status >= 200 && http_status <= 299)
 		return parse_body(m, body, len, out);
 	if (is_status && http_status == 404) {
-		set(out, PROC_NOT_FOUND, CODE_FAILED, "The processor has no charge for this transaction.");
+		set(out, PROC_NOT_FOUND, CODE_FAILED,
+		    "The processor has no charge for this transaction.");
 		return FGW_OK;
 	}
 	if (http_status >= 400 && http_status <= 499) {
@@ -527,7 +536,8 @@ gen_parse(const struct proc_config *cfg, int is_status, long http_status, const 
 	/* 5xx: whether the processor promises "not charged" is a property of
 	 * the processor, so the mapping says; unknown unless it does. */
 	srv = str_at(m, "serverErrors");
-	if (http_status >= 500 && http_status <= 599 && srv != NULL && strcmp(srv, "failed") == 0)
+	if (http_status >= 500 && http_status <= 599 && srv != NULL &&
+	    strcmp(srv, "failed") == 0)
 		set(out, PROC_FAILED, CODE_FAILED, "The payment processor reported an error.");
 	else
 		set(out, PROC_UNKNOWN, CODE_FAILED, meanings[5].message);
@@ -535,8 +545,8 @@ gen_parse(const struct proc_config *cfg, int is_status, long http_status, const 
 }
 
 static int
-gen_parse_reply(const struct proc_config *cfg, long http_status, const char *body, size_t len,
-                struct proc_result *out)
+gen_parse_reply(const struct proc_config *cfg, long http_status, const char *body,
+                size_t len, struct proc_result *out)
 {
 	return gen_parse(cfg, 0, http_status, body, len, out);
 }
@@ -545,8 +555,8 @@ static int
 gen_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status,
              const char *body, size_t len, struct proc_result *out)
 {
-	if (op == PROC_OP_STATUS || cfg == NULL || out == NULL || !(http_status >= 200 &&
-	                                                           http_status <= 299))
+	if (op == PROC_OP_STATUS || cfg == NULL || out == NULL ||
+	    !(http_status >= 200 && http_status <= 299))
 		return gen_parse(cfg, op == PROC_OP_STATUS, http_status, body, len, out);
 	/* A mapping describes operations by their endpoint only: a 2xx answer
 	 * means the processor did it (docs/adapters.md). */
@@ -554,8 +564,8 @@ gen_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status,
 	if (op == PROC_OP_CANCEL)
 		set(out, PROC_CANCELED, "", "The authorization was released.");
 	else
-		set(out, PROC_SUCCEEDED, "", op == PROC_OP_REFUND ? "The refund succeeded."
-		                                                  : "The payment was captured.");
+		set(out, PROC_SUCCEEDED, "",
+		    op == PROC_OP_REFUND ? "The refund succeeded." : "The payment was captured.");
 	return FGW_OK;
 }
 

@@ -56,10 +56,10 @@
 #define HTTPC_RECV_BUFFER 4096L
 
 enum req_state {
-	REQ_QUEUED,     /* on its origin's queue, no easy handle yet */
-	REQ_ACTIVE,     /* added to the multi handle */
-	REQ_DONE,       /* finished, on the done queue */
-	REQ_DELIVERING  /* its done callback is running */
+	REQ_QUEUED,    /* on its origin's queue, no easy handle yet */
+	REQ_ACTIVE,    /* added to the multi handle */
+	REQ_DONE,      /* finished, on the done queue */
+	REQ_DELIVERING /* its done callback is running */
 };
 
 struct httpc_origin;
@@ -71,7 +71,7 @@ struct httpc_req {
 	struct httpc_origin *o; /* while queued or active */
 	char *url, *method;     /* while queued: what req_start needs */
 	long total_ms;
-	struct event expire;    /* while queued: the total time runs out */
+	struct event expire; /* while queued: the total time runs out */
 	CURL *easy;
 	struct curl_slist *hdrs;
 	char *req_body;
@@ -79,11 +79,11 @@ struct httpc_req {
 	char *buf; /* response body, NUL-terminated when not NULL */
 	size_t len, cap;
 	int too_large, nomem;
-	int attempts;      /* times libcurl was about to write the request on
+	int attempts;       /* times libcurl was about to write the request on
 	                      a connection (CURLOPT_PREREQFUNCTION) */
-	int may_repeat;    /* GET: libcurl may send it again on a fresh
+	int may_repeat;     /* GET: libcurl may send it again on a fresh
 	                      connection after a reused one died */
-	int refused_resend;/* a repeat was stopped (prereq_cb) */
+	int refused_resend; /* a repeat was stopped (prereq_cb) */
 	httpc_done_fn done;
 	void *arg;
 	int64_t started_ms;
@@ -106,7 +106,7 @@ TAILQ_HEAD(req_list, httpc_req);
 struct httpc_origin {
 	LIST_ENTRY(httpc_origin) link;
 	char key[ORIGIN_MAX];
-	int active;              /* its requests in the multi handle */
+	int active; /* its requests in the multi handle */
 	struct req_list queued;
 };
 
@@ -121,8 +121,8 @@ struct httpc {
 	LIST_HEAD(, httpc_origin) origins; /* with a request queued or active */
 	long max_conns;
 	int inflight;
-	int delivering;   /* deliver_cb is running user callbacks */
-	int closing;      /* httpc_free began: refuse new requests */
+	int delivering; /* deliver_cb is running user callbacks */
+	int closing;    /* httpc_free began: refuse new requests */
 	long connect_timeout_ms;
 	int verify_tls;
 	size_t max_body;
@@ -301,7 +301,7 @@ classify(struct httpc_req *r, CURLcode code)
 		break;
 	case CURLE_WRITE_ERROR:
 		resp->err = r->too_large ? FGW_ERR_TOO_LARGE
-		          : r->nomem     ? FGW_ERR_NOMEM
+		            : r->nomem   ? FGW_ERR_NOMEM
 		                         : FGW_ERR_IO;
 		resp->maybe_sent = 1; /* an answer was arriving */
 		break;
@@ -316,9 +316,8 @@ classify(struct httpc_req *r, CURLcode code)
 	}
 	if (resp->err != FGW_OK) {
 		log_debug("request failed: %s (curl %d: %s), attempts %d%s, maybe_sent %d",
-		          fgw_strerror(resp->err), (int)code,
-		          curl_easy_strerror(code), r->attempts,
-		          r->refused_resend ? " (repeat not sent)" : "",
+		          fgw_strerror(resp->err), (int)code, curl_easy_strerror(code),
+		          r->attempts, r->refused_resend ? " (repeat not sent)" : "",
 		          resp->maybe_sent);
 		/* A partial body is no answer. */
 		r->len = 0;
@@ -387,8 +386,7 @@ timer_event_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	CURLMcode mc = curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0,
-	                                        &running);
+	CURLMcode mc = curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	if (mc != CURLM_OK)
 		log_warn("curl_multi_socket_action: %s", curl_multi_strerror(mc));
 	drain(c);
@@ -462,7 +460,7 @@ timer_cb(CURLM *multi, long timeout_ms, void *userp)
 		return 0;
 	}
 	struct timeval tv = { .tv_sec = timeout_ms / 1000,
-	                      .tv_usec = (timeout_ms % 1000) * 1000 };
+		                  .tv_usec = (timeout_ms % 1000) * 1000 };
 	return evtimer_add(c->timer, &tv) == 0 ? 0 : -1;
 }
 
@@ -508,8 +506,8 @@ origin_get(struct httpc *c, const char *url)
 		key[i] = (char)((url[i] >= 'A' && url[i] <= 'Z') ? url[i] + 32 : url[i]);
 	key[n] = '\0';
 	LIST_FOREACH(o, &c->origins, link)
-		if (strcmp(o->key, key) == 0)
-			return o;
+	if (strcmp(o->key, key) == 0)
+		return o;
 	if ((o = calloc(1, sizeof(*o))) == NULL)
 		return NULL;
 	memcpy(o->key, key, n + 1);
@@ -557,16 +555,14 @@ expire_cb(evutil_socket_t fd, short what, void *arg)
 	origin_release(o);
 }
 
-#define SETOPT(opt, val)                                                    \
-	do {                                                                    \
-		CURLcode cc_ = curl_easy_setopt(r->easy, (opt), (val));             \
-		if (cc_ != CURLE_OK) {                                              \
-			ret = cc_ == CURLE_OUT_OF_MEMORY ? FGW_ERR_NOMEM                \
-			                                 : FGW_ERR_INTERNAL;            \
-			log_warn("curl_easy_setopt(%d): %s", (int)(opt),              \
-			         curl_easy_strerror(cc_));                              \
-			goto out;                                                       \
-		}                                                                   \
+#define SETOPT(opt, val)                                                               \
+	do {                                                                               \
+		CURLcode cc_ = curl_easy_setopt(r->easy, (opt), (val));                        \
+		if (cc_ != CURLE_OK) {                                                         \
+			ret = cc_ == CURLE_OUT_OF_MEMORY ? FGW_ERR_NOMEM : FGW_ERR_INTERNAL;       \
+			log_warn("curl_easy_setopt(%d): %s", (int)(opt), curl_easy_strerror(cc_)); \
+			goto out;                                                                  \
+		}                                                                              \
 	} while (0)
 
 /* Gives r an easy handle and adds it to the multi handle with timeout_ms
@@ -686,8 +682,7 @@ dup_opt(const char *s, char **out)
 }
 
 int
-httpc_new(struct event_base *base, const struct httpc_opts *opts,
-          struct httpc **out)
+httpc_new(struct event_base *base, const struct httpc_opts *opts, struct httpc **out)
 {
 	struct httpc *c = NULL;
 	int r = FGW_ERR_NOMEM;
@@ -738,8 +733,7 @@ httpc_new(struct event_base *base, const struct httpc_opts *opts,
 	    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) ||
 	    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb) ||
 	    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c) ||
-	    curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-	                      max_conns) ||
+	    curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, max_conns) ||
 	    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, cache)) {
 		r = FGW_ERR_INTERNAL;
 		goto out;
@@ -849,8 +843,8 @@ httpc_queued(const struct httpc *c)
 	if (c == NULL)
 		return 0;
 	LIST_FOREACH(o, &c->origins, link)
-		TAILQ_FOREACH(r, &o->queued, link)
-			n++;
+	TAILQ_FOREACH(r, &o->queued, link)
+		n++;
 	return n;
 }
 
@@ -918,8 +912,7 @@ httpc_request(struct httpc *c, const char *method, const char *url,
 	if (c->closing)
 		return FGW_ERR_SHUTDOWN;
 	if (!method_ok(method) || has_ctl(url) || strchr(url, ' ') != NULL ||
-	    (strncasecmp(url, "http://", 7) != 0 &&
-	     strncasecmp(url, "https://", 8) != 0))
+	    (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0))
 		return FGW_ERR_INVALID;
 	is_get = strcmp(method, "GET") == 0;
 	is_post = strcmp(method, "POST") == 0;
@@ -962,7 +955,7 @@ httpc_request(struct httpc *c, const char *method, const char *url,
 	} else {
 		evtimer_assign(&r->expire, c->base, expire_cb, r);
 		struct timeval tv = { .tv_sec = total_timeout_ms / 1000,
-		                      .tv_usec = (total_timeout_ms % 1000) * 1000 };
+			                  .tv_usec = (total_timeout_ms % 1000) * 1000 };
 		if (evtimer_add(&r->expire, &tv) != 0) {
 			r->o = NULL;
 			origin_release(o);

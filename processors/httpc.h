@@ -19,16 +19,16 @@ struct httpc;
 struct httpc_req;
 
 struct httpc_opts {
-	long connect_timeout_ms;  /* default 2000 */
-	long max_conns_per_host;  /* default 64 */
-	const char *ca_file;      /* NULL: system default */
-	int verify_tls;           /* 1 (default in production) */
-	const char *client_cert;  /* PEM file or NULL */
-	const char *client_key;   /* PEM file or NULL */
+	long connect_timeout_ms; /* default 2000 */
+	long max_conns_per_host; /* default 64 */
+	const char *ca_file;     /* NULL: system default */
+	int verify_tls;          /* 1 (default in production) */
+	const char *client_cert; /* PEM file or NULL */
+	const char *client_key;  /* PEM file or NULL */
 	/* Added after the first cut; zero keeps the default. */
-	size_t max_response_bytes;/* body cap, 0: 1 MiB; over it the request
+	size_t max_response_bytes; /* body cap, 0: 1 MiB; over it the request
 	                             ends with FGW_ERR_TOO_LARGE, maybe_sent 1 */
-	const char *proxy;        /* "http://host:port" or NULL: no proxy (the
+	const char *proxy;         /* "http://host:port" or NULL: no proxy (the
 	                             environment's *_proxy variables are never
 	                             used) */
 };
@@ -38,25 +38,24 @@ struct httpc_opts {
  * one httpc (keep-alive reuse). */
 
 struct httpc_response {
-	int err;            /* 0: an HTTP status arrived; FGW_ERR_TIMEOUT,
+	int err;          /* 0: an HTTP status arrived; FGW_ERR_TIMEOUT,
 	                       FGW_ERR_IO, FGW_ERR_UNAVAILABLE (connect failed),
 	                       FGW_ERR_TOO_LARGE (body over the cap),
 	                       FGW_ERR_NOMEM */
-	int maybe_sent;     /* 1 if the request may have reached the server
+	int maybe_sent;   /* 1 if the request may have reached the server
 	                       (unknown outcome on error); 0 only when libcurl
 	                       never began to write it on any connection (the
 	                       connect or TLS set-up failed, or the time ran
 	                       out before), whatever the final error */
-	long status;        /* HTTP status, 0 on err */
-	const char *body;   /* NUL-terminated; valid during the callback only */
+	long status;      /* HTTP status, 0 on err */
+	const char *body; /* NUL-terminated; valid during the callback only */
 	size_t body_len;
 	long elapsed_ms;
 };
 
 typedef void (*httpc_done_fn)(void *arg, const struct httpc_response *resp);
 
-int httpc_new(struct event_base *base, const struct httpc_opts *opts,
-              struct httpc **out);
+int httpc_new(struct event_base *base, const struct httpc_opts *opts, struct httpc **out);
 /* Cancels all outstanding requests (no callbacks) and frees. May be called
  * from inside a done callback; the rest of the queue is then dropped. */
 void httpc_free(struct httpc *c);

@@ -156,7 +156,8 @@ proc_settings_line(struct proc_settings *list, int *n, int max, const char *line
 	if (fgw_strlcpy(buf, line, sizeof(buf)) != FGW_OK ||
 	    (w = strtok_r(buf, " \t", &save)) == NULL || strchr(w, '=') != NULL ||
 	    !name_ok(w)) {
-		fgw_why_set(why, "processor", 0, 0, "needs \"NAME key=value...\" (NAME: one word)");
+		fgw_why_set(why, "processor", 0, 0,
+		            "needs \"NAME key=value...\" (NAME: one word)");
 		return FGW_ERR_INVALID;
 	}
 	for (int i = 0; i < *n; i++)
@@ -179,7 +180,8 @@ proc_settings_line(struct proc_settings *list, int *n, int max, const char *line
 		if (eq == NULL || eq == w || eq[1] == '\0' || strncmp(w, "name=", 5) == 0) {
 			proc_settings_where(&tmp, "", where, sizeof(where));
 			fgw_why_set(why, where, 0, 0,
-			            "word %d is not key=value (a non-empty value, and no name=)", word);
+			            "word %d is not key=value (a non-empty value, and no name=)",
+			            word);
 			r = FGW_ERR_INVALID;
 			break;
 		}

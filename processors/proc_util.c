@@ -35,7 +35,8 @@ proc_fmt_alloc(char **out, const char *fmt, ...)
 }
 
 int
-proc_common_headers(const struct proc_config *cfg, const char *key, struct proc_http *out, int *h)
+proc_common_headers(const struct proc_config *cfg, const char *key, struct proc_http *out,
+                    int *h)
 {
 	int r;
 
@@ -43,7 +44,8 @@ proc_common_headers(const struct proc_config *cfg, const char *key, struct proc_
 	    (r = proc_fmt_alloc(&out->headers[(*h)++], "Idempotency-Key: %s", key)) != 0)
 		return r;
 	if (cfg->secret[0] != '\0')
-		return proc_fmt_alloc(&out->headers[(*h)++], "Authorization: Bearer %s", cfg->secret);
+		return proc_fmt_alloc(&out->headers[(*h)++], "Authorization: Bearer %s",
+		                      cfg->secret);
 	return FGW_OK;
 }
 
@@ -107,7 +109,8 @@ proc_next_action(const cJSON *na, char **out)
 
 	*out = NULL;
 	if (url == NULL)
-		url = proc_json_str(cJSON_GetObjectItemCaseSensitive(na, "redirect_to_url"), "url");
+		url = proc_json_str(cJSON_GetObjectItemCaseSensitive(na, "redirect_to_url"),
+		                    "url");
 	if (type == NULL || strcmp(type, "redirect_to_url") != 0 || !proc_url_ok(url, 2048) ||
 	    strpbrk(url, "\"<>") != NULL)
 		return FGW_ERR_INVALID;
@@ -156,7 +159,8 @@ proc_set_result(struct proc_result *out, enum proc_outcome o, const char *code,
 const char *
 proc_json_str(const cJSON *obj, const char *name)
 {
-	const cJSON *it = cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
+	const cJSON *it = cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, name)
+	                                      : NULL;
 	return cJSON_IsString(it) ? it->valuestring : NULL;
 }
 
@@ -165,7 +169,8 @@ proc_json_str(const cJSON *obj, const char *name)
 int64_t
 proc_json_amount(const cJSON *obj, const char *name)
 {
-	const cJSON *it = cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
+	const cJSON *it = cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, name)
+	                                      : NULL;
 	double v;
 
 	if (!cJSON_IsNumber(it))
@@ -205,9 +210,11 @@ proc_event_refs(const cJSON *obj, struct proc_event *ev, int own_refs)
 			if (proc_json_str(obj, ours[i]) != NULL && n < PROC_EVENT_REFS)
 				ev->txn_ids[n++] = proc_json_str(obj, ours[i]);
 	}
-	if (proc_json_str(cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "flair_txn_id") != NULL &&
+	if (proc_json_str(cJSON_GetObjectItemCaseSensitive(obj, "metadata"),
+	                  "flair_txn_id") != NULL &&
 	    n < PROC_EVENT_REFS)
-		ev->txn_ids[n++] = proc_json_str(cJSON_GetObjectItemCaseSensitive(obj, "metadata"),
+		ev->txn_ids[n++] = proc_json_str(cJSON_GetObjectItemCaseSensitive(obj,
+		                                                                  "metadata"),
 		                                 "flair_txn_id");
 	n = 0;
 	for (size_t i = 0; i < sizeof(theirs) / sizeof(theirs[0]); i++)

@@ -31,8 +31,8 @@ int proc_captures(const char *operation);
 /* The headers every JSON processor call carries: Accept, the
  * Idempotency-Key key and, when cfg has a secret, its Bearer token. *h is
  * the next free slot of out->headers and moves past what was added. */
-int proc_common_headers(const struct proc_config *cfg, const char *key, struct proc_http *out,
-                        int *h);
+int proc_common_headers(const struct proc_config *cfg, const char *key,
+                        struct proc_http *out, int *h);
 /* Sets a result's outcome, our error code and a safe message. */
 void proc_set_result(struct proc_result *out, enum proc_outcome o, const char *code,
                      const char *message);

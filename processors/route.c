@@ -76,10 +76,12 @@ proc_route_parse(const char *line, struct proc_route *out, char *err, size_t err
 			    list_copy(val, 2, 1, out->countries, sizeof(out->countries)) != 0)
 				return bad(err, errlen, "country wants ISO codes like DE,FR:", val);
 		} else if (strcmp(w, "brand") == 0) {
-			if (out->brands[0] || list_copy(val, 0, 0, out->brands, sizeof(out->brands)) != 0)
+			if (out->brands[0] ||
+			    list_copy(val, 0, 0, out->brands, sizeof(out->brands)) != 0)
 				return bad(err, errlen, "brand wants names like visa,mastercard:", val);
 		} else if (strcmp(w, "amount_min") == 0 || strcmp(w, "amount_max") == 0) {
-			int64_t *dst = w[7] == 'm' && w[8] == 'i' ? &out->amount_min : &out->amount_max;
+			int64_t *dst = w[7] == 'm' && w[8] == 'i' ? &out->amount_min
+			                                          : &out->amount_max;
 			if (*dst != 0 || fgw_parse_i64(val, 1, INT64_MAX / 2, &v) != FGW_OK)
 				return bad(err, errlen, "amount bounds are whole minor units >= 1:", val);
 			*dst = v;

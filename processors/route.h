@@ -20,12 +20,12 @@
 
 struct proc_route {
 	char processor[32];
-	char currencies[128];   /* "EUR,GBP" upper case, "" any */
-	char brands[128];       /* "visa,amex" lower case, "" any */
-	char countries[128];    /* "DE,FR" upper case, "" any */
-	int64_t amount_min;     /* 0: none */
-	int64_t amount_max;     /* 0: none */
-	int weight;             /* 0: not weighted */
+	char currencies[128]; /* "EUR,GBP" upper case, "" any */
+	char brands[128];     /* "visa,amex" lower case, "" any */
+	char countries[128];  /* "DE,FR" upper case, "" any */
+	int64_t amount_min;   /* 0: none */
+	int64_t amount_max;   /* 0: none */
+	int weight;           /* 0: not weighted */
 };
 
 struct proc_routes {
@@ -39,8 +39,9 @@ int proc_route_parse(const char *line, struct proc_route *out, char *err, size_t
 /* The route chosen for these attributes (brand and country may be "" when
  * unknown: a route that names brands or countries then does not match),
  * or NULL when none matches. rnd is a uniform draw in [0, 1000000). */
-const struct proc_route *proc_routes_pick(const struct proc_routes *rs, const char *currency,
-                                          const char *brand, const char *country,
-                                          int64_t amount, uint32_t rnd);
+const struct proc_route *proc_routes_pick(const struct proc_routes *rs,
+                                          const char *currency, const char *brand,
+                                          const char *country, int64_t amount,
+                                          uint32_t rnd);
 
 #endif

@@ -34,8 +34,7 @@ static const struct {
 	const char *message;
 } decline_table[] = {
 	{ "card_declined", "PAYMENT_CARD_DECLINED", "The card was declined." },
-	{ "incorrect_number", "PAYMENT_CARD_DECLINED",
-	  "The card number is incorrect." },
+	{ "incorrect_number", "PAYMENT_CARD_DECLINED", "The card number is incorrect." },
 	{ "expired_card", "PAYMENT_CARD_DECLINED", "The card has expired." },
 	{ "insufficient_funds", "PAYMENT_INSUFFICIENT_FUNDS",
 	  "The card has insufficient funds." },
@@ -75,8 +74,8 @@ add_str(cJSON *obj, const char *name, const char *value)
 }
 
 static int
-build_body(const struct proc_request *req, const char *card_key_id,
-           int capture, char **out)
+build_body(const struct proc_request *req, const char *card_key_id, int capture,
+           char **out)
 {
 	cJSON *root = NULL, *card, *reply, *cust;
 	int r = FGW_ERR_NOMEM;
@@ -94,8 +93,8 @@ build_body(const struct proc_request *req, const char *card_key_id,
 	if (!cJSON_AddBoolToObject(root, "capture", capture) ||
 	    (card = cJSON_AddObjectToObject(root, "card")) == NULL ||
 	    (r = add_str(card, "keyId", card_key_id)) != 0 ||
-	    (r = add_str(card, req->card_boxed ? "boxed" : "sealed",
-	                 req->sealed_card_b64)) != 0)
+	    (r = add_str(card, req->card_boxed ? "boxed" : "sealed", req->sealed_card_b64)) !=
+	        0)
 		goto out;
 	r = FGW_ERR_NOMEM;
 	if ((reply = cJSON_AddObjectToObject(root, "replyKey")) == NULL ||
@@ -139,9 +138,8 @@ sbx_build(const struct proc_config *cfg, const struct proc_request *req,
 	if ((capture = proc_captures(req->operation)) < 0)
 		return FGW_ERR_INVALID;
 	if (!proc_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) ||
-	    !proc_token_ok(req->idempotency_key, 255) ||
-	    !proc_token_ok(req->txn_id, 64) || !currency_ok(req->currency) ||
-	    req->amount <= 0 || req->amount > SBX_MAX_AMOUNT ||
+	    !proc_token_ok(req->idempotency_key, 255) || !proc_token_ok(req->txn_id, 64) ||
+	    !currency_ok(req->currency) || req->amount <= 0 || req->amount > SBX_MAX_AMOUNT ||
 	    !proc_token_ok(key_id, 63) || req->sealed_card_b64 == NULL ||
 	    req->sealed_card_b64[0] == '\0' || !proc_token_ok(req->reply_key_id, 63) ||
 	    !proc_token_ok(req->reply_public_b64, 128) ||
@@ -152,10 +150,9 @@ sbx_build(const struct proc_config *cfg, const struct proc_request *req,
 
 	blen = proc_base_len(cfg->base_url);
 	memcpy(out->method, "POST", 5);
-	if ((r = proc_fmt_alloc(&out->url, "%.*s/v1/charges", (int)blen,
-	                   cfg->base_url)) != 0 ||
-	    (r = proc_fmt_alloc(&out->headers[h++], "Content-Type: application/json")) !=
+	if ((r = proc_fmt_alloc(&out->url, "%.*s/v1/charges", (int)blen, cfg->base_url)) !=
 	        0 ||
+	    (r = proc_fmt_alloc(&out->headers[h++], "Content-Type: application/json")) != 0 ||
 	    (r = proc_common_headers(cfg, req->idempotency_key, out, &h)) != 0)
 		goto out;
 	if ((r = build_body(req, key_id, capture, &json)) != 0)
@@ -219,10 +216,9 @@ parse_ok_body(const char *body, size_t len, struct proc_result *out)
 		       (dc == NULL || strcmp(decline_table[i].decline_code, dc) != 0))
 			i++;
 		proc_set_result(out, PROC_DECLINED, decline_table[i].code,
-		           decline_table[i].message);
+		                decline_table[i].message);
 	} else if (strcmp(status, "requires_action") == 0) {
-		r = proc_next_action(cJSON_GetObjectItemCaseSensitive(root,
-		                                                      "nextAction"),
+		r = proc_next_action(cJSON_GetObjectItemCaseSensitive(root, "nextAction"),
 		                     &out->next_action_json);
 		if (r == FGW_ERR_INVALID) {
 			r = FGW_OK;
@@ -245,8 +241,8 @@ unknown:
 }
 
 static int
-sbx_parse_reply(const struct proc_config *cfg, long http_status,
-                const char *body, size_t len, struct proc_result *out)
+sbx_parse_reply(const struct proc_config *cfg, long http_status, const char *body,
+                size_t len, struct proc_result *out)
 {
 	(void)cfg;
 	if (out == NULL)
@@ -297,8 +293,7 @@ sbx_build_op(const struct proc_config *cfg, enum proc_op op,
 	    !proc_token_ok(req->idempotency_key, 255) ||
 	    (cfg->secret[0] != '\0' && !proc_token_ok(cfg->secret, sizeof(cfg->secret) - 1)))
 		return FGW_ERR_INVALID;
-	if (op != PROC_OP_STATUS &&
-	    !proc_id_ok(req->reference, 96))
+	if (op != PROC_OP_STATUS && !proc_id_ok(req->reference, 96))
 		return FGW_ERR_INVALID;
 	if (op == PROC_OP_REFUND && (req->amount <= 0 || req->amount > SBX_MAX_AMOUNT))
 		return FGW_ERR_INVALID;
@@ -311,22 +306,21 @@ sbx_build_op(const struct proc_config *cfg, enum proc_op op,
 		if (strpbrk(req->idempotency_key, "&#%+?=") != NULL)
 			return FGW_ERR_INVALID;
 		memcpy(out->method, "GET", 4);
-		r = proc_fmt_alloc(&out->url, "%.*s/v1/charges?idempotencyKey=%s",
-		              (int)blen, cfg->base_url, req->idempotency_key);
+		r = proc_fmt_alloc(&out->url, "%.*s/v1/charges?idempotencyKey=%s", (int)blen,
+		                   cfg->base_url, req->idempotency_key);
 		break;
 	case PROC_OP_CAPTURE:
 	case PROC_OP_CANCEL:
 		memcpy(out->method, "POST", 5);
-		r = proc_fmt_alloc(&out->url, "%.*s/v1/charges/%s/%s", (int)blen,
-		              cfg->base_url, req->reference,
-		              op == PROC_OP_CAPTURE ? "capture" : "cancel");
+		r = proc_fmt_alloc(&out->url, "%.*s/v1/charges/%s/%s", (int)blen, cfg->base_url,
+		                   req->reference, op == PROC_OP_CAPTURE ? "capture" : "cancel");
 		if (r == 0)
 			r = proc_fmt_alloc(&body, "{}");
 		break;
 	case PROC_OP_REFUND:
 		memcpy(out->method, "POST", 5);
 		r = proc_fmt_alloc(&out->url, "%.*s/v1/charges/%s/refunds", (int)blen,
-		              cfg->base_url, req->reference);
+		                   cfg->base_url, req->reference);
 		if (r == 0)
 			r = proc_fmt_alloc(&body, "{\"amount\":%lld}", (long long)req->amount);
 		break;
@@ -373,9 +367,10 @@ sbx_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status,
 	if (http_status < 400 || http_status > 499) {
 		/* 5xx on an operation: not done; the caller may try again with
 		 * the same key. Anything else: unknown. */
-		proc_set_result(out, http_status >= 500 && http_status <= 599 ? PROC_FAILED
+		proc_set_result(out,
+		                http_status >= 500 && http_status <= 599 ? PROC_FAILED
 		                                                         : PROC_UNKNOWN,
-		           CODE_FAILED, http_status >= 500 ? MSG_PROC_ERROR : MSG_UNKNOWN);
+		                CODE_FAILED, http_status >= 500 ? MSG_PROC_ERROR : MSG_UNKNOWN);
 		return FGW_OK;
 	}
 	/* Only the error code is read from a 4xx body, and only to pick a
@@ -407,7 +402,8 @@ sbx_map_event(const cJSON *event, struct proc_event *out)
 		return FGW_ERR_INVALID;
 	proc_event_refs(obj, out, 1);
 	out->kind = PROC_EVENT_MOVE;
-	if (strcmp(type, "payment_intent.succeeded") == 0 || strcmp(type, "charge.succeeded") == 0) {
+	if (strcmp(type, "payment_intent.succeeded") == 0 ||
+	    strcmp(type, "charge.succeeded") == 0) {
 		fgw_strlcpy(out->target, proc_capture_proven(obj) ? "succeeded" : "authorized",
 		            sizeof(out->target));
 	} else if (strcmp(type, "payment_intent.amount_capturable_updated") == 0) {
@@ -433,8 +429,8 @@ sbx_map_event(const cJSON *event, struct proc_event *out)
 		out->amount = proc_json_amount(obj, "amount");
 		out->refunded_total = proc_json_amount(obj, "amount_refunded");
 		if ((done == NULL || out->refunded_total >= 0) &&
-		    (amount == NULL || (out->amount >= 0 && (done == NULL ||
-		                                             out->refunded_total >= out->amount))))
+		    (amount == NULL ||
+		     (out->amount >= 0 && (done == NULL || out->refunded_total >= out->amount))))
 			fgw_strlcpy(out->target, "refunded", sizeof(out->target));
 	}
 	if (out->target[0] == '\0')

@@ -74,8 +74,7 @@ static const struct {
 	  "The card's security code is invalid." },
 	{ "card_error", "processing_error", NULL, PROC_FAILED, C_FAILED,
 	  "The processor could not process the card." },
-	{ "card_error", NULL, NULL, PROC_DECLINED, C_DECLINED,
-	  "The card was declined." },
+	{ "card_error", NULL, NULL, PROC_DECLINED, C_DECLINED, "The card was declined." },
 	/* The key was used with other parameters: the first request's
 	 * effect exists and is not ours to guess. */
 	{ "idempotency_error", NULL, NULL, PROC_UNKNOWN, C_FAILED,
@@ -88,8 +87,7 @@ static const struct {
 	  "The payment processor refused the gateway's credentials." },
 	{ "rate_limit_error", NULL, NULL, PROC_FAILED, C_FAILED,
 	  "The payment processor is busy." },
-	{ NULL, NULL, NULL, PROC_UNKNOWN, C_FAILED,
-	  "The payment outcome is not known yet." },
+	{ NULL, NULL, NULL, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet." },
 };
 
 /* PaymentIntent status -> ours, for a create+confirm answer. */
@@ -102,11 +100,9 @@ static const struct {
 	{ "requires_action", PROC_REQUIRES_ACTION, "",
 	  "The payment requires customer authentication." },
 	/* Declined on confirmation: last_payment_error says why (error_table). */
-	{ "requires_payment_method", PROC_DECLINED, C_DECLINED,
-	  "The card was declined." },
+	{ "requires_payment_method", PROC_DECLINED, C_DECLINED, "The card was declined." },
 	{ "canceled", PROC_FAILED, C_FAILED, "The payment was canceled." },
-	{ "requires_confirmation", PROC_FAILED, C_FAILED,
-	  "The payment was not confirmed." },
+	{ "requires_confirmation", PROC_FAILED, C_FAILED, "The payment was not confirmed." },
 	/* capture_method=manual (an authorize-only transaction). */
 	{ "requires_capture", PROC_AUTHORIZED, "", "The payment was authorized." },
 	/* processing and anything new. */
@@ -139,9 +135,8 @@ form_enc(struct form *f, const char *s)
 
 	for (; *s != '\0'; s++) {
 		unsigned char c = (unsigned char)*s;
-		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		    (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' ||
-		    c == '~') {
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    c == '-' || c == '_' || c == '.' || c == '~') {
 			form_raw(f, s, 1);
 		} else {
 			char e[3] = { '%', hex[c >> 4], hex[c & 15] };
@@ -278,15 +273,17 @@ post_start(const struct proc_config *cfg, const char *what, const char *key,
 		return FGW_ERR_INVALID;
 	blen = proc_base_len(cfg->base_url);
 	memcpy(out->method, "POST", 5);
-	if (snprintf(bearer, sizeof(bearer), "Bearer %s", cfg->secret) >= (int)sizeof(bearer) ||
+	if (snprintf(bearer, sizeof(bearer), "Bearer %s", cfg->secret) >=
+	        (int)sizeof(bearer) ||
 	    snprintf(idem, sizeof(idem), "%s%s", key, suffix) >= (int)sizeof(idem))
 		goto out;
 	r = FGW_ERR_NOMEM;
 	if ((out->url = malloc(blen + strlen(what) + 5)) == NULL)
 		goto out;
-	snprintf(out->url, blen + strlen(what) + 5, "%.*s/v1/%s", (int)blen, cfg->base_url, what);
-	if ((r = add_header(out, &h, "Content-Type",
-	                    "application/x-www-form-urlencoded")) != 0 ||
+	snprintf(out->url, blen + strlen(what) + 5, "%.*s/v1/%s", (int)blen, cfg->base_url,
+	         what);
+	if ((r = add_header(out, &h, "Content-Type", "application/x-www-form-urlencoded")) !=
+	        0 ||
 	    (r = add_header(out, &h, "Accept", "application/json")) != 0 ||
 	    (r = add_header(out, &h, "Authorization", bearer)) != 0 ||
 	    (r = add_header(out, &h, "Idempotency-Key", idem)) != 0 ||
@@ -303,8 +300,8 @@ request_ok(const struct proc_request *req)
 {
 	return proc_token_ok(req->txn_id, 64) && req->currency != NULL &&
 	       strlen(req->currency) == 3 &&
-	       strspn(req->currency, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 3 &&
-	       req->amount > 0 && req->amount <= STRIPE_MAX_AMOUNT &&
+	       strspn(req->currency, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 3 && req->amount > 0 &&
+	       req->amount <= STRIPE_MAX_AMOUNT &&
 	       (req->return_url == NULL || proc_url_ok(req->return_url, 2048));
 }
 
@@ -343,7 +340,8 @@ out:
 
 /* A small form body (no card data) into out->body. */
 static int
-plain_body(struct proc_http *out, void (*fill)(struct form *, const void *), const void *arg)
+plain_body(struct proc_http *out, void (*fill)(struct form *, const void *),
+           const void *arg)
 {
 	struct form f = { NULL, 0, 0 };
 
@@ -423,7 +421,7 @@ map_error(const cJSON *err, struct proc_result *out)
 	         same(error_table[i].decline_code, dc)))
 		i++;
 	proc_set_result(out, error_table[i].outcome, error_table[i].our_code,
-	           error_table[i].message);
+	                error_table[i].message);
 }
 
 /* "pi_" + [A-Za-z0-9_]: the only thing we keep of Stripe's text. */
@@ -441,8 +439,9 @@ intent_secret(const cJSON *pi, const char *id, struct proc_result *out)
 	const char *cs = proc_json_str(pi, "client_secret");
 	size_t n = strlen(id);
 
-	if (cs != NULL && strlen(cs) < sizeof(out->client_secret) && strncmp(cs, id, n) == 0 &&
-	    strncmp(cs + n, "_secret_", 8) == 0 && cs[n + 8] != '\0' &&
+	if (cs != NULL && strlen(cs) < sizeof(out->client_secret) &&
+	    strncmp(cs, id, n) == 0 && strncmp(cs + n, "_secret_", 8) == 0 &&
+	    cs[n + 8] != '\0' &&
 	    strspn(cs, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") ==
 	        strlen(cs))
 		fgw_strlcpy(out->client_secret, cs, sizeof(out->client_secret));
@@ -467,8 +466,9 @@ intent_amount(const cJSON *pi, struct proc_result *out)
 static int
 browser_confirms(const cJSON *pi)
 {
-	return same("stripe_js", proc_json_str(cJSON_GetObjectItemCaseSensitive(pi, "metadata"),
-	                                       "flair_confirm"));
+	return same("stripe_js",
+	            proc_json_str(cJSON_GetObjectItemCaseSensitive(pi, "metadata"),
+	                          "flair_confirm"));
 }
 
 /* What the customer's browser does next with a payment it confirms
@@ -491,7 +491,8 @@ map_intent(const cJSON *pi, struct proc_result *out)
 
 	if (obj == NULL || strcmp(obj, "payment_intent") != 0 ||
 	    !intent_id_ok(id, sizeof(out->reference)) || status == NULL) {
-		proc_set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
+		proc_set_result(out, PROC_UNKNOWN, C_FAILED,
+		                "The payment outcome is not known yet.");
 		return;
 	}
 	fgw_strlcpy(out->reference, id, sizeof(out->reference));
@@ -516,22 +517,24 @@ map_intent(const cJSON *pi, struct proc_result *out)
 	while (status_table[i].status != NULL && strcmp(status_table[i].status, status) != 0)
 		i++;
 	proc_set_result(out, status_table[i].outcome, status_table[i].our_code,
-	           status_table[i].message);
+	                status_table[i].message);
 	if (status_table[i].outcome == PROC_DECLINED) {
 		if (cJSON_IsObject(lpe))
 			map_error(lpe, out);
 		if (out->outcome != PROC_DECLINED)
 			proc_set_result(out, PROC_DECLINED, C_DECLINED, "The card was declined.");
 	} else if (status_table[i].outcome == PROC_REQUIRES_ACTION &&
-	           proc_next_action(cJSON_GetObjectItemCaseSensitive(pi, "next_action"), &out->next_action_json) != FGW_OK) {
+	           proc_next_action(cJSON_GetObjectItemCaseSensitive(pi, "next_action"),
+	                            &out->next_action_json) != FGW_OK) {
 		/* We cannot send the customer anywhere: ask again later. */
-		proc_set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
+		proc_set_result(out, PROC_UNKNOWN, C_FAILED,
+		                "The payment outcome is not known yet.");
 	}
 }
 
 static int
-stripe_parse_reply(const struct proc_config *cfg, long http_status,
-                   const char *body, size_t len, struct proc_result *out)
+stripe_parse_reply(const struct proc_config *cfg, long http_status, const char *body,
+                   size_t len, struct proc_result *out)
 {
 	cJSON *root;
 	const cJSON *err;
@@ -547,7 +550,8 @@ stripe_parse_reply(const struct proc_config *cfg, long http_status,
 	           (http_status >= 300 && http_status <= 399)) {
 		/* Stripe: a 5xx may have been processed; 409: the same key is
 		 * still in flight. Either way, reconcile with the same key. */
-		proc_set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
+		proc_set_result(out, PROC_UNKNOWN, C_FAILED,
+		                "The payment outcome is not known yet.");
 	} else if ((err = cJSON_GetObjectItemCaseSensitive(root, "error")) != NULL &&
 	           cJSON_IsObject(err)) {
 		const cJSON *pi = cJSON_GetObjectItemCaseSensitive(err, "payment_intent");
@@ -557,11 +561,11 @@ stripe_parse_reply(const struct proc_config *cfg, long http_status,
 		/* A 4xx is never a charge: keep only outcomes that say so. */
 		if (out->outcome == PROC_UNKNOWN && http_status != 400)
 			proc_set_result(out, PROC_FAILED, C_FAILED,
-			           "The payment processor rejected the request.");
+			                "The payment processor rejected the request.");
 	} else {
 		/* A 4xx without Stripe's error object: refused, not charged. */
 		proc_set_result(out, PROC_FAILED, C_FAILED,
-		           "The payment processor rejected the request.");
+		                "The payment processor rejected the request.");
 	}
 	cJSON_Delete(root);
 	return FGW_OK;
@@ -573,7 +577,8 @@ static int
 created(long http_status, const cJSON *root, const char *object, const char *prefix,
         char *ref, size_t refcap)
 {
-	if (http_status < 200 || http_status > 299 || !same(object, proc_json_str(root, "object")) ||
+	if (http_status < 200 || http_status > 299 ||
+	    !same(object, proc_json_str(root, "object")) ||
 	    !stripe_id_ok(proc_json_str(root, "id"), prefix, refcap))
 		return 0;
 	fgw_strlcpy(ref, proc_json_str(root, "id"), refcap);
@@ -725,8 +730,8 @@ stripe_parse_attach(const struct proc_config *cfg, long http_status, const char 
 	static const struct {
 		const char *stripe, *ours;
 	} brands[] = {
-		{ "visa", "Visa" }, { "mastercard", "Mastercard" }, { "amex", "Amex" },
-		{ "discover", "Discover" }, { "diners", "Diners" }, { "jcb", "JCB" },
+		{ "visa", "Visa" },         { "mastercard", "Mastercard" }, { "amex", "Amex" },
+		{ "discover", "Discover" }, { "diners", "Diners" },         { "jcb", "JCB" },
 		{ "unionpay", "UnionPay" },
 	};
 	const cJSON *c;
@@ -748,7 +753,8 @@ stripe_parse_attach(const struct proc_config *cfg, long http_status, const char 
 	    same(customer, proc_json_str(root, "customer")) && cJSON_IsObject(c) &&
 	    last4 != NULL && strlen(last4) == 4 && strspn(last4, "0123456789") == 4 &&
 	    fgw_json_int(cJSON_GetObjectItemCaseSensitive(c, "exp_month"), 1, 12, &mo) == 0 &&
-	    fgw_json_int(cJSON_GetObjectItemCaseSensitive(c, "exp_year"), 1000, 9999, &yr) == 0) {
+	    fgw_json_int(cJSON_GetObjectItemCaseSensitive(c, "exp_year"), 1000, 9999, &yr) ==
+	        0) {
 		fgw_strlcpy(card->id, proc_json_str(root, "id"), sizeof(card->id));
 		memcpy(card->last4, last4, 5);
 		card->exp_month = (int)mo;
@@ -857,7 +863,8 @@ status_url(const char *base, size_t blen, const struct proc_op_request *req, cha
 	if (req->reference != NULL && req->reference[0] != '\0') {
 		if (!path_id_ok(req->reference))
 			return FGW_ERR_INVALID;
-		n = snprintf(NULL, 0, "%.*s/v1/payment_intents/%s", (int)blen, base, req->reference);
+		n = snprintf(NULL, 0, "%.*s/v1/payment_intents/%s", (int)blen, base,
+		             req->reference);
 		if (n < 0 || (*url = malloc((size_t)n + 1)) == NULL)
 			return FGW_ERR_NOMEM;
 		snprintf(*url, (size_t)n + 1, "%.*s/v1/payment_intents/%s", (int)blen, base,
@@ -897,10 +904,10 @@ stripe_build_op(const struct proc_config *cfg, enum proc_op op,
 		return FGW_ERR_INVALID;
 	memset(out, 0, sizeof(*out));
 	version = cfg->api_version[0] ? cfg->api_version : STRIPE_DEFAULT_VERSION;
-	if (!proc_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) || !proc_token_ok(cfg->secret, 255) ||
-	    !proc_token_ok(version, 39) ||
-	    (op != PROC_OP_STATUS && (!proc_token_ok(req->idempotency_key, 255) ||
-	                              !path_id_ok(req->reference))) ||
+	if (!proc_url_ok(cfg->base_url, sizeof(cfg->base_url) - 1) ||
+	    !proc_token_ok(cfg->secret, 255) || !proc_token_ok(version, 39) ||
+	    (op != PROC_OP_STATUS &&
+	     (!proc_token_ok(req->idempotency_key, 255) || !path_id_ok(req->reference))) ||
 	    (op == PROC_OP_REFUND && (req->amount <= 0 || req->amount > STRIPE_MAX_AMOUNT)))
 		return FGW_ERR_INVALID;
 	blen = proc_base_len(cfg->base_url);
@@ -927,7 +934,8 @@ stripe_build_op(const struct proc_config *cfg, enum proc_op op,
 	    (r = add_header(out, &h, "Stripe-Version", version)) != 0)
 		goto out;
 	if (op != PROC_OP_STATUS &&
-	    ((r = add_header(out, &h, "Content-Type", "application/x-www-form-urlencoded")) != 0 ||
+	    ((r = add_header(out, &h, "Content-Type", "application/x-www-form-urlencoded")) !=
+	         0 ||
 	     (r = add_header(out, &h, "Idempotency-Key", req->idempotency_key)) != 0))
 		goto out;
 	if (op == PROC_OP_REFUND) {
@@ -1018,36 +1026,41 @@ stripe_parse_op(const struct proc_config *cfg, enum proc_op op, long http_status
 	    (http_status == 404 && op == PROC_OP_STATUS)) {
 		/* A 404 for an id we were given is not "never charged": the
 		 * reference came from Stripe. Ask again later. */
-		proc_set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
+		proc_set_result(out, PROC_UNKNOWN, C_FAILED,
+		                "The payment outcome is not known yet.");
 	} else if (http_status >= 400) {
 		if ((err = cJSON_GetObjectItemCaseSensitive(root, "error")) != NULL)
 			map_error(err, out);
 		if (out->outcome != PROC_DECLINED || op != PROC_OP_STATUS)
-			proc_set_result(out, PROC_FAILED,
-			           out->code[0] ? out->code : C_FAILED,
-			           out->message[0] ? out->message
-			                           : "The payment processor refused the operation.");
+			proc_set_result(out, PROC_FAILED, out->code[0] ? out->code : C_FAILED,
+			                out->message[0]
+			                    ? out->message
+			                    : "The payment processor refused the operation.");
 	} else if (op == PROC_OP_STATUS && obj != NULL && strcmp(obj, "search_result") == 0) {
 		data = cJSON_GetObjectItemCaseSensitive(root, "data");
 		if (cJSON_IsArray(data) && cJSON_GetArraySize(data) == 0)
-			proc_set_result(out, PROC_NOT_FOUND, C_FAILED, "The processor has no such payment.");
+			proc_set_result(out, PROC_NOT_FOUND, C_FAILED,
+			                "The processor has no such payment.");
 		else if (cJSON_IsArray(data) && cJSON_GetArraySize(data) == 1)
 			map_intent_status(cJSON_GetArrayItem(data, 0), 1, out);
 		else
-			proc_set_result(out, PROC_UNKNOWN, C_FAILED, "The payment outcome is not known yet.");
+			proc_set_result(out, PROC_UNKNOWN, C_FAILED,
+			                "The payment outcome is not known yet.");
 	} else if (op == PROC_OP_REFUND) {
 		const cJSON *amt = cJSON_GetObjectItemCaseSensitive(root, "amount");
 		int64_t whole;
 		st = proc_json_str(root, "status");
 		if (obj == NULL || strcmp(obj, "refund") != 0 || st == NULL ||
 		    fgw_json_int(amt, 1, STRIPE_MAX_AMOUNT, &whole) != 0)
-			proc_set_result(out, PROC_UNKNOWN, C_FAILED, "The refund outcome is not known yet.");
+			proc_set_result(out, PROC_UNKNOWN, C_FAILED,
+			                "The refund outcome is not known yet.");
 		else if (strcmp(st, "succeeded") == 0)
 			proc_set_result(out, PROC_SUCCEEDED, "", "The refund succeeded.");
 		else if (strcmp(st, "failed") == 0 || strcmp(st, "canceled") == 0)
 			proc_set_result(out, PROC_FAILED, C_FAILED, "The refund failed.");
 		else
-			proc_set_result(out, PROC_UNKNOWN, C_FAILED, "The refund outcome is not known yet.");
+			proc_set_result(out, PROC_UNKNOWN, C_FAILED,
+			                "The refund outcome is not known yet.");
 		if (intent_id_ok(proc_json_str(root, "payment_intent"), sizeof(out->reference)))
 			fgw_strlcpy(out->reference, proc_json_str(root, "payment_intent"),
 			            sizeof(out->reference));
@@ -1079,13 +1092,15 @@ event_decline(const char *type, const char *code, const char *decline_code,
 	/* A payment_failed event is a decline whatever the error says: a
 	 * processing error on a PaymentIntent that Stripe gave up on did
 	 * not charge either. */
-	fgw_strlcpy(out->code, error_table[i].type != NULL &&
-	                       error_table[i].outcome == PROC_DECLINED ? error_table[i].our_code
-	                                                               : C_DECLINED,
+	fgw_strlcpy(out->code,
+	            error_table[i].type != NULL && error_table[i].outcome == PROC_DECLINED
+	                ? error_table[i].our_code
+	                : C_DECLINED,
 	            sizeof(out->code));
-	fgw_strlcpy(out->message, error_table[i].type != NULL &&
-	                          error_table[i].outcome == PROC_DECLINED ? error_table[i].message
-	                                                                  : "The card was declined.",
+	fgw_strlcpy(out->message,
+	            error_table[i].type != NULL && error_table[i].outcome == PROC_DECLINED
+	                ? error_table[i].message
+	                : "The card was declined.",
 	            sizeof(out->message));
 }
 
@@ -1120,7 +1135,8 @@ stripe_map_event(const cJSON *event, struct proc_event *out)
 		for (int i = 0; i < 4; i++)
 			out->currency[i] = (char)(t[i] ? t[i] - 'a' + 'A' : '\0');
 	out->kind = PROC_EVENT_MOVE;
-	if (strcmp(type, "payment_intent.succeeded") == 0 || strcmp(type, "charge.succeeded") == 0) {
+	if (strcmp(type, "payment_intent.succeeded") == 0 ||
+	    strcmp(type, "charge.succeeded") == 0) {
 		/* With capture_method=manual Stripe's charge.succeeded says
 		 * captured: false: the money is held, not taken. */
 		fgw_strlcpy(out->target, proc_capture_proven(obj) ? "succeeded" : "authorized",
@@ -1129,7 +1145,8 @@ stripe_map_event(const cJSON *event, struct proc_event *out)
 		if (proc_capture_proven(obj))
 			fgw_strlcpy(out->target, "succeeded", sizeof(out->target));
 	} else if (strcmp(type, "payment_intent.amount_capturable_updated") == 0) {
-		if (proc_json_amount(obj, "amount_capturable") > 0 && status_is(obj, "requires_capture"))
+		if (proc_json_amount(obj, "amount_capturable") > 0 &&
+		    status_is(obj, "requires_capture"))
 			fgw_strlcpy(out->target, "authorized", sizeof(out->target));
 	} else if (strcmp(type, "payment_intent.payment_failed") == 0) {
 		const cJSON *e = cJSON_GetObjectItemCaseSensitive(obj, "last_payment_error");
@@ -1171,7 +1188,8 @@ stripe_map_event(const cJSON *event, struct proc_event *out)
 		if (out->refunded_total <= 0 ||
 		    (out->amount >= 0 && out->refunded_total > out->amount))
 			out->kind = PROC_EVENT_IGNORE;
-	} else if (strcmp(type, "refund.updated") == 0 || strcmp(type, "refund.created") == 0 ||
+	} else if (strcmp(type, "refund.updated") == 0 ||
+	           strcmp(type, "refund.created") == 0 ||
 	           strcmp(type, "charge.refund.updated") == 0) {
 		out->kind = PROC_EVENT_REFUND;
 		t = proc_json_str(obj, "status");
@@ -1180,12 +1198,14 @@ stripe_map_event(const cJSON *event, struct proc_event *out)
 		    out->object_amount <= 0) {
 			out->kind = PROC_EVENT_IGNORE;
 		} else {
-			fgw_strlcpy(out->object_ref, proc_json_str(obj, "id"), sizeof(out->object_ref));
+			fgw_strlcpy(out->object_ref, proc_json_str(obj, "id"),
+			            sizeof(out->object_ref));
 			/* requires_action and pending are not an outcome yet. */
 			fgw_strlcpy(out->refund_status,
 			            strcmp(t, "succeeded") == 0 ? "succeeded"
-			            : strcmp(t, "failed") == 0 || strcmp(t, "canceled") == 0 ? "failed"
-			                                                                    : "pending",
+			            : strcmp(t, "failed") == 0 || strcmp(t, "canceled") == 0
+			                ? "failed"
+			                : "pending",
 			            sizeof(out->refund_status));
 		}
 	} else if (strcmp(type, "charge.dispute.created") == 0) {
@@ -1194,9 +1214,11 @@ stripe_map_event(const cJSON *event, struct proc_event *out)
 		if (!proc_id_ok(proc_json_str(obj, "id"), sizeof(out->object_ref))) {
 			out->kind = PROC_EVENT_IGNORE;
 		} else {
-			fgw_strlcpy(out->object_ref, proc_json_str(obj, "id"), sizeof(out->object_ref));
+			fgw_strlcpy(out->object_ref, proc_json_str(obj, "id"),
+			            sizeof(out->object_ref));
 			t = proc_json_str(obj, "reason");
-			fgw_strlcpy(out->reason, t != NULL && proc_id_ok(t, sizeof(out->reason)) ? t : "",
+			fgw_strlcpy(out->reason,
+			            t != NULL && proc_id_ok(t, sizeof(out->reason)) ? t : "",
 			            sizeof(out->reason));
 		}
 	} else {

@@ -70,8 +70,8 @@ key_copy(char *buf, size_t cap, const char *prefix, const char *src, int lower)
 }
 
 int
-rules_velocity_key(const struct rules_input *in, enum velocity_dim dim,
-                   char *buf, size_t cap)
+rules_velocity_key(const struct rules_input *in, enum velocity_dim dim, char *buf,
+                   size_t cap)
 {
 	const char *s;
 	struct ip128 ip;
@@ -139,7 +139,8 @@ ctx_init(struct ectx *c, const struct rules *r, const struct rules_input *in,
 		for (int i = 0; rules_enum_values[EK_THREEDS][i]; i++)
 			if (rules_ascii_casecmp(rules_enum_values[EK_THREEDS][i], s) == 0)
 				c->threeds = i;
-	c->mode = (s = nonempty(in->mode)) != NULL && rules_ascii_casecmp(s, "development") == 0;
+	c->mode = (s = nonempty(in->mode)) != NULL &&
+	          rules_ascii_casecmp(s, "development") == 0;
 	c->bin = NULL;
 	c->binlen = 0;
 	if ((s = nonempty(in->bin)) != NULL && rules_digits(s, &n) && n <= 19) {
@@ -164,8 +165,10 @@ get_str(struct ectx *c, int attr)
 {
 	const struct rules_input *in = c->in;
 	switch (attr) {
-	case AT_CURRENCY: return nonempty(in->currency);
-	case AT_CARD_BRAND: return c->brand;
+	case AT_CURRENCY:
+		return nonempty(in->currency);
+	case AT_CARD_BRAND:
+		return c->brand;
 	case AT_CARD_COUNTRY:
 		if (!c->country_done) {
 			c->country_done = 1;
@@ -173,13 +176,20 @@ get_str(struct ectx *c, int attr)
 				c->country = rules_bintable_country(&c->r->bins, c->bin, c->binlen);
 		}
 		return c->country;
-	case AT_CUSTOMER_COUNTRY: return nonempty(in->customer_country);
-	case AT_CUSTOMER_ID: return nonempty(in->customer_id);
-	case AT_EMAIL: return nonempty(in->email);
-	case AT_EMAIL_DOMAIN: return c->email_domain;
-	case AT_PROCESSOR: return nonempty(in->processor);
-	case AT_FINGERPRINT: return nonempty(in->fingerprint);
-	default: return NULL;
+	case AT_CUSTOMER_COUNTRY:
+		return nonempty(in->customer_country);
+	case AT_CUSTOMER_ID:
+		return nonempty(in->customer_id);
+	case AT_EMAIL:
+		return nonempty(in->email);
+	case AT_EMAIL_DOMAIN:
+		return c->email_domain;
+	case AT_PROCESSOR:
+		return nonempty(in->processor);
+	case AT_FINGERPRINT:
+		return nonempty(in->fingerprint);
+	default:
+		return NULL;
 	}
 }
 
@@ -197,9 +207,10 @@ static const char *
 vel_key(struct ectx *c, int dim)
 {
 	if (c->vkey_state[dim] == 0)
-		c->vkey_state[dim] =
-		    rules_velocity_key(c->in, (enum velocity_dim)dim, c->vkey[dim],
-		                       sizeof(c->vkey[dim])) == 0 ? 1 : -1;
+		c->vkey_state[dim] = rules_velocity_key(c->in, (enum velocity_dim)dim,
+		                                        c->vkey[dim], sizeof(c->vkey[dim])) == 0
+		                         ? 1
+		                         : -1;
 	return c->vkey_state[dim] == 1 ? c->vkey[dim] : NULL;
 }
 
@@ -210,8 +221,8 @@ vel_stats(struct ectx *c, const struct operand *o, struct velocity_stats *st)
 	if (c->v == NULL || (key = vel_key(c, o->dim)) == NULL)
 		return 0;
 	if (o->vslot >= RULES_VSLOTS)
-		return velocity_query(c->v, (enum velocity_dim)o->dim, key, c->now,
-		                      o->window_ms, st) == FGW_OK;
+		return velocity_query(c->v, (enum velocity_dim)o->dim, key, c->now, o->window_ms,
+		                      st) == FGW_OK;
 	if (!((c->vc_have >> o->vslot) & 1)) {
 		/* first use of this dimension: every window of it in one pass */
 		const struct vgroup *g = &c->r->vgroups[o->dim];
@@ -252,9 +263,14 @@ get_int(struct ectx *c, const struct operand *o, int64_t *v)
 		return 1;
 	default:
 		switch (o->attr) {
-		case AT_AMOUNT: *v = c->in->amount; return 1;
-		case AT_HOUR: *v = c->hour; return 1;
-		default: return 0;
+		case AT_AMOUNT:
+			*v = c->in->amount;
+			return 1;
+		case AT_HOUR:
+			*v = c->hour;
+			return 1;
+		default:
+			return 0;
 		}
 	}
 }
@@ -265,11 +281,16 @@ get_enum(const struct ectx *c, const struct operand *o)
 	if (o->kind == OK_CONST)
 		return o->ival;
 	switch (o->attr) {
-	case AT_WEEKDAY: return c->weekday;
-	case AT_THREEDS: return c->threeds;
-	case AT_MODE: return c->mode;
-	case AT_CARD_SAVED: return c->in->card_saved != 0;
-	default: return -1;
+	case AT_WEEKDAY:
+		return c->weekday;
+	case AT_THREEDS:
+		return c->threeds;
+	case AT_MODE:
+		return c->mode;
+	case AT_CARD_SAVED:
+		return c->in->card_saved != 0;
+	default:
+		return -1;
 	}
 }
 
@@ -279,10 +300,14 @@ present(struct ectx *c, const struct operand *o)
 	if (o->kind == OK_FN)
 		return c->v != NULL && vel_key(c, o->dim) != NULL;
 	switch (rules_attrs[o->attr].type) {
-	case RT_STR: return get_str(c, o->attr) != NULL;
-	case RT_BIN: return c->bin != NULL;
-	case RT_IP: return get_ip(c) != NULL;
-	default: return 1;
+	case RT_STR:
+		return get_str(c, o->attr) != NULL;
+	case RT_BIN:
+		return c->bin != NULL;
+	case RT_IP:
+		return get_ip(c) != NULL;
+	default:
+		return 1;
 	}
 }
 
@@ -296,12 +321,18 @@ static int
 cmp_result(int op, int d)
 {
 	switch (op) {
-	case OP_EQ: return tv(d == 0);
-	case OP_NE: return tv(d != 0);
-	case OP_LT: return tv(d < 0);
-	case OP_LE: return tv(d <= 0);
-	case OP_GT: return tv(d > 0);
-	default: return tv(d >= 0);
+	case OP_EQ:
+		return tv(d == 0);
+	case OP_NE:
+		return tv(d != 0);
+	case OP_LT:
+		return tv(d < 0);
+	case OP_LE:
+		return tv(d <= 0);
+	case OP_GT:
+		return tv(d > 0);
+	default:
+		return tv(d >= 0);
 	}
 }
 
@@ -334,7 +365,8 @@ eval_cmp(struct ectx *c, const struct node *n)
 		const struct ip128 *a = get_ip(c);
 		if (a == NULL)
 			return TV_UNKNOWN;
-		d = n->rhs.kind == OK_CONST ? (a->hi != n->rhs.ip.hi || a->lo != n->rhs.ip.lo) : 0;
+		d = n->rhs.kind == OK_CONST ? (a->hi != n->rhs.ip.hi || a->lo != n->rhs.ip.lo)
+		                            : 0;
 		break;
 	}
 	default: /* RT_ENUM, RT_BOOL */

@@ -43,29 +43,35 @@ const struct attr_info rules_attrs[AT_NATTRS] = {
 	[AT_DECLINES] = { "declines", RT_INT, SK_ANY, EK_NONE, 0, INT64_MAX },
 };
 
-static const char *const weekday_values[] = { "mon", "tue", "wed", "thu", "fri", "sat", "sun", NULL };
-static const char *const threeds_values[] = { "none", "required", "authenticated", "failed", NULL };
+static const char *const weekday_values[] = { "mon", "tue", "wed", "thu",
+	                                          "fri", "sat", "sun", NULL };
+static const char *const threeds_values[] = { "none", "required", "authenticated",
+	                                          "failed", NULL };
 static const char *const mode_values[] = { "production", "development", NULL };
 static const char *const bool_values[] = { "false", "true", NULL };
 const char *const *const rules_enum_values[] = {
-	[EK_NONE] = NULL, [EK_WEEKDAY] = weekday_values, [EK_THREEDS] = threeds_values,
+	[EK_NONE] = NULL,        [EK_WEEKDAY] = weekday_values, [EK_THREEDS] = threeds_values,
 	[EK_MODE] = mode_values, [EK_BOOL] = bool_values,
 };
 static const char *const ekind_names[] = {
-	[EK_NONE] = "", [EK_WEEKDAY] = "weekday (mon ... sun)",
+	[EK_NONE] = "",
+	[EK_WEEKDAY] = "weekday (mon ... sun)",
 	[EK_THREEDS] = "3-D Secure outcome (none, required, authenticated, failed)",
-	[EK_MODE] = "mode (production, development)", [EK_BOOL] = "true or false",
+	[EK_MODE] = "mode (production, development)",
+	[EK_BOOL] = "true or false",
 };
 
 static const char *const fn_names[] = { "count", "sum", "declines", NULL };
 static const char *const dim_names[] = { "card", "customer", "ip", "email", NULL };
-static const char *const action_names[] = { "allow", "review", "require_3ds", "decline", NULL };
+static const char *const action_names[] = { "allow", "review", "require_3ds", "decline",
+	                                        NULL };
 static const char *const stmt_names[] = { "rule", "list", "bin_table", NULL };
-static const char *const keywords[] = {
-	"rule", "list", "bin_table", "file", "when", "then", "and", "or", "not",
-	"in", "matches", "is", "missing", "present", "true", "false", "allow",
-	"decline", "review", "require_3ds", "count", "sum", "declines", NULL
-};
+static const char *const keywords[] = { "rule",    "list",    "bin_table", "file",
+	                                    "when",    "then",    "and",       "or",
+	                                    "not",     "in",      "matches",   "is",
+	                                    "missing", "present", "true",      "false",
+	                                    "allow",   "decline", "review",    "require_3ds",
+	                                    "count",   "sum",     "declines",  NULL };
 
 /* ---- arena ------------------------------------------------------------------ */
 
@@ -124,15 +130,31 @@ rules_arena_free(struct arena_chunk *a)
 /* ---- parser state ---------------------------------------------------------- */
 
 enum tok {
-	T_EOF, T_IDENT, T_STRING, T_NUMBER, T_DURATION, T_RANGE, T_LPAREN,
-	T_RPAREN, T_LBRACK, T_RBRACK, T_COMMA, T_COLON, T_ASSIGN, T_EQ, T_NE,
-	T_LT, T_LE, T_GT, T_GE
+	T_EOF,
+	T_IDENT,
+	T_STRING,
+	T_NUMBER,
+	T_DURATION,
+	T_RANGE,
+	T_LPAREN,
+	T_RPAREN,
+	T_LBRACK,
+	T_RBRACK,
+	T_COMMA,
+	T_COLON,
+	T_ASSIGN,
+	T_EQ,
+	T_NE,
+	T_LT,
+	T_LE,
+	T_GT,
+	T_GE
 };
 
 struct token {
 	enum tok kind;
 	int line, col;
-	int64_t num;                  /* NUMBER value, DURATION in ms */
+	int64_t num; /* NUMBER value, DURATION in ms */
 	size_t len;
 	char text[RULES_STR_MAX + 1]; /* IDENT, STRING (decoded), NUMBER and
 	                                 RANGE digits without '_' */
@@ -383,8 +405,7 @@ lex_number(struct parser *ps)
 			mult = 24LL * 3600 * 1000;
 		else
 			return perr(ps, uline, ucol,
-			            "unknown duration unit '%s' (use s, m, h or d, as in 10m)",
-			            unit);
+			            "unknown duration unit '%s' (use s, m, h or d, as in 10m)", unit);
 		if (__builtin_mul_overflow(v, mult, &t->num))
 			return perr(ps, t->line, t->col, "duration too long");
 		t->kind = T_DURATION;
@@ -475,12 +496,24 @@ next(struct parser *ps)
 		return lex_string(ps);
 	adv(ps);
 	switch (c) {
-	case '(': t->kind = T_LPAREN; return FGW_OK;
-	case ')': t->kind = T_RPAREN; return FGW_OK;
-	case '[': t->kind = T_LBRACK; return FGW_OK;
-	case ']': t->kind = T_RBRACK; return FGW_OK;
-	case ',': t->kind = T_COMMA; return FGW_OK;
-	case ':': t->kind = T_COLON; return FGW_OK;
+	case '(':
+		t->kind = T_LPAREN;
+		return FGW_OK;
+	case ')':
+		t->kind = T_RPAREN;
+		return FGW_OK;
+	case '[':
+		t->kind = T_LBRACK;
+		return FGW_OK;
+	case ']':
+		t->kind = T_RBRACK;
+		return FGW_OK;
+	case ',':
+		t->kind = T_COMMA;
+		return FGW_OK;
+	case ':':
+		t->kind = T_COLON;
+		return FGW_OK;
 	case '=':
 		if (*ps->p == '=') {
 			adv(ps);
@@ -529,17 +562,28 @@ tok_desc(const struct token *t, char *buf, size_t len)
 {
 	static const char *const names[] = {
 		[T_EOF] = "end of file", [T_LPAREN] = "'('", [T_RPAREN] = "')'",
-		[T_LBRACK] = "'['", [T_RBRACK] = "']'", [T_COMMA] = "','",
-		[T_COLON] = "':'", [T_ASSIGN] = "'='", [T_EQ] = "'=='", [T_NE] = "'!='",
-		[T_LT] = "'<'", [T_LE] = "'<='", [T_GT] = "'>'", [T_GE] = "'>='",
+		[T_LBRACK] = "'['",      [T_RBRACK] = "']'", [T_COMMA] = "','",
+		[T_COLON] = "':'",       [T_ASSIGN] = "'='", [T_EQ] = "'=='",
+		[T_NE] = "'!='",         [T_LT] = "'<'",     [T_LE] = "'<='",
+		[T_GT] = "'>'",          [T_GE] = "'>='",
 	};
 	switch (t->kind) {
-	case T_IDENT: snprintf(buf, len, "'%.64s'", t->text); break;
-	case T_STRING: snprintf(buf, len, "\"%.40s\"", t->text); break;
+	case T_IDENT:
+		snprintf(buf, len, "'%.64s'", t->text);
+		break;
+	case T_STRING:
+		snprintf(buf, len, "\"%.40s\"", t->text);
+		break;
 	case T_NUMBER:
-	case T_RANGE: snprintf(buf, len, "%.40s", t->text); break;
-	case T_DURATION: snprintf(buf, len, "a duration"); break;
-	default: snprintf(buf, len, "%s", names[t->kind]); break;
+	case T_RANGE:
+		snprintf(buf, len, "%.40s", t->text);
+		break;
+	case T_DURATION:
+		snprintf(buf, len, "a duration");
+		break;
+	default:
+		snprintf(buf, len, "%s", names[t->kind]);
+		break;
 	}
 	return buf;
 }
@@ -623,10 +667,18 @@ new_set(struct parser *ps, int kind, size_t cap, uint32_t *idx)
 	memset(s, 0, sizeof(*s));
 	s->kind = (uint8_t)kind;
 	switch (kind) {
-	case ST_BIN: el = sizeof(*s->u.bin); break;
-	case ST_CIDR: el = sizeof(*s->u.ip); break;
-	case ST_INT: el = sizeof(*s->u.num); break;
-	default: el = sizeof(*s->u.str); break;
+	case ST_BIN:
+		el = sizeof(*s->u.bin);
+		break;
+	case ST_CIDR:
+		el = sizeof(*s->u.ip);
+		break;
+	case ST_INT:
+		el = sizeof(*s->u.num);
+		break;
+	default:
+		el = sizeof(*s->u.str);
+		break;
 	}
 	if ((s->u.str = calloc(cap ? cap : 1, el)) == NULL)
 		return FGW_ERR_NOMEM;
@@ -637,8 +689,7 @@ new_set(struct parser *ps, int kind, size_t cap, uint32_t *idx)
 /* The result slot of (dim, window); at most RULES_MAX_WINDOWS distinct
  * pairs per file. Returns 0 or an error (reported at line:col). */
 static int
-vslot_of(struct parser *ps, int dim, int64_t window, int line, int col,
-         uint16_t *slot)
+vslot_of(struct parser *ps, int dim, int64_t window, int line, int col, uint16_t *slot)
 {
 	struct rules *r = ps->r;
 	size_t i;
@@ -649,8 +700,10 @@ vslot_of(struct parser *ps, int dim, int64_t window, int line, int col,
 			return FGW_OK;
 		}
 	if (i >= RULES_MAX_WINDOWS)
-		return perr(ps, line, col, "more than %d different velocity windows in "
-		            "one file", RULES_MAX_WINDOWS);
+		return perr(ps, line, col,
+		            "more than %d different velocity windows in "
+		            "one file",
+		            RULES_MAX_WINDOWS);
 	if ((rc = grow(&r->vslots, &ps->capvslots, r->nvslots, sizeof(*r->vslots))) != FGW_OK)
 		return rc;
 	r->vslots[i].dim = (uint8_t)dim;
@@ -674,12 +727,18 @@ static const char *
 type_name(const struct side *s)
 {
 	switch (s->type) {
-	case RT_INT: return "a number";
-	case RT_STR: return "text";
-	case RT_BIN: return "a BIN";
-	case RT_IP: return "an IP address";
-	case RT_BOOL: return "true or false";
-	default: return ekind_names[s->ekind];
+	case RT_INT:
+		return "a number";
+	case RT_STR:
+		return "text";
+	case RT_BIN:
+		return "a BIN";
+	case RT_IP:
+		return "an IP address";
+	case RT_BOOL:
+		return "true or false";
+	default:
+		return ekind_names[s->ekind];
 	}
 }
 
@@ -717,29 +776,36 @@ static int
 text_ok(int skind, const char *s, char *msg, size_t len)
 {
 	if (*s == '\0') {
-		snprintf(msg, len, "empty text never matches (use 'is missing' to "
-		                   "test for a missing value)");
+		snprintf(msg, len,
+		         "empty text never matches (use 'is missing' to "
+		         "test for a missing value)");
 		return 0;
 	}
 	switch (skind) {
 	case SK_COUNTRY:
 		if (!letters(s, 2)) {
-			snprintf(msg, len, "'%.40s' is not a two-letter country code "
-			                   "(ISO 3166, e.g. US)", s);
+			snprintf(msg, len,
+			         "'%.40s' is not a two-letter country code "
+			         "(ISO 3166, e.g. US)",
+			         s);
 			return 0;
 		}
 		break;
 	case SK_CURRENCY:
 		if (!letters(s, 3)) {
-			snprintf(msg, len, "'%.40s' is not a three-letter currency code "
-			                   "(ISO 4217, e.g. USD)", s);
+			snprintf(msg, len,
+			         "'%.40s' is not a three-letter currency code "
+			         "(ISO 4217, e.g. USD)",
+			         s);
 			return 0;
 		}
 		break;
 	case SK_BRAND:
 		if (!brand_ok(s)) {
-			snprintf(msg, len, "'%.40s' is not a card brand (Visa, Mastercard, "
-			                   "Amex, Discover, JCB, Diners, UnionPay, Unknown)", s);
+			snprintf(msg, len,
+			         "'%.40s' is not a card brand (Visa, Mastercard, "
+			         "Amex, Discover, JCB, Diners, UnionPay, Unknown)",
+			         s);
 			return 0;
 		}
 		break;
@@ -752,9 +818,8 @@ text_ok(int skind, const char *s, char *msg, size_t len)
 /* Compiles items into a set (or an enum mask) for use with side. glob:
  * the items are `matches` patterns. */
 static int
-compile_items(struct parser *ps, const struct litem *items, size_t n,
-              const char *origin, const struct side *sd, int glob,
-              uint32_t *set_idx, uint64_t *mask)
+compile_items(struct parser *ps, const struct litem *items, size_t n, const char *origin,
+              const struct side *sd, int glob, uint32_t *set_idx, uint64_t *mask)
 {
 	char msg[200];
 	const char *why;
@@ -763,10 +828,10 @@ compile_items(struct parser *ps, const struct litem *items, size_t n,
 	uint32_t idx;
 	int rc, kind;
 
-#define ITEM_ERR(it, ...)                                                    \
-	do {                                                                     \
-		fgw_why_set(ps->err, origin, (it)->line, (it)->col, __VA_ARGS__);   \
-		return FGW_ERR_INVALID;                                              \
+#define ITEM_ERR(it, ...)                                                 \
+	do {                                                                  \
+		fgw_why_set(ps->err, origin, (it)->line, (it)->col, __VA_ARGS__); \
+		return FGW_ERR_INVALID;                                           \
 	} while (0)
 
 	if (sd->type == RT_ENUM || sd->type == RT_BOOL) {
@@ -783,10 +848,18 @@ compile_items(struct parser *ps, const struct litem *items, size_t n,
 		return FGW_OK;
 	}
 	switch (sd->type) {
-	case RT_STR: kind = glob ? ST_GLOB : ST_STR; break;
-	case RT_BIN: kind = ST_BIN; break;
-	case RT_IP: kind = ST_CIDR; break;
-	default: kind = ST_INT; break;
+	case RT_STR:
+		kind = glob ? ST_GLOB : ST_STR;
+		break;
+	case RT_BIN:
+		kind = ST_BIN;
+		break;
+	case RT_IP:
+		kind = ST_CIDR;
+		break;
+	default:
+		kind = ST_INT;
+		break;
 	}
 	if ((rc = new_set(ps, kind, n, &idx)) != FGW_OK)
 		return rc;
@@ -797,7 +870,8 @@ compile_items(struct parser *ps, const struct litem *items, size_t n,
 		case ST_STR:
 		case ST_GLOB: {
 			char *c;
-			if (!text_ok(kind == ST_GLOB ? SK_ANY : sd->skind, it->text, msg, sizeof(msg)))
+			if (!text_ok(kind == ST_GLOB ? SK_ANY : sd->skind, it->text, msg,
+			             sizeof(msg)))
 				ITEM_ERR(it, "%s", msg);
 			if ((c = rules_arena_strdup(ps->r, it->text, strlen(it->text))) == NULL)
 				return FGW_ERR_NOMEM;
@@ -834,11 +908,16 @@ static int
 list_cache_slot(const struct side *sd, int glob)
 {
 	switch (sd->type) {
-	case RT_STR: return glob ? LC_GLOB : LC_STR + sd->skind;
-	case RT_BIN: return LC_BIN;
-	case RT_IP: return LC_CIDR;
-	case RT_INT: return sd->attr == AT_HOUR ? LC_HOUR : LC_INT;
-	default: return -1;
+	case RT_STR:
+		return glob ? LC_GLOB : LC_STR + sd->skind;
+	case RT_BIN:
+		return LC_BIN;
+	case RT_IP:
+		return LC_CIDR;
+	case RT_INT:
+		return sd->attr == AT_HOUR ? LC_HOUR : LC_INT;
+	default:
+		return -1;
 	}
 }
 
@@ -923,10 +1002,11 @@ parse_list_file(struct parser *ps, const char *path, const char *text,
 		if (e > b) {
 			if (e - b > RULES_STR_MAX) {
 				fgw_why_set(ps->err, path, line, col, "entry longer than %d bytes",
-				             RULES_STR_MAX);
+				            RULES_STR_MAX);
 				return FGW_ERR_INVALID;
 			}
-			if ((rc = add_item(ps, items, n, &cap, b, (size_t)(e - b), line, col)) != FGW_OK)
+			if ((rc = add_item(ps, items, n, &cap, b, (size_t)(e - b), line, col)) !=
+			    FGW_OK)
 				return rc;
 		}
 		p = *end ? end + 1 : end;
@@ -1026,7 +1106,8 @@ parse_list(struct parser *ps)
 	if (strchr(ps->tok.text, '.') || in_names(ps->tok.text, keywords) >= 0)
 		return perr(ps, ps->tok.line, ps->tok.col,
 		            "'%s' cannot name a list (use letters, digits and '_', and "
-		            "not a keyword)", ps->tok.text);
+		            "not a keyword)",
+		            ps->tok.text);
 	if ((l = find_list(ps, ps->tok.text)) != NULL)
 		return perr(ps, ps->tok.line, ps->tok.col,
 		            "list '%s' is already defined on line %d", l->name, l->line);
@@ -1183,15 +1264,15 @@ parse_attr_or_fn(struct parser *ps, struct operand *o, struct side *sd)
 		o->fn = FN_DECLINES;
 		o->dim = VELOCITY_CARD;
 		o->window_ms = 24LL * 3600 * 1000;
-		if ((rc = vslot_of(ps, VELOCITY_CARD, o->window_ms, line, col, &o->vslot)) != FGW_OK)
+		if ((rc = vslot_of(ps, VELOCITY_CARD, o->window_ms, line, col, &o->vslot)) !=
+		    FGW_OK)
 			return rc;
 		side_of_attr(sd, attr);
 		return FGW_OK;
 	}
 	if (attr < 0)
 		return perr(ps, line, col,
-		            "%s needs a dimension and a window, e.g. %s(card, 10m)", name,
-		            name);
+		            "%s needs a dimension and a window, e.g. %s(card, 10m)", name, name);
 	o->kind = OK_ATTR;
 	o->attr = (uint8_t)attr;
 	side_of_attr(sd, attr);
@@ -1245,8 +1326,10 @@ parse_rhs(struct parser *ps, const struct side *lhs, struct operand *o)
 		case RT_BIN: {
 			size_t n;
 			if (!rules_digits(t->text, &n) || n > RULES_BIN_MAX)
-				return perr(ps, t->line, t->col, "a BIN is 1 to %d digits "
-				            "(use 'matches' or 'in' for ranges)", RULES_BIN_MAX);
+				return perr(ps, t->line, t->col,
+				            "a BIN is 1 to %d digits "
+				            "(use 'matches' or 'in' for ranges)",
+				            RULES_BIN_MAX);
 			if ((o->sval = rules_arena_strdup(ps->r, t->text, n)) == NULL)
 				return FGW_ERR_NOMEM;
 			break;
@@ -1254,9 +1337,10 @@ parse_rhs(struct parser *ps, const struct side *lhs, struct operand *o)
 		case RT_IP:
 			if (rules_parse_ip(t->text, &o->ip) != 0)
 				return perr(ps, t->line, t->col, "'%.60s' is not an IP address%s",
-				            t->text, strchr(t->text, '/')
-				                         ? " (use 'matches' or 'in' for CIDR ranges)"
-				                         : "");
+				            t->text,
+				            strchr(t->text, '/')
+				                ? " (use 'matches' or 'in' for CIDR ranges)"
+				                : "");
 			break;
 		case RT_ENUM: {
 			int e = enum_index(lhs->ekind, t->text);
@@ -1294,10 +1378,12 @@ parse_rhs(struct parser *ps, const struct side *lhs, struct operand *o)
 		return perr(ps, t->line, t->col, "%s is %s, not a number", lhs->name,
 		            type_name(lhs));
 	case T_RANGE:
-		return perr(ps, t->line, t->col, "a range goes after 'in' or 'matches', "
+		return perr(ps, t->line, t->col,
+		            "a range goes after 'in' or 'matches', "
 		            "not after a comparison");
 	case T_DURATION:
-		return perr(ps, t->line, t->col, "a duration only goes inside count(), "
+		return perr(ps, t->line, t->col,
+		            "a duration only goes inside count(), "
 		            "sum() or declines()");
 	default:
 		return expected(ps, "a value or an attribute");
@@ -1307,9 +1393,8 @@ parse_rhs(struct parser *ps, const struct side *lhs, struct operand *o)
 /* After `in` or `matches`: a list name, an inline list, or (matches) one
  * pattern. Builds an N_IN or N_ENUM_IN node. */
 static int
-parse_membership(struct parser *ps, const struct operand *lhs,
-                 const struct side *sd, int glob, int negate, int kwline,
-                 int kwcol, uint32_t *out)
+parse_membership(struct parser *ps, const struct operand *lhs, const struct side *sd,
+                 int glob, int negate, int kwline, int kwcol, uint32_t *out)
 {
 	struct node n;
 	struct litem *items = NULL, one;
@@ -1324,11 +1409,15 @@ parse_membership(struct parser *ps, const struct operand *lhs,
 	n.negate = (uint8_t)negate;
 	n.type = sd->type;
 	if (glob && (sd->type == RT_INT || sd->type == RT_ENUM || sd->type == RT_BOOL))
-		return perr(ps, kwline, kwcol, "'matches' works on text, card.bin and "
-		            "ip; %s is %s (use 'in' or a comparison)", sd->name, type_name(sd));
+		return perr(ps, kwline, kwcol,
+		            "'matches' works on text, card.bin and "
+		            "ip; %s is %s (use 'in' or a comparison)",
+		            sd->name, type_name(sd));
 	if (sd->type == RT_BOOL)
-		return perr(ps, kwline, kwcol, "%s is true or false; test it with "
-		            "'%s' or 'not %s'", sd->name, sd->name, sd->name);
+		return perr(ps, kwline, kwcol,
+		            "%s is true or false; test it with "
+		            "'%s' or 'not %s'",
+		            sd->name, sd->name, sd->name);
 	if (t->kind == T_LBRACK) {
 		if ((rc = parse_inline(ps, &items, &nitems)) != FGW_OK)
 			goto out;
@@ -1344,8 +1433,10 @@ parse_membership(struct parser *ps, const struct operand *lhs,
 				hint_of(t->text, names, ps->nlists, hint, sizeof(hint));
 				free(names);
 			}
-			rc = perr(ps, t->line, t->col, "unknown list '%s'%s (define it above "
-			          "with: list %s = ...)", t->text, hint, t->text);
+			rc = perr(ps, t->line, t->col,
+			          "unknown list '%s'%s (define it above "
+			          "with: list %s = ...)",
+			          t->text, hint, t->text);
 			goto out;
 		}
 		if (slot >= 0 && l->cache[slot] >= 0) {
@@ -1358,7 +1449,8 @@ parse_membership(struct parser *ps, const struct operand *lhs,
 		}
 		if (rc == FGW_OK)
 			rc = next(ps);
-	} else if (glob && (t->kind == T_STRING || t->kind == T_NUMBER || t->kind == T_RANGE)) {
+	} else if (glob &&
+	           (t->kind == T_STRING || t->kind == T_NUMBER || t->kind == T_RANGE)) {
 		one.text = t->text;
 		one.line = t->line;
 		one.col = t->col;
@@ -1387,12 +1479,18 @@ static enum cmpop
 cmp_of(enum tok k)
 {
 	switch (k) {
-	case T_EQ: return OP_EQ;
-	case T_NE: return OP_NE;
-	case T_LT: return OP_LT;
-	case T_LE: return OP_LE;
-	case T_GT: return OP_GT;
-	default: return OP_GE;
+	case T_EQ:
+		return OP_EQ;
+	case T_NE:
+		return OP_NE;
+	case T_LT:
+		return OP_LT;
+	case T_LE:
+		return OP_LE;
+	case T_GT:
+		return OP_GT;
+	default:
+		return OP_GE;
 	}
 }
 
@@ -1410,8 +1508,10 @@ parse_test(struct parser *ps, uint32_t *out)
 	memset(&n, 0, sizeof(n));
 	memset(&sd, 0, sizeof(sd));
 	if (t->kind != T_IDENT)
-		return perr(ps, line, col, "expected a condition such as amount > 1000, "
-		            "found %s", tok_desc(t, d, sizeof(d)));
+		return perr(ps, line, col,
+		            "expected a condition such as amount > 1000, "
+		            "found %s",
+		            tok_desc(t, d, sizeof(d)));
 	if ((rc = parse_attr_or_fn(ps, &n.lhs, &sd)) != FGW_OK) {
 		if (rc < 0)
 			return rc;
@@ -1420,14 +1520,20 @@ parse_test(struct parser *ps, uint32_t *out)
 	}
 	n.type = sd.type;
 	switch (t->kind) {
-	case T_EQ: case T_NE: case T_LT: case T_LE: case T_GT: case T_GE: {
+	case T_EQ:
+	case T_NE:
+	case T_LT:
+	case T_LE:
+	case T_GT:
+	case T_GE: {
 		int oline = t->line, ocol = t->col;
 		n.kind = N_CMP;
 		n.op = (uint8_t)cmp_of(t->kind);
 		if (n.op != OP_EQ && n.op != OP_NE && sd.type != RT_INT)
-			return perr(ps, oline, ocol, "%s compares numbers; %s is %s "
-			            "(use == or !=)", tok_desc(t, d, sizeof(d)), sd.name,
-			            type_name(&sd));
+			return perr(ps, oline, ocol,
+			            "%s compares numbers; %s is %s "
+			            "(use == or !=)",
+			            tok_desc(t, d, sizeof(d)), sd.name, type_name(&sd));
 		if ((rc = next(ps)) != FGW_OK || (rc = parse_rhs(ps, &sd, &n.rhs)) != FGW_OK)
 			return rc;
 		return new_node(ps, &n, out);
@@ -1473,9 +1579,10 @@ parse_test(struct parser *ps, uint32_t *out)
 		n.kind = N_BOOL;
 		return new_node(ps, &n, out);
 	}
-	return perr(ps, t->line, t->col, "%s needs a test after it, e.g. ==, !=, <, "
-	            ">, 'in', 'matches' or 'is missing' (found %s)", sd.name,
-	            tok_desc(t, d, sizeof(d)));
+	return perr(ps, t->line, t->col,
+	            "%s needs a test after it, e.g. ==, !=, <, "
+	            ">, 'in', 'matches' or 'is missing' (found %s)",
+	            sd.name, tok_desc(t, d, sizeof(d)));
 }
 
 static int
@@ -1485,8 +1592,8 @@ parse_primary(struct parser *ps, uint32_t *out)
 	if (ps->tok.kind != T_LPAREN)
 		return parse_test(ps, out);
 	if (++ps->depth > RULES_MAX_DEPTH)
-		return perr(ps, ps->tok.line, ps->tok.col,
-		            "conditions nested more than %d deep", RULES_MAX_DEPTH);
+		return perr(ps, ps->tok.line, ps->tok.col, "conditions nested more than %d deep",
+		            RULES_MAX_DEPTH);
 	if ((rc = next(ps)) != FGW_OK || (rc = parse_or(ps, out)) != FGW_OK ||
 	    (rc = expect(ps, T_RPAREN, "')' or 'and'/'or'")) != FGW_OK)
 		return rc;
@@ -1502,8 +1609,8 @@ parse_not(struct parser *ps, uint32_t *out)
 	if (!is_kw(ps, "not"))
 		return parse_primary(ps, out);
 	if (++ps->depth > RULES_MAX_DEPTH)
-		return perr(ps, ps->tok.line, ps->tok.col,
-		            "conditions nested more than %d deep", RULES_MAX_DEPTH);
+		return perr(ps, ps->tok.line, ps->tok.col, "conditions nested more than %d deep",
+		            RULES_MAX_DEPTH);
 	memset(&n, 0, sizeof(n));
 	n.kind = N_NOT;
 	if ((rc = next(ps)) != FGW_OK || (rc = parse_not(ps, &n.a)) != FGW_OK)
@@ -1628,7 +1735,8 @@ parse_rule(struct parser *ps)
 		        count_of(action_names), hint, sizeof(hint));
 		return perr(ps, ps->tok.line, ps->tok.col,
 		            "expected an action (allow, decline CODE, review or "
-		            "require_3ds), found %s%s", tok_desc(&ps->tok, d, sizeof(d)), hint);
+		            "require_3ds), found %s%s",
+		            tok_desc(&ps->tok, d, sizeof(d)), hint);
 	}
 	ru->action = (uint8_t)act;
 	if ((rc = next(ps)) != FGW_OK)
@@ -1677,8 +1785,7 @@ check_duplicate_ids(struct parser *ps)
 			/* report the later one in the file */
 			const struct rrule *later = v[i], *first = v[i - 1];
 			rc = perr(ps, later->line, later->col,
-			          "rule id '%s' is already used on line %d", later->id,
-			          first->line);
+			          "rule id '%s' is already used on line %d", later->id, first->line);
 			break;
 		}
 	}
@@ -1705,9 +1812,8 @@ group_windows(struct rules *r)
 }
 
 int
-rules_compile(struct rules *r, const char *text, const char *name,
-              const char *base_dir, const struct rules_load_opts *opts,
-              struct fgw_why *err)
+rules_compile(struct rules *r, const char *text, const char *name, const char *base_dir,
+              const struct rules_load_opts *opts, struct fgw_why *err)
 {
 	struct parser *ps;
 	char hint[64], d[80];

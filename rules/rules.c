@@ -69,9 +69,8 @@ dir_of(const char *name, char *out, size_t cap)
 }
 
 int
-rules_load_string(const char *text, const char *name,
-                  const struct rules_load_opts *opts, struct rules **out,
-                  struct fgw_why *err)
+rules_load_string(const char *text, const char *name, const struct rules_load_opts *opts,
+                  struct rules **out, struct fgw_why *err)
 {
 	char base[PATH_MAX];
 	struct rules *r;
@@ -107,8 +106,8 @@ rules_load_string(const char *text, const char *name,
 }
 
 int
-rules_load_file(const char *path, const struct rules_load_opts *opts,
-                struct rules **out, struct fgw_why *err)
+rules_load_file(const char *path, const struct rules_load_opts *opts, struct rules **out,
+                struct fgw_why *err)
 {
 	char *text = NULL;
 	size_t len = 0, max = opts && opts->max_file_bytes ? opts->max_file_bytes : 16u << 20;
@@ -150,17 +149,22 @@ const char *
 rules_action_name(enum rules_action a)
 {
 	switch (a) {
-	case RULES_ALLOW: return "allow";
-	case RULES_REVIEW: return "review";
-	case RULES_REQUIRE_3DS: return "require_3ds";
-	case RULES_DECLINE: return "decline";
-	default: return "unknown";
+	case RULES_ALLOW:
+		return "allow";
+	case RULES_REVIEW:
+		return "review";
+	case RULES_REQUIRE_3DS:
+		return "require_3ds";
+	case RULES_DECLINE:
+		return "decline";
+	default:
+		return "unknown";
 	}
 }
 
 const char *
-rules_describe_decision(const struct rules *r, const struct rules_decision *d,
-                        char *buf, size_t len)
+rules_describe_decision(const struct rules *r, const struct rules_decision *d, char *buf,
+                        size_t len)
 {
 	const char *desc = NULL;
 	size_t shown = 0;
@@ -184,9 +188,8 @@ rules_describe_decision(const struct rules *r, const struct rules_decision *d,
 		return buf;
 	}
 	n = snprintf(buf, len, "%s%s%s by rule %s%s%s%s; fired: %s",
-	             rules_action_name(d->action), d->code[0] ? " " : "", d->code,
-	             d->rule_id, desc ? " \"" : "", desc ? desc : "", desc ? "\"" : "",
-	             d->fired);
+	             rules_action_name(d->action), d->code[0] ? " " : "", d->code, d->rule_id,
+	             desc ? " \"" : "", desc ? desc : "", desc ? "\"" : "", d->fired);
 	if (n >= 0 && (size_t)n < len && (size_t)d->nfired > shown)
 		snprintf(buf + n, len - (size_t)n, " (+%zu more)", (size_t)d->nfired - shown);
 	return buf;

@@ -53,13 +53,13 @@ struct rules_input {
 	const char *ip;               /* "203.0.113.7" or "2001:db8::1" */
 	const char *email;
 	const char *processor;
-	const char *fingerprint;      /* card fingerprint (hex) */
+	const char *fingerprint; /* card fingerprint (hex) */
 	const char *customer_id;
-	const char *threeds;          /* none, required, authenticated, failed */
-	const char *mode;             /* "development"; anything else counts
+	const char *threeds; /* none, required, authenticated, failed */
+	const char *mode;    /* "development"; anything else counts
 	                                 as production */
-	int card_saved;               /* 1: a saved (vaulted) card */
-	int64_t now_ms;               /* transaction time; 0: the clock now */
+	int card_saved;      /* 1: a saved (vaulted) card */
+	int64_t now_ms;      /* transaction time; 0: the clock now */
 };
 
 struct rules_decision {
@@ -91,8 +91,8 @@ void rules_unref(struct rules *r);
  * count() and sum() include this transaction, declines() only earlier
  * ones. Does not allocate and does not record anything; raises the
  * store's retention to the set's longest window. 0 or FGW_ERR_INVALID. */
-int rules_eval(const struct rules *r, const struct rules_input *in,
-               struct velocity *v, struct rules_decision *out);
+int rules_eval(const struct rules *r, const struct rules_input *in, struct velocity *v,
+               struct rules_decision *out);
 /* Records this attempt under every velocity dimension the input has a key
  * for (card = fingerprint, customer = customer id else e-mail, ip = the
  * IPv4 address or IPv6 /64, email). Call once per attempt after
@@ -107,9 +107,8 @@ int rules_record_decline(const struct rules_input *in, struct velocity *v);
 const char *rules_action_name(enum rules_action a);
 /* One line for people: action, code, deciding rule and its description,
  * and what else fired. Returns buf. */
-const char *rules_describe_decision(const struct rules *r,
-                                    const struct rules_decision *d, char *buf,
-                                    size_t len);
+const char *rules_describe_decision(const struct rules *r, const struct rules_decision *d,
+                                    char *buf, size_t len);
 /* Number of rules in the set. */
 size_t rules_count(const struct rules *r);
 /* Longest velocity window the set uses (0 when none): what the velocity

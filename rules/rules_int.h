@@ -15,12 +15,12 @@
 
 #include "rules/rules.h"
 
-#define RULES_MAX_DEPTH 64     /* nesting of parentheses and `not` */
-#define RULES_VSLOTS 64        /* velocity results cached per evaluation */
-#define RULES_MAX_WINDOWS 256  /* distinct (dimension, window) pairs */
-#define RULES_BIN_MAX 12       /* digits in a BIN prefix */
-#define RULES_STR_MAX 1024     /* a string literal or list entry */
-#define RULES_NAME_MAX 64      /* identifiers */
+#define RULES_MAX_DEPTH 64    /* nesting of parentheses and `not` */
+#define RULES_VSLOTS 64       /* velocity results cached per evaluation */
+#define RULES_MAX_WINDOWS 256 /* distinct (dimension, window) pairs */
+#define RULES_BIN_MAX 12      /* digits in a BIN prefix */
+#define RULES_STR_MAX 1024    /* a string literal or list entry */
+#define RULES_NAME_MAX 64     /* identifiers */
 #define RULES_MAX_WINDOW_MS (90LL * 24 * 3600 * 1000)
 
 enum rtype { RT_INT, RT_STR, RT_BIN, RT_IP, RT_ENUM, RT_BOOL };
@@ -29,10 +29,24 @@ enum skind { SK_ANY, SK_COUNTRY, SK_CURRENCY, SK_BRAND, SK_N };
 enum ekind { EK_NONE, EK_WEEKDAY, EK_THREEDS, EK_MODE, EK_BOOL };
 
 enum attr {
-	AT_AMOUNT, AT_CURRENCY, AT_CARD_BRAND, AT_CARD_BIN, AT_CARD_COUNTRY,
-	AT_CARD_SAVED, AT_CUSTOMER_COUNTRY, AT_CUSTOMER_ID, AT_IP, AT_EMAIL,
-	AT_EMAIL_DOMAIN, AT_PROCESSOR, AT_HOUR, AT_WEEKDAY, AT_THREEDS, AT_MODE,
-	AT_FINGERPRINT, AT_DECLINES,
+	AT_AMOUNT,
+	AT_CURRENCY,
+	AT_CARD_BRAND,
+	AT_CARD_BIN,
+	AT_CARD_COUNTRY,
+	AT_CARD_SAVED,
+	AT_CUSTOMER_COUNTRY,
+	AT_CUSTOMER_ID,
+	AT_IP,
+	AT_EMAIL,
+	AT_EMAIL_DOMAIN,
+	AT_PROCESSOR,
+	AT_HOUR,
+	AT_WEEKDAY,
+	AT_THREEDS,
+	AT_MODE,
+	AT_FINGERPRINT,
+	AT_DECLINES,
 	AT_NATTRS
 };
 enum fn { FN_COUNT, FN_SUM, FN_DECLINES };
@@ -175,13 +189,12 @@ int rules_set_glob_any(const struct rset *s, const char *v);
 void rules_set_free(struct rset *s);
 int rules_bintable_load(struct bintable *t, const char *text, const char *file,
                         struct fgw_why *err);
-const char *rules_bintable_country(const struct bintable *t, const char *bin,
-                                   size_t len);
+const char *rules_bintable_country(const struct bintable *t, const char *bin, size_t len);
 void rules_bintable_free(struct bintable *t);
 
 /* eval.c */
-int rules_velocity_key(const struct rules_input *in, enum velocity_dim dim,
-                       char *buf, size_t cap);
+int rules_velocity_key(const struct rules_input *in, enum velocity_dim dim, char *buf,
+                       size_t cap);
 
 
 #endif

@@ -146,8 +146,8 @@ rules_parse_cidr(const char *s, struct iprange *out, struct fgw_why *why)
 			bits = bits * 10 + (*p - '0');
 		}
 		if (bits > maxbits) {
-			fgw_why_set(why, NULL, 0, 0, "prefix length /%d is over /%d in '%.60s'",
-			         bits, maxbits, s);
+			fgw_why_set(why, NULL, 0, 0, "prefix length /%d is over /%d in '%.60s'", bits,
+			            maxbits, s);
 			return FGW_ERR_INVALID;
 		}
 	}
@@ -159,7 +159,8 @@ rules_parse_cidr(const char *s, struct iprange *out, struct fgw_why *why)
 		ip_to_bytes(&n, b);
 		if (inet_ntop(v4 ? AF_INET : AF_INET6, v4 ? b + 12 : b, net, sizeof(net)) == NULL)
 			net[0] = '\0';
-		fgw_why_set(why, NULL, 0, 0, "'%.60s' has host bits set (did you mean '%s/%d'?)", s, net, bits);
+		fgw_why_set(why, NULL, 0, 0, "'%.60s' has host bits set (did you mean '%s/%d'?)",
+		            s, net, bits);
 		return FGW_ERR_INVALID;
 	}
 	out->lo = ip;
@@ -480,11 +481,20 @@ rules_set_free(struct rset *s)
 {
 	switch (s->kind) {
 	case ST_STR:
-	case ST_GLOB: free(s->u.str); break;
-	case ST_BIN: free(s->u.bin); break;
-	case ST_CIDR: free(s->u.ip); break;
-	case ST_INT: free(s->u.num); break;
-	default: break;
+	case ST_GLOB:
+		free(s->u.str);
+		break;
+	case ST_BIN:
+		free(s->u.bin);
+		break;
+	case ST_CIDR:
+		free(s->u.ip);
+		break;
+	case ST_INT:
+		free(s->u.num);
+		break;
+	default:
+		break;
 	}
 	s->n = 0;
 }
@@ -535,14 +545,14 @@ bintable_line(struct bintable *t, size_t *cap, const char *p, const char *end,
 	*header_ok = 0;
 	memset(&e, 0, sizeof(e));
 	if (q == f1 || (size_t)(q - f1) > RULES_BIN_MAX) {
-		fgw_why_set(err, file, line, (int)(f1 - p) + 1,
-		             "a BIN prefix is 1 to %d digits", RULES_BIN_MAX);
+		fgw_why_set(err, file, line, (int)(f1 - p) + 1, "a BIN prefix is 1 to %d digits",
+		            RULES_BIN_MAX);
 		return FGW_ERR_INVALID;
 	}
 	for (const char *c = f1; c < q; c++) {
 		if (*c < '0' || *c > '9') {
 			fgw_why_set(err, file, line, (int)(f1 - p) + 1,
-			             "a BIN prefix is 1 to %d digits", RULES_BIN_MAX);
+			            "a BIN prefix is 1 to %d digits", RULES_BIN_MAX);
 			return FGW_ERR_INVALID;
 		}
 		e.v = e.v * 10 + (uint64_t)(*c - '0');
@@ -550,7 +560,7 @@ bintable_line(struct bintable *t, size_t *cap, const char *p, const char *end,
 	e.len = (uint8_t)(q - f1);
 	if (f1e == end) {
 		fgw_why_set(err, file, line, (int)(f1e - p) + 1,
-		             "expected ',' and a country code after the BIN prefix");
+		            "expected ',' and a country code after the BIN prefix");
 		return FGW_ERR_INVALID;
 	}
 	f2 = skip_blank(f1e + 1, end);
@@ -559,7 +569,7 @@ bintable_line(struct bintable *t, size_t *cap, const char *p, const char *end,
 	if (f2e - f2 != 2 || !((f2[0] | 0x20) >= 'a' && (f2[0] | 0x20) <= 'z') ||
 	    !((f2[1] | 0x20) >= 'a' && (f2[1] | 0x20) <= 'z')) {
 		fgw_why_set(err, file, line, (int)(f2 - p) + 1,
-		             "expected a two-letter country code such as US");
+		            "expected a two-letter country code such as US");
 		return FGW_ERR_INVALID;
 	}
 	e.cc[0] = (char)(f2[0] & ~0x20);
@@ -604,7 +614,7 @@ rules_bintable_load(struct bintable *t, const char *text, const char *file,
 	for (size_t i = 1; i < t->n; i++) {
 		if (t->v[i].len == t->v[i - 1].len && t->v[i].v == t->v[i - 1].v) {
 			fgw_why_set(err, file, (int)t->v[i].line, 1,
-			             "duplicate BIN prefix (first on line %u)", t->v[i - 1].line);
+			            "duplicate BIN prefix (first on line %u)", t->v[i - 1].line);
 			r = FGW_ERR_INVALID;
 			goto fail;
 		}

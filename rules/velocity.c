@@ -66,12 +66,22 @@ rotl64(uint64_t x, int b)
 	return (x << b) | (x >> (64 - b));
 }
 
-#define SIPROUND                                                             \
-	do {                                                                     \
-		v0 += v1; v1 = rotl64(v1, 13); v1 ^= v0; v0 = rotl64(v0, 32);        \
-		v2 += v3; v3 = rotl64(v3, 16); v3 ^= v2;                             \
-		v0 += v3; v3 = rotl64(v3, 21); v3 ^= v0;                             \
-		v2 += v1; v1 = rotl64(v1, 17); v1 ^= v2; v2 = rotl64(v2, 32);        \
+#define SIPROUND             \
+	do {                     \
+		v0 += v1;            \
+		v1 = rotl64(v1, 13); \
+		v1 ^= v0;            \
+		v0 = rotl64(v0, 32); \
+		v2 += v3;            \
+		v3 = rotl64(v3, 16); \
+		v3 ^= v2;            \
+		v0 += v3;            \
+		v3 = rotl64(v3, 21); \
+		v3 ^= v0;            \
+		v2 += v1;            \
+		v1 = rotl64(v1, 17); \
+		v1 ^= v2;            \
+		v2 = rotl64(v2, 32); \
 	} while (0)
 
 static uint64_t
@@ -216,8 +226,8 @@ shard_grow(struct vshard *sh)
 }
 
 static struct vkey *
-key_create(struct velocity *v, struct vshard *sh, uint64_t h, int dim,
-           const char *key, size_t klen)
+key_create(struct velocity *v, struct vshard *sh, uint64_t h, int dim, const char *key,
+           size_t klen)
 {
 	struct vkey *k;
 	if (sh->nkeys >= sh->nbuckets && sh->nbuckets < v->max_keys_shard)
@@ -298,7 +308,8 @@ shard_of(struct velocity *v, uint64_t h)
 
 /* The shard that holds (dim, key), locked; *h is the key's keyed hash. */
 static struct vshard *
-shard_lock(struct velocity *v, enum velocity_dim dim, const char *key, size_t klen, uint64_t *h)
+shard_lock(struct velocity *v, enum velocity_dim dim, const char *key, size_t klen,
+           uint64_t *h)
 {
 	struct vshard *sh;
 
@@ -350,22 +361,20 @@ static void
 shard_trim(struct velocity *v, struct vshard *sh, struct vkey *keep, int64_t ts)
 {
 	int64_t cutoff = sat_sub(ts, atomic_load(&v->retention_ms));
-	while ((sh->nkeys > v->max_keys_shard ||
-	        sh->nevents > v->max_events_shard) &&
+	while ((sh->nkeys > v->max_keys_shard || sh->nevents > v->max_events_shard) &&
 	       sh->lru_tail != NULL && sh->lru_tail != keep)
 		key_evict(sh, sh->lru_tail);
 	for (int i = 0; i < 2; i++) {
 		struct vkey *t = sh->lru_tail;
-		if (t == NULL || t == keep ||
-		    (t->n > 0 && EV(t, t->n - 1).ts > cutoff))
+		if (t == NULL || t == keep || (t->n > 0 && EV(t, t->n - 1).ts > cutoff))
 			break;
 		key_evict(sh, t);
 	}
 }
 
 static int
-record(struct velocity *v, enum velocity_dim dim, const char *key,
-       int64_t ts_ms, int64_t amount, uint32_t flags, int mark)
+record(struct velocity *v, enum velocity_dim dim, const char *key, int64_t ts_ms,
+       int64_t amount, uint32_t flags, int mark)
 {
 	size_t klen;
 	uint64_t h;
@@ -373,8 +382,7 @@ record(struct velocity *v, enum velocity_dim dim, const char *key,
 	struct vkey *k;
 	int r = FGW_OK, created = 0;
 
-	if (v == NULL || key == NULL || (int)dim < 0 || dim >= VELOCITY_NDIMS ||
-	    amount < 0)
+	if (v == NULL || key == NULL || (int)dim < 0 || dim >= VELOCITY_NDIMS || amount < 0)
 		return FGW_ERR_INVALID;
 	if ((klen = key_len(key)) == 0)
 		return FGW_ERR_INVALID;
@@ -390,8 +398,7 @@ record(struct velocity *v, enum velocity_dim dim, const char *key,
 		lru_push_head(sh, k);
 	}
 	if (mark && !created) {
-		for (uint32_t i = lower_bound(k, ts_ms);
-		     i < k->n && EV(k, i).ts == ts_ms; i++) {
+		for (uint32_t i = lower_bound(k, ts_ms); i < k->n && EV(k, i).ts == ts_ms; i++) {
 			struct vev *e = &EV(k, i);
 			if ((e->flags & VEV_ATTEMPT) && !(e->flags & VEV_DECLINE)) {
 				e->flags |= VEV_DECLINE;
@@ -437,15 +444,16 @@ velocity_new(const struct velocity_opts *opts, struct velocity **out)
 	v->k0 = seed[0];
 	v->k1 = seed[1];
 	atomic_store(&v->retention_ms,
-	             opts && opts->retention_ms ? opts->retention_ms
-	                                        : 24LL * 3600 * 1000);
+	             opts && opts->retention_ms ? opts->retention_ms : 24LL * 3600 * 1000);
 	v->max_per_key = opts && opts->max_events_per_key ? opts->max_events_per_key : 512;
 	if (v->max_per_key > (1u << 24))
 		v->max_per_key = 1u << 24;
-	v->max_keys_shard = ((opts && opts->max_keys ? opts->max_keys : 200000) +
-	                     VEL_SHARDS - 1) / VEL_SHARDS;
+	v->max_keys_shard = ((opts && opts->max_keys ? opts->max_keys : 200000) + VEL_SHARDS -
+	                     1) /
+	                    VEL_SHARDS;
 	v->max_events_shard = ((opts && opts->max_events ? opts->max_events : 1000000) +
-	                       VEL_SHARDS - 1) / VEL_SHARDS;
+	                       VEL_SHARDS - 1) /
+	                      VEL_SHARDS;
 	if (v->max_events_shard < v->max_per_key)
 		v->max_events_shard = v->max_per_key;
 	for (i = 0; i < VEL_SHARDS; i++) {
@@ -486,24 +494,23 @@ velocity_free(struct velocity *v)
 }
 
 int
-velocity_record(struct velocity *v, enum velocity_dim dim, const char *key,
-                int64_t ts_ms, int64_t amount, int declined)
+velocity_record(struct velocity *v, enum velocity_dim dim, const char *key, int64_t ts_ms,
+                int64_t amount, int declined)
 {
-	return record(v, dim, key, ts_ms, amount,
-	              VEV_ATTEMPT | (declined ? VEV_DECLINE : 0), 0);
+	return record(v, dim, key, ts_ms, amount, VEV_ATTEMPT | (declined ? VEV_DECLINE : 0),
+	              0);
 }
 
 int
-velocity_mark_declined(struct velocity *v, enum velocity_dim dim,
-                       const char *key, int64_t ts_ms)
+velocity_mark_declined(struct velocity *v, enum velocity_dim dim, const char *key,
+                       int64_t ts_ms)
 {
 	return record(v, dim, key, ts_ms, 0, VEV_DECLINE, 1);
 }
 
 int
-velocity_query_windows(struct velocity *v, enum velocity_dim dim,
-                       const char *key, int64_t now_ms,
-                       const int64_t *windows_ms, size_t n,
+velocity_query_windows(struct velocity *v, enum velocity_dim dim, const char *key,
+                       int64_t now_ms, const int64_t *windows_ms, size_t n,
                        struct velocity_stats *out)
 {
 	struct velocity_stats run = { 0, 0, 0 };
@@ -547,8 +554,8 @@ velocity_query_windows(struct velocity *v, enum velocity_dim dim,
 }
 
 int
-velocity_query(struct velocity *v, enum velocity_dim dim, const char *key,
-               int64_t now_ms, int64_t window_ms, struct velocity_stats *out)
+velocity_query(struct velocity *v, enum velocity_dim dim, const char *key, int64_t now_ms,
+               int64_t window_ms, struct velocity_stats *out)
 {
 	return velocity_query_windows(v, dim, key, now_ms, &window_ms, 1, out);
 }
@@ -587,10 +594,15 @@ const char *
 velocity_dim_name(enum velocity_dim dim)
 {
 	switch (dim) {
-	case VELOCITY_CARD: return "card";
-	case VELOCITY_CUSTOMER: return "customer";
-	case VELOCITY_IP: return "ip";
-	case VELOCITY_EMAIL: return "email";
-	default: return "?";
+	case VELOCITY_CARD:
+		return "card";
+	case VELOCITY_CUSTOMER:
+		return "customer";
+	case VELOCITY_IP:
+		return "ip";
+	case VELOCITY_EMAIL:
+		return "email";
+	default:
+		return "?";
 	}
 }

@@ -24,10 +24,10 @@
 #include <stdint.h>
 
 enum velocity_dim {
-	VELOCITY_CARD = 0,  /* card fingerprint */
-	VELOCITY_CUSTOMER,  /* customer id, or the e-mail when there is none */
-	VELOCITY_IP,        /* IPv4 address, or the IPv6 /64 */
-	VELOCITY_EMAIL,     /* e-mail, lower-cased */
+	VELOCITY_CARD = 0, /* card fingerprint */
+	VELOCITY_CUSTOMER, /* customer id, or the e-mail when there is none */
+	VELOCITY_IP,       /* IPv4 address, or the IPv6 /64 */
+	VELOCITY_EMAIL,    /* e-mail, lower-cased */
 	VELOCITY_NDIMS
 };
 
@@ -61,19 +61,17 @@ int velocity_record(struct velocity *v, enum velocity_dim dim, const char *key,
 /* Marks the attempt recorded at ts_ms as declined (the processor said no
  * after the attempt was recorded); records a decline-only event when no
  * such attempt is held. 0 or FGW_ERR_INVALID/NOMEM. */
-int velocity_mark_declined(struct velocity *v, enum velocity_dim dim,
-                           const char *key, int64_t ts_ms);
+int velocity_mark_declined(struct velocity *v, enum velocity_dim dim, const char *key,
+                           int64_t ts_ms);
 /* Attempts, amounts and declines of key in (now_ms - window_ms, +inf).
  * An unknown key gives zeros. 0 or FGW_ERR_INVALID. */
 int velocity_query(struct velocity *v, enum velocity_dim dim, const char *key,
-                   int64_t now_ms, int64_t window_ms,
-                   struct velocity_stats *out);
+                   int64_t now_ms, int64_t window_ms, struct velocity_stats *out);
 
 /* The same for n windows at once (window_ms ascending), under one lock
  * and in one pass over the key's events: out[i] is for windows_ms[i]. */
-int velocity_query_windows(struct velocity *v, enum velocity_dim dim,
-                           const char *key, int64_t now_ms,
-                           const int64_t *windows_ms, size_t n,
+int velocity_query_windows(struct velocity *v, enum velocity_dim dim, const char *key,
+                           int64_t now_ms, const int64_t *windows_ms, size_t n,
                            struct velocity_stats *out);
 
 /* Raises the retention to at least ms (never lowers it). Call it with

@@ -87,8 +87,8 @@ out:
 }
 
 int
-audit_hash(store_mac_fn mac, void *mac_ctx, const char *prev_hex, int64_t seq,
-           int64_t ts, const struct store_audit *ev, char out[AUDIT_HASH_HEX])
+audit_hash(store_mac_fn mac, void *mac_ctx, const char *prev_hex, int64_t seq, int64_t ts,
+           const struct store_audit *ev, char out[AUDIT_HASH_HEX])
 {
 	unsigned char tag[32];
 	char *msg = NULL;
@@ -123,8 +123,7 @@ audit_dup_line(const char *s)
 /* ---- writer ------------------------------------------------------------ */
 
 int
-audit_writer_init(struct audit_writer *aw, sqlite3 *db, store_mac_fn mac,
-                  void *mac_ctx)
+audit_writer_init(struct audit_writer *aw, sqlite3 *db, store_mac_fn mac, void *mac_ctx)
 {
 	static const char ins_sql[] =
 	    "INSERT INTO audit_events(seq, ts, actor, source, event_type, "
@@ -137,10 +136,10 @@ audit_writer_init(struct audit_writer *aw, sqlite3 *db, store_mac_fn mac,
 	memset(aw, 0, sizeof(*aw));
 	aw->mac = mac;
 	aw->mac_ctx = mac_ctx;
-	if (sqlite3_prepare_v3(db, ins_sql, -1, SQLITE_PREPARE_PERSISTENT,
-	                       &aw->ins, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v3(db, head_sql, -1, SQLITE_PREPARE_PERSISTENT,
-	                       &aw->head_stmt, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v3(db, ins_sql, -1, SQLITE_PREPARE_PERSISTENT, &aw->ins, NULL) !=
+	        SQLITE_OK ||
+	    sqlite3_prepare_v3(db, head_sql, -1, SQLITE_PREPARE_PERSISTENT, &aw->head_stmt,
+	                       NULL) != SQLITE_OK) {
 		log_error("audit: prepare failed: %s", sqlite3_errmsg(db));
 		r = FGW_ERR_DB;
 		goto out;
@@ -168,8 +167,7 @@ audit_writer_load_head(struct audit_writer *aw)
 		if (h == NULL ||
 		    fgw_strlcpy(head.hash, (const char *)h, sizeof(head.hash)) != 0 ||
 		    strlen(head.hash) != AUDIT_HASH_HEX - 1) {
-			log_error("audit: head row %" PRId64 " has a malformed hash",
-			          head.seq);
+			log_error("audit: head row %" PRId64 " has a malformed hash", head.seq);
 			r = FGW_ERR_DB;
 			goto out;
 		}
@@ -201,16 +199,14 @@ bind_text(sqlite3_stmt *s, int idx, const char *v)
 }
 
 int
-audit_writer_append(struct audit_writer *aw, const struct store_audit *ev,
-                    int64_t ts)
+audit_writer_append(struct audit_writer *aw, const struct store_audit *ev, int64_t ts)
 {
 	char hash[AUDIT_HASH_HEX];
 	int64_t seq = aw->head.seq + 1;
 	sqlite3_stmt *s = aw->ins;
 	int r;
 
-	if ((r = audit_hash(aw->mac, aw->mac_ctx, aw->head.hash, seq, ts, ev,
-	                    hash)) != 0)
+	if ((r = audit_hash(aw->mac, aw->mac_ctx, aw->head.hash, seq, ts, ev, hash)) != 0)
 		goto out;
 	if (sqlite3_bind_int64(s, 1, seq) != SQLITE_OK ||
 	    sqlite3_bind_int64(s, 2, ts) != SQLITE_OK ||
@@ -219,9 +215,8 @@ audit_writer_append(struct audit_writer *aw, const struct store_audit *ev,
 	    bind_text(s, 5, ev->event_type) != SQLITE_OK ||
 	    bind_text(s, 6, ev->resource) != SQLITE_OK ||
 	    bind_text(s, 7, ev->outcome) != SQLITE_OK ||
-	    (ev->details_json != NULL
-	         ? bind_text(s, 8, ev->details_json)
-	         : sqlite3_bind_null(s, 8)) != SQLITE_OK ||
+	    (ev->details_json != NULL ? bind_text(s, 8, ev->details_json)
+	                              : sqlite3_bind_null(s, 8)) != SQLITE_OK ||
 	    bind_text(s, 9, aw->head.hash) != SQLITE_OK ||
 	    bind_text(s, 10, hash) != SQLITE_OK) {
 		r = FGW_ERR_DB;
@@ -315,8 +310,7 @@ verify_row(sqlite3_stmt *s, store_mac_fn mac, void *mac_ctx, int64_t expect,
 }
 
 int
-audit_verify(sqlite3 *db, store_mac_fn mac, void *mac_ctx,
-             int64_t *first_bad_seq)
+audit_verify(sqlite3 *db, store_mac_fn mac, void *mac_ctx, int64_t *first_bad_seq)
 {
 	static const char sql[] =
 	    "SELECT seq, ts, actor, source, event_type, resource, outcome, "

@@ -46,9 +46,8 @@ int audit_canonical(const char *prev_hex, int64_t seq, int64_t ts,
                     const struct store_audit *ev, char **out, size_t *outlen);
 
 /* hex(MAC(canonical form)) into out. */
-int audit_hash(store_mac_fn mac, void *mac_ctx, const char *prev_hex,
-               int64_t seq, int64_t ts, const struct store_audit *ev,
-               char out[AUDIT_HASH_HEX]);
+int audit_hash(store_mac_fn mac, void *mac_ctx, const char *prev_hex, int64_t seq,
+               int64_t ts, const struct store_audit *ev, char out[AUDIT_HASH_HEX]);
 
 /* Copy of s for a single-line field: CR and LF become spaces, so the
  * canonical form cannot be re-split differently. NULL becomes "".
@@ -75,7 +74,6 @@ int audit_writer_append(struct audit_writer *aw, const struct store_audit *ev,
  * intact, FGW_ERR_CRYPTO with *first_bad_seq set to the first seq at which
  * the chain breaks (a missing seq, a prev_hash that is not the previous
  * row's hash, or a hash that does not match the row), or FGW_ERR_DB. */
-int audit_verify(sqlite3 *db, store_mac_fn mac, void *mac_ctx,
-                 int64_t *first_bad_seq);
+int audit_verify(sqlite3 *db, store_mac_fn mac, void *mac_ctx, int64_t *first_bad_seq);
 
 #endif

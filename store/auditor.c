@@ -23,11 +23,9 @@
 #define CP_PREFIX "flairgw-audit-checkpoint-v1\n"
 
 static int
-cp_message(int64_t seq, int64_t ts, const char *hash, char *buf, size_t cap,
-           size_t *len)
+cp_message(int64_t seq, int64_t ts, const char *hash, char *buf, size_t cap, size_t *len)
 {
-	int n = snprintf(buf, cap, CP_PREFIX "%" PRId64 "\n%" PRId64 "\n%s", seq, ts,
-	                 hash);
+	int n = snprintf(buf, cap, CP_PREFIX "%" PRId64 "\n%" PRId64 "\n%s", seq, ts, hash);
 	if (n < 0 || (size_t)n >= cap)
 		return FGW_ERR_TOO_LARGE;
 	*len = (size_t)n;
@@ -104,8 +102,8 @@ out:
 
 int
 store_audit_checkpoint(struct store *st, struct store_waker *w, store_sign_fn sign,
-                       void *sign_ctx, const unsigned char pk[32],
-                       store_done_fn done, void *arg)
+                       void *sign_ctx, const unsigned char pk[32], store_done_fn done,
+                       void *arg)
 {
 	struct cp_job *j;
 	if (st == NULL || sign == NULL || pk == NULL)
@@ -115,8 +113,8 @@ store_audit_checkpoint(struct store *st, struct store_waker *w, store_sign_fn si
 	j->sign = sign;
 	j->sign_ctx = sign_ctx;
 	memcpy(j->pk, pk, 32);
-	return store_submit_custom(st, w, cp_run, j, free, &(struct store_commit){ .done = done,
-	                                                                           .arg = arg });
+	return store_submit_custom(st, w, cp_run, j, free,
+	                           &(struct store_commit){ .done = done, .arg = arg });
 }
 
 /* ---- verification ------------------------------------------------------ */
@@ -145,7 +143,8 @@ check_checkpoint(sqlite3_stmt *s, sqlite3_stmt *ev, const unsigned char pk[32],
 	int rc, ok = 0;
 
 	if (hash == NULL || sighex == NULL || strlen(hash) != AUDIT_HASH_HEX - 1 ||
-	    sodium_hex2bin(sig, sizeof(sig), sighex, strlen(sighex), NULL, &siglen, NULL) != 0 ||
+	    sodium_hex2bin(sig, sizeof(sig), sighex, strlen(sighex), NULL, &siglen, NULL) !=
+	        0 ||
 	    siglen != sizeof(sig) || cp_message(seq, ts, hash, msg, sizeof(msg), &len) != 0 ||
 	    crypto_sign_verify_detached(sig, (const unsigned char *)msg, len, pk) != 0) {
 		set_bad(res, seq, "checkpoint at seq %" PRId64 " has a bad signature", seq);
@@ -154,7 +153,8 @@ check_checkpoint(sqlite3_stmt *s, sqlite3_stmt *ev, const unsigned char pk[32],
 	if (seq > max_seq) {
 		/* Rows were cut off the tail: the first missing one is broken. */
 		set_bad(res, max_seq + 1,
-		        "events missing: a checkpoint signed seq %" PRId64 " but the trail ends before it",
+		        "events missing: a checkpoint signed seq %" PRId64
+		        " but the trail ends before it",
 		        seq);
 		return 0;
 	}
@@ -194,12 +194,13 @@ store_audit_verify_full(struct store_reader *r, const unsigned char pk[32],
 		return FGW_ERR_DB;
 	rv = audit_verify(db, mac, mac_ctx, &bad);
 	if (rv == FGW_ERR_CRYPTO)
-		set_bad(res, bad, "event %" PRId64 " breaks the hash chain (edited, missing or reordered)",
+		set_bad(res, bad,
+		        "event %" PRId64 " breaks the hash chain (edited, missing or reordered)",
 		        bad);
 	else if (rv != 0)
 		goto out;
-	if (sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(seq), 0), COUNT(*) FROM audit_events", -1,
-	                       &s, NULL) != SQLITE_OK ||
+	if (sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(seq), 0), COUNT(*) FROM audit_events",
+	                       -1, &s, NULL) != SQLITE_OK ||
 	    sqlite3_step(s) != SQLITE_ROW) {
 		rv = FGW_ERR_DB;
 		goto out;
@@ -209,8 +210,10 @@ store_audit_verify_full(struct store_reader *r, const unsigned char pk[32],
 	sqlite3_finalize(s);
 	s = NULL;
 	/* A database (or backup) from before schema 6 has no checkpoints. */
-	if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table'"
-	                           " AND name = 'audit_checkpoints'", -1, &s, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(db,
+	                       "SELECT 1 FROM sqlite_master WHERE type = 'table'"
+	                       " AND name = 'audit_checkpoints'",
+	                       -1, &s, NULL) != SQLITE_OK) {
 		rv = FGW_ERR_DB;
 		goto out;
 	}
@@ -221,8 +224,10 @@ store_audit_verify_full(struct store_reader *r, const unsigned char pk[32],
 		rv = res->first_bad_seq != 0 ? FGW_ERR_CRYPTO : 0;
 		goto out;
 	}
-	if (sqlite3_prepare_v2(db, "SELECT seq, ts, head_hash, signature FROM audit_checkpoints"
-	                           " ORDER BY seq", -1, &s, NULL) != SQLITE_OK ||
+	if (sqlite3_prepare_v2(db,
+	                       "SELECT seq, ts, head_hash, signature FROM audit_checkpoints"
+	                       " ORDER BY seq",
+	                       -1, &s, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db, "SELECT hash FROM audit_events WHERE seq = ?1", -1, &ev,
 	                       NULL) != SQLITE_OK) {
 		rv = FGW_ERR_DB;
@@ -285,11 +290,14 @@ store_audit_query(struct store_reader *r, const struct store_audit_filter *f,
 	}
 	if ((f->since_ms ? sqlite3_bind_int64(s, 1, f->since_ms) : sqlite3_bind_null(s, 1)) ||
 	    (f->until_ms ? sqlite3_bind_int64(s, 2, f->until_ms) : sqlite3_bind_null(s, 2)) ||
-	    sql_bind_text_or_null(s, 3, f->txn) || sql_bind_text_or_null(s, 4, f->reservation) ||
-	    sql_bind_text_or_null(s, 5, f->customer) || sql_bind_text_or_null(s, 6, f->outcome) ||
-	    sql_bind_text_or_null(s, 7, f->type) ||
-	    (f->has_min ? sqlite3_bind_int64(s, 8, f->min_amount) : sqlite3_bind_null(s, 8)) ||
-	    (f->has_max ? sqlite3_bind_int64(s, 9, f->max_amount) : sqlite3_bind_null(s, 9))) {
+	    sql_bind_text_or_null(s, 3, f->txn) ||
+	    sql_bind_text_or_null(s, 4, f->reservation) ||
+	    sql_bind_text_or_null(s, 5, f->customer) ||
+	    sql_bind_text_or_null(s, 6, f->outcome) || sql_bind_text_or_null(s, 7, f->type) ||
+	    (f->has_min ? sqlite3_bind_int64(s, 8, f->min_amount)
+	                : sqlite3_bind_null(s, 8)) ||
+	    (f->has_max ? sqlite3_bind_int64(s, 9, f->max_amount)
+	                : sqlite3_bind_null(s, 9))) {
 		rv = FGW_ERR_DB;
 		goto out;
 	}
@@ -328,8 +336,10 @@ report_webhooks(sqlite3 *db, int64_t from, int64_t to, struct store_report *out)
 	    " FROM webhook_outbox WHERE created_at >= ?1 AND created_at < ?2";
 	sqlite3_stmt *s = NULL;
 	int r, rc;
-	if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table'"
-	                           " AND name = 'webhook_outbox'", -1, &s, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(db,
+	                       "SELECT 1 FROM sqlite_master WHERE type = 'table'"
+	                       " AND name = 'webhook_outbox'",
+	                       -1, &s, NULL) != SQLITE_OK) {
 		r = FGW_ERR_DB;
 		goto out;
 	}
@@ -390,8 +400,9 @@ store_report_day(struct store_reader *r, const char *day, struct store_report *o
 		return FGW_ERR_INVALID;
 	db = store_reader_db(r);
 	/* Day bounds in UTC from SQLite's calendar, so no timegm() is needed. */
-	if (sqlite3_prepare_v2(db, "SELECT CAST(strftime('%s', ?1) AS INTEGER) * 1000,"
-	                           " CAST(strftime('%s', ?1, '+1 day') AS INTEGER) * 1000",
+	if (sqlite3_prepare_v2(db,
+	                       "SELECT CAST(strftime('%s', ?1) AS INTEGER) * 1000,"
+	                       " CAST(strftime('%s', ?1, '+1 day') AS INTEGER) * 1000",
 	                       -1, &s, NULL) != SQLITE_OK ||
 	    sqlite3_bind_text(s, 1, day, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
 	    sqlite3_step(s) != SQLITE_ROW || sqlite3_column_type(s, 0) == SQLITE_NULL) {

@@ -32,9 +32,8 @@ typedef int (*store_sign_fn)(void *ctx, const void *msg, size_t len,
  * checkpointed or the chain is empty (then nothing is written). pk is the
  * signer's public key (recorded with the signature); sign_ctx must
  * outlive the job. done(arg, rc) as for every store job. */
-int store_audit_checkpoint(struct store *st, struct store_waker *w,
-                           store_sign_fn sign, void *sign_ctx,
-                           const unsigned char pk[32], store_done_fn done,
+int store_audit_checkpoint(struct store *st, struct store_waker *w, store_sign_fn sign,
+                           void *sign_ctx, const unsigned char pk[32], store_done_fn done,
                            void *arg);
 
 struct store_verify_result {
@@ -59,7 +58,7 @@ struct store_audit_filter {
 	const char *reservation;    /* the transaction's reservation_id */
 	const char *customer;       /* customer e-mail, actor or client id */
 	const char *outcome;
-	const char *type;           /* exact type, or "txn" for txn.* */
+	const char *type; /* exact type, or "txn" for txn.* */
 	int has_min, has_max;
 	int64_t min_amount, max_amount; /* the transaction's amount */
 };
@@ -76,32 +75,30 @@ struct store_audit_view {
 /* Calls row(arg, v) for each matching row in seq order; a non-zero return
  * from row stops the walk and is returned. */
 int store_audit_query(struct store_reader *r, const struct store_audit_filter *f,
-                      int (*row)(void *arg, const struct store_audit_view *v),
-                      void *arg);
+                      int (*row)(void *arg, const struct store_audit_view *v), void *arg);
 
 /* Daily figures over transactions created on one UTC day. */
 #define STORE_REPORT_MAX 32
 struct store_report {
 	char day[11];
-	int64_t total;           /* transactions */
+	int64_t total;                             /* transactions */
 	int64_t succeeded, declined, failed, open; /* open: not final yet */
-	int64_t three_ds;        /* went through requires_action */
-	int64_t final_count;     /* with a final outcome (for the average) */
-	double avg_outcome_ms;   /* created -> final outcome */
+	int64_t three_ds;                          /* went through requires_action */
+	int64_t final_count;   /* with a final outcome (for the average) */
+	double avg_outcome_ms; /* created -> final outcome */
 	struct {
 		char status[24];
 		char currency[4];
 		int64_t count;
 		int64_t sum;
-	} by[STORE_REPORT_MAX];  /* counts and sums by status and currency */
+	} by[STORE_REPORT_MAX]; /* counts and sums by status and currency */
 	int n_by;
 	/* Outbound webhooks for events of that day (0 without the table). */
 	int64_t wh_delivered, wh_failed, wh_pending;
 };
 
 /* day is "YYYY-MM-DD" (UTC). */
-int store_report_day(struct store_reader *r, const char *day,
-                     struct store_report *out);
+int store_report_day(struct store_reader *r, const char *day, struct store_report *out);
 
 /* ---- backups ----------------------------------------------------------- */
 
@@ -112,13 +109,12 @@ int store_backup_snapshot(const char *src, const char *dst, int busy_ms);
 /* What a snapshot holds, for the backup's audit event. */
 struct store_backup_stats {
 	int64_t transactions;
-	int64_t audit_seq;       /* head of the chain in the snapshot */
+	int64_t audit_seq; /* head of the chain in the snapshot */
 };
 
 /* Writes {"audit_events":[...],"transactions":[...]} of the database file
  * db (a snapshot) to out, and fills st. No PAN: transactions hold only
  * BIN/last four; vault ciphertext is not exported. */
-int store_backup_export_json(const char *db, FILE *out,
-                             struct store_backup_stats *st);
+int store_backup_export_json(const char *db, FILE *out, struct store_backup_stats *st);
 
 #endif

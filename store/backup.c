@@ -35,7 +35,9 @@ store_backup_snapshot(const char *src, const char *dst, int busy_ms)
 	if (src == NULL || dst == NULL)
 		return FGW_ERR_INVALID;
 	if (sqlite3_open_v2(src, &from, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
-	    sqlite3_open_v2(dst, &to, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_EXCLUSIVE,
+	    sqlite3_open_v2(dst, &to,
+	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+	                        SQLITE_OPEN_EXCLUSIVE,
 	                    NULL) != SQLITE_OK) {
 		log_error("snapshot: cannot open %s or %s", src, dst);
 		r = FGW_ERR_IO;

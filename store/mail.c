@@ -93,8 +93,10 @@ store_mail_enqueue(struct store *st, struct store_waker *w,
 		return FGW_ERR_NOMEM;
 	}
 	return store_submit_custom(st, w, run_enqueue, j, free_row,
-	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
-	                                                   .done = done, .arg = arg });
+	                           &(struct store_commit){ .audit = audit,
+	                                                   .n_audit = n_audit,
+	                                                   .done = done,
+	                                                   .arg = arg });
 }
 
 #define MAIL_COLS                                                                 \
@@ -180,8 +182,10 @@ store_mail_attempt(struct store *st, struct store_waker *w, const char *id,
 	(void)fgw_strlcpy(j->error, error ? error : "", sizeof(j->error));
 	j->next_at = next_at;
 	return store_submit_custom(st, w, run_attempt, j, free,
-	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
-	                                                   .done = done, .arg = arg });
+	                           &(struct store_commit){ .audit = audit,
+	                                                   .n_audit = n_audit,
+	                                                   .done = done,
+	                                                   .arg = arg });
 }
 
 int

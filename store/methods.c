@@ -31,22 +31,24 @@ text_bind(sqlite3_stmt *s, int i, const char *p)
 
 /* Every saved method of both kinds: vaulted cards (display fields from
  * the vault entry) and cards a processor holds (processor_methods). */
-#define ALL_METHODS                                                           \
-	"(SELECT p.id, p.customer_id, p.token, p.nickname, p.is_default, "       \
-	"p.created_at, v.brand, v.last4, v.exp_month, v.exp_year, "              \
+#define ALL_METHODS                                                            \
+	"(SELECT p.id, p.customer_id, p.token, p.nickname, p.is_default, "         \
+	"p.created_at, v.brand, v.last4, v.exp_month, v.exp_year, "                \
 	"NULL AS processor, NULL AS processor_customer, NULL AS processor_method " \
-	"FROM payment_methods p JOIN vault_entries v ON v.token = p.token "      \
-	"UNION ALL SELECT id, customer_id, NULL, nickname, is_default, "         \
-	"created_at, brand, last4, exp_month, exp_year, processor, "             \
+	"FROM payment_methods p JOIN vault_entries v ON v.token = p.token "        \
+	"UNION ALL SELECT id, customer_id, NULL, nickname, is_default, "           \
+	"created_at, brand, last4, exp_month, exp_year, processor, "               \
 	"processor_customer, processor_method FROM processor_methods) "
 
 /* The columns of struct store_method, once (store/sqlutil.h). */
+/* clang-format off */
 #define METHOD_COLUMNS(F, N)                                                  \
 	F(SQL_TEXT, id) N(SQL_TEXT, customer_id) N(SQL_TEXT, token)              \
 	N(SQL_TEXT, nickname) N(SQL_INT, is_default) N(SQL_I64, created_at)      \
 	N(SQL_TEXT, brand) N(SQL_TEXT, last4) N(SQL_INT, exp_month)              \
 	N(SQL_INT, exp_year) N(SQL_TEXT, processor)                              \
 	N(SQL_TEXT, processor_customer) N(SQL_TEXT, processor_method)
+/* clang-format on */
 
 #define METHOD_SELECT "SELECT " SQL_COL_NAMES(METHOD_COLUMNS) " FROM " ALL_METHODS "m "
 
@@ -58,7 +60,8 @@ static int
 read_method(sqlite3_stmt *s, struct store_method *m)
 {
 	memset(m, 0, sizeof(*m));
-	return sql_read_cols(s, 0, method_cols, sizeof(method_cols) / sizeof(method_cols[0]), m);
+	return sql_read_cols(s, 0, method_cols, sizeof(method_cols) / sizeof(method_cols[0]),
+	                     m);
 }
 
 int
@@ -69,9 +72,11 @@ store_methods_list(struct store_reader *rd, const char *customer,
 	int r, rc;
 
 	*n = 0;
-	if ((r = sql_prepare(store_reader_db(rd), METHOD_SELECT
-	              "WHERE m.customer_id = ?1 "
-	              "ORDER BY m.is_default DESC, m.created_at DESC, m.id", &s)) != 0 ||
+	if ((r = sql_prepare(store_reader_db(rd),
+	                     METHOD_SELECT
+	                     "WHERE m.customer_id = ?1 "
+	                     "ORDER BY m.is_default DESC, m.created_at DESC, m.id",
+	                     &s)) != 0 ||
 	    (r = text_bind(s, 1, customer)) != 0)
 		goto out;
 	while (*n < cap && (rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -92,8 +97,9 @@ store_method_get(struct store_reader *rd, const char *customer, const char *id,
 	sqlite3_stmt *s = NULL;
 	int r, rc;
 
-	if ((r = sql_prepare(store_reader_db(rd), METHOD_SELECT
-	              "WHERE m.customer_id = ?1 AND m.id = ?2", &s)) != 0 ||
+	if ((r = sql_prepare(store_reader_db(rd),
+	                     METHOD_SELECT "WHERE m.customer_id = ?1 AND m.id = ?2", &s)) !=
+	        0 ||
 	    (r = text_bind(s, 1, customer)) != 0 || (r = text_bind(s, 2, id)) != 0)
 		goto out;
 	rc = sqlite3_step(s);
@@ -107,14 +113,16 @@ out:
 }
 
 int
-store_proc_customer_get(struct store_reader *rd, const char *processor, const char *customer,
-                        char *out, size_t cap)
+store_proc_customer_get(struct store_reader *rd, const char *processor,
+                        const char *customer, char *out, size_t cap)
 {
 	sqlite3_stmt *s = NULL;
 	int r, rc;
 
-	if ((r = sql_prepare(store_reader_db(rd), "SELECT processor_customer FROM "
-	              "processor_customers WHERE processor = ?1 AND customer_id = ?2", &s)) != 0 ||
+	if ((r = sql_prepare(store_reader_db(rd),
+	                     "SELECT processor_customer FROM "
+	                     "processor_customers WHERE processor = ?1 AND customer_id = ?2",
+	                     &s)) != 0 ||
 	    (r = text_bind(s, 1, processor)) != 0 || (r = text_bind(s, 2, customer)) != 0)
 		goto out;
 	rc = sqlite3_step(s);
@@ -135,8 +143,10 @@ store_vault_key_counts(struct store_reader *rd,
 	sqlite3_stmt *s = NULL;
 	int r, rc;
 
-	if ((r = sql_prepare(store_reader_db(rd), "SELECT key_id, COUNT(*) FROM vault_entries "
-	              "GROUP BY key_id ORDER BY key_id", &s)) != 0)
+	if ((r = sql_prepare(store_reader_db(rd),
+	                     "SELECT key_id, COUNT(*) FROM vault_entries "
+	                     "GROUP BY key_id ORDER BY key_id",
+	                     &s)) != 0)
 		goto out;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
 		fn(arg, (const char *)sqlite3_column_text(s, 0), sqlite3_column_int64(s, 1));
@@ -158,15 +168,17 @@ store_rewrap_items_clear(struct store_rewrap_item *items, size_t n)
 
 int
 store_vault_batch_other_keys(struct store_reader *rd, const char *active_key_id,
-                             const char *after, struct store_rewrap_item *out,
-                             size_t cap, size_t *n)
+                             const char *after, struct store_rewrap_item *out, size_t cap,
+                             size_t *n)
 {
 	sqlite3_stmt *s = NULL;
 	int r, rc = SQLITE_DONE;
 
 	*n = 0;
-	if ((r = sql_prepare(store_reader_db(rd), "SELECT token, key_id, blob FROM vault_entries "
-	              "WHERE key_id <> ?1 AND token > ?3 ORDER BY token LIMIT ?2", &s)) != 0 ||
+	if ((r = sql_prepare(store_reader_db(rd),
+	                     "SELECT token, key_id, blob FROM vault_entries "
+	                     "WHERE key_id <> ?1 AND token > ?3 ORDER BY token LIMIT ?2",
+	                     &s)) != 0 ||
 	    (r = text_bind(s, 1, active_key_id)) != 0 || (r = text_bind(s, 3, after)) != 0 ||
 	    sqlite3_bind_int64(s, 2, (sqlite3_int64)cap) != SQLITE_OK)
 		goto out;
@@ -208,7 +220,7 @@ step_done(sqlite3_stmt *s)
 }
 
 struct save_job {
-	struct store_method *m;   /* caller's; filled */
+	struct store_method *m; /* caller's; filled */
 	struct store_vault_entry ve;
 	char *blob;
 	int has_vault;
@@ -232,9 +244,12 @@ save_processor_method(sqlite3 *db, struct store_method *m, int64_t have, int64_t
 	sqlite3_stmt *s = NULL;
 	int r, rc;
 
-	if ((r = sql_prepare(db, METHOD_SELECT "WHERE m.customer_id = ?1 AND m.processor = ?2 "
-	              "AND m.processor_method = ?3", &s)) != 0 ||
-	    (r = text_bind(s, 1, m->customer_id)) != 0 || (r = text_bind(s, 2, m->processor)) != 0 ||
+	if ((r = sql_prepare(db,
+	                     METHOD_SELECT "WHERE m.customer_id = ?1 AND m.processor = ?2 "
+	                                   "AND m.processor_method = ?3",
+	                     &s)) != 0 ||
+	    (r = text_bind(s, 1, m->customer_id)) != 0 ||
+	    (r = text_bind(s, 2, m->processor)) != 0 ||
 	    (r = text_bind(s, 3, m->processor_method)) != 0)
 		goto out;
 	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -254,10 +269,13 @@ save_processor_method(sqlite3 *db, struct store_method *m, int64_t have, int64_t
 	m->token[0] = '\0';
 	m->is_default = have == 0;
 	m->created_at = now;
-	if ((r = sql_prepare(db, "INSERT INTO processor_methods (id, customer_id, nickname, "
-	              "is_default, created_at, processor, processor_customer, processor_method, "
-	              "brand, last4, exp_month, exp_year) VALUES (?1, ?2, NULLIF(?3, ''), "
-	              "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)", &s)) != 0 ||
+	if ((r = sql_prepare(
+	         db,
+	         "INSERT INTO processor_methods (id, customer_id, nickname, "
+	         "is_default, created_at, processor, processor_customer, processor_method, "
+	         "brand, last4, exp_month, exp_year) VALUES (?1, ?2, NULLIF(?3, ''), "
+	         "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+	         &s)) != 0 ||
 	    (r = text_bind(s, 1, m->id)) != 0 || (r = text_bind(s, 2, m->customer_id)) != 0 ||
 	    (r = text_bind(s, 3, m->nickname)) != 0 ||
 	    sqlite3_bind_int(s, 4, m->is_default) != SQLITE_OK ||
@@ -287,9 +305,11 @@ run_save(sqlite3 *db, void *ctx)
 	int64_t now = fgw_now_ms(), have = 0;
 	int r;
 
-	if ((r = sql_int64_of(db, "SELECT (SELECT COUNT(*) FROM payment_methods WHERE "
+	if ((r = sql_int64_of(db,
+	                      "SELECT (SELECT COUNT(*) FROM payment_methods WHERE "
 	                      "customer_id = ?1) + (SELECT COUNT(*) FROM processor_methods "
-	                      "WHERE customer_id = ?1)", m->customer_id, &have)) != 0)
+	                      "WHERE customer_id = ?1)",
+	                      m->customer_id, &have)) != 0)
 		goto out;
 	if (m->processor_method[0] != '\0') {
 		r = save_processor_method(db, m, have, now);
@@ -300,12 +320,17 @@ run_save(sqlite3 *db, void *ctx)
 		goto out;
 	}
 	if (j->has_vault) {
-		if ((r = sql_prepare(db, "INSERT INTO vault_entries (token, key_id, blob, fingerprint, "
-		              "brand, bin, last4, exp_month, exp_year, customer_id, saved, "
-		              "created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
-		              "?9, ?10, 1, ?11, 0)", &s)) != 0 ||
-		    (r = text_bind(s, 1, v->token)) != 0 || (r = text_bind(s, 2, v->key_id)) != 0 ||
-		    (r = text_bind(s, 3, j->blob)) != 0 || (r = text_bind(s, 4, v->fingerprint)) != 0 ||
+		if ((r = sql_prepare(
+		         db,
+		         "INSERT INTO vault_entries (token, key_id, blob, fingerprint, "
+		         "brand, bin, last4, exp_month, exp_year, customer_id, saved, "
+		         "created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
+		         "?9, ?10, 1, ?11, 0)",
+		         &s)) != 0 ||
+		    (r = text_bind(s, 1, v->token)) != 0 ||
+		    (r = text_bind(s, 2, v->key_id)) != 0 ||
+		    (r = text_bind(s, 3, j->blob)) != 0 ||
+		    (r = text_bind(s, 4, v->fingerprint)) != 0 ||
 		    (r = text_bind(s, 5, v->brand)) != 0 || (r = text_bind(s, 6, v->bin)) != 0 ||
 		    (r = text_bind(s, 7, v->last4)) != 0 ||
 		    sqlite3_bind_int(s, 8, v->exp_month) != SQLITE_OK ||
@@ -320,9 +345,11 @@ run_save(sqlite3 *db, void *ctx)
 	} else {
 		/* Only this customer's own entry, and a one-time one only
 		 * while it has not expired. */
-		if ((r = sql_prepare(db, "UPDATE vault_entries SET saved = 1, expires_at = 0 "
-		              "WHERE token = ?1 AND customer_id = ?2 "
-		              "AND (saved = 1 OR expires_at = 0 OR expires_at > ?3)", &s)) != 0 ||
+		if ((r = sql_prepare(db,
+		                     "UPDATE vault_entries SET saved = 1, expires_at = 0 "
+		                     "WHERE token = ?1 AND customer_id = ?2 "
+		                     "AND (saved = 1 OR expires_at = 0 OR expires_at > ?3)",
+		                     &s)) != 0 ||
 		    (r = text_bind(s, 1, m->token)) != 0 ||
 		    (r = text_bind(s, 2, m->customer_id)) != 0 ||
 		    sqlite3_bind_int64(s, 3, now) != SQLITE_OK) {
@@ -337,7 +364,8 @@ run_save(sqlite3 *db, void *ctx)
 		}
 		sql_release(s);
 		s = NULL;
-		if ((r = sql_prepare(db, "SELECT 1 FROM payment_methods WHERE token = ?1", &s)) != 0 ||
+		if ((r = sql_prepare(db, "SELECT 1 FROM payment_methods WHERE token = ?1", &s)) !=
+		        0 ||
 		    (r = text_bind(s, 1, m->token)) != 0)
 			goto out;
 		if (sqlite3_step(s) == SQLITE_ROW) {
@@ -349,8 +377,11 @@ run_save(sqlite3 *db, void *ctx)
 	s = NULL;
 	m->is_default = have == 0;
 	m->created_at = now;
-	if ((r = sql_prepare(db, "INSERT INTO payment_methods (id, customer_id, token, nickname, "
-	              "is_default, created_at) VALUES (?1, ?2, ?3, NULLIF(?4, ''), ?5, ?6)", &s)) != 0 ||
+	if ((r = sql_prepare(
+	         db,
+	         "INSERT INTO payment_methods (id, customer_id, token, nickname, "
+	         "is_default, created_at) VALUES (?1, ?2, ?3, NULLIF(?4, ''), ?5, ?6)",
+	         &s)) != 0 ||
 	    (r = text_bind(s, 1, m->id)) != 0 || (r = text_bind(s, 2, m->customer_id)) != 0 ||
 	    (r = text_bind(s, 3, m->token)) != 0 || (r = text_bind(s, 4, m->nickname)) != 0 ||
 	    sqlite3_bind_int(s, 5, m->is_default) != SQLITE_OK ||
@@ -362,8 +393,10 @@ run_save(sqlite3 *db, void *ctx)
 		goto out;
 	sql_release(s);
 	s = NULL;
-	if ((r = sql_prepare(db, "SELECT brand, last4, exp_month, exp_year FROM vault_entries "
-	              "WHERE token = ?1", &s)) != 0 ||
+	if ((r = sql_prepare(db,
+	                     "SELECT brand, last4, exp_month, exp_year FROM vault_entries "
+	                     "WHERE token = ?1",
+	                     &s)) != 0 ||
 	    (r = text_bind(s, 1, m->token)) != 0)
 		goto out;
 	if (sqlite3_step(s) != SQLITE_ROW) {
@@ -383,13 +416,13 @@ out:
 
 int
 store_method_save(struct store *st, struct store_waker *w, struct store_method *m,
-                  const struct store_vault_entry *vault,
-                  const struct store_audit *audit, store_done_fn done, void *arg)
+                  const struct store_vault_entry *vault, const struct store_audit *audit,
+                  store_done_fn done, void *arg)
 {
 	struct save_job *j;
 	if (m == NULL || m->id[0] == '\0' || m->customer_id[0] == '\0' ||
-	    (m->processor_method[0] != '\0' &&
-	     (vault != NULL || m->processor[0] == '\0' || m->processor_customer[0] == '\0')) ||
+	    (m->processor_method[0] != '\0' && (vault != NULL || m->processor[0] == '\0' ||
+	                                        m->processor_customer[0] == '\0')) ||
 	    (vault == NULL && m->token[0] == '\0' && m->processor_method[0] == '\0') ||
 	    (vault != NULL && vault->blob == NULL))
 		return FGW_ERR_INVALID;
@@ -409,7 +442,8 @@ store_method_save(struct store *st, struct store_waker *w, struct store_method *
 	return store_submit_custom(st, w, run_save, j, save_job_free,
 	                           &(struct store_commit){ .audit = audit,
 	                                                   .n_audit = audit ? 1 : 0,
-	                                                   .done = done, .arg = arg });
+	                                                   .done = done,
+	                                                   .arg = arg });
 }
 
 struct pcus_job {
@@ -427,10 +461,13 @@ run_pcus_put(sqlite3 *db, void *ctx)
 	sqlite3_stmt *s = NULL;
 	int r;
 
-	if ((r = sql_prepare(db, "INSERT INTO processor_customers (processor, customer_id, "
-	              "processor_customer, created_at) VALUES (?1, ?2, ?3, ?4) "
-	              "ON CONFLICT (processor, customer_id) DO NOTHING", &s)) != 0 ||
-	    (r = text_bind(s, 1, j->processor)) != 0 || (r = text_bind(s, 2, j->customer)) != 0 ||
+	if ((r = sql_prepare(db,
+	                     "INSERT INTO processor_customers (processor, customer_id, "
+	                     "processor_customer, created_at) VALUES (?1, ?2, ?3, ?4) "
+	                     "ON CONFLICT (processor, customer_id) DO NOTHING",
+	                     &s)) != 0 ||
+	    (r = text_bind(s, 1, j->processor)) != 0 ||
+	    (r = text_bind(s, 2, j->customer)) != 0 ||
 	    (r = text_bind(s, 3, j->processor_customer)) != 0 ||
 	    sqlite3_bind_int64(s, 4, fgw_now_ms()) != SQLITE_OK || (r = step_done(s)) != 0) {
 		r = r ? r : FGW_ERR_DB;
@@ -438,9 +475,12 @@ run_pcus_put(sqlite3 *db, void *ctx)
 	}
 	sql_release(s);
 	s = NULL;
-	if ((r = sql_prepare(db, "SELECT processor_customer FROM processor_customers "
-	              "WHERE processor = ?1 AND customer_id = ?2", &s)) != 0 ||
-	    (r = text_bind(s, 1, j->processor)) != 0 || (r = text_bind(s, 2, j->customer)) != 0)
+	if ((r = sql_prepare(db,
+	                     "SELECT processor_customer FROM processor_customers "
+	                     "WHERE processor = ?1 AND customer_id = ?2",
+	                     &s)) != 0 ||
+	    (r = text_bind(s, 1, j->processor)) != 0 ||
+	    (r = text_bind(s, 2, j->customer)) != 0)
 		goto out;
 	r = sqlite3_step(s) == SQLITE_ROW ? sql_col_text(s, 0, j->have, j->cap) : FGW_ERR_DB;
 out:
@@ -518,18 +558,22 @@ run_delete(sqlite3 *db, void *ctx)
 	char token[40];
 	int r;
 
-	if ((r = sql_prepare(db, "DELETE FROM payment_methods WHERE id = ?1 AND customer_id = ?2 "
-	              "RETURNING token", &s)) != 0 ||
+	if ((r = sql_prepare(db,
+	                     "DELETE FROM payment_methods WHERE id = ?1 AND customer_id = ?2 "
+	                     "RETURNING token",
+	                     &s)) != 0 ||
 	    (r = text_bind(s, 1, j->id)) != 0 || (r = text_bind(s, 2, j->customer)) != 0)
 		goto out;
 	if (sqlite3_step(s) != SQLITE_ROW) {
 		/* Not a vaulted card: a processor's card, or no such method. */
 		sql_release(s);
 		s = NULL;
-		if ((r = sql_prepare(db, "DELETE FROM processor_methods WHERE id = ?1 AND "
-		              "customer_id = ?2", &s)) != 0 ||
-		    (r = text_bind(s, 1, j->id)) != 0 || (r = text_bind(s, 2, j->customer)) != 0 ||
-		    (r = step_done(s)) != 0)
+		if ((r = sql_prepare(db,
+		                     "DELETE FROM processor_methods WHERE id = ?1 AND "
+		                     "customer_id = ?2",
+		                     &s)) != 0 ||
+		    (r = text_bind(s, 1, j->id)) != 0 ||
+		    (r = text_bind(s, 2, j->customer)) != 0 || (r = step_done(s)) != 0)
 			goto out;
 		if (sqlite3_changes(db) == 0) {
 			r = FGW_ERR_NOT_FOUND;
@@ -544,8 +588,10 @@ run_delete(sqlite3 *db, void *ctx)
 	sql_release(s);
 	s = NULL;
 	/* The card is no longer needed: its ciphertext goes too. */
-	if ((r = sql_prepare(db, "DELETE FROM vault_entries WHERE token = ?1 AND NOT EXISTS "
-	              "(SELECT 1 FROM payment_methods WHERE token = ?1)", &s)) != 0 ||
+	if ((r = sql_prepare(db,
+	                     "DELETE FROM vault_entries WHERE token = ?1 AND NOT EXISTS "
+	                     "(SELECT 1 FROM payment_methods WHERE token = ?1)",
+	                     &s)) != 0 ||
 	    (r = text_bind(s, 1, token)) != 0 || (r = step_done(s)) != 0)
 		goto out;
 	r = ensure_default(db, j->customer);
@@ -569,9 +615,8 @@ run_set_default(sqlite3 *db, void *ctx)
 
 	/* One default across both kinds of method. */
 	for (size_t i = 0; i < 2; i++) {
-		if ((r = sql_prepare(db, sql[i], &s)) != 0 ||
-		    (r = text_bind(s, 1, j->id)) != 0 || (r = text_bind(s, 2, j->customer)) != 0 ||
-		    (r = step_done(s)) != 0)
+		if ((r = sql_prepare(db, sql[i], &s)) != 0 || (r = text_bind(s, 1, j->id)) != 0 ||
+		    (r = text_bind(s, 2, j->customer)) != 0 || (r = step_done(s)) != 0)
 			goto out;
 		changed += sqlite3_changes(db);
 		sql_release(s);
@@ -598,16 +643,17 @@ submit_id_job(struct store *st, struct store_waker *w, store_job_fn run,
 		free(j);
 		return FGW_ERR_INVALID;
 	}
-	return store_submit_custom(st, w, run, j, free, &(struct store_commit){ .audit = audit,
-	                                                                        .n_audit = audit ? 1 : 0,
-	                                                                        .done = done,
-	                                                                        .arg = arg });
+	return store_submit_custom(st, w, run, j, free,
+	                           &(struct store_commit){ .audit = audit,
+	                                                   .n_audit = audit ? 1 : 0,
+	                                                   .done = done,
+	                                                   .arg = arg });
 }
 
 int
 store_method_delete(struct store *st, struct store_waker *w, const char *customer,
-                    const char *id, const struct store_audit *audit,
-                    store_done_fn done, void *arg)
+                    const char *id, const struct store_audit *audit, store_done_fn done,
+                    void *arg)
 {
 	return submit_id_job(st, w, run_delete, customer, id, audit, done, arg);
 }
@@ -631,8 +677,10 @@ run_sweep(sqlite3 *db, void *ctx)
 	struct sweep_job *j = ctx;
 	sqlite3_stmt *s = NULL;
 	int r;
-	if ((r = sql_prepare(db, "DELETE FROM vault_entries WHERE saved = 0 AND expires_at > 0 "
-	              "AND expires_at <= ?1", &s)) == 0 &&
+	if ((r = sql_prepare(db,
+	                     "DELETE FROM vault_entries WHERE saved = 0 AND expires_at > 0 "
+	                     "AND expires_at <= ?1",
+	                     &s)) == 0 &&
 	    (r = sqlite3_bind_int64(s, 1, j->now) == SQLITE_OK ? 0 : FGW_ERR_DB) == 0 &&
 	    (r = step_done(s)) == 0 && j->purged != NULL)
 		*j->purged = sqlite3_changes(db);
@@ -641,8 +689,8 @@ run_sweep(sqlite3 *db, void *ctx)
 }
 
 int
-store_vault_sweep(struct store *st, struct store_waker *w, int64_t now,
-                  int64_t *purged, store_done_fn done, void *arg)
+store_vault_sweep(struct store *st, struct store_waker *w, int64_t now, int64_t *purged,
+                  store_done_fn done, void *arg)
 {
 	struct sweep_job *j = calloc(1, sizeof(*j));
 	if (j == NULL)
@@ -678,8 +726,10 @@ run_rewrap(sqlite3 *db, void *ctx)
 	int64_t done = 0;
 	int r;
 
-	if ((r = sql_prepare(db, "UPDATE vault_entries SET blob = ?1, key_id = ?2 "
-	              "WHERE token = ?3 AND key_id = ?4", &s)) != 0)
+	if ((r = sql_prepare(db,
+	                     "UPDATE vault_entries SET blob = ?1, key_id = ?2 "
+	                     "WHERE token = ?3 AND key_id = ?4",
+	                     &s)) != 0)
 		goto out;
 	for (size_t i = 0; i < j->n; i++) {
 		const struct store_rewrap_item *it = &j->items[i];
@@ -720,7 +770,8 @@ store_vault_rewrap_commit(struct store *st, struct store_waker *w,
 		c->blob = NULL;
 		c->new_blob = NULL;
 		j->n = i + 1;
-		if (items[i].new_blob != NULL && (c->new_blob = strdup(items[i].new_blob)) == NULL)
+		if (items[i].new_blob != NULL &&
+		    (c->new_blob = strdup(items[i].new_blob)) == NULL)
 			goto fail;
 	}
 	return store_submit_custom(st, w, run_rewrap, j, rewrap_job_free,

@@ -26,15 +26,15 @@
 #define STORE_METHODS_MAX 50 /* saved methods per customer */
 
 struct store_method {
-	char id[40];              /* "pm_…" */
+	char id[40]; /* "pm_…" */
 	char customer_id[192];
-	char token[40];           /* the vault entry, "" for a processor's card */
+	char token[40]; /* the vault entry, "" for a processor's card */
 	/* A card the processor holds: the instance name, its customer and
 	 * card ids ("" each for a vaulted card). */
 	char processor[32];
 	char processor_customer[96];
 	char processor_method[96];
-	char nickname[128];       /* "" when none */
+	char nickname[128]; /* "" when none */
 	int is_default;
 	int64_t created_at;
 	/* from the vault entry */
@@ -50,22 +50,21 @@ struct store_method {
 int store_methods_list(struct store_reader *r, const char *customer,
                        struct store_method *out, size_t cap, size_t *n);
 /* One method of customer; FGW_ERR_NOT_FOUND when missing or another's. */
-int store_method_get(struct store_reader *r, const char *customer,
-                     const char *id, struct store_method *out);
+int store_method_get(struct store_reader *r, const char *customer, const char *id,
+                     struct store_method *out);
 /* Calls fn(arg, key_id, count) for each data key id that protects vault
  * entries. */
 int store_vault_key_counts(struct store_reader *r,
-                           void (*fn)(void *arg, const char *key_id,
-                                      int64_t count),
+                           void (*fn)(void *arg, const char *key_id, int64_t count),
                            void *arg);
 
 /* One vault entry to re-encrypt (rewrap). */
 struct store_rewrap_item {
 	char token[40];
-	char key_id[32];          /* key it is encrypted under now */
-	char *blob;               /* owned */
+	char key_id[32]; /* key it is encrypted under now */
+	char *blob;      /* owned */
 	char new_key_id[32];
-	char *new_blob;           /* owned; NULL: skip */
+	char *new_blob; /* owned; NULL: skip */
 };
 /* Up to cap entries NOT encrypted under active_key_id whose token sorts
  * after `after` ("" for the first batch), in token order, so a caller
@@ -99,22 +98,19 @@ int store_proc_customer_put(struct store *st, struct store_waker *w,
  * FGW_ERR_TOO_LARGE at STORE_METHODS_MAX. The job fills m's is_default
  * (the first method of a customer becomes the default), created_at and
  * display fields. */
-int store_method_save(struct store *st, struct store_waker *w,
-                      struct store_method *m,
+int store_method_save(struct store *st, struct store_waker *w, struct store_method *m,
                       const struct store_vault_entry *vault,
-                      const struct store_audit *audit, store_done_fn done,
-                      void *arg);
+                      const struct store_audit *audit, store_done_fn done, void *arg);
 /* Deletes a method and its vault entry; the newest remaining method
  * becomes the default if the deleted one was. FGW_ERR_NOT_FOUND. */
-int store_method_delete(struct store *st, struct store_waker *w,
-                        const char *customer, const char *id,
-                        const struct store_audit *audit, store_done_fn done,
-                        void *arg);
+int store_method_delete(struct store *st, struct store_waker *w, const char *customer,
+                        const char *id, const struct store_audit *audit,
+                        store_done_fn done, void *arg);
 /* Makes id the customer's only default. FGW_ERR_NOT_FOUND. */
 int store_method_set_default(struct store *st, struct store_waker *w,
                              const char *customer, const char *id,
-                             const struct store_audit *audit,
-                             store_done_fn done, void *arg);
+                             const struct store_audit *audit, store_done_fn done,
+                             void *arg);
 /* Deletes one-time vault entries (saved = 0) whose expires_at has passed.
  * *purged (may be NULL; must outlive the job) gets the count. */
 int store_vault_sweep(struct store *st, struct store_waker *w, int64_t now,

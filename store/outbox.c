@@ -193,6 +193,8 @@ outbox_retry(struct store *st, struct store_waker *w, const struct outbox_kind *
 	j->k = k;
 	j->now = now_ms;
 	return store_submit_custom(st, w, run_retry, j, free,
-	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
-	                                                   .done = done, .arg = arg });
+	                           &(struct store_commit){ .audit = audit,
+	                                                   .n_audit = n_audit,
+	                                                   .done = done,
+	                                                   .arg = arg });
 }

@@ -121,12 +121,12 @@ key2(const struct store_pendingop *op)
 struct op_job {
 	struct store_pendingop op;
 	struct store_pendingop *out;
-	int succeeded;              /* finish: the target; defer: give up */
-	int attempts;               /* defer */
-	int64_t next_at;            /* defer */
+	int succeeded;                    /* finish: the target; defer: give up */
+	int attempts;                     /* defer */
+	int64_t next_at;                  /* defer */
 	store_pendingop_answer_fn answer; /* finish: or NULL */
 	void *answer_arg;
-	store_done_fn done;         /* the caller's */
+	store_done_fn done; /* the caller's */
 	void *arg;
 };
 
@@ -163,7 +163,8 @@ submit(struct store *st, struct store_waker *w, store_job_fn run, struct op_job 
 	struct store_commit mine;
 	struct op_job *j;
 
-	if (st == NULL || c == NULL || !kind_ok(tmpl->op.kind) || tmpl->op.txn_id[0] == '\0' ||
+	if (st == NULL || c == NULL || !kind_ok(tmpl->op.kind) ||
+	    tmpl->op.txn_id[0] == '\0' ||
 	    (tmpl->op.kind == STORE_OP_REFUND && tmpl->op.id[0] == '\0'))
 		return FGW_ERR_INVALID;
 	if ((j = malloc(sizeof(*j))) == NULL)
@@ -175,8 +176,9 @@ submit(struct store *st, struct store_waker *w, store_job_fn run, struct op_job 
 	mine = *c;
 	mine.done = job_done;
 	mine.arg = j;
-	return store_submit_custom_answer(st, w, run, tmpl->answer != NULL ? job_answer : NULL,
-	                                  j, free, &mine);
+	return store_submit_custom_answer(st, w, run,
+	                                  tmpl->answer != NULL ? job_answer : NULL, j, free,
+	                                  &mine);
 }
 
 /* ---- the write-ahead step, per table --------------------------------------- */
@@ -198,7 +200,8 @@ begin_refund(sqlite3 *db, struct store_pendingop *rf)
 	int64_t held;
 	int rc, r;
 
-	if ((r = sql_text_of(db, txn_status_sql, rf->txn_id, cur_name, sizeof(cur_name))) != 0)
+	if ((r = sql_text_of(db, txn_status_sql, rf->txn_id, cur_name, sizeof(cur_name))) !=
+	    0)
 		goto out;
 	cur = txn_state_of(cur_name);
 	if (cur != TXN_SUCCEEDED && cur != TXN_PARTIALLY_REFUNDED && cur != TXN_REFUNDED) {
@@ -243,8 +246,9 @@ begin_refund(sqlite3 *db, struct store_pendingop *rf)
 	sqlite3_bind_text(s, 4, rf->idempotency_key, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 5, fgw_now_ms());
 	rc = sqlite3_step(s);
-	r = rc == SQLITE_DONE ? FGW_OK
-	    : (rc & 0xff) == SQLITE_CONSTRAINT ? FGW_ERR_EXISTS : FGW_ERR_DB;
+	r = rc == SQLITE_DONE                  ? FGW_OK
+	    : (rc & 0xff) == SQLITE_CONSTRAINT ? FGW_ERR_EXISTS
+	                                       : FGW_ERR_DB;
 	if (r == FGW_OK)
 		rf->status = STORE_OP_PENDING;
 out:
@@ -312,7 +316,8 @@ begin_txnop(sqlite3 *db, struct store_pendingop *op)
 	 * the refusal under the old key, so this one gets a key of its own. */
 	attempt++;
 	if (attempt > 1) {
-		n = snprintf(key, sizeof(key), "%s-%lld", op->idempotency_key, (long long)attempt);
+		n = snprintf(key, sizeof(key), "%s-%lld", op->idempotency_key,
+		             (long long)attempt);
 		if (n < 0 || (size_t)n >= sizeof(key)) {
 			r = FGW_ERR_TOO_LARGE;
 			goto out;
@@ -342,12 +347,14 @@ static int
 begin_run(sqlite3 *db, void *ctx)
 {
 	struct op_job *j = ctx;
-	return j->op.kind == STORE_OP_REFUND ? begin_refund(db, &j->op) : begin_txnop(db, &j->op);
+	return j->op.kind == STORE_OP_REFUND ? begin_refund(db, &j->op)
+	                                     : begin_txnop(db, &j->op);
 }
 
 int
-store_pendingop_begin(struct store *st, struct store_waker *w, const struct store_pendingop *op,
-                      struct store_pendingop *out, const struct store_commit *c)
+store_pendingop_begin(struct store *st, struct store_waker *w,
+                      const struct store_pendingop *op, struct store_pendingop *out,
+                      const struct store_commit *c)
 {
 	struct op_job t = { .out = out };
 
@@ -383,7 +390,8 @@ move_txn(sqlite3 *db, const char *txn_id, enum txn_state to, int64_t now)
 	sqlite3_bind_text(s, 2, txn_state_name(to), -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, now);
 	sqlite3_bind_text(s, 4, cur, -1, SQLITE_STATIC);
-	r = sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(db) == 1 ? FGW_OK : FGW_ERR_STATE;
+	r = sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(db) == 1 ? FGW_OK
+	                                                               : FGW_ERR_STATE;
 	sql_release(s);
 	return r;
 }
@@ -484,9 +492,9 @@ out:
 }
 
 int
-store_pendingop_finish(struct store *st, struct store_waker *w, const struct store_pendingop *op,
-                       int succeeded, struct store_pendingop *out,
-                       const struct store_commit *c)
+store_pendingop_finish(struct store *st, struct store_waker *w,
+                       const struct store_pendingop *op, int succeeded,
+                       struct store_pendingop *out, const struct store_commit *c)
 {
 	struct op_job t = { .out = out, .succeeded = succeeded };
 
@@ -498,12 +506,14 @@ store_pendingop_finish(struct store *st, struct store_waker *w, const struct sto
 
 int
 store_pendingop_finish_answered(struct store *st, struct store_waker *w,
-                                const struct store_pendingop *op, struct store_pendingop *out,
+                                const struct store_pendingop *op,
+                                struct store_pendingop *out,
                                 store_pendingop_answer_fn answer, void *answer_arg,
                                 const struct store_commit *c)
 {
-	struct op_job t = { .out = out, .succeeded = 1, .answer = answer,
-		                .answer_arg = answer_arg };
+	struct op_job t = {
+		.out = out, .succeeded = 1, .answer = answer, .answer_arg = answer_arg
+	};
 
 	if (op == NULL || (op->kind == STORE_OP_REFUND && op->txn_amount <= 0) ||
 	    answer == NULL || c == NULL || c->idem == NULL)
@@ -550,11 +560,12 @@ defer_run(sqlite3 *db, void *ctx)
 }
 
 int
-store_pendingop_defer(struct store *st, struct store_waker *w, const struct store_pendingop *op,
-                      int attempts, int64_t next_at, int give_up,
-                      const struct store_commit *c)
+store_pendingop_defer(struct store *st, struct store_waker *w,
+                      const struct store_pendingop *op, int attempts, int64_t next_at,
+                      int give_up, const struct store_commit *c)
 {
-	struct op_job t = { .succeeded = give_up ? 1 : 0, .attempts = attempts,
+	struct op_job t = { .succeeded = give_up ? 1 : 0,
+		                .attempts = attempts,
 		                .next_at = next_at };
 
 	if (op == NULL || attempts < 0)

@@ -33,21 +33,26 @@ enum store_op_kind { STORE_OP_REFUND, STORE_OP_CAPTURE, STORE_OP_CANCEL };
 
 /* An operation's own state (the tables' status column: pending,
  * succeeded, failed); STORE_OP_NONE before begin. */
-enum store_op_status { STORE_OP_NONE, STORE_OP_PENDING, STORE_OP_SUCCEEDED, STORE_OP_FAILED };
+enum store_op_status {
+	STORE_OP_NONE,
+	STORE_OP_PENDING,
+	STORE_OP_SUCCEEDED,
+	STORE_OP_FAILED
+};
 
 /* "refund", "capture", "cancel" (the txn_operations op column). */
 const char *store_op_name(enum store_op_kind kind);
 
 struct store_pendingop {
 	enum store_op_kind kind;
-	char id[40];                /* refund: "rf_..."; capture, cancel: "" */
+	char id[40]; /* refund: "rf_..."; capture, cancel: "" */
 	char txn_id[40];
-	int64_t amount;             /* refund: its amount */
-	int64_t txn_amount;         /* refund: what was captured, the cap */
-	char idempotency_key[256];  /* the processor key of this operation;
+	int64_t amount;            /* refund: its amount */
+	int64_t txn_amount;        /* refund: what was captured, the cap */
+	char idempotency_key[256]; /* the processor key of this operation;
 	                               for finish of a capture/cancel, "" means
 	                               its latest attempt */
-	char request_key[32];       /* capture, cancel: the client's
+	char request_key[32];      /* capture, cancel: the client's
 	                               Idempotency-Key hashed with its client
 	                               id; "" without one */
 	/* Set by begin: an operation found already (adopted) and its
@@ -110,12 +115,12 @@ int store_pendingop_finish_answered(struct store *st, struct store_waker *w,
 
 struct store_pendingop_due {
 	enum store_op_kind kind;
-	char id[40];                 /* refund */
+	char id[40]; /* refund */
 	char txn_id[40];
-	int64_t amount;              /* refund */
+	int64_t amount; /* refund */
 	char idempotency_key[256];
 	int attempts;
-	int64_t created_at;          /* ms: when it was first written ahead */
+	int64_t created_at; /* ms: when it was first written ahead */
 };
 
 /* Up to max pending operations of this kind not updated since before

@@ -82,7 +82,8 @@ insert_external(sqlite3 *db, const char *txn_id, int64_t amount, const char *key
 	char id[40];
 	int r;
 
-	if ((r = fgw_random_id("rf_", id, sizeof(id))) != 0 || (r = sql_prepare(db, sql, &s)) != 0)
+	if ((r = fgw_random_id("rf_", id, sizeof(id))) != 0 ||
+	    (r = sql_prepare(db, sql, &s)) != 0)
 		return r;
 	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, txn_id, -1, SQLITE_STATIC);
@@ -216,8 +217,8 @@ refund_event_run(sqlite3 *db, void *ctx)
 	if (rc != SQLITE_ROW)
 		return rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 	fgw_strlcpy(ev->new_status, cur, sizeof(ev->new_status));
-	if (txn_state_of(cur) != TXN_SUCCEEDED && txn_state_of(cur) != TXN_PARTIALLY_REFUNDED &&
-	    txn_state_of(cur) != TXN_REFUNDED)
+	if (txn_state_of(cur) != TXN_SUCCEEDED &&
+	    txn_state_of(cur) != TXN_PARTIALLY_REFUNDED && txn_state_of(cur) != TXN_REFUNDED)
 		return FGW_ERR_STATE; /* nothing captured, nothing to refund */
 	if (ev->refunded_total >= 0) {
 		if ((r = refund_sum(db, ev->txn_id, 0, &held)) != 0)
@@ -252,13 +253,14 @@ refund_event_run(sqlite3 *db, void *ctx)
 }
 
 int
-store_refund_event(struct store *st, struct store_waker *w, const struct store_refund_event *ev,
-                   struct store_refund_event *out, const struct store_commit *c)
+store_refund_event(struct store *st, struct store_waker *w,
+                   const struct store_refund_event *ev, struct store_refund_event *out,
+                   const struct store_commit *c)
 {
 	struct ev_job *j;
 
-	if (st == NULL || c == NULL || ev == NULL || ev->txn_id[0] == '\0' || ev->event_id[0] == '\0' ||
-	    (ev->refunded_total < 0 && ev->refund_ref[0] == '\0'))
+	if (st == NULL || c == NULL || ev == NULL || ev->txn_id[0] == '\0' ||
+	    ev->event_id[0] == '\0' || (ev->refunded_total < 0 && ev->refund_ref[0] == '\0'))
 		return FGW_ERR_INVALID;
 	if ((j = calloc(1, sizeof(*j))) == NULL)
 		return FGW_ERR_NOMEM;
@@ -287,8 +289,8 @@ dispute_run(sqlite3 *db, void *ctx)
 	sqlite3_bind_text(s, 6, j->ev.event_id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 7, fgw_now_ms());
 	r = sqlite3_step(s) != SQLITE_DONE ? FGW_ERR_DB
-	    : sqlite3_changes(db) == 1    ? FGW_OK
-	                                  : FGW_ERR_EXISTS;
+	    : sqlite3_changes(db) == 1     ? FGW_OK
+	                                   : FGW_ERR_EXISTS;
 	sql_release(s);
 	return r;
 }
@@ -296,12 +298,14 @@ dispute_run(sqlite3 *db, void *ctx)
 int
 store_dispute_record(struct store *st, struct store_waker *w, const char *txn_id,
                      const char *processor, const char *dispute_id, int64_t amount,
-                     const char *reason, const char *event_id, const struct store_commit *c)
+                     const char *reason, const char *event_id,
+                     const struct store_commit *c)
 {
 	struct ev_job *j;
 
-	if (st == NULL || c == NULL || txn_id == NULL || processor == NULL || dispute_id == NULL ||
-	    event_id == NULL || dispute_id[0] == '\0' || txn_id[0] == '\0')
+	if (st == NULL || c == NULL || txn_id == NULL || processor == NULL ||
+	    dispute_id == NULL || event_id == NULL || dispute_id[0] == '\0' ||
+	    txn_id[0] == '\0')
 		return FGW_ERR_INVALID;
 	if ((j = calloc(1, sizeof(*j))) == NULL)
 		return FGW_ERR_NOMEM;
@@ -317,7 +321,8 @@ store_dispute_record(struct store *st, struct store_waker *w, const char *txn_id
 int
 store_dispute_count(struct store_reader *rd, const char *txn_id, int64_t *n)
 {
-	static const char sql[] = "SELECT COUNT(*) FROM transaction_disputes WHERE txn_id = ?1";
+	static const char sql[] =
+	    "SELECT COUNT(*) FROM transaction_disputes WHERE txn_id = ?1";
 	if (rd == NULL || txn_id == NULL)
 		return FGW_ERR_INVALID;
 	return sql_int64_of(store_reader_db(rd), sql, txn_id, n);

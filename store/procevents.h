@@ -34,8 +34,8 @@ struct store_refund_event {
  * the succeeded sum. Nothing to change: FGW_ERR_STATE (nothing commits,
  * the audit events neither). *out is written before done runs. */
 int store_refund_event(struct store *st, struct store_waker *w,
-                       const struct store_refund_event *ev, struct store_refund_event *out,
-                       const struct store_commit *c);
+                       const struct store_refund_event *ev,
+                       struct store_refund_event *out, const struct store_commit *c);
 
 /* Flags the transaction as disputed: one row per processor dispute id;
  * FGW_ERR_EXISTS (nothing commits) when that dispute is recorded. */

@@ -37,8 +37,8 @@ out:
 }
 
 int
-store_defer_row(sqlite3 *db, const char *sql, const char *k1, const char *k2, int attempts,
-                int64_t next_at, int give_up)
+store_defer_row(sqlite3 *db, const char *sql, const char *k1, const char *k2,
+                int attempts, int64_t next_at, int give_up)
 {
 	sqlite3_stmt *s = NULL;
 	int r;
@@ -82,8 +82,8 @@ store_unresolved_list(struct store_reader *rd, int64_t now, int64_t posting_befo
 }
 
 int
-store_awaiting_action_list(struct store_reader *rd, int64_t now, struct store_unresolved *out,
-                           int max, int *n)
+store_awaiting_action_list(struct store_reader *rd, int64_t now,
+                           struct store_unresolved *out, int max, int *n)
 {
 	/* ?2 (bound by store_due_rows) is not used: no grace period. */
 	static const char sql[] =

@@ -12,19 +12,18 @@
 
 struct store_unresolved {
 	char id[40];
-	char status[24];            /* posting, processing or requires_action */
-	int attempts;               /* reconcile attempts so far */
-	int64_t created_at;         /* ms */
-	int manual_review;          /* flagged already: asked only at the
+	char status[24];    /* posting, processing or requires_action */
+	int attempts;       /* reconcile attempts so far */
+	int64_t created_at; /* ms */
+	int manual_review;  /* flagged already: asked only at the
 	                               longest backoff */
 };
 
 /* Up to max rows in `processing`, or in `posting` and not updated since
  * posting_before (ms), whose next attempt is due (reconcile_next_at <=
  * now), flagged for manual review or not. *n is set to the count. */
-int store_unresolved_list(struct store_reader *r, int64_t now,
-                          int64_t posting_before, struct store_unresolved *out,
-                          int max, int *n);
+int store_unresolved_list(struct store_reader *r, int64_t now, int64_t posting_before,
+                          struct store_unresolved *out, int max, int *n);
 
 /* Up to max rows in `requires_action` (waiting for 3-D Secure) whose next
  * poll is due (reconcile_next_at <= now), oldest due first. */
@@ -34,9 +33,9 @@ int store_awaiting_action_list(struct store_reader *r, int64_t now,
 /* Records one more unresolved attempt: attempts, when to ask next, and
  * (give_up) the manual-review flag. Applied only while the row is still
  * posting/processing/requires_action. The audit events commit with it. */
-int store_reconcile_defer(struct store *st, struct store_waker *w,
-                          const char *id, int attempts, int64_t next_at,
-                          int give_up, const struct store_commit *c);
+int store_reconcile_defer(struct store *st, struct store_waker *w, const char *id,
+                          int attempts, int64_t next_at, int give_up,
+                          const struct store_commit *c);
 
 /* Whether a row is flagged for manual review (FGW_ERR_NOT_FOUND if none). */
 int store_manual_review_get(struct store_reader *r, const char *id, int *flag);

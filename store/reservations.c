@@ -36,6 +36,7 @@ step_done(sqlite3_stmt *s)
 }
 
 /* The columns of struct resv_row, once (store/sqlutil.h). */
+/* clang-format off */
 #define RESV_COLUMNS(F, N)                                                     \
 	F(SQL_TEXT, id) N(SQL_TEXT, client_id) N(SQL_TEXT, customer_id)            \
 	N(SQL_TEXT, experience_id) N(SQL_TEXT, time_slot_id) N(SQL_INT, guests)    \
@@ -47,6 +48,7 @@ step_done(sqlite3_stmt *s)
 	N(SQL_I64, hold_expires_at) N(SQL_TEXT, txn_id)                            \
 	N(SQL_TEXT, payment_intent_id) N(SQL_TEXT, reference)                      \
 	N(SQL_INT, save_method) N(SQL_I64, created_at) N(SQL_I64, updated_at)
+/* clang-format on */
 
 #define RESV_COLS SQL_COL_NAMES(RESV_COLUMNS)
 /* The same list for a join, each column named as r.COLUMN. */
@@ -77,8 +79,10 @@ load_row(sqlite3 *db, const char *customer, const char *id, struct resv_row *out
 {
 	sqlite3_stmt *s = NULL;
 	int r, rc;
-	if ((r = sql_prepare(db, "SELECT " RESV_COLS " FROM reservations WHERE id = ?1"
-	                  " AND (?2 IS NULL OR customer_id = ?2)", &s)) != 0)
+	if ((r = sql_prepare(db,
+	                     "SELECT " RESV_COLS " FROM reservations WHERE id = ?1"
+	                     " AND (?2 IS NULL OR customer_id = ?2)",
+	                     &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, id);
 	if (customer != NULL)
@@ -102,14 +106,17 @@ release_places(sqlite3 *db, const char *id)
 {
 	sqlite3_stmt *s = NULL;
 	int r;
-	if ((r = sql_prepare(db, "UPDATE time_slots SET taken = MAX(0, taken - (SELECT guests"
-	                  " FROM reservations WHERE id = ?1 AND released = 0))"
-	                  " WHERE id = (SELECT time_slot_id FROM reservations"
-	                  " WHERE id = ?1 AND released = 0)", &s)) != 0)
+	if ((r = sql_prepare(db,
+	                     "UPDATE time_slots SET taken = MAX(0, taken - (SELECT guests"
+	                     " FROM reservations WHERE id = ?1 AND released = 0))"
+	                     " WHERE id = (SELECT time_slot_id FROM reservations"
+	                     " WHERE id = ?1 AND released = 0)",
+	                     &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, id);
 	if ((r = step_done(s)) != 0 ||
-	    (r = sql_prepare(db, "UPDATE reservations SET released = 1 WHERE id = ?1", &s)) != 0)
+	    (r = sql_prepare(db, "UPDATE reservations SET released = 1 WHERE id = ?1", &s)) !=
+	        0)
 		return r;
 	sql_bind_text_or_null(s, 1, id);
 	return step_done(s);
@@ -121,8 +128,10 @@ add_event(sqlite3 *db, const char *id, const char *type, int64_t now)
 {
 	sqlite3_stmt *s = NULL;
 	int r;
-	if ((r = sql_prepare(db, "INSERT INTO reservation_events (reservation_id, event_type,"
-	                  " created_at) VALUES (?1, ?2, ?3)", &s)) != 0)
+	if ((r = sql_prepare(db,
+	                     "INSERT INTO reservation_events (reservation_id, event_type,"
+	                     " created_at) VALUES (?1, ?2, ?3)",
+	                     &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, id);
 	sql_bind_text_or_null(s, 2, type);
@@ -136,8 +145,9 @@ drop_secrets(sqlite3 *db, const char *id)
 {
 	sqlite3_stmt *s = NULL;
 	int r;
-	if ((r = sql_prepare(db, "DELETE FROM reservation_client_secrets WHERE reservation_id = ?1",
-	                  &s)) != 0)
+	if ((r = sql_prepare(
+	         db, "DELETE FROM reservation_client_secrets WHERE reservation_id = ?1",
+	         &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, id);
 	return step_done(s);
@@ -147,7 +157,7 @@ drop_secrets(sqlite3 *db, const char *id)
 
 /* One job context for every kind; fields used depend on the job. */
 struct job {
-	struct resv_row row;          /* input (hold) or output */
+	struct resv_row row; /* input (hold) or output */
 	struct resv_experience exp;
 	struct resv_slot slot;
 	char id[64];
@@ -163,7 +173,7 @@ struct job {
 	int capacity;
 	int save_method;
 	int64_t now;
-	struct resv_row *out;         /* caller's, written on the writer thread
+	struct resv_row *out; /* caller's, written on the writer thread
 	                                 before done runs */
 	enum resv_err *err;
 };
@@ -182,11 +192,13 @@ run_experience_put(sqlite3 *db, void *ctx)
 	struct job *j = ctx;
 	sqlite3_stmt *s = NULL;
 	int r;
-	if ((r = sql_prepare(db, "INSERT INTO experiences (id, name, price, currency, group_min,"
-	                  " group_pct, early_days, early_pct) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"
-	                  " ON CONFLICT(id) DO UPDATE SET name = ?2, price = ?3, currency = ?4,"
-	                  " group_min = ?5, group_pct = ?6, early_days = ?7, early_pct = ?8",
-	              &s)) != 0)
+	if ((r = sql_prepare(
+	         db,
+	         "INSERT INTO experiences (id, name, price, currency, group_min,"
+	         " group_pct, early_days, early_pct) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"
+	         " ON CONFLICT(id) DO UPDATE SET name = ?2, price = ?3, currency = ?4,"
+	         " group_min = ?5, group_pct = ?6, early_days = ?7, early_pct = ?8",
+	         &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, j->exp.id);
 	sqlite3_bind_text(s, 2, j->exp.name, -1, SQLITE_TRANSIENT);
@@ -206,16 +218,20 @@ run_slot_put(sqlite3 *db, void *ctx)
 	sqlite3_stmt *s = NULL;
 	int r;
 	/* capacity below what is taken would oversell: keep at least taken. */
-	if ((r = sql_prepare(db, "INSERT INTO time_slots (id, experience_id, starts_at, capacity,"
-	                  " taken, status) VALUES (?1, ?2, ?3, ?4, 0, ?5)"
-	                  " ON CONFLICT(id) DO UPDATE SET experience_id = ?2, starts_at = ?3,"
-	                  " capacity = MAX(?4, taken), status = ?5", &s)) != 0)
+	if ((r = sql_prepare(
+	         db,
+	         "INSERT INTO time_slots (id, experience_id, starts_at, capacity,"
+	         " taken, status) VALUES (?1, ?2, ?3, ?4, 0, ?5)"
+	         " ON CONFLICT(id) DO UPDATE SET experience_id = ?2, starts_at = ?3,"
+	         " capacity = MAX(?4, taken), status = ?5",
+	         &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, j->slot.id);
 	sql_bind_text_or_null(s, 2, j->slot.experience_id);
 	sqlite3_bind_int64(s, 3, j->slot.starts_at);
 	sqlite3_bind_int(s, 4, j->slot.capacity);
-	sqlite3_bind_text(s, 5, j->slot.status[0] ? j->slot.status : "open", -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(s, 5, j->slot.status[0] ? j->slot.status : "open", -1,
+	                  SQLITE_TRANSIENT);
 	return step_done(s);
 }
 
@@ -225,8 +241,9 @@ run_slot_capacity(sqlite3 *db, void *ctx)
 	struct job *j = ctx;
 	sqlite3_stmt *s = NULL;
 	int r;
-	if ((r = sql_prepare(db, "UPDATE time_slots SET capacity = ?2 WHERE id = ?1 AND taken <= ?2",
-	              &s)) != 0)
+	if ((r = sql_prepare(
+	         db, "UPDATE time_slots SET capacity = ?2 WHERE id = ?1 AND taken <= ?2",
+	         &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, j->id);
 	sqlite3_bind_int(s, 2, j->capacity);
@@ -244,8 +261,10 @@ run_hold(sqlite3 *db, void *ctx)
 	int r, rc, capacity, taken;
 	char status[12];
 
-	if ((r = sql_prepare(db, "SELECT capacity, taken, status FROM time_slots WHERE id = ?1"
-	                  " AND experience_id = ?2", &s)) != 0)
+	if ((r = sql_prepare(db,
+	                     "SELECT capacity, taken, status FROM time_slots WHERE id = ?1"
+	                     " AND experience_id = ?2",
+	                     &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, v->time_slot_id);
 	sql_bind_text_or_null(s, 2, v->experience_id);
@@ -263,19 +282,23 @@ run_hold(sqlite3 *db, void *ctx)
 	if (capacity - taken < v->guests)
 		return job_fail(j, RESV_NOT_ENOUGH_CAPACITY);
 
-	if ((r = sql_prepare(db, "UPDATE time_slots SET taken = taken + ?2 WHERE id = ?1", &s)) != 0)
+	if ((r = sql_prepare(db, "UPDATE time_slots SET taken = taken + ?2 WHERE id = ?1",
+	                     &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, v->time_slot_id);
 	sqlite3_bind_int(s, 2, v->guests);
 	if ((r = step_done(s)) != 0)
 		return r;
-	if ((r = sql_prepare(db, "INSERT INTO reservations (id, client_id, customer_id, experience_id,"
-	                  " time_slot_id, guests, guest_name, guest_email, guest_phone,"
-	                  " special_requests, status, payment_status, total_price,"
-	                  " original_price, group_discount, early_discount, currency,"
-	                  " hold_expires_at, released, save_method, created_at, updated_at)"
-	                  " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,'held','unpaid',?11,?12,"
-	                  "?13,?14,?15,?16,0,0,?17,?17)", &s)) != 0)
+	if ((r = sql_prepare(
+	         db,
+	         "INSERT INTO reservations (id, client_id, customer_id, experience_id,"
+	         " time_slot_id, guests, guest_name, guest_email, guest_phone,"
+	         " special_requests, status, payment_status, total_price,"
+	         " original_price, group_discount, early_discount, currency,"
+	         " hold_expires_at, released, save_method, created_at, updated_at)"
+	         " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,'held','unpaid',?11,?12,"
+	         "?13,?14,?15,?16,0,0,?17,?17)",
+	         &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, v->id);
 	sql_bind_text_or_null(s, 2, v->client_id);
@@ -317,9 +340,9 @@ hold_ran_out(const struct resv_row *r, int64_t now)
 static int
 payable(const struct resv_row *r)
 {
-	return strcmp(r->status, "held") == 0 ||
-	       (strcmp(r->status, "pending") == 0 && (strcmp(r->payment_status, "failed") == 0 ||
-	                                               strcmp(r->payment_status, "unpaid") == 0));
+	return strcmp(r->status, "held") == 0 || (strcmp(r->status, "pending") == 0 &&
+	                                          (strcmp(r->payment_status, "failed") == 0 ||
+	                                           strcmp(r->payment_status, "unpaid") == 0));
 }
 
 /* The job's reservation into j->out, if the customer's hold may still be
@@ -346,9 +369,11 @@ mark_pending(sqlite3 *db, struct job *j, const char *pay, const char *txn_id)
 	sqlite3_stmt *s = NULL;
 	int r;
 
-	if ((r = sql_prepare(db, "UPDATE reservations SET status = 'pending', payment_status ="
-	                  " ?2, txn_id = ?3, payment_intent_id = NULL, save_method = ?4,"
-	                  " updated_at = ?5 WHERE id = ?1", &s)) != 0)
+	if ((r = sql_prepare(db,
+	                     "UPDATE reservations SET status = 'pending', payment_status ="
+	                     " ?2, txn_id = ?3, payment_intent_id = NULL, save_method = ?4,"
+	                     " updated_at = ?5 WHERE id = ?1",
+	                     &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, j->id);
 	sql_bind_text_or_null(s, 2, pay);
@@ -381,10 +406,13 @@ set_state(sqlite3 *db, const char *id, const char *status, const char *pay,
 {
 	sqlite3_stmt *s = NULL;
 	int r;
-	if ((r = sql_prepare(db, "UPDATE reservations SET status = ?2, payment_status = COALESCE(?3, payment_status),"
-	                  " payment_intent_id = COALESCE(?4, payment_intent_id),"
-	                  " reference = COALESCE(reference, ?5), updated_at = ?6"
-	                  " WHERE id = ?1", &s)) != 0)
+	if ((r = sql_prepare(
+	         db,
+	         "UPDATE reservations SET status = ?2, payment_status = COALESCE(?3, payment_status),"
+	         " payment_intent_id = COALESCE(?4, payment_intent_id),"
+	         " reference = COALESCE(reference, ?5), updated_at = ?6"
+	         " WHERE id = ?1",
+	         &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, id);
 	sql_bind_text_or_null(s, 2, status);
@@ -459,10 +487,11 @@ run_confirm(sqlite3 *db, void *ctx)
 		return 0; /* already: same answer again */
 	if (strcmp(j->out->status, "pending") != 0)
 		return job_fail(j, strcmp(j->out->status, "expired") == 0 ? RESV_HOLD_EXPIRED
-		                                                           : RESV_INVALID_STATUS);
+		                                                          : RESV_INVALID_STATUS);
 	if (strcmp(j->out->payment_status, "paid") != 0)
 		return job_fail(j, RESV_NOT_PAID);
-	if ((r = set_state(db, j->id, "confirmed", "paid", NULL, j->reference, j->now)) != 0 ||
+	if ((r = set_state(db, j->id, "confirmed", "paid", NULL, j->reference, j->now)) !=
+	        0 ||
 	    (r = add_event(db, j->id, "reservation.confirmed", j->now)) != 0)
 		return r;
 	fgw_strlcpy(j->out->status, "confirmed", sizeof(j->out->status));
@@ -479,9 +508,11 @@ run_sweep(sqlite3 *db, void *ctx)
 	char id[40];
 
 	/* Few rows per tick; each is expired and its places given back. */
-	if ((r = sql_prepare(db, "SELECT id FROM reservations WHERE status IN ('held', 'pending')"
-	                  " AND payment_status IN ('unpaid', 'failed')"
-	                  " AND hold_expires_at <= ?1 LIMIT 500", &s)) != 0)
+	if ((r = sql_prepare(db,
+	                     "SELECT id FROM reservations WHERE status IN ('held', 'pending')"
+	                     " AND payment_status IN ('unpaid', 'failed')"
+	                     " AND hold_expires_at <= ?1 LIMIT 500",
+	                     &s)) != 0)
 		return r;
 	sqlite3_bind_int64(s, 1, j->now);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -512,11 +543,14 @@ run_await_card(sqlite3 *db, void *ctx)
 		return r;
 	/* No attempt is current until the browser confirms: late news of
 	 * an older one must not move this reservation. */
-	if ((r = mark_pending(db, j, "unpaid", "")) != 0 || (r = drop_secrets(db, j->id)) != 0)
+	if ((r = mark_pending(db, j, "unpaid", "")) != 0 ||
+	    (r = drop_secrets(db, j->id)) != 0)
 		return r;
-	if ((r = sql_prepare(db, "INSERT INTO reservation_client_secrets (payment_id,"
-	                  " reservation_id, customer_id, secret_mac, created_at)"
-	                  " VALUES (?1, ?2, ?3, ?4, ?5)", &s)) != 0)
+	if ((r = sql_prepare(db,
+	                     "INSERT INTO reservation_client_secrets (payment_id,"
+	                     " reservation_id, customer_id, secret_mac, created_at)"
+	                     " VALUES (?1, ?2, ?3, ?4, ?5)",
+	                     &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, j->payment_id);
 	sql_bind_text_or_null(s, 2, j->id);
@@ -559,7 +593,7 @@ run_events_published(sqlite3 *db, void *ctx)
 	sqlite3_stmt *s = NULL;
 	int r;
 	if ((r = sql_prepare(db, "UPDATE reservation_events SET published = 1 WHERE id = ?1",
-	                  &s)) != 0)
+	                     &s)) != 0)
 		return r;
 	for (size_t i = 0; i < j->n_events; i++) {
 		sqlite3_reset(s);
@@ -583,14 +617,15 @@ run_noop(sqlite3 *db, void *ctx)
 
 static int
 submit(struct store *st, struct store_waker *w, store_job_fn run, struct job *j,
-       const struct store_idem *idem, const struct store_audit *audit,
-       store_done_fn done, void *arg)
+       const struct store_idem *idem, const struct store_audit *audit, store_done_fn done,
+       void *arg)
 {
-	return store_submit_custom(st, w, run, j, free, &(struct store_commit){ .idem = idem,
-	                                                                        .audit = audit,
-	                                                                        .n_audit = audit ? 1 : 0,
-	                                                                        .done = done,
-	                                                                        .arg = arg });
+	return store_submit_custom(st, w, run, j, free,
+	                           &(struct store_commit){ .idem = idem,
+	                                                   .audit = audit,
+	                                                   .n_audit = audit ? 1 : 0,
+	                                                   .done = done,
+	                                                   .arg = arg });
 }
 
 static struct job *
@@ -669,9 +704,9 @@ resv_hold(struct store *st, struct store_waker *w, const struct resv_row *row,
 
 int
 resv_convert_begin(struct store *st, struct store_waker *w, const char *id,
-                   const char *customer, const char *txn_id, int save_method,
-                   int64_t now, struct resv_row *out, enum resv_err *err,
-                   store_done_fn done, void *arg)
+                   const char *customer, const char *txn_id, int save_method, int64_t now,
+                   struct resv_row *out, enum resv_err *err, store_done_fn done,
+                   void *arg)
 {
 	struct job *j = job_on(id, customer, now, out, err);
 	if (j == NULL)
@@ -698,9 +733,9 @@ resv_payment_moved(struct store *st, struct store_waker *w, const char *reservat
 }
 
 int
-resv_confirm(struct store *st, struct store_waker *w, const char *id, const char *customer,
-             const char *intent_id, const char *reference, struct resv_row *out,
-             enum resv_err *err, store_done_fn done, void *arg)
+resv_confirm(struct store *st, struct store_waker *w, const char *id,
+             const char *customer, const char *intent_id, const char *reference,
+             struct resv_row *out, enum resv_err *err, store_done_fn done, void *arg)
 {
 	struct job *j = job_on(id, customer, fgw_now_ms(), out, err);
 	if (j == NULL)
@@ -711,10 +746,10 @@ resv_confirm(struct store *st, struct store_waker *w, const char *id, const char
 }
 
 int
-resv_await_card(struct store *st, struct store_waker *w, const char *id, const char *customer,
-                const char *payment_id, const char *secret_mac, int save_method, int64_t now,
-                const struct store_idem *idem, struct resv_row *out, enum resv_err *err,
-                store_done_fn done, void *arg)
+resv_await_card(struct store *st, struct store_waker *w, const char *id,
+                const char *customer, const char *payment_id, const char *secret_mac,
+                int save_method, int64_t now, const struct store_idem *idem,
+                struct resv_row *out, enum resv_err *err, store_done_fn done, void *arg)
 {
 	struct job *j = job_on(id, customer, now, out, err);
 	if (j == NULL)
@@ -737,8 +772,8 @@ resv_cancel(struct store *st, struct store_waker *w, const char *id, const char 
 }
 
 int
-resv_events_published(struct store *st, struct store_waker *w, const int64_t *ids, size_t n,
-                      store_done_fn done, void *arg)
+resv_events_published(struct store *st, struct store_waker *w, const int64_t *ids,
+                      size_t n, store_done_fn done, void *arg)
 {
 	struct job *j;
 	if (n == 0 || n > RESV_EVENTS_MAX)
@@ -915,11 +950,13 @@ resv_load_catalogue(struct store *st, const char *json, size_t len, char *err,
 		struct resv_slot sl;
 		memset(&sl, 0, sizeof(sl));
 		if (json_str(it, "id", sl.id, sizeof(sl.id), 1) != 0 ||
-		    json_str(it, "experienceId", sl.experience_id, sizeof(sl.experience_id), 1) != 0 ||
+		    json_str(it, "experienceId", sl.experience_id, sizeof(sl.experience_id), 1) !=
+		        0 ||
 		    json_str(it, "status", sl.status, sizeof(sl.status), 0) != 0 ||
 		    json_int(it, "startsAt", 0, 32503680000000LL, 0, &v[0]) != 0 ||
 		    json_int(it, "capacity", 0, 1000000, 0, &v[1]) != 0 ||
-		    (sl.status[0] && strcmp(sl.status, "open") != 0 && strcmp(sl.status, "closed") != 0)) {
+		    (sl.status[0] && strcmp(sl.status, "open") != 0 &&
+		     strcmp(sl.status, "closed") != 0)) {
 			snprintf(err, errlen, "timeSlots[%d]: bad or missing field", i);
 			goto out;
 		}
@@ -947,11 +984,13 @@ resv_slot_get(struct store_reader *rd, const char *slot_id, struct resv_slot *sl
 {
 	sqlite3_stmt *s = NULL;
 	int r, rc;
-	if ((r = sql_prepare(store_reader_db(rd),
-	              "SELECT s.id, s.experience_id, s.starts_at, s.capacity, s.taken, s.status,"
-	              " e.name, e.price, e.currency, e.group_min, e.group_pct, e.early_days,"
-	              " e.early_pct FROM time_slots s JOIN experiences e ON e.id = s.experience_id"
-	              " WHERE s.id = ?1", &s)) != 0)
+	if ((r = sql_prepare(
+	         store_reader_db(rd),
+	         "SELECT s.id, s.experience_id, s.starts_at, s.capacity, s.taken, s.status,"
+	         " e.name, e.price, e.currency, e.group_min, e.group_pct, e.early_days,"
+	         " e.early_pct FROM time_slots s JOIN experiences e ON e.id = s.experience_id"
+	         " WHERE s.id = ?1",
+	         &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, slot_id);
 	rc = sqlite3_step(s);
@@ -980,7 +1019,8 @@ resv_slot_get(struct store_reader *rd, const char *slot_id, struct resv_slot *sl
 }
 
 int
-resv_get(struct store_reader *rd, const char *customer, const char *id, struct resv_row *out)
+resv_get(struct store_reader *rd, const char *customer, const char *id,
+         struct resv_row *out)
 {
 	return load_row(store_reader_db(rd), customer, id, out);
 }
@@ -990,8 +1030,10 @@ resv_secret_get(struct store_reader *rd, const char *payment_id, struct resv_sec
 {
 	sqlite3_stmt *s = NULL;
 	int r, rc;
-	if ((r = sql_prepare(store_reader_db(rd), "SELECT reservation_id, customer_id, secret_mac"
-	                     " FROM reservation_client_secrets WHERE payment_id = ?1", &s)) != 0)
+	if ((r = sql_prepare(store_reader_db(rd),
+	                     "SELECT reservation_id, customer_id, secret_mac"
+	                     " FROM reservation_client_secrets WHERE payment_id = ?1",
+	                     &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, payment_id);
 	rc = sqlite3_step(s);
@@ -1014,10 +1056,12 @@ resv_events_pending(struct store_reader *rd, struct resv_event *ev, size_t cap, 
 	sqlite3_stmt *s = NULL;
 	int r, rc = SQLITE_DONE;
 	*n = 0;
-	if ((r = sql_prepare(store_reader_db(rd), "SELECT e.id, e.event_type, e.created_at, "
-	                     RESV_COLS_R " FROM reservation_events e JOIN reservations r"
+	if ((r = sql_prepare(store_reader_db(rd),
+	                     "SELECT e.id, e.event_type, e.created_at, " RESV_COLS_R
+	                     " FROM reservation_events e JOIN reservations r"
 	                     " ON r.id = e.reservation_id WHERE e.published = 0"
-	                     " ORDER BY e.id LIMIT ?1", &s)) != 0)
+	                     " ORDER BY e.id LIMIT ?1",
+	                     &s)) != 0)
 		return r;
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)cap);
 	while (*n < cap && (rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -1068,8 +1112,10 @@ resv_list(struct store_reader *rd, const char *customer, const char *status, int
 
 	*rows = NULL;
 	*n = 0;
-	if ((r = sql_prepare(db, "SELECT COUNT(*) FROM reservations WHERE customer_id = ?1"
-	                  " AND (?2 IS NULL OR status = ?2)", &s)) != 0)
+	if ((r = sql_prepare(db,
+	                     "SELECT COUNT(*) FROM reservations WHERE customer_id = ?1"
+	                     " AND (?2 IS NULL OR status = ?2)",
+	                     &s)) != 0)
 		return r;
 	sql_bind_text_or_null(s, 1, customer);
 	sql_bind_text_or_null(s, 2, status);
@@ -1081,9 +1127,11 @@ resv_list(struct store_reader *rd, const char *customer, const char *status, int
 	sql_release(s);
 	if ((out = calloc((size_t)(limit > 0 ? limit : 1), sizeof(*out))) == NULL)
 		return FGW_ERR_NOMEM;
-	if ((r = sql_prepare(db, "SELECT " RESV_COLS " FROM reservations WHERE customer_id = ?1"
-	                  " AND (?2 IS NULL OR status = ?2) ORDER BY created_at DESC, id"
-	                  " LIMIT ?3 OFFSET ?4", &s)) != 0)
+	if ((r = sql_prepare(db,
+	                     "SELECT " RESV_COLS " FROM reservations WHERE customer_id = ?1"
+	                     " AND (?2 IS NULL OR status = ?2) ORDER BY created_at DESC, id"
+	                     " LIMIT ?3 OFFSET ?4",
+	                     &s)) != 0)
 		goto out;
 	sql_bind_text_or_null(s, 1, customer);
 	sql_bind_text_or_null(s, 2, status);
@@ -1112,8 +1160,8 @@ resv_slots_each(struct store_reader *rd,
 	struct resv_experience e;
 	char id[64];
 	int r, rc;
-	if ((r = sql_prepare(store_reader_db(rd), "SELECT id FROM time_slots ORDER BY starts_at, id",
-	              &s)) != 0)
+	if ((r = sql_prepare(store_reader_db(rd),
+	                     "SELECT id FROM time_slots ORDER BY starts_at, id", &s)) != 0)
 		return r;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		sql_col_text(s, 0, id, sizeof(id));

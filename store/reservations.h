@@ -40,21 +40,21 @@ enum resv_err {
 struct resv_experience {
 	char id[64];
 	char name[128];
-	int64_t price;            /* per guest, minor units */
+	int64_t price; /* per guest, minor units */
 	char currency[4];
-	int group_min;            /* group discount from this many guests, 0: none */
+	int group_min; /* group discount from this many guests, 0: none */
 	int group_pct;
-	int early_days;           /* early-bird: slot at least this many days ahead */
+	int early_days; /* early-bird: slot at least this many days ahead */
 	int early_pct;
 };
 
 struct resv_slot {
 	char id[64];
 	char experience_id[64];
-	int64_t starts_at;        /* ms since epoch */
+	int64_t starts_at; /* ms since epoch */
 	int capacity;
 	int taken;
-	char status[12];          /* open | closed */
+	char status[12]; /* open | closed */
 };
 
 struct resv_row {
@@ -86,25 +86,23 @@ struct resv_row {
 
 /* ---- catalogue (flairctl, slots_file) --------------------------------- */
 int resv_experience_put(struct store *st, struct store_waker *w,
-                        const struct resv_experience *e, store_done_fn done,
-                        void *arg);
+                        const struct resv_experience *e, store_done_fn done, void *arg);
 /* Inserts or updates a slot; an update never sets capacity below taken. */
-int resv_slot_put(struct store *st, struct store_waker *w,
-                  const struct resv_slot *s, store_done_fn done, void *arg);
+int resv_slot_put(struct store *st, struct store_waker *w, const struct resv_slot *s,
+                  store_done_fn done, void *arg);
 /* Sets capacity (>= taken, else the job fails with FGW_ERR_STATE). */
-int resv_slot_set_capacity(struct store *st, struct store_waker *w,
-                           const char *slot_id, int capacity,
-                           store_done_fn done, void *arg);
+int resv_slot_set_capacity(struct store *st, struct store_waker *w, const char *slot_id,
+                           int capacity, store_done_fn done, void *arg);
 /* Loads {"experiences":[...],"timeSlots":[...]} (docs/reservations.md)
  * and waits for the commit: for start-up and tools only (blocks). With a
  * NULL st it only checks the document (flairgw --check). */
-int resv_load_catalogue(struct store *st, const char *json, size_t len,
-                        char *err, size_t errlen);
+int resv_load_catalogue(struct store *st, const char *json, size_t len, char *err,
+                        size_t errlen);
 /* Waits for a job submitted with a NULL waker (tools, start-up). */
 struct resv_wait;
 int resv_wait_new(struct resv_wait **out);
-void resv_wait_done(void *arg, int rc);   /* pass as done, arg = the wait */
-int resv_wait_end(struct resv_wait *w);   /* returns the job's rc, frees */
+void resv_wait_done(void *arg, int rc); /* pass as done, arg = the wait */
+int resv_wait_end(struct resv_wait *w); /* returns the job's rc, frees */
 
 /* ---- the flow --------------------------------------------------------- */
 
@@ -134,16 +132,15 @@ int resv_payment_moved(struct store *st, struct store_waker *w,
 /* Confirm: pending + paid -> confirmed with reference (kept if already
  * confirmed); out gets the row. */
 int resv_confirm(struct store *st, struct store_waker *w, const char *id,
-                 const char *customer, const char *intent_id,
-                 const char *reference, struct resv_row *out,
-                 enum resv_err *err, store_done_fn done, void *arg);
+                 const char *customer, const char *intent_id, const char *reference,
+                 struct resv_row *out, enum resv_err *err, store_done_fn done, void *arg);
 /* Expires holds whose time ran out (capacity returns) and prunes expired
  * idempotent answers. */
-int resv_sweep(struct store *st, struct store_waker *w, int64_t now,
-               store_done_fn done, void *arg);
+int resv_sweep(struct store *st, struct store_waker *w, int64_t now, store_done_fn done,
+               void *arg);
 /* Stores an idempotent answer alone. */
-int resv_idem_put(struct store *st, struct store_waker *w,
-                  const struct store_idem *idem, store_done_fn done, void *arg);
+int resv_idem_put(struct store *st, struct store_waker *w, const struct store_idem *idem,
+                  store_done_fn done, void *arg);
 
 /* ---- the customer's browser ------------------------------------------- */
 
@@ -153,18 +150,17 @@ int resv_idem_put(struct store *st, struct store_waker *w,
  * secret_mac (older secrets of the reservation are dropped). The same
  * refusals as resv_convert_begin; idem stored in the same commit. */
 int resv_await_card(struct store *st, struct store_waker *w, const char *id,
-                    const char *customer, const char *payment_id,
-                    const char *secret_mac, int save_method, int64_t now,
-                    const struct store_idem *idem, struct resv_row *out,
-                    enum resv_err *err, store_done_fn done, void *arg);
+                    const char *customer, const char *payment_id, const char *secret_mac,
+                    int save_method, int64_t now, const struct store_idem *idem,
+                    struct resv_row *out, enum resv_err *err, store_done_fn done,
+                    void *arg);
 /* The customer cancels a hold: held, or pending with no payment being
  * decided (unpaid, failed), becomes cancelled and its places come back
  * (once). INVALID_STATUS when converted, confirmed, refunded, cancelled
  * or while a payment is in flight; HOLD_EXPIRED when its time ran out. */
 int resv_cancel(struct store *st, struct store_waker *w, const char *id,
                 const char *customer, int64_t now, const struct store_idem *idem,
-                struct resv_row *out, enum resv_err *err, store_done_fn done,
-                void *arg);
+                struct resv_row *out, enum resv_err *err, store_done_fn done, void *arg);
 
 struct resv_secret {
 	char reservation_id[40];
@@ -183,17 +179,16 @@ struct resv_event {
 	int64_t id;
 	char type[32];
 	int64_t created_at;
-	struct resv_row row;      /* the reservation as it is now */
+	struct resv_row row; /* the reservation as it is now */
 };
-int resv_events_pending(struct store_reader *rd, struct resv_event *ev,
-                        size_t cap, size_t *n);
-int resv_events_published(struct store *st, struct store_waker *w,
-                          const int64_t *ids, size_t n, store_done_fn done,
-                          void *arg);
+int resv_events_pending(struct store_reader *rd, struct resv_event *ev, size_t cap,
+                        size_t *n);
+int resv_events_published(struct store *st, struct store_waker *w, const int64_t *ids,
+                          size_t n, store_done_fn done, void *arg);
 
 /* ---- reads ------------------------------------------------------------ */
-int resv_slot_get(struct store_reader *rd, const char *slot_id,
-                  struct resv_slot *slot, struct resv_experience *exp);
+int resv_slot_get(struct store_reader *rd, const char *slot_id, struct resv_slot *slot,
+                  struct resv_experience *exp);
 /* Reservation by id for customer (NULL: any). FGW_ERR_NOT_FOUND. */
 int resv_get(struct store_reader *rd, const char *customer, const char *id,
              struct resv_row *out);
@@ -206,8 +201,7 @@ int resv_links_txn(struct store_reader *rd, const char *id, const char *txn_id);
 /* Page of a customer's reservations, newest first; status NULL = all.
  * *rows malloc'ed (n of them), *total the count over all pages. */
 int resv_list(struct store_reader *rd, const char *customer, const char *status,
-              int limit, int offset, struct resv_row **rows, int *n,
-              int64_t *total);
+              int limit, int offset, struct resv_row **rows, int *n, int64_t *total);
 /* Calls fn for every slot (flairctl slots list). */
 int resv_slots_each(struct store_reader *rd,
                     void (*fn)(void *arg, const struct resv_slot *s,

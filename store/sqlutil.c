@@ -26,8 +26,9 @@ int
 sql_col_text(sqlite3_stmt *s, int i, char *dst, size_t cap)
 {
 	const unsigned char *t = sqlite3_column_text(s, i);
-	return fgw_strlcpy(dst, t != NULL ? (const char *)t : "", cap) == 0 ? FGW_OK
-	                                                                   : FGW_ERR_TOO_LARGE;
+	return fgw_strlcpy(dst, t != NULL ? (const char *)t : "", cap) == 0
+	           ? FGW_OK
+	           : FGW_ERR_TOO_LARGE;
 }
 
 int
@@ -95,8 +96,9 @@ sql_int64_of(sqlite3 *db, const char *sql, const char *a, int64_t *v)
 int
 sql_bind_text_or_null(sqlite3_stmt *s, int i, const char *v)
 {
-	int rc = (v == NULL || v[0] == '\0') ? sqlite3_bind_null(s, i)
-	                                     : sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
+	int rc = (v == NULL || v[0] == '\0')
+	             ? sqlite3_bind_null(s, i)
+	             : sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
 	return rc == SQLITE_OK ? FGW_OK : FGW_ERR_DB;
 }
 

@@ -42,7 +42,7 @@ struct sql_col {
 #define SQL_COL_NAMEN_(kind, f) ", " #f
 /* "id, amount, ..." as a string literal. */
 #define SQL_COL_NAMES(LIST) LIST(SQL_COL_NAME1_, SQL_COL_NAMEN_)
-#define SQL_COL_ENTRY_(kind, f)                                               \
+#define SQL_COL_ENTRY_(kind, f) \
 	{ #f, kind, offsetof(SQL_COL_ROW, f), sizeof(((SQL_COL_ROW *)0)->f) },
 /* The entries of a struct sql_col array for LIST; define SQL_COL_ROW as
  * the row type around it. */

@@ -10,10 +10,10 @@
 struct store_reader;
 
 struct store_backlogs {
-	int64_t unresolved_txns;   /* posting/processing, the reconciler's */
-	int64_t manual_review;     /* transactions the reconciler gave up on */
-	int64_t pending_ops;       /* refunds, captures, cancels not yet answered */
-	int64_t webhooks_pending;  /* outbound deliveries not yet delivered */
+	int64_t unresolved_txns;  /* posting/processing, the reconciler's */
+	int64_t manual_review;    /* transactions the reconciler gave up on */
+	int64_t pending_ops;      /* refunds, captures, cancels not yet answered */
+	int64_t webhooks_pending; /* outbound deliveries not yet delivered */
 };
 
 /* Counts from r's read-only connection; each count uses an index, so the

@@ -71,9 +71,11 @@ struct txn_col {
 	size_t cap;
 };
 
-#define TXN_COL(kind, f)                                                     \
-	{ #f, kind, offsetof(struct store_txn_row, f),                           \
-	  sizeof(((struct store_txn_row *)0)->f) }
+#define TXN_COL(kind, f)                             \
+	{                                                \
+#f, kind, offsetof(struct store_txn_row, f), \
+		    sizeof(((struct store_txn_row *)0)->f)   \
+	}
 
 static const struct txn_col txn_cols[] = {
 	TXN_COL(COL_TEXT_REQ, id),
@@ -139,12 +141,12 @@ txn_sql(int select, char *buf, size_t cap)
 	                 select ? "SELECT " : "INSERT INTO transactions (")) != 0)
 		return r;
 	for (size_t i = 0; i < ARRAY_LEN(txn_cols); i++) {
-		if ((r = sql_add(buf, cap, &pos, "%s%s", i ? ", " : "",
-		                 txn_cols[i].name)) != 0)
+		if ((r = sql_add(buf, cap, &pos, "%s%s", i ? ", " : "", txn_cols[i].name)) != 0)
 			return r;
 	}
 	if (select)
-		return sql_add(buf, cap, &pos, " FROM transactions WHERE id = ?1 "
+		return sql_add(buf, cap, &pos,
+		               " FROM transactions WHERE id = ?1 "
 		               "AND (?2 IS NULL OR client_id = ?2)");
 	if ((r = sql_add(buf, cap, &pos, ") VALUES (")) != 0)
 		return r;
@@ -338,9 +340,9 @@ enum wstmt {
 	W_COUNT
 };
 
-#define IDEM_INSERT_SQL                                                      \
-	"INSERT INTO idempotency (client_id, key, request_hash, status_code, "   \
-	"body, txn_id, created_at, expires_at) "                                 \
+#define IDEM_INSERT_SQL                                                    \
+	"INSERT INTO idempotency (client_id, key, request_hash, status_code, " \
+	"body, txn_id, created_at, expires_at) "                               \
 	"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
 
 /* W_TXN_INSERT is built from txn_cols at open. */
@@ -353,26 +355,24 @@ static const char *const writer_sql[W_COUNT] = {
 	[W_ROLLBACK_TO] = "ROLLBACK TO job",
 	[W_TXN_STATUS] = "SELECT status FROM transactions WHERE id = ?1",
 	/* status = ?8 re-checks the state read in this same transaction. */
-	[W_TXN_UPDATE] =
-	    "UPDATE transactions SET status = ?2, error_code = ?3, "
-	    "error_message = ?4, processor_ref = COALESCE(?5, processor_ref), "
-	    "next_action_json = ?6, updated_at = ?7 "
-	    "WHERE id = ?1 AND status = ?8",
+	[W_TXN_UPDATE] = "UPDATE transactions SET status = ?2, error_code = ?3, "
+	                 "error_message = ?4, processor_ref = COALESCE(?5, processor_ref), "
+	                 "next_action_json = ?6, updated_at = ?7 "
+	                 "WHERE id = ?1 AND status = ?8",
 	[W_VAULT_INSERT] =
 	    "INSERT INTO vault_entries (token, key_id, blob, fingerprint, brand, "
 	    "bin, last4, exp_month, exp_year, customer_id, saved, created_at, "
 	    "expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
 	    "?12, ?13)",
 	[W_VAULT_PURGE] = "DELETE FROM vault_entries WHERE token = ?1 AND saved = 0",
-	[W_IDEM_DROP_EXPIRED] =
-	    "DELETE FROM idempotency WHERE client_id = ?1 AND key = ?2 "
-	    "AND expires_at < ?3",
+	[W_IDEM_DROP_EXPIRED] = "DELETE FROM idempotency WHERE client_id = ?1 AND key = ?2 "
+	                        "AND expires_at < ?3",
 	[W_IDEM_INSERT] = IDEM_INSERT_SQL,
-	[W_IDEM_UPSERT] =
-	    IDEM_INSERT_SQL " ON CONFLICT (client_id, key) DO UPDATE SET "
-	    "request_hash = excluded.request_hash, "
-	    "status_code = excluded.status_code, body = excluded.body, "
-	    "txn_id = excluded.txn_id, expires_at = excluded.expires_at",
+	[W_IDEM_UPSERT] = IDEM_INSERT_SQL
+	" ON CONFLICT (client_id, key) DO UPDATE SET "
+	"request_hash = excluded.request_hash, "
+	"status_code = excluded.status_code, body = excluded.body, "
+	"txn_id = excluded.txn_id, expires_at = excluded.expires_at",
 };
 
 /* ---- jobs -------------------------------------------------------------- */
@@ -397,14 +397,14 @@ struct job {
 	void *arg;
 	int rc;
 
-	struct store_txn_row row;      /* create; JSON pointers owned */
+	struct store_txn_row row; /* create; JSON pointers owned */
 	int has_vault;
-	struct store_vault_entry vault;/* create; blob points at vault_blob */
+	struct store_vault_entry vault; /* create; blob points at vault_blob */
 	char *vault_blob;
-	struct store_txn_update upd;   /* finish; next_action_json -> upd_next */
+	struct store_txn_update upd; /* finish; next_action_json -> upd_next */
 	char *upd_next;
 	int has_idem;
-	struct store_idem idem;        /* body owned */
+	struct store_idem idem; /* body owned */
 	int has_purge;
 	char purge_token[40];
 	struct job_event *events;
@@ -413,8 +413,8 @@ struct job {
 	store_answer_fn custom_answer; /* or NULL */
 	void *custom_ctx;
 	void (*custom_free)(void *ctx);
-	int64_t queued_ms;             /* fgw_mono_ms() at enqueue */
-	size_t group_len;              /* first job of a group: its size */
+	int64_t queued_ms; /* fgw_mono_ms() at enqueue */
+	size_t group_len;  /* first job of a group: its size */
 };
 
 static void
@@ -443,8 +443,8 @@ job_free(struct job *j)
 }
 
 static int
-job_new(enum job_kind kind, struct store_waker *w, store_done_fn done,
-        void *arg, struct job **out)
+job_new(enum job_kind kind, struct store_waker *w, store_done_fn done, void *arg,
+        struct job **out)
 {
 	struct job *j = calloc(1, sizeof(*j));
 	if (j == NULL)
@@ -594,8 +594,7 @@ waker_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 int
-store_waker_new(struct store *st, struct event_base *base,
-                struct store_waker **out)
+store_waker_new(struct store *st, struct event_base *base, struct store_waker **out)
 {
 	struct store_waker *w = NULL;
 	int r, mu_ok = 0;
@@ -709,8 +708,7 @@ run_idem(struct store *st, struct store_idem *idem, int upsert, int64_t now)
 	if (!upsert) {
 		/* An expired answer no longer reserves its key. */
 		s = st->stmt[W_IDEM_DROP_EXPIRED];
-		if (BIND_BUF(s, 1, idem->client_id, 0) ||
-		    BIND_BUF(s, 2, idem->key, 0) ||
+		if (BIND_BUF(s, 1, idem->client_id, 0) || BIND_BUF(s, 2, idem->key, 0) ||
 		    sqlite3_bind_int64(s, 3, now)) {
 			sqlite3_clear_bindings(s);
 			return FGW_ERR_DB;
@@ -722,9 +720,8 @@ run_idem(struct store *st, struct store_idem *idem, int upsert, int64_t now)
 	/* SQLITE_OK is 0: any failing bind stops the chain. */
 	if (BIND_BUF(s, 1, idem->client_id, 0) || BIND_BUF(s, 2, idem->key, 0) ||
 	    BIND_BUF(s, 3, idem->request_hash, 0) ||
-	    sqlite3_bind_int(s, 4, idem->status_code) ||
-	    bind_str(s, 5, idem->body) || BIND_BUF(s, 6, idem->txn_id, 1) ||
-	    sqlite3_bind_int64(s, 7, idem->created_at) ||
+	    sqlite3_bind_int(s, 4, idem->status_code) || bind_str(s, 5, idem->body) ||
+	    BIND_BUF(s, 6, idem->txn_id, 1) || sqlite3_bind_int64(s, 7, idem->created_at) ||
 	    sqlite3_bind_int64(s, 8, idem->expires_at)) {
 		sqlite3_clear_bindings(s);
 		return FGW_ERR_DB;
@@ -744,10 +741,8 @@ run_vault(struct store *st, const struct store_vault_entry *v, int64_t now)
 	    bind_str(s, 3, v->blob) || BIND_BUF(s, 4, v->fingerprint, 1) ||
 	    BIND_BUF(s, 5, v->brand, 1) || BIND_BUF(s, 6, v->bin, 1) ||
 	    BIND_BUF(s, 7, v->last4, 1) || sqlite3_bind_int(s, 8, v->exp_month) ||
-	    sqlite3_bind_int(s, 9, v->exp_year) ||
-	    BIND_BUF(s, 10, v->customer_id, 1) ||
-	    sqlite3_bind_int(s, 11, v->saved ? 1 : 0) ||
-	    sqlite3_bind_int64(s, 12, now) ||
+	    sqlite3_bind_int(s, 9, v->exp_year) || BIND_BUF(s, 10, v->customer_id, 1) ||
+	    sqlite3_bind_int(s, 11, v->saved ? 1 : 0) || sqlite3_bind_int64(s, 12, now) ||
 	    sqlite3_bind_int64(s, 13, v->expires_at)) {
 		sqlite3_clear_bindings(s);
 		return FGW_ERR_DB;
@@ -793,8 +788,9 @@ run_finish(struct store *st, struct job *j, int64_t now)
 		return FGW_ERR_DB;
 	}
 	rc = sqlite3_step(s);
-	r = rc == SQLITE_ROW ? COL_COPY(s, 0, cur)
-	                     : rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+	r = rc == SQLITE_ROW    ? COL_COPY(s, 0, cur)
+	    : rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND
+	                        : FGW_ERR_DB;
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s);
 	if (r == FGW_ERR_TOO_LARGE)
@@ -806,10 +802,8 @@ run_finish(struct store *st, struct job *j, int64_t now)
 
 	s = st->stmt[W_TXN_UPDATE];
 	if (BIND_BUF(s, 1, u->id, 0) || BIND_BUF(s, 2, u->status, 0) ||
-	    BIND_BUF(s, 3, u->error_code, 1) ||
-	    BIND_BUF(s, 4, u->error_message, 1) ||
-	    BIND_BUF(s, 5, u->processor_ref, 1) ||
-	    bind_str(s, 6, u->next_action_json) ||
+	    BIND_BUF(s, 3, u->error_code, 1) || BIND_BUF(s, 4, u->error_message, 1) ||
+	    BIND_BUF(s, 5, u->processor_ref, 1) || bind_str(s, 6, u->next_action_json) ||
 	    sqlite3_bind_int64(s, 7, now) || BIND_BUF(s, 8, cur, 0)) {
 		sqlite3_clear_bindings(s);
 		return FGW_ERR_DB;
@@ -837,9 +831,12 @@ static const char *
 job_id(const struct job *j)
 {
 	switch (j->kind) {
-	case JOB_CREATE: return j->row.id;
-	case JOB_FINISH: return j->upd.id;
-	default: return NULL;
+	case JOB_CREATE:
+		return j->row.id;
+	case JOB_FINISH:
+		return j->upd.id;
+	default:
+		return NULL;
 	}
 }
 
@@ -848,9 +845,12 @@ run_job(struct store *st, struct job *j)
 {
 	int64_t now = fgw_now_ms();
 	switch (j->kind) {
-	case JOB_CREATE: return run_create(st, j, now);
-	case JOB_FINISH: return run_finish(st, j, now);
-	case JOB_AUDIT: return run_events(st, j, now);
+	case JOB_CREATE:
+		return run_create(st, j, now);
+	case JOB_FINISH:
+		return run_finish(st, j, now);
+	case JOB_AUDIT:
+		return run_events(st, j, now);
 	case JOB_CUSTOM: {
 		int r = j->custom_run(st->db, j->custom_ctx);
 		char *body = NULL, *outcome = NULL;
@@ -875,7 +875,8 @@ run_job(struct store *st, struct job *j)
 			r = run_events(st, j, now);
 		return r;
 	}
-	default: return FGW_ERR_INTERNAL;
+	default:
+		return FGW_ERR_INTERNAL;
 	}
 }
 
@@ -951,11 +952,10 @@ run_batch(struct store *st, struct job **jobs, size_t n)
 		st->audit.head = job_head;
 		if (j->rc == FGW_ERR_EXISTS || j->rc == FGW_ERR_STATE ||
 		    j->rc == FGW_ERR_NOT_FOUND || j->rc == FGW_ERR_CONFLICT)
-			log_txn_debug(job_id(j), "job refused: %s",
-			              fgw_strerror(j->rc));
+			log_txn_debug(job_id(j), "job refused: %s", fgw_strerror(j->rc));
 		else
-			log_txn_warn(job_id(j), "job rolled back: %s (%s)",
-			             fgw_strerror(j->rc), sqlite3_errmsg(st->db));
+			log_txn_warn(job_id(j), "job rolled back: %s (%s)", fgw_strerror(j->rc),
+			             sqlite3_errmsg(st->db));
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (wexec(st, W_COMMIT) != 0)
@@ -1106,8 +1106,7 @@ db_pragma(sqlite3 *db, const char *sql, const char *want)
 		goto out;
 	}
 	if (want != NULL) {
-		const unsigned char *t = rc == SQLITE_ROW ? sqlite3_column_text(s, 0)
-		                                          : NULL;
+		const unsigned char *t = rc == SQLITE_ROW ? sqlite3_column_text(s, 0) : NULL;
 		if (t == NULL || strcmp((const char *)t, want) != 0) {
 			r = FGW_ERR_DB;
 			goto out;
@@ -1144,8 +1143,7 @@ open_writer_db(struct store *st, int sync_full, long long max_pages)
 	if ((r = create_private(st->path)) != 0)
 		return r;
 	if (sqlite3_open_v2(st->path, &st->db,
-	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-	                        SQLITE_OPEN_NOMUTEX,
+	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 	                    NULL) != SQLITE_OK) {
 		log_error("opening the database failed: %s",
 		          st->db ? sqlite3_errmsg(st->db) : "out of memory");
@@ -1180,8 +1178,8 @@ open_writer_db(struct store *st, int sync_full, long long max_pages)
 		return r;
 	for (int i = 0; i < W_COUNT; i++) {
 		const char *sql = i == W_TXN_INSERT ? insert_sql : writer_sql[i];
-		if (sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
-		                       &st->stmt[i], NULL) != SQLITE_OK) {
+		if (sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i],
+		                       NULL) != SQLITE_OK) {
 			log_error("prepare failed: %s", sqlite3_errmsg(st->db));
 			return FGW_ERR_DB;
 		}
@@ -1196,10 +1194,9 @@ store_open(const struct store_opts *opts, struct store **out)
 	sigset_t all, old;
 	int r;
 
-	if (opts == NULL || out == NULL || opts->path == NULL ||
-	    opts->path[0] == '\0' || opts->audit_mac == NULL ||
-	    opts->batch_max < 1 || opts->batch_max > STORE_BATCH_LIMIT ||
-	    opts->busy_timeout_ms < 0) {
+	if (opts == NULL || out == NULL || opts->path == NULL || opts->path[0] == '\0' ||
+	    opts->audit_mac == NULL || opts->batch_max < 1 ||
+	    opts->batch_max > STORE_BATCH_LIMIT || opts->busy_timeout_ms < 0) {
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
@@ -1211,16 +1208,14 @@ store_open(const struct store_opts *opts, struct store **out)
 	if ((st = calloc(1, sizeof(*st))) == NULL ||
 	    (st->path = strdup(opts->path)) == NULL ||
 	    (st->batch = calloc((size_t)opts->batch_max + STORE_GROUP_MAX,
-	                        sizeof(*st->batch))) ==
-	        NULL) {
+	                        sizeof(*st->batch))) == NULL) {
 		r = FGW_ERR_NOMEM;
 		goto out;
 	}
 	st->batch_max = opts->batch_max;
 	st->after_commit = opts->after_commit;
 	st->after_commit_ctx = opts->after_commit_ctx;
-	st->busy_ms = opts->busy_timeout_ms ? opts->busy_timeout_ms
-	                                    : STORE_BUSY_TIMEOUT_MS;
+	st->busy_ms = opts->busy_timeout_ms ? opts->busy_timeout_ms : STORE_BUSY_TIMEOUT_MS;
 	st->mac = opts->audit_mac;
 	st->mac_ctx = opts->audit_mac_ctx;
 	if (pthread_mutex_init(&st->mu, NULL) != 0) {
@@ -1248,8 +1243,7 @@ store_open(const struct store_opts *opts, struct store **out)
 	}
 	st->thread_started = 1;
 	log_info("store open, schema version %d, batch %d, synchronous %s",
-	         STORE_SCHEMA_VERSION, st->batch_max,
-	         opts->sync_full ? "FULL" : "NORMAL");
+	         STORE_SCHEMA_VERSION, st->batch_max, opts->sync_full ? "FULL" : "NORMAL");
 	*out = st;
 	st = NULL; /* owned by the caller now */
 	r = 0;
@@ -1382,18 +1376,16 @@ job_submit(struct store *st, struct job *j, const struct store_commit *c)
 static int
 check_row(const struct store_txn_row *row)
 {
-	if (!FIELD_SET(row->id) || !FIELD_SET(row->client_id) ||
-	    !FIELD_SET(row->currency) || !FIELD_SET(row->status) ||
-	    !txn_state_known(txn_state_of(row->status)) || row->amount < 0)
+	if (!FIELD_SET(row->id) || !FIELD_SET(row->client_id) || !FIELD_SET(row->currency) ||
+	    !FIELD_SET(row->status) || !txn_state_known(txn_state_of(row->status)) ||
+	    row->amount < 0)
 		return FGW_ERR_INVALID;
 	return 0;
 }
 
 int
-store_txn_create(struct store *st, struct store_waker *w,
-                 const struct store_txn_row *row,
-                 const struct store_vault_entry *vault,
-                 const struct store_commit *c)
+store_txn_create(struct store *st, struct store_waker *w, const struct store_txn_row *row,
+                 const struct store_vault_entry *vault, const struct store_commit *c)
 {
 	struct job *j = NULL;
 	int r;
@@ -1404,8 +1396,8 @@ store_txn_create(struct store *st, struct store_waker *w,
 	}
 	if ((r = check_row(row)) != 0)
 		goto out;
-	if (vault != NULL && (!FIELD_SET(vault->token) ||
-	                      !FIELD_SET(vault->key_id) || vault->blob == NULL)) {
+	if (vault != NULL &&
+	    (!FIELD_SET(vault->token) || !FIELD_SET(vault->key_id) || vault->blob == NULL)) {
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
@@ -1453,8 +1445,7 @@ store_txn_finish(struct store *st, struct store_waker *w,
 	j->upd.next_action_json = j->upd_next;
 	if (purge_token != NULL) {
 		if (purge_token[0] == '\0' ||
-		    fgw_strlcpy(j->purge_token, purge_token,
-		                sizeof(j->purge_token)) != 0) {
+		    fgw_strlcpy(j->purge_token, purge_token, sizeof(j->purge_token)) != 0) {
 			r = FGW_ERR_INVALID;
 			goto out;
 		}
@@ -1490,8 +1481,8 @@ out:
 }
 
 int
-store_submit_custom(struct store *st, struct store_waker *w, store_job_fn run,
-                    void *ctx, void (*ctx_free)(void *ctx), const struct store_commit *c)
+store_submit_custom(struct store *st, struct store_waker *w, store_job_fn run, void *ctx,
+                    void (*ctx_free)(void *ctx), const struct store_commit *c)
 {
 	return store_submit_custom_answer(st, w, run, NULL, ctx, ctx_free, c);
 }
@@ -1526,14 +1517,12 @@ store_submit_custom_answer(struct store *st, struct store_waker *w, store_job_fn
 enum rstmt { R_TXN_GET, R_IDEM_GET, R_VAULT_GET, R_COUNT };
 
 static const char *const reader_sql[R_COUNT] = {
-	[R_IDEM_GET] =
-	    "SELECT client_id, key, request_hash, status_code, body, txn_id, "
-	    "created_at, expires_at FROM idempotency "
-	    "WHERE client_id = ?1 AND key = ?2 AND expires_at >= ?3",
-	[R_VAULT_GET] =
-	    "SELECT token, key_id, blob, fingerprint, brand, bin, last4, "
-	    "exp_month, exp_year, customer_id, saved, expires_at "
-	    "FROM vault_entries WHERE token = ?1",
+	[R_IDEM_GET] = "SELECT client_id, key, request_hash, status_code, body, txn_id, "
+	               "created_at, expires_at FROM idempotency "
+	               "WHERE client_id = ?1 AND key = ?2 AND expires_at >= ?3",
+	[R_VAULT_GET] = "SELECT token, key_id, blob, fingerprint, brand, bin, last4, "
+	                "exp_month, exp_year, customer_id, saved, expires_at "
+	                "FROM vault_entries WHERE token = ?1",
 };
 
 struct store_reader {
@@ -1555,8 +1544,7 @@ store_reader_open(struct store *st, struct store_reader **out)
 {
 	if (st == NULL || out == NULL)
 		return FGW_ERR_INVALID;
-	return store_reader_open_file(st->path, st->mac, st->mac_ctx, st->busy_ms,
-	                              out);
+	return store_reader_open_file(st->path, st->mac, st->mac_ctx, st->busy_ms, out);
 }
 
 /* A file: URI for path, every byte outside [A-Za-z0-9/._-] percent-encoded
@@ -1607,8 +1595,9 @@ store_file_schema(const char *path, int *version, int *latest)
 	 * so the file's header carries the version. */
 	if ((r = file_uri(path, "mode=ro&immutable=1", uri, sizeof(uri))) != 0)
 		goto out;
-	if (sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI |
-	                                  SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
+	if (sqlite3_open_v2(uri, &db,
+	                    SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
+	                    NULL) != SQLITE_OK ||
 	    schema_version(db, version) != 0) {
 		r = FGW_ERR_DB;
 		goto out;
@@ -1621,8 +1610,8 @@ out:
 }
 
 int
-store_reader_open_file(const char *path, store_mac_fn mac, void *mac_ctx,
-                       int busy_ms, struct store_reader **out)
+store_reader_open_file(const char *path, store_mac_fn mac, void *mac_ctx, int busy_ms,
+                       struct store_reader **out)
 {
 	struct store_reader *r = NULL;
 	char txn_get[1024];
@@ -1641,9 +1630,8 @@ store_reader_open_file(const char *path, store_mac_fn mac, void *mac_ctx,
 	r->busy_ms = busy_ms > 0 ? busy_ms : 5000;
 	if ((rv = txn_sql(1, txn_get, sizeof(txn_get))) != 0)
 		goto out;
-	if (sqlite3_open_v2(path, &r->db,
-	                    SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
-	                    NULL) != SQLITE_OK) {
+	if (sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+	    SQLITE_OK) {
 		log_error("opening a reader failed: %s",
 		          r->db ? sqlite3_errmsg(r->db) : "out of memory");
 		rv = FGW_ERR_DB;
@@ -1655,8 +1643,8 @@ store_reader_open_file(const char *path, store_mac_fn mac, void *mac_ctx,
 		goto out;
 	for (int i = 0; i < R_COUNT; i++) {
 		const char *sql = i == R_TXN_GET ? txn_get : reader_sql[i];
-		if (sqlite3_prepare_v3(r->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
-		                       &r->stmt[i], NULL) != SQLITE_OK) {
+		if (sqlite3_prepare_v3(r->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &r->stmt[i],
+		                       NULL) != SQLITE_OK) {
 			log_error("reader prepare failed: %s", sqlite3_errmsg(r->db));
 			rv = FGW_ERR_DB;
 			goto out;
@@ -1742,12 +1730,10 @@ store_idem_get(struct store_reader *r, const char *client_id, const char *key,
 		rv = FGW_ERR_DB;
 		goto out;
 	}
-	if ((rv = read_one(s)) != 0 ||
-	    (rv = COL_COPY(s, 0, out->client_id)) != 0 ||
+	if ((rv = read_one(s)) != 0 || (rv = COL_COPY(s, 0, out->client_id)) != 0 ||
 	    (rv = COL_COPY(s, 1, out->key)) != 0 ||
 	    (rv = COL_COPY(s, 2, out->request_hash)) != 0 ||
-	    (rv = col_dup(s, 4, &out->body)) != 0 ||
-	    (rv = COL_COPY(s, 5, out->txn_id)) != 0)
+	    (rv = col_dup(s, 4, &out->body)) != 0 || (rv = COL_COPY(s, 5, out->txn_id)) != 0)
 		goto out;
 	out->status_code = sqlite3_column_int(s, 3);
 	out->created_at = sqlite3_column_int64(s, 6);
@@ -1764,8 +1750,8 @@ out:
 }
 
 int
-store_vault_get(struct store_reader *r, const char *token,
-                struct store_vault_entry *out, char **blob)
+store_vault_get(struct store_reader *r, const char *token, struct store_vault_entry *out,
+                char **blob)
 {
 	sqlite3_stmt *s = NULL;
 	char *b = NULL;
@@ -1783,11 +1769,9 @@ store_vault_get(struct store_reader *r, const char *token,
 		goto out;
 	}
 	if ((rv = read_one(s)) != 0 || (rv = COL_COPY(s, 0, out->token)) != 0 ||
-	    (rv = COL_COPY(s, 1, out->key_id)) != 0 ||
-	    (rv = col_dup(s, 2, &b)) != 0 ||
+	    (rv = COL_COPY(s, 1, out->key_id)) != 0 || (rv = col_dup(s, 2, &b)) != 0 ||
 	    (rv = COL_COPY(s, 3, out->fingerprint)) != 0 ||
-	    (rv = COL_COPY(s, 4, out->brand)) != 0 ||
-	    (rv = COL_COPY(s, 5, out->bin)) != 0 ||
+	    (rv = COL_COPY(s, 4, out->brand)) != 0 || (rv = COL_COPY(s, 5, out->bin)) != 0 ||
 	    (rv = COL_COPY(s, 6, out->last4)) != 0 ||
 	    (rv = COL_COPY(s, 9, out->customer_id)) != 0)
 		goto out;

@@ -54,15 +54,15 @@ typedef int (*store_mac_fn)(void *ctx, const void *msg, size_t len,
                             unsigned char mac[32]);
 
 struct store_opts {
-	const char *path;      /* database file, created if missing */
-	int sync_full;         /* 1: synchronous=FULL, 0: NORMAL */
-	int batch_max;         /* max jobs per COMMIT (>= 1) */
-	store_mac_fn audit_mac;/* required */
-	void *audit_mac_ctx;   /* must outlive the store */
-	int busy_timeout_ms;   /* (added) wait for another process's lock;
+	const char *path;       /* database file, created if missing */
+	int sync_full;          /* 1: synchronous=FULL, 0: NORMAL */
+	int batch_max;          /* max jobs per COMMIT (>= 1) */
+	store_mac_fn audit_mac; /* required */
+	void *audit_mac_ctx;    /* must outlive the store */
+	int busy_timeout_ms;    /* (added) wait for another process's lock;
 	                          0: 5000. A batch whose BEGIN cannot get the
 	                          lock in time fails whole with FGW_ERR_DB. */
-	long long max_pages;   /* PRAGMA max_page_count after migrations; 0:
+	long long max_pages;    /* PRAGMA max_page_count after migrations; 0:
 	                          SQLite's default. A value below the size at
 	                          open caps the file at that size. */
 	/* Called on the writer thread, on the writer connection, right after
@@ -95,8 +95,7 @@ void store_close(struct store *st);
  * stopped), jobs that complete for it afterwards, or that completed but
  * whose callback never ran, are dropped WITHOUT calling done. A done
  * callback may free its own waker. */
-int store_waker_new(struct store *st, struct event_base *base,
-                    struct store_waker **out);
+int store_waker_new(struct store *st, struct event_base *base, struct store_waker **out);
 void store_waker_free(struct store_waker *w);
 /* Jobs submitted on w by this thread between begin and end commit in one
  * batch (each still in its own savepoint): a side effect queued by one job
@@ -143,9 +142,9 @@ struct store_txn_row {
 	char reservation_id[128];
 	int64_t amount;
 	char currency[4];
-	char status[24];          /* a state's name (core/txnstate.h); compare
+	char status[24];     /* a state's name (core/txnstate.h); compare
 	                             with txn_state_of(), never by name */
-	char error_code[40];      /* our error code when not succeeded */
+	char error_code[40]; /* our error code when not succeeded */
 	char error_message[160];
 	char processor[32];
 	char processor_ref[96];
@@ -161,13 +160,13 @@ struct store_txn_row {
 	char customer_name[128];
 	char customer_country[3];
 	char customer_ip[64];
-	char rule_decision[16];   /* allow, review, decline */
-	char rules_fired[256];    /* comma-separated rule ids */
-	char idempotency_key[256];/* the client's key, "" when none */
+	char rule_decision[16];    /* allow, review, decline */
+	char rules_fired[256];     /* comma-separated rule ids */
+	char idempotency_key[256]; /* the client's key, "" when none */
 	char description[256];
-	char *metadata_json;      /* JSON object text or NULL (owned: see _clear) */
-	char *next_action_json;   /* JSON object text or NULL (owned) */
-	int64_t created_at;       /* ms since epoch */
+	char *metadata_json;    /* JSON object text or NULL (owned: see _clear) */
+	char *next_action_json; /* JSON object text or NULL (owned) */
+	int64_t created_at;     /* ms since epoch */
 	int64_t updated_at;
 };
 /* Frees the owned pointers of a row filled by a read. */
@@ -177,16 +176,16 @@ void store_txn_row_clear(struct store_txn_row *row);
 struct store_vault_entry {
 	char token[40];
 	char key_id[32];
-	const char *blob;         /* vault_encrypt() output */
+	const char *blob; /* vault_encrypt() output */
 	char fingerprint[65];
 	char brand[16];
 	char bin[7];
 	char last4[5];
 	int exp_month;
 	int exp_year;
-	char customer_id[192];    /* owner for saved methods, "" for one-time */
-	int saved;                /* 0: one-time (purged after use), 1: saved */
-	int64_t expires_at;       /* ms since epoch, 0 = never */
+	char customer_id[192]; /* owner for saved methods, "" for one-time */
+	int saved;             /* 0: one-time (purged after use), 1: saved */
+	int64_t expires_at;    /* ms since epoch, 0 = never */
 };
 
 /* request_hash of an answer stored before the hash was keyed: the
@@ -197,11 +196,11 @@ struct store_vault_entry {
 struct store_idem {
 	char client_id[64];
 	char key[256];
-	char request_hash[65];    /* hex keyed MAC of method+path+body
+	char request_hash[65]; /* hex keyed MAC of method+path+body
 	                             (http_request_hash), or
 	                             STORE_IDEM_HASH_REMOVED */
 	int status_code;
-	char *body;               /* response body (owned; see _clear) */
+	char *body; /* response body (owned; see _clear) */
 	char txn_id[40];
 	int64_t created_at;
 	int64_t expires_at;
@@ -228,8 +227,7 @@ struct store_txn_update {
  * created_at/updated_at of 0 mean "now"; so does idem->created_at. */
 int store_txn_create(struct store *st, struct store_waker *w,
                      const struct store_txn_row *row,
-                     const struct store_vault_entry *vault,
-                     const struct store_commit *c);
+                     const struct store_vault_entry *vault, const struct store_commit *c);
 
 /* Moves a transaction forward (FGW_ERR_STATE if the move is not allowed,
  * FGW_ERR_NOT_FOUND if no such id), and in the same commit stores the
@@ -257,18 +255,18 @@ void store_reader_close(struct store_reader *r);
  * flairctl's auditor commands while the daemon runs, and for restored
  * backups. mac/mac_ctx are the audit MAC (may be NULL if the caller never
  * verifies); busy_ms <= 0 means 5000. */
-int store_reader_open_file(const char *path, store_mac_fn mac, void *mac_ctx,
-                           int busy_ms, struct store_reader **out);
+int store_reader_open_file(const char *path, store_mac_fn mac, void *mac_ctx, int busy_ms,
+                           struct store_reader **out);
 
 /* Transaction by id, scoped to client_id (NULL: any client).
  * FGW_ERR_NOT_FOUND if missing or another client's. NULL text reads as "".
  * On success call store_txn_row_clear(out) when done with it. */
-int store_txn_get(struct store_reader *r, const char *client_id,
-                  const char *id, struct store_txn_row *out);
+int store_txn_get(struct store_reader *r, const char *client_id, const char *id,
+                  struct store_txn_row *out);
 /* Stored idempotent answer for (client_id, key) that has not expired.
  * FGW_ERR_NOT_FOUND when none. */
-int store_idem_get(struct store_reader *r, const char *client_id,
-                   const char *key, struct store_idem *out);
+int store_idem_get(struct store_reader *r, const char *client_id, const char *key,
+                   struct store_idem *out);
 /* Vault entry by token (blob copied into *blob, malloc'ed; out->blob
  * points at it). Expired entries are returned too: check expires_at. */
 int store_vault_get(struct store_reader *r, const char *token,
@@ -306,7 +304,7 @@ void store_get_stats(struct store *st, struct store_stats *out);
  * 0 when there is none. */
 struct store_health {
 	int64_t failed_at;
-	int last_rc;            /* SQLite (extended) result code of that failure */
+	int last_rc; /* SQLite (extended) result code of that failure */
 	int64_t oldest_wait_ms;
 };
 void store_get_health(struct store *st, struct store_health *out);

@@ -13,11 +13,13 @@
 #include "store/txn_recent.h"
 
 /* What velocity counters need of a transaction (store/sqlutil.h). */
+/* clang-format off */
 #define RECENT_COLUMNS(F, N)                                                   \
 	F(SQL_TEXT, id) N(SQL_I64, amount) N(SQL_TEXT, currency) N(SQL_TEXT, status) \
 	N(SQL_TEXT, processor) N(SQL_TEXT, fingerprint) N(SQL_TEXT, brand)         \
 	N(SQL_TEXT, bin) N(SQL_TEXT, customer_email) N(SQL_TEXT, customer_country) \
 	N(SQL_TEXT, customer_ip) N(SQL_TEXT, rule_decision) N(SQL_I64, created_at)
+/* clang-format on */
 
 #define SQL_COL_ROW struct store_txn_row
 static const struct sql_col recent_cols[] = { SQL_COL_TABLE(RECENT_COLUMNS) };
@@ -27,9 +29,9 @@ int
 store_txn_recent(struct store_reader *r, int64_t since_ms, int64_t max_rows,
                  store_txn_recent_fn fn, void *ctx, int64_t *n)
 {
-	static const char sql[] = "SELECT " SQL_COL_NAMES(RECENT_COLUMNS)
-	                          " FROM transactions WHERE created_at >= ?1"
-	                          " ORDER BY created_at, id";
+	static const char sql[] = "SELECT " SQL_COL_NAMES(
+	    RECENT_COLUMNS) " FROM transactions WHERE created_at >= ?1"
+	                    " ORDER BY created_at, id";
 	struct store_txn_row row;
 	sqlite3_stmt *s = NULL;
 	sqlite3 *db;
@@ -50,7 +52,8 @@ store_txn_recent(struct store_reader *r, int64_t since_ms, int64_t max_rows,
 		if (max_rows > 0 && count >= max_rows)
 			break;
 		memset(&row, 0, sizeof(row));
-		sql_read_cols(s, 0, recent_cols, sizeof(recent_cols) / sizeof(recent_cols[0]), &row);
+		sql_read_cols(s, 0, recent_cols, sizeof(recent_cols) / sizeof(recent_cols[0]),
+		              &row);
 		count++;
 		if ((rc = fn(ctx, &row)) != 0)
 			goto out;

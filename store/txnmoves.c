@@ -60,8 +60,10 @@ store_txn_moves_due(struct store_reader *rd, int64_t before, struct store_txn_mo
 	int rc, r;
 
 	*n = 0;
-	if ((r = sql_prepare(db, "SELECT seq, txn_id, status, at FROM txn_moves WHERE at < ?1"
-	                         " ORDER BY seq LIMIT ?2", &s)) != 0)
+	if ((r = sql_prepare(db,
+	                     "SELECT seq, txn_id, status, at FROM txn_moves WHERE at < ?1"
+	                     " ORDER BY seq LIMIT ?2",
+	                     &s)) != 0)
 		return r;
 	sqlite3_bind_int64(s, 1, before);
 	sqlite3_bind_int(s, 2, max);

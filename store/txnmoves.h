@@ -28,7 +28,7 @@ int store_txn_moves_done(struct store *st, struct store_waker *w, const char *tx
 
 /* Up to max rows written before `before` (ms, their `at`), oldest first;
  * *n the count. */
-int store_txn_moves_due(struct store_reader *rd, int64_t before, struct store_txn_move *out,
-                        int max, int *n);
+int store_txn_moves_due(struct store_reader *rd, int64_t before,
+                        struct store_txn_move *out, int max, int *n);
 
 #endif

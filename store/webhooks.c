@@ -136,8 +136,10 @@ store_webhook_record(struct store *st, struct store_waker *w, const char *proces
 		return FGW_ERR_INVALID;
 	}
 	return store_submit_custom(st, w, run_inbound, j, free,
-	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
-	                                                   .done = done, .arg = arg });
+	                           &(struct store_commit){ .audit = audit,
+	                                                   .n_audit = n_audit,
+	                                                   .done = done,
+	                                                   .arg = arg });
 }
 
 /* ---- outbox ------------------------------------------------------------ */
@@ -231,8 +233,10 @@ store_outbox_enqueue(struct store *st, struct store_waker *w,
 		}
 	}
 	return store_submit_custom(st, w, run_enqueue, j, free_enqueue,
-	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
-	                                                   .done = done, .arg = arg });
+	                           &(struct store_commit){ .audit = audit,
+	                                                   .n_audit = n_audit,
+	                                                   .done = done,
+	                                                   .arg = arg });
 }
 
 #define OUTBOX_COLS                                                     \
@@ -327,8 +331,10 @@ store_outbox_attempt(struct store *st, struct store_waker *w,
 		return FGW_ERR_NOMEM;
 	*j = *a;
 	return store_submit_custom(st, w, run_attempt, j, free,
-	                           &(struct store_commit){ .audit = audit, .n_audit = n_audit,
-	                                                   .done = done, .arg = arg });
+	                           &(struct store_commit){ .audit = audit,
+	                                                   .n_audit = n_audit,
+	                                                   .done = done,
+	                                                   .arg = arg });
 }
 
 int

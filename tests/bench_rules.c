@@ -123,24 +123,33 @@ main(int argc, char **argv)
 		int n;
 		switch (i % 5) {
 		case 0:
-			n = snprintf(big + off, cap - off, "rule B%04d: when amount > %d and currency == \"EUR\" then review\n",
-			             i, 600000 + i);
+			n = snprintf(
+			    big + off, cap - off,
+			    "rule B%04d: when amount > %d and currency == \"EUR\" then review\n", i,
+			    600000 + i);
 			break;
 		case 1:
-			n = snprintf(big + off, cap - off, "rule B%04d: when card.bin in [%d-%d, 6011] then decline B%d\n",
+			n = snprintf(big + off, cap - off,
+			             "rule B%04d: when card.bin in [%d-%d, 6011] then decline B%d\n",
 			             i, 510000 + i * 10, 510000 + i * 10 + 9, i);
 			break;
 		case 2:
-			n = snprintf(big + off, cap - off, "rule B%04d: when ip in [\"10.%d.0.0/16\", \"2001:db8:%x::/48\"] then review\n",
-			             i, i % 256, i);
+			n = snprintf(
+			    big + off, cap - off,
+			    "rule B%04d: when ip in [\"10.%d.0.0/16\", \"2001:db8:%x::/48\"] then review\n",
+			    i, i % 256, i);
 			break;
 		case 3:
-			n = snprintf(big + off, cap - off, "rule B%04d: when count(card, %dm) > %d or sum(email, %dh) > 99999999 then decline V%d\n",
-			             i, i % 60 + 1, 1000 + i, i % 24 + 1, i);
+			n = snprintf(
+			    big + off, cap - off,
+			    "rule B%04d: when count(card, %dm) > %d or sum(email, %dh) > 99999999 then decline V%d\n",
+			    i, i % 60 + 1, 1000 + i, i % 24 + 1, i);
 			break;
 		default:
-			n = snprintf(big + off, cap - off, "rule B%04d: when email.domain in [\"d%d.example\", \"e%d.example\"] and not card.saved then review\n",
-			             i, i, i);
+			n = snprintf(
+			    big + off, cap - off,
+			    "rule B%04d: when email.domain in [\"d%d.example\", \"e%d.example\"] and not card.saved then review\n",
+			    i, i, i);
 			break;
 		}
 		off += (size_t)n;

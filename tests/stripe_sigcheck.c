@@ -24,8 +24,8 @@ unhex(const char *s, size_t n)
 	char *out = malloc(n / 2 + 1);
 	size_t len = 0;
 
-	if (out == NULL || sodium_hex2bin((unsigned char *)out, n / 2 + 1, s, n, NULL, &len,
-	                                  NULL) != 0) {
+	if (out == NULL ||
+	    sodium_hex2bin((unsigned char *)out, n / 2 + 1, s, n, NULL, &len, NULL) != 0) {
 		free(out);
 		return NULL;
 	}
@@ -62,12 +62,12 @@ main(void)
 		if (secret == NULL || header == NULL || payload == NULL)
 			return 2;
 		secrets[0] = secret;
-		printf("%s\n", mac_verify_stripe_signature(header, payload, strlen(payload), secrets, 1,
-		                                           strtoll(f[1], NULL, 10),
-		                                           strtoll(f[2], NULL, 10), NULL,
-		                                           NULL) == FGW_OK
-		                   ? "accept"
-		                   : "refuse");
+		printf("%s\n",
+		       mac_verify_stripe_signature(header, payload, strlen(payload), secrets, 1,
+		                                   strtoll(f[1], NULL, 10),
+		                                   strtoll(f[2], NULL, 10), NULL, NULL) == FGW_OK
+		           ? "accept"
+		           : "refuse");
 		free(secret);
 		free(header);
 		free(payload);

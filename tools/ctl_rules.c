@@ -46,7 +46,9 @@ ctl_rules_check(const struct fgw_config *cfg, int argc, char **argv)
 	struct rules *r = NULL;
 	int rc;
 	if (argc > 1 || path[0] == '\0') {
-		fprintf(stderr, "usage: flairctl rules check [FILE] (default: the configured rules_file)\n");
+		fprintf(
+		    stderr,
+		    "usage: flairctl rules check [FILE] (default: the configured rules_file)\n");
 		return FGW_ERR_INVALID;
 	}
 	if ((rc = load(path, &r)) != 0)
@@ -134,7 +136,8 @@ ctl_rules_test(const struct fgw_config *cfg, int argc, char **argv)
 		fprintf(stderr, "usage: flairctl rules test FILE TXN.json [options]\n");
 		return FGW_ERR_INVALID;
 	}
-	if ((rc = parse_test_opts(cfg, argc - 2, argv + 2, &o)) != 0 || (rc = load(argv[0], &r)) != 0)
+	if ((rc = parse_test_opts(cfg, argc - 2, argv + 2, &o)) != 0 ||
+	    (rc = load(argv[0], &r)) != 0)
 		goto out;
 	if ((rc = fgw_read_file(argv[1], 1 << 20, &text, &len)) != 0) {
 		fprintf(stderr, "flairctl: %s: %s\n", argv[1], fgw_strerror(rc));
@@ -145,8 +148,10 @@ ctl_rules_test(const struct fgw_config *cfg, int argc, char **argv)
 	memset(&in, 0, sizeof(in));
 	if (!cJSON_IsObject(root) ||
 	    fgw_json_int(amount, 0, 9007199254740991LL, &in.amount) != 0) {
-		fprintf(stderr, "flairctl: %s: not a transaction body (a JSON object with a whole "
-		                "\"amount\" in minor units)\n", argv[1]);
+		fprintf(stderr,
+		        "flairctl: %s: not a transaction body (a JSON object with a whole "
+		        "\"amount\" in minor units)\n",
+		        argv[1]);
 		rc = FGW_ERR_INVALID;
 		goto out;
 	}
@@ -188,19 +193,22 @@ ctl_rules_test(const struct fgw_config *cfg, int argc, char **argv)
 			goto out;
 	}
 	if ((rc = rules_eval(r, &in, v, &d)) != 0) {
-		fprintf(stderr, "flairctl: rules test: evaluation failed: %s\n", fgw_strerror(rc));
+		fprintf(stderr, "flairctl: rules test: evaluation failed: %s\n",
+		        fgw_strerror(rc));
 		goto out;
 	}
 	printf("input: amount %lld %s, brand %s, bin %s, customer country %s, ip %s, email %s,"
 	       " processor %s, mode %s, threeds %s, card saved %s, %lld earlier attempts"
 	       " (%lld declined)\n",
-	       (long long)in.amount, in.currency ? in.currency : "-", in.brand ? in.brand : "-",
-	       bin[0] ? bin : "-", in.customer_country ? in.customer_country : "-",
-	       in.ip ? in.ip : "-", in.email ? in.email : "-", in.processor, in.mode, in.threeds,
+	       (long long)in.amount, in.currency ? in.currency : "-",
+	       in.brand ? in.brand : "-", bin[0] ? bin : "-",
+	       in.customer_country ? in.customer_country : "-", in.ip ? in.ip : "-",
+	       in.email ? in.email : "-", in.processor, in.mode, in.threeds,
 	       in.card_saved ? "yes" : "no", o.previous, o.declined);
 	printf("decision: %s\n", rules_describe_decision(r, &d, line, sizeof(line)));
 	printf("action: %s\ncode: %s\nrule: %s\nfired: %s\n", rules_action_name(d.action),
-	       d.code[0] ? d.code : "-", d.rule_id[0] ? d.rule_id : "-", d.fired[0] ? d.fired : "-");
+	       d.code[0] ? d.code : "-", d.rule_id[0] ? d.rule_id : "-",
+	       d.fired[0] ? d.fired : "-");
 	rc = FGW_OK;
 out:
 	if (text != NULL) {
@@ -226,7 +234,9 @@ ctl_rules_reload(const struct fgw_config *cfg, int argc, char **argv)
 
 	(void)argv;
 	if (argc != 0 || cfg->rules_file[0] == '\0') {
-		fprintf(stderr, "usage: flairctl --config FILE rules reload (needs rules_file and pid_file in FILE)\n");
+		fprintf(
+		    stderr,
+		    "usage: flairctl --config FILE rules reload (needs rules_file and pid_file in FILE)\n");
 		return FGW_ERR_INVALID;
 	}
 	/* The daemon would refuse a bad file too; say why here and now. */
@@ -236,7 +246,8 @@ ctl_rules_reload(const struct fgw_config *cfg, int argc, char **argv)
 	}
 	rules_unref(r);
 	if ((fd = open(cfg->pid_file, O_RDONLY | O_CLOEXEC)) < 0) {
-		fprintf(stderr, "flairctl: %s: %s (is flairgw running?)\n", cfg->pid_file, strerror(errno));
+		fprintf(stderr, "flairctl: %s: %s (is flairgw running?)\n", cfg->pid_file,
+		        strerror(errno));
 		return FGW_ERR_NOT_FOUND;
 	}
 	/* The daemon holds an exclusive lock while it runs: if ours
@@ -256,12 +267,14 @@ ctl_rules_reload(const struct fgw_config *cfg, int argc, char **argv)
 		goto out;
 	}
 	if (kill((pid_t)pid, SIGHUP) != 0) {
-		fprintf(stderr, "flairctl: signalling pid %lld: %s\n", (long long)pid, strerror(errno));
+		fprintf(stderr, "flairctl: signalling pid %lld: %s\n", (long long)pid,
+		        strerror(errno));
 		rc = FGW_ERR_IO;
 		goto out;
 	}
-	printf("%s checked; SIGHUP sent to flairgw (pid %lld), which logs and audits the reload\n",
-	       cfg->rules_file, (long long)pid);
+	printf(
+	    "%s checked; SIGHUP sent to flairgw (pid %lld), which logs and audits the reload\n",
+	    cfg->rules_file, (long long)pid);
 	rc = FGW_OK;
 out:
 	close(fd);

@@ -58,9 +58,10 @@ ctl_slots_add(struct store *st, int argc, char **argv)
 	int64_t starts, cap;
 	int r;
 	if (argc != 4 || fgw_parse_i64(argv[2], 0, 32503680000000LL, &starts) != 0 ||
-	    fgw_parse_i64(argv[3], 0, 1000000, &cap) != 0 || strlen(argv[0]) >= sizeof(s.id) ||
-	    strlen(argv[1]) >= sizeof(s.experience_id)) {
-		fprintf(stderr, "usage: flairctl slots add SLOT_ID EXPERIENCE_ID STARTS_AT_MS CAPACITY\n");
+	    fgw_parse_i64(argv[3], 0, 1000000, &cap) != 0 ||
+	    strlen(argv[0]) >= sizeof(s.id) || strlen(argv[1]) >= sizeof(s.experience_id)) {
+		fprintf(stderr,
+		        "usage: flairctl slots add SLOT_ID EXPERIENCE_ID STARTS_AT_MS CAPACITY\n");
 		return FGW_ERR_INVALID;
 	}
 	memset(&s, 0, sizeof(s));
@@ -109,7 +110,8 @@ ctl_slots_set_capacity(struct store *st, int argc, char **argv)
 	}
 	if ((r = resv_wait_new(&w)) != 0)
 		return r;
-	r = wait_rc(w, resv_slot_set_capacity(st, NULL, argv[0], (int)cap, resv_wait_done, w));
+	r = wait_rc(w,
+	            resv_slot_set_capacity(st, NULL, argv[0], (int)cap, resv_wait_done, w));
 	if (r == FGW_ERR_STATE)
 		fprintf(stderr, "flairctl: no such slot, or fewer places than already taken\n");
 	else if (r != 0)
@@ -129,9 +131,11 @@ ctl_jwt_sign(int argc, char **argv)
 		 * (a test may pass a public key PEM: the algorithm-confusion
 		 * attack). */
 		if ((r = fgw_read_secret_file(argv[1], 1 << 16, &secret, &slen)) == 0)
-			r = jwt_sign_hs256((const unsigned char *)secret, slen, argv[2], NULL, &token);
+			r = jwt_sign_hs256((const unsigned char *)secret, slen, argv[2], NULL,
+			                   &token);
 		fgw_freezero(secret, slen);
-	} else if (argc == 5 && strcmp(argv[0], "--rs256") == 0 && strcmp(argv[2], "--kid") == 0) {
+	} else if (argc == 5 && strcmp(argv[0], "--rs256") == 0 &&
+	           strcmp(argv[2], "--kid") == 0) {
 		r = jwt_sign_rs256(argv[1], argv[3], argv[4], &token);
 	} else {
 		fprintf(stderr, "usage: flairctl jwt sign (--hs256 SECRET_FILE | --rs256 KEY.pem "

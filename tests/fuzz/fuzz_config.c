@@ -29,10 +29,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define check(cond)                                                            \
-	do {                                                                   \
-		if (!(cond))                                                   \
-			__builtin_trap();                                      \
+#define check(cond)           \
+	do {                      \
+		if (!(cond))          \
+			__builtin_trap(); \
 	} while (0)
 
 #define terminated(a) check(memchr((a), '\0', sizeof(a)) != NULL)
@@ -99,7 +99,8 @@ check_no_key(const char *text, const char *err, int only)
 {
 	int lineno = 0;
 
-	for (const char *p = text; p != NULL; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+	for (const char *p = text; p != NULL;
+	     p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
 		char key[257];
 		size_t k = 0;
 		if (++lineno != only && only != 0)

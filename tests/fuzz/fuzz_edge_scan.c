@@ -21,15 +21,15 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define check(cond)                                                            \
-	do {                                                                   \
-		if (!(cond))                                                   \
-			__builtin_trap();                                      \
+#define check(cond)           \
+	do {                      \
+		if (!(cond))          \
+			__builtin_trap(); \
 	} while (0)
 
 struct verdict {
 	int rc;
-	uint64_t at;       /* stream offset of the rejection */
+	uint64_t at; /* stream offset of the rejection */
 	uint64_t requests;
 	int status;
 };

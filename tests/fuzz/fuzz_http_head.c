@@ -38,14 +38,15 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define check(cond)                                                            \
-	do {                                                                   \
-		if (!(cond))                                                   \
-			__builtin_trap();                                      \
+#define check(cond)           \
+	do {                      \
+		if (!(cond))          \
+			__builtin_trap(); \
 	} while (0)
 
-#define ALLOWED (EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | \
-                 EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD)
+#define ALLOWED                                                              \
+	(EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | \
+	 EVHTTP_REQ_HEAD)
 
 static struct event_base *base;
 static struct evhttp *http;
@@ -61,9 +62,12 @@ struct client {
 
 /* The patterns the route files extract segments with. */
 static const char *const patterns[] = {
-	"/v1/payments/methods/*", "/v1/payments/methods/*/default",
-	"/v1/reservations/*/payment-status", "/v1/transactions/*",
-	"/v1/transactions/*/*", "/v1/webhooks/*",
+	"/v1/payments/methods/*",
+	"/v1/payments/methods/*/default",
+	"/v1/reservations/*/payment-status",
+	"/v1/transactions/*",
+	"/v1/transactions/*/*",
+	"/v1/webhooks/*",
 };
 
 /* Reference matcher: -1 when path does not match pattern ('*' = one

@@ -33,10 +33,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define check(cond)                                                            \
-	do {                                                                   \
-		if (!(cond))                                                   \
-			__builtin_trap();                                      \
+#define check(cond)           \
+	do {                      \
+		if (!(cond))          \
+			__builtin_trap(); \
 	} while (0)
 
 #define ISSUER "https://issuer.example"
@@ -89,8 +89,8 @@ setup(void)
 	struct jwt_config cfg;
 	struct jwt_claims c;
 
-	if (sodium_init() < 0 || mkdtemp(dir) == NULL || make_rsa(dir, pem, sizeof(pem),
-	                                                          jwks, sizeof(jwks)) != 0)
+	if (sodium_init() < 0 || mkdtemp(dir) == NULL ||
+	    make_rsa(dir, pem, sizeof(pem), jwks, sizeof(jwks)) != 0)
 		abort();
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.issuer = ISSUER;
@@ -137,8 +137,8 @@ verify(const char *tok, size_t len, struct jwt_claims *c)
 	const char *why = (const char *)1;
 	int r = jwt_verify(ver, tok, len, NOW, c, &why);
 
-	check(r == 0 || r == FGW_ERR_INVALID || r == FGW_ERR_AUTH ||
-	      r == FGW_ERR_TIMEOUT || r == FGW_ERR_NOMEM);
+	check(r == 0 || r == FGW_ERR_INVALID || r == FGW_ERR_AUTH || r == FGW_ERR_TIMEOUT ||
+	      r == FGW_ERR_NOMEM);
 	if (r == 0) {
 		check(why == NULL);
 		check_claims(c);

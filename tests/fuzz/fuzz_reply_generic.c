@@ -16,7 +16,8 @@ reply_setup(struct proc_config *cfg)
 {
 	char err[256];
 
-	if (generic_map_load(cfg, "etc/processors/sandbox-generic.json", err, sizeof(err)) != 0) {
+	if (generic_map_load(cfg, "etc/processors/sandbox-generic.json", err, sizeof(err)) !=
+	    0) {
 		fprintf(stderr, "fuzz_reply_generic: %s (run from the repository root)\n", err);
 		abort();
 	}

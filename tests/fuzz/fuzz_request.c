@@ -35,10 +35,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define check(cond)                                                            \
-	do {                                                                   \
-		if (!(cond))                                                   \
-			__builtin_trap();                                      \
+#define check(cond)           \
+	do {                      \
+		if (!(cond))          \
+			__builtin_trap(); \
 	} while (0)
 
 /* 1 when s holds a run of 12 or more digits (something that could be a
@@ -69,8 +69,8 @@ check_card(const struct txn_card *c)
 {
 	check(c->pan != NULL && c->pan->len >= 12 && c->pan->len <= 19 &&
 	      all_digits(c->pan->data, c->pan->len) && c->pan->data[c->pan->len] == '\0');
-	check(c->cvc == NULL ||
-	      ((c->cvc->len == 3 || c->cvc->len == 4) && all_digits(c->cvc->data, c->cvc->len)));
+	check(c->cvc == NULL || ((c->cvc->len == 3 || c->cvc->len == 4) &&
+	                         all_digits(c->cvc->data, c->cvc->len)));
 	check(c->exp_month >= 1 && c->exp_month <= 12);
 	check(c->exp_year >= 2000 && c->exp_year <= 2100);
 	check(memchr(c->holder, '\0', sizeof(c->holder)) != NULL);
@@ -223,7 +223,8 @@ fuzz_hold(const char *body, size_t len)
 	}
 	memset(&row, 0, sizeof(row));
 	if (resv_hold_body_parse(root, &row, msg, sizeof(msg)) != 0) {
-		check(msg[0] != '\0' && memchr(msg, '\0', sizeof(msg)) != NULL && !has_pan_run(msg));
+		check(msg[0] != '\0' && memchr(msg, '\0', sizeof(msg)) != NULL &&
+		      !has_pan_run(msg));
 		cJSON_Delete(root);
 		return;
 	}
@@ -254,9 +255,10 @@ fuzz_convert(const char *body, size_t len)
 		cJSON_Delete(root);
 		return;
 	}
-	if (resv_convert_body_parse(root, hold_id, sizeof(hold_id), &parsed, msg, sizeof(msg)) !=
-	    0) {
-		check(msg[0] != '\0' && memchr(msg, '\0', sizeof(msg)) != NULL && !has_pan_run(msg));
+	if (resv_convert_body_parse(root, hold_id, sizeof(hold_id), &parsed, msg,
+	                            sizeof(msg)) != 0) {
+		check(msg[0] != '\0' && memchr(msg, '\0', sizeof(msg)) != NULL &&
+		      !has_pan_run(msg));
 		cJSON_Delete(root);
 		return;
 	}

@@ -18,8 +18,9 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const struct rules_load_opts opts = { .no_files = 1 };
-	struct velocity_opts vo = { .max_events_per_key = 16, .max_keys = 64,
-	                            .max_events = 256 };
+	struct velocity_opts vo = { .max_events_per_key = 16,
+		                        .max_keys = 64,
+		                        .max_events = 256 };
 	struct rules_input in;
 	struct rules_decision d;
 	struct fgw_why err;

@@ -36,10 +36,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define check(cond)                                                            \
-	do {                                                                   \
-		if (!(cond))                                                   \
-			__builtin_trap();                                      \
+#define check(cond)           \
+	do {                      \
+		if (!(cond))          \
+			__builtin_trap(); \
 	} while (0)
 
 #define NOW 1704111300LL
@@ -91,7 +91,8 @@ has_item(const char *header, const char *key, const char *value, const char **vo
 				*vlen = (size_t)(e - s);
 				return 1;
 			}
-			if ((size_t)(e - s) == strlen(value) && strncmp(s, value, (size_t)(e - s)) == 0)
+			if ((size_t)(e - s) == strlen(value) &&
+			    strncmp(s, value, (size_t)(e - s)) == 0)
 				return 1;
 		}
 		if (end == NULL)
@@ -148,7 +149,8 @@ mode_raw(const char *in, size_t n)
 	header[hlen] = '\0';
 	if (blen > 0)
 		memcpy(body, nl + 1, blen);
-	r = mac_verify_stripe_signature(header, body, blen, secrets, 2, NOW, TOL, &ts, &reason);
+	r = mac_verify_stripe_signature(header, body, blen, secrets, 2, NOW, TOL, &ts,
+	                                &reason);
 	check(r == 0 || r == FGW_ERR_INVALID || r == FGW_ERR_AUTH || r == FGW_ERR_TIMEOUT);
 	check((r == 0) == (reason == NULL));
 	if (r == 0 || r == FGW_ERR_TIMEOUT) {

@@ -37,10 +37,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define check(cond)                                                            \
-	do {                                                                   \
-		if (!(cond))                                                   \
-			__builtin_trap();                                      \
+#define check(cond)           \
+	do {                      \
+		if (!(cond))          \
+			__builtin_trap(); \
 	} while (0)
 
 static int
@@ -69,13 +69,15 @@ check_result(int r, int first_charge, enum proc_op op, long status,
 		check(two);
 	if (res->outcome == PROC_NOT_FOUND)
 		check(!first_charge && op == PROC_OP_STATUS);
-	if (first_charge && (res->outcome == PROC_SUCCEEDED || res->outcome == PROC_AUTHORIZED))
+	if (first_charge &&
+	    (res->outcome == PROC_SUCCEEDED || res->outcome == PROC_AUTHORIZED))
 		check(res->reference[0] != '\0');
 	check(memchr(res->code, '\0', sizeof(res->code)) != NULL);
 	check(memchr(res->message, '\0', sizeof(res->message)) != NULL);
 	check(memchr(res->reference, '\0', sizeof(res->reference)) != NULL);
 	check(memchr(res->txn_ref, '\0', sizeof(res->txn_ref)) != NULL);
-	check(res->reference[0] == '\0' || proc_id_ok(res->reference, sizeof(res->reference)));
+	check(res->reference[0] == '\0' ||
+	      proc_id_ok(res->reference, sizeof(res->reference)));
 	check(!has_pan_run(res->message));
 	check(res->amount_refunded >= 0);
 	if (res->outcome == PROC_REQUIRES_ACTION) {
@@ -105,14 +107,15 @@ check_result(int r, int first_charge, enum proc_op op, long status,
 	}
 	check(res->amount >= 0);
 	check(res->currency[0] == '\0' ||
-	      (strlen(res->currency) == 3 && strspn(res->currency, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 3));
+	      (strlen(res->currency) == 3 &&
+	       strspn(res->currency, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 3));
 }
 
 /* A saved card's answers: only a 2xx makes or attaches anything, and
  * what is kept is a plain id and well-formed display fields. */
 static void
-check_save(const struct proc_type *pt, const struct proc_config *cfg, int attach, long status,
-           const char *body, size_t len)
+check_save(const struct proc_type *pt, const struct proc_config *cfg, int attach,
+           long status, const char *body, size_t len)
 {
 	struct proc_saved_card card;
 	struct proc_result res;

@@ -31,8 +31,9 @@ static int
 t_mac(void *ctx, const void *msg, size_t len, unsigned char mac[32])
 {
 	(void)ctx;
-	return crypto_generichash(mac, 32, msg, len, mac_key, sizeof(mac_key)) == 0 ? 0
-	                                                                            : FGW_ERR_CRYPTO;
+	return crypto_generichash(mac, 32, msg, len, mac_key, sizeof(mac_key)) == 0
+	           ? 0
+	           : FGW_ERR_CRYPTO;
 }
 
 static int
@@ -73,7 +74,9 @@ fx_teardown(struct fx *f)
 static int
 fill(const char *db, int n, int cp)
 {
-	struct store_opts o = { .path = db, .sync_full = 0, .batch_max = 16, .audit_mac = t_mac };
+	struct store_opts o = {
+		.path = db, .sync_full = 0, .batch_max = 16, .audit_mac = t_mac
+	};
 	struct store *st = NULL;
 	static const char *const types[] = { "txn.a", "txn.b", "txnx.c" };
 	char res[32];
@@ -83,8 +86,8 @@ fill(const char *db, int n, int cp)
 	for (int i = 0; i < n && r == 0; i++) {
 		struct store_audit a = { "system", "local", types[i % 3], res, "success", "{}" };
 		snprintf(res, sizeof(res), "res_%d", i);
-		r = store_audit_append(st, NULL, &(struct store_commit){ .audit = &a,
-		                                                         .n_audit = 1 });
+		r = store_audit_append(st, NULL,
+		                       &(struct store_commit){ .audit = &a, .n_audit = 1 });
 	}
 	if (r == 0 && cp)
 		r = store_audit_checkpoint(st, NULL, t_sign, NULL, sign_pk, NULL, NULL);
@@ -139,7 +142,8 @@ test_checkpoint_verify(void)
 	CHECK(sql(f.db, "DELETE FROM audit_events WHERE seq = 5") != SQLITE_OK);
 	CHECK(sql(f.db, "UPDATE audit_checkpoints SET ts = 0") != SQLITE_OK);
 	CHECK_EQ_INT(sql(f.db, "DROP TRIGGER audit_events_no_delete;"
-	                       "DELETE FROM audit_events WHERE seq >= 4"), SQLITE_OK);
+	                       "DELETE FROM audit_events WHERE seq >= 4"),
+	             SQLITE_OK);
 	CHECK_EQ_INT(verify(f.db, sign_pk, &res), FGW_ERR_CRYPTO);
 	CHECK_EQ_INT((int)res.first_bad_seq, 4);
 	CHECK(strstr(res.reason, "events missing") != NULL);
@@ -208,13 +212,15 @@ test_report_bad_day(void)
 	rd = NULL;
 	/* Webhook delivery counts the day's outbox rows by status. 1767225600000
 	 * is 2026-01-01T00:00:00Z. */
-	CHECK_EQ_INT(sql(f.db, "INSERT INTO webhook_outbox(id, endpoint_url, event_id, event_type,"
-	                       " payload, status, next_attempt_at, created_at, updated_at) VALUES"
-	                       " ('a','u','e1','t','{}','delivered',0,1767225600000,0),"
-	                       " ('b','u','e2','t','{}','delivered',0,1767225600001,0),"
-	                       " ('c','u','e3','t','{}','failed',0,1767225600002,0),"
-	                       " ('d','u','e4','t','{}','pending',0,1767225600003,0),"
-	                       " ('e','u','e5','t','{}','failed',0,1767225599999,0)"), SQLITE_OK);
+	CHECK_EQ_INT(sql(f.db,
+	                 "INSERT INTO webhook_outbox(id, endpoint_url, event_id, event_type,"
+	                 " payload, status, next_attempt_at, created_at, updated_at) VALUES"
+	                 " ('a','u','e1','t','{}','delivered',0,1767225600000,0),"
+	                 " ('b','u','e2','t','{}','delivered',0,1767225600001,0),"
+	                 " ('c','u','e3','t','{}','failed',0,1767225600002,0),"
+	                 " ('d','u','e4','t','{}','pending',0,1767225600003,0),"
+	                 " ('e','u','e5','t','{}','failed',0,1767225599999,0)"),
+	             SQLITE_OK);
 	CHECK_EQ_INT(store_reader_open_file(f.db, t_mac, NULL, 0, &rd), 0);
 	CHECK_EQ_INT(store_report_day(rd, "2026-01-01", &rep), 0);
 	CHECK_EQ_INT((int)rep.wh_delivered, 2);
@@ -231,7 +237,8 @@ touch(const char *dir, const char *name)
 {
 	char p[256];
 	FILE *fp;
-	if (snprintf(p, sizeof(p), "%s/%s", dir, name) >= (int)sizeof(p) || (fp = fopen(p, "w")) == NULL)
+	if (snprintf(p, sizeof(p), "%s/%s", dir, name) >= (int)sizeof(p) ||
+	    (fp = fopen(p, "w")) == NULL)
 		return -1;
 	fclose(fp);
 	return 0;

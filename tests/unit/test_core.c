@@ -54,16 +54,16 @@ test_brand_lengths(void)
 {
 	TT_BEGIN;
 	CHECK(card_pan_ok("4242424242424242", 16));
-	CHECK(card_pan_ok("4222222222222", 13));           /* Visa 13 */
-	CHECK(card_pan_ok("4111111111111111110", 19));     /* Visa 19 */
-	CHECK(card_pan_ok("378282246310005", 15));         /* Amex 15 */
-	CHECK(card_pan_ok("30569309025904", 14));          /* Diners 14 */
+	CHECK(card_pan_ok("4222222222222", 13));       /* Visa 13 */
+	CHECK(card_pan_ok("4111111111111111110", 19)); /* Visa 19 */
+	CHECK(card_pan_ok("378282246310005", 15));     /* Amex 15 */
+	CHECK(card_pan_ok("30569309025904", 14));      /* Diners 14 */
 	CHECK(card_pan_ok("6011111111111117", 16));
-	CHECK(!card_pan_ok("424242424242", 12));           /* too short */
-	CHECK(!card_pan_ok("42424242424242426", 17));      /* Visa 17 */
-	CHECK(!card_pan_ok("3782822463100052", 16));       /* Amex 16 */
-	CHECK(!card_pan_ok("555555555555444", 15));        /* Mastercard 15 */
-	CHECK(!card_pan_ok("601111111111110", 15));        /* Discover 15 */
+	CHECK(!card_pan_ok("424242424242", 12));      /* too short */
+	CHECK(!card_pan_ok("42424242424242426", 17)); /* Visa 17 */
+	CHECK(!card_pan_ok("3782822463100052", 16));  /* Amex 16 */
+	CHECK(!card_pan_ok("555555555555444", 15));   /* Mastercard 15 */
+	CHECK(!card_pan_ok("601111111111110", 15));   /* Discover 15 */
 	CHECK(!card_length_ok(CARD_BRAND_UNKNOWN, 15));
 	CHECK(!card_length_ok(CARD_BRAND_VISA, 14));
 end:
@@ -81,37 +81,38 @@ test_find_pan(void)
 		"4242 4242 4242 4242",
 		"4242-4242-4242-4242",
 		"x4242424242424242y",
-		"4242 4242 4242 4242 12/30",        /* expiry right after */
-		"4242424242424242 123",             /* CVC right after */
-		"ref 12345 4242 4242 4242 4242",    /* digits right before */
+		"4242 4242 4242 4242 12/30",     /* expiry right after */
+		"4242424242424242 123",          /* CVC right after */
+		"ref 12345 4242 4242 4242 4242", /* digits right before */
 		"4242\t4242  4242 - 4242",
-		"4242\xc2\xa0" "4242\xc2\xa0" "4242\xc2\xa0" "4242",  /* no-break spaces */
-		"4242\xe2\x80\x93" "4242\xe2\x80\x93" "4242\xe2\x80\x93" "4242", /* en dash */
-		"378282246310005",                  /* Amex 15 */
-		"4222222222222",                    /* Visa 13 */
-		"3056 9309 0259 04",                /* Diners 14 */
+		"4242\xc2\xa0"
+		"4242\xc2\xa0"
+		"4242\xc2\xa0"
+		"4242", /* no-break spaces */
+		"4242\xe2\x80\x93"
+		"4242\xe2\x80\x93"
+		"4242\xe2\x80\x93"
+		"4242",              /* en dash */
+		"378282246310005",   /* Amex 15 */
+		"4222222222222",     /* Visa 13 */
+		"3056 9309 0259 04", /* Diners 14 */
 		"5555 5555 5555 4444 and more text",
-		"card4242424242424242.",            /* glued to a word */
+		"card4242424242424242.", /* glued to a word */
 		"4242 4242 4242 4242 h-0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d",
 		NULL
 	};
 	static const char *const clean[] = {
-		"",
-		"no digits at all",
-		"4242424242424241",                 /* not Luhn */
-		"424242424242",                     /* 12 digits */
-		"phone +1 415-555-0100",
-		"2026-12-04 10:30",
-		"42424242424242424242",             /* 20 digits, one group */
-		"4242    4242 4242 4242",           /* gap of four */
-		"4242.4242.4242.4242x",             /* dots are not separators */
+		"", "no digits at all", "4242424242424241", /* not Luhn */
+		"424242424242",                             /* 12 digits */
+		"phone +1 415-555-0100", "2026-12-04 10:30",
+		"42424242424242424242",   /* 20 digits, one group */
+		"4242    4242 4242 4242", /* gap of four */
+		"4242.4242.4242.4242x",   /* dots are not separators */
 		"amount 15000 USD",
 		/* UUIDs and digests whose digit groups would pass: their
 		 * digits are not a typed card (1 in 300 random UUIDs). */
-		"h-42424242-4242-4242-abcd-0123456789ab",
-		"42424242-4242-4242-4242-4242abcdef01",
-		"sha ab4242424242424242cd0123456789abcdef0123",
-		NULL
+		"h-42424242-4242-4242-abcd-0123456789ab", "42424242-4242-4242-4242-4242abcdef01",
+		"sha ab4242424242424242cd0123456789abcdef0123", NULL
 	};
 	size_t s = 0, e = 0;
 	TT_BEGIN;
@@ -198,8 +199,14 @@ test_scrub(void)
 	/* The shapes card_find_pan finds are masked too. */
 	{
 		char d[] = "n 4242\t4242  4242 - 4242 x";
-		char e[] = "n 4242\xc2\xa0" "4242\xc2\xa0" "4242\xc2\xa0" "4242 x";
-		char f[] = "n 4242\xe2\x80\x93" "4242\xe2\x80\x93" "4242\xe2\x80\x93" "4242 x";
+		char e[] = "n 4242\xc2\xa0"
+		           "4242\xc2\xa0"
+		           "4242\xc2\xa0"
+		           "4242 x";
+		char f[] = "n 4242\xe2\x80\x93"
+		           "4242\xe2\x80\x93"
+		           "4242\xe2\x80\x93"
+		           "4242 x";
 		log_scrub_digits(d);
 		log_scrub_digits(e);
 		log_scrub_digits(f);
@@ -319,17 +326,21 @@ end:
 static int
 test_json_strict(void)
 {
-	static const struct { const char *text; size_t len; int ok; } cases[] = {
+	static const struct {
+		const char *text;
+		size_t len;
+		int ok;
+	} cases[] = {
 		{ "{\"a\":1}", 7, 1 },
 		{ " {\"a\":\"caf\xc3\xa9 \xf0\x9f\x8e\x89\"}\r\n", 21, 1 },
-		{ "{\"a\":1} x", 10, 0 },          /* trailing garbage */
-		{ "{\"a\":1}{}", 9, 0 },           /* two values */
-		{ "{\"a\":\"\xff\"}", 9, 0 },   /* invalid byte */
-		{ "{\"a\":\"\xc0\xaf\"}", 10, 0 },/* overlong */
+		{ "{\"a\":1} x", 10, 0 },              /* trailing garbage */
+		{ "{\"a\":1}{}", 9, 0 },               /* two values */
+		{ "{\"a\":\"\xff\"}", 9, 0 },          /* invalid byte */
+		{ "{\"a\":\"\xc0\xaf\"}", 10, 0 },     /* overlong */
 		{ "{\"a\":\"\xed\xa0\x80\"}", 11, 0 }, /* surrogate */
-		{ "{\"a\":\"\x01\"}", 9, 0 },   /* raw control character */
-		{ "{\"a\":\"x\0\"}", 10, 0 },    /* raw NUL inside the length */
-		{ "{\"a\":1}", 5, 0 },             /* only part of the text */
+		{ "{\"a\":\"\x01\"}", 9, 0 },          /* raw control character */
+		{ "{\"a\":\"x\0\"}", 10, 0 },          /* raw NUL inside the length */
+		{ "{\"a\":1}", 5, 0 },                 /* only part of the text */
 		{ "", 0, 0 },
 	};
 	cJSON *v = NULL;
@@ -487,10 +498,10 @@ test_json_rfc8259(void)
 		if ((v != NULL) != c->ok) {
 			fprintf(stderr, "  %s: %s\n", c->name, v ? "accepted" : "refused");
 			bad++;
-		} else if (v == NULL && (e.reason == NULL ||
-		           (c->at >= 0 && e.offset != (size_t)c->at))) {
-			fprintf(stderr, "  %s: refused at byte %zu (%s), expected %ld\n",
-			        c->name, e.offset, e.reason ? e.reason : "no reason", c->at);
+		} else if (v == NULL &&
+		           (e.reason == NULL || (c->at >= 0 && e.offset != (size_t)c->at))) {
+			fprintf(stderr, "  %s: refused at byte %zu (%s), expected %ld\n", c->name,
+			        e.offset, e.reason ? e.reason : "no reason", c->at);
 			bad++;
 		}
 		cJSON_Delete(v);
@@ -537,8 +548,8 @@ static int
 test_json_values(void)
 {
 	static const char text[] =
-		"{\"s\":\"a\\u00e9\\uD83D\\uDE00\\n\\/\",\"n\":-1.5e2,\"t\":true,"
-		"\"z\":null,\"a\":[1,2,3]}";
+	    "{\"s\":\"a\\u00e9\\uD83D\\uDE00\\n\\/\",\"n\":-1.5e2,\"t\":true,"
+	    "\"z\":null,\"a\":[1,2,3]}";
 	struct fgw_json_error e = { 0, NULL };
 	char msg[96];
 	cJSON *v = NULL;
@@ -566,7 +577,12 @@ end:
 static int
 test_json_int(void)
 {
-	static const struct { const char *text; int64_t min, max; int ok; int64_t want; } cases[] = {
+	static const struct {
+		const char *text;
+		int64_t min, max;
+		int ok;
+		int64_t want;
+	} cases[] = {
 		{ "1", 1, 100, 1, 1 },
 		{ "0", 0, 0, 1, 0 },
 		{ "-0", 0, 0, 1, 0 },
@@ -624,7 +640,8 @@ test_json_int(void)
 		cJSON *d = cJSON_Duplicate(v, 1);
 		char *p = cJSON_PrintUnformatted(d);
 		int ok = d != NULL && p != NULL && strcmp(p, "{\"a\":[7]}") == 0 &&
-		         fgw_json_int(cJSON_GetArrayItem(cJSON_GetObjectItem(d, "a"), 0), 0, 9, &got) == 0 &&
+		         fgw_json_int(cJSON_GetArrayItem(cJSON_GetObjectItem(d, "a"), 0), 0, 9,
+		                      &got) == 0 &&
 		         got == 7;
 		free(p);
 		cJSON_Delete(d);
@@ -679,7 +696,8 @@ test_why(void)
 
 	fgw_why_set(NULL, "x", 1, 1, "ignored"); /* no detail wanted */
 	fgw_why_set(&why, "rules.conf", 3, 7, "unknown field %s", "amout");
-	CHECK_STR(fgw_why_format(&why, buf, sizeof(buf)), "rules.conf:3:7: unknown field amout");
+	CHECK_STR(fgw_why_format(&why, buf, sizeof(buf)),
+	          "rules.conf:3:7: unknown field amout");
 	fgw_why_set(&why, "receipt.txt", 2, 0, "unterminated {{");
 	CHECK_STR(fgw_why_format(&why, buf, sizeof(buf)), "receipt.txt:2: unterminated {{");
 	fgw_why_set(&why, "mail_from", 0, 0, "not an address");
@@ -705,22 +723,31 @@ static int
 test_txnstate_moves(void)
 {
 	static const char *const allowed[][2] = {
-		{ "posting", "processing" }, { "posting", "requires_action" },
-		{ "posting", "succeeded" }, { "posting", "declined" },
-		{ "posting", "failed" }, { "posting", "authorized" },
-		{ "processing", "requires_action" }, { "processing", "succeeded" },
-		{ "processing", "declined" }, { "processing", "failed" },
+		{ "posting", "processing" },
+		{ "posting", "requires_action" },
+		{ "posting", "succeeded" },
+		{ "posting", "declined" },
+		{ "posting", "failed" },
+		{ "posting", "authorized" },
+		{ "processing", "requires_action" },
+		{ "processing", "succeeded" },
+		{ "processing", "declined" },
+		{ "processing", "failed" },
 		{ "processing", "authorized" },
-		{ "requires_action", "processing" }, { "requires_action", "succeeded" },
-		{ "requires_action", "declined" }, { "requires_action", "failed" },
+		{ "requires_action", "processing" },
+		{ "requires_action", "succeeded" },
+		{ "requires_action", "declined" },
+		{ "requires_action", "failed" },
 		{ "requires_action", "authorized" },
-		{ "authorized", "succeeded" }, { "authorized", "canceled" },
-		{ "succeeded", "partially_refunded" }, { "succeeded", "refunded" },
+		{ "authorized", "succeeded" },
+		{ "authorized", "canceled" },
+		{ "succeeded", "partially_refunded" },
+		{ "succeeded", "refunded" },
 		{ "partially_refunded", "refunded" },
 		{ "partially_refunded", "partially_refunded" },
 	};
 	static const char *const final[] = { "declined", "failed", "canceled", "refunded" };
-	const enum txn_state (*moves)[2];
+	const enum txn_state(*moves)[2];
 	int n_moves = 0, n_seen = 0;
 	TT_BEGIN;
 	for (int f = TXN_STATE_NONE; f < TXN_STATE_COUNT; f++) {
@@ -751,7 +778,7 @@ test_txnstate_moves(void)
 	CHECK(!txn_state_may_move(TXN_AUTHORIZED, TXN_REFUNDED));
 	CHECK(!txn_state_may_move(TXN_STATE_NONE, TXN_FAILED));
 	CHECK(!txn_state_may_move(TXN_POSTING, TXN_STATE_COUNT));
-	CHECK(!txn_state_may_move((enum txn_state)-1, TXN_FAILED));
+	CHECK(!txn_state_may_move((enum txn_state) - 1, TXN_FAILED));
 	for (size_t i = 0; i < sizeof(final) / sizeof(final[0]); i++)
 		CHECK(txn_state_final(txn_state_of(final[i])));
 	for (int s = TXN_STATE_NONE + 1; s < TXN_STATE_COUNT; s++) {
@@ -770,9 +797,10 @@ end:
 static int
 test_txnstate_names(void)
 {
-	static const char *const all[] = { "posting", "processing", "requires_action",
-		                               "succeeded", "declined", "failed", "authorized",
-		                               "canceled", "partially_refunded", "refunded" };
+	static const char *const all[] = { "posting",    "processing", "requires_action",
+		                               "succeeded",  "declined",   "failed",
+		                               "authorized", "canceled",   "partially_refunded",
+		                               "refunded" };
 	TT_BEGIN;
 	CHECK_EQ_INT(sizeof(all) / sizeof(all[0]), TXN_STATE_COUNT - 1);
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
@@ -789,7 +817,7 @@ test_txnstate_names(void)
 	CHECK(!txn_state_known(TXN_STATE_COUNT));
 	CHECK_STR(txn_state_name(TXN_STATE_NONE), "");
 	CHECK_STR(txn_state_name(TXN_STATE_COUNT), "");
-	CHECK_STR(txn_state_name((enum txn_state)-3), "");
+	CHECK_STR(txn_state_name((enum txn_state) - 3), "");
 end:
 	TT_END;
 }

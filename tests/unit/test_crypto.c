@@ -40,9 +40,9 @@
 /* ---- helpers --------------------------------------------------------- */
 
 struct tdir {
-	char dir[64];       /* the mkdtemp directory */
-	char keys[128];     /* dir/keys: the key ring directory */
-	char kek[128];      /* dir/kek: KEK file (outside the keys dir) */
+	char dir[64];   /* the mkdtemp directory */
+	char keys[128]; /* dir/keys: the key ring directory */
+	char kek[128];  /* dir/kek: KEK file (outside the keys dir) */
 };
 
 static int
@@ -140,8 +140,7 @@ ring_path(const struct tdir *t, char *buf, size_t cap)
 }
 
 static int
-encrypt_pan(struct keyring *kr, const char *token, const char *pan,
-            char **blob)
+encrypt_pan(struct keyring *kr, const char *token, const char *pan, char **blob)
 {
 	struct secbuf *p = NULL;
 	int r = secbuf_from(&p, pan, strlen(pan));
@@ -153,13 +152,11 @@ encrypt_pan(struct keyring *kr, const char *token, const char *pan,
 
 /* 0 when blob decrypts under token to exactly pan. */
 static int
-decrypts_to(struct keyring *kr, const char *token, const char *blob,
-            const char *pan)
+decrypts_to(struct keyring *kr, const char *token, const char *blob, const char *pan)
 {
 	struct secbuf *p = NULL;
 	int r = vault_decrypt(kr, token, blob, &p);
-	if (r == FGW_OK && (p->len != strlen(pan) ||
-	                    memcmp(p->data, pan, p->len) != 0 ||
+	if (r == FGW_OK && (p->len != strlen(pan) || memcmp(p->data, pan, p->len) != 0 ||
 	                    p->data[p->len] != '\0'))
 		r = -100;
 	secbuf_free(p);
@@ -168,16 +165,15 @@ decrypts_to(struct keyring *kr, const char *token, const char *blob,
 
 /* Seals msg to the ring's current box key and opens it by key id. */
 static int
-box_roundtrip(struct keyring *kr, const char *key_id,
-              const unsigned char pk[32], const char *msg)
+box_roundtrip(struct keyring *kr, const char *key_id, const unsigned char pk[32],
+              const char *msg)
 {
 	char *b64 = NULL;
 	struct secbuf *p = NULL;
 	int r = sealed_seal_b64(pk, msg, strlen(msg), &b64);
 	if (r == FGW_OK)
 		r = sealed_open_b64(kr, key_id, b64, strlen(b64), &p);
-	if (r == FGW_OK &&
-	    (p->len != strlen(msg) || memcmp(p->data, msg, p->len) != 0))
+	if (r == FGW_OK && (p->len != strlen(msg) || memcmp(p->data, msg, p->len) != 0))
 		r = -100;
 	secbuf_free(p);
 	free(b64);
@@ -265,9 +261,9 @@ test_harden(void)
 	CHECK(pid >= 0);
 	if (pid == 0) {
 		struct rlimit rl;
-		int ok = secmem_harden_process() == 0 &&
-		         getrlimit(RLIMIT_CORE, &rl) == 0 && rl.rlim_cur == 0 &&
-		         rl.rlim_max == 0 && prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 0;
+		int ok = secmem_harden_process() == 0 && getrlimit(RLIMIT_CORE, &rl) == 0 &&
+		         rl.rlim_cur == 0 && rl.rlim_max == 0 &&
+		         prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 0;
 		_exit(ok ? 0 : 1);
 	}
 	CHECK(waitpid(pid, &status, 0) == pid);
@@ -288,8 +284,7 @@ test_secret_files(void)
 	TT_BEGIN;
 	CHECK(tdir_new(&t) == 0);
 	snprintf(path, sizeof(path), "%s/secret", t.dir);
-	CHECK_EQ_INT(secbuf_read_secret_file(path, 32, &s, &why),
-	             FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(secbuf_read_secret_file(path, 32, &s, &why), FGW_ERR_NOT_FOUND);
 	CHECK_EQ_INT(why, SECFILE_MISSING);
 	CHECK_EQ_INT(secbuf_alloc(&w, 32), 0);
 	randombytes_buf(w->data, 32);
@@ -301,15 +296,12 @@ test_secret_files(void)
 	CHECK(sodium_memcmp(s->data, w->data, 32) == 0);
 	secbuf_free(s);
 	s = NULL;
-	CHECK_EQ_INT(secbuf_read_secret_file(path, 31, &s, &why),
-	             FGW_ERR_INVALID);
+	CHECK_EQ_INT(secbuf_read_secret_file(path, 31, &s, &why), FGW_ERR_INVALID);
 	CHECK_EQ_INT(why, SECFILE_SIZE);
 	CHECK(chmod(path, 0604) == 0);
-	CHECK_EQ_INT(secbuf_read_secret_file(path, 32, &s, &why),
-	             FGW_ERR_INVALID);
+	CHECK_EQ_INT(secbuf_read_secret_file(path, 32, &s, &why), FGW_ERR_INVALID);
 	CHECK_EQ_INT(why, SECFILE_MODE);
-	CHECK_EQ_INT(secbuf_read_secret_file(t.dir, 32, &s, &why),
-	             FGW_ERR_INVALID);
+	CHECK_EQ_INT(secbuf_read_secret_file(t.dir, 32, &s, &why), FGW_ERR_INVALID);
 	CHECK_EQ_INT(why, SECFILE_NOT_REGULAR);
 	CHECK(read_bytes(path, raw, 32) == 0);
 end:
@@ -428,23 +420,24 @@ end:
 static int
 test_ring_file(void)
 {
-	static const char *const top[] = { "format", "version", "generation",
-		"kekCheck", "dataKeys", "fingerprintKey", "auditMacKey",
-		"auditSigningKey", "boxKeys", "mac", NULL };
+	static const char *const top[] = { "format",      "version",
+		                               "generation",  "kekCheck",
+		                               "dataKeys",    "fingerprintKey",
+		                               "auditMacKey", "auditSigningKey",
+		                               "boxKeys",     "mac",
+		                               NULL };
 	static const char *const check[] = { "salt", "mac", NULL };
-	static const char *const dk[] = { "keyId", "status", "created",
-		"retired", "wrapped", NULL };
-	static const char *const single[] = { "keyId", "created", "wrapped",
-		NULL };
-	static const char *const sign[] = { "keyId", "created", "publicKey",
-		"wrapped", NULL };
-	static const char *const gk[] = { "keyId", "status", "created",
-		"expires", "publicKey", "wrapped", NULL };
+	static const char *const dk[] = { "keyId",   "status",  "created",
+		                              "retired", "wrapped", NULL };
+	static const char *const single[] = { "keyId", "created", "wrapped", NULL };
+	static const char *const sign[] = { "keyId", "created", "publicKey", "wrapped",
+		                                NULL };
+	static const char *const gk[] = { "keyId",     "status",  "created", "expires",
+		                              "publicKey", "wrapped", NULL };
 	struct tdir t;
 	struct keyring *kr = NULL;
 	struct keyring_opts o;
-	char path[160], kek_hex[65], *text = NULL, *kek_b64 = NULL,
-	    *status = NULL;
+	char path[160], kek_hex[65], *text = NULL, *kek_b64 = NULL, *status = NULL;
 	unsigned char kek[32], *raw = NULL;
 	size_t rawlen = 0;
 	cJSON *root = NULL, *st = NULL;
@@ -757,24 +750,21 @@ tamper(const struct tdir *t, const char *orig, int which)
 		break;
 	case 1: /* swap the wrapped blobs of two data keys */
 		tmp = cJSON_DetachItemFromObject(a, "wrapped");
-		cJSON_AddItemToObject(a, "wrapped",
-		                      cJSON_DetachItemFromObject(b, "wrapped"));
+		cJSON_AddItemToObject(a, "wrapped", cJSON_DetachItemFromObject(b, "wrapped"));
 		cJSON_AddItemToObject(b, "wrapped", tmp);
 		break;
 	case 2: /* extend a previous box key's life */
 		a = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "boxKeys"), 0);
 		/* 2100-01-01: cJSON prints 9007199254740000 as 9.00719925474e+15,
 		 * which is no integer token and would be refused before the MAC */
-		cJSON_ReplaceItemInObject(a, "expires",
-		                          cJSON_CreateNumber(4102444800000.0));
+		cJSON_ReplaceItemInObject(a, "expires", cJSON_CreateNumber(4102444800000.0));
 		break;
 	default: /* drop a data key */
 		cJSON_DeleteItemFromArray(dks, 0);
 		break;
 	}
 	if ((out = cJSON_Print(root)) != NULL &&
-	    write_bytes(ring_path(t, path, sizeof(path)), out, strlen(out),
-	                0600) == 0)
+	    write_bytes(ring_path(t, path, sizeof(path)), out, strlen(out), 0600) == 0)
 		r = 0;
 	free(out);
 	cJSON_Delete(root);
@@ -894,8 +884,7 @@ test_vault_tamper(void)
 	snprintf(bad, sizeof(bad), "v1:%s:AAAA", id);
 	CHECK_EQ_INT(vault_decrypt(kr, tok, bad, &p), FGW_ERR_CRYPTO);
 	/* Unknown key ids. */
-	CHECK_EQ_INT(vault_decrypt(kr, tok, "v1:dk_x:AAAA", &p),
-	             FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(vault_decrypt(kr, tok, "v1:dk_x:AAAA", &p), FGW_ERR_NOT_FOUND);
 	memcpy(bad, blob, n + 1);
 	bad[8] = bad[8] == 'z' ? 'y' : 'z';
 	CHECK_EQ_INT(vault_decrypt(kr, tok, bad, &p), FGW_ERR_NOT_FOUND);
@@ -921,8 +910,8 @@ test_data_rotation(void)
 	struct tdir t;
 	struct keyring *kr = NULL;
 	struct keyring_opts o;
-	char tok[32], old_id[KEYRING_ID_MAX], new_id[KEYRING_ID_MAX],
-	    bid[KEYRING_ID_MAX], act[KEYRING_ID_MAX];
+	char tok[32], old_id[KEYRING_ID_MAX], new_id[KEYRING_ID_MAX], bid[KEYRING_ID_MAX],
+	    act[KEYRING_ID_MAX];
 	char *old_blob = NULL, *blob = NULL;
 	TT_BEGIN;
 	CHECK(tdir_new(&t) == 0);
@@ -1027,8 +1016,7 @@ test_fingerprint(void)
 	CHECK_STR(f1c, f1);
 	CHECK_EQ_INT(vault_fingerprint(kr, "4242x", 5, f1c), FGW_ERR_INVALID);
 	CHECK_EQ_INT(vault_fingerprint(kr, "4242", 4, f1c), FGW_ERR_INVALID);
-	CHECK_EQ_INT(vault_fingerprint(kr, "42424242424242424242", 20, f1c),
-	             FGW_ERR_INVALID);
+	CHECK_EQ_INT(vault_fingerprint(kr, "42424242424242424242", 20, f1c), FGW_ERR_INVALID);
 	/* Rotating the data key does not move fingerprints. */
 	CHECK_EQ_INT(keyring_rotate_data_key(kr, NULL, 0), 0);
 	keyring_free(kr);
@@ -1058,8 +1046,7 @@ test_sealed_keyring(void)
 	struct keyring *kr = NULL;
 	struct keyring_opts o;
 	unsigned char pk[32];
-	char id[KEYRING_ID_MAX], json[256], expect[256], *pkb64 = NULL,
-	    *junk = NULL;
+	char id[KEYRING_ID_MAX], json[256], expect[256], *pkb64 = NULL, *junk = NULL;
 	struct secbuf *p = NULL;
 	unsigned char noise[80];
 	TT_BEGIN;
@@ -1073,8 +1060,7 @@ test_sealed_keyring(void)
 	CHECK_EQ_INT(sealed_open_b64(kr, id, "@@@", 3, &p), FGW_ERR_INVALID);
 	randombytes_buf(noise, sizeof(noise));
 	CHECK_EQ_INT(fgw_b64_encode(noise, sizeof(noise), &junk), 0);
-	CHECK_EQ_INT(sealed_open_b64(kr, id, junk, strlen(junk), &p),
-	             FGW_ERR_CRYPTO);
+	CHECK_EQ_INT(sealed_open_b64(kr, id, junk, strlen(junk), &p), FGW_ERR_CRYPTO);
 	CHECK_EQ_INT(sealed_open_b64(kr, id, "AAAA", 4, &p), FGW_ERR_CRYPTO);
 	CHECK(p == NULL);
 	/* The public document, exactly. */
@@ -1102,8 +1088,7 @@ test_box_rotation(void)
 	struct keyring *kr = NULL;
 	struct keyring_opts o;
 	unsigned char old_pk[32], new_pk[32];
-	char old_id[KEYRING_ID_MAX], new_id[KEYRING_ID_MAX], *text = NULL,
-	    path[160];
+	char old_id[KEYRING_ID_MAX], new_id[KEYRING_ID_MAX], *text = NULL, path[160];
 	const char *cur_ptr;
 	TT_BEGIN;
 	CHECK(tdir_new(&t) == 0);
@@ -1175,7 +1160,9 @@ test_sealed_keypair(void)
 	snprintf(skp, sizeof(skp), "%s/sandbox.key", t.dir);
 	snprintf(pubp, sizeof(pubp), "%s/sandbox.pub.json", t.dir);
 	CHECK_EQ_INT(sealed_load_pubkey(pubp, &pub), FGW_ERR_NOT_FOUND);
-	CHECK_EQ_INT(sealed_keypair_load_or_create(skp, pubp, "sbx_", SEALED_ALG_SEALEDBOX, &a), 0);
+	CHECK_EQ_INT(sealed_keypair_load_or_create(skp, pubp, "sbx_", SEALED_ALG_SEALEDBOX,
+	                                           &a),
+	             0);
 	CHECK(strncmp(a.key_id, "sbx_", 4) == 0);
 	CHECK_EQ_INT(strlen(a.key_id), 4 + 16);
 	CHECK_EQ_INT(mode_of(skp), 0600);
@@ -1185,7 +1172,9 @@ test_sealed_keypair(void)
 	CHECK(memcmp(pub.pk, a.pk, 32) == 0);
 	/* Reload: same id, same key; a lost public file is rewritten. */
 	CHECK(unlink(pubp) == 0);
-	CHECK_EQ_INT(sealed_keypair_load_or_create(skp, pubp, "sbx_", SEALED_ALG_SEALEDBOX, &b), 0);
+	CHECK_EQ_INT(sealed_keypair_load_or_create(skp, pubp, "sbx_", SEALED_ALG_SEALEDBOX,
+	                                           &b),
+	             0);
 	CHECK_STR(b.key_id, a.key_id);
 	CHECK(memcmp(b.pk, a.pk, 32) == 0);
 	CHECK_EQ_INT(sealed_load_pubkey(pubp, &pub), 0);
@@ -1203,7 +1192,8 @@ test_sealed_keypair(void)
 	CHECK(b.sk == NULL);
 	/* A secret key file readable by others is refused. */
 	CHECK(chmod(skp, 0644) == 0);
-	CHECK_EQ_INT(sealed_keypair_load_or_create(skp, pubp, "sbx_", SEALED_ALG_SEALEDBOX, &b),
+	CHECK_EQ_INT(sealed_keypair_load_or_create(skp, pubp, "sbx_", SEALED_ALG_SEALEDBOX,
+	                                           &b),
 	             FGW_ERR_INVALID);
 	/* Bad public key files. */
 	{
@@ -1221,12 +1211,13 @@ test_sealed_keypair(void)
 			CHECK_EQ_INT(sealed_load_pubkey(pubp, &pub), FGW_ERR_INVALID);
 		}
 		/* The same text with a good key loads. */
-		CHECK(write_bytes(pubp, "{\"keyId\":\"k\",\"algorithm\":"
+		CHECK(write_bytes(pubp,
+		                  "{\"keyId\":\"k\",\"algorithm\":"
 		                  "\"x25519-sealedbox\",\"publicKey\":"
 		                  "\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"}",
 		                  strlen("{\"keyId\":\"k\",\"algorithm\":"
-		                  "\"x25519-sealedbox\",\"publicKey\":"
-		                  "\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"}"),
+		                         "\"x25519-sealedbox\",\"publicKey\":"
+		                         "\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"}"),
 		                  0644) == 0);
 		CHECK_EQ_INT(sealed_load_pubkey(pubp, &pub), 0);
 		CHECK_STR(pub.key_id, "k");
@@ -1245,9 +1236,9 @@ end:
 /* A ring-made box to peer, checked with plain crypto_box_open_easy and
  * the peer's secret: the wire form is nonce || crypto_box_easy output. */
 static int
-ring_box_check(struct keyring *kr, const char *key_id,
-               const unsigned char gw_pk[32], const unsigned char peer_pk[32],
-               const unsigned char peer_sk[32], const char *msg)
+ring_box_check(struct keyring *kr, const char *key_id, const unsigned char gw_pk[32],
+               const unsigned char peer_pk[32], const unsigned char peer_sk[32],
+               const char *msg)
 {
 	char *b64 = NULL;
 	unsigned char *c = NULL, m[256];
@@ -1267,8 +1258,8 @@ ring_box_check(struct keyring *kr, const char *key_id,
 
 /* Request (ring -> kp) and reply (kp -> ring) round trips. */
 static int
-box_both_ways(struct keyring *kr, const char *key_id,
-              const unsigned char gw_pk[32], struct sealed_keypair *kp)
+box_both_ways(struct keyring *kr, const char *key_id, const unsigned char gw_pk[32],
+              struct sealed_keypair *kp)
 {
 	char *b64 = NULL;
 	struct secbuf *p = NULL;
@@ -1331,11 +1322,14 @@ test_box(void)
 	snprintf(skp, sizeof(skp), "%s/p.key", t.dir);
 	snprintf(skp2, sizeof(skp2), "%s/q.key", t.dir);
 	snprintf(pubp, sizeof(pubp), "%s/p.pub.json", t.dir);
-	CHECK_EQ_INT(sealed_keypair_load_or_create(skp, pubp, "sbx_", SEALED_ALG_BOX, &kp), 0);
+	CHECK_EQ_INT(sealed_keypair_load_or_create(skp, pubp, "sbx_", SEALED_ALG_BOX, &kp),
+	             0);
 	CHECK_EQ_INT(sealed_load_pubkey(pubp, &pub), 0);
 	CHECK_EQ_INT(pub.alg, SEALED_ALG_BOX);
 	CHECK(memcmp(pub.pk, kp.pk, 32) == 0);
-	CHECK_EQ_INT(sealed_keypair_load_or_create(skp2, NULL, "sbx_", SEALED_ALG_BOX, &other), 0);
+	CHECK_EQ_INT(sealed_keypair_load_or_create(skp2, NULL, "sbx_", SEALED_ALG_BOX,
+	                                           &other),
+	             0);
 
 	/* Round trips, twice (the second from the caches). */
 	CHECK_EQ_INT(box_both_ways(kr, id, gw_pk, &kp), 0);
@@ -1444,7 +1438,8 @@ test_box_rotation_cache(void)
 	o.box_grace_ms = 60000;
 	CHECK_EQ_INT(keyring_open(&o, &kr, NULL), 0);
 	snprintf(skp, sizeof(skp), "%s/p.key", t.dir);
-	CHECK_EQ_INT(sealed_keypair_load_or_create(skp, NULL, "sbx_", SEALED_ALG_BOX, &kp), 0);
+	CHECK_EQ_INT(sealed_keypair_load_or_create(skp, NULL, "sbx_", SEALED_ALG_BOX, &kp),
+	             0);
 	CHECK_EQ_INT(keyring_box_current(kr, old_id, sizeof(old_id), old_pk), 0);
 	CHECK_EQ_INT(box_both_ways(kr, old_id, old_pk, &kp), 0);
 	/* A reply the processor boxed for the old key, in flight. */
@@ -1509,23 +1504,23 @@ test_audit(void)
 	CHECK_EQ_INT(keyring_audit_mac_fn(kr, msg, strlen(msg), m3), 0);
 	CHECK(sodium_memcmp(m1, m3, 32) == 0);
 	/* Keyed: not the plain hash. */
-	crypto_generichash(m3, 32, (const unsigned char *)msg, strlen(msg),
-	                   NULL, 0);
+	crypto_generichash(m3, 32, (const unsigned char *)msg, strlen(msg), NULL, 0);
 	CHECK(sodium_memcmp(m1, m3, 32) != 0);
 	CHECK_EQ_INT(keyring_audit_sign(kr, msg, strlen(msg), sig), 0);
 	keyring_audit_public(kr, pk);
-	CHECK_EQ_INT(crypto_sign_verify_detached(sig, (const unsigned char *)msg,
-	                                         strlen(msg), pk), 0);
-	CHECK(crypto_sign_verify_detached(sig, (const unsigned char *)"other", 5,
-	                                  pk) != 0);
+	CHECK_EQ_INT(crypto_sign_verify_detached(sig, (const unsigned char *)msg, strlen(msg),
+	                                         pk),
+	             0);
+	CHECK(crypto_sign_verify_detached(sig, (const unsigned char *)"other", 5, pk) != 0);
 	keyring_free(kr);
 	kr = NULL;
 	CHECK_EQ_INT(keyring_open(&o, &kr, NULL), 0);
 	CHECK_EQ_INT(keyring_audit_mac(kr, msg, strlen(msg), m1b), 0);
 	CHECK(sodium_memcmp(m1, m1b, 32) == 0);
 	CHECK_EQ_INT(keyring_audit_sign(kr, msg, strlen(msg), sig), 0);
-	CHECK_EQ_INT(crypto_sign_verify_detached(sig, (const unsigned char *)msg,
-	                                         strlen(msg), pk), 0);
+	CHECK_EQ_INT(crypto_sign_verify_detached(sig, (const unsigned char *)msg, strlen(msg),
+	                                         pk),
+	             0);
 end:
 	keyring_free(kr);
 	tdir_free(&t);
@@ -1541,8 +1536,8 @@ test_two_handles(void)
 	struct keyring *a = NULL, *b = NULL;
 	struct keyring_opts o;
 	const char *msg = NULL;
-	char tok[32], id_a[KEYRING_ID_MAX], id_b[KEYRING_ID_MAX],
-	    act[KEYRING_ID_MAX], *blob = NULL;
+	char tok[32], id_a[KEYRING_ID_MAX], id_b[KEYRING_ID_MAX], act[KEYRING_ID_MAX],
+	    *blob = NULL;
 	TT_BEGIN;
 	CHECK(tdir_new(&t) == 0);
 	o = file_opts(&t, 1);
@@ -1554,8 +1549,7 @@ test_two_handles(void)
 	CHECK_EQ_INT(encrypt_pan(a, tok, PAN1, &blob), 0);
 	CHECK_EQ_INT(decrypts_to(b, tok, blob, PAN1), FGW_ERR_NOT_FOUND);
 	/* b's view is stale: it must not overwrite a's rotation. */
-	CHECK_EQ_INT(keyring_rotate_data_key(b, id_b, sizeof(id_b)),
-	             FGW_ERR_CONFLICT);
+	CHECK_EQ_INT(keyring_rotate_data_key(b, id_b, sizeof(id_b)), FGW_ERR_CONFLICT);
 	CHECK_EQ_INT(keyring_rotate_box_key(b, NULL, 0), FGW_ERR_CONFLICT);
 	CHECK_EQ_INT(keyring_active_data_key(b, act, sizeof(act)), 0);
 	CHECK(strcmp(act, id_a) != 0); /* unchanged by the failed attempts */
@@ -1620,8 +1614,7 @@ test_threads(void)
 		w[started].kr = kr;
 		w[started].failures = 0;
 		crypto_box_keypair(w[started].peer_pk, w[started].peer_sk);
-		CHECK(pthread_create(&th[started], NULL, worker_run,
-		                     &w[started]) == 0);
+		CHECK(pthread_create(&th[started], NULL, worker_run, &w[started]) == 0);
 	}
 	for (int i = 0; i < 5; i++) {
 		CHECK_EQ_INT(keyring_rotate_data_key(kr, NULL, 0), 0);
@@ -1649,7 +1642,8 @@ leak_body(char *out, size_t cap, const char *middle)
 	int n = snprintf(out, cap,
 	                 "{\"reservationId\":\"res_1\",\"amount\":15000,\"currency\":\"USD\","
 	                 "\"card\":{\"number\":\"400005%s5556\",\"expMonth\":12,"
-	                 "\"expYear\":2030,\"cvc\":\"123\"}}", middle);
+	                 "\"expYear\":2030,\"cvc\":\"123\"}}",
+	                 middle);
 	return n > 0 && (size_t)n < cap ? n : -1;
 }
 

@@ -42,7 +42,7 @@
 struct srv {
 	struct evhttp *http;
 	int port;
-	int conns;    /* connections accepted (one bufferevent each) */
+	int conns; /* connections accepted (one bufferevent each) */
 	int requests;
 	SSL_CTX *tls; /* set: the server speaks HTTPS */
 };
@@ -58,8 +58,7 @@ srv_bevcb(struct event_base *base, void *arg)
 		return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if ((ssl = SSL_new(s->tls)) == NULL)
 		return NULL;
-	return bufferevent_openssl_socket_new(base, -1, ssl,
-	                                      BUFFEREVENT_SSL_ACCEPTING,
+	return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
 	                                      BEV_OPT_CLOSE_ON_FREE);
 }
 
@@ -94,19 +93,17 @@ srv_cb(struct evhttp_request *req, void *arg)
 		path = "";
 	if (strcmp(path, "/echo") == 0) {
 		struct evbuffer *in = evhttp_request_get_input_buffer(req);
-		const char *x = evhttp_find_header(
-		    evhttp_request_get_input_headers(req), "X-Test");
-		const char *m =
-		    evhttp_request_get_command(req) == EVHTTP_REQ_POST ? "POST"
-		                                                       : "GET";
+		const char *x = evhttp_find_header(evhttp_request_get_input_headers(req),
+		                                   "X-Test");
+		const char *m = evhttp_request_get_command(req) == EVHTTP_REQ_POST ? "POST"
+		                                                                   : "GET";
 		evbuffer_add_printf(out, "M=%s;X=%s;B=", m, x ? x : "");
 		evbuffer_add_buffer(out, in);
 		evhttp_add_header(oh, "X-Reply", "yes");
 		evhttp_send_reply(req, 200, "OK", NULL);
 	} else if (strcmp(path, "/status") == 0) {
 		evbuffer_add_printf(out, "status");
-		evhttp_send_reply(req, (int)query_num(req, "code", 200), "Status",
-		                  NULL);
+		evhttp_send_reply(req, (int)query_num(req, "code", 200), "Status", NULL);
 	} else if (strcmp(path, "/big") == 0) {
 		long n = query_num(req, "n", 0);
 		for (long i = 0; i < n; i += 1024) {
@@ -131,9 +128,10 @@ srv_cb(struct evhttp_request *req, void *arg)
 		evhttp_send_reply_end(req);
 	} else if (strcmp(path, "/method") == 0) {
 		enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-		evbuffer_add_printf(out, "%s", cmd == EVHTTP_REQ_PUT      ? "PUT"
-		                               : cmd == EVHTTP_REQ_DELETE ? "DELETE"
-		                                                          : "OTHER");
+		evbuffer_add_printf(out, "%s",
+		                    cmd == EVHTTP_REQ_PUT      ? "PUT"
+		                    : cmd == EVHTTP_REQ_DELETE ? "DELETE"
+		                                               : "OTHER");
 		evbuffer_add_buffer(out, evhttp_request_get_input_buffer(req));
 		evhttp_send_reply(req, 200, "OK", NULL);
 	} else if (strcmp(path, "/redirect") == 0) {
@@ -158,10 +156,8 @@ srv_start(struct event_base *base, struct srv *s)
 	evhttp_set_gencb(s->http, srv_cb, s);
 	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
 	                                        EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
-	if ((bs = evhttp_bind_socket_with_handle(s->http, "127.0.0.1", 0)) ==
-	        NULL ||
-	    getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&sin,
-	                &sl) != 0)
+	if ((bs = evhttp_bind_socket_with_handle(s->http, "127.0.0.1", 0)) == NULL ||
+	    getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&sin, &sl) != 0)
 		return -1;
 	s->port = ntohs(sin.sin_port);
 	return 0;
@@ -188,8 +184,8 @@ struct raw {
 	int port;
 	enum raw_mode mode;
 	int accepted;
-	int requests;   /* whole requests read (head and body) */
-	int closed;     /* a request was read and its connection closed */
+	int requests; /* whole requests read (head and body) */
+	int closed;   /* a request was read and its connection closed */
 	struct bufferevent *bev[RAW_MAX];
 	int served[RAW_MAX];
 };
@@ -268,8 +264,8 @@ raw_event(struct bufferevent *bev, short what, void *arg)
 }
 
 static void
-raw_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-           int socklen, void *arg)
+raw_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int socklen,
+           void *arg)
 {
 	struct raw *r = arg;
 	struct bufferevent *bev;
@@ -277,8 +273,7 @@ raw_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	(void)sa;
 	(void)socklen;
 	r->accepted++;
-	bev = bufferevent_socket_new(evconnlistener_get_base(l), fd,
-	                             BEV_OPT_CLOSE_ON_FREE);
+	bev = bufferevent_socket_new(evconnlistener_get_base(l), fd, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL) {
 		close(fd);
 		return;
@@ -307,11 +302,10 @@ raw_start(struct event_base *base, struct raw *r, enum raw_mode mode)
 	sin.sin_family = AF_INET;
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	r->l = evconnlistener_new_bind(base, raw_accept, r,
-	                               LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
-	                               16, (struct sockaddr *)&sin, sizeof(sin));
+	                               LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 16,
+	                               (struct sockaddr *)&sin, sizeof(sin));
 	if (r->l == NULL ||
-	    getsockname(evconnlistener_get_fd(r->l), (struct sockaddr *)&sin,
-	                &sl) != 0)
+	    getsockname(evconnlistener_get_fd(r->l), (struct sockaddr *)&sin, &sl) != 0)
 		return -1;
 	r->port = ntohs(sin.sin_port);
 	return 0;
@@ -405,8 +399,7 @@ fx_setup(struct fx *f, const struct httpc_opts *opts)
 	memset(f, 0, sizeof(*f));
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		return -1;
-	if ((f->base = event_base_new()) == NULL ||
-	    srv_start(f->base, &f->srv) != 0 ||
+	if ((f->base = event_base_new()) == NULL || srv_start(f->base, &f->srv) != 0 ||
 	    httpc_new(f->base, opts, &f->c) != 0)
 		return -1;
 	snprintf(f->url, sizeof(f->url), "http://127.0.0.1:%d", f->srv.port);
@@ -428,8 +421,7 @@ get(struct fx *f, const char *path, long timeout_ms, struct got *g)
 {
 	char url[256];
 	snprintf(url, sizeof(url), "%s%s", f->url, path);
-	return httpc_request(f->c, "GET", url, NULL, NULL, 0, timeout_ms, on_done,
-	                     g, NULL);
+	return httpc_request(f->c, "GET", url, NULL, NULL, 0, timeout_ms, on_done, g, NULL);
 }
 
 /* ---- httpc cases --------------------------------------------------------- */
@@ -446,8 +438,8 @@ test_roundtrip(void)
 	CHECK(fx_setup(&f, NULL) == 0);
 	a.total = b.total = c.total = d.total = &total;
 	snprintf(url, sizeof(url), "%s/echo", f.url);
-	CHECK_EQ_INT(httpc_request(f.c, "POST", url, hdrs, "hello world", 11,
-	                           2000, on_done, &a, NULL),
+	CHECK_EQ_INT(httpc_request(f.c, "POST", url, hdrs, "hello world", 11, 2000, on_done,
+	                           &a, NULL),
 	             0);
 	CHECK_EQ_INT(get(&f, "/echo", 2000, &b), 0);
 	CHECK_EQ_INT(get(&f, "/status?code=404", 2000, &c), 0);
@@ -490,8 +482,8 @@ chain_done(void *arg, const struct httpc_response *r)
 		ch->failures++;
 	if (--ch->left > 0) {
 		snprintf(url, sizeof(url), "%s/echo", ch->f->url);
-		if (httpc_request(ch->f->c, "POST", url, NULL, "x", 1, 2000,
-		                  chain_done, ch, NULL) != 0)
+		if (httpc_request(ch->f->c, "POST", url, NULL, "x", 1, 2000, chain_done, ch,
+		                  NULL) != 0)
 			ch->failures++;
 	}
 }
@@ -509,8 +501,8 @@ test_keepalive(void)
 	ch.done = 0;
 	ch.failures = 0;
 	snprintf(url, sizeof(url), "%s/echo", f.url);
-	CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "x", 1, 2000,
-	                           chain_done, &ch, NULL),
+	CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "x", 1, 2000, chain_done, &ch,
+	                           NULL),
 	             0);
 	run_until(f.base, &ch.done, 6, 5000);
 	CHECK_EQ_INT(ch.done, 6);
@@ -552,8 +544,7 @@ test_refused(void)
 	CHECK(fx_setup(&f, NULL) == 0);
 	CHECK((port = closed_port()) > 0);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/charges", port);
-	CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "{}", 2, 2000, on_done,
-	                           &g, NULL),
+	CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "{}", 2, 2000, on_done, &g, NULL),
 	             0);
 	run_until(f.base, &g.calls, 1, 3000);
 	CHECK_EQ_INT(g.calls, 1);
@@ -580,8 +571,7 @@ test_timeout_after_send(void)
 	CHECK(raw_start(f.base, &r, RAW_HANG) == 0);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/charges", r.port);
 	t0 = fgw_mono_ms();
-	CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "{}", 2, 300, on_done,
-	                           &g, NULL),
+	CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "{}", 2, 300, on_done, &g, NULL),
 	             0);
 	run_until(f.base, &g.calls, 1, 3000);
 	CHECK_EQ_INT(g.calls, 1);
@@ -623,10 +613,8 @@ test_connect_timeout(void)
 		(void)connect(fill[i], (struct sockaddr *)&sin, sizeof(sin));
 	}
 	usleep(50000);
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/charges",
-	         ntohs(sin.sin_port));
-	CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "{}", 2, 5000, on_done,
-	                           &g, NULL),
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/charges", ntohs(sin.sin_port));
+	CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "{}", 2, 5000, on_done, &g, NULL),
 	             0);
 	run_until(f.base, &g.calls, 1, 3000);
 	CHECK_EQ_INT(g.calls, 1);
@@ -655,8 +643,7 @@ test_closed_after_read(void)
 	CHECK(fx_setup(&f, NULL) == 0);
 	CHECK(raw_start(f.base, &r, RAW_CLOSE) == 0);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/charges", r.port);
-	CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "{}", 2, 2000, on_done,
-	                           &g, NULL),
+	CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "{}", 2, 2000, on_done, &g, NULL),
 	             0);
 	run_until(f.base, &g.calls, 1, 3000);
 	CHECK_EQ_INT(g.calls, 1);
@@ -681,8 +668,7 @@ test_cancel(void)
 	memset(&r, 0, sizeof(r));
 	CHECK(fx_setup(&f, NULL) == 0);
 	snprintf(url, sizeof(url), "%s/echo", f.url);
-	CHECK_EQ_INT(httpc_request(f.c, "GET", url, NULL, NULL, 0, 2000, on_done,
-	                           &g, &rq),
+	CHECK_EQ_INT(httpc_request(f.c, "GET", url, NULL, NULL, 0, 2000, on_done, &g, &rq),
 	             0);
 	CHECK(rq != NULL);
 	CHECK_EQ_INT(httpc_inflight(f.c), 1);
@@ -692,8 +678,7 @@ test_cancel(void)
 	/* Cancel after the request went out on the wire. */
 	CHECK(raw_start(f.base, &r, RAW_HANG) == 0);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/charges", r.port);
-	CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "{}", 2, 2000, on_done,
-	                           &h, &rq),
+	CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "{}", 2, 2000, on_done, &h, &rq),
 	             0);
 	run_until(f.base, &r.accepted, 1, 2000);
 	CHECK_EQ_INT(r.accepted, 1);
@@ -744,12 +729,12 @@ test_cancel_from_callback(void)
 	TT_BEGIN;
 	CHECK(fx_setup(&f, NULL) == 0);
 	snprintf(url, sizeof(url), "%s/echo", f.url);
-	CHECK_EQ_INT(httpc_request(f.c, "GET", url, NULL, NULL, 0, 2000,
-	                           cancel_others, &k, NULL),
+	CHECK_EQ_INT(httpc_request(f.c, "GET", url, NULL, NULL, 0, 2000, cancel_others, &k,
+	                           NULL),
 	             0);
 	for (int i = 0; i < 3; i++)
-		CHECK_EQ_INT(httpc_request(f.c, "GET", url, NULL, NULL, 0, 2000,
-		                           count_only, &others, &k.others[i]),
+		CHECK_EQ_INT(httpc_request(f.c, "GET", url, NULL, NULL, 0, 2000, count_only,
+		                           &others, &k.others[i]),
 		             0);
 	run_until(f.base, &k.calls, 1, 3000);
 	run_until(f.base, NULL, 0, 200);
@@ -776,8 +761,8 @@ test_free_inflight(void)
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/charges", r.port);
 	for (int i = 0; i < 5; i++) {
 		g[i].total = &total;
-		CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "{}", 2, 5000,
-		                           on_done, &g[i], NULL),
+		CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "{}", 2, 5000, on_done, &g[i],
+		                           NULL),
 		             0);
 	}
 	run_until(f.base, &r.accepted, 5, 2000);
@@ -820,8 +805,8 @@ test_free_from_callback(void)
 	fr.calls = 0;
 	snprintf(url, sizeof(url), "%s/echo", f.url);
 	for (int i = 0; i < 4; i++)
-		CHECK_EQ_INT(httpc_request(f.c, "GET", url, NULL, NULL, 0, 2000,
-		                           free_in_callback, &fr, NULL),
+		CHECK_EQ_INT(httpc_request(f.c, "GET", url, NULL, NULL, 0, 2000, free_in_callback,
+		                           &fr, NULL),
 		             0);
 	run_until(f.base, &fr.calls, 1, 3000);
 	run_until(f.base, NULL, 0, 200);
@@ -880,8 +865,8 @@ test_concurrent(void)
 	for (int i = 0; i < N; i++) {
 		int n = snprintf(body, sizeof(body), "req-%d", i);
 		g[i].total = &total;
-		CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, body, (size_t)n,
-		                           5000, on_done, &g[i], NULL),
+		CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, body, (size_t)n, 5000, on_done,
+		                           &g[i], NULL),
 		             0);
 	}
 	CHECK_EQ_INT(httpc_inflight(f.c), N);
@@ -912,29 +897,24 @@ test_bad_args(void)
 	TT_BEGIN;
 	CHECK(fx_setup(&f, NULL) == 0);
 	snprintf(url, sizeof(url), "%s/echo", f.url);
-	CHECK_EQ_INT(httpc_request(f.c, "GET", "ftp://127.0.0.1/x", NULL, NULL, 0,
-	                           1000, on_done, &g, NULL),
-	             FGW_ERR_INVALID);
-	CHECK_EQ_INT(httpc_request(f.c, "GET", "file:///etc/passwd", NULL, NULL, 0,
-	                           1000, on_done, &g, NULL),
-	             FGW_ERR_INVALID);
-	CHECK_EQ_INT(httpc_request(f.c, "GET", url, crlf, NULL, 0, 1000, on_done,
-	                           &g, NULL),
-	             FGW_ERR_INVALID);
-	CHECK_EQ_INT(httpc_request(f.c, "GET", url, nocolon, NULL, 0, 1000,
+	CHECK_EQ_INT(httpc_request(f.c, "GET", "ftp://127.0.0.1/x", NULL, NULL, 0, 1000,
 	                           on_done, &g, NULL),
 	             FGW_ERR_INVALID);
-	CHECK_EQ_INT(httpc_request(f.c, "get", url, NULL, NULL, 0, 1000, on_done,
-	                           &g, NULL),
+	CHECK_EQ_INT(httpc_request(f.c, "GET", "file:///etc/passwd", NULL, NULL, 0, 1000,
+	                           on_done, &g, NULL),
 	             FGW_ERR_INVALID);
-	CHECK_EQ_INT(httpc_request(f.c, "GET", url, NULL, "x", 1, 1000, on_done,
-	                           &g, NULL),
+	CHECK_EQ_INT(httpc_request(f.c, "GET", url, crlf, NULL, 0, 1000, on_done, &g, NULL),
 	             FGW_ERR_INVALID);
-	CHECK_EQ_INT(httpc_request(f.c, "GET", url, NULL, NULL, 0, 1000, NULL,
-	                           &g, NULL),
+	CHECK_EQ_INT(httpc_request(f.c, "GET", url, nocolon, NULL, 0, 1000, on_done, &g,
+	                           NULL),
 	             FGW_ERR_INVALID);
-	CHECK_EQ_INT(httpc_request(NULL, "GET", url, NULL, NULL, 0, 1000, on_done,
-	                           &g, NULL),
+	CHECK_EQ_INT(httpc_request(f.c, "get", url, NULL, NULL, 0, 1000, on_done, &g, NULL),
+	             FGW_ERR_INVALID);
+	CHECK_EQ_INT(httpc_request(f.c, "GET", url, NULL, "x", 1, 1000, on_done, &g, NULL),
+	             FGW_ERR_INVALID);
+	CHECK_EQ_INT(httpc_request(f.c, "GET", url, NULL, NULL, 0, 1000, NULL, &g, NULL),
+	             FGW_ERR_INVALID);
+	CHECK_EQ_INT(httpc_request(NULL, "GET", url, NULL, NULL, 0, 1000, on_done, &g, NULL),
 	             FGW_ERR_INVALID);
 	CHECK_EQ_INT(httpc_inflight(f.c), 0);
 	struct httpc *other = f.c; /* must be reset to NULL */
@@ -1007,7 +987,9 @@ test_queue_without_handles(void)
 		             0);
 	}
 	/* A request whose whole time runs out while it waits. */
-	CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "{}", 2, 100, on_done, &late, NULL), 0);
+	CHECK_EQ_INT(httpc_request(f.c, "POST", url, NULL, "{}", 2, 100, on_done, &late,
+	                           NULL),
+	             0);
 	CHECK_EQ_INT(httpc_inflight(f.c), N + 1);
 	CHECK_EQ_INT(httpc_queued(f.c), N + 1 - 2);
 	/* Another host (the echo server) is not behind the hanging one. */
@@ -1056,11 +1038,9 @@ test_custom_method(void)
 	CHECK(fx_setup(&f, NULL) == 0);
 	a.total = b.total = &total;
 	snprintf(url, sizeof(url), "%s/method", f.url);
-	CHECK_EQ_INT(httpc_request(f.c, "PUT", url, expect, "body", 4, 0,
-	                           on_done, &a, NULL),
+	CHECK_EQ_INT(httpc_request(f.c, "PUT", url, expect, "body", 4, 0, on_done, &a, NULL),
 	             0);
-	CHECK_EQ_INT(httpc_request(f.c, "DELETE", url, NULL, NULL, 0, -1,
-	                           on_done, &b, NULL),
+	CHECK_EQ_INT(httpc_request(f.c, "DELETE", url, NULL, NULL, 0, -1, on_done, &b, NULL),
 	             0);
 	run_until(f.base, &total, 2, 5000);
 	CHECK_EQ_INT(a.status, 200);
@@ -1096,8 +1076,8 @@ test_cancel_self(void)
 	TT_BEGIN;
 	CHECK(fx_setup(&f, NULL) == 0);
 	snprintf(url, sizeof(url), "%s/echo", f.url);
-	CHECK_EQ_INT(httpc_request(f.c, "GET", url, NULL, NULL, 0, 2000,
-	                           cancel_self, &sc, &sc.self),
+	CHECK_EQ_INT(httpc_request(f.c, "GET", url, NULL, NULL, 0, 2000, cancel_self, &sc,
+	                           &sc.self),
 	             0);
 	run_until(f.base, &sc.calls, 1, 3000);
 	CHECK_EQ_INT(sc.calls, 1);
@@ -1178,8 +1158,7 @@ test_tls(void)
 	CHECK(fx_setup(&f1, NULL) == 0);
 	f1.srv.tls = ctx;
 	snprintf(url, sizeof(url), "https://127.0.0.1:%d/echo", f1.srv.port);
-	CHECK_EQ_INT(httpc_request(f1.c, "POST", url, NULL, "x", 1, 3000, on_done,
-	                           &a, NULL),
+	CHECK_EQ_INT(httpc_request(f1.c, "POST", url, NULL, "x", 1, 3000, on_done, &a, NULL),
 	             0);
 	run_until(f1.base, &a.calls, 1, 4000);
 	CHECK_EQ_INT(a.calls, 1);
@@ -1190,8 +1169,8 @@ test_tls(void)
 	CHECK(fx_setup(&f2, &withca) == 0);
 	f2.srv.tls = ctx;
 	snprintf(url, sizeof(url), "https://127.0.0.1:%d/echo", f2.srv.port);
-	CHECK_EQ_INT(httpc_request(f2.c, "POST", url, NULL, "tls", 3, 3000,
-	                           on_done, &b, NULL),
+	CHECK_EQ_INT(httpc_request(f2.c, "POST", url, NULL, "tls", 3, 3000, on_done, &b,
+	                           NULL),
 	             0);
 	run_until(f2.base, &b.calls, 1, 4000);
 	CHECK_EQ_INT(b.err, 0);
@@ -1202,8 +1181,7 @@ test_tls(void)
 	CHECK(fx_setup(&f3, &noverify) == 0);
 	f3.srv.tls = ctx;
 	snprintf(url, sizeof(url), "https://127.0.0.1:%d/echo", f3.srv.port);
-	CHECK_EQ_INT(httpc_request(f3.c, "GET", url, NULL, NULL, 0, 3000, on_done,
-	                           &c, NULL),
+	CHECK_EQ_INT(httpc_request(f3.c, "GET", url, NULL, NULL, 0, 3000, on_done, &c, NULL),
 	             0);
 	run_until(f3.base, &c.calls, 1, 4000);
 	CHECK_EQ_INT(c.err, 0);
@@ -1391,26 +1369,24 @@ struct parse_case {
 	const char *reference; /* NULL: not checked */
 };
 
-#define OKBODY(extra)                                                        \
-	"{\"id\":\"ch_abc123\",\"amount\":15000,\"currency\":\"USD\","           \
+#define OKBODY(extra)                                              \
+	"{\"id\":\"ch_abc123\",\"amount\":15000,\"currency\":\"USD\"," \
 	"\"reference\":\"txn_1\"," extra "}"
 
 static const struct parse_case parse_cases[] = {
 	{ 200, OKBODY("\"status\":\"succeeded\""), PROC_SUCCEEDED, "", "ch_abc123" },
 	{ 200, OKBODY("\"status\":\"declined\",\"declineCode\":\"card_declined\""),
 	  PROC_DECLINED, "PAYMENT_CARD_DECLINED", "ch_abc123" },
-	{ 200,
-	  OKBODY("\"status\":\"declined\",\"declineCode\":\"incorrect_number\""),
+	{ 200, OKBODY("\"status\":\"declined\",\"declineCode\":\"incorrect_number\""),
 	  PROC_DECLINED, "PAYMENT_CARD_DECLINED", NULL },
-	{ 200,
-	  OKBODY("\"status\":\"declined\",\"declineCode\":\"insufficient_funds\""),
+	{ 200, OKBODY("\"status\":\"declined\",\"declineCode\":\"insufficient_funds\""),
 	  PROC_DECLINED, "PAYMENT_INSUFFICIENT_FUNDS", NULL },
 	{ 200, OKBODY("\"status\":\"declined\",\"declineCode\":\"expired_card\""),
 	  PROC_DECLINED, "PAYMENT_CARD_DECLINED", NULL },
-	{ 200, OKBODY("\"status\":\"declined\",\"declineCode\":\"weird\""),
-	  PROC_DECLINED, "PAYMENT_CARD_DECLINED", NULL },
-	{ 200, OKBODY("\"status\":\"declined\""), PROC_DECLINED,
+	{ 200, OKBODY("\"status\":\"declined\",\"declineCode\":\"weird\""), PROC_DECLINED,
 	  "PAYMENT_CARD_DECLINED", NULL },
+	{ 200, OKBODY("\"status\":\"declined\""), PROC_DECLINED, "PAYMENT_CARD_DECLINED",
+	  NULL },
 	{ 200,
 	  OKBODY("\"status\":\"requires_action\",\"nextAction\":{\"type\":"
 	         "\"redirect_to_url\",\"url\":\"http://127.0.0.1:8081/3ds/"
@@ -1422,10 +1398,9 @@ static const struct parse_case parse_cases[] = {
 	  OKBODY("\"status\":\"requires_action\",\"nextAction\":{\"type\":"
 	         "\"redirect_to_url\",\"url\":\"javascript:alert(1)\"}"),
 	  PROC_UNKNOWN, "PAYMENT_PROCESSING_FAILED", NULL },
-	{ 200, OKBODY("\"status\":\"pending\""), PROC_UNKNOWN,
-	  "PAYMENT_PROCESSING_FAILED", NULL },
-	{ 200, OKBODY("\"status\":7"), PROC_UNKNOWN, "PAYMENT_PROCESSING_FAILED",
+	{ 200, OKBODY("\"status\":\"pending\""), PROC_UNKNOWN, "PAYMENT_PROCESSING_FAILED",
 	  NULL },
+	{ 200, OKBODY("\"status\":7"), PROC_UNKNOWN, "PAYMENT_PROCESSING_FAILED", NULL },
 	{ 200, "{\"id\":\"ch_1\",\"status\":\"succeeded\"}", PROC_UNKNOWN,
 	  "PAYMENT_PROCESSING_FAILED", NULL },
 	{ 200,
@@ -1434,23 +1409,22 @@ static const struct parse_case parse_cases[] = {
 	  PROC_UNKNOWN, "PAYMENT_PROCESSING_FAILED", NULL },
 	{ 200, OKBODY("\"status\":\"succeeded\"") " trailing", PROC_UNKNOWN,
 	  "PAYMENT_PROCESSING_FAILED", NULL },
-	{ 200, "{\"sealed\":\"AAAA\"}", PROC_UNKNOWN, "PAYMENT_PROCESSING_FAILED",
-	  NULL },
+	{ 200, "{\"sealed\":\"AAAA\"}", PROC_UNKNOWN, "PAYMENT_PROCESSING_FAILED", NULL },
 	{ 200, "not json", PROC_UNKNOWN, "PAYMENT_PROCESSING_FAILED", NULL },
 	{ 200, "", PROC_UNKNOWN, "PAYMENT_PROCESSING_FAILED", NULL },
 	{ 200, "{", PROC_UNKNOWN, "PAYMENT_PROCESSING_FAILED", NULL },
 	{ 200, "[1,2]", PROC_UNKNOWN, "PAYMENT_PROCESSING_FAILED", NULL },
 	{ 200, "\"succeeded\"", PROC_UNKNOWN, "PAYMENT_PROCESSING_FAILED", NULL },
-	{ 400, "{\"error\":{\"code\":\"invalid_request\",\"message\":\"x\"}}",
-	  PROC_FAILED, "PAYMENT_PROCESSING_FAILED", NULL },
+	{ 400, "{\"error\":{\"code\":\"invalid_request\",\"message\":\"x\"}}", PROC_FAILED,
+	  "PAYMENT_PROCESSING_FAILED", NULL },
 	{ 401, "{\"error\":{\"code\":\"unauthorized\"}}", PROC_FAILED,
 	  "PAYMENT_PROCESSING_FAILED", NULL },
 	{ 404, "", PROC_FAILED, "PAYMENT_PROCESSING_FAILED", NULL },
 	{ 500, "{\"error\":{\"code\":\"processor_error\"}}", PROC_FAILED,
 	  "PAYMENT_PROCESSING_FAILED", NULL },
 	{ 503, "garbage", PROC_FAILED, "PAYMENT_PROCESSING_FAILED", NULL },
-	{ 201, OKBODY("\"status\":\"succeeded\""), PROC_UNKNOWN,
-	  "PAYMENT_PROCESSING_FAILED", NULL },
+	{ 201, OKBODY("\"status\":\"succeeded\""), PROC_UNKNOWN, "PAYMENT_PROCESSING_FAILED",
+	  NULL },
 	{ 302, "", PROC_UNKNOWN, "PAYMENT_PROCESSING_FAILED", NULL },
 	{ 0, NULL, 0, NULL, NULL }
 };
@@ -1468,8 +1442,7 @@ test_sandbox_parse(void)
 		CHECK_EQ_INT(proc_type_sandbox.parse_reply(&cfg, pc->status, pc->body,
 		                                           strlen(pc->body), &res),
 		             0);
-		if ((int)res.outcome != (int)pc->outcome ||
-		    strcmp(res.code, pc->code) != 0)
+		if ((int)res.outcome != (int)pc->outcome || strcmp(res.code, pc->code) != 0)
 			fprintf(stderr, "  case %ld %s\n", pc->status, pc->body);
 		CHECK_EQ_INT(res.outcome, pc->outcome);
 		CHECK_STR(res.code, pc->code);
@@ -1477,9 +1450,8 @@ test_sandbox_parse(void)
 		if (pc->reference != NULL)
 			CHECK_STR(res.reference, pc->reference);
 		if (pc->outcome == PROC_REQUIRES_ACTION) {
-			CHECK_STR(res.next_action_json,
-			          "{\"type\":\"redirect_to_url\",\"url\":"
-			          "\"http://127.0.0.1:8081/3ds/ch_abc123\"}");
+			CHECK_STR(res.next_action_json, "{\"type\":\"redirect_to_url\",\"url\":"
+			                                "\"http://127.0.0.1:8081/3ds/ch_abc123\"}");
 		} else {
 			CHECK(res.next_action_json == NULL);
 		}
@@ -1497,8 +1469,9 @@ test_sandbox_parse(void)
 			OKBODY("\"status\":\"succeeded\",\"amountRefunded\":1e3"),
 		};
 		for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
-			CHECK_EQ_INT(proc_type_sandbox.parse_reply(&cfg, 200, odd[i],
-			                                           strlen(odd[i]), &res), 0);
+			CHECK_EQ_INT(proc_type_sandbox.parse_reply(&cfg, 200, odd[i], strlen(odd[i]),
+			                                           &res),
+			             0);
 			CHECK_EQ_INT(res.outcome, PROC_UNKNOWN);
 			CHECK_EQ_INT(res.amount_refunded, 0);
 			proc_result_clear(&res);
@@ -1507,15 +1480,12 @@ test_sandbox_parse(void)
 	/* Processor text never becomes our message. */
 	const char *leaky = "{\"error\":{\"code\":\"invalid_request\",\"message\":"
 	                    "\"card 4242424242424242 bad\"}}";
-	CHECK_EQ_INT(proc_type_sandbox.parse_reply(&cfg, 400, leaky,
-	                                           strlen(leaky), &res),
-	             0);
+	CHECK_EQ_INT(proc_type_sandbox.parse_reply(&cfg, 400, leaky, strlen(leaky), &res), 0);
 	CHECK(strstr(res.message, "4242") == NULL);
-	const char *leaky2 =
-	    OKBODY("\"status\":\"declined\",\"declineCode\":\"card_declined\","
-	           "\"message\":\"4242424242424242\"");
-	CHECK_EQ_INT(proc_type_sandbox.parse_reply(&cfg, 200, leaky2,
-	                                           strlen(leaky2), &res),
+	const char *leaky2 = OKBODY(
+	    "\"status\":\"declined\",\"declineCode\":\"card_declined\","
+	    "\"message\":\"4242424242424242\"");
+	CHECK_EQ_INT(proc_type_sandbox.parse_reply(&cfg, 200, leaky2, strlen(leaky2), &res),
 	             0);
 	CHECK(strstr(res.message, "4242") == NULL);
 	CHECK_EQ_INT(proc_type_sandbox.parse_reply(&cfg, 200, "{}", 2, NULL),
@@ -1547,12 +1517,15 @@ test_sandbox_ops(void)
 	proc_http_clear(&h);
 	/* Keys that would change the query are refused, not escaped. */
 	oreq.idempotency_key = "a&b=c";
-	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_STATUS, &oreq, &h), FGW_ERR_INVALID);
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_STATUS, &oreq, &h),
+	             FGW_ERR_INVALID);
 	/* Capture/cancel/refund need the charge id. */
 	oreq.idempotency_key = "txn_1-rf-00";
-	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_REFUND, &oreq, &h), FGW_ERR_INVALID);
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_REFUND, &oreq, &h),
+	             FGW_ERR_INVALID);
 	oreq.reference = "ch_abc123";
-	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_REFUND, &oreq, &h), FGW_ERR_INVALID);
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_REFUND, &oreq, &h),
+	             FGW_ERR_INVALID);
 	oreq.amount = 2500;
 	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_REFUND, &oreq, &h), 0);
 	CHECK_STR(h.method, "POST");
@@ -1566,7 +1539,8 @@ test_sandbox_ops(void)
 	CHECK_STR(h.url, "http://127.0.0.1:8081/v1/charges/ch_abc123/cancel");
 	proc_http_clear(&h);
 	oreq.reference = "ch_../x";
-	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_CAPTURE, &oreq, &h), FGW_ERR_INVALID);
+	CHECK_EQ_INT(proc_type_sandbox.build_op(&cfg, PROC_OP_CAPTURE, &oreq, &h),
+	             FGW_ERR_INVALID);
 
 	/* Answers. */
 	static const char auth[] = OKBODY("\"status\":\"succeeded\",\"captured\":false");
@@ -1576,28 +1550,39 @@ test_sandbox_ops(void)
 	static const char over[] = "{\"error\":{\"code\":\"refund_exceeds_captured\","
 	                           "\"message\":\"card 4242424242424242\"}}";
 	static const char state[] = "{\"error\":{\"code\":\"invalid_state\"}}";
-	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_STATUS, 200, auth, strlen(auth), &res), 0);
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_STATUS, 200, auth, strlen(auth),
+	                                        &res),
+	             0);
 	CHECK_EQ_INT(res.outcome, PROC_AUTHORIZED);
 	CHECK_STR(res.reference, "ch_abc123");
-	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_REFUND, 200, capd, strlen(capd), &res), 0);
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_REFUND, 200, capd, strlen(capd),
+	                                        &res),
+	             0);
 	CHECK_EQ_INT(res.outcome, PROC_SUCCEEDED);
 	CHECK(res.amount_refunded == 700);
-	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_CANCEL, 200, canc, strlen(canc), &res), 0);
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_CANCEL, 200, canc, strlen(canc),
+	                                        &res),
+	             0);
 	CHECK_EQ_INT(res.outcome, PROC_CANCELED);
 	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_STATUS, 404, "{}", 2, &res), 0);
 	CHECK_EQ_INT(res.outcome, PROC_NOT_FOUND);
 	/* 404 on an operation is a refusal, not "never charged". */
 	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_REFUND, 404, "{}", 2, &res), 0);
 	CHECK_EQ_INT(res.outcome, PROC_FAILED);
-	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_REFUND, 400, over, strlen(over), &res), 0);
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_REFUND, 400, over, strlen(over),
+	                                        &res),
+	             0);
 	CHECK_EQ_INT(res.outcome, PROC_FAILED);
 	CHECK_STR(res.code, "REFUND_EXCEEDS_CAPTURED");
 	CHECK(strstr(res.message, "4242") == NULL);
-	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_CAPTURE, 409, state, strlen(state), &res), 0);
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_CAPTURE, 409, state,
+	                                        strlen(state), &res),
+	             0);
 	CHECK_STR(res.code, "INVALID_TRANSACTION_STATE");
 	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_STATUS, 503, "", 0, &res), 0);
 	CHECK_EQ_INT(res.outcome, PROC_FAILED);
-	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_STATUS, 200, "nope", 4, &res), 0);
+	CHECK_EQ_INT(proc_type_sandbox.parse_op(&cfg, PROC_OP_STATUS, 200, "nope", 4, &res),
+	             0);
 	CHECK_EQ_INT(res.outcome, PROC_UNKNOWN);
 end:
 	proc_http_clear(&h);
@@ -1658,8 +1643,10 @@ test_generic_map(void)
 	struct proc_result res;
 	char path[64], err[256];
 	const char *ok = "{\"payment\":{\"id\":\"pay_9\",\"state\":\"OK\"}}";
-	const char *nsf = "{\"payment\":{\"id\":\"pay_9\",\"state\":\"NO\",\"reason\":\"nsf\"}}";
-	const char *other = "{\"payment\":{\"id\":\"pay_9\",\"state\":\"NO\",\"reason\":\"x\"}}";
+	const char *nsf =
+	    "{\"payment\":{\"id\":\"pay_9\",\"state\":\"NO\",\"reason\":\"nsf\"}}";
+	const char *other =
+	    "{\"payment\":{\"id\":\"pay_9\",\"state\":\"NO\",\"reason\":\"x\"}}";
 	const char *wait = "{\"payment\":{\"id\":\"pay_9\",\"state\":\"WAIT\"}}";
 	TT_BEGIN;
 	memset(&h, 0, sizeof(h));
@@ -1676,13 +1663,17 @@ test_generic_map(void)
 	CHECK_EQ_INT(generic_map_load(&cfg, path, err, sizeof(err)), 0);
 	CHECK_EQ_INT(proc_type_generic.build(&cfg, &req, &h), 0);
 	CHECK_STR(h.url, "http://127.0.0.1:8081/v2/pay");
-	CHECK(strstr(h.body, "\"order\":{\"ref\":\"txn_0123456789abcdefghijklmn\",\"amount\":15000}") != NULL);
+	CHECK(
+	    strstr(h.body,
+	           "\"order\":{\"ref\":\"txn_0123456789abcdefghijklmn\",\"amount\":15000}") !=
+	    NULL);
 	CHECK(strstr(h.body, "\"mode\":\"live\"") != NULL);
 	proc_http_clear(&h);
 	CHECK_EQ_INT(proc_type_generic.build_op(&cfg, PROC_OP_STATUS, &oreq, &h), 0);
 	CHECK_STR(h.url, "http://127.0.0.1:8081/v2/pay/by-key/txn_1");
 	proc_http_clear(&h);
-	CHECK_EQ_INT(proc_type_generic.build_op(&cfg, PROC_OP_REFUND, &oreq, &h), FGW_ERR_INVALID);
+	CHECK_EQ_INT(proc_type_generic.build_op(&cfg, PROC_OP_REFUND, &oreq, &h),
+	             FGW_ERR_INVALID);
 	CHECK_EQ_INT(proc_type_generic.parse_reply(&cfg, 200, ok, strlen(ok), &res), 0);
 	CHECK_EQ_INT(res.outcome, PROC_SUCCEEDED);
 	CHECK_STR(res.reference, "pay_9");
@@ -1905,8 +1896,12 @@ test_proc_call(void)
 	/* Answered: the test server has no such charge (404). */
 	fgw_strlcpy(pi.cfg.base_url, f.url, sizeof(pi.cfg.base_url));
 	memset(&g, 0, sizeof(g));
-	call = (struct proc_call){ .op = PROC_CALL_STATUS, .inst = &pi, .opreq = &oreq,
-		                       .res = &res, .done = on_call, .arg = &g };
+	call = (struct proc_call){ .op = PROC_CALL_STATUS,
+		                       .inst = &pi,
+		                       .opreq = &oreq,
+		                       .res = &res,
+		                       .done = on_call,
+		                       .arg = &g };
 	CHECK_EQ_INT(proc_call_start(&env, &call), 0);
 	run_until(f.base, &g.calls, 1, 3000);
 	CHECK_EQ_INT(g.calls, 1);

@@ -38,13 +38,12 @@
 
 /* ---- webhook signatures ------------------------------------------------ */
 
-static const char body1[] =
-    "{\"id\":\"evt_1\",\"type\":\"payment_intent.succeeded\"}";
+static const char body1[] = "{\"id\":\"evt_1\",\"type\":\"payment_intent.succeeded\"}";
 
 /* "t=<ts>,v1=<hex of HMAC(secret, ts.body)>" built without mac_sign. */
 static void
-stripe_header(char *out, size_t cap, const char *secret, long long ts,
-              const char *body, size_t len)
+stripe_header(char *out, size_t cap, const char *secret, long long ts, const char *body,
+              size_t len)
 {
 	char payload[512], hex[MAC_SHA256_HEX_LEN];
 	int n = snprintf(payload, sizeof(payload), "%lld.", ts);
@@ -52,22 +51,19 @@ stripe_header(char *out, size_t cap, const char *secret, long long ts,
 
 	memcpy(payload + n, body, len);
 	crypto_auth_hmacsha256_state st;
-	crypto_auth_hmacsha256_init(&st, (const unsigned char *)secret,
-	                            strlen(secret));
-	crypto_auth_hmacsha256_update(&st, (const unsigned char *)payload,
-	                              (size_t)n + len);
+	crypto_auth_hmacsha256_init(&st, (const unsigned char *)secret, strlen(secret));
+	crypto_auth_hmacsha256_update(&st, (const unsigned char *)payload, (size_t)n + len);
 	crypto_auth_hmacsha256_final(&st, mac);
 	sodium_bin2hex(hex, sizeof(hex), mac, sizeof(mac));
 	snprintf(out, cap, "t=%lld,v1=%s", ts, hex);
 }
 
 static int
-verify1(const char *hdr, const char *body, size_t len, const char *secret,
-        int64_t now, int64_t *ts, const char **why)
+verify1(const char *hdr, const char *body, size_t len, const char *secret, int64_t now,
+        int64_t *ts, const char **why)
 {
 	const char *secrets[1] = { secret };
-	return mac_verify_stripe_signature(hdr, body, len, secrets, 1, now, TOL,
-	                                   ts, why);
+	return mac_verify_stripe_signature(hdr, body, len, secrets, 1, now, TOL, ts, why);
 }
 
 static int
@@ -79,11 +75,10 @@ test_hmac_kat(void)
 	char hex[MAC_SHA256_HEX_LEN];
 	unsigned char raw[MAC_SHA256_LEN];
 	TT_BEGIN;
-	CHECK_EQ_INT(mac_hmac_sha256_hex("Jefe", 4, "what do ya want for nothing?",
-	                                 28, hex), 0);
+	CHECK_EQ_INT(mac_hmac_sha256_hex("Jefe", 4, "what do ya want for nothing?", 28, hex),
+	             0);
 	CHECK_STR(hex, want);
-	CHECK_EQ_INT(mac_hmac_sha256("Jefe", 4, "what do ya want for nothing?",
-	                             28, raw), 0);
+	CHECK_EQ_INT(mac_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, raw), 0);
 	CHECK(raw[0] == 0x5b && raw[31] == 0x43);
 	CHECK_EQ_INT(mac_hmac_sha256(NULL, 3, "x", 1, raw), FGW_ERR_INTERNAL);
 end:
@@ -97,23 +92,20 @@ test_stripe_valid(void)
 	int64_t ts = 0;
 	const char *why = "unset";
 	TT_BEGIN;
-	stripe_header(hdr, sizeof(hdr), "whsec_test", NOW - 5, body1,
-	              strlen(body1));
-	CHECK_EQ_INT(verify1(hdr, body1, strlen(body1), "whsec_test", NOW, &ts,
-	                     &why), 0);
+	stripe_header(hdr, sizeof(hdr), "whsec_test", NOW - 5, body1, strlen(body1));
+	CHECK_EQ_INT(verify1(hdr, body1, strlen(body1), "whsec_test", NOW, &ts, &why), 0);
 	CHECK_EQ_INT(ts, NOW - 5);
 	CHECK(why == NULL);
 	/* v0 and unknown keys are ignored; spaces around items allowed. */
 	snprintf(hdr2, sizeof(hdr2), "%s, v0=%064d , scheme9=zz=top", hdr, 7);
-	CHECK_EQ_INT(verify1(hdr2, body1, strlen(body1), "whsec_test", NOW, NULL,
-	                     NULL), 0);
+	CHECK_EQ_INT(verify1(hdr2, body1, strlen(body1), "whsec_test", NOW, NULL, NULL), 0);
 	/* Stripe's libraries compare the lower-case hex strings: the same
 	 * bytes in upper case are not a signature. */
 	for (char *p = strstr(hdr, "v1=") + 3; *p; p++)
 		if (*p >= 'a' && *p <= 'f')
 			*p = (char)(*p - 'a' + 'A');
-	CHECK_EQ_INT(verify1(hdr, body1, strlen(body1), "whsec_test", NOW, NULL,
-	                     NULL), FGW_ERR_AUTH);
+	CHECK_EQ_INT(verify1(hdr, body1, strlen(body1), "whsec_test", NOW, NULL, NULL),
+	             FGW_ERR_AUTH);
 end:
 	TT_END;
 }
@@ -126,8 +118,8 @@ test_stripe_wrong_secret(void)
 	const char *why = NULL;
 	TT_BEGIN;
 	stripe_header(hdr, sizeof(hdr), "whsec_other", NOW, body1, strlen(body1));
-	CHECK_EQ_INT(verify1(hdr, body1, strlen(body1), "whsec_test", NOW, &ts,
-	                     &why), FGW_ERR_AUTH);
+	CHECK_EQ_INT(verify1(hdr, body1, strlen(body1), "whsec_test", NOW, &ts, &why),
+	             FGW_ERR_AUTH);
 	CHECK_STR(why, "no signature matches");
 	CHECK_EQ_INT(ts, NOW); /* parsed, so reported for the log */
 end:
@@ -142,19 +134,18 @@ test_stripe_tampered_body(void)
 	stripe_header(hdr, sizeof(hdr), "whsec_test", NOW, body1, strlen(body1));
 	memcpy(body2, body1, sizeof(body1));
 	body2[10] ^= 1;
-	CHECK_EQ_INT(verify1(hdr, body2, strlen(body2), "whsec_test", NOW, NULL,
-	                     NULL), FGW_ERR_AUTH);
+	CHECK_EQ_INT(verify1(hdr, body2, strlen(body2), "whsec_test", NOW, NULL, NULL),
+	             FGW_ERR_AUTH);
 	/* Truncated and extended bodies. */
-	CHECK_EQ_INT(verify1(hdr, body1, strlen(body1) - 1, "whsec_test", NOW,
-	                     NULL, NULL), FGW_ERR_AUTH);
-	CHECK_EQ_INT(verify1(hdr, body1, sizeof(body1), "whsec_test", NOW, NULL,
-	                     NULL), FGW_ERR_AUTH);
+	CHECK_EQ_INT(verify1(hdr, body1, strlen(body1) - 1, "whsec_test", NOW, NULL, NULL),
+	             FGW_ERR_AUTH);
+	CHECK_EQ_INT(verify1(hdr, body1, sizeof(body1), "whsec_test", NOW, NULL, NULL),
+	             FGW_ERR_AUTH);
 	/* A body with a NUL inside is covered by its full length. */
 	static const char bin[] = "ab\0cd";
 	stripe_header(hdr, sizeof(hdr), "whsec_test", NOW, bin, 5);
 	CHECK_EQ_INT(verify1(hdr, bin, 5, "whsec_test", NOW, NULL, NULL), 0);
-	CHECK_EQ_INT(verify1(hdr, bin, 2, "whsec_test", NOW, NULL, NULL),
-	             FGW_ERR_AUTH);
+	CHECK_EQ_INT(verify1(hdr, bin, 2, "whsec_test", NOW, NULL, NULL), FGW_ERR_AUTH);
 end:
 	TT_END;
 }
@@ -174,13 +165,11 @@ test_stripe_timestamps(void)
 	CHECK_EQ_INT(verify1(hdr, body1, len, "s", NOW, NULL, NULL), 0);
 	/* One second beyond: refused as a timeout, both directions. */
 	stripe_header(hdr, sizeof(hdr), "s", NOW - TOL - 1, body1, len);
-	CHECK_EQ_INT(verify1(hdr, body1, len, "s", NOW, &ts, &why),
-	             FGW_ERR_TIMEOUT);
+	CHECK_EQ_INT(verify1(hdr, body1, len, "s", NOW, &ts, &why), FGW_ERR_TIMEOUT);
 	CHECK_STR(why, "signature timestamp too old");
 	CHECK_EQ_INT(ts, NOW - TOL - 1);
 	stripe_header(hdr, sizeof(hdr), "s", NOW + TOL + 1, body1, len);
-	CHECK_EQ_INT(verify1(hdr, body1, len, "s", NOW, NULL, &why),
-	             FGW_ERR_TIMEOUT);
+	CHECK_EQ_INT(verify1(hdr, body1, len, "s", NOW, NULL, &why), FGW_ERR_TIMEOUT);
 	CHECK_STR(why, "signature timestamp in the future");
 	/* A forged stale header is a forgery first. */
 	stripe_header(hdr, sizeof(hdr), "other", NOW - 10000, body1, len);
@@ -196,19 +185,19 @@ test_stripe_timestamps(void)
 		snprintf(msg, sizeof(msg), "0%lld.%s", (long long)NOW, body1);
 		CHECK_EQ_INT(mac_hmac_sha256_hex("s", 1, msg, strlen(msg), hex), 0);
 		snprintf(alt, sizeof(alt), "t=0%lld,v1=%s", (long long)NOW, hex);
-		CHECK_EQ_INT(verify1(alt, body1, len, "s", NOW, NULL, NULL),
-		             FGW_ERR_AUTH);
+		CHECK_EQ_INT(verify1(alt, body1, len, "s", NOW, NULL, NULL), FGW_ERR_AUTH);
 	}
 	/* tolerance 0: only the exact second. */
 	{
 		const char *sec[1] = { "s" };
-		CHECK_EQ_INT(mac_verify_stripe_signature(hdr, body1, len, sec, 1, NOW,
-		                                         0, NULL, NULL), 0);
-		CHECK_EQ_INT(mac_verify_stripe_signature(hdr, body1, len, sec, 1,
-		                                         NOW + 1, 0, NULL, NULL),
+		CHECK_EQ_INT(mac_verify_stripe_signature(hdr, body1, len, sec, 1, NOW, 0, NULL,
+		                                         NULL),
+		             0);
+		CHECK_EQ_INT(mac_verify_stripe_signature(hdr, body1, len, sec, 1, NOW + 1, 0,
+		                                         NULL, NULL),
 		             FGW_ERR_TIMEOUT);
-		CHECK_EQ_INT(mac_verify_stripe_signature(hdr, body1, len, sec, 1, NOW,
-		                                         -1, NULL, NULL),
+		CHECK_EQ_INT(mac_verify_stripe_signature(hdr, body1, len, sec, 1, NOW, -1, NULL,
+		                                         NULL),
 		             FGW_ERR_INTERNAL);
 	}
 end:
@@ -237,38 +226,29 @@ test_stripe_malformed(void)
 	const char *why = NULL;
 	size_t len = strlen(body1);
 	static const char *bad[] = {
-		"garbage",
-		"t",
-		"=1700000000",
-		"v1=",
-		",",
-		"t=1700000000",                       /* no v1 */
-		"t=abc,v1=00",
-		"t=,v1=00",
-		"t=-5,v1=00",
-		"t=+5,v1=00",
-		"t=1 2,v1=00",
-		"t=99999999999999999999,v1=00",       /* overflows int64 */
+		"garbage",     "t",
+		"=1700000000", "v1=",
+		",",           "t=1700000000", /* no v1 */
+		"t=abc,v1=00", "t=,v1=00",
+		"t=-5,v1=00",  "t=+5,v1=00",
+		"t=1 2,v1=00", "t=99999999999999999999,v1=00", /* overflows int64 */
 		NULL,
 	};
 	TT_BEGIN;
 	stripe_header(good, sizeof(good), "s", NOW, body1, len);
 	v1 = strstr(good, "v1=");
 	for (size_t i = 0; bad[i] != NULL; i++) {
-		if (verify1(bad[i], body1, len, "s", NOW, NULL, NULL) !=
-		    FGW_ERR_INVALID) {
+		if (verify1(bad[i], body1, len, "s", NOW, NULL, NULL) != FGW_ERR_INVALID) {
 			fprintf(stderr, "  accepted: %s\n", bad[i]);
 			CHECK(0);
 		}
 	}
 	/* No t, only the valid v1. */
-	CHECK_EQ_INT(verify1(v1, body1, len, "s", NOW, NULL, &why),
-	             FGW_ERR_INVALID);
+	CHECK_EQ_INT(verify1(v1, body1, len, "s", NOW, NULL, &why), FGW_ERR_INVALID);
 	CHECK_STR(why, "no t in signature header");
 	/* Duplicate t, even with the same value. */
 	snprintf(buf, sizeof(buf), "t=%lld,%s", NOW, good);
-	CHECK_EQ_INT(verify1(buf, body1, len, "s", NOW, NULL, &why),
-	             FGW_ERR_INVALID);
+	CHECK_EQ_INT(verify1(buf, body1, len, "s", NOW, NULL, &why), FGW_ERR_INVALID);
 	CHECK_STR(why, "duplicate t in signature header");
 	/* Empty items and items without '=' are ignored, as Stripe's
 	 * libraries ignore them. */
@@ -278,24 +258,20 @@ test_stripe_malformed(void)
 	CHECK_EQ_INT(verify1(buf, body1, len, "s", NOW, NULL, NULL), 0);
 	/* No trimming: " v1" is an unknown key, so no v1 at all. */
 	snprintf(buf, sizeof(buf), "t=%lld, %s", NOW, v1);
-	CHECK_EQ_INT(verify1(buf, body1, len, "s", NOW, NULL, &why),
-	             FGW_ERR_INVALID);
+	CHECK_EQ_INT(verify1(buf, body1, len, "s", NOW, NULL, &why), FGW_ERR_INVALID);
 	CHECK_STR(why, "no v1 signature in header");
 	/* A v1 of the wrong length, or not hex, is a candidate that does
 	 * not match; beside the valid one it changes nothing. */
 	snprintf(buf, sizeof(buf), "%s0", good);
-	CHECK_EQ_INT(verify1(buf, body1, len, "s", NOW, NULL, NULL),
-	             FGW_ERR_AUTH);
+	CHECK_EQ_INT(verify1(buf, body1, len, "s", NOW, NULL, NULL), FGW_ERR_AUTH);
 	snprintf(buf, sizeof(buf), "%s", good);
 	buf[strlen(buf) - 1] = 'g';
-	CHECK_EQ_INT(verify1(buf, body1, len, "s", NOW, NULL, NULL),
-	             FGW_ERR_AUTH);
+	CHECK_EQ_INT(verify1(buf, body1, len, "s", NOW, NULL, NULL), FGW_ERR_AUTH);
 	snprintf(buf, sizeof(buf), "t=%lld,v1=zz,v1=abc,%s", NOW, v1);
 	CHECK_EQ_INT(verify1(buf, body1, len, "s", NOW, NULL, NULL), 0);
 	/* An empty v1 makes Stripe's Node library throw: refused. */
 	snprintf(buf, sizeof(buf), "t=%lld,v1=,%s", NOW, v1);
-	CHECK_EQ_INT(verify1(buf, body1, len, "s", NOW, NULL, &why),
-	             FGW_ERR_INVALID);
+	CHECK_EQ_INT(verify1(buf, body1, len, "s", NOW, NULL, &why), FGW_ERR_INVALID);
 	CHECK_STR(why, "empty v1 signature");
 	/* Huge: a valid header padded with ignored items past the bound. */
 	{
@@ -306,8 +282,7 @@ test_stripe_malformed(void)
 		}
 		buf[n] = '\0';
 		CHECK(n > MAC_SIG_HEADER_MAX);
-		CHECK_EQ_INT(verify1(buf, body1, len, "s", NOW, NULL, &why),
-		             FGW_ERR_INVALID);
+		CHECK_EQ_INT(verify1(buf, body1, len, "s", NOW, NULL, &why), FGW_ERR_INVALID);
 		CHECK_STR(why, "signature header too long");
 		/* Under the bound the same padding is fine. */
 		buf[MAC_SIG_HEADER_MAX - 10] = '\0';
@@ -342,8 +317,7 @@ test_stripe_multi_v1(void)
 	snprintf(hdr, sizeof(hdr), "%s,%s", a, strstr(b, "v1="));
 	CHECK_EQ_INT(verify1(hdr, body1, len, "new_secret", NOW, NULL, NULL), 0);
 	CHECK_EQ_INT(verify1(hdr, body1, len, "old_secret", NOW, NULL, NULL), 0);
-	CHECK_EQ_INT(verify1(hdr, body1, len, "third", NOW, NULL, NULL),
-	             FGW_ERR_AUTH);
+	CHECK_EQ_INT(verify1(hdr, body1, len, "third", NOW, NULL, NULL), FGW_ERR_AUTH);
 end:
 	TT_END;
 }
@@ -359,18 +333,21 @@ test_stripe_rotation(void)
 	const char *why = NULL;
 	TT_BEGIN;
 	stripe_header(hdr, sizeof(hdr), "whsec_new", NOW, body1, len);
-	CHECK_EQ_INT(mac_verify_stripe_signature(hdr, body1, len, two, 2, NOW, TOL,
-	                                         NULL, NULL), 0);
-	CHECK_EQ_INT(mac_verify_stripe_signature(hdr, body1, len, two, 1, NOW, TOL,
-	                                         NULL, NULL), FGW_ERR_AUTH);
-	CHECK_EQ_INT(mac_verify_stripe_signature(hdr, body1, len, holes, 4, NOW,
-	                                         TOL, NULL, NULL), 0);
-	CHECK_EQ_INT(mac_verify_stripe_signature(hdr, body1, len, none, 2, NOW,
-	                                         TOL, NULL, &why),
+	CHECK_EQ_INT(mac_verify_stripe_signature(hdr, body1, len, two, 2, NOW, TOL, NULL,
+	                                         NULL),
+	             0);
+	CHECK_EQ_INT(mac_verify_stripe_signature(hdr, body1, len, two, 1, NOW, TOL, NULL,
+	                                         NULL),
+	             FGW_ERR_AUTH);
+	CHECK_EQ_INT(mac_verify_stripe_signature(hdr, body1, len, holes, 4, NOW, TOL, NULL,
+	                                         NULL),
+	             0);
+	CHECK_EQ_INT(mac_verify_stripe_signature(hdr, body1, len, none, 2, NOW, TOL, NULL,
+	                                         &why),
 	             FGW_ERR_INTERNAL);
 	CHECK_STR(why, "no webhook secret configured");
-	CHECK_EQ_INT(mac_verify_stripe_signature(hdr, body1, len, NULL, 0, NOW,
-	                                         TOL, NULL, NULL),
+	CHECK_EQ_INT(mac_verify_stripe_signature(hdr, body1, len, NULL, 0, NOW, TOL, NULL,
+	                                         NULL),
 	             FGW_ERR_INTERNAL);
 end:
 	TT_END;
@@ -383,12 +360,11 @@ test_sign_roundtrip(void)
 	int64_t ts = 0;
 	size_t len = strlen(body1);
 	TT_BEGIN;
-	CHECK_EQ_INT(mac_sign_webhook("fgw_whsec_site", NOW, body1, len, out,
-	                              sizeof(out)), 0);
+	CHECK_EQ_INT(mac_sign_webhook("fgw_whsec_site", NOW, body1, len, out, sizeof(out)),
+	             0);
 	stripe_header(want, sizeof(want), "fgw_whsec_site", NOW, body1, len);
 	CHECK_STR(out, want);
-	CHECK_EQ_INT(verify1(out, body1, len, "fgw_whsec_site", NOW + 299, &ts,
-	                     NULL), 0);
+	CHECK_EQ_INT(verify1(out, body1, len, "fgw_whsec_site", NOW + 299, &ts, NULL), 0);
 	CHECK_EQ_INT(ts, NOW);
 	CHECK_EQ_INT(verify1(out, body1, len, "fgw_whsec_other", NOW, NULL, NULL),
 	             FGW_ERR_AUTH);
@@ -412,7 +388,7 @@ static struct {
 	int ready;
 	char dir[64];
 	char priv1[128], pub1[128], priv2[128], pub2[128];
-	char jwks1[128];        /* {k1}, never changed */
+	char jwks1[128]; /* {k1}, never changed */
 	EVP_PKEY *k1, *k2;
 	unsigned char hs[32];
 } fx;
@@ -473,13 +449,11 @@ fixture(void)
 	fx_path(fx.priv2, sizeof(fx.priv2), "k2.pem");
 	fx_path(fx.pub2, sizeof(fx.pub2), "k2.pub.pem");
 	fx_path(fx.jwks1, sizeof(fx.jwks1), "jwks1.json");
-	if ((fx.k1 = EVP_RSA_gen(2048)) == NULL ||
-	    (fx.k2 = EVP_RSA_gen(2048)) == NULL ||
+	if ((fx.k1 = EVP_RSA_gen(2048)) == NULL || (fx.k2 = EVP_RSA_gen(2048)) == NULL ||
 	    write_pem(fx.priv1, fx.k1, 1) != 0 || write_pem(fx.pub1, fx.k1, 0) != 0 ||
 	    write_pem(fx.priv2, fx.k2, 1) != 0 || write_pem(fx.pub2, fx.k2, 0) != 0)
 		goto out;
-	if (jwt_jwks_from_pem(fx.pub1, "k1", &json) != 0 ||
-	    write_text(fx.jwks1, json) != 0)
+	if (jwt_jwks_from_pem(fx.pub1, "k1", &json) != 0 || write_text(fx.jwks1, json) != 0)
 		goto out;
 	randombytes_buf(fx.hs, sizeof(fx.hs));
 	r = 0;
@@ -491,12 +465,10 @@ out:
 static char *
 b64u(const void *in, size_t len)
 {
-	size_t cap = sodium_base64_encoded_len(
-	    len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	size_t cap = sodium_base64_encoded_len(len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 	char *s = malloc(cap);
 	if (s != NULL)
-		sodium_bin2base64(s, cap, in, len,
-		                  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+		sodium_bin2base64(s, cap, in, len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 	return s;
 }
 
@@ -506,8 +478,7 @@ tok_input(const char *hdr, const char *pay)
 {
 	char *h = b64u(hdr, strlen(hdr)), *p = b64u(pay, strlen(pay)), *s = NULL;
 	size_t n;
-	if (h != NULL && p != NULL &&
-	    (s = malloc(n = strlen(h) + strlen(p) + 2)) != NULL)
+	if (h != NULL && p != NULL && (s = malloc(n = strlen(h) + strlen(p) + 2)) != NULL)
 		snprintf(s, n, "%s.%s", h, p);
 	free(h);
 	free(p);
@@ -547,8 +518,7 @@ tok_rs(const char *hdr, const char *pay, EVP_PKEY *k)
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	if (input != NULL && md != NULL &&
 	    EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, k) == 1 &&
-	    EVP_DigestSign(md, sig, &siglen, (unsigned char *)input,
-	                   strlen(input)) == 1) {
+	    EVP_DigestSign(md, sig, &siglen, (unsigned char *)input, strlen(input)) == 1) {
 		tok = tok_join(input, sig, siglen);
 		input = NULL;
 	}
@@ -573,10 +543,13 @@ verifier(struct jwt_verifier **v, int with_hs, const char *jwks)
 {
 	char err[256];
 	struct jwt_config cfg = {
-		.issuer = ISS, .audience = AUD, .token_use = "access",
+		.issuer = ISS,
+		.audience = AUD,
+		.token_use = "access",
 		.hs256_secret = with_hs ? fx.hs : NULL,
 		.hs256_secret_len = with_hs ? sizeof(fx.hs) : 0,
-		.jwks_path = jwks, .leeway_s = LEEWAY,
+		.jwks_path = jwks,
+		.leeway_s = LEEWAY,
 	};
 	int r = jwt_verifier_new(&cfg, v, err, sizeof(err));
 	if (r != 0)
@@ -632,7 +605,8 @@ test_jwt_valid_rs256(void)
 	snprintf(cl, sizeof(cl),
 	         "{\"sub\":\"u\",\"iss\":\"" ISS "\",\"aud\":[\"x\",\"" AUD "\"],"
 	         "\"client_id\":\"nope\",\"token_use\":\"access\",\"exp\":%lld,"
-	         "\"nbf\":%lld}", NOW + 60, NOW - 60);
+	         "\"nbf\":%lld}",
+	         NOW + 60, NOW - 60);
 	CHECK((tok3 = tok_rs("{\"kid\":\"k1\",\"alg\":\"RS256\"}", cl, fx.k1)) != NULL);
 	CHECK_EQ_INT(jwt_verify(v, tok3, strlen(tok3), NOW, &c, &why), FGW_ERR_AUTH);
 	CHECK_STR(why, "client_id contradicts the audience");
@@ -640,7 +614,8 @@ test_jwt_valid_rs256(void)
 	snprintf(cl, sizeof(cl),
 	         "{\"sub\":\"u\",\"iss\":\"" ISS "\",\"aud\":[\"x\",\"" AUD "\"],"
 	         "\"token_use\":\"access\",\"exp\":%lld,"
-	         "\"nbf\":%lld}", NOW + 60, NOW - 60);
+	         "\"nbf\":%lld}",
+	         NOW + 60, NOW - 60);
 	CHECK((tok4 = tok_rs("{\"kid\":\"k1\",\"alg\":\"RS256\"}", cl, fx.k1)) != NULL);
 	CHECK_EQ_INT(jwt_verify(v, tok4, strlen(tok4), NOW, &c, NULL), 0);
 	CHECK_EQ_INT(c.nbf, NOW - 60);
@@ -677,10 +652,8 @@ test_jwt_valid_hs256(void)
 	free(tok);
 	tok = NULL;
 	CHECK_EQ_INT(jwt_sign_hs256(fx.hs, 16, cl, NULL, &tok), FGW_ERR_INVALID);
-	CHECK_EQ_INT(jwt_sign_hs256(fx.hs, 32, "[1]", NULL, &tok),
-	             FGW_ERR_INVALID);
-	CHECK_EQ_INT(jwt_sign_hs256(fx.hs, 32, "{\"a\":1", NULL, &tok),
-	             FGW_ERR_INVALID);
+	CHECK_EQ_INT(jwt_sign_hs256(fx.hs, 32, "[1]", NULL, &tok), FGW_ERR_INVALID);
+	CHECK_EQ_INT(jwt_sign_hs256(fx.hs, 32, "{\"a\":1", NULL, &tok), FGW_ERR_INVALID);
 	CHECK(tok == NULL);
 end:
 	free(tok);
@@ -709,7 +682,8 @@ test_jwt_expired(void)
 	t2 = tok_rs(RS_HDR, cl, fx.k1);
 	CHECK_EQ_INT(vtok(v, t2, NULL), 0);
 	/* No exp at all. */
-	snprintf(cl, sizeof(cl), "{\"sub\":\"a\",\"iss\":\"" ISS "\",\"client_id\":"
+	snprintf(cl, sizeof(cl),
+	         "{\"sub\":\"a\",\"iss\":\"" ISS "\",\"client_id\":"
 	         "\"" AUD "\",\"token_use\":\"access\"}");
 	t3 = tok_hs(HS_HDR, cl, fx.hs, sizeof(fx.hs));
 	CHECK_EQ_INT(vtok(v, t3, &why), FGW_ERR_INVALID);
@@ -742,7 +716,8 @@ test_jwt_nbf_future(void)
 	t2 = tok_rs(RS_HDR, cl, fx.k1);
 	CHECK_EQ_INT(vtok(v, t2, NULL), 0);
 	/* iat far in the future. */
-	snprintf(cl, sizeof(cl), "{\"sub\":\"a\",\"iss\":\"" ISS "\",\"client_id\":"
+	snprintf(cl, sizeof(cl),
+	         "{\"sub\":\"a\",\"iss\":\"" ISS "\",\"client_id\":"
 	         "\"" AUD "\",\"token_use\":\"access\",\"iat\":%lld,\"exp\":%lld}",
 	         NOW + 3600, NOW + 7200);
 	t3 = tok_rs(RS_HDR, cl, fx.k1);
@@ -766,23 +741,31 @@ test_jwt_wrong_audience(void)
 	TT_BEGIN;
 	CHECK(fixture() == 0);
 	CHECK_EQ_INT(verifier(&v, 1, fx.jwks1), 0);
-	snprintf(cl, sizeof(cl), "{\"sub\":\"a\",\"iss\":\"" ISS "\",\"client_id\":"
-	         "\"other-client\",\"token_use\":\"access\",\"exp\":%lld}", NOW + 60);
+	snprintf(cl, sizeof(cl),
+	         "{\"sub\":\"a\",\"iss\":\"" ISS "\",\"client_id\":"
+	         "\"other-client\",\"token_use\":\"access\",\"exp\":%lld}",
+	         NOW + 60);
 	t[0] = tok_rs(RS_HDR, cl, fx.k1);
 	CHECK_EQ_INT(vtok(v, t[0], &why), FGW_ERR_AUTH);
 	CHECK_STR(why, "wrong audience");
-	snprintf(cl, sizeof(cl), "{\"sub\":\"a\",\"iss\":\"" ISS "\",\"aud\":"
-	         "[\"x\",\"y\"],\"token_use\":\"access\",\"exp\":%lld}", NOW + 60);
+	snprintf(cl, sizeof(cl),
+	         "{\"sub\":\"a\",\"iss\":\"" ISS "\",\"aud\":"
+	         "[\"x\",\"y\"],\"token_use\":\"access\",\"exp\":%lld}",
+	         NOW + 60);
 	t[1] = tok_rs(RS_HDR, cl, fx.k1);
 	CHECK_EQ_INT(vtok(v, t[1], &why), FGW_ERR_AUTH);
 	/* Neither aud nor client_id. */
-	snprintf(cl, sizeof(cl), "{\"sub\":\"a\",\"iss\":\"" ISS "\","
-	         "\"token_use\":\"access\",\"exp\":%lld}", NOW + 60);
+	snprintf(cl, sizeof(cl),
+	         "{\"sub\":\"a\",\"iss\":\"" ISS "\","
+	         "\"token_use\":\"access\",\"exp\":%lld}",
+	         NOW + 60);
 	t[2] = tok_rs(RS_HDR, cl, fx.k1);
 	CHECK_EQ_INT(vtok(v, t[2], &why), FGW_ERR_AUTH);
 	/* aud of the wrong type is malformed. */
-	snprintf(cl, sizeof(cl), "{\"sub\":\"a\",\"iss\":\"" ISS "\",\"aud\":[\""
-	         AUD "\",7],\"token_use\":\"access\",\"exp\":%lld}", NOW + 60);
+	snprintf(cl, sizeof(cl),
+	         "{\"sub\":\"a\",\"iss\":\"" ISS "\",\"aud\":[\"" AUD
+	         "\",7],\"token_use\":\"access\",\"exp\":%lld}",
+	         NOW + 60);
 	t[3] = tok_rs(RS_HDR, cl, fx.k1);
 	CHECK_EQ_INT(vtok(v, t[3], &why), FGW_ERR_INVALID);
 	CHECK_STR(why, "bad aud");
@@ -803,14 +786,17 @@ test_jwt_wrong_issuer(void)
 	TT_BEGIN;
 	CHECK(fixture() == 0);
 	CHECK_EQ_INT(verifier(&v, 1, fx.jwks1), 0);
-	snprintf(cl, sizeof(cl), "{\"sub\":\"a\",\"iss\":\"" ISS "/evil\","
+	snprintf(cl, sizeof(cl),
+	         "{\"sub\":\"a\",\"iss\":\"" ISS "/evil\","
 	         "\"client_id\":\"" AUD "\",\"token_use\":\"access\",\"exp\":%lld}",
 	         NOW + 60);
 	t1 = tok_rs(RS_HDR, cl, fx.k1);
 	CHECK_EQ_INT(vtok(v, t1, &why), FGW_ERR_AUTH);
 	CHECK_STR(why, "wrong issuer");
-	snprintf(cl, sizeof(cl), "{\"sub\":\"a\",\"client_id\":\"" AUD "\","
-	         "\"token_use\":\"access\",\"exp\":%lld}", NOW + 60);
+	snprintf(cl, sizeof(cl),
+	         "{\"sub\":\"a\",\"client_id\":\"" AUD "\","
+	         "\"token_use\":\"access\",\"exp\":%lld}",
+	         NOW + 60);
 	t2 = tok_hs(HS_HDR, cl, fx.hs, sizeof(fx.hs));
 	CHECK_EQ_INT(vtok(v, t2, &why), FGW_ERR_INVALID);
 	CHECK_STR(why, "missing or bad iss");
@@ -831,13 +817,16 @@ test_jwt_wrong_token_use(void)
 	TT_BEGIN;
 	CHECK(fixture() == 0);
 	CHECK_EQ_INT(verifier(&v, 1, fx.jwks1), 0);
-	snprintf(cl, sizeof(cl), "{\"sub\":\"a\",\"iss\":\"" ISS "\",\"aud\":\""
-	         AUD "\",\"token_use\":\"id\",\"exp\":%lld}", NOW + 60);
+	snprintf(cl, sizeof(cl),
+	         "{\"sub\":\"a\",\"iss\":\"" ISS "\",\"aud\":\"" AUD
+	         "\",\"token_use\":\"id\",\"exp\":%lld}",
+	         NOW + 60);
 	t1 = tok_rs(RS_HDR, cl, fx.k1);
 	CHECK_EQ_INT(vtok(v, t1, &why), FGW_ERR_AUTH);
 	CHECK_STR(why, "wrong token_use");
-	snprintf(cl, sizeof(cl), "{\"sub\":\"a\",\"iss\":\"" ISS "\",\"aud\":\""
-	         AUD "\",\"exp\":%lld}", NOW + 60);
+	snprintf(cl, sizeof(cl),
+	         "{\"sub\":\"a\",\"iss\":\"" ISS "\",\"aud\":\"" AUD "\",\"exp\":%lld}",
+	         NOW + 60);
 	t2 = tok_rs(RS_HDR, cl, fx.k1);
 	CHECK_EQ_INT(vtok(v, t2, &why), FGW_ERR_AUTH);
 end:
@@ -917,8 +906,7 @@ test_jwt_tampered_payload(void)
 	n = strlen(t1) + strlen(t2) + 2;
 	forged = malloc(n);
 	CHECK(forged != NULL);
-	snprintf(forged, n, "%.*s%s", (int)(strrchr(t2, '.') - t2), t2,
-	        strrchr(t1, '.'));
+	snprintf(forged, n, "%.*s%s", (int)(strrchr(t2, '.') - t2), t2, strrchr(t1, '.'));
 	CHECK_EQ_INT(vtok(v, forged, &why), FGW_ERR_AUTH);
 	CHECK_STR(why, "bad signature");
 	/* An unsigned payload is never parsed: garbage payload, bad signature
@@ -928,7 +916,7 @@ test_jwt_tampered_payload(void)
 	forged = malloc(n);
 	CHECK(forged != NULL);
 	snprintf(forged, n, "%.*s.bm90IGpzb24%s", (int)(strchr(t1, '.') - t1), t1,
-	        strrchr(t1, '.'));
+	         strrchr(t1, '.'));
 	CHECK_EQ_INT(vtok(v, forged, &why), FGW_ERR_AUTH);
 end:
 	free(t1);
@@ -1042,10 +1030,8 @@ test_jwt_alg_confusion(void)
 	CHECK(EVP_PKEY_get_bn_param(fx.k1, OSSL_PKEY_PARAM_RSA_N, &n) == 1);
 	CHECK((nlen = BN_bn2bin(n, nbuf)) == 256);
 	tok[0] = tok_hs("{\"alg\":\"HS256\",\"kid\":\"k1\"}", cl, pem, pemlen);
-	tok[1] = tok_hs("{\"alg\":\"HS256\",\"kid\":\"k1\"}", cl, der,
-	                (size_t)derlen);
-	tok[2] = tok_hs("{\"alg\":\"HS256\",\"kid\":\"k1\"}", cl, nbuf,
-	                (size_t)nlen);
+	tok[1] = tok_hs("{\"alg\":\"HS256\",\"kid\":\"k1\"}", cl, der, (size_t)derlen);
+	tok[2] = tok_hs("{\"alg\":\"HS256\",\"kid\":\"k1\"}", cl, nbuf, (size_t)nlen);
 	for (int i = 0; i < 3; i++) {
 		CHECK_EQ_INT(vtok(rs_only, tok[i], &why), FGW_ERR_AUTH);
 		CHECK_STR(why, "HS256 tokens are not accepted");
@@ -1079,10 +1065,11 @@ jwk_entry(EVP_PKEY *k, const char *kid, char *out, size_t cap)
 	if (EVP_PKEY_get_bn_param(k, OSSL_PKEY_PARAM_RSA_N, &n) == 1 &&
 	    EVP_PKEY_get_bn_param(k, OSSL_PKEY_PARAM_RSA_E, &e) == 1 &&
 	    (nl = BN_bn2bin(n, nb)) > 0 && (el = BN_bn2bin(e, eb)) > 0 &&
-	    (n64 = b64u(nb, (size_t)nl)) != NULL &&
-	    (e64 = b64u(eb, (size_t)el)) != NULL &&
-	    snprintf(out, cap, "{\"kty\":\"RSA\",\"kid\":\"%s\",\"n\":\"%s\","
-	             "\"e\":\"%s\"}", kid, n64, e64) < (int)cap)
+	    (n64 = b64u(nb, (size_t)nl)) != NULL && (e64 = b64u(eb, (size_t)el)) != NULL &&
+	    snprintf(out, cap,
+	             "{\"kty\":\"RSA\",\"kid\":\"%s\",\"n\":\"%s\","
+	             "\"e\":\"%s\"}",
+	             kid, n64, e64) < (int)cap)
 		r = 0;
 	BN_free(n);
 	BN_free(e);
@@ -1099,8 +1086,7 @@ test_jwt_rsa_1024_refused(void)
 	char e1[1200], e2[1200], doc[2600], path[128], wpem[128], err[256];
 	char cl[512];
 	char *tok = NULL, *json = NULL;
-	struct jwt_config cfg = { .issuer = ISS, .audience = AUD,
-		                      .leeway_s = LEEWAY };
+	struct jwt_config cfg = { .issuer = ISS, .audience = AUD, .leeway_s = LEEWAY };
 	TT_BEGIN;
 	CHECK(fixture() == 0);
 	fx_path(path, sizeof(path), "weak.json");
@@ -1153,10 +1139,15 @@ test_jwt_malformed(void)
 	/* Header / payload JSON texts that must be refused (all HMAC-signed
 	 * with the real secret, so only the parsing can refuse them). */
 	static const char *bad_hdr[] = {
-		"not json", "[\"HS256\"]", "{\"alg\":\"HS256\"} ",
-		"{\"alg\":\"HS256\"}x", "{\"alg\":\"HS256\",\"alg\":\"HS256\"}",
-		"{\"alg\":\"HS256\",\"typ\":\"foo\"}", "{\"alg\":\"HS256\",\"kid\":7}",
-		"{\"alg\":\"HS256\",\"kid\":\"a\\u0000b\"}", "{\"alg\":5}",
+		"not json",
+		"[\"HS256\"]",
+		"{\"alg\":\"HS256\"} ",
+		"{\"alg\":\"HS256\"}x",
+		"{\"alg\":\"HS256\",\"alg\":\"HS256\"}",
+		"{\"alg\":\"HS256\",\"typ\":\"foo\"}",
+		"{\"alg\":\"HS256\",\"kid\":7}",
+		"{\"alg\":\"HS256\",\"kid\":\"a\\u0000b\"}",
+		"{\"alg\":5}",
 	};
 	TT_BEGIN;
 	CHECK(fixture() == 0);
@@ -1213,14 +1204,13 @@ test_jwt_malformed(void)
 		t = NULL;
 	}
 	/* crit is refused: we implement no extension. */
-	t = tok_hs("{\"alg\":\"HS256\",\"crit\":[\"b64\"],\"b64\":false}", cl,
-	           fx.hs, sizeof(fx.hs));
+	t = tok_hs("{\"alg\":\"HS256\",\"crit\":[\"b64\"],\"b64\":false}", cl, fx.hs,
+	           sizeof(fx.hs));
 	CHECK_EQ_INT(vtok(v, t, &why), FGW_ERR_AUTH);
 	free(t);
 	t = NULL;
 	/* typ variants accepted. */
-	t = tok_hs("{\"alg\":\"HS256\",\"typ\":\"at+jwt\"}", cl, fx.hs,
-	           sizeof(fx.hs));
+	t = tok_hs("{\"alg\":\"HS256\",\"typ\":\"at+jwt\"}", cl, fx.hs, sizeof(fx.hs));
 	CHECK_EQ_INT(vtok(v, t, NULL), 0);
 	free(t);
 	t = NULL;
@@ -1232,16 +1222,16 @@ test_jwt_malformed(void)
 		const char *fmt[] = {
 			"not json",
 			"[1,2]",
-			"{\"sub\":\"a\",\"sub\":\"b\",\"iss\":\"" ISS "\",\"client_id\":\""
-			AUD "\",\"token_use\":\"access\",\"exp\":%lld}",
+			"{\"sub\":\"a\",\"sub\":\"b\",\"iss\":\"" ISS "\",\"client_id\":\"" AUD
+			"\",\"token_use\":\"access\",\"exp\":%lld}",
 			"{\"sub\":5,\"iss\":\"" ISS "\",\"client_id\":\"" AUD
 			"\",\"token_use\":\"access\",\"exp\":%lld}",
 			"{\"iss\":\"" ISS "\",\"client_id\":\"" AUD
 			"\",\"token_use\":\"access\",\"exp\":%lld}",
 			"{\"sub\":\"\",\"iss\":\"" ISS "\",\"client_id\":\"" AUD
 			"\",\"token_use\":\"access\",\"exp\":%lld}",
-			"{\"sub\":\"a\\u0000admin\",\"iss\":\"" ISS "\",\"client_id\":\""
-			AUD "\",\"token_use\":\"access\",\"exp\":%lld}",
+			"{\"sub\":\"a\\u0000admin\",\"iss\":\"" ISS "\",\"client_id\":\"" AUD
+			"\",\"token_use\":\"access\",\"exp\":%lld}",
 			"{\"sub\":\"a\\nb\",\"iss\":\"" ISS "\",\"client_id\":\"" AUD
 			"\",\"token_use\":\"access\",\"exp\":%lld}",
 			"{\"sub\":\"a\",\"iss\":\"" ISS "\",\"client_id\":\"" AUD
@@ -1268,9 +1258,11 @@ test_jwt_malformed(void)
 		memset(longsub, 'x', sizeof(longsub) - 1);
 		longsub[sizeof(longsub) - 1] = '\0';
 		char p2[900];
-		snprintf(p2, sizeof(p2), "{\"sub\":\"%s\",\"iss\":\"" ISS "\","
+		snprintf(p2, sizeof(p2),
+		         "{\"sub\":\"%s\",\"iss\":\"" ISS "\","
 		         "\"client_id\":\"" AUD "\",\"token_use\":\"access\","
-		         "\"exp\":%lld}", longsub, e);
+		         "\"exp\":%lld}",
+		         longsub, e);
 		t = tok_hs(HS_HDR, p2, fx.hs, sizeof(fx.hs));
 		CHECK_EQ_INT(vtok(v, t, &why), FGW_ERR_INVALID);
 		CHECK_STR(why, "missing or bad sub");
@@ -1288,8 +1280,9 @@ test_jwt_config(void)
 	struct jwt_verifier *v = NULL;
 	char err[256], path[128], doc[3000], e1[1200];
 	unsigned char shortkey[16] = { 0 };
-	struct jwt_config cfg = { .issuer = ISS, .audience = AUD,
-		                      .hs256_secret = NULL, .leeway_s = 30 };
+	struct jwt_config cfg = {
+		.issuer = ISS, .audience = AUD, .hs256_secret = NULL, .leeway_s = 30
+	};
 	TT_BEGIN;
 	CHECK(fixture() == 0);
 	fx_path(path, sizeof(path), "cfg.json");
@@ -1312,12 +1305,15 @@ test_jwt_config(void)
 	cfg.audience = AUD;
 	/* JWKS problems. */
 	cfg.jwks_path = "/nonexistent/fgw/jwks.json";
-	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, err, sizeof(err)),
-	             FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, err, sizeof(err)), FGW_ERR_NOT_FOUND);
 	cfg.jwks_path = path;
 	CHECK(jwk_entry(fx.k1, "k1", e1, sizeof(e1)) == 0);
 	static const char *bad_docs[] = {
-		"{", "[]", "{\"keys\":{}}", "{\"keys\":[]}", "{\"keys\":[1]}",
+		"{",
+		"[]",
+		"{\"keys\":{}}",
+		"{\"keys\":[]}",
+		"{\"keys\":[1]}",
 		"{\"keys\":[{\"kty\":\"RSA\",\"kid\":\"a\",\"n\":\"AQAB\",\"e\":\"AQAB\"}]}",
 		"{\"keys\":[{\"kty\":\"RSA\",\"kid\":\"a\",\"n\":\"+++\",\"e\":\"AQAB\"}]}",
 		"{\"keys\":[{\"kty\":\"EC\",\"kid\":\"e\",\"crv\":\"P-256\"}]}",
@@ -1352,7 +1348,8 @@ test_jwt_config(void)
 	snprintf(doc, sizeof(doc),
 	         "{\"keys\":[{\"kty\":\"EC\",\"kid\":\"e\",\"crv\":\"P-256\"},"
 	         "{\"kty\":\"RSA\",\"use\":\"enc\",\"kid\":\"x\"},"
-	         "{\"kty\":\"RSA\",\"alg\":\"RS512\",\"kid\":\"y\"},%s]}", e1);
+	         "{\"kty\":\"RSA\",\"alg\":\"RS512\",\"kid\":\"y\"},%s]}",
+	         e1);
 	CHECK_EQ_INT(write_text(path, doc), 0);
 	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, err, sizeof(err)), 0);
 	CHECK_EQ_INT(jwt_verifier_key_count(v), 1);
@@ -1390,15 +1387,13 @@ test_jwt_reload_bad_keeps_old(void)
 	CHECK_EQ_INT(vtok(v, t2, NULL), FGW_ERR_AUTH);
 	/* A broken file: error, old keys stay. */
 	CHECK_EQ_INT(write_text(path, "{\"keys\":[{\"kty\":\"RSA\""), 0);
-	CHECK_EQ_INT(jwt_verifier_reload_jwks(v, err, sizeof(err)),
-	             FGW_ERR_INVALID);
+	CHECK_EQ_INT(jwt_verifier_reload_jwks(v, err, sizeof(err)), FGW_ERR_INVALID);
 	CHECK(err[0] != '\0');
 	CHECK_EQ_INT(jwt_verifier_key_count(v), 1);
 	CHECK_EQ_INT(vtok(v, t1, NULL), 0);
 	/* A missing file: the same. */
 	unlink(path);
-	CHECK_EQ_INT(jwt_verifier_reload_jwks(v, err, sizeof(err)),
-	             FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(jwt_verifier_reload_jwks(v, err, sizeof(err)), FGW_ERR_NOT_FOUND);
 	CHECK_EQ_INT(vtok(v, t1, NULL), 0);
 	/* A good file replaces the set. */
 	CHECK_EQ_INT(write_text(path, j2), 0);
@@ -1434,8 +1429,9 @@ worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct jwt_claims c;
-	for (w->iters = 0; w->iters < MAX_ITERS &&
-	     (w->iters < MIN_ITERS || !atomic_load(w->stop)); w->iters++) {
+	for (w->iters = 0;
+	     w->iters < MAX_ITERS && (w->iters < MIN_ITERS || !atomic_load(w->stop));
+	     w->iters++) {
 		if (jwt_verify(w->v, w->rs, strlen(w->rs), NOW, &c, NULL) != 0 ||
 		    strcmp(c.kid, "k1") != 0 ||
 		    jwt_verify(w->v, w->hs, strlen(w->hs), NOW, &c, NULL) != 0)
@@ -1471,8 +1467,7 @@ test_jwt_concurrent_reload(void)
 	CHECK_EQ_INT(jwt_sign_hs256(fx.hs, sizeof(fx.hs), cl, NULL, &hs), 0);
 	for (; started < 2; started++) {
 		w[started] = (struct worker){ v, rs, hs, &failures, &stop, 0 };
-		CHECK(pthread_create(&th[started], NULL, worker_main,
-		                     &w[started]) == 0);
+		CHECK(pthread_create(&th[started], NULL, worker_main, &w[started]) == 0);
 	}
 	/* Reload while they verify: every good set holds k1; every third
 	 * reload meets a broken file and must leave the old set in place. */
@@ -1492,8 +1487,7 @@ end:
 	    (atomic_load(&failures) != 0 || reloads_ok != 20 || reloads_bad != 10 ||
 	     w[0].iters < MIN_ITERS || w[1].iters < MIN_ITERS)) {
 		fprintf(stderr, "  failures %d, reloads ok %d bad %d, iters %d %d\n",
-		        atomic_load(&failures), reloads_ok, reloads_bad, w[0].iters,
-		        w[1].iters);
+		        atomic_load(&failures), reloads_ok, reloads_bad, w[0].iters, w[1].iters);
 		tt_fail = 1;
 	}
 	unlink(path);

@@ -89,34 +89,53 @@ end:
 static int
 test_parse_bad(void)
 {
-	static const struct { const char *body, *field; } cases[] = {
+	static const struct {
+		const char *body, *field;
+	} cases[] = {
 		{ "", "body" },
 		{ "not json", "body" },
 		{ "[1,2]", "body" },
 		{ "{\"amount\":1,\"currency\":\"USD\",\"card\":{}}", "reservationId" },
-		{ "{\"reservationId\":\"r\",\"amount\":\"15000\",\"currency\":\"USD\"}", "amount" },
+		{ "{\"reservationId\":\"r\",\"amount\":\"15000\",\"currency\":\"USD\"}",
+		  "amount" },
 		{ "{\"reservationId\":\"r\",\"amount\":0,\"currency\":\"USD\"}", "amount" },
 		{ "{\"reservationId\":\"r\",\"amount\":-5,\"currency\":\"USD\"}", "amount" },
 		{ "{\"reservationId\":\"r\",\"amount\":1.5,\"currency\":\"USD\"}", "amount" },
 		{ "{\"reservationId\":\"r\",\"amount\":1e300,\"currency\":\"USD\"}", "amount" },
-		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"usd\",\"card\":{}}", "currency" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"usd\",\"card\":{}}",
+		  "currency" },
 		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USDX\"}", "currency" },
 		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\"}", "card" },
-		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030},\"encryptedCard\":{}}", "card" },
-		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":4242424242424242,\"expMonth\":1,\"expYear\":2030}}", "card.number" },
-		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242 4242 4242 4242\",\"expMonth\":1,\"expYear\":2030}}", "card.number" },
-		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":13,\"expYear\":2030}}", "card.expMonth" },
-		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1}}", "card.expYear" },
-		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030,\"cvc\":\"12\"}}", "card.cvc" },
-		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030,\"pin\":\"1\"}}", "card.pin" },
-		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030},\"customer\":{\"ip\":\"999.1.1.1\"}}", "customer.ip" },
-		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030},\"customer\":{\"email\":\"nope\"}}", "customer.email" },
-		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030},\"customer\":{\"country\":\"usa\"}}", "customer.country" },
-		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030},\"metadata\":[1]}", "metadata" },
-		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030},\"surprise\":1}", "surprise" },
-		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"encryptedCard\":{\"keyId\":\"gk\"}}", "encryptedCard.data" },
-		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"encryptedCard\":\"x\"}", "encryptedCard" },
-		{ "{\"reservationId\":\"r\\u0001\",\"amount\":1,\"currency\":\"USD\"}", "reservationId" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030},\"encryptedCard\":{}}",
+		  "card" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":4242424242424242,\"expMonth\":1,\"expYear\":2030}}",
+		  "card.number" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242 4242 4242 4242\",\"expMonth\":1,\"expYear\":2030}}",
+		  "card.number" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":13,\"expYear\":2030}}",
+		  "card.expMonth" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1}}",
+		  "card.expYear" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030,\"cvc\":\"12\"}}",
+		  "card.cvc" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030,\"pin\":\"1\"}}",
+		  "card.pin" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030},\"customer\":{\"ip\":\"999.1.1.1\"}}",
+		  "customer.ip" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030},\"customer\":{\"email\":\"nope\"}}",
+		  "customer.email" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030},\"customer\":{\"country\":\"usa\"}}",
+		  "customer.country" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030},\"metadata\":[1]}",
+		  "metadata" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"card\":{\"number\":\"4242424242424242\",\"expMonth\":1,\"expYear\":2030},\"surprise\":1}",
+		  "surprise" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"encryptedCard\":{\"keyId\":\"gk\"}}",
+		  "encryptedCard.data" },
+		{ "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"USD\",\"encryptedCard\":\"x\"}",
+		  "encryptedCard" },
+		{ "{\"reservationId\":\"r\\u0001\",\"amount\":1,\"currency\":\"USD\"}",
+		  "reservationId" },
 		{ "{\"reservationId\":\"r\"} trailing", "body" },
 		{ "{\"reservationId\":\"r\xff\"}", "body" },
 		{ "{\"reservationId\":\"r\xc0\xaf\"}", "body" },
@@ -152,9 +171,10 @@ test_utf8_accepted(void)
 	struct txn_request *rq = NULL;
 	struct txn_parse_error err;
 	/* 2-, 3- and 4-byte sequences and escaped text are all fine. */
-	const char *b = "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"EUR\","
-	                "\"description\":\"Caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x8e\x89 \\u00e9\",\r\n"
-	                "\"encryptedCard\":{\"keyId\":\"gk_1\",\"data\":\"QUJD\"}}\n ";
+	const char *b =
+	    "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"EUR\","
+	    "\"description\":\"Caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x8e\x89 \\u00e9\",\r\n"
+	    "\"encryptedCard\":{\"keyId\":\"gk_1\",\"data\":\"QUJD\"}}\n ";
 	TT_BEGIN;
 	CHECK_EQ_INT(parse(b, &rq, &err), 0);
 	CHECK(strncmp(rq->description, "Caf\xc3\xa9", 5) == 0);
@@ -190,7 +210,8 @@ test_card_json(void)
 {
 	struct txn_card card;
 	struct txn_parse_error err;
-	const char *c = "{\"number\":\"378282246310005\",\"expMonth\":3,\"expYear\":2031,\"cvc\":\"7391\"}";
+	const char *c =
+	    "{\"number\":\"378282246310005\",\"expMonth\":3,\"expYear\":2031,\"cvc\":\"7391\"}";
 	TT_BEGIN;
 	memset(&card, 0, sizeof(card));
 	memset(&err, 0, sizeof(err));
@@ -219,26 +240,34 @@ test_card_sealed_iat(void)
 	TT_BEGIN;
 	memset(&card, 0, sizeof(card));
 	memset(&err, 0, sizeof(err));
-#define CARD(iat) snprintf(c, sizeof(c), "{\"number\":\"4242424242424242\",\"expMonth\":3," \
-	                    "\"expYear\":2031%s}", iat)
+#define CARD(iat)                                               \
+	snprintf(c, sizeof(c),                                      \
+	         "{\"number\":\"4242424242424242\",\"expMonth\":3," \
+	         "\"expYear\":2031%s}",                             \
+	         iat)
 	CARD(",\"iat\":1800000000");
 	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err), 0);
 	CHECK(card.pan != NULL && card.pan->len == 16);
 	txn_card_clear(&card);
 	CARD(",\"iat\":1799999099"); /* 901 s old */
-	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err), FGW_ERR_TIMEOUT);
+	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err),
+	             FGW_ERR_TIMEOUT);
 	CHECK(card.pan == NULL);
 	CARD(",\"iat\":1799999100"); /* exactly max age */
 	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err), 0);
 	txn_card_clear(&card);
 	CARD(",\"iat\":1800000061");
-	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err), FGW_ERR_TIMEOUT);
+	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err),
+	             FGW_ERR_TIMEOUT);
 	CARD(",\"iat\":\"1800000000\"");
-	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err), FGW_ERR_INVALID);
+	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err),
+	             FGW_ERR_INVALID);
 	CARD(",\"iat\":1800000000.5");
-	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err), FGW_ERR_INVALID);
+	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err),
+	             FGW_ERR_INVALID);
 	CARD("");
-	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err), FGW_ERR_TIMEOUT);
+	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err),
+	             FGW_ERR_TIMEOUT);
 	CHECK(card.pan == NULL);
 	pol.require_iat = 0;
 	CHECK_EQ_INT(txn_card_parse_sealed(c, strlen(c), &pol, now, &card, &err), 0);
@@ -259,33 +288,43 @@ test_stage_orders(void)
 	char err[128];
 	TT_BEGIN;
 	CHECK_EQ_INT(pipeline_build("token,decrypt,rule,encrypt,post", "decrypt,record,post",
-	                            &pl, err, sizeof(err)), 0);
+	                            &pl, err, sizeof(err)),
+	             0);
 	CHECK_EQ_INT(pl.n[PHASE_REQUEST], 5);
 	CHECK_EQ_INT(pl.n[PHASE_RESPONSE], 3);
 	CHECK_STR(pl.stages[PHASE_REQUEST][0]->name, "token");
 	CHECK_STR(pl.stages[PHASE_RESPONSE][2]->name, "post");
 	CHECK(pl.stages[PHASE_REQUEST][4] != pl.stages[PHASE_RESPONSE][2]);
 	/* decrypt before token is allowed: the card is vaulted when opened. */
-	CHECK_EQ_INT(pipeline_build("decrypt, token, rule, encrypt, post", "decrypt,record,post",
-	                            &pl, err, sizeof(err)), 0);
-	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post,decrypt", "record,post", &pl, err,
-	                            sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(pipeline_build("decrypt, token, rule, encrypt, post",
+	                            "decrypt,record,post", &pl, err, sizeof(err)),
+	             0);
+	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post,decrypt", "record,post", &pl,
+	                            err, sizeof(err)),
+	             FGW_ERR_INVALID);
 	CHECK(strstr(err, "post must be the last") != NULL);
 	CHECK_EQ_INT(pipeline_build("token,decrypt,encrypt,post", "record,post", &pl, err,
-	                            sizeof(err)), FGW_ERR_INVALID);
+	                            sizeof(err)),
+	             FGW_ERR_INVALID);
 	CHECK_EQ_INT(pipeline_build("token,rule,post,encrypt", "record,post", &pl, err,
-	                            sizeof(err)), FGW_ERR_INVALID);
-	CHECK_EQ_INT(pipeline_build("token,rule,tokenize,encrypt,post", "record,post", &pl, err,
-	                            sizeof(err)), FGW_ERR_INVALID);
+	                            sizeof(err)),
+	             FGW_ERR_INVALID);
+	CHECK_EQ_INT(pipeline_build("token,rule,tokenize,encrypt,post", "record,post", &pl,
+	                            err, sizeof(err)),
+	             FGW_ERR_INVALID);
 	CHECK(strstr(err, "unknown request stage 'tokenize'") != NULL);
 	CHECK_EQ_INT(pipeline_build("token,rule,rule,encrypt,post", "record,post", &pl, err,
-	                            sizeof(err)), FGW_ERR_INVALID);
+	                            sizeof(err)),
+	             FGW_ERR_INVALID);
 	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post", "post,record", &pl, err,
-	                            sizeof(err)), FGW_ERR_INVALID);
+	                            sizeof(err)),
+	             FGW_ERR_INVALID);
 	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post", "decrypt,post", &pl, err,
-	                            sizeof(err)), FGW_ERR_INVALID);
+	                            sizeof(err)),
+	             FGW_ERR_INVALID);
 	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post", "record,post", &pl, err,
-	                            sizeof(err)), 0);
+	                            sizeof(err)),
+	             0);
 end:
 	TT_END;
 }
@@ -340,8 +379,8 @@ test_choose_proc(void)
 	CHECK_STR(choose(&env, &rq, "USD"), "c");
 	CHECK_STR(choose(&env, &rq, "EUR"), "c");
 	breaker_record(&pi[2].breaker, 0, 0, fgw_now_ms()); /* c opens */
-	CHECK_STR(choose(&env, &rq, "USD"), "c"); /* a, b, c tried */
-	CHECK_STR(choose(&env, &rq, "EUR"), "a"); /* b, c, a tried */
+	CHECK_STR(choose(&env, &rq, "USD"), "c");           /* a, b, c tried */
+	CHECK_STR(choose(&env, &rq, "EUR"), "a");           /* b, c, a tried */
 	/* One processor: no breaker is asked. */
 	env.n_procs = 1;
 	CHECK_STR(choose(&env, &rq, "EUR"), "a");
@@ -391,8 +430,8 @@ struct settle_fix {
 	char path[96];
 	struct pipeline_env env;
 	struct event *keepalive;
-	int published;             /* listener calls */
-	char last_status[24];      /* the state the listener heard last */
+	int published;        /* listener calls */
+	char last_status[24]; /* the state the listener heard last */
 	int done_calls;
 	int done_rc;
 	char done_status[24];
@@ -403,7 +442,8 @@ settle_mac(void *ctx, const void *msg, size_t len, unsigned char mac[32])
 {
 	static const unsigned char key[32] = "flairgw-settle-unit-test-key";
 	(void)ctx;
-	return crypto_generichash(mac, 32, msg, len, key, sizeof(key)) == 0 ? 0 : FGW_ERR_CRYPTO;
+	return crypto_generichash(mac, 32, msg, len, key, sizeof(key)) == 0 ? 0
+	                                                                    : FGW_ERR_CRYPTO;
 }
 
 static void
@@ -507,7 +547,8 @@ settle_count(const char *path, const char *sql)
 	sqlite3_stmt *s = NULL;
 	int64_t n = -1;
 	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
-	    sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+	    sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
 		n = sqlite3_column_int64(s, 0);
 	sqlite3_finalize(s);
 	sqlite3_close(db);
@@ -525,15 +566,15 @@ static int
 test_settle_forward_only(void)
 {
 	static const enum txn_state late[] = {
-		TXN_POSTING, TXN_PROCESSING, TXN_REQUIRES_ACTION, TXN_AUTHORIZED,
-		TXN_DECLINED, TXN_FAILED, TXN_SUCCEEDED, TXN_CANCELED,
+		TXN_POSTING,  TXN_PROCESSING, TXN_REQUIRES_ACTION, TXN_AUTHORIZED,
+		TXN_DECLINED, TXN_FAILED,     TXN_SUCCEEDED,       TXN_CANCELED,
 	};
 	static const enum txn_state seen[] = { TXN_SUCCEEDED, TXN_STATE_NONE, TXN_PROCESSING,
 		                                   TXN_POSTING };
 	struct settle_fix f;
 	struct store_txn_row row;
-	struct store_audit created = { "client_a", "local", "txn.created", "txn_settle1",
-		                           "posting", NULL };
+	struct store_audit created = { "client_a",    "local",   "txn.created",
+		                           "txn_settle1", "posting", NULL };
 	struct txn_settlement set;
 	int want = 0;
 	TT_BEGIN;
@@ -546,34 +587,45 @@ test_settle_forward_only(void)
 	fgw_strlcpy(row.status, "posting", sizeof(row.status));
 	fgw_strlcpy(row.processor, "sandbox", sizeof(row.processor));
 	CHECK_EQ_INT(store_txn_create(f.env.store, f.env.waker, &row, NULL,
-	                              &(struct store_commit){ .audit = &created, .n_audit = 1,
+	                              &(struct store_commit){ .audit = &created,
+	                                                      .n_audit = 1,
 	                                                      .done = settle_created,
-	                                                      .arg = &f }), 0);
+	                                                      .arg = &f }),
+	             0);
 	CHECK(settle_wait(&f, ++want) == 0);
 	CHECK_EQ_INT(f.done_rc, 0);
 
 	/* The move forward: committed, audited, published once. */
-	set = (struct txn_settlement){ .txn_id = row.id, .from = TXN_POSTING,
-		                           .to = TXN_SUCCEEDED, .processor_ref = "ch_1",
-		                           .actor = "client_a", .source = "local",
-		                           .event_type = "txn.outcome", .row = &row };
+	set = (struct txn_settlement){ .txn_id = row.id,
+		                           .from = TXN_POSTING,
+		                           .to = TXN_SUCCEEDED,
+		                           .processor_ref = "ch_1",
+		                           .actor = "client_a",
+		                           .source = "local",
+		                           .event_type = "txn.outcome",
+		                           .row = &row };
 	CHECK_EQ_INT(txn_settle(&f.env, &set, settle_done, &f), 0);
 	CHECK(settle_wait(&f, ++want) == 0);
 	CHECK_EQ_INT(f.done_rc, 0);
 	CHECK_STR(f.done_status, "succeeded");
 	CHECK_EQ_INT(f.published, 1);
 	CHECK_STR(f.last_status, "succeeded");
-	CHECK_EQ_INT(settle_count(f.path, "SELECT COUNT(*) FROM audit_events WHERE "
-	                                  "resource = 'txn_settle1' AND event_type = 'txn.outcome'"
-	                                  " AND outcome = 'succeeded'"), 1);
+	CHECK_EQ_INT(settle_count(f.path,
+	                          "SELECT COUNT(*) FROM audit_events WHERE "
+	                          "resource = 'txn_settle1' AND event_type = 'txn.outcome'"
+	                          " AND outcome = 'succeeded'"),
+	             1);
 
 	/* Every late event, as each kind of caller would send it. */
 	for (size_t i = 0; i < sizeof(late) / sizeof(late[0]); i++) {
 		for (size_t k = 0; k < sizeof(seen) / sizeof(seen[0]); k++) {
 			int r;
-			set = (struct txn_settlement){ .txn_id = row.id, .from = seen[k],
-				                           .to = late[i], .error_code = "LATE",
-				                           .actor = "sandbox", .source = "local",
+			set = (struct txn_settlement){ .txn_id = row.id,
+				                           .from = seen[k],
+				                           .to = late[i],
+				                           .error_code = "LATE",
+				                           .actor = "sandbox",
+				                           .source = "local",
 				                           .event_type = "txn.webhook" };
 			f.done_rc = 1;
 			r = txn_settle(&f.env, &set, settle_done, &f);
@@ -599,13 +651,18 @@ test_settle_forward_only(void)
 	CHECK_EQ_INT(f.published, 1);
 	CHECK_EQ_INT(settle_count(f.path, "SELECT COUNT(*) FROM transactions WHERE "
 	                                  "id = 'txn_settle1' AND status = 'succeeded' AND "
-	                                  "error_code IS NULL AND processor_ref = 'ch_1'"), 1);
+	                                  "error_code IS NULL AND processor_ref = 'ch_1'"),
+	             1);
 	CHECK_EQ_INT(settle_count(f.path, "SELECT COUNT(*) FROM audit_events WHERE "
-	                                  "event_type = 'txn.webhook'"), 0);
+	                                  "event_type = 'txn.webhook'"),
+	             0);
 
 	/* Forward still works after the refusals: a refund of it. */
-	set = (struct txn_settlement){ .txn_id = row.id, .from = TXN_SUCCEEDED,
-		                           .to = TXN_REFUNDED, .actor = "sandbox", .source = "local",
+	set = (struct txn_settlement){ .txn_id = row.id,
+		                           .from = TXN_SUCCEEDED,
+		                           .to = TXN_REFUNDED,
+		                           .actor = "sandbox",
+		                           .source = "local",
 		                           .event_type = "txn.webhook" };
 	CHECK_EQ_INT(txn_settle(&f.env, &set, settle_done, &f), 0);
 	CHECK(settle_wait(&f, ++want) == 0);
@@ -647,7 +704,8 @@ test_settle_op(void)
 		fgw_strlcpy(row.status, "authorized", sizeof(row.status));
 		CHECK_EQ_INT(store_txn_create(f.env.store, f.env.waker, &row, NULL,
 		                              &(struct store_commit){ .done = settle_created,
-		                                                      .arg = &f }), 0);
+		                                                      .arg = &f }),
+		             0);
 		CHECK(settle_wait(&f, ++want) == 0);
 		CHECK_EQ_INT(f.done_rc, 0);
 	}
@@ -658,7 +716,8 @@ test_settle_op(void)
 	fgw_strlcpy(op.idempotency_key, "pk1", sizeof(op.idempotency_key));
 	CHECK_EQ_INT(store_pendingop_begin(f.env.store, f.env.waker, &op, &op,
 	                                   &(struct store_commit){ .done = settle_created,
-	                                                           .arg = &f }), 0);
+	                                                           .arg = &f }),
+	             0);
 	CHECK(settle_wait(&f, ++want) == 0);
 	CHECK_EQ_INT(f.done_rc, 0);
 	CHECK(op.status == STORE_OP_PENDING);
@@ -684,7 +743,8 @@ test_settle_op(void)
 	fgw_strlcpy(op.idempotency_key, "pk2", sizeof(op.idempotency_key));
 	CHECK_EQ_INT(store_pendingop_begin(f.env.store, f.env.waker, &op, &op,
 	                                   &(struct store_commit){ .done = settle_created,
-	                                                           .arg = &f }), 0);
+	                                                           .arg = &f }),
+	             0);
 	CHECK(settle_wait(&f, ++want) == 0);
 	set = (struct txn_op_settlement){ .op = &op, .succeeded = 0 };
 	CHECK_EQ_INT(txn_settle_op(&f.env, &set, settle_done, &f), 0);
@@ -693,7 +753,8 @@ test_settle_op(void)
 	CHECK_STR(f.done_status, "");
 	CHECK_EQ_INT(f.published, 1);
 	CHECK_EQ_INT(settle_count(f.path, "SELECT COUNT(*) FROM transactions WHERE "
-	                                  "id = 'txn_auth2' AND status = 'authorized'"), 1);
+	                                  "id = 'txn_auth2' AND status = 'authorized'"),
+	             1);
 end:
 	settle_teardown(&f);
 	TT_END;

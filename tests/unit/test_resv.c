@@ -119,7 +119,8 @@ convert(struct fix *f, const char *id, const char *txn, int64_t now, enum resv_e
 	int rc;
 	if (resv_wait_new(&w) != 0)
 		return FGW_ERR_NOMEM;
-	rc = resv_convert_begin(f->st, NULL, id, "cust", txn, 0, now, &out, e, resv_wait_done, w);
+	rc = resv_convert_begin(f->st, NULL, id, "cust", txn, 0, now, &out, e, resv_wait_done,
+	                        w);
 	if (rc != 0) {
 		resv_wait_done(w, rc);
 		(void)resv_wait_end(w);
@@ -203,7 +204,8 @@ test_convert_rules_and_retry(void)
 	CHECK(strcmp(status_of(&f, "r1", pay, sizeof(pay)), "pending") == 0);
 	CHECK(strcmp(pay, "processing") == 0);
 	/* a second attempt while one is in flight: no double charge */
-	CHECK(convert(&f, "r1", "txn_b", f.now, &e) == FGW_ERR_STATE && e == RESV_INVALID_STATUS);
+	CHECK(convert(&f, "r1", "txn_b", f.now, &e) == FGW_ERR_STATE &&
+	      e == RESV_INVALID_STATUS);
 	CHECK(moved(&f, "r1", "txn_a", "declined") == 0);
 	CHECK(strcmp(status_of(&f, "r1", pay, sizeof(pay)), "pending") == 0);
 	CHECK(strcmp(pay, "failed") == 0);
@@ -216,7 +218,8 @@ test_convert_rules_and_retry(void)
 	CHECK(moved(&f, "r1", "txn_c", "succeeded") == 0);
 	CHECK(strcmp(status_of(&f, "r1", pay, sizeof(pay)), "pending") == 0);
 	CHECK(strcmp(pay, "paid") == 0);
-	CHECK(convert(&f, "r1", "txn_d", f.now, &e) == FGW_ERR_STATE && e == RESV_INVALID_STATUS);
+	CHECK(convert(&f, "r1", "txn_d", f.now, &e) == FGW_ERR_STATE &&
+	      e == RESV_INVALID_STATUS);
 	CHECK(convert(&f, "zz", "txn_e", f.now, &e) == FGW_ERR_STATE && e == RESV_NOT_FOUND);
 end:
 	fix_teardown(&f);
@@ -244,8 +247,9 @@ test_links_txn(void)
 	CHECK(convert(&f, "r1", "txn_c", f.now, &e) == 0);
 	CHECK_EQ_INT(resv_links_txn(f.rd, "r1", "txn_a"), 0); /* superseded */
 	CHECK_EQ_INT(resv_links_txn(f.rd, "r1", "txn_c"), 1);
-	CHECK_EQ_INT(sqlite3_prepare_v2(store_reader_db(f.rd), "SELECT id FROM time_slots", -1,
-	                                &open_read, NULL), SQLITE_OK);
+	CHECK_EQ_INT(sqlite3_prepare_v2(store_reader_db(f.rd), "SELECT id FROM time_slots",
+	                                -1, &open_read, NULL),
+	             SQLITE_OK);
 	CHECK_EQ_INT(sqlite3_step(open_read), SQLITE_ROW);
 	CHECK_EQ_INT(resv_links_txn(f.rd, "r1", "txn_c"), FGW_ERR_STATE);
 	sqlite3_finalize(open_read);
@@ -272,7 +276,8 @@ test_expiry_and_refund_release_once(void)
 	CHECK(convert(&f, "r2", "txn_2", f.now, &e) == 0);
 	CHECK(moved(&f, "r2", "txn_2", "requires_action") == 0);
 	CHECK(taken(&f, "s1") == 4);
-	CHECK(convert(&f, "r1", "txn_1", soon + 1, &e) == FGW_ERR_STATE && e == RESV_HOLD_EXPIRED);
+	CHECK(convert(&f, "r1", "txn_1", soon + 1, &e) == FGW_ERR_STATE &&
+	      e == RESV_HOLD_EXPIRED);
 	CHECK(resv_wait_new(&w) == 0);
 	CHECK(resv_sweep(f.st, NULL, soon + 1, resv_wait_done, w) == 0);
 	CHECK(resv_wait_end(w) == 0);
@@ -305,19 +310,20 @@ test_confirm_and_capacity_changes(void)
 	CHECK(hold(&f, "r1", "s1", 4, later, &e) == 0);
 	CHECK(resv_wait_new(&w) == 0);
 	CHECK(resv_confirm(f.st, NULL, "r1", "cust", "", "ABCDEFGHJKLM", &out, &e,
-	                       resv_wait_done, w) == 0);
+	                   resv_wait_done, w) == 0);
 	CHECK(resv_wait_end(w) == FGW_ERR_STATE && e == RESV_INVALID_STATUS);
 	CHECK(convert(&f, "r1", "txn_1", f.now, &e) == 0);
 	CHECK(moved(&f, "r1", "txn_1", "succeeded") == 0);
 	CHECK(resv_wait_new(&w) == 0);
 	CHECK(resv_confirm(f.st, NULL, "r1", "cust", "ch_other", "ABCDEFGHJKLM", &out, &e,
-	                       resv_wait_done, w) == 0);
+	                   resv_wait_done, w) == 0);
 	CHECK(resv_wait_end(w) == FGW_ERR_STATE && e == RESV_INTENT_MISMATCH);
 	CHECK(resv_wait_new(&w) == 0);
 	CHECK(resv_confirm(f.st, NULL, "r1", "cust", "ch_1", "ABCDEFGHJKLM", &out, &e,
-	                       resv_wait_done, w) == 0);
+	                   resv_wait_done, w) == 0);
 	CHECK(resv_wait_end(w) == 0);
-	CHECK(strcmp(out.status, "confirmed") == 0 && strcmp(out.reference, "ABCDEFGHJKLM") == 0);
+	CHECK(strcmp(out.status, "confirmed") == 0 &&
+	      strcmp(out.reference, "ABCDEFGHJKLM") == 0);
 	/* capacity never below places taken */
 	CHECK(resv_wait_new(&w) == 0);
 	CHECK(resv_slot_set_capacity(f.st, NULL, "s1", 3, resv_wait_done, w) == 0);
@@ -349,7 +355,7 @@ test_catalogue_refuses_bad_input(void)
 	CHECK(fix_setup(&f) == 0);
 	for (int i = 0; bad[i]; i++)
 		CHECK(resv_load_catalogue(f.st, bad[i], strlen(bad[i]), err, sizeof(err)) ==
-		          FGW_ERR_INVALID);
+		      FGW_ERR_INVALID);
 end:
 	fix_teardown(&f);
 	TT_END;

@@ -100,8 +100,10 @@ test_decide_atomic(void)
 	int started = 0, total = 0;
 	TT_BEGIN;
 	memset(&rk, 0, sizeof(rk));
-	CHECK_EQ_INT(setup(&rk, "rule V: when count(ip, 1h) > 5 then decline VELOCITY_LIMIT\n",
-	                   path, sizeof(path)), 0);
+	CHECK_EQ_INT(setup(&rk,
+	                   "rule V: when count(ip, 1h) > 5 then decline VELOCITY_LIMIT\n",
+	                   path, sizeof(path)),
+	             0);
 	for (; started < 4; started++) {
 		w[started] = (struct worker){ &rk, fgw_now_ms(), 0 };
 		CHECK_EQ_INT(pthread_create(&th[started], NULL, decide_many, &w[started]), 0);
@@ -112,7 +114,8 @@ end:
 		total += w[i].allowed;
 	}
 	if (!tt_fail && total != 5) {
-		fprintf(stderr, "  %d allowed by count(ip, 1h) > 5 over 4 threads, expected 5\n", total);
+		fprintf(stderr, "  %d allowed by count(ip, 1h) > 5 over 4 threads, expected 5\n",
+		        total);
 		tt_fail = 1;
 	}
 	teardown(&rk, path);
@@ -130,11 +133,17 @@ test_reload_whole_or_nothing(void)
 	size_t n = 0;
 	TT_BEGIN;
 	memset(&rk, 0, sizeof(rk));
-	CHECK_EQ_INT(setup(&rk, "rule A: when amount == 1000 then review\n", path, sizeof(path)), 0);
+	CHECK_EQ_INT(setup(&rk, "rule A: when amount == 1000 then review\n", path,
+	                   sizeof(path)),
+	             0);
 	input(&in, "192.0.2.2", fgw_now_ms());
 	CHECK_EQ_INT(risk_decide(&rk, &in, &d), 0);
 	CHECK_EQ_INT(d.action, RULES_REVIEW);
-	CHECK_EQ_INT(write_file(path, "rule B: when amount == 1000 then decline X\nrule C: when amont > 1 then allow\n"), 0);
+	CHECK_EQ_INT(
+	    write_file(
+	        path,
+	        "rule B: when amount == 1000 then decline X\nrule C: when amont > 1 then allow\n"),
+	    0);
 	CHECK_EQ_INT(risk_reload(&rk, &err, &n), FGW_ERR_INVALID);
 	CHECK_EQ_INT(err.line, 2);
 	CHECK_EQ_INT(err.col, 14);
@@ -178,11 +187,12 @@ test_replay_and_declines(void)
 	int64_t now = fgw_now_ms();
 	TT_BEGIN;
 	memset(&rk, 0, sizeof(rk));
-	CHECK_EQ_INT(setup(&rk,
-	                   "rule D: when declines(card, 24h) >= 2 then decline TOO_MANY_DECLINES\n"
-	                   "rule I: when count(ip, 1h) > 4 then decline VELOCITY_LIMIT\n",
-	                   path, sizeof(path)),
-	             0);
+	CHECK_EQ_INT(
+	    setup(&rk,
+	          "rule D: when declines(card, 24h) >= 2 then decline TOO_MANY_DECLINES\n"
+	          "rule I: when count(ip, 1h) > 4 then decline VELOCITY_LIMIT\n",
+	          path, sizeof(path)),
+	    0);
 	/* Two rows from before a restart, one declined by the processor. */
 	row_for(&row, "succeeded", "allow", now - 60000);
 	CHECK_EQ_INT(risk_replay_row(&rk, &row), 0);

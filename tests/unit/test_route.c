@@ -17,17 +17,31 @@ test_parse(void)
 {
 	struct proc_route r;
 	char err[256];
-	static const char *const bad[] = {
-		"", "currency=EUR", "p currency=EURO", "p currency=EUR,", "p currency=E1R",
-		"p country=DEU", "p brand=v", "p brand=vi sa=1", "p amount_min=0",
-		"p amount_min=-5", "p amount_min=9 amount_max=3", "p weight=0",
-		"p weight=1000001", "p colour=red", "p currency", "p currency=",
-		"p currency=EUR currency=GBP", "p weight=1 weight=2", NULL
-	};
+	static const char *const bad[] = { "",
+		                               "currency=EUR",
+		                               "p currency=EURO",
+		                               "p currency=EUR,",
+		                               "p currency=E1R",
+		                               "p country=DEU",
+		                               "p brand=v",
+		                               "p brand=vi sa=1",
+		                               "p amount_min=0",
+		                               "p amount_min=-5",
+		                               "p amount_min=9 amount_max=3",
+		                               "p weight=0",
+		                               "p weight=1000001",
+		                               "p colour=red",
+		                               "p currency",
+		                               "p currency=",
+		                               "p currency=EUR currency=GBP",
+		                               "p weight=1 weight=2",
+		                               NULL };
 	TT_BEGIN;
 
 	CHECK_EQ_INT(proc_route_parse("backup  currency=eur,Gbp brand=AMEX,visa country=de "
-	                              "amount_min=100 amount_max=900 weight=3", &r, err, sizeof(err)), 0);
+	                              "amount_min=100 amount_max=900 weight=3",
+	                              &r, err, sizeof(err)),
+	             0);
 	CHECK_STR(r.processor, "backup");
 	CHECK_STR(r.currencies, "EUR,GBP");
 	CHECK_STR(r.brands, "amex,visa");
@@ -84,7 +98,8 @@ test_pick(void)
 	CHECK_EQ_INT(add(&rs, "sandbox currency=JPY"), 0);
 	CHECK_EQ_INT(add(&rs, "a weight=1"), 0);
 	CHECK_EQ_INT(add(&rs, "b weight=3"), 0);
-	CHECK_STR(proc_routes_pick(&rs, "JPY", "Visa", "US", 1, 999999)->processor, "sandbox");
+	CHECK_STR(proc_routes_pick(&rs, "JPY", "Visa", "US", 1, 999999)->processor,
+	          "sandbox");
 	CHECK_STR(proc_routes_pick(&rs, "USD", "Visa", "US", 1, 0)->processor, "a");
 	CHECK_STR(proc_routes_pick(&rs, "USD", "Visa", "US", 1, 249999)->processor, "a");
 	CHECK_STR(proc_routes_pick(&rs, "USD", "Visa", "US", 1, 250000)->processor, "b");
@@ -112,15 +127,25 @@ test_processor_lines(void)
 	struct fgw_why why;
 	char where[96];
 	int n = 0;
-	static const char *const bad[] = {
-		"", "url=http://x", "eu colour=red", "eu url", "eu =x", "eu name=other",
-		"eu timeout_ms=soon", "eu timeout_ms=999999", "eu verify_tls=maybe", "e/u url=http://x",
-		"eu url=http://127.0.0.1:1 secret_env=", NULL
-	};
+	static const char *const bad[] = { "",
+		                               "url=http://x",
+		                               "eu colour=red",
+		                               "eu url",
+		                               "eu =x",
+		                               "eu name=other",
+		                               "eu timeout_ms=soon",
+		                               "eu timeout_ms=999999",
+		                               "eu verify_tls=maybe",
+		                               "e/u url=http://x",
+		                               "eu url=http://127.0.0.1:1 secret_env=",
+		                               NULL };
 	TT_BEGIN;
 	memset(list, 0, sizeof(list));
-	CHECK_EQ_INT(proc_settings_line(list, &n, 3, "eu type=stripe url=https://a.example "
-	                                "timeout_ms=900 verify_tls=no", &why), 0);
+	CHECK_EQ_INT(proc_settings_line(list, &n, 3,
+	                                "eu type=stripe url=https://a.example "
+	                                "timeout_ms=900 verify_tls=no",
+	                                &why),
+	             0);
 	CHECK_EQ_INT(n, 1);
 	CHECK_STR(list[0].name, "eu");
 	CHECK_STR(list[0].type, "stripe");
@@ -147,10 +172,12 @@ test_processor_lines(void)
 	/* A stray word may be a credential: the error does not repeat it. */
 	CHECK_EQ_INT(proc_settings_line(list, &n, 3, "eu sk_live_SECRETVALUE", &why),
 	             FGW_ERR_INVALID);
-	CHECK(strstr(why.msg, "SECRETVALUE") == NULL && strstr(why.where, "SECRETVALUE") == NULL);
+	CHECK(strstr(why.msg, "SECRETVALUE") == NULL &&
+	      strstr(why.where, "SECRETVALUE") == NULL);
 	CHECK(strstr(why.msg, "word 2") != NULL);
 	CHECK_STR(why.where, "processor eu");
-	CHECK_EQ_INT(proc_settings_line(list, &n, 3, "third url=http://127.0.0.1:3", &why), 0);
+	CHECK_EQ_INT(proc_settings_line(list, &n, 3, "third url=http://127.0.0.1:3", &why),
+	             0);
 	CHECK_EQ_INT(proc_settings_line(list, &n, 3, "fourth url=http://127.0.0.1:4", &why),
 	             FGW_ERR_INVALID);
 	CHECK(strstr(why.msg, "at most 3") != NULL);

@@ -26,9 +26,17 @@ static char tdir[64];
 static void
 rm_tdir(void)
 {
-	static const char *const names[] = { "bins.csv", "countries.txt", "ips.txt",
-		"bins.txt", "bad_ips.txt", "bad_bins.csv", "dup_bins.csv", "glob.txt",
-		"rules.conf", "nul.conf", NULL };
+	static const char *const names[] = { "bins.csv",
+		                                 "countries.txt",
+		                                 "ips.txt",
+		                                 "bins.txt",
+		                                 "bad_ips.txt",
+		                                 "bad_bins.csv",
+		                                 "dup_bins.csv",
+		                                 "glob.txt",
+		                                 "rules.conf",
+		                                 "nul.conf",
+		                                 NULL };
 	char p[128];
 	for (int i = 0; names[i]; i++) {
 		snprintf(p, sizeof(p), "%s/%s", tdir, names[i]);
@@ -53,15 +61,14 @@ write_file(const char *name, const char *text, size_t len)
 static const char *
 fixture_dir(void)
 {
-	static const char bins[] =
-	    "bin_prefix,country\n"
-	    "# comment\n"
-	    "4,GB\n"
-	    "424242,US\n"
-	    "40000025,FR\n"
-	    "4571,DK\n"
-	    "457199,SE\n"
-	    "5555 , us , extra column\n";
+	static const char bins[] = "bin_prefix,country\n"
+	                           "# comment\n"
+	                           "4,GB\n"
+	                           "424242,US\n"
+	                           "40000025,FR\n"
+	                           "4571,DK\n"
+	                           "457199,SE\n"
+	                           "5555 , us , extra column\n";
 	static const char countries[] = "# high risk\nKP\n  ir  \n\"MM\"\n\n";
 	static const char ips[] = "10.0.0.0/8\n192.168.1.7\n2001:db8::/32\n::1\n";
 	static const char binl[] = "424242\n400000-400099\n5\n";
@@ -75,8 +82,10 @@ fixture_dir(void)
 	if (mkdtemp(tdir) == NULL)
 		abort();
 	atexit(rm_tdir);
-	if (write_file("bins.csv", bins, strlen(bins)) || write_file("countries.txt", countries, strlen(countries)) ||
-	    write_file("ips.txt", ips, strlen(ips)) || write_file("bins.txt", binl, strlen(binl)) ||
+	if (write_file("bins.csv", bins, strlen(bins)) ||
+	    write_file("countries.txt", countries, strlen(countries)) ||
+	    write_file("ips.txt", ips, strlen(ips)) ||
+	    write_file("bins.txt", binl, strlen(binl)) ||
 	    write_file("bad_ips.txt", bad_ips, strlen(bad_ips)) ||
 	    write_file("bad_bins.csv", bad_bins, strlen(bad_bins)) ||
 	    write_file("dup_bins.csv", dup_bins, strlen(dup_bins)) ||
@@ -113,8 +122,8 @@ bad(const char *text, const char *file, int line, int col, const char *msg)
 	}
 	if (strcmp(err.where + strlen(err.where) - strlen(file), file) != 0 ||
 	    err.line != line || err.col != col || strstr(err.msg, msg) == NULL) {
-		fprintf(stderr, "  got \"%s\"\n  want %s:%d:%d: ...%s...\n", buf, file,
-		        line, col, msg);
+		fprintf(stderr, "  got \"%s\"\n  want %s:%d:%d: ...%s...\n", buf, file, line, col,
+		        msg);
 		return 0;
 	}
 	return 1;
@@ -151,7 +160,8 @@ fires(const char *cond, const struct rules_input *in, struct velocity *v)
 	         "list hr = file \"countries.txt\"\n"
 	         "list nets = file \"ips.txt\"\n"
 	         "list bins = file \"bins.txt\"\n"
-	         "rule T: when %s then decline X\n", cond);
+	         "rule T: when %s then decline X\n",
+	         cond);
 	if (load(text, &r, &err) != 0)
 		return -1;
 	res = rules_eval(r, in, v, &d) == 0 && d.action == RULES_DECLINE;
@@ -201,10 +211,9 @@ test_parse_good(void)
 	    "rule R_12.x: when amount > amount then allow\n"
 	    "rule R4: when card.bin in [424242, 400000-499999, \"5\"] and card.bin not in bins2\n"
 	    "    then require_3ds\n";
-	static const char late_list[] =
-	    "rule R1: when amount > 1 then allow\n"
-	    "rule R2: when card.bin not in later then allow\n"
-	    "list later = [\"601111\"]\n";
+	static const char late_list[] = "rule R1: when amount > 1 then allow\n"
+	                                "rule R2: when card.bin not in later then allow\n"
+	                                "list later = [\"601111\"]\n";
 	TT_BEGIN;
 	CHECK_EQ_INT(load(text, &r, &err), 0);
 	CHECK_EQ_INT(rules_count(r), 12);
@@ -221,17 +230,20 @@ test_parse_errors(void)
 {
 	TT_BEGIN;
 	/* statement level */
-	CHECK(bad("rul R1: when amount > 1 then allow", "t.rules", 1, 1,
-	          "expected 'rule', 'list' or 'bin_table', found 'rul' (did you mean 'rule'?)"));
-	CHECK(bad("rule R1: when amount > 1 then allow\n\n  rule R1: when amount > 2 then allow\n",
-	          "t.rules", 3, 8, "rule id 'R1' is already used on line 1"));
+	CHECK(
+	    bad("rul R1: when amount > 1 then allow", "t.rules", 1, 1,
+	        "expected 'rule', 'list' or 'bin_table', found 'rul' (did you mean 'rule'?)"));
+	CHECK(bad(
+	    "rule R1: when amount > 1 then allow\n\n  rule R1: when amount > 2 then allow\n",
+	    "t.rules", 3, 8, "rule id 'R1' is already used on line 1"));
 	CHECK(bad("rule R1 when amount > 1 then allow", "t.rules", 1, 9, "expected ':'"));
 	CHECK(bad("rule R1: whne amount > 1 then allow", "t.rules", 1, 10,
 	          "expected 'when', found 'whne' (did you mean 'when'?)"));
 	CHECK(bad("rule R1: when amount > 1 than allow", "t.rules", 1, 26,
 	          "expected 'and', 'or' or 'then', found 'than'"));
-	CHECK(bad("rule R1: when amount > 1 then alow", "t.rules", 1, 31,
-	          "expected an action (allow, decline CODE, review or require_3ds), found 'alow' (did you mean 'allow'?)"));
+	CHECK(bad(
+	    "rule R1: when amount > 1 then alow", "t.rules", 1, 31,
+	    "expected an action (allow, decline CODE, review or require_3ds), found 'alow' (did you mean 'allow'?)"));
 	CHECK(bad("rule R1: when amount > 1 then decline", "t.rules", 1, 38,
 	          "decline needs a reason code"));
 	CHECK(bad("rule R1: when amount > 1 then decline lower_case", "t.rules", 1, 39,
@@ -244,7 +256,8 @@ test_parse_errors(void)
 	/* attributes and values */
 	CHECK(bad("rule R1: when amount > 1 then allow\n"
 	          "rule R2 \"x\": when card.contry == \"US\" then review\n",
-	          "t.rules", 2, 19, "unknown attribute 'card.contry' (did you mean 'card.country'?)"));
+	          "t.rules", 2, 19,
+	          "unknown attribute 'card.contry' (did you mean 'card.country'?)"));
 	CHECK(bad("rule R1: when card.country == \"USA\" then review", "t.rules", 1, 31,
 	          "'USA' is not a two-letter country code"));
 	CHECK(bad("rule R1: when currency == \"US\" then review", "t.rules", 1, 27,
@@ -253,17 +266,22 @@ test_parse_errors(void)
 	          "is not a card brand"));
 	CHECK(bad("rule R1: when card.country == US then review", "t.rules", 1, 31,
 	          "unknown attribute 'US' (text goes in quotes: \"US\")"));
-	CHECK(bad("rule R1: when email == \"\" then review", "t.rules", 1, 24, "use 'is missing'"));
+	CHECK(bad("rule R1: when email == \"\" then review", "t.rules", 1, 24,
+	          "use 'is missing'"));
 	CHECK(bad("rule R1: when amount > \"5\" then review", "t.rules", 1, 24,
 	          "amount is a number; write it without quotes"));
-	CHECK(bad("rule R1: when amount > 5.50 then review", "t.rules", 1, 24, "numbers are whole"));
-	CHECK(bad("rule R1: when ip == 10.0.0.1 then review", "t.rules", 1, 21, "IP addresses go in quotes"));
+	CHECK(bad("rule R1: when amount > 5.50 then review", "t.rules", 1, 24,
+	          "numbers are whole"));
+	CHECK(bad("rule R1: when ip == 10.0.0.1 then review", "t.rules", 1, 21,
+	          "IP addresses go in quotes"));
 	CHECK(bad("rule R1: when ip == \"10.0.0.0/8\" then review", "t.rules", 1, 21,
 	          "use 'matches' or 'in' for CIDR ranges"));
 	CHECK(bad("rule R1: when amount > 99999999999999999999 then review", "t.rules", 1, 24,
 	          "number too large"));
-	CHECK(bad("rule R1: when amount > 1__0 then review", "t.rules", 1, 25, "'_' may only separate digits"));
-	CHECK(bad("rule R1: when hour > 24 then review", "t.rules", 1, 22, "hour is 0 to 23"));
+	CHECK(bad("rule R1: when amount > 1__0 then review", "t.rules", 1, 25,
+	          "'_' may only separate digits"));
+	CHECK(
+	    bad("rule R1: when hour > 24 then review", "t.rules", 1, 22, "hour is 0 to 23"));
 	CHECK(bad("rule R1: when card.country < \"US\" then review", "t.rules", 1, 28,
 	          "'<' compares numbers; card.country is text"));
 	CHECK(bad("rule R1: when card.country == amount then review", "t.rules", 1, 31,
@@ -272,19 +290,29 @@ test_parse_errors(void)
 	          "'sunday' is not a weekday"));
 	CHECK(bad("rule R1: when threeds == \"ok\" then review", "t.rules", 1, 26,
 	          "is not a 3-D Secure outcome"));
-	CHECK(bad("rule R1: when mode = production then review", "t.rules", 1, 20, "use '==' to compare"));
-	CHECK(bad("rule R1: when amount then review", "t.rules", 1, 22, "amount needs a test after it"));
+	CHECK(bad("rule R1: when mode = production then review", "t.rules", 1, 20,
+	          "use '==' to compare"));
+	CHECK(bad("rule R1: when amount then review", "t.rules", 1, 22,
+	          "amount needs a test after it"));
 	CHECK(bad("rule R1: when \"US\" == card.country then review", "t.rules", 1, 15,
 	          "expected a condition such as amount > 1000"));
-	CHECK(bad("rule R1: when amount > 1 && amount < 2 then review", "t.rules", 1, 26, "use 'and'"));
-	CHECK(bad("rule R1: when amount > 1 || amount < 2 then review", "t.rules", 1, 26, "use 'or'"));
-	CHECK(bad("rule R1: when ! card.saved then review", "t.rules", 1, 15, "use '!=' or 'not'"));
-	CHECK(bad("rule R1: when card.saved == 'x' then review", "t.rules", 1, 29, "double quotes"));
-	CHECK(bad("rule R1: when amount > 1 then review\n\t@", "t.rules", 2, 2, "unexpected character '@'"));
-	CHECK(bad("rule R1: when email == \"caf\xc3\xa9\" and amount > 1 then review \xc3\xa9",
-	          "t.rules", 1, 58, "unexpected byte 0xc3"));
-	CHECK(bad("rule R1: when email == \"abc then review", "t.rules", 1, 24, "unterminated string"));
-	CHECK(bad("rule R1: when email == \"a\\nb\" then review", "t.rules", 1, 26, "unknown escape"));
+	CHECK(bad("rule R1: when amount > 1 && amount < 2 then review", "t.rules", 1, 26,
+	          "use 'and'"));
+	CHECK(bad("rule R1: when amount > 1 || amount < 2 then review", "t.rules", 1, 26,
+	          "use 'or'"));
+	CHECK(bad("rule R1: when ! card.saved then review", "t.rules", 1, 15,
+	          "use '!=' or 'not'"));
+	CHECK(bad("rule R1: when card.saved == 'x' then review", "t.rules", 1, 29,
+	          "double quotes"));
+	CHECK(bad("rule R1: when amount > 1 then review\n\t@", "t.rules", 2, 2,
+	          "unexpected character '@'"));
+	CHECK(
+	    bad("rule R1: when email == \"caf\xc3\xa9\" and amount > 1 then review \xc3\xa9",
+	        "t.rules", 1, 58, "unexpected byte 0xc3"));
+	CHECK(bad("rule R1: when email == \"abc then review", "t.rules", 1, 24,
+	          "unterminated string"));
+	CHECK(bad("rule R1: when email == \"a\\nb\" then review", "t.rules", 1, 26,
+	          "unknown escape"));
 	/* functions and durations */
 	CHECK(bad("rule R1: when count(cart, 10m) > 5 then review", "t.rules", 1, 21,
 	          "unknown dimension 'cart' (did you mean 'card'?)"));
@@ -301,15 +329,15 @@ test_parse_errors(void)
 	CHECK(bad("rule R1: when amount > 1-5 then review", "t.rules", 1, 24,
 	          "a range goes after 'in' or 'matches'"));
 	/* lists, sets and patterns */
-	CHECK(bad("list hr = [\"US\"]\nrule R1: when card.country in hrr then review", "t.rules", 2, 31,
-	          "unknown list 'hrr' (did you mean 'hr'?)"));
+	CHECK(bad("list hr = [\"US\"]\nrule R1: when card.country in hrr then review",
+	          "t.rules", 2, 31, "unknown list 'hrr' (did you mean 'hr'?)"));
 	CHECK(bad("list hr = [\"US\"]\nlist hr = [\"GB\"]\n", "t.rules", 2, 6,
 	          "list 'hr' is already defined on line 1"));
 	CHECK(bad("list rule = [\"US\"]\n", "t.rules", 1, 6, "cannot name a list"));
-	CHECK(bad("rule R1: when card.country in [\"US\", \"GBR\"] then review", "t.rules", 1, 38,
-	          "'GBR' is not a two-letter country code"));
-	CHECK(bad("rule R1: when card.bin in [424242, 4000-400] then review", "t.rules", 1, 36,
-	          "both ends of a BIN range need the same number of digits"));
+	CHECK(bad("rule R1: when card.country in [\"US\", \"GBR\"] then review", "t.rules", 1,
+	          38, "'GBR' is not a two-letter country code"));
+	CHECK(bad("rule R1: when card.bin in [424242, 4000-400] then review", "t.rules", 1,
+	          36, "both ends of a BIN range need the same number of digits"));
 	CHECK(bad("rule R1: when card.bin in [499999-400000] then review", "t.rules", 1, 28,
 	          "must go from low to high"));
 	CHECK(bad("rule R1: when card.bin in [abc] then review", "t.rules", 1, 28,
@@ -330,8 +358,8 @@ test_parse_errors(void)
 	          "'matches' works on text, card.bin and ip"));
 	CHECK(bad("rule R1: when card.saved in [true] then review", "t.rules", 1, 26,
 	          "card.saved is true or false"));
-	CHECK(bad("rule R1: when card.country in [\"US\" \"GB\"] then review", "t.rules", 1, 37,
-	          "expected ',' or ']'"));
+	CHECK(bad("rule R1: when card.country in [\"US\" \"GB\"] then review", "t.rules", 1,
+	          37, "expected ',' or ']'"));
 	CHECK(bad("rule R1: when card.country not \"US\" then review", "t.rules", 1, 32,
 	          "expected 'in' or 'matches' after 'not'"));
 	CHECK(bad("rule R1: when email is gone then review", "t.rules", 1, 24,
@@ -348,10 +376,11 @@ test_parse_errors(void)
 		CHECK(bad(deep, "t.rules", 1, 79, "nested more than 64 deep"));
 	}
 	/* files: errors point into the file that is wrong */
-	CHECK(bad("list n = file \"bad_ips.txt\"\nrule R1: when ip in n then review", "bad_ips.txt",
-	          3, 3, "'10.1.2.3/8' has host bits set"));
+	CHECK(bad("list n = file \"bad_ips.txt\"\nrule R1: when ip in n then review",
+	          "bad_ips.txt", 3, 3, "'10.1.2.3/8' has host bits set"));
 	CHECK(bad("list n = file \"nope.txt\"\n", "t.rules", 1, 15, "cannot read list file"));
-	CHECK(bad("bin_table \"bad_bins.csv\"\n", "bad_bins.csv", 3, 1, "a BIN prefix is 1 to 12 digits"));
+	CHECK(bad("bin_table \"bad_bins.csv\"\n", "bad_bins.csv", 3, 1,
+	          "a BIN prefix is 1 to 12 digits"));
 	CHECK(bad("bin_table \"dup_bins.csv\"\n", "dup_bins.csv", 3, 1,
 	          "duplicate BIN prefix (first on line 1)"));
 	CHECK(bad("bin_table \"bins.csv\"\nbin_table \"bins.csv\"\n", "t.rules", 2, 1,
@@ -391,7 +420,8 @@ test_load_file(void)
 	CHECK_EQ_INT(err.col, 6);
 	snprintf(path, sizeof(path), "%s/absent.conf", tdir);
 	CHECK_EQ_INT(rules_load_file(path, NULL, &r, &err), FGW_ERR_NOT_FOUND);
-	CHECK(strstr(fgw_why_format(&err, buf, sizeof(buf)), "cannot read rules file") != NULL);
+	CHECK(strstr(fgw_why_format(&err, buf, sizeof(buf)), "cannot read rules file") !=
+	      NULL);
 	/* no_files refuses file references */
 	{
 		struct rules_load_opts o = { .no_files = 1 };
@@ -448,7 +478,7 @@ test_attr_bin_country(void)
 	TT_BEGIN;
 	base_input(&in);
 	CHECK_EQ_INT(fires("card.bin == \"424242\"", &in, NULL), 1);
-	CHECK_EQ_INT(fires("card.bin == 4242", &in, NULL), 0); /* == is exact */
+	CHECK_EQ_INT(fires("card.bin == 4242", &in, NULL), 0);      /* == is exact */
 	CHECK_EQ_INT(fires("card.bin matches 4242", &in, NULL), 1); /* prefix */
 	CHECK_EQ_INT(fires("card.bin matches 424200-424299", &in, NULL), 1);
 	CHECK_EQ_INT(fires("card.bin matches 424243-424299", &in, NULL), 0);
@@ -459,7 +489,7 @@ test_attr_bin_country(void)
 	CHECK_EQ_INT(fires("card.bin in bins", &in, NULL), 0);
 	in.bin = "512345";
 	CHECK_EQ_INT(fires("card.bin in bins", &in, NULL), 1); /* prefix "5" */
-	in.bin = "40000025"; /* 8-digit BINs work too */
+	in.bin = "40000025";                                   /* 8-digit BINs work too */
 	CHECK_EQ_INT(fires("card.bin in [40000000-40000099]", &in, NULL), 1);
 	in.bin = "4242x2";
 	CHECK_EQ_INT(fires("card.bin is missing", &in, NULL), 1);
@@ -498,7 +528,8 @@ test_attr_customer_email_processor(void)
 	base_input(&in);
 	CHECK_EQ_INT(fires("customer.country == \"us\"", &in, NULL), 1);
 	in.customer_country = "IR";
-	CHECK_EQ_INT(fires("customer.country in hr", &in, NULL), 1); /* "  ir  " in the file */
+	CHECK_EQ_INT(fires("customer.country in hr", &in, NULL),
+	             1); /* "  ir  " in the file */
 	in.customer_country = "MM";
 	CHECK_EQ_INT(fires("customer.country in hr", &in, NULL), 1); /* "\"MM\"" */
 	in.customer_country = "";
@@ -520,7 +551,9 @@ test_attr_customer_email_processor(void)
 		struct fgw_why err;
 		struct rules_decision d;
 		CHECK_EQ_INT(load("list g = file \"glob.txt\"\n"
-		                  "rule G: when email matches g then review\n", &r, &err), 0);
+		                  "rule G: when email matches g then review\n",
+		                  &r, &err),
+		             0);
 		CHECK_EQ_INT(rules_eval(r, &in, NULL, &d), 0);
 		rules_unref(r);
 		CHECK_EQ_INT(d.action, RULES_REVIEW);
@@ -648,7 +681,8 @@ test_actions_first_match(void)
 	CHECK_STR(d.rule_id, "");
 	CHECK_STR(d.fired, "");
 	CHECK_EQ_INT(d.nfired, 0);
-	CHECK_STR(rules_describe_decision(r, &d, buf, sizeof(buf)), "allow (no rule matched)");
+	CHECK_STR(rules_describe_decision(r, &d, buf, sizeof(buf)),
+	          "allow (no rule matched)");
 	/* review */
 	in.currency = "EUR";
 	CHECK_EQ_INT(rules_eval(r, &in, NULL, &d), 0);
@@ -724,7 +758,9 @@ test_three_valued_logic(void)
 	CHECK_EQ_INT(fires("not (customer.country == \"US\" and amount > 1)", &in, NULL), 0);
 	CHECK_EQ_INT(fires("not (customer.country == \"US\" and amount < 1)", &in, NULL), 1);
 	CHECK_EQ_INT(fires("not (customer.country == \"US\" or amount > 1)", &in, NULL), 0);
-	CHECK_EQ_INT(fires("customer.country is missing or customer.country != \"US\"", &in, NULL), 1);
+	CHECK_EQ_INT(fires("customer.country is missing or customer.country != \"US\"", &in,
+	                   NULL),
+	             1);
 	/* without a velocity store, velocity tests are unknown */
 	CHECK_EQ_INT(fires("count(card, 1m) > 0", &in, NULL), 0);
 	CHECK_EQ_INT(fires("not (count(card, 1m) > 0)", &in, NULL), 0);
@@ -758,7 +794,8 @@ test_velocity_window_edges(void)
 	CHECK_EQ_INT(st.count, 1);
 	CHECK_EQ_INT(st.sum, 400);
 	CHECK_EQ_INT(st.declines, 0);
-	CHECK_EQ_INT(velocity_query(v, VELOCITY_CARD, "c1", T0 + 10 * MIN - 1, 10 * MIN, &st), 0);
+	CHECK_EQ_INT(velocity_query(v, VELOCITY_CARD, "c1", T0 + 10 * MIN - 1, 10 * MIN, &st),
+	             0);
 	CHECK_EQ_INT(st.count, 1);
 	CHECK_EQ_INT(velocity_query(v, VELOCITY_CARD, "c1", T0 + 10 * MIN, 10 * MIN, &st), 0);
 	CHECK_EQ_INT(st.count, 0);
@@ -824,7 +861,8 @@ test_velocity_out_of_order(void)
 	{
 		int64_t ws[5] = { 0, 37000, 37001, 10 * MIN, 90 * DAY };
 		struct velocity_stats multi[5];
-		CHECK_EQ_INT(velocity_query_windows(b, VELOCITY_IP, "1.2.3.4", T0, ws, 5, multi), 0);
+		CHECK_EQ_INT(velocity_query_windows(b, VELOCITY_IP, "1.2.3.4", T0, ws, 5, multi),
+		             0);
 		for (int i = 0; i < 5; i++) {
 			CHECK_EQ_INT(velocity_query(b, VELOCITY_IP, "1.2.3.4", T0, ws[i], &sb), 0);
 			CHECK_EQ_INT(multi[i].count, sb.count);
@@ -868,8 +906,9 @@ static int
 test_velocity_bounds(void)
 {
 	struct velocity *v = NULL;
-	struct velocity_opts o = { .retention_ms = HOUR, .max_events_per_key = 8,
-	                           .max_keys = 64, .max_events = 10000 };
+	struct velocity_opts o = {
+		.retention_ms = HOUR, .max_events_per_key = 8, .max_keys = 64, .max_events = 10000
+	};
 	struct velocity_stats st;
 	size_t keys, events;
 	char key[32];
@@ -956,13 +995,18 @@ test_record_keys(void)
 	in.email = "ALICE@example.COM";
 	in.now_ms = T0 + 1000;
 	CHECK_EQ_INT(rules_record(&in, v, 1), 0);
-	CHECK_EQ_INT(velocity_query(v, VELOCITY_IP, "2001:db8:1:2::/64", T0 + 1000, MIN, &st), 0);
+	CHECK_EQ_INT(velocity_query(v, VELOCITY_IP, "2001:db8:1:2::/64", T0 + 1000, MIN, &st),
+	             0);
 	CHECK_EQ_INT(st.count, 2);
-	CHECK_EQ_INT(velocity_query(v, VELOCITY_EMAIL, "alice@example.com", T0 + 1000, MIN, &st), 0);
+	CHECK_EQ_INT(velocity_query(v, VELOCITY_EMAIL, "alice@example.com", T0 + 1000, MIN,
+	                            &st),
+	             0);
 	CHECK_EQ_INT(st.count, 2);
 	CHECK_EQ_INT(st.sum, 30000);
 	CHECK_EQ_INT(st.declines, 1);
-	CHECK_EQ_INT(velocity_query(v, VELOCITY_CUSTOMER, "email:alice@example.com", T0 + 1000, MIN, &st), 0);
+	CHECK_EQ_INT(velocity_query(v, VELOCITY_CUSTOMER, "email:alice@example.com",
+	                            T0 + 1000, MIN, &st),
+	             0);
 	CHECK_EQ_INT(st.count, 2);
 	CHECK_EQ_INT(velocity_query(v, VELOCITY_CARD, "fp-aaaa", T0 + 1000, MIN, &st), 0);
 	CHECK_EQ_INT(st.count, 2);
@@ -973,11 +1017,13 @@ test_record_keys(void)
 	CHECK_EQ_INT(rules_record(&in, v, 0), 0);
 	CHECK_EQ_INT(velocity_query(v, VELOCITY_IP, "198.51.100.1", T0 + 1000, MIN, &st), 0);
 	CHECK_EQ_INT(st.count, 1);
-	CHECK_EQ_INT(velocity_query(v, VELOCITY_CUSTOMER, "id:cus_1", T0 + 1000, MIN, &st), 0);
+	CHECK_EQ_INT(velocity_query(v, VELOCITY_CUSTOMER, "id:cus_1", T0 + 1000, MIN, &st),
+	             0);
 	CHECK_EQ_INT(st.count, 1);
 	/* a decline learned after the attempt was recorded */
 	CHECK_EQ_INT(rules_record_decline(&in, v), 0);
-	CHECK_EQ_INT(velocity_query(v, VELOCITY_CUSTOMER, "id:cus_1", T0 + 1000, MIN, &st), 0);
+	CHECK_EQ_INT(velocity_query(v, VELOCITY_CUSTOMER, "id:cus_1", T0 + 1000, MIN, &st),
+	             0);
 	CHECK_EQ_INT(st.count, 1);
 	CHECK_EQ_INT(st.declines, 1);
 	/* nothing to key on: nothing recorded, no error */
@@ -1118,7 +1164,7 @@ static int
 test_default_rules(void)
 {
 	static const char *const sandbox_cards[] = { "4242424242424242", "4000000000000002",
-		"4000000000009995", "4000002500003155" };
+		                                         "4000000000009995", "4000002500003155" };
 	struct rules *r = NULL;
 	struct velocity *v = NULL;
 	struct rules_input in;
@@ -1139,7 +1185,8 @@ test_default_rules(void)
 		in.fingerprint = sandbox_cards[i] + 10; /* distinct per card */
 		CHECK_EQ_INT(rules_eval(r, &in, v, &d), 0);
 		if (d.action != RULES_ALLOW)
-			fprintf(stderr, "  card %d: %s %s\n", i, rules_action_name(d.action), d.rule_id);
+			fprintf(stderr, "  card %d: %s %s\n", i, rules_action_name(d.action),
+			        d.rule_id);
 		CHECK_EQ_INT(d.action, RULES_ALLOW);
 		CHECK_STR(d.fired, "");
 		CHECK_EQ_INT(rules_record(&in, v, 0), 0);
@@ -1324,9 +1371,10 @@ test_limits(void)
 	CHECK(text != NULL);
 	/* 20,000 lists, each used by a rule: names are found by hash */
 	for (int i = 0; i < 20000; i++)
-		n += (size_t)snprintf(text + n, cap - n,
-		                      "list l%d = [\"c%d\"]\nrule R%d: when email in l%d then review\n",
-		                      i, i, i, i);
+		n += (size_t)
+		    snprintf(text + n, cap - n,
+		             "list l%d = [\"c%d\"]\nrule R%d: when email in l%d then review\n", i,
+		             i, i, i);
 	CHECK_EQ_INT(load(text, &r, &err), 0);
 	CHECK_EQ_INT(rules_count(r), 20000);
 	base_input(&in);
@@ -1339,7 +1387,8 @@ test_limits(void)
 	n = 0;
 	for (int i = 0; i < 257; i++)
 		n += (size_t)snprintf(text + n, cap - n,
-		                      "rule R%d: when count(card, %ds) > 0 then review\n", i, i + 1);
+		                      "rule R%d: when count(card, %ds) > 0 then review\n", i,
+		                      i + 1);
 	snprintf(prefix, sizeof(prefix), "rule R256: when count(card, ");
 	CHECK(bad(text, "t.rules", 257, (int)strlen(prefix) + 1,
 	          "more than 256 different velocity windows"));
@@ -1347,7 +1396,8 @@ test_limits(void)
 	n = 0;
 	for (int i = 0; i < 100; i++)
 		n += (size_t)snprintf(text + n, cap - n,
-		                      "rule R%d: when count(card, %ds) > 1 then review\n", i, i + 1);
+		                      "rule R%d: when count(card, %ds) > 1 then review\n", i,
+		                      i + 1);
 	CHECK_EQ_INT(load(text, &r, &err), 0);
 	{
 		struct velocity *v = NULL;
@@ -1371,15 +1421,35 @@ static int
 test_garbage(void)
 {
 	static const char *const texts[] = {
-		"", "rule", "rule R1", "rule R1:", "rule R1: when", "rule R1: when (",
-		"rule R1: when count(", "rule R1: when count(card", "rule R1: when count(card,",
-		"rule R1: when count(card, 1m", "list", "list x", "list x =", "list x = [",
-		"list x = [\"a\",", "bin_table", "\"", "rule R1: when email matches",
-		"rule R1: when email in [", "rule R1: when not", "rule R1: when amount >",
-		"rule R1: when card.bin matches 99999999999999999999", "rule R1: when ip in [\"::/129\"] then allow",
-		"rule R1: when card.bin in [\"\"] then allow", "rule R1: when card.bin in [1-] then allow",
+		"",
+		"rule",
+		"rule R1",
+		"rule R1:",
+		"rule R1: when",
+		"rule R1: when (",
+		"rule R1: when count(",
+		"rule R1: when count(card",
+		"rule R1: when count(card,",
+		"rule R1: when count(card, 1m",
+		"list",
+		"list x",
+		"list x =",
+		"list x = [",
+		"list x = [\"a\",",
+		"bin_table",
+		"\"",
+		"rule R1: when email matches",
+		"rule R1: when email in [",
+		"rule R1: when not",
+		"rule R1: when amount >",
+		"rule R1: when card.bin matches 99999999999999999999",
+		"rule R1: when ip in [\"::/129\"] then allow",
+		"rule R1: when card.bin in [\"\"] then allow",
+		"rule R1: when card.bin in [1-] then allow",
 		"rule R1: when amount in [9999999999999999999] then allow",
-		"rule R1: when amount in [5-] then allow", "\xff\xfe", NULL
+		"rule R1: when amount in [5-] then allow",
+		"\xff\xfe",
+		NULL
 	};
 	struct rules *r = NULL;
 	struct fgw_why err;

@@ -55,8 +55,7 @@ test_mac(void *ctx, const void *msg, size_t len, unsigned char mac[32])
 	(void)ctx;
 	if (memmem(msg, len, MAC_FAULT, strlen(MAC_FAULT)) != NULL)
 		return FGW_ERR_CRYPTO;
-	if (crypto_generichash(mac, 32, msg, len, test_mac_key,
-	                       sizeof(test_mac_key)) != 0)
+	if (crypto_generichash(mac, 32, msg, len, test_mac_key, sizeof(test_mac_key)) != 0)
 		return FGW_ERR_CRYPTO;
 	return 0;
 }
@@ -256,8 +255,12 @@ gate_done(void *arg, int rc)
 }
 
 static const struct store_audit gate_event = {
-	.actor = "system", .source = "local", .event_type = "test.gate",
-	.resource = "gate", .outcome = "success", .details_json = NULL,
+	.actor = "system",
+	.source = "local",
+	.event_type = "test.gate",
+	.resource = "gate",
+	.outcome = "success",
+	.details_json = NULL,
 };
 
 /* Queues the gate and waits until the writer is blocked in it. */
@@ -274,9 +277,11 @@ gate_close(struct store *st, struct gate *g)
 		g->inited = 1;
 	}
 	atomic_store(&g->rc, 1);
-	if (store_audit_append(st, NULL, &(struct store_commit){ .audit = &gate_event,
-	                                                         .n_audit = 1,
-	                                                         .done = gate_done, .arg = g }) != 0)
+	if (store_audit_append(st, NULL,
+	                       &(struct store_commit){ .audit = &gate_event,
+	                                               .n_audit = 1,
+	                                               .done = gate_done,
+	                                               .arg = g }) != 0)
 		return -1;
 	return sem_wait_ms(&g->entered, WAIT_MS);
 }
@@ -302,8 +307,7 @@ fill_row(struct store_txn_row *row, const char *id, const char *status)
 	(void)fgw_strlcpy(row->currency, "EUR", sizeof(row->currency));
 	(void)fgw_strlcpy(row->status, status, sizeof(row->status));
 	(void)fgw_strlcpy(row->processor, "sandbox", sizeof(row->processor));
-	(void)fgw_strlcpy(row->processor_idem_key, "pik_1",
-	                  sizeof(row->processor_idem_key));
+	(void)fgw_strlcpy(row->processor_idem_key, "pik_1", sizeof(row->processor_idem_key));
 	(void)fgw_strlcpy(row->token, "tok_1", sizeof(row->token));
 	(void)fgw_strlcpy(row->fingerprint, "fp01", sizeof(row->fingerprint));
 	(void)fgw_strlcpy(row->brand, "Visa", sizeof(row->brand));
@@ -318,10 +322,8 @@ fill_row(struct store_txn_row *row, const char *id, const char *status)
 	(void)fgw_strlcpy(row->customer_ip, "192.0.2.7", sizeof(row->customer_ip));
 	(void)fgw_strlcpy(row->rule_decision, "allow", sizeof(row->rule_decision));
 	(void)fgw_strlcpy(row->rules_fired, "r1,r7", sizeof(row->rules_fired));
-	(void)fgw_strlcpy(row->idempotency_key, "idem-1",
-	                  sizeof(row->idempotency_key));
-	(void)fgw_strlcpy(row->description, "Flight LIS-OPO",
-	                  sizeof(row->description));
+	(void)fgw_strlcpy(row->idempotency_key, "idem-1", sizeof(row->idempotency_key));
+	(void)fgw_strlcpy(row->description, "Flight LIS-OPO", sizeof(row->description));
 }
 
 static void
@@ -372,11 +374,10 @@ create_sync(struct fix *f, const struct store_txn_row *row,
             const struct store_audit *ev, size_t n_ev)
 {
 	struct one o = { 0 };
-	int r = store_txn_create(f->st, f->w, row, v, &(struct store_commit){ .idem = idem,
-	                                                                      .audit = ev,
-	                                                                      .n_audit = n_ev,
-	                                                                      .done = one_done,
-	                                                                      .arg = &o });
+	int r = store_txn_create(
+	    f->st, f->w, row, v,
+	    &(struct store_commit){
+	        .idem = idem, .audit = ev, .n_audit = n_ev, .done = one_done, .arg = &o });
 	if (r != 0)
 		return r;
 	if (pump(f->base, &o.done, 1) != 0)
@@ -390,15 +391,17 @@ finish_sync(struct fix *f, const struct store_txn_update *u,
 {
 	struct one o = { 0 };
 	static const struct store_audit ev = {
-		.actor = "client_a", .source = "192.0.2.7",
-		.event_type = "txn.outcome", .resource = "txn",
-		.outcome = "success", .details_json = "{\"k\":1}",
+		.actor = "client_a",
+		.source = "192.0.2.7",
+		.event_type = "txn.outcome",
+		.resource = "txn",
+		.outcome = "success",
+		.details_json = "{\"k\":1}",
 	};
-	int r = store_txn_finish(f->st, f->w, u, purge, &(struct store_commit){ .idem = idem,
-	                                                                        .audit = &ev,
-	                                                                        .n_audit = 1,
-	                                                                        .done = one_done,
-	                                                                        .arg = &o });
+	int r = store_txn_finish(
+	    f->st, f->w, u, purge,
+	    &(struct store_commit){
+	        .idem = idem, .audit = &ev, .n_audit = 1, .done = one_done, .arg = &o });
 	if (r != 0)
 		return r;
 	if (pump(f->base, &o.done, 1) != 0)
@@ -410,10 +413,9 @@ static int
 audit_sync(struct fix *f, const struct store_audit *ev, size_t n)
 {
 	struct one o = { 0 };
-	int r = store_audit_append(f->st, f->w, &(struct store_commit){ .audit = ev,
-	                                                                .n_audit = n,
-	                                                                .done = one_done,
-	                                                                .arg = &o });
+	int r = store_audit_append(
+	    f->st, f->w,
+	    &(struct store_commit){ .audit = ev, .n_audit = n, .done = one_done, .arg = &o });
 	if (r != 0)
 		return r;
 	if (pump(f->base, &o.done, 1) != 0)
@@ -480,49 +482,51 @@ sql_text(const char *path, const char *sql, char *out, size_t outlen)
 
 /* Indexes of schema version 7 (docs/schema.md says which query reads
  * each), and the ones version 7 dropped because none did. */
-#define KEPT_INDEXES                                                         \
-	"'transactions_created', 'transactions_unresolved', "                    \
-	"'transactions_processor_ref', 'vault_entries_key_id', "                 \
-	"'vault_entries_onetime', 'idempotency_expires', "                       \
+#define KEPT_INDEXES                                                           \
+	"'transactions_created', 'transactions_unresolved', "                      \
+	"'transactions_processor_ref', 'vault_entries_key_id', "                   \
+	"'vault_entries_onetime', 'idempotency_expires', "                         \
 	"'audit_events_resource', 'audit_events_ts', 'payment_methods_customer', " \
 	"'transactions_awaiting_action'"
-#define DROPPED_INDEXES                                                      \
-	"'transactions_client_created', 'transactions_status_updated', "         \
-	"'transactions_fingerprint_created', 'transactions_reservation', "       \
-	"'transactions_email_created', 'transactions_ip_created', "              \
+#define DROPPED_INDEXES                                                \
+	"'transactions_client_created', 'transactions_status_updated', "   \
+	"'transactions_fingerprint_created', 'transactions_reservation', " \
+	"'transactions_email_created', 'transactions_ip_created', "        \
 	"'vault_entries_customer'"
 /* Start-up replay (store/txn_recent.c) and the reconciler's list
  * (store/reconcile.c), as they are written there. */
-#define RECENT_SQL                                                           \
+#define RECENT_SQL \
 	"SELECT id FROM transactions WHERE created_at >= 1 ORDER BY created_at, id"
-#define UNRESOLVED_SQL                                                       \
-	"SELECT id, status, reconcile_attempts, created_at, manual_review"        \
-	" FROM transactions WHERE status IN ('posting', 'processing')"           \
+#define UNRESOLVED_SQL                                                          \
+	"SELECT id, status, reconcile_attempts, created_at, manual_review"          \
+	" FROM transactions WHERE status IN ('posting', 'processing')"              \
 	" AND reconcile_next_at <= 1 AND (status = 'processing' OR updated_at < 2)" \
 	" ORDER BY reconcile_next_at, created_at LIMIT 3"
 /* The reconciler's list of payments waiting for 3-D Secure (v9). */
-#define AWAITING_SQL                                                         \
-	"SELECT id, status, reconcile_attempts, created_at, manual_review"        \
+#define AWAITING_SQL                                                                 \
+	"SELECT id, status, reconcile_attempts, created_at, manual_review"               \
 	" FROM transactions WHERE status = 'requires_action' AND reconcile_next_at <= 1" \
 	" ORDER BY reconcile_next_at LIMIT 3"
 
 /* What migration 8 added, taken away again. */
-#define V8_UNDO                                                              \
-	"DROP INDEX transactions_awaiting_action;"                           \
-	"DROP INDEX refunds_pending;"                                        \
-	"ALTER TABLE refunds DROP COLUMN status;"                            \
-	"ALTER TABLE refunds DROP COLUMN updated_at;"                        \
-	"ALTER TABLE refunds DROP COLUMN reconcile_attempts;"                \
-	"ALTER TABLE refunds DROP COLUMN reconcile_next_at;"                 \
-	"ALTER TABLE refunds DROP COLUMN manual_review;"                     \
+#define V8_UNDO                                           \
+	"DROP INDEX transactions_awaiting_action;"            \
+	"DROP INDEX refunds_pending;"                         \
+	"ALTER TABLE refunds DROP COLUMN status;"             \
+	"ALTER TABLE refunds DROP COLUMN updated_at;"         \
+	"ALTER TABLE refunds DROP COLUMN reconcile_attempts;" \
+	"ALTER TABLE refunds DROP COLUMN reconcile_next_at;"  \
+	"ALTER TABLE refunds DROP COLUMN manual_review;"      \
 	"DROP TABLE txn_operations;"
 
 static long long
 index_count(const char *path, const char *names)
 {
 	char sql[768];
-	int n = snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM sqlite_master WHERE "
-	                 "type = 'index' AND name IN (%s)", names);
+	int n = snprintf(sql, sizeof(sql),
+	                 "SELECT COUNT(*) FROM sqlite_master WHERE "
+	                 "type = 'index' AND name IN (%s)",
+	                 names);
 	return n < 0 || (size_t)n >= sizeof(sql) ? -1 : sql_int(path, sql);
 }
 
@@ -580,7 +584,8 @@ test_file_schema(void)
 	CHECK(rename(odd, f.path) == 0);
 	CHECK_EQ_INT(store_file_schema(odd, &version, &latest), FGW_ERR_NOT_FOUND);
 	snprintf(junk, sizeof(junk), "%s/junk.db", f.dir);
-	CHECK_EQ_INT(fgw_write_file_atomic(junk, "not a database, not at all, no", 31, 0600), 0);
+	CHECK_EQ_INT(fgw_write_file_atomic(junk, "not a database, not at all, no", 31, 0600),
+	             0);
 	CHECK_EQ_INT(store_file_schema(junk, &version, &latest), FGW_ERR_DB);
 	CHECK(unlink(junk) == 0);
 end:
@@ -599,28 +604,28 @@ test_schema(void)
 	sql_text(f.path, "PRAGMA journal_mode", mode, sizeof(mode));
 	CHECK_STR(mode, "wal");
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM sqlite_master WHERE "
-	                     "type = 'table' AND name IN ('transactions', "
-	                     "'vault_entries', 'idempotency', 'audit_events')"),
+	                             "type = 'table' AND name IN ('transactions', "
+	                             "'vault_entries', 'idempotency', 'audit_events')"),
 	             4);
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM sqlite_master WHERE "
-	                     "type = 'view' AND name IN ('v_audit', "
-	                     "'v_transactions', 'v_daily_totals')"),
+	                             "type = 'view' AND name IN ('v_audit', "
+	                             "'v_transactions', 'v_daily_totals')"),
 	             3);
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM sqlite_master WHERE "
-	                     "type = 'trigger' AND tbl_name = 'audit_events'"),
+	                             "type = 'trigger' AND tbl_name = 'audit_events'"),
 	             3);
 	/* The indexes queries read (docs/schema.md), and none other. */
 	CHECK_EQ_INT(index_count(f.path, KEPT_INDEXES), 10);
 	CHECK_EQ_INT(index_count(f.path, DROPPED_INDEXES), 0);
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM sqlite_master WHERE type = "
-	                     "'index' AND sql IS NOT NULL AND tbl_name IN "
-	                     "('transactions', 'vault_entries')"),
+	                             "'index' AND sql IS NOT NULL AND tbl_name IN "
+	                             "('transactions', 'vault_entries')"),
 	             6);
 	CHECK(query_uses(f.path, AWAITING_SQL, "transactions_awaiting_action"));
 	CHECK(query_uses(f.path, RECENT_SQL, "transactions_created"));
 	CHECK(query_uses(f.path, UNRESOLVED_SQL, "transactions_unresolved"));
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM pragma_table_info("
-	                     "'transactions')"),
+	                             "'transactions')"),
 	             33); /* 30 + reconcile_attempts, reconcile_next_at, manual_review */
 	/* Reopening an up-to-date database changes nothing. */
 	fix_close_store(&f);
@@ -629,14 +634,12 @@ test_schema(void)
 	store_close(f.st);
 	f.st = NULL;
 	/* A database from a newer build is refused. */
-	CHECK_EQ_INT(sql_exec(f.path, "PRAGMA user_version = 99", NULL, 0),
-	             SQLITE_OK);
+	CHECK_EQ_INT(sql_exec(f.path, "PRAGMA user_version = 99", NULL, 0), SQLITE_OK);
 	CHECK_EQ_INT(fix_open_store(&f, 16, 0), FGW_ERR_STATE);
 	CHECK(f.st == NULL);
 	/* Bad options. */
 	{
-		struct store_opts bad = { .path = f.path, .batch_max = 0,
-		                          .audit_mac = test_mac };
+		struct store_opts bad = { .path = f.path, .batch_max = 0, .audit_mac = test_mac };
 		struct store *st = NULL;
 		CHECK_EQ_INT(store_open(&bad, &st), FGW_ERR_INVALID);
 		bad.batch_max = 4;
@@ -698,15 +701,17 @@ test_schema_v7_upgrade(void)
 	CHECK(query_uses(f.path, RECENT_SQL, "transactions_created"));
 	CHECK(query_uses(f.path, UNRESOLVED_SQL, "transactions_unresolved"));
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM transactions"), 20);
-	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM transactions WHERE status = 'posting'"),
+	CHECK_EQ_INT(sql_int(f.path,
+	                     "SELECT COUNT(*) FROM transactions WHERE status = 'posting'"),
 	             10);
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM vault_entries"), 20);
-	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM vault_entries WHERE saved = 1"), 5);
-	sql_text(f.path, "SELECT customer_email FROM transactions ORDER BY id LIMIT 1",
-	         email, sizeof(email));
+	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM vault_entries WHERE saved = 1"),
+	             5);
+	sql_text(f.path, "SELECT customer_email FROM transactions ORDER BY id LIMIT 1", email,
+	         sizeof(email));
 	CHECK_STR(email, "ana@example.org");
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM pragma_integrity_check"
-	                     " WHERE integrity_check = 'ok'"),
+	                             " WHERE integrity_check = 'ok'"),
 	             1);
 end:
 	fix_teardown(&f);
@@ -760,15 +765,17 @@ test_schema_idem_hash_wiped(void)
 	memset(&got, 0, sizeof(got));
 	CHECK(fix_setup(&f, 16) == 0);
 	fix_close_store(&f);
-	n = snprintf(sql, sizeof(sql),
-	             "INSERT INTO idempotency (client_id, key, request_hash, status_code, body,"
-	             " txn_id, created_at, expires_at) VALUES ('website', 'k-old', '%s', 200,"
-	             " '{}', 'txn_old', 1, 9000000000000);"
-	             "INSERT INTO transactions (id, client_id, amount, currency, status, brand,"
-	             " bin, last4, created_at, updated_at) VALUES"
-	             " ('txn_amex', 'w', 1, 'USD', 'succeeded', 'Amex', '378282', '0005', 1, 1),"
-	             " ('txn_visa', 'w', 1, 'USD', 'succeeded', 'Visa', '424242', '4242', 1, 1);"
-	             "PRAGMA user_version = %d;", old_hash, 9); /* before v10 keyed them */
+	n = snprintf(
+	    sql, sizeof(sql),
+	    "INSERT INTO idempotency (client_id, key, request_hash, status_code, body,"
+	    " txn_id, created_at, expires_at) VALUES ('website', 'k-old', '%s', 200,"
+	    " '{}', 'txn_old', 1, 9000000000000);"
+	    "INSERT INTO transactions (id, client_id, amount, currency, status, brand,"
+	    " bin, last4, created_at, updated_at) VALUES"
+	    " ('txn_amex', 'w', 1, 'USD', 'succeeded', 'Amex', '378282', '0005', 1, 1),"
+	    " ('txn_visa', 'w', 1, 'USD', 'succeeded', 'Visa', '424242', '4242', 1, 1);"
+	    "PRAGMA user_version = %d;",
+	    old_hash, 9); /* before v10 keyed them */
 	CHECK(n > 0 && (size_t)n < sizeof(sql));
 	CHECK_EQ_INT(sql_exec(f.path, sql, NULL, 0), SQLITE_OK);
 	CHECK(file_holds(f.path, old_hash));
@@ -815,7 +822,8 @@ test_schema_v11_customer_namespaces(void)
 	                      "is_default, created_at) VALUES "
 	                      "('pm_a', 'website/cus_42', 'tok_a', NULL, 1, 1),"
 	                      "('pm_b', 'sub-7', 'tok_b', NULL, 1, 1);"
-	                      "PRAGMA user_version = 8", NULL, 0),
+	                      "PRAGMA user_version = 8",
+	                      NULL, 0),
 	             SQLITE_OK);
 	CHECK_EQ_INT(fix_open_store(&f, 16, 0), 0);
 	CHECK_EQ_INT(sql_int(f.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
@@ -841,8 +849,10 @@ test_statement_cache(void)
 	sqlite3 *db = NULL, *plain = NULL;
 	sqlite3_stmt *a = NULL, *b = NULL, *c = NULL;
 	TT_BEGIN;
-	CHECK_EQ_INT(sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-	CHECK_EQ_INT(sqlite3_open_v2(":memory:", &plain, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	CHECK_EQ_INT(sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE, NULL),
+	             SQLITE_OK);
+	CHECK_EQ_INT(sqlite3_open_v2(":memory:", &plain, SQLITE_OPEN_READWRITE, NULL),
+	             SQLITE_OK);
 	CHECK_EQ_INT(sql_cache_attach(db), 0);
 	CHECK_EQ_INT(sql_prepare(db, q1, &a), 0);
 	CHECK_EQ_INT(sqlite3_bind_int(a, 1, 41), SQLITE_OK);
@@ -872,7 +882,7 @@ test_statement_cache(void)
 	sql_release(a);
 	CHECK(sqlite3_next_stmt(plain, NULL) == NULL);
 	a = NULL;
-	sql_cache_detach(plain); /* never attached: nothing to do */
+	sql_cache_detach(plain);                    /* never attached: nothing to do */
 	CHECK_EQ_INT(sqlite3_close(db), SQLITE_OK); /* nothing left open */
 	db = NULL;
 end:
@@ -895,8 +905,7 @@ test_roundtrip(void)
 	CHECK(fix_setup(&f, 16) == 0);
 	fill_row(&in, "txn_roundtrip", "requires_action");
 	(void)fgw_strlcpy(in.error_code, "card_declined", sizeof(in.error_code));
-	(void)fgw_strlcpy(in.error_message, "Declined by issuer",
-	                  sizeof(in.error_message));
+	(void)fgw_strlcpy(in.error_message, "Declined by issuer", sizeof(in.error_message));
 	(void)fgw_strlcpy(in.processor_ref, "pr_77", sizeof(in.processor_ref));
 	in.metadata_json = "{\"booking\":\"ABC\"}";
 	in.next_action_json = "{\"type\":\"redirect\"}";
@@ -943,8 +952,7 @@ test_roundtrip(void)
 	             FGW_ERR_NOT_FOUND);
 	CHECK_EQ_INT(store_txn_get(f.rd, NULL, "txn_roundtrip", &out), 0);
 	store_txn_row_clear(&out);
-	CHECK_EQ_INT(store_txn_get(f.rd, NULL, "txn_nope", &out),
-	             FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(store_txn_get(f.rd, NULL, "txn_nope", &out), FGW_ERR_NOT_FOUND);
 
 	/* Empty optional fields come back as "" / NULL; zero times are now. */
 	memset(&other, 0, sizeof(other));
@@ -963,31 +971,36 @@ test_roundtrip(void)
 	CHECK_EQ_INT(out.updated_at, out.created_at);
 	store_txn_row_clear(&out);
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM transactions WHERE "
-	                     "id = 'txn_sparse' AND token IS NULL"),
+	                             "id = 'txn_sparse' AND token IS NULL"),
 	             1);
 
 	/* The auditor views. */
-	sql_text(f.path, "SELECT created_utc FROM v_transactions WHERE "
-	         "id = 'txn_roundtrip'", iso, sizeof(iso));
+	sql_text(f.path,
+	         "SELECT created_utc FROM v_transactions WHERE "
+	         "id = 'txn_roundtrip'",
+	         iso, sizeof(iso));
 	CHECK_STR(iso, "2023-11-14T22:13:20.123Z");
 	CHECK_EQ_INT(sql_int(f.path, "SELECT total_amount FROM v_daily_totals "
-	                     "WHERE day = '2023-11-14' AND status = "
-	                     "'requires_action' AND currency = 'EUR'"),
+	                             "WHERE day = '2023-11-14' AND status = "
+	                             "'requires_action' AND currency = 'EUR'"),
 	             15000);
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM pragma_table_info("
-	                     "'v_transactions') WHERE name IN ('token', "
-	                     "'fingerprint', 'metadata_json')"),
+	                             "'v_transactions') WHERE name IN ('token', "
+	                             "'fingerprint', 'metadata_json')"),
 	             0);
 
 	/* Invalid rows are refused before queuing. */
 	other.amount = -1;
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &other, NULL, &(struct store_commit){ 0 }), FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &other, NULL, &(struct store_commit){ 0 }),
+	             FGW_ERR_INVALID);
 	other.amount = 1;
 	(void)fgw_strlcpy(other.status, "charged_back", sizeof(other.status));
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &other, NULL, &(struct store_commit){ 0 }), FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &other, NULL, &(struct store_commit){ 0 }),
+	             FGW_ERR_INVALID);
 	(void)fgw_strlcpy(other.status, "posting", sizeof(other.status));
 	other.id[0] = '\0';
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &other, NULL, &(struct store_commit){ 0 }), FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &other, NULL, &(struct store_commit){ 0 }),
+	             FGW_ERR_INVALID);
 end:
 	store_txn_row_clear(&out);
 	fix_teardown(&f);
@@ -1011,7 +1024,8 @@ test_reactor_thread(void)
 		fill_row(&row, id, "posting");
 		CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
 		                              &(struct store_commit){ .done = tally_done,
-		                                                      .arg = &t }), 0);
+		                                                      .arg = &t }),
+		             0);
 	}
 	CHECK_EQ_INT(pump(f.base, &t.n, 20), 0);
 	CHECK_EQ_INT(atomic_load(&t.ok), 20);
@@ -1020,7 +1034,8 @@ test_reactor_thread(void)
 	/* Without a reactor, done runs on the writer thread instead. */
 	CHECK_EQ_INT(store_audit_append(f.st, NULL,
 	                                &(struct store_commit){ .audit = &gate_event,
-	                                                        .n_audit = 1, .done = one_done,
+	                                                        .n_audit = 1,
+	                                                        .done = one_done,
 	                                                        .arg = &o }),
 	             0);
 	CHECK_EQ_INT(wait_count(&o.done, 1), 0);
@@ -1058,7 +1073,8 @@ test_group_commit(void)
 		                              &(struct store_commit){ .audit = &ev,
 		                                                      .n_audit = 1,
 		                                                      .done = tally_done,
-		                                                      .arg = &t }), 0);
+		                                                      .arg = &t }),
+		             0);
 	}
 	store_get_stats(f.st, &s1);
 	CHECK_EQ_INT(s1.queue_depth, 500);
@@ -1107,24 +1123,34 @@ test_batch_partial_failure(void)
 	ev.event_type = "txn.created";
 	fill_row(&row, "txn_A", "posting");
 	fill_vault(&v, "tok_A", 0);
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, &v, &(struct store_commit){ .audit = &ev,
-	                                                                           .n_audit = 1,
-	                                                                           .done = one_done,
-	                                                                           .arg = &a }), 0);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, &v,
+	                              &(struct store_commit){ .audit = &ev,
+	                                                      .n_audit = 1,
+	                                                      .done = one_done,
+	                                                      .arg = &a }),
+	             0);
 	(void)fgw_strlcpy(row.description, "the duplicate", sizeof(row.description));
 	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
-	                              &(struct store_commit){ .audit = &ev, .n_audit = 1,
-	                                                      .done = one_done, .arg = &b }), 0);
+	                              &(struct store_commit){ .audit = &ev,
+	                                                      .n_audit = 1,
+	                                                      .done = one_done,
+	                                                      .arg = &b }),
+	             0);
 	/* D fails after its transaction row was written: the row goes too. */
 	fill_row(&row, "txn_D", "posting");
-	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, &v, &(struct store_commit){ .audit = &ev,
-	                                                                           .n_audit = 1,
-	                                                                           .done = one_done,
-	                                                                           .arg = &d }), 0);
+	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, &v,
+	                              &(struct store_commit){ .audit = &ev,
+	                                                      .n_audit = 1,
+	                                                      .done = one_done,
+	                                                      .arg = &d }),
+	             0);
 	fill_row(&row, "txn_C", "posting");
 	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
-	                              &(struct store_commit){ .audit = &ev, .n_audit = 1,
-	                                                      .done = one_done, .arg = &c }), 0);
+	                              &(struct store_commit){ .audit = &ev,
+	                                                      .n_audit = 1,
+	                                                      .done = one_done,
+	                                                      .arg = &c }),
+	             0);
 	sem_post(&g.release);
 	gated = 0;
 	CHECK_EQ_INT(pump(f.base, &c.done, 1), 0);
@@ -1141,11 +1167,11 @@ test_batch_partial_failure(void)
 	CHECK_EQ_INT(s1.failed_jobs - s0.failed_jobs, 2);
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM transactions"), 2);
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM transactions WHERE "
-	                     "id = 'txn_D'"),
+	                             "id = 'txn_D'"),
 	             0);
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM vault_entries"), 1);
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM transactions WHERE "
-	                     "description = 'the duplicate'"),
+	                             "description = 'the duplicate'"),
 	             0);
 	/* The failed job's audit event was rolled back with it, and the
 	 * chain has no hole: gate, A, C. */
@@ -1176,13 +1202,16 @@ test_group_and_moves(void)
 	store_group_begin(f.w);
 	fill_row(&row, "txn_GA", "declined");
 	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
-	                              &(struct store_commit){ .done = one_done, .arg = &a }), 0);
+	                              &(struct store_commit){ .done = one_done, .arg = &a }),
+	             0);
 	fill_row(&row, "txn_GB", "posting");
 	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
-	                              &(struct store_commit){ .done = one_done, .arg = &b }), 0);
+	                              &(struct store_commit){ .done = one_done, .arg = &b }),
+	             0);
 	fill_row(&row, "txn_GC", "posting");
 	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
-	                              &(struct store_commit){ .done = one_done, .arg = &c }), 0);
+	                              &(struct store_commit){ .done = one_done, .arg = &c }),
+	             0);
 	store_group_end(f.st, f.w);
 	CHECK_EQ_INT(pump(f.base, &a.done, 1), 0);
 	CHECK_EQ_INT(pump(f.base, &b.done, 1), 0);
@@ -1194,19 +1223,25 @@ test_group_and_moves(void)
 	CHECK_EQ_INT(s1.commits - s0.commits, 1);
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM txn_moves"), 1);
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM txn_moves WHERE txn_id = 'txn_GA'"
-	                     " AND status = 'declined'"), 1);
+	                             " AND status = 'declined'"),
+	             1);
 	fill_update(&u, "txn_GB", "succeeded");
 	CHECK_EQ_INT(finish_sync(&f, &u, NULL, NULL), 0);
 	fill_update(&u, "txn_GB", "failed");
 	CHECK_EQ_INT(finish_sync(&f, &u, NULL, NULL), FGW_ERR_STATE);
-	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM txn_moves WHERE txn_id = 'txn_GB'"), 1);
+	CHECK_EQ_INT(sql_int(f.path,
+	                     "SELECT COUNT(*) FROM txn_moves WHERE txn_id = 'txn_GB'"),
+	             1);
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM txn_moves WHERE txn_id = 'txn_GB'"
-	                     " AND status = 'succeeded'"), 1);
+	                             " AND status = 'succeeded'"),
+	             1);
 	/* Once announced, the row goes. */
 	atomic_store(&a.done, 0);
 	CHECK_EQ_INT(store_txn_moves_done(f.st, f.w, "txn_GB", "succeeded", one_done, &a), 0);
 	CHECK_EQ_INT(pump(f.base, &a.done, 1), 0);
-	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM txn_moves WHERE txn_id = 'txn_GB'"), 0);
+	CHECK_EQ_INT(sql_int(f.path,
+	                     "SELECT COUNT(*) FROM txn_moves WHERE txn_id = 'txn_GB'"),
+	             0);
 end:
 	fix_teardown(&f);
 	TT_END;
@@ -1277,11 +1312,11 @@ test_forward_only(void)
 	fill_update(&u, "txn_missing", "succeeded");
 	CHECK_EQ_INT(finish_sync(&f, &u, NULL, NULL), FGW_ERR_NOT_FOUND);
 	fill_update(&u, "txn_proc", "charged_back");
-	CHECK_EQ_INT(store_txn_finish(f.st, f.w, &u, NULL, &(struct store_commit){ 0 }), FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_txn_finish(f.st, f.w, &u, NULL, &(struct store_commit){ 0 }),
+	             FGW_ERR_INVALID);
 	/* Refused moves leave no audit event behind. */
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM audit_events"), 4);
-	sql_text(f.path, "SELECT time_utc FROM v_audit WHERE seq = 1", iso,
-	         sizeof(iso));
+	sql_text(f.path, "SELECT time_utc FROM v_audit WHERE seq = 1", iso, sizeof(iso));
 	CHECK(strlen(iso) == 24 && iso[10] == 'T' && iso[23] == 'Z');
 end:
 	store_txn_row_clear(&row);
@@ -1314,14 +1349,12 @@ test_idempotency(void)
 	CHECK_EQ_INT(out.created_at, in.created_at);
 	CHECK_EQ_INT(out.expires_at, in.expires_at);
 	store_idem_clear(&out);
-	CHECK_EQ_INT(store_idem_get(f.rd, "client_b", "key-1", &out),
-	             FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(store_idem_get(f.rd, "client_b", "key-1", &out), FGW_ERR_NOT_FOUND);
 
 	/* The same live key on another transaction: a concurrent repeat. */
 	fill_row(&row, "txn_idem2", "posting");
 	CHECK_EQ_INT(create_sync(&f, &row, NULL, &in, NULL, 0), FGW_ERR_CONFLICT);
-	CHECK_EQ_INT(store_txn_get(f.rd, NULL, "txn_idem2", &row),
-	             FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(store_txn_get(f.rd, NULL, "txn_idem2", &row), FGW_ERR_NOT_FOUND);
 
 	/* finish replaces the stored answer. */
 	fill_update(&u, "txn_idem", "succeeded");
@@ -1338,8 +1371,7 @@ test_idempotency(void)
 	fill_row(&row, "txn_old", "posting");
 	fill_idem(&in, "key-old", 200, "{}", now - 1000);
 	CHECK_EQ_INT(create_sync(&f, &row, NULL, &in, NULL, 0), 0);
-	CHECK_EQ_INT(store_idem_get(f.rd, "client_a", "key-old", &out),
-	             FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(store_idem_get(f.rd, "client_a", "key-old", &out), FGW_ERR_NOT_FOUND);
 	fill_row(&row, "txn_new", "posting");
 	fill_idem(&in, "key-old", 201, NULL, now + 60000);
 	CHECK_EQ_INT(create_sync(&f, &row, NULL, &in, NULL, 0), 0);
@@ -1392,8 +1424,7 @@ test_vault_purge(void)
 
 	fill_update(&u, "txn_once", "succeeded");
 	CHECK_EQ_INT(finish_sync(&f, &u, NULL, "tok_once"), 0);
-	CHECK_EQ_INT(store_vault_get(f.rd, "tok_once", &got, &blob),
-	             FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(store_vault_get(f.rd, "tok_once", &got, &blob), FGW_ERR_NOT_FOUND);
 	CHECK(blob == NULL);
 	fill_update(&u, "txn_saved", "succeeded");
 	CHECK_EQ_INT(finish_sync(&f, &u, NULL, "tok_saved"), 0);
@@ -1415,9 +1446,12 @@ static int
 make_chain(struct fix *f, int n)
 {
 	struct store_audit ev = {
-		.actor = "client_a", .source = "192.0.2.7",
-		.event_type = "auth.failed", .resource = "res",
-		.outcome = "failure", .details_json = "{\"reason\":\"bad key\"}",
+		.actor = "client_a",
+		.source = "192.0.2.7",
+		.event_type = "auth.failed",
+		.resource = "res",
+		.outcome = "failure",
+		.details_json = "{\"reason\":\"bad key\"}",
 	};
 	for (int i = 0; i < n; i++) {
 		int r = audit_sync(f, &ev, 1);
@@ -1438,8 +1472,8 @@ test_audit_chain(void)
 		  "{\"amount\":15000}" },
 		{ "client_a", "192.0.2.7", "txn.decided", "txn_chain", "allow", NULL },
 	};
-	struct store_audit nl = { "evil\nactor", "local", "auth.failed", "x\ry",
-		                      "failure", "{\n}" };
+	struct store_audit nl = { "evil\nactor", "local",   "auth.failed",
+		                      "x\ry",        "failure", "{\n}" };
 	sqlite3 *db = NULL;
 	sqlite3_stmt *s = NULL;
 	unsigned char tag[32];
@@ -1458,19 +1492,18 @@ test_audit_chain(void)
 	CHECK_EQ_INT(store_audit_verify(f.rd, &bad), 0);
 
 	/* Recompute row 1 independently from the documented canonical form. */
-	CHECK(sqlite3_open_v2(f.path, &db, SQLITE_OPEN_READONLY, NULL) ==
-	      SQLITE_OK);
-	CHECK(sqlite3_prepare_v2(db, "SELECT ts, prev_hash, hash FROM "
-	                         "audit_events WHERE seq = 1", -1, &s,
-	                         NULL) == SQLITE_OK);
+	CHECK(sqlite3_open_v2(f.path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
+	CHECK(sqlite3_prepare_v2(db,
+	                         "SELECT ts, prev_hash, hash FROM "
+	                         "audit_events WHERE seq = 1",
+	                         -1, &s, NULL) == SQLITE_OK);
 	CHECK(sqlite3_step(s) == SQLITE_ROW);
 	CHECK_STR((const char *)sqlite3_column_text(s, 1),
 	          "0000000000000000000000000000000000000000000000000000000000000000");
 	n = snprintf(msg, sizeof(msg), "%s\n1\n%lld\n%s\n%s\n%s\n%s\n%s\n%s",
 	             (const char *)sqlite3_column_text(s, 1),
-	             (long long)sqlite3_column_int64(s, 0), evs[0].actor,
-	             evs[0].source, evs[0].event_type, evs[0].resource,
-	             evs[0].outcome, evs[0].details_json);
+	             (long long)sqlite3_column_int64(s, 0), evs[0].actor, evs[0].source,
+	             evs[0].event_type, evs[0].resource, evs[0].outcome, evs[0].details_json);
 	CHECK(n > 0 && (size_t)n < sizeof(msg));
 	CHECK(test_mac(NULL, msg, (size_t)n, tag) == 0);
 	fgw_hex(tag, sizeof(tag), hex);
@@ -1478,10 +1511,11 @@ test_audit_chain(void)
 	sqlite3_finalize(s);
 	s = NULL;
 	/* Row 2 links to row 1; NULL details stay NULL. */
-	CHECK(sqlite3_prepare_v2(db, "SELECT (SELECT hash FROM audit_events "
+	CHECK(sqlite3_prepare_v2(db,
+	                         "SELECT (SELECT hash FROM audit_events "
 	                         "WHERE seq = 1) = prev_hash, details_json IS "
-	                         "NULL FROM audit_events WHERE seq = 2", -1, &s,
-	                         NULL) == SQLITE_OK);
+	                         "NULL FROM audit_events WHERE seq = 2",
+	                         -1, &s, NULL) == SQLITE_OK);
 	CHECK(sqlite3_step(s) == SQLITE_ROW);
 	CHECK_EQ_INT(sqlite3_column_int(s, 0), 1);
 	CHECK_EQ_INT(sqlite3_column_int(s, 1), 1);
@@ -1491,22 +1525,28 @@ test_audit_chain(void)
 	db = NULL;
 	/* Line breaks in single-line fields were flattened. */
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM audit_events WHERE "
-	                     "seq = 4 AND actor = 'evil actor' AND resource = "
-	                     "'x y' AND details_json = '{' || char(10) || '}'"),
+	                             "seq = 4 AND actor = 'evil actor' AND resource = "
+	                             "'x y' AND details_json = '{' || char(10) || '}'"),
 	             1);
 
 	/* The triggers keep the table append-only. */
-	CHECK_EQ_INT(sql_exec(f.path, "UPDATE audit_events SET outcome = 'x' "
-	                      "WHERE seq = 1", err, sizeof(err)) & 0xff,
+	CHECK_EQ_INT(sql_exec(f.path,
+	                      "UPDATE audit_events SET outcome = 'x' "
+	                      "WHERE seq = 1",
+	                      err, sizeof(err)) &
+	                 0xff,
 	             SQLITE_CONSTRAINT);
 	CHECK(strstr(err, "append-only") != NULL);
-	CHECK_EQ_INT(sql_exec(f.path, "DELETE FROM audit_events WHERE seq = 2",
-	                      err, sizeof(err)) & 0xff,
+	CHECK_EQ_INT(sql_exec(f.path, "DELETE FROM audit_events WHERE seq = 2", err,
+	                      sizeof(err)) &
+	                 0xff,
 	             SQLITE_CONSTRAINT);
 	CHECK(strstr(err, "append-only") != NULL);
-	CHECK_EQ_INT(sql_exec(f.path, "INSERT OR REPLACE INTO audit_events "
+	CHECK_EQ_INT(sql_exec(f.path,
+	                      "INSERT OR REPLACE INTO audit_events "
 	                      "SELECT * FROM audit_events WHERE seq = 3",
-	                      err, sizeof(err)) & 0xff,
+	                      err, sizeof(err)) &
+	                 0xff,
 	             SQLITE_CONSTRAINT);
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM audit_events"), 4);
 	CHECK_EQ_INT(store_audit_verify(f.rd, &bad), 0);
@@ -1528,9 +1568,8 @@ end:
 	TT_END;
 }
 
-static const char drop_triggers[] =
-    "DROP TRIGGER audit_events_no_update;"
-    "DROP TRIGGER audit_events_no_delete;";
+static const char drop_triggers[] = "DROP TRIGGER audit_events_no_update;"
+                                    "DROP TRIGGER audit_events_no_delete;";
 
 static int
 test_audit_tamper_edit(void)
@@ -1543,20 +1582,24 @@ test_audit_tamper_edit(void)
 	CHECK_EQ_INT(store_audit_verify(f.rd, &bad), 0);
 	CHECK_EQ_INT(sql_exec(f.path, drop_triggers, NULL, 0), SQLITE_OK);
 	/* One byte of one field of seq 3. */
-	CHECK_EQ_INT(sql_exec(f.path, "UPDATE audit_events SET details_json = "
+	CHECK_EQ_INT(sql_exec(f.path,
+	                      "UPDATE audit_events SET details_json = "
 	                      "replace(details_json, 'bad', 'bAd') WHERE seq = 3",
 	                      NULL, 0),
 	             SQLITE_OK);
 	CHECK_EQ_INT(store_audit_verify(f.rd, &bad), FGW_ERR_CRYPTO);
 	CHECK_EQ_INT(bad, 3);
 	/* Undo it; then forge a timestamp on seq 5. */
-	CHECK_EQ_INT(sql_exec(f.path, "UPDATE audit_events SET details_json = "
+	CHECK_EQ_INT(sql_exec(f.path,
+	                      "UPDATE audit_events SET details_json = "
 	                      "replace(details_json, 'bAd', 'bad') WHERE seq = 3",
 	                      NULL, 0),
 	             SQLITE_OK);
 	CHECK_EQ_INT(store_audit_verify(f.rd, &bad), 0);
-	CHECK_EQ_INT(sql_exec(f.path, "UPDATE audit_events SET ts = ts + 1 "
-	                      "WHERE seq = 5", NULL, 0),
+	CHECK_EQ_INT(sql_exec(f.path,
+	                      "UPDATE audit_events SET ts = ts + 1 "
+	                      "WHERE seq = 5",
+	                      NULL, 0),
 	             SQLITE_OK);
 	CHECK_EQ_INT(store_audit_verify(f.rd, &bad), FGW_ERR_CRYPTO);
 	CHECK_EQ_INT(bad, 5);
@@ -1574,20 +1617,20 @@ test_audit_tamper_delete(void)
 	CHECK(fix_setup(&f, 16) == 0);
 	CHECK_EQ_INT(make_chain(&f, 5), 0);
 	CHECK_EQ_INT(sql_exec(f.path, drop_triggers, NULL, 0), SQLITE_OK);
-	CHECK_EQ_INT(sql_exec(f.path, "DELETE FROM audit_events WHERE seq = 3",
-	                      NULL, 0),
+	CHECK_EQ_INT(sql_exec(f.path, "DELETE FROM audit_events WHERE seq = 3", NULL, 0),
 	             SQLITE_OK);
 	CHECK_EQ_INT(store_audit_verify(f.rd, &bad), FGW_ERR_CRYPTO);
 	CHECK_EQ_INT(bad, 3);
 	/* Renumbering to close the gap breaks the prev_hash link instead. */
-	CHECK_EQ_INT(sql_exec(f.path, "UPDATE audit_events SET seq = seq - 1 "
-	                      "WHERE seq > 3", NULL, 0),
+	CHECK_EQ_INT(sql_exec(f.path,
+	                      "UPDATE audit_events SET seq = seq - 1 "
+	                      "WHERE seq > 3",
+	                      NULL, 0),
 	             SQLITE_OK);
 	CHECK_EQ_INT(store_audit_verify(f.rd, &bad), FGW_ERR_CRYPTO);
 	CHECK_EQ_INT(bad, 3);
 	/* Deleting the first row. */
-	CHECK_EQ_INT(sql_exec(f.path, "DELETE FROM audit_events WHERE seq = 1",
-	                      NULL, 0),
+	CHECK_EQ_INT(sql_exec(f.path, "DELETE FROM audit_events WHERE seq = 1", NULL, 0),
 	             SQLITE_OK);
 	CHECK_EQ_INT(store_audit_verify(f.rd, &bad), FGW_ERR_CRYPTO);
 	CHECK_EQ_INT(bad, 1);
@@ -1601,8 +1644,12 @@ test_audit_tamper_swap(void)
 {
 	struct fix f;
 	struct store_audit ev = {
-		.actor = "client_a", .source = "local", .event_type = "txn.created",
-		.resource = NULL, .outcome = "success", .details_json = NULL,
+		.actor = "client_a",
+		.source = "local",
+		.event_type = "txn.created",
+		.resource = NULL,
+		.outcome = "success",
+		.details_json = NULL,
 	};
 	static const char *const res[] = { "r1", "r2", "r3", "r4", "r5" };
 	int64_t bad = -1;
@@ -1627,7 +1674,7 @@ test_audit_tamper_swap(void)
 	                      NULL, 0),
 	             SQLITE_OK);
 	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM audit_events WHERE "
-	                     "seq = 2 AND resource = 'r4'"),
+	                             "seq = 2 AND resource = 'r4'"),
 	             1);
 	CHECK_EQ_INT(store_audit_verify(f.rd, &bad), FGW_ERR_CRYPTO);
 	CHECK_EQ_INT(bad, 2);
@@ -1694,7 +1741,8 @@ test_close_drains(void)
 		                              &(struct store_commit){ .audit = &gate_event,
 		                                                      .n_audit = 1,
 		                                                      .done = tally_done,
-		                                                      .arg = &t }), 0);
+		                                                      .arg = &t }),
+		             0);
 	}
 	p.st = f.st;
 	p.g = &g;
@@ -1745,14 +1793,18 @@ test_waker_lifetimes(void)
 
 	/* Completions for a base whose loop no longer runs stay queued and
 	 * are dropped, without done, when the waker is freed after close. */
-	CHECK_EQ_INT(store_audit_append(f.st, f.w, &(struct store_commit){ .audit = &gate_event,
-	                                                                   .n_audit = 1,
-	                                                                   .done = tally_done,
-	                                                                   .arg = &t }), 0);
-	CHECK_EQ_INT(store_audit_append(f.st, f.w, &(struct store_commit){ .audit = &gate_event,
-	                                                                   .n_audit = 1,
-	                                                                   .done = tally_done,
-	                                                                   .arg = &t }), 0);
+	CHECK_EQ_INT(store_audit_append(f.st, f.w,
+	                                &(struct store_commit){ .audit = &gate_event,
+	                                                        .n_audit = 1,
+	                                                        .done = tally_done,
+	                                                        .arg = &t }),
+	             0);
+	CHECK_EQ_INT(store_audit_append(f.st, f.w,
+	                                &(struct store_commit){ .audit = &gate_event,
+	                                                        .n_audit = 1,
+	                                                        .done = tally_done,
+	                                                        .arg = &t }),
+	             0);
 	store_close(f.st);
 	f.st = NULL;
 	store_waker_free(f.w);
@@ -1772,7 +1824,8 @@ test_waker_lifetimes(void)
 		                                &(struct store_commit){ .audit = &gate_event,
 		                                                        .n_audit = 1,
 		                                                        .done = tally_done,
-		                                                        .arg = &t }), 0);
+		                                                        .arg = &t }),
+		             0);
 	store_waker_free(w2);
 	w2 = NULL;
 	sem_post(&g.release);
@@ -1793,14 +1846,16 @@ test_waker_lifetimes(void)
 		                                &(struct store_commit){ .audit = &gate_event,
 		                                                        .n_audit = 1,
 		                                                        .done = tally_done,
-		                                                        .arg = &t }), 0);
+		                                                        .arg = &t }),
+		             0);
 		/* A later NULL-waker job completing proves the first one was
 		 * delivered to w2's list (jobs complete in order). */
 		CHECK_EQ_INT(store_audit_append(f.st, NULL,
 		                                &(struct store_commit){ .audit = &gate_event,
 		                                                        .n_audit = 1,
 		                                                        .done = one_done,
-		                                                        .arg = &o }), 0);
+		                                                        .arg = &o }),
+		             0);
 		CHECK_EQ_INT(wait_count(&o.done, 1), 0);
 	}
 	store_waker_free(w2);
@@ -1851,11 +1906,14 @@ test_waker_free_in_done(void)
 		                                &(struct store_commit){ .audit = &gate_event,
 		                                                        .n_audit = 1,
 		                                                        .done = selffree_done,
-		                                                        .arg = &sf }), 0);
+		                                                        .arg = &sf }),
+		             0);
 	CHECK_EQ_INT(store_audit_append(f.st, NULL,
 	                                &(struct store_commit){ .audit = &gate_event,
-	                                                        .n_audit = 1, .done = one_done,
-	                                                        .arg = &last }), 0);
+	                                                        .n_audit = 1,
+	                                                        .done = one_done,
+	                                                        .arg = &last }),
+	             0);
 	sem_post(&g.release);
 	gated = 0;
 	/* Once the NULL-waker job after them has run, all three sit on the
@@ -1944,12 +2002,14 @@ test_mail_outbox(void)
 	CHECK(strstr(due[0].message, "body") != NULL);
 	for (int i = 0; i < n; i++)
 		store_mail_row_clear(&due[i]);
-	CHECK_EQ_INT(store_mail_attempt(f.st, f.w, "mail_1", "failed", 0, "SMTP 550: no", NULL, 0,
-	                                one_done, &o), 0);
+	CHECK_EQ_INT(store_mail_attempt(f.st, f.w, "mail_1", "failed", 0, "SMTP 550: no",
+	                                NULL, 0, one_done, &o),
+	             0);
 	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), 0);
 	/* No longer pending: a second record is refused. */
-	CHECK_EQ_INT(store_mail_attempt(f.st, f.w, "mail_1", "sent", 0, "", NULL, 0, one_done, &o),
+	CHECK_EQ_INT(store_mail_attempt(f.st, f.w, "mail_1", "sent", 0, "", NULL, 0, one_done,
+	                                &o),
 	             0);
 	CHECK_EQ_INT(pump(f.base, &o.done, 2), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_STATE);
@@ -1986,20 +2046,22 @@ test_batch_lock_failure(void)
 	CHECK_EQ_INT(store_waker_new(f.st, f.base, &f.w), 0);
 	store_get_stats(f.st, &s0);
 	/* Another process holds the write lock: the batch cannot begin. */
-	CHECK(sqlite3_open_v2(f.path, &other, SQLITE_OPEN_READWRITE, NULL) ==
-	      SQLITE_OK);
-	CHECK(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) ==
-	      SQLITE_OK);
+	CHECK(sqlite3_open_v2(f.path, &other, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK);
+	CHECK(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
 	fill_row(&row, "txn_lock_a", "posting");
 	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
 	                              &(struct store_commit){ .audit = &gate_event,
-	                                                      .n_audit = 1, .done = one_done,
-	                                                      .arg = &a }), 0);
+	                                                      .n_audit = 1,
+	                                                      .done = one_done,
+	                                                      .arg = &a }),
+	             0);
 	fill_row(&row, "txn_lock_b", "posting");
 	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
 	                              &(struct store_commit){ .audit = &gate_event,
-	                                                      .n_audit = 1, .done = one_done,
-	                                                      .arg = &b }), 0);
+	                                                      .n_audit = 1,
+	                                                      .done = one_done,
+	                                                      .arg = &b }),
+	             0);
 	CHECK_EQ_INT(pump(f.base, &a.done, 1), 0);
 	CHECK_EQ_INT(pump(f.base, &b.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&a.rc), FGW_ERR_DB);
@@ -2043,41 +2105,54 @@ test_invalid_input(void)
 
 	/* Refused before queuing: done is never called. */
 	CHECK_EQ_INT(store_txn_create(NULL, f.w, &row, NULL,
-	                              &(struct store_commit){ .done = one_done, .arg = &o }), FGW_ERR_INVALID);
+	                              &(struct store_commit){ .done = one_done, .arg = &o }),
+	             FGW_ERR_INVALID);
 	CHECK_EQ_INT(store_txn_create(f.st, f.w, NULL, NULL,
-	                              &(struct store_commit){ .done = one_done, .arg = &o }), FGW_ERR_INVALID);
+	                              &(struct store_commit){ .done = one_done, .arg = &o }),
+	             FGW_ERR_INVALID);
 	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
-	                              &(struct store_commit){ .n_audit = 2, .done = one_done,
-	                                                      .arg = &o }), FGW_ERR_INVALID);
+	                              &(struct store_commit){
+	                                  .n_audit = 2, .done = one_done, .arg = &o }),
+	             FGW_ERR_INVALID);
 	ev.event_type = "";
 	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
-	                              &(struct store_commit){ .audit = &ev, .n_audit = 1,
-	                                                      .done = one_done, .arg = &o }), FGW_ERR_INVALID);
-	CHECK_EQ_INT(store_audit_append(f.st, f.w, &(struct store_commit){ .audit = &ev,
-	                                                                   .n_audit = 1,
-	                                                                   .done = one_done,
-	                                                                   .arg = &o }),
+	                              &(struct store_commit){ .audit = &ev,
+	                                                      .n_audit = 1,
+	                                                      .done = one_done,
+	                                                      .arg = &o }),
 	             FGW_ERR_INVALID);
-	CHECK_EQ_INT(store_audit_append(f.st, f.w, &(struct store_commit){ .done = one_done,
-	                                                                   .arg = &o }),
+	CHECK_EQ_INT(store_audit_append(f.st, f.w,
+	                                &(struct store_commit){ .audit = &ev,
+	                                                        .n_audit = 1,
+	                                                        .done = one_done,
+	                                                        .arg = &o }),
+	             FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_audit_append(f.st, f.w,
+	                                &(struct store_commit){ .done = one_done,
+	                                                        .arg = &o }),
 	             FGW_ERR_INVALID);
 	fill_vault(&v, "tok_inv", 0);
 	v.blob = NULL;
 	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, &v,
-	                              &(struct store_commit){ .done = one_done, .arg = &o }), FGW_ERR_INVALID);
+	                              &(struct store_commit){ .done = one_done, .arg = &o }),
+	             FGW_ERR_INVALID);
 	fill_idem(&idem, "", 200, "{}", fgw_now_ms() + 60000);
 	CHECK_EQ_INT(store_txn_create(f.st, f.w, &row, NULL,
-	                              &(struct store_commit){ .idem = &idem, .done = one_done,
-	                                                      .arg = &o }), FGW_ERR_INVALID);
+	                              &(struct store_commit){
+	                                  .idem = &idem, .done = one_done, .arg = &o }),
+	             FGW_ERR_INVALID);
 	fill_update(&u, "txn_inv", "succeeded");
 	memset(long_token, 'x', sizeof(long_token) - 1);
 	long_token[sizeof(long_token) - 1] = '\0';
 	CHECK_EQ_INT(store_txn_finish(f.st, f.w, &u, long_token,
-	                              &(struct store_commit){ .done = one_done, .arg = &o }), FGW_ERR_INVALID);
+	                              &(struct store_commit){ .done = one_done, .arg = &o }),
+	             FGW_ERR_INVALID);
 	CHECK_EQ_INT(store_txn_finish(f.st, f.w, &u, "",
-	                              &(struct store_commit){ .done = one_done, .arg = &o }), FGW_ERR_INVALID);
+	                              &(struct store_commit){ .done = one_done, .arg = &o }),
+	             FGW_ERR_INVALID);
 	CHECK_EQ_INT(store_txn_finish(f.st, f.w, NULL, NULL,
-	                              &(struct store_commit){ .done = one_done, .arg = &o }), FGW_ERR_INVALID);
+	                              &(struct store_commit){ .done = one_done, .arg = &o }),
+	             FGW_ERR_INVALID);
 	CHECK_EQ_INT(store_reader_open(NULL, NULL), FGW_ERR_INVALID);
 	CHECK_EQ_INT(store_vault_get(f.rd, NULL, &got, &blob), FGW_ERR_INVALID);
 	CHECK_EQ_INT(store_idem_get(f.rd, NULL, "k", &iout), FGW_ERR_INVALID);
@@ -2095,18 +2170,21 @@ test_invalid_input(void)
 
 	/* A stored state this build does not know (or an oversized one) is
 	 * never moved. */
-	CHECK_EQ_INT(sql_exec(f.path, "UPDATE transactions SET status = "
-	                      "'refunded' WHERE id = 'txn_inv'", NULL, 0),
+	CHECK_EQ_INT(sql_exec(f.path,
+	                      "UPDATE transactions SET status = "
+	                      "'refunded' WHERE id = 'txn_inv'",
+	                      NULL, 0),
 	             SQLITE_OK);
 	CHECK_EQ_INT(finish_sync(&f, &u, NULL, NULL), FGW_ERR_STATE);
-	CHECK_EQ_INT(sql_exec(f.path, "UPDATE transactions SET status = "
+	CHECK_EQ_INT(sql_exec(f.path,
+	                      "UPDATE transactions SET status = "
 	                      "'posting-but-much-longer-than-any-state' "
-	                      "WHERE id = 'txn_inv'", NULL, 0),
+	                      "WHERE id = 'txn_inv'",
+	                      NULL, 0),
 	             SQLITE_OK);
 	CHECK_EQ_INT(finish_sync(&f, &u, NULL, NULL), FGW_ERR_STATE);
 	/* A row that does not fit the struct is refused, not truncated. */
-	CHECK_EQ_INT(store_txn_get(f.rd, NULL, "txn_inv", &row),
-	             FGW_ERR_TOO_LARGE);
+	CHECK_EQ_INT(store_txn_get(f.rd, NULL, "txn_inv", &row), FGW_ERR_TOO_LARGE);
 	CHECK(row.metadata_json == NULL);
 end:
 	store_idem_clear(&iout);
@@ -2132,14 +2210,17 @@ test_audit_job_rollback(void)
 	 * to its savepoint and Y, in the same batch, must chain on from the
 	 * gate, not from X's vanished row. */
 	evs[1].details_json = "{\"note\":\"" MAC_FAULT "\"}";
-	CHECK_EQ_INT(store_audit_append(f.st, f.w, &(struct store_commit){ .audit = evs,
-	                                                                   .n_audit = 2,
-	                                                                   .done = one_done,
-	                                                                   .arg = &x }), 0);
-	CHECK_EQ_INT(store_audit_append(f.st, f.w, &(struct store_commit){ .audit = &gate_event,
-	                                                                   .n_audit = 1,
-	                                                                   .done = one_done,
-	                                                                   .arg = &y }),
+	CHECK_EQ_INT(store_audit_append(f.st, f.w,
+	                                &(struct store_commit){ .audit = evs,
+	                                                        .n_audit = 2,
+	                                                        .done = one_done,
+	                                                        .arg = &x }),
+	             0);
+	CHECK_EQ_INT(store_audit_append(f.st, f.w,
+	                                &(struct store_commit){ .audit = &gate_event,
+	                                                        .n_audit = 1,
+	                                                        .done = one_done,
+	                                                        .arg = &y }),
 	             0);
 	sem_post(&g.release);
 	gated = 0;
@@ -2164,8 +2245,7 @@ test_audit_two_writers(void)
 {
 	struct fix f;
 	struct store *st2 = NULL;
-	struct store_opts o = { .sync_full = 0, .batch_max = 4,
-		                    .audit_mac = test_mac };
+	struct store_opts o = { .sync_full = 0, .batch_max = 4, .audit_mac = test_mac };
 	struct one a = { 0 };
 	int64_t bad = -1;
 	TT_BEGIN;
@@ -2173,10 +2253,11 @@ test_audit_two_writers(void)
 	CHECK_EQ_INT(make_chain(&f, 2), 0);
 	o.path = f.path;
 	CHECK_EQ_INT(store_open(&o, &st2), 0);
-	CHECK_EQ_INT(store_audit_append(st2, NULL, &(struct store_commit){ .audit = &gate_event,
-	                                                                   .n_audit = 1,
-	                                                                   .done = one_done,
-	                                                                   .arg = &a }),
+	CHECK_EQ_INT(store_audit_append(st2, NULL,
+	                                &(struct store_commit){ .audit = &gate_event,
+	                                                        .n_audit = 1,
+	                                                        .done = one_done,
+	                                                        .arg = &a }),
 	             0);
 	CHECK_EQ_INT(wait_count(&a.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&a.rc), 0);
@@ -2205,7 +2286,8 @@ custom_run(sqlite3 *db, void *arg)
 	int rc;
 	if (c->fail)
 		return FGW_ERR_CONFLICT;
-	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM audit_events", -1, &s, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM audit_events", -1, &s, NULL) !=
+	    SQLITE_OK)
 		return FGW_ERR_DB;
 	rc = sqlite3_step(s);
 	c->count = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
@@ -2226,7 +2308,8 @@ test_custom_job(void)
 	struct fix f;
 	struct one ok1, bad;
 	struct custom_ctx good = { 0, -1, 0 }, fails = { 1, -1, 0 };
-	struct store_audit ev = { "website", "127.0.0.1", "custom.test", "res_1", "success", "{}" };
+	struct store_audit ev = { "website", "127.0.0.1", "custom.test",
+		                      "res_1",   "success",   "{}" };
 	struct store_idem idem;
 	struct store_idem got;
 	memset(&f, 0, sizeof(f));
@@ -2243,13 +2326,18 @@ test_custom_job(void)
 	idem.body = "{\"ok\":true}";
 	idem.expires_at = fgw_now_ms() + 60000;
 	CHECK_EQ_INT(store_submit_custom(f.st, f.w, custom_run, &good, custom_free,
-	                                 &(struct store_commit){ .idem = &idem, .audit = &ev,
-	                                                         .n_audit = 1, .done = one_done,
-	                                                         .arg = &ok1 }), 0);
-	CHECK_EQ_INT(store_submit_custom(f.st, f.w, custom_run, &fails, custom_free,
-	                                 &(struct store_commit){ .audit = &ev, .n_audit = 1,
+	                                 &(struct store_commit){ .idem = &idem,
+	                                                         .audit = &ev,
+	                                                         .n_audit = 1,
 	                                                         .done = one_done,
-	                                                         .arg = &bad }), 0);
+	                                                         .arg = &ok1 }),
+	             0);
+	CHECK_EQ_INT(store_submit_custom(f.st, f.w, custom_run, &fails, custom_free,
+	                                 &(struct store_commit){ .audit = &ev,
+	                                                         .n_audit = 1,
+	                                                         .done = one_done,
+	                                                         .arg = &bad }),
+	             0);
 	CHECK_EQ_INT(pump(f.base, &ok1.done, 1), 0);
 	CHECK_EQ_INT(pump(f.base, &bad.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&ok1.rc), 0);
@@ -2264,8 +2352,8 @@ test_custom_job(void)
 	int64_t bad_seq = 0;
 	CHECK_EQ_INT(store_audit_verify(f.rd, &bad_seq), 0);
 	sqlite3_stmt *q = NULL;
-	CHECK(sqlite3_prepare_v2(store_reader_db(f.rd), "SELECT count(*) FROM audit_events", -1, &q,
-	                         NULL) == SQLITE_OK);
+	CHECK(sqlite3_prepare_v2(store_reader_db(f.rd), "SELECT count(*) FROM audit_events",
+	                         -1, &q, NULL) == SQLITE_OK);
 	CHECK(sqlite3_step(q) == SQLITE_ROW);
 	CHECK_EQ_INT(sqlite3_column_int64(q, 0), 1);
 	sqlite3_finalize(q);
@@ -2294,7 +2382,7 @@ run_job(struct fix *f, int submitted, struct one *o)
 
 static void
 method_vault(struct store_vault_entry *v, const char *token, const char *key_id,
-           const char *blob, int saved, int64_t expires_at, const char *cust)
+             const char *blob, int saved, int64_t expires_at, const char *cust)
 {
 	memset(v, 0, sizeof(*v));
 	fgw_strlcpy(v->token, token, sizeof(v->token));
@@ -2344,7 +2432,9 @@ test_methods(void)
 	fgw_strlcpy(a.nickname, "Work", sizeof(a.nickname));
 	method_vault(&v, "tok_a", "dk_old", "v1:dk_old:AAAA", 1, 0, "alice");
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(run_job(&f, store_method_save(f.st, f.w, &a, &v, NULL, one_done, &o), &o), 0);
+	CHECK_EQ_INT(run_job(&f, store_method_save(f.st, f.w, &a, &v, NULL, one_done, &o),
+	                     &o),
+	             0);
 	CHECK_EQ_INT(a.is_default, 1);
 	CHECK_STR(a.last4, "4242");
 	/* A one-time entry of alice (as a payment leaves it) becomes saved;
@@ -2357,24 +2447,31 @@ test_methods(void)
 	row.amount = 100;
 	method_vault(&v, "tok_b", "dk_old", "v1:dk_old:BBBB", 0, now + 60000, "alice");
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(run_job(&f, store_txn_create(f.st, f.w, &row, &v,
-	                                          &(struct store_commit){ .done = one_done,
-	                                                                  .arg = &o }), &o), 0);
+	CHECK_EQ_INT(run_job(&f,
+	                     store_txn_create(f.st, f.w, &row, &v,
+	                                      &(struct store_commit){ .done = one_done,
+	                                                              .arg = &o }),
+	                     &o),
+	             0);
 	fgw_strlcpy(b.id, "pm_b", sizeof(b.id));
 	fgw_strlcpy(b.customer_id, "bob", sizeof(b.customer_id));
 	fgw_strlcpy(b.token, "tok_b", sizeof(b.token));
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(run_job(&f, store_method_save(f.st, f.w, &b, NULL, NULL, one_done, &o), &o),
+	CHECK_EQ_INT(run_job(&f, store_method_save(f.st, f.w, &b, NULL, NULL, one_done, &o),
+	                     &o),
 	             FGW_ERR_NOT_FOUND);
 	fgw_strlcpy(b.customer_id, "alice", sizeof(b.customer_id));
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(run_job(&f, store_method_save(f.st, f.w, &b, NULL, NULL, one_done, &o), &o), 0);
+	CHECK_EQ_INT(run_job(&f, store_method_save(f.st, f.w, &b, NULL, NULL, one_done, &o),
+	                     &o),
+	             0);
 	CHECK_EQ_INT(b.is_default, 0);
 	fgw_strlcpy(c.id, "pm_c", sizeof(c.id));
 	fgw_strlcpy(c.customer_id, "alice", sizeof(c.customer_id));
 	fgw_strlcpy(c.token, "tok_b", sizeof(c.token));
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(run_job(&f, store_method_save(f.st, f.w, &c, NULL, NULL, one_done, &o), &o),
+	CHECK_EQ_INT(run_job(&f, store_method_save(f.st, f.w, &c, NULL, NULL, one_done, &o),
+	                     &o),
 	             FGW_ERR_EXISTS);
 	CHECK_EQ_INT(store_methods_list(f.rd, "alice", list, 8, &n), 0);
 	CHECK_EQ_INT((int)n, 2);
@@ -2386,10 +2483,17 @@ test_methods(void)
 	CHECK_STR(got.token, "tok_b");
 	/* Default moves; another customer's id is not found. */
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(run_job(&f, store_method_set_default(f.st, f.w, "bob", "pm_b", NULL, one_done, &o), &o),
+	CHECK_EQ_INT(run_job(&f,
+	                     store_method_set_default(f.st, f.w, "bob", "pm_b", NULL,
+	                                              one_done, &o),
+	                     &o),
 	             FGW_ERR_NOT_FOUND);
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(run_job(&f, store_method_set_default(f.st, f.w, "alice", "pm_b", NULL, one_done, &o), &o), 0);
+	CHECK_EQ_INT(run_job(&f,
+	                     store_method_set_default(f.st, f.w, "alice", "pm_b", NULL,
+	                                              one_done, &o),
+	                     &o),
+	             0);
 	CHECK_EQ_INT(store_method_get(f.rd, "alice", "pm_a", &got), 0);
 	CHECK_EQ_INT(got.is_default, 0);
 	/* Key counts and one rewrap batch (the store does not care what the
@@ -2405,7 +2509,11 @@ test_methods(void)
 	CHECK((items[1].new_blob = strdup("v1:dk_new:DDDD")) != NULL);
 	fgw_strlcpy(items[1].new_key_id, "dk_new", sizeof(items[1].new_key_id));
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(run_job(&f, store_vault_rewrap_commit(f.st, f.w, items, n, &updated, one_done, &o), &o), 0);
+	CHECK_EQ_INT(run_job(&f,
+	                     store_vault_rewrap_commit(f.st, f.w, items, n, &updated,
+	                                               one_done, &o),
+	                     &o),
+	             0);
 	CHECK_EQ_INT((int)updated, 1);
 	store_rewrap_items_clear(items, n);
 	CHECK_EQ_INT(store_vault_batch_other_keys(f.rd, "dk_new", "tok_a", items, 4, &n), 0);
@@ -2418,10 +2526,15 @@ test_methods(void)
 	CHECK_EQ_INT((int)counts[1], 1);
 	/* Deleting the default promotes the other and drops the entry. */
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(run_job(&f, store_method_delete(f.st, f.w, "bob", "pm_b", NULL, one_done, &o), &o),
-	             FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(
+	    run_job(&f, store_method_delete(f.st, f.w, "bob", "pm_b", NULL, one_done, &o),
+	            &o),
+	    FGW_ERR_NOT_FOUND);
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(run_job(&f, store_method_delete(f.st, f.w, "alice", "pm_b", NULL, one_done, &o), &o), 0);
+	CHECK_EQ_INT(
+	    run_job(&f, store_method_delete(f.st, f.w, "alice", "pm_b", NULL, one_done, &o),
+	            &o),
+	    0);
 	CHECK_EQ_INT(store_method_get(f.rd, "alice", "pm_a", &got), 0);
 	CHECK_EQ_INT(got.is_default, 1);
 	{
@@ -2434,11 +2547,16 @@ test_methods(void)
 	fgw_strlcpy(row.id, "txn_m2", sizeof(row.id));
 	method_vault(&v, "tok_old", "dk_new", "v1:dk_new:EEEE", 0, now - 1, "");
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(run_job(&f, store_txn_create(f.st, f.w, &row, &v,
-	                                          &(struct store_commit){ .done = one_done,
-	                                                                  .arg = &o }), &o), 0);
+	CHECK_EQ_INT(run_job(&f,
+	                     store_txn_create(f.st, f.w, &row, &v,
+	                                      &(struct store_commit){ .done = one_done,
+	                                                              .arg = &o }),
+	                     &o),
+	             0);
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ_INT(run_job(&f, store_vault_sweep(f.st, f.w, now, &purged, one_done, &o), &o), 0);
+	CHECK_EQ_INT(run_job(&f, store_vault_sweep(f.st, f.w, now, &purged, one_done, &o),
+	                     &o),
+	             0);
 	CHECK_EQ_INT((int)purged, 1);
 	CHECK_EQ_INT(store_methods_list(f.rd, "alice", list, 8, &n), 0);
 	CHECK_EQ_INT((int)n, 1);
@@ -2461,7 +2579,8 @@ begin_sync(struct fix *f, const char *id, const char *key, int64_t amount,
 	rf.amount = amount;
 	rf.txn_amount = 1000;
 	if (store_pendingop_begin(f->st, f->w, &rf, out,
-	                          &(struct store_commit){ .done = one_done, .arg = &o }) != 0 ||
+	                          &(struct store_commit){ .done = one_done, .arg = &o }) !=
+	        0 ||
 	    pump(f->base, &o.done, 1) != 0)
 		return FGW_ERR_INTERNAL;
 	return atomic_load(&o.rc);
@@ -2473,7 +2592,8 @@ rf_finish_sync(struct fix *f, const struct store_pendingop *rf, int succeeded,
 {
 	struct one o = { 0 };
 	if (store_pendingop_finish(f->st, f->w, rf, succeeded, out,
-	                           &(struct store_commit){ .done = one_done, .arg = &o }) != 0 ||
+	                           &(struct store_commit){ .done = one_done, .arg = &o }) !=
+	        0 ||
 	    pump(f->base, &o.done, 1) != 0)
 		return FGW_ERR_INTERNAL;
 	return atomic_load(&o.rc);
@@ -2508,17 +2628,24 @@ test_refunds_ahead(struct fix *f)
 	CHECK_STR(c.id, "rf_1");
 	CHECK(c.status == STORE_OP_PENDING);
 	/* Pending rows are due for the reconciler once old enough. */
-	CHECK_EQ_INT(store_pendingop_due_list(f->rd, STORE_OP_REFUND, now + 1, now - 60000, due, 4, &n), 0);
+	CHECK_EQ_INT(store_pendingop_due_list(f->rd, STORE_OP_REFUND, now + 1, now - 60000,
+	                                      due, 4, &n),
+	             0);
 	CHECK_EQ_INT(n, 0);
-	CHECK_EQ_INT(store_pendingop_due_list(f->rd, STORE_OP_REFUND, now + 60000, now + 60000, due, 4, &n), 0);
+	CHECK_EQ_INT(store_pendingop_due_list(f->rd, STORE_OP_REFUND, now + 60000,
+	                                      now + 60000, due, 4, &n),
+	             0);
 	CHECK_EQ_INT(n, 2);
 	CHECK_STR(b.id, "rf_2");
 	CHECK_EQ_INT(store_pendingop_defer(f->st, f->w, &b, 1, now + 60000, 1,
 	                                   &(struct store_commit){ .done = one_done,
-	                                                           .arg = &o }), 0);
+	                                                           .arg = &o }),
+	             0);
 	CHECK_EQ_INT(pump(f->base, &o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), 0);
-	CHECK_EQ_INT(store_pendingop_due_list(f->rd, STORE_OP_REFUND, now + 120000, now + 120000, due, 4, &n), 0);
+	CHECK_EQ_INT(store_pendingop_due_list(f->rd, STORE_OP_REFUND, now + 120000,
+	                                      now + 120000, due, 4, &n),
+	             0);
 	CHECK_EQ_INT(n, 1);
 	CHECK_STR(due[0].id, "rf_1");
 	CHECK_STR(due[0].idempotency_key, "k1");
@@ -2554,7 +2681,8 @@ test_refunds_ahead(struct fix *f)
 	memset(&o, 0, sizeof(o));
 	CHECK_EQ_INT(store_pendingop_begin(f->st, f->w, &b, NULL,
 	                                   &(struct store_commit){ .done = one_done,
-	                                                           .arg = &o }), 0);
+	                                                           .arg = &o }),
+	             0);
 	CHECK_EQ_INT(pump(f->base, &o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_STATE);
 end:
@@ -2591,7 +2719,8 @@ test_reconcile_and_refunds(void)
 	 * still listed (at its own, later, time) so it can end. */
 	CHECK_EQ_INT(store_reconcile_defer(f.st, f.w, "txn_proc", 1, now + 60000, 0,
 	                                   &(struct store_commit){ .done = one_done,
-	                                                           .arg = &o }), 0);
+	                                                           .arg = &o }),
+	             0);
 	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), 0);
 	CHECK_EQ_INT(store_unresolved_list(f.rd, now, now - 60000, due, 8, &n), 0);
@@ -2602,7 +2731,8 @@ test_reconcile_and_refunds(void)
 	memset(&o, 0, sizeof(o));
 	CHECK_EQ_INT(store_reconcile_defer(f.st, f.w, "txn_proc", 2, now, 1,
 	                                   &(struct store_commit){ .done = one_done,
-	                                                           .arg = &o }), 0);
+	                                                           .arg = &o }),
+	             0);
 	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
 	CHECK_EQ_INT(store_manual_review_get(f.rd, "txn_proc", &flag), 0);
 	CHECK_EQ_INT(flag, 1);
@@ -2614,7 +2744,8 @@ test_reconcile_and_refunds(void)
 	memset(&o, 0, sizeof(o));
 	CHECK_EQ_INT(store_reconcile_defer(f.st, f.w, "txn_done", 1, now, 0,
 	                                   &(struct store_commit){ .done = one_done,
-	                                                           .arg = &o }), 0);
+	                                                           .arg = &o }),
+	             0);
 	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_STATE);
 
@@ -2655,7 +2786,8 @@ txnop_sync_as(struct fix *f, const char *rk, const char *txn, const char *op, in
 
 /* Finishes the operation whose processor key is pk. */
 static int
-txnop_sync_key(struct fix *f, const char *rk, const char *pk, const char *op, int succeeded)
+txnop_sync_key(struct fix *f, const char *rk, const char *pk, const char *op,
+               int succeeded)
 {
 	struct store_pendingop t;
 	struct one o = { 0 };
@@ -2709,9 +2841,12 @@ test_txnops_ahead(void)
 	CHECK_EQ_INT(txnop_sync(&f, "txn_auth", "capture", 0, 0, &t), 0);
 	CHECK(t.adopted);
 	/* Another client request (or none) is not the retry. */
-	CHECK_EQ_INT(txnop_sync_as(&f, "rk2", "txn_auth", "capture", 0, 0, &t), FGW_ERR_STATE);
+	CHECK_EQ_INT(txnop_sync_as(&f, "rk2", "txn_auth", "capture", 0, 0, &t),
+	             FGW_ERR_STATE);
 	CHECK_EQ_INT(txnop_sync_as(&f, "", "txn_auth", "capture", 0, 0, &t), FGW_ERR_STATE);
-	CHECK_EQ_INT(store_pendingop_due_list(f.rd, STORE_OP_CAPTURE, now + 60000, now + 60000, due, 4, &n), 0);
+	CHECK_EQ_INT(store_pendingop_due_list(f.rd, STORE_OP_CAPTURE, now + 60000,
+	                                      now + 60000, due, 4, &n),
+	             0);
 	CHECK_EQ_INT(n, 1);
 	CHECK(due[0].kind == STORE_OP_CAPTURE);
 	CHECK_STR(due[0].idempotency_key, "pk");
@@ -2720,10 +2855,13 @@ test_txnops_ahead(void)
 	fgw_strlcpy(t.txn_id, "txn_auth", sizeof(t.txn_id));
 	CHECK_EQ_INT(store_pendingop_defer(f.st, f.w, &t, 1, now + 60000, 1,
 	                                   &(struct store_commit){ .done = one_done,
-	                                                           .arg = &o }), 0);
+	                                                           .arg = &o }),
+	             0);
 	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), 0);
-	CHECK_EQ_INT(store_pendingop_due_list(f.rd, STORE_OP_CAPTURE, now + 120000, now + 120000, due, 4, &n), 0);
+	CHECK_EQ_INT(store_pendingop_due_list(f.rd, STORE_OP_CAPTURE, now + 120000,
+	                                      now + 120000, due, 4, &n),
+	             0);
 	CHECK_EQ_INT(n, 0);
 	CHECK_EQ_INT(txnop_sync(&f, "txn_auth", "capture", 1, 1, NULL), 0);
 	CHECK_EQ_INT(txnop_sync(&f, "txn_auth", "capture", 1, 1, NULL), 0);
@@ -2738,7 +2876,8 @@ test_txnops_ahead(void)
 	fgw_strlcpy(t.txn_id, "txn_auth", sizeof(t.txn_id));
 	CHECK_EQ_INT(store_pendingop_defer(f.st, f.w, &t, 2, now, 0,
 	                                   &(struct store_commit){ .done = one_done,
-	                                                           .arg = &o }), 0);
+	                                                           .arg = &o }),
+	             0);
 	CHECK_EQ_INT(pump(f.base, &o.done, 1), 0);
 	CHECK_EQ_INT(atomic_load(&o.rc), FGW_ERR_STATE);
 end:
@@ -2796,7 +2935,8 @@ test_txnops_after_refusal(void)
 	CHECK_EQ_INT(store_txn_get(f.rd, NULL, "txn_auth", &row), 0);
 	CHECK_STR(row.status, "succeeded");
 	store_txn_row_clear(&row);
-	CHECK_EQ_INT(sql_int(f.path, "SELECT COUNT(*) FROM txn_operations WHERE status = 'failed'"),
+	CHECK_EQ_INT(sql_int(f.path,
+	                     "SELECT COUNT(*) FROM txn_operations WHERE status = 'failed'"),
 	             3);
 	CHECK_EQ_INT(txnop_sync_as(&f, "rk4", "txn_auth", "cancel", 0, 0, &t), FGW_ERR_STATE);
 end:
@@ -2837,10 +2977,12 @@ test_schema_v9_txnop_attempts(void)
 	CHECK_EQ_INT(sql_exec(f.path, v8_table, NULL, 0), SQLITE_OK);
 	CHECK_EQ_INT(fix_open_store(&f, 16, 0), 0);
 	CHECK_EQ_INT(sql_int(f.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
-	CHECK_EQ_INT(sql_int(f.path, "SELECT attempt FROM txn_operations WHERE op = 'cancel'"
-	                     " AND status = 'failed' AND idempotency_key = 'txn_auth-cancel'"),
-	             1);
-	CHECK_EQ_INT(index_count(f.path, "'txn_operations_pending', 'txn_operations_live'"), 2);
+	CHECK_EQ_INT(
+	    sql_int(f.path, "SELECT attempt FROM txn_operations WHERE op = 'cancel'"
+	                    " AND status = 'failed' AND idempotency_key = 'txn_auth-cancel'"),
+	    1);
+	CHECK_EQ_INT(index_count(f.path, "'txn_operations_pending', 'txn_operations_live'"),
+	             2);
 	memset(&t, 0, sizeof(t));
 	CHECK_EQ_INT(txnop_sync_as(&f, "rk2", "txn_auth", "cancel", 0, 0, &t), 0);
 	CHECK_STR(t.idempotency_key, "pk-2");

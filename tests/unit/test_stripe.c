@@ -85,9 +85,10 @@ test_build_form(void)
 	CHECK_STR(h.url, "http://127.0.0.1:9/v1/payment_intents");
 	CHECK(header_is(&h, "Idempotency-Key: txn_1-pi"));
 	CHECK(h.secure_body == NULL && h.body != NULL);
-	CHECK_STR(h.body, "amount=15000&currency=eur&confirm=true&capture_method=automatic&"
-	                  "payment_method=pm_1Abc&payment_method_types%5B0%5D=card&"
-	                  "metadata%5Bflair_txn_id%5D=txn_1&description=Room%204%2C%202%20nights");
+	CHECK_STR(h.body,
+	          "amount=15000&currency=eur&confirm=true&capture_method=automatic&"
+	          "payment_method=pm_1Abc&payment_method_types%5B0%5D=card&"
+	          "metadata%5Bflair_txn_id%5D=txn_1&description=Room%204%2C%202%20nights");
 	CHECK(strstr(h.body, "4242") == NULL);
 	proc_http_clear(&h);
 
@@ -141,76 +142,139 @@ test_parse_reply_tables(void)
 	TT_BEGIN;
 
 	memset(&r, 0, sizeof(r));
-	CHECK_EQ_INT(parse(200, "{\"id\":\"pi_1\",\"object\":\"payment_intent\",\"status\":\"succeeded\"}", &r), 0);
+	CHECK_EQ_INT(
+	    parse(200,
+	          "{\"id\":\"pi_1\",\"object\":\"payment_intent\",\"status\":\"succeeded\"}",
+	          &r),
+	    0);
 	CHECK_EQ_INT(r.outcome, PROC_SUCCEEDED);
 	CHECK_STR(r.reference, "pi_1");
-	CHECK_EQ_INT(parse(200, "{\"id\":\"pi_2\",\"object\":\"payment_intent\",\"status\":\"requires_action\","
-	                        "\"next_action\":{\"type\":\"redirect_to_url\",\"redirect_to_url\":"
-	                        "{\"url\":\"https://hooks.example/3ds\",\"return_url\":null}}}", &r), 0);
+	CHECK_EQ_INT(
+	    parse(
+	        200,
+	        "{\"id\":\"pi_2\",\"object\":\"payment_intent\",\"status\":\"requires_action\","
+	        "\"next_action\":{\"type\":\"redirect_to_url\",\"redirect_to_url\":"
+	        "{\"url\":\"https://hooks.example/3ds\",\"return_url\":null}}}",
+	        &r),
+	    0);
 	CHECK_EQ_INT(r.outcome, PROC_REQUIRES_ACTION);
-	CHECK_STR(r.next_action_json, "{\"type\":\"redirect_to_url\",\"url\":\"https://hooks.example/3ds\"}");
+	CHECK_STR(r.next_action_json,
+	          "{\"type\":\"redirect_to_url\",\"url\":\"https://hooks.example/3ds\"}");
 	/* use_stripe_sdk cannot be relayed as a redirect: ask again later. */
-	CHECK_EQ_INT(parse(200, "{\"id\":\"pi_3\",\"object\":\"payment_intent\",\"status\":\"requires_action\","
-	                        "\"next_action\":{\"type\":\"use_stripe_sdk\"}}", &r), 0);
+	CHECK_EQ_INT(
+	    parse(
+	        200,
+	        "{\"id\":\"pi_3\",\"object\":\"payment_intent\",\"status\":\"requires_action\","
+	        "\"next_action\":{\"type\":\"use_stripe_sdk\"}}",
+	        &r),
+	    0);
 	CHECK_EQ_INT(r.outcome, PROC_UNKNOWN);
-	CHECK_EQ_INT(parse(200, "{\"id\":\"pi_4\",\"object\":\"payment_intent\",\"status\":\"processing\"}", &r), 0);
+	CHECK_EQ_INT(
+	    parse(200,
+	          "{\"id\":\"pi_4\",\"object\":\"payment_intent\",\"status\":\"processing\"}",
+	          &r),
+	    0);
 	CHECK_EQ_INT(r.outcome, PROC_UNKNOWN);
-	CHECK_EQ_INT(parse(200, "{\"id\":\"pi_5\",\"object\":\"payment_intent\",\"status\":\"requires_payment_method\","
-	                        "\"last_payment_error\":{\"type\":\"card_error\",\"code\":\"card_declined\","
-	                        "\"decline_code\":\"insufficient_funds\"}}", &r), 0);
+	CHECK_EQ_INT(
+	    parse(
+	        200,
+	        "{\"id\":\"pi_5\",\"object\":\"payment_intent\",\"status\":\"requires_payment_method\","
+	        "\"last_payment_error\":{\"type\":\"card_error\",\"code\":\"card_declined\","
+	        "\"decline_code\":\"insufficient_funds\"}}",
+	        &r),
+	    0);
 	CHECK_EQ_INT(r.outcome, PROC_DECLINED);
 	CHECK_STR(r.code, "PAYMENT_INSUFFICIENT_FUNDS");
 	/* Made unconfirmed (confirmWith stripe_js): waiting for Stripe.js,
 	 * with the client secret kept for the browser only when it is this
 	 * intent's. */
-	CHECK_EQ_INT(parse(200, "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
-	                        "\"requires_payment_method\",\"last_payment_error\":null,\"amount\":1500,"
-	                        "\"currency\":\"eur\",\"client_secret\":\"pi_7_secret_Ab9\","
-	                        "\"metadata\":{\"flair_confirm\":\"stripe_js\"}}", &r), 0);
+	CHECK_EQ_INT(
+	    parse(200,
+	          "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
+	          "\"requires_payment_method\",\"last_payment_error\":null,\"amount\":1500,"
+	          "\"currency\":\"eur\",\"client_secret\":\"pi_7_secret_Ab9\","
+	          "\"metadata\":{\"flair_confirm\":\"stripe_js\"}}",
+	          &r),
+	    0);
 	CHECK_EQ_INT(r.outcome, PROC_REQUIRES_ACTION);
 	CHECK_STR(r.client_secret, "pi_7_secret_Ab9");
 	CHECK_STR(r.next_action_json, "{\"type\":\"use_stripe_sdk\"}");
 	CHECK_EQ_INT((int)r.amount, 1500);
 	CHECK_STR(r.currency, "EUR");
-	CHECK_EQ_INT(parse(200, "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
-	                        "\"requires_payment_method\",\"client_secret\":\"pi_8_secret_Ab9\","
-	                        "\"metadata\":{\"flair_confirm\":\"stripe_js\"}}", &r), 0);
+	CHECK_EQ_INT(parse(200,
+	                   "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
+	                   "\"requires_payment_method\",\"client_secret\":\"pi_8_secret_Ab9\","
+	                   "\"metadata\":{\"flair_confirm\":\"stripe_js\"}}",
+	                   &r),
+	             0);
 	CHECK_EQ_INT(r.outcome, PROC_REQUIRES_ACTION);
 	CHECK_STR(r.client_secret, "");
 	/* After a failed attempt it still waits for another card. */
-	CHECK_EQ_INT(parse(200, "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
-	                        "\"requires_payment_method\",\"last_payment_error\":{\"type\":\"card_error\"},"
-	                        "\"metadata\":{\"flair_confirm\":\"stripe_js\"}}", &r), 0);
+	CHECK_EQ_INT(
+	    parse(
+	        200,
+	        "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
+	        "\"requires_payment_method\",\"last_payment_error\":{\"type\":\"card_error\"},"
+	        "\"metadata\":{\"flair_confirm\":\"stripe_js\"}}",
+	        &r),
+	    0);
 	CHECK_EQ_INT(r.outcome, PROC_REQUIRES_ACTION);
 	/* One flairgw confirmed itself is declined, with or without an error. */
-	CHECK_EQ_INT(parse(200, "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
-	                        "\"requires_payment_method\",\"last_payment_error\":null}", &r), 0);
+	CHECK_EQ_INT(parse(200,
+	                   "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
+	                   "\"requires_payment_method\",\"last_payment_error\":null}",
+	                   &r),
+	             0);
 	CHECK_EQ_INT(r.outcome, PROC_DECLINED);
-	CHECK_EQ_INT(parse(200, "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
-	                        "\"requires_payment_method\",\"client_secret\":\"pi_7_secret_\\\"x\"}", &r), 0);
+	CHECK_EQ_INT(
+	    parse(200,
+	          "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
+	          "\"requires_payment_method\",\"client_secret\":\"pi_7_secret_\\\"x\"}",
+	          &r),
+	    0);
 	CHECK_STR(r.client_secret, "");
 	/* A payment flairgw confirmed itself: its secret is never kept. */
-	CHECK_EQ_INT(parse(200, "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
-	                        "\"succeeded\",\"client_secret\":\"pi_7_secret_Ab9\"}", &r), 0);
+	CHECK_EQ_INT(parse(200,
+	                   "{\"id\":\"pi_7\",\"object\":\"payment_intent\",\"status\":"
+	                   "\"succeeded\",\"client_secret\":\"pi_7_secret_Ab9\"}",
+	                   &r),
+	             0);
 	CHECK_EQ_INT(r.outcome, PROC_SUCCEEDED);
 	CHECK_STR(r.client_secret, "");
-	CHECK_EQ_INT(parse(200, "{\"id\":\"ch_1\",\"object\":\"charge\",\"status\":\"succeeded\"}", &r), 0);
+	CHECK_EQ_INT(parse(200,
+	                   "{\"id\":\"ch_1\",\"object\":\"charge\",\"status\":\"succeeded\"}",
+	                   &r),
+	             0);
 	CHECK_EQ_INT(r.outcome, PROC_UNKNOWN);
 	CHECK_EQ_INT(parse(200, "not json", &r), 0);
 	CHECK_EQ_INT(r.outcome, PROC_UNKNOWN);
 
-	CHECK_EQ_INT(parse(402, "{\"error\":{\"type\":\"card_error\",\"code\":\"card_declined\","
-	                        "\"decline_code\":\"generic_decline\",\"message\":\"<b>x</b>\","
-	                        "\"payment_intent\":{\"id\":\"pi_6\"}}}", &r), 0);
+	CHECK_EQ_INT(parse(402,
+	                   "{\"error\":{\"type\":\"card_error\",\"code\":\"card_declined\","
+	                   "\"decline_code\":\"generic_decline\",\"message\":\"<b>x</b>\","
+	                   "\"payment_intent\":{\"id\":\"pi_6\"}}}",
+	                   &r),
+	             0);
 	CHECK_EQ_INT(r.outcome, PROC_DECLINED);
 	CHECK_STR(r.code, "PAYMENT_CARD_DECLINED");
 	CHECK_STR(r.reference, "pi_6");
 	CHECK(strstr(r.message, "<b>") == NULL);
-	CHECK_EQ_INT(parse(402, "{\"error\":{\"type\":\"card_error\",\"code\":\"expired_card\"}}", &r), 0);
+	CHECK_EQ_INT(parse(402,
+	                   "{\"error\":{\"type\":\"card_error\",\"code\":\"expired_card\"}}",
+	                   &r),
+	             0);
 	CHECK_STR(r.message, "The card has expired.");
-	CHECK_EQ_INT(parse(402, "{\"error\":{\"type\":\"card_error\",\"code\":\"processing_error\"}}", &r), 0);
+	CHECK_EQ_INT(
+	    parse(402, "{\"error\":{\"type\":\"card_error\",\"code\":\"processing_error\"}}",
+	          &r),
+	    0);
 	CHECK_EQ_INT(r.outcome, PROC_FAILED);
-	CHECK_EQ_INT(parse(400, "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"parameter_unknown\"}}", &r), 0);
+	CHECK_EQ_INT(
+	    parse(
+	        400,
+	        "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"parameter_unknown\"}}",
+	        &r),
+	    0);
 	CHECK_EQ_INT(r.outcome, PROC_FAILED);
 	CHECK_EQ_INT(parse(400, "{\"error\":{\"type\":\"idempotency_error\"}}", &r), 0);
 	CHECK_EQ_INT(r.outcome, PROC_UNKNOWN);
@@ -263,34 +327,43 @@ test_operations(void)
 	                 "query=metadata%5B%27flair_txn_id%27%5D%3A%27txn_1%27");
 	proc_http_clear(&h);
 	op.reference = "pi_9/../x";
-	CHECK_EQ_INT(proc_type_stripe.build_op(&cfg, PROC_OP_CAPTURE, &op, &h), FGW_ERR_INVALID);
+	CHECK_EQ_INT(proc_type_stripe.build_op(&cfg, PROC_OP_CAPTURE, &op, &h),
+	             FGW_ERR_INVALID);
 
 	sr = "{\"object\":\"search_result\",\"data\":[]}";
-	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r),
+	             0);
 	CHECK_EQ_INT(r.outcome, PROC_NOT_FOUND);
 	sr = "{\"object\":\"search_result\",\"data\":[{\"id\":\"pi_9\",\"object\":\"payment_intent\","
 	     "\"status\":\"requires_capture\"}]}";
-	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r),
+	             0);
 	CHECK_EQ_INT(r.outcome, PROC_AUTHORIZED);
 	CHECK_STR(r.reference, "pi_9");
 	sr = "{\"id\":\"pi_9\",\"object\":\"payment_intent\",\"status\":\"canceled\"}";
-	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_CANCEL, 200, sr, strlen(sr), &r), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_CANCEL, 200, sr, strlen(sr), &r),
+	             0);
 	CHECK_EQ_INT(r.outcome, PROC_CANCELED);
 	sr = "{\"id\":\"re_1\",\"object\":\"refund\",\"amount\":500,\"status\":\"succeeded\","
 	     "\"payment_intent\":\"pi_9\"}";
-	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_REFUND, 200, sr, strlen(sr), &r), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_REFUND, 200, sr, strlen(sr), &r),
+	             0);
 	CHECK_EQ_INT(r.outcome, PROC_SUCCEEDED);
 	/* a refund amount that is no whole number is not a reply we understand */
 	sr = "{\"id\":\"re_1\",\"object\":\"refund\",\"amount\":500.0,\"status\":\"succeeded\","
 	     "\"payment_intent\":\"pi_9\"}";
-	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_REFUND, 200, sr, strlen(sr), &r), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_REFUND, 200, sr, strlen(sr), &r),
+	             0);
 	CHECK_EQ_INT(r.outcome, PROC_UNKNOWN);
 	sr = "{\"id\":\"re_1\",\"object\":\"refund\",\"amount\":500,\"amount\":1,"
 	     "\"status\":\"succeeded\",\"payment_intent\":\"pi_9\"}";
-	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_REFUND, 200, sr, strlen(sr), &r), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_REFUND, 200, sr, strlen(sr), &r),
+	             0);
 	CHECK_EQ_INT(r.outcome, PROC_UNKNOWN);
-	sr = "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"charge_already_refunded\"}}";
-	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_REFUND, 400, sr, strlen(sr), &r), 0);
+	sr =
+	    "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"charge_already_refunded\"}}";
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_REFUND, 400, sr, strlen(sr), &r),
+	             0);
 	CHECK_EQ_INT(r.outcome, PROC_FAILED);
 	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 503, "", 0, &r), 0);
 	CHECK_EQ_INT(r.outcome, PROC_UNKNOWN);
@@ -299,14 +372,16 @@ test_operations(void)
 	sr = "{\"id\":\"pi_9\",\"object\":\"payment_intent\",\"status\":\"requires_payment_method\","
 	     "\"client_secret\":\"pi_9_secret_z\",\"metadata\":{\"flair_txn_id\":\"txn_1\","
 	     "\"flair_confirm\":\"stripe_js\"}}";
-	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r),
+	             0);
 	CHECK_EQ_INT(r.outcome, PROC_REQUIRES_ACTION);
 	CHECK_STR(r.client_secret, "pi_9_secret_z");
 	CHECK_STR(r.txn_ref, "txn_1");
 	proc_result_clear(&r);
 	sr = "{\"id\":\"pi_9\",\"object\":\"payment_intent\",\"status\":\"requires_action\","
 	     "\"next_action\":{\"type\":\"use_stripe_sdk\"}}";
-	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r),
+	             0);
 	CHECK_EQ_INT(r.outcome, PROC_REQUIRES_ACTION);
 	CHECK_STR(r.next_action_json, "{\"type\":\"use_stripe_sdk\"}");
 end:
@@ -337,7 +412,8 @@ test_parse_card(void)
 		  PROC_DECLINED, "PAYMENT_CARD_DECLINED", "" },
 		{ 402, "{\"error\":{\"type\":\"card_error\",\"code\":\"invalid_expiry_year\"}}",
 		  PROC_DECLINED, "PAYMENT_CARD_DECLINED", "" },
-		{ 400, "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"parameter_unknown\"}}",
+		{ 400,
+		  "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"parameter_unknown\"}}",
 		  PROC_FAILED, "PAYMENT_PROCESSING_FAILED", "" },
 		{ 400, "{\"error\":{\"type\":\"idempotency_error\"}}", PROC_FAILED,
 		  "PAYMENT_PROCESSING_FAILED", "" },
@@ -354,14 +430,16 @@ test_parse_card(void)
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
 		proc_result_clear(&r);
 		CHECK_EQ_INT(proc_type_stripe.parse_card(NULL, t[i].status, t[i].body,
-		                                         strlen(t[i].body), &r), 0);
+		                                         strlen(t[i].body), &r),
+		             0);
 		if (r.outcome != t[i].outcome)
 			fprintf(stderr, "  case %zu\n", i);
 		CHECK_EQ_INT(r.outcome, t[i].outcome);
 		CHECK_STR(r.code, t[i].code);
 		CHECK_STR(r.reference, t[i].ref);
 	}
-	CHECK_EQ_INT(proc_type_stripe.parse_card(NULL, 402, t[5].body, strlen(t[5].body), &r), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_card(NULL, 402, t[5].body, strlen(t[5].body), &r),
+	             0);
 	CHECK_STR(r.message, "The card's expiry date is invalid.");
 end:
 	proc_result_clear(&r);
@@ -384,20 +462,23 @@ test_search_hit_is_checked(void)
 	cfg_init(&cfg);
 	sr = "{\"object\":\"search_result\",\"data\":[{\"id\":\"pi_9\",\"object\":\"payment_intent\","
 	     "\"status\":\"succeeded\",\"metadata\":{\"flair_txn_id\":\"txn_other\"}}]}";
-	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r),
+	             0);
 	CHECK_STR(r.txn_ref, "txn_other");
 	CHECK_EQ_INT(proc_result_is_for(&r, "txn_1"), 0);
 	proc_result_clear(&r);
 	/* No metadata at all: not ours either. */
 	sr = "{\"object\":\"search_result\",\"data\":[{\"id\":\"pi_9\",\"object\":\"payment_intent\","
 	     "\"status\":\"succeeded\"}]}";
-	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r),
+	             0);
 	CHECK_EQ_INT(proc_result_is_for(&r, "txn_1"), 0);
 	proc_result_clear(&r);
 	/* Ours. */
 	sr = "{\"object\":\"search_result\",\"data\":[{\"id\":\"pi_9\",\"object\":\"payment_intent\","
 	     "\"status\":\"succeeded\",\"metadata\":{\"flair_txn_id\":\"txn_1\"}}]}";
-	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r),
+	             0);
 	CHECK_EQ_INT(r.outcome, PROC_SUCCEEDED);
 	CHECK_EQ_INT(proc_result_is_for(&r, "txn_1"), 1);
 	proc_result_clear(&r);
@@ -405,7 +486,8 @@ test_search_hit_is_checked(void)
 	 * agree too. */
 	sr = "{\"id\":\"pi_9\",\"object\":\"payment_intent\",\"status\":\"succeeded\","
 	     "\"metadata\":{\"flair_txn_id\":\"txn_2\"}}";
-	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_op(&cfg, PROC_OP_STATUS, 200, sr, strlen(sr), &r),
+	             0);
 	CHECK_EQ_INT(proc_result_is_for(&r, "txn_1"), 0);
 	CHECK_EQ_INT(proc_result_is_for(&r, "txn_2"), 1);
 end:
@@ -476,7 +558,8 @@ kv_parse(const char *s, size_t len, struct kv *f)
 static int
 has_header(const struct proc_http *h, const char *line)
 {
-	for (size_t i = 0; i < sizeof(h->headers) / sizeof(h->headers[0]) && h->headers[i]; i++)
+	for (size_t i = 0; i < sizeof(h->headers) / sizeof(h->headers[0]) && h->headers[i];
+	     i++)
 		if (strcmp(h->headers[i], line) == 0)
 			return 1;
 	return 0;
@@ -591,7 +674,8 @@ test_contract_adapter_requests(void)
 	CHECK(has_header(&h, "Idempotency-Key: cus-0a1b"));
 	CHECK_EQ_INT(contract_ok(c, &h, "customer"), 0);
 	proc_http_clear(&h);
-	CHECK_EQ_INT(proc_type_stripe.build_attach(&cfg, "att-9", "pm_1Abc", "cus_Q1x", &h), 0);
+	CHECK_EQ_INT(proc_type_stripe.build_attach(&cfg, "att-9", "pm_1Abc", "cus_Q1x", &h),
+	             0);
 	CHECK_STR(h.url, BASE "/v1/payment_methods/pm_1Abc/attach");
 	CHECK(has_header(&h, "Idempotency-Key: att-9"));
 	CHECK_EQ_INT(contract_ok(c, &h, "attach"), 0);
@@ -604,7 +688,8 @@ test_contract_adapter_requests(void)
 	CHECK(has_header(&h, "Idempotency-Key: det-9"));
 	CHECK_EQ_INT(contract_ok(c, &h, "detach"), 0);
 	proc_http_clear(&h);
-	CHECK_EQ_INT(proc_type_stripe.build_detach(&cfg, "det-9", "pm_1?x=1", &h), FGW_ERR_INVALID);
+	CHECK_EQ_INT(proc_type_stripe.build_detach(&cfg, "det-9", "pm_1?x=1", &h),
+	             FGW_ERR_INVALID);
 	CHECK_EQ_INT(proc_type_stripe.build_attach(&cfg, "att-9", "pm_1", "acct_1", &h),
 	             FGW_ERR_INVALID);
 
@@ -639,14 +724,17 @@ test_parse_save(void)
 	struct proc_config cfg;
 	struct proc_result res;
 	struct proc_saved_card card;
-	const char *pm = "{\"id\":\"pm_9Z\",\"object\":\"payment_method\",\"customer\":\"cus_1\","
-	                 "\"card\":{\"brand\":\"visa\",\"last4\":\"4242\",\"exp_month\":12,"
-	                 "\"exp_year\":2031}}";
-	const char *other = "{\"id\":\"pm_9Z\",\"object\":\"payment_method\",\"customer\":\"cus_2\","
-	                    "\"card\":{\"brand\":\"visa\",\"last4\":\"4242\",\"exp_month\":12,"
-	                    "\"exp_year\":2031}}";
+	const char *pm =
+	    "{\"id\":\"pm_9Z\",\"object\":\"payment_method\",\"customer\":\"cus_1\","
+	    "\"card\":{\"brand\":\"visa\",\"last4\":\"4242\",\"exp_month\":12,"
+	    "\"exp_year\":2031}}";
+	const char *other =
+	    "{\"id\":\"pm_9Z\",\"object\":\"payment_method\",\"customer\":\"cus_2\","
+	    "\"card\":{\"brand\":\"visa\",\"last4\":\"4242\",\"exp_month\":12,"
+	    "\"exp_year\":2031}}";
 	const char *cus = "{\"id\":\"cus_Ab1\",\"object\":\"customer\"}";
-	const char *taken = "{\"error\":{\"type\":\"invalid_request_error\",\"message\":\"x\"}}";
+	const char *taken =
+	    "{\"error\":{\"type\":\"invalid_request_error\",\"message\":\"x\"}}";
 	const char *missing = "{\"error\":{\"type\":\"invalid_request_error\","
 	                      "\"code\":\"resource_missing\"}}";
 	TT_BEGIN;
@@ -655,14 +743,19 @@ test_parse_save(void)
 	CHECK_EQ_INT(proc_type_stripe.parse_customer(&cfg, 200, cus, strlen(cus), &res), 0);
 	CHECK_EQ_INT(res.outcome, PROC_SUCCEEDED);
 	CHECK_STR(res.reference, "cus_Ab1");
-	CHECK_EQ_INT(proc_type_stripe.parse_customer(&cfg, 200, "{\"id\":\"pi_1\"}", 13, &res), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_customer(&cfg, 200, "{\"id\":\"pi_1\"}", 13,
+	                                             &res),
+	             0);
 	CHECK_EQ_INT(res.outcome, PROC_UNKNOWN);
 	CHECK_EQ_INT(proc_type_stripe.parse_customer(&cfg, 500, "", 0, &res), 0);
 	CHECK_EQ_INT(res.outcome, PROC_UNKNOWN);
-	CHECK_EQ_INT(proc_type_stripe.parse_customer(&cfg, 400, taken, strlen(taken), &res), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_customer(&cfg, 400, taken, strlen(taken), &res),
+	             0);
 	CHECK_EQ_INT(res.outcome, PROC_FAILED);
 
-	CHECK_EQ_INT(proc_type_stripe.parse_attach(&cfg, 200, pm, strlen(pm), "cus_1", &card, &res), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_attach(&cfg, 200, pm, strlen(pm), "cus_1", &card,
+	                                           &res),
+	             0);
 	CHECK_EQ_INT(res.outcome, PROC_SUCCEEDED);
 	CHECK_STR(card.id, "pm_9Z");
 	CHECK_STR(card.brand, "Visa");
@@ -670,17 +763,21 @@ test_parse_save(void)
 	CHECK_EQ_INT(card.exp_month, 12);
 	CHECK_EQ_INT(card.exp_year, 2031);
 	/* Attached, but to someone else: not ours to save. */
-	CHECK_EQ_INT(proc_type_stripe.parse_attach(&cfg, 200, other, strlen(other), "cus_1", &card,
-	                                           &res), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_attach(&cfg, 200, other, strlen(other), "cus_1",
+	                                           &card, &res),
+	             0);
 	CHECK_EQ_INT(res.outcome, PROC_FAILED);
-	CHECK_EQ_INT(proc_type_stripe.parse_attach(&cfg, 400, taken, strlen(taken), "cus_1", &card,
-	                                           &res), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_attach(&cfg, 400, taken, strlen(taken), "cus_1",
+	                                           &card, &res),
+	             0);
 	CHECK_EQ_INT(res.outcome, PROC_FAILED);
 	CHECK_STR(res.code, "PAYMENT_METHOD_REFUSED");
-	CHECK_EQ_INT(proc_type_stripe.parse_attach(&cfg, 404, missing, strlen(missing), "cus_1",
-	                                           &card, &res), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_attach(&cfg, 404, missing, strlen(missing),
+	                                           "cus_1", &card, &res),
+	             0);
 	CHECK_STR(res.code, "PAYMENT_METHOD_NOT_FOUND");
-	CHECK_EQ_INT(proc_type_stripe.parse_attach(&cfg, 502, "", 0, "cus_1", &card, &res), 0);
+	CHECK_EQ_INT(proc_type_stripe.parse_attach(&cfg, 502, "", 0, "cus_1", &card, &res),
+	             0);
 	CHECK_EQ_INT(res.outcome, PROC_UNKNOWN);
 end:
 	TT_END;
@@ -694,51 +791,61 @@ test_contract_refusals(void)
 	static const struct {
 		const char *method, *path, *form, *code, *param;
 	} t[] = {
-		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&confirm=true", NULL, NULL },
-		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&payment_method_types[0]=card&"
-		  "metadata[anything]=x", NULL, NULL },
+		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&confirm=true", NULL,
+		  NULL },
+		{ "POST", "/v1/payment_intents",
+		  "amount=100&currency=usd&payment_method_types[0]=card&"
+		  "metadata[anything]=x",
+		  NULL, NULL },
 		/* What the adapter used to send. */
-		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&payment_method_data[type]=card",
+		{ "POST", "/v1/payment_intents",
+		  "amount=100&currency=usd&payment_method_data[type]=card",
 		  "parameter_invalid_string", "payment_method_data[type]" },
-		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&payment_method_data[card][number]=4242",
+		{ "POST", "/v1/payment_intents",
+		  "amount=100&currency=usd&payment_method_data[card][number]=4242",
 		  "parameter_unknown", "payment_method_data[card][number]" },
-		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&colour=red", "parameter_unknown",
-		  "colour" },
-		{ "POST", "/v1/payment_intents", "amount=1.5&currency=usd", "parameter_invalid_integer",
-		  "amount" },
+		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&colour=red",
+		  "parameter_unknown", "colour" },
+		{ "POST", "/v1/payment_intents", "amount=1.5&currency=usd",
+		  "parameter_invalid_integer", "amount" },
 		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&confirm=yes",
 		  "parameter_invalid_boolean", "confirm" },
 		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&capture_method=later",
 		  "parameter_invalid_string", "capture_method" },
 		{ "POST", "/v1/payment_intents", "amount=100", "parameter_missing", "currency" },
-		{ "POST", "/v1/payment_methods", "type=card&card[number]=4242424242424242&card[exp_month]=1",
+		{ "POST", "/v1/payment_methods",
+		  "type=card&card[number]=4242424242424242&card[exp_month]=1",
 		  "parameter_missing", "card[exp_year]" },
-		{ "POST", "/v1/payment_methods", "type=cash", "parameter_invalid_string", "type" },
-		{ "POST", "/v1/payment_intents/pi_1/capture", "amount_to_capture=5", "parameter_unknown",
-		  "amount_to_capture" },
+		{ "POST", "/v1/payment_methods", "type=cash", "parameter_invalid_string",
+		  "type" },
+		{ "POST", "/v1/payment_intents/pi_1/capture", "amount_to_capture=5",
+		  "parameter_unknown", "amount_to_capture" },
 		{ "POST", "/v1/payment_intents/pi_1/cancel", "", NULL, NULL },
 		{ "GET", "/v1/payment_intents/search", "", "parameter_missing", "query" },
 		{ "GET", "/v1/payment_intents/search", "query=x", NULL, NULL },
-		{ "POST", "/v1/refunds", "payment_intent=pi_1&amount=-", "parameter_invalid_integer",
-		  "amount" },
+		{ "POST", "/v1/refunds", "payment_intent=pi_1&amount=-",
+		  "parameter_invalid_integer", "amount" },
 		/* Saving a Stripe.js PaymentMethod: a Customer, then the attachment. */
 		{ "POST", "/v1/customers", "metadata[flair_customer]=c1", NULL, NULL },
 		{ "POST", "/v1/customers", "email=a@example.com", "parameter_unknown", "email" },
 		{ "POST", "/v1/payment_methods/pm_1/attach", "customer=cus_1", NULL, NULL },
-		{ "POST", "/v1/payment_methods/pm_1/attach", "", "parameter_missing", "customer" },
-		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&customer=cus_1", NULL, NULL },
+		{ "POST", "/v1/payment_methods/pm_1/attach", "", "parameter_missing",
+		  "customer" },
+		{ "POST", "/v1/payment_intents", "amount=100&currency=usd&customer=cus_1", NULL,
+		  NULL },
 		/* What Stripe.js sends to confirm an intent made for it (its
 		 * publishable key is the sandbox's credential, not a parameter). */
 		{ "POST", "/v1/payment_intents/pi_1/confirm",
-		  "client_secret=pi_1_secret_x&payment_method=pm_card_visa&use_stripe_sdk=true", NULL, NULL },
+		  "client_secret=pi_1_secret_x&payment_method=pm_card_visa&use_stripe_sdk=true",
+		  NULL, NULL },
 		{ "POST", "/v1/payment_intents/pi_1/confirm",
 		  "client_secret=pi_1_secret_x&use_stripe_sdk=maybe", "parameter_invalid_boolean",
 		  "use_stripe_sdk" },
-		{ "POST", "/v1/payment_intents/pi_1/confirm", "client_secret=pi_1_secret_x&amount=1",
-		  "parameter_unknown", "amount" },
+		{ "POST", "/v1/payment_intents/pi_1/confirm",
+		  "client_secret=pi_1_secret_x&amount=1", "parameter_unknown", "amount" },
 		{ "POST", "/v1/payment_methods/pm_1/detach", "", NULL, NULL },
-		{ "POST", "/v1/payment_methods/pm_1/detach", "customer=cus_1", "parameter_unknown",
-		  "customer" },
+		{ "POST", "/v1/payment_methods/pm_1/detach", "customer=cus_1",
+		  "parameter_unknown", "customer" },
 	};
 	struct stripe_contract *c = NULL;
 	struct kv f = { 0 };
@@ -749,7 +856,8 @@ test_contract_refusals(void)
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
 		int r;
 		CHECK_EQ_INT(kv_parse(t[i].form, strlen(t[i].form), &f), 0);
-		r = stripe_contract_check(c, t[i].method, t[i].path, f.n, f.k, f.v, &code, &param);
+		r = stripe_contract_check(c, t[i].method, t[i].path, f.n, f.k, f.v, &code,
+		                          &param);
 		if (t[i].code == NULL) {
 			if (r != 0)
 				fprintf(stderr, "  case %zu: %s %s\n", i, code, param);
@@ -761,7 +869,8 @@ test_contract_refusals(void)
 		}
 		kv_clear(&f);
 	}
-	CHECK_EQ_INT(stripe_contract_check(c, "DELETE", "/v1/refunds", 0, NULL, NULL, &code, &param),
+	CHECK_EQ_INT(stripe_contract_check(c, "DELETE", "/v1/refunds", 0, NULL, NULL, &code,
+	                                   &param),
 	             FGW_ERR_NOT_FOUND);
 end:
 	kv_clear(&f);
@@ -782,15 +891,17 @@ test_map_events(void)
 		long long amount, refunded_total;
 	} t[] = {
 		{ "payment_intent.succeeded", PROC_EVENT_MOVE, "succeeded", "", "", 15000, -1 },
-		{ "payment_intent.amount_capturable_updated", PROC_EVENT_MOVE, "authorized", "", "",
-		  15000, -1 },
+		{ "payment_intent.amount_capturable_updated", PROC_EVENT_MOVE, "authorized", "",
+		  "", 15000, -1 },
 		{ "payment_intent.payment_failed", PROC_EVENT_MOVE, "declined", "",
 		  "PAYMENT_INSUFFICIENT_FUNDS", 15000, -1 },
 		{ "payment_intent.canceled", PROC_EVENT_MOVE, "canceled", "failed",
 		  "PAYMENT_PROCESSING_FAILED", 15000, -1 },
-		{ "payment_intent.requires_action", PROC_EVENT_MOVE, "requires_action", "", "", 15000, -1 },
+		{ "payment_intent.requires_action", PROC_EVENT_MOVE, "requires_action", "", "",
+		  15000, -1 },
 		{ "charge.succeeded.captured", PROC_EVENT_MOVE, "succeeded", "", "", 15000, -1 },
-		{ "charge.succeeded.uncaptured", PROC_EVENT_MOVE, "authorized", "", "", 15000, -1 },
+		{ "charge.succeeded.uncaptured", PROC_EVENT_MOVE, "authorized", "", "", 15000,
+		  -1 },
 		{ "charge.refunded.partial", PROC_EVENT_REFUNDED, "", "", "", 15000, 5000 },
 		{ "charge.refunded.full", PROC_EVENT_REFUNDED, "", "", "", 15000, 15000 },
 		{ "refund.updated.failed", PROC_EVENT_REFUND, "", "", "", 5000, -1 },
@@ -819,7 +930,8 @@ test_map_events(void)
 		}
 		if (pe.kind == PROC_EVENT_REFUND || pe.kind == PROC_EVENT_DISPUTE) {
 			CHECK_EQ_INT((int)pe.object_amount, (int)t[i].amount);
-			CHECK(strncmp(pe.object_ref, pe.kind == PROC_EVENT_REFUND ? "re_" : "dp_", 3) == 0);
+			CHECK(strncmp(pe.object_ref, pe.kind == PROC_EVENT_REFUND ? "re_" : "dp_",
+			              3) == 0);
 		} else if (pe.kind != PROC_EVENT_IGNORE) {
 			CHECK_EQ_INT((int)pe.amount, (int)t[i].amount);
 		}
@@ -839,8 +951,10 @@ test_map_events(void)
 		text = NULL;
 	}
 	/* A status that contradicts the type proves nothing. */
-	CHECK((ev = cJSON_Parse("{\"id\":\"evt_1\",\"type\":\"payment_intent.canceled\","
-	                        "\"data\":{\"object\":{\"id\":\"pi_1\",\"status\":\"succeeded\"}}}")) != NULL);
+	CHECK((ev = cJSON_Parse(
+	           "{\"id\":\"evt_1\",\"type\":\"payment_intent.canceled\","
+	           "\"data\":{\"object\":{\"id\":\"pi_1\",\"status\":\"succeeded\"}}}")) !=
+	      NULL);
 	CHECK_EQ_INT(proc_type_stripe.map_event(ev, &pe), 0);
 	CHECK_EQ_INT((int)pe.kind, (int)PROC_EVENT_IGNORE);
 	cJSON_Delete(ev);
@@ -855,18 +969,22 @@ test_map_events(void)
 	ev = NULL;
 	/* A failed attempt at an intent Stripe.js confirms: the customer may
 	 * try another card with it, so it declines nothing. */
-	CHECK((ev = cJSON_Parse("{\"id\":\"evt_1\",\"type\":\"payment_intent.payment_failed\","
-	                        "\"data\":{\"object\":{\"id\":\"pi_1\",\"status\":\"requires_payment_method\","
-	                        "\"metadata\":{\"flair_txn_id\":\"txn_1\",\"flair_confirm\":\"stripe_js\"},"
-	                        "\"last_payment_error\":{\"type\":\"card_error\"}}}}")) != NULL);
+	CHECK(
+	    (ev = cJSON_Parse(
+	         "{\"id\":\"evt_1\",\"type\":\"payment_intent.payment_failed\","
+	         "\"data\":{\"object\":{\"id\":\"pi_1\",\"status\":\"requires_payment_method\","
+	         "\"metadata\":{\"flair_txn_id\":\"txn_1\",\"flair_confirm\":\"stripe_js\"},"
+	         "\"last_payment_error\":{\"type\":\"card_error\"}}}}")) != NULL);
 	CHECK_EQ_INT(proc_type_stripe.map_event(ev, &pe), 0);
 	CHECK_EQ_INT((int)pe.kind, (int)PROC_EVENT_IGNORE);
 	cJSON_Delete(ev);
 	ev = NULL;
 	/* The currency comes with the amount, to be compared with ours. */
-	CHECK((ev = cJSON_Parse("{\"id\":\"evt_1\",\"type\":\"payment_intent.succeeded\","
-	                        "\"data\":{\"object\":{\"id\":\"pi_1\",\"status\":\"succeeded\","
-	                        "\"amount\":100,\"amount_received\":100,\"currency\":\"eur\"}}}")) != NULL);
+	CHECK((ev = cJSON_Parse(
+	           "{\"id\":\"evt_1\",\"type\":\"payment_intent.succeeded\","
+	           "\"data\":{\"object\":{\"id\":\"pi_1\",\"status\":\"succeeded\","
+	           "\"amount\":100,\"amount_received\":100,\"currency\":\"eur\"}}}")) !=
+	      NULL);
 	CHECK_EQ_INT(proc_type_stripe.map_event(ev, &pe), 0);
 	CHECK_STR(pe.target, "succeeded");
 	CHECK_EQ_INT((int)pe.amount, 100);
@@ -892,10 +1010,12 @@ test_parse_detach(void)
 		  PROC_SUCCEEDED, "" },
 		{ 200, "{\"id\":\"pm_1\",\"object\":\"payment_method\",\"customer\":\"cus_1\"}",
 		  PROC_FAILED, "PAYMENT_METHOD_REFUSED" },
-		{ 400, "{\"error\":{\"type\":\"invalid_request_error\","
-		       "\"code\":\"payment_method_unexpected_state\"}}", PROC_FAILED,
-		  "PAYMENT_METHOD_NOT_FOUND" },
-		{ 404, "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"resource_missing\"}}",
+		{ 400,
+		  "{\"error\":{\"type\":\"invalid_request_error\","
+		  "\"code\":\"payment_method_unexpected_state\"}}",
+		  PROC_FAILED, "PAYMENT_METHOD_NOT_FOUND" },
+		{ 404,
+		  "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"resource_missing\"}}",
 		  PROC_FAILED, "PAYMENT_METHOD_NOT_FOUND" },
 		{ 401, "{\"error\":{\"type\":\"authentication_error\"}}", PROC_FAILED,
 		  "PAYMENT_METHOD_REFUSED" },
@@ -908,7 +1028,8 @@ test_parse_detach(void)
 
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
 		CHECK_EQ_INT(proc_type_stripe.parse_detach(NULL, t[i].status, t[i].body,
-		                                           strlen(t[i].body), &r), 0);
+		                                           strlen(t[i].body), &r),
+		             0);
 		if ((int)r.outcome != (int)t[i].outcome)
 			fprintf(stderr, "  case %zu: outcome %d\n", i, (int)r.outcome);
 		CHECK_EQ_INT((int)r.outcome, (int)t[i].outcome);

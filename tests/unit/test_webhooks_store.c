@@ -65,7 +65,8 @@ fix_setup(struct fix *f)
 {
 	struct store_opts o = { 0 };
 	memset(f, 0, sizeof(*f));
-	if (fgw_strlcpy(f->dir, "/tmp/fgw-wh-XXXXXX", sizeof(f->dir)) != 0 || mkdtemp(f->dir) == NULL)
+	if (fgw_strlcpy(f->dir, "/tmp/fgw-wh-XXXXXX", sizeof(f->dir)) != 0 ||
+	    mkdtemp(f->dir) == NULL)
 		return -1;
 	if (snprintf(f->path, sizeof(f->path), "%s/gw.db", f->dir) >= (int)sizeof(f->path))
 		return -1;
@@ -101,21 +102,26 @@ test_inbound_dedupe(void)
 	TT_BEGIN;
 	CHECK(fix_setup(&f) == 0);
 	CHECK_EQ_INT(store_webhook_seen(f.rd, "sandbox", "evt_1", result), FGW_ERR_NOT_FOUND);
-	CHECK_EQ_INT(store_webhook_record(f.st, NULL, "sandbox", "evt_1", "payment_intent.succeeded",
-	                                  "txn_1", "applied", NULL, 0, on_done, &w1), 0);
+	CHECK_EQ_INT(store_webhook_record(f.st, NULL, "sandbox", "evt_1",
+	                                  "payment_intent.succeeded", "txn_1", "applied",
+	                                  NULL, 0, on_done, &w1),
+	             0);
 	CHECK_EQ_INT(wait_job(&w1), 0);
 	CHECK_EQ_INT(store_webhook_seen(f.rd, "sandbox", "evt_1", result), 0);
 	CHECK_STR(result, "applied");
 	/* The same id again is refused by the table itself (concurrent
 	 * duplicates), and the first result stands. */
-	CHECK_EQ_INT(store_webhook_record(f.st, NULL, "sandbox", "evt_1", "payment_intent.payment_failed",
-	                                  "txn_1", "no_move", NULL, 0, on_done, &w2), 0);
+	CHECK_EQ_INT(store_webhook_record(f.st, NULL, "sandbox", "evt_1",
+	                                  "payment_intent.payment_failed", "txn_1", "no_move",
+	                                  NULL, 0, on_done, &w2),
+	             0);
 	CHECK_EQ_INT(wait_job(&w2), FGW_ERR_EXISTS);
 	CHECK_EQ_INT(store_webhook_seen(f.rd, "sandbox", "evt_1", result), 0);
 	CHECK_STR(result, "applied");
 	/* Event ids are per processor. */
 	CHECK_EQ_INT(store_webhook_seen(f.rd, "stripe", "evt_1", result), FGW_ERR_NOT_FOUND);
-	CHECK_EQ_INT(store_webhook_record(f.st, NULL, "sandbox", NULL, "t", "", "x", NULL, 0, NULL, NULL),
+	CHECK_EQ_INT(store_webhook_record(f.st, NULL, "sandbox", NULL, "t", "", "x", NULL, 0,
+	                                  NULL, NULL),
 	             FGW_ERR_INVALID);
 end:
 	fix_teardown(&f);
@@ -166,12 +172,14 @@ test_outbox_lifecycle(void)
 		snprintf(rows[i].id, sizeof(rows[i].id), "whd_%d", i);
 		snprintf(rows[i].url, sizeof(rows[i].url), "http://127.0.0.1:9/%d", i);
 		fgw_strlcpy(rows[i].event_id, "evt_a", sizeof(rows[i].event_id));
-		fgw_strlcpy(rows[i].event_type, "transaction.succeeded", sizeof(rows[i].event_type));
+		fgw_strlcpy(rows[i].event_type, "transaction.succeeded",
+		            sizeof(rows[i].event_type));
 		fgw_strlcpy(rows[i].txn_id, "txn_a", sizeof(rows[i].txn_id));
 		rows[i].payload = "{\"id\":\"evt_a\"}";
 		rows[i].next_attempt_at = now;
 	}
-	CHECK_EQ_INT(store_outbox_enqueue(f.st, NULL, rows, 0, NULL, 0, NULL, NULL), FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_outbox_enqueue(f.st, NULL, rows, 0, NULL, 0, NULL, NULL),
+	             FGW_ERR_INVALID);
 	CHECK_EQ_INT(store_outbox_enqueue(f.st, NULL, rows, 2, NULL, 0, on_done, &w[0]), 0);
 	CHECK_EQ_INT(wait_job(&w[0]), 0);
 	CHECK_EQ_INT(store_outbox_due(f.rd, now, due, 4, &n), 0);
@@ -215,17 +223,20 @@ test_outbox_lifecycle(void)
 	store_outbox_row_clear(&due[0]);
 
 	/* The operator's retry makes it pending and due again. */
-	CHECK_EQ_INT(store_outbox_retry(f.st, NULL, "whd_0", now, NULL, 0, on_done, &w[4]), 0);
+	CHECK_EQ_INT(store_outbox_retry(f.st, NULL, "whd_0", now, NULL, 0, on_done, &w[4]),
+	             0);
 	CHECK_EQ_INT(wait_job(&w[4]), 0);
 	CHECK_EQ_INT(store_outbox_due(f.rd, now, due, 4, &n), 0);
 	CHECK_EQ_INT(n, 2);
 	for (int i = 0; i < n; i++)
 		store_outbox_row_clear(&due[i]);
-	CHECK_EQ_INT(store_outbox_retry(f.st, NULL, "whd_none", now, NULL, 0, on_done, &w[5]), 0);
+	CHECK_EQ_INT(store_outbox_retry(f.st, NULL, "whd_none", now, NULL, 0, on_done, &w[5]),
+	             0);
 	CHECK_EQ_INT(wait_job(&w[5]), FGW_ERR_NOT_FOUND);
 
 	fgw_strlcpy(a.outcome, "bogus", sizeof(a.outcome));
-	CHECK_EQ_INT(store_outbox_attempt(f.st, NULL, &a, NULL, 0, NULL, NULL), FGW_ERR_INVALID);
+	CHECK_EQ_INT(store_outbox_attempt(f.st, NULL, &a, NULL, 0, NULL, NULL),
+	             FGW_ERR_INVALID);
 
 	count_rows = count_attempts = 0;
 	CHECK_EQ_INT(store_outbox_list(f.rd, 10, count_row, count_attempt, NULL), 0);

@@ -23,37 +23,35 @@ struct tt_case {
 	int (*fn)(void);
 };
 
-#define CHECK(cond)                                                          \
-	do {                                                                     \
-		if (!(cond)) {                                                       \
-			fprintf(stderr, "  %s:%d: check failed: %s\n", __FILE__,         \
-			        __LINE__, #cond);                                        \
-			tt_fail = 1;                                                     \
-			goto end;                                                        \
-		}                                                                    \
+#define CHECK(cond)                                                                    \
+	do {                                                                               \
+		if (!(cond)) {                                                                 \
+			fprintf(stderr, "  %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+			tt_fail = 1;                                                               \
+			goto end;                                                                  \
+		}                                                                              \
 	} while (0)
 
-#define CHECK_EQ_INT(a, b)                                                   \
-	do {                                                                     \
-		long long va_ = (long long)(a), vb_ = (long long)(b);                \
-		if (va_ != vb_) {                                                    \
-			fprintf(stderr, "  %s:%d: %s == %lld, expected %s == %lld\n",    \
-			        __FILE__, __LINE__, #a, va_, #b, vb_);                   \
-			tt_fail = 1;                                                     \
-			goto end;                                                        \
-		}                                                                    \
+#define CHECK_EQ_INT(a, b)                                                          \
+	do {                                                                            \
+		long long va_ = (long long)(a), vb_ = (long long)(b);                       \
+		if (va_ != vb_) {                                                           \
+			fprintf(stderr, "  %s:%d: %s == %lld, expected %s == %lld\n", __FILE__, \
+			        __LINE__, #a, va_, #b, vb_);                                    \
+			tt_fail = 1;                                                            \
+			goto end;                                                               \
+		}                                                                           \
 	} while (0)
 
-#define CHECK_STR(a, b)                                                      \
-	do {                                                                     \
-		const char *sa_ = (a), *sb_ = (b);                                   \
-		if (sa_ == NULL || sb_ == NULL || strcmp(sa_, sb_) != 0) {           \
-			fprintf(stderr, "  %s:%d: %s == \"%s\", expected \"%s\"\n",      \
-			        __FILE__, __LINE__, #a, sa_ ? sa_ : "(null)",            \
-			        sb_ ? sb_ : "(null)");                                   \
-			tt_fail = 1;                                                     \
-			goto end;                                                        \
-		}                                                                    \
+#define CHECK_STR(a, b)                                                           \
+	do {                                                                          \
+		const char *sa_ = (a), *sb_ = (b);                                        \
+		if (sa_ == NULL || sb_ == NULL || strcmp(sa_, sb_) != 0) {                \
+			fprintf(stderr, "  %s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, \
+			        __LINE__, #a, sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)");    \
+			tt_fail = 1;                                                          \
+			goto end;                                                             \
+		}                                                                         \
 	} while (0)
 
 static int tt_fail;
@@ -88,7 +86,10 @@ tt_run(const struct tt_case *cases, int argc, char **argv)
 	return failed ? 1 : 0;
 }
 
-#define TT_MAIN(cases)                                                       \
-	int main(int argc, char **argv) { return tt_run((cases), argc, argv); }
+#define TT_MAIN(cases)                      \
+	int main(int argc, char **argv)         \
+	{                                       \
+		return tt_run((cases), argc, argv); \
+	}
 
 #endif

@@ -57,7 +57,7 @@ struct charge_req {
 	int capture;
 	int require_3ds; /* the gateway asks for 3-D Secure ("threeDS") */
 	unsigned char reply_pk[32];
-	int boxed;       /* the card came {"boxed"}: so goes the answer */
+	int boxed; /* the card came {"boxed"}: so goes the answer */
 	/* outcome from the card */
 	char status[20];
 	char decline_code[24];
@@ -126,8 +126,7 @@ json_wipe_delete(cJSON *o)
 /* Opens the sealed or boxed card and decides the outcome. 0, or an error
  * text for a 400 in *why. */
 static int
-read_card(struct sbx *s, const char *enc, struct charge_req *cr,
-          const char **why)
+read_card(struct sbx *s, const char *enc, struct charge_req *cr, const char **why)
 {
 	struct secbuf *plain = NULL;
 	cJSON *card = NULL;
@@ -174,20 +173,16 @@ read_card(struct sbx *s, const char *enc, struct charge_req *cr,
 	cr->decline_code[0] = '\0';
 	if (!card_luhn_ok(pan, n)) {
 		fgw_strlcpy(cr->status, "declined", sizeof(cr->status));
-		fgw_strlcpy(cr->decline_code, "incorrect_number",
-		            sizeof(cr->decline_code));
+		fgw_strlcpy(cr->decline_code, "incorrect_number", sizeof(cr->decline_code));
 	} else if (!card_expiry_ok((int)month, (int)year, fgw_now_ms())) {
 		fgw_strlcpy(cr->status, "declined", sizeof(cr->status));
-		fgw_strlcpy(cr->decline_code, "expired_card",
-		            sizeof(cr->decline_code));
+		fgw_strlcpy(cr->decline_code, "expired_card", sizeof(cr->decline_code));
 	} else {
 		fgw_strlcpy(cr->status, "succeeded", sizeof(cr->status));
-		for (size_t i = 0; i < sizeof(test_cards) / sizeof(test_cards[0]);
-		     i++) {
+		for (size_t i = 0; i < sizeof(test_cards) / sizeof(test_cards[0]); i++) {
 			if (strlen(test_cards[i].number) == n &&
 			    sodium_memcmp(test_cards[i].number, pan, n) == 0) {
-				fgw_strlcpy(cr->status, test_cards[i].status,
-				            sizeof(cr->status));
+				fgw_strlcpy(cr->status, test_cards[i].status, sizeof(cr->status));
 				fgw_strlcpy(cr->decline_code, test_cards[i].decline_code,
 				            sizeof(cr->decline_code));
 				break;
@@ -210,8 +205,7 @@ sbx_auth_ok(const struct sbx *s, struct evhttp_request *req)
 
 	if (s->secret == NULL)
 		return 1;
-	h = evhttp_find_header(evhttp_request_get_input_headers(req),
-	                       "Authorization");
+	h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
 	if (h == NULL || strncmp(h, "Bearer ", 7) != 0)
 		return 0;
 	h += 7;
@@ -222,8 +216,7 @@ sbx_auth_ok(const struct sbx *s, struct evhttp_request *req)
 /* Validates the JSON body; 0, or a reason for a 400 in *why. The strings
  * in cr point into root. */
 static int
-parse_request(struct sbx *s, cJSON *root, struct charge_req *cr,
-              const char **why)
+parse_request(struct sbx *s, cJSON *root, struct charge_req *cr, const char **why)
 {
 	const cJSON *card, *reply, *cust, *cap, *tds;
 	const char *currency, *sealed, *boxed, *key_id, *pk_b64, *desc, *email;
@@ -272,15 +265,15 @@ parse_request(struct sbx *s, cJSON *root, struct charge_req *cr,
 		return FGW_ERR_INVALID;
 	*why = "threeDS must be \"required\" when present";
 	tds = cJSON_GetObjectItemCaseSensitive(root, "threeDS");
-	if (tds != NULL && (!cJSON_IsString(tds) || strcmp(tds->valuestring, "required") != 0))
+	if (tds != NULL &&
+	    (!cJSON_IsString(tds) || strcmp(tds->valuestring, "required") != 0))
 		return FGW_ERR_INVALID;
 	cr->require_3ds = tds != NULL;
 	*why = "replyKey must be {keyId, publicKey: base64 of 32 bytes}";
 	reply = cJSON_GetObjectItemCaseSensitive(root, "replyKey");
 	key_id = get_str(reply, "keyId");
 	pk_b64 = get_str(reply, "publicKey");
-	if (!cJSON_IsObject(reply) || !printable_token(key_id, 63) ||
-	    pk_b64 == NULL ||
+	if (!cJSON_IsObject(reply) || !printable_token(key_id, 63) || pk_b64 == NULL ||
 	    fgw_b64_decode(pk_b64, strlen(pk_b64), &pk, &pklen) != FGW_OK)
 		return FGW_ERR_INVALID;
 	if (pklen != sizeof(cr->reply_pk)) {
@@ -294,8 +287,7 @@ parse_request(struct sbx *s, cJSON *root, struct charge_req *cr,
 	key_id = get_str(card, "keyId");
 	sealed = get_str(card, "sealed");
 	boxed = get_str(card, "boxed");
-	if (!cJSON_IsObject(card) || key_id == NULL ||
-	    (sealed == NULL) == (boxed == NULL))
+	if (!cJSON_IsObject(card) || key_id == NULL || (sealed == NULL) == (boxed == NULL))
 		return FGW_ERR_INVALID;
 	cr->boxed = boxed != NULL;
 	/* A key that cannot be sealed to (a low-order point) is refused now,
@@ -314,8 +306,8 @@ parse_request(struct sbx *s, cJSON *root, struct charge_req *cr,
 
 /* The 200 answer: the result JSON sealed to the reply key, or boxed. */
 static int
-sealed_answer(struct sbx *s, const struct sbx_charge *c,
-              const struct charge_req *cr, char **out)
+sealed_answer(struct sbx *s, const struct sbx_charge *c, const struct charge_req *cr,
+              char **out)
 {
 	char *result = NULL, *b64 = NULL;
 	cJSON *o = NULL;
@@ -323,10 +315,9 @@ sealed_answer(struct sbx *s, const struct sbx_charge *c,
 
 	*out = NULL;
 	if ((r = charge_result_json(s, c, &result)) != FGW_OK ||
-	    (r = cr->boxed ? box_seal_with(&s->kp, cr->reply_pk, result,
-	                                   strlen(result), &b64)
-	                   : sealed_seal_b64(cr->reply_pk, result, strlen(result),
-	                                     &b64)) != FGW_OK)
+	    (r = cr->boxed
+	             ? box_seal_with(&s->kp, cr->reply_pk, result, strlen(result), &b64)
+	             : sealed_seal_b64(cr->reply_pk, result, strlen(result), &b64)) != FGW_OK)
 		goto out;
 	r = FGW_ERR_NOMEM;
 	if ((o = cJSON_CreateObject()) == NULL ||
@@ -356,8 +347,8 @@ error_body(const char *code, const char *message)
 }
 
 static void
-finish_error(struct sbx *s, struct evhttp_request *req, int code,
-             const char *err_code, const char *message)
+finish_error(struct sbx *s, struct evhttp_request *req, int code, const char *err_code,
+             const char *message)
 {
 	sbx_finish(s, req, ACT_ANSWER, code, error_body(err_code, message));
 }
@@ -373,8 +364,7 @@ new_charge(const struct charge_req *cr, struct sbx_charge **out)
 	if (fgw_random_id("ch_", c->id, sizeof(c->id)) != FGW_OK ||
 	    (c->idem_key = strdup(cr->idem_key)) == NULL ||
 	    (c->reference = strdup(cr->reference)) == NULL ||
-	    (cr->return_url != NULL &&
-	     (c->return_url = strdup(cr->return_url)) == NULL)) {
+	    (cr->return_url != NULL && (c->return_url = strdup(cr->return_url)) == NULL)) {
 		sbx_charge_free(c);
 		return FGW_ERR_NOMEM;
 	}
@@ -400,8 +390,7 @@ fault_roll(const struct sbx *s)
 		return 0;
 	if (s->faults.fail_rate >= 1.0)
 		return 1;
-	return randombytes_uniform(1000000) <
-	       (uint32_t)(s->faults.fail_rate * 1000000.0);
+	return randombytes_uniform(1000000) < (uint32_t)(s->faults.fail_rate * 1000000.0);
 }
 
 void
@@ -444,8 +433,8 @@ sbx_charges_post(struct sbx *s, struct evhttp_request *req)
 	fault = fault_roll(s);
 	if (fault && s->faults.mode != FAIL_AFTER) {
 		if (!s->quiet)
-			log_info("charge key=%s card=****%s: fault %s, not charged",
-			         cr.idem_key, cr.last4,
+			log_info("charge key=%s card=****%s: fault %s, not charged", cr.idem_key,
+			         cr.last4,
 			         s->faults.mode == FAIL_500    ? "500"
 			         : s->faults.mode == FAIL_DROP ? "drop"
 			                                       : "hang");
@@ -453,8 +442,7 @@ sbx_charges_post(struct sbx *s, struct evhttp_request *req)
 			finish_error(s, req, 500, "processor_error",
 			             "simulated processor error; nothing was charged");
 		else
-			sbx_finish(s, req,
-			           s->faults.mode == FAIL_DROP ? ACT_DROP : ACT_HANG, 0,
+			sbx_finish(s, req, s->faults.mode == FAIL_DROP ? ACT_DROP : ACT_HANG, 0,
 			           NULL);
 		goto out;
 	}
@@ -479,27 +467,24 @@ sbx_charges_post(struct sbx *s, struct evhttp_request *req)
 	if (ledger_journal(s->ledger, c) != FGW_OK)
 		log_warn("charge key=%s: ledger file not written", cr.idem_key);
 	if (replay && !s->quiet)
-		log_info("charge key=%s replay #%ld -> %s %s", cr.idem_key, c->count,
-		         c->id, c->status);
+		log_info("charge key=%s replay #%ld -> %s %s", cr.idem_key, c->count, c->id,
+		         c->status);
 	else if (!s->quiet)
 		log_info("charge key=%s ref=%s amount=%lld %s card=****%s -> %s %s%s%s",
-		         cr.idem_key, c->reference, (long long)c->amount, c->currency,
-		         cr.last4, c->id, c->status,
-		         c->decline_code[0] ? " " : "", c->decline_code);
+		         cr.idem_key, c->reference, (long long)c->amount, c->currency, cr.last4,
+		         c->id, c->status, c->decline_code[0] ? " " : "", c->decline_code);
 
 	if (fault) {
 		/* FAIL_AFTER: charged (above), then the answer is lost. */
 		if (!s->quiet)
-			log_info("charge key=%s: fault after, charged, dropping",
-			         cr.idem_key);
+			log_info("charge key=%s: fault after, charged, dropping", cr.idem_key);
 		sbx_finish(s, req, ACT_DROP, 0, NULL);
 		goto out;
 	}
 	if ((r = sealed_answer(s, c, &cr, &answer)) != FGW_OK) {
 		/* Charged but no answer can be made: say nothing rather than
 		 * something false; the client reconciles. */
-		log_error("charge key=%s: answer not sealed: %s", cr.idem_key,
-		          fgw_strerror(r));
+		log_error("charge key=%s: answer not sealed: %s", cr.idem_key, fgw_strerror(r));
 		sbx_finish(s, req, ACT_DROP, 0, NULL);
 		goto out;
 	}
@@ -513,7 +498,8 @@ out:
 }
 
 void
-sbx_send_charge(const struct sbx *s, struct evhttp_request *req, const struct sbx_charge *c)
+sbx_send_charge(const struct sbx *s, struct evhttp_request *req,
+                const struct sbx_charge *c)
 {
 	char *text = NULL;
 

@@ -30,12 +30,12 @@
 struct ledger {
 	struct sbx_charge **by_key;
 	struct sbx_charge **by_id;
-	size_t nbuckets;            /* power of two */
+	size_t nbuckets; /* power of two */
 	long count;
 	long max;
 	struct sbx_charge *first, *last;
 	unsigned char hkey[crypto_shorthash_KEYBYTES];
-	int journal_fd;             /* -1: in memory only */
+	int journal_fd; /* -1: in memory only */
 };
 
 static size_t
@@ -114,8 +114,7 @@ ledger_by_key(struct ledger *l, const char *key)
 {
 	if (key == NULL)
 		return NULL;
-	for (struct sbx_charge *c = l->by_key[bucket_of(l, key)]; c != NULL;
-	     c = c->next_key)
+	for (struct sbx_charge *c = l->by_key[bucket_of(l, key)]; c != NULL; c = c->next_key)
 		if (strcmp(c->idem_key, key) == 0)
 			return c;
 	return NULL;
@@ -126,8 +125,7 @@ ledger_by_id(struct ledger *l, const char *id)
 {
 	if (id == NULL)
 		return NULL;
-	for (struct sbx_charge *c = l->by_id[bucket_of(l, id)]; c != NULL;
-	     c = c->next_id)
+	for (struct sbx_charge *c = l->by_id[bucket_of(l, id)]; c != NULL; c = c->next_id)
 		if (strcmp(c->id, id) == 0)
 			return c;
 	return NULL;
@@ -209,16 +207,14 @@ outcome_message(const struct sbx_charge *c)
 }
 
 int
-charge_result_json(const struct sbx *s, const struct sbx_charge *c,
-                   char **out)
+charge_result_json(const struct sbx *s, const struct sbx_charge *c, char **out)
 {
 	cJSON *o = NULL, *na;
 	char url[400];
 	int r = FGW_ERR_NOMEM;
 
 	*out = NULL;
-	if ((o = cJSON_CreateObject()) == NULL ||
-	    !cJSON_AddStringToObject(o, "id", c->id) ||
+	if ((o = cJSON_CreateObject()) == NULL || !cJSON_AddStringToObject(o, "id", c->id) ||
 	    !cJSON_AddNumberToObject(o, "amount", (double)c->amount) ||
 	    !cJSON_AddStringToObject(o, "currency", c->currency) ||
 	    !cJSON_AddStringToObject(o, "reference", c->reference) ||
@@ -291,11 +287,11 @@ charge_line(const struct sbx_charge *c)
 {
 	cJSON *o = cJSON_CreateObject(), *a, *e;
 
-	if (o == NULL ||
-	    !cJSON_AddStringToObject(o, "id", c->id) ||
+	if (o == NULL || !cJSON_AddStringToObject(o, "id", c->id) ||
 	    !cJSON_AddStringToObject(o, "key", c->idem_key) ||
 	    !cJSON_AddStringToObject(o, "reference", c->reference) ||
-	    (c->return_url != NULL && !cJSON_AddStringToObject(o, "returnUrl", c->return_url)) ||
+	    (c->return_url != NULL &&
+	     !cJSON_AddStringToObject(o, "returnUrl", c->return_url)) ||
 	    !cJSON_AddStringToObject(o, "status", c->status) ||
 	    !cJSON_AddStringToObject(o, "declineCode", c->decline_code) ||
 	    !cJSON_AddStringToObject(o, "currency", c->currency) ||
@@ -371,7 +367,8 @@ num_of(const cJSON *o, const char *name)
 static int
 charge_from_line(const cJSON *o, struct sbx_charge **out)
 {
-	const char *id = str_of(o, "id"), *key = str_of(o, "key"), *ref = str_of(o, "reference");
+	const char *id = str_of(o, "id"), *key = str_of(o, "key"),
+	           *ref = str_of(o, "reference");
 	const char *ru = str_of(o, "returnUrl");
 	const cJSON *refunds = cJSON_GetObjectItemCaseSensitive(o, "refunds"), *e;
 	struct sbx_charge *c;
@@ -382,12 +379,14 @@ charge_from_line(const cJSON *o, struct sbx_charge **out)
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return FGW_ERR_NOMEM;
 	snprintf(c->id, sizeof(c->id), "%s", id);
-	snprintf(c->status, sizeof(c->status), "%s", str_of(o, "status") ? str_of(o, "status") : "");
+	snprintf(c->status, sizeof(c->status), "%s",
+	         str_of(o, "status") ? str_of(o, "status") : "");
 	snprintf(c->decline_code, sizeof(c->decline_code), "%s",
 	         str_of(o, "declineCode") ? str_of(o, "declineCode") : "");
 	snprintf(c->currency, sizeof(c->currency), "%s",
 	         str_of(o, "currency") ? str_of(o, "currency") : "");
-	snprintf(c->last4, sizeof(c->last4), "%s", str_of(o, "last4") ? str_of(o, "last4") : "");
+	snprintf(c->last4, sizeof(c->last4), "%s",
+	         str_of(o, "last4") ? str_of(o, "last4") : "");
 	c->capture = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "capture"));
 	c->canceled = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "canceled"));
 	c->amount = num_of(o, "amount");

@@ -62,8 +62,7 @@ refund(struct sbx *s, struct evhttp_request *req, struct sbx_charge *c)
 	int64_t amount;
 
 	if (key == NULL || key[0] == '\0' || strlen(key) > 255) {
-		sbx_send_error(req, 400, "invalid_request",
-		               "Idempotency-Key header is required");
+		sbx_send_error(req, 400, "invalid_request", "Idempotency-Key header is required");
 		return;
 	}
 	for (f = c->refunds; f != NULL; f = f->next) {
@@ -74,8 +73,7 @@ refund(struct sbx *s, struct evhttp_request *req, struct sbx_charge *c)
 		}
 	}
 	if ((amount = body_amount(req)) <= 0) {
-		sbx_send_error(req, 400, "invalid_request",
-		               "expected {\"amount\": 1..2^53-1}");
+		sbx_send_error(req, 400, "invalid_request", "expected {\"amount\": 1..2^53-1}");
 		return;
 	}
 	if (strcmp(c->status, "succeeded") != 0 || !c->capture || c->canceled) {
@@ -88,8 +86,7 @@ refund(struct sbx *s, struct evhttp_request *req, struct sbx_charge *c)
 		               "the refund is more than what is left to refund");
 		return;
 	}
-	if ((f = calloc(1, sizeof(*f))) == NULL ||
-	    (f->idem_key = strdup(key)) == NULL) {
+	if ((f = calloc(1, sizeof(*f))) == NULL || (f->idem_key = strdup(key)) == NULL) {
 		free(f);
 		sbx_send_error(req, 500, "internal", "out of memory");
 		return;
@@ -101,15 +98,13 @@ refund(struct sbx *s, struct evhttp_request *req, struct sbx_charge *c)
 	if (ledger_journal(s->ledger, c) != FGW_OK)
 		log_warn("refund %s: ledger file not written", c->id);
 	if (!s->quiet)
-		log_info("refund %s key=%s amount=%lld (refunded %lld of %lld)",
-		         c->id, key, (long long)amount, (long long)c->refunded,
-		         (long long)c->amount);
+		log_info("refund %s key=%s amount=%lld (refunded %lld of %lld)", c->id, key,
+		         (long long)amount, (long long)c->refunded, (long long)c->amount);
 	send_charge(s, req, c);
 }
 
 void
-sbx_charge_op(struct sbx *s, struct evhttp_request *req, const char *id,
-              const char *op)
+sbx_charge_op(struct sbx *s, struct evhttp_request *req, const char *id, const char *op)
 {
 	struct sbx_charge *c;
 

@@ -59,8 +59,8 @@ struct sbx_held {
 /* ---- answers ------------------------------------------------------------ */
 
 void
-sbx_send(struct evhttp_request *req, int code, const char *content_type,
-         const char *body, size_t len)
+sbx_send(struct evhttp_request *req, int code, const char *content_type, const char *body,
+         size_t len)
 {
 	struct evbuffer *out = evhttp_request_get_output_buffer(req);
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
@@ -127,8 +127,7 @@ int
 sbx_peer_is_loopback(struct evhttp_request *req)
 {
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-	const struct sockaddr *sa =
-	    evcon != NULL ? evhttp_connection_get_addr(evcon) : NULL;
+	const struct sockaddr *sa = evcon != NULL ? evhttp_connection_get_addr(evcon) : NULL;
 
 	if (sa == NULL)
 		return 0;
@@ -140,8 +139,7 @@ sbx_peer_is_loopback(struct evhttp_request *req)
 		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
 		if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
 			return 1;
-		return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) &&
-		       in6->sin6_addr.s6_addr[12] == 127;
+		return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127;
 	}
 	return 0;
 }
@@ -208,8 +206,8 @@ held_fire(evutil_socket_t fd, short what, void *arg)
 }
 
 void
-sbx_finish(struct sbx *s, struct evhttp_request *req, enum sbx_action act,
-           int code, char *body)
+sbx_finish(struct sbx *s, struct evhttp_request *req, enum sbx_action act, int code,
+           char *body)
 {
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	struct sbx_held *h = NULL;
@@ -238,10 +236,9 @@ sbx_finish(struct sbx *s, struct evhttp_request *req, enum sbx_action act,
 	if (event_base_get_features(s->base) & EV_FEATURE_EARLY_CLOSE) {
 		struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
 		evutil_socket_t fd = bev != NULL ? bufferevent_getfd(bev) : -1;
-		if (fd >= 0 &&
-		    ((h->closewatch = event_new(s->base, fd, EV_CLOSED,
-		                                held_peer_closed, h)) == NULL ||
-		     event_add(h->closewatch, NULL) != 0))
+		if (fd >= 0 && ((h->closewatch = event_new(s->base, fd, EV_CLOSED,
+		                                           held_peer_closed, h)) == NULL ||
+		                event_add(h->closewatch, NULL) != 0))
 			goto undo;
 	}
 	evhttp_connection_set_closecb(evcon, held_conn_closed, h);
@@ -260,8 +257,7 @@ fallback:
 
 /* ---- admin -------------------------------------------------------------- */
 
-static const char *const fail_mode_names[] = { "none", "500", "drop", "hang",
-	                                           "after" };
+static const char *const fail_mode_names[] = { "none", "500", "drop", "hang", "after" };
 
 static int
 fail_mode_parse(const char *s, enum sbx_fail_mode *out)
@@ -318,8 +314,7 @@ admin_faults(struct sbx *s, struct evhttp_request *req)
 		f.latency_ms = (long)whole;
 	}
 	if ((it = cJSON_GetObjectItemCaseSensitive(root, "failRate")) != NULL) {
-		if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0.0) ||
-		    it->valuedouble > 1.0)
+		if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0.0) || it->valuedouble > 1.0)
 			goto bad;
 		f.fail_rate = it->valuedouble;
 	}
@@ -332,8 +327,8 @@ admin_faults(struct sbx *s, struct evhttp_request *req)
 	}
 	cJSON_Delete(root);
 	s->faults = f;
-	log_info("faults: latency %ld ms, fail rate %g, mode %s", f.latency_ms,
-	         f.fail_rate, fail_mode_names[f.mode]);
+	log_info("faults: latency %ld ms, fail rate %g, mode %s", f.latency_ms, f.fail_rate,
+	         fail_mode_names[f.mode]);
 	faults_answer(s, req);
 	return;
 bad:
@@ -353,8 +348,7 @@ id_ok(const char *s, size_t len)
 		return 0;
 	for (size_t i = 3; i < len; i++) {
 		char c = s[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9')))
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
 			return 0;
 	}
 	return 1;
@@ -463,7 +457,7 @@ struct options {
 	const char *listen;
 	const char *key_file;
 	const char *pub_file;
-	enum sealed_alg key_alg;   /* what the public key file announces */
+	enum sealed_alg key_alg; /* what the public key file announces */
 	const char *public_url;
 	const char *secret;
 	const char *secret_file;
@@ -484,43 +478,42 @@ struct options {
 static void
 usage(FILE *f)
 {
-	fputs(
-	    "usage: flair-sandbox [options]\n"
-	    "  --listen HOST:PORT         address (default 127.0.0.1:8081; port 0"
-	    " picks one)\n"
-	    "  --key-file PATH            secret key, created 0600 if missing\n"
-	    "                             (default flair-sandbox.key)\n"
-	    "  --public-key-file PATH     public key JSON to write\n"
-	    "                             (default flair-sandbox.pub.json)\n"
-	    "  --key-algorithm A          x25519-box (default) or x25519-sealedbox:\n"
-	    "                             what the public key file announces\n"
-	    "  --public-url URL           base of 3-D Secure links (default: the"
-	    " listen address)\n"
-	    "  --secret S                 require Authorization: Bearer S\n"
-	    "  --secret-file PATH         the same, read from a file\n"
-	    "  --webhook-url URL          POST payment_intent.succeeded events"
-	    " here\n"
-	    "  --webhook-secret S         HMAC-SHA256 key for"
-	    " Flair-Sandbox-Signature\n"
-	    "  --latency-ms N             delay every /v1/charges answer\n"
-	    "  --fail-rate P              share (0..1) of charge requests that"
-	    " fault\n"
-	    "  --fail-mode M              500 | drop | hang | after (default"
-	    " 500)\n"
-	    "  --max-charges N            ledger cap (default 1000000)\n"
-	    "  --ledger-file PATH         keep the ledger in PATH across restarts\n"
-	    "  --bench                    answer any other POST with a fixed 200\n"
-	    "  --stripe                   also serve Stripe-compatible\n"
-	    "                             /v1/payment_methods, /v1/payment_intents\n"
-	    "                             and /v1/refunds\n"
-	    "  --publishable-key K        the key Stripe.js confirms with (default\n"
-	    "                             pk_test_flair_sandbox)\n"
-	    "  --stripe-fixture FILE      the subset of Stripe's API description\n"
-	    "                             the Stripe routes accept (default\n"
-	    "                             tests/fixtures/stripe-openapi-subset.json)\n"
-	    "  --quiet                    log warnings and errors only\n"
-	    "  --help\n",
-	    f);
+	fputs("usage: flair-sandbox [options]\n"
+	      "  --listen HOST:PORT         address (default 127.0.0.1:8081; port 0"
+	      " picks one)\n"
+	      "  --key-file PATH            secret key, created 0600 if missing\n"
+	      "                             (default flair-sandbox.key)\n"
+	      "  --public-key-file PATH     public key JSON to write\n"
+	      "                             (default flair-sandbox.pub.json)\n"
+	      "  --key-algorithm A          x25519-box (default) or x25519-sealedbox:\n"
+	      "                             what the public key file announces\n"
+	      "  --public-url URL           base of 3-D Secure links (default: the"
+	      " listen address)\n"
+	      "  --secret S                 require Authorization: Bearer S\n"
+	      "  --secret-file PATH         the same, read from a file\n"
+	      "  --webhook-url URL          POST payment_intent.succeeded events"
+	      " here\n"
+	      "  --webhook-secret S         HMAC-SHA256 key for"
+	      " Flair-Sandbox-Signature\n"
+	      "  --latency-ms N             delay every /v1/charges answer\n"
+	      "  --fail-rate P              share (0..1) of charge requests that"
+	      " fault\n"
+	      "  --fail-mode M              500 | drop | hang | after (default"
+	      " 500)\n"
+	      "  --max-charges N            ledger cap (default 1000000)\n"
+	      "  --ledger-file PATH         keep the ledger in PATH across restarts\n"
+	      "  --bench                    answer any other POST with a fixed 200\n"
+	      "  --stripe                   also serve Stripe-compatible\n"
+	      "                             /v1/payment_methods, /v1/payment_intents\n"
+	      "                             and /v1/refunds\n"
+	      "  --publishable-key K        the key Stripe.js confirms with (default\n"
+	      "                             pk_test_flair_sandbox)\n"
+	      "  --stripe-fixture FILE      the subset of Stripe's API description\n"
+	      "                             the Stripe routes accept (default\n"
+	      "                             tests/fixtures/stripe-openapi-subset.json)\n"
+	      "  --quiet                    log warnings and errors only\n"
+	      "  --help\n",
+	      f);
 }
 
 static int
@@ -606,8 +599,7 @@ parse_options(int argc, char **argv, struct options *o)
 				o->key_alg = SEALED_ALG_SEALEDBOX;
 			else
 				goto badval;
-		}
-		else if (strcmp(name, "--secret") == 0)
+		} else if (strcmp(name, "--secret") == 0)
 			o->secret = v;
 		else if (strcmp(name, "--secret-file") == 0)
 			o->secret_file = v;
@@ -636,12 +628,11 @@ parse_options(int argc, char **argv, struct options *o)
 		else
 			goto bad;
 		continue;
-	badval:
+badval:
 		fprintf(stderr, "flair-sandbox: bad value for %s\n", name);
 		return FGW_ERR_INVALID;
-	bad:
-		fprintf(stderr, "flair-sandbox: unknown or incomplete option %s\n",
-		        a);
+bad:
+		fprintf(stderr, "flair-sandbox: unknown or incomplete option %s\n", a);
 		usage(stderr);
 		return FGW_ERR_INVALID;
 	}
@@ -753,7 +744,8 @@ main(int argc, char **argv)
 	s.faults.latency_ms = o.latency_ms;
 	s.faults.fail_rate = o.fail_rate;
 	s.faults.mode = o.fail_mode;
-	s.publishable_key = o.publishable_key != NULL ? o.publishable_key : "pk_test_flair_sandbox";
+	s.publishable_key = o.publishable_key != NULL ? o.publishable_key
+	                                              : "pk_test_flair_sandbox";
 
 	if (o.secret != NULL && (s.secret = strdup(o.secret)) == NULL)
 		goto out;
@@ -762,9 +754,8 @@ main(int argc, char **argv)
 		log_error("--secret-file %s: %s", o.secret_file, fgw_strerror(r));
 		goto out;
 	}
-	if (o.webhook_url != NULL &&
-	    ((s.webhook_url = strdup(o.webhook_url)) == NULL ||
-	     (s.webhook_secret = strdup(o.webhook_secret)) == NULL))
+	if (o.webhook_url != NULL && ((s.webhook_url = strdup(o.webhook_url)) == NULL ||
+	                              (s.webhook_secret = strdup(o.webhook_secret)) == NULL))
 		goto out;
 	if ((r = sealed_keypair_load_or_create(o.key_file, o.pub_file, "sbx_", o.key_alg,
 	                                       &s.kp)) != FGW_OK) {
@@ -773,13 +764,15 @@ main(int argc, char **argv)
 	}
 	if ((r = ledger_new(o.max_charges, &s.ledger)) != FGW_OK)
 		goto out;
-	if (o.ledger_file != NULL && (r = ledger_open_journal(s.ledger, o.ledger_file)) != FGW_OK) {
+	if (o.ledger_file != NULL &&
+	    (r = ledger_open_journal(s.ledger, o.ledger_file)) != FGW_OK) {
 		log_error("ledger file %s: %s", o.ledger_file, fgw_strerror(r));
 		goto out;
 	}
-	if (o.stripe && (r = sbx_stripe_new(o.stripe_fixture != NULL ? o.stripe_fixture
-	                                              : "tests/fixtures/stripe-openapi-subset.json",
-	                                  &s.stripe)) != FGW_OK)
+	if (o.stripe && (r = sbx_stripe_new(o.stripe_fixture != NULL
+	                                        ? o.stripe_fixture
+	                                        : "tests/fixtures/stripe-openapi-subset.json",
+	                                    &s.stripe)) != FGW_OK)
 		goto out;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		log_error("curl_global_init failed");
@@ -787,8 +780,7 @@ main(int argc, char **argv)
 	}
 	curl_ok = 1;
 
-	if ((s.base = event_base_new()) == NULL ||
-	    (s.http = evhttp_new(s.base)) == NULL)
+	if ((s.base = event_base_new()) == NULL || (s.http = evhttp_new(s.base)) == NULL)
 		goto out;
 	if (s.webhook_url != NULL) {
 		struct httpc_opts ho = { .connect_timeout_ms = 2000,
@@ -804,23 +796,20 @@ main(int argc, char **argv)
 	evhttp_set_timeout(s.http, 60);
 	evhttp_set_allowed_methods(s.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
 	evhttp_set_gencb(s.http, route, &s);
-	if ((bound = evhttp_bind_socket_with_handle(s.http, host,
-	                                            (ev_uint16_t)port)) == NULL) {
+	if ((bound = evhttp_bind_socket_with_handle(s.http, host, (ev_uint16_t)port)) ==
+	    NULL) {
 		log_error("cannot listen on %s", o.listen);
 		goto out;
 	}
-	if (getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&ss,
-	                &sl) != 0)
+	if (getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&ss, &sl) != 0)
 		goto out;
-	port = ntohs(ss.ss_family == AF_INET6
-	                 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-	                 : ((struct sockaddr_in *)&ss)->sin_port);
+	port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+	                                      : ((struct sockaddr_in *)&ss)->sin_port);
 	if (o.public_url != NULL) {
 		size_t n = strlen(o.public_url);
 		while (n > 0 && o.public_url[n - 1] == '/')
 			n--;
-		r = snprintf(s.public_base, sizeof(s.public_base), "%.*s", (int)n,
-		             o.public_url);
+		r = snprintf(s.public_base, sizeof(s.public_base), "%.*s", (int)n, o.public_url);
 	} else {
 		const char *h = host;
 		if (strcmp(h, "0.0.0.0") == 0)
@@ -828,8 +817,7 @@ main(int argc, char **argv)
 		else if (strcmp(h, "::") == 0)
 			h = "::1";
 		r = snprintf(s.public_base, sizeof(s.public_base),
-		             strchr(h, ':') ? "http://[%s]:%d" : "http://%s:%d", h,
-		             port);
+		             strchr(h, ':') ? "http://[%s]:%d" : "http://%s:%d", h, port);
 	}
 	if (r < 0 || (size_t)r >= sizeof(s.public_base)) {
 		log_error("--public-url is too long");
@@ -840,8 +828,8 @@ main(int argc, char **argv)
 	    event_add(sigint, NULL) != 0 || event_add(sigterm, NULL) != 0)
 		goto out;
 
-	printf("flair-sandbox listening on %s key %s%s\n", s.public_base,
-	       s.kp.key_id, s.bench ? " (bench)" : "");
+	printf("flair-sandbox listening on %s key %s%s\n", s.public_base, s.kp.key_id,
+	       s.bench ? " (bench)" : "");
 	fflush(stdout);
 	log_info("public key file %s; faults: latency %ld ms, fail rate %g, "
 	         "mode %s",

@@ -37,7 +37,7 @@ enum sbx_fail_mode { FAIL_NONE = 0, FAIL_500, FAIL_DROP, FAIL_HANG, FAIL_AFTER }
 
 struct sbx_faults {
 	long latency_ms;
-	double fail_rate;         /* 0..1 */
+	double fail_rate; /* 0..1 */
 	enum sbx_fail_mode mode;
 };
 
@@ -46,17 +46,17 @@ struct sbx_charge {
 	char id[SBX_ID_LEN];
 	char *idem_key;
 	char *reference;
-	char *return_url;         /* NULL when none was given */
-	char status[20];          /* succeeded | declined | requires_action */
-	char decline_code[24];    /* "" unless declined */
+	char *return_url;      /* NULL when none was given */
+	char status[20];       /* succeeded | declined | requires_action */
+	char decline_code[24]; /* "" unless declined */
 	char currency[4];
 	char last4[5];
 	int capture;
 	int64_t amount;
-	int64_t created;          /* unix seconds */
-	long count;               /* requests seen with this key */
-	int canceled;             /* an authorization released by /cancel */
-	int64_t refunded;         /* sum of its refunds */
+	int64_t created;  /* unix seconds */
+	long count;       /* requests seen with this key */
+	int canceled;     /* an authorization released by /cancel */
+	int64_t refunded; /* sum of its refunds */
 	struct sbx_refund *refunds;
 	struct sbx_charge *next_key, *next_id, *next_all;
 };
@@ -77,18 +77,18 @@ struct stripe;
 struct sbx {
 	struct event_base *base;
 	struct evhttp *http;
-	struct httpc *httpc;       /* for webhooks */
+	struct httpc *httpc; /* for webhooks */
 	struct ledger *ledger;
 	struct sealed_keypair kp;
 	struct sbx_faults faults;
-	char public_base[300];     /* "http://host:port", for 3-D Secure URLs */
-	char *secret;              /* API secret or NULL */
+	char public_base[300]; /* "http://host:port", for 3-D Secure URLs */
+	char *secret;          /* API secret or NULL */
 	char *webhook_url;
 	char *webhook_secret;
 	const char *publishable_key; /* --stripe: what Stripe.js authenticates with */
 	int bench;
 	int quiet;
-	struct stripe *stripe;     /* --stripe: Stripe-compatible routes */
+	struct stripe *stripe; /* --stripe: Stripe-compatible routes */
 	LIST_HEAD(, sbx_held) held;
 	LIST_HEAD(, sbx_webhook) webhooks;
 };
@@ -105,8 +105,8 @@ void sbx_send_error(struct evhttp_request *req, int code, const char *err_code,
 /* What a /v1/charges request ends with, after the configured latency. */
 enum sbx_action { ACT_ANSWER, ACT_DROP, ACT_HANG };
 /* Answers (or drops, or holds) after the current latency. Takes body. */
-void sbx_finish(struct sbx *s, struct evhttp_request *req, enum sbx_action act,
-                int code, char *body);
+void sbx_finish(struct sbx *s, struct evhttp_request *req, enum sbx_action act, int code,
+                char *body);
 /* Copies the request body, NUL-terminated; NULL when empty or no memory. */
 char *sbx_body(struct evhttp_request *req, size_t *len);
 /* True when the peer of req is a loopback address. */
@@ -123,10 +123,10 @@ int ledger_add(struct ledger *l, struct sbx_charge *c);
 long ledger_count(const struct ledger *l);
 void sbx_charge_free(struct sbx_charge *c);
 /* The result JSON of a charge (malloc'ed text). */
-int charge_result_json(const struct sbx *s, const struct sbx_charge *c,
-                       char **out);
+int charge_result_json(const struct sbx *s, const struct sbx_charge *c, char **out);
 /* Answers 200 with c's result JSON (500 when out of memory). */
-void sbx_send_charge(const struct sbx *s, struct evhttp_request *req, const struct sbx_charge *c);
+void sbx_send_charge(const struct sbx *s, struct evhttp_request *req,
+                     const struct sbx_charge *c);
 /* --ledger-file: replays the file into l (the last line of a key wins)
  * and appends to it from then on. */
 int ledger_open_journal(struct ledger *l, const char *path);
@@ -139,8 +139,7 @@ int ledger_json(const struct ledger *l, char **out, size_t *len);
 
 void sbx_charges_post(struct sbx *s, struct evhttp_request *req);
 /* GET /v1/charges/<id> (id may be NULL) or ?idempotencyKey=. */
-void sbx_charges_get(struct sbx *s, struct evhttp_request *req,
-                     const char *id);
+void sbx_charges_get(struct sbx *s, struct evhttp_request *req, const char *id);
 /* True when the request carries the right bearer secret (or none is set). */
 int sbx_auth_ok(const struct sbx *s, struct evhttp_request *req);
 
@@ -154,14 +153,13 @@ void sbx_charge_op(struct sbx *s, struct evhttp_request *req, const char *id,
 
 void sbx_3ds_page(struct sbx *s, struct evhttp_request *req, const char *id);
 void sbx_3ds_fail(struct sbx *s, struct evhttp_request *req, const char *id);
-void sbx_3ds_complete(struct sbx *s, struct evhttp_request *req,
-                      const char *id);
+void sbx_3ds_complete(struct sbx *s, struct evhttp_request *req, const char *id);
 /* Queues a signed event for --webhook-url (nothing without one): body
  * from make_body(obj, event id, unix time), signature header `header`
  * ("t=<unix>,v1=<hex HMAC-SHA256 of t.body>"); what names it in logs. */
 void sbx_webhook_queue(struct sbx *s, const char *header, const char *what,
-                       int (*make_body)(const void *obj, const char *evt_id,
-                                        long long t, char **out),
+                       int (*make_body)(const void *obj, const char *evt_id, long long t,
+                                        char **out),
                        const void *obj);
 /* Cancels and frees pending webhook deliveries (shutdown). */
 void sbx_webhooks_free(struct sbx *s);
@@ -173,7 +171,6 @@ void sbx_webhooks_free(struct sbx *s);
 int sbx_stripe_new(const char *fixture, struct stripe **out);
 void sbx_stripe_free(struct stripe *st);
 /* Answers req when path is one of the Stripe routes: returns 1, else 0. */
-int sbx_stripe_route(struct sbx *s, struct evhttp_request *req,
-                     const char *path);
+int sbx_stripe_route(struct sbx *s, struct evhttp_request *req, const char *path);
 
 #endif

@@ -44,19 +44,19 @@
 #define STR_ID_LEN 32
 
 struct spi {
-	char id[STR_ID_LEN];        /* pi_... */
-	char secret[64];            /* client_secret */
+	char id[STR_ID_LEN]; /* pi_... */
+	char secret[64];     /* client_secret */
 	char status[32];
 	char capture_method[16];
 	char currency[4];
-	char pm[STR_ID_LEN];        /* pm_... */
-	char customer[STR_ID_LEN];  /* cus_..., "" when none */
-	char charge[STR_ID_LEN];    /* ch_... once confirmed */
+	char pm[STR_ID_LEN];       /* pm_... */
+	char customer[STR_ID_LEN]; /* cus_..., "" when none */
+	char charge[STR_ID_LEN];   /* ch_... once confirmed */
 	char last4[5];
-	char txn_ref[80];           /* metadata[flair_txn_id] */
-	char confirm_by[16];        /* metadata[flair_confirm] */
+	char txn_ref[80];    /* metadata[flair_txn_id] */
+	char confirm_by[16]; /* metadata[flair_confirm] */
 	char description[200];
-	char err_code[32];          /* last_payment_error */
+	char err_code[32]; /* last_payment_error */
 	char err_decline[32];
 	char return_url[300];
 	int64_t amount, received, refunded, created;
@@ -65,24 +65,24 @@ struct spi {
 
 struct sidem {
 	char *key;
-	unsigned char hash[32];     /* method, path and body */
+	unsigned char hash[32]; /* method, path and body */
 	int code;
 	char *body;
-	long count;                 /* requests seen with this key */
-	char object[STR_ID_LEN];    /* the object it created, "" if none */
+	long count;              /* requests seen with this key */
+	char object[STR_ID_LEN]; /* the object it created, "" if none */
 	struct sidem *next;
 };
 
 /* A PaymentMethod: what the card will do when a PaymentIntent confirms
  * it. Only the last four digits are kept. */
 struct spm {
-	char id[STR_ID_LEN];        /* pm_... */
+	char id[STR_ID_LEN]; /* pm_... */
 	char last4[5];
-	int card;                   /* index in cards[], -1: any other card */
+	int card; /* index in cards[], -1: any other card */
 	int exp_month, exp_year;
-	char customer[STR_ID_LEN];  /* cus_... once attached, else "" */
-	int detached;               /* detached from its Customer: unusable */
-	const char *brand;          /* Stripe's card.brand */
+	char customer[STR_ID_LEN]; /* cus_... once attached, else "" */
+	int detached;              /* detached from its Customer: unusable */
+	const char *brand;         /* Stripe's card.brand */
 	struct spm *next;
 };
 
@@ -100,7 +100,7 @@ struct stripe {
 	struct spi *intents;
 	struct sidem *keys;
 	long n_objects;
-	long accepted, rejected;    /* POSTs answered 2xx/402 vs 400/401 */
+	long accepted, rejected; /* POSTs answered 2xx/402 vs 400/401 */
 };
 
 struct form {
@@ -113,7 +113,7 @@ struct form {
 static const struct {
 	const char *number;
 	const char *token;
-	const char *outcome;        /* succeeded | decline | requires_action */
+	const char *outcome; /* succeeded | decline | requires_action */
 	const char *code, *decline_code;
 } cards[] = {
 	{ "4242424242424242", "pm_card_visa", "succeeded", "", "" },
@@ -121,8 +121,7 @@ static const struct {
 	  "generic_decline" },
 	{ "4000000000009995", "pm_card_chargeDeclinedInsufficientFunds", "decline",
 	  "card_declined", "insufficient_funds" },
-	{ "4000002500003155", "pm_card_authenticationRequired", "requires_action",
-	  "", "" },
+	{ "4000002500003155", "pm_card_authenticationRequired", "requires_action", "", "" },
 };
 
 /* ---- form decoding ------------------------------------------------------ */
@@ -174,8 +173,8 @@ pct_decode(const char *s, size_t n)
 		} else if (c == '+') {
 			o[j++] = ' ';
 		} else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		           (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-		           c == '.' || c == '~' || c == '*') {
+		           (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' ||
+		           c == '~' || c == '*') {
 			o[j++] = (char)c;
 		} else {
 			goto bad;
@@ -255,9 +254,8 @@ intent_json(const struct spi *p)
 	cJSON_AddStringToObject(o, "object", "payment_intent");
 	cJSON_AddNumberToObject(o, "amount", (double)p->amount);
 	cJSON_AddNumberToObject(o, "amount_capturable",
-	                        strcmp(p->status, "requires_capture") == 0
-	                            ? (double)p->amount
-	                            : 0.0);
+	                        strcmp(p->status, "requires_capture") == 0 ? (double)p->amount
+	                                                                   : 0.0);
 	cJSON_AddNumberToObject(o, "amount_received", (double)p->received);
 	cJSON_AddStringToObject(o, "capture_method", p->capture_method);
 	cJSON_AddStringToObject(o, "client_secret", cs);
@@ -278,7 +276,8 @@ intent_json(const struct spi *p)
 		cJSON_AddStringToObject(md, "flair_txn_id", p->txn_ref);
 	if (md != NULL && p->confirm_by[0])
 		cJSON_AddStringToObject(md, "flair_confirm", p->confirm_by);
-	if (p->err_code[0] && (le = cJSON_AddObjectToObject(o, "last_payment_error")) != NULL) {
+	if (p->err_code[0] &&
+	    (le = cJSON_AddObjectToObject(o, "last_payment_error")) != NULL) {
 		cJSON_AddStringToObject(le, "type", "card_error");
 		cJSON_AddStringToObject(le, "code", p->err_code);
 		if (p->err_decline[0])
@@ -328,8 +327,7 @@ print_intent(const struct sbx *s, const struct spi *p)
 	    (rtu = cJSON_GetObjectItemCaseSensitive(na, "redirect_to_url")) != NULL &&
 	    (url = cJSON_GetObjectItemCaseSensitive(rtu, "url")) != NULL &&
 	    cJSON_IsString(url)) {
-		int n = snprintf(full, sizeof(full), "%s%s", s->public_base,
-		                 url->valuestring);
+		int n = snprintf(full, sizeof(full), "%s%s", s->public_base, url->valuestring);
 		if (n > 0 && (size_t)n < sizeof(full))
 			cJSON_SetValuestring(url, full);
 	}
@@ -339,9 +337,8 @@ print_intent(const struct sbx *s, const struct spi *p)
 }
 
 static char *
-error_json(const struct sbx *s, const char *type, const char *code,
-           const char *decline, const char *param, const char *message,
-           const struct spi *pi)
+error_json(const struct sbx *s, const char *type, const char *code, const char *decline,
+           const char *param, const char *message, const struct spi *pi)
 {
 	cJSON *o = cJSON_CreateObject(), *e;
 	char *text = NULL, *pit;
@@ -392,9 +389,8 @@ fault_roll(const struct sbx *s)
 }
 
 static void
-reply_error(struct sbx *s, struct evhttp_request *req, int code,
-            const char *type, const char *ecode, const char *param,
-            const char *message)
+reply_error(struct sbx *s, struct evhttp_request *req, int code, const char *type,
+            const char *ecode, const char *param, const char *message)
 {
 	reply(s, req, code, error_json(s, type, ecode, NULL, param, message, NULL));
 }
@@ -422,13 +418,12 @@ idem_find(struct stripe *st, const char *key)
 /* Records the answer for key (best effort: without memory it is not
  * remembered, and a repeat is treated as new, as after Stripe's 24 h). */
 static void
-idem_store(struct stripe *st, const char *key, const unsigned char hash[32],
-           int code, const char *body, const char *object)
+idem_store(struct stripe *st, const char *key, const unsigned char hash[32], int code,
+           const char *body, const char *object)
 {
 	struct sidem *k = calloc(1, sizeof(*k));
 
-	if (k == NULL || (k->key = strdup(key)) == NULL ||
-	    (k->body = strdup(body)) == NULL) {
+	if (k == NULL || (k->key = strdup(key)) == NULL || (k->body = strdup(body)) == NULL) {
 		if (k != NULL)
 			free(k->key);
 		free(k);
@@ -451,7 +446,8 @@ ledger_full(const struct sbx *s, char **body)
 {
 	if (s->stripe->n_objects < STR_MAX_OBJECTS)
 		return 0;
-	*body = error_json(s, "api_error", NULL, NULL, NULL, "The sandbox ledger is full.", NULL);
+	*body = error_json(s, "api_error", NULL, NULL, NULL, "The sandbox ledger is full.",
+	                   NULL);
 	return 1;
 }
 
@@ -532,7 +528,8 @@ card_outcome(const struct stripe *st, const struct form *f, struct spi *p,
 	}
 	if (m->detached) {
 		*param = "payment_method";
-		*why = "The PaymentMethod was detached from its Customer and cannot be used again.";
+		*why =
+		    "The PaymentMethod was detached from its Customer and cannot be used again.";
 		return FGW_ERR_INVALID;
 	}
 	/* An attached PaymentMethod is charged only for its own Customer. */
@@ -552,8 +549,10 @@ card_outcome(const struct stripe *st, const struct form *f, struct spi *p,
 static const char *
 brand_of(const char *number)
 {
-	return number[0] == '4' ? "visa" : number[0] == '5' ? "mastercard"
-	     : number[0] == '3' ? "amex" : "unknown";
+	return number[0] == '4'   ? "visa"
+	       : number[0] == '5' ? "mastercard"
+	       : number[0] == '3' ? "amex"
+	                          : "unknown";
 }
 
 static char *
@@ -597,8 +596,8 @@ method_create(struct sbx *s, const struct form *f, char **body, char *object)
 	size_t n;
 
 	if (type == NULL || strcmp(type, "card") != 0 || num == NULL) {
-		*body = error_json(s, "invalid_request_error", "parameter_missing", NULL,
-		                   "card", "Only card PaymentMethods with card details.", NULL);
+		*body = error_json(s, "invalid_request_error", "parameter_missing", NULL, "card",
+		                   "Only card PaymentMethods with card details.", NULL);
 		return 400;
 	}
 	n = strlen(num);
@@ -656,8 +655,8 @@ customer_create(struct sbx *s, char **body, char *object)
 	st->n_objects++;
 	st->n_customers++;
 	fgw_strlcpy(object, c->id, STR_ID_LEN);
-	snprintf(text, sizeof(text), "{\"id\":\"%s\",\"object\":\"customer\",\"livemode\":false}",
-	         c->id);
+	snprintf(text, sizeof(text),
+	         "{\"id\":\"%s\",\"object\":\"customer\",\"livemode\":false}", c->id);
 	*body = strdup(text);
 	return 200;
 }
@@ -697,13 +696,15 @@ method_attach(struct sbx *s, const char *path, const struct form *f, char **body
 	}
 	if (m != NULL && m->detached) {
 		*body = error_json(s, "invalid_request_error", NULL, NULL, "payment_method",
-		                   "The PaymentMethod was detached and cannot be used again.", NULL);
+		                   "The PaymentMethod was detached and cannot be used again.",
+		                   NULL);
 		return 400;
 	}
 	if (m != NULL && m->customer[0] != '\0' && strcmp(m->customer, cus) != 0) {
 		*body = error_json(s, "invalid_request_error", NULL, NULL, NULL,
 		                   "The payment method you provided has already been attached "
-		                   "to a customer.", NULL);
+		                   "to a customer.",
+		                   NULL);
 		return 400;
 	}
 	if (m == NULL) {
@@ -748,9 +749,11 @@ method_detach(struct sbx *s, const char *path, char **body, char *object)
 		return 404;
 	}
 	if (m->customer[0] == '\0') {
-		*body = error_json(s, "invalid_request_error", "payment_method_unexpected_state", NULL,
-		                   NULL, "The payment method you provided is not attached to a "
-		                   "customer so detachment is impossible.", NULL);
+		*body = error_json(s, "invalid_request_error", "payment_method_unexpected_state",
+		                   NULL, NULL,
+		                   "The payment method you provided is not attached to a "
+		                   "customer so detachment is impossible.",
+		                   NULL);
 		return 400;
 	}
 	m->customer[0] = '\0';
@@ -779,19 +782,21 @@ intent_create(struct sbx *s, const struct form *f, char **body, char *object)
 		                   NULL, "amount", "Invalid or missing amount.", NULL);
 		return 400;
 	}
-	if (cur == NULL || strlen(cur) != 3 || strspn(cur, "abcdefghijklmnopqrstuvwxyz") != 3) {
-		*body = error_json(s, "invalid_request_error", "parameter_invalid_string",
-		                   NULL, "currency",
+	if (cur == NULL || strlen(cur) != 3 ||
+	    strspn(cur, "abcdefghijklmnopqrstuvwxyz") != 3) {
+		*body = error_json(s, "invalid_request_error", "parameter_invalid_string", NULL,
+		                   "currency",
 		                   "Currency must be a three-letter ISO code in lowercase.",
 		                   NULL);
 		return 400;
 	}
 	if ((cm != NULL && strcmp(cm, "automatic") != 0 && strcmp(cm, "manual") != 0 &&
 	     strcmp(cm, "automatic_async") != 0) ||
-	    (confirm != NULL && strcmp(confirm, "true") != 0 && strcmp(confirm, "false") != 0)) {
-		*body = error_json(s, "invalid_request_error", "parameter_invalid_string",
-		                   NULL, cm != NULL ? "capture_method" : "confirm",
-		                   "Invalid value.", NULL);
+	    (confirm != NULL && strcmp(confirm, "true") != 0 &&
+	     strcmp(confirm, "false") != 0)) {
+		*body = error_json(s, "invalid_request_error", "parameter_invalid_string", NULL,
+		                   cm != NULL ? "capture_method" : "confirm", "Invalid value.",
+		                   NULL);
 		return 400;
 	}
 	if (ledger_full(s, body))
@@ -800,7 +805,8 @@ intent_create(struct sbx *s, const struct form *f, char **body, char *object)
 		return 500;
 	/* Unconfirmed and without a payment method: the customer's browser
 	 * gives one when it confirms (Stripe.js). */
-	if (!(confirm == NULL || strcmp(confirm, "false") == 0) || fget(f, "payment_method") != NULL)
+	if (!(confirm == NULL || strcmp(confirm, "false") == 0) ||
+	    fget(f, "payment_method") != NULL)
 		code = card_outcome(st, f, p, &outcome, &param, &why);
 	else
 		code = FGW_OK;
@@ -808,8 +814,8 @@ intent_create(struct sbx *s, const struct form *f, char **body, char *object)
 		free(p);
 		if (code != FGW_ERR_INVALID)
 			return 500;
-		*body = error_json(s, "invalid_request_error", "parameter_invalid",
-		                   NULL, param, why, NULL);
+		*body = error_json(s, "invalid_request_error", "parameter_invalid", NULL, param,
+		                   why, NULL);
 		return 400;
 	}
 	if (fgw_random_id("pi_", p->id, sizeof(p->id)) != FGW_OK ||
@@ -855,8 +861,10 @@ intent_create(struct sbx *s, const struct form *f, char **body, char *object)
 		                   p);
 		return 402;
 	} else {
-		int force_3ds = (v = fget(f, "payment_method_options[card][request_three_d_secure]")) != NULL &&
-		                strcmp(v, "any") == 0;
+		int force_3ds =
+		    (v = fget(f, "payment_method_options[card][request_three_d_secure]")) !=
+		        NULL &&
+		    strcmp(v, "any") == 0;
 		p->err_code[0] = p->err_decline[0] = '\0';
 		if (strcmp(outcome, "requires_action") == 0 || force_3ds)
 			fgw_strlcpy(p->status, "requires_action", sizeof(p->status));
@@ -888,22 +896,20 @@ intent_confirm(struct sbx *s, struct spi *p, const struct form *f, char **body)
 
 	if (strcmp(p->status, "requires_payment_method") != 0 &&
 	    strcmp(p->status, "requires_confirmation") != 0) {
-		*body = error_json(s, "invalid_request_error", "payment_intent_unexpected_state",
-		                   NULL, NULL,
-		                   "This PaymentIntent's status does not allow it to be confirmed.",
-		                   p);
+		*body = error_json(
+		    s, "invalid_request_error", "payment_intent_unexpected_state", NULL, NULL,
+		    "This PaymentIntent's status does not allow it to be confirmed.", p);
 		return 400;
 	}
 	if (fget(f, "payment_method") == NULL) {
-		*body = error_json(s, "invalid_request_error", "parameter_missing", NULL,
-		                   "payment_method",
-		                   "You must provide a payment_method to confirm a PaymentIntent.",
-		                   NULL);
+		*body = error_json(
+		    s, "invalid_request_error", "parameter_missing", NULL, "payment_method",
+		    "You must provide a payment_method to confirm a PaymentIntent.", NULL);
 		return 400;
 	}
 	if (card_outcome(s->stripe, f, p, &outcome, &param, &why) != FGW_OK) {
-		*body = error_json(s, "invalid_request_error", "parameter_invalid", NULL, param, why,
-		                   NULL);
+		*body = error_json(s, "invalid_request_error", "parameter_invalid", NULL, param,
+		                   why, NULL);
 		return 400;
 	}
 	if ((v = fget(f, "return_url")) != NULL)
@@ -952,12 +958,14 @@ intent_update(struct sbx *s, struct spi *p, const struct form *f, char **body)
 	    strcmp(p->status, "requires_confirmation") != 0 &&
 	    strcmp(p->status, "requires_action") != 0) {
 		*body = error_json(s, "invalid_request_error", "payment_intent_unexpected_state",
-		                   NULL, NULL, "This PaymentIntent's amount cannot be changed now.",
-		                   p);
+		                   NULL, NULL,
+		                   "This PaymentIntent's amount cannot be changed now.", p);
 		return 400;
 	}
-	if ((fget(f, "amount") != NULL && !int_param(fget(f, "amount"), 1, 99999999, &amount)) ||
-	    (cur != NULL && (strlen(cur) != 3 || strspn(cur, "abcdefghijklmnopqrstuvwxyz") != 3))) {
+	if ((fget(f, "amount") != NULL &&
+	     !int_param(fget(f, "amount"), 1, 99999999, &amount)) ||
+	    (cur != NULL &&
+	     (strlen(cur) != 3 || strspn(cur, "abcdefghijklmnopqrstuvwxyz") != 3))) {
 		*body = error_json(s, "invalid_request_error", "parameter_invalid", NULL,
 		                   cur != NULL ? "currency" : "amount", "Invalid value.", NULL);
 		return 400;
@@ -976,14 +984,13 @@ intent_capture(struct sbx *s, struct spi *p, const struct form *f, char **body)
 
 	if (fget(f, "amount_to_capture") != NULL &&
 	    !int_param(fget(f, "amount_to_capture"), 1, p->amount, &amt)) {
-		*body = error_json(s, "invalid_request_error", "parameter_invalid_integer",
-		                   NULL, "amount_to_capture", "Invalid amount_to_capture.",
-		                   NULL);
+		*body = error_json(s, "invalid_request_error", "parameter_invalid_integer", NULL,
+		                   "amount_to_capture", "Invalid amount_to_capture.", NULL);
 		return 400;
 	}
 	if (strcmp(p->status, "requires_capture") != 0) {
-		*body = error_json(s, "invalid_request_error",
-		                   "payment_intent_unexpected_state", NULL, NULL,
+		*body = error_json(s, "invalid_request_error", "payment_intent_unexpected_state",
+		                   NULL, NULL,
 		                   "This PaymentIntent could not be captured because it "
 		                   "does not have a status of requires_capture.",
 		                   p);
@@ -1001,8 +1008,8 @@ intent_cancel(struct sbx *s, struct spi *p, const struct form *f, char **body)
 	(void)f;
 	if (strcmp(p->status, "succeeded") == 0 || strcmp(p->status, "canceled") == 0 ||
 	    strcmp(p->status, "processing") == 0) {
-		*body = error_json(s, "invalid_request_error",
-		                   "payment_intent_unexpected_state", NULL, NULL,
+		*body = error_json(s, "invalid_request_error", "payment_intent_unexpected_state",
+		                   NULL, NULL,
 		                   "You cannot cancel this PaymentIntent because it has "
 		                   "a status of succeeded or canceled.",
 		                   p);
@@ -1030,16 +1037,14 @@ refund_create(struct sbx *s, const struct form *f, char **body, char *object)
 	amt = p->received - p->refunded;
 	if (strcmp(p->status, "succeeded") != 0 || amt <= 0) {
 		*body = error_json(s, "invalid_request_error",
-		                   amt <= 0 && p->received > 0 ? "charge_already_refunded"
-		                                               : "payment_intent_unexpected_state",
-		                   NULL, NULL, "This PaymentIntent has nothing to refund.",
-		                   NULL);
+		                   amt <= 0 && p->received > 0
+		                       ? "charge_already_refunded"
+		                       : "payment_intent_unexpected_state",
+		                   NULL, NULL, "This PaymentIntent has nothing to refund.", NULL);
 		return 400;
 	}
-	if (fget(f, "amount") != NULL &&
-	    !int_param(fget(f, "amount"), 1, amt, &amt)) {
-		*body = error_json(s, "invalid_request_error", "amount_too_large", NULL,
-		                   "amount",
+	if (fget(f, "amount") != NULL && !int_param(fget(f, "amount"), 1, amt, &amt)) {
+		*body = error_json(s, "invalid_request_error", "amount_too_large", NULL, "amount",
 		                   "Refund amount is greater than unrefunded amount.", NULL);
 		return 400;
 	}
@@ -1145,10 +1150,11 @@ confirm_auth(struct sbx *s, struct evhttp_request *req, struct spi *p, struct fo
 	if (cs == NULL || strlen(cs) != strlen(want) ||
 	    sodium_memcmp(cs, want, strlen(want)) != 0) {
 		sodium_memzero(want, sizeof(want));
-		reply_error(s, req, 400, "invalid_request_error", "payment_intent_invalid_parameter",
-		            "client_secret",
-		            "The client_secret provided does not match the client_secret associated "
-		            "with the PaymentIntent.");
+		reply_error(
+		    s, req, 400, "invalid_request_error", "payment_intent_invalid_parameter",
+		    "client_secret",
+		    "The client_secret provided does not match the client_secret associated "
+		    "with the PaymentIntent.");
 		return 400;
 	}
 	sodium_memzero(want, sizeof(want));
@@ -1178,13 +1184,13 @@ post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
 		return;
 	}
 	if (ver != NULL && !version_ok(ver)) {
-		reply_error(s, req, 400, "invalid_request_error", "invalid_stripe_version",
-		            NULL, "Invalid Stripe API version.");
+		reply_error(s, req, 400, "invalid_request_error", "invalid_stripe_version", NULL,
+		            "Invalid Stripe API version.");
 		return;
 	}
 	raw = sbx_body(req, &len);
-	if (len > 0 && (ct == NULL ||
-	                strncmp(ct, "application/x-www-form-urlencoded", 33) != 0)) {
+	if (len > 0 &&
+	    (ct == NULL || strncmp(ct, "application/x-www-form-urlencoded", 33) != 0)) {
 		reply_error(s, req, 400, "invalid_request_error", NULL, NULL,
 		            "Request bodies must be application/x-www-form-urlencoded.");
 		goto out;
@@ -1215,13 +1221,14 @@ post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
 			            "the same parameters they were first used with.");
 			goto out;
 		}
-		evhttp_add_header(evhttp_request_get_output_headers(req),
-		                  "Idempotent-Replayed", "true");
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Idempotent-Replayed",
+		                  "true");
 		reply(s, req, k->code, strdup(k->body));
 		goto out;
 	}
 	fault = (strcmp(op, "create") == 0 || strcmp(op, "customer") == 0 ||
-	         strcmp(op, "attach") == 0 || strcmp(op, "detach") == 0) && fault_roll(s);
+	         strcmp(op, "attach") == 0 || strcmp(op, "detach") == 0) &&
+	        fault_roll(s);
 	if (fault && s->faults.mode == FAIL_500) {
 		/* Not processed, not remembered: a retry runs. */
 		reply_error(s, req, 500, "api_error", NULL, NULL,
@@ -1259,7 +1266,8 @@ post(struct sbx *s, struct evhttp_request *req, const char *path, struct spi *p,
 	/* Stripe keeps the answer of a key once the request got past
 	 * validation, 4xx included; a 500 is not kept so a retry runs. */
 	if (key != NULL && code < 500)
-		idem_store(s->stripe, key, hash, code, body, object[0] ? object : (p ? p->id : ""));
+		idem_store(s->stripe, key, hash, code, body,
+		           object[0] ? object : (p ? p->id : ""));
 	if (!s->quiet)
 		log_info("stripe %s %s -> %d%s", op,
 		         object[0] ? object : (p != NULL ? p->id : "-"), code,
@@ -1386,9 +1394,10 @@ threeds_complete(struct sbx *s, struct evhttp_request *req, struct spi *p)
 			sbx_send_error(req, 500, "internal", "no randomness");
 			return;
 		}
-		struct ev_src e = { s, p, strcmp(p->status, "succeeded") == 0
-		                              ? "payment_intent.succeeded"
-		                              : "payment_intent.amount_capturable_updated" };
+		struct ev_src e = { s, p,
+			                strcmp(p->status, "succeeded") == 0
+			                    ? "payment_intent.succeeded"
+			                    : "payment_intent.amount_capturable_updated" };
 		sbx_webhook_queue(s, "Stripe-Signature", p->id, intent_event_body, &e);
 	} else if (strcmp(p->status, "succeeded") != 0 &&
 	           strcmp(p->status, "requires_capture") != 0) {
@@ -1424,8 +1433,8 @@ search(struct sbx *s, struct evhttp_request *req)
 		form_clear(&f);
 		return;
 	}
-	if (qs == NULL || f.n == 0 ||
-	    (q = fget(&f, "query")) == NULL || strncmp(q, prefix, sizeof(prefix) - 1) != 0 ||
+	if (qs == NULL || f.n == 0 || (q = fget(&f, "query")) == NULL ||
+	    strncmp(q, prefix, sizeof(prefix) - 1) != 0 ||
 	    (n = strlen(q + sizeof(prefix) - 1)) < 2 || n > sizeof(want) ||
 	    q[sizeof(prefix) - 1 + n - 1] != '\'') {
 		form_clear(&f);
@@ -1521,8 +1530,8 @@ sbx_stripe_route(struct sbx *s, struct evhttp_request *req, const char *path)
 		return 1;
 	}
 	if ((p = n > 0 ? intent_find(s->stripe, id) : NULL) == NULL) {
-		reply_error(s, req, 404, "invalid_request_error", "resource_missing",
-		            "intent", "No such payment_intent.");
+		reply_error(s, req, 404, "invalid_request_error", "resource_missing", "intent",
+		            "No such payment_intent.");
 		return 1;
 	}
 	if (rest == path + 12) {

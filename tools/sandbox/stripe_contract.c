@@ -111,10 +111,11 @@ find_op(const struct stripe_contract *c, const char *method, const char *path)
 	const cJSON *best = NULL;
 
 	/* A literal segment beats a parameter: /search is not {intent}. */
-	cJSON_ArrayForEach(op, ops)
-	{
-		const char *m = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(op, "method"));
-		const char *p = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(op, "path"));
+	cJSON_ArrayForEach(op, ops) {
+		const char *m = cJSON_GetStringValue(
+		    cJSON_GetObjectItemCaseSensitive(op, "method"));
+		const char *p = cJSON_GetStringValue(
+		    cJSON_GetObjectItemCaseSensitive(op, "path"));
 		if (m == NULL || p == NULL || strcmp(m, method) != 0 || !path_match(p, path))
 			continue;
 		if (strcmp(p, path) == 0)
@@ -129,7 +130,8 @@ static int
 int_ok(const char *v)
 {
 	size_t i = v[0] == '-' ? 1 : 0;
-	return v[i] != '\0' && strlen(v + i) <= 18 && strspn(v + i, "0123456789") == strlen(v + i);
+	return v[i] != '\0' && strlen(v + i) <= 18 &&
+	       strspn(v + i, "0123456789") == strlen(v + i);
 }
 
 /* 1 when some alternative of alts allows v; else 0 and *code says why
@@ -140,8 +142,7 @@ value_ok(const cJSON *alts, const char *v, const char **code)
 	const cJSON *a;
 
 	*code = "parameter_invalid_string";
-	cJSON_ArrayForEach(a, alts)
-	{
+	cJSON_ArrayForEach(a, alts) {
 		const char *t = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "type"));
 		const cJSON *en = cJSON_GetObjectItemCaseSensitive(a, "enum");
 		const cJSON *ml = cJSON_GetObjectItemCaseSensitive(a, "maxLength");
@@ -160,8 +161,7 @@ value_ok(const cJSON *alts, const char *v, const char **code)
 		if (why == NULL && cJSON_IsArray(en)) {
 			const cJSON *e;
 			int found = 0;
-			cJSON_ArrayForEach(e, en)
-			{
+			cJSON_ArrayForEach(e, en) {
 				if (cJSON_IsString(e) && strcmp(e->valuestring, v) == 0)
 					found = 1;
 			}
@@ -213,7 +213,8 @@ sent(size_t n, char *const *keys, const char *k, int prefix)
 {
 	size_t kl = strlen(k);
 	for (size_t i = 0; i < n; i++)
-		if (prefix ? strncmp(keys[i], k, kl) == 0 && (keys[i][kl] == '[' || keys[i][kl] == '\0')
+		if (prefix ? strncmp(keys[i], k, kl) == 0 &&
+		                 (keys[i][kl] == '[' || keys[i][kl] == '\0')
 		           : strcmp(keys[i], k) == 0)
 			return 1;
 	return 0;
@@ -221,8 +222,8 @@ sent(size_t n, char *const *keys, const char *k, int prefix)
 
 int
 stripe_contract_check(const struct stripe_contract *c, const char *method,
-                      const char *path, size_t n, char *const *keys,
-                      char *const *values, const char **code, const char **param)
+                      const char *path, size_t n, char *const *keys, char *const *values,
+                      const char **code, const char **param)
 {
 	const cJSON *op, *params, *pp, *g, *alts;
 	const char *tmpl, *seg;
@@ -268,14 +269,13 @@ stripe_contract_check(const struct stripe_contract *c, const char *method,
 			return FGW_ERR_INVALID;
 		}
 	}
-	cJSON_ArrayForEach(g, cJSON_GetObjectItemCaseSensitive(op, "required"))
-	{
-		const char *when = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(g, "when"));
+	cJSON_ArrayForEach(g, cJSON_GetObjectItemCaseSensitive(op, "required")) {
+		const char *when = cJSON_GetStringValue(
+		    cJSON_GetObjectItemCaseSensitive(g, "when"));
 		const cJSON *r;
 		if (when == NULL || (when[0] != '\0' && !sent(n, keys, when, 1)))
 			continue;
-		cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(g, "all"))
-		{
+		cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(g, "all")) {
 			if (cJSON_IsString(r) && !sent(n, keys, r->valuestring, 0)) {
 				*code = "parameter_missing";
 				*param = r->valuestring;

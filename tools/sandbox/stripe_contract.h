@@ -32,7 +32,6 @@ const char *stripe_contract_version(const struct stripe_contract *c);
  */
 int stripe_contract_check(const struct stripe_contract *c, const char *method,
                           const char *path, size_t n, char *const *keys,
-                          char *const *values, const char **code,
-                          const char **param);
+                          char *const *values, const char **code, const char **param);
 
 #endif

@@ -56,19 +56,20 @@ sbx_3ds_page(struct sbx *s, struct evhttp_request *req, const char *id)
 	}
 	/* id is "ch_" + base62 and currency three letters: nothing to
 	 * escape. The reference is the merchant's and is not shown. */
-	n = snprintf(page, sizeof(page),
-	             "<!doctype html>\n<html><head><meta charset=\"utf-8\">"
-	             "<title>3-D Secure test page</title></head>\n<body>\n"
-	             "<h1>3-D Secure test page</h1>\n"
-	             "<p>flair-sandbox asks you to authenticate charge %s of %lld"
-	             " (minor units) %s. Status: %s.</p>\n"
-	             "<form method=\"post\" action=\"/3ds/%s/complete\">\n"
-	             "<button type=\"submit\" id=\"complete\">Complete authentication</button>\n"
-	             "</form>\n"
-	             "<form method=\"post\" action=\"/3ds/%s/fail\">\n"
-	             "<button type=\"submit\" id=\"fail\">Fail authentication</button>\n"
-	             "</form>\n</body></html>\n",
-	             c->id, (long long)c->amount, c->currency, c->status, c->id, c->id);
+	n = snprintf(
+	    page, sizeof(page),
+	    "<!doctype html>\n<html><head><meta charset=\"utf-8\">"
+	    "<title>3-D Secure test page</title></head>\n<body>\n"
+	    "<h1>3-D Secure test page</h1>\n"
+	    "<p>flair-sandbox asks you to authenticate charge %s of %lld"
+	    " (minor units) %s. Status: %s.</p>\n"
+	    "<form method=\"post\" action=\"/3ds/%s/complete\">\n"
+	    "<button type=\"submit\" id=\"complete\">Complete authentication</button>\n"
+	    "</form>\n"
+	    "<form method=\"post\" action=\"/3ds/%s/fail\">\n"
+	    "<button type=\"submit\" id=\"fail\">Fail authentication</button>\n"
+	    "</form>\n</body></html>\n",
+	    c->id, (long long)c->amount, c->currency, c->status, c->id, c->id);
 	if (n < 0 || (size_t)n >= sizeof(page)) {
 		sbx_send_error(req, 500, "internal", "page too long");
 		return;
@@ -114,14 +115,13 @@ webhook_done(void *arg, const struct httpc_response *resp)
 
 	w->req = NULL;
 	if (resp->err == 0 && resp->status >= 200 && resp->status <= 299) {
-		log_info("webhook %s delivered (HTTP %ld, attempt %d)", w->event_id,
-		         resp->status, w->attempt);
+		log_info("webhook %s delivered (HTTP %ld, attempt %d)", w->event_id, resp->status,
+		         w->attempt);
 		webhook_free(w);
 		return;
 	}
-	log_warn("webhook %s attempt %d failed: %s HTTP %ld", w->event_id,
-	         w->attempt, resp->err ? fgw_strerror(resp->err) : "status",
-	         resp->status);
+	log_warn("webhook %s attempt %d failed: %s HTTP %ld", w->event_id, w->attempt,
+	         resp->err ? fgw_strerror(resp->err) : "status", resp->status);
 	if (w->attempt >= WEBHOOK_ATTEMPTS) {
 		log_warn("webhook %s given up", w->event_id);
 		webhook_free(w);
@@ -135,14 +135,12 @@ webhook_done(void *arg, const struct httpc_response *resp)
 static void
 webhook_send(struct sbx_webhook *w)
 {
-	const char *headers[] = { "Content-Type: application/json",
-		                      w->sig_header, NULL };
+	const char *headers[] = { "Content-Type: application/json", w->sig_header, NULL };
 	int r;
 
 	w->attempt++;
-	r = httpc_request(w->s->httpc, "POST", w->s->webhook_url, headers,
-	                  w->body, strlen(w->body), WEBHOOK_TIMEOUT_MS,
-	                  webhook_done, w, &w->req);
+	r = httpc_request(w->s->httpc, "POST", w->s->webhook_url, headers, w->body,
+	                  strlen(w->body), WEBHOOK_TIMEOUT_MS, webhook_done, w, &w->req);
 	if (r != FGW_OK) {
 		log_warn("webhook %s not sent: %s", w->event_id, fgw_strerror(r));
 		webhook_free(w);
@@ -158,26 +156,22 @@ sign(const char *secret, long long t, const char *body, char hex[65])
 	char ts[24];
 	int n = snprintf(ts, sizeof(ts), "%lld.", t);
 
-	crypto_auth_hmacsha256_init(&st, (const unsigned char *)secret,
-	                            strlen(secret));
+	crypto_auth_hmacsha256_init(&st, (const unsigned char *)secret, strlen(secret));
 	crypto_auth_hmacsha256_update(&st, (const unsigned char *)ts, (size_t)n);
-	crypto_auth_hmacsha256_update(&st, (const unsigned char *)body,
-	                              strlen(body));
+	crypto_auth_hmacsha256_update(&st, (const unsigned char *)body, strlen(body));
 	crypto_auth_hmacsha256_final(&st, mac);
 	fgw_hex(mac, sizeof(mac), hex);
 	sodium_memzero(&st, sizeof(st));
 }
 
 static int
-event_body(const struct sbx_charge *c, const char *evt_id, long long t,
-           char **out)
+event_body(const struct sbx_charge *c, const char *evt_id, long long t, char **out)
 {
 	cJSON *o = NULL, *data, *obj;
 	int r = FGW_ERR_NOMEM;
 
 	*out = NULL;
-	if ((o = cJSON_CreateObject()) == NULL ||
-	    !cJSON_AddStringToObject(o, "id", evt_id) ||
+	if ((o = cJSON_CreateObject()) == NULL || !cJSON_AddStringToObject(o, "id", evt_id) ||
 	    !cJSON_AddStringToObject(o, "type", "payment_intent.succeeded") ||
 	    !cJSON_AddNumberToObject(o, "created", (double)t) ||
 	    (data = cJSON_AddObjectToObject(o, "data")) == NULL ||
@@ -226,7 +220,8 @@ sbx_webhook_queue(struct sbx *s, const char *header, const char *what,
 		goto nomem;
 	}
 	sign(s->webhook_secret, t, w->body, hex);
-	n = snprintf(w->sig_header, sizeof(w->sig_header), "%s: t=%lld,v1=%s", header, t, hex);
+	n = snprintf(w->sig_header, sizeof(w->sig_header), "%s: t=%lld,v1=%s", header, t,
+	             hex);
 	if (n < 0 || (size_t)n >= sizeof(w->sig_header)) {
 		webhook_free(w);
 		goto nomem;
@@ -250,8 +245,7 @@ is_form_post(struct evhttp_request *req)
 {
 	const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req),
 	                                    "Content-Type");
-	return ct != NULL &&
-	       strncmp(ct, "application/x-www-form-urlencoded", 33) == 0;
+	return ct != NULL && strncmp(ct, "application/x-www-form-urlencoded", 33) == 0;
 }
 
 /* Where a browser goes after the challenge, or the charge as JSON. */
@@ -260,15 +254,14 @@ after_challenge(struct sbx *s, struct evhttp_request *req, const struct sbx_char
 {
 	if (is_form_post(req)) {
 		if (c->return_url != NULL) {
-			evhttp_add_header(evhttp_request_get_output_headers(req),
-			                  "Location", c->return_url);
+			evhttp_add_header(evhttp_request_get_output_headers(req), "Location",
+			                  c->return_url);
 			sbx_send(req, 303, "text/plain", "See Other\n", 10);
 		} else {
 			static const char done[] =
 			    "<!doctype html>\n<html><body><p>Authentication finished."
 			    "</p></body></html>\n";
-			sbx_send(req, 200, "text/html; charset=utf-8", done,
-			         sizeof(done) - 1);
+			sbx_send(req, 200, "text/html; charset=utf-8", done, sizeof(done) - 1);
 		}
 		return;
 	}
