@@ -1467,8 +1467,10 @@ status_answer(struct rctx *c)
 	s = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
 	store_txn_row_clear(&t);
-	gw_req_finish(&c->g, 200,
-	              s ? s : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}");
+	if (s != NULL)
+		gw_req_finish(&c->g, 200, s);
+	else
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 	cJSON_free(s);
 }
 

@@ -110,9 +110,7 @@ on_recorded(void *arg, int rc)
 	if (rc != 0 && rc != FGW_ERR_EXISTS) {
 		log_error("webhook %s not recorded: %s", ctx->event_id, fgw_strerror(rc));
 		/* Not held durably: a 500 makes the processor send it again. */
-		gw_req_finish(
-		    &ctx->g, 500,
-		    "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be recorded\"}");
+		gw_req_error(&ctx->g, 500, "INTERNAL_ERROR", "The event could not be recorded");
 		return;
 	}
 	atomic_fetch_add(&ctx->g.rx->gw->metrics.webhooks_in[rc == FGW_ERR_EXISTS ? 2 : 0],
@@ -161,9 +159,7 @@ on_moved(void *arg, int rc, const struct store_txn_row *row)
 	} else if (rc != 0) {
 		log_error("webhook %s: move of %s failed: %s", ctx->event_id, ctx->txn_id,
 		          fgw_strerror(rc));
-		gw_req_finish(
-		    &ctx->g, 500,
-		    "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be applied\"}");
+		gw_req_error(&ctx->g, 500, "INTERNAL_ERROR", "The event could not be applied");
 		return;
 	} else {
 		fgw_strlcpy(ctx->result, "applied", sizeof(ctx->result));
@@ -223,9 +219,7 @@ on_refunds(void *arg, int rc)
 	} else if (rc != 0) {
 		log_error("webhook %s: refunds of %s not recorded: %s", ctx->event_id,
 		          ctx->txn_id, fgw_strerror(rc));
-		gw_req_finish(
-		    &ctx->g, 500,
-		    "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be applied\"}");
+		gw_req_error(&ctx->g, 500, "INTERNAL_ERROR", "The event could not be applied");
 		return;
 	} else {
 		fgw_strlcpy(ctx->result, "applied", sizeof(ctx->result));
@@ -246,9 +240,7 @@ on_disputed(void *arg, int rc)
 	} else if (rc != 0) {
 		log_error("webhook %s: dispute of %s not recorded: %s", ctx->event_id,
 		          ctx->txn_id, fgw_strerror(rc));
-		gw_req_finish(
-		    &ctx->g, 500,
-		    "{\"error\":\"INTERNAL_ERROR\",\"message\":\"The event could not be applied\"}");
+		gw_req_error(&ctx->g, 500, "INTERNAL_ERROR", "The event could not be applied");
 		return;
 	} else {
 		fgw_strlcpy(ctx->result, "applied", sizeof(ctx->result));
@@ -419,10 +411,8 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		                   fgw_mono_ms()))
 			audit_only(rx, ctx->processor, ctx->source, "webhook.deferred", "deferred",
 			           ctx->txn_id, "TRANSACTION_IN_FLIGHT", ctx->event_id);
-		gw_req_finish(
-		    &ctx->g, 409,
-		    "{\"error\":\"TRANSACTION_IN_FLIGHT\",\"message\":"
-		    "\"The transaction is still being posted; send the event again later\"}");
+		gw_req_error(&ctx->g, 409, "TRANSACTION_IN_FLIGHT",
+		             "The transaction is still being posted; send the event again later");
 		return;
 	}
 	if (r == 0)
