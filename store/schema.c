@@ -19,9 +19,13 @@
 #include "store/schema.h"
 #include "store/store.h"
 
+/* SQL is laid out as SQL: clang-format 14 breaks string concatenations
+ * around ISO_MS() into unreadable columns. */
+/* clang-format off */
+
 /* ISO 8601 with milliseconds from an INTEGER ms column. */
-#define ISO_MS(col)                                                   \
-	"(strftime('%Y-%m-%dT%H:%M:%S', " col " / 1000, 'unixepoch') || " \
+#define ISO_MS(col)                                                          \
+	"(strftime('%Y-%m-%dT%H:%M:%S', " col " / 1000, 'unixepoch') || "        \
 	"printf('.%03dZ', " col " % 1000))"
 
 static const char schema_v1[] =
@@ -133,25 +137,22 @@ static const char schema_v1[] =
 
     /* Read-only views for auditors. */
     "CREATE VIEW v_audit AS SELECT"
-    " seq, " ISO_MS(
-        "ts") " AS time_utc, ts, actor, source, event_type,"
-              " resource, outcome, details_json, prev_hash, hash"
-              " FROM audit_events;"
-              "CREATE VIEW v_transactions AS SELECT"
-              " id, client_id, reservation_id, amount, currency, status, error_code,"
-              " error_message, processor, processor_ref, brand, bin, last4,"
-              " exp_month, exp_year, customer_email, customer_name, customer_country,"
-              " customer_ip, rule_decision, rules_fired, description,"
-              " " ISO_MS(
-                  "created_at") " AS created_utc,"
-                                " " ISO_MS(
-                                    "updated_at") " AS updated_utc,"
-                                                  " created_at, updated_at"
-                                                  " FROM transactions;"
-                                                  "CREATE VIEW v_daily_totals AS SELECT"
-                                                  " strftime('%Y-%m-%d', created_at / 1000, 'unixepoch') AS day,"
-                                                  " status, currency, COUNT(*) AS txn_count, SUM(amount) AS total_amount"
-                                                  " FROM transactions GROUP BY day, status, currency;";
+    " seq, " ISO_MS("ts") " AS time_utc, ts, actor, source, event_type,"
+    " resource, outcome, details_json, prev_hash, hash"
+    " FROM audit_events;"
+    "CREATE VIEW v_transactions AS SELECT"
+    " id, client_id, reservation_id, amount, currency, status, error_code,"
+    " error_message, processor, processor_ref, brand, bin, last4,"
+    " exp_month, exp_year, customer_email, customer_name, customer_country,"
+    " customer_ip, rule_decision, rules_fired, description,"
+    " " ISO_MS("created_at") " AS created_utc,"
+    " " ISO_MS("updated_at") " AS updated_utc,"
+    " created_at, updated_at"
+    " FROM transactions;"
+    "CREATE VIEW v_daily_totals AS SELECT"
+    " strftime('%Y-%m-%d', created_at / 1000, 'unixepoch') AS day,"
+    " status, currency, COUNT(*) AS txn_count, SUM(amount) AS total_amount"
+    " FROM transactions GROUP BY day, status, currency;";
 
 /* Reservations (store/reservations.c): experiences with prices and
  * discounts, time slots with capacity and the places taken, and the
@@ -208,8 +209,8 @@ static const char schema_v2[] =
     " id, customer_id, experience_id, time_slot_id, guests, status,"
     " payment_status, total_price, currency, reference, txn_id,"
     " " ISO_MS("hold_expires_at") " AS hold_expires_utc,"
-                                  " " ISO_MS("created_at") " AS created_utc"
-                                                           " FROM reservations;";
+    " " ISO_MS("created_at") " AS created_utc"
+    " FROM reservations;";
 
 /* v3: webhooks. Inbound processor events deduplicated by (processor, event
  * id); the outbound outbox to the website's endpoints, one row per event
@@ -255,10 +256,9 @@ static const char schema_v3[] =
     "CREATE INDEX transactions_processor_ref ON transactions(processor_ref);"
     "CREATE VIEW v_webhook_attempts AS SELECT"
     " a.seq, a.outbox_id, o.event_id, o.event_type, o.txn_id, o.endpoint_url,"
-    " a.attempt, " ISO_MS(
-        "a.at") " AS time_utc, a.http_status, a.error,"
-                " a.elapsed_ms, a.outcome"
-                " FROM webhook_attempts a JOIN webhook_outbox o ON o.id = a.outbox_id;";
+    " a.attempt, " ISO_MS("a.at") " AS time_utc, a.http_status, a.error,"
+    " a.elapsed_ms, a.outcome"
+    " FROM webhook_attempts a JOIN webhook_outbox o ON o.id = a.outbox_id;";
 
 /* v4: reconciliation bookkeeping on each transaction (attempts,
  * when to ask next, and the manual-review flag once it gives up), and the
@@ -300,11 +300,11 @@ static const char schema_v5[] =
  * the backups recorded in the audit trail. */
 static const char schema_v6[] =
     "CREATE TABLE audit_checkpoints ("
-    " seq INTEGER PRIMARY KEY," /* audit_events.seq of the signed head */
+    " seq INTEGER PRIMARY KEY,"      /* audit_events.seq of the signed head */
     " ts INTEGER NOT NULL,"
-    " head_hash TEXT NOT NULL,"  /* audit_events.hash at seq */
-    " public_key TEXT NOT NULL," /* hex Ed25519 key that signed */
-    " signature TEXT NOT NULL"   /* hex Ed25519 over the canonical form */
+    " head_hash TEXT NOT NULL,"      /* audit_events.hash at seq */
+    " public_key TEXT NOT NULL,"     /* hex Ed25519 key that signed */
+    " signature TEXT NOT NULL"       /* hex Ed25519 over the canonical form */
     ");"
     "CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints"
     " BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;"
@@ -314,18 +314,16 @@ static const char schema_v6[] =
     " WHEN NEW.seq <= (SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints)"
     " BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;"
     "CREATE VIEW v_audit_checkpoints AS SELECT"
-    " seq, " ISO_MS(
-        "ts") " AS time_utc, ts, head_hash, public_key, signature"
-              " FROM audit_checkpoints;"
-              "CREATE VIEW v_backups AS SELECT"
-              " seq, " ISO_MS(
-                  "ts") " AS time_utc, actor, event_type, outcome,"
-                        " resource AS file,"
-                        " json_extract(details_json, '$.bytes') AS bytes,"
-                        " json_extract(details_json, '$.blake2b') AS blake2b,"
-                        " json_extract(details_json, '$.auditSeq') AS audit_seq,"
-                        " json_extract(details_json, '$.transactions') AS transactions"
-                        " FROM audit_events WHERE event_type LIKE 'backup.%';";
+    " seq, " ISO_MS("ts") " AS time_utc, ts, head_hash, public_key, signature"
+    " FROM audit_checkpoints;"
+    "CREATE VIEW v_backups AS SELECT"
+    " seq, " ISO_MS("ts") " AS time_utc, actor, event_type, outcome,"
+    " resource AS file,"
+    " json_extract(details_json, '$.bytes') AS bytes,"
+    " json_extract(details_json, '$.blake2b') AS blake2b,"
+    " json_extract(details_json, '$.auditSeq') AS audit_seq,"
+    " json_extract(details_json, '$.transactions') AS transactions"
+    " FROM audit_events WHERE event_type LIKE 'backup.%';";
 
 /* v7: every index costs a b-tree page per insert or move in the
  * writer's commit, so only the ones a query reads stay. Velocity counts in
@@ -363,7 +361,7 @@ static const char schema_v8[] =
     " txn_id TEXT NOT NULL REFERENCES transactions (id),"
     " op TEXT NOT NULL CHECK (op IN ('capture', 'cancel')),"
     " idempotency_key TEXT NOT NULL,"
-    " request_key TEXT," /* the client's key, hashed; NULL without one */
+    " request_key TEXT,"   /* the client's key, hashed; NULL without one */
     " status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),"
     " created_at INTEGER NOT NULL,"
     " updated_at INTEGER NOT NULL,"
@@ -462,7 +460,7 @@ static const char schema_v12_awaiting_action[] =
  * like its own, found again by the processor's refund id. Re-runnable. */
 static const char schema_v13_disputes[] =
     "CREATE TABLE IF NOT EXISTS transaction_disputes ("
-    " id TEXT PRIMARY KEY NOT NULL," /* the processor's dispute id */
+    " id TEXT PRIMARY KEY NOT NULL,"        /* the processor's dispute id */
     " txn_id TEXT NOT NULL REFERENCES transactions (id),"
     " processor TEXT NOT NULL,"
     " amount INTEGER,"
@@ -620,7 +618,8 @@ schema_version(sqlite3 *db, int *version)
 	sqlite3_stmt *s = NULL;
 	int r;
 
-	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK ||
+	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) !=
+	        SQLITE_OK ||
 	    sqlite3_step(s) != SQLITE_ROW) {
 		log_error("reading user_version failed: %s", sqlite3_errmsg(db));
 		r = FGW_ERR_DB;
@@ -668,8 +667,7 @@ migrate_step(sqlite3 *db, int *version)
 		goto out;
 	if (v > STORE_SCHEMA_VERSION || v < 0) {
 		log_error("database schema version %d is not one this build knows "
-		          "(up to %d)",
-		          v, STORE_SCHEMA_VERSION);
+		          "(up to %d)", v, STORE_SCHEMA_VERSION);
 		r = FGW_ERR_STATE;
 		goto out;
 	}
@@ -679,7 +677,8 @@ migrate_step(sqlite3 *db, int *version)
 			r = FGW_ERR_INTERNAL;
 			goto out;
 		}
-		if ((r = exec_sql(db, migrations[v])) != 0 || (r = exec_sql(db, bump)) != 0)
+		if ((r = exec_sql(db, migrations[v])) != 0 ||
+		    (r = exec_sql(db, bump)) != 0)
 			goto out;
 		v++;
 		stepped = 1;
@@ -721,3 +720,4 @@ schema_migrate(sqlite3 *db)
 out:
 	return r;
 }
+/* clang-format on */

@@ -27,9 +27,13 @@
 
 #include "store/schema_pg.h"
 
+/* SQL is laid out as SQL: clang-format 14 breaks string concatenations
+ * around ISO_MS() into unreadable columns. */
+/* clang-format off */
+
 /* ISO 8601 with milliseconds, UTC, from a bigint ms column: exact integer
  * arithmetic, no floating-point epoch. */
-#define ISO_MS(col)                                                                    \
+#define ISO_MS(col)                                                          \
 	"to_char(timestamp '1970-01-01 00:00:00' + (" col ") * interval '1 millisecond', " \
 	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
@@ -404,58 +408,50 @@ static const char pg_v17_baseline[] =
     /* Read-only views for auditors, the same names and columns as
      * SQLite's. */
     "CREATE VIEW v_audit AS SELECT"
-    " seq, " ISO_MS(
-        "ts") " AS time_utc, ts, actor, source, event_type,"
-              " resource, outcome, details_json, prev_hash, hash"
-              " FROM audit_events;"
-              "CREATE VIEW v_transactions AS SELECT"
-              " id, client_id, reservation_id, amount, currency, status, error_code,"
-              " error_message, processor, processor_ref, brand, bin, last4,"
-              " exp_month, exp_year, customer_email, customer_name, customer_country,"
-              " customer_ip, rule_decision, rules_fired, description,"
-              " " ISO_MS(
-                  "created_at") " AS created_utc,"
-                                " " ISO_MS(
-                                    "updated_at") " AS updated_utc,"
-                                                  " created_at, updated_at"
-                                                  " FROM transactions;"
-                                                  "CREATE VIEW v_daily_totals AS SELECT"
-                                                  " to_char(timestamp '1970-01-01 00:00:00' + created_at * interval '1 millisecond',"
-                                                  " 'YYYY-MM-DD') AS day,"
-                                                  " status, currency, COUNT(*) AS txn_count, SUM(amount) AS total_amount"
-                                                  " FROM transactions GROUP BY 1, status, currency;"
-                                                  "CREATE VIEW v_reservations AS SELECT"
-                                                  " id, customer_id, experience_id, time_slot_id, guests, status,"
-                                                  " payment_status, total_price, currency, reference, txn_id,"
-                                                  " " ISO_MS(
-                                                      "hold_expires_at") " AS hold_expires_utc,"
-                                                                         " " ISO_MS(
-                                                                             "created_at") " AS created_utc"
-                                                                                           " FROM reservations;"
-                                                                                           "CREATE VIEW v_webhook_attempts AS SELECT"
-                                                                                           " a.seq, a.outbox_id, o.event_id, o.event_type, o.txn_id, o.endpoint_url,"
-                                                                                           " a.attempt, " ISO_MS(
-                                                                                               "a.at") " AS time_utc, a.http_status, a.error,"
-                                                                                                       " a.elapsed_ms, a.outcome"
-                                                                                                       " FROM webhook_attempts a JOIN webhook_outbox o ON o.id = a.outbox_id;"
-                                                                                                       "CREATE VIEW v_audit_checkpoints AS SELECT"
-                                                                                                       " seq, " ISO_MS(
-                                                                                                           "ts") " AS time_utc, ts, head_hash, public_key, signature"
-                                                                                                                 " FROM audit_checkpoints;"
-                                                                                                                 /* details_json is text that is valid JSON (store/audit.c writes it);
+    " seq, " ISO_MS("ts") " AS time_utc, ts, actor, source, event_type,"
+    " resource, outcome, details_json, prev_hash, hash"
+    " FROM audit_events;"
+    "CREATE VIEW v_transactions AS SELECT"
+    " id, client_id, reservation_id, amount, currency, status, error_code,"
+    " error_message, processor, processor_ref, brand, bin, last4,"
+    " exp_month, exp_year, customer_email, customer_name, customer_country,"
+    " customer_ip, rule_decision, rules_fired, description,"
+    " " ISO_MS("created_at") " AS created_utc,"
+    " " ISO_MS("updated_at") " AS updated_utc,"
+    " created_at, updated_at"
+    " FROM transactions;"
+    "CREATE VIEW v_daily_totals AS SELECT"
+    " to_char(timestamp '1970-01-01 00:00:00' + created_at * interval '1 millisecond',"
+    " 'YYYY-MM-DD') AS day,"
+    " status, currency, COUNT(*) AS txn_count, SUM(amount) AS total_amount"
+    " FROM transactions GROUP BY 1, status, currency;"
+    "CREATE VIEW v_reservations AS SELECT"
+    " id, customer_id, experience_id, time_slot_id, guests, status,"
+    " payment_status, total_price, currency, reference, txn_id,"
+    " " ISO_MS("hold_expires_at") " AS hold_expires_utc,"
+    " " ISO_MS("created_at") " AS created_utc"
+    " FROM reservations;"
+    "CREATE VIEW v_webhook_attempts AS SELECT"
+    " a.seq, a.outbox_id, o.event_id, o.event_type, o.txn_id, o.endpoint_url,"
+    " a.attempt, " ISO_MS("a.at") " AS time_utc, a.http_status, a.error,"
+    " a.elapsed_ms, a.outcome"
+    " FROM webhook_attempts a JOIN webhook_outbox o ON o.id = a.outbox_id;"
+    "CREATE VIEW v_audit_checkpoints AS SELECT"
+    " seq, " ISO_MS("ts") " AS time_utc, ts, head_hash, public_key, signature"
+    " FROM audit_checkpoints;"
+    /* details_json is text that is valid JSON (store/audit.c writes it);
      * numbers come out as numbers, like SQLite's json_extract. */
-                                                                                                                 "CREATE VIEW v_backups AS SELECT"
-                                                                                                                 " seq, " ISO_MS(
-                                                                                                                     "ts") " AS time_utc, actor, event_type, outcome,"
-                                                                                                                           " resource AS file,"
-                                                                                                                           " (details_json::jsonb ->> 'bytes')::bigint AS bytes,"
-                                                                                                                           " details_json::jsonb ->> 'blake2b' AS blake2b,"
-                                                                                                                           " (details_json::jsonb ->> 'auditSeq')::bigint AS audit_seq,"
-                                                                                                                           " (details_json::jsonb ->> 'transactions')::bigint AS transactions"
-                                                                                                                           " FROM audit_events WHERE event_type LIKE 'backup.%';";
+    "CREATE VIEW v_backups AS SELECT"
+    " seq, " ISO_MS("ts") " AS time_utc, actor, event_type, outcome,"
+    " resource AS file,"
+    " (details_json::jsonb ->> 'bytes')::bigint AS bytes,"
+    " details_json::jsonb ->> 'blake2b' AS blake2b,"
+    " (details_json::jsonb ->> 'auditSeq')::bigint AS audit_seq,"
+    " (details_json::jsonb ->> 'transactions')::bigint AS transactions"
+    " FROM audit_events WHERE event_type LIKE 'backup.%';";
 
 static const struct pg_migration pg_migrations[] = {
-	{ 17, pg_v17_baseline },
+	{17, pg_v17_baseline},
 };
 
 const struct pg_migration *
@@ -464,3 +460,4 @@ schema_pg_migrations(size_t *n)
 	*n = sizeof(pg_migrations) / sizeof(pg_migrations[0]);
 	return pg_migrations;
 }
+/* clang-format on */
