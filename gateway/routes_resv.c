@@ -1034,7 +1034,7 @@ stripe_js_again(struct reactor *rx, struct rctx *c)
 	type = cJSON_GetObjectItemCaseSensitive(na, "type");
 	waiting = txn_state_of(c->txn.status) == TXN_REQUIRES_ACTION &&
 	          cJSON_IsString(type) && strcmp(type->valuestring, "use_stripe_sdk") == 0 &&
-	          strncmp(c->txn.processor_ref, "pi_", 3) == 0;
+	          c->txn.processor_ref[0] != '\0';
 	cJSON_Delete(na);
 	if (!waiting) {
 		resv_err_answer(c, RESV_INVALID_STATUS);
