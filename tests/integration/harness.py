@@ -100,6 +100,15 @@ def sqlite_only(reason):
     return mark
 
 
+def pg_only(reason):
+    """Marks a test that needs the PostgreSQL store (several instances on
+    one database); run.py skips it on SQLite, printing the reason."""
+    def mark(fn):
+        fn.pg_only = reason
+        return fn
+    return mark
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

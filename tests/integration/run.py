@@ -12,8 +12,9 @@ crashed, leaked or reported a sanitizer error fails the run. Prints
 
 --backend pg (or FLAIRGW_TEST_BACKEND=pg) runs every gateway on PostgreSQL:
 one cluster for the run, a database per gateway data_dir (harness.py). A
-test marked harness.sqlite_only(reason) is skipped there, with its reason
-printed ("skip module.test: reason").
+test marked harness.sqlite_only(reason) is skipped there, and one marked
+harness.pg_only(reason) on SQLite, with the reason printed ("skip
+module.test: reason").
 """
 
 import argparse
@@ -98,6 +99,10 @@ def skip_reason(fn):
         reason = getattr(fn, "sqlite_only", None)
         if reason:
             return f"SQLite only: {reason}"
+    else:
+        reason = getattr(fn, "pg_only", None)
+        if reason:
+            return f"PostgreSQL only: {reason}"
     return None
 
 
