@@ -558,19 +558,37 @@ class PgDatabase:
     def execute(self, sql, *args, admin=False):
         self.run(bind(sql, args), admin=admin)
 
-    def execute_many(self, sql, rows):
-        """sql once per row of arguments, all in one transaction and one psql
-        (its script on stdin: a long one would not fit in an argument)."""
-        script = "BEGIN;\n" + "".join(bind(sql, r) + ";\n" for r in rows) + "COMMIT;\n"
-        argv = [os.path.join(self.server.bin, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                "-h", "127.0.0.1", "-p", str(self.server.port), "-U", pg.Postgres.ROLE,
-                "-d", self.name, "-f", "-"]
+    def _client(self, program, *args):
+        """argv and environment of a client program on this database as the
+        flairgw role."""
+        argv = [os.path.join(self.server.bin, program), "-h", "127.0.0.1",
+                "-p", str(self.server.port), "-U", pg.Postgres.ROLE, "-d", self.name, *args]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["PGPASSWORD"] = self.server.password
+        return argv, env
+
+    def _script(self, script):
+        argv, env = self._client("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-")
         p = subprocess.run(argv, input=script, capture_output=True, text=True, env=env,
                            timeout=120)
         if p.returncode != 0:
             raise StoreError(f"psql: {p.stderr.strip()[-2000:]}")
+
+    def execute_many(self, sql, rows):
+        """sql once per row of arguments, all in one transaction and one psql
+        (its script on stdin: a long one would not fit in an argument)."""
+        self._script("BEGIN;\n" + "".join(bind(sql, r) + ";\n" for r in rows) + "COMMIT;\n")
+
+    def copy(self):
+        """A new database with this one's schema and rows (pg_dump), also
+        while a gateway is connected (CREATE DATABASE ... TEMPLATE is not)."""
+        argv, env = self._client("pg_dump", "--no-owner", "--no-privileges")
+        dump = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+        if dump.returncode != 0:
+            raise StoreError(f"pg_dump: {dump.stderr.strip()[-2000:]}")
+        other = PgDatabase()
+        other._script(dump.stdout)
+        return other
 
     def columns(self, table):
         return [r[0] for r in self.run(

@@ -183,17 +183,56 @@ def test_update_and_delete_refused():
     assert "intact" in ctl(g, "audit", "verify").stdout
 
 
+class Copy:
+    """A copy of the store to tamper with: a SQLite file, or a PostgreSQL
+    database (pg_dump of the live one)."""
+
+    def __init__(self, g, tmp):
+        self.g = g
+        if harness.on_pg():
+            self.pg = g.store().copy()
+        else:
+            self.pg = None
+            self.path = copy_db(g, tmp)
+            self.conn = sqlite3.connect(self.path)
+
+    def execute(self, sql, *args):
+        if self.pg is not None:
+            self.pg.execute(sql, *args)
+        else:
+            self.conn.execute(sql, args)
+
+    def one(self, sql, *args):
+        """The first column of the first row."""
+        if self.pg is not None:
+            return next(iter(self.pg.query(sql, *args)[0].values()))
+        return self.conn.execute(sql, args).fetchone()[0]
+
+    def drop_trigger(self, name, table):
+        self.execute(f"DROP TRIGGER {name} ON {table}" if self.pg is not None
+                     else f"DROP TRIGGER {name}")
+
+    def verify(self):
+        """flairctl audit verify on the copy."""
+        if self.pg is not None:
+            done = ctl(self.g, "--store_dsn_file", self.pg.dsn_file(), "audit", "verify",
+                       check=False)
+            self.pg.drop()
+            return done
+        self.conn.commit()
+        self.conn.close()
+        return verify_file(self.g, self.path)
+
+
 def tampered(g, tmp, edit):
     """A copy of the database with the triggers dropped (an attacker with
-    the file) and edit(conn) applied; returns flairctl audit verify."""
-    path = copy_db(g, tmp)
-    conn = sqlite3.connect(path)
+    the file, or with the database's owner role) and edit(copy) applied;
+    returns flairctl audit verify on it."""
+    copy = Copy(g, tmp)
     for t in ("audit_events_no_update", "audit_events_no_delete", "audit_events_next_seq"):
-        conn.execute(f"DROP TRIGGER {t}")
-    edit(conn)
-    conn.commit()
-    conn.close()
-    return verify_file(g, path)
+        copy.drop_trigger(t, "audit_events")
+    edit(copy)
+    return copy.verify()
 
 
 def assert_broken_at(done, seq):
@@ -201,7 +240,6 @@ def assert_broken_at(done, seq):
     assert f"BROKEN at event seq {seq}:" in done.stdout, done.stdout
 
 
-@harness.sqlite_only("edits a copy of the database file and verifies it with --database")
 def test_tampering_is_detected():
     g = gw()
     for _ in range(3):
@@ -219,38 +257,39 @@ def test_tampering_is_detected():
     mid = n // 2
     for col in ("actor", "source", "event_type", "resource", "outcome", "details_json",
                 "prev_hash", "hash"):
-        def edit(conn, col=col):
-            value = conn.execute(f"SELECT {col} FROM audit_events WHERE seq = ?", (mid,)).fetchone()[0]
+        def edit(copy, col=col):
+            value = copy.one(f"SELECT {col} FROM audit_events WHERE seq = ?", mid)
             value = value or "{}"
             flipped = value[:-1] + ("0" if value[-1] != "0" else "1")
-            conn.execute(f"UPDATE audit_events SET {col} = ? WHERE seq = ?", (flipped, mid))
+            copy.execute(f"UPDATE audit_events SET {col} = ? WHERE seq = ?", flipped, mid)
         assert_broken_at(tampered(g, tmp, edit), mid)
     assert_broken_at(tampered(g, tmp, lambda c: c.execute(
-        "UPDATE audit_events SET ts = ts + 1 WHERE seq = ?", (mid,))), mid)
+        "UPDATE audit_events SET ts = ts + 1 WHERE seq = ?", mid)), mid)
     # A deleted row.
     assert_broken_at(tampered(g, tmp, lambda c: c.execute(
-        "DELETE FROM audit_events WHERE seq = ?", (mid,))), mid)
+        "DELETE FROM audit_events WHERE seq = ?", mid)), mid)
 
     # Two rows swapped (their contents change places).
-    def swap(conn):
-        cols = "ts, actor, source, event_type, resource, outcome, details_json, prev_hash, hash"
-        a = conn.execute(f"SELECT {cols} FROM audit_events WHERE seq = ?", (mid,)).fetchone()
-        b = conn.execute(f"SELECT {cols} FROM audit_events WHERE seq = ?", (mid + 1,)).fetchone()
-        sets = ", ".join(f"{c.strip()} = ?" for c in cols.split(","))
-        conn.execute(f"UPDATE audit_events SET {sets} WHERE seq = ?", (*b, mid))
-        conn.execute(f"UPDATE audit_events SET {sets} WHERE seq = ?", (*a, mid + 1))
+    def swap(copy):
+        cols = [c.strip() for c in ("ts, actor, source, event_type, resource, outcome, "
+                                    "details_json, prev_hash, hash").split(",")]
+        a = [copy.one(f"SELECT {c} FROM audit_events WHERE seq = ?", mid) for c in cols]
+        b = [copy.one(f"SELECT {c} FROM audit_events WHERE seq = ?", mid + 1) for c in cols]
+        sets = ", ".join(f"{c} = ?" for c in cols)
+        copy.execute(f"UPDATE audit_events SET {sets} WHERE seq = ?", *b, mid)
+        copy.execute(f"UPDATE audit_events SET {sets} WHERE seq = ?", *a, mid + 1)
     assert_broken_at(tampered(g, tmp, swap), mid)
     # The tail cut off: the chain left is intact, but the checkpoint is not.
     last = g.query("SELECT max(seq) AS n FROM audit_checkpoints")[0]["n"]
-    done = tampered(g, tmp, lambda c: c.execute("DELETE FROM audit_events WHERE seq >= ?", (last,)))
+    done = tampered(g, tmp, lambda c: c.execute("DELETE FROM audit_events WHERE seq >= ?", last))
     assert_broken_at(done, last)
     assert "events missing" in done.stdout, done.stdout
     # A forged checkpoint signature.
     done = tampered(g, tmp, lambda c: (
-        c.execute("DROP TRIGGER audit_checkpoints_no_update"),
+        c.drop_trigger("audit_checkpoints_no_update", "audit_checkpoints"),
         c.execute("UPDATE audit_checkpoints SET signature = replace(signature, substr(signature, 1, 2), "
                   "CASE substr(signature, 1, 2) WHEN 'aa' THEN 'bb' ELSE 'aa' END) WHERE seq = ?",
-                  (last,))))
+                  last)))
     assert done.returncode != 0 and "bad signature" in done.stdout, done.stdout
     shutil.rmtree(tmp, ignore_errors=True)
 
