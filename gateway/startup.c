@@ -22,7 +22,6 @@
 #include <unistd.h>
 
 #include <sodium.h>
-#include <sqlite3.h>
 
 #include "core/err.h"
 #include "core/log.h"
@@ -526,24 +525,14 @@ startup_pid_file(struct gateway *g, enum startup_mode m, struct check_report *re
  * the commit that left a transaction in the status, before any reactor
  * sees the commit's answer. */
 static void
-exit_after_status(sqlite3 *db, void *ctx)
+exit_after_status(struct db *db, void *ctx)
 {
 	static const char resv[] = "reservation:";
 	const char *status = ctx;
-	sqlite3_stmt *s = NULL;
-	int hit = 0, is_resv = strncmp(status, resv, sizeof(resv) - 1) == 0;
-
+	int is_resv = strncmp(status, resv, sizeof(resv) - 1) == 0;
 	/* "reservation:<status>": a reservation's status instead. */
-	if (sqlite3_prepare_v2(db,
-	                       is_resv
-	                           ? "SELECT 1 FROM reservations WHERE status = ?1 LIMIT 1"
-	                           : "SELECT 1 FROM transactions WHERE status = ?1 LIMIT 1",
-	                       -1, &s, NULL) != SQLITE_OK)
-		return;
-	sqlite3_bind_text(s, 1, is_resv ? status + sizeof(resv) - 1 : status, -1,
-	                  SQLITE_STATIC);
-	hit = sqlite3_step(s) == SQLITE_ROW;
-	sqlite3_finalize(s);
+	int hit = store_status_present(db, is_resv, is_resv ? status + sizeof(resv) - 1 : status);
+
 	if (hit) {
 		log_warn("test_exit_after_status: a transaction is %s: exiting now",
 		         (const char *)ctx);

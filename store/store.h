@@ -46,7 +46,7 @@ struct event_base;
 struct store;
 struct store_waker;
 struct store_reader;
-typedef struct sqlite3 sqlite3;
+struct db;
 
 /* Keyed MAC for the audit chain (the gateway passes keyring_audit_mac,
  * so key material stays in crypto/). Returns 0 or FGW_ERR_*. */
@@ -69,9 +69,13 @@ struct store_opts {
 	 * each batch's COMMIT (NULL: none). For fault tests: a hook may read
 	 * what was just committed and end the process there, the way a crash
 	 * between two commits would. Must not write. */
-	void (*after_commit)(sqlite3 *db, void *ctx);
+	void (*after_commit)(struct db *db, void *ctx);
 	void *after_commit_ctx;
 };
+
+/* For an after_commit hook of a fault test: 1 when a transaction (or,
+ * with reservation set, a reservation) is in status on db, else 0. */
+int store_status_present(struct db *db, int reservation, const char *status);
 
 /* Opens/creates the database, applies migrations, starts the writer. */
 int store_open(const struct store_opts *opts, struct store **out);
@@ -304,7 +308,7 @@ void store_get_stats(struct store *st, struct store_stats *out);
  * 0 when there is none. */
 struct store_health {
 	int64_t failed_at;
-	int last_rc; /* SQLite (extended) result code of that failure */
+	int last_rc; /* its enum db_fail (store/db.h) */
 	int64_t oldest_wait_ms;
 };
 void store_get_health(struct store *st, struct store_health *out);
