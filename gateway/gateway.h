@@ -131,11 +131,14 @@ void server_reopen_access_log(struct gateway *gw);
 /* routes.c: the HTTP surface. */
 void routes_handle(struct evhttp_request *req, void *arg); /* arg: reactor */
 /* metrics.c: counting, and the text exposition of /metrics. */
-int metrics_status_index(const char *status);
+/* The txn_by_status index of an outcome: its state, or rejected (1:
+ * refused before anything was recorded). */
+int metrics_status_index(enum txn_state state, int rejected);
 /* An answer with this status code (counted once per response). */
 void metrics_http_answer(struct gw_metrics *m, int status);
-/* A finished transaction: its status and the time it took. */
-void metrics_txn_done(struct gw_metrics *m, const char *status, int64_t ms);
+/* A finished transaction: its outcome and the time it took. */
+void metrics_txn_done(struct gw_metrics *m, enum txn_state state, int rejected,
+                      int64_t ms);
 struct evbuffer;
 void metrics_render(struct reactor *rx, struct evbuffer *b);
 

@@ -568,7 +568,7 @@ convert_stored(void *arg, int rc)
 static const char *
 pay_status_of(const struct txn *t)
 {
-	enum txn_state s = txn_state_of(t->out.status);
+	enum txn_state s = t->out.state;
 	if (s == TXN_SUCCEEDED || s == TXN_REQUIRES_ACTION || s == TXN_PROCESSING ||
 	    s == TXN_DECLINED)
 		return txn_state_name(s);
@@ -642,7 +642,7 @@ on_pay_done(struct txn *t, void *arg)
 	struct rctx *c = arg;
 	struct store_idem idem;
 	const char *intent = t->result.reference[0] ? t->result.reference : t->id;
-	enum txn_state st = txn_state_of(t->out.status);
+	enum txn_state st = t->out.state;
 	char secret[160], ref[16];
 	cJSON *o = NULL, *res;
 
@@ -1513,20 +1513,20 @@ status_checked(void *arg, const struct proc_reply *reply)
 	const struct pipeline_env *env = &c->g.rx->env;
 	struct proc_result res = c->pres; /* ours now */
 	struct txn_settlement set;
-	const char *to = NULL;
+	enum txn_state to = TXN_STATE_NONE;
 	int r;
 
 	memset(&c->pres, 0, sizeof(c->pres));
 	if (reply->parsed && proc_result_is_for(&res, c->txn.id) &&
 	    !proc_result_other_sum(&res, c->txn.amount, c->txn.currency)) {
 		if (res.outcome == PROC_SUCCEEDED)
-			to = "succeeded";
+			to = TXN_SUCCEEDED;
 		else if (res.outcome == PROC_AUTHORIZED)
-			to = "authorized";
+			to = TXN_AUTHORIZED;
 		else if (res.outcome == PROC_DECLINED)
-			to = "declined";
+			to = TXN_DECLINED;
 	}
-	if (to == NULL || txn_state_of(to) == txn_state_of(c->txn.status)) {
+	if (to == TXN_STATE_NONE || to == txn_state_of(c->txn.status)) {
 		proc_result_clear(&res);
 		status_answer(c);
 		return;
@@ -1534,7 +1534,7 @@ status_checked(void *arg, const struct proc_reply *reply)
 	set = (struct txn_settlement){
 		.txn_id = c->txn.id,
 		.from = txn_state_of(c->txn.status),
-		.to = txn_state_of(to),
+		.to = to,
 		.error_code = res.outcome == PROC_DECLINED ? "PAYMENT_CARD_DECLINED" : NULL,
 		.error_message = res.outcome == PROC_DECLINED ? res.message : NULL,
 		.actor = "system",

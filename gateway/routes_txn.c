@@ -47,7 +47,8 @@ on_txn_done(struct txn *t, void *arg)
 	struct req_ctx *ctx = arg;
 	struct reactor *rx = ctx->g.rx;
 
-	metrics_txn_done(&rx->gw->metrics, t->out.status, fgw_mono_ms() - t->started_mono);
+	metrics_txn_done(&rx->gw->metrics, t->out.state, t->out.rejected,
+	                 fgw_mono_ms() - t->started_mono);
 	if (ctx->g.req == NULL)
 		log_txn_info(t->id, "client went away before the answer");
 	gw_req_finish(

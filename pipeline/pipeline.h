@@ -35,6 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/txnstate.h"
 #include "processors/adapter.h"
 #include "pipeline/proc_call.h"
 #include "processors/instance.h"
@@ -224,8 +225,11 @@ int pipeline_proc_by_name(const struct pipeline_env *env, const char *name,
 /* ---- the transaction -------------------------------------------------- */
 
 struct txn_outcome {
-	char status[24];     /* as recorded: succeeded, declined, ... */
-	char error_code[40]; /* "" on success */
+	enum txn_state state; /* as recorded; TXN_STATE_NONE with rejected 0:
+	                         no outcome yet */
+	int rejected;         /* refused before anything was recorded: a
+	                         state of no transaction (txn_reject) */
+	char error_code[40];  /* "" on success */
 	char error_message[160];
 	int http_status; /* answer to the website */
 	int record;      /* 1: this outcome is recorded */
@@ -322,8 +326,14 @@ const struct proc_type *txn_proc_type(const struct txn *t);
 struct proc_instance *txn_instance(const struct txn *t);
 
 /* Sets the outcome fields (helper for stages). */
-void txn_set_outcome(struct txn *t, const char *status, const char *code,
+void txn_set_outcome(struct txn *t, enum txn_state state, const char *code,
                      const char *message, int http_status, int record);
+/* The request is refused before anything is recorded (no state): code
+ * and message are answered with http_status. */
+void txn_reject(struct txn *t, const char *code, const char *message, int http_status);
+/* The outcome as the answer, logs and metrics name it: the state's name,
+ * "rejected", or "" when there is none yet. */
+const char *txn_outcome_name(const struct txn_outcome *o);
 
 /* JSON of a recorded transaction for GET /v1/transactions/{id} and for
  * answers; *out is malloc'ed. */

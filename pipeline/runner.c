@@ -139,9 +139,9 @@ advance(struct txn *t, enum stage_rc rc)
 	case STAGE_AGAIN:
 		return 1;
 	case STAGE_ERROR:
-		if (t->out.status[0] == '\0')
-			txn_set_outcome(t, "failed", "INTERNAL_ERROR", "An unexpected error occurred",
-			                500, t->row_created);
+		if (t->out.state == TXN_STATE_NONE && !t->out.rejected)
+			txn_set_outcome(t, TXN_FAILED, "INTERNAL_ERROR",
+			                "An unexpected error occurred", 500, t->row_created);
 		/* fall through */
 	case STAGE_STOP:
 		if (t->phase == PHASE_REQUEST) {
@@ -201,7 +201,7 @@ pipeline_start(struct txn *t, void (*on_done)(struct txn *, void *), void *arg)
 	t->stage = 0;
 	t->resume_ev = event_new(t->env->base, -1, 0, resume_cb, t);
 	if (t->resume_ev == NULL) {
-		txn_set_outcome(t, "failed", "INTERNAL_ERROR", "An unexpected error occurred",
+		txn_set_outcome(t, TXN_FAILED, "INTERNAL_ERROR", "An unexpected error occurred",
 		                500, 0);
 		t->phase = PHASE_RESPONSE;
 		t->stage = t->env->pl->n[PHASE_RESPONSE] - 1; /* relay only */

@@ -54,7 +54,7 @@ decrypt_run(struct txn *t)
 		char msg[240];
 		snprintf(msg, sizeof(msg), "%s %s", perr.field, perr.message);
 		if (r == FGW_ERR_TIMEOUT) {
-			txn_set_outcome(t, "rejected", "ENCRYPTED_CARD_EXPIRED", msg, 400, 0);
+			txn_reject(t, "ENCRYPTED_CARD_EXPIRED", msg, 400);
 			return STAGE_STOP;
 		}
 		return r == FGW_ERR_INVALID ? stage_invalid(t, msg) : STAGE_ERROR;

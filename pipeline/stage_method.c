@@ -24,8 +24,7 @@
 static enum stage_rc
 not_found(struct txn *t)
 {
-	txn_set_outcome(t, "rejected", "PAYMENT_METHOD_NOT_FOUND", "Payment method not found",
-	                404, 0);
+	txn_reject(t, "PAYMENT_METHOD_NOT_FOUND", "Payment method not found", 404);
 	return STAGE_STOP;
 }
 
@@ -122,7 +121,7 @@ stage_load_method(struct txn *t)
 	rc = STAGE_NEXT;
 	goto out;
 fail:
-	txn_set_outcome(t, "failed", "INTERNAL_ERROR", "The stored card could not be read",
+	txn_set_outcome(t, TXN_FAILED, "INTERNAL_ERROR", "The stored card could not be read",
 	                500, 0);
 	rc = STAGE_ERROR;
 out:

@@ -683,15 +683,29 @@ txn_free(struct txn *t)
 }
 
 void
-txn_set_outcome(struct txn *t, const char *status, const char *code, const char *message,
-                int http_status, int record)
+txn_set_outcome(struct txn *t, enum txn_state state, const char *code,
+                const char *message, int http_status, int record)
 {
-	fgw_strlcpy(t->out.status, status, sizeof(t->out.status));
+	t->out.state = state;
+	t->out.rejected = 0;
 	fgw_strlcpy(t->out.error_code, code ? code : "", sizeof(t->out.error_code));
 	fgw_strlcpy(t->out.error_message, message ? message : "",
 	            sizeof(t->out.error_message));
 	t->out.http_status = http_status;
 	t->out.record = record;
+}
+
+void
+txn_reject(struct txn *t, const char *code, const char *message, int http_status)
+{
+	txn_set_outcome(t, TXN_STATE_NONE, code, message, http_status, 0);
+	t->out.rejected = 1;
+}
+
+const char *
+txn_outcome_name(const struct txn_outcome *o)
+{
+	return o->rejected ? "rejected" : txn_state_name(o->state);
 }
 
 static int
