@@ -103,11 +103,10 @@ reload_rules(void)
 static void
 reload(void)
 {
-	const char *why = NULL;
-	char err[256];
+	struct fgw_why why = { 0 }, jwhy = { 0 };
 	int r;
 	if ((r = keyring_reload(gw.kr, &why)) != 0)
-		log_error("SIGHUP: key ring not reloaded: %s", why ? why : fgw_strerror(r));
+		log_error("SIGHUP: key ring not reloaded: %s", why.msg);
 	else
 		log_info("SIGHUP: key ring reloaded");
 	audit_emit(gw.store, main_waker, "system", "local", "keyring.reload", gw.cfg.keys_dir,
@@ -115,9 +114,9 @@ reload(void)
 	           r == 0 ? "{\"what\":\"keyring\"}"
 	                  : "{\"what\":\"keyring\",\"error\":\"refused\"}");
 	if (gw.jwt != NULL && gw.cfg.jwt_jwks_file[0] != '\0') {
-		r = jwt_verifier_reload_jwks(gw.jwt, err, sizeof(err));
+		r = jwt_verifier_reload_jwks(gw.jwt, &jwhy);
 		if (r != 0)
-			log_error("SIGHUP: JWKS not reloaded: %s", err);
+			log_error("SIGHUP: JWKS not reloaded: %s", jwhy.msg);
 		else
 			log_info("SIGHUP: JWKS reloaded");
 		audit_emit(gw.store, main_waker, "system", "local", "jwks.reload",
@@ -187,7 +186,7 @@ static void
 keyring_watch(evutil_socket_t fd, short what, void *arg)
 {
 	struct stat now;
-	const char *why = NULL;
+	struct fgw_why why = { 0 };
 	int r;
 	(void)fd;
 	(void)what;
@@ -198,8 +197,7 @@ keyring_watch(evutil_socket_t fd, short what, void *arg)
 	    now.st_mtim.tv_nsec == keyring_seen.st_mtim.tv_nsec)
 		return;
 	if ((r = keyring_reload(gw.kr, &why)) != 0) {
-		log_error("key ring changed on disk but not reloaded: %s",
-		          why ? why : fgw_strerror(r));
+		log_error("key ring changed on disk but not reloaded: %s", why.msg);
 	} else {
 		log_info("key ring changed on disk: reloaded");
 	}

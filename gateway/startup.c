@@ -249,7 +249,8 @@ startup_keyring(struct gateway *g, enum startup_mode m, struct check_report *rep
 {
 	const struct fgw_config *cfg = &g->cfg;
 	struct keyring_opts kopts;
-	const char *why = NULL, *note = NULL;
+	struct fgw_why why = { 0 };
+	const char *note = NULL;
 	int r;
 
 	memset(&kopts, 0, sizeof(kopts));
@@ -265,7 +266,7 @@ startup_keyring(struct gateway *g, enum startup_mode m, struct check_report *rep
 	else if ((r = keyring_check(&kopts, &note, &why)) == 0 && note != NULL)
 		check_note(rep, "key ring %s: %s", cfg->keys_dir, note);
 	if (r != 0)
-		check_problem(rep, "key ring %s: %s", cfg->keys_dir, why ? why : fgw_strerror(r));
+		check_problem(rep, "key ring %s: %s", cfg->keys_dir, why.msg);
 	return r;
 }
 
@@ -324,6 +325,7 @@ int
 startup_processors(struct gateway *g, struct check_report *rep)
 {
 	const struct fgw_config *cfg = &g->cfg;
+	struct fgw_why why = { 0 };
 	char err[1024], prefix[64];
 	int r, first = 0;
 
@@ -348,8 +350,8 @@ startup_processors(struct gateway *g, struct check_report *rep)
 		if (first == 0)
 			first = r;
 		if ((r = tls_client_files_check(prefix, s->ca_file, s->client_cert, s->client_key,
-		                                err, sizeof(err))) != 0) {
-			check_problem(rep, "%s", err);
+		                                &why)) != 0) {
+			check_problem(rep, "%s", why.msg);
 			if (first == 0)
 				first = r;
 		}
@@ -364,7 +366,8 @@ startup_jwt(struct gateway *g, struct check_report *rep)
 {
 	const struct fgw_config *cfg = &g->cfg;
 	struct jwt_config jc;
-	char *secret = NULL, err[512];
+	struct fgw_why why = { 0 };
+	char *secret = NULL;
 	size_t slen = 0;
 	int r;
 	if (cfg->jwt_issuer[0] == '\0')
@@ -385,8 +388,8 @@ startup_jwt(struct gateway *g, struct check_report *rep)
 		jc.hs256_secret = (const unsigned char *)secret;
 		jc.hs256_secret_len = slen;
 	}
-	if ((r = jwt_verifier_new(&jc, &g->jwt, err, sizeof(err))) != 0)
-		check_problem(rep, "customer JWTs (jwt_*): %s", err);
+	if ((r = jwt_verifier_new(&jc, &g->jwt, &why)) != 0)
+		check_problem(rep, "customer JWTs (jwt_*): %s", why.msg);
 	fgw_freezero(secret, slen);
 	return r;
 }
@@ -467,13 +470,13 @@ startup_rules(struct gateway *g, struct check_report *rep)
 int
 startup_tls(struct gateway *g, struct check_report *rep)
 {
-	char err[512];
+	struct fgw_why why = { 0 };
 	int r;
 	if (g->cfg.tls_cert_file[0] == '\0')
 		return FGW_OK;
-	if ((r = tls_server_ctx_new(g->cfg.tls_cert_file, g->cfg.tls_key_file, &g->tls, err,
-	                            sizeof(err))) != 0)
-		check_problem(rep, "%s", err);
+	if ((r = tls_server_ctx_new(g->cfg.tls_cert_file, g->cfg.tls_key_file, &g->tls,
+	                            &why)) != 0)
+		check_problem(rep, "%s", why.msg);
 	return r;
 }
 

@@ -95,11 +95,11 @@ stage_load_method(struct txn *t)
 		/* A key this process has not seen yet: flairctl rotated and
 		 * rewrapped before the key ring watch noticed. Re-read the ring
 		 * now (a small local file) rather than fail the payment. */
-		const char *why = NULL;
+		struct fgw_why why = { 0 };
 		if (keyring_reload(t->env->kr, &why) == 0)
 			r = vault_decrypt(t->env->kr, ve.token, blob, &pan);
 		else
-			log_txn_warn(t->id, "key ring reload refused: %s", why ? why : "?");
+			log_txn_warn(t->id, "key ring reload refused: %s", why.msg);
 	}
 	if (r != 0) {
 		log_txn_error(t->id, "vault decrypt failed for key %s: %s", ve.key_id,

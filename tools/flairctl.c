@@ -93,14 +93,13 @@ static int
 open_keyring(struct ctl *c)
 {
 	struct keyring_opts o;
-	const char *why = NULL;
+	struct fgw_why why = { 0 };
 	int r;
 	if (c->kr != NULL)
 		return FGW_OK;
 	keyring_opts_of(c, &o);
 	if ((r = keyring_open(&o, &c->kr, &why)) != 0)
-		fprintf(stderr, "flairctl: key ring %s: %s\n", c->cfg.keys_dir,
-		        why ? why : fgw_strerror(r));
+		fprintf(stderr, "flairctl: key ring %s: %s\n", c->cfg.keys_dir, why.msg);
 	return r;
 }
 
@@ -177,7 +176,7 @@ static int
 cmd_keys_init(struct ctl *c, int argc, char **argv)
 {
 	struct keyring_opts o;
-	const char *why = NULL;
+	struct fgw_why why = { 0 };
 	char path[600], id[KEYRING_ID_MAX];
 	int r;
 	(void)argc;
@@ -193,8 +192,7 @@ cmd_keys_init(struct ctl *c, int argc, char **argv)
 	keyring_opts_of(c, &o);
 	o.create = 1;
 	if ((r = keyring_open(&o, &c->kr, &why)) != 0) {
-		fprintf(stderr, "flairctl: key ring %s: %s\n", c->cfg.keys_dir,
-		        why ? why : fgw_strerror(r));
+		fprintf(stderr, "flairctl: key ring %s: %s\n", c->cfg.keys_dir, why.msg);
 		return r;
 	}
 	if ((r = keyring_active_data_key(c->kr, id, sizeof(id))) == 0)

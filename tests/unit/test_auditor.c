@@ -285,7 +285,7 @@ open_ring(const char *dir, const char *sub, struct keyring **kr)
 {
 	struct keyring_opts o;
 	char kd[160], kek[160];
-	const char *why = NULL;
+	struct fgw_why why;
 	snprintf(kd, sizeof(kd), "%s/%s", dir, sub);
 	snprintf(kek, sizeof(kek), "%s/%s.kek", dir, sub);
 	memset(&o, 0, sizeof(o));
