@@ -366,12 +366,13 @@ static int
 set_route(struct fgw_config *cfg, const char *value, const char *where, char *err,
           size_t errlen)
 {
-	char why[256];
+	struct fgw_why why = { 0 };
+	char msg[sizeof(why.where) + sizeof(why.msg) + 8];
 
 	if (cfg->routes.n == PROC_ROUTES_MAX)
 		return fail(err, errlen, where, "too many route lines%s", "");
-	if (proc_route_parse(value, &cfg->routes.r[cfg->routes.n], why, sizeof(why)) != 0)
-		return fail(err, errlen, where, "%s", why);
+	if (proc_route_parse(value, &cfg->routes.r[cfg->routes.n], &why) != 0)
+		return fail(err, errlen, where, "%s", fgw_why_format(&why, msg, sizeof(msg)));
 	cfg->routes.n++;
 	return FGW_OK;
 }

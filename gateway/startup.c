@@ -277,7 +277,7 @@ startup_keyring(struct gateway *g, enum startup_mode m, struct check_report *rep
  * directive's value. The value is never logged, only where it came from. */
 static int
 processor_secret(const char *file, const char *env, const char *prefix,
-                 struct proc_config *pc, char *err, size_t errlen)
+                 struct proc_config *pc, struct fgw_why *why)
 {
 	const char *v = NULL;
 	char *text = NULL;
@@ -287,20 +287,21 @@ processor_secret(const char *file, const char *env, const char *prefix,
 
 	if (file[0] != '\0') {
 		if (stat(file, &sb) != 0 || !S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
-			snprintf(err, errlen,
-			         "%s_secret_file %s: must be a regular file "
-			         "with mode 0600 or stricter",
-			         prefix, file);
+			fgw_why_set(why, NULL, 0, 0,
+			            "%s_secret_file %s: must be a regular file "
+			            "with mode 0600 or stricter",
+			            prefix, file);
 			return FGW_ERR_INVALID;
 		}
 		if ((r = fgw_read_secret_file(file, sizeof(pc->secret), &text, &len)) != 0) {
-			snprintf(err, errlen, "%s_secret_file %s: %s", prefix, file, fgw_strerror(r));
+			fgw_why_set(why, NULL, 0, 0, "%s_secret_file %s: %s", prefix, file,
+			            fgw_strerror(r));
 			return r;
 		}
 		v = text;
 	} else if (env[0] != '\0') {
 		if ((v = getenv(env)) == NULL) {
-			snprintf(err, errlen, "%s_secret_env: %s is not set", prefix, env);
+			fgw_why_set(why, NULL, 0, 0, "%s_secret_env: %s is not set", prefix, env);
 			return FGW_ERR_INVALID;
 		}
 	} else {
@@ -309,8 +310,9 @@ processor_secret(const char *file, const char *env, const char *prefix,
 	r = FGW_OK;
 	if (v[0] == '\0' || strlen(v) >= sizeof(pc->secret) ||
 	    strpbrk(v, " \t\r\n") != NULL) {
-		snprintf(err, errlen, "%s credential from %s: empty, too long or has white space",
-		         prefix, text != NULL ? "its secret file" : "its environment variable");
+		fgw_why_set(why, NULL, 0, 0,
+		            "%s credential from %s: empty, too long or has white space", prefix,
+		            text != NULL ? "its secret file" : "its environment variable");
 		r = FGW_ERR_INVALID;
 	} else {
 		fgw_strlcpy(pc->secret, v, sizeof(pc->secret));
@@ -340,11 +342,10 @@ startup_processors(struct gateway *g, struct check_report *rep)
 			         s->old_prefix);
 		else
 			snprintf(prefix, sizeof(prefix), "processor %s ", s->name);
-		if ((r = proc_instance_load(pi, s, cfg->processor_timeout_ms, err,
-		                            sizeof(err))) != 0 ||
-		    (r = processor_secret(s->secret_file, s->secret_env, prefix, &pi->cfg, err,
-		                          sizeof(err))) != 0)
-			check_problem(rep, "%s", err);
+		if ((r = proc_instance_load(pi, s, cfg->processor_timeout_ms, &why)) != 0 ||
+		    (r = processor_secret(s->secret_file, s->secret_env, prefix, &pi->cfg,
+		                          &why)) != 0)
+			check_problem(rep, "%s", fgw_why_format(&why, err, sizeof(err)));
 		breaker_init(&pi->breaker, (int)cfg->breaker_failures, cfg->breaker_open_ms);
 		g->n_procs = i + 1;
 		if (first == 0)
@@ -437,11 +438,11 @@ startup_webhooks(struct gateway *g, enum startup_mode m, struct check_report *re
 int
 startup_pipeline(struct gateway *g, struct check_report *rep)
 {
-	char err[512];
+	struct fgw_why why = { 0 };
 	int r;
-	if ((r = pipeline_build(g->cfg.stages_request, g->cfg.stages_response, &g->pl, err,
-	                        sizeof(err))) != 0)
-		check_problem(rep, "stages_request / stages_response: %s", err);
+	if ((r = pipeline_build(g->cfg.stages_request, g->cfg.stages_response, &g->pl,
+	                        &why)) != 0)
+		check_problem(rep, "stages_request / stages_response: %s", why.msg);
 	return r;
 }
 

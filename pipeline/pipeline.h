@@ -70,9 +70,9 @@ struct pipeline {
 };
 
 /* Resolves comma-separated stage names ("token,decrypt,rule,encrypt,post")
- * for each phase. On error writes a reason into err. */
+ * for each phase. On error fills why. */
 int pipeline_build(const char *request_order, const char *response_order,
-                   struct pipeline *out, char *err, size_t errlen);
+                   struct pipeline *out, struct fgw_why *why);
 
 /* ---- the parsed request ---------------------------------------------- */
 

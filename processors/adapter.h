@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/err.h"
 #include "core/txnstate.h"
 #include "crypto/sealed.h"
 
@@ -221,7 +222,7 @@ struct proc_type {
 	/* Optional: reads the instance's own description file (the generic
 	 * type's mapping; `map_file`) into cfg->type_data at start-up, and
 	 * releases it. NULL when the type has none. */
-	int (*load)(struct proc_config *cfg, const char *file, char *err, size_t errlen);
+	int (*load)(struct proc_config *cfg, const char *file, struct fgw_why *why);
 	void (*unload)(struct proc_config *cfg);
 	int seals_reply; /* 1: reply bodies are {"sealed": "..."} to our key */
 	/* 1: with a processor key of algorithm x25519-box the card goes out

@@ -285,10 +285,11 @@ static int
 test_stage_orders(void)
 {
 	struct pipeline pl;
-	char err[128];
+	struct fgw_why why = { 0 };
+	const char *err = why.msg;
 	TT_BEGIN;
 	CHECK_EQ_INT(pipeline_build("token,decrypt,rule,encrypt,post", "decrypt,record,post",
-	                            &pl, err, sizeof(err)),
+	                            &pl, &why),
 	             0);
 	CHECK_EQ_INT(pl.n[PHASE_REQUEST], 5);
 	CHECK_EQ_INT(pl.n[PHASE_RESPONSE], 3);
@@ -297,34 +298,27 @@ test_stage_orders(void)
 	CHECK(pl.stages[PHASE_REQUEST][4] != pl.stages[PHASE_RESPONSE][2]);
 	/* decrypt before token is allowed: the card is vaulted when opened. */
 	CHECK_EQ_INT(pipeline_build("decrypt, token, rule, encrypt, post",
-	                            "decrypt,record,post", &pl, err, sizeof(err)),
+	                            "decrypt,record,post", &pl, &why),
 	             0);
 	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post,decrypt", "record,post", &pl,
-	                            err, sizeof(err)),
+	                            &why),
 	             FGW_ERR_INVALID);
 	CHECK(strstr(err, "post must be the last") != NULL);
-	CHECK_EQ_INT(pipeline_build("token,decrypt,encrypt,post", "record,post", &pl, err,
-	                            sizeof(err)),
+	CHECK_EQ_INT(pipeline_build("token,decrypt,encrypt,post", "record,post", &pl, &why),
 	             FGW_ERR_INVALID);
-	CHECK_EQ_INT(pipeline_build("token,rule,post,encrypt", "record,post", &pl, err,
-	                            sizeof(err)),
+	CHECK_EQ_INT(pipeline_build("token,rule,post,encrypt", "record,post", &pl, &why),
 	             FGW_ERR_INVALID);
 	CHECK_EQ_INT(pipeline_build("token,rule,tokenize,encrypt,post", "record,post", &pl,
-	                            err, sizeof(err)),
+	                            &why),
 	             FGW_ERR_INVALID);
 	CHECK(strstr(err, "unknown request stage 'tokenize'") != NULL);
-	CHECK_EQ_INT(pipeline_build("token,rule,rule,encrypt,post", "record,post", &pl, err,
-	                            sizeof(err)),
+	CHECK_EQ_INT(pipeline_build("token,rule,rule,encrypt,post", "record,post", &pl, &why),
 	             FGW_ERR_INVALID);
-	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post", "post,record", &pl, err,
-	                            sizeof(err)),
+	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post", "post,record", &pl, &why),
 	             FGW_ERR_INVALID);
-	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post", "decrypt,post", &pl, err,
-	                            sizeof(err)),
+	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post", "decrypt,post", &pl, &why),
 	             FGW_ERR_INVALID);
-	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post", "record,post", &pl, err,
-	                            sizeof(err)),
-	             0);
+	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post", "record,post", &pl, &why), 0);
 end:
 	TT_END;
 }
@@ -353,7 +347,7 @@ test_choose_proc(void)
 	struct pipeline_env env;
 	struct proc_routes rs;
 	struct txn_request rq;
-	char err[128];
+	struct fgw_why why;
 	TT_BEGIN;
 	CHECK(sodium_init() >= 0);
 	memset(pi, 0, sizeof(pi));
@@ -363,7 +357,7 @@ test_choose_proc(void)
 		breaker_init(&pi[i].breaker, 1, 600000);
 	}
 	memset(&rs, 0, sizeof(rs));
-	CHECK_EQ_INT(proc_route_parse("b currency=EUR", &rs.r[rs.n++], err, sizeof(err)), 0);
+	CHECK_EQ_INT(proc_route_parse("b currency=EUR", &rs.r[rs.n++], &why), 0);
 	memset(&env, 0, sizeof(env));
 	env.procs = pi;
 	env.n_procs = 3;
