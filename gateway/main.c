@@ -528,6 +528,7 @@ main(int argc, char **argv)
 	struct event *sigs[4] = { NULL, NULL, NULL, NULL };
 	struct event *timers[3] = { NULL, NULL, NULL };
 	struct backup_sched *sched = NULL;
+	struct fgw_why why = { 0 };
 	char err[1024];
 	int help = 0, check = 0, r, code = 1;
 
@@ -557,8 +558,8 @@ main(int argc, char **argv)
 		return 1;
 	}
 	config_defaults(&gw.cfg);
-	if (config_from_args(&gw.cfg, argc, argv, &help, err, sizeof(err)) != 0) {
-		fprintf(stderr, "flairgw: %s\n", err);
+	if (config_from_args(&gw.cfg, argc, argv, &help, &why) != 0) {
+		fprintf(stderr, "flairgw: %s\n", fgw_why_format(&why, err, sizeof(err)));
 		return 2;
 	}
 	if (help) {

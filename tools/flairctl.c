@@ -1402,6 +1402,7 @@ main(int argc, char **argv)
 {
 	static struct fgw_config raw; /* too big for the stack with c */
 	struct ctl c;
+	struct fgw_why why = { 0 };
 	char err[1024];
 	int first = 1, r, help = 0;
 
@@ -1445,21 +1446,20 @@ main(int argc, char **argv)
 	}
 	{
 		const char *path = default_config(first, argv);
-		if (path != NULL && config_load_file(&c.cfg, path, err, sizeof(err)) != 0) {
-			fprintf(stderr, "flairctl: %s\n", err);
+		if (path != NULL && config_load_file(&c.cfg, path, &why) != 0) {
+			fprintf(stderr, "flairctl: %s\n", fgw_why_format(&why, err, sizeof(err)));
 			return 2;
 		}
 	}
-	if (config_from_args(&c.cfg, first, argv, &help, err, sizeof(err)) != 0) {
-		fprintf(stderr, "flairctl: %s\n", err);
+	if (config_from_args(&c.cfg, first, argv, &help, &why) != 0) {
+		fprintf(stderr, "flairctl: %s\n", fgw_why_format(&why, err, sizeof(err)));
 		return 2;
 	}
 	raw = c.cfg;
 	c.raw = &raw;
 	/* flairctl needs no api_key or processor key: only paths. */
 	if (c.cfg.n_api_keys == 0)
-		config_set(&c.cfg, "api_key", "flairctl-placeholder ctl", "flairctl", err,
-		           sizeof(err));
+		config_set(&c.cfg, "api_key", "flairctl-placeholder ctl", "flairctl", NULL);
 	for (int i = 0; i < c.cfg.n_procs; i++)
 		if (c.cfg.procs[i].public_key_file[0] == '\0')
 			fgw_strlcpy(c.cfg.procs[i].public_key_file, "-",
@@ -1467,9 +1467,9 @@ main(int argc, char **argv)
 	/* The rules commands need no KEK: only paths (a rules file, the pid
 	 * file, which config_finish derives before its other checks). */
 	/* config check reports this itself, with every other problem. */
-	if (config_finish(&c.cfg, err, sizeof(err)) != 0 &&
-	    strcmp(argv[first], "rules") != 0 && strcmp(argv[first], "config") != 0) {
-		fprintf(stderr, "flairctl: %s\n", err);
+	if (config_finish(&c.cfg, &why) != 0 && strcmp(argv[first], "rules") != 0 &&
+	    strcmp(argv[first], "config") != 0) {
+		fprintf(stderr, "flairctl: %s\n", fgw_why_format(&why, err, sizeof(err)));
 		return 2;
 	}
 	r = FGW_ERR_NOT_FOUND;
