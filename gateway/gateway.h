@@ -144,9 +144,9 @@ void metrics_render(struct reactor *rx, struct evbuffer *b);
 
 /* server.c: reactors. */
 /* listen is HOST:PORT and resolves (nothing is bound): 0, or an error
- * with err naming it. */
-int server_listen_check(const char *listen_addr, char *err, size_t errlen);
-int server_start(struct gateway *gw, char *err, size_t errlen);
+ * with why naming it. */
+int server_listen_check(const char *listen_addr, struct fgw_why *why);
+int server_start(struct gateway *gw, struct fgw_why *why);
 /* Asks every reactor to drain and stop; returns when all have stopped. */
 void server_stop(struct gateway *gw);
 

@@ -599,14 +599,14 @@ main(int argc, char **argv)
 		check_problem(&rep, "out of memory");
 		goto out;
 	}
-	if (web_setup(&gw, err, sizeof(err)) != 0) {
-		check_problem(&rep, "%s", err);
+	if (web_setup(&gw, &why) != 0) {
+		check_problem(&rep, "%s", fgw_why_format(&why, err, sizeof(err)));
 		goto out;
 	}
 	if (startup_webhooks(&gw, STARTUP_RUN, &rep) != 0)
 		goto out;
-	if (mail_setup(&gw, &gw.mail, err, sizeof(err)) != 0) {
-		check_problem(&rep, "%s", err);
+	if (mail_setup(&gw, &gw.mail, &why) != 0) {
+		check_problem(&rep, "%s", fgw_why_format(&why, err, sizeof(err)));
 		goto out;
 	}
 	if (startup_pipeline(&gw, &rep) != 0 || startup_rules(&gw, &rep) != 0)
@@ -647,7 +647,8 @@ main(int argc, char **argv)
 		goto out;
 	/* Start-up is an audited configuration event (PCI DSS 10.2.1.6/10.2.2). */
 	config_event(&gw);
-	if (server_start(&gw, err, sizeof(err)) != 0) {
+	if (server_start(&gw, &why) != 0) {
+		fgw_why_format(&why, err, sizeof(err));
 		fprintf(stderr, "flairgw: %s\n", err);
 		log_error("%s", err);
 		goto out;

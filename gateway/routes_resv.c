@@ -2017,25 +2017,26 @@ resv_reactor_stop(struct reactor *rx)
 }
 
 int
-resv_setup(struct gateway *gw, int check, char *err, size_t errlen)
+resv_setup(struct gateway *gw, int check, struct fgw_why *why)
 {
-	char *text = NULL, why[200];
+	char *text = NULL, cat_why[200];
 	size_t len = 0;
 	int r;
 
 	if (!check && (r = txn_events_subscribe(on_txn_event, gw)) != 0) {
-		snprintf(err, errlen, "reservations: cannot subscribe to transaction events");
+		fgw_why_set(why, "reservations", 0, 0, "cannot subscribe to transaction events");
 		return r;
 	}
 	if (gw->cfg.slots_file[0] == '\0')
 		return 0;
 	if ((r = fgw_read_file(gw->cfg.slots_file, 4 << 20, &text, &len)) != 0) {
-		snprintf(err, errlen, "slots_file %s: %s", gw->cfg.slots_file, fgw_strerror(r));
+		fgw_why_set(why, NULL, 0, 0, "slots_file %s: %s", gw->cfg.slots_file,
+		            fgw_strerror(r));
 		return r;
 	}
-	if ((r = resv_load_catalogue(check ? NULL : gw->store, text, len, why,
-	                             sizeof(why))) != 0)
-		snprintf(err, errlen, "slots_file %s: %s", gw->cfg.slots_file, why);
+	if ((r = resv_load_catalogue(check ? NULL : gw->store, text, len, cat_why,
+	                             sizeof(cat_why))) != 0)
+		fgw_why_set(why, NULL, 0, 0, "slots_file %s: %s", gw->cfg.slots_file, cat_why);
 	free(text);
 	return r;
 }

@@ -235,10 +235,11 @@ startup_log_file(const struct fgw_config *cfg, struct check_report *rep)
 int
 startup_listen(const struct fgw_config *cfg, struct check_report *rep)
 {
-	char err[512];
+	struct fgw_why why = { 0 };
+	char err[sizeof(why.where) + sizeof(why.msg) + 8];
 	int r;
-	if ((r = server_listen_check(cfg->listen, err, sizeof(err))) != 0)
-		check_problem(rep, "%s", err);
+	if ((r = server_listen_check(cfg->listen, &why)) != 0)
+		check_problem(rep, "%s", fgw_why_format(&why, err, sizeof(err)));
 	return r;
 }
 
@@ -622,10 +623,11 @@ startup_database(struct gateway *g, enum startup_mode m, struct check_report *re
 int
 startup_slots(struct gateway *g, enum startup_mode m, struct check_report *rep)
 {
-	char err[512];
+	struct fgw_why why = { 0 };
+	char err[sizeof(why.where) + sizeof(why.msg) + 8];
 	int r;
-	if ((r = resv_setup(g, m == STARTUP_CHECK, err, sizeof(err))) != 0)
-		check_problem(rep, "%s", err);
+	if ((r = resv_setup(g, m == STARTUP_CHECK, &why)) != 0)
+		check_problem(rep, "%s", fgw_why_format(&why, err, sizeof(err)));
 	return r;
 }
 

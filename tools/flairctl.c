@@ -848,7 +848,8 @@ static int
 cmd_backup_now(struct ctl *c, int argc, char **argv)
 {
 	struct backup_info bi;
-	char *details = NULL, err[256];
+	char *details = NULL;
+	struct fgw_why why = { 0 };
 	int r, attempts = 0;
 	(void)argv;
 	if ((r = usage_unless(argc == 0, "backup now")) != 0 || (r = open_keyring(c)) != 0)
@@ -867,15 +868,15 @@ cmd_backup_now(struct ctl *c, int argc, char **argv)
 	       bi.path, bi.bytes, bi.blake2b, bi.transactions, bi.audit_seq);
 	if (c->cfg.s3_endpoint[0] != '\0') {
 		char *d = NULL;
-		r = backup_upload(&c->cfg, bi.path, bi.name, NULL, &attempts, err, sizeof(err));
-		if (backup_upload_details(c->cfg.s3_bucket, attempts, r == 0 ? NULL : err, &d) !=
-		    0)
+		r = backup_upload(&c->cfg, bi.path, bi.name, NULL, &attempts, &why);
+		if (backup_upload_details(c->cfg.s3_bucket, attempts, r == 0 ? NULL : why.msg,
+		                          &d) != 0)
 			d = NULL;
 		audit_admin(c, r == 0 ? "backup.uploaded" : "backup.upload_failed", bi.name, r,
 		            d);
 		free(d);
 		if (r != 0) {
-			fprintf(stderr, "flairctl: upload: %s\n", err);
+			fprintf(stderr, "flairctl: upload: %s\n", why.msg);
 			return r;
 		}
 		printf("  uploaded to %s/%s\n", c->cfg.s3_endpoint, c->cfg.s3_bucket);
