@@ -765,7 +765,7 @@ non_integer_number(const cJSON *v)
  * sets the request's customer and save flag. */
 static int
 build_request(const cJSON *root, const struct resv_row *r, int client_confirms,
-              struct txn_request **rq, struct txn_parse_error *perr)
+              struct txn_request **rq, struct fgw_why *perr)
 {
 	static const char *const pay_fields[] = { "card", "encryptedCard", "paymentMethodId",
 		                                      "stripePaymentMethod", "returnUrl" };
@@ -789,12 +789,12 @@ build_request(const cJSON *root, const struct resv_row *r, int client_confirms,
 			            strspn(name,
 			                   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") ==
 			                n;
-			snprintf(perr->field, sizeof(perr->field), "%s%s%s", pay_fields[i],
+			snprintf(perr->where, sizeof(perr->where), "%s%s%s", pay_fields[i],
 			         bad != v ? "." : "",
 			         bad == v ? ""
 			         : plain  ? name
 			                  : "(unnamed)");
-			snprintf(perr->message, sizeof(perr->message),
+			snprintf(perr->msg, sizeof(perr->msg),
 			         "must be an integer (no fraction or exponent)");
 			rc = FGW_ERR_INVALID;
 			goto out;
@@ -833,8 +833,8 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	struct auth_ctx who = *who_in;
 	struct resv_row cur;
 	struct txn_request *rq = NULL;
-	struct txn_parse_error perr;
-	char msg[256];
+	struct fgw_why perr;
+	char msg[sizeof(perr.where) + sizeof(perr.msg) + 2];
 	int r;
 
 	r = id_ok(hold_id) ? resv_get(rx->reader, who.subject, hold_id, &cur)
@@ -844,7 +844,7 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 		goto out;
 	}
 	r = build_request(root, &cur, client_confirms, &rq, &perr);
-	if (r == FGW_ERR_INVALID && strcmp(perr.field, "paymentMethodId") == 0) {
+	if (r == FGW_ERR_INVALID && strcmp(perr.where, "paymentMethodId") == 0) {
 		/* Without a saved method under this id (or without the saved
 		 * methods feature) there is nothing to pay with. */
 		gw_req_error(&c->g, 404, "PAYMENT_METHOD_NOT_FOUND",
@@ -853,7 +853,7 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	}
 	if (r != 0) {
 		if (r == FGW_ERR_INVALID) {
-			snprintf(msg, sizeof(msg), "%s %s", perr.field, perr.message);
+			snprintf(msg, sizeof(msg), "%s %s", perr.where, perr.msg);
 			gw_req_error(&c->g, 400, "VALIDATION_ERROR", msg);
 		} else {
 			gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
