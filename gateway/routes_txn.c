@@ -17,6 +17,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "gateway/admit.h"
 #include "gateway/http.h"
 #include "gateway/idem.h"
 #include "gateway/reqctx.h"
@@ -38,6 +39,7 @@ req_free(struct gw_req *g, int abandoned)
 		log_txn_warn(ctx->t->id, "abandoned at shutdown; left for reconciliation");
 		txn_free(ctx->t);
 	}
+	admit_release(g->rx);
 	free(ctx);
 }
 
@@ -70,6 +72,8 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 	size_t len;
 	int r;
 
+	if (admit_wait(rx, req, path, h_txn_create))
+		return;
 	if (http_authenticate(rx, req, path, AUTH_API_KEY, &who) != 0 ||
 	    http_json_body(rx, req, &body, &len) != 0 ||
 	    http_idempotency_key(rx, req, &key) != 0 ||
@@ -131,6 +135,7 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 	fgw_strlcpy(t->request_id, log_request_get(), sizeof(t->request_id));
 	ctx->t = t;
 	gw_req_start(&ctx->g, rx, req, "transaction", req_free);
+	admit_take(rx);
 	if (key != NULL)
 		gw_req_claim(&ctx->g, who.client_id, key);
 	atomic_fetch_add(&rx->gw->metrics.txn_started, 1);
