@@ -40,6 +40,7 @@
 #include "processors/instance.h"
 #include "store/store.h"
 
+struct cJSON;
 struct event;
 struct event_base;
 struct httpc;
@@ -133,6 +134,10 @@ struct txn_parse_error {
  * 0, or FGW_ERR_INVALID with err filled (never echoing card data). */
 int txn_request_parse(const char *body, size_t len, struct txn_request **out,
                       struct txn_parse_error *err);
+/* The same over a body the caller parsed (fgw_json_parse) and keeps: card
+ * number and CVC are wiped in the tree; the caller wipes and frees it. */
+int txn_request_parse_tree(const struct cJSON *root, struct txn_request **out,
+                           struct txn_parse_error *err);
 /* The same for a payment the customer's browser confirms at the processor
  * (Stripe.js): no card, encryptedCard, paymentMethodId, stripePaymentMethod
  * or savePaymentMethod; sets client_confirms. */

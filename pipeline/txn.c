@@ -446,9 +446,10 @@ parse_source(cJSON *card, cJSON *enc, struct txn_request *rq, struct txn_parse_e
 	return FGW_OK;
 }
 
+/* The fields of a parsed body (an object) into rq. */
 static int
-request_parse(const char *body, size_t len, int client_confirms, struct txn_request **out,
-              struct txn_parse_error *err)
+request_fields(const cJSON *root, int client_confirms, struct txn_request *rq,
+               struct txn_parse_error *err)
 {
 	static const char *const fields[] = { "reservationId",
 		                                  "amount",
@@ -464,16 +465,10 @@ request_parse(const char *body, size_t len, int client_confirms, struct txn_requ
 		                                  "returnUrl",
 		                                  "stripePaymentMethod",
 		                                  NULL };
-	cJSON *root = NULL, *card = NULL, *enc = NULL, *cap;
+	cJSON *card = NULL, *enc = NULL, *cap;
 	const cJSON *save;
-	struct txn_request *rq = NULL;
 	int r;
 
-	memset(err, 0, sizeof(*err));
-	if ((rq = calloc(1, sizeof(*rq))) == NULL)
-		return FGW_ERR_NOMEM;
-	if ((r = parse_object(body, len, &root, err)) != 0)
-		goto out;
 	card = cJSON_GetObjectItemCaseSensitive(root, "card");
 	enc = cJSON_GetObjectItemCaseSensitive(root, "encryptedCard");
 	if ((r = only_fields(root, fields, "", err)) != 0 ||
@@ -555,13 +550,30 @@ request_parse(const char *body, size_t len, int client_confirms, struct txn_requ
 		         "must be a saved method id (pm_...) or a token (tok_...)");
 		goto out;
 	}
-	if ((r = parse_source(card, enc, rq, err)) != 0)
+	r = parse_source(card, enc, rq, err);
+out:
+	return r;
+}
+
+static int
+request_parse(const char *body, size_t len, int client_confirms, struct txn_request **out,
+              struct txn_parse_error *err)
+{
+	cJSON *root = NULL;
+	struct txn_request *rq = NULL;
+	int r;
+
+	memset(err, 0, sizeof(*err));
+	if ((rq = calloc(1, sizeof(*rq))) == NULL)
+		return FGW_ERR_NOMEM;
+	if ((r = parse_object(body, len, &root, err)) != 0 ||
+	    (r = request_fields(root, client_confirms, rq, err)) != 0)
 		goto out;
 	*out = rq;
 	rq = NULL;
-	r = FGW_OK;
 out:
-	parse_done(root, card, rq);
+	parse_done(root, root != NULL ? cJSON_GetObjectItemCaseSensitive(root, "card") : NULL,
+	           rq);
 	return r;
 }
 
@@ -570,6 +582,26 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
                   struct txn_parse_error *err)
 {
 	return request_parse(body, len, 0, out, err);
+}
+
+int
+txn_request_parse_tree(const cJSON *root, struct txn_request **out,
+                       struct txn_parse_error *err)
+{
+	struct txn_request *rq = NULL;
+	int r;
+
+	memset(err, 0, sizeof(*err));
+	if (!cJSON_IsObject(root))
+		return perr(err, "body", "must be a JSON object");
+	if ((rq = calloc(1, sizeof(*rq))) == NULL)
+		return FGW_ERR_NOMEM;
+	if ((r = request_fields(root, 0, rq, err)) != 0) {
+		txn_request_free(rq);
+		return r;
+	}
+	*out = rq;
+	return FGW_OK;
 }
 
 int
