@@ -107,9 +107,11 @@ struct txn_request {
 	char customer_id[192]; /* who.subject (X-Customer-Id or JWT sub);
 	                            set by the route, "" when none */
 	int capture;           /* 1: purchase; 0: authorize only */
-	/* returnUrl: where the customer comes back after 3-D Secure ("" when
-	 * none); its origin is checked by the route (return_url_origins). */
-	char return_url[2049];
+	/* returnUrl: where the customer comes back after 3-D Secure, malloc'ed
+	 * (at most 2,048 characters; NULL when none); its origin is checked by
+	 * the route (return_url_origins). A pointer: rarely sent, and a 2 KiB
+	 * array was most of every payment's request. */
+	char *return_url;
 	/* stripePaymentMethod: a PaymentMethod the customer's browser created
 	 * at Stripe (Stripe.js), "pm_…"; "" when none. No card reaches us. */
 	char processor_method[64];

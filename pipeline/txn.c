@@ -385,7 +385,7 @@ txn_return_url_allowed(const struct txn_request *rq, const char *origins)
 	const char *u = rq->return_url, *host, *p = origins;
 	size_t olen;
 
-	if (u[0] == '\0')
+	if (u == NULL || u[0] == '\0')
 		return 1;
 	if ((host = strstr(u, "://")) == NULL)
 		return 0;
@@ -467,8 +467,10 @@ request_fields(const cJSON *root, int client_confirms, struct txn_request *rq,
 		                                  NULL };
 	cJSON *card = NULL, *enc = NULL, *cap;
 	const cJSON *save;
+	char url[2049];
 	int r;
 
+	url[0] = '\0'; /* get_str leaves it alone when returnUrl is absent */
 	card = cJSON_GetObjectItemCaseSensitive(root, "card");
 	enc = cJSON_GetObjectItemCaseSensitive(root, "encryptedCard");
 	if ((r = only_fields(root, fields, "", err)) != 0 ||
@@ -504,12 +506,15 @@ request_fields(const cJSON *root, int client_confirms, struct txn_request *rq,
 	}
 	if ((r = get_str(root, "paymentMethodId", "paymentMethodId", rq->payment_method_id,
 	                 sizeof(rq->payment_method_id), 0, err)) != 0 ||
-	    (r = get_str(root, "returnUrl", "returnUrl", rq->return_url,
-	                 sizeof(rq->return_url), 0, err)) != 0 ||
+	    (r = get_str(root, "returnUrl", "returnUrl", url, sizeof(url), 0, err)) != 0 ||
 	    (r = get_str(root, "stripePaymentMethod", "stripePaymentMethod",
 	                 rq->processor_method, sizeof(rq->processor_method), 0, err)) != 0)
 		goto out;
-	if (rq->return_url[0] != '\0' && !return_url_ok(rq->return_url)) {
+	if (url[0] != '\0' && (rq->return_url = strdup(url)) == NULL) {
+		r = FGW_ERR_NOMEM;
+		goto out;
+	}
+	if (rq->return_url != NULL && !return_url_ok(rq->return_url)) {
 		r = perr(err, "returnUrl",
 		         "must be an http(s) URL of visible ASCII without a card number");
 		goto out;
@@ -671,6 +676,7 @@ txn_request_free(struct txn_request *r)
 	txn_card_clear(&r->card);
 	free(r->enc_data);
 	free(r->metadata_json);
+	free(r->return_url);
 	fgw_freezero(r, sizeof(*r));
 }
 
