@@ -159,3 +159,25 @@ def test_two_instances_append_to_one_audit_chain():
             two.stop()
             problems = two.problems
             assert not problems, problems
+
+
+def test_connections_lost_are_made_again():
+    """The server ends every connection of the gateway (a failover, a
+    restart of PostgreSQL, an administrator): the writer and the readers
+    connect again on their next statement, and payments go on."""
+    dsn = _fresh_database("lost")
+    with harness.Stack(store_backend="postgresql", store_dsn=dsn) as stack:
+        gw = stack.gw
+        harness.assert_status(gw.pay(harness.txn_body()))
+        ended = SERVER.admin_sql(
+            "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+            "WHERE datname = 'lost' AND application_name = 'flairgw'")
+        assert int(ended[0][0]) >= 3, ended  # the writer and two readers
+        paid = gw.pay(harness.txn_body())
+        harness.assert_status(paid)
+        got = gw.http("GET", f"/v1/transactions/{paid.get('transactionId')}")
+        assert got.status == 200 and got.get("status") == "succeeded", got
+        gw.assert_serving()
+        assert "connected to PostgreSQL again" in gw.log_text()
+        statuses = [r[0] for r in _rows("lost", "SELECT status FROM transactions")]
+        assert statuses == ["succeeded", "succeeded"], statuses
