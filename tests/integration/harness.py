@@ -933,6 +933,13 @@ class Gateway(Daemon):
             self.pg_db = pg_database_of(self.data_dir)
         return self.pg_db
 
+    @property
+    def store_resource(self):
+        """What audit events about the whole store name as their resource:
+        the SQLite file, or the backend (never a DSN, which may hold a
+        password)."""
+        return "postgresql" if on_pg() else self.db_path
+
     def store_options(self):
         """The directives that put the store on the backend under test."""
         if not on_pg():
