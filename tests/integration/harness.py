@@ -491,6 +491,7 @@ _pg_server = None
 _pg_dsn_dir = None   # the DSN files: outside every gateway's directory, which
                      # tests list before and after (test_check.py)
 _pg_databases = {}   # data_dir -> PgDatabase: the database "in" a data_dir
+_pg_lock = threading.RLock()  # tests start a module's Stack from several threads
 _db_seq = itertools.count(1)
 
 
@@ -498,11 +499,12 @@ def pg_server():
     """The one PostgreSQL cluster of the run, started on first use (run.py
     stops it at the end)."""
     global _pg_server
-    if _pg_server is None or _pg_server.dir is None:
-        # Every gateway's writer and readers, flairctl and psql, with
-        # several stacks open at once (a module's and a test's own).
-        _pg_server = pg.Postgres({"max_connections": "150"}).start()
-    return _pg_server
+    with _pg_lock:
+        if _pg_server is None or _pg_server.dir is None:
+            # Every gateway's writer and readers, flairctl and psql, with
+            # several stacks open at once (a module's and a test's own).
+            _pg_server = pg.Postgres({"max_connections": "150"}).start()
+        return _pg_server
 
 
 def close_pg():
@@ -622,19 +624,21 @@ class PgDatabase:
 
 def pg_database_of(data_dir):
     """The database that belongs to a data_dir, as the SQLite file does."""
-    db = _pg_databases.get(data_dir)
-    if db is None or db.dropped:
-        db = _pg_databases[data_dir] = PgDatabase()
-    return db
+    with _pg_lock:
+        db = _pg_databases.get(data_dir)
+        if db is None or db.dropped:
+            db = _pg_databases[data_dir] = PgDatabase()
+        return db
 
 
 def drop_pg_databases_under(directory):
     """Drops the databases of every data_dir below directory (a closed Stack)."""
     prefix = os.path.join(directory, "")
-    for data_dir, db in list(_pg_databases.items()):
-        if data_dir.startswith(prefix):
-            db.drop()
-            del _pg_databases[data_dir]
+    with _pg_lock:
+        gone = [d for d in _pg_databases if d.startswith(prefix)]
+        dbs = [_pg_databases.pop(d) for d in gone]
+    for db in dbs:
+        db.drop()
 
 
 # --------------------------------------------------------------------------
