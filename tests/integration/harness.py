@@ -1009,6 +1009,14 @@ class Gateway(Daemon):
             return self.store().files()
         return [p for p in (self.db_path, self.db_path + "-wal") if os.path.exists(p)]
 
+    def store_problems(self):
+        """On PostgreSQL, no program may have fallen back to a SQLite file
+        in data_dir (a flairctl command that ignored store_backend would
+        pass its checks on an empty database of its own)."""
+        if on_pg() and os.path.exists(self.db_path):
+            return [f"on PostgreSQL, but a SQLite database appeared at {self.db_path}"]
+        return []
+
     def store_snapshot(self):
         """Something equal before and after when nothing was written."""
         if on_pg():
@@ -1145,6 +1153,7 @@ class Stack:
         for d in (self.gw, self.sandbox):
             d.stop()
             problems += d.problems
+        problems += self.gw.store_problems()
         # Every answer the tests received must be what docs/openapi.yaml
         # promises (tests/integration/contract.py).
         problems += [f"openapi: {p}" for p in contract.problems(self.gw.responses)]
