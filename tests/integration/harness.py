@@ -67,6 +67,7 @@ SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
                  "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
 
 BACKENDS = ("sqlite", "pg")
+STORE_DIRECTIVES = ("store_backend", "store_dsn", "store_dsn_file")
 BACKEND = os.environ.get("FLAIRGW_TEST_BACKEND") or "sqlite"  # run.py --backend sets it
 
 _live = []        # daemons started and not yet stopped
@@ -945,8 +946,9 @@ class Gateway(Daemon):
         return "postgresql" if on_pg() else self.db_path
 
     def store_options(self):
-        """The directives that put the store on the backend under test."""
-        if not on_pg():
+        """The directives that put the store on the backend under test; none
+        when the test names the store itself (test_store_pg.py)."""
+        if not on_pg() or any(k in self.overrides for k in STORE_DIRECTIVES):
             return {}
         return {"store_backend": "postgresql",
                 "store_dsn_file": self.store().dsn_file()}
