@@ -57,7 +57,7 @@ path_push(char *path, size_t cap, const char *name, int index)
 /* Depth-first over v; fills why and returns FGW_ERR_INVALID at the first
  * card number. path holds v's JSON path (restored on return). */
 static int
-walk(const cJSON *v, int depth, char *path, size_t cap, char *why, size_t whycap)
+walk(const cJSON *v, int depth, char *path, size_t cap, struct fgw_why *why)
 {
 	const cJSON *it;
 	size_t mark = strlen(path);
@@ -67,8 +67,8 @@ walk(const cJSON *v, int depth, char *path, size_t cap, char *why, size_t whycap
 		return 0; /* the route's own parser refuses such a body */
 	if (cJSON_IsString(v)) {
 		if (holds_pan(v->valuestring)) {
-			snprintf(why, whycap, "%s must not contain a card number",
-			         path[0] ? path : "body");
+			fgw_why_set(why, path, 0, 0, "%s must not contain a card number",
+			            path[0] ? path : "body");
 			return FGW_ERR_INVALID;
 		}
 		return 0;
@@ -78,9 +78,9 @@ walk(const cJSON *v, int depth, char *path, size_t cap, char *why, size_t whycap
 	cJSON_ArrayForEach(it, v) {
 		if (cJSON_IsObject(v)) {
 			if (holds_pan(it->string)) {
-				snprintf(why, whycap,
-				         "a member name in %s must not contain a card number",
-				         path[0] ? path : "the body");
+				fgw_why_set(why, path, 0, 0,
+				            "a member name in %s must not contain a card number",
+				            path[0] ? path : "the body");
 				return FGW_ERR_INVALID;
 			}
 			/* The card's own number: checked as a card later. */
@@ -89,7 +89,7 @@ walk(const cJSON *v, int depth, char *path, size_t cap, char *why, size_t whycap
 				continue;
 		}
 		path_push(path, cap, cJSON_IsObject(v) ? it->string : NULL, i++);
-		r = walk(it, depth + 1, path, cap, why, whycap);
+		r = walk(it, depth + 1, path, cap, why);
 		if (r != 0)
 			return r; /* path names the offending field */
 		path[mark] = '\0';
@@ -110,10 +110,8 @@ wipe_strings(cJSON *v, int depth)
 		wipe_strings(it, depth + 1);
 }
 
-/* param (when not NULL): the JSON path of the offending field. */
-static int
-card_text_find(const char *body, size_t len, char *why, size_t whycap, char *param,
-               size_t paramcap)
+int
+http_card_text_check(const char *body, size_t len, struct fgw_why *why)
 {
 	cJSON *root;
 	char path[256];
@@ -125,25 +123,17 @@ card_text_find(const char *body, size_t len, char *why, size_t whycap, char *par
 	if ((root = fgw_json_parse_strict(body, len)) == NULL)
 		return 0;
 	path[0] = '\0';
-	r = walk(root, 0, path, sizeof(path), why, whycap);
-	if (r != 0 && param != NULL)
-		fgw_strlcpy(param, path, paramcap);
+	r = walk(root, 0, path, sizeof(path), why);
 	wipe_strings(root, 0);
 	cJSON_Delete(root);
 	return r;
 }
 
 int
-http_card_text_check(const char *body, size_t len, char *why, size_t whycap)
-{
-	return card_text_find(body, len, why, whycap, NULL, 0);
-}
-
-int
 http_refuse_card_text(struct reactor *rx, struct evhttp_request *req,
                       const struct auth_ctx *who, const char *body, size_t len)
 {
-	char why[320], param[256] = "";
+	struct fgw_why why;
 
 	if (who != NULL && holds_pan(who->subject)) {
 		http_send_error_param(rx, req, 400, "VALIDATION_ERROR",
@@ -153,8 +143,8 @@ http_refuse_card_text(struct reactor *rx, struct evhttp_request *req,
 		                      who->kind == AUTH_JWT ? "Authorization" : "X-Customer-Id");
 		return FGW_ERR_INVALID;
 	}
-	if (card_text_find(body, len, why, sizeof(why), param, sizeof(param)) != 0) {
-		http_send_error_param(rx, req, 400, "VALIDATION_ERROR", why, param);
+	if (http_card_text_check(body, len, &why) != 0) {
+		http_send_error_param(rx, req, 400, "VALIDATION_ERROR", why.msg, why.where);
 		return FGW_ERR_INVALID;
 	}
 	return 0;

@@ -551,36 +551,36 @@ begin_refund(struct op_ctx *c)
 
 int
 txnop_body_parse(const char *body, size_t len, enum proc_op op, int64_t *amount,
-                 char *why, size_t whycap)
+                 struct fgw_why *why)
 {
 	struct fgw_json_error jerr;
+	char msg[96]; /* the parser's detail, cut as it always was */
 	cJSON *o = fgw_json_parse(body, len, &jerr), *it;
 	int r = FGW_ERR_INVALID;
 
 	*amount = 0;
 	if (o == NULL) {
-		fgw_json_error_str(&jerr, why, whycap);
+		fgw_json_error_str(&jerr, msg, sizeof(msg));
+		fgw_why_set(why, "body", 0, 0, "%s", msg);
 		goto out;
 	}
 	if (!cJSON_IsObject(o)) {
-		fgw_strlcpy(why, "body must be a JSON object", whycap);
+		fgw_why_set(why, "body", 0, 0, "body must be a JSON object");
 		goto out;
 	}
 	cJSON_ArrayForEach(it, o) {
 		if (op != PROC_OP_REFUND || strcmp(it->string, "amount") != 0) {
-			fgw_strlcpy(why,
+			fgw_why_set(why, "body", 0, 0, "%s",
 			            op == PROC_OP_REFUND ? "only \"amount\" is allowed"
-			                                 : "the body must be {}",
-			            whycap);
+			                                 : "the body must be {}");
 			goto out;
 		}
 	}
 	it = cJSON_GetObjectItemCaseSensitive(o, "amount");
 	if (it != NULL && fgw_json_int(it, 1, 9007199254740991LL, amount) != 0) {
-		fgw_strlcpy(why,
+		fgw_why_set(why, "amount", 0, 0,
 		            "amount must be a positive integer of minor units "
-		            "(no fraction or exponent)",
-		            whycap);
+		            "(no fraction or exponent)");
 		goto out;
 	}
 	r = FGW_OK;
@@ -616,7 +616,8 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 	struct op_ctx *c = NULL;
 	const char *body, *key;
 	enum txn_state cur, op_end = op == PROC_OP_CAPTURE ? TXN_SUCCEEDED : TXN_CANCELED;
-	char id[40], why[96];
+	struct fgw_why bw;
+	char id[40];
 	size_t len;
 	int r;
 
@@ -657,8 +658,8 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		}
 		gw_req_claim(&c->g, who.client_id, key);
 	}
-	if (txnop_body_parse(body, len, op, &c->amount, why, sizeof(why)) != 0) {
-		gw_req_error(&c->g, 400, "VALIDATION_ERROR", why);
+	if (txnop_body_parse(body, len, op, &c->amount, &bw) != 0) {
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR", bw.msg);
 		return;
 	}
 	r = store_txn_get(rx->reader, who.client_id, id, &c->row);

@@ -183,13 +183,13 @@ fuzz_op(unsigned char which, const char *body, size_t len)
 {
 	static const enum proc_op ops[] = { PROC_OP_REFUND, PROC_OP_CAPTURE, PROC_OP_CANCEL };
 	enum proc_op op = ops[which % 3];
-	char why[256] = "";
+	struct fgw_why why = { 0 };
 	int64_t amount = -1;
-	int r = txnop_body_parse(body, len, op, &amount, why, sizeof(why));
+	int r = txnop_body_parse(body, len, op, &amount, &why);
 
 	if (r != FGW_OK) {
 		check(r == FGW_ERR_INVALID);
-		check(why[0] != '\0' && !has_pan_run(why));
+		check(why.msg[0] != '\0' && !has_pan_run(why.msg) && !has_pan_run(why.where));
 		return;
 	}
 	/* 0: the whole remaining amount (refund) or no amount (the others). */
