@@ -126,6 +126,13 @@ int http_card_text_check(const char *body, size_t len, struct fgw_why *why);
  * FGW_ERR_INVALID. Call once per request, before anything is written. */
 int http_refuse_card_text(struct reactor *rx, struct evhttp_request *req,
                           const struct auth_ctx *who, const char *body, size_t len);
+/* What a POST that may carry an Idempotency-Key starts with, in this
+ * order: its JSON body (http_json_body), the key (http_idempotency_key,
+ * *key NULL when absent) and no card number where none belongs
+ * (http_refuse_card_text). 0, or FGW_ERR_INVALID once it has answered. */
+int http_keyed_body(struct reactor *rx, struct evhttp_request *req,
+                    const struct auth_ctx *who, const char **body, size_t *len,
+                    const char **key);
 /* Claims (client, key) or answers: 409 in flight, 422 different request,
  * the stored answer byte for byte (Idempotent-Replayed: true), 422 with
  * the transactionId for a key stored before hashes were keyed (its hash

@@ -94,45 +94,37 @@ rctx_new(struct reactor *rx, struct evhttp_request *req, const struct auth_ctx *
 	return c;
 }
 
+/* The answer to each refusal of a reservation job (store/reservations.h). */
+static const struct {
+	int status;
+	const char *code, *message;
+} resv_answers[] = {
+	[RESV_SLOT_NOT_FOUND] = { 404, "TIME_SLOT_NOT_FOUND",
+	                          "The selected time slot does not exist" },
+	[RESV_SLOT_NOT_AVAILABLE] = { 400, "TIME_SLOT_NOT_AVAILABLE",
+	                              "This time slot is no longer available" },
+	[RESV_NOT_ENOUGH_CAPACITY] = { 400, "NOT_ENOUGH_CAPACITY",
+	                               "Not enough spots left for this group size" },
+	[RESV_NOT_FOUND] = { 404, "RESERVATION_NOT_FOUND", "Reservation not found" },
+	[RESV_HOLD_EXPIRED] = { 400, "HOLD_EXPIRED",
+	                        "The hold on this reservation has expired" },
+	[RESV_INVALID_STATUS] = { 400, "INVALID_HOLD_STATUS",
+	                          "The hold was already converted, confirmed or cancelled" },
+	[RESV_NOT_PAID] = { 400, "INVALID_HOLD_STATUS",
+	                    "The payment for this reservation has not succeeded" },
+	[RESV_INTENT_MISMATCH] = { 400, "VALIDATION_ERROR",
+	                           "paymentIntentId does not belong to this reservation" },
+};
+
 static void
 resv_err_answer(struct rctx *c, enum resv_err e)
 {
-	switch (e) {
-	case RESV_SLOT_NOT_FOUND:
-		gw_req_error(&c->g, 404, "TIME_SLOT_NOT_FOUND",
-		             "The selected time slot does not exist");
-		break;
-	case RESV_SLOT_NOT_AVAILABLE:
-		gw_req_error(&c->g, 400, "TIME_SLOT_NOT_AVAILABLE",
-		             "This time slot is no longer available");
-		break;
-	case RESV_NOT_ENOUGH_CAPACITY:
-		gw_req_error(&c->g, 400, "NOT_ENOUGH_CAPACITY",
-		             "Not enough spots left for this group size");
-		break;
-	case RESV_NOT_FOUND:
-		gw_req_error(&c->g, 404, "RESERVATION_NOT_FOUND", "Reservation not found");
-		break;
-	case RESV_HOLD_EXPIRED:
-		gw_req_error(&c->g, 400, "HOLD_EXPIRED",
-		             "The hold on this reservation has expired");
-		break;
-	case RESV_INVALID_STATUS:
-		gw_req_error(&c->g, 400, "INVALID_HOLD_STATUS",
-		             "The hold was already converted, confirmed or cancelled");
-		break;
-	case RESV_NOT_PAID:
-		gw_req_error(&c->g, 400, "INVALID_HOLD_STATUS",
-		             "The payment for this reservation has not succeeded");
-		break;
-	case RESV_INTENT_MISMATCH:
-		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
-		             "paymentIntentId does not belong to this reservation");
-		break;
-	default:
+	if ((size_t)e < sizeof(resv_answers) / sizeof(resv_answers[0]) &&
+	    resv_answers[e].code != NULL)
+		gw_req_error(&c->g, resv_answers[e].status, resv_answers[e].code,
+		             resv_answers[e].message);
+	else
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		break;
-	}
 }
 
 /* Authenticates (JWT or API key) and requires a customer. */
@@ -174,9 +166,7 @@ front(struct reactor *rx, struct evhttp_request *req, const char *path,
       const struct auth_ctx *who, int key_required, const char **body, size_t *len,
       char scope[64], const char **key, char hash[65])
 {
-	if (http_json_body(rx, req, body, len) != 0 ||
-	    http_idempotency_key(rx, req, key) != 0 ||
-	    http_refuse_card_text(rx, req, who, *body, *len) != 0)
+	if (http_keyed_body(rx, req, who, body, len, key) != 0)
 		return FGW_ERR_INVALID;
 	if (*key == NULL && key_required) {
 		http_send_error(rx, req, 400, "VALIDATION_ERROR",

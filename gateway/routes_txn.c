@@ -72,9 +72,7 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 	int r;
 
 	if (http_authenticate(rx, req, path, AUTH_API_KEY, &who) != 0 ||
-	    http_json_body(rx, req, &body, &len) != 0 ||
-	    http_idempotency_key(rx, req, &key) != 0 ||
-	    http_refuse_card_text(rx, req, &who, body, len) != 0)
+	    http_keyed_body(rx, req, &who, &body, &len, &key) != 0)
 		return;
 	/* The customer is part of "the same request": a saved method id
 	 * replayed for another customer must not return the first's answer. */

@@ -441,48 +441,44 @@ txnop_begun_run(void *arg, int rc)
 	send_op(c);
 }
 
-/* The client's Idempotency-Key hashed with its client id (24 hex). */
+/* A store callback's work, run with the request's id on the lines it
+ * logs; the thread's own id is restored after. */
+static void
+as_request(void (*run)(void *arg, int rc), void *arg, int rc)
+{
+	char prev[LOG_REQUEST_ID_MAX];
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	log_request_set(((struct op_ctx *)arg)->request_id);
+	run(arg, rc);
+	log_request_set(prev);
+}
+
 static void
 committed(void *arg, int rc, const struct store_txn_row *row)
 {
 	(void)row;
-	char prev[LOG_REQUEST_ID_MAX];
-	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
-	log_request_set(((struct op_ctx *)arg)->request_id);
-	committed_run(arg, rc);
-	log_request_set(prev);
+	as_request(committed_run, arg, rc);
 }
 
 static void
 refusal_recorded(void *arg, int rc)
 {
-	char prev[LOG_REQUEST_ID_MAX];
-	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
-	log_request_set(((struct op_ctx *)arg)->request_id);
-	refusal_recorded_run(arg, rc);
-	log_request_set(prev);
+	as_request(refusal_recorded_run, arg, rc);
 }
 
 static void
 refund_begun(void *arg, int rc)
 {
-	char prev[LOG_REQUEST_ID_MAX];
-	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
-	log_request_set(((struct op_ctx *)arg)->request_id);
-	refund_begun_run(arg, rc);
-	log_request_set(prev);
+	as_request(refund_begun_run, arg, rc);
 }
 
 static void
 txnop_begun(void *arg, int rc)
 {
-	char prev[LOG_REQUEST_ID_MAX];
-	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
-	log_request_set(((struct op_ctx *)arg)->request_id);
-	txnop_begun_run(arg, rc);
-	log_request_set(prev);
+	as_request(txnop_begun_run, arg, rc);
 }
 
+/* The client's Idempotency-Key hashed with its client id (24 hex). */
 static void
 client_key_hash(const struct op_ctx *c, char hex[25])
 {
@@ -622,9 +618,7 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 	int r;
 
 	if (http_authenticate(rx, req, path, AUTH_API_KEY, &who) != 0 ||
-	    http_json_body(rx, req, &body, &len) != 0 ||
-	    http_idempotency_key(rx, req, &key) != 0 ||
-	    http_refuse_card_text(rx, req, &who, body, len) != 0)
+	    http_keyed_body(rx, req, &who, &body, &len, &key) != 0)
 		return;
 	if (http_path_segment("/v1/transactions/*/*", path, 0, id, sizeof(id)) != 0 ||
 	    strncmp(id, "txn_", 4) != 0) {
