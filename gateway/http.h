@@ -12,6 +12,8 @@
 
 #include "gateway/gateway.h"
 
+struct cJSON;
+
 struct route {
 	const char *path; /* exact path, or a pattern in which a segment
 	                            that is just '*' matches any one non-empty
@@ -126,6 +128,12 @@ int http_card_text_check(const char *body, size_t len, struct fgw_why *why);
  * FGW_ERR_INVALID. Call once per request, before anything is written. */
 int http_refuse_card_text(struct reactor *rx, struct evhttp_request *req,
                           const struct auth_ctx *who, const char *body, size_t len);
+/* The same over a body the route parsed itself (NULL: not JSON), so it is
+ * parsed once; free that tree with http_json_wipe_delete. */
+int http_refuse_card_text_tree(struct reactor *rx, struct evhttp_request *req,
+                               const struct auth_ctx *who, const struct cJSON *root);
+/* Wipes every string of a parsed body, then frees it (NULL is fine). */
+void http_json_wipe_delete(struct cJSON *root);
 /* What a POST that may carry an Idempotency-Key starts with, in this
  * order: its JSON body (http_json_body), the key (http_idempotency_key,
  * *key NULL when absent) and no card number where none belongs
