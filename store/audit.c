@@ -20,6 +20,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "store/db.h"
 #include "store/audit.h"
 
 static const char audit_zero_hash[AUDIT_HASH_HEX] =
@@ -123,7 +124,7 @@ audit_dup_line(const char *s)
 /* ---- writer ------------------------------------------------------------ */
 
 int
-audit_writer_init(struct audit_writer *aw, sqlite3 *db, store_mac_fn mac, void *mac_ctx)
+audit_writer_init(struct audit_writer *aw, struct db *db, store_mac_fn mac, void *mac_ctx)
 {
 	static const char ins_sql[] =
 	    "INSERT INTO audit_events(seq, ts, actor, source, event_type, "
@@ -136,11 +137,9 @@ audit_writer_init(struct audit_writer *aw, sqlite3 *db, store_mac_fn mac, void *
 	memset(aw, 0, sizeof(*aw));
 	aw->mac = mac;
 	aw->mac_ctx = mac_ctx;
-	if (sqlite3_prepare_v3(db, ins_sql, -1, SQLITE_PREPARE_PERSISTENT, &aw->ins, NULL) !=
-	        SQLITE_OK ||
-	    sqlite3_prepare_v3(db, head_sql, -1, SQLITE_PREPARE_PERSISTENT, &aw->head_stmt,
-	                       NULL) != SQLITE_OK) {
-		log_error("audit: prepare failed: %s", sqlite3_errmsg(db));
+	if (db_prepare_once(db, ins_sql, &aw->ins) != FGW_OK ||
+	    db_prepare_once(db, head_sql, &aw->head_stmt) != FGW_OK) {
+		log_error("audit: prepare failed: %s", db_errmsg(db));
 		r = FGW_ERR_DB;
 		goto out;
 	}
@@ -154,16 +153,16 @@ out:
 int
 audit_writer_load_head(struct audit_writer *aw)
 {
-	sqlite3_stmt *s = aw->head_stmt;
+	struct db_stmt *s = aw->head_stmt;
 	struct audit_chain head;
 	int r, rc;
 
 	head.seq = 0;
 	memcpy(head.hash, audit_zero_hash, sizeof(head.hash));
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
-		const unsigned char *h = sqlite3_column_text(s, 1);
-		head.seq = sqlite3_column_int64(s, 0);
+	rc = db_step(s);
+	if (rc == DB_ROW) {
+		const char *h = db_col_text(s, 1);
+		head.seq = db_col_int64(s, 0);
 		if (h == NULL ||
 		    fgw_strlcpy(head.hash, (const char *)h, sizeof(head.hash)) != 0 ||
 		    strlen(head.hash) != AUDIT_HASH_HEX - 1) {
@@ -171,31 +170,31 @@ audit_writer_load_head(struct audit_writer *aw)
 			r = FGW_ERR_DB;
 			goto out;
 		}
-	} else if (rc != SQLITE_DONE) {
-		log_error("audit: loading head failed: %s", sqlite3_errstr(rc));
+	} else if (rc != DB_DONE) {
+		log_error("audit: loading head failed: %s", db_errmsg(db_handle(s)));
 		r = FGW_ERR_DB;
 		goto out;
 	}
 	aw->head = head;
 	r = 0;
 out:
-	sqlite3_reset(s);
+	db_reset(s);
 	return r;
 }
 
 void
 audit_writer_fini(struct audit_writer *aw)
 {
-	sqlite3_finalize(aw->ins);
-	sqlite3_finalize(aw->head_stmt);
+	db_release(aw->ins);
+	db_release(aw->head_stmt);
 	aw->ins = NULL;
 	aw->head_stmt = NULL;
 }
 
 static int
-bind_text(sqlite3_stmt *s, int idx, const char *v)
+bind_text(struct db_stmt *s, int idx, const char *v)
 {
-	return sqlite3_bind_text(s, idx, nz(v), -1, SQLITE_TRANSIENT);
+	return db_bind_text(s, idx, nz(v));
 }
 
 int
@@ -203,28 +202,28 @@ audit_writer_append(struct audit_writer *aw, const struct store_audit *ev, int64
 {
 	char hash[AUDIT_HASH_HEX];
 	int64_t seq = aw->head.seq + 1;
-	sqlite3_stmt *s = aw->ins;
+	struct db_stmt *s = aw->ins;
 	int r;
 
 	if ((r = audit_hash(aw->mac, aw->mac_ctx, aw->head.hash, seq, ts, ev, hash)) != 0)
 		goto out;
-	if (sqlite3_bind_int64(s, 1, seq) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 2, ts) != SQLITE_OK ||
-	    bind_text(s, 3, ev->actor) != SQLITE_OK ||
-	    bind_text(s, 4, ev->source) != SQLITE_OK ||
-	    bind_text(s, 5, ev->event_type) != SQLITE_OK ||
-	    bind_text(s, 6, ev->resource) != SQLITE_OK ||
-	    bind_text(s, 7, ev->outcome) != SQLITE_OK ||
+	if (db_bind_int64(s, 1, seq) != FGW_OK ||
+	    db_bind_int64(s, 2, ts) != FGW_OK ||
+	    bind_text(s, 3, ev->actor) != FGW_OK ||
+	    bind_text(s, 4, ev->source) != FGW_OK ||
+	    bind_text(s, 5, ev->event_type) != FGW_OK ||
+	    bind_text(s, 6, ev->resource) != FGW_OK ||
+	    bind_text(s, 7, ev->outcome) != FGW_OK ||
 	    (ev->details_json != NULL ? bind_text(s, 8, ev->details_json)
-	                              : sqlite3_bind_null(s, 8)) != SQLITE_OK ||
-	    bind_text(s, 9, aw->head.hash) != SQLITE_OK ||
-	    bind_text(s, 10, hash) != SQLITE_OK) {
+	                              : db_bind_null(s, 8)) != FGW_OK ||
+	    bind_text(s, 9, aw->head.hash) != FGW_OK ||
+	    bind_text(s, 10, hash) != FGW_OK) {
 		r = FGW_ERR_DB;
 		goto out;
 	}
-	if (sqlite3_step(s) != SQLITE_DONE) {
+	if (db_step(s) != DB_DONE) {
 		log_error("audit: append seq %" PRId64 " failed: %s", seq,
-		          sqlite3_errmsg(sqlite3_db_handle(s)));
+		          db_errmsg(db_handle(s)));
 		r = FGW_ERR_DB;
 		goto out;
 	}
@@ -232,8 +231,8 @@ audit_writer_append(struct audit_writer *aw, const struct store_audit *ev, int64
 	memcpy(aw->head.hash, hash, sizeof(hash));
 	r = 0;
 out:
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);
+	db_reset(s);
+	db_clear_bindings(s);
 	return r;
 }
 
@@ -242,15 +241,15 @@ out:
 /* Text of column i as a C string, or NULL when the stored value holds a NUL
  * byte (which a C string would silently cut off). SQL NULL reads as "". */
 static const char *
-col_text(sqlite3_stmt *s, int i)
+col_text(struct db_stmt *s, int i)
 {
-	const unsigned char *t;
-	if (sqlite3_column_type(s, i) == SQLITE_NULL)
+	const char *t;
+	if (db_col_is_null(s, i))
 		return "";
-	t = sqlite3_column_text(s, i);
+	t = db_col_text(s, i);
 	if (t == NULL)
 		return NULL;
-	if ((size_t)sqlite3_column_bytes(s, i) != strlen((const char *)t))
+	if ((size_t)db_col_bytes(s, i) != strlen((const char *)t))
 		return NULL;
 	return (const char *)t;
 }
@@ -273,7 +272,7 @@ hex_equal(const char *a, const char *b)
 /* Checks the row under s against the expected seq and previous hash;
  * on success copies the row's hash into prev. 1: intact, 0: broken. */
 static int
-verify_row(sqlite3_stmt *s, store_mac_fn mac, void *mac_ctx, int64_t expect,
+verify_row(struct db_stmt *s, store_mac_fn mac, void *mac_ctx, int64_t expect,
            char prev[AUDIT_HASH_HEX], int *err)
 {
 	struct store_audit ev;
@@ -282,11 +281,10 @@ verify_row(sqlite3_stmt *s, store_mac_fn mac, void *mac_ctx, int64_t expect,
 	int64_t ts;
 
 	*err = 0;
-	if (sqlite3_column_type(s, 0) != SQLITE_INTEGER ||
-	    sqlite3_column_int64(s, 0) != expect ||
-	    sqlite3_column_type(s, 1) != SQLITE_INTEGER)
+	if (!db_col_is_integer(s, 0) || db_col_int64(s, 0) != expect ||
+	    !db_col_is_integer(s, 1))
 		return 0;
-	ts = sqlite3_column_int64(s, 1);
+	ts = db_col_int64(s, 1);
 	ev.actor = col_text(s, 2);
 	ev.source = col_text(s, 3);
 	ev.event_type = col_text(s, 4);
@@ -310,25 +308,25 @@ verify_row(sqlite3_stmt *s, store_mac_fn mac, void *mac_ctx, int64_t expect,
 }
 
 int
-audit_verify(sqlite3 *db, store_mac_fn mac, void *mac_ctx, int64_t *first_bad_seq)
+audit_verify(struct db *db, store_mac_fn mac, void *mac_ctx, int64_t *first_bad_seq)
 {
 	static const char sql[] =
 	    "SELECT seq, ts, actor, source, event_type, resource, outcome, "
 	    "details_json, prev_hash, hash FROM audit_events ORDER BY seq";
 	char prev[AUDIT_HASH_HEX];
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int64_t expect = 1;
 	int r, rc, err;
 
 	if (first_bad_seq != NULL)
 		*first_bad_seq = 0;
 	memcpy(prev, audit_zero_hash, sizeof(prev));
-	if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK) {
-		log_error("audit verify: prepare failed: %s", sqlite3_errmsg(db));
+	if (db_prepare_once(db, sql, &s) != FGW_OK) {
+		log_error("audit verify: prepare failed: %s", db_errmsg(db));
 		r = FGW_ERR_DB;
 		goto out;
 	}
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	while ((rc = db_step(s)) == DB_ROW) {
 		if (!verify_row(s, mac, mac_ctx, expect, prev, &err)) {
 			if (err != 0) {
 				r = err;
@@ -342,14 +340,14 @@ audit_verify(sqlite3 *db, store_mac_fn mac, void *mac_ctx, int64_t *first_bad_se
 		}
 		expect++;
 	}
-	if (rc != SQLITE_DONE) {
-		log_error("audit verify: read failed: %s", sqlite3_errmsg(db));
+	if (rc != DB_DONE) {
+		log_error("audit verify: read failed: %s", db_errmsg(db));
 		r = FGW_ERR_DB;
 		goto out;
 	}
 	r = 0;
 out:
-	sqlite3_finalize(s);
+	db_release(s);
 	sodium_memzero(prev, sizeof(prev));
 	return r;
 }

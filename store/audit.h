@@ -19,8 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <sqlite3.h>
-
+#include "store/db.h"
 #include "store/store.h"
 
 #define AUDIT_HASH_HEX 65 /* 64 hex digits + NUL */
@@ -35,8 +34,8 @@ struct audit_chain {
 struct audit_writer {
 	store_mac_fn mac;
 	void *mac_ctx;
-	sqlite3_stmt *ins;
-	sqlite3_stmt *head_stmt;
+	struct db_stmt *ins;
+	struct db_stmt *head_stmt;
 	struct audit_chain head;
 };
 
@@ -56,7 +55,7 @@ char *audit_dup_line(const char *s);
 
 /* Prepares the insert statement and loads the head from the row with the
  * highest seq. Returns 0 or FGW_ERR_DB. */
-int audit_writer_init(struct audit_writer *aw, sqlite3 *db, store_mac_fn mac,
+int audit_writer_init(struct audit_writer *aw, struct db *db, store_mac_fn mac,
                       void *mac_ctx);
 void audit_writer_fini(struct audit_writer *aw);
 
@@ -74,6 +73,6 @@ int audit_writer_append(struct audit_writer *aw, const struct store_audit *ev,
  * intact, FGW_ERR_CRYPTO with *first_bad_seq set to the first seq at which
  * the chain breaks (a missing seq, a prev_hash that is not the previous
  * row's hash, or a hash that does not match the row), or FGW_ERR_DB. */
-int audit_verify(sqlite3 *db, store_mac_fn mac, void *mac_ctx, int64_t *first_bad_seq);
+int audit_verify(struct db *db, store_mac_fn mac, void *mac_ctx, int64_t *first_bad_seq);
 
 #endif

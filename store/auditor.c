@@ -15,6 +15,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "store/db.h"
 #include "store/audit.h"
 #include "store/auditor.h"
 #include "store/sqlutil.h"
@@ -41,7 +42,7 @@ struct cp_job {
 };
 
 static int
-cp_run(sqlite3 *db, void *ctx)
+cp_run(struct db *db, void *ctx)
 {
 	static const char head_sql[] =
 	    "SELECT seq, hash, (SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints)"
@@ -50,53 +51,53 @@ cp_run(sqlite3 *db, void *ctx)
 	    "INSERT INTO audit_checkpoints(seq, ts, head_hash, public_key, signature)"
 	    " VALUES (?1, ?2, ?3, ?4, ?5)";
 	struct cp_job *j = ctx;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	unsigned char sig[64];
 	char msg[256], hash[AUDIT_HASH_HEX], pkhex[65], sighex[129];
 	int64_t seq, ts = fgw_now_ms();
 	size_t len;
 	int r, rc;
 
-	if (sqlite3_prepare_v2(db, head_sql, -1, &s, NULL) != SQLITE_OK) {
+	if (db_prepare_once(db, head_sql, &s) != FGW_OK) {
 		r = FGW_ERR_DB;
 		goto out;
 	}
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE) {
+	rc = db_step(s);
+	if (rc == DB_DONE) {
 		r = 0; /* empty chain: nothing to sign */
 		goto out;
 	}
-	if (rc != SQLITE_ROW || sqlite3_column_text(s, 1) == NULL ||
-	    fgw_strlcpy(hash, (const char *)sqlite3_column_text(s, 1), sizeof(hash)) != 0) {
+	if (rc != DB_ROW || db_col_text(s, 1) == NULL ||
+	    fgw_strlcpy(hash, db_col_text(s, 1), sizeof(hash)) != 0) {
 		r = FGW_ERR_DB;
 		goto out;
 	}
-	seq = sqlite3_column_int64(s, 0);
-	if (sqlite3_column_int64(s, 2) >= seq) {
+	seq = db_col_int64(s, 0);
+	if (db_col_int64(s, 2) >= seq) {
 		r = 0; /* this head is signed already */
 		goto out;
 	}
-	sqlite3_finalize(s);
+	db_release(s);
 	s = NULL;
 	if ((r = cp_message(seq, ts, hash, msg, sizeof(msg), &len)) != 0 ||
 	    (r = j->sign(j->sign_ctx, msg, len, sig)) != 0)
 		goto out;
 	fgw_hex(j->pk, 32, pkhex);
 	fgw_hex(sig, 64, sighex);
-	if (sqlite3_prepare_v2(db, ins_sql, -1, &s, NULL) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 1, seq) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 2, ts) != SQLITE_OK ||
-	    sqlite3_bind_text(s, 3, hash, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
-	    sqlite3_bind_text(s, 4, pkhex, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
-	    sqlite3_bind_text(s, 5, sighex, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
-	    sqlite3_step(s) != SQLITE_DONE) {
-		log_error("checkpoint insert failed: %s", sqlite3_errmsg(db));
+	if (db_prepare_once(db, ins_sql, &s) != FGW_OK ||
+	    db_bind_int64(s, 1, seq) != FGW_OK ||
+	    db_bind_int64(s, 2, ts) != FGW_OK ||
+	    db_bind_text(s, 3, hash) != FGW_OK ||
+	    db_bind_text(s, 4, pkhex) != FGW_OK ||
+	    db_bind_text(s, 5, sighex) != FGW_OK ||
+	    db_step(s) != DB_DONE) {
+		log_error("checkpoint insert failed: %s", db_errmsg(db));
 		r = FGW_ERR_DB;
 		goto out;
 	}
 	r = 0;
 out:
-	sqlite3_finalize(s);
+	db_release(s);
 	return r;
 }
 
@@ -131,14 +132,14 @@ set_bad(struct store_verify_result *res, int64_t seq, const char *fmt, int64_t v
 /* Checks one checkpoint row: signature under pk, then that the event at
  * its seq still holds the signed hash. 1: good, 0: broken (res set). */
 static int
-check_checkpoint(sqlite3_stmt *s, sqlite3_stmt *ev, const unsigned char pk[32],
+check_checkpoint(struct db_stmt *s, struct db_stmt *ev, const unsigned char pk[32],
                  int64_t max_seq, struct store_verify_result *res)
 {
 	unsigned char sig[64];
 	char msg[256];
-	const char *hash = (const char *)sqlite3_column_text(s, 2);
-	const char *sighex = (const char *)sqlite3_column_text(s, 3);
-	int64_t seq = sqlite3_column_int64(s, 0), ts = sqlite3_column_int64(s, 1);
+	const char *hash = db_col_text(s, 2);
+	const char *sighex = db_col_text(s, 3);
+	int64_t seq = db_col_int64(s, 0), ts = db_col_int64(s, 1);
 	size_t len, siglen = 0;
 	int rc, ok = 0;
 
@@ -158,14 +159,14 @@ check_checkpoint(sqlite3_stmt *s, sqlite3_stmt *ev, const unsigned char pk[32],
 		        seq);
 		return 0;
 	}
-	sqlite3_reset(ev);
-	if (sqlite3_bind_int64(ev, 1, seq) != SQLITE_OK)
+	db_reset(ev);
+	if (db_bind_int64(ev, 1, seq) != FGW_OK)
 		return 0;
-	rc = sqlite3_step(ev);
-	if (rc == SQLITE_ROW && sqlite3_column_text(ev, 0) != NULL &&
-	    sodium_memcmp(sqlite3_column_text(ev, 0), hash, AUDIT_HASH_HEX - 1) == 0)
+	rc = db_step(ev);
+	if (rc == DB_ROW && db_col_text(ev, 0) != NULL &&
+	    sodium_memcmp(db_col_text(ev, 0), hash, AUDIT_HASH_HEX - 1) == 0)
 		ok = 1;
-	sqlite3_reset(ev);
+	db_reset(ev);
 	if (!ok)
 		set_bad(res, seq, "event %" PRId64 " does not match its signed checkpoint", seq);
 	return ok;
@@ -175,8 +176,8 @@ int
 store_audit_verify_full(struct store_reader *r, const unsigned char pk[32],
                         struct store_verify_result *res)
 {
-	sqlite3 *db;
-	sqlite3_stmt *s = NULL, *ev = NULL;
+	struct db *db;
+	struct db_stmt *s = NULL, *ev = NULL;
 	store_mac_fn mac;
 	void *mac_ctx = NULL;
 	int64_t bad = 0, max_seq = 0;
@@ -190,7 +191,7 @@ store_audit_verify_full(struct store_reader *r, const unsigned char pk[32],
 	if (mac == NULL)
 		return FGW_ERR_INVALID;
 	/* One read transaction, so chain and checkpoints are one snapshot. */
-	if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+	if (db_exec(db, "BEGIN") != FGW_OK)
 		return FGW_ERR_DB;
 	rv = audit_verify(db, mac, mac_ctx, &bad);
 	if (rv == FGW_ERR_CRYPTO)
@@ -199,63 +200,83 @@ store_audit_verify_full(struct store_reader *r, const unsigned char pk[32],
 		        bad);
 	else if (rv != 0)
 		goto out;
-	if (sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(seq), 0), COUNT(*) FROM audit_events",
-	                       -1, &s, NULL) != SQLITE_OK ||
-	    sqlite3_step(s) != SQLITE_ROW) {
+	if (db_prepare_once(db, "SELECT COALESCE(MAX(seq), 0), COUNT(*) FROM audit_events", &s) != FGW_OK ||
+	    db_step(s) != DB_ROW) {
 		rv = FGW_ERR_DB;
 		goto out;
 	}
-	max_seq = sqlite3_column_int64(s, 0);
-	res->events = sqlite3_column_int64(s, 1);
-	sqlite3_finalize(s);
+	max_seq = db_col_int64(s, 0);
+	res->events = db_col_int64(s, 1);
+	db_release(s);
 	s = NULL;
-	/* A database (or backup) from before schema 6 has no checkpoints. */
-	if (sqlite3_prepare_v2(db,
-	                       "SELECT 1 FROM sqlite_master WHERE type = 'table'"
-	                       " AND name = 'audit_checkpoints'",
-	                       -1, &s, NULL) != SQLITE_OK) {
-		rv = FGW_ERR_DB;
-		goto out;
+	/* A SQLite database (or backup) from before schema 6 has no
+	 * checkpoints; a PostgreSQL one always has the table. */
+	rc = DB_ROW;
+	if (db_kind(db) == DB_SQLITE) {
+		if (db_prepare_once(db, "SELECT 1 FROM sqlite_master WHERE type = 'table'"
+		                        " AND name = 'audit_checkpoints'",
+		                    &s) != FGW_OK) {
+			rv = FGW_ERR_DB;
+			goto out;
+		}
+		rc = db_step(s);
+		db_release(s);
+		s = NULL;
 	}
-	rc = sqlite3_step(s);
-	sqlite3_finalize(s);
-	s = NULL;
-	if (rc == SQLITE_DONE) {
+	if (rc == DB_DONE) {
 		rv = res->first_bad_seq != 0 ? FGW_ERR_CRYPTO : 0;
 		goto out;
 	}
-	if (sqlite3_prepare_v2(db,
-	                       "SELECT seq, ts, head_hash, signature FROM audit_checkpoints"
-	                       " ORDER BY seq",
-	                       -1, &s, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(db, "SELECT hash FROM audit_events WHERE seq = ?1", -1, &ev,
-	                       NULL) != SQLITE_OK) {
+	if (db_prepare_once(db, "SELECT seq, ts, head_hash, signature FROM audit_checkpoints"
+	                       " ORDER BY seq", &s) != FGW_OK ||
+	    db_prepare_once(db, "SELECT hash FROM audit_events WHERE seq = ?1", &ev) != FGW_OK) {
 		rv = FGW_ERR_DB;
 		goto out;
 	}
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	while ((rc = db_step(s)) == DB_ROW) {
 		res->checkpoints++;
-		res->last_checkpoint = sqlite3_column_int64(s, 0);
+		res->last_checkpoint = db_col_int64(s, 0);
 		(void)check_checkpoint(s, ev, pk, max_seq, res);
 	}
-	if (rc != SQLITE_DONE) {
+	if (rc != DB_DONE) {
 		rv = FGW_ERR_DB;
 		goto out;
 	}
 	rv = res->first_bad_seq != 0 ? FGW_ERR_CRYPTO : 0;
 out:
-	sqlite3_finalize(s);
-	sqlite3_finalize(ev);
-	(void)sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+	db_release(s);
+	db_release(ev);
+	(void)db_exec(db, "COMMIT");
 	return rv;
 }
 
 /* ---- query ------------------------------------------------------------- */
 
-static const char *
-txt(sqlite3_stmt *s, int i)
+static int
+days_in_month(int y, int m)
 {
-	const unsigned char *t = sqlite3_column_text(s, i);
+	static const int days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+	return m == 2 && leap ? 29 : days[m - 1];
+}
+
+/* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar
+ * (y >= 1970): whole years, then whole months of year y. */
+static int64_t
+days_from_epoch(int y, int m, int d)
+{
+	int64_t n = 0;
+	for (int yy = 1970; yy < y; yy++)
+		n += (yy % 4 == 0 && yy % 100 != 0) || yy % 400 == 0 ? 366 : 365;
+	for (int mm = 1; mm < m; mm++)
+		n += days_in_month(y, mm);
+	return n + d - 1;
+}
+
+static const char *
+txt(struct db_stmt *s, int i)
+{
+	const char *t = db_col_text(s, i);
 	return t != NULL ? (const char *)t : "";
 }
 
@@ -275,35 +296,35 @@ store_audit_query(struct store_reader *r, const struct store_audit_filter *f,
 	    " AND (?7 IS NULL OR a.event_type = ?7 OR substr(a.event_type, 1, length(?7) + 1) = ?7 || '.')"
 	    " AND (?8 IS NULL OR t.amount >= ?8) AND (?9 IS NULL OR t.amount <= ?9)"
 	    " ORDER BY a.seq";
-	sqlite3 *db;
-	sqlite3_stmt *s = NULL;
+	struct db *db;
+	struct db_stmt *s = NULL;
 	struct store_audit_view v;
 	int rv, rc;
 
 	if (r == NULL || f == NULL || row == NULL)
 		return FGW_ERR_INVALID;
 	db = store_reader_db(r);
-	if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK) {
-		log_error("audit query: %s", sqlite3_errmsg(db));
+	if (db_prepare_once(db, sql, &s) != FGW_OK) {
+		log_error("audit query: %s", db_errmsg(db));
 		rv = FGW_ERR_DB;
 		goto out;
 	}
-	if ((f->since_ms ? sqlite3_bind_int64(s, 1, f->since_ms) : sqlite3_bind_null(s, 1)) ||
-	    (f->until_ms ? sqlite3_bind_int64(s, 2, f->until_ms) : sqlite3_bind_null(s, 2)) ||
-	    sql_bind_text_or_null(s, 3, f->txn) ||
-	    sql_bind_text_or_null(s, 4, f->reservation) ||
-	    sql_bind_text_or_null(s, 5, f->customer) ||
-	    sql_bind_text_or_null(s, 6, f->outcome) || sql_bind_text_or_null(s, 7, f->type) ||
-	    (f->has_min ? sqlite3_bind_int64(s, 8, f->min_amount)
-	                : sqlite3_bind_null(s, 8)) ||
-	    (f->has_max ? sqlite3_bind_int64(s, 9, f->max_amount)
-	                : sqlite3_bind_null(s, 9))) {
+	if ((f->since_ms ? db_bind_int64(s, 1, f->since_ms) : db_bind_null(s, 1)) ||
+	    (f->until_ms ? db_bind_int64(s, 2, f->until_ms) : db_bind_null(s, 2)) ||
+	    db_bind_text_or_null(s, 3, f->txn) ||
+	    db_bind_text_or_null(s, 4, f->reservation) ||
+	    db_bind_text_or_null(s, 5, f->customer) ||
+	    db_bind_text_or_null(s, 6, f->outcome) || db_bind_text_or_null(s, 7, f->type) ||
+	    (f->has_min ? db_bind_int64(s, 8, f->min_amount)
+	                : db_bind_null(s, 8)) ||
+	    (f->has_max ? db_bind_int64(s, 9, f->max_amount)
+	                : db_bind_null(s, 9))) {
 		rv = FGW_ERR_DB;
 		goto out;
 	}
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		v.seq = sqlite3_column_int64(s, 0);
-		v.ts = sqlite3_column_int64(s, 1);
+	while ((rc = db_step(s)) == DB_ROW) {
+		v.seq = db_col_int64(s, 0);
+		v.ts = db_col_int64(s, 1);
 		v.actor = txt(s, 2);
 		v.source = txt(s, 3);
 		v.event_type = txt(s, 4);
@@ -313,14 +334,14 @@ store_audit_query(struct store_reader *r, const struct store_audit_filter *f,
 		v.reservation = txt(s, 8);
 		v.customer = txt(s, 9);
 		v.currency = txt(s, 10);
-		v.has_amount = sqlite3_column_type(s, 11) != SQLITE_NULL;
-		v.amount = sqlite3_column_int64(s, 11);
+		v.has_amount = !db_col_is_null(s, 11);
+		v.amount = db_col_int64(s, 11);
 		if ((rv = row(arg, &v)) != 0)
 			goto out;
 	}
-	rv = rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
+	rv = rc == DB_DONE ? 0 : FGW_ERR_DB;
 out:
-	sqlite3_finalize(s);
+	db_release(s);
 	return rv;
 }
 
@@ -329,39 +350,37 @@ out:
 /* Webhook delivery (the dashboard's "Webhook Delivery"): outbox rows
  * created that day by status. A database without webhooks has none. */
 static int
-report_webhooks(sqlite3 *db, int64_t from, int64_t to, struct store_report *out)
+report_webhooks(struct db *db, int64_t from, int64_t to, struct store_report *out)
 {
 	static const char sql[] =
 	    "SELECT SUM(status = 'delivered'), SUM(status = 'failed'), SUM(status = 'pending')"
 	    " FROM webhook_outbox WHERE created_at >= ?1 AND created_at < ?2";
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r, rc;
-	if (sqlite3_prepare_v2(db,
-	                       "SELECT 1 FROM sqlite_master WHERE type = 'table'"
-	                       " AND name = 'webhook_outbox'",
-	                       -1, &s, NULL) != SQLITE_OK) {
+	if (db_prepare_once(db, "SELECT 1 FROM sqlite_master WHERE type = 'table'"
+	                       " AND name = 'webhook_outbox'", &s) != FGW_OK) {
 		r = FGW_ERR_DB;
 		goto out;
 	}
-	rc = sqlite3_step(s);
-	sqlite3_finalize(s);
+	rc = db_step(s);
+	db_release(s);
 	s = NULL;
-	if (rc != SQLITE_ROW) {
-		r = rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
+	if (rc != DB_ROW) {
+		r = rc == DB_DONE ? 0 : FGW_ERR_DB;
 		goto out;
 	}
-	if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 1, from) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 2, to) != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW) {
+	if (db_prepare_once(db, sql, &s) != FGW_OK ||
+	    db_bind_int64(s, 1, from) != FGW_OK ||
+	    db_bind_int64(s, 2, to) != FGW_OK || db_step(s) != DB_ROW) {
 		r = FGW_ERR_DB;
 		goto out;
 	}
-	out->wh_delivered = sqlite3_column_int64(s, 0);
-	out->wh_failed = sqlite3_column_int64(s, 1);
-	out->wh_pending = sqlite3_column_int64(s, 2);
+	out->wh_delivered = db_col_int64(s, 0);
+	out->wh_failed = db_col_int64(s, 1);
+	out->wh_pending = db_col_int64(s, 2);
 	r = 0;
 out:
-	sqlite3_finalize(s);
+	db_release(s);
 	return r;
 }
 
@@ -384,8 +403,8 @@ store_report_day(struct store_reader *r, const char *day, struct store_report *o
 	    "SELECT status, currency, COUNT(*), SUM(amount) FROM transactions"
 	    " WHERE created_at >= ?1 AND created_at < ?2"
 	    " GROUP BY status, currency ORDER BY status, currency";
-	sqlite3 *db;
-	sqlite3_stmt *s = NULL;
+	struct db *db;
+	struct db_stmt *s = NULL;
 	int64_t from, to;
 	int rv, rc, y, m, d;
 	char extra;
@@ -399,66 +418,56 @@ store_report_day(struct store_reader *r, const char *day, struct store_report *o
 	if ((rv = fgw_strlcpy(out->day, day, sizeof(out->day))) != 0)
 		return FGW_ERR_INVALID;
 	db = store_reader_db(r);
-	/* Day bounds in UTC from SQLite's calendar, so no timegm() is needed. */
-	if (sqlite3_prepare_v2(db,
-	                       "SELECT CAST(strftime('%s', ?1) AS INTEGER) * 1000,"
-	                       " CAST(strftime('%s', ?1, '+1 day') AS INTEGER) * 1000",
-	                       -1, &s, NULL) != SQLITE_OK ||
-	    sqlite3_bind_text(s, 1, day, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
-	    sqlite3_step(s) != SQLITE_ROW || sqlite3_column_type(s, 0) == SQLITE_NULL) {
-		rv = FGW_ERR_INVALID;
+	if (d > days_in_month(y, m))
+		return FGW_ERR_INVALID;
+	from = days_from_epoch(y, m, d) * 86400000LL;
+	to = from + 86400000LL;
+	if (db_exec(db, "BEGIN") != FGW_OK) {
+		rv = FGW_ERR_DB;
 		goto out;
 	}
-	from = sqlite3_column_int64(s, 0);
-	to = sqlite3_column_int64(s, 1);
-	sqlite3_finalize(s);
+	if (db_prepare_once(db, sum_sql, &s) != FGW_OK ||
+	    db_bind_int64(s, 1, from) != FGW_OK ||
+	    db_bind_int64(s, 2, to) != FGW_OK || db_step(s) != DB_ROW) {
+		log_error("report: %s", db_errmsg(db));
+		rv = FGW_ERR_DB;
+		goto out;
+	}
+	out->total = db_col_int64(s, 0);
+	out->succeeded = db_col_int64(s, 1);
+	out->declined = db_col_int64(s, 2);
+	out->failed = db_col_int64(s, 3);
+	out->open = db_col_int64(s, 4);
+	out->three_ds = db_col_int64(s, 5);
+	out->final_count = db_col_int64(s, 6);
+	out->avg_outcome_ms = db_col_double(s, 7);
+	db_release(s);
 	s = NULL;
-	if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+	if (db_prepare_once(db, by_sql, &s) != FGW_OK ||
+	    db_bind_int64(s, 1, from) != FGW_OK ||
+	    db_bind_int64(s, 2, to) != FGW_OK) {
 		rv = FGW_ERR_DB;
 		goto out;
 	}
-	if (sqlite3_prepare_v2(db, sum_sql, -1, &s, NULL) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 1, from) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 2, to) != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW) {
-		log_error("report: %s", sqlite3_errmsg(db));
-		rv = FGW_ERR_DB;
-		goto out;
-	}
-	out->total = sqlite3_column_int64(s, 0);
-	out->succeeded = sqlite3_column_int64(s, 1);
-	out->declined = sqlite3_column_int64(s, 2);
-	out->failed = sqlite3_column_int64(s, 3);
-	out->open = sqlite3_column_int64(s, 4);
-	out->three_ds = sqlite3_column_int64(s, 5);
-	out->final_count = sqlite3_column_int64(s, 6);
-	out->avg_outcome_ms = sqlite3_column_double(s, 7);
-	sqlite3_finalize(s);
-	s = NULL;
-	if (sqlite3_prepare_v2(db, by_sql, -1, &s, NULL) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 1, from) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 2, to) != SQLITE_OK) {
-		rv = FGW_ERR_DB;
-		goto out;
-	}
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW && out->n_by < STORE_REPORT_MAX) {
+	while ((rc = db_step(s)) == DB_ROW && out->n_by < STORE_REPORT_MAX) {
 		fgw_strlcpy(out->by[out->n_by].status, txt(s, 0), sizeof(out->by[0].status));
 		fgw_strlcpy(out->by[out->n_by].currency, txt(s, 1), sizeof(out->by[0].currency));
-		out->by[out->n_by].count = sqlite3_column_int64(s, 2);
-		out->by[out->n_by].sum = sqlite3_column_int64(s, 3);
+		out->by[out->n_by].count = db_col_int64(s, 2);
+		out->by[out->n_by].sum = db_col_int64(s, 3);
 		out->n_by++;
 	}
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+	if (rc != DB_ROW && rc != DB_DONE) {
 		rv = FGW_ERR_DB;
 		goto out;
 	}
-	sqlite3_finalize(s);
+	db_release(s);
 	s = NULL;
 	if ((rv = report_webhooks(db, from, to, out)) != 0)
 		goto out;
 	rv = 0;
 out:
-	sqlite3_finalize(s);
-	if (!sqlite3_get_autocommit(db))
-		(void)sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+	db_release(s);
+	if (db_in_txn(db))
+		(void)db_exec(db, "COMMIT");
 	return rv;
 }

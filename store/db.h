@@ -63,6 +63,10 @@ enum db_kind db_kind(const struct db *db);
 sqlite3 *db_sqlite(struct db *db);
 PGconn *db_pg(struct db *db);
 
+/* Whether a read on db could see an older snapshot than the newest
+ * commit: a SQLite statement left mid-step keeps its read transaction; on
+ * PostgreSQL, an open transaction block. */
+int db_snapshot_open(struct db *db);
 /* Runs sql (no parameters; rows are discarded). 0 or a db_step code. */
 int db_exec(struct db *db, const char *sql);
 /* Whether a transaction is open on db (BEGIN without COMMIT/ROLLBACK; a
@@ -112,6 +116,8 @@ int64_t db_col_int64(struct db_stmt *s, int i);
 int db_col_int(struct db_stmt *s, int i);
 double db_col_double(struct db_stmt *s, int i);
 int db_col_is_null(struct db_stmt *s, int i);
+/* Whether column i holds an integer (not NULL, not text or a real). */
+int db_col_is_integer(struct db_stmt *s, int i);
 int db_col_count(struct db_stmt *s);
 const char *db_col_name(struct db_stmt *s, int i);
 

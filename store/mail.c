@@ -13,6 +13,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "store/db.h"
 #include "store/mail.h"
 #include "store/outbox.h"
 #include "store/sqlutil.h"
@@ -36,13 +37,13 @@ free_row(void *arg)
 }
 
 static int
-run_enqueue(sqlite3 *db, void *arg)
+run_enqueue(struct db *db, void *arg)
 {
 	struct store_mail_row *o = arg;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int64_t now = fgw_now_ms();
 	int rc;
-	if ((rc = sql_prepare(
+	if ((rc = db_prepare(
 	         db,
 	         "INSERT INTO mail_outbox (id, kind, audience, client_id, txn_id,"
 	         " mail_from, rcpt_to, subject, message, status, attempts, next_attempt_at,"
@@ -51,28 +52,28 @@ run_enqueue(sqlite3 *db, void *arg)
 	         " WHERE dedupe_key IS NOT NULL DO NOTHING",
 	         &s)) != 0)
 		goto out;
-	if (sql_bind_text_or_null(s, 1, o->id) || sql_bind_text_or_null(s, 2, o->kind) ||
-	    sql_bind_text_or_null(s, 3, o->audience) ||
-	    sql_bind_text_or_null(s, 4, o->client_id) ||
-	    sql_bind_text_or_null(s, 5, o->txn_id) ||
-	    sql_bind_text_or_null(s, 6, o->mail_from) ||
-	    sql_bind_text_or_null(s, 7, o->rcpt_to) ||
+	if (db_bind_text_or_null(s, 1, o->id) || db_bind_text_or_null(s, 2, o->kind) ||
+	    db_bind_text_or_null(s, 3, o->audience) ||
+	    db_bind_text_or_null(s, 4, o->client_id) ||
+	    db_bind_text_or_null(s, 5, o->txn_id) ||
+	    db_bind_text_or_null(s, 6, o->mail_from) ||
+	    db_bind_text_or_null(s, 7, o->rcpt_to) ||
 	    /* A template may render an empty subject: "" is a subject. */
-	    sqlite3_bind_text(s, 8, o->subject, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
-	    sql_bind_text_or_null(s, 9, o->message) ||
-	    sqlite3_bind_int64(s, 10, now) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 11, now) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 12, now) != SQLITE_OK ||
-	    sql_bind_text_or_null(s, 13, o->dedupe_key[0] ? o->dedupe_key : NULL) ||
-	    sqlite3_step(s) != SQLITE_DONE) {
-		log_error("mail: outbox insert: %s", sqlite3_errmsg(db));
+	    db_bind_text(s, 8, o->subject) != FGW_OK ||
+	    db_bind_text_or_null(s, 9, o->message) ||
+	    db_bind_int64(s, 10, now) != FGW_OK ||
+	    db_bind_int64(s, 11, now) != FGW_OK ||
+	    db_bind_int64(s, 12, now) != FGW_OK ||
+	    db_bind_text_or_null(s, 13, o->dedupe_key[0] ? o->dedupe_key : NULL) ||
+	    db_step(s) != DB_DONE) {
+		log_error("mail: outbox insert: %s", db_errmsg(db));
 		rc = FGW_ERR_DB;
 		goto out;
 	}
 	/* Queued before: the job (and its audit event) rolls back. */
-	rc = sqlite3_changes(db) == 1 ? 0 : FGW_ERR_EXISTS;
+	rc = db_changes(db) == 1 ? 0 : FGW_ERR_EXISTS;
 out:
-	sql_release(s);
+	db_release(s);
 	return rc;
 }
 
@@ -104,24 +105,24 @@ store_mail_enqueue(struct store *st, struct store_waker *w,
 	" attempts, next_attempt_at, last_error, created_at, updated_at"
 
 static void
-read_row(sqlite3_stmt *s, void *arg)
+read_row(struct db_stmt *s, void *arg)
 {
 	struct store_mail_row *o = arg;
 	memset(o, 0, sizeof(*o));
-	sql_col_text(s, 0, o->id, sizeof(o->id));
-	sql_col_text(s, 1, o->kind, sizeof(o->kind));
-	sql_col_text(s, 2, o->audience, sizeof(o->audience));
-	sql_col_text(s, 3, o->client_id, sizeof(o->client_id));
-	sql_col_text(s, 4, o->txn_id, sizeof(o->txn_id));
-	sql_col_text(s, 5, o->mail_from, sizeof(o->mail_from));
-	sql_col_text(s, 6, o->rcpt_to, sizeof(o->rcpt_to));
-	sql_col_text(s, 7, o->subject, sizeof(o->subject));
-	sql_col_text(s, 8, o->status, sizeof(o->status));
-	o->attempts = sqlite3_column_int(s, 9);
-	o->next_attempt_at = sqlite3_column_int64(s, 10);
-	sql_col_text(s, 11, o->last_error, sizeof(o->last_error));
-	o->created_at = sqlite3_column_int64(s, 12);
-	o->updated_at = sqlite3_column_int64(s, 13);
+	db_col_copy(s, 0, o->id, sizeof(o->id));
+	db_col_copy(s, 1, o->kind, sizeof(o->kind));
+	db_col_copy(s, 2, o->audience, sizeof(o->audience));
+	db_col_copy(s, 3, o->client_id, sizeof(o->client_id));
+	db_col_copy(s, 4, o->txn_id, sizeof(o->txn_id));
+	db_col_copy(s, 5, o->mail_from, sizeof(o->mail_from));
+	db_col_copy(s, 6, o->rcpt_to, sizeof(o->rcpt_to));
+	db_col_copy(s, 7, o->subject, sizeof(o->subject));
+	db_col_copy(s, 8, o->status, sizeof(o->status));
+	o->attempts = db_col_int(s, 9);
+	o->next_attempt_at = db_col_int64(s, 10);
+	db_col_copy(s, 11, o->last_error, sizeof(o->last_error));
+	o->created_at = db_col_int64(s, 12);
+	o->updated_at = db_col_int64(s, 13);
 }
 
 static char **
@@ -152,7 +153,7 @@ struct attempt_job {
 };
 
 static int
-run_attempt(sqlite3 *db, void *arg)
+run_attempt(struct db *db, void *arg)
 {
 	struct attempt_job *j = arg;
 	int attempt, rc;
@@ -227,25 +228,25 @@ store_mail_list(struct store_reader *r, int limit,
 int
 store_mail_backlog(struct store_reader *r, int64_t *pending, int64_t *failed)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int rc;
 	*pending = *failed = 0;
-	if ((rc = sql_prepare(
+	if ((rc = db_prepare(
 	         store_reader_db(r),
 	         "SELECT status, count(*) FROM mail_outbox WHERE audience = 'customer'"
 	         " AND status IN ('pending', 'failed') GROUP BY status",
 	         &s)) != 0)
 		goto out;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		const unsigned char *st = sqlite3_column_text(s, 0);
+	while ((rc = db_step(s)) == DB_ROW) {
+		const char *st = db_col_text(s, 0);
 		if (st != NULL && strcmp((const char *)st, "pending") == 0)
-			*pending = sqlite3_column_int64(s, 1);
+			*pending = db_col_int64(s, 1);
 		else
-			*failed = sqlite3_column_int64(s, 1);
+			*failed = db_col_int64(s, 1);
 	}
-	rc = rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
+	rc = rc == DB_DONE ? 0 : FGW_ERR_DB;
 out:
-	sql_release(s);
+	db_release(s);
 	return rc;
 }
 
@@ -255,10 +256,10 @@ store_mail_holds_ended(struct store_reader *r, int64_t since_ms,
                                   int64_t updated_at),
                        void *arg)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	char id[40], status[16];
 	int rc;
-	if ((rc = sql_prepare(
+	if ((rc = db_prepare(
 	         store_reader_db(r),
 	         "SELECT id, status, updated_at FROM reservations r"
 	         " WHERE status IN ('expired', 'cancelled') AND updated_at >= ?"
@@ -267,18 +268,18 @@ store_mail_holds_ended(struct store_reader *r, int64_t since_ms,
 	         " ORDER BY updated_at LIMIT 100",
 	         &s)) != 0)
 		goto out;
-	if (sqlite3_bind_int64(s, 1, since_ms) != SQLITE_OK) {
+	if (db_bind_int64(s, 1, since_ms) != FGW_OK) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		sql_col_text(s, 0, id, sizeof(id));
-		sql_col_text(s, 1, status, sizeof(status));
-		fn(arg, id, status, sqlite3_column_int64(s, 2));
+	while ((rc = db_step(s)) == DB_ROW) {
+		db_col_copy(s, 0, id, sizeof(id));
+		db_col_copy(s, 1, status, sizeof(status));
+		fn(arg, id, status, db_col_int64(s, 2));
 	}
-	rc = rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
+	rc = rc == DB_DONE ? 0 : FGW_ERR_DB;
 out:
-	sql_release(s);
+	db_release(s);
 	return rc;
 }
 
@@ -286,11 +287,11 @@ int
 store_mail_stuck_txns(struct store_reader *r, int64_t before_ms, int64_t *count,
                       char oldest[40])
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int rc;
 	*count = 0;
 	oldest[0] = '\0';
-	if ((rc = sql_prepare(
+	if ((rc = db_prepare(
 	         store_reader_db(r),
 	         "SELECT count(*), (SELECT id FROM transactions WHERE status IN"
 	         " ('posting', 'processing') AND created_at < ?1 ORDER BY created_at LIMIT 1)"
@@ -298,18 +299,18 @@ store_mail_stuck_txns(struct store_reader *r, int64_t before_ms, int64_t *count,
 	         " AND created_at < ?1",
 	         &s)) != 0)
 		goto out;
-	if (sqlite3_bind_int64(s, 1, before_ms) != SQLITE_OK) {
+	if (db_bind_int64(s, 1, before_ms) != FGW_OK) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	if ((rc = sqlite3_step(s)) != SQLITE_ROW) {
+	if ((rc = db_step(s)) != DB_ROW) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	*count = sqlite3_column_int64(s, 0);
-	sql_col_text(s, 1, oldest, 40);
+	*count = db_col_int64(s, 0);
+	db_col_copy(s, 1, oldest, 40);
 	rc = 0;
 out:
-	sql_release(s);
+	db_release(s);
 	return rc;
 }

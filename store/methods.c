@@ -5,7 +5,7 @@
  *
  * Reads run on the caller's reader connection; writes are custom jobs on
  * the writer thread. Statements come from the connection's cache
- * (sql_prepare) and go back to it before returning (sql_release).
+ * (db_prepare) and go back to it before returning (db_release).
  */
 #define LOG_MODULE "store"
 
@@ -17,14 +17,15 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "store/db.h"
 #include "store/methods.h"
 #include "store/sqlutil.h"
 #include "store/store_int.h"
 
 static int
-text_bind(sqlite3_stmt *s, int i, const char *p)
+text_bind(struct db_stmt *s, int i, const char *p)
 {
-	return sqlite3_bind_text(s, i, p, -1, SQLITE_TRANSIENT) == SQLITE_OK ? 0 : FGW_ERR_DB;
+	return db_bind_text(s, i, p) == FGW_OK ? 0 : FGW_ERR_DB;
 }
 
 /* ---- reads ------------------------------------------------------------- */
@@ -57,7 +58,7 @@ static const struct sql_col method_cols[] = { SQL_COL_TABLE(METHOD_COLUMNS) };
 #undef SQL_COL_ROW
 
 static int
-read_method(sqlite3_stmt *s, struct store_method *m)
+read_method(struct db_stmt *s, struct store_method *m)
 {
 	memset(m, 0, sizeof(*m));
 	return sql_read_cols(s, 0, method_cols, sizeof(method_cols) / sizeof(method_cols[0]),
@@ -68,25 +69,25 @@ int
 store_methods_list(struct store_reader *rd, const char *customer,
                    struct store_method *out, size_t cap, size_t *n)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r, rc;
 
 	*n = 0;
-	if ((r = sql_prepare(store_reader_db(rd),
+	if ((r = db_prepare(store_reader_db(rd),
 	                     METHOD_SELECT
 	                     "WHERE m.customer_id = ?1 "
 	                     "ORDER BY m.is_default DESC, m.created_at DESC, m.id",
 	                     &s)) != 0 ||
 	    (r = text_bind(s, 1, customer)) != 0)
 		goto out;
-	while (*n < cap && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+	while (*n < cap && (rc = db_step(s)) == DB_ROW) {
 		if ((r = read_method(s, &out[*n])) != 0)
 			goto out;
 		(*n)++;
 	}
 	r = FGW_OK;
 out:
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
@@ -94,21 +95,21 @@ int
 store_method_get(struct store_reader *rd, const char *customer, const char *id,
                  struct store_method *out)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r, rc;
 
-	if ((r = sql_prepare(store_reader_db(rd),
+	if ((r = db_prepare(store_reader_db(rd),
 	                     METHOD_SELECT "WHERE m.customer_id = ?1 AND m.id = ?2", &s)) !=
 	        0 ||
 	    (r = text_bind(s, 1, customer)) != 0 || (r = text_bind(s, 2, id)) != 0)
 		goto out;
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
+	rc = db_step(s);
+	if (rc == DB_ROW)
 		r = read_method(s, out);
 	else
-		r = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+		r = rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 out:
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
@@ -116,22 +117,22 @@ int
 store_proc_customer_get(struct store_reader *rd, const char *processor,
                         const char *customer, char *out, size_t cap)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r, rc;
 
-	if ((r = sql_prepare(store_reader_db(rd),
+	if ((r = db_prepare(store_reader_db(rd),
 	                     "SELECT processor_customer FROM "
 	                     "processor_customers WHERE processor = ?1 AND customer_id = ?2",
 	                     &s)) != 0 ||
 	    (r = text_bind(s, 1, processor)) != 0 || (r = text_bind(s, 2, customer)) != 0)
 		goto out;
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
-		r = sql_col_text(s, 0, out, cap);
+	rc = db_step(s);
+	if (rc == DB_ROW)
+		r = db_col_copy(s, 0, out, cap);
 	else
-		r = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+		r = rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 out:
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
@@ -140,19 +141,19 @@ store_vault_key_counts(struct store_reader *rd,
                        void (*fn)(void *arg, const char *key_id, int64_t count),
                        void *arg)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r, rc;
 
-	if ((r = sql_prepare(store_reader_db(rd),
+	if ((r = db_prepare(store_reader_db(rd),
 	                     "SELECT key_id, COUNT(*) FROM vault_entries "
 	                     "GROUP BY key_id ORDER BY key_id",
 	                     &s)) != 0)
 		goto out;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-		fn(arg, (const char *)sqlite3_column_text(s, 0), sqlite3_column_int64(s, 1));
-	r = rc == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
+	while ((rc = db_step(s)) == DB_ROW)
+		fn(arg, db_col_text(s, 0), db_col_int64(s, 1));
+	r = rc == DB_DONE ? FGW_OK : FGW_ERR_DB;
 out:
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
@@ -171,23 +172,23 @@ store_vault_batch_other_keys(struct store_reader *rd, const char *active_key_id,
                              const char *after, struct store_rewrap_item *out, size_t cap,
                              size_t *n)
 {
-	sqlite3_stmt *s = NULL;
-	int r, rc = SQLITE_DONE;
+	struct db_stmt *s = NULL;
+	int r, rc = DB_DONE;
 
 	*n = 0;
-	if ((r = sql_prepare(store_reader_db(rd),
+	if ((r = db_prepare(store_reader_db(rd),
 	                     "SELECT token, key_id, blob FROM vault_entries "
 	                     "WHERE key_id <> ?1 AND token > ?3 ORDER BY token LIMIT ?2",
 	                     &s)) != 0 ||
 	    (r = text_bind(s, 1, active_key_id)) != 0 || (r = text_bind(s, 3, after)) != 0 ||
-	    sqlite3_bind_int64(s, 2, (sqlite3_int64)cap) != SQLITE_OK)
+	    db_bind_int64(s, 2, (int64_t)cap) != FGW_OK)
 		goto out;
-	while (*n < cap && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+	while (*n < cap && (rc = db_step(s)) == DB_ROW) {
 		struct store_rewrap_item *it = &out[*n];
-		const unsigned char *b = sqlite3_column_text(s, 2);
+		const char *b = db_col_text(s, 2);
 		memset(it, 0, sizeof(*it));
-		if ((r = sql_col_text(s, 0, it->token, sizeof(it->token))) != 0 ||
-		    (r = sql_col_text(s, 1, it->key_id, sizeof(it->key_id))) != 0)
+		if ((r = db_col_copy(s, 0, it->token, sizeof(it->token))) != 0 ||
+		    (r = db_col_copy(s, 1, it->key_id, sizeof(it->key_id))) != 0)
 			goto out;
 		if (b == NULL || (it->blob = strdup((const char *)b)) == NULL) {
 			r = b == NULL ? FGW_ERR_DB : FGW_ERR_NOMEM;
@@ -195,13 +196,13 @@ store_vault_batch_other_keys(struct store_reader *rd, const char *active_key_id,
 		}
 		(*n)++;
 	}
-	r = (rc == SQLITE_DONE || rc == SQLITE_ROW) ? FGW_OK : FGW_ERR_DB;
+	r = (rc == DB_DONE || rc == DB_ROW) ? FGW_OK : FGW_ERR_DB;
 out:
 	if (r != 0) {
 		store_rewrap_items_clear(out, *n);
 		*n = 0;
 	}
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
@@ -209,12 +210,12 @@ out:
 
 /* Runs one statement with the binds already made; FGW_OK when done. */
 static int
-step_done(sqlite3_stmt *s)
+step_done(struct db_stmt *s)
 {
-	int rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE)
+	int rc = db_step(s);
+	if (rc == DB_DONE)
 		return FGW_OK;
-	if (rc == SQLITE_CONSTRAINT)
+	if (rc == FGW_ERR_EXISTS || rc == FGW_ERR_INVALID)
 		return FGW_ERR_EXISTS;
 	return FGW_ERR_DB;
 }
@@ -239,12 +240,12 @@ save_job_free(void *p)
 /* A processor's card: the row already there for the same card of the
  * customer (a retry) is the answer; otherwise a new row. */
 static int
-save_processor_method(sqlite3 *db, struct store_method *m, int64_t have, int64_t now)
+save_processor_method(struct db *db, struct store_method *m, int64_t have, int64_t now)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r, rc;
 
-	if ((r = sql_prepare(db,
+	if ((r = db_prepare(db,
 	                     METHOD_SELECT "WHERE m.customer_id = ?1 AND m.processor = ?2 "
 	                                   "AND m.processor_method = ?3",
 	                     &s)) != 0 ||
@@ -252,11 +253,11 @@ save_processor_method(sqlite3 *db, struct store_method *m, int64_t have, int64_t
 	    (r = text_bind(s, 2, m->processor)) != 0 ||
 	    (r = text_bind(s, 3, m->processor_method)) != 0)
 		goto out;
-	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	if ((rc = db_step(s)) == DB_ROW) {
 		r = read_method(s, m);
 		goto out;
 	}
-	if (rc != SQLITE_DONE) {
+	if (rc != DB_DONE) {
 		r = FGW_ERR_DB;
 		goto out;
 	}
@@ -264,12 +265,12 @@ save_processor_method(sqlite3 *db, struct store_method *m, int64_t have, int64_t
 		r = FGW_ERR_TOO_LARGE;
 		goto out;
 	}
-	sql_release(s);
+	db_release(s);
 	s = NULL;
 	m->token[0] = '\0';
 	m->is_default = have == 0;
 	m->created_at = now;
-	if ((r = sql_prepare(
+	if ((r = db_prepare(
 	         db,
 	         "INSERT INTO processor_methods (id, customer_id, nickname, "
 	         "is_default, created_at, processor, processor_customer, processor_method, "
@@ -278,34 +279,34 @@ save_processor_method(sqlite3 *db, struct store_method *m, int64_t have, int64_t
 	         &s)) != 0 ||
 	    (r = text_bind(s, 1, m->id)) != 0 || (r = text_bind(s, 2, m->customer_id)) != 0 ||
 	    (r = text_bind(s, 3, m->nickname)) != 0 ||
-	    sqlite3_bind_int(s, 4, m->is_default) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 5, now) != SQLITE_OK ||
+	    db_bind_int(s, 4, m->is_default) != FGW_OK ||
+	    db_bind_int64(s, 5, now) != FGW_OK ||
 	    (r = text_bind(s, 6, m->processor)) != 0 ||
 	    (r = text_bind(s, 7, m->processor_customer)) != 0 ||
 	    (r = text_bind(s, 8, m->processor_method)) != 0 ||
 	    (r = text_bind(s, 9, m->brand)) != 0 || (r = text_bind(s, 10, m->last4)) != 0 ||
-	    sqlite3_bind_int(s, 11, m->exp_month) != SQLITE_OK ||
-	    sqlite3_bind_int(s, 12, m->exp_year) != SQLITE_OK) {
+	    db_bind_int(s, 11, m->exp_month) != FGW_OK ||
+	    db_bind_int(s, 12, m->exp_year) != FGW_OK) {
 		r = r ? r : FGW_ERR_DB;
 		goto out;
 	}
 	r = step_done(s);
 out:
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
 static int
-run_save(sqlite3 *db, void *ctx)
+run_save(struct db *db, void *ctx)
 {
 	struct save_job *j = ctx;
 	struct store_method *m = j->m;
 	const struct store_vault_entry *v = &j->ve;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int64_t now = fgw_now_ms(), have = 0;
 	int r;
 
-	if ((r = sql_int64_of(db,
+	if ((r = db_int64_of(db,
 	                      "SELECT (SELECT COUNT(*) FROM payment_methods WHERE "
 	                      "customer_id = ?1) + (SELECT COUNT(*) FROM processor_methods "
 	                      "WHERE customer_id = ?1)",
@@ -320,7 +321,7 @@ run_save(sqlite3 *db, void *ctx)
 		goto out;
 	}
 	if (j->has_vault) {
-		if ((r = sql_prepare(
+		if ((r = db_prepare(
 		         db,
 		         "INSERT INTO vault_entries (token, key_id, blob, fingerprint, "
 		         "brand, bin, last4, exp_month, exp_year, customer_id, saved, "
@@ -333,10 +334,10 @@ run_save(sqlite3 *db, void *ctx)
 		    (r = text_bind(s, 4, v->fingerprint)) != 0 ||
 		    (r = text_bind(s, 5, v->brand)) != 0 || (r = text_bind(s, 6, v->bin)) != 0 ||
 		    (r = text_bind(s, 7, v->last4)) != 0 ||
-		    sqlite3_bind_int(s, 8, v->exp_month) != SQLITE_OK ||
-		    sqlite3_bind_int(s, 9, v->exp_year) != SQLITE_OK ||
+		    db_bind_int(s, 8, v->exp_month) != FGW_OK ||
+		    db_bind_int(s, 9, v->exp_year) != FGW_OK ||
 		    (r = text_bind(s, 10, m->customer_id)) != 0 ||
-		    sqlite3_bind_int64(s, 11, now) != SQLITE_OK) {
+		    db_bind_int64(s, 11, now) != FGW_OK) {
 			r = r ? r : FGW_ERR_DB;
 			goto out;
 		}
@@ -345,72 +346,72 @@ run_save(sqlite3 *db, void *ctx)
 	} else {
 		/* Only this customer's own entry, and a one-time one only
 		 * while it has not expired. */
-		if ((r = sql_prepare(db,
+		if ((r = db_prepare(db,
 		                     "UPDATE vault_entries SET saved = 1, expires_at = 0 "
 		                     "WHERE token = ?1 AND customer_id = ?2 "
 		                     "AND (saved = 1 OR expires_at = 0 OR expires_at > ?3)",
 		                     &s)) != 0 ||
 		    (r = text_bind(s, 1, m->token)) != 0 ||
 		    (r = text_bind(s, 2, m->customer_id)) != 0 ||
-		    sqlite3_bind_int64(s, 3, now) != SQLITE_OK) {
+		    db_bind_int64(s, 3, now) != FGW_OK) {
 			r = r ? r : FGW_ERR_DB;
 			goto out;
 		}
 		if ((r = step_done(s)) != 0)
 			goto out;
-		if (sqlite3_changes(db) == 0) {
+		if (db_changes(db) == 0) {
 			r = FGW_ERR_NOT_FOUND;
 			goto out;
 		}
-		sql_release(s);
+		db_release(s);
 		s = NULL;
-		if ((r = sql_prepare(db, "SELECT 1 FROM payment_methods WHERE token = ?1", &s)) !=
+		if ((r = db_prepare(db, "SELECT 1 FROM payment_methods WHERE token = ?1", &s)) !=
 		        0 ||
 		    (r = text_bind(s, 1, m->token)) != 0)
 			goto out;
-		if (sqlite3_step(s) == SQLITE_ROW) {
+		if (db_step(s) == DB_ROW) {
 			r = FGW_ERR_EXISTS;
 			goto out;
 		}
 	}
-	sql_release(s);
+	db_release(s);
 	s = NULL;
 	m->is_default = have == 0;
 	m->created_at = now;
-	if ((r = sql_prepare(
+	if ((r = db_prepare(
 	         db,
 	         "INSERT INTO payment_methods (id, customer_id, token, nickname, "
 	         "is_default, created_at) VALUES (?1, ?2, ?3, NULLIF(?4, ''), ?5, ?6)",
 	         &s)) != 0 ||
 	    (r = text_bind(s, 1, m->id)) != 0 || (r = text_bind(s, 2, m->customer_id)) != 0 ||
 	    (r = text_bind(s, 3, m->token)) != 0 || (r = text_bind(s, 4, m->nickname)) != 0 ||
-	    sqlite3_bind_int(s, 5, m->is_default) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 6, now) != SQLITE_OK) {
+	    db_bind_int(s, 5, m->is_default) != FGW_OK ||
+	    db_bind_int64(s, 6, now) != FGW_OK) {
 		r = r ? r : FGW_ERR_DB;
 		goto out;
 	}
 	if ((r = step_done(s)) != 0)
 		goto out;
-	sql_release(s);
+	db_release(s);
 	s = NULL;
-	if ((r = sql_prepare(db,
+	if ((r = db_prepare(db,
 	                     "SELECT brand, last4, exp_month, exp_year FROM vault_entries "
 	                     "WHERE token = ?1",
 	                     &s)) != 0 ||
 	    (r = text_bind(s, 1, m->token)) != 0)
 		goto out;
-	if (sqlite3_step(s) != SQLITE_ROW) {
+	if (db_step(s) != DB_ROW) {
 		r = FGW_ERR_DB;
 		goto out;
 	}
-	if ((r = sql_col_text(s, 0, m->brand, sizeof(m->brand))) != 0 ||
-	    (r = sql_col_text(s, 1, m->last4, sizeof(m->last4))) != 0)
+	if ((r = db_col_copy(s, 0, m->brand, sizeof(m->brand))) != 0 ||
+	    (r = db_col_copy(s, 1, m->last4, sizeof(m->last4))) != 0)
 		goto out;
-	m->exp_month = sqlite3_column_int(s, 2);
-	m->exp_year = sqlite3_column_int(s, 3);
+	m->exp_month = db_col_int(s, 2);
+	m->exp_year = db_col_int(s, 3);
 	r = FGW_OK;
 out:
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
@@ -455,13 +456,13 @@ struct pcus_job {
 };
 
 static int
-run_pcus_put(sqlite3 *db, void *ctx)
+run_pcus_put(struct db *db, void *ctx)
 {
 	struct pcus_job *j = ctx;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r;
 
-	if ((r = sql_prepare(db,
+	if ((r = db_prepare(db,
 	                     "INSERT INTO processor_customers (processor, customer_id, "
 	                     "processor_customer, created_at) VALUES (?1, ?2, ?3, ?4) "
 	                     "ON CONFLICT (processor, customer_id) DO NOTHING",
@@ -469,22 +470,22 @@ run_pcus_put(sqlite3 *db, void *ctx)
 	    (r = text_bind(s, 1, j->processor)) != 0 ||
 	    (r = text_bind(s, 2, j->customer)) != 0 ||
 	    (r = text_bind(s, 3, j->processor_customer)) != 0 ||
-	    sqlite3_bind_int64(s, 4, fgw_now_ms()) != SQLITE_OK || (r = step_done(s)) != 0) {
+	    db_bind_int64(s, 4, fgw_now_ms()) != FGW_OK || (r = step_done(s)) != 0) {
 		r = r ? r : FGW_ERR_DB;
 		goto out;
 	}
-	sql_release(s);
+	db_release(s);
 	s = NULL;
-	if ((r = sql_prepare(db,
+	if ((r = db_prepare(db,
 	                     "SELECT processor_customer FROM processor_customers "
 	                     "WHERE processor = ?1 AND customer_id = ?2",
 	                     &s)) != 0 ||
 	    (r = text_bind(s, 1, j->processor)) != 0 ||
 	    (r = text_bind(s, 2, j->customer)) != 0)
 		goto out;
-	r = sqlite3_step(s) == SQLITE_ROW ? sql_col_text(s, 0, j->have, j->cap) : FGW_ERR_DB;
+	r = db_step(s) == DB_ROW ? db_col_copy(s, 0, j->have, j->cap) : FGW_ERR_DB;
 out:
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
@@ -521,7 +522,7 @@ struct id_job {
 
 /* The newest method of the customer becomes the default when none is. */
 static int
-ensure_default(sqlite3 *db, const char *customer)
+ensure_default(struct db *db, const char *customer)
 {
 	static const char *const sql[] = {
 		"UPDATE payment_methods SET is_default = 1 WHERE id = "
@@ -535,60 +536,60 @@ ensure_default(sqlite3 *db, const char *customer)
 		"AND NOT EXISTS (SELECT 1 FROM " ALL_METHODS
 		" WHERE customer_id = ?1 AND is_default = 1)",
 	};
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r = FGW_OK;
 
 	/* The newest method of either kind; one of the two statements
 	 * finds it in its table. */
 	for (size_t i = 0; r == FGW_OK && i < 2; i++) {
-		if ((r = sql_prepare(db, sql[i], &s)) == 0 &&
+		if ((r = db_prepare(db, sql[i], &s)) == 0 &&
 		    (r = text_bind(s, 1, customer)) == 0)
 			r = step_done(s);
-		sql_release(s);
+		db_release(s);
 		s = NULL;
 	}
 	return r;
 }
 
 static int
-run_delete(sqlite3 *db, void *ctx)
+run_delete(struct db *db, void *ctx)
 {
 	struct id_job *j = ctx;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	char token[40];
 	int r;
 
-	if ((r = sql_prepare(db,
+	if ((r = db_prepare(db,
 	                     "DELETE FROM payment_methods WHERE id = ?1 AND customer_id = ?2 "
 	                     "RETURNING token",
 	                     &s)) != 0 ||
 	    (r = text_bind(s, 1, j->id)) != 0 || (r = text_bind(s, 2, j->customer)) != 0)
 		goto out;
-	if (sqlite3_step(s) != SQLITE_ROW) {
+	if (db_step(s) != DB_ROW) {
 		/* Not a vaulted card: a processor's card, or no such method. */
-		sql_release(s);
+		db_release(s);
 		s = NULL;
-		if ((r = sql_prepare(db,
+		if ((r = db_prepare(db,
 		                     "DELETE FROM processor_methods WHERE id = ?1 AND "
 		                     "customer_id = ?2",
 		                     &s)) != 0 ||
 		    (r = text_bind(s, 1, j->id)) != 0 ||
 		    (r = text_bind(s, 2, j->customer)) != 0 || (r = step_done(s)) != 0)
 			goto out;
-		if (sqlite3_changes(db) == 0) {
+		if (db_changes(db) == 0) {
 			r = FGW_ERR_NOT_FOUND;
 			goto out;
 		}
 		r = ensure_default(db, j->customer);
 		goto out;
 	}
-	if ((r = sql_col_text(s, 0, token, sizeof(token))) != 0 ||
-	    (r = sqlite3_step(s) == SQLITE_DONE ? 0 : FGW_ERR_DB) != 0)
+	if ((r = db_col_copy(s, 0, token, sizeof(token))) != 0 ||
+	    (r = db_step(s) == DB_DONE ? 0 : FGW_ERR_DB) != 0)
 		goto out;
-	sql_release(s);
+	db_release(s);
 	s = NULL;
 	/* The card is no longer needed: its ciphertext goes too. */
-	if ((r = sql_prepare(db,
+	if ((r = db_prepare(db,
 	                     "DELETE FROM vault_entries WHERE token = ?1 AND NOT EXISTS "
 	                     "(SELECT 1 FROM payment_methods WHERE token = ?1)",
 	                     &s)) != 0 ||
@@ -596,12 +597,12 @@ run_delete(sqlite3 *db, void *ctx)
 		goto out;
 	r = ensure_default(db, j->customer);
 out:
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
 static int
-run_set_default(sqlite3 *db, void *ctx)
+run_set_default(struct db *db, void *ctx)
 {
 	static const char *const sql[] = {
 		"UPDATE payment_methods SET is_default = (id = ?1) WHERE customer_id = ?2 "
@@ -610,21 +611,21 @@ run_set_default(sqlite3 *db, void *ctx)
 		"AND EXISTS (SELECT 1 FROM " ALL_METHODS "WHERE id = ?1 AND customer_id = ?2)",
 	};
 	struct id_job *j = ctx;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int changed = 0, r = FGW_OK;
 
 	/* One default across both kinds of method. */
 	for (size_t i = 0; i < 2; i++) {
-		if ((r = sql_prepare(db, sql[i], &s)) != 0 || (r = text_bind(s, 1, j->id)) != 0 ||
+		if ((r = db_prepare(db, sql[i], &s)) != 0 || (r = text_bind(s, 1, j->id)) != 0 ||
 		    (r = text_bind(s, 2, j->customer)) != 0 || (r = step_done(s)) != 0)
 			goto out;
-		changed += sqlite3_changes(db);
-		sql_release(s);
+		changed += db_changes(db);
+		db_release(s);
 		s = NULL;
 	}
 	r = changed > 0 ? FGW_OK : FGW_ERR_NOT_FOUND;
 out:
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
@@ -672,19 +673,19 @@ struct sweep_job {
 };
 
 static int
-run_sweep(sqlite3 *db, void *ctx)
+run_sweep(struct db *db, void *ctx)
 {
 	struct sweep_job *j = ctx;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r;
-	if ((r = sql_prepare(db,
+	if ((r = db_prepare(db,
 	                     "DELETE FROM vault_entries WHERE saved = 0 AND expires_at > 0 "
 	                     "AND expires_at <= ?1",
 	                     &s)) == 0 &&
-	    (r = sqlite3_bind_int64(s, 1, j->now) == SQLITE_OK ? 0 : FGW_ERR_DB) == 0 &&
+	    (r = db_bind_int64(s, 1, j->now) == FGW_OK ? 0 : FGW_ERR_DB) == 0 &&
 	    (r = step_done(s)) == 0 && j->purged != NULL)
-		*j->purged = sqlite3_changes(db);
-	sql_release(s);
+		*j->purged = db_changes(db);
+	db_release(s);
 	return r;
 }
 
@@ -719,14 +720,14 @@ rewrap_job_free(void *p)
 }
 
 static int
-run_rewrap(sqlite3 *db, void *ctx)
+run_rewrap(struct db *db, void *ctx)
 {
 	struct rewrap_job *j = ctx;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int64_t done = 0;
 	int r;
 
-	if ((r = sql_prepare(db,
+	if ((r = db_prepare(db,
 	                     "UPDATE vault_entries SET blob = ?1, key_id = ?2 "
 	                     "WHERE token = ?3 AND key_id = ?4",
 	                     &s)) != 0)
@@ -740,15 +741,15 @@ run_rewrap(sqlite3 *db, void *ctx)
 		    (r = text_bind(s, 3, it->token)) != 0 ||
 		    (r = text_bind(s, 4, it->key_id)) != 0 || (r = step_done(s)) != 0)
 			goto out;
-		done += sqlite3_changes(db);
-		sqlite3_reset(s);
-		sqlite3_clear_bindings(s);
+		done += db_changes(db);
+		db_reset(s);
+		db_clear_bindings(s);
 	}
 	if (j->updated != NULL)
 		*j->updated = done;
 	r = FGW_OK;
 out:
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 

@@ -10,6 +10,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "store/db.h"
 #include "store/outbox.h"
 #include "store/sqlutil.h"
 #include "store/store_int.h"
@@ -37,20 +38,20 @@ int
 outbox_due(struct store_reader *r, const struct outbox_kind *k, int64_t now_ms, void *out,
            int max, int *n)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	char *rows = out;
 	int rc, pay;
 	*n = 0;
-	if ((rc = sql_prepare(store_reader_db(r), k->sql_due, &s)) != 0)
+	if ((rc = db_prepare(store_reader_db(r), k->sql_due, &s)) != 0)
 		goto out;
-	if (sqlite3_bind_int64(s, 1, now_ms) != SQLITE_OK ||
-	    sqlite3_bind_int(s, 2, max) != SQLITE_OK) {
+	if (db_bind_int64(s, 1, now_ms) != FGW_OK ||
+	    db_bind_int(s, 2, max) != FGW_OK) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	pay = sqlite3_column_count(s) - 1; /* the payload comes last */
-	while (*n < max && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		const unsigned char *p = sqlite3_column_text(s, pay);
+	pay = db_col_count(s) - 1; /* the payload comes last */
+	while (*n < max && (rc = db_step(s)) == DB_ROW) {
+		const char *p = db_col_text(s, pay);
 		void *row = rows + (size_t)*n * k->row_size;
 		k->read_row(s, row);
 		if ((*k->payload(row) = strdup(p ? (const char *)p : "")) == NULL) {
@@ -59,9 +60,9 @@ outbox_due(struct store_reader *r, const struct outbox_kind *k, int64_t now_ms, 
 		}
 		(*n)++;
 	}
-	rc = rc == SQLITE_DONE || rc == SQLITE_ROW || *n == max ? 0 : FGW_ERR_DB;
+	rc = rc == DB_DONE || rc == DB_ROW || *n == max ? 0 : FGW_ERR_DB;
 out:
-	sql_release(s);
+	db_release(s);
 	if (rc != 0) {
 		for (int i = 0; i < *n; i++)
 			outbox_row_clear(k, rows + (size_t)i * k->row_size);
@@ -74,18 +75,18 @@ int
 outbox_list(struct store_reader *r, const struct outbox_kind *k, int limit,
             int (*fn)(void *arg, const void *row), void *arg)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	void *row = NULL;
 	int rc;
 	if ((row = malloc(k->row_size)) == NULL)
 		return FGW_ERR_NOMEM;
-	if ((rc = sql_prepare(store_reader_db(r), k->sql_list, &s)) != 0)
+	if ((rc = db_prepare(store_reader_db(r), k->sql_list, &s)) != 0)
 		goto out;
-	if (sqlite3_bind_int(s, 1, limit) != SQLITE_OK) {
+	if (db_bind_int(s, 1, limit) != FGW_OK) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	while ((rc = db_step(s)) == DB_ROW) {
 		int stop;
 		k->read_row(s, row);
 		if ((stop = fn(arg, row)) != 0) {
@@ -93,60 +94,60 @@ outbox_list(struct store_reader *r, const struct outbox_kind *k, int limit,
 			goto out;
 		}
 	}
-	rc = rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
+	rc = rc == DB_DONE ? 0 : FGW_ERR_DB;
 out:
-	sql_release(s);
+	db_release(s);
 	free(row);
 	return rc;
 }
 
 int
-outbox_claim(sqlite3 *db, const struct outbox_kind *k, const char *id, int *attempt)
+outbox_claim(struct db *db, const struct outbox_kind *k, const char *id, int *attempt)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int rc;
-	if ((rc = sql_prepare(db, k->sql_claim, &s)) != 0)
+	if ((rc = db_prepare(db, k->sql_claim, &s)) != 0)
 		goto out;
-	if (sql_bind_text_or_null(s, 1, id) != 0) {
+	if (db_bind_text_or_null(s, 1, id) != 0) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	if ((rc = sqlite3_step(s)) != SQLITE_ROW) {
-		rc = rc == SQLITE_DONE ? FGW_ERR_STATE : FGW_ERR_DB;
+	if ((rc = db_step(s)) != DB_ROW) {
+		rc = rc == DB_DONE ? FGW_ERR_STATE : FGW_ERR_DB;
 		goto out;
 	}
-	*attempt = sqlite3_column_int(s, 0) + 1;
+	*attempt = db_col_int(s, 0) + 1;
 	rc = 0;
 out:
-	sql_release(s);
+	db_release(s);
 	return rc;
 }
 
 int
-outbox_mark(sqlite3 *db, const struct outbox_kind *k, const char *id, int attempt,
+outbox_mark(struct db *db, const struct outbox_kind *k, const char *id, int attempt,
             const char *outcome, int64_t next_at, int code, const char *error)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int rc;
-	if ((rc = sql_prepare(db, k->sql_mark, &s)) != 0)
+	if ((rc = db_prepare(db, k->sql_mark, &s)) != 0)
 		goto out;
-	if (sqlite3_bind_int(s, 1, attempt) != SQLITE_OK ||
-	    sql_bind_text_or_null(s, 2,
+	if (db_bind_int(s, 1, attempt) != FGW_OK ||
+	    db_bind_text_or_null(s, 2,
 	                          strcmp(outcome, "retry") == 0 ? "pending" : outcome) ||
-	    sqlite3_bind_int64(s, 3, next_at) != SQLITE_OK ||
-	    sql_bind_text_or_null(s, 4, error) ||
-	    sqlite3_bind_int64(s, 5, fgw_now_ms()) != SQLITE_OK ||
-	    sql_bind_text_or_null(s, 6, id) ||
+	    db_bind_int64(s, 3, next_at) != FGW_OK ||
+	    db_bind_text_or_null(s, 4, error) ||
+	    db_bind_int64(s, 5, fgw_now_ms()) != FGW_OK ||
+	    db_bind_text_or_null(s, 6, id) ||
 	    (k->has_code &&
-	     (code ? sqlite3_bind_int(s, 7, code) : sqlite3_bind_null(s, 7)) != SQLITE_OK) ||
-	    sqlite3_step(s) != SQLITE_DONE) {
-		log_error("%s: outbox update: %s", k->name, sqlite3_errmsg(db));
+	     (code ? db_bind_int(s, 7, code) : db_bind_null(s, 7)) != FGW_OK) ||
+	    db_step(s) != DB_DONE) {
+		log_error("%s: outbox update: %s", k->name, db_errmsg(db));
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	rc = sqlite3_changes(db) == 1 ? 0 : FGW_ERR_STATE;
+	rc = db_changes(db) == 1 ? 0 : FGW_ERR_STATE;
 out:
-	sql_release(s);
+	db_release(s);
 	return rc;
 }
 
@@ -157,22 +158,22 @@ struct retry_job {
 };
 
 static int
-run_retry(sqlite3 *db, void *arg)
+run_retry(struct db *db, void *arg)
 {
 	struct retry_job *j = arg;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int rc;
-	if ((rc = sql_prepare(db, j->k->sql_retry, &s)) != 0)
+	if ((rc = db_prepare(db, j->k->sql_retry, &s)) != 0)
 		goto out;
-	if (sqlite3_bind_int64(s, 1, j->now) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 2, j->now) != SQLITE_OK ||
-	    sql_bind_text_or_null(s, 3, j->id) || sqlite3_step(s) != SQLITE_DONE) {
+	if (db_bind_int64(s, 1, j->now) != FGW_OK ||
+	    db_bind_int64(s, 2, j->now) != FGW_OK ||
+	    db_bind_text_or_null(s, 3, j->id) || db_step(s) != DB_DONE) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	rc = sqlite3_changes(db) == 1 ? 0 : FGW_ERR_NOT_FOUND;
+	rc = db_changes(db) == 1 ? 0 : FGW_ERR_NOT_FOUND;
 out:
-	sql_release(s);
+	db_release(s);
 	return rc;
 }
 

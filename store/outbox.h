@@ -8,7 +8,7 @@
  * Every outbox table has id, status ('pending', the kind's done status,
  * 'failed'), attempts, next_attempt_at, last_error, created_at and
  * updated_at. The SQL of a kind is written once here, by macro, so that
- * each kind's statements are literals (sql_prepare caches by address).
+ * each kind's statements are literals (db_prepare caches by address).
  */
 #ifndef FGW_STORE_OUTBOX_H
 #define FGW_STORE_OUTBOX_H
@@ -16,8 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <sqlite3.h>
 
+#include "store/db.h"
 #include "store/store.h"
 
 struct outbox_kind {
@@ -25,7 +25,7 @@ struct outbox_kind {
 	const char *done; /* the status of a delivered row */
 	size_t row_size;  /* of the kind's row struct */
 	/* Fills a row from the kind's columns (0..), without its payload. */
-	void (*read_row)(sqlite3_stmt *s, void *row);
+	void (*read_row)(struct db_stmt *s, void *row);
 	/* The row's owned payload pointer. */
 	char **(*payload)(void *row);
 	int has_code;          /* a last_http_status column (?7 of sql_mark) */
@@ -73,11 +73,11 @@ int outbox_list(struct store_reader *r, const struct outbox_kind *k, int limit,
 /* On the writer thread. The number the next attempt of row id gets
  * (attempts + 1) into *attempt; FGW_ERR_STATE when the row is not pending
  * (an operator's retry or a duplicate tick moved it meanwhile). */
-int outbox_claim(sqlite3 *db, const struct outbox_kind *k, const char *id, int *attempt);
+int outbox_claim(struct db *db, const struct outbox_kind *k, const char *id, int *attempt);
 /* On the writer thread: records attempt number attempt with its outcome
  * ("retry" leaves the row pending until next_at), the error (NULL or ""
  * stores NULL) and, with has_code, the answer's code (0 stores NULL). */
-int outbox_mark(sqlite3 *db, const struct outbox_kind *k, const char *id, int attempt,
+int outbox_mark(struct db *db, const struct outbox_kind *k, const char *id, int attempt,
                 const char *outcome, int64_t next_at, int code, const char *error);
 
 /* Makes a row (any status) pending and due at now_ms, with the audit

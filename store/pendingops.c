@@ -15,6 +15,7 @@
 #include "core/err.h"
 #include "core/txnstate.h"
 #include "core/util.h"
+#include "store/db.h"
 #include "store/pendingops.h"
 #include "store/sqlutil.h"
 #include "store/store_int.h"
@@ -184,7 +185,7 @@ submit(struct store *st, struct store_waker *w, store_job_fn run, struct op_job 
 /* ---- the write-ahead step, per table --------------------------------------- */
 
 static int
-begin_refund(sqlite3 *db, struct store_pendingop *rf)
+begin_refund(struct db *db, struct store_pendingop *rf)
 {
 	static const char same_sql[] =
 	    "SELECT id, amount, status FROM refunds WHERE txn_id = ?1 AND idempotency_key = ?2";
@@ -194,13 +195,13 @@ begin_refund(sqlite3 *db, struct store_pendingop *rf)
 	static const char ins_sql[] =
 	    "INSERT INTO refunds (id, txn_id, amount, idempotency_key, created_at,"
 	    " status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?5)";
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	enum txn_state cur;
 	char cur_name[24], st[16];
 	int64_t held;
 	int rc, r;
 
-	if ((r = sql_text_of(db, txn_status_sql, rf->txn_id, cur_name, sizeof(cur_name))) !=
+	if ((r = db_text_of(db, txn_status_sql, rf->txn_id, cur_name, sizeof(cur_name))) !=
 	    0)
 		goto out;
 	cur = txn_state_of(cur_name);
@@ -208,56 +209,56 @@ begin_refund(sqlite3 *db, struct store_pendingop *rf)
 		r = FGW_ERR_STATE;
 		goto out;
 	}
-	if ((r = sql_prepare(db, same_sql, &s)) != 0)
+	if ((r = db_prepare(db, same_sql, &s)) != 0)
 		goto out;
-	sqlite3_bind_text(s, 1, rf->txn_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, rf->idempotency_key, -1, SQLITE_STATIC);
-	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	db_bind_text(s, 1, rf->txn_id);
+	db_bind_text(s, 2, rf->idempotency_key);
+	if ((rc = db_step(s)) == DB_ROW) {
 		/* The same refund again (a retry): finish that one. */
 		rf->adopted = 1;
-		sql_col_text(s, 0, rf->id, sizeof(rf->id));
-		rf->amount = sqlite3_column_int64(s, 1);
-		sql_col_text(s, 2, st, sizeof(st));
+		db_col_copy(s, 0, rf->id, sizeof(rf->id));
+		rf->amount = db_col_int64(s, 1);
+		db_col_copy(s, 2, st, sizeof(st));
 		rf->status = op_status_of(st);
 		goto out;
 	}
-	if (rc != SQLITE_DONE) {
+	if (rc != DB_DONE) {
 		r = FGW_ERR_DB;
 		goto out;
 	}
-	sql_release(s);
+	db_release(s);
 	s = NULL;
 	if (cur == TXN_REFUNDED) {
 		r = FGW_ERR_STATE; /* final, unless this is a retry (above) */
 		goto out;
 	}
-	if ((r = sql_int64_of(db, held_sql, rf->txn_id, &held)) != 0)
+	if ((r = db_int64_of(db, held_sql, rf->txn_id, &held)) != 0)
 		goto out;
 	/* Pending refunds count: the processor may have made them. */
 	if (rf->amount <= 0 || held + rf->amount > rf->txn_amount) {
 		r = FGW_ERR_TOO_LARGE;
 		goto out;
 	}
-	if ((r = sql_prepare(db, ins_sql, &s)) != 0)
+	if ((r = db_prepare(db, ins_sql, &s)) != 0)
 		goto out;
-	sqlite3_bind_text(s, 1, rf->id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, rf->txn_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, rf->amount);
-	sqlite3_bind_text(s, 4, rf->idempotency_key, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 5, fgw_now_ms());
-	rc = sqlite3_step(s);
-	r = rc == SQLITE_DONE                  ? FGW_OK
-	    : (rc & 0xff) == SQLITE_CONSTRAINT ? FGW_ERR_EXISTS
-	                                       : FGW_ERR_DB;
+	db_bind_text(s, 1, rf->id);
+	db_bind_text(s, 2, rf->txn_id);
+	db_bind_int64(s, 3, rf->amount);
+	db_bind_text(s, 4, rf->idempotency_key);
+	db_bind_int64(s, 5, fgw_now_ms());
+	rc = db_step(s);
+	r = rc == DB_DONE                                      ? FGW_OK
+	    : rc == FGW_ERR_EXISTS || rc == FGW_ERR_INVALID ? FGW_ERR_EXISTS
+	                                                     : FGW_ERR_DB;
 	if (r == FGW_OK)
 		rf->status = STORE_OP_PENDING;
 out:
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
 static int
-begin_txnop(sqlite3 *db, struct store_pendingop *op)
+begin_txnop(struct db *db, struct store_pendingop *op)
 {
 	static const char ops_sql[] =
 	    "SELECT op, status, request_key, attempt, idempotency_key FROM txn_operations"
@@ -266,25 +267,25 @@ begin_txnop(sqlite3 *db, struct store_pendingop *op)
 	    "INSERT INTO txn_operations (txn_id, op, attempt, idempotency_key, request_key,"
 	    " status, created_at, updated_at) VALUES (?1, ?2, ?6, ?3, ?5, 'pending', ?4, ?4)";
 	const char *name = kinds[op->kind].name;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	char cur[24], o[8], st[16], rk[32], key[sizeof(op->idempotency_key)];
 	int64_t attempt = 0;
 	int rc, r, n;
 
-	if ((r = sql_text_of(db, txn_status_sql, op->txn_id, cur, sizeof(cur))) != 0)
+	if ((r = db_text_of(db, txn_status_sql, op->txn_id, cur, sizeof(cur))) != 0)
 		goto out;
-	if ((r = sql_prepare(db, ops_sql, &s)) != 0)
+	if ((r = db_prepare(db, ops_sql, &s)) != 0)
 		goto out;
-	sqlite3_bind_text(s, 1, op->txn_id, -1, SQLITE_STATIC);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		sql_col_text(s, 0, o, sizeof(o));
-		sql_col_text(s, 1, st, sizeof(st));
-		if (sqlite3_column_type(s, 2) == SQLITE_NULL)
+	db_bind_text(s, 1, op->txn_id);
+	while ((rc = db_step(s)) == DB_ROW) {
+		db_col_copy(s, 0, o, sizeof(o));
+		db_col_copy(s, 1, st, sizeof(st));
+		if (db_col_is_null(s, 2))
 			rk[0] = '\0';
 		else
-			sql_col_text(s, 2, rk, sizeof(rk));
-		if (strcmp(o, name) == 0 && sqlite3_column_int64(s, 3) > attempt)
-			attempt = sqlite3_column_int64(s, 3);
+			db_col_copy(s, 2, rk, sizeof(rk));
+		if (strcmp(o, name) == 0 && db_col_int64(s, 3) > attempt)
+			attempt = db_col_int64(s, 3);
 		/* Only the client's retry (same key) of the same operation goes
 		 * on from it: a new request is refused below like any other
 		 * operation on a transaction no longer authorized. */
@@ -294,7 +295,7 @@ begin_txnop(sqlite3 *db, struct store_pendingop *op)
 			 * with the processor key that attempt was sent with. */
 			op->adopted = 1;
 			op->status = op_status_of(st);
-			sql_col_text(s, 4, op->idempotency_key, sizeof(op->idempotency_key));
+			db_col_copy(s, 4, op->idempotency_key, sizeof(op->idempotency_key));
 			goto out;
 		}
 		if (op_status_of(st) != STORE_OP_FAILED) {
@@ -302,11 +303,11 @@ begin_txnop(sqlite3 *db, struct store_pendingop *op)
 			goto out;
 		}
 	}
-	if (rc != SQLITE_DONE) {
+	if (rc != DB_DONE) {
 		r = FGW_ERR_DB;
 		goto out;
 	}
-	sql_release(s);
+	db_release(s);
 	s = NULL;
 	if (txn_state_of(cur) != TXN_AUTHORIZED) {
 		r = FGW_ERR_STATE;
@@ -324,27 +325,27 @@ begin_txnop(sqlite3 *db, struct store_pendingop *op)
 		}
 		fgw_strlcpy(op->idempotency_key, key, sizeof(op->idempotency_key));
 	}
-	if ((r = sql_prepare(db, ins_sql, &s)) != 0)
+	if ((r = db_prepare(db, ins_sql, &s)) != 0)
 		goto out;
-	sqlite3_bind_text(s, 1, op->txn_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, op->idempotency_key, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 4, fgw_now_ms());
+	db_bind_text(s, 1, op->txn_id);
+	db_bind_text(s, 2, name);
+	db_bind_text(s, 3, op->idempotency_key);
+	db_bind_int64(s, 4, fgw_now_ms());
 	if (op->request_key[0] != '\0')
-		sqlite3_bind_text(s, 5, op->request_key, -1, SQLITE_STATIC);
+		db_bind_text(s, 5, op->request_key);
 	else
-		sqlite3_bind_null(s, 5);
-	sqlite3_bind_int64(s, 6, attempt);
-	r = sqlite3_step(s) == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
+		db_bind_null(s, 5);
+	db_bind_int64(s, 6, attempt);
+	r = db_step(s) == DB_DONE ? FGW_OK : FGW_ERR_DB;
 	if (r == FGW_OK)
 		op->status = STORE_OP_PENDING;
 out:
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
 static int
-begin_run(sqlite3 *db, void *ctx)
+begin_run(struct db *db, void *ctx)
 {
 	struct op_job *j = ctx;
 	return j->op.kind == STORE_OP_REFUND ? begin_refund(db, &j->op)
@@ -370,29 +371,29 @@ store_pendingop_begin(struct store *st, struct store_waker *w,
  * its committed state; already there is fine (a processor event may have
  * moved it first). */
 static int
-move_txn(sqlite3 *db, const char *txn_id, enum txn_state to, int64_t now)
+move_txn(struct db *db, const char *txn_id, enum txn_state to, int64_t now)
 {
 	static const char upd_sql[] =
 	    "UPDATE transactions SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status = ?4";
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	char cur[24];
 	int r;
 
-	if ((r = sql_text_of(db, txn_status_sql, txn_id, cur, sizeof(cur))) != 0)
+	if ((r = db_text_of(db, txn_status_sql, txn_id, cur, sizeof(cur))) != 0)
 		return r;
 	if (txn_state_of(cur) == to)
 		return FGW_OK;
 	if (!txn_state_may_move(txn_state_of(cur), to))
 		return FGW_ERR_STATE;
-	if ((r = sql_prepare(db, upd_sql, &s)) != 0)
+	if ((r = db_prepare(db, upd_sql, &s)) != 0)
 		return r;
-	sqlite3_bind_text(s, 1, txn_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, txn_state_name(to), -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, now);
-	sqlite3_bind_text(s, 4, cur, -1, SQLITE_STATIC);
-	r = sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(db) == 1 ? FGW_OK
+	db_bind_text(s, 1, txn_id);
+	db_bind_text(s, 2, txn_state_name(to));
+	db_bind_int64(s, 3, now);
+	db_bind_text(s, 4, cur);
+	r = db_step(s) == DB_DONE && db_changes(db) == 1 ? FGW_OK
 	                                                               : FGW_ERR_STATE;
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
@@ -400,7 +401,7 @@ move_txn(sqlite3 *db, const char *txn_id, enum txn_state to, int64_t now)
  * is decided here, from the committed sum: two concurrent partial refunds
  * that together refund everything leave it refunded. */
 static int
-txn_target(sqlite3 *db, struct store_pendingop *op, enum txn_state *to)
+txn_target(struct db *db, struct store_pendingop *op, enum txn_state *to)
 {
 	char cur[24];
 	int r;
@@ -413,8 +414,8 @@ txn_target(sqlite3 *db, struct store_pendingop *op, enum txn_state *to)
 		*to = TXN_CANCELED;
 		return FGW_OK;
 	}
-	if ((r = sql_text_of(db, txn_status_sql, op->txn_id, cur, sizeof(cur))) != 0 ||
-	    (r = sql_int64_of(db, succeeded_sum_sql, op->txn_id, &op->refunded)) != 0)
+	if ((r = db_text_of(db, txn_status_sql, op->txn_id, cur, sizeof(cur))) != 0 ||
+	    (r = db_int64_of(db, succeeded_sum_sql, op->txn_id, &op->refunded)) != 0)
 		return r;
 	*to = op->refunded >= op->txn_amount ? TXN_REFUNDED : TXN_PARTIALLY_REFUNDED;
 	if (txn_state_of(cur) == TXN_REFUNDED)
@@ -424,7 +425,7 @@ txn_target(sqlite3 *db, struct store_pendingop *op, enum txn_state *to)
 }
 
 static int
-finish_run(sqlite3 *db, void *ctx)
+finish_run(struct db *db, void *ctx)
 {
 	static const char ref_sql[] =
 	    "UPDATE refunds SET processor_ref = ?2 WHERE id = ?1 AND processor_ref IS NULL";
@@ -433,31 +434,31 @@ finish_run(sqlite3 *db, void *ctx)
 	const struct kind_sql *k = &kinds[op->kind];
 	enum store_op_status target = j->succeeded ? STORE_OP_SUCCEEDED : STORE_OP_FAILED;
 	enum txn_state to;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	char now_st[16];
 	int64_t now = fgw_now_ms(), attempt;
 	int rc, r;
 
-	if ((r = sql_prepare(db, k->status, &s)) != 0)
+	if ((r = db_prepare(db, k->status, &s)) != 0)
 		goto out;
-	sqlite3_bind_text(s, 1, key1(op), -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, key2(op), -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, op->idempotency_key, -1, SQLITE_STATIC);
-	if ((rc = sqlite3_step(s)) != SQLITE_ROW) {
-		r = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+	db_bind_text(s, 1, key1(op));
+	db_bind_text(s, 2, key2(op));
+	db_bind_text(s, 3, op->idempotency_key);
+	if ((rc = db_step(s)) != DB_ROW) {
+		r = rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 		goto out;
 	}
-	sql_col_text(s, 0, now_st, sizeof(now_st));
-	attempt = sqlite3_column_int64(s, 1);
-	sql_release(s);
+	db_col_copy(s, 0, now_st, sizeof(now_st));
+	attempt = db_col_int64(s, 1);
+	db_release(s);
 	s = NULL;
 	if (op->kind == STORE_OP_REFUND && op->processor_ref[0] != '\0') {
-		if ((r = sql_prepare(db, ref_sql, &s)) != 0)
+		if ((r = db_prepare(db, ref_sql, &s)) != 0)
 			goto out;
-		sqlite3_bind_text(s, 1, op->id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 2, op->processor_ref, -1, SQLITE_STATIC);
-		r = sqlite3_step(s) == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
-		sql_release(s);
+		db_bind_text(s, 1, op->id);
+		db_bind_text(s, 2, op->processor_ref);
+		r = db_step(s) == DB_DONE ? FGW_OK : FGW_ERR_DB;
+		db_release(s);
 		s = NULL;
 		if (r != FGW_OK)
 			goto out;
@@ -471,15 +472,15 @@ finish_run(sqlite3 *db, void *ctx)
 			goto move;
 		goto out;
 	}
-	if ((r = sql_prepare(db, k->set, &s)) != 0)
+	if ((r = db_prepare(db, k->set, &s)) != 0)
 		goto out;
-	sqlite3_bind_text(s, 1, key1(op), -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, key2(op), -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, j->succeeded ? "succeeded" : "failed", -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 4, now);
-	sqlite3_bind_int64(s, 5, attempt);
-	r = sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(db) == 1 ? FGW_OK : FGW_ERR_DB;
-	sql_release(s);
+	db_bind_text(s, 1, key1(op));
+	db_bind_text(s, 2, key2(op));
+	db_bind_text(s, 3, j->succeeded ? "succeeded" : "failed");
+	db_bind_int64(s, 4, now);
+	db_bind_int64(s, 5, attempt);
+	r = db_step(s) == DB_DONE && db_changes(db) == 1 ? FGW_OK : FGW_ERR_DB;
+	db_release(s);
 	s = NULL;
 	if (r != FGW_OK || !j->succeeded)
 		goto out;
@@ -487,7 +488,7 @@ move:
 	if ((r = txn_target(db, op, &to)) == 0)
 		r = move_txn(db, op->txn_id, to, now);
 out:
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
@@ -525,15 +526,15 @@ store_pendingop_finish_answered(struct store *st, struct store_waker *w,
 /* ---- the reconciler's side ------------------------------------------------- */
 
 static void
-due_row(sqlite3_stmt *s, void *out, int i)
+due_row(struct db_stmt *s, void *out, int i)
 {
 	struct store_pendingop_due *d = (struct store_pendingop_due *)out + i;
-	sql_col_text(s, 0, d->id, sizeof(d->id));
-	sql_col_text(s, 1, d->txn_id, sizeof(d->txn_id));
-	d->amount = sqlite3_column_int64(s, 2);
-	sql_col_text(s, 3, d->idempotency_key, sizeof(d->idempotency_key));
-	d->attempts = sqlite3_column_int(s, 4);
-	d->created_at = sqlite3_column_int64(s, 5);
+	db_col_copy(s, 0, d->id, sizeof(d->id));
+	db_col_copy(s, 1, d->txn_id, sizeof(d->txn_id));
+	d->amount = db_col_int64(s, 2);
+	db_col_copy(s, 3, d->idempotency_key, sizeof(d->idempotency_key));
+	d->attempts = db_col_int(s, 4);
+	d->created_at = db_col_int64(s, 5);
 }
 
 int
@@ -552,7 +553,7 @@ store_pendingop_due_list(struct store_reader *rd, enum store_op_kind kind, int64
 }
 
 static int
-defer_run(sqlite3 *db, void *ctx)
+defer_run(struct db *db, void *ctx)
 {
 	const struct op_job *j = ctx;
 	return store_defer_row(db, kinds[j->op.kind].defer, key1(&j->op), key2(&j->op),
@@ -579,5 +580,5 @@ store_pendingop_refunded(struct store_reader *rd, const char *txn_id, int64_t *s
 {
 	if (rd == NULL || txn_id == NULL)
 		return FGW_ERR_INVALID;
-	return sql_int64_of(store_reader_db(rd), succeeded_sum_sql, txn_id, sum);
+	return db_int64_of(store_reader_db(rd), succeeded_sum_sql, txn_id, sum);
 }

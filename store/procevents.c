@@ -10,6 +10,7 @@
 #include "core/err.h"
 #include "core/txnstate.h"
 #include "core/util.h"
+#include "store/db.h"
 #include "store/procevents.h"
 #include "store/sqlutil.h"
 #include "store/store_int.h"
@@ -53,64 +54,64 @@ submit(struct store *st, struct store_waker *w, store_job_fn run, struct ev_job 
 /* Runs one statement with up to three text and two integer bindings
  * (?1..?3 text, ?4..?5 integers); FGW_OK when it changed exactly one row. */
 static int
-exec_one(sqlite3 *db, const char *sql, const char *a, const char *b, const char *c,
+exec_one(struct db *db, const char *sql, const char *a, const char *b, const char *c,
          int64_t x, int64_t y)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r;
 
-	if ((r = sql_prepare(db, sql, &s)) != 0)
+	if ((r = db_prepare(db, sql, &s)) != 0)
 		return r;
-	sql_bind_text_or_null(s, 1, a);
-	sql_bind_text_or_null(s, 2, b);
-	sql_bind_text_or_null(s, 3, c);
-	sqlite3_bind_int64(s, 4, x);
-	sqlite3_bind_int64(s, 5, y);
-	r = sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(db) == 1 ? FGW_OK : FGW_ERR_DB;
-	sql_release(s);
+	db_bind_text_or_null(s, 1, a);
+	db_bind_text_or_null(s, 2, b);
+	db_bind_text_or_null(s, 3, c);
+	db_bind_int64(s, 4, x);
+	db_bind_int64(s, 5, y);
+	r = db_step(s) == DB_DONE && db_changes(db) == 1 ? FGW_OK : FGW_ERR_DB;
+	db_release(s);
 	return r;
 }
 
 /* A refund made outside the gateway, already done at the processor. */
 static int
-insert_external(sqlite3 *db, const char *txn_id, int64_t amount, const char *key)
+insert_external(struct db *db, const char *txn_id, int64_t amount, const char *key)
 {
 	static const char sql[] =
 	    "INSERT INTO refunds (id, txn_id, idempotency_key, amount, created_at, status,"
 	    " updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'succeeded', ?5)";
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	char id[40];
 	int r;
 
 	if ((r = fgw_random_id("rf_", id, sizeof(id))) != 0 ||
-	    (r = sql_prepare(db, sql, &s)) != 0)
+	    (r = db_prepare(db, sql, &s)) != 0)
 		return r;
-	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, txn_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, key, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 4, amount);
-	sqlite3_bind_int64(s, 5, fgw_now_ms());
-	r = sqlite3_step(s) == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
-	sql_release(s);
+	db_bind_text(s, 1, id);
+	db_bind_text(s, 2, txn_id);
+	db_bind_text(s, 3, key);
+	db_bind_int64(s, 4, amount);
+	db_bind_int64(s, 5, fgw_now_ms());
+	r = db_step(s) == DB_DONE ? FGW_OK : FGW_ERR_DB;
+	db_release(s);
 	return r;
 }
 
 /* The refunds not failed (pending ones count: the processor may have
  * made them), or only the succeeded ones. */
 static int
-refund_sum(sqlite3 *db, const char *txn_id, int succeeded_only, int64_t *sum)
+refund_sum(struct db *db, const char *txn_id, int succeeded_only, int64_t *sum)
 {
 	static const char held[] =
 	    "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE txn_id = ?1 AND status <> 'failed'";
 	static const char done[] =
 	    "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE txn_id = ?1 AND status = 'succeeded'";
-	return sql_int64_of(db, succeeded_only ? done : held, txn_id, sum);
+	return db_int64_of(db, succeeded_only ? done : held, txn_id, sum);
 }
 
 /* One refund's outcome as the processor reports it; *changed set when a
  * row moved. */
 static int
-refund_outcome(sqlite3 *db, const struct store_refund_event *ev, int *changed)
+refund_outcome(struct db *db, const struct store_refund_event *ev, int *changed)
 {
 	static const char by_ref[] =
 	    "SELECT id, status FROM refunds WHERE txn_id = ?1 AND processor_ref = ?2";
@@ -129,22 +130,22 @@ refund_outcome(sqlite3 *db, const struct store_refund_event *ev, int *changed)
 	static const char fail_ext_sql[] =
 	    "UPDATE refunds SET status = 'failed', processor_ref = ?2, updated_at = ?4"
 	    " WHERE id = ?1 AND status = 'succeeded'";
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	char id[40] = "", st[16] = "";
 	int64_t amount = 0;
 	int rc, r;
 
-	if ((r = sql_prepare(db, by_ref, &s)) != 0)
+	if ((r = db_prepare(db, by_ref, &s)) != 0)
 		return r;
-	sqlite3_bind_text(s, 1, ev->txn_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, ev->refund_ref, -1, SQLITE_STATIC);
-	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		sql_col_text(s, 0, id, sizeof(id));
-		sql_col_text(s, 1, st, sizeof(st));
+	db_bind_text(s, 1, ev->txn_id);
+	db_bind_text(s, 2, ev->refund_ref);
+	if ((rc = db_step(s)) == DB_ROW) {
+		db_col_copy(s, 0, id, sizeof(id));
+		db_col_copy(s, 1, st, sizeof(st));
 	}
-	sql_release(s);
+	db_release(s);
 	s = NULL;
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+	if (rc != DB_ROW && rc != DB_DONE)
 		return FGW_ERR_DB;
 	if (id[0] != '\0') {
 		/* Known: a pending refund ends either way; a succeeded one can
@@ -167,20 +168,20 @@ refund_outcome(sqlite3 *db, const struct store_refund_event *ev, int *changed)
 	/* A refund of ours still waiting for its answer may be this one
 	 * (its id is kept only with its outcome): that answer, or the
 	 * reconciler, settles it; a Dashboard refund must not pay for it. */
-	if ((r = sql_int64_of(db, pending_sql, ev->txn_id, &amount)) != 0)
+	if ((r = db_int64_of(db, pending_sql, ev->txn_id, &amount)) != 0)
 		return r;
 	if (amount > 0)
 		return FGW_OK;
-	if ((r = sql_prepare(db, ext_sql, &s)) != 0)
+	if ((r = db_prepare(db, ext_sql, &s)) != 0)
 		return r;
-	sqlite3_bind_text(s, 1, ev->txn_id, -1, SQLITE_STATIC);
+	db_bind_text(s, 1, ev->txn_id);
 	id[0] = '\0';
-	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		sql_col_text(s, 0, id, sizeof(id));
-		amount = sqlite3_column_int64(s, 1);
+	if ((rc = db_step(s)) == DB_ROW) {
+		db_col_copy(s, 0, id, sizeof(id));
+		amount = db_col_int64(s, 1);
 	}
-	sql_release(s);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+	db_release(s);
+	if (rc != DB_ROW && rc != DB_DONE)
 		return FGW_ERR_DB;
 	if (id[0] == '\0')
 		return FGW_OK; /* never counted: nothing to give back */
@@ -194,28 +195,28 @@ refund_outcome(sqlite3 *db, const struct store_refund_event *ev, int *changed)
 }
 
 static int
-refund_event_run(sqlite3 *db, void *ctx)
+refund_event_run(struct db *db, void *ctx)
 {
 	static const char txn_sql[] = "SELECT status, amount FROM transactions WHERE id = ?1";
 	static const char upd_sql[] =
 	    "UPDATE transactions SET status = ?2, updated_at = ?4 WHERE id = ?1 AND status = ?3";
 	struct ev_job *j = ctx;
 	struct store_refund_event *ev = &j->ev;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	char cur[24] = "", key[160];
 	int64_t amount = 0, held, done;
 	int changed = 0, rc, r;
 
-	if ((r = sql_prepare(db, txn_sql, &s)) != 0)
+	if ((r = db_prepare(db, txn_sql, &s)) != 0)
 		return r;
-	sqlite3_bind_text(s, 1, ev->txn_id, -1, SQLITE_STATIC);
-	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		sql_col_text(s, 0, cur, sizeof(cur));
-		amount = sqlite3_column_int64(s, 1);
+	db_bind_text(s, 1, ev->txn_id);
+	if ((rc = db_step(s)) == DB_ROW) {
+		db_col_copy(s, 0, cur, sizeof(cur));
+		amount = db_col_int64(s, 1);
 	}
-	sql_release(s);
-	if (rc != SQLITE_ROW)
-		return rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+	db_release(s);
+	if (rc != DB_ROW)
+		return rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 	fgw_strlcpy(ev->new_status, cur, sizeof(ev->new_status));
 	if (txn_state_of(cur) != TXN_SUCCEEDED &&
 	    txn_state_of(cur) != TXN_PARTIALLY_REFUNDED && txn_state_of(cur) != TXN_REFUNDED)
@@ -270,28 +271,28 @@ store_refund_event(struct store *st, struct store_waker *w,
 }
 
 static int
-dispute_run(sqlite3 *db, void *ctx)
+dispute_run(struct db *db, void *ctx)
 {
 	static const char sql[] =
 	    "INSERT OR IGNORE INTO transaction_disputes (id, txn_id, processor, amount, reason,"
 	    " event_id, created_at) VALUES (?1, ?2, ?3, NULLIF(?4, -1), NULLIF(?5, ''), ?6, ?7)";
 	struct ev_job *j = ctx;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r;
 
-	if ((r = sql_prepare(db, sql, &s)) != 0)
+	if ((r = db_prepare(db, sql, &s)) != 0)
 		return r;
-	sqlite3_bind_text(s, 1, j->ev.refund_ref, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, j->ev.txn_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, j->processor, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 4, j->amount);
-	sqlite3_bind_text(s, 5, j->reason, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 6, j->ev.event_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 7, fgw_now_ms());
-	r = sqlite3_step(s) != SQLITE_DONE ? FGW_ERR_DB
-	    : sqlite3_changes(db) == 1     ? FGW_OK
+	db_bind_text(s, 1, j->ev.refund_ref);
+	db_bind_text(s, 2, j->ev.txn_id);
+	db_bind_text(s, 3, j->processor);
+	db_bind_int64(s, 4, j->amount);
+	db_bind_text(s, 5, j->reason);
+	db_bind_text(s, 6, j->ev.event_id);
+	db_bind_int64(s, 7, fgw_now_ms());
+	r = db_step(s) != DB_DONE ? FGW_ERR_DB
+	    : db_changes(db) == 1     ? FGW_OK
 	                                   : FGW_ERR_EXISTS;
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
@@ -325,5 +326,5 @@ store_dispute_count(struct store_reader *rd, const char *txn_id, int64_t *n)
 	    "SELECT COUNT(*) FROM transaction_disputes WHERE txn_id = ?1";
 	if (rd == NULL || txn_id == NULL)
 		return FGW_ERR_INVALID;
-	return sql_int64_of(store_reader_db(rd), sql, txn_id, n);
+	return db_int64_of(store_reader_db(rd), sql, txn_id, n);
 }

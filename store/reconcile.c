@@ -9,63 +9,64 @@
 
 #include "core/err.h"
 #include "core/util.h"
+#include "store/db.h"
 #include "store/reconcile.h"
 #include "store/sqlutil.h"
 #include "store/store_int.h"
 
 int
 store_due_rows(struct store_reader *rd, const char *sql, int64_t now, int64_t before,
-               int max, void (*row)(sqlite3_stmt *s, void *out, int i), void *out, int *n)
+               int max, void (*row)(struct db_stmt *s, void *out, int i), void *out, int *n)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int rc, r;
 
 	*n = 0;
 	if (rd == NULL || out == NULL || max <= 0)
 		return FGW_ERR_INVALID;
-	if ((r = sql_prepare(store_reader_db(rd), sql, &s)) != 0)
+	if ((r = db_prepare(store_reader_db(rd), sql, &s)) != 0)
 		goto out;
-	sqlite3_bind_int64(s, 1, now);
-	sqlite3_bind_int64(s, 2, before);
-	sqlite3_bind_int(s, 3, max);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW && *n < max)
+	db_bind_int64(s, 1, now);
+	db_bind_int64(s, 2, before);
+	db_bind_int(s, 3, max);
+	while ((rc = db_step(s)) == DB_ROW && *n < max)
 		row(s, out, (*n)++);
-	r = rc == SQLITE_ROW || rc == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
+	r = rc == DB_ROW || rc == DB_DONE ? FGW_OK : FGW_ERR_DB;
 out:
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
 int
-store_defer_row(sqlite3 *db, const char *sql, const char *k1, const char *k2,
+store_defer_row(struct db *db, const char *sql, const char *k1, const char *k2,
                 int attempts, int64_t next_at, int give_up)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r;
 
-	if ((r = sql_prepare(db, sql, &s)) != 0)
+	if ((r = db_prepare(db, sql, &s)) != 0)
 		return r;
-	sqlite3_bind_text(s, 1, k1, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, k2, -1, SQLITE_STATIC);
-	sqlite3_bind_int(s, 3, attempts);
-	sqlite3_bind_int64(s, 4, next_at);
-	sqlite3_bind_int(s, 5, give_up ? 1 : 0);
-	r = sqlite3_step(s) == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
-	if (r == FGW_OK && sqlite3_changes(db) != 1)
+	db_bind_text(s, 1, k1);
+	db_bind_text(s, 2, k2);
+	db_bind_int(s, 3, attempts);
+	db_bind_int64(s, 4, next_at);
+	db_bind_int(s, 5, give_up ? 1 : 0);
+	r = db_step(s) == DB_DONE ? FGW_OK : FGW_ERR_DB;
+	if (r == FGW_OK && db_changes(db) != 1)
 		r = FGW_ERR_STATE; /* finished meanwhile */
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
 static void
-unresolved_row(sqlite3_stmt *s, void *out, int i)
+unresolved_row(struct db_stmt *s, void *out, int i)
 {
 	struct store_unresolved *u = (struct store_unresolved *)out + i;
-	sql_col_text(s, 0, u->id, sizeof(u->id));
-	sql_col_text(s, 1, u->status, sizeof(u->status));
-	u->attempts = sqlite3_column_int(s, 2);
-	u->created_at = sqlite3_column_int64(s, 3);
-	u->manual_review = sqlite3_column_int(s, 4);
+	db_col_copy(s, 0, u->id, sizeof(u->id));
+	db_col_copy(s, 1, u->status, sizeof(u->status));
+	u->attempts = db_col_int(s, 2);
+	u->created_at = db_col_int64(s, 3);
+	u->manual_review = db_col_int(s, 4);
 }
 
 int
@@ -97,21 +98,21 @@ int
 store_manual_review_get(struct store_reader *rd, const char *id, int *flag)
 {
 	static const char sql[] = "SELECT manual_review FROM transactions WHERE id = ?1";
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int rc, r;
 
-	if ((r = sql_prepare(store_reader_db(rd), sql, &s)) != 0)
+	if ((r = db_prepare(store_reader_db(rd), sql, &s)) != 0)
 		goto out;
-	sqlite3_bind_text(s, 1, id, -1, SQLITE_TRANSIENT);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
-		*flag = sqlite3_column_int(s, 0);
+	db_bind_text(s, 1, id);
+	rc = db_step(s);
+	if (rc == DB_ROW) {
+		*flag = db_col_int(s, 0);
 		r = FGW_OK;
 	} else {
-		r = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+		r = rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 	}
 out:
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
@@ -125,26 +126,26 @@ struct defer_job {
 };
 
 static int
-defer_run(sqlite3 *db, void *ctx)
+defer_run(struct db *db, void *ctx)
 {
 	static const char sql[] =
 	    "UPDATE transactions SET reconcile_attempts = ?2,"
 	    " reconcile_next_at = ?3, manual_review = ?4"
 	    " WHERE id = ?1 AND status IN ('posting', 'processing', 'requires_action')";
 	const struct defer_job *j = ctx;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r;
 
-	if ((r = sql_prepare(db, sql, &s)) != 0)
+	if ((r = db_prepare(db, sql, &s)) != 0)
 		return r;
-	sqlite3_bind_text(s, 1, j->id, -1, SQLITE_STATIC);
-	sqlite3_bind_int(s, 2, j->attempts);
-	sqlite3_bind_int64(s, 3, j->next_at);
-	sqlite3_bind_int(s, 4, j->give_up ? 1 : 0);
-	r = sqlite3_step(s) == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
-	if (r == FGW_OK && sqlite3_changes(db) != 1)
+	db_bind_text(s, 1, j->id);
+	db_bind_int(s, 2, j->attempts);
+	db_bind_int64(s, 3, j->next_at);
+	db_bind_int(s, 4, j->give_up ? 1 : 0);
+	r = db_step(s) == DB_DONE ? FGW_OK : FGW_ERR_DB;
+	if (r == FGW_OK && db_changes(db) != 1)
 		r = FGW_ERR_STATE; /* resolved meanwhile (webhook, live answer) */
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 

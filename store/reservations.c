@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/txnstate.h"
 #include "core/util.h"
+#include "store/db.h"
 #include "store/reservations.h"
 #include "store/sqlutil.h"
 #include "store/store_int.h"
@@ -28,11 +29,11 @@
 
 /* Runs a statement that returns no rows; 0 or FGW_ERR_DB. */
 static int
-step_done(sqlite3_stmt *s)
+step_done(struct db_stmt *s)
 {
-	int rc = sqlite3_step(s);
-	sql_release(s);
-	return rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
+	int rc = db_step(s);
+	db_release(s);
+	return rc == DB_DONE ? 0 : FGW_ERR_DB;
 }
 
 /* The columns of struct resv_row, once (store/sqlutil.h). */
@@ -61,95 +62,95 @@ static const struct sql_col resv_cols[] = { SQL_COL_TABLE(RESV_COLUMNS) };
 #undef SQL_COL_ROW
 
 static void
-read_row_at(sqlite3_stmt *s, int o, struct resv_row *r)
+read_row_at(struct db_stmt *s, int o, struct resv_row *r)
 {
 	memset(r, 0, sizeof(*r));
 	sql_read_cols(s, o, resv_cols, sizeof(resv_cols) / sizeof(resv_cols[0]), r);
 }
 
 static void
-read_row(sqlite3_stmt *s, struct resv_row *r)
+read_row(struct db_stmt *s, struct resv_row *r)
 {
 	read_row_at(s, 0, r);
 }
 
 /* Reservation by id (and customer when not NULL). */
 static int
-load_row(sqlite3 *db, const char *customer, const char *id, struct resv_row *out)
+load_row(struct db *db, const char *customer, const char *id, struct resv_row *out)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r, rc;
-	if ((r = sql_prepare(db,
+	if ((r = db_prepare(db,
 	                     "SELECT " RESV_COLS " FROM reservations WHERE id = ?1"
 	                     " AND (?2 IS NULL OR customer_id = ?2)",
 	                     &s)) != 0)
 		return r;
-	sql_bind_text_or_null(s, 1, id);
+	db_bind_text_or_null(s, 1, id);
 	if (customer != NULL)
-		sqlite3_bind_text(s, 2, customer, -1, SQLITE_TRANSIENT);
+		db_bind_text(s, 2, customer);
 	else
-		sqlite3_bind_null(s, 2);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
+		db_bind_null(s, 2);
+	rc = db_step(s);
+	if (rc == DB_ROW) {
 		read_row(s, out);
 		r = 0;
 	} else {
-		r = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+		r = rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 	}
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
 /* Gives a reservation's places back to its slot, once. */
 static int
-release_places(sqlite3 *db, const char *id)
+release_places(struct db *db, const char *id)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r;
-	if ((r = sql_prepare(db,
+	if ((r = db_prepare(db,
 	                     "UPDATE time_slots SET taken = MAX(0, taken - (SELECT guests"
 	                     " FROM reservations WHERE id = ?1 AND released = 0))"
 	                     " WHERE id = (SELECT time_slot_id FROM reservations"
 	                     " WHERE id = ?1 AND released = 0)",
 	                     &s)) != 0)
 		return r;
-	sql_bind_text_or_null(s, 1, id);
+	db_bind_text_or_null(s, 1, id);
 	if ((r = step_done(s)) != 0 ||
-	    (r = sql_prepare(db, "UPDATE reservations SET released = 1 WHERE id = ?1", &s)) !=
+	    (r = db_prepare(db, "UPDATE reservations SET released = 1 WHERE id = ?1", &s)) !=
 	        0)
 		return r;
-	sql_bind_text_or_null(s, 1, id);
+	db_bind_text_or_null(s, 1, id);
 	return step_done(s);
 }
 
 /* A move the website hears about, in the same commit as the move. */
 static int
-add_event(sqlite3 *db, const char *id, const char *type, int64_t now)
+add_event(struct db *db, const char *id, const char *type, int64_t now)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r;
-	if ((r = sql_prepare(db,
+	if ((r = db_prepare(db,
 	                     "INSERT INTO reservation_events (reservation_id, event_type,"
 	                     " created_at) VALUES (?1, ?2, ?3)",
 	                     &s)) != 0)
 		return r;
-	sql_bind_text_or_null(s, 1, id);
-	sql_bind_text_or_null(s, 2, type);
-	sqlite3_bind_int64(s, 3, now);
+	db_bind_text_or_null(s, 1, id);
+	db_bind_text_or_null(s, 2, type);
+	db_bind_int64(s, 3, now);
 	return step_done(s);
 }
 
 /* Forgets every browser client secret of a reservation. */
 static int
-drop_secrets(sqlite3 *db, const char *id)
+drop_secrets(struct db *db, const char *id)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r;
-	if ((r = sql_prepare(
+	if ((r = db_prepare(
 	         db, "DELETE FROM reservation_client_secrets WHERE reservation_id = ?1",
 	         &s)) != 0)
 		return r;
-	sql_bind_text_or_null(s, 1, id);
+	db_bind_text_or_null(s, 1, id);
 	return step_done(s);
 }
 
@@ -187,12 +188,12 @@ job_fail(struct job *j, enum resv_err e)
 }
 
 static int
-run_experience_put(sqlite3 *db, void *ctx)
+run_experience_put(struct db *db, void *ctx)
 {
 	struct job *j = ctx;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r;
-	if ((r = sql_prepare(
+	if ((r = db_prepare(
 	         db,
 	         "INSERT INTO experiences (id, name, price, currency, group_min,"
 	         " group_pct, early_days, early_pct) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"
@@ -200,25 +201,25 @@ run_experience_put(sqlite3 *db, void *ctx)
 	         " group_min = ?5, group_pct = ?6, early_days = ?7, early_pct = ?8",
 	         &s)) != 0)
 		return r;
-	sql_bind_text_or_null(s, 1, j->exp.id);
-	sqlite3_bind_text(s, 2, j->exp.name, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(s, 3, j->exp.price);
-	sql_bind_text_or_null(s, 4, j->exp.currency);
-	sqlite3_bind_int(s, 5, j->exp.group_min);
-	sqlite3_bind_int(s, 6, j->exp.group_pct);
-	sqlite3_bind_int(s, 7, j->exp.early_days);
-	sqlite3_bind_int(s, 8, j->exp.early_pct);
+	db_bind_text_or_null(s, 1, j->exp.id);
+	db_bind_text(s, 2, j->exp.name);
+	db_bind_int64(s, 3, j->exp.price);
+	db_bind_text_or_null(s, 4, j->exp.currency);
+	db_bind_int(s, 5, j->exp.group_min);
+	db_bind_int(s, 6, j->exp.group_pct);
+	db_bind_int(s, 7, j->exp.early_days);
+	db_bind_int(s, 8, j->exp.early_pct);
 	return step_done(s);
 }
 
 static int
-run_slot_put(sqlite3 *db, void *ctx)
+run_slot_put(struct db *db, void *ctx)
 {
 	struct job *j = ctx;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r;
 	/* capacity below what is taken would oversell: keep at least taken. */
-	if ((r = sql_prepare(
+	if ((r = db_prepare(
 	         db,
 	         "INSERT INTO time_slots (id, experience_id, starts_at, capacity,"
 	         " taken, status) VALUES (?1, ?2, ?3, ?4, 0, ?5)"
@@ -226,70 +227,69 @@ run_slot_put(sqlite3 *db, void *ctx)
 	         " capacity = MAX(?4, taken), status = ?5",
 	         &s)) != 0)
 		return r;
-	sql_bind_text_or_null(s, 1, j->slot.id);
-	sql_bind_text_or_null(s, 2, j->slot.experience_id);
-	sqlite3_bind_int64(s, 3, j->slot.starts_at);
-	sqlite3_bind_int(s, 4, j->slot.capacity);
-	sqlite3_bind_text(s, 5, j->slot.status[0] ? j->slot.status : "open", -1,
-	                  SQLITE_TRANSIENT);
+	db_bind_text_or_null(s, 1, j->slot.id);
+	db_bind_text_or_null(s, 2, j->slot.experience_id);
+	db_bind_int64(s, 3, j->slot.starts_at);
+	db_bind_int(s, 4, j->slot.capacity);
+	db_bind_text(s, 5, j->slot.status[0] ? j->slot.status : "open");
 	return step_done(s);
 }
 
 static int
-run_slot_capacity(sqlite3 *db, void *ctx)
+run_slot_capacity(struct db *db, void *ctx)
 {
 	struct job *j = ctx;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r;
-	if ((r = sql_prepare(
+	if ((r = db_prepare(
 	         db, "UPDATE time_slots SET capacity = ?2 WHERE id = ?1 AND taken <= ?2",
 	         &s)) != 0)
 		return r;
-	sql_bind_text_or_null(s, 1, j->id);
-	sqlite3_bind_int(s, 2, j->capacity);
+	db_bind_text_or_null(s, 1, j->id);
+	db_bind_int(s, 2, j->capacity);
 	if ((r = step_done(s)) != 0)
 		return r;
-	return sqlite3_changes(db) == 1 ? 0 : FGW_ERR_STATE;
+	return db_changes(db) == 1 ? 0 : FGW_ERR_STATE;
 }
 
 static int
-run_hold(sqlite3 *db, void *ctx)
+run_hold(struct db *db, void *ctx)
 {
 	struct job *j = ctx;
 	const struct resv_row *v = &j->row;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r, rc, capacity, taken;
 	char status[12];
 
-	if ((r = sql_prepare(db,
+	if ((r = db_prepare(db,
 	                     "SELECT capacity, taken, status FROM time_slots WHERE id = ?1"
 	                     " AND experience_id = ?2",
 	                     &s)) != 0)
 		return r;
-	sql_bind_text_or_null(s, 1, v->time_slot_id);
-	sql_bind_text_or_null(s, 2, v->experience_id);
-	rc = sqlite3_step(s);
-	if (rc != SQLITE_ROW) {
-		sql_release(s);
-		return rc == SQLITE_DONE ? job_fail(j, RESV_SLOT_NOT_FOUND) : FGW_ERR_DB;
+	db_bind_text_or_null(s, 1, v->time_slot_id);
+	db_bind_text_or_null(s, 2, v->experience_id);
+	rc = db_step(s);
+	if (rc != DB_ROW) {
+		db_release(s);
+		return rc == DB_DONE ? job_fail(j, RESV_SLOT_NOT_FOUND) : FGW_ERR_DB;
 	}
-	capacity = sqlite3_column_int(s, 0);
-	taken = sqlite3_column_int(s, 1);
-	sql_col_text(s, 2, status, sizeof(status));
-	sql_release(s);
+	capacity = db_col_int(s, 0);
+	taken = db_col_int(s, 1);
+	db_col_copy(s, 2, status, sizeof(status));
+	db_release(s);
 	if (strcmp(status, "open") != 0 || taken >= capacity)
 		return job_fail(j, RESV_SLOT_NOT_AVAILABLE);
 	if (capacity - taken < v->guests)
 		return job_fail(j, RESV_NOT_ENOUGH_CAPACITY);
 
-	if ((r = sql_prepare(db, "UPDATE time_slots SET taken = taken + ?2 WHERE id = ?1",
+	if ((r = db_prepare(db, "UPDATE time_slots SET taken = taken + ?2 WHERE id = ?1",
 	                     &s)) != 0)
 		return r;
-	sql_bind_text_or_null(s, 1, v->time_slot_id);
-	sqlite3_bind_int(s, 2, v->guests);
+	db_bind_text_or_null(s, 1, v->time_slot_id);
+	db_bind_int(s, 2, v->guests);
 	if ((r = step_done(s)) != 0)
 		return r;
-	if ((r = sql_prepare(
+	if ((r = db_prepare(
 	         db,
 	         "INSERT INTO reservations (id, client_id, customer_id, experience_id,"
 	         " time_slot_id, guests, guest_name, guest_email, guest_phone,"
@@ -300,23 +300,23 @@ run_hold(sqlite3 *db, void *ctx)
 	         "?13,?14,?15,?16,0,0,?17,?17)",
 	         &s)) != 0)
 		return r;
-	sql_bind_text_or_null(s, 1, v->id);
-	sql_bind_text_or_null(s, 2, v->client_id);
-	sql_bind_text_or_null(s, 3, v->customer_id);
-	sql_bind_text_or_null(s, 4, v->experience_id);
-	sql_bind_text_or_null(s, 5, v->time_slot_id);
-	sqlite3_bind_int(s, 6, v->guests);
-	sql_bind_text_or_null(s, 7, v->guest_name);
-	sql_bind_text_or_null(s, 8, v->guest_email);
-	sql_bind_text_or_null(s, 9, v->guest_phone);
-	sql_bind_text_or_null(s, 10, v->special_requests);
-	sqlite3_bind_int64(s, 11, v->total_price);
-	sqlite3_bind_int64(s, 12, v->original_price);
-	sqlite3_bind_int64(s, 13, v->group_discount);
-	sqlite3_bind_int64(s, 14, v->early_discount);
-	sql_bind_text_or_null(s, 15, v->currency);
-	sqlite3_bind_int64(s, 16, v->hold_expires_at);
-	sqlite3_bind_int64(s, 17, v->created_at);
+	db_bind_text_or_null(s, 1, v->id);
+	db_bind_text_or_null(s, 2, v->client_id);
+	db_bind_text_or_null(s, 3, v->customer_id);
+	db_bind_text_or_null(s, 4, v->experience_id);
+	db_bind_text_or_null(s, 5, v->time_slot_id);
+	db_bind_int(s, 6, v->guests);
+	db_bind_text_or_null(s, 7, v->guest_name);
+	db_bind_text_or_null(s, 8, v->guest_email);
+	db_bind_text_or_null(s, 9, v->guest_phone);
+	db_bind_text_or_null(s, 10, v->special_requests);
+	db_bind_int64(s, 11, v->total_price);
+	db_bind_int64(s, 12, v->original_price);
+	db_bind_int64(s, 13, v->group_discount);
+	db_bind_int64(s, 14, v->early_discount);
+	db_bind_text_or_null(s, 15, v->currency);
+	db_bind_int64(s, 16, v->hold_expires_at);
+	db_bind_int64(s, 17, v->created_at);
 	return step_done(s);
 }
 
@@ -348,7 +348,7 @@ payable(const struct resv_row *r)
 /* The job's reservation into j->out, if the customer's hold may still be
  * paid for: 0, a job_fail answer, or a database error. */
 static int
-load_payable(sqlite3 *db, struct job *j)
+load_payable(struct db *db, struct job *j)
 {
 	int r;
 	if ((r = load_row(db, j->customer, j->id, j->out)) != 0)
@@ -364,22 +364,22 @@ load_payable(sqlite3 *db, struct job *j)
  * status pay, paid by txn_id ("": no attempt is current yet); j->out
  * follows. */
 static int
-mark_pending(sqlite3 *db, struct job *j, const char *pay, const char *txn_id)
+mark_pending(struct db *db, struct job *j, const char *pay, const char *txn_id)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r;
 
-	if ((r = sql_prepare(db,
+	if ((r = db_prepare(db,
 	                     "UPDATE reservations SET status = 'pending', payment_status ="
 	                     " ?2, txn_id = ?3, payment_intent_id = NULL, save_method = ?4,"
 	                     " updated_at = ?5 WHERE id = ?1",
 	                     &s)) != 0)
 		return r;
-	sql_bind_text_or_null(s, 1, j->id);
-	sql_bind_text_or_null(s, 2, pay);
-	sql_bind_text_or_null(s, 3, txn_id);
-	sqlite3_bind_int(s, 4, j->save_method);
-	sqlite3_bind_int64(s, 5, j->now);
+	db_bind_text_or_null(s, 1, j->id);
+	db_bind_text_or_null(s, 2, pay);
+	db_bind_text_or_null(s, 3, txn_id);
+	db_bind_int(s, 4, j->save_method);
+	db_bind_int64(s, 5, j->now);
 	if ((r = step_done(s)) != 0)
 		return r;
 	fgw_strlcpy(j->out->status, "pending", sizeof(j->out->status));
@@ -390,7 +390,7 @@ mark_pending(sqlite3 *db, struct job *j, const char *pay, const char *txn_id)
 }
 
 static int
-run_convert_begin(sqlite3 *db, void *ctx)
+run_convert_begin(struct db *db, void *ctx)
 {
 	struct job *j = ctx;
 	int r;
@@ -401,12 +401,12 @@ run_convert_begin(sqlite3 *db, void *ctx)
 }
 
 static int
-set_state(sqlite3 *db, const char *id, const char *status, const char *pay,
+set_state(struct db *db, const char *id, const char *status, const char *pay,
           const char *intent, const char *reference, int64_t now)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r;
-	if ((r = sql_prepare(
+	if ((r = db_prepare(
 	         db,
 	         "UPDATE reservations SET status = ?2, payment_status = COALESCE(?3, payment_status),"
 	         " payment_intent_id = COALESCE(?4, payment_intent_id),"
@@ -414,17 +414,17 @@ set_state(sqlite3 *db, const char *id, const char *status, const char *pay,
 	         " WHERE id = ?1",
 	         &s)) != 0)
 		return r;
-	sql_bind_text_or_null(s, 1, id);
-	sql_bind_text_or_null(s, 2, status);
-	sql_bind_text_or_null(s, 3, pay);
-	sql_bind_text_or_null(s, 4, intent);
-	sql_bind_text_or_null(s, 5, reference);
-	sqlite3_bind_int64(s, 6, now);
+	db_bind_text_or_null(s, 1, id);
+	db_bind_text_or_null(s, 2, status);
+	db_bind_text_or_null(s, 3, pay);
+	db_bind_text_or_null(s, 4, intent);
+	db_bind_text_or_null(s, 5, reference);
+	db_bind_int64(s, 6, now);
 	return step_done(s);
 }
 
 static int
-run_payment_moved(sqlite3 *db, void *ctx)
+run_payment_moved(struct db *db, void *ctx)
 {
 	struct job *j = ctx;
 	struct resv_row cur;
@@ -474,7 +474,7 @@ run_payment_moved(sqlite3 *db, void *ctx)
 }
 
 static int
-run_confirm(sqlite3 *db, void *ctx)
+run_confirm(struct db *db, void *ctx)
 {
 	struct job *j = ctx;
 	int r;
@@ -500,43 +500,43 @@ run_confirm(sqlite3 *db, void *ctx)
 }
 
 static int
-run_sweep(sqlite3 *db, void *ctx)
+run_sweep(struct db *db, void *ctx)
 {
 	struct job *j = ctx;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r, rc;
 	char id[40];
 
 	/* Few rows per tick; each is expired and its places given back. */
-	if ((r = sql_prepare(db,
+	if ((r = db_prepare(db,
 	                     "SELECT id FROM reservations WHERE status IN ('held', 'pending')"
 	                     " AND payment_status IN ('unpaid', 'failed')"
 	                     " AND hold_expires_at <= ?1 LIMIT 500",
 	                     &s)) != 0)
 		return r;
-	sqlite3_bind_int64(s, 1, j->now);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		sql_col_text(s, 0, id, sizeof(id));
+	db_bind_int64(s, 1, j->now);
+	while ((rc = db_step(s)) == DB_ROW) {
+		db_col_copy(s, 0, id, sizeof(id));
 		if ((r = release_places(db, id)) != 0 ||
 		    (r = set_state(db, id, "expired", NULL, NULL, NULL, j->now)) != 0 ||
 		    (r = drop_secrets(db, id)) != 0 ||
 		    (r = add_event(db, id, "reservation.expired", j->now)) != 0)
 			break;
 	}
-	sql_release(s);
-	if (r != 0 || rc != SQLITE_DONE)
+	db_release(s);
+	if (r != 0 || rc != DB_DONE)
 		return r != 0 ? r : FGW_ERR_DB;
-	if ((r = sql_prepare(db, "DELETE FROM idempotency WHERE expires_at <= ?1", &s)) != 0)
+	if ((r = db_prepare(db, "DELETE FROM idempotency WHERE expires_at <= ?1", &s)) != 0)
 		return r;
-	sqlite3_bind_int64(s, 1, j->now);
+	db_bind_int64(s, 1, j->now);
 	return step_done(s);
 }
 
 static int
-run_await_card(sqlite3 *db, void *ctx)
+run_await_card(struct db *db, void *ctx)
 {
 	struct job *j = ctx;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r;
 
 	if ((r = load_payable(db, j)) != 0)
@@ -546,22 +546,22 @@ run_await_card(sqlite3 *db, void *ctx)
 	if ((r = mark_pending(db, j, "unpaid", "")) != 0 ||
 	    (r = drop_secrets(db, j->id)) != 0)
 		return r;
-	if ((r = sql_prepare(db,
+	if ((r = db_prepare(db,
 	                     "INSERT INTO reservation_client_secrets (payment_id,"
 	                     " reservation_id, customer_id, secret_mac, created_at)"
 	                     " VALUES (?1, ?2, ?3, ?4, ?5)",
 	                     &s)) != 0)
 		return r;
-	sql_bind_text_or_null(s, 1, j->payment_id);
-	sql_bind_text_or_null(s, 2, j->id);
-	sql_bind_text_or_null(s, 3, j->customer);
-	sql_bind_text_or_null(s, 4, j->secret_mac);
-	sqlite3_bind_int64(s, 5, j->now);
+	db_bind_text_or_null(s, 1, j->payment_id);
+	db_bind_text_or_null(s, 2, j->id);
+	db_bind_text_or_null(s, 3, j->customer);
+	db_bind_text_or_null(s, 4, j->secret_mac);
+	db_bind_int64(s, 5, j->now);
 	return step_done(s);
 }
 
 static int
-run_cancel(sqlite3 *db, void *ctx)
+run_cancel(struct db *db, void *ctx)
 {
 	struct job *j = ctx;
 	int r;
@@ -587,28 +587,28 @@ run_cancel(sqlite3 *db, void *ctx)
 }
 
 static int
-run_events_published(sqlite3 *db, void *ctx)
+run_events_published(struct db *db, void *ctx)
 {
 	struct job *j = ctx;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r;
-	if ((r = sql_prepare(db, "UPDATE reservation_events SET published = 1 WHERE id = ?1",
+	if ((r = db_prepare(db, "UPDATE reservation_events SET published = 1 WHERE id = ?1",
 	                     &s)) != 0)
 		return r;
 	for (size_t i = 0; i < j->n_events; i++) {
-		sqlite3_reset(s);
-		sqlite3_bind_int64(s, 1, j->event_ids[i]);
-		if (sqlite3_step(s) != SQLITE_DONE) {
-			sql_release(s);
+		db_reset(s);
+		db_bind_int64(s, 1, j->event_ids[i]);
+		if (db_step(s) != DB_DONE) {
+			db_release(s);
 			return FGW_ERR_DB;
 		}
 	}
-	sql_release(s);
+	db_release(s);
 	return 0;
 }
 
 static int
-run_noop(sqlite3 *db, void *ctx)
+run_noop(struct db *db, void *ctx)
 {
 	(void)db;
 	(void)ctx;
@@ -982,9 +982,9 @@ int
 resv_slot_get(struct store_reader *rd, const char *slot_id, struct resv_slot *sl,
               struct resv_experience *e)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r, rc;
-	if ((r = sql_prepare(
+	if ((r = db_prepare(
 	         store_reader_db(rd),
 	         "SELECT s.id, s.experience_id, s.starts_at, s.capacity, s.taken, s.status,"
 	         " e.name, e.price, e.currency, e.group_min, e.group_pct, e.early_days,"
@@ -992,29 +992,29 @@ resv_slot_get(struct store_reader *rd, const char *slot_id, struct resv_slot *sl
 	         " WHERE s.id = ?1",
 	         &s)) != 0)
 		return r;
-	sql_bind_text_or_null(s, 1, slot_id);
-	rc = sqlite3_step(s);
-	if (rc != SQLITE_ROW) {
-		sql_release(s);
-		return rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+	db_bind_text_or_null(s, 1, slot_id);
+	rc = db_step(s);
+	if (rc != DB_ROW) {
+		db_release(s);
+		return rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 	}
 	memset(sl, 0, sizeof(*sl));
 	memset(e, 0, sizeof(*e));
-	sql_col_text(s, 0, sl->id, sizeof(sl->id));
-	sql_col_text(s, 1, sl->experience_id, sizeof(sl->experience_id));
-	sl->starts_at = sqlite3_column_int64(s, 2);
-	sl->capacity = sqlite3_column_int(s, 3);
-	sl->taken = sqlite3_column_int(s, 4);
-	sql_col_text(s, 5, sl->status, sizeof(sl->status));
-	sql_col_text(s, 1, e->id, sizeof(e->id));
-	sql_col_text(s, 6, e->name, sizeof(e->name));
-	e->price = sqlite3_column_int64(s, 7);
-	sql_col_text(s, 8, e->currency, sizeof(e->currency));
-	e->group_min = sqlite3_column_int(s, 9);
-	e->group_pct = sqlite3_column_int(s, 10);
-	e->early_days = sqlite3_column_int(s, 11);
-	e->early_pct = sqlite3_column_int(s, 12);
-	sql_release(s);
+	db_col_copy(s, 0, sl->id, sizeof(sl->id));
+	db_col_copy(s, 1, sl->experience_id, sizeof(sl->experience_id));
+	sl->starts_at = db_col_int64(s, 2);
+	sl->capacity = db_col_int(s, 3);
+	sl->taken = db_col_int(s, 4);
+	db_col_copy(s, 5, sl->status, sizeof(sl->status));
+	db_col_copy(s, 1, e->id, sizeof(e->id));
+	db_col_copy(s, 6, e->name, sizeof(e->name));
+	e->price = db_col_int64(s, 7);
+	db_col_copy(s, 8, e->currency, sizeof(e->currency));
+	e->group_min = db_col_int(s, 9);
+	e->group_pct = db_col_int(s, 10);
+	e->early_days = db_col_int(s, 11);
+	e->early_pct = db_col_int(s, 12);
+	db_release(s);
 	return 0;
 }
 
@@ -1028,76 +1028,74 @@ resv_get(struct store_reader *rd, const char *customer, const char *id,
 int
 resv_secret_get(struct store_reader *rd, const char *payment_id, struct resv_secret *out)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r, rc;
-	if ((r = sql_prepare(store_reader_db(rd),
+	if ((r = db_prepare(store_reader_db(rd),
 	                     "SELECT reservation_id, customer_id, secret_mac"
 	                     " FROM reservation_client_secrets WHERE payment_id = ?1",
 	                     &s)) != 0)
 		return r;
-	sql_bind_text_or_null(s, 1, payment_id);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
+	db_bind_text_or_null(s, 1, payment_id);
+	rc = db_step(s);
+	if (rc == DB_ROW) {
 		memset(out, 0, sizeof(*out));
-		sql_col_text(s, 0, out->reservation_id, sizeof(out->reservation_id));
-		sql_col_text(s, 1, out->customer_id, sizeof(out->customer_id));
-		sql_col_text(s, 2, out->secret_mac, sizeof(out->secret_mac));
+		db_col_copy(s, 0, out->reservation_id, sizeof(out->reservation_id));
+		db_col_copy(s, 1, out->customer_id, sizeof(out->customer_id));
+		db_col_copy(s, 2, out->secret_mac, sizeof(out->secret_mac));
 		r = 0;
 	} else {
-		r = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+		r = rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 	}
-	sql_release(s);
+	db_release(s);
 	return r;
 }
 
 int
 resv_events_pending(struct store_reader *rd, struct resv_event *ev, size_t cap, size_t *n)
 {
-	sqlite3_stmt *s = NULL;
-	int r, rc = SQLITE_DONE;
+	struct db_stmt *s = NULL;
+	int r, rc = DB_DONE;
 	*n = 0;
-	if ((r = sql_prepare(store_reader_db(rd),
+	if ((r = db_prepare(store_reader_db(rd),
 	                     "SELECT e.id, e.event_type, e.created_at, " RESV_COLS_R
 	                     " FROM reservation_events e JOIN reservations r"
 	                     " ON r.id = e.reservation_id WHERE e.published = 0"
 	                     " ORDER BY e.id LIMIT ?1",
 	                     &s)) != 0)
 		return r;
-	sqlite3_bind_int64(s, 1, (sqlite3_int64)cap);
-	while (*n < cap && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+	db_bind_int64(s, 1, (int64_t)cap);
+	while (*n < cap && (rc = db_step(s)) == DB_ROW) {
 		struct resv_event *e = &ev[*n];
 		memset(e, 0, sizeof(*e));
-		e->id = sqlite3_column_int64(s, 0);
-		sql_col_text(s, 1, e->type, sizeof(e->type));
-		e->created_at = sqlite3_column_int64(s, 2);
+		e->id = db_col_int64(s, 0);
+		db_col_copy(s, 1, e->type, sizeof(e->type));
+		e->created_at = db_col_int64(s, 2);
 		read_row_at(s, 3, &e->row);
 		(*n)++;
 	}
-	sql_release(s);
-	return *n == cap || rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
+	db_release(s);
+	return *n == cap || rc == DB_DONE ? 0 : FGW_ERR_DB;
 }
 
 int
 resv_links_txn(struct store_reader *rd, const char *id, const char *txn_id)
 {
-	sqlite3 *db = store_reader_db(rd);
-	sqlite3_stmt *s = NULL;
+	struct db *db = store_reader_db(rd);
+	struct db_stmt *s = NULL;
 	int r, rc;
 	/* The answer must come from a fresh snapshot. A statement left
 	 * mid-step on this connection would keep an older one open: then
 	 * say "unknown" and let the caller queue the job. */
-	for (s = sqlite3_next_stmt(db, NULL); s != NULL; s = sqlite3_next_stmt(db, s)) {
-		if (sqlite3_stmt_busy(s))
-			return FGW_ERR_STATE;
-	}
-	if ((r = sql_prepare(db, "SELECT 1 FROM reservations WHERE id = ?1 AND txn_id = ?2",
+	if (db_snapshot_open(db))
+		return FGW_ERR_STATE;
+	if ((r = db_prepare(db, "SELECT 1 FROM reservations WHERE id = ?1 AND txn_id = ?2",
 	                     &s)) != 0)
 		return r;
-	sql_bind_text_or_null(s, 1, id);
-	sql_bind_text_or_null(s, 2, txn_id);
-	rc = sqlite3_step(s);
-	r = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
-	sql_release(s);
+	db_bind_text_or_null(s, 1, id);
+	db_bind_text_or_null(s, 2, txn_id);
+	rc = db_step(s);
+	r = rc == DB_ROW ? 1 : rc == DB_DONE ? 0 : FGW_ERR_DB;
+	db_release(s);
 	return r;
 }
 
@@ -1105,41 +1103,41 @@ int
 resv_list(struct store_reader *rd, const char *customer, const char *status, int limit,
           int offset, struct resv_row **rows, int *n, int64_t *total)
 {
-	sqlite3 *db = store_reader_db(rd);
-	sqlite3_stmt *s = NULL;
+	struct db *db = store_reader_db(rd);
+	struct db_stmt *s = NULL;
 	struct resv_row *out = NULL;
 	int r, rc, k = 0;
 
 	*rows = NULL;
 	*n = 0;
-	if ((r = sql_prepare(db,
+	if ((r = db_prepare(db,
 	                     "SELECT COUNT(*) FROM reservations WHERE customer_id = ?1"
 	                     " AND (?2 IS NULL OR status = ?2)",
 	                     &s)) != 0)
 		return r;
-	sql_bind_text_or_null(s, 1, customer);
-	sql_bind_text_or_null(s, 2, status);
-	if (sqlite3_step(s) != SQLITE_ROW) {
-		sql_release(s);
+	db_bind_text_or_null(s, 1, customer);
+	db_bind_text_or_null(s, 2, status);
+	if (db_step(s) != DB_ROW) {
+		db_release(s);
 		return FGW_ERR_DB;
 	}
-	*total = sqlite3_column_int64(s, 0);
-	sql_release(s);
+	*total = db_col_int64(s, 0);
+	db_release(s);
 	if ((out = calloc((size_t)(limit > 0 ? limit : 1), sizeof(*out))) == NULL)
 		return FGW_ERR_NOMEM;
-	if ((r = sql_prepare(db,
+	if ((r = db_prepare(db,
 	                     "SELECT " RESV_COLS " FROM reservations WHERE customer_id = ?1"
 	                     " AND (?2 IS NULL OR status = ?2) ORDER BY created_at DESC, id"
 	                     " LIMIT ?3 OFFSET ?4",
 	                     &s)) != 0)
 		goto out;
-	sql_bind_text_or_null(s, 1, customer);
-	sql_bind_text_or_null(s, 2, status);
-	sqlite3_bind_int(s, 3, limit);
-	sqlite3_bind_int(s, 4, offset);
-	while (k < limit && (rc = sqlite3_step(s)) == SQLITE_ROW)
+	db_bind_text_or_null(s, 1, customer);
+	db_bind_text_or_null(s, 2, status);
+	db_bind_int(s, 3, limit);
+	db_bind_int(s, 4, offset);
+	while (k < limit && (rc = db_step(s)) == DB_ROW)
 		read_row(s, &out[k++]);
-	sql_release(s);
+	db_release(s);
 	*rows = out;
 	*n = k;
 	out = NULL;
@@ -1155,19 +1153,19 @@ resv_slots_each(struct store_reader *rd,
                            const struct resv_experience *e),
                 void *arg)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	struct resv_slot sl;
 	struct resv_experience e;
 	char id[64];
 	int r, rc;
-	if ((r = sql_prepare(store_reader_db(rd),
+	if ((r = db_prepare(store_reader_db(rd),
 	                     "SELECT id FROM time_slots ORDER BY starts_at, id", &s)) != 0)
 		return r;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		sql_col_text(s, 0, id, sizeof(id));
+	while ((rc = db_step(s)) == DB_ROW) {
+		db_col_copy(s, 0, id, sizeof(id));
 		if (resv_slot_get(rd, id, &sl, &e) == 0)
 			fn(arg, &sl, &e);
 	}
-	sql_release(s);
-	return rc == SQLITE_DONE ? 0 : FGW_ERR_DB;
+	db_release(s);
+	return rc == DB_DONE ? 0 : FGW_ERR_DB;
 }

@@ -6,9 +6,9 @@
  */
 #include <stddef.h>
 
-#include <sqlite3.h>
 
 #include "core/err.h"
+#include "store/db.h"
 #include "store/sqlutil.h"
 #include "store/stats.h"
 #include "store/store_int.h"
@@ -28,18 +28,18 @@ store_backlogs(struct store_reader *r, struct store_backlogs *out)
 {
 	int64_t *v[] = { &out->unresolved_txns, &out->manual_review, &out->pending_ops,
 		             &out->webhooks_pending };
-	sqlite3 *db = store_reader_db(r);
+	struct db *db = store_reader_db(r);
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
-		sqlite3_stmt *s = NULL;
+		struct db_stmt *s = NULL;
 		int rc;
 		*v[i] = 0;
-		if (sql_prepare(db, backlog_sql[i], &s) != 0)
+		if (db_prepare(db, backlog_sql[i], &s) != 0)
 			return FGW_ERR_DB;
-		rc = sqlite3_step(s);
-		if (rc == SQLITE_ROW)
-			*v[i] = sqlite3_column_int64(s, 0);
-		sql_release(s);
-		if (rc != SQLITE_ROW)
+		rc = db_step(s);
+		if (rc == DB_ROW)
+			*v[i] = db_col_int64(s, 0);
+		db_release(s);
+		if (rc != DB_ROW)
 			return FGW_ERR_DB;
 	}
 	return FGW_OK;

@@ -43,7 +43,9 @@
 #include "core/log.h"
 #include "core/txnstate.h"
 #include "core/util.h"
+#include "store/db.h"
 #include "store/audit.h"
+#include "store/pg.h"
 #include "store/schema.h"
 #include "store/sqlutil.h"
 #include "store/store.h"
@@ -147,7 +149,7 @@ txn_sql(int select, char *buf, size_t cap)
 	if (select)
 		return sql_add(buf, cap, &pos,
 		               " FROM transactions WHERE id = ?1 "
-		               "AND (?2 IS NULL OR client_id = ?2)");
+		               "AND (CAST(?2 AS TEXT) IS NULL OR client_id = ?2)");
 	if ((r = sql_add(buf, cap, &pos, ") VALUES (")) != 0)
 		return r;
 	for (size_t i = 0; i < ARRAY_LEN(txn_cols); i++) {
@@ -160,26 +162,26 @@ txn_sql(int select, char *buf, size_t cap)
 /* Binds a fixed buffer without reading past it; "" binds NULL if nullable.
  * The buffer must stay put until the statement is reset. */
 static int
-bind_buf(sqlite3_stmt *s, int i, const char *buf, size_t cap, int nullable)
+bind_buf(struct db_stmt *s, int i, const char *buf, size_t cap, int nullable)
 {
 	size_t n = strnlen(buf, cap);
 	if (n == 0 && nullable)
-		return sqlite3_bind_null(s, i);
-	return sqlite3_bind_text(s, i, buf, (int)n, SQLITE_STATIC);
+		return db_bind_null(s, i);
+	return db_bind_textn(s, i, buf, (size_t)((int)n));
 }
 
 #define BIND_BUF(s, i, f, nullable) bind_buf((s), (i), (f), sizeof(f), (nullable))
 
 static int
-bind_str(sqlite3_stmt *s, int i, const char *p)
+bind_str(struct db_stmt *s, int i, const char *p)
 {
 	if (p == NULL)
-		return sqlite3_bind_null(s, i);
-	return sqlite3_bind_text(s, i, p, -1, SQLITE_STATIC);
+		return db_bind_null(s, i);
+	return db_bind_text(s, i, p);
 }
 
 static int
-bind_txn_row(sqlite3_stmt *s, const struct store_txn_row *row)
+bind_txn_row(struct db_stmt *s, const struct store_txn_row *row)
 {
 	for (size_t i = 0; i < ARRAY_LEN(txn_cols); i++) {
 		const struct txn_col *c = &txn_cols[i];
@@ -196,43 +198,43 @@ bind_txn_row(sqlite3_stmt *s, const struct store_txn_row *row)
 			break;
 		case COL_INT:
 			memcpy(&iv, field, sizeof(iv));
-			rc = sqlite3_bind_int(s, idx, iv);
+			rc = db_bind_int(s, idx, iv);
 			break;
 		case COL_I64:
 			memcpy(&lv, field, sizeof(lv));
-			rc = sqlite3_bind_int64(s, idx, lv);
+			rc = db_bind_int64(s, idx, lv);
 			break;
 		case COL_JSON:
 			memcpy(&p, field, sizeof(p));
 			rc = bind_str(s, idx, p);
 			break;
 		default:
-			rc = SQLITE_MISUSE;
+			rc = FGW_ERR_INTERNAL;
 			break;
 		}
-		if (rc != SQLITE_OK)
+		if (rc != FGW_OK)
 			return rc;
 	}
-	return SQLITE_OK;
+	return FGW_OK;
 }
 
 /* Copies text column i into dst[cap]; NULL reads as "". */
 static int
-col_copy(sqlite3_stmt *s, int i, char *dst, size_t cap)
+col_copy(struct db_stmt *s, int i, char *dst, size_t cap)
 {
-	const unsigned char *t;
-	int n;
+	const char *t;
+	size_t n;
 
-	if (sqlite3_column_type(s, i) == SQLITE_NULL) {
+	if (db_col_is_null(s, i)) {
 		dst[0] = '\0';
 		return 0;
 	}
-	if ((t = sqlite3_column_text(s, i)) == NULL)
+	if ((t = db_col_text(s, i)) == NULL)
 		return FGW_ERR_NOMEM;
-	n = sqlite3_column_bytes(s, i);
-	if (n < 0 || (size_t)n >= cap)
+	n = db_col_bytes(s, i);
+	if (n >= cap)
 		return FGW_ERR_TOO_LARGE;
-	memcpy(dst, t, (size_t)n);
+	memcpy(dst, t, n);
 	dst[n] = '\0';
 	return 0;
 }
@@ -241,26 +243,26 @@ col_copy(sqlite3_stmt *s, int i, char *dst, size_t cap)
 
 /* Duplicates text column i into malloc'ed *out; NULL stays NULL. */
 static int
-col_dup(sqlite3_stmt *s, int i, char **out)
+col_dup(struct db_stmt *s, int i, char **out)
 {
-	const unsigned char *t;
-	int n;
+	const char *t;
+	size_t n;
 
 	*out = NULL;
-	if (sqlite3_column_type(s, i) == SQLITE_NULL)
+	if (db_col_is_null(s, i))
 		return 0;
-	if ((t = sqlite3_column_text(s, i)) == NULL)
+	if ((t = db_col_text(s, i)) == NULL)
 		return FGW_ERR_NOMEM;
-	n = sqlite3_column_bytes(s, i);
-	if ((*out = malloc((size_t)n + 1)) == NULL)
+	n = db_col_bytes(s, i);
+	if ((*out = malloc(n + 1)) == NULL)
 		return FGW_ERR_NOMEM;
-	memcpy(*out, t, (size_t)n);
+	memcpy(*out, t, n);
 	(*out)[n] = '\0';
 	return 0;
 }
 
 static int
-read_txn_row(sqlite3_stmt *s, struct store_txn_row *row)
+read_txn_row(struct db_stmt *s, struct store_txn_row *row)
 {
 	int r = 0;
 
@@ -279,11 +281,11 @@ read_txn_row(sqlite3_stmt *s, struct store_txn_row *row)
 			r = col_copy(s, idx, field, c->cap);
 			break;
 		case COL_INT:
-			iv = sqlite3_column_int(s, idx);
+			iv = db_col_int(s, idx);
 			memcpy(field, &iv, sizeof(iv));
 			break;
 		case COL_I64:
-			lv = sqlite3_column_int64(s, idx);
+			lv = db_col_int64(s, idx);
 			memcpy(field, &lv, sizeof(lv));
 			break;
 		case COL_JSON:
@@ -511,16 +513,21 @@ job_copy_idem(struct job *j, const struct store_idem *idem)
 /* ---- the store and its wakers ------------------------------------------ */
 
 struct store {
+	enum store_backend backend;
 	char *path;
+	/* PostgreSQL: how readers connect (the DSN may hold a password:
+	 * wiped when the store goes). */
+	char *dsn, *dsn_file;
+	bool production;
 	int batch_max;
 	int busy_ms;
-	void (*after_commit)(sqlite3 *db, void *ctx);
+	void (*after_commit)(struct db *db, void *ctx);
 	void *after_commit_ctx;
 	store_mac_fn mac;
 	void *mac_ctx;
 
-	sqlite3 *db; /* write connection: the writer thread's after open */
-	sqlite3_stmt *stmt[W_COUNT];
+	struct db *db; /* write connection: the writer thread's after open */
+	struct db_stmt *stmt[W_COUNT];
 	struct audit_writer audit;
 	struct job **batch;
 
@@ -544,7 +551,7 @@ struct store {
 	_Atomic int64_t failed_at;     /* fgw_mono_ms() of the last storage
 	                                  failure not yet followed by a clean
 	                                  batch; 0: none */
-	_Atomic int last_rc;           /* its SQLite result code */
+	_Atomic int last_rc;           /* its enum db_fail */
 };
 
 struct store_waker {
@@ -657,11 +664,11 @@ store_waker_free(struct store_waker *w)
 /* Steps a write statement once, then resets it and clears its bindings.
  * Returns the (extended) SQLite result of the step. */
 static int
-step_reset(sqlite3_stmt *s)
+step_reset(struct db_stmt *s)
 {
-	int rc = sqlite3_step(s);
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);
+	int rc = db_step(s);
+	db_reset(s);
+	db_clear_bindings(s);
 	return rc;
 }
 
@@ -670,9 +677,9 @@ step_reset(sqlite3_stmt *s)
 static int
 map_write_error(int rc, int on_dup)
 {
-	if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
+	if (rc == FGW_ERR_EXISTS)
 		return on_dup;
-	if ((rc & 0xff) == SQLITE_CONSTRAINT)
+	if (rc == FGW_ERR_INVALID)
 		return FGW_ERR_INVALID;
 	return FGW_ERR_DB;
 }
@@ -700,7 +707,7 @@ run_events(struct store *st, struct job *j, int64_t now)
 static int
 run_idem(struct store *st, struct store_idem *idem, int upsert, int64_t now)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int rc;
 
 	if (idem->created_at == 0)
@@ -709,24 +716,24 @@ run_idem(struct store *st, struct store_idem *idem, int upsert, int64_t now)
 		/* An expired answer no longer reserves its key. */
 		s = st->stmt[W_IDEM_DROP_EXPIRED];
 		if (BIND_BUF(s, 1, idem->client_id, 0) || BIND_BUF(s, 2, idem->key, 0) ||
-		    sqlite3_bind_int64(s, 3, now)) {
-			sqlite3_clear_bindings(s);
+		    db_bind_int64(s, 3, now)) {
+			db_clear_bindings(s);
 			return FGW_ERR_DB;
 		}
-		if ((rc = step_reset(s)) != SQLITE_DONE)
+		if ((rc = step_reset(s)) != DB_DONE)
 			return map_write_error(rc, FGW_ERR_DB);
 	}
 	s = st->stmt[upsert ? W_IDEM_UPSERT : W_IDEM_INSERT];
-	/* SQLITE_OK is 0: any failing bind stops the chain. */
+	/* FGW_OK is 0: any failing bind stops the chain. */
 	if (BIND_BUF(s, 1, idem->client_id, 0) || BIND_BUF(s, 2, idem->key, 0) ||
 	    BIND_BUF(s, 3, idem->request_hash, 0) ||
-	    sqlite3_bind_int(s, 4, idem->status_code) || bind_str(s, 5, idem->body) ||
-	    BIND_BUF(s, 6, idem->txn_id, 1) || sqlite3_bind_int64(s, 7, idem->created_at) ||
-	    sqlite3_bind_int64(s, 8, idem->expires_at)) {
-		sqlite3_clear_bindings(s);
+	    db_bind_int(s, 4, idem->status_code) || bind_str(s, 5, idem->body) ||
+	    BIND_BUF(s, 6, idem->txn_id, 1) || db_bind_int64(s, 7, idem->created_at) ||
+	    db_bind_int64(s, 8, idem->expires_at)) {
+		db_clear_bindings(s);
 		return FGW_ERR_DB;
 	}
-	if ((rc = step_reset(s)) != SQLITE_DONE)
+	if ((rc = step_reset(s)) != DB_DONE)
 		return map_write_error(rc, FGW_ERR_CONFLICT);
 	return 0;
 }
@@ -734,20 +741,20 @@ run_idem(struct store *st, struct store_idem *idem, int upsert, int64_t now)
 static int
 run_vault(struct store *st, const struct store_vault_entry *v, int64_t now)
 {
-	sqlite3_stmt *s = st->stmt[W_VAULT_INSERT];
+	struct db_stmt *s = st->stmt[W_VAULT_INSERT];
 	int rc;
 
 	if (BIND_BUF(s, 1, v->token, 0) || BIND_BUF(s, 2, v->key_id, 0) ||
 	    bind_str(s, 3, v->blob) || BIND_BUF(s, 4, v->fingerprint, 1) ||
 	    BIND_BUF(s, 5, v->brand, 1) || BIND_BUF(s, 6, v->bin, 1) ||
-	    BIND_BUF(s, 7, v->last4, 1) || sqlite3_bind_int(s, 8, v->exp_month) ||
-	    sqlite3_bind_int(s, 9, v->exp_year) || BIND_BUF(s, 10, v->customer_id, 1) ||
-	    sqlite3_bind_int(s, 11, v->saved ? 1 : 0) || sqlite3_bind_int64(s, 12, now) ||
-	    sqlite3_bind_int64(s, 13, v->expires_at)) {
-		sqlite3_clear_bindings(s);
+	    BIND_BUF(s, 7, v->last4, 1) || db_bind_int(s, 8, v->exp_month) ||
+	    db_bind_int(s, 9, v->exp_year) || BIND_BUF(s, 10, v->customer_id, 1) ||
+	    db_bind_int(s, 11, v->saved ? 1 : 0) || db_bind_int64(s, 12, now) ||
+	    db_bind_int64(s, 13, v->expires_at)) {
+		db_clear_bindings(s);
 		return FGW_ERR_DB;
 	}
-	if ((rc = step_reset(s)) != SQLITE_DONE)
+	if ((rc = step_reset(s)) != DB_DONE)
 		return map_write_error(rc, FGW_ERR_EXISTS);
 	return 0;
 }
@@ -755,18 +762,18 @@ run_vault(struct store *st, const struct store_vault_entry *v, int64_t now)
 static int
 run_create(struct store *st, struct job *j, int64_t now)
 {
-	sqlite3_stmt *s = st->stmt[W_TXN_INSERT];
+	struct db_stmt *s = st->stmt[W_TXN_INSERT];
 	int rc, r;
 
 	if (j->row.created_at == 0)
 		j->row.created_at = now;
 	if (j->row.updated_at == 0)
 		j->row.updated_at = now;
-	if (bind_txn_row(s, &j->row) != SQLITE_OK) {
-		sqlite3_clear_bindings(s);
+	if (bind_txn_row(s, &j->row) != FGW_OK) {
+		db_clear_bindings(s);
 		return FGW_ERR_DB;
 	}
-	if ((rc = step_reset(s)) != SQLITE_DONE)
+	if ((rc = step_reset(s)) != DB_DONE)
 		return map_write_error(rc, FGW_ERR_EXISTS);
 	if (j->has_vault && (r = run_vault(st, &j->vault, now)) != 0)
 		return r;
@@ -780,19 +787,19 @@ run_finish(struct store *st, struct job *j, int64_t now)
 {
 	const struct store_txn_update *u = &j->upd;
 	char cur[sizeof(u->status)];
-	sqlite3_stmt *s = st->stmt[W_TXN_STATUS];
+	struct db_stmt *s = st->stmt[W_TXN_STATUS];
 	int rc, r;
 
 	if (BIND_BUF(s, 1, u->id, 0)) {
-		sqlite3_clear_bindings(s);
+		db_clear_bindings(s);
 		return FGW_ERR_DB;
 	}
-	rc = sqlite3_step(s);
-	r = rc == SQLITE_ROW    ? COL_COPY(s, 0, cur)
-	    : rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND
+	rc = db_step(s);
+	r = rc == DB_ROW    ? COL_COPY(s, 0, cur)
+	    : rc == DB_DONE ? FGW_ERR_NOT_FOUND
 	                        : FGW_ERR_DB;
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);
+	db_reset(s);
+	db_clear_bindings(s);
 	if (r == FGW_ERR_TOO_LARGE)
 		r = FGW_ERR_STATE; /* not a state this build knows */
 	if (r != 0)
@@ -804,13 +811,13 @@ run_finish(struct store *st, struct job *j, int64_t now)
 	if (BIND_BUF(s, 1, u->id, 0) || BIND_BUF(s, 2, u->status, 0) ||
 	    BIND_BUF(s, 3, u->error_code, 1) || BIND_BUF(s, 4, u->error_message, 1) ||
 	    BIND_BUF(s, 5, u->processor_ref, 1) || bind_str(s, 6, u->next_action_json) ||
-	    sqlite3_bind_int64(s, 7, now) || BIND_BUF(s, 8, cur, 0)) {
-		sqlite3_clear_bindings(s);
+	    db_bind_int64(s, 7, now) || BIND_BUF(s, 8, cur, 0)) {
+		db_clear_bindings(s);
 		return FGW_ERR_DB;
 	}
-	if ((rc = step_reset(s)) != SQLITE_DONE)
+	if ((rc = step_reset(s)) != DB_DONE)
 		return map_write_error(rc, FGW_ERR_DB);
-	if (sqlite3_changes(st->db) != 1)
+	if (db_changes(st->db) != 1)
 		return FGW_ERR_STATE;
 
 	if (j->has_idem && (r = run_idem(st, &j->idem, 1, now)) != 0)
@@ -818,10 +825,10 @@ run_finish(struct store *st, struct job *j, int64_t now)
 	if (j->has_purge) {
 		s = st->stmt[W_VAULT_PURGE];
 		if (BIND_BUF(s, 1, j->purge_token, 0)) {
-			sqlite3_clear_bindings(s);
+			db_clear_bindings(s);
 			return FGW_ERR_DB;
 		}
-		if ((rc = step_reset(s)) != SQLITE_DONE)
+		if ((rc = step_reset(s)) != DB_DONE)
 			return map_write_error(rc, FGW_ERR_DB);
 	}
 	return run_events(st, j, now);
@@ -886,34 +893,54 @@ static int
 wexec(struct store *st, enum wstmt which)
 {
 	int rc = step_reset(st->stmt[which]);
-	if (rc != SQLITE_DONE) {
-		atomic_store(&st->last_rc, rc);
-		log_error("%s failed: %s", writer_sql[which], sqlite3_errstr(rc));
+	if (rc != DB_DONE) {
+		atomic_store(&st->last_rc, (int)db_last_fail(st->db));
+		log_error("%s failed: %s", writer_sql[which], db_errmsg(st->db));
 		return FGW_ERR_DB;
 	}
 	return 0;
 }
 
-/* Whether SQLite's last error on db says the storage itself failed (a
- * full disk, an I/O error...) rather than that one job was refused. */
+/* Whether the last error on db says the storage itself failed (a full
+ * disk, an I/O error, a lost connection...) rather than that one job was
+ * refused. */
 static int
-storage_failure(sqlite3 *db)
+storage_failure(struct db *db)
 {
-	switch (sqlite3_errcode(db)) {
-	case SQLITE_FULL:
-	case SQLITE_IOERR:
-	case SQLITE_CANTOPEN:
-	case SQLITE_NOMEM:
-	case SQLITE_READONLY:
-	case SQLITE_CORRUPT:
-	case SQLITE_NOTADB:
-		return 1;
-	default:
-		return 0;
-	}
+	return db_last_fail(db) == DB_FAIL_STORAGE;
 }
 
 static void count_commit(struct store *st, uint64_t us);
+
+/* Reads the audit chain's head for this batch. On PostgreSQL every
+ * instance appends to the one chain: a batch with audit events first
+ * takes the chain's advisory lock, held until its COMMIT or ROLLBACK, so
+ * the head it reads stays the head until its events are committed (the
+ * next instance waits here, then reads them). A batch without events
+ * neither waits nor reads. */
+static int
+batch_audit_head(struct store *st, struct job **jobs, size_t n)
+{
+	char sql[64];
+	size_t i;
+	int len;
+
+	if (st->backend == STORE_POSTGRESQL) {
+		for (i = 0; i < n && jobs[i]->n_events == 0; i++)
+			;
+		if (i == n)
+			return 0;
+		len = snprintf(sql, sizeof(sql), "SELECT pg_advisory_xact_lock(%lld)",
+		               PG_LOCK_AUDIT);
+		if (len < 0 || (size_t)len >= sizeof(sql))
+			return FGW_ERR_INTERNAL;
+		if (db_exec(st->db, sql) != 0) {
+			log_error("audit chain lock: %s", db_errmsg(st->db));
+			return FGW_ERR_DB;
+		}
+	}
+	return audit_writer_load_head(&st->audit);
+}
 
 /* Runs jobs[0..n) in one transaction and sets each job's rc. */
 static void
@@ -924,7 +951,7 @@ run_batch(struct store *st, struct job **jobs, size_t n)
 	int storage_failed = 0;
 	size_t i;
 
-	if (wexec(st, W_BEGIN) != 0 || audit_writer_load_head(&st->audit) != 0)
+	if (wexec(st, W_BEGIN) != 0 || batch_audit_head(st, jobs, n) != 0)
 		goto abort;
 	for (i = 0; i < n; i++) {
 		struct job *j = jobs[i];
@@ -934,7 +961,7 @@ run_batch(struct store *st, struct job **jobs, size_t n)
 			goto abort;
 		j->rc = run_job(st, j);
 		/* An I/O error or a full disk may have ended the transaction. */
-		if (sqlite3_get_autocommit(st->db))
+		if (!db_in_txn(st->db))
 			goto abort;
 		if (j->rc == 0) {
 			if (wexec(st, W_RELEASE) != 0)
@@ -945,7 +972,7 @@ run_batch(struct store *st, struct job **jobs, size_t n)
 		}
 		if (j->rc == FGW_ERR_DB && storage_failure(st->db)) {
 			storage_failed = 1;
-			atomic_store(&st->last_rc, sqlite3_extended_errcode(st->db));
+			atomic_store(&st->last_rc, (int)db_last_fail(st->db));
 		}
 		if (wexec(st, W_ROLLBACK_TO) != 0 || wexec(st, W_RELEASE) != 0)
 			goto abort;
@@ -955,7 +982,7 @@ run_batch(struct store *st, struct job **jobs, size_t n)
 			log_txn_debug(job_id(j), "job refused: %s", fgw_strerror(j->rc));
 		else
 			log_txn_warn(job_id(j), "job rolled back: %s (%s)", fgw_strerror(j->rc),
-			             sqlite3_errmsg(st->db));
+			             db_errmsg(st->db));
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (wexec(st, W_COMMIT) != 0)
@@ -977,9 +1004,9 @@ run_batch(struct store *st, struct job **jobs, size_t n)
 abort:
 	/* Seen by /healthz until a batch commits again. */
 	if (atomic_load(&st->last_rc) == 0)
-		atomic_store(&st->last_rc, sqlite3_extended_errcode(st->db));
+		atomic_store(&st->last_rc, (int)db_last_fail(st->db));
 	atomic_store(&st->failed_at, fgw_mono_ms());
-	if (!sqlite3_get_autocommit(st->db))
+	if (db_in_txn(st->db))
 		(void)wexec(st, W_ROLLBACK);
 	for (i = 0; i < n; i++)
 		jobs[i]->rc = FGW_ERR_DB;
@@ -1068,46 +1095,63 @@ writer_main(void *arg)
 
 /* ---- open / close ------------------------------------------------------ */
 
+int
+store_status_present(struct db *db, int reservation, const char *status)
+{
+	struct db_stmt *s = NULL;
+	int hit;
+
+	if (db_prepare_once(db,
+	                    reservation ? "SELECT 1 FROM reservations WHERE status = ?1 LIMIT 1"
+	                                : "SELECT 1 FROM transactions WHERE status = ?1 LIMIT 1",
+	                    &s) != 0)
+		return 0;
+	hit = db_bind_text(s, 1, status) == 0 && db_step(s) == DB_ROW;
+	db_release(s);
+	return hit;
+}
+
 static void
 store_destroy(struct store *st)
 {
 	if (st == NULL)
 		return;
 	audit_writer_fini(&st->audit);
-	sql_cache_detach(st->db);
 	for (int i = 0; i < W_COUNT; i++)
-		sqlite3_finalize(st->stmt[i]);
-	if (st->db != NULL && sqlite3_close(st->db) != SQLITE_OK)
-		log_error("closing the database failed: %s", sqlite3_errmsg(st->db));
+		db_release(st->stmt[i]);
+	db_close(st->db);
 	if (st->cv_ok)
 		pthread_cond_destroy(&st->cv);
 	if (st->mu_ok)
 		pthread_mutex_destroy(&st->mu);
 	free(st->batch);
 	free(st->path);
+	if (st->dsn != NULL)
+		fgw_freezero(st->dsn, strlen(st->dsn) + 1);
+	free(st->dsn_file);
 	free(st);
 }
 
 /* Runs a PRAGMA (or any statement) and, when want is set, checks that its
  * first column reads want. */
 static int
-db_pragma(sqlite3 *db, const char *sql, const char *want)
+db_pragma(struct db *db, const char *sql, const char *want)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r, rc;
 
-	if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK) {
+	if (db_prepare_once(db, sql, &s) != FGW_OK) {
 		r = FGW_ERR_DB;
 		goto out;
 	}
-	rc = sqlite3_step(s);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+	rc = db_step(s);
+	if (rc != DB_ROW && rc != DB_DONE) {
 		r = FGW_ERR_DB;
 		goto out;
 	}
 	if (want != NULL) {
-		const unsigned char *t = rc == SQLITE_ROW ? sqlite3_column_text(s, 0) : NULL;
-		if (t == NULL || strcmp((const char *)t, want) != 0) {
+		const char *t = rc == DB_ROW ? db_col_text(s, 0) : NULL;
+		if (t == NULL || strcmp(t, want) != 0) {
 			r = FGW_ERR_DB;
 			goto out;
 		}
@@ -1115,9 +1159,27 @@ db_pragma(sqlite3 *db, const char *sql, const char *want)
 	r = 0;
 out:
 	if (r != 0)
-		log_error("%s: %s", sql, sqlite3_errmsg(db));
-	sqlite3_finalize(s);
+		log_error("%s: %s", sql, db_errmsg(db));
+	db_release(s);
 	return r;
+}
+
+/* Opens the SQLite file at path with flags (plus NOMUTEX: one thread
+ * uses a connection at a time) into a cached db. */
+static int
+open_sqlite(const char *path, int flags, int busy_ms, struct db **out)
+{
+	sqlite3 *h = NULL;
+
+	*out = NULL;
+	if (sqlite3_open_v2(path, &h, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		log_error("opening the database failed: %s",
+		          h != NULL ? sqlite3_errmsg(h) : "out of memory");
+		sqlite3_close(h);
+		return FGW_ERR_DB;
+	}
+	sqlite3_busy_timeout(h, busy_ms);
+	return db_wrap_sqlite(h, 1, out);
 }
 
 /* Creates the file owner-only if missing; SQLite gives the -wal and -shm
@@ -1134,24 +1196,66 @@ create_private(const char *path)
 	return 0;
 }
 
+/* A connection to the store's PostgreSQL database, wrapped. */
 static int
-open_writer_db(struct store *st, int sync_full, long long max_pages)
+open_pg(const char *dsn, const char *dsn_file, bool production, struct db **out)
+{
+	struct pg_opts po = { .dsn = dsn, .dsn_file = dsn_file, .production = production };
+	PGconn *c = NULL;
+	int r;
+
+	*out = NULL;
+	if ((r = pg_connect(&po, &c)) != 0)
+		return r;
+	return db_wrap_pg(c, out);
+}
+
+/* The statements the writer runs on every batch, prepared once. */
+static int
+prepare_writer(struct store *st)
 {
 	char insert_sql[1024];
 	int r;
 
+	if ((r = txn_sql(0, insert_sql, sizeof(insert_sql))) != 0)
+		return r;
+	for (int i = 0; i < W_COUNT; i++) {
+		const char *sql = i == W_TXN_INSERT ? insert_sql : writer_sql[i];
+		/* PostgreSQL has no BEGIN IMMEDIATE: its writers lock rows, not
+		 * the database, and the one shared order they need (the audit
+		 * chain) is an advisory lock (run_batch). */
+		if (i == W_BEGIN && st->backend == STORE_POSTGRESQL)
+			sql = "BEGIN";
+		if ((r = db_prepare_once(st->db, sql, &st->stmt[i])) != 0)
+			return r;
+	}
+	return audit_writer_init(&st->audit, st->db, st->mac, st->mac_ctx);
+}
+
+static int
+open_writer_pg(struct store *st)
+{
+	int r;
+
+	if ((r = open_pg(st->dsn, st->dsn_file, st->production, &st->db)) != 0)
+		return r;
+	/* Instances starting at once migrate once (pg_migrate's lock). */
+	if ((r = pg_migrate(db_pg(st->db))) != 0)
+		return r;
+	return prepare_writer(st);
+}
+
+static int
+open_writer_db(struct store *st, int sync_full, long long max_pages)
+{
+	int r;
+
+	if (st->backend == STORE_POSTGRESQL)
+		return open_writer_pg(st);
 	if ((r = create_private(st->path)) != 0)
 		return r;
-	if (sqlite3_open_v2(st->path, &st->db,
-	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-	                    NULL) != SQLITE_OK) {
-		log_error("opening the database failed: %s",
-		          st->db ? sqlite3_errmsg(st->db) : "out of memory");
-		return FGW_ERR_DB;
-	}
-	sqlite3_extended_result_codes(st->db, 1);
-	sqlite3_busy_timeout(st->db, st->busy_ms);
-	if ((r = sql_cache_attach(st->db)) != 0)
+	if ((r = open_sqlite(st->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, st->busy_ms,
+	                     &st->db)) != 0)
 		return r;
 	if ((r = db_pragma(st->db, "PRAGMA journal_mode = WAL", "wal")) != 0 ||
 	    (r = db_pragma(st->db,
@@ -1166,7 +1270,7 @@ open_writer_db(struct store *st, int sync_full, long long max_pages)
 	     * transaction; durability is the WAL's, which this leaves alone. */
 	    (r = db_pragma(st->db, "PRAGMA temp_store = MEMORY", NULL)) != 0)
 		return r;
-	if ((r = schema_migrate(st->db)) != 0)
+	if ((r = schema_migrate(db_sqlite(st->db))) != 0)
 		return r;
 	if (max_pages > 0) {
 		char sql[64];
@@ -1174,17 +1278,7 @@ open_writer_db(struct store *st, int sync_full, long long max_pages)
 		if ((r = db_pragma(st->db, sql, NULL)) != 0)
 			return r;
 	}
-	if ((r = txn_sql(0, insert_sql, sizeof(insert_sql))) != 0)
-		return r;
-	for (int i = 0; i < W_COUNT; i++) {
-		const char *sql = i == W_TXN_INSERT ? insert_sql : writer_sql[i];
-		if (sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i],
-		                       NULL) != SQLITE_OK) {
-			log_error("prepare failed: %s", sqlite3_errmsg(st->db));
-			return FGW_ERR_DB;
-		}
-	}
-	return audit_writer_init(&st->audit, st->db, st->mac, st->mac_ctx);
+	return prepare_writer(st);
 }
 
 int
@@ -1194,8 +1288,11 @@ store_open(const struct store_opts *opts, struct store **out)
 	sigset_t all, old;
 	int r;
 
-	if (opts == NULL || out == NULL || opts->path == NULL || opts->path[0] == '\0' ||
-	    opts->audit_mac == NULL || opts->batch_max < 1 ||
+	if (opts == NULL || out == NULL || opts->audit_mac == NULL ||
+	    (opts->backend == STORE_SQLITE && (opts->path == NULL || opts->path[0] == '\0')) ||
+	    (opts->backend == STORE_POSTGRESQL && (opts->dsn == NULL) == (opts->dsn_file == NULL)) ||
+	    (opts->backend != STORE_SQLITE && opts->backend != STORE_POSTGRESQL) ||
+	    opts->batch_max < 1 ||
 	    opts->batch_max > STORE_BATCH_LIMIT || opts->busy_timeout_ms < 0) {
 		r = FGW_ERR_INVALID;
 		goto out;
@@ -1206,12 +1303,16 @@ store_open(const struct store_opts *opts, struct store **out)
 		goto out;
 	}
 	if ((st = calloc(1, sizeof(*st))) == NULL ||
-	    (st->path = strdup(opts->path)) == NULL ||
+	    (st->path = strdup(opts->path != NULL ? opts->path : "")) == NULL ||
+	    (opts->dsn != NULL && (st->dsn = strdup(opts->dsn)) == NULL) ||
+	    (opts->dsn_file != NULL && (st->dsn_file = strdup(opts->dsn_file)) == NULL) ||
 	    (st->batch = calloc((size_t)opts->batch_max + STORE_GROUP_MAX,
 	                        sizeof(*st->batch))) == NULL) {
 		r = FGW_ERR_NOMEM;
 		goto out;
 	}
+	st->backend = opts->backend;
+	st->production = opts->production;
 	st->batch_max = opts->batch_max;
 	st->after_commit = opts->after_commit;
 	st->after_commit_ctx = opts->after_commit_ctx;
@@ -1242,8 +1343,12 @@ store_open(const struct store_opts *opts, struct store **out)
 		goto out;
 	}
 	st->thread_started = 1;
-	log_info("store open, schema version %d, batch %d, synchronous %s",
-	         STORE_SCHEMA_VERSION, st->batch_max, opts->sync_full ? "FULL" : "NORMAL");
+	if (st->backend == STORE_POSTGRESQL)
+		log_info("store open on PostgreSQL, schema version %d, batch %d",
+		         STORE_SCHEMA_VERSION, st->batch_max);
+	else
+		log_info("store open, schema version %d, batch %d, synchronous %s",
+		         STORE_SCHEMA_VERSION, st->batch_max, opts->sync_full ? "FULL" : "NORMAL");
 	*out = st;
 	st = NULL; /* owned by the caller now */
 	r = 0;
@@ -1526,25 +1631,56 @@ static const char *const reader_sql[R_COUNT] = {
 };
 
 struct store_reader {
-	sqlite3 *db;
-	sqlite3_stmt *stmt[R_COUNT];
+	struct db *db;
+	struct db_stmt *stmt[R_COUNT];
 	store_mac_fn mac;
 	void *mac_ctx;
 	int busy_ms;
 };
 
-sqlite3 *
+struct db *
 store_reader_db(struct store_reader *r)
 {
 	return r->db;
 }
 
+static int reader_on(struct db *db, store_mac_fn mac, void *mac_ctx, int busy_ms,
+                     struct store_reader **out);
+
 int
 store_reader_open(struct store *st, struct store_reader **out)
 {
+	struct db *db = NULL;
+	int r;
+
 	if (st == NULL || out == NULL)
 		return FGW_ERR_INVALID;
-	return store_reader_open_file(st->path, st->mac, st->mac_ctx, st->busy_ms, out);
+	if (st->backend == STORE_SQLITE)
+		return store_reader_open_file(st->path, st->mac, st->mac_ctx, st->busy_ms, out);
+	/* Its own connection: a reader runs on its reactor's thread. */
+	if ((r = open_pg(st->dsn, st->dsn_file, st->production, &db)) != 0)
+		return r;
+	return reader_on(db, st->mac, st->mac_ctx, st->busy_ms, out);
+}
+
+int
+store_pg_schema(const struct store_opts *o, int *version, int *latest)
+{
+	struct db *db = NULL;
+	int r;
+
+	*version = 0;
+	*latest = STORE_SCHEMA_VERSION;
+	if (o == NULL || (o->dsn == NULL) == (o->dsn_file == NULL))
+		return FGW_ERR_INVALID;
+	if ((r = open_pg(o->dsn, o->dsn_file, o->production, &db)) != 0)
+		goto out;
+	if ((r = pg_schema_version(db_pg(db), version)) != 0)
+		goto out;
+	r = *version < 0 || *version > STORE_SCHEMA_VERSION ? FGW_ERR_STATE : FGW_OK;
+out:
+	db_close(db);
+	return r;
 }
 
 /* A file: URI for path, every byte outside [A-Za-z0-9/._-] percent-encoded
@@ -1613,42 +1749,41 @@ int
 store_reader_open_file(const char *path, store_mac_fn mac, void *mac_ctx, int busy_ms,
                        struct store_reader **out)
 {
+	struct db *db = NULL;
+	int rv;
+
+	if (path == NULL || out == NULL)
+		return FGW_ERR_INVALID;
+	if ((rv = open_sqlite(path, SQLITE_OPEN_READONLY, busy_ms > 0 ? busy_ms : 5000, &db)) !=
+	    0)
+		return rv;
+	return reader_on(db, mac, mac_ctx, busy_ms, out);
+}
+
+/* A reader on db (which it owns from here on, also on failure). */
+static int
+reader_on(struct db *db, store_mac_fn mac, void *mac_ctx, int busy_ms,
+          struct store_reader **out)
+{
 	struct store_reader *r = NULL;
 	char txn_get[1024];
 	int rv;
 
-	if (path == NULL || out == NULL) {
-		rv = FGW_ERR_INVALID;
-		goto out;
-	}
 	if ((r = calloc(1, sizeof(*r))) == NULL) {
+		db_close(db);
 		rv = FGW_ERR_NOMEM;
 		goto out;
 	}
+	r->db = db;
 	r->mac = mac;
 	r->mac_ctx = mac_ctx;
 	r->busy_ms = busy_ms > 0 ? busy_ms : 5000;
 	if ((rv = txn_sql(1, txn_get, sizeof(txn_get))) != 0)
 		goto out;
-	if (sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
-	    SQLITE_OK) {
-		log_error("opening a reader failed: %s",
-		          r->db ? sqlite3_errmsg(r->db) : "out of memory");
-		rv = FGW_ERR_DB;
-		goto out;
-	}
-	sqlite3_extended_result_codes(r->db, 1);
-	sqlite3_busy_timeout(r->db, r->busy_ms);
-	if ((rv = sql_cache_attach(r->db)) != 0)
-		goto out;
 	for (int i = 0; i < R_COUNT; i++) {
 		const char *sql = i == R_TXN_GET ? txn_get : reader_sql[i];
-		if (sqlite3_prepare_v3(r->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &r->stmt[i],
-		                       NULL) != SQLITE_OK) {
-			log_error("reader prepare failed: %s", sqlite3_errmsg(r->db));
-			rv = FGW_ERR_DB;
+		if ((rv = db_prepare_once(r->db, sql, &r->stmt[i])) != 0)
 			goto out;
-		}
 	}
 	*out = r;
 	r = NULL; /* owned by the caller now */
@@ -1663,25 +1798,23 @@ store_reader_close(struct store_reader *r)
 {
 	if (r == NULL)
 		return;
-	sql_cache_detach(r->db);
 	for (int i = 0; i < R_COUNT; i++)
-		sqlite3_finalize(r->stmt[i]);
-	if (r->db != NULL)
-		sqlite3_close(r->db);
+		db_release(r->stmt[i]);
+	db_close(r->db);
 	free(r);
 }
 
 /* Steps a read statement to its first row. 0 on a row, FGW_ERR_NOT_FOUND
  * when there is none, FGW_ERR_DB otherwise. */
 static int
-read_one(sqlite3_stmt *s)
+read_one(struct db_stmt *s)
 {
-	int rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
+	int rc = db_step(s);
+	if (rc == DB_ROW)
 		return 0;
-	if (rc == SQLITE_DONE)
+	if (rc == DB_DONE)
 		return FGW_ERR_NOT_FOUND;
-	log_error("read failed: %s", sqlite3_errstr(rc));
+	log_error("read failed: %s", db_errmsg(db_handle(s)));
 	return FGW_ERR_DB;
 }
 
@@ -1689,7 +1822,7 @@ int
 store_txn_get(struct store_reader *r, const char *client_id, const char *id,
               struct store_txn_row *out)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int rv;
 
 	if (r == NULL || id == NULL || out == NULL) {
@@ -1706,8 +1839,8 @@ store_txn_get(struct store_reader *r, const char *client_id, const char *id,
 	rv = 0;
 out:
 	if (s != NULL) {
-		sqlite3_reset(s); /* ends the read transaction */
-		sqlite3_clear_bindings(s);
+		db_reset(s); /* ends the read transaction */
+		db_clear_bindings(s);
 	}
 	return rv;
 }
@@ -1716,7 +1849,7 @@ int
 store_idem_get(struct store_reader *r, const char *client_id, const char *key,
                struct store_idem *out)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int rv;
 
 	if (r == NULL || client_id == NULL || key == NULL || out == NULL) {
@@ -1726,7 +1859,7 @@ store_idem_get(struct store_reader *r, const char *client_id, const char *key,
 	memset(out, 0, sizeof(*out));
 	s = r->stmt[R_IDEM_GET];
 	if (bind_str(s, 1, client_id) || bind_str(s, 2, key) ||
-	    sqlite3_bind_int64(s, 3, fgw_now_ms())) {
+	    db_bind_int64(s, 3, fgw_now_ms())) {
 		rv = FGW_ERR_DB;
 		goto out;
 	}
@@ -1735,14 +1868,14 @@ store_idem_get(struct store_reader *r, const char *client_id, const char *key,
 	    (rv = COL_COPY(s, 2, out->request_hash)) != 0 ||
 	    (rv = col_dup(s, 4, &out->body)) != 0 || (rv = COL_COPY(s, 5, out->txn_id)) != 0)
 		goto out;
-	out->status_code = sqlite3_column_int(s, 3);
-	out->created_at = sqlite3_column_int64(s, 6);
-	out->expires_at = sqlite3_column_int64(s, 7);
+	out->status_code = db_col_int(s, 3);
+	out->created_at = db_col_int64(s, 6);
+	out->expires_at = db_col_int64(s, 7);
 	rv = 0;
 out:
 	if (s != NULL) {
-		sqlite3_reset(s);
-		sqlite3_clear_bindings(s);
+		db_reset(s);
+		db_clear_bindings(s);
 	}
 	if (rv != 0 && out != NULL)
 		store_idem_clear(out);
@@ -1753,7 +1886,7 @@ int
 store_vault_get(struct store_reader *r, const char *token, struct store_vault_entry *out,
                 char **blob)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	char *b = NULL;
 	int rv;
 
@@ -1779,18 +1912,18 @@ store_vault_get(struct store_reader *r, const char *token, struct store_vault_en
 		rv = FGW_ERR_DB; /* NOT NULL column read as NULL */
 		goto out;
 	}
-	out->exp_month = sqlite3_column_int(s, 7);
-	out->exp_year = sqlite3_column_int(s, 8);
-	out->saved = sqlite3_column_int(s, 10);
-	out->expires_at = sqlite3_column_int64(s, 11);
+	out->exp_month = db_col_int(s, 7);
+	out->exp_year = db_col_int(s, 8);
+	out->saved = db_col_int(s, 10);
+	out->expires_at = db_col_int64(s, 11);
 	out->blob = b;
 	*blob = b;
 	b = NULL; /* owned by the caller now */
 	rv = 0;
 out:
 	if (s != NULL) {
-		sqlite3_reset(s);
-		sqlite3_clear_bindings(s);
+		db_reset(s);
+		db_clear_bindings(s);
 	}
 	free(b);
 	return rv;

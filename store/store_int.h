@@ -14,11 +14,13 @@
  * fails). Reads use the per-thread reader connection.
  *
  * Tables: append a migration to the list in store/schema.c (never edit a
- * released one) and bump STORE_SCHEMA_VERSION; document it in
+ * released one), its PostgreSQL step under the same number to
+ * store/schema_pg.c, and bump STORE_SCHEMA_VERSION; document it in
  * docs/schema.md.
  *
- * Statements: sql_prepare(db, "literal SQL", &s) ... sql_release(s)
- * (store/sqlutil.h): the writer's and every reader's connection keep
+ * Statements: db_prepare(db, "literal SQL", &s) ... db_release(s)
+ * (store/db.h, one API over SQLite and PostgreSQL; SQL in the dialect
+ * both accept, parameters ?1..?N): the writer's and every reader's connection keep
  * their statements prepared, found again by the literal's address, so a
  * job parses its SQL once per connection, not once per call. Release
  * before returning, on every path; bind every value (no SQL built from
@@ -27,11 +29,11 @@
 #ifndef FGW_STORE_STORE_INT_H
 #define FGW_STORE_STORE_INT_H
 
-#include <sqlite3.h>
 
+#include "store/db.h"
 #include "store/store.h"
 
-typedef int (*store_job_fn)(sqlite3 *db, void *ctx);
+typedef int (*store_job_fn)(struct db *db, void *ctx);
 
 int store_submit_custom(struct store *st, struct store_waker *w, store_job_fn run,
                         void *ctx, void (*ctx_free)(void *ctx),
@@ -53,17 +55,17 @@ int store_submit_custom_answer(struct store *st, struct store_waker *w, store_jo
  * ?3 max) on the reader and calls row(s, out, i) for each; *n the count
  * (store/reconcile.c). */
 int store_due_rows(struct store_reader *rd, const char *sql, int64_t now, int64_t before,
-                   int max, void (*row)(sqlite3_stmt *s, void *out, int i), void *out,
+                   int max, void (*row)(struct db_stmt *s, void *out, int i), void *out,
                    int *n);
 
 /* Backoff of a pending row: runs the UPDATE sql with ?1 k1, ?2 k2 (the
  * row's key), ?3 attempts, ?4 next_at, ?5 give_up; FGW_ERR_STATE when it
  * changed no row (finished meanwhile). */
-int store_defer_row(sqlite3 *db, const char *sql, const char *k1, const char *k2,
+int store_defer_row(struct db *db, const char *sql, const char *k1, const char *k2,
                     int attempts, int64_t next_at, int give_up);
 
 /* The reader's read-only connection (same thread as the reader). */
-sqlite3 *store_reader_db(struct store_reader *r);
+struct db *store_reader_db(struct store_reader *r);
 /* The audit MAC the reader verifies with (and its ctx). */
 store_mac_fn store_reader_mac(struct store_reader *r, void **mac_ctx);
 

@@ -8,6 +8,7 @@
 
 #include "core/err.h"
 #include "core/util.h"
+#include "store/db.h"
 #include "store/sqlutil.h"
 #include "store/store_int.h"
 #include "store/txn_recent.h"
@@ -33,8 +34,8 @@ store_txn_recent(struct store_reader *r, int64_t since_ms, int64_t max_rows,
 	    RECENT_COLUMNS) " FROM transactions WHERE created_at >= ?1"
 	                    " ORDER BY created_at, id";
 	struct store_txn_row row;
-	sqlite3_stmt *s = NULL;
-	sqlite3 *db;
+	struct db_stmt *s = NULL;
+	struct db *db;
 	int64_t count = 0;
 	int rc, step;
 
@@ -42,13 +43,13 @@ store_txn_recent(struct store_reader *r, int64_t since_ms, int64_t max_rows,
 		*n = 0;
 	if (r == NULL || fn == NULL || (db = store_reader_db(r)) == NULL)
 		return FGW_ERR_INVALID;
-	if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 1, since_ms) != SQLITE_OK) {
+	if (db_prepare_once(db, sql, &s) != FGW_OK ||
+	    db_bind_int64(s, 1, since_ms) != FGW_OK) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
 	rc = FGW_OK;
-	while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+	while ((step = db_step(s)) == DB_ROW) {
 		if (max_rows > 0 && count >= max_rows)
 			break;
 		memset(&row, 0, sizeof(row));
@@ -58,10 +59,10 @@ store_txn_recent(struct store_reader *r, int64_t since_ms, int64_t max_rows,
 		if ((rc = fn(ctx, &row)) != 0)
 			goto out;
 	}
-	if (step != SQLITE_ROW && step != SQLITE_DONE)
+	if (step != DB_ROW && step != DB_DONE)
 		rc = FGW_ERR_DB;
 out:
-	sqlite3_finalize(s);
+	db_release(s);
 	if (n != NULL)
 		*n = count;
 	return rc;

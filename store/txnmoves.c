@@ -6,6 +6,7 @@
 
 #include "core/err.h"
 #include "core/util.h"
+#include "store/db.h"
 #include "store/sqlutil.h"
 #include "store/store_int.h"
 #include "store/txnmoves.h"
@@ -16,19 +17,19 @@ struct done_job {
 };
 
 static int
-done_run(sqlite3 *db, void *ctx)
+done_run(struct db *db, void *ctx)
 {
 	struct done_job *j = ctx;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int r;
 
-	if ((r = sql_prepare(db, "DELETE FROM txn_moves WHERE txn_id = ?1 AND status = ?2",
+	if ((r = db_prepare(db, "DELETE FROM txn_moves WHERE txn_id = ?1 AND status = ?2",
 	                     &s)) != 0)
 		return r;
-	sqlite3_bind_text(s, 1, j->txn_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, j->status, -1, SQLITE_STATIC);
-	r = sqlite3_step(s) == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
-	sql_release(s);
+	db_bind_text(s, 1, j->txn_id);
+	db_bind_text(s, 2, j->status);
+	r = db_step(s) == DB_DONE ? FGW_OK : FGW_ERR_DB;
+	db_release(s);
 	return r;
 }
 
@@ -55,28 +56,28 @@ int
 store_txn_moves_due(struct store_reader *rd, int64_t before, struct store_txn_move *out,
                     int max, int *n)
 {
-	sqlite3 *db = store_reader_db(rd);
-	sqlite3_stmt *s = NULL;
+	struct db *db = store_reader_db(rd);
+	struct db_stmt *s = NULL;
 	int rc, r;
 
 	*n = 0;
-	if ((r = sql_prepare(db,
+	if ((r = db_prepare(db,
 	                     "SELECT seq, txn_id, status, at FROM txn_moves WHERE at < ?1"
 	                     " ORDER BY seq LIMIT ?2",
 	                     &s)) != 0)
 		return r;
-	sqlite3_bind_int64(s, 1, before);
-	sqlite3_bind_int(s, 2, max);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	db_bind_int64(s, 1, before);
+	db_bind_int(s, 2, max);
+	while ((rc = db_step(s)) == DB_ROW) {
 		struct store_txn_move *m = &out[*n];
 		memset(m, 0, sizeof(*m));
-		m->seq = sqlite3_column_int64(s, 0);
-		sql_col_text(s, 1, m->txn_id, sizeof(m->txn_id));
-		sql_col_text(s, 2, m->status, sizeof(m->status));
-		m->at = sqlite3_column_int64(s, 3);
+		m->seq = db_col_int64(s, 0);
+		db_col_copy(s, 1, m->txn_id, sizeof(m->txn_id));
+		db_col_copy(s, 2, m->status, sizeof(m->status));
+		m->at = db_col_int64(s, 3);
 		(*n)++;
 	}
-	r = rc == SQLITE_DONE ? FGW_OK : FGW_ERR_DB;
-	sql_release(s);
+	r = rc == DB_DONE ? FGW_OK : FGW_ERR_DB;
+	db_release(s);
 	return r;
 }

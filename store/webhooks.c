@@ -4,7 +4,7 @@
  *
  * Writes run as custom store jobs on the writer thread; every job copies
  * what it needs at submission, so callers' buffers may go right away.
- * Reads step a cached statement (sql_prepare / sql_release) on the
+ * Reads step a cached statement (db_prepare / db_release) on the
  * caller's reader connection.
  */
 #define LOG_MODULE "store"
@@ -15,6 +15,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "store/db.h"
 #include "store/outbox.h"
 #include "store/sqlutil.h"
 #include "store/store_int.h"
@@ -26,55 +27,55 @@ int
 store_webhook_seen(struct store_reader *r, const char *processor, const char *event_id,
                    char result[24])
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int rc;
-	if ((rc = sql_prepare(
+	if ((rc = db_prepare(
 	         store_reader_db(r),
 	         "SELECT result FROM webhook_inbound WHERE processor = ? AND event_id = ?",
 	         &s)) != 0)
 		goto out;
-	if (sql_bind_text_or_null(s, 1, processor) != 0 ||
-	    sql_bind_text_or_null(s, 2, event_id) != 0) {
+	if (db_bind_text_or_null(s, 1, processor) != 0 ||
+	    db_bind_text_or_null(s, 2, event_id) != 0) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
-		sql_col_text(s, 0, result, 24);
+	rc = db_step(s);
+	if (rc == DB_ROW) {
+		db_col_copy(s, 0, result, 24);
 		rc = 0;
 	} else {
-		rc = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+		rc = rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 	}
 out:
-	sql_release(s);
+	db_release(s);
 	return rc;
 }
 
 int
 store_txn_id_by_ref(struct store_reader *r, const char *ref, char *id, size_t idlen)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int rc;
 	if (ref == NULL || ref[0] == '\0')
 		return FGW_ERR_NOT_FOUND;
-	if ((rc = sql_prepare(store_reader_db(r),
+	if ((rc = db_prepare(store_reader_db(r),
 	                      "SELECT id FROM transactions WHERE processor_ref = ?"
 	                      " ORDER BY created_at DESC LIMIT 1",
 	                      &s)) != 0)
 		goto out;
-	if (sql_bind_text_or_null(s, 1, ref) != 0) {
+	if (db_bind_text_or_null(s, 1, ref) != 0) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
-		sql_col_text(s, 0, id, idlen);
+	rc = db_step(s);
+	if (rc == DB_ROW) {
+		db_col_copy(s, 0, id, idlen);
 		rc = 0;
 	} else {
-		rc = rc == SQLITE_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+		rc = rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 	}
 out:
-	sql_release(s);
+	db_release(s);
 	return rc;
 }
 
@@ -87,33 +88,32 @@ struct inbound_job {
 };
 
 static int
-run_inbound(sqlite3 *db, void *arg)
+run_inbound(struct db *db, void *arg)
 {
 	struct inbound_job *j = arg;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int rc;
-	if ((rc = sql_prepare(db,
+	if ((rc = db_prepare(db,
 	                      "INSERT INTO webhook_inbound (processor, event_id, event_type,"
 	                      " txn_id, result, received_at) VALUES (?, ?, ?, ?, ?, ?)",
 	                      &s)) != 0)
 		goto out;
-	if (sql_bind_text_or_null(s, 1, j->processor) ||
-	    sql_bind_text_or_null(s, 2, j->event_id) ||
-	    sql_bind_text_or_null(s, 3, j->event_type) ||
-	    sql_bind_text_or_null(s, 4, j->txn_id) ||
-	    sql_bind_text_or_null(s, 5, j->result) ||
-	    sqlite3_bind_int64(s, 6, fgw_now_ms()) != SQLITE_OK) {
+	if (db_bind_text_or_null(s, 1, j->processor) ||
+	    db_bind_text_or_null(s, 2, j->event_id) ||
+	    db_bind_text_or_null(s, 3, j->event_type) ||
+	    db_bind_text_or_null(s, 4, j->txn_id) ||
+	    db_bind_text_or_null(s, 5, j->result) ||
+	    db_bind_int64(s, 6, fgw_now_ms()) != FGW_OK) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE)
+	rc = db_step(s);
+	if (rc == DB_DONE)
 		rc = 0;
 	else
-		rc = sqlite3_extended_errcode(db) == SQLITE_CONSTRAINT_PRIMARYKEY ? FGW_ERR_EXISTS
-		                                                                  : FGW_ERR_DB;
+		rc = rc == FGW_ERR_EXISTS ? FGW_ERR_EXISTS : FGW_ERR_DB;
 out:
-	sql_release(s);
+	db_release(s);
 	return rc;
 }
 
@@ -171,13 +171,13 @@ free_enqueue(void *arg)
 }
 
 static int
-run_enqueue(sqlite3 *db, void *arg)
+run_enqueue(struct db *db, void *arg)
 {
 	struct enqueue_job *j = arg;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int64_t now = fgw_now_ms();
 	int rc;
-	if ((rc = sql_prepare(
+	if ((rc = db_prepare(
 	         db,
 	         "INSERT INTO webhook_outbox (id, endpoint_url, event_id, event_type,"
 	         " txn_id, payload, status, attempts, next_attempt_at, created_at,"
@@ -186,25 +186,25 @@ run_enqueue(sqlite3 *db, void *arg)
 		goto out;
 	for (size_t i = 0; i < j->n; i++) {
 		const struct store_outbox_row *o = &j->rows[i];
-		sqlite3_reset(s);
-		if (sql_bind_text_or_null(s, 1, o->id) || sql_bind_text_or_null(s, 2, o->url) ||
-		    sql_bind_text_or_null(s, 3, o->event_id) ||
-		    sql_bind_text_or_null(s, 4, o->event_type) ||
-		    sql_bind_text_or_null(s, 5, o->txn_id) ||
-		    sql_bind_text_or_null(s, 6, o->payload) ||
-		    sqlite3_bind_int64(s, 7, o->next_attempt_at ? o->next_attempt_at : now) !=
-		        SQLITE_OK ||
-		    sqlite3_bind_int64(s, 8, now) != SQLITE_OK ||
-		    sqlite3_bind_int64(s, 9, now) != SQLITE_OK ||
-		    sqlite3_step(s) != SQLITE_DONE) {
-			log_error("webhooks: outbox insert: %s", sqlite3_errmsg(db));
+		db_reset(s);
+		if (db_bind_text_or_null(s, 1, o->id) || db_bind_text_or_null(s, 2, o->url) ||
+		    db_bind_text_or_null(s, 3, o->event_id) ||
+		    db_bind_text_or_null(s, 4, o->event_type) ||
+		    db_bind_text_or_null(s, 5, o->txn_id) ||
+		    db_bind_text_or_null(s, 6, o->payload) ||
+		    db_bind_int64(s, 7, o->next_attempt_at ? o->next_attempt_at : now) !=
+		        FGW_OK ||
+		    db_bind_int64(s, 8, now) != FGW_OK ||
+		    db_bind_int64(s, 9, now) != FGW_OK ||
+		    db_step(s) != DB_DONE) {
+			log_error("webhooks: outbox insert: %s", db_errmsg(db));
 			rc = FGW_ERR_DB;
 			goto out;
 		}
 	}
 	rc = 0;
 out:
-	sql_release(s);
+	db_release(s);
 	return rc;
 }
 
@@ -244,22 +244,22 @@ store_outbox_enqueue(struct store *st, struct store_waker *w,
 	" next_attempt_at, last_http_status, last_error, created_at, updated_at"
 
 static void
-read_outbox(sqlite3_stmt *s, void *arg)
+read_outbox(struct db_stmt *s, void *arg)
 {
 	struct store_outbox_row *o = arg;
 	memset(o, 0, sizeof(*o));
-	sql_col_text(s, 0, o->id, sizeof(o->id));
-	sql_col_text(s, 1, o->url, sizeof(o->url));
-	sql_col_text(s, 2, o->event_id, sizeof(o->event_id));
-	sql_col_text(s, 3, o->event_type, sizeof(o->event_type));
-	sql_col_text(s, 4, o->txn_id, sizeof(o->txn_id));
-	sql_col_text(s, 5, o->status, sizeof(o->status));
-	o->attempts = sqlite3_column_int(s, 6);
-	o->next_attempt_at = sqlite3_column_int64(s, 7);
-	o->last_http_status = sqlite3_column_int(s, 8);
-	sql_col_text(s, 9, o->last_error, sizeof(o->last_error));
-	o->created_at = sqlite3_column_int64(s, 10);
-	o->updated_at = sqlite3_column_int64(s, 11);
+	db_col_copy(s, 0, o->id, sizeof(o->id));
+	db_col_copy(s, 1, o->url, sizeof(o->url));
+	db_col_copy(s, 2, o->event_id, sizeof(o->event_id));
+	db_col_copy(s, 3, o->event_type, sizeof(o->event_type));
+	db_col_copy(s, 4, o->txn_id, sizeof(o->txn_id));
+	db_col_copy(s, 5, o->status, sizeof(o->status));
+	o->attempts = db_col_int(s, 6);
+	o->next_attempt_at = db_col_int64(s, 7);
+	o->last_http_status = db_col_int(s, 8);
+	db_col_copy(s, 9, o->last_error, sizeof(o->last_error));
+	o->created_at = db_col_int64(s, 10);
+	o->updated_at = db_col_int64(s, 11);
 }
 
 static char **
@@ -285,35 +285,35 @@ static const struct outbox_kind webhook_kind = {
 /* The outbox row moves as outbox_mark does; webhooks also keep every
  * attempt in webhook_attempts. */
 static int
-run_attempt(sqlite3 *db, void *arg)
+run_attempt(struct db *db, void *arg)
 {
 	struct store_outbox_attempt *a = arg;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int attempt = 0, rc;
 
 	if ((rc = outbox_claim(db, &webhook_kind, a->outbox_id, &attempt)) != 0)
 		goto out;
-	if ((rc = sql_prepare(
+	if ((rc = db_prepare(
 	         db,
 	         "INSERT INTO webhook_attempts (outbox_id, attempt, at, http_status,"
 	         " error, elapsed_ms, outcome) VALUES (?, ?, ?, ?, ?, ?, ?)",
 	         &s)) != 0)
 		goto out;
-	if (sql_bind_text_or_null(s, 1, a->outbox_id) ||
-	    sqlite3_bind_int(s, 2, attempt) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 3, a->at) != SQLITE_OK ||
-	    (a->http_status ? sqlite3_bind_int(s, 4, a->http_status)
-	                    : sqlite3_bind_null(s, 4)) != SQLITE_OK ||
-	    sql_bind_text_or_null(s, 5, a->error) ||
-	    sqlite3_bind_int64(s, 6, a->elapsed_ms) != SQLITE_OK ||
-	    sql_bind_text_or_null(s, 7, a->outcome) || sqlite3_step(s) != SQLITE_DONE) {
+	if (db_bind_text_or_null(s, 1, a->outbox_id) ||
+	    db_bind_int(s, 2, attempt) != FGW_OK ||
+	    db_bind_int64(s, 3, a->at) != FGW_OK ||
+	    (a->http_status ? db_bind_int(s, 4, a->http_status)
+	                    : db_bind_null(s, 4)) != FGW_OK ||
+	    db_bind_text_or_null(s, 5, a->error) ||
+	    db_bind_int64(s, 6, a->elapsed_ms) != FGW_OK ||
+	    db_bind_text_or_null(s, 7, a->outcome) || db_step(s) != DB_DONE) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
 	rc = outbox_mark(db, &webhook_kind, a->outbox_id, attempt, a->outcome,
 	                 a->next_attempt_at, a->http_status, a->error);
 out:
-	sql_release(s);
+	db_release(s);
 	return rc;
 }
 
@@ -358,7 +358,7 @@ struct list_ctx {
 	void (*attempt_fn)(void *arg, int attempt, int64_t at, int http_status,
 	                   const char *error, long elapsed_ms, const char *outcome);
 	void *arg;
-	sqlite3_stmt *a; /* the attempts of one row */
+	struct db_stmt *a; /* the attempts of one row */
 };
 
 static int
@@ -369,15 +369,15 @@ list_one(void *arg, const void *r)
 	c->fn(c->arg, row);
 	if (c->attempt_fn == NULL)
 		return 0;
-	sqlite3_reset(c->a);
-	if (sql_bind_text_or_null(c->a, 1, row->id) != 0)
+	db_reset(c->a);
+	if (db_bind_text_or_null(c->a, 1, row->id) != 0)
 		return FGW_ERR_DB;
-	while (sqlite3_step(c->a) == SQLITE_ROW) {
-		const unsigned char *err = sqlite3_column_text(c->a, 3);
-		const unsigned char *oc = sqlite3_column_text(c->a, 5);
-		c->attempt_fn(c->arg, sqlite3_column_int(c->a, 0), sqlite3_column_int64(c->a, 1),
-		              sqlite3_column_int(c->a, 2), err ? (const char *)err : "",
-		              (long)sqlite3_column_int64(c->a, 4), oc ? (const char *)oc : "");
+	while (db_step(c->a) == DB_ROW) {
+		const char *err = db_col_text(c->a, 3);
+		const char *oc = db_col_text(c->a, 5);
+		c->attempt_fn(c->arg, db_col_int(c->a, 0), db_col_int64(c->a, 1),
+		              db_col_int(c->a, 2), err ? (const char *)err : "",
+		              (long)db_col_int64(c->a, 4), oc ? (const char *)oc : "");
 	}
 	return 0;
 }
@@ -392,13 +392,13 @@ store_outbox_list(struct store_reader *r, int limit,
 {
 	struct list_ctx c = { fn, attempt_fn, arg, NULL };
 	int rc;
-	if ((rc = sql_prepare(store_reader_db(r),
+	if ((rc = db_prepare(store_reader_db(r),
 	                      "SELECT attempt, at, http_status, error,"
 	                      " elapsed_ms, outcome FROM webhook_attempts WHERE outbox_id = ?"
 	                      " ORDER BY seq",
 	                      &c.a)) != 0)
 		return rc;
 	rc = outbox_list(r, &webhook_kind, limit, list_one, &c);
-	sql_release(c.a);
+	db_release(c.a);
 	return rc;
 }

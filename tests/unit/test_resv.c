@@ -233,7 +233,7 @@ test_links_txn(void)
 {
 	struct fix f;
 	enum resv_err e = RESV_OK;
-	sqlite3_stmt *open_read = NULL;
+	struct db_stmt *open_read = NULL;
 	int64_t later = fgw_now_ms() + 60000;
 	TT_BEGIN;
 	CHECK(fix_setup(&f) == 0);
@@ -247,16 +247,15 @@ test_links_txn(void)
 	CHECK(convert(&f, "r1", "txn_c", f.now, &e) == 0);
 	CHECK_EQ_INT(resv_links_txn(f.rd, "r1", "txn_a"), 0); /* superseded */
 	CHECK_EQ_INT(resv_links_txn(f.rd, "r1", "txn_c"), 1);
-	CHECK_EQ_INT(sqlite3_prepare_v2(store_reader_db(f.rd), "SELECT id FROM time_slots",
-	                                -1, &open_read, NULL),
-	             SQLITE_OK);
-	CHECK_EQ_INT(sqlite3_step(open_read), SQLITE_ROW);
+	CHECK_EQ_INT(db_prepare(store_reader_db(f.rd), "SELECT id FROM time_slots", &open_read),
+	             0);
+	CHECK_EQ_INT(db_step(open_read), DB_ROW);
 	CHECK_EQ_INT(resv_links_txn(f.rd, "r1", "txn_c"), FGW_ERR_STATE);
-	sqlite3_finalize(open_read);
+	db_release(open_read);
 	open_read = NULL;
 	CHECK_EQ_INT(resv_links_txn(f.rd, "r1", "txn_c"), 1);
 end:
-	sqlite3_finalize(open_read);
+	db_release(open_read);
 	fix_teardown(&f);
 	TT_END;
 }

@@ -846,49 +846,43 @@ test_statement_cache(void)
 {
 	static const char q1[] = "SELECT ?1 + 1";
 	static const char q2[] = "SELECT 2";
-	sqlite3 *db = NULL, *plain = NULL;
-	sqlite3_stmt *a = NULL, *b = NULL, *c = NULL;
+	sqlite3 *h1 = NULL, *h2 = NULL;
+	struct db *db = NULL, *plain = NULL;
+	struct db_stmt *a = NULL, *b = NULL, *c = NULL;
 	TT_BEGIN;
-	CHECK_EQ_INT(sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE, NULL),
-	             SQLITE_OK);
-	CHECK_EQ_INT(sqlite3_open_v2(":memory:", &plain, SQLITE_OPEN_READWRITE, NULL),
-	             SQLITE_OK);
-	CHECK_EQ_INT(sql_cache_attach(db), 0);
-	CHECK_EQ_INT(sql_prepare(db, q1, &a), 0);
-	CHECK_EQ_INT(sqlite3_bind_int(a, 1, 41), SQLITE_OK);
-	CHECK_EQ_INT(sqlite3_step(a), SQLITE_ROW);
-	CHECK_EQ_INT(sqlite3_column_int(a, 0), 42);
-	/* In use (stepped, not released): refused, not shared. */
-	CHECK_EQ_INT(sql_prepare(db, q1, &b), FGW_ERR_INTERNAL);
+	CHECK_EQ_INT(sqlite3_open_v2(":memory:", &h1, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	CHECK_EQ_INT(sqlite3_open_v2(":memory:", &h2, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	CHECK_EQ_INT(db_wrap_sqlite(h1, 1, &db), 0);
+	CHECK_EQ_INT(db_wrap_sqlite(h2, 0, &plain), 0);
+	CHECK_EQ_INT(db_prepare(db, q1, &a), 0);
+	CHECK_EQ_INT(db_bind_int(a, 1, 41), 0);
+	CHECK_EQ_INT(db_step(a), DB_ROW);
+	CHECK_EQ_INT(db_col_int(a, 0), 42);
+	/* In use (handed out, not released): refused, not shared. */
+	CHECK_EQ_INT(db_prepare(db, q1, &b), FGW_ERR_INTERNAL);
 	CHECK(b == NULL);
-	CHECK_EQ_INT(sql_prepare(db, q2, &c), 0);
+	CHECK_EQ_INT(db_prepare(db, q2, &c), 0);
 	CHECK(c != a);
-	sql_release(c);
-	sql_release(a);
+	db_release(c);
+	db_release(a);
 	/* Released: the same statement again, reset and unbound. */
-	CHECK_EQ_INT(sql_prepare(db, q1, &b), 0);
+	CHECK_EQ_INT(db_prepare(db, q1, &b), 0);
 	CHECK(b == a);
-	CHECK_EQ_INT(sqlite3_step(b), SQLITE_ROW);
-	CHECK_EQ_INT(sqlite3_column_type(b, 0), SQLITE_NULL); /* NULL + 1 */
-	sql_release(b);
-	CHECK(sqlite3_next_stmt(db, NULL) != NULL);
+	CHECK_EQ_INT(db_step(b), DB_ROW);
+	CHECK(db_col_is_null(b, 0)); /* NULL + 1 */
+	db_release(b);
+	CHECK(sqlite3_next_stmt(h1, NULL) != NULL);
 	/* Bad SQL is refused and not cached. */
-	CHECK_EQ_INT(sql_prepare(db, "SELEKT", &c), FGW_ERR_DB);
+	CHECK_EQ_INT(db_prepare(db, "SELEKT", &c), FGW_ERR_DB);
 	CHECK(c == NULL);
-	sql_cache_detach(db);
-	CHECK(sqlite3_next_stmt(db, NULL) == NULL);
 	/* Without a cache: a new statement each time, finalized on release. */
-	CHECK_EQ_INT(sql_prepare(plain, q1, &a), 0);
-	sql_release(a);
-	CHECK(sqlite3_next_stmt(plain, NULL) == NULL);
+	CHECK_EQ_INT(db_prepare(plain, q1, &a), 0);
+	db_release(a);
+	CHECK(sqlite3_next_stmt(h2, NULL) == NULL);
 	a = NULL;
-	sql_cache_detach(plain);                    /* never attached: nothing to do */
-	CHECK_EQ_INT(sqlite3_close(db), SQLITE_OK); /* nothing left open */
-	db = NULL;
 end:
-	sql_cache_detach(db);
-	sqlite3_close(db);
-	sqlite3_close(plain);
+	db_close(db); /* finalizes the cached statements, closes */
+	db_close(plain);
 	TT_END;
 }
 
@@ -2279,20 +2273,19 @@ struct custom_ctx {
 };
 
 static int
-custom_run(sqlite3 *db, void *arg)
+custom_run(struct db *db, void *arg)
 {
 	struct custom_ctx *c = arg;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int rc;
 	if (c->fail)
 		return FGW_ERR_CONFLICT;
-	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM audit_events", -1, &s, NULL) !=
-	    SQLITE_OK)
+	if (db_prepare(db, "SELECT count(*) FROM audit_events", &s) != 0)
 		return FGW_ERR_DB;
-	rc = sqlite3_step(s);
-	c->count = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
-	sqlite3_finalize(s);
-	return rc == SQLITE_ROW ? 0 : FGW_ERR_DB;
+	rc = db_step(s);
+	c->count = rc == DB_ROW ? db_col_int64(s, 0) : -1;
+	db_release(s);
+	return rc == DB_ROW ? 0 : FGW_ERR_DB;
 }
 
 static void
@@ -2351,12 +2344,11 @@ test_custom_job(void)
 	CHECK_STR(got.body, "{\"ok\":true}");
 	int64_t bad_seq = 0;
 	CHECK_EQ_INT(store_audit_verify(f.rd, &bad_seq), 0);
-	sqlite3_stmt *q = NULL;
-	CHECK(sqlite3_prepare_v2(store_reader_db(f.rd), "SELECT count(*) FROM audit_events",
-	                         -1, &q, NULL) == SQLITE_OK);
-	CHECK(sqlite3_step(q) == SQLITE_ROW);
-	CHECK_EQ_INT(sqlite3_column_int64(q, 0), 1);
-	sqlite3_finalize(q);
+	struct db_stmt *q = NULL;
+	CHECK(db_prepare(store_reader_db(f.rd), "SELECT count(*) FROM audit_events", &q) == 0);
+	CHECK(db_step(q) == DB_ROW);
+	CHECK_EQ_INT(db_col_int64(q, 0), 1);
+	db_release(q);
 	/* A refused submission still frees its context. */
 	struct custom_ctx lost = { 0, -1, 0 };
 	CHECK_EQ_INT(store_submit_custom(f.st, f.w, NULL, &lost, custom_free,

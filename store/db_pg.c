@@ -1,0 +1,573 @@
+/*
+ * store/db_pg.c — the PostgreSQL half of the db API (store/db_int.h) on
+ * libpq's synchronous calls: writer threads and readers each own their
+ * connection, so a blocking round trip never runs on a reactor.
+ *
+ * A statement is rewritten from the common dialect (?N, bare ?) to
+ * PostgreSQL's $N once, prepared on the server under a name of its own
+ * (fgw1, fgw2, ...), and executed with its values sent as text; the whole
+ * result comes back in one PGresult that db_step walks row by row.
+ *
+ * Failures are told apart by SQLSTATE. The message kept is the server's
+ * primary message only: its DETAIL lines can quote the values of a row (a
+ * card fingerprint, a key), and a data exception (class 22) quotes the
+ * value it could not take even in the primary message, so for those only
+ * the SQLSTATE is kept.
+ */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <libpq-fe.h>
+
+#include "core/err.h"
+#include "core/util.h"
+#include "store/db_int.h"
+
+/* PostgreSQL's text type (pg_type.oid), given to a parameter number the
+ * statement never uses: SQLite allows such gaps, and PostgreSQL cannot
+ * infer a type for a parameter it does not see. */
+#define DBPG_TEXTOID 25
+/* SQLite's limit on ?N (SQLITE_MAX_VARIABLE_NUMBER's default), below
+ * PostgreSQL's 65535: a statement must run on both. */
+#define DBPG_MAX_PARAM 32766
+
+struct sqlbuf {
+	char *p;
+	size_t len, cap;
+};
+
+static int
+buf_put(struct sqlbuf *b, const char *s, size_t n)
+{
+	char *np;
+	size_t ncap;
+
+	if (b->len + n + 1 > b->cap) {
+		ncap = b->cap != 0 ? b->cap : 256;
+		while (ncap < b->len + n + 1)
+			ncap *= 2;
+		if ((np = realloc(b->p, ncap)) == NULL)
+			return FGW_ERR_NOMEM;
+		b->p = np;
+		b->cap = ncap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+	return 0;
+}
+
+/* A character that continues an identifier or keyword in PostgreSQL's
+ * lexer (letters, digits, _, $ and every non-ASCII byte). */
+static int
+ident_char(char c)
+{
+	unsigned char u = (unsigned char)c;
+
+	return isalnum(u) || u == '_' || u == '$' || u >= 0x80;
+}
+
+/* The end of the quoted text starting at sql[i] (' or "), the closing
+ * quote included; a doubled quote stays inside. escapes: an E'...'
+ * string, where a backslash escapes the next character. An unterminated
+ * quote runs to the end (the server refuses it). */
+static size_t
+quoted_end(const char *sql, size_t i, int escapes)
+{
+	char q = sql[i];
+	size_t j = i + 1;
+
+	while (sql[j] != '\0') {
+		if (escapes && sql[j] == '\\' && sql[j + 1] != '\0') {
+			j += 2;
+			continue;
+		}
+		if (sql[j] == q) {
+			if (sql[j + 1] == q) {
+				j += 2;
+				continue;
+			}
+			return j + 1;
+		}
+		j++;
+	}
+	return j;
+}
+
+/* The end of a block comment starting at sql[i] ("/ *"): PostgreSQL's
+ * nest. */
+static size_t
+comment_end(const char *sql, size_t i)
+{
+	size_t j = i + 2;
+	int depth = 1;
+
+	while (sql[j] != '\0' && depth > 0) {
+		if (sql[j] == '/' && sql[j + 1] == '*') {
+			depth++;
+			j += 2;
+		} else if (sql[j] == '*' && sql[j + 1] == '/') {
+			depth--;
+			j += 2;
+		} else
+			j++;
+	}
+	return j;
+}
+
+/* The end of a dollar-quoted string ($tag$...$tag$) starting at sql[i],
+ * or i when sql[i] does not open one. */
+static size_t
+dollar_end(const char *sql, size_t i)
+{
+	size_t j = i + 1, taglen;
+	const char *close;
+
+	if (i > 0 && ident_char(sql[i - 1]))
+		return i;
+	if (isdigit((unsigned char)sql[j]))
+		return i; /* $1: a parameter, not a quote */
+	while (sql[j] != '\0' && sql[j] != '$' && ident_char(sql[j]))
+		j++;
+	if (sql[j] != '$')
+		return i;
+	taglen = j + 1 - i;
+	for (close = sql + j + 1; (close = strchr(close, '$')) != NULL; close++)
+		if (strncmp(close, sql + i, taglen) == 0)
+			return (size_t)(close - sql) + taglen;
+	return strlen(sql);
+}
+
+/*
+ * sql with every ?N and bare ? outside quotes and comments as $N: a bare
+ * ? is one more than the highest number so far, as SQLite numbers it.
+ * *nparams = the highest N; used[N-1] says which numbers appear (the
+ * caller frees *out and *used).
+ */
+static int
+rewrite(const char *sql, char **out, int *nparams, unsigned char **used)
+{
+	struct sqlbuf b = { NULL, 0, 0 };
+	unsigned char *seen = NULL, *ns;
+	size_t i = 0, j, nseen = 0;
+	char num[16];
+	long n;
+	int max = 0, len, r;
+
+	*out = NULL;
+	*used = NULL;
+	*nparams = 0;
+	while (sql[i] != '\0') {
+		char c = sql[i];
+
+		j = i + 1;
+		if (c == '\'') {
+			int e = i > 0 && (sql[i - 1] == 'E' || sql[i - 1] == 'e') &&
+			        (i < 2 || !ident_char(sql[i - 2]));
+			j = quoted_end(sql, i, e);
+		} else if (c == '"')
+			j = quoted_end(sql, i, 0);
+		else if (c == '-' && sql[i + 1] == '-') {
+			j = i + 2;
+			while (sql[j] != '\0' && sql[j] != '\n')
+				j++;
+		} else if (c == '/' && sql[i + 1] == '*')
+			j = comment_end(sql, i);
+		else if (c == '$') {
+			if ((j = dollar_end(sql, i)) == i)
+				j = i + 1;
+		} else if (c == '?') {
+			if (isdigit((unsigned char)sql[j])) {
+				n = 0;
+				while (isdigit((unsigned char)sql[j])) {
+					if (n <= DBPG_MAX_PARAM)
+						n = n * 10 + (sql[j] - '0');
+					j++;
+				}
+			} else
+				n = max + 1;
+			if (n < 1 || n > DBPG_MAX_PARAM) {
+				r = FGW_ERR_INVALID;
+				goto out;
+			}
+			if ((size_t)n > nseen) {
+				if ((ns = realloc(seen, (size_t)n)) == NULL) {
+					r = FGW_ERR_NOMEM;
+					goto out;
+				}
+				memset(ns + nseen, 0, (size_t)n - nseen);
+				seen = ns;
+				nseen = (size_t)n;
+			}
+			seen[n - 1] = 1;
+			if (n > max)
+				max = (int)n;
+			len = snprintf(num, sizeof(num), "$%ld", n);
+			if (len < 0 || (size_t)len >= sizeof(num)) {
+				r = FGW_ERR_INTERNAL;
+				goto out;
+			}
+			if ((r = buf_put(&b, num, (size_t)len)) != 0)
+				goto out;
+			i = j;
+			continue;
+		}
+		if ((r = buf_put(&b, sql + i, j - i)) != 0)
+			goto out;
+		i = j;
+	}
+	if (b.p == NULL && (r = buf_put(&b, "", 0)) != 0)
+		goto out;
+	*out = b.p;
+	b.p = NULL;
+	*used = seen;
+	seen = NULL;
+	*nparams = max;
+	r = 0;
+out:
+	free(b.p);
+	free(seen);
+	return r;
+}
+
+/* The first line of a libpq message (no trailing newline, no DETAIL). */
+static void
+first_line(const char *m, char *dst, size_t cap)
+{
+	size_t n = strcspn(m, "\n");
+
+	if (n >= cap)
+		n = cap - 1;
+	memcpy(dst, m, n);
+	dst[n] = '\0';
+}
+
+/* Records the failure res (or the connection's, when res is NULL) on db
+ * and returns the db_step code for it. */
+static int
+fail_from(struct db *db, const PGresult *res)
+{
+	const char *state = NULL, *primary = NULL;
+	char line[200], msg[sizeof(db->errmsg)];
+	enum db_fail kind;
+
+	if (PQstatus(db->pg) == CONNECTION_BAD) {
+		first_line(PQerrorMessage(db->pg), line, sizeof(line));
+		snprintf(msg, sizeof(msg), "the connection to PostgreSQL is lost: %s", line);
+		return db_fail_set(db, DB_FAIL_STORAGE, msg);
+	}
+	if (res != NULL) {
+		state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	}
+	if (state == NULL || strlen(state) != 5) {
+		/* Not the server's: libpq's own (out of memory, cannot send). */
+		first_line(res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(db->pg), line,
+		           sizeof(line));
+		snprintf(msg, sizeof(msg), "postgresql: %s", line);
+		return db_fail_set(db, DB_FAIL_OTHER, msg);
+	}
+	if (strcmp(state, "23505") == 0)
+		kind = DB_FAIL_DUPLICATE;
+	else if (strncmp(state, "23", 2) == 0 || strcmp(state, "P0001") == 0)
+		kind = DB_FAIL_CONSTRAINT;
+	else if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+	         strcmp(state, "55P03") == 0)
+		kind = DB_FAIL_BUSY;
+	else if (strncmp(state, "08", 2) == 0 || strncmp(state, "53", 2) == 0 ||
+	         strncmp(state, "58", 2) == 0 || strcmp(state, "XX001") == 0)
+		kind = DB_FAIL_STORAGE;
+	else
+		kind = DB_FAIL_OTHER;
+	if (strncmp(state, "22", 2) == 0 || primary == NULL)
+		snprintf(msg, sizeof(msg), "postgresql: %s (SQLSTATE %s)",
+		         strncmp(state, "22", 2) == 0 ? "a value was refused" : "error", state);
+	else {
+		first_line(primary, line, sizeof(line));
+		snprintf(msg, sizeof(msg), "postgresql: %s (SQLSTATE %s)", line, state);
+	}
+	return db_fail_set(db, kind, msg);
+}
+
+/* The count of an INSERT/UPDATE/DELETE/MERGE into db->changes; other
+ * commands leave it, as sqlite3_changes does. */
+static void
+note_changes(struct db *db, const PGresult *res)
+{
+	const char *tag = PQcmdStatus((PGresult *)res), *n;
+	int64_t v = 0;
+
+	if (tag == NULL ||
+	    (strncmp(tag, "INSERT ", 7) != 0 && strncmp(tag, "UPDATE ", 7) != 0 &&
+	     strncmp(tag, "DELETE ", 7) != 0 && strncmp(tag, "MERGE ", 6) != 0))
+		return;
+	n = PQcmdTuples((PGresult *)res);
+	if (n == NULL || *n == '\0' || fgw_parse_i64(n, 0, INT64_MAX, &v) != 0)
+		v = 0;
+	db->changes = v;
+}
+
+int
+dbpg_prepare(struct db_stmt *s, const char *sql)
+{
+	struct db *db = s->db;
+	char *text = NULL, name[sizeof(s->name)];
+	unsigned char *used = NULL;
+	Oid *types = NULL;
+	PGresult *res = NULL;
+	int n = 0, i, len, r;
+
+	s->name[0] = '\0';
+	s->nparams = 0;
+	if ((r = rewrite(sql, &text, &n, &used)) != 0) {
+		if (r == FGW_ERR_INVALID)
+			r = db_fail_set(db, DB_FAIL_OTHER,
+			                "postgresql: a parameter number out of range (?1 to ?32766)");
+		goto out;
+	}
+	if (n > 0) {
+		if ((types = calloc((size_t)n, sizeof(*types))) == NULL ||
+		    (s->params = calloc((size_t)n, sizeof(*s->params))) == NULL ||
+		    (s->lens = calloc((size_t)n, sizeof(*s->lens))) == NULL) {
+			r = FGW_ERR_NOMEM;
+			goto out;
+		}
+		for (i = 0; i < n; i++)
+			types[i] = used[i] ? 0 : DBPG_TEXTOID;
+	}
+	len = snprintf(name, sizeof(name), "fgw%u", ++db->next_name);
+	if (len < 0 || (size_t)len >= sizeof(name)) {
+		r = FGW_ERR_INTERNAL;
+		goto out;
+	}
+	res = PQprepare(db->pg, name, text, n, types);
+	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+		r = fail_from(db, res);
+		goto out;
+	}
+	memcpy(s->name, name, sizeof(name));
+	s->nparams = n;
+	r = 0;
+out:
+	if (r != 0) {
+		free(s->params);
+		free(s->lens);
+		s->params = NULL;
+		s->lens = NULL;
+	}
+	PQclear(res);
+	free(types);
+	free(used);
+	free(text);
+	return r;
+}
+
+void
+dbpg_reset(struct db_stmt *s)
+{
+	PQclear(s->res);
+	s->res = NULL;
+	s->row = s->nrows = 0;
+}
+
+void
+dbpg_clear_bindings(struct db_stmt *s)
+{
+	int i;
+
+	for (i = 0; i < s->nparams; i++) {
+		/* Values can be tokens or fingerprints: wiped, not just freed. */
+		if (s->params[i] != NULL)
+			fgw_freezero(s->params[i], (size_t)s->lens[i] + 1);
+		s->params[i] = NULL;
+		s->lens[i] = 0;
+	}
+}
+
+void
+dbpg_stmt_free(struct db_stmt *s)
+{
+	char sql[48];
+	PGresult *res;
+	int len;
+
+	if (s == NULL)
+		return;
+	dbpg_reset(s);
+	if (s->params != NULL)
+		dbpg_clear_bindings(s);
+	free(s->params);
+	free(s->lens);
+	s->params = NULL;
+	s->lens = NULL;
+	/* A cached statement is freed with its connection, which takes the
+	 * server side along; one freed before that would stay on the server
+	 * for the session's life. In a failed transaction the server refuses
+	 * DEALLOCATE: the name is never reused, the statement stays. */
+	if (s->name[0] != '\0' && !s->cached && s->db != NULL && s->db->pg != NULL &&
+	    PQstatus(s->db->pg) == CONNECTION_OK &&
+	    PQtransactionStatus(s->db->pg) != PQTRANS_INERROR) {
+		len = snprintf(sql, sizeof(sql), "DEALLOCATE %s", s->name);
+		if (len > 0 && (size_t)len < sizeof(sql)) {
+			res = PQexec(s->db->pg, sql);
+			PQclear(res);
+		}
+	}
+	s->name[0] = '\0';
+}
+
+int
+dbpg_bind(struct db_stmt *s, int i, const char *v, size_t len)
+{
+	char *copy = NULL;
+
+	if (i < 1 || i > s->nparams || len > INT32_MAX)
+		return FGW_ERR_INVALID;
+	/* Values go as text, which ends at a NUL: PostgreSQL's text cannot
+	 * hold one, and a value cut short must not be stored. */
+	if (v != NULL && memchr(v, '\0', len) != NULL)
+		return FGW_ERR_INVALID;
+	if (v != NULL) {
+		if ((copy = malloc(len + 1)) == NULL)
+			return FGW_ERR_NOMEM;
+		memcpy(copy, v, len);
+		copy[len] = '\0';
+	}
+	if (s->params[i - 1] != NULL)
+		fgw_freezero(s->params[i - 1], (size_t)s->lens[i - 1] + 1);
+	s->params[i - 1] = copy;
+	s->lens[i - 1] = (int)len;
+	return 0;
+}
+
+int
+dbpg_step(struct db_stmt *s)
+{
+	struct db *db = s->db;
+	PGresult *res;
+
+	if (s->res != NULL) {
+		if (s->row + 1 < s->nrows) {
+			s->row++;
+			return DB_ROW;
+		}
+		s->row = s->nrows;
+		return DB_DONE;
+	}
+	if (s->name[0] == '\0')
+		return db_fail_set(db, DB_FAIL_OTHER, "postgresql: statement not prepared");
+	res = PQexecPrepared(db->pg, s->name, s->nparams, (const char *const *)s->params,
+	                     s->lens, NULL, 0);
+	switch (res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR) {
+	case PGRES_TUPLES_OK:
+	case PGRES_COMMAND_OK:
+	case PGRES_EMPTY_QUERY:
+		break;
+	default: {
+		int r = fail_from(db, res);
+		PQclear(res);
+		return r;
+	}
+	}
+	note_changes(db, res);
+	s->res = res;
+	s->row = 0;
+	s->nrows = PQresultStatus(res) == PGRES_TUPLES_OK ? PQntuples(res) : 0;
+	return s->nrows > 0 ? DB_ROW : DB_DONE;
+}
+
+/* Whether column i of the current row can be read. */
+static int
+have_cell(const struct db_stmt *s, int i)
+{
+	return s->res != NULL && s->row < s->nrows && i >= 0 && i < PQnfields(s->res);
+}
+
+const char *
+dbpg_col_text(struct db_stmt *s, int i)
+{
+	if (!have_cell(s, i) || PQgetisnull(s->res, s->row, i))
+		return NULL;
+	return PQgetvalue(s->res, s->row, i);
+}
+
+size_t
+dbpg_col_bytes(struct db_stmt *s, int i)
+{
+	if (!have_cell(s, i) || PQgetisnull(s->res, s->row, i))
+		return 0;
+	return (size_t)PQgetlength(s->res, s->row, i);
+}
+
+int
+dbpg_col_count(struct db_stmt *s)
+{
+	return s->res != NULL ? PQnfields(s->res) : 0;
+}
+
+const char *
+dbpg_col_name(struct db_stmt *s, int i)
+{
+	if (s->res == NULL || i < 0 || i >= PQnfields(s->res))
+		return NULL;
+	return PQfname(s->res, i);
+}
+
+/* Whether sql is a COMMIT (or its synonym END). */
+static int
+is_commit(const char *sql)
+{
+	size_t n;
+
+	sql += strspn(sql, " \t\r\n");
+	n = strspn(sql, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
+	return (n == 6 && strncasecmp(sql, "COMMIT", 6) == 0) ||
+	       (n == 3 && strncasecmp(sql, "END", 3) == 0);
+}
+
+int
+dbpg_exec(struct db *db, const char *sql)
+{
+	PGresult *res = PQexec(db->pg, sql);
+	int r;
+
+	switch (res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR) {
+	case PGRES_TUPLES_OK:
+	case PGRES_COMMAND_OK:
+	case PGRES_EMPTY_QUERY:
+		/* PostgreSQL answers COMMIT of a transaction that a failed
+		 * statement spoiled with success and the tag ROLLBACK: nothing
+		 * was committed, and the caller must not answer as if it had. */
+		if (is_commit(sql) && strcmp(PQcmdStatus(res), "ROLLBACK") == 0) {
+			r = db_fail_set(db, DB_FAIL_OTHER,
+			                "postgresql: COMMIT rolled back: a statement of the "
+			                "transaction had failed");
+			break;
+		}
+		note_changes(db, res);
+		r = 0;
+		break;
+	default:
+		r = fail_from(db, res);
+		break;
+	}
+	PQclear(res);
+	return r;
+}
+
+int
+dbpg_in_txn(struct db *db)
+{
+	switch (PQtransactionStatus(db->pg)) {
+	case PQTRANS_INTRANS:
+	case PQTRANS_INERROR:
+	case PQTRANS_ACTIVE:
+		return 1;
+	default:
+		return 0; /* idle, or the connection is lost (which ends it) */
+	}
+}
