@@ -80,8 +80,8 @@ walk(const cJSON *v, int depth, int in_card, int *name_hit)
 			if (in_card && strcmp(it->string, "number") == 0)
 				continue;
 		}
-		hit = walk(it, depth + 1,
-		           depth == 0 && obj && strcmp(it->string, "card") == 0, name_hit);
+		hit = walk(it, depth + 1, depth == 0 && obj && strcmp(it->string, "card") == 0,
+		           name_hit);
 		if (hit != NULL)
 			return hit;
 	}
