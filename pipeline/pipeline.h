@@ -239,6 +239,9 @@ struct txn {
 	char source[64];    /* remote address */
 	char idem_key[256]; /* client's Idempotency-Key or "" */
 	char request_hash[65];
+	int idem_lost; /* the store refused the claim of idem_key: another
+	                  request (on any instance) holds it; nothing was
+	                  written, the answer is the key's (txn_idem_lost) */
 	struct txn_request *req;
 	const struct pipeline_env *env;
 
@@ -324,6 +327,13 @@ struct proc_instance *txn_instance(const struct txn *t);
 /* Sets the outcome fields (helper for stages). */
 void txn_set_outcome(struct txn *t, const char *status, const char *code,
                      const char *message, int http_status, int record);
+
+/* The write that claimed t's Idempotency-Key failed with
+ * FGW_ERR_CONFLICT: another request committed the key first (on this
+ * instance or another sharing the database), and this one changed
+ * nothing. Marks it (idem_lost) with a 409 outcome that is not recorded;
+ * the route answers what a repeat of the key answers. */
+void txn_idem_lost(struct txn *t);
 
 /* JSON of a recorded transaction for GET /v1/transactions/{id} and for
  * answers; *out is malloc'ed. */

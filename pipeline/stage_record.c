@@ -66,6 +66,11 @@ record_done(struct txn *t, int rc)
 		/* A webhook or the reconciler finished it first; states only
 		 * move forward, so theirs stands and ours was not applied. */
 		log_txn_warn(t->id, "outcome %s not applied: state already final", t->out.status);
+	} else if (rc == FGW_ERR_CONFLICT && !t->row_created && t->idem_key[0]) {
+		/* A decision recorded with the key's claim: another request
+		 * committed the key first, this one recorded nothing. */
+		log_txn_info(t->id, "Idempotency-Key held by another request: not recorded");
+		txn_idem_lost(t);
 	} else if (rc != 0) {
 		log_txn_error(t->id, "outcome commit failed: %s", fgw_strerror(rc));
 		txn_set_outcome(t, t->out.status, "INTERNAL_ERROR",

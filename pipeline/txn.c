@@ -694,6 +694,14 @@ txn_set_outcome(struct txn *t, const char *status, const char *code, const char 
 	t->out.record = record;
 }
 
+void
+txn_idem_lost(struct txn *t)
+{
+	t->idem_lost = 1;
+	txn_set_outcome(t, "failed", "IDEMPOTENCY_CONFLICT",
+	                "A request with this Idempotency-Key is still in progress", 409, 0);
+}
+
 static int
 add_raw_json(cJSON *obj, const char *name, const char *json)
 {

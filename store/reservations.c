@@ -615,6 +615,22 @@ run_noop(struct db *db, void *ctx)
 	return 0;
 }
 
+/* idem: the answer committed with the job (NULL: none); claimed by the
+ * job when the job is the request's whole effect (store_commit). */
+static int
+submit_idem(struct store *st, struct store_waker *w, store_job_fn run, struct job *j,
+            const struct store_idem *idem, int claim, const struct store_audit *audit,
+            store_done_fn done, void *arg)
+{
+	return store_submit_custom(st, w, run, j, free,
+	                           &(struct store_commit){ .idem = idem,
+	                                                   .idem_claim = claim,
+	                                                   .audit = audit,
+	                                                   .n_audit = audit ? 1 : 0,
+	                                                   .done = done,
+	                                                   .arg = arg });
+}
+
 static int
 submit(struct store *st, struct store_waker *w, store_job_fn run, struct job *j,
        const struct store_idem *idem, const struct store_audit *audit, store_done_fn done,
@@ -699,7 +715,7 @@ resv_hold(struct store *st, struct store_waker *w, const struct resv_row *row,
 	j->row = *row;
 	j->err = err;
 	*err = RESV_OK;
-	return submit(st, w, run_hold, j, idem, audit, done, arg);
+	return submit_idem(st, w, run_hold, j, idem, 1, audit, done, arg);
 }
 
 int
@@ -768,7 +784,7 @@ resv_cancel(struct store *st, struct store_waker *w, const char *id, const char 
 	struct job *j = job_on(id, customer, now, out, err);
 	if (j == NULL)
 		return FGW_ERR_NOMEM;
-	return submit(st, w, run_cancel, j, idem, NULL, done, arg);
+	return submit_idem(st, w, run_cancel, j, idem, 1, NULL, done, arg);
 }
 
 int
@@ -803,7 +819,7 @@ resv_idem_put(struct store *st, struct store_waker *w, const struct store_idem *
 	struct job *j = job_alloc();
 	if (j == NULL)
 		return FGW_ERR_NOMEM;
-	return submit(st, w, run_noop, j, idem, NULL, done, arg);
+	return submit_idem(st, w, run_noop, j, idem, 1, NULL, done, arg);
 }
 
 /* ---- waiting (tools and start-up only) ---------------------------------- */

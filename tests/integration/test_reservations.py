@@ -8,6 +8,7 @@ concurrent identical requests under one idempotency key."""
 
 import json
 import os
+import sqlite3
 import tempfile
 import time
 import uuid
@@ -574,3 +575,37 @@ def test_malformed_json_is_refused_and_holds_nothing():
         resp = call("POST", "/v1/reservations/hold", tok, bad, f"h-{uuid.uuid4()}")
         harness.assert_error(resp, 400, "VALIDATION_ERROR")
     assert slot_taken("slot_main") == before
+
+
+def test_hold_key_claimed_by_another_instance_first_answers_as_a_repeat():
+    """Two instances got the same hold at once; the database decides. The
+    other instance's claim of the key is there when this one's hold job
+    claims it (a trigger stands in for it, rolled back with the job): the
+    hold takes no places, writes nothing and answers as a repeat would
+    while the other runs (409), instead of holding the places twice."""
+    tok = keys().rs256(customer())
+    key = f"dup-{uuid.uuid4()}"
+    taken = slot_taken("slot_main")
+    n = gw().query("SELECT count(*) AS n FROM reservations")[0]["n"]
+    conn = sqlite3.connect(gw().db_path, timeout=5)
+    try:
+        conn.execute(
+            "CREATE TRIGGER other_instance_hold BEFORE INSERT ON idempotency"
+            f" WHEN NEW.key = '{key}' AND NEW.txn_id IS NOT 'other_instance'"
+            " BEGIN INSERT INTO idempotency (client_id, key, request_hash, status_code,"
+            " body, txn_id, created_at, expires_at) VALUES (NEW.client_id, NEW.key,"
+            " NEW.request_hash, 0, NULL, 'other_instance', NEW.created_at,"
+            " NEW.expires_at); END")
+        conn.commit()
+        resp = hold(tok, idem=key)
+        conn.execute("DROP TRIGGER other_instance_hold")
+        conn.commit()
+    finally:
+        conn.close()
+    harness.assert_error(resp, 409, "IDEMPOTENCY_CONFLICT")
+    assert slot_taken("slot_main") == taken
+    assert gw().query("SELECT count(*) AS n FROM reservations")[0]["n"] == n
+    assert not gw().query("SELECT key FROM idempotency WHERE key = ?", key)
+    again = hold(tok, idem=key)
+    assert again.status == 200, again
+    assert slot_taken("slot_main") == taken + 2
