@@ -89,9 +89,11 @@ load_row(struct db *db, const char *customer, const char *id, struct resv_row *o
 {
 	struct db_stmt *s = NULL;
 	int r, rc;
+	/* ?2 IS NULL alone gives PostgreSQL no type for ?2 (it refuses to
+	 * prepare it): the CAST does, on both backends. */
 	if ((r = db_prepare(db,
 	                     "SELECT " RESV_COLS " FROM reservations WHERE id = ?1"
-	                     " AND (?2 IS NULL OR customer_id = ?2)",
+	                     " AND (CAST(?2 AS TEXT) IS NULL OR customer_id = ?2)",
 	                     &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, id);
@@ -1238,7 +1240,7 @@ resv_list(struct store_reader *rd, const char *customer, const char *status, int
 	*n = 0;
 	if ((r = db_prepare(db,
 	                     "SELECT COUNT(*) FROM reservations WHERE customer_id = ?1"
-	                     " AND (?2 IS NULL OR status = ?2)",
+	                     " AND (CAST(?2 AS TEXT) IS NULL OR status = ?2)",
 	                     &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, customer);
@@ -1253,8 +1255,8 @@ resv_list(struct store_reader *rd, const char *customer, const char *status, int
 		return FGW_ERR_NOMEM;
 	if ((r = db_prepare(db,
 	                     "SELECT " RESV_COLS " FROM reservations WHERE customer_id = ?1"
-	                     " AND (?2 IS NULL OR status = ?2) ORDER BY created_at DESC, id"
-	                     " LIMIT ?3 OFFSET ?4",
+	                     " AND (CAST(?2 AS TEXT) IS NULL OR status = ?2)"
+	                     " ORDER BY created_at DESC, id LIMIT ?3 OFFSET ?4",
 	                     &s)) != 0)
 		goto out;
 	db_bind_text_or_null(s, 1, customer);

@@ -148,7 +148,7 @@ txn_sql(int select, char *buf, size_t cap)
 	if (select)
 		return sql_add(buf, cap, &pos,
 		               " FROM transactions WHERE id = ?1 "
-		               "AND (?2 IS NULL OR client_id = ?2)");
+		               "AND (CAST(?2 AS TEXT) IS NULL OR client_id = ?2)");
 	if ((r = sql_add(buf, cap, &pos, ") VALUES (")) != 0)
 		return r;
 	for (size_t i = 0; i < ARRAY_LEN(txn_cols); i++) {
