@@ -131,19 +131,22 @@ void server_reopen_access_log(struct gateway *gw);
 /* routes.c: the HTTP surface. */
 void routes_handle(struct evhttp_request *req, void *arg); /* arg: reactor */
 /* metrics.c: counting, and the text exposition of /metrics. */
-int metrics_status_index(const char *status);
+/* The txn_by_status index of an outcome: its state, or rejected (1:
+ * refused before anything was recorded). */
+int metrics_status_index(enum txn_state state, int rejected);
 /* An answer with this status code (counted once per response). */
 void metrics_http_answer(struct gw_metrics *m, int status);
-/* A finished transaction: its status and the time it took. */
-void metrics_txn_done(struct gw_metrics *m, const char *status, int64_t ms);
+/* A finished transaction: its outcome and the time it took. */
+void metrics_txn_done(struct gw_metrics *m, enum txn_state state, int rejected,
+                      int64_t ms);
 struct evbuffer;
 void metrics_render(struct reactor *rx, struct evbuffer *b);
 
 /* server.c: reactors. */
 /* listen is HOST:PORT and resolves (nothing is bound): 0, or an error
- * with err naming it. */
-int server_listen_check(const char *listen_addr, char *err, size_t errlen);
-int server_start(struct gateway *gw, char *err, size_t errlen);
+ * with why naming it. */
+int server_listen_check(const char *listen_addr, struct fgw_why *why);
+int server_start(struct gateway *gw, struct fgw_why *why);
 /* Asks every reactor to drain and stop; returns when all have stopped. */
 void server_stop(struct gateway *gw);
 

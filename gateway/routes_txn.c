@@ -47,7 +47,8 @@ on_txn_done(struct txn *t, void *arg)
 	struct req_ctx *ctx = arg;
 	struct reactor *rx = ctx->g.rx;
 
-	metrics_txn_done(&rx->gw->metrics, t->out.status, fgw_mono_ms() - t->started_mono);
+	metrics_txn_done(&rx->gw->metrics, t->out.state, t->out.rejected,
+	                 fgw_mono_ms() - t->started_mono);
 	if (ctx->g.req == NULL)
 		log_txn_info(t->id, "client went away before the answer");
 	if (t->idem_lost) {
@@ -66,11 +67,11 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
 	struct auth_ctx who;
 	struct txn_request *rq = NULL;
-	struct txn_parse_error perr;
+	struct fgw_why perr;
 	struct req_ctx *ctx = NULL;
 	struct txn *t = NULL;
 	const char *body, *key;
-	char hash[65], msg[240];
+	char hash[65], msg[sizeof(perr.where) + sizeof(perr.msg) + 2];
 	size_t len;
 	int r;
 
@@ -103,8 +104,8 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 	r = txn_request_parse(body, len, &rq, &perr);
 	if (r != 0) {
 		if (r == FGW_ERR_INVALID) {
-			snprintf(msg, sizeof(msg), "%s %s", perr.field, perr.message);
-			http_send_error_param(rx, req, 400, "VALIDATION_ERROR", msg, perr.field);
+			snprintf(msg, sizeof(msg), "%s %s", perr.where, perr.msg);
+			http_send_error_param(rx, req, 400, "VALIDATION_ERROR", msg, perr.where);
 		} else {
 			http_send_error(rx, req, 500, "INTERNAL_ERROR",
 			                "An unexpected error occurred");

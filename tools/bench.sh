@@ -422,6 +422,10 @@ RSS_BIG=$(hwm_kib "$GW_PID")
 echo "  $BIG_CONNS connections: opened $opened, answered $answered, $ok ok, $failed failed in $seconds s" >&2
 stop_pid "$GW_PID"
 
+# ---- 8. (before 6 and 7, while the benchmark sandbox runs) PostgreSQL ------------
+
+. "$HERE/bench/pg.sh"
+
 # ---- 6. empty database against BENCH_ROWS rows, three runs each -------------------
 
 # Rows go straight into a copy with sqlite3 (no journal, no fsync; indexes
@@ -611,6 +615,11 @@ col() { grep "^$1|$2|" "$T/results" | head -n 1 | cut -d'|' -f"$3"; }
 		printf "%d rows vs empty, CPU per payment instead of throughput: %s\n", rows, txt
 	}'
 	echo "fill: $ROWS rows in $FILL_S s; whole bench: $(($(date +%s) - BENCH_T0)) s"
+	if [ -n "$PG_SUMMARY" ]; then
+		echo
+		echo "PostgreSQL store (tools/bench/pg.sh; rows \"flairgw pg x1/x2\" above count flairgw + PostgreSQL CPU):"
+		echo "$PG_SUMMARY" | sed 's/^/  /'
+	fi
 	if [ -x "$BUILD/bench-rules" ]; then
 		echo
 		echo "rules engine ($BUILD/bench-rules):"

@@ -1,10 +1,10 @@
 """Idempotency-Key: same key, same effect; conflicts refused; scoped per client."""
 
-import sqlite3
 import threading
 import uuid
 
 import harness
+import other_instance
 from harness import DECLINED, OTHER_KEY, VISA
 
 S = harness.Stack()
@@ -156,36 +156,6 @@ def test_concurrent_replays_of_a_finished_key_all_replay():
     assert charges() == before, "a replay reached the processor"
 
 
-def other_instance_claims(key):
-    """Simulates a second gateway instance on the same database: the
-    moment this gateway writes its claim of key, the other instance's claim
-    of it (in progress) is already there, as when both passed the front
-    door at once. A trigger stands in for the other instance; it leaves in
-    the same rollback as the job it fired in, so the key is free again."""
-    conn = sqlite3.connect(gw().db_path, timeout=5)
-    try:
-        conn.execute("DROP TRIGGER IF EXISTS other_instance_claim")
-        conn.execute(
-            "CREATE TRIGGER other_instance_claim BEFORE INSERT ON idempotency"
-            f" WHEN NEW.key = '{key}' AND NEW.txn_id IS NOT 'txn_other_instance'"
-            " BEGIN INSERT INTO idempotency (client_id, key, request_hash, status_code,"
-            " body, txn_id, created_at, expires_at) VALUES (NEW.client_id, NEW.key,"
-            " NEW.request_hash, 0, NULL, 'txn_other_instance', NEW.created_at,"
-            " NEW.expires_at); END")
-        conn.commit()
-    finally:
-        conn.close()
-
-
-def other_instance_gone():
-    conn = sqlite3.connect(gw().db_path, timeout=5)
-    try:
-        conn.execute("DROP TRIGGER IF EXISTS other_instance_claim")
-        conn.commit()
-    finally:
-        conn.close()
-
-
 def test_key_claimed_by_another_instance_first_answers_as_a_repeat():
     """Both instances passed the front door; the database's primary key
     decides at the write-ahead. The loser writes nothing, never reaches the
@@ -193,11 +163,8 @@ def test_key_claimed_by_another_instance_first_answers_as_a_repeat():
     (409), not a 500."""
     key, body = new_key(), harness.txn_body()
     before, charged = gw().counts(), charges()
-    other_instance_claims(key)
-    try:
+    with other_instance.claims(gw(), key):
         resp = gw().pay(body, idem=key)
-    finally:
-        other_instance_gone()
     harness.assert_error(resp, 409, "IDEMPOTENCY_CONFLICT")
     after = gw().counts()
     assert after["transactions"] == before["transactions"], (before, after)

@@ -8,12 +8,12 @@ concurrent identical requests under one idempotency key."""
 
 import json
 import os
-import sqlite3
 import tempfile
 import time
 import uuid
 
 import harness
+import other_instance
 from harness import DECLINED, THREE_DS, VISA
 
 KEYS_DIR = tempfile.mkdtemp(prefix="flairgw-it-jwt-")
@@ -437,13 +437,11 @@ def test_capacity_never_oversold_across_reactors():
     assert slot_taken("slot_small") == capacity
     assert gw().query("SELECT count(*) AS n FROM reservations WHERE time_slot_id = 'slot_small'"
                       )[0]["n"] == capacity
-    harness.flairctl("--config", harness.DEV_CONFIG, "--data_dir", gw().data_dir,
-                     "--kek_file", gw().kek_file, "slots", "set-capacity", "slot_small", "9")
+    done = gw().flairctl("slots", "set-capacity", "slot_small", "9", text=True)
+    assert done.returncode == 0, done.stderr
     assert hold(tokens[0], slot="slot_small", guests=2).status == 200
-    code, _ = harness.flairctl("--config", harness.DEV_CONFIG, "--data_dir", gw().data_dir,
-                               "--kek_file", gw().kek_file, "slots", "set-capacity",
-                               "slot_small", "3", check=False)
-    assert code != 0, "capacity below the places taken was accepted"
+    done = gw().flairctl("slots", "set-capacity", "slot_small", "3", text=True)
+    assert done.returncode != 0, "capacity below the places taken was accepted"
 
 
 def test_hundred_concurrent_identical_requests_one_execution():
@@ -580,28 +578,15 @@ def test_malformed_json_is_refused_and_holds_nothing():
 def test_hold_key_claimed_by_another_instance_first_answers_as_a_repeat():
     """Two instances got the same hold at once; the database decides. The
     other instance's claim of the key is there when this one's hold job
-    claims it (a trigger stands in for it, rolled back with the job): the
+    claims it (other_instance.py): the
     hold takes no places, writes nothing and answers as a repeat would
     while the other runs (409), instead of holding the places twice."""
     tok = keys().rs256(customer())
     key = f"dup-{uuid.uuid4()}"
     taken = slot_taken("slot_main")
     n = gw().query("SELECT count(*) AS n FROM reservations")[0]["n"]
-    conn = sqlite3.connect(gw().db_path, timeout=5)
-    try:
-        conn.execute(
-            "CREATE TRIGGER other_instance_hold BEFORE INSERT ON idempotency"
-            f" WHEN NEW.key = '{key}' AND NEW.txn_id IS NOT 'other_instance'"
-            " BEGIN INSERT INTO idempotency (client_id, key, request_hash, status_code,"
-            " body, txn_id, created_at, expires_at) VALUES (NEW.client_id, NEW.key,"
-            " NEW.request_hash, 0, NULL, 'other_instance', NEW.created_at,"
-            " NEW.expires_at); END")
-        conn.commit()
+    with other_instance.claims(gw(), key):
         resp = hold(tok, idem=key)
-        conn.execute("DROP TRIGGER other_instance_hold")
-        conn.commit()
-    finally:
-        conn.close()
     harness.assert_error(resp, 409, "IDEMPOTENCY_CONFLICT")
     assert slot_taken("slot_main") == taken
     assert gw().query("SELECT count(*) AS n FROM reservations")[0]["n"] == n
