@@ -247,13 +247,16 @@ run_slot_put(struct db *db, void *ctx)
 	struct job *j = ctx;
 	struct db_stmt *s = NULL;
 	int r;
-	/* capacity below what is taken would oversell: keep at least taken. */
+	/* capacity below what is taken would oversell: keep at least taken.
+	 * (MAX(a, b) of two values is SQLite's alone; an unqualified column
+	 * in DO UPDATE is ambiguous to PostgreSQL, which also has excluded's.) */
 	if ((r = db_prepare(
 	         db,
 	         "INSERT INTO time_slots (id, experience_id, starts_at, capacity,"
 	         " taken, status) VALUES (?1, ?2, ?3, ?4, 0, ?5)"
 	         " ON CONFLICT(id) DO UPDATE SET experience_id = ?2, starts_at = ?3,"
-	         " capacity = CASE WHEN ?4 > taken THEN ?4 ELSE taken END,"
+	         " capacity = CASE WHEN ?4 > time_slots.taken THEN ?4"
+	         " ELSE time_slots.taken END,"
 	         " status = ?5",
 	         &s)) != 0)
 		return r;

@@ -156,6 +156,7 @@ def test_concurrent_replays_of_a_finished_key_all_replay():
     assert charges() == before, "a replay reached the processor"
 
 
+@harness.sqlite_only(other_instance.SQLITE_ONLY)
 def test_key_claimed_by_another_instance_first_answers_as_a_repeat():
     """Both instances passed the front door; the database's primary key
     decides at the write-ahead. The loser writes nothing, never reaches the

@@ -575,6 +575,7 @@ def test_malformed_json_is_refused_and_holds_nothing():
     assert slot_taken("slot_main") == before
 
 
+@harness.sqlite_only(other_instance.SQLITE_ONLY)
 def test_hold_key_claimed_by_another_instance_first_answers_as_a_repeat():
     """Two instances got the same hold at once; the database decides. The
     other instance's claim of the key is there when this one's hold job
