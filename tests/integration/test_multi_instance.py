@@ -278,6 +278,64 @@ def test_thirty_holds_over_both_instances_on_twelve_places_sell_twelve():
 
 
 @harness.pg_only(NEEDS_PG)
+def test_holds_expiring_on_both_instances_give_their_places_back_once():
+    """Both instances sweep expired holds every 100 ms. Six of twelve holds
+    on a twelve-place slot run out at once (their time moved back in the
+    database) while another session holds the slot's row: both sweeps find
+    them due and wait on that row together, as two instances expiring at
+    the same moment would. Each hold is expired by one sweep only, with one
+    event, and its places come back once: exactly six new holds fit, not
+    twelve."""
+    p = pair()
+    assert p.gw1.alive() and p.gw2.alive(), "both instances must sweep"
+    slot, now = "slot_expiry", int(time.time() * 1000)
+    p.gw1.execute("INSERT INTO time_slots (id, experience_id, starts_at, capacity, taken, status)"
+                  " VALUES (?, ?, ?, ?, 0, 'open')", slot, EXP, now + 30 * 86400000, CAPACITY)
+    tokens = [p.jwt.rs256(f"cust-{uuid.uuid4()}") for _ in range(4)]
+    body = {"experienceId": EXP, "timeSlotId": slot, "numberOfGuests": 1,
+            "guestName": "Jane Doe", "guestEmail": "jane@example.com",
+            "guestPhone": "+1234567890"}
+
+    def hold(i):
+        return p.via_lb("POST", "/v1/reservations/hold", body,
+                        {"Authorization": f"Bearer {tokens[i % 4]}",
+                         "X-Idempotency-Key": f"mi-exp-{uuid.uuid4()}"})
+
+    ids = []
+    for i in range(CAPACITY):
+        r = hold(i)
+        assert r.status == 200, r
+        ids.append(r.body["reservation"]["id"])
+    gone = ids[:CAPACITY // 2]
+    locker = harness.Background(lambda: p.db.run(
+        "BEGIN; SELECT 1 FROM time_slots WHERE id = 'slot_expiry' FOR UPDATE;"
+        " SELECT pg_sleep(2); COMMIT;"))
+    time.sleep(0.5)  # the row is locked
+    p.gw1.execute("UPDATE reservations SET hold_expires_at = ? WHERE id IN ("
+                  + ", ".join("?" * len(gone)) + ")", now - 1000, *gone)
+    locker.result(30)
+    harness.wait_until(lambda: p.gw1.query(
+        "SELECT count(*) AS n FROM reservations WHERE time_slot_id = ? AND status = 'expired'",
+        slot)[0]["n"] == len(gone), 10, "both sweeps to expire the holds")
+    time.sleep(0.5)  # several more sweeps on each instance
+    assert p.gw1.query("SELECT taken FROM time_slots WHERE id = ?", slot)[0]["taken"] == \
+        CAPACITY - len(gone)
+    events = p.gw1.query("SELECT reservation_id, count(*) AS n FROM reservation_events"
+                         " WHERE event_type = 'reservation.expired' AND reservation_id IN ("
+                         + ", ".join("?" * len(gone)) + ") GROUP BY reservation_id", *gone)
+    assert sorted(e["reservation_id"] for e in events) == sorted(gone), events
+    assert all(e["n"] == 1 for e in events), events
+    again = [c.result(30) for c in [harness.Background(lambda i=i: hold(i))
+                                     for i in range(CAPACITY)]]
+    ok = [r for r in again if r.status == 200]
+    assert len(ok) == len(gone), [r.status for r in again]
+    for r in again:
+        if r.status != 200:
+            harness.assert_error(r, 400, "TIME_SLOT_NOT_AVAILABLE")
+    assert p.gw1.query("SELECT taken FROM time_slots WHERE id = ?", slot)[0]["taken"] == CAPACITY
+
+
+@harness.pg_only(NEEDS_PG)
 def test_kill9_of_one_instance_mid_load_leaves_nothing_unresolved():
     """200 payments through haproxy, 8 at a time, each with an
     Idempotency-Key the client retries on a gateway error (as a website
@@ -371,3 +429,4 @@ def test_audit_chain_written_by_both_instances_verifies():
     done = p.gw1.flairctl("audit", "verify", text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "audit chain intact" in done.stdout and "signed checkpoints" in done.stdout, done.stdout
+
