@@ -336,6 +336,51 @@ def test_holds_expiring_on_both_instances_give_their_places_back_once():
 
 
 @harness.pg_only(NEEDS_PG)
+def test_one_hold_converted_on_both_instances_at_once_pays_once():
+    """The same convert (same key) reaches both instances while another
+    session holds the reservation's row: both read it payable and wait to
+    move it. Only the first move from "held" applies; the other instance
+    refuses instead of starting a second payment, and either replays the
+    one answer afterwards."""
+    p = pair()
+    assert p.gw1.alive() and p.gw2.alive(), "both instances must convert"
+    slot, now = "slot_convert", int(time.time() * 1000)
+    p.gw1.execute("INSERT INTO time_slots (id, experience_id, starts_at, capacity, taken, status)"
+                  " VALUES (?, ?, ?, 4, 0, 'open')", slot, EXP, now + 30 * 86400000)
+    auth = {"Authorization": f"Bearer {p.jwt.rs256(f'cust-{uuid.uuid4()}')}"}
+    h = p.via_lb("POST", "/v1/reservations/hold",
+                 {"experienceId": EXP, "timeSlotId": slot, "numberOfGuests": 2,
+                  "guestName": "Jane Doe", "guestEmail": "jane@example.com",
+                  "guestPhone": "+1234567890"},
+                 dict(auth, **{"X-Idempotency-Key": f"mi-cv-hold-{uuid.uuid4()}"}))
+    assert h.status == 200, h
+    rid = h.body["reservation"]["id"]
+    body = {"holdId": rid, "card": harness.card(harness.VISA), "savePaymentMethod": False}
+    headers = dict(auth, **{"X-Idempotency-Key": f"mi-cv-{uuid.uuid4()}"})
+    charges0 = p.sandbox.ledger()["charges"]
+    locker = harness.Background(lambda: p.db.run(
+        f"BEGIN; SELECT 1 FROM reservations WHERE id = '{rid}' FOR UPDATE;"
+        " SELECT pg_sleep(2); COMMIT;"))
+    time.sleep(0.5)  # the row is locked
+    calls = [harness.Background(lambda g=g: g.http("POST", "/v1/reservations/hold/convert",
+                                                    body, headers, key=None))
+             for g in (p.gw1, p.gw2)]
+    locker.result(30)
+    a, b = [c.result(30) for c in calls]
+    ok = [r for r in (a, b) if r.status == 200]
+    assert len(ok) == 1, (a, b)
+    other = b if ok[0] is a else a
+    assert (other.status, other.get("error")) in ((400, "INVALID_HOLD_STATUS"),
+                                                  (409, "IDEMPOTENCY_CONFLICT")), other
+    rows = p.gw1.query("SELECT id FROM transactions WHERE reservation_id = ?", rid)
+    assert len(rows) == 1, rows
+    assert p.sandbox.ledger()["charges"] - charges0 == 1
+    for g in (p.gw1, p.gw2):
+        again = g.http("POST", "/v1/reservations/hold/convert", body, headers, key=None)
+        assert (again.status, again.raw) == (200, ok[0].raw), again
+
+
+@harness.pg_only(NEEDS_PG)
 def test_kill9_of_one_instance_mid_load_leaves_nothing_unresolved():
     """200 payments through haproxy, 8 at a time, each with an
     Idempotency-Key the client retries on a gateway error (as a website
