@@ -381,6 +381,54 @@ def test_one_hold_converted_on_both_instances_at_once_pays_once():
 
 
 @harness.pg_only(NEEDS_PG)
+def test_cancel_and_convert_of_one_hold_on_two_instances_do_not_both_apply():
+    """A cancel on one instance and a convert on the other read the same
+    held reservation (its row held by another session meanwhile): only one
+    of the two moves applies. Never a cancelled booking that was charged,
+    nor places given back under a payment."""
+    p = pair()
+    assert p.gw1.alive() and p.gw2.alive(), "both instances must take part"
+    slot, now = "slot_cancel", int(time.time() * 1000)
+    p.gw1.execute("INSERT INTO time_slots (id, experience_id, starts_at, capacity, taken, status)"
+                  " VALUES (?, ?, ?, 4, 0, 'open')", slot, EXP, now + 30 * 86400000)
+    auth = {"Authorization": f"Bearer {p.jwt.rs256(f'cust-{uuid.uuid4()}')}"}
+    h = p.via_lb("POST", "/v1/reservations/hold",
+                 {"experienceId": EXP, "timeSlotId": slot, "numberOfGuests": 2,
+                  "guestName": "Jane Doe", "guestEmail": "jane@example.com",
+                  "guestPhone": "+1234567890"},
+                 dict(auth, **{"X-Idempotency-Key": f"mi-cc-hold-{uuid.uuid4()}"}))
+    assert h.status == 200, h
+    rid = h.body["reservation"]["id"]
+    charges0 = p.sandbox.ledger()["charges"]
+    locker = harness.Background(lambda: p.db.run(
+        f"BEGIN; SELECT 1 FROM reservations WHERE id = '{rid}' FOR UPDATE;"
+        " SELECT pg_sleep(2); COMMIT;"))
+    time.sleep(0.5)  # the row is locked
+    cancel = harness.Background(lambda: p.gw1.http(
+        "POST", "/v1/reservations/hold/cancel", {"holdId": rid},
+        dict(auth, **{"X-Idempotency-Key": f"mi-cc-c-{uuid.uuid4()}"}), key=None))
+    convert = harness.Background(lambda: p.gw2.http(
+        "POST", "/v1/reservations/hold/convert",
+        {"holdId": rid, "card": harness.card(harness.VISA), "savePaymentMethod": False},
+        dict(auth, **{"X-Idempotency-Key": f"mi-cc-v-{uuid.uuid4()}"}), key=None))
+    locker.result(30)
+    c, v = cancel.result(30), convert.result(30)
+    assert (c.status == 200) != (v.status == 200), (c, v)
+    loser = v if c.status == 200 else c
+    harness.assert_error(loser, 400, "INVALID_HOLD_STATUS")
+    row = p.gw1.query("SELECT status FROM reservations WHERE id = ?", rid)[0]
+    taken = p.gw1.query("SELECT taken FROM time_slots WHERE id = ?", slot)[0]["taken"]
+    paid = p.gw1.query("SELECT count(*) AS n FROM transactions WHERE reservation_id = ?",
+                       rid)[0]["n"]
+    if c.status == 200:
+        assert (row["status"], taken, paid) == ("cancelled", 0, 0), (row, taken, paid)
+        assert p.sandbox.ledger()["charges"] == charges0
+    else:
+        assert (row["status"], taken, paid) == ("pending", 2, 1), (row, taken, paid)
+        assert p.sandbox.ledger()["charges"] - charges0 == 1
+
+
+@harness.pg_only(NEEDS_PG)
 def test_kill9_of_one_instance_mid_load_leaves_nothing_unresolved():
     """200 payments through haproxy, 8 at a time, each with an
     Idempotency-Key the client retries on a gateway error (as a website
