@@ -153,6 +153,8 @@ static const struct cfg_directive directives[] = {
 	SECOND(max_conns, "connections per reactor (0: processor_max_conns)"),
 	INT(shutdown_timeout_ms, 0, 600000, "10000",
 	    "how long SIGTERM waits for in-flight transactions"),
+	INT(payments_inflight_max, 0, 1000000, "512",
+	    "payments running at once per reactor; more wait in arrival order (0: no limit)"),
 	INT(idempotency_ttl_s, 60, 2592000, "86400",
 	    "how long idempotent answers are replayed"),
 	STR(rules_file, "",

@@ -96,6 +96,7 @@ struct fgw_config {
 	long long processor_connect_timeout_ms;
 	long long processor_max_conns;
 	long long shutdown_timeout_ms;
+	long long payments_inflight_max;
 	long long idempotency_ttl_s;
 	char rules_file[512];
 	char jwt_issuer[256];

@@ -196,6 +196,14 @@ metrics_render(struct reactor *rx, struct evbuffer *b)
 	}
 	hist_end(b, "flairgw_transaction_duration_seconds", 3,
 	         (double)atomic_load(&m->txn_latency_ms_sum) / 1000.0, cum);
+	gauge(b, "flairgw_payments_running",
+	      "payments in the pipeline (at most payments_inflight_max per reactor)",
+	      atomic_load(&m->payments_running));
+	gauge(b, "flairgw_payments_waiting", "payment requests waiting for a free slot",
+	      atomic_load(&m->payments_waiting));
+	counter(b, "flairgw_payments_waited_total",
+	        "payment requests that waited for a free slot before they ran",
+	        atomic_load(&m->payments_waited));
 	counter(b, "flairgw_store_commits_total", "store writer COMMITs (one per group)",
 	        (unsigned long long)ss.commits);
 	counter(b, "flairgw_store_jobs_total", "store jobs committed",

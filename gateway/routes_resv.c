@@ -867,7 +867,8 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	/* From a browser, the page's own (CORS) origins are where 3-D Secure
 	 * may bring the customer back too. */
 	if (!txn_return_url_allowed(rq, rx->gw->cfg.return_url_origins) &&
-	    !(browser && browser_return_url_allowed(&rx->gw->cfg, rq->return_url))) {
+	    !(browser && browser_return_url_allowed(&rx->gw->cfg,
+	                                          rq->return_url ? rq->return_url : ""))) {
 		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
 		             "returnUrl must point to an origin listed in return_url_origins");
 		goto out;

@@ -30,6 +30,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "gateway/admit.h"
 #include "gateway/edge.h"
 #include "gateway/gateway.h"
 #include "gateway/http.h"
@@ -285,6 +286,7 @@ reactor_init(struct gateway *gw, struct reactor *rx, struct fgw_why *why)
 	/* Every connection goes through the edge scanner (TLS or not). */
 	evhttp_set_bevcb(rx->http, edge_bevcb, rx);
 	if (edge_reactor_start(rx) != 0 || reqlog_reactor_start(rx) != 0 ||
+	    admit_reactor_start(rx) != 0 ||
 	    (rx->accept_ev = evtimer_new(rx->base, accept_resume, rx)) == NULL) {
 		fgw_why_set(why, NULL, 0, 0, "cannot create the event loop");
 		return FGW_ERR_NOMEM;
@@ -355,6 +357,7 @@ static void
 reactor_cleanup(struct reactor *rx)
 {
 	gw_req_abandon_all(rx);
+	admit_reactor_stop(rx);
 	resv_reactor_stop(rx);
 	if (rx->http != NULL)
 		evhttp_free(rx->http);

@@ -41,6 +41,7 @@
 #include "processors/instance.h"
 #include "store/store.h"
 
+struct cJSON;
 struct event;
 struct event_base;
 struct httpc;
@@ -107,9 +108,11 @@ struct txn_request {
 	char customer_id[192]; /* who.subject (X-Customer-Id or JWT sub);
 	                            set by the route, "" when none */
 	int capture;           /* 1: purchase; 0: authorize only */
-	/* returnUrl: where the customer comes back after 3-D Secure ("" when
-	 * none); its origin is checked by the route (return_url_origins). */
-	char return_url[2049];
+	/* returnUrl: where the customer comes back after 3-D Secure, malloc'ed
+	 * (at most 2,048 characters; NULL when none); its origin is checked by
+	 * the route (return_url_origins). A pointer: rarely sent, and a 2 KiB
+	 * array was most of every payment's request. */
+	char *return_url;
 	/* stripePaymentMethod: a PaymentMethod the customer's browser created
 	 * at Stripe (Stripe.js), "pm_…"; "" when none. No card reaches us. */
 	char processor_method[64];
@@ -130,6 +133,10 @@ struct txn_request {
  * msg what is wrong with it, never echoing card data. */
 int txn_request_parse(const char *body, size_t len, struct txn_request **out,
                       struct fgw_why *why);
+/* The same over a body the caller parsed (fgw_json_parse) and keeps: card
+ * number and CVC are wiped in the tree; the caller wipes and frees it. */
+int txn_request_parse_tree(const struct cJSON *root, struct txn_request **out,
+                           struct fgw_why *why);
 /* The same for a payment the customer's browser confirms at the processor
  * (Stripe.js): no card, encryptedCard, paymentMethodId, stripePaymentMethod
  * or savePaymentMethod; sets client_confirms. */

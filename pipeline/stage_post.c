@@ -71,7 +71,7 @@ fill_request(struct txn *t, struct proc_request *preq, char **pk_b64)
 	preq->description = t->req->description;
 	preq->customer_email = t->req->email;
 	preq->require_3ds = t->require_3ds;
-	preq->return_url = t->req->return_url[0] != '\0' ? t->req->return_url : NULL;
+	preq->return_url = t->req->return_url;
 	return FGW_OK;
 }
 

@@ -380,7 +380,7 @@ txn_return_url_allowed(const struct txn_request *rq, const char *origins)
 	const char *u = rq->return_url, *host, *p = origins;
 	size_t olen;
 
-	if (u[0] == '\0')
+	if (u == NULL || u[0] == '\0')
 		return 1;
 	if ((host = strstr(u, "://")) == NULL)
 		return 0;
@@ -441,9 +441,10 @@ parse_source(cJSON *card, cJSON *enc, struct txn_request *rq, struct fgw_why *wh
 	return FGW_OK;
 }
 
+/* The fields of a parsed body (an object) into rq. */
 static int
-request_parse(const char *body, size_t len, int client_confirms, struct txn_request **out,
-              struct fgw_why *why)
+request_fields(const cJSON *root, int client_confirms, struct txn_request *rq,
+               struct fgw_why *why)
 {
 	static const char *const fields[] = { "reservationId",
 		                                  "amount",
@@ -459,16 +460,12 @@ request_parse(const char *body, size_t len, int client_confirms, struct txn_requ
 		                                  "returnUrl",
 		                                  "stripePaymentMethod",
 		                                  NULL };
-	cJSON *root = NULL, *card = NULL, *enc = NULL, *cap;
+	cJSON *card = NULL, *enc = NULL, *cap;
 	const cJSON *save;
-	struct txn_request *rq = NULL;
+	char url[2049];
 	int r;
 
-	memset(why, 0, sizeof(*why));
-	if ((rq = calloc(1, sizeof(*rq))) == NULL)
-		return FGW_ERR_NOMEM;
-	if ((r = parse_object(body, len, &root, why)) != 0)
-		goto out;
+	url[0] = '\0'; /* get_str leaves it alone when returnUrl is absent */
 	card = cJSON_GetObjectItemCaseSensitive(root, "card");
 	enc = cJSON_GetObjectItemCaseSensitive(root, "encryptedCard");
 	if ((r = only_fields(root, fields, "", why)) != 0 ||
@@ -504,12 +501,15 @@ request_parse(const char *body, size_t len, int client_confirms, struct txn_requ
 	}
 	if ((r = get_str(root, "paymentMethodId", "paymentMethodId", rq->payment_method_id,
 	                 sizeof(rq->payment_method_id), 0, why)) != 0 ||
-	    (r = get_str(root, "returnUrl", "returnUrl", rq->return_url,
-	                 sizeof(rq->return_url), 0, why)) != 0 ||
+	    (r = get_str(root, "returnUrl", "returnUrl", url, sizeof(url), 0, why)) != 0 ||
 	    (r = get_str(root, "stripePaymentMethod", "stripePaymentMethod",
 	                 rq->processor_method, sizeof(rq->processor_method), 0, why)) != 0)
 		goto out;
-	if (rq->return_url[0] != '\0' && !return_url_ok(rq->return_url)) {
+	if (url[0] != '\0' && (rq->return_url = strdup(url)) == NULL) {
+		r = FGW_ERR_NOMEM;
+		goto out;
+	}
+	if (rq->return_url != NULL && !return_url_ok(rq->return_url)) {
 		r = perr(why, "returnUrl",
 		         "must be an http(s) URL of visible ASCII without a card number");
 		goto out;
@@ -550,13 +550,30 @@ request_parse(const char *body, size_t len, int client_confirms, struct txn_requ
 		         "must be a saved method id (pm_...) or a token (tok_...)");
 		goto out;
 	}
-	if ((r = parse_source(card, enc, rq, why)) != 0)
+	r = parse_source(card, enc, rq, why);
+out:
+	return r;
+}
+
+static int
+request_parse(const char *body, size_t len, int client_confirms, struct txn_request **out,
+              struct fgw_why *why)
+{
+	cJSON *root = NULL;
+	struct txn_request *rq = NULL;
+	int r;
+
+	memset(why, 0, sizeof(*why));
+	if ((rq = calloc(1, sizeof(*rq))) == NULL)
+		return FGW_ERR_NOMEM;
+	if ((r = parse_object(body, len, &root, why)) != 0 ||
+	    (r = request_fields(root, client_confirms, rq, why)) != 0)
 		goto out;
 	*out = rq;
 	rq = NULL;
-	r = FGW_OK;
 out:
-	parse_done(root, card, rq);
+	parse_done(root, root != NULL ? cJSON_GetObjectItemCaseSensitive(root, "card") : NULL,
+	           rq);
 	return r;
 }
 
@@ -565,6 +582,25 @@ txn_request_parse(const char *body, size_t len, struct txn_request **out,
                   struct fgw_why *why)
 {
 	return request_parse(body, len, 0, out, why);
+}
+
+int
+txn_request_parse_tree(const cJSON *root, struct txn_request **out, struct fgw_why *why)
+{
+	struct txn_request *rq = NULL;
+	int r;
+
+	memset(why, 0, sizeof(*why));
+	if (!cJSON_IsObject(root))
+		return perr(why, "body", "must be a JSON object");
+	if ((rq = calloc(1, sizeof(*rq))) == NULL)
+		return FGW_ERR_NOMEM;
+	if ((r = request_fields(root, 0, rq, why)) != 0) {
+		txn_request_free(rq);
+		return r;
+	}
+	*out = rq;
+	return FGW_OK;
 }
 
 int
@@ -634,6 +670,7 @@ txn_request_free(struct txn_request *r)
 	txn_card_clear(&r->card);
 	free(r->enc_data);
 	free(r->metadata_json);
+	free(r->return_url);
 	fgw_freezero(r, sizeof(*r));
 }
 

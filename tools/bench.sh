@@ -24,7 +24,9 @@
 # BENCH_BIG_CONNS (1000), BUILD (build), BENCH_KEEP=1 keeps the temp dir,
 # BENCH_QUICK=1 stops after the saturation runs (A/B of one change; with
 # BENCH_RATE=N also a plain run at N req/s offered),
-# BENCH_PERF=1 records a perf profile of every flairgw run ($BUILD/perf-*.data).
+# BENCH_PERF=1 records a perf profile of every flairgw run ($BUILD/perf-*.data;
+# BENCH_PERF_CG=dwarf unwinds through libc, which has no frame pointers,
+# BENCH_PERF_HZ sets the sampling rate, 999 by default).
 set -eu
 
 BUILD=${BUILD:-build}
@@ -263,7 +265,7 @@ perf_start() { # LABEL PIDS...
 	f="$f/perf-$(echo "$1" | tr -c 'A-Za-z0-9\n' '_').data"
 	shift
 	pl=$(echo "$@" | tr ' ' ',')
-	perf record -q -g -F 999 -o "$f" -p "$pl" >/dev/null 2>&1 &
+	perf record -q --call-graph "${BENCH_PERF_CG:-fp}" -F "${BENCH_PERF_HZ:-999}" -o "$f" -p "$pl" >/dev/null 2>&1 &
 	PERF_PID=$!
 }
 perf_stop() {
