@@ -23,6 +23,12 @@ outbox_backoff_ms(int64_t base, int done)
 	return base << shift;
 }
 
+int64_t
+outbox_lease_ms(long long timeout_ms)
+{
+	return 2 * (int64_t)timeout_ms + 5000;
+}
+
 enum outbox_fate
 outbox_after_failure(const struct outbox_policy *p, int attempts, int64_t created_at,
                      int64_t now, int64_t *next_at)

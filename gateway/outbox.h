@@ -24,6 +24,12 @@ struct outbox_policy {
 	long long max_age_s;     /* after the row was created: given up */
 };
 
+/* How long a sender's claim on its rows (store/claim.h) lasts, for a
+ * delivery timeout of timeout_ms: twice that and 5 s, time to record the
+ * answer too. Another instance sends a row again only after this, when
+ * the sender died (or stalled) with it. */
+int64_t outbox_lease_ms(long long timeout_ms);
+
 /* Delay before attempt number done + 1: base * 2^(done - 1), capped. */
 int64_t outbox_backoff_ms(int64_t base, int done);
 

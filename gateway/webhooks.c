@@ -5,12 +5,14 @@
  * Durability: a transaction's state change is turned into one outbox row
  * per endpoint by a store job (on the reactor that committed the change);
  * only committed rows are ever sent, so a crash loses no event and a
- * restart resends what was pending. Delivery: a timer on reactor 0 reads
- * the due rows through that reactor's reader and POSTs them with its httpc
- * (never blocking); one batch is in flight at a time, and each answer is
- * recorded (attempt row, row's new status and next time, audit event) in
- * one store job before the next batch is read, so a row is never sent
- * twice at once. Retries back off exponentially from webhook_retry_base_ms
+ * restart resends what was pending. Delivery: a timer on reactor 0 claims
+ * the due rows (store_outbox_claim: a store job that leases them to this
+ * instance, so no other instance on the same database sends them at the
+ * same time) and POSTs them with its httpc (never blocking); one batch is
+ * in flight at a time, and each answer is recorded (attempt row, row's new
+ * status and next time, audit event) in one store job, under the claim's
+ * lease, before the next batch is claimed. An instance that dies mid-batch
+ * leaves its rows to be claimed again once the lease ends. Retries back off exponentially from webhook_retry_base_ms
  * until webhook_max_age_s after the event, then the row is failed
  * (`flairctl webhooks retry ID` makes it pending again).
  */
@@ -67,7 +69,10 @@ struct webhooks {
 	int n_in;
 	struct secbuf *out_secret[CONFIG_MAX_WEBHOOK_ENDPOINTS];
 	int n_out;
-	int busy;              /* deliveries not yet recorded */
+	int busy;                                        /* deliveries not yet recorded */
+	int claiming;                                    /* a claim job is out */
+	struct store_outbox_row claimed[DELIVERY_BATCH]; /* what it claims */
+	int n_claimed;
 	struct delivery *live; /* the same, freed at shutdown if
 	                                        the loop stopped before */
 };
@@ -271,6 +276,7 @@ on_delivered(void *arg, const struct httpc_response *resp)
 	fgw_strlcpy(a.outbox_id, d->row.id, sizeof(a.outbox_id));
 	a.at = d->started;
 	a.elapsed_ms = resp->elapsed_ms;
+	a.lease_until = d->row.next_attempt_at; /* the claim's token */
 	if (d->unconfigured) {
 		fgw_strlcpy(a.error, "endpoint no longer configured", sizeof(a.error));
 	} else if (resp->err == 0) {
@@ -282,7 +288,7 @@ on_delivered(void *arg, const struct httpc_response *resp)
 	}
 	if (a.error[0] == '\0') {
 		fate = OUTBOX_DELIVERED;
-		a.next_attempt_at = d->row.next_attempt_at;
+		a.next_attempt_at = now;
 	} else {
 		fate = outbox_after_failure(&policy, d->row.attempts, d->row.created_at, now,
 		                            &a.next_attempt_at);
@@ -380,21 +386,44 @@ fail:
 }
 
 static void
+on_claimed(void *arg, int rc)
+{
+	struct webhooks *wh = arg;
+	int n = wh->n_claimed;
+
+	wh->claiming = 0;
+	wh->n_claimed = 0;
+	if (rc != 0) {
+		log_error("outbox: claiming due rows: %s", fgw_strerror(rc));
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		if (wh->rx->draining)
+			store_outbox_row_clear(&wh->claimed[i]); /* due again after the lease */
+		else
+			send_one(wh, &wh->claimed[i]);
+	}
+}
+
+static void
 tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct webhooks *wh = arg;
-	struct store_outbox_row rows[DELIVERY_BATCH];
-	int n = 0, r;
+	int64_t now = fgw_now_ms();
+	int r;
 	(void)fd;
 	(void)what;
 	if (wh->rx->draining)
 		return; /* rows stay pending for the next start */
-	if (wh->busy == 0) {
-		if ((r = store_outbox_due(wh->rx->reader, fgw_now_ms(), rows, DELIVERY_BATCH,
-		                          &n)) != 0)
-			log_error("outbox: reading due rows: %s", fgw_strerror(r));
-		for (int i = 0; i < n; i++)
-			send_one(wh, &rows[i]);
+	if (wh->busy == 0 && !wh->claiming) {
+		wh->claiming = 1;
+		if ((r = store_outbox_claim(wh->rx->env.store, wh->rx->waker, now,
+		                            now + outbox_lease_ms(wh->gw->cfg.webhook_timeout_ms),
+		                            wh->claimed, DELIVERY_BATCH, &wh->n_claimed,
+		                            on_claimed, wh)) != 0) {
+			wh->claiming = 0;
+			log_error("outbox: cannot claim due rows: %s", fgw_strerror(r));
+		}
 	}
 	arm(wh);
 }

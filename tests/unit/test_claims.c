@@ -13,11 +13,14 @@
  * the second claims, as two instances claiming at the same moment do.
  */
 #include <libpq-fe.h>
+#include <sodium.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/err.h"
@@ -404,6 +407,144 @@ end:
 	TT_END;
 }
 
+/* ---- the lease as the claim's token, through the store's jobs ------------ */
+
+static int
+mac_fn(void *ctx, const void *msg, size_t len, unsigned char mac[32])
+{
+	(void)ctx;
+	return crypto_generichash(mac, 32, msg, len, NULL, 0) == 0 ? 0 : FGW_ERR_CRYPTO;
+}
+
+struct wait {
+	atomic_int done;
+	int rc;
+};
+
+static void
+on_done(void *arg, int rc)
+{
+	struct wait *w = arg;
+	w->rc = rc;
+	atomic_store(&w->done, 1);
+}
+
+/* A submitted job's rc (its done runs on the writer: no waker), or
+ * FGW_ERR_TIMEOUT after 10 s. */
+static int
+wait_job(int submitted, struct wait *w)
+{
+	struct timespec ts = { 0, 1000000 };
+
+	if (submitted != 0)
+		return submitted;
+	for (int i = 0; i < 10000 && !atomic_load(&w->done); i++)
+		nanosleep(&ts, NULL);
+	if (!atomic_load(&w->done))
+		return FGW_ERR_TIMEOUT;
+	atomic_store(&w->done, 0);
+	return w->rc;
+}
+
+/* A sender whose lease ran out, and whose row another sender claimed
+ * since, records nothing: the row is the other's now. */
+static int
+test_lease_is_the_token_sqlite(void)
+{
+	struct store_opts o = { .sync_full = 0, .batch_max = 4, .audit_mac = mac_fn };
+	struct store *st = NULL;
+	struct store_outbox_row row, got[2];
+	struct store_outbox_attempt at;
+	struct store_mail_row mail, mgot[2];
+	struct wait w = { 0 };
+	int n = 0, fd;
+
+	TT_BEGIN;
+	memset(got, 0, sizeof(got));
+	memset(mgot, 0, sizeof(mgot));
+	snprintf(lite_path, sizeof(lite_path), "%s/fgw-test-claims-XXXXXX",
+	         getenv("TMPDIR") != NULL && *getenv("TMPDIR") != '\0' ? getenv("TMPDIR")
+	                                                               : "/tmp");
+	CHECK((fd = mkstemp(lite_path)) >= 0);
+	close(fd);
+	o.path = lite_path;
+	CHECK_EQ_INT(store_open(&o, &st), 0);
+	memset(&row, 0, sizeof(row));
+	strcpy(row.id, "whd_token");
+	strcpy(row.url, "http://127.0.0.1:1/");
+	strcpy(row.event_id, "evt_token");
+	strcpy(row.event_type, "transaction.succeeded");
+	row.payload = "{}";
+	row.next_attempt_at = T0;
+	CHECK_EQ_INT(wait_job(store_outbox_enqueue(st, NULL, &row, 1, NULL, 0, on_done, &w),
+	                      &w),
+	             0);
+	/* The first sender claims it, stalls past its lease; the second
+	 * claims it then. */
+	CHECK_EQ_INT(wait_job(store_outbox_claim(st, NULL, T0, T0 + LEASE, got, 2, &n,
+	                                         on_done, &w),
+	                      &w),
+	             0);
+	CHECK_EQ_INT(n, 1);
+	CHECK_EQ_INT(got[0].next_attempt_at, T0 + LEASE);
+	store_outbox_row_clear(&got[0]);
+	CHECK_EQ_INT(wait_job(store_outbox_claim(st, NULL, T0 + LEASE, T0 + 2 * LEASE, got, 2,
+	                                         &n, on_done, &w),
+	                      &w),
+	             0);
+	CHECK_EQ_INT(n, 1);
+	store_outbox_row_clear(&got[0]);
+	memset(&at, 0, sizeof(at));
+	strcpy(at.outbox_id, "whd_token");
+	strcpy(at.outcome, "delivered");
+	at.at = T0;
+	at.http_status = 200;
+	at.lease_until = T0 + LEASE; /* the first one's answer, late */
+	CHECK_EQ_INT(wait_job(store_outbox_attempt(st, NULL, &at, NULL, 0, on_done, &w), &w),
+	             FGW_ERR_STATE);
+	at.lease_until = T0 + 2 * LEASE; /* the second one's */
+	CHECK_EQ_INT(wait_job(store_outbox_attempt(st, NULL, &at, NULL, 0, on_done, &w), &w),
+	             0);
+
+	/* The same for mail. */
+	memset(&mail, 0, sizeof(mail));
+	strcpy(mail.id, "mail_token");
+	strcpy(mail.kind, "receipt");
+	strcpy(mail.audience, "customer");
+	strcpy(mail.mail_from, "a@example.com");
+	strcpy(mail.rcpt_to, "b@example.com");
+	mail.message = "m";
+	CHECK_EQ_INT(wait_job(store_mail_enqueue(st, NULL, &mail, NULL, 0, on_done, &w), &w),
+	             0);
+	/* Queued due now (the real clock): claimed a while after. */
+	CHECK_EQ_INT(wait_job(store_mail_claim(st, NULL, T0 * 2, T0 * 2 + LEASE, mgot, 2, &n,
+	                                       on_done, &w),
+	                      &w),
+	             0);
+	CHECK_EQ_INT(n, 1);
+	store_mail_row_clear(&mgot[0]);
+	CHECK_EQ_INT(wait_job(store_mail_claim(st, NULL, T0 * 2 + LEASE, T0 * 2 + 2 * LEASE,
+	                                       mgot, 2, &n, on_done, &w),
+	                      &w),
+	             0);
+	CHECK_EQ_INT(n, 1);
+	store_mail_row_clear(&mgot[0]);
+	CHECK_EQ_INT(wait_job(store_mail_attempt_claimed(st, NULL, "mail_token",
+	                                                 T0 * 2 + LEASE, "sent", 0, NULL,
+	                                                 NULL, 0, on_done, &w),
+	                      &w),
+	             FGW_ERR_STATE);
+	CHECK_EQ_INT(wait_job(store_mail_attempt_claimed(st, NULL, "mail_token",
+	                                                 T0 * 2 + 2 * LEASE, "sent", 0, NULL,
+	                                                 NULL, 0, on_done, &w),
+	                      &w),
+	             0);
+end:
+	store_close(st);
+	drop_sqlite_file();
+	TT_END;
+}
+
 static int
 run_on(int pg, int (*body)(struct db *, struct db *))
 {
@@ -447,8 +588,14 @@ BOTH(captures)
 	}
 
 static const struct tt_case all[] = {
-	CASE(webhooks), CASE(mail),     CASE(unresolved), CASE(awaiting_action),
-	CASE(refunds),  CASE(captures), { NULL, NULL },
+	CASE(webhooks),
+	CASE(mail),
+	CASE(unresolved),
+	CASE(awaiting_action),
+	CASE(refunds),
+	CASE(captures),
+	{ "lease_is_the_token_sqlite", test_lease_is_the_token_sqlite },
+	{ NULL, NULL },
 };
 
 int
