@@ -342,6 +342,7 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 			.backoff_max_ms = cfg->reconcile_backoff_max_ms,
 			.concurrency = (int)cfg->reconcile_concurrency,
 			.action_expiry_ms = cfg->reconcile_3ds_expiry_ms,
+			.call_ms = longest_timeout,
 		};
 		if ((r = reconciler_start(&rx->env, &ro, &rx->recon)) != 0) {
 			snprintf(err, errlen, "reconciler: %s", fgw_strerror(r));

@@ -9,6 +9,7 @@ it: at least once, with the same event id, one attempt recorded.
 """
 
 import atexit
+import http.server as httpserver
 import json
 import os
 import shutil
@@ -85,3 +86,59 @@ def test_a_webhook_out_is_claimed_and_a_killed_sender_leaves_it_to_the_next():
             [(event_id, _type), (event_id, _type)]
         assert gw.query("SELECT attempt, outcome FROM webhook_attempts WHERE outbox_id = ?",
                         rows[0]["id"]) == [{"attempt": 1, "outcome": "delivered"}]
+
+
+
+class BlackHole:
+    """A processor that never answers: each request is held until the
+    caller gives up. Counts the requests it got."""
+
+    def __init__(self):
+        self.count = 0
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(httpserver.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.count += 1
+                outer.release.wait(30)
+
+            do_POST = do_GET
+
+            def log_message(self, *args):
+                pass
+
+        self.server = httpserver.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_payment_the_reconciler_asks_about_is_claimed_meanwhile():
+    # The reconciler's lease: 4 x the 2 s processor timeout + 10 s = 18 s;
+    # its backoff here at most 1 s.
+    hole = BlackHole()
+    try:
+        with harness.Stack(reconcile_interval_ms=200, reconcile_grace_ms=2500,
+                           reconcile_backoff_max_ms=1000) as stack:
+            gw, sbx = stack.gw, stack.sandbox
+            sbx.faults(fail_rate=1.0, fail_mode="hang")
+            resp = gw.pay(harness.txn_body(VISA), idem="claims-recon", timeout=20)
+            assert resp.status == 200 and resp.body["status"] == "processing", resp
+            txn_id = resp.body["transactionId"]
+            # Restarted against a processor that holds every request: the
+            # reconciler's status request for the payment stays out for
+            # the whole processor timeout, and the row stays claimed.
+            gw.stop()
+            gw.overrides["processor_url"] = hole.url
+            gw.start()
+            harness.wait_until(lambda: hole.count > 0, 20, "the reconciler's status request")
+            row = gw.txn_row(txn_id)
+            assert row["status"] == "processing", row
+            assert row["reconcile_next_at"] - int(time.time() * 1000) > 5000, row
+    finally:
+        hole.close()

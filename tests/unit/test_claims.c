@@ -449,7 +449,7 @@ wait_job(int submitted, struct wait *w)
 /* A sender whose lease ran out, and whose row another sender claimed
  * since, records nothing: the row is the other's now. */
 static int
-test_lease_is_the_token_sqlite(void)
+test_store_lease_is_the_token(void)
 {
 	struct store_opts o = { .sync_full = 0, .batch_max = 4, .audit_mac = mac_fn };
 	struct store *st = NULL;
@@ -594,7 +594,7 @@ static const struct tt_case all[] = {
 	CASE(awaiting_action),
 	CASE(refunds),
 	CASE(captures),
-	{ "lease_is_the_token_sqlite", test_lease_is_the_token_sqlite },
+	{ "store_lease_is_the_token", test_store_lease_is_the_token },
 	{ NULL, NULL },
 };
 
