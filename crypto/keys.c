@@ -217,10 +217,11 @@ unlock(const struct keyring *kr)
 }
 
 int
-keyring_open(const struct keyring_opts *opts, struct keyring **out, const char **err_msg)
+keyring_open(const struct keyring_opts *opts, struct keyring **out, struct fgw_why *why)
 {
 	struct keyring *kr = NULL;
 	struct secbuf *kek = NULL;
+	struct fgw_why kw = { 0 };
 	const char *msg = NULL;
 	struct stat sb;
 	int r, ring_exists;
@@ -284,8 +285,10 @@ keyring_open(const struct keyring_opts *opts, struct keyring **out, const char *
 		goto out;
 	}
 	/* A KEK may be generated only for a ring that does not exist yet. */
-	if ((r = kek_load(opts, !ring_exists, &kek, &msg)) != FGW_OK)
+	if ((r = kek_load(opts, !ring_exists, &kek, &kw)) != FGW_OK) {
+		msg = kw.msg[0] ? kw.msg : NULL;
 		goto out;
+	}
 	r = kek_derive_subkeys(kr, kek);
 	secbuf_free(kek); /* only the subkeys stay in memory */
 	kek = NULL;
@@ -303,8 +306,8 @@ keyring_open(const struct keyring_opts *opts, struct keyring **out, const char *
 out:
 	secbuf_free(kek);
 	keyring_free(kr);
-	if (r != FGW_OK && err_msg != NULL)
-		*err_msg = msg != NULL ? msg : fgw_strerror(r);
+	if (r != FGW_OK)
+		fgw_why_set(why, NULL, 0, 0, "%s", msg != NULL ? msg : fgw_strerror(r));
 	return r;
 }
 
@@ -326,11 +329,12 @@ kek_would_generate(const struct keyring_opts *o)
 }
 
 int
-keyring_check(const struct keyring_opts *opts, const char **note, const char **err_msg)
+keyring_check(const struct keyring_opts *opts, const char **note, struct fgw_why *why)
 {
 	struct keyring_opts ro;
 	struct keyring *kr = NULL;
 	struct secbuf *kek = NULL;
+	struct fgw_why kw = { 0 };
 	const char *msg = NULL;
 	char ring[PATH_MAX];
 	struct stat sb;
@@ -350,7 +354,8 @@ keyring_check(const struct keyring_opts *opts, const char **note, const char **e
 		/* The ring exists: open it as the daemon would, minus create. */
 		ro = *opts;
 		ro.create = 0;
-		r = keyring_open(&ro, &kr, &msg);
+		r = keyring_open(&ro, &kr, &kw);
+		msg = kw.msg[0] ? kw.msg : NULL;
 		keyring_free(kr);
 		goto out;
 	}
@@ -384,14 +389,16 @@ keyring_check(const struct keyring_opts *opts, const char **note, const char **e
 		r = FGW_OK;
 		goto out;
 	}
-	if ((r = kek_load(opts, 0, &kek, &msg)) != FGW_OK)
+	if ((r = kek_load(opts, 0, &kek, &kw)) != FGW_OK) {
+		msg = kw.msg[0] ? kw.msg : NULL;
 		goto out;
+	}
 	*note = "no key ring yet: it is created on first start";
 	r = FGW_OK;
 out:
 	secbuf_free(kek);
-	if (r != FGW_OK && err_msg != NULL)
-		*err_msg = msg != NULL ? msg : fgw_strerror(r);
+	if (r != FGW_OK)
+		fgw_why_set(why, NULL, 0, 0, "%s", msg != NULL ? msg : fgw_strerror(r));
 	return r;
 }
 
@@ -585,7 +592,7 @@ keyring_active_data_key(struct keyring *kr, char *id, size_t idlen)
 }
 
 int
-keyring_reload(struct keyring *kr, const char **err_msg)
+keyring_reload(struct keyring *kr, struct fgw_why *why)
 {
 	struct ring_state ns = { 0 }, old;
 	struct bkey **g;
@@ -635,8 +642,8 @@ keyring_reload(struct keyring *kr, const char **err_msg)
 out:
 	unlock(kr);
 	keys_state_clear(&ns);
-	if (r != FGW_OK && err_msg != NULL)
-		*err_msg = msg != NULL ? msg : fgw_strerror(r);
+	if (r != FGW_OK)
+		fgw_why_set(why, NULL, 0, 0, "%s", msg != NULL ? msg : fgw_strerror(r));
 	return r;
 }
 

@@ -12,6 +12,8 @@
 
 #include "gateway/gateway.h"
 
+struct cJSON;
+
 struct route {
 	const char *path; /* exact path, or a pattern in which a segment
 	                            that is just '*' matches any one non-empty
@@ -125,6 +127,12 @@ int http_card_text_check(const char *body, size_t len, char *why, size_t whycap)
  * FGW_ERR_INVALID. Call once per request, before anything is written. */
 int http_refuse_card_text(struct reactor *rx, struct evhttp_request *req,
                           const struct auth_ctx *who, const char *body, size_t len);
+/* The same over a body the route parsed itself (NULL: not JSON), so it is
+ * parsed once; free that tree with http_json_wipe_delete. */
+int http_refuse_card_text_tree(struct reactor *rx, struct evhttp_request *req,
+                               const struct auth_ctx *who, const struct cJSON *root);
+/* Wipes every string of a parsed body, then frees it (NULL is fine). */
+void http_json_wipe_delete(struct cJSON *root);
 /* Claims (client, key) or answers: 409 in flight, 422 different request,
  * the stored answer byte for byte (Idempotent-Replayed: true), 422 with
  * the transactionId for a key stored before hashes were keyed (its hash

@@ -677,13 +677,13 @@ out:
 /* ---- life cycle -------------------------------------------------------- */
 
 int
-mail_setup(struct gateway *gw, struct mail **out, char *err, size_t errlen)
+mail_setup(struct gateway *gw, struct mail **out, struct fgw_why *why)
 {
 	const struct fgw_config *cfg = &gw->cfg;
 	struct notify_client clients[CONFIG_MAX_MAIL_CLIENTS];
 	struct notify_opts o;
 	struct mail *m = NULL;
-	struct fgw_why why;
+	struct fgw_why w;
 	char msg[768];
 	int r;
 
@@ -693,19 +693,19 @@ mail_setup(struct gateway *gw, struct mail **out, char *err, size_t errlen)
 	if ((strncmp(cfg->mail_url, "smtp://", 7) != 0 &&
 	     strncmp(cfg->mail_url, "smtps://", 8) != 0) ||
 	    strpbrk(cfg->mail_url, " \t\r\n") != NULL) {
-		snprintf(err, errlen,
-		         "mail_url must be smtp://HOST[:PORT] or smtps://HOST[:PORT]");
+		fgw_why_set(why, NULL, 0, 0,
+		            "mail_url must be smtp://HOST[:PORT] or smtps://HOST[:PORT]");
 		return FGW_ERR_INVALID;
 	}
 	if ((cfg->mail_username[0] != '\0') != (cfg->mail_password_file[0] != '\0')) {
-		snprintf(err, errlen, "mail_username and mail_password_file go together");
+		fgw_why_set(why, NULL, 0, 0, "mail_username and mail_password_file go together");
 		return FGW_ERR_INVALID;
 	}
 	if (strcmp(cfg->mode, "production") == 0 && cfg->mail_username[0] != '\0' &&
 	    strncmp(cfg->mail_url, "smtps://", 8) != 0 && !cfg->mail_starttls) {
-		snprintf(err, errlen,
-		         "production: SMTP AUTH needs smtps:// or mail_starttls 1 "
-		         "(the password is never sent in clear)");
+		fgw_why_set(why, NULL, 0, 0,
+		            "production: SMTP AUTH needs smtps:// or mail_starttls 1 "
+		            "(the password is never sent in clear)");
 		return FGW_ERR_INVALID;
 	}
 	if ((m = calloc(1, sizeof(*m))) == NULL)
@@ -715,9 +715,9 @@ mail_setup(struct gateway *gw, struct mail **out, char *err, size_t errlen)
 	pthread_cond_init(&m->cv, NULL);
 	if (cfg->mail_password_file[0] != '\0' &&
 	    (r = outbox_read_secret(cfg->mail_password_file, PASSWORD_MAX, 1, 1, &m->password,
-	                            &why)) != 0) {
-		snprintf(err, errlen, "mail_password_file %s",
-		         fgw_why_format(&why, msg, sizeof(msg)));
+	                            &w)) != 0) {
+		fgw_why_set(why, NULL, 0, 0, "mail_password_file %s",
+		            fgw_why_format(&w, msg, sizeof(msg)));
 		goto fail;
 	}
 	for (int i = 0; i < cfg->n_mail_clients; i++) {
@@ -727,12 +727,13 @@ mail_setup(struct gateway *gw, struct mail **out, char *err, size_t errlen)
 	}
 	o = (struct notify_opts){ cfg->mail_templates_dir, cfg->mail_from, cfg->mail_admin,
 		                      clients, (size_t)cfg->n_mail_clients };
-	if ((r = notify_init(&o, &why)) != 0) {
-		snprintf(err, errlen, "%s", fgw_why_format(&why, msg, sizeof(msg)));
+	if ((r = notify_init(&o, &w)) != 0) {
+		if (why != NULL)
+			*why = w;
 		goto fail;
 	}
 	if ((r = txn_events_subscribe(on_txn_event, m)) != 0) {
-		snprintf(err, errlen, "mail: cannot subscribe to transaction events");
+		fgw_why_set(why, "mail", 0, 0, "cannot subscribe to transaction events");
 		goto fail;
 	}
 	*out = m;

@@ -54,6 +54,15 @@
 #include "store/store.h"
 #include "store/txn_recent.h"
 
+/* What the logs and the audit trail name as the store: the SQLite file,
+ * or "postgresql" (never the connection string, which may hold the
+ * password). */
+static const char *
+store_name(const struct fgw_config *cfg)
+{
+	return strcmp(cfg->store_backend, "postgresql") == 0 ? "postgresql" : cfg->database;
+}
+
 static struct gateway gw;
 static struct store_waker *main_waker; /* the main loop's, for audit events */
 
@@ -103,11 +112,10 @@ reload_rules(void)
 static void
 reload(void)
 {
-	const char *why = NULL;
-	char err[256];
+	struct fgw_why why = { 0 }, jwhy = { 0 };
 	int r;
 	if ((r = keyring_reload(gw.kr, &why)) != 0)
-		log_error("SIGHUP: key ring not reloaded: %s", why ? why : fgw_strerror(r));
+		log_error("SIGHUP: key ring not reloaded: %s", why.msg);
 	else
 		log_info("SIGHUP: key ring reloaded");
 	audit_emit(gw.store, main_waker, "system", "local", "keyring.reload", gw.cfg.keys_dir,
@@ -115,9 +123,9 @@ reload(void)
 	           r == 0 ? "{\"what\":\"keyring\"}"
 	                  : "{\"what\":\"keyring\",\"error\":\"refused\"}");
 	if (gw.jwt != NULL && gw.cfg.jwt_jwks_file[0] != '\0') {
-		r = jwt_verifier_reload_jwks(gw.jwt, err, sizeof(err));
+		r = jwt_verifier_reload_jwks(gw.jwt, &jwhy);
 		if (r != 0)
-			log_error("SIGHUP: JWKS not reloaded: %s", err);
+			log_error("SIGHUP: JWKS not reloaded: %s", jwhy.msg);
 		else
 			log_info("SIGHUP: JWKS reloaded");
 		audit_emit(gw.store, main_waker, "system", "local", "jwks.reload",
@@ -187,7 +195,7 @@ static void
 keyring_watch(evutil_socket_t fd, short what, void *arg)
 {
 	struct stat now;
-	const char *why = NULL;
+	struct fgw_why why = { 0 };
 	int r;
 	(void)fd;
 	(void)what;
@@ -198,8 +206,7 @@ keyring_watch(evutil_socket_t fd, short what, void *arg)
 	    now.st_mtim.tv_nsec == keyring_seen.st_mtim.tv_nsec)
 		return;
 	if ((r = keyring_reload(gw.kr, &why)) != 0) {
-		log_error("key ring changed on disk but not reloaded: %s",
-		          why ? why : fgw_strerror(r));
+		log_error("key ring changed on disk but not reloaded: %s", why.msg);
 	} else {
 		log_info("key ring changed on disk: reloaded");
 	}
@@ -314,7 +321,7 @@ config_event(struct gateway *g)
 		details = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
 	a = (struct store_audit){ "system",        "local",   "config.loaded",
-		                      g->cfg.database, "success", details };
+		                      store_name(&g->cfg), "success", details };
 	/* Committed before the first request is served, so the event comes
 	 * before anything the configuration decides. The main thread is not a
 	 * reactor: waiting here blocks no request. */
@@ -530,6 +537,7 @@ main(int argc, char **argv)
 	struct event *sigs[4] = { NULL, NULL, NULL, NULL };
 	struct event *timers[3] = { NULL, NULL, NULL };
 	struct backup_sched *sched = NULL;
+	struct fgw_why why = { 0 };
 	char err[1024];
 	int help = 0, check = 0, r, code = 1;
 
@@ -559,8 +567,8 @@ main(int argc, char **argv)
 		return 1;
 	}
 	config_defaults(&gw.cfg);
-	if (config_from_args(&gw.cfg, argc, argv, &help, err, sizeof(err)) != 0) {
-		fprintf(stderr, "flairgw: %s\n", err);
+	if (config_from_args(&gw.cfg, argc, argv, &help, &why) != 0) {
+		fprintf(stderr, "flairgw: %s\n", fgw_why_format(&why, err, sizeof(err)));
 		return 2;
 	}
 	if (help) {
@@ -600,14 +608,14 @@ main(int argc, char **argv)
 		check_problem(&rep, "out of memory");
 		goto out;
 	}
-	if (web_setup(&gw, err, sizeof(err)) != 0) {
-		check_problem(&rep, "%s", err);
+	if (web_setup(&gw, &why) != 0) {
+		check_problem(&rep, "%s", fgw_why_format(&why, err, sizeof(err)));
 		goto out;
 	}
 	if (startup_webhooks(&gw, STARTUP_RUN, &rep) != 0)
 		goto out;
-	if (mail_setup(&gw, &gw.mail, err, sizeof(err)) != 0) {
-		check_problem(&rep, "%s", err);
+	if (mail_setup(&gw, &gw.mail, &why) != 0) {
+		check_problem(&rep, "%s", fgw_why_format(&why, err, sizeof(err)));
 		goto out;
 	}
 	if (startup_pipeline(&gw, &rep) != 0 || startup_rules(&gw, &rep) != 0)
@@ -620,7 +628,8 @@ main(int argc, char **argv)
 	if (startup_tls(&gw, &rep) != 0)
 		goto out;
 	if ((r = replay_velocity(&gw)) != 0) {
-		log_error("velocity replay from %s failed: %s", gw.cfg.database, fgw_strerror(r));
+		log_error("velocity replay from %s failed: %s", store_name(&gw.cfg),
+		          fgw_strerror(r));
 		goto out;
 	}
 	if (gw.risk.up && (r = txn_events_subscribe(risk_on_txn_event, &gw.risk)) != 0) {
@@ -648,7 +657,8 @@ main(int argc, char **argv)
 		goto out;
 	/* Start-up is an audited configuration event (PCI DSS 10.2.1.6/10.2.2). */
 	config_event(&gw);
-	if (server_start(&gw, err, sizeof(err)) != 0) {
+	if (server_start(&gw, &why) != 0) {
+		fgw_why_format(&why, err, sizeof(err));
 		fprintf(stderr, "flairgw: %s\n", err);
 		log_error("%s", err);
 		goto out;
@@ -678,10 +688,10 @@ main(int argc, char **argv)
 		    event_add(timers[2], &tv) != 0)
 			log_warn("refusal summaries are written at shutdown only");
 	}
-	log_info("listening on %s (%s) with %d reactor%s, processor %s at %s, database %s",
+	log_info("listening on %s (%s) with %d reactor%s, processor %s at %s, store %s",
 	         gw.cfg.listen, gw.tls ? "TLS 1.2+" : "plain HTTP", gw.n_rx,
 	         gw.n_rx == 1 ? "" : "s", gw.procs[0].cfg.name, gw.procs[0].cfg.base_url,
-	         gw.cfg.database);
+	         store_name(&gw.cfg));
 	for (int i = 1; i < gw.n_procs; i++)
 		log_info("failover processor %d: %s (%s) at %s", i, gw.procs[i].cfg.name,
 		         gw.procs[i].cfg.type, gw.procs[i].cfg.base_url);
@@ -698,7 +708,7 @@ main(int argc, char **argv)
 	gw.mail = NULL;
 	refusals_flush(1);
 	/* Before the last checkpoint, so the checkpoint covers it. */
-	audit_emit(gw.store, NULL, "system", "local", "service.stopped", gw.cfg.database,
+	audit_emit(gw.store, NULL, "system", "local", "service.stopped", store_name(&gw.cfg),
 	           "success", NULL);
 	backup_sched_stop(sched);
 	sched = NULL;

@@ -16,7 +16,7 @@ struct resv_row;
 /* Start-up, before the reactors run: subscribes to transaction events and
  * loads slots_file (blocking is fine here). With check, only checks
  * slots_file: no subscription, no store needed. */
-int resv_setup(struct gateway *gw, int check, char *err, size_t errlen);
+int resv_setup(struct gateway *gw, int check, struct fgw_why *why);
 /* On each reactor: the hold-expiry / idempotency-pruning timer. */
 int resv_reactor_start(struct reactor *rx);
 void resv_reactor_stop(struct reactor *rx);

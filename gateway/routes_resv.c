@@ -568,7 +568,7 @@ convert_stored(void *arg, int rc)
 static const char *
 pay_status_of(const struct txn *t)
 {
-	enum txn_state s = txn_state_of(t->out.status);
+	enum txn_state s = t->out.state;
 	if (s == TXN_SUCCEEDED || s == TXN_REQUIRES_ACTION || s == TXN_PROCESSING ||
 	    s == TXN_DECLINED)
 		return txn_state_name(s);
@@ -642,7 +642,7 @@ on_pay_done(struct txn *t, void *arg)
 	struct rctx *c = arg;
 	struct store_idem idem;
 	const char *intent = t->result.reference[0] ? t->result.reference : t->id;
-	enum txn_state st = txn_state_of(t->out.status);
+	enum txn_state st = t->out.state;
 	char secret[160], ref[16];
 	cJSON *o = NULL, *res;
 
@@ -765,7 +765,7 @@ non_integer_number(const cJSON *v)
  * sets the request's customer and save flag. */
 static int
 build_request(const cJSON *root, const struct resv_row *r, int client_confirms,
-              struct txn_request **rq, struct txn_parse_error *perr)
+              struct txn_request **rq, struct fgw_why *perr)
 {
 	static const char *const pay_fields[] = { "card", "encryptedCard", "paymentMethodId",
 		                                      "stripePaymentMethod", "returnUrl" };
@@ -789,12 +789,12 @@ build_request(const cJSON *root, const struct resv_row *r, int client_confirms,
 			            strspn(name,
 			                   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") ==
 			                n;
-			snprintf(perr->field, sizeof(perr->field), "%s%s%s", pay_fields[i],
+			snprintf(perr->where, sizeof(perr->where), "%s%s%s", pay_fields[i],
 			         bad != v ? "." : "",
 			         bad == v ? ""
 			         : plain  ? name
 			                  : "(unnamed)");
-			snprintf(perr->message, sizeof(perr->message),
+			snprintf(perr->msg, sizeof(perr->msg),
 			         "must be an integer (no fraction or exponent)");
 			rc = FGW_ERR_INVALID;
 			goto out;
@@ -833,8 +833,8 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	struct auth_ctx who = *who_in;
 	struct resv_row cur;
 	struct txn_request *rq = NULL;
-	struct txn_parse_error perr;
-	char msg[256];
+	struct fgw_why perr;
+	char msg[sizeof(perr.where) + sizeof(perr.msg) + 2];
 	int r;
 
 	r = id_ok(hold_id) ? resv_get(rx->reader, who.subject, hold_id, &cur)
@@ -844,7 +844,7 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 		goto out;
 	}
 	r = build_request(root, &cur, client_confirms, &rq, &perr);
-	if (r == FGW_ERR_INVALID && strcmp(perr.field, "paymentMethodId") == 0) {
+	if (r == FGW_ERR_INVALID && strcmp(perr.where, "paymentMethodId") == 0) {
 		/* Without a saved method under this id (or without the saved
 		 * methods feature) there is nothing to pay with. */
 		gw_req_error(&c->g, 404, "PAYMENT_METHOD_NOT_FOUND",
@@ -853,7 +853,7 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	}
 	if (r != 0) {
 		if (r == FGW_ERR_INVALID) {
-			snprintf(msg, sizeof(msg), "%s %s", perr.field, perr.message);
+			snprintf(msg, sizeof(msg), "%s %s", perr.where, perr.msg);
 			gw_req_error(&c->g, 400, "VALIDATION_ERROR", msg);
 		} else {
 			gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
@@ -863,7 +863,8 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	/* From a browser, the page's own (CORS) origins are where 3-D Secure
 	 * may bring the customer back too. */
 	if (!txn_return_url_allowed(rq, rx->gw->cfg.return_url_origins) &&
-	    !(browser && browser_return_url_allowed(&rx->gw->cfg, rq->return_url))) {
+	    !(browser && browser_return_url_allowed(&rx->gw->cfg,
+	                                          rq->return_url ? rq->return_url : ""))) {
 		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
 		             "returnUrl must point to an origin listed in return_url_origins");
 		goto out;
@@ -1513,20 +1514,20 @@ status_checked(void *arg, const struct proc_reply *reply)
 	const struct pipeline_env *env = &c->g.rx->env;
 	struct proc_result res = c->pres; /* ours now */
 	struct txn_settlement set;
-	const char *to = NULL;
+	enum txn_state to = TXN_STATE_NONE;
 	int r;
 
 	memset(&c->pres, 0, sizeof(c->pres));
 	if (reply->parsed && proc_result_is_for(&res, c->txn.id) &&
 	    !proc_result_other_sum(&res, c->txn.amount, c->txn.currency)) {
 		if (res.outcome == PROC_SUCCEEDED)
-			to = "succeeded";
+			to = TXN_SUCCEEDED;
 		else if (res.outcome == PROC_AUTHORIZED)
-			to = "authorized";
+			to = TXN_AUTHORIZED;
 		else if (res.outcome == PROC_DECLINED)
-			to = "declined";
+			to = TXN_DECLINED;
 	}
-	if (to == NULL || txn_state_of(to) == txn_state_of(c->txn.status)) {
+	if (to == TXN_STATE_NONE || to == txn_state_of(c->txn.status)) {
 		proc_result_clear(&res);
 		status_answer(c);
 		return;
@@ -1534,7 +1535,7 @@ status_checked(void *arg, const struct proc_reply *reply)
 	set = (struct txn_settlement){
 		.txn_id = c->txn.id,
 		.from = txn_state_of(c->txn.status),
-		.to = txn_state_of(to),
+		.to = to,
 		.error_code = res.outcome == PROC_DECLINED ? "PAYMENT_CARD_DECLINED" : NULL,
 		.error_message = res.outcome == PROC_DECLINED ? res.message : NULL,
 		.actor = "system",
@@ -2017,25 +2018,26 @@ resv_reactor_stop(struct reactor *rx)
 }
 
 int
-resv_setup(struct gateway *gw, int check, char *err, size_t errlen)
+resv_setup(struct gateway *gw, int check, struct fgw_why *why)
 {
-	char *text = NULL, why[200];
+	char *text = NULL, cat_why[200];
 	size_t len = 0;
 	int r;
 
 	if (!check && (r = txn_events_subscribe(on_txn_event, gw)) != 0) {
-		snprintf(err, errlen, "reservations: cannot subscribe to transaction events");
+		fgw_why_set(why, "reservations", 0, 0, "cannot subscribe to transaction events");
 		return r;
 	}
 	if (gw->cfg.slots_file[0] == '\0')
 		return 0;
 	if ((r = fgw_read_file(gw->cfg.slots_file, 4 << 20, &text, &len)) != 0) {
-		snprintf(err, errlen, "slots_file %s: %s", gw->cfg.slots_file, fgw_strerror(r));
+		fgw_why_set(why, NULL, 0, 0, "slots_file %s: %s", gw->cfg.slots_file,
+		            fgw_strerror(r));
 		return r;
 	}
-	if ((r = resv_load_catalogue(check ? NULL : gw->store, text, len, why,
-	                             sizeof(why))) != 0)
-		snprintf(err, errlen, "slots_file %s: %s", gw->cfg.slots_file, why);
+	if ((r = resv_load_catalogue(check ? NULL : gw->store, text, len, cat_why,
+	                             sizeof(cat_why))) != 0)
+		fgw_why_set(why, NULL, 0, 0, "slots_file %s: %s", gw->cfg.slots_file, cat_why);
 	free(text);
 	return r;
 }

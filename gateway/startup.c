@@ -234,10 +234,11 @@ startup_log_file(const struct fgw_config *cfg, struct check_report *rep)
 int
 startup_listen(const struct fgw_config *cfg, struct check_report *rep)
 {
-	char err[512];
+	struct fgw_why why = { 0 };
+	char err[sizeof(why.where) + sizeof(why.msg) + 8];
 	int r;
-	if ((r = server_listen_check(cfg->listen, err, sizeof(err))) != 0)
-		check_problem(rep, "%s", err);
+	if ((r = server_listen_check(cfg->listen, &why)) != 0)
+		check_problem(rep, "%s", fgw_why_format(&why, err, sizeof(err)));
 	return r;
 }
 
@@ -248,7 +249,8 @@ startup_keyring(struct gateway *g, enum startup_mode m, struct check_report *rep
 {
 	const struct fgw_config *cfg = &g->cfg;
 	struct keyring_opts kopts;
-	const char *why = NULL, *note = NULL;
+	struct fgw_why why = { 0 };
+	const char *note = NULL;
 	int r;
 
 	memset(&kopts, 0, sizeof(kopts));
@@ -264,7 +266,7 @@ startup_keyring(struct gateway *g, enum startup_mode m, struct check_report *rep
 	else if ((r = keyring_check(&kopts, &note, &why)) == 0 && note != NULL)
 		check_note(rep, "key ring %s: %s", cfg->keys_dir, note);
 	if (r != 0)
-		check_problem(rep, "key ring %s: %s", cfg->keys_dir, why ? why : fgw_strerror(r));
+		check_problem(rep, "key ring %s: %s", cfg->keys_dir, why.msg);
 	return r;
 }
 
@@ -275,7 +277,7 @@ startup_keyring(struct gateway *g, enum startup_mode m, struct check_report *rep
  * directive's value. The value is never logged, only where it came from. */
 static int
 processor_secret(const char *file, const char *env, const char *prefix,
-                 struct proc_config *pc, char *err, size_t errlen)
+                 struct proc_config *pc, struct fgw_why *why)
 {
 	const char *v = NULL;
 	char *text = NULL;
@@ -285,20 +287,21 @@ processor_secret(const char *file, const char *env, const char *prefix,
 
 	if (file[0] != '\0') {
 		if (stat(file, &sb) != 0 || !S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
-			snprintf(err, errlen,
-			         "%s_secret_file %s: must be a regular file "
-			         "with mode 0600 or stricter",
-			         prefix, file);
+			fgw_why_set(why, NULL, 0, 0,
+			            "%s_secret_file %s: must be a regular file "
+			            "with mode 0600 or stricter",
+			            prefix, file);
 			return FGW_ERR_INVALID;
 		}
 		if ((r = fgw_read_secret_file(file, sizeof(pc->secret), &text, &len)) != 0) {
-			snprintf(err, errlen, "%s_secret_file %s: %s", prefix, file, fgw_strerror(r));
+			fgw_why_set(why, NULL, 0, 0, "%s_secret_file %s: %s", prefix, file,
+			            fgw_strerror(r));
 			return r;
 		}
 		v = text;
 	} else if (env[0] != '\0') {
 		if ((v = getenv(env)) == NULL) {
-			snprintf(err, errlen, "%s_secret_env: %s is not set", prefix, env);
+			fgw_why_set(why, NULL, 0, 0, "%s_secret_env: %s is not set", prefix, env);
 			return FGW_ERR_INVALID;
 		}
 	} else {
@@ -307,8 +310,9 @@ processor_secret(const char *file, const char *env, const char *prefix,
 	r = FGW_OK;
 	if (v[0] == '\0' || strlen(v) >= sizeof(pc->secret) ||
 	    strpbrk(v, " \t\r\n") != NULL) {
-		snprintf(err, errlen, "%s credential from %s: empty, too long or has white space",
-		         prefix, text != NULL ? "its secret file" : "its environment variable");
+		fgw_why_set(why, NULL, 0, 0,
+		            "%s credential from %s: empty, too long or has white space", prefix,
+		            text != NULL ? "its secret file" : "its environment variable");
 		r = FGW_ERR_INVALID;
 	} else {
 		fgw_strlcpy(pc->secret, v, sizeof(pc->secret));
@@ -323,6 +327,7 @@ int
 startup_processors(struct gateway *g, struct check_report *rep)
 {
 	const struct fgw_config *cfg = &g->cfg;
+	struct fgw_why why = { 0 };
 	char err[1024], prefix[64];
 	int r, first = 0;
 
@@ -337,18 +342,17 @@ startup_processors(struct gateway *g, struct check_report *rep)
 			         s->old_prefix);
 		else
 			snprintf(prefix, sizeof(prefix), "processor %s ", s->name);
-		if ((r = proc_instance_load(pi, s, cfg->processor_timeout_ms, err,
-		                            sizeof(err))) != 0 ||
-		    (r = processor_secret(s->secret_file, s->secret_env, prefix, &pi->cfg, err,
-		                          sizeof(err))) != 0)
-			check_problem(rep, "%s", err);
+		if ((r = proc_instance_load(pi, s, cfg->processor_timeout_ms, &why)) != 0 ||
+		    (r = processor_secret(s->secret_file, s->secret_env, prefix, &pi->cfg,
+		                          &why)) != 0)
+			check_problem(rep, "%s", fgw_why_format(&why, err, sizeof(err)));
 		breaker_init(&pi->breaker, (int)cfg->breaker_failures, cfg->breaker_open_ms);
 		g->n_procs = i + 1;
 		if (first == 0)
 			first = r;
 		if ((r = tls_client_files_check(prefix, s->ca_file, s->client_cert, s->client_key,
-		                                err, sizeof(err))) != 0) {
-			check_problem(rep, "%s", err);
+		                                &why)) != 0) {
+			check_problem(rep, "%s", why.msg);
 			if (first == 0)
 				first = r;
 		}
@@ -363,7 +367,8 @@ startup_jwt(struct gateway *g, struct check_report *rep)
 {
 	const struct fgw_config *cfg = &g->cfg;
 	struct jwt_config jc;
-	char *secret = NULL, err[512];
+	struct fgw_why why = { 0 };
+	char *secret = NULL;
 	size_t slen = 0;
 	int r;
 	if (cfg->jwt_issuer[0] == '\0')
@@ -384,8 +389,8 @@ startup_jwt(struct gateway *g, struct check_report *rep)
 		jc.hs256_secret = (const unsigned char *)secret;
 		jc.hs256_secret_len = slen;
 	}
-	if ((r = jwt_verifier_new(&jc, &g->jwt, err, sizeof(err))) != 0)
-		check_problem(rep, "customer JWTs (jwt_*): %s", err);
+	if ((r = jwt_verifier_new(&jc, &g->jwt, &why)) != 0)
+		check_problem(rep, "customer JWTs (jwt_*): %s", why.msg);
 	fgw_freezero(secret, slen);
 	return r;
 }
@@ -433,11 +438,11 @@ startup_webhooks(struct gateway *g, enum startup_mode m, struct check_report *re
 int
 startup_pipeline(struct gateway *g, struct check_report *rep)
 {
-	char err[512];
+	struct fgw_why why = { 0 };
 	int r;
-	if ((r = pipeline_build(g->cfg.stages_request, g->cfg.stages_response, &g->pl, err,
-	                        sizeof(err))) != 0)
-		check_problem(rep, "stages_request / stages_response: %s", err);
+	if ((r = pipeline_build(g->cfg.stages_request, g->cfg.stages_response, &g->pl,
+	                        &why)) != 0)
+		check_problem(rep, "stages_request / stages_response: %s", why.msg);
 	return r;
 }
 
@@ -466,13 +471,13 @@ startup_rules(struct gateway *g, struct check_report *rep)
 int
 startup_tls(struct gateway *g, struct check_report *rep)
 {
-	char err[512];
+	struct fgw_why why = { 0 };
 	int r;
 	if (g->cfg.tls_cert_file[0] == '\0')
 		return FGW_OK;
-	if ((r = tls_server_ctx_new(g->cfg.tls_cert_file, g->cfg.tls_key_file, &g->tls, err,
-	                            sizeof(err))) != 0)
-		check_problem(rep, "%s", err);
+	if ((r = tls_server_ctx_new(g->cfg.tls_cert_file, g->cfg.tls_key_file, &g->tls,
+	                            &why)) != 0)
+		check_problem(rep, "%s", why.msg);
 	return r;
 }
 
@@ -540,6 +545,78 @@ exit_after_status(struct db *db, void *ctx)
 	}
 }
 
+static void
+store_opts_of(struct gateway *g, struct store_opts *o)
+{
+	const struct fgw_config *cfg = &g->cfg;
+
+	memset(o, 0, sizeof(*o));
+	if (strcmp(cfg->store_backend, "postgresql") == 0) {
+		o->backend = STORE_POSTGRESQL;
+		o->dsn = cfg->store_dsn[0] != '\0' ? cfg->store_dsn : NULL;
+		o->dsn_file = cfg->store_dsn_file[0] != '\0' ? cfg->store_dsn_file : NULL;
+		o->production = strcmp(cfg->mode, "production") == 0;
+	} else
+		o->path = cfg->database;
+	o->sync_full = strcmp(cfg->store_sync, "full") == 0;
+	o->batch_max = (int)cfg->store_batch_max;
+	o->max_pages = cfg->store_max_pages;
+	o->audit_mac = keyring_audit_mac_fn;
+	o->audit_mac_ctx = g->kr;
+	if (cfg->test_exit_after_status[0] != '\0') {
+		o->after_commit = exit_after_status;
+		o->after_commit_ctx = (void *)cfg->test_exit_after_status;
+	}
+}
+
+/* The PostgreSQL store: reachable, durable, at a version this build
+ * knows. The connection string is never named (it may hold a password);
+ * pg_connect logs why a connection failed. */
+static int
+check_pg_store(const struct store_opts *o, enum startup_mode m, struct check_report *rep)
+{
+	int version = 0, latest = 0, r;
+
+	r = store_pg_schema(o, &version, &latest);
+	if (r == FGW_ERR_STATE && version > latest) {
+		check_problem(rep,
+		              "store (PostgreSQL): schema version %d is newer than this build "
+		              "knows (%d): run the flairgw that wrote it",
+		              version, latest);
+		return r;
+	}
+	switch (r) {
+	case FGW_OK:
+		break;
+	case FGW_ERR_STATE:
+		check_problem(rep, "store (PostgreSQL): the server does not make commits durable "
+		                   "(fsync and synchronous_commit must be on; see the log)");
+		return r;
+	case FGW_ERR_AUTH:
+		check_problem(rep, "store_dsn: in production a database server not on this host "
+		                   "needs sslmode=verify-full");
+		return r;
+	case FGW_ERR_NOT_FOUND:
+		check_problem(rep, "store_dsn_file %s: not found", o->dsn_file);
+		return r;
+	case FGW_ERR_INVALID:
+		check_problem(rep, o->dsn_file != NULL
+		                       ? "store_dsn_file: must be a regular file of mode 0600 "
+		                         "holding a PostgreSQL connection string"
+		                       : "store_dsn: not a PostgreSQL connection string");
+		return r;
+	default:
+		check_problem(rep, "store (PostgreSQL): cannot connect (%s; see the log)",
+		              fgw_strerror(r));
+		return r;
+	}
+	if (m == STARTUP_CHECK && version < latest)
+		check_note(rep, "store (PostgreSQL): schema version %d, migrated to %d on the "
+		                "next start",
+		           version, latest);
+	return FGW_OK;
+}
+
 int
 startup_database(struct gateway *g, enum startup_mode m, struct check_report *rep)
 {
@@ -549,6 +626,14 @@ startup_database(struct gateway *g, enum startup_mode m, struct check_report *re
 	const char *why = NULL;
 	int version = 0, latest = 0, exists = 0, r;
 
+	store_opts_of(g, &sopts);
+	if (sopts.backend == STORE_POSTGRESQL) {
+		if ((r = check_pg_store(&sopts, m, rep)) != 0 || m == STARTUP_CHECK)
+			return r;
+		if ((r = store_open(&sopts, &g->store)) != 0)
+			check_problem(rep, "store (PostgreSQL): %s (see the log)", fgw_strerror(r));
+		return r;
+	}
 	r = store_file_schema(cfg->database, &version, &latest);
 	if (r == FGW_ERR_STATE) {
 		check_problem(rep,
@@ -588,17 +673,6 @@ startup_database(struct gateway *g, enum startup_mode m, struct check_report *re
 	}
 	if (m == STARTUP_CHECK)
 		return FGW_OK;
-	memset(&sopts, 0, sizeof(sopts));
-	sopts.path = cfg->database;
-	sopts.sync_full = strcmp(cfg->store_sync, "full") == 0;
-	sopts.batch_max = (int)cfg->store_batch_max;
-	sopts.max_pages = cfg->store_max_pages;
-	sopts.audit_mac = keyring_audit_mac_fn;
-	sopts.audit_mac_ctx = g->kr;
-	if (cfg->test_exit_after_status[0] != '\0') {
-		sopts.after_commit = exit_after_status;
-		sopts.after_commit_ctx = (void *)cfg->test_exit_after_status;
-	}
 	if ((r = store_open(&sopts, &g->store)) != 0)
 		check_problem(rep, "database %s: %s", cfg->database, fgw_strerror(r));
 	return r;
@@ -607,10 +681,11 @@ startup_database(struct gateway *g, enum startup_mode m, struct check_report *re
 int
 startup_slots(struct gateway *g, enum startup_mode m, struct check_report *rep)
 {
-	char err[512];
+	struct fgw_why why = { 0 };
+	char err[sizeof(why.where) + sizeof(why.msg) + 8];
 	int r;
-	if ((r = resv_setup(g, m == STARTUP_CHECK, err, sizeof(err))) != 0)
-		check_problem(rep, "%s", err);
+	if ((r = resv_setup(g, m == STARTUP_CHECK, &why)) != 0)
+		check_problem(rep, "%s", fgw_why_format(&why, err, sizeof(err)));
 	return r;
 }
 

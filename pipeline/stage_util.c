@@ -28,7 +28,7 @@
 enum stage_rc
 stage_invalid(struct txn *t, const char *message)
 {
-	txn_set_outcome(t, "rejected", "VALIDATION_ERROR", message, 400, 0);
+	txn_reject(t, "VALIDATION_ERROR", message, 400);
 	return STAGE_STOP;
 }
 
@@ -70,8 +70,8 @@ stage_audit_details(const struct txn *t)
 		cJSON_AddStringToObject(o, "rulesFired", t->rules_fired);
 	if (t->rule_code[0])
 		cJSON_AddStringToObject(o, "ruleCode", t->rule_code);
-	if (t->out.status[0])
-		cJSON_AddStringToObject(o, "status", t->out.status);
+	if (txn_outcome_name(&t->out)[0])
+		cJSON_AddStringToObject(o, "status", txn_outcome_name(&t->out));
 	if (t->out.error_code[0])
 		cJSON_AddStringToObject(o, "code", t->out.error_code);
 	if (t->result.reference[0])
@@ -84,7 +84,7 @@ stage_audit_details(const struct txn *t)
 }
 
 void
-stage_fill_row(const struct txn *t, const char *status, struct store_txn_row *row)
+stage_fill_row(const struct txn *t, enum txn_state state, struct store_txn_row *row)
 {
 	const struct txn_request *rq = t->req;
 	memset(row, 0, sizeof(*row));
@@ -93,7 +93,7 @@ stage_fill_row(const struct txn *t, const char *status, struct store_txn_row *ro
 	fgw_strlcpy(row->reservation_id, rq->reservation_id, sizeof(row->reservation_id));
 	row->amount = rq->amount;
 	fgw_strlcpy(row->currency, rq->currency, sizeof(row->currency));
-	fgw_strlcpy(row->status, status, sizeof(row->status));
+	fgw_strlcpy(row->status, txn_state_name(state), sizeof(row->status));
 	fgw_strlcpy(row->error_code, t->out.error_code, sizeof(row->error_code));
 	fgw_strlcpy(row->error_message, t->out.error_message, sizeof(row->error_message));
 	fgw_strlcpy(row->processor, txn_proc(t)->name, sizeof(row->processor));
@@ -202,7 +202,7 @@ stage_build_answer(struct txn *t)
 {
 	struct stage_answer a = {
 		.id = t->id,
-		.status = t->out.status,
+		.status = txn_outcome_name(&t->out),
 		.amount = t->req->amount,
 		.currency = t->req->currency,
 		.token = t->token,

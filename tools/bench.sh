@@ -24,7 +24,9 @@
 # BENCH_BIG_CONNS (1000), BUILD (build), BENCH_KEEP=1 keeps the temp dir,
 # BENCH_QUICK=1 stops after the saturation runs (A/B of one change; with
 # BENCH_RATE=N also a plain run at N req/s offered),
-# BENCH_PERF=1 records a perf profile of every flairgw run ($BUILD/perf-*.data).
+# BENCH_PERF=1 records a perf profile of every flairgw run ($BUILD/perf-*.data;
+# BENCH_PERF_CG=dwarf unwinds through libc, which has no frame pointers,
+# BENCH_PERF_HZ sets the sampling rate, 999 by default).
 set -eu
 
 BUILD=${BUILD:-build}
@@ -263,7 +265,7 @@ perf_start() { # LABEL PIDS...
 	f="$f/perf-$(echo "$1" | tr -c 'A-Za-z0-9\n' '_').data"
 	shift
 	pl=$(echo "$@" | tr ' ' ',')
-	perf record -q -g -F 999 -o "$f" -p "$pl" >/dev/null 2>&1 &
+	perf record -q --call-graph "${BENCH_PERF_CG:-fp}" -F "${BENCH_PERF_HZ:-999}" -o "$f" -p "$pl" >/dev/null 2>&1 &
 	PERF_PID=$!
 }
 perf_stop() {
@@ -421,6 +423,10 @@ awk -v n="$BIG_CONNS" -v ok="$ok" -v s="$seconds" -v p50="$p50" -v p99="$p99" -v
 RSS_BIG=$(hwm_kib "$GW_PID")
 echo "  $BIG_CONNS connections: opened $opened, answered $answered, $ok ok, $failed failed in $seconds s" >&2
 stop_pid "$GW_PID"
+
+# ---- 8. (before 6 and 7, while the benchmark sandbox runs) PostgreSQL ------------
+
+. "$HERE/bench/pg.sh"
 
 # ---- 6. empty database against BENCH_ROWS rows, three runs each -------------------
 
@@ -611,6 +617,11 @@ col() { grep "^$1|$2|" "$T/results" | head -n 1 | cut -d'|' -f"$3"; }
 		printf "%d rows vs empty, CPU per payment instead of throughput: %s\n", rows, txt
 	}'
 	echo "fill: $ROWS rows in $FILL_S s; whole bench: $(($(date +%s) - BENCH_T0)) s"
+	if [ -n "$PG_SUMMARY" ]; then
+		echo
+		echo "PostgreSQL store (tools/bench/pg.sh; rows \"flairgw pg x1/x2\" above count flairgw + PostgreSQL CPU):"
+		echo "$PG_SUMMARY" | sed 's/^/  /'
+	fi
 	if [ -x "$BUILD/bench-rules" ]; then
 		echo
 		echo "rules engine ($BUILD/bench-rules):"

@@ -77,12 +77,12 @@ check_card(const struct txn_card *c)
 }
 
 static void
-check_refusal(const struct txn_parse_error *err)
+check_refusal(const struct fgw_why *err)
 {
-	check(memchr(err->field, '\0', sizeof(err->field)) != NULL);
-	check(memchr(err->message, '\0', sizeof(err->message)) != NULL);
-	check(err->field[0] != '\0' && err->message[0] != '\0');
-	check(!has_pan_run(err->field) && !has_pan_run(err->message));
+	check(memchr(err->where, '\0', sizeof(err->where)) != NULL);
+	check(memchr(err->msg, '\0', sizeof(err->msg)) != NULL);
+	check(err->where[0] != '\0' && err->msg[0] != '\0');
+	check(!has_pan_run(err->where) && !has_pan_run(err->msg));
 }
 
 /* What every parsed request (transaction or saved method) must hold:
@@ -113,7 +113,7 @@ static void
 fuzz_txn(const char *body, size_t len)
 {
 	struct txn_request *rq = NULL;
-	struct txn_parse_error err;
+	struct fgw_why err;
 	int r = txn_request_parse(body, len, &rq, &err);
 
 	if (r != FGW_OK) {
@@ -140,7 +140,7 @@ static void
 fuzz_method(const char *body, size_t len)
 {
 	struct txn_request *rq = NULL;
-	struct txn_parse_error err;
+	struct fgw_why err;
 	char nick[64];
 	int r = txn_method_body_parse(body, len, &rq, nick, sizeof(nick), &err);
 
@@ -161,7 +161,7 @@ static void
 fuzz_card(const char *body, size_t len)
 {
 	struct txn_card card;
-	struct txn_parse_error err;
+	struct fgw_why err;
 	int r;
 
 	memset(&card, 0, sizeof(card));
