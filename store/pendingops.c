@@ -219,9 +219,12 @@ begin_refund(struct db *db, struct store_pendingop *rf)
 	static const char held_sql[] =
 	    "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE txn_id = ?1"
 	    " AND status <> 'failed'";
+	/* A clash (a refund id or the same key raced in) is asked about, not
+	 * caught: on PostgreSQL an error spoils the batch until its savepoint. */
 	static const char ins_sql[] =
 	    "INSERT INTO refunds (id, txn_id, amount, idempotency_key, created_at,"
-	    " status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?5)";
+	    " status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?5)"
+	    " ON CONFLICT DO NOTHING";
 	struct db_stmt *s = NULL;
 	enum txn_state cur;
 	char cur_name[24], st[16];
@@ -273,9 +276,9 @@ begin_refund(struct db *db, struct store_pendingop *rf)
 	db_bind_text(s, 4, rf->idempotency_key);
 	db_bind_int64(s, 5, fgw_now_ms());
 	rc = db_step(s);
-	r = rc == DB_DONE                                   ? FGW_OK
-	    : rc == FGW_ERR_EXISTS || rc == FGW_ERR_INVALID ? FGW_ERR_EXISTS
-	                                                    : FGW_ERR_DB;
+	r = rc == DB_DONE           ? (db_changes(db) == 1 ? FGW_OK : FGW_ERR_EXISTS)
+	    : rc == FGW_ERR_INVALID ? FGW_ERR_EXISTS
+	                            : FGW_ERR_DB;
 	if (r == FGW_OK)
 		rf->status = STORE_OP_PENDING;
 out:

@@ -93,9 +93,13 @@ run_inbound(struct db *db, void *arg)
 	struct inbound_job *j = arg;
 	struct db_stmt *s = NULL;
 	int rc;
+	/* A concurrent duplicate (the same event at two reactors or two
+	 * instances) is asked about, not caught: on PostgreSQL a failed
+	 * statement spoils the batch's transaction until its savepoint. */
 	if ((rc = db_prepare(db,
 	                     "INSERT INTO webhook_inbound (processor, event_id, event_type,"
-	                     " txn_id, result, received_at) VALUES (?, ?, ?, ?, ?, ?)",
+	                     " txn_id, result, received_at) VALUES (?, ?, ?, ?, ?, ?)"
+	                     " ON CONFLICT (processor, event_id) DO NOTHING",
 	                     &s)) != 0)
 		goto out;
 	if (db_bind_text_or_null(s, 1, j->processor) ||
@@ -108,9 +112,9 @@ run_inbound(struct db *db, void *arg)
 	}
 	rc = db_step(s);
 	if (rc == DB_DONE)
-		rc = 0;
+		rc = db_changes(db) == 1 ? 0 : FGW_ERR_EXISTS;
 	else
-		rc = rc == FGW_ERR_EXISTS ? FGW_ERR_EXISTS : FGW_ERR_DB;
+		rc = FGW_ERR_DB;
 out:
 	db_release(s);
 	return rc;
