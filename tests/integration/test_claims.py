@@ -142,3 +142,55 @@ def test_a_payment_the_reconciler_asks_about_is_claimed_meanwhile():
             assert row["reconcile_next_at"] - int(time.time() * 1000) > 5000, row
     finally:
         hole.close()
+
+
+def _backups(gw):
+    d = os.path.join(gw.data_dir, "backups")
+    return sorted(n for n in os.listdir(d) if n.endswith(".fgwbk")) if os.path.isdir(d) else []
+
+
+@harness.pg_only("two instances share one PostgreSQL database")
+def test_one_instance_makes_the_backups_and_another_takes_over_when_it_dies():
+    """Two gateways on one database, a backup every second: one of them
+    (the holder of the leader's lock) makes them all, each the export of
+    the audit trail and transactions that `flairctl backup export`
+    opens; no instance fails one. Killed, the leader's lock goes with its
+    connection and the other instance makes the next ones."""
+    work = tempfile.mkdtemp(prefix="flairgw-it-claims-bk-", dir=WORK)
+    db = harness.PgDatabase()
+    sbx = gw1 = gw2 = None
+    try:
+        sbx = harness.Sandbox(os.path.join(work, "sandbox")).start()
+        gw1 = harness.Gateway(os.path.join(work, "gw1"), sbx, pg_db=db,
+                              backup_interval_s=1).start()
+        gw2 = harness.Gateway(os.path.join(work, "gw2"), sbx, pg_db=db,
+                              kek_file=gw1.kek_file,
+                              keys_dir=os.path.join(gw1.data_dir, "keys"),
+                              backup_interval_s=1).start()
+        resp = gw1.pay(harness.txn_body(VISA))
+        assert resp.status == 200, resp
+        harness.wait_until(lambda: len(_backups(gw1)) + len(_backups(gw2)) >= 3, 30,
+                           "three backups")
+        leader, other = (gw1, gw2) if _backups(gw1) else (gw2, gw1)
+        assert _backups(other) == [], (_backups(gw1), _backups(gw2))
+        assert gw1.query("SELECT count(*) AS n FROM audit_events"
+                         " WHERE event_type = 'backup.failed'") == [{"n": 0}]
+        out = os.path.join(work, "export.json")
+        done = leader.flairctl("backup", "export",
+                               os.path.join(leader.data_dir, "backups", _backups(leader)[-1]),
+                               out)
+        assert done.returncode == 0, done
+        with open(out) as f:
+            doc = json.load(f)
+        assert resp.body["transactionId"] in [t["id"] for t in doc["transactions"]]
+        assert doc["audit_events"] and "4242424242424242" not in json.dumps(doc)
+        leader.stop(signal.SIGKILL)
+        harness.wait_until(lambda: _backups(other), 30, "the other instance's first backup")
+    finally:
+        problems = []
+        for d in (gw2, gw1, sbx):
+            if d is not None:
+                d.stop()
+                problems += d.problems
+        db.drop()
+    assert not [p for p in problems if "exited with -9" not in p], problems
