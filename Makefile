@@ -165,12 +165,14 @@ web: build/web/flair.js $(WEB_DEMO)
 # server) for the e-mail tests, and the JSON Schema validator that checks
 # the answers of the integration tests against docs/openapi.yaml, and
 # Debian's PostgreSQL server (the harness runs its initdb and pg_ctl; the
-# version the tests need is the one Debian 12 ships).
+# version the tests need is the one Debian 12 ships; the integration suite
+# runs on it as well as on SQLite), and haproxy, the load balancer in
+# front of two gateways in tests/integration/test_multi_instance.py.
 PG_BIN := /usr/lib/postgresql/15/bin
 test-deps:
 	@sh tools/deps.sh mandoc prometheus chromium python3-aiosmtpd python3-jsonschema \
-	    python3-yaml postgresql -- -- mandoc promtool chromium aiosmtpd py:jsonschema py:yaml \
-	    psql $(PG_BIN)/initdb $(PG_BIN)/pg_ctl
+	    python3-yaml postgresql haproxy -- -- mandoc promtool chromium aiosmtpd py:jsonschema \
+	    py:yaml psql $(PG_BIN)/initdb $(PG_BIN)/pg_ctl /usr/sbin/haproxy
 
 test: deps test-deps $(S3RVER) $(STRIPE_NODE) $(PUPPETEER) $(SWAGGER_PARSER) web
 	@$(MAKE) --no-print-directory SAN=1 test-build

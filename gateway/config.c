@@ -105,6 +105,13 @@ static const struct cfg_directive directives[] = {
 	    "time for a whole request head, from its first byte"),
 	INT(keepalive_timeout_ms, 100, 3600000, "15000",
 	    "idle time before a keep-alive connection is closed"),
+	ENUM(store_backend, "sqlite|postgresql", "sqlite",
+	     "sqlite: one process on the database file; postgresql: any number of instances on "
+	     "one PostgreSQL database (store_dsn or store_dsn_file)"),
+	STR(store_dsn, "",
+	    "postgresql: libpq connection string (key=value or postgresql:// URI; never shown or "
+	    "logged; keep a password in store_dsn_file instead)"),
+	STR(store_dsn_file, "", "postgresql: file (mode 0600) holding the connection string"),
 	ENUM(store_sync, "full|normal", "full", "SQLite synchronous mode for commits"),
 	INT(store_batch_max, 1, 100000, "256", "most transactions in one group commit"),
 	INT(store_max_pages, 0, 2147483647, "0",
@@ -856,6 +863,16 @@ finish(struct fgw_config *cfg, struct finish_ctx *f)
 		bad(f, "config",
 		    "s3_endpoint needs s3_bucket, s3_access_key_file, s3_secret_key_file and an https:// (or loopback) URL%s",
 		    "");
+	if (strcmp(cfg->store_backend, "postgresql") == 0) {
+		if (cfg->store_dsn[0] == '\0' && cfg->store_dsn_file[0] == '\0')
+			bad(f, "config",
+			    "store_backend postgresql needs store_dsn or store_dsn_file%s", "");
+		else if (cfg->store_dsn[0] != '\0' && cfg->store_dsn_file[0] != '\0')
+			bad(f, "config", "give one of store_dsn and store_dsn_file, not both%s", "");
+	} else if (cfg->store_dsn[0] != '\0' || cfg->store_dsn_file[0] != '\0')
+		bad(f, "config",
+		    "%s is for store_backend postgresql (the SQLite store is `database`)",
+		    cfg->store_dsn[0] != '\0' ? "store_dsn" : "store_dsn_file");
 	if (cfg->kek_file[0] == '\0' && cfg->kek_env[0] == '\0' && cfg->kek_share1[0] == '\0')
 		bad(f, "config",
 		    "no KEK source: set kek_file, kek_env or kek_share1/kek_share2%s", "");

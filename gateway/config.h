@@ -74,6 +74,9 @@ struct fgw_config {
 	long long read_timeout_ms;
 	long long header_timeout_ms;
 	long long keepalive_timeout_ms;
+	char store_backend[16]; /* sqlite | postgresql */
+	char store_dsn[1024];   /* postgresql: libpq connection string (never shown) */
+	char store_dsn_file[512];
 	char store_sync[8];
 	long long store_batch_max;
 	long long store_max_pages;

@@ -54,6 +54,15 @@
 #include "store/store.h"
 #include "store/txn_recent.h"
 
+/* What the logs and the audit trail name as the store: the SQLite file,
+ * or "postgresql" (never the connection string, which may hold the
+ * password). */
+static const char *
+store_name(const struct fgw_config *cfg)
+{
+	return strcmp(cfg->store_backend, "postgresql") == 0 ? "postgresql" : cfg->database;
+}
+
 static struct gateway gw;
 static struct store_waker *main_waker; /* the main loop's, for audit events */
 
@@ -314,7 +323,7 @@ config_event(struct gateway *g)
 		details = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
 	a = (struct store_audit){ "system",        "local",   "config.loaded",
-		                      g->cfg.database, "success", details };
+		                      store_name(&g->cfg), "success", details };
 	/* Committed before the first request is served, so the event comes
 	 * before anything the configuration decides. The main thread is not a
 	 * reactor: waiting here blocks no request. */
@@ -620,7 +629,8 @@ main(int argc, char **argv)
 	if (startup_tls(&gw, &rep) != 0)
 		goto out;
 	if ((r = replay_velocity(&gw)) != 0) {
-		log_error("velocity replay from %s failed: %s", gw.cfg.database, fgw_strerror(r));
+		log_error("velocity replay from %s failed: %s", store_name(&gw.cfg),
+		          fgw_strerror(r));
 		goto out;
 	}
 	if (gw.risk.up && (r = txn_events_subscribe(risk_on_txn_event, &gw.risk)) != 0) {
@@ -678,10 +688,10 @@ main(int argc, char **argv)
 		    event_add(timers[2], &tv) != 0)
 			log_warn("refusal summaries are written at shutdown only");
 	}
-	log_info("listening on %s (%s) with %d reactor%s, processor %s at %s, database %s",
+	log_info("listening on %s (%s) with %d reactor%s, processor %s at %s, store %s",
 	         gw.cfg.listen, gw.tls ? "TLS 1.2+" : "plain HTTP", gw.n_rx,
 	         gw.n_rx == 1 ? "" : "s", gw.procs[0].cfg.name, gw.procs[0].cfg.base_url,
-	         gw.cfg.database);
+	         store_name(&gw.cfg));
 	for (int i = 1; i < gw.n_procs; i++)
 		log_info("failover processor %d: %s (%s) at %s", i, gw.procs[i].cfg.name,
 		         gw.procs[i].cfg.type, gw.procs[i].cfg.base_url);
@@ -698,7 +708,7 @@ main(int argc, char **argv)
 	gw.mail = NULL;
 	refusals_flush(1);
 	/* Before the last checkpoint, so the checkpoint covers it. */
-	audit_emit(gw.store, NULL, "system", "local", "service.stopped", gw.cfg.database,
+	audit_emit(gw.store, NULL, "system", "local", "service.stopped", store_name(&gw.cfg),
 	           "success", NULL);
 	backup_sched_stop(sched);
 	sched = NULL;

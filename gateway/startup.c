@@ -540,6 +540,78 @@ exit_after_status(struct db *db, void *ctx)
 	}
 }
 
+static void
+store_opts_of(struct gateway *g, struct store_opts *o)
+{
+	const struct fgw_config *cfg = &g->cfg;
+
+	memset(o, 0, sizeof(*o));
+	if (strcmp(cfg->store_backend, "postgresql") == 0) {
+		o->backend = STORE_POSTGRESQL;
+		o->dsn = cfg->store_dsn[0] != '\0' ? cfg->store_dsn : NULL;
+		o->dsn_file = cfg->store_dsn_file[0] != '\0' ? cfg->store_dsn_file : NULL;
+		o->production = strcmp(cfg->mode, "production") == 0;
+	} else
+		o->path = cfg->database;
+	o->sync_full = strcmp(cfg->store_sync, "full") == 0;
+	o->batch_max = (int)cfg->store_batch_max;
+	o->max_pages = cfg->store_max_pages;
+	o->audit_mac = keyring_audit_mac_fn;
+	o->audit_mac_ctx = g->kr;
+	if (cfg->test_exit_after_status[0] != '\0') {
+		o->after_commit = exit_after_status;
+		o->after_commit_ctx = (void *)cfg->test_exit_after_status;
+	}
+}
+
+/* The PostgreSQL store: reachable, durable, at a version this build
+ * knows. The connection string is never named (it may hold a password);
+ * pg_connect logs why a connection failed. */
+static int
+check_pg_store(const struct store_opts *o, enum startup_mode m, struct check_report *rep)
+{
+	int version = 0, latest = 0, r;
+
+	r = store_pg_schema(o, &version, &latest);
+	if (r == FGW_ERR_STATE && version > latest) {
+		check_problem(rep,
+		              "store (PostgreSQL): schema version %d is newer than this build "
+		              "knows (%d): run the flairgw that wrote it",
+		              version, latest);
+		return r;
+	}
+	switch (r) {
+	case FGW_OK:
+		break;
+	case FGW_ERR_STATE:
+		check_problem(rep, "store (PostgreSQL): the server does not make commits durable "
+		                   "(fsync and synchronous_commit must be on; see the log)");
+		return r;
+	case FGW_ERR_AUTH:
+		check_problem(rep, "store_dsn: in production a database server not on this host "
+		                   "needs sslmode=verify-full");
+		return r;
+	case FGW_ERR_NOT_FOUND:
+		check_problem(rep, "store_dsn_file %s: not found", o->dsn_file);
+		return r;
+	case FGW_ERR_INVALID:
+		check_problem(rep, o->dsn_file != NULL
+		                       ? "store_dsn_file: must be a regular file of mode 0600 "
+		                         "holding a PostgreSQL connection string"
+		                       : "store_dsn: not a PostgreSQL connection string");
+		return r;
+	default:
+		check_problem(rep, "store (PostgreSQL): cannot connect (%s; see the log)",
+		              fgw_strerror(r));
+		return r;
+	}
+	if (m == STARTUP_CHECK && version < latest)
+		check_note(rep, "store (PostgreSQL): schema version %d, migrated to %d on the "
+		                "next start",
+		           version, latest);
+	return FGW_OK;
+}
+
 int
 startup_database(struct gateway *g, enum startup_mode m, struct check_report *rep)
 {
@@ -549,6 +621,14 @@ startup_database(struct gateway *g, enum startup_mode m, struct check_report *re
 	const char *why = NULL;
 	int version = 0, latest = 0, exists = 0, r;
 
+	store_opts_of(g, &sopts);
+	if (sopts.backend == STORE_POSTGRESQL) {
+		if ((r = check_pg_store(&sopts, m, rep)) != 0 || m == STARTUP_CHECK)
+			return r;
+		if ((r = store_open(&sopts, &g->store)) != 0)
+			check_problem(rep, "store (PostgreSQL): %s (see the log)", fgw_strerror(r));
+		return r;
+	}
 	r = store_file_schema(cfg->database, &version, &latest);
 	if (r == FGW_ERR_STATE) {
 		check_problem(rep,
@@ -588,17 +668,6 @@ startup_database(struct gateway *g, enum startup_mode m, struct check_report *re
 	}
 	if (m == STARTUP_CHECK)
 		return FGW_OK;
-	memset(&sopts, 0, sizeof(sopts));
-	sopts.path = cfg->database;
-	sopts.sync_full = strcmp(cfg->store_sync, "full") == 0;
-	sopts.batch_max = (int)cfg->store_batch_max;
-	sopts.max_pages = cfg->store_max_pages;
-	sopts.audit_mac = keyring_audit_mac_fn;
-	sopts.audit_mac_ctx = g->kr;
-	if (cfg->test_exit_after_status[0] != '\0') {
-		sopts.after_commit = exit_after_status;
-		sopts.after_commit_ctx = (void *)cfg->test_exit_after_status;
-	}
 	if ((r = store_open(&sopts, &g->store)) != 0)
 		check_problem(rep, "database %s: %s", cfg->database, fgw_strerror(r));
 	return r;

@@ -23,6 +23,8 @@
  * across instances; "fgw" in the high bytes keeps them apart from
  * another application's keys on a shared server. */
 #define PG_LOCK_MIGRATE 0x6667770000000001LL
+/* The audit chain: held by each writer batch that appends events. */
+#define PG_LOCK_AUDIT 0x6667770000000002LL
 /* Writes of the key ring (store/keyring.c). */
 #define PG_LOCK_KEYRING 0x6667770000000010LL
 

@@ -45,6 +45,7 @@
 #include "core/util.h"
 #include "store/db.h"
 #include "store/audit.h"
+#include "store/pg.h"
 #include "store/schema.h"
 #include "store/sqlutil.h"
 #include "store/store.h"
@@ -148,7 +149,7 @@ txn_sql(int select, char *buf, size_t cap)
 	if (select)
 		return sql_add(buf, cap, &pos,
 		               " FROM transactions WHERE id = ?1 "
-		               "AND (?2 IS NULL OR client_id = ?2)");
+		               "AND (CAST(?2 AS TEXT) IS NULL OR client_id = ?2)");
 	if ((r = sql_add(buf, cap, &pos, ") VALUES (")) != 0)
 		return r;
 	for (size_t i = 0; i < ARRAY_LEN(txn_cols); i++) {
@@ -512,7 +513,12 @@ job_copy_idem(struct job *j, const struct store_idem *idem)
 /* ---- the store and its wakers ------------------------------------------ */
 
 struct store {
+	enum store_backend backend;
 	char *path;
+	/* PostgreSQL: how readers connect (the DSN may hold a password:
+	 * wiped when the store goes). */
+	char *dsn, *dsn_file;
+	bool production;
 	int batch_max;
 	int busy_ms;
 	void (*after_commit)(struct db *db, void *ctx);
@@ -906,6 +912,36 @@ storage_failure(struct db *db)
 
 static void count_commit(struct store *st, uint64_t us);
 
+/* Reads the audit chain's head for this batch. On PostgreSQL every
+ * instance appends to the one chain: a batch with audit events first
+ * takes the chain's advisory lock, held until its COMMIT or ROLLBACK, so
+ * the head it reads stays the head until its events are committed (the
+ * next instance waits here, then reads them). A batch without events
+ * neither waits nor reads. */
+static int
+batch_audit_head(struct store *st, struct job **jobs, size_t n)
+{
+	char sql[64];
+	size_t i;
+	int len;
+
+	if (st->backend == STORE_POSTGRESQL) {
+		for (i = 0; i < n && jobs[i]->n_events == 0; i++)
+			;
+		if (i == n)
+			return 0;
+		len = snprintf(sql, sizeof(sql), "SELECT pg_advisory_xact_lock(%lld)",
+		               PG_LOCK_AUDIT);
+		if (len < 0 || (size_t)len >= sizeof(sql))
+			return FGW_ERR_INTERNAL;
+		if (db_exec(st->db, sql) != 0) {
+			log_error("audit chain lock: %s", db_errmsg(st->db));
+			return FGW_ERR_DB;
+		}
+	}
+	return audit_writer_load_head(&st->audit);
+}
+
 /* Runs jobs[0..n) in one transaction and sets each job's rc. */
 static void
 run_batch(struct store *st, struct job **jobs, size_t n)
@@ -915,7 +951,7 @@ run_batch(struct store *st, struct job **jobs, size_t n)
 	int storage_failed = 0;
 	size_t i;
 
-	if (wexec(st, W_BEGIN) != 0 || audit_writer_load_head(&st->audit) != 0)
+	if (wexec(st, W_BEGIN) != 0 || batch_audit_head(st, jobs, n) != 0)
 		goto abort;
 	for (i = 0; i < n; i++) {
 		struct job *j = jobs[i];
@@ -1090,6 +1126,9 @@ store_destroy(struct store *st)
 		pthread_mutex_destroy(&st->mu);
 	free(st->batch);
 	free(st->path);
+	if (st->dsn != NULL)
+		fgw_freezero(st->dsn, strlen(st->dsn) + 1);
+	free(st->dsn_file);
 	free(st);
 }
 
@@ -1157,12 +1196,62 @@ create_private(const char *path)
 	return 0;
 }
 
+/* A connection to the store's PostgreSQL database, wrapped. */
 static int
-open_writer_db(struct store *st, int sync_full, long long max_pages)
+open_pg(const char *dsn, const char *dsn_file, bool production, struct db **out)
+{
+	struct pg_opts po = { .dsn = dsn, .dsn_file = dsn_file, .production = production };
+	PGconn *c = NULL;
+	int r;
+
+	*out = NULL;
+	if ((r = pg_connect(&po, &c)) != 0)
+		return r;
+	return db_wrap_pg(c, out);
+}
+
+/* The statements the writer runs on every batch, prepared once. */
+static int
+prepare_writer(struct store *st)
 {
 	char insert_sql[1024];
 	int r;
 
+	if ((r = txn_sql(0, insert_sql, sizeof(insert_sql))) != 0)
+		return r;
+	for (int i = 0; i < W_COUNT; i++) {
+		const char *sql = i == W_TXN_INSERT ? insert_sql : writer_sql[i];
+		/* PostgreSQL has no BEGIN IMMEDIATE: its writers lock rows, not
+		 * the database, and the one shared order they need (the audit
+		 * chain) is an advisory lock (run_batch). */
+		if (i == W_BEGIN && st->backend == STORE_POSTGRESQL)
+			sql = "BEGIN";
+		if ((r = db_prepare_once(st->db, sql, &st->stmt[i])) != 0)
+			return r;
+	}
+	return audit_writer_init(&st->audit, st->db, st->mac, st->mac_ctx);
+}
+
+static int
+open_writer_pg(struct store *st)
+{
+	int r;
+
+	if ((r = open_pg(st->dsn, st->dsn_file, st->production, &st->db)) != 0)
+		return r;
+	/* Instances starting at once migrate once (pg_migrate's lock). */
+	if ((r = pg_migrate(db_pg(st->db))) != 0)
+		return r;
+	return prepare_writer(st);
+}
+
+static int
+open_writer_db(struct store *st, int sync_full, long long max_pages)
+{
+	int r;
+
+	if (st->backend == STORE_POSTGRESQL)
+		return open_writer_pg(st);
 	if ((r = create_private(st->path)) != 0)
 		return r;
 	if ((r = open_sqlite(st->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, st->busy_ms,
@@ -1189,14 +1278,7 @@ open_writer_db(struct store *st, int sync_full, long long max_pages)
 		if ((r = db_pragma(st->db, sql, NULL)) != 0)
 			return r;
 	}
-	if ((r = txn_sql(0, insert_sql, sizeof(insert_sql))) != 0)
-		return r;
-	for (int i = 0; i < W_COUNT; i++) {
-		const char *sql = i == W_TXN_INSERT ? insert_sql : writer_sql[i];
-		if ((r = db_prepare_once(st->db, sql, &st->stmt[i])) != 0)
-			return r;
-	}
-	return audit_writer_init(&st->audit, st->db, st->mac, st->mac_ctx);
+	return prepare_writer(st);
 }
 
 int
@@ -1206,8 +1288,11 @@ store_open(const struct store_opts *opts, struct store **out)
 	sigset_t all, old;
 	int r;
 
-	if (opts == NULL || out == NULL || opts->path == NULL || opts->path[0] == '\0' ||
-	    opts->audit_mac == NULL || opts->batch_max < 1 ||
+	if (opts == NULL || out == NULL || opts->audit_mac == NULL ||
+	    (opts->backend == STORE_SQLITE && (opts->path == NULL || opts->path[0] == '\0')) ||
+	    (opts->backend == STORE_POSTGRESQL && (opts->dsn == NULL) == (opts->dsn_file == NULL)) ||
+	    (opts->backend != STORE_SQLITE && opts->backend != STORE_POSTGRESQL) ||
+	    opts->batch_max < 1 ||
 	    opts->batch_max > STORE_BATCH_LIMIT || opts->busy_timeout_ms < 0) {
 		r = FGW_ERR_INVALID;
 		goto out;
@@ -1218,12 +1303,16 @@ store_open(const struct store_opts *opts, struct store **out)
 		goto out;
 	}
 	if ((st = calloc(1, sizeof(*st))) == NULL ||
-	    (st->path = strdup(opts->path)) == NULL ||
+	    (st->path = strdup(opts->path != NULL ? opts->path : "")) == NULL ||
+	    (opts->dsn != NULL && (st->dsn = strdup(opts->dsn)) == NULL) ||
+	    (opts->dsn_file != NULL && (st->dsn_file = strdup(opts->dsn_file)) == NULL) ||
 	    (st->batch = calloc((size_t)opts->batch_max + STORE_GROUP_MAX,
 	                        sizeof(*st->batch))) == NULL) {
 		r = FGW_ERR_NOMEM;
 		goto out;
 	}
+	st->backend = opts->backend;
+	st->production = opts->production;
 	st->batch_max = opts->batch_max;
 	st->after_commit = opts->after_commit;
 	st->after_commit_ctx = opts->after_commit_ctx;
@@ -1254,8 +1343,12 @@ store_open(const struct store_opts *opts, struct store **out)
 		goto out;
 	}
 	st->thread_started = 1;
-	log_info("store open, schema version %d, batch %d, synchronous %s",
-	         STORE_SCHEMA_VERSION, st->batch_max, opts->sync_full ? "FULL" : "NORMAL");
+	if (st->backend == STORE_POSTGRESQL)
+		log_info("store open on PostgreSQL, schema version %d, batch %d",
+		         STORE_SCHEMA_VERSION, st->batch_max);
+	else
+		log_info("store open, schema version %d, batch %d, synchronous %s",
+		         STORE_SCHEMA_VERSION, st->batch_max, opts->sync_full ? "FULL" : "NORMAL");
 	*out = st;
 	st = NULL; /* owned by the caller now */
 	r = 0;
@@ -1551,12 +1644,43 @@ store_reader_db(struct store_reader *r)
 	return r->db;
 }
 
+static int reader_on(struct db *db, store_mac_fn mac, void *mac_ctx, int busy_ms,
+                     struct store_reader **out);
+
 int
 store_reader_open(struct store *st, struct store_reader **out)
 {
+	struct db *db = NULL;
+	int r;
+
 	if (st == NULL || out == NULL)
 		return FGW_ERR_INVALID;
-	return store_reader_open_file(st->path, st->mac, st->mac_ctx, st->busy_ms, out);
+	if (st->backend == STORE_SQLITE)
+		return store_reader_open_file(st->path, st->mac, st->mac_ctx, st->busy_ms, out);
+	/* Its own connection: a reader runs on its reactor's thread. */
+	if ((r = open_pg(st->dsn, st->dsn_file, st->production, &db)) != 0)
+		return r;
+	return reader_on(db, st->mac, st->mac_ctx, st->busy_ms, out);
+}
+
+int
+store_pg_schema(const struct store_opts *o, int *version, int *latest)
+{
+	struct db *db = NULL;
+	int r;
+
+	*version = 0;
+	*latest = STORE_SCHEMA_VERSION;
+	if (o == NULL || (o->dsn == NULL) == (o->dsn_file == NULL))
+		return FGW_ERR_INVALID;
+	if ((r = open_pg(o->dsn, o->dsn_file, o->production, &db)) != 0)
+		goto out;
+	if ((r = pg_schema_version(db_pg(db), version)) != 0)
+		goto out;
+	r = *version < 0 || *version > STORE_SCHEMA_VERSION ? FGW_ERR_STATE : FGW_OK;
+out:
+	db_close(db);
+	return r;
 }
 
 /* A file: URI for path, every byte outside [A-Za-z0-9/._-] percent-encoded
@@ -1625,24 +1749,36 @@ int
 store_reader_open_file(const char *path, store_mac_fn mac, void *mac_ctx, int busy_ms,
                        struct store_reader **out)
 {
+	struct db *db = NULL;
+	int rv;
+
+	if (path == NULL || out == NULL)
+		return FGW_ERR_INVALID;
+	if ((rv = open_sqlite(path, SQLITE_OPEN_READONLY, busy_ms > 0 ? busy_ms : 5000, &db)) !=
+	    0)
+		return rv;
+	return reader_on(db, mac, mac_ctx, busy_ms, out);
+}
+
+/* A reader on db (which it owns from here on, also on failure). */
+static int
+reader_on(struct db *db, store_mac_fn mac, void *mac_ctx, int busy_ms,
+          struct store_reader **out)
+{
 	struct store_reader *r = NULL;
 	char txn_get[1024];
 	int rv;
 
-	if (path == NULL || out == NULL) {
-		rv = FGW_ERR_INVALID;
-		goto out;
-	}
 	if ((r = calloc(1, sizeof(*r))) == NULL) {
+		db_close(db);
 		rv = FGW_ERR_NOMEM;
 		goto out;
 	}
+	r->db = db;
 	r->mac = mac;
 	r->mac_ctx = mac_ctx;
 	r->busy_ms = busy_ms > 0 ? busy_ms : 5000;
 	if ((rv = txn_sql(1, txn_get, sizeof(txn_get))) != 0)
-		goto out;
-	if ((rv = open_sqlite(path, SQLITE_OPEN_READONLY, r->busy_ms, &r->db)) != 0)
 		goto out;
 	for (int i = 0; i < R_COUNT; i++) {
 		const char *sql = i == R_TXN_GET ? txn_get : reader_sql[i];

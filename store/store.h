@@ -53,8 +53,21 @@ struct db;
 typedef int (*store_mac_fn)(void *ctx, const void *msg, size_t len,
                             unsigned char mac[32]);
 
+/* Where the store lives (docs/postgresql.md). */
+enum store_backend {
+	STORE_SQLITE = 0, /* one file, one process: path */
+	STORE_POSTGRESQL, /* one database, any number of instances: dsn or dsn_file */
+};
+
 struct store_opts {
-	const char *path;       /* database file, created if missing */
+	enum store_backend backend;
+	const char *path;       /* SQLite: database file, created if missing */
+	/* PostgreSQL: exactly one of a libpq connection string and a file
+	 * (mode 0600) holding one; never logged. production: a server not on
+	 * this host needs sslmode=verify-full (store/pg.h). */
+	const char *dsn;
+	const char *dsn_file;
+	bool production;
 	int sync_full;          /* 1: synchronous=FULL, 0: NORMAL */
 	int batch_max;          /* max jobs per COMMIT (>= 1) */
 	store_mac_fn audit_mac; /* required */
@@ -85,6 +98,11 @@ int store_open(const struct store_opts *opts, struct store **out);
  * newer than this build; FGW_ERR_NOT_FOUND when there is no file;
  * FGW_ERR_DB when it is not a database. */
 int store_file_schema(const char *path, int *version, int *latest);
+/* The same for a PostgreSQL store (o->dsn or o->dsn_file): connects,
+ * reads the version and disconnects, changing nothing. 0; FGW_ERR_STATE
+ * when the database is newer than this build; pg_connect's codes when it
+ * cannot connect (the reason is logged). */
+int store_pg_schema(const struct store_opts *o, int *version, int *latest);
 /* Commits everything queued, stops and joins the writer, closes. Jobs
  * submitted after this began fail with FGW_ERR_SHUTDOWN. Every queued job
  * is committed (or fails) and handed to its waker before this returns.

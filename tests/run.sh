@@ -1,6 +1,8 @@
 #!/bin/sh
 # tests/run.sh BUILD_DIR — run every unit test binary in BUILD_DIR/tests/,
-# the integration suite, then every libFuzzer target for FUZZ_SECONDS each
+# the integration suite on each store backend (TEST_BACKENDS, default
+# "sqlite pg": SQLite, then PostgreSQL on a cluster the harness starts),
+# then every libFuzzer target for FUZZ_SECONDS each
 # (default 20; tests/fuzz/run.sh, ASan + UBSan, seeds first), and end with
 # one line "N passed, M failed" (each fuzz target counts as one test).
 # Exits non-zero on any failure; a binary that exits non-zero without
@@ -53,8 +55,10 @@ for t in "$BUILD"/tests/*; do
 	run "$t" "$t"
 done
 
-echo "== integration"
-run integration "$PY" tests/integration/run.py --build "$BUILD"
+for backend in ${TEST_BACKENDS:-sqlite pg}; do
+	echo "== integration ($backend)"
+	run "integration ($backend)" "$PY" tests/integration/run.py --build "$BUILD" --backend "$backend"
+done
 
 echo "== fuzz"
 run fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" sh tests/fuzz/run.sh

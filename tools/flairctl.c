@@ -1011,9 +1011,19 @@ cmd_config_check(struct ctl *c, int argc, char **argv)
 		        rep.problems, rep.problems == 1 ? "" : "s");
 		return FGW_ERR_INVALID;
 	}
-	printf("configuration OK: database %s, keys %s, %d API key(s), processor %s (%s)",
-	       c->cfg.database, c->cfg.keys_dir, c->cfg.n_api_keys, c->cfg.procs[0].name,
-	       c->cfg.procs[0].url);
+	/* The backend, never the PostgreSQL connection string: it may hold
+	 * the password. */
+	if (strcmp(c->cfg.store_backend, "postgresql") == 0)
+		printf("configuration OK: store postgresql (%s), keys %s, %d API key(s), "
+		       "processor %s (%s)",
+		       c->cfg.store_dsn_file[0] != '\0' ? "store_dsn_file" : "store_dsn",
+		       c->cfg.keys_dir, c->cfg.n_api_keys, c->cfg.procs[0].name,
+		       c->cfg.procs[0].url);
+	else
+		printf("configuration OK: store sqlite, database %s, keys %s, %d API key(s), "
+		       "processor %s (%s)",
+		       c->cfg.database, c->cfg.keys_dir, c->cfg.n_api_keys, c->cfg.procs[0].name,
+		       c->cfg.procs[0].url);
 	/* The rest in failover order. */
 	for (int i = 1; i < c->cfg.n_procs; i++)
 		printf(", then %s (%s)", c->cfg.procs[i].name, c->cfg.procs[i].url);

@@ -1,14 +1,17 @@
 """Integration harness: the real flairgw and flair-sandbox on loopback ports.
 
 Standard library only. A Stack is one sandbox + one gateway in a fresh
-temporary directory; tests talk HTTP to them and read the gateway's SQLite
-file read-only. Every wait has a deadline, every daemon is stopped with
+temporary directory; tests talk HTTP to them and read the gateway's store
+through Gateway.query, on either backend: the SQLite file (the default) or,
+with FLAIRGW_TEST_BACKEND=pg (run.py --backend pg), a database of its own
+on the one PostgreSQL cluster of the run (pg.py). Every wait has a deadline, every daemon is stopped with
 SIGTERM (SIGKILL only as a last resort, which counts as a failure), and a
 sanitizer report in a daemon's stderr fails the run.
 """
 
 import atexit
 import base64
+import contextlib
 import ctypes
 import ctypes.util
 import hashlib
@@ -31,6 +34,7 @@ import threading
 import time
 
 import contract  # noqa: E402 — tests/integration/contract.py
+import pg  # noqa: E402 — tests/integration/pg.py
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(ROOT, "build", "asan")  # run.py sets it from --build
@@ -56,10 +60,14 @@ AMEX = "378282246310005"             # other valid card: succeeded
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 HTTP_TIMEOUT = 15.0
+PSQL_TIMEOUT = 30.0
 SANITIZER_MARKS = (b"ERROR: AddressSanitizer", b"ERROR: LeakSanitizer",
                    b"runtime error:")
 SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
                  "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
+
+BACKENDS = ("sqlite", "pg")
+BACKEND = os.environ.get("FLAIRGW_TEST_BACKEND") or "sqlite"  # run.py --backend sets it
 
 _live = []        # daemons started and not yet stopped
 _open_stacks = []  # Stacks started and not yet closed
@@ -69,6 +77,36 @@ _seq = itertools.count(1)
 def set_build(path):
     global BUILD
     BUILD = os.path.abspath(path)
+
+
+def set_backend(name):
+    global BACKEND
+    assert name in BACKENDS, f"backend {name!r} is not one of {BACKENDS}"
+    BACKEND = name
+    os.environ["FLAIRGW_TEST_BACKEND"] = name  # for the programs the tests run
+
+
+def on_pg():
+    return BACKEND == "pg"
+
+
+def sqlite_only(reason):
+    """Marks a test SQLite-only by nature (it works on the database file);
+    run.py skips it on PostgreSQL, printing the reason. Keep these few and
+    listed in docs/postgresql.md."""
+    def mark(fn):
+        fn.sqlite_only = reason
+        return fn
+    return mark
+
+
+def pg_only(reason):
+    """Marks a test that needs the PostgreSQL store (several instances on
+    one database); run.py skips it on SQLite, printing the reason."""
+    def mark(fn):
+        fn.pg_only = reason
+        return fn
+    return mark
 
 
 def free_port():
@@ -377,18 +415,21 @@ def leaks_in(data, needles):
     return [n for n in needles if n.encode() in data]
 
 
-def scan_files(root, needles, skip=()):
-    """[(path, needle)] for every needle found in any file below root, in binary."""
+def scan_files(root, needles, skip=(), also=()):
+    """[(path, needle)] for every needle found in any file below root, and
+    in the files also names (Gateway.store_files()), in binary."""
     hits = []
-    for path in files_under(root, skip):
+    paths = list(files_under(root, skip))
+    paths += [p for p in also if p not in paths]
+    for path in paths:
         with open(path, "rb") as f:
             data = f.read()
         hits += [(os.path.relpath(path, root), n) for n in leaks_in(data, needles)]
     return hits
 
 
-def assert_no_leaks(root, needles, skip=()):
-    hits = scan_files(root, needles, skip)
+def assert_no_leaks(root, needles, skip=(), also=()):
+    hits = scan_files(root, needles, skip, also)
     assert not hits, f"sensitive values found in files: {hits}"
 
 
@@ -400,6 +441,200 @@ def assert_bodies_clean(responses, needles):
 def token_pattern(value):
     """A regex matching value as a whole token (not inside a longer word)."""
     return re.compile(rb"(?<![0-9A-Za-z])" + re.escape(value.encode()) + rb"(?![0-9A-Za-z])")
+
+
+# --------------------------------------------------------------------------
+# The store, on either backend
+
+class StoreError(Exception):
+    """A statement the database refused (sqlite3.DatabaseError or psql's ERROR)."""
+
+
+def _literal(value):
+    """value as a SQL literal (psql takes no bound parameters)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        assert "\0" not in value, "a NUL byte cannot be a SQL text literal"
+        # standard_conforming_strings is on: only the quote needs doubling.
+        return "'" + value.replace("'", "''") + "'"
+    raise TypeError(f"no SQL literal for {type(value).__name__}")
+
+
+def bind(sql, args):
+    """sql with each ? outside quotes replaced by the next argument's literal."""
+    out, quote, rest = [], None, iter(args)
+    used = 0
+    for ch in sql:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "?":
+            try:
+                ch = _literal(next(rest))
+            except StopIteration:
+                raise AssertionError(f"more ? than arguments in {sql!r}") from None
+            used += 1
+        out.append(ch)
+    assert used == len(args), f"{len(args)} arguments for {used} ? in {sql!r}"
+    return "".join(out)
+
+
+_pg_server = None
+_pg_dsn_dir = None   # the DSN files: outside every gateway's directory, which
+                     # tests list before and after (test_check.py)
+_pg_databases = {}   # data_dir -> PgDatabase: the database "in" a data_dir
+_db_seq = itertools.count(1)
+
+
+def pg_server():
+    """The one PostgreSQL cluster of the run, started on first use (run.py
+    stops it at the end)."""
+    global _pg_server
+    if _pg_server is None or _pg_server.dir is None:
+        # Every gateway's writer and readers, flairctl and psql, with
+        # several stacks open at once (a module's and a test's own).
+        _pg_server = pg.Postgres({"max_connections": "150"}).start()
+    return _pg_server
+
+
+def close_pg():
+    global _pg_server, _pg_dsn_dir
+    if _pg_server is not None:
+        _pg_server.close()
+        _pg_server = None
+    if _pg_dsn_dir is not None:
+        shutil.rmtree(_pg_dsn_dir, ignore_errors=True)
+        _pg_dsn_dir = None
+    _pg_databases.clear()
+
+
+class PgDatabase:
+    """A fresh database on the run's cluster, owned by the flairgw role."""
+
+    def __init__(self, template=None):
+        self.server = pg_server()
+        self.name = f"fgw_{os.getpid()}_{next(_db_seq)}"
+        copy = f" TEMPLATE {template.name}" if template is not None else ""
+        self.server.admin_sql(f"CREATE DATABASE {self.name}{copy} OWNER {pg.Postgres.ROLE}")
+        self.dropped = False
+
+    def dsn(self):
+        return self.server.dsn(dbname=self.name)
+
+    def dsn_file(self):
+        """The DSN in a 0600 file (store_dsn_file); its path."""
+        global _pg_dsn_dir
+        if _pg_dsn_dir is None:
+            _pg_dsn_dir = tempfile.mkdtemp(prefix="flairgw-dsn-")
+        path = os.path.join(_pg_dsn_dir, f"{self.name}.dsn")
+        if not os.path.exists(path):
+            write_secret(_pg_dsn_dir, f"{self.name}.dsn", self.dsn())
+        return path
+
+    def run(self, sql, admin=False):
+        try:
+            if admin:
+                return self.server.admin_sql(sql, dbname=self.name)
+            return self.server._psql(sql, pg.Postgres.ROLE, self.server.password, self.name)
+        except AssertionError as e:
+            raise StoreError(str(e)) from None
+
+    def query(self, sql, *args):
+        """Rows as dicts with JSON's types (numbers, text, None), as sqlite3 gives them."""
+        sql = bind(sql, args).strip().rstrip(";")
+        if not re.match(r"(?is)\s*(select|with)\b", sql):
+            self.run(sql)
+            return []
+        return [json.loads(r[0]) for r in self.run(f"SELECT row_to_json(q) FROM ({sql}) q")]
+
+    def execute(self, sql, *args, admin=False):
+        self.run(bind(sql, args), admin=admin)
+
+    def _client(self, program, *args):
+        """argv and environment of a client program on this database as the
+        flairgw role."""
+        argv = [os.path.join(self.server.bin, program), "-h", "127.0.0.1",
+                "-p", str(self.server.port), "-U", pg.Postgres.ROLE, "-d", self.name, *args]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env["PGPASSWORD"] = self.server.password
+        return argv, env
+
+    def _script(self, script):
+        argv, env = self._client("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-")
+        p = subprocess.run(argv, input=script, capture_output=True, text=True, env=env,
+                           timeout=120)
+        if p.returncode != 0:
+            raise StoreError(f"psql: {p.stderr.strip()[-2000:]}")
+
+    def execute_many(self, sql, rows):
+        """sql once per row of arguments, all in one transaction and one psql
+        (its script on stdin: a long one would not fit in an argument)."""
+        self._script("BEGIN;\n" + "".join(bind(sql, r) + ";\n" for r in rows) + "COMMIT;\n")
+
+    def copy(self):
+        """A new database with this one's schema and rows (pg_dump), also
+        while a gateway is connected (CREATE DATABASE ... TEMPLATE is not)."""
+        argv, env = self._client("pg_dump", "--no-owner", "--no-privileges")
+        dump = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+        if dump.returncode != 0:
+            raise StoreError(f"pg_dump: {dump.stderr.strip()[-2000:]}")
+        other = PgDatabase()
+        other._script(dump.stdout)
+        return other
+
+    def columns(self, table):
+        return [r[0] for r in self.run(
+            "SELECT attname FROM pg_attribute WHERE attrelid = "
+            f"{_literal('public.' + table)}::regclass AND attnum > 0 AND NOT attisdropped "
+            "ORDER BY attnum")]
+
+    def files(self):
+        """The files that hold this database's data: its directory and the
+        cluster's write-ahead log (shared), after a checkpoint."""
+        self.server.admin_sql("CHECKPOINT")
+        oid = self.server.admin_sql(
+            f"SELECT oid FROM pg_database WHERE datname = {_literal(self.name)}")[0][0]
+        roots = [os.path.join(self.server.data, "base", oid), os.path.join(self.server.data, "pg_wal")]
+        return [p for r in roots for p in files_under(r)]
+
+    def snapshot(self):
+        """Every row of every table, for "nothing changed" comparisons."""
+        out = []
+        for (table,) in self.run("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                                 "ORDER BY tablename"):
+            rows = self.run(f"SELECT row_to_json(t)::text AS r FROM {table} t ORDER BY 1")
+            out.append((table, [r[0] for r in rows]))
+        return out
+
+    def drop(self):
+        if not self.dropped and self.server.dir is not None:
+            self.server.admin_sql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+        self.dropped = True
+
+
+def pg_database_of(data_dir):
+    """The database that belongs to a data_dir, as the SQLite file does."""
+    db = _pg_databases.get(data_dir)
+    if db is None or db.dropped:
+        db = _pg_databases[data_dir] = PgDatabase()
+    return db
+
+
+def drop_pg_databases_under(directory):
+    """Drops the databases of every data_dir below directory (a closed Stack)."""
+    prefix = os.path.join(directory, "")
+    for data_dir, db in list(_pg_databases.items()):
+        if data_dir.startswith(prefix):
+            db.drop()
+            del _pg_databases[data_dir]
 
 
 # --------------------------------------------------------------------------
@@ -566,8 +801,12 @@ class Gateway(Daemon):
     name = "gateway"
 
     def __init__(self, workdir, sandbox, api_keys=((OTHER_KEY, OTHER_CLIENT),), extra=(),
-                 **overrides):
+                 pg_db=None, **overrides):
+        """pg_db: on PostgreSQL, a PgDatabase this gateway shares with others
+        (several instances on one database); by default the database of its
+        data_dir, created on first use and dropped with its Stack."""
         super().__init__(workdir)
+        self.pg_db = pg_db
         self.sandbox = sandbox
         self.api_keys = list(api_keys)
         self.extra = list(extra)  # (name, value) pairs: repeatable directives
@@ -594,6 +833,7 @@ class Gateway(Daemon):
                 # test sets it (test_browser_edge.py).
                 "rate_payment_per_min": 0, "rate_browser_per_min": 0,
                 "rate_api_key_per_min": 0}
+        opts.update(self.store_options())
         opts.update(self.overrides)
         args = ["--config", DEV_CONFIG]
         for name, value in opts.items():
@@ -686,17 +926,122 @@ class Gateway(Daemon):
 
     # Database --------------------------------------------------------------
 
+    def store(self):
+        """The PgDatabase this gateway runs on (PostgreSQL backend only)."""
+        assert on_pg(), "the gateway runs on SQLite"
+        if self.pg_db is None:
+            self.pg_db = pg_database_of(self.data_dir)
+        return self.pg_db
+
+    def store_options(self):
+        """The directives that put the store on the backend under test."""
+        if not on_pg():
+            return {}
+        return {"store_backend": "postgresql",
+                "store_dsn_file": self.store().dsn_file()}
+
     def db(self):
+        """A read-only sqlite3 connection to the database file (SQLite only)."""
+        assert not on_pg(), "db() opens the SQLite file: use query() on either backend"
         conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
         conn.row_factory = sqlite3.Row
         return conn
 
     def query(self, sql, *args):
+        """Rows (dicts) of a SELECT on the store, either backend; ? binds args."""
+        if on_pg():
+            return self.store().query(sql, *args)
         conn = self.db()
         try:
             return [dict(r) for r in conn.execute(sql, args)]
         finally:
             conn.close()
+
+    def execute(self, sql, *args):
+        """A writing statement on the store behind the gateway's back (as
+        someone with access to the database would); StoreError if refused."""
+        if on_pg():
+            return self.store().execute(sql, *args)
+        conn = sqlite3.connect(self.db_path, timeout=10)
+        try:
+            conn.execute(sql, args)
+            conn.commit()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(str(e)) from None
+        finally:
+            conn.close()
+
+    def execute_many(self, sql, rows):
+        """execute() once per row of arguments, in one transaction."""
+        if on_pg():
+            return self.store().execute_many(sql, rows)
+        conn = sqlite3.connect(self.db_path, timeout=10)
+        try:
+            conn.executemany(sql, rows)
+            conn.commit()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(str(e)) from None
+        finally:
+            conn.close()
+
+    def columns(self, table):
+        """The table's column names in their order."""
+        if on_pg():
+            return self.store().columns(table)
+        return [r["name"] for r in self.query(f"PRAGMA table_info({table})")]
+
+    def store_files(self):
+        """The files that hold the store's data (the SQLite file and its
+        WAL; the PostgreSQL database's files and the cluster's WAL), for
+        leak scans."""
+        if on_pg():
+            return self.store().files()
+        return [p for p in (self.db_path, self.db_path + "-wal") if os.path.exists(p)]
+
+    def store_snapshot(self):
+        """Something equal before and after when nothing was written."""
+        if on_pg():
+            return self.store().snapshot()
+        with open(self.db_path, "rb") as f:
+            return f.read()
+
+    @contextlib.contextmanager
+    def store_write_locked(self):
+        """Another client holds the store's write lock for the block (SQLite:
+        BEGIN IMMEDIATE; PostgreSQL: the tables a payment writes, locked
+        against writers but not readers)."""
+        if not on_pg():
+            locker = sqlite3.connect(self.db_path, timeout=5, isolation_level=None)
+            try:
+                locker.execute("BEGIN IMMEDIATE")
+                yield
+            finally:
+                locker.execute("ROLLBACK")
+                locker.close()
+            return
+        db = self.store()
+        argv = [os.path.join(db.server.bin, "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+                "-h", "127.0.0.1", "-p", str(db.server.port), "-U", pg.Postgres.ROLE,
+                "-d", db.name]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env["PGPASSWORD"] = db.server.password
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            proc.stdin.write("BEGIN;\nLOCK TABLE transactions, idempotency, audit_events "
+                             "IN EXCLUSIVE MODE;\nSELECT 'locked';\n")
+            proc.stdin.flush()
+            line = proc.stdout.readline()
+            assert line.strip() == "locked", f"psql did not lock: {line!r} {proc.stderr.read()}"
+            yield
+        finally:
+            proc.stdin.write("ROLLBACK;\n")
+            proc.stdin.close()
+            try:
+                proc.wait(PSQL_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
 
     def counts(self):
         tables = ("transactions", "vault_entries", "audit_events", "idempotency")
@@ -724,6 +1069,7 @@ class Gateway(Daemon):
         overrides, so backup_dir, s3_* and the like match); CompletedProcess,
         output as bytes, or str with text=True."""
         opts = {"data_dir": self.data_dir, "kek_file": self.kek_file}
+        opts.update(self.store_options())
         opts.update({k: v for k, v in self.overrides.items()
                      if k not in ("listen", "log_file", "workers")})
         argv = [os.path.join(BUILD, "flairctl"), "--config", DEV_CONFIG]
@@ -795,6 +1141,8 @@ class Stack:
             print(f"  (files kept in {self.dir})", flush=True)
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
+        if on_pg():
+            drop_pg_databases_under(self.dir)
         _open_stacks.remove(self)
         self.dir = None
         if check and problems:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run the integration tests against the real daemons.
 
-    python3 tests/integration/run.py --build build/asan [NAME-SUBSTRING ...]
+    python3 tests/integration/run.py --build build/asan [--backend pg] [NAME-SUBSTRING ...]
 
 Discovers tests/integration/test_*.py and runs each module's test_*
 functions in definition order, each under a hard time limit. A module's
@@ -9,6 +9,12 @@ Stack objects (see harness.py) are closed after its tests; a daemon that
 crashed, leaked or reported a sanitizer error fails the run. Prints
 "ok module.test" / "FAIL module.test" lines and a final
 "N passed, M failed"; exits 1 on any failure.
+
+--backend pg (or FLAIRGW_TEST_BACKEND=pg) runs every gateway on PostgreSQL:
+one cluster for the run, a database per gateway data_dir (harness.py). A
+test marked harness.sqlite_only(reason) is skipped there, and one marked
+harness.pg_only(reason) on SQLite, with the reason printed ("skip
+module.test: reason").
 """
 
 import argparse
@@ -87,6 +93,19 @@ def format_failure(exc):
     return "".join(lines + traceback.format_exception_only(type(exc), exc))
 
 
+def skip_reason(fn):
+    """Why fn does not run on this backend, or None."""
+    if harness.on_pg():
+        reason = getattr(fn, "sqlite_only", None)
+        if reason:
+            return f"SQLite only: {reason}"
+    else:
+        reason = getattr(fn, "pg_only", None)
+        if reason:
+            return f"PostgreSQL only: {reason}"
+    return None
+
+
 def run_test(qualname, fn):
     start = time.monotonic()
     error = None
@@ -120,9 +139,13 @@ def close_stacks(module):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--build", default="build/asan", help="build directory")
+    parser.add_argument("--backend", choices=harness.BACKENDS, default=harness.BACKEND,
+                        help="the store every gateway runs on (default: FLAIRGW_TEST_BACKEND "
+                             "or sqlite)")
     parser.add_argument("filters", nargs="*", help="run tests whose name contains one of these")
     args = parser.parse_args()
     harness.set_build(args.build)
+    harness.set_backend(args.backend)
     signal.signal(signal.SIGALRM, _on_alarm)
     missing = [b for b in ("flairgw", "flair-sandbox")
                if not os.access(os.path.join(harness.BUILD, b), os.X_OK)]
@@ -131,15 +154,27 @@ def main():
         print("0 passed, 1 failed", flush=True)
         return 1
 
-    passed = failed = 0
+    print(f"== integration on {args.backend}", flush=True)
+    passed = failed = skipped = 0
     for module, tests in discover(args.filters):
         for qualname, fn in tests:
-            if run_test(qualname, fn):
+            reason = skip_reason(fn)
+            if reason:
+                print(f"skip {qualname}: {reason}", flush=True)
+                skipped += 1
+            elif run_test(qualname, fn):
                 passed += 1
             else:
                 failed += 1
         if not close_stacks(module):
             failed += 1
+    try:
+        bounded(harness.close_pg, TEARDOWN_TIMEOUT)
+    except Exception as e:  # noqa: BLE001
+        report("integration.postgresql", 0, format_failure(e))
+        failed += 1
+    if skipped:
+        print(f"{skipped} skipped on {args.backend}", flush=True)
     print(f"{passed} passed, {failed} failed", flush=True)
     return 1 if failed else 0
 

@@ -116,11 +116,6 @@ def _listing(root):
     return seen
 
 
-def _read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
 def _settled(gw):
     """The running daemon's data_dir once two looks a second apart agree."""
     before = _listing(gw.data_dir)
@@ -145,13 +140,13 @@ def test_check_while_running_passes_and_changes_nothing():
         gw = stack.gw
         harness.assert_status(gw.pay(harness.txn_body()))
         before = _settled(gw)
-        db = _read(gw.db_path)
+        db = gw.store_snapshot()
         _passes(gw)
         after = _listing(gw.data_dir)
         assert after == before, {k: (before.get(k), after.get(k))
                                  for k in set(before) | set(after)
                                  if before.get(k) != after.get(k)}
-        assert _read(gw.db_path) == db
+        assert gw.store_snapshot() == db
         gw.assert_serving()
 
 
@@ -167,11 +162,11 @@ def test_each_broken_configuration_is_refused_by_check_ctl_and_start():
         # A good configuration passes both, the daemon not running, and
         # leaves data_dir as it was (no -wal or -shm next to the database).
         before = _listing(gw.data_dir)
-        db = _read(gw.db_path)
+        db = gw.store_snapshot()
         _passes(_gateway(stack))
         after = _listing(gw.data_dir)
         assert after == before, sorted(set(after.items()) ^ set(before.items()))
-        assert _read(gw.db_path) == db
+        assert gw.store_snapshot() == db
 
         # A rules file with a syntax error, and one naming a missing list.
         rules = _write(os.path.join(work, "rules.conf"),
@@ -213,13 +208,19 @@ def test_each_broken_configuration_is_refused_by_check_ctl_and_start():
                             "processor_client_cert")
 
         # A database a newer flairgw migrated.
-        newer = os.path.join(work, "newer.db")
-        shutil.copyfile(gw.db_path, newer)
-        conn = sqlite3.connect(newer)
-        conn.execute("PRAGMA user_version = 999")
-        conn.commit()
-        conn.close()
-        _refused_everywhere(_gateway(stack, database=newer), "schema version 999")
+        if harness.on_pg():
+            newer = harness.PgDatabase(template=gw.store())
+            newer.execute("INSERT INTO schema_version (version, applied_at) VALUES (999, 0)")
+            _refused_everywhere(_gateway(stack, pg_db=newer), "schema version 999")
+            newer.drop()
+        else:
+            newer = os.path.join(work, "newer.db")
+            shutil.copyfile(gw.db_path, newer)
+            conn = sqlite3.connect(newer)
+            conn.execute("PRAGMA user_version = 999")
+            conn.commit()
+            conn.close()
+            _refused_everywhere(_gateway(stack, database=newer), "schema version 999")
 
         # Stages in an order that breaks the invariants.
         _refused_everywhere(_gateway(stack, stages_request="token,decrypt,rule,post,encrypt"),

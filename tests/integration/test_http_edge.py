@@ -10,7 +10,6 @@ import os
 import re
 import resource
 import socket
-import sqlite3
 import time
 
 import harness
@@ -369,14 +368,12 @@ def test_healthz_reports_a_store_that_cannot_commit():
 
 def test_healthz_reports_a_stuck_store_writer():
     """Another process holds the database's write lock: the writer waits
-    in BEGIN IMMEDIATE (busy timeout 5 s) and the payment behind it with
-    it. Once a job has waited store_stall_ms, /healthz answers 503; when
+    (SQLite: in BEGIN IMMEDIATE, busy timeout 5 s; PostgreSQL: on the
+    table lock) and the payment behind it with it. Once a job has waited store_stall_ms, /healthz answers 503; when
     the lock goes, the payment completes and /healthz is 200 again."""
     with harness.Stack(store_stall_ms=500) as st:
         g = st.gw
-        locker = sqlite3.connect(g.db_path, timeout=5, isolation_level=None)
-        try:
-            locker.execute("BEGIN IMMEDIATE")
+        with g.store_write_locked():
             pay = harness.Background(lambda: g.pay(harness.txn_body()))
             resp = harness.wait_until(
                 lambda: (lambda r: r if r.status == 503 else None)(
@@ -384,8 +381,5 @@ def test_healthz_reports_a_stuck_store_writer():
                 3.5, "/healthz to report the stuck writer", interval=0.1)
             assert resp.body["reason"] == "store_writer_stalled", resp
             assert resp.body["store"]["oldestJobWaitMs"] >= 500, resp
-        finally:
-            locker.execute("ROLLBACK")
-            locker.close()
         assert pay.result().status in (200, 201), "the payment did not complete after the lock"
         assert g.http("GET", "/healthz", key=None).status == 200

@@ -11,7 +11,6 @@ benchmark in docs/performance.md uses 10000)."""
 import json
 import os
 import secrets
-import sqlite3
 import string
 import time
 
@@ -36,8 +35,7 @@ def seed(stack, n):
     gw.stop()
     sbx.stop()
     old = int(time.time() * 1000) - 120000
-    conn = sqlite3.connect(gw.db_path)
-    cols = [r[1] for r in conn.execute("PRAGMA table_info(transactions)")]
+    cols = gw.columns("transactions")
     fixed = {"id": "?", "processor_idem_key": "?", "amount": "?", "status": "'processing'",
              "processor_ref": "NULL", "error_code": "NULL", "error_message": "NULL",
              "idempotency_key": "NULL", "next_action_json": "NULL",
@@ -48,7 +46,7 @@ def seed(stack, n):
            f"SELECT {select} FROM transactions WHERE id = ?")
     # The ? placeholders in the order their columns come in the table.
     order = [c for c in cols if fixed.get(c) == "?"]
-    ids, lines = [], []
+    ids, lines, rows = [], [], []
     for i in range(n):
         txn = rand_id("txn_")
         vals = {"id": txn, "processor_idem_key": txn, "amount": 1000 + i}
@@ -59,9 +57,8 @@ def seed(stack, n):
                 "declineCode": "", "currency": "USD", "last4": "4242", "capture": True,
                 "amount": 1000 + i, "created": old // 1000, "count": 1, "canceled": False,
                 "refunded": 0, "refunds": []}))
-        conn.execute(sql, [vals[c] for c in order] + [template])
-    conn.commit()
-    conn.close()
+        rows.append([vals[c] for c in order] + [template])
+    gw.execute_many(sql, rows)
     with open(os.path.join(sbx.dir, LEDGER), "a", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     return ids

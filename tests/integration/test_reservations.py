@@ -436,13 +436,11 @@ def test_capacity_never_oversold_across_reactors():
     assert slot_taken("slot_small") == capacity
     assert gw().query("SELECT count(*) AS n FROM reservations WHERE time_slot_id = 'slot_small'"
                       )[0]["n"] == capacity
-    harness.flairctl("--config", harness.DEV_CONFIG, "--data_dir", gw().data_dir,
-                     "--kek_file", gw().kek_file, "slots", "set-capacity", "slot_small", "9")
+    done = gw().flairctl("slots", "set-capacity", "slot_small", "9", text=True)
+    assert done.returncode == 0, done.stderr
     assert hold(tokens[0], slot="slot_small", guests=2).status == 200
-    code, _ = harness.flairctl("--config", harness.DEV_CONFIG, "--data_dir", gw().data_dir,
-                               "--kek_file", gw().kek_file, "slots", "set-capacity",
-                               "slot_small", "3", check=False)
-    assert code != 0, "capacity below the places taken was accepted"
+    done = gw().flairctl("slots", "set-capacity", "slot_small", "3", text=True)
+    assert done.returncode != 0, "capacity below the places taken was accepted"
 
 
 def test_hundred_concurrent_identical_requests_one_execution():

@@ -81,8 +81,9 @@ def test_marked_pans_and_cvc_leave_no_trace():
     with harness.Stack(log_level="debug") as stack:
         g = send_everything(stack)
         harness.assert_status(pay(g, PAN_SAVED))  # the restarted gateway serves
-        assert os.path.getsize(g.db_path) > 0
-        harness.assert_no_leaks(stack.dir, PANS, skip=[stack.sandbox.dir])
+        store = g.store_files()
+        assert store and os.path.getsize(store[0]) > 0, store
+        harness.assert_no_leaks(stack.dir, PANS, skip=[stack.sandbox.dir], also=store)
         assert g.responses, "no responses recorded to scan"
         harness.assert_bodies_clean(g.responses, PANS)
         pat = harness.token_pattern(CVC)
