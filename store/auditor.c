@@ -300,13 +300,20 @@ store_audit_query(struct store_reader *r, const struct store_audit_filter *f,
 	    "SELECT a.seq, a.ts, a.actor, a.source, a.event_type, a.resource, a.outcome,"
 	    " a.details_json, t.reservation_id, t.customer_email, t.currency, t.amount"
 	    " FROM audit_events a LEFT JOIN transactions t ON t.id = a.resource"
-	    " WHERE (?1 IS NULL OR a.ts >= ?1) AND (?2 IS NULL OR a.ts < ?2)"
-	    " AND (?3 IS NULL OR a.resource = ?3)"
-	    " AND (?4 IS NULL OR t.reservation_id = ?4)"
-	    " AND (?5 IS NULL OR t.customer_email = ?5 OR a.actor = ?5 OR t.client_id = ?5)"
-	    " AND (?6 IS NULL OR a.outcome = ?6)"
-	    " AND (?7 IS NULL OR a.event_type = ?7 OR substr(a.event_type, 1, length(?7) + 1) = ?7 || '.')"
-	    " AND (?8 IS NULL OR t.amount >= ?8) AND (?9 IS NULL OR t.amount <= ?9)"
+	    /* The casts give PostgreSQL the type of a parameter it first
+	     * meets in IS NULL (it does not infer one there); SQLite reads
+	     * them as no-ops. */
+	    " WHERE (CAST(?1 AS BIGINT) IS NULL OR a.ts >= ?1)"
+	    " AND (CAST(?2 AS BIGINT) IS NULL OR a.ts < ?2)"
+	    " AND (CAST(?3 AS TEXT) IS NULL OR a.resource = ?3)"
+	    " AND (CAST(?4 AS TEXT) IS NULL OR t.reservation_id = ?4)"
+	    " AND (CAST(?5 AS TEXT) IS NULL OR t.customer_email = ?5 OR a.actor = ?5"
+	    "      OR t.client_id = ?5)"
+	    " AND (CAST(?6 AS TEXT) IS NULL OR a.outcome = ?6)"
+	    " AND (CAST(?7 AS TEXT) IS NULL OR a.event_type = ?7"
+	    "      OR substr(a.event_type, 1, length(?7) + 1) = ?7 || '.')"
+	    " AND (CAST(?8 AS BIGINT) IS NULL OR t.amount >= ?8)"
+	    " AND (CAST(?9 AS BIGINT) IS NULL OR t.amount <= ?9)"
 	    " ORDER BY a.seq";
 	struct db *db;
 	struct db_stmt *s = NULL;

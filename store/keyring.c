@@ -33,6 +33,7 @@ struct store_ring {
 	char *dsn;     /* PostgreSQL: a copy (wiped on close), or NULL */
 	char *dsn_file;
 	bool production;
+	bool read_only;
 	char *path; /* SQLite */
 };
 
@@ -79,7 +80,7 @@ ring_db(struct store_ring *r, struct db **out)
 			return rc;
 		/* The table must exist before the first instance reads its ring,
 		 * which is before its store is opened. */
-		if ((rc = pg_migrate(c)) != FGW_OK) {
+		if (!r->read_only && (rc = pg_migrate(c)) != FGW_OK) {
 			PQfinish(c);
 			return rc;
 		}
@@ -132,6 +133,7 @@ store_ring_open(const struct store_ring_opts *o, struct store_ring **out)
 	if ((rc = ring_new(out, &r)) != FGW_OK)
 		return rc;
 	r->production = o->production;
+	r->read_only = o->read_only;
 	if ((o->dsn != NULL && (r->dsn = strdup(o->dsn)) == NULL) ||
 	    (o->dsn_file != NULL && (r->dsn_file = strdup(o->dsn_file)) == NULL)) {
 		rc = FGW_ERR_NOMEM;
@@ -184,15 +186,32 @@ store_ring_close(struct store_ring *r)
 	free(r);
 }
 
+/* Whether the key_ring table is missing (a database before v18 that
+ * --check looks at without migrating it). */
+static int
+read_only_missing(struct db *db)
+{
+	struct db_stmt *s = NULL;
+	int missing = 0;
+
+	if (db_prepare(db, "SELECT to_regclass('key_ring') IS NULL", &s) == FGW_OK &&
+	    db_step(s) == DB_ROW)
+		missing = db_col_int(s, 0);
+	db_release(s);
+	return missing;
+}
+
 /* The newest generation on db (0: none). */
 static int
-newest(struct db *db, uint64_t *gen)
+newest(const struct store_ring *r, struct db *db, uint64_t *gen)
 {
 	struct db_stmt *s = NULL;
 	int64_t v = 0;
 	int rc;
 
 	*gen = 0;
+	if (r->read_only && db_kind(db) == DB_PG && read_only_missing(db))
+		return FGW_OK;
 	if ((rc = db_prepare(db, "SELECT COALESCE(MAX(generation), 0) FROM key_ring", &s)) !=
 	    FGW_OK)
 		return rc;
@@ -214,7 +233,7 @@ store_ring_generation(void *ctx, uint64_t *generation)
 
 	*generation = 0;
 	pthread_mutex_lock(&r->mu);
-	if ((rc = ring_db(r, &db)) == FGW_OK && (rc = newest(db, generation)) != FGW_OK) {
+	if ((rc = ring_db(r, &db)) == FGW_OK && (rc = newest(r, db, generation)) != FGW_OK) {
 		ring_failed(r, "reading the ring's generation");
 		rc = FGW_ERR_DB;
 	}
@@ -288,6 +307,8 @@ store_ring_save(void *ctx, uint64_t prev, uint64_t generation, const char *text,
 	if (text == NULL || len > RING_TEXT_MAX || generation <= prev ||
 	    generation > (uint64_t)INT64_MAX)
 		return FGW_ERR_INVALID;
+	if (r->read_only)
+		return FGW_ERR_STATE;
 	pthread_mutex_lock(&r->mu);
 	if ((rc = ring_db(r, &db)) != FGW_OK)
 		goto out;
@@ -306,7 +327,7 @@ store_ring_save(void *ctx, uint64_t prev, uint64_t generation, const char *text,
 		db_release(s);
 		s = NULL;
 	}
-	if ((rc = newest(db, &have)) != FGW_OK)
+	if ((rc = newest(r, db, &have)) != FGW_OK)
 		goto fail;
 	if (have != prev) {
 		(void)db_exec(db, "ROLLBACK");

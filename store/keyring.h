@@ -30,10 +30,13 @@ struct store_ring_opts {
 	const char *dsn;      /* exactly one of dsn and dsn_file (store/pg.h) */
 	const char *dsn_file;
 	bool production;      /* pg_dsn_check's TLS rule */
+	bool read_only;       /* changes nothing: no migration, no save, and a
+	                         database without the table has no ring (for
+	                         flairgw --check) */
 };
 
-/* Connects to PostgreSQL and migrates the schema. 0 or pg_connect's and
- * pg_migrate's codes. */
+/* Connects to PostgreSQL and (unless read_only) migrates the schema. 0
+ * or pg_connect's and pg_migrate's codes. */
 int store_ring_open(const struct store_ring_opts *o, struct store_ring **out);
 /* The same table in a SQLite file (migrated with the store's schema):
  * for tests. */
