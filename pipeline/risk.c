@@ -83,10 +83,12 @@ risk_decide(struct risk *rk, const struct rules_input *in, struct rules_decision
 
 	pthread_mutex_lock(&rk->decide_mu);
 	rc = rules_eval(r, in, rk->velocity, out);
-	if (rc == FGW_OK)
+	if (rc == FGW_OK) {
+		/* Noted even when one dimension fails to record: the others did,
+		 * and the row must not be counted again from the table. */
 		rc = rules_record(in, rk->velocity, out->action == RULES_DECLINE);
-	if (rc == FGW_OK)
 		velsync_own(rk->sync, in->txn_id, in->now_ms);
+	}
 	pthread_mutex_unlock(&rk->decide_mu);
 	rules_unref(r);
 	return rc;
@@ -97,8 +99,7 @@ risk_record(struct risk *rk, const struct rules_input *in, int declined)
 {
 	int rc = rules_record(in, rk->velocity, declined);
 
-	if (rc == FGW_OK)
-		velsync_own(rk->sync, in->txn_id, in->now_ms);
+	velsync_own(rk->sync, in->txn_id, in->now_ms);
 	return rc;
 }
 

@@ -10,6 +10,7 @@
 #define LOG_MODULE "rules"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +37,7 @@ struct velsync {
 	int64_t last_now; /* the previous successful refresh; 0: none yet */
 	struct vs_entry **b;
 	size_t nb, n;
+	_Atomic int64_t added_total, refreshes;
 };
 
 /* FNV-1a: ids are made by the gateways, not chosen by clients. */
@@ -238,7 +240,9 @@ velsync_refresh(struct velsync *vs, struct store_reader *rd, int64_t now_ms,
 	prune(vs, now_ms - vs->lag_ms);
 	pthread_mutex_unlock(&vs->mu);
 	vs->last_now = now_ms;
+	atomic_fetch_add(&vs->refreshes, 1);
 out:
+	atomic_fetch_add(&vs->added_total, f.added);
 	if (added != NULL)
 		*added = f.added;
 	if (declines != NULL)
@@ -255,4 +259,11 @@ velsync_held(struct velsync *vs)
 	n = (int64_t)vs->n;
 	pthread_mutex_unlock(&vs->mu);
 	return n;
+}
+
+void
+velsync_totals(struct velsync *vs, int64_t *added, int64_t *refreshes)
+{
+	*added = atomic_load(&vs->added_total);
+	*refreshes = atomic_load(&vs->refreshes);
 }

@@ -47,5 +47,8 @@ int velsync_refresh(struct velsync *vs, struct store_reader *rd, int64_t now_ms,
 
 /* Ids held (own and others'), for tests and metrics. */
 int64_t velsync_held(struct velsync *vs);
+/* Since velsync_new: other instances' attempts recorded, and refreshes
+ * that succeeded (for /metrics; any thread). */
+void velsync_totals(struct velsync *vs, int64_t *added, int64_t *refreshes);
 
 #endif
