@@ -244,6 +244,10 @@ startup_listen(const struct fgw_config *cfg, struct check_report *rep)
 
 /* ---- keys ---------------------------------------------------------------- */
 
+static void store_opts_of(struct gateway *g, struct store_opts *o);
+static int check_pg_store(const struct store_opts *o, enum startup_mode m,
+                          struct check_report *rep);
+
 int
 startup_keyring(struct gateway *g, enum startup_mode m, struct check_report *rep)
 {
@@ -270,8 +274,14 @@ startup_keyring(struct gateway *g, enum startup_mode m, struct check_report *rep
 			.read_only = m != STARTUP_RUN,
 		};
 		if ((r = store_ring_open(&ro, &g->ring)) != 0) {
-			check_problem(rep, "key ring: cannot reach the PostgreSQL store (%s; see the log)",
-			              fgw_strerror(r));
+			/* The store's own check says why in the words the database
+			 * step uses (a newer schema, no durability, the TLS rule). */
+			struct store_opts so;
+			store_opts_of(g, &so);
+			if (check_pg_store(&so, m, rep) == FGW_OK)
+				check_problem(rep,
+				              "key ring: cannot reach the PostgreSQL store (%s; see the log)",
+				              fgw_strerror(r));
 			return r;
 		}
 		g->ring_src = (struct keyring_source){ store_ring_load, store_ring_save,
