@@ -1800,6 +1800,29 @@ store_reader_open_file(const char *path, store_mac_fn mac, void *mac_ctx, int bu
 	return reader_on(db, mac, mac_ctx, busy_ms, out);
 }
 
+int
+store_reader_open_tool(const struct store_opts *o, struct store_reader **out)
+{
+	struct db *db = NULL;
+	int r;
+
+	if (o == NULL || out == NULL)
+		return FGW_ERR_INVALID;
+	if (o->backend == STORE_SQLITE)
+		return store_reader_open_file(o->path, o->audit_mac, o->audit_mac_ctx,
+		                              o->busy_timeout_ms, out);
+	if ((o->dsn == NULL) == (o->dsn_file == NULL))
+		return FGW_ERR_INVALID;
+	if ((r = open_pg(o->dsn, o->dsn_file, o->production, &db)) != 0)
+		return r;
+	/* The server refuses every write on this session from here on. */
+	if ((r = db_exec(db, "SET default_transaction_read_only = on")) != 0) {
+		db_close(db);
+		return r;
+	}
+	return reader_on(db, o->audit_mac, o->audit_mac_ctx, o->busy_timeout_ms, out);
+}
+
 /* A reader on db (which it owns from here on, also on failure). */
 static int
 reader_on(struct db *db, store_mac_fn mac, void *mac_ctx, int busy_ms,

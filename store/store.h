@@ -287,6 +287,12 @@ void store_reader_close(struct store_reader *r);
  * verifies); busy_ms <= 0 means 5000. */
 int store_reader_open_file(const char *path, store_mac_fn mac, void *mac_ctx, int busy_ms,
                            struct store_reader **out);
+/* A reader with no store, for tools (flairctl), on either backend: the
+ * SQLite file opened read-only (store_reader_open_file), or a PostgreSQL
+ * connection of its own whose transactions are all READ ONLY, so
+ * auditor commands cannot change the database. Uses o's backend, path,
+ * dsn, dsn_file, production, audit_mac and busy_timeout_ms. */
+int store_reader_open_tool(const struct store_opts *o, struct store_reader **out);
 
 /* Transaction by id, scoped to client_id (NULL: any client).
  * FGW_ERR_NOT_FOUND if missing or another client's. NULL text reads as "".
