@@ -5,8 +5,8 @@ sent to both at once runs once, 30 holds arriving at both on a 12-place
 slot sell exactly 12, a kill -9 of one instance in the middle of a load
 leaves nothing the other's reconciler does not resolve (checked against
 the sandbox's ledger, which both share), and the audit chain both wrote
-verifies. The instances share keys_dir and the KEK file (the key ring is
-not in the database yet).
+verifies. The instances share the KEK file; the key ring is the
+database's (their shared keys_dir holds none).
 
 Debian's haproxy balances round robin on loopback, checks /healthz every
 200 ms, and names the instance that answered in X-Served-By, so each test
