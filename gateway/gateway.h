@@ -98,7 +98,8 @@ struct reactor {
 	struct event *reqlog_timer;   /* reqlog.c: finds vanished clients */
 	int pay_running;              /* admit.c: payments running ... */
 	int pay_waiting;              /* ... and waiting for a slot, */
-	struct admit_wait *admit_head, *admit_tail; /* oldest first */
+	struct admit_wait *wait_head; /* oldest first */
+	struct admit_wait *wait_tail; /* newest */
 	struct event *admit_ev;       /* starts the next when one ends */
 	int admitting;                /* inside admit.c's own handler call */
 };
