@@ -204,7 +204,7 @@ class Pair:
                            {"Authorization": f"Bearer {harness.DEV_KEY}", "Idempotency-Key": key})
 
 
-P = Pair()
+P = Pair(reservations=True)
 
 
 def pair():
@@ -261,11 +261,7 @@ def test_one_idempotency_key_sent_to_both_instances_at_once_runs_once():
 
 @harness.pg_only(NEEDS_PG)
 def test_thirty_holds_over_both_instances_on_twelve_places_sell_twelve():
-    with Pair(reservations=True) as p:
-        holds_over_both(p)
-
-
-def holds_over_both(p):
+    p = pair()
     tokens = [p.jwt.rs256(f"cust-{uuid.uuid4()}") for _ in range(6)]
     body = {"experienceId": EXP, "timeSlotId": SLOT, "numberOfGuests": 1,
             "guestName": "Jane Doe", "guestEmail": "jane@example.com",
