@@ -113,7 +113,10 @@ class Pair:
 
     module_scoped = True
 
-    def __init__(self):
+    def __init__(self, reservations=False):
+        """reservations: with customer JWTs and a catalogue of one
+        12-place slot."""
+        self.reservations = reservations
         self.dir = None
         self.responses = []  # answers through haproxy, for the contract check
         self.lock = threading.Lock()
@@ -123,22 +126,30 @@ class Pair:
             self.start()
         return self
 
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(check=exc_type is None)
+
     def start(self):
         self.dir = tempfile.mkdtemp(prefix="flairgw-it-multi-")
         self.db = harness.PgDatabase()
         self.sandbox = self.gw1 = self.gw2 = self.lb = None
         try:
-            self.jwt = harness.JwtKeys(os.path.join(self.dir, "jwt"))
-            now = int(time.time() * 1000)
-            slots = os.path.join(self.dir, "slots.json")
-            with open(slots, "w") as f:
-                json.dump({"experiences": [{"id": EXP, "name": "Harbour tour", "price": 4000,
-                                            "currency": "USD"}],
-                           "timeSlots": [{"id": SLOT, "experienceId": EXP,
-                                          "startsAt": now + 30 * 86400000,
-                                          "capacity": CAPACITY}]}, f)
+            opts = dict(FAST)
+            if self.reservations:
+                self.jwt = harness.JwtKeys(os.path.join(self.dir, "jwt"))
+                now = int(time.time() * 1000)
+                slots = os.path.join(self.dir, "slots.json")
+                with open(slots, "w") as f:
+                    json.dump({"experiences": [{"id": EXP, "name": "Harbour tour",
+                                                "price": 4000, "currency": "USD"}],
+                               "timeSlots": [{"id": SLOT, "experienceId": EXP,
+                                              "startsAt": now + 30 * 86400000,
+                                              "capacity": CAPACITY}]}, f)
+                opts.update(slots_file=slots, **self.jwt.gateway_options())
             self.sandbox = harness.Sandbox(os.path.join(self.dir, "sandbox")).start()
-            opts = dict(FAST, slots_file=slots, **self.jwt.gateway_options())
             self.gw1 = harness.Gateway(os.path.join(self.dir, "gw1"), self.sandbox,
                                        pg_db=self.db, **opts).start()
             # The second shares the first's key ring and KEK (made at its start).
@@ -193,7 +204,7 @@ class Pair:
                            {"Authorization": f"Bearer {harness.DEV_KEY}", "Idempotency-Key": key})
 
 
-P = Pair()
+P = Pair(reservations=True)
 
 
 def pair():
