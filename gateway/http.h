@@ -149,6 +149,14 @@ int http_keyed_body(struct reactor *rx, struct evhttp_request *req,
  * idem_end after the answer is committed), 1 when it answered. */
 int http_idempotency_front(struct reactor *rx, struct evhttp_request *req,
                            const char *client, const char *key, const char *hash);
+/* The store refused the claim of (client, key) that a request's write
+ * carried: another request committed the key first, on this instance or
+ * another one sharing the database. Answers what a repeat of the key
+ * answers: the stored answer, 422 for different parameters, 409 while the
+ * other request is in progress (also when its row is gone again: a claim
+ * rolled back since). */
+void http_idempotency_repeat(struct reactor *rx, struct evhttp_request *req,
+                             const char *client, const char *key, const char *hash);
 
 /* Parses the body of POST /v1/transactions/{id}/refund ({"amount": N},
  * amount optional: *amount 0 then), capture and cancel ({}). Returns 0, or

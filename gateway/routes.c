@@ -379,6 +379,15 @@ http_idempotency_front(struct reactor *rx, struct evhttp_request *req, const cha
 	return 0;
 }
 
+void
+http_idempotency_repeat(struct reactor *rx, struct evhttp_request *req, const char *client,
+                        const char *key, const char *hash)
+{
+	if (!idem_stored_answer(rx, req, client, key, hash))
+		http_send_error(rx, req, 409, "IDEMPOTENCY_CONFLICT",
+		                "A request with this Idempotency-Key is still in progress");
+}
+
 /* ---- operational routes ------------------------------------------------ */
 
 static void

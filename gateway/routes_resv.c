@@ -334,6 +334,10 @@ static void
 hold_done(void *arg, int rc)
 {
 	struct rctx *c = arg;
+	if (rc == FGW_ERR_CONFLICT) {
+		gw_req_repeat(&c->g, c->hash); /* the key's owner took it first */
+		return;
+	}
 	if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
 		resv_err_answer(c, c->err);
 		return;
@@ -1261,6 +1265,10 @@ cancel_done(void *arg, int rc)
 {
 	struct rctx *c = arg;
 	char *a = c->answer;
+	if (rc == FGW_ERR_CONFLICT) {
+		gw_req_repeat(&c->g, c->hash); /* the key's owner took it first */
+		return;
+	}
 	if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
 		resv_err_answer(c, c->err);
 		return;
@@ -1345,7 +1353,12 @@ confirm_stored(void *arg, int rc)
 {
 	struct rctx *c = arg;
 	char *a = c->answer;
-	(void)rc;
+	if (rc == FGW_ERR_CONFLICT) {
+		/* Confirmed (confirming again changes nothing), but the key
+		 * is another request's: its answer is the key's. */
+		gw_req_repeat(&c->g, c->hash);
+		return;
+	}
 	c->answer = NULL;
 	gw_req_finish(&c->g, 200, a);
 	free(a);
