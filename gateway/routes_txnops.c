@@ -407,8 +407,8 @@ refund_begun_run(void *arg, int rc)
 		}
 		if (c->pop.status == STORE_OP_FAILED) {
 			gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE",
-			             "This refund was refused by the processor; "
-			             "use a new Idempotency-Key");
+			             "This refund failed (the processor refused it, or it was "
+			             "never sent); use a new Idempotency-Key");
 			return;
 		}
 	}
@@ -432,8 +432,8 @@ txnop_begun_run(void *arg, int rc)
 	}
 	if (c->pop.adopted && c->pop.status == STORE_OP_FAILED) {
 		gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE",
-		             "The processor refused this operation before; "
-		             "use a new Idempotency-Key to try again");
+		             "This operation failed before (the processor refused it, or it "
+		             "was never sent); use a new Idempotency-Key to try again");
 		return;
 	}
 	/* The key of this attempt: a new one after a refused attempt. */
