@@ -55,6 +55,10 @@ on_txn_done(struct txn *t, void *arg)
 	                 fgw_mono_ms() - t->started_mono);
 	if (ctx->g.req == NULL)
 		log_txn_info(t->id, "client went away before the answer");
+	if (t->idem_lost) {
+		gw_req_repeat(&ctx->g, t->request_hash);
+		return;
+	}
 	gw_req_finish(
 	    &ctx->g, t->out.http_status,
 	    t->answer

@@ -245,6 +245,9 @@ struct txn {
 	char source[64];    /* remote address */
 	char idem_key[256]; /* client's Idempotency-Key or "" */
 	char request_hash[65];
+	int idem_lost; /* the store refused the claim of idem_key: another
+	                  request (on any instance) holds it; nothing was
+	                  written, the answer is the key's (txn_idem_lost) */
 	struct txn_request *req;
 	const struct pipeline_env *env;
 
@@ -336,6 +339,13 @@ void txn_reject(struct txn *t, const char *code, const char *message, int http_s
 /* The outcome as the answer, logs and metrics name it: the state's name,
  * "rejected", or "" when there is none yet. */
 const char *txn_outcome_name(const struct txn_outcome *o);
+
+/* The write that claimed t's Idempotency-Key failed with
+ * FGW_ERR_CONFLICT: another request committed the key first (on this
+ * instance or another sharing the database), and this one changed
+ * nothing. Marks it (idem_lost) with a 409 outcome that is not recorded;
+ * the route answers what a repeat of the key answers. */
+void txn_idem_lost(struct txn *t);
 
 /* JSON of a recorded transaction for GET /v1/transactions/{id} and for
  * answers; *out is malloc'ed. */

@@ -213,6 +213,14 @@ post_committed_run(void *arg, int rc)
 {
 	struct txn *t = arg;
 	int r;
+	if (rc == FGW_ERR_CONFLICT && t->idem_key[0]) {
+		/* Another request committed the key first (on any instance):
+		 * this one wrote nothing and never reaches the processor. */
+		log_txn_info(t->id, "Idempotency-Key held by another request: not run");
+		txn_idem_lost(t);
+		pipeline_resume(t, STAGE_ERROR);
+		return;
+	}
 	if (rc != 0) {
 		log_txn_error(t->id, "write-ahead commit failed: %s", fgw_strerror(rc));
 		txn_set_outcome(t, TXN_FAILED, "INTERNAL_ERROR", "An unexpected error occurred",

@@ -65,6 +65,11 @@ record_done(struct txn *t, int rc)
 		 * move forward, so theirs stands and ours was not applied. */
 		log_txn_warn(t->id, "outcome %s not applied: state already final",
 		             txn_state_name(t->out.state));
+	} else if (rc == FGW_ERR_CONFLICT && !t->row_created && t->idem_key[0]) {
+		/* A decision recorded with the key's claim: another request
+		 * committed the key first, this one recorded nothing. */
+		log_txn_info(t->id, "Idempotency-Key held by another request: not recorded");
+		txn_idem_lost(t);
 	} else if (rc != 0) {
 		log_txn_error(t->id, "outcome commit failed: %s", fgw_strerror(rc));
 		txn_set_outcome(t, t->out.state, "INTERNAL_ERROR",

@@ -734,6 +734,14 @@ txn_reject(struct txn *t, const char *code, const char *message, int http_status
 	t->out.rejected = 1;
 }
 
+void
+txn_idem_lost(struct txn *t)
+{
+	t->idem_lost = 1;
+	txn_reject(t, "IDEMPOTENCY_CONFLICT",
+	           "A request with this Idempotency-Key is still in progress", 409);
+}
+
 const char *
 txn_outcome_name(const struct txn_outcome *o)
 {

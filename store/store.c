@@ -50,6 +50,7 @@
 #include "store/sqlutil.h"
 #include "store/store.h"
 #include "store/store_int.h"
+#include "store/txns.h"
 
 #define STORE_BUSY_TIMEOUT_MS 5000
 #define STORE_BATCH_LIMIT 100000
@@ -59,268 +60,6 @@
 
 /* A fixed char array holds a non-empty, NUL-terminated string. */
 #define FIELD_SET(f) ((f)[0] != '\0' && memchr((f), '\0', sizeof(f)) != NULL)
-
-/* ---- the transactions table, described once ---------------------------- */
-
-/* One table drives the INSERT, the SELECT, binding and reading, so the
- * column list cannot drift between them. Empty optional text is NULL. */
-enum col_kind { COL_TEXT, COL_TEXT_REQ, COL_INT, COL_I64, COL_JSON };
-
-struct txn_col {
-	const char *name;
-	enum col_kind kind;
-	size_t off;
-	size_t cap;
-};
-
-#define TXN_COL(kind, f)                             \
-	{                                                \
-#f, kind, offsetof(struct store_txn_row, f), \
-		    sizeof(((struct store_txn_row *)0)->f)   \
-	}
-
-static const struct txn_col txn_cols[] = {
-	TXN_COL(COL_TEXT_REQ, id),
-	TXN_COL(COL_TEXT_REQ, client_id),
-	TXN_COL(COL_TEXT, reservation_id),
-	TXN_COL(COL_I64, amount),
-	TXN_COL(COL_TEXT_REQ, currency),
-	TXN_COL(COL_TEXT_REQ, status),
-	TXN_COL(COL_TEXT, error_code),
-	TXN_COL(COL_TEXT, error_message),
-	TXN_COL(COL_TEXT, processor),
-	TXN_COL(COL_TEXT, processor_ref),
-	TXN_COL(COL_TEXT, processor_idem_key),
-	TXN_COL(COL_TEXT, token),
-	TXN_COL(COL_TEXT, fingerprint),
-	TXN_COL(COL_TEXT, brand),
-	TXN_COL(COL_TEXT, bin),
-	TXN_COL(COL_TEXT, last4),
-	TXN_COL(COL_INT, exp_month),
-	TXN_COL(COL_INT, exp_year),
-	TXN_COL(COL_TEXT, customer_email),
-	TXN_COL(COL_TEXT, customer_name),
-	TXN_COL(COL_TEXT, customer_country),
-	TXN_COL(COL_TEXT, customer_ip),
-	TXN_COL(COL_TEXT, rule_decision),
-	TXN_COL(COL_TEXT, rules_fired),
-	TXN_COL(COL_TEXT, idempotency_key),
-	TXN_COL(COL_TEXT, description),
-	TXN_COL(COL_JSON, metadata_json),
-	TXN_COL(COL_JSON, next_action_json),
-	TXN_COL(COL_I64, created_at),
-	TXN_COL(COL_I64, updated_at),
-};
-
-static int sql_add(char *buf, size_t cap, size_t *pos, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int
-sql_add(char *buf, size_t cap, size_t *pos, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	if (*pos >= cap)
-		return FGW_ERR_TOO_LARGE;
-	va_start(ap, fmt);
-	n = vsnprintf(buf + *pos, cap - *pos, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= cap - *pos)
-		return FGW_ERR_TOO_LARGE;
-	*pos += (size_t)n;
-	return 0;
-}
-
-/* The INSERT (select = 0) or the scoped SELECT by id (select = 1). */
-static int
-txn_sql(int select, char *buf, size_t cap)
-{
-	size_t pos = 0;
-	int r;
-
-	if ((r = sql_add(buf, cap, &pos, "%s",
-	                 select ? "SELECT " : "INSERT INTO transactions (")) != 0)
-		return r;
-	for (size_t i = 0; i < ARRAY_LEN(txn_cols); i++) {
-		if ((r = sql_add(buf, cap, &pos, "%s%s", i ? ", " : "", txn_cols[i].name)) != 0)
-			return r;
-	}
-	if (select)
-		return sql_add(buf, cap, &pos,
-		               " FROM transactions WHERE id = ?1 "
-		               "AND (CAST(?2 AS TEXT) IS NULL OR client_id = ?2)");
-	if ((r = sql_add(buf, cap, &pos, ") VALUES (")) != 0)
-		return r;
-	for (size_t i = 0; i < ARRAY_LEN(txn_cols); i++) {
-		if ((r = sql_add(buf, cap, &pos, "%s?%zu", i ? ", " : "", i + 1)) != 0)
-			return r;
-	}
-	return sql_add(buf, cap, &pos, ")");
-}
-
-/* Binds a fixed buffer without reading past it; "" binds NULL if nullable.
- * The buffer must stay put until the statement is reset. */
-static int
-bind_buf(struct db_stmt *s, int i, const char *buf, size_t cap, int nullable)
-{
-	size_t n = strnlen(buf, cap);
-	if (n == 0 && nullable)
-		return db_bind_null(s, i);
-	return db_bind_textn(s, i, buf, (size_t)((int)n));
-}
-
-#define BIND_BUF(s, i, f, nullable) bind_buf((s), (i), (f), sizeof(f), (nullable))
-
-static int
-bind_str(struct db_stmt *s, int i, const char *p)
-{
-	if (p == NULL)
-		return db_bind_null(s, i);
-	return db_bind_text(s, i, p);
-}
-
-static int
-bind_txn_row(struct db_stmt *s, const struct store_txn_row *row)
-{
-	for (size_t i = 0; i < ARRAY_LEN(txn_cols); i++) {
-		const struct txn_col *c = &txn_cols[i];
-		const char *field = (const char *)row + c->off;
-		int idx = (int)i + 1, rc;
-		int iv;
-		int64_t lv;
-		const char *p;
-
-		switch (c->kind) {
-		case COL_TEXT:
-		case COL_TEXT_REQ:
-			rc = bind_buf(s, idx, field, c->cap, c->kind == COL_TEXT);
-			break;
-		case COL_INT:
-			memcpy(&iv, field, sizeof(iv));
-			rc = db_bind_int(s, idx, iv);
-			break;
-		case COL_I64:
-			memcpy(&lv, field, sizeof(lv));
-			rc = db_bind_int64(s, idx, lv);
-			break;
-		case COL_JSON:
-			memcpy(&p, field, sizeof(p));
-			rc = bind_str(s, idx, p);
-			break;
-		default:
-			rc = FGW_ERR_INTERNAL;
-			break;
-		}
-		if (rc != FGW_OK)
-			return rc;
-	}
-	return FGW_OK;
-}
-
-/* Copies text column i into dst[cap]; NULL reads as "". */
-static int
-col_copy(struct db_stmt *s, int i, char *dst, size_t cap)
-{
-	const char *t;
-	size_t n;
-
-	if (db_col_is_null(s, i)) {
-		dst[0] = '\0';
-		return 0;
-	}
-	if ((t = db_col_text(s, i)) == NULL)
-		return FGW_ERR_NOMEM;
-	n = db_col_bytes(s, i);
-	if (n >= cap)
-		return FGW_ERR_TOO_LARGE;
-	memcpy(dst, t, n);
-	dst[n] = '\0';
-	return 0;
-}
-
-#define COL_COPY(s, i, f) col_copy((s), (i), (f), sizeof(f))
-
-/* Duplicates text column i into malloc'ed *out; NULL stays NULL. */
-static int
-col_dup(struct db_stmt *s, int i, char **out)
-{
-	const char *t;
-	size_t n;
-
-	*out = NULL;
-	if (db_col_is_null(s, i))
-		return 0;
-	if ((t = db_col_text(s, i)) == NULL)
-		return FGW_ERR_NOMEM;
-	n = db_col_bytes(s, i);
-	if ((*out = malloc(n + 1)) == NULL)
-		return FGW_ERR_NOMEM;
-	memcpy(*out, t, n);
-	(*out)[n] = '\0';
-	return 0;
-}
-
-static int
-read_txn_row(struct db_stmt *s, struct store_txn_row *row)
-{
-	int r = 0;
-
-	memset(row, 0, sizeof(*row));
-	for (size_t i = 0; i < ARRAY_LEN(txn_cols) && r == 0; i++) {
-		const struct txn_col *c = &txn_cols[i];
-		char *field = (char *)row + c->off;
-		int idx = (int)i;
-		int iv;
-		int64_t lv;
-		char *p = NULL;
-
-		switch (c->kind) {
-		case COL_TEXT:
-		case COL_TEXT_REQ:
-			r = col_copy(s, idx, field, c->cap);
-			break;
-		case COL_INT:
-			iv = db_col_int(s, idx);
-			memcpy(field, &iv, sizeof(iv));
-			break;
-		case COL_I64:
-			lv = db_col_int64(s, idx);
-			memcpy(field, &lv, sizeof(lv));
-			break;
-		case COL_JSON:
-			r = col_dup(s, idx, &p);
-			memcpy(field, &p, sizeof(p));
-			break;
-		default:
-			r = FGW_ERR_INTERNAL;
-			break;
-		}
-	}
-	if (r != 0)
-		store_txn_row_clear(row);
-	return r;
-}
-
-void
-store_txn_row_clear(struct store_txn_row *row)
-{
-	if (row == NULL)
-		return;
-	free(row->metadata_json);
-	free(row->next_action_json);
-	row->metadata_json = NULL;
-	row->next_action_json = NULL;
-}
-
-void
-store_idem_clear(struct store_idem *idem)
-{
-	if (idem == NULL)
-		return;
-	free(idem->body);
-	idem->body = NULL;
-}
 
 /* ---- writer statements ------------------------------------------------- */
 
@@ -336,8 +75,8 @@ enum wstmt {
 	W_TXN_UPDATE,
 	W_VAULT_INSERT,
 	W_VAULT_PURGE,
-	W_IDEM_DROP_EXPIRED,
-	W_IDEM_INSERT,
+	W_IDEM_CLAIM,
+	W_IDEM_IF_FREE,
 	W_IDEM_UPSERT,
 	W_COUNT
 };
@@ -347,7 +86,7 @@ enum wstmt {
 	"body, txn_id, created_at, expires_at) "                               \
 	"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
 
-/* W_TXN_INSERT is built from txn_cols at open. */
+/* W_TXN_INSERT is built from the column table (store/txns.c) at open. */
 static const char *const writer_sql[W_COUNT] = {
 	[W_BEGIN] = "BEGIN IMMEDIATE",
 	[W_COMMIT] = "COMMIT",
@@ -367,9 +106,26 @@ static const char *const writer_sql[W_COUNT] = {
 	    "expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
 	    "?12, ?13)",
 	[W_VAULT_PURGE] = "DELETE FROM vault_entries WHERE token = ?1 AND saved = 0",
-	[W_IDEM_DROP_EXPIRED] = "DELETE FROM idempotency WHERE client_id = ?1 AND key = ?2 "
-	                        "AND expires_at < ?3",
-	[W_IDEM_INSERT] = IDEM_INSERT_SQL,
+	/* The primary key decides who owns a key, in one statement: the
+	 * first commit wins, a concurrent claimer (another instance) waits
+	 * for it and then changes nothing; an expired row no longer reserves
+	 * its key and is replaced in place. No failed statement either, so a
+	 * lost claim does not spoil a PostgreSQL transaction. */
+	[W_IDEM_CLAIM] = IDEM_INSERT_SQL
+	" ON CONFLICT (client_id, key) DO UPDATE SET "
+	"request_hash = excluded.request_hash, "
+	"status_code = excluded.status_code, body = excluded.body, "
+	"txn_id = excluded.txn_id, created_at = excluded.created_at, "
+	"expires_at = excluded.expires_at WHERE idempotency.expires_at < ?9",
+	/* The same, also over this request's own claim (in progress, the
+	 * same transaction); a live row of another request stays. */
+	[W_IDEM_IF_FREE] = IDEM_INSERT_SQL
+	" ON CONFLICT (client_id, key) DO UPDATE SET "
+	"request_hash = excluded.request_hash, "
+	"status_code = excluded.status_code, body = excluded.body, "
+	"txn_id = excluded.txn_id, created_at = excluded.created_at, "
+	"expires_at = excluded.expires_at WHERE idempotency.expires_at < ?9 "
+	"OR (idempotency.status_code = 0 AND idempotency.txn_id = excluded.txn_id)",
 	[W_IDEM_UPSERT] = IDEM_INSERT_SQL
 	" ON CONFLICT (client_id, key) DO UPDATE SET "
 	"request_hash = excluded.request_hash, "
@@ -406,6 +162,7 @@ struct job {
 	struct store_txn_update upd; /* finish; next_action_json -> upd_next */
 	char *upd_next;
 	int has_idem;
+	int idem_claim;         /* JOB_CUSTOM: store_commit.idem_claim */
 	struct store_idem idem; /* body owned */
 	int has_purge;
 	char purge_token[40];
@@ -498,7 +255,7 @@ job_copy_events(struct job *j, const struct store_audit *a, size_t n)
 }
 
 static int
-job_copy_idem(struct job *j, const struct store_idem *idem)
+job_copy_idem(struct job *j, const struct store_idem *idem, int claim)
 {
 	if (idem == NULL)
 		return 0;
@@ -507,6 +264,7 @@ job_copy_idem(struct job *j, const struct store_idem *idem)
 	j->idem = *idem;
 	j->idem.body = NULL;
 	j->has_idem = 1;
+	j->idem_claim = j->kind == JOB_CUSTOM && claim;
 	return dup_opt(idem->body, &j->idem.body);
 }
 
@@ -704,37 +462,48 @@ run_events(struct store *st, struct job *j, int64_t now)
 	return 0;
 }
 
+/* How a job's idempotent answer (or claim, status_code 0) is written. */
+enum idem_mode {
+	/* The job is the first to write the key (it creates the
+	 * transaction, or its own change commits with the answer): the key
+	 * must be free or expired, else FGW_ERR_CONFLICT (another request,
+	 * on this or another instance, holds it: the job rolls back and
+	 * answers as a repeat). */
+	IDEM_CLAIM,
+	/* The job records what happened already: stored when the key is
+	 * free, expired or this request's own claim; another request's live
+	 * row stays, and the job commits. */
+	IDEM_IF_FREE,
+	/* The job owns the key (its claim committed with the transaction):
+	 * the stored row is replaced. */
+	IDEM_OWN,
+};
+
 static int
-run_idem(struct store *st, struct store_idem *idem, int upsert, int64_t now)
+run_idem(struct store *st, struct store_idem *idem, enum idem_mode mode, int64_t now)
 {
-	struct db_stmt *s;
+	static const enum wstmt stmt_of[] = { [IDEM_CLAIM] = W_IDEM_CLAIM,
+		                                  [IDEM_IF_FREE] = W_IDEM_IF_FREE,
+		                                  [IDEM_OWN] = W_IDEM_UPSERT };
+	struct db_stmt *s = st->stmt[stmt_of[mode]];
 	int rc;
 
 	if (idem->created_at == 0)
 		idem->created_at = now;
-	if (!upsert) {
-		/* An expired answer no longer reserves its key. */
-		s = st->stmt[W_IDEM_DROP_EXPIRED];
-		if (BIND_BUF(s, 1, idem->client_id, 0) || BIND_BUF(s, 2, idem->key, 0) ||
-		    db_bind_int64(s, 3, now)) {
-			db_clear_bindings(s);
-			return FGW_ERR_DB;
-		}
-		if ((rc = step_reset(s)) != DB_DONE)
-			return map_write_error(rc, FGW_ERR_DB);
-	}
-	s = st->stmt[upsert ? W_IDEM_UPSERT : W_IDEM_INSERT];
 	/* FGW_OK is 0: any failing bind stops the chain. */
 	if (BIND_BUF(s, 1, idem->client_id, 0) || BIND_BUF(s, 2, idem->key, 0) ||
 	    BIND_BUF(s, 3, idem->request_hash, 0) ||
-	    db_bind_int(s, 4, idem->status_code) || bind_str(s, 5, idem->body) ||
+	    db_bind_int(s, 4, idem->status_code) || db_bind_opt(s, 5, idem->body) ||
 	    BIND_BUF(s, 6, idem->txn_id, 1) || db_bind_int64(s, 7, idem->created_at) ||
-	    db_bind_int64(s, 8, idem->expires_at)) {
+	    db_bind_int64(s, 8, idem->expires_at) ||
+	    (mode != IDEM_OWN && db_bind_int64(s, 9, now))) {
 		db_clear_bindings(s);
 		return FGW_ERR_DB;
 	}
 	if ((rc = step_reset(s)) != DB_DONE)
 		return map_write_error(rc, FGW_ERR_CONFLICT);
+	if (mode == IDEM_CLAIM && db_changes(st->db) != 1)
+		return FGW_ERR_CONFLICT;
 	return 0;
 }
 
@@ -745,7 +514,7 @@ run_vault(struct store *st, const struct store_vault_entry *v, int64_t now)
 	int rc;
 
 	if (BIND_BUF(s, 1, v->token, 0) || BIND_BUF(s, 2, v->key_id, 0) ||
-	    bind_str(s, 3, v->blob) || BIND_BUF(s, 4, v->fingerprint, 1) ||
+	    db_bind_opt(s, 3, v->blob) || BIND_BUF(s, 4, v->fingerprint, 1) ||
 	    BIND_BUF(s, 5, v->brand, 1) || BIND_BUF(s, 6, v->bin, 1) ||
 	    BIND_BUF(s, 7, v->last4, 1) || db_bind_int(s, 8, v->exp_month) ||
 	    db_bind_int(s, 9, v->exp_year) || BIND_BUF(s, 10, v->customer_id, 1) ||
@@ -769,7 +538,7 @@ run_create(struct store *st, struct job *j, int64_t now)
 		j->row.created_at = now;
 	if (j->row.updated_at == 0)
 		j->row.updated_at = now;
-	if (bind_txn_row(s, &j->row) != FGW_OK) {
+	if (txn_bind_row(s, &j->row) != FGW_OK) {
 		db_clear_bindings(s);
 		return FGW_ERR_DB;
 	}
@@ -777,7 +546,7 @@ run_create(struct store *st, struct job *j, int64_t now)
 		return map_write_error(rc, FGW_ERR_EXISTS);
 	if (j->has_vault && (r = run_vault(st, &j->vault, now)) != 0)
 		return r;
-	if (j->has_idem && (r = run_idem(st, &j->idem, 0, now)) != 0)
+	if (j->has_idem && (r = run_idem(st, &j->idem, IDEM_CLAIM, now)) != 0)
 		return r;
 	return run_events(st, j, now);
 }
@@ -795,7 +564,7 @@ run_finish(struct store *st, struct job *j, int64_t now)
 		return FGW_ERR_DB;
 	}
 	rc = db_step(s);
-	r = rc == DB_ROW    ? COL_COPY(s, 0, cur)
+	r = rc == DB_ROW    ? DB_COL_COPY(s, 0, cur)
 	    : rc == DB_DONE ? FGW_ERR_NOT_FOUND
 	                        : FGW_ERR_DB;
 	db_reset(s);
@@ -810,7 +579,7 @@ run_finish(struct store *st, struct job *j, int64_t now)
 	s = st->stmt[W_TXN_UPDATE];
 	if (BIND_BUF(s, 1, u->id, 0) || BIND_BUF(s, 2, u->status, 0) ||
 	    BIND_BUF(s, 3, u->error_code, 1) || BIND_BUF(s, 4, u->error_message, 1) ||
-	    BIND_BUF(s, 5, u->processor_ref, 1) || bind_str(s, 6, u->next_action_json) ||
+	    BIND_BUF(s, 5, u->processor_ref, 1) || db_bind_opt(s, 6, u->next_action_json) ||
 	    db_bind_int64(s, 7, now) || BIND_BUF(s, 8, cur, 0)) {
 		db_clear_bindings(s);
 		return FGW_ERR_DB;
@@ -820,7 +589,7 @@ run_finish(struct store *st, struct job *j, int64_t now)
 	if (db_changes(st->db) != 1)
 		return FGW_ERR_STATE;
 
-	if (j->has_idem && (r = run_idem(st, &j->idem, 1, now)) != 0)
+	if (j->has_idem && (r = run_idem(st, &j->idem, IDEM_OWN, now)) != 0)
 		return r;
 	if (j->has_purge) {
 		s = st->stmt[W_VAULT_PURGE];
@@ -859,8 +628,15 @@ run_job(struct store *st, struct job *j)
 	case JOB_AUDIT:
 		return run_events(st, j, now);
 	case JOB_CUSTOM: {
-		int r = j->custom_run(st->db, j->custom_ctx);
 		char *body = NULL, *outcome = NULL;
+		int r = 0;
+		/* The key first: a request that lost it to another (on any
+		 * instance) changes nothing and answers as a repeat, even
+		 * when the winner's effect would now refuse it (a slot the
+		 * winner filled). */
+		if (j->idem_claim && (r = run_idem(st, &j->idem, IDEM_CLAIM, now)) != 0)
+			return r;
+		r = j->custom_run(st->db, j->custom_ctx);
 		if (r == 0 && j->custom_answer != NULL &&
 		    (r = j->custom_answer(j->custom_ctx, &body, &outcome)) == 0) {
 			if (body != NULL && j->has_idem) {
@@ -876,8 +652,11 @@ run_job(struct store *st, struct job *j)
 		}
 		free(body);
 		free(outcome);
-		if (r == 0 && j->has_idem)
-			r = run_idem(st, &j->idem, 1, now);
+		/* The answer built in the job replaces the claim it owns. */
+		if (r == 0 && j->idem_claim && j->custom_answer != NULL)
+			r = run_idem(st, &j->idem, IDEM_OWN, now);
+		else if (r == 0 && j->has_idem && !j->idem_claim)
+			r = run_idem(st, &j->idem, IDEM_IF_FREE, now);
 		if (r == 0)
 			r = run_events(st, j, now);
 		return r;
@@ -1469,7 +1248,7 @@ static int
 job_submit(struct store *st, struct job *j, const struct store_commit *c)
 {
 	int r;
-	if ((r = job_copy_idem(j, c->idem)) != 0 ||
+	if ((r = job_copy_idem(j, c->idem, c->idem_claim)) != 0 ||
 	    (r = job_copy_events(j, c->audit, c->n_audit)) != 0 ||
 	    (r = enqueue(st, j)) != 0) {
 		job_free(j);
@@ -1760,6 +1539,29 @@ store_reader_open_file(const char *path, store_mac_fn mac, void *mac_ctx, int bu
 	return reader_on(db, mac, mac_ctx, busy_ms, out);
 }
 
+int
+store_reader_open_tool(const struct store_opts *o, struct store_reader **out)
+{
+	struct db *db = NULL;
+	int r;
+
+	if (o == NULL || out == NULL)
+		return FGW_ERR_INVALID;
+	if (o->backend == STORE_SQLITE)
+		return store_reader_open_file(o->path, o->audit_mac, o->audit_mac_ctx,
+		                              o->busy_timeout_ms, out);
+	if ((o->dsn == NULL) == (o->dsn_file == NULL))
+		return FGW_ERR_INVALID;
+	if ((r = open_pg(o->dsn, o->dsn_file, o->production, &db)) != 0)
+		return r;
+	/* The server refuses every write on this session from here on. */
+	if ((r = db_exec(db, "SET default_transaction_read_only = on")) != 0) {
+		db_close(db);
+		return r;
+	}
+	return reader_on(db, o->audit_mac, o->audit_mac_ctx, o->busy_timeout_ms, out);
+}
+
 /* A reader on db (which it owns from here on, also on failure). */
 static int
 reader_on(struct db *db, store_mac_fn mac, void *mac_ctx, int busy_ms,
@@ -1830,11 +1632,11 @@ store_txn_get(struct store_reader *r, const char *client_id, const char *id,
 		goto out;
 	}
 	s = r->stmt[R_TXN_GET];
-	if (bind_str(s, 1, id) || bind_str(s, 2, client_id)) {
+	if (db_bind_opt(s, 1, id) || db_bind_opt(s, 2, client_id)) {
 		rv = FGW_ERR_DB;
 		goto out;
 	}
-	if ((rv = read_one(s)) != 0 || (rv = read_txn_row(s, out)) != 0)
+	if ((rv = read_one(s)) != 0 || (rv = txn_read_row(s, out)) != 0)
 		goto out;
 	rv = 0;
 out:
@@ -1858,15 +1660,15 @@ store_idem_get(struct store_reader *r, const char *client_id, const char *key,
 	}
 	memset(out, 0, sizeof(*out));
 	s = r->stmt[R_IDEM_GET];
-	if (bind_str(s, 1, client_id) || bind_str(s, 2, key) ||
+	if (db_bind_opt(s, 1, client_id) || db_bind_opt(s, 2, key) ||
 	    db_bind_int64(s, 3, fgw_now_ms())) {
 		rv = FGW_ERR_DB;
 		goto out;
 	}
-	if ((rv = read_one(s)) != 0 || (rv = COL_COPY(s, 0, out->client_id)) != 0 ||
-	    (rv = COL_COPY(s, 1, out->key)) != 0 ||
-	    (rv = COL_COPY(s, 2, out->request_hash)) != 0 ||
-	    (rv = col_dup(s, 4, &out->body)) != 0 || (rv = COL_COPY(s, 5, out->txn_id)) != 0)
+	if ((rv = read_one(s)) != 0 || (rv = DB_COL_COPY(s, 0, out->client_id)) != 0 ||
+	    (rv = DB_COL_COPY(s, 1, out->key)) != 0 ||
+	    (rv = DB_COL_COPY(s, 2, out->request_hash)) != 0 ||
+	    (rv = db_col_dup(s, 4, &out->body)) != 0 || (rv = DB_COL_COPY(s, 5, out->txn_id)) != 0)
 		goto out;
 	out->status_code = db_col_int(s, 3);
 	out->created_at = db_col_int64(s, 6);
@@ -1897,16 +1699,16 @@ store_vault_get(struct store_reader *r, const char *token, struct store_vault_en
 	memset(out, 0, sizeof(*out));
 	*blob = NULL;
 	s = r->stmt[R_VAULT_GET];
-	if (bind_str(s, 1, token)) {
+	if (db_bind_opt(s, 1, token)) {
 		rv = FGW_ERR_DB;
 		goto out;
 	}
-	if ((rv = read_one(s)) != 0 || (rv = COL_COPY(s, 0, out->token)) != 0 ||
-	    (rv = COL_COPY(s, 1, out->key_id)) != 0 || (rv = col_dup(s, 2, &b)) != 0 ||
-	    (rv = COL_COPY(s, 3, out->fingerprint)) != 0 ||
-	    (rv = COL_COPY(s, 4, out->brand)) != 0 || (rv = COL_COPY(s, 5, out->bin)) != 0 ||
-	    (rv = COL_COPY(s, 6, out->last4)) != 0 ||
-	    (rv = COL_COPY(s, 9, out->customer_id)) != 0)
+	if ((rv = read_one(s)) != 0 || (rv = DB_COL_COPY(s, 0, out->token)) != 0 ||
+	    (rv = DB_COL_COPY(s, 1, out->key_id)) != 0 || (rv = db_col_dup(s, 2, &b)) != 0 ||
+	    (rv = DB_COL_COPY(s, 3, out->fingerprint)) != 0 ||
+	    (rv = DB_COL_COPY(s, 4, out->brand)) != 0 || (rv = DB_COL_COPY(s, 5, out->bin)) != 0 ||
+	    (rv = DB_COL_COPY(s, 6, out->last4)) != 0 ||
+	    (rv = DB_COL_COPY(s, 9, out->customer_id)) != 0)
 		goto out;
 	if (b == NULL) {
 		rv = FGW_ERR_DB; /* NOT NULL column read as NULL */
