@@ -192,9 +192,12 @@ begin_refund(struct db *db, struct store_pendingop *rf)
 	static const char held_sql[] =
 	    "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE txn_id = ?1"
 	    " AND status <> 'failed'";
+	/* The same refund begun at the same moment by another instance
+	 * (same key): the unique key decides, asked rather than caught. */
 	static const char ins_sql[] =
 	    "INSERT INTO refunds (id, txn_id, amount, idempotency_key, created_at,"
-	    " status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?5)";
+	    " status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?5)"
+	    " ON CONFLICT (txn_id, idempotency_key) DO NOTHING";
 	struct db_stmt *s = NULL;
 	enum txn_state cur;
 	char cur_name[24], st[16];
@@ -250,6 +253,8 @@ begin_refund(struct db *db, struct store_pendingop *rf)
 	r = rc == DB_DONE                                      ? FGW_OK
 	    : rc == FGW_ERR_EXISTS || rc == FGW_ERR_INVALID ? FGW_ERR_EXISTS
 	                                                     : FGW_ERR_DB;
+	if (r == FGW_OK && db_changes(db) != 1)
+		r = FGW_ERR_CONFLICT; /* another request began it since the look */
 	if (r == FGW_OK)
 		rf->status = STORE_OP_PENDING;
 out:
