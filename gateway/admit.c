@@ -31,11 +31,11 @@ unqueue(struct reactor *rx, struct admit_wait *w)
 	if (w->qprev != NULL)
 		w->qprev->qnext = w->qnext;
 	else
-		rx->admit_head = w->qnext;
+		rx->wait_head = w->qnext;
 	if (w->qnext != NULL)
 		w->qnext->qprev = w->qprev;
 	else
-		rx->admit_tail = w->qprev;
+		rx->wait_tail = w->qprev;
 	rx->pay_waiting--;
 	atomic_fetch_sub(&rx->gw->metrics.payments_waiting, 1);
 }
@@ -62,7 +62,7 @@ admit_wait(struct reactor *rx, struct evhttp_request *req, const char *path,
 	long long max = limit_of(rx);
 	struct admit_wait *w;
 
-	if (max <= 0 || rx->admitting || (rx->admit_head == NULL && rx->pay_running < max))
+	if (max <= 0 || rx->admitting || (rx->wait_head == NULL && rx->pay_running < max))
 		return 0;
 	/* Without memory for the wait it runs now: over the limit by one
 	 * rather than refused. */
@@ -71,12 +71,12 @@ admit_wait(struct reactor *rx, struct evhttp_request *req, const char *path,
 	memcpy(w->path, path, strlen(path) + 1);
 	w->handler = handler;
 	gw_req_start(&w->g, rx, req, "waiting payment", wait_free);
-	w->qprev = rx->admit_tail;
-	if (rx->admit_tail != NULL)
-		rx->admit_tail->qnext = w;
+	w->qprev = rx->wait_tail;
+	if (rx->wait_tail != NULL)
+		rx->wait_tail->qnext = w;
 	else
-		rx->admit_head = w;
-	rx->admit_tail = w;
+		rx->wait_head = w;
+	rx->wait_tail = w;
 	rx->pay_waiting++;
 	atomic_fetch_add(&rx->gw->metrics.payments_waiting, 1);
 	atomic_fetch_add(&rx->gw->metrics.payments_waited, 1);
@@ -96,7 +96,7 @@ admit_release(struct reactor *rx)
 	rx->pay_running--;
 	atomic_fetch_sub(&rx->gw->metrics.payments_running, 1);
 	/* Not from here: this runs inside the ending payment's callbacks. */
-	if (rx->admit_head != NULL && rx->admit_ev != NULL)
+	if (rx->wait_head != NULL && rx->admit_ev != NULL)
 		event_active(rx->admit_ev, 0, 0);
 }
 
@@ -109,8 +109,8 @@ admit_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 
-	while (rx->admit_head != NULL && (max <= 0 || rx->pay_running < max)) {
-		struct admit_wait *w = rx->admit_head;
+	while (rx->wait_head != NULL && (max <= 0 || rx->pay_running < max)) {
+		struct admit_wait *w = rx->wait_head;
 		struct evhttp_request *req = w->g.req;
 		admit_handler_fn handler = w->handler;
 		char path[sizeof(w->path)];

@@ -80,8 +80,8 @@ walk(const cJSON *v, int depth, int in_card, int *name_hit)
 			if (in_card && strcmp(it->string, "number") == 0)
 				continue;
 		}
-		hit = walk(it, depth + 1,
-		           depth == 0 && obj && strcmp(it->string, "card") == 0, name_hit);
+		hit = walk(it, depth + 1, depth == 0 && obj && strcmp(it->string, "card") == 0,
+		           name_hit);
 		if (hit != NULL)
 			return hit;
 	}
@@ -134,10 +134,10 @@ http_json_wipe_delete(cJSON *root)
 	cJSON_Delete(root);
 }
 
-/* param (when not NULL): the JSON path of the offending field. */
+/* why: the JSON path of the offending field as where, the sentence
+ * answered as msg. */
 static int
-card_text_find_tree(const cJSON *root, char *why, size_t whycap, char *param,
-                    size_t paramcap)
+card_text_find_tree(const cJSON *root, struct fgw_why *why)
 {
 	const cJSON *hit;
 	char path[256];
@@ -150,19 +150,16 @@ card_text_find_tree(const cJSON *root, char *why, size_t whycap, char *param,
 	if (hit != root)
 		path_to(root, hit, 0, name_hit, path, sizeof(path));
 	if (name_hit)
-		snprintf(why, whycap, "a member name in %s must not contain a card number",
-		         path[0] ? path : "the body");
+		fgw_why_set(why, path, 0, 0, "a member name in %s must not contain a card number",
+		            path[0] ? path : "the body");
 	else
-		snprintf(why, whycap, "%s must not contain a card number",
-		         path[0] ? path : "body");
-	if (param != NULL)
-		fgw_strlcpy(param, path, paramcap);
+		fgw_why_set(why, path, 0, 0, "%s must not contain a card number",
+		            path[0] ? path : "body");
 	return FGW_ERR_INVALID;
 }
 
-static int
-card_text_find(const char *body, size_t len, char *why, size_t whycap, char *param,
-               size_t paramcap)
+int
+http_card_text_check(const char *body, size_t len, struct fgw_why *why)
 {
 	cJSON *root;
 	int r;
@@ -170,15 +167,9 @@ card_text_find(const char *body, size_t len, char *why, size_t whycap, char *par
 	if (body == NULL || len == 0)
 		return 0;
 	root = fgw_json_parse_strict(body, len);
-	r = card_text_find_tree(root, why, whycap, param, paramcap);
+	r = card_text_find_tree(root, why);
 	http_json_wipe_delete(root);
 	return r;
-}
-
-int
-http_card_text_check(const char *body, size_t len, char *why, size_t whycap)
-{
-	return card_text_find(body, len, why, whycap, NULL, 0);
 }
 
 /* The customer (X-Customer-Id or the token's subject) first. */
@@ -200,12 +191,12 @@ int
 http_refuse_card_text(struct reactor *rx, struct evhttp_request *req,
                       const struct auth_ctx *who, const char *body, size_t len)
 {
-	char why[320], param[256] = "";
+	struct fgw_why why;
 
 	if (refuse_subject(rx, req, who) != 0)
 		return FGW_ERR_INVALID;
-	if (card_text_find(body, len, why, sizeof(why), param, sizeof(param)) != 0) {
-		http_send_error_param(rx, req, 400, "VALIDATION_ERROR", why, param);
+	if (http_card_text_check(body, len, &why) != 0) {
+		http_send_error_param(rx, req, 400, "VALIDATION_ERROR", why.msg, why.where);
 		return FGW_ERR_INVALID;
 	}
 	return 0;
@@ -215,12 +206,12 @@ int
 http_refuse_card_text_tree(struct reactor *rx, struct evhttp_request *req,
                            const struct auth_ctx *who, const cJSON *root)
 {
-	char why[320], param[256] = "";
+	struct fgw_why why;
 
 	if (refuse_subject(rx, req, who) != 0)
 		return FGW_ERR_INVALID;
-	if (card_text_find_tree(root, why, sizeof(why), param, sizeof(param)) != 0) {
-		http_send_error_param(rx, req, 400, "VALIDATION_ERROR", why, param);
+	if (card_text_find_tree(root, &why) != 0) {
+		http_send_error_param(rx, req, 400, "VALIDATION_ERROR", why.msg, why.where);
 		return FGW_ERR_INVALID;
 	}
 	return 0;

@@ -6,8 +6,11 @@
  * listener renders the mail (pipeline/notify.c) and submits its outbox row
  * as a store job, and returns; it never waits for the row or the server.
  *
- * Delivery runs on a thread of its own, never on a reactor: it reads due
- * rows through its own reader, sends one batch (at most mail_concurrency
+ * Delivery runs on a thread of its own, never on a reactor: it claims due
+ * rows (store_mail_claim: a store job that leases them to this instance,
+ * so no sender of another instance on the same database sends them at the
+ * same time; one that dies leaves them due again once the lease ends),
+ * sends one batch (at most mail_concurrency
  * at once) with a libcurl multi handle, bounded by mail_timeout_ms, then
  * records every attempt in a store job and waits for those commits before
  * reading again, so a row is never sent twice at once. A refusal (4xx or
@@ -66,6 +69,8 @@ struct mail {
 	pthread_cond_t cv;
 	int stop;
 	int recording; /* attempt jobs not yet committed */
+	int claimed;   /* the claim job's done ran */
+	int claim_rc;
 	struct rate rates[RATE_CLIENTS];
 	int n_rates;
 };
@@ -393,20 +398,24 @@ finish(struct mail *m, struct send *s, CURLcode res)
 
 	curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &code);
 	error[0] = '\0';
-	if (res == CURLE_OK) {
-		fate = OUTBOX_DELIVERED;
-	} else {
+	if (res != CURLE_OK) {
 		/* The server's own words when it answered, else curl's. */
 		const char *why = s->errbuf[0] ? s->errbuf : curl_easy_strerror(res);
 		if (code > 0)
 			snprintf(error, sizeof(error), "SMTP %ld: %.120s", code, why);
 		else
 			(void)fgw_strlcpy(error, why, sizeof(error));
-		fate = outbox_after_failure(&policy, s->row.attempts, s->row.created_at, now,
-		                            &next);
+		if (error[0] == '\0') /* an empty reason is still a failure */
+			(void)fgw_strlcpy(error, "unknown error", sizeof(error));
 	}
+	/* A sent mail keeps no next attempt time (0). */
+	fate = outbox_settle(&policy, m->gw->metrics.mail_attempts,
+	                     &(struct outbox_attempt){ .attempts = s->row.attempts,
+	                                               .created_at = s->row.created_at,
+	                                               .due_at = 0,
+	                                               .error = error },
+	                     now, &next);
 	outcome = outcomes[fate];
-	outbox_count(m->gw->metrics.mail_attempts, fate);
 	event = fate == OUTBOX_FAILED ? "mail.abandoned" : "mail.delivery";
 	snprintf(
 	    details, sizeof(details),
@@ -427,8 +436,10 @@ finish(struct mail *m, struct send *s, CURLcode res)
 	pthread_mutex_lock(&m->mu);
 	m->recording++;
 	pthread_mutex_unlock(&m->mu);
-	if ((r = store_mail_attempt(m->gw->store, NULL, s->row.id, outcome, next, error,
-	                            &audit, 1, recorded, m)) != 0) {
+	/* Under the claim's lease (its end is the row's next_attempt_at). */
+	if ((r = store_mail_attempt_claimed(m->gw->store, NULL, s->row.id,
+	                                    s->row.next_attempt_at, outcome, next, error,
+	                                    &audit, 1, recorded, m)) != 0) {
 		log_error("mail %s: attempt not recorded: %s", s->row.id, fgw_strerror(r));
 		recorded(m, 0);
 	}
@@ -506,39 +517,96 @@ check_stuck(struct mail *m, struct store_reader *rd)
 	}
 }
 
-/* Sends one batch; returns how many rows it read. */
-static int
-send_batch(struct mail *m, struct store_reader *rd, CURLM *multi)
-{
+/* One batch of the sender thread: the claimed rows and their deliveries,
+ * driven together on one curl multi handle. */
+struct mail_round {
+	struct mail *m;
+	CURLM *multi;
 	struct store_mail_row rows[BATCH_MAX];
 	struct send sends[BATCH_MAX];
-	int n = 0, running = 0, r, max = (int)m->gw->cfg.mail_concurrency;
+	int n;
+	int running;
+};
+
+static void
+claimed(void *arg, int rc)
+{
+	struct mail *m = arg;
+	/* Runs on the store writer (no waker): the rows are in place. */
+	pthread_mutex_lock(&m->mu);
+	m->claimed = 1;
+	m->claim_rc = rc;
+	pthread_cond_broadcast(&m->cv);
+	pthread_mutex_unlock(&m->mu);
+}
+
+/* The round's side of the outbox loop (gateway/outbox.h): claims up to
+ * max due rows, waiting for the claim's commit (this is the sender's own
+ * thread; the writer runs until mail_free has joined it). */
+static int
+round_claim(void *arg, int64_t now, int max)
+{
+	struct mail_round *mr = arg;
+	struct mail *m = mr->m;
+	int r;
+
+	pthread_mutex_lock(&m->mu);
+	m->claimed = 0;
+	pthread_mutex_unlock(&m->mu);
+	if ((r = store_mail_claim(m->gw->store, NULL, now,
+	                          now + outbox_lease_ms(m->gw->cfg.mail_timeout_ms), mr->rows,
+	                          max, &mr->n, claimed, m)) != 0)
+		return r;
+	pthread_mutex_lock(&m->mu);
+	while (!m->claimed)
+		pthread_cond_wait(&m->cv, &m->mu);
+	r = m->claim_rc;
+	pthread_mutex_unlock(&m->mu);
+	return r;
+}
+
+static void
+round_send(void *arg, int i)
+{
+	struct mail_round *mr = arg;
+	struct send *s = &mr->sends[i];
+
+	s->m = mr->m;
+	s->row = mr->rows[i];
+	s->started = fgw_now_ms();
+	if (send_setup(mr->m, s) != 0 ||
+	    curl_multi_add_handle(mr->multi, s->easy) != CURLM_OK) {
+		log_error("mail %s: cannot start a delivery", s->row.id);
+		finish(mr->m, s, CURLE_OUT_OF_MEMORY);
+		curl_easy_cleanup(s->easy);
+		s->easy = NULL;
+		return;
+	}
+	mr->running++;
+}
+
+/* Sends one batch; returns how many rows it claimed. */
+static int
+send_batch(struct mail *m, CURLM *multi)
+{
+	struct mail_round round;
+	const struct outbox_sender sender = { "mail", &round, round_claim, round_send };
+	struct send *sends = round.sends;
+	int n, r, max = (int)m->gw->cfg.mail_concurrency;
 	CURLMsg *msg;
 	int left;
 
 	if (max > BATCH_MAX)
 		max = BATCH_MAX;
-	if ((r = store_mail_due(rd, fgw_now_ms(), rows, max, &n)) != 0) {
-		log_error("reading due mail: %s", fgw_strerror(r));
+	memset(&round, 0, sizeof(round));
+	round.m = m;
+	round.multi = multi;
+	if (outbox_round(&sender, max) != 0)
 		return 0;
-	}
-	memset(sends, 0, sizeof(sends));
-	for (int i = 0; i < n; i++) {
-		sends[i].m = m;
-		sends[i].row = rows[i];
-		sends[i].started = fgw_now_ms();
-		if (send_setup(m, &sends[i]) != 0 ||
-		    curl_multi_add_handle(multi, sends[i].easy) != CURLM_OK) {
-			log_error("mail %s: cannot start a delivery", rows[i].id);
-			finish(m, &sends[i], CURLE_OUT_OF_MEMORY);
-			curl_easy_cleanup(sends[i].easy);
-			sends[i].easy = NULL;
-			continue;
-		}
-		running++;
-	}
-	while (running > 0) {
-		int still = 0;
+	n = round.n;
+	(void)outbox_claimed(&sender, 0, n, 0);
+	while (round.running > 0) {
+			int still = 0;
 		if (curl_multi_perform(multi, &still) != CURLM_OK)
 			break;
 		while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
@@ -550,14 +618,14 @@ send_batch(struct mail *m, struct store_reader *rd, CURLM *multi)
 			curl_multi_remove_handle(multi, s->easy);
 			curl_easy_cleanup(s->easy);
 			s->easy = NULL;
-			running--;
+			round.running--;
 		}
 		pthread_mutex_lock(&m->mu);
 		r = m->stop;
 		pthread_mutex_unlock(&m->mu);
 		if (r)
-			break; /* unfinished rows stay pending for the next start */
-		if (running > 0)
+			break; /* unfinished rows are due again once the lease ends */
+		if (round.running > 0)
 			curl_multi_poll(multi, NULL, 0, 200, NULL);
 	}
 	for (int i = 0; i < n; i++) {
@@ -607,7 +675,7 @@ sender(void *arg)
 				log_error("reading ended holds: %s", fgw_strerror(r));
 			check_stuck(m, rd);
 		}
-		n = send_batch(m, rd, multi);
+		n = send_batch(m, multi);
 		long long ms = m->gw->cfg.mail_poll_ms;
 		pthread_mutex_lock(&m->mu);
 		if (!m->stop && n < (int)m->gw->cfg.mail_concurrency) {

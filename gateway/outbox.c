@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "core/log.h"
 #include "core/util.h"
 #include "crypto/secmem.h"
 #include "gateway/outbox.h"
@@ -21,6 +22,12 @@ outbox_backoff_ms(int64_t base, int done)
 	if (shift > 30)
 		shift = 30;
 	return base << shift;
+}
+
+int64_t
+outbox_lease_ms(long long timeout_ms)
+{
+	return 2 * (int64_t)timeout_ms + 5000;
 }
 
 enum outbox_fate
@@ -35,6 +42,47 @@ void
 outbox_count(atomic_ullong counters[3], enum outbox_fate fate)
 {
 	atomic_fetch_add(&counters[fate], 1);
+}
+
+enum outbox_fate
+outbox_settle(const struct outbox_policy *p, atomic_ullong counters[3],
+              const struct outbox_attempt *a, int64_t now, int64_t *next_at)
+{
+	enum outbox_fate fate;
+
+	if (a->error == NULL || a->error[0] == '\0') {
+		fate = OUTBOX_DELIVERED;
+		*next_at = a->due_at;
+	} else {
+		fate = outbox_after_failure(p, a->attempts, a->created_at, now, next_at);
+		if (a->give_up)
+			fate = OUTBOX_FAILED;
+	}
+	outbox_count(counters, fate);
+	return fate;
+}
+
+int
+outbox_round(const struct outbox_sender *s, int max)
+{
+	int r = s->claim(s->arg, fgw_now_ms(), max);
+	if (r != 0)
+		log_error("%s: cannot claim due rows: %s", s->name, fgw_strerror(r));
+	return r;
+}
+
+int
+outbox_claimed(const struct outbox_sender *s, int rc, int n, int stopping)
+{
+	if (rc != 0) {
+		log_error("%s: claiming due rows: %s", s->name, fgw_strerror(rc));
+		return 0;
+	}
+	if (stopping)
+		return 0;
+	for (int i = 0; i < n; i++)
+		s->send(s->arg, i);
+	return n;
 }
 
 int

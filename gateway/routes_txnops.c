@@ -445,48 +445,44 @@ txnop_begun_run(void *arg, int rc)
 	send_op(c);
 }
 
-/* The client's Idempotency-Key hashed with its client id (24 hex). */
+/* A store callback's work, run with the request's id on the lines it
+ * logs; the thread's own id is restored after. */
+static void
+as_request(void (*run)(void *arg, int rc), void *arg, int rc)
+{
+	char prev[LOG_REQUEST_ID_MAX];
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	log_request_set(((struct op_ctx *)arg)->request_id);
+	run(arg, rc);
+	log_request_set(prev);
+}
+
 static void
 committed(void *arg, int rc, const struct store_txn_row *row)
 {
 	(void)row;
-	char prev[LOG_REQUEST_ID_MAX];
-	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
-	log_request_set(((struct op_ctx *)arg)->request_id);
-	committed_run(arg, rc);
-	log_request_set(prev);
+	as_request(committed_run, arg, rc);
 }
 
 static void
 refusal_recorded(void *arg, int rc)
 {
-	char prev[LOG_REQUEST_ID_MAX];
-	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
-	log_request_set(((struct op_ctx *)arg)->request_id);
-	refusal_recorded_run(arg, rc);
-	log_request_set(prev);
+	as_request(refusal_recorded_run, arg, rc);
 }
 
 static void
 refund_begun(void *arg, int rc)
 {
-	char prev[LOG_REQUEST_ID_MAX];
-	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
-	log_request_set(((struct op_ctx *)arg)->request_id);
-	refund_begun_run(arg, rc);
-	log_request_set(prev);
+	as_request(refund_begun_run, arg, rc);
 }
 
 static void
 txnop_begun(void *arg, int rc)
 {
-	char prev[LOG_REQUEST_ID_MAX];
-	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
-	log_request_set(((struct op_ctx *)arg)->request_id);
-	txnop_begun_run(arg, rc);
-	log_request_set(prev);
+	as_request(txnop_begun_run, arg, rc);
 }
 
+/* The client's Idempotency-Key hashed with its client id (24 hex). */
 static void
 client_key_hash(const struct op_ctx *c, char hex[25])
 {
@@ -555,36 +551,36 @@ begin_refund(struct op_ctx *c)
 
 int
 txnop_body_parse(const char *body, size_t len, enum proc_op op, int64_t *amount,
-                 char *why, size_t whycap)
+                 struct fgw_why *why)
 {
 	struct fgw_json_error jerr;
+	char msg[96]; /* the parser's detail, cut as it always was */
 	cJSON *o = fgw_json_parse(body, len, &jerr), *it;
 	int r = FGW_ERR_INVALID;
 
 	*amount = 0;
 	if (o == NULL) {
-		fgw_json_error_str(&jerr, why, whycap);
+		fgw_json_error_str(&jerr, msg, sizeof(msg));
+		fgw_why_set(why, "body", 0, 0, "%s", msg);
 		goto out;
 	}
 	if (!cJSON_IsObject(o)) {
-		fgw_strlcpy(why, "body must be a JSON object", whycap);
+		fgw_why_set(why, "body", 0, 0, "body must be a JSON object");
 		goto out;
 	}
 	cJSON_ArrayForEach(it, o) {
 		if (op != PROC_OP_REFUND || strcmp(it->string, "amount") != 0) {
-			fgw_strlcpy(why,
+			fgw_why_set(why, "body", 0, 0, "%s",
 			            op == PROC_OP_REFUND ? "only \"amount\" is allowed"
-			                                 : "the body must be {}",
-			            whycap);
+			                                 : "the body must be {}");
 			goto out;
 		}
 	}
 	it = cJSON_GetObjectItemCaseSensitive(o, "amount");
 	if (it != NULL && fgw_json_int(it, 1, 9007199254740991LL, amount) != 0) {
-		fgw_strlcpy(why,
+		fgw_why_set(why, "amount", 0, 0,
 		            "amount must be a positive integer of minor units "
-		            "(no fraction or exponent)",
-		            whycap);
+		            "(no fraction or exponent)");
 		goto out;
 	}
 	r = FGW_OK;
@@ -620,14 +616,13 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 	struct op_ctx *c = NULL;
 	const char *body, *key;
 	enum txn_state cur, op_end = op == PROC_OP_CAPTURE ? TXN_SUCCEEDED : TXN_CANCELED;
-	char id[40], why[96];
+	struct fgw_why bw;
+	char id[40];
 	size_t len;
 	int r;
 
 	if (http_authenticate(rx, req, path, AUTH_API_KEY, &who) != 0 ||
-	    http_json_body(rx, req, &body, &len) != 0 ||
-	    http_idempotency_key(rx, req, &key) != 0 ||
-	    http_refuse_card_text(rx, req, &who, body, len) != 0)
+	    http_keyed_body(rx, req, &who, &body, &len, &key) != 0)
 		return;
 	if (http_path_segment("/v1/transactions/*/*", path, 0, id, sizeof(id)) != 0 ||
 	    strncmp(id, "txn_", 4) != 0) {
@@ -661,8 +656,8 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		}
 		gw_req_claim(&c->g, who.client_id, key);
 	}
-	if (txnop_body_parse(body, len, op, &c->amount, why, sizeof(why)) != 0) {
-		gw_req_error(&c->g, 400, "VALIDATION_ERROR", why);
+	if (txnop_body_parse(body, len, op, &c->amount, &bw) != 0) {
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR", bw.msg);
 		return;
 	}
 	r = store_txn_get(rx->reader, who.client_id, id, &c->row);

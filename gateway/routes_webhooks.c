@@ -560,9 +560,9 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 	/* What is kept of an event (its id, type, a next action, the audit
 	 * trail) must not carry a card number, whoever sent it. */
 	{
-		char why[320];
-		if (http_card_text_check(body, len, why, sizeof(why)) != 0) {
-			refuse(rx, req, processor, source, 400, "VALIDATION_ERROR", why);
+		struct fgw_why why;
+		if (http_card_text_check(body, len, &why) != 0) {
+			refuse(rx, req, processor, source, 400, "VALIDATION_ERROR", why.msg);
 			return;
 		}
 	}

@@ -5,12 +5,14 @@
  * Durability: a transaction's state change is turned into one outbox row
  * per endpoint by a store job (on the reactor that committed the change);
  * only committed rows are ever sent, so a crash loses no event and a
- * restart resends what was pending. Delivery: a timer on reactor 0 reads
- * the due rows through that reactor's reader and POSTs them with its httpc
- * (never blocking); one batch is in flight at a time, and each answer is
- * recorded (attempt row, row's new status and next time, audit event) in
- * one store job before the next batch is read, so a row is never sent
- * twice at once. Retries back off exponentially from webhook_retry_base_ms
+ * restart resends what was pending. Delivery: a timer on reactor 0 claims
+ * the due rows (store_outbox_claim: a store job that leases them to this
+ * instance, so no other instance on the same database sends them at the
+ * same time) and POSTs them with its httpc (never blocking); one batch is
+ * in flight at a time, and each answer is recorded (attempt row, row's new
+ * status and next time, audit event) in one store job, under the claim's
+ * lease, before the next batch is claimed. An instance that dies mid-batch
+ * leaves its rows to be claimed again once the lease ends. Retries back off exponentially from webhook_retry_base_ms
  * until webhook_max_age_s after the event, then the row is failed
  * (`flairctl webhooks retry ID` makes it pending again).
  */
@@ -67,9 +69,13 @@ struct webhooks {
 	int n_in;
 	struct secbuf *out_secret[CONFIG_MAX_WEBHOOK_ENDPOINTS];
 	int n_out;
-	int busy;              /* deliveries not yet recorded */
+	int busy;                                        /* deliveries not yet recorded */
+	int claiming;                                    /* a claim job is out */
+	struct store_outbox_row claimed[DELIVERY_BATCH]; /* what it claims */
+	int n_claimed;
 	struct delivery *live; /* the same, freed at shutdown if
 	                                        the loop stopped before */
+	struct outbox_sender sender; /* the loop's view of this sender */
 };
 
 /* ---- outbox writer (any reactor) --------------------------------------- */
@@ -271,6 +277,7 @@ on_delivered(void *arg, const struct httpc_response *resp)
 	fgw_strlcpy(a.outbox_id, d->row.id, sizeof(a.outbox_id));
 	a.at = d->started;
 	a.elapsed_ms = resp->elapsed_ms;
+	a.lease_until = d->row.next_attempt_at; /* the claim's token */
 	if (d->unconfigured) {
 		fgw_strlcpy(a.error, "endpoint no longer configured", sizeof(a.error));
 	} else if (resp->err == 0) {
@@ -280,15 +287,13 @@ on_delivered(void *arg, const struct httpc_response *resp)
 	} else {
 		fgw_strlcpy(a.error, fgw_strerror(resp->err), sizeof(a.error));
 	}
-	if (a.error[0] == '\0') {
-		fate = OUTBOX_DELIVERED;
-		a.next_attempt_at = d->row.next_attempt_at;
-	} else {
-		fate = outbox_after_failure(&policy, d->row.attempts, d->row.created_at, now,
-		                            &a.next_attempt_at);
-		if (d->unconfigured)
-			fate = OUTBOX_FAILED;
-	}
+	fate = outbox_settle(&policy, wh->gw->metrics.webhooks_out,
+	                     &(struct outbox_attempt){ .attempts = d->row.attempts,
+	                                               .created_at = d->row.created_at,
+	                                               .due_at = now, /* row.next_attempt_at is the lease */
+	                                               .error = a.error,
+	                                               .give_up = d->unconfigured },
+	                     now, &a.next_attempt_at);
 	fgw_strlcpy(a.outcome, outcomes[fate], sizeof(a.outcome));
 	snprintf(details, sizeof(details),
 	         "{\"outboxId\":\"%s\",\"eventId\":\"%s\",\"attempt\":%d,\"httpStatus\":%d,"
@@ -300,7 +305,6 @@ on_delivered(void *arg, const struct httpc_response *resp)
 		                          d->row.txn_id,
 		                          fate == OUTBOX_DELIVERED ? "success" : "failure",
 		                          details };
-	outbox_count(wh->gw->metrics.webhooks_out, fate);
 	if (fate != OUTBOX_DELIVERED)
 		log_warn("outbox: %s to %s: %s (%s)", d->row.id, d->row.url, a.error, a.outcome);
 	if (fate == OUTBOX_FAILED)
@@ -379,23 +383,65 @@ fail:
 	on_recorded(d, 0); /* unlinks and frees; the row stays pending */
 }
 
+/* The round's side of the outbox loop (gateway/outbox.h): the claim is a
+ * store job whose rows reach on_claimed on this reactor after its commit. */
+static void on_claimed(void *arg, int rc);
+static void round_send(void *arg, int i);
+
+static int
+round_claim(void *arg, int64_t now, int max)
+{
+	struct webhooks *wh = arg;
+	int r;
+
+	wh->claiming = 1;
+	r = store_outbox_claim(wh->rx->env.store, wh->rx->waker, now,
+	                       now + outbox_lease_ms(wh->gw->cfg.webhook_timeout_ms), wh->claimed,
+	                       max, &wh->n_claimed, on_claimed, wh);
+	if (r != 0)
+		wh->claiming = 0;
+	return r;
+}
+
+static void
+round_send(void *arg, int i)
+{
+	struct webhooks *wh = arg;
+	send_one(wh, &wh->claimed[i]);
+}
+
+static const struct outbox_sender *
+sender_of(struct webhooks *wh)
+{
+	wh->sender = (struct outbox_sender){ "outbox", wh, round_claim, round_send };
+	return &wh->sender;
+}
+
+static void
+on_claimed(void *arg, int rc)
+{
+	struct webhooks *wh = arg;
+	int n = wh->n_claimed, sent;
+
+	wh->claiming = 0;
+	wh->n_claimed = 0;
+	sent = outbox_claimed(sender_of(wh), rc, n, wh->rx->draining);
+	/* Not sent (stopping, or the claim failed): due again after the lease. */
+	for (int i = sent; i < n; i++)
+		store_outbox_row_clear(&wh->claimed[i]);
+}
+
 static void
 tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct webhooks *wh = arg;
-	struct store_outbox_row rows[DELIVERY_BATCH];
-	int n = 0, r;
 	(void)fd;
 	(void)what;
 	if (wh->rx->draining)
 		return; /* rows stay pending for the next start */
-	if (wh->busy == 0) {
-		if ((r = store_outbox_due(wh->rx->reader, fgw_now_ms(), rows, DELIVERY_BATCH,
-		                          &n)) != 0)
-			log_error("outbox: reading due rows: %s", fgw_strerror(r));
-		for (int i = 0; i < n; i++)
-			send_one(wh, &rows[i]);
-	}
+	/* A round only when the last one's attempts are all recorded. */
+	if (wh->busy == 0 && !wh->claiming)
+		(void)outbox_round(sender_of(wh), DELIVERY_BATCH);
 	arm(wh);
 }
 

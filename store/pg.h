@@ -25,6 +25,11 @@
 #define PG_LOCK_MIGRATE 0x6667770000000001LL
 /* The audit chain: held by each writer batch that appends events. */
 #define PG_LOCK_AUDIT 0x6667770000000002LL
+/* The backup schedule: held (pg_try_advisory_lock, a session lock) by the
+ * one instance that makes the backups, until its connection ends. */
+#define PG_LOCK_BACKUP 0x6667770000000003LL
+/* Writes of the key ring (store/keyring.c). */
+#define PG_LOCK_KEYRING 0x6667770000000010LL
 
 struct pg_opts {
 	const char *dsn;      /* libpq key=value or postgresql:// URI, or NULL */
@@ -49,6 +54,11 @@ int pg_dsn_check(const char *dsn, bool production);
  * FGW_ERR_UNAVAILABLE (connection failed), FGW_ERR_STATE (the server does
  * not make commits durable), FGW_ERR_DB. */
 int pg_connect(const struct pg_opts *o, PGconn **out);
+
+/* What pg_connect sets up on a new session (notices to the log, the
+ * durability checks, READ COMMITTED), for a connection made again with
+ * PQreset. 0, FGW_ERR_STATE, FGW_ERR_DB. */
+int pg_session_setup(PGconn *c);
 
 /* Applies the missing migrations of store/schema_pg.c in one transaction
  * under pg_advisory_xact_lock(PG_LOCK_MIGRATE): instances starting at once

@@ -72,3 +72,24 @@ def test_a_client_gone_while_waiting_is_skipped():
     harness.wait_until(lambda: metric(g, "flairgw_payments_waiting") == 0, 10,
                        "the queue emptied")
     g.assert_serving()
+
+
+def test_a_forced_stop_frees_waiting_payments():
+    # Payments over the limit are requests in flight too: a stop past
+    # shutdown_timeout_ms frees them unanswered (the ASan build exits
+    # non-zero on a leak, which Stack.close reports).
+    with harness.Stack(workers=1, payments_inflight_max=1, shutdown_timeout_ms=300) as st:
+        g = st.gw
+        st.sandbox.faults(latency_ms=120000)
+        calls = [harness.Background(lambda: g.pay(harness.txn_body())) for _ in range(3)]
+        harness.wait_until(lambda: metric(g, "flairgw_payments_waiting") == 2, 10,
+                           "two payments waiting")
+        code = g.stop(harness.signal.SIGTERM, timeout=30)
+        for c in calls:
+            c.join(10)
+            assert not c.is_alive(), "a client is still waiting after the stop"
+        assert code == 0, g.problems
+        log = g.log_text()
+        assert "shutdown timeout" in log, "the stop was not a forced one"
+        assert "waiting payment request abandoned at shutdown" in log
+        assert "transaction request abandoned at shutdown" in log
