@@ -22,6 +22,7 @@
  * reads. Scratch copies of input are wiped: bodies carry card numbers.
  */
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
 #include <locale.h>
 #include <math.h>
@@ -649,4 +650,169 @@ fgw_json_int(const cJSON *item, int64_t min, int64_t max, int64_t *out)
 		return FGW_ERR_INVALID;
 	*out = (int64_t)d;
 	return FGW_OK;
+}
+
+/* ---- writer ------------------------------------------------------------ */
+
+static void
+jw_put(struct fgw_jw *w, const char *s, size_t n)
+{
+	if (w->failed)
+		return;
+	if (w->len + n + 1 > w->cap) {
+		size_t cap = w->cap ? w->cap : 256;
+		char *b;
+		while (cap < w->len + n + 1)
+			cap *= 2;
+		if ((b = realloc(w->buf, cap)) == NULL) {
+			free(w->buf);
+			w->buf = NULL;
+			w->failed = 1;
+			return;
+		}
+		w->buf = b;
+		w->cap = cap;
+	}
+	memcpy(w->buf + w->len, s, n);
+	w->len += n;
+	w->buf[w->len] = '\0';
+}
+
+/* A string in quotes, escaped as cJSON's printer does: the two-character
+ * escapes for " \ \b \f \n \r \t, \u00xx for other bytes below 0x20, every
+ * other byte (UTF-8 included) as it is. */
+static void
+jw_string(struct fgw_jw *w, const char *s)
+{
+	const char *run = s;
+	char esc[8];
+
+	jw_put(w, "\"", 1);
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		const char *e = NULL;
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		jw_put(w, run, (size_t)(s - run));
+		switch (c) {
+		case '"':
+			e = "\\\"";
+			break;
+		case '\\':
+			e = "\\\\";
+			break;
+		case '\b':
+			e = "\\b";
+			break;
+		case '\f':
+			e = "\\f";
+			break;
+		case '\n':
+			e = "\\n";
+			break;
+		case '\r':
+			e = "\\r";
+			break;
+		case '\t':
+			e = "\\t";
+			break;
+		default:
+			snprintf(esc, sizeof(esc), "\\u%04x", c);
+			e = esc;
+			break;
+		}
+		jw_put(w, e, strlen(e));
+		run = s + 1;
+	}
+	jw_put(w, run, (size_t)(s - run));
+	jw_put(w, "\"", 1);
+}
+
+static void
+jw_key(struct fgw_jw *w, const char *key)
+{
+	if (w->comma)
+		jw_put(w, ",", 1);
+	jw_string(w, key);
+	jw_put(w, ":", 1);
+	w->comma = 1;
+}
+
+void
+fgw_jw_begin(struct fgw_jw *w)
+{
+	memset(w, 0, sizeof(*w));
+	jw_put(w, "{", 1);
+}
+
+void
+fgw_jw_str(struct fgw_jw *w, const char *key, const char *val)
+{
+	if (val == NULL)
+		return;
+	jw_key(w, key);
+	jw_string(w, val);
+}
+
+void
+fgw_jw_int(struct fgw_jw *w, const char *key, int64_t v)
+{
+	char num[32];
+	int n;
+	double d = (double)v, back;
+
+	/* cJSON prints a number that is an int with %d, others with %1.15g
+	 * (%1.17g when that does not read back): for an integer below 10^15
+	 * both are its decimal digits. */
+	if (v > -1000000000000000LL && v < 1000000000000000LL) {
+		n = snprintf(num, sizeof(num), "%" PRId64, v);
+	} else {
+		/* cJSON's test: reads back within one epsilon */
+		n = snprintf(num, sizeof(num), "%1.15g", d);
+		if (sscanf(num, "%lg", &back) != 1 ||
+		    !(fabs(back - d) <= fmax(fabs(back), fabs(d)) * DBL_EPSILON))
+			n = snprintf(num, sizeof(num), "%1.17g", d);
+	}
+	jw_key(w, key);
+	if (n > 0 && (size_t)n < sizeof(num))
+		jw_put(w, num, (size_t)n);
+	else
+		w->failed = 1;
+}
+
+void
+fgw_jw_raw(struct fgw_jw *w, const char *key, const char *json)
+{
+	jw_key(w, key);
+	jw_put(w, json, strlen(json));
+}
+
+void
+fgw_jw_open(struct fgw_jw *w, const char *key)
+{
+	jw_key(w, key);
+	jw_put(w, "{", 1);
+	w->comma = 0;
+}
+
+void
+fgw_jw_close(struct fgw_jw *w)
+{
+	jw_put(w, "}", 1);
+	w->comma = 1;
+}
+
+char *
+fgw_jw_end(struct fgw_jw *w)
+{
+	char *out;
+	jw_put(w, "}", 1);
+	if (w->failed) {
+		free(w->buf);
+		memset(w, 0, sizeof(*w));
+		return NULL;
+	}
+	out = w->buf;
+	memset(w, 0, sizeof(*w));
+	return out;
 }

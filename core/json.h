@@ -46,4 +46,29 @@ void fgw_json_error_str(const struct fgw_json_error *err, char *buf, size_t cap)
  * range). Numbers built with cJSON_CreateNumber are not integer tokens. */
 int fgw_json_int(const cJSON *item, int64_t min, int64_t max, int64_t *out);
 
+/* A JSON object written straight into a growing buffer, for documents
+ * built on every payment (audit details, the answer): the same bytes as
+ * cJSON_PrintUnformatted of a tree with the same members (strings escaped
+ * as cJSON escapes them, integers as it prints them), without a node and
+ * a string copy per member. Members are appended in call order; after an
+ * allocation failure every call is a no-op and fgw_jw_end returns NULL. */
+struct fgw_jw {
+	char *buf;
+	size_t len, cap;
+	int failed;
+	int comma; /* a member precedes: the next one needs a comma */
+};
+
+void fgw_jw_begin(struct fgw_jw *w);
+/* A string member; none when val is NULL (as cJSON_AddStringToObject). */
+void fgw_jw_str(struct fgw_jw *w, const char *key, const char *val);
+void fgw_jw_int(struct fgw_jw *w, const char *key, int64_t v);
+/* A member whose value is JSON text already (copied as is). */
+void fgw_jw_raw(struct fgw_jw *w, const char *key, const char *json);
+/* "key":{ ... } */
+void fgw_jw_open(struct fgw_jw *w, const char *key);
+void fgw_jw_close(struct fgw_jw *w);
+/* Closes the object: the malloc'ed text, or NULL (nothing to free). */
+char *fgw_jw_end(struct fgw_jw *w);
+
 #endif

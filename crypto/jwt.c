@@ -45,23 +45,6 @@
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	/* Truncation of a diagnostic is acceptable. */
-	if (vsnprintf(err, errlen, fmt, ap) < 0)
-		err[0] = '\0';
-	va_end(ap);
-}
-
 static int
 b64url_encode(const void *in, size_t len, char **out)
 {
@@ -184,7 +167,7 @@ jwks_release(struct jwks *ks)
 /* RSA public key from big-endian n and e, with the size policy. */
 static int
 rsa_from_ne(const unsigned char *n, size_t nlen, const unsigned char *e, size_t elen,
-            EVP_PKEY **out, char *err, size_t errlen)
+            EVP_PKEY **out, struct fgw_why *why)
 {
 	BIGNUM *bn_n = NULL, *bn_e = NULL;
 	OSSL_PARAM_BLD *bld = NULL;
@@ -194,7 +177,7 @@ rsa_from_ne(const unsigned char *n, size_t nlen, const unsigned char *e, size_t 
 	int r = FGW_ERR_INVALID, bits;
 
 	if (nlen > JWT_MAX_RSA_BITS / 8 + 1 || elen > 8) {
-		seterr(err, errlen, "RSA n or e too long");
+		fgw_why_set(why, NULL, 0, 0, "RSA n or e too long");
 		goto out;
 	}
 	if ((bn_n = BN_bin2bn(n, (int)nlen, NULL)) == NULL ||
@@ -204,12 +187,12 @@ rsa_from_ne(const unsigned char *n, size_t nlen, const unsigned char *e, size_t 
 	}
 	bits = BN_num_bits(bn_n);
 	if (bits < JWT_MIN_RSA_BITS || bits > JWT_MAX_RSA_BITS) {
-		seterr(err, errlen, "RSA key is %d bits (allowed %d..%d)", bits, JWT_MIN_RSA_BITS,
-		       JWT_MAX_RSA_BITS);
+		fgw_why_set(why, NULL, 0, 0, "RSA key is %d bits (allowed %d..%d)", bits,
+		            JWT_MIN_RSA_BITS, JWT_MAX_RSA_BITS);
 		goto out;
 	}
 	if (!BN_is_odd(bn_n) || !BN_is_odd(bn_e) || BN_num_bits(bn_e) < 2) {
-		seterr(err, errlen, "RSA n or e is not a valid value");
+		fgw_why_set(why, NULL, 0, 0, "RSA n or e is not a valid value");
 		goto out;
 	}
 	if ((bld = OSSL_PARAM_BLD_new()) == NULL ||
@@ -222,7 +205,7 @@ rsa_from_ne(const unsigned char *n, size_t nlen, const unsigned char *e, size_t 
 	}
 	if (EVP_PKEY_fromdata_init(ctx) <= 0 ||
 	    EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0) {
-		seterr(err, errlen, "OpenSSL refused the RSA key");
+		fgw_why_set(why, NULL, 0, 0, "OpenSSL refused the RSA key");
 		goto out;
 	}
 	*out = pkey;
@@ -241,7 +224,7 @@ out:
 
 /* Adds one JWKS entry to ks, or skips it (not an RSA signing key). */
 static int
-jwks_add(struct jwks *ks, const cJSON *k, size_t idx, char *err, size_t errlen)
+jwks_add(struct jwks *ks, const cJSON *k, size_t idx, struct fgw_why *why)
 {
 	const cJSON *kty = cJSON_GetObjectItemCaseSensitive(k, "kty");
 	const cJSON *use = cJSON_GetObjectItemCaseSensitive(k, "use");
@@ -251,11 +234,11 @@ jwks_add(struct jwks *ks, const cJSON *k, size_t idx, char *err, size_t errlen)
 	const cJSON *je = cJSON_GetObjectItemCaseSensitive(k, "e");
 	unsigned char *n = NULL, *e = NULL;
 	size_t nlen = 0, elen = 0;
-	char kerr[160];
+	struct fgw_why kw = { 0 };
 	int r;
 
 	if (!cJSON_IsObject(k) || !cJSON_IsString(kty)) {
-		seterr(err, errlen, "JWKS key %zu: not an object with kty", idx);
+		fgw_why_set(why, NULL, 0, 0, "JWKS key %zu: not an object with kty", idx);
 		return FGW_ERR_INVALID;
 	}
 	if (strcmp(kty->valuestring, "RSA") != 0 ||
@@ -263,17 +246,17 @@ jwks_add(struct jwks *ks, const cJSON *k, size_t idx, char *err, size_t errlen)
 	    (alg != NULL && (!cJSON_IsString(alg) || strcmp(alg->valuestring, "RS256") != 0)))
 		return FGW_OK; /* not ours to use: skipped */
 	if (!cJSON_IsString(kid) || !text_ok(kid->valuestring, JWT_CLAIM_MAX)) {
-		seterr(err, errlen, "JWKS key %zu: missing or bad kid", idx);
+		fgw_why_set(why, NULL, 0, 0, "JWKS key %zu: missing or bad kid", idx);
 		return FGW_ERR_INVALID;
 	}
 	for (size_t i = 0; i < ks->n; i++) {
 		if (strcmp(ks->keys[i].kid, kid->valuestring) == 0) {
-			seterr(err, errlen, "JWKS key %zu: duplicate kid", idx);
+			fgw_why_set(why, NULL, 0, 0, "JWKS key %zu: duplicate kid", idx);
 			return FGW_ERR_INVALID;
 		}
 	}
 	if (ks->n == JWT_MAX_JWKS_KEYS) {
-		seterr(err, errlen, "JWKS holds more than %d keys", JWT_MAX_JWKS_KEYS);
+		fgw_why_set(why, NULL, 0, 0, "JWKS holds more than %d keys", JWT_MAX_JWKS_KEYS);
 		return FGW_ERR_INVALID;
 	}
 	if (!cJSON_IsString(jn) || !cJSON_IsString(je) ||
@@ -281,18 +264,16 @@ jwks_add(struct jwks *ks, const cJSON *k, size_t idx, char *err, size_t errlen)
 	        FGW_OK ||
 	    (r = b64url_decode(je->valuestring, strlen(je->valuestring), &e, &elen)) !=
 	        FGW_OK) {
-		seterr(err, errlen,
-		       "JWKS key %zu (kid %s): n/e missing or not "
-		       "base64url",
-		       idx, kid->valuestring);
+		fgw_why_set(why, NULL, 0, 0,
+		            "JWKS key %zu (kid %s): n/e missing or not "
+		            "base64url",
+		            idx, kid->valuestring);
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
-	kerr[0] = '\0';
-	if ((r = rsa_from_ne(n, nlen, e, elen, &ks->keys[ks->n].pkey, kerr, sizeof(kerr))) !=
-	    FGW_OK) {
-		seterr(err, errlen, "JWKS key %zu (kid %s): %s", idx, kid->valuestring,
-		       kerr[0] ? kerr : fgw_strerror(r));
+	if ((r = rsa_from_ne(n, nlen, e, elen, &ks->keys[ks->n].pkey, &kw)) != FGW_OK) {
+		fgw_why_set(why, NULL, 0, 0, "JWKS key %zu (kid %s): %s", idx, kid->valuestring,
+		            kw.msg[0] ? kw.msg : fgw_strerror(r));
 		goto out;
 	}
 	/* text_ok() bounded the kid, so this copy fits. */
@@ -306,7 +287,7 @@ out:
 }
 
 static int
-jwks_load(const char *path, struct jwks **out, char *err, size_t errlen)
+jwks_load(const char *path, struct jwks **out, struct fgw_why *why)
 {
 	char *text = NULL;
 	size_t len = 0, idx = 0;
@@ -316,7 +297,7 @@ jwks_load(const char *path, struct jwks **out, char *err, size_t errlen)
 	int r;
 
 	if ((r = fgw_read_file(path, JWT_MAX_JWKS_FILE, &text, &len)) != FGW_OK) {
-		seterr(err, errlen, "JWKS %s: %s", path, fgw_strerror(r));
+		fgw_why_set(why, NULL, 0, 0, "JWKS %s: %s", path, fgw_strerror(r));
 		goto out;
 	}
 	/* Whole file, NUL included, so trailing garbage is refused. */
@@ -324,7 +305,8 @@ jwks_load(const char *path, struct jwks **out, char *err, size_t errlen)
 	    (root = cJSON_ParseWithLengthOpts(text, len + 1, NULL, 1)) != NULL)
 		keys = cJSON_GetObjectItemCaseSensitive(root, "keys");
 	if (!cJSON_IsObject(root) || !cJSON_IsArray(keys)) {
-		seterr(err, errlen, "JWKS %s: not a JSON object with a keys array", path);
+		fgw_why_set(why, NULL, 0, 0, "JWKS %s: not a JSON object with a keys array",
+		            path);
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
@@ -334,11 +316,11 @@ jwks_load(const char *path, struct jwks **out, char *err, size_t errlen)
 	}
 	atomic_init(&ks->refs, 1);
 	cJSON_ArrayForEach(k, keys) {
-		if ((r = jwks_add(ks, k, idx++, err, errlen)) != FGW_OK)
+		if ((r = jwks_add(ks, k, idx++, why)) != FGW_OK)
 			goto out;
 	}
 	if (ks->n == 0) {
-		seterr(err, errlen, "JWKS %s: no RSA signing key", path);
+		fgw_why_set(why, NULL, 0, 0, "JWKS %s: no RSA signing key", path);
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
@@ -388,43 +370,43 @@ dup_opt(const char *s, char **out)
 }
 
 int
-jwt_verifier_new(const struct jwt_config *cfg, struct jwt_verifier **out, char *err,
-                 size_t errlen)
+jwt_verifier_new(const struct jwt_config *cfg, struct jwt_verifier **out,
+                 struct fgw_why *why)
 {
 	struct jwt_verifier *v = NULL;
 	int r;
 
-	seterr(err, errlen, "%s", "");
+	fgw_why_set(why, NULL, 0, 0, "%s", "");
 	if (cfg == NULL || out == NULL) {
-		seterr(err, errlen, "no configuration");
+		fgw_why_set(why, NULL, 0, 0, "no configuration");
 		return FGW_ERR_INVALID;
 	}
 	if (sodium_init() < 0) {
-		seterr(err, errlen, "libsodium failed to initialise");
+		fgw_why_set(why, NULL, 0, 0, "libsodium failed to initialise");
 		return FGW_ERR_INTERNAL;
 	}
 	if (cfg->issuer == NULL || !text_ok(cfg->issuer, JWT_CLAIM_MAX) ||
 	    cfg->audience == NULL || !text_ok(cfg->audience, JWT_CLAIM_MAX)) {
-		seterr(err, errlen, "issuer and audience are required");
+		fgw_why_set(why, NULL, 0, 0, "issuer and audience are required");
 		return FGW_ERR_INVALID;
 	}
 	if (cfg->token_use != NULL && cfg->token_use[0] != '\0' &&
 	    !text_ok(cfg->token_use, JWT_TOKEN_USE_MAX)) {
-		seterr(err, errlen, "token_use is too long");
+		fgw_why_set(why, NULL, 0, 0, "token_use is too long");
 		return FGW_ERR_INVALID;
 	}
 	if (cfg->leeway_s < 0 || cfg->leeway_s > JWT_MAX_LEEWAY_S) {
-		seterr(err, errlen, "leeway must be 0..%d seconds", JWT_MAX_LEEWAY_S);
+		fgw_why_set(why, NULL, 0, 0, "leeway must be 0..%d seconds", JWT_MAX_LEEWAY_S);
 		return FGW_ERR_INVALID;
 	}
 	if (cfg->hs256_secret != NULL && cfg->hs256_secret_len < JWT_MIN_HS256_SECRET) {
-		seterr(err, errlen, "HS256 secret must be at least %d bytes",
-		       JWT_MIN_HS256_SECRET);
+		fgw_why_set(why, NULL, 0, 0, "HS256 secret must be at least %d bytes",
+		            JWT_MIN_HS256_SECRET);
 		return FGW_ERR_INVALID;
 	}
 	if (cfg->hs256_secret == NULL &&
 	    (cfg->jwks_path == NULL || cfg->jwks_path[0] == '\0')) {
-		seterr(err, errlen, "neither an HS256 secret nor a JWKS file");
+		fgw_why_set(why, NULL, 0, 0, "neither an HS256 secret nor a JWKS file");
 		return FGW_ERR_INVALID;
 	}
 	if ((v = calloc(1, sizeof(*v))) == NULL)
@@ -448,8 +430,7 @@ jwt_verifier_new(const struct jwt_config *cfg, struct jwt_verifier **out, char *
 		v->hs_secret_len = cfg->hs256_secret_len;
 		sodium_mprotect_readonly(v->hs_secret);
 	}
-	if (v->jwks_path != NULL &&
-	    (r = jwks_load(v->jwks_path, &v->keys, err, errlen)) != FGW_OK)
+	if (v->jwks_path != NULL && (r = jwks_load(v->jwks_path, &v->keys, why)) != FGW_OK)
 		goto out;
 	*out = v;
 	v = NULL;
@@ -476,17 +457,17 @@ jwt_verifier_free(struct jwt_verifier *v)
 }
 
 int
-jwt_verifier_reload_jwks(struct jwt_verifier *v, char *err, size_t errlen)
+jwt_verifier_reload_jwks(struct jwt_verifier *v, struct fgw_why *why)
 {
 	struct jwks *fresh = NULL, *old;
 	int r;
 
-	seterr(err, errlen, "%s", "");
+	fgw_why_set(why, NULL, 0, 0, "%s", "");
 	if (v == NULL || v->jwks_path == NULL) {
-		seterr(err, errlen, "no JWKS file configured");
+		fgw_why_set(why, NULL, 0, 0, "no JWKS file configured");
 		return FGW_ERR_STATE;
 	}
-	if ((r = jwks_load(v->jwks_path, &fresh, err, errlen)) != FGW_OK)
+	if ((r = jwks_load(v->jwks_path, &fresh, why)) != FGW_OK)
 		return r; /* the old key set stays */
 	pthread_mutex_lock(&v->lock);
 	old = v->keys;

@@ -41,6 +41,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/err.h"
+
 #define JWT_MAX_TOKEN_LEN 8192  /* longer tokens are refused */
 #define JWT_DEFAULT_LEEWAY_S 30 /* suggested clock skew allowance */
 #define JWT_MAX_LEEWAY_S 300
@@ -86,11 +88,11 @@ struct jwt_claims {
  * and loads the JWKS file when one is named. At least one of hs256_secret
  * and jwks_path is required. Returns 0 and *out (free with
  * jwt_verifier_free), or FGW_ERR_INVALID (bad config or JWKS, reason in
- * err), FGW_ERR_NOT_FOUND / FGW_ERR_IO / FGW_ERR_TOO_LARGE (JWKS file),
+ * why), FGW_ERR_NOT_FOUND / FGW_ERR_IO / FGW_ERR_TOO_LARGE (JWKS file),
  * FGW_ERR_NOMEM.
  */
-int jwt_verifier_new(const struct jwt_config *cfg, struct jwt_verifier **out, char *err,
-                     size_t errlen);
+int jwt_verifier_new(const struct jwt_config *cfg, struct jwt_verifier **out,
+                     struct fgw_why *why);
 /* Wipes the secret, drops the key set; NULL is fine. No jwt_verify may be
  * running on v. */
 void jwt_verifier_free(struct jwt_verifier *v);
@@ -98,9 +100,9 @@ void jwt_verifier_free(struct jwt_verifier *v);
 /*
  * Re-reads the JWKS file. On success the new key set serves every later
  * jwt_verify; on any error the old keys stay in force and the error is
- * returned (reason in err). FGW_ERR_STATE when no jwks_path is configured.
+ * returned (reason in why). FGW_ERR_STATE when no jwks_path is configured.
  */
-int jwt_verifier_reload_jwks(struct jwt_verifier *v, char *err, size_t errlen);
+int jwt_verifier_reload_jwks(struct jwt_verifier *v, struct fgw_why *why);
 /* Number of RSA keys currently loaded (for logs and metrics). */
 size_t jwt_verifier_key_count(struct jwt_verifier *v);
 

@@ -31,32 +31,12 @@
 
 /* ---- 2. the KEK and its subkeys -------------------------------------- */
 
-enum kek_src { SRC_FILE, SRC_SHARE1, SRC_SHARE2 };
-
-/* One message per source and failure; literals, so *msg needs no buffer. */
-#define SECFILE_MSGS(N)                                         \
-	{                                                           \
-		[SECFILE_MISSING] = N " not found",                     \
-		[SECFILE_NOT_REGULAR] = N " is not a regular file",     \
-		[SECFILE_MODE] = N " is accessible by group or others " \
-		                   "(chmod 600 it)",                    \
-		[SECFILE_SIZE] = N " must hold exactly 32 raw bytes",   \
-		[SECFILE_IO] = N " cannot be read",                     \
-	}
-
-static const char *
-secfile_msg(enum kek_src src, enum secfile_why why)
+/* A secret file's refusal, named as the operator knows it ("KEK share 1
+ * file is not a regular file"). */
+static void
+secret_file_why(struct fgw_why *why, const char *name, const struct fgw_why *fw)
 {
-	static const char *const msgs[3][6] = {
-		[SRC_FILE] = SECFILE_MSGS("KEK file"),
-		[SRC_SHARE1] = SECFILE_MSGS("KEK share 1 file"),
-		[SRC_SHARE2] = SECFILE_MSGS("KEK share 2 file"),
-	};
-	const char *m = NULL;
-
-	if ((unsigned)why < 6)
-		m = msgs[src][why];
-	return m != NULL ? m : "KEK file cannot be read";
+	fgw_why_set(why, NULL, 0, 0, "%s %s", name, fw->msg[0] ? fw->msg : "cannot be read");
 }
 
 static int
@@ -74,15 +54,15 @@ random_secret(struct secbuf **out)
  * no existing KEK can be lost). */
 static int
 kek_from_shares(const struct keyring_opts *o, int may_generate, struct secbuf **kek,
-                const char **msg)
+                struct fgw_why *why)
 {
 	struct secbuf *s1 = NULL, *s2 = NULL;
-	enum secfile_why w1 = SECFILE_OK, w2 = SECFILE_OK;
+	struct fgw_why w1 = { 0 }, w2 = { 0 };
 	int r, r1, r2;
 
 	if (o->kek_share1 == NULL || o->kek_share2 == NULL) {
-		*msg = "both KEK shares must be configured (kek_share1 and "
-		       "kek_share2)";
+		fgw_why_set(why, NULL, 0, 0,
+		            "both KEK shares must be configured (kek_share1 and kek_share2)");
 		return FGW_ERR_INVALID;
 	}
 	r1 = secbuf_read_secret_file(o->kek_share1, KEY_LEN, &s1, &w1);
@@ -91,23 +71,23 @@ kek_from_shares(const struct keyring_opts *o, int may_generate, struct secbuf **
 		if ((r = random_secret(&s1)) != FGW_OK || (r = random_secret(&s2)) != FGW_OK)
 			goto out;
 		if ((r = secbuf_write_secret_file(o->kek_share1, s1)) != FGW_OK) {
-			*msg = "cannot create the KEK share 1 file";
+			fgw_why_set(why, NULL, 0, 0, "cannot create the KEK share 1 file");
 			goto out;
 		}
 		if ((r = secbuf_write_secret_file(o->kek_share2, s2)) != FGW_OK) {
 			/* Never leave half a KEK behind. */
 			unlink(o->kek_share1);
-			*msg = "cannot create the KEK share 2 file";
+			fgw_why_set(why, NULL, 0, 0, "cannot create the KEK share 2 file");
 			goto out;
 		}
 		log_info("generated two new KEK share files");
 	} else if (r1 != FGW_OK) {
 		r = r1;
-		*msg = secfile_msg(SRC_SHARE1, w1);
+		secret_file_why(why, "KEK share 1 file", &w1);
 		goto out;
 	} else if (r2 != FGW_OK) {
 		r = r2;
-		*msg = secfile_msg(SRC_SHARE2, w2);
+		secret_file_why(why, "KEK share 2 file", &w2);
 		goto out;
 	}
 	for (size_t i = 0; i < KEY_LEN; i++)
@@ -122,7 +102,7 @@ out:
 }
 
 static int
-kek_from_env(const char *val, struct secbuf **kek, const char **msg)
+kek_from_env(const char *val, struct secbuf **kek, struct fgw_why *why)
 {
 	struct secbuf *b = NULL;
 	size_t got = 0;
@@ -136,8 +116,8 @@ kek_from_env(const char *val, struct secbuf **kek, const char **msg)
 	if (sodium_base642bin(b->data, b->len, val, strlen(val), " \t\r\n", &got, NULL,
 	                      sodium_base64_VARIANT_ORIGINAL) != 0 ||
 	    got != KEY_LEN) {
-		*msg = "KEK environment variable must hold the base64 of exactly "
-		       "32 bytes";
+		fgw_why_set(why, NULL, 0, 0,
+		            "KEK environment variable must hold the base64 of exactly 32 bytes");
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
@@ -150,29 +130,32 @@ out:
 }
 
 static int
-kek_from_file(const char *path, int may_generate, struct secbuf **kek, const char **msg)
+kek_from_file(const char *path, int may_generate, struct secbuf **kek,
+              struct fgw_why *why)
 {
-	enum secfile_why why = SECFILE_OK;
+	struct fgw_why fw = { 0 };
 	int r;
 
-	r = secbuf_read_secret_file(path, KEY_LEN, kek, &why);
+	r = secbuf_read_secret_file(path, KEY_LEN, kek, &fw);
 	if (r == FGW_ERR_NOT_FOUND && may_generate) {
 		if ((r = random_secret(kek)) != FGW_OK)
 			return r;
 		if ((r = secbuf_write_secret_file(path, *kek)) != FGW_OK) {
 			secbuf_free(*kek);
 			*kek = NULL;
-			*msg = "cannot create the KEK file";
+			fgw_why_set(why, NULL, 0, 0, "cannot create the KEK file");
 			return r;
 		}
 		log_info("generated a new KEK file");
 		return FGW_OK;
 	}
 	if (r != FGW_OK) {
-		*msg = (r == FGW_ERR_NOT_FOUND && !may_generate)
-		           ? "KEK file not found (restore it; a new KEK cannot "
-		             "open an existing key ring)"
-		           : secfile_msg(SRC_FILE, why);
+		if (r == FGW_ERR_NOT_FOUND && !may_generate)
+			fgw_why_set(why, NULL, 0, 0,
+			            "KEK file not found (restore it; a new KEK cannot open an "
+			            "existing key ring)");
+		else
+			secret_file_why(why, "KEK file", &fw);
 	}
 	return r;
 }
@@ -182,27 +165,28 @@ kek_from_file(const char *path, int may_generate, struct secbuf **kek, const cha
  * an unset environment variable falls through to the file. */
 int
 kek_load(const struct keyring_opts *o, int may_generate, struct secbuf **kek,
-         const char **msg)
+         struct fgw_why *why)
 {
 	const char *val = NULL;
 	int r;
 
 	*kek = NULL;
 	if (o->kek_share1 != NULL || o->kek_share2 != NULL)
-		r = kek_from_shares(o, may_generate, kek, msg);
+		r = kek_from_shares(o, may_generate, kek, why);
 	else if (o->kek_env != NULL && (val = secure_getenv(o->kek_env)) != NULL)
-		r = kek_from_env(val, kek, msg);
+		r = kek_from_env(val, kek, why);
 	else if (o->kek_file != NULL)
-		r = kek_from_file(o->kek_file, may_generate, kek, msg);
+		r = kek_from_file(o->kek_file, may_generate, kek, why);
 	else if (o->kek_env != NULL) {
-		*msg = "the KEK environment variable is not set";
+		fgw_why_set(why, NULL, 0, 0, "the KEK environment variable is not set");
 		r = FGW_ERR_NOT_FOUND;
 	} else {
-		*msg = "no KEK source configured";
+		fgw_why_set(why, NULL, 0, 0, "no KEK source configured");
 		r = FGW_ERR_INVALID;
 	}
 	if (r == FGW_OK && sodium_is_zero((*kek)->data, KEY_LEN)) {
-		*msg = "KEK is all zero bytes (are the two shares identical?)";
+		fgw_why_set(why, NULL, 0, 0,
+		            "KEK is all zero bytes (are the two shares identical?)");
 		r = FGW_ERR_INVALID;
 	}
 	if (r != FGW_OK) {

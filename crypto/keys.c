@@ -239,10 +239,11 @@ ring_import(struct keyring *kr, const char **msg)
 }
 
 int
-keyring_open(const struct keyring_opts *opts, struct keyring **out, const char **err_msg)
+keyring_open(const struct keyring_opts *opts, struct keyring **out, struct fgw_why *why)
 {
 	struct keyring *kr = NULL;
 	struct secbuf *kek = NULL;
+	struct fgw_why kw = { 0 };
 	const char *msg = NULL;
 	struct stat sb;
 	int r, ring_exists, file_exists, import = 0;
@@ -327,8 +328,10 @@ keyring_open(const struct keyring_opts *opts, struct keyring **out, const char *
 		goto out;
 	}
 	/* A KEK may be generated only for a ring that does not exist yet. */
-	if ((r = kek_load(opts, !ring_exists && !import, &kek, &msg)) != FGW_OK)
+	if ((r = kek_load(opts, !ring_exists && !import, &kek, &kw)) != FGW_OK) {
+		msg = kw.msg[0] ? kw.msg : NULL;
 		goto out;
+	}
 	r = kek_derive_subkeys(kr, kek);
 	secbuf_free(kek); /* only the subkeys stay in memory */
 	kek = NULL;
@@ -355,8 +358,8 @@ keyring_open(const struct keyring_opts *opts, struct keyring **out, const char *
 out:
 	secbuf_free(kek);
 	keyring_free(kr);
-	if (r != FGW_OK && err_msg != NULL)
-		*err_msg = msg != NULL ? msg : fgw_strerror(r);
+	if (r != FGW_OK)
+		fgw_why_set(why, NULL, 0, 0, "%s", msg != NULL ? msg : fgw_strerror(r));
 	return r;
 }
 
@@ -378,11 +381,12 @@ kek_would_generate(const struct keyring_opts *o)
 }
 
 int
-keyring_check(const struct keyring_opts *opts, const char **note, const char **err_msg)
+keyring_check(const struct keyring_opts *opts, const char **note, struct fgw_why *why)
 {
 	struct keyring_opts ro;
 	struct keyring *kr = NULL;
 	struct secbuf *kek = NULL;
+	struct fgw_why kw = { 0 };
 	const char *msg = NULL;
 	char ring[PATH_MAX];
 	struct stat sb;
@@ -409,16 +413,18 @@ keyring_check(const struct keyring_opts *opts, const char **note, const char **e
 		ro = *opts;
 		ro.create = 0;
 		if (gen > 0) {
-			r = keyring_open(&ro, &kr, &msg);
+			r = keyring_open(&ro, &kr, &kw);
+			msg = kw.msg[0] ? kw.msg : NULL;
 			keyring_free(kr);
 			goto out;
 		}
 		if (stat(ring, &sb) == 0) {
 			/* The file's ring goes to the database on first start. */
 			ro.source = NULL;
-			if ((r = keyring_open(&ro, &kr, &msg)) == FGW_OK)
+			if ((r = keyring_open(&ro, &kr, &kw)) == FGW_OK)
 				*note = "no key ring in the database yet: keyring.json is stored "
 				        "there on first start";
+			msg = kw.msg[0] ? kw.msg : NULL;
 			keyring_free(kr);
 			goto out;
 		}
@@ -426,7 +432,8 @@ keyring_check(const struct keyring_opts *opts, const char **note, const char **e
 		/* The ring exists: open it as the daemon would, minus create. */
 		ro = *opts;
 		ro.create = 0;
-		r = keyring_open(&ro, &kr, &msg);
+		r = keyring_open(&ro, &kr, &kw);
+		msg = kw.msg[0] ? kw.msg : NULL;
 		keyring_free(kr);
 		goto out;
 	}
@@ -460,14 +467,16 @@ keyring_check(const struct keyring_opts *opts, const char **note, const char **e
 		r = FGW_OK;
 		goto out;
 	}
-	if ((r = kek_load(opts, 0, &kek, &msg)) != FGW_OK)
+	if ((r = kek_load(opts, 0, &kek, &kw)) != FGW_OK) {
+		msg = kw.msg[0] ? kw.msg : NULL;
 		goto out;
+	}
 	*note = "no key ring yet: it is created on first start";
 	r = FGW_OK;
 out:
 	secbuf_free(kek);
-	if (r != FGW_OK && err_msg != NULL)
-		*err_msg = msg != NULL ? msg : fgw_strerror(r);
+	if (r != FGW_OK)
+		fgw_why_set(why, NULL, 0, 0, "%s", msg != NULL ? msg : fgw_strerror(r));
 	return r;
 }
 
@@ -661,7 +670,7 @@ keyring_active_data_key(struct keyring *kr, char *id, size_t idlen)
 }
 
 int
-keyring_reload(struct keyring *kr, const char **err_msg)
+keyring_reload(struct keyring *kr, struct fgw_why *why)
 {
 	struct ring_state ns = { 0 }, old;
 	struct bkey **g;
@@ -721,13 +730,13 @@ out:
 	unlock(kr);
 done:
 	keys_state_clear(&ns);
-	if (r != FGW_OK && err_msg != NULL)
-		*err_msg = msg != NULL ? msg : fgw_strerror(r);
+	if (r != FGW_OK)
+		fgw_why_set(why, NULL, 0, 0, "%s", msg != NULL ? msg : fgw_strerror(r));
 	return r;
 }
 
 int
-keyring_refresh(struct keyring *kr, int *reloaded, const char **err_msg)
+keyring_refresh(struct keyring *kr, int *reloaded, struct fgw_why *why)
 {
 	uint64_t gen = 0, have, refused;
 	int r;
@@ -737,8 +746,7 @@ keyring_refresh(struct keyring *kr, int *reloaded, const char **err_msg)
 	if (!kr->has_src)
 		return FGW_OK;
 	if ((r = kr->src.generation(kr->src.ctx, &gen)) != FGW_OK) {
-		if (err_msg != NULL)
-			*err_msg = "cannot read the key ring's generation from the database";
+		fgw_why_set(why, NULL, 0, 0, "cannot read the key ring's generation from the database");
 		return r;
 	}
 	rdlock(kr);
@@ -747,7 +755,7 @@ keyring_refresh(struct keyring *kr, int *reloaded, const char **err_msg)
 	unlock(kr);
 	if (gen == have || gen == refused)
 		return FGW_OK;
-	if ((r = keyring_reload(kr, err_msg)) != FGW_OK) {
+	if ((r = keyring_reload(kr, why)) != FGW_OK) {
 		/* A ring that fails its checks is reported once, not on every
 		 * poll, until a newer generation replaces it. */
 		wrlock(kr);

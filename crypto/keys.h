@@ -27,6 +27,7 @@
 
 struct keyring;
 struct secbuf;
+struct fgw_why;
 
 /* Where the ring document lives instead of keys_dir/keyring.json: a
  * database every instance shares (the PostgreSQL store, store/keyring.h),
@@ -65,17 +66,17 @@ struct keyring_opts {
 	const struct keyring_source *source;
 };
 
-/* Opens (or, with create, initialises) the key ring. On error *err_msg (if
- * not NULL) points at a static human-readable reason. */
+/* Opens (or, with create, initialises) the key ring. On error why (NULL:
+ * no detail) says why, for a person. */
 int keyring_open(const struct keyring_opts *opts, struct keyring **out,
-                 const char **err_msg);
+                 struct fgw_why *why);
 void keyring_free(struct keyring *kr);
 /* What keyring_open(create) would say, changing nothing on disk: an
  * existing ring is opened without create and freed; for a ring not made
  * yet the KEK source is read, and *note says what the first start will
- * create. 0, or a negative code with *err_msg as keyring_open. */
+ * create. 0, or a negative code with why as keyring_open. */
 int keyring_check(const struct keyring_opts *opts, const char **note,
-                  const char **err_msg);
+                  struct fgw_why *why);
 
 /* Current gateway box key: id ("gk_…") and public key. */
 const char *keyring_box_key_id(const struct keyring *kr);
@@ -116,14 +117,14 @@ int keyring_box_current(struct keyring *kr, char *id, size_t idlen, unsigned cha
  * ran). The file must pass the same KEK and integrity checks as at open
  * and hold the same fingerprint and audit keys, else nothing changes.
  * Pointers returned by keyring_box_key_id stay valid. */
-int keyring_reload(struct keyring *kr, const char **err_msg);
+int keyring_reload(struct keyring *kr, struct fgw_why *why);
 /* With a source: reloads the ring when the source's newest generation is
  * not the one in memory (another instance or flairctl rotated), checked
  * as keyring_reload checks. *reloaded (may be NULL) says whether it did.
  * The source is asked outside the ring's lock, so encryption on other
  * threads does not wait for the database. Without a source: 0, nothing
  * done (the gateway watches the file instead). */
-int keyring_refresh(struct keyring *kr, int *reloaded, const char **err_msg);
+int keyring_refresh(struct keyring *kr, int *reloaded, struct fgw_why *why);
 /* Malloc'ed JSON for operators: ids, statuses, times, public keys. No
  * secret or wrapped material. */
 int keyring_status_json(struct keyring *kr, char **out);

@@ -148,7 +148,7 @@ void kek_check_value(const struct keyring *kr, const unsigned char salt[CHECK_SA
                      unsigned char mac[crypto_generichash_BYTES]);
 int kek_derive_subkeys(struct keyring *kr, const struct secbuf *kek);
 int kek_load(const struct keyring_opts *o, int may_generate, struct secbuf **kek,
-             const char **msg);
+             struct fgw_why *why);
 int kek_new_bkey(const struct keyring *kr, int64_t now, struct bkey **out);
 int kek_new_skey(const struct keyring *kr, const char *prefix, const char *purpose,
                  int64_t now, struct skey *k);

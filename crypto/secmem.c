@@ -159,16 +159,9 @@ secmem_harden_process(void)
 	return FGW_OK;
 }
 
-static void
-set_why(enum secfile_why *why, enum secfile_why v)
-{
-	if (why != NULL)
-		*why = v;
-}
-
 int
 secbuf_read_secret_file(const char *path, size_t len, struct secbuf **out,
-                        enum secfile_why *why)
+                        struct fgw_why *why)
 {
 	struct secbuf *b = NULL;
 	struct stat st;
@@ -176,12 +169,12 @@ secbuf_read_secret_file(const char *path, size_t len, struct secbuf **out,
 	int fd = -1, r = FGW_ERR_IO;
 
 	*out = NULL;
-	set_why(why, SECFILE_IO);
+	fgw_why_set(why, path, 0, 0, "cannot be read");
 	/* O_NONBLOCK: a FIFO planted at the path must not hang start-up. */
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		if (errno == ENOENT) {
-			set_why(why, SECFILE_MISSING);
+			fgw_why_set(why, path, 0, 0, "not found");
 			r = FGW_ERR_NOT_FOUND;
 		}
 		goto out;
@@ -191,17 +184,17 @@ secbuf_read_secret_file(const char *path, size_t len, struct secbuf **out,
 	if (fstat(fd, &st) != 0)
 		goto out;
 	if (!S_ISREG(st.st_mode)) {
-		set_why(why, SECFILE_NOT_REGULAR);
+		fgw_why_set(why, path, 0, 0, "is not a regular file");
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
 	if ((st.st_mode & 077) != 0) {
-		set_why(why, SECFILE_MODE);
+		fgw_why_set(why, path, 0, 0, "is accessible by group or others (chmod 600 it)");
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
 	if (st.st_size < 0 || (unsigned long long)st.st_size != len) {
-		set_why(why, SECFILE_SIZE);
+		fgw_why_set(why, path, 0, 0, "must hold exactly %zu raw bytes", len);
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
@@ -213,7 +206,8 @@ secbuf_read_secret_file(const char *path, size_t len, struct secbuf **out,
 			continue;
 		if (n <= 0) {
 			/* Shrunk under us: treat as the wrong size. */
-			set_why(why, n == 0 ? SECFILE_SIZE : SECFILE_IO);
+			if (n == 0)
+				fgw_why_set(why, path, 0, 0, "must hold exactly %zu raw bytes", len);
 			r = n == 0 ? FGW_ERR_INVALID : FGW_ERR_IO;
 			goto out;
 		}
@@ -221,7 +215,7 @@ secbuf_read_secret_file(const char *path, size_t len, struct secbuf **out,
 	}
 	*out = b;
 	b = NULL; /* owned by the caller now */
-	set_why(why, SECFILE_OK);
+	fgw_why_set(why, path, 0, 0, "%s", "");
 	r = FGW_OK;
 out:
 	if (fd >= 0)

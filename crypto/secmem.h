@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 
+#include "core/err.h"
+
 struct secbuf {
 	unsigned char *data; /* len bytes + a NUL */
 	size_t len;
@@ -25,21 +27,15 @@ void secbuf_free(struct secbuf *b);
  * Returns 0 or FGW_ERR_IO. */
 int secmem_harden_process(void);
 
-/* Why secbuf_read_secret_file refused a file (for error messages). */
-enum secfile_why {
-	SECFILE_OK = 0,
-	SECFILE_MISSING,     /* no such file (FGW_ERR_NOT_FOUND) */
-	SECFILE_NOT_REGULAR, /* a directory, FIFO, device... (FGW_ERR_INVALID) */
-	SECFILE_MODE,        /* (st_mode & 077) != 0 (FGW_ERR_INVALID) */
-	SECFILE_SIZE,        /* not exactly len bytes (FGW_ERR_INVALID) */
-	SECFILE_IO           /* open/read failed otherwise (FGW_ERR_IO) */
-};
 /* Reads a file of exactly len raw bytes into a new guarded buffer.
  * Refuses anything but a regular file whose mode gives group and others no
- * access at all. Returns 0 or a negative FGW_ERR_* code; *why (if not NULL)
- * says which check failed. */
+ * access at all. Returns 0 or a negative FGW_ERR_* code: FGW_ERR_NOT_FOUND
+ * (no such file), FGW_ERR_INVALID (not a regular file, a mode open to
+ * group or others, not exactly len bytes) or FGW_ERR_IO; why (NULL: no
+ * detail) gets the path as where and the check that failed as msg, a
+ * phrase to follow the file's name ("is not a regular file"). */
 int secbuf_read_secret_file(const char *path, size_t len, struct secbuf **out,
-                            enum secfile_why *why);
+                            struct fgw_why *why);
 /* Creates path exclusively (O_EXCL, mode 0600) holding b's bytes and
  * fsyncs it: an existing secret is never overwritten (FGW_ERR_EXISTS). */
 int secbuf_write_secret_file(const char *path, const struct secbuf *b);

@@ -506,7 +506,7 @@ backup_upload_details(const char *bucket, int attempts, const char *error, char 
 
 int
 backup_upload_once(const struct fgw_config *cfg, const char *path, const char *name,
-                   atomic_int *stop, char *err, size_t errlen)
+                   atomic_int *stop, struct fgw_why *why)
 {
 	char url[1400], sigv4[128], userpwd[600], hashhdr[100];
 	char access[256], secret[256];
@@ -523,11 +523,11 @@ backup_upload_once(const struct fgw_config *cfg, const char *path, const char *n
 	unsigned char buf[65536];
 	size_t got;
 
-	err[0] = '\0';
+	fgw_why_set(why, NULL, 0, 0, "%s", "");
 	access[0] = secret[0] = userpwd[0] = '\0';
 	if ((r = read_cred(cfg->s3_access_key_file, access, sizeof(access))) != 0 ||
 	    (r = read_cred(cfg->s3_secret_key_file, secret, sizeof(secret))) != 0) {
-		snprintf(err, errlen, "S3 credentials files unreadable");
+		fgw_why_set(why, NULL, 0, 0, "S3 credentials files unreadable");
 		goto out;
 	}
 	n = snprintf(url, sizeof(url), "%s/%s/%s%s", cfg->s3_endpoint, cfg->s3_bucket,
@@ -542,7 +542,7 @@ backup_upload_once(const struct fgw_config *cfg, const char *path, const char *n
 	}
 	if ((f = fopen(path, "rb")) == NULL || (r = file_size(path, &size)) != 0) {
 		r = FGW_ERR_IO;
-		snprintf(err, errlen, "cannot read %s", path);
+		fgw_why_set(why, NULL, 0, 0, "cannot read %s", path);
 		goto out;
 	}
 	/* SigV4 signs the payload hash; sending it spares the server a guess. */
@@ -574,25 +574,25 @@ backup_upload_once(const struct fgw_config *cfg, const char *path, const char *n
 	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, upload_progress);
 	curl_easy_setopt(c, CURLOPT_XFERINFODATA, stop);
 	if ((cc = curl_easy_perform(c)) == CURLE_ABORTED_BY_CALLBACK) {
-		snprintf(err, errlen, "stopped");
+		fgw_why_set(why, NULL, 0, 0, "stopped");
 		r = FGW_ERR_SHUTDOWN;
 		goto out;
 	}
 	if (cc != CURLE_OK) {
-		snprintf(err, errlen, "%s", curl_easy_strerror(cc));
+		fgw_why_set(why, NULL, 0, 0, "%s", curl_easy_strerror(cc));
 		r = FGW_ERR_UNAVAILABLE;
 		goto out;
 	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
 	if (status < 200 || status > 299) {
-		snprintf(err, errlen, "HTTP status %ld", status);
+		fgw_why_set(why, NULL, 0, 0, "HTTP status %ld", status);
 		r = FGW_ERR_UNAVAILABLE;
 		goto out;
 	}
 	r = 0;
 out:
-	if (r != 0 && err[0] == '\0')
-		snprintf(err, errlen, "%s", fgw_strerror(r));
+	if (r != 0 && why != NULL && why->msg[0] == '\0')
+		fgw_why_set(why, NULL, 0, 0, "%s", fgw_strerror(r));
 	sodium_memzero(secret, sizeof(secret));
 	sodium_memzero(userpwd, sizeof(userpwd));
 	if (c != NULL)
@@ -626,21 +626,24 @@ wait_or_stop(atomic_int *stop, int64_t ms)
 
 int
 backup_upload(const struct fgw_config *cfg, const char *path, const char *name,
-              atomic_int *stop, int *attempts, char *err, size_t errlen)
+              atomic_int *stop, int *attempts, struct fgw_why *why)
 {
 	int64_t delay = cfg->s3_retry_base_ms;
+	struct fgw_why own;
 	int r = FGW_ERR_UNAVAILABLE;
 	*attempts = 0;
+	if (why == NULL)
+		why = &own; /* the log line below names the reason */
 	for (long long i = 0; i <= cfg->s3_retries; i++) {
 		if (stop != NULL && atomic_load(stop))
 			return FGW_ERR_SHUTDOWN;
 		(*attempts)++;
-		if ((r = backup_upload_once(cfg, path, name, stop, err, errlen)) == 0)
+		if ((r = backup_upload_once(cfg, path, name, stop, why)) == 0)
 			return 0;
 		if (r == FGW_ERR_SHUTDOWN)
 			return r;
 		log_warn("upload of %s failed (attempt %d of %lld): %s", name, *attempts,
-		         cfg->s3_retries + 1, err);
+		         cfg->s3_retries + 1, why->msg);
 		if (i == cfg->s3_retries)
 			break;
 		wait_or_stop(stop, delay);
@@ -736,7 +739,9 @@ static void
 upload_pending(struct backup_sched *s)
 {
 	const struct fgw_config *cfg = s->cfg;
-	char **names = NULL, path[1100], marker[1100], err[256], *details;
+	char **names = NULL, path[1100], marker[1100], *details;
+	struct fgw_why why = { 0 };
+	const char *err = why.msg;
 	int n = 0, attempts = 0, r;
 
 	if (backup_list(cfg->backup_dir, &names, &n) != 0)
@@ -747,7 +752,7 @@ upload_pending(struct backup_sched *s)
 		              ".uploaded") != 0 ||
 		    access(marker, F_OK) == 0)
 			continue;
-		r = backup_upload(cfg, path, names[i], &s->stop, &attempts, err, sizeof(err));
+		r = backup_upload(cfg, path, names[i], &s->stop, &attempts, &why);
 		if (r == FGW_ERR_SHUTDOWN)
 			break;
 		if (r == 0) {

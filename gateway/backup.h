@@ -65,11 +65,11 @@ int backup_prune(const char *dir, int keep_last, int keep_days, int64_t now_ms,
                  int *removed);
 
 /* One PUT of the file to the configured S3 bucket (AWS Signature V4);
- * FGW_ERR_UNAVAILABLE with err filled on any failure. A transfer in
+ * FGW_ERR_UNAVAILABLE with why filled on any failure. A transfer in
  * progress is aborted (FGW_ERR_SHUTDOWN) once *stop is set (stop may be
  * NULL). */
 int backup_upload_once(const struct fgw_config *cfg, const char *path, const char *name,
-                       atomic_int *stop, char *err, size_t errlen);
+                       atomic_int *stop, struct fgw_why *why);
 /* {"bucket":…,"attempts":N[,"error":…]} for the upload events (malloc'ed). */
 int backup_upload_details(const char *bucket, int attempts, const char *error,
                           char **out);
@@ -77,7 +77,7 @@ int backup_upload_details(const char *bucket, int attempts, const char *error,
  * doubled each time (at most 30 s), between them; returns early with
  * FGW_ERR_SHUTDOWN once *stop is set. *attempts counts the tries. */
 int backup_upload(const struct fgw_config *cfg, const char *path, const char *name,
-                  atomic_int *stop, int *attempts, char *err, size_t errlen);
+                  atomic_int *stop, int *attempts, struct fgw_why *why);
 
 /* The time of the newest backup in dir from its name
  * (flairgw-YYYYMMDDTHHMMSS.mmmZ.fgwbk), in ms; 0 when there is none. Reads

@@ -54,44 +54,59 @@ path_push(char *path, size_t cap, const char *name, int index)
 	snprintf(path + o, cap - o, "%s%s", o > 0 ? "." : "", plain ? name : "*");
 }
 
-/* Depth-first over v; fills why and returns FGW_ERR_INVALID at the first
- * card number. path holds v's JSON path (restored on return). */
+/* Depth-first over v: the first string value or member name (*name_hit
+ * set) that holds a card number, or NULL. in_card: v is the top-level
+ * card, whose own number is checked as a card later. The path is not
+ * built here: only a refused body needs it (path_to). */
+static const cJSON *
+walk(const cJSON *v, int depth, int in_card, int *name_hit)
+{
+	const cJSON *it, *hit;
+	int obj;
+
+	if (depth > WALK_MAX_DEPTH)
+		return NULL; /* the route's own parser refuses such a body */
+	if (cJSON_IsString(v))
+		return holds_pan(v->valuestring) ? v : NULL;
+	obj = cJSON_IsObject(v);
+	if (!obj && !cJSON_IsArray(v))
+		return NULL;
+	cJSON_ArrayForEach(it, v) {
+		if (obj) {
+			if (holds_pan(it->string)) {
+				*name_hit = 1;
+				return it;
+			}
+			if (in_card && strcmp(it->string, "number") == 0)
+				continue;
+		}
+		hit = walk(it, depth + 1, depth == 0 && obj && strcmp(it->string, "card") == 0,
+		           name_hit);
+		if (hit != NULL)
+			return hit;
+	}
+	return NULL;
+}
+
+/* Fills path with the JSON path from v to target (a member of v's
+ * subtree); 1 when found. For a member-name hit, the path of the object
+ * that holds the member. */
 static int
-walk(const cJSON *v, int depth, char *path, size_t cap, char *why, size_t whycap)
+path_to(const cJSON *v, const cJSON *target, int depth, int name_hit, char *path,
+        size_t cap)
 {
 	const cJSON *it;
 	size_t mark = strlen(path);
-	int i = 0, r = 0;
+	int i = 0;
 
-	if (depth > WALK_MAX_DEPTH)
-		return 0; /* the route's own parser refuses such a body */
-	if (cJSON_IsString(v)) {
-		if (holds_pan(v->valuestring)) {
-			snprintf(why, whycap, "%s must not contain a card number",
-			         path[0] ? path : "body");
-			return FGW_ERR_INVALID;
-		}
-		return 0;
-	}
-	if (!cJSON_IsObject(v) && !cJSON_IsArray(v))
+	if (depth > WALK_MAX_DEPTH || (!cJSON_IsObject(v) && !cJSON_IsArray(v)))
 		return 0;
 	cJSON_ArrayForEach(it, v) {
-		if (cJSON_IsObject(v)) {
-			if (holds_pan(it->string)) {
-				snprintf(why, whycap,
-				         "a member name in %s must not contain a card number",
-				         path[0] ? path : "the body");
-				return FGW_ERR_INVALID;
-			}
-			/* The card's own number: checked as a card later. */
-			if (depth == 1 && strcmp(path, "card") == 0 &&
-			    strcmp(it->string, "number") == 0)
-				continue;
-		}
+		if (it == target && name_hit)
+			return 1;
 		path_push(path, cap, cJSON_IsObject(v) ? it->string : NULL, i++);
-		r = walk(it, depth + 1, path, cap, why, whycap);
-		if (r != 0)
-			return r; /* path names the offending field */
+		if (it == target || path_to(it, target, depth + 1, name_hit, path, cap))
+			return 1;
 		path[mark] = '\0';
 	}
 	return 0;
@@ -110,41 +125,57 @@ wipe_strings(cJSON *v, int depth)
 		wipe_strings(it, depth + 1);
 }
 
-/* param (when not NULL): the JSON path of the offending field. */
+void
+http_json_wipe_delete(cJSON *root)
+{
+	if (root == NULL)
+		return;
+	wipe_strings(root, 0);
+	cJSON_Delete(root);
+}
+
+/* why: the JSON path of the offending field as where, the sentence
+ * answered as msg. */
 static int
-card_text_find(const char *body, size_t len, char *why, size_t whycap, char *param,
-               size_t paramcap)
+card_text_find_tree(const cJSON *root, struct fgw_why *why)
+{
+	const cJSON *hit;
+	char path[256];
+	int name_hit = 0;
+
+	/* Not JSON: the route's parser answers that, and stores nothing. */
+	if (root == NULL || (hit = walk(root, 0, 0, &name_hit)) == NULL)
+		return 0;
+	path[0] = '\0';
+	if (hit != root)
+		path_to(root, hit, 0, name_hit, path, sizeof(path));
+	if (name_hit)
+		fgw_why_set(why, path, 0, 0, "a member name in %s must not contain a card number",
+		            path[0] ? path : "the body");
+	else
+		fgw_why_set(why, path, 0, 0, "%s must not contain a card number",
+		            path[0] ? path : "body");
+	return FGW_ERR_INVALID;
+}
+
+int
+http_card_text_check(const char *body, size_t len, struct fgw_why *why)
 {
 	cJSON *root;
-	char path[256];
 	int r;
 
 	if (body == NULL || len == 0)
 		return 0;
-	/* Not JSON: the route's parser answers that, and stores nothing. */
-	if ((root = fgw_json_parse_strict(body, len)) == NULL)
-		return 0;
-	path[0] = '\0';
-	r = walk(root, 0, path, sizeof(path), why, whycap);
-	if (r != 0 && param != NULL)
-		fgw_strlcpy(param, path, paramcap);
-	wipe_strings(root, 0);
-	cJSON_Delete(root);
+	root = fgw_json_parse_strict(body, len);
+	r = card_text_find_tree(root, why);
+	http_json_wipe_delete(root);
 	return r;
 }
 
-int
-http_card_text_check(const char *body, size_t len, char *why, size_t whycap)
+/* The customer (X-Customer-Id or the token's subject) first. */
+static int
+refuse_subject(struct reactor *rx, struct evhttp_request *req, const struct auth_ctx *who)
 {
-	return card_text_find(body, len, why, whycap, NULL, 0);
-}
-
-int
-http_refuse_card_text(struct reactor *rx, struct evhttp_request *req,
-                      const struct auth_ctx *who, const char *body, size_t len)
-{
-	char why[320], param[256] = "";
-
 	if (who != NULL && holds_pan(who->subject)) {
 		http_send_error_param(rx, req, 400, "VALIDATION_ERROR",
 		                      who->kind == AUTH_JWT
@@ -153,8 +184,34 @@ http_refuse_card_text(struct reactor *rx, struct evhttp_request *req,
 		                      who->kind == AUTH_JWT ? "Authorization" : "X-Customer-Id");
 		return FGW_ERR_INVALID;
 	}
-	if (card_text_find(body, len, why, sizeof(why), param, sizeof(param)) != 0) {
-		http_send_error_param(rx, req, 400, "VALIDATION_ERROR", why, param);
+	return 0;
+}
+
+int
+http_refuse_card_text(struct reactor *rx, struct evhttp_request *req,
+                      const struct auth_ctx *who, const char *body, size_t len)
+{
+	struct fgw_why why;
+
+	if (refuse_subject(rx, req, who) != 0)
+		return FGW_ERR_INVALID;
+	if (http_card_text_check(body, len, &why) != 0) {
+		http_send_error_param(rx, req, 400, "VALIDATION_ERROR", why.msg, why.where);
+		return FGW_ERR_INVALID;
+	}
+	return 0;
+}
+
+int
+http_refuse_card_text_tree(struct reactor *rx, struct evhttp_request *req,
+                           const struct auth_ctx *who, const cJSON *root)
+{
+	struct fgw_why why;
+
+	if (refuse_subject(rx, req, who) != 0)
+		return FGW_ERR_INVALID;
+	if (card_text_find_tree(root, &why) != 0) {
+		http_send_error_param(rx, req, 400, "VALIDATION_ERROR", why.msg, why.where);
 		return FGW_ERR_INVALID;
 	}
 	return 0;

@@ -153,6 +153,8 @@ static const struct cfg_directive directives[] = {
 	SECOND(max_conns, "connections per reactor (0: processor_max_conns)"),
 	INT(shutdown_timeout_ms, 0, 600000, "10000",
 	    "how long SIGTERM waits for in-flight transactions"),
+	INT(payments_inflight_max, 0, 1000000, "512",
+	    "payments running at once per reactor; more wait in arrival order (0: no limit)"),
 	INT(idempotency_ttl_s, 60, 2592000, "86400",
 	    "how long idempotent answers are replayed"),
 	STR(rules_file, "",
@@ -316,35 +318,35 @@ find(const char *name)
 }
 
 static int
-fail(char *err, size_t errlen, const char *where, const char *fmt, const char *arg)
+fail(struct fgw_why *why, const char *where, const char *fmt, const char *arg)
 {
 	char msg[384];
 	snprintf(msg, sizeof(msg), fmt, arg);
-	snprintf(err, errlen, "%s: %s", where, msg);
+	fgw_why_set(why, where, 0, 0, "%s", msg);
 	return FGW_ERR_INVALID;
 }
 
 static int
-set_api_key(struct fgw_config *cfg, const char *value, const char *where, char *err,
-            size_t errlen)
+set_api_key(struct fgw_config *cfg, const char *value, const char *where,
+            struct fgw_why *why)
 {
 	const char *sp = strchr(value, ' ');
 	struct config_api_key *k;
 	size_t klen;
 	if (sp == NULL)
-		return fail(err, errlen, where, "api_key needs \"KEY CLIENT_ID\"%s", "");
+		return fail(why, where, "api_key needs \"KEY CLIENT_ID\"%s", "");
 	klen = (size_t)(sp - value);
 	while (*sp == ' ')
 		sp++;
 	if (klen < 8 || klen > 256)
-		return fail(err, errlen, where, "api_key KEY must be 8 to 256 characters%s", "");
+		return fail(why, where, "api_key KEY must be 8 to 256 characters%s", "");
 	if (*sp == '\0' || strlen(sp) >= sizeof(k->client_id) || strchr(sp, ' '))
-		return fail(err, errlen, where,
+		return fail(why, where,
 		            "api_key CLIENT_ID must be one word of at most 63 characters%s", "");
 	if (config_client_for_key(cfg, value, klen) != NULL)
-		return fail(err, errlen, where, "api_key given twice%s", "");
+		return fail(why, where, "api_key given twice%s", "");
 	if (cfg->n_api_keys == CONFIG_MAX_API_KEYS)
-		return fail(err, errlen, where, "too many api_key lines%s", "");
+		return fail(why, where, "too many api_key lines%s", "");
 	k = &cfg->api_keys[cfg->n_api_keys++];
 	crypto_generichash(k->hash, sizeof(k->hash), (const unsigned char *)value, klen, NULL,
 	                   0);
@@ -374,15 +376,16 @@ split_words(const char *value, char words[][512], int n)
 /* route "PROCESSOR key=value...": parsed now, so a bad line stops
  * start-up with its file and line; names are checked in config_finish. */
 static int
-set_route(struct fgw_config *cfg, const char *value, const char *where, char *err,
-          size_t errlen)
+set_route(struct fgw_config *cfg, const char *value, const char *where,
+          struct fgw_why *why)
 {
-	char why[256];
+	struct fgw_why rw = { 0 };
+	char msg[sizeof(rw.where) + sizeof(rw.msg) + 8];
 
 	if (cfg->routes.n == PROC_ROUTES_MAX)
-		return fail(err, errlen, where, "too many route lines%s", "");
-	if (proc_route_parse(value, &cfg->routes.r[cfg->routes.n], why, sizeof(why)) != 0)
-		return fail(err, errlen, where, "%s", why);
+		return fail(why, where, "too many route lines%s", "");
+	if (proc_route_parse(value, &cfg->routes.r[cfg->routes.n], &rw) != 0)
+		return fail(why, where, "%s", fgw_why_format(&rw, msg, sizeof(msg)));
 	cfg->routes.n++;
 	return FGW_OK;
 }
@@ -398,14 +401,14 @@ default_processor(struct proc_settings *s)
 /* processor "NAME key=value...": a new instance, or more keys of one. */
 static int
 set_processor_line(struct fgw_config *cfg, const char *value, const char *where,
-                   char *err, size_t errlen)
+                   struct fgw_why *why)
 {
-	struct fgw_why why;
+	struct fgw_why pw;
 	char msg[384];
 
-	if (proc_settings_line(cfg->procs, &cfg->n_procs, PROC_INSTANCES_MAX, value, &why) !=
+	if (proc_settings_line(cfg->procs, &cfg->n_procs, PROC_INSTANCES_MAX, value, &pw) !=
 	    0)
-		return fail(err, errlen, where, "%s", fgw_why_format(&why, msg, sizeof(msg)));
+		return fail(why, where, "%s", fgw_why_format(&pw, msg, sizeof(msg)));
 	return FGW_OK;
 }
 
@@ -413,11 +416,11 @@ set_processor_line(struct fgw_config *cfg, const char *value, const char *where,
  * made (with the defaults) when there is none yet. */
 static int
 set_processor_key(struct fgw_config *cfg, int which, const char *directive,
-                  const char *value, const char *where, char *err, size_t errlen)
+                  const char *value, const char *where, struct fgw_why *why)
 {
 	size_t plen = strcspn(directive, "_") + 1;
 	struct proc_settings *s;
-	struct fgw_why why;
+	struct fgw_why pw;
 	char msg[384];
 
 	while (cfg->n_procs <= which) {
@@ -432,27 +435,26 @@ set_processor_key(struct fgw_config *cfg, int which, const char *directive,
 		return FGW_ERR_INTERNAL;
 	memcpy(s->old_prefix, directive, plen);
 	s->old_prefix[plen] = '\0';
-	if (proc_settings_set(s, directive + plen, value, &why) != 0)
-		return fail(err, errlen, where, "%s", fgw_why_format(&why, msg, sizeof(msg)));
+	if (proc_settings_set(s, directive + plen, value, &pw) != 0)
+		return fail(why, where, "%s", fgw_why_format(&pw, msg, sizeof(msg)));
 	return FGW_OK;
 }
 
 static int
-set_mail_client(struct fgw_config *cfg, const char *value, const char *where, char *err,
-                size_t errlen)
+set_mail_client(struct fgw_config *cfg, const char *value, const char *where,
+                struct fgw_why *why)
 {
 	struct config_mail_client *mc;
 	char w[3][512];
 	if (split_words(value, w, 3) != 0 || strchr(w[2], ' ') != NULL)
-		return fail(err, errlen, where, "mail_client needs \"CLIENT_ID FROM ADMIN\"%s",
-		            "");
+		return fail(why, where, "mail_client needs \"CLIENT_ID FROM ADMIN\"%s", "");
 	if (cfg->n_mail_clients == CONFIG_MAX_MAIL_CLIENTS)
-		return fail(err, errlen, where, "too many mail_client lines%s", "");
+		return fail(why, where, "too many mail_client lines%s", "");
 	mc = &cfg->mail_clients[cfg->n_mail_clients];
 	if (fgw_strlcpy(mc->client_id, w[0], sizeof(mc->client_id)) != 0 ||
 	    fgw_strlcpy(mc->from, w[1], sizeof(mc->from)) != 0 ||
 	    fgw_strlcpy(mc->admin, w[2], sizeof(mc->admin)) != 0)
-		return fail(err, errlen, where, "mail_client: a word is too long%s", "");
+		return fail(why, where, "mail_client: a word is too long%s", "");
 	/* Addresses are checked strictly when the mail module starts. */
 	cfg->n_mail_clients++;
 	return FGW_OK;
@@ -460,29 +462,29 @@ set_mail_client(struct fgw_config *cfg, const char *value, const char *where, ch
 
 static int
 set_webhook(struct fgw_config *cfg, int inbound, const char *value, const char *where,
-            char *err, size_t errlen)
+            struct fgw_why *why)
 {
 	char w[3][512];
 	if (inbound) {
 		struct config_inbound_webhook *e;
 		if (split_words(value, w, 3) != 0 || strlen(w[0]) >= sizeof(e->processor) ||
 		    strspn(w[0], "abcdefghijklmnopqrstuvwxyz0123456789_-") != strlen(w[0]))
-			return fail(err, errlen, where,
+			return fail(why, where,
 			            "inbound_webhook needs \"PROCESSOR SCHEME "
 			            "SECRET_FILE\" (PROCESSOR: a-z 0-9 _ -)%s",
 			            "");
 		if (proc_type_webhooks(w[1]) == NULL) {
 			char names[128];
 			proc_type_webhook_names(names, sizeof(names));
-			return fail(err, errlen, where, "inbound_webhook SCHEME must be %s", names);
+			return fail(why, where, "inbound_webhook SCHEME must be %s", names);
 		}
 		for (int i = 0; i < cfg->n_inbound_webhooks; i++)
 			if (strcmp(cfg->inbound_webhooks[i].processor, w[0]) == 0 &&
 			    strcmp(cfg->inbound_webhooks[i].scheme, w[1]) != 0)
-				return fail(err, errlen, where,
-				            "inbound_webhook: one processor, one SCHEME%s", "");
+				return fail(why, where, "inbound_webhook: one processor, one SCHEME%s",
+				            "");
 		if (cfg->n_inbound_webhooks == CONFIG_MAX_INBOUND_WEBHOOKS)
-			return fail(err, errlen, where, "too many inbound_webhook lines%s", "");
+			return fail(why, where, "too many inbound_webhook lines%s", "");
 		e = &cfg->inbound_webhooks[cfg->n_inbound_webhooks++];
 		fgw_strlcpy(e->processor, w[0], sizeof(e->processor));
 		fgw_strlcpy(e->scheme, w[1], sizeof(e->scheme));
@@ -493,12 +495,12 @@ set_webhook(struct fgw_config *cfg, int inbound, const char *value, const char *
 	    (strncmp(w[0], "http://", 7) != 0 && strncmp(w[0], "https://", 8) != 0) ||
 	    strspn(w[0], "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 	                 "-._~:/?#[]@!$&'()*+,;=%") != strlen(w[0]))
-		return fail(err, errlen, where,
+		return fail(why, where,
 		            "webhook_endpoint needs \"URL SECRET_FILE [CLIENT_ID]\" "
 		            "with an http:// or https:// URL%s",
 		            "");
 	if (cfg->n_webhook_endpoints == CONFIG_MAX_WEBHOOK_ENDPOINTS)
-		return fail(err, errlen, where, "too many webhook_endpoint lines%s", "");
+		return fail(why, where, "too many webhook_endpoint lines%s", "");
 	{
 		/* An optional third word names the API client it serves. */
 		char *sp = strchr(w[1], ' ');
@@ -511,7 +513,7 @@ set_webhook(struct fgw_config *cfg, int inbound, const char *value, const char *
 				sp++;
 			if (*sp == '\0' || strchr(sp, ' ') != NULL ||
 			    fgw_strlcpy(ep->client_id, sp, sizeof(ep->client_id)) != 0)
-				return fail(err, errlen, where,
+				return fail(why, where,
 				            "webhook_endpoint CLIENT_ID must be one "
 				            "word of at most 63 characters%s",
 				            "");
@@ -527,31 +529,31 @@ set_webhook(struct fgw_config *cfg, int inbound, const char *value, const char *
 
 int
 config_set(struct fgw_config *cfg, const char *name, const char *value, const char *where,
-           char *err, size_t errlen)
+           struct fgw_why *why)
 {
 	const struct cfg_directive *d = find(name);
 	char *base = (char *)cfg;
 	int64_t v;
 
 	if (d == NULL)
-		return fail(err, errlen, where, "unknown directive '%.64s'", name);
+		return fail(why, where, "unknown directive '%.64s'", name);
 	switch (d->type) {
 	case CFG_APIKEY:
-		return set_api_key(cfg, value, where, err, errlen);
+		return set_api_key(cfg, value, where, why);
 	case CFG_ROUTE:
-		return set_route(cfg, value, where, err, errlen);
+		return set_route(cfg, value, where, why);
 	case CFG_PROC_LINE:
-		return set_processor_line(cfg, value, where, err, errlen);
+		return set_processor_line(cfg, value, where, why);
 	case CFG_PROC:
-		return set_processor_key(cfg, (int)d->min, d->name, value, where, err, errlen);
+		return set_processor_key(cfg, (int)d->min, d->name, value, where, why);
 	case CFG_MAIL_CLIENT:
-		return set_mail_client(cfg, value, where, err, errlen);
+		return set_mail_client(cfg, value, where, why);
 	case CFG_WH_IN:
 	case CFG_WH_OUT:
-		return set_webhook(cfg, d->type == CFG_WH_IN, value, where, err, errlen);
+		return set_webhook(cfg, d->type == CFG_WH_IN, value, where, why);
 	case CFG_STR:
 		if (strlen(value) >= d->size)
-			return fail(err, errlen, where, "value for %s is too long", d->name);
+			return fail(why, where, "value for %s is too long", d->name);
 		memcpy(base + d->offset, value, strlen(value) + 1);
 		return FGW_OK;
 	case CFG_ENUM: {
@@ -568,18 +570,18 @@ config_set(struct fgw_config *cfg, const char *name, const char *value, const ch
 		}
 		char msg[200];
 		snprintf(msg, sizeof(msg), "%s must be one of %s", d->name, d->choices);
-		return fail(err, errlen, where, "%s", msg);
+		return fail(why, where, "%s", msg);
 	}
 	case CFG_BOOL:
 		if (fgw_parse_bool(value, (long long *)(void *)(base + d->offset)) != FGW_OK)
-			return fail(err, errlen, where, "%s must be yes or no", d->name);
+			return fail(why, where, "%s must be yes or no", d->name);
 		return FGW_OK;
 	case CFG_INT:
 		if (fgw_parse_i64(value, d->min, d->max, &v) != 0) {
 			char msg[200];
 			snprintf(msg, sizeof(msg), "%s must be an integer from %lld to %lld", d->name,
 			         d->min, d->max);
-			return fail(err, errlen, where, "%s", msg);
+			return fail(why, where, "%s", msg);
 		}
 		*(long long *)(void *)(base + d->offset) = v;
 		return FGW_OK;
@@ -590,11 +592,10 @@ config_set(struct fgw_config *cfg, const char *name, const char *value, const ch
 void
 config_defaults(struct fgw_config *cfg)
 {
-	char err[64];
 	memset(cfg, 0, sizeof(*cfg));
 	for (const struct cfg_directive *d = directives; d->name; d++)
 		if (d->def != NULL)
-			config_set(cfg, d->name, d->def, "default", err, sizeof(err));
+			config_set(cfg, d->name, d->def, "default", NULL);
 }
 
 static char *
@@ -610,14 +611,14 @@ trim(char *s)
 }
 
 int
-config_load_file(struct fgw_config *cfg, const char *path, char *err, size_t errlen)
+config_load_file(struct fgw_config *cfg, const char *path, struct fgw_why *why)
 {
-	char *text = NULL, *line, *save = NULL, where[600];
+	char *text = NULL, *line, *save = NULL;
 	size_t text_len = 0;
 	int lineno = 0, r;
 
 	if ((r = fgw_read_file(path, 1 << 20, &text, &text_len)) != 0) {
-		snprintf(err, errlen, "%s: cannot read configuration: %s", path, fgw_strerror(r));
+		fgw_why_set(why, path, 0, 0, "cannot read configuration: %s", fgw_strerror(r));
 		return r;
 	}
 	r = FGW_OK;
@@ -628,7 +629,6 @@ config_load_file(struct fgw_config *cfg, const char *path, char *err, size_t err
 		if (nl)
 			*nl = '\0';
 		lineno++;
-		snprintf(where, sizeof(where), "%s:%d", path, lineno);
 		if ((hash = strchr(line, '#')) != NULL) {
 			/* a '#' inside quotes is kept */
 			char *q = strchr(line, '"');
@@ -647,18 +647,21 @@ config_load_file(struct fgw_config *cfg, const char *path, char *err, size_t err
 		if (*value == '"') {
 			size_t n = strlen(value);
 			if (n < 2 || value[n - 1] != '"') {
-				r = fail(err, errlen, where, "unterminated quote%s", "");
+				r = fail(why, path, "unterminated quote%s", "");
 				break;
 			}
 			value[n - 1] = '\0';
 			value++;
 		} else if (*value == '\0' && find(name) != NULL) {
-			r = fail(err, errlen, where, "%s needs a value", name);
+			r = fail(why, path, "%s needs a value", name);
 			break;
 		}
-		if ((r = config_set(cfg, name, value, where, err, errlen)) != 0)
+		if ((r = config_set(cfg, name, value, path, why)) != 0)
 			break;
 	}
+	/* Every refusal above names the file; the line goes with it. */
+	if (r != 0 && why != NULL)
+		why->line = lineno;
 	/* The text held API keys and the processor secret. */
 	sodium_memzero(text, text_len);
 	free(text);
@@ -666,8 +669,8 @@ config_load_file(struct fgw_config *cfg, const char *path, char *err, size_t err
 }
 
 int
-config_from_args(struct fgw_config *cfg, int argc, char **argv, int *help, char *err,
-                 size_t errlen)
+config_from_args(struct fgw_config *cfg, int argc, char **argv, int *help,
+                 struct fgw_why *why)
 {
 	int r;
 	*help = 0;
@@ -681,8 +684,8 @@ config_from_args(struct fgw_config *cfg, int argc, char **argv, int *help, char 
 			const char *path = argv[i][8] == '=' ? argv[i] + 9
 			                                     : (i + 1 < argc ? argv[++i] : NULL);
 			if (path == NULL)
-				return fail(err, errlen, "--config", "needs a file%s", "");
-			if ((r = config_load_file(cfg, path, err, errlen)) != 0)
+				return fail(why, "--config", "needs a file%s", "");
+			if ((r = config_load_file(cfg, path, why)) != 0)
 				return r;
 		}
 	}
@@ -697,12 +700,12 @@ config_from_args(struct fgw_config *cfg, int argc, char **argv, int *help, char 
 		if (strncmp(arg, "--config=", 9) == 0)
 			continue;
 		if (strncmp(arg, "--", 2) != 0)
-			return fail(err, errlen, "command line", "unexpected argument '%.64s'", arg);
+			return fail(why, "command line", "unexpected argument '%.64s'", arg);
 		arg += 2;
 		eq = strchr(arg, '=');
 		n = eq ? (size_t)(eq - arg) : strlen(arg);
 		if (n == 0 || n >= sizeof(name))
-			return fail(err, errlen, "command line", "bad option '%.64s'", argv[i]);
+			return fail(why, "command line", "bad option '%.64s'", argv[i]);
 		for (size_t k = 0; k < n; k++)
 			name[k] = arg[k] == '-' ? '_' : arg[k];
 		name[n] = '\0';
@@ -711,9 +714,9 @@ config_from_args(struct fgw_config *cfg, int argc, char **argv, int *help, char 
 		else if (i + 1 < argc)
 			value = argv[++i];
 		else
-			return fail(err, errlen, "command line", "--%s needs a value", name);
+			return fail(why, "command line", "--%s needs a value", name);
 		snprintf(where, sizeof(where), "--%s", name);
-		if ((r = config_set(cfg, name, value, where, err, errlen)) != 0)
+		if ((r = config_set(cfg, name, value, where, why)) != 0)
 			return r;
 	}
 	return FGW_OK;
@@ -741,11 +744,10 @@ is_loopback_url(const char *url)
 	return 0;
 }
 
-/* Where finish sends each problem: the first into err, every one to the
+/* Where finish sends each problem: the first into why, every one to the
  * callback. */
 struct finish_ctx {
-	char *err;
-	size_t errlen;
+	struct fgw_why *why;
 	int n;
 	void (*problem)(void *arg, const char *msg);
 	void *arg;
@@ -754,12 +756,13 @@ struct finish_ctx {
 static int
 bad(struct finish_ctx *f, const char *where, const char *fmt, const char *arg)
 {
-	char msg[448];
-	fail(msg, sizeof(msg), where, fmt, arg);
-	if (f->n++ == 0 && f->err != NULL)
-		fgw_strlcpy(f->err, msg, f->errlen);
+	struct fgw_why w;
+	char msg[sizeof(w.where) + sizeof(w.msg) + 8];
+	fail(&w, where, fmt, arg);
+	if (f->n++ == 0 && f->why != NULL)
+		*f->why = w;
 	if (f->problem != NULL)
-		f->problem(f->arg, msg);
+		f->problem(f->arg, fgw_why_format(&w, msg, sizeof(msg)));
 	return FGW_ERR_INVALID;
 }
 
@@ -915,9 +918,9 @@ finish(struct fgw_config *cfg, struct finish_ctx *f)
 }
 
 int
-config_finish(struct fgw_config *cfg, char *err, size_t errlen)
+config_finish(struct fgw_config *cfg, struct fgw_why *why)
 {
-	struct finish_ctx f = { err, errlen, 0, NULL, NULL };
+	struct finish_ctx f = { why, 0, NULL, NULL };
 	return finish(cfg, &f);
 }
 
@@ -925,7 +928,7 @@ int
 config_finish_each(struct fgw_config *cfg, void (*problem)(void *arg, const char *msg),
                    void *arg)
 {
-	struct finish_ctx f = { NULL, 0, 0, problem, arg };
+	struct finish_ctx f = { NULL, 0, problem, arg };
 	return finish(cfg, &f);
 }
 

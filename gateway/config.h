@@ -96,6 +96,7 @@ struct fgw_config {
 	long long processor_connect_timeout_ms;
 	long long processor_max_conns;
 	long long shutdown_timeout_ms;
+	long long payments_inflight_max;
 	long long idempotency_ttl_s;
 	char rules_file[512];
 	char jwt_issuer[256];
@@ -191,19 +192,19 @@ struct fgw_config {
 
 /* Fills defaults. */
 void config_defaults(struct fgw_config *cfg);
-/* Applies one directive; where names the source ("FILE:LINE" or "--x").
- * On error writes "where: reason" into err. */
+/* Applies one directive; where names the source (a file, "--x"). On
+ * error why gets where and the reason. */
 int config_set(struct fgw_config *cfg, const char *name, const char *value,
-               const char *where, char *err, size_t errlen);
-/* Loads a file. Errors name file and line. */
-int config_load_file(struct fgw_config *cfg, const char *path, char *err, size_t errlen);
+               const char *where, struct fgw_why *why);
+/* Loads a file. Errors name the file (where) and the line. */
+int config_load_file(struct fgw_config *cfg, const char *path, struct fgw_why *why);
 /* Parses argv: --config FILE first, then every --name value / --name=value
  * in order. Sets *help when --help was given. */
-int config_from_args(struct fgw_config *cfg, int argc, char **argv, int *help, char *err,
-                     size_t errlen);
+int config_from_args(struct fgw_config *cfg, int argc, char **argv, int *help,
+                     struct fgw_why *why);
 /* Derives defaults that depend on other values and checks cross-field
  * rules (e.g. production needs an API key). */
-int config_finish(struct fgw_config *cfg, char *err, size_t errlen);
+int config_finish(struct fgw_config *cfg, struct fgw_why *why);
 /* config_finish that goes on after a failed rule: problem(arg, message)
  * for each one. 0, or FGW_ERR_INVALID when there was any. */
 int config_finish_each(struct fgw_config *cfg,

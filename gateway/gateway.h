@@ -39,6 +39,7 @@ struct ssl_ctx_st;
 struct gw_req;
 struct edge_conn;
 struct http_req;
+struct admit_wait;
 
 /* Counters for /metrics (gateway/metrics.c renders them). */
 #define METRICS_LATENCY_BUCKETS 13 /* 5 ms … 30 s, then +Inf */
@@ -60,6 +61,9 @@ struct gw_metrics {
 	atomic_ullong webhooks_out[3];  /* delivered, retry, failed attempts */
 	atomic_ullong resv_moves[2];    /* reservation listener: queued, skipped */
 	atomic_ullong mail_attempts[3]; /* sent, retry, failed (given up) */
+	atomic_llong payments_running;  /* admit.c: payments in the pipeline */
+	atomic_llong payments_waiting;  /* admit.c: payments waiting for a slot */
+	atomic_ullong payments_waited;  /* admit.c: payments that had to wait */
 };
 
 struct reactor {
@@ -95,6 +99,12 @@ struct reactor {
 	int64_t accept_logged;        /* when accept failures were last logged */
 	struct http_req *reqs;        /* reqlog.c: requests not logged yet */
 	struct event *reqlog_timer;   /* reqlog.c: finds vanished clients */
+	int pay_running;              /* admit.c: payments running ... */
+	int pay_waiting;              /* ... and waiting for a slot, */
+	struct admit_wait *wait_head; /* oldest first */
+	struct admit_wait *wait_tail; /* newest */
+	struct event *admit_ev;       /* starts the next when one ends */
+	int admitting;                /* inside admit.c's own handler call */
 };
 
 enum access_log_mode { ACCESS_LOG_MAIN = 0, ACCESS_LOG_OFF, ACCESS_LOG_FILE };
@@ -139,19 +149,22 @@ void server_reopen_access_log(struct gateway *gw);
 /* routes.c: the HTTP surface. */
 void routes_handle(struct evhttp_request *req, void *arg); /* arg: reactor */
 /* metrics.c: counting, and the text exposition of /metrics. */
-int metrics_status_index(const char *status);
+/* The txn_by_status index of an outcome: its state, or rejected (1:
+ * refused before anything was recorded). */
+int metrics_status_index(enum txn_state state, int rejected);
 /* An answer with this status code (counted once per response). */
 void metrics_http_answer(struct gw_metrics *m, int status);
-/* A finished transaction: its status and the time it took. */
-void metrics_txn_done(struct gw_metrics *m, const char *status, int64_t ms);
+/* A finished transaction: its outcome and the time it took. */
+void metrics_txn_done(struct gw_metrics *m, enum txn_state state, int rejected,
+                      int64_t ms);
 struct evbuffer;
 void metrics_render(struct reactor *rx, struct evbuffer *b);
 
 /* server.c: reactors. */
 /* listen is HOST:PORT and resolves (nothing is bound): 0, or an error
- * with err naming it. */
-int server_listen_check(const char *listen_addr, char *err, size_t errlen);
-int server_start(struct gateway *gw, char *err, size_t errlen);
+ * with why naming it. */
+int server_listen_check(const char *listen_addr, struct fgw_why *why);
+int server_start(struct gateway *gw, struct fgw_why *why);
 /* Asks every reactor to drain and stop; returns when all have stopped. */
 void server_stop(struct gateway *gw);
 

@@ -12,6 +12,8 @@
 
 #include "gateway/gateway.h"
 
+struct cJSON;
+
 struct route {
 	const char *path; /* exact path, or a pattern in which a segment
 	                            that is just '*' matches any one non-empty
@@ -116,15 +118,29 @@ int http_request_hash(struct reactor *rx, const char *method, const char *path,
                       const void *body, size_t len, char out[65]);
 /* Card numbers where none belongs (cardtext.c). Every string value and
  * member name of a JSON body, at any depth, except card.number: 0 when none
- * holds a card number (card_find_pan), else FGW_ERR_INVALID and why names
- * the field by its JSON path. A body that is not JSON passes (its route's
- * parser refuses it). */
-int http_card_text_check(const char *body, size_t len, char *why, size_t whycap);
+ * holds a card number (card_find_pan), else FGW_ERR_INVALID with why's
+ * where the field's JSON path ("" for the body itself; for a member name,
+ * the object holding it) and msg the sentence answered. A body that is not
+ * JSON passes (its route's parser refuses it). */
+int http_card_text_check(const char *body, size_t len, struct fgw_why *why);
 /* http_card_text_check plus the customer (X-Customer-Id or the token's
  * subject); answers 400 VALIDATION_ERROR naming the field and returns
  * FGW_ERR_INVALID. Call once per request, before anything is written. */
 int http_refuse_card_text(struct reactor *rx, struct evhttp_request *req,
                           const struct auth_ctx *who, const char *body, size_t len);
+/* The same over a body the route parsed itself (NULL: not JSON), so it is
+ * parsed once; free that tree with http_json_wipe_delete. */
+int http_refuse_card_text_tree(struct reactor *rx, struct evhttp_request *req,
+                               const struct auth_ctx *who, const struct cJSON *root);
+/* Wipes every string of a parsed body, then frees it (NULL is fine). */
+void http_json_wipe_delete(struct cJSON *root);
+/* What a POST that may carry an Idempotency-Key starts with, in this
+ * order: its JSON body (http_json_body), the key (http_idempotency_key,
+ * *key NULL when absent) and no card number where none belongs
+ * (http_refuse_card_text). 0, or FGW_ERR_INVALID once it has answered. */
+int http_keyed_body(struct reactor *rx, struct evhttp_request *req,
+                    const struct auth_ctx *who, const char **body, size_t *len,
+                    const char **key);
 /* Claims (client, key) or answers: 409 in flight, 422 different request,
  * the stored answer byte for byte (Idempotent-Replayed: true), 422 with
  * the transactionId for a key stored before hashes were keyed (its hash
@@ -133,11 +149,19 @@ int http_refuse_card_text(struct reactor *rx, struct evhttp_request *req,
  * idem_end after the answer is committed), 1 when it answered. */
 int http_idempotency_front(struct reactor *rx, struct evhttp_request *req,
                            const char *client, const char *key, const char *hash);
+/* The store refused the claim of (client, key) that a request's write
+ * carried: another request committed the key first, on this instance or
+ * another one sharing the database. Answers what a repeat of the key
+ * answers: the stored answer, 422 for different parameters, 409 while the
+ * other request is in progress (also when its row is gone again: a claim
+ * rolled back since). */
+void http_idempotency_repeat(struct reactor *rx, struct evhttp_request *req,
+                             const char *client, const char *key, const char *hash);
 
 /* Parses the body of POST /v1/transactions/{id}/refund ({"amount": N},
  * amount optional: *amount 0 then), capture and cancel ({}). Returns 0, or
- * FGW_ERR_INVALID with the reason for a 400 in why. */
+ * FGW_ERR_INVALID with the reason for a 400 in why->msg. */
 int txnop_body_parse(const char *body, size_t len, enum proc_op op, int64_t *amount,
-                     char *why, size_t whycap);
+                     struct fgw_why *why);
 
 #endif

@@ -393,20 +393,24 @@ finish(struct mail *m, struct send *s, CURLcode res)
 
 	curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &code);
 	error[0] = '\0';
-	if (res == CURLE_OK) {
-		fate = OUTBOX_DELIVERED;
-	} else {
+	if (res != CURLE_OK) {
 		/* The server's own words when it answered, else curl's. */
 		const char *why = s->errbuf[0] ? s->errbuf : curl_easy_strerror(res);
 		if (code > 0)
 			snprintf(error, sizeof(error), "SMTP %ld: %.120s", code, why);
 		else
 			(void)fgw_strlcpy(error, why, sizeof(error));
-		fate = outbox_after_failure(&policy, s->row.attempts, s->row.created_at, now,
-		                            &next);
+		if (error[0] == '\0') /* an empty reason is still a failure */
+			(void)fgw_strlcpy(error, "unknown error", sizeof(error));
 	}
+	/* A sent mail keeps no next attempt time (0). */
+	fate = outbox_settle(&policy, m->gw->metrics.mail_attempts,
+	                     &(struct outbox_attempt){ .attempts = s->row.attempts,
+	                                               .created_at = s->row.created_at,
+	                                               .due_at = 0,
+	                                               .error = error },
+	                     now, &next);
 	outcome = outcomes[fate];
-	outbox_count(m->gw->metrics.mail_attempts, fate);
 	event = fate == OUTBOX_FAILED ? "mail.abandoned" : "mail.delivery";
 	snprintf(
 	    details, sizeof(details),
@@ -506,38 +510,64 @@ check_stuck(struct mail *m, struct store_reader *rd)
 	}
 }
 
+/* One batch of the sender thread: the due rows and their deliveries,
+ * driven together on one curl multi handle. */
+struct mail_round {
+	struct mail *m;
+	struct store_reader *rd;
+	CURLM *multi;
+	struct store_mail_row rows[BATCH_MAX];
+	struct send sends[BATCH_MAX];
+	int running;
+};
+
+/* The round's side of the outbox loop (gateway/outbox.h). */
+static int
+round_due(void *arg, int64_t now, int max, int *n)
+{
+	struct mail_round *mr = arg;
+	return store_mail_due(mr->rd, now, mr->rows, max, n);
+}
+
+static void
+round_send(void *arg, int i)
+{
+	struct mail_round *mr = arg;
+	struct send *s = &mr->sends[i];
+
+	s->m = mr->m;
+	s->row = mr->rows[i];
+	s->started = fgw_now_ms();
+	if (send_setup(mr->m, s) != 0 ||
+	    curl_multi_add_handle(mr->multi, s->easy) != CURLM_OK) {
+		log_error("mail %s: cannot start a delivery", s->row.id);
+		finish(mr->m, s, CURLE_OUT_OF_MEMORY);
+		curl_easy_cleanup(s->easy);
+		s->easy = NULL;
+		return;
+	}
+	mr->running++;
+}
+
 /* Sends one batch; returns how many rows it read. */
 static int
 send_batch(struct mail *m, struct store_reader *rd, CURLM *multi)
 {
-	struct store_mail_row rows[BATCH_MAX];
-	struct send sends[BATCH_MAX];
-	int n = 0, running = 0, r, max = (int)m->gw->cfg.mail_concurrency;
+	struct mail_round round;
+	const struct outbox_sender sender = { "mail", &round, round_due, round_send };
+	struct send *sends = round.sends;
+	int n, r, max = (int)m->gw->cfg.mail_concurrency;
 	CURLMsg *msg;
 	int left;
 
 	if (max > BATCH_MAX)
 		max = BATCH_MAX;
-	if ((r = store_mail_due(rd, fgw_now_ms(), rows, max, &n)) != 0) {
-		log_error("reading due mail: %s", fgw_strerror(r));
-		return 0;
-	}
-	memset(sends, 0, sizeof(sends));
-	for (int i = 0; i < n; i++) {
-		sends[i].m = m;
-		sends[i].row = rows[i];
-		sends[i].started = fgw_now_ms();
-		if (send_setup(m, &sends[i]) != 0 ||
-		    curl_multi_add_handle(multi, sends[i].easy) != CURLM_OK) {
-			log_error("mail %s: cannot start a delivery", rows[i].id);
-			finish(m, &sends[i], CURLE_OUT_OF_MEMORY);
-			curl_easy_cleanup(sends[i].easy);
-			sends[i].easy = NULL;
-			continue;
-		}
-		running++;
-	}
-	while (running > 0) {
+	memset(&round, 0, sizeof(round));
+	round.m = m;
+	round.rd = rd;
+	round.multi = multi;
+	n = outbox_round(&sender, max);
+	while (round.running > 0) {
 		int still = 0;
 		if (curl_multi_perform(multi, &still) != CURLM_OK)
 			break;
@@ -550,14 +580,14 @@ send_batch(struct mail *m, struct store_reader *rd, CURLM *multi)
 			curl_multi_remove_handle(multi, s->easy);
 			curl_easy_cleanup(s->easy);
 			s->easy = NULL;
-			running--;
+			round.running--;
 		}
 		pthread_mutex_lock(&m->mu);
 		r = m->stop;
 		pthread_mutex_unlock(&m->mu);
 		if (r)
 			break; /* unfinished rows stay pending for the next start */
-		if (running > 0)
+		if (round.running > 0)
 			curl_multi_poll(multi, NULL, 0, 200, NULL);
 	}
 	for (int i = 0; i < n; i++) {
@@ -635,13 +665,13 @@ out:
 /* ---- life cycle -------------------------------------------------------- */
 
 int
-mail_setup(struct gateway *gw, struct mail **out, char *err, size_t errlen)
+mail_setup(struct gateway *gw, struct mail **out, struct fgw_why *why)
 {
 	const struct fgw_config *cfg = &gw->cfg;
 	struct notify_client clients[CONFIG_MAX_MAIL_CLIENTS];
 	struct notify_opts o;
 	struct mail *m = NULL;
-	struct fgw_why why;
+	struct fgw_why w;
 	char msg[768];
 	int r;
 
@@ -651,19 +681,19 @@ mail_setup(struct gateway *gw, struct mail **out, char *err, size_t errlen)
 	if ((strncmp(cfg->mail_url, "smtp://", 7) != 0 &&
 	     strncmp(cfg->mail_url, "smtps://", 8) != 0) ||
 	    strpbrk(cfg->mail_url, " \t\r\n") != NULL) {
-		snprintf(err, errlen,
-		         "mail_url must be smtp://HOST[:PORT] or smtps://HOST[:PORT]");
+		fgw_why_set(why, NULL, 0, 0,
+		            "mail_url must be smtp://HOST[:PORT] or smtps://HOST[:PORT]");
 		return FGW_ERR_INVALID;
 	}
 	if ((cfg->mail_username[0] != '\0') != (cfg->mail_password_file[0] != '\0')) {
-		snprintf(err, errlen, "mail_username and mail_password_file go together");
+		fgw_why_set(why, NULL, 0, 0, "mail_username and mail_password_file go together");
 		return FGW_ERR_INVALID;
 	}
 	if (strcmp(cfg->mode, "production") == 0 && cfg->mail_username[0] != '\0' &&
 	    strncmp(cfg->mail_url, "smtps://", 8) != 0 && !cfg->mail_starttls) {
-		snprintf(err, errlen,
-		         "production: SMTP AUTH needs smtps:// or mail_starttls 1 "
-		         "(the password is never sent in clear)");
+		fgw_why_set(why, NULL, 0, 0,
+		            "production: SMTP AUTH needs smtps:// or mail_starttls 1 "
+		            "(the password is never sent in clear)");
 		return FGW_ERR_INVALID;
 	}
 	if ((m = calloc(1, sizeof(*m))) == NULL)
@@ -673,9 +703,9 @@ mail_setup(struct gateway *gw, struct mail **out, char *err, size_t errlen)
 	pthread_cond_init(&m->cv, NULL);
 	if (cfg->mail_password_file[0] != '\0' &&
 	    (r = outbox_read_secret(cfg->mail_password_file, PASSWORD_MAX, 1, 1, &m->password,
-	                            &why)) != 0) {
-		snprintf(err, errlen, "mail_password_file %s",
-		         fgw_why_format(&why, msg, sizeof(msg)));
+	                            &w)) != 0) {
+		fgw_why_set(why, NULL, 0, 0, "mail_password_file %s",
+		            fgw_why_format(&w, msg, sizeof(msg)));
 		goto fail;
 	}
 	for (int i = 0; i < cfg->n_mail_clients; i++) {
@@ -685,12 +715,13 @@ mail_setup(struct gateway *gw, struct mail **out, char *err, size_t errlen)
 	}
 	o = (struct notify_opts){ cfg->mail_templates_dir, cfg->mail_from, cfg->mail_admin,
 		                      clients, (size_t)cfg->n_mail_clients };
-	if ((r = notify_init(&o, &why)) != 0) {
-		snprintf(err, errlen, "%s", fgw_why_format(&why, msg, sizeof(msg)));
+	if ((r = notify_init(&o, &w)) != 0) {
+		if (why != NULL)
+			*why = w;
 		goto fail;
 	}
 	if ((r = txn_events_subscribe(on_txn_event, m)) != 0) {
-		snprintf(err, errlen, "mail: cannot subscribe to transaction events");
+		fgw_why_set(why, "mail", 0, 0, "cannot subscribe to transaction events");
 		goto fail;
 	}
 	*out = m;

@@ -18,7 +18,7 @@ struct mail;
 
 /* *out stays NULL when mail_url is empty (no e-mail). Errors name the
  * directive or file. */
-int mail_setup(struct gateway *gw, struct mail **out, char *err, size_t errlen);
+int mail_setup(struct gateway *gw, struct mail **out, struct fgw_why *why);
 /* Starts delivery (after the store is open). NULL is fine. */
 int mail_start(struct mail *m);
 /* Stops delivery, waits for the sender, wipes the password. NULL is fine.

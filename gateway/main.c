@@ -113,11 +113,10 @@ reload_rules(void)
 static void
 reload(void)
 {
-	const char *why = NULL;
-	char err[256];
+	struct fgw_why why = { 0 }, jwhy = { 0 };
 	int r;
 	if ((r = keyring_reload(gw.kr, &why)) != 0)
-		log_error("SIGHUP: key ring not reloaded: %s", why ? why : fgw_strerror(r));
+		log_error("SIGHUP: key ring not reloaded: %s", why.msg);
 	else
 		log_info("SIGHUP: key ring reloaded");
 	audit_emit(gw.store, main_waker, "system", "local", "keyring.reload",
@@ -125,9 +124,9 @@ reload(void)
 	           r == 0 ? "{\"what\":\"keyring\"}"
 	                  : "{\"what\":\"keyring\",\"error\":\"refused\"}");
 	if (gw.jwt != NULL && gw.cfg.jwt_jwks_file[0] != '\0') {
-		r = jwt_verifier_reload_jwks(gw.jwt, err, sizeof(err));
+		r = jwt_verifier_reload_jwks(gw.jwt, &jwhy);
 		if (r != 0)
-			log_error("SIGHUP: JWKS not reloaded: %s", err);
+			log_error("SIGHUP: JWKS not reloaded: %s", jwhy.msg);
 		else
 			log_info("SIGHUP: JWKS reloaded");
 		audit_emit(gw.store, main_waker, "system", "local", "jwks.reload",
@@ -265,12 +264,12 @@ static int ring_poll_failing;
 static void
 keyring_poll(void)
 {
-	const char *why = NULL;
+	struct fgw_why why = { 0 };
 	int reloaded = 0, r;
 	r = keyring_refresh(gw.kr, &reloaded, &why);
 	if (r == FGW_ERR_DB || r == FGW_ERR_UNAVAILABLE) {
 		if (!ring_poll_failing)
-			log_error("key ring: %s", why ? why : fgw_strerror(r));
+			log_error("key ring: %s", why.msg[0] ? why.msg : fgw_strerror(r));
 		ring_poll_failing = 1;
 		return;
 	}
@@ -281,7 +280,7 @@ keyring_poll(void)
 		return;
 	if (r != 0)
 		log_error("key ring changed in the database but not reloaded: %s",
-		          why ? why : fgw_strerror(r));
+		          why.msg[0] ? why.msg : fgw_strerror(r));
 	else
 		log_info("key ring changed in the database: reloaded");
 	audit_emit(gw.store, main_waker, "system", "local", "keyring.reload", "key_ring",
@@ -295,7 +294,7 @@ static void
 keyring_watch(evutil_socket_t fd, short what, void *arg)
 {
 	struct stat now;
-	const char *why = NULL;
+	struct fgw_why why = { 0 };
 	int r;
 	(void)fd;
 	(void)what;
@@ -310,8 +309,7 @@ keyring_watch(evutil_socket_t fd, short what, void *arg)
 	    now.st_mtim.tv_nsec == keyring_seen.st_mtim.tv_nsec)
 		return;
 	if ((r = keyring_reload(gw.kr, &why)) != 0) {
-		log_error("key ring changed on disk but not reloaded: %s",
-		          why ? why : fgw_strerror(r));
+		log_error("key ring changed on disk but not reloaded: %s", why.msg);
 	} else {
 		log_info("key ring changed on disk: reloaded");
 	}
@@ -642,6 +640,7 @@ main(int argc, char **argv)
 	struct event *sigs[4] = { NULL, NULL, NULL, NULL };
 	struct event *timers[4] = { NULL, NULL, NULL, NULL };
 	struct backup_sched *sched = NULL;
+	struct fgw_why why = { 0 };
 	char err[1024];
 	int help = 0, check = 0, r, code = 1;
 
@@ -671,8 +670,8 @@ main(int argc, char **argv)
 		return 1;
 	}
 	config_defaults(&gw.cfg);
-	if (config_from_args(&gw.cfg, argc, argv, &help, err, sizeof(err)) != 0) {
-		fprintf(stderr, "flairgw: %s\n", err);
+	if (config_from_args(&gw.cfg, argc, argv, &help, &why) != 0) {
+		fprintf(stderr, "flairgw: %s\n", fgw_why_format(&why, err, sizeof(err)));
 		return 2;
 	}
 	if (help) {
@@ -712,14 +711,14 @@ main(int argc, char **argv)
 		check_problem(&rep, "out of memory");
 		goto out;
 	}
-	if (web_setup(&gw, err, sizeof(err)) != 0) {
-		check_problem(&rep, "%s", err);
+	if (web_setup(&gw, &why) != 0) {
+		check_problem(&rep, "%s", fgw_why_format(&why, err, sizeof(err)));
 		goto out;
 	}
 	if (startup_webhooks(&gw, STARTUP_RUN, &rep) != 0)
 		goto out;
-	if (mail_setup(&gw, &gw.mail, err, sizeof(err)) != 0) {
-		check_problem(&rep, "%s", err);
+	if (mail_setup(&gw, &gw.mail, &why) != 0) {
+		check_problem(&rep, "%s", fgw_why_format(&why, err, sizeof(err)));
 		goto out;
 	}
 	if (startup_pipeline(&gw, &rep) != 0 || startup_rules(&gw, &rep) != 0)
@@ -761,7 +760,8 @@ main(int argc, char **argv)
 		goto out;
 	/* Start-up is an audited configuration event (PCI DSS 10.2.1.6/10.2.2). */
 	config_event(&gw);
-	if (server_start(&gw, err, sizeof(err)) != 0) {
+	if (server_start(&gw, &why) != 0) {
+		fgw_why_format(&why, err, sizeof(err));
 		fprintf(stderr, "flairgw: %s\n", err);
 		log_error("%s", err);
 		goto out;

@@ -28,10 +28,15 @@
 #include "store/stats.h"
 #include "store/store.h"
 
-static const char *const status_names[] = {
-	"succeeded", "requires_action", "processing", "declined",
-	"failed",    "rejected",        "posting",    "other",
+/* The outcomes counted, by index in txn_by_status: a state, or
+ * TXN_STATE_NONE for the two that are no state (5: refused before anything
+ * was recorded, 7: anything else). */
+static const enum txn_state counted_states[8] = {
+	TXN_SUCCEEDED, TXN_REQUIRES_ACTION, TXN_PROCESSING, TXN_DECLINED,
+	TXN_FAILED,    TXN_STATE_NONE,      TXN_POSTING,    TXN_STATE_NONE,
 };
+#define METRICS_REJECTED 5
+#define METRICS_OTHER 7
 
 /* Upper bounds of the latency buckets in ms (the +Inf bucket follows):
  * the seeds aim for an average under 3 s, so the buckets reach 30 s. */
@@ -40,26 +45,14 @@ static const int64_t latency_le_ms[METRICS_LATENCY_BUCKETS - 1] = {
 };
 
 int
-metrics_status_index(const char *status)
+metrics_status_index(enum txn_state state, int rejected)
 {
-	switch (txn_state_of(status)) {
-	case TXN_SUCCEEDED:
-		return 0;
-	case TXN_REQUIRES_ACTION:
-		return 1;
-	case TXN_PROCESSING:
-		return 2;
-	case TXN_DECLINED:
-		return 3;
-	case TXN_FAILED:
-		return 4;
-	case TXN_POSTING:
-		return 6;
-	default:
-		break;
-	}
-	/* Refused before anything was recorded: not a transaction state. */
-	return status != NULL && strcmp(status, "rejected") == 0 ? 5 : 7;
+	if (rejected)
+		return METRICS_REJECTED;
+	for (int i = 0; i < 8; i++)
+		if (state != TXN_STATE_NONE && counted_states[i] == state)
+			return i;
+	return METRICS_OTHER;
 }
 
 void
@@ -75,10 +68,10 @@ metrics_http_answer(struct gw_metrics *m, int status)
 }
 
 void
-metrics_txn_done(struct gw_metrics *m, const char *status, int64_t ms)
+metrics_txn_done(struct gw_metrics *m, enum txn_state state, int rejected, int64_t ms)
 {
 	int b = 0;
-	atomic_fetch_add(&m->txn_by_status[metrics_status_index(status)], 1);
+	atomic_fetch_add(&m->txn_by_status[metrics_status_index(state, rejected)], 1);
 	atomic_fetch_add(&m->txn_latency_ms_sum, (unsigned long long)(ms > 0 ? ms : 0));
 	while (b < METRICS_LATENCY_BUCKETS - 1 && ms > latency_le_ms[b])
 		b++;
@@ -146,6 +139,7 @@ metrics_render(struct reactor *rx, struct evbuffer *b)
 	static const char *const out_labels[] = { "delivered", "retry", "failed" };
 	static const char *const moves[] = { "queued", "skipped" };
 	static const char *const mail_labels[] = { "sent", "retry", "failed" };
+	const char *status_names[8];
 	int64_t mail_pending = 0, mail_failed = 0;
 	struct store_stats ss;
 	struct store_backlogs bl;
@@ -185,6 +179,10 @@ metrics_render(struct reactor *rx, struct evbuffer *b)
 	        "stored answers replayed for a repeated key", atomic_load(&m->idem_replays));
 	counter(b, "flairgw_transactions_started_total", "payments that entered the pipeline",
 	        atomic_load(&m->txn_started));
+	for (int i = 0; i < 8; i++)
+		status_names[i] = i == METRICS_REJECTED ? "rejected"
+		                  : i == METRICS_OTHER  ? "other"
+		                                        : txn_state_name(counted_states[i]);
 	counter_vec(b, "flairgw_transactions_total",
 	            "payments answered, by outcome (requires_action: 3-D Secure asked)",
 	            "status", status_names, m->txn_by_status, 8);
@@ -199,6 +197,14 @@ metrics_render(struct reactor *rx, struct evbuffer *b)
 	}
 	hist_end(b, "flairgw_transaction_duration_seconds", 3,
 	         (double)atomic_load(&m->txn_latency_ms_sum) / 1000.0, cum);
+	gauge(b, "flairgw_payments_running",
+	      "payments in the pipeline (at most payments_inflight_max per reactor)",
+	      atomic_load(&m->payments_running));
+	gauge(b, "flairgw_payments_waiting", "payment requests waiting for a free slot",
+	      atomic_load(&m->payments_waiting));
+	counter(b, "flairgw_payments_waited_total",
+	        "payment requests that waited for a free slot before they ran",
+	        atomic_load(&m->payments_waited));
 	counter(b, "flairgw_store_commits_total", "store writer COMMITs (one per group)",
 	        (unsigned long long)ss.commits);
 	counter(b, "flairgw_store_jobs_total", "store jobs committed",

@@ -5,4 +5,4 @@ GATEWAY_SRC := gateway/config.c gateway/startup.c gateway/server.c gateway/route
                gateway/metrics.c gateway/cardtext.c gateway/edge.c gateway/refusals.c \
                gateway/browser.c gateway/web.c \
                gateway/mail.c gateway/outbox.c \
-               gateway/reqlog.c gateway/reqctx.c
+               gateway/reqlog.c gateway/reqctx.c gateway/admit.c

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "core/log.h"
 #include "core/util.h"
 #include "crypto/secmem.h"
 #include "gateway/outbox.h"
@@ -35,6 +36,38 @@ void
 outbox_count(atomic_ullong counters[3], enum outbox_fate fate)
 {
 	atomic_fetch_add(&counters[fate], 1);
+}
+
+enum outbox_fate
+outbox_settle(const struct outbox_policy *p, atomic_ullong counters[3],
+              const struct outbox_attempt *a, int64_t now, int64_t *next_at)
+{
+	enum outbox_fate fate;
+
+	if (a->error == NULL || a->error[0] == '\0') {
+		fate = OUTBOX_DELIVERED;
+		*next_at = a->due_at;
+	} else {
+		fate = outbox_after_failure(p, a->attempts, a->created_at, now, next_at);
+		if (a->give_up)
+			fate = OUTBOX_FAILED;
+	}
+	outbox_count(counters, fate);
+	return fate;
+}
+
+int
+outbox_round(const struct outbox_sender *s, int max)
+{
+	int n = 0, r;
+
+	if ((r = s->due(s->arg, fgw_now_ms(), max, &n)) != 0) {
+		log_error("%s: reading due rows: %s", s->name, fgw_strerror(r));
+		return 0;
+	}
+	for (int i = 0; i < n; i++)
+		s->send(s->arg, i);
+	return n;
 }
 
 int

@@ -1,10 +1,15 @@
 /*
  * gateway/outbox.h — what the two senders of the outbox (webhooks.c on
- * reactor 0, mail.c on its own thread) share: the fate of one attempt
- * (delivered, retried after an exponential backoff, or given up once the
- * next try would fall past the row's maximum age), its metric, and the
- * secret file a sender signs or logs in with. What stays theirs is the
- * transport: an HTTP POST with a signature, or SMTP through libcurl.
+ * reactor 0, mail.c on its own thread) share: one delivery loop shape and
+ * one policy. A round (outbox_round) claims the kind's due rows and starts
+ * each one's delivery; when a delivery ends, outbox_settle decides its
+ * fate (delivered, retried after an exponential backoff, or given up once
+ * the next try would fall past the row's maximum age), counts it, and the
+ * kind records that outcome with its audit event. The secret file a sender
+ * signs or logs in with is read here too. What stays theirs is the
+ * transport (an HTTP POST with a signature, or SMTP through libcurl), the
+ * store calls of their table, and when a round runs (a reactor timer while
+ * nothing is in flight; the sender thread's poll).
  */
 #ifndef FGW_GATEWAY_OUTBOX_H
 #define FGW_GATEWAY_OUTBOX_H
@@ -36,6 +41,37 @@ enum outbox_fate outbox_after_failure(const struct outbox_policy *p, int attempt
 
 /* Counts one attempt's fate in a sender's counters[3]. */
 void outbox_count(atomic_ullong counters[3], enum outbox_fate fate);
+
+/* One attempt at a row, as its sender saw it end. */
+struct outbox_attempt {
+	int attempts;       /* the row's attempts before this one */
+	int64_t created_at; /* the row's creation (ms) */
+	int64_t due_at;     /* when it was due: kept when delivered */
+	const char *error;  /* NULL or "": delivered */
+	int give_up;        /* failed for good now, whatever its age */
+};
+
+/* The shared policy applied to an attempt that ended at now: its fate
+ * (counted in counters[3]) and, in *next_at, when the row is due again
+ * (due_at when delivered). */
+enum outbox_fate outbox_settle(const struct outbox_policy *p, atomic_ullong counters[3],
+                               const struct outbox_attempt *a, int64_t now,
+                               int64_t *next_at);
+
+/* A kind's side of a round: due reads up to max due rows at now into the
+ * sender's own batch (*n: how many), send starts the delivery of row i of
+ * that batch; the delivery's end settles it (outbox_settle) and records it
+ * in the kind's table. */
+struct outbox_sender {
+	const char *name; /* for log lines: "outbox", "mail" */
+	void *arg;
+	int (*due)(void *arg, int64_t now, int max, int *n);
+	void (*send)(void *arg, int i);
+};
+
+/* One round: claims up to max due rows and starts each delivery. Returns
+ * how many rows it read (0 when reading failed, logged). */
+int outbox_round(const struct outbox_sender *s, int max);
 
 /* Reads a sender's secret file (regular, mode 0600 or stricter) into
  * guarded memory: at least min_len bytes, no NUL, and with one_line no CR

@@ -113,6 +113,21 @@ gw_req_error(struct gw_req *r, int status, const char *code, const char *message
 }
 
 void
+gw_req_repeat(struct gw_req *r, const char *hash)
+{
+	struct evhttp_request *req = r->req;
+	if (req != NULL) {
+		detach(r);
+		if (r->key[0])
+			http_idempotency_repeat(r->rx, req, r->scope, r->key, hash);
+		else
+			http_send_error(r->rx, req, 500, "INTERNAL_ERROR",
+			                "An unexpected error occurred");
+	}
+	release(r, 0);
+}
+
+void
 gw_req_abandon_all(struct reactor *rx)
 {
 	/* Only after the loop stopped past the shutdown deadline: work at

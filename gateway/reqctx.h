@@ -50,6 +50,10 @@ void gw_req_finish(struct gw_req *r, int status, const char *body);
 void gw_req_drop(struct gw_req *r);
 /* The one error path: gw_req_finish with {"error": code, "message": ...}. */
 void gw_req_error(struct gw_req *r, int status, const char *code, const char *message);
+/* The store refused r's claim of its key (FGW_ERR_CONFLICT: another
+ * request committed it first, see http_idempotency_repeat): answers as a
+ * repeat of the key with request hash hash, releases and frees. */
+void gw_req_repeat(struct gw_req *r, const char *hash);
 /* Forced stop: frees every request still in flight on rx, unanswered. */
 void gw_req_abandon_all(struct reactor *rx);
 

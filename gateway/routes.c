@@ -250,6 +250,18 @@ http_idempotency_key(struct reactor *rx, struct evhttp_request *req, const char 
 }
 
 int
+http_keyed_body(struct reactor *rx, struct evhttp_request *req,
+                const struct auth_ctx *who, const char **body, size_t *len,
+                const char **key)
+{
+	if (http_json_body(rx, req, body, len) != 0 ||
+	    http_idempotency_key(rx, req, key) != 0 ||
+	    http_refuse_card_text(rx, req, who, *body, *len) != 0)
+		return FGW_ERR_INVALID;
+	return FGW_OK;
+}
+
+int
 http_request_hash(struct reactor *rx, const char *method, const char *path,
                   const void *body, size_t len, char out[65])
 {
@@ -365,6 +377,15 @@ http_idempotency_front(struct reactor *rx, struct evhttp_request *req, const cha
 		return 1;
 	}
 	return 0;
+}
+
+void
+http_idempotency_repeat(struct reactor *rx, struct evhttp_request *req, const char *client,
+                        const char *key, const char *hash)
+{
+	if (!idem_stored_answer(rx, req, client, key, hash))
+		http_send_error(rx, req, 409, "IDEMPOTENCY_CONFLICT",
+		                "A request with this Idempotency-Key is still in progress");
 }
 
 /* ---- operational routes ------------------------------------------------ */

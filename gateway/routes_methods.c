@@ -459,12 +459,13 @@ static void
 h_methods_add(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
 	struct txn_request *rq = NULL;
-	struct txn_parse_error perr;
+	struct fgw_why perr;
 	struct store_vault_entry ve;
 	struct method_op *op = NULL;
 	struct store_audit audit;
 	struct auth_ctx who;
-	char nickname[128], msg[240], details[128], *blob = NULL;
+	char nickname[128], msg[sizeof(perr.where) + sizeof(perr.msg) + 2], details[128],
+	    *blob = NULL;
 	const char *body;
 	size_t len;
 	int r;
@@ -481,7 +482,7 @@ h_methods_add(struct reactor *rx, struct evhttp_request *req, const char *path)
 	if (r == 0 && rq->payment_method_id[0] == '\0')
 		r = txn_card_to_vault(rx->gw->kr, &rx->env.limits.sealed, rq, &ve, &blob, &perr);
 	if (r != 0) {
-		snprintf(msg, sizeof(msg), "%s %s", perr.field, perr.message);
+		snprintf(msg, sizeof(msg), "%s %s", perr.where, perr.msg);
 		if (r == FGW_ERR_INVALID)
 			http_send_error(rx, req, 400, "VALIDATION_ERROR", msg);
 		else if (r == FGW_ERR_TIMEOUT)

@@ -94,45 +94,37 @@ rctx_new(struct reactor *rx, struct evhttp_request *req, const struct auth_ctx *
 	return c;
 }
 
+/* The answer to each refusal of a reservation job (store/reservations.h). */
+static const struct {
+	int status;
+	const char *code, *message;
+} resv_answers[] = {
+	[RESV_SLOT_NOT_FOUND] = { 404, "TIME_SLOT_NOT_FOUND",
+	                          "The selected time slot does not exist" },
+	[RESV_SLOT_NOT_AVAILABLE] = { 400, "TIME_SLOT_NOT_AVAILABLE",
+	                              "This time slot is no longer available" },
+	[RESV_NOT_ENOUGH_CAPACITY] = { 400, "NOT_ENOUGH_CAPACITY",
+	                               "Not enough spots left for this group size" },
+	[RESV_NOT_FOUND] = { 404, "RESERVATION_NOT_FOUND", "Reservation not found" },
+	[RESV_HOLD_EXPIRED] = { 400, "HOLD_EXPIRED",
+	                        "The hold on this reservation has expired" },
+	[RESV_INVALID_STATUS] = { 400, "INVALID_HOLD_STATUS",
+	                          "The hold was already converted, confirmed or cancelled" },
+	[RESV_NOT_PAID] = { 400, "INVALID_HOLD_STATUS",
+	                    "The payment for this reservation has not succeeded" },
+	[RESV_INTENT_MISMATCH] = { 400, "VALIDATION_ERROR",
+	                           "paymentIntentId does not belong to this reservation" },
+};
+
 static void
 resv_err_answer(struct rctx *c, enum resv_err e)
 {
-	switch (e) {
-	case RESV_SLOT_NOT_FOUND:
-		gw_req_error(&c->g, 404, "TIME_SLOT_NOT_FOUND",
-		             "The selected time slot does not exist");
-		break;
-	case RESV_SLOT_NOT_AVAILABLE:
-		gw_req_error(&c->g, 400, "TIME_SLOT_NOT_AVAILABLE",
-		             "This time slot is no longer available");
-		break;
-	case RESV_NOT_ENOUGH_CAPACITY:
-		gw_req_error(&c->g, 400, "NOT_ENOUGH_CAPACITY",
-		             "Not enough spots left for this group size");
-		break;
-	case RESV_NOT_FOUND:
-		gw_req_error(&c->g, 404, "RESERVATION_NOT_FOUND", "Reservation not found");
-		break;
-	case RESV_HOLD_EXPIRED:
-		gw_req_error(&c->g, 400, "HOLD_EXPIRED",
-		             "The hold on this reservation has expired");
-		break;
-	case RESV_INVALID_STATUS:
-		gw_req_error(&c->g, 400, "INVALID_HOLD_STATUS",
-		             "The hold was already converted, confirmed or cancelled");
-		break;
-	case RESV_NOT_PAID:
-		gw_req_error(&c->g, 400, "INVALID_HOLD_STATUS",
-		             "The payment for this reservation has not succeeded");
-		break;
-	case RESV_INTENT_MISMATCH:
-		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
-		             "paymentIntentId does not belong to this reservation");
-		break;
-	default:
+	if ((size_t)e < sizeof(resv_answers) / sizeof(resv_answers[0]) &&
+	    resv_answers[e].code != NULL)
+		gw_req_error(&c->g, resv_answers[e].status, resv_answers[e].code,
+		             resv_answers[e].message);
+	else
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		break;
-	}
 }
 
 /* Authenticates (JWT or API key) and requires a customer. */
@@ -174,9 +166,7 @@ front(struct reactor *rx, struct evhttp_request *req, const char *path,
       const struct auth_ctx *who, int key_required, const char **body, size_t *len,
       char scope[64], const char **key, char hash[65])
 {
-	if (http_json_body(rx, req, body, len) != 0 ||
-	    http_idempotency_key(rx, req, key) != 0 ||
-	    http_refuse_card_text(rx, req, who, *body, *len) != 0)
+	if (http_keyed_body(rx, req, who, body, len, key) != 0)
 		return FGW_ERR_INVALID;
 	if (*key == NULL && key_required) {
 		http_send_error(rx, req, 400, "VALIDATION_ERROR",
@@ -257,7 +247,7 @@ fill_idem(const struct rctx *c, int status, const char *body, struct store_idem 
 
 /* Strict body helpers: unknown members are refused (like the core). */
 static int
-only_members(const cJSON *o, const char *const *names, char *bad, size_t cap)
+only_members(const cJSON *o, const char *const *names, struct fgw_why *why)
 {
 	const cJSON *it;
 	cJSON_ArrayForEach(it, o) {
@@ -267,7 +257,7 @@ only_members(const cJSON *o, const char *const *names, char *bad, size_t cap)
 				ok = 1;
 		if (!ok) {
 			/* never echo a member name: it could be anything */
-			fgw_strlcpy(bad, "body has an unknown field", cap);
+			fgw_why_set(why, "body", 0, 0, "body has an unknown field");
 			return FGW_ERR_INVALID;
 		}
 	}
@@ -276,25 +266,25 @@ only_members(const cJSON *o, const char *const *names, char *bad, size_t cap)
 
 static int
 get_string(const cJSON *o, const char *name, char *out, size_t cap, int required,
-           char *msg, size_t msgcap)
+           struct fgw_why *why)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
 	if (v == NULL || cJSON_IsNull(v)) {
 		out[0] = '\0';
 		if (!required)
 			return 0;
-		snprintf(msg, msgcap, "%s is required", name);
+		fgw_why_set(why, name, 0, 0, "%s is required", name);
 		return FGW_ERR_INVALID;
 	}
 	if (!cJSON_IsString(v) || v->valuestring[0] == '\0' ||
 	    strlen(v->valuestring) >= cap) {
-		snprintf(msg, msgcap, "%s must be a string of 1 to %zu characters", name,
-		         cap - 1);
+		fgw_why_set(why, name, 0, 0, "%s must be a string of 1 to %zu characters", name,
+		            cap - 1);
 		return FGW_ERR_INVALID;
 	}
 	for (const char *p = v->valuestring; *p; p++)
 		if ((unsigned char)*p < 0x20) {
-			snprintf(msg, msgcap, "%s has control characters", name);
+			fgw_why_set(why, name, 0, 0, "%s has control characters", name);
 			return FGW_ERR_INVALID;
 		}
 	fgw_strlcpy(out, v->valuestring, cap);
@@ -344,6 +334,10 @@ static void
 hold_done(void *arg, int rc)
 {
 	struct rctx *c = arg;
+	if (rc == FGW_ERR_CONFLICT) {
+		gw_req_repeat(&c->g, c->hash); /* the key's owner took it first */
+		return;
+	}
 	if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
 		resv_err_answer(c, c->err);
 		return;
@@ -422,7 +416,7 @@ price_hold(const struct resv_experience *e, const struct resv_slot *sl, int64_t 
 }
 
 int
-resv_hold_body_parse(const cJSON *root, struct resv_row *row, char *msg, size_t msgcap)
+resv_hold_body_parse(const cJSON *root, struct resv_row *row, struct fgw_why *why)
 {
 	static const char *const fields[] = { "experienceId",    "timeSlotId",
 		                                  "numberOfGuests",  "guestName",
@@ -432,35 +426,36 @@ resv_hold_body_parse(const cJSON *root, struct resv_row *row, char *msg, size_t 
 	const char *at;
 	int64_t guests;
 
-	msg[0] = '\0';
-	if (only_members(root, fields, msg, msgcap) != 0 ||
+	fgw_why_set(why, NULL, 0, 0, "%s", "");
+	if (only_members(root, fields, why) != 0 ||
 	    get_string(root, "experienceId", row->experience_id, sizeof(row->experience_id),
-	               1, msg, msgcap) != 0 ||
+	               1, why) != 0 ||
 	    get_string(root, "timeSlotId", row->time_slot_id, sizeof(row->time_slot_id), 1,
-	               msg, msgcap) != 0 ||
-	    get_string(root, "guestName", row->guest_name, sizeof(row->guest_name), 1, msg,
-	               msgcap) != 0 ||
-	    get_string(root, "guestEmail", row->guest_email, sizeof(row->guest_email), 1, msg,
-	               msgcap) != 0 ||
-	    get_string(root, "guestPhone", row->guest_phone, sizeof(row->guest_phone), 0, msg,
-	               msgcap) != 0 ||
+	               why) != 0 ||
+	    get_string(root, "guestName", row->guest_name, sizeof(row->guest_name), 1, why) !=
+	        0 ||
+	    get_string(root, "guestEmail", row->guest_email, sizeof(row->guest_email), 1,
+	               why) != 0 ||
+	    get_string(root, "guestPhone", row->guest_phone, sizeof(row->guest_phone), 0,
+	               why) != 0 ||
 	    get_string(root, "specialRequests", row->special_requests,
-	               sizeof(row->special_requests), 0, msg, msgcap) != 0)
+	               sizeof(row->special_requests), 0, why) != 0)
 		return FGW_ERR_INVALID;
 	if (fgw_json_int(g, 1, 1000, &guests) != 0) {
-		fgw_strlcpy(msg, "numberOfGuests must be an integer from 1 to 1000", msgcap);
+		fgw_why_set(why, NULL, 0, 0, "%s",
+		            "numberOfGuests must be an integer from 1 to 1000");
 		return FGW_ERR_INVALID;
 	}
 	row->guests = (int)guests;
 	at = strchr(row->guest_email, '@');
 	if (at == NULL || at == row->guest_email || strchr(at, '.') == NULL ||
 	    strpbrk(row->guest_email, " \t<>\"") != NULL) {
-		fgw_strlcpy(msg, "guestEmail is not an e-mail address", msgcap);
+		fgw_why_set(why, NULL, 0, 0, "%s", "guestEmail is not an e-mail address");
 		return FGW_ERR_INVALID;
 	}
 	if (row->guest_phone[0] &&
 	    strspn(row->guest_phone, "+0123456789 -()") != strlen(row->guest_phone)) {
-		fgw_strlcpy(msg, "guestPhone is not a phone number", msgcap);
+		fgw_why_set(why, NULL, 0, 0, "%s", "guestPhone is not a phone number");
 		return FGW_ERR_INVALID;
 	}
 	return FGW_OK;
@@ -476,14 +471,15 @@ h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
 	struct store_audit audit;
 	struct rctx *c = NULL;
 	cJSON *root = NULL;
-	char msg[160], details[160];
+	struct fgw_why bw = { 0 };
+	char details[160];
 	int64_t now;
 	int r;
 
 	if ((c = begin_post(rx, req, path, 1, &who, &root)) == NULL)
 		return;
-	if (resv_hold_body_parse(root, &c->row, msg, sizeof(msg)) != 0) {
-		gw_req_error(&c->g, 400, "VALIDATION_ERROR", msg);
+	if (resv_hold_body_parse(root, &c->row, &bw) != 0) {
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR", bw.msg);
 		goto out;
 	}
 	if (!id_ok(c->row.time_slot_id) || !id_ok(c->row.experience_id)) {
@@ -568,7 +564,7 @@ convert_stored(void *arg, int rc)
 static const char *
 pay_status_of(const struct txn *t)
 {
-	enum txn_state s = txn_state_of(t->out.status);
+	enum txn_state s = t->out.state;
 	if (s == TXN_SUCCEEDED || s == TXN_REQUIRES_ACTION || s == TXN_PROCESSING ||
 	    s == TXN_DECLINED)
 		return txn_state_name(s);
@@ -642,7 +638,7 @@ on_pay_done(struct txn *t, void *arg)
 	struct rctx *c = arg;
 	struct store_idem idem;
 	const char *intent = t->result.reference[0] ? t->result.reference : t->id;
-	enum txn_state st = txn_state_of(t->out.status);
+	enum txn_state st = t->out.state;
 	char secret[160], ref[16];
 	cJSON *o = NULL, *res;
 
@@ -765,7 +761,7 @@ non_integer_number(const cJSON *v)
  * sets the request's customer and save flag. */
 static int
 build_request(const cJSON *root, const struct resv_row *r, int client_confirms,
-              struct txn_request **rq, struct txn_parse_error *perr)
+              struct txn_request **rq, struct fgw_why *perr)
 {
 	static const char *const pay_fields[] = { "card", "encryptedCard", "paymentMethodId",
 		                                      "stripePaymentMethod", "returnUrl" };
@@ -789,12 +785,12 @@ build_request(const cJSON *root, const struct resv_row *r, int client_confirms,
 			            strspn(name,
 			                   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") ==
 			                n;
-			snprintf(perr->field, sizeof(perr->field), "%s%s%s", pay_fields[i],
+			snprintf(perr->where, sizeof(perr->where), "%s%s%s", pay_fields[i],
 			         bad != v ? "." : "",
 			         bad == v ? ""
 			         : plain  ? name
 			                  : "(unnamed)");
-			snprintf(perr->message, sizeof(perr->message),
+			snprintf(perr->msg, sizeof(perr->msg),
 			         "must be an integer (no fraction or exponent)");
 			rc = FGW_ERR_INVALID;
 			goto out;
@@ -833,8 +829,8 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	struct auth_ctx who = *who_in;
 	struct resv_row cur;
 	struct txn_request *rq = NULL;
-	struct txn_parse_error perr;
-	char msg[256];
+	struct fgw_why perr;
+	char msg[sizeof(perr.where) + sizeof(perr.msg) + 2];
 	int r;
 
 	r = id_ok(hold_id) ? resv_get(rx->reader, who.subject, hold_id, &cur)
@@ -844,7 +840,7 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 		goto out;
 	}
 	r = build_request(root, &cur, client_confirms, &rq, &perr);
-	if (r == FGW_ERR_INVALID && strcmp(perr.field, "paymentMethodId") == 0) {
+	if (r == FGW_ERR_INVALID && strcmp(perr.where, "paymentMethodId") == 0) {
 		/* Without a saved method under this id (or without the saved
 		 * methods feature) there is nothing to pay with. */
 		gw_req_error(&c->g, 404, "PAYMENT_METHOD_NOT_FOUND",
@@ -853,7 +849,7 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	}
 	if (r != 0) {
 		if (r == FGW_ERR_INVALID) {
-			snprintf(msg, sizeof(msg), "%s %s", perr.field, perr.message);
+			snprintf(msg, sizeof(msg), "%s %s", perr.where, perr.msg);
 			gw_req_error(&c->g, 400, "VALIDATION_ERROR", msg);
 		} else {
 			gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
@@ -863,7 +859,8 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	/* From a browser, the page's own (CORS) origins are where 3-D Secure
 	 * may bring the customer back too. */
 	if (!txn_return_url_allowed(rq, rx->gw->cfg.return_url_origins) &&
-	    !(browser && browser_return_url_allowed(&rx->gw->cfg, rq->return_url))) {
+	    !(browser && browser_return_url_allowed(&rx->gw->cfg,
+	                                          rq->return_url ? rq->return_url : ""))) {
 		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
 		             "returnUrl must point to an origin listed in return_url_origins");
 		goto out;
@@ -1098,7 +1095,7 @@ convert_stripe_js(struct reactor *rx, struct rctx *c, const struct auth_ctx *who
 
 int
 resv_convert_body_parse(const cJSON *root, char *hold_id, size_t idcap, int *ways,
-                        char *msg, size_t msgcap)
+                        struct fgw_why *why)
 {
 	static const char *const fields[] = { "holdId",
 		                                  "card",
@@ -1116,38 +1113,35 @@ resv_convert_body_parse(const cJSON *root, char *hold_id, size_t idcap, int *way
 	        (cJSON_GetObjectItemCaseSensitive(root, "paymentMethodId") != NULL) +
 	        (cJSON_GetObjectItemCaseSensitive(root, "stripePaymentMethod") != NULL);
 
-	msg[0] = '\0';
-	if (only_members(root, fields, msg, msgcap) != 0 ||
-	    get_string(root, "holdId", hold_id, idcap, 1, msg, msgcap) != 0)
+	fgw_why_set(why, NULL, 0, 0, "%s", "");
+	if (only_members(root, fields, why) != 0 ||
+	    get_string(root, "holdId", hold_id, idcap, 1, why) != 0)
 		return FGW_ERR_INVALID;
 	if (save != NULL && !cJSON_IsBool(save)) {
-		fgw_strlcpy(msg, "savePaymentMethod must be true or false", msgcap);
+		fgw_why_set(why, NULL, 0, 0, "%s", "savePaymentMethod must be true or false");
 		return FGW_ERR_INVALID;
 	}
 	if (n > 1) {
-		fgw_strlcpy(msg,
+		fgw_why_set(why, NULL, 0, 0, "%s",
 		            "at most one of card, encryptedCard, paymentMethodId or "
-		            "stripePaymentMethod is allowed",
-		            msgcap);
+		            "stripePaymentMethod is allowed");
 		return FGW_ERR_INVALID;
 	}
 	if (cw != NULL &&
 	    (!cJSON_IsString(cw) || strcmp(cw->valuestring, "stripe_js") != 0)) {
-		fgw_strlcpy(msg, "confirmWith must be \"stripe_js\"", msgcap);
+		fgw_why_set(why, NULL, 0, 0, "%s", "confirmWith must be \"stripe_js\"");
 		return FGW_ERR_INVALID;
 	}
 	if (cw != NULL && (n != 0 || cJSON_IsTrue(save))) {
 		/* Stripe.js takes the card in the browser; flairgw gets none. */
-		fgw_strlcpy(msg,
+		fgw_why_set(why, NULL, 0, 0, "%s",
 		            "confirmWith goes without card, encryptedCard, paymentMethodId, "
-		            "stripePaymentMethod and savePaymentMethod",
-		            msgcap);
+		            "stripePaymentMethod and savePaymentMethod");
 		return FGW_ERR_INVALID;
 	}
 	if (n == 0 && cJSON_GetObjectItemCaseSensitive(root, "returnUrl") != NULL) {
-		fgw_strlcpy(msg,
-		            "returnUrl goes with the payment source (or the browser's confirm)",
-		            msgcap);
+		fgw_why_set(why, NULL, 0, 0, "%s",
+		            "returnUrl goes with the payment source (or the browser's confirm)");
 		return FGW_ERR_INVALID;
 	}
 	*ways = n;
@@ -1161,15 +1155,15 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 	struct rctx *c = NULL;
 	cJSON *root = NULL;
 	const cJSON *save;
-	char msg[256], hold_id[40];
+	struct fgw_why bw = { 0 };
+	char hold_id[40];
 	int n;
 
 	if ((c = begin_post(rx, req, path, 1, &who, &root)) == NULL)
 		return;
 	save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
-	if (resv_convert_body_parse(root, hold_id, sizeof(hold_id), &n, msg, sizeof(msg)) !=
-	    0) {
-		gw_req_error(&c->g, 400, "VALIDATION_ERROR", msg);
+	if (resv_convert_body_parse(root, hold_id, sizeof(hold_id), &n, &bw) != 0) {
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR", bw.msg);
 		goto out;
 	}
 	if (n == 0 && cJSON_GetObjectItemCaseSensitive(root, "confirmWith") != NULL) {
@@ -1206,12 +1200,12 @@ h_browser_confirm(struct reactor *rx, struct evhttp_request *req, const char *pa
 	struct resv_row cur;
 	cJSON *root = NULL, *pay = NULL;
 	const cJSON *v;
-	char msg[256], pid[40], mac[65], given[128];
+	struct fgw_why bw = { 0 };
+	char pid[40], mac[65], given[128];
 	int n, r;
 
 	if ((c = begin_post_as(rx, req, path, 0, 1, &who, &root)) == NULL)
 		return;
-	msg[0] = '\0';
 	if (cJSON_GetObjectItemCaseSensitive(root, "card") != NULL) {
 		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
 		             "card must be sealed to the gateway's key: send encryptedCard");
@@ -1219,10 +1213,9 @@ h_browser_confirm(struct reactor *rx, struct evhttp_request *req, const char *pa
 	}
 	n = (cJSON_GetObjectItemCaseSensitive(root, "encryptedCard") != NULL) +
 	    (cJSON_GetObjectItemCaseSensitive(root, "paymentMethodId") != NULL);
-	if (only_members(root, fields, msg, sizeof(msg)) != 0 ||
-	    get_string(root, "clientSecret", given, sizeof(given), 1, msg, sizeof(msg)) !=
-	        0) {
-		gw_req_error(&c->g, 400, "VALIDATION_ERROR", msg);
+	if (only_members(root, fields, &bw) != 0 ||
+	    get_string(root, "clientSecret", given, sizeof(given), 1, &bw) != 0) {
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR", bw.msg);
 		goto out;
 	}
 	if (n != 1) {
@@ -1272,6 +1265,10 @@ cancel_done(void *arg, int rc)
 {
 	struct rctx *c = arg;
 	char *a = c->answer;
+	if (rc == FGW_ERR_CONFLICT) {
+		gw_req_repeat(&c->g, c->hash); /* the key's owner took it first */
+		return;
+	}
 	if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
 		resv_err_answer(c, c->err);
 		return;
@@ -1296,14 +1293,14 @@ h_cancel(struct reactor *rx, struct evhttp_request *req, const char *path)
 	struct store_idem idem;
 	struct rctx *c;
 	cJSON *root = NULL, *o = NULL, *res;
-	char msg[256], hold_id[40];
+	struct fgw_why bw = { 0 };
+	char hold_id[40];
 
 	if ((c = begin_post(rx, req, path, 0, &who, &root)) == NULL)
 		return;
-	msg[0] = '\0';
-	if (only_members(root, fields, msg, sizeof(msg)) != 0 ||
-	    get_string(root, "holdId", hold_id, sizeof(hold_id), 1, msg, sizeof(msg)) != 0) {
-		gw_req_error(&c->g, 400, "VALIDATION_ERROR", msg);
+	if (only_members(root, fields, &bw) != 0 ||
+	    get_string(root, "holdId", hold_id, sizeof(hold_id), 1, &bw) != 0) {
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR", bw.msg);
 		goto out;
 	}
 	if (!id_ok(hold_id)) {
@@ -1356,7 +1353,12 @@ confirm_stored(void *arg, int rc)
 {
 	struct rctx *c = arg;
 	char *a = c->answer;
-	(void)rc;
+	if (rc == FGW_ERR_CONFLICT) {
+		/* Confirmed (confirming again changes nothing), but the key
+		 * is another request's: its answer is the key's. */
+		gw_req_repeat(&c->g, c->hash);
+		return;
+	}
 	c->answer = NULL;
 	gw_req_finish(&c->g, 200, a);
 	free(a);
@@ -1392,17 +1394,16 @@ h_confirm(struct reactor *rx, struct evhttp_request *req, const char *path)
 	struct auth_ctx who;
 	struct rctx *c = NULL;
 	cJSON *root = NULL;
-	char msg[160], id[40], intent[96], ref[16];
+	struct fgw_why bw = { 0 };
+	char id[40], intent[96], ref[16];
 
 	if ((c = begin_post(rx, req, path, 0, &who, &root)) == NULL)
 		return;
-	msg[0] = '\0';
-	if (only_members(root, fields, msg, sizeof(msg)) != 0 ||
-	    get_string(root, "reservationId", id, sizeof(id), 1, msg, sizeof(msg)) != 0 ||
-	    get_string(root, "paymentIntentId", intent, sizeof(intent), 0, msg,
-	               sizeof(msg)) != 0) {
+	if (only_members(root, fields, &bw) != 0 ||
+	    get_string(root, "reservationId", id, sizeof(id), 1, &bw) != 0 ||
+	    get_string(root, "paymentIntentId", intent, sizeof(intent), 0, &bw) != 0) {
 		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
-		             msg[0] ? msg : "body must be a JSON object");
+		             bw.msg[0] ? bw.msg : "body must be a JSON object");
 		goto out;
 	}
 	if (!id_ok(id)) {
@@ -1513,20 +1514,20 @@ status_checked(void *arg, const struct proc_reply *reply)
 	const struct pipeline_env *env = &c->g.rx->env;
 	struct proc_result res = c->pres; /* ours now */
 	struct txn_settlement set;
-	const char *to = NULL;
+	enum txn_state to = TXN_STATE_NONE;
 	int r;
 
 	memset(&c->pres, 0, sizeof(c->pres));
 	if (reply->parsed && proc_result_is_for(&res, c->txn.id) &&
 	    !proc_result_other_sum(&res, c->txn.amount, c->txn.currency)) {
 		if (res.outcome == PROC_SUCCEEDED)
-			to = "succeeded";
+			to = TXN_SUCCEEDED;
 		else if (res.outcome == PROC_AUTHORIZED)
-			to = "authorized";
+			to = TXN_AUTHORIZED;
 		else if (res.outcome == PROC_DECLINED)
-			to = "declined";
+			to = TXN_DECLINED;
 	}
-	if (to == NULL || txn_state_of(to) == txn_state_of(c->txn.status)) {
+	if (to == TXN_STATE_NONE || to == txn_state_of(c->txn.status)) {
 		proc_result_clear(&res);
 		status_answer(c);
 		return;
@@ -1534,7 +1535,7 @@ status_checked(void *arg, const struct proc_reply *reply)
 	set = (struct txn_settlement){
 		.txn_id = c->txn.id,
 		.from = txn_state_of(c->txn.status),
-		.to = txn_state_of(to),
+		.to = to,
 		.error_code = res.outcome == PROC_DECLINED ? "PAYMENT_CARD_DECLINED" : NULL,
 		.error_message = res.outcome == PROC_DECLINED ? res.message : NULL,
 		.actor = "system",
@@ -2017,25 +2018,26 @@ resv_reactor_stop(struct reactor *rx)
 }
 
 int
-resv_setup(struct gateway *gw, int check, char *err, size_t errlen)
+resv_setup(struct gateway *gw, int check, struct fgw_why *why)
 {
-	char *text = NULL, why[200];
+	char *text = NULL, cat_why[200];
 	size_t len = 0;
 	int r;
 
 	if (!check && (r = txn_events_subscribe(on_txn_event, gw)) != 0) {
-		snprintf(err, errlen, "reservations: cannot subscribe to transaction events");
+		fgw_why_set(why, "reservations", 0, 0, "cannot subscribe to transaction events");
 		return r;
 	}
 	if (gw->cfg.slots_file[0] == '\0')
 		return 0;
 	if ((r = fgw_read_file(gw->cfg.slots_file, 4 << 20, &text, &len)) != 0) {
-		snprintf(err, errlen, "slots_file %s: %s", gw->cfg.slots_file, fgw_strerror(r));
+		fgw_why_set(why, NULL, 0, 0, "slots_file %s: %s", gw->cfg.slots_file,
+		            fgw_strerror(r));
 		return r;
 	}
-	if ((r = resv_load_catalogue(check ? NULL : gw->store, text, len, why,
-	                             sizeof(why))) != 0)
-		snprintf(err, errlen, "slots_file %s: %s", gw->cfg.slots_file, why);
+	if ((r = resv_load_catalogue(check ? NULL : gw->store, text, len, cat_why,
+	                             sizeof(cat_why))) != 0)
+		fgw_why_set(why, NULL, 0, 0, "slots_file %s: %s", gw->cfg.slots_file, cat_why);
 	free(text);
 	return r;
 }

@@ -12,11 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
 #include <event2/http.h>
 
 #include "core/err.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "gateway/admit.h"
 #include "gateway/http.h"
 #include "gateway/idem.h"
 #include "gateway/reqctx.h"
@@ -38,6 +41,7 @@ req_free(struct gw_req *g, int abandoned)
 		log_txn_warn(ctx->t->id, "abandoned at shutdown; left for reconciliation");
 		txn_free(ctx->t);
 	}
+	admit_release(g->rx);
 	free(ctx);
 }
 
@@ -47,9 +51,14 @@ on_txn_done(struct txn *t, void *arg)
 	struct req_ctx *ctx = arg;
 	struct reactor *rx = ctx->g.rx;
 
-	metrics_txn_done(&rx->gw->metrics, t->out.status, fgw_mono_ms() - t->started_mono);
+	metrics_txn_done(&rx->gw->metrics, t->out.state, t->out.rejected,
+	                 fgw_mono_ms() - t->started_mono);
 	if (ctx->g.req == NULL)
 		log_txn_info(t->id, "client went away before the answer");
+	if (t->idem_lost) {
+		gw_req_repeat(&ctx->g, t->request_hash);
+		return;
+	}
 	gw_req_finish(
 	    &ctx->g, t->out.http_status,
 	    t->answer
@@ -62,19 +71,25 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
 	struct auth_ctx who;
 	struct txn_request *rq = NULL;
-	struct txn_parse_error perr;
+	struct fgw_why perr;
 	struct req_ctx *ctx = NULL;
 	struct txn *t = NULL;
+	cJSON *root = NULL;
 	const char *body, *key;
-	char hash[65], msg[240];
+	char hash[65], msg[sizeof(perr.where) + sizeof(perr.msg) + 2];
 	size_t len;
 	int r;
 
+	if (admit_wait(rx, req, path, h_txn_create))
+		return;
 	if (http_authenticate(rx, req, path, AUTH_API_KEY, &who) != 0 ||
 	    http_json_body(rx, req, &body, &len) != 0 ||
-	    http_idempotency_key(rx, req, &key) != 0 ||
-	    http_refuse_card_text(rx, req, &who, body, len) != 0)
+	    http_idempotency_key(rx, req, &key) != 0)
 		return;
+	/* One parse serves the card-text check and the request's fields. */
+	root = fgw_json_parse_strict(body, len);
+	if (http_refuse_card_text_tree(rx, req, &who, root) != 0)
+		goto out;
 	/* The customer is part of "the same request": a saved method id
 	 * replayed for another customer must not return the first's answer. */
 	if (who.subject[0] != '\0') {
@@ -83,7 +98,7 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 		if (n < 0 || (size_t)n >= sizeof(scoped)) {
 			http_send_error(rx, req, 400, "VALIDATION_ERROR",
 			                "X-Customer-Id is too long");
-			return;
+			goto out;
 		}
 		r = http_request_hash(rx, "POST", scoped, body, len, hash);
 	} else {
@@ -91,16 +106,20 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 	}
 	if (r != 0) {
 		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
-		return;
+		goto out;
 	}
 	if (key != NULL && http_idempotency_front(rx, req, who.client_id, key, hash) != 0)
-		return;
+		goto out;
 
-	r = txn_request_parse(body, len, &rq, &perr);
+	/* Not JSON: the body's own parse says where and why. */
+	r = root != NULL ? txn_request_parse_tree(root, &rq, &perr)
+	                 : txn_request_parse(body, len, &rq, &perr);
+	http_json_wipe_delete(root);
+	root = NULL;
 	if (r != 0) {
 		if (r == FGW_ERR_INVALID) {
-			snprintf(msg, sizeof(msg), "%s %s", perr.field, perr.message);
-			http_send_error_param(rx, req, 400, "VALIDATION_ERROR", msg, perr.field);
+			snprintf(msg, sizeof(msg), "%s %s", perr.where, perr.msg);
+			http_send_error_param(rx, req, 400, "VALIDATION_ERROR", msg, perr.where);
 		} else {
 			http_send_error(rx, req, 500, "INTERNAL_ERROR",
 			                "An unexpected error occurred");
@@ -131,6 +150,7 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 	fgw_strlcpy(t->request_id, log_request_get(), sizeof(t->request_id));
 	ctx->t = t;
 	gw_req_start(&ctx->g, rx, req, "transaction", req_free);
+	admit_take(rx);
 	if (key != NULL)
 		gw_req_claim(&ctx->g, who.client_id, key);
 	atomic_fetch_add(&rx->gw->metrics.txn_started, 1);
@@ -141,6 +161,9 @@ fail:
 	free(ctx);
 	if (key != NULL)
 		idem_end(rx->gw->idem, who.client_id, key);
+	return;
+out:
+	http_json_wipe_delete(root);
 }
 
 static void

@@ -12,8 +12,10 @@
  * or a cancel) is committed `pending` with its processor key
  * before the processor is asked, so a crash at any point leaves a row the
  * reconciler re-sends with the same key. A definite refusal moves it to
- * `failed`; no answer leaves it pending for the reconciler, or for the
- * client's retry, which adopts the row and re-sends it.
+ * `failed`, and so does a request that provably never left (not sent:
+ * answered 503 OPERATION_NOT_SENT at once, nothing to re-send); no answer
+ * leaves it pending for the reconciler, or for the client's retry, which
+ * adopts the row and re-sends it.
  *
  * The processor idempotency key of an operation is stable across the
  * client's retries: derived from the client's Idempotency-Key when there
@@ -66,6 +68,9 @@ struct op_ctx {
 	                                 (the store jobs' output too) */
 	char new_status[24];
 	char *answer;
+	/* The error answered once a failed operation is recorded (op_fail). */
+	int fail_status;
+	const char *fail_code, *fail_msg;
 };
 
 static const char *const op_names[] = { "status", "capture", "cancel", "refund" };
@@ -253,26 +258,32 @@ refusal_recorded_run(void *arg, int rc)
 	if (rc != 0)
 		log_txn_error(c->row.id, "%s failure not recorded: %s", op_names[c->op],
 		              fgw_strerror(rc));
-	gw_req_error(&c->g, refusal_status(&c->res), c->res.code, c->res.message);
+	gw_req_error(&c->g, c->fail_status, c->fail_code, c->fail_msg);
 }
 
-/* The processor certainly did not do it: the row moves to failed (a
- * refund's amount is refundable again), then the refusal is answered. */
+/* The processor certainly did not do it (it refused, or the request never
+ * left): the row moves to failed (a refund's amount is refundable again,
+ * an authorization may be captured or canceled anew), with the audit
+ * event txn.OP_WHAT, then status, code and message are answered. */
 static void
-op_refused(struct op_ctx *c)
+op_fail(struct op_ctx *c, const char *what, int status, const char *code,
+        const char *message)
 {
 	struct store_audit audit = { c->client, c->source, NULL, c->row.id, "failure", NULL };
 	struct store *st = c->g.rx->gw->store;
-	char details[160], event[32];
+	char details[160], event[40];
 	int n, r;
 
-	snprintf(event, sizeof(event), "txn.%s_failed", op_names[c->op]);
+	c->fail_status = status;
+	c->fail_code = code;
+	c->fail_msg = message;
+	snprintf(event, sizeof(event), "txn.%s_%s", op_names[c->op], what);
 	audit.event_type = event;
 	if (c->op == PROC_OP_REFUND)
 		n = snprintf(details, sizeof(details), "{\"refund\":\"%s\",\"code\":\"%s\"}",
-		             c->pop.id, c->res.code);
+		             c->pop.id, code);
 	else
-		n = snprintf(details, sizeof(details), "{\"code\":\"%s\"}", c->res.code);
+		n = snprintf(details, sizeof(details), "{\"code\":\"%s\"}", code);
 	if (n > 0 && (size_t)n < sizeof(details))
 		audit.details_json = details;
 	if (c->op == PROC_OP_REFUND)
@@ -286,6 +297,22 @@ op_refused(struct op_ctx *c)
 		refusal_recorded(c, FGW_ERR_SHUTDOWN);
 }
 
+/* The request provably never reached the processor (proc_call.h): safe
+ * to fail now, and the client hears that nothing was done. */
+static void
+op_not_sent(struct op_ctx *c)
+{
+	static const char *const msgs[] = {
+		[PROC_OP_CAPTURE] = "The capture was not made: nothing was sent to the "
+		                    "processor; send it again with a new Idempotency-Key",
+		[PROC_OP_CANCEL] = "The cancel was not made: nothing was sent to the "
+		                   "processor; send it again with a new Idempotency-Key",
+		[PROC_OP_REFUND] = "The refund was not made: nothing was sent to the "
+		                   "processor; send it again with a new Idempotency-Key",
+	};
+	op_fail(c, "not_sent", 503, "OPERATION_NOT_SENT", msgs[c->op]);
+}
+
 static void
 replied(void *arg, const struct proc_reply *reply)
 {
@@ -295,6 +322,12 @@ replied(void *arg, const struct proc_reply *reply)
 	/* The processor call, as the pipeline logs a payment's. */
 	log_txn_info(c->row.id, "%s: processor answered HTTP %ld in %lld ms", op_names[c->op],
 	             (long)reply->status, (long long)reply->elapsed_ms);
+	if (reply->sent == PROC_NOT_SENT) {
+		log_txn_warn(c->row.id, "%s not sent: %s", op_names[c->op],
+		             fgw_strerror(reply->err));
+		op_not_sent(c);
+		return;
+	}
 	if (!reply->parsed) {
 		log_txn_warn(c->row.id, "%s: no answer from the processor (%s)", op_names[c->op],
 		             fgw_strerror(reply->err));
@@ -304,7 +337,7 @@ replied(void *arg, const struct proc_reply *reply)
 	}
 	if ((v = proc_op_verdict(c->op, &c->res)) == OP_REFUSED) {
 		/* The processor refused: its mapped code (state, amount). */
-		op_refused(c);
+		op_fail(c, "failed", refusal_status(&c->res), c->res.code, c->res.message);
 		return;
 	}
 	if (v != OP_DONE) {
@@ -345,8 +378,7 @@ send_op(struct op_ctx *c)
 	c->call.opreq = NULL; /* built */
 	if (r != 0) {
 		log_txn_error(c->row.id, "%s not sent: %s", op_names[c->op], fgw_strerror(r));
-		gw_req_error(&c->g, 502, "PAYMENT_PROCESSING_FAILED",
-		             "The operation could not be sent to the processor");
+		op_not_sent(c);
 	}
 }
 
@@ -409,48 +441,44 @@ txnop_begun_run(void *arg, int rc)
 	send_op(c);
 }
 
-/* The client's Idempotency-Key hashed with its client id (24 hex). */
+/* A store callback's work, run with the request's id on the lines it
+ * logs; the thread's own id is restored after. */
+static void
+as_request(void (*run)(void *arg, int rc), void *arg, int rc)
+{
+	char prev[LOG_REQUEST_ID_MAX];
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	log_request_set(((struct op_ctx *)arg)->request_id);
+	run(arg, rc);
+	log_request_set(prev);
+}
+
 static void
 committed(void *arg, int rc, const struct store_txn_row *row)
 {
 	(void)row;
-	char prev[LOG_REQUEST_ID_MAX];
-	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
-	log_request_set(((struct op_ctx *)arg)->request_id);
-	committed_run(arg, rc);
-	log_request_set(prev);
+	as_request(committed_run, arg, rc);
 }
 
 static void
 refusal_recorded(void *arg, int rc)
 {
-	char prev[LOG_REQUEST_ID_MAX];
-	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
-	log_request_set(((struct op_ctx *)arg)->request_id);
-	refusal_recorded_run(arg, rc);
-	log_request_set(prev);
+	as_request(refusal_recorded_run, arg, rc);
 }
 
 static void
 refund_begun(void *arg, int rc)
 {
-	char prev[LOG_REQUEST_ID_MAX];
-	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
-	log_request_set(((struct op_ctx *)arg)->request_id);
-	refund_begun_run(arg, rc);
-	log_request_set(prev);
+	as_request(refund_begun_run, arg, rc);
 }
 
 static void
 txnop_begun(void *arg, int rc)
 {
-	char prev[LOG_REQUEST_ID_MAX];
-	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
-	log_request_set(((struct op_ctx *)arg)->request_id);
-	txnop_begun_run(arg, rc);
-	log_request_set(prev);
+	as_request(txnop_begun_run, arg, rc);
 }
 
+/* The client's Idempotency-Key hashed with its client id (24 hex). */
 static void
 client_key_hash(const struct op_ctx *c, char hex[25])
 {
@@ -519,36 +547,36 @@ begin_refund(struct op_ctx *c)
 
 int
 txnop_body_parse(const char *body, size_t len, enum proc_op op, int64_t *amount,
-                 char *why, size_t whycap)
+                 struct fgw_why *why)
 {
 	struct fgw_json_error jerr;
+	char msg[96]; /* the parser's detail, cut as it always was */
 	cJSON *o = fgw_json_parse(body, len, &jerr), *it;
 	int r = FGW_ERR_INVALID;
 
 	*amount = 0;
 	if (o == NULL) {
-		fgw_json_error_str(&jerr, why, whycap);
+		fgw_json_error_str(&jerr, msg, sizeof(msg));
+		fgw_why_set(why, "body", 0, 0, "%s", msg);
 		goto out;
 	}
 	if (!cJSON_IsObject(o)) {
-		fgw_strlcpy(why, "body must be a JSON object", whycap);
+		fgw_why_set(why, "body", 0, 0, "body must be a JSON object");
 		goto out;
 	}
 	cJSON_ArrayForEach(it, o) {
 		if (op != PROC_OP_REFUND || strcmp(it->string, "amount") != 0) {
-			fgw_strlcpy(why,
+			fgw_why_set(why, "body", 0, 0, "%s",
 			            op == PROC_OP_REFUND ? "only \"amount\" is allowed"
-			                                 : "the body must be {}",
-			            whycap);
+			                                 : "the body must be {}");
 			goto out;
 		}
 	}
 	it = cJSON_GetObjectItemCaseSensitive(o, "amount");
 	if (it != NULL && fgw_json_int(it, 1, 9007199254740991LL, amount) != 0) {
-		fgw_strlcpy(why,
+		fgw_why_set(why, "amount", 0, 0,
 		            "amount must be a positive integer of minor units "
-		            "(no fraction or exponent)",
-		            whycap);
+		            "(no fraction or exponent)");
 		goto out;
 	}
 	r = FGW_OK;
@@ -584,14 +612,13 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 	struct op_ctx *c = NULL;
 	const char *body, *key;
 	enum txn_state cur, op_end = op == PROC_OP_CAPTURE ? TXN_SUCCEEDED : TXN_CANCELED;
-	char id[40], why[96];
+	struct fgw_why bw;
+	char id[40];
 	size_t len;
 	int r;
 
 	if (http_authenticate(rx, req, path, AUTH_API_KEY, &who) != 0 ||
-	    http_json_body(rx, req, &body, &len) != 0 ||
-	    http_idempotency_key(rx, req, &key) != 0 ||
-	    http_refuse_card_text(rx, req, &who, body, len) != 0)
+	    http_keyed_body(rx, req, &who, &body, &len, &key) != 0)
 		return;
 	if (http_path_segment("/v1/transactions/*/*", path, 0, id, sizeof(id)) != 0 ||
 	    strncmp(id, "txn_", 4) != 0) {
@@ -625,8 +652,8 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 		}
 		gw_req_claim(&c->g, who.client_id, key);
 	}
-	if (txnop_body_parse(body, len, op, &c->amount, why, sizeof(why)) != 0) {
-		gw_req_error(&c->g, 400, "VALIDATION_ERROR", why);
+	if (txnop_body_parse(body, len, op, &c->amount, &bw) != 0) {
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR", bw.msg);
 		return;
 	}
 	r = store_txn_get(rx->reader, who.client_id, id, &c->row);

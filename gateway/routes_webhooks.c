@@ -52,9 +52,9 @@ struct wh_ctx {
 	char event_id[128];
 	char event_type[64];
 	char txn_id[40];
-	char target[24];                   /* state the event asks for */
+	enum txn_state target;             /* state the event asks for; NONE: none */
 	char result[24];                   /* applied, no_move, unmatched, ignored */
-	char old_status[24];               /* the transaction's, before the event */
+	enum txn_state old_state;          /* the transaction's, before the event */
 	struct store_refund_event refunds; /* what a refund event committed */
 };
 
@@ -132,8 +132,8 @@ record(struct wh_ctx *ctx)
 		cJSON_AddStringToObject(o, "eventId", ctx->event_id);
 		cJSON_AddStringToObject(o, "eventType", ctx->event_type);
 		cJSON_AddStringToObject(o, "result", ctx->result);
-		if (ctx->target[0])
-			cJSON_AddStringToObject(o, "target", ctx->target);
+		if (ctx->target != TXN_STATE_NONE)
+			cJSON_AddStringToObject(o, "target", txn_state_name(ctx->target));
 		s = cJSON_PrintUnformatted(o);
 		cJSON_Delete(o);
 	}
@@ -223,8 +223,8 @@ on_refunds(void *arg, int rc)
 		return;
 	} else {
 		fgw_strlcpy(ctx->result, "applied", sizeof(ctx->result));
-		fgw_strlcpy(ctx->target, ctx->refunds.new_status, sizeof(ctx->target));
-		if (txn_state_of(ctx->refunds.new_status) != txn_state_of(ctx->old_status))
+		ctx->target = txn_state_of(ctx->refunds.new_status);
+		if (ctx->target != ctx->old_state)
 			publish(ctx, NULL);
 	}
 	record(ctx);
@@ -263,7 +263,7 @@ event_details(const struct wh_ctx *ctx, const struct proc_event *pe)
 	cJSON_AddStringToObject(d, "eventId", ctx->event_id);
 	cJSON_AddStringToObject(d, "eventType", ctx->event_type);
 	if (pe->kind == PROC_EVENT_MOVE)
-		cJSON_AddStringToObject(d, "to", ctx->target);
+		cJSON_AddStringToObject(d, "to", txn_state_name(ctx->target));
 	if (pe->refunded_total >= 0 && pe->kind == PROC_EVENT_REFUNDED)
 		cJSON_AddNumberToObject(d, "refundedTotal", (double)pe->refunded_total);
 	if (pe->kind == PROC_EVENT_REFUND || pe->kind == PROC_EVENT_DISPUTE) {
@@ -331,8 +331,9 @@ apply_other(struct wh_ctx *ctx, const struct proc_event *pe)
 		                      ctx->source,
 		                      "txn.webhook",
 		                      ctx->txn_id,
-		                      pe->kind == PROC_EVENT_REFUND ? pe->refund_status
-		                                                    : "refunded",
+		                      pe->kind == PROC_EVENT_REFUND
+		                          ? pe->refund_status
+		                          : txn_state_name(TXN_REFUNDED),
 		                      details };
 	r = store_refund_event(rx->gw->store, rx->waker, &rf, &ctx->refunds,
 	                       &(struct store_commit){ .audit = &a,
@@ -385,7 +386,7 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		return;
 	}
 	if (pe.kind == PROC_EVENT_MOVE)
-		fgw_strlcpy(ctx->target, pe.target, sizeof(ctx->target));
+		ctx->target = pe.target;
 	if (find_txn(rx, &pe, ctx->txn_id, sizeof(ctx->txn_id)) != 0) {
 		fgw_strlcpy(ctx->result, "unmatched", sizeof(ctx->result));
 		record(ctx);
@@ -416,22 +417,20 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		return;
 	}
 	if (r == 0)
-		fgw_strlcpy(ctx->old_status, row.status, sizeof(ctx->old_status));
+		ctx->old_state = txn_state_of(row.status);
 	if (pe.kind != PROC_EVENT_MOVE) {
 		store_txn_row_clear(&row);
 		apply_other(ctx, &pe);
 		return;
 	}
-	if (r == 0 &&
-	    (txn_state_of(ctx->target) == TXN_SUCCEEDED ||
-	     txn_state_of(ctx->target) == TXN_AUTHORIZED) &&
+	if (r == 0 && (ctx->target == TXN_SUCCEEDED || ctx->target == TXN_AUTHORIZED) &&
 	    ((pe.amount >= 0 && pe.amount != row.amount) ||
 	     (pe.currency[0] != '\0' && strcmp(pe.currency, row.currency) != 0))) {
 		/* Another sum than the one recorded (the payment was changed at
 		 * the processor after flairgw made it): not this payment's
 		 * outcome. Recorded "mismatch" for an operator; nothing moves. */
 		log_error("webhook %s: %s for %lld %s, but %s is %lld %s: not applied",
-		          ctx->event_id, ctx->target, (long long)pe.amount,
+		          ctx->event_id, txn_state_name(ctx->target), (long long)pe.amount,
 		          pe.currency[0] ? pe.currency : "-", ctx->txn_id, (long long)row.amount,
 		          row.currency);
 		store_txn_row_clear(&row);
@@ -439,7 +438,7 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		record(ctx);
 		return;
 	}
-	if (r == 0 && txn_state_of(ctx->target) == TXN_DECLINED && waits_for_browser(&row)) {
+	if (r == 0 && ctx->target == TXN_DECLINED && waits_for_browser(&row)) {
 		/* The customer confirms this payment at the processor and may
 		 * try another card there: a failed attempt is not its end. */
 		store_txn_row_clear(&row);
@@ -447,7 +446,7 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		record(ctx);
 		return;
 	}
-	if (r == 0 && txn_state_of(ctx->target) == TXN_REFUNDED && pe.refunded_total >= 0 &&
+	if (r == 0 && ctx->target == TXN_REFUNDED && pe.refunded_total >= 0 &&
 	    pe.refunded_total < row.amount) {
 		/* Less than this payment's amount: not all of it. */
 		store_txn_row_clear(&row);
@@ -456,13 +455,13 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		return;
 	}
 	from = r == 0 ? txn_state_of(row.status) : TXN_STATE_NONE;
-	to = txn_state_of(ctx->target);
+	to = ctx->target;
 	/* An event the adapter reads two ways (a capture it cannot prove)
 	 * takes its fallback when only that one is a move forward. */
 	if (from != TXN_STATE_NONE && !txn_state_may_move(from, to) &&
-	    pe.fallback[0] != '\0' && txn_state_may_move(from, txn_state_of(pe.fallback))) {
-		fgw_strlcpy(ctx->target, pe.fallback, sizeof(ctx->target));
-		to = txn_state_of(ctx->target);
+	    pe.fallback != TXN_STATE_NONE && txn_state_may_move(from, pe.fallback)) {
+		ctx->target = pe.fallback;
+		to = ctx->target;
 	}
 	store_txn_row_clear(&row);
 	/* Only the shape every adapter relays, with a checked URL: the
@@ -561,9 +560,9 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 	/* What is kept of an event (its id, type, a next action, the audit
 	 * trail) must not carry a card number, whoever sent it. */
 	{
-		char why[320];
-		if (http_card_text_check(body, len, why, sizeof(why)) != 0) {
-			refuse(rx, req, processor, source, 400, "VALIDATION_ERROR", why);
+		struct fgw_why why;
+		if (http_card_text_check(body, len, &why) != 0) {
+			refuse(rx, req, processor, source, 400, "VALIDATION_ERROR", why.msg);
 			return;
 		}
 	}

@@ -30,6 +30,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "gateway/admit.h"
 #include "gateway/edge.h"
 #include "gateway/gateway.h"
 #include "gateway/http.h"
@@ -71,7 +72,7 @@ split_listen(const char *listen, char *host, size_t hostlen, char *port, size_t 
  * of this process may bind too (SO_REUSEPORT: one per reactor). */
 /* listen_addr as an address to bind (*ai: freeaddrinfo it). */
 static int
-resolve_listen(const char *listen_addr, struct addrinfo **ai, char *err, size_t errlen)
+resolve_listen(const char *listen_addr, struct addrinfo **ai, struct fgw_why *why)
 {
 	char host[128], port[16];
 	struct addrinfo hints;
@@ -79,7 +80,7 @@ resolve_listen(const char *listen_addr, struct addrinfo **ai, char *err, size_t 
 
 	*ai = NULL;
 	if (split_listen(listen_addr, host, sizeof(host), port, sizeof(port)) != 0) {
-		snprintf(err, errlen, "listen: '%s' is not HOST:PORT", listen_addr);
+		fgw_why_set(why, "listen", 0, 0, "'%s' is not HOST:PORT", listen_addr);
 		return FGW_ERR_INVALID;
 	}
 	memset(&hints, 0, sizeof(hints));
@@ -87,7 +88,7 @@ resolve_listen(const char *listen_addr, struct addrinfo **ai, char *err, size_t 
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
 	if ((r = getaddrinfo(host[0] ? host : NULL, port, &hints, ai)) != 0) {
-		snprintf(err, errlen, "listen: %s: %s", listen_addr, gai_strerror(r));
+		fgw_why_set(why, "listen", 0, 0, "%s: %s", listen_addr, gai_strerror(r));
 		*ai = NULL;
 		return FGW_ERR_INVALID;
 	}
@@ -95,29 +96,29 @@ resolve_listen(const char *listen_addr, struct addrinfo **ai, char *err, size_t 
 }
 
 int
-server_listen_check(const char *listen_addr, char *err, size_t errlen)
+server_listen_check(const char *listen_addr, struct fgw_why *why)
 {
 	struct addrinfo *ai = NULL;
-	int r = resolve_listen(listen_addr, &ai, err, errlen);
+	int r = resolve_listen(listen_addr, &ai, why);
 	if (ai != NULL)
 		freeaddrinfo(ai);
 	return r;
 }
 
 static int
-make_listener(const char *listen_addr, int share, evutil_socket_t *out, char *err,
-              size_t errlen)
+make_listener(const char *listen_addr, int share, evutil_socket_t *out,
+              struct fgw_why *why)
 {
 	struct addrinfo *ai = NULL;
 	int fd = -1, one = 1, r;
 
-	if ((r = resolve_listen(listen_addr, &ai, err, errlen)) != 0)
+	if ((r = resolve_listen(listen_addr, &ai, why)) != 0)
 		return r;
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
 	    (share && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
 	    bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
-		snprintf(err, errlen, "listen: %s: %s", listen_addr, strerror(errno));
+		fgw_why_set(why, "listen", 0, 0, "%s: %s", listen_addr, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		freeaddrinfo(ai);
@@ -247,7 +248,7 @@ accept_error(struct evconnlistener *lev, void *arg)
 }
 
 static int
-reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
+reactor_init(struct gateway *gw, struct reactor *rx, struct fgw_why *why)
 {
 	const struct fgw_config *cfg = &gw->cfg;
 	evutil_socket_t fd = -1;
@@ -257,7 +258,7 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	rx->gw = gw;
 	if ((rx->base = event_base_new()) == NULL ||
 	    (rx->http = evhttp_new(rx->base)) == NULL) {
-		snprintf(err, errlen, "cannot create the event loop");
+		fgw_why_set(why, NULL, 0, 0, "cannot create the event loop");
 		return FGW_ERR_NOMEM;
 	}
 	/* libevent refuses bodies beyond this with its own (HTML) 413; up to
@@ -285,15 +286,16 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	/* Every connection goes through the edge scanner (TLS or not). */
 	evhttp_set_bevcb(rx->http, edge_bevcb, rx);
 	if (edge_reactor_start(rx) != 0 || reqlog_reactor_start(rx) != 0 ||
+	    admit_reactor_start(rx) != 0 ||
 	    (rx->accept_ev = evtimer_new(rx->base, accept_resume, rx)) == NULL) {
-		snprintf(err, errlen, "cannot create the event loop");
+		fgw_why_set(why, NULL, 0, 0, "cannot create the event loop");
 		return FGW_ERR_NOMEM;
 	}
-	if ((r = make_listener(cfg->listen, 1, &fd, err, errlen)) != 0)
+	if ((r = make_listener(cfg->listen, 1, &fd, why)) != 0)
 		return r;
 	if ((rx->bound = evhttp_accept_socket_with_handle(rx->http, fd)) == NULL) {
 		close(fd);
-		snprintf(err, errlen, "cannot accept on %s", cfg->listen);
+		fgw_why_set(why, NULL, 0, 0, "cannot accept on %s", cfg->listen);
 		return FGW_ERR_IO;
 	}
 	evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(rx->bound),
@@ -301,7 +303,7 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 	if ((r = processor_clients(cfg, rx)) != 0 ||
 	    (r = store_waker_new(gw->store, rx->base, &rx->waker)) != 0 ||
 	    (r = store_reader_open(gw->store, &rx->reader)) != 0) {
-		snprintf(err, errlen, "reactor %d: %s", rx->idx, fgw_strerror(r));
+		fgw_why_set(why, NULL, 0, 0, "reactor %d: %s", rx->idx, fgw_strerror(r));
 		return r;
 	}
 	if ((rx->stop_ev = event_new(rx->base, -1, 0, stop_cb, rx)) == NULL ||
@@ -344,7 +346,7 @@ reactor_init(struct gateway *gw, struct reactor *rx, char *err, size_t errlen)
 			.action_expiry_ms = cfg->reconcile_3ds_expiry_ms,
 		};
 		if ((r = reconciler_start(&rx->env, &ro, &rx->recon)) != 0) {
-			snprintf(err, errlen, "reconciler: %s", fgw_strerror(r));
+			fgw_why_set(why, NULL, 0, 0, "reconciler: %s", fgw_strerror(r));
 			return r;
 		}
 	}
@@ -355,6 +357,7 @@ static void
 reactor_cleanup(struct reactor *rx)
 {
 	gw_req_abandon_all(rx);
+	admit_reactor_stop(rx);
 	resv_reactor_stop(rx);
 	if (rx->http != NULL)
 		evhttp_free(rx->http);
@@ -403,7 +406,7 @@ server_reopen_access_log(struct gateway *gw)
 }
 
 static int
-setup_access_log(struct gateway *gw, char *err, size_t errlen)
+setup_access_log(struct gateway *gw, struct fgw_why *why)
 {
 	const char *a = gw->cfg.access_log;
 	gw->access_fd = -1;
@@ -414,7 +417,7 @@ setup_access_log(struct gateway *gw, char *err, size_t errlen)
 	} else {
 		gw->access_mode = ACCESS_LOG_FILE;
 		if ((gw->access_fd = open_access_log(a)) < 0) {
-			snprintf(err, errlen, "access_log: %s: %s", a, strerror(errno));
+			fgw_why_set(why, "access_log", 0, 0, "%s: %s", a, strerror(errno));
 			return FGW_ERR_IO;
 		}
 	}
@@ -422,19 +425,19 @@ setup_access_log(struct gateway *gw, char *err, size_t errlen)
 }
 
 int
-server_start(struct gateway *gw, char *err, size_t errlen)
+server_start(struct gateway *gw, struct fgw_why *why)
 {
 	evutil_socket_t probe;
 	int r, started = 0;
 
-	if ((r = setup_access_log(gw, err, errlen)) != 0)
+	if ((r = setup_access_log(gw, why)) != 0)
 		return r;
 	/* Through SO_REUSEPORT another flairgw of the same user listening on
 	 * this address would silently share its traffic with us. A socket
 	 * without it binds only where nobody listens: refuse if it cannot. */
-	if ((r = make_listener(gw->cfg.listen, 0, &probe, err, errlen)) != 0) {
-		size_t n = strlen(err);
-		snprintf(err + n, errlen - n, " (is another process serving it?)");
+	if ((r = make_listener(gw->cfg.listen, 0, &probe, why)) != 0) {
+		size_t n = strlen(why->msg);
+		snprintf(why->msg + n, sizeof(why->msg) - n, " (is another process serving it?)");
 		return r;
 	}
 	evutil_closesocket(probe);
@@ -442,12 +445,12 @@ server_start(struct gateway *gw, char *err, size_t errlen)
 		return FGW_ERR_NOMEM;
 	for (int i = 0; i < gw->n_rx; i++) {
 		gw->rx[i].idx = i;
-		if ((r = reactor_init(gw, &gw->rx[i], err, errlen)) != 0)
+		if ((r = reactor_init(gw, &gw->rx[i], why)) != 0)
 			goto fail;
 	}
 	for (int i = 0; i < gw->n_rx; i++) {
 		if (pthread_create(&gw->rx[i].thread, NULL, reactor_main, &gw->rx[i]) != 0) {
-			snprintf(err, errlen, "cannot start reactor thread");
+			fgw_why_set(why, NULL, 0, 0, "cannot start reactor thread");
 			r = FGW_ERR_INTERNAL;
 			goto fail;
 		}

@@ -235,10 +235,11 @@ startup_log_file(const struct fgw_config *cfg, struct check_report *rep)
 int
 startup_listen(const struct fgw_config *cfg, struct check_report *rep)
 {
-	char err[512];
+	struct fgw_why why = { 0 };
+	char err[sizeof(why.where) + sizeof(why.msg) + 8];
 	int r;
-	if ((r = server_listen_check(cfg->listen, err, sizeof(err))) != 0)
-		check_problem(rep, "%s", err);
+	if ((r = server_listen_check(cfg->listen, &why)) != 0)
+		check_problem(rep, "%s", fgw_why_format(&why, err, sizeof(err)));
 	return r;
 }
 
@@ -253,7 +254,8 @@ startup_keyring(struct gateway *g, enum startup_mode m, struct check_report *rep
 {
 	const struct fgw_config *cfg = &g->cfg;
 	struct keyring_opts kopts;
-	const char *why = NULL, *note = NULL;
+	struct fgw_why why = { 0 };
+	const char *note = NULL;
 	int r;
 
 	memset(&kopts, 0, sizeof(kopts));
@@ -293,7 +295,7 @@ startup_keyring(struct gateway *g, enum startup_mode m, struct check_report *rep
 	else if ((r = keyring_check(&kopts, &note, &why)) == 0 && note != NULL)
 		check_note(rep, "key ring %s: %s", cfg->keys_dir, note);
 	if (r != 0)
-		check_problem(rep, "key ring %s: %s", cfg->keys_dir, why ? why : fgw_strerror(r));
+		check_problem(rep, "key ring %s: %s", cfg->keys_dir, why.msg);
 	return r;
 }
 
@@ -304,7 +306,7 @@ startup_keyring(struct gateway *g, enum startup_mode m, struct check_report *rep
  * directive's value. The value is never logged, only where it came from. */
 static int
 processor_secret(const char *file, const char *env, const char *prefix,
-                 struct proc_config *pc, char *err, size_t errlen)
+                 struct proc_config *pc, struct fgw_why *why)
 {
 	const char *v = NULL;
 	char *text = NULL;
@@ -314,20 +316,21 @@ processor_secret(const char *file, const char *env, const char *prefix,
 
 	if (file[0] != '\0') {
 		if (stat(file, &sb) != 0 || !S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
-			snprintf(err, errlen,
-			         "%s_secret_file %s: must be a regular file "
-			         "with mode 0600 or stricter",
-			         prefix, file);
+			fgw_why_set(why, NULL, 0, 0,
+			            "%s_secret_file %s: must be a regular file "
+			            "with mode 0600 or stricter",
+			            prefix, file);
 			return FGW_ERR_INVALID;
 		}
 		if ((r = fgw_read_secret_file(file, sizeof(pc->secret), &text, &len)) != 0) {
-			snprintf(err, errlen, "%s_secret_file %s: %s", prefix, file, fgw_strerror(r));
+			fgw_why_set(why, NULL, 0, 0, "%s_secret_file %s: %s", prefix, file,
+			            fgw_strerror(r));
 			return r;
 		}
 		v = text;
 	} else if (env[0] != '\0') {
 		if ((v = getenv(env)) == NULL) {
-			snprintf(err, errlen, "%s_secret_env: %s is not set", prefix, env);
+			fgw_why_set(why, NULL, 0, 0, "%s_secret_env: %s is not set", prefix, env);
 			return FGW_ERR_INVALID;
 		}
 	} else {
@@ -336,8 +339,9 @@ processor_secret(const char *file, const char *env, const char *prefix,
 	r = FGW_OK;
 	if (v[0] == '\0' || strlen(v) >= sizeof(pc->secret) ||
 	    strpbrk(v, " \t\r\n") != NULL) {
-		snprintf(err, errlen, "%s credential from %s: empty, too long or has white space",
-		         prefix, text != NULL ? "its secret file" : "its environment variable");
+		fgw_why_set(why, NULL, 0, 0,
+		            "%s credential from %s: empty, too long or has white space", prefix,
+		            text != NULL ? "its secret file" : "its environment variable");
 		r = FGW_ERR_INVALID;
 	} else {
 		fgw_strlcpy(pc->secret, v, sizeof(pc->secret));
@@ -352,6 +356,7 @@ int
 startup_processors(struct gateway *g, struct check_report *rep)
 {
 	const struct fgw_config *cfg = &g->cfg;
+	struct fgw_why why = { 0 };
 	char err[1024], prefix[64];
 	int r, first = 0;
 
@@ -366,18 +371,17 @@ startup_processors(struct gateway *g, struct check_report *rep)
 			         s->old_prefix);
 		else
 			snprintf(prefix, sizeof(prefix), "processor %s ", s->name);
-		if ((r = proc_instance_load(pi, s, cfg->processor_timeout_ms, err,
-		                            sizeof(err))) != 0 ||
-		    (r = processor_secret(s->secret_file, s->secret_env, prefix, &pi->cfg, err,
-		                          sizeof(err))) != 0)
-			check_problem(rep, "%s", err);
+		if ((r = proc_instance_load(pi, s, cfg->processor_timeout_ms, &why)) != 0 ||
+		    (r = processor_secret(s->secret_file, s->secret_env, prefix, &pi->cfg,
+		                          &why)) != 0)
+			check_problem(rep, "%s", fgw_why_format(&why, err, sizeof(err)));
 		breaker_init(&pi->breaker, (int)cfg->breaker_failures, cfg->breaker_open_ms);
 		g->n_procs = i + 1;
 		if (first == 0)
 			first = r;
 		if ((r = tls_client_files_check(prefix, s->ca_file, s->client_cert, s->client_key,
-		                                err, sizeof(err))) != 0) {
-			check_problem(rep, "%s", err);
+		                                &why)) != 0) {
+			check_problem(rep, "%s", why.msg);
 			if (first == 0)
 				first = r;
 		}
@@ -392,7 +396,8 @@ startup_jwt(struct gateway *g, struct check_report *rep)
 {
 	const struct fgw_config *cfg = &g->cfg;
 	struct jwt_config jc;
-	char *secret = NULL, err[512];
+	struct fgw_why why = { 0 };
+	char *secret = NULL;
 	size_t slen = 0;
 	int r;
 	if (cfg->jwt_issuer[0] == '\0')
@@ -413,8 +418,8 @@ startup_jwt(struct gateway *g, struct check_report *rep)
 		jc.hs256_secret = (const unsigned char *)secret;
 		jc.hs256_secret_len = slen;
 	}
-	if ((r = jwt_verifier_new(&jc, &g->jwt, err, sizeof(err))) != 0)
-		check_problem(rep, "customer JWTs (jwt_*): %s", err);
+	if ((r = jwt_verifier_new(&jc, &g->jwt, &why)) != 0)
+		check_problem(rep, "customer JWTs (jwt_*): %s", why.msg);
 	fgw_freezero(secret, slen);
 	return r;
 }
@@ -462,11 +467,11 @@ startup_webhooks(struct gateway *g, enum startup_mode m, struct check_report *re
 int
 startup_pipeline(struct gateway *g, struct check_report *rep)
 {
-	char err[512];
+	struct fgw_why why = { 0 };
 	int r;
-	if ((r = pipeline_build(g->cfg.stages_request, g->cfg.stages_response, &g->pl, err,
-	                        sizeof(err))) != 0)
-		check_problem(rep, "stages_request / stages_response: %s", err);
+	if ((r = pipeline_build(g->cfg.stages_request, g->cfg.stages_response, &g->pl,
+	                        &why)) != 0)
+		check_problem(rep, "stages_request / stages_response: %s", why.msg);
 	return r;
 }
 
@@ -495,13 +500,13 @@ startup_rules(struct gateway *g, struct check_report *rep)
 int
 startup_tls(struct gateway *g, struct check_report *rep)
 {
-	char err[512];
+	struct fgw_why why = { 0 };
 	int r;
 	if (g->cfg.tls_cert_file[0] == '\0')
 		return FGW_OK;
-	if ((r = tls_server_ctx_new(g->cfg.tls_cert_file, g->cfg.tls_key_file, &g->tls, err,
-	                            sizeof(err))) != 0)
-		check_problem(rep, "%s", err);
+	if ((r = tls_server_ctx_new(g->cfg.tls_cert_file, g->cfg.tls_key_file, &g->tls,
+	                            &why)) != 0)
+		check_problem(rep, "%s", why.msg);
 	return r;
 }
 
@@ -705,10 +710,11 @@ startup_database(struct gateway *g, enum startup_mode m, struct check_report *re
 int
 startup_slots(struct gateway *g, enum startup_mode m, struct check_report *rep)
 {
-	char err[512];
+	struct fgw_why why = { 0 };
+	char err[sizeof(why.where) + sizeof(why.msg) + 8];
 	int r;
-	if ((r = resv_setup(g, m == STARTUP_CHECK, err, sizeof(err))) != 0)
-		check_problem(rep, "%s", err);
+	if ((r = resv_setup(g, m == STARTUP_CHECK, &why)) != 0)
+		check_problem(rep, "%s", fgw_why_format(&why, err, sizeof(err)));
 	return r;
 }
 

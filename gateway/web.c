@@ -94,7 +94,7 @@ out:
 }
 
 int
-web_setup(struct gateway *gw, char *err, size_t errlen)
+web_setup(struct gateway *gw, struct fgw_why *why)
 {
 	const struct fgw_config *cfg = &gw->cfg;
 	struct web *w;
@@ -106,7 +106,7 @@ web_setup(struct gateway *gw, char *err, size_t errlen)
 	if (cfg->web_dir[0] == '\0')
 		return 0;
 	if ((w = calloc(1, sizeof(*w))) == NULL) {
-		snprintf(err, errlen, "out of memory");
+		fgw_why_set(why, NULL, 0, 0, "out of memory");
 		return FGW_ERR_NOMEM;
 	}
 	gw->web = w;
@@ -117,7 +117,7 @@ web_setup(struct gateway *gw, char *err, size_t errlen)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", cfg->web_dir, f->name);
 		if ((r = read_file(path, &f->data, &f->len)) != 0) {
-			snprintf(err, errlen, "web_dir: %s: %s (run make)", path, fgw_strerror(r));
+			fgw_why_set(why, "web_dir", 0, 0, "%s: %s (run make)", path, fgw_strerror(r));
 			return r;
 		}
 		w->n++;
@@ -127,7 +127,7 @@ web_setup(struct gateway *gw, char *err, size_t errlen)
 	if (is_dev(gw) && cfg->jwt_hs256_secret_file[0] != '\0') {
 		if ((r = fgw_read_secret_file(cfg->jwt_hs256_secret_file, 4096, &secret,
 		                              &slen)) != 0) {
-			snprintf(err, errlen, "jwt_hs256_secret_file: %s", fgw_strerror(r));
+			fgw_why_set(why, "jwt_hs256_secret_file", 0, 0, "%s", fgw_strerror(r));
 			return r;
 		}
 		if ((w->hs256 = sodium_malloc(slen)) != NULL) {
@@ -136,7 +136,7 @@ web_setup(struct gateway *gw, char *err, size_t errlen)
 		}
 		fgw_freezero(secret, slen);
 		if (w->hs256 == NULL) {
-			snprintf(err, errlen, "out of memory");
+			fgw_why_set(why, NULL, 0, 0, "out of memory");
 			return FGW_ERR_NOMEM;
 		}
 	}

@@ -12,7 +12,7 @@
 /* Reads web_dir's files (flair.js; the demo's in development) and, in
  * development, the HS256 secret the demo signs with. Nothing when web_dir
  * is empty. Errors name the file. */
-int web_setup(struct gateway *gw, char *err, size_t errlen);
+int web_setup(struct gateway *gw, struct fgw_why *why);
 void web_free(struct gateway *gw);
 
 #endif

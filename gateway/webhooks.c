@@ -67,9 +67,10 @@ struct webhooks {
 	int n_in;
 	struct secbuf *out_secret[CONFIG_MAX_WEBHOOK_ENDPOINTS];
 	int n_out;
-	int busy;              /* deliveries not yet recorded */
-	struct delivery *live; /* the same, freed at shutdown if
+	int busy;                                      /* deliveries not yet recorded */
+	struct delivery *live;                         /* the same, freed at shutdown if
 	                                        the loop stopped before */
+	struct store_outbox_row batch[DELIVERY_BATCH]; /* a round's due rows */
 };
 
 /* ---- outbox writer (any reactor) --------------------------------------- */
@@ -264,7 +265,6 @@ on_delivered(void *arg, const struct httpc_response *resp)
 		                                  cfg->webhook_max_age_s };
 	static const char *const outcomes[] = { "delivered", "retry", "failed" };
 	enum outbox_fate fate;
-	int64_t now = fgw_now_ms();
 	int r;
 
 	memset(&a, 0, sizeof(a));
@@ -280,15 +280,13 @@ on_delivered(void *arg, const struct httpc_response *resp)
 	} else {
 		fgw_strlcpy(a.error, fgw_strerror(resp->err), sizeof(a.error));
 	}
-	if (a.error[0] == '\0') {
-		fate = OUTBOX_DELIVERED;
-		a.next_attempt_at = d->row.next_attempt_at;
-	} else {
-		fate = outbox_after_failure(&policy, d->row.attempts, d->row.created_at, now,
-		                            &a.next_attempt_at);
-		if (d->unconfigured)
-			fate = OUTBOX_FAILED;
-	}
+	fate = outbox_settle(&policy, wh->gw->metrics.webhooks_out,
+	                     &(struct outbox_attempt){ .attempts = d->row.attempts,
+	                                               .created_at = d->row.created_at,
+	                                               .due_at = d->row.next_attempt_at,
+	                                               .error = a.error,
+	                                               .give_up = d->unconfigured },
+	                     fgw_now_ms(), &a.next_attempt_at);
 	fgw_strlcpy(a.outcome, outcomes[fate], sizeof(a.outcome));
 	snprintf(details, sizeof(details),
 	         "{\"outboxId\":\"%s\",\"eventId\":\"%s\",\"attempt\":%d,\"httpStatus\":%d,"
@@ -300,7 +298,6 @@ on_delivered(void *arg, const struct httpc_response *resp)
 		                          d->row.txn_id,
 		                          fate == OUTBOX_DELIVERED ? "success" : "failure",
 		                          details };
-	outbox_count(wh->gw->metrics.webhooks_out, fate);
 	if (fate != OUTBOX_DELIVERED)
 		log_warn("outbox: %s to %s: %s (%s)", d->row.id, d->row.url, a.error, a.outcome);
 	if (fate == OUTBOX_FAILED)
@@ -379,23 +376,34 @@ fail:
 	on_recorded(d, 0); /* unlinks and frees; the row stays pending */
 }
 
+/* The round's side of the outbox loop (gateway/outbox.h). */
+static int
+round_due(void *arg, int64_t now, int max, int *n)
+{
+	struct webhooks *wh = arg;
+	return store_outbox_due(wh->rx->reader, now, wh->batch, max, n);
+}
+
+static void
+round_send(void *arg, int i)
+{
+	struct webhooks *wh = arg;
+	send_one(wh, &wh->batch[i]);
+}
+
 static void
 tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct webhooks *wh = arg;
-	struct store_outbox_row rows[DELIVERY_BATCH];
-	int n = 0, r;
+	const struct outbox_sender sender = { "outbox", wh, round_due, round_send };
 	(void)fd;
 	(void)what;
 	if (wh->rx->draining)
 		return; /* rows stay pending for the next start */
-	if (wh->busy == 0) {
-		if ((r = store_outbox_due(wh->rx->reader, fgw_now_ms(), rows, DELIVERY_BATCH,
-		                          &n)) != 0)
-			log_error("outbox: reading due rows: %s", fgw_strerror(r));
-		for (int i = 0; i < n; i++)
-			send_one(wh, &rows[i]);
-	}
+	/* A round only when the last one's attempts are all recorded: the
+	 * next read must see them. */
+	if (wh->busy == 0)
+		(void)outbox_round(&sender, DELIVERY_BATCH);
 	arm(wh);
 }
 

@@ -35,11 +35,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/txnstate.h"
 #include "processors/adapter.h"
 #include "pipeline/proc_call.h"
 #include "processors/instance.h"
 #include "store/store.h"
 
+struct cJSON;
 struct event;
 struct event_base;
 struct httpc;
@@ -69,9 +71,9 @@ struct pipeline {
 };
 
 /* Resolves comma-separated stage names ("token,decrypt,rule,encrypt,post")
- * for each phase. On error writes a reason into err. */
+ * for each phase. On error fills why. */
 int pipeline_build(const char *request_order, const char *response_order,
-                   struct pipeline *out, char *err, size_t errlen);
+                   struct pipeline *out, struct fgw_why *why);
 
 /* ---- the parsed request ---------------------------------------------- */
 
@@ -106,9 +108,11 @@ struct txn_request {
 	char customer_id[192]; /* who.subject (X-Customer-Id or JWT sub);
 	                            set by the route, "" when none */
 	int capture;           /* 1: purchase; 0: authorize only */
-	/* returnUrl: where the customer comes back after 3-D Secure ("" when
-	 * none); its origin is checked by the route (return_url_origins). */
-	char return_url[2049];
+	/* returnUrl: where the customer comes back after 3-D Secure, malloc'ed
+	 * (at most 2,048 characters; NULL when none); its origin is checked by
+	 * the route (return_url_origins). A pointer: rarely sent, and a 2 KiB
+	 * array was most of every payment's request. */
+	char *return_url;
 	/* stripePaymentMethod: a PaymentMethod the customer's browser created
 	 * at Stripe (Stripe.js), "pm_…"; "" when none. No card reaches us. */
 	char processor_method[64];
@@ -123,22 +127,21 @@ struct txn_request {
 	int client_confirms;
 };
 
-struct txn_parse_error {
-	char field[64];
-	char message[160];
-};
-
 /* Parses and validates the shape of a POST /v1/transactions body. Card
  * fields go straight into guarded memory; the parse tree is wiped. Returns
- * 0, or FGW_ERR_INVALID with err filled (never echoing card data). */
+ * 0, or FGW_ERR_INVALID with why filled: where the field (a JSON path),
+ * msg what is wrong with it, never echoing card data. */
 int txn_request_parse(const char *body, size_t len, struct txn_request **out,
-                      struct txn_parse_error *err);
+                      struct fgw_why *why);
+/* The same over a body the caller parsed (fgw_json_parse) and keeps: card
+ * number and CVC are wiped in the tree; the caller wipes and frees it. */
+int txn_request_parse_tree(const struct cJSON *root, struct txn_request **out,
+                           struct fgw_why *why);
 /* The same for a payment the customer's browser confirms at the processor
  * (Stripe.js): no card, encryptedCard, paymentMethodId, stripePaymentMethod
  * or savePaymentMethod; sets client_confirms. */
 int txn_request_parse_client_confirms(const char *body, size_t len,
-                                      struct txn_request **out,
-                                      struct txn_parse_error *err);
+                                      struct txn_request **out, struct fgw_why *why);
 void txn_request_free(struct txn_request *r);
 /* 1 when rq has no returnUrl or its origin (scheme://host[:port], case
  * insensitive) is one of origins (comma- or space-separated). */
@@ -148,7 +151,7 @@ int txn_return_url_allowed(const struct txn_request *rq, const char *origins);
  * optional "nickname") into the
  * card fields of a txn_request; nickname gets the nickname or "". */
 int txn_method_body_parse(const char *body, size_t len, struct txn_request **out,
-                          char *nickname, size_t nickcap, struct txn_parse_error *err);
+                          char *nickname, size_t nickcap, struct fgw_why *why);
 /* How fresh an encryptedCard must be. Its sealed JSON carries "iat", the
  * unix time in seconds when it was sealed, so a captured blob is worth
  * something only until max_age_ms has passed. */
@@ -164,19 +167,19 @@ struct sealed_card_policy {
  * The CVC is dropped. FGW_ERR_INVALID with err filled for bad cards. */
 int txn_card_to_vault(struct keyring *kr, const struct sealed_card_policy *pol,
                       struct txn_request *rq, struct store_vault_entry *ve, char **blob,
-                      struct txn_parse_error *err);
+                      struct fgw_why *why);
 /* Parses card JSON {"number","expMonth","expYear","cvc","holderName"}
  * (from a plain body field or an opened sealed box) into card. */
 int txn_card_parse_json(const char *json, size_t len, struct txn_card *card,
-                        struct txn_parse_error *err);
+                        struct fgw_why *why);
 
 /* Parses an opened encryptedCard: the card JSON of txn_card_parse_json
- * plus "iat", checked against pol at now_ms. FGW_ERR_TIMEOUT (err filled)
+ * plus "iat", checked against pol at now_ms. FGW_ERR_TIMEOUT (why filled)
  * when iat is missing (and required), too old or too far ahead;
  * FGW_ERR_INVALID for a bad card or an iat that is not an integer. */
 int txn_card_parse_sealed(const char *json, size_t len,
                           const struct sealed_card_policy *pol, int64_t now_ms,
-                          struct txn_card *card, struct txn_parse_error *err);
+                          struct txn_card *card, struct fgw_why *why);
 void txn_card_clear(struct txn_card *card);
 
 /* ---- the environment a reactor gives its transactions ---------------- */
@@ -224,8 +227,11 @@ int pipeline_proc_by_name(const struct pipeline_env *env, const char *name,
 /* ---- the transaction -------------------------------------------------- */
 
 struct txn_outcome {
-	char status[24];     /* as recorded: succeeded, declined, ... */
-	char error_code[40]; /* "" on success */
+	enum txn_state state; /* as recorded; TXN_STATE_NONE with rejected 0:
+	                         no outcome yet */
+	int rejected;         /* refused before anything was recorded: a
+	                         state of no transaction (txn_reject) */
+	char error_code[40];  /* "" on success */
 	char error_message[160];
 	int http_status; /* answer to the website */
 	int record;      /* 1: this outcome is recorded */
@@ -239,6 +245,9 @@ struct txn {
 	char source[64];    /* remote address */
 	char idem_key[256]; /* client's Idempotency-Key or "" */
 	char request_hash[65];
+	int idem_lost; /* the store refused the claim of idem_key: another
+	                  request (on any instance) holds it; nothing was
+	                  written, the answer is the key's (txn_idem_lost) */
 	struct txn_request *req;
 	const struct pipeline_env *env;
 
@@ -322,8 +331,21 @@ const struct proc_type *txn_proc_type(const struct txn *t);
 struct proc_instance *txn_instance(const struct txn *t);
 
 /* Sets the outcome fields (helper for stages). */
-void txn_set_outcome(struct txn *t, const char *status, const char *code,
+void txn_set_outcome(struct txn *t, enum txn_state state, const char *code,
                      const char *message, int http_status, int record);
+/* The request is refused before anything is recorded (no state): code
+ * and message are answered with http_status. */
+void txn_reject(struct txn *t, const char *code, const char *message, int http_status);
+/* The outcome as the answer, logs and metrics name it: the state's name,
+ * "rejected", or "" when there is none yet. */
+const char *txn_outcome_name(const struct txn_outcome *o);
+
+/* The write that claimed t's Idempotency-Key failed with
+ * FGW_ERR_CONFLICT: another request committed the key first (on this
+ * instance or another sharing the database), and this one changed
+ * nothing. Marks it (idem_lost) with a 409 outcome that is not recorded;
+ * the route answers what a repeat of the key answers. */
+void txn_idem_lost(struct txn *t);
 
 /* JSON of a recorded transaction for GET /v1/transactions/{id} and for
  * answers; *out is malloc'ed. */

@@ -32,8 +32,8 @@ stage_find(enum stage_phase phase, const char *name, size_t len)
 }
 
 static int
-build_phase(enum stage_phase phase, const char *order, struct pipeline *pl, char *err,
-            size_t errlen)
+build_phase(enum stage_phase phase, const char *order, struct pipeline *pl,
+            struct fgw_why *why)
 {
 	const char *p = order;
 	pl->n[phase] = 0;
@@ -48,19 +48,19 @@ build_phase(enum stage_phase phase, const char *order, struct pipeline *pl, char
 			len--;
 		const struct stage_type *st = stage_find(phase, p, len);
 		if (st == NULL) {
-			snprintf(err, errlen, "unknown %s stage '%.*s'",
-			         phase == PHASE_REQUEST ? "request" : "response",
-			         (int)(len > 32 ? 32 : len), p);
+			fgw_why_set(why, NULL, 0, 0, "unknown %s stage '%.*s'",
+			            phase == PHASE_REQUEST ? "request" : "response",
+			            (int)(len > 32 ? 32 : len), p);
 			return FGW_ERR_INVALID;
 		}
 		for (int i = 0; i < pl->n[phase]; i++) {
 			if (pl->stages[phase][i] == st) {
-				snprintf(err, errlen, "stage '%s' listed twice", st->name);
+				fgw_why_set(why, NULL, 0, 0, "stage '%s' listed twice", st->name);
 				return FGW_ERR_INVALID;
 			}
 		}
 		if (pl->n[phase] == PIPELINE_MAX_STAGES) {
-			snprintf(err, errlen, "too many stages");
+			fgw_why_set(why, NULL, 0, 0, "too many stages");
 			return FGW_ERR_INVALID;
 		}
 		pl->stages[phase][pl->n[phase]++] = st;
@@ -82,13 +82,13 @@ has_stage(const struct pipeline *pl, enum stage_phase phase, const struct stage_
 
 int
 pipeline_build(const char *request_order, const char *response_order,
-               struct pipeline *out, char *err, size_t errlen)
+               struct pipeline *out, struct fgw_why *why)
 {
 	struct pipeline pl;
 	int r;
 	memset(&pl, 0, sizeof(pl));
-	if ((r = build_phase(PHASE_REQUEST, request_order, &pl, err, errlen)) != 0 ||
-	    (r = build_phase(PHASE_RESPONSE, response_order, &pl, err, errlen)) != 0)
+	if ((r = build_phase(PHASE_REQUEST, request_order, &pl, why)) != 0 ||
+	    (r = build_phase(PHASE_RESPONSE, response_order, &pl, why)) != 0)
 		return r;
 	/* The invariants need these: a card is always tokenized and validated,
 	 * the processor is always called, the outcome always recorded before
@@ -96,11 +96,12 @@ pipeline_build(const char *request_order, const char *response_order,
 	if (!has_stage(&pl, PHASE_REQUEST, &stage_token) ||
 	    !has_stage(&pl, PHASE_REQUEST, &stage_rule) ||
 	    !has_stage(&pl, PHASE_REQUEST, &stage_post)) {
-		snprintf(err, errlen, "the request pipeline must include token, rule and post");
+		fgw_why_set(why, NULL, 0, 0,
+		            "the request pipeline must include token, rule and post");
 		return FGW_ERR_INVALID;
 	}
 	if (pl.stages[PHASE_REQUEST][pl.n[PHASE_REQUEST] - 1] != &stage_post) {
-		snprintf(err, errlen, "post must be the last request stage");
+		fgw_why_set(why, NULL, 0, 0, "post must be the last request stage");
 		return FGW_ERR_INVALID;
 	}
 	if (has_stage(&pl, PHASE_REQUEST, &stage_encrypt)) {
@@ -108,18 +109,18 @@ pipeline_build(const char *request_order, const char *response_order,
 			if (pl.stages[PHASE_REQUEST][i] == &stage_encrypt)
 				break;
 			if (pl.stages[PHASE_REQUEST][i] == &stage_post) {
-				snprintf(err, errlen, "encrypt must come before post");
+				fgw_why_set(why, NULL, 0, 0, "encrypt must come before post");
 				return FGW_ERR_INVALID;
 			}
 		}
 	} else {
-		snprintf(err, errlen, "the request pipeline must include encrypt");
+		fgw_why_set(why, NULL, 0, 0, "the request pipeline must include encrypt");
 		return FGW_ERR_INVALID;
 	}
 	if (!has_stage(&pl, PHASE_RESPONSE, &stage_record) || pl.n[PHASE_RESPONSE] < 2 ||
 	    pl.stages[PHASE_RESPONSE][pl.n[PHASE_RESPONSE] - 1] != &stage_relay) {
-		snprintf(err, errlen,
-		         "the response pipeline must include record and end with post");
+		fgw_why_set(why, NULL, 0, 0,
+		            "the response pipeline must include record and end with post");
 		return FGW_ERR_INVALID;
 	}
 	*out = pl;
@@ -139,9 +140,9 @@ advance(struct txn *t, enum stage_rc rc)
 	case STAGE_AGAIN:
 		return 1;
 	case STAGE_ERROR:
-		if (t->out.status[0] == '\0')
-			txn_set_outcome(t, "failed", "INTERNAL_ERROR", "An unexpected error occurred",
-			                500, t->row_created);
+		if (t->out.state == TXN_STATE_NONE && !t->out.rejected)
+			txn_set_outcome(t, TXN_FAILED, "INTERNAL_ERROR",
+			                "An unexpected error occurred", 500, t->row_created);
 		/* fall through */
 	case STAGE_STOP:
 		if (t->phase == PHASE_REQUEST) {
@@ -201,7 +202,7 @@ pipeline_start(struct txn *t, void (*on_done)(struct txn *, void *), void *arg)
 	t->stage = 0;
 	t->resume_ev = event_new(t->env->base, -1, 0, resume_cb, t);
 	if (t->resume_ev == NULL) {
-		txn_set_outcome(t, "failed", "INTERNAL_ERROR", "An unexpected error occurred",
+		txn_set_outcome(t, TXN_FAILED, "INTERNAL_ERROR", "An unexpected error occurred",
 		                500, 0);
 		t->phase = PHASE_RESPONSE;
 		t->stage = t->env->pl->n[PHASE_RESPONSE] - 1; /* relay only */

@@ -30,7 +30,7 @@ decrypt_run(struct txn *t)
 {
 	struct txn_request *rq = t->req;
 	struct secbuf *plain = NULL;
-	struct txn_parse_error perr;
+	struct fgw_why perr;
 	enum stage_rc rc;
 	int r;
 
@@ -51,10 +51,10 @@ decrypt_run(struct txn *t)
 	                          &t->env->limits.sealed, fgw_now_ms(), &rq->card, &perr);
 	secbuf_free(plain);
 	if (r != 0) {
-		char msg[240];
-		snprintf(msg, sizeof(msg), "%s %s", perr.field, perr.message);
+		char msg[sizeof(perr.where) + sizeof(perr.msg) + 2];
+		snprintf(msg, sizeof(msg), "%s %s", perr.where, perr.msg);
 		if (r == FGW_ERR_TIMEOUT) {
-			txn_set_outcome(t, "rejected", "ENCRYPTED_CARD_EXPIRED", msg, 400, 0);
+			txn_reject(t, "ENCRYPTED_CARD_EXPIRED", msg, 400);
 			return STAGE_STOP;
 		}
 		return r == FGW_ERR_INVALID ? stage_invalid(t, msg) : STAGE_ERROR;

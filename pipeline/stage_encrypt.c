@@ -55,11 +55,11 @@ encrypt_run(struct txn *t)
 	if (t->req->method_processor[0] != '\0' && t->inst == NULL) {
 		struct proc_instance *mi = pipeline_proc_find(t->env, t->req->method_processor);
 		if (mi == NULL || !mi->type->takes_processor_method) {
-			txn_set_outcome(
-			    t, "rejected", "PAYMENT_METHOD_PROCESSOR",
+			txn_reject(
+			    t, "PAYMENT_METHOD_PROCESSOR",
 			    "This saved payment method is held by a processor this "
 			    "gateway does not charge it at (it needs the processor that holds it)",
-			    400, 0);
+			    400);
 			return STAGE_STOP;
 		}
 		t->inst = mi;
@@ -69,10 +69,10 @@ encrypt_run(struct txn *t)
 	if (t->req->client_confirms) {
 		if (txn_proc_type(t)->client_confirms)
 			return STAGE_NEXT;
-		txn_set_outcome(t, "rejected", "PROCESSOR_NOT_SUPPORTED",
-		                "confirmWith stripe_js needs a stripe processor, and this "
-		                "payment goes to another",
-		                400, 0);
+		txn_reject(t, "PROCESSOR_NOT_SUPPORTED",
+		           "confirmWith stripe_js needs a stripe processor, and this "
+		           "payment goes to another",
+		           400);
 		return STAGE_STOP;
 	}
 	if (t->req->processor_method[0] != '\0')

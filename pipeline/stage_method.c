@@ -24,8 +24,7 @@
 static enum stage_rc
 not_found(struct txn *t)
 {
-	txn_set_outcome(t, "rejected", "PAYMENT_METHOD_NOT_FOUND", "Payment method not found",
-	                404, 0);
+	txn_reject(t, "PAYMENT_METHOD_NOT_FOUND", "Payment method not found", 404);
 	return STAGE_STOP;
 }
 
@@ -98,11 +97,11 @@ stage_load_method(struct txn *t)
 		 * now (a small local file, or one row of the PostgreSQL store,
 		 * no dearer than the vault read just made) rather than fail the
 		 * payment. */
-		const char *why = NULL;
+		struct fgw_why why = { 0 };
 		if (keyring_reload(t->env->kr, &why) == 0)
 			r = vault_decrypt(t->env->kr, ve.token, blob, &pan);
 		else
-			log_txn_warn(t->id, "key ring reload refused: %s", why ? why : "?");
+			log_txn_warn(t->id, "key ring reload refused: %s", why.msg);
 	}
 	if (r != 0) {
 		log_txn_error(t->id, "vault decrypt failed for key %s: %s", ve.key_id,
@@ -124,7 +123,7 @@ stage_load_method(struct txn *t)
 	rc = STAGE_NEXT;
 	goto out;
 fail:
-	txn_set_outcome(t, "failed", "INTERNAL_ERROR", "The stored card could not be read",
+	txn_set_outcome(t, TXN_FAILED, "INTERNAL_ERROR", "The stored card could not be read",
 	                500, 0);
 	rc = STAGE_ERROR;
 out:
@@ -134,17 +133,16 @@ out:
 }
 
 static int
-card_err(struct txn_parse_error *err, const char *field, const char *msg)
+card_err(struct fgw_why *why, const char *field, const char *msg)
 {
-	fgw_strlcpy(err->field, field, sizeof(err->field));
-	fgw_strlcpy(err->message, msg, sizeof(err->message));
+	fgw_why_set(why, field, 0, 0, "%s", msg);
 	return FGW_ERR_INVALID;
 }
 
 int
 txn_card_to_vault(struct keyring *kr, const struct sealed_card_policy *pol,
                   struct txn_request *rq, struct store_vault_entry *ve, char **blob,
-                  struct txn_parse_error *err)
+                  struct fgw_why *why)
 {
 	struct secbuf *plain = NULL;
 	const struct secbuf *pan;
@@ -156,30 +154,30 @@ txn_card_to_vault(struct keyring *kr, const struct sealed_card_policy *pol,
 		r = sealed_open_b64(kr, rq->enc_key_id, rq->enc_data, strlen(rq->enc_data),
 		                    &plain);
 		if (r == FGW_ERR_NOT_FOUND) {
-			r = card_err(err, "encryptedCard.keyId", "is not a current gateway key");
+			r = card_err(why, "encryptedCard.keyId", "is not a current gateway key");
 			goto out;
 		}
 		if (r != 0) {
-			r = card_err(err, "encryptedCard.data", "does not open with that key");
+			r = card_err(why, "encryptedCard.data", "does not open with that key");
 			goto out;
 		}
 		if ((r = txn_card_parse_sealed((const char *)plain->data, plain->len, pol,
-		                               fgw_now_ms(), &rq->card, err)) != 0)
+		                               fgw_now_ms(), &rq->card, why)) != 0)
 			goto out;
 	}
 	/* A saved card is charged later without its CVC: drop it now. */
 	secbuf_free(rq->card.cvc);
 	rq->card.cvc = NULL;
 	if ((pan = rq->card.pan) == NULL) {
-		r = card_err(err, "card", "is required");
+		r = card_err(why, "card", "is required");
 		goto out;
 	}
 	if (!card_pan_ok((const char *)pan->data, pan->len)) {
-		r = card_err(err, "card.number", "is not a valid card number");
+		r = card_err(why, "card.number", "is not a valid card number");
 		goto out;
 	}
 	if (!card_expiry_ok(rq->card.exp_month, rq->card.exp_year, fgw_now_ms())) {
-		r = card_err(err, "card", "has expired");
+		r = card_err(why, "card", "has expired");
 		goto out;
 	}
 	card_bin_last4((const char *)pan->data, pan->len, ve->bin, ve->last4);

@@ -71,7 +71,7 @@ fill_request(struct txn *t, struct proc_request *preq, char **pk_b64)
 	preq->description = t->req->description;
 	preq->customer_email = t->req->email;
 	preq->require_3ds = t->require_3ds;
-	preq->return_url = t->req->return_url[0] != '\0' ? t->req->return_url : NULL;
+	preq->return_url = t->req->return_url;
 	return FGW_OK;
 }
 
@@ -213,9 +213,17 @@ post_committed_run(void *arg, int rc)
 {
 	struct txn *t = arg;
 	int r;
+	if (rc == FGW_ERR_CONFLICT && t->idem_key[0]) {
+		/* Another request committed the key first (on any instance):
+		 * this one wrote nothing and never reaches the processor. */
+		log_txn_info(t->id, "Idempotency-Key held by another request: not run");
+		txn_idem_lost(t);
+		pipeline_resume(t, STAGE_ERROR);
+		return;
+	}
 	if (rc != 0) {
 		log_txn_error(t->id, "write-ahead commit failed: %s", fgw_strerror(rc));
-		txn_set_outcome(t, "failed", "INTERNAL_ERROR", "An unexpected error occurred",
+		txn_set_outcome(t, TXN_FAILED, "INTERNAL_ERROR", "An unexpected error occurred",
 		                500, 0);
 		pipeline_resume(t, STAGE_ERROR);
 		return;
@@ -254,7 +262,7 @@ post_run(struct txn *t)
 	/* One attempt per transaction: the processor sees the same key on
 	 * every retry of it. */
 	fgw_strlcpy(t->proc_idem_key, t->id, sizeof(t->proc_idem_key));
-	stage_fill_row(t, "posting", &row);
+	stage_fill_row(t, TXN_POSTING, &row);
 	memset(&ve, 0, sizeof(ve));
 	fgw_strlcpy(ve.token, t->token, sizeof(ve.token));
 	fgw_strlcpy(ve.key_id, t->vault_key_id, sizeof(ve.key_id));
@@ -271,8 +279,10 @@ post_run(struct txn *t)
 	if (t->env->vault_onetime_ttl_ms > 0)
 		ve.expires_at = fgw_now_ms() + t->env->vault_onetime_ttl_ms;
 	details = stage_audit_details(t);
-	audit = (struct store_audit){ t->client_id, t->source, "txn.created",
-		                          t->id,        "posting", details };
+	audit = (struct store_audit){
+		t->client_id, t->source, "txn.created", t->id, txn_state_name(TXN_POSTING),
+		details
+	};
 	/* The client's key is claimed durably with the write-ahead (status 0:
 	 * in progress), so a retry after a crash cannot start a second
 	 * charge; the record stage (or the reconciler) replaces it with the
@@ -297,7 +307,7 @@ post_run(struct txn *t)
 	free(details);
 	if (r != 0) {
 		log_txn_error(t->id, "store refused the write-ahead: %s", fgw_strerror(r));
-		txn_set_outcome(t, "failed",
+		txn_set_outcome(t, TXN_FAILED,
 		                r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
 		                "The gateway could not accept the payment",
 		                r == FGW_ERR_SHUTDOWN ? 503 : 500, 0);

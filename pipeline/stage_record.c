@@ -34,27 +34,25 @@ outcome_from_result(struct txn *t)
 	const struct code_message *m;
 	switch (res->outcome) {
 	case PROC_SUCCEEDED:
-		txn_set_outcome(t, txn_state_name(TXN_SUCCEEDED), "", "", 200, 1);
+		txn_set_outcome(t, TXN_SUCCEEDED, "", "", 200, 1);
 		break;
 	case PROC_AUTHORIZED:
-		txn_set_outcome(t, txn_state_name(TXN_AUTHORIZED), "", "", 200, 1);
+		txn_set_outcome(t, TXN_AUTHORIZED, "", "", 200, 1);
 		break;
 	case PROC_REQUIRES_ACTION:
-		txn_set_outcome(t, txn_state_name(TXN_REQUIRES_ACTION), "", "", 200, 1);
+		txn_set_outcome(t, TXN_REQUIRES_ACTION, "", "", 200, 1);
 		break;
 	case PROC_DECLINED:
 		m = stage_code_lookup(res->code[0] ? res->code : "PAYMENT_CARD_DECLINED");
-		txn_set_outcome(t, txn_state_name(TXN_DECLINED), m->code, m->message,
-		                m->http_status, 1);
+		txn_set_outcome(t, TXN_DECLINED, m->code, m->message, m->http_status, 1);
 		break;
 	case PROC_UNKNOWN:
-		txn_set_outcome(t, txn_state_name(TXN_PROCESSING), "", "", 200, 1);
+		txn_set_outcome(t, TXN_PROCESSING, "", "", 200, 1);
 		break;
 	case PROC_FAILED:
 	default:
 		m = stage_code_lookup("PAYMENT_PROCESSING_FAILED");
-		txn_set_outcome(t, txn_state_name(TXN_FAILED), m->code, m->message,
-		                m->http_status, 1);
+		txn_set_outcome(t, TXN_FAILED, m->code, m->message, m->http_status, 1);
 		break;
 	}
 }
@@ -65,10 +63,16 @@ record_done(struct txn *t, int rc)
 	if (rc == FGW_ERR_STATE) {
 		/* A webhook or the reconciler finished it first; states only
 		 * move forward, so theirs stands and ours was not applied. */
-		log_txn_warn(t->id, "outcome %s not applied: state already final", t->out.status);
+		log_txn_warn(t->id, "outcome %s not applied: state already final",
+		             txn_state_name(t->out.state));
+	} else if (rc == FGW_ERR_CONFLICT && !t->row_created && t->idem_key[0]) {
+		/* A decision recorded with the key's claim: another request
+		 * committed the key first, this one recorded nothing. */
+		log_txn_info(t->id, "Idempotency-Key held by another request: not recorded");
+		txn_idem_lost(t);
 	} else if (rc != 0) {
 		log_txn_error(t->id, "outcome commit failed: %s", fgw_strerror(rc));
-		txn_set_outcome(t, t->out.status, "INTERNAL_ERROR",
+		txn_set_outcome(t, t->out.state, "INTERNAL_ERROR",
 		                "The outcome could not be recorded; it will be reconciled", 500,
 		                0);
 		stage_build_answer(t);
@@ -92,7 +96,7 @@ record_created(void *arg, int rc)
 	struct txn *t = arg;
 	if (rc == 0) {
 		struct store_txn_row row;
-		stage_fill_row(t, t->out.status, &row);
+		stage_fill_row(t, t->out.state, &row);
 		row.token[0] = '\0';
 		fgw_strlcpy(row.processor_ref, t->result.reference, sizeof(row.processor_ref));
 		row.next_action_json = t->result.next_action_json;
@@ -133,8 +137,7 @@ save_method(struct txn *t)
 	struct save_ctx *c;
 	int r;
 	if (!t->req->save_method || t->method_saved || t->req->customer_id[0] == '\0' ||
-	    (txn_state_of(t->out.status) != TXN_SUCCEEDED &&
-	     txn_state_of(t->out.status) != TXN_AUTHORIZED) ||
+	    (t->out.state != TXN_SUCCEEDED && t->out.state != TXN_AUTHORIZED) ||
 	    !t->row_created)
 		return 0;
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
@@ -164,8 +167,7 @@ purge_token_for(const struct txn *t)
 {
 	if (t->vault_reused || !t->row_created || t->token[0] == '\0')
 		return NULL;
-	if (txn_state_of(t->out.status) == TXN_DECLINED ||
-	    txn_state_of(t->out.status) == TXN_FAILED)
+	if (t->out.state == TXN_DECLINED || t->out.state == TXN_FAILED)
 		return t->token;
 	return NULL;
 }
@@ -207,12 +209,12 @@ record_run(struct txn *t)
 		 * its move forward. */
 		struct txn_settlement set;
 		struct store_txn_row row;
-		stage_fill_row(t, t->out.status, &row);
+		stage_fill_row(t, t->out.state, &row);
 		fgw_strlcpy(row.status, txn_state_name(TXN_POSTING), sizeof(row.status));
 		set = (struct txn_settlement){
 			.txn_id = t->id,
 			.from = TXN_POSTING,
-			.to = txn_state_of(t->out.status),
+			.to = t->out.state,
 			.error_code = t->out.error_code,
 			.error_message = t->out.error_message,
 			.processor_ref = t->result.reference,
@@ -230,10 +232,12 @@ record_run(struct txn *t)
 		/* Decided before the processor (a rule decline): recorded and
 		 * audited, but the card is not kept. */
 		struct store_txn_row row;
-		stage_fill_row(t, t->out.status, &row);
+		stage_fill_row(t, t->out.state, &row);
 		row.token[0] = '\0';
-		audit = (struct store_audit){ t->client_id, t->source,     "txn.decided",
-			                          t->id,        t->out.status, details };
+		audit = (struct store_audit){
+			t->client_id, t->source, "txn.decided", t->id, txn_state_name(t->out.state),
+			details
+		};
 		r = store_txn_create(t->env->store, t->env->waker, &row, NULL,
 		                     &(struct store_commit){ .idem = t->idem_key[0] ? &idem
 		                                                                    : NULL,
@@ -245,7 +249,7 @@ record_run(struct txn *t)
 	free(details);
 	if (r != 0) {
 		log_txn_error(t->id, "store refused the outcome: %s", fgw_strerror(r));
-		txn_set_outcome(t, t->out.status, "INTERNAL_ERROR",
+		txn_set_outcome(t, t->out.state, "INTERNAL_ERROR",
 		                "The outcome could not be recorded; it will be reconciled", 500,
 		                0);
 		stage_build_answer(t);

@@ -27,11 +27,12 @@ static enum stage_rc
 relay_run(struct txn *t)
 {
 	if (t->answer == NULL && stage_build_answer(t) != 0) {
-		txn_set_outcome(t, "failed", "INTERNAL_ERROR", "An unexpected error occurred",
+		txn_set_outcome(t, TXN_FAILED, "INTERNAL_ERROR", "An unexpected error occurred",
 		                500, 0);
 		t->answer = NULL;
 	}
-	log_txn_info(t->id, "%s %s %s amount=%lld %s %ldms", t->client_id, t->out.status,
+	log_txn_info(t->id, "%s %s %s amount=%lld %s %ldms", t->client_id,
+	             txn_outcome_name(&t->out),
 	             t->out.error_code[0] ? t->out.error_code : "-",
 	             (long long)t->req->amount, t->req->currency,
 	             (long)(fgw_mono_ms() - t->started_mono));

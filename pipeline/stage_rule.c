@@ -85,7 +85,7 @@ rule_decline(struct txn *t, const char *code, const char *rule_id)
 	             stage_code_lookup("RULE_DECLINED")->message, code,
 	             rule_id) >= (int)sizeof(msg))
 		fgw_strlcpy(msg, stage_code_lookup("RULE_DECLINED")->message, sizeof(msg));
-	txn_set_outcome(t, "declined", "RULE_DECLINED", msg, 400, 1);
+	txn_set_outcome(t, TXN_DECLINED, "RULE_DECLINED", msg, 400, 1);
 	return STAGE_STOP;
 }
 
@@ -100,7 +100,7 @@ rules_run(struct txn *t)
 	rule_input(t, &in, bin);
 	if ((r = risk_decide(t->env->risk, &in, &d)) != 0) {
 		log_txn_error(t->id, "rules evaluation failed: %s", fgw_strerror(r));
-		txn_set_outcome(t, "failed", "INTERNAL_ERROR", "An unexpected error occurred",
+		txn_set_outcome(t, TXN_FAILED, "INTERNAL_ERROR", "An unexpected error occurred",
 		                500, 0);
 		return STAGE_ERROR;
 	}
@@ -148,7 +148,7 @@ rule_run(struct txn *t)
 		}
 		fgw_strlcpy(t->decision, "decline", sizeof(t->decision));
 		fgw_strlcpy(t->rules_fired, "limit.max_amount", sizeof(t->rules_fired));
-		txn_set_outcome(t, "declined", "RULE_DECLINED",
+		txn_set_outcome(t, TXN_DECLINED, "RULE_DECLINED",
 		                stage_code_lookup("RULE_DECLINED")->message, 400, 1);
 		return STAGE_STOP;
 	}

@@ -13,6 +13,7 @@
 
 #include "core/card.h"
 #include "core/err.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "crypto/keys.h"
@@ -28,7 +29,7 @@
 enum stage_rc
 stage_invalid(struct txn *t, const char *message)
 {
-	txn_set_outcome(t, "rejected", "VALIDATION_ERROR", message, 400, 0);
+	txn_reject(t, "VALIDATION_ERROR", message, 400);
 	return STAGE_STOP;
 }
 
@@ -55,36 +56,34 @@ stage_code_lookup(const char *code)
 char *
 stage_audit_details(const struct txn *t)
 {
-	cJSON *o = cJSON_CreateObject();
-	char *s;
-	if (o == NULL)
-		return NULL;
-	cJSON_AddNumberToObject(o, "amount", (double)t->req->amount);
-	cJSON_AddStringToObject(o, "currency", t->req->currency);
+	struct fgw_jw w;
+
+	/* Written directly, not through a cJSON tree: two per payment. */
+	fgw_jw_begin(&w);
+	fgw_jw_int(&w, "amount", t->req->amount);
+	fgw_jw_str(&w, "currency", t->req->currency);
 	if (t->brand[0])
-		cJSON_AddStringToObject(o, "brand", t->brand);
+		fgw_jw_str(&w, "brand", t->brand);
 	if (t->last4[0])
-		cJSON_AddStringToObject(o, "last4", t->last4);
-	cJSON_AddStringToObject(o, "decision", t->decision);
+		fgw_jw_str(&w, "last4", t->last4);
+	fgw_jw_str(&w, "decision", t->decision);
 	if (t->rules_fired[0])
-		cJSON_AddStringToObject(o, "rulesFired", t->rules_fired);
+		fgw_jw_str(&w, "rulesFired", t->rules_fired);
 	if (t->rule_code[0])
-		cJSON_AddStringToObject(o, "ruleCode", t->rule_code);
-	if (t->out.status[0])
-		cJSON_AddStringToObject(o, "status", t->out.status);
+		fgw_jw_str(&w, "ruleCode", t->rule_code);
+	if (txn_outcome_name(&t->out)[0])
+		fgw_jw_str(&w, "status", txn_outcome_name(&t->out));
 	if (t->out.error_code[0])
-		cJSON_AddStringToObject(o, "code", t->out.error_code);
+		fgw_jw_str(&w, "code", t->out.error_code);
 	if (t->result.reference[0])
-		cJSON_AddStringToObject(o, "processorRef", t->result.reference);
+		fgw_jw_str(&w, "processorRef", t->result.reference);
 	if (t->req->reservation_id[0])
-		cJSON_AddStringToObject(o, "reservationId", t->req->reservation_id);
-	s = cJSON_PrintUnformatted(o);
-	cJSON_Delete(o);
-	return s;
+		fgw_jw_str(&w, "reservationId", t->req->reservation_id);
+	return fgw_jw_end(&w);
 }
 
 void
-stage_fill_row(const struct txn *t, const char *status, struct store_txn_row *row)
+stage_fill_row(const struct txn *t, enum txn_state state, struct store_txn_row *row)
 {
 	const struct txn_request *rq = t->req;
 	memset(row, 0, sizeof(*row));
@@ -93,7 +92,7 @@ stage_fill_row(const struct txn *t, const char *status, struct store_txn_row *ro
 	fgw_strlcpy(row->reservation_id, rq->reservation_id, sizeof(row->reservation_id));
 	row->amount = rq->amount;
 	fgw_strlcpy(row->currency, rq->currency, sizeof(row->currency));
-	fgw_strlcpy(row->status, status, sizeof(row->status));
+	fgw_strlcpy(row->status, txn_state_name(state), sizeof(row->status));
 	fgw_strlcpy(row->error_code, t->out.error_code, sizeof(row->error_code));
 	fgw_strlcpy(row->error_message, t->out.error_message, sizeof(row->error_message));
 	fgw_strlcpy(row->processor, txn_proc(t)->name, sizeof(row->processor));
@@ -152,46 +151,59 @@ stage_vault_card(struct txn *t)
 int
 stage_answer_json(const struct stage_answer *a, char **out)
 {
-	cJSON *o = cJSON_CreateObject(), *pm, *pr, *na;
+	struct fgw_jw w;
+	cJSON *na;
+	char *na_text = NULL;
 	int ok_status = a->http_status >= 200 && a->http_status < 300;
+
+	/* Written directly, not through a cJSON tree (one per payment); the
+	 * same bytes as cJSON_PrintUnformatted (core/json.h). */
 	*out = NULL;
-	if (o == NULL)
-		return FGW_ERR_NOMEM;
+	fgw_jw_begin(&w);
 	if (ok_status) {
-		cJSON_AddStringToObject(o, "transactionId", a->id);
-		cJSON_AddStringToObject(o, "status", a->status);
-		cJSON_AddNumberToObject(o, "amount", (double)a->amount);
-		cJSON_AddStringToObject(o, "currency", a->currency);
-		if ((pm = cJSON_AddObjectToObject(o, "paymentMethod")) != NULL) {
-			cJSON_AddStringToObject(pm, "token", a->token);
-			/* A card the gateway never saw (a processor's own
-			 * payment method) has no brand we know. */
-			cJSON_AddStringToObject(pm, "brand", a->brand[0] ? a->brand : "Unknown");
-			cJSON_AddStringToObject(pm, "last4", a->last4);
-			cJSON_AddNumberToObject(pm, "expMonth", a->exp_month);
-			cJSON_AddNumberToObject(pm, "expYear", a->exp_year);
-			if (a->method_id != NULL && a->method_id[0])
-				cJSON_AddStringToObject(pm, "paymentMethodId", a->method_id);
-		}
-		if ((pr = cJSON_AddObjectToObject(o, "processor")) != NULL) {
-			cJSON_AddStringToObject(pr, "name", a->proc_name);
-			if (a->reference != NULL && a->reference[0])
-				cJSON_AddStringToObject(pr, "reference", a->reference);
-		}
+		fgw_jw_str(&w, "transactionId", a->id);
+		fgw_jw_str(&w, "status", a->status);
+		fgw_jw_int(&w, "amount", a->amount);
+		fgw_jw_str(&w, "currency", a->currency);
+		fgw_jw_open(&w, "paymentMethod");
+		fgw_jw_str(&w, "token", a->token);
+		/* A card the gateway never saw (a processor's own payment
+		 * method) has no brand we know. */
+		fgw_jw_str(&w, "brand", a->brand[0] ? a->brand : "Unknown");
+		fgw_jw_str(&w, "last4", a->last4);
+		fgw_jw_int(&w, "expMonth", a->exp_month);
+		fgw_jw_int(&w, "expYear", a->exp_year);
+		if (a->method_id != NULL && a->method_id[0])
+			fgw_jw_str(&w, "paymentMethodId", a->method_id);
+		fgw_jw_close(&w);
+		fgw_jw_open(&w, "processor");
+		fgw_jw_str(&w, "name", a->proc_name);
+		if (a->reference != NULL && a->reference[0])
+			fgw_jw_str(&w, "reference", a->reference);
+		fgw_jw_close(&w);
+		/* The processor's next action, normalised (and dropped when it
+		 * is not JSON), as the tree used to print it. */
 		if (a->next_action_json != NULL &&
-		    (na = cJSON_Parse(a->next_action_json)) != NULL)
-			cJSON_AddItemToObject(o, "nextAction", na);
+		    (na = cJSON_Parse(a->next_action_json)) != NULL) {
+			na_text = cJSON_PrintUnformatted(na);
+			cJSON_Delete(na);
+			if (na_text == NULL) {
+				free(fgw_jw_end(&w));
+				return FGW_ERR_NOMEM;
+			}
+			fgw_jw_raw(&w, "nextAction", na_text);
+			cJSON_free(na_text);
+		}
 	} else {
-		cJSON_AddStringToObject(o, "error", a->error_code);
-		cJSON_AddStringToObject(o, "message", a->error_message);
+		fgw_jw_str(&w, "error", a->error_code);
+		fgw_jw_str(&w, "message", a->error_message);
 		if (a->with_txn_id)
-			cJSON_AddStringToObject(o, "transactionId", a->id);
+			fgw_jw_str(&w, "transactionId", a->id);
 		/* In the stored copy too: a replay answers the first request's id. */
 		if (a->request_id != NULL && a->request_id[0])
-			cJSON_AddStringToObject(o, "requestId", a->request_id);
+			fgw_jw_str(&w, "requestId", a->request_id);
 	}
-	*out = cJSON_PrintUnformatted(o);
-	cJSON_Delete(o);
+	*out = fgw_jw_end(&w);
 	return *out ? FGW_OK : FGW_ERR_NOMEM;
 }
 
@@ -202,7 +214,7 @@ stage_build_answer(struct txn *t)
 {
 	struct stage_answer a = {
 		.id = t->id,
-		.status = t->out.status,
+		.status = txn_outcome_name(&t->out),
 		.amount = t->req->amount,
 		.currency = t->req->currency,
 		.token = t->token,

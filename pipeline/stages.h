@@ -30,7 +30,7 @@ const struct code_message *stage_code_lookup(const char *code);
 /* Masked JSON details for an audit event (malloc'ed). */
 char *stage_audit_details(const struct txn *t);
 /* The transaction row as recorded with the given status. */
-void stage_fill_row(const struct txn *t, const char *status, struct store_txn_row *row);
+void stage_fill_row(const struct txn *t, enum txn_state state, struct store_txn_row *row);
 /* Vaults the card once its PAN is known (idempotent). */
 int stage_vault_card(struct txn *t);
 /* paymentMethodId: the customer's stored card decrypted into the

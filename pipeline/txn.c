@@ -33,37 +33,36 @@
 #define MAX_AMOUNT_ABS 100000000000000LL /* 10^14 minor units */
 
 static int
-perr(struct txn_parse_error *err, const char *field, const char *msg)
+perr(struct fgw_why *why, const char *field, const char *msg)
 {
-	fgw_strlcpy(err->field, field, sizeof(err->field));
-	fgw_strlcpy(err->message, msg, sizeof(err->message));
+	fgw_why_set(why, field, 0, 0, "%s", msg);
 	return FGW_ERR_INVALID;
 }
 
 /* Copies an optional string field of at most cap-1 bytes. Returns 0 when
- * absent or copied, FGW_ERR_INVALID (err filled) otherwise. */
+ * absent or copied, FGW_ERR_INVALID (why filled) otherwise. */
 static int
 get_str(const cJSON *obj, const char *name, const char *path, char *dst, size_t cap,
-        int required, struct txn_parse_error *err)
+        int required, struct fgw_why *why)
 {
 	const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
 	char msg[96];
 	if (it == NULL || cJSON_IsNull(it)) {
 		if (required)
-			return perr(err, path, "is required");
+			return perr(why, path, "is required");
 		return FGW_OK;
 	}
 	if (!cJSON_IsString(it))
-		return perr(err, path, "must be a string");
+		return perr(why, path, "must be a string");
 	if (strlen(it->valuestring) >= cap) {
 		snprintf(msg, sizeof(msg), "must be at most %zu characters", cap - 1);
-		return perr(err, path, msg);
+		return perr(why, path, msg);
 	}
 	for (const char *p = it->valuestring; *p; p++)
 		if ((unsigned char)*p < 0x20)
-			return perr(err, path, "must not contain control characters");
+			return perr(why, path, "must not contain control characters");
 	if (required && it->valuestring[0] == '\0')
-		return perr(err, path, "must not be empty");
+		return perr(why, path, "must not be empty");
 	memcpy(dst, it->valuestring, strlen(it->valuestring) + 1);
 	return FGW_OK;
 }
@@ -71,26 +70,26 @@ get_str(const cJSON *obj, const char *name, const char *path, char *dst, size_t 
 /* An integer field within [min, max]. */
 static int
 get_int(const cJSON *obj, const char *name, const char *path, int64_t min, int64_t max,
-        int required, int64_t *out, struct txn_parse_error *err)
+        int required, int64_t *out, struct fgw_why *why)
 {
 	const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
 	if (it == NULL || cJSON_IsNull(it)) {
 		if (required)
-			return perr(err, path, "is required");
+			return perr(why, path, "is required");
 		return FGW_OK;
 	}
 	/* 1.0, 1e3 and 0.99999999999999999 are refused, not rounded */
 	if (fgw_json_int(it, INT64_MIN, INT64_MAX, out) != 0)
-		return perr(err, path, "must be an integer (no fraction or exponent)");
+		return perr(why, path, "must be an integer (no fraction or exponent)");
 	if (fgw_json_int(it, min, max, out) != 0)
-		return perr(err, path, "is not an integer in the allowed range");
+		return perr(why, path, "is not an integer in the allowed range");
 	return FGW_OK;
 }
 
 /* Refuses members not named in allowed (NULL-terminated). */
 static int
 only_fields(const cJSON *obj, const char *const *allowed, const char *path,
-            struct txn_parse_error *err)
+            struct fgw_why *why)
 {
 	const cJSON *it;
 	char field[64];
@@ -110,7 +109,7 @@ only_fields(const cJSON *obj, const char *const *allowed, const char *path,
 			                n;
 			snprintf(field, sizeof(field), "%s%s%s", path, path[0] ? "." : "",
 			         plain ? name : "(unnamed)");
-			return perr(err, field, "is not a known field");
+			return perr(why, field, "is not a known field");
 		}
 	}
 	return FGW_OK;
@@ -146,8 +145,7 @@ txn_card_clear(struct txn_card *card)
 
 /* Card object → guarded memory. Wipes the strings in the tree. */
 static int
-card_from_json(cJSON *c, const char *path, struct txn_card *card,
-               struct txn_parse_error *err)
+card_from_json(cJSON *c, const char *path, struct txn_card *card, struct fgw_why *why)
 {
 	static const char *const fields[] = { "number", "expMonth",   "expYear",
 		                                  "cvc",    "holderName", NULL };
@@ -157,34 +155,34 @@ card_from_json(cJSON *c, const char *path, struct txn_card *card,
 	const cJSON *num, *cvc;
 
 	if (!cJSON_IsObject(c))
-		return perr(err, path, "must be an object");
-	if ((r = only_fields(c, fields, path, err)) != 0)
+		return perr(why, path, "must be an object");
+	if ((r = only_fields(c, fields, path, why)) != 0)
 		goto out;
 	num = cJSON_GetObjectItemCaseSensitive(c, "number");
 	snprintf(fp, sizeof(fp), "%s.number", path);
 	if (num == NULL || !cJSON_IsString(num)) {
-		r = perr(err, fp, num ? "must be a string of digits" : "is required");
+		r = perr(why, fp, num ? "must be a string of digits" : "is required");
 		goto out;
 	}
 	if (!digits_only(num->valuestring, 13, 19)) {
-		r = perr(err, fp, "must be 13 to 19 digits");
+		r = perr(why, fp, "must be 13 to 19 digits");
 		goto out;
 	}
 	if ((r = secbuf_from(&card->pan, num->valuestring, strlen(num->valuestring))) != 0)
 		goto out;
 	snprintf(fp, sizeof(fp), "%s.expMonth", path);
-	if ((r = get_int(c, "expMonth", fp, 1, 12, 1, &v, err)) != 0)
+	if ((r = get_int(c, "expMonth", fp, 1, 12, 1, &v, why)) != 0)
 		goto out;
 	card->exp_month = (int)v;
 	snprintf(fp, sizeof(fp), "%s.expYear", path);
-	if ((r = get_int(c, "expYear", fp, 2000, 2100, 1, &v, err)) != 0)
+	if ((r = get_int(c, "expYear", fp, 2000, 2100, 1, &v, why)) != 0)
 		goto out;
 	card->exp_year = (int)v;
 	cvc = cJSON_GetObjectItemCaseSensitive(c, "cvc");
 	snprintf(fp, sizeof(fp), "%s.cvc", path);
 	if (cvc != NULL && !cJSON_IsNull(cvc)) {
 		if (!cJSON_IsString(cvc) || !digits_only(cvc->valuestring, 3, 4)) {
-			r = perr(err, fp, "must be a string of 3 or 4 digits");
+			r = perr(why, fp, "must be a string of 3 or 4 digits");
 			goto out;
 		}
 		if ((r = secbuf_from(&card->cvc, cvc->valuestring, strlen(cvc->valuestring))) !=
@@ -192,7 +190,7 @@ card_from_json(cJSON *c, const char *path, struct txn_card *card,
 			goto out;
 	}
 	snprintf(fp, sizeof(fp), "%s.holderName", path);
-	r = get_str(c, "holderName", fp, card->holder, sizeof(card->holder), 0, err);
+	r = get_str(c, "holderName", fp, card->holder, sizeof(card->holder), 0, why);
 out:
 	wipe_string_item(c, "number");
 	wipe_string_item(c, "cvc");
@@ -203,53 +201,50 @@ out:
 
 int
 txn_card_parse_json(const char *json, size_t len, struct txn_card *card,
-                    struct txn_parse_error *err)
+                    struct fgw_why *why)
 {
 	cJSON *c = fgw_json_parse_strict(json, len);
 	int r;
 	if (c == NULL)
-		return perr(err, "encryptedCard", "does not hold card JSON");
-	r = card_from_json(c, "encryptedCard", card, err);
+		return perr(why, "encryptedCard", "does not hold card JSON");
+	r = card_from_json(c, "encryptedCard", card, why);
 	cJSON_Delete(c);
 	return r;
 }
 
 int
 txn_card_parse_sealed(const char *json, size_t len, const struct sealed_card_policy *pol,
-                      int64_t now_ms, struct txn_card *card, struct txn_parse_error *err)
+                      int64_t now_ms, struct txn_card *card, struct fgw_why *why)
 {
 	cJSON *c = fgw_json_parse_strict(json, len), *iat = NULL;
 	int64_t at_ms;
 	int r;
 
 	if (c == NULL)
-		return perr(err, "encryptedCard", "does not hold card JSON");
+		return perr(why, "encryptedCard", "does not hold card JSON");
 	if (cJSON_IsObject(c))
 		iat = cJSON_DetachItemFromObjectCaseSensitive(c, "iat");
 	/* The card first: its parse wipes number and CVC from the tree on
 	 * every path, and a refused blob drops the card again below. */
-	if ((r = card_from_json(c, "encryptedCard", card, err)) != 0)
+	if ((r = card_from_json(c, "encryptedCard", card, why)) != 0)
 		goto out;
 	if (iat == NULL) {
 		if (pol->require_iat) {
-			fgw_strlcpy(err->field, "encryptedCard", sizeof(err->field));
-			fgw_strlcpy(err->message, "carries no creation time (iat): seal it again",
-			            sizeof(err->message));
+			fgw_why_set(why, "encryptedCard", 0, 0,
+			            "carries no creation time (iat): seal it again");
 			r = FGW_ERR_TIMEOUT;
 		}
 		goto out;
 	}
 	if (fgw_json_int(iat, 0, 253402300799LL, &at_ms) != 0) {
-		r = perr(err, "encryptedCard.iat", "must be an integer number of seconds");
+		r = perr(why, "encryptedCard.iat", "must be an integer number of seconds");
 		goto out;
 	}
 	at_ms *= 1000;
 	if (now_ms - at_ms > pol->max_age_ms || at_ms - now_ms > pol->max_skew_ms) {
-		fgw_strlcpy(err->field, "encryptedCard", sizeof(err->field));
-		fgw_strlcpy(err->message,
+		fgw_why_set(why, "encryptedCard", 0, 0, "%s",
 		            now_ms > at_ms ? "is too old: seal it again"
-		                           : "was sealed in the future: check the clock",
-		            sizeof(err->message));
+		                           : "was sealed in the future: check the clock");
 		r = FGW_ERR_TIMEOUT;
 	}
 out:
@@ -261,7 +256,7 @@ out:
 }
 
 static int
-parse_customer(const cJSON *c, struct txn_request *rq, struct txn_parse_error *err)
+parse_customer(const cJSON *c, struct txn_request *rq, struct fgw_why *why)
 {
 	static const char *const fields[] = { "email", "name", "ip", "country", NULL };
 	unsigned char addr[16];
@@ -269,48 +264,48 @@ parse_customer(const cJSON *c, struct txn_request *rq, struct txn_parse_error *e
 	if (c == NULL || cJSON_IsNull(c))
 		return FGW_OK;
 	if (!cJSON_IsObject(c))
-		return perr(err, "customer", "must be an object");
-	if ((r = only_fields(c, fields, "customer", err)) != 0 ||
+		return perr(why, "customer", "must be an object");
+	if ((r = only_fields(c, fields, "customer", why)) != 0 ||
 	    (r = get_str(c, "email", "customer.email", rq->email, sizeof(rq->email), 0,
-	                 err)) != 0 ||
+	                 why)) != 0 ||
 	    (r = get_str(c, "name", "customer.name", rq->customer_name,
-	                 sizeof(rq->customer_name), 0, err)) != 0 ||
-	    (r = get_str(c, "ip", "customer.ip", rq->ip, sizeof(rq->ip), 0, err)) != 0 ||
+	                 sizeof(rq->customer_name), 0, why)) != 0 ||
+	    (r = get_str(c, "ip", "customer.ip", rq->ip, sizeof(rq->ip), 0, why)) != 0 ||
 	    (r = get_str(c, "country", "customer.country", rq->country, sizeof(rq->country),
-	                 0, err)) != 0)
+	                 0, why)) != 0)
 		return r;
 	if (rq->email[0] != '\0') {
 		const char *at = strchr(rq->email, '@');
 		if (at == NULL || at == rq->email || strchr(at + 1, '.') == NULL ||
 		    strchr(rq->email, ' ') != NULL)
-			return perr(err, "customer.email", "is not an e-mail address");
+			return perr(why, "customer.email", "is not an e-mail address");
 	}
 	if (rq->ip[0] != '\0' && inet_pton(AF_INET, rq->ip, addr) != 1 &&
 	    inet_pton(AF_INET6, rq->ip, addr) != 1)
-		return perr(err, "customer.ip", "is not an IP address");
+		return perr(why, "customer.ip", "is not an IP address");
 	if (rq->country[0] != '\0' &&
 	    (strlen(rq->country) != 2 || !isupper((unsigned char)rq->country[0]) ||
 	     !isupper((unsigned char)rq->country[1])))
-		return perr(err, "customer.country", "must be an ISO 3166 alpha-2 code");
+		return perr(why, "customer.country", "must be an ISO 3166 alpha-2 code");
 	return FGW_OK;
 }
 
 static int
-parse_metadata(const cJSON *m, struct txn_request *rq, struct txn_parse_error *err)
+parse_metadata(const cJSON *m, struct txn_request *rq, struct fgw_why *why)
 {
 	const cJSON *it;
 	int n = 0;
 	if (m == NULL || cJSON_IsNull(m))
 		return FGW_OK;
 	if (!cJSON_IsObject(m))
-		return perr(err, "metadata", "must be an object");
+		return perr(why, "metadata", "must be an object");
 	cJSON_ArrayForEach(it, m) {
 		if (++n > 20)
-			return perr(err, "metadata", "must have at most 20 keys");
+			return perr(why, "metadata", "must have at most 20 keys");
 		if (it->string == NULL || strlen(it->string) > 40)
-			return perr(err, "metadata", "keys must be at most 40 characters");
+			return perr(why, "metadata", "keys must be at most 40 characters");
 		if (!cJSON_IsString(it) || strlen(it->valuestring) > 500)
-			return perr(err, "metadata",
+			return perr(why, "metadata",
 			            "values must be strings of at most 500 characters");
 	}
 	if ((rq->metadata_json = cJSON_PrintUnformatted(m)) == NULL)
@@ -320,22 +315,22 @@ parse_metadata(const cJSON *m, struct txn_request *rq, struct txn_parse_error *e
 
 /* encryptedCard {"keyId","data"}: kept as sent, opened later. */
 static int
-parse_encrypted(const cJSON *enc, struct txn_request *rq, struct txn_parse_error *err)
+parse_encrypted(const cJSON *enc, struct txn_request *rq, struct fgw_why *why)
 {
 	static const char *const efields[] = { "keyId", "data", NULL };
 	const cJSON *data;
 	int r;
 	rq->has_encrypted = 1;
 	if (!cJSON_IsObject(enc))
-		return perr(err, "encryptedCard", "must be an object");
-	if ((r = only_fields(enc, efields, "encryptedCard", err)) != 0 ||
+		return perr(why, "encryptedCard", "must be an object");
+	if ((r = only_fields(enc, efields, "encryptedCard", why)) != 0 ||
 	    (r = get_str(enc, "keyId", "encryptedCard.keyId", rq->enc_key_id,
-	                 sizeof(rq->enc_key_id), 1, err)) != 0)
+	                 sizeof(rq->enc_key_id), 1, why)) != 0)
 		return r;
 	data = cJSON_GetObjectItemCaseSensitive(enc, "data");
 	if (data == NULL || !cJSON_IsString(data) || data->valuestring[0] == '\0' ||
 	    strlen(data->valuestring) > 8192)
-		return perr(err, "encryptedCard.data",
+		return perr(why, "encryptedCard.data",
 		            "must be a base64 string of at most 8192 characters");
 	if ((rq->enc_data = strdup(data->valuestring)) == NULL)
 		return FGW_ERR_NOMEM;
@@ -385,7 +380,7 @@ txn_return_url_allowed(const struct txn_request *rq, const char *origins)
 	const char *u = rq->return_url, *host, *p = origins;
 	size_t olen;
 
-	if (u[0] == '\0')
+	if (u == NULL || u[0] == '\0')
 		return 1;
 	if ((host = strstr(u, "://")) == NULL)
 		return 0;
@@ -405,17 +400,17 @@ txn_return_url_allowed(const struct txn_request *rq, const char *origins)
 
 /* The body as a JSON object, or a "body" error saying why not. */
 static int
-parse_object(const char *body, size_t len, cJSON **root, struct txn_parse_error *err)
+parse_object(const char *body, size_t len, cJSON **root, struct fgw_why *why)
 {
 	struct fgw_json_error jerr;
 
 	if ((*root = fgw_json_parse(body, len, &jerr)) == NULL) {
-		char msg[sizeof(err->message)];
+		char msg[160]; /* as answered before: a parser's detail, cut short */
 		fgw_json_error_str(&jerr, msg, sizeof(msg));
-		return perr(err, "body", msg);
+		return perr(why, "body", msg);
 	}
 	if (!cJSON_IsObject(*root))
-		return perr(err, "body", "must be a JSON object");
+		return perr(why, "body", "must be a JSON object");
 	return FGW_OK;
 }
 
@@ -423,7 +418,7 @@ parse_object(const char *body, size_t len, cJSON **root, struct txn_parse_error 
  * paymentMethodId: a Stripe PaymentMethod (which leaves flairgw nothing to
  * save), a card or an encrypted card. */
 static int
-parse_source(cJSON *card, cJSON *enc, struct txn_request *rq, struct txn_parse_error *err)
+parse_source(cJSON *card, cJSON *enc, struct txn_request *rq, struct fgw_why *why)
 {
 	if (rq->processor_method[0] != '\0') {
 		if (strncmp(rq->processor_method, "pm_", 3) != 0 ||
@@ -431,24 +426,25 @@ parse_source(cJSON *card, cJSON *enc, struct txn_request *rq, struct txn_parse_e
 		    strspn(rq->processor_method, "abcdefghijklmnopqrstuvwxyz"
 		                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") !=
 		        strlen(rq->processor_method))
-			return perr(err, "stripePaymentMethod",
+			return perr(why, "stripePaymentMethod",
 			            "must be a Stripe PaymentMethod id (pm_...)");
 		/* flairgw never sees the card: there is nothing to save. */
 		if (rq->save_method)
-			return perr(err, "savePaymentMethod",
+			return perr(why, "savePaymentMethod",
 			            "cannot be used with stripePaymentMethod");
 	} else if (card != NULL) {
 		rq->has_card = 1;
-		return card_from_json(card, "card", &rq->card, err);
+		return card_from_json(card, "card", &rq->card, why);
 	} else if (enc != NULL) {
-		return parse_encrypted(enc, rq, err);
+		return parse_encrypted(enc, rq, why);
 	}
 	return FGW_OK;
 }
 
+/* The fields of a parsed body (an object) into rq. */
 static int
-request_parse(const char *body, size_t len, int client_confirms, struct txn_request **out,
-              struct txn_parse_error *err)
+request_fields(const cJSON *root, int client_confirms, struct txn_request *rq,
+               struct fgw_why *why)
 {
 	static const char *const fields[] = { "reservationId",
 		                                  "amount",
@@ -464,31 +460,27 @@ request_parse(const char *body, size_t len, int client_confirms, struct txn_requ
 		                                  "returnUrl",
 		                                  "stripePaymentMethod",
 		                                  NULL };
-	cJSON *root = NULL, *card = NULL, *enc = NULL, *cap;
+	cJSON *card = NULL, *enc = NULL, *cap;
 	const cJSON *save;
-	struct txn_request *rq = NULL;
+	char url[2049];
 	int r;
 
-	memset(err, 0, sizeof(*err));
-	if ((rq = calloc(1, sizeof(*rq))) == NULL)
-		return FGW_ERR_NOMEM;
-	if ((r = parse_object(body, len, &root, err)) != 0)
-		goto out;
+	url[0] = '\0'; /* get_str leaves it alone when returnUrl is absent */
 	card = cJSON_GetObjectItemCaseSensitive(root, "card");
 	enc = cJSON_GetObjectItemCaseSensitive(root, "encryptedCard");
-	if ((r = only_fields(root, fields, "", err)) != 0 ||
+	if ((r = only_fields(root, fields, "", why)) != 0 ||
 	    (r = get_str(root, "reservationId", "reservationId", rq->reservation_id,
-	                 sizeof(rq->reservation_id), 1, err)) != 0 ||
-	    (r = get_int(root, "amount", "amount", 1, MAX_AMOUNT_ABS, 1, &rq->amount, err)) !=
+	                 sizeof(rq->reservation_id), 1, why)) != 0 ||
+	    (r = get_int(root, "amount", "amount", 1, MAX_AMOUNT_ABS, 1, &rq->amount, why)) !=
 	        0 ||
 	    (r = get_str(root, "currency", "currency", rq->currency, sizeof(rq->currency), 1,
-	                 err)) != 0 ||
+	                 why)) != 0 ||
 	    (r = get_str(root, "description", "description", rq->description,
-	                 sizeof(rq->description), 0, err)) != 0 ||
+	                 sizeof(rq->description), 0, why)) != 0 ||
 	    (r = parse_customer(cJSON_GetObjectItemCaseSensitive(root, "customer"), rq,
-	                        err)) != 0 ||
+	                        why)) != 0 ||
 	    (r = parse_metadata(cJSON_GetObjectItemCaseSensitive(root, "metadata"), rq,
-	                        err)) != 0)
+	                        why)) != 0)
 		goto out;
 	/* "capture": false asks for an authorization only (captured or
 	 * canceled later); absent or true is a purchase. */
@@ -496,7 +488,7 @@ request_parse(const char *body, size_t len, int client_confirms, struct txn_requ
 	cap = cJSON_GetObjectItemCaseSensitive(root, "capture");
 	if (cap != NULL) {
 		if (!cJSON_IsBool(cap)) {
-			r = perr(err, "capture", "must be true or false");
+			r = perr(why, "capture", "must be true or false");
 			goto out;
 		}
 		rq->capture = cJSON_IsTrue(cap) ? 1 : 0;
@@ -504,24 +496,27 @@ request_parse(const char *body, size_t len, int client_confirms, struct txn_requ
 	if (strlen(rq->currency) != 3 || !isupper((unsigned char)rq->currency[0]) ||
 	    !isupper((unsigned char)rq->currency[1]) ||
 	    !isupper((unsigned char)rq->currency[2])) {
-		r = perr(err, "currency", "must be an ISO 4217 code such as USD");
+		r = perr(why, "currency", "must be an ISO 4217 code such as USD");
 		goto out;
 	}
 	if ((r = get_str(root, "paymentMethodId", "paymentMethodId", rq->payment_method_id,
-	                 sizeof(rq->payment_method_id), 0, err)) != 0 ||
-	    (r = get_str(root, "returnUrl", "returnUrl", rq->return_url,
-	                 sizeof(rq->return_url), 0, err)) != 0 ||
+	                 sizeof(rq->payment_method_id), 0, why)) != 0 ||
+	    (r = get_str(root, "returnUrl", "returnUrl", url, sizeof(url), 0, why)) != 0 ||
 	    (r = get_str(root, "stripePaymentMethod", "stripePaymentMethod",
-	                 rq->processor_method, sizeof(rq->processor_method), 0, err)) != 0)
+	                 rq->processor_method, sizeof(rq->processor_method), 0, why)) != 0)
 		goto out;
-	if (rq->return_url[0] != '\0' && !return_url_ok(rq->return_url)) {
-		r = perr(err, "returnUrl",
+	if (url[0] != '\0' && (rq->return_url = strdup(url)) == NULL) {
+		r = FGW_ERR_NOMEM;
+		goto out;
+	}
+	if (rq->return_url != NULL && !return_url_ok(rq->return_url)) {
+		r = perr(why, "returnUrl",
 		         "must be an http(s) URL of visible ASCII without a card number");
 		goto out;
 	}
 	save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
 	if (save != NULL && !cJSON_IsNull(save) && !cJSON_IsBool(save)) {
-		r = perr(err, "savePaymentMethod", "must be true or false");
+		r = perr(why, "savePaymentMethod", "must be true or false");
 		goto out;
 	}
 	rq->save_method = save != NULL && cJSON_IsTrue(save);
@@ -533,7 +528,7 @@ request_parse(const char *body, size_t len, int client_confirms, struct txn_requ
 		            (rq->processor_method[0] != '\0') !=
 		        0 ||
 		    rq->save_method) {
-			r = perr(err, "confirmWith",
+			r = perr(why, "confirmWith",
 			         "takes no card, payment method or savePaymentMethod");
 			goto out;
 		}
@@ -541,7 +536,7 @@ request_parse(const char *body, size_t len, int client_confirms, struct txn_requ
 	               (rq->processor_method[0] != '\0') !=
 	           1) {
 		r = perr(
-		    err, "card",
+		    why, "card",
 		    "or encryptedCard or paymentMethodId or stripePaymentMethod is required, exactly one");
 		goto out;
 	}
@@ -551,37 +546,73 @@ request_parse(const char *body, size_t len, int client_confirms, struct txn_requ
 	     strspn(rq->payment_method_id, "abcdefghijklmnopqrstuvwxyz"
 	                                   "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") !=
 	         strlen(rq->payment_method_id))) {
-		r = perr(err, "paymentMethodId",
+		r = perr(why, "paymentMethodId",
 		         "must be a saved method id (pm_...) or a token (tok_...)");
 		goto out;
 	}
-	if ((r = parse_source(card, enc, rq, err)) != 0)
+	r = parse_source(card, enc, rq, why);
+out:
+	return r;
+}
+
+static int
+request_parse(const char *body, size_t len, int client_confirms, struct txn_request **out,
+              struct fgw_why *why)
+{
+	cJSON *root = NULL;
+	struct txn_request *rq = NULL;
+	int r;
+
+	memset(why, 0, sizeof(*why));
+	if ((rq = calloc(1, sizeof(*rq))) == NULL)
+		return FGW_ERR_NOMEM;
+	if ((r = parse_object(body, len, &root, why)) != 0 ||
+	    (r = request_fields(root, client_confirms, rq, why)) != 0)
 		goto out;
 	*out = rq;
 	rq = NULL;
-	r = FGW_OK;
 out:
-	parse_done(root, card, rq);
+	parse_done(root, root != NULL ? cJSON_GetObjectItemCaseSensitive(root, "card") : NULL,
+	           rq);
 	return r;
 }
 
 int
 txn_request_parse(const char *body, size_t len, struct txn_request **out,
-                  struct txn_parse_error *err)
+                  struct fgw_why *why)
 {
-	return request_parse(body, len, 0, out, err);
+	return request_parse(body, len, 0, out, why);
+}
+
+int
+txn_request_parse_tree(const cJSON *root, struct txn_request **out, struct fgw_why *why)
+{
+	struct txn_request *rq = NULL;
+	int r;
+
+	memset(why, 0, sizeof(*why));
+	if (!cJSON_IsObject(root))
+		return perr(why, "body", "must be a JSON object");
+	if ((rq = calloc(1, sizeof(*rq))) == NULL)
+		return FGW_ERR_NOMEM;
+	if ((r = request_fields(root, 0, rq, why)) != 0) {
+		txn_request_free(rq);
+		return r;
+	}
+	*out = rq;
+	return FGW_OK;
 }
 
 int
 txn_request_parse_client_confirms(const char *body, size_t len, struct txn_request **out,
-                                  struct txn_parse_error *err)
+                                  struct fgw_why *why)
 {
-	return request_parse(body, len, 1, out, err);
+	return request_parse(body, len, 1, out, why);
 }
 
 int
 txn_method_body_parse(const char *body, size_t len, struct txn_request **out,
-                      char *nickname, size_t nickcap, struct txn_parse_error *err)
+                      char *nickname, size_t nickcap, struct fgw_why *why)
 {
 	static const char *const fields[] = { "paymentMethodId",     "card",
 		                                  "encryptedCard",       "nickname",
@@ -590,26 +621,26 @@ txn_method_body_parse(const char *body, size_t len, struct txn_request **out,
 	struct txn_request *rq = NULL;
 	int r;
 
-	memset(err, 0, sizeof(*err));
+	memset(why, 0, sizeof(*why));
 	nickname[0] = '\0';
 	if ((rq = calloc(1, sizeof(*rq))) == NULL)
 		return FGW_ERR_NOMEM;
-	if ((r = parse_object(body, len, &root, err)) != 0)
+	if ((r = parse_object(body, len, &root, why)) != 0)
 		goto out;
 	card = cJSON_GetObjectItemCaseSensitive(root, "card");
 	enc = cJSON_GetObjectItemCaseSensitive(root, "encryptedCard");
-	if ((r = only_fields(root, fields, "", err)) != 0 ||
-	    (r = get_str(root, "nickname", "nickname", nickname, nickcap, 0, err)) != 0 ||
+	if ((r = only_fields(root, fields, "", why)) != 0 ||
+	    (r = get_str(root, "nickname", "nickname", nickname, nickcap, 0, why)) != 0 ||
 	    (r = get_str(root, "paymentMethodId", "paymentMethodId", rq->payment_method_id,
-	                 sizeof(rq->payment_method_id), 0, err)) != 0 ||
+	                 sizeof(rq->payment_method_id), 0, why)) != 0 ||
 	    (r = get_str(root, "stripePaymentMethod", "stripePaymentMethod",
-	                 rq->processor_method, sizeof(rq->processor_method), 0, err)) != 0)
+	                 rq->processor_method, sizeof(rq->processor_method), 0, why)) != 0)
 		goto out;
 	if ((card != NULL) + (enc != NULL) + (rq->payment_method_id[0] != '\0') +
 	        (rq->processor_method[0] != '\0') !=
 	    1) {
 		r = perr(
-		    err, "paymentMethodId",
+		    why, "paymentMethodId",
 		    "or card or encryptedCard or stripePaymentMethod is required, exactly one");
 		goto out;
 	}
@@ -618,10 +649,10 @@ txn_method_body_parse(const char *body, size_t len, struct txn_request **out,
 	     strspn(rq->payment_method_id + 4, "abcdefghijklmnopqrstuvwxyz"
 	                                       "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") !=
 	         strlen(rq->payment_method_id) - 4)) {
-		r = perr(err, "paymentMethodId", "must be a card token (tok_...) from a payment");
+		r = perr(why, "paymentMethodId", "must be a card token (tok_...) from a payment");
 		goto out;
 	}
-	if ((r = parse_source(card, enc, rq, err)) != 0)
+	if ((r = parse_source(card, enc, rq, why)) != 0)
 		goto out;
 	*out = rq;
 	rq = NULL;
@@ -639,6 +670,7 @@ txn_request_free(struct txn_request *r)
 	txn_card_clear(&r->card);
 	free(r->enc_data);
 	free(r->metadata_json);
+	free(r->return_url);
 	fgw_freezero(r, sizeof(*r));
 }
 
@@ -683,15 +715,37 @@ txn_free(struct txn *t)
 }
 
 void
-txn_set_outcome(struct txn *t, const char *status, const char *code, const char *message,
-                int http_status, int record)
+txn_set_outcome(struct txn *t, enum txn_state state, const char *code,
+                const char *message, int http_status, int record)
 {
-	fgw_strlcpy(t->out.status, status, sizeof(t->out.status));
+	t->out.state = state;
+	t->out.rejected = 0;
 	fgw_strlcpy(t->out.error_code, code ? code : "", sizeof(t->out.error_code));
 	fgw_strlcpy(t->out.error_message, message ? message : "",
 	            sizeof(t->out.error_message));
 	t->out.http_status = http_status;
 	t->out.record = record;
+}
+
+void
+txn_reject(struct txn *t, const char *code, const char *message, int http_status)
+{
+	txn_set_outcome(t, TXN_STATE_NONE, code, message, http_status, 0);
+	t->out.rejected = 1;
+}
+
+void
+txn_idem_lost(struct txn *t)
+{
+	t->idem_lost = 1;
+	txn_reject(t, "IDEMPOTENCY_CONFLICT",
+	           "A request with this Idempotency-Key is still in progress", 409);
+}
+
+const char *
+txn_outcome_name(const struct txn_outcome *o)
+{
+	return o->rejected ? "rejected" : txn_state_name(o->state);
 }
 
 static int

@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/err.h"
+#include "core/txnstate.h"
 #include "crypto/sealed.h"
 
 struct secbuf;
@@ -175,12 +177,12 @@ struct proc_event {
 	/* The processor's own ids that may be a transaction's processor_ref
 	 * (NULL each when absent). */
 	const char *processor_refs[PROC_EVENT_REFS];
-	/* MOVE: the state the payload proves; fallback, when not "", is the
+	/* MOVE: the state the payload proves; fallback, when one is given, is the
 	 * move to make instead when target is no forward move from the
 	 * transaction's state (a canceled intent that was never authorized
 	 * is failed: nothing was charged). code: error code for a decline. */
-	char target[24];
-	char fallback[24];
+	enum txn_state target;
+	enum txn_state fallback; /* TXN_STATE_NONE: none */
 	char code[40];
 	char message[80];
 	/* MOVE to requires_action: the object's next action, or NULL. */
@@ -220,7 +222,7 @@ struct proc_type {
 	/* Optional: reads the instance's own description file (the generic
 	 * type's mapping; `map_file`) into cfg->type_data at start-up, and
 	 * releases it. NULL when the type has none. */
-	int (*load)(struct proc_config *cfg, const char *file, char *err, size_t errlen);
+	int (*load)(struct proc_config *cfg, const char *file, struct fgw_why *why);
 	void (*unload)(struct proc_config *cfg);
 	int seals_reply; /* 1: reply bodies are {"sealed": "..."} to our key */
 	/* 1: with a processor key of algorithm x25519-box the card goes out

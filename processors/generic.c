@@ -118,9 +118,9 @@ at_path(const cJSON *root, const char *path)
 /* ---- loading --------------------------------------------------------- */
 
 static int
-bad(char *err, size_t errlen, const char *what)
+bad(struct fgw_why *why, const char *what)
 {
-	snprintf(err, errlen, "processor_map_file: %s", what);
+	fgw_why_set(why, "processor_map_file", 0, 0, "%s", what);
 	return FGW_ERR_INVALID;
 }
 
@@ -128,79 +128,76 @@ bad(char *err, size_t errlen, const char *what)
 static const char *const op_paths[] = { "capturePath", "cancelPath", "refundPath", NULL };
 
 static int
-check_map(const cJSON *m, char *err, size_t errlen)
+check_map(const cJSON *m, struct fgw_why *why)
 {
 	const cJSON *req, *resp, *st, *dc, *it;
 	const char *path = str_at(m, "chargePath"), *spath = str_at(m, "statusPath");
 
 	if (!cJSON_IsObject(m))
-		return bad(err, errlen, "must be a JSON object");
+		return bad(why, "must be a JSON object");
 	if (path == NULL || path[0] != '/' || !proc_token_ok(path, 200))
-		return bad(err, errlen, "chargePath must be a path such as /v1/payments");
+		return bad(why, "chargePath must be a path such as /v1/payments");
 	if (spath != NULL &&
 	    (spath[0] != '/' || !proc_token_ok(spath, 200) || strstr(spath, "{key}") == NULL))
-		return bad(err, errlen, "statusPath must be a path with {key} in it");
+		return bad(why, "statusPath must be a path with {key} in it");
 	it = cJSON_GetObjectItemCaseSensitive(m, "sealedReply");
 	if (it != NULL && !cJSON_IsBool(it))
-		return bad(err, errlen, "sealedReply must be true or false");
+		return bad(why, "sealedReply must be true or false");
 	req = cJSON_GetObjectItemCaseSensitive(m, "request");
 	if (!cJSON_IsObject(req) || req->child == NULL)
-		return bad(err, errlen, "request must map output fields to $sources");
+		return bad(why, "request must map output fields to $sources");
 	cJSON_ArrayForEach(it, req) {
 		if (cJSON_IsString(it) && it->valuestring[0] == '$' &&
 		    !source_known(it->valuestring))
-			return bad(err, errlen, "request names an unknown $source");
+			return bad(why, "request names an unknown $source");
 		if (!cJSON_IsString(it) && !cJSON_IsNumber(it) && !cJSON_IsBool(it))
-			return bad(err, errlen, "request values are $sources or constants");
+			return bad(why, "request values are $sources or constants");
 	}
 	resp = cJSON_GetObjectItemCaseSensitive(m, "response");
 	if (!cJSON_IsObject(resp) || str_at(resp, "id") == NULL ||
 	    str_at(resp, "status") == NULL)
-		return bad(err, errlen, "response must name the id and status fields");
+		return bad(why, "response must name the id and status fields");
 	st = cJSON_GetObjectItemCaseSensitive(m, "statuses");
 	if (!cJSON_IsObject(st) || st->child == NULL)
-		return bad(err, errlen, "statuses must map processor statuses to meanings");
+		return bad(why, "statuses must map processor statuses to meanings");
 	cJSON_ArrayForEach(it, st) {
 		size_t i = 0;
 		while (meanings[i].name != NULL &&
 		       (!cJSON_IsString(it) || strcmp(meanings[i].name, it->valuestring) != 0))
 			i++;
 		if (meanings[i].name == NULL)
-			return bad(err, errlen,
-			           "a statuses value is not succeeded, authorized, "
-			           "declined, requires_action, failed or unknown");
+			return bad(why, "a statuses value is not succeeded, authorized, "
+			                "declined, requires_action, failed or unknown");
 	}
 	dc = cJSON_GetObjectItemCaseSensitive(m, "declineCodes");
 	if (dc != NULL) {
 		if (!cJSON_IsObject(dc))
-			return bad(err, errlen, "declineCodes must be an object");
+			return bad(why, "declineCodes must be an object");
 		cJSON_ArrayForEach(it, dc)
 			if (!cJSON_IsString(it) || !in_list(it->valuestring, our_decline_codes))
-				return bad(err, errlen,
-				           "declineCodes values are PAYMENT_CARD_DECLINED "
-				           "or PAYMENT_INSUFFICIENT_FUNDS");
+				return bad(why, "declineCodes values are PAYMENT_CARD_DECLINED "
+				                "or PAYMENT_INSUFFICIENT_FUNDS");
 	}
 	for (size_t i = 0; op_paths[i] != NULL; i++) {
 		const char *op = str_at(m, op_paths[i]);
 		it = cJSON_GetObjectItemCaseSensitive(m, op_paths[i]);
 		if (it != NULL && (op == NULL || op[0] != '/' || !proc_token_ok(op, 200) ||
 		                   strstr(op, "{reference}") == NULL))
-			return bad(err, errlen,
-			           "capturePath, cancelPath and refundPath must be paths "
-			           "with {reference} in it");
+			return bad(why, "capturePath, cancelPath and refundPath must be paths "
+			                "with {reference} in it");
 	}
 	it = cJSON_GetObjectItemCaseSensitive(m, "refundAmountField");
 	if (it != NULL && (!cJSON_IsString(it) || !proc_token_ok(it->valuestring, 63)))
-		return bad(err, errlen, "refundAmountField must be a dotted field name");
+		return bad(why, "refundAmountField must be a dotted field name");
 	it = cJSON_GetObjectItemCaseSensitive(m, "serverErrors");
 	if (it != NULL && (!cJSON_IsString(it) || (strcmp(it->valuestring, "failed") != 0 &&
 	                                           strcmp(it->valuestring, "unknown") != 0)))
-		return bad(err, errlen, "serverErrors must be \"failed\" or \"unknown\"");
+		return bad(why, "serverErrors must be \"failed\" or \"unknown\"");
 	return FGW_OK;
 }
 
 int
-generic_map_load(struct proc_config *cfg, const char *path, char *err, size_t errlen)
+generic_map_load(struct proc_config *cfg, const char *path, struct fgw_why *why)
 {
 	char *text = NULL;
 	size_t len = 0;
@@ -208,16 +205,16 @@ generic_map_load(struct proc_config *cfg, const char *path, char *err, size_t er
 	int r;
 
 	if (path == NULL || path[0] == '\0')
-		return bad(err, errlen, "required for processor_type generic");
+		return bad(why, "required for processor_type generic");
 	if ((r = fgw_read_file(path, GEN_MAX_MAP, &text, &len)) != 0) {
-		snprintf(err, errlen, "processor_map_file: %s: %s", path, fgw_strerror(r));
+		fgw_why_set(why, "processor_map_file", 0, 0, "%s: %s", path, fgw_strerror(r));
 		return r;
 	}
 	m = fgw_json_parse_strict(text, len);
 	free(text);
 	if (m == NULL)
-		return bad(err, errlen, "not valid JSON");
-	if ((r = check_map(m, err, errlen)) != 0) {
+		return bad(why, "not valid JSON");
+	if ((r = check_map(m, why)) != 0) {
 		cJSON_Delete(m);
 		return r;
 	}

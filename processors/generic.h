@@ -11,8 +11,8 @@
 
 /* Reads and checks the mapping file; on success cfg->type_data holds it
  * (read-only from then on, shared by every reactor) and cfg->seals_reply
- * is set from it. On error writes a reason into err. */
-int generic_map_load(struct proc_config *cfg, const char *path, char *err, size_t errlen);
+ * is set from it. On error fills why. */
+int generic_map_load(struct proc_config *cfg, const char *path, struct fgw_why *why);
 void generic_map_free(struct proc_config *cfg);
 
 #endif

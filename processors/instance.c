@@ -197,7 +197,7 @@ proc_settings_line(struct proc_settings *list, int *n, int max, const char *line
 
 int
 proc_instance_load(struct proc_instance *pi, const struct proc_settings *s,
-                   long long default_timeout_ms, char *err, size_t errlen)
+                   long long default_timeout_ms, struct fgw_why *why)
 {
 	char where[96];
 	int r;
@@ -205,12 +205,12 @@ proc_instance_load(struct proc_instance *pi, const struct proc_settings *s,
 	memset(pi, 0, sizeof(*pi));
 	if ((pi->type = proc_type_find(s->type)) == NULL) {
 		proc_settings_where(s, "type", where, sizeof(where));
-		snprintf(err, errlen, "%s: unknown processor type '%s'", where, s->type);
+		fgw_why_set(why, where, 0, 0, "unknown processor type '%s'", s->type);
 		return FGW_ERR_INVALID;
 	}
 	if (s->url[0] == '\0') {
 		proc_settings_where(s, "url", where, sizeof(where));
-		snprintf(err, errlen, "%s: required", where);
+		fgw_why_set(why, where, 0, 0, "required");
 		return FGW_ERR_INVALID;
 	}
 	fgw_strlcpy(pi->cfg.name, s->name, sizeof(pi->cfg.name));
@@ -223,14 +223,13 @@ proc_instance_load(struct proc_instance *pi, const struct proc_settings *s,
 	if (!(s->public_key_file[0] == '\0' && pi->type->needs_clear_card)) {
 		if ((r = sealed_load_pubkey(s->public_key_file, &pi->cfg.pubkey)) != 0) {
 			proc_settings_where(s, "public_key_file", where, sizeof(where));
-			snprintf(err, errlen, "%s: %s: %s", where, s->public_key_file,
-			         fgw_strerror(r));
+			fgw_why_set(why, where, 0, 0, "%s: %s", s->public_key_file, fgw_strerror(r));
 			return r;
 		}
 		pi->cfg.has_pubkey = 1;
 	}
 	if (pi->type->load != NULL)
-		return pi->type->load(&pi->cfg, s->map_file, err, errlen);
+		return pi->type->load(&pi->cfg, s->map_file, why);
 	return FGW_OK;
 }
 

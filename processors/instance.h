@@ -69,9 +69,9 @@ struct proc_instance {
 /* Fills pi from s: the type, URL, timeout (default_timeout_ms when s has
  * none), the sealing key (key_file, already derived) and the type's own
  * load step. The credential is left to the caller. 0, or an error with
- * err naming the setting. */
+ * why naming the setting. */
 int proc_instance_load(struct proc_instance *pi, const struct proc_settings *s,
-                       long long default_timeout_ms, char *err, size_t errlen);
+                       long long default_timeout_ms, struct fgw_why *why);
 /* Releases what load took and wipes the credential. */
 void proc_instance_free(struct proc_instance *pi);
 

@@ -15,9 +15,9 @@
 #define ROUTE_MAX_WEIGHT 1000000
 
 static int
-bad(char *err, size_t errlen, const char *why, const char *what)
+bad(struct fgw_why *why, const char *reason, const char *what)
 {
-	snprintf(err, errlen, "route: %s%s%s", why, what[0] ? " " : "", what);
+	fgw_why_set(why, "route", 0, 0, "%s%s%s", reason, what[0] ? " " : "", what);
 	return FGW_ERR_INVALID;
 }
 
@@ -48,53 +48,53 @@ list_copy(const char *v, size_t len, int upper, char *out, size_t cap)
 }
 
 int
-proc_route_parse(const char *line, struct proc_route *out, char *err, size_t errlen)
+proc_route_parse(const char *line, struct proc_route *out, struct fgw_why *why)
 {
 	char buf[600], *save = NULL, *w;
 	int64_t v;
 
 	memset(out, 0, sizeof(*out));
 	if (line == NULL || fgw_strlcpy(buf, line, sizeof(buf)) != FGW_OK)
-		return bad(err, errlen, "line too long", "");
+		return bad(why, "line too long", "");
 	if ((w = strtok_r(buf, " \t", &save)) == NULL ||
 	    fgw_strlcpy(out->processor, w, sizeof(out->processor)) != FGW_OK ||
 	    strchr(w, '=') != NULL)
-		return bad(err, errlen, "needs \"PROCESSOR [key=value...]\"", "");
+		return bad(why, "needs \"PROCESSOR [key=value...]\"", "");
 	while ((w = strtok_r(NULL, " \t", &save)) != NULL) {
 		char *eq = strchr(w, '=');
 		const char *val;
 		if (eq == NULL || eq[1] == '\0')
-			return bad(err, errlen, "expected key=value, got", w);
+			return bad(why, "expected key=value, got", w);
 		*eq = '\0';
 		val = eq + 1;
 		if (strcmp(w, "currency") == 0) {
 			if (out->currencies[0] ||
 			    list_copy(val, 3, 1, out->currencies, sizeof(out->currencies)) != 0)
-				return bad(err, errlen, "currency wants ISO codes like EUR,GBP:", val);
+				return bad(why, "currency wants ISO codes like EUR,GBP:", val);
 		} else if (strcmp(w, "country") == 0) {
 			if (out->countries[0] ||
 			    list_copy(val, 2, 1, out->countries, sizeof(out->countries)) != 0)
-				return bad(err, errlen, "country wants ISO codes like DE,FR:", val);
+				return bad(why, "country wants ISO codes like DE,FR:", val);
 		} else if (strcmp(w, "brand") == 0) {
 			if (out->brands[0] ||
 			    list_copy(val, 0, 0, out->brands, sizeof(out->brands)) != 0)
-				return bad(err, errlen, "brand wants names like visa,mastercard:", val);
+				return bad(why, "brand wants names like visa,mastercard:", val);
 		} else if (strcmp(w, "amount_min") == 0 || strcmp(w, "amount_max") == 0) {
 			int64_t *dst = w[7] == 'm' && w[8] == 'i' ? &out->amount_min
 			                                          : &out->amount_max;
 			if (*dst != 0 || fgw_parse_i64(val, 1, INT64_MAX / 2, &v) != FGW_OK)
-				return bad(err, errlen, "amount bounds are whole minor units >= 1:", val);
+				return bad(why, "amount bounds are whole minor units >= 1:", val);
 			*dst = v;
 		} else if (strcmp(w, "weight") == 0) {
 			if (out->weight != 0 || fgw_parse_i64(val, 1, ROUTE_MAX_WEIGHT, &v) != FGW_OK)
-				return bad(err, errlen, "weight wants 1..1000000:", val);
+				return bad(why, "weight wants 1..1000000:", val);
 			out->weight = (int)v;
 		} else {
-			return bad(err, errlen, "unknown key", w);
+			return bad(why, "unknown key", w);
 		}
 	}
 	if (out->amount_min != 0 && out->amount_max != 0 && out->amount_min > out->amount_max)
-		return bad(err, errlen, "amount_min is above amount_max", "");
+		return bad(why, "amount_min is above amount_max", "");
 	return FGW_OK;
 }
 

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/err.h"
+
 #define PROC_ROUTES_MAX 32
 
 struct proc_route {
@@ -33,8 +35,8 @@ struct proc_routes {
 	struct proc_route r[PROC_ROUTES_MAX];
 };
 
-/* Parses one route line. 0, or FGW_ERR_INVALID with the reason in err. */
-int proc_route_parse(const char *line, struct proc_route *out, char *err, size_t errlen);
+/* Parses one route line. 0, or FGW_ERR_INVALID with the reason in why. */
+int proc_route_parse(const char *line, struct proc_route *out, struct fgw_why *why);
 
 /* The route chosen for these attributes (brand and country may be "" when
  * unknown: a route that names brands or countries then does not match),

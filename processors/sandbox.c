@@ -404,22 +404,21 @@ sbx_map_event(const cJSON *event, struct proc_event *out)
 	out->kind = PROC_EVENT_MOVE;
 	if (strcmp(type, "payment_intent.succeeded") == 0 ||
 	    strcmp(type, "charge.succeeded") == 0) {
-		fgw_strlcpy(out->target, proc_capture_proven(obj) ? "succeeded" : "authorized",
-		            sizeof(out->target));
+		out->target = proc_capture_proven(obj) ? TXN_SUCCEEDED : TXN_AUTHORIZED;
 	} else if (strcmp(type, "payment_intent.amount_capturable_updated") == 0) {
 		/* Money held for capture: an authorization, never a capture. */
 		if (proc_json_amount(obj, "amount_capturable") > 0)
-			fgw_strlcpy(out->target, "authorized", sizeof(out->target));
+			out->target = TXN_AUTHORIZED;
 	} else if (strcmp(type, "charge.captured") == 0) {
 		if (proc_capture_proven(obj))
-			fgw_strlcpy(out->target, "succeeded", sizeof(out->target));
+			out->target = TXN_SUCCEEDED;
 	} else if (strcmp(type, "payment_intent.payment_failed") == 0 ||
 	           strcmp(type, "charge.failed") == 0) {
-		fgw_strlcpy(out->target, "declined", sizeof(out->target));
+		out->target = TXN_DECLINED;
 		fgw_strlcpy(out->code, "PAYMENT_CARD_DECLINED", sizeof(out->code));
 		fgw_strlcpy(out->message, "Your card was declined", sizeof(out->message));
 	} else if (strcmp(type, "payment_intent.requires_action") == 0) {
-		fgw_strlcpy(out->target, "requires_action", sizeof(out->target));
+		out->target = TXN_REQUIRES_ACTION;
 		out->next_action = cJSON_GetObjectItemCaseSensitive(obj, "next_action");
 	} else if (strcmp(type, "charge.refunded") == 0 &&
 	           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(obj, "refunded"))) {
@@ -431,9 +430,9 @@ sbx_map_event(const cJSON *event, struct proc_event *out)
 		if ((done == NULL || out->refunded_total >= 0) &&
 		    (amount == NULL ||
 		     (out->amount >= 0 && (done == NULL || out->refunded_total >= out->amount))))
-			fgw_strlcpy(out->target, "refunded", sizeof(out->target));
+			out->target = TXN_REFUNDED;
 	}
-	if (out->target[0] == '\0')
+	if (out->target == TXN_STATE_NONE)
 		out->kind = PROC_EVENT_IGNORE;
 	return FGW_OK;
 }

@@ -1139,28 +1139,27 @@ stripe_map_event(const cJSON *event, struct proc_event *out)
 	    strcmp(type, "charge.succeeded") == 0) {
 		/* With capture_method=manual Stripe's charge.succeeded says
 		 * captured: false: the money is held, not taken. */
-		fgw_strlcpy(out->target, proc_capture_proven(obj) ? "succeeded" : "authorized",
-		            sizeof(out->target));
+		out->target = proc_capture_proven(obj) ? TXN_SUCCEEDED : TXN_AUTHORIZED;
 	} else if (strcmp(type, "charge.captured") == 0) {
 		if (proc_capture_proven(obj))
-			fgw_strlcpy(out->target, "succeeded", sizeof(out->target));
+			out->target = TXN_SUCCEEDED;
 	} else if (strcmp(type, "payment_intent.amount_capturable_updated") == 0) {
 		if (proc_json_amount(obj, "amount_capturable") > 0 &&
 		    status_is(obj, "requires_capture"))
-			fgw_strlcpy(out->target, "authorized", sizeof(out->target));
+			out->target = TXN_AUTHORIZED;
 	} else if (strcmp(type, "payment_intent.payment_failed") == 0) {
 		const cJSON *e = cJSON_GetObjectItemCaseSensitive(obj, "last_payment_error");
 		/* Stripe leaves a failed intent in requires_payment_method. One
 		 * that Stripe.js confirms stays open for another card: one
 		 * failed attempt is not the payment's end (map_intent). */
 		if (status_is(obj, "requires_payment_method") && !browser_confirms(obj)) {
-			fgw_strlcpy(out->target, "declined", sizeof(out->target));
+			out->target = TXN_DECLINED;
 			event_decline(proc_json_str(e, "type"), proc_json_str(e, "code"),
 			              proc_json_str(e, "decline_code"), out);
 		}
 	} else if (strcmp(type, "charge.failed") == 0) {
 		if (status_is(obj, "failed")) {
-			fgw_strlcpy(out->target, "declined", sizeof(out->target));
+			out->target = TXN_DECLINED;
 			event_decline("card_error", proc_json_str(obj, "failure_code"),
 			              proc_json_str(cJSON_GetObjectItemCaseSensitive(obj, "outcome"),
 			                            "reason"),
@@ -1168,15 +1167,15 @@ stripe_map_event(const cJSON *event, struct proc_event *out)
 		}
 	} else if (strcmp(type, "payment_intent.requires_action") == 0) {
 		if (status_is(obj, "requires_action")) {
-			fgw_strlcpy(out->target, "requires_action", sizeof(out->target));
+			out->target = TXN_REQUIRES_ACTION;
 			out->next_action = cJSON_GetObjectItemCaseSensitive(obj, "next_action");
 		}
 	} else if (strcmp(type, "payment_intent.canceled") == 0) {
 		/* An authorization released; an intent canceled before it was
 		 * authorized charged nothing: failed. */
 		if (status_is(obj, "canceled")) {
-			fgw_strlcpy(out->target, "canceled", sizeof(out->target));
-			fgw_strlcpy(out->fallback, "failed", sizeof(out->fallback));
+			out->target = TXN_CANCELED;
+			out->fallback = TXN_FAILED;
 			fgw_strlcpy(out->code, C_FAILED, sizeof(out->code));
 			fgw_strlcpy(out->message, "The payment was canceled.", sizeof(out->message));
 		}
@@ -1224,7 +1223,7 @@ stripe_map_event(const cJSON *event, struct proc_event *out)
 	} else {
 		out->kind = PROC_EVENT_IGNORE;
 	}
-	if (out->kind == PROC_EVENT_MOVE && out->target[0] == '\0')
+	if (out->kind == PROC_EVENT_MOVE && out->target == TXN_STATE_NONE)
 		out->kind = PROC_EVENT_IGNORE;
 	return FGW_OK;
 }

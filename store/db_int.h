@@ -27,6 +27,12 @@ struct db {
 	char errmsg[256];
 	int64_t changes;    /* PostgreSQL: rows of the last command */
 	unsigned next_name; /* PostgreSQL: prepared statements fgw1, fgw2... */
+	/* PostgreSQL: a lost connection is made again (PQreset) when the
+	 * next call needs it and no transaction was lost with it; the
+	 * statements prepared before are prepared again on first use. */
+	unsigned gen;         /* connections made so far, minus one */
+	int txn_open;         /* the last call left a transaction open */
+	int64_t reconnect_at; /* fgw_mono_ms() of the last failed attempt; 0: none */
 };
 
 struct db_stmt {
@@ -37,6 +43,9 @@ struct db_stmt {
 	sqlite3_stmt *lite;
 	/* PostgreSQL */
 	char name[16];   /* the server-side prepared statement */
+	char *pgsql;     /* the rewritten SQL, to prepare again after a reconnect */
+	Oid *types;      /* its parameter types (0: inferred), nparams of them */
+	unsigned gen;    /* db->gen it was prepared on */
 	int nparams;     /* how many $N the rewritten SQL has */
 	char **params;   /* nparams values: malloc'ed text, or NULL for NULL */
 	int *lens;       /* their lengths */

@@ -23,9 +23,12 @@
 
 #include <libpq-fe.h>
 
+#define LOG_MODULE "store"
 #include "core/err.h"
+#include "core/log.h"
 #include "core/util.h"
 #include "store/db_int.h"
+#include "store/pg.h"
 
 /* PostgreSQL's text type (pg_type.oid), given to a parameter number the
  * statement never uses: SQLite allows such gaps, and PostgreSQL cannot
@@ -34,6 +37,9 @@
 /* SQLite's limit on ?N (SQLITE_MAX_VARIABLE_NUMBER's default), below
  * PostgreSQL's 65535: a statement must run on both. */
 #define DBPG_MAX_PARAM 32766
+/* While the server is away, a connection tries again at most this often:
+ * a reader runs on a reactor, and each attempt can wait connect_timeout. */
+#define DBPG_RECONNECT_MS 1000
 
 struct sqlbuf {
 	char *p;
@@ -311,58 +317,165 @@ note_changes(struct db *db, const PGresult *res)
 	db->changes = v;
 }
 
+/* The first word of sql, upper-cased into w[cap]; returns what follows
+ * it. */
+static const char *
+first_word(const char *sql, char *w, size_t cap)
+{
+	size_t n = 0;
+
+	sql += strspn(sql, " \t\r\n");
+	while (n + 1 < cap && isalpha((unsigned char)sql[n])) {
+		w[n] = (char)toupper((unsigned char)sql[n]);
+		n++;
+	}
+	w[n] = '\0';
+	return sql + n;
+}
+
+/* Whether sql starts a transaction, or ends one as a whole (ROLLBACK, not
+ * ROLLBACK TO): the only statements that may run on a connection made
+ * again after one was lost with a transaction open. COMMIT is not one: on
+ * a new connection it would "succeed" with nothing to commit. */
+static int
+starts_afresh(const char *sql)
+{
+	char w[16];
+	const char *rest;
+
+	if (sql == NULL)
+		return 0;
+	rest = first_word(sql, w, sizeof(w));
+	if (strcmp(w, "BEGIN") == 0 || strcmp(w, "START") == 0)
+		return 1;
+	if (strcmp(w, "ROLLBACK") != 0 && strcmp(w, "ABORT") != 0)
+		return 0;
+	first_word(rest, w, sizeof(w));
+	return strcmp(w, "TO") != 0;
+}
+
+/* Whether a statement that found its connection gone may be sent once
+ * more on a new one: it ran outside any transaction and changes nothing
+ * (BEGIN, START, SELECT, SHOW), so whether the server saw it before the
+ * connection went does not matter. Anything else is reported: an INSERT
+ * in autocommit may have committed before the answer was lost. A
+ * connection ended while idle (a server restart, a failover) is found so
+ * only when the next statement is sent: this lets the readers' queries
+ * and the writer's BEGIN go on without a failure. */
+static int
+resendable(const char *sql)
+{
+	char w[16];
+
+	first_word(sql, w, sizeof(w));
+	return strcmp(w, "BEGIN") == 0 || strcmp(w, "START") == 0 || strcmp(w, "SELECT") == 0 ||
+	       strcmp(w, "SHOW") == 0;
+}
+
+/* A connection for the next statement (sql, or NULL when preparing):
+ * when it was lost, made again with PQreset and set up as pg_connect
+ * does, unless a transaction was open on it (its statements are gone:
+ * only a new BEGIN or a ROLLBACK may go on). The statements prepared
+ * before are prepared again on their next use (db->gen). */
+static int
+ensure_connected(struct db *db, const char *sql)
+{
+	int64_t now;
+
+	if (PQstatus(db->pg) == CONNECTION_OK)
+		return 0;
+	if (db->txn_open && !starts_afresh(sql))
+		return db_fail_set(db, DB_FAIL_STORAGE,
+		                   "the connection to PostgreSQL was lost with a transaction open");
+	now = fgw_mono_ms();
+	if (db->reconnect_at != 0 && now - db->reconnect_at < DBPG_RECONNECT_MS)
+		return db_fail_set(db, DB_FAIL_STORAGE, "the connection to PostgreSQL is lost");
+	db->reconnect_at = now;
+	PQreset(db->pg);
+	if (PQstatus(db->pg) != CONNECTION_OK || pg_session_setup(db->pg) != 0)
+		return db_fail_set(db, DB_FAIL_STORAGE,
+		                   "the connection to PostgreSQL is lost and cannot be made again");
+	db->gen++;
+	db->txn_open = 0;
+	db->reconnect_at = 0; /* the limit is on attempts that fail in a row */
+	log_info("connected to PostgreSQL again");
+	return 0;
+}
+
+/* Prepares s->pgsql on the server under a new name. */
+static int
+server_prepare(struct db_stmt *s)
+{
+	struct db *db = s->db;
+	char name[sizeof(s->name)];
+	PGresult *res = NULL;
+	int len, r;
+
+	len = snprintf(name, sizeof(name), "fgw%u", ++db->next_name);
+	if (len < 0 || (size_t)len >= sizeof(name))
+		return FGW_ERR_INTERNAL;
+	res = PQprepare(db->pg, name, s->pgsql, s->nparams, s->types);
+	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+		size_t used;
+
+		r = fail_from(db, res);
+		/* Which statement: its text holds no values (they are bound),
+		 * and a refused statement is a bug to be found. */
+		used = strlen(db->errmsg);
+		snprintf(db->errmsg + used, sizeof(db->errmsg) - used, " in: %.*s",
+		         (int)(sizeof(db->errmsg) - used), s->pgsql);
+		goto out;
+	}
+	memcpy(s->name, name, sizeof(name));
+	s->gen = db->gen;
+	r = 0;
+out:
+	PQclear(res);
+	return r;
+}
+
 int
 dbpg_prepare(struct db_stmt *s, const char *sql)
 {
 	struct db *db = s->db;
-	char *text = NULL, name[sizeof(s->name)];
 	unsigned char *used = NULL;
-	Oid *types = NULL;
-	PGresult *res = NULL;
-	int n = 0, i, len, r;
+	int n = 0, i, r;
 
 	s->name[0] = '\0';
 	s->nparams = 0;
-	if ((r = rewrite(sql, &text, &n, &used)) != 0) {
+	if ((r = rewrite(sql, &s->pgsql, &n, &used)) != 0) {
 		if (r == FGW_ERR_INVALID)
 			r = db_fail_set(db, DB_FAIL_OTHER,
 			                "postgresql: a parameter number out of range (?1 to ?32766)");
 		goto out;
 	}
 	if (n > 0) {
-		if ((types = calloc((size_t)n, sizeof(*types))) == NULL ||
+		if ((s->types = calloc((size_t)n, sizeof(*s->types))) == NULL ||
 		    (s->params = calloc((size_t)n, sizeof(*s->params))) == NULL ||
 		    (s->lens = calloc((size_t)n, sizeof(*s->lens))) == NULL) {
 			r = FGW_ERR_NOMEM;
 			goto out;
 		}
 		for (i = 0; i < n; i++)
-			types[i] = used[i] ? 0 : DBPG_TEXTOID;
+			s->types[i] = used[i] ? 0 : DBPG_TEXTOID;
 	}
-	len = snprintf(name, sizeof(name), "fgw%u", ++db->next_name);
-	if (len < 0 || (size_t)len >= sizeof(name)) {
-		r = FGW_ERR_INTERNAL;
-		goto out;
-	}
-	res = PQprepare(db->pg, name, text, n, types);
-	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
-		r = fail_from(db, res);
-		goto out;
-	}
-	memcpy(s->name, name, sizeof(name));
 	s->nparams = n;
+	if ((r = ensure_connected(db, NULL)) != 0 || (r = server_prepare(s)) != 0)
+		goto out;
 	r = 0;
 out:
 	if (r != 0) {
 		free(s->params);
 		free(s->lens);
+		free(s->types);
+		free(s->pgsql);
 		s->params = NULL;
 		s->lens = NULL;
+		s->types = NULL;
+		s->pgsql = NULL;
+		s->nparams = 0;
 	}
-	PQclear(res);
-	free(types);
 	free(used);
-	free(text);
 	return r;
 }
 
@@ -402,14 +515,18 @@ dbpg_stmt_free(struct db_stmt *s)
 		dbpg_clear_bindings(s);
 	free(s->params);
 	free(s->lens);
+	free(s->types);
+	free(s->pgsql);
 	s->params = NULL;
 	s->lens = NULL;
+	s->types = NULL;
+	s->pgsql = NULL;
 	/* A cached statement is freed with its connection, which takes the
 	 * server side along; one freed before that would stay on the server
 	 * for the session's life. In a failed transaction the server refuses
 	 * DEALLOCATE: the name is never reused, the statement stays. */
 	if (s->name[0] != '\0' && !s->cached && s->db != NULL && s->db->pg != NULL &&
-	    PQstatus(s->db->pg) == CONNECTION_OK &&
+	    s->gen == s->db->gen && PQstatus(s->db->pg) == CONNECTION_OK &&
 	    PQtransactionStatus(s->db->pg) != PQTRANS_INERROR) {
 		len = snprintf(sql, sizeof(sql), "DEALLOCATE %s", s->name);
 		if (len > 0 && (size_t)len < sizeof(sql)) {
@@ -444,11 +561,22 @@ dbpg_bind(struct db_stmt *s, int i, const char *v, size_t len)
 	return 0;
 }
 
+/* Whether the call just made left a transaction open; a lost connection
+ * keeps what was known before it. */
+static void
+note_txn(struct db *db)
+{
+	if (PQstatus(db->pg) == CONNECTION_OK)
+		db->txn_open = PQtransactionStatus(db->pg) != PQTRANS_IDLE;
+}
+
 int
 dbpg_step(struct db_stmt *s)
 {
 	struct db *db = s->db;
+	ExecStatusType status;
 	PGresult *res;
+	int attempt, r;
 
 	if (s->res != NULL) {
 		if (s->row + 1 < s->nrows) {
@@ -458,20 +586,29 @@ dbpg_step(struct db_stmt *s)
 		s->row = s->nrows;
 		return DB_DONE;
 	}
-	if (s->name[0] == '\0')
+	if (s->pgsql == NULL)
 		return db_fail_set(db, DB_FAIL_OTHER, "postgresql: statement not prepared");
-	res = PQexecPrepared(db->pg, s->name, s->nparams, (const char *const *)s->params,
-	                     s->lens, NULL, 0);
-	switch (res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR) {
-	case PGRES_TUPLES_OK:
-	case PGRES_COMMAND_OK:
-	case PGRES_EMPTY_QUERY:
-		break;
-	default: {
-		int r = fail_from(db, res);
+	for (attempt = 0;; attempt++) {
+		int was_open = db->txn_open;
+
+		if ((r = ensure_connected(db, s->pgsql)) != 0 ||
+		    (s->gen != db->gen && (r = server_prepare(s)) != 0))
+			return r;
+		res = PQexecPrepared(db->pg, s->name, s->nparams,
+		                     (const char *const *)s->params, s->lens, NULL, 0);
+		note_txn(db);
+		status = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+		if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK ||
+		    status == PGRES_EMPTY_QUERY)
+			break;
+		if (attempt == 0 && !was_open && PQstatus(db->pg) == CONNECTION_BAD &&
+		    resendable(s->pgsql)) {
+			PQclear(res);
+			continue;
+		}
+		r = fail_from(db, res);
 		PQclear(res);
 		return r;
-	}
 	}
 	note_changes(db, res);
 	s->res = res;
@@ -521,19 +658,30 @@ dbpg_col_name(struct db_stmt *s, int i)
 static int
 is_commit(const char *sql)
 {
-	size_t n;
+	char w[16];
 
-	sql += strspn(sql, " \t\r\n");
-	n = strspn(sql, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
-	return (n == 6 && strncasecmp(sql, "COMMIT", 6) == 0) ||
-	       (n == 3 && strncasecmp(sql, "END", 3) == 0);
+	first_word(sql, w, sizeof(w));
+	return strcmp(w, "COMMIT") == 0 || strcmp(w, "END") == 0;
 }
 
 int
 dbpg_exec(struct db *db, const char *sql)
 {
-	PGresult *res = PQexec(db->pg, sql);
-	int r;
+	PGresult *res;
+	int was_open = db->txn_open, r;
+
+	if ((r = ensure_connected(db, sql)) != 0)
+		return r;
+	res = PQexec(db->pg, sql);
+	note_txn(db);
+	if ((res == NULL || PQresultStatus(res) == PGRES_FATAL_ERROR) && !was_open &&
+	    PQstatus(db->pg) == CONNECTION_BAD && resendable(sql)) {
+		PQclear(res);
+		if ((r = ensure_connected(db, sql)) != 0)
+			return r;
+		res = PQexec(db->pg, sql);
+		note_txn(db);
+	}
 
 	switch (res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR) {
 	case PGRES_TUPLES_OK:

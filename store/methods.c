@@ -237,10 +237,10 @@ save_job_free(void *p)
 	free(j);
 }
 
-/* A processor's card: the row already there for the same card of the
- * customer (a retry) is the answer; otherwise a new row. */
+/* The row of the customer's processor card m (processor, method) into m:
+ * 0, FGW_ERR_NOT_FOUND or a database error. */
 static int
-save_processor_method(struct db *db, struct store_method *m, int64_t have, int64_t now)
+find_processor_method(struct db *db, struct store_method *m)
 {
 	struct db_stmt *s = NULL;
 	int r, rc;
@@ -253,20 +253,27 @@ save_processor_method(struct db *db, struct store_method *m, int64_t have, int64
 	    (r = text_bind(s, 2, m->processor)) != 0 ||
 	    (r = text_bind(s, 3, m->processor_method)) != 0)
 		goto out;
-	if ((rc = db_step(s)) == DB_ROW) {
-		r = read_method(s, m);
+	rc = db_step(s);
+	r = rc == DB_ROW ? read_method(s, m) : rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+out:
+	db_release(s);
+	return r;
+}
+
+/* A processor's card: the row already there for the same card of the
+ * customer (a retry) is the answer; otherwise a new row. */
+static int
+save_processor_method(struct db *db, struct store_method *m, int64_t have, int64_t now)
+{
+	struct db_stmt *s = NULL;
+	int r;
+
+	if ((r = find_processor_method(db, m)) != FGW_ERR_NOT_FOUND)
 		goto out;
-	}
-	if (rc != DB_DONE) {
-		r = FGW_ERR_DB;
-		goto out;
-	}
 	if (have >= STORE_METHODS_MAX) {
 		r = FGW_ERR_TOO_LARGE;
 		goto out;
 	}
-	db_release(s);
-	s = NULL;
 	m->token[0] = '\0';
 	m->is_default = have == 0;
 	m->created_at = now;
@@ -275,7 +282,8 @@ save_processor_method(struct db *db, struct store_method *m, int64_t have, int64
 	         "INSERT INTO processor_methods (id, customer_id, nickname, "
 	         "is_default, created_at, processor, processor_customer, processor_method, "
 	         "brand, last4, exp_month, exp_year) VALUES (?1, ?2, NULLIF(?3, ''), "
-	         "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+	         "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
+	         "ON CONFLICT (customer_id, processor, processor_method) DO NOTHING",
 	         &s)) != 0 ||
 	    (r = text_bind(s, 1, m->id)) != 0 || (r = text_bind(s, 2, m->customer_id)) != 0 ||
 	    (r = text_bind(s, 3, m->nickname)) != 0 ||
@@ -290,7 +298,14 @@ save_processor_method(struct db *db, struct store_method *m, int64_t have, int64
 		r = r ? r : FGW_ERR_DB;
 		goto out;
 	}
-	r = step_done(s);
+	if ((r = step_done(s)) != 0 || db_changes(db) == 1)
+		goto out;
+	/* Another instance saved the same card since the look above: its
+	 * row is the answer, as for a retry (a failed INSERT would end a
+	 * PostgreSQL transaction, so the clash is asked, not caught). */
+	r = find_processor_method(db, m);
+	if (r == FGW_ERR_NOT_FOUND)
+		r = FGW_ERR_DB;
 out:
 	db_release(s);
 	return r;
@@ -381,7 +396,8 @@ run_save(struct db *db, void *ctx)
 	if ((r = db_prepare(
 	         db,
 	         "INSERT INTO payment_methods (id, customer_id, token, nickname, "
-	         "is_default, created_at) VALUES (?1, ?2, ?3, NULLIF(?4, ''), ?5, ?6)",
+	         "is_default, created_at) VALUES (?1, ?2, ?3, NULLIF(?4, ''), ?5, ?6) "
+	         "ON CONFLICT (token) DO NOTHING",
 	         &s)) != 0 ||
 	    (r = text_bind(s, 1, m->id)) != 0 || (r = text_bind(s, 2, m->customer_id)) != 0 ||
 	    (r = text_bind(s, 3, m->token)) != 0 || (r = text_bind(s, 4, m->nickname)) != 0 ||
@@ -392,6 +408,10 @@ run_save(struct db *db, void *ctx)
 	}
 	if ((r = step_done(s)) != 0)
 		goto out;
+	if (db_changes(db) != 1) {
+		r = FGW_ERR_EXISTS; /* saved since the look above (another instance) */
+		goto out;
+	}
 	db_release(s);
 	s = NULL;
 	if ((r = db_prepare(db,
@@ -525,16 +545,18 @@ static int
 ensure_default(struct db *db, const char *customer)
 {
 	static const char *const sql[] = {
+		/* A subquery in FROM has a name: PostgreSQL (before 16)
+		 * requires one. */
 		"UPDATE payment_methods SET is_default = 1 WHERE id = "
-		"(SELECT id FROM " ALL_METHODS "WHERE customer_id = ?1 "
+		"(SELECT id FROM " ALL_METHODS "a WHERE customer_id = ?1 "
 		" ORDER BY created_at DESC, id LIMIT 1) "
 		"AND NOT EXISTS (SELECT 1 FROM " ALL_METHODS
-		" WHERE customer_id = ?1 AND is_default = 1)",
+		"a WHERE customer_id = ?1 AND is_default = 1)",
 		"UPDATE processor_methods SET is_default = 1 WHERE id = "
-		"(SELECT id FROM " ALL_METHODS "WHERE customer_id = ?1 "
+		"(SELECT id FROM " ALL_METHODS "a WHERE customer_id = ?1 "
 		" ORDER BY created_at DESC, id LIMIT 1) "
 		"AND NOT EXISTS (SELECT 1 FROM " ALL_METHODS
-		" WHERE customer_id = ?1 AND is_default = 1)",
+		"a WHERE customer_id = ?1 AND is_default = 1)",
 	};
 	struct db_stmt *s = NULL;
 	int r = FGW_OK;
@@ -605,10 +627,13 @@ static int
 run_set_default(struct db *db, void *ctx)
 {
 	static const char *const sql[] = {
-		"UPDATE payment_methods SET is_default = (id = ?1) WHERE customer_id = ?2 "
-		"AND EXISTS (SELECT 1 FROM " ALL_METHODS "WHERE id = ?1 AND customer_id = ?2)",
-		"UPDATE processor_methods SET is_default = (id = ?1) WHERE customer_id = ?2 "
-		"AND EXISTS (SELECT 1 FROM " ALL_METHODS "WHERE id = ?1 AND customer_id = ?2)",
+		/* A comparison is a boolean on PostgreSQL, not a 0/1 flag. */
+		"UPDATE payment_methods SET is_default = CASE WHEN id = ?1 THEN 1 ELSE 0 END"
+		" WHERE customer_id = ?2 AND EXISTS (SELECT 1 FROM " ALL_METHODS
+		"a WHERE id = ?1 AND customer_id = ?2)",
+		"UPDATE processor_methods SET is_default = CASE WHEN id = ?1 THEN 1 ELSE 0 END"
+		" WHERE customer_id = ?2 AND EXISTS (SELECT 1 FROM " ALL_METHODS
+		"a WHERE id = ?1 AND customer_id = ?2)",
 	};
 	struct id_job *j = ctx;
 	struct db_stmt *s = NULL;

@@ -260,6 +260,30 @@ out:
 }
 
 int
+pg_session_setup(PGconn *c)
+{
+	char level[64];
+	int r;
+
+	PQsetNoticeProcessor(c, notice_to_log, NULL);
+	if ((r = check_durable(c)) != 0)
+		return r;
+	/* Explicit, so the server's default_transaction_isolation does not
+	 * change what the store's statements rely on. */
+	if ((r = exec_status(c,
+	                     "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL "
+	                     "READ COMMITTED",
+	                     PGRES_COMMAND_OK, NULL)) != 0 ||
+	    (r = show(c, "transaction_isolation", level, sizeof(level))) != 0)
+		return r;
+	if (strcmp(level, "read committed") != 0) {
+		log_error("PostgreSQL session isolation is %s, not read committed", level);
+		return FGW_ERR_STATE;
+	}
+	return 0;
+}
+
+int
 pg_connect(const struct pg_opts *o, PGconn **out)
 {
 	static const char *const keys[] = { "dbname", "fallback_application_name",
@@ -267,7 +291,6 @@ pg_connect(const struct pg_opts *o, PGconn **out)
 	const char *values[4];
 	char *owned = NULL;
 	const char *dsn;
-	char level[64];
 	PGconn *c = NULL;
 	int r;
 
@@ -301,22 +324,8 @@ pg_connect(const struct pg_opts *o, PGconn **out)
 		r = FGW_ERR_UNAVAILABLE;
 		goto out;
 	}
-	PQsetNoticeProcessor(c, notice_to_log, NULL);
-	if ((r = check_durable(c)) != 0)
+	if ((r = pg_session_setup(c)) != 0)
 		goto out;
-	/* Explicit, so the server's default_transaction_isolation does not
-	 * change what the store's statements rely on. */
-	if ((r = exec_status(c,
-	                     "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL "
-	                     "READ COMMITTED",
-	                     PGRES_COMMAND_OK, NULL)) != 0 ||
-	    (r = show(c, "transaction_isolation", level, sizeof(level))) != 0)
-		goto out;
-	if (strcmp(level, "read committed") != 0) {
-		log_error("PostgreSQL session isolation is %s, not read committed", level);
-		r = FGW_ERR_STATE;
-		goto out;
-	}
 	log_info("connected to PostgreSQL %d (TLS %s)", PQserverVersion(c),
 	         PQsslInUse(c) ? "on" : "off");
 	*out = c;

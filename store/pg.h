@@ -52,6 +52,11 @@ int pg_dsn_check(const char *dsn, bool production);
  * not make commits durable), FGW_ERR_DB. */
 int pg_connect(const struct pg_opts *o, PGconn **out);
 
+/* What pg_connect sets up on a new session (notices to the log, the
+ * durability checks, READ COMMITTED), for a connection made again with
+ * PQreset. 0, FGW_ERR_STATE, FGW_ERR_DB. */
+int pg_session_setup(PGconn *c);
+
 /* Applies the missing migrations of store/schema_pg.c in one transaction
  * under pg_advisory_xact_lock(PG_LOCK_MIGRATE): instances starting at once
  * migrate once, the others wait and find the work done. 0,

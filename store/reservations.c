@@ -5,6 +5,15 @@
  * the writer thread inside its own savepoint, see store_int.h); the
  * catalogue loader; the reads. Capacity checks live only inside jobs, where
  * the writer thread serializes them (see reservations.h).
+ *
+ * Several instances may share one PostgreSQL database, each with its own
+ * writer, under READ COMMITTED: what a job read may have changed by the
+ * time it writes. So every change that depends on what was read says so
+ * in its own WHERE (taken + n <= capacity; the status it moves from;
+ * released = 0), which PostgreSQL re-checks on the newest row version
+ * after waiting for a concurrent writer; zero rows changed means another
+ * job got there first, and the job decides again or refuses. On SQLite
+ * (one writer) the guards always hold.
  */
 #define LOG_MODULE "store"
 
@@ -80,9 +89,11 @@ load_row(struct db *db, const char *customer, const char *id, struct resv_row *o
 {
 	struct db_stmt *s = NULL;
 	int r, rc;
+	/* ?2 IS NULL alone gives PostgreSQL no type for ?2 (it refuses to
+	 * prepare it): the CAST does, on both backends. */
 	if ((r = db_prepare(db,
 	                     "SELECT " RESV_COLS " FROM reservations WHERE id = ?1"
-	                     " AND (?2 IS NULL OR customer_id = ?2)",
+	                     " AND (CAST(?2 AS TEXT) IS NULL OR customer_id = ?2)",
 	                     &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, id);
@@ -101,25 +112,43 @@ load_row(struct db *db, const char *customer, const char *id, struct resv_row *o
 	return r;
 }
 
-/* Gives a reservation's places back to its slot, once. */
+/* Gives a reservation's places back to its slot, once: the flag flips
+ * first, and only the job that flipped it (one, however many instances
+ * expire or refund the reservation at once) gives the places back. */
 static int
 release_places(struct db *db, const char *id)
 {
 	struct db_stmt *s = NULL;
-	int r;
+	char slot[64];
+	int r, rc, guests;
 	if ((r = db_prepare(db,
-	                     "UPDATE time_slots SET taken = MAX(0, taken - (SELECT guests"
-	                     " FROM reservations WHERE id = ?1 AND released = 0))"
-	                     " WHERE id = (SELECT time_slot_id FROM reservations"
-	                     " WHERE id = ?1 AND released = 0)",
+	                     "UPDATE reservations SET released = 1 WHERE id = ?1 AND released = 0",
 	                     &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, id);
-	if ((r = step_done(s)) != 0 ||
-	    (r = db_prepare(db, "UPDATE reservations SET released = 1 WHERE id = ?1", &s)) !=
-	        0)
+	if ((r = step_done(s)) != 0 || db_changes(db) != 1)
+		return r;
+	if ((r = db_prepare(db, "SELECT time_slot_id, guests FROM reservations WHERE id = ?1",
+	                     &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, id);
+	if ((rc = db_step(s)) != DB_ROW) {
+		db_release(s);
+		return FGW_ERR_DB;
+	}
+	r = db_col_copy(s, 0, slot, sizeof(slot));
+	guests = db_col_int(s, 1);
+	db_release(s);
+	if (r != 0)
+		return FGW_ERR_DB;
+	/* Never below zero (MAX(a, b) of two values is SQLite's alone). */
+	if ((r = db_prepare(db,
+	                     "UPDATE time_slots SET taken = CASE WHEN taken > ?2"
+	                     " THEN taken - ?2 ELSE 0 END WHERE id = ?1",
+	                     &s)) != 0)
+		return r;
+	db_bind_text(s, 1, slot);
+	db_bind_int(s, 2, guests);
 	return step_done(s);
 }
 
@@ -218,13 +247,17 @@ run_slot_put(struct db *db, void *ctx)
 	struct job *j = ctx;
 	struct db_stmt *s = NULL;
 	int r;
-	/* capacity below what is taken would oversell: keep at least taken. */
+	/* capacity below what is taken would oversell: keep at least taken.
+	 * (MAX(a, b) of two values is SQLite's alone; an unqualified column
+	 * in DO UPDATE is ambiguous to PostgreSQL, which also has excluded's.) */
 	if ((r = db_prepare(
 	         db,
 	         "INSERT INTO time_slots (id, experience_id, starts_at, capacity,"
 	         " taken, status) VALUES (?1, ?2, ?3, ?4, 0, ?5)"
 	         " ON CONFLICT(id) DO UPDATE SET experience_id = ?2, starts_at = ?3,"
-	         " capacity = MAX(?4, taken), status = ?5",
+	         " capacity = CASE WHEN ?4 > time_slots.taken THEN ?4"
+	         " ELSE time_slots.taken END,"
+	         " status = ?5",
 	         &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, j->slot.id);
@@ -261,34 +294,43 @@ run_hold(struct db *db, void *ctx)
 	int r, rc, capacity, taken;
 	char status[12];
 
+	/* One guarded UPDATE takes the places: two holds on two instances
+	 * cannot both pass a check made before either wrote. */
+	if (v->guests <= 0)
+		return job_fail(j, RESV_NOT_ENOUGH_CAPACITY);
 	if ((r = db_prepare(db,
-	                     "SELECT capacity, taken, status FROM time_slots WHERE id = ?1"
-	                     " AND experience_id = ?2",
+	                     "UPDATE time_slots SET taken = taken + ?3 WHERE id = ?1"
+	                     " AND experience_id = ?2 AND status = 'open'"
+	                     " AND taken + ?3 <= capacity",
 	                     &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, v->time_slot_id);
 	db_bind_text_or_null(s, 2, v->experience_id);
-	rc = db_step(s);
-	if (rc != DB_ROW) {
-		db_release(s);
-		return rc == DB_DONE ? job_fail(j, RESV_SLOT_NOT_FOUND) : FGW_ERR_DB;
-	}
-	capacity = db_col_int(s, 0);
-	taken = db_col_int(s, 1);
-	db_col_copy(s, 2, status, sizeof(status));
-	db_release(s);
-	if (strcmp(status, "open") != 0 || taken >= capacity)
-		return job_fail(j, RESV_SLOT_NOT_AVAILABLE);
-	if (capacity - taken < v->guests)
-		return job_fail(j, RESV_NOT_ENOUGH_CAPACITY);
-
-	if ((r = db_prepare(db, "UPDATE time_slots SET taken = taken + ?2 WHERE id = ?1",
-	                     &s)) != 0)
-		return r;
-	db_bind_text_or_null(s, 1, v->time_slot_id);
-	db_bind_int(s, 2, v->guests);
+	db_bind_int(s, 3, v->guests);
 	if ((r = step_done(s)) != 0)
 		return r;
+	if (db_changes(db) != 1) {
+		/* Refused: why, as the slot is now. */
+		if ((r = db_prepare(db,
+		                     "SELECT capacity, taken, status FROM time_slots WHERE id = ?1"
+		                     " AND experience_id = ?2",
+		                     &s)) != 0)
+			return r;
+		db_bind_text_or_null(s, 1, v->time_slot_id);
+		db_bind_text_or_null(s, 2, v->experience_id);
+		rc = db_step(s);
+		if (rc != DB_ROW) {
+			db_release(s);
+			return rc == DB_DONE ? job_fail(j, RESV_SLOT_NOT_FOUND) : FGW_ERR_DB;
+		}
+		capacity = db_col_int(s, 0);
+		taken = db_col_int(s, 1);
+		db_col_copy(s, 2, status, sizeof(status));
+		db_release(s);
+		if (strcmp(status, "open") != 0 || taken >= capacity)
+			return job_fail(j, RESV_SLOT_NOT_AVAILABLE);
+		return job_fail(j, RESV_NOT_ENOUGH_CAPACITY);
+	}
 	if ((r = db_prepare(
 	         db,
 	         "INSERT INTO reservations (id, client_id, customer_id, experience_id,"
@@ -369,10 +411,14 @@ mark_pending(struct db *db, struct job *j, const char *pay, const char *txn_id)
 	struct db_stmt *s = NULL;
 	int r;
 
+	/* From the state load_payable saw, or not at all: a payment started
+	 * (or the hold expired or was cancelled) meanwhile on another
+	 * instance must not be followed by a second one. */
 	if ((r = db_prepare(db,
 	                     "UPDATE reservations SET status = 'pending', payment_status ="
 	                     " ?2, txn_id = ?3, payment_intent_id = NULL, save_method = ?4,"
-	                     " updated_at = ?5 WHERE id = ?1",
+	                     " updated_at = ?5 WHERE id = ?1 AND status = ?6"
+	                     " AND payment_status = ?7",
 	                     &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, j->id);
@@ -380,8 +426,12 @@ mark_pending(struct db *db, struct job *j, const char *pay, const char *txn_id)
 	db_bind_text_or_null(s, 3, txn_id);
 	db_bind_int(s, 4, j->save_method);
 	db_bind_int64(s, 5, j->now);
+	db_bind_text(s, 6, j->out->status);
+	db_bind_text(s, 7, j->out->payment_status);
 	if ((r = step_done(s)) != 0)
 		return r;
+	if (db_changes(db) != 1)
+		return job_fail(j, RESV_INVALID_STATUS);
 	fgw_strlcpy(j->out->status, "pending", sizeof(j->out->status));
 	fgw_strlcpy(j->out->payment_status, pay, sizeof(j->out->payment_status));
 	fgw_strlcpy(j->out->txn_id, txn_id, sizeof(j->out->txn_id));
@@ -400,9 +450,19 @@ run_convert_begin(struct db *db, void *ctx)
 	return mark_pending(db, j, "processing", j->txn_id);
 }
 
+/* What a move found: the status and payment status it moves from. */
+struct from {
+	const char *status;
+	const char *pay;
+};
+
+/* Moves reservation id from `from` (as read in this job) to status (pay,
+ * intent: NULL keeps them; reference: kept when set). 0 when moved,
+ * FGW_ERR_CONFLICT when it is no longer in `from` (another instance moved
+ * it since the read), or a database error. */
 static int
-set_state(struct db *db, const char *id, const char *status, const char *pay,
-          const char *intent, const char *reference, int64_t now)
+set_state(struct db *db, const char *id, struct from from, const char *status,
+          const char *pay, const char *intent, const char *reference, int64_t now)
 {
 	struct db_stmt *s = NULL;
 	int r;
@@ -411,7 +471,7 @@ set_state(struct db *db, const char *id, const char *status, const char *pay,
 	         "UPDATE reservations SET status = ?2, payment_status = COALESCE(?3, payment_status),"
 	         " payment_intent_id = COALESCE(?4, payment_intent_id),"
 	         " reference = COALESCE(reference, ?5), updated_at = ?6"
-	         " WHERE id = ?1",
+	         " WHERE id = ?1 AND status = ?7 AND payment_status = ?8",
 	         &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, id);
@@ -420,13 +480,22 @@ set_state(struct db *db, const char *id, const char *status, const char *pay,
 	db_bind_text_or_null(s, 4, intent);
 	db_bind_text_or_null(s, 5, reference);
 	db_bind_int64(s, 6, now);
-	return step_done(s);
+	db_bind_text(s, 7, from.status);
+	db_bind_text(s, 8, from.pay);
+	if ((r = step_done(s)) != 0)
+		return r;
+	return db_changes(db) == 1 ? 0 : FGW_ERR_CONFLICT;
 }
 
+/* How many times a job reads and decides again after another instance
+ * moved the reservation under it (each time a newer state: few). */
+#define RESV_RACE_TRIES 4
+
+/* One reading and move of run_payment_moved: FGW_ERR_CONFLICT when the
+ * reservation moved since it was read. */
 static int
-run_payment_moved(struct db *db, void *ctx)
+payment_moved_once(struct db *db, struct job *j)
 {
-	struct job *j = ctx;
 	struct resv_row cur;
 	const char *st = j->txn_status, *status, *pay;
 	const char *ref = NULL;
@@ -443,7 +512,8 @@ run_payment_moved(struct db *db, void *ctx)
 	if (txn_st == TXN_REFUNDED) {
 		if ((r = release_places(db, cur.id)) != 0)
 			return r;
-		return set_state(db, cur.id, "refunded", "refunded", NULL, NULL, j->now);
+		return set_state(db, cur.id, (struct from){ cur.status, cur.payment_status },
+		                 "refunded", "refunded", NULL, NULL, j->now);
 	}
 	if (strcmp(cur.status, "pending") != 0)
 		return 0; /* confirmed, expired, refunded: nothing to move */
@@ -467,16 +537,24 @@ run_payment_moved(struct db *db, void *ctx)
 	/* A paid reservation never goes back to unpaid. */
 	if (strcmp(cur.payment_status, "paid") == 0)
 		return 0;
-	if (ref != NULL && (r = add_event(db, cur.id, "reservation.confirmed", j->now)) != 0)
+	if ((r = set_state(db, cur.id, (struct from){ cur.status, cur.payment_status }, status,
+	                   pay, j->intent_id[0] ? j->intent_id : NULL, ref, j->now)) != 0)
 		return r;
-	return set_state(db, cur.id, status, pay, j->intent_id[0] ? j->intent_id : NULL, ref,
-	                 j->now);
+	return ref != NULL ? add_event(db, cur.id, "reservation.confirmed", j->now) : 0;
 }
 
 static int
-run_confirm(struct db *db, void *ctx)
+run_payment_moved(struct db *db, void *ctx)
 {
-	struct job *j = ctx;
+	int r = FGW_ERR_CONFLICT;
+	for (int i = 0; i < RESV_RACE_TRIES && r == FGW_ERR_CONFLICT; i++)
+		r = payment_moved_once(db, ctx);
+	return r;
+}
+
+static int
+confirm_once(struct db *db, struct job *j)
+{
 	int r;
 
 	if ((r = load_row(db, j->customer, j->id, j->out)) != 0)
@@ -490,8 +568,8 @@ run_confirm(struct db *db, void *ctx)
 		                                                          : RESV_INVALID_STATUS);
 	if (strcmp(j->out->payment_status, "paid") != 0)
 		return job_fail(j, RESV_NOT_PAID);
-	if ((r = set_state(db, j->id, "confirmed", "paid", NULL, j->reference, j->now)) !=
-	        0 ||
+	if ((r = set_state(db, j->id, (struct from){ "pending", "paid" }, "confirmed", "paid",
+	                   NULL, j->reference, j->now)) != 0 ||
 	    (r = add_event(db, j->id, "reservation.confirmed", j->now)) != 0)
 		return r;
 	fgw_strlcpy(j->out->status, "confirmed", sizeof(j->out->status));
@@ -500,32 +578,64 @@ run_confirm(struct db *db, void *ctx)
 }
 
 static int
+run_confirm(struct db *db, void *ctx)
+{
+	int r = FGW_ERR_CONFLICT;
+	for (int i = 0; i < RESV_RACE_TRIES && r == FGW_ERR_CONFLICT; i++)
+		r = confirm_once(db, ctx);
+	return r;
+}
+
+/* Holds expired per sweep job (the next tick takes the rest). */
+#define RESV_SWEEP_MAX 500
+#define RESV_SWEEP_MAX_S "500"
+
+static int
 run_sweep(struct db *db, void *ctx)
 {
 	struct job *j = ctx;
 	struct db_stmt *s = NULL;
-	int r, rc;
-	char id[40];
+	int r, rc = DB_DONE;
+	char ids[RESV_SWEEP_MAX][sizeof(((struct resv_row *)0)->id)];
+	size_t n = 0;
 
-	/* Few rows per tick; each is expired and its places given back. */
+	/* Few rows per tick; each is expired and its places given back. The
+	 * ids are read whole first (a PostgreSQL statement is not left
+	 * mid-step under writes), in one order on every instance. */
 	if ((r = db_prepare(db,
 	                     "SELECT id FROM reservations WHERE status IN ('held', 'pending')"
 	                     " AND payment_status IN ('unpaid', 'failed')"
-	                     " AND hold_expires_at <= ?1 LIMIT 500",
+	                     " AND hold_expires_at <= ?1 ORDER BY id LIMIT " RESV_SWEEP_MAX_S,
 	                     &s)) != 0)
 		return r;
 	db_bind_int64(s, 1, j->now);
-	while ((rc = db_step(s)) == DB_ROW) {
-		db_col_copy(s, 0, id, sizeof(id));
-		if ((r = release_places(db, id)) != 0 ||
-		    (r = set_state(db, id, "expired", NULL, NULL, NULL, j->now)) != 0 ||
-		    (r = drop_secrets(db, id)) != 0 ||
-		    (r = add_event(db, id, "reservation.expired", j->now)) != 0)
-			break;
-	}
+	while (n < RESV_SWEEP_MAX && (rc = db_step(s)) == DB_ROW)
+		if (db_col_copy(s, 0, ids[n], sizeof(ids[n])) == 0)
+			n++;
 	db_release(s);
-	if (r != 0 || rc != DB_DONE)
-		return r != 0 ? r : FGW_ERR_DB;
+	if (rc != DB_ROW && rc != DB_DONE)
+		return FGW_ERR_DB;
+	for (size_t i = 0; i < n; i++) {
+		/* Expired here only if still due as read: another instance's
+		 * sweep (or a payment that started) got it first otherwise, and
+		 * its places are not given back twice. */
+		if ((r = db_prepare(db,
+		                     "UPDATE reservations SET status = 'expired', updated_at = ?2"
+		                     " WHERE id = ?1 AND status IN ('held', 'pending')"
+		                     " AND payment_status IN ('unpaid', 'failed')"
+		                     " AND hold_expires_at <= ?2",
+		                     &s)) != 0)
+			return r;
+		db_bind_text(s, 1, ids[i]);
+		db_bind_int64(s, 2, j->now);
+		if ((r = step_done(s)) != 0)
+			return r;
+		if (db_changes(db) != 1)
+			continue;
+		if ((r = release_places(db, ids[i])) != 0 || (r = drop_secrets(db, ids[i])) != 0 ||
+		    (r = add_event(db, ids[i], "reservation.expired", j->now)) != 0)
+			return r;
+	}
 	if ((r = db_prepare(db, "DELETE FROM idempotency WHERE expires_at <= ?1", &s)) != 0)
 		return r;
 	db_bind_int64(s, 1, j->now);
@@ -577,8 +687,13 @@ run_cancel(struct db *db, void *ctx)
 	       (strcmp(j->out->payment_status, "unpaid") == 0 ||
 	        strcmp(j->out->payment_status, "failed") == 0))))
 		return job_fail(j, RESV_INVALID_STATUS);
-	if ((r = release_places(db, j->id)) != 0 ||
-	    (r = set_state(db, j->id, "cancelled", NULL, NULL, NULL, j->now)) != 0 ||
+	/* Moved first: a payment that began meanwhile on another instance
+	 * keeps the hold, and the places come back only with the move. */
+	r = set_state(db, j->id, (struct from){ j->out->status, j->out->payment_status },
+	              "cancelled", NULL, NULL, NULL, j->now);
+	if (r == FGW_ERR_CONFLICT)
+		return job_fail(j, RESV_INVALID_STATUS);
+	if (r != 0 || (r = release_places(db, j->id)) != 0 ||
 	    (r = drop_secrets(db, j->id)) != 0 ||
 	    (r = add_event(db, j->id, "reservation.cancelled", j->now)) != 0)
 		return r;
@@ -613,6 +728,22 @@ run_noop(struct db *db, void *ctx)
 	(void)db;
 	(void)ctx;
 	return 0;
+}
+
+/* idem: the answer committed with the job (NULL: none); claimed by the
+ * job when the job is the request's whole effect (store_commit). */
+static int
+submit_idem(struct store *st, struct store_waker *w, store_job_fn run, struct job *j,
+            const struct store_idem *idem, int claim, const struct store_audit *audit,
+            store_done_fn done, void *arg)
+{
+	return store_submit_custom(st, w, run, j, free,
+	                           &(struct store_commit){ .idem = idem,
+	                                                   .idem_claim = claim,
+	                                                   .audit = audit,
+	                                                   .n_audit = audit ? 1 : 0,
+	                                                   .done = done,
+	                                                   .arg = arg });
 }
 
 static int
@@ -699,7 +830,7 @@ resv_hold(struct store *st, struct store_waker *w, const struct resv_row *row,
 	j->row = *row;
 	j->err = err;
 	*err = RESV_OK;
-	return submit(st, w, run_hold, j, idem, audit, done, arg);
+	return submit_idem(st, w, run_hold, j, idem, 1, audit, done, arg);
 }
 
 int
@@ -768,7 +899,7 @@ resv_cancel(struct store *st, struct store_waker *w, const char *id, const char 
 	struct job *j = job_on(id, customer, now, out, err);
 	if (j == NULL)
 		return FGW_ERR_NOMEM;
-	return submit(st, w, run_cancel, j, idem, NULL, done, arg);
+	return submit_idem(st, w, run_cancel, j, idem, 1, NULL, done, arg);
 }
 
 int
@@ -803,7 +934,7 @@ resv_idem_put(struct store *st, struct store_waker *w, const struct store_idem *
 	struct job *j = job_alloc();
 	if (j == NULL)
 		return FGW_ERR_NOMEM;
-	return submit(st, w, run_noop, j, idem, NULL, done, arg);
+	return submit_idem(st, w, run_noop, j, idem, 1, NULL, done, arg);
 }
 
 /* ---- waiting (tools and start-up only) ---------------------------------- */
@@ -1112,7 +1243,7 @@ resv_list(struct store_reader *rd, const char *customer, const char *status, int
 	*n = 0;
 	if ((r = db_prepare(db,
 	                     "SELECT COUNT(*) FROM reservations WHERE customer_id = ?1"
-	                     " AND (?2 IS NULL OR status = ?2)",
+	                     " AND (CAST(?2 AS TEXT) IS NULL OR status = ?2)",
 	                     &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, customer);
@@ -1127,8 +1258,8 @@ resv_list(struct store_reader *rd, const char *customer, const char *status, int
 		return FGW_ERR_NOMEM;
 	if ((r = db_prepare(db,
 	                     "SELECT " RESV_COLS " FROM reservations WHERE customer_id = ?1"
-	                     " AND (?2 IS NULL OR status = ?2) ORDER BY created_at DESC, id"
-	                     " LIMIT ?3 OFFSET ?4",
+	                     " AND (CAST(?2 AS TEXT) IS NULL OR status = ?2)"
+	                     " ORDER BY created_at DESC, id LIMIT ?3 OFFSET ?4",
 	                     &s)) != 0)
 		goto out;
 	db_bind_text_or_null(s, 1, customer);

@@ -107,7 +107,11 @@ int resv_wait_end(struct resv_wait *w); /* returns the job's rc, frees */
 /* ---- the flow --------------------------------------------------------- */
 
 /* Hold: checks slot and capacity, inserts r (status held), stores the
- * idempotent answer (idem) in the same commit. *err tells why it failed. */
+ * idempotent answer (idem) in the same commit. *err tells why it failed.
+ * The key of idem is claimed first: when another request holds it (on any
+ * instance sharing the database) nothing changes and the job fails
+ * FGW_ERR_CONFLICT (answer as a repeat). resv_cancel and resv_idem_put
+ * claim theirs the same way. */
 int resv_hold(struct store *st, struct store_waker *w, const struct resv_row *r,
               const struct store_idem *idem, const struct store_audit *audit,
               enum resv_err *err, store_done_fn done, void *arg);
@@ -138,7 +142,7 @@ int resv_confirm(struct store *st, struct store_waker *w, const char *id,
  * idempotent answers. */
 int resv_sweep(struct store *st, struct store_waker *w, int64_t now, store_done_fn done,
                void *arg);
-/* Stores an idempotent answer alone. */
+/* Stores an idempotent answer alone; FGW_ERR_CONFLICT as resv_hold. */
 int resv_idem_put(struct store *st, struct store_waker *w, const struct store_idem *idem,
                   store_done_fn done, void *arg);
 

@@ -336,8 +336,8 @@ enum wstmt {
 	W_TXN_UPDATE,
 	W_VAULT_INSERT,
 	W_VAULT_PURGE,
-	W_IDEM_DROP_EXPIRED,
-	W_IDEM_INSERT,
+	W_IDEM_CLAIM,
+	W_IDEM_IF_FREE,
 	W_IDEM_UPSERT,
 	W_COUNT
 };
@@ -367,9 +367,26 @@ static const char *const writer_sql[W_COUNT] = {
 	    "expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
 	    "?12, ?13)",
 	[W_VAULT_PURGE] = "DELETE FROM vault_entries WHERE token = ?1 AND saved = 0",
-	[W_IDEM_DROP_EXPIRED] = "DELETE FROM idempotency WHERE client_id = ?1 AND key = ?2 "
-	                        "AND expires_at < ?3",
-	[W_IDEM_INSERT] = IDEM_INSERT_SQL,
+	/* The primary key decides who owns a key, in one statement: the
+	 * first commit wins, a concurrent claimer (another instance) waits
+	 * for it and then changes nothing; an expired row no longer reserves
+	 * its key and is replaced in place. No failed statement either, so a
+	 * lost claim does not spoil a PostgreSQL transaction. */
+	[W_IDEM_CLAIM] = IDEM_INSERT_SQL
+	" ON CONFLICT (client_id, key) DO UPDATE SET "
+	"request_hash = excluded.request_hash, "
+	"status_code = excluded.status_code, body = excluded.body, "
+	"txn_id = excluded.txn_id, created_at = excluded.created_at, "
+	"expires_at = excluded.expires_at WHERE idempotency.expires_at < ?9",
+	/* The same, also over this request's own claim (in progress, the
+	 * same transaction); a live row of another request stays. */
+	[W_IDEM_IF_FREE] = IDEM_INSERT_SQL
+	" ON CONFLICT (client_id, key) DO UPDATE SET "
+	"request_hash = excluded.request_hash, "
+	"status_code = excluded.status_code, body = excluded.body, "
+	"txn_id = excluded.txn_id, created_at = excluded.created_at, "
+	"expires_at = excluded.expires_at WHERE idempotency.expires_at < ?9 "
+	"OR (idempotency.status_code = 0 AND idempotency.txn_id = excluded.txn_id)",
 	[W_IDEM_UPSERT] = IDEM_INSERT_SQL
 	" ON CONFLICT (client_id, key) DO UPDATE SET "
 	"request_hash = excluded.request_hash, "
@@ -406,6 +423,7 @@ struct job {
 	struct store_txn_update upd; /* finish; next_action_json -> upd_next */
 	char *upd_next;
 	int has_idem;
+	int idem_claim;         /* JOB_CUSTOM: store_commit.idem_claim */
 	struct store_idem idem; /* body owned */
 	int has_purge;
 	char purge_token[40];
@@ -498,7 +516,7 @@ job_copy_events(struct job *j, const struct store_audit *a, size_t n)
 }
 
 static int
-job_copy_idem(struct job *j, const struct store_idem *idem)
+job_copy_idem(struct job *j, const struct store_idem *idem, int claim)
 {
 	if (idem == NULL)
 		return 0;
@@ -507,6 +525,7 @@ job_copy_idem(struct job *j, const struct store_idem *idem)
 	j->idem = *idem;
 	j->idem.body = NULL;
 	j->has_idem = 1;
+	j->idem_claim = j->kind == JOB_CUSTOM && claim;
 	return dup_opt(idem->body, &j->idem.body);
 }
 
@@ -704,37 +723,48 @@ run_events(struct store *st, struct job *j, int64_t now)
 	return 0;
 }
 
+/* How a job's idempotent answer (or claim, status_code 0) is written. */
+enum idem_mode {
+	/* The job is the first to write the key (it creates the
+	 * transaction, or its own change commits with the answer): the key
+	 * must be free or expired, else FGW_ERR_CONFLICT (another request,
+	 * on this or another instance, holds it: the job rolls back and
+	 * answers as a repeat). */
+	IDEM_CLAIM,
+	/* The job records what happened already: stored when the key is
+	 * free, expired or this request's own claim; another request's live
+	 * row stays, and the job commits. */
+	IDEM_IF_FREE,
+	/* The job owns the key (its claim committed with the transaction):
+	 * the stored row is replaced. */
+	IDEM_OWN,
+};
+
 static int
-run_idem(struct store *st, struct store_idem *idem, int upsert, int64_t now)
+run_idem(struct store *st, struct store_idem *idem, enum idem_mode mode, int64_t now)
 {
-	struct db_stmt *s;
+	static const enum wstmt stmt_of[] = { [IDEM_CLAIM] = W_IDEM_CLAIM,
+		                                  [IDEM_IF_FREE] = W_IDEM_IF_FREE,
+		                                  [IDEM_OWN] = W_IDEM_UPSERT };
+	struct db_stmt *s = st->stmt[stmt_of[mode]];
 	int rc;
 
 	if (idem->created_at == 0)
 		idem->created_at = now;
-	if (!upsert) {
-		/* An expired answer no longer reserves its key. */
-		s = st->stmt[W_IDEM_DROP_EXPIRED];
-		if (BIND_BUF(s, 1, idem->client_id, 0) || BIND_BUF(s, 2, idem->key, 0) ||
-		    db_bind_int64(s, 3, now)) {
-			db_clear_bindings(s);
-			return FGW_ERR_DB;
-		}
-		if ((rc = step_reset(s)) != DB_DONE)
-			return map_write_error(rc, FGW_ERR_DB);
-	}
-	s = st->stmt[upsert ? W_IDEM_UPSERT : W_IDEM_INSERT];
 	/* FGW_OK is 0: any failing bind stops the chain. */
 	if (BIND_BUF(s, 1, idem->client_id, 0) || BIND_BUF(s, 2, idem->key, 0) ||
 	    BIND_BUF(s, 3, idem->request_hash, 0) ||
 	    db_bind_int(s, 4, idem->status_code) || bind_str(s, 5, idem->body) ||
 	    BIND_BUF(s, 6, idem->txn_id, 1) || db_bind_int64(s, 7, idem->created_at) ||
-	    db_bind_int64(s, 8, idem->expires_at)) {
+	    db_bind_int64(s, 8, idem->expires_at) ||
+	    (mode != IDEM_OWN && db_bind_int64(s, 9, now))) {
 		db_clear_bindings(s);
 		return FGW_ERR_DB;
 	}
 	if ((rc = step_reset(s)) != DB_DONE)
 		return map_write_error(rc, FGW_ERR_CONFLICT);
+	if (mode == IDEM_CLAIM && db_changes(st->db) != 1)
+		return FGW_ERR_CONFLICT;
 	return 0;
 }
 
@@ -777,7 +807,7 @@ run_create(struct store *st, struct job *j, int64_t now)
 		return map_write_error(rc, FGW_ERR_EXISTS);
 	if (j->has_vault && (r = run_vault(st, &j->vault, now)) != 0)
 		return r;
-	if (j->has_idem && (r = run_idem(st, &j->idem, 0, now)) != 0)
+	if (j->has_idem && (r = run_idem(st, &j->idem, IDEM_CLAIM, now)) != 0)
 		return r;
 	return run_events(st, j, now);
 }
@@ -820,7 +850,7 @@ run_finish(struct store *st, struct job *j, int64_t now)
 	if (db_changes(st->db) != 1)
 		return FGW_ERR_STATE;
 
-	if (j->has_idem && (r = run_idem(st, &j->idem, 1, now)) != 0)
+	if (j->has_idem && (r = run_idem(st, &j->idem, IDEM_OWN, now)) != 0)
 		return r;
 	if (j->has_purge) {
 		s = st->stmt[W_VAULT_PURGE];
@@ -859,8 +889,15 @@ run_job(struct store *st, struct job *j)
 	case JOB_AUDIT:
 		return run_events(st, j, now);
 	case JOB_CUSTOM: {
-		int r = j->custom_run(st->db, j->custom_ctx);
 		char *body = NULL, *outcome = NULL;
+		int r = 0;
+		/* The key first: a request that lost it to another (on any
+		 * instance) changes nothing and answers as a repeat, even
+		 * when the winner's effect would now refuse it (a slot the
+		 * winner filled). */
+		if (j->idem_claim && (r = run_idem(st, &j->idem, IDEM_CLAIM, now)) != 0)
+			return r;
+		r = j->custom_run(st->db, j->custom_ctx);
 		if (r == 0 && j->custom_answer != NULL &&
 		    (r = j->custom_answer(j->custom_ctx, &body, &outcome)) == 0) {
 			if (body != NULL && j->has_idem) {
@@ -876,8 +913,11 @@ run_job(struct store *st, struct job *j)
 		}
 		free(body);
 		free(outcome);
-		if (r == 0 && j->has_idem)
-			r = run_idem(st, &j->idem, 1, now);
+		/* The answer built in the job replaces the claim it owns. */
+		if (r == 0 && j->idem_claim && j->custom_answer != NULL)
+			r = run_idem(st, &j->idem, IDEM_OWN, now);
+		else if (r == 0 && j->has_idem && !j->idem_claim)
+			r = run_idem(st, &j->idem, IDEM_IF_FREE, now);
 		if (r == 0)
 			r = run_events(st, j, now);
 		return r;
@@ -1469,7 +1509,7 @@ static int
 job_submit(struct store *st, struct job *j, const struct store_commit *c)
 {
 	int r;
-	if ((r = job_copy_idem(j, c->idem)) != 0 ||
+	if ((r = job_copy_idem(j, c->idem, c->idem_claim)) != 0 ||
 	    (r = job_copy_events(j, c->audit, c->n_audit)) != 0 ||
 	    (r = enqueue(st, j)) != 0) {
 		job_free(j);

@@ -143,6 +143,14 @@ struct store_commit {
 	size_t n_audit;
 	store_done_fn done;
 	void *arg;
+	/* For store_submit_custom: 1 when the job's own change is the whole
+	 * effect of a request under idem's key (a hold, a cancel): the key is
+	 * claimed before that change, and when another request holds it (on
+	 * any instance) nothing commits and the job fails FGW_ERR_CONFLICT.
+	 * 0: the job records what happened already (a processor's answer);
+	 * it commits, and idem is stored only while the key is free, expired
+	 * or this request's own claim (same txn_id, in progress). */
+	int idem_claim;
 };
 
 /* ---- records ---------------------------------------------------------- */

@@ -24,7 +24,9 @@
 # BENCH_BIG_CONNS (1000), BUILD (build), BENCH_KEEP=1 keeps the temp dir,
 # BENCH_QUICK=1 stops after the saturation runs (A/B of one change; with
 # BENCH_RATE=N also a plain run at N req/s offered),
-# BENCH_PERF=1 records a perf profile of every flairgw run ($BUILD/perf-*.data).
+# BENCH_PERF=1 records a perf profile of every flairgw run ($BUILD/perf-*.data;
+# BENCH_PERF_CG=dwarf unwinds through libc, which has no frame pointers,
+# BENCH_PERF_HZ sets the sampling rate, 999 by default).
 set -eu
 
 BUILD=${BUILD:-build}
@@ -216,7 +218,7 @@ head -n 1 "$T/sealed.jsonl" | tr -d '\n' >"$T/sealed.json"
 # ---- one measured run -------------------------------------------------------
 
 # Results: one line per run in $T/results, fields separated by '|':
-# label|mode|conns|rps|p50|p99|p999|errors|cpu_us_per_txn|upstream_cpu_us|commits_s|jobs_per_commit
+# label|mode|conns|rps|p50|p99|p999|errors|cpu_us_per_txn|upstream_cpu_us|commits_s|jobs_per_commit|slowest_commit
 : >"$T/results"
 
 snap_before() { # MPORT PIDS...
@@ -227,7 +229,22 @@ snap_before() { # MPORT PIDS...
 	if [ -n "$mport" ]; then
 		m_c0=$(metric "$mport" flairgw_store_commits_total)
 		m_j0=$(metric "$mport" flairgw_store_jobs_total)
+		commit_hist "$mport" >"$T/cmt0"
 	fi
+}
+
+# The store's commit-time histogram (le count per line): a run's slowest
+# commit is the highest bucket whose count grew, which says whether a
+# latency stall in that run was the disk (a commit that long) or not.
+commit_hist() { # PORT
+	curl -s "http://127.0.0.1:$1/metrics" |
+		sed -n 's/^flairgw_store_commit_duration_seconds_bucket{le="\([^"]*\)"} \([0-9]*\)$/\1 \2/p'
+}
+slowest_commit() { # before-file after-file -> "<=N ms" or "-"
+	awk 'NR == FNR {b[$1] = $2; next}
+	     { d = $2 - b[$1]; if (d > prev) top = $1; prev = d }
+	     END { if (top == "") print "-"; else if (top == "+Inf") print ">1s";
+	           else printf "<=%gms\n", top * 1000 }' "$1" "$2"
 }
 
 snap_after() { # LABEL MODE CONNS REQS SECONDS P50 P99 P999 ERRS MPORT PIDS...
@@ -237,19 +254,21 @@ snap_after() { # LABEL MODE CONNS REQS SECONDS P50 P99 P999 ERRS MPORT PIDS...
 	shift
 	c1=$(cpu_ticks "$@")
 	u1=$(cpu_ticks "$SBX_PID")
-	commits="-" jpc="-"
+	commits="-" jpc="-" slow="-"
 	if [ -n "$mport" ]; then
 		m_c1=$(metric "$mport" flairgw_store_commits_total)
 		m_j1=$(metric "$mport" flairgw_store_jobs_total)
+		commit_hist "$mport" >"$T/cmt1"
+		slow=$(slowest_commit "$T/cmt0" "$T/cmt1")
 		commits=$(awk -v a="$m_c0" -v b="$m_c1" -v s="$secs" 'BEGIN {printf "%.0f", (b - a) / s}')
 		jpc=$(awk -v a="$m_c0" -v b="$m_c1" -v x="$m_j0" -v y="$m_j1" \
 			'BEGIN {printf "%.1f", (b > a) ? (y - x) / (b - a) : 0}')
 	fi
 	awk -v l="$lab" -v m="$mode" -v cn="$cn" -v r="$reqs" -v s="$secs" -v p50="$p50" \
 		-v p99="$p99" -v p999="$p999" -v e="$errs" -v c="$((c1 - c0))" -v u="$((u1 - u0))" \
-		-v hz="$HZ" -v cm="$commits" -v j="$jpc" 'BEGIN {
-		printf "%s|%s|%s|%.0f|%s|%s|%s|%s|%.0f|%.0f|%s|%s\n", l, m, cn, r / s, p50, p99, p999, e,
-		    (r > 0 ? c * 1e6 / hz / r : 0), (r > 0 ? u * 1e6 / hz / r : 0), cm, j }' >>"$T/results"
+		-v hz="$HZ" -v cm="$commits" -v j="$jpc" -v sc="$slow" 'BEGIN {
+		printf "%s|%s|%s|%.0f|%s|%s|%s|%s|%.0f|%.0f|%s|%s|%s\n", l, m, cn, r / s, p50, p99, p999, e,
+		    (r > 0 ? c * 1e6 / hz / r : 0), (r > 0 ? u * 1e6 / hz / r : 0), cm, j, sc }' >>"$T/results"
 }
 
 # BENCH_PERF=1: `perf record -g` on the SUT's processes during every
@@ -263,7 +282,7 @@ perf_start() { # LABEL PIDS...
 	f="$f/perf-$(echo "$1" | tr -c 'A-Za-z0-9\n' '_').data"
 	shift
 	pl=$(echo "$@" | tr ' ' ',')
-	perf record -q -g -F 999 -o "$f" -p "$pl" >/dev/null 2>&1 &
+	perf record -q --call-graph "${BENCH_PERF_CG:-fp}" -F "${BENCH_PERF_HZ:-999}" -o "$f" -p "$pl" >/dev/null 2>&1 &
 	PERF_PID=$!
 }
 perf_stop() {
@@ -416,11 +435,15 @@ BIG_OPENED=$opened BIG_ANSWERED=$answered BIG_OK=$ok BIG_FAILED=$failed
 # shellcheck disable=SC2154
 awk -v n="$BIG_CONNS" -v ok="$ok" -v s="$seconds" -v p50="$p50" -v p99="$p99" -v f="$failed" \
 	-v c="$((c1 - c0))" -v hz="$HZ" 'BEGIN {
-	printf "flairgw %d conns|2 per conn|%d|%.0f|%d|%d|-|%d|%.0f|-|-|-\n", n, n, ok / s, p50, p99, f,
+	printf "flairgw %d conns|2 per conn|%d|%.0f|%d|%d|-|%d|%.0f|-|-|-|-\n", n, n, ok / s, p50, p99, f,
 	    (ok > 0 ? c * 1e6 / hz / ok : 0) }' >>"$T/results"
 RSS_BIG=$(hwm_kib "$GW_PID")
 echo "  $BIG_CONNS connections: opened $opened, answered $answered, $ok ok, $failed failed in $seconds s" >&2
 stop_pid "$GW_PID"
+
+# ---- 8. (before 6 and 7, while the benchmark sandbox runs) PostgreSQL ------------
+
+. "$HERE/bench/pg.sh"
 
 # ---- 6. empty database against BENCH_ROWS rows, three runs each -------------------
 
@@ -536,9 +559,9 @@ col() { grep "^$1|$2|" "$T/results" | head -n 1 | cut -d'|' -f"$3"; }
 	echo "disk: fdatasync after a 4 KiB append in the data directory's file system: p50 $FSYNC_P50 us, p99 $FSYNC_P99 us, max $FSYNC_MAX us (400 samples)"
 	echo "saturation: wrk -t1 (closed loop); fixed load: wrk -t1 + Lua-paced exponential think time; flairgw: store_sync full, store_batch_max 256, etc/rules.conf minus R110/R310"
 	echo
-	printf '%-22s %-16s %6s %9s %8s %8s %8s %6s %9s %9s %9s %8s\n' run load conns req/s p50_us p99_us p999_us errors cpu_us/tx ups_us/tx commits/s rows/cmt
-	while IFS='|' read -r l m cn r a b c e cpu u cm j; do
-		printf '%-22s %-16s %6s %9s %8s %8s %8s %6s %9s %9s %9s %8s\n' "$l" "$m" "$cn" "$r" "$a" "$b" "$c" "$e" "$cpu" "$u" "$cm" "$j"
+	printf '%-22s %-16s %6s %9s %8s %8s %8s %6s %9s %9s %9s %8s %9s\n' run load conns req/s p50_us p99_us p999_us errors cpu_us/tx ups_us/tx commits/s rows/cmt max_cmt
+	while IFS='|' read -r l m cn r a b c e cpu u cm j sc; do
+		printf '%-22s %-16s %6s %9s %8s %8s %8s %6s %9s %9s %9s %8s %9s\n' "$l" "$m" "$cn" "$r" "$a" "$b" "$c" "$e" "$cpu" "$u" "$cm" "$j" "$sc"
 	done <"$T/results"
 	echo
 	cpu() { col "$1" "$2" 9; }
@@ -611,6 +634,11 @@ col() { grep "^$1|$2|" "$T/results" | head -n 1 | cut -d'|' -f"$3"; }
 		printf "%d rows vs empty, CPU per payment instead of throughput: %s\n", rows, txt
 	}'
 	echo "fill: $ROWS rows in $FILL_S s; whole bench: $(($(date +%s) - BENCH_T0)) s"
+	if [ -n "$PG_SUMMARY" ]; then
+		echo
+		echo "PostgreSQL store (tools/bench/pg.sh; rows \"flairgw pg x1/x2\" above count flairgw + PostgreSQL CPU):"
+		echo "$PG_SUMMARY" | sed 's/^/  /'
+	fi
 	if [ -x "$BUILD/bench-rules" ]; then
 		echo
 		echo "rules engine ($BUILD/bench-rules):"

@@ -160,15 +160,14 @@ static int
 open_keyring(struct ctl *c)
 {
 	struct keyring_opts o;
-	const char *why = NULL;
+	struct fgw_why why = { 0 };
 	int r;
 	if (c->kr != NULL)
 		return FGW_OK;
 	if ((r = keyring_opts_of(c, &o)) != 0)
 		return r;
 	if ((r = keyring_open(&o, &c->kr, &why)) != 0)
-		fprintf(stderr, "flairctl: key ring %s: %s\n", c->cfg.keys_dir,
-		        why ? why : fgw_strerror(r));
+		fprintf(stderr, "flairctl: key ring %s: %s\n", c->cfg.keys_dir, why.msg);
 	return r;
 }
 
@@ -241,7 +240,7 @@ static int
 cmd_keys_init(struct ctl *c, int argc, char **argv)
 {
 	struct keyring_opts o;
-	const char *why = NULL;
+	struct fgw_why why = { 0 };
 	char path[600], id[KEYRING_ID_MAX];
 	int r;
 	(void)argc;
@@ -267,8 +266,7 @@ cmd_keys_init(struct ctl *c, int argc, char **argv)
 	}
 	o.create = 1;
 	if ((r = keyring_open(&o, &c->kr, &why)) != 0) {
-		fprintf(stderr, "flairctl: key ring %s: %s\n", c->cfg.keys_dir,
-		        why ? why : fgw_strerror(r));
+		fprintf(stderr, "flairctl: key ring %s: %s\n", c->cfg.keys_dir, why.msg);
 		return r;
 	}
 	if ((r = keyring_active_data_key(c->kr, id, sizeof(id))) == 0)
@@ -925,7 +923,8 @@ static int
 cmd_backup_now(struct ctl *c, int argc, char **argv)
 {
 	struct backup_info bi;
-	char *details = NULL, err[256];
+	char *details = NULL;
+	struct fgw_why why = { 0 };
 	int r, attempts = 0;
 	(void)argv;
 	if ((r = usage_unless(argc == 0, "backup now")) != 0 || (r = open_keyring(c)) != 0)
@@ -944,15 +943,15 @@ cmd_backup_now(struct ctl *c, int argc, char **argv)
 	       bi.path, bi.bytes, bi.blake2b, bi.transactions, bi.audit_seq);
 	if (c->cfg.s3_endpoint[0] != '\0') {
 		char *d = NULL;
-		r = backup_upload(&c->cfg, bi.path, bi.name, NULL, &attempts, err, sizeof(err));
-		if (backup_upload_details(c->cfg.s3_bucket, attempts, r == 0 ? NULL : err, &d) !=
-		    0)
+		r = backup_upload(&c->cfg, bi.path, bi.name, NULL, &attempts, &why);
+		if (backup_upload_details(c->cfg.s3_bucket, attempts, r == 0 ? NULL : why.msg,
+		                          &d) != 0)
 			d = NULL;
 		audit_admin(c, r == 0 ? "backup.uploaded" : "backup.upload_failed", bi.name, r,
 		            d);
 		free(d);
 		if (r != 0) {
-			fprintf(stderr, "flairctl: upload: %s\n", err);
+			fprintf(stderr, "flairctl: upload: %s\n", why.msg);
 			return r;
 		}
 		printf("  uploaded to %s/%s\n", c->cfg.s3_endpoint, c->cfg.s3_bucket);
@@ -1489,6 +1488,7 @@ main(int argc, char **argv)
 {
 	static struct fgw_config raw; /* too big for the stack with c */
 	struct ctl c;
+	struct fgw_why why = { 0 };
 	char err[1024];
 	int first = 1, r, help = 0;
 
@@ -1532,21 +1532,20 @@ main(int argc, char **argv)
 	}
 	{
 		const char *path = default_config(first, argv);
-		if (path != NULL && config_load_file(&c.cfg, path, err, sizeof(err)) != 0) {
-			fprintf(stderr, "flairctl: %s\n", err);
+		if (path != NULL && config_load_file(&c.cfg, path, &why) != 0) {
+			fprintf(stderr, "flairctl: %s\n", fgw_why_format(&why, err, sizeof(err)));
 			return 2;
 		}
 	}
-	if (config_from_args(&c.cfg, first, argv, &help, err, sizeof(err)) != 0) {
-		fprintf(stderr, "flairctl: %s\n", err);
+	if (config_from_args(&c.cfg, first, argv, &help, &why) != 0) {
+		fprintf(stderr, "flairctl: %s\n", fgw_why_format(&why, err, sizeof(err)));
 		return 2;
 	}
 	raw = c.cfg;
 	c.raw = &raw;
 	/* flairctl needs no api_key or processor key: only paths. */
 	if (c.cfg.n_api_keys == 0)
-		config_set(&c.cfg, "api_key", "flairctl-placeholder ctl", "flairctl", err,
-		           sizeof(err));
+		config_set(&c.cfg, "api_key", "flairctl-placeholder ctl", "flairctl", NULL);
 	for (int i = 0; i < c.cfg.n_procs; i++)
 		if (c.cfg.procs[i].public_key_file[0] == '\0')
 			fgw_strlcpy(c.cfg.procs[i].public_key_file, "-",
@@ -1554,9 +1553,9 @@ main(int argc, char **argv)
 	/* The rules commands need no KEK: only paths (a rules file, the pid
 	 * file, which config_finish derives before its other checks). */
 	/* config check reports this itself, with every other problem. */
-	if (config_finish(&c.cfg, err, sizeof(err)) != 0 &&
-	    strcmp(argv[first], "rules") != 0 && strcmp(argv[first], "config") != 0) {
-		fprintf(stderr, "flairctl: %s\n", err);
+	if (config_finish(&c.cfg, &why) != 0 && strcmp(argv[first], "rules") != 0 &&
+	    strcmp(argv[first], "config") != 0) {
+		fprintf(stderr, "flairctl: %s\n", fgw_why_format(&why, err, sizeof(err)));
 		return 2;
 	}
 	r = FGW_ERR_NOT_FOUND;

@@ -126,6 +126,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct fgw_config *cfg;
+	struct fgw_why why;
 	char err[1024], *text;
 	int lines = 1, r;
 	FILE *f;
@@ -156,14 +157,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	config_defaults(cfg);
 	err[0] = '\0';
-	r = config_load_file(cfg, path, err, sizeof(err));
+	memset(&why, 0, sizeof(why));
+	r = config_load_file(cfg, path, &why);
+	fgw_why_format(&why, err, sizeof(err));
 	check_result(cfg);
 	if (r != 0) {
 		check(r == FGW_ERR_INVALID);
 		terminated(err);
 		check_no_key(text, err, check_refusal(err, lines));
 	} else {
-		r = config_finish(cfg, err, sizeof(err));
+		r = config_finish(cfg, &why);
+		fgw_why_format(&why, err, sizeof(err));
 		check_result(cfg);
 		if (r != 0) {
 			check(r == FGW_ERR_INVALID);

@@ -85,7 +85,9 @@ setup(void)
 	                             "\"sub\":\"cust_1\",\"token_use\":\"access\","
 	                             "\"scope\":\"payments\",\"exp\":1704114900,"
 	                             "\"iat\":1704111000}";
-	char dir[] = "/tmp/fuzz_jwt.XXXXXX", pem[128], jwks[128], err[256];
+	char dir[] = "/tmp/fuzz_jwt.XXXXXX", pem[128], jwks[128];
+	struct fgw_why why = { 0 };
+	const char *err = why.msg;
 	struct jwt_config cfg;
 	struct jwt_claims c;
 
@@ -100,7 +102,7 @@ setup(void)
 	cfg.hs256_secret_len = sizeof(secret) - 1;
 	cfg.jwks_path = jwks;
 	cfg.leeway_s = LEEWAY;
-	if (jwt_verifier_new(&cfg, &ver, err, sizeof(err)) != 0 ||
+	if (jwt_verifier_new(&cfg, &ver, &why) != 0 ||
 	    jwt_sign_hs256(secret, sizeof(secret) - 1, claims, NULL, &good_hs) != 0 ||
 	    jwt_sign_rs256(pem, "k1", claims, &good_rs) != 0) {
 		fprintf(stderr, "fuzz_jwt: setup failed: %s\n", err);

@@ -14,11 +14,11 @@
 static void
 reply_setup(struct proc_config *cfg)
 {
-	char err[256];
+	struct fgw_why why = { 0 };
 
-	if (generic_map_load(cfg, "etc/processors/sandbox-generic.json", err, sizeof(err)) !=
-	    0) {
-		fprintf(stderr, "fuzz_reply_generic: %s (run from the repository root)\n", err);
+	if (generic_map_load(cfg, "etc/processors/sandbox-generic.json", &why) != 0) {
+		fprintf(stderr, "fuzz_reply_generic: %s: %s (run from the repository root)\n",
+		        why.where, why.msg);
 		abort();
 	}
 }

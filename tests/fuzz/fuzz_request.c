@@ -77,12 +77,12 @@ check_card(const struct txn_card *c)
 }
 
 static void
-check_refusal(const struct txn_parse_error *err)
+check_refusal(const struct fgw_why *err)
 {
-	check(memchr(err->field, '\0', sizeof(err->field)) != NULL);
-	check(memchr(err->message, '\0', sizeof(err->message)) != NULL);
-	check(err->field[0] != '\0' && err->message[0] != '\0');
-	check(!has_pan_run(err->field) && !has_pan_run(err->message));
+	check(memchr(err->where, '\0', sizeof(err->where)) != NULL);
+	check(memchr(err->msg, '\0', sizeof(err->msg)) != NULL);
+	check(err->where[0] != '\0' && err->msg[0] != '\0');
+	check(!has_pan_run(err->where) && !has_pan_run(err->msg));
 }
 
 /* What every parsed request (transaction or saved method) must hold:
@@ -113,7 +113,7 @@ static void
 fuzz_txn(const char *body, size_t len)
 {
 	struct txn_request *rq = NULL;
-	struct txn_parse_error err;
+	struct fgw_why err;
 	int r = txn_request_parse(body, len, &rq, &err);
 
 	if (r != FGW_OK) {
@@ -140,7 +140,7 @@ static void
 fuzz_method(const char *body, size_t len)
 {
 	struct txn_request *rq = NULL;
-	struct txn_parse_error err;
+	struct fgw_why err;
 	char nick[64];
 	int r = txn_method_body_parse(body, len, &rq, nick, sizeof(nick), &err);
 
@@ -161,7 +161,7 @@ static void
 fuzz_card(const char *body, size_t len)
 {
 	struct txn_card card;
-	struct txn_parse_error err;
+	struct fgw_why err;
 	int r;
 
 	memset(&card, 0, sizeof(card));
@@ -183,13 +183,13 @@ fuzz_op(unsigned char which, const char *body, size_t len)
 {
 	static const enum proc_op ops[] = { PROC_OP_REFUND, PROC_OP_CAPTURE, PROC_OP_CANCEL };
 	enum proc_op op = ops[which % 3];
-	char why[256] = "";
+	struct fgw_why why = { 0 };
 	int64_t amount = -1;
-	int r = txnop_body_parse(body, len, op, &amount, why, sizeof(why));
+	int r = txnop_body_parse(body, len, op, &amount, &why);
 
 	if (r != FGW_OK) {
 		check(r == FGW_ERR_INVALID);
-		check(why[0] != '\0' && !has_pan_run(why));
+		check(why.msg[0] != '\0' && !has_pan_run(why.msg) && !has_pan_run(why.where));
 		return;
 	}
 	/* 0: the whole remaining amount (refund) or no amount (the others). */
@@ -214,7 +214,7 @@ fuzz_hold(const char *body, size_t len)
 {
 	cJSON *root = fgw_json_parse_strict(body, len);
 	struct resv_row row;
-	char msg[160];
+	struct fgw_why why = { 0 };
 	const char *at;
 
 	if (!cJSON_IsObject(root)) {
@@ -222,9 +222,9 @@ fuzz_hold(const char *body, size_t len)
 		return;
 	}
 	memset(&row, 0, sizeof(row));
-	if (resv_hold_body_parse(root, &row, msg, sizeof(msg)) != 0) {
-		check(msg[0] != '\0' && memchr(msg, '\0', sizeof(msg)) != NULL &&
-		      !has_pan_run(msg));
+	if (resv_hold_body_parse(root, &row, &why) != 0) {
+		check(why.msg[0] != '\0' && memchr(why.msg, '\0', sizeof(why.msg)) != NULL &&
+		      !has_pan_run(why.msg));
 		cJSON_Delete(root);
 		return;
 	}
@@ -248,17 +248,17 @@ fuzz_convert(const char *body, size_t len)
 {
 	cJSON *root = fgw_json_parse_strict(body, len);
 	const cJSON *save;
-	char hold_id[40], msg[256];
+	struct fgw_why why = { 0 };
+	char hold_id[40];
 	int ways, parsed = -1;
 
 	if (!cJSON_IsObject(root)) {
 		cJSON_Delete(root);
 		return;
 	}
-	if (resv_convert_body_parse(root, hold_id, sizeof(hold_id), &parsed, msg,
-	                            sizeof(msg)) != 0) {
-		check(msg[0] != '\0' && memchr(msg, '\0', sizeof(msg)) != NULL &&
-		      !has_pan_run(msg));
+	if (resv_convert_body_parse(root, hold_id, sizeof(hold_id), &parsed, &why) != 0) {
+		check(why.msg[0] != '\0' && memchr(why.msg, '\0', sizeof(why.msg)) != NULL &&
+		      !has_pan_run(why.msg));
 		cJSON_Delete(root);
 		return;
 	}

@@ -67,6 +67,7 @@ SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
                  "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
 
 BACKENDS = ("sqlite", "pg")
+STORE_DIRECTIVES = ("store_backend", "store_dsn", "store_dsn_file")
 BACKEND = os.environ.get("FLAIRGW_TEST_BACKEND") or "sqlite"  # run.py --backend sets it
 
 _live = []        # daemons started and not yet stopped
@@ -491,6 +492,7 @@ _pg_server = None
 _pg_dsn_dir = None   # the DSN files: outside every gateway's directory, which
                      # tests list before and after (test_check.py)
 _pg_databases = {}   # data_dir -> PgDatabase: the database "in" a data_dir
+_pg_lock = threading.RLock()  # tests start a module's Stack from several threads
 _db_seq = itertools.count(1)
 
 
@@ -498,11 +500,12 @@ def pg_server():
     """The one PostgreSQL cluster of the run, started on first use (run.py
     stops it at the end)."""
     global _pg_server
-    if _pg_server is None or _pg_server.dir is None:
-        # Every gateway's writer and readers, flairctl and psql, with
-        # several stacks open at once (a module's and a test's own).
-        _pg_server = pg.Postgres({"max_connections": "150"}).start()
-    return _pg_server
+    with _pg_lock:
+        if _pg_server is None or _pg_server.dir is None:
+            # Every gateway's writer and readers, flairctl and psql, with
+            # several stacks open at once (a module's and a test's own).
+            _pg_server = pg.Postgres({"max_connections": "150"}).start()
+        return _pg_server
 
 
 def close_pg():
@@ -622,19 +625,21 @@ class PgDatabase:
 
 def pg_database_of(data_dir):
     """The database that belongs to a data_dir, as the SQLite file does."""
-    db = _pg_databases.get(data_dir)
-    if db is None or db.dropped:
-        db = _pg_databases[data_dir] = PgDatabase()
-    return db
+    with _pg_lock:
+        db = _pg_databases.get(data_dir)
+        if db is None or db.dropped:
+            db = _pg_databases[data_dir] = PgDatabase()
+        return db
 
 
 def drop_pg_databases_under(directory):
     """Drops the databases of every data_dir below directory (a closed Stack)."""
     prefix = os.path.join(directory, "")
-    for data_dir, db in list(_pg_databases.items()):
-        if data_dir.startswith(prefix):
-            db.drop()
-            del _pg_databases[data_dir]
+    with _pg_lock:
+        gone = [d for d in _pg_databases if d.startswith(prefix)]
+        dbs = [_pg_databases.pop(d) for d in gone]
+    for db in dbs:
+        db.drop()
 
 
 # --------------------------------------------------------------------------
@@ -933,9 +938,17 @@ class Gateway(Daemon):
             self.pg_db = pg_database_of(self.data_dir)
         return self.pg_db
 
+    @property
+    def store_resource(self):
+        """What audit events about the whole store name as their resource:
+        the SQLite file, or the backend (never a DSN, which may hold a
+        password)."""
+        return "postgresql" if on_pg() else self.db_path
+
     def store_options(self):
-        """The directives that put the store on the backend under test."""
-        if not on_pg():
+        """The directives that put the store on the backend under test; none
+        when the test names the store itself (test_store_pg.py)."""
+        if not on_pg() or any(k in self.overrides for k in STORE_DIRECTIVES):
             return {}
         return {"store_backend": "postgresql",
                 "store_dsn_file": self.store().dsn_file()}
@@ -997,6 +1010,14 @@ class Gateway(Daemon):
         if on_pg():
             return self.store().files()
         return [p for p in (self.db_path, self.db_path + "-wal") if os.path.exists(p)]
+
+    def store_problems(self):
+        """On PostgreSQL, no program may have fallen back to a SQLite file
+        in data_dir (a flairctl command that ignored store_backend would
+        pass its checks on an empty database of its own)."""
+        if on_pg() and os.path.exists(self.db_path):
+            return [f"on PostgreSQL, but a SQLite database appeared at {self.db_path}"]
+        return []
 
     def store_snapshot(self):
         """Something equal before and after when nothing was written."""
@@ -1134,6 +1155,7 @@ class Stack:
         for d in (self.gw, self.sandbox):
             d.stop()
             problems += d.problems
+        problems += self.gw.store_problems()
         # Every answer the tests received must be what docs/openapi.yaml
         # promises (tests/integration/contract.py).
         problems += [f"openapi: {p}" for p in contract.problems(self.gw.responses)]

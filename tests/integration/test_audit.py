@@ -118,7 +118,7 @@ def test_auth_failed_event_fields():
 def test_config_loaded_and_reload_events():
     g = gw()
     loaded = wait_event(g, "config.loaded")
-    check_fields(loaded, "system", "local", store_resource(g), "success")
+    check_fields(loaded, "system", "local", g.store_resource, "success")
     assert json.loads(loaded["details_json"])["listen"].startswith("127.0.0.1:"), loaded
     g.proc.send_signal(signal.SIGHUP)
     # The ring is keyring.json, or the key_ring table of a PostgreSQL store.
@@ -268,7 +268,7 @@ def test_tampering_is_detected():
         harness.assert_status(g.pay(harness.txn_body()))
     ctl(g, "audit", "checkpoint")
     cp = wait_event(g, "audit.checkpoint")
-    check_fields(cp, "operator:", "local", store_resource(g), "success")
+    check_fields(cp, "operator:", "local", g.store_resource, "success")
     signed = g.query("SELECT max(seq) AS n FROM audit_checkpoints")[0]["n"]
     assert signed >= cp["seq"], (signed, cp)
     tmp = os.path.join(g.dir, "tamper")
@@ -544,7 +544,7 @@ def test_service_stopped_is_checkpointed():
         g.stop()
         stopped = events(g, "service.stopped")
         assert len(stopped) == 1, stopped
-        check_fields(stopped[0], "system", "local", store_resource(g), "success")
+        check_fields(stopped[0], "system", "local", g.store_resource, "success")
         last = g.query("SELECT max(seq) AS n FROM audit_checkpoints")[0]["n"]
         assert last == stopped[0]["seq"], (last, stopped)
         assert "intact" in ctl(g, "audit", "verify").stdout

@@ -347,12 +347,25 @@ def test_descriptor_exhaustion_backs_off_and_keeps_serving():
                            10, "new connections to be accepted again")
 
 
+# On PostgreSQL: every COMMIT that wrote a transaction fails as on a full
+# disk (SQLSTATE 53100), from a deferred constraint trigger.
+PG_DISK_FULL = (
+    "CREATE FUNCTION it_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$"
+    " BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'"
+    " USING ERRCODE = 'disk_full'; END $$;"
+    " CREATE CONSTRAINT TRIGGER it_disk_full AFTER INSERT OR UPDATE ON transactions"
+    " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION it_disk_full()")
+
+
 def test_healthz_reports_a_store_that_cannot_commit():
     """store_max_pages below the size at start: the database cannot grow,
     every commit that needs a page fails with SQLITE_FULL, as on a full
-    disk. /healthz must then answer 503 so a load balancer moves away."""
-    with harness.Stack(store_max_pages=1) as st:
+    disk (PostgreSQL: PG_DISK_FULL). /healthz must then answer 503 so a
+    load balancer moves away."""
+    with harness.Stack(**({} if harness.on_pg() else {"store_max_pages": 1})) as st:
         g = st.gw
+        if harness.on_pg():
+            g.execute(PG_DISK_FULL)
         failed = None
         for _ in range(40):
             resp = g.pay(harness.txn_body())

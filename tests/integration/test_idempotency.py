@@ -4,6 +4,7 @@ import threading
 import uuid
 
 import harness
+import other_instance
 from harness import DECLINED, OTHER_KEY, VISA
 
 S = harness.Stack()
@@ -153,3 +154,25 @@ def test_concurrent_replays_of_a_finished_key_all_replay():
            if (a.status, a.raw) != (200, first.raw) or a.headers.get("idempotent-replayed") != "true"]
     assert not bad, f"{len(bad)} of {len(answers)} replays differ, e.g. {bad[0]!r}"
     assert charges() == before, "a replay reached the processor"
+
+
+@harness.sqlite_only(other_instance.SQLITE_ONLY)
+def test_key_claimed_by_another_instance_first_answers_as_a_repeat():
+    """Both instances passed the front door; the database's primary key
+    decides at the write-ahead. The loser writes nothing, never reaches the
+    processor, and answers what a repeat answers while the winner runs
+    (409), not a 500."""
+    key, body = new_key(), harness.txn_body()
+    before, charged = gw().counts(), charges()
+    with other_instance.claims(gw(), key):
+        resp = gw().pay(body, idem=key)
+    harness.assert_error(resp, 409, "IDEMPOTENCY_CONFLICT")
+    after = gw().counts()
+    assert after["transactions"] == before["transactions"], (before, after)
+    assert after["vault_entries"] == before["vault_entries"], (before, after)
+    assert after["idempotency"] == before["idempotency"], (before, after)
+    assert charges() == charged, "the loser reached the processor"
+    # The key was never this request's: free once the other's claim is gone.
+    again = gw().pay(body, idem=key)
+    assert again.status == 200, again
+    assert charges() == charged + 1

@@ -177,3 +177,35 @@ def test_cancel_refused_by_the_processor_fails_and_leaves_it_authorized():
         assert "txn.cancel_failed" in events(stack, txn)
         # A refused cancel does not block the capture that settles it.
         harness.assert_status(stack.gw.txn_op(txn, "capture", idem="cap-after"), "succeeded")
+
+
+def test_operation_that_never_left_fails_at_once_and_says_nothing_was_sent():
+    """A refund or capture refused at connect provably never reached the
+    processor: it fails at once (its amount refundable again, the
+    authorization still capturable) with an error that says nothing was
+    sent, and nothing re-sends it once the processor is back."""
+    with harness.Stack(sandbox_args=("--ledger-file", "ledger.jsonl"), **CFG) as stack:
+        txn = paid(stack)
+        auth = stack.gw.pay(harness.txn_body(amount=4200, capture=False))
+        harness.assert_status(auth, "authorized")
+        auth = auth.body["transactionId"]
+        stack.sandbox.stop()
+        resp = stack.gw.txn_op(txn, "refund", {"amount": 4000}, idem="rf-down")
+        harness.assert_error(resp, 503, "OPERATION_NOT_SENT")
+        assert "nothing was sent" in resp.body["message"], resp.body
+        assert [(r["amount"], r["status"]) for r in refunds(stack, txn)] == [(4000, "failed")]
+        assert "txn.refund_not_sent" in events(stack, txn)
+        cap = stack.gw.txn_op(auth, "capture", idem="cap-down")
+        harness.assert_error(cap, 503, "OPERATION_NOT_SENT")
+        assert "nothing was sent" in cap.body["message"], cap.body
+        assert operation(stack, auth) == [{"op": "capture", "status": "failed",
+                                           "manual_review": 0}]
+        assert stack.gw.txn_row(auth)["status"] == "authorized"
+        stack.sandbox.want_port = stack.sandbox.port
+        stack.sandbox.start()
+        # All of it is refundable again, and only what is asked now is made.
+        ok = stack.gw.txn_op(txn, "refund", {"amount": 10000}, idem="rf-up")
+        harness.assert_status(ok, "refunded")
+        assert charge(stack, txn)["refunded"] == 10000
+        harness.assert_status(stack.gw.txn_op(auth, "capture", idem="cap-up"), "succeeded")
+        assert charge(stack, auth)["captured"] is True and charge(stack, auth)["count"] == 1

@@ -13,6 +13,7 @@ import time
 import uuid
 
 import harness
+import other_instance
 from harness import DECLINED, THREE_DS, VISA
 
 KEYS_DIR = tempfile.mkdtemp(prefix="flairgw-it-jwt-")
@@ -572,3 +573,25 @@ def test_malformed_json_is_refused_and_holds_nothing():
         resp = call("POST", "/v1/reservations/hold", tok, bad, f"h-{uuid.uuid4()}")
         harness.assert_error(resp, 400, "VALIDATION_ERROR")
     assert slot_taken("slot_main") == before
+
+
+@harness.sqlite_only(other_instance.SQLITE_ONLY)
+def test_hold_key_claimed_by_another_instance_first_answers_as_a_repeat():
+    """Two instances got the same hold at once; the database decides. The
+    other instance's claim of the key is there when this one's hold job
+    claims it (other_instance.py): the
+    hold takes no places, writes nothing and answers as a repeat would
+    while the other runs (409), instead of holding the places twice."""
+    tok = keys().rs256(customer())
+    key = f"dup-{uuid.uuid4()}"
+    taken = slot_taken("slot_main")
+    n = gw().query("SELECT count(*) AS n FROM reservations")[0]["n"]
+    with other_instance.claims(gw(), key):
+        resp = hold(tok, idem=key)
+    harness.assert_error(resp, 409, "IDEMPOTENCY_CONFLICT")
+    assert slot_taken("slot_main") == taken
+    assert gw().query("SELECT count(*) AS n FROM reservations")[0]["n"] == n
+    assert not gw().query("SELECT key FROM idempotency WHERE key = ?", key)
+    again = hold(tok, idem=key)
+    assert again.status == 200, again
+    assert slot_taken("slot_main") == taken + 2

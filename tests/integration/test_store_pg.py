@@ -13,6 +13,16 @@ import pg
 SERVER = pg.Postgres()
 
 
+def _store(backend="postgresql", dsn="", dsn_file=""):
+    """All three store directives, so that the harness's own choice of
+    backend (FLAIRGW_TEST_BACKEND) never adds one to a test's."""
+    return {"store_backend": backend, "store_dsn": dsn, "store_dsn_file": dsn_file}
+
+
+def _dsn_file(directory, name, dsn):
+    return harness.write_secret(directory, name, dsn)
+
+
 def _env():
     return dict(os.environ, **harness.SANITIZER_ENV)
 
@@ -57,30 +67,29 @@ def test_backend_directives_are_checked():
         work = stack.dir  # the stack's KEK and admin token: only the store differs
         dsn = SERVER.ensure().dsn()
         # A connection string is for PostgreSQL only.
-        _refused(_gateway(work, stack.sandbox, store_dsn=dsn),
+        _refused(_gateway(work, stack.sandbox, **_store("sqlite", dsn=dsn)),
                  "store_dsn is for store_backend postgresql")
         # PostgreSQL needs one, and only one.
-        _refused(_gateway(work, stack.sandbox, store_backend="postgresql"),
+        _refused(_gateway(work, stack.sandbox, **_store()),
                  "store_backend postgresql needs store_dsn or store_dsn_file")
-        dsn_file = harness.write_secret(work, "both.dsn", dsn)
-        _refused(_gateway(work, stack.sandbox, store_backend="postgresql", store_dsn=dsn,
-                          store_dsn_file=dsn_file),
+        dsn_file = _dsn_file(work, "both.dsn", dsn)
+        _refused(_gateway(work, stack.sandbox, **_store(dsn=dsn, dsn_file=dsn_file)),
                  "give one of store_dsn and store_dsn_file")
         # A DSN file others can read is refused, and the DSN is not shown.
         loose = os.path.join(work, "loose.dsn")
         with open(loose, "w") as f:
             f.write(dsn + "\n")
         os.chmod(loose, 0o644)
-        text = _refused(_gateway(work, stack.sandbox, store_backend="postgresql",
-                                 store_dsn_file=loose), "store_dsn_file")
+        text = _refused(_gateway(work, stack.sandbox, **_store(dsn_file=loose)),
+                        "store_dsn_file")
         assert SERVER.password not in text
         # A server that is not there: named as the store, the DSN not shown.
         gone = SERVER.dsn(port=harness.free_port(), connect_timeout=2)
-        text = _refused(_gateway(work, stack.sandbox, store_backend="postgresql",
-                                 store_dsn=gone), "store (PostgreSQL): cannot connect")
+        text = _refused(_gateway(work, stack.sandbox, **_store(dsn=gone)),
+                        "store (PostgreSQL): cannot connect")
         assert SERVER.password not in text
         # A good one passes, names the backend, and never the DSN.
-        gw = _gateway(work, stack.sandbox, store_backend="postgresql", store_dsn_file=dsn_file)
+        gw = _gateway(work, stack.sandbox, **_store(dsn_file=dsn_file))
         code, text = _check(gw)
         assert code == 0 and "configuration OK" in text, text
         assert SERVER.password not in text
@@ -93,7 +102,7 @@ def test_backend_directives_are_checked():
 
 def test_payments_land_in_postgresql():
     dsn = _fresh_database("flow")
-    with harness.Stack(store_backend="postgresql", store_dsn=dsn) as stack:
+    with harness.Stack(**_store(dsn=dsn)) as stack:
         gw = stack.gw
         body = harness.txn_body()
         paid = gw.pay(body, idem="pg-flow-1")
@@ -123,13 +132,13 @@ def test_two_instances_append_to_one_audit_chain():
     the audit events of both form one chain. Without the chain's lock both
     read the same head and one batch fails on a duplicate seq."""
     dsn = _fresh_database("chain")
-    with harness.Stack(store_backend="postgresql", store_dsn=dsn) as one:
+    with harness.Stack(**_store(dsn=dsn)) as one:
         second_dir = os.path.join(one.dir, "second")
         os.makedirs(second_dir)
         # One KEK for both: the key ring (audit MAC key included) is the
         # database's, and the chain verifies under its one key.
-        two = harness.Gateway(second_dir, one.sandbox, store_backend="postgresql", store_dsn=dsn,
-                              kek_file=one.gw.kek_file)
+        two = harness.Gateway(second_dir, one.sandbox, kek_file=one.gw.kek_file,
+                              **_store(dsn=dsn))
         two.start()
         try:
             results, errors = [], []
@@ -164,3 +173,25 @@ def test_two_instances_append_to_one_audit_chain():
             two.stop()
             problems = two.problems
             assert not problems, problems
+
+
+def test_connections_lost_are_made_again():
+    """The server ends every connection of the gateway (a failover, a
+    restart of PostgreSQL, an administrator): the writer and the readers
+    connect again on their next statement, and payments go on."""
+    dsn = _fresh_database("lost")
+    with harness.Stack(**_store(dsn=dsn)) as stack:
+        gw = stack.gw
+        harness.assert_status(gw.pay(harness.txn_body()))
+        ended = SERVER.admin_sql(
+            "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+            "WHERE datname = 'lost' AND application_name = 'flairgw'")
+        assert int(ended[0][0]) >= 3, ended  # the writer and two readers
+        paid = gw.pay(harness.txn_body())
+        harness.assert_status(paid)
+        got = gw.http("GET", f"/v1/transactions/{paid.get('transactionId')}")
+        assert got.status == 200 and got.get("status") == "succeeded", got
+        gw.assert_serving()
+        assert "connected to PostgreSQL again" in gw.log_text()
+        statuses = [r[0] for r in _rows("lost", "SELECT status FROM transactions")]
+        assert statuses == ["succeeded", "succeeded"], statuses

@@ -285,7 +285,7 @@ open_ring(const char *dir, const char *sub, struct keyring **kr)
 {
 	struct keyring_opts o;
 	char kd[160], kek[160];
-	const char *why = NULL;
+	struct fgw_why why;
 	snprintf(kd, sizeof(kd), "%s/%s", dir, sub);
 	snprintf(kek, sizeof(kek), "%s/%s.kek", dir, sub);
 	memset(&o, 0, sizeof(o));
@@ -302,7 +302,7 @@ test_backup_round_trip(void)
 	struct backup_info bi;
 	struct keyring *kr = NULL, *other = NULL;
 	struct store_verify_result res;
-	char out[200], cut[200], err[128], sum[65];
+	char out[200], cut[200], sum[65];
 	unsigned char *data = NULL;
 	size_t len = 0;
 	struct fx f;
@@ -312,9 +312,9 @@ test_backup_round_trip(void)
 	CHECK_EQ_INT(open_ring(f.dir, "a", &kr), 0);
 	CHECK_EQ_INT(open_ring(f.dir, "b", &other), 0);
 	config_defaults(&cfg);
-	CHECK_EQ_INT(config_set(&cfg, "database", f.db, "t", err, sizeof(err)), 0);
+	CHECK_EQ_INT(config_set(&cfg, "database", f.db, "t", NULL), 0);
 	snprintf(out, sizeof(out), "%s/bk", f.dir);
-	CHECK_EQ_INT(config_set(&cfg, "backup_dir", out, "t", err, sizeof(err)), 0);
+	CHECK_EQ_INT(config_set(&cfg, "backup_dir", out, "t", NULL), 0);
 	CHECK_EQ_INT(backup_make(&cfg, kr, &bi), 0);
 	CHECK_EQ_INT((int)bi.audit_seq, 7);
 	CHECK_EQ_INT(backup_checksum(bi.path, sum), 0);

@@ -822,10 +822,83 @@ end:
 	TT_END;
 }
 
+/* fgw_jw writes the same bytes as cJSON_PrintUnformatted of the same
+ * members: every byte value in strings and keys, integers around the
+ * points where cJSON's number printing changes form, nesting, raw text. */
+static int
+test_json_writer(void)
+{
+	static const int64_t nums[] = {
+		0,
+		1,
+		-1,
+		15000,
+		2147483647LL,
+		2147483648LL,
+		-2147483648LL,
+		-2147483649LL,
+		100000000000000LL,
+		999999999999999LL,
+		1000000000000000LL,
+		-1000000000000001LL,
+		9007199254740993LL,
+		INT64_MAX,
+		INT64_MIN,
+	};
+	struct fgw_jw w;
+	cJSON *o = NULL, *in;
+	char all[256], key[8], *want = NULL, *got = NULL;
+	TT_BEGIN;
+	for (int i = 1; i < 256; i++)
+		all[i - 1] = (char)i;
+	all[255] = '\0';
+	o = cJSON_CreateObject();
+	fgw_jw_begin(&w);
+	cJSON_AddStringToObject(o, "all", all);
+	fgw_jw_str(&w, "all", all);
+	cJSON_AddStringToObject(o, all, "key of every byte");
+	fgw_jw_str(&w, all, "key of every byte");
+	fgw_jw_str(&w, "absent", NULL); /* cJSON adds no member for NULL */
+	cJSON_AddStringToObject(o, "empty", "");
+	fgw_jw_str(&w, "empty", "");
+	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+		snprintf(key, sizeof(key), "n%zu", i);
+		cJSON_AddNumberToObject(o, key, (double)nums[i]);
+		fgw_jw_int(&w, key, nums[i]);
+	}
+	in = cJSON_AddObjectToObject(o, "inner");
+	fgw_jw_open(&w, "inner");
+	cJSON_AddStringToObject(in, "a", "x\"y");
+	fgw_jw_str(&w, "a", "x\"y");
+	cJSON_AddObjectToObject(in, "empty");
+	fgw_jw_open(&w, "empty");
+	fgw_jw_close(&w);
+	fgw_jw_close(&w);
+	cJSON_AddItemToObject(o, "raw", cJSON_Parse("{\"url\":\"https://x/y\",\"n\":[1,2]}"));
+	fgw_jw_raw(&w, "raw", "{\"url\":\"https://x/y\",\"n\":[1,2]}");
+	cJSON_AddStringToObject(o, "last", "end");
+	fgw_jw_str(&w, "last", "end");
+	CHECK((want = cJSON_PrintUnformatted(o)) != NULL);
+	CHECK((got = fgw_jw_end(&w)) != NULL);
+	CHECK_STR(got, want);
+	/* An empty object too. */
+	free(got);
+	fgw_jw_begin(&w);
+	got = fgw_jw_end(&w);
+	CHECK(got != NULL);
+	CHECK_STR(got, "{}");
+end:
+	cJSON_Delete(o);
+	cJSON_free(want);
+	free(got);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
 	{ "why", test_why },
 	{ "log_request_id", test_log_request_id },
 	{ "json_strict", test_json_strict },
+	{ "json_writer", test_json_writer },
 	{ "json_rfc8259", test_json_rfc8259 },
 	{ "json_depth", test_json_depth },
 	{ "json_values", test_json_values },

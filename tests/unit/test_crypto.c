@@ -278,14 +278,15 @@ test_secret_files(void)
 {
 	struct tdir t;
 	struct secbuf *s = NULL, *w = NULL;
-	enum secfile_why why = SECFILE_OK;
+	struct fgw_why why = { 0 };
 	unsigned char raw[32];
 	char path[160];
 	TT_BEGIN;
 	CHECK(tdir_new(&t) == 0);
 	snprintf(path, sizeof(path), "%s/secret", t.dir);
 	CHECK_EQ_INT(secbuf_read_secret_file(path, 32, &s, &why), FGW_ERR_NOT_FOUND);
-	CHECK_EQ_INT(why, SECFILE_MISSING);
+	CHECK_STR(why.msg, "not found");
+	CHECK_STR(why.where, path);
 	CHECK_EQ_INT(secbuf_alloc(&w, 32), 0);
 	randombytes_buf(w->data, 32);
 	CHECK_EQ_INT(secbuf_write_secret_file(path, w), 0);
@@ -297,12 +298,12 @@ test_secret_files(void)
 	secbuf_free(s);
 	s = NULL;
 	CHECK_EQ_INT(secbuf_read_secret_file(path, 31, &s, &why), FGW_ERR_INVALID);
-	CHECK_EQ_INT(why, SECFILE_SIZE);
+	CHECK_STR(why.msg, "must hold exactly 31 raw bytes");
 	CHECK(chmod(path, 0604) == 0);
 	CHECK_EQ_INT(secbuf_read_secret_file(path, 32, &s, &why), FGW_ERR_INVALID);
-	CHECK_EQ_INT(why, SECFILE_MODE);
+	CHECK_STR(why.msg, "is accessible by group or others (chmod 600 it)");
 	CHECK_EQ_INT(secbuf_read_secret_file(t.dir, 32, &s, &why), FGW_ERR_INVALID);
-	CHECK_EQ_INT(why, SECFILE_NOT_REGULAR);
+	CHECK_STR(why.msg, "is not a regular file");
 	CHECK(read_bytes(path, raw, 32) == 0);
 end:
 	secbuf_free(s);
@@ -319,21 +320,22 @@ test_create_reopen(void)
 	struct tdir t;
 	struct keyring *a = NULL, *b = NULL;
 	struct keyring_opts o;
-	const char *msg = NULL;
+	struct fgw_why why = { 0 };
+	const char *msg = why.msg;
 	char id_a[KEYRING_ID_MAX], id_b[KEYRING_ID_MAX], box_a[KEYRING_ID_MAX];
 	unsigned char pk_a[32], pk_b[32], au_a[32], au_b[32];
 	TT_BEGIN;
 	CHECK(tdir_new(&t) == 0);
 	o = file_opts(&t, 0);
 	/* No ring and no create: nothing is invented. */
-	CHECK_EQ_INT(keyring_open(&o, &a, &msg), FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(keyring_open(&o, &a, &why), FGW_ERR_NOT_FOUND);
 	CHECK(strstr(msg, "keys directory does not exist") != NULL);
 	CHECK(mkdir(t.keys, 0700) == 0);
-	CHECK_EQ_INT(keyring_open(&o, &a, &msg), FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(keyring_open(&o, &a, &why), FGW_ERR_NOT_FOUND);
 	CHECK(strstr(msg, "key ring not found") != NULL);
 	CHECK(access(t.kek, F_OK) != 0);
 	o.create = 1;
-	CHECK_EQ_INT(keyring_open(&o, &a, &msg), 0);
+	CHECK_EQ_INT(keyring_open(&o, &a, &why), 0);
 	CHECK_EQ_INT(mode_of(t.kek), 0600);
 	CHECK_EQ_INT(mode_of(t.keys), 0700);
 	CHECK_EQ_INT(keyring_active_data_key(a, id_a, sizeof(id_a)), 0);
@@ -347,7 +349,7 @@ test_create_reopen(void)
 	a = NULL;
 
 	o.create = 0;
-	CHECK_EQ_INT(keyring_open(&o, &b, &msg), 0);
+	CHECK_EQ_INT(keyring_open(&o, &b, &why), 0);
 	CHECK_EQ_INT(keyring_active_data_key(b, id_b, sizeof(id_b)), 0);
 	CHECK_STR(id_b, id_a);
 	CHECK_STR(keyring_box_key_id(b), box_a);
@@ -359,7 +361,7 @@ test_create_reopen(void)
 	keyring_free(b);
 	b = NULL;
 	o.create = 1;
-	CHECK_EQ_INT(keyring_open(&o, &b, &msg), 0);
+	CHECK_EQ_INT(keyring_open(&o, &b, &why), 0);
 	CHECK_EQ_INT(keyring_active_data_key(b, id_b, sizeof(id_b)), 0);
 	CHECK_STR(id_b, id_a);
 	CHECK_EQ_INT(keyring_active_data_key(b, id_b, 10), FGW_ERR_TOO_LARGE);
@@ -377,38 +379,39 @@ test_check_changes_nothing(void)
 	struct tdir t;
 	struct keyring *kr = NULL;
 	struct keyring_opts o;
-	const char *msg = NULL, *note = NULL;
+	struct fgw_why why = { 0 };
+	const char *msg = why.msg, *note = NULL;
 	unsigned char other[32];
 	char ring[160];
 	TT_BEGIN;
 	CHECK(tdir_new(&t) == 0);
 	o = file_opts(&t, 1);
 	/* First start: nothing exists; the note says so, nothing is made. */
-	CHECK_EQ_INT(keyring_check(&o, &note, &msg), 0);
+	CHECK_EQ_INT(keyring_check(&o, &note, &why), 0);
 	CHECK(note != NULL && strstr(note, "created on first start") != NULL);
 	CHECK(access(t.keys, F_OK) != 0);
 	CHECK(access(t.kek, F_OK) != 0);
 	/* A KEK file that would be made where no directory takes it. */
 	o.kek_file = "/nonexistent-fgw-dir/kek";
-	CHECK_EQ_INT(keyring_check(&o, &note, &msg), FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(keyring_check(&o, &note, &why), FGW_ERR_NOT_FOUND);
 	CHECK(strstr(msg, "KEK") != NULL);
 	o.kek_file = t.kek;
 	/* The ring exists: opened, checked, and left as it was. */
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), 0);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), 0);
 	keyring_free(kr);
 	kr = NULL;
-	CHECK_EQ_INT(keyring_check(&o, &note, &msg), 0);
+	CHECK_EQ_INT(keyring_check(&o, &note, &why), 0);
 	CHECK(note == NULL);
 	/* A KEK others may read, and a wrong KEK, are what the start says. */
 	CHECK(chmod(t.kek, 0644) == 0);
-	CHECK_EQ_INT(keyring_check(&o, &note, &msg), FGW_ERR_INVALID);
+	CHECK_EQ_INT(keyring_check(&o, &note, &why), FGW_ERR_INVALID);
 	CHECK(strstr(msg, "group or others") != NULL);
 	randombytes_buf(other, sizeof(other));
 	CHECK(write_bytes(t.kek, other, sizeof(other), 0600) == 0);
-	CHECK_EQ_INT(keyring_check(&o, &note, &msg), FGW_ERR_CRYPTO);
+	CHECK_EQ_INT(keyring_check(&o, &note, &why), FGW_ERR_CRYPTO);
 	/* Without a KEK file the ring cannot be opened: never a new KEK. */
 	CHECK(unlink(t.kek) == 0);
-	CHECK_EQ_INT(keyring_check(&o, &note, &msg), FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(keyring_check(&o, &note, &why), FGW_ERR_NOT_FOUND);
 	CHECK(access(t.kek, F_OK) != 0);
 	CHECK(access(ring_path(&t, ring, sizeof(ring)), F_OK) == 0);
 end:
@@ -503,7 +506,8 @@ test_wrong_kek(void)
 	struct tdir t;
 	struct keyring *kr = NULL;
 	struct keyring_opts o;
-	const char *msg = NULL;
+	struct fgw_why why = { 0 };
+	const char *msg = why.msg;
 	unsigned char other[32];
 	TT_BEGIN;
 	CHECK(tdir_new(&t) == 0);
@@ -513,7 +517,7 @@ test_wrong_kek(void)
 	kr = NULL;
 	randombytes_buf(other, sizeof(other));
 	CHECK(write_bytes(t.kek, other, 32, 0600) == 0);
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), FGW_ERR_CRYPTO);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), FGW_ERR_CRYPTO);
 	CHECK(kr == NULL);
 	CHECK_STR(msg, "KEK does not match the key ring (wrong key file?)");
 end:
@@ -528,19 +532,20 @@ test_no_kek_source(void)
 	struct tdir t;
 	struct keyring *kr = NULL;
 	struct keyring_opts o;
-	const char *msg = NULL;
+	struct fgw_why why = { 0 };
+	const char *msg = why.msg;
 	TT_BEGIN;
 	CHECK(tdir_new(&t) == 0);
 	o = file_opts(&t, 1);
 	o.kek_file = NULL;
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), FGW_ERR_INVALID);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), FGW_ERR_INVALID);
 	CHECK_STR(msg, "no KEK source configured");
 	o.kek_file = t.kek;
 	o.box_grace_ms = -1;
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), FGW_ERR_INVALID);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), FGW_ERR_INVALID);
 	o.box_grace_ms = 0;
 	o.dir = NULL;
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), FGW_ERR_INVALID);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), FGW_ERR_INVALID);
 	CHECK(kr == NULL);
 end:
 	keyring_free(kr);
@@ -554,7 +559,8 @@ test_kek_env(void)
 	struct tdir t;
 	struct keyring *kr = NULL;
 	struct keyring_opts o;
-	const char *msg = NULL;
+	struct fgw_why why = { 0 };
+	const char *msg = why.msg;
 	unsigned char kek[32];
 	char *b64 = NULL, id1[KEYRING_ID_MAX], id2[KEYRING_ID_MAX];
 	TT_BEGIN;
@@ -565,12 +571,12 @@ test_kek_env(void)
 	o = file_opts(&t, 1);
 	o.kek_file = NULL;
 	o.kek_env = ENV_NAME;
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), 0);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), 0);
 	CHECK_EQ_INT(keyring_active_data_key(kr, id1, sizeof(id1)), 0);
 	keyring_free(kr);
 	kr = NULL;
 	o.create = 0;
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), 0);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), 0);
 	CHECK_EQ_INT(keyring_active_data_key(kr, id2, sizeof(id2)), 0);
 	CHECK_STR(id2, id1);
 	keyring_free(kr);
@@ -579,18 +585,18 @@ test_kek_env(void)
 	CHECK(write_bytes(t.kek, kek, 32, 0600) == 0);
 	CHECK(unsetenv(ENV_NAME) == 0);
 	o.kek_file = t.kek;
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), 0); /* env unset: file */
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), 0); /* env unset: file */
 	keyring_free(kr);
 	kr = NULL;
 	/* The environment variable wins over the file when it is set. */
 	CHECK(setenv(ENV_NAME, "not base64!", 1) == 0);
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), FGW_ERR_INVALID);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), FGW_ERR_INVALID);
 	CHECK(strstr(msg, "base64") != NULL);
 	CHECK(setenv(ENV_NAME, "aGVsbG8=", 1) == 0); /* 5 bytes */
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), FGW_ERR_INVALID);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), FGW_ERR_INVALID);
 	CHECK(unsetenv(ENV_NAME) == 0);
 	o.kek_file = NULL;
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), FGW_ERR_NOT_FOUND);
 	CHECK(strstr(msg, "environment variable is not set") != NULL);
 	CHECK(kr == NULL);
 end:
@@ -607,7 +613,8 @@ test_kek_shares(void)
 	struct tdir t;
 	struct keyring *kr = NULL;
 	struct keyring_opts o;
-	const char *msg = NULL;
+	struct fgw_why why = { 0 };
+	const char *msg = why.msg;
 	char s1[160], s2[160], *b64 = NULL;
 	unsigned char a[32], b[32], kek[32], bad[32];
 	TT_BEGIN;
@@ -618,7 +625,7 @@ test_kek_shares(void)
 	o.kek_file = NULL;
 	o.kek_share1 = s1;
 	o.kek_share2 = s2;
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), 0);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), 0);
 	keyring_free(kr);
 	kr = NULL;
 	CHECK_EQ_INT(mode_of(s1), 0600);
@@ -627,7 +634,7 @@ test_kek_shares(void)
 	CHECK(read_bytes(s2, b, 32) == 0);
 	CHECK(memcmp(a, b, 32) != 0);
 	o.create = 0;
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), 0);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), 0);
 	keyring_free(kr);
 	kr = NULL;
 	/* The KEK is share1 XOR share2: the same bytes via the env var open
@@ -640,7 +647,7 @@ test_kek_shares(void)
 		struct keyring_opts e = file_opts(&t, 0);
 		e.kek_file = NULL;
 		e.kek_env = ENV_NAME;
-		CHECK_EQ_INT(keyring_open(&e, &kr, &msg), 0);
+		CHECK_EQ_INT(keyring_open(&e, &kr, &why), 0);
 		keyring_free(kr);
 		kr = NULL;
 	}
@@ -653,26 +660,26 @@ test_kek_shares(void)
 		struct keyring_opts e = file_opts(&t, 0);
 		e.kek_file = NULL;
 		e.kek_env = ENV_NAME;
-		CHECK_EQ_INT(keyring_open(&e, &kr, &msg), FGW_ERR_CRYPTO);
+		CHECK_EQ_INT(keyring_open(&e, &kr, &why), FGW_ERR_CRYPTO);
 	}
 	/* One share replaced by a wrong one: refused clearly. */
 	randombytes_buf(bad, sizeof(bad));
 	CHECK(write_bytes(s2, bad, 32, 0600) == 0);
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), FGW_ERR_CRYPTO);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), FGW_ERR_CRYPTO);
 	CHECK(strstr(msg, "KEK does not match") != NULL);
 	/* Only one share configured. */
 	o.kek_share2 = NULL;
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), FGW_ERR_INVALID);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), FGW_ERR_INVALID);
 	CHECK(strstr(msg, "both KEK shares") != NULL);
 	/* Identical shares make a zero KEK: refused. */
 	o.kek_share2 = s1;
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), FGW_ERR_INVALID);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), FGW_ERR_INVALID);
 	CHECK(strstr(msg, "zero") != NULL);
 	/* A missing share is never regenerated for an existing ring. */
 	o.kek_share2 = s2;
 	o.create = 1;
 	CHECK(unlink(s2) == 0);
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), FGW_ERR_NOT_FOUND);
 	CHECK(strstr(msg, "share 2") != NULL);
 	CHECK(access(s2, F_OK) != 0);
 	CHECK(kr == NULL);
@@ -690,27 +697,28 @@ test_kek_file_checks(void)
 	struct tdir t;
 	struct keyring *kr = NULL;
 	struct keyring_opts o;
-	const char *msg = NULL;
+	struct fgw_why why = { 0 };
+	const char *msg = why.msg;
 	unsigned char kek[32];
 	TT_BEGIN;
 	CHECK(tdir_new(&t) == 0);
 	randombytes_buf(kek, sizeof(kek));
 	CHECK(write_bytes(t.kek, kek, 32, 0640) == 0);
 	o = file_opts(&t, 1);
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), FGW_ERR_INVALID);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), FGW_ERR_INVALID);
 	CHECK(strstr(msg, "group or others") != NULL);
 	CHECK(write_bytes(t.kek, kek, 32, 0604) == 0);
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), FGW_ERR_INVALID);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), FGW_ERR_INVALID);
 	CHECK(write_bytes(t.kek, kek, 31, 0600) == 0);
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), FGW_ERR_INVALID);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), FGW_ERR_INVALID);
 	CHECK(strstr(msg, "exactly 32") != NULL);
 	CHECK(write_bytes(t.kek, kek, 32, 0600) == 0);
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), 0); /* a given KEK is used */
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), 0); /* a given KEK is used */
 	keyring_free(kr);
 	kr = NULL;
 	/* KEK file lost with a ring present: no new KEK is generated. */
 	CHECK(unlink(t.kek) == 0);
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), FGW_ERR_NOT_FOUND);
 	CHECK(strstr(msg, "KEK file not found") != NULL);
 	CHECK(access(t.kek, F_OK) != 0);
 	/* A key ring file readable by others is refused too. */
@@ -718,7 +726,7 @@ test_kek_file_checks(void)
 		char path[160];
 		CHECK(write_bytes(t.kek, kek, 32, 0600) == 0);
 		CHECK(chmod(ring_path(&t, path, sizeof(path)), 0644) == 0);
-		CHECK_EQ_INT(keyring_open(&o, &kr, &msg), FGW_ERR_INVALID);
+		CHECK_EQ_INT(keyring_open(&o, &kr, &why), FGW_ERR_INVALID);
 		CHECK(strstr(msg, "key ring file") != NULL);
 	}
 	CHECK(kr == NULL);
@@ -777,7 +785,8 @@ test_ring_tamper(void)
 	struct tdir t;
 	struct keyring *kr = NULL;
 	struct keyring_opts o;
-	const char *msg = NULL;
+	struct fgw_why why = { 0 };
+	const char *msg = why.msg;
 	char path[160], *orig = NULL;
 	TT_BEGIN;
 	CHECK(tdir_new(&t) == 0);
@@ -790,17 +799,17 @@ test_ring_tamper(void)
 	CHECK((orig = slurp(ring_path(&t, path, sizeof(path)))) != NULL);
 	for (int i = 0; i < 4; i++) {
 		CHECK(tamper(&t, orig, i) == 0);
-		msg = NULL;
-		CHECK_EQ_INT(keyring_open(&o, &kr, &msg), FGW_ERR_CRYPTO);
+		why.msg[0] = '\0';
+		CHECK_EQ_INT(keyring_open(&o, &kr, &why), FGW_ERR_CRYPTO);
 		CHECK(strstr(msg, "integrity") != NULL);
 	}
 	/* Not JSON at all. */
 	CHECK(write_bytes(path, "{\"format\":", 10, 0600) == 0);
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), FGW_ERR_INVALID);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), FGW_ERR_INVALID);
 	CHECK(strstr(msg, "malformed") != NULL);
 	/* Restored: opens again. */
 	CHECK(write_bytes(path, orig, strlen(orig), 0600) == 0);
-	CHECK_EQ_INT(keyring_open(&o, &kr, &msg), 0);
+	CHECK_EQ_INT(keyring_open(&o, &kr, &why), 0);
 end:
 	free(orig);
 	keyring_free(kr);
@@ -1430,7 +1439,7 @@ test_box_rotation_cache(void)
 	char old_id[KEYRING_ID_MAX], new_id[KEYRING_ID_MAX], skp[160];
 	char *old_rep = NULL;
 	struct secbuf *p = NULL;
-	const char *msg = NULL;
+	struct fgw_why why = { 0 };
 	TT_BEGIN;
 	memset(&kp, 0, sizeof(kp));
 	CHECK(tdir_new(&t) == 0);
@@ -1458,7 +1467,7 @@ test_box_rotation_cache(void)
 	 * ring computes them again. */
 	CHECK_EQ_INT(keyring_open(&o, &ctl, NULL), 0);
 	CHECK_EQ_INT(keyring_rotate_data_key(ctl, NULL, 0), 0);
-	CHECK_EQ_INT(keyring_reload(kr, &msg), 0);
+	CHECK_EQ_INT(keyring_reload(kr, &why), 0);
 	CHECK_EQ_INT(box_both_ways(kr, new_id, new_pk, &kp), 0);
 	CHECK_EQ_INT(box_open_b64(kr, old_id, kp.pk, old_rep, strlen(old_rep), &p), 0);
 	secbuf_free(p);
@@ -1535,7 +1544,7 @@ test_two_handles(void)
 	struct tdir t;
 	struct keyring *a = NULL, *b = NULL;
 	struct keyring_opts o;
-	const char *msg = NULL;
+	struct fgw_why why = { 0 };
 	char tok[32], id_a[KEYRING_ID_MAX], id_b[KEYRING_ID_MAX], act[KEYRING_ID_MAX],
 	    *blob = NULL;
 	TT_BEGIN;
@@ -1553,12 +1562,12 @@ test_two_handles(void)
 	CHECK_EQ_INT(keyring_rotate_box_key(b, NULL, 0), FGW_ERR_CONFLICT);
 	CHECK_EQ_INT(keyring_active_data_key(b, act, sizeof(act)), 0);
 	CHECK(strcmp(act, id_a) != 0); /* unchanged by the failed attempts */
-	CHECK_EQ_INT(keyring_reload(b, &msg), 0);
+	CHECK_EQ_INT(keyring_reload(b, &why), 0);
 	CHECK_EQ_INT(keyring_active_data_key(b, act, sizeof(act)), 0);
 	CHECK_STR(act, id_a);
 	CHECK_EQ_INT(decrypts_to(b, tok, blob, PAN1), 0);
 	CHECK_EQ_INT(keyring_rotate_data_key(b, id_b, sizeof(id_b)), 0);
-	CHECK_EQ_INT(keyring_reload(a, &msg), 0);
+	CHECK_EQ_INT(keyring_reload(a, &why), 0);
 	CHECK_EQ_INT(keyring_active_data_key(a, act, sizeof(act)), 0);
 	CHECK_STR(act, id_b);
 	CHECK_EQ_INT(decrypts_to(a, tok, blob, PAN1), 0);

@@ -612,14 +612,46 @@ end:
 	TT_END;
 }
 
-/* PostgreSQL only: a connection that goes away mid-session is a storage
- * failure, and no transaction stays open on it. */
+/* Ends db's server process and waits until it is gone. */
+static int
+kill_backend(PGconn *killer, struct db *db)
+{
+	char sql[96];
+	PGresult *res;
+	int ok;
+
+	snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%d, 10000)",
+	         PQbackendPID(db_pg(db)));
+	res = PQexec(killer, sql);
+	ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+	     strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	return ok;
+}
+
+/* A ROLLBACK that makes the connection again: tried for up to 5 s, since
+ * a connection tries at most once a second. */
+static int
+rollback_reconnects(struct db *db)
+{
+	for (int i = 0; i < 50; i++) {
+		if (db_exec(db, "ROLLBACK") == 0)
+			return 1;
+		usleep(100 * 1000);
+	}
+	return 0;
+}
+
+/* PostgreSQL only: a connection that goes away is a storage failure; it
+ * is made again for the next statement when no transaction went with it
+ * (a reader's), or for the next BEGIN or ROLLBACK when one did (the
+ * writer's): never for a statement of the lost transaction, and never for
+ * its COMMIT, which must not pass for a commit. The cached statements
+ * work on the new connection. */
 static int
 c_connection_lost(struct db *db)
 {
 	PGconn *killer = NULL;
-	PGresult *res = NULL;
-	char sql[96];
 
 	TT_BEGIN;
 	if (!is_pg(db)) {
@@ -628,19 +660,40 @@ c_connection_lost(struct db *db)
 		CHECK_EQ_INT(db_kind(db), DB_SQLITE);
 		goto end;
 	}
+	CHECK((killer = connect_pg()) != NULL);
+	/* Lost with a transaction open. */
 	CHECK_EQ_INT(db_exec(db, "BEGIN"), 0);
 	CHECK_EQ_INT(insert_row(db, 1, "a", 1), DB_DONE);
-	CHECK((killer = connect_pg()) != NULL);
-	snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%d)", PQbackendPID(db_pg(db)));
-	res = PQexec(killer, sql);
-	CHECK(PQresultStatus(res) == PGRES_TUPLES_OK);
+	CHECK(kill_backend(killer, db));
 	CHECK_EQ_INT(insert_row(db, 2, "b", 2), FGW_ERR_DB);
 	CHECK_EQ_INT(db_last_fail(db), DB_FAIL_STORAGE);
 	CHECK_EQ_INT(db_in_txn(db), 0);
 	CHECK_EQ_INT(db_exec(db, "SELECT 1"), FGW_ERR_DB);
 	CHECK_EQ_INT(db_last_fail(db), DB_FAIL_STORAGE);
+	CHECK_EQ_INT(insert_row(db, 3, "c", 3), FGW_ERR_DB);
+	CHECK_EQ_INT(db_exec(db, "COMMIT"), FGW_ERR_DB);
+	CHECK_EQ_INT(db_last_fail(db), DB_FAIL_STORAGE);
+	/* The writer's ROLLBACK (or next BEGIN) goes on afresh. */
+	CHECK(rollback_reconnects(db));
+	CHECK_EQ_INT(insert_row(db, 4, "d", 4), DB_DONE);
+	CHECK_EQ_INT(count_rows(db), 1);
+
+	/* Lost while idle (a server restart, a failover): a query that
+	 * changes nothing is sent again on a new connection, as is a BEGIN;
+	 * an INSERT is not (it may have committed before its answer was
+	 * lost) but the next statement after it runs. */
+	CHECK(kill_backend(killer, db));
+	CHECK_EQ_INT(count_rows(db), 1);
+	CHECK(kill_backend(killer, db));
+	CHECK_EQ_INT(db_exec(db, "BEGIN"), 0);
+	CHECK_EQ_INT(insert_row(db, 5, "e", 5), DB_DONE);
+	CHECK_EQ_INT(db_exec(db, "COMMIT"), 0);
+	CHECK(kill_backend(killer, db));
+	CHECK_EQ_INT(insert_row(db, 6, "f", 6), FGW_ERR_DB);
+	CHECK_EQ_INT(db_last_fail(db), DB_FAIL_STORAGE);
+	CHECK_EQ_INT(insert_row(db, 7, "g", 7), DB_DONE);
+	CHECK_EQ_INT(count_rows(db), 3);
 end:
-	PQclear(res);
 	PQfinish(killer);
 	TT_END;
 }

@@ -1641,7 +1641,8 @@ test_generic_map(void)
 	struct proc_op_request oreq = { "txn_1", "txn_1", "", 0 };
 	struct proc_http h;
 	struct proc_result res;
-	char path[64], err[256];
+	struct fgw_why why;
+	char path[64];
 	const char *ok = "{\"payment\":{\"id\":\"pay_9\",\"state\":\"OK\"}}";
 	const char *nsf =
 	    "{\"payment\":{\"id\":\"pay_9\",\"state\":\"NO\",\"reason\":\"nsf\"}}";
@@ -1655,12 +1656,12 @@ test_generic_map(void)
 	sbx_cfg(&cfg, "");
 	for (size_t i = 0; bad[i] != NULL; i++) {
 		CHECK_EQ_INT(write_temp(bad[i], path), 0);
-		CHECK_EQ_INT(generic_map_load(&cfg, path, err, sizeof(err)), FGW_ERR_INVALID);
+		CHECK_EQ_INT(generic_map_load(&cfg, path, &why), FGW_ERR_INVALID);
 		CHECK(cfg.type_data == NULL);
 		unlink(path);
 	}
 	CHECK_EQ_INT(write_temp(good, path), 0);
-	CHECK_EQ_INT(generic_map_load(&cfg, path, err, sizeof(err)), 0);
+	CHECK_EQ_INT(generic_map_load(&cfg, path, &why), 0);
 	CHECK_EQ_INT(proc_type_generic.build(&cfg, &req, &h), 0);
 	CHECK_STR(h.url, "http://127.0.0.1:8081/v2/pay");
 	CHECK(

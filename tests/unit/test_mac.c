@@ -541,7 +541,8 @@ claims(char *out, size_t cap, long long exp_in, const char *extra)
 static int
 verifier(struct jwt_verifier **v, int with_hs, const char *jwks)
 {
-	char err[256];
+	struct fgw_why why = { 0 };
+	const char *err = why.msg;
 	struct jwt_config cfg = {
 		.issuer = ISS,
 		.audience = AUD,
@@ -551,7 +552,7 @@ verifier(struct jwt_verifier **v, int with_hs, const char *jwks)
 		.jwks_path = jwks,
 		.leeway_s = LEEWAY,
 	};
-	int r = jwt_verifier_new(&cfg, v, err, sizeof(err));
+	int r = jwt_verifier_new(&cfg, v, &why);
 	if (r != 0)
 		fprintf(stderr, "  jwt_verifier_new: %s\n", err);
 	return r;
@@ -1083,7 +1084,9 @@ test_jwt_rsa_1024_refused(void)
 {
 	struct jwt_verifier *v = NULL;
 	EVP_PKEY *weak = NULL;
-	char e1[1200], e2[1200], doc[2600], path[128], wpem[128], err[256];
+	char e1[1200], e2[1200], doc[2600], path[128], wpem[128];
+	struct fgw_why why = { 0 };
+	const char *err = why.msg;
 	char cl[512];
 	char *tok = NULL, *json = NULL;
 	struct jwt_config cfg = { .issuer = ISS, .audience = AUD, .leeway_s = LEEWAY };
@@ -1097,17 +1100,17 @@ test_jwt_rsa_1024_refused(void)
 	cfg.jwks_path = path;
 	snprintf(doc, sizeof(doc), "{\"keys\":[%s]}", e1);
 	CHECK_EQ_INT(write_text(path, doc), 0);
-	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, err, sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, &why), FGW_ERR_INVALID);
 	CHECK(strstr(err, "1024 bits") != NULL);
 	CHECK(v == NULL);
 	/* A weak key poisons the whole file, good keys included. */
 	snprintf(doc, sizeof(doc), "{\"keys\":[%s,%s]}", e2, e1);
 	CHECK_EQ_INT(write_text(path, doc), 0);
-	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, err, sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, &why), FGW_ERR_INVALID);
 	/* The good key alone loads; a 1024-bit signature under kid k1 fails. */
 	snprintf(doc, sizeof(doc), "{\"keys\":[%s]}", e2);
 	CHECK_EQ_INT(write_text(path, doc), 0);
-	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, err, sizeof(err)), 0);
+	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, &why), 0);
 	claims(cl, sizeof(cl), 600, NULL);
 	tok = tok_rs(RS_HDR, cl, weak);
 	CHECK_EQ_INT(vtok(v, tok, NULL), FGW_ERR_AUTH);
@@ -1278,7 +1281,9 @@ static int
 test_jwt_config(void)
 {
 	struct jwt_verifier *v = NULL;
-	char err[256], path[128], doc[3000], e1[1200];
+	char path[128], doc[3000], e1[1200];
+	struct fgw_why why = { 0 };
+	const char *err = why.msg;
 	unsigned char shortkey[16] = { 0 };
 	struct jwt_config cfg = {
 		.issuer = ISS, .audience = AUD, .hs256_secret = NULL, .leeway_s = 30
@@ -1287,25 +1292,25 @@ test_jwt_config(void)
 	CHECK(fixture() == 0);
 	fx_path(path, sizeof(path), "cfg.json");
 	/* Neither key source. */
-	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, err, sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, &why), FGW_ERR_INVALID);
 	cfg.hs256_secret = shortkey;
 	cfg.hs256_secret_len = sizeof(shortkey);
-	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, err, sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, &why), FGW_ERR_INVALID);
 	CHECK(strstr(err, "at least 32") != NULL);
 	cfg.hs256_secret = fx.hs;
 	cfg.hs256_secret_len = sizeof(fx.hs);
 	cfg.leeway_s = JWT_MAX_LEEWAY_S + 1;
-	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, err, sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, &why), FGW_ERR_INVALID);
 	cfg.leeway_s = 30;
 	cfg.issuer = NULL;
-	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, err, sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, &why), FGW_ERR_INVALID);
 	cfg.issuer = ISS;
 	cfg.audience = "";
-	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, err, sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, &why), FGW_ERR_INVALID);
 	cfg.audience = AUD;
 	/* JWKS problems. */
 	cfg.jwks_path = "/nonexistent/fgw/jwks.json";
-	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, err, sizeof(err)), FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, &why), FGW_ERR_NOT_FOUND);
 	cfg.jwks_path = path;
 	CHECK(jwk_entry(fx.k1, "k1", e1, sizeof(e1)) == 0);
 	static const char *bad_docs[] = {
@@ -1320,7 +1325,7 @@ test_jwt_config(void)
 	};
 	for (size_t i = 0; i < sizeof(bad_docs) / sizeof(bad_docs[0]); i++) {
 		CHECK_EQ_INT(write_text(path, bad_docs[i]), 0);
-		if (jwt_verifier_new(&cfg, &v, err, sizeof(err)) != FGW_ERR_INVALID) {
+		if (jwt_verifier_new(&cfg, &v, &why) != FGW_ERR_INVALID) {
 			fprintf(stderr, "  JWKS accepted: %s\n", bad_docs[i]);
 			CHECK(0);
 		}
@@ -1328,22 +1333,22 @@ test_jwt_config(void)
 	/* Duplicate kid. */
 	snprintf(doc, sizeof(doc), "{\"keys\":[%s,%s]}", e1, e1);
 	CHECK_EQ_INT(write_text(path, doc), 0);
-	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, err, sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, &why), FGW_ERR_INVALID);
 	CHECK(strstr(err, "duplicate kid") != NULL);
 	/* Trailing garbage after a good document. */
 	snprintf(doc, sizeof(doc), "{\"keys\":[%s]}\n x", e1);
 	CHECK_EQ_INT(write_text(path, doc), 0);
-	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, err, sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, &why), FGW_ERR_INVALID);
 	snprintf(doc, sizeof(doc), "{\"keys\":[%s]}\n", e1);
 	CHECK_EQ_INT(write_text(path, doc), 0);
-	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, err, sizeof(err)), 0);
+	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, &why), 0);
 	jwt_verifier_free(v);
 	v = NULL;
 	/* Key without kid. */
 	snprintf(doc, sizeof(doc), "{\"keys\":[%s]}", e1);
 	memcpy(strstr(doc, "\"kid\""), "\"xid\"", 5);
 	CHECK_EQ_INT(write_text(path, doc), 0);
-	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, err, sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, &why), FGW_ERR_INVALID);
 	/* Keys that are not RSA signing keys are skipped, not fatal. */
 	snprintf(doc, sizeof(doc),
 	         "{\"keys\":[{\"kty\":\"EC\",\"kid\":\"e\",\"crv\":\"P-256\"},"
@@ -1351,14 +1356,14 @@ test_jwt_config(void)
 	         "{\"kty\":\"RSA\",\"alg\":\"RS512\",\"kid\":\"y\"},%s]}",
 	         e1);
 	CHECK_EQ_INT(write_text(path, doc), 0);
-	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, err, sizeof(err)), 0);
+	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, &why), 0);
 	CHECK_EQ_INT(jwt_verifier_key_count(v), 1);
 	jwt_verifier_free(v);
 	v = NULL;
 	/* Reload without a JWKS. */
 	cfg.jwks_path = NULL;
-	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, err, sizeof(err)), 0);
-	CHECK_EQ_INT(jwt_verifier_reload_jwks(v, err, sizeof(err)), FGW_ERR_STATE);
+	CHECK_EQ_INT(jwt_verifier_new(&cfg, &v, &why), 0);
+	CHECK_EQ_INT(jwt_verifier_reload_jwks(v, &why), FGW_ERR_STATE);
 end:
 	unlink(path);
 	jwt_verifier_free(v);
@@ -1369,7 +1374,9 @@ static int
 test_jwt_reload_bad_keeps_old(void)
 {
 	struct jwt_verifier *v = NULL;
-	char path[128], err[256], cl[512];
+	char path[128], cl[512];
+	struct fgw_why why = { 0 };
+	const char *err = why.msg;
 	char *j1 = NULL, *j2 = NULL, *t1 = NULL, *t2 = NULL;
 	TT_BEGIN;
 	CHECK(fixture() == 0);
@@ -1387,17 +1394,17 @@ test_jwt_reload_bad_keeps_old(void)
 	CHECK_EQ_INT(vtok(v, t2, NULL), FGW_ERR_AUTH);
 	/* A broken file: error, old keys stay. */
 	CHECK_EQ_INT(write_text(path, "{\"keys\":[{\"kty\":\"RSA\""), 0);
-	CHECK_EQ_INT(jwt_verifier_reload_jwks(v, err, sizeof(err)), FGW_ERR_INVALID);
+	CHECK_EQ_INT(jwt_verifier_reload_jwks(v, &why), FGW_ERR_INVALID);
 	CHECK(err[0] != '\0');
 	CHECK_EQ_INT(jwt_verifier_key_count(v), 1);
 	CHECK_EQ_INT(vtok(v, t1, NULL), 0);
 	/* A missing file: the same. */
 	unlink(path);
-	CHECK_EQ_INT(jwt_verifier_reload_jwks(v, err, sizeof(err)), FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(jwt_verifier_reload_jwks(v, &why), FGW_ERR_NOT_FOUND);
 	CHECK_EQ_INT(vtok(v, t1, NULL), 0);
 	/* A good file replaces the set. */
 	CHECK_EQ_INT(write_text(path, j2), 0);
-	CHECK_EQ_INT(jwt_verifier_reload_jwks(v, err, sizeof(err)), 0);
+	CHECK_EQ_INT(jwt_verifier_reload_jwks(v, &why), 0);
 	CHECK_EQ_INT(vtok(v, t2, NULL), 0);
 	CHECK_EQ_INT(vtok(v, t1, NULL), FGW_ERR_AUTH);
 end:
@@ -1444,7 +1451,8 @@ static int
 test_jwt_concurrent_reload(void)
 {
 	struct jwt_verifier *v = NULL;
-	char path[128], err[256], cl[512], e1[1200], e2[1200], both[2600];
+	char path[128], cl[512], e1[1200], e2[1200], both[2600];
+	struct fgw_why why = { 0 };
 	char one[1300];
 	char *rs = NULL, *hs = NULL;
 	pthread_t th[2];
@@ -1474,7 +1482,7 @@ test_jwt_concurrent_reload(void)
 	for (int i = 0; i < RELOADS; i++) {
 		const char *text = i % 3 == 0 ? both : i % 3 == 1 ? one : "{\"keys\":[";
 		CHECK_EQ_INT(write_text(path, text), 0);
-		if (jwt_verifier_reload_jwks(v, err, sizeof(err)) == 0)
+		if (jwt_verifier_reload_jwks(v, &why) == 0)
 			reloads_ok++;
 		else
 			reloads_bad++;

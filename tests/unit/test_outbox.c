@@ -3,6 +3,7 @@
  * (gateway/outbox.c): backoff, giving up at the maximum age, the secret
  * file a sender reads.
  */
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,47 @@ test_give_up(void)
 	/* the third failure waits 4 s */
 	CHECK_EQ_INT(outbox_after_failure(&p, 2, 0, 1000, &next), OUTBOX_RETRY);
 	CHECK_EQ_INT(next, 5000);
+	return 0;
+end:
+	return 1;
+}
+
+/* The decision both senders take when an attempt ends, with its count. */
+static int
+test_settle(void)
+{
+	const struct outbox_policy p = { 1000, 10 };
+	atomic_ullong counters[3] = { 0, 0, 0 };
+	int64_t next = 0;
+
+	/* delivered: the row keeps its due time */
+	CHECK_EQ_INT(outbox_settle(&p, counters,
+	                           &(struct outbox_attempt){ .attempts = 3,
+	                                                     .created_at = 0,
+	                                                     .due_at = 777,
+	                                                     .error = "" },
+	                           9999, &next),
+	             OUTBOX_DELIVERED);
+	CHECK_EQ_INT(next, 777);
+	/* a failure within the maximum age: the backoff, as outbox_after_failure */
+	CHECK_EQ_INT(outbox_settle(&p, counters,
+	                           &(struct outbox_attempt){ .attempts = 2,
+	                                                     .error = "HTTP 500" },
+	                           1000, &next),
+	             OUTBOX_RETRY);
+	CHECK_EQ_INT(next, 5000);
+	/* given up at once (an endpoint no longer configured), whatever its age */
+	CHECK_EQ_INT(outbox_settle(&p, counters,
+	                           &(struct outbox_attempt){ .error = "gone", .give_up = 1 },
+	                           0, &next),
+	             OUTBOX_FAILED);
+	/* past the maximum age */
+	CHECK_EQ_INT(outbox_settle(&p, counters, &(struct outbox_attempt){ .error = "x" },
+	                           9001, &next),
+	             OUTBOX_FAILED);
+	CHECK_EQ_INT((int)atomic_load(&counters[OUTBOX_DELIVERED]), 1);
+	CHECK_EQ_INT((int)atomic_load(&counters[OUTBOX_RETRY]), 1);
+	CHECK_EQ_INT((int)atomic_load(&counters[OUTBOX_FAILED]), 2);
 	return 0;
 end:
 	return 1;
@@ -101,6 +143,7 @@ end:
 static const struct tt_case cases[] = {
 	{ "backoff", test_backoff },
 	{ "give_up", test_give_up },
+	{ "settle", test_settle },
 	{ "read_secret", test_read_secret },
 	{ NULL, NULL },
 };

@@ -35,7 +35,7 @@ static const char *good =
     "\"description\":\"2 guests\",\"metadata\":{\"k\":\"v\"}}";
 
 static int
-parse(const char *body, struct txn_request **rq, struct txn_parse_error *err)
+parse(const char *body, struct txn_request **rq, struct fgw_why *err)
 {
 	return txn_request_parse(body, strlen(body), rq, err);
 }
@@ -44,7 +44,7 @@ static int
 test_parse_good(void)
 {
 	struct txn_request *rq = NULL;
-	struct txn_parse_error err;
+	struct fgw_why err;
 	TT_BEGIN;
 	CHECK_EQ_INT(parse(good, &rq, &err), 0);
 	CHECK_STR(rq->reservation_id, "res_123");
@@ -70,7 +70,7 @@ static int
 test_parse_sealed(void)
 {
 	struct txn_request *rq = NULL;
-	struct txn_parse_error err;
+	struct fgw_why err;
 	const char *b = "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"EUR\","
 	                "\"encryptedCard\":{\"keyId\":\"gk_1\",\"data\":\"QUJD\"}}";
 	TT_BEGIN;
@@ -144,20 +144,20 @@ test_parse_bad(void)
 		{ "{\"reservationId\":\"\xe2\x82\"}", "body" },
 	};
 	struct txn_request *rq = NULL;
-	struct txn_parse_error err;
+	struct fgw_why err;
 	TT_BEGIN;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		rq = NULL;
 		int r = parse(cases[i].body, &rq, &err);
-		if (r != FGW_ERR_INVALID || strcmp(err.field, cases[i].field) != 0) {
+		if (r != FGW_ERR_INVALID || strcmp(err.where, cases[i].field) != 0) {
 			fprintf(stderr, "  case %zu: r=%d field=%s message=%s (expected %s)\n", i, r,
-			        err.field, err.message, cases[i].field);
+			        err.where, err.msg, cases[i].field);
 			txn_request_free(rq);
 			rq = NULL;
 		}
 		CHECK_EQ_INT(r, FGW_ERR_INVALID);
-		CHECK_STR(err.field, cases[i].field);
-		CHECK(strstr(err.message, "4242") == NULL);
+		CHECK_STR(err.where, cases[i].field);
+		CHECK(strstr(err.msg, "4242") == NULL);
 		CHECK(rq == NULL);
 	}
 end:
@@ -169,7 +169,7 @@ static int
 test_utf8_accepted(void)
 {
 	struct txn_request *rq = NULL;
-	struct txn_parse_error err;
+	struct fgw_why err;
 	/* 2-, 3- and 4-byte sequences and escaped text are all fine. */
 	const char *b =
 	    "{\"reservationId\":\"r\",\"amount\":1,\"currency\":\"EUR\","
@@ -187,7 +187,7 @@ static int
 test_nesting_and_size(void)
 {
 	struct txn_request *rq = NULL;
-	struct txn_parse_error err;
+	struct fgw_why err;
 	char *deep = malloc(20010);
 	TT_BEGIN;
 	CHECK(deep != NULL);
@@ -209,7 +209,7 @@ static int
 test_card_json(void)
 {
 	struct txn_card card;
-	struct txn_parse_error err;
+	struct fgw_why err;
 	const char *c =
 	    "{\"number\":\"378282246310005\",\"expMonth\":3,\"expYear\":2031,\"cvc\":\"7391\"}";
 	TT_BEGIN;
@@ -234,7 +234,7 @@ test_card_sealed_iat(void)
 {
 	struct sealed_card_policy pol = { 900000, 60000, 1 };
 	struct txn_card card;
-	struct txn_parse_error err;
+	struct fgw_why err;
 	const int64_t now = 1800000000000LL;
 	char c[200];
 	TT_BEGIN;
@@ -285,10 +285,11 @@ static int
 test_stage_orders(void)
 {
 	struct pipeline pl;
-	char err[128];
+	struct fgw_why why = { 0 };
+	const char *err = why.msg;
 	TT_BEGIN;
 	CHECK_EQ_INT(pipeline_build("token,decrypt,rule,encrypt,post", "decrypt,record,post",
-	                            &pl, err, sizeof(err)),
+	                            &pl, &why),
 	             0);
 	CHECK_EQ_INT(pl.n[PHASE_REQUEST], 5);
 	CHECK_EQ_INT(pl.n[PHASE_RESPONSE], 3);
@@ -297,34 +298,27 @@ test_stage_orders(void)
 	CHECK(pl.stages[PHASE_REQUEST][4] != pl.stages[PHASE_RESPONSE][2]);
 	/* decrypt before token is allowed: the card is vaulted when opened. */
 	CHECK_EQ_INT(pipeline_build("decrypt, token, rule, encrypt, post",
-	                            "decrypt,record,post", &pl, err, sizeof(err)),
+	                            "decrypt,record,post", &pl, &why),
 	             0);
 	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post,decrypt", "record,post", &pl,
-	                            err, sizeof(err)),
+	                            &why),
 	             FGW_ERR_INVALID);
 	CHECK(strstr(err, "post must be the last") != NULL);
-	CHECK_EQ_INT(pipeline_build("token,decrypt,encrypt,post", "record,post", &pl, err,
-	                            sizeof(err)),
+	CHECK_EQ_INT(pipeline_build("token,decrypt,encrypt,post", "record,post", &pl, &why),
 	             FGW_ERR_INVALID);
-	CHECK_EQ_INT(pipeline_build("token,rule,post,encrypt", "record,post", &pl, err,
-	                            sizeof(err)),
+	CHECK_EQ_INT(pipeline_build("token,rule,post,encrypt", "record,post", &pl, &why),
 	             FGW_ERR_INVALID);
 	CHECK_EQ_INT(pipeline_build("token,rule,tokenize,encrypt,post", "record,post", &pl,
-	                            err, sizeof(err)),
+	                            &why),
 	             FGW_ERR_INVALID);
 	CHECK(strstr(err, "unknown request stage 'tokenize'") != NULL);
-	CHECK_EQ_INT(pipeline_build("token,rule,rule,encrypt,post", "record,post", &pl, err,
-	                            sizeof(err)),
+	CHECK_EQ_INT(pipeline_build("token,rule,rule,encrypt,post", "record,post", &pl, &why),
 	             FGW_ERR_INVALID);
-	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post", "post,record", &pl, err,
-	                            sizeof(err)),
+	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post", "post,record", &pl, &why),
 	             FGW_ERR_INVALID);
-	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post", "decrypt,post", &pl, err,
-	                            sizeof(err)),
+	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post", "decrypt,post", &pl, &why),
 	             FGW_ERR_INVALID);
-	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post", "record,post", &pl, err,
-	                            sizeof(err)),
-	             0);
+	CHECK_EQ_INT(pipeline_build("token,rule,encrypt,post", "record,post", &pl, &why), 0);
 end:
 	TT_END;
 }
@@ -353,7 +347,7 @@ test_choose_proc(void)
 	struct pipeline_env env;
 	struct proc_routes rs;
 	struct txn_request rq;
-	char err[128];
+	struct fgw_why why;
 	TT_BEGIN;
 	CHECK(sodium_init() >= 0);
 	memset(pi, 0, sizeof(pi));
@@ -363,7 +357,7 @@ test_choose_proc(void)
 		breaker_init(&pi[i].breaker, 1, 600000);
 	}
 	memset(&rs, 0, sizeof(rs));
-	CHECK_EQ_INT(proc_route_parse("b currency=EUR", &rs.r[rs.n++], err, sizeof(err)), 0);
+	CHECK_EQ_INT(proc_route_parse("b currency=EUR", &rs.r[rs.n++], &why), 0);
 	memset(&env, 0, sizeof(env));
 	env.procs = pi;
 	env.n_procs = 3;
@@ -403,7 +397,7 @@ test_parse_client_confirms(void)
 		"{\"amount\":1500,\"currency\":\"EUR\",\"savePaymentMethod\":true}",
 	};
 	struct txn_request *rq = NULL;
-	struct txn_parse_error err;
+	struct fgw_why err;
 	TT_BEGIN;
 
 	CHECK_EQ_INT(txn_request_parse_client_confirms(none, strlen(none), &rq, &err), 0);

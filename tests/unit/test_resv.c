@@ -81,10 +81,11 @@ fix_teardown(struct fix *f)
 	(void)rmdir(f->dir);
 }
 
-/* Holds `guests` on slot; returns the job rc, *e the business outcome. */
+/* Holds `guests` on slot with the idempotent answer idem (NULL: none);
+ * returns the job rc, *e the business outcome. */
 static int
-hold(struct fix *f, const char *id, const char *slot, int guests, int64_t expires,
-     enum resv_err *e)
+hold_idem(struct fix *f, const char *id, const char *slot, int guests, int64_t expires,
+          const struct store_idem *idem, enum resv_err *e)
 {
 	struct resv_row r;
 	struct resv_wait *w = NULL;
@@ -102,13 +103,51 @@ hold(struct fix *f, const char *id, const char *slot, int guests, int64_t expire
 	r.created_at = f->now;
 	if (resv_wait_new(&w) != 0)
 		return FGW_ERR_NOMEM;
-	rc = resv_hold(f->st, NULL, &r, NULL, NULL, e, resv_wait_done, w);
+	rc = resv_hold(f->st, NULL, &r, idem, NULL, e, resv_wait_done, w);
 	if (rc != 0) {
 		resv_wait_done(w, rc);
 		(void)resv_wait_end(w);
 		return rc;
 	}
 	return resv_wait_end(w);
+}
+
+static int
+hold(struct fix *f, const char *id, const char *slot, int guests, int64_t expires,
+     enum resv_err *e)
+{
+	return hold_idem(f, id, slot, guests, expires, NULL, e);
+}
+
+/* Runs sql on the database file through a connection of its own: what
+ * another gateway instance sharing the database commits. */
+static int
+other_instance(struct fix *f, const char *sql)
+{
+	sqlite3 *db = NULL;
+	int rc = sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_busy_timeout(db, 5000);
+		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	}
+	sqlite3_close(db);
+	return rc;
+}
+
+/* The first hit of a one-value query on the database file, or -1. */
+static long long
+count_of(struct fix *f, const char *sql)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *s = NULL;
+	long long v = -1;
+	if (sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+	return v;
 }
 
 static int
@@ -138,6 +177,22 @@ moved(struct fix *f, const char *id, const char *txn, const char *status)
 		return FGW_ERR_NOMEM;
 	rc = resv_payment_moved(f->st, NULL, id, txn, status, "ch_1", "ABCDEFGHJKLM", NULL,
 	                        resv_wait_done, w);
+	if (rc != 0) {
+		resv_wait_done(w, rc);
+		(void)resv_wait_end(w);
+		return rc;
+	}
+	return resv_wait_end(w);
+}
+
+static int
+resv_slot_set_capacity_sync(struct fix *f, const char *slot, int capacity)
+{
+	struct resv_wait *w = NULL;
+	int rc;
+	if (resv_wait_new(&w) != 0)
+		return FGW_ERR_NOMEM;
+	rc = resv_slot_set_capacity(f->st, NULL, slot, capacity, resv_wait_done, w);
 	if (rc != 0) {
 		resv_wait_done(w, rc);
 		(void)resv_wait_end(w);
@@ -360,6 +415,90 @@ end:
 	TT_END;
 }
 
+static void
+fill_key(struct store_idem *i, const char *key, const char *hash, int64_t expires_at)
+{
+	memset(i, 0, sizeof(*i));
+	fgw_strlcpy(i->client_id, "scope_web_cust", sizeof(i->client_id));
+	fgw_strlcpy(i->key, key, sizeof(i->key));
+	fgw_strlcpy(i->request_hash, hash, sizeof(i->request_hash));
+	i->status_code = 200;
+	i->body = "{\"id\":\"r\"}";
+	i->expires_at = expires_at;
+}
+
+/* A hold's key is claimed in its own job, and the database decides: a key
+ * another instance holds (its claim committed first, in progress or
+ * answered) makes the hold change nothing and fail FGW_ERR_CONFLICT —
+ * even when the winner's hold has since filled the slot — instead of
+ * taking the places a second time and overwriting the winner's answer. An
+ * expired key is taken over in the same job. */
+static int
+test_hold_key_taken_by_another_instance(void)
+{
+	struct fix f;
+	enum resv_err e = RESV_OK;
+	struct store_idem idem, got;
+	int64_t later = fgw_now_ms() + 60000;
+	char sql[512];
+	TT_BEGIN;
+	memset(&got, 0, sizeof(got));
+	CHECK(fix_setup(&f) == 0);
+	/* In progress on the other instance. */
+	snprintf(sql, sizeof(sql),
+	         "INSERT INTO idempotency (client_id, key, request_hash, status_code, body,"
+	         " txn_id, created_at, expires_at) VALUES ('scope_web_cust', 'k-busy',"
+	         " 'h-same', 0, NULL, NULL, %lld, %lld)",
+	         (long long)f.now, (long long)later);
+	CHECK_EQ_INT(other_instance(&f, sql), SQLITE_OK);
+	fill_key(&idem, "k-busy", "h-same", later);
+	CHECK_EQ_INT(hold_idem(&f, "r1", "s1", 2, later, &idem, &e), FGW_ERR_CONFLICT);
+	CHECK_EQ_INT(taken(&f, "s1"), 0);
+	CHECK(status_of(&f, "r1", NULL, 0)[0] == '\0');
+	CHECK_EQ_INT(count_of(&f, "SELECT status_code FROM idempotency WHERE key = 'k-busy'"),
+	             0);
+	/* The other instance's hold of the whole slot committed with its
+	 * answer: the repeat is a conflict (answered from the stored row),
+	 * not "not enough capacity". */
+	CHECK(hold(&f, "r-other", "s1", 5, later, &e) == 0);
+	snprintf(sql, sizeof(sql),
+	         "INSERT INTO idempotency (client_id, key, request_hash, status_code, body,"
+	         " txn_id, created_at, expires_at) VALUES ('scope_web_cust', 'k-done',"
+	         " 'h-same', 200, '{\"id\":\"r-other\"}', NULL, %lld, %lld)",
+	         (long long)f.now, (long long)later);
+	CHECK_EQ_INT(other_instance(&f, sql), SQLITE_OK);
+	fill_key(&idem, "k-done", "h-same", later);
+	CHECK_EQ_INT(hold_idem(&f, "r2", "s1", 5, later, &idem, &e), FGW_ERR_CONFLICT);
+	CHECK_EQ_INT(taken(&f, "s1"), 5);
+	CHECK_EQ_INT(store_idem_get(f.rd, "scope_web_cust", "k-done", &got), 0);
+	CHECK_STR(got.body, "{\"id\":\"r-other\"}");
+	store_idem_clear(&got);
+	/* An expired key is free again: replaced in the hold's job. */
+	snprintf(sql, sizeof(sql),
+	         "INSERT INTO idempotency (client_id, key, request_hash, status_code, body,"
+	         " txn_id, created_at, expires_at) VALUES ('scope_web_cust', 'k-old',"
+	         " 'h-old', 200, '{}', NULL, %lld, %lld)",
+	         (long long)(f.now - 2000), (long long)(f.now - 1000));
+	CHECK_EQ_INT(other_instance(&f, sql), SQLITE_OK);
+	fill_key(&idem, "k-old", "h-new", later);
+	CHECK_EQ_INT(hold_idem(&f, "r3", "s2", 1, later, &idem, &e), FGW_ERR_STATE);
+	CHECK(e == RESV_SLOT_NOT_AVAILABLE); /* s2 is closed: nothing kept */
+	/* ... and its replacement rolled back with it. */
+	CHECK_EQ_INT(count_of(&f, "SELECT count(*) FROM idempotency WHERE key = 'k-old'"
+	                          " AND request_hash = 'h-old'"),
+	             1);
+	CHECK_EQ_INT(resv_slot_set_capacity_sync(&f, "s1", 6), 0);
+	CHECK_EQ_INT(hold_idem(&f, "r3", "s1", 1, later, &idem, &e), 0);
+	CHECK_EQ_INT(taken(&f, "s1"), 6);
+	CHECK_EQ_INT(store_idem_get(f.rd, "scope_web_cust", "k-old", &got), 0);
+	CHECK_STR(got.request_hash, "h-new");
+	CHECK_EQ_INT(got.status_code, 200);
+end:
+	store_idem_clear(&got);
+	fix_teardown(&f);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
 	{ "capacity", test_capacity },
 	{ "convert_rules_and_retry", test_convert_rules_and_retry },
@@ -367,6 +506,7 @@ static const struct tt_case cases[] = {
 	{ "expiry_and_refund_release_once", test_expiry_and_refund_release_once },
 	{ "confirm_and_capacity_changes", test_confirm_and_capacity_changes },
 	{ "catalogue_refuses_bad_input", test_catalogue_refuses_bad_input },
+	{ "hold_key_taken_by_another_instance", test_hold_key_taken_by_another_instance },
 	{ NULL, NULL },
 };
 

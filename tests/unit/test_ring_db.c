@@ -148,7 +148,7 @@ case_shared_rotation(void)
 	struct secbuf *plain = NULL;
 	char ida[KEYRING_ID_MAX], idb[KEYRING_ID_MAX], nid[KEYRING_ID_MAX], used[KEYRING_ID_MAX];
 	unsigned char blob[128];
-	const char *msg = NULL;
+	struct fgw_why msg = { 0 };
 	size_t len = 0;
 	int reloaded = -1;
 	TT_BEGIN;
@@ -212,7 +212,7 @@ case_rotation_conflict(void)
 	struct keyring_opts oa, ob;
 	struct keyring *a = NULL, *b = NULL;
 	char before[KEYRING_ID_MAX], now[KEYRING_ID_MAX], na[KEYRING_ID_MAX], nb[KEYRING_ID_MAX];
-	const char *msg = NULL;
+	struct fgw_why msg = { 0 };
 	int reloaded = 0;
 	TT_BEGIN;
 
@@ -256,7 +256,7 @@ case_old_ring_refused(void)
 	struct keyring_opts oa, ob;
 	struct keyring *a = NULL, *b = NULL;
 	char nid[KEYRING_ID_MAX], now[KEYRING_ID_MAX], *old = NULL, *cur = NULL;
-	const char *msg = NULL;
+	struct fgw_why msg = { 0 };
 	size_t olen = 0, clen = 0;
 	uint64_t ogen = 0, cgen = 0;
 	int reloaded = 0;
@@ -277,9 +277,9 @@ case_old_ring_refused(void)
 	CHECK_EQ_INT(store_ring_load(ra, &cur, &clen, &cgen), 0);
 	CHECK_EQ_INT(cgen, ogen + 1);
 	CHECK_EQ_INT(store_ring_save(ra, cgen, cgen + 1, old, olen), 0);
-	msg = NULL;
+	memset(&msg, 0, sizeof(msg));
 	CHECK_EQ_INT(keyring_refresh(b, &reloaded, &msg), FGW_ERR_CRYPTO);
-	CHECK(msg != NULL && strstr(msg, "integrity") != NULL);
+	CHECK(strstr(msg.msg, "integrity") != NULL);
 	CHECK_EQ_INT(reloaded, 0);
 	CHECK_EQ_INT(keyring_active_data_key(b, now, sizeof(now)), 0);
 	CHECK_STR(now, nid);
@@ -331,7 +331,8 @@ case_import_file(void)
 	struct keyring_opts of, oa;
 	struct keyring *f = NULL, *a = NULL;
 	char fid[KEYRING_ID_MAX], aid[KEYRING_ID_MAX], *text = NULL;
-	const char *msg = NULL, *note = NULL;
+	struct fgw_why msg = { 0 };
+	const char *note = NULL;
 	size_t len = 0;
 	uint64_t gen = 0;
 	TT_BEGIN;
@@ -421,7 +422,7 @@ case_first_start_race(void)
 	struct keyring *a = NULL, *b = NULL;
 	struct late l = { 0 };
 	char ida[KEYRING_ID_MAX], idb[KEYRING_ID_MAX];
-	const char *msg = NULL;
+	struct fgw_why msg = { 0 };
 	uint64_t gen = 0;
 	TT_BEGIN;
 

@@ -16,7 +16,7 @@ static int
 test_parse(void)
 {
 	struct proc_route r;
-	char err[256];
+	struct fgw_why why;
 	static const char *const bad[] = { "",
 		                               "currency=EUR",
 		                               "p currency=EURO",
@@ -40,7 +40,7 @@ test_parse(void)
 
 	CHECK_EQ_INT(proc_route_parse("backup  currency=eur,Gbp brand=AMEX,visa country=de "
 	                              "amount_min=100 amount_max=900 weight=3",
-	                              &r, err, sizeof(err)),
+	                              &r, &why),
 	             0);
 	CHECK_STR(r.processor, "backup");
 	CHECK_STR(r.currencies, "EUR,GBP");
@@ -49,15 +49,16 @@ test_parse(void)
 	CHECK_EQ_INT(r.amount_min, 100);
 	CHECK_EQ_INT(r.amount_max, 900);
 	CHECK_EQ_INT(r.weight, 3);
-	CHECK_EQ_INT(proc_route_parse("sandbox", &r, err, sizeof(err)), 0);
+	CHECK_EQ_INT(proc_route_parse("sandbox", &r, &why), 0);
 	CHECK(r.currencies[0] == '\0' && r.weight == 0 && r.amount_max == 0);
 	for (size_t i = 0; bad[i] != NULL; i++) {
-		err[0] = '\0';
-		if (proc_route_parse(bad[i], &r, err, sizeof(err)) != FGW_ERR_INVALID) {
+		memset(&why, 0, sizeof(why));
+		if (proc_route_parse(bad[i], &r, &why) != FGW_ERR_INVALID) {
 			fprintf(stderr, "  accepted: \"%s\"\n", bad[i]);
 			CHECK(0);
 		}
-		CHECK(strncmp(err, "route: ", 7) == 0);
+		CHECK_STR(why.where, "route");
+		CHECK(why.msg[0] != '\0');
 	}
 end:
 	TT_END;
@@ -66,8 +67,8 @@ end:
 static int
 add(struct proc_routes *rs, const char *line)
 {
-	char err[256];
-	return proc_route_parse(line, &rs->r[rs->n++], err, sizeof(err));
+	struct fgw_why why;
+	return proc_route_parse(line, &rs->r[rs->n++], &why);
 }
 
 static int

@@ -2983,8 +2983,58 @@ end:
 	TT_END;
 }
 
+/* The same processor card saved by two instances at once: both looked
+ * and found none; the one that inserts second finds the first's row and
+ * answers with it, as a retry does, instead of failing (a caught
+ * duplicate would also end a PostgreSQL transaction). A trigger stands in
+ * for the other instance, inserting its row just before ours. */
+static int
+test_method_saved_by_another_instance(void)
+{
+	struct fix f;
+	struct one o;
+	struct store_method m, list[4];
+	size_t n = 0;
+	memset(&f, 0, sizeof(f));
+	TT_BEGIN;
+	CHECK_EQ_INT(fix_setup(&f, 8), 0);
+	CHECK_EQ_INT(sql_exec(f.path,
+	                      "CREATE TRIGGER other_instance BEFORE INSERT ON processor_methods"
+	                      " WHEN NEW.id <> 'pm_other' BEGIN INSERT INTO processor_methods"
+	                      " (id, customer_id, nickname, is_default, created_at, processor,"
+	                      " processor_customer, processor_method, brand, last4, exp_month,"
+	                      " exp_year) VALUES ('pm_other', NEW.customer_id, NULL, 1,"
+	                      " NEW.created_at, NEW.processor, NEW.processor_customer,"
+	                      " NEW.processor_method, NEW.brand, NEW.last4, NEW.exp_month,"
+	                      " NEW.exp_year); END",
+	                      NULL, 0),
+	             SQLITE_OK);
+	memset(&m, 0, sizeof(m));
+	fgw_strlcpy(m.id, "pm_mine", sizeof(m.id));
+	fgw_strlcpy(m.customer_id, "carol", sizeof(m.customer_id));
+	fgw_strlcpy(m.processor, "stripe", sizeof(m.processor));
+	fgw_strlcpy(m.processor_customer, "cus_1", sizeof(m.processor_customer));
+	fgw_strlcpy(m.processor_method, "pm_card_1", sizeof(m.processor_method));
+	fgw_strlcpy(m.brand, "visa", sizeof(m.brand));
+	fgw_strlcpy(m.last4, "4242", sizeof(m.last4));
+	m.exp_month = 12;
+	m.exp_year = 2030;
+	memset(&o, 0, sizeof(o));
+	CHECK_EQ_INT(run_job(&f, store_method_save(f.st, f.w, &m, NULL, NULL, one_done, &o),
+	                     &o),
+	             0);
+	CHECK_STR(m.id, "pm_other");
+	CHECK_EQ_INT(store_methods_list(f.rd, "carol", list, 4, &n), 0);
+	CHECK_EQ_INT((int)n, 1);
+	CHECK_STR(list[0].id, "pm_other");
+end:
+	fix_teardown(&f);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
 	{ "methods", test_methods },
+	{ "method_saved_by_another_instance", test_method_saved_by_another_instance },
 	{ "custom_job", test_custom_job },
 	{ "reconcile_and_refunds", test_reconcile_and_refunds },
 	{ "txnops_ahead", test_txnops_ahead },

@@ -924,8 +924,8 @@ test_map_events(void)
 			fprintf(stderr, "  %s: kind %d\n", t[i].file, (int)pe.kind);
 		CHECK_EQ_INT((int)pe.kind, (int)t[i].kind);
 		if (pe.kind == PROC_EVENT_MOVE) {
-			CHECK_STR(pe.target, t[i].target);
-			CHECK_STR(pe.fallback, t[i].fallback);
+			CHECK_STR(txn_state_name(pe.target), t[i].target);
+			CHECK_STR(txn_state_name(pe.fallback), t[i].fallback);
 			CHECK_STR(pe.code, t[i].code);
 		}
 		if (pe.kind == PROC_EVENT_REFUND || pe.kind == PROC_EVENT_DISPUTE) {
@@ -986,7 +986,7 @@ test_map_events(void)
 	           "\"amount\":100,\"amount_received\":100,\"currency\":\"eur\"}}}")) !=
 	      NULL);
 	CHECK_EQ_INT(proc_type_stripe.map_event(ev, &pe), 0);
-	CHECK_STR(pe.target, "succeeded");
+	CHECK_STR(txn_state_name(pe.target), "succeeded");
 	CHECK_EQ_INT((int)pe.amount, 100);
 	CHECK_STR(pe.currency, "EUR");
 end:
