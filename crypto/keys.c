@@ -746,7 +746,8 @@ keyring_refresh(struct keyring *kr, int *reloaded, struct fgw_why *why)
 	if (!kr->has_src)
 		return FGW_OK;
 	if ((r = kr->src.generation(kr->src.ctx, &gen)) != FGW_OK) {
-		fgw_why_set(why, NULL, 0, 0, "cannot read the key ring's generation from the database");
+		fgw_why_set(why, NULL, 0, 0, "%s",
+		            "cannot read the key ring's generation from the database");
 		return r;
 	}
 	rdlock(kr);

@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+struct fgw_why;
 struct keyring;
 struct secbuf;
 struct fgw_why;

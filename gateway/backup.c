@@ -146,8 +146,12 @@ backup_name(int64_t ms, char *out, size_t cap)
 
 /* ---- make / open -------------------------------------------------------- */
 
-int
-backup_make(const struct fgw_config *cfg, struct keyring *kr, struct backup_info *out)
+/* rd NULL: a SQLite store, the file snapshot and its export; else a
+ * PostgreSQL store read through rd: the export alone (no database part:
+ * the database is the operator's pg_dump or base backup). */
+static int
+make_backup(const struct fgw_config *cfg, struct keyring *kr, struct store_reader *rd,
+            struct backup_info *out)
 {
 	char snap[1100], json[1100], plain[1100], tmp[1100];
 	struct store_backup_stats bs;
@@ -176,13 +180,14 @@ backup_make(const struct fgw_config *cfg, struct keyring *kr, struct backup_info
 		r = FGW_ERR_EXISTS;
 		goto out;
 	}
-	if ((r = store_backup_snapshot(cfg->database, snap, 5000)) != 0)
+	if (rd == NULL && (r = store_backup_snapshot(cfg->database, snap, 5000)) != 0)
 		goto out;
 	if ((jf = fopen(json, "wbx")) == NULL) {
 		r = FGW_ERR_IO;
 		goto out;
 	}
-	if ((r = store_backup_export_json(snap, jf, &bs)) != 0)
+	if ((r = rd == NULL ? store_backup_export_json(snap, jf, &bs)
+	                    : store_backup_export_store(rd, jf, &bs)) != 0)
 		goto out;
 	if (fclose(jf) != 0) {
 		jf = NULL;
@@ -190,7 +195,8 @@ backup_make(const struct fgw_config *cfg, struct keyring *kr, struct backup_info
 		goto out;
 	}
 	jf = NULL;
-	if ((r = file_size(snap, &dblen)) != 0 || (r = file_size(json, &jlen)) != 0)
+	if ((rd == NULL && (r = file_size(snap, &dblen)) != 0) ||
+	    (r = file_size(json, &jlen)) != 0)
 		goto out;
 	/* The plain container: the database and the export back to back. */
 	if ((pf = fopen(plain, "w+bx")) == NULL) {
@@ -200,10 +206,13 @@ backup_make(const struct fgw_config *cfg, struct keyring *kr, struct backup_info
 	if (fwrite(PLAIN_MAGIC, 1, PLAIN_MAGIC_LEN, pf) != PLAIN_MAGIC_LEN ||
 	    (r = put_u64(pf, (uint64_t)dblen)) != 0)
 		goto io;
-	if ((in = fopen(snap, "rb")) == NULL || (r = copy_bytes(in, pf, dblen, NULL)) != 0)
-		goto io;
-	fclose(in);
-	in = NULL;
+	if (rd == NULL) {
+		if ((in = fopen(snap, "rb")) == NULL ||
+		    (r = copy_bytes(in, pf, dblen, NULL)) != 0)
+			goto io;
+		fclose(in);
+		in = NULL;
+	}
 	if ((r = put_u64(pf, (uint64_t)jlen)) != 0)
 		goto io;
 	if ((in = fopen(json, "rb")) == NULL || (r = copy_bytes(in, pf, jlen, NULL)) != 0)
@@ -257,6 +266,12 @@ out:
 	if (r != 0)
 		log_error("backup to %s failed: %s", cfg->backup_dir, fgw_strerror(r));
 	return r;
+}
+
+int
+backup_make(const struct fgw_config *cfg, struct keyring *kr, struct backup_info *out)
+{
+	return make_backup(cfg, kr, NULL, out);
 }
 
 int
@@ -695,6 +710,10 @@ struct backup_sched {
 	atomic_int busy; /* a backup thread is running */
 	atomic_int stop;
 	unsigned char pk[32];
+	/* PostgreSQL: the backup thread's own connection, which holds the
+	 * leader's lock (store_backup_lead) once this instance leads. */
+	int pg;
+	struct store_reader *rd;
 };
 
 static void
@@ -779,6 +798,31 @@ upload_pending(struct backup_sched *s)
 	backup_names_free(names, n);
 }
 
+/* PostgreSQL: 1 when this instance makes the backups (it holds the
+ * leader's lock on the thread's connection), 0 when another does (the
+ * newest backup time is then the trail's). */
+static int
+pg_lead(struct backup_sched *s)
+{
+	int64_t last = 0;
+	int lead = 0, r;
+
+	if (s->rd == NULL && (r = store_reader_open(s->st, &s->rd)) != 0) {
+		log_error("backup: no database connection: %s", fgw_strerror(r));
+		return 0;
+	}
+	if ((r = store_backup_lead(s->rd, &lead)) != 0) {
+		log_error("backup: leader's lock not asked: %s", fgw_strerror(r));
+		return 0;
+	}
+	if (!lead) {
+		log_debug("backup: another instance on the database makes the backups");
+		if (store_backup_last_ms(s->rd, &last) == 0)
+			atomic_store(&last_backup_ms, (long long)last);
+	}
+	return lead;
+}
+
 static void *
 backup_thread(void *arg)
 {
@@ -788,7 +832,11 @@ backup_thread(void *arg)
 	char *details = NULL, pd[96];
 	int r, removed = 0;
 
-	r = backup_make(cfg, s->kr, &bi);
+	if (s->pg && !pg_lead(s)) {
+		atomic_store(&s->busy, 0);
+		return NULL;
+	}
+	r = make_backup(cfg, s->kr, s->pg ? s->rd : NULL, &bi);
 	if (r == 0 && backup_details_json(&bi, &details) == 0) {
 		log_info("backup %s written: %" PRId64 " bytes, blake2b %s", bi.name, bi.bytes,
 		         bi.blake2b);
@@ -825,7 +873,10 @@ on_backup_seen(evutil_socket_t fd, short what, void *arg)
 	struct backup_sched *s = arg;
 	(void)fd;
 	(void)what;
-	atomic_store(&last_backup_ms, (long long)backup_newest_ms(s->cfg->backup_dir));
+	/* PostgreSQL: the backup thread publishes it (this directory holds
+	 * only what this instance made while it led). */
+	if (!s->pg)
+		atomic_store(&last_backup_ms, (long long)backup_newest_ms(s->cfg->backup_dir));
 }
 
 static void
@@ -864,6 +915,7 @@ backup_sched_start(const struct fgw_config *cfg, struct keyring *kr, struct stor
 	s->kr = kr;
 	s->st = st;
 	s->w = w;
+	s->pg = strcmp(cfg->store_backend, "postgresql") == 0;
 	keyring_audit_public(kr, s->pk);
 	atomic_store(&last_backup_ms, (long long)backup_newest_ms(cfg->backup_dir));
 	tv.tv_sec = 60;
@@ -909,6 +961,8 @@ backup_sched_stop(struct backup_sched *s)
 	pthread_mutex_unlock(&wait_mu);
 	if (s->thread_live)
 		pthread_join(s->thread, NULL);
+	/* Ends the session: the leader's lock goes to another instance. */
+	store_reader_close(s->rd);
 	/* A last checkpoint, so rows cut off the tail after a clean stop are
 	 * detected too. No waker: store_close commits it. */
 	(void)store_audit_checkpoint(s->st, NULL, keyring_audit_sign_fn, s->kr, s->pk, NULL,

@@ -6,8 +6,11 @@
  * listener renders the mail (pipeline/notify.c) and submits its outbox row
  * as a store job, and returns; it never waits for the row or the server.
  *
- * Delivery runs on a thread of its own, never on a reactor: it reads due
- * rows through its own reader, sends one batch (at most mail_concurrency
+ * Delivery runs on a thread of its own, never on a reactor: it claims due
+ * rows (store_mail_claim: a store job that leases them to this instance,
+ * so no sender of another instance on the same database sends them at the
+ * same time; one that dies leaves them due again once the lease ends),
+ * sends one batch (at most mail_concurrency
  * at once) with a libcurl multi handle, bounded by mail_timeout_ms, then
  * records every attempt in a store job and waits for those commits before
  * reading again, so a row is never sent twice at once. A refusal (4xx or
@@ -66,6 +69,8 @@ struct mail {
 	pthread_cond_t cv;
 	int stop;
 	int recording; /* attempt jobs not yet committed */
+	int claimed;   /* the claim job's done ran */
+	int claim_rc;
 	struct rate rates[RATE_CLIENTS];
 	int n_rates;
 };
@@ -431,8 +436,10 @@ finish(struct mail *m, struct send *s, CURLcode res)
 	pthread_mutex_lock(&m->mu);
 	m->recording++;
 	pthread_mutex_unlock(&m->mu);
-	if ((r = store_mail_attempt(m->gw->store, NULL, s->row.id, outcome, next, error,
-	                            &audit, 1, recorded, m)) != 0) {
+	/* Under the claim's lease (its end is the row's next_attempt_at). */
+	if ((r = store_mail_attempt_claimed(m->gw->store, NULL, s->row.id,
+	                                    s->row.next_attempt_at, outcome, next, error,
+	                                    &audit, 1, recorded, m)) != 0) {
 		log_error("mail %s: attempt not recorded: %s", s->row.id, fgw_strerror(r));
 		recorded(m, 0);
 	}
@@ -510,23 +517,52 @@ check_stuck(struct mail *m, struct store_reader *rd)
 	}
 }
 
-/* One batch of the sender thread: the due rows and their deliveries,
+/* One batch of the sender thread: the claimed rows and their deliveries,
  * driven together on one curl multi handle. */
 struct mail_round {
 	struct mail *m;
-	struct store_reader *rd;
 	CURLM *multi;
 	struct store_mail_row rows[BATCH_MAX];
 	struct send sends[BATCH_MAX];
+	int n;
 	int running;
 };
 
-/* The round's side of the outbox loop (gateway/outbox.h). */
+static void
+claimed(void *arg, int rc)
+{
+	struct mail *m = arg;
+	/* Runs on the store writer (no waker): the rows are in place. */
+	pthread_mutex_lock(&m->mu);
+	m->claimed = 1;
+	m->claim_rc = rc;
+	pthread_cond_broadcast(&m->cv);
+	pthread_mutex_unlock(&m->mu);
+}
+
+/* The round's side of the outbox loop (gateway/outbox.h): claims up to
+ * max due rows, waiting for the claim's commit (this is the sender's own
+ * thread; the writer runs until mail_free has joined it). */
 static int
-round_due(void *arg, int64_t now, int max, int *n)
+round_claim(void *arg, int64_t now, int max)
 {
 	struct mail_round *mr = arg;
-	return store_mail_due(mr->rd, now, mr->rows, max, n);
+	struct mail *m = mr->m;
+	int r;
+
+	pthread_mutex_lock(&m->mu);
+	m->claimed = 0;
+	pthread_mutex_unlock(&m->mu);
+	if ((r = store_mail_claim(m->gw->store, NULL, now,
+	                          now + outbox_lease_ms(m->gw->cfg.mail_timeout_ms), mr->rows,
+	                          max, &mr->n, claimed, m)) != 0)
+		return r;
+	pthread_mutex_lock(&m->mu);
+	while (!m->claimed)
+		pthread_cond_wait(&m->cv, &m->mu);
+	r = m->claim_rc;
+	pthread_mutex_unlock(&m->mu);
+	return r;
 }
 
 static void
@@ -549,12 +585,12 @@ round_send(void *arg, int i)
 	mr->running++;
 }
 
-/* Sends one batch; returns how many rows it read. */
+/* Sends one batch; returns how many rows it claimed. */
 static int
-send_batch(struct mail *m, struct store_reader *rd, CURLM *multi)
+send_batch(struct mail *m, CURLM *multi)
 {
 	struct mail_round round;
-	const struct outbox_sender sender = { "mail", &round, round_due, round_send };
+	const struct outbox_sender sender = { "mail", &round, round_claim, round_send };
 	struct send *sends = round.sends;
 	int n, r, max = (int)m->gw->cfg.mail_concurrency;
 	CURLMsg *msg;
@@ -564,11 +600,13 @@ send_batch(struct mail *m, struct store_reader *rd, CURLM *multi)
 		max = BATCH_MAX;
 	memset(&round, 0, sizeof(round));
 	round.m = m;
-	round.rd = rd;
 	round.multi = multi;
-	n = outbox_round(&sender, max);
+	if (outbox_round(&sender, max) != 0)
+		return 0;
+	n = round.n;
+	(void)outbox_claimed(&sender, 0, n, 0);
 	while (round.running > 0) {
-		int still = 0;
+			int still = 0;
 		if (curl_multi_perform(multi, &still) != CURLM_OK)
 			break;
 		while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
@@ -586,7 +624,7 @@ send_batch(struct mail *m, struct store_reader *rd, CURLM *multi)
 		r = m->stop;
 		pthread_mutex_unlock(&m->mu);
 		if (r)
-			break; /* unfinished rows stay pending for the next start */
+			break; /* unfinished rows are due again once the lease ends */
 		if (round.running > 0)
 			curl_multi_poll(multi, NULL, 0, 200, NULL);
 	}
@@ -637,7 +675,7 @@ sender(void *arg)
 				log_error("reading ended holds: %s", fgw_strerror(r));
 			check_stuck(m, rd);
 		}
-		n = send_batch(m, rd, multi);
+		n = send_batch(m, multi);
 		long long ms = m->gw->cfg.mail_poll_ms;
 		pthread_mutex_lock(&m->mu);
 		if (!m->stop && n < (int)m->gw->cfg.mail_concurrency) {

@@ -24,6 +24,12 @@ outbox_backoff_ms(int64_t base, int done)
 	return base << shift;
 }
 
+int64_t
+outbox_lease_ms(long long timeout_ms)
+{
+	return 2 * (int64_t)timeout_ms + 5000;
+}
+
 enum outbox_fate
 outbox_after_failure(const struct outbox_policy *p, int attempts, int64_t created_at,
                      int64_t now, int64_t *next_at)
@@ -59,12 +65,21 @@ outbox_settle(const struct outbox_policy *p, atomic_ullong counters[3],
 int
 outbox_round(const struct outbox_sender *s, int max)
 {
-	int n = 0, r;
+	int r = s->claim(s->arg, fgw_now_ms(), max);
+	if (r != 0)
+		log_error("%s: cannot claim due rows: %s", s->name, fgw_strerror(r));
+	return r;
+}
 
-	if ((r = s->due(s->arg, fgw_now_ms(), max, &n)) != 0) {
-		log_error("%s: reading due rows: %s", s->name, fgw_strerror(r));
+int
+outbox_claimed(const struct outbox_sender *s, int rc, int n, int stopping)
+{
+	if (rc != 0) {
+		log_error("%s: claiming due rows: %s", s->name, fgw_strerror(rc));
 		return 0;
 	}
+	if (stopping)
+		return 0;
 	for (int i = 0; i < n; i++)
 		s->send(s->arg, i);
 	return n;

@@ -29,6 +29,12 @@ struct outbox_policy {
 	long long max_age_s;     /* after the row was created: given up */
 };
 
+/* How long a sender's claim on its rows (store/claim.h) lasts, for a
+ * delivery timeout of timeout_ms: twice that and 5 s, time to record the
+ * answer too. Another instance sends a row again only after this, when
+ * the sender died (or stalled) with it. */
+int64_t outbox_lease_ms(long long timeout_ms);
+
 /* Delay before attempt number done + 1: base * 2^(done - 1), capped. */
 int64_t outbox_backoff_ms(int64_t base, int done);
 
@@ -58,20 +64,26 @@ enum outbox_fate outbox_settle(const struct outbox_policy *p, atomic_ullong coun
                                const struct outbox_attempt *a, int64_t now,
                                int64_t *next_at);
 
-/* A kind's side of a round: due reads up to max due rows at now into the
- * sender's own batch (*n: how many), send starts the delivery of row i of
- * that batch; the delivery's end settles it (outbox_settle) and records it
- * in the kind's table. */
+/* A kind's side of a round: claim takes up to max rows due at now for
+ * this instance (a store job under a lease, store/claim.h) into the
+ * sender's own batch and, once they are in place — at once, or from the
+ * job's callback — the kind calls outbox_claimed; send starts the delivery
+ * of row i of that batch; the delivery's end settles it (outbox_settle)
+ * and records it in the kind's table. */
 struct outbox_sender {
 	const char *name; /* for log lines: "outbox", "mail" */
 	void *arg;
-	int (*due)(void *arg, int64_t now, int max, int *n);
+	int (*claim)(void *arg, int64_t now, int max);
 	void (*send)(void *arg, int i);
 };
 
-/* One round: claims up to max due rows and starts each delivery. Returns
- * how many rows it read (0 when reading failed, logged). */
+/* Starts one round: the claim of up to max due rows. 0, or the claim's
+ * error (logged). */
 int outbox_round(const struct outbox_sender *s, int max);
+/* The round's claim ended with rc and n rows: starts each delivery, or
+ * none when rc failed (logged) or the sender is stopping (the rows are
+ * due again once their lease ends). Returns how many it started. */
+int outbox_claimed(const struct outbox_sender *s, int rc, int n, int stopping);
 
 /* Reads a sender's secret file (regular, mode 0600 or stricter) into
  * guarded memory: at least min_len bytes, no NUL, and with one_line no CR

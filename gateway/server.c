@@ -344,6 +344,7 @@ reactor_init(struct gateway *gw, struct reactor *rx, struct fgw_why *why)
 			.backoff_max_ms = cfg->reconcile_backoff_max_ms,
 			.concurrency = (int)cfg->reconcile_concurrency,
 			.action_expiry_ms = cfg->reconcile_3ds_expiry_ms,
+			.call_ms = longest_timeout,
 		};
 		if ((r = reconciler_start(&rx->env, &ro, &rx->recon)) != 0) {
 			fgw_why_set(why, NULL, 0, 0, "reconciler: %s", fgw_strerror(r));

@@ -5,12 +5,14 @@
  * Durability: a transaction's state change is turned into one outbox row
  * per endpoint by a store job (on the reactor that committed the change);
  * only committed rows are ever sent, so a crash loses no event and a
- * restart resends what was pending. Delivery: a timer on reactor 0 reads
- * the due rows through that reactor's reader and POSTs them with its httpc
- * (never blocking); one batch is in flight at a time, and each answer is
- * recorded (attempt row, row's new status and next time, audit event) in
- * one store job before the next batch is read, so a row is never sent
- * twice at once. Retries back off exponentially from webhook_retry_base_ms
+ * restart resends what was pending. Delivery: a timer on reactor 0 claims
+ * the due rows (store_outbox_claim: a store job that leases them to this
+ * instance, so no other instance on the same database sends them at the
+ * same time) and POSTs them with its httpc (never blocking); one batch is
+ * in flight at a time, and each answer is recorded (attempt row, row's new
+ * status and next time, audit event) in one store job, under the claim's
+ * lease, before the next batch is claimed. An instance that dies mid-batch
+ * leaves its rows to be claimed again once the lease ends. Retries back off exponentially from webhook_retry_base_ms
  * until webhook_max_age_s after the event, then the row is failed
  * (`flairctl webhooks retry ID` makes it pending again).
  */
@@ -67,10 +69,13 @@ struct webhooks {
 	int n_in;
 	struct secbuf *out_secret[CONFIG_MAX_WEBHOOK_ENDPOINTS];
 	int n_out;
-	int busy;                                      /* deliveries not yet recorded */
-	struct delivery *live;                         /* the same, freed at shutdown if
+	int busy;                                        /* deliveries not yet recorded */
+	int claiming;                                    /* a claim job is out */
+	struct store_outbox_row claimed[DELIVERY_BATCH]; /* what it claims */
+	int n_claimed;
+	struct delivery *live; /* the same, freed at shutdown if
 	                                        the loop stopped before */
-	struct store_outbox_row batch[DELIVERY_BATCH]; /* a round's due rows */
+	struct outbox_sender sender; /* the loop's view of this sender */
 };
 
 /* ---- outbox writer (any reactor) --------------------------------------- */
@@ -265,12 +270,14 @@ on_delivered(void *arg, const struct httpc_response *resp)
 		                                  cfg->webhook_max_age_s };
 	static const char *const outcomes[] = { "delivered", "retry", "failed" };
 	enum outbox_fate fate;
+	int64_t now = fgw_now_ms();
 	int r;
 
 	memset(&a, 0, sizeof(a));
 	fgw_strlcpy(a.outbox_id, d->row.id, sizeof(a.outbox_id));
 	a.at = d->started;
 	a.elapsed_ms = resp->elapsed_ms;
+	a.lease_until = d->row.next_attempt_at; /* the claim's token */
 	if (d->unconfigured) {
 		fgw_strlcpy(a.error, "endpoint no longer configured", sizeof(a.error));
 	} else if (resp->err == 0) {
@@ -283,10 +290,10 @@ on_delivered(void *arg, const struct httpc_response *resp)
 	fate = outbox_settle(&policy, wh->gw->metrics.webhooks_out,
 	                     &(struct outbox_attempt){ .attempts = d->row.attempts,
 	                                               .created_at = d->row.created_at,
-	                                               .due_at = d->row.next_attempt_at,
+	                                               .due_at = now, /* row.next_attempt_at is the lease */
 	                                               .error = a.error,
 	                                               .give_up = d->unconfigured },
-	                     fgw_now_ms(), &a.next_attempt_at);
+	                     now, &a.next_attempt_at);
 	fgw_strlcpy(a.outcome, outcomes[fate], sizeof(a.outcome));
 	snprintf(details, sizeof(details),
 	         "{\"outboxId\":\"%s\",\"eventId\":\"%s\",\"attempt\":%d,\"httpStatus\":%d,"
@@ -376,34 +383,65 @@ fail:
 	on_recorded(d, 0); /* unlinks and frees; the row stays pending */
 }
 
-/* The round's side of the outbox loop (gateway/outbox.h). */
+/* The round's side of the outbox loop (gateway/outbox.h): the claim is a
+ * store job whose rows reach on_claimed on this reactor after its commit. */
+static void on_claimed(void *arg, int rc);
+static void round_send(void *arg, int i);
+
 static int
-round_due(void *arg, int64_t now, int max, int *n)
+round_claim(void *arg, int64_t now, int max)
 {
 	struct webhooks *wh = arg;
-	return store_outbox_due(wh->rx->reader, now, wh->batch, max, n);
+	int r;
+
+	wh->claiming = 1;
+	r = store_outbox_claim(wh->rx->env.store, wh->rx->waker, now,
+	                       now + outbox_lease_ms(wh->gw->cfg.webhook_timeout_ms), wh->claimed,
+	                       max, &wh->n_claimed, on_claimed, wh);
+	if (r != 0)
+		wh->claiming = 0;
+	return r;
 }
 
 static void
 round_send(void *arg, int i)
 {
 	struct webhooks *wh = arg;
-	send_one(wh, &wh->batch[i]);
+	send_one(wh, &wh->claimed[i]);
+}
+
+static const struct outbox_sender *
+sender_of(struct webhooks *wh)
+{
+	wh->sender = (struct outbox_sender){ "outbox", wh, round_claim, round_send };
+	return &wh->sender;
+}
+
+static void
+on_claimed(void *arg, int rc)
+{
+	struct webhooks *wh = arg;
+	int n = wh->n_claimed, sent;
+
+	wh->claiming = 0;
+	wh->n_claimed = 0;
+	sent = outbox_claimed(sender_of(wh), rc, n, wh->rx->draining);
+	/* Not sent (stopping, or the claim failed): due again after the lease. */
+	for (int i = sent; i < n; i++)
+		store_outbox_row_clear(&wh->claimed[i]);
 }
 
 static void
 tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct webhooks *wh = arg;
-	const struct outbox_sender sender = { "outbox", wh, round_due, round_send };
 	(void)fd;
 	(void)what;
 	if (wh->rx->draining)
 		return; /* rows stay pending for the next start */
-	/* A round only when the last one's attempts are all recorded: the
-	 * next read must see them. */
-	if (wh->busy == 0)
-		(void)outbox_round(&sender, DELIVERY_BATCH);
+	/* A round only when the last one's attempts are all recorded. */
+	if (wh->busy == 0 && !wh->claiming)
+		(void)outbox_round(sender_of(wh), DELIVERY_BATCH);
 	arm(wh);
 }
 

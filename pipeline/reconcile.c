@@ -1,8 +1,11 @@
 /*
  * pipeline/reconcile.c — the reconciler (pipeline/reconcile.h).
  *
- * One scan: list the due unresolved rows (at most RECON_BATCH of each
- * kind), and for each ask the processor for the charge made with the row's
+ * One scan: claim the due unresolved rows (at most RECON_BATCH of each
+ * kind; a claim is a store job that leases them to this instance until
+ * lease_ms from now, so no other instance on the database takes them
+ * meanwhile, and an instance that dies leaves them due again when the
+ * lease ends), and for each ask the processor for the charge made with the row's
  * processor idempotency key — the same key the first attempt used, so
  * asking can never create a second charge. At most `concurrency` rows are
  * out at the processor at once; the others wait in the scan's queue and
@@ -54,6 +57,7 @@
 #define RECON_BATCH 256
 #define RECON_DEFAULT_CONCURRENCY 16
 #define RECON_DEFAULT_ACTION_EXPIRY_MS 3600000LL
+#define RECON_DEFAULT_CALL_MS 15000LL
 /* A live publish deletes its move within milliseconds of the commit. */
 #define MOVE_LINGER_MS 30000LL
 
@@ -73,6 +77,28 @@ struct reconciler {
 	struct recon_item *queue, *queue_tail; /* not started yet */
 	int64_t started_at;                    /* fgw_now_ms() at reconciler_start */
 	int replayed;                          /* the first scan replayed every old move */
+	struct claim_batch *claims;            /* claim jobs out */
+	int64_t lease_ms;                      /* what a claim lasts */
+	int64_t start_by_ms;                   /* a row starts no later after its claim */
+};
+
+/* What one claim of a scan brings: rows of one kind. */
+enum claim_what {
+	CLAIM_UNKNOWN,
+	CLAIM_ACTION,
+	CLAIM_REFUND,
+	CLAIM_CAPTURE,
+	CLAIM_CANCEL
+};
+
+struct claim_batch {
+	struct claim_batch *prev, *next; /* the reconciler's claims */
+	struct reconciler *rc;
+	enum claim_what what;
+	int64_t now, lease_until;
+	int n;
+	struct store_unresolved *u;     /* CLAIM_UNKNOWN, CLAIM_ACTION */
+	struct store_pendingop_due *op; /* the others */
 };
 
 struct recon_item {
@@ -94,6 +120,7 @@ struct recon_item {
 	int started;              /* counted in rc->active */
 	int action;               /* a requires_action row (3-D Secure) */
 	int expired;              /* its window has run out */
+	int64_t lease_until;      /* this instance's claim on the row ends */
 };
 
 static void schedule(struct reconciler *rc, int64_t ms);
@@ -713,6 +740,14 @@ item_start(struct recon_item *it)
 {
 	int r;
 
+	if (fgw_now_ms() > it->lease_until - it->rc->lease_ms + it->rc->start_by_ms) {
+		/* Too little of the claim is left for its calls: another
+		 * instance may claim the row before they end. Left as it is:
+		 * due again (for anyone) once the lease ends. */
+		log_txn_debug(it->row.id, "reconcile: claim too old to start, left for the next");
+		item_done(it);
+		return;
+	}
 	if (it->op == PROC_OP_STATUS) {
 		if ((r = ask(it)) != 0)
 			defer(it, fgw_strerror(r));
@@ -753,34 +788,41 @@ scan_done(struct reconciler *rc)
 	schedule(rc, rc->full && rc->progress > 0 ? 0 : rc->o.interval_ms);
 }
 
-/* Refunds, captures or cancels (kind) a crash or an unknown answer left
- * pending. */
 static void
-scan_ops(struct reconciler *rc, int64_t now, enum store_op_kind kind)
+batch_free(struct claim_batch *b)
+{
+	struct reconciler *rc = b->rc;
+
+	if (b->prev != NULL)
+		b->prev->next = b->next;
+	else
+		rc->claims = b->next;
+	if (b->next != NULL)
+		b->next->prev = b->prev;
+	free(b->u);
+	free(b->op);
+	free(b);
+}
+
+/* Refunds, captures or cancels (kind) a crash or an unknown answer left
+ * pending, claimed. */
+static void
+items_of_ops(struct claim_batch *b, enum store_op_kind kind)
 {
 	static const enum proc_op proc_ops[] = {
 		[STORE_OP_REFUND] = PROC_OP_REFUND,
 		[STORE_OP_CAPTURE] = PROC_OP_CAPTURE,
 		[STORE_OP_CANCEL] = PROC_OP_CANCEL,
 	};
-	struct store_pendingop_due *due = calloc(RECON_BATCH, sizeof(*due));
-	int n = 0, r;
+	struct reconciler *rc = b->rc;
+	const struct store_pendingop_due *due = b->op;
 
-	if (due == NULL ||
-	    (r = store_pendingop_due_list(rc->env->reader, kind, now, now - rc->o.grace_ms,
-	                                  due, RECON_BATCH, &n)) != 0) {
-		log_error("reconcile %s scan failed: %s", store_op_name(kind),
-		          fgw_strerror(due == NULL ? FGW_ERR_NOMEM : r));
-		free(due);
-		return;
-	}
-	if (n == RECON_BATCH)
-		rc->full = 1;
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < b->n; i++) {
 		struct recon_item *it = item_new(rc, due[i].txn_id);
 		if (it == NULL)
 			continue;
 		it->op = proc_ops[kind];
+		it->lease_until = b->lease_until;
 		it->u.attempts = due[i].attempts;
 		it->pop.kind = kind;
 		fgw_strlcpy(it->pop.id, due[i].id, sizeof(it->pop.id));
@@ -792,38 +834,96 @@ scan_ops(struct reconciler *rc, int64_t now, enum store_op_kind kind)
 		it->rf_created_at = due[i].created_at;
 		enqueue(it);
 	}
-	free(due);
 }
 
-/* Unknown outcomes (action 0) or payments waiting for 3-D Secure (1). */
+/* Unknown outcomes (action 0) or payments waiting for 3-D Secure (1),
+ * claimed. */
 static void
-scan_rows(struct reconciler *rc, int64_t now, int action)
+items_of_rows(struct claim_batch *b, int action)
 {
-	struct store_unresolved *due = calloc(RECON_BATCH, sizeof(*due));
-	int n = 0, r = FGW_ERR_NOMEM;
+	struct reconciler *rc = b->rc;
+	const struct store_unresolved *due = b->u;
 
-	if (due != NULL)
-		r = action
-		        ? store_awaiting_action_list(rc->env->reader, now, due, RECON_BATCH, &n)
-		        : store_unresolved_list(rc->env->reader, now, now - rc->o.grace_ms, due,
-		                                RECON_BATCH, &n);
-	if (r != 0) {
-		log_error("reconcile scan failed: %s", fgw_strerror(r));
-		free(due);
-		return;
-	}
-	if (n == RECON_BATCH)
-		rc->full = 1;
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < b->n; i++) {
 		struct recon_item *it = item_new(rc, due[i].id);
 		if (it == NULL)
 			continue;
 		it->u = due[i];
 		it->action = action;
-		it->expired = action && now - due[i].created_at >= rc->o.action_expiry_ms;
+		it->lease_until = b->lease_until;
+		it->expired = action && b->now - due[i].created_at >= rc->o.action_expiry_ms;
 		enqueue(it);
 	}
-	free(due);
+}
+
+static void
+claimed(void *arg, int r)
+{
+	static const enum store_op_kind kinds[] = {
+		[CLAIM_REFUND] = STORE_OP_REFUND,
+		[CLAIM_CAPTURE] = STORE_OP_CAPTURE,
+		[CLAIM_CANCEL] = STORE_OP_CANCEL,
+	};
+	struct claim_batch *b = arg;
+	struct reconciler *rc = b->rc;
+
+	if (r != 0) {
+		log_error("reconcile scan failed: claiming due rows: %s", fgw_strerror(r));
+	} else {
+		if (b->n == RECON_BATCH)
+			rc->full = 1;
+		if (b->what == CLAIM_UNKNOWN || b->what == CLAIM_ACTION)
+			items_of_rows(b, b->what == CLAIM_ACTION);
+		else
+			items_of_ops(b, kinds[b->what]);
+	}
+	batch_free(b);
+	pump(rc);
+	if (--rc->outstanding == 0)
+		scan_done(rc);
+}
+
+/* Submits the claim of one kind of due rows; the items start as it
+ * commits (claimed). */
+static void
+claim(struct reconciler *rc, int64_t now, enum claim_what what)
+{
+	static const enum store_op_kind kinds[] = {
+		[CLAIM_REFUND] = STORE_OP_REFUND,
+		[CLAIM_CAPTURE] = STORE_OP_CAPTURE,
+		[CLAIM_CANCEL] = STORE_OP_CANCEL,
+	};
+	const struct pipeline_env *env = rc->env;
+	struct claim_batch *b = calloc(1, sizeof(*b));
+	int r = FGW_ERR_NOMEM;
+
+	if (b == NULL)
+		goto fail;
+	b->rc = rc;
+	b->what = what;
+	b->now = now;
+	b->lease_until = now + rc->lease_ms;
+	b->next = rc->claims;
+	if (rc->claims != NULL)
+		rc->claims->prev = b;
+	rc->claims = b;
+	rc->outstanding++;
+	if (what == CLAIM_UNKNOWN || what == CLAIM_ACTION) {
+		if ((b->u = calloc(RECON_BATCH, sizeof(*b->u))) != NULL)
+			r = store_unresolved_claim(env->store, env->waker, what == CLAIM_ACTION, now,
+			                           now - rc->o.grace_ms, b->lease_until, b->u,
+			                           RECON_BATCH, &b->n, claimed, b);
+	} else if ((b->op = calloc(RECON_BATCH, sizeof(*b->op))) != NULL) {
+		r = store_pendingop_claim(env->store, env->waker, kinds[what], now,
+		                          now - rc->o.grace_ms, b->lease_until, b->op,
+		                          RECON_BATCH, &b->n, claimed, b);
+	}
+	if (r == 0)
+		return;
+	rc->outstanding--;
+	batch_free(b);
+fail:
+	log_error("reconcile scan failed: %s", fgw_strerror(r));
 }
 
 /* States committed whose listeners were never told (the process ended
@@ -883,11 +983,8 @@ scan(evutil_socket_t fd, short what, void *arg)
 	rc->progress = 0;
 	rc->outstanding = 1; /* held while listing, so no item ends the scan */
 	replay_moves(rc, now);
-	scan_rows(rc, now, 0);
-	scan_rows(rc, now, 1);
-	scan_ops(rc, now, STORE_OP_REFUND);
-	scan_ops(rc, now, STORE_OP_CAPTURE);
-	scan_ops(rc, now, STORE_OP_CANCEL);
+	for (enum claim_what w = CLAIM_UNKNOWN; w <= CLAIM_CANCEL; w++)
+		claim(rc, now, w);
 	pump(rc);
 	if (--rc->outstanding == 0)
 		scan_done(rc);
@@ -907,8 +1004,9 @@ reconciler_start(const struct pipeline_env *env, const struct reconciler_opts *o
 	struct reconciler *rc;
 
 	*out = NULL;
-	if (env == NULL || opts == NULL || env->reader == NULL || opts->interval_ms <= 0 ||
-	    opts->max_attempts <= 0 || opts->concurrency < 0 || opts->action_expiry_ms < 0)
+	if (env == NULL || opts == NULL || env->reader == NULL || env->store == NULL ||
+	    opts->interval_ms <= 0 || opts->max_attempts <= 0 || opts->concurrency < 0 ||
+	    opts->action_expiry_ms < 0)
 		return FGW_ERR_INVALID;
 	if ((rc = calloc(1, sizeof(*rc))) == NULL)
 		return FGW_ERR_NOMEM;
@@ -921,6 +1019,10 @@ reconciler_start(const struct pipeline_env *env, const struct reconciler_opts *o
 		rc->o.concurrency = RECON_DEFAULT_CONCURRENCY;
 	if (rc->o.action_expiry_ms == 0)
 		rc->o.action_expiry_ms = RECON_DEFAULT_ACTION_EXPIRY_MS;
+	if (rc->o.call_ms <= 0)
+		rc->o.call_ms = RECON_DEFAULT_CALL_MS;
+	rc->lease_ms = 4 * rc->o.call_ms + 10000;
+	rc->start_by_ms = rc->lease_ms - (2 * rc->o.call_ms + 5000);
 	if ((rc->timer = evtimer_new(env->base, scan, rc)) == NULL) {
 		free(rc);
 		return FGW_ERR_NOMEM;
@@ -941,6 +1043,10 @@ reconciler_free(struct reconciler *rc)
 	rc->queue = rc->queue_tail = NULL;
 	while (rc->items != NULL)
 		item_free(rc->items);
+	/* Claims whose commit never reached us: their rows are due again
+	 * once the lease ends. */
+	while (rc->claims != NULL)
+		batch_free(rc->claims);
 	event_free(rc->timer);
 	free(rc);
 }

@@ -7,7 +7,10 @@
  * past action_expiry_ms, cancelled at the processor and failed.
  *
  * It runs on one reactor (its env: base, httpc, store waker, reader) as a
- * timer; nothing blocks: the status request goes through httpc and the
+ * timer, on every instance sharing the database: each scan CLAIMS its due
+ * rows (store/claim.h), leasing them to this instance, so two instances
+ * never work on the same row at once, and the rows of an instance that
+ * died are claimed by another once the lease ends. Nothing blocks: the status request goes through httpc and the
  * outcome through txn_settle (pipeline/settle.h). Each row gets
  * exponential backoff (reconcile_attempts, reconcile_next_at) and, after
  * max_attempts, the manual_review flag. Refunds, captures and cancels
@@ -47,6 +50,11 @@ struct reconciler_opts {
 	int64_t action_expiry_ms;    /* a payment still waiting for 3-D Secure this
 	                            long after it began is cancelled at the
 	                            processor and failed; 0: one hour */
+	int64_t call_ms;             /* the longest a processor call takes (its
+	                            timeout); 0: 15 s. A scan claims its rows for
+	                            4 x this + 10 s, and starts a row only while
+	                            2 x this + 5 s of that lease is left (a row
+	                            may take two calls). */
 };
 
 /* Starts the timer; the first scan runs at once (start-up recovery). env

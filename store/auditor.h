@@ -117,4 +117,25 @@ struct store_backup_stats {
  * BIN/last four; vault ciphertext is not exported. */
 int store_backup_export_json(const char *db, FILE *out, struct store_backup_stats *st);
 
+struct store_reader;
+/* The same export from a running store through the reader r (its own
+ * connection), in one read-only snapshot (PostgreSQL: a REPEATABLE READ
+ * transaction; SQLite: one read transaction): what a backup of a
+ * PostgreSQL store holds (the database itself is the operator's, with
+ * pg_dump or base backups; docs/postgresql.md). */
+int store_backup_export_store(struct store_reader *r, FILE *out,
+                              struct store_backup_stats *st);
+
+/* Whether this instance makes the backups (*lead 1) or another instance
+ * on the same database does (0). SQLite: always this one. PostgreSQL:
+ * pg_try_advisory_lock(PG_LOCK_BACKUP) on r's session, held until that
+ * connection ends (the instance stops or dies), so one instance at a time
+ * leads and another takes over when it is gone. Ask again each time: a
+ * follower becomes the leader once the lock is free. */
+int store_backup_lead(struct store_reader *r, int *lead);
+
+/* The time (ms) of the newest backup.created audit event, whichever
+ * instance made it; 0 when none. */
+int store_backup_last_ms(struct store_reader *r, int64_t *ms);
+
 #endif

@@ -20,6 +20,9 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "store/auditor.h"
+#include "store/db.h"
+#include "store/pg.h"
+#include "store/store_int.h"
 
 #define SNAPSHOT_PAGES 256
 #define SNAPSHOT_MAX_STEPS 1000000
@@ -183,4 +186,121 @@ store_backup_export_json(const char *path, FILE *out, struct store_backup_stats 
 out:
 	sqlite3_close(db);
 	return r;
+}
+
+/* Every row of sql (one text column: the row as a JSON object, which
+ * PostgreSQL's row_to_json types as the columns are: numbers, strings,
+ * null) comma-separated into out. */
+static int
+export_json_rows(struct db *db, const char *sql, FILE *out, int64_t *count)
+{
+	struct db_stmt *s = NULL;
+	int r, rc;
+
+	*count = 0;
+	if ((r = db_prepare_once(db, sql, &s)) != 0)
+		return r;
+	while ((rc = db_step(s)) == DB_ROW) {
+		const char *row = db_col_text(s, 0);
+		if (row == NULL || fprintf(out, "%s%s", *count ? ",\n" : "\n", row) < 0) {
+			r = row == NULL ? FGW_ERR_DB : FGW_ERR_IO;
+			goto out;
+		}
+		(*count)++;
+	}
+	r = rc == DB_DONE ? 0 : FGW_ERR_DB;
+out:
+	db_release(s);
+	return r;
+}
+
+int
+store_backup_export_store(struct store_reader *rd, FILE *out,
+                          struct store_backup_stats *st)
+{
+	/* The same columns, in the same order, as the file export above. */
+	static const char ev_sql[] =
+	    "SELECT row_to_json(e)::text FROM (SELECT seq, ts, actor, source, event_type,"
+	    " resource, outcome, details_json, prev_hash, hash FROM audit_events"
+	    " ORDER BY seq) e";
+	static const char txn_sql[] =
+	    "SELECT row_to_json(t)::text FROM (SELECT id, client_id, reservation_id, amount,"
+	    " currency, status, error_code, error_message, processor, processor_ref, brand, bin,"
+	    " last4, exp_month, exp_year, customer_email, customer_name, customer_country,"
+	    " customer_ip, rule_decision, rules_fired, description, created_at, updated_at"
+	    " FROM transactions ORDER BY created_at, id) t";
+	struct db *db = rd != NULL ? store_reader_db(rd) : NULL;
+	int64_t n = 0;
+	int r;
+
+	memset(st, 0, sizeof(*st));
+	if (db == NULL || db_kind(db) != DB_PG)
+		return FGW_ERR_INVALID; /* a SQLite store: the file snapshot */
+	/* One snapshot for both lists: the audit head and the transactions
+	 * it speaks of agree. */
+	if ((r = db_exec(db, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")) != 0)
+		return r;
+	if (fputs("{\"format\":\"flairgw-export-v1\",\"audit_events\":[", out) < 0) {
+		r = FGW_ERR_IO;
+		goto out;
+	}
+	if ((r = export_json_rows(db, ev_sql, out, &n)) != 0)
+		goto out;
+	st->audit_seq = n;
+	if (fputs("],\"transactions\":[", out) < 0) {
+		r = FGW_ERR_IO;
+		goto out;
+	}
+	if ((r = export_json_rows(db, txn_sql, out, &st->transactions)) != 0)
+		goto out;
+	if (fputs("]}\n", out) < 0 || fflush(out) != 0) {
+		r = FGW_ERR_IO;
+		goto out;
+	}
+	r = 0;
+out:
+	if (db_in_txn(db))
+		(void)db_exec(db, r == 0 ? "COMMIT" : "ROLLBACK");
+	return r;
+}
+
+int
+store_backup_lead(struct store_reader *rd, int *lead)
+{
+	struct db *db = rd != NULL ? store_reader_db(rd) : NULL;
+	struct db_stmt *s = NULL;
+	int r;
+
+	*lead = 0;
+	if (db == NULL)
+		return FGW_ERR_INVALID;
+	if (db_kind(db) != DB_PG) {
+		*lead = 1; /* one process on its file */
+		return 0;
+	}
+	if ((r = db_prepare(db, "SELECT pg_try_advisory_lock(CAST(?1 AS BIGINT))", &s)) != 0)
+		return r;
+	if ((r = db_bind_int64(s, 1, PG_LOCK_BACKUP)) == 0) {
+		r = db_step(s) == DB_ROW ? 0 : FGW_ERR_DB;
+		if (r == 0)
+			*lead = db_col_int(s, 0);
+	}
+	db_release(s);
+	return r;
+}
+
+int
+store_backup_last_ms(struct store_reader *rd, int64_t *ms)
+{
+	struct db *db = rd != NULL ? store_reader_db(rd) : NULL;
+	int r;
+
+	*ms = 0;
+	if (db == NULL)
+		return FGW_ERR_INVALID;
+	r = db_int64_of(db,
+	                "SELECT ts FROM audit_events WHERE event_type = ?1"
+	                " ORDER BY ts DESC LIMIT 1",
+	                "backup.created", ms);
+	return r == FGW_ERR_NOT_FOUND ? 0 : r;
 }

@@ -60,10 +60,8 @@ run_enqueue(struct db *db, void *arg)
 	    db_bind_text_or_null(s, 7, o->rcpt_to) ||
 	    /* A template may render an empty subject: "" is a subject. */
 	    db_bind_text(s, 8, o->subject) != FGW_OK ||
-	    db_bind_text_or_null(s, 9, o->message) ||
-	    db_bind_int64(s, 10, now) != FGW_OK ||
-	    db_bind_int64(s, 11, now) != FGW_OK ||
-	    db_bind_int64(s, 12, now) != FGW_OK ||
+	    db_bind_text_or_null(s, 9, o->message) || db_bind_int64(s, 10, now) != FGW_OK ||
+	    db_bind_int64(s, 11, now) != FGW_OK || db_bind_int64(s, 12, now) != FGW_OK ||
 	    db_bind_text_or_null(s, 13, o->dedupe_key[0] ? o->dedupe_key : NULL) ||
 	    db_step(s) != DB_DONE) {
 		log_error("mail: outbox insert: %s", db_errmsg(db));
@@ -141,6 +139,10 @@ static const struct outbox_kind mail_kind = {
 	.sql_due = OUTBOX_SQL_DUE("mail_outbox", MAIL_COLS, "message"),
 	.sql_list = OUTBOX_SQL_LIST("mail_outbox", MAIL_COLS),
 	.sql_claim = OUTBOX_SQL_CLAIM("mail_outbox"),
+	.sql_claim_due_lite = OUTBOX_SQL_CLAIM_DUE(CLAIM_SQL_LITE, "mail_outbox", MAIL_COLS,
+	                                           "message"),
+	.sql_claim_due_pg = OUTBOX_SQL_CLAIM_DUE(CLAIM_SQL_PG, "mail_outbox", MAIL_COLS,
+	                                         "message"),
 	.sql_mark = OUTBOX_SQL_MARK("mail_outbox", ""),
 	.sql_retry = OUTBOX_SQL_RETRY("mail_outbox"),
 };
@@ -149,6 +151,7 @@ struct attempt_job {
 	char id[40];
 	char outcome[12];
 	int64_t next_at;
+	int64_t lease_until;
 	char error[160];
 };
 
@@ -157,7 +160,7 @@ run_attempt(struct db *db, void *arg)
 {
 	struct attempt_job *j = arg;
 	int attempt, rc;
-	if ((rc = outbox_claim(db, &mail_kind, j->id, &attempt)) != 0)
+	if ((rc = outbox_claim(db, &mail_kind, j->id, j->lease_until, &attempt)) != 0)
 		return rc;
 	return outbox_mark(db, &mail_kind, j->id, attempt, j->outcome, j->next_at, 0,
 	                   j->error);
@@ -168,6 +171,16 @@ store_mail_attempt(struct store *st, struct store_waker *w, const char *id,
                    const char *outcome, int64_t next_at, const char *error,
                    const struct store_audit *audit, size_t n_audit, store_done_fn done,
                    void *arg)
+{
+	return store_mail_attempt_claimed(st, w, id, 0, outcome, next_at, error, audit,
+	                                  n_audit, done, arg);
+}
+
+int
+store_mail_attempt_claimed(struct store *st, struct store_waker *w, const char *id,
+                           int64_t lease_until, const char *outcome, int64_t next_at,
+                           const char *error, const struct store_audit *audit,
+                           size_t n_audit, store_done_fn done, void *arg)
 {
 	struct attempt_job *j;
 	if (id == NULL || !outbox_outcome_ok(&mail_kind, outcome))
@@ -182,6 +195,7 @@ store_mail_attempt(struct store *st, struct store_waker *w, const char *id,
 	/* A long server answer is cut, not refused. */
 	(void)fgw_strlcpy(j->error, error ? error : "", sizeof(j->error));
 	j->next_at = next_at;
+	j->lease_until = lease_until;
 	return store_submit_custom(st, w, run_attempt, j, free,
 	                           &(struct store_commit){ .audit = audit,
 	                                                   .n_audit = n_audit,
@@ -202,6 +216,31 @@ store_mail_due(struct store_reader *r, int64_t now_ms, struct store_mail_row *ou
                int max, int *n)
 {
 	return outbox_due(r, &mail_kind, now_ms, out, max, n);
+}
+
+int
+store_mail_claim_run(struct db *db, const struct claim_args *a, void *rows, int *n)
+{
+	return outbox_claim_due(db, &mail_kind, a, rows, n);
+}
+
+static void
+clear_row(void *row)
+{
+	store_mail_row_clear(row);
+}
+
+int
+store_mail_claim(struct store *st, struct store_waker *w, int64_t now_ms,
+                 int64_t lease_until, struct store_mail_row *out, int max, int *n,
+                 store_done_fn done, void *arg)
+{
+	const struct claim_args a = { .now = now_ms, .lease_until = lease_until, .max = max };
+
+	if (lease_until <= now_ms)
+		return FGW_ERR_INVALID;
+	return claim_submit(st, w, store_mail_claim_run, &a, sizeof(*out), clear_row, out, n,
+	                    done, arg);
 }
 
 struct list_ctx {

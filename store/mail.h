@@ -46,14 +46,30 @@ int store_mail_attempt(struct store *st, struct store_waker *w, const char *id,
                        const char *outcome, int64_t next_at, const char *error,
                        const struct store_audit *audit, size_t n_audit,
                        store_done_fn done, void *arg);
+/* The same for a row delivered under a claim (store_mail_claim): recorded
+ * only while the row is still claimed until lease_until, else
+ * FGW_ERR_STATE (the lease ran out and another worker took the row). */
+int store_mail_attempt_claimed(struct store *st, struct store_waker *w, const char *id,
+                               int64_t lease_until, const char *outcome, int64_t next_at,
+                               const char *error, const struct store_audit *audit,
+                               size_t n_audit, store_done_fn done, void *arg);
 /* Makes a row (any status) pending and due at now_ms; the job fails with
  * FGW_ERR_NOT_FOUND when there is no such id. */
 int store_mail_retry(struct store *st, struct store_waker *w, const char *id,
                      int64_t now_ms, const struct store_audit *audit, size_t n_audit,
                      store_done_fn done, void *arg);
 
+/* Claims up to max pending rows due at now_ms, with their messages, for
+ * delivery by the caller until lease_until (ms; store/claim.h): no other
+ * sender, here or on another instance, gets them before that. The rows
+ * (lease_until as their next_attempt_at) reach out[] and *n only once the
+ * claim committed, right before done(arg, rc); each must be cleared. */
+int store_mail_claim(struct store *st, struct store_waker *w, int64_t now_ms,
+                     int64_t lease_until, struct store_mail_row *out, int max, int *n,
+                     store_done_fn done, void *arg);
 /* Up to max pending rows due at now_ms, oldest due first, with their
- * messages; *n receives how many (each must be cleared). */
+ * messages; *n receives how many (each must be cleared). A read: for
+ * operators and tests; the sender claims (store_mail_claim). */
 int store_mail_due(struct store_reader *r, int64_t now_ms, struct store_mail_row *out,
                    int max, int *n);
 /* Calls fn for each row, newest first, at most limit, without messages. */

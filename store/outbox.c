@@ -40,17 +40,18 @@ outbox_due(struct store_reader *r, const struct outbox_kind *k, int64_t now_ms, 
 {
 	struct db_stmt *s = NULL;
 	char *rows = out;
-	int rc, pay;
+	int rc;
 	*n = 0;
 	if ((rc = db_prepare(store_reader_db(r), k->sql_due, &s)) != 0)
 		goto out;
-	if (db_bind_int64(s, 1, now_ms) != FGW_OK ||
-	    db_bind_int(s, 2, max) != FGW_OK) {
+	if (db_bind_int64(s, 1, now_ms) != FGW_OK || db_bind_int(s, 2, max) != FGW_OK) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	pay = db_col_count(s) - 1; /* the payload comes last */
 	while (*n < max && (rc = db_step(s)) == DB_ROW) {
+		/* The payload comes last; counted on a row (PostgreSQL knows
+		 * the columns only once the statement ran). */
+		int pay = db_col_count(s) - 1;
 		const char *p = db_col_text(s, pay);
 		void *row = rows + (size_t)*n * k->row_size;
 		k->read_row(s, row);
@@ -102,13 +103,61 @@ out:
 }
 
 int
-outbox_claim(struct db *db, const struct outbox_kind *k, const char *id, int *attempt)
+outbox_claim_due(struct db *db, const struct outbox_kind *k, const struct claim_args *a,
+                 void *out, int *n)
+{
+	struct db_stmt *s = NULL;
+	char *rows = out;
+	int rc;
+
+	*n = 0;
+	if (a->max <= 0)
+		return FGW_ERR_INVALID;
+	if ((rc = db_prepare(db, claim_sql(db, k->sql_claim_due_lite, k->sql_claim_due_pg),
+	                     &s)) != 0)
+		goto out;
+	if (db_bind_int64(s, 1, a->now) != FGW_OK ||
+	    db_bind_int64(s, 2, a->before) != FGW_OK || db_bind_int(s, 3, a->max) != FGW_OK ||
+	    db_bind_int64(s, 4, a->lease_until) != FGW_OK) {
+		rc = FGW_ERR_DB;
+		goto out;
+	}
+	while ((rc = db_step(s)) == DB_ROW && *n < a->max) {
+		int pay = db_col_count(s) - 1; /* the payload comes last */
+		const char *p = db_col_text(s, pay);
+		void *row = rows + (size_t)*n * k->row_size;
+		k->read_row(s, row);
+		if ((*k->payload(row) = strdup(p ? p : "")) == NULL) {
+			rc = FGW_ERR_NOMEM;
+			goto out;
+		}
+		(*n)++;
+	}
+	if (rc != DB_ROW && rc != DB_DONE) {
+		log_error("%s: claiming due rows: %s", k->name, db_errmsg(db));
+		goto out;
+	}
+	rc = 0;
+out:
+	db_release(s);
+	if (rc != 0) {
+		for (int i = 0; i < *n; i++)
+			outbox_row_clear(k, rows + (size_t)i * k->row_size);
+		*n = 0;
+	}
+	return rc;
+}
+
+int
+outbox_claim(struct db *db, const struct outbox_kind *k, const char *id,
+             int64_t lease_until, int *attempt)
 {
 	struct db_stmt *s = NULL;
 	int rc;
 	if ((rc = db_prepare(db, k->sql_claim, &s)) != 0)
 		goto out;
-	if (db_bind_text_or_null(s, 1, id) != 0) {
+	if (db_bind_text_or_null(s, 1, id) != 0 ||
+	    db_bind_int64(s, 2, lease_until) != FGW_OK) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
@@ -132,12 +181,9 @@ outbox_mark(struct db *db, const struct outbox_kind *k, const char *id, int atte
 	if ((rc = db_prepare(db, k->sql_mark, &s)) != 0)
 		goto out;
 	if (db_bind_int(s, 1, attempt) != FGW_OK ||
-	    db_bind_text_or_null(s, 2,
-	                          strcmp(outcome, "retry") == 0 ? "pending" : outcome) ||
-	    db_bind_int64(s, 3, next_at) != FGW_OK ||
-	    db_bind_text_or_null(s, 4, error) ||
-	    db_bind_int64(s, 5, fgw_now_ms()) != FGW_OK ||
-	    db_bind_text_or_null(s, 6, id) ||
+	    db_bind_text_or_null(s, 2, strcmp(outcome, "retry") == 0 ? "pending" : outcome) ||
+	    db_bind_int64(s, 3, next_at) != FGW_OK || db_bind_text_or_null(s, 4, error) ||
+	    db_bind_int64(s, 5, fgw_now_ms()) != FGW_OK || db_bind_text_or_null(s, 6, id) ||
 	    (k->has_code &&
 	     (code ? db_bind_int(s, 7, code) : db_bind_null(s, 7)) != FGW_OK) ||
 	    db_step(s) != DB_DONE) {
@@ -165,8 +211,7 @@ run_retry(struct db *db, void *arg)
 	int rc;
 	if ((rc = db_prepare(db, j->k->sql_retry, &s)) != 0)
 		goto out;
-	if (db_bind_int64(s, 1, j->now) != FGW_OK ||
-	    db_bind_int64(s, 2, j->now) != FGW_OK ||
+	if (db_bind_int64(s, 1, j->now) != FGW_OK || db_bind_int64(s, 2, j->now) != FGW_OK ||
 	    db_bind_text_or_null(s, 3, j->id) || db_step(s) != DB_DONE) {
 		rc = FGW_ERR_DB;
 		goto out;

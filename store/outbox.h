@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 
+#include "store/claim.h"
 #include "store/db.h"
 #include "store/store.h"
 
@@ -28,12 +29,14 @@ struct outbox_kind {
 	void (*read_row)(struct db_stmt *s, void *row);
 	/* The row's owned payload pointer. */
 	char **(*payload)(void *row);
-	int has_code;          /* a last_http_status column (?7 of sql_mark) */
-	const char *sql_due;   /* OUTBOX_SQL_DUE */
-	const char *sql_list;  /* OUTBOX_SQL_LIST */
-	const char *sql_claim; /* OUTBOX_SQL_CLAIM */
-	const char *sql_mark;  /* OUTBOX_SQL_MARK */
-	const char *sql_retry; /* OUTBOX_SQL_RETRY */
+	int has_code;                   /* a last_http_status column (?7 of sql_mark) */
+	const char *sql_due;            /* OUTBOX_SQL_DUE */
+	const char *sql_list;           /* OUTBOX_SQL_LIST */
+	const char *sql_claim;          /* OUTBOX_SQL_CLAIM */
+	const char *sql_claim_due_lite; /* OUTBOX_SQL_CLAIM_DUE, SQLite */
+	const char *sql_claim_due_pg;   /* OUTBOX_SQL_CLAIM_DUE, PostgreSQL */
+	const char *sql_mark;           /* OUTBOX_SQL_MARK */
+	const char *sql_retry;          /* OUTBOX_SQL_RETRY */
 };
 
 /* COLS are the kind's columns as read_row reads them; due adds the
@@ -43,8 +46,19 @@ struct outbox_kind {
 	" AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?"
 #define OUTBOX_SQL_LIST(T, COLS) \
 	"SELECT " COLS " FROM " T " ORDER BY created_at DESC, id LIMIT ?"
-#define OUTBOX_SQL_CLAIM(T) \
-	"SELECT attempts FROM " T " WHERE id = ? AND status = 'pending'"
+/* ?2: the claim's lease end (the row's next_attempt_at while claimed),
+ * or 0 for an attempt recorded without a claim. */
+#define OUTBOX_SQL_CLAIM(T)                                           \
+	"SELECT attempts FROM " T " WHERE id = ?1 AND status = 'pending'" \
+	" AND (next_attempt_at = ?2 OR ?2 = 0)"
+/* The claim (store/claim.h): ?1 now, ?3 max, ?4 the lease's end; the
+ * rows come back with the lease end as their next_attempt_at. DIALECT:
+ * CLAIM_SQL_LITE or CLAIM_SQL_PG. */
+#define OUTBOX_SQL_CLAIM_DUE(DIALECT, T, COLS, PAY)                                   \
+	DIALECT(T, "id", "next_attempt_at = ?4", "status = 'pending'",                    \
+	        "SELECT id FROM " T " WHERE status = 'pending' AND next_attempt_at <= ?1" \
+	        " ORDER BY next_attempt_at LIMIT ?3",                                     \
+	        COLS ", " PAY)
 /* EXTRA: "" or ", last_http_status = ?7". */
 #define OUTBOX_SQL_MARK(T, EXTRA)                                        \
 	"UPDATE " T " SET attempts = ?1, status = ?2, next_attempt_at = ?3," \
@@ -70,10 +84,19 @@ int outbox_due(struct store_reader *r, const struct outbox_kind *k, int64_t now_
 int outbox_list(struct store_reader *r, const struct outbox_kind *k, int limit,
                 int (*fn)(void *arg, const void *row), void *arg);
 
+/* On the writer thread: claims up to a->max due rows until a->lease_until
+ * (store/claim.h), with their payloads, into out (an array of a->max rows
+ * of k->row_size); *n how many. */
+int outbox_claim_due(struct db *db, const struct outbox_kind *k,
+                     const struct claim_args *a, void *out, int *n);
+
 /* On the writer thread. The number the next attempt of row id gets
  * (attempts + 1) into *attempt; FGW_ERR_STATE when the row is not pending
- * (an operator's retry or a duplicate tick moved it meanwhile). */
-int outbox_claim(struct db *db, const struct outbox_kind *k, const char *id, int *attempt);
+ * (an operator's retry or a duplicate tick moved it meanwhile) or, with
+ * lease_until not 0, no longer claimed until then (the lease ran out and
+ * another worker claimed it). */
+int outbox_claim(struct db *db, const struct outbox_kind *k, const char *id,
+                 int64_t lease_until, int *attempt);
 /* On the writer thread: records attempt number attempt with its outcome
  * ("retry" leaves the row pending until next_at), the error (NULL or ""
  * stores NULL) and, with has_code, the answer's code (0 stores NULL). */

@@ -15,6 +15,7 @@
 #include "core/err.h"
 #include "core/txnstate.h"
 #include "core/util.h"
+#include "store/claim.h"
 #include "store/db.h"
 #include "store/pendingops.h"
 #include "store/sqlutil.h"
@@ -32,7 +33,27 @@ struct kind_sql {
 	const char *set;
 	const char *due;   /* store_due_rows: ?1 now, ?2 before, ?3 max */
 	const char *defer; /* store_defer_row */
+	/* The claim (store/claim.h) of what due lists, ?4 the lease's end,
+	 * on SQLite and on PostgreSQL. */
+	const char *claim_lite, *claim_pg;
 };
+
+/* The claims: a capture or cancel is one pending row per transaction
+ * (the txn_operations_live index), so its transaction names it. */
+#define REFUND_CLAIM(DIALECT)                                                       \
+	DIALECT("refunds", "id", "reconcile_next_at = ?4", "status = 'pending'",        \
+	        "SELECT id FROM refunds WHERE status = 'pending' AND manual_review = 0" \
+	        " AND reconcile_next_at <= ?1 AND updated_at < ?2"                      \
+	        " ORDER BY reconcile_next_at, created_at LIMIT ?3",                     \
+	        "id, txn_id, amount, idempotency_key, reconcile_attempts, created_at")
+#define TXNOP_CLAIM(DIALECT, OP)                                    \
+	DIALECT("txn_operations", "txn_id", "reconcile_next_at = ?4",   \
+	        "op = '" OP "' AND status = 'pending'",                 \
+	        "SELECT txn_id FROM txn_operations WHERE op = '" OP "'" \
+	        " AND status = 'pending' AND manual_review = 0"         \
+	        " AND reconcile_next_at <= ?1 AND updated_at < ?2"      \
+	        " ORDER BY reconcile_next_at, created_at LIMIT ?3",     \
+	        "'', txn_id, 0, idempotency_key, reconcile_attempts, created_at")
 
 static const struct kind_sql kinds[] = {
 	[STORE_OP_REFUND] = {
@@ -46,6 +67,8 @@ static const struct kind_sql kinds[] = {
 		" ORDER BY reconcile_next_at, created_at LIMIT ?3",
 		"UPDATE refunds SET reconcile_attempts = ?3, reconcile_next_at = ?4,"
 		" manual_review = ?5 WHERE id = ?1 AND txn_id = ?2 AND status = 'pending'",
+		REFUND_CLAIM(CLAIM_SQL_LITE),
+		REFUND_CLAIM(CLAIM_SQL_PG),
 	},
 	[STORE_OP_CAPTURE] = {
 		"capture",
@@ -59,6 +82,8 @@ static const struct kind_sql kinds[] = {
 		" ORDER BY reconcile_next_at, created_at LIMIT ?3",
 		"UPDATE txn_operations SET reconcile_attempts = ?3, reconcile_next_at = ?4,"
 		" manual_review = ?5 WHERE txn_id = ?1 AND op = ?2 AND status = 'pending'",
+		TXNOP_CLAIM(CLAIM_SQL_LITE, "capture"),
+		TXNOP_CLAIM(CLAIM_SQL_PG, "capture"),
 	},
 	[STORE_OP_CANCEL] = {
 		"cancel",
@@ -72,6 +97,8 @@ static const struct kind_sql kinds[] = {
 		" ORDER BY reconcile_next_at, created_at LIMIT ?3",
 		"UPDATE txn_operations SET reconcile_attempts = ?3, reconcile_next_at = ?4,"
 		" manual_review = ?5 WHERE txn_id = ?1 AND op = ?2 AND status = 'pending'",
+		TXNOP_CLAIM(CLAIM_SQL_LITE, "cancel"),
+		TXNOP_CLAIM(CLAIM_SQL_PG, "cancel"),
 	},
 };
 
@@ -192,17 +219,19 @@ begin_refund(struct db *db, struct store_pendingop *rf)
 	static const char held_sql[] =
 	    "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE txn_id = ?1"
 	    " AND status <> 'failed'";
+	/* A clash (a refund id or the same key raced in) is asked about, not
+	 * caught: on PostgreSQL an error spoils the batch until its savepoint. */
 	static const char ins_sql[] =
 	    "INSERT INTO refunds (id, txn_id, amount, idempotency_key, created_at,"
-	    " status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?5)";
+	    " status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?5)"
+	    " ON CONFLICT DO NOTHING";
 	struct db_stmt *s = NULL;
 	enum txn_state cur;
 	char cur_name[24], st[16];
 	int64_t held;
 	int rc, r;
 
-	if ((r = db_text_of(db, txn_status_sql, rf->txn_id, cur_name, sizeof(cur_name))) !=
-	    0)
+	if ((r = db_text_of(db, txn_status_sql, rf->txn_id, cur_name, sizeof(cur_name))) != 0)
 		goto out;
 	cur = txn_state_of(cur_name);
 	if (cur != TXN_SUCCEEDED && cur != TXN_PARTIALLY_REFUNDED && cur != TXN_REFUNDED) {
@@ -247,9 +276,9 @@ begin_refund(struct db *db, struct store_pendingop *rf)
 	db_bind_text(s, 4, rf->idempotency_key);
 	db_bind_int64(s, 5, fgw_now_ms());
 	rc = db_step(s);
-	r = rc == DB_DONE                                      ? FGW_OK
-	    : rc == FGW_ERR_EXISTS || rc == FGW_ERR_INVALID ? FGW_ERR_EXISTS
-	                                                     : FGW_ERR_DB;
+	r = rc == DB_DONE           ? (db_changes(db) == 1 ? FGW_OK : FGW_ERR_EXISTS)
+	    : rc == FGW_ERR_INVALID ? FGW_ERR_EXISTS
+	                            : FGW_ERR_DB;
 	if (r == FGW_OK)
 		rf->status = STORE_OP_PENDING;
 out:
@@ -391,8 +420,7 @@ move_txn(struct db *db, const char *txn_id, enum txn_state to, int64_t now)
 	db_bind_text(s, 2, txn_state_name(to));
 	db_bind_int64(s, 3, now);
 	db_bind_text(s, 4, cur);
-	r = db_step(s) == DB_DONE && db_changes(db) == 1 ? FGW_OK
-	                                                               : FGW_ERR_STATE;
+	r = db_step(s) == DB_DONE && db_changes(db) == 1 ? FGW_OK : FGW_ERR_STATE;
 	db_release(s);
 	return r;
 }
@@ -550,6 +578,43 @@ store_pendingop_due_list(struct store_reader *rd, enum store_op_kind kind, int64
 	for (int i = 0; i < *n; i++)
 		out[i].kind = kind;
 	return FGW_OK;
+}
+
+int
+store_pendingop_claim_run(struct db *db, const struct claim_args *a, void *rows, int *n)
+{
+	struct store_pendingop_due *out = rows;
+	const struct kind_sql *k;
+	int r;
+
+	*n = 0;
+	if (!kind_ok((enum store_op_kind)a->kind))
+		return FGW_ERR_INVALID;
+	k = &kinds[a->kind];
+	if ((r = claim_rows(db, claim_sql(db, k->claim_lite, k->claim_pg), a, due_row, rows,
+	                    n)) != 0)
+		return r;
+	for (int i = 0; i < *n; i++)
+		out[i].kind = (enum store_op_kind)a->kind;
+	return FGW_OK;
+}
+
+int
+store_pendingop_claim(struct store *st, struct store_waker *w, enum store_op_kind kind,
+                      int64_t now, int64_t before, int64_t lease_until,
+                      struct store_pendingop_due *out, int max, int *n,
+                      store_done_fn done, void *arg)
+{
+	const struct claim_args a = { .now = now,
+		                          .before = before,
+		                          .lease_until = lease_until,
+		                          .max = max,
+		                          .kind = (int)kind };
+
+	if (!kind_ok(kind) || lease_until <= now)
+		return FGW_ERR_INVALID;
+	return claim_submit(st, w, store_pendingop_claim_run, &a, sizeof(*out), NULL, out, n,
+	                    done, arg);
 }
 
 static int

@@ -130,6 +130,17 @@ int store_pendingop_due_list(struct store_reader *r, enum store_op_kind kind, in
                              int64_t before, struct store_pendingop_due *out, int max,
                              int *n);
 
+/* Claims, for the caller's reconciler until lease_until (ms;
+ * store/claim.h), what store_pendingop_due_list would list: the rows'
+ * reconcile_next_at moves to lease_until, so no reconciler of this or
+ * another instance lists them before then. The rows reach out[] and *n
+ * right before done(arg, rc), only when the claim committed; out must
+ * stay valid until done runs. */
+int store_pendingop_claim(struct store *st, struct store_waker *w,
+                          enum store_op_kind kind, int64_t now, int64_t before,
+                          int64_t lease_until, struct store_pendingop_due *out, int max,
+                          int *n, store_done_fn done, void *arg);
+
 /* One more unresolved attempt of a pending operation (op: kind, txn_id,
  * and a refund's id): attempts, next time, and (give_up) the
  * manual-review flag; FGW_ERR_STATE once it is final. */

@@ -25,6 +25,9 @@
 #define PG_LOCK_MIGRATE 0x6667770000000001LL
 /* The audit chain: held by each writer batch that appends events. */
 #define PG_LOCK_AUDIT 0x6667770000000002LL
+/* The backup schedule: held (pg_try_advisory_lock, a session lock) by the
+ * one instance that makes the backups, until its connection ends. */
+#define PG_LOCK_BACKUP 0x6667770000000003LL
 /* Writes of the key ring (store/keyring.c). */
 #define PG_LOCK_KEYRING 0x6667770000000010LL
 

@@ -273,9 +273,14 @@ store_refund_event(struct store *st, struct store_waker *w,
 static int
 dispute_run(struct db *db, void *ctx)
 {
+	/* A dispute recorded before is a clash the statement asks about (ON
+	 * CONFLICT), not an error caught: on PostgreSQL an error would spoil
+	 * the rest of the batch's transaction. The amount is cast so that
+	 * PostgreSQL does not take ?4 for a 32-bit integer from the -1. */
 	static const char sql[] =
-	    "INSERT OR IGNORE INTO transaction_disputes (id, txn_id, processor, amount, reason,"
-	    " event_id, created_at) VALUES (?1, ?2, ?3, NULLIF(?4, -1), NULLIF(?5, ''), ?6, ?7)";
+	    "INSERT INTO transaction_disputes (id, txn_id, processor, amount, reason,"
+	    " event_id, created_at) VALUES (?1, ?2, ?3, NULLIF(CAST(?4 AS BIGINT), -1),"
+	    " NULLIF(?5, ''), ?6, ?7) ON CONFLICT (id) DO NOTHING";
 	struct ev_job *j = ctx;
 	struct db_stmt *s = NULL;
 	int r;
@@ -290,8 +295,8 @@ dispute_run(struct db *db, void *ctx)
 	db_bind_text(s, 6, j->ev.event_id);
 	db_bind_int64(s, 7, fgw_now_ms());
 	r = db_step(s) != DB_DONE ? FGW_ERR_DB
-	    : db_changes(db) == 1     ? FGW_OK
-	                                   : FGW_ERR_EXISTS;
+	    : db_changes(db) == 1 ? FGW_OK
+	                          : FGW_ERR_EXISTS;
 	db_release(s);
 	return r;
 }

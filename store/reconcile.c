@@ -9,6 +9,7 @@
 
 #include "core/err.h"
 #include "core/util.h"
+#include "store/claim.h"
 #include "store/db.h"
 #include "store/reconcile.h"
 #include "store/sqlutil.h"
@@ -16,7 +17,8 @@
 
 int
 store_due_rows(struct store_reader *rd, const char *sql, int64_t now, int64_t before,
-               int max, void (*row)(struct db_stmt *s, void *out, int i), void *out, int *n)
+               int max, void (*row)(struct db_stmt *s, void *out, int i), void *out,
+               int *n)
 {
 	struct db_stmt *s = NULL;
 	int rc, r;
@@ -92,6 +94,61 @@ store_awaiting_action_list(struct store_reader *rd, int64_t now,
 	    " FROM transactions WHERE status = 'requires_action' AND reconcile_next_at <= ?1"
 	    " ORDER BY reconcile_next_at LIMIT ?3";
 	return store_due_rows(rd, sql, now, 0, max, unresolved_row, out, n);
+}
+
+/* The claims (store/claim.h): the same rows as the lists above, their
+ * reconcile_next_at moved to the lease's end (?4). */
+#define CLAIM_RET "id, status, reconcile_attempts, created_at, manual_review"
+#define UNRESOLVED_CLAIM(DIALECT)                                                   \
+	DIALECT("transactions", "id", "reconcile_next_at = ?4",                         \
+	        "status IN ('posting', 'processing')",                                  \
+	        "SELECT id FROM transactions WHERE status IN ('posting', 'processing')" \
+	        " AND reconcile_next_at <= ?1"                                          \
+	        " AND (status = 'processing' OR updated_at < ?2)"                       \
+	        " ORDER BY reconcile_next_at, created_at LIMIT ?3",                     \
+	        CLAIM_RET)
+#define AWAITING_CLAIM(DIALECT)                                                 \
+	DIALECT("transactions", "id", "reconcile_next_at = ?4",                     \
+	        "status = 'requires_action'",                                       \
+	        "SELECT id FROM transactions WHERE status = 'requires_action'"      \
+	        " AND reconcile_next_at <= ?1 ORDER BY reconcile_next_at LIMIT ?3", \
+	        CLAIM_RET)
+
+int
+store_unresolved_claim_run(struct db *db, const struct claim_args *a, void *rows, int *n)
+{
+	return claim_rows(db,
+	                  claim_sql(db, UNRESOLVED_CLAIM(CLAIM_SQL_LITE),
+	                            UNRESOLVED_CLAIM(CLAIM_SQL_PG)),
+	                  a, unresolved_row, rows, n);
+}
+
+int
+store_awaiting_action_claim_run(struct db *db, const struct claim_args *a, void *rows,
+                                int *n)
+{
+	return claim_rows(db,
+	                  claim_sql(db, AWAITING_CLAIM(CLAIM_SQL_LITE),
+	                            AWAITING_CLAIM(CLAIM_SQL_PG)),
+	                  a, unresolved_row, rows, n);
+}
+
+int
+store_unresolved_claim(struct store *st, struct store_waker *w, int action, int64_t now,
+                       int64_t posting_before, int64_t lease_until,
+                       struct store_unresolved *out, int max, int *n, store_done_fn done,
+                       void *arg)
+{
+	const struct claim_args a = {
+		.now = now, .before = posting_before, .lease_until = lease_until, .max = max
+	};
+
+	if (lease_until <= now)
+		return FGW_ERR_INVALID;
+	return claim_submit(st, w,
+	                    action ? store_awaiting_action_claim_run
+	                           : store_unresolved_claim_run,
+	                    &a, sizeof(*out), NULL, out, n, done, arg);
 }
 
 int

@@ -30,6 +30,19 @@ int store_unresolved_list(struct store_reader *r, int64_t now, int64_t posting_b
 int store_awaiting_action_list(struct store_reader *r, int64_t now,
                                struct store_unresolved *out, int max, int *n);
 
+/* Claims, for the caller's reconciler until lease_until (ms;
+ * store/claim.h), the rows store_unresolved_list (action 0, with
+ * posting_before) or store_awaiting_action_list (action 1) would list:
+ * their reconcile_next_at moves to lease_until, so no reconciler of
+ * this or another instance lists them before then; the caller's outcome
+ * (txn_settle) or store_reconcile_defer sets it for real. The rows reach
+ * out[] and *n right before done(arg, rc), only when the claim committed;
+ * out must stay valid until done runs. */
+int store_unresolved_claim(struct store *st, struct store_waker *w, int action,
+                           int64_t now, int64_t posting_before, int64_t lease_until,
+                           struct store_unresolved *out, int max, int *n,
+                           store_done_fn done, void *arg);
+
 /* Records one more unresolved attempt: attempts, when to ask next, and
  * (give_up) the manual-review flag. Applied only while the row is still
  * posting/processing/requires_action. The audit events commit with it. */

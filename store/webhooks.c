@@ -59,9 +59,9 @@ store_txn_id_by_ref(struct store_reader *r, const char *ref, char *id, size_t id
 	if (ref == NULL || ref[0] == '\0')
 		return FGW_ERR_NOT_FOUND;
 	if ((rc = db_prepare(store_reader_db(r),
-	                      "SELECT id FROM transactions WHERE processor_ref = ?"
-	                      " ORDER BY created_at DESC LIMIT 1",
-	                      &s)) != 0)
+	                     "SELECT id FROM transactions WHERE processor_ref = ?"
+	                     " ORDER BY created_at DESC LIMIT 1",
+	                     &s)) != 0)
 		goto out;
 	if (db_bind_text_or_null(s, 1, ref) != 0) {
 		rc = FGW_ERR_DB;
@@ -93,25 +93,28 @@ run_inbound(struct db *db, void *arg)
 	struct inbound_job *j = arg;
 	struct db_stmt *s = NULL;
 	int rc;
+	/* A concurrent duplicate (the same event at two reactors or two
+	 * instances) is asked about, not caught: on PostgreSQL a failed
+	 * statement spoils the batch's transaction until its savepoint. */
 	if ((rc = db_prepare(db,
-	                      "INSERT INTO webhook_inbound (processor, event_id, event_type,"
-	                      " txn_id, result, received_at) VALUES (?, ?, ?, ?, ?, ?)",
-	                      &s)) != 0)
+	                     "INSERT INTO webhook_inbound (processor, event_id, event_type,"
+	                     " txn_id, result, received_at) VALUES (?, ?, ?, ?, ?, ?)"
+	                     " ON CONFLICT (processor, event_id) DO NOTHING",
+	                     &s)) != 0)
 		goto out;
 	if (db_bind_text_or_null(s, 1, j->processor) ||
 	    db_bind_text_or_null(s, 2, j->event_id) ||
 	    db_bind_text_or_null(s, 3, j->event_type) ||
-	    db_bind_text_or_null(s, 4, j->txn_id) ||
-	    db_bind_text_or_null(s, 5, j->result) ||
+	    db_bind_text_or_null(s, 4, j->txn_id) || db_bind_text_or_null(s, 5, j->result) ||
 	    db_bind_int64(s, 6, fgw_now_ms()) != FGW_OK) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
 	rc = db_step(s);
 	if (rc == DB_DONE)
-		rc = 0;
+		rc = db_changes(db) == 1 ? 0 : FGW_ERR_EXISTS;
 	else
-		rc = rc == FGW_ERR_EXISTS ? FGW_ERR_EXISTS : FGW_ERR_DB;
+		rc = FGW_ERR_DB;
 out:
 	db_release(s);
 	return rc;
@@ -194,8 +197,7 @@ run_enqueue(struct db *db, void *arg)
 		    db_bind_text_or_null(s, 6, o->payload) ||
 		    db_bind_int64(s, 7, o->next_attempt_at ? o->next_attempt_at : now) !=
 		        FGW_OK ||
-		    db_bind_int64(s, 8, now) != FGW_OK ||
-		    db_bind_int64(s, 9, now) != FGW_OK ||
+		    db_bind_int64(s, 8, now) != FGW_OK || db_bind_int64(s, 9, now) != FGW_OK ||
 		    db_step(s) != DB_DONE) {
 			log_error("webhooks: outbox insert: %s", db_errmsg(db));
 			rc = FGW_ERR_DB;
@@ -278,6 +280,10 @@ static const struct outbox_kind webhook_kind = {
 	.sql_due = OUTBOX_SQL_DUE("webhook_outbox", OUTBOX_COLS, "payload"),
 	.sql_list = OUTBOX_SQL_LIST("webhook_outbox", OUTBOX_COLS),
 	.sql_claim = OUTBOX_SQL_CLAIM("webhook_outbox"),
+	.sql_claim_due_lite = OUTBOX_SQL_CLAIM_DUE(CLAIM_SQL_LITE, "webhook_outbox",
+	                                           OUTBOX_COLS, "payload"),
+	.sql_claim_due_pg = OUTBOX_SQL_CLAIM_DUE(CLAIM_SQL_PG, "webhook_outbox", OUTBOX_COLS,
+	                                         "payload"),
 	.sql_mark = OUTBOX_SQL_MARK("webhook_outbox", ", last_http_status = ?7"),
 	.sql_retry = OUTBOX_SQL_RETRY("webhook_outbox"),
 };
@@ -291,7 +297,8 @@ run_attempt(struct db *db, void *arg)
 	struct db_stmt *s = NULL;
 	int attempt = 0, rc;
 
-	if ((rc = outbox_claim(db, &webhook_kind, a->outbox_id, &attempt)) != 0)
+	if ((rc = outbox_claim(db, &webhook_kind, a->outbox_id, a->lease_until, &attempt)) !=
+	    0)
 		goto out;
 	if ((rc = db_prepare(
 	         db,
@@ -300,10 +307,9 @@ run_attempt(struct db *db, void *arg)
 	         &s)) != 0)
 		goto out;
 	if (db_bind_text_or_null(s, 1, a->outbox_id) ||
-	    db_bind_int(s, 2, attempt) != FGW_OK ||
-	    db_bind_int64(s, 3, a->at) != FGW_OK ||
-	    (a->http_status ? db_bind_int(s, 4, a->http_status)
-	                    : db_bind_null(s, 4)) != FGW_OK ||
+	    db_bind_int(s, 2, attempt) != FGW_OK || db_bind_int64(s, 3, a->at) != FGW_OK ||
+	    (a->http_status ? db_bind_int(s, 4, a->http_status) : db_bind_null(s, 4)) !=
+	        FGW_OK ||
 	    db_bind_text_or_null(s, 5, a->error) ||
 	    db_bind_int64(s, 6, a->elapsed_ms) != FGW_OK ||
 	    db_bind_text_or_null(s, 7, a->outcome) || db_step(s) != DB_DONE) {
@@ -353,6 +359,31 @@ store_outbox_due(struct store_reader *r, int64_t now_ms, struct store_outbox_row
 	return outbox_due(r, &webhook_kind, now_ms, out, max, n);
 }
 
+int
+store_outbox_claim_run(struct db *db, const struct claim_args *a, void *rows, int *n)
+{
+	return outbox_claim_due(db, &webhook_kind, a, rows, n);
+}
+
+static void
+clear_row(void *row)
+{
+	store_outbox_row_clear(row);
+}
+
+int
+store_outbox_claim(struct store *st, struct store_waker *w, int64_t now_ms,
+                   int64_t lease_until, struct store_outbox_row *out, int max, int *n,
+                   store_done_fn done, void *arg)
+{
+	const struct claim_args a = { .now = now_ms, .lease_until = lease_until, .max = max };
+
+	if (lease_until <= now_ms)
+		return FGW_ERR_INVALID;
+	return claim_submit(st, w, store_outbox_claim_run, &a, sizeof(*out), clear_row, out,
+	                    n, done, arg);
+}
+
 struct list_ctx {
 	void (*fn)(void *arg, const struct store_outbox_row *row);
 	void (*attempt_fn)(void *arg, int attempt, int64_t at, int http_status,
@@ -393,10 +424,10 @@ store_outbox_list(struct store_reader *r, int limit,
 	struct list_ctx c = { fn, attempt_fn, arg, NULL };
 	int rc;
 	if ((rc = db_prepare(store_reader_db(r),
-	                      "SELECT attempt, at, http_status, error,"
-	                      " elapsed_ms, outcome FROM webhook_attempts WHERE outbox_id = ?"
-	                      " ORDER BY seq",
-	                      &c.a)) != 0)
+	                     "SELECT attempt, at, http_status, error,"
+	                     " elapsed_ms, outcome FROM webhook_attempts WHERE outbox_id = ?"
+	                     " ORDER BY seq",
+	                     &c.a)) != 0)
 		return rc;
 	rc = outbox_list(r, &webhook_kind, limit, list_one, &c);
 	db_release(c.a);

@@ -66,6 +66,12 @@ struct store_outbox_attempt {
 	long elapsed_ms;
 	char outcome[16];        /* delivered, retry, failed */
 	int64_t next_attempt_at; /* for retry */
+	/* The lease end of the claim the row was delivered under (its
+	 * next_attempt_at as store_outbox_claim returned it): the attempt
+	 * is recorded only while the row is still claimed so (else
+	 * FGW_ERR_STATE: the lease ran out and another worker took it).
+	 * 0: a row not claimed (recorded while pending). */
+	int64_t lease_until;
 };
 /* Appends the attempt and moves the row (attempts + 1, status, next time,
  * last status/error) with the audit events, in one commit. The job fails
@@ -80,8 +86,19 @@ int store_outbox_retry(struct store *st, struct store_waker *w, const char *outb
                        int64_t now_ms, const struct store_audit *audit, size_t n_audit,
                        store_done_fn done, void *arg);
 
+/* Claims up to max pending rows due at now_ms for delivery by the caller
+ * until lease_until (ms; store/claim.h): no other worker, on this
+ * instance or another sharing the database, gets them before that. The
+ * rows (with lease_until as their next_attempt_at) reach out[] and *n
+ * only once the claim committed, right before done(arg, rc); each must be
+ * cleared. out must stay valid until done runs. */
+int store_outbox_claim(struct store *st, struct store_waker *w, int64_t now_ms,
+                       int64_t lease_until, struct store_outbox_row *out, int max, int *n,
+                       store_done_fn done, void *arg);
+
 /* Up to max pending rows due at now_ms, oldest due first, into out[];
- * *n receives how many (each must be cleared). */
+ * *n receives how many (each must be cleared). A read: for operators and
+ * tests; a sender claims (store_outbox_claim). */
 int store_outbox_due(struct store_reader *r, int64_t now_ms, struct store_outbox_row *out,
                      int max, int *n);
 /* Calls fn for each outbox row (newest first, at most limit), without
