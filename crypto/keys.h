@@ -28,7 +28,6 @@
 struct fgw_why;
 struct keyring;
 struct secbuf;
-struct fgw_why;
 
 /* Where the ring document lives instead of keys_dir/keyring.json: a
  * database every instance shares (the PostgreSQL store, store/keyring.h),
