@@ -7,6 +7,7 @@
  */
 #define LOG_MODULE "store"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -98,43 +99,27 @@ store_mail_enqueue(struct store *st, struct store_waker *w,
 	                                                   .arg = arg });
 }
 
-#define MAIL_COLS                                                                 \
-	"id, kind, audience, client_id, txn_id, mail_from, rcpt_to, subject, status," \
-	" attempts, next_attempt_at, last_error, created_at, updated_at"
+/* clang-format off */
+#define MAIL_COLUMNS(F, N)                                                     \
+	F(SQL_TEXT, id) N(SQL_TEXT, kind) N(SQL_TEXT, audience)                    \
+	N(SQL_TEXT, client_id) N(SQL_TEXT, txn_id) N(SQL_TEXT, mail_from)          \
+	N(SQL_TEXT, rcpt_to) N(SQL_TEXT, subject) N(SQL_TEXT, status)              \
+	N(SQL_INT, attempts) N(SQL_I64, next_attempt_at) N(SQL_TEXT, last_error)   \
+	N(SQL_I64, created_at) N(SQL_I64, updated_at)
+/* clang-format on */
+#define MAIL_COLS SQL_COL_NAMES(MAIL_COLUMNS)
 
-static void
-read_row(struct db_stmt *s, void *arg)
-{
-	struct store_mail_row *o = arg;
-	memset(o, 0, sizeof(*o));
-	db_col_copy(s, 0, o->id, sizeof(o->id));
-	db_col_copy(s, 1, o->kind, sizeof(o->kind));
-	db_col_copy(s, 2, o->audience, sizeof(o->audience));
-	db_col_copy(s, 3, o->client_id, sizeof(o->client_id));
-	db_col_copy(s, 4, o->txn_id, sizeof(o->txn_id));
-	db_col_copy(s, 5, o->mail_from, sizeof(o->mail_from));
-	db_col_copy(s, 6, o->rcpt_to, sizeof(o->rcpt_to));
-	db_col_copy(s, 7, o->subject, sizeof(o->subject));
-	db_col_copy(s, 8, o->status, sizeof(o->status));
-	o->attempts = db_col_int(s, 9);
-	o->next_attempt_at = db_col_int64(s, 10);
-	db_col_copy(s, 11, o->last_error, sizeof(o->last_error));
-	o->created_at = db_col_int64(s, 12);
-	o->updated_at = db_col_int64(s, 13);
-}
-
-static char **
-row_message(void *row)
-{
-	return &((struct store_mail_row *)row)->message;
-}
+#define SQL_COL_ROW struct store_mail_row
+static const struct sql_col mail_cols[] = { SQL_COL_TABLE(MAIL_COLUMNS) };
+#undef SQL_COL_ROW
 
 static const struct outbox_kind mail_kind = {
 	.name = "mail",
 	.done = "sent",
 	.row_size = sizeof(struct store_mail_row),
-	.read_row = read_row,
-	.payload = row_message,
+	.cols = mail_cols,
+	.n_cols = sizeof(mail_cols) / sizeof(mail_cols[0]),
+	.payload_off = offsetof(struct store_mail_row, message),
 	.has_code = 0,
 	.sql_due = OUTBOX_SQL_DUE("mail_outbox", MAIL_COLS, "message"),
 	.sql_list = OUTBOX_SQL_LIST("mail_outbox", MAIL_COLS),

@@ -23,15 +23,53 @@ outbox_outcome_ok(const struct outbox_kind *k, const char *outcome)
 	        strcmp(outcome, "failed") == 0);
 }
 
+static char **
+row_payload(const struct outbox_kind *k, void *row)
+{
+	return (char **)(void *)((char *)row + k->payload_off);
+}
+
 void
 outbox_row_clear(const struct outbox_kind *k, void *row)
 {
 	char **p;
 	if (row == NULL)
 		return;
-	p = k->payload(row);
+	p = row_payload(k, row);
 	free(*p);
 	*p = NULL;
+}
+
+static void
+clear_rows(const struct outbox_kind *k, char *rows, int n)
+{
+	for (int i = 0; i < n; i++)
+		outbox_row_clear(k, rows + (size_t)i * k->row_size);
+}
+
+/* Fills row from the kind's columns; a text longer than its field is cut,
+ * as the operator's list and the senders always took it. */
+static int
+read_row(const struct outbox_kind *k, struct db_stmt *s, void *row)
+{
+	memset(row, 0, k->row_size);
+	return sql_read_cols(s, 0, k->cols, k->n_cols, row) == FGW_ERR_INTERNAL
+	           ? FGW_ERR_INTERNAL
+	           : 0;
+}
+
+/* A due row: the columns, then its payload, which comes last (counted on
+ * a row: PostgreSQL knows the columns only once the statement ran). */
+static int
+read_due_row(const struct outbox_kind *k, struct db_stmt *s, void *row)
+{
+	const char *p = db_col_text(s, db_col_count(s) - 1);
+	int rc;
+	if ((rc = read_row(k, s, row)) != 0)
+		return rc;
+	if ((*row_payload(k, row) = strdup(p ? p : "")) == NULL)
+		return FGW_ERR_NOMEM;
+	return 0;
 }
 
 int
@@ -49,24 +87,15 @@ outbox_due(struct store_reader *r, const struct outbox_kind *k, int64_t now_ms, 
 		goto out;
 	}
 	while (*n < max && (rc = db_step(s)) == DB_ROW) {
-		/* The payload comes last; counted on a row (PostgreSQL knows
-		 * the columns only once the statement ran). */
-		int pay = db_col_count(s) - 1;
-		const char *p = db_col_text(s, pay);
-		void *row = rows + (size_t)*n * k->row_size;
-		k->read_row(s, row);
-		if ((*k->payload(row) = strdup(p ? (const char *)p : "")) == NULL) {
-			rc = FGW_ERR_NOMEM;
+		if ((rc = read_due_row(k, s, rows + (size_t)*n * k->row_size)) != 0)
 			goto out;
-		}
 		(*n)++;
 	}
 	rc = rc == DB_DONE || rc == DB_ROW || *n == max ? 0 : FGW_ERR_DB;
 out:
 	db_release(s);
 	if (rc != 0) {
-		for (int i = 0; i < *n; i++)
-			outbox_row_clear(k, rows + (size_t)i * k->row_size);
+		clear_rows(k, rows, *n);
 		*n = 0;
 	}
 	return rc;
@@ -88,12 +117,8 @@ outbox_list(struct store_reader *r, const struct outbox_kind *k, int limit,
 		goto out;
 	}
 	while ((rc = db_step(s)) == DB_ROW) {
-		int stop;
-		k->read_row(s, row);
-		if ((stop = fn(arg, row)) != 0) {
-			rc = stop;
+		if ((rc = read_row(k, s, row)) != 0 || (rc = fn(arg, row)) != 0)
 			goto out;
-		}
 	}
 	rc = rc == DB_DONE ? 0 : FGW_ERR_DB;
 out:
@@ -123,14 +148,8 @@ outbox_claim_due(struct db *db, const struct outbox_kind *k, const struct claim_
 		goto out;
 	}
 	while ((rc = db_step(s)) == DB_ROW && *n < a->max) {
-		int pay = db_col_count(s) - 1; /* the payload comes last */
-		const char *p = db_col_text(s, pay);
-		void *row = rows + (size_t)*n * k->row_size;
-		k->read_row(s, row);
-		if ((*k->payload(row) = strdup(p ? p : "")) == NULL) {
-			rc = FGW_ERR_NOMEM;
+		if ((rc = read_due_row(k, s, rows + (size_t)*n * k->row_size)) != 0)
 			goto out;
-		}
 		(*n)++;
 	}
 	if (rc != DB_ROW && rc != DB_DONE) {
@@ -141,8 +160,7 @@ outbox_claim_due(struct db *db, const struct outbox_kind *k, const struct claim_
 out:
 	db_release(s);
 	if (rc != 0) {
-		for (int i = 0; i < *n; i++)
-			outbox_row_clear(k, rows + (size_t)i * k->row_size);
+		clear_rows(k, rows, *n);
 		*n = 0;
 	}
 	return rc;

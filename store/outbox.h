@@ -19,16 +19,18 @@
 
 #include "store/claim.h"
 #include "store/db.h"
+#include "store/sqlutil.h"
 #include "store/store.h"
 
 struct outbox_kind {
 	const char *name; /* for log lines: "mail", "webhooks" */
 	const char *done; /* the status of a delivered row */
 	size_t row_size;  /* of the kind's row struct */
-	/* Fills a row from the kind's columns (0..), without its payload. */
-	void (*read_row)(struct db_stmt *s, void *row);
-	/* The row's owned payload pointer. */
-	char **(*payload)(void *row);
+	/* The kind's columns (store/sqlutil.h), as the COLS of its SQL list
+	 * them; the payload is not among them. */
+	const struct sql_col *cols;
+	size_t n_cols;
+	size_t payload_off;             /* of the row's owned char * payload */
 	int has_code;                   /* a last_http_status column (?7 of sql_mark) */
 	const char *sql_due;            /* OUTBOX_SQL_DUE */
 	const char *sql_list;           /* OUTBOX_SQL_LIST */
@@ -39,7 +41,7 @@ struct outbox_kind {
 	const char *sql_retry;          /* OUTBOX_SQL_RETRY */
 };
 
-/* COLS are the kind's columns as read_row reads them; due adds the
+/* COLS are the kind's columns as its cols table lists them; due adds the
  * payload column PAY after them. */
 #define OUTBOX_SQL_DUE(T, COLS, PAY)                               \
 	"SELECT " COLS ", " PAY " FROM " T " WHERE status = 'pending'" \

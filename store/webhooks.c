@@ -9,6 +9,7 @@
  */
 #define LOG_MODULE "store"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -190,7 +191,8 @@ run_enqueue(struct db *db, void *arg)
 	for (size_t i = 0; i < j->n; i++) {
 		const struct store_outbox_row *o = &j->rows[i];
 		db_reset(s);
-		if (db_bind_text_or_null(s, 1, o->id) || db_bind_text_or_null(s, 2, o->url) ||
+		if (db_bind_text_or_null(s, 1, o->id) ||
+		    db_bind_text_or_null(s, 2, o->endpoint_url) ||
 		    db_bind_text_or_null(s, 3, o->event_id) ||
 		    db_bind_text_or_null(s, 4, o->event_type) ||
 		    db_bind_text_or_null(s, 5, o->txn_id) ||
@@ -241,41 +243,27 @@ store_outbox_enqueue(struct store *st, struct store_waker *w,
 	                                                   .arg = arg });
 }
 
-#define OUTBOX_COLS                                                     \
-	"id, endpoint_url, event_id, event_type, txn_id, status, attempts," \
-	" next_attempt_at, last_http_status, last_error, created_at, updated_at"
+/* clang-format off */
+#define OUTBOX_COLUMNS(F, N)                                                   \
+	F(SQL_TEXT, id) N(SQL_TEXT, endpoint_url) N(SQL_TEXT, event_id)            \
+	N(SQL_TEXT, event_type) N(SQL_TEXT, txn_id) N(SQL_TEXT, status)            \
+	N(SQL_INT, attempts) N(SQL_I64, next_attempt_at)                           \
+	N(SQL_INT, last_http_status) N(SQL_TEXT, last_error)                       \
+	N(SQL_I64, created_at) N(SQL_I64, updated_at)
+/* clang-format on */
+#define OUTBOX_COLS SQL_COL_NAMES(OUTBOX_COLUMNS)
 
-static void
-read_outbox(struct db_stmt *s, void *arg)
-{
-	struct store_outbox_row *o = arg;
-	memset(o, 0, sizeof(*o));
-	db_col_copy(s, 0, o->id, sizeof(o->id));
-	db_col_copy(s, 1, o->url, sizeof(o->url));
-	db_col_copy(s, 2, o->event_id, sizeof(o->event_id));
-	db_col_copy(s, 3, o->event_type, sizeof(o->event_type));
-	db_col_copy(s, 4, o->txn_id, sizeof(o->txn_id));
-	db_col_copy(s, 5, o->status, sizeof(o->status));
-	o->attempts = db_col_int(s, 6);
-	o->next_attempt_at = db_col_int64(s, 7);
-	o->last_http_status = db_col_int(s, 8);
-	db_col_copy(s, 9, o->last_error, sizeof(o->last_error));
-	o->created_at = db_col_int64(s, 10);
-	o->updated_at = db_col_int64(s, 11);
-}
-
-static char **
-row_payload(void *row)
-{
-	return &((struct store_outbox_row *)row)->payload;
-}
+#define SQL_COL_ROW struct store_outbox_row
+static const struct sql_col outbox_cols[] = { SQL_COL_TABLE(OUTBOX_COLUMNS) };
+#undef SQL_COL_ROW
 
 static const struct outbox_kind webhook_kind = {
 	.name = "webhooks",
 	.done = "delivered",
 	.row_size = sizeof(struct store_outbox_row),
-	.read_row = read_outbox,
-	.payload = row_payload,
+	.cols = outbox_cols,
+	.n_cols = sizeof(outbox_cols) / sizeof(outbox_cols[0]),
+	.payload_off = offsetof(struct store_outbox_row, payload),
 	.has_code = 1,
 	.sql_due = OUTBOX_SQL_DUE("webhook_outbox", OUTBOX_COLS, "payload"),
 	.sql_list = OUTBOX_SQL_LIST("webhook_outbox", OUTBOX_COLS),
