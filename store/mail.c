@@ -113,23 +113,20 @@ store_mail_enqueue(struct store *st, struct store_waker *w,
 static const struct sql_col mail_cols[] = { SQL_COL_TABLE(MAIL_COLUMNS) };
 #undef SQL_COL_ROW
 
+static void
+clear_row(void *row)
+{
+	store_mail_row_clear(row);
+}
+
 static const struct outbox_kind mail_kind = {
 	.name = "mail",
 	.done = "sent",
-	.row_size = sizeof(struct store_mail_row),
-	.cols = mail_cols,
-	.n_cols = sizeof(mail_cols) / sizeof(mail_cols[0]),
-	.payload_off = offsetof(struct store_mail_row, message),
+	OUTBOX_ROW(struct store_mail_row, mail_cols, message),
+	.claim_run = store_mail_claim_run,
+	.clear_row = clear_row,
 	.has_code = 0,
-	.sql_due = OUTBOX_SQL_DUE("mail_outbox", MAIL_COLS, "message"),
-	.sql_list = OUTBOX_SQL_LIST("mail_outbox", MAIL_COLS),
-	.sql_claim = OUTBOX_SQL_CLAIM("mail_outbox"),
-	.sql_claim_due_lite = OUTBOX_SQL_CLAIM_DUE(CLAIM_SQL_LITE, "mail_outbox", MAIL_COLS,
-	                                           "message"),
-	.sql_claim_due_pg = OUTBOX_SQL_CLAIM_DUE(CLAIM_SQL_PG, "mail_outbox", MAIL_COLS,
-	                                         "message"),
-	.sql_mark = OUTBOX_SQL_MARK("mail_outbox", ""),
-	.sql_retry = OUTBOX_SQL_RETRY("mail_outbox"),
+	OUTBOX_SQL("mail_outbox", MAIL_COLS, "message", ""),
 };
 
 struct attempt_job {
@@ -209,23 +206,13 @@ store_mail_claim_run(struct db *db, const struct claim_args *a, void *rows, int 
 	return outbox_claim_due(db, &mail_kind, a, rows, n);
 }
 
-static void
-clear_row(void *row)
-{
-	store_mail_row_clear(row);
-}
-
 int
 store_mail_claim(struct store *st, struct store_waker *w, int64_t now_ms,
                  int64_t lease_until, struct store_mail_row *out, int max, int *n,
                  store_done_fn done, void *arg)
 {
-	const struct claim_args a = { .now = now_ms, .lease_until = lease_until, .max = max };
-
-	if (lease_until <= now_ms)
-		return FGW_ERR_INVALID;
-	return claim_submit(st, w, store_mail_claim_run, &a, sizeof(*out), clear_row, out, n,
-	                    done, arg);
+	return outbox_claim_submit(st, w, &mail_kind, now_ms, lease_until, out, max, n, done,
+	                           arg);
 }
 
 struct list_ctx {

@@ -40,13 +40,6 @@ outbox_row_clear(const struct outbox_kind *k, void *row)
 	*p = NULL;
 }
 
-static void
-clear_rows(const struct outbox_kind *k, char *rows, int n)
-{
-	for (int i = 0; i < n; i++)
-		outbox_row_clear(k, rows + (size_t)i * k->row_size);
-}
-
 /* Fills row from the kind's columns; a text longer than its field is cut,
  * as the operator's list and the senders always took it. */
 static int
@@ -72,12 +65,31 @@ read_due_row(const struct outbox_kind *k, struct db_stmt *s, void *row)
 	return 0;
 }
 
+/* Steps s for up to max due rows into rows[], counted in *n; 0, or the
+ * step's or the read's error with no row kept. */
+static int
+read_due_rows(const struct outbox_kind *k, struct db_stmt *s, char *rows, int max, int *n)
+{
+	int rc;
+	*n = 0;
+	while ((rc = db_step(s)) == DB_ROW && *n < max) {
+		if ((rc = read_due_row(k, s, rows + (size_t)*n * k->row_size)) != 0)
+			break;
+		(*n)++;
+	}
+	if (rc == DB_ROW || rc == DB_DONE)
+		return 0;
+	for (int i = 0; i < *n; i++)
+		outbox_row_clear(k, rows + (size_t)i * k->row_size);
+	*n = 0;
+	return rc;
+}
+
 int
 outbox_due(struct store_reader *r, const struct outbox_kind *k, int64_t now_ms, void *out,
            int max, int *n)
 {
 	struct db_stmt *s = NULL;
-	char *rows = out;
 	int rc;
 	*n = 0;
 	if ((rc = db_prepare(store_reader_db(r), k->sql_due, &s)) != 0)
@@ -86,18 +98,10 @@ outbox_due(struct store_reader *r, const struct outbox_kind *k, int64_t now_ms, 
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	while (*n < max && (rc = db_step(s)) == DB_ROW) {
-		if ((rc = read_due_row(k, s, rows + (size_t)*n * k->row_size)) != 0)
-			goto out;
-		(*n)++;
-	}
-	rc = rc == DB_DONE || rc == DB_ROW || *n == max ? 0 : FGW_ERR_DB;
+	if ((rc = read_due_rows(k, s, out, max, n)) != 0 && rc != FGW_ERR_NOMEM)
+		rc = FGW_ERR_DB;
 out:
 	db_release(s);
-	if (rc != 0) {
-		clear_rows(k, rows, *n);
-		*n = 0;
-	}
 	return rc;
 }
 
@@ -132,7 +136,6 @@ outbox_claim_due(struct db *db, const struct outbox_kind *k, const struct claim_
                  void *out, int *n)
 {
 	struct db_stmt *s = NULL;
-	char *rows = out;
 	int rc;
 
 	*n = 0;
@@ -147,23 +150,24 @@ outbox_claim_due(struct db *db, const struct outbox_kind *k, const struct claim_
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	while ((rc = db_step(s)) == DB_ROW && *n < a->max) {
-		if ((rc = read_due_row(k, s, rows + (size_t)*n * k->row_size)) != 0)
-			goto out;
-		(*n)++;
-	}
-	if (rc != DB_ROW && rc != DB_DONE) {
+	if ((rc = read_due_rows(k, s, out, a->max, n)) != 0 && rc != FGW_ERR_NOMEM)
 		log_error("%s: claiming due rows: %s", k->name, db_errmsg(db));
-		goto out;
-	}
-	rc = 0;
 out:
 	db_release(s);
-	if (rc != 0) {
-		clear_rows(k, rows, *n);
-		*n = 0;
-	}
 	return rc;
+}
+
+int
+outbox_claim_submit(struct store *st, struct store_waker *w, const struct outbox_kind *k,
+                    int64_t now_ms, int64_t lease_until, void *out, int max, int *n,
+                    store_done_fn done, void *arg)
+{
+	const struct claim_args a = { .now = now_ms, .lease_until = lease_until, .max = max };
+
+	if (lease_until <= now_ms)
+		return FGW_ERR_INVALID;
+	return claim_submit(st, w, k->claim_run, &a, k->row_size, k->clear_row, out, n, done,
+	                    arg);
 }
 
 int

@@ -257,23 +257,20 @@ store_outbox_enqueue(struct store *st, struct store_waker *w,
 static const struct sql_col outbox_cols[] = { SQL_COL_TABLE(OUTBOX_COLUMNS) };
 #undef SQL_COL_ROW
 
+static void
+clear_row(void *row)
+{
+	store_outbox_row_clear(row);
+}
+
 static const struct outbox_kind webhook_kind = {
 	.name = "webhooks",
 	.done = "delivered",
-	.row_size = sizeof(struct store_outbox_row),
-	.cols = outbox_cols,
-	.n_cols = sizeof(outbox_cols) / sizeof(outbox_cols[0]),
-	.payload_off = offsetof(struct store_outbox_row, payload),
+	OUTBOX_ROW(struct store_outbox_row, outbox_cols, payload),
+	.claim_run = store_outbox_claim_run,
+	.clear_row = clear_row,
 	.has_code = 1,
-	.sql_due = OUTBOX_SQL_DUE("webhook_outbox", OUTBOX_COLS, "payload"),
-	.sql_list = OUTBOX_SQL_LIST("webhook_outbox", OUTBOX_COLS),
-	.sql_claim = OUTBOX_SQL_CLAIM("webhook_outbox"),
-	.sql_claim_due_lite = OUTBOX_SQL_CLAIM_DUE(CLAIM_SQL_LITE, "webhook_outbox",
-	                                           OUTBOX_COLS, "payload"),
-	.sql_claim_due_pg = OUTBOX_SQL_CLAIM_DUE(CLAIM_SQL_PG, "webhook_outbox", OUTBOX_COLS,
-	                                         "payload"),
-	.sql_mark = OUTBOX_SQL_MARK("webhook_outbox", ", last_http_status = ?7"),
-	.sql_retry = OUTBOX_SQL_RETRY("webhook_outbox"),
+	OUTBOX_SQL("webhook_outbox", OUTBOX_COLS, "payload", ", last_http_status = ?7"),
 };
 
 /* The outbox row moves as outbox_mark does; webhooks also keep every
@@ -353,23 +350,13 @@ store_outbox_claim_run(struct db *db, const struct claim_args *a, void *rows, in
 	return outbox_claim_due(db, &webhook_kind, a, rows, n);
 }
 
-static void
-clear_row(void *row)
-{
-	store_outbox_row_clear(row);
-}
-
 int
 store_outbox_claim(struct store *st, struct store_waker *w, int64_t now_ms,
                    int64_t lease_until, struct store_outbox_row *out, int max, int *n,
                    store_done_fn done, void *arg)
 {
-	const struct claim_args a = { .now = now_ms, .lease_until = lease_until, .max = max };
-
-	if (lease_until <= now_ms)
-		return FGW_ERR_INVALID;
-	return claim_submit(st, w, store_outbox_claim_run, &a, sizeof(*out), clear_row, out,
-	                    n, done, arg);
+	return outbox_claim_submit(st, w, &webhook_kind, now_ms, lease_until, out, max, n,
+	                           done, arg);
 }
 
 struct list_ctx {
