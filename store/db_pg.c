@@ -565,6 +565,29 @@ dbpg_bind(struct db_stmt *s, int i, const char *v, size_t len)
 	return 0;
 }
 
+/* Whether sql is a COMMIT (or its synonym END). */
+static int
+is_commit(const char *sql)
+{
+	char w[16];
+
+	first_word(sql, w, sizeof(w));
+	return strcmp(w, "COMMIT") == 0 || strcmp(w, "END") == 0;
+}
+
+#define COMMITTED_NOTHING \
+	"postgresql: COMMIT rolled back: a statement of the transaction had failed"
+
+/* PostgreSQL answers COMMIT of a transaction that a failed statement
+ * spoiled with success and the tag ROLLBACK: nothing was committed, and
+ * the caller (the writer, before it answers) must not take it for a
+ * commit. */
+static int
+committed_nothing(const char *sql, PGresult *res)
+{
+	return is_commit(sql) && strcmp(PQcmdStatus(res), "ROLLBACK") == 0;
+}
+
 /* Whether the call just made left a transaction open; a lost connection
  * keeps what was known before it. */
 static void
@@ -613,6 +636,10 @@ dbpg_step(struct db_stmt *s)
 		r = fail_from(db, res);
 		PQclear(res);
 		return r;
+	}
+	if (committed_nothing(s->pgsql, res)) {
+		PQclear(res);
+		return db_fail_set(db, DB_FAIL_OTHER, COMMITTED_NOTHING);
 	}
 	note_changes(db, res);
 	s->res = res;
@@ -683,16 +710,6 @@ dbpg_col_name(struct db_stmt *s, int i)
 	return PQfname(c, i);
 }
 
-/* Whether sql is a COMMIT (or its synonym END). */
-static int
-is_commit(const char *sql)
-{
-	char w[16];
-
-	first_word(sql, w, sizeof(w));
-	return strcmp(w, "COMMIT") == 0 || strcmp(w, "END") == 0;
-}
-
 int
 dbpg_exec(struct db *db, const char *sql)
 {
@@ -716,13 +733,8 @@ dbpg_exec(struct db *db, const char *sql)
 	case PGRES_TUPLES_OK:
 	case PGRES_COMMAND_OK:
 	case PGRES_EMPTY_QUERY:
-		/* PostgreSQL answers COMMIT of a transaction that a failed
-		 * statement spoiled with success and the tag ROLLBACK: nothing
-		 * was committed, and the caller must not answer as if it had. */
-		if (is_commit(sql) && strcmp(PQcmdStatus(res), "ROLLBACK") == 0) {
-			r = db_fail_set(db, DB_FAIL_OTHER,
-			                "postgresql: COMMIT rolled back: a statement of the "
-			                "transaction had failed");
+		if (committed_nothing(sql, res)) {
+			r = db_fail_set(db, DB_FAIL_OTHER, COMMITTED_NOTHING);
 			break;
 		}
 		note_changes(db, res);

@@ -464,6 +464,8 @@ end:
 static int
 c_commit_after_failure(struct db *db)
 {
+	struct db_stmt *s = NULL;
+
 	TT_BEGIN;
 	CHECK_EQ_INT(db_exec(db, "BEGIN"), 0);
 	CHECK_EQ_INT(insert_row(db, 1, "a", 1), DB_DONE);
@@ -477,7 +479,16 @@ c_commit_after_failure(struct db *db)
 		CHECK_EQ_INT(db_in_txn(db), 0);
 		CHECK_EQ_INT(count_rows(db), 1);
 	}
+	/* The same through a prepared COMMIT, as the writer runs its own. */
+	CHECK_EQ_INT(db_exec(db, "BEGIN"), 0);
+	CHECK_EQ_INT(insert_row(db, 3, "c", 3), DB_DONE);
+	CHECK_EQ_INT(insert_row(db, 4, "c", 4), FGW_ERR_EXISTS);
+	CHECK_EQ_INT(db_prepare(db, "COMMIT", &s), 0);
+	CHECK_EQ_INT(db_step(s), is_pg(db) ? FGW_ERR_DB : DB_DONE);
+	CHECK_EQ_INT(db_in_txn(db), 0);
+	CHECK_EQ_INT(count_rows(db), is_pg(db) ? 0 : 2);
 end:
+	db_release(s);
 	if (db_in_txn(db))
 		db_exec(db, "ROLLBACK");
 	TT_END;
