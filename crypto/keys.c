@@ -216,6 +216,28 @@ unlock(const struct keyring *kr)
 	pthread_rwlock_unlock(kr->lock);
 }
 
+/* The first start on a source that is empty while keys_dir holds a
+ * ring: that ring, checked as at any open, becomes the source's first
+ * row (the file stays, and is no longer read). */
+static int
+ring_import(struct keyring *kr, const char **msg)
+{
+	int r;
+
+	kr->has_src = 0;
+	r = ring_load(kr, &kr->st, msg);
+	kr->has_src = 1;
+	if (r != FGW_OK)
+		return r;
+	kr->src_gen = 0;
+	if ((r = ring_persist(kr, fgw_now_ms(), msg)) != FGW_OK)
+		return r;
+	log_info("key ring %s stored in the database (generation %llu); the file is no "
+	         "longer read",
+	         kr->path, (unsigned long long)kr->st.generation);
+	return FGW_OK;
+}
+
 int
 keyring_open(const struct keyring_opts *opts, struct keyring **out, struct fgw_why *why)
 {
@@ -224,7 +246,7 @@ keyring_open(const struct keyring_opts *opts, struct keyring **out, struct fgw_w
 	struct fgw_why kw = { 0 };
 	const char *msg = NULL;
 	struct stat sb;
-	int r, ring_exists;
+	int r, ring_exists, file_exists, import = 0;
 
 	*out = NULL;
 	if (sodium_init() < 0) {
@@ -271,21 +293,42 @@ keyring_open(const struct keyring_opts *opts, struct keyring **out, struct fgw_w
 		         "it should be mode 0700",
 		         opts->dir);
 	if (stat(kr->path, &sb) == 0)
-		ring_exists = 1;
+		file_exists = 1;
 	else if (errno == ENOENT)
-		ring_exists = 0;
+		file_exists = 0;
 	else {
 		msg = "cannot read the key ring file";
 		r = FGW_ERR_IO;
 		goto out;
 	}
-	if (!ring_exists && !opts->create) {
-		msg = "key ring not found (initialise it with create)";
+	ring_exists = file_exists;
+	if (opts->source != NULL) {
+		const struct keyring_source *src = opts->source;
+		uint64_t gen = 0;
+		if (src->load == NULL || src->save == NULL || src->generation == NULL) {
+			msg = "key ring source without its functions";
+			r = FGW_ERR_INVALID;
+			goto out;
+		}
+		kr->has_src = 1;
+		kr->src = *src;
+		if ((r = src->generation(src->ctx, &gen)) != FGW_OK) {
+			msg = "cannot read the key ring from the database";
+			goto out;
+		}
+		ring_exists = gen > 0;
+		/* Moving to a shared database keeps the keys that encrypted the
+		 * vault: the file's ring is stored there on the first start. */
+		import = !ring_exists && file_exists && opts->create;
+	}
+	if (!ring_exists && !import && !opts->create) {
+		msg = kr->has_src ? "key ring not found in the database (start flairgw once)"
+		                  : "key ring not found (initialise it with create)";
 		r = FGW_ERR_NOT_FOUND;
 		goto out;
 	}
 	/* A KEK may be generated only for a ring that does not exist yet. */
-	if ((r = kek_load(opts, !ring_exists, &kek, &kw)) != FGW_OK) {
+	if ((r = kek_load(opts, !ring_exists && !import, &kek, &kw)) != FGW_OK) {
 		msg = kw.msg[0] ? kw.msg : NULL;
 		goto out;
 	}
@@ -296,10 +339,19 @@ keyring_open(const struct keyring_opts *opts, struct keyring **out, struct fgw_w
 		goto out;
 	if (ring_exists)
 		r = ring_load(kr, &kr->st, &msg);
+	else if (import)
+		r = ring_import(kr, &msg);
 	else
 		r = ring_create(kr, &msg);
+	if (r == FGW_ERR_CONFLICT && kr->has_src) {
+		/* Another instance stored the first ring a moment before us:
+		 * use that one (a different KEK fails its check value here). */
+		keys_state_clear(&kr->st);
+		r = ring_load(kr, &kr->st, &msg);
+	}
 	if (r != FGW_OK)
 		goto out;
+	kr->src_gen = kr->has_src ? kr->st.generation : 0;
 	*out = kr;
 	kr = NULL; /* owned by the caller now */
 	r = FGW_OK;
@@ -350,7 +402,33 @@ keyring_check(const struct keyring_opts *opts, const char **note, struct fgw_why
 		msg = "keys directory path is too long";
 		goto out;
 	}
-	if (stat(ring, &sb) == 0) {
+	if (opts->source != NULL) {
+		uint64_t gen = 0;
+		if (opts->source->generation == NULL ||
+		    (r = opts->source->generation(opts->source->ctx, &gen)) != FGW_OK) {
+			msg = "cannot read the key ring from the database";
+			r = FGW_ERR_DB;
+			goto out;
+		}
+		ro = *opts;
+		ro.create = 0;
+		if (gen > 0) {
+			r = keyring_open(&ro, &kr, &kw);
+			msg = kw.msg[0] ? kw.msg : NULL;
+			keyring_free(kr);
+			goto out;
+		}
+		if (stat(ring, &sb) == 0) {
+			/* The file's ring goes to the database on first start. */
+			ro.source = NULL;
+			if ((r = keyring_open(&ro, &kr, &kw)) == FGW_OK)
+				*note = "no key ring in the database yet: keyring.json is stored "
+				        "there on first start";
+			msg = kw.msg[0] ? kw.msg : NULL;
+			keyring_free(kr);
+			goto out;
+		}
+	} else if (stat(ring, &sb) == 0) {
 		/* The ring exists: open it as the daemon would, minus create. */
 		ro = *opts;
 		ro.create = 0;
@@ -600,9 +678,16 @@ keyring_reload(struct keyring *kr, struct fgw_why *why)
 	size_t i;
 	int r;
 
-	wrlock(kr);
+	/* Read and checked before the lock: the ring's users go on while
+	 * the file or the database is read and the keys unwrapped. */
 	if ((r = ring_load(kr, &ns, &msg)) != FGW_OK)
+		goto done;
+	wrlock(kr);
+	if (kr->has_src && ns.generation <= kr->st.generation) {
+		/* This process wrote a newer ring meanwhile (or the same). */
+		r = FGW_OK;
 		goto out;
+	}
 	if (strcmp(ns.fp.id, kr->st.fp.id) != 0 || strcmp(ns.amac.id, kr->st.amac.id) != 0 ||
 	    strcmp(ns.asign.id, kr->st.asign.id) != 0) {
 		msg = "the key ring file holds different fingerprint or audit keys";
@@ -636,15 +721,52 @@ keyring_reload(struct keyring *kr, struct fgw_why *why)
 	kr->st = ns;
 	memset(&ns, 0, sizeof(ns));
 	keys_state_clear(&old);
+	if (kr->has_src)
+		kr->src_gen = kr->st.generation;
 	log_info("reloaded key ring (generation %llu)",
 	         (unsigned long long)kr->st.generation);
 	r = FGW_OK;
 out:
 	unlock(kr);
+done:
 	keys_state_clear(&ns);
 	if (r != FGW_OK)
 		fgw_why_set(why, NULL, 0, 0, "%s", msg != NULL ? msg : fgw_strerror(r));
 	return r;
+}
+
+int
+keyring_refresh(struct keyring *kr, int *reloaded, struct fgw_why *why)
+{
+	uint64_t gen = 0, have, refused;
+	int r;
+
+	if (reloaded != NULL)
+		*reloaded = 0;
+	if (!kr->has_src)
+		return FGW_OK;
+	if ((r = kr->src.generation(kr->src.ctx, &gen)) != FGW_OK) {
+		fgw_why_set(why, NULL, 0, 0, "%s",
+		            "cannot read the key ring's generation from the database");
+		return r;
+	}
+	rdlock(kr);
+	have = kr->src_gen;
+	refused = kr->src_refused;
+	unlock(kr);
+	if (gen == have || gen == refused)
+		return FGW_OK;
+	if ((r = keyring_reload(kr, why)) != FGW_OK) {
+		/* A ring that fails its checks is reported once, not on every
+		 * poll, until a newer generation replaces it. */
+		wrlock(kr);
+		kr->src_refused = gen;
+		unlock(kr);
+		return r;
+	}
+	if (reloaded != NULL)
+		*reloaded = 1;
+	return FGW_OK;
 }
 
 int

@@ -25,8 +25,28 @@
 #include <stdint.h>
 #include <stdio.h>
 
+struct fgw_why;
 struct keyring;
 struct secbuf;
+
+/* Where the ring document lives instead of keys_dir/keyring.json: a
+ * database every instance shares (the PostgreSQL store, store/keyring.h),
+ * passed in by the gateway so that only store/ speaks SQL. The document
+ * is the same, wrapped keys and integrity MAC included; the KEK never
+ * goes there. Each call returns 0 or a negative FGW_ERR_* code. */
+struct keyring_source {
+	/* The newest document (*text malloc'ed, NUL-terminated) and the
+	 * generation it was stored as. FGW_ERR_NOT_FOUND when there is none. */
+	int (*load)(void *ctx, char **text, size_t *len, uint64_t *generation);
+	/* Stores text as generation, atomically refusing with
+	 * FGW_ERR_CONFLICT when the newest stored generation is not prev (0:
+	 * none): someone else rotated since this ring was read. */
+	int (*save)(void *ctx, uint64_t prev, uint64_t generation, const char *text,
+	            size_t len);
+	/* The newest stored generation (0: none), for keyring_refresh. */
+	int (*generation)(void *ctx, uint64_t *generation);
+	void *ctx;
+};
 
 struct keyring_opts {
 	const char *dir;        /* keys directory, created 0700 if create */
@@ -38,6 +58,12 @@ struct keyring_opts {
 	                             that does not exist) and key ring on first
 	                             start */
 	int64_t box_grace_ms;   /* how long a rotated box key stays valid */
+	/* NULL: keys_dir/keyring.json. Else the ring lives there (it must
+	 * outlive the keyring). A first start with an empty source and a
+	 * keyring.json in dir stores that ring (moving to PostgreSQL keeps
+	 * the keys); with none, the first instance creates the ring and one
+	 * starting at the same moment loads it. */
+	const struct keyring_source *source;
 };
 
 /* Opens (or, with create, initialises) the key ring. On error why (NULL:
@@ -92,6 +118,13 @@ int keyring_box_current(struct keyring *kr, char *id, size_t idlen, unsigned cha
  * and hold the same fingerprint and audit keys, else nothing changes.
  * Pointers returned by keyring_box_key_id stay valid. */
 int keyring_reload(struct keyring *kr, struct fgw_why *why);
+/* With a source: reloads the ring when the source's newest generation is
+ * not the one in memory (another instance or flairctl rotated), checked
+ * as keyring_reload checks. *reloaded (may be NULL) says whether it did.
+ * The source is asked outside the ring's lock, so encryption on other
+ * threads does not wait for the database. Without a source: 0, nothing
+ * done (the gateway watches the file instead). */
+int keyring_refresh(struct keyring *kr, int *reloaded, struct fgw_why *why);
 /* Malloc'ed JSON for operators: ids, statuses, times, public keys. No
  * secret or wrapped material. */
 int keyring_status_json(struct keyring *kr, char **out);

@@ -1,7 +1,9 @@
 /*
  * crypto/ring.c — keyring.json: canonical text and integrity MAC, writing
  * (with a cross-process lock and a generation counter), reading and
- * checking.
+ * checking. The same document lives in the database instead when the
+ * keyring has a source (struct keyring_source: the PostgreSQL store,
+ * shared by every instance); only where it is read and written differs.
  */
 #define LOG_MODULE "crypto"
 
@@ -331,6 +333,24 @@ ring_persist(struct keyring *kr, int64_t now, const char **msg)
 	int lfd = -1, r;
 	size_t i, j;
 
+	if (kr->has_src) {
+		/* The source refuses the write (in the same transaction as the
+		 * check) when the newest stored ring is not the one we read. */
+		kr->st.generation++;
+		r = ring_json(kr, &kr->st, now, 0, &text);
+		if (r == FGW_OK)
+			r = kr->src.save(kr->src.ctx, kr->src_gen, kr->st.generation, text,
+			                 strlen(text));
+		if (r != FGW_OK) {
+			kr->st.generation--;
+			*msg = r == FGW_ERR_CONFLICT ? "the key ring changed in the database since it "
+			                               "was read (reload it and retry)"
+			                             : "cannot write the key ring to the database";
+			goto out;
+		}
+		kr->src_gen = kr->st.generation;
+		goto written;
+	}
 	lfd = open(kr->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (lfd < 0 || flock(lfd, LOCK_EX) != 0) {
 		*msg = "cannot lock the key ring";
@@ -357,6 +377,7 @@ ring_persist(struct keyring *kr, int64_t now, const char **msg)
 		*msg = "cannot write the key ring file";
 		goto out;
 	}
+written:
 	/* The file no longer holds expired box keys; wipe them here too. */
 	for (i = 0, j = 0; i < kr->st.nbk; i++) {
 		struct bkey *k = kr->st.bk[i];
@@ -629,6 +650,23 @@ out:
 
 /* Reads and fully checks keyring.json into st: file mode, structure, the
  * KEK check value, the ring MAC, then every wrapped secret. */
+/* The ring document from the source: its row's generation must be the
+ * one the document states, which the ring MAC covers, so an old document
+ * stored again as a newer row (a retired data key made active again) is
+ * refused like an edited file. */
+static int
+ring_read_src(const struct keyring *kr, char **text, size_t *len, uint64_t *row_gen,
+              const char **msg)
+{
+	int r = kr->src.load(kr->src.ctx, text, len, row_gen);
+
+	if (r == FGW_ERR_NOT_FOUND)
+		*msg = "key ring not found in the database";
+	else if (r != FGW_OK)
+		*msg = "cannot read the key ring from the database";
+	return r;
+}
+
 int
 ring_load(const struct keyring *kr, struct ring_state *st, const char **msg)
 {
@@ -636,9 +674,15 @@ ring_load(const struct keyring *kr, struct ring_state *st, const char **msg)
 	struct stat sb;
 	char *text = NULL;
 	size_t len = 0;
+	uint64_t row_gen = 0;
 	int r;
 
 	memset(st, 0, sizeof(*st));
+	if (kr->has_src) {
+		if ((r = ring_read_src(kr, &text, &len, &row_gen, msg)) != FGW_OK)
+			goto out;
+		goto parse;
+	}
 	if (stat(kr->path, &sb) != 0) {
 		*msg = "key ring file not found";
 		r = errno == ENOENT ? FGW_ERR_NOT_FOUND : FGW_ERR_IO;
@@ -654,6 +698,7 @@ ring_load(const struct keyring *kr, struct ring_state *st, const char **msg)
 		*msg = "cannot read the key ring file";
 		goto out;
 	}
+parse:
 	if ((r = ring_parse(text, len, st)) != FGW_OK ||
 	    (r = ring_stored_mac(text, len, stored)) != FGW_OK) {
 		*msg = "key ring file is malformed";
@@ -671,6 +716,12 @@ ring_load(const struct keyring *kr, struct ring_state *st, const char **msg)
 	if (sodium_memcmp(mac, stored, sizeof(mac)) != 0) {
 		*msg = "key ring file failed its integrity check (edited or "
 		       "corrupted)";
+		r = FGW_ERR_CRYPTO;
+		goto out;
+	}
+	if (kr->has_src && st->generation != row_gen) {
+		*msg = "key ring in the database failed its integrity check (its "
+		       "generation is not the one it was written as)";
 		r = FGW_ERR_CRYPTO;
 		goto out;
 	}

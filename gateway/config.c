@@ -189,7 +189,11 @@ static const struct cfg_directive directives[] = {
 	INT(vault_sweep_interval_s, 1, 86400, "60",
 	    "how often expired one-time cards are purged"),
 	INT(keyring_watch_ms, 0, 3600000, "1000",
-	    "how often keyring.json is checked for rotations by flairctl (0 = SIGHUP only)"),
+	    "how often the key ring (keyring.json, or the PostgreSQL store's key_ring) is checked "
+	    "for rotations by flairctl or another instance (0 = SIGHUP only)"),
+	INT(velocity_refresh_ms, -1, 600000, "-1",
+	    "how often other instances' attempts are read into the velocity counts (-1: 1000 on "
+	    "store_backend postgresql, off on sqlite; 0: off)"),
 	STR(tls_cert_file, "", "website listener: PEM certificate chain (enables TLS 1.2+)"),
 	STR(tls_key_file, "", "website listener: PEM private key for tls_cert_file"),
 	{ "inbound_webhook", CFG_WH_IN, 0, 0, 0, 0, NULL, NULL,

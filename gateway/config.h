@@ -108,6 +108,7 @@ struct fgw_config {
 	long long vault_onetime_ttl_s;
 	long long vault_sweep_interval_s;
 	long long keyring_watch_ms;
+	long long velocity_refresh_ms; /* -1: by store_backend */
 	char tls_cert_file[512];
 	char tls_key_file[512];
 	struct config_inbound_webhook inbound_webhooks[CONFIG_MAX_INBOUND_WEBHOOKS];

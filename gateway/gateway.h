@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "crypto/keys.h"
 #include "gateway/config.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/risk.h"
@@ -28,6 +29,8 @@ struct jwt_verifier;
 struct ratelimit;
 struct web;
 struct keyring;
+struct store_ring;
+struct velsync;
 struct store;
 struct store_reader;
 struct webhooks;
@@ -109,6 +112,11 @@ enum access_log_mode { ACCESS_LOG_MAIN = 0, ACCESS_LOG_OFF, ACCESS_LOG_FILE };
 struct gateway {
 	struct fgw_config cfg;
 	struct keyring *kr;
+	/* PostgreSQL store: where the key ring lives (store/keyring.h), and
+	 * the source kr reads it through; NULL: keys_dir/keyring.json. */
+	struct store_ring *ring;
+	struct keyring_source ring_src;
+	struct velsync *velsync; /* other instances' attempts (NULL: off) */
 	struct store *store;
 	struct pipeline pl;
 	struct proc_instance procs[PROC_INSTANCES_MAX]; /* in failover order */

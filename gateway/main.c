@@ -53,6 +53,7 @@
 #include "pipeline/audit_emit.h"
 #include "store/store.h"
 #include "store/txn_recent.h"
+#include "pipeline/velsync.h"
 
 /* What the logs and the audit trail name as the store: the SQLite file,
  * or "postgresql" (never the connection string, which may hold the
@@ -118,8 +119,8 @@ reload(void)
 		log_error("SIGHUP: key ring not reloaded: %s", why.msg);
 	else
 		log_info("SIGHUP: key ring reloaded");
-	audit_emit(gw.store, main_waker, "system", "local", "keyring.reload", gw.cfg.keys_dir,
-	           r == 0 ? "success" : "failure",
+	audit_emit(gw.store, main_waker, "system", "local", "keyring.reload",
+	           gw.ring != NULL ? "key_ring" : gw.cfg.keys_dir, r == 0 ? "success" : "failure",
 	           r == 0 ? "{\"what\":\"keyring\"}"
 	                  : "{\"what\":\"keyring\",\"error\":\"refused\"}");
 	if (gw.jwt != NULL && gw.cfg.jwt_jwks_file[0] != '\0') {
@@ -144,16 +145,80 @@ replay_row(void *ctx, const struct store_txn_row *row)
 	return 0;
 }
 
+/* Other instances' attempts (pipeline/velsync.h): read on the main
+ * thread every velocity_refresh_ms with a reader of its own, never on a
+ * reactor. 0: off (one instance). */
+static struct store_reader *velsync_rd;
+static int velsync_failing;
+
+static long long
+velocity_refresh_ms(const struct fgw_config *cfg)
+{
+	if (cfg->velocity_refresh_ms >= 0)
+		return cfg->velocity_refresh_ms;
+	return strcmp(cfg->store_backend, "postgresql") == 0 ? 1000 : 0;
+}
+
+static int
+velocity_sync(struct gateway *g, int64_t *added)
+{
+	int64_t declines = 0;
+	int r;
+	if (velsync_rd == NULL && (r = store_reader_open(g->store, &velsync_rd)) != 0)
+		return r;
+	if ((r = velsync_refresh(g->velsync, velsync_rd, fgw_now_ms(), added, &declines)) != 0) {
+		/* A connection that broke is opened again on the next tick. */
+		store_reader_close(velsync_rd);
+		velsync_rd = NULL;
+	}
+	return r;
+}
+
+static void
+velocity_tick(evutil_socket_t fd, short what, void *arg)
+{
+	int64_t added = 0;
+	int r;
+	(void)fd;
+	(void)what;
+	(void)arg;
+	r = velocity_sync(&gw, &added);
+	/* Said once when it starts failing and once when it recovers. */
+	if (r != 0 && !velsync_failing)
+		log_error("velocity: other instances' attempts not read: %s (counts here lag "
+		          "until it recovers)",
+		          fgw_strerror(r));
+	else if (r == 0 && velsync_failing)
+		log_info("velocity: other instances' attempts read again");
+	velsync_failing = r != 0;
+}
+
 /* Velocity limits survive a restart: the counters are rebuilt from the
- * transactions recorded within the longest window the store keeps. */
+ * transactions recorded within the longest window the store keeps. With
+ * other instances on the store, that is the first refresh of the sync,
+ * which goes on adding their attempts (a row may commit up to the lag
+ * after the time it is stamped with and still be counted). */
 static int
 replay_velocity(struct gateway *g)
 {
 	struct store_reader *rd = NULL;
+	long long every = velocity_refresh_ms(&g->cfg);
 	int64_t since, n = 0;
 	int r;
 	if (!g->risk.up)
 		return FGW_OK;
+	if (every > 0) {
+		int64_t lag = every * 2 > 5000 ? every * 2 : 5000;
+		if ((r = velsync_new(&g->risk, lag, &g->velsync)) != 0)
+			return r;
+		if ((r = velocity_sync(g, &n)) != 0)
+			return r;
+		g->risk.sync = g->velsync;
+		log_info("velocity: %lld recent transactions replayed; other instances' "
+		         "attempts added every %lld ms",
+		         (long long)n, every);
+		return FGW_OK;
+	}
 	since = fgw_now_ms() - velocity_retention_ms(g->risk.velocity);
 	if ((r = store_reader_open(g->store, &rd)) != 0)
 		return r;
@@ -191,6 +256,40 @@ keyring_stat(struct stat *st)
 		(void)stat(path, st);
 }
 
+/* The ring in the PostgreSQL store: its newest generation is polled
+ * (one indexed MAX per tick), and a change is loaded and checked as a
+ * changed file is. A database that cannot be reached is said once. */
+static int ring_poll_failing;
+
+static void
+keyring_poll(void)
+{
+	struct fgw_why why = { 0 };
+	int reloaded = 0, r;
+	r = keyring_refresh(gw.kr, &reloaded, &why);
+	if (r == FGW_ERR_DB || r == FGW_ERR_UNAVAILABLE) {
+		if (!ring_poll_failing)
+			log_error("key ring: %s", why.msg[0] ? why.msg : fgw_strerror(r));
+		ring_poll_failing = 1;
+		return;
+	}
+	if (ring_poll_failing && r == 0)
+		log_info("key ring: the database answers again");
+	ring_poll_failing = 0;
+	if (r == 0 && !reloaded)
+		return;
+	if (r != 0)
+		log_error("key ring changed in the database but not reloaded: %s",
+		          why.msg[0] ? why.msg : fgw_strerror(r));
+	else
+		log_info("key ring changed in the database: reloaded");
+	audit_emit(gw.store, main_waker, "system", "local", "keyring.reload", "key_ring",
+	           r == 0 ? "success" : "failure",
+	           r == 0
+	               ? "{\"what\":\"keyring\",\"trigger\":\"watch\"}"
+	               : "{\"what\":\"keyring\",\"trigger\":\"watch\",\"error\":\"refused\"}");
+}
+
 static void
 keyring_watch(evutil_socket_t fd, short what, void *arg)
 {
@@ -200,6 +299,10 @@ keyring_watch(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
+	if (gw.ring != NULL) {
+		keyring_poll();
+		return;
+	}
 	keyring_stat(&now);
 	if (now.st_ino == keyring_seen.st_ino && now.st_size == keyring_seen.st_size &&
 	    now.st_mtim.tv_sec == keyring_seen.st_mtim.tv_sec &&
@@ -210,8 +313,8 @@ keyring_watch(evutil_socket_t fd, short what, void *arg)
 	} else {
 		log_info("key ring changed on disk: reloaded");
 	}
-	audit_emit(gw.store, main_waker, "system", "local", "keyring.reload", gw.cfg.keys_dir,
-	           r == 0 ? "success" : "failure",
+	audit_emit(gw.store, main_waker, "system", "local", "keyring.reload",
+	           gw.ring != NULL ? "key_ring" : gw.cfg.keys_dir, r == 0 ? "success" : "failure",
 	           r == 0
 	               ? "{\"what\":\"keyring\",\"trigger\":\"watch\"}"
 	               : "{\"what\":\"keyring\",\"trigger\":\"watch\",\"error\":\"refused\"}");
@@ -535,7 +638,7 @@ main(int argc, char **argv)
 	struct check_report rep = { 0, 0, start_report, NULL };
 	struct event_base *sigbase = NULL;
 	struct event *sigs[4] = { NULL, NULL, NULL, NULL };
-	struct event *timers[3] = { NULL, NULL, NULL };
+	struct event *timers[4] = { NULL, NULL, NULL, NULL };
 	struct backup_sched *sched = NULL;
 	struct fgw_why why = { 0 };
 	char err[1024];
@@ -688,6 +791,13 @@ main(int argc, char **argv)
 		    event_add(timers[2], &tv) != 0)
 			log_warn("refusal summaries are written at shutdown only");
 	}
+	if (gw.velsync != NULL) {
+		long long every = velocity_refresh_ms(&gw.cfg);
+		struct timeval tv = { every / 1000, (every % 1000) * 1000 };
+		if ((timers[3] = event_new(sigbase, -1, EV_PERSIST, velocity_tick, NULL)) == NULL ||
+		    event_add(timers[3], &tv) != 0)
+			log_warn("velocity: other instances' attempts are not read");
+	}
 	log_info("listening on %s (%s) with %d reactor%s, processor %s at %s, store %s",
 	         gw.cfg.listen, gw.tls ? "TLS 1.2+" : "plain HTTP", gw.n_rx,
 	         gw.n_rx == 1 ? "" : "s", gw.procs[0].cfg.name, gw.procs[0].cfg.base_url,
@@ -722,9 +832,15 @@ out:
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
 		if (sigs[i] != NULL)
 			event_free(sigs[i]);
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 		if (timers[i] != NULL)
 			event_free(timers[i]);
+	/* The reactors are stopped: nothing notes attempts any more. */
+	gw.risk.sync = NULL;
+	velsync_free(gw.velsync);
+	gw.velsync = NULL;
+	store_reader_close(velsync_rd);
+	velsync_rd = NULL;
 	if (sigbase != NULL)
 		event_base_free(sigbase);
 	mail_free(gw.mail);

@@ -20,6 +20,7 @@
 #include "core/txnstate.h"
 #include "core/util.h"
 #include "gateway/backup.h"
+#include "pipeline/velsync.h"
 #include "gateway/gateway.h"
 #include "gateway/http.h"
 #include "gateway/refusals.h"
@@ -265,6 +266,16 @@ metrics_render(struct reactor *rx, struct evbuffer *b)
 		      (long long)bl.pending_ops);
 		gauge(b, "flairgw_webhook_outbox_backlog", "outbound webhooks not yet delivered",
 		      (long long)bl.webhooks_pending);
+	}
+	if (rx->gw->velsync != NULL) {
+		int64_t added = 0, refreshes = 0;
+		velsync_totals(rx->gw->velsync, &added, &refreshes);
+		counter(b, "flairgw_velocity_shared_attempts_total",
+		        "other instances' attempts added to the velocity counts",
+		        (unsigned long long)added);
+		counter(b, "flairgw_velocity_shared_refreshes_total",
+		        "reads of other instances' attempts that succeeded",
+		        (unsigned long long)refreshes);
 	}
 	backup_ms = backup_last_success_ms();
 	gauge(b, "flairgw_backup_last_success_timestamp_seconds",

@@ -35,6 +35,7 @@
 #include "gateway/startup.h"
 #include "gateway/webhooks.h"
 #include "pipeline/notify.h"
+#include "store/keyring.h"
 #include "store/store.h"
 
 /* ---- the report ---------------------------------------------------------- */
@@ -244,6 +245,10 @@ startup_listen(const struct fgw_config *cfg, struct check_report *rep)
 
 /* ---- keys ---------------------------------------------------------------- */
 
+static void store_opts_of(struct gateway *g, struct store_opts *o);
+static int check_pg_store(const struct store_opts *o, enum startup_mode m,
+                          struct check_report *rep);
+
 int
 startup_keyring(struct gateway *g, enum startup_mode m, struct check_report *rep)
 {
@@ -261,6 +266,30 @@ startup_keyring(struct gateway *g, enum startup_mode m, struct check_report *rep
 	kopts.kek_share2 = cfg->kek_share2[0] ? cfg->kek_share2 : NULL;
 	kopts.create = 1;
 	kopts.box_grace_ms = cfg->box_key_grace_s * 1000;
+	if (strcmp(cfg->store_backend, "postgresql") == 0) {
+		/* Every instance reads the one ring in the database. --check
+		 * only reads: a database not migrated yet has no ring. */
+		struct store_ring_opts ro = {
+			.dsn = cfg->store_dsn[0] != '\0' ? cfg->store_dsn : NULL,
+			.dsn_file = cfg->store_dsn_file[0] != '\0' ? cfg->store_dsn_file : NULL,
+			.production = strcmp(cfg->mode, "production") == 0,
+			.read_only = m != STARTUP_RUN,
+		};
+		if ((r = store_ring_open(&ro, &g->ring)) != 0) {
+			/* The store's own check says why in the words the database
+			 * step uses (a newer schema, no durability, the TLS rule). */
+			struct store_opts so;
+			store_opts_of(g, &so);
+			if (check_pg_store(&so, m, rep) == FGW_OK)
+				check_problem(rep,
+				              "key ring: cannot reach the PostgreSQL store (%s; see the log)",
+				              fgw_strerror(r));
+			return r;
+		}
+		g->ring_src = (struct keyring_source){ store_ring_load, store_ring_save,
+			                                   store_ring_generation, g->ring };
+		kopts.source = &g->ring_src;
+	}
 	if (m == STARTUP_RUN)
 		r = keyring_open(&kopts, &g->kr, &why);
 	else if ((r = keyring_check(&kopts, &note, &why)) == 0 && note != NULL)
@@ -729,6 +758,8 @@ startup_release(struct gateway *g)
 		proc_instance_free(&g->procs[i]);
 	keyring_free(g->kr);
 	g->kr = NULL;
+	store_ring_close(g->ring);
+	g->ring = NULL;
 	tls_server_ctx_free(g->tls);
 	g->tls = NULL;
 	sodium_memzero(g->admin_token_hash, sizeof(g->admin_token_hash));

@@ -14,6 +14,7 @@
 #include "core/util.h"
 #include "pipeline/events.h"
 #include "pipeline/risk.h"
+#include "pipeline/velsync.h"
 
 int
 risk_init(struct risk *rk, const char *rules_file, const char *mode, struct fgw_why *err)
@@ -82,8 +83,12 @@ risk_decide(struct risk *rk, const struct rules_input *in, struct rules_decision
 
 	pthread_mutex_lock(&rk->decide_mu);
 	rc = rules_eval(r, in, rk->velocity, out);
-	if (rc == FGW_OK)
+	if (rc == FGW_OK) {
+		/* Noted even when one dimension fails to record: the others did,
+		 * and the row must not be counted again from the table. */
 		rc = rules_record(in, rk->velocity, out->action == RULES_DECLINE);
+		velsync_own(rk->sync, in->txn_id, in->now_ms);
+	}
 	pthread_mutex_unlock(&rk->decide_mu);
 	rules_unref(r);
 	return rc;
@@ -92,7 +97,10 @@ risk_decide(struct risk *rk, const struct rules_input *in, struct rules_decision
 int
 risk_record(struct risk *rk, const struct rules_input *in, int declined)
 {
-	return rules_record(in, rk->velocity, declined);
+	int rc = rules_record(in, rk->velocity, declined);
+
+	velsync_own(rk->sync, in->txn_id, in->now_ms);
+	return rc;
 }
 
 void

@@ -27,6 +27,9 @@ struct risk {
 	char mode[16]; /* the `mode` attribute */
 	char rules_file[512];
 	int up;
+	/* Set when the store is shared by several instances (NULL: one
+	 * instance); the gateway owns it. Own attempts are noted in it. */
+	struct velsync *sync;
 };
 
 /* Loads rules_file and creates the velocity store. 0, or the loader's

@@ -94,7 +94,9 @@ stage_load_method(struct txn *t)
 	if (r == FGW_ERR_NOT_FOUND) {
 		/* A key this process has not seen yet: flairctl rotated and
 		 * rewrapped before the key ring watch noticed. Re-read the ring
-		 * now (a small local file) rather than fail the payment. */
+		 * now (a small local file, or one row of the PostgreSQL store,
+		 * no dearer than the vault read just made) rather than fail the
+		 * payment. */
 		struct fgw_why why = { 0 };
 		if (keyring_reload(t->env->kr, &why) == 0)
 			r = vault_decrypt(t->env->kr, ve.token, blob, &pan);

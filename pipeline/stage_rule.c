@@ -72,6 +72,7 @@ rule_input(const struct txn *t, struct rules_input *in, char *bin)
 	/* The row's created_at: replay and processor declines find the
 	 * same attempt by it. */
 	in->now_ms = t->created_at;
+	in->txn_id = t->id;
 }
 
 static enum stage_rc

@@ -60,6 +60,9 @@ struct rules_input {
 	                                 as production */
 	int card_saved;      /* 1: a saved (vaulted) card */
 	int64_t now_ms;      /* transaction time; 0: the clock now */
+	const char *txn_id;  /* the transaction's id, or NULL: lets the
+	                        gateway tell its own attempts from other
+	                        instances' (pipeline/velsync.h) */
 };
 
 struct rules_decision {

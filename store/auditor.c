@@ -120,6 +120,18 @@ store_audit_checkpoint(struct store *st, struct store_waker *w, store_sign_fn si
 
 /* ---- verification ------------------------------------------------------ */
 
+/* BEGIN for reads that must see one snapshot. A SQLite read transaction
+ * is one; PostgreSQL sessions run READ COMMITTED (store/pg.h), where
+ * every statement takes a new snapshot, so an instance committing
+ * between two of them (a new checkpoint past the events already read)
+ * would show a broken trail that is not: ask for REPEATABLE READ. */
+static const char *
+read_snapshot(struct db *db)
+{
+	return db_kind(db) == DB_PG ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+	                            : "BEGIN";
+}
+
 static void
 set_bad(struct store_verify_result *res, int64_t seq, const char *fmt, int64_t v)
 {
@@ -191,7 +203,7 @@ store_audit_verify_full(struct store_reader *r, const unsigned char pk[32],
 	if (mac == NULL)
 		return FGW_ERR_INVALID;
 	/* One read transaction, so chain and checkpoints are one snapshot. */
-	if (db_exec(db, "BEGIN") != FGW_OK)
+	if (db_exec(db, read_snapshot(db)) != FGW_OK)
 		return FGW_ERR_DB;
 	rv = audit_verify(db, mac, mac_ctx, &bad);
 	if (rv == FGW_ERR_CRYPTO)
@@ -288,13 +300,20 @@ store_audit_query(struct store_reader *r, const struct store_audit_filter *f,
 	    "SELECT a.seq, a.ts, a.actor, a.source, a.event_type, a.resource, a.outcome,"
 	    " a.details_json, t.reservation_id, t.customer_email, t.currency, t.amount"
 	    " FROM audit_events a LEFT JOIN transactions t ON t.id = a.resource"
-	    " WHERE (?1 IS NULL OR a.ts >= ?1) AND (?2 IS NULL OR a.ts < ?2)"
-	    " AND (?3 IS NULL OR a.resource = ?3)"
-	    " AND (?4 IS NULL OR t.reservation_id = ?4)"
-	    " AND (?5 IS NULL OR t.customer_email = ?5 OR a.actor = ?5 OR t.client_id = ?5)"
-	    " AND (?6 IS NULL OR a.outcome = ?6)"
-	    " AND (?7 IS NULL OR a.event_type = ?7 OR substr(a.event_type, 1, length(?7) + 1) = ?7 || '.')"
-	    " AND (?8 IS NULL OR t.amount >= ?8) AND (?9 IS NULL OR t.amount <= ?9)"
+	    /* The casts give PostgreSQL the type of a parameter it first
+	     * meets in IS NULL (it does not infer one there); SQLite reads
+	     * them as no-ops. */
+	    " WHERE (CAST(?1 AS BIGINT) IS NULL OR a.ts >= ?1)"
+	    " AND (CAST(?2 AS BIGINT) IS NULL OR a.ts < ?2)"
+	    " AND (CAST(?3 AS TEXT) IS NULL OR a.resource = ?3)"
+	    " AND (CAST(?4 AS TEXT) IS NULL OR t.reservation_id = ?4)"
+	    " AND (CAST(?5 AS TEXT) IS NULL OR t.customer_email = ?5 OR a.actor = ?5"
+	    "      OR t.client_id = ?5)"
+	    " AND (CAST(?6 AS TEXT) IS NULL OR a.outcome = ?6)"
+	    " AND (CAST(?7 AS TEXT) IS NULL OR a.event_type = ?7"
+	    "      OR substr(a.event_type, 1, length(?7) + 1) = ?7 || '.')"
+	    " AND (CAST(?8 AS BIGINT) IS NULL OR t.amount >= ?8)"
+	    " AND (CAST(?9 AS BIGINT) IS NULL OR t.amount <= ?9)"
 	    " ORDER BY a.seq";
 	struct db *db;
 	struct db_stmt *s = NULL;
@@ -353,18 +372,25 @@ static int
 report_webhooks(struct db *db, int64_t from, int64_t to, struct store_report *out)
 {
 	static const char sql[] =
-	    "SELECT SUM(status = 'delivered'), SUM(status = 'failed'), SUM(status = 'pending')"
+	    "SELECT SUM(CASE WHEN status = 'delivered' THEN 1 ELSE 0 END),"
+	    " SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END),"
+	    " SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END)"
 	    " FROM webhook_outbox WHERE created_at >= ?1 AND created_at < ?2";
 	struct db_stmt *s = NULL;
-	int r, rc;
-	if (db_prepare_once(db, "SELECT 1 FROM sqlite_master WHERE type = 'table'"
-	                       " AND name = 'webhook_outbox'", &s) != FGW_OK) {
-		r = FGW_ERR_DB;
-		goto out;
+	int r, rc = DB_ROW;
+	/* A SQLite file (or backup) older than the webhooks has no outbox; a
+	 * PostgreSQL database always has the table. */
+	if (db_kind(db) == DB_SQLITE) {
+		if (db_prepare_once(db, "SELECT 1 FROM sqlite_master WHERE type = 'table'"
+		                        " AND name = 'webhook_outbox'",
+		                    &s) != FGW_OK) {
+			r = FGW_ERR_DB;
+			goto out;
+		}
+		rc = db_step(s);
+		db_release(s);
+		s = NULL;
 	}
-	rc = db_step(s);
-	db_release(s);
-	s = NULL;
 	if (rc != DB_ROW) {
 		r = rc == DB_DONE ? 0 : FGW_ERR_DB;
 		goto out;
@@ -391,11 +417,15 @@ store_report_day(struct store_reader *r, const char *day, struct store_report *o
 	 * a requires_action outcome before the final one. */
 	static const char sum_sql[] =
 	    "SELECT COUNT(*),"
-	    " SUM(status = 'succeeded'), SUM(status = 'declined'), SUM(status = 'failed'),"
-	    " SUM(status NOT IN ('succeeded', 'declined', 'failed')),"
-	    " SUM(status = 'requires_action' OR EXISTS (SELECT 1 FROM audit_events a"
-	    "   WHERE a.resource = t.id AND a.outcome = 'requires_action')),"
-	    " SUM(status IN ('succeeded', 'declined', 'failed')),"
+	    " SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END),"
+	    " SUM(CASE WHEN status = 'declined' THEN 1 ELSE 0 END),"
+	    " SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END),"
+	    " SUM(CASE WHEN status NOT IN ('succeeded', 'declined', 'failed') THEN 1 ELSE 0 END),"
+	    " SUM(CASE WHEN status = 'requires_action' OR EXISTS (SELECT 1 FROM audit_events a"
+	    "   WHERE a.resource = t.id AND a.outcome = 'requires_action') THEN 1 ELSE 0 END),"
+	    " SUM(CASE WHEN status IN ('succeeded', 'declined', 'failed') THEN 1 ELSE 0 END),"
+	    /* PostgreSQL's AVG of a bigint is numeric, SQLite's a real: both
+	     * read as a double, the same value. */
 	    " AVG(CASE WHEN status IN ('succeeded', 'declined', 'failed')"
 	    "   THEN updated_at - created_at END)"
 	    " FROM transactions t WHERE created_at >= ?1 AND created_at < ?2";
@@ -422,7 +452,7 @@ store_report_day(struct store_reader *r, const char *day, struct store_report *o
 		return FGW_ERR_INVALID;
 	from = days_from_epoch(y, m, d) * 86400000LL;
 	to = from + 86400000LL;
-	if (db_exec(db, "BEGIN") != FGW_OK) {
+	if (db_exec(db, read_snapshot(db)) != FGW_OK) {
 		rv = FGW_ERR_DB;
 		goto out;
 	}

@@ -28,6 +28,8 @@
 /* The backup schedule: held (pg_try_advisory_lock, a session lock) by the
  * one instance that makes the backups, until its connection ends. */
 #define PG_LOCK_BACKUP 0x6667770000000003LL
+/* Writes of the key ring (store/keyring.c). */
+#define PG_LOCK_KEYRING 0x6667770000000010LL
 
 struct pg_opts {
 	const char *dsn;      /* libpq key=value or postgresql:// URI, or NULL */

@@ -587,6 +587,21 @@ static const char schema_v17_processor_methods[] =
     " PRIMARY KEY (processor, customer_id)"
     ");";
 
+/* v18: the key ring in the database, for the PostgreSQL backend (many
+ * instances, one ring; crypto/keys.h, docs/keys.md). One row per
+ * generation of the ring: the whole document as crypto/ writes it
+ * (wrapped keys, public keys, the integrity MAC under a subkey of the
+ * KEK, which never comes here); the newest row is the ring. Rows are
+ * never updated, so no data key that encrypted anything is lost. The
+ * SQLite store keeps keys_dir/keyring.json and leaves this table empty;
+ * it exists on both so one schema describes both backends. */
+static const char schema_v18_key_ring[] =
+    "CREATE TABLE IF NOT EXISTS key_ring ("
+    " generation INTEGER PRIMARY KEY NOT NULL CHECK (generation > 0),"
+    " ring_json TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL"
+    ");";
+
 static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
@@ -605,6 +620,7 @@ static const char *const migrations[] = {
 	schema_v15_mail_outbox,
 	schema_v16_txn_moves,
 	schema_v17_processor_methods,
+	schema_v18_key_ring,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

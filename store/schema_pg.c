@@ -450,8 +450,17 @@ static const char pg_v17_baseline[] =
     " (details_json::jsonb ->> 'transactions')::bigint AS transactions"
     " FROM audit_events WHERE event_type LIKE 'backup.%';";
 
+/* v18: the key ring, one row per generation (store/schema.c says why). */
+static const char pg_v18_key_ring[] =
+    "CREATE TABLE IF NOT EXISTS key_ring ("
+    " generation bigint PRIMARY KEY CHECK (generation > 0),"
+    " ring_json text NOT NULL,"
+    " created_at bigint NOT NULL"
+    ");";
+
 static const struct pg_migration pg_migrations[] = {
 	{17, pg_v17_baseline},
+	{18, pg_v18_key_ring},
 };
 
 const struct pg_migration *

@@ -72,7 +72,7 @@ struct store_opts {
 	int batch_max;          /* max jobs per COMMIT (>= 1) */
 	store_mac_fn audit_mac; /* required */
 	void *audit_mac_ctx;    /* must outlive the store */
-	int busy_timeout_ms;    /* (added) wait for another process's lock;
+	int busy_timeout_ms;    /* wait for another process's lock;
 	                          0: 5000. A batch whose BEGIN cannot get the
 	                          lock in time fails whole with FGW_ERR_DB. */
 	long long max_pages;    /* PRAGMA max_page_count after migrations; 0:
@@ -287,6 +287,12 @@ void store_reader_close(struct store_reader *r);
  * verifies); busy_ms <= 0 means 5000. */
 int store_reader_open_file(const char *path, store_mac_fn mac, void *mac_ctx, int busy_ms,
                            struct store_reader **out);
+/* A reader with no store, for tools (flairctl), on either backend: the
+ * SQLite file opened read-only (store_reader_open_file), or a PostgreSQL
+ * connection of its own whose transactions are all READ ONLY, so
+ * auditor commands cannot change the database. Uses o's backend, path,
+ * dsn, dsn_file, production, audit_mac and busy_timeout_ms. */
+int store_reader_open_tool(const struct store_opts *o, struct store_reader **out);
 
 /* Transaction by id, scoped to client_id (NULL: any client).
  * FGW_ERR_NOT_FOUND if missing or another client's. NULL text reads as "".

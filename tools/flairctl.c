@@ -42,6 +42,7 @@
 #include "pipeline/pipeline.h"
 #include "store/methods.h"
 #include "store/auditor.h"
+#include "store/keyring.h"
 #include "store/store.h"
 #include "pipeline/notify.h"
 #include "store/mail.h"
@@ -55,7 +56,53 @@ struct ctl {
 	struct keyring *kr;
 	struct store *store;
 	struct store_reader *reader;
+	struct store_ring *ring; /* PostgreSQL: the key ring's table */
+	struct keyring_source ring_src;
 };
+
+/* store_backend postgresql: the database is named by store_dsn or
+ * store_dsn_file, and holds the key ring too. */
+static bool
+on_pg(const struct ctl *c)
+{
+	return strcmp(c->cfg.store_backend, "postgresql") == 0;
+}
+
+/* What messages and the audit trail call the store, as the daemon does:
+ * the file, or "postgresql" (never the DSN: it may hold the password). */
+static const char *
+store_where(const struct ctl *c)
+{
+	return on_pg(c) ? "postgresql" : c->cfg.database;
+}
+
+/* Whether there is a store to read or to audit an action into: a
+ * PostgreSQL database is there to connect to (a failure says why). */
+static bool
+has_store(const struct ctl *c)
+{
+	return on_pg(c) || access(c->cfg.database, F_OK) == 0;
+}
+
+/* The store's options as the configuration names them (as the daemon's
+ * store_opts_of in gateway/startup.c). */
+static void
+store_opts_of(const struct ctl *c, struct store_opts *so)
+{
+	memset(so, 0, sizeof(*so));
+	if (on_pg(c)) {
+		so->backend = STORE_POSTGRESQL;
+		so->dsn = c->cfg.store_dsn[0] != '\0' ? c->cfg.store_dsn : NULL;
+		so->dsn_file = c->cfg.store_dsn_file[0] != '\0' ? c->cfg.store_dsn_file : NULL;
+		so->production = strcmp(c->cfg.mode, "production") == 0;
+	} else
+		so->path = c->cfg.database;
+	so->sync_full = 1;
+	so->batch_max = 64;
+	so->busy_timeout_ms = 5000;
+	so->audit_mac = keyring_audit_mac_fn;
+	so->audit_mac_ctx = c->kr;
+}
 
 struct command {
 	const char *group; /* "keys", or NULL for a top-level command */
@@ -76,10 +123,12 @@ usage_unless(int ok, const char *usage)
 	return FGW_ERR_INVALID;
 }
 
-/* The key ring's options as the configuration names them. */
-static void
-keyring_opts_of(const struct ctl *c, struct keyring_opts *o)
+/* The key ring's options as the configuration names them; on
+ * PostgreSQL the ring is the database's (connected here). */
+static int
+keyring_opts_of(struct ctl *c, struct keyring_opts *o)
 {
+	int r;
 	memset(o, 0, sizeof(*o));
 	o->dir = c->cfg.keys_dir;
 	o->kek_file = c->cfg.kek_file[0] ? c->cfg.kek_file : NULL;
@@ -87,6 +136,24 @@ keyring_opts_of(const struct ctl *c, struct keyring_opts *o)
 	o->kek_share1 = c->cfg.kek_share1[0] ? c->cfg.kek_share1 : NULL;
 	o->kek_share2 = c->cfg.kek_share2[0] ? c->cfg.kek_share2 : NULL;
 	o->box_grace_ms = c->cfg.box_key_grace_s * 1000;
+	if (!on_pg(c))
+		return FGW_OK;
+	if (c->ring == NULL) {
+		struct store_ring_opts ro = {
+			.dsn = c->cfg.store_dsn[0] != '\0' ? c->cfg.store_dsn : NULL,
+			.dsn_file = c->cfg.store_dsn_file[0] != '\0' ? c->cfg.store_dsn_file : NULL,
+			.production = strcmp(c->cfg.mode, "production") == 0,
+		};
+		if ((r = store_ring_open(&ro, &c->ring)) != 0) {
+			fprintf(stderr, "flairctl: key ring: cannot reach the PostgreSQL store: %s\n",
+			        fgw_strerror(r));
+			return r;
+		}
+		c->ring_src = (struct keyring_source){ store_ring_load, store_ring_save,
+			                                   store_ring_generation, c->ring };
+	}
+	o->source = &c->ring_src;
+	return FGW_OK;
 }
 
 static int
@@ -97,30 +164,32 @@ open_keyring(struct ctl *c)
 	int r;
 	if (c->kr != NULL)
 		return FGW_OK;
-	keyring_opts_of(c, &o);
+	if ((r = keyring_opts_of(c, &o)) != 0)
+		return r;
 	if ((r = keyring_open(&o, &c->kr, &why)) != 0)
 		fprintf(stderr, "flairctl: key ring %s: %s\n", c->cfg.keys_dir, why.msg);
 	return r;
 }
 
 /* Opens the database read-only: a reader with no store and no writer
- * thread (SQLITE_OPEN_READONLY), so auditor commands cannot change it and
- * are safe while the daemon runs. */
+ * thread (SQLITE_OPEN_READONLY; on PostgreSQL a READ ONLY session), so
+ * auditor commands cannot change it and are safe while the daemon runs. */
 static int
 open_store(struct ctl *c)
 {
+	struct store_opts so;
 	int r;
 	if (c->reader != NULL)
 		return FGW_OK;
 	if ((r = open_keyring(c)) != 0)
 		return r;
-	if (access(c->cfg.database, R_OK) != 0) {
+	if (!on_pg(c) && access(c->cfg.database, R_OK) != 0) {
 		fprintf(stderr, "flairctl: database %s: not found\n", c->cfg.database);
 		return FGW_ERR_NOT_FOUND;
 	}
-	if ((r = store_reader_open_file(c->cfg.database, keyring_audit_mac_fn, c->kr, 5000,
-	                                &c->reader)) != 0)
-		fprintf(stderr, "flairctl: database %s: %s\n", c->cfg.database, fgw_strerror(r));
+	store_opts_of(c, &so);
+	if ((r = store_reader_open_tool(&so, &c->reader)) != 0)
+		fprintf(stderr, "flairctl: database %s: %s\n", store_where(c), fgw_strerror(r));
 	return r;
 }
 
@@ -134,14 +203,9 @@ open_writer(struct ctl *c)
 		return FGW_OK;
 	if ((r = open_keyring(c)) != 0)
 		return r;
-	memset(&so, 0, sizeof(so));
-	so.path = c->cfg.database;
-	so.sync_full = 1;
-	so.batch_max = 64;
-	so.audit_mac = keyring_audit_mac_fn;
-	so.audit_mac_ctx = c->kr;
+	store_opts_of(c, &so);
 	if ((r = store_open(&so, &c->store)) != 0)
-		fprintf(stderr, "flairctl: database %s: %s\n", c->cfg.database, fgw_strerror(r));
+		fprintf(stderr, "flairctl: database %s: %s\n", store_where(c), fgw_strerror(r));
 	return r;
 }
 
@@ -184,20 +248,31 @@ cmd_keys_init(struct ctl *c, int argc, char **argv)
 	if (snprintf(path, sizeof(path), "%s/keyring.json", c->cfg.keys_dir) >=
 	    (int)sizeof(path))
 		return FGW_ERR_TOO_LARGE;
-	if (access(path, F_OK) == 0) {
+	if ((r = keyring_opts_of(c, &o)) != 0)
+		return r;
+	if (on_pg(c)) {
+		uint64_t gen = 0;
+		if ((r = store_ring_generation(c->ring, &gen)) != 0)
+			return r;
+		if (gen > 0) {
+			fprintf(stderr, "flairctl: the PostgreSQL store holds a key ring: it is "
+			                "already initialised\n");
+			return FGW_ERR_EXISTS;
+		}
+	} else if (access(path, F_OK) == 0) {
 		fprintf(stderr, "flairctl: %s exists: the key ring is already initialised\n",
 		        path);
 		return FGW_ERR_EXISTS;
 	}
-	keyring_opts_of(c, &o);
 	o.create = 1;
 	if ((r = keyring_open(&o, &c->kr, &why)) != 0) {
 		fprintf(stderr, "flairctl: key ring %s: %s\n", c->cfg.keys_dir, why.msg);
 		return r;
 	}
 	if ((r = keyring_active_data_key(c->kr, id, sizeof(id))) == 0)
-		printf("key ring initialised in %s: data key %s, box key %s\n", c->cfg.keys_dir,
-		       id, keyring_box_key_id(c->kr));
+		printf("key ring initialised in %s: data key %s, box key %s\n",
+		       on_pg(c) ? "the PostgreSQL store" : c->cfg.keys_dir, id,
+		       keyring_box_key_id(c->kr));
 	return r;
 }
 
@@ -225,7 +300,7 @@ cmd_keys_status(struct ctl *c, int argc, char **argv)
 	if ((root = fgw_json_parse_strict(json, strlen(json))) == NULL ||
 	    (counts = cJSON_CreateObject()) == NULL)
 		goto out;
-	if (access(c->cfg.database, R_OK) == 0) {
+	if (has_store(c)) {
 		if ((r = open_store(c)) != 0 ||
 		    (r = store_vault_key_counts(c->reader, add_count, counts)) != 0)
 			goto out;
@@ -580,7 +655,7 @@ cmd_audit_verify(struct ctl *c, int argc, char **argv)
 	if ((r = usage_unless(argc == 0, "audit verify [--backup FILE]")) != 0 ||
 	    (r = open_store(c)) != 0)
 		return r;
-	return verify_reader(c, c->reader, c->cfg.database);
+	return verify_reader(c, c->reader, store_where(c));
 }
 
 static int
@@ -594,7 +669,7 @@ cmd_audit_checkpoint(struct ctl *c, int argc, char **argv)
 		return r;
 	keyring_audit_public(c->kr, pk);
 	/* Queued first, so the checkpoint queued after it signs it too. */
-	audit_admin(c, "audit.checkpoint", c->cfg.database, 0, NULL);
+	audit_admin(c, "audit.checkpoint", store_where(c), 0, NULL);
 	if ((r = store_audit_checkpoint(c->store, NULL, keyring_audit_sign_fn, c->kr, pk,
 	                                NULL, NULL)) != 0) {
 		fprintf(stderr, "flairctl: checkpoint: %s\n", fgw_strerror(r));
@@ -957,7 +1032,7 @@ cmd_backup_restore(struct ctl *c, int argc, char **argv)
 	else if (r == 0)
 		printf("restored to %s\n", argv[1]);
 	details = target_details(argv[1]);
-	if (access(c->cfg.database, F_OK) == 0)
+	if (has_store(c))
 		audit_admin(c, "backup.restored", argv[0], r, details);
 	free(details);
 	return r;
@@ -984,7 +1059,7 @@ cmd_backup_export(struct ctl *c, int argc, char **argv)
 	else
 		printf("exported to %s\n", argv[1]);
 	details = target_details(argv[1]);
-	if (access(c->cfg.database, F_OK) == 0)
+	if (has_store(c))
 		audit_admin(c, "backup.exported", argv[0], r, details);
 	free(details);
 	return r;
@@ -1052,7 +1127,7 @@ print_outbox(void *arg, const struct store_outbox_row *o)
 	printf(
 	    "%s %-9s attempts=%d last_http=%d next=%s created=%s event=%s type=%s txn=%s url=%s\n",
 	    o->id, o->status, o->attempts, o->last_http_status, next, created, o->event_id,
-	    o->event_type, o->txn_id[0] ? o->txn_id : "-", o->url);
+	    o->event_type, o->txn_id[0] ? o->txn_id : "-", o->endpoint_url);
 }
 
 static void
@@ -1509,6 +1584,7 @@ out:
 	if (c.store)
 		store_close(c.store);
 	keyring_free(c.kr);
+	store_ring_close(c.ring);
 	sodium_memzero(&raw, sizeof(raw)); /* API key hashes */
 	curl_global_cleanup();
 	return r == 0 ? 0 : 1;

@@ -48,6 +48,12 @@ def wait_event(g, event_type, timeout=15, **match):
     return harness.wait_until(found, timeout, f"a {event_type} event {match}")[-1]
 
 
+def store_resource(g):
+    """What the daemon and flairctl name the store as in the trail: the
+    SQLite file, or "postgresql" (never the connection string)."""
+    return "postgresql" if harness.on_pg() else g.db_path
+
+
 def check_fields(e, actor, source, resource_prefix, outcome):
     """Who, where from, what, which resource, result, when; details are a
     JSON object when present."""
@@ -115,10 +121,26 @@ def test_config_loaded_and_reload_events():
     check_fields(loaded, "system", "local", g.store_resource, "success")
     assert json.loads(loaded["details_json"])["listen"].startswith("127.0.0.1:"), loaded
     g.proc.send_signal(signal.SIGHUP)
-    keys_dir = os.path.join(g.data_dir, "keys")
+    # The ring is keyring.json, or the key_ring table of a PostgreSQL store.
+    keys_dir = "key_ring" if harness.on_pg() else os.path.join(g.data_dir, "keys")
     ok = wait_event(g, "keyring.reload", outcome="success", resource=keys_dir)
     check_fields(ok, "system", "local", keys_dir, "success")
     assert json.loads(ok["details_json"])["what"] == "keyring"
+    if harness.on_pg():
+        # A newer ring row that fails its checks: refused, audited, and
+        # the old keys keep running.
+        gen = g.query("SELECT max(generation) AS g FROM key_ring")[0]["g"]
+        g.execute("INSERT INTO key_ring (generation, ring_json, created_at) VALUES (?, ?, 0)",
+                  gen + 1, "{not json")
+        try:
+            g.proc.send_signal(signal.SIGHUP)
+            bad = wait_event(g, "keyring.reload", outcome="failure", resource=keys_dir)
+            check_fields(bad, "system", "local", keys_dir, "failure")
+            assert json.loads(bad["details_json"])["error"], bad
+        finally:
+            g.execute("DELETE FROM key_ring WHERE generation = ?", gen + 1)
+        g.assert_serving()
+        return
     # A key ring file that fails its checks: refused, and audited as such.
     ring = os.path.join(g.data_dir, "keys", "keyring.json")
     saved = open(ring, "rb").read()

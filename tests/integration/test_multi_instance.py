@@ -5,8 +5,8 @@ sent to both at once runs once, 30 holds arriving at both on a 12-place
 slot sell exactly 12, a kill -9 of one instance in the middle of a load
 leaves nothing the other's reconciler does not resolve (checked against
 the sandbox's ledger, which both share), and the audit chain both wrote
-verifies. The instances share keys_dir and the KEK file (the key ring is
-not in the database yet).
+verifies. The instances share the KEK file; the key ring is the
+database's (their shared keys_dir holds none).
 
 Debian's haproxy balances round robin on loopback, checks /healthz every
 200 ms, and names the instance that answered in X-Served-By, so each test
@@ -439,6 +439,50 @@ def test_cancel_and_convert_of_one_hold_on_two_instances_do_not_both_apply():
     else:
         assert (row["status"], taken, paid) == ("pending", 2, 1), (row, taken, paid)
         assert p.sandbox.ledger()["charges"] - charges0 == 1
+
+
+@harness.pg_only(NEEDS_PG)
+def test_one_refund_key_sent_to_both_instances_at_once_refunds_once():
+    """The same refund (same key, same body) reaches both instances while
+    another session holds the transaction's row, so both wait to write it.
+    One refund is recorded and made at the processor (its amount once),
+    each answer is the one answer or a 409 while it runs, and either
+    instance replays it afterwards. (The audit chain's lock serialises the
+    two begin jobs here, so the second adopts the first's row; when two
+    begins do meet, the unique key decides: test_store
+    reconcile_and_refunds.)"""
+    p = pair()
+    assert p.gw1.alive() and p.gw2.alive(), "both instances must refund"
+    paid = p.pay(harness.txn_body(amount=5000), f"mi-rf-pay-{uuid.uuid4()}")
+    assert paid.status == 200, paid
+    txn = paid.body["transactionId"]
+    key, body = f"mi-rf-{uuid.uuid4()}", {"amount": 2000}
+    p.sandbox.faults(latency_ms=300)  # the loser looks while the winner runs
+    try:
+        locker = harness.Background(lambda: p.db.run(
+            f"BEGIN; SELECT 1 FROM transactions WHERE id = '{txn}' FOR UPDATE;"
+            " SELECT pg_sleep(2); COMMIT;"))
+        time.sleep(0.5)  # the row is locked
+        calls = [harness.Background(lambda g=g: g.txn_op(txn, "refund", body, idem=key))
+                 for g in (p.gw1, p.gw2)]
+        locker.result(30)
+        a, b = [c.result(30) for c in calls]
+    finally:
+        p.sandbox.faults()
+    ok = [r for r in (a, b) if r.status == 200]
+    assert ok, (a, b)
+    for r in (a, b):
+        if r.status != 200:
+            harness.assert_error(r, 409, "IDEMPOTENCY_CONFLICT")
+    assert len({r.raw for r in ok}) == 1, (a, b)  # two: the second a replay
+    rows = p.gw1.query("SELECT status FROM refunds WHERE txn_id = ?", txn)
+    assert [r["status"] for r in rows] == ["succeeded"], rows
+    key_of = p.gw1.query("SELECT processor_idem_key FROM transactions WHERE id = ?",
+                         txn)[0]["processor_idem_key"]
+    assert ledger_by_key()[key_of]["refunded"] == 2000, ledger_by_key()[key_of]
+    for g in (p.gw1, p.gw2):
+        again = g.txn_op(txn, "refund", body, idem=key)
+        assert (again.status, again.raw) == (200, ok[0].raw), again
 
 
 @harness.pg_only(NEEDS_PG)

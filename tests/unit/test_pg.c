@@ -306,6 +306,16 @@ end:
 	TT_END;
 }
 
+/* How many steps a new database runs: one schema_version row each. */
+static long long
+pg_steps(void)
+{
+	size_t n = 0;
+
+	(void)schema_pg_migrations(&n);
+	return (long long)n;
+}
+
 static int
 test_migrate_fresh_and_again(void)
 {
@@ -325,7 +335,7 @@ test_migrate_fresh_and_again(void)
 	CHECK_EQ_INT(pg_migrate(c), 0);
 	CHECK_EQ_INT(pg_schema_version(c, &v), 0);
 	CHECK_EQ_INT(v, STORE_SCHEMA_VERSION);
-	CHECK_EQ_INT(scalar(c, "SELECT count(*) FROM schema_version"), 1);
+	CHECK_EQ_INT(scalar(c, "SELECT count(*) FROM schema_version"), pg_steps());
 	CHECK(PQtransactionStatus(c) == PQTRANS_IDLE);
 end:
 	PQfinish(c);
@@ -409,7 +419,7 @@ test_two_concurrent_migrators(void)
 		v = -1;
 		CHECK_EQ_INT(pg_schema_version(c, &v), 0);
 		CHECK_EQ_INT(v, STORE_SCHEMA_VERSION);
-		CHECK_EQ_INT(scalar(c, "SELECT count(*) FROM schema_version"), 1);
+		CHECK_EQ_INT(scalar(c, "SELECT count(*) FROM schema_version"), pg_steps());
 	}
 end:
 	if (have_barrier)

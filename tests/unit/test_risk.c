@@ -3,16 +3,27 @@
  * deciding is atomic across threads (a count limit lets exactly N
  * through), reload swaps whole files only, recorded rows replay into the
  * same velocity keys as live decisions, and processor declines reach
- * declines() while rule declines are not counted twice.
+ * declines() while rule declines are not counted twice, and attempts
+ * other instances recorded in a shared store are added once each
+ * (pipeline/velsync.c).
  */
+#include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "core/err.h"
+#include "core/log.h"
 #include "core/util.h"
 #include "pipeline/risk.h"
+#include "pipeline/velsync.h"
+#include "rules/velocity.h"
+#include "store/store.h"
 #include "tests/unit/tt.h"
 
 static int
@@ -234,11 +245,191 @@ end:
 	TT_END;
 }
 
+/* ---- velocity across instances (pipeline/velsync.c) ------------------- */
+
+static int
+test_mac(void *ctx, const void *msg, size_t len, unsigned char mac[32])
+{
+	static const unsigned char key[32] = "flairgw-risk-unit-test-mac-key!";
+	(void)ctx;
+	return crypto_generichash(mac, 32, msg, len, key, sizeof(key)) == 0 ? 0 : FGW_ERR_INTERNAL;
+}
+
+struct job {
+	sem_t sem;
+	int rc;
+};
+
+static void
+job_done(void *arg, int rc)
+{
+	struct job *j = arg;
+	j->rc = rc;
+	sem_post(&j->sem);
+}
+
+/* Waits (bounded) for a job submitted with done = job_done. */
+static int
+job_wait(struct job *j, int submitted)
+{
+	struct timespec ts;
+	int r;
+	if (submitted != 0) {
+		sem_destroy(&j->sem);
+		return submitted;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	while ((r = sem_timedwait(&j->sem, &ts)) != 0 && errno == EINTR)
+		;
+	sem_destroy(&j->sem);
+	return r != 0 ? FGW_ERR_TIMEOUT : j->rc;
+}
+
+/* A row as another instance (or this one, after deciding) writes it. */
+static int
+txn_write(struct store *st, const char *id, const char *email, int64_t at)
+{
+	struct store_txn_row row;
+	struct job j;
+	memset(&row, 0, sizeof(row));
+	fgw_strlcpy(row.id, id, sizeof(row.id));
+	fgw_strlcpy(row.client_id, "client_a", sizeof(row.client_id));
+	row.amount = 1000;
+	fgw_strlcpy(row.currency, "USD", sizeof(row.currency));
+	fgw_strlcpy(row.status, "posting", sizeof(row.status));
+	fgw_strlcpy(row.processor, "sandbox", sizeof(row.processor));
+	fgw_strlcpy(row.customer_email, email, sizeof(row.customer_email));
+	fgw_strlcpy(row.customer_ip, "198.51.100.9", sizeof(row.customer_ip));
+	fgw_strlcpy(row.rule_decision, "allow", sizeof(row.rule_decision));
+	row.created_at = row.updated_at = at;
+	sem_init(&j.sem, 0, 0);
+	return job_wait(&j, store_txn_create(st, NULL, &row, NULL,
+	                                     &(struct store_commit){ .done = job_done, .arg = &j }));
+}
+
+static int
+txn_decline(struct store *st, const char *id)
+{
+	struct store_txn_update u;
+	struct job j;
+	memset(&u, 0, sizeof(u));
+	fgw_strlcpy(u.id, id, sizeof(u.id));
+	fgw_strlcpy(u.status, "declined", sizeof(u.status));
+	fgw_strlcpy(u.error_code, "CARD_DECLINED", sizeof(u.error_code));
+	sem_init(&j.sem, 0, 0);
+	return job_wait(&j, store_txn_finish(st, NULL, &u, NULL,
+	                                     &(struct store_commit){ .done = job_done, .arg = &j }));
+}
+
+static int64_t
+email_count(struct risk *rk, int64_t now, int64_t *declines)
+{
+	struct velocity_stats vs = { 0 };
+	(void)velocity_query(rk->velocity, VELOCITY_EMAIL, "shared@example.com", now, 3600000,
+	                     &vs);
+	*declines = vs.declines;
+	return vs.count;
+}
+
+/* Two instances on one store: this one decides its own attempt and reads
+ * the other's rows at each refresh, counting each attempt once, a later
+ * decline of the other's once, a row that committed late (within the
+ * lag) too, and forgetting ids no refresh reads again. */
+static int
+test_shared_counts(void)
+{
+	struct risk rk;
+	struct store *st = NULL;
+	struct store_reader *rd = NULL;
+	struct velsync *vs = NULL;
+	struct rules_input in;
+	struct rules_decision d;
+	struct store_opts so;
+	char path[256] = "", db[300];
+	int64_t now = fgw_now_ms(), added = -1, declines = -1, dn = 0;
+	TT_BEGIN;
+	memset(&rk, 0, sizeof(rk));
+	log_setup(LOG_LVL_ERROR, 0, 2);
+	CHECK_EQ_INT(setup(&rk, "rule V: when count(email, 1h) > 100 then decline V\n", path,
+	                   sizeof(path)),
+	             0);
+	snprintf(db, sizeof(db), "%.*s/store.db", (int)(strrchr(path, '/') - path), path);
+	memset(&so, 0, sizeof(so));
+	so.path = db;
+	so.sync_full = 1;
+	so.batch_max = 16;
+	so.audit_mac = test_mac;
+	CHECK_EQ_INT(store_open(&so, &st), 0);
+	CHECK_EQ_INT(store_reader_open(st, &rd), 0);
+	CHECK_EQ_INT(velsync_new(&rk, 5000, &vs), 0);
+	rk.sync = vs;
+	/* Start: the replay of the window (one row from before it). */
+	CHECK_EQ_INT(txn_write(st, "txn_before", "shared@example.com", now - 20000), 0);
+	CHECK_EQ_INT(velsync_refresh(vs, rd, now - 10000, &added, &declines), 0);
+	CHECK_EQ_INT(added, 1);
+	CHECK_EQ_INT(email_count(&rk, now, &dn), 1);
+	/* This instance decides and writes its attempt... */
+	input(&in, "198.51.100.9", now - 9000);
+	in.email = "shared@example.com";
+	in.txn_id = "txn_own";
+	CHECK_EQ_INT(risk_decide(&rk, &in, &d), 0);
+	CHECK_EQ_INT(txn_write(st, "txn_own", "shared@example.com", now - 9000), 0);
+	/* ...the other instance two. */
+	CHECK_EQ_INT(txn_write(st, "txn_other1", "shared@example.com", now - 8000), 0);
+	CHECK_EQ_INT(txn_write(st, "txn_other2", "shared@example.com", now - 7000), 0);
+	CHECK_EQ_INT(email_count(&rk, now, &dn), 2);
+	CHECK_EQ_INT(velsync_refresh(vs, rd, now - 6000, &added, &declines), 0);
+	CHECK_EQ_INT(added, 2);
+	CHECK_EQ_INT(email_count(&rk, now, &dn), 4);
+	/* Read again: nothing counted twice. */
+	CHECK_EQ_INT(velsync_refresh(vs, rd, now - 5000, &added, &declines), 0);
+	CHECK_EQ_INT(added, 0);
+	CHECK_EQ_INT(email_count(&rk, now, &dn), 4);
+	CHECK_EQ_INT(dn, 0);
+	/* The other instance's processor declines one; ours is declined too,
+	 * which this instance's own listener counts (not the refresh). */
+	CHECK_EQ_INT(txn_decline(st, "txn_other2"), 0);
+	CHECK_EQ_INT(txn_decline(st, "txn_own"), 0);
+	CHECK_EQ_INT(velsync_refresh(vs, rd, now - 4000, &added, &declines), 0);
+	CHECK_EQ_INT(added, 0);
+	CHECK_EQ_INT(declines, 1);
+	CHECK_EQ_INT(email_count(&rk, now, &dn), 4);
+	CHECK_EQ_INT(dn, 1);
+	CHECK_EQ_INT(velsync_refresh(vs, rd, now - 3000, &added, &declines), 0);
+	CHECK_EQ_INT(declines, 0);
+	/* A row stamped before the last refresh but committed after it. */
+	CHECK_EQ_INT(txn_write(st, "txn_late", "shared@example.com", now - 3500), 0);
+	CHECK_EQ_INT(velsync_refresh(vs, rd, now - 2000, &added, &declines), 0);
+	CHECK_EQ_INT(added, 1);
+	CHECK_EQ_INT(email_count(&rk, now, &dn), 5);
+	/* An hour on, no id is held any more. */
+	CHECK(velsync_held(vs) > 0);
+	CHECK_EQ_INT(velsync_refresh(vs, rd, now + 3600000, &added, &declines), 0);
+	CHECK_EQ_INT(velsync_held(vs), 0);
+end:
+	rk.sync = NULL;
+	velsync_free(vs);
+	store_reader_close(rd);
+	store_close(st);
+	if (db[0] != '\0') {
+		char p2[320];
+		unlink(db);
+		snprintf(p2, sizeof(p2), "%s-wal", db);
+		unlink(p2);
+		snprintf(p2, sizeof(p2), "%s-shm", db);
+		unlink(p2);
+	}
+	teardown(&rk, path);
+	TT_END;
+}
+
 static const struct tt_case cases[] = {
 	{ "decide_atomic", test_decide_atomic },
 	{ "reload_whole_or_nothing", test_reload_whole_or_nothing },
 	{ "replay_and_declines", test_replay_and_declines },
 	{ "init_refuses_bad_file", test_init_refuses_bad_file },
+	{ "shared_counts", test_shared_counts },
 	{ NULL, NULL },
 };
 TT_MAIN(cases)
