@@ -48,12 +48,6 @@ def wait_event(g, event_type, timeout=15, **match):
     return harness.wait_until(found, timeout, f"a {event_type} event {match}")[-1]
 
 
-def store_resource(g):
-    """What the daemon and flairctl name the store as in the trail: the
-    SQLite file, or "postgresql" (never the connection string)."""
-    return "postgresql" if harness.on_pg() else g.db_path
-
-
 def check_fields(e, actor, source, resource_prefix, outcome):
     """Who, where from, what, which resource, result, when; details are a
     JSON object when present."""
