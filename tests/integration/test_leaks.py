@@ -375,7 +375,7 @@ def test_no_card_data_in_mails():
     assert not hits, f"card data in mails: {hits}"
 
 
-@harness.sqlite_only("flairctl backup snapshots the SQLite file; a PostgreSQL store is backed up with pg_dump")
+@harness.sqlite_only("flairctl backup now/restore snapshot and restore the SQLite file")
 def test_no_card_data_in_backup_or_its_export():
     stack = traffic()
     g = stack.gw

@@ -339,7 +339,6 @@ def _backup_seconds(name):
     return int(calendar.timegm(time.strptime(m.group(1), "%Y%m%dT%H%M%S")))
 
 
-@harness.sqlite_only("flairctl backup snapshots the SQLite file; a PostgreSQL store is backed up with pg_dump")
 def test_backup_gauge_is_published_by_the_scheduler_and_costs_the_scrape_no_readdir():
     with harness.Stack(backup_interval_s=1, backup_keep_last=50) as st:
         g = st.gw
@@ -367,7 +366,8 @@ def test_backup_gauge_is_published_by_the_scheduler_and_costs_the_scrape_no_read
         assert _backup_gauge(g) == real
 
 
-@harness.sqlite_only("flairctl backup snapshots the SQLite file; a PostgreSQL store is backed up with pg_dump")
+@harness.sqlite_only("flairctl backup now snapshots the SQLite file (on PostgreSQL the "
+                     "scheduler makes the backup)")
 def test_backup_export_writes_the_json_export_without_card_data():
     with harness.Stack() as stack:
         g = stack.gw
