@@ -162,7 +162,11 @@ store_failed(struct op_ctx *c, int rc, const char *state_msg)
 {
 	if (rc == 0)
 		return 0;
-	if (rc == FGW_ERR_STATE) {
+	if (rc == FGW_ERR_CONFLICT && c->g.key[0]) {
+		/* The same operation under the same key was begun by another
+		 * request first (on another instance): answer as a repeat. */
+		gw_req_repeat(&c->g, c->hash);
+	} else if (rc == FGW_ERR_STATE) {
 		gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE", state_msg);
 	} else if (rc == FGW_ERR_TOO_LARGE) {
 		gw_req_error(&c->g, 400, "REFUND_EXCEEDS_CAPTURED",

@@ -531,3 +531,50 @@ db_int64_of(struct db *db, const char *sql, const char *a, int64_t *v)
 	db_release(s);
 	return r;
 }
+
+int
+db_col_copy_exact(struct db_stmt *s, int i, char *dst, size_t cap)
+{
+	const char *t;
+	size_t n;
+
+	if (db_col_is_null(s, i)) {
+		dst[0] = '\0';
+		return 0;
+	}
+	if ((t = db_col_text(s, i)) == NULL)
+		return FGW_ERR_NOMEM;
+	n = db_col_bytes(s, i);
+	if (n >= cap)
+		return FGW_ERR_TOO_LARGE;
+	memcpy(dst, t, n);
+	dst[n] = '\0';
+	return 0;
+}
+
+int
+db_col_dup(struct db_stmt *s, int i, char **out)
+{
+	const char *t;
+	size_t n;
+
+	*out = NULL;
+	if (db_col_is_null(s, i))
+		return 0;
+	if ((t = db_col_text(s, i)) == NULL)
+		return FGW_ERR_NOMEM;
+	n = db_col_bytes(s, i);
+	if ((*out = malloc(n + 1)) == NULL)
+		return FGW_ERR_NOMEM;
+	memcpy(*out, t, n);
+	(*out)[n] = '\0';
+	return 0;
+}
+
+int
+db_bind_opt(struct db_stmt *s, int i, const char *p)
+{
+	if (p == NULL)
+		return db_bind_null(s, i);
+	return db_bind_text(s, i, p);
+}

@@ -131,6 +131,14 @@ const char *db_errmsg(struct db *db);
 /* Copies text column i into dst[cap]; NULL reads as "". 0, or
  * FGW_ERR_TOO_LARGE when it did not fit (dst holds a truncated copy). */
 int db_col_copy(struct db_stmt *s, int i, char *dst, size_t cap);
+/* The same without truncating: FGW_ERR_TOO_LARGE leaves dst unset (a
+ * value of cap bytes or more never stands for a shorter one). */
+int db_col_copy_exact(struct db_stmt *s, int i, char *dst, size_t cap);
+#define DB_COL_COPY(s, i, f) db_col_copy_exact((s), (i), (f), sizeof(f))
+/* Text column i into malloc'ed *out (NULL stays NULL). 0 or FGW_ERR_NOMEM. */
+int db_col_dup(struct db_stmt *s, int i, char **out);
+/* Binds p, or NULL when p is NULL ("" stays ""). */
+int db_bind_opt(struct db_stmt *s, int i, const char *p);
 /* One value: the first column of the first row of the literal sql with
  * ?1 = a. FGW_ERR_NOT_FOUND when there is no row. */
 int db_text_of(struct db *db, const char *sql, const char *a, char *out, size_t cap);

@@ -50,6 +50,7 @@
 #include "store/sqlutil.h"
 #include "store/store.h"
 #include "store/store_int.h"
+#include "store/txns.h"
 
 #define STORE_BUSY_TIMEOUT_MS 5000
 #define STORE_BATCH_LIMIT 100000
@@ -59,268 +60,6 @@
 
 /* A fixed char array holds a non-empty, NUL-terminated string. */
 #define FIELD_SET(f) ((f)[0] != '\0' && memchr((f), '\0', sizeof(f)) != NULL)
-
-/* ---- the transactions table, described once ---------------------------- */
-
-/* One table drives the INSERT, the SELECT, binding and reading, so the
- * column list cannot drift between them. Empty optional text is NULL. */
-enum col_kind { COL_TEXT, COL_TEXT_REQ, COL_INT, COL_I64, COL_JSON };
-
-struct txn_col {
-	const char *name;
-	enum col_kind kind;
-	size_t off;
-	size_t cap;
-};
-
-#define TXN_COL(kind, f)                             \
-	{                                                \
-#f, kind, offsetof(struct store_txn_row, f), \
-		    sizeof(((struct store_txn_row *)0)->f)   \
-	}
-
-static const struct txn_col txn_cols[] = {
-	TXN_COL(COL_TEXT_REQ, id),
-	TXN_COL(COL_TEXT_REQ, client_id),
-	TXN_COL(COL_TEXT, reservation_id),
-	TXN_COL(COL_I64, amount),
-	TXN_COL(COL_TEXT_REQ, currency),
-	TXN_COL(COL_TEXT_REQ, status),
-	TXN_COL(COL_TEXT, error_code),
-	TXN_COL(COL_TEXT, error_message),
-	TXN_COL(COL_TEXT, processor),
-	TXN_COL(COL_TEXT, processor_ref),
-	TXN_COL(COL_TEXT, processor_idem_key),
-	TXN_COL(COL_TEXT, token),
-	TXN_COL(COL_TEXT, fingerprint),
-	TXN_COL(COL_TEXT, brand),
-	TXN_COL(COL_TEXT, bin),
-	TXN_COL(COL_TEXT, last4),
-	TXN_COL(COL_INT, exp_month),
-	TXN_COL(COL_INT, exp_year),
-	TXN_COL(COL_TEXT, customer_email),
-	TXN_COL(COL_TEXT, customer_name),
-	TXN_COL(COL_TEXT, customer_country),
-	TXN_COL(COL_TEXT, customer_ip),
-	TXN_COL(COL_TEXT, rule_decision),
-	TXN_COL(COL_TEXT, rules_fired),
-	TXN_COL(COL_TEXT, idempotency_key),
-	TXN_COL(COL_TEXT, description),
-	TXN_COL(COL_JSON, metadata_json),
-	TXN_COL(COL_JSON, next_action_json),
-	TXN_COL(COL_I64, created_at),
-	TXN_COL(COL_I64, updated_at),
-};
-
-static int sql_add(char *buf, size_t cap, size_t *pos, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int
-sql_add(char *buf, size_t cap, size_t *pos, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	if (*pos >= cap)
-		return FGW_ERR_TOO_LARGE;
-	va_start(ap, fmt);
-	n = vsnprintf(buf + *pos, cap - *pos, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= cap - *pos)
-		return FGW_ERR_TOO_LARGE;
-	*pos += (size_t)n;
-	return 0;
-}
-
-/* The INSERT (select = 0) or the scoped SELECT by id (select = 1). */
-static int
-txn_sql(int select, char *buf, size_t cap)
-{
-	size_t pos = 0;
-	int r;
-
-	if ((r = sql_add(buf, cap, &pos, "%s",
-	                 select ? "SELECT " : "INSERT INTO transactions (")) != 0)
-		return r;
-	for (size_t i = 0; i < ARRAY_LEN(txn_cols); i++) {
-		if ((r = sql_add(buf, cap, &pos, "%s%s", i ? ", " : "", txn_cols[i].name)) != 0)
-			return r;
-	}
-	if (select)
-		return sql_add(buf, cap, &pos,
-		               " FROM transactions WHERE id = ?1 "
-		               "AND (CAST(?2 AS TEXT) IS NULL OR client_id = ?2)");
-	if ((r = sql_add(buf, cap, &pos, ") VALUES (")) != 0)
-		return r;
-	for (size_t i = 0; i < ARRAY_LEN(txn_cols); i++) {
-		if ((r = sql_add(buf, cap, &pos, "%s?%zu", i ? ", " : "", i + 1)) != 0)
-			return r;
-	}
-	return sql_add(buf, cap, &pos, ")");
-}
-
-/* Binds a fixed buffer without reading past it; "" binds NULL if nullable.
- * The buffer must stay put until the statement is reset. */
-static int
-bind_buf(struct db_stmt *s, int i, const char *buf, size_t cap, int nullable)
-{
-	size_t n = strnlen(buf, cap);
-	if (n == 0 && nullable)
-		return db_bind_null(s, i);
-	return db_bind_textn(s, i, buf, (size_t)((int)n));
-}
-
-#define BIND_BUF(s, i, f, nullable) bind_buf((s), (i), (f), sizeof(f), (nullable))
-
-static int
-bind_str(struct db_stmt *s, int i, const char *p)
-{
-	if (p == NULL)
-		return db_bind_null(s, i);
-	return db_bind_text(s, i, p);
-}
-
-static int
-bind_txn_row(struct db_stmt *s, const struct store_txn_row *row)
-{
-	for (size_t i = 0; i < ARRAY_LEN(txn_cols); i++) {
-		const struct txn_col *c = &txn_cols[i];
-		const char *field = (const char *)row + c->off;
-		int idx = (int)i + 1, rc;
-		int iv;
-		int64_t lv;
-		const char *p;
-
-		switch (c->kind) {
-		case COL_TEXT:
-		case COL_TEXT_REQ:
-			rc = bind_buf(s, idx, field, c->cap, c->kind == COL_TEXT);
-			break;
-		case COL_INT:
-			memcpy(&iv, field, sizeof(iv));
-			rc = db_bind_int(s, idx, iv);
-			break;
-		case COL_I64:
-			memcpy(&lv, field, sizeof(lv));
-			rc = db_bind_int64(s, idx, lv);
-			break;
-		case COL_JSON:
-			memcpy(&p, field, sizeof(p));
-			rc = bind_str(s, idx, p);
-			break;
-		default:
-			rc = FGW_ERR_INTERNAL;
-			break;
-		}
-		if (rc != FGW_OK)
-			return rc;
-	}
-	return FGW_OK;
-}
-
-/* Copies text column i into dst[cap]; NULL reads as "". */
-static int
-col_copy(struct db_stmt *s, int i, char *dst, size_t cap)
-{
-	const char *t;
-	size_t n;
-
-	if (db_col_is_null(s, i)) {
-		dst[0] = '\0';
-		return 0;
-	}
-	if ((t = db_col_text(s, i)) == NULL)
-		return FGW_ERR_NOMEM;
-	n = db_col_bytes(s, i);
-	if (n >= cap)
-		return FGW_ERR_TOO_LARGE;
-	memcpy(dst, t, n);
-	dst[n] = '\0';
-	return 0;
-}
-
-#define COL_COPY(s, i, f) col_copy((s), (i), (f), sizeof(f))
-
-/* Duplicates text column i into malloc'ed *out; NULL stays NULL. */
-static int
-col_dup(struct db_stmt *s, int i, char **out)
-{
-	const char *t;
-	size_t n;
-
-	*out = NULL;
-	if (db_col_is_null(s, i))
-		return 0;
-	if ((t = db_col_text(s, i)) == NULL)
-		return FGW_ERR_NOMEM;
-	n = db_col_bytes(s, i);
-	if ((*out = malloc(n + 1)) == NULL)
-		return FGW_ERR_NOMEM;
-	memcpy(*out, t, n);
-	(*out)[n] = '\0';
-	return 0;
-}
-
-static int
-read_txn_row(struct db_stmt *s, struct store_txn_row *row)
-{
-	int r = 0;
-
-	memset(row, 0, sizeof(*row));
-	for (size_t i = 0; i < ARRAY_LEN(txn_cols) && r == 0; i++) {
-		const struct txn_col *c = &txn_cols[i];
-		char *field = (char *)row + c->off;
-		int idx = (int)i;
-		int iv;
-		int64_t lv;
-		char *p = NULL;
-
-		switch (c->kind) {
-		case COL_TEXT:
-		case COL_TEXT_REQ:
-			r = col_copy(s, idx, field, c->cap);
-			break;
-		case COL_INT:
-			iv = db_col_int(s, idx);
-			memcpy(field, &iv, sizeof(iv));
-			break;
-		case COL_I64:
-			lv = db_col_int64(s, idx);
-			memcpy(field, &lv, sizeof(lv));
-			break;
-		case COL_JSON:
-			r = col_dup(s, idx, &p);
-			memcpy(field, &p, sizeof(p));
-			break;
-		default:
-			r = FGW_ERR_INTERNAL;
-			break;
-		}
-	}
-	if (r != 0)
-		store_txn_row_clear(row);
-	return r;
-}
-
-void
-store_txn_row_clear(struct store_txn_row *row)
-{
-	if (row == NULL)
-		return;
-	free(row->metadata_json);
-	free(row->next_action_json);
-	row->metadata_json = NULL;
-	row->next_action_json = NULL;
-}
-
-void
-store_idem_clear(struct store_idem *idem)
-{
-	if (idem == NULL)
-		return;
-	free(idem->body);
-	idem->body = NULL;
-}
 
 /* ---- writer statements ------------------------------------------------- */
 
@@ -347,7 +86,7 @@ enum wstmt {
 	"body, txn_id, created_at, expires_at) "                               \
 	"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
 
-/* W_TXN_INSERT is built from txn_cols at open. */
+/* W_TXN_INSERT is built from the column table (store/txns.c) at open. */
 static const char *const writer_sql[W_COUNT] = {
 	[W_BEGIN] = "BEGIN IMMEDIATE",
 	[W_COMMIT] = "COMMIT",
@@ -754,7 +493,7 @@ run_idem(struct store *st, struct store_idem *idem, enum idem_mode mode, int64_t
 	/* FGW_OK is 0: any failing bind stops the chain. */
 	if (BIND_BUF(s, 1, idem->client_id, 0) || BIND_BUF(s, 2, idem->key, 0) ||
 	    BIND_BUF(s, 3, idem->request_hash, 0) ||
-	    db_bind_int(s, 4, idem->status_code) || bind_str(s, 5, idem->body) ||
+	    db_bind_int(s, 4, idem->status_code) || db_bind_opt(s, 5, idem->body) ||
 	    BIND_BUF(s, 6, idem->txn_id, 1) || db_bind_int64(s, 7, idem->created_at) ||
 	    db_bind_int64(s, 8, idem->expires_at) ||
 	    (mode != IDEM_OWN && db_bind_int64(s, 9, now))) {
@@ -775,7 +514,7 @@ run_vault(struct store *st, const struct store_vault_entry *v, int64_t now)
 	int rc;
 
 	if (BIND_BUF(s, 1, v->token, 0) || BIND_BUF(s, 2, v->key_id, 0) ||
-	    bind_str(s, 3, v->blob) || BIND_BUF(s, 4, v->fingerprint, 1) ||
+	    db_bind_opt(s, 3, v->blob) || BIND_BUF(s, 4, v->fingerprint, 1) ||
 	    BIND_BUF(s, 5, v->brand, 1) || BIND_BUF(s, 6, v->bin, 1) ||
 	    BIND_BUF(s, 7, v->last4, 1) || db_bind_int(s, 8, v->exp_month) ||
 	    db_bind_int(s, 9, v->exp_year) || BIND_BUF(s, 10, v->customer_id, 1) ||
@@ -799,7 +538,7 @@ run_create(struct store *st, struct job *j, int64_t now)
 		j->row.created_at = now;
 	if (j->row.updated_at == 0)
 		j->row.updated_at = now;
-	if (bind_txn_row(s, &j->row) != FGW_OK) {
+	if (txn_bind_row(s, &j->row) != FGW_OK) {
 		db_clear_bindings(s);
 		return FGW_ERR_DB;
 	}
@@ -825,7 +564,7 @@ run_finish(struct store *st, struct job *j, int64_t now)
 		return FGW_ERR_DB;
 	}
 	rc = db_step(s);
-	r = rc == DB_ROW    ? COL_COPY(s, 0, cur)
+	r = rc == DB_ROW    ? DB_COL_COPY(s, 0, cur)
 	    : rc == DB_DONE ? FGW_ERR_NOT_FOUND
 	                        : FGW_ERR_DB;
 	db_reset(s);
@@ -840,7 +579,7 @@ run_finish(struct store *st, struct job *j, int64_t now)
 	s = st->stmt[W_TXN_UPDATE];
 	if (BIND_BUF(s, 1, u->id, 0) || BIND_BUF(s, 2, u->status, 0) ||
 	    BIND_BUF(s, 3, u->error_code, 1) || BIND_BUF(s, 4, u->error_message, 1) ||
-	    BIND_BUF(s, 5, u->processor_ref, 1) || bind_str(s, 6, u->next_action_json) ||
+	    BIND_BUF(s, 5, u->processor_ref, 1) || db_bind_opt(s, 6, u->next_action_json) ||
 	    db_bind_int64(s, 7, now) || BIND_BUF(s, 8, cur, 0)) {
 		db_clear_bindings(s);
 		return FGW_ERR_DB;
@@ -1893,11 +1632,11 @@ store_txn_get(struct store_reader *r, const char *client_id, const char *id,
 		goto out;
 	}
 	s = r->stmt[R_TXN_GET];
-	if (bind_str(s, 1, id) || bind_str(s, 2, client_id)) {
+	if (db_bind_opt(s, 1, id) || db_bind_opt(s, 2, client_id)) {
 		rv = FGW_ERR_DB;
 		goto out;
 	}
-	if ((rv = read_one(s)) != 0 || (rv = read_txn_row(s, out)) != 0)
+	if ((rv = read_one(s)) != 0 || (rv = txn_read_row(s, out)) != 0)
 		goto out;
 	rv = 0;
 out:
@@ -1921,15 +1660,15 @@ store_idem_get(struct store_reader *r, const char *client_id, const char *key,
 	}
 	memset(out, 0, sizeof(*out));
 	s = r->stmt[R_IDEM_GET];
-	if (bind_str(s, 1, client_id) || bind_str(s, 2, key) ||
+	if (db_bind_opt(s, 1, client_id) || db_bind_opt(s, 2, key) ||
 	    db_bind_int64(s, 3, fgw_now_ms())) {
 		rv = FGW_ERR_DB;
 		goto out;
 	}
-	if ((rv = read_one(s)) != 0 || (rv = COL_COPY(s, 0, out->client_id)) != 0 ||
-	    (rv = COL_COPY(s, 1, out->key)) != 0 ||
-	    (rv = COL_COPY(s, 2, out->request_hash)) != 0 ||
-	    (rv = col_dup(s, 4, &out->body)) != 0 || (rv = COL_COPY(s, 5, out->txn_id)) != 0)
+	if ((rv = read_one(s)) != 0 || (rv = DB_COL_COPY(s, 0, out->client_id)) != 0 ||
+	    (rv = DB_COL_COPY(s, 1, out->key)) != 0 ||
+	    (rv = DB_COL_COPY(s, 2, out->request_hash)) != 0 ||
+	    (rv = db_col_dup(s, 4, &out->body)) != 0 || (rv = DB_COL_COPY(s, 5, out->txn_id)) != 0)
 		goto out;
 	out->status_code = db_col_int(s, 3);
 	out->created_at = db_col_int64(s, 6);
@@ -1960,16 +1699,16 @@ store_vault_get(struct store_reader *r, const char *token, struct store_vault_en
 	memset(out, 0, sizeof(*out));
 	*blob = NULL;
 	s = r->stmt[R_VAULT_GET];
-	if (bind_str(s, 1, token)) {
+	if (db_bind_opt(s, 1, token)) {
 		rv = FGW_ERR_DB;
 		goto out;
 	}
-	if ((rv = read_one(s)) != 0 || (rv = COL_COPY(s, 0, out->token)) != 0 ||
-	    (rv = COL_COPY(s, 1, out->key_id)) != 0 || (rv = col_dup(s, 2, &b)) != 0 ||
-	    (rv = COL_COPY(s, 3, out->fingerprint)) != 0 ||
-	    (rv = COL_COPY(s, 4, out->brand)) != 0 || (rv = COL_COPY(s, 5, out->bin)) != 0 ||
-	    (rv = COL_COPY(s, 6, out->last4)) != 0 ||
-	    (rv = COL_COPY(s, 9, out->customer_id)) != 0)
+	if ((rv = read_one(s)) != 0 || (rv = DB_COL_COPY(s, 0, out->token)) != 0 ||
+	    (rv = DB_COL_COPY(s, 1, out->key_id)) != 0 || (rv = db_col_dup(s, 2, &b)) != 0 ||
+	    (rv = DB_COL_COPY(s, 3, out->fingerprint)) != 0 ||
+	    (rv = DB_COL_COPY(s, 4, out->brand)) != 0 || (rv = DB_COL_COPY(s, 5, out->bin)) != 0 ||
+	    (rv = DB_COL_COPY(s, 6, out->last4)) != 0 ||
+	    (rv = DB_COL_COPY(s, 9, out->customer_id)) != 0)
 		goto out;
 	if (b == NULL) {
 		rv = FGW_ERR_DB; /* NOT NULL column read as NULL */

@@ -72,7 +72,7 @@ struct store_opts {
 	int batch_max;          /* max jobs per COMMIT (>= 1) */
 	store_mac_fn audit_mac; /* required */
 	void *audit_mac_ctx;    /* must outlive the store */
-	int busy_timeout_ms;    /* (added) wait for another process's lock;
+	int busy_timeout_ms;    /* wait for another process's lock;
 	                          0: 5000. A batch whose BEGIN cannot get the
 	                          lock in time fails whole with FGW_ERR_DB. */
 	long long max_pages;    /* PRAGMA max_page_count after migrations; 0:
