@@ -328,25 +328,33 @@ add_str_or_null(cJSON *o, const char *name, const char *v)
 		cJSON_AddNullToObject(o, name);
 }
 
+/* A keyed reservation job that did not commit (what names it in the log):
+ * the key's owner took it first (its answer), the job's refusal, or 500.
+ * 1 when it answered, 0 when rc is 0. */
+static int
+resv_job_failed(struct rctx *c, int rc, const char *what)
+{
+	if (rc == 0)
+		return 0;
+	if (rc == FGW_ERR_CONFLICT) {
+		gw_req_repeat(&c->g, c->hash); /* the key's owner took it first */
+	} else if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
+		resv_err_answer(c, c->err);
+	} else {
+		log_error("%s %s not committed: %s", what, c->row.id, fgw_strerror(rc));
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+	}
+	return 1;
+}
+
 /* ---- POST /v1/reservations/hold ---------------------------------------- */
 
 static void
 hold_done(void *arg, int rc)
 {
 	struct rctx *c = arg;
-	if (rc == FGW_ERR_CONFLICT) {
-		gw_req_repeat(&c->g, c->hash); /* the key's owner took it first */
+	if (resv_job_failed(c, rc, "hold"))
 		return;
-	}
-	if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
-		resv_err_answer(c, c->err);
-		return;
-	}
-	if (rc != 0) {
-		log_error("hold %s not committed: %s", c->row.id, fgw_strerror(rc));
-		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		return;
-	}
 	{
 		char *a = c->answer;
 		c->answer = NULL;
@@ -860,7 +868,7 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	 * may bring the customer back too. */
 	if (!txn_return_url_allowed(rq, rx->gw->cfg.return_url_origins) &&
 	    !(browser && browser_return_url_allowed(&rx->gw->cfg,
-	                                          rq->return_url ? rq->return_url : ""))) {
+	                                            rq->return_url ? rq->return_url : ""))) {
 		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
 		             "returnUrl must point to an origin listed in return_url_origins");
 		goto out;
@@ -1265,18 +1273,8 @@ cancel_done(void *arg, int rc)
 {
 	struct rctx *c = arg;
 	char *a = c->answer;
-	if (rc == FGW_ERR_CONFLICT) {
-		gw_req_repeat(&c->g, c->hash); /* the key's owner took it first */
+	if (resv_job_failed(c, rc, "hold cancel"))
 		return;
-	}
-	if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
-		resv_err_answer(c, c->err);
-		return;
-	}
-	if (rc != 0) {
-		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		return;
-	}
 	c->answer = NULL;
 	gw_req_finish(&c->g, 200, a);
 	free(a);
