@@ -1938,7 +1938,7 @@ publish_events(struct reactor *rx)
 			    (payloads[i] = resv_event_payload(evt, &ev[i])) == NULL)
 				goto out;
 			fgw_random_id("whd_", rows[k].id, sizeof(rows[k].id));
-			fgw_strlcpy(rows[k].url, ep->url, sizeof(rows[k].url));
+			fgw_strlcpy(rows[k].endpoint_url, ep->url, sizeof(rows[k].endpoint_url));
 			fgw_strlcpy(rows[k].event_id, evt, sizeof(rows[k].event_id));
 			fgw_strlcpy(rows[k].event_type, ev[i].type, sizeof(rows[k].event_type));
 			fgw_strlcpy(rows[k].txn_id, ev[i].row.txn_id, sizeof(rows[k].txn_id));

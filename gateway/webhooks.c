@@ -139,7 +139,7 @@ enqueue_event(struct webhooks *wh, const struct pipeline_env *env,
 			if (ep->client_id[0] != '\0' && strcmp(ep->client_id, row->client_id) != 0)
 				continue;
 			fgw_random_id("whd_", rows[k].id, sizeof(rows[k].id));
-			fgw_strlcpy(rows[k].url, ep->url, sizeof(rows[k].url));
+			fgw_strlcpy(rows[k].endpoint_url, ep->url, sizeof(rows[k].endpoint_url));
 			fgw_strlcpy(rows[k].event_id, ev, sizeof(rows[k].event_id));
 			fgw_strlcpy(rows[k].event_type, type, sizeof(rows[k].event_type));
 			fgw_strlcpy(rows[k].txn_id, row->id, sizeof(rows[k].txn_id));
@@ -236,14 +236,14 @@ notify_abandoned(struct webhooks *wh, const struct delivery *d,
 	const char *client = NULL;
 	char n[16];
 	for (int i = 0; i < cfg->n_webhook_endpoints; i++)
-		if (strcmp(cfg->webhook_endpoints[i].url, d->row.url) == 0 &&
+		if (strcmp(cfg->webhook_endpoints[i].url, d->row.endpoint_url) == 0 &&
 		    cfg->webhook_endpoints[i].client_id[0] != '\0')
 			client = cfg->webhook_endpoints[i].client_id;
 	snprintf(n, sizeof(n), "%d", d->row.attempts + 1);
 	{
 		struct notify_var v[] = {
 			{ "outbox_id", d->row.id },
-			{ "url", d->row.url },
+			{ "url", d->row.endpoint_url },
 			{ "event_type", d->row.event_type },
 			{ "txn_id", d->row.txn_id },
 			{ "error", a->error },
@@ -306,7 +306,7 @@ on_delivered(void *arg, const struct httpc_response *resp)
 		                          fate == OUTBOX_DELIVERED ? "success" : "failure",
 		                          details };
 	if (fate != OUTBOX_DELIVERED)
-		log_warn("outbox: %s to %s: %s (%s)", d->row.id, d->row.url, a.error, a.outcome);
+		log_warn("outbox: %s to %s: %s (%s)", d->row.id, d->row.endpoint_url, a.error, a.outcome);
 	if (fate == OUTBOX_FAILED)
 		notify_abandoned(wh, d, &a);
 	r = store_outbox_attempt(wh->rx->env.store, wh->rx->waker, &a, &audit, 1, on_recorded,
@@ -332,7 +332,7 @@ send_one(struct webhooks *wh, struct store_outbox_row *row)
 	/* The row names its endpoint by URL: the secret is that endpoint's
 	 * now, so a rotated secret signs the retries too. */
 	for (int i = 0; i < cfg->n_webhook_endpoints; i++)
-		if (strcmp(cfg->webhook_endpoints[i].url, row->url) == 0)
+		if (strcmp(cfg->webhook_endpoints[i].url, row->endpoint_url) == 0)
 			secret = wh->out_secret[i];
 	if ((d = calloc(1, sizeof(*d))) == NULL) {
 		store_outbox_row_clear(row);
@@ -367,7 +367,7 @@ send_one(struct webhooks *wh, struct store_outbox_row *row)
 	headers[2] = id_h;
 	headers[3] = "User-Agent: flairgw-webhooks/1";
 	headers[4] = NULL;
-	r = httpc_request(wh->rx->httpc, "POST", d->row.url, headers, d->row.payload,
+	r = httpc_request(wh->rx->httpc, "POST", d->row.endpoint_url, headers, d->row.payload,
 	                  strlen(d->row.payload), (long)cfg->webhook_timeout_ms, on_delivered,
 	                  d, NULL);
 	if (r != 0) {

@@ -7,6 +7,7 @@
  */
 #define LOG_MODULE "store"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -98,53 +99,34 @@ store_mail_enqueue(struct store *st, struct store_waker *w,
 	                                                   .arg = arg });
 }
 
-#define MAIL_COLS                                                                 \
-	"id, kind, audience, client_id, txn_id, mail_from, rcpt_to, subject, status," \
-	" attempts, next_attempt_at, last_error, created_at, updated_at"
+/* clang-format off */
+#define MAIL_COLUMNS(F, N)                                                     \
+	F(SQL_TEXT, id) N(SQL_TEXT, kind) N(SQL_TEXT, audience)                    \
+	N(SQL_TEXT, client_id) N(SQL_TEXT, txn_id) N(SQL_TEXT, mail_from)          \
+	N(SQL_TEXT, rcpt_to) N(SQL_TEXT, subject) N(SQL_TEXT, status)              \
+	N(SQL_INT, attempts) N(SQL_I64, next_attempt_at) N(SQL_TEXT, last_error)   \
+	N(SQL_I64, created_at) N(SQL_I64, updated_at)
+/* clang-format on */
+#define MAIL_COLS SQL_COL_NAMES(MAIL_COLUMNS)
+
+#define SQL_COL_ROW struct store_mail_row
+static const struct sql_col mail_cols[] = { SQL_COL_TABLE(MAIL_COLUMNS) };
+#undef SQL_COL_ROW
 
 static void
-read_row(struct db_stmt *s, void *arg)
+clear_row(void *row)
 {
-	struct store_mail_row *o = arg;
-	memset(o, 0, sizeof(*o));
-	db_col_copy(s, 0, o->id, sizeof(o->id));
-	db_col_copy(s, 1, o->kind, sizeof(o->kind));
-	db_col_copy(s, 2, o->audience, sizeof(o->audience));
-	db_col_copy(s, 3, o->client_id, sizeof(o->client_id));
-	db_col_copy(s, 4, o->txn_id, sizeof(o->txn_id));
-	db_col_copy(s, 5, o->mail_from, sizeof(o->mail_from));
-	db_col_copy(s, 6, o->rcpt_to, sizeof(o->rcpt_to));
-	db_col_copy(s, 7, o->subject, sizeof(o->subject));
-	db_col_copy(s, 8, o->status, sizeof(o->status));
-	o->attempts = db_col_int(s, 9);
-	o->next_attempt_at = db_col_int64(s, 10);
-	db_col_copy(s, 11, o->last_error, sizeof(o->last_error));
-	o->created_at = db_col_int64(s, 12);
-	o->updated_at = db_col_int64(s, 13);
-}
-
-static char **
-row_message(void *row)
-{
-	return &((struct store_mail_row *)row)->message;
+	store_mail_row_clear(row);
 }
 
 static const struct outbox_kind mail_kind = {
 	.name = "mail",
 	.done = "sent",
-	.row_size = sizeof(struct store_mail_row),
-	.read_row = read_row,
-	.payload = row_message,
+	OUTBOX_ROW(struct store_mail_row, mail_cols, message),
+	.claim_run = store_mail_claim_run,
+	.clear_row = clear_row,
 	.has_code = 0,
-	.sql_due = OUTBOX_SQL_DUE("mail_outbox", MAIL_COLS, "message"),
-	.sql_list = OUTBOX_SQL_LIST("mail_outbox", MAIL_COLS),
-	.sql_claim = OUTBOX_SQL_CLAIM("mail_outbox"),
-	.sql_claim_due_lite = OUTBOX_SQL_CLAIM_DUE(CLAIM_SQL_LITE, "mail_outbox", MAIL_COLS,
-	                                           "message"),
-	.sql_claim_due_pg = OUTBOX_SQL_CLAIM_DUE(CLAIM_SQL_PG, "mail_outbox", MAIL_COLS,
-	                                         "message"),
-	.sql_mark = OUTBOX_SQL_MARK("mail_outbox", ""),
-	.sql_retry = OUTBOX_SQL_RETRY("mail_outbox"),
+	OUTBOX_SQL("mail_outbox", MAIL_COLS, "message", ""),
 };
 
 struct attempt_job {
@@ -224,23 +206,13 @@ store_mail_claim_run(struct db *db, const struct claim_args *a, void *rows, int 
 	return outbox_claim_due(db, &mail_kind, a, rows, n);
 }
 
-static void
-clear_row(void *row)
-{
-	store_mail_row_clear(row);
-}
-
 int
 store_mail_claim(struct store *st, struct store_waker *w, int64_t now_ms,
                  int64_t lease_until, struct store_mail_row *out, int max, int *n,
                  store_done_fn done, void *arg)
 {
-	const struct claim_args a = { .now = now_ms, .lease_until = lease_until, .max = max };
-
-	if (lease_until <= now_ms)
-		return FGW_ERR_INVALID;
-	return claim_submit(st, w, store_mail_claim_run, &a, sizeof(*out), clear_row, out, n,
-	                    done, arg);
+	return outbox_claim_submit(st, w, &mail_kind, now_ms, lease_until, out, max, n, done,
+	                           arg);
 }
 
 struct list_ctx {

@@ -23,15 +23,66 @@ outbox_outcome_ok(const struct outbox_kind *k, const char *outcome)
 	        strcmp(outcome, "failed") == 0);
 }
 
+static char **
+row_payload(const struct outbox_kind *k, void *row)
+{
+	return (char **)(void *)((char *)row + k->payload_off);
+}
+
 void
 outbox_row_clear(const struct outbox_kind *k, void *row)
 {
 	char **p;
 	if (row == NULL)
 		return;
-	p = k->payload(row);
+	p = row_payload(k, row);
 	free(*p);
 	*p = NULL;
+}
+
+/* Fills row from the kind's columns; a text longer than its field is cut,
+ * as the operator's list and the senders always took it. */
+static int
+read_row(const struct outbox_kind *k, struct db_stmt *s, void *row)
+{
+	memset(row, 0, k->row_size);
+	return sql_read_cols(s, 0, k->cols, k->n_cols, row) == FGW_ERR_INTERNAL
+	           ? FGW_ERR_INTERNAL
+	           : 0;
+}
+
+/* A due row: the columns, then its payload, which comes last (counted on
+ * a row: PostgreSQL knows the columns only once the statement ran). */
+static int
+read_due_row(const struct outbox_kind *k, struct db_stmt *s, void *row)
+{
+	const char *p = db_col_text(s, db_col_count(s) - 1);
+	int rc;
+	if ((rc = read_row(k, s, row)) != 0)
+		return rc;
+	if ((*row_payload(k, row) = strdup(p ? p : "")) == NULL)
+		return FGW_ERR_NOMEM;
+	return 0;
+}
+
+/* Steps s for up to max due rows into rows[], counted in *n; 0, or the
+ * step's or the read's error with no row kept. */
+static int
+read_due_rows(const struct outbox_kind *k, struct db_stmt *s, char *rows, int max, int *n)
+{
+	int rc;
+	*n = 0;
+	while ((rc = db_step(s)) == DB_ROW && *n < max) {
+		if ((rc = read_due_row(k, s, rows + (size_t)*n * k->row_size)) != 0)
+			break;
+		(*n)++;
+	}
+	if (rc == DB_ROW || rc == DB_DONE)
+		return 0;
+	for (int i = 0; i < *n; i++)
+		outbox_row_clear(k, rows + (size_t)i * k->row_size);
+	*n = 0;
+	return rc;
 }
 
 int
@@ -39,7 +90,6 @@ outbox_due(struct store_reader *r, const struct outbox_kind *k, int64_t now_ms, 
            int max, int *n)
 {
 	struct db_stmt *s = NULL;
-	char *rows = out;
 	int rc;
 	*n = 0;
 	if ((rc = db_prepare(store_reader_db(r), k->sql_due, &s)) != 0)
@@ -48,27 +98,10 @@ outbox_due(struct store_reader *r, const struct outbox_kind *k, int64_t now_ms, 
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	while (*n < max && (rc = db_step(s)) == DB_ROW) {
-		/* The payload comes last; counted on a row (PostgreSQL knows
-		 * the columns only once the statement ran). */
-		int pay = db_col_count(s) - 1;
-		const char *p = db_col_text(s, pay);
-		void *row = rows + (size_t)*n * k->row_size;
-		k->read_row(s, row);
-		if ((*k->payload(row) = strdup(p ? (const char *)p : "")) == NULL) {
-			rc = FGW_ERR_NOMEM;
-			goto out;
-		}
-		(*n)++;
-	}
-	rc = rc == DB_DONE || rc == DB_ROW || *n == max ? 0 : FGW_ERR_DB;
+	if ((rc = read_due_rows(k, s, out, max, n)) != 0 && rc != FGW_ERR_NOMEM)
+		rc = FGW_ERR_DB;
 out:
 	db_release(s);
-	if (rc != 0) {
-		for (int i = 0; i < *n; i++)
-			outbox_row_clear(k, rows + (size_t)i * k->row_size);
-		*n = 0;
-	}
 	return rc;
 }
 
@@ -88,12 +121,8 @@ outbox_list(struct store_reader *r, const struct outbox_kind *k, int limit,
 		goto out;
 	}
 	while ((rc = db_step(s)) == DB_ROW) {
-		int stop;
-		k->read_row(s, row);
-		if ((stop = fn(arg, row)) != 0) {
-			rc = stop;
+		if ((rc = read_row(k, s, row)) != 0 || (rc = fn(arg, row)) != 0)
 			goto out;
-		}
 	}
 	rc = rc == DB_DONE ? 0 : FGW_ERR_DB;
 out:
@@ -107,7 +136,6 @@ outbox_claim_due(struct db *db, const struct outbox_kind *k, const struct claim_
                  void *out, int *n)
 {
 	struct db_stmt *s = NULL;
-	char *rows = out;
 	int rc;
 
 	*n = 0;
@@ -122,30 +150,24 @@ outbox_claim_due(struct db *db, const struct outbox_kind *k, const struct claim_
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	while ((rc = db_step(s)) == DB_ROW && *n < a->max) {
-		int pay = db_col_count(s) - 1; /* the payload comes last */
-		const char *p = db_col_text(s, pay);
-		void *row = rows + (size_t)*n * k->row_size;
-		k->read_row(s, row);
-		if ((*k->payload(row) = strdup(p ? p : "")) == NULL) {
-			rc = FGW_ERR_NOMEM;
-			goto out;
-		}
-		(*n)++;
-	}
-	if (rc != DB_ROW && rc != DB_DONE) {
+	if ((rc = read_due_rows(k, s, out, a->max, n)) != 0 && rc != FGW_ERR_NOMEM)
 		log_error("%s: claiming due rows: %s", k->name, db_errmsg(db));
-		goto out;
-	}
-	rc = 0;
 out:
 	db_release(s);
-	if (rc != 0) {
-		for (int i = 0; i < *n; i++)
-			outbox_row_clear(k, rows + (size_t)i * k->row_size);
-		*n = 0;
-	}
 	return rc;
+}
+
+int
+outbox_claim_submit(struct store *st, struct store_waker *w, const struct outbox_kind *k,
+                    int64_t now_ms, int64_t lease_until, void *out, int max, int *n,
+                    store_done_fn done, void *arg)
+{
+	const struct claim_args a = { .now = now_ms, .lease_until = lease_until, .max = max };
+
+	if (lease_until <= now_ms)
+		return FGW_ERR_INVALID;
+	return claim_submit(st, w, k->claim_run, &a, k->row_size, k->clear_row, out, n, done,
+	                    arg);
 }
 
 int

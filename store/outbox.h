@@ -19,16 +19,20 @@
 
 #include "store/claim.h"
 #include "store/db.h"
+#include "store/sqlutil.h"
 #include "store/store.h"
 
 struct outbox_kind {
 	const char *name; /* for log lines: "mail", "webhooks" */
 	const char *done; /* the status of a delivered row */
 	size_t row_size;  /* of the kind's row struct */
-	/* Fills a row from the kind's columns (0..), without its payload. */
-	void (*read_row)(struct db_stmt *s, void *row);
-	/* The row's owned payload pointer. */
-	char **(*payload)(void *row);
+	/* The kind's columns (store/sqlutil.h), as the COLS of its SQL list
+	 * them; the payload is not among them. */
+	const struct sql_col *cols;
+	size_t n_cols;
+	size_t payload_off;             /* of the row's owned char * payload */
+	claim_fn claim_run;             /* outbox_claim_due for this kind */
+	void (*clear_row)(void *row);   /* the kind's _row_clear */
 	int has_code;                   /* a last_http_status column (?7 of sql_mark) */
 	const char *sql_due;            /* OUTBOX_SQL_DUE */
 	const char *sql_list;           /* OUTBOX_SQL_LIST */
@@ -39,7 +43,7 @@ struct outbox_kind {
 	const char *sql_retry;          /* OUTBOX_SQL_RETRY */
 };
 
-/* COLS are the kind's columns as read_row reads them; due adds the
+/* COLS are the kind's columns as its cols table lists them; due adds the
  * payload column PAY after them. */
 #define OUTBOX_SQL_DUE(T, COLS, PAY)                               \
 	"SELECT " COLS ", " PAY " FROM " T " WHERE status = 'pending'" \
@@ -66,6 +70,18 @@ struct outbox_kind {
 #define OUTBOX_SQL_RETRY(T)                                     \
 	"UPDATE " T " SET status = 'pending', next_attempt_at = ?," \
 	" updated_at = ? WHERE id = ?"
+/* row_size, cols and payload_off of the kind whose rows are ROW. */
+#define OUTBOX_ROW(ROW, COLS_TABLE, PAYLOAD)                \
+	.row_size = sizeof(ROW), .cols = COLS_TABLE,            \
+	.n_cols = sizeof(COLS_TABLE) / sizeof((COLS_TABLE)[0]), \
+	.payload_off = offsetof(ROW, PAYLOAD)
+/* Every sql_* of the kind whose table is T (the designated initializers). */
+#define OUTBOX_SQL(T, COLS, PAY, MARK_EXTRA)                                       \
+	.sql_due = OUTBOX_SQL_DUE(T, COLS, PAY), .sql_list = OUTBOX_SQL_LIST(T, COLS), \
+	.sql_claim = OUTBOX_SQL_CLAIM(T),                                              \
+	.sql_claim_due_lite = OUTBOX_SQL_CLAIM_DUE(CLAIM_SQL_LITE, T, COLS, PAY),      \
+	.sql_claim_due_pg = OUTBOX_SQL_CLAIM_DUE(CLAIM_SQL_PG, T, COLS, PAY),          \
+	.sql_mark = OUTBOX_SQL_MARK(T, MARK_EXTRA), .sql_retry = OUTBOX_SQL_RETRY(T)
 
 /* 1 when outcome is one an attempt may record: the kind's done status,
  * "retry" (pending again) or "failed". */
@@ -89,6 +105,13 @@ int outbox_list(struct store_reader *r, const struct outbox_kind *k, int limit,
  * of k->row_size); *n how many. */
 int outbox_claim_due(struct db *db, const struct outbox_kind *k,
                      const struct claim_args *a, void *out, int *n);
+
+/* The claim job over claim_run (store/claim.h): up to max rows due at
+ * now_ms, leased until lease_until, reach out[] and *n right before
+ * done(arg, rc). FGW_ERR_INVALID when the lease ends by now_ms. */
+int outbox_claim_submit(struct store *st, struct store_waker *w,
+                        const struct outbox_kind *k, int64_t now_ms, int64_t lease_until,
+                        void *out, int max, int *n, store_done_fn done, void *arg);
 
 /* On the writer thread. The number the next attempt of row id gets
  * (attempts + 1) into *attempt; FGW_ERR_STATE when the row is not pending

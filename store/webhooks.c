@@ -9,6 +9,7 @@
  */
 #define LOG_MODULE "store"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -190,7 +191,8 @@ run_enqueue(struct db *db, void *arg)
 	for (size_t i = 0; i < j->n; i++) {
 		const struct store_outbox_row *o = &j->rows[i];
 		db_reset(s);
-		if (db_bind_text_or_null(s, 1, o->id) || db_bind_text_or_null(s, 2, o->url) ||
+		if (db_bind_text_or_null(s, 1, o->id) ||
+		    db_bind_text_or_null(s, 2, o->endpoint_url) ||
 		    db_bind_text_or_null(s, 3, o->event_id) ||
 		    db_bind_text_or_null(s, 4, o->event_type) ||
 		    db_bind_text_or_null(s, 5, o->txn_id) ||
@@ -241,51 +243,34 @@ store_outbox_enqueue(struct store *st, struct store_waker *w,
 	                                                   .arg = arg });
 }
 
-#define OUTBOX_COLS                                                     \
-	"id, endpoint_url, event_id, event_type, txn_id, status, attempts," \
-	" next_attempt_at, last_http_status, last_error, created_at, updated_at"
+/* clang-format off */
+#define OUTBOX_COLUMNS(F, N)                                                   \
+	F(SQL_TEXT, id) N(SQL_TEXT, endpoint_url) N(SQL_TEXT, event_id)            \
+	N(SQL_TEXT, event_type) N(SQL_TEXT, txn_id) N(SQL_TEXT, status)            \
+	N(SQL_INT, attempts) N(SQL_I64, next_attempt_at)                           \
+	N(SQL_INT, last_http_status) N(SQL_TEXT, last_error)                       \
+	N(SQL_I64, created_at) N(SQL_I64, updated_at)
+/* clang-format on */
+#define OUTBOX_COLS SQL_COL_NAMES(OUTBOX_COLUMNS)
+
+#define SQL_COL_ROW struct store_outbox_row
+static const struct sql_col outbox_cols[] = { SQL_COL_TABLE(OUTBOX_COLUMNS) };
+#undef SQL_COL_ROW
 
 static void
-read_outbox(struct db_stmt *s, void *arg)
+clear_row(void *row)
 {
-	struct store_outbox_row *o = arg;
-	memset(o, 0, sizeof(*o));
-	db_col_copy(s, 0, o->id, sizeof(o->id));
-	db_col_copy(s, 1, o->url, sizeof(o->url));
-	db_col_copy(s, 2, o->event_id, sizeof(o->event_id));
-	db_col_copy(s, 3, o->event_type, sizeof(o->event_type));
-	db_col_copy(s, 4, o->txn_id, sizeof(o->txn_id));
-	db_col_copy(s, 5, o->status, sizeof(o->status));
-	o->attempts = db_col_int(s, 6);
-	o->next_attempt_at = db_col_int64(s, 7);
-	o->last_http_status = db_col_int(s, 8);
-	db_col_copy(s, 9, o->last_error, sizeof(o->last_error));
-	o->created_at = db_col_int64(s, 10);
-	o->updated_at = db_col_int64(s, 11);
-}
-
-static char **
-row_payload(void *row)
-{
-	return &((struct store_outbox_row *)row)->payload;
+	store_outbox_row_clear(row);
 }
 
 static const struct outbox_kind webhook_kind = {
 	.name = "webhooks",
 	.done = "delivered",
-	.row_size = sizeof(struct store_outbox_row),
-	.read_row = read_outbox,
-	.payload = row_payload,
+	OUTBOX_ROW(struct store_outbox_row, outbox_cols, payload),
+	.claim_run = store_outbox_claim_run,
+	.clear_row = clear_row,
 	.has_code = 1,
-	.sql_due = OUTBOX_SQL_DUE("webhook_outbox", OUTBOX_COLS, "payload"),
-	.sql_list = OUTBOX_SQL_LIST("webhook_outbox", OUTBOX_COLS),
-	.sql_claim = OUTBOX_SQL_CLAIM("webhook_outbox"),
-	.sql_claim_due_lite = OUTBOX_SQL_CLAIM_DUE(CLAIM_SQL_LITE, "webhook_outbox",
-	                                           OUTBOX_COLS, "payload"),
-	.sql_claim_due_pg = OUTBOX_SQL_CLAIM_DUE(CLAIM_SQL_PG, "webhook_outbox", OUTBOX_COLS,
-	                                         "payload"),
-	.sql_mark = OUTBOX_SQL_MARK("webhook_outbox", ", last_http_status = ?7"),
-	.sql_retry = OUTBOX_SQL_RETRY("webhook_outbox"),
+	OUTBOX_SQL("webhook_outbox", OUTBOX_COLS, "payload", ", last_http_status = ?7"),
 };
 
 /* The outbox row moves as outbox_mark does; webhooks also keep every
@@ -365,23 +350,13 @@ store_outbox_claim_run(struct db *db, const struct claim_args *a, void *rows, in
 	return outbox_claim_due(db, &webhook_kind, a, rows, n);
 }
 
-static void
-clear_row(void *row)
-{
-	store_outbox_row_clear(row);
-}
-
 int
 store_outbox_claim(struct store *st, struct store_waker *w, int64_t now_ms,
                    int64_t lease_until, struct store_outbox_row *out, int max, int *n,
                    store_done_fn done, void *arg)
 {
-	const struct claim_args a = { .now = now_ms, .lease_until = lease_until, .max = max };
-
-	if (lease_until <= now_ms)
-		return FGW_ERR_INVALID;
-	return claim_submit(st, w, store_outbox_claim_run, &a, sizeof(*out), clear_row, out,
-	                    n, done, arg);
+	return outbox_claim_submit(st, w, &webhook_kind, now_ms, lease_until, out, max, n,
+	                           done, arg);
 }
 
 struct list_ctx {

@@ -35,7 +35,7 @@ int store_txn_id_by_ref(struct store_reader *r, const char *ref, char *id, size_
 
 struct store_outbox_row {
 	char id[40]; /* "whd_..." one per event and endpoint */
-	char url[512];
+	char endpoint_url[512];
 	char event_id[40]; /* "evt_..." shared by the event's rows */
 	char event_type[48];
 	char txn_id[40];

@@ -1127,7 +1127,7 @@ print_outbox(void *arg, const struct store_outbox_row *o)
 	printf(
 	    "%s %-9s attempts=%d last_http=%d next=%s created=%s event=%s type=%s txn=%s url=%s\n",
 	    o->id, o->status, o->attempts, o->last_http_status, next, created, o->event_id,
-	    o->event_type, o->txn_id[0] ? o->txn_id : "-", o->url);
+	    o->event_type, o->txn_id[0] ? o->txn_id : "-", o->endpoint_url);
 }
 
 static void

@@ -500,7 +500,7 @@ store_lease_is_the_token(int pg)
 		CHECK_EQ_INT(pg_clean_outboxes(), 0);
 	memset(&row, 0, sizeof(row));
 	strcpy(row.id, "whd_token");
-	strcpy(row.url, "http://127.0.0.1:1/");
+	strcpy(row.endpoint_url, "http://127.0.0.1:1/");
 	strcpy(row.event_id, "evt_token");
 	strcpy(row.event_type, "transaction.succeeded");
 	row.payload = "{}";
