@@ -92,9 +92,9 @@ load_row(struct db *db, const char *customer, const char *id, struct resv_row *o
 	/* ?2 IS NULL alone gives PostgreSQL no type for ?2 (it refuses to
 	 * prepare it): the CAST does, on both backends. */
 	if ((r = db_prepare(db,
-	                     "SELECT " RESV_COLS " FROM reservations WHERE id = ?1"
-	                     " AND (CAST(?2 AS TEXT) IS NULL OR customer_id = ?2)",
-	                     &s)) != 0)
+	                    "SELECT " RESV_COLS " FROM reservations WHERE id = ?1"
+	                    " AND (CAST(?2 AS TEXT) IS NULL OR customer_id = ?2)",
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, id);
 	if (customer != NULL)
@@ -121,15 +121,15 @@ release_places(struct db *db, const char *id)
 	struct db_stmt *s = NULL;
 	char slot[64];
 	int r, rc, guests;
-	if ((r = db_prepare(db,
-	                     "UPDATE reservations SET released = 1 WHERE id = ?1 AND released = 0",
-	                     &s)) != 0)
+	if ((r = db_prepare(
+	         db, "UPDATE reservations SET released = 1 WHERE id = ?1 AND released = 0",
+	         &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, id);
 	if ((r = step_done(s)) != 0 || db_changes(db) != 1)
 		return r;
 	if ((r = db_prepare(db, "SELECT time_slot_id, guests FROM reservations WHERE id = ?1",
-	                     &s)) != 0)
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, id);
 	if ((rc = db_step(s)) != DB_ROW) {
@@ -143,9 +143,9 @@ release_places(struct db *db, const char *id)
 		return FGW_ERR_DB;
 	/* Never below zero (MAX(a, b) of two values is SQLite's alone). */
 	if ((r = db_prepare(db,
-	                     "UPDATE time_slots SET taken = CASE WHEN taken > ?2"
-	                     " THEN taken - ?2 ELSE 0 END WHERE id = ?1",
-	                     &s)) != 0)
+	                    "UPDATE time_slots SET taken = CASE WHEN taken > ?2"
+	                    " THEN taken - ?2 ELSE 0 END WHERE id = ?1",
+	                    &s)) != 0)
 		return r;
 	db_bind_text(s, 1, slot);
 	db_bind_int(s, 2, guests);
@@ -159,9 +159,9 @@ add_event(struct db *db, const char *id, const char *type, int64_t now)
 	struct db_stmt *s = NULL;
 	int r;
 	if ((r = db_prepare(db,
-	                     "INSERT INTO reservation_events (reservation_id, event_type,"
-	                     " created_at) VALUES (?1, ?2, ?3)",
-	                     &s)) != 0)
+	                    "INSERT INTO reservation_events (reservation_id, event_type,"
+	                    " created_at) VALUES (?1, ?2, ?3)",
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, id);
 	db_bind_text_or_null(s, 2, type);
@@ -175,9 +175,9 @@ drop_secrets(struct db *db, const char *id)
 {
 	struct db_stmt *s = NULL;
 	int r;
-	if ((r = db_prepare(
-	         db, "DELETE FROM reservation_client_secrets WHERE reservation_id = ?1",
-	         &s)) != 0)
+	if ((r = db_prepare(db,
+	                    "DELETE FROM reservation_client_secrets WHERE reservation_id = ?1",
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, id);
 	return step_done(s);
@@ -299,10 +299,10 @@ run_hold(struct db *db, void *ctx)
 	if (v->guests <= 0)
 		return job_fail(j, RESV_NOT_ENOUGH_CAPACITY);
 	if ((r = db_prepare(db,
-	                     "UPDATE time_slots SET taken = taken + ?3 WHERE id = ?1"
-	                     " AND experience_id = ?2 AND status = 'open'"
-	                     " AND taken + ?3 <= capacity",
-	                     &s)) != 0)
+	                    "UPDATE time_slots SET taken = taken + ?3 WHERE id = ?1"
+	                    " AND experience_id = ?2 AND status = 'open'"
+	                    " AND taken + ?3 <= capacity",
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, v->time_slot_id);
 	db_bind_text_or_null(s, 2, v->experience_id);
@@ -312,9 +312,9 @@ run_hold(struct db *db, void *ctx)
 	if (db_changes(db) != 1) {
 		/* Refused: why, as the slot is now. */
 		if ((r = db_prepare(db,
-		                     "SELECT capacity, taken, status FROM time_slots WHERE id = ?1"
-		                     " AND experience_id = ?2",
-		                     &s)) != 0)
+		                    "SELECT capacity, taken, status FROM time_slots WHERE id = ?1"
+		                    " AND experience_id = ?2",
+		                    &s)) != 0)
 			return r;
 		db_bind_text_or_null(s, 1, v->time_slot_id);
 		db_bind_text_or_null(s, 2, v->experience_id);
@@ -415,11 +415,11 @@ mark_pending(struct db *db, struct job *j, const char *pay, const char *txn_id)
 	 * (or the hold expired or was cancelled) meanwhile on another
 	 * instance must not be followed by a second one. */
 	if ((r = db_prepare(db,
-	                     "UPDATE reservations SET status = 'pending', payment_status ="
-	                     " ?2, txn_id = ?3, payment_intent_id = NULL, save_method = ?4,"
-	                     " updated_at = ?5 WHERE id = ?1 AND status = ?6"
-	                     " AND payment_status = ?7",
-	                     &s)) != 0)
+	                    "UPDATE reservations SET status = 'pending', payment_status ="
+	                    " ?2, txn_id = ?3, payment_intent_id = NULL, save_method = ?4,"
+	                    " updated_at = ?5 WHERE id = ?1 AND status = ?6"
+	                    " AND payment_status = ?7",
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, j->id);
 	db_bind_text_or_null(s, 2, pay);
@@ -537,8 +537,9 @@ payment_moved_once(struct db *db, struct job *j)
 	/* A paid reservation never goes back to unpaid. */
 	if (strcmp(cur.payment_status, "paid") == 0)
 		return 0;
-	if ((r = set_state(db, cur.id, (struct from){ cur.status, cur.payment_status }, status,
-	                   pay, j->intent_id[0] ? j->intent_id : NULL, ref, j->now)) != 0)
+	if ((r = set_state(db, cur.id, (struct from){ cur.status, cur.payment_status },
+	                   status, pay, j->intent_id[0] ? j->intent_id : NULL, ref,
+	                   j->now)) != 0)
 		return r;
 	return ref != NULL ? add_event(db, cur.id, "reservation.confirmed", j->now) : 0;
 }
@@ -603,10 +604,10 @@ run_sweep(struct db *db, void *ctx)
 	 * ids are read whole first (a PostgreSQL statement is not left
 	 * mid-step under writes), in one order on every instance. */
 	if ((r = db_prepare(db,
-	                     "SELECT id FROM reservations WHERE status IN ('held', 'pending')"
-	                     " AND payment_status IN ('unpaid', 'failed')"
-	                     " AND hold_expires_at <= ?1 ORDER BY id LIMIT " RESV_SWEEP_MAX_S,
-	                     &s)) != 0)
+	                    "SELECT id FROM reservations WHERE status IN ('held', 'pending')"
+	                    " AND payment_status IN ('unpaid', 'failed')"
+	                    " AND hold_expires_at <= ?1 ORDER BY id LIMIT " RESV_SWEEP_MAX_S,
+	                    &s)) != 0)
 		return r;
 	db_bind_int64(s, 1, j->now);
 	while (n < RESV_SWEEP_MAX && (rc = db_step(s)) == DB_ROW)
@@ -620,11 +621,11 @@ run_sweep(struct db *db, void *ctx)
 		 * sweep (or a payment that started) got it first otherwise, and
 		 * its places are not given back twice. */
 		if ((r = db_prepare(db,
-		                     "UPDATE reservations SET status = 'expired', updated_at = ?2"
-		                     " WHERE id = ?1 AND status IN ('held', 'pending')"
-		                     " AND payment_status IN ('unpaid', 'failed')"
-		                     " AND hold_expires_at <= ?2",
-		                     &s)) != 0)
+		                    "UPDATE reservations SET status = 'expired', updated_at = ?2"
+		                    " WHERE id = ?1 AND status IN ('held', 'pending')"
+		                    " AND payment_status IN ('unpaid', 'failed')"
+		                    " AND hold_expires_at <= ?2",
+		                    &s)) != 0)
 			return r;
 		db_bind_text(s, 1, ids[i]);
 		db_bind_int64(s, 2, j->now);
@@ -632,7 +633,8 @@ run_sweep(struct db *db, void *ctx)
 			return r;
 		if (db_changes(db) != 1)
 			continue;
-		if ((r = release_places(db, ids[i])) != 0 || (r = drop_secrets(db, ids[i])) != 0 ||
+		if ((r = release_places(db, ids[i])) != 0 ||
+		    (r = drop_secrets(db, ids[i])) != 0 ||
 		    (r = add_event(db, ids[i], "reservation.expired", j->now)) != 0)
 			return r;
 	}
@@ -657,10 +659,10 @@ run_await_card(struct db *db, void *ctx)
 	    (r = drop_secrets(db, j->id)) != 0)
 		return r;
 	if ((r = db_prepare(db,
-	                     "INSERT INTO reservation_client_secrets (payment_id,"
-	                     " reservation_id, customer_id, secret_mac, created_at)"
-	                     " VALUES (?1, ?2, ?3, ?4, ?5)",
-	                     &s)) != 0)
+	                    "INSERT INTO reservation_client_secrets (payment_id,"
+	                    " reservation_id, customer_id, secret_mac, created_at)"
+	                    " VALUES (?1, ?2, ?3, ?4, ?5)",
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, j->payment_id);
 	db_bind_text_or_null(s, 2, j->id);
@@ -708,7 +710,7 @@ run_events_published(struct db *db, void *ctx)
 	struct db_stmt *s = NULL;
 	int r;
 	if ((r = db_prepare(db, "UPDATE reservation_events SET published = 1 WHERE id = ?1",
-	                     &s)) != 0)
+	                    &s)) != 0)
 		return r;
 	for (size_t i = 0; i < j->n_events; i++) {
 		db_reset(s);
@@ -1162,9 +1164,9 @@ resv_secret_get(struct store_reader *rd, const char *payment_id, struct resv_sec
 	struct db_stmt *s = NULL;
 	int r, rc;
 	if ((r = db_prepare(store_reader_db(rd),
-	                     "SELECT reservation_id, customer_id, secret_mac"
-	                     " FROM reservation_client_secrets WHERE payment_id = ?1",
-	                     &s)) != 0)
+	                    "SELECT reservation_id, customer_id, secret_mac"
+	                    " FROM reservation_client_secrets WHERE payment_id = ?1",
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, payment_id);
 	rc = db_step(s);
@@ -1188,11 +1190,11 @@ resv_events_pending(struct store_reader *rd, struct resv_event *ev, size_t cap, 
 	int r, rc = DB_DONE;
 	*n = 0;
 	if ((r = db_prepare(store_reader_db(rd),
-	                     "SELECT e.id, e.event_type, e.created_at, " RESV_COLS_R
-	                     " FROM reservation_events e JOIN reservations r"
-	                     " ON r.id = e.reservation_id WHERE e.published = 0"
-	                     " ORDER BY e.id LIMIT ?1",
-	                     &s)) != 0)
+	                    "SELECT e.id, e.event_type, e.created_at, " RESV_COLS_R
+	                    " FROM reservation_events e JOIN reservations r"
+	                    " ON r.id = e.reservation_id WHERE e.published = 0"
+	                    " ORDER BY e.id LIMIT ?1",
+	                    &s)) != 0)
 		return r;
 	db_bind_int64(s, 1, (int64_t)cap);
 	while (*n < cap && (rc = db_step(s)) == DB_ROW) {
@@ -1220,7 +1222,7 @@ resv_links_txn(struct store_reader *rd, const char *id, const char *txn_id)
 	if (db_snapshot_open(db))
 		return FGW_ERR_STATE;
 	if ((r = db_prepare(db, "SELECT 1 FROM reservations WHERE id = ?1 AND txn_id = ?2",
-	                     &s)) != 0)
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, id);
 	db_bind_text_or_null(s, 2, txn_id);
@@ -1242,9 +1244,9 @@ resv_list(struct store_reader *rd, const char *customer, const char *status, int
 	*rows = NULL;
 	*n = 0;
 	if ((r = db_prepare(db,
-	                     "SELECT COUNT(*) FROM reservations WHERE customer_id = ?1"
-	                     " AND (CAST(?2 AS TEXT) IS NULL OR status = ?2)",
-	                     &s)) != 0)
+	                    "SELECT COUNT(*) FROM reservations WHERE customer_id = ?1"
+	                    " AND (CAST(?2 AS TEXT) IS NULL OR status = ?2)",
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, customer);
 	db_bind_text_or_null(s, 2, status);
@@ -1257,10 +1259,10 @@ resv_list(struct store_reader *rd, const char *customer, const char *status, int
 	if ((out = calloc((size_t)(limit > 0 ? limit : 1), sizeof(*out))) == NULL)
 		return FGW_ERR_NOMEM;
 	if ((r = db_prepare(db,
-	                     "SELECT " RESV_COLS " FROM reservations WHERE customer_id = ?1"
-	                     " AND (CAST(?2 AS TEXT) IS NULL OR status = ?2)"
-	                     " ORDER BY created_at DESC, id LIMIT ?3 OFFSET ?4",
-	                     &s)) != 0)
+	                    "SELECT " RESV_COLS " FROM reservations WHERE customer_id = ?1"
+	                    " AND (CAST(?2 AS TEXT) IS NULL OR status = ?2)"
+	                    " ORDER BY created_at DESC, id LIMIT ?3 OFFSET ?4",
+	                    &s)) != 0)
 		goto out;
 	db_bind_text_or_null(s, 1, customer);
 	db_bind_text_or_null(s, 2, status);
@@ -1290,7 +1292,7 @@ resv_slots_each(struct store_reader *rd,
 	char id[64];
 	int r, rc;
 	if ((r = db_prepare(store_reader_db(rd),
-	                     "SELECT id FROM time_slots ORDER BY starts_at, id", &s)) != 0)
+	                    "SELECT id FROM time_slots ORDER BY starts_at, id", &s)) != 0)
 		return r;
 	while ((rc = db_step(s)) == DB_ROW) {
 		db_col_copy(s, 0, id, sizeof(id));
