@@ -183,6 +183,18 @@ drop_secrets(struct db *db, const char *id)
 	return step_done(s);
 }
 
+/* A hold that ended unpaid (expired or cancelled, just moved so by this
+ * job) gives its places back, forgets its browser secrets and tells the
+ * website with event. */
+static int
+hold_ended(struct db *db, const char *id, const char *event, int64_t now)
+{
+	int r;
+	if ((r = release_places(db, id)) != 0 || (r = drop_secrets(db, id)) != 0)
+		return r;
+	return add_event(db, id, event, now);
+}
+
 /* ---- jobs --------------------------------------------------------------- */
 
 /* One job context for every kind; fields used depend on the job. */
@@ -387,14 +399,23 @@ payable(const struct resv_row *r)
 	                                           strcmp(r->payment_status, "unpaid") == 0));
 }
 
+/* The job's reservation (the customer's) into j->out: 0, a job_fail
+ * answer, or a database error. */
+static int
+load_own(struct db *db, struct job *j)
+{
+	int r = load_row(db, j->customer, j->id, j->out);
+	return r == FGW_ERR_NOT_FOUND ? job_fail(j, RESV_NOT_FOUND) : r;
+}
+
 /* The job's reservation into j->out, if the customer's hold may still be
  * paid for: 0, a job_fail answer, or a database error. */
 static int
 load_payable(struct db *db, struct job *j)
 {
 	int r;
-	if ((r = load_row(db, j->customer, j->id, j->out)) != 0)
-		return r == FGW_ERR_NOT_FOUND ? job_fail(j, RESV_NOT_FOUND) : r;
+	if ((r = load_own(db, j)) != 0)
+		return r;
 	if (hold_ran_out(j->out, j->now))
 		return job_fail(j, RESV_HOLD_EXPIRED);
 	if (!payable(j->out))
@@ -544,13 +565,21 @@ payment_moved_once(struct db *db, struct job *j)
 	return ref != NULL ? add_event(db, cur.id, "reservation.confirmed", j->now) : 0;
 }
 
+/* Runs once(db, j) again while another instance moved the reservation
+ * under it, RESV_RACE_TRIES times at most. */
 static int
-run_payment_moved(struct db *db, void *ctx)
+race_tries(struct db *db, struct job *j, int (*once)(struct db *db, struct job *j))
 {
 	int r = FGW_ERR_CONFLICT;
 	for (int i = 0; i < RESV_RACE_TRIES && r == FGW_ERR_CONFLICT; i++)
-		r = payment_moved_once(db, ctx);
+		r = once(db, j);
 	return r;
+}
+
+static int
+run_payment_moved(struct db *db, void *ctx)
+{
+	return race_tries(db, ctx, payment_moved_once);
 }
 
 static int
@@ -558,8 +587,8 @@ confirm_once(struct db *db, struct job *j)
 {
 	int r;
 
-	if ((r = load_row(db, j->customer, j->id, j->out)) != 0)
-		return r == FGW_ERR_NOT_FOUND ? job_fail(j, RESV_NOT_FOUND) : r;
+	if ((r = load_own(db, j)) != 0)
+		return r;
 	if (j->intent_id[0] && strcmp(j->intent_id, j->out->payment_intent_id) != 0)
 		return job_fail(j, RESV_INTENT_MISMATCH);
 	if (strcmp(j->out->status, "confirmed") == 0)
@@ -581,10 +610,7 @@ confirm_once(struct db *db, struct job *j)
 static int
 run_confirm(struct db *db, void *ctx)
 {
-	int r = FGW_ERR_CONFLICT;
-	for (int i = 0; i < RESV_RACE_TRIES && r == FGW_ERR_CONFLICT; i++)
-		r = confirm_once(db, ctx);
-	return r;
+	return race_tries(db, ctx, confirm_once);
 }
 
 /* Holds expired per sweep job (the next tick takes the rest). */
@@ -633,9 +659,7 @@ run_sweep(struct db *db, void *ctx)
 			return r;
 		if (db_changes(db) != 1)
 			continue;
-		if ((r = release_places(db, ids[i])) != 0 ||
-		    (r = drop_secrets(db, ids[i])) != 0 ||
-		    (r = add_event(db, ids[i], "reservation.expired", j->now)) != 0)
+		if ((r = hold_ended(db, ids[i], "reservation.expired", j->now)) != 0)
 			return r;
 	}
 	if ((r = db_prepare(db, "DELETE FROM idempotency WHERE expires_at <= ?1", &s)) != 0)
@@ -678,26 +702,18 @@ run_cancel(struct db *db, void *ctx)
 	struct job *j = ctx;
 	int r;
 
-	if ((r = load_row(db, j->customer, j->id, j->out)) != 0)
-		return r == FGW_ERR_NOT_FOUND ? job_fail(j, RESV_NOT_FOUND) : r;
-	if (hold_ran_out(j->out, j->now))
-		return job_fail(j, RESV_HOLD_EXPIRED);
-	/* A payment being decided or done is not the customer's to drop:
-	 * it settles (or is refunded) first. */
-	if (!(strcmp(j->out->status, "held") == 0 ||
-	      (strcmp(j->out->status, "pending") == 0 &&
-	       (strcmp(j->out->payment_status, "unpaid") == 0 ||
-	        strcmp(j->out->payment_status, "failed") == 0))))
-		return job_fail(j, RESV_INVALID_STATUS);
+	/* What may be paid for may be dropped; a payment being decided or
+	 * done is not the customer's to drop: it settles (or is refunded)
+	 * first. */
+	if ((r = load_payable(db, j)) != 0)
+		return r;
 	/* Moved first: a payment that began meanwhile on another instance
 	 * keeps the hold, and the places come back only with the move. */
 	r = set_state(db, j->id, (struct from){ j->out->status, j->out->payment_status },
 	              "cancelled", NULL, NULL, NULL, j->now);
 	if (r == FGW_ERR_CONFLICT)
 		return job_fail(j, RESV_INVALID_STATUS);
-	if (r != 0 || (r = release_places(db, j->id)) != 0 ||
-	    (r = drop_secrets(db, j->id)) != 0 ||
-	    (r = add_event(db, j->id, "reservation.cancelled", j->now)) != 0)
+	if (r != 0 || (r = hold_ended(db, j->id, "reservation.cancelled", j->now)) != 0)
 		return r;
 	fgw_strlcpy(j->out->status, "cancelled", sizeof(j->out->status));
 	return 0;
@@ -753,12 +769,7 @@ submit(struct store *st, struct store_waker *w, store_job_fn run, struct job *j,
        const struct store_idem *idem, const struct store_audit *audit, store_done_fn done,
        void *arg)
 {
-	return store_submit_custom(st, w, run, j, free,
-	                           &(struct store_commit){ .idem = idem,
-	                                                   .audit = audit,
-	                                                   .n_audit = audit ? 1 : 0,
-	                                                   .done = done,
-	                                                   .arg = arg });
+	return submit_idem(st, w, run, j, idem, 0, audit, done, arg);
 }
 
 static struct job *
