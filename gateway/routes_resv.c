@@ -127,6 +127,28 @@ resv_err_answer(struct rctx *c, enum resv_err e)
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 }
 
+/* Answers a reservation job that did not commit (rc != 0): when the job
+ * claimed the request's key (keyed) and another request owned it, that
+ * request's answer; the job's refusal (c->err); else 500, logged as what
+ * failed when what is not NULL. 0 when rc is 0 (nothing answered), 1
+ * when answered. */
+static int
+resv_job_failed(struct rctx *c, int rc, int keyed, const char *what)
+{
+	if (rc == 0)
+		return 0;
+	if (keyed && rc == FGW_ERR_CONFLICT)
+		gw_req_repeat(&c->g, c->hash); /* the key's owner took it first */
+	else if (rc == FGW_ERR_STATE && c->err != RESV_OK)
+		resv_err_answer(c, c->err);
+	else {
+		if (what != NULL)
+			log_error("%s %s not committed: %s", what, c->row.id, fgw_strerror(rc));
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+	}
+	return 1;
+}
+
 /* Authenticates (JWT or API key) and requires a customer. */
 static int
 customer_auth(struct reactor *rx, struct evhttp_request *req, const char *path,
@@ -334,19 +356,8 @@ static void
 hold_done(void *arg, int rc)
 {
 	struct rctx *c = arg;
-	if (rc == FGW_ERR_CONFLICT) {
-		gw_req_repeat(&c->g, c->hash); /* the key's owner took it first */
+	if (resv_job_failed(c, rc, 1, "hold"))
 		return;
-	}
-	if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
-		resv_err_answer(c, c->err);
-		return;
-	}
-	if (rc != 0) {
-		log_error("hold %s not committed: %s", c->row.id, fgw_strerror(rc));
-		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		return;
-	}
 	{
 		char *a = c->answer;
 		c->answer = NULL;
@@ -723,14 +734,8 @@ convert_begun(void *arg, int rc)
 {
 	struct rctx *c = arg;
 	struct txn *t = c->t;
-	if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
-		resv_err_answer(c, c->err);
+	if (resv_job_failed(c, rc, 0, NULL))
 		return;
-	}
-	if (rc != 0) {
-		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		return;
-	}
 	c->t = NULL; /* owned by the runner now */
 	c->running = t;
 	atomic_fetch_add(&c->g.rx->gw->metrics.txn_started, 1);
@@ -921,14 +926,10 @@ await_card_done(void *arg, int rc)
 {
 	struct rctx *c = arg;
 	char *a = c->answer;
-	if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
-		resv_err_answer(c, c->err);
+	if (rc == 0 && a == NULL)
+		rc = FGW_ERR_INTERNAL; /* committed, but no answer was made */
+	if (resv_job_failed(c, rc, 0, NULL))
 		return;
-	}
-	if (rc != 0 || a == NULL) {
-		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		return;
-	}
 	c->answer = NULL;
 	gw_req_finish(&c->g, 200, a);
 	fgw_freezero(a, strlen(a));
@@ -1265,18 +1266,8 @@ cancel_done(void *arg, int rc)
 {
 	struct rctx *c = arg;
 	char *a = c->answer;
-	if (rc == FGW_ERR_CONFLICT) {
-		gw_req_repeat(&c->g, c->hash); /* the key's owner took it first */
+	if (resv_job_failed(c, rc, 1, NULL))
 		return;
-	}
-	if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
-		resv_err_answer(c, c->err);
-		return;
-	}
-	if (rc != 0) {
-		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		return;
-	}
 	c->answer = NULL;
 	gw_req_finish(&c->g, 200, a);
 	free(a);
@@ -1369,11 +1360,9 @@ confirm_done(void *arg, int rc)
 {
 	struct rctx *c = arg;
 	struct store_idem idem;
-	if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
-		resv_err_answer(c, c->err);
+	if (resv_job_failed(c, rc, 0, NULL))
 		return;
-	}
-	if (rc != 0 || (c->answer = confirm_answer(&c->row)) == NULL) {
+	if ((c->answer = confirm_answer(&c->row)) == NULL) {
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		return;
 	}
