@@ -88,7 +88,7 @@ static int
 load_row(struct db *db, const char *customer, const char *id, struct resv_row *out)
 {
 	struct db_stmt *s = NULL;
-	int r, rc;
+	int r;
 	/* ?2 IS NULL alone gives PostgreSQL no type for ?2 (it refuses to
 	 * prepare it): the CAST does, on both backends. */
 	if ((r = db_prepare(db,
@@ -101,13 +101,8 @@ load_row(struct db *db, const char *customer, const char *id, struct resv_row *o
 		db_bind_text(s, 2, customer);
 	else
 		db_bind_null(s, 2);
-	rc = db_step(s);
-	if (rc == DB_ROW) {
+	if ((r = db_step_row(s)) == 0)
 		read_row(s, out);
-		r = 0;
-	} else {
-		r = rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
-	}
 	db_release(s);
 	return r;
 }
@@ -1127,7 +1122,7 @@ resv_slot_get(struct store_reader *rd, const char *slot_id, struct resv_slot *sl
               struct resv_experience *e)
 {
 	struct db_stmt *s = NULL;
-	int r, rc;
+	int r;
 	if ((r = db_prepare(
 	         store_reader_db(rd),
 	         "SELECT s.id, s.experience_id, s.starts_at, s.capacity, s.taken, s.status,"
@@ -1137,10 +1132,9 @@ resv_slot_get(struct store_reader *rd, const char *slot_id, struct resv_slot *sl
 	         &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, slot_id);
-	rc = db_step(s);
-	if (rc != DB_ROW) {
+	if ((r = db_step_row(s)) != 0) {
 		db_release(s);
-		return rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+		return r;
 	}
 	memset(sl, 0, sizeof(*sl));
 	memset(e, 0, sizeof(*e));
@@ -1173,22 +1167,18 @@ int
 resv_secret_get(struct store_reader *rd, const char *payment_id, struct resv_secret *out)
 {
 	struct db_stmt *s = NULL;
-	int r, rc;
+	int r;
 	if ((r = db_prepare(store_reader_db(rd),
 	                    "SELECT reservation_id, customer_id, secret_mac"
 	                    " FROM reservation_client_secrets WHERE payment_id = ?1",
 	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, payment_id);
-	rc = db_step(s);
-	if (rc == DB_ROW) {
+	if ((r = db_step_row(s)) == 0) {
 		memset(out, 0, sizeof(*out));
 		db_col_copy(s, 0, out->reservation_id, sizeof(out->reservation_id));
 		db_col_copy(s, 1, out->customer_id, sizeof(out->customer_id));
 		db_col_copy(s, 2, out->secret_mac, sizeof(out->secret_mac));
-		r = 0;
-	} else {
-		r = rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 	}
 	db_release(s);
 	return r;
