@@ -127,6 +127,17 @@ resv_err_answer(struct rctx *c, enum resv_err e)
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 }
 
+/* Sends the answer the request made (c->answer, taken from it and freed):
+ * c may be gone once the answer is sent. */
+static void
+finish_answer(struct rctx *c, int status)
+{
+	char *a = c->answer;
+	c->answer = NULL;
+	gw_req_finish(&c->g, status, a);
+	free(a);
+}
+
 /* Answers a reservation job that did not commit (rc != 0): when the job
  * claimed the request's key (keyed) and another request owned it, that
  * request's answer; the job's refusal (c->err); else 500, logged as what
@@ -358,12 +369,7 @@ hold_done(void *arg, int rc)
 	struct rctx *c = arg;
 	if (resv_job_failed(c, rc, 1, "hold"))
 		return;
-	{
-		char *a = c->answer;
-		c->answer = NULL;
-		gw_req_finish(&c->g, 200, a);
-		free(a);
-	}
+	finish_answer(c, 200);
 }
 
 static cJSON *
@@ -562,13 +568,10 @@ static void
 convert_stored(void *arg, int rc)
 {
 	struct rctx *c = arg;
-	char *a = c->answer;
 	if (rc != 0)
 		log_warn("reservation %s: payment answer not stored: %s", c->row.id,
 		         fgw_strerror(rc));
-	c->answer = NULL;
-	gw_req_finish(&c->g, c->status, a);
-	free(a);
+	finish_answer(c, c->status);
 }
 
 /* The transaction's status as the reservation hears it. */
@@ -931,8 +934,7 @@ await_card_done(void *arg, int rc)
 	if (resv_job_failed(c, rc, 0, NULL))
 		return;
 	c->answer = NULL;
-	gw_req_finish(&c->g, 200, a);
-	fgw_freezero(a, strlen(a));
+	finish_secret(c, 200, a);
 }
 
 /* Convert with only holdId: the payment waits for the browser, which
@@ -1265,12 +1267,9 @@ static void
 cancel_done(void *arg, int rc)
 {
 	struct rctx *c = arg;
-	char *a = c->answer;
 	if (resv_job_failed(c, rc, 1, NULL))
 		return;
-	c->answer = NULL;
-	gw_req_finish(&c->g, 200, a);
-	free(a);
+	finish_answer(c, 200);
 }
 
 /* The customer lets a hold go: its places come back at once. A repeat
@@ -1343,16 +1342,13 @@ static void
 confirm_stored(void *arg, int rc)
 {
 	struct rctx *c = arg;
-	char *a = c->answer;
 	if (rc == FGW_ERR_CONFLICT) {
 		/* Confirmed (confirming again changes nothing), but the key
 		 * is another request's: its answer is the key's. */
 		gw_req_repeat(&c->g, c->hash);
 		return;
 	}
-	c->answer = NULL;
-	gw_req_finish(&c->g, 200, a);
-	free(a);
+	finish_answer(c, 200);
 }
 
 static void
