@@ -19,9 +19,10 @@ struct evhttp_request;
 typedef void (*admit_handler_fn)(struct reactor *rx, struct evhttp_request *req,
                                  const char *path);
 
-/* Called first by a payment route. Returns 1 when req now waits (the
- * handler is called again with it later, from the event loop); 0 when it
- * may run now. */
+/* Called by a payment route once the request passed its cheap checks
+ * (credentials, headers) and before it parses. Returns 1 when req now
+ * waits (the handler is called again with it later, from the event
+ * loop); 0 when it may run now. */
 int admit_wait(struct reactor *rx, struct evhttp_request *req, const char *path,
                admit_handler_fn handler);
 /* A payment starts running (counted against the limit) ... */

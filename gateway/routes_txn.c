@@ -80,11 +80,14 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 	size_t len;
 	int r;
 
-	if (admit_wait(rx, req, path, h_txn_create))
-		return;
 	if (http_authenticate(rx, req, path, AUTH_API_KEY, &who) != 0 ||
 	    http_json_body(rx, req, &body, &len) != 0 ||
 	    http_idempotency_key(rx, req, &key) != 0)
+		return;
+	/* Over the limit, wait here: a request these refuse is answered at
+	 * once, never queued behind payments (they run again when it is
+	 * admitted, and have no effect but their answer). */
+	if (admit_wait(rx, req, path, h_txn_create))
 		return;
 	/* One parse serves the card-text check and the request's fields. */
 	root = fgw_json_parse_strict(body, len);

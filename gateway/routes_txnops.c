@@ -162,7 +162,11 @@ store_failed(struct op_ctx *c, int rc, const char *state_msg)
 {
 	if (rc == 0)
 		return 0;
-	if (rc == FGW_ERR_STATE) {
+	if (rc == FGW_ERR_CONFLICT && c->g.key[0]) {
+		/* The same operation under the same key was begun by another
+		 * request first (on another instance): answer as a repeat. */
+		gw_req_repeat(&c->g, c->hash);
+	} else if (rc == FGW_ERR_STATE) {
 		gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE", state_msg);
 	} else if (rc == FGW_ERR_TOO_LARGE) {
 		gw_req_error(&c->g, 400, "REFUND_EXCEEDS_CAPTURED",
@@ -407,8 +411,8 @@ refund_begun_run(void *arg, int rc)
 		}
 		if (c->pop.status == STORE_OP_FAILED) {
 			gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE",
-			             "This refund was refused by the processor; "
-			             "use a new Idempotency-Key");
+			             "This refund failed (the processor refused it, or it was "
+			             "never sent); use a new Idempotency-Key");
 			return;
 		}
 	}
@@ -432,8 +436,8 @@ txnop_begun_run(void *arg, int rc)
 	}
 	if (c->pop.adopted && c->pop.status == STORE_OP_FAILED) {
 		gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE",
-		             "The processor refused this operation before; "
-		             "use a new Idempotency-Key to try again");
+		             "This operation failed before (the processor refused it, or it "
+		             "was never sent); use a new Idempotency-Key to try again");
 		return;
 	}
 	/* The key of this attempt: a new one after a refused attempt. */

@@ -50,6 +50,7 @@ struct db_stmt {
 	char **params;   /* nparams values: malloc'ed text, or NULL for NULL */
 	int *lens;       /* their lengths */
 	PGresult *res;   /* the result of the step that ran it */
+	PGresult *desc;  /* its columns before a step (PQdescribePrepared), or NULL */
 	int row, nrows;  /* the current row of res */
 };
 

@@ -428,6 +428,8 @@ server_prepare(struct db_stmt *s)
 	}
 	memcpy(s->name, name, sizeof(name));
 	s->gen = db->gen;
+	PQclear(s->desc); /* described on the connection before, if at all */
+	s->desc = NULL;
 	r = 0;
 out:
 	PQclear(res);
@@ -518,6 +520,8 @@ dbpg_stmt_free(struct db_stmt *s)
 	if (s == NULL)
 		return;
 	dbpg_reset(s);
+	PQclear(s->desc);
+	s->desc = NULL;
 	if (s->params != NULL)
 		dbpg_clear_bindings(s);
 	free_params(s);
@@ -640,18 +644,43 @@ dbpg_col_bytes(struct db_stmt *s, int i)
 	return (size_t)PQgetlength(s->res, s->row, i);
 }
 
+/* What says the statement's columns: the result of its step, or before
+ * one, its description from the server (asked once: SQLite answers this
+ * before a step too, and callers find a column's index by it). */
+static const PGresult *
+columns_of(struct db_stmt *s)
+{
+	PGresult *d;
+
+	if (s->res != NULL)
+		return s->res;
+	if (s->desc != NULL || s->name[0] == '\0' || s->gen != s->db->gen)
+		return s->desc;
+	d = PQdescribePrepared(s->db->pg, s->name);
+	if (d == NULL || PQresultStatus(d) != PGRES_COMMAND_OK) {
+		PQclear(d);
+		return NULL;
+	}
+	s->desc = d;
+	return d;
+}
+
 int
 dbpg_col_count(struct db_stmt *s)
 {
-	return s->res != NULL ? PQnfields(s->res) : 0;
+	const PGresult *c = columns_of(s);
+
+	return c != NULL ? PQnfields(c) : 0;
 }
 
 const char *
 dbpg_col_name(struct db_stmt *s, int i)
 {
-	if (s->res == NULL || i < 0 || i >= PQnfields(s->res))
+	const PGresult *c = columns_of(s);
+
+	if (c == NULL || i < 0 || i >= PQnfields(c))
 		return NULL;
-	return PQfname(s->res, i);
+	return PQfname(c, i);
 }
 
 /* Whether sql is a COMMIT (or its synonym END). */

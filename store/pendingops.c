@@ -276,7 +276,9 @@ begin_refund(struct db *db, struct store_pendingop *rf)
 	db_bind_text(s, 4, rf->idempotency_key);
 	db_bind_int64(s, 5, fgw_now_ms());
 	rc = db_step(s);
-	r = rc == DB_DONE           ? (db_changes(db) == 1 ? FGW_OK : FGW_ERR_EXISTS)
+	/* Zero rows: another request (on another instance) began the same
+	 * refund since the look; it runs it, this one answers as a repeat. */
+	r = rc == DB_DONE           ? (db_changes(db) == 1 ? FGW_OK : FGW_ERR_CONFLICT)
 	    : rc == FGW_ERR_INVALID ? FGW_ERR_EXISTS
 	                            : FGW_ERR_DB;
 	if (r == FGW_OK)

@@ -74,7 +74,9 @@ struct store_pendingop {
  * (FGW_ERR_STATE); a refund with the same (txn_id, idempotency_key) is
  * adopted as it is (out->adopted, id, amount, status), even on a refunded
  * transaction; else the refunds not failed plus this one must stay within
- * txn_amount (FGW_ERR_TOO_LARGE) and it is inserted pending.
+ * txn_amount (FGW_ERR_TOO_LARGE) and it is inserted pending; the same
+ * refund inserted since the look by another request (on another instance)
+ * is FGW_ERR_CONFLICT: that request runs it, this one answers as a repeat.
  * capture, cancel: the same operation already recorded under the same
  * request_key (a client's retry) is adopted (out->adopted, status, and
  * the idempotency_key it was sent with); otherwise the transaction must be

@@ -101,6 +101,15 @@ def sqlite_only(reason):
     return mark
 
 
+def not_by_default(reason):
+    """Marks a test left out of the default run until what it waits for
+    lands (reason says what); run.py --all (FLAIRGW_TEST_ALL=1) runs it."""
+    def mark(fn):
+        fn.not_by_default = reason
+        return fn
+    return mark
+
+
 def pg_only(reason):
     """Marks a test that needs the PostgreSQL store (several instances on
     one database); run.py skips it on SQLite, printing the reason."""
@@ -417,10 +426,11 @@ def leaks_in(data, needles):
 
 
 def scan_files(root, needles, skip=(), also=()):
-    """[(path, needle)] for every needle found in any file below root, and
-    in the files also names (Gateway.store_files()), in binary."""
+    """[(path, needle)] for every needle found in any file below root (with
+    the store of every data_dir there, on either backend) and in the files
+    also names, in binary."""
     hits = []
-    paths = list(files_under(root, skip))
+    paths = all_files_under(root, skip)
     paths += [p for p in also if p not in paths]
     for path in paths:
         with open(path, "rb") as f:
@@ -504,7 +514,9 @@ def pg_server():
         if _pg_server is None or _pg_server.dir is None:
             # Every gateway's writer and readers, flairctl and psql, with
             # several stacks open at once (a module's and a test's own).
-            _pg_server = pg.Postgres({"max_connections": "150"}).start()
+            # The write-ahead log kept small: leak scans read it.
+            _pg_server = pg.Postgres({"max_connections": "150", "max_wal_size": "64MB",
+                                      "min_wal_size": "32MB"}).start()
         return _pg_server
 
 
@@ -630,6 +642,29 @@ def pg_database_of(data_dir):
         if db is None or db.dropped:
             db = _pg_databases[data_dir] = PgDatabase()
         return db
+
+
+def store_files_under(root):
+    """On PostgreSQL, the files holding the databases of the data_dirs at
+    or below root (a SQLite file is below its data_dir already), so that a
+    scan of a Stack's directory also reads its store."""
+    if not on_pg():
+        return []
+    root = os.path.abspath(root)
+    prefix = os.path.join(root, "")
+    with _pg_lock:
+        dbs = [db for d, db in _pg_databases.items()
+               if (d == root or d.startswith(prefix)) and not db.dropped]
+    files = []
+    for db in dbs:
+        files += [p for p in db.files() if p not in files]
+    return files
+
+
+def all_files_under(root, skip=()):
+    """files_under(root, skip) and the store files of the data_dirs there."""
+    paths = list(files_under(root, skip))
+    return paths + [p for p in store_files_under(root) if p not in paths]
 
 
 def drop_pg_databases_under(directory):

@@ -93,3 +93,25 @@ def test_a_forced_stop_frees_waiting_payments():
         assert "shutdown timeout" in log, "the stop was not a forced one"
         assert "waiting payment request abandoned at shutdown" in log
         assert "transaction request abandoned at shutdown" in log
+
+
+def test_only_authenticated_payments_wait_for_a_slot():
+    # A request refused by authentication (or a malformed head) costs
+    # nothing to refuse: it is answered at once and never queues behind
+    # the payments waiting for a slot.
+    with harness.Stack(workers=1, payments_inflight_max=1) as st:
+        g = st.gw
+        waited0 = metric(g, "flairgw_payments_waited_total")
+        st.sandbox.faults(latency_ms=1500)
+        try:
+            calls = [harness.Background(lambda: g.pay(harness.txn_body())) for _ in range(2)]
+            harness.wait_until(lambda: metric(g, "flairgw_payments_waiting") == 1, 10,
+                               "one payment waiting")
+            harness.assert_error(g.pay(harness.txn_body(), key="not_a_key"), 401,
+                                 "UNAUTHORIZED")
+            for c in calls:
+                harness.assert_status(c.result())
+        finally:
+            st.sandbox.faults()
+        assert metric(g, "flairgw_payments_waited_total") - waited0 == 1, \
+            "the refused request waited for a slot"

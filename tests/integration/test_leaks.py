@@ -283,7 +283,7 @@ def scan_all(root, skip=()):
     cvc key, or plain request hash in any file below root."""
     hashes = unkeyed_hashes()
     hits = []
-    for path in harness.files_under(root, skip):
+    for path in harness.all_files_under(root, skip):
         with open(path, "rb") as f:
             data = f.read()
         rel = os.path.relpath(path, root)

@@ -113,7 +113,10 @@ class Pair:
 
     module_scoped = True
 
-    def __init__(self):
+    def __init__(self, reservations=False):
+        """reservations: with customer JWTs and a catalogue of one
+        12-place slot."""
+        self.reservations = reservations
         self.dir = None
         self.responses = []  # answers through haproxy, for the contract check
         self.lock = threading.Lock()
@@ -123,22 +126,30 @@ class Pair:
             self.start()
         return self
 
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(check=exc_type is None)
+
     def start(self):
         self.dir = tempfile.mkdtemp(prefix="flairgw-it-multi-")
         self.db = harness.PgDatabase()
         self.sandbox = self.gw1 = self.gw2 = self.lb = None
         try:
-            self.jwt = harness.JwtKeys(os.path.join(self.dir, "jwt"))
-            now = int(time.time() * 1000)
-            slots = os.path.join(self.dir, "slots.json")
-            with open(slots, "w") as f:
-                json.dump({"experiences": [{"id": EXP, "name": "Harbour tour", "price": 4000,
-                                            "currency": "USD"}],
-                           "timeSlots": [{"id": SLOT, "experienceId": EXP,
-                                          "startsAt": now + 30 * 86400000,
-                                          "capacity": CAPACITY}]}, f)
+            opts = dict(FAST)
+            if self.reservations:
+                self.jwt = harness.JwtKeys(os.path.join(self.dir, "jwt"))
+                now = int(time.time() * 1000)
+                slots = os.path.join(self.dir, "slots.json")
+                with open(slots, "w") as f:
+                    json.dump({"experiences": [{"id": EXP, "name": "Harbour tour",
+                                                "price": 4000, "currency": "USD"}],
+                               "timeSlots": [{"id": SLOT, "experienceId": EXP,
+                                              "startsAt": now + 30 * 86400000,
+                                              "capacity": CAPACITY}]}, f)
+                opts.update(slots_file=slots, **self.jwt.gateway_options())
             self.sandbox = harness.Sandbox(os.path.join(self.dir, "sandbox")).start()
-            opts = dict(FAST, slots_file=slots, **self.jwt.gateway_options())
             self.gw1 = harness.Gateway(os.path.join(self.dir, "gw1"), self.sandbox,
                                        pg_db=self.db, **opts).start()
             # The second shares the first's key ring and KEK (made at its start).
@@ -193,7 +204,7 @@ class Pair:
                            {"Authorization": f"Bearer {harness.DEV_KEY}", "Idempotency-Key": key})
 
 
-P = Pair()
+P = Pair(reservations=True)
 
 
 def pair():
@@ -428,6 +439,50 @@ def test_cancel_and_convert_of_one_hold_on_two_instances_do_not_both_apply():
     else:
         assert (row["status"], taken, paid) == ("pending", 2, 1), (row, taken, paid)
         assert p.sandbox.ledger()["charges"] - charges0 == 1
+
+
+@harness.pg_only(NEEDS_PG)
+def test_one_refund_key_sent_to_both_instances_at_once_refunds_once():
+    """The same refund (same key, same body) reaches both instances while
+    another session holds the transaction's row, so both wait to write it.
+    One refund is recorded and made at the processor (its amount once),
+    each answer is the one answer or a 409 while it runs, and either
+    instance replays it afterwards. (The audit chain's lock serialises the
+    two begin jobs here, so the second adopts the first's row; when two
+    begins do meet, the unique key decides: test_store
+    reconcile_and_refunds.)"""
+    p = pair()
+    assert p.gw1.alive() and p.gw2.alive(), "both instances must refund"
+    paid = p.pay(harness.txn_body(amount=5000), f"mi-rf-pay-{uuid.uuid4()}")
+    assert paid.status == 200, paid
+    txn = paid.body["transactionId"]
+    key, body = f"mi-rf-{uuid.uuid4()}", {"amount": 2000}
+    p.sandbox.faults(latency_ms=300)  # the loser looks while the winner runs
+    try:
+        locker = harness.Background(lambda: p.db.run(
+            f"BEGIN; SELECT 1 FROM transactions WHERE id = '{txn}' FOR UPDATE;"
+            " SELECT pg_sleep(2); COMMIT;"))
+        time.sleep(0.5)  # the row is locked
+        calls = [harness.Background(lambda g=g: g.txn_op(txn, "refund", body, idem=key))
+                 for g in (p.gw1, p.gw2)]
+        locker.result(30)
+        a, b = [c.result(30) for c in calls]
+    finally:
+        p.sandbox.faults()
+    ok = [r for r in (a, b) if r.status == 200]
+    assert ok, (a, b)
+    for r in (a, b):
+        if r.status != 200:
+            harness.assert_error(r, 409, "IDEMPOTENCY_CONFLICT")
+    assert len({r.raw for r in ok}) == 1, (a, b)  # two: the second a replay
+    rows = p.gw1.query("SELECT status FROM refunds WHERE txn_id = ?", txn)
+    assert [r["status"] for r in rows] == ["succeeded"], rows
+    key_of = p.gw1.query("SELECT processor_idem_key FROM transactions WHERE id = ?",
+                         txn)[0]["processor_idem_key"]
+    assert ledger_by_key()[key_of]["refunded"] == 2000, ledger_by_key()[key_of]
+    for g in (p.gw1, p.gw2):
+        again = g.txn_op(txn, "refund", body, idem=key)
+        assert (again.status, again.raw) == (200, ok[0].raw), again
 
 
 @harness.pg_only(NEEDS_PG)

@@ -201,6 +201,13 @@ def test_operation_that_never_left_fails_at_once_and_says_nothing_was_sent():
         assert operation(stack, auth) == [{"op": "capture", "status": "failed",
                                            "manual_review": 0}]
         assert stack.gw.txn_row(auth)["status"] == "authorized"
+        # The same key again is that failed operation, and says so.
+        again = stack.gw.txn_op(txn, "refund", {"amount": 4000}, idem="rf-down")
+        harness.assert_error(again, 409, "INVALID_TRANSACTION_STATE")
+        assert "never sent" in again.body["message"], again.body
+        again = stack.gw.txn_op(auth, "capture", idem="cap-down")
+        harness.assert_error(again, 409, "INVALID_TRANSACTION_STATE")
+        assert "never sent" in again.body["message"], again.body
         stack.sandbox.want_port = stack.sandbox.port
         stack.sandbox.start()
         # All of it is refundable again, and only what is asked now is made.

@@ -142,7 +142,10 @@ def test_three_d_secure_requires_action_then_webhook_completes():
     txn_id = resp.body["transactionId"]
     harness.wait_until(lambda: gw().get_txn(txn_id).body["status"] == "succeeded", 10,
                        "the Stripe webhook to complete the payment")
-    applied = gw().query("SELECT result FROM webhook_inbound WHERE processor = 'stripe'")
+    # The event's own row commits after the move it applied.
+    inbound = "SELECT result FROM webhook_inbound WHERE processor = 'stripe'"
+    harness.wait_until(lambda: gw().query(inbound), 10, "the event to be recorded")
+    applied = gw().query(inbound)
     assert [r["result"] for r in applied] == ["applied"], applied
 
 

@@ -559,6 +559,35 @@ end:
 	TT_END;
 }
 
+/* The columns of a statement are known before its first step (a caller
+ * finds the last one's index before reading rows), and after a reset. */
+static int
+c_columns_before_step(struct db *db)
+{
+	struct db_stmt *s = NULL;
+
+	TT_BEGIN;
+	CHECK_EQ_INT(insert_row(db, 1, "a", 10), DB_DONE);
+	CHECK_EQ_INT(db_prepare(db, "SELECT id, name, n AS amount FROM t_db WHERE n >= ?1", &s),
+	             0);
+	CHECK_EQ_INT(db_col_count(s), 3);
+	CHECK_STR(db_col_name(s, 2), "amount");
+	CHECK_EQ_INT(db_bind_int64(s, 1, 5), 0);
+	CHECK_EQ_INT(db_step(s), DB_ROW);
+	CHECK_EQ_INT(db_col_count(s), 3);
+	CHECK_EQ_INT(db_col_int64(s, db_col_count(s) - 1), 10);
+	db_reset(s);
+	CHECK_EQ_INT(db_col_count(s), 3);
+	db_release(s);
+	s = NULL;
+	/* One that returns no rows has no columns. */
+	CHECK_EQ_INT(db_prepare(db, "DELETE FROM t_db WHERE id = ?1", &s), 0);
+	CHECK_EQ_INT(db_col_count(s), 0);
+end:
+	db_release(s);
+	TT_END;
+}
+
 /* The server's prepared statements of this session (PostgreSQL). */
 static int64_t
 server_statements(struct db *db)
@@ -744,6 +773,7 @@ BOTH(savepoint)
 BOTH(commit_after_failure)
 BOTH(changes)
 BOTH(cached)
+BOTH(columns_before_step)
 BOTH(connection_lost)
 
 #define CASE(name) { #name "_sqlite", test_##name##_sqlite }, { #name "_pg", test_##name##_pg }
@@ -760,6 +790,7 @@ static const struct tt_case all[] = {
 	CASE(commit_after_failure),
 	CASE(changes),
 	CASE(cached),
+	CASE(columns_before_step),
 	CASE(connection_lost),
 	{ NULL, NULL },
 };

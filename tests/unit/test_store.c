@@ -2606,6 +2606,21 @@ test_refunds_ahead(struct fix *f)
 	memset(&a, 0, sizeof(a));
 	memset(&b, 0, sizeof(b));
 	memset(&c, 0, sizeof(c));
+	/* The same refund begun by another instance between the look and the
+	 * insert (a trigger inserts it just before ours): the unique key
+	 * decides without a failed statement, and this one is the loser
+	 * (FGW_ERR_CONFLICT: answer as a repeat), rolled back whole. */
+	CHECK_EQ_INT(sql_exec(f->path,
+	                      "CREATE TRIGGER other_instance BEFORE INSERT ON refunds"
+	                      " WHEN NEW.id <> 'rf_other' BEGIN INSERT INTO refunds (id, txn_id,"
+	                      " amount, idempotency_key, created_at, status, updated_at) VALUES"
+	                      " ('rf_other', NEW.txn_id, NEW.amount, NEW.idempotency_key,"
+	                      " NEW.created_at, 'pending', NEW.created_at); END",
+	                      NULL, 0),
+	             SQLITE_OK);
+	CHECK_EQ_INT(begin_sync(f, "rf_mine", "k-race", 10, &a), FGW_ERR_CONFLICT);
+	CHECK_EQ_INT(sql_exec(f->path, "DROP TRIGGER other_instance", NULL, 0), SQLITE_OK);
+	CHECK_EQ_INT(sql_int(f->path, "SELECT count(*) FROM refunds"), 0);
 	CHECK_EQ_INT(begin_sync(f, "rf_1", "k1", 600, &a), 0);
 	CHECK(a.status == STORE_OP_PENDING);
 	CHECK(!a.adopted);
