@@ -127,6 +127,39 @@ resv_err_answer(struct rctx *c, enum resv_err e)
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 }
 
+/* Sends the answer the request made (c->answer, taken from it and freed):
+ * c may be gone once the answer is sent. */
+static void
+finish_answer(struct rctx *c, int status)
+{
+	char *a = c->answer;
+	c->answer = NULL;
+	gw_req_finish(&c->g, status, a);
+	free(a);
+}
+
+/* Answers a reservation job that did not commit (rc != 0): when the job
+ * claimed the request's key (keyed) and another request owned it, that
+ * request's answer; the job's refusal (c->err); else 500, logged as what
+ * failed when what is not NULL. 0 when rc is 0 (nothing answered), 1
+ * when answered. */
+static int
+resv_job_failed(struct rctx *c, int rc, int keyed, const char *what)
+{
+	if (rc == 0)
+		return 0;
+	if (keyed && rc == FGW_ERR_CONFLICT)
+		gw_req_repeat(&c->g, c->hash); /* the key's owner took it first */
+	else if (rc == FGW_ERR_STATE && c->err != RESV_OK)
+		resv_err_answer(c, c->err);
+	else {
+		if (what != NULL)
+			log_error("%s %s not committed: %s", what, c->row.id, fgw_strerror(rc));
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+	}
+	return 1;
+}
+
 /* Authenticates (JWT or API key) and requires a customer. */
 static int
 customer_auth(struct reactor *rx, struct evhttp_request *req, const char *path,
@@ -328,39 +361,15 @@ add_str_or_null(cJSON *o, const char *name, const char *v)
 		cJSON_AddNullToObject(o, name);
 }
 
-/* A keyed reservation job that did not commit (what names it in the log):
- * the key's owner took it first (its answer), the job's refusal, or 500.
- * 1 when it answered, 0 when rc is 0. */
-static int
-resv_job_failed(struct rctx *c, int rc, const char *what)
-{
-	if (rc == 0)
-		return 0;
-	if (rc == FGW_ERR_CONFLICT) {
-		gw_req_repeat(&c->g, c->hash); /* the key's owner took it first */
-	} else if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
-		resv_err_answer(c, c->err);
-	} else {
-		log_error("%s %s not committed: %s", what, c->row.id, fgw_strerror(rc));
-		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-	}
-	return 1;
-}
-
 /* ---- POST /v1/reservations/hold ---------------------------------------- */
 
 static void
 hold_done(void *arg, int rc)
 {
 	struct rctx *c = arg;
-	if (resv_job_failed(c, rc, "hold"))
+	if (resv_job_failed(c, rc, 1, "hold"))
 		return;
-	{
-		char *a = c->answer;
-		c->answer = NULL;
-		gw_req_finish(&c->g, 200, a);
-		free(a);
-	}
+	finish_answer(c, 200);
 }
 
 static cJSON *
@@ -559,13 +568,10 @@ static void
 convert_stored(void *arg, int rc)
 {
 	struct rctx *c = arg;
-	char *a = c->answer;
 	if (rc != 0)
 		log_warn("reservation %s: payment answer not stored: %s", c->row.id,
 		         fgw_strerror(rc));
-	c->answer = NULL;
-	gw_req_finish(&c->g, c->status, a);
-	free(a);
+	finish_answer(c, c->status);
 }
 
 /* The transaction's status as the reservation hears it. */
@@ -731,14 +737,8 @@ convert_begun(void *arg, int rc)
 {
 	struct rctx *c = arg;
 	struct txn *t = c->t;
-	if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
-		resv_err_answer(c, c->err);
+	if (resv_job_failed(c, rc, 0, NULL))
 		return;
-	}
-	if (rc != 0) {
-		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		return;
-	}
 	c->t = NULL; /* owned by the runner now */
 	c->running = t;
 	atomic_fetch_add(&c->g.rx->gw->metrics.txn_started, 1);
@@ -929,17 +929,12 @@ await_card_done(void *arg, int rc)
 {
 	struct rctx *c = arg;
 	char *a = c->answer;
-	if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
-		resv_err_answer(c, c->err);
+	if (rc == 0 && a == NULL)
+		rc = FGW_ERR_INTERNAL; /* committed, but no answer was made */
+	if (resv_job_failed(c, rc, 0, NULL))
 		return;
-	}
-	if (rc != 0 || a == NULL) {
-		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		return;
-	}
 	c->answer = NULL;
-	gw_req_finish(&c->g, 200, a);
-	fgw_freezero(a, strlen(a));
+	finish_secret(c, 200, a);
 }
 
 /* Convert with only holdId: the payment waits for the browser, which
@@ -1272,12 +1267,9 @@ static void
 cancel_done(void *arg, int rc)
 {
 	struct rctx *c = arg;
-	char *a = c->answer;
-	if (resv_job_failed(c, rc, "hold cancel"))
+	if (resv_job_failed(c, rc, 1, "hold cancel"))
 		return;
-	c->answer = NULL;
-	gw_req_finish(&c->g, 200, a);
-	free(a);
+	finish_answer(c, 200);
 }
 
 /* The customer lets a hold go: its places come back at once. A repeat
@@ -1350,16 +1342,13 @@ static void
 confirm_stored(void *arg, int rc)
 {
 	struct rctx *c = arg;
-	char *a = c->answer;
 	if (rc == FGW_ERR_CONFLICT) {
 		/* Confirmed (confirming again changes nothing), but the key
 		 * is another request's: its answer is the key's. */
 		gw_req_repeat(&c->g, c->hash);
 		return;
 	}
-	c->answer = NULL;
-	gw_req_finish(&c->g, 200, a);
-	free(a);
+	finish_answer(c, 200);
 }
 
 static void
@@ -1367,11 +1356,9 @@ confirm_done(void *arg, int rc)
 {
 	struct rctx *c = arg;
 	struct store_idem idem;
-	if (rc == FGW_ERR_STATE && c->err != RESV_OK) {
-		resv_err_answer(c, c->err);
+	if (resv_job_failed(c, rc, 0, NULL))
 		return;
-	}
-	if (rc != 0 || (c->answer = confirm_answer(&c->row)) == NULL) {
+	if ((c->answer = confirm_answer(&c->row)) == NULL) {
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		return;
 	}

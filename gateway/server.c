@@ -425,6 +425,26 @@ setup_access_log(struct gateway *gw, struct fgw_why *why)
 	return FGW_OK;
 }
 
+/* Stops the first running reactors (their threads run), then frees every
+ * reactor and closes the access log: the end of a start that failed part
+ * way and of a stop alike. */
+static void
+reactors_end(struct gateway *gw, int running)
+{
+	for (int i = 0; i < running; i++)
+		event_active(gw->rx[i].stop_ev, EV_TIMEOUT, 0);
+	for (int i = 0; i < running; i++)
+		pthread_join(gw->rx[i].thread, NULL);
+	for (int i = 0; i < gw->n_rx; i++)
+		reactor_cleanup(&gw->rx[i]);
+	free(gw->rx);
+	gw->rx = NULL;
+	if (gw->access_fd >= 0)
+		close(gw->access_fd);
+	gw->access_fd = -1;
+}
+
+
 int
 server_start(struct gateway *gw, struct fgw_why *why)
 {
@@ -459,17 +479,7 @@ server_start(struct gateway *gw, struct fgw_why *why)
 	}
 	return FGW_OK;
 fail:
-	for (int i = 0; i < started; i++)
-		event_active(gw->rx[i].stop_ev, EV_TIMEOUT, 0);
-	for (int i = 0; i < started; i++)
-		pthread_join(gw->rx[i].thread, NULL);
-	for (int i = 0; i < gw->n_rx; i++)
-		reactor_cleanup(&gw->rx[i]);
-	free(gw->rx);
-	gw->rx = NULL;
-	if (gw->access_fd >= 0)
-		close(gw->access_fd);
-	gw->access_fd = -1;
+	reactors_end(gw, started);
 	return r;
 }
 
@@ -479,15 +489,5 @@ server_stop(struct gateway *gw)
 	if (gw->rx == NULL)
 		return;
 	atomic_store(&gw->stopping, 1);
-	for (int i = 0; i < gw->n_rx; i++)
-		event_active(gw->rx[i].stop_ev, EV_TIMEOUT, 0);
-	for (int i = 0; i < gw->n_rx; i++)
-		pthread_join(gw->rx[i].thread, NULL);
-	for (int i = 0; i < gw->n_rx; i++)
-		reactor_cleanup(&gw->rx[i]);
-	free(gw->rx);
-	gw->rx = NULL;
-	if (gw->access_fd >= 0)
-		close(gw->access_fd);
-	gw->access_fd = -1;
+	reactors_end(gw, gw->n_rx);
 }

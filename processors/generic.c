@@ -308,6 +308,20 @@ post_json(const struct proc_config *cfg, const cJSON *body, const char *key,
 	return r;
 }
 
+/* The end of a build whose URL the caller set (r 0) or that failed
+ * (r): the POST of body, which is freed; out is cleared on failure. */
+static int
+post_json_end(const struct proc_config *cfg, cJSON *body, const char *key,
+              struct proc_http *out, int r)
+{
+	if (r == FGW_OK)
+		r = post_json(cfg, body, key, out);
+	cJSON_Delete(body);
+	if (r != FGW_OK)
+		proc_http_clear(out);
+	return r;
+}
+
 static int
 gen_build(const struct proc_config *cfg, const struct proc_request *req,
           struct proc_http *out)
@@ -341,14 +355,10 @@ gen_build(const struct proc_config *cfg, const struct proc_request *req,
 		if ((r = put_path(body, spec->string, v)) != 0)
 			goto out;
 	}
-	if ((r = proc_fmt_alloc(&out->url, "%.*s%s", (int)proc_base_len(cfg->base_url),
-	                        cfg->base_url, str_at(m, "chargePath"))) == 0)
-		r = post_json(cfg, body, req->idempotency_key, out);
+	r = proc_fmt_alloc(&out->url, "%.*s%s", (int)proc_base_len(cfg->base_url),
+	                   cfg->base_url, str_at(m, "chargePath"));
 out:
-	cJSON_Delete(body);
-	if (r != FGW_OK)
-		proc_http_clear(out);
-	return r;
+	return post_json_end(cfg, body, req->idempotency_key, out, r);
 }
 
 /* Capture, cancel and refund: POST {base}{path with {reference}} with a
@@ -379,15 +389,10 @@ build_change(const struct proc_config *cfg, const cJSON *m, enum proc_op op,
 			goto out;
 		r = FGW_ERR_NOMEM;
 	}
-	if ((r = proc_fmt_alloc(&out->url, "%.*s%.*s%s%s", (int)proc_base_len(cfg->base_url),
-	                        cfg->base_url, (int)(at - path), path, req->reference,
-	                        at + 11)) == 0)
-		r = post_json(cfg, body, req->idempotency_key, out);
+	r = proc_fmt_alloc(&out->url, "%.*s%.*s%s%s", (int)proc_base_len(cfg->base_url),
+	                   cfg->base_url, (int)(at - path), path, req->reference, at + 11);
 out:
-	cJSON_Delete(body);
-	if (r != FGW_OK)
-		proc_http_clear(out);
-	return r;
+	return post_json_end(cfg, body, req->idempotency_key, out, r);
 }
 
 static int

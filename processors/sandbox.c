@@ -120,6 +120,30 @@ out:
 	return r;
 }
 
+/* The rest of a request whose method and URL are set (r 0) or that
+ * failed (r): the JSON body (owned; NULL for none) with its content type,
+ * and the common headers; out is cleared on failure. */
+static int
+finish_request(const struct proc_config *cfg, const char *key, char *body,
+               struct proc_http *out, int r)
+{
+	int h = 0;
+
+	if (r == FGW_OK && body != NULL)
+		r = proc_fmt_alloc(&out->headers[h++], "Content-Type: application/json");
+	if (r == FGW_OK)
+		r = proc_common_headers(cfg, key, out, &h);
+	if (r == FGW_OK && body != NULL) {
+		out->body = body;
+		out->body_len = strlen(body);
+		body = NULL; /* owned by out now */
+	}
+	free(body);
+	if (r != FGW_OK)
+		proc_http_clear(out);
+	return r;
+}
+
 static int
 sbx_build(const struct proc_config *cfg, const struct proc_request *req,
           struct proc_http *out)
@@ -127,7 +151,7 @@ sbx_build(const struct proc_config *cfg, const struct proc_request *req,
 	const char *key_id;
 	char *json = NULL;
 	size_t blen;
-	int capture, r, h = 0;
+	int capture, r;
 
 	if (cfg == NULL || req == NULL || out == NULL)
 		return FGW_ERR_INVALID;
@@ -150,22 +174,9 @@ sbx_build(const struct proc_config *cfg, const struct proc_request *req,
 
 	blen = proc_base_len(cfg->base_url);
 	memcpy(out->method, "POST", 5);
-	if ((r = proc_fmt_alloc(&out->url, "%.*s/v1/charges", (int)blen, cfg->base_url)) !=
-	        0 ||
-	    (r = proc_fmt_alloc(&out->headers[h++], "Content-Type: application/json")) != 0 ||
-	    (r = proc_common_headers(cfg, req->idempotency_key, out, &h)) != 0)
-		goto out;
-	if ((r = build_body(req, key_id, capture, &json)) != 0)
-		goto out;
-	out->body = json;
-	out->body_len = strlen(json);
-	json = NULL; /* owned by out now */
-	r = FGW_OK;
-out:
-	free(json);
-	if (r != FGW_OK)
-		proc_http_clear(out);
-	return r;
+	if ((r = proc_fmt_alloc(&out->url, "%.*s/v1/charges", (int)blen, cfg->base_url)) == 0)
+		r = build_body(req, key_id, capture, &json);
+	return finish_request(cfg, req->idempotency_key, json, out, r);
 }
 
 /* ---- parse_reply ------------------------------------------------------- */
@@ -284,7 +295,7 @@ sbx_build_op(const struct proc_config *cfg, enum proc_op op,
 {
 	char *body = NULL;
 	size_t blen;
-	int r, h = 0;
+	int r;
 
 	if (cfg == NULL || req == NULL || out == NULL)
 		return FGW_ERR_INVALID;
@@ -327,22 +338,7 @@ sbx_build_op(const struct proc_config *cfg, enum proc_op op,
 	default:
 		return FGW_ERR_INVALID;
 	}
-	if (r != 0 || (r = proc_common_headers(cfg, req->idempotency_key, out, &h)) != 0)
-		goto out;
-	if (body != NULL &&
-	    (r = proc_fmt_alloc(&out->headers[h++], "Content-Type: application/json")) != 0)
-		goto out;
-	if (body != NULL) {
-		out->body = body;
-		out->body_len = strlen(body);
-		body = NULL;
-	}
-	r = FGW_OK;
-out:
-	free(body);
-	if (r != FGW_OK)
-		proc_http_clear(out);
-	return r;
+	return finish_request(cfg, req->idempotency_key, body, out, r);
 }
 
 static int

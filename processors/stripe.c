@@ -357,6 +357,29 @@ plain_body(struct proc_http *out, void (*fill)(struct form *, const void *),
 	return f.len == f.cap ? FGW_OK : FGW_ERR_INTERNAL;
 }
 
+static void
+empty_form(struct form *f, const void *arg)
+{
+	(void)f;
+	(void)arg;
+}
+
+/* A POST of a small form (no card data) to /v1/what, as post_start
+ * says; out is cleared when it fails. */
+static int
+post_form(const struct proc_config *cfg, const char *what, const char *key,
+          const char *suffix, void (*fill)(struct form *, const void *), const void *arg,
+          struct proc_http *out)
+{
+	int r;
+
+	if ((r = post_start(cfg, what, key, suffix, out)) == 0)
+		r = plain_body(out, fill, arg);
+	if (r != FGW_OK)
+		proc_http_clear(out);
+	return r;
+}
+
 struct intent_arg {
 	const struct proc_request *req;
 	int capture;
@@ -378,7 +401,7 @@ stripe_build(const struct proc_config *cfg, const struct proc_request *req,
              struct proc_http *out)
 {
 	struct intent_arg ia;
-	int capture, r;
+	int capture;
 
 	if (cfg == NULL || req == NULL || out == NULL)
 		return FGW_ERR_INVALID;
@@ -394,11 +417,8 @@ stripe_build(const struct proc_config *cfg, const struct proc_request *req,
 		return FGW_ERR_INVALID;
 	ia.req = req;
 	ia.capture = capture;
-	if ((r = post_start(cfg, "payment_intents", req->idempotency_key, "-pi", out)) == 0)
-		r = plain_body(out, intent_fill, &ia);
-	if (r != FGW_OK)
-		proc_http_clear(out);
-	return r;
+	return post_form(cfg, "payment_intents", req->idempotency_key, "-pi", intent_fill,
+	                 &ia, out);
 }
 
 /* ---- parse_reply ------------------------------------------------------------ */
@@ -640,18 +660,13 @@ static int
 stripe_build_customer(const struct proc_config *cfg, const char *idempotency_key,
                       const char *customer_ref, struct proc_http *out)
 {
-	int r;
-
 	if (cfg == NULL || out == NULL)
 		return FGW_ERR_INVALID;
 	memset(out, 0, sizeof(*out));
 	if (!proc_token_ok(customer_ref, 64))
 		return FGW_ERR_INVALID;
-	if ((r = post_start(cfg, "customers", idempotency_key, "", out)) == 0)
-		r = plain_body(out, customer_form, customer_ref);
-	if (r != FGW_OK)
-		proc_http_clear(out);
-	return r;
+	return post_form(cfg, "customers", idempotency_key, "", customer_form, customer_ref,
+	                 out);
 }
 
 /* POST /v1/payment_methods/{method}/attach with customer=... */
@@ -660,7 +675,6 @@ stripe_build_attach(const struct proc_config *cfg, const char *idempotency_key,
                     const char *method, const char *customer, struct proc_http *out)
 {
 	char what[160];
-	int r;
 
 	if (cfg == NULL || out == NULL)
 		return FGW_ERR_INVALID;
@@ -668,11 +682,7 @@ stripe_build_attach(const struct proc_config *cfg, const char *idempotency_key,
 	if (!stripe_id_ok(method, "pm_", 96) || !stripe_id_ok(customer, "cus_", 96))
 		return FGW_ERR_INVALID;
 	snprintf(what, sizeof(what), "payment_methods/%s/attach", method);
-	if ((r = post_start(cfg, what, idempotency_key, "", out)) == 0)
-		r = plain_body(out, attach_form, customer);
-	if (r != FGW_OK)
-		proc_http_clear(out);
-	return r;
+	return post_form(cfg, what, idempotency_key, "", attach_form, customer, out);
 }
 
 /* An answer that is not the object asked for: a 4xx with Stripe's error
@@ -783,7 +793,6 @@ stripe_build_detach(const struct proc_config *cfg, const char *idempotency_key,
                     const char *method, struct proc_http *out)
 {
 	char what[160];
-	int r;
 
 	if (cfg == NULL || out == NULL)
 		return FGW_ERR_INVALID;
@@ -791,12 +800,7 @@ stripe_build_detach(const struct proc_config *cfg, const char *idempotency_key,
 	if (!stripe_id_ok(method, "pm_", 96))
 		return FGW_ERR_INVALID;
 	snprintf(what, sizeof(what), "payment_methods/%s/detach", method);
-	if ((r = post_start(cfg, what, idempotency_key, "", out)) == 0 &&
-	    (out->body = strdup("")) == NULL)
-		r = FGW_ERR_NOMEM;
-	if (r != FGW_OK)
-		proc_http_clear(out);
-	return r;
+	return post_form(cfg, what, idempotency_key, "", empty_form, NULL, out);
 }
 
 /* The detach answer: the PaymentMethod with no customer. Stripe refuses a

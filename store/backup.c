@@ -81,8 +81,9 @@ out:
 /* Writes every row of sql as one JSON object (column name -> value),
  * comma-separated, into out. */
 static int
-export_rows(sqlite3 *db, const char *sql, FILE *out, int64_t *count)
+export_rows(void *arg, const char *sql, FILE *out, int64_t *count)
 {
+	sqlite3 *db = arg;
 	sqlite3_stmt *s = NULL;
 	cJSON *o = NULL;
 	char *text = NULL;
@@ -143,21 +144,52 @@ out:
 	return r;
 }
 
+/* The export's columns, as the file export and the PostgreSQL one both
+ * list them (a document compares across backends). */
+#define EXPORT_EV_COLS                                                                \
+	"seq, ts, actor, source, event_type, resource, outcome, details_json, prev_hash," \
+	" hash"
+#define EXPORT_EV_FROM " FROM audit_events ORDER BY seq"
+#define EXPORT_TXN_COLS                                                                 \
+	"id, client_id, reservation_id, amount, currency, status, error_code,"              \
+	" error_message, processor, processor_ref, brand, bin, last4, exp_month, exp_year," \
+	" customer_email, customer_name, customer_country, customer_ip, rule_decision,"     \
+	" rules_fired, description, created_at, updated_at"
+#define EXPORT_TXN_FROM " FROM transactions ORDER BY created_at, id"
+
+/* Writes the export document around two row lists, written by rows(db,
+ * sql, out, count): the audit events (ev_sql) then the transactions
+ * (txn_sql); what they count goes to st. */
+static int
+write_export(int (*rows)(void *db, const char *sql, FILE *out, int64_t *count), void *db,
+             const char *ev_sql, const char *txn_sql, FILE *out,
+             struct store_backup_stats *st)
+{
+	int64_t n = 0;
+	int r;
+
+	if (fputs("{\"format\":\"flairgw-export-v1\",\"audit_events\":[", out) < 0)
+		return FGW_ERR_IO;
+	if ((r = rows(db, ev_sql, out, &n)) != 0)
+		return r;
+	st->audit_seq = n;
+	if (fputs("],\"transactions\":[", out) < 0)
+		return FGW_ERR_IO;
+	if ((r = rows(db, txn_sql, out, &st->transactions)) != 0)
+		return r;
+	if (fputs("]}\n", out) < 0 || fflush(out) != 0)
+		return FGW_ERR_IO;
+	return 0;
+}
+
 int
 store_backup_export_json(const char *path, FILE *out, struct store_backup_stats *st)
 {
 	/* The vault is not exported (ciphertext belongs in the snapshot only),
 	 * nor are idempotent answers. */
-	static const char ev_sql[] =
-	    "SELECT seq, ts, actor, source, event_type, resource, outcome, details_json,"
-	    " prev_hash, hash FROM audit_events ORDER BY seq";
-	static const char txn_sql[] =
-	    "SELECT id, client_id, reservation_id, amount, currency, status, error_code,"
-	    " error_message, processor, processor_ref, brand, bin, last4, exp_month, exp_year,"
-	    " customer_email, customer_name, customer_country, customer_ip, rule_decision,"
-	    " rules_fired, description, created_at, updated_at FROM transactions ORDER BY created_at, id";
+	static const char ev_sql[] = "SELECT " EXPORT_EV_COLS EXPORT_EV_FROM;
+	static const char txn_sql[] = "SELECT " EXPORT_TXN_COLS EXPORT_TXN_FROM;
 	sqlite3 *db = NULL;
-	int64_t n = 0;
 	int r;
 
 	memset(st, 0, sizeof(*st));
@@ -165,24 +197,7 @@ store_backup_export_json(const char *path, FILE *out, struct store_backup_stats 
 		r = FGW_ERR_IO;
 		goto out;
 	}
-	if (fputs("{\"format\":\"flairgw-export-v1\",\"audit_events\":[", out) < 0) {
-		r = FGW_ERR_IO;
-		goto out;
-	}
-	if ((r = export_rows(db, ev_sql, out, &n)) != 0)
-		goto out;
-	st->audit_seq = n;
-	if (fputs("],\"transactions\":[", out) < 0) {
-		r = FGW_ERR_IO;
-		goto out;
-	}
-	if ((r = export_rows(db, txn_sql, out, &st->transactions)) != 0)
-		goto out;
-	if (fputs("]}\n", out) < 0 || fflush(out) != 0) {
-		r = FGW_ERR_IO;
-		goto out;
-	}
-	r = 0;
+	r = write_export(export_rows, db, ev_sql, txn_sql, out, st);
 out:
 	sqlite3_close(db);
 	return r;
@@ -192,8 +207,9 @@ out:
  * PostgreSQL's row_to_json types as the columns are: numbers, strings,
  * null) comma-separated into out. */
 static int
-export_json_rows(struct db *db, const char *sql, FILE *out, int64_t *count)
+export_json_rows(void *arg, const char *sql, FILE *out, int64_t *count)
 {
+	struct db *db = arg;
 	struct db_stmt *s = NULL;
 	int r, rc;
 
@@ -218,19 +234,11 @@ int
 store_backup_export_store(struct store_reader *rd, FILE *out,
                           struct store_backup_stats *st)
 {
-	/* The same columns, in the same order, as the file export above. */
 	static const char ev_sql[] =
-	    "SELECT row_to_json(e)::text FROM (SELECT seq, ts, actor, source, event_type,"
-	    " resource, outcome, details_json, prev_hash, hash FROM audit_events"
-	    " ORDER BY seq) e";
+	    "SELECT row_to_json(e)::text FROM (SELECT " EXPORT_EV_COLS EXPORT_EV_FROM ") e";
 	static const char txn_sql[] =
-	    "SELECT row_to_json(t)::text FROM (SELECT id, client_id, reservation_id, amount,"
-	    " currency, status, error_code, error_message, processor, processor_ref, brand, bin,"
-	    " last4, exp_month, exp_year, customer_email, customer_name, customer_country,"
-	    " customer_ip, rule_decision, rules_fired, description, created_at, updated_at"
-	    " FROM transactions ORDER BY created_at, id) t";
+	    "SELECT row_to_json(t)::text FROM (SELECT " EXPORT_TXN_COLS EXPORT_TXN_FROM ") t";
 	struct db *db = rd != NULL ? store_reader_db(rd) : NULL;
-	int64_t n = 0;
 	int r;
 
 	memset(st, 0, sizeof(*st));
@@ -240,25 +248,7 @@ store_backup_export_store(struct store_reader *rd, FILE *out,
 	 * it speaks of agree. */
 	if ((r = db_exec(db, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")) != 0)
 		return r;
-	if (fputs("{\"format\":\"flairgw-export-v1\",\"audit_events\":[", out) < 0) {
-		r = FGW_ERR_IO;
-		goto out;
-	}
-	if ((r = export_json_rows(db, ev_sql, out, &n)) != 0)
-		goto out;
-	st->audit_seq = n;
-	if (fputs("],\"transactions\":[", out) < 0) {
-		r = FGW_ERR_IO;
-		goto out;
-	}
-	if ((r = export_json_rows(db, txn_sql, out, &st->transactions)) != 0)
-		goto out;
-	if (fputs("]}\n", out) < 0 || fflush(out) != 0) {
-		r = FGW_ERR_IO;
-		goto out;
-	}
-	r = 0;
-out:
+	r = write_export(export_json_rows, db, ev_sql, txn_sql, out, st);
 	if (db_in_txn(db))
 		(void)db_exec(db, r == 0 ? "COMMIT" : "ROLLBACK");
 	return r;

@@ -375,6 +375,13 @@ db_step(struct db_stmt *s)
 	return rc == FGW_OK ? FGW_ERR_DB : rc;
 }
 
+int
+db_step_row(struct db_stmt *s)
+{
+	int rc = db_step(s);
+	return rc == DB_ROW ? 0 : rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+}
+
 const char *
 db_col_text(struct db_stmt *s, int i)
 {

@@ -106,6 +106,9 @@ int db_bind_null(struct db_stmt *s, int i);
  * it until ROLLBACK TO a savepoint: a job that expects a clash asks with
  * ON CONFLICT instead of catching the error. */
 int db_step(struct db_stmt *s);
+/* db_step for a statement that reads one row: 0 with the row ready,
+ * FGW_ERR_NOT_FOUND when there is none, FGW_ERR_DB when the step failed. */
+int db_step_row(struct db_stmt *s);
 
 /* Columns of the current row, i from 0. Text is NULL for SQL NULL and
  * stays valid until the next db_step/db_reset/db_release. Integers of a

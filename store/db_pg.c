@@ -435,6 +435,22 @@ out:
 	PQclear(res);
 	return r;
 }
+/* Frees what the statement's preparation made (the parameter arrays
+ * and the rewritten SQL); the values must have been wiped already. */
+static void
+free_params(struct db_stmt *s)
+{
+	free(s->params);
+	free(s->lens);
+	free(s->types);
+	free(s->pgsql);
+	s->params = NULL;
+	s->lens = NULL;
+	s->types = NULL;
+	s->pgsql = NULL;
+	s->nparams = 0;
+}
+
 
 int
 dbpg_prepare(struct db_stmt *s, const char *sql)
@@ -466,17 +482,8 @@ dbpg_prepare(struct db_stmt *s, const char *sql)
 		goto out;
 	r = 0;
 out:
-	if (r != 0) {
-		free(s->params);
-		free(s->lens);
-		free(s->types);
-		free(s->pgsql);
-		s->params = NULL;
-		s->lens = NULL;
-		s->types = NULL;
-		s->pgsql = NULL;
-		s->nparams = 0;
-	}
+	if (r != 0)
+		free_params(s);
 	free(used);
 	return r;
 }
@@ -517,14 +524,7 @@ dbpg_stmt_free(struct db_stmt *s)
 	s->desc = NULL;
 	if (s->params != NULL)
 		dbpg_clear_bindings(s);
-	free(s->params);
-	free(s->lens);
-	free(s->types);
-	free(s->pgsql);
-	s->params = NULL;
-	s->lens = NULL;
-	s->types = NULL;
-	s->pgsql = NULL;
+	free_params(s);
 	/* A cached statement is freed with its connection, which takes the
 	 * server side along; one freed before that would stay on the server
 	 * for the session's life. In a failed transaction the server refuses

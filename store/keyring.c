@@ -121,11 +121,26 @@ ring_new(struct store_ring **out, struct store_ring **rp)
 	return FGW_OK;
 }
 
+/* The end of both opens: connects r, then hands it to *out; r is closed
+ * when the connection fails. */
+static int
+ring_opened(struct store_ring *r, struct store_ring **out)
+{
+	struct db *db;
+	int rc;
+
+	if ((rc = ring_db(r, &db)) != FGW_OK) {
+		store_ring_close(r);
+		return rc;
+	}
+	*out = r;
+	return FGW_OK;
+}
+
 int
 store_ring_open(const struct store_ring_opts *o, struct store_ring **out)
 {
 	struct store_ring *r = NULL;
-	struct db *db;
 	int rc;
 
 	if (o == NULL || (o->dsn == NULL) == (o->dsn_file == NULL))
@@ -139,10 +154,8 @@ store_ring_open(const struct store_ring_opts *o, struct store_ring **out)
 		rc = FGW_ERR_NOMEM;
 		goto out;
 	}
-	if ((rc = ring_db(r, &db)) != FGW_OK)
-		goto out;
-	*out = r;
-	r = NULL;
+	rc = ring_opened(r, out);
+	r = NULL; /* ring_opened's now */
 out:
 	store_ring_close(r);
 	return rc;
@@ -152,7 +165,6 @@ int
 store_ring_open_sqlite(const char *path, struct store_ring **out)
 {
 	struct store_ring *r = NULL;
-	struct db *db;
 	int rc;
 
 	if (path == NULL)
@@ -163,10 +175,8 @@ store_ring_open_sqlite(const char *path, struct store_ring **out)
 		rc = FGW_ERR_NOMEM;
 		goto out;
 	}
-	if ((rc = ring_db(r, &db)) != FGW_OK)
-		goto out;
-	*out = r;
-	r = NULL;
+	rc = ring_opened(r, out);
+	r = NULL; /* ring_opened's now */
 out:
 	store_ring_close(r);
 	return rc;

@@ -96,18 +96,15 @@ store_method_get(struct store_reader *rd, const char *customer, const char *id,
                  struct store_method *out)
 {
 	struct db_stmt *s = NULL;
-	int r, rc;
+	int r;
 
 	if ((r = db_prepare(store_reader_db(rd),
 	                     METHOD_SELECT "WHERE m.customer_id = ?1 AND m.id = ?2", &s)) !=
 	        0 ||
 	    (r = text_bind(s, 1, customer)) != 0 || (r = text_bind(s, 2, id)) != 0)
 		goto out;
-	rc = db_step(s);
-	if (rc == DB_ROW)
+	if ((r = db_step_row(s)) == 0)
 		r = read_method(s, out);
-	else
-		r = rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 out:
 	db_release(s);
 	return r;
@@ -118,7 +115,7 @@ store_proc_customer_get(struct store_reader *rd, const char *processor,
                         const char *customer, char *out, size_t cap)
 {
 	struct db_stmt *s = NULL;
-	int r, rc;
+	int r;
 
 	if ((r = db_prepare(store_reader_db(rd),
 	                     "SELECT processor_customer FROM "
@@ -126,11 +123,8 @@ store_proc_customer_get(struct store_reader *rd, const char *processor,
 	                     &s)) != 0 ||
 	    (r = text_bind(s, 1, processor)) != 0 || (r = text_bind(s, 2, customer)) != 0)
 		goto out;
-	rc = db_step(s);
-	if (rc == DB_ROW)
+	if ((r = db_step_row(s)) == 0)
 		r = db_col_copy(s, 0, out, cap);
-	else
-		r = rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 out:
 	db_release(s);
 	return r;
@@ -243,7 +237,7 @@ static int
 find_processor_method(struct db *db, struct store_method *m)
 {
 	struct db_stmt *s = NULL;
-	int r, rc;
+	int r;
 
 	if ((r = db_prepare(db,
 	                     METHOD_SELECT "WHERE m.customer_id = ?1 AND m.processor = ?2 "
@@ -253,8 +247,8 @@ find_processor_method(struct db *db, struct store_method *m)
 	    (r = text_bind(s, 2, m->processor)) != 0 ||
 	    (r = text_bind(s, 3, m->processor_method)) != 0)
 		goto out;
-	rc = db_step(s);
-	r = rc == DB_ROW ? read_method(s, m) : rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+	if ((r = db_step_row(s)) == 0)
+		r = read_method(s, m);
 out:
 	db_release(s);
 	return r;

@@ -205,18 +205,18 @@ refund_event_run(struct db *db, void *ctx)
 	struct db_stmt *s = NULL;
 	char cur[24] = "", key[160];
 	int64_t amount = 0, held, done;
-	int changed = 0, rc, r;
+	int changed = 0, r;
 
 	if ((r = db_prepare(db, txn_sql, &s)) != 0)
 		return r;
 	db_bind_text(s, 1, ev->txn_id);
-	if ((rc = db_step(s)) == DB_ROW) {
+	if ((r = db_step_row(s)) == 0) {
 		db_col_copy(s, 0, cur, sizeof(cur));
 		amount = db_col_int64(s, 1);
 	}
 	db_release(s);
-	if (rc != DB_ROW)
-		return rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+	if (r != 0)
+		return r;
 	fgw_strlcpy(ev->new_status, cur, sizeof(ev->new_status));
 	if (txn_state_of(cur) != TXN_SUCCEEDED &&
 	    txn_state_of(cur) != TXN_PARTIALLY_REFUNDED && txn_state_of(cur) != TXN_REFUNDED)

@@ -156,18 +156,13 @@ store_manual_review_get(struct store_reader *rd, const char *id, int *flag)
 {
 	static const char sql[] = "SELECT manual_review FROM transactions WHERE id = ?1";
 	struct db_stmt *s = NULL;
-	int rc, r;
+	int r;
 
 	if ((r = db_prepare(store_reader_db(rd), sql, &s)) != 0)
 		goto out;
 	db_bind_text(s, 1, id);
-	rc = db_step(s);
-	if (rc == DB_ROW) {
+	if ((r = db_step_row(s)) == 0)
 		*flag = db_col_int(s, 0);
-		r = FGW_OK;
-	} else {
-		r = rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
-	}
 out:
 	db_release(s);
 	return r;

@@ -88,26 +88,21 @@ static int
 load_row(struct db *db, const char *customer, const char *id, struct resv_row *out)
 {
 	struct db_stmt *s = NULL;
-	int r, rc;
+	int r;
 	/* ?2 IS NULL alone gives PostgreSQL no type for ?2 (it refuses to
 	 * prepare it): the CAST does, on both backends. */
 	if ((r = db_prepare(db,
-	                     "SELECT " RESV_COLS " FROM reservations WHERE id = ?1"
-	                     " AND (CAST(?2 AS TEXT) IS NULL OR customer_id = ?2)",
-	                     &s)) != 0)
+	                    "SELECT " RESV_COLS " FROM reservations WHERE id = ?1"
+	                    " AND (CAST(?2 AS TEXT) IS NULL OR customer_id = ?2)",
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, id);
 	if (customer != NULL)
 		db_bind_text(s, 2, customer);
 	else
 		db_bind_null(s, 2);
-	rc = db_step(s);
-	if (rc == DB_ROW) {
+	if ((r = db_step_row(s)) == 0)
 		read_row(s, out);
-		r = 0;
-	} else {
-		r = rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
-	}
 	db_release(s);
 	return r;
 }
@@ -121,15 +116,15 @@ release_places(struct db *db, const char *id)
 	struct db_stmt *s = NULL;
 	char slot[64];
 	int r, rc, guests;
-	if ((r = db_prepare(db,
-	                     "UPDATE reservations SET released = 1 WHERE id = ?1 AND released = 0",
-	                     &s)) != 0)
+	if ((r = db_prepare(
+	         db, "UPDATE reservations SET released = 1 WHERE id = ?1 AND released = 0",
+	         &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, id);
 	if ((r = step_done(s)) != 0 || db_changes(db) != 1)
 		return r;
 	if ((r = db_prepare(db, "SELECT time_slot_id, guests FROM reservations WHERE id = ?1",
-	                     &s)) != 0)
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, id);
 	if ((rc = db_step(s)) != DB_ROW) {
@@ -143,9 +138,9 @@ release_places(struct db *db, const char *id)
 		return FGW_ERR_DB;
 	/* Never below zero (MAX(a, b) of two values is SQLite's alone). */
 	if ((r = db_prepare(db,
-	                     "UPDATE time_slots SET taken = CASE WHEN taken > ?2"
-	                     " THEN taken - ?2 ELSE 0 END WHERE id = ?1",
-	                     &s)) != 0)
+	                    "UPDATE time_slots SET taken = CASE WHEN taken > ?2"
+	                    " THEN taken - ?2 ELSE 0 END WHERE id = ?1",
+	                    &s)) != 0)
 		return r;
 	db_bind_text(s, 1, slot);
 	db_bind_int(s, 2, guests);
@@ -159,9 +154,9 @@ add_event(struct db *db, const char *id, const char *type, int64_t now)
 	struct db_stmt *s = NULL;
 	int r;
 	if ((r = db_prepare(db,
-	                     "INSERT INTO reservation_events (reservation_id, event_type,"
-	                     " created_at) VALUES (?1, ?2, ?3)",
-	                     &s)) != 0)
+	                    "INSERT INTO reservation_events (reservation_id, event_type,"
+	                    " created_at) VALUES (?1, ?2, ?3)",
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, id);
 	db_bind_text_or_null(s, 2, type);
@@ -175,12 +170,24 @@ drop_secrets(struct db *db, const char *id)
 {
 	struct db_stmt *s = NULL;
 	int r;
-	if ((r = db_prepare(
-	         db, "DELETE FROM reservation_client_secrets WHERE reservation_id = ?1",
-	         &s)) != 0)
+	if ((r = db_prepare(db,
+	                    "DELETE FROM reservation_client_secrets WHERE reservation_id = ?1",
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, id);
 	return step_done(s);
+}
+
+/* A hold that ended unpaid (expired or cancelled, just moved so by this
+ * job) gives its places back, forgets its browser secrets and tells the
+ * website with event. */
+static int
+hold_ended(struct db *db, const char *id, const char *event, int64_t now)
+{
+	int r;
+	if ((r = release_places(db, id)) != 0 || (r = drop_secrets(db, id)) != 0)
+		return r;
+	return add_event(db, id, event, now);
 }
 
 /* ---- jobs --------------------------------------------------------------- */
@@ -299,10 +306,10 @@ run_hold(struct db *db, void *ctx)
 	if (v->guests <= 0)
 		return job_fail(j, RESV_NOT_ENOUGH_CAPACITY);
 	if ((r = db_prepare(db,
-	                     "UPDATE time_slots SET taken = taken + ?3 WHERE id = ?1"
-	                     " AND experience_id = ?2 AND status = 'open'"
-	                     " AND taken + ?3 <= capacity",
-	                     &s)) != 0)
+	                    "UPDATE time_slots SET taken = taken + ?3 WHERE id = ?1"
+	                    " AND experience_id = ?2 AND status = 'open'"
+	                    " AND taken + ?3 <= capacity",
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, v->time_slot_id);
 	db_bind_text_or_null(s, 2, v->experience_id);
@@ -312,9 +319,9 @@ run_hold(struct db *db, void *ctx)
 	if (db_changes(db) != 1) {
 		/* Refused: why, as the slot is now. */
 		if ((r = db_prepare(db,
-		                     "SELECT capacity, taken, status FROM time_slots WHERE id = ?1"
-		                     " AND experience_id = ?2",
-		                     &s)) != 0)
+		                    "SELECT capacity, taken, status FROM time_slots WHERE id = ?1"
+		                    " AND experience_id = ?2",
+		                    &s)) != 0)
 			return r;
 		db_bind_text_or_null(s, 1, v->time_slot_id);
 		db_bind_text_or_null(s, 2, v->experience_id);
@@ -387,14 +394,23 @@ payable(const struct resv_row *r)
 	                                           strcmp(r->payment_status, "unpaid") == 0));
 }
 
+/* The job's reservation (the customer's) into j->out: 0, a job_fail
+ * answer, or a database error. */
+static int
+load_own(struct db *db, struct job *j)
+{
+	int r = load_row(db, j->customer, j->id, j->out);
+	return r == FGW_ERR_NOT_FOUND ? job_fail(j, RESV_NOT_FOUND) : r;
+}
+
 /* The job's reservation into j->out, if the customer's hold may still be
  * paid for: 0, a job_fail answer, or a database error. */
 static int
 load_payable(struct db *db, struct job *j)
 {
 	int r;
-	if ((r = load_row(db, j->customer, j->id, j->out)) != 0)
-		return r == FGW_ERR_NOT_FOUND ? job_fail(j, RESV_NOT_FOUND) : r;
+	if ((r = load_own(db, j)) != 0)
+		return r;
 	if (hold_ran_out(j->out, j->now))
 		return job_fail(j, RESV_HOLD_EXPIRED);
 	if (!payable(j->out))
@@ -415,11 +431,11 @@ mark_pending(struct db *db, struct job *j, const char *pay, const char *txn_id)
 	 * (or the hold expired or was cancelled) meanwhile on another
 	 * instance must not be followed by a second one. */
 	if ((r = db_prepare(db,
-	                     "UPDATE reservations SET status = 'pending', payment_status ="
-	                     " ?2, txn_id = ?3, payment_intent_id = NULL, save_method = ?4,"
-	                     " updated_at = ?5 WHERE id = ?1 AND status = ?6"
-	                     " AND payment_status = ?7",
-	                     &s)) != 0)
+	                    "UPDATE reservations SET status = 'pending', payment_status ="
+	                    " ?2, txn_id = ?3, payment_intent_id = NULL, save_method = ?4,"
+	                    " updated_at = ?5 WHERE id = ?1 AND status = ?6"
+	                    " AND payment_status = ?7",
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, j->id);
 	db_bind_text_or_null(s, 2, pay);
@@ -537,19 +553,28 @@ payment_moved_once(struct db *db, struct job *j)
 	/* A paid reservation never goes back to unpaid. */
 	if (strcmp(cur.payment_status, "paid") == 0)
 		return 0;
-	if ((r = set_state(db, cur.id, (struct from){ cur.status, cur.payment_status }, status,
-	                   pay, j->intent_id[0] ? j->intent_id : NULL, ref, j->now)) != 0)
+	if ((r = set_state(db, cur.id, (struct from){ cur.status, cur.payment_status },
+	                   status, pay, j->intent_id[0] ? j->intent_id : NULL, ref,
+	                   j->now)) != 0)
 		return r;
 	return ref != NULL ? add_event(db, cur.id, "reservation.confirmed", j->now) : 0;
+}
+
+/* Runs once(db, j) again while another instance moved the reservation
+ * under it, RESV_RACE_TRIES times at most. */
+static int
+race_tries(struct db *db, struct job *j, int (*once)(struct db *db, struct job *j))
+{
+	int r = FGW_ERR_CONFLICT;
+	for (int i = 0; i < RESV_RACE_TRIES && r == FGW_ERR_CONFLICT; i++)
+		r = once(db, j);
+	return r;
 }
 
 static int
 run_payment_moved(struct db *db, void *ctx)
 {
-	int r = FGW_ERR_CONFLICT;
-	for (int i = 0; i < RESV_RACE_TRIES && r == FGW_ERR_CONFLICT; i++)
-		r = payment_moved_once(db, ctx);
-	return r;
+	return race_tries(db, ctx, payment_moved_once);
 }
 
 static int
@@ -557,8 +582,8 @@ confirm_once(struct db *db, struct job *j)
 {
 	int r;
 
-	if ((r = load_row(db, j->customer, j->id, j->out)) != 0)
-		return r == FGW_ERR_NOT_FOUND ? job_fail(j, RESV_NOT_FOUND) : r;
+	if ((r = load_own(db, j)) != 0)
+		return r;
 	if (j->intent_id[0] && strcmp(j->intent_id, j->out->payment_intent_id) != 0)
 		return job_fail(j, RESV_INTENT_MISMATCH);
 	if (strcmp(j->out->status, "confirmed") == 0)
@@ -580,10 +605,7 @@ confirm_once(struct db *db, struct job *j)
 static int
 run_confirm(struct db *db, void *ctx)
 {
-	int r = FGW_ERR_CONFLICT;
-	for (int i = 0; i < RESV_RACE_TRIES && r == FGW_ERR_CONFLICT; i++)
-		r = confirm_once(db, ctx);
-	return r;
+	return race_tries(db, ctx, confirm_once);
 }
 
 /* Holds expired per sweep job (the next tick takes the rest). */
@@ -603,10 +625,10 @@ run_sweep(struct db *db, void *ctx)
 	 * ids are read whole first (a PostgreSQL statement is not left
 	 * mid-step under writes), in one order on every instance. */
 	if ((r = db_prepare(db,
-	                     "SELECT id FROM reservations WHERE status IN ('held', 'pending')"
-	                     " AND payment_status IN ('unpaid', 'failed')"
-	                     " AND hold_expires_at <= ?1 ORDER BY id LIMIT " RESV_SWEEP_MAX_S,
-	                     &s)) != 0)
+	                    "SELECT id FROM reservations WHERE status IN ('held', 'pending')"
+	                    " AND payment_status IN ('unpaid', 'failed')"
+	                    " AND hold_expires_at <= ?1 ORDER BY id LIMIT " RESV_SWEEP_MAX_S,
+	                    &s)) != 0)
 		return r;
 	db_bind_int64(s, 1, j->now);
 	while (n < RESV_SWEEP_MAX && (rc = db_step(s)) == DB_ROW)
@@ -620,11 +642,11 @@ run_sweep(struct db *db, void *ctx)
 		 * sweep (or a payment that started) got it first otherwise, and
 		 * its places are not given back twice. */
 		if ((r = db_prepare(db,
-		                     "UPDATE reservations SET status = 'expired', updated_at = ?2"
-		                     " WHERE id = ?1 AND status IN ('held', 'pending')"
-		                     " AND payment_status IN ('unpaid', 'failed')"
-		                     " AND hold_expires_at <= ?2",
-		                     &s)) != 0)
+		                    "UPDATE reservations SET status = 'expired', updated_at = ?2"
+		                    " WHERE id = ?1 AND status IN ('held', 'pending')"
+		                    " AND payment_status IN ('unpaid', 'failed')"
+		                    " AND hold_expires_at <= ?2",
+		                    &s)) != 0)
 			return r;
 		db_bind_text(s, 1, ids[i]);
 		db_bind_int64(s, 2, j->now);
@@ -632,8 +654,7 @@ run_sweep(struct db *db, void *ctx)
 			return r;
 		if (db_changes(db) != 1)
 			continue;
-		if ((r = release_places(db, ids[i])) != 0 || (r = drop_secrets(db, ids[i])) != 0 ||
-		    (r = add_event(db, ids[i], "reservation.expired", j->now)) != 0)
+		if ((r = hold_ended(db, ids[i], "reservation.expired", j->now)) != 0)
 			return r;
 	}
 	if ((r = db_prepare(db, "DELETE FROM idempotency WHERE expires_at <= ?1", &s)) != 0)
@@ -657,10 +678,10 @@ run_await_card(struct db *db, void *ctx)
 	    (r = drop_secrets(db, j->id)) != 0)
 		return r;
 	if ((r = db_prepare(db,
-	                     "INSERT INTO reservation_client_secrets (payment_id,"
-	                     " reservation_id, customer_id, secret_mac, created_at)"
-	                     " VALUES (?1, ?2, ?3, ?4, ?5)",
-	                     &s)) != 0)
+	                    "INSERT INTO reservation_client_secrets (payment_id,"
+	                    " reservation_id, customer_id, secret_mac, created_at)"
+	                    " VALUES (?1, ?2, ?3, ?4, ?5)",
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, j->payment_id);
 	db_bind_text_or_null(s, 2, j->id);
@@ -676,26 +697,18 @@ run_cancel(struct db *db, void *ctx)
 	struct job *j = ctx;
 	int r;
 
-	if ((r = load_row(db, j->customer, j->id, j->out)) != 0)
-		return r == FGW_ERR_NOT_FOUND ? job_fail(j, RESV_NOT_FOUND) : r;
-	if (hold_ran_out(j->out, j->now))
-		return job_fail(j, RESV_HOLD_EXPIRED);
-	/* A payment being decided or done is not the customer's to drop:
-	 * it settles (or is refunded) first. */
-	if (!(strcmp(j->out->status, "held") == 0 ||
-	      (strcmp(j->out->status, "pending") == 0 &&
-	       (strcmp(j->out->payment_status, "unpaid") == 0 ||
-	        strcmp(j->out->payment_status, "failed") == 0))))
-		return job_fail(j, RESV_INVALID_STATUS);
+	/* What may be paid for may be dropped; a payment being decided or
+	 * done is not the customer's to drop: it settles (or is refunded)
+	 * first. */
+	if ((r = load_payable(db, j)) != 0)
+		return r;
 	/* Moved first: a payment that began meanwhile on another instance
 	 * keeps the hold, and the places come back only with the move. */
 	r = set_state(db, j->id, (struct from){ j->out->status, j->out->payment_status },
 	              "cancelled", NULL, NULL, NULL, j->now);
 	if (r == FGW_ERR_CONFLICT)
 		return job_fail(j, RESV_INVALID_STATUS);
-	if (r != 0 || (r = release_places(db, j->id)) != 0 ||
-	    (r = drop_secrets(db, j->id)) != 0 ||
-	    (r = add_event(db, j->id, "reservation.cancelled", j->now)) != 0)
+	if (r != 0 || (r = hold_ended(db, j->id, "reservation.cancelled", j->now)) != 0)
 		return r;
 	fgw_strlcpy(j->out->status, "cancelled", sizeof(j->out->status));
 	return 0;
@@ -708,7 +721,7 @@ run_events_published(struct db *db, void *ctx)
 	struct db_stmt *s = NULL;
 	int r;
 	if ((r = db_prepare(db, "UPDATE reservation_events SET published = 1 WHERE id = ?1",
-	                     &s)) != 0)
+	                    &s)) != 0)
 		return r;
 	for (size_t i = 0; i < j->n_events; i++) {
 		db_reset(s);
@@ -751,12 +764,7 @@ submit(struct store *st, struct store_waker *w, store_job_fn run, struct job *j,
        const struct store_idem *idem, const struct store_audit *audit, store_done_fn done,
        void *arg)
 {
-	return store_submit_custom(st, w, run, j, free,
-	                           &(struct store_commit){ .idem = idem,
-	                                                   .audit = audit,
-	                                                   .n_audit = audit ? 1 : 0,
-	                                                   .done = done,
-	                                                   .arg = arg });
+	return submit_idem(st, w, run, j, idem, 0, audit, done, arg);
 }
 
 static struct job *
@@ -1114,7 +1122,7 @@ resv_slot_get(struct store_reader *rd, const char *slot_id, struct resv_slot *sl
               struct resv_experience *e)
 {
 	struct db_stmt *s = NULL;
-	int r, rc;
+	int r;
 	if ((r = db_prepare(
 	         store_reader_db(rd),
 	         "SELECT s.id, s.experience_id, s.starts_at, s.capacity, s.taken, s.status,"
@@ -1124,10 +1132,9 @@ resv_slot_get(struct store_reader *rd, const char *slot_id, struct resv_slot *sl
 	         &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, slot_id);
-	rc = db_step(s);
-	if (rc != DB_ROW) {
+	if ((r = db_step_row(s)) != 0) {
 		db_release(s);
-		return rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+		return r;
 	}
 	memset(sl, 0, sizeof(*sl));
 	memset(e, 0, sizeof(*e));
@@ -1160,22 +1167,18 @@ int
 resv_secret_get(struct store_reader *rd, const char *payment_id, struct resv_secret *out)
 {
 	struct db_stmt *s = NULL;
-	int r, rc;
+	int r;
 	if ((r = db_prepare(store_reader_db(rd),
-	                     "SELECT reservation_id, customer_id, secret_mac"
-	                     " FROM reservation_client_secrets WHERE payment_id = ?1",
-	                     &s)) != 0)
+	                    "SELECT reservation_id, customer_id, secret_mac"
+	                    " FROM reservation_client_secrets WHERE payment_id = ?1",
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, payment_id);
-	rc = db_step(s);
-	if (rc == DB_ROW) {
+	if ((r = db_step_row(s)) == 0) {
 		memset(out, 0, sizeof(*out));
 		db_col_copy(s, 0, out->reservation_id, sizeof(out->reservation_id));
 		db_col_copy(s, 1, out->customer_id, sizeof(out->customer_id));
 		db_col_copy(s, 2, out->secret_mac, sizeof(out->secret_mac));
-		r = 0;
-	} else {
-		r = rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
 	}
 	db_release(s);
 	return r;
@@ -1188,11 +1191,11 @@ resv_events_pending(struct store_reader *rd, struct resv_event *ev, size_t cap, 
 	int r, rc = DB_DONE;
 	*n = 0;
 	if ((r = db_prepare(store_reader_db(rd),
-	                     "SELECT e.id, e.event_type, e.created_at, " RESV_COLS_R
-	                     " FROM reservation_events e JOIN reservations r"
-	                     " ON r.id = e.reservation_id WHERE e.published = 0"
-	                     " ORDER BY e.id LIMIT ?1",
-	                     &s)) != 0)
+	                    "SELECT e.id, e.event_type, e.created_at, " RESV_COLS_R
+	                    " FROM reservation_events e JOIN reservations r"
+	                    " ON r.id = e.reservation_id WHERE e.published = 0"
+	                    " ORDER BY e.id LIMIT ?1",
+	                    &s)) != 0)
 		return r;
 	db_bind_int64(s, 1, (int64_t)cap);
 	while (*n < cap && (rc = db_step(s)) == DB_ROW) {
@@ -1220,7 +1223,7 @@ resv_links_txn(struct store_reader *rd, const char *id, const char *txn_id)
 	if (db_snapshot_open(db))
 		return FGW_ERR_STATE;
 	if ((r = db_prepare(db, "SELECT 1 FROM reservations WHERE id = ?1 AND txn_id = ?2",
-	                     &s)) != 0)
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, id);
 	db_bind_text_or_null(s, 2, txn_id);
@@ -1242,9 +1245,9 @@ resv_list(struct store_reader *rd, const char *customer, const char *status, int
 	*rows = NULL;
 	*n = 0;
 	if ((r = db_prepare(db,
-	                     "SELECT COUNT(*) FROM reservations WHERE customer_id = ?1"
-	                     " AND (CAST(?2 AS TEXT) IS NULL OR status = ?2)",
-	                     &s)) != 0)
+	                    "SELECT COUNT(*) FROM reservations WHERE customer_id = ?1"
+	                    " AND (CAST(?2 AS TEXT) IS NULL OR status = ?2)",
+	                    &s)) != 0)
 		return r;
 	db_bind_text_or_null(s, 1, customer);
 	db_bind_text_or_null(s, 2, status);
@@ -1257,10 +1260,10 @@ resv_list(struct store_reader *rd, const char *customer, const char *status, int
 	if ((out = calloc((size_t)(limit > 0 ? limit : 1), sizeof(*out))) == NULL)
 		return FGW_ERR_NOMEM;
 	if ((r = db_prepare(db,
-	                     "SELECT " RESV_COLS " FROM reservations WHERE customer_id = ?1"
-	                     " AND (CAST(?2 AS TEXT) IS NULL OR status = ?2)"
-	                     " ORDER BY created_at DESC, id LIMIT ?3 OFFSET ?4",
-	                     &s)) != 0)
+	                    "SELECT " RESV_COLS " FROM reservations WHERE customer_id = ?1"
+	                    " AND (CAST(?2 AS TEXT) IS NULL OR status = ?2)"
+	                    " ORDER BY created_at DESC, id LIMIT ?3 OFFSET ?4",
+	                    &s)) != 0)
 		goto out;
 	db_bind_text_or_null(s, 1, customer);
 	db_bind_text_or_null(s, 2, status);
@@ -1290,7 +1293,7 @@ resv_slots_each(struct store_reader *rd,
 	char id[64];
 	int r, rc;
 	if ((r = db_prepare(store_reader_db(rd),
-	                     "SELECT id FROM time_slots ORDER BY starts_at, id", &s)) != 0)
+	                    "SELECT id FROM time_slots ORDER BY starts_at, id", &s)) != 0)
 		return r;
 	while ((rc = db_step(s)) == DB_ROW) {
 		db_col_copy(s, 0, id, sizeof(id));

@@ -40,13 +40,8 @@ store_webhook_seen(struct store_reader *r, const char *processor, const char *ev
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	rc = db_step(s);
-	if (rc == DB_ROW) {
+	if ((rc = db_step_row(s)) == 0)
 		db_col_copy(s, 0, result, 24);
-		rc = 0;
-	} else {
-		rc = rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
-	}
 out:
 	db_release(s);
 	return rc;
@@ -68,13 +63,8 @@ store_txn_id_by_ref(struct store_reader *r, const char *ref, char *id, size_t id
 		rc = FGW_ERR_DB;
 		goto out;
 	}
-	rc = db_step(s);
-	if (rc == DB_ROW) {
+	if ((rc = db_step_row(s)) == 0)
 		db_col_copy(s, 0, id, idlen);
-		rc = 0;
-	} else {
-		rc = rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
-	}
 out:
 	db_release(s);
 	return rc;

@@ -364,6 +364,31 @@ end:
 	TT_END;
 }
 
+/* db_step_row: 0 with the row ready, FGW_ERR_NOT_FOUND for none, and
+ * FGW_ERR_DB for a failed step (a duplicate here), on both backends. */
+static int
+c_step_row(struct db *db)
+{
+	struct db_stmt *s = NULL;
+
+	TT_BEGIN;
+	CHECK_EQ_INT(insert_row(db, 1, "a", 7), DB_DONE);
+	CHECK_EQ_INT(db_prepare(db, "SELECT n FROM t_db WHERE id = ?1", &s), 0);
+	CHECK_EQ_INT(db_bind_int64(s, 1, 1), 0);
+	CHECK_EQ_INT(db_step_row(s), 0);
+	CHECK_EQ_INT(db_col_int64(s, 0), 7);
+	db_reset(s);
+	CHECK_EQ_INT(db_bind_int64(s, 1, 2), 0);
+	CHECK_EQ_INT(db_step_row(s), FGW_ERR_NOT_FOUND);
+	db_release(s);
+	s = NULL;
+	CHECK_EQ_INT(db_prepare(db, "INSERT INTO t_db (id, name, n) VALUES (1, 'b', 1)", &s), 0);
+	CHECK_EQ_INT(db_step_row(s), FGW_ERR_DB);
+end:
+	db_release(s);
+	TT_END;
+}
+
 /* A duplicate is FGW_ERR_EXISTS; the message names the constraint, never
  * the value. */
 static int
@@ -752,6 +777,7 @@ BOTH(rewrite)
 BOTH(nulls)
 BOTH(int64_extremes)
 BOTH(booleans)
+BOTH(step_row)
 BOTH(duplicate)
 BOTH(constraint)
 BOTH(savepoint)
@@ -768,6 +794,7 @@ static const struct tt_case all[] = {
 	CASE(nulls),
 	CASE(int64_extremes),
 	CASE(booleans),
+	CASE(step_row),
 	CASE(duplicate),
 	CASE(constraint),
 	CASE(savepoint),
