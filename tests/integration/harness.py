@@ -101,15 +101,6 @@ def sqlite_only(reason):
     return mark
 
 
-def not_by_default(reason):
-    """Marks a test left out of the default run until what it waits for
-    lands (reason says what); run.py --all (FLAIRGW_TEST_ALL=1) runs it."""
-    def mark(fn):
-        fn.not_by_default = reason
-        return fn
-    return mark
-
-
 def pg_only(reason):
     """Marks a test that needs the PostgreSQL store (several instances on
     one database); run.py skips it on SQLite, printing the reason."""

@@ -14,8 +14,7 @@ crashed, leaked or reported a sanitizer error fails the run. Prints
 one cluster for the run, a database per gateway data_dir (harness.py). A
 test marked harness.sqlite_only(reason) is skipped there, and one marked
 harness.pg_only(reason) on SQLite, with the reason printed ("skip
-module.test: reason"); one marked harness.not_by_default(reason) runs only
-with --all (FLAIRGW_TEST_ALL=1).
+module.test: reason").
 """
 
 import argparse
@@ -94,11 +93,8 @@ def format_failure(exc):
     return "".join(lines + traceback.format_exception_only(type(exc), exc))
 
 
-def skip_reason(fn, run_all=False):
+def skip_reason(fn):
     """Why fn does not run on this backend, or None."""
-    reason = getattr(fn, "not_by_default", None)
-    if reason and not run_all:
-        return f"not in the default run (--all runs it): {reason}"
     if harness.on_pg():
         reason = getattr(fn, "sqlite_only", None)
         if reason:
@@ -146,9 +142,6 @@ def main():
     parser.add_argument("--backend", choices=harness.BACKENDS, default=harness.BACKEND,
                         help="the store every gateway runs on (default: FLAIRGW_TEST_BACKEND "
                              "or sqlite)")
-    parser.add_argument("--all", action="store_true",
-                        default=os.environ.get("FLAIRGW_TEST_ALL") == "1",
-                        help="also the tests marked not_by_default (FLAIRGW_TEST_ALL=1)")
     parser.add_argument("filters", nargs="*", help="run tests whose name contains one of these")
     args = parser.parse_args()
     harness.set_build(args.build)
@@ -165,7 +158,7 @@ def main():
     passed = failed = skipped = 0
     for module, tests in discover(args.filters):
         for qualname, fn in tests:
-            reason = skip_reason(fn, args.all)
+            reason = skip_reason(fn)
             if reason:
                 print(f"skip {qualname}: {reason}", flush=True)
                 skipped += 1
