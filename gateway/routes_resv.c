@@ -2005,7 +2005,8 @@ resv_reactor_stop(struct reactor *rx)
 int
 resv_setup(struct gateway *gw, int check, struct fgw_why *why)
 {
-	char *text = NULL, cat_why[200];
+	char *text = NULL;
+	struct fgw_why cat_why = { 0 };
 	size_t len = 0;
 	int r;
 
@@ -2020,9 +2021,8 @@ resv_setup(struct gateway *gw, int check, struct fgw_why *why)
 		            fgw_strerror(r));
 		return r;
 	}
-	if ((r = resv_load_catalogue(check ? NULL : gw->store, text, len, cat_why,
-	                             sizeof(cat_why))) != 0)
-		fgw_why_set(why, NULL, 0, 0, "slots_file %s: %s", gw->cfg.slots_file, cat_why);
+	if ((r = resv_load_catalogue(check ? NULL : gw->store, text, len, &cat_why)) != 0)
+		fgw_why_set(why, NULL, 0, 0, "slots_file %s: %s", gw->cfg.slots_file, cat_why.msg);
 	free(text);
 	return r;
 }

@@ -1038,21 +1038,22 @@ wait_job(struct store *st, int is_slot, const void *item)
 }
 
 int
-resv_load_catalogue(struct store *st, const char *json, size_t len, char *err,
-                    size_t errlen)
+resv_load_catalogue(struct store *st, const char *json, size_t len, struct fgw_why *why)
 {
 	struct fgw_json_error jerr;
+	char msg[256];
 	cJSON *root = fgw_json_parse(json, len, &jerr);
 	const cJSON *arr, *it;
 	int r = FGW_ERR_INVALID, i = 0;
 	int64_t v[6];
 
 	if (root == NULL) {
-		fgw_json_error_str(&jerr, err, errlen);
+		fgw_json_error_str(&jerr, msg, sizeof(msg));
+		fgw_why_set(why, NULL, 0, 0, "%s", msg);
 		goto out;
 	}
 	if (!cJSON_IsObject(root)) {
-		snprintf(err, errlen, "not a JSON object");
+		fgw_why_set(why, NULL, 0, 0, "not a JSON object");
 		goto out;
 	}
 	arr = cJSON_GetObjectItemCaseSensitive(root, "experiences");
@@ -1068,7 +1069,7 @@ resv_load_catalogue(struct store *st, const char *json, size_t len, char *err,
 		    json_int(it, "earlyBirdDays", 0, 3650, 0, &v[3]) != 0 ||
 		    json_int(it, "earlyBirdPercent", 0, 100, 0, &v[4]) != 0 ||
 		    v[2] + v[4] > 100) {
-			snprintf(err, errlen, "experiences[%d]: bad or missing field", i);
+			fgw_why_set(why, NULL, 0, 0, "experiences[%d]: bad or missing field", i);
 			goto out;
 		}
 		e.price = v[0];
@@ -1077,7 +1078,7 @@ resv_load_catalogue(struct store *st, const char *json, size_t len, char *err,
 		e.early_days = (int)v[3];
 		e.early_pct = (int)v[4];
 		if (st != NULL && (r = wait_job(st, 0, &e)) != 0) {
-			snprintf(err, errlen, "experiences[%d]: %s", i, fgw_strerror(r));
+			fgw_why_set(why, NULL, 0, 0, "experiences[%d]: %s", i, fgw_strerror(r));
 			goto out;
 		}
 		r = FGW_ERR_INVALID;
@@ -1096,13 +1097,13 @@ resv_load_catalogue(struct store *st, const char *json, size_t len, char *err,
 		    json_int(it, "capacity", 0, 1000000, 0, &v[1]) != 0 ||
 		    (sl.status[0] && strcmp(sl.status, "open") != 0 &&
 		     strcmp(sl.status, "closed") != 0)) {
-			snprintf(err, errlen, "timeSlots[%d]: bad or missing field", i);
+			fgw_why_set(why, NULL, 0, 0, "timeSlots[%d]: bad or missing field", i);
 			goto out;
 		}
 		sl.starts_at = v[0];
 		sl.capacity = (int)v[1];
 		if (st != NULL && (r = wait_job(st, 1, &sl)) != 0) {
-			snprintf(err, errlen, "timeSlots[%d]: %s (unknown experienceId?)", i,
+			fgw_why_set(why, NULL, 0, 0, "timeSlots[%d]: %s (unknown experienceId?)", i,
 			         fgw_strerror(r));
 			goto out;
 		}

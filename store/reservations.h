@@ -24,6 +24,8 @@
 
 #include "store/store.h"
 
+struct fgw_why;
+
 /* Business outcomes of a job (rc of done is FGW_ERR_STATE for these). */
 enum resv_err {
 	RESV_OK = 0,
@@ -96,8 +98,8 @@ int resv_slot_set_capacity(struct store *st, struct store_waker *w, const char *
 /* Loads {"experiences":[...],"timeSlots":[...]} (docs/reservations.md)
  * and waits for the commit: for start-up and tools only (blocks). With a
  * NULL st it only checks the document (flairgw --check). */
-int resv_load_catalogue(struct store *st, const char *json, size_t len, char *err,
-                        size_t errlen);
+int resv_load_catalogue(struct store *st, const char *json, size_t len,
+                        struct fgw_why *why);
 /* Waits for a job submitted with a NULL waker (tools, start-up). */
 struct resv_wait;
 int resv_wait_new(struct resv_wait **out);

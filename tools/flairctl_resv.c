@@ -81,7 +81,8 @@ ctl_slots_add(struct store *st, int argc, char **argv)
 int
 ctl_slots_load(struct store *st, int argc, char **argv)
 {
-	char *text = NULL, err[200];
+	struct fgw_why why = { 0 };
+	char *text = NULL;
 	size_t len = 0;
 	int r;
 	if (argc != 1) {
@@ -92,8 +93,8 @@ ctl_slots_load(struct store *st, int argc, char **argv)
 		fprintf(stderr, "flairctl: %s: %s\n", argv[0], fgw_strerror(r));
 		return r;
 	}
-	if ((r = resv_load_catalogue(st, text, len, err, sizeof(err))) != 0)
-		fprintf(stderr, "flairctl: %s: %s\n", argv[0], err);
+	if ((r = resv_load_catalogue(st, text, len, &why)) != 0)
+		fprintf(stderr, "flairctl: %s: %s\n", argv[0], why.msg);
 	free(text);
 	return r;
 }

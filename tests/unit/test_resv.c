@@ -47,7 +47,7 @@ static int
 fix_setup(struct fix *f)
 {
 	struct store_opts o;
-	char err[200];
+	struct fgw_why why = { 0 };
 	memset(f, 0, sizeof(*f));
 	if (fgw_strlcpy(f->dir, "/tmp/fgw-resv-XXXXXX", sizeof(f->dir)) != 0 ||
 	    mkdtemp(f->dir) == NULL)
@@ -61,7 +61,7 @@ fix_setup(struct fix *f)
 	if (store_open(&o, &f->st) != 0 || store_reader_open(f->st, &f->rd) != 0)
 		return -1;
 	f->now = fgw_now_ms();
-	return resv_load_catalogue(f->st, catalogue, strlen(catalogue), err, sizeof(err));
+	return resv_load_catalogue(f->st, catalogue, strlen(catalogue), &why);
 }
 
 static void
@@ -395,7 +395,7 @@ static int
 test_catalogue_refuses_bad_input(void)
 {
 	struct fix f;
-	char err[200];
+	struct fgw_why why = { 0 };
 	static const char *const bad[] = {
 		"[]",
 		"{\"experiences\":[{\"id\":\"e2\",\"currency\":\"USD\",\"price\":-1}]}",
@@ -408,7 +408,7 @@ test_catalogue_refuses_bad_input(void)
 	TT_BEGIN;
 	CHECK(fix_setup(&f) == 0);
 	for (int i = 0; bad[i]; i++)
-		CHECK(resv_load_catalogue(f.st, bad[i], strlen(bad[i]), err, sizeof(err)) ==
+		CHECK(resv_load_catalogue(f.st, bad[i], strlen(bad[i]), &why) ==
 		      FGW_ERR_INVALID);
 end:
 	fix_teardown(&f);
