@@ -120,9 +120,9 @@ struct keyring {
 	struct ring_state st;
 	struct bkey **grave; /* retired box entries, secrets wiped */
 	size_t ngrave;
-	int has_src;             /* the ring lives in src, not in path */
+	int has_src; /* the ring lives in src, not in path */
 	struct keyring_source src;
-	uint64_t src_gen; /* the source's generation last read or written
+	uint64_t src_gen;     /* the source's generation last read or written
 	                     (0: none yet); under the write lock */
 	uint64_t src_refused; /* a generation whose ring failed its checks */
 };

@@ -343,9 +343,10 @@ ring_persist(struct keyring *kr, int64_t now, const char **msg)
 			                 strlen(text));
 		if (r != FGW_OK) {
 			kr->st.generation--;
-			*msg = r == FGW_ERR_CONFLICT ? "the key ring changed in the database since it "
-			                               "was read (reload it and retry)"
-			                             : "cannot write the key ring to the database";
+			*msg = r == FGW_ERR_CONFLICT
+			           ? "the key ring changed in the database since it "
+			             "was read (reload it and retry)"
+			           : "cannot write the key ring to the database";
 			goto out;
 		}
 		kr->src_gen = kr->st.generation;

@@ -606,7 +606,7 @@ send_batch(struct mail *m, CURLM *multi)
 	n = round.n;
 	(void)outbox_claimed(&sender, 0, n, 0);
 	while (round.running > 0) {
-			int still = 0;
+		int still = 0;
 		if (curl_multi_perform(multi, &still) != CURLM_OK)
 			break;
 		while ((msg = curl_multi_info_read(multi, &left)) != NULL) {

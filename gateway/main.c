@@ -120,7 +120,8 @@ reload(void)
 	else
 		log_info("SIGHUP: key ring reloaded");
 	audit_emit(gw.store, main_waker, "system", "local", "keyring.reload",
-	           gw.ring != NULL ? "key_ring" : gw.cfg.keys_dir, r == 0 ? "success" : "failure",
+	           gw.ring != NULL ? "key_ring" : gw.cfg.keys_dir,
+	           r == 0 ? "success" : "failure",
 	           r == 0 ? "{\"what\":\"keyring\"}"
 	                  : "{\"what\":\"keyring\",\"error\":\"refused\"}");
 	if (gw.jwt != NULL && gw.cfg.jwt_jwks_file[0] != '\0') {
@@ -166,7 +167,8 @@ velocity_sync(struct gateway *g, int64_t *added)
 	int r;
 	if (velsync_rd == NULL && (r = store_reader_open(g->store, &velsync_rd)) != 0)
 		return r;
-	if ((r = velsync_refresh(g->velsync, velsync_rd, fgw_now_ms(), added, &declines)) != 0) {
+	if ((r = velsync_refresh(g->velsync, velsync_rd, fgw_now_ms(), added, &declines)) !=
+	    0) {
 		/* A connection that broke is opened again on the next tick. */
 		store_reader_close(velsync_rd);
 		velsync_rd = NULL;
@@ -313,11 +315,11 @@ keyring_watch(evutil_socket_t fd, short what, void *arg)
 	} else {
 		log_info("key ring changed on disk: reloaded");
 	}
-	audit_emit(gw.store, main_waker, "system", "local", "keyring.reload",
-	           gw.ring != NULL ? "key_ring" : gw.cfg.keys_dir, r == 0 ? "success" : "failure",
-	           r == 0
-	               ? "{\"what\":\"keyring\",\"trigger\":\"watch\"}"
-	               : "{\"what\":\"keyring\",\"trigger\":\"watch\",\"error\":\"refused\"}");
+	audit_emit(
+	    gw.store, main_waker, "system", "local", "keyring.reload",
+	    gw.ring != NULL ? "key_ring" : gw.cfg.keys_dir, r == 0 ? "success" : "failure",
+	    r == 0 ? "{\"what\":\"keyring\",\"trigger\":\"watch\"}"
+	           : "{\"what\":\"keyring\",\"trigger\":\"watch\",\"error\":\"refused\"}");
 	/* Remember it either way: a bad file is reported once, not every tick. */
 	keyring_seen = now;
 }
@@ -423,8 +425,8 @@ config_event(struct gateway *g)
 	                            (double)g->cfg.audit_checkpoint_interval_s))
 		details = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
-	a = (struct store_audit){ "system",        "local",   "config.loaded",
-		                      store_name(&g->cfg), "success", details };
+	a = (struct store_audit){ "system",  "local", "config.loaded", store_name(&g->cfg),
+		                      "success", details };
 	/* Committed before the first request is served, so the event comes
 	 * before anything the configuration decides. The main thread is not a
 	 * reactor: waiting here blocks no request. */
@@ -794,7 +796,8 @@ main(int argc, char **argv)
 	if (gw.velsync != NULL) {
 		long long every = velocity_refresh_ms(&gw.cfg);
 		struct timeval tv = { every / 1000, (every % 1000) * 1000 };
-		if ((timers[3] = event_new(sigbase, -1, EV_PERSIST, velocity_tick, NULL)) == NULL ||
+		if ((timers[3] = event_new(sigbase, -1, EV_PERSIST, velocity_tick, NULL)) ==
+		        NULL ||
 		    event_add(timers[3], &tv) != 0)
 			log_warn("velocity: other instances' attempts are not read");
 	}

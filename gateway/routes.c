@@ -380,8 +380,8 @@ http_idempotency_front(struct reactor *rx, struct evhttp_request *req, const cha
 }
 
 void
-http_idempotency_repeat(struct reactor *rx, struct evhttp_request *req, const char *client,
-                        const char *key, const char *hash)
+http_idempotency_repeat(struct reactor *rx, struct evhttp_request *req,
+                        const char *client, const char *key, const char *hash)
 {
 	if (!idem_stored_answer(rx, req, client, key, hash))
 		http_send_error(rx, req, 409, "IDEMPOTENCY_CONFLICT",

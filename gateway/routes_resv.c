@@ -2022,7 +2022,8 @@ resv_setup(struct gateway *gw, int check, struct fgw_why *why)
 		return r;
 	}
 	if ((r = resv_load_catalogue(check ? NULL : gw->store, text, len, &cat_why)) != 0)
-		fgw_why_set(why, NULL, 0, 0, "slots_file %s: %s", gw->cfg.slots_file, cat_why.msg);
+		fgw_why_set(why, NULL, 0, 0, "slots_file %s: %s", gw->cfg.slots_file,
+		            cat_why.msg);
 	free(text);
 	return r;
 }

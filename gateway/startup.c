@@ -281,9 +281,9 @@ startup_keyring(struct gateway *g, enum startup_mode m, struct check_report *rep
 			struct store_opts so;
 			store_opts_of(g, &so);
 			if (check_pg_store(&so, m, rep) == FGW_OK)
-				check_problem(rep,
-				              "key ring: cannot reach the PostgreSQL store (%s; see the log)",
-				              fgw_strerror(r));
+				check_problem(
+				    rep, "key ring: cannot reach the PostgreSQL store (%s; see the log)",
+				    fgw_strerror(r));
 			return r;
 		}
 		g->ring_src = (struct keyring_source){ store_ring_load, store_ring_save,
@@ -565,7 +565,8 @@ exit_after_status(struct db *db, void *ctx)
 	const char *status = ctx;
 	int is_resv = strncmp(status, resv, sizeof(resv) - 1) == 0;
 	/* "reservation:<status>": a reservation's status instead. */
-	int hit = store_status_present(db, is_resv, is_resv ? status + sizeof(resv) - 1 : status);
+	int hit = store_status_present(db, is_resv,
+	                               is_resv ? status + sizeof(resv) - 1 : status);
 
 	if (hit) {
 		log_warn("test_exit_after_status: a transaction is %s: exiting now",
@@ -640,8 +641,9 @@ check_pg_store(const struct store_opts *o, enum startup_mode m, struct check_rep
 		return r;
 	}
 	if (m == STARTUP_CHECK && version < latest)
-		check_note(rep, "store (PostgreSQL): schema version %d, migrated to %d on the "
-		                "next start",
+		check_note(rep,
+		           "store (PostgreSQL): schema version %d, migrated to %d on the "
+		           "next start",
 		           version, latest);
 	return FGW_OK;
 }

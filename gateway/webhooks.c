@@ -73,7 +73,7 @@ struct webhooks {
 	int claiming;                                    /* a claim job is out */
 	struct store_outbox_row claimed[DELIVERY_BATCH]; /* what it claims */
 	int n_claimed;
-	struct delivery *live; /* the same, freed at shutdown if
+	struct delivery *live;       /* the same, freed at shutdown if
 	                                        the loop stopped before */
 	struct outbox_sender sender; /* the loop's view of this sender */
 };
@@ -288,11 +288,12 @@ on_delivered(void *arg, const struct httpc_response *resp)
 		fgw_strlcpy(a.error, fgw_strerror(resp->err), sizeof(a.error));
 	}
 	fate = outbox_settle(&policy, wh->gw->metrics.webhooks_out,
-	                     &(struct outbox_attempt){ .attempts = d->row.attempts,
-	                                               .created_at = d->row.created_at,
-	                                               .due_at = now, /* row.next_attempt_at is the lease */
-	                                               .error = a.error,
-	                                               .give_up = d->unconfigured },
+	                     &(struct outbox_attempt){
+	                         .attempts = d->row.attempts,
+	                         .created_at = d->row.created_at,
+	                         .due_at = now, /* row.next_attempt_at is the lease */
+	                         .error = a.error,
+	                         .give_up = d->unconfigured },
 	                     now, &a.next_attempt_at);
 	fgw_strlcpy(a.outcome, outcomes[fate], sizeof(a.outcome));
 	snprintf(details, sizeof(details),
@@ -306,7 +307,8 @@ on_delivered(void *arg, const struct httpc_response *resp)
 		                          fate == OUTBOX_DELIVERED ? "success" : "failure",
 		                          details };
 	if (fate != OUTBOX_DELIVERED)
-		log_warn("outbox: %s to %s: %s (%s)", d->row.id, d->row.endpoint_url, a.error, a.outcome);
+		log_warn("outbox: %s to %s: %s (%s)", d->row.id, d->row.endpoint_url, a.error,
+		         a.outcome);
 	if (fate == OUTBOX_FAILED)
 		notify_abandoned(wh, d, &a);
 	r = store_outbox_attempt(wh->rx->env.store, wh->rx->waker, &a, &audit, 1, on_recorded,
@@ -396,8 +398,8 @@ round_claim(void *arg, int64_t now, int max)
 
 	wh->claiming = 1;
 	r = store_outbox_claim(wh->rx->env.store, wh->rx->waker, now,
-	                       now + outbox_lease_ms(wh->gw->cfg.webhook_timeout_ms), wh->claimed,
-	                       max, &wh->n_claimed, on_claimed, wh);
+	                       now + outbox_lease_ms(wh->gw->cfg.webhook_timeout_ms),
+	                       wh->claimed, max, &wh->n_claimed, on_claimed, wh);
 	if (r != 0)
 		wh->claiming = 0;
 	return r;

@@ -223,9 +223,11 @@ txn_settle_op(const struct pipeline_env *env, const struct txn_op_settlement *s,
 	j->succeeded = s->succeeded;
 	j->out = s->out;
 	j->op = *s->op;
-	c = (struct store_commit){
-		.idem = s->idem, .audit = s->audit, .n_audit = s->n_audit, .done = op_settled, .arg = j
-	};
+	c = (struct store_commit){ .idem = s->idem,
+		                       .audit = s->audit,
+		                       .n_audit = s->n_audit,
+		                       .done = op_settled,
+		                       .arg = j };
 	if (s->answer != NULL)
 		r = store_pendingop_finish_answered(env->store, env->waker, s->op, &j->op,
 		                                    s->answer, s->answer_arg, &c);

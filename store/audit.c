@@ -207,17 +207,14 @@ audit_writer_append(struct audit_writer *aw, const struct store_audit *ev, int64
 
 	if ((r = audit_hash(aw->mac, aw->mac_ctx, aw->head.hash, seq, ts, ev, hash)) != 0)
 		goto out;
-	if (db_bind_int64(s, 1, seq) != FGW_OK ||
-	    db_bind_int64(s, 2, ts) != FGW_OK ||
-	    bind_text(s, 3, ev->actor) != FGW_OK ||
-	    bind_text(s, 4, ev->source) != FGW_OK ||
+	if (db_bind_int64(s, 1, seq) != FGW_OK || db_bind_int64(s, 2, ts) != FGW_OK ||
+	    bind_text(s, 3, ev->actor) != FGW_OK || bind_text(s, 4, ev->source) != FGW_OK ||
 	    bind_text(s, 5, ev->event_type) != FGW_OK ||
 	    bind_text(s, 6, ev->resource) != FGW_OK ||
 	    bind_text(s, 7, ev->outcome) != FGW_OK ||
 	    (ev->details_json != NULL ? bind_text(s, 8, ev->details_json)
 	                              : db_bind_null(s, 8)) != FGW_OK ||
-	    bind_text(s, 9, aw->head.hash) != FGW_OK ||
-	    bind_text(s, 10, hash) != FGW_OK) {
+	    bind_text(s, 9, aw->head.hash) != FGW_OK || bind_text(s, 10, hash) != FGW_OK) {
 		r = FGW_ERR_DB;
 		goto out;
 	}

@@ -85,12 +85,9 @@ cp_run(struct db *db, void *ctx)
 	fgw_hex(j->pk, 32, pkhex);
 	fgw_hex(sig, 64, sighex);
 	if (db_prepare_once(db, ins_sql, &s) != FGW_OK ||
-	    db_bind_int64(s, 1, seq) != FGW_OK ||
-	    db_bind_int64(s, 2, ts) != FGW_OK ||
-	    db_bind_text(s, 3, hash) != FGW_OK ||
-	    db_bind_text(s, 4, pkhex) != FGW_OK ||
-	    db_bind_text(s, 5, sighex) != FGW_OK ||
-	    db_step(s) != DB_DONE) {
+	    db_bind_int64(s, 1, seq) != FGW_OK || db_bind_int64(s, 2, ts) != FGW_OK ||
+	    db_bind_text(s, 3, hash) != FGW_OK || db_bind_text(s, 4, pkhex) != FGW_OK ||
+	    db_bind_text(s, 5, sighex) != FGW_OK || db_step(s) != DB_DONE) {
 		log_error("checkpoint insert failed: %s", db_errmsg(db));
 		r = FGW_ERR_DB;
 		goto out;
@@ -212,7 +209,8 @@ store_audit_verify_full(struct store_reader *r, const unsigned char pk[32],
 		        bad);
 	else if (rv != 0)
 		goto out;
-	if (db_prepare_once(db, "SELECT COALESCE(MAX(seq), 0), COUNT(*) FROM audit_events", &s) != FGW_OK ||
+	if (db_prepare_once(db, "SELECT COALESCE(MAX(seq), 0), COUNT(*) FROM audit_events",
+	                    &s) != FGW_OK ||
 	    db_step(s) != DB_ROW) {
 		rv = FGW_ERR_DB;
 		goto out;
@@ -225,8 +223,9 @@ store_audit_verify_full(struct store_reader *r, const unsigned char pk[32],
 	 * checkpoints; a PostgreSQL one always has the table. */
 	rc = DB_ROW;
 	if (db_kind(db) == DB_SQLITE) {
-		if (db_prepare_once(db, "SELECT 1 FROM sqlite_master WHERE type = 'table'"
-		                        " AND name = 'audit_checkpoints'",
+		if (db_prepare_once(db,
+		                    "SELECT 1 FROM sqlite_master WHERE type = 'table'"
+		                    " AND name = 'audit_checkpoints'",
 		                    &s) != FGW_OK) {
 			rv = FGW_ERR_DB;
 			goto out;
@@ -239,9 +238,12 @@ store_audit_verify_full(struct store_reader *r, const unsigned char pk[32],
 		rv = res->first_bad_seq != 0 ? FGW_ERR_CRYPTO : 0;
 		goto out;
 	}
-	if (db_prepare_once(db, "SELECT seq, ts, head_hash, signature FROM audit_checkpoints"
-	                       " ORDER BY seq", &s) != FGW_OK ||
-	    db_prepare_once(db, "SELECT hash FROM audit_events WHERE seq = ?1", &ev) != FGW_OK) {
+	if (db_prepare_once(db,
+	                    "SELECT seq, ts, head_hash, signature FROM audit_checkpoints"
+	                    " ORDER BY seq",
+	                    &s) != FGW_OK ||
+	    db_prepare_once(db, "SELECT hash FROM audit_events WHERE seq = ?1", &ev) !=
+	        FGW_OK) {
 		rv = FGW_ERR_DB;
 		goto out;
 	}
@@ -334,10 +336,8 @@ store_audit_query(struct store_reader *r, const struct store_audit_filter *f,
 	    db_bind_text_or_null(s, 4, f->reservation) ||
 	    db_bind_text_or_null(s, 5, f->customer) ||
 	    db_bind_text_or_null(s, 6, f->outcome) || db_bind_text_or_null(s, 7, f->type) ||
-	    (f->has_min ? db_bind_int64(s, 8, f->min_amount)
-	                : db_bind_null(s, 8)) ||
-	    (f->has_max ? db_bind_int64(s, 9, f->max_amount)
-	                : db_bind_null(s, 9))) {
+	    (f->has_min ? db_bind_int64(s, 8, f->min_amount) : db_bind_null(s, 8)) ||
+	    (f->has_max ? db_bind_int64(s, 9, f->max_amount) : db_bind_null(s, 9))) {
 		rv = FGW_ERR_DB;
 		goto out;
 	}
@@ -381,8 +381,9 @@ report_webhooks(struct db *db, int64_t from, int64_t to, struct store_report *ou
 	/* A SQLite file (or backup) older than the webhooks has no outbox; a
 	 * PostgreSQL database always has the table. */
 	if (db_kind(db) == DB_SQLITE) {
-		if (db_prepare_once(db, "SELECT 1 FROM sqlite_master WHERE type = 'table'"
-		                        " AND name = 'webhook_outbox'",
+		if (db_prepare_once(db,
+		                    "SELECT 1 FROM sqlite_master WHERE type = 'table'"
+		                    " AND name = 'webhook_outbox'",
 		                    &s) != FGW_OK) {
 			r = FGW_ERR_DB;
 			goto out;
@@ -395,8 +396,7 @@ report_webhooks(struct db *db, int64_t from, int64_t to, struct store_report *ou
 		r = rc == DB_DONE ? 0 : FGW_ERR_DB;
 		goto out;
 	}
-	if (db_prepare_once(db, sql, &s) != FGW_OK ||
-	    db_bind_int64(s, 1, from) != FGW_OK ||
+	if (db_prepare_once(db, sql, &s) != FGW_OK || db_bind_int64(s, 1, from) != FGW_OK ||
 	    db_bind_int64(s, 2, to) != FGW_OK || db_step(s) != DB_ROW) {
 		r = FGW_ERR_DB;
 		goto out;
@@ -457,8 +457,8 @@ store_report_day(struct store_reader *r, const char *day, struct store_report *o
 		goto out;
 	}
 	if (db_prepare_once(db, sum_sql, &s) != FGW_OK ||
-	    db_bind_int64(s, 1, from) != FGW_OK ||
-	    db_bind_int64(s, 2, to) != FGW_OK || db_step(s) != DB_ROW) {
+	    db_bind_int64(s, 1, from) != FGW_OK || db_bind_int64(s, 2, to) != FGW_OK ||
+	    db_step(s) != DB_ROW) {
 		log_error("report: %s", db_errmsg(db));
 		rv = FGW_ERR_DB;
 		goto out;
@@ -474,8 +474,7 @@ store_report_day(struct store_reader *r, const char *day, struct store_report *o
 	db_release(s);
 	s = NULL;
 	if (db_prepare_once(db, by_sql, &s) != FGW_OK ||
-	    db_bind_int64(s, 1, from) != FGW_OK ||
-	    db_bind_int64(s, 2, to) != FGW_OK) {
+	    db_bind_int64(s, 1, from) != FGW_OK || db_bind_int64(s, 2, to) != FGW_OK) {
 		rv = FGW_ERR_DB;
 		goto out;
 	}

@@ -208,8 +208,9 @@ stmt_new(struct db *db, const char *sql, int cached, struct db_stmt **out)
 			log_error("prepare: %s", db->errmsg);
 			return r;
 		}
-	} else if (sqlite3_prepare_v3(db->lite, sql, -1, cached ? SQLITE_PREPARE_PERSISTENT : 0,
-	                              &s->lite, NULL) != SQLITE_OK) {
+	} else if (sqlite3_prepare_v3(db->lite, sql, -1,
+	                              cached ? SQLITE_PREPARE_PERSISTENT : 0, &s->lite,
+	                              NULL) != SQLITE_OK) {
 		r = lite_fail(db, sqlite3_extended_errcode(db->lite));
 		log_error("prepare: %s", db->errmsg);
 		sqlite3_finalize(s->lite);
@@ -315,7 +316,9 @@ db_bind_textn(struct db_stmt *s, int i, const char *v, size_t len)
 		return FGW_ERR_TOO_LARGE;
 	else
 		rc = sqlite3_bind_text(s->lite, i, v, (int)len, SQLITE_TRANSIENT);
-	return rc == SQLITE_OK ? FGW_OK : rc == SQLITE_RANGE ? FGW_ERR_INVALID : FGW_ERR_NOMEM;
+	return rc == SQLITE_OK      ? FGW_OK
+	       : rc == SQLITE_RANGE ? FGW_ERR_INVALID
+	                            : FGW_ERR_NOMEM;
 }
 
 int
@@ -338,7 +341,9 @@ db_bind_int64(struct db_stmt *s, int i, int64_t v)
 
 	if (s->db->kind == DB_SQLITE) {
 		rc = sqlite3_bind_int64(s->lite, i, v);
-		return rc == SQLITE_OK ? FGW_OK : rc == SQLITE_RANGE ? FGW_ERR_INVALID : FGW_ERR_NOMEM;
+		return rc == SQLITE_OK      ? FGW_OK
+		       : rc == SQLITE_RANGE ? FGW_ERR_INVALID
+		                            : FGW_ERR_NOMEM;
 	}
 	n = snprintf(buf, sizeof(buf), "%" PRId64, v);
 	return dbpg_bind(s, i, buf, (size_t)n);

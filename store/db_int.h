@@ -42,16 +42,16 @@ struct db_stmt {
 	/* SQLite */
 	sqlite3_stmt *lite;
 	/* PostgreSQL */
-	char name[16];   /* the server-side prepared statement */
-	char *pgsql;     /* the rewritten SQL, to prepare again after a reconnect */
-	Oid *types;      /* its parameter types (0: inferred), nparams of them */
-	unsigned gen;    /* db->gen it was prepared on */
-	int nparams;     /* how many $N the rewritten SQL has */
-	char **params;   /* nparams values: malloc'ed text, or NULL for NULL */
-	int *lens;       /* their lengths */
-	PGresult *res;   /* the result of the step that ran it */
-	PGresult *desc;  /* its columns before a step (PQdescribePrepared), or NULL */
-	int row, nrows;  /* the current row of res */
+	char name[16];  /* the server-side prepared statement */
+	char *pgsql;    /* the rewritten SQL, to prepare again after a reconnect */
+	Oid *types;     /* its parameter types (0: inferred), nparams of them */
+	unsigned gen;   /* db->gen it was prepared on */
+	int nparams;    /* how many $N the rewritten SQL has */
+	char **params;  /* nparams values: malloc'ed text, or NULL for NULL */
+	int *lens;      /* their lengths */
+	PGresult *res;  /* the result of the step that ran it */
+	PGresult *desc; /* its columns before a step (PQdescribePrepared), or NULL */
+	int row, nrows; /* the current row of res */
 };
 
 /* Records a failure on db (kind, message) and returns the db_step code

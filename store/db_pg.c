@@ -368,8 +368,8 @@ resendable(const char *sql)
 	char w[16];
 
 	first_word(sql, w, sizeof(w));
-	return strcmp(w, "BEGIN") == 0 || strcmp(w, "START") == 0 || strcmp(w, "SELECT") == 0 ||
-	       strcmp(w, "SHOW") == 0;
+	return strcmp(w, "BEGIN") == 0 || strcmp(w, "START") == 0 ||
+	       strcmp(w, "SELECT") == 0 || strcmp(w, "SHOW") == 0;
 }
 
 /* A connection for the next statement (sql, or NULL when preparing):
@@ -385,16 +385,18 @@ ensure_connected(struct db *db, const char *sql)
 	if (PQstatus(db->pg) == CONNECTION_OK)
 		return 0;
 	if (db->txn_open && !starts_afresh(sql))
-		return db_fail_set(db, DB_FAIL_STORAGE,
-		                   "the connection to PostgreSQL was lost with a transaction open");
+		return db_fail_set(
+		    db, DB_FAIL_STORAGE,
+		    "the connection to PostgreSQL was lost with a transaction open");
 	now = fgw_mono_ms();
 	if (db->reconnect_at != 0 && now - db->reconnect_at < DBPG_RECONNECT_MS)
 		return db_fail_set(db, DB_FAIL_STORAGE, "the connection to PostgreSQL is lost");
 	db->reconnect_at = now;
 	PQreset(db->pg);
 	if (PQstatus(db->pg) != CONNECTION_OK || pg_session_setup(db->pg) != 0)
-		return db_fail_set(db, DB_FAIL_STORAGE,
-		                   "the connection to PostgreSQL is lost and cannot be made again");
+		return db_fail_set(
+		    db, DB_FAIL_STORAGE,
+		    "the connection to PostgreSQL is lost and cannot be made again");
 	db->gen++;
 	db->txn_open = 0;
 	db->reconnect_at = 0; /* the limit is on attempts that fail in a row */
@@ -621,8 +623,8 @@ dbpg_step(struct db_stmt *s)
 		if ((r = ensure_connected(db, s->pgsql)) != 0 ||
 		    (s->gen != db->gen && (r = server_prepare(s)) != 0))
 			return r;
-		res = PQexecPrepared(db->pg, s->name, s->nparams,
-		                     (const char *const *)s->params, s->lens, NULL, 0);
+		res = PQexecPrepared(db->pg, s->name, s->nparams, (const char *const *)s->params,
+		                     s->lens, NULL, 0);
 		note_txn(db);
 		status = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 		if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK ||

@@ -58,8 +58,8 @@ ring_db(struct store_ring *r, struct db **out)
 		return FGW_OK;
 	}
 	if (r->path != NULL) {
-		if (sqlite3_open_v2(r->path, &h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
-		    SQLITE_OK) {
+		if (sqlite3_open_v2(r->path, &h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+		                    NULL) != SQLITE_OK) {
 			log_error("key ring: opening the database failed: %s",
 			          h != NULL ? sqlite3_errmsg(h) : "out of memory");
 			sqlite3_close(h);
@@ -304,7 +304,8 @@ out:
 }
 
 int
-store_ring_save(void *ctx, uint64_t prev, uint64_t generation, const char *text, size_t len)
+store_ring_save(void *ctx, uint64_t prev, uint64_t generation, const char *text,
+                size_t len)
 {
 	static const char insert[] = "INSERT INTO key_ring (generation, ring_json, created_at)"
 	                             " VALUES (?1, ?2, ?3)";

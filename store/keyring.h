@@ -27,10 +27,10 @@
 struct store_ring;
 
 struct store_ring_opts {
-	const char *dsn;      /* exactly one of dsn and dsn_file (store/pg.h) */
+	const char *dsn; /* exactly one of dsn and dsn_file (store/pg.h) */
 	const char *dsn_file;
-	bool production;      /* pg_dsn_check's TLS rule */
-	bool read_only;       /* changes nothing: no migration, no save, and a
+	bool production; /* pg_dsn_check's TLS rule */
+	bool read_only;  /* changes nothing: no migration, no save, and a
 	                         database without the table has no ring (for
 	                         flairgw --check) */
 };

@@ -74,10 +74,10 @@ store_methods_list(struct store_reader *rd, const char *customer,
 
 	*n = 0;
 	if ((r = db_prepare(store_reader_db(rd),
-	                     METHOD_SELECT
-	                     "WHERE m.customer_id = ?1 "
-	                     "ORDER BY m.is_default DESC, m.created_at DESC, m.id",
-	                     &s)) != 0 ||
+	                    METHOD_SELECT
+	                    "WHERE m.customer_id = ?1 "
+	                    "ORDER BY m.is_default DESC, m.created_at DESC, m.id",
+	                    &s)) != 0 ||
 	    (r = text_bind(s, 1, customer)) != 0)
 		goto out;
 	while (*n < cap && (rc = db_step(s)) == DB_ROW) {
@@ -99,7 +99,7 @@ store_method_get(struct store_reader *rd, const char *customer, const char *id,
 	int r;
 
 	if ((r = db_prepare(store_reader_db(rd),
-	                     METHOD_SELECT "WHERE m.customer_id = ?1 AND m.id = ?2", &s)) !=
+	                    METHOD_SELECT "WHERE m.customer_id = ?1 AND m.id = ?2", &s)) !=
 	        0 ||
 	    (r = text_bind(s, 1, customer)) != 0 || (r = text_bind(s, 2, id)) != 0)
 		goto out;
@@ -118,9 +118,9 @@ store_proc_customer_get(struct store_reader *rd, const char *processor,
 	int r;
 
 	if ((r = db_prepare(store_reader_db(rd),
-	                     "SELECT processor_customer FROM "
-	                     "processor_customers WHERE processor = ?1 AND customer_id = ?2",
-	                     &s)) != 0 ||
+	                    "SELECT processor_customer FROM "
+	                    "processor_customers WHERE processor = ?1 AND customer_id = ?2",
+	                    &s)) != 0 ||
 	    (r = text_bind(s, 1, processor)) != 0 || (r = text_bind(s, 2, customer)) != 0)
 		goto out;
 	if ((r = db_step_row(s)) == 0)
@@ -139,9 +139,9 @@ store_vault_key_counts(struct store_reader *rd,
 	int r, rc;
 
 	if ((r = db_prepare(store_reader_db(rd),
-	                     "SELECT key_id, COUNT(*) FROM vault_entries "
-	                     "GROUP BY key_id ORDER BY key_id",
-	                     &s)) != 0)
+	                    "SELECT key_id, COUNT(*) FROM vault_entries "
+	                    "GROUP BY key_id ORDER BY key_id",
+	                    &s)) != 0)
 		goto out;
 	while ((rc = db_step(s)) == DB_ROW)
 		fn(arg, db_col_text(s, 0), db_col_int64(s, 1));
@@ -171,9 +171,9 @@ store_vault_batch_other_keys(struct store_reader *rd, const char *active_key_id,
 
 	*n = 0;
 	if ((r = db_prepare(store_reader_db(rd),
-	                     "SELECT token, key_id, blob FROM vault_entries "
-	                     "WHERE key_id <> ?1 AND token > ?3 ORDER BY token LIMIT ?2",
-	                     &s)) != 0 ||
+	                    "SELECT token, key_id, blob FROM vault_entries "
+	                    "WHERE key_id <> ?1 AND token > ?3 ORDER BY token LIMIT ?2",
+	                    &s)) != 0 ||
 	    (r = text_bind(s, 1, active_key_id)) != 0 || (r = text_bind(s, 3, after)) != 0 ||
 	    db_bind_int64(s, 2, (int64_t)cap) != FGW_OK)
 		goto out;
@@ -240,9 +240,9 @@ find_processor_method(struct db *db, struct store_method *m)
 	int r;
 
 	if ((r = db_prepare(db,
-	                     METHOD_SELECT "WHERE m.customer_id = ?1 AND m.processor = ?2 "
-	                                   "AND m.processor_method = ?3",
-	                     &s)) != 0 ||
+	                    METHOD_SELECT "WHERE m.customer_id = ?1 AND m.processor = ?2 "
+	                                  "AND m.processor_method = ?3",
+	                    &s)) != 0 ||
 	    (r = text_bind(s, 1, m->customer_id)) != 0 ||
 	    (r = text_bind(s, 2, m->processor)) != 0 ||
 	    (r = text_bind(s, 3, m->processor_method)) != 0)
@@ -282,8 +282,7 @@ save_processor_method(struct db *db, struct store_method *m, int64_t have, int64
 	    (r = text_bind(s, 1, m->id)) != 0 || (r = text_bind(s, 2, m->customer_id)) != 0 ||
 	    (r = text_bind(s, 3, m->nickname)) != 0 ||
 	    db_bind_int(s, 4, m->is_default) != FGW_OK ||
-	    db_bind_int64(s, 5, now) != FGW_OK ||
-	    (r = text_bind(s, 6, m->processor)) != 0 ||
+	    db_bind_int64(s, 5, now) != FGW_OK || (r = text_bind(s, 6, m->processor)) != 0 ||
 	    (r = text_bind(s, 7, m->processor_customer)) != 0 ||
 	    (r = text_bind(s, 8, m->processor_method)) != 0 ||
 	    (r = text_bind(s, 9, m->brand)) != 0 || (r = text_bind(s, 10, m->last4)) != 0 ||
@@ -316,10 +315,10 @@ run_save(struct db *db, void *ctx)
 	int r;
 
 	if ((r = db_int64_of(db,
-	                      "SELECT (SELECT COUNT(*) FROM payment_methods WHERE "
-	                      "customer_id = ?1) + (SELECT COUNT(*) FROM processor_methods "
-	                      "WHERE customer_id = ?1)",
-	                      m->customer_id, &have)) != 0)
+	                     "SELECT (SELECT COUNT(*) FROM payment_methods WHERE "
+	                     "customer_id = ?1) + (SELECT COUNT(*) FROM processor_methods "
+	                     "WHERE customer_id = ?1)",
+	                     m->customer_id, &have)) != 0)
 		goto out;
 	if (m->processor_method[0] != '\0') {
 		r = save_processor_method(db, m, have, now);
@@ -356,10 +355,10 @@ run_save(struct db *db, void *ctx)
 		/* Only this customer's own entry, and a one-time one only
 		 * while it has not expired. */
 		if ((r = db_prepare(db,
-		                     "UPDATE vault_entries SET saved = 1, expires_at = 0 "
-		                     "WHERE token = ?1 AND customer_id = ?2 "
-		                     "AND (saved = 1 OR expires_at = 0 OR expires_at > ?3)",
-		                     &s)) != 0 ||
+		                    "UPDATE vault_entries SET saved = 1, expires_at = 0 "
+		                    "WHERE token = ?1 AND customer_id = ?2 "
+		                    "AND (saved = 1 OR expires_at = 0 OR expires_at > ?3)",
+		                    &s)) != 0 ||
 		    (r = text_bind(s, 1, m->token)) != 0 ||
 		    (r = text_bind(s, 2, m->customer_id)) != 0 ||
 		    db_bind_int64(s, 3, now) != FGW_OK) {
@@ -409,9 +408,9 @@ run_save(struct db *db, void *ctx)
 	db_release(s);
 	s = NULL;
 	if ((r = db_prepare(db,
-	                     "SELECT brand, last4, exp_month, exp_year FROM vault_entries "
-	                     "WHERE token = ?1",
-	                     &s)) != 0 ||
+	                    "SELECT brand, last4, exp_month, exp_year FROM vault_entries "
+	                    "WHERE token = ?1",
+	                    &s)) != 0 ||
 	    (r = text_bind(s, 1, m->token)) != 0)
 		goto out;
 	if (db_step(s) != DB_ROW) {
@@ -477,10 +476,10 @@ run_pcus_put(struct db *db, void *ctx)
 	int r;
 
 	if ((r = db_prepare(db,
-	                     "INSERT INTO processor_customers (processor, customer_id, "
-	                     "processor_customer, created_at) VALUES (?1, ?2, ?3, ?4) "
-	                     "ON CONFLICT (processor, customer_id) DO NOTHING",
-	                     &s)) != 0 ||
+	                    "INSERT INTO processor_customers (processor, customer_id, "
+	                    "processor_customer, created_at) VALUES (?1, ?2, ?3, ?4) "
+	                    "ON CONFLICT (processor, customer_id) DO NOTHING",
+	                    &s)) != 0 ||
 	    (r = text_bind(s, 1, j->processor)) != 0 ||
 	    (r = text_bind(s, 2, j->customer)) != 0 ||
 	    (r = text_bind(s, 3, j->processor_customer)) != 0 ||
@@ -491,9 +490,9 @@ run_pcus_put(struct db *db, void *ctx)
 	db_release(s);
 	s = NULL;
 	if ((r = db_prepare(db,
-	                     "SELECT processor_customer FROM processor_customers "
-	                     "WHERE processor = ?1 AND customer_id = ?2",
-	                     &s)) != 0 ||
+	                    "SELECT processor_customer FROM processor_customers "
+	                    "WHERE processor = ?1 AND customer_id = ?2",
+	                    &s)) != 0 ||
 	    (r = text_bind(s, 1, j->processor)) != 0 ||
 	    (r = text_bind(s, 2, j->customer)) != 0)
 		goto out;
@@ -558,8 +557,7 @@ ensure_default(struct db *db, const char *customer)
 	/* The newest method of either kind; one of the two statements
 	 * finds it in its table. */
 	for (size_t i = 0; r == FGW_OK && i < 2; i++) {
-		if ((r = db_prepare(db, sql[i], &s)) == 0 &&
-		    (r = text_bind(s, 1, customer)) == 0)
+		if ((r = db_prepare(db, sql[i], &s)) == 0 && (r = text_bind(s, 1, customer)) == 0)
 			r = step_done(s);
 		db_release(s);
 		s = NULL;
@@ -576,9 +574,9 @@ run_delete(struct db *db, void *ctx)
 	int r;
 
 	if ((r = db_prepare(db,
-	                     "DELETE FROM payment_methods WHERE id = ?1 AND customer_id = ?2 "
-	                     "RETURNING token",
-	                     &s)) != 0 ||
+	                    "DELETE FROM payment_methods WHERE id = ?1 AND customer_id = ?2 "
+	                    "RETURNING token",
+	                    &s)) != 0 ||
 	    (r = text_bind(s, 1, j->id)) != 0 || (r = text_bind(s, 2, j->customer)) != 0)
 		goto out;
 	if (db_step(s) != DB_ROW) {
@@ -586,9 +584,9 @@ run_delete(struct db *db, void *ctx)
 		db_release(s);
 		s = NULL;
 		if ((r = db_prepare(db,
-		                     "DELETE FROM processor_methods WHERE id = ?1 AND "
-		                     "customer_id = ?2",
-		                     &s)) != 0 ||
+		                    "DELETE FROM processor_methods WHERE id = ?1 AND "
+		                    "customer_id = ?2",
+		                    &s)) != 0 ||
 		    (r = text_bind(s, 1, j->id)) != 0 ||
 		    (r = text_bind(s, 2, j->customer)) != 0 || (r = step_done(s)) != 0)
 			goto out;
@@ -606,9 +604,9 @@ run_delete(struct db *db, void *ctx)
 	s = NULL;
 	/* The card is no longer needed: its ciphertext goes too. */
 	if ((r = db_prepare(db,
-	                     "DELETE FROM vault_entries WHERE token = ?1 AND NOT EXISTS "
-	                     "(SELECT 1 FROM payment_methods WHERE token = ?1)",
-	                     &s)) != 0 ||
+	                    "DELETE FROM vault_entries WHERE token = ?1 AND NOT EXISTS "
+	                    "(SELECT 1 FROM payment_methods WHERE token = ?1)",
+	                    &s)) != 0 ||
 	    (r = text_bind(s, 1, token)) != 0 || (r = step_done(s)) != 0)
 		goto out;
 	r = ensure_default(db, j->customer);
@@ -698,9 +696,9 @@ run_sweep(struct db *db, void *ctx)
 	struct db_stmt *s = NULL;
 	int r;
 	if ((r = db_prepare(db,
-	                     "DELETE FROM vault_entries WHERE saved = 0 AND expires_at > 0 "
-	                     "AND expires_at <= ?1",
-	                     &s)) == 0 &&
+	                    "DELETE FROM vault_entries WHERE saved = 0 AND expires_at > 0 "
+	                    "AND expires_at <= ?1",
+	                    &s)) == 0 &&
 	    (r = db_bind_int64(s, 1, j->now) == FGW_OK ? 0 : FGW_ERR_DB) == 0 &&
 	    (r = step_done(s)) == 0 && j->purged != NULL)
 		*j->purged = db_changes(db);
@@ -747,9 +745,9 @@ run_rewrap(struct db *db, void *ctx)
 	int r;
 
 	if ((r = db_prepare(db,
-	                     "UPDATE vault_entries SET blob = ?1, key_id = ?2 "
-	                     "WHERE token = ?3 AND key_id = ?4",
-	                     &s)) != 0)
+	                    "UPDATE vault_entries SET blob = ?1, key_id = ?2 "
+	                    "WHERE token = ?3 AND key_id = ?4",
+	                    &s)) != 0)
 		goto out;
 	for (size_t i = 0; i < j->n; i++) {
 		const struct store_rewrap_item *it = &j->items[i];

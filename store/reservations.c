@@ -1104,7 +1104,7 @@ resv_load_catalogue(struct store *st, const char *json, size_t len, struct fgw_w
 		sl.capacity = (int)v[1];
 		if (st != NULL && (r = wait_job(st, 1, &sl)) != 0) {
 			fgw_why_set(why, NULL, 0, 0, "timeSlots[%d]: %s (unknown experienceId?)", i,
-			         fgw_strerror(r));
+			            fgw_strerror(r));
 			goto out;
 		}
 		r = FGW_ERR_INVALID;

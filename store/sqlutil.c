@@ -9,7 +9,8 @@
 #include "store/sqlutil.h"
 
 int
-sql_read_cols(struct db_stmt *s, int first, const struct sql_col *cols, size_t n, void *row)
+sql_read_cols(struct db_stmt *s, int first, const struct sql_col *cols, size_t n,
+              void *row)
 {
 	unsigned char *base = row;
 	int r = FGW_OK;
@@ -35,4 +36,3 @@ sql_read_cols(struct db_stmt *s, int first, const struct sql_col *cols, size_t n
 	}
 	return r;
 }
-

@@ -482,9 +482,9 @@ enum idem_mode {
 static int
 run_idem(struct store *st, struct store_idem *idem, enum idem_mode mode, int64_t now)
 {
-	static const enum wstmt stmt_of[] = { [IDEM_CLAIM] = W_IDEM_CLAIM,
-		                                  [IDEM_IF_FREE] = W_IDEM_IF_FREE,
-		                                  [IDEM_OWN] = W_IDEM_UPSERT };
+	static const enum wstmt stmt_of[] = {
+		[IDEM_CLAIM] = W_IDEM_CLAIM, [IDEM_IF_FREE] = W_IDEM_IF_FREE, [IDEM_OWN] = W_IDEM_UPSERT
+	};
 	struct db_stmt *s = st->stmt[stmt_of[mode]];
 	int rc;
 
@@ -492,10 +492,9 @@ run_idem(struct store *st, struct store_idem *idem, enum idem_mode mode, int64_t
 		idem->created_at = now;
 	/* FGW_OK is 0: any failing bind stops the chain. */
 	if (BIND_BUF(s, 1, idem->client_id, 0) || BIND_BUF(s, 2, idem->key, 0) ||
-	    BIND_BUF(s, 3, idem->request_hash, 0) ||
-	    db_bind_int(s, 4, idem->status_code) || db_bind_opt(s, 5, idem->body) ||
-	    BIND_BUF(s, 6, idem->txn_id, 1) || db_bind_int64(s, 7, idem->created_at) ||
-	    db_bind_int64(s, 8, idem->expires_at) ||
+	    BIND_BUF(s, 3, idem->request_hash, 0) || db_bind_int(s, 4, idem->status_code) ||
+	    db_bind_opt(s, 5, idem->body) || BIND_BUF(s, 6, idem->txn_id, 1) ||
+	    db_bind_int64(s, 7, idem->created_at) || db_bind_int64(s, 8, idem->expires_at) ||
 	    (mode != IDEM_OWN && db_bind_int64(s, 9, now))) {
 		db_clear_bindings(s);
 		return FGW_ERR_DB;
@@ -566,7 +565,7 @@ run_finish(struct store *st, struct job *j, int64_t now)
 	rc = db_step(s);
 	r = rc == DB_ROW    ? DB_COL_COPY(s, 0, cur)
 	    : rc == DB_DONE ? FGW_ERR_NOT_FOUND
-	                        : FGW_ERR_DB;
+	                    : FGW_ERR_DB;
 	db_reset(s);
 	db_clear_bindings(s);
 	if (r == FGW_ERR_TOO_LARGE)
@@ -881,8 +880,9 @@ store_status_present(struct db *db, int reservation, const char *status)
 	int hit;
 
 	if (db_prepare_once(db,
-	                    reservation ? "SELECT 1 FROM reservations WHERE status = ?1 LIMIT 1"
-	                                : "SELECT 1 FROM transactions WHERE status = ?1 LIMIT 1",
+	                    reservation
+	                        ? "SELECT 1 FROM reservations WHERE status = ?1 LIMIT 1"
+	                        : "SELECT 1 FROM transactions WHERE status = ?1 LIMIT 1",
 	                    &s) != 0)
 		return 0;
 	hit = db_bind_text(s, 1, status) == 0 && db_step(s) == DB_ROW;
@@ -1033,8 +1033,8 @@ open_writer_db(struct store *st, int sync_full, long long max_pages)
 		return open_writer_pg(st);
 	if ((r = create_private(st->path)) != 0)
 		return r;
-	if ((r = open_sqlite(st->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, st->busy_ms,
-	                     &st->db)) != 0)
+	if ((r = open_sqlite(st->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+	                     st->busy_ms, &st->db)) != 0)
 		return r;
 	if ((r = db_pragma(st->db, "PRAGMA journal_mode = WAL", "wal")) != 0 ||
 	    (r = db_pragma(st->db,
@@ -1068,11 +1068,13 @@ store_open(const struct store_opts *opts, struct store **out)
 	int r;
 
 	if (opts == NULL || out == NULL || opts->audit_mac == NULL ||
-	    (opts->backend == STORE_SQLITE && (opts->path == NULL || opts->path[0] == '\0')) ||
-	    (opts->backend == STORE_POSTGRESQL && (opts->dsn == NULL) == (opts->dsn_file == NULL)) ||
+	    (opts->backend == STORE_SQLITE &&
+	     (opts->path == NULL || opts->path[0] == '\0')) ||
+	    (opts->backend == STORE_POSTGRESQL &&
+	     (opts->dsn == NULL) == (opts->dsn_file == NULL)) ||
 	    (opts->backend != STORE_SQLITE && opts->backend != STORE_POSTGRESQL) ||
-	    opts->batch_max < 1 ||
-	    opts->batch_max > STORE_BATCH_LIMIT || opts->busy_timeout_ms < 0) {
+	    opts->batch_max < 1 || opts->batch_max > STORE_BATCH_LIMIT ||
+	    opts->busy_timeout_ms < 0) {
 		r = FGW_ERR_INVALID;
 		goto out;
 	}
@@ -1127,7 +1129,8 @@ store_open(const struct store_opts *opts, struct store **out)
 		         STORE_SCHEMA_VERSION, st->batch_max);
 	else
 		log_info("store open, schema version %d, batch %d, synchronous %s",
-		         STORE_SCHEMA_VERSION, st->batch_max, opts->sync_full ? "FULL" : "NORMAL");
+		         STORE_SCHEMA_VERSION, st->batch_max,
+		         opts->sync_full ? "FULL" : "NORMAL");
 	*out = st;
 	st = NULL; /* owned by the caller now */
 	r = 0;
@@ -1533,8 +1536,8 @@ store_reader_open_file(const char *path, store_mac_fn mac, void *mac_ctx, int bu
 
 	if (path == NULL || out == NULL)
 		return FGW_ERR_INVALID;
-	if ((rv = open_sqlite(path, SQLITE_OPEN_READONLY, busy_ms > 0 ? busy_ms : 5000, &db)) !=
-	    0)
+	if ((rv = open_sqlite(path, SQLITE_OPEN_READONLY, busy_ms > 0 ? busy_ms : 5000,
+	                      &db)) != 0)
 		return rv;
 	return reader_on(db, mac, mac_ctx, busy_ms, out);
 }
@@ -1668,7 +1671,8 @@ store_idem_get(struct store_reader *r, const char *client_id, const char *key,
 	if ((rv = read_one(s)) != 0 || (rv = DB_COL_COPY(s, 0, out->client_id)) != 0 ||
 	    (rv = DB_COL_COPY(s, 1, out->key)) != 0 ||
 	    (rv = DB_COL_COPY(s, 2, out->request_hash)) != 0 ||
-	    (rv = db_col_dup(s, 4, &out->body)) != 0 || (rv = DB_COL_COPY(s, 5, out->txn_id)) != 0)
+	    (rv = db_col_dup(s, 4, &out->body)) != 0 ||
+	    (rv = DB_COL_COPY(s, 5, out->txn_id)) != 0)
 		goto out;
 	out->status_code = db_col_int(s, 3);
 	out->created_at = db_col_int64(s, 6);
@@ -1706,7 +1710,8 @@ store_vault_get(struct store_reader *r, const char *token, struct store_vault_en
 	if ((rv = read_one(s)) != 0 || (rv = DB_COL_COPY(s, 0, out->token)) != 0 ||
 	    (rv = DB_COL_COPY(s, 1, out->key_id)) != 0 || (rv = db_col_dup(s, 2, &b)) != 0 ||
 	    (rv = DB_COL_COPY(s, 3, out->fingerprint)) != 0 ||
-	    (rv = DB_COL_COPY(s, 4, out->brand)) != 0 || (rv = DB_COL_COPY(s, 5, out->bin)) != 0 ||
+	    (rv = DB_COL_COPY(s, 4, out->brand)) != 0 ||
+	    (rv = DB_COL_COPY(s, 5, out->bin)) != 0 ||
 	    (rv = DB_COL_COPY(s, 6, out->last4)) != 0 ||
 	    (rv = DB_COL_COPY(s, 9, out->customer_id)) != 0)
 		goto out;

@@ -61,7 +61,7 @@ enum store_backend {
 
 struct store_opts {
 	enum store_backend backend;
-	const char *path;       /* SQLite: database file, created if missing */
+	const char *path; /* SQLite: database file, created if missing */
 	/* PostgreSQL: exactly one of a libpq connection string and a file
 	 * (mode 0600) holding one; never logged. production: a server not on
 	 * this host needs sslmode=verify-full (store/pg.h). */

@@ -24,7 +24,7 @@ done_run(struct db *db, void *ctx)
 	int r;
 
 	if ((r = db_prepare(db, "DELETE FROM txn_moves WHERE txn_id = ?1 AND status = ?2",
-	                     &s)) != 0)
+	                    &s)) != 0)
 		return r;
 	db_bind_text(s, 1, j->txn_id);
 	db_bind_text(s, 2, j->status);
@@ -62,9 +62,9 @@ store_txn_moves_due(struct store_reader *rd, int64_t before, struct store_txn_mo
 
 	*n = 0;
 	if ((r = db_prepare(db,
-	                     "SELECT seq, txn_id, status, at FROM txn_moves WHERE at < ?1"
-	                     " ORDER BY seq LIMIT ?2",
-	                     &s)) != 0)
+	                    "SELECT seq, txn_id, status, at FROM txn_moves WHERE at < ?1"
+	                    " ORDER BY seq LIMIT ?2",
+	                    &s)) != 0)
 		return r;
 	db_bind_int64(s, 1, before);
 	db_bind_int(s, 2, max);

@@ -219,4 +219,3 @@ store_idem_clear(struct store_idem *idem)
 	free(idem->body);
 	idem->body = NULL;
 }
-

@@ -140,7 +140,8 @@ insert_row(struct db *db, int64_t id, const char *name, int64_t n)
 	struct db_stmt *s = NULL;
 	int r;
 
-	if ((r = db_prepare(db, "INSERT INTO t_db (id, name, n) VALUES (?1, ?2, ?3)", &s)) != 0)
+	if ((r = db_prepare(db, "INSERT INTO t_db (id, name, n) VALUES (?1, ?2, ?3)", &s)) !=
+	    0)
 		return r;
 	if ((r = db_bind_int64(s, 1, id)) == 0 && (r = db_bind_text(s, 2, name)) == 0 &&
 	    (r = db_bind_int64(s, 3, n)) == 0)
@@ -154,8 +155,8 @@ count_rows(struct db *db)
 {
 	int64_t v = -1;
 
-	if (db_int64_of(db, "SELECT COUNT(*) FROM t_db WHERE COALESCE(name, '') <> ?1", "#none#",
-	                &v) != 0)
+	if (db_int64_of(db, "SELECT COUNT(*) FROM t_db WHERE COALESCE(name, '') <> ?1",
+	                "#none#", &v) != 0)
 		return -1;
 	return v;
 }
@@ -202,7 +203,9 @@ c_rewrite(struct db *db)
 	s = NULL;
 
 	/* Quoted column names with ? and "" in them. */
-	CHECK_EQ_INT(db_prepare(db, "INSERT INTO t_quote (\"c?1\", \"it\"\"s\") VALUES (?, ?)", &s),
+	CHECK_EQ_INT(db_prepare(db,
+	                        "INSERT INTO t_quote (\"c?1\", \"it\"\"s\") VALUES (?, ?)",
+	                        &s),
 	             0);
 	CHECK_EQ_INT(db_bind_text(s, 1, "one"), 0);
 	CHECK_EQ_INT(db_bind_text(s, 2, "two"), 0);
@@ -210,7 +213,8 @@ c_rewrite(struct db *db)
 	CHECK_EQ_INT(db_step(s), DB_DONE);
 	db_release(s);
 	s = NULL;
-	CHECK_EQ_INT(db_prepare(db, "SELECT \"it\"\"s\" FROM t_quote WHERE \"c?1\" = ?", &s), 0);
+	CHECK_EQ_INT(db_prepare(db, "SELECT \"it\"\"s\" FROM t_quote WHERE \"c?1\" = ?", &s),
+	             0);
 	CHECK_EQ_INT(db_bind_text(s, 1, "one"), 0);
 	CHECK_EQ_INT(db_step(s), DB_ROW);
 	CHECK_STR(db_col_text(s, 0), "two");
@@ -259,14 +263,16 @@ c_nulls(struct db *db)
 	struct db_stmt *s = NULL;
 
 	TT_BEGIN;
-	CHECK_EQ_INT(db_prepare(db, "INSERT INTO t_db (id, name, n) VALUES (?1, ?2, ?3)", &s), 0);
+	CHECK_EQ_INT(db_prepare(db, "INSERT INTO t_db (id, name, n) VALUES (?1, ?2, ?3)", &s),
+	             0);
 	CHECK_EQ_INT(db_bind_int64(s, 1, 1), 0);
 	CHECK_EQ_INT(db_bind_null(s, 2), 0);
 	CHECK_EQ_INT(db_bind_text(s, 3, NULL), 0);
 	CHECK_EQ_INT(db_step(s), DB_DONE);
 	db_release(s);
 	s = NULL;
-	CHECK_EQ_INT(db_prepare(db, "INSERT INTO t_db (id, name, n) VALUES (?1, ?2, ?3)", &s), 0);
+	CHECK_EQ_INT(db_prepare(db, "INSERT INTO t_db (id, name, n) VALUES (?1, ?2, ?3)", &s),
+	             0);
 	CHECK_EQ_INT(db_bind_int64(s, 1, 2), 0);
 	CHECK_EQ_INT(db_bind_text_or_null(s, 2, ""), 0);
 	CHECK_EQ_INT(db_bind_int(s, 3, 7), 0);
@@ -302,8 +308,8 @@ end:
 static int
 c_int64_extremes(struct db *db)
 {
-	static const int64_t vals[] = { INT64_MIN, INT64_MIN + 1, -1, 0, 1, INT32_MAX + 1LL,
-		                            INT64_MAX };
+	static const int64_t vals[] = { INT64_MIN, INT64_MIN + 1,   -1,       0,
+		                            1,         INT32_MAX + 1LL, INT64_MAX };
 	struct db_stmt *s = NULL;
 	size_t i;
 	char name[16];
@@ -323,7 +329,8 @@ c_int64_extremes(struct db *db)
 	db_release(s);
 	s = NULL;
 	/* And as parameters compared with the column. */
-	CHECK_EQ_INT(db_prepare(db, "SELECT id FROM t_db WHERE n = ?1 OR n = ?2 ORDER BY id", &s),
+	CHECK_EQ_INT(db_prepare(db, "SELECT id FROM t_db WHERE n = ?1 OR n = ?2 ORDER BY id",
+	                        &s),
 	             0);
 	CHECK_EQ_INT(db_bind_int64(s, 1, INT64_MIN), 0);
 	CHECK_EQ_INT(db_bind_int64(s, 2, INT64_MAX), 0);
@@ -345,7 +352,9 @@ c_booleans(struct db *db)
 
 	TT_BEGIN;
 	CHECK_EQ_INT(insert_row(db, 1, "a", 5), DB_DONE);
-	CHECK_EQ_INT(db_prepare(db, "SELECT n > ?1, n = ?1, n < ?1 FROM t_db WHERE id = 1", &s), 0);
+	CHECK_EQ_INT(db_prepare(db, "SELECT n > ?1, n = ?1, n < ?1 FROM t_db WHERE id = 1",
+	                        &s),
+	             0);
 	CHECK_EQ_INT(db_bind_int64(s, 1, 5), 0);
 	CHECK_EQ_INT(db_step(s), DB_ROW);
 	CHECK_EQ_INT(db_col_int(s, 0), 0);
@@ -382,7 +391,8 @@ c_step_row(struct db *db)
 	CHECK_EQ_INT(db_step_row(s), FGW_ERR_NOT_FOUND);
 	db_release(s);
 	s = NULL;
-	CHECK_EQ_INT(db_prepare(db, "INSERT INTO t_db (id, name, n) VALUES (1, 'b', 1)", &s), 0);
+	CHECK_EQ_INT(db_prepare(db, "INSERT INTO t_db (id, name, n) VALUES (1, 'b', 1)", &s),
+	             0);
 	CHECK_EQ_INT(db_step_row(s), FGW_ERR_DB);
 end:
 	db_release(s);
@@ -416,7 +426,8 @@ c_constraint(struct db *db)
 	struct db_stmt *s = NULL;
 
 	TT_BEGIN;
-	CHECK_EQ_INT(db_prepare(db, "INSERT INTO t_db (id, name, flag) VALUES (?1, ?2, ?3)", &s),
+	CHECK_EQ_INT(db_prepare(db, "INSERT INTO t_db (id, name, flag) VALUES (?1, ?2, ?3)",
+	                        &s),
 	             0);
 	CHECK_EQ_INT(db_bind_int64(s, 1, 1), 0);
 	CHECK_EQ_INT(db_bind_text(s, 2, SECRET_VALUE), 0);
@@ -426,7 +437,8 @@ c_constraint(struct db *db)
 	CHECK(strstr(db_errmsg(db), SECRET_VALUE) == NULL);
 	db_release(s);
 	s = NULL;
-	CHECK_EQ_INT(db_prepare(db, "INSERT INTO t_db (id, name, flag) VALUES (?1, ?2, ?3)", &s),
+	CHECK_EQ_INT(db_prepare(db, "INSERT INTO t_db (id, name, flag) VALUES (?1, ?2, ?3)",
+	                        &s),
 	             0);
 	CHECK_EQ_INT(db_bind_int64(s, 1, 1), 0);
 	CHECK_EQ_INT(db_bind_text(s, 2, SECRET_VALUE), 0);
@@ -527,7 +539,12 @@ c_changes(struct db *db)
 
 	TT_BEGIN;
 	for (i = 1; i <= 3; i++)
-		CHECK_EQ_INT(insert_row(db, i, i == 1 ? "a" : i == 2 ? "b" : "c", i * 10), DB_DONE);
+		CHECK_EQ_INT(insert_row(db, i,
+		                        i == 1   ? "a"
+		                        : i == 2 ? "b"
+		                                 : "c",
+		                        i * 10),
+		             DB_DONE);
 	CHECK_EQ_INT(db_changes(db), 1);
 	CHECK_EQ_INT(db_prepare(db, "UPDATE t_db SET flag = 1 WHERE n > ?1", &s), 0);
 	CHECK_EQ_INT(db_bind_int64(s, 1, 15), 0);
@@ -579,7 +596,8 @@ c_columns_before_step(struct db *db)
 
 	TT_BEGIN;
 	CHECK_EQ_INT(insert_row(db, 1, "a", 10), DB_DONE);
-	CHECK_EQ_INT(db_prepare(db, "SELECT id, name, n AS amount FROM t_db WHERE n >= ?1", &s),
+	CHECK_EQ_INT(db_prepare(db, "SELECT id, name, n AS amount FROM t_db WHERE n >= ?1",
+	                        &s),
 	             0);
 	CHECK_EQ_INT(db_col_count(s), 3);
 	CHECK_STR(db_col_name(s, 2), "amount");
@@ -605,8 +623,8 @@ server_statements(struct db *db)
 {
 	int64_t v = -1;
 
-	if (db_int64_of(db, "SELECT COUNT(*) FROM pg_prepared_statements WHERE name <> ?1", "",
-	                &v) != 0)
+	if (db_int64_of(db, "SELECT COUNT(*) FROM pg_prepared_statements WHERE name <> ?1",
+	                "", &v) != 0)
 		return -1;
 	return v;
 }
@@ -763,14 +781,14 @@ end:
 	TT_END;
 }
 
-#define BOTH(name)                          \
-	static int test_##name##_sqlite(void)   \
-	{                                       \
-		return run_on(0, c_##name);         \
-	}                                       \
-	static int test_##name##_pg(void)       \
-	{                                       \
-		return run_on(1, c_##name);         \
+#define BOTH(name)                        \
+	static int test_##name##_sqlite(void) \
+	{                                     \
+		return run_on(0, c_##name);       \
+	}                                     \
+	static int test_##name##_pg(void)     \
+	{                                     \
+		return run_on(1, c_##name);       \
 	}
 
 BOTH(rewrite)
@@ -787,23 +805,18 @@ BOTH(cached)
 BOTH(columns_before_step)
 BOTH(connection_lost)
 
-#define CASE(name) { #name "_sqlite", test_##name##_sqlite }, { #name "_pg", test_##name##_pg }
+#define CASE(name)                             \
+	{ #name "_sqlite", test_##name##_sqlite }, \
+	{                                          \
+#name "_pg", test_##name##_pg          \
+	}
 
 static const struct tt_case all[] = {
-	CASE(rewrite),
-	CASE(nulls),
-	CASE(int64_extremes),
-	CASE(booleans),
-	CASE(step_row),
-	CASE(duplicate),
-	CASE(constraint),
-	CASE(savepoint),
-	CASE(commit_after_failure),
-	CASE(changes),
-	CASE(cached),
-	CASE(columns_before_step),
-	CASE(connection_lost),
-	{ NULL, NULL },
+	CASE(rewrite),         CASE(nulls),     CASE(int64_extremes),
+	CASE(booleans),        CASE(step_row),  CASE(duplicate),
+	CASE(constraint),      CASE(savepoint), CASE(commit_after_failure),
+	CASE(changes),         CASE(cached),    CASE(columns_before_step),
+	CASE(connection_lost), { NULL, NULL },
 };
 
 int

@@ -302,7 +302,8 @@ test_links_txn(void)
 	CHECK(convert(&f, "r1", "txn_c", f.now, &e) == 0);
 	CHECK_EQ_INT(resv_links_txn(f.rd, "r1", "txn_a"), 0); /* superseded */
 	CHECK_EQ_INT(resv_links_txn(f.rd, "r1", "txn_c"), 1);
-	CHECK_EQ_INT(db_prepare(store_reader_db(f.rd), "SELECT id FROM time_slots", &open_read),
+	CHECK_EQ_INT(db_prepare(store_reader_db(f.rd), "SELECT id FROM time_slots",
+	                        &open_read),
 	             0);
 	CHECK_EQ_INT(db_step(open_read), DB_ROW);
 	CHECK_EQ_INT(resv_links_txn(f.rd, "r1", "txn_c"), FGW_ERR_STATE);
@@ -408,8 +409,7 @@ test_catalogue_refuses_bad_input(void)
 	TT_BEGIN;
 	CHECK(fix_setup(&f) == 0);
 	for (int i = 0; bad[i]; i++)
-		CHECK(resv_load_catalogue(f.st, bad[i], strlen(bad[i]), &why) ==
-		      FGW_ERR_INVALID);
+		CHECK(resv_load_catalogue(f.st, bad[i], strlen(bad[i]), &why) == FGW_ERR_INVALID);
 end:
 	fix_teardown(&f);
 	TT_END;

@@ -129,11 +129,13 @@ opts_of(const struct keyring_source *src, int create)
 
 /* Seals a short text under kr's active data key. */
 static int
-seal(struct keyring *kr, unsigned char *out, size_t cap, size_t *len, char id[KEYRING_ID_MAX])
+seal(struct keyring *kr, unsigned char *out, size_t cap, size_t *len,
+     char id[KEYRING_ID_MAX])
 {
 	static const char m[] = "vault entry";
 
-	return keyring_data_seal(kr, "ad", 2, m, sizeof(m), out, cap, len, id, KEYRING_ID_MAX);
+	return keyring_data_seal(kr, "ad", 2, m, sizeof(m), out, cap, len, id,
+	                         KEYRING_ID_MAX);
 }
 
 /* A rotation by one instance reaches another at its next refresh: the
@@ -146,7 +148,8 @@ case_shared_rotation(void)
 	struct keyring_opts oa, ob;
 	struct keyring *a = NULL, *b = NULL;
 	struct secbuf *plain = NULL;
-	char ida[KEYRING_ID_MAX], idb[KEYRING_ID_MAX], nid[KEYRING_ID_MAX], used[KEYRING_ID_MAX];
+	char ida[KEYRING_ID_MAX], idb[KEYRING_ID_MAX], nid[KEYRING_ID_MAX],
+	    used[KEYRING_ID_MAX];
 	unsigned char blob[128];
 	struct fgw_why msg = { 0 };
 	size_t len = 0;
@@ -181,7 +184,8 @@ case_shared_rotation(void)
 	CHECK_EQ_INT(seal(a, blob, sizeof(blob), &len, used), 0);
 	CHECK_STR(used, nid);
 	/* Before its refresh, b does not know the key a now encrypts with. */
-	CHECK_EQ_INT(keyring_data_open(b, used, "ad", 2, blob, len, &plain), FGW_ERR_NOT_FOUND);
+	CHECK_EQ_INT(keyring_data_open(b, used, "ad", 2, blob, len, &plain),
+	             FGW_ERR_NOT_FOUND);
 	CHECK_EQ_INT(keyring_refresh(b, &reloaded, &msg), 0);
 	CHECK_EQ_INT(reloaded, 1);
 	CHECK_EQ_INT(keyring_data_open(b, used, "ad", 2, blob, len, &plain), 0);
@@ -211,7 +215,8 @@ case_rotation_conflict(void)
 	struct keyring_source sa, sb;
 	struct keyring_opts oa, ob;
 	struct keyring *a = NULL, *b = NULL;
-	char before[KEYRING_ID_MAX], now[KEYRING_ID_MAX], na[KEYRING_ID_MAX], nb[KEYRING_ID_MAX];
+	char before[KEYRING_ID_MAX], now[KEYRING_ID_MAX], na[KEYRING_ID_MAX],
+	    nb[KEYRING_ID_MAX];
 	struct fgw_why msg = { 0 };
 	int reloaded = 0;
 	TT_BEGIN;
@@ -453,16 +458,16 @@ end:
 	TT_END;
 }
 
-#define BOTH(name)                                      \
-	static int name##_sqlite(void)                      \
-	{                                                   \
-		on_pg = 0;                                      \
-		return case_##name();                           \
-	}                                                   \
-	static int name##_pg(void)                          \
-	{                                                   \
-		on_pg = 1;                                      \
-		return case_##name();                           \
+#define BOTH(name)                 \
+	static int name##_sqlite(void) \
+	{                              \
+		on_pg = 0;                 \
+		return case_##name();      \
+	}                              \
+	static int name##_pg(void)     \
+	{                              \
+		on_pg = 1;                 \
+		return case_##name();      \
 	}
 
 BOTH(shared_rotation)
@@ -471,11 +476,15 @@ BOTH(old_ring_refused)
 BOTH(import_file)
 BOTH(first_start_race)
 
-#define CASES(name) { #name "_sqlite", name##_sqlite }, { #name "_pg", name##_pg }
+#define CASES(name)                     \
+	{ #name "_sqlite", name##_sqlite }, \
+	{                                   \
+#name "_pg", name##_pg          \
+	}
 
 static struct tt_case cases[] = {
-	CASES(shared_rotation),  CASES(rotation_conflict), CASES(old_ring_refused),
-	CASES(import_file),      CASES(first_start_race),  { NULL, NULL },
+	CASES(shared_rotation), CASES(rotation_conflict), CASES(old_ring_refused),
+	CASES(import_file),     CASES(first_start_race),  { NULL, NULL },
 };
 
 int

@@ -252,7 +252,9 @@ test_mac(void *ctx, const void *msg, size_t len, unsigned char mac[32])
 {
 	static const unsigned char key[32] = "flairgw-risk-unit-test-mac-key!";
 	(void)ctx;
-	return crypto_generichash(mac, 32, msg, len, key, sizeof(key)) == 0 ? 0 : FGW_ERR_INTERNAL;
+	return crypto_generichash(mac, 32, msg, len, key, sizeof(key)) == 0
+	           ? 0
+	           : FGW_ERR_INTERNAL;
 }
 
 struct job {
@@ -305,7 +307,8 @@ txn_write(struct store *st, const char *id, const char *email, int64_t at)
 	row.created_at = row.updated_at = at;
 	sem_init(&j.sem, 0, 0);
 	return job_wait(&j, store_txn_create(st, NULL, &row, NULL,
-	                                     &(struct store_commit){ .done = job_done, .arg = &j }));
+	                                     &(struct store_commit){ .done = job_done,
+	                                                             .arg = &j }));
 }
 
 static int
@@ -319,7 +322,8 @@ txn_decline(struct store *st, const char *id)
 	fgw_strlcpy(u.error_code, "CARD_DECLINED", sizeof(u.error_code));
 	sem_init(&j.sem, 0, 0);
 	return job_wait(&j, store_txn_finish(st, NULL, &u, NULL,
-	                                     &(struct store_commit){ .done = job_done, .arg = &j }));
+	                                     &(struct store_commit){ .done = job_done,
+	                                                             .arg = &j }));
 }
 
 static int64_t

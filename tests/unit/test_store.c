@@ -850,8 +850,10 @@ test_statement_cache(void)
 	struct db *db = NULL, *plain = NULL;
 	struct db_stmt *a = NULL, *b = NULL, *c = NULL;
 	TT_BEGIN;
-	CHECK_EQ_INT(sqlite3_open_v2(":memory:", &h1, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-	CHECK_EQ_INT(sqlite3_open_v2(":memory:", &h2, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	CHECK_EQ_INT(sqlite3_open_v2(":memory:", &h1, SQLITE_OPEN_READWRITE, NULL),
+	             SQLITE_OK);
+	CHECK_EQ_INT(sqlite3_open_v2(":memory:", &h2, SQLITE_OPEN_READWRITE, NULL),
+	             SQLITE_OK);
 	CHECK_EQ_INT(db_wrap_sqlite(h1, 1, &db), 0);
 	CHECK_EQ_INT(db_wrap_sqlite(h2, 0, &plain), 0);
 	CHECK_EQ_INT(db_prepare(db, q1, &a), 0);
@@ -2345,7 +2347,8 @@ test_custom_job(void)
 	int64_t bad_seq = 0;
 	CHECK_EQ_INT(store_audit_verify(f.rd, &bad_seq), 0);
 	struct db_stmt *q = NULL;
-	CHECK(db_prepare(store_reader_db(f.rd), "SELECT count(*) FROM audit_events", &q) == 0);
+	CHECK(db_prepare(store_reader_db(f.rd), "SELECT count(*) FROM audit_events", &q) ==
+	      0);
 	CHECK(db_step(q) == DB_ROW);
 	CHECK_EQ_INT(db_col_int64(q, 0), 1);
 	db_release(q);
@@ -2610,14 +2613,15 @@ test_refunds_ahead(struct fix *f)
 	 * insert (a trigger inserts it just before ours): the unique key
 	 * decides without a failed statement, and this one is the loser
 	 * (FGW_ERR_CONFLICT: answer as a repeat), rolled back whole. */
-	CHECK_EQ_INT(sql_exec(f->path,
-	                      "CREATE TRIGGER other_instance BEFORE INSERT ON refunds"
-	                      " WHEN NEW.id <> 'rf_other' BEGIN INSERT INTO refunds (id, txn_id,"
-	                      " amount, idempotency_key, created_at, status, updated_at) VALUES"
-	                      " ('rf_other', NEW.txn_id, NEW.amount, NEW.idempotency_key,"
-	                      " NEW.created_at, 'pending', NEW.created_at); END",
-	                      NULL, 0),
-	             SQLITE_OK);
+	CHECK_EQ_INT(
+	    sql_exec(f->path,
+	             "CREATE TRIGGER other_instance BEFORE INSERT ON refunds"
+	             " WHEN NEW.id <> 'rf_other' BEGIN INSERT INTO refunds (id, txn_id,"
+	             " amount, idempotency_key, created_at, status, updated_at) VALUES"
+	             " ('rf_other', NEW.txn_id, NEW.amount, NEW.idempotency_key,"
+	             " NEW.created_at, 'pending', NEW.created_at); END",
+	             NULL, 0),
+	    SQLITE_OK);
 	CHECK_EQ_INT(begin_sync(f, "rf_mine", "k-race", 10, &a), FGW_ERR_CONFLICT);
 	CHECK_EQ_INT(sql_exec(f->path, "DROP TRIGGER other_instance", NULL, 0), SQLITE_OK);
 	CHECK_EQ_INT(sql_int(f->path, "SELECT count(*) FROM refunds"), 0);
@@ -3013,17 +3017,18 @@ test_method_saved_by_another_instance(void)
 	memset(&f, 0, sizeof(f));
 	TT_BEGIN;
 	CHECK_EQ_INT(fix_setup(&f, 8), 0);
-	CHECK_EQ_INT(sql_exec(f.path,
-	                      "CREATE TRIGGER other_instance BEFORE INSERT ON processor_methods"
-	                      " WHEN NEW.id <> 'pm_other' BEGIN INSERT INTO processor_methods"
-	                      " (id, customer_id, nickname, is_default, created_at, processor,"
-	                      " processor_customer, processor_method, brand, last4, exp_month,"
-	                      " exp_year) VALUES ('pm_other', NEW.customer_id, NULL, 1,"
-	                      " NEW.created_at, NEW.processor, NEW.processor_customer,"
-	                      " NEW.processor_method, NEW.brand, NEW.last4, NEW.exp_month,"
-	                      " NEW.exp_year); END",
-	                      NULL, 0),
-	             SQLITE_OK);
+	CHECK_EQ_INT(
+	    sql_exec(f.path,
+	             "CREATE TRIGGER other_instance BEFORE INSERT ON processor_methods"
+	             " WHEN NEW.id <> 'pm_other' BEGIN INSERT INTO processor_methods"
+	             " (id, customer_id, nickname, is_default, created_at, processor,"
+	             " processor_customer, processor_method, brand, last4, exp_month,"
+	             " exp_year) VALUES ('pm_other', NEW.customer_id, NULL, 1,"
+	             " NEW.created_at, NEW.processor, NEW.processor_customer,"
+	             " NEW.processor_method, NEW.brand, NEW.last4, NEW.exp_month,"
+	             " NEW.exp_year); END",
+	             NULL, 0),
+	    SQLITE_OK);
 	memset(&m, 0, sizeof(m));
 	fgw_strlcpy(m.id, "pm_mine", sizeof(m.id));
 	fgw_strlcpy(m.customer_id, "carol", sizeof(m.customer_id));

@@ -170,7 +170,8 @@ test_outbox_lifecycle(void)
 	CHECK(fix_setup(&f) == 0);
 	for (int i = 0; i < 2; i++) {
 		snprintf(rows[i].id, sizeof(rows[i].id), "whd_%d", i);
-		snprintf(rows[i].endpoint_url, sizeof(rows[i].endpoint_url), "http://127.0.0.1:9/%d", i);
+		snprintf(rows[i].endpoint_url, sizeof(rows[i].endpoint_url),
+		         "http://127.0.0.1:9/%d", i);
 		fgw_strlcpy(rows[i].event_id, "evt_a", sizeof(rows[i].event_id));
 		fgw_strlcpy(rows[i].event_type, "transaction.succeeded",
 		            sizeof(rows[i].event_type));
