@@ -114,6 +114,7 @@ static const struct cfg_directive directives[] = {
 	STR(store_dsn_file, "", "postgresql: file (mode 0600) holding the connection string"),
 	ENUM(store_sync, "full|normal", "full", "SQLite synchronous mode for commits"),
 	INT(store_batch_max, 1, 100000, "256", "most transactions in one group commit"),
+	INT(store_read_threads, 1, 64, "4", "PostgreSQL: threads (one connection each) reading for the reactors"),
 	INT(store_max_pages, 0, 2147483647, "0",
 	    "cap on the database size in pages (0: none; below the size at start: no growth)"),
 	INT(store_stall_ms, 100, 3600000, "10000",

@@ -79,6 +79,7 @@ struct fgw_config {
 	char store_dsn_file[512];
 	char store_sync[8];
 	long long store_batch_max;
+	long long store_read_threads;
 	long long store_max_pages;
 	long long store_stall_ms;
 	long long max_amount;

@@ -169,17 +169,58 @@ out:
 	http_json_wipe_delete(root);
 }
 
+/* GET /v1/transactions/{id}: the row is read through store_read (off the
+ * reactor on PostgreSQL) and answered when it arrives. */
+struct txn_get {
+	struct gw_req g; /* first: gw_req_finish frees the whole */
+	char client_id[64];
+	char id[40];
+	struct store_txn_row row;
+};
+
+static void
+txn_get_free(struct gw_req *g, int abandoned)
+{
+	struct txn_get *c = (struct txn_get *)g;
+
+	(void)abandoned;
+	store_txn_row_clear(&c->row);
+	free(c);
+}
+
+/* On a read thread (PostgreSQL) or in place (SQLite): only c's fields. */
+static int
+txn_get_read(struct store_reader *rd, void *arg)
+{
+	struct txn_get *c = arg;
+
+	return store_txn_get(rd, c->client_id, c->id, &c->row);
+}
+
+static void
+txn_get_done(void *arg, int r)
+{
+	struct txn_get *c = arg;
+	char *json = NULL;
+
+	if (r == FGW_ERR_NOT_FOUND)
+		gw_req_error(&c->g, 404, "NOT_FOUND", "Transaction not found");
+	else if (r != 0 || txn_row_to_json(&c->row, NULL, &json) != 0)
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+	else
+		gw_req_finish(&c->g, 200, json);
+	free(json);
+}
+
 static void
 h_txn_get(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
 	struct auth_ctx who;
-	struct store_txn_row row;
-	char id[40], *json = NULL;
-	int r;
+	struct txn_get *c = NULL;
+	char id[40];
 
 	if (http_authenticate(rx, req, path, AUTH_API_KEY, &who) != 0)
 		return;
-	memset(&row, 0, sizeof(row));
 	if (http_path_segment("/v1/transactions/*", path, 0, id, sizeof(id)) != 0 ||
 	    strncmp(id, "txn_", 4) != 0 ||
 	    strspn(id + 4,
@@ -188,17 +229,15 @@ h_txn_get(struct reactor *rx, struct evhttp_request *req, const char *path)
 		http_send_error(rx, req, 404, "NOT_FOUND", "Transaction not found");
 		return;
 	}
-	r = store_txn_get(rx->reader, who.client_id, id, &row);
-	if (r == FGW_ERR_NOT_FOUND) {
-		http_send_error(rx, req, 404, "NOT_FOUND", "Transaction not found");
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		return;
 	}
-	if (r != 0 || txn_row_to_json(&row, NULL, &json) != 0)
-		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
-	else
-		http_send_json(rx, req, 200, json);
-	free(json);
-	store_txn_row_clear(&row);
+	fgw_strlcpy(c->client_id, who.client_id, sizeof(c->client_id));
+	fgw_strlcpy(c->id, id, sizeof(c->id));
+	gw_req_start(&c->g, rx, req, "transaction read", txn_get_free);
+	if (store_read(rx->gw->store, rx->waker, rx->reader, txn_get_read, c, txn_get_done) != 0)
+		gw_req_error(&c->g, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
 }
 
 const struct route txn_routes[] = {

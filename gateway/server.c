@@ -357,6 +357,10 @@ reactor_init(struct gateway *gw, struct reactor *rx, struct fgw_why *why)
 static void
 reactor_cleanup(struct reactor *rx)
 {
+	/* Reads still running on the store's threads point into requests
+	 * about to be freed: wait for them, drop the ones not started. */
+	if (rx->waker != NULL)
+		store_read_cancel(rx->gw->store, rx->waker);
 	gw_req_abandon_all(rx);
 	admit_reactor_stop(rx);
 	resv_reactor_stop(rx);

@@ -590,6 +590,7 @@ store_opts_of(struct gateway *g, struct store_opts *o)
 		o->path = cfg->database;
 	o->sync_full = strcmp(cfg->store_sync, "full") == 0;
 	o->batch_max = (int)cfg->store_batch_max;
+	o->read_threads = (int)cfg->store_read_threads;
 	o->max_pages = cfg->store_max_pages;
 	o->audit_mac = keyring_audit_mac_fn;
 	o->audit_mac_ctx = g->kr;

@@ -135,7 +135,7 @@ static const char *const writer_sql[W_COUNT] = {
 
 /* ---- jobs -------------------------------------------------------------- */
 
-enum job_kind { JOB_CREATE, JOB_FINISH, JOB_AUDIT, JOB_CUSTOM };
+enum job_kind { JOB_CREATE, JOB_FINISH, JOB_AUDIT, JOB_CUSTOM, JOB_READ };
 
 /* An audit event with owned strings. */
 struct job_event {
@@ -172,6 +172,7 @@ struct job {
 	store_answer_fn custom_answer; /* or NULL */
 	void *custom_ctx;
 	void (*custom_free)(void *ctx);
+	store_read_fn read_fn; /* JOB_READ: runs on a read thread */
 	int64_t queued_ms; /* fgw_mono_ms() at enqueue */
 	size_t group_len;  /* first job of a group: its size */
 };
@@ -310,6 +311,19 @@ struct store {
 	                                  failure not yet followed by a clean
 	                                  batch; 0: none */
 	_Atomic int last_rc;           /* its enum db_fail */
+
+	/* PostgreSQL: store_read's threads, one connection each. */
+	pthread_mutex_t rmu; /* guards rhead, rtail, rclosing, rrunning */
+	pthread_cond_t rcv;  /* a read queued, or closing */
+	pthread_cond_t ridle; /* a read thread finished a job */
+	int rmu_ok, rcv_ok, ridle_ok;
+	struct job *rhead, *rtail;
+	int rclosing;
+	int nread;                       /* threads started */
+	int rcap;                        /* size of the three arrays */
+	pthread_t *rthreads;
+	struct store_reader **rreaders;
+	struct store_waker **rrunning; /* per thread: whose read runs */
 };
 
 struct store_waker {
@@ -890,11 +904,15 @@ store_status_present(struct db *db, int reservation, const char *status)
 	return hit;
 }
 
+static int readpool_start(struct store *st, int n);
+static void readpool_stop(struct store *st);
+
 static void
 store_destroy(struct store *st)
 {
 	if (st == NULL)
 		return;
+	readpool_stop(st);
 	audit_writer_fini(&st->audit);
 	for (int i = 0; i < W_COUNT; i++)
 		db_release(st->stmt[i]);
@@ -1112,6 +1130,13 @@ store_open(const struct store_opts *opts, struct store **out)
 	st->cv_ok = 1;
 	if ((r = open_writer_db(st, opts->sync_full, opts->max_pages)) != 0)
 		goto out;
+	/* After the migrations (the readers prepare their statements), and
+	 * before the writer: a failure here has no writer to stop. */
+	if (st->backend == STORE_POSTGRESQL &&
+	    (r = readpool_start(st, opts->read_threads)) != 0) {
+		log_error("cannot start the read threads: %s", fgw_strerror(r));
+		goto out;
+	}
 
 	/* The writer takes no signals: they belong to the reactors. */
 	sigfillset(&all);
@@ -1125,8 +1150,8 @@ store_open(const struct store_opts *opts, struct store **out)
 	}
 	st->thread_started = 1;
 	if (st->backend == STORE_POSTGRESQL)
-		log_info("store open on PostgreSQL, schema version %d, batch %d",
-		         STORE_SCHEMA_VERSION, st->batch_max);
+		log_info("store open on PostgreSQL, schema version %d, batch %d, %d read threads",
+		         STORE_SCHEMA_VERSION, st->batch_max, st->nread);
 	else
 		log_info("store open, schema version %d, batch %d, synchronous %s",
 		         STORE_SCHEMA_VERSION, st->batch_max,
@@ -1607,6 +1632,215 @@ store_reader_close(struct store_reader *r)
 		db_release(r->stmt[i]);
 	db_close(r->db);
 	free(r);
+}
+
+/* ---- reads for a reactor ------------------------------------------------ */
+
+/* A read thread: takes the oldest queued read, runs it on its own
+ * connection, hands it to its waker. rrunning[i] names the waker while
+ * the read runs and until it is handed over, so store_read_cancel can wait
+ * for exactly the reads that may still touch what their arg points to. */
+struct read_thread_arg {
+	struct store *st;
+	int i;
+};
+
+static void *
+read_main(void *p)
+{
+	struct read_thread_arg *a = p;
+	struct store *st = a->st;
+	int i = a->i;
+	struct job *j;
+
+	free(a);
+	for (;;) {
+		pthread_mutex_lock(&st->rmu);
+		while (st->rhead == NULL && !st->rclosing)
+			pthread_cond_wait(&st->rcv, &st->rmu);
+		if ((j = st->rhead) == NULL) { /* closing, nothing left */
+			pthread_mutex_unlock(&st->rmu);
+			break;
+		}
+		if ((st->rhead = j->next) == NULL)
+			st->rtail = NULL;
+		j->next = NULL;
+		st->rrunning[i] = j->waker;
+		pthread_mutex_unlock(&st->rmu);
+		/* A store closing fails what is still queued: its reactors
+		 * have stopped, so nobody waits for the answer. */
+		j->rc = st->rclosing ? FGW_ERR_SHUTDOWN : j->read_fn(st->rreaders[i], j->arg);
+		deliver(&j, 1);
+		pthread_mutex_lock(&st->rmu);
+		st->rrunning[i] = NULL;
+		pthread_cond_broadcast(&st->ridle);
+		pthread_mutex_unlock(&st->rmu);
+	}
+	return NULL;
+}
+
+/* PostgreSQL: n connections and their threads (n == 0: the default). */
+static int
+readpool_start(struct store *st, int n)
+{
+	sigset_t all, old;
+	int r;
+
+	if (n <= 0)
+		n = STORE_READ_THREADS;
+	if (n > STORE_READ_THREADS_MAX)
+		return FGW_ERR_INVALID;
+	if (pthread_mutex_init(&st->rmu, NULL) != 0)
+		return FGW_ERR_INTERNAL;
+	st->rmu_ok = 1;
+	if (pthread_cond_init(&st->rcv, NULL) != 0)
+		return FGW_ERR_INTERNAL;
+	st->rcv_ok = 1;
+	if (pthread_cond_init(&st->ridle, NULL) != 0)
+		return FGW_ERR_INTERNAL;
+	st->ridle_ok = 1;
+	if ((st->rthreads = calloc((size_t)n, sizeof(*st->rthreads))) == NULL ||
+	    (st->rreaders = calloc((size_t)n, sizeof(*st->rreaders))) == NULL ||
+	    (st->rrunning = calloc((size_t)n, sizeof(*st->rrunning))) == NULL)
+		return FGW_ERR_NOMEM;
+	st->rcap = n;
+	for (int i = 0; i < n; i++)
+		if ((r = store_reader_open(st, &st->rreaders[i])) != 0)
+			return r;
+	/* Like the writer, the read threads take no signals. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	for (r = 0; st->nread < n; st->nread++) {
+		struct read_thread_arg *a = malloc(sizeof(*a));
+		if (a == NULL) {
+			r = FGW_ERR_NOMEM;
+			break;
+		}
+		a->st = st;
+		a->i = st->nread;
+		if (pthread_create(&st->rthreads[st->nread], NULL, read_main, a) != 0) {
+			free(a);
+			r = FGW_ERR_INTERNAL;
+			break;
+		}
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return r;
+}
+
+/* Joins the read threads (what is queued fails FGW_ERR_SHUTDOWN first),
+ * then closes their connections. */
+static void
+readpool_stop(struct store *st)
+{
+	if (st->rmu_ok && st->rcv_ok) {
+		pthread_mutex_lock(&st->rmu);
+		st->rclosing = 1;
+		pthread_cond_broadcast(&st->rcv);
+		pthread_mutex_unlock(&st->rmu);
+	}
+	for (int i = 0; i < st->nread; i++)
+		pthread_join(st->rthreads[i], NULL);
+	st->nread = 0;
+	for (int i = 0; i < st->rcap && st->rreaders != NULL; i++) {
+		store_reader_close(st->rreaders[i]);
+		st->rreaders[i] = NULL;
+	}
+	free(st->rthreads);
+	free(st->rreaders);
+	free(st->rrunning);
+	st->rthreads = NULL;
+	st->rreaders = NULL;
+	st->rrunning = NULL;
+	st->rcap = 0;
+	if (st->ridle_ok)
+		pthread_cond_destroy(&st->ridle);
+	if (st->rcv_ok)
+		pthread_cond_destroy(&st->rcv);
+	if (st->rmu_ok)
+		pthread_mutex_destroy(&st->rmu);
+	st->ridle_ok = st->rcv_ok = st->rmu_ok = 0;
+}
+
+int
+store_read(struct store *st, struct store_waker *w, struct store_reader *here,
+           store_read_fn fn, void *arg, store_done_fn done)
+{
+	struct job *j = NULL;
+	int r;
+
+	if (st == NULL || w == NULL || fn == NULL || done == NULL ||
+	    (st->nread == 0 && here == NULL))
+		return FGW_ERR_INVALID;
+	if ((r = job_new(JOB_READ, w, done, arg, &j)) != 0)
+		return r;
+	j->read_fn = fn;
+	j->queued_ms = fgw_mono_ms();
+	atomic_fetch_add(&w->refs, 1); /* deliver hands it back */
+	if (st->nread == 0) {
+		/* SQLite: a local read, in place; done still comes from the
+		 * reactor's loop, as it does on PostgreSQL. */
+		j->rc = fn(here, arg);
+		deliver(&j, 1);
+		return 0;
+	}
+	pthread_mutex_lock(&st->rmu);
+	if (st->rclosing) {
+		pthread_mutex_unlock(&st->rmu);
+		atomic_fetch_sub(&w->refs, 1); /* the caller still holds one */
+		job_free(j);
+		return FGW_ERR_SHUTDOWN;
+	}
+	if (st->rtail != NULL)
+		st->rtail->next = j;
+	else
+		st->rhead = j;
+	st->rtail = j;
+	pthread_cond_signal(&st->rcv);
+	pthread_mutex_unlock(&st->rmu);
+	return 0;
+}
+
+void
+store_read_cancel(struct store *st, struct store_waker *w)
+{
+	struct job *keep = NULL, *ktail = NULL, *drop = NULL, *j;
+	int busy;
+
+	if (st == NULL || w == NULL || st->nread == 0)
+		return;
+	pthread_mutex_lock(&st->rmu);
+	while ((j = st->rhead) != NULL) {
+		st->rhead = j->next;
+		j->next = NULL;
+		if (j->waker == w) {
+			j->next = drop;
+			drop = j;
+		} else {
+			if (ktail != NULL)
+				ktail->next = j;
+			else
+				keep = j;
+			ktail = j;
+		}
+	}
+	st->rhead = keep;
+	st->rtail = ktail;
+	do {
+		busy = 0;
+		for (int i = 0; i < st->nread; i++)
+			busy |= st->rrunning[i] == w;
+		if (busy)
+			pthread_cond_wait(&st->ridle, &st->rmu);
+	} while (busy);
+	pthread_mutex_unlock(&st->rmu);
+	while ((j = drop) != NULL) { /* never run: no done */
+		drop = j->next;
+		waker_unref(j->waker);
+		j->waker = NULL;
+		j->done = NULL;
+		job_free(j);
+	}
 }
 
 /* Steps a read statement to its first row. 0 on a row, FGW_ERR_NOT_FOUND

@@ -84,7 +84,13 @@ struct store_opts {
 	 * between two commits would. Must not write. */
 	void (*after_commit)(struct db *db, void *ctx);
 	void *after_commit_ctx;
+	/* PostgreSQL: threads running store_read, each with a connection of
+	 * its own (0: STORE_READ_THREADS). SQLite reads run in place. */
+	int read_threads;
 };
+
+#define STORE_READ_THREADS 4
+#define STORE_READ_THREADS_MAX 64
 
 /* For an after_commit hook of a fault test: 1 when a transaction (or,
  * with reservation set, a reservation) is in status on db, else 0. */
@@ -152,6 +158,30 @@ struct store_commit {
 	 * or this request's own claim (same txn_id, in progress). */
 	int idem_claim;
 };
+
+/* ---- reads for a reactor ----------------------------------------------- */
+
+/* A read that never blocks the reactor on the database: fn(rd, arg) runs
+ * with a reader, then done(arg, rc) runs on w's reactor with fn's return,
+ * never before store_read has returned.
+ *
+ * On SQLite fn runs at once, on the caller's thread, with `here` (the
+ * reactor's own reader: a read of a local file, no round trip). On
+ * PostgreSQL it runs on one of the store's read threads, each with a
+ * connection of its own, while the reactor serves other requests.
+ *
+ * So fn may run on another thread: it touches only what arg owns (the
+ * reactor leaves arg alone until done) and nothing of the reactor's (no
+ * evhttp, no event_*, no reactor state). Returns 0 when done will run
+ * (unless w is freed or the read cancelled first); otherwise neither fn
+ * nor done runs, and arg is still the caller's. */
+typedef int (*store_read_fn)(struct store_reader *rd, void *arg);
+int store_read(struct store *st, struct store_waker *w, struct store_reader *here,
+               store_read_fn fn, void *arg, store_done_fn done);
+/* Before freeing what w's reads point to without waiting for their done
+ * (a forced stop): drops w's reads not yet started (their done never
+ * runs) and waits for the ones running. On w's own thread. */
+void store_read_cancel(struct store *st, struct store_waker *w);
 
 /* ---- records ---------------------------------------------------------- */
 

@@ -522,6 +522,46 @@ def close_pg():
     _pg_databases.clear()
 
 
+class _TableLock:
+    """See PgDatabase.lock_tables."""
+
+    def __init__(self, db, tables):
+        self.db = db
+        self.tables = tables
+        self.proc = None
+
+    def __enter__(self):
+        srv = self.db.server
+        argv = [os.path.join(srv.bin, "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+                "-h", "127.0.0.1", "-p", str(srv.port), "-U", pg.Postgres.ROLE,
+                "-d", self.db.name]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update({"PGPASSWORD": srv.password, "PGCONNECT_TIMEOUT": "10"})
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=env)
+        names = ", ".join(self.tables)
+        self.proc.stdin.write(f"BEGIN; LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE; "
+                              "SELECT 'locked';\n")
+        self.proc.stdin.flush()
+        # The lock is held once psql has printed the SELECT's row.
+        line = self.proc.stdout.readline().strip()
+        if line != "locked":
+            self.proc.kill()
+            raise StoreError(f"lock_tables: {line} {self.proc.stderr.read()}")
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.proc.stdin.write("COMMIT;\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return False
+
+
 class PgDatabase:
     """A fresh database on the run's cluster, owned by the flairgw role."""
 
@@ -544,6 +584,13 @@ class PgDatabase:
         if not os.path.exists(path):
             write_secret(_pg_dsn_dir, f"{self.name}.dsn", self.dsn())
         return path
+
+    def lock_tables(self, *tables):
+        """A context manager holding ACCESS EXCLUSIVE locks on tables
+        (every read of them waits) in a psql session of its own, until the
+        block ends: a read the gateway makes on a reactor would stop that
+        reactor, one made through store_read stops only its request."""
+        return _TableLock(self, tables)
 
     def run(self, sql, admin=False):
         try:
