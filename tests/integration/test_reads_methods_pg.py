@@ -1,0 +1,289 @@
+"""Saved payment methods, paying with one, and the read back after a
+state change never stop a reactor on PostgreSQL (store_read, issue 18).
+
+Like test_reads_pg: one reactor (workers 1), a table the request reads
+locked ACCESS EXCLUSIVE from a psql session of its own; while the request
+waits in the database the same reactor must answer /healthz, and once the
+lock goes the waiting request gets its usual answer. Seen failing on the
+code that read on the reactor: /healthz timed out.
+
+txn_settle's read of the row it moved comes right after the move's
+commit, which writes the same table: a lock on it would stop the commit
+(on the writer thread) first. So that case stops the commit in the
+trigger's insert into txn_moves, queues a second lock on transactions
+behind the commit (pg_locks says when each waits), and lets the commit
+go: the read after it then waits for the second lock."""
+
+import atexit
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+
+import harness
+import pg
+import test_stripe as ts
+from harness import THREE_DS, VISA
+
+NEEDS_PG = "a table lock held by another PostgreSQL session"
+SECRETS = tempfile.mkdtemp(prefix="flairgw-it-rdmeth-")
+atexit.register(shutil.rmtree, SECRETS, True)
+SANDBOX_SECRET = "whsec_sandbox_" + uuid.uuid4().hex
+# No reconciler round meanwhile: it reads the tables these tests lock.
+STACK = harness.Stack(workers=1, vault_onetime_ttl_s=600, reconcile_interval_ms=3600000,
+                      extra=[("inbound_webhook", "sandbox sandbox "
+                              + harness.write_secret(SECRETS, "sb", SANDBOX_SECRET))])
+STRIPE = harness.Stack(
+    sandbox_args=["--stripe", "--secret", ts.API_KEY], workers=1,
+    reconcile_interval_ms=3600000, **ts.STRIPE)
+# Far less than the harness's HTTP timeout: a reactor blocked on the read
+# would not answer /healthz before the lock is released.
+FREE_WITHIN = 10
+_seq = iter(range(1, 1 << 30))
+
+
+def _answers_while_locked(gw, tables, method, path, body=None, headers=None, key=harness.DEV_KEY):
+    """Sends method path while tables are locked; checks /healthz answers
+    meanwhile on the one reactor; returns the waiting request's answer,
+    which arrives once the lock is released."""
+    out = {}
+
+    def waiting():
+        out["resp"] = harness.http(gw.port, method, path, body,
+                                   dict({"Authorization": f"Bearer {key}"}, **(headers or {})))
+
+    with gw.store().lock_tables(*tables):
+        t = threading.Thread(target=waiting, daemon=True)
+        t.start()
+        # The request reaches the gateway and its read waits for the lock.
+        t.join(0.5)
+        assert t.is_alive(), out.get("resp")
+        health = harness.http(gw.port, "GET", "/healthz", timeout=FREE_WITHIN)
+        assert health.status == 200, health
+        assert t.is_alive(), "the read did not wait for the lock"
+    t.join(harness.HTTP_TIMEOUT + 5)
+    assert not t.is_alive(), "no answer after the lock was released"
+    return out["resp"]
+
+
+def customer():
+    return f"cus_rd_{os.getpid()}_{next(_seq)}"
+
+
+def save_card(gw, cust):
+    resp = gw.methods("POST", body={"card": harness.card(VISA, exp_month=7, exp_year=2031)},
+                      customer=cust)
+    assert resp.status == 200, resp
+    return resp.body["data"]
+
+
+def pay_body(pm):
+    return {"reservationId": f"res_rd_{os.getpid()}_{next(_seq)}", "amount": 1500,
+            "currency": "USD", "paymentMethodId": pm}
+
+
+# ---- the methods routes -------------------------------------------------------
+
+@harness.pg_only(NEEDS_PG)
+def test_list_waits_off_the_reactor():
+    gw = STACK.ensure().gw
+    cust = customer()
+    m = save_card(gw, cust)
+    got = _answers_while_locked(gw, ["payment_methods"], "GET", "/v1/payments/methods",
+                                headers={"X-Customer-Id": cust})
+    assert got.status == 200 and [x["id"] for x in got.body["data"]] == [m["id"]], got
+    empty = _answers_while_locked(gw, ["payment_methods"], "GET", "/v1/payments/methods",
+                                  headers={"X-Customer-Id": customer()})
+    assert empty.status == 200 and empty.body == {"success": True, "data": []}, empty
+
+
+@harness.pg_only(NEEDS_PG)
+def test_delete_waits_off_the_reactor():
+    gw = STACK.ensure().gw
+    cust, other = customer(), customer()
+    m = save_card(gw, cust)
+    # Another customer's method is not found, and stays.
+    theirs = _answers_while_locked(gw, ["payment_methods"], "DELETE",
+                                   f"/v1/payments/methods/{m['id']}",
+                                   headers={"X-Customer-Id": other})
+    harness.assert_error(theirs, 404, "PAYMENT_METHOD_NOT_FOUND")
+    gone = _answers_while_locked(gw, ["payment_methods"], "DELETE",
+                                 f"/v1/payments/methods/{m['id']}",
+                                 headers={"X-Customer-Id": cust})
+    assert gone.status == 200 and gone.body == {
+        "success": True, "message": "Payment method removed successfully"}, gone
+    assert gw.methods(customer=cust).body["data"] == []
+    audit = gw.query("SELECT event_type, outcome FROM audit_events WHERE resource = ? "
+                     "AND event_type = 'method.deleted'", m["id"])
+    assert audit == [{"event_type": "method.deleted", "outcome": "success"}], audit
+
+
+@harness.pg_only(NEEDS_PG)
+def test_saving_a_processor_card_waits_off_the_reactor():
+    st = STRIPE.ensure()
+    cust = customer()
+    pm = _stripe_pm(st)
+    got = _answers_while_locked(st.gw, ["processor_customers"], "POST", "/v1/payments/methods",
+                                body=json.dumps({"stripePaymentMethod": pm}),
+                                headers={"X-Customer-Id": cust,
+                                         "Content-Type": "application/json"})
+    assert got.status == 200 and got.body["data"]["processor"] == "stripe", got
+    # The Customer recorded then is found the next time, again off the reactor.
+    pm2 = _stripe_pm(st)
+    again = _answers_while_locked(st.gw, ["processor_customers"], "POST", "/v1/payments/methods",
+                                  body=json.dumps({"stripePaymentMethod": pm2}),
+                                  headers={"X-Customer-Id": cust,
+                                           "Content-Type": "application/json"})
+    assert again.status == 200 and again.body["data"]["isDefault"] is False, again
+    rows = st.gw.query("SELECT processor_customer FROM processor_customers WHERE customer_id LIKE ?",
+                       f"%{cust}")
+    assert len(rows) == 1, rows
+
+
+def _stripe_pm(st):
+    resp = harness.http(st.sandbox.port, "POST", "/v1/payment_methods",
+                        urllib.parse.urlencode({"type": "card", "card[number]": VISA,
+                                                "card[exp_month]": "12", "card[exp_year]": "2030",
+                                                "card[cvc]": "123"}),
+                        {"Content-Type": "application/x-www-form-urlencoded",
+                         "Stripe-Version": ts.VERSION, "Authorization": f"Bearer {ts.API_KEY}"})
+    assert resp.status == 200, resp
+    return resp.body["id"]
+
+
+# ---- paying with a stored card --------------------------------------------------
+
+@harness.pg_only(NEEDS_PG)
+def test_paying_with_a_saved_method_waits_off_the_reactor():
+    gw = STACK.ensure().gw
+    cust = customer()
+    m = save_card(gw, cust)
+    for tables in (["payment_methods"], ["vault_entries"]):
+        paid = _answers_while_locked(gw, tables, "POST", "/v1/transactions",
+                                     body=json.dumps(pay_body(m["id"])),
+                                     headers={"X-Customer-Id": cust,
+                                              "Content-Type": "application/json"})
+        assert paid.status == 200 and paid.body["status"] == "succeeded", paid
+        assert paid.body["paymentMethod"]["paymentMethodId"] == m["id"], paid
+        assert paid.body["paymentMethod"]["last4"] == "4242", paid
+    # Not the customer's: not found, nothing recorded.
+    before = len(gw.query("SELECT id FROM transactions"))
+    theirs = _answers_while_locked(gw, ["payment_methods"], "POST", "/v1/transactions",
+                                   body=json.dumps(pay_body(m["id"])),
+                                   headers={"X-Customer-Id": customer(),
+                                            "Content-Type": "application/json"})
+    harness.assert_error(theirs, 404, "PAYMENT_METHOD_NOT_FOUND")
+    assert len(gw.query("SELECT id FROM transactions")) == before
+
+
+@harness.pg_only(NEEDS_PG)
+def test_paying_with_a_one_time_token_waits_off_the_reactor():
+    gw = STACK.ensure().gw
+    cust = customer()
+    first = gw.pay(harness.txn_body(), headers={"X-Customer-Id": cust})
+    assert first.status == 200, first
+    token = first.body["paymentMethod"]["token"]
+    paid = _answers_while_locked(gw, ["vault_entries"], "POST", "/v1/transactions",
+                                 body=json.dumps(pay_body(token)),
+                                 headers={"X-Customer-Id": cust,
+                                          "Content-Type": "application/json"})
+    assert paid.status == 200 and paid.body["status"] == "succeeded", paid
+    assert paid.body["paymentMethod"]["last4"] == "4242", paid
+
+
+# ---- txn_settle reads the row it moved ------------------------------------------
+
+class _Waiting:
+    """An ACCESS EXCLUSIVE lock on table asked for in a psql session of its
+    own, not waited for: granted() says once psql has it."""
+
+    def __init__(self, db, table):
+        srv = db.server
+        argv = [os.path.join(srv.bin, "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+                "-h", "127.0.0.1", "-p", str(srv.port), "-U", pg.Postgres.ROLE, "-d", db.name]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update({"PGPASSWORD": srv.password, "PGCONNECT_TIMEOUT": "10"})
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=env)
+        self.proc.stdin.write("SELECT pg_backend_pid();\n"
+                              f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; "
+                              "SELECT 'locked';\n")
+        self.proc.stdin.flush()
+        self.pid = int(self.proc.stdout.readline().strip())
+
+    def granted(self):
+        line = self.proc.stdout.readline().strip()
+        assert line == "locked", (line, self.proc.stderr.read())
+
+    def release(self):
+        try:
+            if self.proc.poll() is None:
+                self.proc.stdin.write("COMMIT;\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def _waiting_on(gw, table, pid=None):
+    """Sessions waiting for a lock on table (other than the test's own)."""
+    sql = ("SELECT pid FROM pg_locks WHERE NOT granted AND relation = "
+           f"'{table}'::regclass" + (f" AND pid = {pid}" if pid else ""))
+    return gw.store().query(sql)
+
+
+def _event(txn_id):
+    body = {"id": f"evt_{uuid.uuid4().hex}", "type": "payment_intent.succeeded",
+            "created": int(time.time()),
+            "data": {"object": {"id": f"ch_{uuid.uuid4().hex[:12]}", "reference": txn_id,
+                                "status": "succeeded", "captured": True}}}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@harness.pg_only(NEEDS_PG)
+def test_webhook_move_is_read_back_off_the_reactor():
+    gw = STACK.ensure().gw
+    txn = gw.pay(harness.txn_body(THREE_DS))
+    assert txn.status == 200 and txn.body["status"] == "requires_action", txn
+    tid = txn.body["transactionId"]
+    body = _event(tid)
+    headers = {"Content-Type": "application/json",
+               "Flair-Sandbox-Signature": harness.webhook_signature(SANDBOX_SECRET, body)}
+    out = {}
+
+    def waiting():
+        out["resp"] = harness.http(gw.port, "POST", "/v1/webhooks/sandbox", body, headers)
+
+    t = threading.Thread(target=waiting, daemon=True)
+    second = None
+    try:
+        with gw.store().lock_tables("txn_moves"):
+            t.start()
+            # The move's commit waits in the trigger's insert into txn_moves,
+            # holding its lock on transactions ...
+            harness.wait_until(lambda: _waiting_on(gw, "txn_moves"), 20,
+                               "the move's commit to wait for txn_moves")
+            # ... so a lock on transactions asked for now comes after it,
+            # and before the read that follows the commit.
+            second = _Waiting(gw.store(), "transactions")
+            harness.wait_until(lambda: _waiting_on(gw, "transactions", second.pid), 20,
+                               "the second lock to queue behind the commit")
+        second.granted()  # the commit went through
+        health = harness.http(gw.port, "GET", "/healthz", timeout=FREE_WITHIN)
+        assert health.status == 200, health
+        assert t.is_alive(), "the read back did not wait for the lock"
+    finally:
+        if second is not None:
+            second.release()
+    t.join(harness.HTTP_TIMEOUT + 5)
+    assert not t.is_alive(), "no answer after the lock was released"
+    resp = out["resp"]
+    assert resp.status == 200 and resp.body == {"received": True, "result": "applied"}, resp
+    assert gw.get_txn(tid).body["status"] == "succeeded"
