@@ -42,9 +42,12 @@ struct method_read {
 	struct store_method m;
 	struct store_vault_entry ve;
 	char *blob; /* vault_encrypt() output, malloc'ed */
+	/* A key ring reload (a key not seen yet), run the same way. */
+	struct keyring *kr;
+	struct fgw_why why;
 };
 
-enum { READ_RUNNING = 1, READ_DONE, READ_USED };
+enum { READ_RUNNING = 1, READ_DONE, READ_RELOADING, READ_RELOADED, READ_USED };
 
 void
 txn_method_read_free(struct method_read *mr)
@@ -82,6 +85,28 @@ method_read_done(void *arg, int rc)
 
 	mr->rc = rc;
 	mr->state = READ_DONE;
+	pipeline_resume(mr->t, STAGE_AGAIN);
+}
+
+/* The key ring locks itself and is shared by every thread (its reload
+ * reads the file or its own connection, outside the ring's lock): a read
+ * thread may reload it as the reactor would, without waiting on it. */
+static int
+ring_reload_run(struct store_reader *rd, void *arg)
+{
+	struct method_read *mr = arg;
+
+	(void)rd;
+	return keyring_reload(mr->kr, &mr->why);
+}
+
+static void
+ring_reload_done(void *arg, int rc)
+{
+	struct method_read *mr = arg;
+
+	mr->rc = rc;
+	mr->state = READ_RELOADED;
 	pipeline_resume(mr->t, STAGE_AGAIN);
 }
 
@@ -127,6 +152,17 @@ stage_load_method(struct txn *t)
 	}
 	if (mr->state == READ_USED)
 		return STAGE_NEXT;
+	ve = &mr->ve;
+	if (mr->state == READ_RELOADED) {
+		mr->state = READ_USED;
+		if (mr->rc == 0) {
+			r = vault_decrypt(t->env->kr, ve->token, mr->blob, &pan);
+		} else {
+			log_txn_warn(t->id, "key ring reload refused: %s", mr->why.msg);
+			r = FGW_ERR_NOT_FOUND;
+		}
+		goto decrypted;
+	}
 	if (mr->state != READ_DONE)
 		goto fail; /* not resumed by its read: cannot happen */
 	mr->state = READ_USED;
@@ -158,7 +194,6 @@ stage_load_method(struct txn *t)
 		rc = STAGE_NEXT;
 		goto out;
 	}
-	ve = &mr->ve;
 	/* Scoping: only the customer's own entry, and a one-time one only
 	 * while it lives. */
 	if (strcmp(ve->customer_id, rq->customer_id) != 0 ||
@@ -173,14 +208,16 @@ stage_load_method(struct txn *t)
 		/* A key this process has not seen yet: flairctl rotated and
 		 * rewrapped before the key ring watch noticed. Re-read the ring
 		 * now (a small local file, or one row of the PostgreSQL store,
-		 * no dearer than the vault read just made) rather than fail the
-		 * payment. */
-		struct fgw_why why = { 0 };
-		if (keyring_reload(t->env->kr, &why) == 0)
-			r = vault_decrypt(t->env->kr, ve->token, mr->blob, &pan);
-		else
-			log_txn_warn(t->id, "key ring reload refused: %s", why.msg);
+		 * no dearer than the vault read just made; off the reactor like
+		 * it) rather than fail the payment; the blob waits for it. */
+		mr->kr = t->env->kr;
+		mr->state = READ_RELOADING;
+		if (store_read(t->env->store, t->env->waker, t->env->reader, ring_reload_run, mr,
+		               ring_reload_done) == 0)
+			return STAGE_SUSPEND;
+		mr->state = READ_USED;
 	}
+decrypted:
 	if (r != 0) {
 		log_txn_error(t->id, "vault decrypt failed for key %s: %s", ve->key_id,
 		              fgw_strerror(r));

@@ -196,6 +196,26 @@ def test_paying_with_a_one_time_token_waits_off_the_reactor():
     assert paid.body["paymentMethod"]["last4"] == "4242", paid
 
 
+@harness.pg_only(NEEDS_PG)
+def test_key_ring_reload_for_a_stored_card_waits_off_the_reactor():
+    """A card rewrapped under a key the gateway has not loaded yet (no
+    watch): the payment reloads the ring, read from key_ring."""
+    with harness.Stack(workers=1, keyring_watch_ms=0, reconcile_interval_ms=3600000) as st:
+        gw = st.gw
+        cust = customer()
+        m = save_card(gw, cust)
+        for args in (("keys", "rotate"), ("keys", "rewrap")):
+            res = gw.ctl(*args)
+            assert res.returncode == 0, res.stderr
+        paid = _answers_while_locked(gw, ["key_ring"], "POST", "/v1/transactions",
+                                     body=json.dumps(pay_body(m["id"])),
+                                     headers={"X-Customer-Id": cust,
+                                              "Content-Type": "application/json"})
+        assert paid.status == 200 and paid.body["status"] == "succeeded", paid
+        with open(gw.log_file, "rb") as f:
+            assert b"vault decrypt failed" not in f.read()
+
+
 # ---- txn_settle reads the row it moved ------------------------------------------
 
 class _Waiting:
