@@ -267,19 +267,14 @@ def _event(txn_id):
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-@harness.pg_only(NEEDS_PG)
-def test_webhook_move_is_read_back_off_the_reactor():
-    gw = STACK.ensure().gw
-    txn = gw.pay(harness.txn_body(THREE_DS))
-    assert txn.status == 200 and txn.body["status"] == "requires_action", txn
-    tid = txn.body["transactionId"]
-    body = _event(tid)
-    headers = {"Content-Type": "application/json",
-               "Flair-Sandbox-Signature": harness.webhook_signature(SANDBOX_SECRET, body)}
+def _read_back_waits(gw, send):
+    """Runs send() (a request whose move commits, then is read back) with
+    the read back held by a lock on transactions queued behind the
+    commit; /healthz must answer meanwhile. Returns send()'s answer."""
     out = {}
 
     def waiting():
-        out["resp"] = harness.http(gw.port, "POST", "/v1/webhooks/sandbox", body, headers)
+        out["resp"] = send()
 
     t = threading.Thread(target=waiting, daemon=True)
     second = None
@@ -304,6 +299,30 @@ def test_webhook_move_is_read_back_off_the_reactor():
             second.release()
     t.join(harness.HTTP_TIMEOUT + 5)
     assert not t.is_alive(), "no answer after the lock was released"
-    resp = out["resp"]
+    return out["resp"]
+
+
+@harness.pg_only(NEEDS_PG)
+def test_webhook_move_is_read_back_off_the_reactor():
+    gw = STACK.ensure().gw
+    txn = gw.pay(harness.txn_body(THREE_DS))
+    assert txn.status == 200 and txn.body["status"] == "requires_action", txn
+    tid = txn.body["transactionId"]
+    body = _event(tid)
+    headers = {"Content-Type": "application/json",
+               "Flair-Sandbox-Signature": harness.webhook_signature(SANDBOX_SECRET, body)}
+    resp = _read_back_waits(gw, lambda: harness.http(gw.port, "POST", "/v1/webhooks/sandbox",
+                                                     body, headers))
     assert resp.status == 200 and resp.body == {"received": True, "result": "applied"}, resp
     assert gw.get_txn(tid).body["status"] == "succeeded"
+
+
+@harness.pg_only(NEEDS_PG)
+def test_refund_move_is_read_back_off_the_reactor():
+    gw = STACK.ensure().gw
+    paid = gw.pay(harness.txn_body(amount=2000))
+    assert paid.status == 200 and paid.body["status"] == "succeeded", paid
+    tid = paid.body["transactionId"]
+    resp = _read_back_waits(gw, lambda: gw.txn_op(tid, "refund", {"amount": 2000}))
+    assert resp.status == 200, resp
+    assert gw.get_txn(tid).body["status"] == "refunded"
