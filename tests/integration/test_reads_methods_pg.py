@@ -18,6 +18,7 @@ import atexit
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -214,6 +215,69 @@ def test_key_ring_reload_for_a_stored_card_waits_off_the_reactor():
         assert paid.status == 200 and paid.body["status"] == "succeeded", paid
         with open(gw.log_file, "rb") as f:
             assert b"vault decrypt failed" not in f.read()
+
+
+@harness.pg_only(NEEDS_PG)
+def test_forced_stop_frees_requests_whose_read_waits():
+    """A forced stop while reads wait in the database: the stop waits for
+    the running reads (store_read_cancel), then frees their requests and
+    the payment's method read; the ASan build reports a leak otherwise."""
+    with harness.Stack(workers=1, shutdown_timeout_ms=300,
+                       reconcile_interval_ms=3600000) as st:
+        gw = st.gw
+        cust = customer()
+        m = save_card(gw, cust)
+        hdrs = {"X-Customer-Id": cust}
+        with gw.store().lock_tables("payment_methods"):
+            calls = [
+                harness.Background(lambda: gw.methods(customer=cust)),
+                harness.Background(lambda: gw.methods("DELETE", f"/{m['id']}", customer=cust)),
+                harness.Background(lambda: gw.pay(pay_body(m["id"]), headers=hdrs)),
+            ]
+            harness.wait_until(lambda: len(_waiting_on(gw, "payment_methods")) >= 3, 20,
+                               "the three reads to wait for the lock")
+            stop = harness.Background(lambda: gw.stop(harness.signal.SIGTERM, timeout=60))
+            harness.wait_until(lambda: "shutdown timeout" in gw.log_text(), 20,
+                               "the forced stop")
+        # The lock is gone: the running reads end, the stop goes on.
+        assert stop.result(90) == 0, gw.problems
+        for c in calls:
+            c.join(10)
+            assert not c.is_alive(), "a client is still waiting after the stop"
+        log = gw.log_text()
+        for kind in ("payment methods read", "payment method", "transaction"):
+            assert f"{kind} request abandoned at shutdown" in log, kind
+
+
+@harness.pg_only(NEEDS_PG)
+def test_client_gone_while_the_read_waits():
+    """The client goes away while its read waits: the read's done finds no
+    one to answer, the payment still goes on and is recorded, nothing
+    leaks (the ASan build's stop checks, when the module's stack closes)."""
+    gw = STACK.ensure().gw
+    cust = customer()
+    m = save_card(gw, cust)
+    body = pay_body(m["id"])
+    payment = json.dumps(body).encode()
+    requests = [
+        (f"GET /v1/payments/methods HTTP/1.1\r\nHost: x\r\nX-Customer-Id: {cust}\r\n"
+         f"Authorization: Bearer {harness.DEV_KEY}\r\n\r\n").encode(),
+        (f"POST /v1/transactions HTTP/1.1\r\nHost: x\r\nX-Customer-Id: {cust}\r\n"
+         f"Authorization: Bearer {harness.DEV_KEY}\r\nContent-Type: application/json\r\n"
+         f"Content-Length: {len(payment)}\r\n\r\n").encode() + payment,
+    ]
+    with gw.store().lock_tables("payment_methods"):
+        for raw in requests:
+            sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+            sock.sendall(raw)
+            harness.wait_until(lambda: len(_waiting_on(gw, "payment_methods")) >= 1, 20,
+                               "the read to wait for the lock")
+            sock.close()
+        harness.wait_until(lambda: len(_waiting_on(gw, "payment_methods")) >= 2, 20,
+                           "both reads to wait for the lock")
+    harness.wait_until(lambda: gw.query("SELECT status FROM transactions WHERE reservation_id = ?",
+                                        body["reservationId"]), 20, "the payment's row")
+    gw.assert_serving()
 
 
 # ---- txn_settle reads the row it moved ------------------------------------------
