@@ -642,15 +642,17 @@ delete_processor_method(struct reactor *rx, struct method_op *op)
 static void
 submit_job(struct method_op *op, int is_delete)
 {
-	struct store_audit audit = {
-		op->m.customer_id, op->source, is_delete ? "method.deleted" : "method.default",
-		op->id,            "success",  NULL
-	};
+	struct store_audit audit = { op->m.customer_id,
+		                         op->source,
+		                         is_delete ? "method.deleted" : "method.default",
+		                         op->id,
+		                         "success",
+		                         NULL };
 	struct reactor *rx = op->g.rx;
 	int r;
 
-	r = is_delete ? store_method_delete(rx->gw->store, rx->waker, op->m.customer_id, op->id,
-	                                    &audit, changed_done, op)
+	r = is_delete ? store_method_delete(rx->gw->store, rx->waker, op->m.customer_id,
+	                                    op->id, &audit, changed_done, op)
 	              : store_method_set_default(rx->gw->store, rx->waker, op->m.customer_id,
 	                                         op->id, &audit, changed_done, op);
 	if (r != 0) {

@@ -265,10 +265,10 @@ struct txn {
 	                                (paymentMethodId): nothing to insert */
 	int method_saved;         /* that entry is a saved method already */
 	char saved_method_id[40]; /* "pm_…" when this payment saves the card */
+	int save_checked;         /* record: the save was tried (or not needed) */
 	/* paymentMethodId: the stored card as read off the reactor
 	 * (stage_method.c); NULL until the read starts. */
 	struct method_read *method_read;
-	int save_checked;         /* record: the save was tried (or not needed) */
 
 	/* rule */
 	char decision[16]; /* allow, review, require_3ds, decline */

@@ -213,7 +213,8 @@ op_read_done(void *arg, int rc)
 	if (rc == 0)
 		txn_events_publish(j->env, &j->row);
 	else
-		log_txn_error(j->op.txn_id, "moved but not read back: the reconciler announces it");
+		log_txn_error(j->op.txn_id,
+		              "moved but not read back: the reconciler announces it");
 	if (j->done != NULL)
 		j->done(j->arg, 0, rc == 0 ? &j->row : NULL);
 	store_txn_row_clear(&j->row);

@@ -182,8 +182,8 @@ stage_load_method(struct txn *t)
 		                sizeof(rq->processor_method)) != 0 ||
 		    fgw_strlcpy(rq->processor_customer, m->processor_customer,
 		                sizeof(rq->processor_customer)) != 0 ||
-		    fgw_strlcpy(rq->method_processor, m->processor, sizeof(rq->method_processor)) !=
-		        0)
+		    fgw_strlcpy(rq->method_processor, m->processor,
+		                sizeof(rq->method_processor)) != 0)
 			goto fail;
 		/* No vault entry: the token stage's fresh token names nothing. */
 		t->token[0] = '\0';
