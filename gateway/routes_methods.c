@@ -6,9 +6,10 @@
  * The customer is who.subject (JWT sub, or X-Customer-Id from a website
  * back end with an API key); every query is scoped to it, so another
  * customer's id reads as 404 PAYMENT_METHOD_NOT_FOUND. Answers have the
- * shape {"success": true, "data": ...}. Writes are store jobs: the answer
- * goes out from their completion on this reactor; a client that has gone
- * by then gets nothing, the change stands.
+ * shape {"success": true, "data": ...}. Reads go through store_read (off
+ * the reactor on PostgreSQL) and writes are store jobs: the request goes
+ * on from their completion on this reactor; a client that has gone by
+ * then gets nothing, the change stands.
  *
  * {"stripePaymentMethod": "pm_…"} (a card Stripe.js gave to Stripe) is
  * saved at the gateway's stripe processor by a chain of calls, each with

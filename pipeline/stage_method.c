@@ -2,7 +2,9 @@
  * pipeline/stage_method.c — paying with a stored card (paymentMethodId):
  * finds the customer's saved method or one-time token, and decrypts its
  * vault entry into guarded memory for the rest of the request pipeline.
- * A stored card has no CVC (it was never kept).
+ * A stored card has no CVC (it was never kept). The rows are read through
+ * store_read, off the reactor on PostgreSQL, while the stage is suspended;
+ * the card is decrypted on the reactor once they are in.
  */
 #define LOG_MODULE "pipeline"
 
