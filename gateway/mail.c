@@ -113,25 +113,15 @@ format_time(int64_t ms, char *out, size_t cap)
 		fgw_strlcpy(out, "", cap);
 }
 
-/* A receipt or a refund to the customer who paid (once per payment). */
+/* Queues a receipt or a refund mail of row to `to` (greeting name). */
 static void
-customer_mail(const struct pipeline_env *env, const struct store_txn_row *row,
-              const char *kind)
+customer_mail_to(const struct pipeline_env *env, const struct store_txn_row *row,
+                 const char *kind, const char *to, const char *name)
 {
-	struct resv_row res;
 	char amount[48], once[64];
-	const char *to = row->customer_email, *name = row->customer_name;
 	const char *reference = row->reservation_id[0] ? row->reservation_id : row->id;
 	int r;
 
-	/* A reservation's payment may carry no address: the guest's then. */
-	if (to[0] == '\0' && row->reservation_id[0] != '\0' && env->reader != NULL &&
-	    resv_get(env->reader, NULL, row->reservation_id, &res) == 0 &&
-	    strcmp(res.client_id, row->client_id) == 0) {
-		to = res.guest_email;
-		if (name[0] == '\0')
-			name = res.guest_name;
-	}
 	if (to[0] == '\0')
 		return; /* nobody to tell */
 	if (!notify_addr_ok(to)) {
@@ -158,6 +148,63 @@ customer_mail(const struct pipeline_env *env, const struct store_txn_row *row,
 		    r != FGW_ERR_NOT_FOUND)
 			log_txn_warn(row->id, "%s mail not queued: %s", kind, fgw_strerror(r));
 	}
+}
+
+/* A payment with no address of its own, for a reservation: the guest's
+ * address is read through store_read (off the reactor on PostgreSQL),
+ * the mail queued when it is in. */
+struct guest_read {
+	const struct pipeline_env *env;
+	const char *kind;         /* a string constant */
+	struct store_txn_row row; /* a copy without its owned pointers */
+	struct resv_row res;
+};
+
+/* On a read thread (PostgreSQL) or in place (SQLite): only g's fields. */
+static int
+guest_read_run(struct store_reader *rd, void *arg)
+{
+	struct guest_read *g = arg;
+
+	return resv_get(rd, NULL, g->row.reservation_id, &g->res);
+}
+
+static void
+guest_read_done(void *arg, int rc)
+{
+	struct guest_read *g = arg;
+	const char *name = g->row.customer_name;
+
+	if (rc == 0 && strcmp(g->res.client_id, g->row.client_id) == 0) {
+		if (name[0] == '\0')
+			name = g->res.guest_name;
+		customer_mail_to(g->env, &g->row, g->kind, g->res.guest_email, name);
+	}
+	free(g);
+}
+
+/* A receipt or a refund to the customer who paid (once per payment). */
+static void
+customer_mail(const struct pipeline_env *env, const struct store_txn_row *row,
+              const char *kind)
+{
+	struct guest_read *g = NULL;
+
+	/* A reservation's payment may carry no address: the guest's then. */
+	if (row->customer_email[0] == '\0' && row->reservation_id[0] != '\0') {
+		if (env->reader == NULL || (g = calloc(1, sizeof(*g))) == NULL)
+			return;
+		g->env = env;
+		g->kind = kind;
+		g->row = *row;
+		g->row.metadata_json = NULL;
+		g->row.next_action_json = NULL;
+		if (store_read(env->store, env->waker, env->reader, guest_read_run, g,
+		               guest_read_done) != 0)
+			free(g);
+		return;
+	}
+	customer_mail_to(env, row, kind, row->customer_email, row->customer_name);
 }
 
 void

@@ -280,6 +280,71 @@ def test_client_gone_while_the_read_waits():
     gw.assert_serving()
 
 
+def _slots(work):
+    now = int(time.time() * 1000)
+    doc = {"experiences": [{"id": "exp_rd", "name": "Read tour", "price": 4000,
+                            "currency": "USD"}],
+           "timeSlots": [{"id": "slot_rd", "experienceId": "exp_rd",
+                          "startsAt": now + 30 * 86400000, "capacity": 50}]}
+    path = os.path.join(work, "slots.json")
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    return path
+
+
+def test_receipt_without_an_address_goes_to_the_guest():
+    """A payment with no e-mail address of its own for a reservation: its
+    receipt goes to the reservation's guest, whose address is read when
+    the state is published (through store_read, both backends). On
+    PostgreSQL, that read waits for a lock on reservations off the
+    reactor: the payment answers, /healthz too. (The id then has no res_
+    prefix: the reservations' own listener reads only for holds.)"""
+    work = tempfile.mkdtemp(prefix="flairgw-it-rdmail-")
+    sink = harness.MailSink(os.path.join(work, "sink"))
+    sink.start()
+    try:
+        with harness.Stack(workers=1, reconcile_interval_ms=3600000, mail_url=sink.url,
+                           mail_from="bookings@flair.example", mail_admin="ops@example.com",
+                           mail_templates_dir=os.path.join(harness.ROOT, "etc", "mail"),
+                           mail_poll_ms=50, slots_file=_slots(work)) as st:
+            gw = st.gw
+            cust = customer()
+            hold = gw.http("POST", "/v1/reservations/hold",
+                           {"experienceId": "exp_rd", "timeSlotId": "slot_rd",
+                            "numberOfGuests": 1, "guestName": "Gail Guest",
+                            "guestEmail": "gail.guest@example.com", "guestPhone": "+1234567890"},
+                           {"X-Customer-Id": cust, "X-Idempotency-Key": f"h-{uuid.uuid4()}"})
+            assert hold.status == 200, hold
+            body = harness.txn_body(reservationId=hold.body["reservation"]["id"])
+            del body["customer"]["email"]
+            paid = gw.pay(body)
+            assert paid.status == 200 and paid.body["status"] == "succeeded", paid
+            rows = harness.wait_until(lambda: gw.query(
+                "SELECT kind, rcpt_to FROM mail_outbox WHERE txn_id = ?",
+                paid.body["transactionId"]), 10, "the receipt to the guest")
+            assert rows == [{"kind": "receipt", "rcpt_to": "gail.guest@example.com"}], rows
+            if not harness.on_pg():
+                return
+            body = harness.txn_body(reservationId=f"bk_rd_{os.getpid()}_{next(_seq)}")
+            del body["customer"]["email"]
+            with gw.store().lock_tables("reservations"):
+                paid = harness.http(gw.port, "POST", "/v1/transactions", body,
+                                    {"Authorization": f"Bearer {harness.DEV_KEY}",
+                                     "Content-Type": "application/json"}, timeout=FREE_WITHIN)
+                assert paid.status == 200 and paid.body["status"] == "succeeded", paid
+                harness.wait_until(lambda: _waiting_on(gw, "reservations"), 20,
+                                   "the guest's read to wait for the lock")
+                health = harness.http(gw.port, "GET", "/healthz", timeout=FREE_WITHIN)
+                assert health.status == 200, health
+            # Nobody to tell: no guest behind that id.
+            gw.assert_serving()
+            assert gw.query("SELECT kind FROM mail_outbox WHERE txn_id = ?",
+                            paid.body["transactionId"]) == []
+    finally:
+        sink.stop()
+        shutil.rmtree(work, True)
+
+
 # ---- txn_settle reads the row it moved ------------------------------------------
 
 class _Waiting:
