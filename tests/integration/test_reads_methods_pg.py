@@ -292,6 +292,23 @@ def _slots(work):
     return path
 
 
+def _mail_stack(work, sink):
+    return harness.Stack(workers=1, reconcile_interval_ms=3600000, mail_url=sink.url,
+                         mail_from="bookings@flair.example", mail_admin="ops@example.com",
+                         mail_templates_dir=os.path.join(harness.ROOT, "etc", "mail"),
+                         mail_poll_ms=50, slots_file=_slots(work))
+
+
+def _hold(gw, cust):
+    hold = gw.http("POST", "/v1/reservations/hold",
+                   {"experienceId": "exp_rd", "timeSlotId": "slot_rd", "numberOfGuests": 1,
+                    "guestName": "Gail Guest", "guestEmail": "gail.guest@example.com",
+                    "guestPhone": "+1234567890"},
+                   {"X-Customer-Id": cust, "X-Idempotency-Key": f"h-{uuid.uuid4()}"})
+    assert hold.status == 200, hold
+    return hold.body["reservation"]["id"]
+
+
 def test_receipt_without_an_address_goes_to_the_guest():
     """A payment with no e-mail address of its own for a reservation: its
     receipt goes to the reservation's guest, whose address is read when
@@ -303,19 +320,11 @@ def test_receipt_without_an_address_goes_to_the_guest():
     sink = harness.MailSink(os.path.join(work, "sink"))
     sink.start()
     try:
-        with harness.Stack(workers=1, reconcile_interval_ms=3600000, mail_url=sink.url,
-                           mail_from="bookings@flair.example", mail_admin="ops@example.com",
-                           mail_templates_dir=os.path.join(harness.ROOT, "etc", "mail"),
-                           mail_poll_ms=50, slots_file=_slots(work)) as st:
+        with _mail_stack(work, sink) as st:
             gw = st.gw
             cust = customer()
-            hold = gw.http("POST", "/v1/reservations/hold",
-                           {"experienceId": "exp_rd", "timeSlotId": "slot_rd",
-                            "numberOfGuests": 1, "guestName": "Gail Guest",
-                            "guestEmail": "gail.guest@example.com", "guestPhone": "+1234567890"},
-                           {"X-Customer-Id": cust, "X-Idempotency-Key": f"h-{uuid.uuid4()}"})
-            assert hold.status == 200, hold
-            body = harness.txn_body(reservationId=hold.body["reservation"]["id"])
+            hold = _hold(gw, cust)
+            body = harness.txn_body(reservationId=hold)
             del body["customer"]["email"]
             paid = gw.pay(body)
             assert paid.status == 200 and paid.body["status"] == "succeeded", paid
@@ -340,6 +349,46 @@ def test_receipt_without_an_address_goes_to_the_guest():
             gw.assert_serving()
             assert gw.query("SELECT kind FROM mail_outbox WHERE txn_id = ?",
                             paid.body["transactionId"]) == []
+    finally:
+        sink.stop()
+        shutil.rmtree(work, True)
+
+
+@harness.pg_only(NEEDS_PG)
+def test_booking_confirmation_reads_off_the_reactor():
+    """POST /v1/reservations/confirm queues the booking confirmation mail,
+    which reads the slot and its experience: with experiences locked the
+    confirm answers (the mail's read waits off the reactor), and so does
+    /healthz."""
+    work = tempfile.mkdtemp(prefix="flairgw-it-rdmail-")
+    sink = harness.MailSink(os.path.join(work, "sink"))
+    sink.start()
+    try:
+        with _mail_stack(work, sink) as st:
+            gw = st.gw
+            cust = customer()
+            rid = _hold(gw, cust)
+            conv = gw.http("POST", "/v1/reservations/hold/convert",
+                           {"holdId": rid, "card": harness.card(VISA)},
+                           {"X-Customer-Id": cust, "X-Idempotency-Key": f"c-{uuid.uuid4()}"})
+            assert conv.status == 200, conv
+            once = f"booking_confirmed:{rid}"
+            with gw.store().lock_tables("experiences"):
+                conf = harness.http(gw.port, "POST", "/v1/reservations/confirm",
+                                    {"reservationId": rid},
+                                    {"Authorization": f"Bearer {harness.DEV_KEY}",
+                                     "X-Customer-Id": cust, "Content-Type": "application/json"},
+                                    timeout=FREE_WITHIN)
+                assert conf.status == 200, conf
+                harness.wait_until(lambda: _waiting_on(gw, "experiences"), 20,
+                                   "the mail's read to wait for the lock")
+                health = harness.http(gw.port, "GET", "/healthz", timeout=FREE_WITHIN)
+                assert health.status == 200, health
+            rows = harness.wait_until(lambda: gw.query(
+                "SELECT rcpt_to, subject FROM mail_outbox WHERE dedupe_key = ?", once), 10,
+                "the booking confirmation")
+            assert len(rows) == 1 and rows[0]["rcpt_to"] == "gail.guest@example.com", rows
+            assert "Read tour" in rows[0]["subject"], rows
     finally:
         sink.stop()
         shutil.rmtree(work, True)
