@@ -5,6 +5,9 @@
  * Queueing happens on the reactor that committed a state change: the
  * listener renders the mail (pipeline/notify.c) and submits its outbox row
  * as a store job, and returns; it never waits for the row or the server.
+ * What it must read first (a guest's address, a booking's slot) it reads
+ * through store_read, off the reactor on PostgreSQL, and queues the mail
+ * from the read's completion.
  *
  * Delivery runs on a thread of its own, never on a reactor: it claims due
  * rows (store_mail_claim: a store job that leases them to this instance,
