@@ -235,7 +235,7 @@ def test_forced_stop_frees_requests_whose_read_waits():
                 harness.Background(lambda: gw.pay(pay_body(m["id"]), headers=hdrs)),
             ]
             harness.wait_until(lambda: len(_waiting_on(gw, "payment_methods")) >= 3, 20,
-                               "the three reads to wait for the lock")
+                               "the three reads to wait for the lock", interval=0.2)
             stop = harness.Background(lambda: gw.stop(harness.signal.SIGTERM, timeout=60))
             harness.wait_until(lambda: "shutdown timeout" in gw.log_text(), 20,
                                "the forced stop")
@@ -271,10 +271,10 @@ def test_client_gone_while_the_read_waits():
             sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
             sock.sendall(raw)
             harness.wait_until(lambda: len(_waiting_on(gw, "payment_methods")) >= 1, 20,
-                               "the read to wait for the lock")
+                               "the read to wait for the lock", interval=0.2)
             sock.close()
         harness.wait_until(lambda: len(_waiting_on(gw, "payment_methods")) >= 2, 20,
-                           "both reads to wait for the lock")
+                           "both reads to wait for the lock", interval=0.2)
     harness.wait_until(lambda: gw.query("SELECT status FROM transactions WHERE reservation_id = ?",
                                         body["reservationId"]), 20, "the payment's row")
     gw.assert_serving()
@@ -342,7 +342,7 @@ def test_receipt_without_an_address_goes_to_the_guest():
                                      "Content-Type": "application/json"}, timeout=FREE_WITHIN)
                 assert paid.status == 200 and paid.body["status"] == "succeeded", paid
                 harness.wait_until(lambda: _waiting_on(gw, "reservations"), 20,
-                                   "the guest's read to wait for the lock")
+                                   "the guest's read to wait for the lock", interval=0.2)
                 health = harness.http(gw.port, "GET", "/healthz", timeout=FREE_WITHIN)
                 assert health.status == 200, health
             # Nobody to tell: no guest behind that id.
@@ -381,7 +381,7 @@ def test_booking_confirmation_reads_off_the_reactor():
                                     timeout=FREE_WITHIN)
                 assert conf.status == 200, conf
                 harness.wait_until(lambda: _waiting_on(gw, "experiences"), 20,
-                                   "the mail's read to wait for the lock")
+                                   "the mail's read to wait for the lock", interval=0.2)
                 health = harness.http(gw.port, "GET", "/healthz", timeout=FREE_WITHIN)
                 assert health.status == 200, health
             rows = harness.wait_until(lambda: gw.query(
@@ -462,12 +462,12 @@ def _read_back_waits(gw, send):
             # The move's commit waits in the trigger's insert into txn_moves,
             # holding its lock on transactions ...
             harness.wait_until(lambda: _waiting_on(gw, "txn_moves"), 20,
-                               "the move's commit to wait for txn_moves")
+                               "the move's commit to wait for txn_moves", interval=0.2)
             # ... so a lock on transactions asked for now comes after it,
             # and before the read that follows the commit.
             second = _Waiting(gw.store(), "transactions")
             harness.wait_until(lambda: _waiting_on(gw, "transactions", second.pid), 20,
-                               "the second lock to queue behind the commit")
+                               "the second lock to queue behind the commit", interval=0.2)
         second.granted()  # the commit went through
         health = harness.http(gw.port, "GET", "/healthz", timeout=FREE_WITHIN)
         assert health.status == 200, health
