@@ -78,7 +78,7 @@ struct rctx {
 	char given[128]; /* browser confirm: the client secret sent, wiped */
 	cJSON *pay;      /* convert: the payment source (card data), wiped */
 	int save;
-	void (*resume)(void *arg, int rc);  /* the read's continuation */
+	void (*resume)(void *arg, int rc);   /* the read's continuation */
 	char request_id[LOG_REQUEST_ID_MAX]; /* for the lines it logs */
 };
 
@@ -1527,7 +1527,8 @@ stripe_status(const char *txn_status)
 /* The answer from the reservation r and its payment t as read (rc: the
  * reads' result). */
 static void
-status_reply(struct rctx *c, int rc, const struct resv_row *r, const struct store_txn_row *t)
+status_reply(struct rctx *c, int rc, const struct resv_row *r,
+             const struct store_txn_row *t)
 {
 	cJSON *o = cJSON_CreateObject(), *d, *na = NULL, *type;
 	char *s = NULL;
@@ -1919,7 +1920,8 @@ h_list(struct reactor *rx, struct evhttp_request *req, const char *path)
 	c->limit = limit;
 	c->offset = offset;
 	gw_req_start(&c->g, rx, req, "reservation list", list_free);
-	if (store_read(rx->gw->store, rx->waker, rx->reader, list_read, c, list_read_done) != 0)
+	if (store_read(rx->gw->store, rx->waker, rx->reader, list_read, c, list_read_done) !=
+	    0)
 		gw_req_error(&c->g, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
 out:
 	evhttp_clear_headers(&q);

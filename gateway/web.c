@@ -255,7 +255,8 @@ static void
 add_slot(void *arg, const struct resv_slot *s, const struct resv_experience *e)
 {
 	struct token_ctx *c = arg;
-	if (strcmp(s->status, "open") != 0 || s->starts_at <= c->now || c->n >= DEMO_SLOTS_MAX)
+	if (strcmp(s->status, "open") != 0 || s->starts_at <= c->now ||
+	    c->n >= DEMO_SLOTS_MAX)
 		return;
 	c->slots[c->n].s = *s;
 	c->slots[c->n].e = *e;
@@ -370,8 +371,8 @@ h_dev_token(struct reactor *rx, struct evhttp_request *req, const char *path)
 	c->now = fgw_now_ms();
 	o = NULL; /* c's now */
 	gw_req_start(&c->g, rx, req, "demo token", token_free);
-	if (store_read(rx->gw->store, rx->waker, rx->reader, token_read, c, token_read_done) !=
-	    0)
+	if (store_read(rx->gw->store, rx->waker, rx->reader, token_read, c,
+	               token_read_done) != 0)
 		gw_req_error(&c->g, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
 	goto out;
 fail:
