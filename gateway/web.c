@@ -222,10 +222,10 @@ h_demo_root(struct reactor *rx, struct evhttp_request *req, const char *path)
 	evhttp_send_reply(req, 302, "Found", NULL);
 }
 
-/* The catalogue the demo offers: open slots still ahead. */
-/* POST /v1/dev/token: the token is signed at once; the open slots are
- * read through store_read (off the reactor on PostgreSQL) and the answer
- * goes when they come. */
+/* POST /v1/dev/token: the token is signed at once; the catalogue the
+ * demo offers (open slots still ahead, at most DEMO_SLOTS_MAX) is read
+ * through store_read (off the reactor on PostgreSQL) and the answer goes
+ * when it comes. */
 #define DEMO_SLOTS_MAX 50
 struct token_ctx {
 	struct gw_req g; /* first: gw_req_finish frees the whole */
