@@ -171,7 +171,8 @@ void http_idem_front(struct gw_req *g, const char *scope, const char *key,
  * key answers: the route's own reads are not needed), http_idem_decide in
  * its done with done's rc (1: answered and g finished; 0: go on, the
  * claim held by g). */
-int http_idem_claim(struct gw_req *g, const char *scope, const char *key, const char *hash);
+int http_idem_claim(struct gw_req *g, const char *scope, const char *key,
+                    const char *hash);
 int http_idem_read(struct store_reader *rd, struct gw_req *g);
 int http_idem_decide(struct gw_req *g, int rc);
 /* The store refused the claim of g's key that a request's write carried:

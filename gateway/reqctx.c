@@ -131,7 +131,8 @@ gw_req_repeat(struct gw_req *r, const char *hash)
 	}
 	if (req != NULL) {
 		detach(r);
-		http_send_error(r->rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		http_send_error(r->rx, req, 500, "INTERNAL_ERROR",
+		                "An unexpected error occurred");
 	}
 	release(r, 0);
 }

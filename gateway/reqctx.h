@@ -29,9 +29,9 @@ struct gw_req {
 	struct evhttp_request *req; /* NULL once answered or the client has gone */
 	struct evhttp_connection *evcon;
 	gw_req_free_fn free_fn;
-	const char *kind; /* names it in the forced-stop log line */
-	char scope[64];   /* idempotency claim: its scope (client) ... */
-	char key[256];    /* ... and key; "" when none is held */
+	const char *kind;       /* names it in the forced-stop log line */
+	char scope[64];         /* idempotency claim: its scope (client) ... */
+	char key[256];          /* ... and key; "" when none is held */
 	struct idem_look *look; /* the key's stored row being read, or NULL */
 };
 
@@ -53,8 +53,8 @@ void gw_req_drop(struct gw_req *r);
 /* The one error path: gw_req_finish with {"error": code, "message": ...}. */
 void gw_req_error(struct gw_req *r, int status, const char *code, const char *message);
 /* The same naming the field it is about ("param"). */
-void gw_req_error_param(struct gw_req *r, int status, const char *code, const char *message,
-                        const char *param);
+void gw_req_error_param(struct gw_req *r, int status, const char *code,
+                        const char *message, const char *param);
 /* The store refused r's claim of its key (FGW_ERR_CONFLICT: another
  * request committed it first, see http_idem_repeat): answers as a repeat
  * of the key with request hash hash, releases and frees — after a read of

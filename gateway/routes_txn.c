@@ -33,9 +33,10 @@ struct req_ctx {
 	/* Until the pipeline starts: the parsed request (card fields in
 	 * guarded memory, the JSON tree already wiped) or why it was not. */
 	struct txn_request *rq;
-	int perr;                /* txn_request_parse's result */
-	struct fgw_why why;      /* its reason when FGW_ERR_INVALID */
-	char client_id[64];      /* who (struct auth_ctx) */
+	int perr;                            /* txn_request_parse's result */
+	struct fgw_why why;                  /* its reason when FGW_ERR_INVALID */
+	char request_id[LOG_REQUEST_ID_MAX]; /* the client may be gone by then */
+	char client_id[64];                  /* who (struct auth_ctx) */
 	char source[64];
 	char hash[65];
 };
@@ -87,40 +88,46 @@ txn_start(struct gw_req *g)
 	struct txn_request *rq = ctx->rq;
 	char msg[sizeof(ctx->why.where) + sizeof(ctx->why.msg) + 2];
 	struct txn *t = NULL;
+	char prev[LOG_REQUEST_ID_MAX];
 	int r;
 
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	log_request_set(ctx->request_id);
 	if (ctx->perr == FGW_ERR_INVALID) {
 		snprintf(msg, sizeof(msg), "%s %s", ctx->why.where, ctx->why.msg);
 		gw_req_error_param(g, 400, "VALIDATION_ERROR", msg, ctx->why.where);
-		return;
+		goto out;
 	}
 	if (ctx->perr != 0) {
 		gw_req_error(g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
-		return;
+		goto out;
 	}
 	if (!txn_return_url_allowed(rq, rx->gw->cfg.return_url_origins)) {
-		gw_req_error_param(g, 400, "VALIDATION_ERROR",
-		                   "returnUrl must point to an origin listed in return_url_origins",
-		                   "returnUrl");
-		return;
+		gw_req_error_param(
+		    g, 400, "VALIDATION_ERROR",
+		    "returnUrl must point to an origin listed in return_url_origins",
+		    "returnUrl");
+		goto out;
 	}
 	if ((rq->payment_method_id[0] || rq->save_method) && rq->customer_id[0] == '\0') {
 		gw_req_error_param(
 		    g, 400, "CUSTOMER_REQUIRED",
 		    "X-Customer-Id is required with paymentMethodId or savePaymentMethod",
 		    "X-Customer-Id");
-		return;
+		goto out;
 	}
 	if ((r = txn_new(&rx->env, rq, ctx->client_id, ctx->source, g->key[0] ? g->key : NULL,
 	                 ctx->hash, &t)) != 0) {
 		gw_req_error(g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
-		return;
+		goto out;
 	}
 	ctx->rq = NULL; /* owned by t now */
-	fgw_strlcpy(t->request_id, log_request_get(), sizeof(t->request_id));
+	fgw_strlcpy(t->request_id, ctx->request_id, sizeof(t->request_id));
 	ctx->t = t;
 	atomic_fetch_add(&rx->gw->metrics.txn_started, 1);
 	pipeline_start(t, on_txn_done, ctx); /* t owned by the runner now */
+out:
+	log_request_set(prev);
 }
 
 static void
@@ -170,6 +177,7 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 	 * than the limit. Every end of ctx releases it (req_free). */
 	gw_req_start(&ctx->g, rx, req, "transaction", req_free);
 	admit_take(rx);
+	fgw_strlcpy(ctx->request_id, log_request_get(), sizeof(ctx->request_id));
 	fgw_strlcpy(ctx->client_id, who.client_id, sizeof(ctx->client_id));
 	fgw_strlcpy(ctx->source, who.source, sizeof(ctx->source));
 	memcpy(ctx->hash, hash, sizeof(ctx->hash));
@@ -258,7 +266,8 @@ h_txn_get(struct reactor *rx, struct evhttp_request *req, const char *path)
 	fgw_strlcpy(c->client_id, who.client_id, sizeof(c->client_id));
 	fgw_strlcpy(c->id, id, sizeof(c->id));
 	gw_req_start(&c->g, rx, req, "transaction read", txn_get_free);
-	if (store_read(rx->gw->store, rx->waker, rx->reader, txn_get_read, c, txn_get_done) != 0)
+	if (store_read(rx->gw->store, rx->waker, rx->reader, txn_get_read, c, txn_get_done) !=
+	    0)
 		gw_req_error(&c->g, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
 }
 

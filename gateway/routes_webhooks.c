@@ -401,9 +401,10 @@ map(struct wh_ctx *ctx, const struct proc_type *pt)
 
 	proc_event_init(pe);
 	/* Unknown to the adapter, or not an outcome yet: acknowledged. */
-	ctx->ignored = pt == NULL || pt->map_event == NULL || pt->map_event(ctx->ev, pe) != 0 ||
-	               pe->kind == PROC_EVENT_IGNORE ||
-	               (pe->kind == PROC_EVENT_REFUND && strcmp(pe->refund_status, "pending") == 0);
+	ctx->ignored = pt == NULL || pt->map_event == NULL ||
+	               pt->map_event(ctx->ev, pe) != 0 || pe->kind == PROC_EVENT_IGNORE ||
+	               (pe->kind == PROC_EVENT_REFUND &&
+	                strcmp(pe->refund_status, "pending") == 0);
 	if (!ctx->ignored && pe->kind == PROC_EVENT_MOVE)
 		ctx->target = pe->target;
 }

@@ -16,6 +16,7 @@ event-id dedupe, then the transaction)."""
 import atexit
 import json
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -177,3 +178,32 @@ def test_inbound_webhook_waits_off_the_reactor():
     nobody = _webhook_while_locked(["transactions"], _event("txn_doesnotexist"))
     assert nobody.status == 200 and nobody.body == {"received": True,
                                                     "result": "unmatched"}, nobody
+
+
+@harness.pg_only(NEEDS_PG)
+def test_client_gone_during_the_read_leaks_nothing():
+    """A keyed payment whose client hangs up while the key's read waits:
+    the payment still runs once (as when its client hangs up later), its
+    answer is the key's, and the context is freed (LeakSanitizer at the
+    gateway's stop)."""
+    key = f"rd-{uuid.uuid4().hex}"
+    body = harness.txn_body()
+    raw = json.dumps(body).encode()
+    with gw().store().lock_tables("idempotency"):
+        sock = socket.create_connection(("127.0.0.1", gw().port), timeout=5)
+        sock.sendall(b"POST /v1/transactions HTTP/1.1\r\nHost: x\r\n"
+                     + f"Authorization: Bearer {harness.DEV_KEY}\r\n".encode()
+                     + b"Content-Type: application/json\r\n"
+                     + f"Idempotency-Key: {key}\r\nContent-Length: {len(raw)}\r\n\r\n".encode()
+                     + raw)
+        time.sleep(0.5)
+        sock.close()
+        health = harness.http(gw().port, "GET", "/healthz", timeout=FREE_WITHIN)
+        assert health.status == 200, health
+    harness.wait_until(lambda: gw().query(
+        "SELECT status_code FROM idempotency WHERE key = ? AND status_code <> 0", key), 20,
+        "the payment to be recorded under its key")
+    replay = gw().pay(body, idem=key)
+    harness.assert_status(replay)
+    assert replay.headers.get("idempotent-replayed") == "true", replay.headers
+    assert len(gw().query("SELECT id FROM transactions WHERE idempotency_key = ?", key)) == 1
