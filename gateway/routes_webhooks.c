@@ -46,7 +46,8 @@
 
 /* One inbound event on its way through the store. */
 struct wh_ctx {
-	struct gw_req g; /* first: the request and its reactor */
+	struct gw_req g;                     /* first: the request and its reactor */
+	char request_id[LOG_REQUEST_ID_MAX]; /* on the lines logged after the read */
 	char processor[32];
 	char source[64];
 	char event_id[128];
@@ -543,9 +544,8 @@ apply(struct wh_ctx *ctx)
 /* What wh_read found: a repeat of an event id is a 200 no-op, anything
  * else is applied (ctx owned by the store callbacks after). */
 static void
-wh_read_done(void *arg, int rc)
+wh_read_run(struct wh_ctx *ctx, int rc)
 {
-	struct wh_ctx *ctx = arg;
 	struct reactor *rx = ctx->g.rx;
 	char answer[120];
 
@@ -571,6 +571,19 @@ wh_read_done(void *arg, int rc)
 		return;
 	}
 	apply(ctx);
+}
+
+/* The lines logged name the request, as they did before the read. */
+static void
+wh_read_done(void *arg, int rc)
+{
+	struct wh_ctx *ctx = arg;
+	char prev[LOG_REQUEST_ID_MAX];
+
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	log_request_set(ctx->request_id);
+	wh_read_run(ctx, rc);
+	log_request_set(prev);
 }
 
 static void
@@ -671,6 +684,7 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 	}
 	/* Counted like a transaction so shutdown waits for its commit. */
 	gw_req_start(&ctx->g, rx, req, "webhook", wh_free);
+	fgw_strlcpy(ctx->request_id, log_request_get(), sizeof(ctx->request_id));
 	fgw_strlcpy(ctx->processor, processor, sizeof(ctx->processor));
 	fgw_strlcpy(ctx->source, source, sizeof(ctx->source));
 	fgw_strlcpy(ctx->event_id, id->valuestring, sizeof(ctx->event_id));
