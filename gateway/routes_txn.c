@@ -30,8 +30,12 @@
 struct req_ctx {
 	struct gw_req g; /* first: the request, its key, the reactor */
 	struct txn *t;   /* in the pipeline (the runner's) */
-	/* Until the pipeline starts: the parsed request (card fields in
-	 * guarded memory, the JSON tree already wiped) or why it was not. */
+	/* Until the pipeline starts: the body's tree while a keyed request
+	 * reads its key (a repeat answers without parsing it), then the
+	 * parsed request (card fields in guarded memory, the tree wiped) or
+	 * why it was not. */
+	struct cJSON *root;
+	char subject[192];
 	struct txn_request *rq;
 	int perr;                            /* txn_request_parse's result */
 	struct fgw_why why;                  /* its reason when FGW_ERR_INVALID */
@@ -51,6 +55,7 @@ req_free(struct gw_req *g, int abandoned)
 		log_txn_warn(ctx->t->id, "abandoned at shutdown; left for reconciliation");
 		txn_free(ctx->t);
 	}
+	http_json_wipe_delete(ctx->root);
 	txn_request_free(ctx->rq);
 	admit_release(g->rx);
 	free(ctx);
@@ -78,6 +83,17 @@ on_txn_done(struct txn *t, void *arg)
 	        : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"An unexpected error occurred\"}");
 }
 
+/* Parses the body's tree into guarded memory and wipes it. */
+static void
+txn_parse(struct req_ctx *ctx)
+{
+	ctx->perr = txn_request_parse_tree(ctx->root, &ctx->rq, &ctx->why);
+	http_json_wipe_delete(ctx->root);
+	ctx->root = NULL;
+	if (ctx->perr == 0)
+		fgw_strlcpy(ctx->rq->customer_id, ctx->subject, sizeof(ctx->rq->customer_id));
+}
+
 /* The request is the key's to run (or has none): the checks after the
  * front door, in their order, then the pipeline. */
 static void
@@ -85,7 +101,7 @@ txn_start(struct gw_req *g)
 {
 	struct req_ctx *ctx = (struct req_ctx *)g;
 	struct reactor *rx = g->rx;
-	struct txn_request *rq = ctx->rq;
+	struct txn_request *rq;
 	char msg[sizeof(ctx->why.where) + sizeof(ctx->why.msg) + 2];
 	struct txn *t = NULL;
 	char prev[LOG_REQUEST_ID_MAX];
@@ -93,6 +109,9 @@ txn_start(struct gw_req *g)
 
 	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
 	log_request_set(ctx->request_id);
+	if (ctx->root != NULL)
+		txn_parse(ctx);
+	rq = ctx->rq;
 	if (ctx->perr == FGW_ERR_INVALID) {
 		snprintf(msg, sizeof(msg), "%s %s", ctx->why.where, ctx->why.msg);
 		gw_req_error_param(g, 400, "VALIDATION_ERROR", msg, ctx->why.where);
@@ -181,16 +200,20 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 	fgw_strlcpy(ctx->client_id, who.client_id, sizeof(ctx->client_id));
 	fgw_strlcpy(ctx->source, who.source, sizeof(ctx->source));
 	memcpy(ctx->hash, hash, sizeof(ctx->hash));
-	/* Parsed now, answered after the front: the stored answer of a
-	 * key goes before any refusal of the body, as it always did, and
-	 * the tree (card data in plain heap) is wiped before the read. Not
-	 * JSON: the body's own parse says where and why. */
-	ctx->perr = root != NULL ? txn_request_parse_tree(root, &ctx->rq, &ctx->why)
-	                         : txn_request_parse(body, len, &ctx->rq, &ctx->why);
-	http_json_wipe_delete(root);
+	fgw_strlcpy(ctx->subject, who.subject, sizeof(ctx->subject));
+	/* A keyed request parses once the key is its own: a repeat answers
+	 * from the stored row without it, and the key's answer goes before
+	 * any refusal of the body, as it always did. The tree (the body is
+	 * in evhttp's buffer as long anyway) is wiped when parsed or freed.
+	 * Not JSON: the body's own parse says where and why, now, while the
+	 * body is sure to be there. */
+	ctx->root = root;
 	root = NULL;
-	if (ctx->perr == 0)
+	if (ctx->root == NULL &&
+	    (ctx->perr = txn_request_parse(body, len, &ctx->rq, &ctx->why)) == 0)
 		fgw_strlcpy(ctx->rq->customer_id, who.subject, sizeof(ctx->rq->customer_id));
+	else if (ctx->root != NULL && key == NULL)
+		txn_parse(ctx);
 	if (key != NULL)
 		http_idem_front(&ctx->g, who.client_id, key, hash, txn_start);
 	else
