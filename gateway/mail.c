@@ -5,6 +5,9 @@
  * Queueing happens on the reactor that committed a state change: the
  * listener renders the mail (pipeline/notify.c) and submits its outbox row
  * as a store job, and returns; it never waits for the row or the server.
+ * What it must read first (a guest's address, a booking's slot) it reads
+ * through store_read, off the reactor on PostgreSQL, and queues the mail
+ * from the read's completion.
  *
  * Delivery runs on a thread of its own, never on a reactor: it claims due
  * rows (store_mail_claim: a store job that leases them to this instance,
@@ -113,25 +116,15 @@ format_time(int64_t ms, char *out, size_t cap)
 		fgw_strlcpy(out, "", cap);
 }
 
-/* A receipt or a refund to the customer who paid (once per payment). */
+/* Queues a receipt or a refund mail of row to `to` (greeting name). */
 static void
-customer_mail(const struct pipeline_env *env, const struct store_txn_row *row,
-              const char *kind)
+customer_mail_to(const struct pipeline_env *env, const struct store_txn_row *row,
+                 const char *kind, const char *to, const char *name)
 {
-	struct resv_row res;
 	char amount[48], once[64];
-	const char *to = row->customer_email, *name = row->customer_name;
 	const char *reference = row->reservation_id[0] ? row->reservation_id : row->id;
 	int r;
 
-	/* A reservation's payment may carry no address: the guest's then. */
-	if (to[0] == '\0' && row->reservation_id[0] != '\0' && env->reader != NULL &&
-	    resv_get(env->reader, NULL, row->reservation_id, &res) == 0 &&
-	    strcmp(res.client_id, row->client_id) == 0) {
-		to = res.guest_email;
-		if (name[0] == '\0')
-			name = res.guest_name;
-	}
 	if (to[0] == '\0')
 		return; /* nobody to tell */
 	if (!notify_addr_ok(to)) {
@@ -160,58 +153,152 @@ customer_mail(const struct pipeline_env *env, const struct store_txn_row *row,
 	}
 }
 
-void
-mail_booking_confirmed(const struct pipeline_env *env, const char *reservation_id)
+/* A payment with no address of its own, for a reservation: the guest's
+ * address is read through store_read (off the reactor on PostgreSQL),
+ * the mail queued when it is in. */
+struct guest_read {
+	const struct pipeline_env *env;
+	const char *kind;         /* a string constant */
+	struct store_txn_row row; /* a copy without its owned pointers */
+	struct resv_row res;
+};
+
+/* On a read thread (PostgreSQL) or in place (SQLite): only g's fields. */
+static int
+guest_read_run(struct store_reader *rd, void *arg)
 {
+	struct guest_read *g = arg;
+
+	return resv_get(rd, NULL, g->row.reservation_id, &g->res);
+}
+
+static void
+guest_read_done(void *arg, int rc)
+{
+	struct guest_read *g = arg;
+	const char *name = g->row.customer_name;
+
+	if (rc == 0 && strcmp(g->res.client_id, g->row.client_id) == 0) {
+		if (name[0] == '\0')
+			name = g->res.guest_name;
+		customer_mail_to(g->env, &g->row, g->kind, g->res.guest_email, name);
+	}
+	free(g);
+}
+
+/* A receipt or a refund to the customer who paid (once per payment). */
+static void
+customer_mail(const struct pipeline_env *env, const struct store_txn_row *row,
+              const char *kind)
+{
+	struct guest_read *g = NULL;
+
+	/* A reservation's payment may carry no address: the guest's then. */
+	if (row->customer_email[0] == '\0' && row->reservation_id[0] != '\0') {
+		if (env->reader == NULL || (g = calloc(1, sizeof(*g))) == NULL)
+			return;
+		g->env = env;
+		g->kind = kind;
+		g->row = *row;
+		g->row.metadata_json = NULL;
+		g->row.next_action_json = NULL;
+		if (store_read(env->store, env->waker, env->reader, guest_read_run, g,
+		               guest_read_done) != 0)
+			free(g);
+		return;
+	}
+	customer_mail_to(env, row, kind, row->customer_email, row->customer_name);
+}
+
+/* A booking confirmation: the reservation, its slot and experience and
+ * its payment are read through store_read (off the reactor on
+ * PostgreSQL) in one go, the mail queued when they are in. */
+struct booking_read {
+	const struct pipeline_env *env;
+	char id[128];
 	struct resv_row res;
 	struct resv_slot slot;
 	struct resv_experience exp;
 	struct store_txn_row txn;
-	char amount[48], when[64], guests[16], once[64];
-	int have_txn = 0, r;
+	int have_slot, have_txn;
+};
 
-	if (!notify_enabled() || env->reader == NULL ||
-	    resv_get(env->reader, NULL, reservation_id, &res) != 0 ||
-	    strcmp(res.status, "confirmed") != 0 || res.reference[0] == '\0')
-		return;
-	memset(&exp, 0, sizeof(exp));
-	memset(&txn, 0, sizeof(txn));
+/* On a read thread (PostgreSQL) or in place (SQLite): only b's fields. */
+static int
+booking_read_run(struct store_reader *rd, void *arg)
+{
+	struct booking_read *b = arg;
+	int r;
+
+	if ((r = resv_get(rd, NULL, b->id, &b->res)) != 0)
+		return r;
+	if (strcmp(b->res.status, "confirmed") != 0 || b->res.reference[0] == '\0')
+		return FGW_ERR_STATE; /* nothing to tell yet */
+	b->have_slot = resv_slot_get(rd, b->res.time_slot_id, &b->slot, &b->exp) == 0;
+	b->have_txn = b->res.txn_id[0] != '\0' &&
+	              store_txn_get(rd, b->res.client_id, b->res.txn_id, &b->txn) == 0;
+	return FGW_OK;
+}
+
+static void
+booking_read_done(void *arg, int rc)
+{
+	struct booking_read *b = arg;
+	const struct resv_row *res = &b->res;
+	const struct store_txn_row *txn = &b->txn;
+	char amount[48], when[64], guests[16], once[64];
+	int r;
+
 	when[0] = '\0';
-	if (resv_slot_get(env->reader, res.time_slot_id, &slot, &exp) == 0)
-		format_time(slot.starts_at, when, sizeof(when));
-	if (res.txn_id[0] != '\0' &&
-	    store_txn_get(env->reader, res.client_id, res.txn_id, &txn) == 0)
-		have_txn = 1;
-	if (res.guest_email[0] == '\0' || !notify_addr_ok(res.guest_email)) {
-		log_warn("reservation %s: no confirmation mail, no usable guest address", res.id);
+	if (rc != 0)
+		goto out;
+	if (b->have_slot)
+		format_time(b->slot.starts_at, when, sizeof(when));
+	if (res->guest_email[0] == '\0' || !notify_addr_ok(res->guest_email)) {
+		log_warn("reservation %s: no confirmation mail, no usable guest address",
+		         res->id);
 		goto out;
 	}
-	format_amount(res.total_price, res.currency, amount, sizeof(amount));
-	snprintf(guests, sizeof(guests), "%d", res.guests);
-	snprintf(once, sizeof(once), "booking_confirmed:%s", res.id);
+	format_amount(res->total_price, res->currency, amount, sizeof(amount));
+	snprintf(guests, sizeof(guests), "%d", res->guests);
+	snprintf(once, sizeof(once), "booking_confirmed:%s", res->id);
 	{
 		struct notify_var v[] = {
-			{ "name", res.guest_name[0] ? res.guest_name : "customer" },
-			{ "reference", res.reference },
-			{ "experience", exp.name[0] ? exp.name : res.experience_id },
+			{ "name", res->guest_name[0] ? res->guest_name : "customer" },
+			{ "reference", res->reference },
+			{ "experience", b->exp.name[0] ? b->exp.name : res->experience_id },
 			{ "time", when },
 			{ "guests", guests },
 			{ "amount", amount },
-			{ "last4", have_txn ? txn.last4 : "" },
-			{ "brand", have_txn && txn.brand[0] ? txn.brand : "card" },
-			{ "reservation_id", res.id },
-			{ "client", res.client_id },
+			{ "last4", b->have_txn ? txn->last4 : "" },
+			{ "brand", b->have_txn && txn->brand[0] ? txn->brand : "card" },
+			{ "reservation_id", res->id },
+			{ "client", res->client_id },
 		};
-		if ((r = notify_mail(env->store, env->waker, "booking_confirmed", res.client_id,
-		                     res.guest_email, res.txn_id, once, v,
+		if ((r = notify_mail(b->env->store, b->env->waker, "booking_confirmed",
+		                     res->client_id, res->guest_email, res->txn_id, once, v,
 		                     sizeof(v) / sizeof(v[0]))) != 0 &&
 		    r != FGW_ERR_NOT_FOUND)
-			log_warn("reservation %s: confirmation mail not queued: %s", res.id,
+			log_warn("reservation %s: confirmation mail not queued: %s", res->id,
 			         fgw_strerror(r));
 	}
 out:
-	if (have_txn)
-		store_txn_row_clear(&txn);
+	store_txn_row_clear(&b->txn);
+	free(b);
+}
+
+void
+mail_booking_confirmed(const struct pipeline_env *env, const char *reservation_id)
+{
+	struct booking_read *b = NULL;
+
+	if (!notify_enabled() || env->reader == NULL || (b = calloc(1, sizeof(*b))) == NULL)
+		return;
+	b->env = env;
+	if (fgw_strlcpy(b->id, reservation_id, sizeof(b->id)) != 0 ||
+	    store_read(env->store, env->waker, env->reader, booking_read_run, b,
+	               booking_read_done) != 0)
+		free(b);
 }
 
 /* Counts a final payment outcome; the alert goes out when the window is

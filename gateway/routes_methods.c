@@ -6,9 +6,10 @@
  * The customer is who.subject (JWT sub, or X-Customer-Id from a website
  * back end with an API key); every query is scoped to it, so another
  * customer's id reads as 404 PAYMENT_METHOD_NOT_FOUND. Answers have the
- * shape {"success": true, "data": ...}. Writes are store jobs: the answer
- * goes out from their completion on this reactor; a client that has gone
- * by then gets nothing, the change stands.
+ * shape {"success": true, "data": ...}. Reads go through store_read (off
+ * the reactor on PostgreSQL) and writes are store jobs: the request goes
+ * on from their completion on this reactor; a client that has gone by
+ * then gets nothing, the change stands.
  *
  * {"stripePaymentMethod": "pm_…"} (a card Stripe.js gave to Stripe) is
  * saved at the gateway's stripe processor by a chain of calls, each with
@@ -52,6 +53,10 @@ struct method_op {
 	char ref[33];                /* keyed hash naming the customer at the processor */
 	char cus_have[96];           /* the recorded Customer (store job) */
 	char source[64];             /* who.source, for the audit event */
+	/* DELETE: the method's id as the path gave it (its row is read into
+	 * m off the reactor, then the delete goes on in the read's done). */
+	char id[48];
+	int read_rc; /* that read's result */
 };
 
 static int
@@ -145,43 +150,70 @@ success_text(cJSON *data, const char *msg)
 	return text;
 }
 
+/* GET /v1/payments/methods: the rows are read through store_read (off
+ * the reactor on PostgreSQL) and answered when they arrive. */
+struct methods_list {
+	struct gw_req g; /* first: gw_req_finish frees the whole */
+	char customer[192];
+	size_t n;
+	struct store_method ms[STORE_METHODS_MAX];
+};
+
 static void
-send_success(struct reactor *rx, struct evhttp_request *req, cJSON *data, const char *msg)
+list_free(struct gw_req *g, int abandoned)
 {
-	char *text = success_text(data, msg);
-	if (text != NULL)
-		http_send_json(rx, req, 200, text);
+	(void)abandoned;
+	free(g);
+}
+
+/* On a read thread (PostgreSQL) or in place (SQLite): only c's fields. */
+static int
+list_read(struct store_reader *rd, void *arg)
+{
+	struct methods_list *c = arg;
+
+	return store_methods_list(rd, c->customer, c->ms, STORE_METHODS_MAX, &c->n);
+}
+
+static void
+list_done(void *arg, int r)
+{
+	struct methods_list *c = arg;
+	cJSON *arr = NULL;
+	char *text = NULL;
+
+	if (r != 0 || (arr = cJSON_CreateArray()) == NULL) {
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		return;
+	}
+	for (size_t i = 0; i < c->n; i++) {
+		cJSON *m = method_json(&c->ms[i]);
+		if (m != NULL)
+			cJSON_AddItemToArray(arr, m);
+	}
+	if ((text = success_text(arr, NULL)) != NULL)
+		gw_req_finish(&c->g, 200, text);
 	else
-		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 	free(text);
 }
 
 static void
 h_methods_list(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
-	struct store_method *ms = NULL;
+	struct methods_list *c = NULL;
 	struct auth_ctx who;
-	cJSON *arr = NULL;
-	size_t n = 0;
 
 	if (customer_of(rx, req, path, &who) != 0)
 		return;
-	if ((ms = calloc(STORE_METHODS_MAX, sizeof(*ms))) == NULL ||
-	    store_methods_list(rx->reader, who.subject, ms, STORE_METHODS_MAX, &n) != 0 ||
-	    (arr = cJSON_CreateArray()) == NULL) {
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
 		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
-		goto out;
+		return;
 	}
-	for (size_t i = 0; i < n; i++) {
-		cJSON *m = method_json(&ms[i]);
-		if (m != NULL)
-			cJSON_AddItemToArray(arr, m);
-	}
-	send_success(rx, req, arr, NULL);
-	arr = NULL;
-out:
-	cJSON_Delete(arr);
-	free(ms);
+	fgw_strlcpy(c->customer, who.subject, sizeof(c->customer));
+	gw_req_start(&c->g, rx, req, "payment methods read", list_free);
+	if (store_read(rx->gw->store, rx->waker, rx->reader, list_read, c, list_done) != 0)
+		gw_req_error(&c->g, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
 }
 
 static void
@@ -404,6 +436,37 @@ customer_replied(void *arg, const struct proc_reply *reply)
 	proc_result_clear(&res);
 }
 
+/* The customer's Customer at the processor, if one is recorded: on a read
+ * thread (PostgreSQL) or in place (SQLite), only op's fields. */
+static int
+customer_read(struct store_reader *rd, void *arg)
+{
+	struct method_op *op = arg;
+
+	return store_proc_customer_get(rd, op->m.processor, op->m.customer_id,
+	                               op->m.processor_customer,
+	                               sizeof(op->m.processor_customer));
+}
+
+/* The chain goes on with the recorded Customer, or makes one. */
+static void
+customer_read_done(void *arg, int r)
+{
+	struct method_op *op = arg;
+	char key[40];
+
+	if (r == FGW_OK) {
+		chain_attach(op);
+		return;
+	}
+	if (r != FGW_ERR_NOT_FOUND ||
+	    keyed_ref(op->g.rx->gw->kr, "customer", op->m.processor, op->m.customer_id,
+	              op->ref) != 0 ||
+	    snprintf(key, sizeof(key), "cus-%s", op->ref) >= (int)sizeof(key) ||
+	    chain_call(op, PROC_CALL_CUSTOMER, key, customer_replied) != 0)
+		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+}
+
 /* POST /v1/payments/methods with stripePaymentMethod. */
 static void
 save_processor_method(struct reactor *rx, struct evhttp_request *req,
@@ -411,8 +474,6 @@ save_processor_method(struct reactor *rx, struct evhttp_request *req,
 {
 	struct method_op *op = NULL;
 	struct proc_instance *pi = NULL;
-	char key[40];
-	int r;
 
 	/* Saved at the first processor (in the configured order) that can
 	 * hold a customer's cards. */
@@ -440,19 +501,9 @@ save_processor_method(struct reactor *rx, struct evhttp_request *req,
 	fgw_strlcpy(op->m.nickname, nickname, sizeof(op->m.nickname));
 	fgw_strlcpy(op->m.processor, op->inst->cfg.name, sizeof(op->m.processor));
 	fgw_strlcpy(op->m.processor_method, pm, sizeof(op->m.processor_method));
-	r = store_proc_customer_get(rx->reader, op->inst->cfg.name, who->subject,
-	                            op->m.processor_customer,
-	                            sizeof(op->m.processor_customer));
-	if (r == FGW_OK) {
-		chain_attach(op);
-		return;
-	}
-	if (r != FGW_ERR_NOT_FOUND ||
-	    keyed_ref(rx->gw->kr, "customer", op->inst->cfg.name, who->subject, op->ref) !=
-	        0 ||
-	    snprintf(key, sizeof(key), "cus-%s", op->ref) >= (int)sizeof(key) ||
-	    chain_call(op, PROC_CALL_CUSTOMER, key, customer_replied) != 0)
-		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+	if (store_read(rx->gw->store, rx->waker, rx->reader, customer_read, op,
+	               customer_read_done) != 0)
+		chain_fail(op, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
 }
 
 static void
@@ -587,15 +638,68 @@ delete_processor_method(struct reactor *rx, struct method_op *op)
 		chain_fail(op, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 }
 
+/* The change as a store job: the delete or default of the method, and
+ * its audit event. */
+static void
+submit_job(struct method_op *op, int is_delete)
+{
+	struct store_audit audit = { op->m.customer_id,
+		                         op->source,
+		                         is_delete ? "method.deleted" : "method.default",
+		                         op->id,
+		                         "success",
+		                         NULL };
+	struct reactor *rx = op->g.rx;
+	int r;
+
+	r = is_delete ? store_method_delete(rx->gw->store, rx->waker, op->m.customer_id,
+	                                    op->id, &audit, changed_done, op)
+	              : store_method_set_default(rx->gw->store, rx->waker, op->m.customer_id,
+	                                         op->id, &audit, changed_done, op);
+	if (r != 0) {
+		gw_req_error(&op->g, r == FGW_ERR_SHUTDOWN ? 503 : 500,
+		             r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
+		             "The payment method could not be changed");
+	}
+}
+
+/* DELETE: the method's row, to know whether a processor holds its card.
+ * On a read thread (PostgreSQL) or in place (SQLite): only op's fields;
+ * op->m keeps the customer whatever the read found. */
+static int
+delete_read(struct store_reader *rd, void *arg)
+{
+	struct method_op *op = arg;
+	struct store_method m;
+
+	memset(&m, 0, sizeof(m));
+	if ((op->read_rc = store_method_get(rd, op->m.customer_id, op->id, &m)) == 0) {
+		fgw_strlcpy(m.customer_id, op->m.customer_id, sizeof(m.customer_id));
+		op->m = m;
+	}
+	return op->read_rc;
+}
+
+static void
+delete_read_done(void *arg, int r)
+{
+	struct method_op *op = arg;
+
+	/* A method not found (or not read) goes to the delete job, which
+	 * answers for it as before. */
+	if (r == 0 && op->read_rc == 0 && op->m.processor_method[0] != '\0')
+		delete_processor_method(op->g.rx, op);
+	else
+		submit_job(op, 1);
+}
+
 static void
 submit_change(struct reactor *rx, struct evhttp_request *req, const char *path,
               const char *pattern, int is_delete)
 {
 	struct method_op *op = NULL;
-	struct store_audit audit;
 	struct auth_ctx who;
 	char id[48];
-	int r;
 
 	if (customer_of(rx, req, path, &who) != 0)
 		return;
@@ -609,26 +713,17 @@ submit_change(struct reactor *rx, struct evhttp_request *req, const char *path,
 	}
 	op->ok_message = is_delete ? "Payment method removed successfully"
 	                           : "Default payment method updated successfully";
-	if (is_delete && store_method_get(rx->reader, who.subject, id, &op->m) == 0 &&
-	    op->m.processor_method[0] != '\0') {
-		fgw_strlcpy(op->source, who.source, sizeof(op->source));
-		fgw_strlcpy(op->m.customer_id, who.subject, sizeof(op->m.customer_id));
-		delete_processor_method(rx, op);
+	fgw_strlcpy(op->source, who.source, sizeof(op->source));
+	fgw_strlcpy(op->m.customer_id, who.subject, sizeof(op->m.customer_id));
+	fgw_strlcpy(op->id, id, sizeof(op->id));
+	if (!is_delete) {
+		submit_job(op, 0);
 		return;
 	}
-	audit = (struct store_audit){
-		who.subject, who.source, is_delete ? "method.deleted" : "method.default",
-		id,          "success",  NULL
-	};
-	r = is_delete ? store_method_delete(rx->gw->store, rx->waker, who.subject, id, &audit,
-	                                    changed_done, op)
-	              : store_method_set_default(rx->gw->store, rx->waker, who.subject, id,
-	                                         &audit, changed_done, op);
-	if (r != 0) {
-		gw_req_error(&op->g, r == FGW_ERR_SHUTDOWN ? 503 : 500,
-		             r == FGW_ERR_SHUTDOWN ? "SERVICE_UNAVAILABLE" : "INTERNAL_ERROR",
-		             "The payment method could not be changed");
-	}
+	op->read_rc = FGW_ERR_NOT_FOUND;
+	if (store_read(rx->gw->store, rx->waker, rx->reader, delete_read, op,
+	               delete_read_done) != 0)
+		gw_req_error(&op->g, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
 }
 
 static void

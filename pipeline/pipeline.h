@@ -51,6 +51,7 @@ struct proc_routes;
 struct risk;
 struct secbuf;
 struct txn;
+struct method_read;
 
 #define PIPELINE_MAX_STAGES 8
 
@@ -265,6 +266,9 @@ struct txn {
 	int method_saved;         /* that entry is a saved method already */
 	char saved_method_id[40]; /* "pm_…" when this payment saves the card */
 	int save_checked;         /* record: the save was tried (or not needed) */
+	/* paymentMethodId: the stored card as read off the reactor
+	 * (stage_method.c); NULL until the read starts. */
+	struct method_read *method_read;
 
 	/* rule */
 	char decision[16]; /* allow, review, require_3ds, decline */
@@ -316,8 +320,11 @@ struct txn {
 int txn_new(const struct pipeline_env *env, struct txn_request *req,
             const char *client_id, const char *source, const char *idem_key,
             const char *request_hash, struct txn **out);
-/* Wipes and frees; must not be called while a stage is suspended. */
+/* Wipes and frees; must not be called while a stage is suspended (but
+ * for a forced stop, after store_read_cancel). */
 void txn_free(struct txn *t);
+/* Frees what stage_method.c read for t (txn_free calls it). */
+void txn_method_read_free(struct method_read *mr);
 
 /* Runs the pipeline from the start; on_done(t, arg) is called once, when
  * t->answer and t->out are final (after the outcome is committed). */

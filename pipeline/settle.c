@@ -63,31 +63,60 @@ apply_move(struct settle_job *j)
 	row->updated_at = fgw_now_ms();
 }
 
+/* Publishes (when there is a row), runs done, frees j. */
 static void
-settled(void *arg, int rc)
+settle_end(struct settle_job *j, int rc, const struct store_txn_row *published)
 {
-	struct settle_job *j = arg;
-	const struct store_txn_row *published = NULL;
-
-	if (rc == 0 && j->have_row) {
-		apply_move(j);
-		published = &j->row;
-	} else if (rc == 0) {
-		/* Committed: the reactor's reader sees it. */
-		if (j->env->reader != NULL &&
-		    store_txn_get(j->env->reader, NULL, j->upd.id, &j->row) == 0)
-			published = &j->row;
-		else
-			log_txn_error(j->upd.id,
-			              "state %s committed but not read back: "
-			              "the reconciler announces it",
-			              j->upd.status);
-	}
 	if (published != NULL)
 		txn_events_publish(j->env, published);
 	if (j->done != NULL)
 		j->done(j->arg, rc, rc == 0 ? published : NULL);
 	job_free(j);
+}
+
+/* On a read thread (PostgreSQL) or in place (SQLite): only j's fields. */
+static int
+settle_read(struct store_reader *rd, void *arg)
+{
+	struct settle_job *j = arg;
+
+	return store_txn_get(rd, NULL, j->upd.id, &j->row);
+}
+
+static void
+settle_read_done(void *arg, int rc)
+{
+	struct settle_job *j = arg;
+
+	if (rc != 0)
+		log_txn_error(j->upd.id,
+		              "state %s committed but not read back: "
+		              "the reconciler announces it",
+		              j->upd.status);
+	settle_end(j, 0, rc == 0 ? &j->row : NULL);
+}
+
+static void
+settled(void *arg, int rc)
+{
+	struct settle_job *j = arg;
+
+	if (rc == 0 && j->have_row) {
+		apply_move(j);
+		settle_end(j, 0, &j->row);
+		return;
+	}
+	if (rc == 0) {
+		/* Committed: the row as it now stands is read back off the
+		 * reactor, then published, then done runs. */
+		if (j->env->reader != NULL &&
+		    store_read(j->env->store, j->env->waker, j->env->reader, settle_read, j,
+		               settle_read_done) == 0)
+			return;
+		settle_read_done(j, FGW_ERR_SHUTDOWN);
+		return;
+	}
+	settle_end(j, rc, NULL);
 }
 
 int
@@ -164,43 +193,54 @@ struct op_job {
 	int succeeded;
 	struct store_pendingop op; /* as committed */
 	struct store_pendingop *out;
+	struct store_txn_row row; /* read back after the commit */
 };
 
-/* Reads back and publishes txn_id; 0 and *row filled, or an error. */
+/* On a read thread (PostgreSQL) or in place (SQLite): only j's fields. */
 static int
-publish_read(const struct pipeline_env *env, const char *txn_id,
-             struct store_txn_row *row)
+op_read(struct store_reader *rd, void *arg)
 {
-	int r;
+	struct op_job *j = arg;
 
-	memset(row, 0, sizeof(*row));
-	if (env->reader == NULL)
-		r = FGW_ERR_INVALID;
-	else if ((r = store_txn_get(env->reader, NULL, txn_id, row)) == 0)
-		txn_events_publish(env, row);
-	if (r != 0)
-		log_txn_error(txn_id, "moved but not read back: the reconciler announces it");
-	return r;
+	return store_txn_get(rd, NULL, j->op.txn_id, &j->row);
+}
+
+static void
+op_read_done(void *arg, int rc)
+{
+	struct op_job *j = arg;
+
+	if (rc == 0)
+		txn_events_publish(j->env, &j->row);
+	else
+		log_txn_error(j->op.txn_id,
+		              "moved but not read back: the reconciler announces it");
+	if (j->done != NULL)
+		j->done(j->arg, 0, rc == 0 ? &j->row : NULL);
+	store_txn_row_clear(&j->row);
+	free(j);
 }
 
 static void
 op_settled(void *arg, int rc)
 {
 	struct op_job *j = arg;
-	struct store_txn_row row;
-	int published = 0;
 
 	if (j->out != NULL)
 		*j->out = j->op;
-	memset(&row, 0, sizeof(row));
 	/* A refusal leaves the transaction as it was; a refund that
-	 * succeeded always names the state its commit decided. */
+	 * succeeded always names the state its commit decided. The row as
+	 * it now stands is read back off the reactor, then published. */
 	if (rc == 0 && j->succeeded &&
-	    (j->op.kind != STORE_OP_REFUND || j->op.new_status[0] != '\0'))
-		published = publish_read(j->env, j->op.txn_id, &row) == 0;
+	    (j->op.kind != STORE_OP_REFUND || j->op.new_status[0] != '\0')) {
+		if (j->env->reader == NULL ||
+		    store_read(j->env->store, j->env->waker, j->env->reader, op_read, j,
+		               op_read_done) != 0)
+			op_read_done(j, FGW_ERR_SHUTDOWN);
+		return;
+	}
 	if (j->done != NULL)
-		j->done(j->arg, rc, published ? &row : NULL);
-	store_txn_row_clear(&row);
+		j->done(j->arg, rc, NULL);
 	free(j);
 }
 
@@ -239,13 +279,51 @@ txn_settle_op(const struct pipeline_env *env, const struct txn_op_settlement *s,
 	return r;
 }
 
+/* txn_settle_publish's read. */
+struct publish_job {
+	const struct pipeline_env *env;
+	char txn_id[40];
+	struct store_txn_row row;
+};
+
+/* On a read thread (PostgreSQL) or in place (SQLite): only j's fields. */
+static int
+publish_read(struct store_reader *rd, void *arg)
+{
+	struct publish_job *j = arg;
+
+	return store_txn_get(rd, NULL, j->txn_id, &j->row);
+}
+
+static void
+publish_read_done(void *arg, int rc)
+{
+	struct publish_job *j = arg;
+
+	if (rc == 0)
+		txn_events_publish(j->env, &j->row);
+	else
+		log_txn_error(j->txn_id, "moved but not read back: the reconciler announces it");
+	store_txn_row_clear(&j->row);
+	free(j);
+}
+
 void
 txn_settle_publish(const struct pipeline_env *env, const char *txn_id)
 {
-	struct store_txn_row row;
+	struct publish_job *j = NULL;
 
 	if (env == NULL || txn_id == NULL)
 		return;
-	publish_read(env, txn_id, &row);
-	store_txn_row_clear(&row);
+	if (env->reader == NULL || env->store == NULL || env->waker == NULL ||
+	    (j = calloc(1, sizeof(*j))) == NULL ||
+	    fgw_strlcpy(j->txn_id, txn_id, sizeof(j->txn_id)) != 0) {
+		log_txn_error(txn_id, "moved but not read back: the reconciler announces it");
+		free(j);
+		return;
+	}
+	j->env = env;
+	if (store_read(env->store, env->waker, env->reader, publish_read, j,
+	               publish_read_done) != 0)
+		publish_read_done(j, FGW_ERR_SHUTDOWN);
 }

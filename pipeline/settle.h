@@ -12,7 +12,9 @@
  *    transaction, outcome: the new state) and, when given, the idempotent
  *    answer and the purge of the one-time card, in one commit;
  *  - publishes the transaction as it now stands to the state-change
- *    listeners (pipeline/events.h) after the commit and before done runs.
+ *    listeners (pipeline/events.h) after the commit and before done runs
+ *    (a row the caller did not give is read back through store_read, so
+ *    the reactor never waits for the database).
  *
  * Refunds, captures and cancels move the state inside their own
  * write-ahead operation's job (store/pendingops.h, checked against the
@@ -88,7 +90,8 @@ int txn_settle_op(const struct pipeline_env *env, const struct txn_op_settlement
                   txn_settle_fn done, void *arg);
 
 /* For a move committed by a job of its own (a processor's refund event):
- * publishes the row as it now stands, read back on env's reader. */
+ * publishes the row as it now stands, read back through store_read (off
+ * the reactor on PostgreSQL), on env's reactor once the read is done. */
 void txn_settle_publish(const struct pipeline_env *env, const char *txn_id);
 
 #endif

@@ -34,8 +34,9 @@ void stage_fill_row(const struct txn *t, enum txn_state state, struct store_txn_
 /* Vaults the card once its PAN is known (idempotent). */
 int stage_vault_card(struct txn *t);
 /* paymentMethodId: the customer's stored card decrypted into the
- * request's card (stage_method.c). STAGE_STOP with 404
- * PAYMENT_METHOD_NOT_FOUND when it is not the customer's. */
+ * request's card (stage_method.c). STAGE_SUSPEND while it is read through
+ * store_read (the calling stage then runs again: STAGE_AGAIN). STAGE_STOP
+ * with 404 PAYMENT_METHOD_NOT_FOUND when it is not the customer's. */
 enum stage_rc stage_load_method(struct txn *t);
 /* Builds t->answer from t->out (and the result). */
 int stage_build_answer(struct txn *t);

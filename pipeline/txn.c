@@ -706,6 +706,7 @@ txn_free(struct txn *t)
 	if (t->resume_ev != NULL)
 		event_free(t->resume_ev);
 	txn_request_free(t->req);
+	txn_method_read_free(t->method_read);
 	free(t->vault_blob);
 	free(t->sealed_card_b64);
 	free(t->reply_body);
