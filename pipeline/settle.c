@@ -168,7 +168,7 @@ struct op_job {
 
 /* Reads back and publishes txn_id; 0 and *row filled, or an error. */
 static int
-publish_read(const struct pipeline_env *env, const char *txn_id,
+publish_read(const struct pipeline_env *env, int news, const char *txn_id,
              struct store_txn_row *row)
 {
 	int r;
@@ -177,7 +177,9 @@ publish_read(const struct pipeline_env *env, const char *txn_id,
 	if (env->reader == NULL)
 		r = FGW_ERR_INVALID;
 	else if ((r = store_txn_get(env->reader, NULL, txn_id, row)) == 0)
-		txn_events_publish(env, row);
+		/* A refund after a partial one leaves the state as it was: no
+		 * move, but its listeners (refund.succeeded) still hear it. */
+		(news ? txn_events_publish_news : txn_events_publish)(env, row);
 	if (r != 0)
 		log_txn_error(txn_id, "moved but not read back: the reconciler announces it");
 	return r;
@@ -197,7 +199,7 @@ op_settled(void *arg, int rc)
 	 * succeeded always names the state its commit decided. */
 	if (rc == 0 && j->succeeded &&
 	    (j->op.kind != STORE_OP_REFUND || j->op.new_status[0] != '\0'))
-		published = publish_read(j->env, j->op.txn_id, &row) == 0;
+		published = publish_read(j->env, j->op.kind == STORE_OP_REFUND, j->op.txn_id, &row) == 0;
 	if (j->done != NULL)
 		j->done(j->arg, rc, published ? &row : NULL);
 	store_txn_row_clear(&row);
@@ -246,6 +248,6 @@ txn_settle_publish(const struct pipeline_env *env, const char *txn_id)
 
 	if (env == NULL || txn_id == NULL)
 		return;
-	publish_read(env, txn_id, &row);
+	publish_read(env, 1, txn_id, &row); /* a refund: maybe no move */
 	store_txn_row_clear(&row);
 }
