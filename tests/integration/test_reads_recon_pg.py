@@ -10,6 +10,7 @@ handles a SIGHUP (the velocity sync). A read made on that loop itself would
 stop it until the lock goes (each seen failing so on the old code). Once
 the lock goes, the waiting work ends with its right result."""
 
+import threading
 import time
 
 import harness
@@ -93,3 +94,29 @@ def test_reconciler_claimed_rows_read_off_the_reactor():
         harness.assert_error(again, 502, "PAYMENT_PROCESSING_FAILED")
         assert again.headers.get("idempotent-replayed") == "true", again
         assert again.get("transactionId") == tid, again
+
+
+@harness.pg_only(NEEDS_PG)
+def test_metrics_backlogs_read_off_the_reactor():
+    with harness.Stack(workers=1) as stack:
+        gw = stack.gw
+        out = {}
+
+        def scrape():
+            out["resp"] = harness.http(gw.port, "GET", "/metrics")
+
+        with gw.store().lock_tables("mail_outbox"):
+            t = threading.Thread(target=scrape, daemon=True)
+            t.start()
+            _wait_for_waiter(gw, "mail_outbox")
+            _healthz_answers(gw)
+            assert t.is_alive(), "the scrape did not wait for the lock"
+        t.join(harness.HTTP_TIMEOUT + 5)
+        assert not t.is_alive(), "no answer after the lock was released"
+        resp = out["resp"]
+        assert resp.status == 200, resp
+        assert resp.headers.get("content-type", "").startswith("text/plain"), resp.headers
+        text = resp.raw.decode() if isinstance(resp.raw, bytes) else resp.raw
+        for gauge in ("flairgw_mail_outbox_backlog 0", "flairgw_reconcile_backlog 0",
+                      "flairgw_webhook_outbox_backlog 0", "flairgw_http_requests_total"):
+            assert f"\n{gauge}" in text, gauge
