@@ -10,6 +10,9 @@ handles a SIGHUP (the velocity sync). A read made on that loop itself would
 stop it until the lock goes (each seen failing so on the old code). Once
 the lock goes, the waiting work ends with its right result."""
 
+import os
+import signal
+import tempfile
 import threading
 import time
 
@@ -120,3 +123,27 @@ def test_metrics_backlogs_read_off_the_reactor():
         for gauge in ("flairgw_mail_outbox_backlog 0", "flairgw_reconcile_backlog 0",
                       "flairgw_webhook_outbox_backlog 0", "flairgw_http_requests_total"):
             assert f"\n{gauge}" in text, gauge
+
+
+@harness.pg_only(NEEDS_PG)
+def test_velocity_sync_reads_off_the_main_loop():
+    """The velocity sync reads the transactions table every refresh: with it
+    locked, the main loop still handles a SIGHUP (the key ring reloads)."""
+    with tempfile.TemporaryDirectory(prefix="flairgw-velsync-") as d:
+        rules = os.path.join(d, "rules.conf")
+        with open(rules, "w") as f:
+            f.write('rule V "email per hour": when count(email, 1h) > 3 '
+                    "then decline VELOCITY_LIMIT\n")
+        with harness.Stack(workers=1, rules_file=rules, velocity_refresh_ms=100) as stack:
+            gw = stack.gw
+            with gw.store().lock_tables("transactions"):
+                _wait_for_waiter(gw, "transactions")
+                before = gw.log_text().count("SIGHUP: key ring reloaded")
+                os.kill(gw.proc.pid, signal.SIGHUP)
+                harness.wait_until(
+                    lambda: gw.log_text().count("SIGHUP: key ring reloaded") > before,
+                    FREE_WITHIN, "the SIGHUP handled while the sync waits")
+            # The sync goes on once the lock goes: it still counts.
+            harness.assert_status(gw.pay(harness.txn_body()))
+            time.sleep(0.3)
+            _healthz_answers(gw)
