@@ -354,6 +354,7 @@ metrics_serve(struct reactor *rx, struct evhttp_request *req)
 	}
 	c->mail_rc = c->backlogs_rc = FGW_ERR_NOT_FOUND;
 	gw_req_start(&c->g, rx, req, "metrics scrape", scrape_free);
-	if (store_read(rx->gw->store, rx->waker, rx->reader, scrape_read, c, scrape_done) != 0)
+	if (store_read(rx->gw->store, rx->waker, rx->reader, scrape_read, c, scrape_done) !=
+	    0)
 		gw_req_error(&c->g, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
 }

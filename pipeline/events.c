@@ -52,8 +52,9 @@ publish(const struct pipeline_env *env, const struct store_txn_row *row, int gua
 	if (grouped)
 		store_group_begin(env->waker);
 	if (env != NULL && env->store != NULL &&
-	    (r = (guard ? store_txn_moves_take : store_txn_moves_done)(
-	         env->store, env->waker, row->id, row->status, NULL, NULL)) != 0)
+	    (r = (guard ? store_txn_moves_take : store_txn_moves_done)(env->store, env->waker,
+	                                                               row->id, row->status,
+	                                                               NULL, NULL)) != 0)
 		log_error("txn %s: state %s not marked announced: %s", row->id, row->status,
 		          fgw_strerror(r));
 	for (int i = 0; i < n_listeners; i++)

@@ -42,6 +42,7 @@ void txn_events_publish(const struct pipeline_env *env, const struct store_txn_r
 /* The same for news that may be no move of the state (a partial refund
  * after another leaves it partially_refunded): the listeners' jobs commit
  * whether or not there is a row to delete. */
-void txn_events_publish_news(const struct pipeline_env *env, const struct store_txn_row *row);
+void txn_events_publish_news(const struct pipeline_env *env,
+                             const struct store_txn_row *row);
 
 #endif

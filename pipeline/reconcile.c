@@ -893,7 +893,8 @@ items_of_rows(struct claim_batch *b, int action)
 static const char *
 batch_txn_id(const struct claim_batch *b, int i)
 {
-	return b->what == CLAIM_UNKNOWN || b->what == CLAIM_ACTION ? b->u[i].id : b->op[i].txn_id;
+	return b->what == CLAIM_UNKNOWN || b->what == CLAIM_ACTION ? b->u[i].id
+	                                                           : b->op[i].txn_id;
 }
 
 /* On a store read thread (PostgreSQL) or in place (SQLite): only b's
@@ -1107,8 +1108,8 @@ replay_moves(struct reconciler *rc, int64_t now)
 	p->before = rc->replayed ? now - MOVE_LINGER_MS : rc->started_at;
 	rc->outstanding++;
 	rc->replay = p;
-	if ((r = store_read(env->store, env->waker, env->reader, replay_read, p, replay_done)) ==
-	    0)
+	if ((r = store_read(env->store, env->waker, env->reader, replay_read, p,
+	                    replay_done)) == 0)
 		return;
 	log_error("reading unannounced states: %s", fgw_strerror(r));
 	rc->replay = NULL;

@@ -199,7 +199,8 @@ op_settled(void *arg, int rc)
 	 * succeeded always names the state its commit decided. */
 	if (rc == 0 && j->succeeded &&
 	    (j->op.kind != STORE_OP_REFUND || j->op.new_status[0] != '\0'))
-		published = publish_read(j->env, j->op.kind == STORE_OP_REFUND, j->op.txn_id, &row) == 0;
+		published = publish_read(j->env, j->op.kind == STORE_OP_REFUND, j->op.txn_id,
+		                         &row) == 0;
 	if (j->done != NULL)
 		j->done(j->arg, rc, published ? &row : NULL);
 	store_txn_row_clear(&row);

@@ -58,9 +58,9 @@ submit(struct store *st, struct store_waker *w, const char *txn_id, const char *
 		return FGW_ERR_INVALID;
 	}
 	j->take = take;
-	return store_submit_custom(
-	    st, w, done_run, j, free,
-	    &(struct store_commit){ .done = done, .arg = arg, .guard = take });
+	return store_submit_custom(st, w, done_run, j, free,
+	                           &(struct store_commit){
+	                               .done = done, .arg = arg, .guard = take });
 }
 
 int

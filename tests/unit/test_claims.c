@@ -619,7 +619,8 @@ heard_done(void *arg, int rc)
 }
 
 static void
-outbox_listener(void *ctx, const struct pipeline_env *env, const struct store_txn_row *row)
+outbox_listener(void *ctx, const struct pipeline_env *env,
+                const struct store_txn_row *row)
 {
 	struct heard *h = ctx;
 	struct store_outbox_row o;
@@ -728,7 +729,8 @@ move_announced_once(int pg)
 	CHECK_EQ_INT(exec1(raw, "DELETE FROM txn_moves WHERE txn_id = ?1", id), 0);
 	/* The move: the database writes its row with the state. */
 	CHECK_EQ_INT(add_txn(raw, id, "succeeded", T0), 0);
-	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM txn_moves WHERE txn_id = ?1", id), 1);
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM txn_moves WHERE txn_id = ?1", id),
+	             1);
 
 	txn_events_reset();
 	CHECK_EQ_INT(txn_events_subscribe(outbox_listener, &h), 0);
@@ -738,8 +740,9 @@ move_announced_once(int pg)
 	strcpy(row.status, "succeeded");
 	if (pg) {
 		CHECK_EQ_INT(db_exec(locker, "BEGIN"), 0);
-		CHECK_EQ_INT(db_exec(locker, "SELECT 1 FROM txn_moves WHERE txn_id = 'txn_move_pg'"
-		                             " FOR UPDATE"),
+		CHECK_EQ_INT(db_exec(locker,
+		                     "SELECT 1 FROM txn_moves WHERE txn_id = 'txn_move_pg'"
+		                     " FOR UPDATE"),
 		             0);
 	} else
 		CHECK_EQ_INT(db_exec(locker, "BEGIN IMMEDIATE"), 0);
@@ -762,9 +765,11 @@ move_announced_once(int pg)
 	CHECK_EQ_INT(h.completed, 2);
 	CHECK_EQ_INT(h.ok, 1);
 	CHECK_EQ_INT(h.skipped, 1);
-	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM webhook_outbox WHERE txn_id = ?1", id),
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM webhook_outbox WHERE txn_id = ?1",
+	                      id),
 	             1);
-	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM txn_moves WHERE txn_id = ?1", id), 0);
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM txn_moves WHERE txn_id = ?1", id),
+	             0);
 	/* News that is no move (a second partial refund) still reaches the
 	 * listeners: there is no row to take. */
 	h.completed = h.ok = h.skipped = 0;
@@ -774,7 +779,8 @@ move_announced_once(int pg)
 		nanosleep(&ts, NULL);
 	}
 	CHECK_EQ_INT(h.ok, 1);
-	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM webhook_outbox WHERE txn_id = ?1", id),
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM webhook_outbox WHERE txn_id = ?1",
+	                      id),
 	             2);
 end:
 	txn_events_reset();
