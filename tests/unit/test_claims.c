@@ -37,6 +37,7 @@
 #include "store/pg.h"
 #include "store/reconcile.h"
 #include "store/schema.h"
+#include "store/txnmoves.h"
 #include "store/webhooks.h"
 #include "tests/unit/tt.h"
 
@@ -798,6 +799,154 @@ end:
 	TT_END;
 }
 
+/* One done per job, its rc kept. */
+struct rcs {
+	int n;
+	int rc[8];
+};
+
+static void
+rc_done(void *arg, int rc)
+{
+	struct rcs *k = arg;
+
+	if (k->n < 8)
+		k->rc[k->n] = rc;
+	k->n++;
+}
+
+static int
+queue_outbox(struct store *st, struct store_waker *w, const char *id, struct rcs *k)
+{
+	struct store_outbox_row o;
+
+	memset(&o, 0, sizeof(o));
+	fgw_strlcpy(o.id, id, sizeof(o.id));
+	strcpy(o.endpoint_url, "http://127.0.0.1:1/");
+	fgw_strlcpy(o.event_id, id, sizeof(o.event_id));
+	strcpy(o.event_type, "transaction.succeeded");
+	strcpy(o.txn_id, "txn_guard");
+	o.payload = "{}";
+	o.next_attempt_at = T0;
+	return store_outbox_enqueue(st, w, &o, 1, NULL, 0, rc_done, k);
+}
+
+/* A guard that fails skips the rest of its own group only: two groups
+ * and a lone job committed in one batch (queued while the writer waits
+ * behind another session), the first group's guard finding no move. */
+static int
+guard_skips_only_its_group(int pg)
+{
+	struct store_opts o = { .sync_full = 0, .batch_max = 8, .audit_mac = mac_fn };
+	struct store *st = NULL;
+	struct event_base *base = NULL;
+	struct store_waker *w = NULL;
+	struct db *raw = NULL, *locker = NULL;
+	struct rcs first = { 0 }, k1 = { 0 }, k2 = { 0 }, lone = { 0 };
+	struct timespec ts = { 0, 1000000 };
+	int fd;
+
+	TT_BEGIN;
+	if (pg) {
+		o.backend = STORE_POSTGRESQL;
+		o.dsn = getenv(PG_DSN_ENV);
+	} else {
+		snprintf(lite_path, sizeof(lite_path), "%s/fgw-test-claims-XXXXXX",
+		         getenv("TMPDIR") != NULL && *getenv("TMPDIR") != '\0' ? getenv("TMPDIR")
+		                                                               : "/tmp");
+		CHECK((fd = mkstemp(lite_path)) >= 0);
+		close(fd);
+		o.path = lite_path;
+	}
+	CHECK_EQ_INT(evthread_use_pthreads(), 0);
+	CHECK_EQ_INT(store_open(&o, &st), 0);
+	CHECK((base = event_base_new()) != NULL);
+	CHECK_EQ_INT(store_waker_new(st, base, &w), 0);
+	CHECK((raw = open_raw(pg)) != NULL);
+	CHECK((locker = open_raw(pg)) != NULL);
+	CHECK_EQ_INT(exec1(raw, "DELETE FROM webhook_outbox WHERE txn_id = ?1", "txn_guard"),
+	             0);
+	CHECK_EQ_INT(exec1(raw, "DELETE FROM transactions WHERE id LIKE ?1", "txn_guard%"),
+	             0);
+	CHECK_EQ_INT(exec1(raw, "DELETE FROM txn_moves WHERE txn_id LIKE ?1", "txn_guard%"),
+	             0);
+	CHECK_EQ_INT(add_txn(raw, "txn_guard0", "succeeded", T0), 0);
+	CHECK_EQ_INT(add_txn(raw, "txn_guard2", "succeeded", T0), 0);
+	/* The writer's first job waits behind the locker; the rest queue up
+	 * meanwhile and commit in the next batch. */
+	if (pg) {
+		CHECK_EQ_INT(db_exec(locker, "BEGIN"), 0);
+		CHECK_EQ_INT(db_exec(locker, "SELECT 1 FROM txn_moves WHERE txn_id = 'txn_guard0'"
+		                             " FOR UPDATE"),
+		             0);
+	} else {
+		CHECK_EQ_INT(db_exec(locker, "BEGIN IMMEDIATE"), 0);
+	}
+	CHECK_EQ_INT(store_txn_moves_done(st, w, "txn_guard0", "succeeded", rc_done, &first),
+	             0);
+	for (int i = 0; i < 200; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		nanosleep(&ts, NULL);
+	}
+	store_group_begin(w);
+	CHECK_EQ_INT(store_txn_moves_take(st, w, "txn_guard1", "succeeded", rc_done, &k1), 0);
+	CHECK_EQ_INT(queue_outbox(st, w, "whd_guard_1", &k1), 0);
+	store_group_end(st, w);
+	store_group_begin(w);
+	CHECK_EQ_INT(store_txn_moves_take(st, w, "txn_guard2", "succeeded", rc_done, &k2), 0);
+	CHECK_EQ_INT(queue_outbox(st, w, "whd_guard_2", &k2), 0);
+	store_group_end(st, w);
+	CHECK_EQ_INT(queue_outbox(st, w, "whd_guard_lone", &lone), 0);
+	CHECK_EQ_INT(first.n, 0);
+	CHECK_EQ_INT(db_exec(locker, "COMMIT"), 0);
+	for (int i = 0; i < 10000 && (first.n + k1.n + k2.n + lone.n) < 6; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		nanosleep(&ts, NULL);
+	}
+	CHECK_EQ_INT(first.n, 1);
+	CHECK_EQ_INT(first.rc[0], 0);
+	CHECK_EQ_INT(k1.n, 2);
+	CHECK_EQ_INT(k1.rc[0], FGW_ERR_NOT_FOUND); /* no such move */
+	CHECK_EQ_INT(k1.rc[1], FGW_ERR_EXISTS);    /* not run */
+	CHECK_EQ_INT(k2.n, 2);
+	CHECK_EQ_INT(k2.rc[0], 0);
+	CHECK_EQ_INT(k2.rc[1], 0);
+	CHECK_EQ_INT(lone.n, 1);
+	CHECK_EQ_INT(lone.rc[0], 0);
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM webhook_outbox WHERE txn_id = ?1",
+	                      "txn_guard"),
+	             2);
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM webhook_outbox WHERE id = ?1",
+	                      "whd_guard_1"),
+	             0);
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM txn_moves WHERE txn_id LIKE ?1",
+	                      "txn_guard%"),
+	             0);
+end:
+	if (locker != NULL && db_in_txn(locker))
+		db_exec(locker, "ROLLBACK");
+	db_close(locker);
+	db_close(raw);
+	store_close(st);
+	store_waker_free(w);
+	if (base != NULL)
+		event_base_free(base);
+	drop_sqlite_file();
+	TT_END;
+}
+
+static int
+test_guard_skips_only_its_group_sqlite(void)
+{
+	return guard_skips_only_its_group(0);
+}
+
+static int
+test_guard_skips_only_its_group_pg(void)
+{
+	return guard_skips_only_its_group(1);
+}
+
 static int
 test_move_announced_once_sqlite(void)
 {
@@ -863,6 +1012,8 @@ static const struct tt_case all[] = {
 	{ "store_lease_is_the_token_pg", test_store_lease_is_the_token_pg },
 	{ "move_announced_once_sqlite", test_move_announced_once_sqlite },
 	{ "move_announced_once_pg", test_move_announced_once_pg },
+	{ "guard_skips_only_its_group_sqlite", test_guard_skips_only_its_group_sqlite },
+	{ "guard_skips_only_its_group_pg", test_guard_skips_only_its_group_pg },
 	{ NULL, NULL },
 };
 
