@@ -157,8 +157,9 @@ void metrics_http_answer(struct gw_metrics *m, int status);
 /* A finished transaction: its outcome and the time it took. */
 void metrics_txn_done(struct gw_metrics *m, enum txn_state state, int rejected,
                       int64_t ms);
-struct evbuffer;
-void metrics_render(struct reactor *rx, struct evbuffer *b);
+/* GET /metrics: the counters, and the backlogs read from the store
+ * through store_read (off the reactor on PostgreSQL). */
+void metrics_serve(struct reactor *rx, struct evhttp_request *req);
 
 /* server.c: reactors. */
 /* listen is HOST:PORT and resolves (nothing is bound): 0, or an error

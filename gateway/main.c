@@ -146,11 +146,16 @@ replay_row(void *ctx, const struct store_txn_row *row)
 	return 0;
 }
 
-/* Other instances' attempts (pipeline/velsync.h): read on the main
- * thread every velocity_refresh_ms with a reader of its own, never on a
- * reactor. 0: off (one instance). */
+/* Other instances' attempts (pipeline/velsync.h): read every
+ * velocity_refresh_ms through store_read with the main loop's waker. On
+ * PostgreSQL the read runs on a store read thread, so neither its round
+ * trip nor a lock on the transactions table holds up the main loop (its
+ * signals, the systemd watchdog, key ring reloads); on SQLite it runs in
+ * place on velsync_rd, a reader of the main thread. One read at a time:
+ * velsync_refresh runs on one thread at a time, and a tick that finds the
+ * last read still out skips its turn. 0: off (one instance). */
 static struct store_reader *velsync_rd;
-static int velsync_failing;
+static int velsync_failing, velsync_reading;
 
 static long long
 velocity_refresh_ms(const struct fgw_config *cfg)
@@ -160,31 +165,34 @@ velocity_refresh_ms(const struct fgw_config *cfg)
 	return strcmp(cfg->store_backend, "postgresql") == 0 ? 1000 : 0;
 }
 
+/* The reads run in place on SQLite, which needs a reader of this thread. */
 static int
-velocity_sync(struct gateway *g, int64_t *added)
+velsync_needs_reader(const struct fgw_config *cfg)
 {
-	int64_t declines = 0;
-	int r;
-	if (velsync_rd == NULL && (r = store_reader_open(g->store, &velsync_rd)) != 0)
-		return r;
-	if ((r = velsync_refresh(g->velsync, velsync_rd, fgw_now_ms(), added, &declines)) !=
-	    0) {
-		/* A connection that broke is opened again on the next tick. */
-		store_reader_close(velsync_rd);
-		velsync_rd = NULL;
-	}
-	return r;
+	return strcmp(cfg->store_backend, "postgresql") != 0;
+}
+
+/* On a store read thread (PostgreSQL) or in place (SQLite): the velocity
+ * sync and the velocity store, both thread-safe, and nothing of the main
+ * loop's. */
+static int
+velocity_read(struct store_reader *rd, void *arg)
+{
+	struct gateway *g = arg;
+
+	return velsync_refresh(g->velsync, rd, fgw_now_ms(), NULL, NULL);
 }
 
 static void
-velocity_tick(evutil_socket_t fd, short what, void *arg)
+velocity_read_done(void *arg, int r)
 {
-	int64_t added = 0;
-	int r;
-	(void)fd;
-	(void)what;
 	(void)arg;
-	r = velocity_sync(&gw, &added);
+	velsync_reading = 0;
+	/* A connection that broke is opened again on the next tick. */
+	if (r != 0 && velsync_rd != NULL) {
+		store_reader_close(velsync_rd);
+		velsync_rd = NULL;
+	}
 	/* Said once when it starts failing and once when it recovers. */
 	if (r != 0 && !velsync_failing)
 		log_error("velocity: other instances' attempts not read: %s (counts here lag "
@@ -193,6 +201,28 @@ velocity_tick(evutil_socket_t fd, short what, void *arg)
 	else if (r == 0 && velsync_failing)
 		log_info("velocity: other instances' attempts read again");
 	velsync_failing = r != 0;
+}
+
+static void
+velocity_tick(evutil_socket_t fd, short what, void *arg)
+{
+	int r;
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (velsync_reading)
+		return;
+	if (velsync_rd == NULL && velsync_needs_reader(&gw.cfg) &&
+	    (r = store_reader_open(gw.store, &velsync_rd)) != 0) {
+		velocity_read_done(NULL, r);
+		return;
+	}
+	if ((r = store_read(gw.store, main_waker, velsync_rd, velocity_read, &gw,
+	                    velocity_read_done)) != 0) {
+		velocity_read_done(NULL, r);
+		return;
+	}
+	velsync_reading = 1;
 }
 
 /* Velocity limits survive a restart: the counters are rebuilt from the
@@ -213,7 +243,15 @@ replay_velocity(struct gateway *g)
 		int64_t lag = every * 2 > 5000 ? every * 2 : 5000;
 		if ((r = velsync_new(&g->risk, lag, &g->velsync)) != 0)
 			return r;
-		if ((r = velocity_sync(g, &n)) != 0)
+		/* Before the loops run: a read in place is the start-up's. */
+		if ((r = store_reader_open(g->store, &rd)) != 0)
+			return r;
+		if ((r = velsync_refresh(g->velsync, rd, fgw_now_ms(), &n, NULL)) != 0 ||
+		    !velsync_needs_reader(&g->cfg))
+			store_reader_close(rd);
+		else
+			velsync_rd = rd; /* the ticks' on SQLite */
+		if (r != 0)
 			return r;
 		g->risk.sync = g->velsync;
 		log_info("velocity: %lld recent transactions replayed; other instances' "
@@ -838,8 +876,11 @@ out:
 	for (int i = 0; i < 4; i++)
 		if (timers[i] != NULL)
 			event_free(timers[i]);
-	/* The reactors are stopped: nothing notes attempts any more. */
+	/* The reactors are stopped: nothing notes attempts any more. A
+	 * refresh still running on a store read thread is waited for. */
 	gw.risk.sync = NULL;
+	if (gw.store != NULL && main_waker != NULL)
+		store_read_cancel(gw.store, main_waker);
 	velsync_free(gw.velsync);
 	gw.velsync = NULL;
 	store_reader_close(velsync_rd);

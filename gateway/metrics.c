@@ -3,8 +3,9 @@
  * (Prometheus format 0.0.4): every family with # HELP and # TYPE.
  *
  * Counters are atomics bumped on the reactors; the backlogs are counted
- * from the database at scrape time on the scraping reactor's read-only
- * connection, each from an index (store/stats.c); the time of the last
+ * from the database at scrape time, each from an index (store/stats.c),
+ * through store_read (a store read thread on PostgreSQL, so a slow or
+ * locked table never stops the scraping reactor); the time of the last
  * backup is what the backup scheduler published (gateway/backup.h), so a
  * scrape costs a few index lookups and no file system access.
  */
@@ -12,6 +13,7 @@
 
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -24,6 +26,7 @@
 #include "gateway/gateway.h"
 #include "gateway/http.h"
 #include "gateway/refusals.h"
+#include "gateway/reqctx.h"
 #include "store/mail.h"
 #include "store/stats.h"
 #include "store/store.h"
@@ -130,8 +133,16 @@ counter_vec(struct evbuffer *b, const char *name, const char *help, const char *
 		                    atomic_load(&values[i]));
 }
 
-void
-metrics_render(struct reactor *rx, struct evbuffer *b)
+/* A scrape in flight: the backlogs, read off the reactor (scrape_read). */
+struct scrape {
+	struct gw_req g; /* first: gw_req_drop frees the whole */
+	int mail_rc, backlogs_rc;
+	int64_t mail_pending, mail_failed;
+	struct store_backlogs bl;
+};
+
+static void
+render(struct reactor *rx, struct evbuffer *b, const struct scrape *c)
 {
 	struct gw_metrics *m = &rx->gw->metrics;
 	static const char *const in_labels[] = { "accepted", "refused", "duplicate",
@@ -140,9 +151,7 @@ metrics_render(struct reactor *rx, struct evbuffer *b)
 	static const char *const moves[] = { "queued", "skipped" };
 	static const char *const mail_labels[] = { "sent", "retry", "failed" };
 	const char *status_names[8];
-	int64_t mail_pending = 0, mail_failed = 0;
 	struct store_stats ss;
-	struct store_backlogs bl;
 	unsigned long long cum = 0;
 	int64_t backup_ms, n_routes = http_routes_count();
 
@@ -243,29 +252,29 @@ metrics_render(struct reactor *rx, struct evbuffer *b)
 	    b, "flairgw_mail_attempts_total",
 	    "SMTP delivery attempts of e-mail notifications, by outcome (failed: given up)",
 	    "outcome", mail_labels, m->mail_attempts, 3);
-	if (rx->reader != NULL &&
-	    store_mail_backlog(rx->reader, &mail_pending, &mail_failed) == 0) {
+	if (c->mail_rc == 0) {
 		gauge(b, "flairgw_mail_outbox_backlog", "customer e-mails not yet sent (pending)",
-		      (long long)mail_pending);
+		      (long long)c->mail_pending);
 		gauge(b, "flairgw_mail_outbox_failed",
 		      "customer e-mails given up on (flairctl mail retry)",
-		      (long long)mail_failed);
+		      (long long)c->mail_failed);
 	}
-	if (rx->reader != NULL && store_backlogs(rx->reader, &bl) == 0) {
+	if (c->backlogs_rc == 0) {
+		const struct store_backlogs *bl = &c->bl;
 		gauge(b, "flairgw_reconcile_backlog",
 		      "payments with an unknown outcome the reconciler "
 		      "still has to resolve",
-		      (long long)bl.unresolved_txns);
+		      (long long)bl->unresolved_txns);
 		gauge(b, "flairgw_manual_review_backlog",
 		      "payments the reconciler gave up on: an "
 		      "operator must resolve them",
-		      (long long)bl.manual_review);
+		      (long long)bl->manual_review);
 		gauge(b, "flairgw_operations_pending",
 		      "refunds, captures and cancels without an answer "
 		      "yet",
-		      (long long)bl.pending_ops);
+		      (long long)bl->pending_ops);
 		gauge(b, "flairgw_webhook_outbox_backlog", "outbound webhooks not yet delivered",
-		      (long long)bl.webhooks_pending);
+		      (long long)bl->webhooks_pending);
 	}
 	if (rx->gw->velsync != NULL) {
 		int64_t added = 0, refreshes = 0;
@@ -283,4 +292,69 @@ metrics_render(struct reactor *rx, struct evbuffer *b)
 	      (long long)(backup_ms / 1000));
 	gauge(b, "flairgw_uptime_seconds", "seconds since the gateway started",
 	      (long long)((fgw_now_ms() - rx->gw->started_at) / 1000));
+}
+
+/* On a store read thread (PostgreSQL) or in place (SQLite): only c's
+ * fields. A backlog not read is left out of the answer. */
+static int
+scrape_read(struct store_reader *rd, void *arg)
+{
+	struct scrape *c = arg;
+
+	c->mail_rc = store_mail_backlog(rd, &c->mail_pending, &c->mail_failed);
+	c->backlogs_rc = store_backlogs(rd, &c->bl);
+	return FGW_OK;
+}
+
+static void
+scrape_free(struct gw_req *g, int abandoned)
+{
+	(void)abandoned;
+	free(g);
+}
+
+static void
+answer(struct reactor *rx, struct evhttp_request *req, const struct scrape *c)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	if (b == NULL) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		return;
+	}
+	render(rx, b, c);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+	                  "text/plain; version=0.0.4");
+	metrics_http_answer(&rx->gw->metrics, 200);
+	http_req_answer(rx, req, 200, evbuffer_get_length(b), NULL);
+	evhttp_send_reply(req, 200, "OK", b);
+	evbuffer_free(b);
+}
+
+static void
+scrape_done(void *arg, int r)
+{
+	struct scrape *c = arg;
+	struct evhttp_request *req = gw_req_take(&c->g);
+
+	(void)r;
+	if (req != NULL)
+		answer(c->g.rx, req, c);
+	gw_req_drop(&c->g);
+}
+
+void
+metrics_serve(struct reactor *rx, struct evhttp_request *req)
+{
+	struct scrape *c = calloc(1, sizeof(*c));
+
+	if (c == NULL) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		return;
+	}
+	c->mail_rc = c->backlogs_rc = FGW_ERR_NOT_FOUND;
+	gw_req_start(&c->g, rx, req, "metrics scrape", scrape_free);
+	if (store_read(rx->gw->store, rx->waker, rx->reader, scrape_read, c, scrape_done) !=
+	    0)
+		gw_req_error(&c->g, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
 }

@@ -103,6 +103,15 @@ gw_req_drop(struct gw_req *r)
 	release(r, 0);
 }
 
+struct evhttp_request *
+gw_req_take(struct gw_req *r)
+{
+	struct evhttp_request *req = r->req;
+
+	detach(r);
+	return req;
+}
+
 void
 gw_req_error_param(struct gw_req *r, int status, const char *code, const char *message,
                    const char *param)

@@ -50,6 +50,10 @@ void gw_req_finish(struct gw_req *r, int status, const char *body);
 /* Ends without an answer from here (one went out another way, or none
  * can): releases, unlinks, uncounts and frees. */
 void gw_req_drop(struct gw_req *r);
+/* For an answer that is not JSON (/metrics): the request, no longer
+ * watched, to answer with evhttp directly before gw_req_drop; NULL when
+ * the client has gone. */
+struct evhttp_request *gw_req_take(struct gw_req *r);
 /* The one error path: gw_req_finish with {"error": code, "message": ...}. */
 void gw_req_error(struct gw_req *r, int status, const char *code, const char *message);
 /* The same naming the field it is about ("param"). */

@@ -653,19 +653,8 @@ h_health(struct reactor *rx, struct evhttp_request *req, const char *path)
 static void
 h_metrics(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
-	struct evbuffer *b = evbuffer_new();
 	(void)path;
-	if (b == NULL) {
-		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
-		return;
-	}
-	metrics_render(rx, b);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-	                  "text/plain; version=0.0.4");
-	metrics_http_answer(&rx->gw->metrics, 200);
-	http_req_answer(rx, req, 200, evbuffer_get_length(b), NULL);
-	evhttp_send_reply(req, 200, "OK", b);
-	evbuffer_free(b);
+	metrics_serve(rx, req);
 }
 
 static const struct route ops_routes[] = {

@@ -112,7 +112,9 @@ static void
 on_enqueued(void *arg, int rc)
 {
 	(void)arg;
-	if (rc != 0)
+	if (rc == FGW_ERR_EXISTS) /* another publish of the move queued it */
+		log_debug("outbox: an event was queued by another announcement");
+	else if (rc != 0)
 		log_error("outbox: an event was not stored: %s", fgw_strerror(rc));
 }
 

@@ -10,7 +10,9 @@
  * together with the deletion of the move's txn_moves row (store job
  * group), and a move no listener heard of because the process ended is
  * published again after a restart (pipeline/reconcile.c). A listener
- * therefore hears a move at least once: its jobs keep their dedupe keys. Reservations, outbound webhooks and notifications hang
+ * hears a move once, from whichever publish deletes its txn_moves row
+ * (store_txn_moves_take); in-memory effects of a listener (counters) may
+ * run on a publish whose jobs are then dropped. Reservations, outbound webhooks and notifications hang
  * off this without the pipeline knowing about them.
  */
 #ifndef FGW_PIPELINE_EVENTS_H
@@ -32,7 +34,15 @@ typedef void (*txn_event_fn)(void *ctx, const struct pipeline_env *env,
 int txn_events_subscribe(txn_event_fn fn, void *ctx);
 /* Removes every listener (shutdown, tests). */
 void txn_events_reset(void);
-/* Calls every listener in subscription order. */
+/* Calls every listener in subscription order, for a move of the state
+ * (a txn_moves row): the listeners' jobs commit only if this publish
+ * deletes the row, so a move that two publishes announce at once (a live
+ * one and another instance's replay) is announced once. */
 void txn_events_publish(const struct pipeline_env *env, const struct store_txn_row *row);
+/* The same for news that may be no move of the state (a partial refund
+ * after another leaves it partially_refunded): the listeners' jobs commit
+ * whether or not there is a row to delete. */
+void txn_events_publish_news(const struct pipeline_env *env,
+                             const struct store_txn_row *row);
 
 #endif

@@ -20,6 +20,12 @@
  * every backoff_max_ms, so it still ends when the processor answers. The next scan starts only
  * when every row of the last one is done.
  *
+ * What a scan reads (the unannounced moves and their rows; the claimed
+ * rows and their clients' stored answers) it reads through store_read:
+ * on PostgreSQL on a store read thread, never on the reactor, which goes
+ * on serving requests meanwhile; each read is one fn for all the rows of
+ * a batch. Claims and outcomes are store jobs, as ever.
+ *
  * The same scan finishes refunds, captures and cancels a crash left
  * pending: the operation is sent again with its own processor key (the
  * processor answers a repeat with what it did, and does it if it never
@@ -77,7 +83,8 @@ struct reconciler {
 	struct recon_item *queue, *queue_tail; /* not started yet */
 	int64_t started_at;                    /* fgw_now_ms() at reconciler_start */
 	int replayed;                          /* the first scan replayed every old move */
-	struct claim_batch *claims;            /* claim jobs out */
+	struct replay *replay;                 /* its read out, or NULL */
+	struct claim_batch *claims;            /* claim jobs out, and their reads */
 	int64_t lease_ms;                      /* what a claim lasts */
 	int64_t start_by_ms;                   /* a row starts no later after its claim */
 };
@@ -91,6 +98,17 @@ enum claim_what {
 	CLAIM_CANCEL
 };
 
+/* A client's stored answer for a row's key, as make_answer needs it:
+ * read with the row, before the processor is asked (its hash and expiry
+ * never change, and a live answer stored since makes the settle fail
+ * FGW_ERR_STATE anyway). */
+struct stored_key {
+	int rc; /* of store_idem_get; FGW_ERR_NOT_FOUND: none */
+	char request_hash[65];
+	char txn_id[40];
+	int64_t expires_at;
+};
+
 struct claim_batch {
 	struct claim_batch *prev, *next; /* the reconciler's claims */
 	struct reconciler *rc;
@@ -99,6 +117,22 @@ struct claim_batch {
 	int n;
 	struct store_unresolved *u;     /* CLAIM_UNKNOWN, CLAIM_ACTION */
 	struct store_pendingop_due *op; /* the others */
+	/* Read off the reactor once claimed (batch_read): each row's
+	 * transaction, the read's code, its stored answer. */
+	struct store_txn_row *rows;
+	int *row_rc;
+	struct stored_key *keys;
+};
+
+/* The unannounced moves of one scan and their rows, read off the reactor
+ * (replay_read). */
+struct replay {
+	struct reconciler *rc;
+	int64_t before;
+	int n;
+	struct store_txn_move moves[RECON_BATCH];
+	struct store_txn_row *rows; /* n of them, allocated by the read */
+	int row_rc[RECON_BATCH];
 };
 
 struct recon_item {
@@ -107,6 +141,7 @@ struct recon_item {
 	const struct proc_config *proc; /* the row's processor */
 	const struct proc_type *type;
 	struct store_txn_row row;
+	struct stored_key key; /* the client's stored answer for row's key */
 	struct store_unresolved u;
 	struct store_txn_update upd;
 	struct proc_call call;
@@ -292,26 +327,18 @@ finished(void *arg, int rc, const struct store_txn_row *row)
 static int
 make_answer(struct recon_item *it, struct store_idem *idem)
 {
-	const struct pipeline_env *env = it->rc->env;
 	const struct store_txn_row *row = &it->row;
+	const struct stored_key *stored = &it->key;
 	const struct code_message *m = NULL;
-	struct store_idem stored;
 	struct stage_answer a;
-	int r;
 
 	memset(idem, 0, sizeof(*idem));
-	if (row->idempotency_key[0] == '\0')
+	if (row->idempotency_key[0] == '\0' || stored->rc == FGW_ERR_NOT_FOUND)
 		return FGW_OK;
-	memset(&stored, 0, sizeof(stored));
-	r = store_idem_get(env->reader, row->client_id, row->idempotency_key, &stored);
-	if (r == FGW_ERR_NOT_FOUND)
+	if (stored->rc != 0)
+		return stored->rc;
+	if (strcmp(stored->txn_id, row->id) != 0)
 		return FGW_OK;
-	if (r != 0)
-		return r;
-	if (strcmp(stored.txn_id, row->id) != 0) {
-		store_idem_clear(&stored);
-		return FGW_OK;
-	}
 	if (it->upd.error_code[0])
 		m = stage_code_lookup(it->upd.error_code);
 	memset(&a, 0, sizeof(a));
@@ -333,12 +360,11 @@ make_answer(struct recon_item *it, struct store_idem *idem)
 	a.with_txn_id = 1;
 	fgw_strlcpy(idem->client_id, row->client_id, sizeof(idem->client_id));
 	fgw_strlcpy(idem->key, row->idempotency_key, sizeof(idem->key));
-	fgw_strlcpy(idem->request_hash, stored.request_hash, sizeof(idem->request_hash));
+	fgw_strlcpy(idem->request_hash, stored->request_hash, sizeof(idem->request_hash));
 	fgw_strlcpy(idem->txn_id, row->id, sizeof(idem->txn_id));
 	idem->status_code = a.http_status;
 	idem->created_at = fgw_now_ms();
-	idem->expires_at = stored.expires_at;
-	store_idem_clear(&stored);
+	idem->expires_at = stored->expires_at;
 	return stage_answer_json(&a, &idem->body);
 }
 
@@ -699,16 +725,21 @@ ask(struct recon_item *it)
 	return send_to_processor(it, PROC_OP_STATUS, &oreq, status_replied);
 }
 
-/* A new item of the current scan for the transaction txn_id, its row
- * read; NULL when out of memory or the row is not read (then done). It
- * starts when enqueue()d and a place is free (pump). */
+/* A new item of the current scan for the i-th row of batch b, whose
+ * row (moved into the item) and stored answer were read; NULL when out of
+ * memory or the row was not read. It starts when enqueue()d and a place
+ * is free (pump). */
 static struct recon_item *
-item_new(struct reconciler *rc, const char *txn_id)
+item_new(struct claim_batch *b, int i, const char *txn_id)
 {
-	struct recon_item *it = calloc(1, sizeof(*it));
-	int r;
+	struct reconciler *rc = b->rc;
+	struct recon_item *it;
 
-	if (it == NULL)
+	if (b->row_rc[i] != 0) {
+		log_txn_error(txn_id, "reconcile: row not read: %s", fgw_strerror(b->row_rc[i]));
+		return NULL;
+	}
+	if ((it = calloc(1, sizeof(*it))) == NULL)
 		return NULL;
 	it->rc = rc;
 	it->next = rc->items;
@@ -716,11 +747,9 @@ item_new(struct reconciler *rc, const char *txn_id)
 		rc->items->prev = it;
 	rc->items = it;
 	rc->outstanding++;
-	if ((r = store_txn_get(rc->env->reader, NULL, txn_id, &it->row)) != 0) {
-		log_txn_error(txn_id, "reconcile: row not read: %s", fgw_strerror(r));
-		item_done(it);
-		return NULL;
-	}
+	it->row = b->rows[i];
+	memset(&b->rows[i], 0, sizeof(b->rows[i])); /* the item's now */
+	it->key = b->keys[i];
 	return it;
 }
 
@@ -799,6 +828,11 @@ batch_free(struct claim_batch *b)
 		rc->claims = b->next;
 	if (b->next != NULL)
 		b->next->prev = b->prev;
+	for (int i = 0; b->rows != NULL && i < b->n; i++)
+		store_txn_row_clear(&b->rows[i]);
+	free(b->rows);
+	free(b->row_rc);
+	free(b->keys);
 	free(b->u);
 	free(b->op);
 	free(b);
@@ -814,11 +848,10 @@ items_of_ops(struct claim_batch *b, enum store_op_kind kind)
 		[STORE_OP_CAPTURE] = PROC_OP_CAPTURE,
 		[STORE_OP_CANCEL] = PROC_OP_CANCEL,
 	};
-	struct reconciler *rc = b->rc;
 	const struct store_pendingop_due *due = b->op;
 
 	for (int i = 0; i < b->n; i++) {
-		struct recon_item *it = item_new(rc, due[i].txn_id);
+		struct recon_item *it = item_new(b, i, due[i].txn_id);
 		if (it == NULL)
 			continue;
 		it->op = proc_ops[kind];
@@ -845,7 +878,7 @@ items_of_rows(struct claim_batch *b, int action)
 	const struct store_unresolved *due = b->u;
 
 	for (int i = 0; i < b->n; i++) {
-		struct recon_item *it = item_new(rc, due[i].id);
+		struct recon_item *it = item_new(b, i, due[i].id);
 		if (it == NULL)
 			continue;
 		it->u = due[i];
@@ -856,8 +889,46 @@ items_of_rows(struct claim_batch *b, int action)
 	}
 }
 
+/* The transaction id of a claimed row. */
+static const char *
+batch_txn_id(const struct claim_batch *b, int i)
+{
+	return b->what == CLAIM_UNKNOWN || b->what == CLAIM_ACTION ? b->u[i].id
+	                                                           : b->op[i].txn_id;
+}
+
+/* On a store read thread (PostgreSQL) or in place (SQLite): only b's
+ * rows, read into b. Each row's failure is its own. */
+static int
+batch_read(struct store_reader *rd, void *arg)
+{
+	struct claim_batch *b = arg;
+	struct store_idem idem;
+
+	for (int i = 0; i < b->n; i++) {
+		struct store_txn_row *row = &b->rows[i];
+		struct stored_key *k = &b->keys[i];
+
+		if ((b->row_rc[i] = store_txn_get(rd, NULL, batch_txn_id(b, i), row)) != 0)
+			continue;
+		k->rc = FGW_ERR_NOT_FOUND;
+		if (row->idempotency_key[0] == '\0')
+			continue;
+		memset(&idem, 0, sizeof(idem));
+		if ((k->rc = store_idem_get(rd, row->client_id, row->idempotency_key, &idem)) ==
+		    0) {
+			fgw_strlcpy(k->request_hash, idem.request_hash, sizeof(k->request_hash));
+			fgw_strlcpy(k->txn_id, idem.txn_id, sizeof(k->txn_id));
+			k->expires_at = idem.expires_at;
+		}
+		store_idem_clear(&idem);
+	}
+	return FGW_OK;
+}
+
+/* The batch's rows are read: its items start. */
 static void
-claimed(void *arg, int r)
+batch_read_done(void *arg, int r)
 {
 	static const enum store_op_kind kinds[] = {
 		[CLAIM_REFUND] = STORE_OP_REFUND,
@@ -867,15 +938,40 @@ claimed(void *arg, int r)
 	struct claim_batch *b = arg;
 	struct reconciler *rc = b->rc;
 
+	/* Rows not started stay claimed until the lease ends: due again
+	 * then, for any instance. */
+	if (r != 0)
+		log_error("reconcile scan failed: reading claimed rows: %s", fgw_strerror(r));
+	else if (b->what == CLAIM_UNKNOWN || b->what == CLAIM_ACTION)
+		items_of_rows(b, b->what == CLAIM_ACTION);
+	else
+		items_of_ops(b, kinds[b->what]);
+	batch_free(b);
+	pump(rc);
+	if (--rc->outstanding == 0)
+		scan_done(rc);
+}
+
+static void
+claimed(void *arg, int r)
+{
+	struct claim_batch *b = arg;
+	struct reconciler *rc = b->rc;
+	const struct pipeline_env *env = rc->env;
+
 	if (r != 0) {
 		log_error("reconcile scan failed: claiming due rows: %s", fgw_strerror(r));
-	} else {
+	} else if (b->n > 0) {
 		if (b->n == RECON_BATCH)
 			rc->full = 1;
-		if (b->what == CLAIM_UNKNOWN || b->what == CLAIM_ACTION)
-			items_of_rows(b, b->what == CLAIM_ACTION);
-		else
-			items_of_ops(b, kinds[b->what]);
+		if ((b->rows = calloc((size_t)b->n, sizeof(*b->rows))) == NULL ||
+		    (b->row_rc = calloc((size_t)b->n, sizeof(*b->row_rc))) == NULL ||
+		    (b->keys = calloc((size_t)b->n, sizeof(*b->keys))) == NULL)
+			r = FGW_ERR_NOMEM;
+		else if ((r = store_read(env->store, env->waker, env->reader, batch_read, b,
+		                         batch_read_done)) == 0)
+			return; /* batch_read_done goes on */
+		log_error("reconcile scan failed: claimed rows not read: %s", fgw_strerror(r));
 	}
 	batch_free(b);
 	pump(rc);
@@ -931,44 +1027,94 @@ fail:
  * stands but in the state it took then. The first scan takes every row
  * older than this process; later ones only rows a live publish should
  * long have deleted (a publish that failed to queue its jobs). The
- * listeners' jobs and the row's deletion commit together, so a replay
- * never repeats what a publish already queued. */
-static void
-replay_moves(struct reconciler *rc, int64_t now)
-{
-	struct store_txn_move *moves = NULL;
-	int64_t before = rc->replayed ? now - MOVE_LINGER_MS : rc->started_at;
-	int n = 0, r;
+ * listeners' jobs and the row's deletion commit together, and only if
+ * that deletion finds the row (txn_events_publish), so a replay never
+ * repeats what a publish already queued, here or on another instance. */
 
-	if ((moves = calloc(RECON_BATCH, sizeof(*moves))) == NULL)
-		return;
-	if ((r = store_txn_moves_due(rc->env->reader, before, moves, RECON_BATCH, &n)) != 0) {
+/* On a store read thread (PostgreSQL) or in place (SQLite): only p. */
+static int
+replay_read(struct store_reader *rd, void *arg)
+{
+	struct replay *p = arg;
+	int r;
+
+	if ((r = store_txn_moves_due(rd, p->before, p->moves, RECON_BATCH, &p->n)) != 0)
+		return r;
+	if (p->n > 0 && (p->rows = calloc((size_t)p->n, sizeof(*p->rows))) == NULL)
+		return FGW_ERR_NOMEM;
+	for (int i = 0; i < p->n; i++)
+		p->row_rc[i] = store_txn_get(rd, NULL, p->moves[i].txn_id, &p->rows[i]);
+	return FGW_OK;
+}
+
+static void
+replay_free(struct replay *p)
+{
+	for (int i = 0; p->rows != NULL && i < p->n; i++)
+		store_txn_row_clear(&p->rows[i]);
+	free(p->rows);
+	free(p);
+}
+
+static void
+replay_done(void *arg, int r)
+{
+	struct replay *p = arg;
+	struct reconciler *rc = p->rc;
+
+	rc->replay = NULL;
+	if (r != 0) {
 		log_error("reading unannounced states: %s", fgw_strerror(r));
 		goto out;
 	}
 	rc->replayed = 1;
-	for (int i = 0; i < n; i++) {
-		struct store_txn_row row;
-		memset(&row, 0, sizeof(row));
-		if ((r = store_txn_get(rc->env->reader, NULL, moves[i].txn_id, &row)) != 0) {
-			log_error("txn %s: state %s not announced: %s", moves[i].txn_id,
-			          moves[i].status, fgw_strerror(r));
+	for (int i = 0; i < p->n; i++) {
+		const struct store_txn_move *m = &p->moves[i];
+		struct store_txn_row *row = &p->rows[i];
+
+		if (p->row_rc[i] != 0) {
+			log_error("txn %s: state %s not announced: %s", m->txn_id, m->status,
+			          fgw_strerror(p->row_rc[i]));
 			/* Gone (never, but a row nobody can announce must
 			 * not be read again on every scan). */
-			if (r == FGW_ERR_NOT_FOUND)
-				(void)store_txn_moves_done(rc->env->store, rc->env->waker,
-				                           moves[i].txn_id, moves[i].status, NULL, NULL);
+			if (p->row_rc[i] == FGW_ERR_NOT_FOUND)
+				(void)store_txn_moves_done(rc->env->store, rc->env->waker, m->txn_id,
+				                           m->status, NULL, NULL);
 			continue;
 		}
-		log_info("txn %s: announcing state %s left unannounced", moves[i].txn_id,
-		         moves[i].status);
-		fgw_strlcpy(row.status, moves[i].status, sizeof(row.status));
-		row.updated_at = moves[i].at;
-		txn_events_publish(rc->env, &row);
-		store_txn_row_clear(&row);
+		log_info("txn %s: announcing state %s left unannounced", m->txn_id, m->status);
+		fgw_strlcpy(row->status, m->status, sizeof(row->status));
+		row->updated_at = m->at;
+		txn_events_publish(rc->env, row);
 	}
 out:
-	free(moves);
+	replay_free(p);
+	if (--rc->outstanding == 0)
+		scan_done(rc);
+}
+
+static void
+replay_moves(struct reconciler *rc, int64_t now)
+{
+	const struct pipeline_env *env = rc->env;
+	struct replay *p;
+	int r;
+
+	if ((p = calloc(1, sizeof(*p))) == NULL) {
+		log_error("reading unannounced states: %s", fgw_strerror(FGW_ERR_NOMEM));
+		return;
+	}
+	p->rc = rc;
+	p->before = rc->replayed ? now - MOVE_LINGER_MS : rc->started_at;
+	rc->outstanding++;
+	rc->replay = p;
+	if ((r = store_read(env->store, env->waker, env->reader, replay_read, p,
+	                    replay_done)) == 0)
+		return;
+	log_error("reading unannounced states: %s", fgw_strerror(r));
+	rc->replay = NULL;
+	rc->outstanding--;
+	free(p);
 }
 
 static void
@@ -1043,10 +1189,13 @@ reconciler_free(struct reconciler *rc)
 	rc->queue = rc->queue_tail = NULL;
 	while (rc->items != NULL)
 		item_free(rc->items);
-	/* Claims whose commit never reached us: their rows are due again
-	 * once the lease ends. */
+	/* Claims whose commit or read never reached us (the reactor
+	 * cancelled its reads first: none still runs): their rows are due
+	 * again once the lease ends. */
 	while (rc->claims != NULL)
 		batch_free(rc->claims);
+	if (rc->replay != NULL)
+		replay_free(rc->replay);
 	event_free(rc->timer);
 	free(rc);
 }

@@ -211,7 +211,10 @@ op_read_done(void *arg, int rc)
 	struct op_job *j = arg;
 
 	if (rc == 0)
-		txn_events_publish(j->env, &j->row);
+		/* A refund after a partial one leaves the state as it was: no
+		 * move, but its listeners (refund.succeeded) still hear it. */
+		(j->op.kind == STORE_OP_REFUND ? txn_events_publish_news
+		                                : txn_events_publish)(j->env, &j->row);
 	else
 		log_txn_error(j->op.txn_id,
 		              "moved but not read back: the reconciler announces it");
@@ -301,7 +304,7 @@ publish_read_done(void *arg, int rc)
 	struct publish_job *j = arg;
 
 	if (rc == 0)
-		txn_events_publish(j->env, &j->row);
+		txn_events_publish_news(j->env, &j->row); /* a refund: maybe no move */
 	else
 		log_txn_error(j->txn_id, "moved but not read back: the reconciler announces it");
 	store_txn_row_clear(&j->row);

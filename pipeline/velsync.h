@@ -18,7 +18,8 @@
  *
  * Thread safety: velsync_own from any thread (reactors, under the risk's
  * decide lock); velsync_refresh from one thread at a time (the gateway's
- * main thread, with its own reader).
+ * main loop starts one store_read at a time: on PostgreSQL it runs on a
+ * store read thread, on SQLite in place on the main thread).
  */
 #ifndef FGW_PIPELINE_VELSYNC_H
 #define FGW_PIPELINE_VELSYNC_H

@@ -163,6 +163,7 @@ struct job {
 	char *upd_next;
 	int has_idem;
 	int idem_claim;         /* JOB_CUSTOM: store_commit.idem_claim */
+	int guard;              /* store_commit.guard */
 	struct store_idem idem; /* body owned */
 	int has_purge;
 	char purge_token[40];
@@ -740,8 +741,8 @@ run_batch(struct store *st, struct job **jobs, size_t n)
 {
 	struct timespec t0, t1;
 	uint64_t events = 0, ok = 0;
-	int storage_failed = 0;
-	size_t i;
+	int storage_failed = 0, skip = 0;
+	size_t i, group_end = 0;
 
 	if (wexec(st, W_BEGIN) != 0 || batch_audit_head(st, jobs, n) != 0)
 		goto abort;
@@ -749,6 +750,15 @@ run_batch(struct store *st, struct job **jobs, size_t n)
 		struct job *j = jobs[i];
 		struct audit_chain job_head = st->audit.head;
 
+		if (i >= group_end) { /* the first job of a group, or a lone one */
+			group_end = i + (j->group_len > 0 ? j->group_len : 1);
+			skip = 0;
+		}
+		if (skip) { /* a guard of its group failed (store_commit.guard) */
+			j->rc = FGW_ERR_EXISTS;
+			log_txn_debug(job_id(j), "job not run: its group's guard failed");
+			continue;
+		}
 		if (wexec(st, W_SAVEPOINT) != 0)
 			goto abort;
 		j->rc = run_job(st, j);
@@ -769,6 +779,7 @@ run_batch(struct store *st, struct job **jobs, size_t n)
 		if (wexec(st, W_ROLLBACK_TO) != 0 || wexec(st, W_RELEASE) != 0)
 			goto abort;
 		st->audit.head = job_head;
+		skip = j->guard;
 		if (j->rc == FGW_ERR_EXISTS || j->rc == FGW_ERR_STATE ||
 		    j->rc == FGW_ERR_NOT_FOUND || j->rc == FGW_ERR_CONFLICT)
 			log_txn_debug(job_id(j), "job refused: %s", fgw_strerror(j->rc));
@@ -1276,6 +1287,7 @@ static int
 job_submit(struct store *st, struct job *j, const struct store_commit *c)
 {
 	int r;
+	j->guard = c->guard;
 	if ((r = job_copy_idem(j, c->idem, c->idem_claim)) != 0 ||
 	    (r = job_copy_events(j, c->audit, c->n_audit)) != 0 ||
 	    (r = enqueue(st, j)) != 0) {

@@ -157,6 +157,11 @@ struct store_commit {
 	 * it commits, and idem is stored only while the key is free, expired
 	 * or this request's own claim (same txn_id, in progress). */
 	int idem_claim;
+	/* 1: the job guards the jobs submitted after it in its group
+	 * (store_group_begin): when it fails, they are not run and fail
+	 * FGW_ERR_EXISTS. Submit it first, so that nothing of the group runs
+	 * before it decides. */
+	int guard;
 };
 
 /* ---- reads for a reactor ----------------------------------------------- */

@@ -14,6 +14,7 @@
 struct done_job {
 	char txn_id[40];
 	char status[24];
+	int take; /* no row deleted is a failure */
 };
 
 static int
@@ -28,14 +29,22 @@ done_run(struct db *db, void *ctx)
 		return r;
 	db_bind_text(s, 1, j->txn_id);
 	db_bind_text(s, 2, j->status);
-	r = db_step(s) == DB_DONE ? FGW_OK : FGW_ERR_DB;
+	/* On PostgreSQL a second DELETE of the row waits for the first one's
+	 * COMMIT and then, READ COMMITTED re-checking its WHERE, finds
+	 * nothing: one of two publishers of a move takes it. */
+	if ((r = db_step(s)) != DB_DONE)
+		r = r < 0 ? r : FGW_ERR_DB;
+	else if (j->take && db_changes(db) == 0)
+		r = FGW_ERR_NOT_FOUND;
+	else
+		r = FGW_OK;
 	db_release(s);
 	return r;
 }
 
-int
-store_txn_moves_done(struct store *st, struct store_waker *w, const char *txn_id,
-                     const char *status, store_done_fn done, void *arg)
+static int
+submit(struct store *st, struct store_waker *w, const char *txn_id, const char *status,
+       int take, store_done_fn done, void *arg)
 {
 	struct done_job *j;
 
@@ -48,8 +57,24 @@ store_txn_moves_done(struct store *st, struct store_waker *w, const char *txn_id
 		free(j);
 		return FGW_ERR_INVALID;
 	}
+	j->take = take;
 	return store_submit_custom(st, w, done_run, j, free,
-	                           &(struct store_commit){ .done = done, .arg = arg });
+	                           &(struct store_commit){
+	                               .done = done, .arg = arg, .guard = take });
+}
+
+int
+store_txn_moves_done(struct store *st, struct store_waker *w, const char *txn_id,
+                     const char *status, store_done_fn done, void *arg)
+{
+	return submit(st, w, txn_id, status, 0, done, arg);
+}
+
+int
+store_txn_moves_take(struct store *st, struct store_waker *w, const char *txn_id,
+                     const char *status, store_done_fn done, void *arg)
+{
+	return submit(st, w, txn_id, status, 1, done, arg);
 }
 
 int

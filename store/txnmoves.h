@@ -26,6 +26,15 @@ struct store_txn_move {
 int store_txn_moves_done(struct store *st, struct store_waker *w, const char *txn_id,
                          const char *status, store_done_fn done, void *arg);
 
+/* The same, as the guard of a publish's store group (store_commit.guard):
+ * submitted first in the group, it deletes the move's row, and when there
+ * is none (another publish of the same move, on this instance or another,
+ * deleted it first) it fails FGW_ERR_NOT_FOUND and the rest of the group —
+ * the listeners' jobs — is not run (FGW_ERR_EXISTS). So each move's side
+ * effects are committed once, by whichever publish deletes its row. */
+int store_txn_moves_take(struct store *st, struct store_waker *w, const char *txn_id,
+                         const char *status, store_done_fn done, void *arg);
+
 /* Up to max rows written before `before` (ms, their `at`), oldest first;
  * *n the count. */
 int store_txn_moves_due(struct store_reader *rd, int64_t before,

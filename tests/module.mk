@@ -29,6 +29,6 @@ ROOMS_test_ratelimit := gateway pipeline rules processors store cryptoauth crypt
 ROOMS_test_notify   := pipeline store cryptoauth crypto core
 ROOMS_test_outbox   := gateway pipeline rules processors store cryptoauth crypto core
 ROOMS_test_db       := store core
-ROOMS_test_claims   := store core
+ROOMS_test_claims   := pipeline store core
 ROOMS_test_read     := store core
 ROOMS_test_ring_db  := store crypto core

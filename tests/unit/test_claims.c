@@ -23,7 +23,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+#include <event2/thread.h>
+
 #include "core/err.h"
+#include "core/util.h"
+#include "pipeline/events.h"
+#include "pipeline/pipeline.h"
 #include "store/claim.h"
 #include "store/db.h"
 #include "store/mail.h"
@@ -31,6 +37,7 @@
 #include "store/pg.h"
 #include "store/reconcile.h"
 #include "store/schema.h"
+#include "store/txnmoves.h"
 #include "store/webhooks.h"
 #include "tests/unit/tt.h"
 
@@ -586,6 +593,372 @@ test_store_lease_is_the_token_pg(void)
 	return store_lease_is_the_token(1);
 }
 
+/* ---- each move announced once, across instances ------------------------ */
+
+/* A listener like the webhook one: each time it hears a move it queues an
+ * outbox row of a new id, so a move announced twice leaves two rows. */
+struct heard {
+	int queued;    /* listener jobs submitted */
+	int completed; /* their done ran */
+	int ok;        /* ... and committed */
+	int skipped;   /* ... not run: another publish took the move */
+	int n;         /* ids handed out */
+};
+
+static void
+heard_done(void *arg, int rc)
+{
+	struct heard *h = arg;
+
+	h->completed++;
+	if (rc == 0)
+		h->ok++;
+	else if (rc == FGW_ERR_EXISTS)
+		h->skipped++;
+	else
+		fprintf(stderr, "  listener job: %s\n", fgw_strerror(rc));
+}
+
+static void
+outbox_listener(void *ctx, const struct pipeline_env *env,
+                const struct store_txn_row *row)
+{
+	struct heard *h = ctx;
+	struct store_outbox_row o;
+
+	memset(&o, 0, sizeof(o));
+	snprintf(o.id, sizeof(o.id), "whd_%.20s_%d", row->id, h->n++);
+	strcpy(o.endpoint_url, "http://127.0.0.1:1/");
+	snprintf(o.event_id, sizeof(o.event_id), "evt_%d", h->n);
+	snprintf(o.event_type, sizeof(o.event_type), "transaction.%s", row->status);
+	fgw_strlcpy(o.txn_id, row->id, sizeof(o.txn_id));
+	o.payload = "{}";
+	o.next_attempt_at = T0;
+	if (store_outbox_enqueue(env->store, env->waker, &o, 1, NULL, 0, heard_done, h) == 0)
+		h->queued++;
+}
+
+/* A connection to the stores' own database (PostgreSQL: the public
+ * schema store_open migrated). */
+static struct db *
+open_raw(int pg)
+{
+	struct pg_opts po = { .dsn = getenv(PG_DSN_ENV) };
+	PGconn *c = NULL;
+	sqlite3 *h = NULL;
+	struct db *db = NULL;
+
+	if (pg)
+		return pg_connect(&po, &c) == 0 && db_wrap_pg(c, &db) == 0 ? db : NULL;
+	if (sqlite3_open_v2(lite_path, &h, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+	    sqlite3_busy_timeout(h, 5000) != SQLITE_OK || db_wrap_sqlite(h, 1, &db) != 0) {
+		sqlite3_close(h);
+		return NULL;
+	}
+	return db;
+}
+
+static int
+exec1(struct db *db, const char *sql, const char *a)
+{
+	struct db_stmt *s = NULL;
+	int r;
+
+	if ((r = db_prepare_once(db, sql, &s)) != 0)
+		return r;
+	db_bind_text(s, 1, a);
+	r = db_step(s) == DB_DONE ? 0 : FGW_ERR_DB;
+	db_release(s);
+	return r;
+}
+
+static int64_t
+count_of(struct db *db, const char *sql, const char *a)
+{
+	int64_t v = -1;
+
+	return db_int64_of(db, sql, a, &v) == 0 ? v : -1;
+}
+
+/* Two instances (two stores on one database, each with its reactor's
+ * loop) announce the same move at once, as a live publish and another
+ * instance's replay of it do: a third session holds the move's row (or,
+ * on SQLite, the write lock) so that both groups are queued before
+ * either commits. The listener's row is queued once, the other group's
+ * listener job is not run, and the move's row is gone. */
+static int
+move_announced_once(int pg)
+{
+	struct store_opts o = { .sync_full = 0, .batch_max = 4, .audit_mac = mac_fn };
+	struct store *st[2] = { NULL, NULL };
+	struct event_base *base[2] = { NULL, NULL };
+	struct store_waker *w[2] = { NULL, NULL };
+	struct pipeline_env env[2];
+	struct heard h = { 0 };
+	struct store_txn_row row;
+	struct db *raw = NULL, *locker = NULL;
+	struct timespec ts = { 0, 1000000 };
+	const char *id = pg ? "txn_move_pg" : "txn_move_lite";
+	int fd;
+
+	TT_BEGIN;
+	memset(env, 0, sizeof(env));
+	if (pg) {
+		o.backend = STORE_POSTGRESQL;
+		o.dsn = getenv(PG_DSN_ENV);
+	} else {
+		snprintf(lite_path, sizeof(lite_path), "%s/fgw-test-claims-XXXXXX",
+		         getenv("TMPDIR") != NULL && *getenv("TMPDIR") != '\0' ? getenv("TMPDIR")
+		                                                               : "/tmp");
+		CHECK((fd = mkstemp(lite_path)) >= 0);
+		close(fd);
+		o.path = lite_path;
+	}
+	CHECK_EQ_INT(evthread_use_pthreads(), 0);
+	for (int i = 0; i < 2; i++) {
+		CHECK_EQ_INT(store_open(&o, &st[i]), 0);
+		CHECK((base[i] = event_base_new()) != NULL);
+		CHECK_EQ_INT(store_waker_new(st[i], base[i], &w[i]), 0);
+		env[i].base = base[i];
+		env[i].store = st[i];
+		env[i].waker = w[i];
+	}
+	CHECK((raw = open_raw(pg)) != NULL);
+	CHECK((locker = open_raw(pg)) != NULL);
+	CHECK_EQ_INT(exec1(raw, "DELETE FROM webhook_outbox WHERE txn_id = ?1", id), 0);
+	CHECK_EQ_INT(exec1(raw, "DELETE FROM transactions WHERE id = ?1", id), 0);
+	CHECK_EQ_INT(exec1(raw, "DELETE FROM txn_moves WHERE txn_id = ?1", id), 0);
+	/* The move: the database writes its row with the state. */
+	CHECK_EQ_INT(add_txn(raw, id, "succeeded", T0), 0);
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM txn_moves WHERE txn_id = ?1", id),
+	             1);
+
+	txn_events_reset();
+	CHECK_EQ_INT(txn_events_subscribe(outbox_listener, &h), 0);
+	memset(&row, 0, sizeof(row));
+	fgw_strlcpy(row.id, id, sizeof(row.id));
+	strcpy(row.client_id, "c1");
+	strcpy(row.status, "succeeded");
+	if (pg) {
+		CHECK_EQ_INT(db_exec(locker, "BEGIN"), 0);
+		CHECK_EQ_INT(db_exec(locker,
+		                     "SELECT 1 FROM txn_moves WHERE txn_id = 'txn_move_pg'"
+		                     " FOR UPDATE"),
+		             0);
+	} else
+		CHECK_EQ_INT(db_exec(locker, "BEGIN IMMEDIATE"), 0);
+	txn_events_publish(&env[0], &row);
+	txn_events_publish(&env[1], &row);
+	CHECK_EQ_INT(h.queued, 2);
+	/* Both groups wait behind the third session; then it lets go. */
+	for (int i = 0; i < 300; i++) {
+		for (int k = 0; k < 2; k++)
+			event_base_loop(base[k], EVLOOP_NONBLOCK);
+		nanosleep(&ts, NULL);
+	}
+	CHECK_EQ_INT(h.completed, 0);
+	CHECK_EQ_INT(db_exec(locker, "COMMIT"), 0);
+	for (int i = 0; i < 10000 && h.completed < 2; i++) {
+		for (int k = 0; k < 2; k++)
+			event_base_loop(base[k], EVLOOP_NONBLOCK);
+		nanosleep(&ts, NULL);
+	}
+	CHECK_EQ_INT(h.completed, 2);
+	CHECK_EQ_INT(h.ok, 1);
+	CHECK_EQ_INT(h.skipped, 1);
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM webhook_outbox WHERE txn_id = ?1",
+	                      id),
+	             1);
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM txn_moves WHERE txn_id = ?1", id),
+	             0);
+	/* News that is no move (a second partial refund) still reaches the
+	 * listeners: there is no row to take. */
+	h.completed = h.ok = h.skipped = 0;
+	txn_events_publish_news(&env[0], &row);
+	for (int i = 0; i < 10000 && h.completed < 1; i++) {
+		event_base_loop(base[0], EVLOOP_NONBLOCK);
+		nanosleep(&ts, NULL);
+	}
+	CHECK_EQ_INT(h.ok, 1);
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM webhook_outbox WHERE txn_id = ?1",
+	                      id),
+	             2);
+end:
+	txn_events_reset();
+	if (locker != NULL && db_in_txn(locker))
+		db_exec(locker, "ROLLBACK");
+	db_close(locker);
+	db_close(raw);
+	for (int i = 0; i < 2; i++) {
+		store_close(st[i]);
+		store_waker_free(w[i]);
+		if (base[i] != NULL)
+			event_base_free(base[i]);
+	}
+	drop_sqlite_file();
+	TT_END;
+}
+
+/* One done per job, its rc kept. */
+struct rcs {
+	int n;
+	int rc[8];
+};
+
+static void
+rc_done(void *arg, int rc)
+{
+	struct rcs *k = arg;
+
+	if (k->n < 8)
+		k->rc[k->n] = rc;
+	k->n++;
+}
+
+static int
+queue_outbox(struct store *st, struct store_waker *w, const char *id, struct rcs *k)
+{
+	struct store_outbox_row o;
+
+	memset(&o, 0, sizeof(o));
+	fgw_strlcpy(o.id, id, sizeof(o.id));
+	strcpy(o.endpoint_url, "http://127.0.0.1:1/");
+	fgw_strlcpy(o.event_id, id, sizeof(o.event_id));
+	strcpy(o.event_type, "transaction.succeeded");
+	strcpy(o.txn_id, "txn_guard");
+	o.payload = "{}";
+	o.next_attempt_at = T0;
+	return store_outbox_enqueue(st, w, &o, 1, NULL, 0, rc_done, k);
+}
+
+/* A guard that fails skips the rest of its own group only: two groups
+ * and a lone job committed in one batch (queued while the writer waits
+ * behind another session), the first group's guard finding no move. */
+static int
+guard_skips_only_its_group(int pg)
+{
+	struct store_opts o = { .sync_full = 0, .batch_max = 8, .audit_mac = mac_fn };
+	struct store *st = NULL;
+	struct event_base *base = NULL;
+	struct store_waker *w = NULL;
+	struct db *raw = NULL, *locker = NULL;
+	struct rcs first = { 0 }, k1 = { 0 }, k2 = { 0 }, lone = { 0 };
+	struct timespec ts = { 0, 1000000 };
+	int fd;
+
+	TT_BEGIN;
+	if (pg) {
+		o.backend = STORE_POSTGRESQL;
+		o.dsn = getenv(PG_DSN_ENV);
+	} else {
+		snprintf(lite_path, sizeof(lite_path), "%s/fgw-test-claims-XXXXXX",
+		         getenv("TMPDIR") != NULL && *getenv("TMPDIR") != '\0' ? getenv("TMPDIR")
+		                                                               : "/tmp");
+		CHECK((fd = mkstemp(lite_path)) >= 0);
+		close(fd);
+		o.path = lite_path;
+	}
+	CHECK_EQ_INT(evthread_use_pthreads(), 0);
+	CHECK_EQ_INT(store_open(&o, &st), 0);
+	CHECK((base = event_base_new()) != NULL);
+	CHECK_EQ_INT(store_waker_new(st, base, &w), 0);
+	CHECK((raw = open_raw(pg)) != NULL);
+	CHECK((locker = open_raw(pg)) != NULL);
+	CHECK_EQ_INT(exec1(raw, "DELETE FROM webhook_outbox WHERE txn_id = ?1", "txn_guard"),
+	             0);
+	CHECK_EQ_INT(exec1(raw, "DELETE FROM transactions WHERE id LIKE ?1", "txn_guard%"),
+	             0);
+	CHECK_EQ_INT(exec1(raw, "DELETE FROM txn_moves WHERE txn_id LIKE ?1", "txn_guard%"),
+	             0);
+	CHECK_EQ_INT(add_txn(raw, "txn_guard0", "succeeded", T0), 0);
+	CHECK_EQ_INT(add_txn(raw, "txn_guard2", "succeeded", T0), 0);
+	/* The writer's first job waits behind the locker; the rest queue up
+	 * meanwhile and commit in the next batch. */
+	if (pg) {
+		CHECK_EQ_INT(db_exec(locker, "BEGIN"), 0);
+		CHECK_EQ_INT(db_exec(locker, "SELECT 1 FROM txn_moves WHERE txn_id = 'txn_guard0'"
+		                             " FOR UPDATE"),
+		             0);
+	} else {
+		CHECK_EQ_INT(db_exec(locker, "BEGIN IMMEDIATE"), 0);
+	}
+	CHECK_EQ_INT(store_txn_moves_done(st, w, "txn_guard0", "succeeded", rc_done, &first),
+	             0);
+	for (int i = 0; i < 200; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		nanosleep(&ts, NULL);
+	}
+	store_group_begin(w);
+	CHECK_EQ_INT(store_txn_moves_take(st, w, "txn_guard1", "succeeded", rc_done, &k1), 0);
+	CHECK_EQ_INT(queue_outbox(st, w, "whd_guard_1", &k1), 0);
+	store_group_end(st, w);
+	store_group_begin(w);
+	CHECK_EQ_INT(store_txn_moves_take(st, w, "txn_guard2", "succeeded", rc_done, &k2), 0);
+	CHECK_EQ_INT(queue_outbox(st, w, "whd_guard_2", &k2), 0);
+	store_group_end(st, w);
+	CHECK_EQ_INT(queue_outbox(st, w, "whd_guard_lone", &lone), 0);
+	CHECK_EQ_INT(first.n, 0);
+	CHECK_EQ_INT(db_exec(locker, "COMMIT"), 0);
+	for (int i = 0; i < 10000 && (first.n + k1.n + k2.n + lone.n) < 6; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		nanosleep(&ts, NULL);
+	}
+	CHECK_EQ_INT(first.n, 1);
+	CHECK_EQ_INT(first.rc[0], 0);
+	CHECK_EQ_INT(k1.n, 2);
+	CHECK_EQ_INT(k1.rc[0], FGW_ERR_NOT_FOUND); /* no such move */
+	CHECK_EQ_INT(k1.rc[1], FGW_ERR_EXISTS);    /* not run */
+	CHECK_EQ_INT(k2.n, 2);
+	CHECK_EQ_INT(k2.rc[0], 0);
+	CHECK_EQ_INT(k2.rc[1], 0);
+	CHECK_EQ_INT(lone.n, 1);
+	CHECK_EQ_INT(lone.rc[0], 0);
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM webhook_outbox WHERE txn_id = ?1",
+	                      "txn_guard"),
+	             2);
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM webhook_outbox WHERE id = ?1",
+	                      "whd_guard_1"),
+	             0);
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM txn_moves WHERE txn_id LIKE ?1",
+	                      "txn_guard%"),
+	             0);
+end:
+	if (locker != NULL && db_in_txn(locker))
+		db_exec(locker, "ROLLBACK");
+	db_close(locker);
+	db_close(raw);
+	store_close(st);
+	store_waker_free(w);
+	if (base != NULL)
+		event_base_free(base);
+	drop_sqlite_file();
+	TT_END;
+}
+
+static int
+test_guard_skips_only_its_group_sqlite(void)
+{
+	return guard_skips_only_its_group(0);
+}
+
+static int
+test_guard_skips_only_its_group_pg(void)
+{
+	return guard_skips_only_its_group(1);
+}
+
+static int
+test_move_announced_once_sqlite(void)
+{
+	return move_announced_once(0);
+}
+
+static int
+test_move_announced_once_pg(void)
+{
+	return move_announced_once(1);
+}
+
 static int
 run_on(int pg, int (*body)(struct db *, struct db *))
 {
@@ -637,6 +1010,10 @@ static const struct tt_case all[] = {
 	CASE(captures),
 	{ "store_lease_is_the_token_sqlite", test_store_lease_is_the_token_sqlite },
 	{ "store_lease_is_the_token_pg", test_store_lease_is_the_token_pg },
+	{ "move_announced_once_sqlite", test_move_announced_once_sqlite },
+	{ "move_announced_once_pg", test_move_announced_once_pg },
+	{ "guard_skips_only_its_group_sqlite", test_guard_skips_only_its_group_sqlite },
+	{ "guard_skips_only_its_group_pg", test_guard_skips_only_its_group_pg },
 	{ NULL, NULL },
 };
 
