@@ -30,6 +30,11 @@
 #define PG_LOCK_BACKUP 0x6667770000000003LL
 /* Writes of the key ring (store/keyring.c). */
 #define PG_LOCK_KEYRING 0x6667770000000010LL
+/* A customer's saved methods (store/methods.c): the two-key form,
+ * pg_advisory_xact_lock(PG_LOCK_METHODS, hashtext(customer)), a key space
+ * apart from the one-key locks above ("fgw\1"). Two customers that hash
+ * alike only wait for each other. */
+#define PG_LOCK_METHODS 1718056705
 
 struct pg_opts {
 	const char *dsn;      /* libpq key=value or postgresql:// URI, or NULL */

@@ -1,0 +1,33 @@
+"""Checks made at the same moment on two instances (tests/unit/test_races.c
+runs every case on SQLite in the unit suite; here it runs again with a real
+PostgreSQL 15 (pg.Postgres) in FLAIRGW_TEST_PG_DSN, which adds each case's
+_pg twin): two stores on one database, both writers made to read before
+either writes, must still refuse a refund past the captured amount, a
+second capture or cancel of one payment, a method past the per-customer
+limit and a second default."""
+
+import os
+import subprocess
+
+import harness
+import pg
+
+SERVER = pg.Postgres()
+
+
+def test_races_on_postgresql():
+    binary = os.path.join(harness.BUILD, "tests", "test_races")
+    env = dict(os.environ, FLAIRGW_TEST_PG_DSN=SERVER.ensure().dsn())
+    env.update(harness.SANITIZER_ENV)
+    # libpq's environment must not redirect the connection.
+    env = {k: v for k, v in env.items() if not k.startswith("PG")}
+    p = subprocess.run([binary], capture_output=True, text=True, timeout=180, env=env)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out
+    assert " 0 failed" in p.stdout, out
+    assert not any(m.decode() in p.stderr for m in harness.SANITIZER_MARKS), p.stderr
+    cases = [l[3:] for l in p.stdout.splitlines() if l.startswith("ok ")]
+    pg_cases = {c[:-3] for c in cases if c.endswith("_pg")}
+    lite_cases = {c[:-7] for c in cases if c.endswith("_sqlite")}
+    assert pg_cases and pg_cases == lite_cases, (pg_cases, lite_cases)
+    assert SERVER.password not in out
