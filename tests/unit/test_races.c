@@ -326,6 +326,60 @@ end:
 	TT_END;
 }
 
+static int
+submit_finish(struct store *st, int which, void *ctx, struct wait *w)
+{
+	struct store_pendingop *ops = ctx;
+	return store_pendingop_finish(st, NULL, &ops[which], 1, &ops[2 + which],
+	                              &(struct store_commit){ .done = on_done, .arg = w });
+}
+
+/* Two refunds of one payment that together refund all of it, their
+ * processor answers recorded on two instances at once: both recorded,
+ * and the payment ends refunded (each deciding from the sum it could see
+ * left it partially refunded, or failed the second: a refund that
+ * happened answered as an error). */
+static int
+refunds_finish(int pg)
+{
+	struct store_pendingop ops[4];
+	struct two t;
+	char st[24] = "";
+	int rc[2];
+
+	TT_BEGIN;
+	CHECK_EQ_INT(two_open(&t, pg), 0);
+	CHECK_EQ_INT(add_txn(t.raw, "txn_race_rff", "succeeded"), 0);
+	memset(ops, 0, sizeof(ops));
+	for (int i = 0; i < 2; i++) {
+		ops[i].kind = STORE_OP_REFUND;
+		snprintf(ops[i].id, sizeof(ops[i].id), "rf_race_f_%d", i);
+		strcpy(ops[i].txn_id, "txn_race_rff");
+		ops[i].amount = i == 0 ? 600 : 400;
+		ops[i].txn_amount = 1000;
+		snprintf(ops[i].idempotency_key, sizeof(ops[i].idempotency_key), "key_race_f_%d",
+		         i);
+		CHECK_EQ_INT(exec3(t.raw,
+		                   "INSERT INTO refunds (id, txn_id, amount, idempotency_key,"
+		                   " created_at, status, updated_at) VALUES (?1, 'txn_race_rff',"
+		                   " ?3, ?2, 1, 'pending', 1)",
+		                   ops[i].id, ops[i].idempotency_key, ops[i].amount),
+		             0);
+	}
+	CHECK_EQ_INT(race(&t, "LOCK TABLE transactions IN SHARE MODE", submit_finish, ops,
+	                  rc),
+	             0);
+	CHECK_EQ_INT(rc[0], 0);
+	CHECK_EQ_INT(rc[1], 0);
+	CHECK_EQ_INT(db_text_of(t.raw, "SELECT status FROM transactions WHERE id = ?1",
+	                        "txn_race_rff", st, sizeof(st)),
+	             0);
+	CHECK_STR(st, "refunded");
+end:
+	two_close(&t);
+	TT_END;
+}
+
 /* A capture on one instance and a cancel on the other of one authorized
  * payment: one of them runs, the other is refused as an operation on a
  * payment that has one under way (409), not a database error (500). */
@@ -458,6 +512,7 @@ end:
 	}
 
 BOTH(refunds)
+BOTH(refunds_finish)
 BOTH(capture_cancel)
 BOTH(methods_default)
 BOTH(methods_limit)
@@ -469,8 +524,14 @@ BOTH(methods_limit)
 	}
 
 static const struct tt_case all[] = {
-	CASE(refunds),       CASE(capture_cancel), CASE(methods_default),
-	CASE(methods_limit), { NULL, NULL },
+	/* clang-format off */
+	CASE(refunds),
+	CASE(refunds_finish),
+	CASE(capture_cancel),
+	CASE(methods_default),
+	CASE(methods_limit),
+	{ NULL, NULL },
+	/* clang-format on */
 };
 
 int
