@@ -29,6 +29,7 @@
 #include "store/methods.h"
 #include "store/pendingops.h"
 #include "store/pg.h"
+#include "store/procevents.h"
 #include "store/store.h"
 #include "tests/unit/tt.h"
 
@@ -380,6 +381,55 @@ end:
 	TT_END;
 }
 
+static int
+submit_event(struct store *st, int which, void *ctx, struct wait *w)
+{
+	struct store_refund_event *ev = ctx;
+	return store_refund_event(st, NULL, &ev[which], &ev[2 + which],
+	                          &(struct store_commit){ .done = on_done, .arg = w });
+}
+
+/* A payment refunded 100 through the gateway, then the processor's
+ * charge.refunded twice (400, then 700 refunded in all), each delivered
+ * to another instance at the same moment: 700 is refunded in all, not
+ * the 100 plus both differences from the 100 each saw (1000, more than
+ * the processor refunded). */
+static int
+refund_events(int pg)
+{
+	struct store_refund_event ev[4];
+	struct two t;
+	int rc[2];
+
+	TT_BEGIN;
+	CHECK_EQ_INT(two_open(&t, pg), 0);
+	CHECK_EQ_INT(add_txn(t.raw, "txn_race_ev", "partially_refunded"), 0);
+	CHECK_EQ_INT(
+	    exec3(t.raw,
+	          "INSERT INTO refunds (id, txn_id, amount, idempotency_key, created_at,"
+	          " status, updated_at, processor_ref) VALUES ('rf_race_ev', ?1, 100,"
+	          " ?2, 1, 'succeeded', 1, 're_race_ev')",
+	          "txn_race_ev", "key_race_ev", 0),
+	    0);
+	memset(ev, 0, sizeof(ev));
+	for (int i = 0; i < 2; i++) {
+		strcpy(ev[i].txn_id, "txn_race_ev");
+		snprintf(ev[i].event_id, sizeof(ev[i].event_id), "evt_race_%d", i);
+		ev[i].refunded_total = i == 0 ? 400 : 700;
+	}
+	CHECK_EQ_INT(race(&t, "LOCK TABLE refunds IN SHARE MODE", submit_event, ev, rc), 0);
+	/* The second in line may find nothing left to record. */
+	CHECK(rc[0] == 0 || rc[0] == FGW_ERR_STATE);
+	CHECK(rc[1] == 0 || rc[1] == FGW_ERR_STATE);
+	CHECK_EQ_INT(
+	    count_of(t.raw, "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE txn_id = ?1",
+	             "txn_race_ev"),
+	    700);
+end:
+	two_close(&t);
+	TT_END;
+}
+
 /* A capture on one instance and a cancel on the other of one authorized
  * payment: one of them runs, the other is refused as an operation on a
  * payment that has one under way (409), not a database error (500). */
@@ -513,6 +563,7 @@ end:
 
 BOTH(refunds)
 BOTH(refunds_finish)
+BOTH(refund_events)
 BOTH(capture_cancel)
 BOTH(methods_default)
 BOTH(methods_limit)
@@ -527,6 +578,7 @@ static const struct tt_case all[] = {
 	/* clang-format off */
 	CASE(refunds),
 	CASE(refunds_finish),
+	CASE(refund_events),
 	CASE(capture_cancel),
 	CASE(methods_default),
 	CASE(methods_limit),
