@@ -35,6 +35,10 @@
  * apart from the one-key locks above ("fgw\1"). Two customers that hash
  * alike only wait for each other. */
 #define PG_LOCK_METHODS 1718056705
+/* An instance's identity (store_opts.instance_id): the two-key form,
+ * pg_try_advisory_lock(PG_LOCK_INSTANCE, hashtext(id)), a session lock
+ * held by the live instance that has it ("fgw\2"). */
+#define PG_LOCK_INSTANCE 1718056706
 
 struct pg_opts {
 	const char *dsn;      /* libpq key=value or postgresql:// URI, or NULL */
