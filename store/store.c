@@ -175,8 +175,8 @@ struct job {
 	void *custom_ctx;
 	void (*custom_free)(void *ctx);
 	store_read_fn read_fn; /* JOB_READ: runs on a read thread */
-	int64_t queued_ms;     /* fgw_mono_ms() at enqueue */
-	size_t group_len;      /* first job of a group: its size */
+	int64_t queued_ms; /* fgw_mono_ms() at enqueue */
+	size_t group_len;  /* first job of a group: its size */
 };
 
 static void
@@ -320,14 +320,14 @@ struct store {
 	_Atomic int last_rc;           /* its enum db_fail */
 
 	/* PostgreSQL: store_read's threads, one connection each. */
-	pthread_mutex_t rmu;  /* guards rhead, rtail, rclosing, rrunning */
-	pthread_cond_t rcv;   /* a read queued, or closing */
+	pthread_mutex_t rmu; /* guards rhead, rtail, rclosing, rrunning */
+	pthread_cond_t rcv;  /* a read queued, or closing */
 	pthread_cond_t ridle; /* a read thread finished a job */
 	int rmu_ok, rcv_ok, ridle_ok;
 	struct job *rhead, *rtail;
 	int rclosing;
-	int nread; /* threads started */
-	int rcap;  /* size of the three arrays */
+	int nread;                       /* threads started */
+	int rcap;                        /* size of the three arrays */
 	pthread_t *rthreads;
 	struct store_reader **rreaders;
 	struct store_waker **rrunning; /* per thread: whose read runs */
