@@ -40,7 +40,8 @@ test_mac(void *ctx, const void *msg, size_t len, unsigned char mac[32])
 {
 	static const unsigned char key[32] = "flairgw-read-unit-test-mac-key";
 	(void)ctx;
-	return crypto_generichash(mac, 32, msg, len, key, sizeof(key)) == 0 ? 0 : FGW_ERR_CRYPTO;
+	return crypto_generichash(mac, 32, msg, len, key, sizeof(key)) == 0 ? 0
+	                                                                    : FGW_ERR_CRYPTO;
 }
 
 struct fix {
@@ -225,7 +226,7 @@ end:
 struct many {
 	atomic_int ran;
 	atomic_int done;
-	atomic_int running;  /* fn in progress now */
+	atomic_int running; /* fn in progress now */
 	atomic_int max_running;
 	int per_done[N_MANY];
 	int slow_us;
@@ -377,9 +378,15 @@ end:
 	return tt_fail;
 }
 
-#define BOTH(name)                                                  \
-	static int name##_sqlite(void) { return case_##name(0); }       \
-	static int name##_pg(void) { return case_##name(1); }
+#define BOTH(name)                 \
+	static int name##_sqlite(void) \
+	{                              \
+		return case_##name(0);     \
+	}                              \
+	static int name##_pg(void)     \
+	{                              \
+		return case_##name(1);     \
+	}
 
 BOTH(done_after_return)
 BOTH(refused)
@@ -387,15 +394,15 @@ BOTH(many)
 BOTH(cancel)
 BOTH(close_with_reads_queued)
 
-#define CASES(name) { #name "_sqlite", name##_sqlite }, { #name "_pg", name##_pg }
+#define CASES(name)                     \
+	{ #name "_sqlite", name##_sqlite }, \
+	{                                   \
+#name "_pg", name##_pg          \
+	}
 
 static const struct tt_case all[] = {
-	CASES(done_after_return),
-	CASES(refused),
-	CASES(many),
-	CASES(cancel),
-	CASES(close_with_reads_queued),
-	{ NULL, NULL },
+	CASES(done_after_return),       CASES(refused), CASES(many), CASES(cancel),
+	CASES(close_with_reads_queued), { NULL, NULL },
 };
 
 int
