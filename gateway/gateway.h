@@ -135,6 +135,7 @@ struct gateway {
 	int pid_fd;                /* pid_file, locked while we run */
 	int log_fd;                /* log_file, reopened on SIGUSR1; -1: standard error */
 	int data_dir_lock;         /* DATA_DIR/flairgw.lock, locked while we run */
+	char instance_id[40];      /* DATA_DIR/instance.id (store_opts.instance_id) */
 	struct refusals *refusals; /* bounds audit rows of refused requests */
 	unsigned char admin_token_hash[32]; /* BLAKE2b-256 of admin_token_file */
 	int has_admin_token;

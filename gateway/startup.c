@@ -143,6 +143,58 @@ startup_config(struct fgw_config *cfg, struct check_report *rep)
 	return config_finish_each(cfg, config_problem, rep);
 }
 
+/* This instance's identity across restarts (store_opts.instance_id):
+ * DATA_DIR/instance.id, made at the first start. Read under the data_dir
+ * lock, so no other daemon on this host has it; the store proves the
+ * same across hosts on PostgreSQL (a copied data_dir). */
+static int
+instance_id(struct gateway *g, struct check_report *rep)
+{
+	char path[PATH_MAX], buf[sizeof(g->instance_id) + 1];
+	ssize_t got;
+	size_t len;
+	int fd, n = snprintf(path, sizeof(path), "%s/instance.id", g->cfg.data_dir);
+
+	if (n < 0 || (size_t)n >= sizeof(path)) {
+		check_problem(rep, "data_dir %s: path too long", g->cfg.data_dir);
+		return FGW_ERR_INVALID;
+	}
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) >= 0) {
+		got = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		buf[got > 0 ? got : 0] = '\0';
+		len = strcspn(buf, "\n");
+		buf[len] = '\0';
+		if (len < 8 || len >= sizeof(g->instance_id) || strncmp(buf, "inst_", 5) != 0 ||
+		    strspn(buf + 5,
+		           "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") !=
+		        len - 5) {
+			check_problem(rep, "%s: not an instance id (remove it to make a new one)",
+			              path);
+			return FGW_ERR_INVALID;
+		}
+		fgw_strlcpy(g->instance_id, buf, sizeof(g->instance_id));
+		return FGW_OK;
+	}
+	if (errno != ENOENT || fgw_random_id("inst_", buf, sizeof(buf)) != 0 ||
+	    (fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
+		check_problem(rep, "%s: cannot be read or made", path);
+		return FGW_ERR_IO;
+	}
+	len = strlen(buf);
+	buf[len] = '\n';
+	if (write(fd, buf, len + 1) != (ssize_t)(len + 1) || fsync(fd) != 0) {
+		close(fd);
+		unlink(path);
+		check_problem(rep, "%s: cannot be written", path);
+		return FGW_ERR_IO;
+	}
+	close(fd);
+	buf[len] = '\0';
+	fgw_strlcpy(g->instance_id, buf, sizeof(g->instance_id));
+	return FGW_OK;
+}
+
 /* Two daemons on one data_dir would each run a store writer, an
  * idempotency table and velocity counters of their own over one database:
  * a lock held for the life of the process, whatever pid_file says. The
@@ -167,7 +219,7 @@ lock_data_dir(struct gateway *g, struct check_report *rep)
 		return FGW_ERR_EXISTS;
 	}
 	g->data_dir_lock = fd; /* held until exit */
-	return FGW_OK;
+	return instance_id(g, rep);
 }
 
 int
@@ -591,6 +643,7 @@ store_opts_of(struct gateway *g, struct store_opts *o)
 	o->sync_full = strcmp(cfg->store_sync, "full") == 0;
 	o->batch_max = (int)cfg->store_batch_max;
 	o->read_threads = (int)cfg->store_read_threads;
+	o->instance_id = g->instance_id[0] != '\0' ? g->instance_id : NULL;
 	o->max_pages = cfg->store_max_pages;
 	o->audit_mac = keyring_audit_mac_fn;
 	o->audit_mac_ctx = g->kr;

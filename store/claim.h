@@ -48,13 +48,15 @@
 	" WHERE " OUTER " AND " KEY " IN (SELECT " KEY " FROM due) RETURNING " RET
 
 /* What a claim statement binds: ?1 now, ?2 before (a grace bound; not
- * every queue uses it), ?3 max, ?4 lease_until. */
+ * every queue uses it), ?3 max, ?4 lease_until; the outboxes' also ?5
+ * owner. */
 struct claim_args {
 	int64_t now;
 	int64_t before;
 	int64_t lease_until;
 	int max;
-	int kind; /* the queue's own sub-kind (pending operations) */
+	int kind;          /* the queue's own sub-kind (pending operations) */
+	const char *owner; /* outboxes: the claimer's identity, or NULL */
 };
 
 /* The backend's variant of a claim statement: sql_lite on SQLite, sql_pg

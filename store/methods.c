@@ -19,6 +19,7 @@
 #include "core/util.h"
 #include "store/db.h"
 #include "store/methods.h"
+#include "store/pg.h"
 #include "store/sqlutil.h"
 #include "store/store_int.h"
 
@@ -214,6 +215,35 @@ step_done(struct db_stmt *s)
 	return FGW_ERR_DB;
 }
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* Every write of a customer's methods first takes the customer's lock
+ * (PostgreSQL: a transaction advisory lock, held to the batch's COMMIT):
+ * the per-customer limit and the one default are decided from counts and
+ * flags read before the write, which two instances would otherwise both
+ * read before either writes. Each statement after the lock reads what the
+ * other committed (READ COMMITTED). SQLite's one writer serializes the
+ * jobs already. */
+static int
+lock_customer(struct db *db, const char *customer)
+{
+	struct db_stmt *s = NULL;
+	int r;
+
+	if (db_kind(db) != DB_PG)
+		return FGW_OK;
+	if ((r = db_prepare(
+	         db, "SELECT pg_advisory_xact_lock(" STR(PG_LOCK_METHODS) ", hashtext(?1))",
+	         &s)) != 0 ||
+	    (r = text_bind(s, 1, customer)) != 0)
+		goto out;
+	r = db_step(s) == DB_ROW ? FGW_OK : FGW_ERR_DB;
+out:
+	db_release(s);
+	return r;
+}
+
 struct save_job {
 	struct store_method *m; /* caller's; filled */
 	struct store_vault_entry ve;
@@ -314,6 +344,8 @@ run_save(struct db *db, void *ctx)
 	int64_t now = fgw_now_ms(), have = 0;
 	int r;
 
+	if ((r = lock_customer(db, m->customer_id)) != 0)
+		goto out;
 	if ((r = db_int64_of(db,
 	                     "SELECT (SELECT COUNT(*) FROM payment_methods WHERE "
 	                     "customer_id = ?1) + (SELECT COUNT(*) FROM processor_methods "
@@ -573,6 +605,8 @@ run_delete(struct db *db, void *ctx)
 	char token[40];
 	int r;
 
+	if ((r = lock_customer(db, j->customer)) != 0)
+		goto out;
 	if ((r = db_prepare(db,
 	                    "DELETE FROM payment_methods WHERE id = ?1 AND customer_id = ?2 "
 	                    "RETURNING token",
@@ -629,8 +663,10 @@ run_set_default(struct db *db, void *ctx)
 	};
 	struct id_job *j = ctx;
 	struct db_stmt *s = NULL;
-	int changed = 0, r = FGW_OK;
+	int changed = 0, r;
 
+	if ((r = lock_customer(db, j->customer)) != 0)
+		goto out;
 	/* One default across both kinds of method. */
 	for (size_t i = 0; i < 2; i++) {
 		if ((r = db_prepare(db, sql[i], &s)) != 0 || (r = text_bind(s, 1, j->id)) != 0 ||

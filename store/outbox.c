@@ -146,7 +146,8 @@ outbox_claim_due(struct db *db, const struct outbox_kind *k, const struct claim_
 		goto out;
 	if (db_bind_int64(s, 1, a->now) != FGW_OK ||
 	    db_bind_int64(s, 2, a->before) != FGW_OK || db_bind_int(s, 3, a->max) != FGW_OK ||
-	    db_bind_int64(s, 4, a->lease_until) != FGW_OK) {
+	    db_bind_int64(s, 4, a->lease_until) != FGW_OK ||
+	    db_bind_text_or_null(s, 5, a->owner) != FGW_OK) {
 		rc = FGW_ERR_DB;
 		goto out;
 	}
@@ -158,11 +159,42 @@ out:
 }
 
 int
+outbox_release_own(struct db *db, const char *owner, int64_t now_ms, int64_t *n)
+{
+	static const char *const sql[] = {
+		"UPDATE webhook_outbox SET next_attempt_at = ?2, claimed_by = NULL"
+		" WHERE status = 'pending' AND claimed_by = ?1",
+		"UPDATE mail_outbox SET next_attempt_at = ?2, claimed_by = NULL"
+		" WHERE status = 'pending' AND claimed_by = ?1",
+	};
+	struct db_stmt *s = NULL;
+	int rc = 0;
+
+	*n = 0;
+	for (size_t i = 0; rc == 0 && i < sizeof(sql) / sizeof(sql[0]); i++) {
+		if ((rc = db_prepare_once(db, sql[i], &s)) != 0)
+			break;
+		if (db_bind_text(s, 1, owner) != FGW_OK ||
+		    db_bind_int64(s, 2, now_ms) != FGW_OK || db_step(s) != DB_DONE)
+			rc = FGW_ERR_DB;
+		else
+			*n += db_changes(db);
+		db_release(s);
+		s = NULL;
+	}
+	if (rc != 0)
+		log_error("releasing the outbox claims of an earlier run: %s", db_errmsg(db));
+	return rc;
+}
+
+int
 outbox_claim_submit(struct store *st, struct store_waker *w, const struct outbox_kind *k,
                     int64_t now_ms, int64_t lease_until, void *out, int max, int *n,
                     store_done_fn done, void *arg)
 {
-	const struct claim_args a = { .now = now_ms, .lease_until = lease_until, .max = max };
+	const struct claim_args a = {
+		.now = now_ms, .lease_until = lease_until, .max = max, .owner = store_claimer(st)
+	};
 
 	if (lease_until <= now_ms)
 		return FGW_ERR_INVALID;

@@ -55,21 +55,22 @@ struct outbox_kind {
 #define OUTBOX_SQL_CLAIM(T)                                           \
 	"SELECT attempts FROM " T " WHERE id = ?1 AND status = 'pending'" \
 	" AND (next_attempt_at = ?2 OR ?2 = 0)"
-/* The claim (store/claim.h): ?1 now, ?3 max, ?4 the lease's end; the
- * rows come back with the lease end as their next_attempt_at. DIALECT:
+/* The claim (store/claim.h): ?1 now, ?3 max, ?4 the lease's end, ?5 the
+ * claimer (claimed_by: the instance's identity, or NULL); the rows come
+ * back with the lease end as their next_attempt_at. DIALECT:
  * CLAIM_SQL_LITE or CLAIM_SQL_PG. */
 #define OUTBOX_SQL_CLAIM_DUE(DIALECT, T, COLS, PAY)                                   \
-	DIALECT(T, "id", "next_attempt_at = ?4", "status = 'pending'",                    \
+	DIALECT(T, "id", "next_attempt_at = ?4, claimed_by = ?5", "status = 'pending'",   \
 	        "SELECT id FROM " T " WHERE status = 'pending' AND next_attempt_at <= ?1" \
 	        " ORDER BY next_attempt_at LIMIT ?3",                                     \
 	        COLS ", " PAY)
 /* EXTRA: "" or ", last_http_status = ?7". */
 #define OUTBOX_SQL_MARK(T, EXTRA)                                        \
 	"UPDATE " T " SET attempts = ?1, status = ?2, next_attempt_at = ?3," \
-	" last_error = ?4, updated_at = ?5" EXTRA " WHERE id = ?6"
+	" last_error = ?4, updated_at = ?5, claimed_by = NULL" EXTRA " WHERE id = ?6"
 #define OUTBOX_SQL_RETRY(T)                                     \
 	"UPDATE " T " SET status = 'pending', next_attempt_at = ?," \
-	" updated_at = ? WHERE id = ?"
+	" updated_at = ?, claimed_by = NULL WHERE id = ?"
 /* row_size, cols and payload_off of the kind whose rows are ROW. */
 #define OUTBOX_ROW(ROW, COLS_TABLE, PAYLOAD)                \
 	.row_size = sizeof(ROW), .cols = COLS_TABLE,            \
@@ -105,6 +106,12 @@ int outbox_list(struct store_reader *r, const struct outbox_kind *k, int limit,
  * of k->row_size); *n how many. */
 int outbox_claim_due(struct db *db, const struct outbox_kind *k,
                      const struct claim_args *a, void *out, int *n);
+
+/* On the writer, before the store takes jobs: the rows owner claimed in
+ * an earlier run (still pending under that claim) become due at now_ms
+ * and unclaimed, in both outboxes; *n how many. Only for an owner no
+ * live process shares (store_opts.instance_id). */
+int outbox_release_own(struct db *db, const char *owner, int64_t now_ms, int64_t *n);
 
 /* The claim job over claim_run (store/claim.h): up to max rows due at
  * now_ms, leased until lease_until, reach out[] and *n right before

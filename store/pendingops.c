@@ -103,6 +103,25 @@ static const struct kind_sql kinds[] = {
 };
 
 static const char txn_status_sql[] = "SELECT status FROM transactions WHERE id = ?1";
+/* The begin and finish jobs' first look at the transaction. On
+ * PostgreSQL it locks the row until the batch commits: two instances
+ * beginning an operation on one payment (two refunds with different keys,
+ * a capture and a cancel), or recording two refunds' answers, then decide
+ * one after the other, and each statement after the lock reads what the
+ * other committed (READ COMMITTED): the refundable sum, the one
+ * operation, the state the refunded sum leaves. NO KEY: rows that only
+ * reference the payment are not held up. SQLite's one writer serializes
+ * the jobs already. */
+static const char txn_lock_pg_sql[] =
+    "SELECT status FROM transactions WHERE id = ?1 FOR NO KEY UPDATE";
+
+/* The transaction's status, read with the lock above. */
+static int
+lock_txn_status(struct db *db, const char *txn_id, char *out, size_t cap)
+{
+	return db_text_of(db, db_kind(db) == DB_PG ? txn_lock_pg_sql : txn_status_sql, txn_id,
+	                  out, cap);
+}
 static const char succeeded_sum_sql[] =
     "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE txn_id = ?1"
     " AND status = 'succeeded'";
@@ -231,7 +250,7 @@ begin_refund(struct db *db, struct store_pendingop *rf)
 	int64_t held;
 	int rc, r;
 
-	if ((r = db_text_of(db, txn_status_sql, rf->txn_id, cur_name, sizeof(cur_name))) != 0)
+	if ((r = lock_txn_status(db, rf->txn_id, cur_name, sizeof(cur_name))) != 0)
 		goto out;
 	cur = txn_state_of(cur_name);
 	if (cur != TXN_SUCCEEDED && cur != TXN_PARTIALLY_REFUNDED && cur != TXN_REFUNDED) {
@@ -303,7 +322,7 @@ begin_txnop(struct db *db, struct store_pendingop *op)
 	int64_t attempt = 0;
 	int rc, r, n;
 
-	if ((r = db_text_of(db, txn_status_sql, op->txn_id, cur, sizeof(cur))) != 0)
+	if ((r = lock_txn_status(db, op->txn_id, cur, sizeof(cur))) != 0)
 		goto out;
 	if ((r = db_prepare(db, ops_sql, &s)) != 0)
 		goto out;
@@ -465,11 +484,12 @@ finish_run(struct db *db, void *ctx)
 	enum store_op_status target = j->succeeded ? STORE_OP_SUCCEEDED : STORE_OP_FAILED;
 	enum txn_state to;
 	struct db_stmt *s = NULL;
-	char now_st[16];
+	char now_st[16], cur[24];
 	int64_t now = fgw_now_ms(), attempt;
 	int rc, r;
 
-	if ((r = db_prepare(db, k->status, &s)) != 0)
+	if ((r = lock_txn_status(db, op->txn_id, cur, sizeof(cur))) != 0 ||
+	    (r = db_prepare(db, k->status, &s)) != 0)
 		goto out;
 	db_bind_text(s, 1, key1(op));
 	db_bind_text(s, 2, key2(op));

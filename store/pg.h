@@ -30,6 +30,15 @@
 #define PG_LOCK_BACKUP 0x6667770000000003LL
 /* Writes of the key ring (store/keyring.c). */
 #define PG_LOCK_KEYRING 0x6667770000000010LL
+/* A customer's saved methods (store/methods.c): the two-key form,
+ * pg_advisory_xact_lock(PG_LOCK_METHODS, hashtext(customer)), a key space
+ * apart from the one-key locks above ("fgw\1"). Two customers that hash
+ * alike only wait for each other. */
+#define PG_LOCK_METHODS 1718056705
+/* An instance's identity (store_opts.instance_id): the two-key form,
+ * pg_try_advisory_lock(PG_LOCK_INSTANCE, hashtext(id)), a session lock
+ * held by the live instance that has it ("fgw\2"). */
+#define PG_LOCK_INSTANCE 1718056706
 
 struct pg_opts {
 	const char *dsn;      /* libpq key=value or postgresql:// URI, or NULL */

@@ -198,6 +198,15 @@ static int
 refund_event_run(struct db *db, void *ctx)
 {
 	static const char txn_sql[] = "SELECT status, amount FROM transactions WHERE id = ?1";
+	/* On PostgreSQL the payment's row is locked until the batch
+	 * commits: two events of one charge on two instances (or an event
+	 * and a refund's begin or answer, store/pendingops.c) then bring the
+	 * refunds in line one after the other, each statement after the lock
+	 * reading what the other committed (READ COMMITTED), instead of
+	 * both recording the difference from the sum neither had changed
+	 * yet. SQLite's one writer serializes the jobs already. */
+	static const char txn_lock_pg_sql[] =
+	    "SELECT status, amount FROM transactions WHERE id = ?1 FOR NO KEY UPDATE";
 	static const char upd_sql[] =
 	    "UPDATE transactions SET status = ?2, updated_at = ?4 WHERE id = ?1 AND status = ?3";
 	struct ev_job *j = ctx;
@@ -207,7 +216,7 @@ refund_event_run(struct db *db, void *ctx)
 	int64_t amount = 0, held, done;
 	int changed = 0, r;
 
-	if ((r = db_prepare(db, txn_sql, &s)) != 0)
+	if ((r = db_prepare(db, db_kind(db) == DB_PG ? txn_lock_pg_sql : txn_sql, &s)) != 0)
 		return r;
 	db_bind_text(s, 1, ev->txn_id);
 	if ((r = db_step_row(s)) == 0) {

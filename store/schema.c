@@ -602,6 +602,26 @@ static const char schema_v18_key_ring[] =
     " created_at INTEGER NOT NULL"
     ");";
 
+/* v19: who claimed an outbox row (store/claim.h): the claiming
+ * instance's identity, kept across its restarts (store_opts.instance_id),
+ * or NULL (none, or not claimed: an attempt or a retry clears it). With
+ * it an instance starting again makes its own claims of a run that ended
+ * due at once instead of after their leases; a lease end alone reads
+ * like a retry's backoff. Its columns are in added_columns (SQLite has
+ * no ADD COLUMN IF NOT EXISTS). */
+static const char schema_v19_outbox_claimed_by[] = "";
+
+/* Columns a step adds, each only while its table lacks it, so that
+ * running the step again is harmless as for the steps made of CREATE
+ * ... IF NOT EXISTS. */
+static const struct {
+	int version;
+	const char *table, *column, *decl;
+} added_columns[] = {
+	{ 19, "webhook_outbox", "claimed_by", "TEXT" },
+	{ 19, "mail_outbox", "claimed_by", "TEXT" },
+};
+
 static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
@@ -621,6 +641,7 @@ static const char *const migrations[] = {
 	schema_v16_txn_moves,
 	schema_v17_processor_methods,
 	schema_v18_key_ring,
+	schema_v19_outbox_claimed_by,
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -668,6 +689,46 @@ rollback(sqlite3 *db)
 		(void)sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 }
 
+/* Adds the columns of step `version` its tables lack (added_columns). */
+static int
+add_columns(sqlite3 *db, int version)
+{
+	sqlite3_stmt *s = NULL;
+	char sql[160];
+	int n, rc, r = 0;
+
+	for (size_t i = 0; r == 0 && i < sizeof(added_columns) / sizeof(added_columns[0]); i++) {
+		if (added_columns[i].version != version)
+			continue;
+		if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2",
+		                       -1, &s, NULL) != SQLITE_OK ||
+		    sqlite3_bind_text(s, 1, added_columns[i].table, -1, SQLITE_STATIC) !=
+		        SQLITE_OK ||
+		    sqlite3_bind_text(s, 2, added_columns[i].column, -1, SQLITE_STATIC) !=
+		        SQLITE_OK) {
+			log_error("schema: %s", sqlite3_errmsg(db));
+			r = FGW_ERR_DB;
+			break;
+		}
+		rc = sqlite3_step(s);
+		sqlite3_finalize(s);
+		s = NULL;
+		if (rc == SQLITE_ROW)
+			continue;
+		if (rc != SQLITE_DONE) {
+			log_error("schema: %s", sqlite3_errmsg(db));
+			r = FGW_ERR_DB;
+			break;
+		}
+		n = snprintf(sql, sizeof(sql), "ALTER TABLE %s ADD COLUMN %s %s",
+		             added_columns[i].table, added_columns[i].column,
+		             added_columns[i].decl);
+		r = n < 0 || (size_t)n >= sizeof(sql) ? FGW_ERR_INTERNAL : exec_sql(db, sql);
+	}
+	sqlite3_finalize(s);
+	return r;
+}
+
 /* One step under the write lock. The version is read again inside the
  * transaction, so two processes opening a new file at once do not both
  * run the same step. *version is the version after the step. */
@@ -693,7 +754,7 @@ migrate_step(sqlite3 *db, int *version)
 			r = FGW_ERR_INTERNAL;
 			goto out;
 		}
-		if ((r = exec_sql(db, migrations[v])) != 0 ||
+		if ((r = exec_sql(db, migrations[v])) != 0 || (r = add_columns(db, v + 1)) != 0 ||
 		    (r = exec_sql(db, bump)) != 0)
 			goto out;
 		v++;

@@ -12,7 +12,7 @@
 #include <sqlite3.h>
 
 /* The version a database has after schema_migrate(). */
-#define STORE_SCHEMA_VERSION 18
+#define STORE_SCHEMA_VERSION 19
 
 /* Applies the missing migrations. Returns 0, FGW_ERR_STATE when the
  * database is newer than this build, or FGW_ERR_DB. */

@@ -458,9 +458,15 @@ static const char pg_v18_key_ring[] =
     " created_at bigint NOT NULL"
     ");";
 
+/* v19: who claimed an outbox row (store/schema.c says why). */
+static const char pg_v19_outbox_claimed_by[] =
+    "ALTER TABLE webhook_outbox ADD COLUMN IF NOT EXISTS claimed_by text;"
+    "ALTER TABLE mail_outbox ADD COLUMN IF NOT EXISTS claimed_by text;";
+
 static const struct pg_migration pg_migrations[] = {
 	{17, pg_v17_baseline},
 	{18, pg_v18_key_ring},
+	{19, pg_v19_outbox_claimed_by},
 };
 
 const struct pg_migration *

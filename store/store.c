@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -45,6 +46,7 @@
 #include "core/util.h"
 #include "store/db.h"
 #include "store/audit.h"
+#include "store/outbox.h"
 #include "store/pg.h"
 #include "store/schema.h"
 #include "store/sqlutil.h"
@@ -287,6 +289,11 @@ struct store {
 	void *mac_ctx;
 
 	struct db *db; /* write connection: the writer thread's after open */
+	/* The identity the outbox claims carry (store_opts.instance_id), or
+	 * NULL: none given, or (PostgreSQL) another live session holds it. */
+	char *claimer;
+	/* PostgreSQL: the session holding the identity's lock until close. */
+	struct db *identity_db;
 	struct db_stmt *stmt[W_COUNT];
 	struct audit_writer audit;
 	struct job **batch;
@@ -928,6 +935,8 @@ store_destroy(struct store *st)
 	for (int i = 0; i < W_COUNT; i++)
 		db_release(st->stmt[i]);
 	db_close(st->db);
+	db_close(st->identity_db);
+	free(st->claimer);
 	if (st->cv_ok)
 		pthread_cond_destroy(&st->cv);
 	if (st->mu_ok)
@@ -1053,6 +1062,75 @@ open_writer_pg(struct store *st)
 	return prepare_writer(st);
 }
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define STORE_IDENTITY_TRIES 20 /* 100 ms apart */
+
+/* The instance's identity for the outbox claims (store_opts.instance_id),
+ * and its claims of a run that ended made due at once. On PostgreSQL only
+ * while no live session holds the identity: the lock is taken on a
+ * session of its own, held until close, and ends with the process that
+ * held it (a copied data_dir, its id with it, must not release the rows
+ * a live twin is sending). Not held: the claims carry no identity and
+ * wait for their leases, as without one. On SQLite the caller's lock on
+ * its data_dir stands for it. Runs before the writer thread starts. */
+static int
+take_identity(struct store *st, const char *id)
+{
+	struct timespec pause = { 0, 100000000 };
+	struct db_stmt *s = NULL;
+	int64_t n = 0;
+	int r, held = 0;
+
+	if (id == NULL || id[0] == '\0')
+		return 0;
+	if (st->backend == STORE_POSTGRESQL) {
+		if ((r = store_db_open_pg(st->dsn, st->dsn_file, st->production,
+		                          &st->identity_db)) != 0)
+			return r;
+		if ((r = db_prepare(st->identity_db,
+		                    "SELECT pg_try_advisory_lock(" STR(
+		                        PG_LOCK_INSTANCE) ", hashtext(?1))::int",
+		                    &s)) != 0)
+			return r;
+		/* A process restarted at once after it died may come before
+		 * the server has ended the dead one's session: a few tries. */
+		for (int i = 0; i < STORE_IDENTITY_TRIES && !held; i++) {
+			if (i > 0)
+				nanosleep(&pause, NULL);
+			db_reset(s);
+			if (db_bind_text(s, 1, id) != FGW_OK || db_step(s) != DB_ROW) {
+				db_release(s);
+				return FGW_ERR_DB;
+			}
+			held = db_col_int(s, 0) == 1;
+		}
+		db_release(s);
+		if (!held) {
+			log_warn("instance id %s is held by another live instance (a copied "
+			         "data_dir?): outbox claims wait for their leases",
+			         id);
+			db_close(st->identity_db);
+			st->identity_db = NULL;
+			return 0;
+		}
+	}
+	if ((st->claimer = strdup(id)) == NULL)
+		return FGW_ERR_NOMEM;
+	if ((r = outbox_release_own(st->db, st->claimer, fgw_now_ms(), &n)) != 0)
+		return r;
+	if (n > 0)
+		log_info("%lld outbox rows this instance claimed before it stopped are due again",
+		         (long long)n);
+	return 0;
+}
+
+const char *
+store_claimer(const struct store *st)
+{
+	return st != NULL ? st->claimer : NULL;
+}
+
 static int
 open_writer_db(struct store *st, int sync_full, long long max_pages)
 {
@@ -1139,7 +1217,8 @@ store_open(const struct store_opts *opts, struct store **out)
 		goto out;
 	}
 	st->cv_ok = 1;
-	if ((r = open_writer_db(st, opts->sync_full, opts->max_pages)) != 0)
+	if ((r = open_writer_db(st, opts->sync_full, opts->max_pages)) != 0 ||
+	    (r = take_identity(st, opts->instance_id)) != 0)
 		goto out;
 	/* After the migrations (the readers prepare their statements), and
 	 * before the writer: a failure here has no writer to stop. */

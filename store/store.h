@@ -87,6 +87,14 @@ struct store_opts {
 	/* PostgreSQL: threads running store_read, each with a connection of
 	 * its own (0: STORE_READ_THREADS). SQLite reads run in place. */
 	int read_threads;
+	/* The instance's identity, kept across its restarts (NULL: none).
+	 * The outbox rows it claims are marked with it, and at open the
+	 * rows it claimed in a run that ended are due again at once instead
+	 * of when their leases end. The caller makes sure that no other
+	 * live process uses it on SQLite (the gateway: its data_dir lock);
+	 * on PostgreSQL the store proves it with a lock of its own, and
+	 * without that lock claims carry no identity. */
+	const char *instance_id;
 };
 
 #define STORE_READ_THREADS 4

@@ -74,6 +74,10 @@ int store_due_rows(struct store_reader *rd, const char *sql, int64_t now, int64_
 int store_defer_row(struct db *db, const char *sql, const char *k1, const char *k2,
                     int attempts, int64_t next_at, int give_up);
 
+/* The identity the store's outbox claims carry (store_opts.instance_id
+ * when it was taken), or NULL. */
+const char *store_claimer(const struct store *st);
+
 /* The reader's read-only connection (same thread as the reader). */
 struct db *store_reader_db(struct store_reader *r);
 /* The audit MAC the reader verifies with (and its ctx). */

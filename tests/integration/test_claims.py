@@ -5,7 +5,9 @@ delivery is out, the row is not due for any other sender (another
 instance on the same database would otherwise send it too). A sender
 killed mid-delivery records nothing; its row becomes due again when the
 lease ends, and the restarted gateway (or any other instance) delivers
-it: at least once, with the same event id, one attempt recorded.
+it: at least once, with the same event id, one attempt recorded. The
+gateway restarted on the same data_dir (its instance.id) sends it at once,
+without waiting for the lease.
 """
 
 import atexit
@@ -194,3 +196,62 @@ def test_one_instance_makes_the_backups_and_another_takes_over_when_it_dies():
                 problems += d.problems
         db.drop()
     assert not [p for p in problems if "exited with -9" not in p], problems
+
+
+HOLD_LONG = threading.Event()  # set: the long-lease test's endpoint answers
+
+
+def _respond_long(_body):
+    HOLD_LONG.wait(60)
+    return 200, {}
+
+
+RECEIVER_LONG = harness.Receiver(respond=_respond_long)
+atexit.register(HOLD_LONG.set)
+atexit.register(RECEIVER_LONG.close)
+
+
+def test_a_restarted_instance_sends_what_it_had_in_flight_without_waiting_for_the_lease():
+    """The same crash as above with a long lease (2 x 60 s + 5 s): the
+    gateway that starts again on the same data_dir (its instance.id) finds
+    its own claim of the run that died and sends the event at once, with
+    the same event id, long before the lease would have ended."""
+    secrets = os.path.join(WORK, "secrets-long")
+    os.makedirs(secrets, mode=0o700, exist_ok=True)
+    extra = [("webhook_endpoint", f"{RECEIVER_LONG.url} " +
+              harness.write_secret(secrets, "site", SITE_SECRET))]
+    with harness.Stack(extra=extra, webhook_poll_ms=50, webhook_retry_base_ms=200,
+                       webhook_timeout_ms=60000) as stack:
+        gw = stack.gw
+        resp = gw.pay(harness.txn_body(VISA))
+        assert resp.status == 200, resp
+        txn_id = resp.body["transactionId"]
+
+        def events():
+            out = []
+            for headers, body, _at in RECEIVER_LONG.received():
+                if json.loads(body)["data"]["object"]["transactionId"] == txn_id:
+                    out.append(headers.get("Flair-Event-Id"))
+            return out
+
+        harness.wait_until(events, 20, "the event's delivery to start")
+        event_id = events()[0]
+        rows = gw.query("SELECT id, next_attempt_at, claimed_by FROM webhook_outbox"
+                        " WHERE event_id = ?", event_id)
+        lease_end = rows[0]["next_attempt_at"]
+        with open(os.path.join(gw.data_dir, "instance.id")) as f:
+            assert rows[0]["claimed_by"] == f.read().strip(), rows
+        gw.stop(signal.SIGKILL)
+        HOLD_LONG.set()
+        gw.problems = []
+        gw.start()
+        harness.wait_until(lambda: gw.query(
+            "SELECT status FROM webhook_outbox WHERE id = ?", rows[0]["id"]) ==
+            [{"status": "delivered"}], 40, "the event delivered again")
+        done = gw.query("SELECT at, outcome FROM webhook_attempts WHERE outbox_id = ?",
+                        rows[0]["id"])
+        assert [d["outcome"] for d in done] == ["delivered"], done
+        assert done[0]["at"] < lease_end, (done, lease_end)
+        assert events() == [event_id, event_id]
+        assert gw.query("SELECT claimed_by FROM webhook_outbox WHERE id = ?",
+                        rows[0]["id"]) == [{"claimed_by": None}]

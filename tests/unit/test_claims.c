@@ -707,6 +707,75 @@ move_announced_once(int pg)
 		o.backend = STORE_POSTGRESQL;
 		o.dsn = getenv(PG_DSN_ENV);
 	} else {
+
+
+/* A store on this case's database (lite_path or the DSN), as instance id
+ * (NULL: none); NULL when it does not open. */
+static struct store *
+open_instance(int pg, const char *id)
+{
+	struct store_opts o = {
+		.sync_full = 0, .batch_max = 4, .audit_mac = mac_fn, .instance_id = id
+	};
+	struct store *st = NULL;
+
+	if (pg) {
+		o.backend = STORE_POSTGRESQL;
+		o.dsn = getenv(PG_DSN_ENV);
+	} else {
+		o.path = lite_path;
+	}
+	return store_open(&o, &st) == 0 ? st : NULL;
+}
+
+/* Claims the due webhook and mail rows with st at the real clock's now:
+ * how many of each, and the first webhook's id into first. */
+static int
+claim_both(struct store *st, int *nw, int *nm, char first[40])
+{
+	struct store_outbox_row got[4];
+	struct store_mail_row mgot[4];
+	struct wait w = { 0 };
+	int64_t now = fgw_now_ms();
+	int r;
+
+	*nw = *nm = 0;
+	first[0] = '\0';
+	if ((r = wait_job(store_outbox_claim(st, NULL, now, now + LEASE, got, 4, nw, on_done,
+	                                     &w),
+	                  &w)) != 0)
+		return r;
+	if (*nw > 0)
+		memcpy(first, got[0].id, 40);
+	for (int i = 0; i < *nw; i++)
+		store_outbox_row_clear(&got[i]);
+	if ((r = wait_job(store_mail_claim(st, NULL, now, now + LEASE, mgot, 4, nm, on_done,
+	                                   &w),
+	                  &w)) != 0)
+		return r;
+	for (int i = 0; i < *nm; i++)
+		store_mail_row_clear(&mgot[i]);
+	return 0;
+}
+
+/* An instance that stopped with rows claimed (a crash: nothing recorded)
+ * finds them due at once when it starts again with its identity, not
+ * when their leases end; another instance does not; a row given a backoff
+ * stays due when the backoff says. On PostgreSQL a second live process
+ * with the same identity (a copied data_dir) releases nothing. */
+static int
+own_claims_released_at_open(int pg)
+{
+	struct store *a = NULL, *b = NULL;
+	struct store_outbox_row row;
+	struct store_outbox_attempt at;
+	struct store_mail_row mail;
+	struct wait w = { 0 };
+	char first[40];
+	int nw = 0, nm = 0, fd;
+
+	TT_BEGIN;
+	if (!pg) {
 		snprintf(lite_path, sizeof(lite_path), "%s/fgw-test-claims-XXXXXX",
 		         getenv("TMPDIR") != NULL && *getenv("TMPDIR") != '\0' ? getenv("TMPDIR")
 		                                                               : "/tmp");
@@ -931,6 +1000,75 @@ end:
 	store_waker_free(w);
 	if (base != NULL)
 		event_base_free(base);
+
+
+	}
+	CHECK((a = open_instance(pg, "inst_a")) != NULL);
+	if (pg)
+		CHECK_EQ_INT(pg_clean_outboxes(), 0);
+	memset(&row, 0, sizeof(row));
+	strcpy(row.endpoint_url, "http://127.0.0.1:1/");
+	strcpy(row.event_type, "transaction.succeeded");
+	row.payload = "{}";
+	row.next_attempt_at = fgw_now_ms();
+	strcpy(row.id, "whd_backoff");
+	strcpy(row.event_id, "evt_backoff");
+	CHECK_EQ_INT(wait_job(store_outbox_enqueue(a, NULL, &row, 1, NULL, 0, on_done, &w),
+	                      &w),
+	             0);
+	/* Claimed, tried, given a backoff: due when the backoff ends. */
+	CHECK_EQ_INT(claim_both(a, &nw, &nm, first), 0);
+	CHECK_EQ_INT(nw, 1);
+	memset(&at, 0, sizeof(at));
+	strcpy(at.outbox_id, "whd_backoff");
+	strcpy(at.outcome, "retry");
+	strcpy(at.error, "connection refused");
+	at.at = fgw_now_ms();
+	at.next_attempt_at = at.at + 10 * LEASE;
+	CHECK_EQ_INT(wait_job(store_outbox_attempt(a, NULL, &at, NULL, 0, on_done, &w), &w),
+	             0);
+	/* Claimed and in flight when the instance stops. */
+	strcpy(row.id, "whd_own");
+	strcpy(row.event_id, "evt_own");
+	CHECK_EQ_INT(wait_job(store_outbox_enqueue(a, NULL, &row, 1, NULL, 0, on_done, &w),
+	                      &w),
+	             0);
+	memset(&mail, 0, sizeof(mail));
+	strcpy(mail.id, "mail_own");
+	strcpy(mail.kind, "receipt");
+	strcpy(mail.audience, "customer");
+	strcpy(mail.mail_from, "a@example.com");
+	strcpy(mail.rcpt_to, "b@example.com");
+	mail.message = "m";
+	CHECK_EQ_INT(wait_job(store_mail_enqueue(a, NULL, &mail, NULL, 0, on_done, &w), &w),
+	             0);
+	CHECK_EQ_INT(claim_both(a, &nw, &nm, first), 0);
+	CHECK_EQ_INT(nw, 1);
+	CHECK_EQ_INT(nm, 1);
+	store_close(a);
+	a = NULL;
+	/* Another instance: they are not its claims. */
+	CHECK((b = open_instance(pg, "inst_b")) != NULL);
+	CHECK_EQ_INT(claim_both(b, &nw, &nm, first), 0);
+	CHECK_EQ_INT(nw + nm, 0);
+	store_close(b);
+	b = NULL;
+	/* The same instance again: its own claims are due at once. */
+	CHECK((a = open_instance(pg, "inst_a")) != NULL);
+	CHECK_EQ_INT(claim_both(a, &nw, &nm, first), 0);
+	CHECK_EQ_INT(nw, 1);
+	CHECK_STR(first, "whd_own");
+	CHECK_EQ_INT(nm, 1);
+	if (pg) {
+		/* Claimed again by the live instance; a twin with its id
+		 * cannot take the identity and releases nothing. */
+		CHECK((b = open_instance(pg, "inst_a")) != NULL);
+		CHECK_EQ_INT(claim_both(b, &nw, &nm, first), 0);
+		CHECK_EQ_INT(nw + nm, 0);
+	}
+end:
+	store_close(b);
+	store_close(a);
 	drop_sqlite_file();
 	TT_END;
 }
@@ -957,6 +1095,17 @@ static int
 test_move_announced_once_pg(void)
 {
 	return move_announced_once(1);
+
+
+test_own_claims_released_at_open_sqlite(void)
+{
+	return own_claims_released_at_open(0);
+}
+
+static int
+test_own_claims_released_at_open_pg(void)
+{
+	return own_claims_released_at_open(1);
 }
 
 static int
@@ -1014,6 +1163,8 @@ static const struct tt_case all[] = {
 	{ "move_announced_once_pg", test_move_announced_once_pg },
 	{ "guard_skips_only_its_group_sqlite", test_guard_skips_only_its_group_sqlite },
 	{ "guard_skips_only_its_group_pg", test_guard_skips_only_its_group_pg },
+	{ "own_claims_released_at_open_sqlite", test_own_claims_released_at_open_sqlite },
+	{ "own_claims_released_at_open_pg", test_own_claims_released_at_open_pg },
 	{ NULL, NULL },
 };
 
