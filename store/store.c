@@ -693,6 +693,24 @@ wexec(struct store *st, enum wstmt which)
 	return 0;
 }
 
+/* wexec for SAVEPOINT and RELEASE: on PostgreSQL they go with the
+ * job's first statement or the next COMMIT, in one round trip
+ * (db_step_later); a failure of theirs then rolls the batch back. */
+static int
+wexec_later(struct store *st, enum wstmt which)
+{
+	struct db_stmt *s = st->stmt[which];
+	int rc = db_step_later(s);
+
+	db_reset(s);
+	if (rc != DB_DONE) {
+		atomic_store(&st->last_rc, (int)db_last_fail(st->db));
+		log_error("%s failed: %s", writer_sql[which], db_errmsg(st->db));
+		return FGW_ERR_DB;
+	}
+	return 0;
+}
+
 /* Whether the last error on db says the storage itself failed (a full
  * disk, an I/O error, a lost connection...) rather than that one job was
  * refused. */
@@ -749,14 +767,14 @@ run_batch(struct store *st, struct job **jobs, size_t n)
 		struct job *j = jobs[i];
 		struct audit_chain job_head = st->audit.head;
 
-		if (wexec(st, W_SAVEPOINT) != 0)
+		if (wexec_later(st, W_SAVEPOINT) != 0)
 			goto abort;
 		j->rc = run_job(st, j);
 		/* An I/O error or a full disk may have ended the transaction. */
 		if (!db_in_txn(st->db))
 			goto abort;
 		if (j->rc == 0) {
-			if (wexec(st, W_RELEASE) != 0)
+			if (wexec_later(st, W_RELEASE) != 0)
 				goto abort;
 			events += j->n_events;
 			ok++;
