@@ -460,6 +460,8 @@ free_params(struct db_stmt *s)
 }
 
 
+static int run_pipeline(struct db *db, struct db_stmt *s, PGresult **out);
+
 int
 dbpg_prepare(struct db_stmt *s, const char *sql)
 {
@@ -527,6 +529,12 @@ dbpg_stmt_free(struct db_stmt *s)
 
 	if (s == NULL)
 		return;
+	/* Kept back and not sent yet: it goes now, before its name does. */
+	for (int i = 0; s->db != NULL && i < s->db->n_later; i++)
+		if (s->db->later[i] == s) {
+			(void)run_pipeline(s->db, NULL, &res);
+			break;
+		}
 	dbpg_reset(s);
 	PQclear(s->desc);
 	s->desc = NULL;
@@ -704,9 +712,6 @@ dbpg_step_later(struct db_stmt *s)
 	if (s->nparams != 0)
 		return db_fail_set(db, DB_FAIL_OTHER,
 		                   "postgresql: a statement kept back has no parameters");
-	/* One not cached may be freed before it is sent: it runs now. */
-	if (!s->cached)
-		return dbpg_step(s);
 	if ((r = ensure_connected(db, s->pgsql)) != 0 ||
 	    (s->gen != db->gen && (r = server_prepare(s)) != 0))
 		return r;

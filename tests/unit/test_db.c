@@ -515,6 +515,7 @@ step_later(struct db *db, const char *sql)
 static int
 c_step_later(struct db *db)
 {
+	struct db_stmt *s = NULL;
 	int i;
 
 	TT_BEGIN;
@@ -540,6 +541,26 @@ c_step_later(struct db *db)
 	CHECK_EQ_INT(db_in_txn(db), 0);
 	CHECK_EQ_INT(count_rows(db), 2);
 
+	/* A statement not cached (the writer's are prepared once each),
+	 * freed while kept back: it is sent first. */
+	CHECK_EQ_INT(db_exec(db, "BEGIN"), 0);
+	CHECK_EQ_INT(db_prepare_once(db, "SAVEPOINT once", &s), 0);
+	CHECK_EQ_INT(db_step_later(s), DB_DONE);
+	db_release(s);
+	s = NULL;
+	CHECK_EQ_INT(insert_row(db, 3, "c", 3), FGW_ERR_EXISTS);
+	CHECK_EQ_INT(db_exec(db, "ROLLBACK TO once"), 0);
+	CHECK_EQ_INT(db_prepare_once(db, "SAVEPOINT twice", &s), 0);
+	CHECK_EQ_INT(db_step_later(s), DB_DONE);
+	db_reset(s);
+	CHECK_EQ_INT(insert_row(db, 8, "h", 8), DB_DONE);
+	CHECK_EQ_INT(db_step_later(s), DB_DONE);
+	db_release(s);
+	s = NULL;
+	CHECK_EQ_INT(db_exec(db, "ROLLBACK TO twice"), 0);
+	CHECK_EQ_INT(db_exec(db, "COMMIT"), 0);
+	CHECK_EQ_INT(count_rows(db), 3);
+
 	/* A kept statement that fails: nothing of the transaction stays. */
 	CHECK_EQ_INT(db_exec(db, "BEGIN"), 0);
 	CHECK_EQ_INT(insert_row(db, 4, "d", 4), DB_DONE);
@@ -552,7 +573,7 @@ c_step_later(struct db *db)
 		CHECK_EQ_INT(step_later(db, "RELEASE nosuch"), FGW_ERR_DB);
 		CHECK_EQ_INT(db_exec(db, "ROLLBACK"), 0);
 	}
-	CHECK_EQ_INT(count_rows(db), 2);
+	CHECK_EQ_INT(count_rows(db), 3);
 
 	/* The same before db_exec, and before a prepared COMMIT. */
 	CHECK_EQ_INT(db_exec(db, "BEGIN"), 0);
@@ -561,7 +582,7 @@ c_step_later(struct db *db)
 		CHECK_EQ_INT(step_later(db, "RELEASE nosuch"), DB_DONE);
 		CHECK_EQ_INT(db_exec(db, "COMMIT"), FGW_ERR_DB);
 		CHECK_EQ_INT(db_in_txn(db), 0);
-		CHECK_EQ_INT(count_rows(db), 2);
+		CHECK_EQ_INT(count_rows(db), 3);
 		CHECK_EQ_INT(db_exec(db, "BEGIN"), 0);
 		CHECK_EQ_INT(insert_row(db, 7, "g", 7), DB_DONE);
 		CHECK_EQ_INT(step_later(db, "RELEASE nosuch"), DB_DONE);
@@ -570,8 +591,9 @@ c_step_later(struct db *db)
 		CHECK_EQ_INT(db_in_txn(db), 0);
 	} else
 		CHECK_EQ_INT(db_exec(db, "ROLLBACK"), 0);
-	CHECK_EQ_INT(count_rows(db), 2);
+	CHECK_EQ_INT(count_rows(db), 3);
 end:
+	db_release(s);
 	if (db_in_txn(db))
 		db_exec(db, "ROLLBACK");
 	TT_END;
