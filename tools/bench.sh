@@ -249,6 +249,18 @@ slowest_commit() { # before-file after-file -> "<=N ms" or "-"
 	           else printf "<=%gms\n", top * 1000 }' "$1" "$2"
 }
 
+# The run's commit time at p50 and p99, as the upper bound of the
+# histogram bucket each falls in: "commits|p50 ms|p99 ms".
+commit_pct() { # before-file after-file
+	awk 'NR == FNR {b[$1] = $2; next}
+	     { le[++n] = $1; c[n] = $2 - b[$1] }
+	     END { t = c[n]; p50 = p99 = "-"
+	           for (i = 1; i <= n; i++) {
+	               if (p50 == "-" && c[i] >= t * 0.5) p50 = le[i]
+	               if (p99 == "-" && c[i] >= t * 0.99) p99 = le[i] }
+	           printf "%d|%s|%s\n", t, p50 == "+Inf" ? ">1000" : p50 * 1000, p99 == "+Inf" ? ">1000" : p99 * 1000 }' "$1" "$2"
+}
+
 snap_after() { # LABEL MODE CONNS REQS SECONDS P50 P99 P999 ERRS MPORT PIDS...
 	lab=$1 mode=$2 cn=$3 reqs=$4 secs=$5 p50=$6 p99=$7 p999=$8 errs=$9
 	shift 9
@@ -262,6 +274,7 @@ snap_after() { # LABEL MODE CONNS REQS SECONDS P50 P99 P999 ERRS MPORT PIDS...
 		m_j1=$(metric "$mport" flairgw_store_jobs_total)
 		commit_hist "$mport" >"$T/cmt1"
 		slow=$(slowest_commit "$T/cmt0" "$T/cmt1")
+		echo "$lab|$mode|$(commit_pct "$T/cmt0" "$T/cmt1")" >>"$T/cmtpct"
 		commits=$(awk -v a="$m_c0" -v b="$m_c1" -v s="$secs" 'BEGIN {printf "%.0f", (b - a) / s}')
 		jpc=$(awk -v a="$m_c0" -v b="$m_c1" -v x="$m_j0" -v y="$m_j1" \
 			'BEGIN {printf "%.1f", (b > a) ? (y - x) / (b - a) : 0}')
@@ -341,6 +354,7 @@ load_run() { # SECS CONNS BODIES URL...
 # is also written apart to $T/split: "LABEL|req/s|rest us|split us".
 # LABEL MODE URLS CONNS BODIES MPORT PIDS...
 SPLIT_PIDS=""
+PROBE_DURING=""
 measure() {
 	lab=$1 mode=$2 urls=$3 cn=$4 bodies=$5 mp=$6
 	shift 6
@@ -354,9 +368,17 @@ measure() {
 	# shellcheck disable=SC2086 # a list
 	s0=$(cpu_ticks $SPLIT_PIDS)
 	perf_start "$lab $mode" "$@"
+	# PROBE_DURING=1: the disk probe of section 0 again, while this run
+	# commits on the same file system (to $T/disk.during).
+	probe=""
+	if [ -n "$PROBE_DURING" ]; then
+		(sleep 1 && disk_probe "$T/fsync.during" >"$T/disk.during") &
+		probe=$!
+	fi
 	# shellcheck disable=SC2086
 	sum=$(load_run "$SECS" "$cn" "$bodies" $urls) || { perf_stop; echo "bench: wrk failed for $lab" >&2; exit 1; }
 	perf_stop
+	[ -z "$probe" ] || wait "$probe" || true
 	# shellcheck disable=SC2086
 	s1=$(cpu_ticks $SPLIT_PIDS)
 	eval "$sum"
@@ -394,7 +416,8 @@ run_fixed() {
 # The floor under any durable answer: fdatasync after a 4 KiB append, as a WAL
 # commit does, on the file system that holds the data directory. flairgw's
 # answer waits for two of them in sequence (write-ahead row, outcome).
-DISK=$(python3 - "$T/fsync.probe" <<'PY'
+disk_probe() { # FILE -> "p50 p99 max" in us of 400 fdatasyncs
+	python3 - "$1" <<'PY'
 import os, sys, time
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 page, lat = b"\x5a" * 4096, []
@@ -408,7 +431,8 @@ os.unlink(sys.argv[1])
 lat.sort()
 print("%.0f %.0f %.0f" % (lat[len(lat) // 2], lat[int(len(lat) * 0.99)], lat[-1]))
 PY
-)
+}
+DISK=$(disk_probe "$T/fsync.probe")
 set -- $DISK
 FSYNC_P50=$1 FSYNC_P99=$2 FSYNC_MAX=$3
 echo "bench: fdatasync of a 4 KiB append: p50 $FSYNC_P50 us, p99 $FSYNC_P99 us" >&2
@@ -446,7 +470,9 @@ run_sat "flairgw sealed" "$GW_URL" "$CONNS" "$T/sealed.jsonl" "$GW_PORT" "$GW_PI
 QUICK=${BENCH_QUICK:-0}
 if [ "$QUICK" = 1 ] && [ -n "${BENCH_RATE:-}" ]; then
 	# A/B of a low-load change: flairgw plain at this fixed rate too.
+	PROBE_DURING=1
 	run_fixed "flairgw plain" "$GW_URL" "$CONNS" "$BENCH_RATE" "$T/plain.jsonl" "$GW_PORT" "$GW_PID"
+	PROBE_DURING=""
 fi
 if [ "$QUICK" = 1 ] && [ "${BENCH_PG:-0}" = 1 ]; then
 	# A/B of a PostgreSQL store change: section 8 only after these.
@@ -461,7 +487,9 @@ HALF=$((CAP / 2))
 [ "$HALF" -ge "$CONNS" ] || HALF=$CONNS
 # shellcheck disable=SC2046 # pids
 run_fixed "nginx proxy" "$NGX_URL" "$CONNS" "$HALF" "$T/plain.jsonl" "" $(ngx_workers)
+PROBE_DURING=1
 run_fixed "flairgw plain" "$GW_URL" "$CONNS" "$HALF" "$T/plain.jsonl" "$GW_PORT" "$GW_PID"
+PROBE_DURING=""
 run_fixed "flairgw sealed" "$GW_URL" "$CONNS" "$HALF" "$T/sealed.jsonl" "$GW_PORT" "$GW_PID"
 # A quarter of capacity too: how the added latency falls with the queue.
 QUARTER=$((HALF / 2))
@@ -633,6 +661,17 @@ SEAL_US=""
 if [ -x "$BUILD/bench-seal" ]; then
 	SEAL_US=$($SUT "$BUILD/bench-seal" 2 | awk '/^crypto_box_seal_open/ {print $(NF - 2)}')
 fi
+# The half-load run's commits and the disk while it ran, against the
+# quiet disk of section 0: what the added p99 is made of.
+half_commits() { # RATE
+	rate=$1
+	line=$(grep "^flairgw plain|fixed $rate/s|" "$T/cmtpct" 2>/dev/null | head -n 1)
+	[ -n "$line" ] || return 0
+	# shellcheck disable=SC2046 # fields
+	set -- $(echo "$line" | cut -d'|' -f3-5 | tr '|' ' ') $(cat "$T/disk.during" 2>/dev/null || echo "- - -")
+	echo "flairgw plain at $rate/s: $1 commits, p50 <= $2 ms, p99 <= $3 ms (commit-time histogram); fdatasync during the run p50 $4 us, p99 $5 us, max $6 us (quiet: p50 $FSYNC_P50, p99 $FSYNC_P99, max $FSYNC_MAX)"
+}
+
 seal_floor() { # PLAIN_US -> one report line
 	[ -n "$SEAL_US" ] || { echo "sealed floor: skipped ($BUILD/bench-seal is not built)"; return 0; }
 	awk -v p="$1" -v x="$SEAL_US" 'BEGIN {
@@ -663,6 +702,7 @@ col() { grep "^$1|$2|" "$T/results" | head -n 1 | cut -d'|' -f"$3"; }
 		printf "quick run (BENCH_QUICK=1): saturation only; CPU per payment / nginx %.1fx (goal <= 3x), sealed / plain %.2f (goal <= 1.15)\n",
 		    p / n, s / p }'
 		seal_floor "$gwp_c"
+		[ -z "${BENCH_RATE:-}" ] || half_commits "$BENCH_RATE"
 		[ -z "$PG_SUMMARY" ] || echo "$PG_SUMMARY"
 		exit 0
 	fi
@@ -726,6 +766,7 @@ col() { grep "^$1|$2|" "$T/results" | head -n 1 | cut -d'|' -f"$3"; }
 		printf "%d rows vs empty, CPU per payment instead of throughput: %s\n", rows, txt
 	}'
 	seal_floor "$gwp_c"
+	half_commits "$HALF"
 	echo "b-tree depth, $ROWS rows vs empty (tools/bench/depth.py): $DEPTHS"
 	echo "fill: $ROWS rows in $FILL_S s; whole bench: $(($(date +%s) - BENCH_T0)) s"
 	if [ -n "$PG_SUMMARY" ]; then
