@@ -641,7 +641,7 @@ run_pipeline(struct db *db, struct db_stmt *s, PGresult **out)
 	*out = NULL;
 	db->n_later = 0;
 	if (PQenterPipelineMode(db->pg) != 1)
-		return fail_from(db, NULL);
+		goto lost;
 	for (i = 0; i < n; i++)
 		if (PQsendQueryPrepared(db->pg, db->later[i]->name, 0, NULL, NULL, NULL, 0) != 1)
 			goto lost;
@@ -681,20 +681,24 @@ run_pipeline(struct db *db, struct db_stmt *s, PGresult **out)
 	PQclear(bad);
 	return r;
 lost:
-	/* The connection failed under the pipeline; PQreset ends pipeline
-	 * mode with it. */
+	/* The connection failed under the pipeline (PQreset ends pipeline
+	 * mode with it), or libpq refused a step of it: which of the kept
+	 * statements ran is unknown, so the transaction ends here too. */
 	r = fail_from(db, bad);
 	PQclear(bad);
 	PQclear(*out);
 	*out = NULL;
-	if (PQstatus(db->pg) == CONNECTION_OK && PQexitPipelineMode(db->pg) != 1) {
-		/* Results the server still owes: the connection cannot be
-		 * trusted to line up statements and answers any more. */
-		while ((res = PQgetResult(db->pg)) != NULL &&
-		       PQresultStatus(res) != PGRES_PIPELINE_SYNC)
+	if (PQstatus(db->pg) == CONNECTION_OK) {
+		if (PQpipelineStatus(db->pg) != PQ_PIPELINE_OFF &&
+		    PQexitPipelineMode(db->pg) != 1) {
+			while ((res = PQgetResult(db->pg)) != NULL &&
+			       PQresultStatus(res) != PGRES_PIPELINE_SYNC)
+				PQclear(res);
 			PQclear(res);
+			(void)PQexitPipelineMode(db->pg);
+		}
+		res = PQexec(db->pg, "ROLLBACK");
 		PQclear(res);
-		(void)PQexitPipelineMode(db->pg);
 	}
 	note_txn(db);
 	return r != 0 ? r : db_fail_set(db, DB_FAIL_STORAGE, "postgresql: pipeline failed");
