@@ -645,9 +645,9 @@ run_pipeline(struct db *db, struct db_stmt *s, PGresult **out)
 	for (i = 0; i < n; i++)
 		if (PQsendQueryPrepared(db->pg, db->later[i]->name, 0, NULL, NULL, NULL, 0) != 1)
 			goto lost;
-	if (s != NULL && PQsendQueryPrepared(db->pg, s->name, s->nparams,
-	                                     (const char *const *)s->params, s->lens, NULL,
-	                                     0) != 1)
+	if (s != NULL &&
+	    PQsendQueryPrepared(db->pg, s->name, s->nparams, (const char *const *)s->params,
+	                        s->lens, NULL, 0) != 1)
 		goto lost;
 	if (PQpipelineSync(db->pg) != 1)
 		goto lost;

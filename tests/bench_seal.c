@@ -38,7 +38,8 @@ now_s(void)
 static void
 report(const char *name, long n, double secs)
 {
-	printf("%s: %ld ops in %.2f s of CPU, %.1f us each\n", name, n, secs, secs * 1e6 / (double)n);
+	printf("%s: %ld ops in %.2f s of CPU, %.1f us each\n", name, n, secs,
+	       secs * 1e6 / (double)n);
 }
 
 int
@@ -66,13 +67,14 @@ main(int argc, char **argv)
 	for (i = 0; i < N_BOXES; i++) {
 		crypto_box_seal(sealed[i], (const unsigned char *)card, CARD_LEN, pk);
 		randombytes_buf(nonces[i], sizeof(nonces[i]));
-		crypto_box_easy_afternm(boxed[i], (const unsigned char *)card, CARD_LEN, nonces[i],
-		                        shared);
+		crypto_box_easy_afternm(boxed[i], (const unsigned char *)card, CARD_LEN,
+		                        nonces[i], shared);
 	}
 
 	/* What a sealed payment adds: open the card's sealed box. */
 	for (n = 0, t0 = now_s(); (t = now_s()) - t0 < per; n++)
-		if (crypto_box_seal_open(out, sealed[n % N_BOXES], sizeof(sealed[0]), pk, sk) != 0)
+		if (crypto_box_seal_open(out, sealed[n % N_BOXES], sizeof(sealed[0]), pk, sk) !=
+		    0)
 			return 1;
 	report("crypto_box_seal_open (X25519 + XSalsa20-Poly1305)", n, t - t0);
 

@@ -918,11 +918,11 @@ BOTH(connection_lost)
 	}
 
 static const struct tt_case all[] = {
-	CASE(rewrite),         CASE(nulls),     CASE(int64_extremes),
-	CASE(booleans),        CASE(step_row),  CASE(duplicate),
-	CASE(constraint),      CASE(savepoint), CASE(commit_after_failure),
-	CASE(changes),         CASE(cached),    CASE(columns_before_step),
-	CASE(connection_lost), CASE(step_later),  { NULL, NULL },
+	CASE(rewrite),         CASE(nulls),      CASE(int64_extremes),
+	CASE(booleans),        CASE(step_row),   CASE(duplicate),
+	CASE(constraint),      CASE(savepoint),  CASE(commit_after_failure),
+	CASE(changes),         CASE(cached),     CASE(columns_before_step),
+	CASE(connection_lost), CASE(step_later), { NULL, NULL },
 };
 
 int
