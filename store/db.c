@@ -381,6 +381,16 @@ db_step(struct db_stmt *s)
 }
 
 int
+db_step_later(struct db_stmt *s)
+{
+	if (s->db->kind == DB_PG) {
+		s->busy = 1;
+		return dbpg_step_later(s);
+	}
+	return db_step(s);
+}
+
+int
 db_step_row(struct db_stmt *s)
 {
 	int rc = db_step(s);

@@ -106,6 +106,12 @@ int db_bind_null(struct db_stmt *s, int i);
  * it until ROLLBACK TO a savepoint: a job that expects a clash asks with
  * ON CONFLICT instead of catching the error. */
 int db_step(struct db_stmt *s);
+/* Runs s, a statement without parameters or rows (SAVEPOINT, RELEASE),
+ * perhaps later: on PostgreSQL it is sent with the next statement run on
+ * db, in one round trip (libpq's pipeline mode), and if it fails then,
+ * that statement fails too and the whole transaction is rolled back
+ * (db_in_txn is 0 after). SQLite runs it now. DB_DONE or a db_step code. */
+int db_step_later(struct db_stmt *s);
 /* db_step for a statement that reads one row: 0 with the row ready,
  * FGW_ERR_NOT_FOUND when there is none, FGW_ERR_DB when the step failed. */
 int db_step_row(struct db_stmt *s);

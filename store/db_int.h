@@ -11,6 +11,9 @@
 
 #include "store/db.h"
 
+/* Statements db_step_later keeps back at most; one more sends them. */
+#define DB_LATER_MAX 8
+
 struct db_cache_entry {
 	const char *sql; /* the literal's address: the key */
 	struct db_stmt *s;
@@ -33,6 +36,9 @@ struct db {
 	unsigned gen;         /* connections made so far, minus one */
 	int txn_open;         /* the last call left a transaction open */
 	int64_t reconnect_at; /* fgw_mono_ms() of the last failed attempt; 0: none */
+	/* PostgreSQL: statements of db_step_later not sent yet, in order. */
+	struct db_stmt *later[DB_LATER_MAX];
+	int n_later;
 };
 
 struct db_stmt {
@@ -76,6 +82,9 @@ int dbpg_bind(struct db_stmt *s, int i, const char *v, size_t len);
  * 40P01, 55P03 busy; 08xxx, 53xxx, 58xxx, XX001 storage; else other).
  * Sets s->db->changes from PQcmdTuples. */
 int dbpg_step(struct db_stmt *s);
+/* Keeps s (no parameters) back to go with the next statement on its
+ * connection (db_step_later). DB_DONE or db_fail_set's code. */
+int dbpg_step_later(struct db_stmt *s);
 const char *dbpg_col_text(struct db_stmt *s, int i); /* NULL for NULL */
 size_t dbpg_col_bytes(struct db_stmt *s, int i);
 int dbpg_col_count(struct db_stmt *s);

@@ -7,6 +7,9 @@
  * PostgreSQL's $N once, prepared on the server under a name of its own
  * (fgw1, fgw2, ...), and executed with its values sent as text; the whole
  * result comes back in one PGresult that db_step walks row by row.
+ * Statements of db_step_later (the writer's SAVEPOINT and RELEASE) wait
+ * and go with the next statement in one pipeline: one round trip, where
+ * each would cost its own.
  *
  * Failures are told apart by SQLSTATE. The message kept is the server's
  * primary message only: its DETAIL lines can quote the values of a row (a
@@ -384,6 +387,9 @@ ensure_connected(struct db *db, const char *sql)
 
 	if (PQstatus(db->pg) == CONNECTION_OK)
 		return 0;
+	/* Kept statements belonged to the transaction the connection took
+	 * along. */
+	db->n_later = 0;
 	if (db->txn_open && !starts_afresh(sql))
 		return db_fail_set(
 		    db, DB_FAIL_STORAGE,
@@ -454,6 +460,8 @@ free_params(struct db_stmt *s)
 }
 
 
+static int run_pipeline(struct db *db, struct db_stmt *s, PGresult **out);
+
 int
 dbpg_prepare(struct db_stmt *s, const char *sql)
 {
@@ -521,6 +529,12 @@ dbpg_stmt_free(struct db_stmt *s)
 
 	if (s == NULL)
 		return;
+	/* Kept back and not sent yet: it goes now, before its name does. */
+	for (int i = 0; s->db != NULL && i < s->db->n_later; i++)
+		if (s->db->later[i] == s) {
+			(void)run_pipeline(s->db, NULL, &res);
+			break;
+		}
 	dbpg_reset(s);
 	PQclear(s->desc);
 	s->desc = NULL;
@@ -599,6 +613,118 @@ note_txn(struct db *db)
 		db->txn_open = PQtransactionStatus(db->pg) != PQTRANS_IDLE;
 }
 
+/* One result of the pipeline, then the NULL that ends it; NULL when the
+ * connection failed instead. */
+static PGresult *
+pipeline_result(struct db *db)
+{
+	PGresult *res = PQgetResult(db->pg), *extra;
+
+	if (res == NULL)
+		return NULL;
+	while ((extra = PQgetResult(db->pg)) != NULL) /* none: not single-row mode */
+		PQclear(extra);
+	return res;
+}
+
+/* Sends the statements kept back by db_step_later and then s (none when
+ * s is NULL) in one pipeline and one Sync, and reads their answers: s's
+ * result goes to *out. When a kept statement failed, the transaction is
+ * rolled back whole (its caller would take a failed SAVEPOINT or RELEASE
+ * for a job's own failure) and its failure is returned. */
+static int
+run_pipeline(struct db *db, struct db_stmt *s, PGresult **out)
+{
+	PGresult *res, *bad = NULL;
+	int i, n = db->n_later, r = 0;
+
+	*out = NULL;
+	db->n_later = 0;
+	if (PQenterPipelineMode(db->pg) != 1)
+		goto lost;
+	for (i = 0; i < n; i++)
+		if (PQsendQueryPrepared(db->pg, db->later[i]->name, 0, NULL, NULL, NULL, 0) != 1)
+			goto lost;
+	if (s != NULL &&
+	    PQsendQueryPrepared(db->pg, s->name, s->nparams, (const char *const *)s->params,
+	                        s->lens, NULL, 0) != 1)
+		goto lost;
+	if (PQpipelineSync(db->pg) != 1)
+		goto lost;
+	for (i = 0; i < n + (s != NULL); i++) {
+		if ((res = pipeline_result(db)) == NULL)
+			goto lost;
+		if (i == n)
+			*out = res;
+		else if (bad == NULL && PQresultStatus(res) != PGRES_COMMAND_OK)
+			bad = res;
+		else
+			PQclear(res);
+	}
+	res = PQgetResult(db->pg);
+	if (res == NULL || PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+		PQclear(res);
+		goto lost;
+	}
+	PQclear(res);
+	if (PQexitPipelineMode(db->pg) != 1)
+		goto lost;
+	note_txn(db);
+	if (bad != NULL) {
+		r = fail_from(db, bad);
+		res = PQexec(db->pg, "ROLLBACK");
+		PQclear(res);
+		note_txn(db);
+		PQclear(*out);
+		*out = NULL;
+	}
+	PQclear(bad);
+	return r;
+lost:
+	/* The connection failed under the pipeline (PQreset ends pipeline
+	 * mode with it), or libpq refused a step of it: which of the kept
+	 * statements ran is unknown, so the transaction ends here too. */
+	r = fail_from(db, bad);
+	PQclear(bad);
+	PQclear(*out);
+	*out = NULL;
+	if (PQstatus(db->pg) == CONNECTION_OK) {
+		if (PQpipelineStatus(db->pg) != PQ_PIPELINE_OFF &&
+		    PQexitPipelineMode(db->pg) != 1) {
+			while ((res = PQgetResult(db->pg)) != NULL &&
+			       PQresultStatus(res) != PGRES_PIPELINE_SYNC)
+				PQclear(res);
+			PQclear(res);
+			(void)PQexitPipelineMode(db->pg);
+		}
+		res = PQexec(db->pg, "ROLLBACK");
+		PQclear(res);
+	}
+	note_txn(db);
+	return r != 0 ? r : db_fail_set(db, DB_FAIL_STORAGE, "postgresql: pipeline failed");
+}
+
+int
+dbpg_step_later(struct db_stmt *s)
+{
+	struct db *db = s->db;
+	PGresult *res = NULL;
+	int r;
+
+	if (s->pgsql == NULL)
+		return db_fail_set(db, DB_FAIL_OTHER, "postgresql: statement not prepared");
+	if (s->nparams != 0)
+		return db_fail_set(db, DB_FAIL_OTHER,
+		                   "postgresql: a statement kept back has no parameters");
+	if ((r = ensure_connected(db, s->pgsql)) != 0 ||
+	    (s->gen != db->gen && (r = server_prepare(s)) != 0))
+		return r;
+	if (db->n_later == DB_LATER_MAX && (r = run_pipeline(db, NULL, &res)) != 0)
+		return r;
+	db->later[db->n_later++] = s;
+	return DB_DONE;
+}
+
 int
 dbpg_step(struct db_stmt *s)
 {
@@ -623,8 +749,14 @@ dbpg_step(struct db_stmt *s)
 		if ((r = ensure_connected(db, s->pgsql)) != 0 ||
 		    (s->gen != db->gen && (r = server_prepare(s)) != 0))
 			return r;
-		res = PQexecPrepared(db->pg, s->name, s->nparams, (const char *const *)s->params,
-		                     s->lens, NULL, 0);
+		if (db->n_later > 0) {
+			/* Inside a transaction: no second attempt. */
+			if ((r = run_pipeline(db, s, &res)) != 0)
+				return r;
+			attempt = 1;
+		} else
+			res = PQexecPrepared(db->pg, s->name, s->nparams,
+			                     (const char *const *)s->params, s->lens, NULL, 0);
 		note_txn(db);
 		status = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 		if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK ||
@@ -720,6 +852,13 @@ dbpg_exec(struct db *db, const char *sql)
 
 	if ((r = ensure_connected(db, sql)) != 0)
 		return r;
+	/* sql may hold several statements, which a pipeline cannot take:
+	 * the kept ones go first, on their own. */
+	if (db->n_later > 0) {
+		if ((r = run_pipeline(db, NULL, &res)) != 0)
+			return r;
+		was_open = 1;
+	}
 	res = PQexec(db->pg, sql);
 	note_txn(db);
 	if ((res == NULL || PQresultStatus(res) == PGRES_FATAL_ERROR) && !was_open &&

@@ -83,6 +83,12 @@ enum wstmt {
 	W_COUNT
 };
 
+/* The last parameter of W_TXN_UPDATE: ?8 to it hold the states a
+ * transaction may move from, at most one per state there is. */
+#define W_FINISH_LAST_PARAM 17
+_Static_assert(TXN_STATE_COUNT - 1 <= W_FINISH_LAST_PARAM - 7,
+               "W_TXN_UPDATE has a parameter for every state");
+
 #define IDEM_INSERT_SQL                                                    \
 	"INSERT INTO idempotency (client_id, key, request_hash, status_code, " \
 	"body, txn_id, created_at, expires_at) "                               \
@@ -97,11 +103,14 @@ static const char *const writer_sql[W_COUNT] = {
 	[W_RELEASE] = "RELEASE job",
 	[W_ROLLBACK_TO] = "ROLLBACK TO job",
 	[W_TXN_STATUS] = "SELECT status FROM transactions WHERE id = ?1",
-	/* status = ?8 re-checks the state read in this same transaction. */
+	/* ?8.. are the states the new one may follow (NULL for the rest):
+	 * the row moves only from one of them, checked by the UPDATE itself,
+	 * so the common case is one statement. */
 	[W_TXN_UPDATE] = "UPDATE transactions SET status = ?2, error_code = ?3, "
 	                 "error_message = ?4, processor_ref = COALESCE(?5, processor_ref), "
 	                 "next_action_json = ?6, updated_at = ?7 "
-	                 "WHERE id = ?1 AND status = ?8",
+	                 "WHERE id = ?1 AND status IN (?8, ?9, ?10, ?11, ?12, ?13, ?14, "
+	                 "?15, ?16, ?17)",
 	[W_VAULT_INSERT] =
 	    "INSERT INTO vault_entries (token, key_id, blob, fingerprint, brand, "
 	    "bin, last4, exp_month, exp_year, customer_id, saved, created_at, "
@@ -572,43 +581,56 @@ run_create(struct store *st, struct job *j, int64_t now)
 	return run_events(st, j, now);
 }
 
+/* Why u's row did not move: FGW_ERR_NOT_FOUND (no such row),
+ * FGW_ERR_STATE (its state may not move to u's) or FGW_ERR_DB. */
 static int
-run_finish(struct store *st, struct job *j, int64_t now)
+finish_refused(struct store *st, const struct store_txn_update *u)
 {
-	const struct store_txn_update *u = &j->upd;
-	char cur[sizeof(u->status)];
 	struct db_stmt *s = st->stmt[W_TXN_STATUS];
-	int rc, r;
+	int rc;
 
 	if (BIND_BUF(s, 1, u->id, 0)) {
 		db_clear_bindings(s);
 		return FGW_ERR_DB;
 	}
-	rc = db_step(s);
-	r = rc == DB_ROW    ? DB_COL_COPY(s, 0, cur)
-	    : rc == DB_DONE ? FGW_ERR_NOT_FOUND
-	                    : FGW_ERR_DB;
-	db_reset(s);
-	db_clear_bindings(s);
-	if (r == FGW_ERR_TOO_LARGE)
-		r = FGW_ERR_STATE; /* not a state this build knows */
-	if (r != 0)
-		return r;
-	if (!txn_state_may_move(txn_state_of(cur), txn_state_of(u->status)))
-		return FGW_ERR_STATE;
+	rc = step_reset(s);
+	return rc == DB_ROW ? FGW_ERR_STATE : rc == DB_DONE ? FGW_ERR_NOT_FOUND : FGW_ERR_DB;
+}
 
-	s = st->stmt[W_TXN_UPDATE];
+static int
+run_finish(struct store *st, struct job *j, int64_t now)
+{
+	const struct store_txn_update *u = &j->upd;
+	enum txn_state to = txn_state_of(u->status);
+	struct db_stmt *s = st->stmt[W_TXN_UPDATE];
+	int rc, r, n = 0;
+
 	if (BIND_BUF(s, 1, u->id, 0) || BIND_BUF(s, 2, u->status, 0) ||
 	    BIND_BUF(s, 3, u->error_code, 1) || BIND_BUF(s, 4, u->error_message, 1) ||
 	    BIND_BUF(s, 5, u->processor_ref, 1) || db_bind_opt(s, 6, u->next_action_json) ||
-	    db_bind_int64(s, 7, now) || BIND_BUF(s, 8, cur, 0)) {
+	    db_bind_int64(s, 7, now)) {
 		db_clear_bindings(s);
 		return FGW_ERR_DB;
+	}
+	/* The states `to` may follow, from ?8 on; unbound ones stay NULL. */
+	for (int from = TXN_STATE_NONE + 1; from < TXN_STATE_COUNT; from++) {
+		if (!txn_state_may_move((enum txn_state)from, to))
+			continue;
+		if (8 + n > W_FINISH_LAST_PARAM ||
+		    db_bind_text(s, 8 + n, txn_state_name((enum txn_state)from)) != 0) {
+			db_clear_bindings(s);
+			return FGW_ERR_INTERNAL;
+		}
+		n++;
+	}
+	if (n == 0) {
+		db_clear_bindings(s);
+		return finish_refused(st, u);
 	}
 	if ((rc = step_reset(s)) != DB_DONE)
 		return map_write_error(rc, FGW_ERR_DB);
 	if (db_changes(st->db) != 1)
-		return FGW_ERR_STATE;
+		return finish_refused(st, u);
 
 	if (j->has_idem && (r = run_idem(st, &j->idem, IDEM_OWN, now)) != 0)
 		return r;
@@ -701,6 +723,24 @@ wexec(struct store *st, enum wstmt which)
 	return 0;
 }
 
+/* wexec for SAVEPOINT and RELEASE: on PostgreSQL they go with the
+ * job's first statement or the next COMMIT, in one round trip
+ * (db_step_later); a failure of theirs then rolls the batch back. */
+static int
+wexec_later(struct store *st, enum wstmt which)
+{
+	struct db_stmt *s = st->stmt[which];
+	int rc = db_step_later(s);
+
+	db_reset(s);
+	if (rc != DB_DONE) {
+		atomic_store(&st->last_rc, (int)db_last_fail(st->db));
+		log_error("%s failed: %s", writer_sql[which], db_errmsg(st->db));
+		return FGW_ERR_DB;
+	}
+	return 0;
+}
+
 /* Whether the last error on db says the storage itself failed (a full
  * disk, an I/O error, a lost connection...) rather than that one job was
  * refused. */
@@ -766,14 +806,14 @@ run_batch(struct store *st, struct job **jobs, size_t n)
 			log_txn_debug(job_id(j), "job not run: its group's guard failed");
 			continue;
 		}
-		if (wexec(st, W_SAVEPOINT) != 0)
+		if (wexec_later(st, W_SAVEPOINT) != 0)
 			goto abort;
 		j->rc = run_job(st, j);
 		/* An I/O error or a full disk may have ended the transaction. */
 		if (!db_in_txn(st->db))
 			goto abort;
 		if (j->rc == 0) {
-			if (wexec(st, W_RELEASE) != 0)
+			if (wexec_later(st, W_RELEASE) != 0)
 				goto abort;
 			events += j->n_events;
 			ok++;

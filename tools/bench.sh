@@ -23,7 +23,8 @@
 # BENCH_CONNS (50), BENCH_ROWS (1000000), BENCH_POOL (256 bodies),
 # BENCH_BIG_CONNS (1000), BUILD (build), BENCH_KEEP=1 keeps the temp dir,
 # BENCH_QUICK=1 stops after the saturation runs (A/B of one change; with
-# BENCH_RATE=N also a plain run at N req/s offered),
+# BENCH_RATE=N also a plain run at N req/s offered, with BENCH_PG=1 also
+# the PostgreSQL runs), BENCH_PG=0 skips the PostgreSQL runs of a full one,
 # BENCH_PERF=1 records a perf profile of every flairgw run ($BUILD/perf-*.data;
 # BENCH_PERF_CG=dwarf unwinds through libc, which has no frame pointers,
 # BENCH_PERF_HZ sets the sampling rate, 999 by default).
@@ -39,6 +40,7 @@ BIG_CONNS=${BENCH_BIG_CONNS:-10000}
 RECON_N=${BENCH_RECON:-10000}
 RECON_MAX=${BENCH_RECON_MAX:-300}
 NOFILE=$((BIG_CONNS + 1024))
+PG_SUMMARY=""
 HERE=$(cd "$(dirname "$0")" && pwd)
 BENCH_T0=$(date +%s)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -247,6 +249,18 @@ slowest_commit() { # before-file after-file -> "<=N ms" or "-"
 	           else printf "<=%gms\n", top * 1000 }' "$1" "$2"
 }
 
+# The run's commit time at p50 and p99, as the upper bound of the
+# histogram bucket each falls in: "commits|p50 ms|p99 ms".
+commit_pct() { # before-file after-file
+	awk 'NR == FNR {b[$1] = $2; next}
+	     { le[++n] = $1; c[n] = $2 - b[$1] }
+	     END { t = c[n]; p50 = p99 = "-"
+	           for (i = 1; i <= n; i++) {
+	               if (p50 == "-" && c[i] >= t * 0.5) p50 = le[i]
+	               if (p99 == "-" && c[i] >= t * 0.99) p99 = le[i] }
+	           printf "%d|%s|%s\n", t, p50 == "+Inf" ? ">1000" : p50 * 1000, p99 == "+Inf" ? ">1000" : p99 * 1000 }' "$1" "$2"
+}
+
 snap_after() { # LABEL MODE CONNS REQS SECONDS P50 P99 P999 ERRS MPORT PIDS...
 	lab=$1 mode=$2 cn=$3 reqs=$4 secs=$5 p50=$6 p99=$7 p999=$8 errs=$9
 	shift 9
@@ -260,6 +274,7 @@ snap_after() { # LABEL MODE CONNS REQS SECONDS P50 P99 P999 ERRS MPORT PIDS...
 		m_j1=$(metric "$mport" flairgw_store_jobs_total)
 		commit_hist "$mport" >"$T/cmt1"
 		slow=$(slowest_commit "$T/cmt0" "$T/cmt1")
+		echo "$lab|$mode|$(commit_pct "$T/cmt0" "$T/cmt1")" >>"$T/cmtpct"
 		commits=$(awk -v a="$m_c0" -v b="$m_c1" -v s="$secs" 'BEGIN {printf "%.0f", (b - a) / s}')
 		jpc=$(awk -v a="$m_c0" -v b="$m_c1" -v x="$m_j0" -v y="$m_j1" \
 			'BEGIN {printf "%.1f", (b > a) ? (y - x) / (b - a) : 0}')
@@ -292,41 +307,107 @@ perf_stop() {
 	PERF_PID=""
 }
 
-# wrk at saturation: LABEL URL CONNS BODIES MPORT PIDS...
-run_sat() {
-	lab=$1 url=$2 cn=$3 bodies=$4 mp=$5
-	shift 5
-	BENCH_BODIES=$bodies $LOAD wrk -t1 -c"$cn" -d"${WARM}s" -s "$HERE/bench/post.lua" "$url" >/dev/null 2>&1 || true
+# wrk -t1 against each URL at once for SECS seconds, the CONNS connections
+# split evenly between them (one wrk per instance: a balancer would be one
+# more process on the SUT core), paced by THINK_MS when set (a fixed-load
+# run); prints "requests=N seconds=S p50=US p99=US p999=US errors=N":
+# requests and errors summed, seconds and latencies the worst of them.
+THINK_MS=""
+load_run() { # SECS CONNS BODIES URL...
+	d=$1 per=$(($2 / ($# - 3))) bodies=$3
+	shift 3
+	files="" wpids=""
+	for u in "$@"; do
+		f=$(mktemp "$T/wrk.XXXXXX")
+		files="$files $f"
+		BENCH_THINK_MS=$THINK_MS BENCH_BODIES=$bodies $LOAD wrk -t1 -c"$per" -d"${d}s" \
+			--timeout 10s -s "$HERE/bench/post.lua" "$u" >"$f" 2>&1 &
+		wpids="$wpids $!"
+	done
+	for p in $wpids; do wait "$p" || true; done
+	# shellcheck disable=SC2086 # the file list
+	cat $files | awk -v want="$#" '/^BENCH / {
+		for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+		req += v["requests"]; err += v["non2xx"] + v["sockerr"]
+		if (v["seconds"] > sec) sec = v["seconds"]
+		if (v["p50"] > p50) p50 = v["p50"]
+		if (v["p99"] > p99) p99 = v["p99"]
+		if (v["p999"] > p999) p999 = v["p999"]
+		n++ }
+		END { if (n == want) printf "requests=%d seconds=%s p50=%s p99=%s p999=%s errors=%d\n",
+		    req, sec, p50, p99, p999, err }' >"$T/wrk.sum"
+	if [ ! -s "$T/wrk.sum" ]; then
+		# shellcheck disable=SC2086
+		cat $files >&2
+		# shellcheck disable=SC2086
+		rm -f $files
+		return 1
+	fi
+	# shellcheck disable=SC2086
+	rm -f $files
+	cat "$T/wrk.sum"
+}
+
+# One measured run: warm-up, snapshot, LOAD_SECS of load, snapshot, one row
+# of $T/results. URLS: one URL, or several (one instance each, see
+# load_run). With SPLIT_PIDS set (a subset of PIDS), their CPU per request
+# is also written apart to $T/split: "LABEL|req/s|rest us|split us".
+# LABEL MODE URLS CONNS BODIES MPORT PIDS...
+SPLIT_PIDS=""
+PROBE_DURING=""
+measure() {
+	lab=$1 mode=$2 urls=$3 cn=$4 bodies=$5 mp=$6
+	shift 6
+	# The warm-up is unpaced, a fixed-load run's too.
+	think=$THINK_MS
+	THINK_MS=""
+	# shellcheck disable=SC2086 # URLS is a list
+	load_run "$WARM" "$cn" "$bodies" $urls >/dev/null || true
+	THINK_MS=$think
 	snap_before "$mp" "$@"
-	perf_start "$lab" "$@"
-	out=$(BENCH_BODIES=$bodies $LOAD wrk -t1 -c"$cn" -d"${SECS}s" --timeout 10s -s "$HERE/bench/post.lua" "$url" 2>&1) || true
+	# shellcheck disable=SC2086 # a list
+	s0=$(cpu_ticks $SPLIT_PIDS)
+	perf_start "$lab $mode" "$@"
+	# PROBE_DURING=1: the disk probe of section 0 again, while this run
+	# commits on the same file system (to $T/disk.during).
+	probe=""
+	if [ -n "$PROBE_DURING" ]; then
+		(sleep 1 && disk_probe "$T/fsync.during" >"$T/disk.during") &
+		probe=$!
+	fi
+	# shellcheck disable=SC2086
+	sum=$(load_run "$SECS" "$cn" "$bodies" $urls) || { perf_stop; echo "bench: wrk failed for $lab" >&2; exit 1; }
 	perf_stop
-	line=$(echo "$out" | grep '^BENCH ' || true)
-	[ -n "$line" ] || { echo "bench: wrk failed for $lab: $out" >&2; exit 1; }
-	eval "$(echo "$line" | sed 's/^BENCH //')"
+	[ -z "$probe" ] || wait "$probe" || true
+	# shellcheck disable=SC2086
+	s1=$(cpu_ticks $SPLIT_PIDS)
+	eval "$sum"
 	# shellcheck disable=SC2154 # set by the eval above
-	snap_after "$lab" saturation "$cn" "$requests" "$seconds" "$p50" "$p99" "$p999" \
-		"$((non2xx + sockerr))" "$mp" "$@"
+	snap_after "$lab" "$mode" "$cn" "$requests" "$seconds" "$p50" "$p99" "$p999" "$errors" "$mp" "$@"
+	if [ -n "$SPLIT_PIDS" ]; then
+		awk -v l="$lab" -v r="$requests" -v s="$seconds" -v a="$((c1 - c0))" -v b="$((s1 - s0))" \
+			-v hz="$HZ" 'BEGIN { printf "%s|%.0f|%.0f|%.0f\n", l, r / s,
+			    (r > 0 ? (a - b) * 1e6 / hz / r : 0), (r > 0 ? b * 1e6 / hz / r : 0) }' >>"$T/split"
+	fi
+}
+
+# wrk at saturation: LABEL URLS CONNS BODIES MPORT PIDS...
+run_sat() {
+	lab=$1
+	THINK_MS=""
+	shift
+	measure "$lab" saturation "$@"
 	echo "  $lab: $(tail -n 1 "$T/results" | cut -d'|' -f4) req/s" >&2
 }
 
 # wrk at a fixed offered rate (lua-paced think time, tools/bench/post.lua):
 # LABEL URL CONNS RATE BODIES MPORT PIDS...
 run_fixed() {
-	lab=$1 url=$2 cn=$3 rate=$4 bodies=$5 mp=$6
-	shift 6
-	think=$(awk -v c="$cn" -v r="$rate" 'BEGIN {printf "%.3f", c * 1000 / r}')
-	BENCH_BODIES=$bodies $LOAD wrk -t1 -c"$cn" -d"${WARM}s" -s "$HERE/bench/post.lua" "$url" >/dev/null 2>&1 || true
-	snap_before "$mp" "$@"
-	perf_start "$lab $rate" "$@"
-	out=$(BENCH_THINK_MS=$think BENCH_BODIES=$bodies $LOAD wrk -t1 -c"$cn" -d"${SECS}s" --timeout 10s \
-		-s "$HERE/bench/post.lua" "$url" 2>&1) || true
-	perf_stop
-	line=$(echo "$out" | grep '^BENCH ' || true)
-	[ -n "$line" ] || { echo "bench: wrk failed for $lab: $out" >&2; exit 1; }
-	eval "$(echo "$line" | sed 's/^BENCH //')"
-	snap_after "$lab" "fixed $rate/s" "$cn" "$requests" "$seconds" "$p50" "$p99" "$p999" \
-		"$((non2xx + sockerr))" "$mp" "$@"
+	lab=$1 url=$2 cn=$3 rate=$4
+	shift 4
+	THINK_MS=$(awk -v c="$cn" -v r="$rate" 'BEGIN {printf "%.3f", c * 1000 / r}')
+	measure "$lab" "fixed $rate/s" "$url" "$cn" "$@"
+	THINK_MS=""
 	echo "  $lab: $(tail -n 1 "$T/results" | cut -d'|' -f4) req/s offered $rate" >&2
 }
 
@@ -335,7 +416,8 @@ run_fixed() {
 # The floor under any durable answer: fdatasync after a 4 KiB append, as a WAL
 # commit does, on the file system that holds the data directory. flairgw's
 # answer waits for two of them in sequence (write-ahead row, outcome).
-DISK=$(python3 - "$T/fsync.probe" <<'PY'
+disk_probe() { # FILE -> "p50 p99 max" in us of 400 fdatasyncs
+	python3 - "$1" <<'PY'
 import os, sys, time
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 page, lat = b"\x5a" * 4096, []
@@ -349,7 +431,8 @@ os.unlink(sys.argv[1])
 lat.sort()
 print("%.0f %.0f %.0f" % (lat[len(lat) // 2], lat[int(len(lat) * 0.99)], lat[-1]))
 PY
-)
+}
+DISK=$(disk_probe "$T/fsync.probe")
 set -- $DISK
 FSYNC_P50=$1 FSYNC_P99=$2 FSYNC_MAX=$3
 echo "bench: fdatasync of a 4 KiB append: p50 $FSYNC_P50 us, p99 $FSYNC_P99 us" >&2
@@ -387,7 +470,14 @@ run_sat "flairgw sealed" "$GW_URL" "$CONNS" "$T/sealed.jsonl" "$GW_PORT" "$GW_PI
 QUICK=${BENCH_QUICK:-0}
 if [ "$QUICK" = 1 ] && [ -n "${BENCH_RATE:-}" ]; then
 	# A/B of a low-load change: flairgw plain at this fixed rate too.
+	PROBE_DURING=1
 	run_fixed "flairgw plain" "$GW_URL" "$CONNS" "$BENCH_RATE" "$T/plain.jsonl" "$GW_PORT" "$GW_PID"
+	PROBE_DURING=""
+fi
+if [ "$QUICK" = 1 ] && [ "${BENCH_PG:-0}" = 1 ]; then
+	# A/B of a PostgreSQL store change: section 8 only after these.
+	stop_pid "$GW_PID"
+	. "$HERE/bench/pg.sh"
 fi
 if [ "$QUICK" != 1 ]; then
 # ---- 4. fixed load at half of flairgw's plain capacity -------------------------
@@ -397,7 +487,9 @@ HALF=$((CAP / 2))
 [ "$HALF" -ge "$CONNS" ] || HALF=$CONNS
 # shellcheck disable=SC2046 # pids
 run_fixed "nginx proxy" "$NGX_URL" "$CONNS" "$HALF" "$T/plain.jsonl" "" $(ngx_workers)
+PROBE_DURING=1
 run_fixed "flairgw plain" "$GW_URL" "$CONNS" "$HALF" "$T/plain.jsonl" "$GW_PORT" "$GW_PID"
+PROBE_DURING=""
 run_fixed "flairgw sealed" "$GW_URL" "$CONNS" "$HALF" "$T/sealed.jsonl" "$GW_PORT" "$GW_PID"
 # A quarter of capacity too: how the added latency falls with the queue.
 QUARTER=$((HALF / 2))
@@ -514,6 +606,18 @@ for k in 1 2 3; do
 	run_sat "flairgw $ROWS rows #$k" "$GW_URL" "$CONNS" "$T/plain.jsonl" "$GW_PORT" "$GW_PID"
 	stop_pid "$GW_PID"
 done
+# Where the extra work with BENCH_ROWS rows can come from: every b-tree a
+# payment writes or reads, one level deeper per ~fanout times the rows.
+trees=$(sqlite3 "$T/big/var/flairgw.db" "SELECT name FROM sqlite_master WHERE rootpage > 0
+	AND tbl_name IN ('transactions', 'vault_entries', 'audit_events', 'txn_moves', 'idempotency')
+	ORDER BY tbl_name, name" | tr '\n' ' ')
+# shellcheck disable=SC2086 # a list
+DEPTHS=$(python3 "$HERE/bench/depth.py" "$T/empty/var/flairgw.db" $trees >"$T/depth.empty" &&
+	python3 "$HERE/bench/depth.py" "$T/big/var/flairgw.db" $trees >"$T/depth.big" &&
+	awk 'NR == FNR {e[$1] = $2; next}
+	     { n++; se += e[$1]; sb += $2; if ($2 > e[$1]) deeper = deeper sprintf(" %s %d->%d", $1, e[$1], $2) }
+	     END { printf "%d b-trees, %d levels in all empty, %d with the rows;%s\n", n, se, sb, deeper }' \
+		"$T/depth.empty" "$T/depth.big") || DEPTHS="(depth.py failed)"
 rm -rf "$T/big"
 
 # ---- 7. the reconciler: RECON_N unknown outcomes --------------------------------
@@ -550,6 +654,31 @@ fi
 
 # ---- report -------------------------------------------------------------------
 
+# The sealed path's floor: one crypto_box_seal_open (an X25519 and the
+# box) on the SUT core, in CPU time, which a sealed payment pays and a
+# plain one does not (tests/bench_seal.c).
+SEAL_US=""
+if [ -x "$BUILD/bench-seal" ]; then
+	SEAL_US=$($SUT "$BUILD/bench-seal" 2 | awk '/^crypto_box_seal_open/ {print $(NF - 2)}')
+fi
+# The half-load run's commits and the disk while it ran, against the
+# quiet disk of section 0: what the added p99 is made of.
+half_commits() { # RATE
+	rate=$1
+	line=$(grep "^flairgw plain|fixed $rate/s|" "$T/cmtpct" 2>/dev/null | head -n 1)
+	[ -n "$line" ] || return 0
+	# shellcheck disable=SC2046 # fields
+	set -- $(echo "$line" | cut -d'|' -f3-5 | tr '|' ' ') $(cat "$T/disk.during" 2>/dev/null || echo "- - -")
+	echo "flairgw plain at $rate/s: $1 commits, p50 <= $2 ms, p99 <= $3 ms (commit-time histogram); fdatasync during the run p50 $4 us, p99 $5 us, max $6 us (quiet: p50 $FSYNC_P50, p99 $FSYNC_P99, max $FSYNC_MAX)"
+}
+
+seal_floor() { # PLAIN_US -> one report line
+	[ -n "$SEAL_US" ] || { echo "sealed floor: skipped ($BUILD/bench-seal is not built)"; return 0; }
+	awk -v p="$1" -v x="$SEAL_US" 'BEGIN {
+	printf "sealed floor: one crypto_box_seal_open %.1f us of CPU (bench-seal) against plain %d us: ratio >= %.2f; the goal leaves 0.15 x %d = %.1f us\n",
+	    x, p, (p + x) / p, p, 0.15 * p }'
+}
+
 col() { grep "^$1|$2|" "$T/results" | head -n 1 | cut -d'|' -f"$3"; }
 {
 	echo "flairgw bench $(date -u +%Y-%m-%dT%H:%MZ) — $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')"
@@ -572,6 +701,9 @@ col() { grep "^$1|$2|" "$T/results" | head -n 1 | cut -d'|' -f"$3"; }
 		awk -v n="$ngx_c" -v p="$gwp_c" -v s="$gws_c" 'BEGIN {
 		printf "quick run (BENCH_QUICK=1): saturation only; CPU per payment / nginx %.1fx (goal <= 3x), sealed / plain %.2f (goal <= 1.15)\n",
 		    p / n, s / p }'
+		seal_floor "$gwp_c"
+		[ -z "${BENCH_RATE:-}" ] || half_commits "$BENCH_RATE"
+		[ -z "$PG_SUMMARY" ] || echo "$PG_SUMMARY"
 		exit 0
 	fi
 	rows3="" cpu3=""
@@ -633,6 +765,9 @@ col() { grep "^$1|$2|" "$T/results" | head -n 1 | cut -d'|' -f"$3"; }
 			txt = txt sprintf("%s%+.1f%%", k > 1 ? ", " : "", w[k] > 0 ? (w[k + 1] - w[k]) * 100 / w[k] : 0)
 		printf "%d rows vs empty, CPU per payment instead of throughput: %s\n", rows, txt
 	}'
+	seal_floor "$gwp_c"
+	half_commits "$HALF"
+	echo "b-tree depth, $ROWS rows vs empty (tools/bench/depth.py): $DEPTHS"
 	echo "fill: $ROWS rows in $FILL_S s; whole bench: $(($(date +%s) - BENCH_T0)) s"
 	if [ -n "$PG_SUMMARY" ]; then
 		echo

@@ -494,6 +494,111 @@ end:
 	TT_END;
 }
 
+/* db_step_later on the literal sql (no parameters). */
+static int
+step_later(struct db *db, const char *sql)
+{
+	struct db_stmt *s = NULL;
+	int r;
+
+	if ((r = db_prepare(db, sql, &s)) != 0)
+		return r;
+	r = db_step_later(s);
+	db_release(s);
+	return r;
+}
+
+/* SAVEPOINT and RELEASE through db_step_later, as the writer runs them: on
+ * PostgreSQL they wait and go with the next statement; a failure of one
+ * of them then fails that statement and rolls the whole transaction back
+ * (SQLite reports it at once). */
+static int
+c_step_later(struct db *db)
+{
+	struct db_stmt *s = NULL;
+	int i;
+
+	TT_BEGIN;
+	CHECK_EQ_INT(db_exec(db, "BEGIN"), 0);
+	CHECK_EQ_INT(step_later(db, "SAVEPOINT job"), DB_DONE);
+	CHECK_EQ_INT(insert_row(db, 1, "a", 1), DB_DONE);
+	CHECK_EQ_INT(step_later(db, "RELEASE job"), DB_DONE);
+	/* A job refused: its savepoint is there to roll back to. */
+	CHECK_EQ_INT(step_later(db, "SAVEPOINT job"), DB_DONE);
+	CHECK_EQ_INT(insert_row(db, 2, "a", 2), FGW_ERR_EXISTS);
+	CHECK_EQ_INT(db_exec(db, "ROLLBACK TO job"), 0);
+	CHECK_EQ_INT(db_exec(db, "RELEASE job"), 0);
+	/* A job that ran no statement at all, then more kept back than
+	 * wait at once: all of them go, in order. */
+	for (i = 0; i < 20; i++) {
+		CHECK_EQ_INT(step_later(db, "SAVEPOINT job"), DB_DONE);
+		CHECK_EQ_INT(step_later(db, "RELEASE job"), DB_DONE);
+	}
+	CHECK_EQ_INT(step_later(db, "SAVEPOINT job"), DB_DONE);
+	CHECK_EQ_INT(insert_row(db, 3, "c", 3), DB_DONE);
+	CHECK_EQ_INT(step_later(db, "RELEASE job"), DB_DONE);
+	CHECK_EQ_INT(db_exec(db, "COMMIT"), 0);
+	CHECK_EQ_INT(db_in_txn(db), 0);
+	CHECK_EQ_INT(count_rows(db), 2);
+
+	/* A statement not cached (the writer's are prepared once each),
+	 * freed while kept back: it is sent first. */
+	CHECK_EQ_INT(db_exec(db, "BEGIN"), 0);
+	CHECK_EQ_INT(db_prepare_once(db, "SAVEPOINT once", &s), 0);
+	CHECK_EQ_INT(db_step_later(s), DB_DONE);
+	db_release(s);
+	s = NULL;
+	CHECK_EQ_INT(insert_row(db, 3, "c", 3), FGW_ERR_EXISTS);
+	CHECK_EQ_INT(db_exec(db, "ROLLBACK TO once"), 0);
+	CHECK_EQ_INT(db_prepare_once(db, "SAVEPOINT twice", &s), 0);
+	CHECK_EQ_INT(db_step_later(s), DB_DONE);
+	db_reset(s);
+	CHECK_EQ_INT(insert_row(db, 8, "h", 8), DB_DONE);
+	CHECK_EQ_INT(db_step_later(s), DB_DONE);
+	db_release(s);
+	s = NULL;
+	CHECK_EQ_INT(db_exec(db, "ROLLBACK TO twice"), 0);
+	CHECK_EQ_INT(db_exec(db, "COMMIT"), 0);
+	CHECK_EQ_INT(count_rows(db), 3);
+
+	/* A kept statement that fails: nothing of the transaction stays. */
+	CHECK_EQ_INT(db_exec(db, "BEGIN"), 0);
+	CHECK_EQ_INT(insert_row(db, 4, "d", 4), DB_DONE);
+	if (is_pg(db)) {
+		CHECK_EQ_INT(step_later(db, "RELEASE nosuch"), DB_DONE);
+		CHECK_EQ_INT(insert_row(db, 5, "e", 5), FGW_ERR_DB);
+		CHECK(strstr(db_errmsg(db), "3B001") != NULL);
+		CHECK_EQ_INT(db_in_txn(db), 0);
+	} else {
+		CHECK_EQ_INT(step_later(db, "RELEASE nosuch"), FGW_ERR_DB);
+		CHECK_EQ_INT(db_exec(db, "ROLLBACK"), 0);
+	}
+	CHECK_EQ_INT(count_rows(db), 3);
+
+	/* The same before db_exec, and before a prepared COMMIT. */
+	CHECK_EQ_INT(db_exec(db, "BEGIN"), 0);
+	CHECK_EQ_INT(insert_row(db, 6, "f", 6), DB_DONE);
+	if (is_pg(db)) {
+		CHECK_EQ_INT(step_later(db, "RELEASE nosuch"), DB_DONE);
+		CHECK_EQ_INT(db_exec(db, "COMMIT"), FGW_ERR_DB);
+		CHECK_EQ_INT(db_in_txn(db), 0);
+		CHECK_EQ_INT(count_rows(db), 3);
+		CHECK_EQ_INT(db_exec(db, "BEGIN"), 0);
+		CHECK_EQ_INT(insert_row(db, 7, "g", 7), DB_DONE);
+		CHECK_EQ_INT(step_later(db, "RELEASE nosuch"), DB_DONE);
+		CHECK_EQ_INT(step_later(db, "COMMIT"), DB_DONE);
+		CHECK_EQ_INT(db_exec(db, "SELECT 1"), FGW_ERR_DB);
+		CHECK_EQ_INT(db_in_txn(db), 0);
+	} else
+		CHECK_EQ_INT(db_exec(db, "ROLLBACK"), 0);
+	CHECK_EQ_INT(count_rows(db), 3);
+end:
+	db_release(s);
+	if (db_in_txn(db))
+		db_exec(db, "ROLLBACK");
+	TT_END;
+}
+
 /* A COMMIT that cannot commit is an error, never a silent success: on
  * PostgreSQL a transaction with a failed statement (and no ROLLBACK TO)
  * ends in a rollback when COMMITted. On SQLite the failed statement alone
@@ -799,6 +904,7 @@ BOTH(step_row)
 BOTH(duplicate)
 BOTH(constraint)
 BOTH(savepoint)
+BOTH(step_later)
 BOTH(commit_after_failure)
 BOTH(changes)
 BOTH(cached)
@@ -812,11 +918,11 @@ BOTH(connection_lost)
 	}
 
 static const struct tt_case all[] = {
-	CASE(rewrite),         CASE(nulls),     CASE(int64_extremes),
-	CASE(booleans),        CASE(step_row),  CASE(duplicate),
-	CASE(constraint),      CASE(savepoint), CASE(commit_after_failure),
-	CASE(changes),         CASE(cached),    CASE(columns_before_step),
-	CASE(connection_lost), { NULL, NULL },
+	CASE(rewrite),         CASE(nulls),      CASE(int64_extremes),
+	CASE(booleans),        CASE(step_row),   CASE(duplicate),
+	CASE(constraint),      CASE(savepoint),  CASE(commit_after_failure),
+	CASE(changes),         CASE(cached),     CASE(columns_before_step),
+	CASE(connection_lost), CASE(step_later), { NULL, NULL },
 };
 
 int

@@ -21,40 +21,21 @@ if [ "${BENCH_PG:-1}" = 1 ] && [ -x /usr/lib/postgresql/15/bin/initdb ]; then
 	[ -s "$T/pg/pid" ] || { echo "bench: PostgreSQL did not start: $(tail -n 5 "$T/pg/server.log")" >&2; exit 1; }
 	PG_MASTER=$(cat "$T/pg/pid")
 	pg_pids() { echo "$PG_MASTER $(pgrep -P "$PG_MASTER" | tr '\n' ' ')"; }
+	: >"$T/split"
 	PGOPT="--store_backend postgresql --store_dsn_file $T/pg/dsn"
 
-	# One instance: the same run as "flairgw plain", store on PostgreSQL.
+	# One instance: the same run as "flairgw plain", store on PostgreSQL;
+	# PostgreSQL's processes measured apart too (the split in the report).
 	cp -a "$T/pristine" "$T/pg1"
 	start_gw "$T/pg1" $PGOPT
 	PG_GW1=$GW_PID
+	SPLIT_PIDS=$(pg_pids)
 	# shellcheck disable=SC2046 # pids
-	run_sat "flairgw pg x1" "$GW_URL" "$CONNS" "$T/plain.jsonl" "$GW_PORT" $PG_GW1 $(pg_pids)
-	# The split: flairgw's and PostgreSQL's CPU over one more run of the
-	# same load, each process set measured on its own.
-	pg_split() { # LABEL GWPIDS... -- run label whose request count is used
-		lab=$1
-		shift
-		g0=$(cpu_ticks "$@")
-		p0=$(cpu_ticks $(pg_pids))
-		out=$(BENCH_BODIES=$T/plain.jsonl $LOAD wrk -t1 -c"$CONNS" -d"${SECS}s" --timeout 10s \
-			-s "$HERE/bench/post.lua" "$PG_URLS" 2>&1) || true
-		g1=$(cpu_ticks "$@")
-		p1=$(cpu_ticks $(pg_pids))
-		line=$(echo "$out" | grep '^BENCH ' || true)
-		[ -n "$line" ] || { echo "bench: wrk failed for $lab split: $out" >&2; exit 1; }
-		eval "$(echo "$line" | sed 's/^BENCH //')"
-		awk -v l="$lab" -v r="$requests" -v s="$seconds" -v g="$((g1 - g0))" -v p="$((p1 - p0))" \
-			-v hz="$HZ" 'BEGIN { printf "%s: %.0f payments/s; CPU per payment flairgw %.0f us + PostgreSQL %.0f us\n",
-			    l, r / s, g * 1e6 / hz / r, p * 1e6 / hz / r }'
-	}
-	PG_URLS=$GW_URL
-	PG_SUMMARY="$(pg_split "one instance" $PG_GW1)"
-	echo "  $PG_SUMMARY" >&2
+	run_sat "flairgw pg x1" "$GW_URL" "$CONNS" "$T/plain.jsonl" "$GW_PORT" $PG_GW1 $SPLIT_PIDS
 	stop_pid "$PG_GW1"
 
-	# Two instances on the same database; wrk's connections split between
-	# them by haproxy would add a third process on the SUT core, so two wrk
-	# (half the connections each) drive one instance each.
+	# Two instances on the same database, each driven by its own wrk with
+	# half the connections (measure/load_run).
 	cp -a "$T/pristine" "$T/pg2a"
 	cp -a "$T/pristine" "$T/pg2b"
 	PORT_A=$(free_port)
@@ -67,43 +48,14 @@ if [ "${BENCH_PG:-1}" = 1 ] && [ -x /usr/lib/postgresql/15/bin/initdb ]; then
 	start_gw "$T/pg2b" $PGOPT
 	PG_GWB=$GW_PID
 	GW_PORT=$SAVE_PORT
-	half=$((CONNS / 2))
-	pg_two() { # -> "requests seconds p50 p99 p999 errors" summed/maxed over both
-		wa=$(mktemp "$T/pg/wa.XXXXXX")
-		wb=$(mktemp "$T/pg/wb.XXXXXX")
-		BENCH_BODIES=$T/plain.jsonl $LOAD wrk -t1 -c"$half" -d"${1}s" --timeout 10s \
-			-s "$HERE/bench/post.lua" "http://127.0.0.1:$PORT_A/v1/transactions" >"$wa" 2>&1 &
-		wpa=$!
-		BENCH_BODIES=$T/plain.jsonl $LOAD wrk -t1 -c"$half" -d"${1}s" --timeout 10s \
-			-s "$HERE/bench/post.lua" "http://127.0.0.1:$PORT_B/v1/transactions" >"$wb" 2>&1 &
-		wpb=$!
-		wait "$wpa" "$wpb" || true
-		cat "$wa" "$wb" | grep '^BENCH ' | sed 's/^BENCH //' | awk '
-			{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-			  req += v["requests"]; err += v["non2xx"] + v["sockerr"]
-			  if (v["seconds"] > sec) sec = v["seconds"]
-			  if (v["p50"] > p50) p50 = v["p50"]; if (v["p99"] > p99) p99 = v["p99"]
-			  if (v["p999"] > p999) p999 = v["p999"]; n++ }
-			END { if (n == 2) printf "%d %s %s %s %s %d\n", req, sec, p50, p99, p999, err }'
-		rm -f "$wa" "$wb"
-	}
-	pg_two "$WARM" >/dev/null
-	g0=$(cpu_ticks $PG_GWA $PG_GWB)
-	p0=$(cpu_ticks $(pg_pids))
-	set -- $(pg_two "$SECS")
-	[ $# -eq 6 ] || { echo "bench: wrk failed for the two-instance run" >&2; exit 1; }
-	g1=$(cpu_ticks $PG_GWA $PG_GWB)
-	p1=$(cpu_ticks $(pg_pids))
-	# Same row shape as run_sat (p50/p99/p999: the worse of the two wrk).
-	awk -v r="$1" -v s="$2" -v p50="$3" -v p99="$4" -v p999="$5" -v e="$6" -v cn="$CONNS" \
-		-v c="$((g1 - g0 + p1 - p0))" -v hz="$HZ" 'BEGIN {
-		printf "flairgw pg x2|saturation|%s|%.0f|%s|%s|%s|%s|%.0f|-|-|-\n", cn, r / s, p50, p99, p999, e,
-		    (r > 0 ? c * 1e6 / hz / r : 0) }' >>"$T/results"
-	PG_SUMMARY="$PG_SUMMARY
-$(awk -v r="$1" -v s="$2" -v g="$((g1 - g0))" -v p="$((p1 - p0))" -v hz="$HZ" 'BEGIN {
-	printf "two instances: %.0f payments/s; CPU per payment flairgw %.0f us + PostgreSQL %.0f us\n",
-	    r / s, g * 1e6 / hz / r, p * 1e6 / hz / r }')"
-	echo "  two PostgreSQL instances: $(tail -n 1 "$T/results" | cut -d'|' -f4) req/s" >&2
+	SPLIT_PIDS=$(pg_pids)
+	# shellcheck disable=SC2046,SC2086 # pids
+	run_sat "flairgw pg x2" "http://127.0.0.1:$PORT_A/v1/transactions http://127.0.0.1:$PORT_B/v1/transactions" \
+		"$CONNS" "$T/plain.jsonl" "" $PG_GWA $PG_GWB $SPLIT_PIDS
+	SPLIT_PIDS=""
+	PG_SUMMARY=$(awk -F'|' '{ printf "%s: %s payments/s; CPU per payment flairgw %s us + PostgreSQL %s us\n",
+	    $1 == "flairgw pg x1" ? "one instance" : "two instances", $2, $3, $4 }' "$T/split")
+	echo "$PG_SUMMARY" | sed 's/^/  /' >&2
 	stop_pid "$PG_GWA"
 	stop_pid "$PG_GWB"
 	stop_pid "$PGS_PID"
