@@ -844,12 +844,14 @@ out:
 	gw.velsync = NULL;
 	store_reader_close(velsync_rd);
 	velsync_rd = NULL;
-	if (sigbase != NULL)
-		event_base_free(sigbase);
 	mail_free(gw.mail);
+	/* The writer delivers to main_waker (event_active on its event) until
+	 * store_close has drained it; the event goes before its base. */
 	if (gw.store != NULL)
 		store_close(gw.store);
 	store_waker_free(main_waker);
+	if (sigbase != NULL)
+		event_base_free(sigbase);
 	idem_table_free(gw.idem);
 	remove_pid_file(&gw);
 	refusals_free(gw.refusals);
