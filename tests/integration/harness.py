@@ -80,6 +80,11 @@ def live_daemons():
     return list(_live)
 
 
+def open_stacks():
+    """The Stacks started and not yet closed (a copy)."""
+    return list(_open_stacks)
+
+
 def set_build(path):
     global BUILD
     BUILD = os.path.abspath(path)
