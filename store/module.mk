@@ -1,4 +1,4 @@
-STORE_SRC := store/store.c store/txns.c store/sqlutil.c store/schema.c store/audit.c store/txn_recent.c \
+STORE_SRC := store/store.c store/reader.c store/txns.c store/sqlutil.c store/schema.c store/audit.c store/txn_recent.c \
              store/reservations.c \
              store/webhooks.c store/reconcile.c store/pendingops.c store/methods.c store/auditor.c \
              store/backup.c store/stats.c store/procevents.c store/mail.c store/outbox.c store/txnmoves.c \

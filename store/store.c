@@ -173,8 +173,8 @@ struct job {
 	void *custom_ctx;
 	void (*custom_free)(void *ctx);
 	store_read_fn read_fn; /* JOB_READ: runs on a read thread */
-	int64_t queued_ms; /* fgw_mono_ms() at enqueue */
-	size_t group_len;  /* first job of a group: its size */
+	int64_t queued_ms;     /* fgw_mono_ms() at enqueue */
+	size_t group_len;      /* first job of a group: its size */
 };
 
 static void
@@ -313,14 +313,14 @@ struct store {
 	_Atomic int last_rc;           /* its enum db_fail */
 
 	/* PostgreSQL: store_read's threads, one connection each. */
-	pthread_mutex_t rmu; /* guards rhead, rtail, rclosing, rrunning */
-	pthread_cond_t rcv;  /* a read queued, or closing */
+	pthread_mutex_t rmu;  /* guards rhead, rtail, rclosing, rrunning */
+	pthread_cond_t rcv;   /* a read queued, or closing */
 	pthread_cond_t ridle; /* a read thread finished a job */
 	int rmu_ok, rcv_ok, ridle_ok;
 	struct job *rhead, *rtail;
 	int rclosing;
-	int nread;                       /* threads started */
-	int rcap;                        /* size of the three arrays */
+	int nread; /* threads started */
+	int rcap;  /* size of the three arrays */
 	pthread_t *rthreads;
 	struct store_reader **rreaders;
 	struct store_waker **rrunning; /* per thread: whose read runs */
@@ -963,8 +963,8 @@ out:
 
 /* Opens the SQLite file at path with flags (plus NOMUTEX: one thread
  * uses a connection at a time) into a cached db. */
-static int
-open_sqlite(const char *path, int flags, int busy_ms, struct db **out)
+int
+store_db_open_sqlite(const char *path, int flags, int busy_ms, struct db **out)
 {
 	sqlite3 *h = NULL;
 
@@ -994,8 +994,8 @@ create_private(const char *path)
 }
 
 /* A connection to the store's PostgreSQL database, wrapped. */
-static int
-open_pg(const char *dsn, const char *dsn_file, bool production, struct db **out)
+int
+store_db_open_pg(const char *dsn, const char *dsn_file, bool production, struct db **out)
 {
 	struct pg_opts po = { .dsn = dsn, .dsn_file = dsn_file, .production = production };
 	PGconn *c = NULL;
@@ -1034,7 +1034,7 @@ open_writer_pg(struct store *st)
 {
 	int r;
 
-	if ((r = open_pg(st->dsn, st->dsn_file, st->production, &st->db)) != 0)
+	if ((r = store_db_open_pg(st->dsn, st->dsn_file, st->production, &st->db)) != 0)
 		return r;
 	/* Instances starting at once migrate once (pg_migrate's lock). */
 	if ((r = pg_migrate(db_pg(st->db))) != 0)
@@ -1051,8 +1051,8 @@ open_writer_db(struct store *st, int sync_full, long long max_pages)
 		return open_writer_pg(st);
 	if ((r = create_private(st->path)) != 0)
 		return r;
-	if ((r = open_sqlite(st->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-	                     st->busy_ms, &st->db)) != 0)
+	if ((r = store_db_open_sqlite(st->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+	                              st->busy_ms, &st->db)) != 0)
 		return r;
 	if ((r = db_pragma(st->db, "PRAGMA journal_mode = WAL", "wal")) != 0 ||
 	    (r = db_pragma(st->db,
@@ -1426,33 +1426,6 @@ store_submit_custom_answer(struct store *st, struct store_waker *w, store_job_fn
 
 /* ---- readers ----------------------------------------------------------- */
 
-enum rstmt { R_TXN_GET, R_IDEM_GET, R_VAULT_GET, R_COUNT };
-
-static const char *const reader_sql[R_COUNT] = {
-	[R_IDEM_GET] = "SELECT client_id, key, request_hash, status_code, body, txn_id, "
-	               "created_at, expires_at FROM idempotency "
-	               "WHERE client_id = ?1 AND key = ?2 AND expires_at >= ?3",
-	[R_VAULT_GET] = "SELECT token, key_id, blob, fingerprint, brand, bin, last4, "
-	                "exp_month, exp_year, customer_id, saved, expires_at "
-	                "FROM vault_entries WHERE token = ?1",
-};
-
-struct store_reader {
-	struct db *db;
-	struct db_stmt *stmt[R_COUNT];
-	store_mac_fn mac;
-	void *mac_ctx;
-	int busy_ms;
-};
-
-struct db *
-store_reader_db(struct store_reader *r)
-{
-	return r->db;
-}
-
-static int reader_on(struct db *db, store_mac_fn mac, void *mac_ctx, int busy_ms,
-                     struct store_reader **out);
 
 int
 store_reader_open(struct store *st, struct store_reader **out)
@@ -1465,9 +1438,9 @@ store_reader_open(struct store *st, struct store_reader **out)
 	if (st->backend == STORE_SQLITE)
 		return store_reader_open_file(st->path, st->mac, st->mac_ctx, st->busy_ms, out);
 	/* Its own connection: a reader runs on its reactor's thread. */
-	if ((r = open_pg(st->dsn, st->dsn_file, st->production, &db)) != 0)
+	if ((r = store_db_open_pg(st->dsn, st->dsn_file, st->production, &db)) != 0)
 		return r;
-	return reader_on(db, st->mac, st->mac_ctx, st->busy_ms, out);
+	return store_reader_on(db, st->mac, st->mac_ctx, st->busy_ms, out);
 }
 
 int
@@ -1480,7 +1453,7 @@ store_pg_schema(const struct store_opts *o, int *version, int *latest)
 	*latest = STORE_SCHEMA_VERSION;
 	if (o == NULL || (o->dsn == NULL) == (o->dsn_file == NULL))
 		return FGW_ERR_INVALID;
-	if ((r = open_pg(o->dsn, o->dsn_file, o->production, &db)) != 0)
+	if ((r = store_db_open_pg(o->dsn, o->dsn_file, o->production, &db)) != 0)
 		goto out;
 	if ((r = pg_schema_version(db_pg(db), version)) != 0)
 		goto out;
@@ -1552,87 +1525,6 @@ out:
 	return r;
 }
 
-int
-store_reader_open_file(const char *path, store_mac_fn mac, void *mac_ctx, int busy_ms,
-                       struct store_reader **out)
-{
-	struct db *db = NULL;
-	int rv;
-
-	if (path == NULL || out == NULL)
-		return FGW_ERR_INVALID;
-	if ((rv = open_sqlite(path, SQLITE_OPEN_READONLY, busy_ms > 0 ? busy_ms : 5000,
-	                      &db)) != 0)
-		return rv;
-	return reader_on(db, mac, mac_ctx, busy_ms, out);
-}
-
-int
-store_reader_open_tool(const struct store_opts *o, struct store_reader **out)
-{
-	struct db *db = NULL;
-	int r;
-
-	if (o == NULL || out == NULL)
-		return FGW_ERR_INVALID;
-	if (o->backend == STORE_SQLITE)
-		return store_reader_open_file(o->path, o->audit_mac, o->audit_mac_ctx,
-		                              o->busy_timeout_ms, out);
-	if ((o->dsn == NULL) == (o->dsn_file == NULL))
-		return FGW_ERR_INVALID;
-	if ((r = open_pg(o->dsn, o->dsn_file, o->production, &db)) != 0)
-		return r;
-	/* The server refuses every write on this session from here on. */
-	if ((r = db_exec(db, "SET default_transaction_read_only = on")) != 0) {
-		db_close(db);
-		return r;
-	}
-	return reader_on(db, o->audit_mac, o->audit_mac_ctx, o->busy_timeout_ms, out);
-}
-
-/* A reader on db (which it owns from here on, also on failure). */
-static int
-reader_on(struct db *db, store_mac_fn mac, void *mac_ctx, int busy_ms,
-          struct store_reader **out)
-{
-	struct store_reader *r = NULL;
-	char txn_get[1024];
-	int rv;
-
-	if ((r = calloc(1, sizeof(*r))) == NULL) {
-		db_close(db);
-		rv = FGW_ERR_NOMEM;
-		goto out;
-	}
-	r->db = db;
-	r->mac = mac;
-	r->mac_ctx = mac_ctx;
-	r->busy_ms = busy_ms > 0 ? busy_ms : 5000;
-	if ((rv = txn_sql(1, txn_get, sizeof(txn_get))) != 0)
-		goto out;
-	for (int i = 0; i < R_COUNT; i++) {
-		const char *sql = i == R_TXN_GET ? txn_get : reader_sql[i];
-		if ((rv = db_prepare_once(r->db, sql, &r->stmt[i])) != 0)
-			goto out;
-	}
-	*out = r;
-	r = NULL; /* owned by the caller now */
-	rv = 0;
-out:
-	store_reader_close(r);
-	return rv;
-}
-
-void
-store_reader_close(struct store_reader *r)
-{
-	if (r == NULL)
-		return;
-	for (int i = 0; i < R_COUNT; i++)
-		db_release(r->stmt[i]);
-	db_close(r->db);
-	free(r);
-}
 
 /* ---- reads for a reactor ------------------------------------------------ */
 
@@ -1843,147 +1735,6 @@ store_read_cancel(struct store *st, struct store_waker *w)
 	}
 }
 
-/* Steps a read statement to its first row. 0 on a row, FGW_ERR_NOT_FOUND
- * when there is none, FGW_ERR_DB otherwise. */
-static int
-read_one(struct db_stmt *s)
-{
-	int rc = db_step(s);
-	if (rc == DB_ROW)
-		return 0;
-	if (rc == DB_DONE)
-		return FGW_ERR_NOT_FOUND;
-	log_error("read failed: %s", db_errmsg(db_handle(s)));
-	return FGW_ERR_DB;
-}
-
-int
-store_txn_get(struct store_reader *r, const char *client_id, const char *id,
-              struct store_txn_row *out)
-{
-	struct db_stmt *s = NULL;
-	int rv;
-
-	if (r == NULL || id == NULL || out == NULL) {
-		rv = FGW_ERR_INVALID;
-		goto out;
-	}
-	s = r->stmt[R_TXN_GET];
-	if (db_bind_opt(s, 1, id) || db_bind_opt(s, 2, client_id)) {
-		rv = FGW_ERR_DB;
-		goto out;
-	}
-	if ((rv = read_one(s)) != 0 || (rv = txn_read_row(s, out)) != 0)
-		goto out;
-	rv = 0;
-out:
-	if (s != NULL) {
-		db_reset(s); /* ends the read transaction */
-		db_clear_bindings(s);
-	}
-	return rv;
-}
-
-int
-store_idem_get(struct store_reader *r, const char *client_id, const char *key,
-               struct store_idem *out)
-{
-	struct db_stmt *s = NULL;
-	int rv;
-
-	if (r == NULL || client_id == NULL || key == NULL || out == NULL) {
-		rv = FGW_ERR_INVALID;
-		goto out;
-	}
-	memset(out, 0, sizeof(*out));
-	s = r->stmt[R_IDEM_GET];
-	if (db_bind_opt(s, 1, client_id) || db_bind_opt(s, 2, key) ||
-	    db_bind_int64(s, 3, fgw_now_ms())) {
-		rv = FGW_ERR_DB;
-		goto out;
-	}
-	if ((rv = read_one(s)) != 0 || (rv = DB_COL_COPY(s, 0, out->client_id)) != 0 ||
-	    (rv = DB_COL_COPY(s, 1, out->key)) != 0 ||
-	    (rv = DB_COL_COPY(s, 2, out->request_hash)) != 0 ||
-	    (rv = db_col_dup(s, 4, &out->body)) != 0 ||
-	    (rv = DB_COL_COPY(s, 5, out->txn_id)) != 0)
-		goto out;
-	out->status_code = db_col_int(s, 3);
-	out->created_at = db_col_int64(s, 6);
-	out->expires_at = db_col_int64(s, 7);
-	rv = 0;
-out:
-	if (s != NULL) {
-		db_reset(s);
-		db_clear_bindings(s);
-	}
-	if (rv != 0 && out != NULL)
-		store_idem_clear(out);
-	return rv;
-}
-
-int
-store_vault_get(struct store_reader *r, const char *token, struct store_vault_entry *out,
-                char **blob)
-{
-	struct db_stmt *s = NULL;
-	char *b = NULL;
-	int rv;
-
-	if (r == NULL || token == NULL || out == NULL || blob == NULL) {
-		rv = FGW_ERR_INVALID;
-		goto out;
-	}
-	memset(out, 0, sizeof(*out));
-	*blob = NULL;
-	s = r->stmt[R_VAULT_GET];
-	if (db_bind_opt(s, 1, token)) {
-		rv = FGW_ERR_DB;
-		goto out;
-	}
-	if ((rv = read_one(s)) != 0 || (rv = DB_COL_COPY(s, 0, out->token)) != 0 ||
-	    (rv = DB_COL_COPY(s, 1, out->key_id)) != 0 || (rv = db_col_dup(s, 2, &b)) != 0 ||
-	    (rv = DB_COL_COPY(s, 3, out->fingerprint)) != 0 ||
-	    (rv = DB_COL_COPY(s, 4, out->brand)) != 0 ||
-	    (rv = DB_COL_COPY(s, 5, out->bin)) != 0 ||
-	    (rv = DB_COL_COPY(s, 6, out->last4)) != 0 ||
-	    (rv = DB_COL_COPY(s, 9, out->customer_id)) != 0)
-		goto out;
-	if (b == NULL) {
-		rv = FGW_ERR_DB; /* NOT NULL column read as NULL */
-		goto out;
-	}
-	out->exp_month = db_col_int(s, 7);
-	out->exp_year = db_col_int(s, 8);
-	out->saved = db_col_int(s, 10);
-	out->expires_at = db_col_int64(s, 11);
-	out->blob = b;
-	*blob = b;
-	b = NULL; /* owned by the caller now */
-	rv = 0;
-out:
-	if (s != NULL) {
-		db_reset(s);
-		db_clear_bindings(s);
-	}
-	free(b);
-	return rv;
-}
-
-int
-store_audit_verify(struct store_reader *r, int64_t *first_bad_seq)
-{
-	if (r == NULL)
-		return FGW_ERR_INVALID;
-	return audit_verify(r->db, r->mac, r->mac_ctx, first_bad_seq);
-}
-
-store_mac_fn
-store_reader_mac(struct store_reader *r, void **mac_ctx)
-{
-	*mac_ctx = r->mac_ctx;
-	return r->mac;
-}
 
 /* ---- statistics -------------------------------------------------------- */
 

@@ -51,6 +51,16 @@ int store_submit_custom_answer(struct store *st, struct store_waker *w, store_jo
                                store_answer_fn answer, void *ctx,
                                void (*ctx_free)(void *ctx), const struct store_commit *c);
 
+/* Connections (store/store.c): SQLite with flags (plus NOMUTEX) and a
+ * busy timeout; PostgreSQL from a DSN or a DSN file (store/pg.h's rules). */
+int store_db_open_sqlite(const char *path, int flags, int busy_ms, struct db **out);
+int store_db_open_pg(const char *dsn, const char *dsn_file, bool production,
+                     struct db **out);
+/* A reader on db (which it owns from here on, also on failure):
+ * store/reader.c. */
+int store_reader_on(struct db *db, store_mac_fn mac, void *mac_ctx, int busy_ms,
+                    struct store_reader **out);
+
 /* Rows due for the reconciler: runs sql (?1 now, ?2 not updated since,
  * ?3 max) on the reader and calls row(s, out, i) for each; *n the count
  * (store/reconcile.c). */

@@ -8,7 +8,7 @@ UNIT_TESTS := tests/unit/test_core.c tests/unit/test_crypto.c \
               tests/unit/test_auditor.c tests/unit/test_edge.c \
               tests/unit/test_refusals.c tests/unit/test_ratelimit.c \
               tests/unit/test_notify.c tests/unit/test_outbox.c tests/unit/test_db.c \
-              tests/unit/test_claims.c \
+              tests/unit/test_claims.c tests/unit/test_read.c \
               tests/unit/test_ring_db.c
 ROOMS_test_core     := core
 ROOMS_test_crypto   := crypto core
@@ -30,4 +30,5 @@ ROOMS_test_notify   := pipeline store cryptoauth crypto core
 ROOMS_test_outbox   := gateway pipeline rules processors store cryptoauth crypto core
 ROOMS_test_db       := store core
 ROOMS_test_claims   := store core
+ROOMS_test_read     := store core
 ROOMS_test_ring_db  := store crypto core
