@@ -4,8 +4,10 @@
  * Start-up order matters: allocator hooks and libevent threading come
  * before any event_base; keys before the store (the audit chain is keyed);
  * the store before the reactors (they hold wakers and readers). Shutdown
- * runs the same list backwards, after the reactors have drained. The
- * start-up steps are in gateway/startup.c, which `--check` runs too.
+ * runs the same list backwards, after the reactors have drained, except
+ * the main loop's waker and event_base: they outlive the store, whose
+ * writer delivers to them until it has drained. The start-up steps are
+ * in gateway/startup.c, which `--check` runs too.
  */
 #define LOG_MODULE "main"
 
