@@ -146,17 +146,45 @@ int http_keyed_body(struct reactor *rx, struct evhttp_request *req,
  * the transactionId for a key stored before hashes were keyed (its hash
  * was wiped: STORE_IDEM_HASH_REMOVED). Returns 0
  * when the request should run (the key is then claimed: release it with
- * idem_end after the answer is committed), 1 when it answered. */
+ * idem_end after the answer is committed), 1 when it answered. Reads the
+ * store on the reactor: http_idem_front is the same off it. */
 int http_idempotency_front(struct reactor *rx, struct evhttp_request *req,
                            const char *client, const char *key, const char *hash);
-/* The store refused the claim of (client, key) that a request's write
- * carried: another request committed the key first, on this instance or
- * another one sharing the database. Answers what a repeat of the key
- * answers: the stored answer, 422 for different parameters, 409 while the
- * other request is in progress (also when its row is gone again: a claim
- * rolled back since). */
-void http_idempotency_repeat(struct reactor *rx, struct evhttp_request *req,
-                             const char *client, const char *key, const char *hash);
+
+/* The idempotency front door off the reactor. The key is claimed in
+ * memory for g, then its stored row is read with store_read; on g's
+ * reactor, later (never inside the call), g either answers what the key
+ * answers and is finished (the stored answer byte for byte with
+ * Idempotent-Replayed: true, 422 different request or a key stored before
+ * hashes were keyed, 409 in flight; 500 when the read failed, 503 when the
+ * store refused it at shutdown), or it is the key's to run: cont(g) is
+ * called with the claim held by g (gw_req_claim), released when g ends. */
+struct gw_req;
+struct store_reader;
+struct idem_look;
+typedef void (*http_idem_cont_fn)(struct gw_req *g);
+void http_idem_front(struct gw_req *g, const char *scope, const char *key,
+                     const char *hash, http_idem_cont_fn cont);
+/* The same in three steps, for a route whose own reads go in the same
+ * store_read (one hop): http_idem_claim on the reactor (0, or an error to
+ * answer 500), http_idem_read in the route's store_read fn (1 when the
+ * key answers: the route's own reads are not needed), http_idem_decide in
+ * its done with done's rc (1: answered and g finished; 0: go on, the
+ * claim held by g). */
+int http_idem_claim(struct gw_req *g, const char *scope, const char *key,
+                    const char *hash);
+int http_idem_read(struct store_reader *rd, struct gw_req *g);
+int http_idem_decide(struct gw_req *g, int rc);
+/* The store refused the claim of g's key that a request's write carried:
+ * another request committed the key first, on this instance or another
+ * one sharing the database. Answers, after a store_read of the key's row,
+ * what a repeat of the key answers: the stored answer, 422 for different
+ * parameters, 409 while the other request is in progress (also when its
+ * row is gone again: a claim rolled back since); then g is finished.
+ * gw_req_repeat calls it. */
+void http_idem_repeat(struct gw_req *g, const char *hash);
+/* What release frees of a look still in flight (a forced stop). */
+void http_idem_look_free(struct idem_look *l);
 
 /* Parses the body of POST /v1/transactions/{id}/refund ({"amount": N},
  * amount optional: *amount 0 then), capture and cancel ({}). Returns 0, or

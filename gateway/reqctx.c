@@ -78,6 +78,8 @@ release(struct gw_req *r, int abandoned)
 	detach(r);
 	if (r->key[0])
 		idem_end(rx->gw->idem, r->scope, r->key);
+	http_idem_look_free(r->look);
+	r->look = NULL;
 	if (r->prev != NULL)
 		r->prev->next = r->next;
 	else
@@ -102,27 +104,35 @@ gw_req_drop(struct gw_req *r)
 }
 
 void
-gw_req_error(struct gw_req *r, int status, const char *code, const char *message)
+gw_req_error_param(struct gw_req *r, int status, const char *code, const char *message,
+                   const char *param)
 {
 	struct evhttp_request *req = r->req;
 	if (req != NULL) {
 		detach(r);
-		http_send_error(r->rx, req, status, code, message);
+		http_send_error_param(r->rx, req, status, code, message, param);
 	}
 	release(r, 0);
+}
+
+void
+gw_req_error(struct gw_req *r, int status, const char *code, const char *message)
+{
+	gw_req_error_param(r, status, code, message, NULL);
 }
 
 void
 gw_req_repeat(struct gw_req *r, const char *hash)
 {
 	struct evhttp_request *req = r->req;
+	if (req != NULL && r->key[0]) {
+		http_idem_repeat(r, hash); /* answers and releases after its read */
+		return;
+	}
 	if (req != NULL) {
 		detach(r);
-		if (r->key[0])
-			http_idempotency_repeat(r->rx, req, r->scope, r->key, hash);
-		else
-			http_send_error(r->rx, req, 500, "INTERNAL_ERROR",
-			                "An unexpected error occurred");
+		http_send_error(r->rx, req, 500, "INTERNAL_ERROR",
+		                "An unexpected error occurred");
 	}
 	release(r, 0);
 }

@@ -16,6 +16,7 @@ struct reactor;
 struct evhttp_request;
 struct evhttp_connection;
 struct gw_req;
+struct idem_look;
 
 /* Frees the kind's own fields and the context itself (free(r) for a
  * context that embeds r first). abandoned: 1 at a forced stop, when work
@@ -28,9 +29,10 @@ struct gw_req {
 	struct evhttp_request *req; /* NULL once answered or the client has gone */
 	struct evhttp_connection *evcon;
 	gw_req_free_fn free_fn;
-	const char *kind; /* names it in the forced-stop log line */
-	char scope[64];   /* idempotency claim: its scope (client) ... */
-	char key[256];    /* ... and key; "" when none is held */
+	const char *kind;       /* names it in the forced-stop log line */
+	char scope[64];         /* idempotency claim: its scope (client) ... */
+	char key[256];          /* ... and key; "" when none is held */
+	struct idem_look *look; /* the key's stored row being read, or NULL */
 };
 
 /* Starts r (zeroed, inside its kind's context): links it to the reactor,
@@ -50,9 +52,14 @@ void gw_req_finish(struct gw_req *r, int status, const char *body);
 void gw_req_drop(struct gw_req *r);
 /* The one error path: gw_req_finish with {"error": code, "message": ...}. */
 void gw_req_error(struct gw_req *r, int status, const char *code, const char *message);
+/* The same naming the field it is about ("param"). */
+void gw_req_error_param(struct gw_req *r, int status, const char *code,
+                        const char *message, const char *param);
 /* The store refused r's claim of its key (FGW_ERR_CONFLICT: another
- * request committed it first, see http_idempotency_repeat): answers as a
- * repeat of the key with request hash hash, releases and frees. */
+ * request committed it first, see http_idem_repeat): answers as a repeat
+ * of the key with request hash hash, releases and frees — after a read of
+ * the key's row off the reactor, so r may outlive this call: its kind
+ * must not free or reuse what r owns meanwhile. */
 void gw_req_repeat(struct gw_req *r, const char *hash);
 /* Forced stop: frees every request still in flight on rx, unanswered. */
 void gw_req_abandon_all(struct reactor *rx);

@@ -30,6 +30,7 @@
 #include "gateway/http.h"
 #include "gateway/idem.h"
 #include "gateway/refusals.h"
+#include "gateway/reqctx.h"
 #include "store/store.h"
 
 /* ---- answers ----------------------------------------------------------- */
@@ -279,9 +280,40 @@ http_request_hash(struct reactor *rx, const char *method, const char *path,
 	return FGW_OK;
 }
 
-static void
-legacy_key_answer(struct reactor *rx, struct evhttp_request *req,
-                  const struct store_idem *stored)
+/* What a key's stored row answers a request with request hash hash. */
+enum idem_verdict {
+	IDEM_REPLAY,      /* the stored answer, byte for byte */
+	IDEM_LEGACY,      /* 422: stored before request hashes were keyed */
+	IDEM_MISMATCH,    /* 422: the key was used with other parameters */
+	IDEM_IN_PROGRESS, /* 409: claimed, no answer recorded yet */
+};
+
+static enum idem_verdict
+idem_verdict_of(const struct store_idem *stored, const char *hash)
+{
+	/* Stored before request hashes were keyed: the old hash was wiped,
+	 * so whether this is the same request cannot be told. Replaying
+	 * could hand a different payment's answer to it; running it could
+	 * charge twice. The transaction id lets the client look the first
+	 * outcome up instead. */
+	if (strcmp(stored->request_hash, STORE_IDEM_HASH_REMOVED) == 0)
+		return IDEM_LEGACY;
+	if (sodium_memcmp(stored->request_hash, hash, 64) != 0)
+		return IDEM_MISMATCH;
+	/* Claimed by a transaction whose outcome is not recorded yet (e.g.
+	 * interrupted by a restart): never run it twice. */
+	if (stored->status_code == 0)
+		return IDEM_IN_PROGRESS;
+	return IDEM_REPLAY;
+}
+
+#define IDEM_MISMATCH_MSG "This Idempotency-Key was used with different parameters"
+#define IDEM_IN_PROGRESS_MSG "A request with this Idempotency-Key is still in progress"
+#define IDEM_OOM_BODY "{\"error\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}"
+
+/* The 422 of a key stored before hashes were keyed (cJSON_free it). */
+static char *
+legacy_key_json(const struct store_idem *stored)
 {
 	cJSON *o = cJSON_CreateObject();
 	char *s = NULL;
@@ -294,20 +326,20 @@ legacy_key_answer(struct reactor *rx, struct evhttp_request *req,
 	     cJSON_AddStringToObject(o, "transactionId", stored->txn_id)))
 		s = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
-	http_send_json(rx, req, 422,
-	               s ? s
-	                 : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}");
-	cJSON_free(s);
+	return s;
 }
 
 /* Answers from the stored row of a key (1), or 0 when there is none. A
  * finished key replays its answer byte for byte; a stored claim with no
- * answer yet (interrupted by a restart) is still in progress. */
+ * answer yet (interrupted by a restart) is still in progress. Reads on
+ * the reactor: only the reservations' front (http_idempotency_front)
+ * still comes here. */
 static int
 idem_stored_answer(struct reactor *rx, struct evhttp_request *req, const char *client,
                    const char *key, const char *hash)
 {
 	struct store_idem stored;
+	char *s;
 	int r;
 
 	memset(&stored, 0, sizeof(stored));
@@ -316,27 +348,28 @@ idem_stored_answer(struct reactor *rx, struct evhttp_request *req, const char *c
 		return 0;
 	if (r != 0) {
 		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
-	} else if (strcmp(stored.request_hash, STORE_IDEM_HASH_REMOVED) == 0) {
-		/* Stored before request hashes were keyed: the old hash was
-		 * wiped, so whether this is the same request cannot be told.
-		 * Replaying could hand a different payment's answer to it;
-		 * running it could charge twice. The transaction id lets the
-		 * client look the first outcome up instead. */
-		legacy_key_answer(rx, req, &stored);
-	} else if (sodium_memcmp(stored.request_hash, hash, 64) != 0) {
-		http_send_error(rx, req, 422, "IDEMPOTENCY_CONFLICT",
-		                "This Idempotency-Key was used with different parameters");
-	} else if (stored.status_code == 0) {
-		/* Claimed by a transaction whose outcome is not recorded yet
-		 * (e.g. interrupted by a restart): never run it twice. */
-		http_send_error(rx, req, 409, "IDEMPOTENCY_CONFLICT",
-		                "A request with this Idempotency-Key is still in progress");
-	} else {
+		goto out;
+	}
+	switch (idem_verdict_of(&stored, hash)) {
+	case IDEM_LEGACY:
+		s = legacy_key_json(&stored);
+		http_send_json(rx, req, 422, s ? s : IDEM_OOM_BODY);
+		cJSON_free(s);
+		break;
+	case IDEM_MISMATCH:
+		http_send_error(rx, req, 422, "IDEMPOTENCY_CONFLICT", IDEM_MISMATCH_MSG);
+		break;
+	case IDEM_IN_PROGRESS:
+		http_send_error(rx, req, 409, "IDEMPOTENCY_CONFLICT", IDEM_IN_PROGRESS_MSG);
+		break;
+	case IDEM_REPLAY:
 		atomic_fetch_add(&rx->gw->metrics.idem_replays, 1);
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Idempotent-Replayed",
 		                  "true");
 		http_send_json(rx, req, stored.status_code, stored.body ? stored.body : "{}");
+		break;
 	}
+out:
 	store_idem_clear(&stored);
 	return 1;
 }
@@ -359,11 +392,9 @@ http_idempotency_front(struct reactor *rx, struct evhttp_request *req, const cha
 		if (idem_stored_answer(rx, req, client, key, hash))
 			return 1;
 		if (r == FGW_ERR_CONFLICT)
-			http_send_error(rx, req, 409, "IDEMPOTENCY_CONFLICT",
-			                "A request with this Idempotency-Key is still in progress");
+			http_send_error(rx, req, 409, "IDEMPOTENCY_CONFLICT", IDEM_IN_PROGRESS_MSG);
 		else
-			http_send_error(rx, req, 422, "IDEMPOTENCY_CONFLICT",
-			                "This Idempotency-Key was used with different parameters");
+			http_send_error(rx, req, 422, "IDEMPOTENCY_CONFLICT", IDEM_MISMATCH_MSG);
 		return 1;
 	}
 	if (r != 0) {
@@ -379,13 +410,195 @@ http_idempotency_front(struct reactor *rx, struct evhttp_request *req, const cha
 	return 0;
 }
 
+/* ---- the idempotency front off the reactor ------------------------------ */
+
+/* A request's look at its key: the in-memory claim's result and the key's
+ * stored row, read through store_read. */
+struct idem_look {
+	http_idem_cont_fn cont; /* http_idem_front: goes on with the request */
+	int begin;              /* idem_begin's result, or LOOK_REPEAT */
+	int rc;                 /* store_idem_get's; LOOK_UNREAD before it ran */
+	char scope[64];
+	char key[256];
+	char hash[65];
+	struct store_idem stored;
+};
+
+#define LOOK_REPEAT 1
+#define LOOK_UNREAD FGW_ERR_INTERNAL
+
 void
-http_idempotency_repeat(struct reactor *rx, struct evhttp_request *req,
-                        const char *client, const char *key, const char *hash)
+http_idem_look_free(struct idem_look *l)
 {
-	if (!idem_stored_answer(rx, req, client, key, hash))
-		http_send_error(rx, req, 409, "IDEMPOTENCY_CONFLICT",
-		                "A request with this Idempotency-Key is still in progress");
+	if (l == NULL)
+		return;
+	store_idem_clear(&l->stored);
+	free(l);
+}
+
+static int
+look_new(struct gw_req *g, const char *scope, const char *key, const char *hash)
+{
+	struct idem_look *l;
+
+	http_idem_look_free(g->look);
+	if ((g->look = l = calloc(1, sizeof(*l))) == NULL)
+		return FGW_ERR_NOMEM;
+	l->rc = LOOK_UNREAD;
+	fgw_strlcpy(l->scope, scope, sizeof(l->scope));
+	fgw_strlcpy(l->key, key, sizeof(l->key));
+	fgw_strlcpy(l->hash, hash, sizeof(l->hash));
+	return FGW_OK;
+}
+
+/* Finishes g with what its key's stored row answers. */
+static void
+look_answer(struct gw_req *g, const struct store_idem *stored, const char *hash)
+{
+	char *s;
+
+	switch (idem_verdict_of(stored, hash)) {
+	case IDEM_LEGACY:
+		s = legacy_key_json(stored);
+		gw_req_finish(g, 422, s ? s : IDEM_OOM_BODY);
+		cJSON_free(s);
+		break;
+	case IDEM_MISMATCH:
+		gw_req_error(g, 422, "IDEMPOTENCY_CONFLICT", IDEM_MISMATCH_MSG);
+		break;
+	case IDEM_IN_PROGRESS:
+		gw_req_error(g, 409, "IDEMPOTENCY_CONFLICT", IDEM_IN_PROGRESS_MSG);
+		break;
+	case IDEM_REPLAY:
+		if (g->req != NULL) {
+			atomic_fetch_add(&g->rx->gw->metrics.idem_replays, 1);
+			evhttp_add_header(evhttp_request_get_output_headers(g->req),
+			                  "Idempotent-Replayed", "true");
+		}
+		gw_req_finish(g, stored->status_code, stored->body ? stored->body : "{}");
+		break;
+	}
+}
+
+int
+http_idem_claim(struct gw_req *g, const char *scope, const char *key, const char *hash)
+{
+	int r;
+
+	if ((r = look_new(g, scope, key, hash)) != 0)
+		return r;
+	/* Claimed first, read after: a request that finds the key free in
+	 * memory holds it while it reads, so a concurrent one of this
+	 * instance waits for nothing and answers from the row or 409. A
+	 * finished key's replay holds it only for its read, and concurrent
+	 * replays still answer from the row (the branch of a taken key). */
+	r = idem_begin(g->rx->gw->idem, scope, key, hash);
+	if (r == 0)
+		gw_req_claim(g, scope, key);
+	else if (r != FGW_ERR_CONFLICT && r != FGW_ERR_EXISTS)
+		return r;
+	g->look->begin = r;
+	return FGW_OK;
+}
+
+int
+http_idem_read(struct store_reader *rd, struct gw_req *g)
+{
+	struct idem_look *l = g->look;
+
+	l->rc = store_idem_get(rd, l->scope, l->key, &l->stored);
+	/* A row, or a key another request holds, answers without the
+	 * route's own reads. */
+	return l->rc != FGW_ERR_NOT_FOUND || l->begin != 0;
+}
+
+int
+http_idem_decide(struct gw_req *g, int rc)
+{
+	struct idem_look *l = g->look;
+
+	if (rc == FGW_ERR_SHUTDOWN) {
+		/* The store closed before the read ran. */
+		gw_req_error(g, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
+		return 1;
+	}
+	if (l->rc == 0) {
+		look_answer(g, &l->stored, l->hash);
+		return 1;
+	}
+	if (l->rc != FGW_ERR_NOT_FOUND) {
+		gw_req_error(g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		return 1;
+	}
+	if (l->begin == FGW_ERR_CONFLICT || l->begin == LOOK_REPEAT) {
+		/* In flight here, or (a repeat) its owner's claim was rolled
+		 * back since: never run it twice. */
+		gw_req_error(g, 409, "IDEMPOTENCY_CONFLICT", IDEM_IN_PROGRESS_MSG);
+		return 1;
+	}
+	if (l->begin == FGW_ERR_EXISTS) {
+		gw_req_error(g, 422, "IDEMPOTENCY_CONFLICT", IDEM_MISMATCH_MSG);
+		return 1;
+	}
+	/* The key is g's: it goes on holding the claim. */
+	http_idem_look_free(l);
+	g->look = NULL;
+	return 0;
+}
+
+/* store_read's fn and done of http_idem_front and http_idem_repeat. */
+static int
+look_read(struct store_reader *rd, void *arg)
+{
+	(void)http_idem_read(rd, arg);
+	return 0;
+}
+
+static void
+look_done(void *arg, int rc)
+{
+	struct gw_req *g = arg;
+	http_idem_cont_fn cont = g->look->cont;
+	char prev[LOG_REQUEST_ID_MAX];
+
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	if (g->req != NULL)
+		log_request_set(http_req_id(g->rx, g->req));
+	if (!http_idem_decide(g, rc))
+		cont(g);
+	log_request_set(prev);
+}
+
+void
+http_idem_front(struct gw_req *g, const char *scope, const char *key, const char *hash,
+                http_idem_cont_fn cont)
+{
+	struct reactor *rx = g->rx;
+	int r;
+
+	if ((r = http_idem_claim(g, scope, key, hash)) != 0) {
+		gw_req_error(g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		return;
+	}
+	g->look->cont = cont;
+	if (store_read(rx->gw->store, rx->waker, rx->reader, look_read, g, look_done) != 0)
+		gw_req_error(g, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
+}
+
+void
+http_idem_repeat(struct gw_req *g, const char *hash)
+{
+	struct reactor *rx = g->rx;
+
+	if (look_new(g, g->scope, g->key, hash) != 0) {
+		gw_req_error(g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		return;
+	}
+	g->look->begin = LOOK_REPEAT;
+	/* Never goes on: every branch of a repeat answers. */
+	g->look->cont = gw_req_drop;
+	if (store_read(rx->gw->store, rx->waker, rx->reader, look_read, g, look_done) != 0)
+		gw_req_error(g, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
 }
 
 /* ---- operational routes ------------------------------------------------ */

@@ -64,6 +64,22 @@ struct rctx {
 	struct proc_result pres; /* ... and its answer */
 	struct store_txn_row txn;
 	int stripe_js; /* convert: confirmWith stripe_js */
+	/* What a store_read brings back (written by its fn, on a read
+	 * thread on PostgreSQL, read by its done on the reactor). */
+	struct resv_slot sl;        /* hold: the slot ... */
+	struct resv_experience exp; /* ... and its experience */
+	struct resv_secret sec;     /* browser confirm: the waiting payment */
+	struct resv_row srow;       /* payment-status: the answer's row ... */
+	struct store_txn_row stxn;  /* ... and payment */
+	int rd_more;                /* a second read's own result */
+	/* What the handler leaves for the continuation after its read. */
+	char hold_id[40];
+	char pid[40];
+	char given[128]; /* browser confirm: the client secret sent, wiped */
+	cJSON *pay;      /* convert: the payment source (card data), wiped */
+	int save;
+	void (*resume)(void *arg, int rc);   /* the read's continuation */
+	char request_id[LOG_REQUEST_ID_MAX]; /* for the lines it logs */
 };
 
 /* abandoned: a forced stop; the payment in the pipeline stays posting
@@ -79,6 +95,9 @@ rctx_free(struct gw_req *g, int abandoned)
 	proc_call_cancel(&c->call);
 	proc_result_clear(&c->pres);
 	store_txn_row_clear(&c->txn);
+	store_txn_row_clear(&c->stxn);
+	http_json_wipe_delete(c->pay);
+	sodium_memzero(c->given, sizeof(c->given));
 	free(c->answer);
 	free(c);
 }
@@ -91,7 +110,36 @@ rctx_new(struct reactor *rx, struct evhttp_request *req, const struct auth_ctx *
 		return NULL;
 	gw_req_start(&c->g, rx, req, "reservation", rctx_free);
 	c->who = *who;
+	fgw_strlcpy(c->request_id, log_request_get(), sizeof(c->request_id));
 	return c;
+}
+
+/* A read's done: its continuation runs with the request's id on the
+ * lines it logs (and on the payment it may start). */
+static void
+rctx_resumed(void *arg, int rc)
+{
+	struct rctx *c = arg;
+	char prev[LOG_REQUEST_ID_MAX];
+
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	log_request_set(c->request_id);
+	c->resume(c, rc); /* c may be gone after */
+	log_request_set(prev);
+}
+
+/* Runs fn through store_read (off the reactor on PostgreSQL) and
+ * continues in resume(c, fn's result) on the reactor; a store that no
+ * longer takes reads (shutdown) answers 503, which releases the
+ * request's key. */
+static void
+rctx_read(struct rctx *c, store_read_fn fn, void (*resume)(void *arg, int rc))
+{
+	struct reactor *rx = c->g.rx;
+
+	c->resume = resume;
+	if (store_read(rx->gw->store, rx->waker, rx->reader, fn, c, rctx_resumed) != 0)
+		gw_req_error(&c->g, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
 }
 
 /* The answer to each refusal of a reservation job (store/reservations.h). */
@@ -478,20 +526,66 @@ resv_hold_body_parse(const cJSON *root, struct resv_row *row, struct fgw_why *wh
 	return FGW_OK;
 }
 
+/* On a read thread (PostgreSQL) or in place (SQLite): only c's fields. */
+static int
+hold_read(struct store_reader *rd, void *arg)
+{
+	struct rctx *c = arg;
+	return resv_slot_get(rd, c->row.time_slot_id, &c->sl, &c->exp);
+}
+
+/* The slot as read (r): prices the hold and queues its job. */
+static void
+hold_read_done(void *arg, int r)
+{
+	struct rctx *c = arg;
+	struct reactor *rx = c->g.rx;
+	struct store_idem idem;
+	struct store_audit audit;
+	char details[160];
+	int64_t now;
+
+	if (r == FGW_ERR_NOT_FOUND ||
+	    (r == 0 && strcmp(c->sl.experience_id, c->row.experience_id) != 0)) {
+		resv_err_answer(c, RESV_SLOT_NOT_FOUND);
+		return;
+	}
+	now = fgw_now_ms();
+	if (r == 0 && c->sl.starts_at <= now) {
+		resv_err_answer(c, RESV_SLOT_NOT_AVAILABLE);
+		return;
+	}
+	if (r != 0 || fgw_random_id("res_", c->row.id, sizeof(c->row.id)) != 0) {
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		return;
+	}
+	fgw_strlcpy(c->row.client_id, c->who.client_id, sizeof(c->row.client_id));
+	fgw_strlcpy(c->row.customer_id, c->who.subject, sizeof(c->row.customer_id));
+	c->row.created_at = now;
+	c->row.hold_expires_at = now + rx->gw->cfg.hold_minutes * 60000;
+	price_hold(&c->exp, &c->sl, now, &c->row);
+	if ((c->answer = hold_answer(&c->row, c->exp.group_min,
+	                             (int)rx->gw->cfg.hold_minutes)) == NULL) {
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		return;
+	}
+	fill_idem(c, 200, c->answer, &idem);
+	snprintf(details, sizeof(details), "{\"timeSlotId\":\"%s\",\"guests\":%d}",
+	         c->row.time_slot_id, c->row.guests);
+	audit = (struct store_audit){ c->who.subject, c->who.source, "reservation.hold",
+		                          c->row.id,      "success",     details };
+	if (resv_hold(rx->gw->store, rx->waker, &c->row, &idem, &audit, &c->err, hold_done,
+	              c) != 0)
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+}
+
 static void
 h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
 	struct auth_ctx who;
-	struct resv_slot sl;
-	struct resv_experience e;
-	struct store_idem idem;
-	struct store_audit audit;
 	struct rctx *c = NULL;
 	cJSON *root = NULL;
 	struct fgw_why bw = { 0 };
-	char details[160];
-	int64_t now;
-	int r;
 
 	if ((c = begin_post(rx, req, path, 1, &who, &root)) == NULL)
 		return;
@@ -503,41 +597,7 @@ h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
 		resv_err_answer(c, RESV_SLOT_NOT_FOUND);
 		goto out;
 	}
-	r = resv_slot_get(rx->reader, c->row.time_slot_id, &sl, &e);
-	if (r == FGW_ERR_NOT_FOUND ||
-	    (r == 0 && strcmp(sl.experience_id, c->row.experience_id) != 0)) {
-		resv_err_answer(c, RESV_SLOT_NOT_FOUND);
-		goto out;
-	}
-	now = fgw_now_ms();
-	if (r == 0 && sl.starts_at <= now) {
-		resv_err_answer(c, RESV_SLOT_NOT_AVAILABLE);
-		goto out;
-	}
-	if (r != 0 || fgw_random_id("res_", c->row.id, sizeof(c->row.id)) != 0) {
-		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		goto out;
-	}
-	fgw_strlcpy(c->row.client_id, who.client_id, sizeof(c->row.client_id));
-	fgw_strlcpy(c->row.customer_id, who.subject, sizeof(c->row.customer_id));
-	c->row.created_at = now;
-	c->row.hold_expires_at = now + rx->gw->cfg.hold_minutes * 60000;
-	price_hold(&e, &sl, now, &c->row);
-	if ((c->answer = hold_answer(&c->row, e.group_min, (int)rx->gw->cfg.hold_minutes)) ==
-	    NULL) {
-		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		goto out;
-	}
-	fill_idem(c, 200, c->answer, &idem);
-	snprintf(details, sizeof(details), "{\"timeSlotId\":\"%s\",\"guests\":%d}",
-	         c->row.time_slot_id, c->row.guests);
-	audit = (struct store_audit){ who.subject, who.source, "reservation.hold",
-		                          c->row.id,   "success",  details };
-	if ((r = resv_hold(rx->gw->store, rx->waker, &c->row, &idem, &audit, &c->err,
-	                   hold_done, c)) != 0) {
-		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		goto out;
-	}
+	rctx_read(c, hold_read, hold_read_done);
 out:
 	cJSON_Delete(root);
 }
@@ -825,29 +885,23 @@ out:
 	return rc;
 }
 
-/* Starts the payment of hold_id with the payment source in root (card,
- * encryptedCard, paymentMethodId or stripePaymentMethod, and returnUrl):
- * from a convert, or from the browser's confirm. Answers through c. */
+/* Starts the payment of the hold c->hold_id, read into c->row, with the
+ * payment source in root (card, encryptedCard, paymentMethodId or
+ * stripePaymentMethod, and returnUrl): from a convert, or from the
+ * browser's confirm. Answers through c. */
 static void
-convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
-              const cJSON *root, const char *hold_id, int save, int browser)
+convert_start(struct rctx *c, const cJSON *root, int save, int browser)
 {
+	struct reactor *rx = c->g.rx;
 	/* confirmWith stripe_js: no payment source, the request says so. */
 	int client_confirms = c->stripe_js;
-	struct auth_ctx who = *who_in;
-	struct resv_row cur;
+	const struct auth_ctx *who = &c->who;
 	struct txn_request *rq = NULL;
 	struct fgw_why perr;
 	char msg[sizeof(perr.where) + sizeof(perr.msg) + 2];
 	int r;
 
-	r = id_ok(hold_id) ? resv_get(rx->reader, who.subject, hold_id, &cur)
-	                   : FGW_ERR_NOT_FOUND;
-	if (r != 0) {
-		resv_err_answer(c, r == FGW_ERR_NOT_FOUND ? RESV_NOT_FOUND : RESV_OK);
-		goto out;
-	}
-	r = build_request(root, &cur, client_confirms, &rq, &perr);
+	r = build_request(root, &c->row, client_confirms, &rq, &perr);
 	if (r == FGW_ERR_INVALID && strcmp(perr.where, "paymentMethodId") == 0) {
 		/* Without a saved method under this id (or without the saved
 		 * methods feature) there is nothing to pay with. */
@@ -880,21 +934,20 @@ convert_start(struct reactor *rx, struct rctx *c, const struct auth_ctx *who_in,
 	}
 	/* The saved-methods feature: a paymentMethodId is looked up for this
 	 * customer, and savePaymentMethod saves the card for them. */
-	fgw_strlcpy(rq->customer_id, who.subject, sizeof(rq->customer_id));
+	fgw_strlcpy(rq->customer_id, who->subject, sizeof(rq->customer_id));
 	rq->save_method = save;
 	/* No Idempotency-Key on the transaction itself: the reservation's
 	 * answer is the one stored under the customer's key. */
-	if ((r = txn_new(&rx->env, rq, who.client_id, who.source, NULL, c->hash, &c->t)) !=
+	if ((r = txn_new(&rx->env, rq, who->client_id, who->source, NULL, c->hash, &c->t)) !=
 	    0) {
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		goto out;
 	}
 	fgw_strlcpy(c->t->request_id, log_request_get(), sizeof(c->t->request_id));
 	rq = NULL; /* owned by c->t now */
-	c->row = cur;
-	if ((r = resv_convert_begin(rx->gw->store, rx->waker, hold_id, who.subject, c->t->id,
-	                            save, fgw_now_ms(), &c->row, &c->err, convert_begun,
-	                            c)) != 0)
+	if ((r = resv_convert_begin(rx->gw->store, rx->waker, c->hold_id, who->subject,
+	                            c->t->id, save, fgw_now_ms(), &c->row, &c->err,
+	                            convert_begun, c)) != 0)
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 out:
 	txn_request_free(rq);
@@ -1010,15 +1063,16 @@ stripe_js_refetched(void *arg, const struct proc_reply *reply)
  * (GET /v1/payment_intents/{id} with the secret key). Any other payment
  * in flight is INVALID_HOLD_STATUS, as for any convert. */
 static void
-stripe_js_again(struct reactor *rx, struct rctx *c)
+stripe_js_again(struct rctx *c)
 {
+	struct reactor *rx = c->g.rx;
 	struct proc_op_request oreq;
 	struct proc_instance *pi;
 	cJSON *na = NULL;
 	const cJSON *type;
 	int waiting, r = FGW_ERR_INVALID;
 
-	if (store_txn_get(rx->reader, NULL, c->row.txn_id, &c->txn) != 0) {
+	if (c->rd_more != 0) { /* the payment's read (convert_read) */
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		return;
 	}
@@ -1062,39 +1116,54 @@ stripe_js_again(struct reactor *rx, struct rctx *c)
 	}
 }
 
+/* A payment that waits for Stripe.js: a repeat of confirmWith stripe_js
+ * asks Stripe for its secret again (stripe_js_again). */
+static int
+stripe_js_waits(const struct resv_row *r)
+{
+	return strcmp(r->status, "pending") == 0 && r->txn_id[0] != '\0' &&
+	       (txn_state_of(r->payment_status) == TXN_REQUIRES_ACTION ||
+	        txn_state_of(r->payment_status) == TXN_PROCESSING);
+}
+
+/* On a read thread (PostgreSQL) or in place (SQLite): only c's fields.
+ * The customer's hold, and for confirmWith stripe_js the payment that
+ * waits for Stripe.js, in one hop. */
+static int
+convert_read(struct store_reader *rd, void *arg)
+{
+	struct rctx *c = arg;
+	int r = resv_get(rd, c->who.subject, c->hold_id, &c->row);
+
+	if (r == 0 && c->stripe_js && stripe_js_waits(&c->row))
+		c->rd_more = store_txn_get(rd, NULL, c->row.txn_id, &c->txn);
+	return r;
+}
+
+/* The hold as read (r): pays it with the payment source kept in c->pay. */
+static void
+convert_read_done(void *arg, int r)
+{
+	struct rctx *c = arg;
+
+	if (r != 0) {
+		resv_err_answer(c, r == FGW_ERR_NOT_FOUND ? RESV_NOT_FOUND : RESV_OK);
+		return;
+	}
+	if (c->stripe_js && stripe_js_waits(&c->row)) {
+		stripe_js_again(c);
+		return;
+	}
+	convert_start(c, c->pay, c->save, 0);
+}
+
 /* Convert with confirmWith stripe_js: the PaymentIntent is made at the
  * Stripe processor unconfirmed, and its client secret goes to the
  * customer's browser for Stripe.js; the card goes from the browser to
  * Stripe and nowhere else. Nothing is stored under the idempotency key
  * (the answer holds the secret): a repeat, with the key or without,
- * answers the same PaymentIntent's secret, asked of Stripe again. */
-static void
-convert_stripe_js(struct reactor *rx, struct rctx *c, const struct auth_ctx *who,
-                  const char *hold_id)
-{
-	cJSON *none = NULL;
-	int r;
-
-	r = id_ok(hold_id) ? resv_get(rx->reader, who->subject, hold_id, &c->row)
-	                   : FGW_ERR_NOT_FOUND;
-	if (r != 0) {
-		resv_err_answer(c, r == FGW_ERR_NOT_FOUND ? RESV_NOT_FOUND : RESV_OK);
-		return;
-	}
-	c->stripe_js = 1;
-	if (strcmp(c->row.status, "pending") == 0 && c->row.txn_id[0] != '\0' &&
-	    (txn_state_of(c->row.payment_status) == TXN_REQUIRES_ACTION ||
-	     txn_state_of(c->row.payment_status) == TXN_PROCESSING)) {
-		stripe_js_again(rx, c);
-		return;
-	}
-	if ((none = cJSON_CreateObject()) == NULL) {
-		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		return;
-	}
-	convert_start(rx, c, who, none, hold_id, 0, 0);
-	cJSON_Delete(none);
-}
+ * answers the same PaymentIntent's secret, asked of Stripe again. The
+ * request has no payment source (c->pay an empty object). */
 
 int
 resv_convert_body_parse(const cJSON *root, char *hold_id, size_t idcap, int *ways,
@@ -1170,10 +1239,14 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 		goto out;
 	}
 	if (n == 0 && cJSON_GetObjectItemCaseSensitive(root, "confirmWith") != NULL) {
-		convert_stripe_js(rx, c, &who, hold_id);
-		goto out;
-	}
-	if (n == 0) {
+		c->stripe_js = 1;
+		save = NULL; /* refused with confirmWith; root goes */
+		cJSON_Delete(root);
+		if ((root = cJSON_CreateObject()) == NULL) {
+			gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+			goto out;
+		}
+	} else if (n == 0) {
 		if (c->g.key[0]) {
 			/* Nothing is stored under the key (see above): let a
 			 * repeat run again once this one is done. */
@@ -1183,9 +1256,58 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 		convert_await_card(rx, c, hold_id, cJSON_IsTrue(save));
 		goto out;
 	}
-	convert_start(rx, c, &who, root, hold_id, cJSON_IsTrue(save), 0);
+	if (!id_ok(hold_id)) {
+		resv_err_answer(c, RESV_NOT_FOUND);
+		goto out;
+	}
+	/* The payment source waits in c (wiped with it) for the hold. */
+	fgw_strlcpy(c->hold_id, hold_id, sizeof(c->hold_id));
+	c->save = cJSON_IsTrue(save);
+	c->pay = root;
+	root = NULL;
+	rctx_read(c, convert_read, convert_read_done);
 out:
-	cJSON_Delete(root);
+	http_json_wipe_delete(root);
+}
+
+/* On a read thread (PostgreSQL) or in place (SQLite): only c's fields.
+ * The waiting payment c->pid, and when it is this customer's, its
+ * reservation (in c->rd_more), in one hop; the secret is checked after. */
+static int
+browser_confirm_read(struct store_reader *rd, void *arg)
+{
+	struct rctx *c = arg;
+	int r = resv_secret_get(rd, c->pid, &c->sec);
+
+	c->rd_more = FGW_ERR_NOT_FOUND;
+	if (r == 0 && strcmp(c->sec.customer_id, c->who.subject) == 0)
+		c->rd_more = resv_get(rd, c->who.subject, c->sec.reservation_id, &c->row);
+	return r;
+}
+
+static void
+browser_confirm_read_done(void *arg, int r)
+{
+	struct rctx *c = arg;
+	char mac[65];
+
+	/* One answer for an unknown payment, another customer's, and a
+	 * wrong secret: none tells which. */
+	if (r != 0 || strcmp(c->sec.customer_id, c->who.subject) != 0 ||
+	    secret_mac(c->g.rx, c->pid, c->who.subject, c->given, mac) != 0 ||
+	    sodium_memcmp(mac, c->sec.secret_mac, 64) != 0) {
+		sodium_memzero(c->given, sizeof(c->given));
+		gw_req_error(&c->g, 404, "PAYMENT_NOT_FOUND",
+		             "No payment waits under this id and client secret");
+		return;
+	}
+	sodium_memzero(c->given, sizeof(c->given));
+	if (c->rd_more != 0) {
+		resv_err_answer(c, RESV_NOT_FOUND);
+		return;
+	}
+	fgw_strlcpy(c->hold_id, c->sec.reservation_id, sizeof(c->hold_id));
+	convert_start(c, c->pay, c->row.save_method, 1);
 }
 
 /* POST /v1/payments/{paymentId}/confirm: the customer's browser pays a
@@ -1199,12 +1321,9 @@ h_browser_confirm(struct reactor *rx, struct evhttp_request *req, const char *pa
 		                                  "paymentMethodId", "returnUrl", NULL };
 	struct auth_ctx who;
 	struct rctx *c = NULL;
-	struct resv_secret sec;
-	struct resv_row cur;
-	cJSON *root = NULL, *pay = NULL;
+	cJSON *root = NULL;
 	const cJSON *v;
 	struct fgw_why bw = { 0 };
-	char pid[40], mac[65], given[128];
 	int n, r;
 
 	if ((c = begin_post_as(rx, req, path, 0, 1, &who, &root)) == NULL)
@@ -1217,7 +1336,7 @@ h_browser_confirm(struct reactor *rx, struct evhttp_request *req, const char *pa
 	n = (cJSON_GetObjectItemCaseSensitive(root, "encryptedCard") != NULL) +
 	    (cJSON_GetObjectItemCaseSensitive(root, "paymentMethodId") != NULL);
 	if (only_members(root, fields, &bw) != 0 ||
-	    get_string(root, "clientSecret", given, sizeof(given), 1, &bw) != 0) {
+	    get_string(root, "clientSecret", c->given, sizeof(c->given), 1, &bw) != 0) {
 		gw_req_error(&c->g, 400, "VALIDATION_ERROR", bw.msg);
 		goto out;
 	}
@@ -1226,38 +1345,26 @@ h_browser_confirm(struct reactor *rx, struct evhttp_request *req, const char *pa
 		             "exactly one of encryptedCard or paymentMethodId is required");
 		goto out;
 	}
-	/* One answer for an unknown payment, another customer's, and a
-	 * wrong secret: none tells which. */
-	r = http_path_segment("/v1/payments/*/confirm", path, 0, pid, sizeof(pid));
-	if (r != 0 || strncmp(pid, "pay_", 4) != 0 || !id_ok(pid) ||
-	    resv_secret_get(rx->reader, pid, &sec) != 0 ||
-	    strcmp(sec.customer_id, who.subject) != 0 ||
-	    secret_mac(rx, pid, who.subject, given, mac) != 0 ||
-	    sodium_memcmp(mac, sec.secret_mac, 64) != 0) {
-		sodium_memzero(given, sizeof(given));
+	r = http_path_segment("/v1/payments/*/confirm", path, 0, c->pid, sizeof(c->pid));
+	if (r != 0 || strncmp(c->pid, "pay_", 4) != 0 || !id_ok(c->pid)) {
 		gw_req_error(&c->g, 404, "PAYMENT_NOT_FOUND",
 		             "No payment waits under this id and client secret");
 		goto out;
 	}
-	sodium_memzero(given, sizeof(given));
-	if (resv_get(rx->reader, who.subject, sec.reservation_id, &cur) != 0) {
-		resv_err_answer(c, RESV_NOT_FOUND);
-		goto out;
-	}
-	/* The payment source as a convert would carry it. */
-	if ((pay = cJSON_CreateObject()) == NULL) {
+	/* The payment source as a convert would carry it, kept in c (and
+	 * wiped with it) while the payment is read. */
+	if ((c->pay = cJSON_CreateObject()) == NULL) {
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		goto out;
 	}
 	if ((v = cJSON_GetObjectItemCaseSensitive(root, "encryptedCard")) != NULL)
-		cJSON_AddItemToObject(pay, "encryptedCard", cJSON_Duplicate(v, 1));
+		cJSON_AddItemToObject(c->pay, "encryptedCard", cJSON_Duplicate(v, 1));
 	if ((v = cJSON_GetObjectItemCaseSensitive(root, "paymentMethodId")) != NULL)
-		cJSON_AddItemToObject(pay, "paymentMethodId", cJSON_Duplicate(v, 1));
+		cJSON_AddItemToObject(c->pay, "paymentMethodId", cJSON_Duplicate(v, 1));
 	if ((v = cJSON_GetObjectItemCaseSensitive(root, "returnUrl")) != NULL)
-		cJSON_AddItemToObject(pay, "returnUrl", cJSON_Duplicate(v, 1));
-	convert_start(rx, c, &who, pay, sec.reservation_id, cur.save_method, 1);
+		cJSON_AddItemToObject(c->pay, "returnUrl", cJSON_Duplicate(v, 1));
+	rctx_read(c, browser_confirm_read, browser_confirm_read_done);
 out:
-	cJSON_Delete(pay);
 	cJSON_Delete(root);
 }
 
@@ -1417,32 +1524,29 @@ stripe_status(const char *txn_status)
 	return "requires_payment_method";
 }
 
+/* The answer from the reservation r and its payment t as read (rc: the
+ * reads' result). */
 static void
-status_answer(struct rctx *c)
+status_reply(struct rctx *c, int rc, const struct resv_row *r,
+             const struct store_txn_row *t)
 {
-	struct resv_row r;
-	struct store_txn_row t;
 	cJSON *o = cJSON_CreateObject(), *d, *na = NULL, *type;
 	char *s = NULL;
 	int ra;
 
-	memset(&t, 0, sizeof(t));
-	if (resv_get(c->g.rx->reader, c->who.subject, c->row.id, &r) != 0 ||
-	    (r.txn_id[0] && store_txn_get(c->g.rx->reader, NULL, r.txn_id, &t) != 0) ||
-	    o == NULL || !cJSON_AddTrueToObject(o, "success") ||
+	if (rc != 0 || o == NULL || !cJSON_AddTrueToObject(o, "success") ||
 	    (d = cJSON_AddObjectToObject(o, "data")) == NULL) {
 		cJSON_Delete(o);
-		store_txn_row_clear(&t);
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		return;
 	}
-	ra = txn_state_of(t.status) == TXN_REQUIRES_ACTION;
-	cJSON_AddStringToObject(d, "reservationStatus", r.status);
-	add_str_or_null(d, "paymentIntentId", r.payment_intent_id);
-	cJSON_AddStringToObject(d, "stripeStatus", stripe_status(t.status));
+	ra = txn_state_of(t->status) == TXN_REQUIRES_ACTION;
+	cJSON_AddStringToObject(d, "reservationStatus", r->status);
+	add_str_or_null(d, "paymentIntentId", r->payment_intent_id);
+	cJSON_AddStringToObject(d, "stripeStatus", stripe_status(t->status));
 	cJSON_AddBoolToObject(d, "requiresAction", ra);
-	if (ra && t.next_action_json != NULL)
-		na = cJSON_Parse(t.next_action_json);
+	if (ra && t->next_action_json != NULL)
+		na = cJSON_Parse(t->next_action_json);
 	type = na ? cJSON_GetObjectItemCaseSensitive(na, "type") : NULL;
 	add_str_or_null(d, "actionType",
 	                cJSON_IsString(type) ? type->valuestring
@@ -1452,12 +1556,38 @@ status_answer(struct rctx *c)
 		cJSON_AddItemToObject(d, "nextAction", na);
 	s = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
-	store_txn_row_clear(&t);
 	if (s != NULL)
 		gw_req_finish(&c->g, 200, s);
 	else
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 	cJSON_free(s);
+}
+
+/* On a read thread (PostgreSQL) or in place (SQLite): only c's fields.
+ * The reservation and its payment as they are after a processor check. */
+static int
+status_read(struct store_reader *rd, void *arg)
+{
+	struct rctx *c = arg;
+	int r = resv_get(rd, c->who.subject, c->row.id, &c->srow);
+
+	if (r == 0 && c->srow.txn_id[0])
+		r = store_txn_get(rd, NULL, c->srow.txn_id, &c->stxn);
+	return r;
+}
+
+static void
+status_read_done(void *arg, int rc)
+{
+	struct rctx *c = arg;
+	status_reply(c, rc, &c->srow, &c->stxn);
+}
+
+/* Answers with the reservation as it stands now, read again. */
+static void
+status_answer(struct rctx *c)
+{
+	rctx_read(c, status_read, status_read_done);
 }
 
 static void
@@ -1535,40 +1665,41 @@ status_checked(void *arg, const struct proc_reply *reply)
 		status_answer(c);
 }
 
-static void
-h_payment_status(struct reactor *rx, struct evhttp_request *req, const char *path)
+/* On a read thread (PostgreSQL) or in place (SQLite): only c's fields.
+ * The reservation and its payment (c->rd_more), in one hop. */
+static int
+status_first_read(struct store_reader *rd, void *arg)
 {
-	struct auth_ctx who;
-	struct rctx *c;
-	struct proc_op_request oreq;
-	char id[40];
-	int r;
+	struct rctx *c = arg;
+	int r = resv_get(rd, c->who.subject, c->hold_id, &c->row);
 
-	if (customer_auth(rx, req, path, &who) != 0)
-		return;
-	if (http_path_segment("/v1/reservations/*/payment-status", path, 0, id, sizeof(id)) !=
-	        0 ||
-	    !id_ok(id)) {
-		http_send_error(rx, req, 404, "RESERVATION_NOT_FOUND", "Reservation not found");
-		return;
-	}
-	if ((c = rctx_new(rx, req, &who)) == NULL) {
-		http_send_error(rx, req, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		return;
-	}
-	r = resv_get(rx->reader, who.subject, id, &c->row);
+	c->rd_more = 0;
+	if (r == 0 && c->row.txn_id[0] != '\0')
+		c->rd_more = store_txn_get(rd, NULL, c->row.txn_id, &c->txn);
+	return r;
+}
+
+/* Asks the processor about a payment still waiting for 3-D Secure, or
+ * answers from what was read. */
+static void
+status_first_done(void *arg, int r)
+{
+	struct rctx *c = arg;
+	struct reactor *rx = c->g.rx;
+	struct proc_op_request oreq;
+
 	if (r != 0) {
 		resv_err_answer(c, r == FGW_ERR_NOT_FOUND ? RESV_NOT_FOUND : RESV_OK);
 		return;
 	}
-	if (c->row.txn_id[0] == '\0' ||
-	    store_txn_get(rx->reader, NULL, c->row.txn_id, &c->txn) != 0 ||
+	if (c->row.txn_id[0] == '\0' || c->rd_more != 0 ||
 	    txn_state_of(c->txn.status) != TXN_REQUIRES_ACTION ||
 	    c->txn.processor_ref[0] == '\0' ||
 	    strspn(c->txn.processor_ref,
 	           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
 	        strlen(c->txn.processor_ref)) {
-		status_answer(c);
+		/* Nothing to ask: what was just read is the answer. */
+		status_reply(c, c->rd_more, &c->row, &c->txn);
 		return;
 	}
 	/* Asked like the reconciler asks: the processor the row went to, in
@@ -1590,6 +1721,29 @@ h_payment_status(struct reactor *rx, struct evhttp_request *req, const char *pat
 		status_answer(c);
 }
 
+static void
+h_payment_status(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	struct auth_ctx who;
+	struct rctx *c;
+	char id[40];
+
+	if (customer_auth(rx, req, path, &who) != 0)
+		return;
+	if (http_path_segment("/v1/reservations/*/payment-status", path, 0, id, sizeof(id)) !=
+	        0 ||
+	    !id_ok(id)) {
+		http_send_error(rx, req, 404, "RESERVATION_NOT_FOUND", "Reservation not found");
+		return;
+	}
+	if ((c = rctx_new(rx, req, &who)) == NULL) {
+		http_send_error(rx, req, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		return;
+	}
+	fgw_strlcpy(c->hold_id, id, sizeof(c->hold_id));
+	rctx_read(c, status_first_read, status_first_done);
+}
+
 /* ---- GET /v1/reservations ----------------------------------------------------- */
 
 static int
@@ -1604,6 +1758,118 @@ query_int(struct evkeyvalq *q, const char *name, int64_t lo, int64_t hi, int64_t
 	return fgw_parse_i64(v, lo, hi, out);
 }
 
+/* GET /v1/reservations: the page and each row's slot are read in one
+ * store_read (off the reactor on PostgreSQL) and answered when they come. */
+struct list_ctx {
+	struct gw_req g; /* first: gw_req_finish frees the whole */
+	char customer[192];
+	char status[16]; /* "": all */
+	int64_t limit, offset;
+	struct resv_row *rows; /* n of them */
+	int n;
+	int64_t total;
+	/* Each row's slot and experience; slot_ok[i] when they were read. */
+	struct resv_slot *sl;
+	struct resv_experience *exp;
+	int *slot_ok;
+};
+
+static void
+list_free(struct gw_req *g, int abandoned)
+{
+	struct list_ctx *c = (struct list_ctx *)g;
+
+	(void)abandoned;
+	free(c->rows);
+	free(c->sl);
+	free(c->exp);
+	free(c->slot_ok);
+	free(c);
+}
+
+/* On a read thread (PostgreSQL) or in place (SQLite): only c's fields. */
+static int
+list_read(struct store_reader *rd, void *arg)
+{
+	struct list_ctx *c = arg;
+	size_t n;
+	int r;
+
+	if ((r = resv_list(rd, c->customer, c->status[0] ? c->status : NULL, (int)c->limit,
+	                   (int)c->offset, &c->rows, &c->n, &c->total)) != 0)
+		return r;
+	n = c->n > 0 ? (size_t)c->n : 1;
+	if ((c->sl = calloc(n, sizeof(*c->sl))) == NULL ||
+	    (c->exp = calloc(n, sizeof(*c->exp))) == NULL ||
+	    (c->slot_ok = calloc(n, sizeof(*c->slot_ok))) == NULL)
+		return FGW_ERR_NOMEM;
+	for (int i = 0; i < c->n; i++)
+		c->slot_ok[i] = resv_slot_get(rd, c->rows[i].time_slot_id, &c->sl[i],
+		                              &c->exp[i]) == 0;
+	return 0;
+}
+
+static void
+list_read_done(void *arg, int rc)
+{
+	struct list_ctx *c = arg;
+	cJSON *o = NULL, *arr, *pg;
+	char *s = NULL;
+
+	if (rc != 0 || (o = cJSON_CreateObject()) == NULL ||
+	    (arr = cJSON_AddArrayToObject(o, "reservations")) == NULL) {
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+		goto out;
+	}
+	for (int i = 0; i < c->n; i++) {
+		const struct resv_row *r = &c->rows[i];
+		const struct resv_slot *sl = &c->sl[i];
+		const struct resv_experience *e = &c->exp[i];
+		cJSON *it = cJSON_CreateObject(), *x;
+		if (it == NULL)
+			continue;
+		cJSON_AddItemToArray(arr, it);
+		cJSON_AddStringToObject(it, "id", r->id);
+		cJSON_AddStringToObject(it, "experienceId", r->experience_id);
+		cJSON_AddStringToObject(it, "timeSlotId", r->time_slot_id);
+		cJSON_AddStringToObject(it, "status", r->status);
+		cJSON_AddStringToObject(it, "paymentStatus", r->payment_status);
+		cJSON_AddNumberToObject(it, "numberOfGuests", r->guests);
+		cJSON_AddNumberToObject(it, "totalPrice", (double)r->total_price);
+		cJSON_AddStringToObject(it, "currency", r->currency);
+		add_str_or_null(it, "reservationReference", r->reference);
+		add_iso(it, "holdExpiresAt", r->hold_expires_at);
+		add_iso(it, "createdAt", r->created_at);
+		if (c->slot_ok[i]) {
+			if ((x = cJSON_AddObjectToObject(it, "experience")) != NULL) {
+				cJSON_AddStringToObject(x, "id", e->id);
+				cJSON_AddStringToObject(x, "name", e->name);
+				cJSON_AddNumberToObject(x, "price", (double)e->price);
+				cJSON_AddStringToObject(x, "currency", e->currency);
+			}
+			if ((x = cJSON_AddObjectToObject(it, "timeSlot")) != NULL) {
+				cJSON_AddStringToObject(x, "id", sl->id);
+				add_iso(x, "startsAt", sl->starts_at);
+				cJSON_AddNumberToObject(x, "capacity", sl->capacity);
+				cJSON_AddNumberToObject(x, "available", sl->capacity - sl->taken);
+			}
+		}
+	}
+	if ((pg = cJSON_AddObjectToObject(o, "pagination")) != NULL) {
+		cJSON_AddNumberToObject(pg, "total", (double)c->total);
+		cJSON_AddNumberToObject(pg, "limit", (double)c->limit);
+		cJSON_AddNumberToObject(pg, "offset", (double)c->offset);
+		cJSON_AddBoolToObject(pg, "hasMore", c->offset + c->n < c->total);
+	}
+	if ((s = cJSON_PrintUnformatted(o)) == NULL)
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
+	else
+		gw_req_finish(&c->g, 200, s);
+out:
+	cJSON_free(s);
+	cJSON_Delete(o);
+}
+
 static void
 h_list(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
@@ -1612,12 +1878,10 @@ h_list(struct reactor *rx, struct evhttp_request *req, const char *path)
 		                                    NULL };
 	struct auth_ctx who;
 	struct evkeyvalq q;
-	struct resv_row *rows = NULL;
+	struct list_ctx *c = NULL;
 	const char *query, *status;
-	cJSON *o = NULL, *arr, *pg;
-	char *s = NULL;
-	int64_t limit, offset, total = 0;
-	int n = 0, ok = 0;
+	int64_t limit, offset;
+	int ok = 0;
 
 	if (customer_auth(rx, req, path, &who) != 0)
 		return;
@@ -1646,62 +1910,21 @@ h_list(struct reactor *rx, struct evhttp_request *req, const char *path)
 		                "limit must be 1 to 100 and offset 0 to 1000000");
 		goto out;
 	}
-	if (resv_list(rx->reader, who.subject, status, (int)limit, (int)offset, &rows, &n,
-	              &total) != 0 ||
-	    (o = cJSON_CreateObject()) == NULL ||
-	    (arr = cJSON_AddArrayToObject(o, "reservations")) == NULL) {
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
 		http_send_error(rx, req, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 		goto out;
 	}
-	for (int i = 0; i < n; i++) {
-		const struct resv_row *r = &rows[i];
-		struct resv_slot sl;
-		struct resv_experience e;
-		cJSON *it = cJSON_CreateObject(), *x;
-		if (it == NULL)
-			continue;
-		cJSON_AddItemToArray(arr, it);
-		cJSON_AddStringToObject(it, "id", r->id);
-		cJSON_AddStringToObject(it, "experienceId", r->experience_id);
-		cJSON_AddStringToObject(it, "timeSlotId", r->time_slot_id);
-		cJSON_AddStringToObject(it, "status", r->status);
-		cJSON_AddStringToObject(it, "paymentStatus", r->payment_status);
-		cJSON_AddNumberToObject(it, "numberOfGuests", r->guests);
-		cJSON_AddNumberToObject(it, "totalPrice", (double)r->total_price);
-		cJSON_AddStringToObject(it, "currency", r->currency);
-		add_str_or_null(it, "reservationReference", r->reference);
-		add_iso(it, "holdExpiresAt", r->hold_expires_at);
-		add_iso(it, "createdAt", r->created_at);
-		if (resv_slot_get(rx->reader, r->time_slot_id, &sl, &e) == 0) {
-			if ((x = cJSON_AddObjectToObject(it, "experience")) != NULL) {
-				cJSON_AddStringToObject(x, "id", e.id);
-				cJSON_AddStringToObject(x, "name", e.name);
-				cJSON_AddNumberToObject(x, "price", (double)e.price);
-				cJSON_AddStringToObject(x, "currency", e.currency);
-			}
-			if ((x = cJSON_AddObjectToObject(it, "timeSlot")) != NULL) {
-				cJSON_AddStringToObject(x, "id", sl.id);
-				add_iso(x, "startsAt", sl.starts_at);
-				cJSON_AddNumberToObject(x, "capacity", sl.capacity);
-				cJSON_AddNumberToObject(x, "available", sl.capacity - sl.taken);
-			}
-		}
-	}
-	if ((pg = cJSON_AddObjectToObject(o, "pagination")) != NULL) {
-		cJSON_AddNumberToObject(pg, "total", (double)total);
-		cJSON_AddNumberToObject(pg, "limit", (double)limit);
-		cJSON_AddNumberToObject(pg, "offset", (double)offset);
-		cJSON_AddBoolToObject(pg, "hasMore", offset + n < total);
-	}
-	if ((s = cJSON_PrintUnformatted(o)) == NULL)
-		http_send_error(rx, req, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-	else
-		http_send_json(rx, req, 200, s);
+	fgw_strlcpy(c->customer, who.subject, sizeof(c->customer));
+	if (status != NULL)
+		fgw_strlcpy(c->status, status, sizeof(c->status));
+	c->limit = limit;
+	c->offset = offset;
+	gw_req_start(&c->g, rx, req, "reservation list", list_free);
+	if (store_read(rx->gw->store, rx->waker, rx->reader, list_read, c, list_read_done) !=
+	    0)
+		gw_req_error(&c->g, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
 out:
 	evhttp_clear_headers(&q);
-	cJSON_free(s);
-	cJSON_Delete(o);
-	free(rows);
 }
 
 /* ---- POST /v1/admin/clock (development only) ---------------------------------- */
@@ -1787,15 +2010,21 @@ on_txn_event(void *ctx, const struct pipeline_env *env, const struct store_txn_r
 	char ref[16];
 	if (strncmp(row->reservation_id, "res_", 4) != 0)
 		return;
-	/* Most res_ ids are the website's own, with no hold behind them: a
-	 * read on this reactor's connection saves the writer a job that would
+	/* Most res_ ids are the website's own, with no hold behind them: on
+	 * SQLite a read of the local file, in place on this reactor (where
+	 * store_read would run it too), saves the writer a job that would
 	 * change nothing. No move is lost: a convert commits the link
 	 * (reservations.txn_id) before it starts the payment, so every state
 	 * commit of that payment, and this event after it, comes later; each
 	 * read starts a fresh snapshot (reader statements are reset after
 	 * use). A link only ever moves on to a new attempt, whose old
-	 * payment's news the job ignores too. A failed read queues the job. */
-	if (env->reader != NULL &&
+	 * payment's news the job ignores too. A failed read queues the job.
+	 * On PostgreSQL that read would be a round trip on the reactor, and
+	 * it cannot wait for a store_read: the job must be queued now, in the
+	 * event's store group (pipeline/events.h). So there the job is always
+	 * queued and decides in the writer's transaction (it changes nothing
+	 * for a payment no hold links). */
+	if (strcmp(gw->cfg.store_backend, "postgresql") != 0 && env->reader != NULL &&
 	    resv_links_txn(env->reader, row->reservation_id, row->id) == 0) {
 		atomic_fetch_add(&gw->metrics.resv_moves[1], 1);
 		return;
@@ -1888,24 +2117,23 @@ out:
 	return s;
 }
 
-/* Reads the unpublished reservation events and queues one outbox row per
- * event and endpoint of the reservation's client. The event id comes
- * from the event's row, so a repeat after a crash between the two
- * commits carries the same id (receivers drop duplicates by id). */
+/* Queues one outbox row per event (ev, n of them, as read) and endpoint
+ * of the reservation's client. The event id comes from the event's row,
+ * so a repeat after a crash between the two commits carries the same id
+ * (receivers drop duplicates by id). rx->resv_publishing stays set while
+ * the jobs run. */
 static void
-publish_events(struct reactor *rx)
+publish_events(struct reactor *rx, const struct resv_event *ev, size_t n)
 {
 	const struct fgw_config *cfg = &rx->gw->cfg;
-	struct resv_event *ev = NULL;
 	struct store_outbox_row *rows = NULL;
 	char *payloads[RESV_EVENTS_MAX];
 	struct publish *p = NULL;
-	size_t n = 0, k = 0;
+	size_t k = 0;
 
 	memset(payloads, 0, sizeof(payloads));
-	if ((ev = calloc(RESV_EVENTS_MAX, sizeof(*ev))) == NULL ||
-	    resv_events_pending(rx->reader, ev, RESV_EVENTS_MAX, &n) != 0 || n == 0 ||
-	    (p = calloc(1, sizeof(*p))) == NULL ||
+	rx->resv_publishing = 0;
+	if (n == 0 || (p = calloc(1, sizeof(*p))) == NULL ||
 	    (rows = calloc(n * (size_t)(cfg->n_webhook_endpoints + 1), sizeof(*rows))) ==
 	        NULL)
 		goto out;
@@ -1957,8 +2185,62 @@ out:
 	for (size_t i = 0; i < RESV_EVENTS_MAX; i++)
 		free(payloads[i]);
 	free(rows);
-	free(ev);
 	free(p);
+}
+
+/* The events scan: reads the unpublished reservation events through
+ * store_read (off the reactor on PostgreSQL). A request context with no
+ * HTTP request, so that a drain waits for it and a forced stop frees it. */
+struct events_scan {
+	struct gw_req g; /* first */
+	struct resv_event ev[RESV_EVENTS_MAX];
+	size_t n;
+};
+
+static void
+events_scan_free(struct gw_req *g, int abandoned)
+{
+	(void)abandoned;
+	free(g);
+}
+
+/* On a read thread (PostgreSQL) or in place (SQLite): only sc's fields. */
+static int
+events_scan_read(struct store_reader *rd, void *arg)
+{
+	struct events_scan *sc = arg;
+	return resv_events_pending(rd, sc->ev, RESV_EVENTS_MAX, &sc->n);
+}
+
+static void
+events_scan_done(void *arg, int rc)
+{
+	struct events_scan *sc = arg;
+	struct reactor *rx = sc->g.rx;
+
+	/* Failed, or stopping (no job then, whose done the stop might
+	 * drop): the events are left for the next tick or start. */
+	if (rc != 0 || rx->draining)
+		sc->n = 0;
+	publish_events(rx, sc->ev, sc->n);
+	gw_req_drop(&sc->g);
+}
+
+/* One scan at a time (rx->resv_publishing, set until its jobs are done). */
+static void
+events_scan_start(struct reactor *rx)
+{
+	struct events_scan *sc = calloc(1, sizeof(*sc));
+
+	if (sc == NULL)
+		return;
+	gw_req_start(&sc->g, rx, NULL, "reservation events scan", events_scan_free);
+	rx->resv_publishing = 1;
+	if (store_read(rx->gw->store, rx->waker, rx->reader, events_scan_read, sc,
+	               events_scan_done) != 0) {
+		rx->resv_publishing = 0;
+		gw_req_drop(&sc->g);
+	}
 }
 
 static void
@@ -1970,7 +2252,7 @@ sweep_tick(evutil_socket_t fd, short what, void *arg)
 	if (rx->draining)
 		return;
 	if (!rx->resv_publishing)
-		publish_events(rx);
+		events_scan_start(rx);
 	if (rx->resv_sweeping)
 		return;
 	if (resv_sweep(rx->gw->store, rx->waker, fgw_now_ms(), sweep_done, rx) == 0)

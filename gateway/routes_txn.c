@@ -25,10 +25,24 @@
 #include "gateway/reqctx.h"
 #include "store/store.h"
 
-/* One website request waiting for its transaction. */
+/* One website request: parsed, through the idempotency front (a read off
+ * the reactor when it has a key), then waiting for its transaction. */
 struct req_ctx {
 	struct gw_req g; /* first: the request, its key, the reactor */
-	struct txn *t;
+	struct txn *t;   /* in the pipeline (the runner's) */
+	/* Until the pipeline starts: the body's tree while a keyed request
+	 * reads its key (a repeat answers without parsing it), then the
+	 * parsed request (card fields in guarded memory, the tree wiped) or
+	 * why it was not. */
+	struct cJSON *root;
+	char subject[192];
+	struct txn_request *rq;
+	int perr;                            /* txn_request_parse's result */
+	struct fgw_why why;                  /* its reason when FGW_ERR_INVALID */
+	char request_id[LOG_REQUEST_ID_MAX]; /* the client may be gone by then */
+	char client_id[64];                  /* who (struct auth_ctx) */
+	char source[64];
+	char hash[65];
 };
 
 static void
@@ -37,10 +51,12 @@ req_free(struct gw_req *g, int abandoned)
 	struct req_ctx *ctx = (struct req_ctx *)g;
 	/* Abandoned (a forced stop): the row stays posting/processing for
 	 * the reconciler; the memory goes. Otherwise the runner owns t. */
-	if (abandoned) {
+	if (abandoned && ctx->t != NULL) {
 		log_txn_warn(ctx->t->id, "abandoned at shutdown; left for reconciliation");
 		txn_free(ctx->t);
 	}
+	http_json_wipe_delete(ctx->root);
+	txn_request_free(ctx->rq);
 	admit_release(g->rx);
 	free(ctx);
 }
@@ -51,6 +67,7 @@ on_txn_done(struct txn *t, void *arg)
 	struct req_ctx *ctx = arg;
 	struct reactor *rx = ctx->g.rx;
 
+	ctx->t = NULL; /* the runner frees it after this returns */
 	metrics_txn_done(&rx->gw->metrics, t->out.state, t->out.rejected,
 	                 fgw_mono_ms() - t->started_mono);
 	if (ctx->g.req == NULL)
@@ -66,17 +83,80 @@ on_txn_done(struct txn *t, void *arg)
 	        : "{\"error\":\"INTERNAL_ERROR\",\"message\":\"An unexpected error occurred\"}");
 }
 
+/* Parses the body's tree into guarded memory and wipes it. */
+static void
+txn_parse(struct req_ctx *ctx)
+{
+	ctx->perr = txn_request_parse_tree(ctx->root, &ctx->rq, &ctx->why);
+	http_json_wipe_delete(ctx->root);
+	ctx->root = NULL;
+	if (ctx->perr == 0)
+		fgw_strlcpy(ctx->rq->customer_id, ctx->subject, sizeof(ctx->rq->customer_id));
+}
+
+/* The request is the key's to run (or has none): the checks after the
+ * front door, in their order, then the pipeline. */
+static void
+txn_start(struct gw_req *g)
+{
+	struct req_ctx *ctx = (struct req_ctx *)g;
+	struct reactor *rx = g->rx;
+	struct txn_request *rq;
+	char msg[sizeof(ctx->why.where) + sizeof(ctx->why.msg) + 2];
+	struct txn *t = NULL;
+	char prev[LOG_REQUEST_ID_MAX];
+	int r;
+
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	log_request_set(ctx->request_id);
+	if (ctx->root != NULL)
+		txn_parse(ctx);
+	rq = ctx->rq;
+	if (ctx->perr == FGW_ERR_INVALID) {
+		snprintf(msg, sizeof(msg), "%s %s", ctx->why.where, ctx->why.msg);
+		gw_req_error_param(g, 400, "VALIDATION_ERROR", msg, ctx->why.where);
+		goto out;
+	}
+	if (ctx->perr != 0) {
+		gw_req_error(g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		goto out;
+	}
+	if (!txn_return_url_allowed(rq, rx->gw->cfg.return_url_origins)) {
+		gw_req_error_param(
+		    g, 400, "VALIDATION_ERROR",
+		    "returnUrl must point to an origin listed in return_url_origins",
+		    "returnUrl");
+		goto out;
+	}
+	if ((rq->payment_method_id[0] || rq->save_method) && rq->customer_id[0] == '\0') {
+		gw_req_error_param(
+		    g, 400, "CUSTOMER_REQUIRED",
+		    "X-Customer-Id is required with paymentMethodId or savePaymentMethod",
+		    "X-Customer-Id");
+		goto out;
+	}
+	if ((r = txn_new(&rx->env, rq, ctx->client_id, ctx->source, g->key[0] ? g->key : NULL,
+	                 ctx->hash, &t)) != 0) {
+		gw_req_error(g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		goto out;
+	}
+	ctx->rq = NULL; /* owned by t now */
+	fgw_strlcpy(t->request_id, ctx->request_id, sizeof(t->request_id));
+	ctx->t = t;
+	atomic_fetch_add(&rx->gw->metrics.txn_started, 1);
+	pipeline_start(t, on_txn_done, ctx); /* t owned by the runner now */
+out:
+	log_request_set(prev);
+}
+
 static void
 h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
 	struct auth_ctx who;
-	struct txn_request *rq = NULL;
-	struct fgw_why perr;
 	struct req_ctx *ctx = NULL;
-	struct txn *t = NULL;
 	cJSON *root = NULL;
 	const char *body, *key;
-	char hash[65], msg[sizeof(perr.where) + sizeof(perr.msg) + 2];
+	char hash[65];
 	size_t len;
 	int r;
 
@@ -107,64 +187,37 @@ h_txn_create(struct reactor *rx, struct evhttp_request *req, const char *path)
 	} else {
 		r = http_request_hash(rx, "POST", path, body, len, hash);
 	}
-	if (r != 0) {
+	if (r != 0 || (ctx = calloc(1, sizeof(*ctx))) == NULL) {
 		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		goto out;
 	}
-	if (key != NULL && http_idempotency_front(rx, req, who.client_id, key, hash) != 0)
-		goto out;
-
-	/* Not JSON: the body's own parse says where and why. */
-	r = root != NULL ? txn_request_parse_tree(root, &rq, &perr)
-	                 : txn_request_parse(body, len, &rq, &perr);
-	http_json_wipe_delete(root);
-	root = NULL;
-	if (r != 0) {
-		if (r == FGW_ERR_INVALID) {
-			snprintf(msg, sizeof(msg), "%s %s", perr.where, perr.msg);
-			http_send_error_param(rx, req, 400, "VALIDATION_ERROR", msg, perr.where);
-		} else {
-			http_send_error(rx, req, 500, "INTERNAL_ERROR",
-			                "An unexpected error occurred");
-		}
-		goto fail;
-	}
-	if (!txn_return_url_allowed(rq, rx->gw->cfg.return_url_origins)) {
-		http_send_error_param(
-		    rx, req, 400, "VALIDATION_ERROR",
-		    "returnUrl must point to an origin listed in return_url_origins",
-		    "returnUrl");
-		goto fail;
-	}
-	fgw_strlcpy(rq->customer_id, who.subject, sizeof(rq->customer_id));
-	if ((rq->payment_method_id[0] || rq->save_method) && rq->customer_id[0] == '\0') {
-		http_send_error_param(
-		    rx, req, 400, "CUSTOMER_REQUIRED",
-		    "X-Customer-Id is required with paymentMethodId or savePaymentMethod",
-		    "X-Customer-Id");
-		goto fail;
-	}
-	if ((ctx = calloc(1, sizeof(*ctx))) == NULL ||
-	    (r = txn_new(&rx->env, rq, who.client_id, who.source, key, hash, &t)) != 0) {
-		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
-		goto fail;
-	}
-	rq = NULL; /* owned by t now */
-	fgw_strlcpy(t->request_id, log_request_get(), sizeof(t->request_id));
-	ctx->t = t;
+	/* Counted as running from here: a keyed request reading its key
+	 * holds its place, so reads in flight cannot start more payments
+	 * than the limit. Every end of ctx releases it (req_free). */
 	gw_req_start(&ctx->g, rx, req, "transaction", req_free);
 	admit_take(rx);
+	fgw_strlcpy(ctx->request_id, log_request_get(), sizeof(ctx->request_id));
+	fgw_strlcpy(ctx->client_id, who.client_id, sizeof(ctx->client_id));
+	fgw_strlcpy(ctx->source, who.source, sizeof(ctx->source));
+	memcpy(ctx->hash, hash, sizeof(ctx->hash));
+	fgw_strlcpy(ctx->subject, who.subject, sizeof(ctx->subject));
+	/* A keyed request parses once the key is its own: a repeat answers
+	 * from the stored row without it, and the key's answer goes before
+	 * any refusal of the body, as it always did. The tree (the body is
+	 * in evhttp's buffer as long anyway) is wiped when parsed or freed.
+	 * Not JSON: the body's own parse says where and why, now, while the
+	 * body is sure to be there. */
+	ctx->root = root;
+	root = NULL;
+	if (ctx->root == NULL &&
+	    (ctx->perr = txn_request_parse(body, len, &ctx->rq, &ctx->why)) == 0)
+		fgw_strlcpy(ctx->rq->customer_id, who.subject, sizeof(ctx->rq->customer_id));
+	else if (ctx->root != NULL && key == NULL)
+		txn_parse(ctx);
 	if (key != NULL)
-		gw_req_claim(&ctx->g, who.client_id, key);
-	atomic_fetch_add(&rx->gw->metrics.txn_started, 1);
-	pipeline_start(t, on_txn_done, ctx); /* t owned by the runner now */
-	return;
-fail:
-	txn_request_free(rq);
-	free(ctx);
-	if (key != NULL)
-		idem_end(rx->gw->idem, who.client_id, key);
-	return;
+		http_idem_front(&ctx->g, who.client_id, key, hash, txn_start);
+	else
+		txn_start(&ctx->g);
 out:
 	http_json_wipe_delete(root);
 }
@@ -236,7 +289,8 @@ h_txn_get(struct reactor *rx, struct evhttp_request *req, const char *path)
 	fgw_strlcpy(c->client_id, who.client_id, sizeof(c->client_id));
 	fgw_strlcpy(c->id, id, sizeof(c->id));
 	gw_req_start(&c->g, rx, req, "transaction read", txn_get_free);
-	if (store_read(rx->gw->store, rx->waker, rx->reader, txn_get_read, c, txn_get_done) != 0)
+	if (store_read(rx->gw->store, rx->waker, rx->reader, txn_get_read, c, txn_get_done) !=
+	    0)
 		gw_req_error(&c->g, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
 }
 

@@ -59,6 +59,11 @@ struct op_ctx {
 	char client[64];
 	char source[64];
 	char hash[65];
+	char id[40]; /* the transaction the path names */
+	/* What the front's read found (op_read): the row, refunded so far. */
+	int row_rc;
+	int parse_rc; /* txnop_body_parse's, with its reason: */
+	char parse_msg[sizeof(((struct fgw_why *)0)->msg)];
 	char proc_key[96];
 	char refund_id[40];
 	int64_t amount;             /* refund amount */
@@ -608,18 +613,123 @@ proc_key_for(struct op_ctx *c)
 	return n < 0 || (size_t)n >= sizeof(c->proc_key) ? FGW_ERR_TOO_LARGE : FGW_OK;
 }
 
+/* On a read thread (PostgreSQL) or in place (SQLite): only c's fields.
+ * One hop reads the key's stored answer, the row and what was refunded
+ * of it; the row only when the key does not answer. */
+static int
+op_read(struct store_reader *rd, void *arg)
+{
+	struct op_ctx *c = arg;
+	int r;
+
+	if (c->g.look != NULL && http_idem_read(rd, &c->g))
+		return 0;
+	if (c->parse_rc != 0)
+		return 0; /* refused before the row matters */
+	r = store_txn_get(rd, c->client, c->id, &c->row);
+	if (r == 0)
+		r = store_pendingop_refunded(rd, c->id, &c->refunded);
+	c->row_rc = r;
+	return 0;
+}
+
+/* The key (if any) is this request's, the row read: the checks of the
+ * operation against the row's state, then its write-ahead. */
+static void
+op_read_done(void *arg, int rc)
+{
+	struct op_ctx *c = arg;
+	enum proc_op op = c->op;
+	enum txn_state cur, op_end = op == PROC_OP_CAPTURE ? TXN_SUCCEEDED : TXN_CANCELED;
+	char prev[LOG_REQUEST_ID_MAX];
+
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	log_request_set(c->request_id);
+	if (c->g.look != NULL && http_idem_decide(&c->g, rc))
+		goto out;
+	if (rc == FGW_ERR_SHUTDOWN) { /* the store closed before the read */
+		gw_req_error(&c->g, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
+		goto out;
+	}
+	if (c->parse_rc != 0) {
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR", c->parse_msg);
+		goto out;
+	}
+	if (c->row_rc == FGW_ERR_NOT_FOUND) {
+		gw_req_error(&c->g, 404, "NOT_FOUND", "Transaction not found");
+		goto out;
+	}
+	if (rc != 0 || c->row_rc != 0) {
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		goto out;
+	}
+	/* Forward-only: each operation has the states it may start from. */
+	cur = txn_state_of(c->row.status);
+	if (op == PROC_OP_REFUND && cur == TXN_REFUNDED) {
+		/* Final, but a retry of a refund it holds still gets its
+		 * answer: the write-ahead job decides (refund_begun). */
+		c->amount_given = c->amount > 0;
+		fgw_strlcpy(c->new_status, txn_state_name(TXN_REFUNDED), sizeof(c->new_status));
+	} else if (op == PROC_OP_REFUND) {
+		if (cur != TXN_SUCCEEDED && cur != TXN_PARTIALLY_REFUNDED) {
+			gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE",
+			             "Only a captured (succeeded) transaction can be refunded");
+			goto out;
+		}
+		c->amount_given = c->amount > 0;
+		if (c->amount == 0)
+			c->amount = c->row.amount - c->refunded;
+		if (c->amount <= 0 || c->amount > c->row.amount - c->refunded) {
+			gw_req_error(&c->g, 400, "REFUND_EXCEEDS_CAPTURED",
+			             "The refund is more than what is left to refund");
+			goto out;
+		}
+		fgw_strlcpy(c->new_status,
+		            txn_state_name(c->refunded + c->amount == c->row.amount
+		                               ? TXN_REFUNDED
+		                               : TXN_PARTIALLY_REFUNDED),
+		            sizeof(c->new_status));
+	} else if (cur != TXN_AUTHORIZED && (c->g.key[0] == '\0' || cur != op_end)) {
+		/* Already in the operation's own end state, a keyed request
+		 * goes on: if it is the retry of that operation (the reconciler
+		 * may have finished it), the write-ahead job adopts it and the
+		 * answer follows; any other is refused there (txnop_begun). */
+		gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE",
+		             op == PROC_OP_CAPTURE
+		                 ? "Only an authorized transaction can be captured"
+		                 : "Only an authorized transaction can be canceled");
+		goto out;
+	} else {
+		fgw_strlcpy(c->new_status, txn_state_name(op_end), sizeof(c->new_status));
+	}
+	/* The operation goes to the processor that made the charge. */
+	if (pipeline_proc_by_name(&c->g.rx->env, c->row.processor, &c->proc, &c->type) != 0) {
+		gw_req_error(&c->g, 502, "PAYMENT_PROCESSING_FAILED",
+		             "The transaction's processor is not configured");
+		goto out;
+	}
+	if (fgw_random_id("rf_", c->refund_id, sizeof(c->refund_id)) != 0 ||
+	    proc_key_for(c) != 0 || c->type->build_op == NULL || c->type->parse_op == NULL) {
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		goto out;
+	}
+	if (op == PROC_OP_REFUND)
+		begin_refund(c);
+	else
+		begin_txnop(c);
+out:
+	log_request_set(prev);
+}
+
 static void
 h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc_op op)
 {
-	const struct proc_type *pt;
 	struct auth_ctx who;
 	struct op_ctx *c = NULL;
 	const char *body, *key;
-	enum txn_state cur, op_end = op == PROC_OP_CAPTURE ? TXN_SUCCEEDED : TXN_CANCELED;
 	struct fgw_why bw;
 	char id[40];
 	size_t len;
-	int r;
 
 	if (http_authenticate(rx, req, path, AUTH_API_KEY, &who) != 0 ||
 	    http_keyed_body(rx, req, &who, &body, &len, &key) != 0)
@@ -645,85 +755,21 @@ h_op(struct reactor *rx, struct evhttp_request *req, const char *path, enum proc
 	c->op = op;
 	fgw_strlcpy(c->client, who.client_id, sizeof(c->client));
 	fgw_strlcpy(c->source, who.source, sizeof(c->source));
+	fgw_strlcpy(c->id, id, sizeof(c->id));
 	if (http_request_hash(rx, "POST", path, body, len, c->hash) != 0) {
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		return;
 	}
-	if (key != NULL) {
-		if (http_idempotency_front(rx, req, who.client_id, key, c->hash) != 0) {
-			gw_req_drop(&c->g); /* answered there */
-			return;
-		}
-		gw_req_claim(&c->g, who.client_id, key);
-	}
-	if (txnop_body_parse(body, len, op, &c->amount, &bw) != 0) {
-		gw_req_error(&c->g, 400, "VALIDATION_ERROR", bw.msg);
-		return;
-	}
-	r = store_txn_get(rx->reader, who.client_id, id, &c->row);
-	if (r == FGW_ERR_NOT_FOUND) {
-		gw_req_error(&c->g, 404, "NOT_FOUND", "Transaction not found");
-		return;
-	}
-	if (r != 0 || (r = store_pendingop_refunded(rx->reader, id, &c->refunded)) != 0) {
+	/* Parsed now (the body is not needed after), answered after the
+	 * front: a key's stored answer goes first, as it always did. */
+	if ((c->parse_rc = txnop_body_parse(body, len, op, &c->amount, &bw)) != 0)
+		fgw_strlcpy(c->parse_msg, bw.msg, sizeof(c->parse_msg));
+	if (key != NULL && http_idem_claim(&c->g, who.client_id, key, c->hash) != 0) {
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		return;
 	}
-	/* Forward-only: each operation has the states it may start from. */
-	cur = txn_state_of(c->row.status);
-	if (op == PROC_OP_REFUND && cur == TXN_REFUNDED) {
-		/* Final, but a retry of a refund it holds still gets its
-		 * answer: the write-ahead job decides (refund_begun). */
-		c->amount_given = c->amount > 0;
-		fgw_strlcpy(c->new_status, txn_state_name(TXN_REFUNDED), sizeof(c->new_status));
-	} else if (op == PROC_OP_REFUND) {
-		if (cur != TXN_SUCCEEDED && cur != TXN_PARTIALLY_REFUNDED) {
-			gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE",
-			             "Only a captured (succeeded) transaction can be refunded");
-			return;
-		}
-		c->amount_given = c->amount > 0;
-		if (c->amount == 0)
-			c->amount = c->row.amount - c->refunded;
-		if (c->amount <= 0 || c->amount > c->row.amount - c->refunded) {
-			gw_req_error(&c->g, 400, "REFUND_EXCEEDS_CAPTURED",
-			             "The refund is more than what is left to refund");
-			return;
-		}
-		fgw_strlcpy(c->new_status,
-		            txn_state_name(c->refunded + c->amount == c->row.amount
-		                               ? TXN_REFUNDED
-		                               : TXN_PARTIALLY_REFUNDED),
-		            sizeof(c->new_status));
-	} else if (cur != TXN_AUTHORIZED && (c->g.key[0] == '\0' || cur != op_end)) {
-		/* Already in the operation's own end state, a keyed request
-		 * goes on: if it is the retry of that operation (the reconciler
-		 * may have finished it), the write-ahead job adopts it and the
-		 * answer follows; any other is refused there (txnop_begun). */
-		gw_req_error(&c->g, 409, "INVALID_TRANSACTION_STATE",
-		             op == PROC_OP_CAPTURE
-		                 ? "Only an authorized transaction can be captured"
-		                 : "Only an authorized transaction can be canceled");
-		return;
-	} else {
-		fgw_strlcpy(c->new_status, txn_state_name(op_end), sizeof(c->new_status));
-	}
-	/* The operation goes to the processor that made the charge. */
-	if (pipeline_proc_by_name(&rx->env, c->row.processor, &c->proc, &c->type) != 0) {
-		gw_req_error(&c->g, 502, "PAYMENT_PROCESSING_FAILED",
-		             "The transaction's processor is not configured");
-		return;
-	}
-	pt = c->type;
-	if (fgw_random_id("rf_", c->refund_id, sizeof(c->refund_id)) != 0 ||
-	    proc_key_for(c) != 0 || pt->build_op == NULL || pt->parse_op == NULL) {
-		gw_req_error(&c->g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
-		return;
-	}
-	if (op == PROC_OP_REFUND)
-		begin_refund(c);
-	else
-		begin_txnop(c);
+	if (store_read(rx->gw->store, rx->waker, rx->reader, op_read, c, op_read_done) != 0)
+		gw_req_error(&c->g, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
 }
 
 static void

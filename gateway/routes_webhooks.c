@@ -46,7 +46,8 @@
 
 /* One inbound event on its way through the store. */
 struct wh_ctx {
-	struct gw_req g; /* first: the request and its reactor */
+	struct gw_req g;                     /* first: the request and its reactor */
+	char request_id[LOG_REQUEST_ID_MAX]; /* on the lines logged after the read */
 	char processor[32];
 	char source[64];
 	char event_id[128];
@@ -56,14 +57,27 @@ struct wh_ctx {
 	char result[24];                   /* applied, no_move, unmatched, ignored */
 	enum txn_state old_state;          /* the transaction's, before the event */
 	struct store_refund_event refunds; /* what a refund event committed */
+	/* The event as its adapter reads it (pe points into ev). */
+	cJSON *ev;
+	struct proc_event pe;
+	int ignored; /* nothing to apply: acknowledged as "ignored" */
+	/* What wh_read found, off the reactor: whether the event id was seen
+	 * (seen_rc 0, its result in seen), the transaction it names (find_rc)
+	 * and its row (row_rc). */
+	int seen_rc, find_rc, row_rc;
+	char seen[24];
+	struct store_txn_row row;
 };
 
 static void
 wh_free(struct gw_req *g, int abandoned)
 {
+	struct wh_ctx *ctx = (struct wh_ctx *)g;
 	/* Abandoned: not acknowledged, so the processor sends it again. */
 	(void)abandoned;
-	free(g);
+	store_txn_row_clear(&ctx->row);
+	cJSON_Delete(ctx->ev);
+	free(ctx);
 }
 
 static void
@@ -168,9 +182,9 @@ on_moved(void *arg, int rc, const struct store_txn_row *row)
 }
 
 /* Our transaction: the one the event names by our id, else the one whose
- * processor reference the event gives. */
+ * processor reference the event gives. On a read thread (wh_read). */
 static int
-find_txn(struct reactor *rx, const struct proc_event *pe, char *id, size_t cap)
+find_txn(struct store_reader *rd, const struct proc_event *pe, char *id, size_t cap)
 {
 	for (int i = 0; i < PROC_EVENT_REFS; i++) {
 		struct store_txn_row row;
@@ -178,7 +192,7 @@ find_txn(struct reactor *rx, const struct proc_event *pe, char *id, size_t cap)
 		if (c == NULL || strncmp(c, "txn_", 4) != 0 || strlen(c) >= cap)
 			continue;
 		memset(&row, 0, sizeof(row));
-		if (store_txn_get(rx->reader, NULL, c, &row) == 0) {
+		if (store_txn_get(rd, NULL, c, &row) == 0) {
 			store_txn_row_clear(&row);
 			fgw_strlcpy(id, c, cap);
 			return FGW_OK;
@@ -186,26 +200,39 @@ find_txn(struct reactor *rx, const struct proc_event *pe, char *id, size_t cap)
 	}
 	for (int i = 0; i < PROC_EVENT_REFS; i++)
 		if (pe->processor_refs[i] != NULL &&
-		    store_txn_id_by_ref(rx->reader, pe->processor_refs[i], id, cap) == 0)
+		    store_txn_id_by_ref(rd, pe->processor_refs[i], id, cap) == 0)
 			return FGW_OK;
 	return FGW_ERR_NOT_FOUND;
 }
 
-/* The transaction as it now stands goes to the other features (and the
- * website hears of it) after a move committed. */
+/* The transaction as it now stands goes to the other features after a
+ * move committed. */
 static void
-publish(struct wh_ctx *ctx, const char *notify)
+publish(struct wh_ctx *ctx)
 {
-	struct store_txn_row row;
+	txn_settle_publish(&ctx->g.rx->env, ctx->txn_id);
+}
 
-	if (notify == NULL) {
-		txn_settle_publish(&ctx->g.rx->env, ctx->txn_id);
-		return;
-	}
-	memset(&row, 0, sizeof(row));
-	if (store_txn_get(ctx->g.rx->reader, NULL, ctx->txn_id, &row) == 0)
-		webhooks_notify(ctx->g.rx->gw->wh, &ctx->g.rx->env, &row, notify);
-	store_txn_row_clear(&row);
+/* A dispute committed: the row as it now stands is read (off the
+ * reactor), the website hears of it, then the event is recorded. */
+static int
+disputed_read(struct store_reader *rd, void *arg)
+{
+	struct wh_ctx *ctx = arg;
+
+	store_txn_row_clear(&ctx->row);
+	memset(&ctx->row, 0, sizeof(ctx->row));
+	return store_txn_get(rd, NULL, ctx->txn_id, &ctx->row);
+}
+
+static void
+disputed_read_done(void *arg, int rc)
+{
+	struct wh_ctx *ctx = arg;
+
+	if (rc == 0)
+		webhooks_notify(ctx->g.rx->gw->wh, &ctx->g.rx->env, &ctx->row, "disputed");
+	record(ctx);
 }
 
 static void
@@ -225,7 +252,7 @@ on_refunds(void *arg, int rc)
 		fgw_strlcpy(ctx->result, "applied", sizeof(ctx->result));
 		ctx->target = txn_state_of(ctx->refunds.new_status);
 		if (ctx->target != ctx->old_state)
-			publish(ctx, NULL);
+			publish(ctx);
 	}
 	record(ctx);
 }
@@ -243,8 +270,11 @@ on_disputed(void *arg, int rc)
 		gw_req_error(&ctx->g, 500, "INTERNAL_ERROR", "The event could not be applied");
 		return;
 	} else {
+		struct reactor *rx = ctx->g.rx;
 		fgw_strlcpy(ctx->result, "applied", sizeof(ctx->result));
-		publish(ctx, "disputed");
+		if (store_read(rx->gw->store, rx->waker, rx->reader, disputed_read, ctx,
+		               disputed_read_done) == 0)
+			return;
 	}
 	record(ctx);
 }
@@ -363,41 +393,67 @@ waits_for_browser(const struct store_txn_row *row)
 	return r;
 }
 
-/* Applies a verified event as the processor's adapter reads it (pt, from
- * the inbound_webhook scheme): ctx is owned by the store callbacks after. */
+/* Reads the event as the processor's adapter does (pt, from the
+ * inbound_webhook scheme) into ctx, before anything is read. */
 static void
-apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
+map(struct wh_ctx *ctx, const struct proc_type *pt)
+{
+	struct proc_event *pe = &ctx->pe;
+
+	proc_event_init(pe);
+	/* Unknown to the adapter, or not an outcome yet: acknowledged. */
+	ctx->ignored = pt == NULL || pt->map_event == NULL ||
+	               pt->map_event(ctx->ev, pe) != 0 || pe->kind == PROC_EVENT_IGNORE ||
+	               (pe->kind == PROC_EVENT_REFUND &&
+	                strcmp(pe->refund_status, "pending") == 0);
+	if (!ctx->ignored && pe->kind == PROC_EVENT_MOVE)
+		ctx->target = pe->target;
+}
+
+/* On a read thread (PostgreSQL) or in place (SQLite), only ctx's fields:
+ * the event id's dedupe, then the transaction the event names and its
+ * row, in one hop. */
+static int
+wh_read(struct store_reader *rd, void *arg)
+{
+	struct wh_ctx *ctx = arg;
+
+	ctx->find_rc = ctx->row_rc = FGW_ERR_NOT_FOUND;
+	ctx->seen_rc = store_webhook_seen(rd, ctx->processor, ctx->event_id, ctx->seen);
+	if (ctx->seen_rc != FGW_ERR_NOT_FOUND || ctx->ignored)
+		return 0;
+	ctx->find_rc = find_txn(rd, &ctx->pe, ctx->txn_id, sizeof(ctx->txn_id));
+	if (ctx->find_rc == 0)
+		ctx->row_rc = store_txn_get(rd, NULL, ctx->txn_id, &ctx->row);
+	return 0;
+}
+
+/* Applies a verified, mapped event with what wh_read found: ctx is owned
+ * by the store callbacks after. */
+static void
+apply(struct wh_ctx *ctx)
 {
 	struct reactor *rx = ctx->g.rx;
-	struct store_txn_row row;
+	struct store_txn_row row = ctx->row; /* shallow: ctx keeps it */
 	struct txn_settlement set;
-	struct proc_event pe;
+	const struct proc_event pe = ctx->pe;
 	enum txn_state from, to;
 	char *details = NULL, *next_action = NULL;
-	int r;
+	int r = ctx->row_rc;
 
-	proc_event_init(&pe);
-	if (pt == NULL || pt->map_event == NULL || pt->map_event(ev, &pe) != 0 ||
-	    pe.kind == PROC_EVENT_IGNORE ||
-	    (pe.kind == PROC_EVENT_REFUND && strcmp(pe.refund_status, "pending") == 0)) {
-		/* Unknown to the adapter, or not an outcome yet: acknowledged. */
+	if (ctx->ignored) {
 		fgw_strlcpy(ctx->result, "ignored", sizeof(ctx->result));
 		record(ctx);
 		return;
 	}
-	if (pe.kind == PROC_EVENT_MOVE)
-		ctx->target = pe.target;
-	if (find_txn(rx, &pe, ctx->txn_id, sizeof(ctx->txn_id)) != 0) {
+	if (ctx->find_rc != 0) {
 		fgw_strlcpy(ctx->result, "unmatched", sizeof(ctx->result));
 		record(ctx);
 		return;
 	}
-	memset(&row, 0, sizeof(row));
-	r = store_txn_get(rx->reader, NULL, ctx->txn_id, &row);
 	if (r == 0 && strcmp(row.processor, ctx->processor) != 0) {
 		/* Signed by one processor's secret, about another processor's
 		 * transaction: it cannot speak for that payment. */
-		store_txn_row_clear(&row);
 		fgw_strlcpy(ctx->result, "unmatched", sizeof(ctx->result));
 		record(ctx);
 		return;
@@ -406,7 +462,6 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		/* Our own processor call has not been recorded yet: moving now
 		 * would make the pipeline's commit (and its idempotent answer)
 		 * fail. Not recorded, so the processor's retry applies it. */
-		store_txn_row_clear(&row);
 		atomic_fetch_add(&rx->gw->metrics.webhooks_in[3], 1);
 		if (refusals_admit(rx->gw->refusals, "webhook.deferred", ctx->source,
 		                   fgw_mono_ms()))
@@ -419,7 +474,6 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 	if (r == 0)
 		ctx->old_state = txn_state_of(row.status);
 	if (pe.kind != PROC_EVENT_MOVE) {
-		store_txn_row_clear(&row);
 		apply_other(ctx, &pe);
 		return;
 	}
@@ -433,7 +487,6 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		          ctx->event_id, txn_state_name(ctx->target), (long long)pe.amount,
 		          pe.currency[0] ? pe.currency : "-", ctx->txn_id, (long long)row.amount,
 		          row.currency);
-		store_txn_row_clear(&row);
 		fgw_strlcpy(ctx->result, "mismatch", sizeof(ctx->result));
 		record(ctx);
 		return;
@@ -441,7 +494,6 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 	if (r == 0 && ctx->target == TXN_DECLINED && waits_for_browser(&row)) {
 		/* The customer confirms this payment at the processor and may
 		 * try another card there: a failed attempt is not its end. */
-		store_txn_row_clear(&row);
 		fgw_strlcpy(ctx->result, "no_move", sizeof(ctx->result));
 		record(ctx);
 		return;
@@ -449,7 +501,6 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 	if (r == 0 && ctx->target == TXN_REFUNDED && pe.refunded_total >= 0 &&
 	    pe.refunded_total < row.amount) {
 		/* Less than this payment's amount: not all of it. */
-		store_txn_row_clear(&row);
 		fgw_strlcpy(ctx->result, "no_move", sizeof(ctx->result));
 		record(ctx);
 		return;
@@ -463,7 +514,6 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		ctx->target = pe.fallback;
 		to = ctx->target;
 	}
-	store_txn_row_clear(&row);
 	/* Only the shape every adapter relays, with a checked URL: the
 	 * website sends its customer there. Anything else is not stored. */
 	if (to == TXN_REQUIRES_ACTION && proc_next_action(pe.next_action, &next_action) != 0)
@@ -491,6 +541,51 @@ apply(struct wh_ctx *ctx, const cJSON *ev, const struct proc_type *pt)
 		on_moved(ctx, r, NULL);
 }
 
+/* What wh_read found: a repeat of an event id is a 200 no-op, anything
+ * else is applied (ctx owned by the store callbacks after). */
+static void
+wh_read_run(struct wh_ctx *ctx, int rc)
+{
+	struct reactor *rx = ctx->g.rx;
+	char answer[120];
+
+	if (rc == FGW_ERR_SHUTDOWN) { /* the store closed before the read */
+		gw_req_error(&ctx->g, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
+		return;
+	}
+	if (ctx->seen_rc == 0) {
+		atomic_fetch_add(&rx->gw->metrics.webhooks_in[2], 1);
+		/* A captured signed event can be replayed until its timestamp
+		 * goes stale: bounded like a refusal. */
+		if (refusals_admit(rx->gw->refusals, "webhook.duplicate", ctx->source,
+		                   fgw_mono_ms()))
+			audit_only(rx, ctx->processor, ctx->source, "webhook.duplicate", "duplicate",
+			           "", NULL, ctx->event_id);
+		snprintf(answer, sizeof(answer),
+		         "{\"received\":true,\"result\":\"%s\",\"duplicate\":true}", ctx->seen);
+		gw_req_finish(&ctx->g, 200, answer);
+		return;
+	}
+	if (rc != 0 || ctx->seen_rc != FGW_ERR_NOT_FOUND) {
+		gw_req_error(&ctx->g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+		return;
+	}
+	apply(ctx);
+}
+
+/* The lines logged name the request, as they did before the read. */
+static void
+wh_read_done(void *arg, int rc)
+{
+	struct wh_ctx *ctx = arg;
+	char prev[LOG_REQUEST_ID_MAX];
+
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	log_request_set(ctx->request_id);
+	wh_read_run(ctx, rc);
+	log_request_set(prev);
+}
+
 static void
 h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 {
@@ -500,7 +595,7 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 	cJSON *ev = NULL;
 	struct fgw_json_error jerr;
 	const cJSON *id, *type, *data, *obj;
-	char processor[32], source[64], seen[24], *body;
+	char processor[32], source[64], *body;
 	size_t n_secrets = 0, len;
 	int r;
 
@@ -583,31 +678,22 @@ h_webhook(struct reactor *rx, struct evhttp_request *req, const char *path)
 		       "The event needs a string id, a string type and a data.object");
 		goto out;
 	}
-	r = store_webhook_seen(rx->reader, processor, id->valuestring, seen);
-	if (r == 0) {
-		char answer[120];
-		atomic_fetch_add(&rx->gw->metrics.webhooks_in[2], 1);
-		/* A captured signed event can be replayed until its timestamp
-		 * goes stale: bounded like a refusal. */
-		if (refusals_admit(rx->gw->refusals, "webhook.duplicate", source, fgw_mono_ms()))
-			audit_only(rx, processor, source, "webhook.duplicate", "duplicate", "", NULL,
-			           id->valuestring);
-		snprintf(answer, sizeof(answer),
-		         "{\"received\":true,\"result\":\"%s\",\"duplicate\":true}", seen);
-		http_send_json(rx, req, 200, answer);
-		goto out;
-	}
-	if (r != FGW_ERR_NOT_FOUND || (ctx = calloc(1, sizeof(*ctx))) == NULL) {
+	if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
 		http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 		goto out;
 	}
 	/* Counted like a transaction so shutdown waits for its commit. */
 	gw_req_start(&ctx->g, rx, req, "webhook", wh_free);
+	fgw_strlcpy(ctx->request_id, log_request_get(), sizeof(ctx->request_id));
 	fgw_strlcpy(ctx->processor, processor, sizeof(ctx->processor));
 	fgw_strlcpy(ctx->source, source, sizeof(ctx->source));
 	fgw_strlcpy(ctx->event_id, id->valuestring, sizeof(ctx->event_id));
 	fgw_strlcpy(ctx->event_type, type->valuestring, sizeof(ctx->event_type));
-	apply(ctx, ev, proc_type_find(scheme)); /* ctx owned by the store callbacks now */
+	ctx->ev = ev; /* the mapped event points into it */
+	ev = NULL;
+	map(ctx, proc_type_find(scheme));
+	if (store_read(rx->gw->store, rx->waker, rx->reader, wh_read, ctx, wh_read_done) != 0)
+		gw_req_error(&ctx->g, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
 out:
 	cJSON_Delete(ev);
 }

@@ -25,9 +25,12 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "crypto/jwt.h"
+#include "gateway/gateway.h"
 #include "gateway/http.h"
+#include "gateway/reqctx.h"
 #include "gateway/web.h"
 #include "store/reservations.h"
+#include "store/store.h"
 
 #define WEB_MAX_FILE (4L * 1024 * 1024)
 #define DEMO_TOKEN_TTL_S 3600
@@ -219,30 +222,82 @@ h_demo_root(struct reactor *rx, struct evhttp_request *req, const char *path)
 	evhttp_send_reply(req, 302, "Found", NULL);
 }
 
-/* The catalogue the demo offers: open slots still ahead. */
-struct slots_acc {
+/* POST /v1/dev/token: the token is signed at once; the catalogue the
+ * demo offers (open slots still ahead, at most DEMO_SLOTS_MAX) is read
+ * through store_read (off the reactor on PostgreSQL) and the answer goes
+ * when it comes. */
+#define DEMO_SLOTS_MAX 50
+struct token_ctx {
+	struct gw_req g; /* first: gw_req_finish frees the whole */
+	cJSON *o;        /* the answer, its "slots" array first */
 	cJSON *arr;
 	int64_t now;
+	/* Written by the read (on a read thread on PostgreSQL). */
+	struct {
+		struct resv_slot s;
+		struct resv_experience e;
+	} slots[DEMO_SLOTS_MAX];
+	int n;
 };
 
 static void
+token_free(struct gw_req *g, int abandoned)
+{
+	struct token_ctx *c = (struct token_ctx *)g;
+
+	(void)abandoned;
+	cJSON_Delete(c->o);
+	free(c);
+}
+
+/* On a read thread (PostgreSQL) or in place (SQLite): only c's fields. */
+static void
 add_slot(void *arg, const struct resv_slot *s, const struct resv_experience *e)
 {
-	struct slots_acc *a = arg;
-	cJSON *o;
-	char iso[32];
-	if (strcmp(s->status, "open") != 0 || s->starts_at <= a->now ||
-	    cJSON_GetArraySize(a->arr) >= 50 || (o = cJSON_CreateObject()) == NULL)
+	struct token_ctx *c = arg;
+	if (strcmp(s->status, "open") != 0 || s->starts_at <= c->now ||
+	    c->n >= DEMO_SLOTS_MAX)
 		return;
-	cJSON_AddItemToArray(a->arr, o);
-	cJSON_AddStringToObject(o, "timeSlotId", s->id);
-	cJSON_AddStringToObject(o, "experienceId", e->id);
-	cJSON_AddStringToObject(o, "experienceName", e->name);
-	cJSON_AddNumberToObject(o, "price", (double)e->price);
-	cJSON_AddStringToObject(o, "currency", e->currency);
-	if (fgw_iso8601(s->starts_at, iso, sizeof(iso)) == 0)
-		cJSON_AddStringToObject(o, "startsAt", iso);
-	cJSON_AddNumberToObject(o, "available", s->capacity - s->taken);
+	c->slots[c->n].s = *s;
+	c->slots[c->n].e = *e;
+	c->n++;
+}
+
+static int
+token_read(struct store_reader *rd, void *arg)
+{
+	return resv_slots_each(rd, add_slot, arg);
+}
+
+/* The slots as read (a failed read answers none, as before). */
+static void
+token_read_done(void *arg, int rc)
+{
+	struct token_ctx *c = arg;
+	char iso[32], *s;
+
+	(void)rc;
+	for (int i = 0; i < c->n; i++) {
+		const struct resv_slot *sl = &c->slots[i].s;
+		const struct resv_experience *e = &c->slots[i].e;
+		cJSON *o = cJSON_CreateObject();
+		if (o == NULL)
+			continue;
+		cJSON_AddItemToArray(c->arr, o);
+		cJSON_AddStringToObject(o, "timeSlotId", sl->id);
+		cJSON_AddStringToObject(o, "experienceId", e->id);
+		cJSON_AddStringToObject(o, "experienceName", e->name);
+		cJSON_AddNumberToObject(o, "price", (double)e->price);
+		cJSON_AddStringToObject(o, "currency", e->currency);
+		if (fgw_iso8601(sl->starts_at, iso, sizeof(iso)) == 0)
+			cJSON_AddStringToObject(o, "startsAt", iso);
+		cJSON_AddNumberToObject(o, "available", sl->capacity - sl->taken);
+	}
+	if ((s = cJSON_PrintUnformatted(c->o)) == NULL)
+		gw_req_error(&c->g, 500, "INTERNAL_ERROR", "An unexpected error occurred");
+	else
+		gw_req_finish(&c->g, 200, s);
+	free(s);
 }
 
 /* POST /v1/dev/token (development only): a customer JWT for the demo,
@@ -254,10 +309,10 @@ h_dev_token(struct reactor *rx, struct evhttp_request *req, const char *path)
 	struct web *w = rx->gw->web;
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	struct fgw_json_error jerr;
-	struct slots_acc acc = { NULL, 0 };
-	cJSON *claims = NULL, *o = NULL, *body = NULL;
+	struct token_ctx *c = NULL;
+	cJSON *claims = NULL, *o = NULL, *arr, *body = NULL;
 	const cJSON *cust;
-	char sub[64], *cl = NULL, *tok = NULL, *s = NULL;
+	char sub[64], *cl = NULL, *tok = NULL;
 	int64_t now = fgw_now_ms() / 1000;
 	size_t len = evbuffer_get_length(in);
 
@@ -295,7 +350,7 @@ h_dev_token(struct reactor *rx, struct evhttp_request *req, const char *path)
 		}
 	}
 	if ((claims = cJSON_CreateObject()) == NULL || (o = cJSON_CreateObject()) == NULL ||
-	    (acc.arr = cJSON_AddArrayToObject(o, "slots")) == NULL)
+	    (arr = cJSON_AddArrayToObject(o, "slots")) == NULL)
 		goto fail;
 	cJSON_AddStringToObject(claims, "iss", cfg->jwt_issuer);
 	cJSON_AddStringToObject(claims, "aud", cfg->jwt_audience);
@@ -306,19 +361,23 @@ h_dev_token(struct reactor *rx, struct evhttp_request *req, const char *path)
 	if ((cl = cJSON_PrintUnformatted(claims)) == NULL ||
 	    jwt_sign_hs256(w->hs256, w->hs256_len, cl, NULL, &tok) != 0)
 		goto fail;
-	acc.now = fgw_now_ms();
-	(void)resv_slots_each(rx->reader, add_slot, &acc);
 	cJSON_AddStringToObject(o, "token", tok);
 	cJSON_AddNumberToObject(o, "expiresIn", DEMO_TOKEN_TTL_S);
 	cJSON_AddStringToObject(o, "customer", sub);
-	if ((s = cJSON_PrintUnformatted(o)) == NULL)
+	if ((c = calloc(1, sizeof(*c))) == NULL)
 		goto fail;
-	http_send_json(rx, req, 200, s);
+	c->o = o;
+	c->arr = arr;
+	c->now = fgw_now_ms();
+	o = NULL; /* c's now */
+	gw_req_start(&c->g, rx, req, "demo token", token_free);
+	if (store_read(rx->gw->store, rx->waker, rx->reader, token_read, c,
+	               token_read_done) != 0)
+		gw_req_error(&c->g, 503, "SERVICE_UNAVAILABLE", "The service is shutting down");
 	goto out;
 fail:
 	http_send_error(rx, req, 500, "INTERNAL_ERROR", "An unexpected error occurred");
 out:
-	free(s);
 	free(tok);
 	free(cl);
 	cJSON_Delete(claims);

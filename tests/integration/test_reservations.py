@@ -172,14 +172,19 @@ def _payment_moves():
 
 def test_payment_moves_reach_only_linked_holds():
     """A payment under the website's own res_ id (no hold behind it) queues
-    no reservation job; a converted hold's payment still moves its
-    reservation, through to a refund that gives the places back."""
+    no reservation job on SQLite (a read in place tells); on PostgreSQL,
+    where that read would be a round trip on the reactor, the job is
+    queued and changes nothing. A converted hold's payment still moves
+    its reservation, through to a refund that gives the places back."""
     before = _payment_moves()
-    paid = gw().pay(harness.txn_body(reservationId=f"res_site_{uuid.uuid4().hex[:16]}"))
+    site = f"res_site_{uuid.uuid4().hex[:16]}"
+    paid = gw().pay(harness.txn_body(reservationId=site))
     assert paid.status == 200 and paid.body["status"] == "succeeded", paid
     after = _payment_moves()
-    assert after["skipped"] == before["skipped"] + 1, (before, after)
-    assert after["queued"] == before["queued"], (before, after)
+    skipped = 0 if harness.on_pg() else 1
+    assert after["skipped"] == before["skipped"] + skipped, (before, after)
+    assert after["queued"] == before["queued"] + 1 - skipped, (before, after)
+    assert gw().query("SELECT count(*) AS n FROM reservations WHERE id = ?", site)[0]["n"] == 0
 
     cust = customer()
     headers = {"X-Customer-Id": cust}
