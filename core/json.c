@@ -79,16 +79,10 @@ hex4(const unsigned char *s, unsigned int *out)
 {
 	unsigned int v = 0;
 	for (int i = 0; i < 4; i++) {
-		unsigned char c = s[i];
-		v <<= 4;
-		if (c >= '0' && c <= '9')
-			v |= c - '0';
-		else if (c >= 'a' && c <= 'f')
-			v |= c - 'a' + 10;
-		else if (c >= 'A' && c <= 'F')
-			v |= c - 'A' + 10;
-		else
+		int d = fgw_hexval(s[i]);
+		if (d < 0)
 			return -1;
+		v = v << 4 | (unsigned int)d;
 	}
 	*out = v;
 	return 0;

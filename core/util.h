@@ -47,6 +47,20 @@ int fgw_b64_decode(const char *in, size_t inlen, unsigned char **out, size_t *ou
 
 /* Lower-case hex of len bytes into out (needs 2*len+1). */
 void fgw_hex(const unsigned char *in, size_t len, char *out);
+/* The value of one hex digit (either case), or -1 for any other c.
+ * Inline: core/json.c uses it and links without the rest of util.c
+ * (libsodium). */
+static inline int
+fgw_hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
 
 /* Reads a whole file (at most max bytes) into malloc'ed, NUL-terminated
  * *out. FGW_ERR_NOT_FOUND, FGW_ERR_IO or FGW_ERR_TOO_LARGE. */

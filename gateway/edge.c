@@ -70,18 +70,6 @@ is_tchar(unsigned char c)
 	return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-static int
-hexval(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 void
 edge_scan_init(struct edge_scan *s, uint64_t max_head, uint64_t max_body)
 {
@@ -404,7 +392,7 @@ scan_byte(struct edge_scan *s, unsigned char c)
 		/* handled in edge_scan_feed, a run at a time */
 		return 0;
 	case ST_CHUNK_SIZE: {
-		int h = hexval(c);
+		int h = fgw_hexval(c);
 		if (c == '\r' && s->hexdigits > 0) {
 			s->st = ST_CHUNK_SIZE_LF;
 			return 0;

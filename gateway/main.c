@@ -4,8 +4,10 @@
  * Start-up order matters: allocator hooks and libevent threading come
  * before any event_base; keys before the store (the audit chain is keyed);
  * the store before the reactors (they hold wakers and readers). Shutdown
- * runs the same list backwards, after the reactors have drained. The
- * start-up steps are in gateway/startup.c, which `--check` runs too.
+ * runs the same list backwards, after the reactors have drained, except
+ * the main loop's waker and event_base: they outlive the store, whose
+ * writer delivers to them until it has drained. The start-up steps are
+ * in gateway/startup.c, which `--check` runs too.
  */
 #define LOG_MODULE "main"
 
@@ -885,12 +887,14 @@ out:
 	gw.velsync = NULL;
 	store_reader_close(velsync_rd);
 	velsync_rd = NULL;
-	if (sigbase != NULL)
-		event_base_free(sigbase);
 	mail_free(gw.mail);
+	/* The writer delivers to main_waker (event_active on its event) until
+	 * store_close has drained it; the event goes before its base. */
 	if (gw.store != NULL)
 		store_close(gw.store);
 	store_waker_free(main_waker);
+	if (sigbase != NULL)
+		event_base_free(sigbase);
 	idem_table_free(gw.idem);
 	remove_pid_file(&gw);
 	refusals_free(gw.refusals);

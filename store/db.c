@@ -511,11 +511,42 @@ db_errmsg(struct db *db)
 
 /* ---- helpers ----------------------------------------------------------- */
 
+/* Both copies of text column i into dst[cap]: NULL reads as "". A value
+ * of cap bytes or more is FGW_ERR_TOO_LARGE, with its first cap - 1 bytes
+ * in dst when truncate is set, else dst left as it was. No room at all
+ * (cap 0) writes nothing. */
+static int
+col_copy(struct db_stmt *s, int i, char *dst, size_t cap, int truncate)
+{
+	const char *t;
+	size_t n;
+	int r = 0;
+
+	if (cap == 0)
+		return FGW_ERR_TOO_LARGE;
+	if (db_col_is_null(s, i)) {
+		dst[0] = '\0';
+		return 0;
+	}
+	if ((t = db_col_text(s, i)) == NULL) {
+		dst[0] = '\0'; /* callers that ignore the result see "" */
+		return FGW_ERR_NOMEM;
+	}
+	if ((n = db_col_bytes(s, i)) >= cap) {
+		if (!truncate)
+			return FGW_ERR_TOO_LARGE;
+		n = cap - 1;
+		r = FGW_ERR_TOO_LARGE;
+	}
+	memcpy(dst, t, n);
+	dst[n] = '\0';
+	return r;
+}
+
 int
 db_col_copy(struct db_stmt *s, int i, char *dst, size_t cap)
 {
-	const char *t = db_col_text(s, i);
-	return fgw_strlcpy(dst, t != NULL ? t : "", cap) == 0 ? FGW_OK : FGW_ERR_TOO_LARGE;
+	return col_copy(s, i, dst, cap, 1);
 }
 
 /* Prepares the literal sql, binds ?1 = a and steps once: FGW_OK with a
@@ -557,21 +588,7 @@ db_int64_of(struct db *db, const char *sql, const char *a, int64_t *v)
 int
 db_col_copy_exact(struct db_stmt *s, int i, char *dst, size_t cap)
 {
-	const char *t;
-	size_t n;
-
-	if (db_col_is_null(s, i)) {
-		dst[0] = '\0';
-		return 0;
-	}
-	if ((t = db_col_text(s, i)) == NULL)
-		return FGW_ERR_NOMEM;
-	n = db_col_bytes(s, i);
-	if (n >= cap)
-		return FGW_ERR_TOO_LARGE;
-	memcpy(dst, t, n);
-	dst[n] = '\0';
-	return 0;
+	return col_copy(s, i, dst, cap, 0);
 }
 
 int

@@ -138,7 +138,8 @@ const char *db_errmsg(struct db *db);
 
 /* Helpers on top. */
 /* Copies text column i into dst[cap]; NULL reads as "". 0, or
- * FGW_ERR_TOO_LARGE when it did not fit (dst holds a truncated copy). */
+ * FGW_ERR_TOO_LARGE when it did not fit (dst holds a truncated copy, or
+ * nothing with cap 0), or FGW_ERR_NOMEM (dst holds ""). */
 int db_col_copy(struct db_stmt *s, int i, char *dst, size_t cap);
 /* The same without truncating: FGW_ERR_TOO_LARGE leaves dst unset (a
  * value of cap bytes or more never stands for a shorter one). */

@@ -75,6 +75,16 @@ _open_stacks = []  # Stacks started and not yet closed
 _seq = itertools.count(1)
 
 
+def live_daemons():
+    """The daemons started and not yet stopped (a copy)."""
+    return list(_live)
+
+
+def open_stacks():
+    """The Stacks started and not yet closed (a copy)."""
+    return list(_open_stacks)
+
+
 def set_build(path):
     global BUILD
     BUILD = os.path.abspath(path)
@@ -1189,9 +1199,12 @@ class Stack:
     """One sandbox and one gateway in a fresh temporary directory.
 
     Use as a context manager, or at module level with ensure() (started on
-    first use, restarted if a daemon died; run.py closes it after the module)."""
+    first use, restarted if a daemon died; run.py closes it after the module).
+    start, ensure and close hold the Stack's lock: threads sharing a Stack
+    start one pair of daemons, and close stops the pair that runs."""
 
     def __init__(self, sandbox_args=(), gateway_port=None, **gateway_kw):
+        self._lock = threading.RLock()  # ensure() -> close()/start() nest
         self.sandbox_args = list(sandbox_args)
         self.gateway_port = gateway_port
         self.gateway_kw = gateway_kw
@@ -1199,6 +1212,10 @@ class Stack:
         self.keep = False
 
     def start(self):
+        with self._lock:
+            return self._start()
+
+    def _start(self):
         self.dir = tempfile.mkdtemp(prefix="flairgw-it-")
         self.keep = False
         _open_stacks.append(self)
@@ -1214,14 +1231,19 @@ class Stack:
         return self
 
     def ensure(self):
-        if self.dir is None or not (self.sandbox.alive() and self.gw.alive()):
-            if self.dir is not None:
-                self.close(check=False)
-            self.start()
+        with self._lock:
+            if self.dir is None or not (self.sandbox.alive() and self.gw.alive()):
+                if self.dir is not None:
+                    self.close(check=False)
+                self.start()
         return self
 
     def close(self, check=True):
         """Stop both daemons; raise AssertionError listing any problems."""
+        with self._lock:
+            self._close(check)
+
+    def _close(self, check):
         if self.dir is None:
             return
         problems = []
@@ -1359,6 +1381,22 @@ def check_live():
         problems.append(f"{d.name} died unexpectedly")
         problems += d.problems
     assert not problems, "\n".join(problems)
+
+
+def stop_leftovers():
+    """After the run: closes every Stack still open and stops every daemon
+    still running (SIGTERM, then SIGKILL), so none outlives the run (they
+    run in sessions of their own: a signal to the runner's group misses
+    them). Returns a line per daemon that was still running."""
+    left = [f"{d.name} pid {d.proc.pid} in {d.dir}" for d in list(_live) if d.alive()]
+    for stack in list(_open_stacks):
+        try:
+            stack.close(check=False)
+        except Exception:  # noqa: BLE001 — the daemons are stopped below
+            pass
+    for d in list(_live):
+        d.stop(timeout=5)
+    return left
 
 
 @atexit.register

@@ -10,6 +10,12 @@ crashed, leaked or reported a sanitizer error fails the run. Prints
 "ok module.test" / "FAIL module.test" lines and a final
 "N passed, M failed"; exits 1 on any failure.
 
+No daemon outlives the run: whatever a test left running (a Stack not
+closed, a start that failed half-way) is stopped at the end and fails the
+run as "integration.leftovers"; SIGTERM, SIGHUP or SIGINT to the runner
+stops them too (they run in sessions of their own, out of reach of a
+signal to the runner's process group).
+
 --backend pg (or FLAIRGW_TEST_BACKEND=pg) runs every gateway on PostgreSQL:
 one cluster for the run, a database per gateway data_dir (harness.py). A
 test marked harness.sqlite_only(reason) is skipped there, and one marked
@@ -39,8 +45,16 @@ class TestTimeout(Exception):
     pass
 
 
+class Stopped(BaseException):
+    """The runner was told to stop: no test catches it, the cleanup runs."""
+
+
 def _on_alarm(signum, frame):
     raise TestTimeout("time limit exceeded")
+
+
+def _on_stop(signum, frame):
+    raise Stopped(f"signal {signum}")
 
 
 def bounded(fn, seconds):
@@ -129,6 +143,10 @@ def close_stacks(module):
         stacks = [v for v in vars(module).values()
                   if isinstance(v, harness.Stack)
                   or (not isinstance(v, type) and getattr(v, "module_scoped", False) is True)]
+        # And any other Stack still open: another module's, started again
+        # by this one's tests (test_stripe_saved uses test_stripe's), is
+        # checked and closed now, not killed at the end of the run.
+        stacks = [s for s in harness.open_stacks() if s not in stacks] + stacks
         bounded(lambda: [s.close() for s in stacks], TEARDOWN_TIMEOUT)
         return True
     except Exception as e:  # noqa: BLE001
@@ -154,20 +172,33 @@ def main():
         print("0 passed, 1 failed", flush=True)
         return 1
 
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_stop)
     print(f"== integration on {args.backend}", flush=True)
     passed = failed = skipped = 0
-    for module, tests in discover(args.filters):
-        for qualname, fn in tests:
-            reason = skip_reason(fn)
-            if reason:
-                print(f"skip {qualname}: {reason}", flush=True)
-                skipped += 1
-            elif run_test(qualname, fn):
-                passed += 1
-            else:
+    try:
+        for module, tests in discover(args.filters):
+            for qualname, fn in tests:
+                reason = skip_reason(fn)
+                if reason:
+                    print(f"skip {qualname}: {reason}", flush=True)
+                    skipped += 1
+                elif run_test(qualname, fn):
+                    passed += 1
+                else:
+                    failed += 1
+            if not close_stacks(module):
                 failed += 1
-        if not close_stacks(module):
-            failed += 1
+    except (Stopped, KeyboardInterrupt) as e:
+        report("integration.interrupted", 0, repr(e))
+        failed += 1
+    finally:
+        signal.alarm(0)
+        left = harness.stop_leftovers()
+    if left:
+        report("integration.leftovers", 0, "still running after the last test:\n" +
+               "\n".join(left))
+        failed += 1
     try:
         bounded(harness.close_pg, TEARDOWN_TIMEOUT)
     except Exception as e:  # noqa: BLE001

@@ -69,6 +69,12 @@ def _start(gw):
         proc.terminate()
         proc.communicate(timeout=20)
         raise AssertionError("the daemon started with a configuration the check refuses")
+    except BaseException:
+        # The test's time limit or a stopped run: the daemon, in a session
+        # of its own and unknown to the harness, must not outlive it.
+        proc.kill()
+        proc.wait(5)
+        raise
     _no_sanitizer_report(err)
     return proc.returncode, err
 

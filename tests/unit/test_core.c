@@ -1,4 +1,5 @@
 /* tests/unit/test_core.c — core/: card helpers, log scrubbing, utils. */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -313,6 +314,18 @@ test_util(void)
 	free(raw);
 	raw = NULL;
 	CHECK_EQ_INT(fgw_b64_decode("a$==", 4, &raw, &rawlen), FGW_ERR_INVALID);
+	{
+		/* Every byte: the 22 hex digits have their value, nothing else. */
+		int digits = 0;
+		for (int c = 0; c < 256; c++) {
+			const char *p = c != 0 ? strchr("0123456789abcdef", tolower(c)) : NULL;
+			int want = p != NULL ? (int)(p - "0123456789abcdef") : -1;
+			CHECK_EQ_INT(fgw_hexval(c), want);
+			digits += want >= 0;
+		}
+		CHECK_EQ_INT(digits, 22);
+		CHECK_EQ_INT(fgw_hexval(-1), -1);
+	}
 	int64_t t0 = fgw_now_ms();
 	fgw_clock_set_offset_ms(3600000);
 	CHECK(fgw_now_ms() - t0 >= 3600000);

@@ -886,6 +886,65 @@ end:
 	TT_END;
 }
 
+/* db_col_copy truncates what does not fit, db_col_copy_exact refuses it
+ * and leaves dst as it was; both read NULL as "" and a number as its
+ * text. */
+static int
+c_col_copy(struct db *db)
+{
+	struct db_stmt *s = NULL;
+	char d[4];
+
+	TT_BEGIN;
+	CHECK_EQ_INT(db_prepare(db, "SELECT NULL, 'abc', 'abcd', 42, ''", &s), 0);
+	CHECK_EQ_INT(db_step(s), DB_ROW);
+	/* NULL */
+	memcpy(d, "zzz", 4);
+	CHECK_EQ_INT(db_col_copy(s, 0, d, sizeof(d)), 0);
+	CHECK_STR(d, "");
+	memcpy(d, "zzz", 4);
+	CHECK_EQ_INT(db_col_copy_exact(s, 0, d, sizeof(d)), 0);
+	CHECK_STR(d, "");
+	/* cap - 1 bytes: fits in both */
+	CHECK_EQ_INT(db_col_copy(s, 1, d, sizeof(d)), 0);
+	CHECK_STR(d, "abc");
+	memcpy(d, "zzz", 4);
+	CHECK_EQ_INT(DB_COL_COPY(s, 1, d), 0);
+	CHECK_STR(d, "abc");
+	/* cap bytes: truncated, or refused with dst untouched */
+	memcpy(d, "zzz", 4);
+	CHECK_EQ_INT(db_col_copy(s, 2, d, sizeof(d)), FGW_ERR_TOO_LARGE);
+	CHECK_STR(d, "abc");
+	memcpy(d, "zzz", 4);
+	CHECK_EQ_INT(db_col_copy_exact(s, 2, d, sizeof(d)), FGW_ERR_TOO_LARGE);
+	CHECK_STR(d, "zzz");
+	/* a number column as its text */
+	CHECK_EQ_INT(db_col_copy(s, 3, d, sizeof(d)), 0);
+	CHECK_STR(d, "42");
+	memcpy(d, "zzz", 4);
+	CHECK_EQ_INT(db_col_copy_exact(s, 3, d, sizeof(d)), 0);
+	CHECK_STR(d, "42");
+	/* an empty text, and a cap of one byte */
+	memcpy(d, "zzz", 4);
+	CHECK_EQ_INT(db_col_copy_exact(s, 4, d, 1), 0);
+	CHECK_STR(d, "");
+	memcpy(d, "zzz", 4);
+	CHECK_EQ_INT(db_col_copy(s, 1, d, 1), FGW_ERR_TOO_LARGE);
+	CHECK_STR(d, "");
+	memcpy(d, "zzz", 4);
+	CHECK_EQ_INT(db_col_copy_exact(s, 1, d, 1), FGW_ERR_TOO_LARGE);
+	CHECK_STR(d, "zzz");
+	/* no room at all: nothing written */
+	memcpy(d, "zzz", 4);
+	CHECK_EQ_INT(db_col_copy(s, 0, d, 0), FGW_ERR_TOO_LARGE);
+	CHECK_EQ_INT(db_col_copy_exact(s, 0, d, 0), FGW_ERR_TOO_LARGE);
+	CHECK_STR(d, "zzz");
+	CHECK_EQ_INT(db_step(s), DB_DONE);
+end:
+	db_release(s);
+	TT_END;
+}
+
 #define BOTH(name)                        \
 	static int test_##name##_sqlite(void) \
 	{                                     \
@@ -910,6 +969,7 @@ BOTH(changes)
 BOTH(cached)
 BOTH(columns_before_step)
 BOTH(connection_lost)
+BOTH(col_copy)
 
 #define CASE(name)                             \
 	{ #name "_sqlite", test_##name##_sqlite }, \
@@ -922,7 +982,8 @@ static const struct tt_case all[] = {
 	CASE(booleans),        CASE(step_row),   CASE(duplicate),
 	CASE(constraint),      CASE(savepoint),  CASE(commit_after_failure),
 	CASE(changes),         CASE(cached),     CASE(columns_before_step),
-	CASE(connection_lost), CASE(step_later), { NULL, NULL },
+	CASE(connection_lost), CASE(step_later), CASE(col_copy),
+	{ NULL, NULL },
 };
 
 int

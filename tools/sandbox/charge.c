@@ -31,6 +31,7 @@
 #include "crypto/box.h"
 #include "crypto/sealed.h"
 #include "crypto/secmem.h"
+#include "processors/proc_util.h"
 #include "tools/sandbox/sandbox.h"
 
 #define MAX_AMOUNT 9007199254740991LL /* 2^53 - 1 */
@@ -63,18 +64,6 @@ struct charge_req {
 	char decline_code[24];
 	char last4[5];
 };
-
-static int
-printable_token(const char *s, size_t max)
-{
-	size_t n;
-	if (s == NULL || (n = strlen(s)) == 0 || n > max)
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (s[i] < 0x21 || s[i] > 0x7e)
-			return 0;
-	return 1;
-}
 
 static int
 url_ok(const char *s)
@@ -228,7 +217,7 @@ parse_request(struct sbx *s, cJSON *root, struct charge_req *cr, const char **wh
 		return FGW_ERR_INVALID;
 	*why = "reference must be a string of 1..64 printable characters";
 	cr->reference = get_str(root, "reference");
-	if (!printable_token(cr->reference, 64))
+	if (!proc_token_ok(cr->reference, 64))
 		return FGW_ERR_INVALID;
 	*why = "amount must be a positive whole number (minor units)";
 	if (!get_int(root, "amount", 1, MAX_AMOUNT, &cr->amount))
@@ -273,7 +262,7 @@ parse_request(struct sbx *s, cJSON *root, struct charge_req *cr, const char **wh
 	reply = cJSON_GetObjectItemCaseSensitive(root, "replyKey");
 	key_id = get_str(reply, "keyId");
 	pk_b64 = get_str(reply, "publicKey");
-	if (!cJSON_IsObject(reply) || !printable_token(key_id, 63) || pk_b64 == NULL ||
+	if (!cJSON_IsObject(reply) || !proc_token_ok(key_id, 63) || pk_b64 == NULL ||
 	    fgw_b64_decode(pk_b64, strlen(pk_b64), &pk, &pklen) != FGW_OK)
 		return FGW_ERR_INVALID;
 	if (pklen != sizeof(cr->reply_pk)) {
@@ -412,7 +401,7 @@ sbx_charges_post(struct sbx *s, struct evhttp_request *req)
 	}
 	cr.idem_key = evhttp_find_header(evhttp_request_get_input_headers(req),
 	                                 "Idempotency-Key");
-	if (!printable_token(cr.idem_key, 255)) {
+	if (!proc_token_ok(cr.idem_key, 255)) {
 		finish_error(s, req, 400, "invalid_request",
 		             "Idempotency-Key header (1..255 printable characters) "
 		             "is required");

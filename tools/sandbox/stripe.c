@@ -136,18 +136,6 @@ form_clear(struct form *f)
 	f->n = 0;
 }
 
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Decodes s[0..n) ('+' is a space, %XX a byte); NULL if malformed. Only
  * the characters a form encoder may leave unescaped are accepted raw. */
 static char *
@@ -164,8 +152,8 @@ pct_decode(const char *s, size_t n)
 			int hi, lo;
 			if (i + 2 >= n)
 				goto bad;
-			hi = hexval(s[i + 1]);
-			lo = hexval(s[i + 2]);
+			hi = fgw_hexval((unsigned char)s[i + 1]);
+			lo = fgw_hexval((unsigned char)s[i + 2]);
 			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
 				goto bad;
 			o[j++] = (char)(hi * 16 + lo);
