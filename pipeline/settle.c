@@ -214,7 +214,7 @@ op_read_done(void *arg, int rc)
 		/* A refund after a partial one leaves the state as it was: no
 		 * move, but its listeners (refund.succeeded) still hear it. */
 		(j->op.kind == STORE_OP_REFUND ? txn_events_publish_news
-		                                : txn_events_publish)(j->env, &j->row);
+		                               : txn_events_publish)(j->env, &j->row);
 	else
 		log_txn_error(j->op.txn_id,
 		              "moved but not read back: the reconciler announces it");
