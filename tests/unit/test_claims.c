@@ -707,432 +707,431 @@ move_announced_once(int pg)
 		o.backend = STORE_POSTGRESQL;
 		o.dsn = getenv(PG_DSN_ENV);
 	} else {
-		/* A store on this case's database (lite_path or the DSN), as instance id
+		snprintf(lite_path, sizeof(lite_path), "%s/fgw-test-claims-XXXXXX",
+		         getenv("TMPDIR") != NULL && *getenv("TMPDIR") != '\0' ? getenv("TMPDIR")
+		                                                               : "/tmp");
+		CHECK((fd = mkstemp(lite_path)) >= 0);
+		close(fd);
+		o.path = lite_path;
+	}
+	CHECK_EQ_INT(evthread_use_pthreads(), 0);
+	for (int i = 0; i < 2; i++) {
+		CHECK_EQ_INT(store_open(&o, &st[i]), 0);
+		CHECK((base[i] = event_base_new()) != NULL);
+		CHECK_EQ_INT(store_waker_new(st[i], base[i], &w[i]), 0);
+		env[i].base = base[i];
+		env[i].store = st[i];
+		env[i].waker = w[i];
+	}
+	CHECK((raw = open_raw(pg)) != NULL);
+	CHECK((locker = open_raw(pg)) != NULL);
+	CHECK_EQ_INT(exec1(raw, "DELETE FROM webhook_outbox WHERE txn_id = ?1", id), 0);
+	CHECK_EQ_INT(exec1(raw, "DELETE FROM transactions WHERE id = ?1", id), 0);
+	CHECK_EQ_INT(exec1(raw, "DELETE FROM txn_moves WHERE txn_id = ?1", id), 0);
+	/* The move: the database writes its row with the state. */
+	CHECK_EQ_INT(add_txn(raw, id, "succeeded", T0), 0);
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM txn_moves WHERE txn_id = ?1", id),
+	             1);
+
+	txn_events_reset();
+	CHECK_EQ_INT(txn_events_subscribe(outbox_listener, &h), 0);
+	memset(&row, 0, sizeof(row));
+	fgw_strlcpy(row.id, id, sizeof(row.id));
+	strcpy(row.client_id, "c1");
+	strcpy(row.status, "succeeded");
+	if (pg) {
+		CHECK_EQ_INT(db_exec(locker, "BEGIN"), 0);
+		CHECK_EQ_INT(db_exec(locker,
+		                     "SELECT 1 FROM txn_moves WHERE txn_id = 'txn_move_pg'"
+		                     " FOR UPDATE"),
+		             0);
+	} else
+		CHECK_EQ_INT(db_exec(locker, "BEGIN IMMEDIATE"), 0);
+	txn_events_publish(&env[0], &row);
+	txn_events_publish(&env[1], &row);
+	CHECK_EQ_INT(h.queued, 2);
+	/* Both groups wait behind the third session; then it lets go. */
+	for (int i = 0; i < 300; i++) {
+		for (int k = 0; k < 2; k++)
+			event_base_loop(base[k], EVLOOP_NONBLOCK);
+		nanosleep(&ts, NULL);
+	}
+	CHECK_EQ_INT(h.completed, 0);
+	CHECK_EQ_INT(db_exec(locker, "COMMIT"), 0);
+	for (int i = 0; i < 10000 && h.completed < 2; i++) {
+		for (int k = 0; k < 2; k++)
+			event_base_loop(base[k], EVLOOP_NONBLOCK);
+		nanosleep(&ts, NULL);
+	}
+	CHECK_EQ_INT(h.completed, 2);
+	CHECK_EQ_INT(h.ok, 1);
+	CHECK_EQ_INT(h.skipped, 1);
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM webhook_outbox WHERE txn_id = ?1",
+	                      id),
+	             1);
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM txn_moves WHERE txn_id = ?1", id),
+	             0);
+	/* News that is no move (a second partial refund) still reaches the
+	 * listeners: there is no row to take. */
+	h.completed = h.ok = h.skipped = 0;
+	txn_events_publish_news(&env[0], &row);
+	for (int i = 0; i < 10000 && h.completed < 1; i++) {
+		event_base_loop(base[0], EVLOOP_NONBLOCK);
+		nanosleep(&ts, NULL);
+	}
+	CHECK_EQ_INT(h.ok, 1);
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM webhook_outbox WHERE txn_id = ?1",
+	                      id),
+	             2);
+end:
+	txn_events_reset();
+	if (locker != NULL && db_in_txn(locker))
+		db_exec(locker, "ROLLBACK");
+	db_close(locker);
+	db_close(raw);
+	for (int i = 0; i < 2; i++) {
+		store_close(st[i]);
+		store_waker_free(w[i]);
+		if (base[i] != NULL)
+			event_base_free(base[i]);
+	}
+	drop_sqlite_file();
+	TT_END;
+}
+
+/* One done per job, its rc kept. */
+struct rcs {
+	int n;
+	int rc[8];
+};
+
+static void
+rc_done(void *arg, int rc)
+{
+	struct rcs *k = arg;
+
+	if (k->n < 8)
+		k->rc[k->n] = rc;
+	k->n++;
+}
+
+static int
+queue_outbox(struct store *st, struct store_waker *w, const char *id, struct rcs *k)
+{
+	struct store_outbox_row o;
+
+	memset(&o, 0, sizeof(o));
+	fgw_strlcpy(o.id, id, sizeof(o.id));
+	strcpy(o.endpoint_url, "http://127.0.0.1:1/");
+	fgw_strlcpy(o.event_id, id, sizeof(o.event_id));
+	strcpy(o.event_type, "transaction.succeeded");
+	strcpy(o.txn_id, "txn_guard");
+	o.payload = "{}";
+	o.next_attempt_at = T0;
+	return store_outbox_enqueue(st, w, &o, 1, NULL, 0, rc_done, k);
+}
+
+/* A guard that fails skips the rest of its own group only: two groups
+ * and a lone job committed in one batch (queued while the writer waits
+ * behind another session), the first group's guard finding no move. */
+static int
+guard_skips_only_its_group(int pg)
+{
+	struct store_opts o = { .sync_full = 0, .batch_max = 8, .audit_mac = mac_fn };
+	struct store *st = NULL;
+	struct event_base *base = NULL;
+	struct store_waker *w = NULL;
+	struct db *raw = NULL, *locker = NULL;
+	struct rcs first = { 0 }, k1 = { 0 }, k2 = { 0 }, lone = { 0 };
+	struct timespec ts = { 0, 1000000 };
+	int fd;
+
+	TT_BEGIN;
+	if (pg) {
+		o.backend = STORE_POSTGRESQL;
+		o.dsn = getenv(PG_DSN_ENV);
+	} else {
+		snprintf(lite_path, sizeof(lite_path), "%s/fgw-test-claims-XXXXXX",
+		         getenv("TMPDIR") != NULL && *getenv("TMPDIR") != '\0' ? getenv("TMPDIR")
+		                                                               : "/tmp");
+		CHECK((fd = mkstemp(lite_path)) >= 0);
+		close(fd);
+		o.path = lite_path;
+	}
+	CHECK_EQ_INT(evthread_use_pthreads(), 0);
+	CHECK_EQ_INT(store_open(&o, &st), 0);
+	CHECK((base = event_base_new()) != NULL);
+	CHECK_EQ_INT(store_waker_new(st, base, &w), 0);
+	CHECK((raw = open_raw(pg)) != NULL);
+	CHECK((locker = open_raw(pg)) != NULL);
+	CHECK_EQ_INT(exec1(raw, "DELETE FROM webhook_outbox WHERE txn_id = ?1", "txn_guard"),
+	             0);
+	CHECK_EQ_INT(exec1(raw, "DELETE FROM transactions WHERE id LIKE ?1", "txn_guard%"),
+	             0);
+	CHECK_EQ_INT(exec1(raw, "DELETE FROM txn_moves WHERE txn_id LIKE ?1", "txn_guard%"),
+	             0);
+	CHECK_EQ_INT(add_txn(raw, "txn_guard0", "succeeded", T0), 0);
+	CHECK_EQ_INT(add_txn(raw, "txn_guard2", "succeeded", T0), 0);
+	/* The writer's first job waits behind the locker; the rest queue up
+	 * meanwhile and commit in the next batch. */
+	if (pg) {
+		CHECK_EQ_INT(db_exec(locker, "BEGIN"), 0);
+		CHECK_EQ_INT(db_exec(locker, "SELECT 1 FROM txn_moves WHERE txn_id = 'txn_guard0'"
+		                             " FOR UPDATE"),
+		             0);
+	} else {
+		CHECK_EQ_INT(db_exec(locker, "BEGIN IMMEDIATE"), 0);
+	}
+	CHECK_EQ_INT(store_txn_moves_done(st, w, "txn_guard0", "succeeded", rc_done, &first),
+	             0);
+	for (int i = 0; i < 200; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		nanosleep(&ts, NULL);
+	}
+	store_group_begin(w);
+	CHECK_EQ_INT(store_txn_moves_take(st, w, "txn_guard1", "succeeded", rc_done, &k1), 0);
+	CHECK_EQ_INT(queue_outbox(st, w, "whd_guard_1", &k1), 0);
+	store_group_end(st, w);
+	store_group_begin(w);
+	CHECK_EQ_INT(store_txn_moves_take(st, w, "txn_guard2", "succeeded", rc_done, &k2), 0);
+	CHECK_EQ_INT(queue_outbox(st, w, "whd_guard_2", &k2), 0);
+	store_group_end(st, w);
+	CHECK_EQ_INT(queue_outbox(st, w, "whd_guard_lone", &lone), 0);
+	CHECK_EQ_INT(first.n, 0);
+	CHECK_EQ_INT(db_exec(locker, "COMMIT"), 0);
+	for (int i = 0; i < 10000 && (first.n + k1.n + k2.n + lone.n) < 6; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		nanosleep(&ts, NULL);
+	}
+	CHECK_EQ_INT(first.n, 1);
+	CHECK_EQ_INT(first.rc[0], 0);
+	CHECK_EQ_INT(k1.n, 2);
+	CHECK_EQ_INT(k1.rc[0], FGW_ERR_NOT_FOUND); /* no such move */
+	CHECK_EQ_INT(k1.rc[1], FGW_ERR_EXISTS);    /* not run */
+	CHECK_EQ_INT(k2.n, 2);
+	CHECK_EQ_INT(k2.rc[0], 0);
+	CHECK_EQ_INT(k2.rc[1], 0);
+	CHECK_EQ_INT(lone.n, 1);
+	CHECK_EQ_INT(lone.rc[0], 0);
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM webhook_outbox WHERE txn_id = ?1",
+	                      "txn_guard"),
+	             2);
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM webhook_outbox WHERE id = ?1",
+	                      "whd_guard_1"),
+	             0);
+	CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM txn_moves WHERE txn_id LIKE ?1",
+	                      "txn_guard%"),
+	             0);
+end:
+	if (locker != NULL && db_in_txn(locker))
+		db_exec(locker, "ROLLBACK");
+	db_close(locker);
+	db_close(raw);
+	store_close(st);
+	store_waker_free(w);
+	if (base != NULL)
+		event_base_free(base);
+	drop_sqlite_file();
+	TT_END;
+}
+
+static int
+test_guard_skips_only_its_group_sqlite(void)
+{
+	return guard_skips_only_its_group(0);
+}
+
+static int
+test_guard_skips_only_its_group_pg(void)
+{
+	return guard_skips_only_its_group(1);
+}
+
+static int
+test_move_announced_once_sqlite(void)
+{
+	return move_announced_once(0);
+}
+
+static int
+test_move_announced_once_pg(void)
+{
+	return move_announced_once(1);
+}
+
+/* A store on this case's database (lite_path or the DSN), as instance id
  * (NULL: none); NULL when it does not open. */
-		static struct store *open_instance(int pg, const char *id)
-		{
-			struct store_opts o = {
-				.sync_full = 0, .batch_max = 4, .audit_mac = mac_fn, .instance_id = id
-			};
-			struct store *st = NULL;
+static struct store *
+open_instance(int pg, const char *id)
+{
+	struct store_opts o = {
+		.sync_full = 0, .batch_max = 4, .audit_mac = mac_fn, .instance_id = id
+	};
+	struct store *st = NULL;
 
-			if (pg) {
-				o.backend = STORE_POSTGRESQL;
-				o.dsn = getenv(PG_DSN_ENV);
-			} else {
-				o.path = lite_path;
-			}
-			return store_open(&o, &st) == 0 ? st : NULL;
-		}
+	if (pg) {
+		o.backend = STORE_POSTGRESQL;
+		o.dsn = getenv(PG_DSN_ENV);
+	} else {
+		o.path = lite_path;
+	}
+	return store_open(&o, &st) == 0 ? st : NULL;
+}
 
-		/* Claims the due webhook and mail rows with st at the real clock's now:
+/* Claims the due webhook and mail rows with st at the real clock's now:
  * how many of each, and the first webhook's id into first. */
-		static int claim_both(struct store * st, int *nw, int *nm, char first[40])
-		{
-			struct store_outbox_row got[4];
-			struct store_mail_row mgot[4];
-			struct wait w = { 0 };
-			int64_t now = fgw_now_ms();
-			int r;
+static int
+claim_both(struct store *st, int *nw, int *nm, char first[40])
+{
+	struct store_outbox_row got[4];
+	struct store_mail_row mgot[4];
+	struct wait w = { 0 };
+	int64_t now = fgw_now_ms();
+	int r;
 
-			*nw = *nm = 0;
-			first[0] = '\0';
-			if ((r = wait_job(store_outbox_claim(st, NULL, now, now + LEASE, got, 4, nw,
-			                                     on_done, &w),
-			                  &w)) != 0)
-				return r;
-			if (*nw > 0)
-				memcpy(first, got[0].id, 40);
-			for (int i = 0; i < *nw; i++)
-				store_outbox_row_clear(&got[i]);
-			if ((r = wait_job(store_mail_claim(st, NULL, now, now + LEASE, mgot, 4, nm,
-			                                   on_done, &w),
-			                  &w)) != 0)
-				return r;
-			for (int i = 0; i < *nm; i++)
-				store_mail_row_clear(&mgot[i]);
-			return 0;
-		}
+	*nw = *nm = 0;
+	first[0] = '\0';
+	if ((r = wait_job(store_outbox_claim(st, NULL, now, now + LEASE, got, 4, nw, on_done,
+	                                     &w),
+	                  &w)) != 0)
+		return r;
+	if (*nw > 0)
+		memcpy(first, got[0].id, 40);
+	for (int i = 0; i < *nw; i++)
+		store_outbox_row_clear(&got[i]);
+	if ((r = wait_job(store_mail_claim(st, NULL, now, now + LEASE, mgot, 4, nm, on_done,
+	                                   &w),
+	                  &w)) != 0)
+		return r;
+	for (int i = 0; i < *nm; i++)
+		store_mail_row_clear(&mgot[i]);
+	return 0;
+}
 
-		/* An instance that stopped with rows claimed (a crash: nothing recorded)
+/* An instance that stopped with rows claimed (a crash: nothing recorded)
  * finds them due at once when it starts again with its identity, not
  * when their leases end; another instance does not; a row given a backoff
  * stays due when the backoff says. On PostgreSQL a second live process
  * with the same identity (a copied data_dir) releases nothing. */
-		static int own_claims_released_at_open(int pg)
-		{
-			struct store *a = NULL, *b = NULL;
-			struct store_outbox_row row;
-			struct store_outbox_attempt at;
-			struct store_mail_row mail;
-			struct wait w = { 0 };
-			char first[40];
-			int nw = 0, nm = 0, fd;
+static int
+own_claims_released_at_open(int pg)
+{
+	struct store *a = NULL, *b = NULL;
+	struct store_outbox_row row;
+	struct store_outbox_attempt at;
+	struct store_mail_row mail;
+	struct wait w = { 0 };
+	char first[40];
+	int nw = 0, nm = 0, fd;
 
-			TT_BEGIN;
-			if (!pg) {
-				snprintf(lite_path, sizeof(lite_path), "%s/fgw-test-claims-XXXXXX",
-				         getenv("TMPDIR") != NULL && *getenv("TMPDIR") != '\0'
-				             ? getenv("TMPDIR")
-				             : "/tmp");
-				CHECK((fd = mkstemp(lite_path)) >= 0);
-				close(fd);
-				o.path = lite_path;
-			}
-			CHECK_EQ_INT(evthread_use_pthreads(), 0);
-			for (int i = 0; i < 2; i++) {
-				CHECK_EQ_INT(store_open(&o, &st[i]), 0);
-				CHECK((base[i] = event_base_new()) != NULL);
-				CHECK_EQ_INT(store_waker_new(st[i], base[i], &w[i]), 0);
-				env[i].base = base[i];
-				env[i].store = st[i];
-				env[i].waker = w[i];
-			}
-			CHECK((raw = open_raw(pg)) != NULL);
-			CHECK((locker = open_raw(pg)) != NULL);
-			CHECK_EQ_INT(exec1(raw, "DELETE FROM webhook_outbox WHERE txn_id = ?1", id),
-			             0);
-			CHECK_EQ_INT(exec1(raw, "DELETE FROM transactions WHERE id = ?1", id), 0);
-			CHECK_EQ_INT(exec1(raw, "DELETE FROM txn_moves WHERE txn_id = ?1", id), 0);
-			/* The move: the database writes its row with the state. */
-			CHECK_EQ_INT(add_txn(raw, id, "succeeded", T0), 0);
-			CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM txn_moves WHERE txn_id = ?1",
-			                      id),
-			             1);
-
-			txn_events_reset();
-			CHECK_EQ_INT(txn_events_subscribe(outbox_listener, &h), 0);
-			memset(&row, 0, sizeof(row));
-			fgw_strlcpy(row.id, id, sizeof(row.id));
-			strcpy(row.client_id, "c1");
-			strcpy(row.status, "succeeded");
-			if (pg) {
-				CHECK_EQ_INT(db_exec(locker, "BEGIN"), 0);
-				CHECK_EQ_INT(
-				    db_exec(locker, "SELECT 1 FROM txn_moves WHERE txn_id = 'txn_move_pg'"
-				                    " FOR UPDATE"),
-				    0);
-			} else
-				CHECK_EQ_INT(db_exec(locker, "BEGIN IMMEDIATE"), 0);
-			txn_events_publish(&env[0], &row);
-			txn_events_publish(&env[1], &row);
-			CHECK_EQ_INT(h.queued, 2);
-			/* Both groups wait behind the third session; then it lets go. */
-			for (int i = 0; i < 300; i++) {
-				for (int k = 0; k < 2; k++)
-					event_base_loop(base[k], EVLOOP_NONBLOCK);
-				nanosleep(&ts, NULL);
-			}
-			CHECK_EQ_INT(h.completed, 0);
-			CHECK_EQ_INT(db_exec(locker, "COMMIT"), 0);
-			for (int i = 0; i < 10000 && h.completed < 2; i++) {
-				for (int k = 0; k < 2; k++)
-					event_base_loop(base[k], EVLOOP_NONBLOCK);
-				nanosleep(&ts, NULL);
-			}
-			CHECK_EQ_INT(h.completed, 2);
-			CHECK_EQ_INT(h.ok, 1);
-			CHECK_EQ_INT(h.skipped, 1);
-			CHECK_EQ_INT(count_of(raw,
-			                      "SELECT count(*) FROM webhook_outbox WHERE txn_id = ?1",
-			                      id),
-			             1);
-			CHECK_EQ_INT(count_of(raw, "SELECT count(*) FROM txn_moves WHERE txn_id = ?1",
-			                      id),
-			             0);
-			/* News that is no move (a second partial refund) still reaches the
-	 * listeners: there is no row to take. */
-			h.completed = h.ok = h.skipped = 0;
-			txn_events_publish_news(&env[0], &row);
-			for (int i = 0; i < 10000 && h.completed < 1; i++) {
-				event_base_loop(base[0], EVLOOP_NONBLOCK);
-				nanosleep(&ts, NULL);
-			}
-			CHECK_EQ_INT(h.ok, 1);
-			CHECK_EQ_INT(count_of(raw,
-			                      "SELECT count(*) FROM webhook_outbox WHERE txn_id = ?1",
-			                      id),
-			             2);
-end:
-			txn_events_reset();
-			if (locker != NULL && db_in_txn(locker))
-				db_exec(locker, "ROLLBACK");
-			db_close(locker);
-			db_close(raw);
-			for (int i = 0; i < 2; i++) {
-				store_close(st[i]);
-				store_waker_free(w[i]);
-				if (base[i] != NULL)
-					event_base_free(base[i]);
-			}
-			drop_sqlite_file();
-			TT_END;
-		}
-
-		/* One done per job, its rc kept. */
-		struct rcs {
-			int n;
-			int rc[8];
-		};
-
-		static void rc_done(void *arg, int rc)
-		{
-			struct rcs *k = arg;
-
-			if (k->n < 8)
-				k->rc[k->n] = rc;
-			k->n++;
-		}
-
-		static int queue_outbox(struct store * st, struct store_waker * w, const char *id,
-		                        struct rcs *k)
-		{
-			struct store_outbox_row o;
-
-			memset(&o, 0, sizeof(o));
-			fgw_strlcpy(o.id, id, sizeof(o.id));
-			strcpy(o.endpoint_url, "http://127.0.0.1:1/");
-			fgw_strlcpy(o.event_id, id, sizeof(o.event_id));
-			strcpy(o.event_type, "transaction.succeeded");
-			strcpy(o.txn_id, "txn_guard");
-			o.payload = "{}";
-			o.next_attempt_at = T0;
-			return store_outbox_enqueue(st, w, &o, 1, NULL, 0, rc_done, k);
-		}
-
-		/* A guard that fails skips the rest of its own group only: two groups
- * and a lone job committed in one batch (queued while the writer waits
- * behind another session), the first group's guard finding no move. */
-		static int guard_skips_only_its_group(int pg)
-		{
-			struct store_opts o = { .sync_full = 0, .batch_max = 8, .audit_mac = mac_fn };
-			struct store *st = NULL;
-			struct event_base *base = NULL;
-			struct store_waker *w = NULL;
-			struct db *raw = NULL, *locker = NULL;
-			struct rcs first = { 0 }, k1 = { 0 }, k2 = { 0 }, lone = { 0 };
-			struct timespec ts = { 0, 1000000 };
-			int fd;
-
-			TT_BEGIN;
-			if (pg) {
-				o.backend = STORE_POSTGRESQL;
-				o.dsn = getenv(PG_DSN_ENV);
-			} else {
-				snprintf(lite_path, sizeof(lite_path), "%s/fgw-test-claims-XXXXXX",
-				         getenv("TMPDIR") != NULL && *getenv("TMPDIR") != '\0'
-				             ? getenv("TMPDIR")
-				             : "/tmp");
-				CHECK((fd = mkstemp(lite_path)) >= 0);
-				close(fd);
-				o.path = lite_path;
-			}
-			CHECK_EQ_INT(evthread_use_pthreads(), 0);
-			CHECK_EQ_INT(store_open(&o, &st), 0);
-			CHECK((base = event_base_new()) != NULL);
-			CHECK_EQ_INT(store_waker_new(st, base, &w), 0);
-			CHECK((raw = open_raw(pg)) != NULL);
-			CHECK((locker = open_raw(pg)) != NULL);
-			CHECK_EQ_INT(exec1(raw, "DELETE FROM webhook_outbox WHERE txn_id = ?1",
-			                   "txn_guard"),
-			             0);
-			CHECK_EQ_INT(exec1(raw, "DELETE FROM transactions WHERE id LIKE ?1",
-			                   "txn_guard%"),
-			             0);
-			CHECK_EQ_INT(exec1(raw, "DELETE FROM txn_moves WHERE txn_id LIKE ?1",
-			                   "txn_guard%"),
-			             0);
-			CHECK_EQ_INT(add_txn(raw, "txn_guard0", "succeeded", T0), 0);
-			CHECK_EQ_INT(add_txn(raw, "txn_guard2", "succeeded", T0), 0);
-			/* The writer's first job waits behind the locker; the rest queue up
-	 * meanwhile and commit in the next batch. */
-			if (pg) {
-				CHECK_EQ_INT(db_exec(locker, "BEGIN"), 0);
-				CHECK_EQ_INT(db_exec(locker,
-				                     "SELECT 1 FROM txn_moves WHERE txn_id = 'txn_guard0'"
-				                     " FOR UPDATE"),
-				             0);
-			} else {
-				CHECK_EQ_INT(db_exec(locker, "BEGIN IMMEDIATE"), 0);
-			}
-			CHECK_EQ_INT(store_txn_moves_done(st, w, "txn_guard0", "succeeded", rc_done,
-			                                  &first),
-			             0);
-			for (int i = 0; i < 200; i++) {
-				event_base_loop(base, EVLOOP_NONBLOCK);
-				nanosleep(&ts, NULL);
-			}
-			store_group_begin(w);
-			CHECK_EQ_INT(store_txn_moves_take(st, w, "txn_guard1", "succeeded", rc_done,
-			                                  &k1),
-			             0);
-			CHECK_EQ_INT(queue_outbox(st, w, "whd_guard_1", &k1), 0);
-			store_group_end(st, w);
-			store_group_begin(w);
-			CHECK_EQ_INT(store_txn_moves_take(st, w, "txn_guard2", "succeeded", rc_done,
-			                                  &k2),
-			             0);
-			CHECK_EQ_INT(queue_outbox(st, w, "whd_guard_2", &k2), 0);
-			store_group_end(st, w);
-			CHECK_EQ_INT(queue_outbox(st, w, "whd_guard_lone", &lone), 0);
-			CHECK_EQ_INT(first.n, 0);
-			CHECK_EQ_INT(db_exec(locker, "COMMIT"), 0);
-			for (int i = 0; i < 10000 && (first.n + k1.n + k2.n + lone.n) < 6; i++) {
-				event_base_loop(base, EVLOOP_NONBLOCK);
-				nanosleep(&ts, NULL);
-			}
-			CHECK_EQ_INT(first.n, 1);
-			CHECK_EQ_INT(first.rc[0], 0);
-			CHECK_EQ_INT(k1.n, 2);
-			CHECK_EQ_INT(k1.rc[0], FGW_ERR_NOT_FOUND); /* no such move */
-			CHECK_EQ_INT(k1.rc[1], FGW_ERR_EXISTS);    /* not run */
-			CHECK_EQ_INT(k2.n, 2);
-			CHECK_EQ_INT(k2.rc[0], 0);
-			CHECK_EQ_INT(k2.rc[1], 0);
-			CHECK_EQ_INT(lone.n, 1);
-			CHECK_EQ_INT(lone.rc[0], 0);
-			CHECK_EQ_INT(count_of(raw,
-			                      "SELECT count(*) FROM webhook_outbox WHERE txn_id = ?1",
-			                      "txn_guard"),
-			             2);
-			CHECK_EQ_INT(count_of(raw,
-			                      "SELECT count(*) FROM webhook_outbox WHERE id = ?1",
-			                      "whd_guard_1"),
-			             0);
-			CHECK_EQ_INT(count_of(raw,
-			                      "SELECT count(*) FROM txn_moves WHERE txn_id LIKE ?1",
-			                      "txn_guard%"),
-			             0);
-end:
-			if (locker != NULL && db_in_txn(locker))
-				db_exec(locker, "ROLLBACK");
-			db_close(locker);
-			db_close(raw);
-			store_close(st);
-			store_waker_free(w);
-			if (base != NULL)
-				event_base_free(base);
-		}
-		CHECK((a = open_instance(pg, "inst_a")) != NULL);
-		if (pg)
-			CHECK_EQ_INT(pg_clean_outboxes(), 0);
-		memset(&row, 0, sizeof(row));
-		strcpy(row.endpoint_url, "http://127.0.0.1:1/");
-		strcpy(row.event_type, "transaction.succeeded");
-		row.payload = "{}";
-		row.next_attempt_at = fgw_now_ms();
-		strcpy(row.id, "whd_backoff");
-		strcpy(row.event_id, "evt_backoff");
-		CHECK_EQ_INT(
-		    wait_job(store_outbox_enqueue(a, NULL, &row, 1, NULL, 0, on_done, &w), &w),
-		    0);
-		/* Claimed, tried, given a backoff: due when the backoff ends. */
-		CHECK_EQ_INT(claim_both(a, &nw, &nm, first), 0);
-		CHECK_EQ_INT(nw, 1);
-		memset(&at, 0, sizeof(at));
-		strcpy(at.outbox_id, "whd_backoff");
-		strcpy(at.outcome, "retry");
-		strcpy(at.error, "connection refused");
-		at.at = fgw_now_ms();
-		at.next_attempt_at = at.at + 10 * LEASE;
-		CHECK_EQ_INT(wait_job(store_outbox_attempt(a, NULL, &at, NULL, 0, on_done, &w),
-		                      &w),
-		             0);
-		/* Claimed and in flight when the instance stops. */
-		strcpy(row.id, "whd_own");
-		strcpy(row.event_id, "evt_own");
-		CHECK_EQ_INT(
-		    wait_job(store_outbox_enqueue(a, NULL, &row, 1, NULL, 0, on_done, &w), &w),
-		    0);
-		memset(&mail, 0, sizeof(mail));
-		strcpy(mail.id, "mail_own");
-		strcpy(mail.kind, "receipt");
-		strcpy(mail.audience, "customer");
-		strcpy(mail.mail_from, "a@example.com");
-		strcpy(mail.rcpt_to, "b@example.com");
-		mail.message = "m";
-		CHECK_EQ_INT(wait_job(store_mail_enqueue(a, NULL, &mail, NULL, 0, on_done, &w),
-		                      &w),
-		             0);
-		CHECK_EQ_INT(claim_both(a, &nw, &nm, first), 0);
-		CHECK_EQ_INT(nw, 1);
-		CHECK_EQ_INT(nm, 1);
-		store_close(a);
-		a = NULL;
-		/* Another instance: they are not its claims. */
-		CHECK((b = open_instance(pg, "inst_b")) != NULL);
+	TT_BEGIN;
+	if (!pg) {
+		snprintf(lite_path, sizeof(lite_path), "%s/fgw-test-claims-XXXXXX",
+		         getenv("TMPDIR") != NULL && *getenv("TMPDIR") != '\0' ? getenv("TMPDIR")
+		                                                               : "/tmp");
+		CHECK((fd = mkstemp(lite_path)) >= 0);
+		close(fd);
+	}
+	CHECK((a = open_instance(pg, "inst_a")) != NULL);
+	if (pg)
+		CHECK_EQ_INT(pg_clean_outboxes(), 0);
+	memset(&row, 0, sizeof(row));
+	strcpy(row.endpoint_url, "http://127.0.0.1:1/");
+	strcpy(row.event_type, "transaction.succeeded");
+	row.payload = "{}";
+	row.next_attempt_at = fgw_now_ms();
+	strcpy(row.id, "whd_backoff");
+	strcpy(row.event_id, "evt_backoff");
+	CHECK_EQ_INT(wait_job(store_outbox_enqueue(a, NULL, &row, 1, NULL, 0, on_done, &w),
+	                      &w),
+	             0);
+	/* Claimed, tried, given a backoff: due when the backoff ends. */
+	CHECK_EQ_INT(claim_both(a, &nw, &nm, first), 0);
+	CHECK_EQ_INT(nw, 1);
+	memset(&at, 0, sizeof(at));
+	strcpy(at.outbox_id, "whd_backoff");
+	strcpy(at.outcome, "retry");
+	strcpy(at.error, "connection refused");
+	at.at = fgw_now_ms();
+	at.next_attempt_at = at.at + 10 * LEASE;
+	CHECK_EQ_INT(wait_job(store_outbox_attempt(a, NULL, &at, NULL, 0, on_done, &w), &w),
+	             0);
+	/* Claimed and in flight when the instance stops. */
+	strcpy(row.id, "whd_own");
+	strcpy(row.event_id, "evt_own");
+	CHECK_EQ_INT(wait_job(store_outbox_enqueue(a, NULL, &row, 1, NULL, 0, on_done, &w),
+	                      &w),
+	             0);
+	memset(&mail, 0, sizeof(mail));
+	strcpy(mail.id, "mail_own");
+	strcpy(mail.kind, "receipt");
+	strcpy(mail.audience, "customer");
+	strcpy(mail.mail_from, "a@example.com");
+	strcpy(mail.rcpt_to, "b@example.com");
+	mail.message = "m";
+	CHECK_EQ_INT(wait_job(store_mail_enqueue(a, NULL, &mail, NULL, 0, on_done, &w), &w),
+	             0);
+	CHECK_EQ_INT(claim_both(a, &nw, &nm, first), 0);
+	CHECK_EQ_INT(nw, 1);
+	CHECK_EQ_INT(nm, 1);
+	store_close(a);
+	a = NULL;
+	/* Another instance: they are not its claims. */
+	CHECK((b = open_instance(pg, "inst_b")) != NULL);
+	CHECK_EQ_INT(claim_both(b, &nw, &nm, first), 0);
+	CHECK_EQ_INT(nw + nm, 0);
+	store_close(b);
+	b = NULL;
+	/* The same instance again: its own claims are due at once. */
+	CHECK((a = open_instance(pg, "inst_a")) != NULL);
+	CHECK_EQ_INT(claim_both(a, &nw, &nm, first), 0);
+	CHECK_EQ_INT(nw, 1);
+	CHECK_STR(first, "whd_own");
+	CHECK_EQ_INT(nm, 1);
+	if (pg) {
+		/* Claimed again by the live instance; a twin with its id
+		 * cannot take the identity and releases nothing. */
+		CHECK((b = open_instance(pg, "inst_a")) != NULL);
 		CHECK_EQ_INT(claim_both(b, &nw, &nm, first), 0);
 		CHECK_EQ_INT(nw + nm, 0);
-		store_close(b);
-		b = NULL;
-		/* The same instance again: its own claims are due at once. */
-		CHECK((a = open_instance(pg, "inst_a")) != NULL);
-		CHECK_EQ_INT(claim_both(a, &nw, &nm, first), 0);
-		CHECK_EQ_INT(nw, 1);
-		CHECK_STR(first, "whd_own");
-		CHECK_EQ_INT(nm, 1);
-		if (pg) {
-			/* Claimed again by the live instance; a twin with its id
-		 * cannot take the identity and releases nothing. */
-			CHECK((b = open_instance(pg, "inst_a")) != NULL);
-			CHECK_EQ_INT(claim_both(b, &nw, &nm, first), 0);
-			CHECK_EQ_INT(nw + nm, 0);
-		}
+	}
 end:
-		store_close(b);
-		store_close(a);
-		drop_sqlite_file();
-		TT_END;
+	store_close(b);
+	store_close(a);
+	drop_sqlite_file();
+	TT_END;
+}
+
+static int
+test_own_claims_released_at_open_sqlite(void)
+{
+	return own_claims_released_at_open(0);
+}
+
+static int
+test_own_claims_released_at_open_pg(void)
+{
+	return own_claims_released_at_open(1);
+}
+
+static int
+run_on(int pg, int (*body)(struct db *, struct db *))
+{
+	struct db *a = pg ? open_pg(1) : open_sqlite(1);
+	struct db *b = a == NULL ? NULL : pg ? open_pg(0) : open_sqlite(0);
+	int r;
+
+	if (a == NULL || b == NULL) {
+		fprintf(stderr, "  cannot open the %s database\n", pg ? "PostgreSQL" : "SQLite");
+		r = 1;
+	} else {
+		r = body(a, b);
 	}
-
-	static int test_guard_skips_only_its_group_sqlite(void)
-	{
-		return guard_skips_only_its_group(0);
-	}
-
-	static int test_guard_skips_only_its_group_pg(void)
-	{
-		return guard_skips_only_its_group(1);
-	}
-
-	static int test_move_announced_once_sqlite(void)
-	{
-		return move_announced_once(0);
-	}
-
-	static int test_move_announced_once_pg(void)
-	{
-		return move_announced_once(1);
-
-
-		test_own_claims_released_at_open_sqlite(void)
-		{
-			return own_claims_released_at_open(0);
-		}
-
-		static int test_own_claims_released_at_open_pg(void)
-		{
-			return own_claims_released_at_open(1);
-		}
-
-		static int run_on(int pg, int (*body)(struct db *, struct db *))
-		{
-			struct db *a = pg ? open_pg(1) : open_sqlite(1);
-			struct db *b = a == NULL ? NULL : pg ? open_pg(0) : open_sqlite(0);
-			int r;
-
-			if (a == NULL || b == NULL) {
-				fprintf(stderr, "  cannot open the %s database\n",
-				        pg ? "PostgreSQL" : "SQLite");
-				r = 1;
-			} else {
-				r = body(a, b);
-			}
-			db_close(b);
-			db_close(a);
-			drop_sqlite_file();
-			return r;
-		}
+	db_close(b);
+	db_close(a);
+	drop_sqlite_file();
+	return r;
+}
 
 #define BOTH(name)                        \
 	static int test_##name##_sqlite(void) \
@@ -1144,12 +1143,12 @@ end:
 		return run_on(1, c_##name);       \
 	}
 
-		BOTH(webhooks)
-		BOTH(mail)
-		BOTH(unresolved)
-		BOTH(awaiting_action)
-		BOTH(refunds)
-		BOTH(captures)
+BOTH(webhooks)
+BOTH(mail)
+BOTH(unresolved)
+BOTH(awaiting_action)
+BOTH(refunds)
+BOTH(captures)
 
 #define CASE(name)                             \
 	{ #name "_sqlite", test_##name##_sqlite }, \
@@ -1157,40 +1156,39 @@ end:
 #name "_pg", test_##name##_pg          \
 	}
 
-		static const struct tt_case all[] = {
-			CASE(webhooks),
-			CASE(mail),
-			CASE(unresolved),
-			CASE(awaiting_action),
-			CASE(refunds),
-			CASE(captures),
-			{ "store_lease_is_the_token_sqlite", test_store_lease_is_the_token_sqlite },
-			{ "store_lease_is_the_token_pg", test_store_lease_is_the_token_pg },
-			{ "move_announced_once_sqlite", test_move_announced_once_sqlite },
-			{ "move_announced_once_pg", test_move_announced_once_pg },
-			{ "guard_skips_only_its_group_sqlite",
-			  test_guard_skips_only_its_group_sqlite },
-			{ "guard_skips_only_its_group_pg", test_guard_skips_only_its_group_pg },
-			{ "own_claims_released_at_open_sqlite",
-			  test_own_claims_released_at_open_sqlite },
-			{ "own_claims_released_at_open_pg", test_own_claims_released_at_open_pg },
-			{ NULL, NULL },
-		};
+static const struct tt_case all[] = {
+	CASE(webhooks),
+	CASE(mail),
+	CASE(unresolved),
+	CASE(awaiting_action),
+	CASE(refunds),
+	CASE(captures),
+	{ "store_lease_is_the_token_sqlite", test_store_lease_is_the_token_sqlite },
+	{ "store_lease_is_the_token_pg", test_store_lease_is_the_token_pg },
+	{ "move_announced_once_sqlite", test_move_announced_once_sqlite },
+	{ "move_announced_once_pg", test_move_announced_once_pg },
+	{ "guard_skips_only_its_group_sqlite", test_guard_skips_only_its_group_sqlite },
+	{ "guard_skips_only_its_group_pg", test_guard_skips_only_its_group_pg },
+	{ "own_claims_released_at_open_sqlite", test_own_claims_released_at_open_sqlite },
+	{ "own_claims_released_at_open_pg", test_own_claims_released_at_open_pg },
+	{ NULL, NULL },
+};
 
-		int main(int argc, char **argv)
-		{
-			struct tt_case cases[sizeof(all) / sizeof(all[0])];
-			const char *dsn = getenv(PG_DSN_ENV);
-			int pg = dsn != NULL && *dsn != '\0';
-			size_t i, n = 0;
+int
+main(int argc, char **argv)
+{
+	struct tt_case cases[sizeof(all) / sizeof(all[0])];
+	const char *dsn = getenv(PG_DSN_ENV);
+	int pg = dsn != NULL && *dsn != '\0';
+	size_t i, n = 0;
 
-			for (i = 0; all[i].name != NULL; i++) {
-				size_t len = strlen(all[i].name);
-				if (!pg && len > 3 && strcmp(all[i].name + len - 3, "_pg") == 0)
-					continue;
-				cases[n++] = all[i];
-			}
-			cases[n] = (struct tt_case){ NULL, NULL };
-			verbose = getenv("FLAIRGW_TEST_VERBOSE") != NULL;
-			return tt_run(cases, argc, argv);
-		}
+	for (i = 0; all[i].name != NULL; i++) {
+		size_t len = strlen(all[i].name);
+		if (!pg && len > 3 && strcmp(all[i].name + len - 3, "_pg") == 0)
+			continue;
+		cases[n++] = all[i];
+	}
+	cases[n] = (struct tt_case){ NULL, NULL };
+	verbose = getenv("FLAIRGW_TEST_VERBOSE") != NULL;
+	return tt_run(cases, argc, argv);
+}
