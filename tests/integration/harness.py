@@ -423,7 +423,10 @@ def files_under(root, skip=()):
 
 
 def leaks_in(data, needles):
-    return [n for n in needles if n.encode() in data]
+    """The needles found in data: strings as they are, or compiled bytes
+    patterns (a value that must stand alone, not end a hex hash)."""
+    return [n if isinstance(n, str) else n.pattern.decode(errors="replace") for n in needles
+            if (n.encode() in data if isinstance(n, str) else n.search(data))]
 
 
 def scan_files(root, needles, skip=(), also=()):
