@@ -185,6 +185,34 @@ def test_convert_reads_its_hold_off_the_reactor():
 
 
 @harness.pg_only(NEEDS_PG)
+def test_keyed_repeats_read_their_key_off_the_reactor():
+    """A repeat of a keyed hold and of a keyed convert reads its key's
+    stored row: with the idempotency table locked the reactor still
+    answers, and each repeat replays its first answer once the lock goes."""
+    cust = f"cust-{uuid.uuid4()}"
+    hk = api(cust, f"h-{uuid.uuid4()}")
+    first = gw().http("POST", "/v1/reservations/hold", hold_body(), hk, key=None)
+    assert first.status == 200, first
+    again = _answers_while_locked(gw(), ["idempotency"], "POST", "/v1/reservations/hold",
+                                  hold_body(), hk)
+    assert again.status == 200 and again.raw == first.raw, again
+    assert again.headers.get("idempotent-replayed") == "true", again
+    rid = first.body["reservation"]["id"]
+    ck = api(cust, f"c-{uuid.uuid4()}")
+    conv = {"holdId": rid, "card": harness.card(VISA)}
+    paid = gw().http("POST", "/v1/reservations/hold/convert", conv, ck, key=None)
+    assert paid.status == 200 and paid.body["reservation"]["status"] == "pending", paid
+    replay = _answers_while_locked(gw(), ["idempotency"], "POST",
+                                   "/v1/reservations/hold/convert", conv, ck)
+    assert replay.status == 200 and replay.raw == paid.raw, replay
+    assert replay.headers.get("idempotent-replayed") == "true", replay
+    # The same key with another body is refused, after the same wait.
+    other = _answers_while_locked(gw(), ["idempotency"], "POST", "/v1/reservations/hold",
+                                  dict(hold_body(), numberOfGuests=3), hk)
+    harness.assert_error(other, 422, "IDEMPOTENCY_CONFLICT")
+
+
+@harness.pg_only(NEEDS_PG)
 def test_browser_confirm_reads_its_secret_off_the_reactor():
     tok = keys().rs256(f"cust-{uuid.uuid4()}")
     bearer = {"Authorization": f"Bearer {tok}"}
