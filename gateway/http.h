@@ -141,16 +141,6 @@ void http_json_wipe_delete(struct cJSON *root);
 int http_keyed_body(struct reactor *rx, struct evhttp_request *req,
                     const struct auth_ctx *who, const char **body, size_t *len,
                     const char **key);
-/* Claims (client, key) or answers: 409 in flight, 422 different request,
- * the stored answer byte for byte (Idempotent-Replayed: true), 422 with
- * the transactionId for a key stored before hashes were keyed (its hash
- * was wiped: STORE_IDEM_HASH_REMOVED). Returns 0
- * when the request should run (the key is then claimed: release it with
- * idem_end after the answer is committed), 1 when it answered. Reads the
- * store on the reactor: http_idem_front is the same off it. */
-int http_idempotency_front(struct reactor *rx, struct evhttp_request *req,
-                           const char *client, const char *key, const char *hash);
-
 /* The idempotency front door off the reactor. The key is claimed in
  * memory for g, then its stored row is read with store_read; on g's
  * reactor, later (never inside the call), g either answers what the key

@@ -79,6 +79,11 @@ struct rctx {
 	cJSON *pay;      /* convert: the payment source (card data), wiped */
 	int save;
 	void (*resume)(void *arg, int rc);   /* the read's continuation */
+	/* The body's tree until the key is the request's, or why it is not
+	 * a JSON object (root NULL), and what goes on with it. */
+	cJSON *root;
+	char perr[96];
+	void (*cont)(struct rctx *c, cJSON *root);
 	char request_id[LOG_REQUEST_ID_MAX]; /* for the lines it logs */
 };
 
@@ -97,6 +102,7 @@ rctx_free(struct gw_req *g, int abandoned)
 	store_txn_row_clear(&c->txn);
 	store_txn_row_clear(&c->stxn);
 	http_json_wipe_delete(c->pay);
+	http_json_wipe_delete(c->root);
 	sodium_memzero(c->given, sizeof(c->given));
 	free(c->answer);
 	free(c);
@@ -241,76 +247,88 @@ idem_scope(const struct auth_ctx *who, char out[64])
 	snprintf(out, 64, "cust_%s", hex);
 }
 
-/* Body, key (required or optional) and the front door. 0: go on. */
-static int
-front(struct reactor *rx, struct evhttp_request *req, const char *path,
-      const struct auth_ctx *who, int key_required, const char **body, size_t *len,
-      char scope[64], const char **key, char hash[65])
+/* The rest of a reservation POST, once its key is its own: the body's
+ * tree (the continuation owns it). */
+typedef void (*resv_cont_fn)(struct rctx *c, cJSON *root);
+
+/* Goes on with the request whose key is its own (or that has none): the
+ * body's parse failure, remembered, is answered only now, so that a
+ * stored key answers first. */
+static void
+front_cont(struct gw_req *g)
 {
-	if (http_keyed_body(rx, req, who, body, len, key) != 0)
-		return FGW_ERR_INVALID;
-	if (*key == NULL && key_required) {
-		http_send_error(rx, req, 400, "VALIDATION_ERROR",
-		                "X-Idempotency-Key is required");
-		return FGW_ERR_INVALID;
+	struct rctx *c = (struct rctx *)g;
+	cJSON *root = c->root;
+	char prev[LOG_REQUEST_ID_MAX];
+
+	c->root = NULL;
+	if (root == NULL) {
+		gw_req_error(&c->g, 400, "VALIDATION_ERROR", c->perr);
+		return;
 	}
-	idem_scope(who, scope);
-	if (http_request_hash(rx, "POST", path, *body, *len, hash) != 0) {
-		http_send_error(rx, req, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		return FGW_ERR_INTERNAL;
-	}
-	if (*key != NULL && http_idempotency_front(rx, req, scope, *key, hash) != 0)
-		return FGW_ERR_EXISTS;
-	return 0;
+	fgw_strlcpy(prev, log_request_get(), sizeof(prev));
+	log_request_set(c->request_id);
+	c->cont(c, root); /* c may be gone after */
+	log_request_set(prev);
 }
 
-/* What every reservation POST starts with: the customer, the idempotency
- * front door, a request context, and the body as a JSON object. Returns
- * the context with *root set, or NULL when it already answered. */
-static struct rctx *
+/* What every reservation POST starts with: the customer, the body and
+ * its key (required or optional), a request context with the body parsed
+ * into it, and the idempotency front door, whose read of the key's stored
+ * row goes through store_read. cont(c, root) goes on with a JSON object
+ * once the key is the request's; every other end answers here or later. */
+static void
 begin_post_as(struct reactor *rx, struct evhttp_request *req, const char *path,
-              int key_required, int jwt_only, struct auth_ctx *who, cJSON **root)
+              int key_required, int jwt_only, resv_cont_fn cont)
 {
+	struct auth_ctx who;
 	struct rctx *c;
 	struct fgw_json_error jerr;
 	const char *body, *key;
 	char scope[64], hash[65];
 	size_t len;
 
-	*root = NULL;
-	if (jwt_only ? http_authenticate(rx, req, path, AUTH_JWT, who) != 0
-	             : customer_auth(rx, req, path, who) != 0)
-		return NULL;
-	if (front(rx, req, path, who, key_required, &body, &len, scope, &key, hash) != 0)
-		return NULL;
-	if ((c = rctx_new(rx, req, who)) == NULL) {
+	if (jwt_only ? http_authenticate(rx, req, path, AUTH_JWT, &who) != 0
+	             : customer_auth(rx, req, path, &who) != 0)
+		return;
+	if (http_keyed_body(rx, req, &who, &body, &len, &key) != 0)
+		return;
+	if (key == NULL && key_required) {
+		http_send_error(rx, req, 400, "VALIDATION_ERROR",
+		                "X-Idempotency-Key is required");
+		return;
+	}
+	idem_scope(&who, scope);
+	if (http_request_hash(rx, "POST", path, body, len, hash) != 0 ||
+	    (c = rctx_new(rx, req, &who)) == NULL) {
 		http_send_error(rx, req, 500, "INTERNAL_ERROR", ERR_INTERNAL);
-		if (key != NULL)
-			idem_end(rx->gw->idem, scope, key);
-		return NULL;
+		return;
 	}
 	fgw_strlcpy(c->g.scope, scope, sizeof(c->g.scope));
-	if (key != NULL)
-		fgw_strlcpy(c->g.key, key, sizeof(c->g.key));
 	fgw_strlcpy(c->hash, hash, sizeof(c->hash));
-	*root = fgw_json_parse(body, len, &jerr);
-	if (!cJSON_IsObject(*root)) {
-		char msg[96] = "body must be a JSON object";
-		if (*root == NULL)
-			fgw_json_error_str(&jerr, msg, sizeof(msg));
-		gw_req_error(&c->g, 400, "VALIDATION_ERROR", msg);
-		cJSON_Delete(*root);
-		*root = NULL;
-		return NULL;
+	fgw_strlcpy(c->path, path, sizeof(c->path));
+	c->cont = cont;
+	/* Parsed now: the body is evhttp's, gone with a client that leaves
+	 * while the key is read. */
+	c->root = fgw_json_parse(body, len, &jerr);
+	if (!cJSON_IsObject(c->root)) {
+		fgw_strlcpy(c->perr, "body must be a JSON object", sizeof(c->perr));
+		if (c->root == NULL)
+			fgw_json_error_str(&jerr, c->perr, sizeof(c->perr));
+		cJSON_Delete(c->root);
+		c->root = NULL;
 	}
-	return c;
+	if (key != NULL)
+		http_idem_front(&c->g, scope, key, hash, front_cont);
+	else
+		front_cont(&c->g);
 }
 
-static struct rctx *
+static void
 begin_post(struct reactor *rx, struct evhttp_request *req, const char *path,
-           int key_required, struct auth_ctx *who, cJSON **root)
+           int key_required, resv_cont_fn cont)
 {
-	return begin_post_as(rx, req, path, key_required, 0, who, root);
+	begin_post_as(rx, req, path, key_required, 0, cont);
 }
 
 static void
@@ -580,15 +598,10 @@ hold_read_done(void *arg, int r)
 }
 
 static void
-h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
+hold_cont(struct rctx *c, cJSON *root)
 {
-	struct auth_ctx who;
-	struct rctx *c = NULL;
-	cJSON *root = NULL;
 	struct fgw_why bw = { 0 };
 
-	if ((c = begin_post(rx, req, path, 1, &who, &root)) == NULL)
-		return;
 	if (resv_hold_body_parse(root, &c->row, &bw) != 0) {
 		gw_req_error(&c->g, 400, "VALIDATION_ERROR", bw.msg);
 		goto out;
@@ -600,6 +613,12 @@ h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
 	rctx_read(c, hold_read, hold_read_done);
 out:
 	cJSON_Delete(root);
+}
+
+static void
+h_hold(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	begin_post(rx, req, path, 1, hold_cont);
 }
 
 /* ---- POST /v1/reservations/hold/convert ---------------------------------- */
@@ -1221,18 +1240,14 @@ resv_convert_body_parse(const cJSON *root, char *hold_id, size_t idcap, int *way
 }
 
 static void
-h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
+convert_cont(struct rctx *c, cJSON *root)
 {
-	struct auth_ctx who;
-	struct rctx *c = NULL;
-	cJSON *root = NULL;
+	struct reactor *rx = c->g.rx;
 	const cJSON *save;
 	struct fgw_why bw = { 0 };
 	char hold_id[40];
 	int n;
 
-	if ((c = begin_post(rx, req, path, 1, &who, &root)) == NULL)
-		return;
 	save = cJSON_GetObjectItemCaseSensitive(root, "savePaymentMethod");
 	if (resv_convert_body_parse(root, hold_id, sizeof(hold_id), &n, &bw) != 0) {
 		gw_req_error(&c->g, 400, "VALIDATION_ERROR", bw.msg);
@@ -1268,6 +1283,12 @@ h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
 	rctx_read(c, convert_read, convert_read_done);
 out:
 	http_json_wipe_delete(root);
+}
+
+static void
+h_convert(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	begin_post(rx, req, path, 1, convert_cont);
 }
 
 /* On a read thread (PostgreSQL) or in place (SQLite): only c's fields.
@@ -1315,19 +1336,14 @@ browser_confirm_read_done(void *arg, int r)
  * key (or a saved method). Needs the customer's JWT and the payment's
  * client secret; the card never passes through the website. */
 static void
-h_browser_confirm(struct reactor *rx, struct evhttp_request *req, const char *path)
+browser_confirm_cont(struct rctx *c, cJSON *root)
 {
 	static const char *const fields[] = { "clientSecret", "encryptedCard",
 		                                  "paymentMethodId", "returnUrl", NULL };
-	struct auth_ctx who;
-	struct rctx *c = NULL;
-	cJSON *root = NULL;
 	const cJSON *v;
 	struct fgw_why bw = { 0 };
 	int n, r;
 
-	if ((c = begin_post_as(rx, req, path, 0, 1, &who, &root)) == NULL)
-		return;
 	if (cJSON_GetObjectItemCaseSensitive(root, "card") != NULL) {
 		gw_req_error(&c->g, 400, "VALIDATION_ERROR",
 		             "card must be sealed to the gateway's key: send encryptedCard");
@@ -1345,7 +1361,7 @@ h_browser_confirm(struct reactor *rx, struct evhttp_request *req, const char *pa
 		             "exactly one of encryptedCard or paymentMethodId is required");
 		goto out;
 	}
-	r = http_path_segment("/v1/payments/*/confirm", path, 0, c->pid, sizeof(c->pid));
+	r = http_path_segment("/v1/payments/*/confirm", c->path, 0, c->pid, sizeof(c->pid));
 	if (r != 0 || strncmp(c->pid, "pay_", 4) != 0 || !id_ok(c->pid)) {
 		gw_req_error(&c->g, 404, "PAYMENT_NOT_FOUND",
 		             "No payment waits under this id and client secret");
@@ -1368,6 +1384,12 @@ out:
 	cJSON_Delete(root);
 }
 
+static void
+h_browser_confirm(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	begin_post_as(rx, req, path, 0, 1, browser_confirm_cont);
+}
+
 /* ---- POST /v1/reservations/hold/cancel ------------------------------------- */
 
 static void
@@ -1379,22 +1401,16 @@ cancel_done(void *arg, int rc)
 	finish_answer(c, 200);
 }
 
-/* The customer lets a hold go: its places come back at once. A repeat
- * with the same key replays the answer; a new cancel of a cancelled hold
- * is INVALID_HOLD_STATUS. */
 static void
-h_cancel(struct reactor *rx, struct evhttp_request *req, const char *path)
+cancel_cont(struct rctx *c, cJSON *root)
 {
 	static const char *const fields[] = { "holdId", NULL };
-	struct auth_ctx who;
+	struct reactor *rx = c->g.rx;
 	struct store_idem idem;
-	struct rctx *c;
-	cJSON *root = NULL, *o = NULL, *res;
+	cJSON *o = NULL, *res;
 	struct fgw_why bw = { 0 };
 	char hold_id[40];
 
-	if ((c = begin_post(rx, req, path, 0, &who, &root)) == NULL)
-		return;
 	if (only_members(root, fields, &bw) != 0 ||
 	    get_string(root, "holdId", hold_id, sizeof(hold_id), 1, &bw) != 0) {
 		gw_req_error(&c->g, 400, "VALIDATION_ERROR", bw.msg);
@@ -1414,12 +1430,21 @@ h_cancel(struct reactor *rx, struct evhttp_request *req, const char *path)
 		goto out;
 	}
 	fill_idem(c, 200, c->answer, &idem);
-	if (resv_cancel(rx->gw->store, rx->waker, hold_id, who.subject, fgw_now_ms(),
+	if (resv_cancel(rx->gw->store, rx->waker, hold_id, c->who.subject, fgw_now_ms(),
 	                c->g.key[0] ? &idem : NULL, &c->row, &c->err, cancel_done, c) != 0)
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 out:
 	cJSON_Delete(o);
 	cJSON_Delete(root);
+}
+
+/* The customer lets a hold go: its places come back at once. A repeat
+ * with the same key replays the answer; a new cancel of a cancelled hold
+ * is INVALID_HOLD_STATUS. */
+static void
+h_cancel(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	begin_post(rx, req, path, 0, cancel_cont);
 }
 
 /* ---- POST /v1/reservations/confirm ---------------------------------------- */
@@ -1480,17 +1505,13 @@ confirm_done(void *arg, int rc)
 }
 
 static void
-h_confirm(struct reactor *rx, struct evhttp_request *req, const char *path)
+confirm_cont(struct rctx *c, cJSON *root)
 {
 	static const char *const fields[] = { "reservationId", "paymentIntentId", NULL };
-	struct auth_ctx who;
-	struct rctx *c = NULL;
-	cJSON *root = NULL;
+	struct reactor *rx = c->g.rx;
 	struct fgw_why bw = { 0 };
 	char id[40], intent[96], ref[16];
 
-	if ((c = begin_post(rx, req, path, 0, &who, &root)) == NULL)
-		return;
 	if (only_members(root, fields, &bw) != 0 ||
 	    get_string(root, "reservationId", id, sizeof(id), 1, &bw) != 0 ||
 	    get_string(root, "paymentIntentId", intent, sizeof(intent), 0, &bw) != 0) {
@@ -1503,11 +1524,17 @@ h_confirm(struct reactor *rx, struct evhttp_request *req, const char *path)
 		goto out;
 	}
 	new_reference(ref);
-	if (resv_confirm(rx->gw->store, rx->waker, id, who.subject, intent, ref, &c->row,
+	if (resv_confirm(rx->gw->store, rx->waker, id, c->who.subject, intent, ref, &c->row,
 	                 &c->err, confirm_done, c) != 0)
 		gw_req_error(&c->g, 500, "INTERNAL_ERROR", ERR_INTERNAL);
 out:
 	cJSON_Delete(root);
+}
+
+static void
+h_confirm(struct reactor *rx, struct evhttp_request *req, const char *path)
+{
+	begin_post(rx, req, path, 0, confirm_cont);
 }
 
 /* ---- GET /v1/reservations/{id}/payment-status ------------------------------ */

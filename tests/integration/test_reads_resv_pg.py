@@ -185,6 +185,43 @@ def test_convert_reads_its_hold_off_the_reactor():
 
 
 @harness.pg_only(NEEDS_PG)
+def test_keyed_repeats_read_their_key_off_the_reactor():
+    """A repeat of a keyed hold and of a keyed convert reads its key's
+    stored row: with the idempotency table locked the reactor still
+    answers, and each repeat replays its first answer once the lock goes."""
+    cust = f"cust-{uuid.uuid4()}"
+    hk = api(cust, f"h-{uuid.uuid4()}")
+    first = gw().http("POST", "/v1/reservations/hold", hold_body(), hk, key=None)
+    assert first.status == 200, first
+    again = _answers_while_locked(gw(), ["idempotency"], "POST", "/v1/reservations/hold",
+                                  hold_body(), hk)
+    assert again.status == 200 and again.raw == first.raw, again
+    assert again.headers.get("idempotent-replayed") == "true", again
+    rid = first.body["reservation"]["id"]
+    ck = api(cust, f"c-{uuid.uuid4()}")
+    conv = {"holdId": rid, "card": harness.card(VISA)}
+    paid = gw().http("POST", "/v1/reservations/hold/convert", conv, ck, key=None)
+    assert paid.status == 200 and paid.body["reservation"]["status"] == "pending", paid
+    replay = _answers_while_locked(gw(), ["idempotency"], "POST",
+                                   "/v1/reservations/hold/convert", conv, ck)
+    assert replay.status == 200 and replay.raw == paid.raw, replay
+    assert replay.headers.get("idempotent-replayed") == "true", replay
+    # The same key with another body is refused, after the same wait.
+    other = _answers_while_locked(gw(), ["idempotency"], "POST", "/v1/reservations/hold",
+                                  dict(hold_body(), numberOfGuests=3), hk)
+    harness.assert_error(other, 422, "IDEMPOTENCY_CONFLICT")
+    # Not JSON: the key's answer still goes first; a new key's request
+    # gets the parse's 400 once its key is read (the body parsed before).
+    jh = {"Content-Type": "application/json"}
+    bad = _answers_while_locked(gw(), ["idempotency"], "POST", "/v1/reservations/hold",
+                                "{not json", dict(hk, **jh))
+    harness.assert_error(bad, 422, "IDEMPOTENCY_CONFLICT")
+    fresh = _answers_while_locked(gw(), ["idempotency"], "POST", "/v1/reservations/hold",
+                                  "{not json", dict(api(cust, f"h-{uuid.uuid4()}"), **jh))
+    harness.assert_error(fresh, 400, "VALIDATION_ERROR")
+
+
+@harness.pg_only(NEEDS_PG)
 def test_browser_confirm_reads_its_secret_off_the_reactor():
     tok = keys().rs256(f"cust-{uuid.uuid4()}")
     bearer = {"Authorization": f"Bearer {tok}"}
@@ -305,6 +342,28 @@ def test_client_gone_while_its_read_waits_leaks_nothing():
             time.sleep(0.5)
             health = harness.http(g.port, "GET", "/healthz", timeout=FREE_WITHIN)
             assert health.status == 200, health
+        # Keyed requests that leave while their key's read waits: a
+        # repeat of the first hold, and a new key (its body parsed before
+        # the read, the client's buffer gone after).
+        hk = api(cust, f"h-{uuid.uuid4()}")
+        first = g.http("POST", "/v1/reservations/hold", hold_body(), hk, key=None)
+        assert first.status == 200, first
+        with g.store().lock_tables("idempotency"):
+            _send_and_leave(g.port, "POST", "/v1/reservations/hold", hold_body(), hk)
+            _send_and_leave(g.port, "POST", "/v1/reservations/hold/cancel",
+                            {"holdId": first.body["reservation"]["id"]},
+                            api(cust, f"x-{uuid.uuid4()}"))
+            time.sleep(0.5)
+            health = harness.http(g.port, "GET", "/healthz", timeout=FREE_WITHIN)
+            assert health.status == 200, health
+        # The abandoned cancel still ran once its key was read.
+        for _ in range(100):
+            row = g.query("SELECT status FROM reservations WHERE id = ?",
+                          first.body["reservation"]["id"])[0]
+            if row["status"] == "cancelled":
+                break
+            time.sleep(0.05)
+        assert row["status"] == "cancelled", row
         # The abandoned convert still ran: its payment is recorded.
         for _ in range(100):
             row = g.query("SELECT payment_status FROM reservations WHERE id = ?", rid)[0]
@@ -313,4 +372,4 @@ def test_client_gone_while_its_read_waits_leaks_nothing():
             time.sleep(0.05)
         assert row["payment_status"] == "paid", row
         lst = g.http("GET", "/v1/reservations", None, api(cust), key=None)
-        assert lst.status == 200 and lst.body["pagination"]["total"] == 2, lst
+        assert lst.status == 200 and lst.body["pagination"]["total"] == 3, lst
