@@ -535,6 +535,31 @@ def close_pg():
     _pg_databases.clear()
 
 
+def unit_on_pg(name, server, timeout=180):
+    """Runs the unit test binary name with server's DSN in
+    FLAIRGW_TEST_PG_DSN, which adds each case's _pg twin; checks that it
+    passed with no sanitizer report, that every case ran on both backends
+    and that the password never showed. Returns the set of case names (no
+    backend suffix)."""
+    binary = os.path.join(BUILD, "tests", name)
+    env = dict(os.environ, FLAIRGW_TEST_PG_DSN=server.ensure().dsn())
+    env.update(SANITIZER_ENV)
+    # libpq's environment must not redirect the connection.
+    env = {k: v for k, v in env.items() if not k.startswith("PG")}
+    p = subprocess.run([binary], capture_output=True, text=True, timeout=timeout, env=env)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out
+    assert " 0 failed" in p.stdout, out
+    assert not any(m.decode() in p.stderr for m in SANITIZER_MARKS), p.stderr
+    cases = [line[3:] for line in p.stdout.splitlines() if line.startswith("ok ")]
+    pg_cases = {c[:-3] for c in cases if c.endswith("_pg")}
+    lite_cases = {c[:-7] for c in cases if c.endswith("_sqlite")}
+    # Every case ran on both backends (a new case needs no change here).
+    assert pg_cases and pg_cases == lite_cases, (pg_cases, lite_cases)
+    assert server.password not in out
+    return pg_cases
+
+
 class _TableLock:
     """See PgDatabase.lock_tables."""
 

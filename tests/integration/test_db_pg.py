@@ -5,8 +5,6 @@ SQLite alone in the unit suite; here it runs again with a real PostgreSQL
 savepoints, a COMMIT that rolled back, changes, cached statements, a lost
 connection)."""
 
-import os
-import subprocess
 
 import harness
 import pg
@@ -15,21 +13,5 @@ SERVER = pg.Postgres()
 
 
 def test_db_api_on_postgresql():
-    binary = os.path.join(harness.BUILD, "tests", "test_db")
-    env = dict(os.environ, FLAIRGW_TEST_PG_DSN=SERVER.ensure().dsn())
-    env.update(harness.SANITIZER_ENV)
-    # libpq's environment must not redirect the connection.
-    env = {k: v for k, v in env.items() if not k.startswith("PG")}
-    p = subprocess.run([binary], capture_output=True, text=True, timeout=120, env=env)
-    out = p.stdout + p.stderr
-    assert p.returncode == 0, out
-    assert " 0 failed" in p.stdout, out
-    assert not any(m.decode() in p.stderr for m in harness.SANITIZER_MARKS), p.stderr
-    # Every case ran on both backends (a new case needs no change here).
-    cases = [l[3:] for l in p.stdout.splitlines() if l.startswith("ok ")]
-    pg_cases = {c[:-3] for c in cases if c.endswith("_pg")}
-    lite_cases = {c[:-7] for c in cases if c.endswith("_sqlite")}
-    assert pg_cases and pg_cases == lite_cases, (pg_cases, lite_cases)
+    pg_cases = harness.unit_on_pg("test_db", SERVER, timeout=120)
     assert "connection_lost" in pg_cases and "rewrite" in pg_cases, pg_cases
-    # No password in what the cases logged.
-    assert SERVER.password not in out

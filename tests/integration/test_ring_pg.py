@@ -6,8 +6,6 @@ case's _pg twin (two instances seeing one rotation, two rotations at
 once under the advisory lock, an old ring stored as a newer row, a
 keyring.json moved into the database, two first starts at once)."""
 
-import os
-import subprocess
 
 import harness
 import pg
@@ -16,20 +14,5 @@ SERVER = pg.Postgres()
 
 
 def test_key_ring_on_postgresql():
-    binary = os.path.join(harness.BUILD, "tests", "test_ring_db")
-    env = dict(os.environ, FLAIRGW_TEST_PG_DSN=SERVER.ensure().dsn())
-    env.update(harness.SANITIZER_ENV)
-    # libpq's environment must not redirect the connection.
-    env = {k: v for k, v in env.items() if not k.startswith("PG")}
-    p = subprocess.run([binary], capture_output=True, text=True, timeout=120, env=env)
-    out = p.stdout + p.stderr
-    assert p.returncode == 0, out
-    assert " 0 failed" in p.stdout, out
-    assert not any(m.decode() in p.stderr for m in harness.SANITIZER_MARKS), p.stderr
-    # Every case ran on both backends (a new case needs no change here).
-    cases = [l[3:] for l in p.stdout.splitlines() if l.startswith("ok ")]
-    pg_cases = {c[:-3] for c in cases if c.endswith("_pg")}
-    lite_cases = {c[:-7] for c in cases if c.endswith("_sqlite")}
-    assert pg_cases and pg_cases == lite_cases, (pg_cases, lite_cases)
+    pg_cases = harness.unit_on_pg("test_ring_db", SERVER, timeout=120)
     assert "rotation_conflict" in pg_cases, pg_cases
-    assert SERVER.password not in out
