@@ -560,6 +560,32 @@ def unit_on_pg(name, server, timeout=180):
     return pg_cases
 
 
+def answers_while_locked(gw, tables, method, path, body=None, headers=None, key=DEV_KEY,
+                         free_within=10):
+    """Sends method path to gw (one reactor) while tables are locked from
+    another session; checks that the request waits and that /healthz
+    still answers meanwhile (a read made on the reactor would stop it);
+    returns the waiting request's answer, which arrives once the lock is
+    released. key=None sends no API key (headers carry the credentials)."""
+    out = {}
+
+    def waiting():
+        out["resp"] = gw.http(method, path, body, headers, key=key)
+
+    with gw.store().lock_tables(*tables):
+        t = threading.Thread(target=waiting, daemon=True)
+        t.start()
+        # The request reaches the gateway and its read waits for the lock.
+        t.join(0.5)
+        assert t.is_alive(), out.get("resp")
+        health = http(gw.port, "GET", "/healthz", timeout=free_within)
+        assert health.status == 200, health
+        assert t.is_alive(), "the read did not wait for the lock"
+    t.join(HTTP_TIMEOUT + 5)
+    assert not t.is_alive(), "no answer after the lock was released"
+    return out["resp"]
+
+
 class _TableLock:
     """See PgDatabase.lock_tables."""
 

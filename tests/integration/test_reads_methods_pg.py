@@ -49,27 +49,8 @@ _seq = iter(range(1, 1 << 30))
 
 
 def _answers_while_locked(gw, tables, method, path, body=None, headers=None, key=harness.DEV_KEY):
-    """Sends method path while tables are locked; checks /healthz answers
-    meanwhile on the one reactor; returns the waiting request's answer,
-    which arrives once the lock is released."""
-    out = {}
-
-    def waiting():
-        out["resp"] = harness.http(gw.port, method, path, body,
-                                   dict({"Authorization": f"Bearer {key}"}, **(headers or {})))
-
-    with gw.store().lock_tables(*tables):
-        t = threading.Thread(target=waiting, daemon=True)
-        t.start()
-        # The request reaches the gateway and its read waits for the lock.
-        t.join(0.5)
-        assert t.is_alive(), out.get("resp")
-        health = harness.http(gw.port, "GET", "/healthz", timeout=FREE_WITHIN)
-        assert health.status == 200, health
-        assert t.is_alive(), "the read did not wait for the lock"
-    t.join(harness.HTTP_TIMEOUT + 5)
-    assert not t.is_alive(), "no answer after the lock was released"
-    return out["resp"]
+    return harness.answers_while_locked(gw, tables, method, path, body, headers, key,
+                                        free_within=FREE_WITHIN)
 
 
 def customer():

@@ -18,7 +18,6 @@ import json
 import os
 import socket
 import tempfile
-import threading
 import time
 import uuid
 
@@ -94,26 +93,10 @@ def new_hold(cust):
 
 
 def _answers_while_locked(g, tables, method, path, body=None, headers=None):
-    """Sends method path (headers as given: no API key added) while tables are locked;
-    checks /healthz answers meanwhile on the one reactor; returns the
-    waiting request's answer, which arrives once the lock is released."""
-    out = {}
-
-    def waiting():
-        out["resp"] = g.http(method, path, body, headers, key=None)
-
-    with g.store().lock_tables(*tables):
-        t = threading.Thread(target=waiting, daemon=True)
-        t.start()
-        # The request reaches the gateway and its read waits for the lock.
-        t.join(0.5)
-        assert t.is_alive(), out.get("resp")
-        health = harness.http(g.port, "GET", "/healthz", timeout=FREE_WITHIN)
-        assert health.status == 200, health
-        assert t.is_alive(), "the read did not wait for the lock"
-    t.join(harness.HTTP_TIMEOUT + 5)
-    assert not t.is_alive(), "no answer after the lock was released"
-    return out["resp"]
+    """harness.answers_while_locked with the headers as given (no API key
+    added: these routes take a customer's credentials)."""
+    return harness.answers_while_locked(g, tables, method, path, body, headers, key=None,
+                                        free_within=FREE_WITHIN)
 
 
 @harness.pg_only(NEEDS_PG)

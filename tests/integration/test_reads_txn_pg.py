@@ -18,7 +18,6 @@ import json
 import shutil
 import socket
 import tempfile
-import threading
 import time
 import uuid
 
@@ -40,30 +39,9 @@ def gw():
     return STACK.ensure().gw
 
 
-def _answers_while_locked(g, tables, method, path, body=None, headers=None, key=harness.DEV_KEY):
-    """Sends method path while tables are locked; checks /healthz answers
-    meanwhile on the one reactor; returns the waiting request's answer,
-    which arrives once the lock is released."""
-    out = {}
-
-    def waiting():
-        h = {"Authorization": f"Bearer {key}"} if key is not None else {}
-        if body is not None:
-            h["Content-Type"] = "application/json"
-        out["resp"] = harness.http(g.port, method, path, body, dict(h, **(headers or {})))
-
-    with g.store().lock_tables(*tables):
-        t = threading.Thread(target=waiting, daemon=True)
-        t.start()
-        # The request reaches the gateway and its read waits for the lock.
-        t.join(0.5)
-        assert t.is_alive(), out.get("resp")
-        health = harness.http(g.port, "GET", "/healthz", timeout=FREE_WITHIN)
-        assert health.status == 200, health
-        assert t.is_alive(), "the read did not wait for the lock"
-    t.join(harness.HTTP_TIMEOUT + 5)
-    assert not t.is_alive(), "no answer after the lock was released"
-    return out["resp"]
+def _answers_while_locked(gw, tables, method, path, body=None, headers=None, key=harness.DEV_KEY):
+    return harness.answers_while_locked(gw, tables, method, path, body, headers, key,
+                                        free_within=FREE_WITHIN)
 
 
 def _paid(**fields):
